@@ -1,0 +1,583 @@
+/* subscription--1.0.sql: subscription billing inside PostgreSQL */
+
+\echo Use "CREATE EXTENSION subscription" to load this file. \quit
+
+-- Everything below is schema-qualified and every function pins its
+-- search_path, so a hostile search_path at install or call time cannot
+-- substitute objects (see "Security Considerations for Extensions").
+
+------------------------------------------------------------------------
+-- Value checks shared by table constraints and functions
+------------------------------------------------------------------------
+
+-- {months, days, microseconds}: the cycle exactly as written, because
+-- '1 month' = '30 days' is true for interval but not for a billing cycle.
+CREATE FUNCTION subscription.cycle_key(cycle interval)
+RETURNS bigint[]
+AS 'MODULE_PATHNAME', 'cycle_key'
+LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION subscription.cycle_key(interval) IS
+'The fields {months, days, microseconds} of a billing cycle, for exact comparison';
+
+CREATE FUNCTION subscription.is_valid_cycle(cycle interval)
+RETURNS boolean
+LANGUAGE sql STRICT IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN (SELECT k[1] >= 0 AND k[2] >= 0 AND k[3] >= 0 AND k <> '{0,0,0}'
+          FROM (SELECT subscription.cycle_key(cycle)) AS f(k));
+
+CREATE FUNCTION subscription.renewal_options()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN '{none,once,always,to_monthly}'::text[];
+
+COMMENT ON FUNCTION subscription.renewal_options() IS
+'Renewal options of a subscription (R6): none, once, always, to_monthly';
+
+------------------------------------------------------------------------
+-- Catalog
+------------------------------------------------------------------------
+
+CREATE TABLE subscription.currency (
+    code     text PRIMARY KEY CHECK (code ~ '^[A-Z]{3}$'),
+    exponent integer NOT NULL CHECK (exponent BETWEEN 0 AND 6),
+    -- seeded by the extension; only the other rows are user data for pg_dump
+    iso4217  boolean NOT NULL DEFAULT false
+);
+
+INSERT INTO subscription.currency (code, exponent) VALUES
+    ('AED', 2), ('AFN', 2), ('ALL', 2), ('AMD', 2), ('ANG', 2), ('AOA', 2), ('ARS', 2), ('AUD', 2),
+    ('AWG', 2), ('AZN', 2), ('BAM', 2), ('BBD', 2), ('BDT', 2), ('BGN', 2), ('BHD', 3), ('BIF', 0),
+    ('BMD', 2), ('BND', 2), ('BOB', 2), ('BRL', 2), ('BSD', 2), ('BTN', 2), ('BWP', 2), ('BYN', 2),
+    ('BZD', 2), ('CAD', 2), ('CDF', 2), ('CHF', 2), ('CLP', 0), ('CNY', 2), ('COP', 2), ('CRC', 2),
+    ('CUP', 2), ('CVE', 2), ('CZK', 2), ('DJF', 0), ('DKK', 2), ('DOP', 2), ('DZD', 2), ('EGP', 2),
+    ('ERN', 2), ('ETB', 2), ('EUR', 2), ('FJD', 2), ('FKP', 2), ('GBP', 2), ('GEL', 2), ('GHS', 2),
+    ('GIP', 2), ('GMD', 2), ('GNF', 0), ('GTQ', 2), ('GYD', 2), ('HKD', 2), ('HNL', 2), ('HTG', 2),
+    ('HUF', 2), ('IDR', 2), ('ILS', 2), ('INR', 2), ('IQD', 3), ('IRR', 2), ('ISK', 0), ('JMD', 2),
+    ('JOD', 3), ('JPY', 0), ('KES', 2), ('KGS', 2), ('KHR', 2), ('KMF', 0), ('KPW', 2), ('KRW', 0),
+    ('KWD', 3), ('KYD', 2), ('KZT', 2), ('LAK', 2), ('LBP', 2), ('LKR', 2), ('LRD', 2), ('LSL', 2),
+    ('LYD', 3), ('MAD', 2), ('MDL', 2), ('MGA', 2), ('MKD', 2), ('MMK', 2), ('MNT', 2), ('MOP', 2),
+    ('MRU', 2), ('MUR', 2), ('MVR', 2), ('MWK', 2), ('MXN', 2), ('MYR', 2), ('MZN', 2), ('NAD', 2),
+    ('NGN', 2), ('NIO', 2), ('NOK', 2), ('NPR', 2), ('NZD', 2), ('OMR', 3), ('PAB', 2), ('PEN', 2),
+    ('PGK', 2), ('PHP', 2), ('PKR', 2), ('PLN', 2), ('PYG', 0), ('QAR', 2), ('RON', 2), ('RSD', 2),
+    ('RUB', 2), ('RWF', 0), ('SAR', 2), ('SBD', 2), ('SCR', 2), ('SDG', 2), ('SEK', 2), ('SGD', 2),
+    ('SHP', 2), ('SLE', 2), ('SOS', 2), ('SRD', 2), ('SSP', 2), ('STN', 2), ('SVC', 2), ('SYP', 2),
+    ('SZL', 2), ('THB', 2), ('TJS', 2), ('TMT', 2), ('TND', 3), ('TOP', 2), ('TRY', 2), ('TTD', 2),
+    ('TWD', 2), ('TZS', 2), ('UAH', 2), ('UGX', 0), ('USD', 2), ('UYU', 2), ('UZS', 2), ('VES', 2),
+    ('VND', 0), ('VUV', 0), ('WST', 2), ('XAF', 0), ('XCD', 2), ('XOF', 0), ('XPF', 0), ('YER', 2),
+    ('ZAR', 2), ('ZMW', 2), ('ZWL', 2), ('CLF', 4), ('UYW', 4);
+UPDATE subscription.currency SET iso4217 = true;
+
+CREATE TABLE subscription.product (
+    code      text PRIMARY KEY,
+    name      text NOT NULL,
+    upgrade   text NOT NULL DEFAULT 'restart'
+              CHECK (upgrade IN ('restart', 'prorate')),
+    downgrade text NOT NULL DEFAULT 'end_of_period'
+              CHECK (downgrade IN ('end_of_period', 'immediate'))
+);
+
+CREATE TABLE subscription.plan (
+    code    text PRIMARY KEY,
+    product text NOT NULL REFERENCES subscription.product (code) ON UPDATE CASCADE,
+    name    text NOT NULL,
+    rank    integer NOT NULL DEFAULT 0,
+    kind    text NOT NULL DEFAULT 'service' CHECK (kind IN ('service', 'option'))
+);
+CREATE INDEX ON subscription.plan (product);
+
+CREATE TABLE subscription.plan_price (
+    plan        text NOT NULL REFERENCES subscription.plan (code)
+                ON UPDATE CASCADE ON DELETE CASCADE,
+    cycle       interval NOT NULL CHECK (subscription.is_valid_cycle(cycle)),
+    tier        integer CHECK (tier > 0),
+    amount      numeric NOT NULL CHECK (amount >= 0 AND amount < 'Infinity'),
+    per_license boolean NOT NULL DEFAULT false,
+    currency    text NOT NULL DEFAULT 'EUR' REFERENCES subscription.currency (code)
+                ON UPDATE CASCADE,
+    -- a tier price is the price of the whole tier (L12)
+    CONSTRAINT plan_price_tier_is_flat CHECK (tier IS NULL OR NOT per_license)
+);
+CREATE UNIQUE INDEX plan_price_one_per_cycle_and_tier
+    ON subscription.plan_price (plan, subscription.cycle_key(cycle), tier) NULLS NOT DISTINCT;
+
+CREATE TABLE subscription.plan_limit (
+    plan        text NOT NULL REFERENCES subscription.plan (code)
+                ON UPDATE CASCADE ON DELETE CASCADE,
+    feature     text NOT NULL,
+    value       bigint CHECK (value >= 0),          -- NULL: unlimited
+    per_license boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (plan, feature)
+);
+
+CREATE TABLE subscription.addon (
+    code     text PRIMARY KEY,
+    product  text NOT NULL REFERENCES subscription.product (code) ON UPDATE CASCADE,
+    name     text NOT NULL,
+    one_time boolean NOT NULL DEFAULT false,
+    feature  text,
+    units    bigint NOT NULL DEFAULT 1 CHECK (units > 0)
+);
+CREATE INDEX ON subscription.addon (product);
+
+CREATE TABLE subscription.addon_price (
+    addon    text NOT NULL REFERENCES subscription.addon (code)
+             ON UPDATE CASCADE ON DELETE CASCADE,
+    cycle    interval CHECK (subscription.is_valid_cycle(cycle)),  -- NULL: one-time
+    amount   numeric NOT NULL CHECK (amount >= 0 AND amount < 'Infinity'),
+    currency text NOT NULL DEFAULT 'EUR' REFERENCES subscription.currency (code)
+             ON UPDATE CASCADE
+);
+CREATE UNIQUE INDEX addon_price_one_per_cycle
+    ON subscription.addon_price (addon, subscription.cycle_key(cycle)) NULLS NOT DISTINCT;
+
+CREATE TABLE subscription.plan_addon (
+    plan     text NOT NULL REFERENCES subscription.plan (code)
+             ON UPDATE CASCADE ON DELETE CASCADE,
+    addon    text NOT NULL REFERENCES subscription.addon (code)
+             ON UPDATE CASCADE ON DELETE CASCADE,
+    included boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (plan, addon)
+);
+CREATE INDEX ON subscription.plan_addon (addon);
+
+CREATE TABLE subscription.coupon (
+    code            text PRIMARY KEY,
+    percent_off     numeric CHECK (percent_off > 0 AND percent_off <= 100),
+    amount_off      numeric CHECK (amount_off > 0 AND amount_off < 'Infinity'),
+    currency        text NOT NULL DEFAULT 'EUR' REFERENCES subscription.currency (code)
+                    ON UPDATE CASCADE,
+    cycles          integer CHECK (cycles > 0),       -- NULL: forever
+    redeem_by       timestamptz,
+    max_redemptions integer CHECK (max_redemptions > 0),
+    CONSTRAINT coupon_percent_or_amount CHECK ((percent_off IS NULL) <> (amount_off IS NULL))
+);
+
+------------------------------------------------------------------------
+-- Tenants and state
+------------------------------------------------------------------------
+
+CREATE TABLE subscription.account (
+    id             bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    name           text NOT NULL,
+    -- a sub-account (K7); deleting an account deletes its sub-accounts (K9)
+    parent_id      bigint REFERENCES subscription.account (id) ON DELETE CASCADE,
+    billing_anchor timestamptz,
+    managed        boolean NOT NULL DEFAULT false,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT account_not_own_parent CHECK (parent_id <> id)
+);
+CREATE INDEX ON subscription.account (parent_id);
+
+CREATE TABLE subscription.member (
+    id          bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    account_id  bigint NOT NULL REFERENCES subscription.account (id) ON DELETE CASCADE,
+    external_id text,
+    role        text NOT NULL DEFAULT 'member' CHECK (role IN ('owner', 'admin', 'member')),
+    rights      text[] NOT NULL DEFAULT '{}'
+                CHECK (rights <@ '{increase_licenses,decrease_licenses,decrease_monthly_licenses,change_renewal}'::text[]
+                       AND array_position(rights, NULL) IS NULL),
+    UNIQUE (account_id, external_id)
+);
+
+CREATE TABLE subscription.subscription (
+    id                   bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    account_id           bigint NOT NULL REFERENCES subscription.account (id) ON DELETE CASCADE,
+    plan                 text NOT NULL REFERENCES subscription.plan (code) ON UPDATE CASCADE,
+    cycle                interval NOT NULL CHECK (subscription.is_valid_cycle(cycle)),
+    quantity             integer NOT NULL CHECK (quantity > 0),
+    period               tstzrange NOT NULL
+                         CHECK (NOT isempty(period) AND lower_inc(period) AND NOT upper_inc(period)
+                                AND NOT lower_inf(period) AND NOT upper_inf(period)),
+    anchor               timestamptz NOT NULL,
+    renewal              text NOT NULL DEFAULT 'always'
+                         CHECK (renewal = ANY (subscription.renewal_options())),
+    status               text NOT NULL DEFAULT 'active'
+                         CHECK (status IN ('active', 'cancelled', 'expired')),
+    cancel_at_period_end boolean NOT NULL DEFAULT false,
+    pending_plan         text REFERENCES subscription.plan (code) ON UPDATE CASCADE,
+    pending_cycle        interval CHECK (subscription.is_valid_cycle(pending_cycle)),
+    pending_quantity     integer CHECK (pending_quantity > 0),
+    is_default           boolean NOT NULL DEFAULT false,
+    coupon               text REFERENCES subscription.coupon (code) ON UPDATE CASCADE,
+    created_at           timestamptz NOT NULL DEFAULT now(),
+    -- R10: at most one default subscription per account
+    CONSTRAINT subscription_one_default_per_account
+        EXCLUDE (account_id WITH =) WHERE (is_default)
+);
+CREATE INDEX ON subscription.subscription (account_id);
+CREATE INDEX ON subscription.subscription (upper(period)) WHERE status = 'active';
+
+CREATE TABLE subscription.license (
+    subscription_id bigint NOT NULL REFERENCES subscription.subscription (id) ON DELETE CASCADE,
+    member_id       bigint NOT NULL REFERENCES subscription.member (id) ON DELETE CASCADE,
+    assigned_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (subscription_id, member_id)
+);
+CREATE INDEX ON subscription.license (member_id);
+
+CREATE TABLE subscription.addon_batch (
+    id                   bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    subscription_id      bigint NOT NULL REFERENCES subscription.subscription (id) ON DELETE CASCADE,
+    addon                text NOT NULL REFERENCES subscription.addon (code) ON UPDATE CASCADE,
+    quantity             integer NOT NULL CHECK (quantity > 0),
+    purchased_at         timestamptz NOT NULL DEFAULT now(),
+    cancel_at_period_end boolean NOT NULL DEFAULT false,
+    status               text NOT NULL DEFAULT 'active'
+                         CHECK (status IN ('active', 'cancelled', 'expired'))
+);
+CREATE INDEX ON subscription.addon_batch (subscription_id);
+
+CREATE TABLE subscription.ledger (
+    id              bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    account_id      bigint NOT NULL REFERENCES subscription.account (id) ON DELETE CASCADE,
+    subscription_id bigint REFERENCES subscription.subscription (id) ON DELETE CASCADE,
+    addon_batch_id  bigint REFERENCES subscription.addon_batch (id) ON DELETE CASCADE,
+    kind            text NOT NULL CHECK (kind IN ('charge', 'refund', 'credit', 'discount')),
+    amount          numeric NOT NULL CHECK (amount >= 0 AND amount < 'Infinity'),
+    currency        text NOT NULL REFERENCES subscription.currency (code) ON UPDATE CASCADE,
+    period          tstzrange,
+    description     text NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT ledger_batch_needs_subscription
+        CHECK (addon_batch_id IS NULL OR subscription_id IS NOT NULL)
+);
+CREATE INDEX ON subscription.ledger (account_id, created_at);
+CREATE INDEX ON subscription.ledger (addon_batch_id);
+-- C2: a period of a subscription (or of one of its add-on batches) is
+-- charged at most once; a one-time add-on (period NULL) exactly once.
+CREATE UNIQUE INDEX ledger_one_charge_per_period
+    ON subscription.ledger (subscription_id, addon_batch_id, period) NULLS NOT DISTINCT
+    WHERE kind = 'charge' AND subscription_id IS NOT NULL;
+
+-- R8: no foreign keys, so that the record of an erased account (K9) stays.
+CREATE TABLE subscription.history (
+    id              bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    at              timestamptz NOT NULL DEFAULT clock_timestamp(),
+    actor           text,
+    operation       text NOT NULL,
+    account_id      bigint,
+    subscription_id bigint,
+    details         jsonb NOT NULL DEFAULT '{}'
+);
+CREATE INDEX ON subscription.history (account_id, at);
+CREATE INDEX ON subscription.history (subscription_id, at);
+
+CREATE FUNCTION subscription.refuse_history_change()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'history is append-only'
+        USING ERRCODE = 'insufficient_privilege',
+              DETAIL = format('%s on subscription.history is not allowed.', TG_OP),
+              HINT = 'Record a correction as a new history row.';
+END
+$$;
+
+CREATE TRIGGER history_append_only
+    BEFORE UPDATE OR DELETE ON subscription.history
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_history_change();
+CREATE TRIGGER history_no_truncate
+    BEFORE TRUNCATE ON subscription.history
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.refuse_history_change();
+
+-- Rows removed or changed by a downgrade, as they were (C9-C12).
+CREATE TABLE subscription.trimmed (
+    id              bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    at              timestamptz NOT NULL DEFAULT now(),
+    account_id      bigint NOT NULL REFERENCES subscription.account (id) ON DELETE CASCADE,
+    subscription_id bigint REFERENCES subscription.subscription (id) ON DELETE SET NULL,
+    -- the name, not a regclass: the record outlives a dropped table
+    relation        text NOT NULL,
+    feature         text NOT NULL,
+    action          text NOT NULL CHECK (action IN ('delete', 'scale', 'cap', 'detach')),
+    row_id          text,
+    old_row         jsonb NOT NULL
+);
+CREATE INDEX ON subscription.trimmed (account_id, at);
+
+-- What each account uses of each limited feature, kept by the limit triggers.
+CREATE TABLE subscription.usage_counter (
+    account_id bigint NOT NULL REFERENCES subscription.account (id) ON DELETE CASCADE,
+    feature    text NOT NULL,
+    used       bigint NOT NULL DEFAULT 0 CHECK (used >= 0),
+    PRIMARY KEY (account_id, feature)
+);
+
+------------------------------------------------------------------------
+-- pg_dump keeps the rows users write (catalog and tenants)
+------------------------------------------------------------------------
+
+SELECT pg_catalog.pg_extension_config_dump('subscription.currency', 'WHERE NOT iso4217');
+-- one call per statement: each call updates the same pg_extension row
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY[
+        'product', 'plan', 'plan_price', 'plan_limit', 'addon', 'addon_price',
+        'plan_addon', 'coupon', 'account', 'member', 'subscription', 'license',
+        'addon_batch', 'ledger', 'history', 'trimmed', 'usage_counter']
+    LOOP
+        PERFORM pg_catalog.pg_extension_config_dump(('subscription.' || t)::pg_catalog.regclass, '');
+    END LOOP;
+    -- and the identity sequences, so restored tables keep issuing fresh ids
+    FOREACH t IN ARRAY ARRAY[
+        'account', 'member', 'subscription', 'addon_batch', 'ledger', 'history', 'trimmed']
+    LOOP
+        PERFORM pg_catalog.pg_extension_config_dump(
+            pg_catalog.pg_get_serial_sequence('subscription.' || t, 'id')::pg_catalog.regclass, '');
+    END LOOP;
+END
+$$;
+
+------------------------------------------------------------------------
+-- Pure functions (C)
+------------------------------------------------------------------------
+
+CREATE FUNCTION subscription.tier_for_hosts(
+    hosts integer,
+    tiers integer[] DEFAULT '{25,100,250,500,1000,2500}')
+RETURNS integer
+AS 'MODULE_PATHNAME', 'tier_for_hosts'
+LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION subscription.tier_for_hosts(integer, integer[]) IS
+'The smallest tier holding hosts (L3, L12)';
+
+CREATE FUNCTION subscription.prorate_refund(
+    amount numeric,
+    period_start timestamptz,
+    period_end timestamptz,
+    at timestamptz,
+    unit text DEFAULT 'day',
+    scale integer DEFAULT 2)
+RETURNS numeric
+AS 'MODULE_PATHNAME', 'prorate_refund'
+-- STABLE: whole days are counted in the session's TimeZone
+LANGUAGE C STRICT STABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION subscription.prorate_refund(numeric, timestamptz, timestamptz, timestamptz, text, integer) IS
+'Refund of the unused part [at, period_end) of amount, rounded once half away from zero';
+
+------------------------------------------------------------------------
+-- Catalog look-ups: one place for each rule
+------------------------------------------------------------------------
+
+-- A plan's tiers: the distinct tier values of its prices ('{}' if untiered).
+CREATE FUNCTION subscription.plan_tiers(plan text)
+RETURNS integer[]
+LANGUAGE plpgsql STRICT STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tiers integer[];
+BEGIN
+    PERFORM FROM subscription.plan AS p WHERE p.code OPERATOR(pg_catalog.=) plan_tiers.plan;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'plan "%" does not exist', plan
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    SELECT coalesce(array_agg(DISTINCT pp.tier ORDER BY pp.tier), '{}')
+      INTO tiers
+      FROM subscription.plan_price AS pp
+     WHERE pp.plan OPERATOR(pg_catalog.=) plan_tiers.plan AND pp.tier IS NOT NULL;
+    RETURN tiers;
+END
+$$;
+
+CREATE FUNCTION subscription.tier_for_hosts(plan text, hosts integer)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'tier_for_hosts_plan'
+LANGUAGE C STRICT STABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION subscription.tier_for_hosts(text, integer) IS
+'The smallest tier of a tiered plan holding hosts (L3, L12)';
+
+-- Rounds an amount to its currency's minor unit, half away from zero.
+CREATE FUNCTION subscription.round_money(amount numeric, currency text)
+RETURNS numeric
+LANGUAGE plpgsql STRICT STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    digits integer;
+BEGIN
+    SELECT c.exponent INTO digits
+      FROM subscription.currency AS c
+     WHERE c.code OPERATOR(pg_catalog.=) round_money.currency;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'currency "%" does not exist', currency
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN round(amount, digits);
+END
+$$;
+
+-- The gross price of one period of plan for quantity: per-license prices
+-- times quantity, tier prices flat; the quantity of a tiered plan must be
+-- one of its tiers (L12).
+CREATE FUNCTION subscription.period_price(
+    plan text, cycle interval, quantity integer,
+    OUT amount numeric, OUT currency text)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tiers integer[] := subscription.plan_tiers(plan);
+    price subscription.plan_price;
+BEGIN
+    IF cardinality(tiers) > 0 THEN
+        IF NOT quantity OPERATOR(pg_catalog.=) ANY (tiers) THEN
+            RAISE EXCEPTION 'quantity % is not a tier of plan "%"', quantity, plan
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = format('The tiers of plan "%s" are %s.', plan, tiers),
+                      HINT = format('Use subscription.tier_for_hosts(%L, %s) for the tier that holds %s hosts.',
+                                    plan, quantity, quantity);
+        END IF;
+        SELECT * INTO price FROM subscription.plan_price AS pp
+         WHERE pp.plan OPERATOR(pg_catalog.=) period_price.plan
+           AND subscription.cycle_key(pp.cycle) OPERATOR(pg_catalog.=) subscription.cycle_key(period_price.cycle)
+           AND pp.tier OPERATOR(pg_catalog.=) quantity;
+    ELSE
+        SELECT * INTO price FROM subscription.plan_price AS pp
+         WHERE pp.plan OPERATOR(pg_catalog.=) period_price.plan
+           AND subscription.cycle_key(pp.cycle) OPERATOR(pg_catalog.=) subscription.cycle_key(period_price.cycle)
+           AND pp.tier IS NULL;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'plan "%" has no price for cycle %', plan, cycle
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The cycles of a plan are those of its rows in subscription.plan_price.';
+    END IF;
+    amount := subscription.round_money(
+                  CASE WHEN price.per_license THEN price.amount OPERATOR(pg_catalog.*) quantity
+                       ELSE price.amount END,
+                  price.currency);
+    currency := price.currency;
+END
+$$;
+
+-- The k-th period (k >= 1) of a subscription anchored at anchor: computed
+-- from the anchor, so month ends do not drift (Jan 31, Feb 28, Mar 31).
+CREATE FUNCTION subscription.nth_period(anchor timestamptz, cycle interval, k integer)
+RETURNS tstzrange
+LANGUAGE sql STRICT STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN tstzrange(anchor OPERATOR(pg_catalog.+) ((k OPERATOR(pg_catalog.-) 1) OPERATOR(pg_catalog.*) cycle),
+                 anchor OPERATOR(pg_catalog.+) (k OPERATOR(pg_catalog.*) cycle), '[)');
+
+------------------------------------------------------------------------
+-- Argument checks shared by the mutating functions
+------------------------------------------------------------------------
+
+CREATE FUNCTION subscription.require_arguments(fn text, names text[], is_null boolean[])
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    FOR i IN 1 .. cardinality(names) LOOP
+        IF is_null[i] THEN
+            RAISE EXCEPTION 'argument "%" of %() must not be null', names[i], fn
+                USING ERRCODE = 'null_value_not_allowed';
+        END IF;
+    END LOOP;
+END
+$$;
+
+------------------------------------------------------------------------
+-- Lifecycle
+------------------------------------------------------------------------
+
+CREATE FUNCTION subscription.subscribe(
+    account_id bigint,
+    plan text,
+    cycle interval,
+    quantity integer DEFAULT 1,
+    at timestamptz DEFAULT now(),
+    renewal text DEFAULT 'always',
+    coupon text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    price     record;
+    period    tstzrange;
+    new_id    bigint;
+    anchor_at timestamptz;
+BEGIN
+    PERFORM subscription.require_arguments('subscribe',
+        '{account_id,plan,cycle,quantity,at,renewal}',
+        ARRAY[account_id IS NULL, plan IS NULL, cycle IS NULL, quantity IS NULL,
+              at IS NULL, renewal IS NULL]);
+
+    IF quantity < 1 THEN
+        RAISE EXCEPTION 'quantity must be at least 1'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The quantity was %s.', quantity);
+    END IF;
+    IF NOT subscription.is_valid_cycle(cycle) THEN
+        RAISE EXCEPTION 'cycle % is not a positive billing cycle', cycle
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use an interval such as ''1 month'', ''1 year'', ''30 days'' or ''3 years''.';
+    END IF;
+    IF NOT renewal OPERATOR(pg_catalog.=) ANY (subscription.renewal_options()) THEN
+        RAISE EXCEPTION 'unknown renewal option "%"', renewal
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('The renewal options are %s.', subscription.renewal_options());
+    END IF;
+    IF NOT isfinite(at) THEN
+        RAISE EXCEPTION 'subscription start must be finite'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    SELECT a.billing_anchor INTO anchor_at
+      FROM subscription.account AS a
+     WHERE a.id OPERATOR(pg_catalog.=) subscribe.account_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account % does not exist', account_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    IF anchor_at IS NOT NULL THEN
+        RAISE EXCEPTION 'accounts with a billing anchor are not supported yet'
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = format('Account %s has billing anchor %s.', account_id, anchor_at);
+    END IF;
+
+    IF coupon IS NOT NULL THEN
+        PERFORM FROM subscription.coupon AS c WHERE c.code OPERATOR(pg_catalog.=) subscribe.coupon;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'coupon "%" does not exist', coupon
+                USING ERRCODE = 'undefined_object';
+        END IF;
+        RAISE EXCEPTION 'coupons are not supported yet'
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = format('Coupon "%s" exists but cannot be redeemed by this version.', coupon);
+    END IF;
+
+    price := subscription.period_price(plan, cycle, quantity);
+    period := subscription.nth_period(at, cycle, 1);
+
+    INSERT INTO subscription.subscription AS s
+           (account_id, plan, cycle, quantity, period, anchor, renewal)
+    VALUES (subscribe.account_id, subscribe.plan, subscribe.cycle, subscribe.quantity,
+            period, at, subscribe.renewal)
+    RETURNING s.id INTO new_id;
+
+    INSERT INTO subscription.ledger
+           (account_id, subscription_id, kind, amount, currency, period, description)
+    VALUES (subscribe.account_id, new_id, 'charge', price.amount, price.currency, period,
+            format('plan %s, cycle %s, quantity %s', plan, cycle, quantity));
+
+    RETURN new_id;
+END
+$$;
+
+REVOKE ALL ON FUNCTION subscription.subscribe(bigint, text, interval, integer, timestamptz, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.require_arguments(text, text[], boolean[]) FROM PUBLIC;

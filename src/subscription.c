@@ -1,0 +1,47 @@
+/*-------------------------------------------------------------------------
+ *
+ * subscription.c
+ *	  Module entry point: the module magic and the extension's settings.
+ *
+ * The settings are defined here, once, so that every other file reads
+ * them through the variables declared in subscription.h.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "utils/guc.h"
+
+#include "subscription.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+char	   *subscription_actor = NULL;
+int			subscription_notice_days = 30;
+
+void
+_PG_init(void)
+{
+	DefineCustomStringVariable("subscription.actor",
+							   "Member id on whose behalf the session acts.",
+							   "Empty means trusted back-office code: no permission checks.",
+							   &subscription_actor,
+							   "",
+							   PGC_USERSET,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("subscription.notice_days",
+							"Days before renewal from which a subscription appears in renewal_notice.",
+							NULL,
+							&subscription_notice_days,
+							30, 0, 3660,
+							PGC_USERSET,
+							0,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("subscription");
+}

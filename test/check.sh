@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Runs every test: pg_regress, isolation specs, pgTAP, the dump and restore
+# round trip, and a final look at the server log for crashes.
+#   bash test/check.sh
+# Installs what is missing, builds and installs the extension, and runs a
+# throwaway cluster, unless PGHOST names a server to use instead.
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+
+ensure_packages || exit 1
+build_and_install || exit 1
+start_cluster /tmp/subscription-check || exit 1
+[ -n "${SUBSCRIPTION_OWN_CLUSTER:-}" ] && trap 'stop_cluster_in "$SUBSCRIPTION_OWN_CLUSTER"' EXIT
+
+passed=0
+failed=0
+failures=()
+# count "name ... ok" / "name ... FAILED" lines of a runner's output
+tally() {
+    local out=$1 ok bad
+    ok=$(grep -cE '(\.\.\.|\.\.) +ok' "$out")
+    bad=$(grep -cE '(\.\.\.|\.\.) +(FAILED|failed|Failed|not ok)' "$out")
+    passed=$((passed + ok))
+    failed=$((failed + bad))
+}
+
+cd "$ROOT"
+rm -rf results output_iso regression.diffs regression.out
+
+say "pg_regress and isolation specs (make installcheck)"
+make -s installcheck 2>&1 | tee /tmp/subscription-installcheck.out
+status=${PIPESTATUS[0]}
+tally /tmp/subscription-installcheck.out
+if [ "$status" -ne 0 ]; then
+    failures+=("make installcheck")
+    [ -f regression.diffs ] && head -c 20000 regression.diffs
+fi
+
+say "pgTAP"
+psql -X -q -d postgres -c 'DROP DATABASE IF EXISTS subscription_tap' -c 'CREATE DATABASE subscription_tap' >/dev/null
+psql -X -q -d subscription_tap -c 'CREATE EXTENSION pgtap' -c 'CREATE EXTENSION subscription' >/dev/null
+pg_prove -d subscription_tap test/pgtap/*.sql 2>&1 | tee /tmp/subscription-pgtap.out
+status=${PIPESTATUS[0]}
+tally /tmp/subscription-pgtap.out
+[ "$status" -ne 0 ] && failures+=("pgTAP")
+
+say "dump and restore"
+bash test/dump_restore.sh 2>&1 | tee /tmp/subscription-dump.out
+status=${PIPESTATUS[0]}
+passed=$((passed + $(grep -c '^ok ' /tmp/subscription-dump.out)))
+failed=$((failed + $(grep -c '^not ok ' /tmp/subscription-dump.out)))
+[ "$status" -ne 0 ] && failures+=("dump and restore")
+
+log=$(server_log)
+if [ -n "$log" ]; then
+    say "server log"
+    if grep -E 'terminated by signal|PANIC' "$log"; then
+        echo "not ok - the server crashed during the suite"
+        failed=$((failed + 1))
+        failures+=("server crash")
+    else
+        echo "ok - no backend terminated by a signal"
+        passed=$((passed + 1))
+    fi
+fi
+
+echo
+if [ ${#failures[@]} -gt 0 ]; then
+    echo "failed suites: ${failures[*]}"
+    [ "$failed" -eq 0 ] && failed=${#failures[@]}
+fi
+echo "$passed passed, $failed failed"
+[ ${#failures[@]} -eq 0 ] && [ "$failed" -eq 0 ]

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# pg_dump keeps the catalog and tenant rows (pg_extension_config_dump) and
+# the identity sequences; the ISO 4217 seed rows are not dumped twice.
+# Prints TAP; needs PGHOST/PGPORT/PGUSER of a server with the extension installed.
+set -uo pipefail
+src=subscription_dump_src
+dst=subscription_dump_dst
+dumpfile=$(mktemp /tmp/subscription-dump.XXXXXX)
+trap 'rm -f "$dumpfile"' EXIT
+n=0
+check() {  # check DESCRIPTION COMMAND...
+    n=$((n + 1))
+    local desc=$1; shift
+    if "$@"; then echo "ok $n - $desc"; else echo "not ok $n - $desc"; fi
+}
+q() { psql -X -qAt -v ON_ERROR_STOP=1 "$@"; }
+
+for db in $src $dst; do
+    q -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
+done
+q -d $src >/dev/null <<'SQL'
+CREATE EXTENSION subscription;
+INSERT INTO subscription.currency (code, exponent) VALUES ('XTS', 3);
+INSERT INTO subscription.product (code, name) VALUES ('central', 'LogMeIn Central');
+INSERT INTO subscription.plan (code, product, name, rank) VALUES ('central_plus', 'central', 'Plus', 2);
+INSERT INTO subscription.plan_price (plan, cycle, tier, amount) VALUES
+    ('central_plus', '1 year', 25, 1299), ('central_plus', '1 year', 100, 3999);
+INSERT INTO subscription.plan_limit (plan, feature, value, per_license) VALUES ('central_plus', 'hosts', 1, true);
+INSERT INTO subscription.addon (code, product, name) VALUES ('extra', 'central', 'Extra');
+INSERT INTO subscription.addon_price (addon, cycle, amount) VALUES ('extra', '1 year', 10);
+INSERT INTO subscription.plan_addon (plan, addon) VALUES ('central_plus', 'extra');
+INSERT INTO subscription.coupon (code, percent_off, cycles) VALUES ('WELCOME', 10, 3);
+INSERT INTO subscription.account (name) VALUES ('Acme');
+INSERT INTO subscription.member (account_id, external_id, role) VALUES (1, 'alice', 'owner');
+SELECT subscription.subscribe(1, 'central_plus', '1 year', 100, '2026-01-15 10:00+00');
+INSERT INTO subscription.history (operation, account_id, details) VALUES ('note', 1, '{"x": 1}');
+SQL
+
+# one line per user table: its name and an md5 of its rows in key order
+fingerprint() {
+    q -d "$1" <<'SQL'
+SELECT c.relname || ' ' || (xpath('/row/c/text()',
+         query_to_xml(format('SELECT md5(coalesce(string_agg(t::text, %L ORDER BY t::text), %L)) AS c FROM %s AS t',
+                             E'\n', '', c.oid::regclass), false, true, '')))[1]::text
+  FROM pg_class AS c
+ WHERE c.relnamespace = 'subscription'::regnamespace AND c.relkind = 'r'
+ ORDER BY c.relname;
+SQL
+}
+
+pg_dump -Fc -d $src -f "$dumpfile"
+check "pg_dump of a database with the extension succeeds" test -s "$dumpfile"
+restore_out=$(pg_restore -d $dst --exit-on-error "$dumpfile" 2>&1)
+check "pg_restore succeeds" test -z "$restore_out"
+[ -n "$restore_out" ] && echo "$restore_out" | sed 's/^/# /'
+
+before=$(fingerprint $src)
+after=$(fingerprint $dst)
+check "every table has the same rows after restore" \
+    test -n "$before" -a "$before" = "$after" -a "$(echo "$before" | wc -l)" -ge 17
+[ "$before" = "$after" ] || diff <(echo "$before") <(echo "$after") | sed 's/^/# /'
+
+check "the catalog rows came back" \
+    test "$(q -d $dst -c "SELECT count(*) FROM subscription.plan_price WHERE plan = 'central_plus'")" = 2
+check "the tenant rows came back" \
+    test "$(q -d $dst -c "SELECT count(*) FROM subscription.ledger WHERE account_id = 1 AND kind = 'charge'")" = 1
+check "seeded currencies are not duplicated and the user's one is kept" \
+    test "$(q -d $dst -c "SELECT count(*) FILTER (WHERE code = 'EUR') || ',' || count(*) FILTER (WHERE code = 'XTS') FROM subscription.currency")" = "1,1"
+check "identity sequences continue after restore" \
+    test "$(q -d $dst -c "INSERT INTO subscription.account (name) VALUES ('Beta') RETURNING id")" = 2
+check "a restored subscription renews its ids too" \
+    test "$(q -d $dst -c "SELECT subscription.subscribe(2, 'central_plus', '1 year', 25, '2026-02-01')")" = 2
+echo "1..$n"
+for db in $src $dst; do q -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null; done
