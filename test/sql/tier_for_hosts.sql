@@ -1,21 +1,6 @@
 -- tier_for_hosts: the smallest tier that holds a host count (L3, L12)
 \set VERBOSITY default
--- error_of(statement): the SQLSTATE, message, detail and hint it raises
-CREATE FUNCTION pg_temp.error_of(statement text) RETURNS text
-LANGUAGE plpgsql AS $f$
-DECLARE
-    state text; message text; detail text; hint text;
-BEGIN
-    EXECUTE statement;
-    RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, message = MESSAGE_TEXT,
-                            detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
-    RETURN state || ': ' || message
-        || CASE WHEN detail <> '' THEN E'\nDETAIL: ' || detail ELSE '' END
-        || CASE WHEN hint <> '' THEN E'\nHINT: ' || hint ELSE '' END;
-END
-$f$;
+\i test/sql/include/error_of.psql
 SET search_path = subscription, public;
 -- the catalog rows of this file do not outlive it
 BEGIN;

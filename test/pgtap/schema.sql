@@ -1,0 +1,158 @@
+-- The data model of API.md: every table, key and constraint of the contract.
+BEGIN;
+SELECT plan(136);
+SET search_path = subscription, public;
+
+SELECT has_schema('subscription');
+SELECT tables_are('subscription', ARRAY[
+    'currency', 'product', 'plan', 'plan_price', 'plan_limit', 'addon', 'addon_price',
+    'plan_addon', 'coupon', 'account', 'member', 'subscription', 'license', 'addon_batch',
+    'ledger', 'history', 'trimmed', 'usage_counter']);
+
+-- every column the contract names, with its type
+SELECT has_column('subscription', t, c, format('%s.%s exists', t, c))
+  FROM (VALUES ('currency','code'), ('currency','exponent'),
+               ('product','upgrade'), ('product','downgrade'),
+               ('plan','product'), ('plan','rank'), ('plan','kind'),
+               ('plan_price','tier'), ('plan_price','per_license'), ('plan_price','currency'),
+               ('plan_limit','value'), ('plan_limit','per_license'),
+               ('addon','one_time'), ('addon','feature'), ('addon','units'),
+               ('plan_addon','included'),
+               ('coupon','percent_off'), ('coupon','amount_off'), ('coupon','cycles'),
+               ('coupon','redeem_by'), ('coupon','max_redemptions'),
+               ('account','parent_id'), ('account','billing_anchor'), ('account','managed'),
+               ('member','external_id'), ('member','role'), ('member','rights'),
+               ('subscription','period'), ('subscription','anchor'), ('subscription','renewal'),
+               ('subscription','status'), ('subscription','cancel_at_period_end'),
+               ('subscription','pending_plan'), ('subscription','pending_cycle'),
+               ('subscription','pending_quantity'), ('subscription','is_default'),
+               ('license','assigned_at'), ('addon_batch','purchased_at'),
+               ('ledger','addon_batch_id'), ('ledger','period'), ('ledger','kind'),
+               ('history','actor'), ('history','operation'), ('history','details'),
+               ('trimmed','old_row'), ('trimmed','row_id'), ('usage_counter','used')) AS x(t, c);
+
+SELECT col_type_is('subscription', 'plan_price', 'amount', 'numeric', 'money is numeric, never float');
+SELECT col_type_is('subscription', 'ledger', 'amount', 'numeric', 'ledger amounts are numeric');
+SELECT col_type_is('subscription', 'subscription', 'cycle', 'interval', 'cycles are intervals');
+SELECT col_type_is('subscription', 'subscription', 'period', 'tstzrange', 'periods are tstzranges');
+SELECT col_type_is('subscription', 'plan_limit', 'value', 'bigint', 'limits are bigint');
+SELECT col_type_is('subscription', 'history', 'details', 'jsonb', 'history details are jsonb');
+SELECT col_type_is('subscription', 'member', 'rights', 'text[]', 'rights are a text array');
+
+-- primary keys
+SELECT col_is_pk('subscription', t, c, format('%s has primary key %s', t, c))
+  FROM (VALUES ('currency', ARRAY['code']), ('product', ARRAY['code']), ('plan', ARRAY['code']),
+               ('addon', ARRAY['code']), ('coupon', ARRAY['code']), ('account', ARRAY['id']),
+               ('member', ARRAY['id']), ('subscription', ARRAY['id']), ('addon_batch', ARRAY['id']),
+               ('ledger', ARRAY['id']), ('history', ARRAY['id']), ('trimmed', ARRAY['id']),
+               ('plan_limit', ARRAY['plan', 'feature']), ('plan_addon', ARRAY['plan', 'addon']),
+               ('license', ARRAY['subscription_id', 'member_id']),
+               ('usage_counter', ARRAY['account_id', 'feature'])) AS x(t, c);
+
+-- foreign keys and their deliberate ON DELETE actions:
+-- c = cascade (K9: deleting an account removes its rows), a = refuse while in use, n = set null
+SELECT is(
+    (SELECT string_agg(f, ' ' ORDER BY f) FROM (
+       SELECT format('%s.%s->%s:%s', c.conrelid::regclass, a.attname, c.confrelid::regclass, c.confdeltype) AS f
+       FROM pg_constraint AS c
+       JOIN pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+      WHERE c.contype = 'f' AND c.connamespace = 'subscription'::regnamespace
+        AND c.conrelid = x.t::regclass) AS fks),
+    x.expected, format('foreign keys of %s', x.t))
+  FROM (VALUES
+    ('subscription.plan', 'plan.product->product:a'),
+    ('subscription.plan_price', 'plan_price.currency->currency:a plan_price.plan->plan:c'),
+    ('subscription.plan_limit', 'plan_limit.plan->plan:c'),
+    ('subscription.addon', 'addon.product->product:a'),
+    ('subscription.addon_price', 'addon_price.addon->addon:c addon_price.currency->currency:a'),
+    ('subscription.plan_addon', 'plan_addon.addon->addon:c plan_addon.plan->plan:c'),
+    ('subscription.coupon', 'coupon.currency->currency:a'),
+    ('subscription.account', 'account.parent_id->account:c'),
+    ('subscription.member', 'member.account_id->account:c'),
+    ('subscription.subscription', 'subscription.account_id->account:c subscription.coupon->coupon:a subscription.pending_plan->plan:a subscription.plan->plan:a'),
+    ('subscription.license', 'license.member_id->member:c license.subscription_id->subscription:c'),
+    ('subscription.addon_batch', 'addon_batch.addon->addon:a addon_batch.subscription_id->subscription:c'),
+    ('subscription.ledger', 'ledger.account_id->account:c ledger.addon_batch_id->addon_batch:c ledger.currency->currency:a ledger.subscription_id->subscription:c'),
+    ('subscription.trimmed', 'trimmed.account_id->account:c trimmed.subscription_id->subscription:n'),
+    ('subscription.usage_counter', 'usage_counter.account_id->account:c')) AS x(t, expected);
+SELECT is((SELECT count(*)::int FROM pg_constraint WHERE conrelid = 'subscription.history'::regclass AND contype = 'f'),
+          0, 'history has no foreign key: the record of an erased account stays (K9, R8)');
+
+-- CHECKs on the text enums and values
+SELECT col_has_check('subscription', t, c, format('%s.%s is checked', t, c))
+  FROM (VALUES ('product','upgrade'), ('product','downgrade'), ('plan','kind'),
+               ('plan_price','amount'), ('plan_price','cycle'), ('plan_price','tier'),
+               ('plan_limit','value'), ('addon','units'), ('addon_price','amount'),
+               ('coupon','percent_off'), ('coupon','amount_off'), ('member','role'),
+               ('member','rights'), ('subscription','renewal'), ('subscription','status'),
+               ('subscription','quantity'), ('subscription','period'), ('subscription','cycle'),
+               ('addon_batch','status'), ('addon_batch','quantity'), ('ledger','kind'),
+               ('ledger','amount'), ('trimmed','action'), ('usage_counter','used'),
+               ('currency','exponent')) AS x(t, c);
+
+-- R10 and C2 are constraints, not care
+SELECT is((SELECT contype::text FROM pg_constraint WHERE conname = 'subscription_one_default_per_account'),
+          'x', 'R10: one default subscription per account is an exclusion constraint');
+SELECT is((SELECT indisunique FROM pg_index WHERE indexrelid = 'subscription.ledger_one_charge_per_period'::regclass),
+          true, 'C2: one charge per period is a unique index');
+SELECT is((SELECT indnullsnotdistinct FROM pg_index WHERE indexrelid = 'subscription.ledger_one_charge_per_period'::regclass),
+          true, 'C2: a one-time charge (no period) is unique too');
+SELECT has_trigger('subscription', 'history', 'history_append_only', 'R8: history refuses UPDATE and DELETE');
+SELECT has_trigger('subscription', 'history', 'history_no_truncate', 'R8: history refuses TRUNCATE');
+
+-- ISO 4217 seed
+SELECT is((SELECT exponent FROM currency WHERE code = 'EUR'), 2, 'EUR has 2 decimals');
+SELECT is((SELECT exponent FROM currency WHERE code = 'JPY'), 0, 'JPY has none');
+SELECT is((SELECT exponent FROM currency WHERE code = 'KWD'), 3, 'KWD has 3');
+SELECT cmp_ok((SELECT count(*)::int FROM currency WHERE iso4217), '>=', 150, 'the ISO 4217 list is seeded');
+
+-- pg_dump keeps user rows: every catalog and tenant table and the id sequences are config tables
+SELECT set_eq(
+    $$SELECT format('%s.%s', n.nspname, c.relname)
+        FROM pg_extension AS e, unnest(e.extconfig) AS t(oid)
+        JOIN pg_class AS c ON c.oid = t.oid JOIN pg_namespace AS n ON n.oid = c.relnamespace
+       WHERE e.extname = 'subscription'$$,
+    $$VALUES ('subscription.currency'), ('subscription.product'), ('subscription.plan'),
+             ('subscription.plan_price'), ('subscription.plan_limit'), ('subscription.addon'),
+             ('subscription.addon_price'), ('subscription.plan_addon'), ('subscription.coupon'),
+             ('subscription.account'), ('subscription.member'), ('subscription.subscription'),
+             ('subscription.license'), ('subscription.addon_batch'), ('subscription.ledger'),
+             ('subscription.history'), ('subscription.trimmed'), ('subscription.usage_counter'),
+             ('subscription.account_id_seq'), ('subscription.member_id_seq'),
+             ('subscription.subscription_id_seq'), ('subscription.addon_batch_id_seq'),
+             ('subscription.ledger_id_seq'), ('subscription.history_id_seq'),
+             ('subscription.trimmed_id_seq')$$,
+    'catalog, tenant tables and their sequences are registered with pg_extension_config_dump');
+
+-- functions: signatures, volatility, search_path pinned
+SELECT function_returns('subscription', 'tier_for_hosts', ARRAY['integer', 'integer[]'], 'integer');
+SELECT function_returns('subscription', 'tier_for_hosts', ARRAY['text', 'integer'], 'integer');
+SELECT function_returns('subscription', 'prorate_refund',
+    ARRAY['numeric', 'timestamp with time zone', 'timestamp with time zone', 'timestamp with time zone', 'text', 'integer'], 'numeric');
+SELECT function_returns('subscription', 'subscribe',
+    ARRAY['bigint', 'text', 'interval', 'integer', 'timestamp with time zone', 'text', 'text'], 'bigint');
+SELECT volatility_is('subscription', 'tier_for_hosts', ARRAY['integer', 'integer[]'], 'immutable');
+SELECT volatility_is('subscription', 'tier_for_hosts', ARRAY['text', 'integer'], 'stable');
+SELECT volatility_is('subscription', 'prorate_refund',
+    ARRAY['numeric', 'timestamp with time zone', 'timestamp with time zone', 'timestamp with time zone', 'text', 'integer'], 'stable');
+SELECT is_strict('subscription', 'tier_for_hosts', ARRAY['integer', 'integer[]']);
+SELECT is_strict('subscription', 'prorate_refund',
+    ARRAY['numeric', 'timestamp with time zone', 'timestamp with time zone', 'timestamp with time zone', 'text', 'integer']);
+SELECT is_empty(
+    $$SELECT p.oid::regprocedure::text FROM pg_proc AS p
+       WHERE p.pronamespace = 'subscription'::regnamespace
+         AND p.prolang <> (SELECT oid FROM pg_language WHERE lanname = 'c')
+         AND NOT coalesce(p.proconfig, '{}') @> '{"search_path=pg_catalog, pg_temp"}'$$,
+    'every SQL and PL/pgSQL function pins search_path to pg_catalog, pg_temp');
+SELECT is((SELECT extnamespace::regnamespace::text || ' ' || extrelocatable FROM pg_extension WHERE extname = 'subscription'),
+          'subscription false', 'the extension lives in schema subscription and is not relocatable');
+SELECT is_empty(
+    $$SELECT d.objid FROM pg_depend AS d JOIN pg_class AS c ON d.classid = 'pg_class'::regclass AND d.objid = c.oid
+       WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'subscription')
+         AND d.deptype = 'e' AND c.relnamespace <> 'subscription'::regnamespace$$,
+    'nothing is created outside the schema');
+SELECT ok(NOT has_function_privilege('public', 'subscription.subscribe(bigint,text,interval,integer,timestamptz,text,text)', 'EXECUTE'),
+          'PUBLIC may not call subscribe');
+
+SELECT * FROM finish();
+ROLLBACK;
