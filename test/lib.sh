@@ -40,7 +40,7 @@ build_and_install() {
 # run a command as the postgres user (PostgreSQL refuses to run as root)
 as_postgres() {
     if [ "$(id -u)" -eq 0 ]; then
-        runuser -u postgres -- "$@"
+        (cd / && runuser -u postgres -- "$@")
     else
         "$@"
     fi

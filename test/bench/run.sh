@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Benchmarks: each case against a baseline measured in the same run, as a
+# ratio (these machines are noisy: compare ratios, not seconds).
+#   bash test/bench/run.sh            every case
+#   bash test/bench/run.sh pure       the cases whose file name contains "pure"
+# A case is test/bench/cases/NAME.sql; it defines bench.case_NAME() returning
+# rows (label, extension_ms, baseline_ms) -- see pure_functions.sql.
+set -euo pipefail
+. "$(dirname "$0")/../lib.sh"
+
+ensure_packages
+build_and_install
+start_cluster /tmp/subscription-bench
+[ -n "${SUBSCRIPTION_OWN_CLUSTER:-}" ] && trap 'stop_cluster_in "$SUBSCRIPTION_OWN_CLUSTER"' EXIT
+
+psql -X -q -d postgres -c 'SET client_min_messages = warning' -c 'DROP DATABASE IF EXISTS subscription_bench' -c 'CREATE DATABASE subscription_bench'
+psql -X -q -d subscription_bench -v ON_ERROR_STOP=1 -f "$ROOT/test/bench/harness.sql"
+
+filter=${1:-}
+for f in "$ROOT"/test/bench/cases/*.sql; do
+    name=$(basename "$f" .sql)
+    [[ -n "$filter" && "$name" != *"$filter"* ]] && continue
+    say "$name"
+    psql -X -q -d subscription_bench -v ON_ERROR_STOP=1 -f "$f"
+done
