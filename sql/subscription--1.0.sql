@@ -103,6 +103,36 @@ CREATE TABLE subscription.plan_price (
 CREATE UNIQUE INDEX plan_price_one_per_cycle_and_tier
     ON subscription.plan_price (plan, subscription.cycle_key(cycle), tier) NULLS NOT DISTINCT;
 
+-- A plan is tiered (every price names a tier) or not (none does): a mix would
+-- make the price of a quantity ambiguous (L12).
+CREATE FUNCTION subscription.check_plan_price_tiering()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- serialize concurrent price writes of the same plan
+    PERFORM FROM subscription.plan AS p WHERE p.code OPERATOR(pg_catalog.=) NEW.plan FOR UPDATE;
+    PERFORM FROM subscription.plan_price AS pp
+     WHERE pp.plan OPERATOR(pg_catalog.=) NEW.plan
+       AND (pp.tier IS NULL) <> (NEW.tier IS NULL);
+    IF FOUND THEN
+        RAISE EXCEPTION 'plan "%" cannot mix tiered and untiered prices', NEW.plan
+            USING ERRCODE = 'check_violation',
+                  DETAIL = CASE WHEN NEW.tier IS NULL
+                                THEN 'Its other prices name tiers; this one does not.'
+                                ELSE 'Its other prices name no tier; this one names tier ' || NEW.tier || '.' END,
+                  HINT = 'Give every price of a tiered plan a tier, or none.',
+                  TABLE = 'plan_price', SCHEMA = 'subscription';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE CONSTRAINT TRIGGER plan_price_tiered_or_not
+    AFTER INSERT OR UPDATE OF plan, tier ON subscription.plan_price
+    FOR EACH ROW EXECUTE FUNCTION subscription.check_plan_price_tiering();
+
 CREATE TABLE subscription.plan_limit (
     plan        text NOT NULL REFERENCES subscription.plan (code)
                 ON UPDATE CASCADE ON DELETE CASCADE,

@@ -1,6 +1,6 @@
 -- The data model of API.md: every table, key and constraint of the contract.
 BEGIN;
-SELECT plan(136);
+SELECT plan(137);
 SET search_path = subscription, public;
 
 SELECT has_schema('subscription');
@@ -99,6 +99,7 @@ SELECT is((SELECT indnullsnotdistinct FROM pg_index WHERE indexrelid = 'subscrip
           true, 'C2: a one-time charge (no period) is unique too');
 SELECT has_trigger('subscription', 'history', 'history_append_only', 'R8: history refuses UPDATE and DELETE');
 SELECT has_trigger('subscription', 'history', 'history_no_truncate', 'R8: history refuses TRUNCATE');
+SELECT has_trigger('subscription', 'plan_price', 'plan_price_tiered_or_not', 'L12: a plan is tiered or not, never both');
 
 -- ISO 4217 seed
 SELECT is((SELECT exponent FROM currency WHERE code = 'EUR'), 2, 'EUR has 2 decimals');

@@ -64,6 +64,15 @@ SELECT pg_temp.error_of($$SELECT tier_for_hosts('nope', 10)$$);             -- 4
 SELECT pg_temp.error_of($$SELECT tier_for_hosts('flat', 10)$$);             -- 55000
 SELECT tier_for_hosts(NULL::text, 10) IS NULL AS null_plan;
 
+-- L12: a plan is tiered or not; mixing is refused either way round (23514)
+SELECT pg_temp.error_of($$INSERT INTO plan_price (plan, cycle, amount) VALUES ('central_plus', '3 years', 9999)$$);
+SELECT pg_temp.error_of($$INSERT INTO plan_price (plan, cycle, tier, amount) VALUES ('flat', '1 year', 25, 100)$$);
+-- a plan whose every price changes in one statement stays consistent: allowed
+SELECT pg_temp.error_of($$UPDATE plan_price SET tier = NULL WHERE plan = 'central_basic'$$);
+SELECT subscription.plan_tiers('central_basic') AS now_untiered;
+UPDATE plan_price SET tier = 10 WHERE plan = 'central_basic';
+SELECT pg_temp.error_of($$UPDATE plan_price SET tier = NULL WHERE plan = 'central_plus' AND tier = 25$$);
+
 -- the kept plan survives errors and repeated calls in one backend
 SELECT count(*) FROM generate_series(1, 1000) AS g WHERE tier_for_hosts('central_plus', g % 250) >= 25;
 
