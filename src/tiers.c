@@ -114,11 +114,13 @@ tier_for_hosts_plan(PG_FUNCTION_ARGS)
 	int32		hosts = PG_GETARG_INT32(1);
 	Datum		values[1];
 	bool		isnull;
+	Datum		tiers_datum;
 	ArrayType  *tiers;
 	char	   *source;
 	int32		result;
 
-	SPI_connect();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
 
 	if (plan_tiers_plan == NULL)
 	{
@@ -137,17 +139,17 @@ tier_for_hosts_plan(PG_FUNCTION_ARGS)
 		SPI_processed != 1)
 		elog(ERROR, "could not read the tiers of a plan");
 
-	tiers = DatumGetArrayTypeP(SPI_getbinval(SPI_tuptable->vals[0],
-											 SPI_tuptable->tupdesc, 1, &isnull));
-	source = psprintf("tier list of plan \"%s\"", text_to_cstring(plan));
+	tiers_datum = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	tiers = isnull ? NULL : DatumGetArrayTypeP(tiers_datum);
 
-	if (isnull || ARR_NDIM(tiers) == 0)
+	if (tiers == NULL || ARR_NDIM(tiers) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("plan \"%s\" is not tiered", text_to_cstring(plan)),
 				 errdetail("None of its prices names a tier."),
 				 errhint("Tiers are the distinct tier values of subscription.plan_price.")));
 
+	source = psprintf("tier list of plan \"%s\"", text_to_cstring(plan));
 	result = SmallestTierHolding(hosts, tiers, source);
 
 	SPI_finish();
