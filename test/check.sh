@@ -66,6 +66,15 @@ if [ -n "$log" ]; then
         echo "ok - no backend terminated by a signal"
         passed=$((passed + 1))
     fi
+    # refusals of subscription.authorize() reach the server log (test/sql/licenses.sql)
+    if grep -q 'subscription: actor 12 refused decrease_licenses on account 1' "$log"; then
+        echo "ok - a refused actor is written to the server log"
+        passed=$((passed + 1))
+    else
+        echo "not ok - a refused actor is written to the server log"
+        failed=$((failed + 1))
+        failures+=("refusal log")
+    fi
 fi
 
 echo

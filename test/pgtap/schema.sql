@@ -1,13 +1,13 @@
 -- The data model of API.md: every table, key and constraint of the contract.
 BEGIN;
-SELECT plan(137);
+SELECT plan(156);
 SET search_path = subscription, public;
 
 SELECT has_schema('subscription');
 SELECT tables_are('subscription', ARRAY[
     'currency', 'product', 'plan', 'plan_price', 'plan_limit', 'addon', 'addon_price',
     'plan_addon', 'coupon', 'account', 'member', 'subscription', 'license', 'addon_batch',
-    'ledger', 'history', 'trimmed', 'usage_counter']);
+    'ledger', 'history', 'trimmed', 'usage_counter', 'license_counter']);
 
 -- every column the contract names, with its type
 SELECT has_column('subscription', t, c, format('%s.%s exists', t, c))
@@ -74,7 +74,8 @@ SELECT is(
     ('subscription.addon_batch', 'addon_batch.addon->addon:a addon_batch.subscription_id->subscription:c'),
     ('subscription.ledger', 'ledger.account_id->account:c ledger.addon_batch_id->addon_batch:c ledger.currency->currency:a ledger.subscription_id->subscription:c'),
     ('subscription.trimmed', 'trimmed.account_id->account:c trimmed.subscription_id->subscription:n'),
-    ('subscription.usage_counter', 'usage_counter.account_id->account:c')) AS x(t, expected);
+    ('subscription.usage_counter', 'usage_counter.account_id->account:c'),
+    ('subscription.license_counter', 'license_counter.subscription_id->subscription:c')) AS x(t, expected);
 SELECT is((SELECT count(*)::int FROM pg_constraint WHERE conrelid = 'subscription.history'::regclass AND contype = 'f'),
           0, 'history has no foreign key: the record of an erased account stays (K9, R8)');
 
@@ -100,6 +101,13 @@ SELECT is((SELECT indnullsnotdistinct FROM pg_index WHERE indexrelid = 'subscrip
 SELECT has_trigger('subscription', 'history', 'history_append_only', 'R8: history refuses UPDATE and DELETE');
 SELECT has_trigger('subscription', 'history', 'history_no_truncate', 'R8: history refuses TRUNCATE');
 SELECT has_trigger('subscription', 'plan_price', 'plan_price_tiered_or_not', 'L12: a plan is tiered or not, never both');
+SELECT has_trigger('subscription', 'license', t, format('R12: %s guards every write path', t))
+  FROM unnest('{license_guard_insert,license_guard_update,license_guard_delete,license_guard_truncate}'::text[]) AS t;
+SELECT has_trigger('subscription', t, t || '_history', format('R8: %s changes are recorded', t))
+  FROM unnest('{account,member,subscription,addon_batch}'::text[]) AS t;
+SELECT has_trigger('subscription', 'member', 'member_default_license', 'R10: a new member gets the default license');
+SELECT col_has_check('subscription', 'license_counter', ARRAY['used', 'capacity'], 'the seat counter never exceeds its capacity');
+SELECT has_view('subscription', 'license_holder', 'R7: the members holding licenses');
 
 -- ISO 4217 seed
 SELECT is((SELECT exponent FROM currency WHERE code = 'EUR'), 2, 'EUR has 2 decimals');
@@ -119,6 +127,7 @@ SELECT set_eq(
              ('subscription.account'), ('subscription.member'), ('subscription.subscription'),
              ('subscription.license'), ('subscription.addon_batch'), ('subscription.ledger'),
              ('subscription.history'), ('subscription.trimmed'), ('subscription.usage_counter'),
+             ('subscription.license_counter'),
              ('subscription.account_id_seq'), ('subscription.member_id_seq'),
              ('subscription.subscription_id_seq'), ('subscription.addon_batch_id_seq'),
              ('subscription.ledger_id_seq'), ('subscription.history_id_seq'),
@@ -130,6 +139,12 @@ SELECT function_returns('subscription', 'tier_for_hosts', ARRAY['integer', 'inte
 SELECT function_returns('subscription', 'tier_for_hosts', ARRAY['text', 'integer'], 'integer');
 SELECT function_returns('subscription', 'prorate_refund',
     ARRAY['numeric', 'timestamp with time zone', 'timestamp with time zone', 'timestamp with time zone', 'text', 'integer'], 'numeric');
+SELECT function_returns('subscription', 'license_consume', ARRAY['bigint', 'bigint'], 'integer');
+SELECT function_returns('subscription', 'license_release', ARRAY['bigint', 'bigint'], 'integer');
+SELECT function_returns('subscription', 'licenses_left', ARRAY['bigint'], 'integer');
+SELECT function_returns('subscription', 'set_quantity', ARRAY['bigint', 'integer', 'timestamp with time zone'], 'integer');
+SELECT ok(NOT has_function_privilege('public', p, 'EXECUTE'), format('PUBLIC may not call %s', p))
+  FROM unnest('{subscription.license_consume(bigint\,bigint),subscription.license_release(bigint\,bigint),subscription.set_quantity(bigint\,integer\,timestamptz)}'::text[]) AS p;
 SELECT function_returns('subscription', 'subscribe',
     ARRAY['bigint', 'text', 'interval', 'integer', 'timestamp with time zone', 'text', 'text'], 'bigint');
 SELECT volatility_is('subscription', 'tier_for_hosts', ARRAY['integer', 'integer[]'], 'immutable');

@@ -1,6 +1,6 @@
 -- prorate_refund: the refund of the unused part of a paid period (C1, K3, L9)
 \set VERBOSITY default
-\i test/sql/include/error_of.psql
+\i test/sql/include/setup.psql
 SET search_path = subscription, public;
 SET TimeZone = 'UTC';
 

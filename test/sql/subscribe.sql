@@ -1,6 +1,6 @@
 -- subscribe: the first period and its charge; the data model's constraints
 \set VERBOSITY default
-\i test/sql/include/error_of.psql
+\i test/sql/include/setup.psql
 SET search_path = subscription, public;
 -- the catalog rows of this file do not outlive it
 BEGIN;
@@ -135,15 +135,16 @@ SELECT pg_temp.error_of($$TRUNCATE history$$);
 -- K9: deleting an account deletes its sub-accounts and all their rows;
 -- its history stays
 INSERT INTO account (id, name, parent_id) VALUES (3, 'Acme EMEA', 1);
+-- (R10: alice gets a license of the default subscription on creation)
 INSERT INTO member (account_id, external_id, role) VALUES (1, 'alice', 'owner'), (3, 'bob', 'owner');
-INSERT INTO license (subscription_id, member_id)
-SELECT :support_id, id FROM member WHERE external_id = 'alice';
 INSERT INTO usage_counter (account_id, feature, used) VALUES (3, 'rooms', 2);
+SELECT count(*) AS licenses_before FROM license;
 DELETE FROM account WHERE id = 1;
 SELECT (SELECT count(*) FROM account) AS accounts, (SELECT count(*) FROM member) AS members,
        (SELECT count(*) FROM subscription) AS subscriptions, (SELECT count(*) FROM license) AS licenses,
+       (SELECT count(*) FROM license_counter) AS seat_counters,
        (SELECT count(*) FROM ledger) AS ledger, (SELECT count(*) FROM usage_counter) AS counters,
-       (SELECT count(*) FROM history) AS history;
+       (SELECT count(*) > 0 FROM history WHERE account_id = 1 AND operation = 'account_delete') AS deletion_recorded;
 
 -- a plan in use cannot be deleted; one that is not in use takes its prices along
 INSERT INTO account (id, name) VALUES (4, 'Initech');

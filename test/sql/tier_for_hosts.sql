@@ -1,6 +1,6 @@
 -- tier_for_hosts: the smallest tier that holds a host count (L3, L12)
 \set VERBOSITY default
-\i test/sql/include/error_of.psql
+\i test/sql/include/setup.psql
 SET search_path = subscription, public;
 -- the catalog rows of this file do not outlive it
 BEGIN;

@@ -1,0 +1,606 @@
+/*-------------------------------------------------------------------------
+ *
+ * licenses.c
+ *	  Seats: the guard of subscription.license and the functions that
+ *	  assign and release licenses (Z4, R2, R10, R11, R12).
+ *
+ * Locking design.  Each subscription has one counter row
+ * (subscription.license_counter); every statement that writes licenses
+ * moves it once, by a conditional UPDATE that can only succeed while
+ * used + delta <= capacity, taking the counters in subscription order so
+ * that two statements cannot deadlock.  Concurrent writers of the same
+ * subscription queue on that row and each re-checks the condition against
+ * the latest version, so no interleaving can oversell, at any isolation
+ * level (under REPEATABLE READ the waiter fails with 40001 instead).
+ *
+ * R11 (one service license per member and product) spans subscriptions, so
+ * the guard locks the members who get a service license, in id order, and
+ * only then looks for a second one, with the latest snapshot as
+ * ri_triggers.c does: whatever committed before the lock was granted is
+ * seen, whatever comes after waits for us.
+ *
+ * The guard is a statement-level trigger over the transition tables: a
+ * bulk INSERT ... SELECT or COPY costs a few set-based queries, not work
+ * per row, and fails as a whole.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+#include "subscription.h"
+
+PG_FUNCTION_INFO_V1(license_guard);
+PG_FUNCTION_INFO_V1(license_consume);
+PG_FUNCTION_INFO_V1(license_release);
+PG_FUNCTION_INFO_V1(licenses_left);
+
+typedef enum GuardEvent
+{
+	GUARD_INSERT,
+	GUARD_UPDATE,
+	GUARD_DELETE,
+	GUARD_NUM_EVENTS
+} GuardEvent;
+
+/*
+ * The statement's net change per (subscription, member): d = 1 assigned,
+ * d = -1 released.  An UPDATE that keeps both columns changes nothing.
+ */
+static const char *const guard_changes[GUARD_NUM_EVENTS] = {
+	"(SELECT subscription_id, member_id, 1 AS d FROM new_rows)",
+	"(SELECT subscription_id, member_id, sum(d)::int AS d"
+	"   FROM (SELECT subscription_id, member_id, 1 AS d FROM new_rows"
+	"         UNION ALL"
+	"         SELECT subscription_id, member_id, -1 FROM old_rows) AS u"
+	"  GROUP BY 1, 2 HAVING sum(d) <> 0)",
+	"(SELECT subscription_id, member_id, -1 AS d FROM old_rows)"
+};
+
+typedef enum GuardQuery
+{
+	GQ_LOCK_MEMBERS,			/* lock members getting a service license */
+	GQ_BAD_ROW,					/* first assigned row breaking a rule */
+	GQ_DELTAS,					/* net change per subscription, in order */
+	GQ_HISTORY,					/* one history row per subscription and direction */
+	GUARD_NUM_QUERIES
+} GuardQuery;
+
+static const char *const guard_queries[GUARD_NUM_QUERIES] = {
+	"SELECT m.id FROM subscription.member AS m"
+	" WHERE m.id IN (SELECT c.member_id FROM %s AS c"
+	"                  JOIN subscription.subscription AS s ON s.id = c.subscription_id"
+	"                  JOIN subscription.plan AS p ON p.code = s.plan"
+	"                 WHERE c.d > 0 AND p.kind = 'service')"
+	" ORDER BY m.id FOR NO KEY UPDATE OF m",
+
+	"WITH a AS MATERIALIZED ("
+	"  SELECT c.subscription_id, c.member_id, m.account_id AS member_account,"
+	"         s.account_id AS subscription_account, p.product, p.kind"
+	"    FROM %s AS c"
+	"    JOIN subscription.subscription AS s ON s.id = c.subscription_id"
+	"    JOIN subscription.plan AS p ON p.code = s.plan"
+	"    JOIN subscription.member AS m ON m.id = c.member_id"
+	"   WHERE c.d > 0)"
+	" (SELECT a.subscription_id, a.member_id, a.member_account, a.subscription_account,"
+	"         NULL::bigint AS other_subscription, a.product"
+	"    FROM a WHERE a.member_account <> a.subscription_account LIMIT 1)"
+	" UNION ALL"
+	" (SELECT a.subscription_id, a.member_id, a.member_account, a.subscription_account,"
+	"         l.subscription_id, a.product"
+	"    FROM a"
+	"    JOIN subscription.license AS l"
+	"      ON l.member_id = a.member_id AND l.subscription_id <> a.subscription_id"
+	"    JOIN subscription.subscription AS s2 ON s2.id = l.subscription_id"
+	"    JOIN subscription.plan AS p2"
+	"      ON p2.code = s2.plan AND p2.product = a.product AND p2.kind = 'service'"
+	"   WHERE a.kind = 'service' LIMIT 1)"
+	" LIMIT 1",
+
+	"SELECT c.subscription_id, sum(c.d)::int FROM %s AS c"
+	" GROUP BY 1 HAVING sum(c.d) <> 0 ORDER BY 1",
+
+	"INSERT INTO subscription.history (actor, operation, account_id, subscription_id, details)"
+	" SELECT subscription.current_actor(),"
+	"        CASE WHEN c.d > 0 THEN 'license_assign' ELSE 'license_release' END,"
+	"        s.account_id, c.subscription_id,"
+	"        jsonb_build_object('members', jsonb_agg(c.member_id ORDER BY c.member_id))"
+	"   FROM %s AS c JOIN subscription.subscription AS s ON s.id = c.subscription_id"
+	"  GROUP BY c.subscription_id, s.account_id, c.d > 0"
+};
+
+/* kept plans, prepared on first use; the catalog they read is the extension's own */
+static SPIPlanPtr guard_plans[GUARD_NUM_EVENTS][GUARD_NUM_QUERIES];
+static SPIPlanPtr move_counter_plan = NULL;
+static SPIPlanPtr read_counter_plan = NULL;
+static SPIPlanPtr truncate_plan = NULL;
+static SPIPlanPtr precheck_plan = NULL;
+static SPIPlanPtr authorize_plan = NULL;
+static SPIPlanPtr insert_license_plan = NULL;
+static SPIPlanPtr delete_license_plan = NULL;
+
+/*
+ * Licenses left after the last guarded statement, when it changed exactly
+ * one subscription: license_consume and license_release return it without
+ * another query.
+ */
+static int64 last_guarded_subscription = 0;
+static int32 last_licenses_left = 0;
+
+static SPIPlanPtr
+KeptPlan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
+{
+	if (*slot == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		*slot = plan;
+	}
+	return *slot;
+}
+
+/*
+ * Our queries name everything with its schema, but operators and casts
+ * still resolve through search_path: pin it while we run (CVE-2023-2454).
+ */
+static int
+PinSearchPath(void)
+{
+	int			nest_level = NewGUCNestLevel();
+
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	return nest_level;
+}
+
+static int64
+GetInt64(int row, int col, bool *isnull)
+{
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
+									   col, isnull));
+}
+
+/*
+ * Move one subscription's counter by delta, or refuse.  Called for each
+ * subscription of a statement in ascending id order.
+ */
+static void
+MoveCounter(Relation rel, int64 subscription_id, int32 delta)
+{
+	Oid			argtypes[2] = {INT8OID, INT4OID};
+	Datum		values[2] = {Int64GetDatum(subscription_id), Int32GetDatum(delta)};
+	bool		isnull;
+	int64		used;
+	int64		capacity;
+	bool		active;
+
+	KeptPlan(&move_counter_plan,
+			 "UPDATE subscription.license_counter"
+			 "   SET used = used + $2"
+			 " WHERE subscription_id = $1"
+			 "   AND ($2 < 0 OR (active AND used + $2 <= capacity))"
+			 " RETURNING capacity - used",
+			 2, argtypes);
+	if (SPI_execute_plan(move_counter_plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not move the license counter of subscription " INT64_FORMAT,
+			 subscription_id);
+	if (SPI_processed == 1)
+	{
+		last_guarded_subscription = subscription_id;
+		last_licenses_left = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+														 SPI_tuptable->tupdesc, 1, &isnull));
+		return;
+	}
+
+	/*
+	 * A release always matches a counter that still exists; none matched, so
+	 * the subscription is being deleted together with its licenses.
+	 */
+	if (delta < 0)
+		return;
+
+	/* refused: say why */
+	KeptPlan(&read_counter_plan,
+			 "SELECT used, capacity, active FROM subscription.license_counter"
+			 " WHERE subscription_id = $1",
+			 1, argtypes);
+	if (SPI_execute_plan(read_counter_plan, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the license counter of subscription " INT64_FORMAT,
+			 subscription_id);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("subscription " INT64_FORMAT " does not exist", subscription_id),
+				 errtable(rel)));
+	used = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	capacity = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	active = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+
+	if (!active)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("subscription " INT64_FORMAT " is not active", subscription_id),
+				 errdetail("Licenses are assigned only on active subscriptions."),
+				 errtable(rel)));
+	ereport(ERROR,
+			(errcode(ERRCODE_CHECK_VIOLATION),
+			 errmsg("subscription " INT64_FORMAT " has no license left", subscription_id),
+			 errdetail("Limit " INT64_FORMAT ", in use " INT64_FORMAT ", requested %d.",
+					   capacity, used, delta),
+			 errhint("Raise the quantity with subscription.set_quantity(), buy a license add-on, or release a license."),
+			 errtable(rel)));
+}
+
+static void
+GuardTruncate(void)
+{
+	KeptPlan(&truncate_plan,
+			 "WITH reset AS (UPDATE subscription.license_counter SET used = 0 WHERE used <> 0"
+			 "               RETURNING subscription_id)"
+			 " INSERT INTO subscription.history (actor, operation, account_id, subscription_id, details)"
+			 " SELECT subscription.current_actor(), 'license_truncate', s.account_id, s.id, '{}'"
+			 "   FROM reset JOIN subscription.subscription AS s ON s.id = reset.subscription_id",
+			 0, NULL);
+	if (SPI_execute_plan(truncate_plan, NULL, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not reset the license counters");
+}
+
+static void
+GuardStatement(TriggerData *trigdata, GuardEvent event)
+{
+	Relation	rel = trigdata->tg_relation;
+	SPIPlanPtr *plans = guard_plans[event];
+	int			q;
+	uint64		i;
+	uint64		ndeltas;
+	int64	   *subscriptions;
+	int32	   *deltas;
+	bool		isnull;
+
+	for (q = 0; q < GUARD_NUM_QUERIES; q++)
+		if (plans[q] == NULL)
+			KeptPlan(&plans[q], psprintf(guard_queries[q], guard_changes[event]), 0, NULL);
+
+	if (event != GUARD_DELETE)
+	{
+		if (SPI_execute_plan(plans[GQ_LOCK_MEMBERS], NULL, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not lock the members of new licenses");
+
+		/* latest snapshot: see what committed while we waited for the locks */
+		if (SPI_execute_snapshot(plans[GQ_BAD_ROW], NULL, NULL,
+								 GetLatestSnapshot(), InvalidSnapshot,
+								 true, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not check the new licenses");
+		if (SPI_processed > 0)
+		{
+			int64		subscription_id = GetInt64(0, 1, &isnull);
+			int64		member_id = GetInt64(0, 2, &isnull);
+			int64		member_account = GetInt64(0, 3, &isnull);
+			int64		subscription_account = GetInt64(0, 4, &isnull);
+			int64		other = GetInt64(0, 5, &isnull);
+
+			if (isnull)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("member " INT64_FORMAT " does not belong to the account of subscription " INT64_FORMAT,
+								member_id, subscription_id),
+						 errdetail("The member belongs to account " INT64_FORMAT ", the subscription to account " INT64_FORMAT ".",
+								   member_account, subscription_account),
+						 errtable(rel)));
+			ereport(ERROR,
+					(errcode(ERRCODE_CHECK_VIOLATION),
+					 errmsg("member " INT64_FORMAT " already holds a service license of product \"%s\"",
+							member_id,
+							SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 6)),
+					 errdetail("The member holds a license of subscription " INT64_FORMAT
+							   "; a member holds at most one service per product.", other),
+					 errhint("Release that license first, or assign an option plan instead."),
+					 errtable(rel)));
+		}
+	}
+
+	if (SPI_execute_plan(plans[GQ_DELTAS], NULL, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not count the license changes");
+
+	/* copy out: MoveCounter runs queries of its own */
+	ndeltas = SPI_processed;
+	subscriptions = palloc(sizeof(int64) * Max(ndeltas, 1));
+	deltas = palloc(sizeof(int32) * Max(ndeltas, 1));
+	for (i = 0; i < ndeltas; i++)
+	{
+		subscriptions[i] = GetInt64(i, 1, &isnull);
+		deltas[i] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+	}
+
+	last_guarded_subscription = 0;
+	for (i = 0; i < ndeltas; i++)
+		MoveCounter(rel, subscriptions[i], deltas[i]);
+	if (ndeltas != 1)
+		last_guarded_subscription = 0;
+
+	if (ndeltas > 0 &&
+		SPI_execute_plan(plans[GQ_HISTORY], NULL, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not record the license history");
+}
+
+/*
+ * license_guard: AFTER ... FOR EACH STATEMENT trigger of subscription.license
+ */
+Datum
+license_guard(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	TriggerEvent tg_event;
+	GuardEvent	event;
+	Oid			save_userid;
+	int			save_sec_context;
+	int			nest_level;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("license_guard() must be called as a trigger")));
+	tg_event = trigdata->tg_event;
+	if (!TRIGGER_FIRED_AFTER(tg_event) || !TRIGGER_FIRED_FOR_STATEMENT(tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("license_guard() must be fired AFTER ... FOR EACH STATEMENT")));
+
+	if (TRIGGER_FIRED_BY_INSERT(tg_event))
+		event = GUARD_INSERT;
+	else if (TRIGGER_FIRED_BY_UPDATE(tg_event))
+		event = GUARD_UPDATE;
+	else if (TRIGGER_FIRED_BY_DELETE(tg_event))
+		event = GUARD_DELETE;
+	else
+		event = GUARD_NUM_EVENTS;	/* TRUNCATE */
+
+	if (event != GUARD_NUM_EVENTS)
+	{
+		Tuplestorestate *rows = event == GUARD_DELETE ? trigdata->tg_oldtable : trigdata->tg_newtable;
+
+		if (rows == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+					 errmsg("license_guard() needs the transition tables new_rows and old_rows")));
+		if (tuplestore_tuple_count(rows) == 0)
+			return PointerGetDatum(NULL);
+	}
+
+	/* like ri_triggers.c: the checks see every row, whatever RLS says */
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(RelationGetForm(trigdata->tg_relation)->relowner,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_NOFORCE_RLS);
+	nest_level = PinSearchPath();
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (event == GUARD_NUM_EVENTS)
+		GuardTruncate();
+	else
+	{
+		if (SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
+			elog(ERROR, "could not register the transition tables");
+		GuardStatement(trigdata, event);
+	}
+	SPI_finish();
+
+	AtEOXact_GUC(true, nest_level);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+
+	return PointerGetDatum(NULL);
+}
+
+/* subscription.authorize(), when an actor is set (R9, Z1, K8) */
+static void
+Authorize(int64 account_id, const char *action)
+{
+	Oid			argtypes[2] = {INT8OID, TEXTOID};
+	Datum		values[2];
+
+	if (subscription_actor == NULL || subscription_actor[0] == '\0')
+		return;
+	values[0] = Int64GetDatum(account_id);
+	values[1] = CStringGetTextDatum(action);
+	KeptPlan(&authorize_plan, "SELECT subscription.authorize($1, $2)", 2, argtypes);
+	if (SPI_execute_plan(authorize_plan, values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not check the actor's rights");
+}
+
+/*
+ * The checks of license_consume and license_release that give the caller a
+ * precise error before any write: unknown ids, the actor's rights, another
+ * account, the subscription's state.  The guard checks again under locks.
+ */
+static void
+PrecheckLicense(const char *fn, int64 subscription_id, int64 member_id, bool assigning)
+{
+	Oid			argtypes[2] = {INT8OID, INT8OID};
+	Datum		values[2] = {Int64GetDatum(subscription_id), Int64GetDatum(member_id)};
+	bool		sub_missing;
+	bool		member_missing;
+	bool		isnull;
+	int64		account;
+	int64		member_account;
+	char	   *status;
+	bool		holds;
+
+	KeptPlan(&precheck_plan,
+			 "SELECT s.account_id, m.account_id, s.status,"
+			 "       EXISTS (SELECT FROM subscription.license AS l"
+			 "                WHERE l.subscription_id = $1 AND l.member_id = $2)"
+			 "  FROM (SELECT) AS one"
+			 "  LEFT JOIN subscription.subscription AS s ON s.id = $1"
+			 "  LEFT JOIN subscription.member AS m ON m.id = $2",
+			 2, argtypes);
+	if (SPI_execute_plan(precheck_plan, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not look up subscription " INT64_FORMAT, subscription_id);
+
+	account = GetInt64(0, 1, &sub_missing);
+	member_account = GetInt64(0, 2, &member_missing);
+	status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+	holds = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+
+	if (sub_missing)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("subscription " INT64_FORMAT " does not exist", subscription_id)));
+
+	/* nothing more is told to an actor who may not do this */
+	Authorize(account, "assign_licenses");
+
+	if (member_missing)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("member " INT64_FORMAT " does not exist", member_id)));
+	if (member_account != account)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("member " INT64_FORMAT " does not belong to the account of subscription " INT64_FORMAT,
+						member_id, subscription_id),
+				 errdetail("The member belongs to account " INT64_FORMAT ", the subscription to account " INT64_FORMAT ".",
+						   member_account, account)));
+	if (assigning && strcmp(status, "active") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("subscription " INT64_FORMAT " is %s", subscription_id, status),
+				 errdetail("Licenses are assigned only on active subscriptions.")));
+	if (assigning && holds)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("member " INT64_FORMAT " already holds a license of subscription " INT64_FORMAT,
+						member_id, subscription_id)));
+	if (!assigning && !holds)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("member " INT64_FORMAT " holds no license of subscription " INT64_FORMAT,
+						member_id, subscription_id),
+				 errhint("%s() releases only assigned licenses.", fn)));
+}
+
+/* assign (or release) through a plain INSERT (DELETE): the guard does the rest */
+static int32
+WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
+{
+	int64		subscription_id;
+	int64		member_id;
+	Oid			argtypes[2] = {INT8OID, INT8OID};
+	Datum		values[2];
+	int			nest_level;
+	int32		left;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("argument \"%s\" of %s() must not be null",
+						PG_ARGISNULL(0) ? "subscription_id" : "member_id", fn)));
+	subscription_id = PG_GETARG_INT64(0);
+	member_id = PG_GETARG_INT64(1);
+	values[0] = Int64GetDatum(subscription_id);
+	values[1] = Int64GetDatum(member_id);
+
+	nest_level = PinSearchPath();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	PrecheckLicense(fn, subscription_id, member_id, assigning);
+
+	last_guarded_subscription = 0;
+	if (assigning)
+	{
+		KeptPlan(&insert_license_plan,
+				 "INSERT INTO subscription.license (subscription_id, member_id) VALUES ($1, $2)",
+				 2, argtypes);
+		if (SPI_execute_plan(insert_license_plan, values, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not assign the license");
+	}
+	else
+	{
+		KeptPlan(&delete_license_plan,
+				 "DELETE FROM subscription.license WHERE subscription_id = $1 AND member_id = $2",
+				 2, argtypes);
+		if (SPI_execute_plan(delete_license_plan, values, NULL, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "could not release the license");
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_NO_DATA_FOUND),
+					 errmsg("member " INT64_FORMAT " holds no license of subscription " INT64_FORMAT,
+							member_id, subscription_id)));
+	}
+
+	if (last_guarded_subscription != subscription_id)
+		elog(ERROR, "the license guard did not count subscription " INT64_FORMAT, subscription_id);
+	left = last_licenses_left;
+
+	SPI_finish();
+	AtEOXact_GUC(true, nest_level);
+	return left;
+}
+
+/*
+ * license_consume(subscription_id bigint, member_id bigint) returns int
+ */
+Datum
+license_consume(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(WriteLicense("license_consume", true, fcinfo));
+}
+
+/*
+ * license_release(subscription_id bigint, member_id bigint) returns int
+ */
+Datum
+license_release(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(WriteLicense("license_release", false, fcinfo));
+}
+
+/*
+ * licenses_left(subscription_id bigint) returns int
+ */
+Datum
+licenses_left(PG_FUNCTION_ARGS)
+{
+	int64		subscription_id = PG_GETARG_INT64(0);
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(subscription_id)};
+	bool		isnull;
+	int64		used;
+	int64		capacity;
+	int			nest_level;
+
+	nest_level = PinSearchPath();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	KeptPlan(&read_counter_plan,
+			 "SELECT used, capacity, active FROM subscription.license_counter"
+			 " WHERE subscription_id = $1",
+			 1, argtypes);
+	if (SPI_execute_plan(read_counter_plan, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the license counter");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("subscription " INT64_FORMAT " does not exist", subscription_id)));
+	used = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	capacity = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	SPI_finish();
+	AtEOXact_GUC(true, nest_level);
+
+	PG_RETURN_INT32((int32) (capacity - used));
+}
