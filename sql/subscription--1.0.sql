@@ -5,6 +5,8 @@
 -- Everything below is schema-qualified and every function pins its
 -- search_path, so a hostile search_path at install or call time cannot
 -- substitute objects (see "Security Considerations for Extensions").
+-- SQL-standard bodies (RETURN ...) are the exception: they are parsed and
+-- bound when created, and a SET clause would only stop them being inlined.
 
 ------------------------------------------------------------------------
 -- Value checks shared by table constraints and functions
@@ -23,14 +25,12 @@ COMMENT ON FUNCTION subscription.cycle_key(interval) IS
 CREATE FUNCTION subscription.is_valid_cycle(cycle interval)
 RETURNS boolean
 LANGUAGE sql STRICT IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 RETURN (SELECT k[1] >= 0 AND k[2] >= 0 AND k[3] >= 0 AND k <> '{0,0,0}'
           FROM (SELECT subscription.cycle_key(cycle)) AS f(k));
 
 CREATE FUNCTION subscription.renewal_options()
 RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 RETURN '{none,once,always,to_monthly}'::text[];
 
 COMMENT ON FUNCTION subscription.renewal_options() IS
@@ -515,7 +515,6 @@ $$;
 CREATE FUNCTION subscription.nth_period(anchor timestamptz, cycle interval, k integer)
 RETURNS tstzrange
 LANGUAGE sql STRICT STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 RETURN tstzrange(anchor OPERATOR(pg_catalog.+) ((k OPERATOR(pg_catalog.-) 1) OPERATOR(pg_catalog.*) cycle),
                  anchor OPERATOR(pg_catalog.+) (k OPERATOR(pg_catalog.*) cycle), '[)');
 
@@ -646,7 +645,6 @@ REVOKE ALL ON FUNCTION subscription.require_arguments(text, text[], boolean[]) F
 CREATE FUNCTION subscription.current_actor()
 RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 RETURN coalesce(nullif(current_setting('subscription.actor', true), ''), session_user::text);
 
 -- The one permission check every mutating function calls.  With
@@ -783,7 +781,6 @@ CREATE TRIGGER addon_batch_history AFTER INSERT OR UPDATE OR DELETE ON subscript
 CREATE FUNCTION subscription.license_capacity(subscription_id bigint)
 RETURNS integer
 LANGUAGE sql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 RETURN (SELECT s.quantity OPERATOR(pg_catalog.+) coalesce(
                (SELECT sum(b.quantity::bigint OPERATOR(pg_catalog.*) a.units)
                   FROM subscription.addon_batch AS b

@@ -10,14 +10,20 @@
  * used + delta <= capacity, taking the counters in subscription order so
  * that two statements cannot deadlock.  Concurrent writers of the same
  * subscription queue on that row and each re-checks the condition against
- * the latest version, so no interleaving can oversell, at any isolation
- * level (under REPEATABLE READ the waiter fails with 40001 instead).
+ * the latest committed version, so no interleaving can oversell.  The
+ * guard reads with the latest snapshot, as ri_triggers.c does, so under
+ * REPEATABLE READ too a waiter gets the true answer (a seat, or 23514)
+ * rather than a serialization failure.
  *
- * R11 (one service license per member and product) spans subscriptions, so
- * the guard locks the members who get a service license, in id order, and
- * only then looks for a second one, with the latest snapshot as
- * ri_triggers.c does: whatever committed before the lock was granted is
- * seen, whatever comes after waits for us.
+ * R11 (one service license per member and product) spans subscriptions of
+ * one account, so a statement that assigns licenses first locks the
+ * accounts concerned, in id order, and only then looks for a second service
+ * license, with the latest snapshot as ri_triggers.c does: whatever
+ * committed before the lock was granted is seen, whatever comes after waits
+ * for us.  One row lock per account, not per member, keeps a bulk import
+ * cheap; it serializes an account's assignments, which its counters mostly
+ * do already.  The search is skipped when the account has no other service
+ * subscription of the product, the common case.
  *
  * The guard is a statement-level trigger over the transition tables: a
  * bulk INSERT ... SELECT or COPY costs a few set-based queries, not work
@@ -68,54 +74,111 @@ static const char *const guard_changes[GUARD_NUM_EVENTS] = {
 
 typedef enum GuardQuery
 {
-	GQ_LOCK_MEMBERS,			/* lock members getting a service license */
-	GQ_BAD_ROW,					/* first assigned row breaking a rule */
-	GQ_DELTAS,					/* net change per subscription, in order */
-	GQ_HISTORY,					/* one history row per subscription and direction */
+	GQ_LOCK_ACCOUNTS,			/* lock the accounts that get service licenses */
+	GQ_SUMMARY,					/* history, and per subscription the net change */
+	GQ_SUMMARY_ONE,				/* the same, moving the counter, for one row */
+	GQ_SECOND_SERVICE,			/* a member's second service license (R11) */
 	GUARD_NUM_QUERIES
 } GuardQuery;
 
+/*
+ * Aggregations run on the transition table alone before any join, so that
+ * a bulk statement sorts or hashes two columns, not joined rows.
+ */
 static const char *const guard_queries[GUARD_NUM_QUERIES] = {
-	"SELECT m.id FROM subscription.member AS m"
-	" WHERE m.id IN (SELECT c.member_id FROM %s AS c"
+	"SELECT a.id FROM subscription.account AS a"
+	" WHERE a.id IN (SELECT s.account_id"
+	"                  FROM (SELECT DISTINCT subscription_id FROM %1$s AS c WHERE c.d > 0) AS c"
 	"                  JOIN subscription.subscription AS s ON s.id = c.subscription_id"
-	"                  JOIN subscription.plan AS p ON p.code = s.plan"
-	"                 WHERE c.d > 0 AND p.kind = 'service')"
-	" ORDER BY m.id FOR NO KEY UPDATE OF m",
+	"                  JOIN subscription.plan AS p ON p.code = s.plan AND p.kind = 'service')"
+	" ORDER BY a.id FOR NO KEY UPDATE OF a",
 
-	"WITH a AS MATERIALIZED ("
-	"  SELECT c.subscription_id, c.member_id, m.account_id AS member_account,"
-	"         s.account_id AS subscription_account, p.product, p.kind"
-	"    FROM %s AS c"
-	"    JOIN subscription.subscription AS s ON s.id = c.subscription_id"
-	"    JOIN subscription.plan AS p ON p.code = s.plan"
-	"    JOIN subscription.member AS m ON m.id = c.member_id"
-	"   WHERE c.d > 0)"
-	" (SELECT a.subscription_id, a.member_id, a.member_account, a.subscription_account,"
-	"         NULL::bigint AS other_subscription, a.product"
-	"    FROM a WHERE a.member_account <> a.subscription_account LIMIT 1)"
-	" UNION ALL"
-	" (SELECT a.subscription_id, a.member_id, a.member_account, a.subscription_account,"
-	"         l.subscription_id, a.product"
-	"    FROM a"
-	"    JOIN subscription.license AS l"
-	"      ON l.member_id = a.member_id AND l.subscription_id <> a.subscription_id"
-	"    JOIN subscription.subscription AS s2 ON s2.id = l.subscription_id"
-	"    JOIN subscription.plan AS p2"
-	"      ON p2.code = s2.plan AND p2.product = a.product AND p2.kind = 'service'"
-	"   WHERE a.kind = 'service' LIMIT 1)"
-	" LIMIT 1",
+	/*
+	 * One statement for the rest of the reading and the history: one row
+	 * per subscription in id order with its net change; whether R11 is worth
+	 * checking (the account has another service subscription of the same
+	 * product); and, the same in every row, an assigned member of another
+	 * account (22023).  The history rows are written here too: should a
+	 * check fail, the statement rolls back with them.
+	 */
+	"WITH history AS ("
+	"  INSERT INTO subscription.history (actor, operation, account_id, subscription_id, details)"
+	"  SELECT subscription.current_actor(),"
+	"         CASE WHEN x.assigned THEN 'license_assign' ELSE 'license_release' END,"
+	"         s.account_id, x.subscription_id, jsonb_build_object('members', x.members)"
+	"    FROM (SELECT c.subscription_id, c.d > 0 AS assigned,"
+	"                 jsonb_agg(c.member_id ORDER BY c.member_id) AS members"
+	"            FROM %1$s AS c GROUP BY 1, 2) AS x"
+	"    JOIN subscription.subscription AS s ON s.id = x.subscription_id)"
+	" SELECT d.subscription_id, d.delta,"
+	"        p.kind = 'service' AND d.assigned AND EXISTS ("
+	"            SELECT FROM subscription.subscription AS s2"
+	"              JOIN subscription.plan AS p2 ON p2.code = s2.plan"
+	"             WHERE s2.account_id = s.account_id AND s2.id <> s.id"
+	"               AND p2.product = p.product AND p2.kind = 'service'),"
+	"        f.subscription_id, f.member_id"
+	"   FROM (SELECT c.subscription_id, sum(c.d)::int AS delta, bool_or(c.d > 0) AS assigned"
+	"           FROM %1$s AS c GROUP BY 1) AS d"
+	"   JOIN subscription.subscription AS s ON s.id = d.subscription_id"
+	"   JOIN subscription.plan AS p ON p.code = s.plan"
+	"   LEFT JOIN (SELECT c.subscription_id, c.member_id"
+	"                FROM %1$s AS c"
+	"                JOIN subscription.subscription AS s ON s.id = c.subscription_id"
+	"                LEFT JOIN subscription.member AS m ON m.id = c.member_id"
+	"               WHERE c.d > 0 AND m.account_id IS DISTINCT FROM s.account_id"
+	"               LIMIT 1) AS f ON true"
+	"  ORDER BY d.subscription_id",
 
-	"SELECT c.subscription_id, sum(c.d)::int FROM %s AS c"
-	" GROUP BY 1 HAVING sum(c.d) <> 0 ORDER BY 1",
+	/*
+	 * A statement that changes one row (license_consume, license_release,
+	 * a single INSERT or DELETE) has one counter to move, so no lock order
+	 * to keep: the move joins the same statement.
+	 */
+	"WITH history AS ("
+	"  INSERT INTO subscription.history (actor, operation, account_id, subscription_id, details)"
+	"  SELECT subscription.current_actor(),"
+	"         CASE WHEN x.assigned THEN 'license_assign' ELSE 'license_release' END,"
+	"         s.account_id, x.subscription_id, jsonb_build_object('members', x.members)"
+	"    FROM (SELECT c.subscription_id, c.d > 0 AS assigned,"
+	"                 jsonb_agg(c.member_id ORDER BY c.member_id) AS members"
+	"            FROM %1$s AS c GROUP BY 1, 2) AS x"
+	"    JOIN subscription.subscription AS s ON s.id = x.subscription_id),"
+	" moved AS ("
+	"  UPDATE subscription.license_counter AS k SET used = k.used + c.d"
+	"    FROM %1$s AS c"
+	"   WHERE k.subscription_id = c.subscription_id"
+	"     AND (c.d < 0 OR (k.active AND k.used + c.d <= k.capacity))"
+	"  RETURNING k.subscription_id, k.capacity - k.used AS licenses_left)"
+	" SELECT d.subscription_id, d.delta,"
+	"        p.kind = 'service' AND d.assigned AND EXISTS ("
+	"            SELECT FROM subscription.subscription AS s2"
+	"              JOIN subscription.plan AS p2 ON p2.code = s2.plan"
+	"             WHERE s2.account_id = s.account_id AND s2.id <> s.id"
+	"               AND p2.product = p.product AND p2.kind = 'service'),"
+	"        f.subscription_id, f.member_id, mv.licenses_left"
+	"   FROM (SELECT c.subscription_id, sum(c.d)::int AS delta, bool_or(c.d > 0) AS assigned"
+	"           FROM %1$s AS c GROUP BY 1) AS d"
+	"   JOIN subscription.subscription AS s ON s.id = d.subscription_id"
+	"   JOIN subscription.plan AS p ON p.code = s.plan"
+	"   LEFT JOIN (SELECT c.subscription_id, c.member_id"
+	"                FROM %1$s AS c"
+	"                JOIN subscription.subscription AS s ON s.id = c.subscription_id"
+	"                LEFT JOIN subscription.member AS m ON m.id = c.member_id"
+	"               WHERE c.d > 0 AND m.account_id IS DISTINCT FROM s.account_id"
+	"               LIMIT 1) AS f ON true"
+	"   LEFT JOIN moved AS mv ON mv.subscription_id = d.subscription_id",
 
-	"INSERT INTO subscription.history (actor, operation, account_id, subscription_id, details)"
-	" SELECT subscription.current_actor(),"
-	"        CASE WHEN c.d > 0 THEN 'license_assign' ELSE 'license_release' END,"
-	"        s.account_id, c.subscription_id,"
-	"        jsonb_build_object('members', jsonb_agg(c.member_id ORDER BY c.member_id))"
-	"   FROM %s AS c JOIN subscription.subscription AS s ON s.id = c.subscription_id"
-	"  GROUP BY c.subscription_id, s.account_id, c.d > 0"
+	"SELECT c.member_id, p.product, l.subscription_id"
+	"  FROM %1$s AS c"
+	"  JOIN subscription.subscription AS s ON s.id = c.subscription_id"
+	"  JOIN subscription.plan AS p ON p.code = s.plan AND p.kind = 'service'"
+	"  JOIN subscription.license AS l"
+	"    ON l.member_id = c.member_id AND l.subscription_id <> c.subscription_id"
+	"  JOIN subscription.subscription AS s2 ON s2.id = l.subscription_id"
+	"  JOIN subscription.plan AS p2"
+	"    ON p2.code = s2.plan AND p2.product = p.product AND p2.kind = 'service'"
+	" WHERE c.d > 0"
+	" LIMIT 1"
 };
 
 /* kept plans, prepared on first use; the catalog they read is the extension's own */
@@ -175,45 +238,18 @@ GetInt64(int row, int col, bool *isnull)
 }
 
 /*
- * Move one subscription's counter by delta, or refuse.  Called for each
- * subscription of a statement in ascending id order.
+ * Say why a subscription's counter could not move by delta (> 0).
  */
 static void
-MoveCounter(Relation rel, int64 subscription_id, int32 delta)
+CounterRefusal(Relation rel, int64 subscription_id, int32 delta)
 {
-	Oid			argtypes[2] = {INT8OID, INT4OID};
-	Datum		values[2] = {Int64GetDatum(subscription_id), Int32GetDatum(delta)};
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(subscription_id)};
 	bool		isnull;
 	int64		used;
 	int64		capacity;
 	bool		active;
 
-	KeptPlan(&move_counter_plan,
-			 "UPDATE subscription.license_counter"
-			 "   SET used = used + $2"
-			 " WHERE subscription_id = $1"
-			 "   AND ($2 < 0 OR (active AND used + $2 <= capacity))"
-			 " RETURNING capacity - used",
-			 2, argtypes);
-	if (SPI_execute_plan(move_counter_plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "could not move the license counter of subscription " INT64_FORMAT,
-			 subscription_id);
-	if (SPI_processed == 1)
-	{
-		last_guarded_subscription = subscription_id;
-		last_licenses_left = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
-														 SPI_tuptable->tupdesc, 1, &isnull));
-		return;
-	}
-
-	/*
-	 * A release always matches a counter that still exists; none matched, so
-	 * the subscription is being deleted together with its licenses.
-	 */
-	if (delta < 0)
-		return;
-
-	/* refused: say why */
 	KeptPlan(&read_counter_plan,
 			 "SELECT used, capacity, active FROM subscription.license_counter"
 			 " WHERE subscription_id = $1",
@@ -245,6 +281,42 @@ MoveCounter(Relation rel, int64 subscription_id, int32 delta)
 			 errtable(rel)));
 }
 
+/*
+ * Move one subscription's counter by delta, or refuse.  Called for each
+ * subscription of a statement in ascending id order.
+ */
+static void
+MoveCounter(Relation rel, int64 subscription_id, int32 delta)
+{
+	Oid			argtypes[2] = {INT8OID, INT4OID};
+	Datum		values[2] = {Int64GetDatum(subscription_id), Int32GetDatum(delta)};
+	bool		isnull;
+
+	KeptPlan(&move_counter_plan,
+			 "UPDATE subscription.license_counter"
+			 "   SET used = used + $2"
+			 " WHERE subscription_id = $1"
+			 "   AND ($2 < 0 OR (active AND used + $2 <= capacity))"
+			 " RETURNING capacity - used",
+			 2, argtypes);
+	if (SPI_execute_snapshot(move_counter_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							 false, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not move the license counter of subscription " INT64_FORMAT,
+			 subscription_id);
+	if (SPI_processed == 1)
+	{
+		last_guarded_subscription = subscription_id;
+		last_licenses_left = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+														 SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	/*
+	 * A release always matches a counter that still exists; none matched, so
+	 * the subscription is being deleted together with its licenses.
+	 */
+	else if (delta > 0)
+		CounterRefusal(rel, subscription_id, delta);
+}
+
 static void
 GuardTruncate(void)
 {
@@ -260,81 +332,98 @@ GuardTruncate(void)
 }
 
 static void
-GuardStatement(TriggerData *trigdata, GuardEvent event)
+ForeignMemberError(Relation rel, int64 subscription_id, int64 member_id)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("member " INT64_FORMAT " does not belong to the account of subscription " INT64_FORMAT,
+					member_id, subscription_id),
+			 errhint("A license goes to a member of the subscription's own account."),
+			 errtable(rel)));
+}
+
+static void
+GuardStatement(TriggerData *trigdata, GuardEvent event, bool one_row)
 {
 	Relation	rel = trigdata->tg_relation;
 	SPIPlanPtr *plans = guard_plans[event];
+	Snapshot	latest;
 	int			q;
 	uint64		i;
-	uint64		ndeltas;
+	uint64		nsubscriptions;
 	int64	   *subscriptions;
 	int32	   *deltas;
+	bool		check_r11 = false;
 	bool		isnull;
 
 	for (q = 0; q < GUARD_NUM_QUERIES; q++)
 		if (plans[q] == NULL)
 			KeptPlan(&plans[q], psprintf(guard_queries[q], guard_changes[event]), 0, NULL);
 
-	if (event != GUARD_DELETE)
+	if (event != GUARD_DELETE &&
+		SPI_execute_plan(plans[GQ_LOCK_ACCOUNTS], NULL, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not lock the accounts of new licenses");
+
+	/* latest snapshot: see what committed while we waited for the locks */
+	latest = GetLatestSnapshot();
+	if (SPI_execute_snapshot(plans[one_row ? GQ_SUMMARY_ONE : GQ_SUMMARY], NULL, NULL,
+							 latest, InvalidSnapshot, false, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not summarize the license changes");
+
+	/* copy out: the queries below replace SPI_tuptable */
+	nsubscriptions = SPI_processed;
+	subscriptions = palloc(sizeof(int64) * Max(nsubscriptions, 1));
+	deltas = palloc(sizeof(int32) * Max(nsubscriptions, 1));
+	for (i = 0; i < nsubscriptions; i++)
 	{
-		if (SPI_execute_plan(plans[GQ_LOCK_MEMBERS], NULL, NULL, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not lock the members of new licenses");
+		bool		no_foreign_member;
+		int64		foreign_member = GetInt64(i, 5, &no_foreign_member);
 
-		/* latest snapshot: see what committed while we waited for the locks */
-		if (SPI_execute_snapshot(plans[GQ_BAD_ROW], NULL, NULL,
-								 GetLatestSnapshot(), InvalidSnapshot,
-								 true, false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "could not check the new licenses");
-		if (SPI_processed > 0)
+		if (!no_foreign_member)
+			ForeignMemberError(rel, GetInt64(i, 4, &isnull), foreign_member);
+		subscriptions[i] = GetInt64(i, 1, &isnull);
+		deltas[i] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull)))
+			check_r11 = true;
+		if (one_row)
 		{
-			int64		subscription_id = GetInt64(0, 1, &isnull);
-			int64		member_id = GetInt64(0, 2, &isnull);
-			int64		member_account = GetInt64(0, 3, &isnull);
-			int64		subscription_account = GetInt64(0, 4, &isnull);
-			int64		other = GetInt64(0, 5, &isnull);
+			bool		not_moved;
+			int32		left = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+														   6, &not_moved));
 
-			if (isnull)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("member " INT64_FORMAT " does not belong to the account of subscription " INT64_FORMAT,
-								member_id, subscription_id),
-						 errdetail("The member belongs to account " INT64_FORMAT ", the subscription to account " INT64_FORMAT ".",
-								   member_account, subscription_account),
-						 errtable(rel)));
-			ereport(ERROR,
-					(errcode(ERRCODE_CHECK_VIOLATION),
-					 errmsg("member " INT64_FORMAT " already holds a service license of product \"%s\"",
-							member_id,
-							SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 6)),
-					 errdetail("The member holds a license of subscription " INT64_FORMAT
-							   "; a member holds at most one service per product.", other),
-					 errhint("Release that license first, or assign an option plan instead."),
-					 errtable(rel)));
+			if (not_moved && deltas[i] > 0)
+				CounterRefusal(rel, subscriptions[i], deltas[i]);
+			last_guarded_subscription = not_moved ? 0 : subscriptions[i];
+			last_licenses_left = left;
 		}
 	}
 
-	if (SPI_execute_plan(plans[GQ_DELTAS], NULL, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not count the license changes");
-
-	/* copy out: MoveCounter runs queries of its own */
-	ndeltas = SPI_processed;
-	subscriptions = palloc(sizeof(int64) * Max(ndeltas, 1));
-	deltas = palloc(sizeof(int32) * Max(ndeltas, 1));
-	for (i = 0; i < ndeltas; i++)
+	if (check_r11)
 	{
-		subscriptions[i] = GetInt64(i, 1, &isnull);
-		deltas[i] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+		if (SPI_execute_snapshot(plans[GQ_SECOND_SERVICE], NULL, NULL, latest, InvalidSnapshot,
+								 true, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not check the service licenses");
+		if (SPI_processed > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_CHECK_VIOLATION),
+					 errmsg("member " INT64_FORMAT " already holds a service license of product \"%s\"",
+							GetInt64(0, 1, &isnull),
+							SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2)),
+					 errdetail("The member holds a license of subscription " INT64_FORMAT
+							   "; a member holds at most one service per product.",
+							   GetInt64(0, 3, &isnull)),
+					 errhint("Release that license first, or assign an option plan instead."),
+					 errtable(rel)));
 	}
 
+	if (one_row)
+		return;
 	last_guarded_subscription = 0;
-	for (i = 0; i < ndeltas; i++)
-		MoveCounter(rel, subscriptions[i], deltas[i]);
-	if (ndeltas != 1)
+	for (i = 0; i < nsubscriptions; i++)
+		if (deltas[i] != 0)
+			MoveCounter(rel, subscriptions[i], deltas[i]);
+	if (nsubscriptions != 1)
 		last_guarded_subscription = 0;
-
-	if (ndeltas > 0 &&
-		SPI_execute_plan(plans[GQ_HISTORY], NULL, NULL, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "could not record the license history");
 }
 
 /*
@@ -346,6 +435,7 @@ license_guard(PG_FUNCTION_ARGS)
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	TriggerEvent tg_event;
 	GuardEvent	event;
+	bool		one_row = false;
 	Oid			save_userid;
 	int			save_sec_context;
 	int			nest_level;
@@ -379,6 +469,8 @@ license_guard(PG_FUNCTION_ARGS)
 					 errmsg("license_guard() needs the transition tables new_rows and old_rows")));
 		if (tuplestore_tuple_count(rows) == 0)
 			return PointerGetDatum(NULL);
+		/* an UPDATE may move one row between two subscriptions */
+		one_row = event != GUARD_UPDATE && tuplestore_tuple_count(rows) == 1;
 	}
 
 	/* like ri_triggers.c: the checks see every row, whatever RLS says */
@@ -396,7 +488,7 @@ license_guard(PG_FUNCTION_ARGS)
 	{
 		if (SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
 			elog(ERROR, "could not register the transition tables");
-		GuardStatement(trigdata, event);
+		GuardStatement(trigdata, event, one_row);
 	}
 	SPI_finish();
 

@@ -55,6 +55,13 @@ passed=$((passed + $(grep -c '^ok ' /tmp/subscription-dump.out)))
 failed=$((failed + $(grep -c '^not ok ' /tmp/subscription-dump.out)))
 [ "$status" -ne 0 ] && failures+=("dump and restore")
 
+say "storm: 8 writers, 400 members, 100 seats"
+bash test/storm_licenses.sh 2>&1 | tee /tmp/subscription-storm.out
+passed=$((passed + $(grep -c '^ok ' /tmp/subscription-storm.out)))
+storm_failed=$(grep -c '^not ok ' /tmp/subscription-storm.out)
+failed=$((failed + storm_failed))
+[ "$storm_failed" -ne 0 ] && failures+=("storm")
+
 log=$(server_log)
 if [ -n "$log" ]; then
     say "server log"

@@ -3,8 +3,9 @@
 # ratio (these machines are noisy: compare ratios, not seconds).
 #   bash test/bench/run.sh            every case
 #   bash test/bench/run.sh pure       the cases whose file name contains "pure"
-# A case is test/bench/cases/NAME.sql; it defines bench.case_NAME() returning
-# rows (label, extension_ms, baseline_ms) -- see pure_functions.sql.
+# A case is test/bench/cases/NAME.sql, run by psql in the bench database
+# (bench.compare() prints extension vs baseline), or NAME.sh, run by bash
+# with PG* set and BENCH_DB naming the database.
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 
@@ -17,9 +18,12 @@ psql -X -q -d postgres -c 'SET client_min_messages = warning' -c 'DROP DATABASE 
 psql -X -q -d subscription_bench -v ON_ERROR_STOP=1 -f "$ROOT/test/bench/harness.sql"
 
 filter=${1:-}
-for f in "$ROOT"/test/bench/cases/*.sql; do
-    name=$(basename "$f" .sql)
+for f in "$ROOT"/test/bench/cases/*; do
+    name=$(basename "$f")
     [[ -n "$filter" && "$name" != *"$filter"* ]] && continue
-    say "$name"
-    psql -X -q -d subscription_bench -v ON_ERROR_STOP=1 -f "$f"
+    say "${name%.*}"
+    case "$f" in
+        *.sql) psql -X -q -d subscription_bench -v ON_ERROR_STOP=1 -f "$f" ;;
+        *.sh)  BENCH_DB=subscription_bench bash "$f" ;;
+    esac
 done

@@ -1,6 +1,6 @@
 -- The data model of API.md: every table, key and constraint of the contract.
 BEGIN;
-SELECT plan(156);
+SELECT plan(157);
 SET search_path = subscription, public;
 
 SELECT has_schema('subscription');
@@ -158,8 +158,14 @@ SELECT is_empty(
     $$SELECT p.oid::regprocedure::text FROM pg_proc AS p
        WHERE p.pronamespace = 'subscription'::regnamespace
          AND p.prolang <> (SELECT oid FROM pg_language WHERE lanname = 'c')
+         AND p.prosqlbody IS NULL
          AND NOT coalesce(p.proconfig, '{}') @> '{"search_path=pg_catalog, pg_temp"}'$$,
-    'every SQL and PL/pgSQL function pins search_path to pg_catalog, pg_temp');
+    'every SQL and PL/pgSQL function with a body in a string pins search_path to pg_catalog, pg_temp');
+SELECT is_empty(
+    $$SELECT p.oid::regprocedure::text FROM pg_proc AS p
+       WHERE p.pronamespace = 'subscription'::regnamespace AND p.prosqlbody IS NOT NULL
+         AND p.proconfig IS NOT NULL$$,
+    'SQL-standard bodies, bound at creation, carry no SET clause, so they are inlined');
 SELECT is((SELECT extnamespace::regnamespace::text || ' ' || extrelocatable FROM pg_extension WHERE extname = 'subscription'),
           'subscription false', 'the extension lives in schema subscription and is not relocatable');
 SELECT is_empty(

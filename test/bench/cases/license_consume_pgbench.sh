@@ -1,0 +1,52 @@
+# Single-row license_consume, 4 pgbench clients on 4 subscriptions of 4
+# accounts, against a bare INSERT into a table of the same shape without
+# triggers (issue 3: at least 0.5 of its throughput, history included).
+set -euo pipefail
+dir=$(mktemp -d /tmp/subscription-bench.XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+seconds=${BENCH_SECONDS:-10}
+q() { psql -X -qAt -v ON_ERROR_STOP=1 -d "$BENCH_DB" "$@"; }
+
+q >/dev/null <<'SQL'
+SET search_path = subscription, public;
+INSERT INTO product (code, name) VALUES ('seats', 'Seats');
+INSERT INTO plan (code, product, name, kind) VALUES ('seats_service', 'seats', 'Service', 'service');
+INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES ('seats_service', '1 month', 1, true);
+INSERT INTO account (id, name) SELECT 200 + c, 'client ' || c FROM generate_series(0, 3) AS c;
+-- members first: no default license is assigned on creation
+INSERT INTO member (id, account_id, external_id)
+SELECT 2000000 + c * 1000000 + g, 200 + c, 'm' || g FROM generate_series(0, 3) AS c, generate_series(1, 500000) AS g;
+SELECT setval(pg_get_serial_sequence('subscription.subscription', 'id'), 1000, false);
+SELECT subscribe(200 + c, 'seats_service', '1 month', 1000000, '2026-01-01') FROM generate_series(0, 3) AS c;
+CREATE TABLE bench.bare_license_one (
+    subscription_id bigint NOT NULL,
+    member_id bigint NOT NULL,
+    assigned_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (subscription_id, member_id));
+CREATE INDEX ON bench.bare_license_one (member_id);
+CREATE SEQUENCE bench.next0 START 2000001; CREATE SEQUENCE bench.next1 START 3000001;
+CREATE SEQUENCE bench.next2 START 4000001; CREATE SEQUENCE bench.next3 START 5000001;
+CREATE SEQUENCE bench.bare0 START 2000001; CREATE SEQUENCE bench.bare1 START 3000001;
+CREATE SEQUENCE bench.bare2 START 4000001; CREATE SEQUENCE bench.bare3 START 5000001;
+VACUUM ANALYZE;
+SQL
+
+cat > "$dir/consume.sql" <<'EOF2'
+SELECT subscription.license_consume(1000 + :client_id, nextval(('bench.next' || :client_id)::regclass));
+EOF2
+cat > "$dir/bare.sql" <<'EOF2'
+INSERT INTO bench.bare_license_one (subscription_id, member_id)
+VALUES (1000 + :client_id, nextval(('bench.bare' || :client_id)::regclass));
+EOF2
+
+tps() { pgbench -n -c 4 -j 4 -T "$seconds" -f "$1" "$BENCH_DB" 2>&1 | sed -n 's/^tps = \([0-9.]*\) .*/\1/p'; }
+# alternate, best of 2 each, so that drift hits both sides
+bare1=$(tps "$dir/bare.sql"); ext1=$(tps "$dir/consume.sql")
+bare2=$(tps "$dir/bare.sql"); ext2=$(tps "$dir/consume.sql")
+bare=$(printf '%s\n%s\n' "$bare1" "$bare2" | sort -g | tail -1)
+ext=$(printf '%s\n%s\n' "$ext1" "$ext2" | sort -g | tail -1)
+printf '%-48s %12s %12s %8s %s\n' case extension_tps baseline_tps ratio target
+printf '%-48s %12.0f %12.0f %8.2f %s\n' "license_consume, 4 clients (${seconds}s runs)" "$ext" "$bare" \
+    "$(awk -v e="$ext" -v b="$bare" 'BEGIN { print e / b }')" ">= 0.5"
+q -c "SELECT 'history rows written: ' || count(*) FROM subscription.history WHERE operation = 'license_assign' AND account_id BETWEEN 200 AND 203"
+q -c "SELECT 'counters equal rows: ' || bool_and(c.used = (SELECT count(*) FROM subscription.license l WHERE l.subscription_id = c.subscription_id)) FROM subscription.license_counter c WHERE c.subscription_id >= 1000"
