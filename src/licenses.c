@@ -33,11 +33,15 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/rel.h"
@@ -76,7 +80,6 @@ typedef enum GuardQuery
 {
 	GQ_LOCK_ACCOUNTS,			/* lock the accounts that get service licenses */
 	GQ_SUMMARY,					/* history, and per subscription the net change */
-	GQ_SUMMARY_ONE,				/* the same, moving the counter, for one row */
 	GQ_SECOND_SERVICE,			/* a member's second service license (R11) */
 	GUARD_NUM_QUERIES
 } GuardQuery;
@@ -129,45 +132,6 @@ static const char *const guard_queries[GUARD_NUM_QUERIES] = {
 	"               LIMIT 1) AS f ON true"
 	"  ORDER BY d.subscription_id",
 
-	/*
-	 * A statement that changes one row (license_consume, license_release,
-	 * a single INSERT or DELETE) has one counter to move, so no lock order
-	 * to keep: the move joins the same statement.
-	 */
-	"WITH history AS ("
-	"  INSERT INTO subscription.history (actor, operation, account_id, subscription_id, details)"
-	"  SELECT subscription.current_actor(),"
-	"         CASE WHEN x.assigned THEN 'license_assign' ELSE 'license_release' END,"
-	"         s.account_id, x.subscription_id, jsonb_build_object('members', x.members)"
-	"    FROM (SELECT c.subscription_id, c.d > 0 AS assigned,"
-	"                 jsonb_agg(c.member_id ORDER BY c.member_id) AS members"
-	"            FROM %1$s AS c GROUP BY 1, 2) AS x"
-	"    JOIN subscription.subscription AS s ON s.id = x.subscription_id),"
-	" moved AS ("
-	"  UPDATE subscription.license_counter AS k SET used = k.used + c.d"
-	"    FROM %1$s AS c"
-	"   WHERE k.subscription_id = c.subscription_id"
-	"     AND (c.d < 0 OR (k.active AND k.used + c.d <= k.capacity))"
-	"  RETURNING k.subscription_id, k.capacity - k.used AS licenses_left)"
-	" SELECT d.subscription_id, d.delta,"
-	"        p.kind = 'service' AND d.assigned AND EXISTS ("
-	"            SELECT FROM subscription.subscription AS s2"
-	"              JOIN subscription.plan AS p2 ON p2.code = s2.plan"
-	"             WHERE s2.account_id = s.account_id AND s2.id <> s.id"
-	"               AND p2.product = p.product AND p2.kind = 'service'),"
-	"        f.subscription_id, f.member_id, mv.licenses_left"
-	"   FROM (SELECT c.subscription_id, sum(c.d)::int AS delta, bool_or(c.d > 0) AS assigned"
-	"           FROM %1$s AS c GROUP BY 1) AS d"
-	"   JOIN subscription.subscription AS s ON s.id = d.subscription_id"
-	"   JOIN subscription.plan AS p ON p.code = s.plan"
-	"   LEFT JOIN (SELECT c.subscription_id, c.member_id"
-	"                FROM %1$s AS c"
-	"                JOIN subscription.subscription AS s ON s.id = c.subscription_id"
-	"                LEFT JOIN subscription.member AS m ON m.id = c.member_id"
-	"               WHERE c.d > 0 AND m.account_id IS DISTINCT FROM s.account_id"
-	"               LIMIT 1) AS f ON true"
-	"   LEFT JOIN moved AS mv ON mv.subscription_id = d.subscription_id",
-
 	"SELECT c.member_id, p.product, l.subscription_id"
 	"  FROM %1$s AS c"
 	"  JOIN subscription.subscription AS s ON s.id = c.subscription_id"
@@ -178,6 +142,7 @@ static const char *const guard_queries[GUARD_NUM_QUERIES] = {
 	"  JOIN subscription.plan AS p2"
 	"    ON p2.code = s2.plan AND p2.product = p.product AND p2.kind = 'service'"
 	" WHERE c.d > 0"
+	" ORDER BY c.member_id, c.subscription_id, l.subscription_id"
 	" LIMIT 1"
 };
 
@@ -197,6 +162,21 @@ static SPIPlanPtr delete_license_plan = NULL;
  * another query.
  */
 static int64 last_guarded_subscription = 0;
+
+/*
+ * What license_consume has already checked, with the account locked, for
+ * the one row it is about to insert: the guard then goes straight to the
+ * counter.  Valid only in the same (sub)transaction, and used once.
+ */
+typedef struct CheckedLicense
+{
+	LocalTransactionId lxid;
+	SubTransactionId subxid;
+	int64		subscription_id;
+	int64		member_id;
+} CheckedLicense;
+
+static CheckedLicense checked_license;
 static int32 last_licenses_left = 0;
 
 static SPIPlanPtr
@@ -219,15 +199,28 @@ KeptPlan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
  * Our queries name everything with its schema, but operators and casts
  * still resolve through search_path: pin it while we run (CVE-2023-2454).
  */
+#define SAFE_SEARCH_PATH "pg_catalog, pg_temp"
+
 static int
 PinSearchPath(void)
 {
-	int			nest_level = NewGUCNestLevel();
+	int			nest_level;
 
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+	/* already pinned by our caller (license_consume firing the guard) */
+	if (namespace_search_path != NULL && strcmp(namespace_search_path, SAFE_SEARCH_PATH) == 0)
+		return -1;
+	nest_level = NewGUCNestLevel();
+	(void) set_config_option("search_path", SAFE_SEARCH_PATH,
 							 PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	return nest_level;
+}
+
+static void
+UnpinSearchPath(int nest_level)
+{
+	if (nest_level >= 0)
+		AtEOXact_GUC(true, nest_level);
 }
 
 static int64
@@ -343,7 +336,7 @@ ForeignMemberError(Relation rel, int64 subscription_id, int64 member_id)
 }
 
 static void
-GuardStatement(TriggerData *trigdata, GuardEvent event, bool one_row)
+GuardStatement(TriggerData *trigdata, GuardEvent event)
 {
 	Relation	rel = trigdata->tg_relation;
 	SPIPlanPtr *plans = guard_plans[event];
@@ -366,7 +359,7 @@ GuardStatement(TriggerData *trigdata, GuardEvent event, bool one_row)
 
 	/* latest snapshot: see what committed while we waited for the locks */
 	latest = GetLatestSnapshot();
-	if (SPI_execute_snapshot(plans[one_row ? GQ_SUMMARY_ONE : GQ_SUMMARY], NULL, NULL,
+	if (SPI_execute_snapshot(plans[GQ_SUMMARY], NULL, NULL,
 							 latest, InvalidSnapshot, false, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not summarize the license changes");
 
@@ -385,17 +378,6 @@ GuardStatement(TriggerData *trigdata, GuardEvent event, bool one_row)
 		deltas[i] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
 		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull)))
 			check_r11 = true;
-		if (one_row)
-		{
-			bool		not_moved;
-			int32		left = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
-														   6, &not_moved));
-
-			if (not_moved && deltas[i] > 0)
-				CounterRefusal(rel, subscriptions[i], deltas[i]);
-			last_guarded_subscription = not_moved ? 0 : subscriptions[i];
-			last_licenses_left = left;
-		}
 	}
 
 	if (check_r11)
@@ -416,14 +398,138 @@ GuardStatement(TriggerData *trigdata, GuardEvent event, bool one_row)
 					 errtable(rel)));
 	}
 
-	if (one_row)
-		return;
 	last_guarded_subscription = 0;
 	for (i = 0; i < nsubscriptions; i++)
 		if (deltas[i] != 0)
 			MoveCounter(rel, subscriptions[i], deltas[i]);
 	if (nsubscriptions != 1)
 		last_guarded_subscription = 0;
+}
+
+/*
+ * The same checks for a statement that changes one row (license_consume,
+ * license_release, a single INSERT or DELETE): with the ids in hand, two
+ * short parameterized statements instead of scans of the transition table.
+ */
+static void
+GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
+{
+	static SPIPlanPtr one_check_plan = NULL;
+	static SPIPlanPtr one_move_plan = NULL;
+	TupleDesc	tupdesc = RelationGetDescr(rel);
+	TupleTableSlot *slot = MakeSingleTupleTableSlot(tupdesc, &TTSOpsMinimalTuple);
+	Oid			argtypes[3] = {INT8OID, INT8OID, INT4OID};
+	Datum		values[3];
+	int64		subscription_id;
+	int64		member_id;
+	bool		isnull;
+	bool		not_moved;
+	bool		no_conflict;
+	int			readptr;
+
+	/* our own read pointer: the transition table is shared with other readers */
+	readptr = tuplestore_alloc_read_pointer(rows, EXEC_FLAG_REWIND);
+	tuplestore_select_read_pointer(rows, readptr);
+	tuplestore_rescan(rows);
+	if (!tuplestore_gettupleslot(rows, true, false, slot))
+		elog(ERROR, "transition table of one row is empty");
+	subscription_id = DatumGetInt64(slot_getattr(slot, SPI_fnumber(tupdesc, "subscription_id"), &isnull));
+	member_id = DatumGetInt64(slot_getattr(slot, SPI_fnumber(tupdesc, "member_id"), &isnull));
+	ExecDropSingleTupleTableSlot(slot);
+
+	values[0] = Int64GetDatum(subscription_id);
+	values[1] = Int64GetDatum(member_id);
+	values[2] = Int32GetDatum(assigning ? 1 : -1);
+
+	/* license_consume has done this already, in this very subtransaction */
+	if (assigning && !(checked_license.lxid == MyProc->lxid &&
+					   checked_license.subxid == GetCurrentSubTransactionId() &&
+					   checked_license.subscription_id == subscription_id &&
+					   checked_license.member_id == member_id))
+	{
+		int64		account;
+		int64		member_account;
+		bool		no_member;
+
+		KeptPlan(&one_check_plan,
+				 "SELECT s.account_id, m.account_id"
+				 "  FROM subscription.subscription AS s"
+				 "  JOIN subscription.account AS a ON a.id = s.account_id"
+				 "  LEFT JOIN subscription.member AS m ON m.id = $2"
+				 " WHERE s.id = $1"
+				 "   FOR NO KEY UPDATE OF a",
+				 2, argtypes);
+		if (SPI_execute_plan(one_check_plan, values, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not check the new license");
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_NO_DATA_FOUND),
+					 errmsg("subscription " INT64_FORMAT " does not exist", subscription_id),
+					 errtable(rel)));
+		account = GetInt64(0, 1, &isnull);
+		member_account = GetInt64(0, 2, &no_member);
+		if (no_member || member_account != account)
+			ForeignMemberError(rel, subscription_id, member_id);
+	}
+	checked_license.lxid = InvalidLocalTransactionId;
+
+	/*
+	 * After the account lock, with the latest snapshot: a second service
+	 * license of the product (R11), else the counter move and the history.
+	 */
+	KeptPlan(&one_move_plan,
+			 "WITH conflict AS ("
+			 "  SELECT l.subscription_id, p.product"
+			 "    FROM subscription.subscription AS s"
+			 "    JOIN subscription.plan AS p ON p.code = s.plan AND p.kind = 'service'"
+			 "    JOIN subscription.license AS l ON l.member_id = $2 AND l.subscription_id <> $1"
+			 "    JOIN subscription.subscription AS s2 ON s2.id = l.subscription_id"
+			 "    JOIN subscription.plan AS p2"
+			 "      ON p2.code = s2.plan AND p2.product = p.product AND p2.kind = 'service'"
+			 "   WHERE $3 > 0 AND s.id = $1"
+			 "   ORDER BY l.subscription_id LIMIT 1),"
+			 " moved AS ("
+			 "  UPDATE subscription.license_counter SET used = used + $3"
+			 "   WHERE subscription_id = $1 AND NOT EXISTS (SELECT FROM conflict)"
+			 "     AND ($3 < 0 OR (active AND used + $3 <= capacity))"
+			 "  RETURNING capacity - used AS licenses_left),"
+			 " history AS ("
+			 "  INSERT INTO subscription.history (actor, operation, account_id, subscription_id, details)"
+			 "  SELECT subscription.current_actor(),"
+			 "         CASE WHEN $3 > 0 THEN 'license_assign' ELSE 'license_release' END,"
+			 "         s.account_id, $1, jsonb_build_object('members', jsonb_build_array($2))"
+			 "    FROM moved, subscription.subscription AS s WHERE s.id = $1)"
+			 " SELECT (SELECT licenses_left FROM moved), c.subscription_id, c.product"
+			 "   FROM (SELECT) AS one LEFT JOIN conflict AS c ON true",
+			 3, argtypes);
+	if (SPI_execute_snapshot(one_move_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							 false, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not move the license counter of subscription " INT64_FORMAT,
+			 subscription_id);
+
+	last_licenses_left = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+													 1, &not_moved));
+	if (!not_moved)
+	{
+		last_guarded_subscription = subscription_id;
+		return;
+	}
+	last_guarded_subscription = 0;
+	if (!assigning)
+		return;					/* the subscription is being deleted with its licenses */
+
+	(void) GetInt64(0, 2, &no_conflict);
+	if (!no_conflict)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("member " INT64_FORMAT " already holds a service license of product \"%s\"",
+						member_id, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3)),
+				 errdetail("The member holds a license of subscription " INT64_FORMAT
+						   "; a member holds at most one service per product.",
+						   GetInt64(0, 2, &isnull)),
+				 errhint("Release that license first, or assign an option plan instead."),
+				 errtable(rel)));
+	CounterRefusal(rel, subscription_id, 1);
 }
 
 /*
@@ -486,13 +592,20 @@ license_guard(PG_FUNCTION_ARGS)
 		GuardTruncate();
 	else
 	{
-		if (SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
-			elog(ERROR, "could not register the transition tables");
-		GuardStatement(trigdata, event, one_row);
+		if (one_row)
+			GuardOneRow(trigdata->tg_relation,
+						event == GUARD_DELETE ? trigdata->tg_oldtable : trigdata->tg_newtable,
+						event == GUARD_INSERT);
+		else
+		{
+			if (SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
+				elog(ERROR, "could not register the transition tables");
+			GuardStatement(trigdata, event);
+		}
 	}
 	SPI_finish();
 
-	AtEOXact_GUC(true, nest_level);
+	UnpinSearchPath(nest_level);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 
 	return PointerGetDatum(NULL);
@@ -536,22 +649,22 @@ PrecheckLicense(const char *fn, int64 subscription_id, int64 member_id, bool ass
 			 "SELECT s.account_id, m.account_id, s.status,"
 			 "       EXISTS (SELECT FROM subscription.license AS l"
 			 "                WHERE l.subscription_id = $1 AND l.member_id = $2)"
-			 "  FROM (SELECT) AS one"
-			 "  LEFT JOIN subscription.subscription AS s ON s.id = $1"
-			 "  LEFT JOIN subscription.member AS m ON m.id = $2",
+			 "  FROM subscription.subscription AS s"
+			 "  LEFT JOIN subscription.member AS m ON m.id = $2"
+			 " WHERE s.id = $1",
 			 2, argtypes);
-	if (SPI_execute_plan(precheck_plan, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+	if (SPI_execute_plan(precheck_plan, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look up subscription " INT64_FORMAT, subscription_id);
 
-	account = GetInt64(0, 1, &sub_missing);
-	member_account = GetInt64(0, 2, &member_missing);
-	status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
-	holds = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
-
+	sub_missing = SPI_processed == 0;
 	if (sub_missing)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("subscription " INT64_FORMAT " does not exist", subscription_id)));
+	account = GetInt64(0, 1, &isnull);
+	member_account = GetInt64(0, 2, &member_missing);
+	status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+	holds = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
 
 	/* nothing more is told to an actor who may not do this */
 	Authorize(account, "assign_licenses");
@@ -610,16 +723,49 @@ WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	PrecheckLicense(fn, subscription_id, member_id, assigning);
+	/* with an actor, the rights come first; otherwise a refusal is explained after */
+	if (subscription_actor != NULL && subscription_actor[0] != '\0')
+		PrecheckLicense(fn, subscription_id, member_id, assigning);
 
 	last_guarded_subscription = 0;
 	if (assigning)
 	{
+		/*
+		 * One statement locks the account, checks the member's account, the
+		 * state and a license already held, and inserts; the guard, told so,
+		 * goes straight to R11 and the counter.
+		 */
+		checked_license.lxid = MyProc->lxid;
+		checked_license.subxid = GetCurrentSubTransactionId();
+		checked_license.subscription_id = subscription_id;
+		checked_license.member_id = member_id;
 		KeptPlan(&insert_license_plan,
-				 "INSERT INTO subscription.license (subscription_id, member_id) VALUES ($1, $2)",
+				 "WITH target AS ("
+				 "  SELECT s.account_id, s.status, m.account_id AS member_account,"
+				 "         EXISTS (SELECT FROM subscription.license AS l"
+				 "                  WHERE l.subscription_id = $1 AND l.member_id = $2) AS holds"
+				 "    FROM subscription.subscription AS s"
+				 "    JOIN subscription.account AS a ON a.id = s.account_id"
+				 "    LEFT JOIN subscription.member AS m ON m.id = $2"
+				 "   WHERE s.id = $1"
+				 "     FOR NO KEY UPDATE OF a)"
+				 " INSERT INTO subscription.license (subscription_id, member_id)"
+				 " SELECT $1, $2 FROM target"
+				 "  WHERE target.status = 'active' AND target.member_account = target.account_id"
+				 "    AND NOT target.holds",
 				 2, argtypes);
 		if (SPI_execute_plan(insert_license_plan, values, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not assign the license");
+		checked_license.lxid = InvalidLocalTransactionId;
+		if (SPI_processed == 0)
+		{
+			PrecheckLicense(fn, subscription_id, member_id, assigning);
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("subscription " INT64_FORMAT " changed while its license was being assigned",
+							subscription_id),
+					 errhint("Retry the transaction.")));
+		}
 	}
 	else
 	{
@@ -629,10 +775,14 @@ WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
 		if (SPI_execute_plan(delete_license_plan, values, NULL, false, 0) != SPI_OK_DELETE)
 			elog(ERROR, "could not release the license");
 		if (SPI_processed == 0)
+		{
+			PrecheckLicense(fn, subscription_id, member_id, assigning);
 			ereport(ERROR,
-					(errcode(ERRCODE_NO_DATA_FOUND),
-					 errmsg("member " INT64_FORMAT " holds no license of subscription " INT64_FORMAT,
-							member_id, subscription_id)));
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("subscription " INT64_FORMAT " changed while its license was being released",
+							subscription_id),
+					 errhint("Retry the transaction.")));
+		}
 	}
 
 	if (last_guarded_subscription != subscription_id)
@@ -640,7 +790,7 @@ WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
 	left = last_licenses_left;
 
 	SPI_finish();
-	AtEOXact_GUC(true, nest_level);
+	UnpinSearchPath(nest_level);
 	return left;
 }
 
@@ -692,7 +842,7 @@ licenses_left(PG_FUNCTION_ARGS)
 	used = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	capacity = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	SPI_finish();
-	AtEOXact_GUC(true, nest_level);
+	UnpinSearchPath(nest_level);
 
 	PG_RETURN_INT32((int32) (capacity - used));
 }

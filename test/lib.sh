@@ -46,9 +46,13 @@ as_postgres() {
     fi
 }
 
-# start_cluster DIR: a fresh cluster in DIR (wiped first); exports PG* for it
+# start_cluster DIR [durable]: a fresh cluster in DIR (wiped first); exports
+# PG* for it.  Tests run with fsync off; "durable" keeps PostgreSQL's
+# defaults (fsync, synchronous_commit), as benchmarks must.
 start_cluster() {
     local dir=$1
+    local durability="-c fsync=off"
+    [ "${2:-}" = durable ] && durability=""
     if [ -n "${PGHOST:-}" ] && [ -z "${SUBSCRIPTION_OWN_CLUSTER:-}" ]; then
         say "using the server at PGHOST=$PGHOST PGPORT=${PGPORT:-5432}"
         return 0
@@ -61,7 +65,7 @@ start_cluster() {
     as_postgres "$PGBIN/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 \
         --locale=C.UTF-8 --no-sync >/dev/null
     as_postgres "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -s \
-        -o "-c listen_addresses='' -k $dir -p 5432 -c fsync=off -c max_connections=60" start
+        -o "-c listen_addresses='' -k $dir -p 5432 $durability -c max_connections=60" start
     export PGHOST=$dir PGPORT=5432 PGUSER=postgres SUBSCRIPTION_OWN_CLUSTER=$dir
 }
 

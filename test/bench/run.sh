@@ -11,7 +11,12 @@ set -euo pipefail
 
 ensure_packages
 build_and_install
-start_cluster /tmp/subscription-bench
+# BENCH_FSYNC=off measures CPU alone; the default keeps commits durable
+if [ "${BENCH_FSYNC:-on}" = off ]; then
+    start_cluster /tmp/subscription-bench
+else
+    start_cluster /tmp/subscription-bench durable
+fi
 [ -n "${SUBSCRIPTION_OWN_CLUSTER:-}" ] && trap 'stop_cluster_in "$SUBSCRIPTION_OWN_CLUSTER"' EXIT
 
 psql -X -q -d postgres -c 'SET client_min_messages = warning' -c 'DROP DATABASE IF EXISTS subscription_bench' -c 'CREATE DATABASE subscription_bench'
