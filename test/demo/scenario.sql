@@ -71,3 +71,53 @@ SELECT prorate_refund(31, '2026-01-01 00:00+00', '2026-02-01 00:00+00', '2026-01
 SET TimeZone = 'Asia/Tokyo';
 SELECT prorate_refund(31, '2026-01-01 00:00+00', '2026-02-01 00:00+00', '2026-01-14 23:30+00') AS refund_in_tokyo;
 SET TimeZone = 'UTC';
+
+\echo
+\echo '=== 8. Seats (Z4, R10, R11): Globex''s 10 Professional agents'
+\echo 'The first service subscription of an account is its default: new members get its licenses (R10).'
+SELECT id, plan, cycle, quantity, is_default FROM subscription WHERE account_id = 3 ORDER BY id;
+INSERT INTO member (account_id, external_id, role)
+SELECT 3, 'agent' || g || '@globex', 'member' FROM generate_series(1, 7) AS g;
+SELECT subscription_id, count(*) AS holders, licenses_left(subscription_id) AS left
+  FROM license_holder WHERE account_id = 3 GROUP BY 1;
+\echo 'Three more agents take the last licenses; the fourth is still created, with a WARNING:'
+INSERT INTO member (account_id, external_id)
+SELECT 3, 'agent' || g || '@globex' FROM generate_series(8, 11) AS g;
+SELECT licenses_left(2) AS monthly_left;
+\echo 'No license is ever oversold, whatever path writes: license_consume says why (23514):'
+SELECT pg_temp.show_error($$SELECT license_consume(2, (SELECT id FROM member WHERE external_id = 'agent11@globex'))$$) AS result;
+\echo 'A bulk import is all or nothing (R12): 12 new agents into the annual subscription of 10 licenses'
+\echo '(each new agent gets the same WARNING as above: the default subscription is full; muted here)'
+SET client_min_messages = error;
+INSERT INTO member (account_id, external_id)
+SELECT 3, 'support' || g || '@globex' FROM generate_series(1, 12) AS g;
+RESET client_min_messages;
+SELECT pg_temp.show_error($$INSERT INTO license (subscription_id, member_id)
+                            SELECT 3, id FROM member WHERE external_id LIKE 'support%'$$) AS bulk_of_12;
+INSERT INTO license (subscription_id, member_id)
+SELECT 3, id FROM member WHERE external_id LIKE 'support%' ORDER BY id LIMIT 10;
+SELECT licenses_left(3) AS annual_left_after_10;
+
+\echo
+\echo '=== 9. Rainbow (R11, R9): one service per member and product, options at will; admins need rights'
+INSERT INTO member (account_id, external_id, role) VALUES (4, 'lou@initech', 'member');
+SELECT subscribe(4, 'rb_enterprise', '1 month', 5, '2026-02-01') AS initech_enterprise \gset
+SELECT subscribe(4, 'rb_recording', '1 month', 5, '2026-02-01') AS initech_recording \gset
+\echo 'lou got a Business license on arrival (R10); an Enterprise one would be a second service:'
+SELECT pg_temp.show_error(format('SELECT license_consume(%s, (SELECT id FROM member WHERE external_id = %L))',
+                                 :initech_enterprise, 'lou@initech')) AS second_service;
+SELECT license_consume(:initech_enterprise, id) AS enterprise_left FROM member WHERE external_id = 'ida@initech';
+SELECT license_consume(:initech_recording, id) AS recording_left FROM member WHERE external_id = 'ida@initech';
+SELECT subscription_id, plan, external_id FROM license_holder WHERE account_id = 4 ORDER BY 1, 3;
+\echo 'jon@initech is an admin with increase_licenses and change_renewal (R9):'
+SELECT set_config('subscription.actor', id::text, false) AS acting_as FROM member WHERE external_id = 'jon@initech';
+SELECT set_quantity(:initech_enterprise, 8, '2026-02-15') AS enterprise_left_after_8;
+SELECT pg_temp.show_error(format($$SELECT set_quantity(%s, 6, '2026-02-16')$$, :initech_enterprise)) AS decrease;
+RESET subscription.actor;
+\echo 'The increase is charged for the rest of the period: 3 more licenses x 9.99 x 14/28 days:'
+SELECT kind, amount, item, period FROM ledger WHERE subscription_id = :initech_enterprise ORDER BY id;
+
+\echo
+\echo '=== 10. History (R8): who did what, when'
+SELECT at::time(0) AS at, actor, operation, subscription_id, left(details::text, 70) AS details
+  FROM history WHERE account_id = 4 ORDER BY id;

@@ -182,6 +182,10 @@ SET subscription.actor = '21';  -- gus, owner of account 2
 SELECT set_quantity(:annual, 1, '2026-01-02') AS owner_decreases_annual;
 RESET subscription.actor;
 
+-- what license_consume checked for its own insert is never trusted for another one
+SELECT pg_temp.error_of(format('SELECT license_consume(%s, 21)', :enterprise));
+SELECT pg_temp.error_of(format('INSERT INTO license (subscription_id, member_id) VALUES (%s, 21)', :enterprise));
+
 -- R8: history, one row per change, with the actor
 SELECT actor, operation, account_id, subscription_id, details
   FROM history
