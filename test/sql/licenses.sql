@@ -182,6 +182,12 @@ SET subscription.actor = '21';  -- gus, owner of account 2
 SELECT set_quantity(:annual, 1, '2026-01-02') AS owner_decreases_annual;
 RESET subscription.actor;
 
+-- deleting a member releases its licenses (the foreign key cascades, the guard counts)
+SELECT licenses_left(:zendesk) AS before_member_deleted;
+DELETE FROM member WHERE id = 204;
+SELECT licenses_left(:zendesk) AS after_member_deleted,
+       (SELECT count(*) FROM license WHERE subscription_id = :zendesk) AS rows;
+
 -- what license_consume checked for its own insert is never trusted for another one
 SELECT pg_temp.error_of(format('SELECT license_consume(%s, 21)', :enterprise));
 SELECT pg_temp.error_of(format('INSERT INTO license (subscription_id, member_id) VALUES (%s, 21)', :enterprise));
