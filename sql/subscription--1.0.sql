@@ -997,3 +997,98 @@ REVOKE ALL ON FUNCTION subscription.license_guard() FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.sync_license_counter() FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.record_history() FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.assign_default_license() FROM PUBLIC;
+
+------------------------------------------------------------------------
+-- Plan limits: what an account may use, and what it uses
+------------------------------------------------------------------------
+
+-- The account's limit of a feature: over its active subscriptions, each
+-- plan's value (times the quantity when per license: LogMeIn hosts are the
+-- tier, L12), plus the units of active add-on batches (Z13, K1).  NULL is
+-- unlimited: one unlimited plan makes the feature unlimited.  A feature no
+-- active subscription defines has limit 0, plus its add-ons.
+CREATE FUNCTION subscription.effective_limit(account_id bigint, feature text)
+RETURNS bigint
+LANGUAGE plpgsql STRICT STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    plans_limit numeric;
+    unlimited boolean;
+    addon_units numeric;
+BEGIN
+    PERFORM FROM subscription.account AS a WHERE a.id OPERATOR(pg_catalog.=) effective_limit.account_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account % does not exist', account_id USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM FROM subscription.plan_limit AS l WHERE l.feature OPERATOR(pg_catalog.=) effective_limit.feature
+    UNION ALL
+    SELECT FROM subscription.addon AS a WHERE a.feature OPERATOR(pg_catalog.=) effective_limit.feature;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'feature "%" does not exist', feature
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Features are those of subscription.plan_limit and subscription.addon.';
+    END IF;
+
+    SELECT coalesce(sum(CASE WHEN l.per_license THEN l.value OPERATOR(pg_catalog.*) s.quantity ELSE l.value END), 0),
+           coalesce(bool_or(l.value IS NULL), false)
+      INTO plans_limit, unlimited
+      FROM subscription.subscription AS s
+      JOIN subscription.plan_limit AS l
+        ON l.plan OPERATOR(pg_catalog.=) s.plan AND l.feature OPERATOR(pg_catalog.=) effective_limit.feature
+     WHERE s.account_id OPERATOR(pg_catalog.=) effective_limit.account_id
+       AND s.status OPERATOR(pg_catalog.=) 'active';
+    IF unlimited THEN
+        RETURN NULL;
+    END IF;
+
+    SELECT coalesce(sum(b.quantity::numeric OPERATOR(pg_catalog.*) a.units), 0)
+      INTO addon_units
+      FROM subscription.subscription AS s
+      JOIN subscription.addon_batch AS b ON b.subscription_id OPERATOR(pg_catalog.=) s.id
+      JOIN subscription.addon AS a ON a.code OPERATOR(pg_catalog.=) b.addon
+     WHERE s.account_id OPERATOR(pg_catalog.=) effective_limit.account_id
+       AND s.status OPERATOR(pg_catalog.=) 'active'
+       AND b.status OPERATOR(pg_catalog.=) 'active'
+       AND a.feature OPERATOR(pg_catalog.=) effective_limit.feature;
+
+    -- computed in numeric so that an overflow is an error, not a wrap
+    RETURN (plans_limit OPERATOR(pg_catalog.+) addon_units)::bigint;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.effective_limit(bigint, text) IS
+'The account''s limit of a feature over its active subscriptions and add-ons (NULL: unlimited)';
+
+-- What the account uses of a feature, as the limit triggers keep it.
+CREATE FUNCTION subscription.usage(account_id bigint, feature text)
+RETURNS bigint
+LANGUAGE plpgsql STRICT STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    used bigint;
+BEGIN
+    PERFORM FROM subscription.account AS a WHERE a.id OPERATOR(pg_catalog.=) usage.account_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account % does not exist', account_id USING ERRCODE = 'no_data_found';
+    END IF;
+    SELECT u.used INTO used FROM subscription.usage_counter AS u
+     WHERE u.account_id OPERATOR(pg_catalog.=) usage.account_id AND u.feature OPERATOR(pg_catalog.=) usage.feature;
+    IF FOUND THEN
+        RETURN used;
+    END IF;
+    PERFORM FROM subscription.plan_limit AS l WHERE l.feature OPERATOR(pg_catalog.=) usage.feature
+    UNION ALL
+    SELECT FROM subscription.addon AS a WHERE a.feature OPERATOR(pg_catalog.=) usage.feature;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'feature "%" does not exist', feature
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Features are those of subscription.plan_limit and subscription.addon.';
+    END IF;
+    RETURN 0;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.usage(bigint, text) IS
+'What the account uses of a feature, from subscription.usage_counter';

@@ -1,6 +1,6 @@
 -- The data model of API.md: every table, key and constraint of the contract.
 BEGIN;
-SELECT plan(157);
+SELECT plan(159);
 SET search_path = subscription, public;
 
 SELECT has_schema('subscription');
@@ -140,6 +140,8 @@ SELECT function_returns('subscription', 'tier_for_hosts', ARRAY['text', 'integer
 SELECT function_returns('subscription', 'prorate_refund',
     ARRAY['numeric', 'timestamp with time zone', 'timestamp with time zone', 'timestamp with time zone', 'text', 'integer'], 'numeric');
 SELECT function_returns('subscription', 'license_consume', ARRAY['bigint', 'bigint'], 'integer');
+SELECT function_returns('subscription', 'effective_limit', ARRAY['bigint', 'text'], 'bigint');
+SELECT function_returns('subscription', 'usage', ARRAY['bigint', 'text'], 'bigint');
 SELECT function_returns('subscription', 'license_release', ARRAY['bigint', 'bigint'], 'integer');
 SELECT function_returns('subscription', 'licenses_left', ARRAY['bigint'], 'integer');
 SELECT function_returns('subscription', 'set_quantity', ARRAY['bigint', 'integer', 'timestamp with time zone'], 'integer');
