@@ -1092,3 +1092,221 @@ $$;
 
 COMMENT ON FUNCTION subscription.usage(bigint, text) IS
 'What the account uses of a feature, from subscription.usage_counter';
+
+------------------------------------------------------------------------
+-- Plan limits on the application's own tables
+------------------------------------------------------------------------
+
+-- One row per (table, feature) the limit guard watches, in registration
+-- order (apply_downgrade trims features in that order).
+CREATE TABLE subscription.limited_table (
+    relation       regclass NOT NULL,
+    feature        text NOT NULL,
+    account_column name NOT NULL,
+    on_downgrade   text NOT NULL CHECK (on_downgrade IN
+                   ('drop_newest', 'keep_most_referenced', 'scale', 'cap', 'detach', 'block')),
+    order_column   name,
+    value_column   name,
+    position       bigint GENERATED ALWAYS AS IDENTITY,
+    registered_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (relation, feature),
+    -- a feature's usage is one counter per account: one table per feature
+    CONSTRAINT limited_table_one_table_per_feature UNIQUE (feature),
+    CONSTRAINT limited_table_value_column_needed
+        CHECK (value_column IS NOT NULL OR on_downgrade NOT IN ('scale', 'cap', 'detach'))
+);
+SELECT pg_catalog.pg_extension_config_dump('subscription.limited_table', '');
+
+CREATE FUNCTION subscription.limit_guard()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'limit_guard'
+LANGUAGE C;
+
+REVOKE ALL ON FUNCTION subscription.limit_guard() FROM PUBLIC;
+
+-- The column "name" of "relation" with its type, or an error naming what is wrong.
+CREATE FUNCTION subscription.limited_column(relation regclass, name name, purpose text, integer_only boolean)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    column_type regtype;
+BEGIN
+    SELECT a.atttypid::regtype INTO column_type
+      FROM pg_catalog.pg_attribute AS a
+     WHERE a.attrelid OPERATOR(pg_catalog.=) relation AND a.attname OPERATOR(pg_catalog.=) name
+       AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'column "%" of relation % does not exist', name, relation
+            USING ERRCODE = 'undefined_column', DETAIL = format('It was given as the %s.', purpose);
+    END IF;
+    IF integer_only AND column_type NOT IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) THEN
+        RAISE EXCEPTION 'column "%" of relation % must be an integer column to serve as the %', name, relation, purpose
+            USING ERRCODE = 'datatype_mismatch', DETAIL = format('Its type is %s.', column_type);
+    END IF;
+END
+$$;
+
+CREATE FUNCTION subscription.enforce_limit(
+    relation regclass,
+    feature text,
+    account_column name DEFAULT 'account_id',
+    on_downgrade text DEFAULT 'drop_newest',
+    order_column name DEFAULT NULL,
+    value_column name DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    trigger_name text := left('subscription_limit_' || feature, 63);
+    measure text;
+    counted bigint;
+BEGIN
+    PERFORM subscription.require_arguments('enforce_limit', '{relation,feature,account_column,on_downgrade}',
+        ARRAY[relation IS NULL, feature IS NULL, account_column IS NULL, on_downgrade IS NULL]);
+    IF on_downgrade OPERATOR(pg_catalog.<>) ALL ('{drop_newest,keep_most_referenced,scale,cap,detach,block}') THEN
+        RAISE EXCEPTION 'unknown downgrade policy "%"', on_downgrade
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The policies are drop_newest, keep_most_referenced, scale, cap, detach and block.';
+    END IF;
+    IF (SELECT c.relkind FROM pg_catalog.pg_class AS c WHERE c.oid OPERATOR(pg_catalog.=) relation)
+       OPERATOR(pg_catalog.<>) ALL ('{r,p}') THEN
+        RAISE EXCEPTION '% is not a table', relation USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF relation::oid IN (SELECT c.oid FROM pg_catalog.pg_class AS c
+                          WHERE c.relnamespace OPERATOR(pg_catalog.=) 'subscription'::regnamespace) THEN
+        RAISE EXCEPTION 'the extension''s own table % cannot be limited this way', relation
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM FROM subscription.plan_limit AS l WHERE l.feature OPERATOR(pg_catalog.=) enforce_limit.feature
+    UNION ALL
+    SELECT FROM subscription.addon AS a WHERE a.feature OPERATOR(pg_catalog.=) enforce_limit.feature;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'feature "%" does not exist', feature
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Features are those of subscription.plan_limit and subscription.addon.';
+    END IF;
+
+    PERFORM subscription.limited_column(relation, account_column, 'account column', true);
+    IF on_downgrade OPERATOR(pg_catalog.=) ANY ('{scale,cap,detach}') THEN
+        IF value_column IS NULL THEN
+            RAISE EXCEPTION 'policy % needs a value column', on_downgrade
+                USING ERRCODE = 'null_value_not_allowed';
+        END IF;
+        PERFORM subscription.limited_column(relation, value_column, 'value column',
+                                            on_downgrade OPERATOR(pg_catalog.<>) 'detach');
+    ELSIF value_column IS NOT NULL THEN
+        PERFORM subscription.limited_column(relation, value_column, 'value column', false);
+    END IF;
+    IF order_column IS NOT NULL THEN
+        PERFORM subscription.limited_column(relation, order_column, 'order column', false);
+    END IF;
+    IF on_downgrade OPERATOR(pg_catalog.=) 'keep_most_referenced' THEN
+        IF (SELECT cardinality(c.conkey) FROM pg_catalog.pg_constraint AS c
+             WHERE c.conrelid OPERATOR(pg_catalog.=) relation AND c.contype OPERATOR(pg_catalog.=) 'p')
+           IS DISTINCT FROM 1 THEN
+            RAISE EXCEPTION 'policy keep_most_referenced needs a single-column primary key on %', relation
+                USING ERRCODE = 'invalid_table_definition';
+        END IF;
+        PERFORM FROM pg_catalog.pg_constraint AS c
+         WHERE c.confrelid OPERATOR(pg_catalog.=) relation AND c.contype OPERATOR(pg_catalog.=) 'f';
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'policy keep_most_referenced needs a foreign key into %', relation
+                USING ERRCODE = 'invalid_table_definition',
+                      DETAIL = 'The rows kept are those most referenced through it (C5).';
+        END IF;
+    END IF;
+
+    -- registering twice is refused: unenforce_limit first to change the options;
+    -- a feature is one counter per account, so it lives on one table
+    PERFORM FROM subscription.limited_table AS t WHERE t.feature OPERATOR(pg_catalog.=) enforce_limit.feature;
+    IF FOUND THEN
+        RAISE EXCEPTION 'feature "%" is already enforced', feature
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'subscription.unenforce_limit() removes a registration, to register it again with other options.';
+    END IF;
+
+    INSERT INTO subscription.limited_table AS t (relation, feature, account_column, on_downgrade, order_column, value_column)
+    VALUES (relation, feature, account_column, on_downgrade, order_column, value_column);
+
+    -- what the guard counts: rows, the sum of the values (scale), non-NULL values (detach)
+    measure := CASE on_downgrade
+                   WHEN 'scale' THEN format('sum(%I)', value_column)
+                   WHEN 'detach' THEN format('count(%I)', value_column)
+                   ELSE 'count(*)' END;
+    -- lock the table against writes while the existing rows are counted
+    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', relation);
+    IF on_downgrade OPERATOR(pg_catalog.<>) 'cap' THEN
+        EXECUTE format(
+            'INSERT INTO subscription.usage_counter (account_id, feature, used)
+             SELECT %1$I, %2$L, %3$s FROM %4$s WHERE %1$I IS NOT NULL GROUP BY %1$I
+             ON CONFLICT (account_id, feature) DO UPDATE SET used = excluded.used',
+            account_column, feature, measure, relation);
+    END IF;
+
+    EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_i', relation, feature);
+    EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_u', relation, feature);
+    EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_d', relation, feature);
+    EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_t', relation, feature);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.enforce_limit(regclass, text, name, text, name, name) IS
+'Attach the limit guard of a feature to an application table and count its rows';
+
+CREATE FUNCTION subscription.unenforce_limit(relation regclass, feature text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    trigger_name text := left('subscription_limit_' || feature, 63);
+    suffix text;
+BEGIN
+    PERFORM subscription.require_arguments('unenforce_limit', '{relation,feature}',
+        ARRAY[relation IS NULL, feature IS NULL]);
+    DELETE FROM subscription.limited_table AS t
+     WHERE t.relation OPERATOR(pg_catalog.=) unenforce_limit.relation
+       AND t.feature OPERATOR(pg_catalog.=) unenforce_limit.feature;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'feature "%" is not enforced on %', feature, relation USING ERRCODE = 'undefined_object';
+    END IF;
+    FOREACH suffix IN ARRAY '{_i,_u,_d,_t}'::text[] LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', trigger_name || suffix, relation);
+    END LOOP;
+    DELETE FROM subscription.usage_counter AS u WHERE u.feature OPERATOR(pg_catalog.=) unenforce_limit.feature;
+END
+$$;
+
+-- A dropped table takes its registrations and counters along.
+CREATE FUNCTION subscription.forget_dropped_tables()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    WITH gone AS (
+        DELETE FROM subscription.limited_table AS t
+         USING pg_catalog.pg_event_trigger_dropped_objects() AS d
+         WHERE d.objid OPERATOR(pg_catalog.=) t.relation::oid AND d.object_type OPERATOR(pg_catalog.=) 'table'
+        RETURNING t.feature)
+    DELETE FROM subscription.usage_counter AS u USING gone
+     WHERE u.feature OPERATOR(pg_catalog.=) gone.feature;
+END
+$$;
+
+CREATE EVENT TRIGGER subscription_forget_dropped_tables ON sql_drop
+    EXECUTE FUNCTION subscription.forget_dropped_tables();
+
+REVOKE ALL ON FUNCTION subscription.enforce_limit(regclass, text, name, text, name, name) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.unenforce_limit(regclass, text) FROM PUBLIC;

@@ -40,6 +40,10 @@ INSERT INTO subscription.history (operation, account_id, details) VALUES ('note'
 INSERT INTO subscription.account (id, name) VALUES (100, 'Parent');
 INSERT INTO subscription.account (id, name, parent_id) VALUES (101, 'Child', 100);
 UPDATE subscription.account SET name = 'Parent, renamed' WHERE id = 100;
+-- an application table under a plan limit: registration, counter and trigger survive
+CREATE TABLE public.device (id serial PRIMARY KEY, account_id bigint NOT NULL);
+INSERT INTO public.device (account_id) SELECT 1 FROM generate_series(1, 30);
+SELECT subscription.enforce_limit('public.device', 'hosts');
 SQL
 
 # one line per user table: its name and an md5 of its rows in key order
@@ -79,6 +83,10 @@ check "identity sequences continue after restore" \
     test "$(q -d $dst -c "INSERT INTO subscription.account (name) VALUES ('Beta') RETURNING id")" = 2
 check "seat counters are restored, not counted twice" \
     test "$(q -d $dst -c "SELECT used FROM subscription.license_counter")" = 1
+check "a limited table keeps its registration, usage and guard" \
+    test "$(q -d $dst -c "SELECT feature || ':' || subscription.usage(1, 'hosts') FROM subscription.limited_table")" = "hosts:30"
+check "the restored guard still enforces the limit (100 hosts)" \
+    test "$(q -d $dst -c "INSERT INTO public.device (account_id) SELECT 1 FROM generate_series(1, 71)" 2>&1 | grep -c 'would exceed its hosts limit')" = 1
 check "sub-accounts keep their parent" \
     test "$(q -d $dst -c "SELECT p.name FROM subscription.account c JOIN subscription.account p ON p.id = c.parent_id WHERE c.id = 101")" = "Parent, renamed"
 check "a restored subscription renews its ids too" \

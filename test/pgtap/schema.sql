@@ -1,13 +1,13 @@
 -- The data model of API.md: every table, key and constraint of the contract.
 BEGIN;
-SELECT plan(159);
+SELECT plan(162);
 SET search_path = subscription, public;
 
 SELECT has_schema('subscription');
 SELECT tables_are('subscription', ARRAY[
     'currency', 'product', 'plan', 'plan_price', 'plan_limit', 'addon', 'addon_price',
     'plan_addon', 'coupon', 'account', 'member', 'subscription', 'license', 'addon_batch',
-    'ledger', 'history', 'trimmed', 'usage_counter', 'license_counter']);
+    'ledger', 'history', 'trimmed', 'usage_counter', 'license_counter', 'limited_table']);
 
 -- every column the contract names, with its type
 SELECT has_column('subscription', t, c, format('%s.%s exists', t, c))
@@ -127,7 +127,7 @@ SELECT set_eq(
              ('subscription.account'), ('subscription.member'), ('subscription.subscription'),
              ('subscription.license'), ('subscription.addon_batch'), ('subscription.ledger'),
              ('subscription.history'), ('subscription.trimmed'), ('subscription.usage_counter'),
-             ('subscription.license_counter'),
+             ('subscription.license_counter'), ('subscription.limited_table'),
              ('subscription.account_id_seq'), ('subscription.member_id_seq'),
              ('subscription.subscription_id_seq'), ('subscription.addon_batch_id_seq'),
              ('subscription.ledger_id_seq'), ('subscription.history_id_seq'),
@@ -142,6 +142,9 @@ SELECT function_returns('subscription', 'prorate_refund',
 SELECT function_returns('subscription', 'license_consume', ARRAY['bigint', 'bigint'], 'integer');
 SELECT function_returns('subscription', 'effective_limit', ARRAY['bigint', 'text'], 'bigint');
 SELECT function_returns('subscription', 'usage', ARRAY['bigint', 'text'], 'bigint');
+SELECT function_returns('subscription', 'enforce_limit', ARRAY['regclass', 'text', 'name', 'text', 'name', 'name'], 'void');
+SELECT function_returns('subscription', 'unenforce_limit', ARRAY['regclass', 'text'], 'void');
+SELECT col_is_unique('subscription', 'limited_table', ARRAY['feature'], 'a feature is enforced on one table');
 SELECT function_returns('subscription', 'license_release', ARRAY['bigint', 'bigint'], 'integer');
 SELECT function_returns('subscription', 'licenses_left', ARRAY['bigint'], 'integer');
 SELECT function_returns('subscription', 'set_quantity', ARRAY['bigint', 'integer', 'timestamp with time zone'], 'integer');

@@ -1,0 +1,491 @@
+/*-------------------------------------------------------------------------
+ *
+ * limits.c
+ *	  The limit guard: plan limits enforced on the application's own tables
+ *	  (C4-C11, L12, Z13, K1).
+ *
+ * subscription.enforce_limit() attaches limit_guard() to a table as
+ * AFTER ... FOR EACH STATEMENT triggers over the transition tables, with
+ * the feature as argument.  Per statement, the guard sums the change per
+ * account -- rows (drop_newest, keep_most_referenced, block), the value
+ * column (scale), non-NULL values (detach) -- and moves each account's
+ * counter in subscription.usage_counter by one conditional UPDATE, in
+ * account order, read with the latest snapshot: used + delta may not pass
+ * effective_limit().  As with seats, concurrent writers of an account queue
+ * on its counter row and none can take a unit that is gone; the cost is per
+ * statement and account, never per existing row.  cap checks each written
+ * value against the limit and keeps no counter.
+ *
+ * The table's registration and the guard's plans are cached per relation
+ * and feature for the life of the backend, and dropped when the relation's
+ * relcache entry is invalidated (ALTER TABLE, the triggers being created or
+ * dropped by enforce_limit/unenforce_limit, DROP TABLE).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+
+#include "subscription.h"
+
+PG_FUNCTION_INFO_V1(limit_guard);
+
+#define FEATURE_MAX 64
+
+typedef enum LimitEvent
+{
+	LIMIT_INSERT,
+	LIMIT_UPDATE,
+	LIMIT_DELETE,
+	LIMIT_NUM_EVENTS
+} LimitEvent;
+
+typedef struct LimitKey
+{
+	Oid			relid;
+	char		feature[FEATURE_MAX];
+} LimitKey;
+
+typedef struct LimitEntry
+{
+	LimitKey	key;
+	bool		valid;
+	bool		cap;			/* cap: check values, keep no counter */
+	bool		detach;			/* detach: allowed only where included */
+	char	   *delta_sql[LIMIT_NUM_EVENTS];	/* per account: the change */
+	SPIPlanPtr	deltas[LIMIT_NUM_EVENTS];	/* prepared on first use: each
+											 * reads its own transition tables */
+} LimitEntry;
+
+static HTAB *limit_cache = NULL;
+static SPIPlanPtr ensure_counter_plan = NULL;
+static SPIPlanPtr move_usage_plan = NULL;
+static SPIPlanPtr read_usage_plan = NULL;
+static SPIPlanPtr reset_usage_plan = NULL;
+static SPIPlanPtr registration_plan = NULL;
+static SPIPlanPtr way_out_plan = NULL;
+
+static void
+LimitCacheCallback(Datum arg, Oid relid)
+{
+	HASH_SEQ_STATUS status;
+	LimitEntry *entry;
+
+	hash_seq_init(&status, limit_cache);
+	while ((entry = hash_seq_search(&status)) != NULL)
+	{
+		if (entry->valid && (relid == InvalidOid || entry->key.relid == relid))
+		{
+			int			e;
+
+			/* the plans reference the old definition: rebuild on next use */
+			for (e = 0; e < LIMIT_NUM_EVENTS; e++)
+			{
+				if (entry->deltas[e] != NULL)
+					SPI_freeplan(entry->deltas[e]);
+				if (entry->delta_sql[e] != NULL)
+					pfree(entry->delta_sql[e]);
+			}
+			entry->valid = false;
+		}
+	}
+}
+
+static SPIPlanPtr
+KeepPlan(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
+/*
+ * The statement's change per account, as "SELECT account, delta, largest"
+ * text: rows count one, scale counts the value, detach counts non-NULL
+ * values; for cap, the largest value written.
+ */
+static char *
+DeltaQuery(const char *account, const char *policy, const char *value, LimitEvent event)
+{
+	bool		cap = strcmp(policy, "cap") == 0;
+	char	   *measure;
+	char	   *written;
+	char	   *changes;
+
+	if (strcmp(policy, "scale") == 0)
+		measure = psprintf("coalesce(%s, 0)::numeric", value);
+	else if (strcmp(policy, "detach") == 0 || cap)
+		measure = psprintf("(%s IS NOT NULL)::int::numeric", value);
+	else
+		measure = pstrdup("1::numeric");
+	written = cap ? psprintf("%s::bigint", value) : pstrdup("NULL::bigint");
+
+	switch (event)
+	{
+		case LIMIT_INSERT:
+			changes = psprintf("SELECT %s AS account, %s AS d, %s AS v FROM new_rows",
+							   account, measure, written);
+			break;
+		case LIMIT_DELETE:
+			changes = psprintf("SELECT %s AS account, -%s AS d, NULL::bigint AS v FROM old_rows",
+							   account, measure);
+			break;
+		default:
+			changes = psprintf("SELECT %s AS account, %s AS d, %s AS v FROM new_rows"
+							   " UNION ALL SELECT %s, -%s, NULL::bigint FROM old_rows",
+							   account, measure, written, account, measure);
+			break;
+	}
+
+	return psprintf("SELECT c.account::bigint, sum(c.d)::bigint, max(c.v)"
+					"  FROM (%s) AS c WHERE c.account IS NOT NULL"
+					" GROUP BY 1 %s ORDER BY 1",
+					changes, cap ? "" : "HAVING sum(c.d) <> 0");
+}
+
+static LimitEntry *
+GetLimitEntry(Oid relid, const char *feature)
+{
+	LimitKey	key;
+	LimitEntry *entry;
+	bool		found;
+	Oid			argtypes[2] = {OIDOID, TEXTOID};
+	Datum		values[2];
+	char	   *account;
+	char	   *policy;
+	char	   *value;
+	int			e;
+
+	if (limit_cache == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(LimitKey);
+		ctl.entrysize = sizeof(LimitEntry);
+		limit_cache = hash_create("subscription limit guard", 16, &ctl, HASH_ELEM | HASH_BLOBS);
+		CacheRegisterRelcacheCallback(LimitCacheCallback, (Datum) 0);
+	}
+
+	memset(&key, 0, sizeof(key));
+	key.relid = relid;
+	strlcpy(key.feature, feature, FEATURE_MAX);
+	entry = hash_search(limit_cache, &key, HASH_ENTER, &found);
+	if (found && entry->valid)
+		return entry;
+
+	entry->valid = false;
+	memset(entry->deltas, 0, sizeof(entry->deltas));
+	memset(entry->delta_sql, 0, sizeof(entry->delta_sql));
+
+	if (registration_plan == NULL)
+		registration_plan = KeepPlan("SELECT quote_ident(account_column), on_downgrade, quote_ident(value_column)"
+									 "  FROM subscription.limited_table"
+									 " WHERE relation = $1 AND feature = $2",
+									 2, argtypes);
+	values[0] = ObjectIdGetDatum(relid);
+	values[1] = CStringGetTextDatum(feature);
+	if (SPI_execute_plan(registration_plan, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the limit registration");
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("feature \"%s\" is not enforced on table \"%s\"", feature, get_rel_name(relid)),
+				 errhint("Attach limits with subscription.enforce_limit().")));
+	account = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	policy = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	value = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+
+	entry->cap = strcmp(policy, "cap") == 0;
+	entry->detach = strcmp(policy, "detach") == 0;
+	for (e = 0; e < LIMIT_NUM_EVENTS; e++)
+		entry->delta_sql[e] = MemoryContextStrdup(TopMemoryContext,
+												  DeltaQuery(account, policy, value, (LimitEvent) e));
+	entry->valid = true;
+	return entry;
+}
+
+/*
+ * Why a write is refused, and the way out: the plan or add-on that would
+ * allow it.
+ */
+static void
+LimitRefusal(Relation rel, int64 account, const char *feature, int64 used, int64 delta,
+			 bool limit_null, int64 limit, bool cap)
+{
+	Oid			argtypes[2] = {TEXTOID, INT8OID};
+	Datum		values[2] = {CStringGetTextDatum(feature), Int64GetDatum(limit)};
+	char	   *way_out = NULL;
+
+	if (way_out_plan == NULL)
+		way_out_plan = KeepPlan("(SELECT format('plan \"%s\"', l.plan) FROM subscription.plan_limit AS l"
+								"   JOIN subscription.plan AS p ON p.code = l.plan"
+								"  WHERE l.feature = $1 AND (l.value IS NULL OR l.value > $2)"
+								"  ORDER BY p.rank, l.plan LIMIT 1)"
+								" UNION ALL"
+								" (SELECT format('add-on \"%s\"', a.code) FROM subscription.addon AS a"
+								"   WHERE a.feature = $1 ORDER BY a.units DESC, a.code LIMIT 1)",
+								2, argtypes);
+	if (SPI_execute_plan(way_out_plan, values, NULL, true, 0) == SPI_OK_SELECT && SPI_processed > 0)
+	{
+		way_out = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		if (SPI_processed > 1)
+			way_out = psprintf("%s or %s", way_out,
+							   SPI_getvalue(SPI_tuptable->vals[1], SPI_tuptable->tupdesc, 1));
+	}
+
+	if (cap)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("value " INT64_FORMAT " exceeds the %s limit of account " INT64_FORMAT,
+						used, feature, account),
+				 errdetail("Limit " INT64_FORMAT ", value written " INT64_FORMAT ".", limit, used),
+				 way_out ? errhint("A higher limit comes with %s.", way_out) : 0,
+				 errtable(rel)));
+	ereport(ERROR,
+			(errcode(ERRCODE_CHECK_VIOLATION),
+			 errmsg("account " INT64_FORMAT " would exceed its %s limit", account, feature),
+			 limit_null ? 0 : errdetail("Limit " INT64_FORMAT ", in use " INT64_FORMAT ", requested " INT64_FORMAT ".",
+										limit, used, delta),
+			 way_out ? errhint("Remove some first, or move to %s.", way_out) : 0,
+			 errtable(rel)));
+}
+
+/* Move one account's counter by delta under its limit, or refuse. */
+static void
+MoveUsage(Relation rel, int64 account, const char *feature, int64 delta, bool detach)
+{
+	Oid			argtypes[4] = {INT8OID, TEXTOID, INT8OID, BOOLOID};
+	Datum		values[4];
+	bool		isnull;
+	int64		used;
+	int64		limit;
+	bool		limit_null;
+
+	values[0] = Int64GetDatum(account);
+	values[1] = CStringGetTextDatum(feature);
+	values[2] = Int64GetDatum(delta);
+	values[3] = BoolGetDatum(detach);
+
+	if (ensure_counter_plan == NULL)
+		ensure_counter_plan = KeepPlan("INSERT INTO subscription.usage_counter (account_id, feature)"
+									   " VALUES ($1, $2) ON CONFLICT DO NOTHING", 2, argtypes);
+	if (SPI_execute_plan(ensure_counter_plan, values, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not create the usage counter");
+
+	/*
+	 * detach limits nothing but inclusion: any non-NULL value where the
+	 * feature is included (limit NULL or above 0), none where it is not.
+	 */
+	if (move_usage_plan == NULL)
+		move_usage_plan = KeepPlan("WITH l AS (SELECT subscription.effective_limit($1, $2) AS lim)"
+								   " UPDATE subscription.usage_counter AS u SET used = u.used + $3"
+								   "   FROM l"
+								   "  WHERE u.account_id = $1 AND u.feature = $2"
+								   "    AND ($3 <= 0 OR l.lim IS NULL"
+								   "         OR CASE WHEN $4 THEN l.lim > 0 ELSE u.used + $3 <= l.lim END)"
+								   " RETURNING u.used",
+								   4, argtypes);
+	if (SPI_execute_snapshot(move_usage_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							 false, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not move the usage counter");
+	if (SPI_processed == 1)
+		return;
+
+	if (read_usage_plan == NULL)
+		read_usage_plan = KeepPlan("SELECT u.used, subscription.effective_limit($1, $2)"
+								   "  FROM subscription.usage_counter AS u"
+								   " WHERE u.account_id = $1 AND u.feature = $2", 2, argtypes);
+	if (SPI_execute_snapshot(read_usage_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							 true, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read the usage counter");
+	used = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	limit = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &limit_null));
+	LimitRefusal(rel, account, feature, used, delta, limit_null, limit, false);
+}
+
+/* cap: every value written must be within the limit */
+static void
+CheckCap(Relation rel, int64 account, const char *feature, int64 largest)
+{
+	Oid			argtypes[2] = {INT8OID, TEXTOID};
+	Datum		values[2] = {Int64GetDatum(account), CStringGetTextDatum(feature)};
+	static SPIPlanPtr cap_plan = NULL;
+	bool		limit_null;
+	int64		limit;
+
+	if (cap_plan == NULL)
+		cap_plan = KeepPlan("SELECT subscription.effective_limit($1, $2)", 2, argtypes);
+	if (SPI_execute_snapshot(cap_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							 true, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the limit");
+	limit = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &limit_null));
+	if (!limit_null && largest > limit)
+		LimitRefusal(rel, account, feature, largest, 0, false, limit, true);
+}
+
+static Oid
+UsageCounterOwner(void)
+{
+	static Oid	owner = InvalidOid;
+
+	if (!OidIsValid(owner))
+	{
+		Oid			relid = get_relname_relid("usage_counter", get_namespace_oid("subscription", false));
+		HeapTuple	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+
+		if (!HeapTupleIsValid(tuple))
+			elog(ERROR, "cache lookup failed for relation %u", relid);
+		owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
+		ReleaseSysCache(tuple);
+	}
+	return owner;
+}
+
+/*
+ * limit_guard(feature): AFTER ... FOR EACH STATEMENT trigger on a limited table
+ */
+Datum
+limit_guard(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	TriggerEvent tg_event;
+	Relation	rel;
+	const char *feature;
+	LimitEvent	event;
+	LimitEntry *entry;
+	Oid			save_userid;
+	int			save_sec_context;
+	int			nest_level;
+	uint64		i;
+	uint64		naccounts;
+	int64	   *accounts;
+	int64	   *deltas;
+	int64	   *largest;
+	bool	   *no_largest;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("limit_guard() must be called as a trigger")));
+	tg_event = trigdata->tg_event;
+	if (!TRIGGER_FIRED_AFTER(tg_event) || !TRIGGER_FIRED_FOR_STATEMENT(tg_event) ||
+		trigdata->tg_trigger->tgnargs != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("limit_guard() must be fired AFTER ... FOR EACH STATEMENT with the feature as argument"),
+				 errhint("Attach it with subscription.enforce_limit().")));
+	rel = trigdata->tg_relation;
+	feature = trigdata->tg_trigger->tgargs[0];
+	if (strlen(feature) >= FEATURE_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("feature name \"%s\" is too long", feature)));
+
+	if (TRIGGER_FIRED_BY_INSERT(tg_event))
+		event = LIMIT_INSERT;
+	else if (TRIGGER_FIRED_BY_UPDATE(tg_event))
+		event = LIMIT_UPDATE;
+	else if (TRIGGER_FIRED_BY_DELETE(tg_event))
+		event = LIMIT_DELETE;
+	else
+		event = LIMIT_NUM_EVENTS;	/* TRUNCATE */
+
+	if (event != LIMIT_NUM_EVENTS)
+	{
+		Tuplestorestate *rows = event == LIMIT_DELETE ? trigdata->tg_oldtable : trigdata->tg_newtable;
+
+		if (rows == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+					 errmsg("limit_guard() needs the transition tables new_rows and old_rows")));
+		if (tuplestore_tuple_count(rows) == 0)
+			return PointerGetDatum(NULL);
+	}
+
+	/* as ri_triggers.c: the counters are the extension's, whoever writes */
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(UsageCounterOwner(),
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE | SECURITY_NOFORCE_RLS);
+	nest_level = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	/* the guard's plans read the transition tables: register them first */
+	if (event != LIMIT_NUM_EVENTS &&
+		SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
+		elog(ERROR, "could not register the transition tables");
+	entry = GetLimitEntry(RelationGetRelid(rel), feature);
+
+	if (event == LIMIT_NUM_EVENTS)
+	{
+		Oid			argtypes[1] = {TEXTOID};
+		Datum		values[1] = {CStringGetTextDatum(feature)};
+
+		if (reset_usage_plan == NULL)
+			reset_usage_plan = KeepPlan("UPDATE subscription.usage_counter SET used = 0"
+										" WHERE feature = $1 AND used <> 0", 1, argtypes);
+		if (SPI_execute_plan(reset_usage_plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not reset the usage counters");
+	}
+	else
+	{
+		if (entry->deltas[event] == NULL)
+			entry->deltas[event] = KeepPlan(entry->delta_sql[event], 0, NULL);
+		if (SPI_execute_plan(entry->deltas[event], NULL, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not sum the changes of \"%s\"", RelationGetRelationName(rel));
+
+		/* copy out: the per-account statements replace SPI_tuptable */
+		naccounts = SPI_processed;
+		accounts = palloc(sizeof(int64) * Max(naccounts, 1));
+		deltas = palloc(sizeof(int64) * Max(naccounts, 1));
+		largest = palloc(sizeof(int64) * Max(naccounts, 1));
+		no_largest = palloc(sizeof(bool) * Max(naccounts, 1));
+		for (i = 0; i < naccounts; i++)
+		{
+			bool		isnull;
+
+			accounts[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+			deltas[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+			largest[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3,
+													 &no_largest[i]));
+		}
+
+		for (i = 0; i < naccounts; i++)
+		{
+			if (entry->cap)
+			{
+				if (!no_largest[i])
+					CheckCap(rel, accounts[i], feature, largest[i]);
+			}
+			else
+				MoveUsage(rel, accounts[i], feature, deltas[i], entry->detach);
+		}
+	}
+
+	SPI_finish();
+	AtEOXact_GUC(true, nest_level);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	return PointerGetDatum(NULL);
+}

@@ -1,0 +1,156 @@
+-- enforce_limit: plan limits on the application's own tables, at write time
+\set VERBOSITY default
+\i test/sql/include/setup.psql
+SET search_path = subscription, public;
+SET TimeZone = 'UTC';
+BEGIN;
+
+INSERT INTO product (code, name) VALUES ('crowd', 'CrowdHandler'), ('central', 'LogMeIn Central');
+INSERT INTO plan (code, product, name, rank) VALUES
+    ('ch_starter', 'crowd', 'Starter', 1), ('ch_standard', 'crowd', 'Standard', 2),
+    ('central_plus', 'central', 'Plus', 2);
+INSERT INTO plan_price (plan, cycle, amount) VALUES ('ch_starter', '1 month', 49), ('ch_standard', '1 month', 99);
+INSERT INTO plan_price (plan, cycle, tier, amount) VALUES ('central_plus', '1 year', 25, 1038), ('central_plus', '1 year', 100, 3198);
+INSERT INTO plan_limit (plan, feature, value, per_license) VALUES
+    ('ch_starter', 'domains', 1, false),        ('ch_standard', 'domains', 3, false),
+    ('ch_starter', 'rooms', 2, false),          ('ch_standard', 'rooms', 10, false),
+    ('ch_starter', 'room_capacity', 500, false),('ch_standard', 'room_capacity', 5000, false),
+    ('ch_starter', 'entry_rate', 10, false),    ('ch_standard', 'entry_rate', 100, false),
+    ('ch_starter', 'custom_templates', 0, false), ('ch_standard', 'custom_templates', NULL, false),
+    ('central_plus', 'hosts', 1, true);
+INSERT INTO addon (code, product, name, feature, units) VALUES ('ch_rooms5', 'crowd', '5 more rooms', 'rooms', 5);
+INSERT INTO account (id, name) VALUES (1, 'Tickets Ltd'), (2, 'Gigs Inc'), (3, 'Acme IT');
+SELECT subscribe(1, 'ch_starter', '1 month', 1, '2026-01-01') AS starter \gset
+SELECT subscribe(2, 'ch_standard', '1 month', 1, '2026-01-01') AS standard \gset
+SELECT subscribe(3, 'central_plus', '1 year', 25, '2026-01-01') AS central \gset
+
+-- the application's own tables
+CREATE TABLE public.domain (id bigserial PRIMARY KEY, account_id bigint NOT NULL, name text NOT NULL);
+CREATE TABLE public.room (
+    id bigserial PRIMARY KEY,
+    account_id bigint,
+    domain_id bigint REFERENCES public.domain ON DELETE CASCADE,
+    activated_at timestamptz,
+    capacity integer NOT NULL DEFAULT 100,
+    template text);
+CREATE TABLE public.rate (id bigserial PRIMARY KEY, account_id bigint NOT NULL, entry_rate integer NOT NULL);
+CREATE TABLE public.host (id bigserial PRIMARY KEY, account_id bigint NOT NULL, name text);
+CREATE TABLE public.no_key (account_id bigint, name text);
+INSERT INTO public.domain (account_id, name) VALUES (2, 'gigs.example'), (2, 'tickets.gigs.example');
+
+-- registration: existing rows are counted
+SELECT enforce_limit('public.domain', 'domains', 'account_id', 'keep_most_referenced');
+SELECT usage(2, 'domains') AS gigs_domains, usage(1, 'domains') AS tickets_domains;
+SELECT enforce_limit('public.room', 'rooms', 'account_id', 'drop_newest', 'activated_at');
+SELECT enforce_limit('public.rate', 'entry_rate', 'account_id', 'cap', NULL, 'entry_rate');
+SELECT enforce_limit('public.host', 'hosts');
+SELECT relation, feature, account_column, on_downgrade, order_column, value_column FROM limited_table ORDER BY position;
+SELECT tgname FROM pg_trigger WHERE tgrelid = 'public.room'::regclass ORDER BY 1;
+
+-- bad registrations
+SELECT pg_temp.error_of($$SELECT enforce_limit('public.room', 'rooms')$$);                                   -- 42710 twice
+SELECT pg_temp.error_of($$SELECT enforce_limit('public.no_key', 'teleporters')$$);                           -- 42704
+SELECT pg_temp.error_of($$SELECT enforce_limit('public.no_key', 'room_capacity', 'owner')$$);                -- 42703
+SELECT pg_temp.error_of($$SELECT enforce_limit('public.no_key', 'room_capacity', 'name')$$);                 -- 42804
+SELECT pg_temp.error_of($$SELECT enforce_limit('public.no_key', 'room_capacity', 'account_id', 'scale')$$);  -- needs a value column
+SELECT pg_temp.error_of($$SELECT enforce_limit('public.no_key', 'room_capacity', 'account_id', 'scale', NULL, 'name')$$); -- 42804
+SELECT pg_temp.error_of($$SELECT enforce_limit('public.no_key', 'room_capacity', 'account_id', 'shrink')$$); -- 22023
+SELECT pg_temp.error_of($$SELECT enforce_limit('public.no_key', 'room_capacity', 'account_id', 'keep_most_referenced')$$); -- no key
+SELECT pg_temp.error_of($$SELECT enforce_limit('public.rate', 'room_capacity', 'account_id', 'keep_most_referenced')$$); -- no FK into it
+SELECT pg_temp.error_of($$SELECT enforce_limit('subscription.ledger', 'room_capacity')$$);                   -- own table
+SELECT pg_temp.error_of($$SELECT enforce_limit('public.domain_id_seq', 'room_capacity')$$);                  -- not a table
+SELECT pg_temp.error_of($$SELECT enforce_limit(NULL, 'room_capacity')$$);                                    -- 22004
+
+-- drop_newest / keep_most_referenced / block limit the number of rows
+INSERT INTO public.domain (account_id, name) VALUES (2, 'shop.gigs.example');
+SELECT pg_temp.error_of($$INSERT INTO public.domain (account_id, name) VALUES (2, 'four.example')$$);
+SELECT pg_temp.error_of($$INSERT INTO public.domain (account_id, name) VALUES (1, 'a.example'), (1, 'b.example')$$);
+INSERT INTO public.domain (account_id, name) VALUES (1, 'tickets.example');
+SELECT usage(1, 'domains') AS tickets, usage(2, 'domains') AS gigs;
+-- a bulk statement is all or nothing, per account
+INSERT INTO public.room (account_id, domain_id, activated_at)
+SELECT 1, (SELECT id FROM public.domain WHERE account_id = 1), ('2026-01-0' || g)::timestamptz FROM generate_series(1, 2) AS g;
+SELECT pg_temp.error_of($$INSERT INTO public.room (account_id) VALUES (1)$$);
+SELECT pg_temp.error_of($$INSERT INTO public.room (account_id) SELECT 2 FROM generate_series(1, 11)$$);
+SELECT usage(2, 'rooms') AS gigs_rooms_after_refused_bulk;
+INSERT INTO public.room (account_id) SELECT 2 FROM generate_series(1, 10);
+-- an add-on raises the limit (K1, Z13): 5 more rooms
+INSERT INTO addon_batch (subscription_id, addon, quantity) VALUES (:starter, 'ch_rooms5', 1);
+INSERT INTO public.room (account_id) SELECT 1 FROM generate_series(1, 5);
+SELECT usage(1, 'rooms') AS tickets_rooms, effective_limit(1, 'rooms') AS tickets_limit;
+-- rows without an account are not limited
+INSERT INTO public.room (account_id) VALUES (NULL);
+
+-- UPDATE: moving a row to another account moves the usage, or is refused
+SELECT pg_temp.error_of($$UPDATE public.room SET account_id = 2 WHERE id = (SELECT min(id) FROM public.room WHERE account_id = 1)$$);
+DELETE FROM public.room WHERE id IN (SELECT id FROM public.room WHERE account_id = 2 ORDER BY id LIMIT 2);
+UPDATE public.room SET account_id = 2 WHERE id = (SELECT min(id) FROM public.room WHERE account_id = 1);
+SELECT usage(1, 'rooms') AS tickets_rooms, usage(2, 'rooms') AS gigs_rooms;
+UPDATE public.room SET capacity = 200;   -- touches no counted column: nothing moves
+SELECT usage(1, 'rooms') AS tickets_rooms, usage(2, 'rooms') AS gigs_rooms;
+
+-- a rolled-back write leaves the counter as it was
+SAVEPOINT before;
+DELETE FROM public.room WHERE account_id = 2;
+SELECT usage(2, 'rooms') AS inside;
+ROLLBACK TO SAVEPOINT before;
+SELECT usage(2, 'rooms') AS after_rollback;
+
+-- a cascade delete is a delete: the domain takes its rooms
+DELETE FROM public.domain WHERE account_id = 1;
+SELECT usage(1, 'domains') AS tickets_domains, usage(1, 'rooms') AS tickets_rooms;
+
+-- TRUNCATE resets the counters
+SAVEPOINT before_truncate;
+TRUNCATE public.room;
+SELECT usage(1, 'rooms') AS tickets, usage(2, 'rooms') AS gigs;
+ROLLBACK TO SAVEPOINT before_truncate;
+
+-- usage equals the real rows after all of that
+SELECT u.account_id, u.used, (SELECT count(*) FROM public.room AS r WHERE r.account_id = u.account_id) AS rows
+  FROM usage_counter AS u WHERE u.feature = 'rooms' ORDER BY 1;
+
+-- cap: each row's value within the limit (C8)
+INSERT INTO public.rate (account_id, entry_rate) VALUES (1, 10), (2, 100);
+SELECT pg_temp.error_of($$INSERT INTO public.rate (account_id, entry_rate) VALUES (1, 11)$$);
+SELECT pg_temp.error_of($$UPDATE public.rate SET entry_rate = 101 WHERE account_id = 2$$);
+UPDATE public.rate SET entry_rate = 5 WHERE account_id = 1;
+
+-- one table carries several features: room capacity (scale, C7) and templates (detach, C11)
+SELECT enforce_limit('public.room', 'room_capacity', 'account_id', 'scale', NULL, 'capacity');
+SELECT enforce_limit('public.room', 'custom_templates', 'account_id', 'detach', NULL, 'template');
+SELECT usage(1, 'room_capacity') AS tickets_capacity, usage(2, 'room_capacity') AS gigs_capacity;
+-- scale limits the sum of the values: Starter allows 500 in all.  Rows over
+-- the limit when registered are counted, not refused (a downgrade trims
+-- them); a write that lowers the sum is always accepted: 1000 -> 505
+SELECT pg_temp.error_of($$UPDATE public.room SET capacity = 101 WHERE account_id = 1$$);
+UPDATE public.room SET capacity = 100 WHERE account_id = 1;
+SELECT pg_temp.error_of($$UPDATE public.room SET capacity = 150 WHERE id = (SELECT min(id) FROM public.room WHERE account_id = 1)$$);
+UPDATE public.room SET capacity = 50 WHERE id = (SELECT min(id) FROM public.room WHERE account_id = 1);
+SELECT usage(1, 'room_capacity') AS tickets_capacity;
+-- detach: no template where the plan has none (Starter: 0), any where it has (Standard: unlimited)
+SELECT pg_temp.error_of($$UPDATE public.room SET template = 'dark' WHERE account_id = 1$$);
+UPDATE public.room SET template = 'dark' WHERE account_id = 2;
+UPDATE public.room SET template = NULL WHERE account_id = 1;
+SELECT usage(2, 'custom_templates') AS gigs_templates;
+SELECT feature, position FROM limited_table WHERE relation = 'public.room'::regclass ORDER BY position;
+
+-- L12: a LogMeIn tier is a hard host limit: 25 hosts, not 26
+INSERT INTO public.host (account_id, name) SELECT 3, 'pc' || g FROM generate_series(1, 25) AS g;
+SELECT pg_temp.error_of($$INSERT INTO public.host (account_id, name) VALUES (3, 'pc26')$$);
+SELECT set_quantity(:central, 100, '2026-06-01') AS next_tier;
+INSERT INTO public.host (account_id, name) VALUES (3, 'pc26');
+SELECT usage(3, 'hosts') AS hosts, effective_limit(3, 'hosts') AS host_limit;
+
+-- unenforce_limit removes the triggers and the counters
+SELECT unenforce_limit('public.rate', 'entry_rate');
+INSERT INTO public.rate (account_id, entry_rate) VALUES (1, 1000);
+SELECT count(*) AS rate_triggers FROM pg_trigger WHERE tgrelid = 'public.rate'::regclass AND NOT tgisinternal;
+SELECT pg_temp.error_of($$SELECT unenforce_limit('public.rate', 'entry_rate')$$);
+
+-- a dropped table takes its registration and counters along
+DROP TABLE public.host;
+SELECT count(*) AS host_registrations FROM limited_table WHERE feature = 'hosts';
+SELECT count(*) AS host_counters FROM usage_counter WHERE feature = 'hosts';
+
+ROLLBACK;
