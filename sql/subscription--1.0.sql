@@ -1002,6 +1002,24 @@ REVOKE ALL ON FUNCTION subscription.assign_default_license() FROM PUBLIC;
 -- Plan limits: what an account may use, and what it uses
 ------------------------------------------------------------------------
 
+-- A feature is named by a plan limit or an add-on; anything else is 42704.
+CREATE FUNCTION subscription.require_feature(feature text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM FROM subscription.plan_limit AS l WHERE l.feature OPERATOR(pg_catalog.=) require_feature.feature
+    UNION ALL
+    SELECT FROM subscription.addon AS a WHERE a.feature OPERATOR(pg_catalog.=) require_feature.feature;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'feature "%" does not exist', feature
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Features are those of subscription.plan_limit and subscription.addon.';
+    END IF;
+END
+$$;
+
 -- The account's limit of a feature: over its active subscriptions, each
 -- plan's value (times the quantity when per license: LogMeIn hosts are the
 -- tier, L12), plus the units of active add-on batches (Z13, K1).  NULL is
@@ -1021,14 +1039,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'account % does not exist', account_id USING ERRCODE = 'no_data_found';
     END IF;
-    PERFORM FROM subscription.plan_limit AS l WHERE l.feature OPERATOR(pg_catalog.=) effective_limit.feature
-    UNION ALL
-    SELECT FROM subscription.addon AS a WHERE a.feature OPERATOR(pg_catalog.=) effective_limit.feature;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'feature "%" does not exist', feature
-            USING ERRCODE = 'undefined_object',
-                  HINT = 'Features are those of subscription.plan_limit and subscription.addon.';
-    END IF;
+    PERFORM subscription.require_feature(effective_limit.feature);
 
     SELECT coalesce(sum(CASE WHEN l.per_license THEN l.value OPERATOR(pg_catalog.*) s.quantity ELSE l.value END), 0),
            coalesce(bool_or(l.value IS NULL), false)
@@ -1078,14 +1089,7 @@ BEGIN
     IF FOUND THEN
         RETURN used;
     END IF;
-    PERFORM FROM subscription.plan_limit AS l WHERE l.feature OPERATOR(pg_catalog.=) usage.feature
-    UNION ALL
-    SELECT FROM subscription.addon AS a WHERE a.feature OPERATOR(pg_catalog.=) usage.feature;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'feature "%" does not exist', feature
-            USING ERRCODE = 'undefined_object',
-                  HINT = 'Features are those of subscription.plan_limit and subscription.addon.';
-    END IF;
+    PERFORM subscription.require_feature(usage.feature);
     RETURN 0;
 END
 $$;
@@ -1180,14 +1184,7 @@ BEGIN
         RAISE EXCEPTION 'the extension''s own table % cannot be limited this way', relation
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    PERFORM FROM subscription.plan_limit AS l WHERE l.feature OPERATOR(pg_catalog.=) enforce_limit.feature
-    UNION ALL
-    SELECT FROM subscription.addon AS a WHERE a.feature OPERATOR(pg_catalog.=) enforce_limit.feature;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'feature "%" does not exist', feature
-            USING ERRCODE = 'undefined_object',
-                  HINT = 'Features are those of subscription.plan_limit and subscription.addon.';
-    END IF;
+    PERFORM subscription.require_feature(enforce_limit.feature);
 
     PERFORM subscription.limited_column(relation, account_column, 'account column', true);
     IF on_downgrade OPERATOR(pg_catalog.=) ANY ('{scale,cap,detach}') THEN
