@@ -45,7 +45,7 @@ SELECT enforce_limit('public.room', 'rooms', 'account_id', 'drop_newest', 'activ
 SELECT enforce_limit('public.rate', 'entry_rate', 'account_id', 'cap', NULL, 'entry_rate');
 SELECT enforce_limit('public.host', 'hosts');
 SELECT relation, feature, account_column, on_downgrade, order_column, value_column FROM limited_table ORDER BY position;
-SELECT tgname FROM pg_trigger WHERE tgrelid = 'public.room'::regclass ORDER BY 1;
+SELECT tgname FROM pg_trigger WHERE tgrelid = 'public.room'::regclass AND NOT tgisinternal ORDER BY 1;
 
 -- bad registrations
 SELECT pg_temp.error_of($$SELECT enforce_limit('public.room', 'rooms')$$);                                   -- 42710 twice
