@@ -121,3 +121,31 @@ SELECT kind, amount, item, period FROM ledger WHERE subscription_id = :initech_e
 \echo '=== 10. History (R8): who did what, when'
 SELECT at::time(0) AS at, actor, operation, subscription_id, left(details::text, 70) AS details
   FROM history WHERE account_id = 4 ORDER BY id;
+
+\echo
+\echo '=== 11. CrowdHandler: the plan''s limits on the application''s own tables'
+\echo 'Tickets Ltd subscribes to Starter (1 domain, 2 rooms, 500 places, entry rate 10, no templates).'
+SELECT subscribe(2, 'ch_starter', '1 month', 1, '2026-01-01') AS tickets_starter \gset
+CREATE TABLE public.waiting_room (
+    id bigserial PRIMARY KEY,
+    account_id bigint NOT NULL,
+    activated_at timestamptz DEFAULT now(),
+    capacity integer NOT NULL,
+    entry_rate integer NOT NULL,
+    template text);
+DO $$
+BEGIN
+    PERFORM subscription.enforce_limit('public.waiting_room', 'rooms', 'account_id', 'drop_newest', 'activated_at');
+    PERFORM subscription.enforce_limit('public.waiting_room', 'room_capacity', 'account_id', 'scale', NULL, 'capacity');
+    PERFORM subscription.enforce_limit('public.waiting_room', 'entry_rate', 'account_id', 'cap', NULL, 'entry_rate');
+    PERFORM subscription.enforce_limit('public.waiting_room', 'custom_templates', 'account_id', 'detach', NULL, 'template');
+END
+$$;
+INSERT INTO public.waiting_room (account_id, capacity, entry_rate) VALUES (2, 300, 10), (2, 200, 5);
+\echo 'Any SQL the application runs is held to the plan (23514, with the way out):'
+SELECT pg_temp.show_error($$INSERT INTO public.waiting_room (account_id, capacity, entry_rate) VALUES (2, 0, 1)$$) AS third_room;
+SELECT pg_temp.show_error($$UPDATE public.waiting_room SET capacity = capacity + 1$$) AS more_places;
+SELECT pg_temp.show_error($$UPDATE public.waiting_room SET entry_rate = 50$$) AS faster_entry;
+SELECT pg_temp.show_error($$UPDATE public.waiting_room SET template = 'dark'$$) AS custom_template;
+SELECT feature, effective_limit(2, feature) AS plan_limit, usage(2, feature) AS in_use
+  FROM limited_table ORDER BY position;
