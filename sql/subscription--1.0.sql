@@ -1024,47 +1024,52 @@ $$;
 -- plan's value (times the quantity when per license: LogMeIn hosts are the
 -- tier, L12), plus the units of active add-on batches (Z13, K1).  NULL is
 -- unlimited: one unlimited plan makes the feature unlimited.  A feature no
--- active subscription defines has limit 0, plus its add-ons.
+-- active subscription defines has limit 0, plus its add-ons.  One
+-- statement in PL/pgSQL, whose plan is cached per session: the limit
+-- guard's hot path (a SQL function with a sub-select is planned per call).
+CREATE FUNCTION subscription.limit_of(account_id bigint, feature text)
+RETURNS bigint
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (
+    SELECT CASE WHEN bool_or(x.unlimited) THEN NULL
+                -- numeric, so that an overflow is an error, not a wrap
+                ELSE coalesce(sum(x.units), 0)::bigint END
+      FROM (SELECT l.value IS NULL AS unlimited,
+                   CASE WHEN l.per_license THEN l.value::numeric OPERATOR(pg_catalog.*) s.quantity
+                        ELSE l.value::numeric END AS units
+              FROM subscription.subscription AS s
+              JOIN subscription.plan_limit AS l
+                ON l.plan OPERATOR(pg_catalog.=) s.plan AND l.feature OPERATOR(pg_catalog.=) limit_of.feature
+             WHERE s.account_id OPERATOR(pg_catalog.=) limit_of.account_id
+               AND s.status OPERATOR(pg_catalog.=) 'active'
+            UNION ALL
+            SELECT false, b.quantity::numeric OPERATOR(pg_catalog.*) a.units
+              FROM subscription.subscription AS s
+              JOIN subscription.addon_batch AS b ON b.subscription_id OPERATOR(pg_catalog.=) s.id
+              JOIN subscription.addon AS a ON a.code OPERATOR(pg_catalog.=) b.addon
+             WHERE s.account_id OPERATOR(pg_catalog.=) limit_of.account_id
+               AND s.status OPERATOR(pg_catalog.=) 'active'
+               AND b.status OPERATOR(pg_catalog.=) 'active'
+               AND a.feature OPERATOR(pg_catalog.=) limit_of.feature) AS x);
+END
+$$;
+
+-- limit_of() for callers: unknown accounts and features are errors.
 CREATE FUNCTION subscription.effective_limit(account_id bigint, feature text)
 RETURNS bigint
 LANGUAGE plpgsql STRICT STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    plans_limit numeric;
-    unlimited boolean;
-    addon_units numeric;
 BEGIN
     PERFORM FROM subscription.account AS a WHERE a.id OPERATOR(pg_catalog.=) effective_limit.account_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'account % does not exist', account_id USING ERRCODE = 'no_data_found';
     END IF;
     PERFORM subscription.require_feature(effective_limit.feature);
-
-    SELECT coalesce(sum(CASE WHEN l.per_license THEN l.value OPERATOR(pg_catalog.*) s.quantity ELSE l.value END), 0),
-           coalesce(bool_or(l.value IS NULL), false)
-      INTO plans_limit, unlimited
-      FROM subscription.subscription AS s
-      JOIN subscription.plan_limit AS l
-        ON l.plan OPERATOR(pg_catalog.=) s.plan AND l.feature OPERATOR(pg_catalog.=) effective_limit.feature
-     WHERE s.account_id OPERATOR(pg_catalog.=) effective_limit.account_id
-       AND s.status OPERATOR(pg_catalog.=) 'active';
-    IF unlimited THEN
-        RETURN NULL;
-    END IF;
-
-    SELECT coalesce(sum(b.quantity::numeric OPERATOR(pg_catalog.*) a.units), 0)
-      INTO addon_units
-      FROM subscription.subscription AS s
-      JOIN subscription.addon_batch AS b ON b.subscription_id OPERATOR(pg_catalog.=) s.id
-      JOIN subscription.addon AS a ON a.code OPERATOR(pg_catalog.=) b.addon
-     WHERE s.account_id OPERATOR(pg_catalog.=) effective_limit.account_id
-       AND s.status OPERATOR(pg_catalog.=) 'active'
-       AND b.status OPERATOR(pg_catalog.=) 'active'
-       AND a.feature OPERATOR(pg_catalog.=) effective_limit.feature;
-
-    -- computed in numeric so that an overflow is an error, not a wrap
-    RETURN (plans_limit OPERATOR(pg_catalog.+) addon_units)::bigint;
+    RETURN subscription.limit_of(account_id, feature);
 END
 $$;
 

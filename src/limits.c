@@ -30,6 +30,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -69,13 +70,16 @@ typedef struct LimitEntry
 	bool		valid;
 	bool		cap;			/* cap: check values, keep no counter */
 	bool		detach;			/* detach: allowed only where included */
+	bool		scale;			/* scale: the values are summed */
+	AttrNumber	account_attnum;
+	AttrNumber	value_attnum;	/* 0 without a value column */
+	Oid			value_type;
 	char	   *delta_sql[LIMIT_NUM_EVENTS];	/* per account: the change */
 	SPIPlanPtr	deltas[LIMIT_NUM_EVENTS];	/* prepared on first use: each
 											 * reads its own transition tables */
 } LimitEntry;
 
 static HTAB *limit_cache = NULL;
-static SPIPlanPtr ensure_counter_plan = NULL;
 static SPIPlanPtr move_usage_plan = NULL;
 static SPIPlanPtr read_usage_plan = NULL;
 static SPIPlanPtr reset_usage_plan = NULL;
@@ -164,8 +168,9 @@ DeltaQuery(const char *account, const char *policy, const char *value, LimitEven
 }
 
 static LimitEntry *
-GetLimitEntry(Oid relid, const char *feature)
+GetLimitEntry(Relation rel, const char *feature)
 {
+	Oid			relid = RelationGetRelid(rel);
 	LimitKey	key;
 	LimitEntry *entry;
 	bool		found;
@@ -198,7 +203,8 @@ GetLimitEntry(Oid relid, const char *feature)
 	memset(entry->delta_sql, 0, sizeof(entry->delta_sql));
 
 	if (registration_plan == NULL)
-		registration_plan = KeepPlan("SELECT quote_ident(account_column), on_downgrade, quote_ident(value_column)"
+		registration_plan = KeepPlan("SELECT quote_ident(account_column), on_downgrade, quote_ident(value_column),"
+									 "       account_column::text, value_column::text"
 									 "  FROM subscription.limited_table"
 									 " WHERE relation = $1 AND feature = $2",
 									 2, argtypes);
@@ -217,6 +223,24 @@ GetLimitEntry(Oid relid, const char *feature)
 
 	entry->cap = strcmp(policy, "cap") == 0;
 	entry->detach = strcmp(policy, "detach") == 0;
+	entry->scale = strcmp(policy, "scale") == 0;
+	entry->account_attnum = SPI_fnumber(RelationGetDescr(rel),
+										SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4));
+	entry->value_attnum = 0;
+	entry->value_type = InvalidOid;
+	if (value != NULL)
+	{
+		entry->value_attnum = SPI_fnumber(RelationGetDescr(rel),
+										  SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5));
+		if (entry->value_attnum > 0)
+			entry->value_type = TupleDescAttr(RelationGetDescr(rel), entry->value_attnum - 1)->atttypid;
+	}
+	if (entry->account_attnum <= 0 || (value != NULL && entry->value_attnum <= 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("a column registered for feature \"%s\" is missing from table \"%s\"",
+						feature, RelationGetRelationName(rel)),
+				 errhint("Register the feature again with subscription.unenforce_limit() and subscription.enforce_limit().")));
 	for (e = 0; e < LIMIT_NUM_EVENTS; e++)
 		entry->delta_sql[e] = MemoryContextStrdup(TopMemoryContext,
 												  DeltaQuery(account, policy, value, (LimitEvent) e));
@@ -286,35 +310,35 @@ MoveUsage(Relation rel, int64 account, const char *feature, int64 delta, bool de
 	values[2] = Int64GetDatum(delta);
 	values[3] = BoolGetDatum(detach);
 
-	if (ensure_counter_plan == NULL)
-		ensure_counter_plan = KeepPlan("INSERT INTO subscription.usage_counter (account_id, feature)"
-									   " VALUES ($1, $2) ON CONFLICT DO NOTHING", 2, argtypes);
-	if (SPI_execute_plan(ensure_counter_plan, values, NULL, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "could not create the usage counter");
-
 	/*
+	 * One statement creates the counter or moves it, only within the limit
+	 * (a new counter starts at 0: CHECK constraints see the proposed row
+	 * even when it conflicts).
 	 * detach limits nothing but inclusion: any non-NULL value where the
 	 * feature is included (limit NULL or above 0), none where it is not.
 	 */
 	if (move_usage_plan == NULL)
-		move_usage_plan = KeepPlan("WITH l AS (SELECT subscription.effective_limit($1, $2) AS lim)"
-								   " UPDATE subscription.usage_counter AS u SET used = u.used + $3"
-								   "   FROM l"
-								   "  WHERE u.account_id = $1 AND u.feature = $2"
-								   "    AND ($3 <= 0 OR l.lim IS NULL"
-								   "         OR CASE WHEN $4 THEN l.lim > 0 ELSE u.used + $3 <= l.lim END)"
+		move_usage_plan = KeepPlan("WITH l AS (SELECT subscription.limit_of($1, $2) AS lim)"
+								   " INSERT INTO subscription.usage_counter AS u (account_id, feature, used)"
+								   " SELECT $1, $2, greatest($3, 0) FROM l"
+								   "  WHERE $3 <= 0 OR l.lim IS NULL"
+								   "     OR CASE WHEN $4 THEN l.lim > 0 ELSE $3 <= l.lim END"
+								   " ON CONFLICT (account_id, feature) DO UPDATE SET used = u.used + $3"
+								   "  WHERE $3 <= 0 OR (SELECT lim FROM l) IS NULL"
+								   "     OR CASE WHEN $4 THEN (SELECT lim FROM l) > 0"
+								   "             ELSE u.used + $3 <= (SELECT lim FROM l) END"
 								   " RETURNING u.used",
 								   4, argtypes);
 	if (SPI_execute_snapshot(move_usage_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
-							 false, false, 0) != SPI_OK_UPDATE_RETURNING)
+							 false, false, 0) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not move the usage counter");
 	if (SPI_processed == 1)
 		return;
 
 	if (read_usage_plan == NULL)
-		read_usage_plan = KeepPlan("SELECT u.used, subscription.effective_limit($1, $2)"
-								   "  FROM subscription.usage_counter AS u"
-								   " WHERE u.account_id = $1 AND u.feature = $2", 2, argtypes);
+		read_usage_plan = KeepPlan("SELECT coalesce((SELECT u.used FROM subscription.usage_counter AS u"
+								   "                  WHERE u.account_id = $1 AND u.feature = $2), 0),"
+								   "       subscription.limit_of($1, $2)", 2, argtypes);
 	if (SPI_execute_snapshot(read_usage_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
 							 true, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read the usage counter");
@@ -334,13 +358,77 @@ CheckCap(Relation rel, int64 account, const char *feature, int64 largest)
 	int64		limit;
 
 	if (cap_plan == NULL)
-		cap_plan = KeepPlan("SELECT subscription.effective_limit($1, $2)", 2, argtypes);
+		cap_plan = KeepPlan("SELECT subscription.limit_of($1, $2)", 2, argtypes);
 	if (SPI_execute_snapshot(cap_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
 							 true, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the limit");
 	limit = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &limit_null));
 	if (!limit_null && largest > limit)
 		LimitRefusal(rel, account, feature, largest, 0, false, limit, true);
+}
+
+/* An integer value of the registered column, as int64. */
+static int64
+ValueAsInt64(Datum value, Oid type)
+{
+	switch (type)
+	{
+		case INT2OID:
+			return DatumGetInt16(value);
+		case INT4OID:
+			return DatumGetInt32(value);
+		default:
+			return DatumGetInt64(value);
+	}
+}
+
+/*
+ * The same for a statement that writes one row: its account and value are
+ * read from the transition table directly, and one statement moves the
+ * counter.
+ */
+static void
+GuardOneRow(Relation rel, LimitEntry *entry, const char *feature,
+			Tuplestorestate *rows, bool inserting)
+{
+	TupleTableSlot *slot = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsMinimalTuple);
+	bool		isnull;
+	bool		value_null = true;
+	Datum		value = (Datum) 0;
+	int64		account;
+	int64		delta;
+	int			readptr;
+
+	/* our own read pointer: the transition table is shared with other readers */
+	readptr = tuplestore_alloc_read_pointer(rows, EXEC_FLAG_REWIND);
+	tuplestore_select_read_pointer(rows, readptr);
+	tuplestore_rescan(rows);
+	if (!tuplestore_gettupleslot(rows, true, false, slot))
+		elog(ERROR, "transition table of one row is empty");
+	account = ValueAsInt64(slot_getattr(slot, entry->account_attnum, &isnull),
+						   TupleDescAttr(RelationGetDescr(rel), entry->account_attnum - 1)->atttypid);
+	if (entry->value_attnum > 0)
+		value = slot_getattr(slot, entry->value_attnum, &value_null);
+	ExecDropSingleTupleTableSlot(slot);
+
+	if (isnull)
+		return;					/* rows without an account are not limited */
+	if (entry->cap)
+	{
+		if (inserting && !value_null)
+			CheckCap(rel, account, feature, ValueAsInt64(value, entry->value_type));
+		return;
+	}
+	if (entry->scale)
+		delta = value_null ? 0 : ValueAsInt64(value, entry->value_type);
+	else if (entry->detach)
+		delta = value_null ? 0 : 1;
+	else
+		delta = 1;
+	if (!inserting)
+		delta = -delta;
+	if (delta != 0)
+		MoveUsage(rel, account, feature, delta, entry->detach);
 }
 
 static Oid
@@ -436,7 +524,7 @@ limit_guard(PG_FUNCTION_ARGS)
 	if (event != LIMIT_NUM_EVENTS &&
 		SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
 		elog(ERROR, "could not register the transition tables");
-	entry = GetLimitEntry(RelationGetRelid(rel), feature);
+	entry = GetLimitEntry(rel, feature);
 
 	if (event == LIMIT_NUM_EVENTS)
 	{
@@ -449,6 +537,11 @@ limit_guard(PG_FUNCTION_ARGS)
 		if (SPI_execute_plan(reset_usage_plan, values, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not reset the usage counters");
 	}
+	else if (event != LIMIT_UPDATE &&
+			 tuplestore_tuple_count(event == LIMIT_DELETE ? trigdata->tg_oldtable : trigdata->tg_newtable) == 1)
+		GuardOneRow(rel, entry, feature,
+					event == LIMIT_DELETE ? trigdata->tg_oldtable : trigdata->tg_newtable,
+					event == LIMIT_INSERT);
 	else
 	{
 		if (entry->deltas[event] == NULL)
