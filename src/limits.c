@@ -520,10 +520,6 @@ limit_guard(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	/* the guard's plans read the transition tables: register them first */
-	if (event != LIMIT_NUM_EVENTS &&
-		SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
-		elog(ERROR, "could not register the transition tables");
 	entry = GetLimitEntry(rel, feature);
 
 	if (event == LIMIT_NUM_EVENTS)
@@ -544,6 +540,9 @@ limit_guard(PG_FUNCTION_ARGS)
 					event == LIMIT_INSERT);
 	else
 	{
+		/* the per-account sums read the transition tables */
+		if (SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
+			elog(ERROR, "could not register the transition tables");
 		if (entry->deltas[event] == NULL)
 			entry->deltas[event] = KeepPlan(entry->delta_sql[event], 0, NULL);
 		if (SPI_execute_plan(entry->deltas[event], NULL, NULL, true, 0) != SPI_OK_SELECT)
