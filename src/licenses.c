@@ -44,6 +44,7 @@
 #include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
@@ -555,6 +556,12 @@ license_guard(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("license_guard() must be fired AFTER ... FOR EACH STATEMENT")));
+
+	if (strcmp(RelationGetRelationName(trigdata->tg_relation), "license") != 0 ||
+		strcmp(get_namespace_name(RelationGetNamespace(trigdata->tg_relation)), "subscription") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("license_guard() guards subscription.license only")));
 
 	if (TRIGGER_FIRED_BY_INSERT(tg_event))
 		event = GUARD_INSERT;

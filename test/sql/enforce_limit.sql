@@ -148,6 +148,22 @@ INSERT INTO public.rate (account_id, entry_rate) VALUES (1, 1000);
 SELECT count(*) AS rate_triggers FROM pg_trigger WHERE tgrelid = 'public.rate'::regclass AND NOT tgisinternal;
 SELECT pg_temp.error_of($$SELECT unenforce_limit('public.rate', 'entry_rate')$$);
 
+-- the guard refuses to run where enforce_limit did not put it
+CREATE TABLE public.misuse (account_id bigint);
+CREATE TRIGGER by_hand AFTER INSERT ON public.misuse FOR EACH ROW EXECUTE FUNCTION subscription.limit_guard('rooms');
+SELECT pg_temp.error_of($$INSERT INTO public.misuse VALUES (1)$$);
+DROP TRIGGER by_hand ON public.misuse;
+CREATE TRIGGER by_hand AFTER INSERT ON public.misuse REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard('rooms');
+SELECT pg_temp.error_of($$INSERT INTO public.misuse VALUES (1)$$);
+CREATE TRIGGER by_hand_too AFTER INSERT ON public.misuse FOR EACH ROW EXECUTE FUNCTION subscription.license_guard();
+SELECT pg_temp.error_of($$INSERT INTO public.misuse VALUES (1)$$);
+DROP TRIGGER by_hand_too ON public.misuse;
+DROP TRIGGER by_hand ON public.misuse;
+CREATE TRIGGER by_hand_too AFTER INSERT ON public.misuse REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.license_guard();
+SELECT pg_temp.error_of($$INSERT INTO public.misuse VALUES (1)$$);
+
 -- a dropped table takes its registration and counters along
 DROP TABLE public.host;
 SELECT count(*) AS host_registrations FROM limited_table WHERE feature = 'hosts';
