@@ -352,9 +352,13 @@ CREATE INDEX ON subscription.trimmed (account_id, at);
 
 -- What each account uses of each limited feature, kept by the limit triggers.
 CREATE TABLE subscription.usage_counter (
-    account_id bigint NOT NULL REFERENCES subscription.account (id) ON DELETE CASCADE,
-    feature    text NOT NULL,
-    used       bigint NOT NULL DEFAULT 0 CHECK (used >= 0),
+    account_id  bigint NOT NULL REFERENCES subscription.account (id) ON DELETE CASCADE,
+    feature     text NOT NULL,
+    used        bigint NOT NULL DEFAULT 0 CHECK (used >= 0),
+    -- effective_limit(account_id, feature), kept here by triggers on what
+    -- it depends on, so that a write is checked against one row (NULL:
+    -- unlimited)
+    limit_value bigint,
     PRIMARY KEY (account_id, feature)
 );
 
@@ -1242,9 +1246,10 @@ BEGIN
     EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', relation);
     IF on_downgrade OPERATOR(pg_catalog.<>) 'cap' THEN
         EXECUTE format(
-            'INSERT INTO subscription.usage_counter (account_id, feature, used)
-             SELECT %1$I, %2$L, %3$s FROM %4$s WHERE %1$I IS NOT NULL GROUP BY %1$I
-             ON CONFLICT (account_id, feature) DO UPDATE SET used = excluded.used',
+            'INSERT INTO subscription.usage_counter (account_id, feature, used, limit_value)
+             SELECT %1$I, %2$L, %3$s, subscription.limit_of(%1$I, %2$L)
+               FROM %4$s WHERE %1$I IS NOT NULL GROUP BY %1$I
+             ON CONFLICT (account_id, feature) DO UPDATE SET used = excluded.used, limit_value = excluded.limit_value',
             account_column, feature, measure, relation);
     END IF;
 
@@ -1312,3 +1317,63 @@ CREATE EVENT TRIGGER subscription_forget_dropped_tables ON sql_drop
 
 REVOKE ALL ON FUNCTION subscription.enforce_limit(regclass, text, name, text, name, name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.unenforce_limit(regclass, text) FROM PUBLIC;
+
+-- The limits stored in the usage counters follow what they are computed
+-- from: an account's subscriptions and add-on batches, a plan's limits, an
+-- add-on's feature and units.
+CREATE FUNCTION subscription.refresh_limits()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    accounts bigint[];
+    only_feature text;
+BEGIN
+    -- an UPDATE can move the row: refresh for its old and its new self
+    FOR i IN 1 .. CASE WHEN TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN 2 ELSE 1 END LOOP
+        IF i OPERATOR(pg_catalog.=) 1 AND TG_OP OPERATOR(pg_catalog.<>) 'INSERT' THEN
+            r := OLD;
+        ELSE
+            r := NEW;
+        END IF;
+        IF TG_TABLE_NAME OPERATOR(pg_catalog.=) 'subscription' THEN
+            accounts := ARRAY[r.account_id];
+        ELSIF TG_TABLE_NAME OPERATOR(pg_catalog.=) 'addon_batch' THEN
+            SELECT array_agg(s.account_id) INTO accounts
+              FROM subscription.subscription AS s WHERE s.id OPERATOR(pg_catalog.=) r.subscription_id;
+        ELSIF TG_TABLE_NAME OPERATOR(pg_catalog.=) 'plan_limit' THEN
+            only_feature := r.feature;
+            SELECT array_agg(DISTINCT s.account_id) INTO accounts
+              FROM subscription.subscription AS s WHERE s.plan OPERATOR(pg_catalog.=) r.plan;
+        ELSE
+            SELECT array_agg(DISTINCT s.account_id) INTO accounts
+              FROM subscription.subscription AS s
+              JOIN subscription.addon_batch AS b ON b.subscription_id OPERATOR(pg_catalog.=) s.id
+             WHERE b.addon OPERATOR(pg_catalog.=) r.code;
+        END IF;
+        UPDATE subscription.usage_counter AS u
+           SET limit_value = subscription.limit_of(u.account_id, u.feature)
+         WHERE u.account_id OPERATOR(pg_catalog.=) ANY (accounts)
+           AND (only_feature IS NULL OR u.feature OPERATOR(pg_catalog.=) only_feature)
+           AND u.limit_value IS DISTINCT FROM subscription.limit_of(u.account_id, u.feature);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER subscription_refresh_limits
+    AFTER INSERT OR DELETE OR UPDATE OF account_id, plan, quantity, status ON subscription.subscription
+    FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits();
+CREATE TRIGGER addon_batch_refresh_limits
+    AFTER INSERT OR DELETE OR UPDATE ON subscription.addon_batch
+    FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits();
+CREATE TRIGGER plan_limit_refresh_limits
+    AFTER INSERT OR DELETE OR UPDATE ON subscription.plan_limit
+    FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits();
+CREATE TRIGGER addon_refresh_limits
+    AFTER UPDATE OF feature, units ON subscription.addon
+    FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits();
+
+REVOKE ALL ON FUNCTION subscription.refresh_limits() FROM PUBLIC;

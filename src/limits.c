@@ -11,9 +11,11 @@
  * column (scale), non-NULL values (detach) -- and moves each account's
  * counter in subscription.usage_counter by one conditional UPDATE, in
  * account order, read with the latest snapshot: used + delta may not pass
- * effective_limit().  As with seats, concurrent writers of an account queue
+ * the account's limit.  As with seats, concurrent writers of an account queue
  * on its counter row and none can take a unit that is gone; the cost is per
- * statement and account, never per existing row.  cap checks each written
+ * statement and account, never per existing row.  The limit itself is
+ * stored in the counter row and kept by triggers on what it depends on
+ * (subscription.refresh_limits), so the check reads one row.  cap checks each written
  * value against the limit and keeps no counter.
  *
  * The table's registration and the guard's plans are cached per relation
@@ -81,6 +83,7 @@ typedef struct LimitEntry
 
 static HTAB *limit_cache = NULL;
 static SPIPlanPtr move_usage_plan = NULL;
+static SPIPlanPtr ensure_counter_plan = NULL;
 static SPIPlanPtr read_usage_plan = NULL;
 static SPIPlanPtr reset_usage_plan = NULL;
 static SPIPlanPtr registration_plan = NULL;
@@ -304,6 +307,7 @@ MoveUsage(Relation rel, int64 account, const char *feature, int64 delta, bool de
 	int64		used;
 	int64		limit;
 	bool		limit_null;
+	int			attempt;
 
 	values[0] = Int64GetDatum(account);
 	values[1] = CStringGetTextDatum(feature);
@@ -311,40 +315,48 @@ MoveUsage(Relation rel, int64 account, const char *feature, int64 delta, bool de
 	values[3] = BoolGetDatum(detach);
 
 	/*
-	 * One statement creates the counter or moves it, only within the limit
-	 * (a new counter starts at 0: CHECK constraints see the proposed row
-	 * even when it conflicts).
-	 * detach limits nothing but inclusion: any non-NULL value where the
-	 * feature is included (limit NULL or above 0), none where it is not.
+	 * The counter row carries the limit (kept by subscription.refresh_limits),
+	 * so the check is this one row.  detach limits nothing but inclusion: any
+	 * non-NULL value where the feature is included (limit NULL or above 0).
 	 */
 	if (move_usage_plan == NULL)
-		move_usage_plan = KeepPlan("WITH l AS (SELECT subscription.limit_of($1, $2) AS lim)"
-								   " INSERT INTO subscription.usage_counter AS u (account_id, feature, used)"
-								   " SELECT $1, $2, greatest($3, 0) FROM l"
-								   "  WHERE $3 <= 0 OR l.lim IS NULL"
-								   "     OR CASE WHEN $4 THEN l.lim > 0 ELSE $3 <= l.lim END"
-								   " ON CONFLICT (account_id, feature) DO UPDATE SET used = u.used + $3"
-								   "  WHERE $3 <= 0 OR (SELECT lim FROM l) IS NULL"
-								   "     OR CASE WHEN $4 THEN (SELECT lim FROM l) > 0"
-								   "             ELSE u.used + $3 <= (SELECT lim FROM l) END"
-								   " RETURNING u.used",
+		move_usage_plan = KeepPlan("UPDATE subscription.usage_counter SET used = used + $3"
+								   " WHERE account_id = $1 AND feature = $2"
+								   "   AND ($3 <= 0 OR limit_value IS NULL"
+								   "        OR CASE WHEN $4 THEN limit_value > 0 ELSE used + $3 <= limit_value END)"
+								   " RETURNING used",
 								   4, argtypes);
-	if (SPI_execute_snapshot(move_usage_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
-							 false, false, 0) != SPI_OK_INSERT_RETURNING)
-		elog(ERROR, "could not move the usage counter");
-	if (SPI_processed == 1)
-		return;
+	if (ensure_counter_plan == NULL)
+		ensure_counter_plan = KeepPlan("INSERT INTO subscription.usage_counter (account_id, feature, limit_value)"
+									   " VALUES ($1, $2, subscription.limit_of($1, $2))"
+									   " ON CONFLICT DO NOTHING", 2, argtypes);
 
-	if (read_usage_plan == NULL)
-		read_usage_plan = KeepPlan("SELECT coalesce((SELECT u.used FROM subscription.usage_counter AS u"
-								   "                  WHERE u.account_id = $1 AND u.feature = $2), 0),"
-								   "       subscription.limit_of($1, $2)", 2, argtypes);
-	if (SPI_execute_snapshot(read_usage_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
-							 true, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "could not read the usage counter");
-	used = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	limit = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &limit_null));
-	LimitRefusal(rel, account, feature, used, delta, limit_null, limit, false);
+	for (attempt = 0; attempt < 2; attempt++)
+	{
+		if (SPI_execute_snapshot(move_usage_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+								 false, false, 0) != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "could not move the usage counter");
+		if (SPI_processed == 1)
+			return;
+
+		if (read_usage_plan == NULL)
+			read_usage_plan = KeepPlan("SELECT used, limit_value FROM subscription.usage_counter"
+									   " WHERE account_id = $1 AND feature = $2", 2, argtypes);
+		if (SPI_execute_snapshot(read_usage_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+								 true, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the usage counter");
+		if (SPI_processed == 1)
+		{
+			used = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			limit = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &limit_null));
+			LimitRefusal(rel, account, feature, used, delta, limit_null, limit, false);
+		}
+
+		/* the account's first write of the feature: create its counter, then move it */
+		if (SPI_execute_plan(ensure_counter_plan, values, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not create the usage counter");
+	}
+	elog(ERROR, "could not create the usage counter of account " INT64_FORMAT, account);
 }
 
 /* cap: every value written must be within the limit */

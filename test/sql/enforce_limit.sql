@@ -142,6 +142,20 @@ SELECT set_quantity(:central, 100, '2026-06-01') AS next_tier;
 INSERT INTO public.host (account_id, name) VALUES (3, 'pc26');
 SELECT usage(3, 'hosts') AS hosts, effective_limit(3, 'hosts') AS host_limit;
 
+-- the limit stored in each counter follows the catalog, the subscriptions
+-- and the add-ons
+UPDATE plan_limit SET value = 2 WHERE plan = 'central_plus' AND feature = 'hosts';
+SELECT effective_limit(3, 'hosts') AS two_per_license,
+       (SELECT limit_value FROM usage_counter WHERE account_id = 3 AND feature = 'hosts') AS stored;
+UPDATE subscription SET status = 'expired' WHERE id = :central;
+SELECT pg_temp.error_of($$INSERT INTO public.host (account_id, name) VALUES (3, 'pc27')$$);
+UPDATE subscription SET status = 'active' WHERE id = :central;
+UPDATE addon SET units = 10 WHERE code = 'ch_rooms5';
+SELECT effective_limit(1, 'rooms') AS tickets_rooms_limit,
+       (SELECT limit_value FROM usage_counter WHERE account_id = 1 AND feature = 'rooms') AS stored;
+SELECT count(*) AS stale_limits FROM usage_counter
+ WHERE limit_value IS DISTINCT FROM limit_of(account_id, feature) AND feature <> 'entry_rate';
+
 -- unenforce_limit removes the triggers and the counters
 SELECT unenforce_limit('public.rate', 'entry_rate');
 INSERT INTO public.rate (account_id, entry_rate) VALUES (1, 1000);
