@@ -34,16 +34,13 @@
 #include "postgres.h"
 
 #include "access/xact.h"
-#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
-#include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/proc.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
@@ -55,13 +52,8 @@ PG_FUNCTION_INFO_V1(license_consume);
 PG_FUNCTION_INFO_V1(license_release);
 PG_FUNCTION_INFO_V1(licenses_left);
 
-typedef enum GuardEvent
-{
-	GUARD_INSERT,
-	GUARD_UPDATE,
-	GUARD_DELETE,
-	GUARD_NUM_EVENTS
-} GuardEvent;
+/* INSERT, UPDATE, DELETE: the GuardedEvent values that carry rows */
+#define GUARD_NUM_EVENTS 3
 
 /*
  * The statement's net change per (subscription, member): d = 1 assigned,
@@ -180,50 +172,6 @@ typedef struct CheckedLicense
 static CheckedLicense checked_license;
 static int32 last_licenses_left = 0;
 
-static SPIPlanPtr
-KeptPlan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
-{
-	if (*slot == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
-				 SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		*slot = plan;
-	}
-	return *slot;
-}
-
-/*
- * Our queries name everything with its schema, but operators and casts
- * still resolve through search_path: pin it while we run (CVE-2023-2454).
- */
-#define SAFE_SEARCH_PATH "pg_catalog, pg_temp"
-
-static int
-PinSearchPath(void)
-{
-	int			nest_level;
-
-	/* already pinned by our caller (license_consume firing the guard) */
-	if (namespace_search_path != NULL && strcmp(namespace_search_path, SAFE_SEARCH_PATH) == 0)
-		return -1;
-	nest_level = NewGUCNestLevel();
-	(void) set_config_option("search_path", SAFE_SEARCH_PATH,
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	return nest_level;
-}
-
-static void
-UnpinSearchPath(int nest_level)
-{
-	if (nest_level >= 0)
-		AtEOXact_GUC(true, nest_level);
-}
-
 static int64
 GetInt64(int row, int col, bool *isnull)
 {
@@ -337,7 +285,7 @@ ForeignMemberError(Relation rel, int64 subscription_id, int64 member_id)
 }
 
 static void
-GuardStatement(TriggerData *trigdata, GuardEvent event)
+GuardStatement(TriggerData *trigdata, GuardedEvent event)
 {
 	Relation	rel = trigdata->tg_relation;
 	SPIPlanPtr *plans = guard_plans[event];
@@ -354,7 +302,7 @@ GuardStatement(TriggerData *trigdata, GuardEvent event)
 		if (plans[q] == NULL)
 			KeptPlan(&plans[q], psprintf(guard_queries[q], guard_changes[event]), 0, NULL);
 
-	if (event != GUARD_DELETE &&
+	if (event != GUARDED_DELETE &&
 		SPI_execute_plan(plans[GQ_LOCK_ACCOUNTS], NULL, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not lock the accounts of new licenses");
 
@@ -418,7 +366,7 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 	static SPIPlanPtr one_check_plan = NULL;
 	static SPIPlanPtr one_move_plan = NULL;
 	TupleDesc	tupdesc = RelationGetDescr(rel);
-	TupleTableSlot *slot = MakeSingleTupleTableSlot(tupdesc, &TTSOpsMinimalTuple);
+	TupleTableSlot *slot;
 	Oid			argtypes[3] = {INT8OID, INT8OID, INT4OID};
 	Datum		values[3];
 	int64		subscription_id;
@@ -426,14 +374,8 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 	bool		isnull;
 	bool		not_moved;
 	bool		no_conflict;
-	int			readptr;
 
-	/* our own read pointer: the transition table is shared with other readers */
-	readptr = tuplestore_alloc_read_pointer(rows, EXEC_FLAG_REWIND);
-	tuplestore_select_read_pointer(rows, readptr);
-	tuplestore_rescan(rows);
-	if (!tuplestore_gettupleslot(rows, true, false, slot))
-		elog(ERROR, "transition table of one row is empty");
+	slot = OnlyTransitionRow(rows, tupdesc);
 	subscription_id = DatumGetInt64(slot_getattr(slot, SPI_fnumber(tupdesc, "subscription_id"), &isnull));
 	member_id = DatumGetInt64(slot_getattr(slot, SPI_fnumber(tupdesc, "member_id"), &isnull));
 	ExecDropSingleTupleTableSlot(slot);
@@ -539,51 +481,27 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 Datum
 license_guard(PG_FUNCTION_ARGS)
 {
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	TriggerEvent tg_event;
-	GuardEvent	event;
+	TriggerData *trigdata;
+	Tuplestorestate *rows;
+	GuardedEvent event;
 	bool		one_row = false;
 	Oid			save_userid;
 	int			save_sec_context;
 	int			nest_level;
 
-	if (!CALLED_AS_TRIGGER(fcinfo))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("license_guard() must be called as a trigger")));
-	tg_event = trigdata->tg_event;
-	if (!TRIGGER_FIRED_AFTER(tg_event) || !TRIGGER_FIRED_FOR_STATEMENT(tg_event))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("license_guard() must be fired AFTER ... FOR EACH STATEMENT")));
-
+	event = ClassifyGuardedStatement(fcinfo, "license_guard", &rows);
+	trigdata = (TriggerData *) fcinfo->context;
 	if (strcmp(RelationGetRelationName(trigdata->tg_relation), "license") != 0 ||
 		strcmp(get_namespace_name(RelationGetNamespace(trigdata->tg_relation)), "subscription") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("license_guard() guards subscription.license only")));
-
-	if (TRIGGER_FIRED_BY_INSERT(tg_event))
-		event = GUARD_INSERT;
-	else if (TRIGGER_FIRED_BY_UPDATE(tg_event))
-		event = GUARD_UPDATE;
-	else if (TRIGGER_FIRED_BY_DELETE(tg_event))
-		event = GUARD_DELETE;
-	else
-		event = GUARD_NUM_EVENTS;	/* TRUNCATE */
-
-	if (event != GUARD_NUM_EVENTS)
+	if (rows != NULL)
 	{
-		Tuplestorestate *rows = event == GUARD_DELETE ? trigdata->tg_oldtable : trigdata->tg_newtable;
-
-		if (rows == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-					 errmsg("license_guard() needs the transition tables new_rows and old_rows")));
 		if (tuplestore_tuple_count(rows) == 0)
 			return PointerGetDatum(NULL);
 		/* an UPDATE may move one row between two subscriptions */
-		one_row = event != GUARD_UPDATE && tuplestore_tuple_count(rows) == 1;
+		one_row = event != GUARDED_UPDATE && tuplestore_tuple_count(rows) == 1;
 	}
 
 	/* like ri_triggers.c: the checks see every row, whatever RLS says */
@@ -595,14 +513,12 @@ license_guard(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (event == GUARD_NUM_EVENTS)
+	if (event == GUARDED_TRUNCATE)
 		GuardTruncate();
 	else
 	{
 		if (one_row)
-			GuardOneRow(trigdata->tg_relation,
-						event == GUARD_DELETE ? trigdata->tg_oldtable : trigdata->tg_newtable,
-						event == GUARD_INSERT);
+			GuardOneRow(trigdata->tg_relation, rows, event == GUARDED_INSERT);
 		else
 		{
 			if (SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)

@@ -32,12 +32,10 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
-#include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -52,13 +50,8 @@ PG_FUNCTION_INFO_V1(limit_guard);
 
 #define FEATURE_MAX 64
 
-typedef enum LimitEvent
-{
-	LIMIT_INSERT,
-	LIMIT_UPDATE,
-	LIMIT_DELETE,
-	LIMIT_NUM_EVENTS
-} LimitEvent;
+/* INSERT, UPDATE, DELETE: the GuardedEvent values that carry rows */
+#define LIMIT_NUM_EVENTS 3
 
 typedef struct LimitKey
 {
@@ -115,24 +108,13 @@ LimitCacheCallback(Datum arg, Oid relid)
 	}
 }
 
-static SPIPlanPtr
-KeepPlan(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
-}
-
 /*
  * The statement's change per account, as "SELECT account, delta, largest"
  * text: rows count one, scale counts the value, detach counts non-NULL
  * values; for cap, the largest value written.
  */
 static char *
-DeltaQuery(const char *account, const char *policy, const char *value, LimitEvent event)
+DeltaQuery(const char *account, const char *policy, const char *value, GuardedEvent event)
 {
 	bool		cap = strcmp(policy, "cap") == 0;
 	char	   *measure;
@@ -149,11 +131,11 @@ DeltaQuery(const char *account, const char *policy, const char *value, LimitEven
 
 	switch (event)
 	{
-		case LIMIT_INSERT:
+		case GUARDED_INSERT:
 			changes = psprintf("SELECT %s AS account, %s AS d, %s AS v FROM new_rows",
 							   account, measure, written);
 			break;
-		case LIMIT_DELETE:
+		case GUARDED_DELETE:
 			changes = psprintf("SELECT %s AS account, -%s AS d, NULL::bigint AS v FROM old_rows",
 							   account, measure);
 			break;
@@ -205,8 +187,7 @@ GetLimitEntry(Relation rel, const char *feature)
 	memset(entry->deltas, 0, sizeof(entry->deltas));
 	memset(entry->delta_sql, 0, sizeof(entry->delta_sql));
 
-	if (registration_plan == NULL)
-		registration_plan = KeepPlan("SELECT quote_ident(account_column), on_downgrade, quote_ident(value_column),"
+	KeptPlan(&registration_plan, "SELECT quote_ident(account_column), on_downgrade, quote_ident(value_column),"
 									 "       account_column::text, value_column::text"
 									 "  FROM subscription.limited_table"
 									 " WHERE relation = $1 AND feature = $2",
@@ -246,7 +227,7 @@ GetLimitEntry(Relation rel, const char *feature)
 				 errhint("Register the feature again with subscription.unenforce_limit() and subscription.enforce_limit().")));
 	for (e = 0; e < LIMIT_NUM_EVENTS; e++)
 		entry->delta_sql[e] = MemoryContextStrdup(TopMemoryContext,
-												  DeltaQuery(account, policy, value, (LimitEvent) e));
+												  DeltaQuery(account, policy, value, (GuardedEvent) e));
 	entry->valid = true;
 	return entry;
 }
@@ -263,8 +244,7 @@ LimitRefusal(Relation rel, int64 account, const char *feature, int64 used, int64
 	Datum		values[2] = {CStringGetTextDatum(feature), Int64GetDatum(limit)};
 	char	   *way_out = NULL;
 
-	if (way_out_plan == NULL)
-		way_out_plan = KeepPlan("(SELECT format('plan \"%s\"', l.plan) FROM subscription.plan_limit AS l"
+	KeptPlan(&way_out_plan, "(SELECT format('plan \"%s\"', l.plan) FROM subscription.plan_limit AS l"
 								"   JOIN subscription.plan AS p ON p.code = l.plan"
 								"  WHERE l.feature = $1 AND (l.value IS NULL OR l.value > $2)"
 								"  ORDER BY p.rank, l.plan LIMIT 1)"
@@ -319,15 +299,13 @@ MoveUsage(Relation rel, int64 account, const char *feature, int64 delta, bool de
 	 * so the check is this one row.  detach limits nothing but inclusion: any
 	 * non-NULL value where the feature is included (limit NULL or above 0).
 	 */
-	if (move_usage_plan == NULL)
-		move_usage_plan = KeepPlan("UPDATE subscription.usage_counter SET used = used + $3"
+	KeptPlan(&move_usage_plan, "UPDATE subscription.usage_counter SET used = used + $3"
 								   " WHERE account_id = $1 AND feature = $2"
 								   "   AND ($3 <= 0 OR limit_value IS NULL"
 								   "        OR CASE WHEN $4 THEN limit_value > 0 ELSE used + $3 <= limit_value END)"
 								   " RETURNING used",
 								   4, argtypes);
-	if (ensure_counter_plan == NULL)
-		ensure_counter_plan = KeepPlan("INSERT INTO subscription.usage_counter (account_id, feature, limit_value)"
+	KeptPlan(&ensure_counter_plan, "INSERT INTO subscription.usage_counter (account_id, feature, limit_value)"
 									   " VALUES ($1, $2, subscription.limit_of($1, $2))"
 									   " ON CONFLICT DO NOTHING", 2, argtypes);
 
@@ -339,8 +317,7 @@ MoveUsage(Relation rel, int64 account, const char *feature, int64 delta, bool de
 		if (SPI_processed == 1)
 			return;
 
-		if (read_usage_plan == NULL)
-			read_usage_plan = KeepPlan("SELECT used, limit_value FROM subscription.usage_counter"
+		KeptPlan(&read_usage_plan, "SELECT used, limit_value FROM subscription.usage_counter"
 									   " WHERE account_id = $1 AND feature = $2", 2, argtypes);
 		if (SPI_execute_snapshot(read_usage_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
 								 true, false, 1) != SPI_OK_SELECT)
@@ -369,8 +346,7 @@ CheckCap(Relation rel, int64 account, const char *feature, int64 largest)
 	bool		limit_null;
 	int64		limit;
 
-	if (cap_plan == NULL)
-		cap_plan = KeepPlan("SELECT subscription.limit_of($1, $2)", 2, argtypes);
+	KeptPlan(&cap_plan, "SELECT subscription.limit_of($1, $2)", 2, argtypes);
 	if (SPI_execute_snapshot(cap_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
 							 true, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the limit");
@@ -403,20 +379,14 @@ static void
 GuardOneRow(Relation rel, LimitEntry *entry, const char *feature,
 			Tuplestorestate *rows, bool inserting)
 {
-	TupleTableSlot *slot = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsMinimalTuple);
+	TupleTableSlot *slot;
 	bool		isnull;
 	bool		value_null = true;
 	Datum		value = (Datum) 0;
 	int64		account;
 	int64		delta;
-	int			readptr;
 
-	/* our own read pointer: the transition table is shared with other readers */
-	readptr = tuplestore_alloc_read_pointer(rows, EXEC_FLAG_REWIND);
-	tuplestore_select_read_pointer(rows, readptr);
-	tuplestore_rescan(rows);
-	if (!tuplestore_gettupleslot(rows, true, false, slot))
-		elog(ERROR, "transition table of one row is empty");
+	slot = OnlyTransitionRow(rows, RelationGetDescr(rel));
 	account = ValueAsInt64(slot_getattr(slot, entry->account_attnum, &isnull),
 						   TupleDescAttr(RelationGetDescr(rel), entry->account_attnum - 1)->atttypid);
 	if (entry->value_attnum > 0)
@@ -467,11 +437,11 @@ UsageCounterOwner(void)
 Datum
 limit_guard(PG_FUNCTION_ARGS)
 {
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	TriggerEvent tg_event;
+	TriggerData *trigdata;
+	Tuplestorestate *rows;
 	Relation	rel;
 	const char *feature;
-	LimitEvent	event;
+	GuardedEvent event;
 	LimitEntry *entry;
 	Oid			save_userid;
 	int			save_sec_context;
@@ -483,16 +453,12 @@ limit_guard(PG_FUNCTION_ARGS)
 	int64	   *largest;
 	bool	   *no_largest;
 
-	if (!CALLED_AS_TRIGGER(fcinfo))
+	event = ClassifyGuardedStatement(fcinfo, "limit_guard", &rows);
+	trigdata = (TriggerData *) fcinfo->context;
+	if (trigdata->tg_trigger->tgnargs != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("limit_guard() must be called as a trigger")));
-	tg_event = trigdata->tg_event;
-	if (!TRIGGER_FIRED_AFTER(tg_event) || !TRIGGER_FIRED_FOR_STATEMENT(tg_event) ||
-		trigdata->tg_trigger->tgnargs != 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("limit_guard() must be fired AFTER ... FOR EACH STATEMENT with the feature as argument"),
+				 errmsg("limit_guard() takes the feature as its argument"),
 				 errhint("Attach it with subscription.enforce_limit().")));
 	rel = trigdata->tg_relation;
 	feature = trigdata->tg_trigger->tgargs[0];
@@ -500,63 +466,37 @@ limit_guard(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NAME_TOO_LONG),
 				 errmsg("feature name \"%s\" is too long", feature)));
-
-	if (TRIGGER_FIRED_BY_INSERT(tg_event))
-		event = LIMIT_INSERT;
-	else if (TRIGGER_FIRED_BY_UPDATE(tg_event))
-		event = LIMIT_UPDATE;
-	else if (TRIGGER_FIRED_BY_DELETE(tg_event))
-		event = LIMIT_DELETE;
-	else
-		event = LIMIT_NUM_EVENTS;	/* TRUNCATE */
-
-	if (event != LIMIT_NUM_EVENTS)
-	{
-		Tuplestorestate *rows = event == LIMIT_DELETE ? trigdata->tg_oldtable : trigdata->tg_newtable;
-
-		if (rows == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-					 errmsg("limit_guard() needs the transition tables new_rows and old_rows")));
-		if (tuplestore_tuple_count(rows) == 0)
-			return PointerGetDatum(NULL);
-	}
+	if (rows != NULL && tuplestore_tuple_count(rows) == 0)
+		return PointerGetDatum(NULL);
 
 	/* as ri_triggers.c: the counters are the extension's, whoever writes */
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(UsageCounterOwner(),
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE | SECURITY_NOFORCE_RLS);
-	nest_level = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	nest_level = PinSearchPath();
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	entry = GetLimitEntry(rel, feature);
 
-	if (event == LIMIT_NUM_EVENTS)
+	if (event == GUARDED_TRUNCATE)
 	{
 		Oid			argtypes[1] = {TEXTOID};
 		Datum		values[1] = {CStringGetTextDatum(feature)};
 
-		if (reset_usage_plan == NULL)
-			reset_usage_plan = KeepPlan("UPDATE subscription.usage_counter SET used = 0"
+		KeptPlan(&reset_usage_plan, "UPDATE subscription.usage_counter SET used = 0"
 										" WHERE feature = $1 AND used <> 0", 1, argtypes);
 		if (SPI_execute_plan(reset_usage_plan, values, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not reset the usage counters");
 	}
-	else if (event != LIMIT_UPDATE &&
-			 tuplestore_tuple_count(event == LIMIT_DELETE ? trigdata->tg_oldtable : trigdata->tg_newtable) == 1)
-		GuardOneRow(rel, entry, feature,
-					event == LIMIT_DELETE ? trigdata->tg_oldtable : trigdata->tg_newtable,
-					event == LIMIT_INSERT);
+	else if (event != GUARDED_UPDATE && tuplestore_tuple_count(rows) == 1)
+		GuardOneRow(rel, entry, feature, rows, event == GUARDED_INSERT);
 	else
 	{
 		/* the per-account sums read the transition tables */
 		if (SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
 			elog(ERROR, "could not register the transition tables");
-		if (entry->deltas[event] == NULL)
-			entry->deltas[event] = KeepPlan(entry->delta_sql[event], 0, NULL);
+		KeptPlan(&entry->deltas[event], entry->delta_sql[event], 0, NULL);
 		if (SPI_execute_plan(entry->deltas[event], NULL, NULL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not sum the changes of \"%s\"", RelationGetRelationName(rel));
 
@@ -589,7 +529,7 @@ limit_guard(PG_FUNCTION_ARGS)
 	}
 
 	SPI_finish();
-	AtEOXact_GUC(true, nest_level);
+	UnpinSearchPath(nest_level);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	return PointerGetDatum(NULL);
 }

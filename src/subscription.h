@@ -12,4 +12,25 @@
 extern char *subscription_actor;
 extern int	subscription_notice_days;
 
+/* guard.c: what the statement-level guards share */
+#include "executor/spi.h"
+#include "executor/tuptable.h"
+#include "fmgr.h"
+#include "utils/tuplestore.h"
+
+typedef enum GuardedEvent
+{
+	GUARDED_INSERT,
+	GUARDED_UPDATE,
+	GUARDED_DELETE,
+	GUARDED_TRUNCATE
+} GuardedEvent;
+
+extern SPIPlanPtr KeptPlan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes);
+extern int	PinSearchPath(void);
+extern void UnpinSearchPath(int nest_level);
+extern GuardedEvent ClassifyGuardedStatement(FunctionCallInfo fcinfo, const char *guard,
+											 Tuplestorestate **rows);
+extern TupleTableSlot *OnlyTransitionRow(Tuplestorestate *rows, TupleDesc tupdesc);
+
 #endif							/* SUBSCRIPTION_H */

@@ -1,0 +1,125 @@
+/*-------------------------------------------------------------------------
+ *
+ * guard.c
+ *	  What the extension's statement-level guards share: kept SPI plans, a
+ *	  pinned search_path, the classification of the firing event, and the
+ *	  one row of a single-row statement.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/namespace.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
+#include "utils/guc.h"
+
+#include "subscription.h"
+
+/*
+ * The plan in *slot, prepared and kept for the life of the backend on
+ * first use.
+ */
+SPIPlanPtr
+KeptPlan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
+{
+	if (*slot == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		*slot = plan;
+	}
+	return *slot;
+}
+
+#define SAFE_SEARCH_PATH "pg_catalog, pg_temp"
+
+/*
+ * Our queries name everything with its schema, but operators and casts
+ * still resolve through search_path: pin it while we run (the CVE-2023-2454
+ * pattern).  Returns the GUC nest level to give to UnpinSearchPath, or -1
+ * when a caller of ours has pinned it already.
+ */
+int
+PinSearchPath(void)
+{
+	int			nest_level;
+
+	if (namespace_search_path != NULL && strcmp(namespace_search_path, SAFE_SEARCH_PATH) == 0)
+		return -1;
+	nest_level = NewGUCNestLevel();
+	(void) set_config_option("search_path", SAFE_SEARCH_PATH,
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	return nest_level;
+}
+
+void
+UnpinSearchPath(int nest_level)
+{
+	if (nest_level >= 0)
+		AtEOXact_GUC(true, nest_level);
+}
+
+/*
+ * Check that a guard was fired AFTER ... FOR EACH STATEMENT, and say by
+ * what.  *rows is the transition table the statement wrote (NULL for
+ * TRUNCATE); an INSERT, UPDATE or DELETE without one is refused.
+ */
+GuardedEvent
+ClassifyGuardedStatement(FunctionCallInfo fcinfo, const char *guard, Tuplestorestate **rows)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	GuardedEvent event;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("%s() must be called as a trigger", guard)));
+	if (!TRIGGER_FIRED_AFTER(trigdata->tg_event) || !TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("%s() must be fired AFTER ... FOR EACH STATEMENT", guard)));
+
+	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+		event = GUARDED_INSERT;
+	else if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+		event = GUARDED_UPDATE;
+	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+		event = GUARDED_DELETE;
+	else
+	{
+		*rows = NULL;
+		return GUARDED_TRUNCATE;
+	}
+
+	*rows = event == GUARDED_DELETE ? trigdata->tg_oldtable : trigdata->tg_newtable;
+	if (*rows == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("%s() needs the transition tables new_rows and old_rows", guard)));
+	return event;
+}
+
+/*
+ * The one row of a single-row transition table, in a slot the caller drops.
+ * It reads through a read pointer of its own: the table is shared with its
+ * other readers.
+ */
+TupleTableSlot *
+OnlyTransitionRow(Tuplestorestate *rows, TupleDesc tupdesc)
+{
+	TupleTableSlot *slot = MakeSingleTupleTableSlot(tupdesc, &TTSOpsMinimalTuple);
+	int			readptr = tuplestore_alloc_read_pointer(rows, EXEC_FLAG_REWIND);
+
+	tuplestore_select_read_pointer(rows, readptr);
+	tuplestore_rescan(rows);
+	if (!tuplestore_gettupleslot(rows, true, false, slot))
+		elog(ERROR, "transition table of one row is empty");
+	return slot;
+}
