@@ -4,7 +4,7 @@
 set -euo pipefail
 dir=$(mktemp -d /tmp/subscription-bench.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
-seconds=${BENCH_SECONDS:-10}
+. "$(dirname "${BASH_SOURCE[0]}")/../pgbench_compare.sh"
 q() { psql -X -qAt -v ON_ERROR_STOP=1 -d "$BENCH_DB" "$@"; }
 
 q >/dev/null <<'SQL'
@@ -39,14 +39,6 @@ INSERT INTO bench.bare_license_one (subscription_id, member_id)
 VALUES (1000 + :client_id, nextval(('bench.bare' || :client_id)::regclass));
 EOF2
 
-tps() { pgbench -n -c 4 -j 4 -T "$seconds" -f "$1" "$BENCH_DB" 2>&1 | sed -n 's/^tps = \([0-9.]*\) .*/\1/p'; }
-# alternate, best of 2 each, so that drift hits both sides
-bare1=$(tps "$dir/bare.sql"); ext1=$(tps "$dir/consume.sql")
-bare2=$(tps "$dir/bare.sql"); ext2=$(tps "$dir/consume.sql")
-bare=$(printf '%s\n%s\n' "$bare1" "$bare2" | sort -g | tail -1)
-ext=$(printf '%s\n%s\n' "$ext1" "$ext2" | sort -g | tail -1)
-printf '%-48s %12s %12s %8s %s\n' case extension_tps baseline_tps ratio target
-printf '%-48s %12.0f %12.0f %8.2f %s\n' "license_consume, 4 clients (${seconds}s runs)" "$ext" "$bare" \
-    "$(awk -v e="$ext" -v b="$bare" 'BEGIN { print e / b }')" ">= 0.5"
+compare_tps "license_consume, 4 clients" "$dir/consume.sql" "$dir/bare.sql" ">= 0.5"
 q -c "SELECT 'history rows written: ' || count(*) FROM subscription.history WHERE operation = 'license_assign' AND account_id BETWEEN 200 AND 203"
 q -c "SELECT 'counters equal rows: ' || bool_and(c.used = (SELECT count(*) FROM subscription.license l WHERE l.subscription_id = c.subscription_id)) FROM subscription.license_counter c WHERE c.subscription_id >= 1000"

@@ -4,7 +4,7 @@
 set -euo pipefail
 dir=$(mktemp -d /tmp/subscription-bench.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
-seconds=${BENCH_SECONDS:-10}
+. "$(dirname "${BASH_SOURCE[0]}")/../pgbench_compare.sh"
 q() { psql -X -qAt -v ON_ERROR_STOP=1 -d "$BENCH_DB" "$@"; }
 
 q >/dev/null <<'SQL'
@@ -22,12 +22,5 @@ SQL
 
 echo "INSERT INTO public.device_enforced (account_id, name) VALUES (400 + :client_id, 'd');" > "$dir/enforced.sql"
 echo "INSERT INTO public.device_bare (account_id, name) VALUES (400 + :client_id, 'd');" > "$dir/bare.sql"
-tps() { pgbench -n -c 4 -j 4 -T "$seconds" -f "$1" "$BENCH_DB" 2>&1 | sed -n 's/^tps = \([0-9.]*\) .*/\1/p'; }
-bare1=$(tps "$dir/bare.sql"); ext1=$(tps "$dir/enforced.sql")
-bare2=$(tps "$dir/bare.sql"); ext2=$(tps "$dir/enforced.sql")
-bare=$(printf '%s\n%s\n' "$bare1" "$bare2" | sort -g | tail -1)
-ext=$(printf '%s\n%s\n' "$ext1" "$ext2" | sort -g | tail -1)
-printf '%-48s %12s %12s %8s %s\n' case extension_tps baseline_tps ratio target
-printf '%-48s %12.0f %12.0f %8.2f %s\n' "enforced single-row insert, 4 clients (${seconds}s)" "$ext" "$bare" \
-    "$(awk -v e="$ext" -v b="$bare" 'BEGIN { print e / b }')" ">= 0.7"
+compare_tps "enforced single-row insert, 4 clients" "$dir/enforced.sql" "$dir/bare.sql" ">= 0.7"
 q -c "SELECT 'usage equals rows: ' || bool_and(u.used = (SELECT count(*) FROM public.device_enforced d WHERE d.account_id = u.account_id)) FROM subscription.usage_counter u WHERE u.feature = 'devices'"
