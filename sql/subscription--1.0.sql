@@ -692,12 +692,18 @@ BEGIN
             OR (action OPERATOR(pg_catalog.=) 'decrease_licenses' AND monthly
                 AND 'decrease_monthly_licenses' OPERATOR(pg_catalog.=) ANY (who.rights))) THEN
         RETURN;
-    ELSE
+    ELSIF action OPERATOR(pg_catalog.=) ANY ('{increase_licenses,decrease_licenses,change_renewal}') THEN
         refusal := format('is %s %s without the right "%s"',
                           CASE who.role WHEN 'admin' THEN 'an' ELSE 'a' END, who.role,
                           CASE WHEN action OPERATOR(pg_catalog.=) 'decrease_licenses' AND monthly
                                THEN 'decrease_licenses" or "decrease_monthly_licenses'
                                ELSE action END);
+    ELSE
+        refusal := format('is %s %s; only the account owner%s may %s',
+                          CASE who.role WHEN 'admin' THEN 'an' ELSE 'a' END, who.role,
+                          CASE WHEN action OPERATOR(pg_catalog.=) ANY ('{read,assign_licenses}')
+                               THEN ' or an admin' ELSE '' END,
+                          replace(action, '_', ' '));
     END IF;
 
     -- a refused transaction rolls back, so the refusal cannot stay in history
@@ -705,7 +711,9 @@ BEGIN
     RAISE EXCEPTION 'actor % may not % on account %', actor, replace(action, '_', ' '), account_id
         USING ERRCODE = 'insufficient_privilege',
               DETAIL = format('Actor %s %s.', actor, refusal),
-              HINT = 'The account owner can do it, or grant the right in subscription.member.rights.';
+              HINT = CASE WHEN action OPERATOR(pg_catalog.=) ANY ('{increase_licenses,decrease_licenses,change_renewal}')
+                          THEN 'The account owner can do it, or grant the right in subscription.member.rights.'
+                          ELSE 'The account owner can do it.' END;
 END
 $$;
 
@@ -1377,3 +1385,128 @@ CREATE TRIGGER addon_refresh_limits
     FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits();
 
 REVOKE ALL ON FUNCTION subscription.refresh_limits() FROM PUBLIC;
+
+------------------------------------------------------------------------
+-- Lifecycle: what takes effect at the next period (Z7, Z8, R6)
+------------------------------------------------------------------------
+
+-- The subscription, locked for a change, with the actor's right checked;
+-- 55000 unless it is active.
+CREATE FUNCTION subscription.subscription_for_change(fn text, subscription_id bigint, action text)
+RETURNS subscription.subscription
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    SELECT * INTO s FROM subscription.subscription AS x
+     WHERE x.id OPERATOR(pg_catalog.=) subscription_for_change.subscription_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(s.account_id, action);
+    IF s.status OPERATOR(pg_catalog.<>) 'active' THEN
+        RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('%s() changes active subscriptions only.', fn);
+    END IF;
+    RETURN s;
+END
+$$;
+
+-- Z7: a new cycle takes effect when the next period starts (switching an
+-- annual plan to monthly in its first month takes effect eleven months
+-- later); the plan must have a price for it.  Returns when it takes effect.
+CREATE FUNCTION subscription.change_cycle(subscription_id bigint, cycle interval)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    PERFORM subscription.require_arguments('change_cycle', '{subscription_id,cycle}',
+        ARRAY[subscription_id IS NULL, cycle IS NULL]);
+    IF NOT subscription.is_valid_cycle(cycle) THEN
+        RAISE EXCEPTION 'cycle % is not a positive billing cycle', cycle
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    s := subscription.subscription_for_change('change_cycle', subscription_id, 'change_plan');
+    -- the plan must sell this cycle for the quantity (22023 otherwise)
+    PERFORM subscription.period_price(coalesce(s.pending_plan, s.plan), cycle,
+                                      coalesce(s.pending_quantity, s.quantity));
+    UPDATE subscription.subscription AS x
+       SET pending_cycle = CASE WHEN subscription.cycle_key(change_cycle.cycle)
+                                     OPERATOR(pg_catalog.=) subscription.cycle_key(s.cycle)
+                                THEN NULL ELSE change_cycle.cycle END
+     WHERE x.id OPERATOR(pg_catalog.=) s.id;
+    RETURN upper(s.period);
+END
+$$;
+
+-- R6: the renewal option; admins need the right change_renewal (R9).
+CREATE FUNCTION subscription.set_renewal(subscription_id bigint, renewal text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.require_arguments('set_renewal', '{subscription_id,renewal}',
+        ARRAY[subscription_id IS NULL, renewal IS NULL]);
+    IF NOT renewal OPERATOR(pg_catalog.=) ANY (subscription.renewal_options()) THEN
+        RAISE EXCEPTION 'unknown renewal option "%"', renewal
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('The renewal options are %s.', subscription.renewal_options());
+    END IF;
+    PERFORM subscription.subscription_for_change('set_renewal', subscription_id, 'change_renewal');
+    UPDATE subscription.subscription AS x SET renewal = set_renewal.renewal
+     WHERE x.id OPERATOR(pg_catalog.=) set_renewal.subscription_id;
+END
+$$;
+
+-- Z8: a cancellation takes effect at the end of the period; until then the
+-- subscription stays active.  Returns when it ends.  Cancelling again is
+-- harmless and returns the same time.
+CREATE FUNCTION subscription.cancel(subscription_id bigint)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    PERFORM subscription.require_arguments('cancel', '{subscription_id}', ARRAY[subscription_id IS NULL]);
+    s := subscription.subscription_for_change('cancel', subscription_id, 'cancel');
+    UPDATE subscription.subscription AS x SET cancel_at_period_end = true
+     WHERE x.id OPERATOR(pg_catalog.=) s.id AND NOT x.cancel_at_period_end;
+    RETURN upper(s.period);
+END
+$$;
+
+-- Z8: the whole account: every active subscription, each at its period end.
+CREATE FUNCTION subscription.cancel_account(account_id bigint)
+RETURNS TABLE (subscription_id bigint, ends_at timestamptz)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.require_arguments('cancel_account', '{account_id}', ARRAY[account_id IS NULL]);
+    PERFORM FROM subscription.account AS a WHERE a.id OPERATOR(pg_catalog.=) cancel_account.account_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account % does not exist', account_id USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(account_id, 'cancel');
+    RETURN QUERY
+    SELECT s.id, subscription.cancel(s.id)
+      FROM subscription.subscription AS s
+     WHERE s.account_id OPERATOR(pg_catalog.=) cancel_account.account_id
+       AND s.status OPERATOR(pg_catalog.=) 'active'
+     ORDER BY s.id;
+END
+$$;
+
+REVOKE ALL ON FUNCTION subscription.change_cycle(bigint, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.set_renewal(bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.cancel(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.cancel_account(bigint) FROM PUBLIC;

@@ -1,6 +1,6 @@
 -- The data model of API.md: every table, key and constraint of the contract.
 BEGIN;
-SELECT plan(162);
+SELECT plan(169);
 SET search_path = subscription, public;
 
 SELECT has_schema('subscription');
@@ -144,12 +144,15 @@ SELECT function_returns('subscription', 'effective_limit', ARRAY['bigint', 'text
 SELECT function_returns('subscription', 'usage', ARRAY['bigint', 'text'], 'bigint');
 SELECT function_returns('subscription', 'enforce_limit', ARRAY['regclass', 'text', 'name', 'text', 'name', 'name'], 'void');
 SELECT function_returns('subscription', 'unenforce_limit', ARRAY['regclass', 'text'], 'void');
+SELECT function_returns('subscription', 'change_cycle', ARRAY['bigint', 'interval'], 'timestamp with time zone');
+SELECT function_returns('subscription', 'set_renewal', ARRAY['bigint', 'text'], 'void');
+SELECT function_returns('subscription', 'cancel', ARRAY['bigint'], 'timestamp with time zone');
 SELECT col_is_unique('subscription', 'limited_table', ARRAY['feature'], 'a feature is enforced on one table');
 SELECT function_returns('subscription', 'license_release', ARRAY['bigint', 'bigint'], 'integer');
 SELECT function_returns('subscription', 'licenses_left', ARRAY['bigint'], 'integer');
 SELECT function_returns('subscription', 'set_quantity', ARRAY['bigint', 'integer', 'timestamp with time zone'], 'integer');
 SELECT ok(NOT has_function_privilege('public', p, 'EXECUTE'), format('PUBLIC may not call %s', p))
-  FROM unnest('{subscription.license_consume(bigint\,bigint),subscription.license_release(bigint\,bigint),subscription.set_quantity(bigint\,integer\,timestamptz)}'::text[]) AS p;
+  FROM unnest('{subscription.license_consume(bigint\,bigint),subscription.license_release(bigint\,bigint),subscription.set_quantity(bigint\,integer\,timestamptz),subscription.change_cycle(bigint\,interval),subscription.set_renewal(bigint\,text),subscription.cancel(bigint),subscription.cancel_account(bigint)}'::text[]) AS p;
 SELECT function_returns('subscription', 'subscribe',
     ARRAY['bigint', 'text', 'interval', 'integer', 'timestamp with time zone', 'text', 'text'], 'bigint');
 SELECT volatility_is('subscription', 'tier_for_hosts', ARRAY['integer', 'integer[]'], 'immutable');
