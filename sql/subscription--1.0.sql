@@ -728,6 +728,8 @@ $$;
 CREATE FUNCTION subscription.record_history()
 RETURNS trigger
 LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -809,6 +811,8 @@ RETURN (SELECT s.quantity OPERATOR(pg_catalog.+) coalesce(
 CREATE FUNCTION subscription.sync_license_counter()
 RETURNS trigger
 LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -888,6 +892,8 @@ COMMENT ON FUNCTION subscription.licenses_left(bigint) IS
 CREATE FUNCTION subscription.assign_default_license()
 RETURNS trigger
 LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -1303,10 +1309,13 @@ BEGIN
 END
 $$;
 
--- A dropped table takes its registrations and counters along.
+-- A dropped table takes its registrations and counters along.  It fires on
+-- every DROP in the database, whoever drops: SECURITY DEFINER, so that a
+-- role without rights on the extension's tables can still drop its own.
 CREATE FUNCTION subscription.forget_dropped_tables()
 RETURNS event_trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -1332,6 +1341,8 @@ REVOKE ALL ON FUNCTION subscription.unenforce_limit(regclass, text) FROM PUBLIC;
 CREATE FUNCTION subscription.refresh_limits()
 RETURNS trigger
 LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

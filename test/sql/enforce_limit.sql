@@ -178,6 +178,32 @@ CREATE TRIGGER by_hand_too AFTER INSERT ON public.misuse REFERENCING NEW TABLE A
     FOR EACH STATEMENT EXECUTE FUNCTION subscription.license_guard();
 SELECT pg_temp.error_of($$INSERT INTO public.misuse VALUES (1)$$);
 
+-- an application role writes its enforced table and drops its own tables
+-- with no right on the extension's tables: the guard and the event trigger
+-- do their work as the extension's owner
+CREATE ROLE regress_subscription_app;
+CREATE SCHEMA regress_app AUTHORIZATION regress_subscription_app;
+GRANT INSERT, SELECT, DELETE ON public.room TO regress_subscription_app;
+GRANT USAGE ON SEQUENCE public.room_id_seq TO regress_subscription_app;
+SET ROLE regress_subscription_app;
+SELECT pg_temp.error_of($$INSERT INTO public.room (account_id) SELECT 2 FROM generate_series(1, 3)$$);
+INSERT INTO public.room (account_id) VALUES (2);
+CREATE TABLE regress_app.scratch (id int);
+DROP TABLE regress_app.scratch;
+RESET ROLE;
+SELECT usage(2, 'rooms') AS gigs_rooms;
+-- with INSERT on member alone, its history row and its default license (R10)
+-- are written all the same
+GRANT USAGE ON SCHEMA subscription TO regress_subscription_app;
+GRANT INSERT ON subscription.member TO regress_subscription_app;
+SELECT subscribe(2, 'ch_standard', '1 month', 3, '2026-01-01') IS NOT NULL AS has_subscriptions;
+UPDATE subscription SET is_default = (id = (SELECT max(id) FROM subscription WHERE account_id = 2)) WHERE account_id = 2;
+SET ROLE regress_subscription_app;
+INSERT INTO subscription.member (id, account_id, external_id) VALUES (900, 2, 'app-created');
+RESET ROLE;
+SELECT operation, account_id FROM history WHERE details ->> 'external_id' = 'app-created';
+SELECT count(*) AS default_license FROM license WHERE member_id = 900;
+
 -- a dropped table takes its registration and counters along
 DROP TABLE public.host;
 SELECT count(*) AS host_registrations FROM limited_table WHERE feature = 'hosts';
