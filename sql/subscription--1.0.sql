@@ -1521,3 +1521,35 @@ REVOKE ALL ON FUNCTION subscription.change_cycle(bigint, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.set_renewal(bigint, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.cancel(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.cancel_account(bigint) FROM PUBLIC;
+
+-- L5, L8: the subscriptions that renew within subscription.notice_days
+-- (default 30), with what the renewal will be: plan, cycle, quantity (the
+-- tier on a tiered plan), the amount to be charged and the credit that
+-- will apply (0 until credits exist, issue 5).  A prepaid term renewed
+-- "to_monthly" continues monthly; "none" and cancelled ones do not renew.
+CREATE VIEW subscription.renewal_notice AS
+SELECT s.id AS subscription_id,
+       s.account_id,
+       upper(s.period) AS renews_at,
+       n.plan,
+       n.cycle,
+       n.quantity,
+       CASE WHEN cardinality(subscription.plan_tiers(n.plan)) > 0 THEN n.quantity END AS tier,
+       subscription.round_money(price.amount, price.currency) AS amount,
+       price.currency,
+       0::numeric AS credit
+  FROM subscription.subscription AS s
+  CROSS JOIN LATERAL (
+       SELECT coalesce(s.pending_plan, s.plan) AS plan,
+              CASE WHEN s.renewal OPERATOR(pg_catalog.=) 'to_monthly' THEN interval '1 month'
+                   ELSE coalesce(s.pending_cycle, s.cycle) END AS cycle,
+              coalesce(s.pending_quantity, s.quantity) AS quantity) AS n
+  CROSS JOIN LATERAL subscription.period_price(n.plan, n.cycle, n.quantity) AS price
+ WHERE s.status OPERATOR(pg_catalog.=) 'active'
+   AND NOT s.cancel_at_period_end
+   AND s.renewal OPERATOR(pg_catalog.<>) 'none'
+   AND upper(s.period) OPERATOR(pg_catalog.<=)
+       (now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer));
+
+COMMENT ON VIEW subscription.renewal_notice IS
+'Subscriptions renewing within subscription.notice_days, with the renewal''s plan, cycle, quantity and amount (L5, L8)';

@@ -1,6 +1,6 @@
 -- The data model of API.md: every table, key and constraint of the contract.
 BEGIN;
-SELECT plan(169);
+SELECT plan(170);
 SET search_path = subscription, public;
 
 SELECT has_schema('subscription');
@@ -108,6 +108,7 @@ SELECT has_trigger('subscription', t, t || '_history', format('R8: %s changes ar
 SELECT has_trigger('subscription', 'member', 'member_default_license', 'R10: a new member gets the default license');
 SELECT col_has_check('subscription', 'license_counter', ARRAY['used', 'capacity'], 'the seat counter never exceeds its capacity');
 SELECT has_view('subscription', 'license_holder', 'R7: the members holding licenses');
+SELECT has_view('subscription', 'renewal_notice', 'L5, L8: what renews soon, and for how much');
 
 -- ISO 4217 seed
 SELECT is((SELECT exponent FROM currency WHERE code = 'EUR'), 2, 'EUR has 2 decimals');
