@@ -11,12 +11,12 @@
  * column (scale), non-NULL values (detach) -- and moves each account's
  * counter in subscription.usage_counter by one conditional UPDATE, in
  * account order, read with the latest snapshot: used + delta may not pass
- * the account's limit.  As with seats, concurrent writers of an account queue
- * on its counter row and none can take a unit that is gone; the cost is per
- * statement and account, never per existing row.  The limit itself is
- * stored in the counter row and kept by triggers on what it depends on
- * (subscription.refresh_limits), so the check reads one row.  cap checks each written
- * value against the limit and keeps no counter.
+ * the account's limit.  As with seats, concurrent writers of an account
+ * queue on its counter row and none can take a unit that is gone; the cost
+ * is per statement and account, never per existing row.  The limit itself
+ * is stored in the counter row and kept by triggers on what it depends on
+ * (subscription.refresh_limits), so the check reads one row.  cap checks
+ * each written value against the limit and keeps no counter.
  *
  * The table's registration and the guard's plans are cached per relation
  * and feature for the life of the backend, and dropped when the relation's
