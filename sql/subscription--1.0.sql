@@ -541,6 +541,48 @@ BEGIN
 END
 $$;
 
+-- The value checks that several functions share, each with its one message.
+CREATE FUNCTION subscription.require_cycle(cycle interval)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT subscription.is_valid_cycle(cycle) THEN
+        RAISE EXCEPTION 'cycle % is not a positive billing cycle', cycle
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use an interval such as ''1 month'', ''1 year'', ''30 days'' or ''3 years''.';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION subscription.require_renewal(renewal text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT renewal OPERATOR(pg_catalog.=) ANY (subscription.renewal_options()) THEN
+        RAISE EXCEPTION 'unknown renewal option "%"', renewal
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('The renewal options are %s.', subscription.renewal_options());
+    END IF;
+END
+$$;
+
+CREATE FUNCTION subscription.require_account(account_id bigint)
+RETURNS void
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM FROM subscription.account AS a WHERE a.id OPERATOR(pg_catalog.=) require_account.account_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account % does not exist', account_id USING ERRCODE = 'no_data_found';
+    END IF;
+END
+$$;
+
 ------------------------------------------------------------------------
 -- Lifecycle
 ------------------------------------------------------------------------
@@ -573,16 +615,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('The quantity was %s.', quantity);
     END IF;
-    IF NOT subscription.is_valid_cycle(cycle) THEN
-        RAISE EXCEPTION 'cycle % is not a positive billing cycle', cycle
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Use an interval such as ''1 month'', ''1 year'', ''30 days'' or ''3 years''.';
-    END IF;
-    IF NOT renewal OPERATOR(pg_catalog.=) ANY (subscription.renewal_options()) THEN
-        RAISE EXCEPTION 'unknown renewal option "%"', renewal
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = format('The renewal options are %s.', subscription.renewal_options());
-    END IF;
+    PERFORM subscription.require_cycle(cycle);
+    PERFORM subscription.require_renewal(renewal);
     IF NOT isfinite(at) THEN
         RAISE EXCEPTION 'subscription start must be finite'
             USING ERRCODE = 'invalid_parameter_value';
@@ -1082,10 +1116,7 @@ LANGUAGE plpgsql STRICT STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM FROM subscription.account AS a WHERE a.id OPERATOR(pg_catalog.=) effective_limit.account_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'account % does not exist', account_id USING ERRCODE = 'no_data_found';
-    END IF;
+    PERFORM subscription.require_account(effective_limit.account_id);
     PERFORM subscription.require_feature(effective_limit.feature);
     RETURN subscription.limit_of(account_id, feature);
 END
@@ -1103,10 +1134,7 @@ AS $$
 DECLARE
     used bigint;
 BEGIN
-    PERFORM FROM subscription.account AS a WHERE a.id OPERATOR(pg_catalog.=) usage.account_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'account % does not exist', account_id USING ERRCODE = 'no_data_found';
-    END IF;
+    PERFORM subscription.require_account(usage.account_id);
     SELECT u.used INTO used FROM subscription.usage_counter AS u
      WHERE u.account_id OPERATOR(pg_catalog.=) usage.account_id AND u.feature OPERATOR(pg_catalog.=) usage.feature;
     IF FOUND THEN
@@ -1439,10 +1467,7 @@ DECLARE
 BEGIN
     PERFORM subscription.require_arguments('change_cycle', '{subscription_id,cycle}',
         ARRAY[subscription_id IS NULL, cycle IS NULL]);
-    IF NOT subscription.is_valid_cycle(cycle) THEN
-        RAISE EXCEPTION 'cycle % is not a positive billing cycle', cycle
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM subscription.require_cycle(cycle);
     s := subscription.subscription_for_change('change_cycle', subscription_id, 'change_plan');
     -- the plan must sell this cycle for the quantity (22023 otherwise)
     PERFORM subscription.period_price(coalesce(s.pending_plan, s.plan), cycle,
@@ -1465,11 +1490,7 @@ AS $$
 BEGIN
     PERFORM subscription.require_arguments('set_renewal', '{subscription_id,renewal}',
         ARRAY[subscription_id IS NULL, renewal IS NULL]);
-    IF NOT renewal OPERATOR(pg_catalog.=) ANY (subscription.renewal_options()) THEN
-        RAISE EXCEPTION 'unknown renewal option "%"', renewal
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = format('The renewal options are %s.', subscription.renewal_options());
-    END IF;
+    PERFORM subscription.require_renewal(renewal);
     PERFORM subscription.subscription_for_change('set_renewal', subscription_id, 'change_renewal');
     UPDATE subscription.subscription AS x SET renewal = set_renewal.renewal
      WHERE x.id OPERATOR(pg_catalog.=) set_renewal.subscription_id;
@@ -1503,10 +1524,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM subscription.require_arguments('cancel_account', '{account_id}', ARRAY[account_id IS NULL]);
-    PERFORM FROM subscription.account AS a WHERE a.id OPERATOR(pg_catalog.=) cancel_account.account_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'account % does not exist', account_id USING ERRCODE = 'no_data_found';
-    END IF;
+    PERFORM subscription.require_account(cancel_account.account_id);
     PERFORM subscription.authorize(account_id, 'cancel');
     RETURN QUERY
     SELECT s.id, subscription.cancel(s.id)

@@ -1,4 +1,10 @@
-# Sourced by the pgbench cases of test/bench/cases: compare_tps LABEL
+# Sourced by the pgbench cases of test/bench/cases.  Gives them $dir, a
+# scratch directory for their scripts, and q, psql on the bench database.
+dir=$(mktemp -d /tmp/subscription-bench.XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+q() { psql -X -qAt -v ON_ERROR_STOP=1 -d "$BENCH_DB" "$@"; }
+
+# compare_tps LABEL
 # EXTENSION_SCRIPT BASELINE_SCRIPT TARGET runs both scripts with 4 clients,
 # alternating, best of 2 each so that drift hits both sides, and prints one
 # line: tps of each side and their ratio.

@@ -2,10 +2,7 @@
 # accounts, against a bare INSERT into a table of the same shape without
 # triggers (issue 3: at least 0.5 of its throughput, history included).
 set -euo pipefail
-dir=$(mktemp -d /tmp/subscription-bench.XXXXXX)
-trap 'rm -rf "$dir"' EXIT
 . "$(dirname "${BASH_SOURCE[0]}")/../pgbench_compare.sh"
-q() { psql -X -qAt -v ON_ERROR_STOP=1 -d "$BENCH_DB" "$@"; }
 
 q >/dev/null <<'SQL'
 SET search_path = subscription, public;

@@ -2,10 +2,7 @@
 # on 4 accounts, against the same table without the guard (issue 4: at
 # least 0.7 of its throughput).
 set -euo pipefail
-dir=$(mktemp -d /tmp/subscription-bench.XXXXXX)
-trap 'rm -rf "$dir"' EXIT
 . "$(dirname "${BASH_SOURCE[0]}")/../pgbench_compare.sh"
-q() { psql -X -qAt -v ON_ERROR_STOP=1 -d "$BENCH_DB" "$@"; }
 
 q >/dev/null <<'SQL'
 SET search_path = subscription, public;
