@@ -1171,6 +1171,9 @@ CREATE TABLE subscription.limited_table (
         CHECK (value_column IS NOT NULL OR on_downgrade NOT IN ('scale', 'cap', 'detach'))
 );
 SELECT pg_catalog.pg_extension_config_dump('subscription.limited_table', '');
+-- registration order survives a restore: new registrations come after
+SELECT pg_catalog.pg_extension_config_dump(
+    pg_catalog.pg_get_serial_sequence('subscription.limited_table', 'position')::pg_catalog.regclass, '');
 
 CREATE FUNCTION subscription.limit_guard()
 RETURNS trigger
@@ -1424,6 +1427,19 @@ CREATE TRIGGER addon_refresh_limits
     FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits();
 
 REVOKE ALL ON FUNCTION subscription.refresh_limits() FROM PUBLIC;
+
+-- C4-C12: the pending downgrade takes effect now and every registered
+-- table of the account is trimmed to the new limits (src/downgrade.c).
+CREATE FUNCTION subscription.apply_downgrade(subscription_id bigint, dry_run boolean DEFAULT false)
+RETURNS TABLE (feature text, relation regclass, action text, row_id text, old_value bigint, new_value bigint)
+AS 'MODULE_PATHNAME', 'apply_downgrade'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION subscription.apply_downgrade(bigint, boolean) IS
+'Apply the pending downgrade and trim the account''s registered tables to the new limits; dry_run previews it (C4-C12)';
+
+REVOKE ALL ON FUNCTION subscription.apply_downgrade(bigint, boolean) FROM PUBLIC;
 
 ------------------------------------------------------------------------
 -- Lifecycle: what takes effect at the next period (Z7, Z8, R6)

@@ -16,7 +16,8 @@
  * is per statement and account, never per existing row.  The limit itself
  * is stored in the counter row and kept by triggers on what it depends on
  * (subscription.refresh_limits), so the check reads one row.  cap checks
- * each written value against the limit and keeps no counter.
+ * each written value against the limit its counter row carries, and
+ * counts nothing.
  *
  * The table's registration and the guard's plans are cached per relation
  * and feature for the life of the backend, and dropped when the relation's
@@ -140,9 +141,20 @@ DeltaQuery(const char *account, const char *policy, const char *value, GuardedEv
 							   account, measure);
 			break;
 		default:
-			changes = psprintf("SELECT %s AS account, %s AS d, %s AS v FROM new_rows"
-							   " UNION ALL SELECT %s, -%s, NULL::bigint FROM old_rows",
-							   account, measure, written, account, measure);
+			/*
+			 * cap judges the values an UPDATE adds, not those it leaves as
+			 * they were: a row already above a lowered limit may still have
+			 * its other columns updated.
+			 */
+			if (cap)
+				changes = psprintf("SELECT w.account, 0 AS d, w.v FROM"
+								   " (SELECT %s, %s FROM new_rows EXCEPT ALL SELECT %s, %s FROM old_rows)"
+								   " AS w(account, v)",
+								   account, written, account, written);
+			else
+				changes = psprintf("SELECT %s AS account, %s AS d, %s AS v FROM new_rows"
+								   " UNION ALL SELECT %s, -%s, NULL::bigint FROM old_rows",
+								   account, measure, written, account, measure);
 			break;
 	}
 
@@ -277,6 +289,19 @@ LimitRefusal(Relation rel, int64 account, const char *feature, int64 used, int64
 			 errtable(rel)));
 }
 
+/* The counter of (account $1, feature $2), created on the account's first write. */
+static void
+EnsureCounter(Datum *values)
+{
+	Oid			argtypes[2] = {INT8OID, TEXTOID};
+
+	KeptPlan(&ensure_counter_plan, "INSERT INTO subscription.usage_counter (account_id, feature, limit_value)"
+			 " VALUES ($1, $2, subscription.limit_of($1, $2))"
+			 " ON CONFLICT DO NOTHING", 2, argtypes);
+	if (SPI_execute_plan(ensure_counter_plan, values, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not create the usage counter");
+}
+
 /* Move one account's counter by delta under its limit, or refuse. */
 static void
 MoveUsage(Relation rel, int64 account, const char *feature, int64 delta, bool detach)
@@ -305,10 +330,6 @@ MoveUsage(Relation rel, int64 account, const char *feature, int64 delta, bool de
 								   "        OR CASE WHEN $4 THEN limit_value > 0 ELSE used + $3 <= limit_value END)"
 								   " RETURNING used",
 								   4, argtypes);
-	KeptPlan(&ensure_counter_plan, "INSERT INTO subscription.usage_counter (account_id, feature, limit_value)"
-									   " VALUES ($1, $2, subscription.limit_of($1, $2))"
-									   " ON CONFLICT DO NOTHING", 2, argtypes);
-
 	for (attempt = 0; attempt < 2; attempt++)
 	{
 		if (SPI_execute_snapshot(move_usage_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
@@ -330,13 +351,17 @@ MoveUsage(Relation rel, int64 account, const char *feature, int64 delta, bool de
 		}
 
 		/* the account's first write of the feature: create its counter, then move it */
-		if (SPI_execute_plan(ensure_counter_plan, values, NULL, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "could not create the usage counter");
+		EnsureCounter(values);
 	}
 	elog(ERROR, "could not create the usage counter of account " INT64_FORMAT, account);
 }
 
-/* cap: every value written must be within the limit */
+/*
+ * cap: every value written must be within the limit.  cap keeps no use,
+ * but its counter row carries the limit: reading it FOR KEY SHARE lets the
+ * account's writers run side by side and makes them wait for a downgrade,
+ * which locks the row FOR UPDATE, and then see its new limit.
+ */
 static void
 CheckCap(Relation rel, int64 account, const char *feature, int64 largest)
 {
@@ -345,14 +370,25 @@ CheckCap(Relation rel, int64 account, const char *feature, int64 largest)
 	static SPIPlanPtr cap_plan = NULL;
 	bool		limit_null;
 	int64		limit;
+	int			attempt;
 
-	KeptPlan(&cap_plan, "SELECT subscription.limit_of($1, $2)", 2, argtypes);
-	if (SPI_execute_snapshot(cap_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
-							 true, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the limit");
-	limit = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &limit_null));
-	if (!limit_null && largest > limit)
-		LimitRefusal(rel, account, feature, largest, 0, false, limit, true);
+	KeptPlan(&cap_plan, "SELECT limit_value FROM subscription.usage_counter"
+			 " WHERE account_id = $1 AND feature = $2 FOR KEY SHARE", 2, argtypes);
+	for (attempt = 0; attempt < 2; attempt++)
+	{
+		if (SPI_execute_snapshot(cap_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+								 false, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the limit");
+		if (SPI_processed == 1)
+		{
+			limit = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &limit_null));
+			if (!limit_null && largest > limit)
+				LimitRefusal(rel, account, feature, largest, 0, false, limit, true);
+			return;
+		}
+		EnsureCounter(values);
+	}
+	elog(ERROR, "could not create the usage counter of account " INT64_FORMAT, account);
 }
 
 /* An integer value of the registered column, as int64. */

@@ -1,0 +1,478 @@
+/*-------------------------------------------------------------------------
+ *
+ * downgrade.c
+ *	  apply_downgrade(): bring an account's data within its plan (C4-C12).
+ *
+ * The subscription's pending plan, if any, becomes its plan; the stored
+ * limits follow (subscription.refresh_limits).  Then every registered
+ * table of the account is trimmed to its new limit, features in
+ * registration order, by one set-based statement per feature:
+ *
+ *	drop_newest			 delete beyond the limit: NULL order first, then the
+ *						 newest, ties the highest key (C6, C9, C10)
+ *	keep_most_referenced delete all but the rows most referenced through
+ *						 the foreign keys into the table, ties the lowest
+ *						 key (C5)
+ *	scale				 integer proportional scaling, the leftover units
+ *						 to the largest remainders, ties the lowest key (C7)
+ *	cap					 set each value above the limit to the limit (C8)
+ *	detach				 set the value to NULL where the feature is not
+ *						 included (C11)
+ *	block				 refuse while the account is over the limit
+ *
+ * Each statement archives the rows it deletes or changes, as they were, in
+ * subscription.trimmed, and returns one row per row changed.  Deletes are
+ * plain DELETEs: the application's own foreign-key actions apply, and the
+ * limit guards keep the usage counters.
+ *
+ * The account's usage counters are locked first (FOR UPDATE), so writers
+ * of the account wait for the downgrade and then see its new limits.
+ * dry_run runs the same code in a subtransaction that is rolled back, so
+ * the preview is the real run (C12).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/relation.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/rel.h"
+#include "utils/resowner.h"
+
+#include "subscription.h"
+
+PG_FUNCTION_INFO_V1(apply_downgrade);
+
+/* A registered table, with the SQL fragments its trimming statement needs. */
+typedef struct Registration
+{
+	Oid			relid;
+	char	   *relation;		/* regclass text, qualified as needed */
+	char	   *feature;
+	char	   *policy;
+	char	   *account;		/* t."account_id" */
+	char	   *order;			/* t."activated_at", or NULL */
+	char	   *value;			/* t."capacity", or NULL */
+	char	   *value_ident;	/* "capacity" */
+	char	   *value_key;		/* 'capacity': its key in the archived row */
+	bool		value_integer;
+	char	   *key_select;		/* t."id" AS key_1, ... (ctid without a key) */
+	char	   *key_match;		/* t."id" = v.key_1 AND ... */
+	char	   *key_asc;		/* t."id", ... */
+	char	   *key_desc;		/* t."id" DESC, ... */
+	char	   *row_id;			/* t."id"::text */
+	char	   *references;		/* (SELECT count(*) FROM ...) + ..., or NULL */
+} Registration;
+
+#define REGISTRATIONS_SQL \
+	"SELECT t.relation::oid, t.relation::text, t.feature, t.on_downgrade," \
+	"       't.' || quote_ident(t.account_column), 't.' || quote_ident(t.order_column)," \
+	"       't.' || quote_ident(t.value_column), quote_ident(t.value_column)," \
+	"       quote_literal(t.value_column), coalesce(c.is_integer, false)," \
+	"       coalesce(k.key_select, 't.ctid AS key_1'), coalesce(k.key_match, 't.ctid = v.key_1')," \
+	"       coalesce(k.key_asc, 't.ctid'), coalesce(k.key_desc, 't.ctid DESC')," \
+	"       coalesce(k.row_id, 't.ctid::text'), r.refs" \
+	"  FROM subscription.limited_table AS t" \
+	"  LEFT JOIN LATERAL (" \
+	"       SELECT a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype) AS is_integer" \
+	"         FROM pg_attribute AS a" \
+	"        WHERE a.attrelid = t.relation AND a.attname = t.value_column) AS c ON true" \
+	"  LEFT JOIN LATERAL (" \
+	"       SELECT string_agg(format('t.%I AS key_%s', a.attname, k.n), ', ' ORDER BY k.n) AS key_select," \
+	"              string_agg(format('t.%I = v.key_%s', a.attname, k.n), ' AND ' ORDER BY k.n) AS key_match," \
+	"              string_agg(format('t.%I', a.attname), ', ' ORDER BY k.n) AS key_asc," \
+	"              string_agg(format('t.%I DESC', a.attname), ', ' ORDER BY k.n) AS key_desc," \
+	"              CASE WHEN count(*) = 1 THEN format('t.%I::text', min(a.attname::text))" \
+	"                   ELSE format('ROW(%s)::text', string_agg(format('t.%I', a.attname), ', ' ORDER BY k.n))" \
+	"              END AS row_id" \
+	"         FROM pg_constraint AS p" \
+	"        CROSS JOIN LATERAL unnest(p.conkey) WITH ORDINALITY AS k(attnum, n)" \
+	"         JOIN pg_attribute AS a ON a.attrelid = p.conrelid AND a.attnum = k.attnum" \
+	"        WHERE p.conrelid = t.relation AND p.contype = 'p'" \
+	"       HAVING count(*) > 0) AS k ON true" \
+	"  LEFT JOIN LATERAL (" \
+	"       SELECT string_agg(format('(SELECT count(*) FROM %s AS r WHERE r.%I = t.%I)'," \
+	"                                f.conrelid::regclass, fa.attname, pa.attname), ' + ' ORDER BY f.oid) AS refs" \
+	"         FROM pg_constraint AS f" \
+	"         JOIN pg_attribute AS fa ON fa.attrelid = f.conrelid AND fa.attnum = f.conkey[1]" \
+	"         JOIN pg_attribute AS pa ON pa.attrelid = f.confrelid AND pa.attnum = f.confkey[1]" \
+	"        WHERE f.confrelid = t.relation AND f.contype = 'f' AND cardinality(f.conkey) = 1) AS r ON true" \
+	" ORDER BY t.position"
+
+/* $1 account, $2 limit, $3 subscription, $4 relation, $5 feature */
+#define TRIM_NARGS 5
+
+static char *
+GetText(int row, int column)
+{
+	return SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, column);
+}
+
+static List *
+ReadRegistrations(void)
+{
+	List	   *registrations = NIL;
+	uint64		i;
+
+	if (SPI_execute(REGISTRATIONS_SQL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the limit registrations");
+	for (i = 0; i < SPI_processed; i++)
+	{
+		Registration *r = palloc0(sizeof(Registration));
+		bool		isnull;
+
+		r->relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		r->relation = GetText(i, 2);
+		r->feature = GetText(i, 3);
+		r->policy = GetText(i, 4);
+		r->account = GetText(i, 5);
+		r->order = GetText(i, 6);
+		r->value = GetText(i, 7);
+		r->value_ident = GetText(i, 8);
+		r->value_key = GetText(i, 9);
+		r->value_integer = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 10, &isnull));
+		r->key_select = GetText(i, 11);
+		r->key_match = GetText(i, 12);
+		r->key_asc = GetText(i, 13);
+		r->key_desc = GetText(i, 14);
+		r->row_id = GetText(i, 15);
+		r->references = GetText(i, 16);
+		registrations = lappend(registrations, r);
+	}
+	return registrations;
+}
+
+/*
+ * The statement that trims one registered table: it changes the rows,
+ * archives them in subscription.trimmed, and returns (action, row_id,
+ * old_value, new_value) in the order of the policy.
+ */
+static char *
+TrimStatement(Registration *r)
+{
+	StringInfoData sql;
+	const char *action;
+
+	initStringInfo(&sql);
+	if (strcmp(r->policy, "drop_newest") == 0 || strcmp(r->policy, "keep_most_referenced") == 0)
+	{
+		bool		referenced = strcmp(r->policy, "keep_most_referenced") == 0;
+		char	   *keep_order;
+		char	   *delete_order;
+
+		action = "delete";
+		if (referenced)
+		{
+			keep_order = psprintf("x.refs DESC, %s", r->key_asc);
+			delete_order = psprintf("x.refs, %s", r->key_desc);
+		}
+		else if (r->order != NULL)
+		{
+			keep_order = psprintf("%s IS NULL, %s, %s", r->order, r->order, r->key_asc);
+			delete_order = psprintf("%s IS NULL DESC, %s DESC, %s", r->order, r->order, r->key_desc);
+		}
+		else
+		{
+			keep_order = r->key_asc;
+			delete_order = r->key_desc;
+		}
+		/* the rows beyond the first $2 in keep order; n is the order of deletion */
+		appendStringInfo(&sql,
+						 "WITH v AS (SELECT %s, %s AS row_id, %s AS v,"
+						 "                  row_number() OVER (ORDER BY %s) AS n"
+						 "             FROM %s AS t%s WHERE %s = $1 ORDER BY %s OFFSET $2),"
+						 " changed AS (DELETE FROM %s AS t USING v WHERE %s"
+						 "             RETURNING v.n, v.row_id, to_jsonb(t) AS old_row,"
+						 "                       %s AS old_value, NULL::bigint AS new_value)",
+						 r->key_select, r->row_id, r->value ? r->value : "NULL::bigint",
+						 delete_order,
+						 r->relation,
+						 referenced ? psprintf(" CROSS JOIN LATERAL (SELECT %s AS refs) AS x", r->references) : "",
+						 r->account, keep_order,
+						 r->relation, r->key_match,
+						 r->value_integer ? "v.v::bigint" : "NULL::bigint");
+	}
+	else if (strcmp(r->policy, "scale") == 0)
+	{
+		/*
+		 * C7: each value becomes floor(v * limit / total), exactly (numeric
+		 * div); the units left over go one each to the largest remainders
+		 * (there are always more non-zero remainders than units left).
+		 */
+		action = "scale";
+		appendStringInfo(&sql,
+						 "WITH r AS (SELECT %s, %s AS row_id, %s::numeric AS v,"
+						 "                  row_number() OVER (ORDER BY %s) AS k"
+						 "             FROM %s AS t WHERE %s = $1 AND %s IS NOT NULL),"
+						 " s AS (SELECT sum(r.v) AS total FROM r),"
+						 " share AS (SELECT r.*, div(r.v * $2, s.total) AS base, mod(r.v * $2, s.total) AS rest"
+						 "             FROM r CROSS JOIN s WHERE s.total > $2),"
+						 " v AS (SELECT share.*, k AS n,"
+						 "              base + CASE WHEN row_number() OVER (ORDER BY rest DESC, k)"
+						 "                               <= $2 - sum(base) OVER () THEN 1 ELSE 0 END AS nv"
+						 "         FROM share),"
+						 " changed AS (UPDATE %s AS t SET %s = v.nv FROM v WHERE %s AND v.nv <> v.v"
+						 "             RETURNING v.n, v.row_id, to_jsonb(t) || jsonb_build_object(%s, v.v) AS old_row,"
+						 "                       v.v::bigint AS old_value, v.nv::bigint AS new_value)",
+						 r->key_select, r->row_id, r->value, r->key_asc,
+						 r->relation, r->account, r->value,
+						 r->relation, r->value_ident, r->key_match, r->value_key);
+	}
+	else
+	{
+		bool		cap = strcmp(r->policy, "cap") == 0;
+
+		/* cap: values above the limit become the limit; detach: NULL */
+		action = cap ? "cap" : "detach";
+		appendStringInfo(&sql,
+						 "WITH v AS (SELECT %s, %s AS row_id, %s AS v, row_number() OVER (ORDER BY %s) AS n"
+						 "             FROM %s AS t WHERE %s = $1 AND %s),"
+						 " changed AS (UPDATE %s AS t SET %s = %s FROM v WHERE %s"
+						 "             RETURNING v.n, v.row_id, to_jsonb(t) || jsonb_build_object(%s, v.v) AS old_row,"
+						 "                       %s AS old_value, %s AS new_value)",
+						 r->key_select, r->row_id, r->value, r->key_asc,
+						 r->relation, r->account,
+						 cap ? psprintf("%s > $2", r->value) : psprintf("%s IS NOT NULL", r->value),
+						 r->relation, r->value_ident, cap ? "$2" : "NULL", r->key_match,
+						 r->value_key,
+						 r->value_integer ? "v.v::bigint" : "NULL::bigint",
+						 cap ? "$2" : "NULL::bigint");
+	}
+
+	appendStringInfo(&sql,
+					 ", archived AS (INSERT INTO subscription.trimmed"
+					 "                      (account_id, subscription_id, relation, feature, action, row_id, old_row)"
+					 "               SELECT $1, $3, $4, $5, '%s', c.row_id, c.old_row FROM changed AS c ORDER BY c.n)"
+					 " SELECT '%s'::text, c.row_id, c.old_value, c.new_value FROM changed AS c ORDER BY c.n",
+					 action, action);
+	return sql.data;
+}
+
+/* The account's use and limit of a feature, from its locked counter. */
+static void
+ReadCounter(int64 account, const char *feature, int64 *used, int64 *limit, bool *unlimited)
+{
+	static SPIPlanPtr counter_plan = NULL;
+	Oid			argtypes[2] = {INT8OID, TEXTOID};
+	Datum		values[2] = {Int64GetDatum(account), CStringGetTextDatum(feature)};
+	bool		isnull;
+
+	KeptPlan(&counter_plan, "SELECT used, limit_value FROM subscription.usage_counter"
+			 " WHERE account_id = $1 AND feature = $2", 2, argtypes);
+	if (SPI_execute_plan(counter_plan, values, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "usage counter of account " INT64_FORMAT " for feature \"%s\" is missing", account, feature);
+	*used = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	*limit = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, unlimited));
+}
+
+/* block: the downgrade waits until the account has removed the excess. */
+static void
+RefuseBlockedDowngrade(Registration *r, int64 account, int64 used, int64 limit)
+{
+	Relation	rel = relation_open(r->relid, AccessShareLock);
+
+	ereport(ERROR,
+			(errcode(ERRCODE_CHECK_VIOLATION),
+			 errmsg("account " INT64_FORMAT " is over its new %s limit", account, r->feature),
+			 errdetail_plural("Limit " INT64_FORMAT ", in use " INT64_FORMAT ": " INT64_FORMAT " row of table \"%s\" must be removed first.",
+							  "Limit " INT64_FORMAT ", in use " INT64_FORMAT ": " INT64_FORMAT " rows of table \"%s\" must be removed first.",
+							  (unsigned long) (used - limit),
+							  limit, used, used - limit, RelationGetRelationName(rel)),
+			 errhint("Remove them, then apply the downgrade again."),
+			 errtable(rel)));
+}
+
+/* Does the policy have anything to trim at this use and limit? */
+static bool
+NeedsTrimming(Registration *r, int64 used, int64 limit, bool unlimited)
+{
+	if (unlimited)
+		return false;
+	if (strcmp(r->policy, "cap") == 0)
+		return true;			/* no counter: the statement finds the values */
+	if (strcmp(r->policy, "detach") == 0)
+		return limit == 0 && used > 0;
+	return used > limit;
+}
+
+typedef struct TrimOutput
+{
+	Tuplestorestate *store;
+	TupleDesc	tupdesc;
+	ResourceOwner owner;		/* the tuplestore's: it outlives a dry run */
+} TrimOutput;
+
+static void
+ApplyDowngrade(int64 subscription_id, TrimOutput *out)
+{
+	static SPIPlanPtr subscription_plan = NULL;
+	static SPIPlanPtr authorize_plan = NULL;
+	static SPIPlanPtr lock_counters_plan = NULL;
+	static SPIPlanPtr pending_plan = NULL;
+	Oid			argtypes[TRIM_NARGS] = {INT8OID, INT8OID, INT8OID, TEXTOID, TEXTOID};
+	Datum		args[TRIM_NARGS];
+	bool		isnull;
+	int64		account;
+	char	   *status;
+	List	   *registrations;
+	ListCell   *lc;
+
+	args[0] = Int64GetDatum(subscription_id);
+	KeptPlan(&subscription_plan, "SELECT account_id, status FROM subscription.subscription"
+			 " WHERE id = $1 FOR NO KEY UPDATE", 1, argtypes);
+	if (SPI_execute_plan(subscription_plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read subscription " INT64_FORMAT, subscription_id);
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("subscription " INT64_FORMAT " does not exist", subscription_id)));
+	account = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	status = GetText(0, 2);
+
+	args[0] = Int64GetDatum(account);
+	KeptPlan(&authorize_plan, "SELECT subscription.authorize($1, 'change_plan')", 1, argtypes);
+	if (SPI_execute_plan(authorize_plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not check the actor's rights");
+	if (strcmp(status, "active") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("subscription " INT64_FORMAT " is %s", subscription_id, status),
+				 errdetail("apply_downgrade() trims for active subscriptions only.")));
+
+	/*
+	 * Every registered feature gets a counter, and all are locked in feature
+	 * order: from here the account's writers wait for us.
+	 */
+	KeptPlan(&lock_counters_plan,
+			 "WITH missing AS (INSERT INTO subscription.usage_counter (account_id, feature, limit_value)"
+			 "                 SELECT $1, t.feature, subscription.limit_of($1, t.feature)"
+			 "                   FROM subscription.limited_table AS t"
+			 "                 ON CONFLICT DO NOTHING)"
+			 " SELECT count(*) FROM (SELECT FROM subscription.usage_counter"
+			 "                        WHERE account_id = $1 ORDER BY feature FOR UPDATE) AS locked",
+			 1, argtypes);
+	if (SPI_execute_plan(lock_counters_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not lock the usage counters");
+
+	/* the pending plan takes effect; the stored limits follow it */
+	args[0] = Int64GetDatum(subscription_id);
+	KeptPlan(&pending_plan, "UPDATE subscription.subscription SET plan = pending_plan, pending_plan = NULL"
+			 " WHERE id = $1 AND pending_plan IS NOT NULL", 1, argtypes);
+	if (SPI_execute_plan(pending_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not apply the pending plan");
+
+	registrations = ReadRegistrations();
+	foreach(lc, registrations)
+	{
+		Registration *r = (Registration *) lfirst(lc);
+		int64		used;
+		int64		limit;
+		bool		unlimited;
+		uint64		i;
+
+		ReadCounter(account, r->feature, &used, &limit, &unlimited);
+		if (!NeedsTrimming(r, used, limit, unlimited))
+			continue;
+		if (strcmp(r->policy, "block") == 0)
+			RefuseBlockedDowngrade(r, account, used, limit);
+
+		args[0] = Int64GetDatum(account);
+		args[1] = Int64GetDatum(limit);
+		args[2] = Int64GetDatum(subscription_id);
+		args[3] = CStringGetTextDatum(r->relation);
+		args[4] = CStringGetTextDatum(r->feature);
+		if (SPI_execute_with_args(TrimStatement(r), TRIM_NARGS, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not trim table %s", r->relation);
+
+		for (i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	tuple = SPI_tuptable->vals[i];
+			Datum		values[6];
+			bool		nulls[6] = {false, false, false, false, false, false};
+			ResourceOwner save_owner = CurrentResourceOwner;
+
+			values[0] = CStringGetTextDatum(r->feature);
+			values[1] = ObjectIdGetDatum(r->relid);
+			values[2] = SPI_getbinval(tuple, SPI_tuptable->tupdesc, 1, &nulls[2]);
+			values[3] = SPI_getbinval(tuple, SPI_tuptable->tupdesc, 2, &nulls[3]);
+			values[4] = SPI_getbinval(tuple, SPI_tuptable->tupdesc, 3, &nulls[4]);
+			values[5] = SPI_getbinval(tuple, SPI_tuptable->tupdesc, 4, &nulls[5]);
+			/* as PL/pgSQL's RETURN NEXT: a spilled tuplestore is the caller's */
+			CurrentResourceOwner = out->owner;
+			tuplestore_putvalues(out->store, out->tupdesc, values, nulls);
+			CurrentResourceOwner = save_owner;
+		}
+	}
+}
+
+/*
+ * apply_downgrade(subscription_id bigint, dry_run boolean)
+ *		RETURNS TABLE (feature, relation, action, row_id, old_value, new_value)
+ */
+Datum
+apply_downgrade(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	TrimOutput	out;
+	bool		dry_run;
+	MemoryContext caller_context;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("apply_downgrade() requires a non-NULL %s",
+						PG_ARGISNULL(0) ? "subscription_id" : "dry_run")));
+	dry_run = PG_GETARG_BOOL(1);
+
+	InitMaterializedSRF(fcinfo, 0);
+	out.store = rsinfo->setResult;
+	out.tupdesc = rsinfo->setDesc;
+	out.owner = CurrentResourceOwner;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	caller_context = CurrentMemoryContext;
+	if (dry_run)
+	{
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(caller_context);
+	}
+
+	PG_TRY();
+	{
+		ApplyDowngrade(PG_GETARG_INT64(0), &out);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		if (!dry_run)
+			PG_RE_THROW();
+		/* the caller's error handling expects its own subtransaction on top */
+		MemoryContextSwitchTo(caller_context);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller_context);
+		CurrentResourceOwner = out.owner;
+		ReThrowError(edata);
+	}
+	PG_END_TRY();
+
+	if (dry_run)
+	{
+		/* C12: the preview changed nothing */
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller_context);
+		CurrentResourceOwner = out.owner;
+	}
+	SPI_finish();
+	return (Datum) 0;
+}
