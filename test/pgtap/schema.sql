@@ -72,8 +72,8 @@ SELECT is(
     ('subscription.subscription', 'subscription.account_id->account:c subscription.coupon->coupon:a subscription.pending_plan->plan:a subscription.plan->plan:a'),
     ('subscription.license', 'license.member_id->member:c license.subscription_id->subscription:c'),
     ('subscription.addon_batch', 'addon_batch.addon->addon:a addon_batch.subscription_id->subscription:c'),
-    ('subscription.ledger', 'ledger.account_id->account:c ledger.addon_batch_id->addon_batch:c ledger.currency->currency:a ledger.subscription_id->subscription:c'),
-    ('subscription.trimmed', 'trimmed.account_id->account:c trimmed.subscription_id->subscription:n'),
+    ('subscription.ledger', 'ledger.account_id->account:c ledger.addon_batch_id->addon_batch:c ledger.charge_id->ledger:c ledger.currency->currency:a ledger.subscription_id->subscription:c'),
+    ('subscription.trimmed', 'trimmed.account_id->account:c'),
     ('subscription.usage_counter', 'usage_counter.account_id->account:c'),
     ('subscription.license_counter', 'license_counter.subscription_id->subscription:c')) AS x(t, expected);
 SELECT is((SELECT count(*)::int FROM pg_constraint WHERE conrelid = 'subscription.history'::regclass AND contype = 'f'),
