@@ -222,6 +222,8 @@ CREATE TABLE subscription.subscription (
                          CHECK (NOT isempty(period) AND lower_inc(period) AND NOT upper_inc(period)
                                 AND NOT lower_inf(period) AND NOT upper_inf(period)),
     anchor               timestamptz NOT NULL,
+    -- k of the current period: it ends at anchor + k * cycle
+    period_number        integer NOT NULL DEFAULT 1 CHECK (period_number > 0),
     renewal              text NOT NULL DEFAULT 'always'
                          CHECK (renewal = ANY (subscription.renewal_options())),
     status               text NOT NULL DEFAULT 'active'
@@ -1673,18 +1675,20 @@ BEGIN
         RETURN;
     END IF;
 
-    -- the new plan must sell the cycle and the quantity (22023, 55000)
-    price := subscription.period_price(new_plan.code, s.cycle, s.quantity);
     SELECT * INTO modes FROM subscription.product AS p WHERE p.code OPERATOR(pg_catalog.=) new_plan.product;
-
     IF new_plan.rank OPERATOR(pg_catalog.<) old_plan.rank AND modes.downgrade OPERATOR(pg_catalog.=) 'end_of_period' THEN
-        -- C4: the current plan runs to the end of the period
+        -- C4: the current plan runs to the end of the period; the new one
+        -- must sell the cycle and quantity of the next (22023, 55000)
+        PERFORM subscription.period_price(new_plan.code, coalesce(s.pending_cycle, s.cycle),
+                                          coalesce(s.pending_quantity, s.quantity));
         UPDATE subscription.subscription AS x SET pending_plan = new_plan.code WHERE x.id OPERATOR(pg_catalog.=) s.id;
         effective_at := upper(s.period);
         RETURN NEXT;
         RETURN;
     END IF;
 
+    -- the new plan must sell the cycle and the quantity (22023, 55000)
+    price := subscription.period_price(new_plan.code, s.cycle, s.quantity);
     refund := subscription.give_back_unused(s, at, 'refund', format('change to plan %s', new_plan.code));
     IF new_plan.rank OPERATOR(pg_catalog.>=) old_plan.rank AND modes.upgrade OPERATOR(pg_catalog.=) 'restart' THEN
         -- C1: a new full period starts now
@@ -1743,6 +1747,337 @@ SELECT l.account_id,
 
 COMMENT ON VIEW subscription.invoice IS
 'One row per billing event of a subscription: plan, charged, refunded, credited and the balance (C3)';
+
+------------------------------------------------------------------------
+-- Add-ons (K1-K5, Z6)
+------------------------------------------------------------------------
+
+-- The price of "quantity" units of an add-on for a cycle (NULL: the
+-- one-time price); 22023 when the add-on is not sold so.
+CREATE FUNCTION subscription.addon_period_price(addon text, cycle interval, quantity integer,
+                                                OUT amount numeric, OUT currency text)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    SELECT ap.amount OPERATOR(pg_catalog.*) quantity, ap.currency INTO amount, currency
+      FROM subscription.addon_price AS ap
+     WHERE ap.addon OPERATOR(pg_catalog.=) addon_period_price.addon
+       AND subscription.cycle_key(ap.cycle) IS NOT DISTINCT FROM subscription.cycle_key(addon_period_price.cycle);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'add-on "%" has no price for %', addon,
+                        coalesce('cycle ' || cycle::text, 'a one-time purchase')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The prices of an add-on are its rows in subscription.addon_price.';
+    END IF;
+END
+$$;
+
+-- K1-K3, Z6: a batch of add-on units for the subscription.  A recurring
+-- add-on is charged for the rest of the current period, prorated by day,
+-- and renews with the plan; the ledger line names the full-cycle amount
+-- (K3).  A one-time add-on is charged in full, once (K2).
+CREATE FUNCTION subscription.purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
+                                            at timestamptz DEFAULT now())
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    a subscription.addon;
+    offer subscription.plan_addon;
+    price record;
+    plan_price record;
+    batch bigint;
+    one_time boolean;
+BEGIN
+    PERFORM subscription.require_arguments('purchase_addon', '{subscription_id,addon,quantity,at}',
+        ARRAY[subscription_id IS NULL, addon IS NULL, quantity IS NULL, at IS NULL]);
+    IF quantity < 1 THEN
+        RAISE EXCEPTION 'quantity must be at least 1'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The quantity was %s.', quantity);
+    END IF;
+    SELECT * INTO a FROM subscription.addon AS x WHERE x.code OPERATOR(pg_catalog.=) purchase_addon.addon;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'add-on "%" does not exist', addon USING ERRCODE = 'undefined_object';
+    END IF;
+    -- K8: members of a sub-account do not buy
+    s := subscription.subscription_for_change('purchase_addon', subscription_id, 'purchase');
+    IF NOT at OPERATOR(pg_catalog.<@) s.period THEN
+        RAISE EXCEPTION 'purchase time % is outside the current period %', at, s.period
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Renew the subscription first with subscription.renew_due().';
+    END IF;
+
+    SELECT * INTO offer FROM subscription.plan_addon AS o
+     WHERE o.plan OPERATOR(pg_catalog.=) s.plan AND o.addon OPERATOR(pg_catalog.=) a.code;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'add-on "%" is not sold with plan "%"', a.code, s.plan
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'The add-ons a plan may buy are its rows in subscription.plan_addon.';
+    ELSIF offer.included THEN
+        RAISE EXCEPTION 'add-on "%" is already included in plan "%"', a.code, s.plan   -- Z6
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    plan_price := subscription.period_price(s.plan, s.cycle, s.quantity);
+    IF plan_price.amount OPERATOR(pg_catalog.=) 0 THEN
+        RAISE EXCEPTION 'add-ons are sold on paid plans only'                            -- K1
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Plan "%s" is free.', s.plan);
+    END IF;
+
+    one_time := a.one_time;
+    price := subscription.addon_period_price(a.code, CASE WHEN one_time THEN NULL ELSE s.cycle END, quantity);
+    INSERT INTO subscription.addon_batch AS b (subscription_id, addon, quantity, purchased_at)
+    VALUES (s.id, a.code, quantity, at)
+    RETURNING b.id INTO batch;
+    INSERT INTO subscription.ledger
+           (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
+    SELECT s.account_id, s.id, batch, 'charge', c.amount, price.currency,
+           CASE WHEN one_time THEN NULL ELSE tstzrange(at, upper(s.period), '[)') END, 'addon', s.plan,
+           CASE WHEN one_time
+                THEN format('add-on %s x %s, one-time', a.code, quantity)
+                ELSE format('add-on %s x %s for the rest of the period; full cycle %s %s', a.code, quantity,
+                            subscription.round_money(price.amount, price.currency), price.currency) END
+      FROM (SELECT CASE WHEN one_time THEN subscription.round_money(price.amount, price.currency)
+                        ELSE subscription.prorate_refund(price.amount, lower(s.period), upper(s.period), at, 'day',
+                                                         subscription.money_scale(price.currency)) END) AS c(amount);
+    RETURN batch;
+END
+$$;
+
+-- K4, K5: the whole batch ends with the period and is not billed again;
+-- it can be bought again.  Returns when it ends.
+CREATE FUNCTION subscription.cancel_addon(batch_id bigint)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    b subscription.addon_batch;
+    s subscription.subscription;
+BEGIN
+    PERFORM subscription.require_arguments('cancel_addon', '{batch_id}', ARRAY[batch_id IS NULL]);
+    SELECT * INTO b FROM subscription.addon_batch AS x WHERE x.id OPERATOR(pg_catalog.=) cancel_addon.batch_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'add-on batch % does not exist', batch_id USING ERRCODE = 'no_data_found';
+    END IF;
+    s := subscription.subscription_for_change('cancel_addon', b.subscription_id, 'cancel');
+    IF b.status OPERATOR(pg_catalog.<>) 'active' THEN
+        RAISE EXCEPTION 'add-on batch % is %', batch_id, b.status USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF (SELECT x.one_time FROM subscription.addon AS x WHERE x.code OPERATOR(pg_catalog.=) b.addon) THEN
+        RAISE EXCEPTION 'add-on batch % was a one-time purchase', batch_id
+            USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = 'Nothing renews, so nothing can be cancelled.';
+    END IF;
+    UPDATE subscription.addon_batch AS x SET cancel_at_period_end = true
+     WHERE x.id OPERATOR(pg_catalog.=) b.id AND NOT x.cancel_at_period_end;
+    RETURN upper(s.period);
+END
+$$;
+
+REVOKE ALL ON FUNCTION subscription.purchase_addon(bigint, text, integer, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.cancel_addon(bigint) FROM PUBLIC;
+
+------------------------------------------------------------------------
+-- Renewals (C4, Z7, Z8, R6, K2, K4, K10)
+------------------------------------------------------------------------
+
+-- One period of one due subscription, locked by the caller: the batches
+-- cancelled for this period end (K4); a cancelled subscription (Z8) or
+-- one that does not renew (R6 'none') ends; otherwise the pending plan,
+-- cycle and quantity take effect (C4, Z7), the renewal option moves on
+-- ('once' becomes 'none', 'to_monthly' continues monthly), the new period
+-- is charged, the plan and each recurring add-on batch once (C2), and when
+-- the limits may have dropped, apply_downgrade trims the account's data
+-- (C5-C11, K10).  Returns the new status.
+CREATE FUNCTION subscription.renew_period(s subscription.subscription)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ends timestamptz := upper(s.period);
+    next_plan text := coalesce(s.pending_plan, s.plan);
+    next_quantity integer := coalesce(s.pending_quantity, s.quantity);
+    next_cycle interval := CASE WHEN s.renewal OPERATOR(pg_catalog.=) 'to_monthly' THEN interval '1 month'
+                                ELSE coalesce(s.pending_cycle, s.cycle) END;
+    same_cycle boolean;
+    next_period tstzrange;
+    price record;
+BEGIN
+    UPDATE subscription.addon_batch AS b SET status = 'expired'
+     WHERE b.subscription_id OPERATOR(pg_catalog.=) s.id AND b.status OPERATOR(pg_catalog.=) 'active'
+       AND (b.cancel_at_period_end OR s.cancel_at_period_end OR s.renewal OPERATOR(pg_catalog.=) 'none');
+    IF s.cancel_at_period_end OR s.renewal OPERATOR(pg_catalog.=) 'none' THEN
+        UPDATE subscription.subscription AS x
+           SET status = CASE WHEN s.cancel_at_period_end THEN 'cancelled' ELSE 'expired' END
+         WHERE x.id OPERATOR(pg_catalog.=) s.id
+        RETURNING x.status INTO s.status;
+        RETURN s.status;
+    END IF;
+
+    same_cycle := subscription.cycle_key(next_cycle) OPERATOR(pg_catalog.=) subscription.cycle_key(s.cycle);
+    -- a new cycle counts from the start of its first period (Z7)
+    next_period := subscription.nth_period(CASE WHEN same_cycle THEN s.anchor ELSE ends END, next_cycle,
+                                           CASE WHEN same_cycle THEN s.period_number OPERATOR(pg_catalog.+) 1 ELSE 1 END);
+    price := subscription.period_price(next_plan, next_cycle, next_quantity);
+    UPDATE subscription.subscription AS x
+       SET plan = next_plan, cycle = next_cycle, quantity = next_quantity, paid_quantity = next_quantity,
+           pending_plan = NULL, pending_cycle = NULL, pending_quantity = NULL,
+           anchor = CASE WHEN same_cycle THEN x.anchor ELSE ends END,
+           period_number = CASE WHEN same_cycle THEN x.period_number OPERATOR(pg_catalog.+) 1 ELSE 1 END,
+           period = next_period,
+           renewal = CASE x.renewal WHEN 'once' THEN 'none' WHEN 'to_monthly' THEN 'always' ELSE x.renewal END
+     WHERE x.id OPERATOR(pg_catalog.=) s.id;
+
+    -- C2: the constraint makes a second charge of the period impossible
+    INSERT INTO subscription.ledger
+           (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+    VALUES (s.account_id, s.id, 'charge', subscription.round_money(price.amount, price.currency), price.currency,
+            next_period, 'plan', next_plan,
+            format('renewal: plan %s, cycle %s, quantity %s', next_plan, next_cycle, next_quantity))
+    ON CONFLICT (subscription_id, addon_batch_id, period, item)
+       WHERE kind OPERATOR(pg_catalog.=) 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+    INSERT INTO subscription.ledger
+           (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
+    SELECT s.account_id, s.id, b.id, 'charge', subscription.round_money(p.amount, p.currency), p.currency,
+           next_period, 'addon', next_plan, format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, next_cycle)
+      FROM subscription.addon_batch AS b
+      JOIN subscription.addon AS a ON a.code OPERATOR(pg_catalog.=) b.addon AND NOT a.one_time
+     CROSS JOIN LATERAL subscription.addon_period_price(b.addon, next_cycle, b.quantity) AS p
+     WHERE b.subscription_id OPERATOR(pg_catalog.=) s.id AND b.status OPERATOR(pg_catalog.=) 'active'
+     ORDER BY b.id
+    ON CONFLICT (subscription_id, addon_batch_id, period, item)
+       WHERE kind OPERATOR(pg_catalog.=) 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+
+    IF subscription.renewal_may_trim(s) THEN
+        PERFORM FROM subscription.apply_downgrade(s.id);
+    END IF;
+    RETURN 'active';
+END
+$$;
+
+-- Why the next renewal of a subscription would fail (a price missing for
+-- its plan, cycle, quantity or add-ons), or NULL.  Nothing is written, so
+-- the subtransaction of the check costs no transaction id.
+CREATE FUNCTION subscription.renewal_problem(s subscription.subscription)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    next_cycle interval := CASE WHEN s.renewal OPERATOR(pg_catalog.=) 'to_monthly' THEN interval '1 month'
+                                ELSE coalesce(s.pending_cycle, s.cycle) END;
+BEGIN
+    IF s.cancel_at_period_end OR s.renewal OPERATOR(pg_catalog.=) 'none' THEN
+        RETURN NULL;
+    END IF;
+    PERFORM subscription.period_price(coalesce(s.pending_plan, s.plan), next_cycle,
+                                      coalesce(s.pending_quantity, s.quantity));
+    PERFORM subscription.addon_period_price(b.addon, next_cycle, b.quantity)
+       FROM subscription.addon_batch AS b
+       JOIN subscription.addon AS a ON a.code OPERATOR(pg_catalog.=) b.addon AND NOT a.one_time
+      WHERE b.subscription_id OPERATOR(pg_catalog.=) s.id AND b.status OPERATOR(pg_catalog.=) 'active'
+        AND NOT b.cancel_at_period_end;
+    RETURN NULL;
+EXCEPTION WHEN invalid_parameter_value OR object_not_in_prerequisite_state THEN
+    RETURN SQLERRM;
+END
+$$;
+
+-- Can the next renewal lower the account's limits (and so trim, or be
+-- refused by a 'block' limit)?
+CREATE FUNCTION subscription.renewal_may_trim(s subscription.subscription)
+RETURNS boolean
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT s.pending_plan IS NOT NULL OR s.pending_quantity OPERATOR(pg_catalog.<) s.quantity
+        OR s.cancel_at_period_end OR s.renewal OPERATOR(pg_catalog.=) 'none'
+        OR EXISTS (SELECT FROM subscription.addon_batch AS b
+                    WHERE b.subscription_id OPERATOR(pg_catalog.=) s.id
+                      AND b.status OPERATOR(pg_catalog.=) 'active' AND b.cancel_at_period_end);
+END;
+
+-- Renews, expires or cancels every subscription whose period ended by
+-- "at", catching up missed periods; returns how many it handled.  Due
+-- subscriptions are taken in batches FOR UPDATE SKIP LOCKED, so workers
+-- run side by side without waiting for each other, and a period is
+-- charged once whatever runs (C2).  A subscription whose renewal cannot
+-- be done (a price missing, a 'block' limit exceeded) stays due, with a
+-- WARNING, and the others go on.
+CREATE FUNCTION subscription.renew_due(at timestamptz DEFAULT now())
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    batch_size constant integer := 500;
+    s subscription.subscription;
+    handled integer := 0;
+    taken integer;
+    status text;
+    problem text;
+    skipped bigint[] := '{}';
+BEGIN
+    PERFORM subscription.require_arguments('renew_due', '{at}', ARRAY[at IS NULL]);
+    IF coalesce(current_setting('subscription.actor', true), '') OPERATOR(pg_catalog.<>) '' THEN
+        RAISE EXCEPTION 'renew_due() is back-office work'
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('subscription.actor is set to %s.', current_setting('subscription.actor')),
+                  HINT = 'Run it with subscription.actor empty.';
+    END IF;
+    LOOP
+        taken := 0;
+        FOR s IN
+            SELECT * FROM subscription.subscription AS x
+             WHERE x.status OPERATOR(pg_catalog.=) 'active' AND upper(x.period) OPERATOR(pg_catalog.<=) at
+               AND x.id OPERATOR(pg_catalog.<>) ALL (skipped)
+             ORDER BY upper(x.period), x.id
+             LIMIT batch_size
+               FOR NO KEY UPDATE SKIP LOCKED
+        LOOP
+            taken := taken OPERATOR(pg_catalog.+) 1;
+            -- catch up: one period at a time until the subscription is current or ends
+            LOOP
+                problem := subscription.renewal_problem(s);
+                IF problem IS NULL AND subscription.renewal_may_trim(s) THEN
+                    -- only here can the renewal be refused after writing: a subtransaction
+                    BEGIN
+                        status := subscription.renew_period(s);
+                    EXCEPTION WHEN check_violation THEN
+                        problem := SQLERRM;
+                    END;
+                ELSIF problem IS NULL THEN
+                    status := subscription.renew_period(s);
+                END IF;
+                IF problem IS NOT NULL THEN
+                    skipped := skipped OPERATOR(pg_catalog.||) s.id;
+                    RAISE WARNING 'subscription % was not renewed: %', s.id, problem
+                        USING DETAIL = 'It stays due; renew_due() tries again on its next run.';
+                    EXIT;
+                END IF;
+                EXIT WHEN status OPERATOR(pg_catalog.<>) 'active';
+                SELECT * INTO s FROM subscription.subscription AS x WHERE x.id OPERATOR(pg_catalog.=) s.id;
+                EXIT WHEN upper(s.period) OPERATOR(pg_catalog.>) at;
+            END LOOP;
+            IF problem IS NULL THEN
+                handled := handled OPERATOR(pg_catalog.+) 1;
+            END IF;
+            IF handled OPERATOR(pg_catalog.%) 10000 OPERATOR(pg_catalog.=) 0 AND handled OPERATOR(pg_catalog.>) 0 THEN
+                RAISE NOTICE 'renew_due: % subscriptions handled', handled;
+            END IF;
+        END LOOP;
+        EXIT WHEN taken OPERATOR(pg_catalog.=) 0;
+    END LOOP;
+    RETURN handled;
+END
+$$;
+
+REVOKE ALL ON FUNCTION subscription.renew_period(subscription.subscription) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.renewal_problem(subscription.subscription) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.renew_due(timestamptz) FROM PUBLIC;
 
 -- L5, L8: the subscriptions that renew within subscription.notice_days
 -- (default 30), with what the renewal will be: plan, cycle, quantity (the

@@ -55,12 +55,17 @@ passed=$((passed + $(grep -c '^ok ' /tmp/subscription-dump.out)))
 failed=$((failed + $(grep -c '^not ok ' /tmp/subscription-dump.out)))
 [ "$status" -ne 0 ] && failures+=("dump and restore")
 
-say "storm: 8 writers, 400 members, 100 seats"
-bash test/storm_licenses.sh 2>&1 | tee /tmp/subscription-storm.out
-passed=$((passed + $(grep -c '^ok ' /tmp/subscription-storm.out)))
-storm_failed=$(grep -c '^not ok ' /tmp/subscription-storm.out)
-failed=$((failed + storm_failed))
-[ "$storm_failed" -ne 0 ] && failures+=("storm")
+# storm NAME TITLE: run test/storm_NAME.sh and count its TAP lines
+storm() {
+    say "storm: $2"
+    bash "test/storm_$1.sh" 2>&1 | tee "/tmp/subscription-storm-$1.out"
+    passed=$((passed + $(grep -c '^ok ' "/tmp/subscription-storm-$1.out")))
+    storm_failed=$(grep -c '^not ok ' "/tmp/subscription-storm-$1.out")
+    failed=$((failed + storm_failed))
+    [ "$storm_failed" -ne 0 ] && failures+=("storm $1")
+}
+storm licenses "8 writers, 400 members, 100 seats"
+storm renewals "4 renew_due workers, 2000 subscriptions three periods behind"
 
 log=$(server_log)
 if [ -n "$log" ]; then

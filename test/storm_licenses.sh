@@ -4,13 +4,8 @@
 # assigned and the counter equals the rows.  Prints TAP.
 set -uo pipefail
 db=subscription_storm
-dir=$(mktemp -d /tmp/subscription-storm.XXXXXX)
-trap 'rm -rf "$dir"' EXIT
-q() { psql -X -qAt -v ON_ERROR_STOP=1 "$@"; }
-
-q -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
+. "$(dirname "$0")/storm_lib.sh"
 q -d $db >/dev/null <<'SQL'
-CREATE EXTENSION subscription;
 INSERT INTO subscription.product (code, name) VALUES ('support', 'Zendesk Support');
 INSERT INTO subscription.plan (code, product, name) VALUES ('zd_pro', 'support', 'Professional');
 INSERT INTO subscription.plan_price (plan, cycle, amount, per_license) VALUES ('zd_pro', '1 month', 55, true);
@@ -34,16 +29,10 @@ EOF2
 pgbench -n -c 8 -j 8 -t 200 -f "$dir/storm.sql" $db > "$dir/pgbench.out" 2>&1
 status=$?
 echo "1..4"
-if [ $status -eq 0 ] && grep -q 'number of failed transactions: 0' "$dir/pgbench.out"; then
-    echo "ok 1 - 8 clients made 1600 attempts without a client error"
-else
-    echo "not ok 1 - 8 clients made 1600 attempts without a client error"
-    sed 's/^/# /' "$dir/pgbench.out"
-fi
+pgbench_ok $status "8 clients made 1600 attempts without a client error"
 assigned=$(q -d $db -c "SELECT count(*) FROM subscription.license")
 counted=$(q -d $db -c "SELECT used FROM subscription.license_counter")
 distinct=$(q -d $db -c "SELECT count(DISTINCT member_id) FROM subscription.license")
 [ "$assigned" = 100 ] && echo "ok 2 - exactly 100 of 100 seats assigned" || echo "not ok 2 - exactly 100 of 100 seats assigned (got $assigned)"
 [ "$counted" = "$assigned" ] && echo "ok 3 - the counter equals the rows" || echo "not ok 3 - the counter equals the rows ($counted vs $assigned)"
 [ "$distinct" = "$assigned" ] && echo "ok 4 - no member holds two seats" || echo "not ok 4 - no member holds two seats"
-q -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null
