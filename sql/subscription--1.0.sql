@@ -222,8 +222,9 @@ CREATE TABLE subscription.subscription (
                          CHECK (NOT isempty(period) AND lower_inc(period) AND NOT upper_inc(period)
                                 AND NOT lower_inf(period) AND NOT upper_inf(period)),
     anchor               timestamptz NOT NULL,
-    -- k of the current period: it ends at anchor + k * cycle
-    period_number        integer NOT NULL DEFAULT 1 CHECK (period_number > 0),
+    -- k of the current period: it ends at anchor + k * cycle (0: the part
+    -- of a period before an account's billing anchor, L4)
+    period_number        integer NOT NULL DEFAULT 1 CHECK (period_number >= 0),
     renewal              text NOT NULL DEFAULT 'always'
                          CHECK (renewal = ANY (subscription.renewal_options())),
     status               text NOT NULL DEFAULT 'active'
@@ -237,6 +238,8 @@ CREATE TABLE subscription.subscription (
     -- increasing again up to this number is free (C2: never twice)
     paid_quantity        integer CHECK (paid_quantity > 0),
     coupon               text REFERENCES subscription.coupon (code) ON UPDATE CASCADE,
+    -- periods the coupon still reduces (NULL: forever)
+    coupon_periods_left  integer CHECK (coupon_periods_left >= 0),
     created_at           timestamptz NOT NULL DEFAULT now(),
     -- R10: at most one default subscription per account
     CONSTRAINT subscription_one_default_per_account
@@ -284,7 +287,8 @@ CREATE TABLE subscription.ledger (
     account_id      bigint NOT NULL REFERENCES subscription.account (id) ON DELETE CASCADE,
     subscription_id bigint REFERENCES subscription.subscription (id) ON DELETE CASCADE,
     addon_batch_id  bigint REFERENCES subscription.addon_batch (id) ON DELETE CASCADE,
-    kind            text NOT NULL CHECK (kind IN ('charge', 'refund', 'credit', 'discount')),
+    -- credit_used: credit of the account that pays a charge (L9, L10)
+    kind            text NOT NULL CHECK (kind IN ('charge', 'refund', 'credit', 'discount', 'credit_used')),
     amount          numeric NOT NULL CHECK (amount >= 0 AND amount < 'Infinity'),
     currency        text NOT NULL REFERENCES subscription.currency (code) ON UPDATE CASCADE,
     period          tstzrange,
@@ -300,12 +304,17 @@ CREATE TABLE subscription.ledger (
     CONSTRAINT ledger_batch_needs_subscription
         CHECK (addon_batch_id IS NULL OR subscription_id IS NOT NULL),
     CONSTRAINT ledger_charge_id_for_refunds_and_discounts
-        CHECK (charge_id IS NULL OR kind IN ('refund', 'discount', 'credit'))
+        CHECK (charge_id IS NULL OR kind IN ('refund', 'discount', 'credit', 'credit_used'))
 );
 CREATE INDEX ON subscription.ledger (subscription_id, kind);
 -- the unused part of a charge is given back once
 CREATE UNIQUE INDEX ledger_one_refund_per_charge
     ON subscription.ledger (charge_id) WHERE kind IN ('refund', 'credit');
+-- a coupon reduces a charge once; credit pays it once
+CREATE UNIQUE INDEX ledger_one_discount_per_charge
+    ON subscription.ledger (charge_id) WHERE kind = 'discount';
+CREATE UNIQUE INDEX ledger_one_credit_use_per_charge
+    ON subscription.ledger (charge_id) WHERE kind = 'credit_used';
 CREATE INDEX ON subscription.ledger (account_id, created_at);
 CREATE INDEX ON subscription.ledger (addon_batch_id);
 -- C2: an item of a period of a subscription (or of one of its add-on
@@ -601,6 +610,61 @@ $$;
 -- Lifecycle
 ------------------------------------------------------------------------
 
+-- The k of the period [anchor + (k-1) cycle, anchor + k cycle) that holds
+-- "at" (k may be 0 or less before the anchor; callers use k >= 0).
+CREATE FUNCTION subscription.period_containing(anchor timestamptz, cycle interval, at timestamptz)
+RETURNS integer
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- a guess from the average length, then exact steps (months vary)
+    k integer := floor(extract(epoch FROM at OPERATOR(pg_catalog.-) anchor)
+                       OPERATOR(pg_catalog./) extract(epoch FROM cycle))::integer OPERATOR(pg_catalog.+) 1;
+BEGIN
+    WHILE anchor OPERATOR(pg_catalog.+) ((k OPERATOR(pg_catalog.-) 1) OPERATOR(pg_catalog.*) cycle) OPERATOR(pg_catalog.>) at LOOP
+        k := k OPERATOR(pg_catalog.-) 1;
+    END LOOP;
+    WHILE anchor OPERATOR(pg_catalog.+) (k OPERATOR(pg_catalog.*) cycle) OPERATOR(pg_catalog.<=) at LOOP
+        k := k OPERATOR(pg_catalog.+) 1;
+    END LOOP;
+    RETURN greatest(k, 0);
+END
+$$;
+
+-- Z10: the coupon exists (42704), is not past its redeem-by date nor out
+-- of redemptions (55000), and is in the plan's currency when it takes an
+-- amount off (22023).  Locks the coupon: concurrent redemptions of the
+-- last one queue.
+CREATE FUNCTION subscription.redeemable_coupon(code text, at timestamptz, price_currency text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c subscription.coupon;
+    redeemed bigint;
+BEGIN
+    SELECT * INTO c FROM subscription.coupon AS x WHERE x.code OPERATOR(pg_catalog.=) redeemable_coupon.code FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'coupon "%" does not exist', code USING ERRCODE = 'undefined_object';
+    END IF;
+    IF at OPERATOR(pg_catalog.>) c.redeem_by THEN
+        RAISE EXCEPTION 'coupon "%" could be redeemed until %', code, c.redeem_by
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    SELECT count(*) INTO redeemed FROM subscription.subscription AS s WHERE s.coupon OPERATOR(pg_catalog.=) c.code;
+    IF redeemed OPERATOR(pg_catalog.>=) c.max_redemptions THEN
+        RAISE EXCEPTION 'coupon "%" has been redeemed % times, its maximum', code, redeemed
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF c.amount_off IS NOT NULL AND c.currency OPERATOR(pg_catalog.<>) price_currency THEN
+        RAISE EXCEPTION 'coupon "%" takes % off, but the plan is priced in %', code, c.currency, price_currency
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+
 CREATE FUNCTION subscription.subscribe(
     account_id bigint,
     plan text,
@@ -618,6 +682,8 @@ DECLARE
     period    tstzrange;
     new_id    bigint;
     anchor_at timestamptz;
+    k         integer;
+    full_period tstzrange;
 BEGIN
     PERFORM subscription.require_arguments('subscribe',
         '{account_id,plan,cycle,quantity,at,renewal}',
@@ -644,34 +710,31 @@ BEGIN
             USING ERRCODE = 'no_data_found';
     END IF;
     PERFORM subscription.authorize(account_id, 'purchase');
-    IF anchor_at IS NOT NULL THEN
-        RAISE EXCEPTION 'accounts with a billing anchor are not supported yet'
-            USING ERRCODE = 'feature_not_supported',
-                  DETAIL = format('Account %s has billing anchor %s.', account_id, anchor_at);
-    END IF;
-
-    IF coupon IS NOT NULL THEN
-        PERFORM FROM subscription.coupon AS c WHERE c.code OPERATOR(pg_catalog.=) subscribe.coupon;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'coupon "%" does not exist', coupon
-                USING ERRCODE = 'undefined_object';
-        END IF;
-        RAISE EXCEPTION 'coupons are not supported yet'
-            USING ERRCODE = 'feature_not_supported',
-                  DETAIL = format('Coupon "%s" exists but cannot be redeemed by this version.', coupon);
-    END IF;
-
     price := subscription.period_price(plan, cycle, quantity);
-    period := subscription.nth_period(at, cycle, 1);
+    IF coupon IS NOT NULL THEN
+        PERFORM subscription.redeemable_coupon(coupon, at, price.currency);
+    END IF;
+    IF anchor_at IS NULL THEN
+        k := 1;
+        anchor_at := at;
+    ELSE
+        -- L4: the first period runs to the account's next billing date, whose
+        -- period (of this cycle) it is part of, and is charged for its days
+        k := subscription.period_containing(anchor_at, cycle, at);
+    END IF;
+    full_period := subscription.nth_period(anchor_at, cycle, k);
+    period := tstzrange(at, upper(full_period), '[)');
 
     -- R10: an account's first service subscription is its default one
     INSERT INTO subscription.subscription AS s
-           (account_id, plan, cycle, quantity, paid_quantity, period, anchor, renewal, is_default)
+           (account_id, plan, cycle, quantity, paid_quantity, period, anchor, period_number, renewal, is_default,
+            coupon, coupon_periods_left)
     SELECT subscribe.account_id, subscribe.plan, subscribe.cycle, subscribe.quantity, subscribe.quantity,
-           period, at, subscribe.renewal,
+           period, anchor_at, k, subscribe.renewal,
            p.kind OPERATOR(pg_catalog.=) 'service' AND NOT EXISTS (
                SELECT FROM subscription.subscription AS d
-                WHERE d.account_id OPERATOR(pg_catalog.=) subscribe.account_id AND d.is_default)
+                WHERE d.account_id OPERATOR(pg_catalog.=) subscribe.account_id AND d.is_default),
+           subscribe.coupon, (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code OPERATOR(pg_catalog.=) subscribe.coupon)
       FROM subscription.plan AS p
      WHERE p.code OPERATOR(pg_catalog.=) subscribe.plan
     RETURNING s.id INTO new_id;
@@ -679,8 +742,14 @@ BEGIN
     INSERT INTO subscription.ledger
            (account_id, subscription_id, kind, amount, currency, period, plan, description)
     VALUES (subscribe.account_id, new_id, 'charge',
-            subscription.round_money(price.amount, price.currency), price.currency, period, plan,
-            format('plan %s, cycle %s, quantity %s', plan, cycle, quantity));
+            CASE WHEN period OPERATOR(pg_catalog.=) full_period
+                 THEN subscription.round_money(price.amount, price.currency)
+                 ELSE subscription.prorate_refund(price.amount, lower(full_period), upper(full_period), at, 'day',
+                                                  subscription.money_scale(price.currency)) END,
+            price.currency, period, plan,
+            format('plan %s, cycle %s, quantity %s%s', plan, cycle, quantity,
+                   CASE WHEN period OPERATOR(pg_catalog.=) full_period THEN ''
+                        ELSE format(', to the billing date %s', upper(period)) END));
 
     RETURN new_id;
 END
@@ -1749,6 +1818,152 @@ COMMENT ON VIEW subscription.invoice IS
 'One row per billing event of a subscription: plan, charged, refunded, credited and the balance (C3)';
 
 ------------------------------------------------------------------------
+-- What reduces a charge: coupons (Z10) and credits (L9, L10)
+------------------------------------------------------------------------
+
+-- After each charge line: the subscription's coupon reduces a period's
+-- plan charge (its own 'discount' line, while it has periods left), then
+-- the account's credit pays what remains ('credit_used' lines).  One
+-- place for both, whatever function wrote the charge.
+CREATE FUNCTION subscription.reduce_charge()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c subscription.coupon;
+    left_periods integer;
+    discount numeric := 0;
+    balance numeric;
+    used numeric;
+BEGIN
+    IF NEW.subscription_id IS NOT NULL AND NEW.item OPERATOR(pg_catalog.=) 'plan' THEN
+        SELECT x.* INTO c
+          FROM subscription.subscription AS s
+          JOIN subscription.coupon AS x ON x.code OPERATOR(pg_catalog.=) s.coupon
+         WHERE s.id OPERATOR(pg_catalog.=) NEW.subscription_id;
+        SELECT s.coupon_periods_left INTO left_periods
+          FROM subscription.subscription AS s WHERE s.id OPERATOR(pg_catalog.=) NEW.subscription_id;
+        IF c.code IS NOT NULL AND (left_periods IS NULL OR left_periods OPERATOR(pg_catalog.>) 0) THEN
+            discount := CASE WHEN c.percent_off IS NOT NULL
+                             THEN subscription.round_money(NEW.amount OPERATOR(pg_catalog.*) c.percent_off
+                                                           OPERATOR(pg_catalog./) 100, NEW.currency)
+                             ELSE subscription.round_money(least(c.amount_off, NEW.amount), NEW.currency) END;
+            INSERT INTO subscription.ledger
+                   (account_id, subscription_id, kind, amount, currency, period, item, plan, charge_id, description)
+            VALUES (NEW.account_id, NEW.subscription_id, 'discount', discount, NEW.currency, NEW.period, NEW.item,
+                    NEW.plan, NEW.id,
+                    format('coupon %s: %s off', c.code,
+                           coalesce(c.percent_off::text || '%', c.amount_off::text || ' ' || c.currency)));
+            UPDATE subscription.subscription AS s
+               SET coupon_periods_left = s.coupon_periods_left OPERATOR(pg_catalog.-) 1
+             WHERE s.id OPERATOR(pg_catalog.=) NEW.subscription_id AND s.coupon_periods_left IS NOT NULL;
+        END IF;
+    END IF;
+
+    -- credit: read without a lock first, the common case is none
+    IF subscription.credit_balance(NEW.account_id, NEW.currency) OPERATOR(pg_catalog.>) 0 THEN
+        -- concurrent charges of the account take its credit one at a time
+        PERFORM FROM subscription.account AS a WHERE a.id OPERATOR(pg_catalog.=) NEW.account_id FOR NO KEY UPDATE;
+        balance := subscription.credit_balance(NEW.account_id, NEW.currency);
+        used := least(balance, NEW.amount OPERATOR(pg_catalog.-) discount);
+        IF used OPERATOR(pg_catalog.>) 0 THEN
+            INSERT INTO subscription.ledger
+                   (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan,
+                    charge_id, description)
+            VALUES (NEW.account_id, NEW.subscription_id, NEW.addon_batch_id, 'credit_used', used, NEW.currency,
+                    NEW.period, NEW.item, NEW.plan, NEW.id, format('credit pays charge %s', NEW.id));
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER ledger_reduce_charge AFTER INSERT ON subscription.ledger
+    FOR EACH ROW WHEN (NEW.kind = 'charge') EXECUTE FUNCTION subscription.reduce_charge();
+REVOKE ALL ON FUNCTION subscription.reduce_charge() FROM PUBLIC;
+
+
+-- L9, L10: credit an account, with a reason; the next charges use it.
+CREATE FUNCTION subscription.credit_account(account_id bigint, amount numeric, reason text,
+                                            currency text DEFAULT 'EUR')
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    line bigint;
+BEGIN
+    PERFORM subscription.require_arguments('credit_account', '{account_id,amount,reason,currency}',
+        ARRAY[account_id IS NULL, amount IS NULL, reason IS NULL, currency IS NULL]);
+    PERFORM subscription.require_account(credit_account.account_id);
+    PERFORM subscription.authorize(credit_account.account_id, 'pay');
+    PERFORM FROM subscription.currency AS c WHERE c.code OPERATOR(pg_catalog.=) credit_account.currency;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'currency "%" does not exist', currency USING ERRCODE = 'undefined_object';
+    END IF;
+    IF amount OPERATOR(pg_catalog.<=) 0 OR amount OPERATOR(pg_catalog.>=) 'Infinity'
+       OR amount OPERATOR(pg_catalog.<>) subscription.round_money(amount, currency) THEN
+        RAISE EXCEPTION 'a credit must be a positive amount in the minor unit of %', currency
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The amount was %s.', amount);
+    END IF;
+    INSERT INTO subscription.ledger AS l (account_id, kind, amount, currency, item, description)
+    VALUES (credit_account.account_id, 'credit', amount, currency, 'credit', reason)
+    RETURNING l.id INTO line;
+    RETURN line;
+END
+$$;
+
+-- L9: end a subscription now to consolidate it into the account's
+-- renewal: the unused days of what it paid become credit.
+CREATE FUNCTION subscription.end_early(subscription_id bigint, at timestamptz DEFAULT now())
+RETURNS numeric
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    credited numeric;
+BEGIN
+    PERFORM subscription.require_arguments('end_early', '{subscription_id,at}',
+        ARRAY[subscription_id IS NULL, at IS NULL]);
+    s := subscription.subscription_for_change('end_early', subscription_id, 'cancel');
+    IF NOT at OPERATOR(pg_catalog.<@) s.period THEN
+        RAISE EXCEPTION 'end time % is outside the current period %', at, s.period
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    credited := subscription.give_back_unused(s, at, 'credit', 'consolidation');
+    UPDATE subscription.addon_batch AS b SET status = 'expired'
+     WHERE b.subscription_id OPERATOR(pg_catalog.=) s.id AND b.status OPERATOR(pg_catalog.=) 'active';
+    UPDATE subscription.subscription AS x SET status = 'cancelled' WHERE x.id OPERATOR(pg_catalog.=) s.id;
+    RETURN credited;
+END
+$$;
+
+REVOKE ALL ON FUNCTION subscription.credit_account(bigint, numeric, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.end_early(bigint, timestamptz) FROM PUBLIC;
+
+-- L10: the account's credits line by line, with the running balance.
+CREATE VIEW subscription.credit_statement AS
+SELECT l.account_id,
+       l.id AS ledger_id,
+       l.created_at,
+       l.subscription_id,
+       l.kind,
+       CASE l.kind WHEN 'credit' THEN l.amount ELSE OPERATOR(pg_catalog.-) l.amount END AS change,
+       sum(CASE l.kind WHEN 'credit' THEN l.amount ELSE OPERATOR(pg_catalog.-) l.amount END)
+           OVER (PARTITION BY l.account_id, l.currency ORDER BY l.id) AS balance,
+       l.currency,
+       l.description
+  FROM subscription.ledger AS l
+ WHERE l.kind OPERATOR(pg_catalog.=) ANY ('{credit,credit_used}');
+
+COMMENT ON VIEW subscription.credit_statement IS
+'Credits and their uses per account, line by line, with the running balance (L10)';
+
+------------------------------------------------------------------------
 -- Add-ons (K1-K5, Z6)
 ------------------------------------------------------------------------
 
@@ -1879,6 +2094,71 @@ $$;
 
 REVOKE ALL ON FUNCTION subscription.purchase_addon(bigint, text, integer, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.cancel_addon(bigint) FROM PUBLIC;
+
+------------------------------------------------------------------------
+-- Previews (Z9): the lines a change would write, without writing them
+------------------------------------------------------------------------
+
+-- Runs "change" (one of the functions below) in a subtransaction that is
+-- rolled back, and returns the ledger lines it wrote for the subscription:
+-- the preview is the change itself, so it cannot drift from it.  Every
+-- writer of a subscription's lines locks the subscription first, so the
+-- lines after the last one are the change's.
+CREATE FUNCTION subscription.ledger_lines_of(subscription_id bigint, change text)
+RETURNS SETOF subscription.ledger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    last_line bigint;
+    lines subscription.ledger[];
+BEGIN
+    PERFORM FROM subscription.subscription AS s
+     WHERE s.id OPERATOR(pg_catalog.=) ledger_lines_of.subscription_id FOR NO KEY UPDATE;
+    SELECT coalesce(max(l.id), 0) INTO last_line FROM subscription.ledger AS l
+     WHERE l.subscription_id OPERATOR(pg_catalog.=) ledger_lines_of.subscription_id;
+    BEGIN
+        EXECUTE change;
+        SELECT array_agg(l ORDER BY l.id) INTO lines FROM subscription.ledger AS l
+         WHERE l.subscription_id OPERATOR(pg_catalog.=) ledger_lines_of.subscription_id
+           AND l.id OPERATOR(pg_catalog.>) last_line;
+        RAISE EXCEPTION 'preview' USING ERRCODE = 'SBPRV';  -- undoes the change
+    EXCEPTION WHEN SQLSTATE 'SBPRV' THEN
+        NULL;
+    END;
+    RETURN QUERY SELECT * FROM unnest(lines);
+END
+$$;
+
+CREATE FUNCTION subscription.preview_change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT now())
+RETURNS SETOF subscription.ledger
+LANGUAGE sql
+BEGIN ATOMIC
+    SELECT * FROM subscription.ledger_lines_of(subscription_id,
+        format('SELECT * FROM subscription.change_plan(%s, %L, %L)', subscription_id, plan, at));
+END;
+
+CREATE FUNCTION subscription.preview_set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT now())
+RETURNS SETOF subscription.ledger
+LANGUAGE sql
+BEGIN ATOMIC
+    SELECT * FROM subscription.ledger_lines_of(subscription_id,
+        format('SELECT subscription.set_quantity(%s, %s, %L)', subscription_id, quantity, at));
+END;
+
+CREATE FUNCTION subscription.preview_purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
+                                                    at timestamptz DEFAULT now())
+RETURNS SETOF subscription.ledger
+LANGUAGE sql
+BEGIN ATOMIC
+    SELECT * FROM subscription.ledger_lines_of(subscription_id,
+        format('SELECT subscription.purchase_addon(%s, %L, %s, %L)', subscription_id, addon, quantity, at));
+END;
+
+REVOKE ALL ON FUNCTION subscription.ledger_lines_of(bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.preview_change_plan(bigint, text, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.preview_set_quantity(bigint, integer, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.preview_purchase_addon(bigint, text, integer, timestamptz) FROM PUBLIC;
 
 ------------------------------------------------------------------------
 -- Renewals (C4, Z7, Z8, R6, K2, K4, K10)
@@ -2079,10 +2359,22 @@ REVOKE ALL ON FUNCTION subscription.renew_period(subscription.subscription) FROM
 REVOKE ALL ON FUNCTION subscription.renewal_problem(subscription.subscription) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.renew_due(timestamptz) FROM PUBLIC;
 
+-- The account's credit not used yet, in a currency (L10).
+CREATE FUNCTION subscription.credit_balance(account_id bigint, currency text DEFAULT 'EUR')
+RETURNS numeric
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT coalesce(sum(CASE l.kind WHEN 'credit' THEN l.amount ELSE OPERATOR(pg_catalog.-) l.amount END), 0)
+      FROM subscription.ledger AS l
+     WHERE l.account_id OPERATOR(pg_catalog.=) credit_balance.account_id
+       AND l.currency OPERATOR(pg_catalog.=) credit_balance.currency
+       AND l.kind OPERATOR(pg_catalog.=) ANY ('{credit,credit_used}');
+END;
+
 -- L5, L8: the subscriptions that renew within subscription.notice_days
 -- (default 30), with what the renewal will be: plan, cycle, quantity (the
 -- tier on a tiered plan), the amount to be charged and the credit that
--- will apply (0 until credits exist, issue 5).  A prepaid term renewed
+-- will apply (L10).  A prepaid term renewed
 -- "to_monthly" continues monthly; "none" and cancelled ones do not renew.
 CREATE VIEW subscription.renewal_notice AS
 SELECT s.id AS subscription_id,
@@ -2094,7 +2386,8 @@ SELECT s.id AS subscription_id,
        CASE WHEN cardinality(subscription.plan_tiers(n.plan)) > 0 THEN n.quantity END AS tier,
        subscription.round_money(price.amount, price.currency) AS amount,
        price.currency,
-       0::numeric AS credit
+       least(subscription.credit_balance(s.account_id, price.currency),
+             subscription.round_money(price.amount, price.currency)) AS credit
   FROM subscription.subscription AS s
   CROSS JOIN LATERAL (
        SELECT coalesce(s.pending_plan, s.plan) AS plan,

@@ -96,3 +96,28 @@ UPDATE subscription SET status = 'expired' WHERE id = :desk;
 SELECT pg_temp.error_of(format($$SELECT * FROM change_plan(%s, 'zd_pro', '2026-01-27')$$, :'desk')); -- 55000
 
 ROLLBACK;
+
+-- Z9: a change can be previewed: the lines it would write, nothing written
+BEGIN;
+INSERT INTO product (code, name, upgrade) VALUES ('desk', 'Zendesk Support', 'prorate');
+INSERT INTO plan (code, product, name, rank) VALUES ('zd_team', 'desk', 'Team', 1), ('zd_pro', 'desk', 'Professional', 2);
+INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES ('zd_team', '1 month', 19, true), ('zd_pro', '1 month', 49, true);
+INSERT INTO addon (code, product, name) VALUES ('zd_collab', 'desk', 'Collaboration');
+INSERT INTO addon_price (addon, cycle, amount) VALUES ('zd_collab', '1 month', 10);
+INSERT INTO plan_addon (plan, addon) VALUES ('zd_pro', 'zd_collab');
+INSERT INTO account (id, name) VALUES (1, 'Helpdesk Co');
+SELECT subscribe(1, 'zd_team', '1 month', 5, '2026-01-01') AS desk \gset
+SELECT kind, amount, item, period FROM preview_change_plan(:desk, 'zd_pro', '2026-01-16');
+SELECT sum(CASE kind WHEN 'charge' THEN amount ELSE -amount END) AS new_total
+  FROM preview_change_plan(:desk, 'zd_pro', '2026-01-16');
+SELECT plan, (SELECT count(*) FROM ledger) AS lines FROM subscription WHERE id = :desk;
+-- the preview is the change: the real one writes the same lines
+SELECT kind, amount FROM preview_set_quantity(:desk, 8, '2026-01-16');
+SELECT set_quantity(:desk, 8, '2026-01-16') AS licenses_left;
+SELECT kind, amount FROM ledger WHERE subscription_id = :desk ORDER BY id DESC LIMIT 1;
+SELECT * FROM change_plan(:desk, 'zd_pro', '2026-01-20');
+SELECT kind, amount, description FROM preview_purchase_addon(:desk, 'zd_collab', 2, '2026-01-21');
+SELECT count(*) AS batches FROM addon_batch;
+-- a change that would fail fails the same way in preview
+SELECT pg_temp.error_of(format($$SELECT * FROM preview_purchase_addon(%s, 'zd_nothing')$$, :'desk'));
+ROLLBACK;

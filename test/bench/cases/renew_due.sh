@@ -1,0 +1,73 @@
+# renew_due (issue 5): 10k and 100k due subscriptions (monthly, with an
+# add-on batch each), in databases of their own.  Each run renews inside a
+# transaction that is rolled back, so every run starts from the same rows.
+# Reports renewals per second, 100k over 10k (target: at most 12), the
+# backend's peak anonymous memory for each size (flat), and two workers
+# against one on 100k (target: faster).
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../pgbench_compare.sh"
+
+populate() {
+    local db=$1 n=$2
+    psql -X -qAt -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+    psql -X -qAt -v ON_ERROR_STOP=1 -d "$db" >/dev/null <<SQL
+CREATE EXTENSION subscription;
+SET search_path = subscription;
+INSERT INTO product (code, name) VALUES ('desk', 'Zendesk Support');
+INSERT INTO plan (code, product, name) VALUES ('zd_pro', 'desk', 'Professional');
+INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES ('zd_pro', '1 month', 55, true);
+INSERT INTO addon (code, product, name) VALUES ('zd_collab', 'desk', 'Collaboration');
+INSERT INTO addon_price (addon, cycle, amount) VALUES ('zd_collab', '1 month', 10);
+INSERT INTO plan_addon (plan, addon) VALUES ('zd_pro', 'zd_collab');
+INSERT INTO account (id, name) SELECT g, 'a' || g FROM generate_series(1, $n) AS g;
+SELECT count(subscribe(g, 'zd_pro', '1 month', 1 + g % 5, '2026-01-01')) FROM generate_series(1, $n) AS g;
+SELECT count(purchase_addon(id, 'zd_collab', 1, '2026-01-10')) FROM subscription;
+VACUUM ANALYZE;
+SQL
+}
+
+# run_workers DB WORKERS: ms for WORKERS concurrent renew_due, and the peak
+# RssAnon (kB) of the first worker's backend, sampled every 20 ms
+run_workers() {
+    local db=$1 workers=$2 i start end peak=0 pid rss
+    for i in $(seq 1 "$workers"); do
+        psql -X -qAt -d "$db" -c "SET application_name = 'renew_bench_$i'" \
+             -c "BEGIN" -c "SELECT subscription.renew_due('2026-02-01')" -c "ROLLBACK" > "$dir/worker_$i.out" &
+    done
+    start=$(date +%s%N)
+    while [ "$(jobs -r | wc -l)" -gt 0 ]; do
+        pid=$(psql -X -qAt -d "$db" -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'renew_bench_1'" || true)
+        if [ -n "$pid" ] && [ -r "/proc/$pid/status" ]; then
+            rss=$(awk '/^RssAnon:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
+            [ "${rss:-0}" -gt "$peak" ] && peak=$rss
+        fi
+        sleep 0.02
+    done
+    wait
+    end=$(date +%s%N)
+    echo "$(( (end - start) / 1000000 )) $peak"
+}
+
+populate subscription_bench_renew_10k 10000
+populate subscription_bench_renew_100k 100000
+best() { sort -n | head -1; }
+r10=(); r100=(); r100x2=(); m10=0; m100=0
+for run in 1 2 3; do
+    read -r ms mem <<<"$(run_workers subscription_bench_renew_10k 1)"; r10+=("$ms"); [ "$mem" -gt "$m10" ] && m10=$mem
+    read -r ms mem <<<"$(run_workers subscription_bench_renew_100k 1)"; r100+=("$ms"); [ "$mem" -gt "$m100" ] && m100=$mem
+    read -r ms mem <<<"$(run_workers subscription_bench_renew_100k 2)"; r100x2+=("$ms")
+done
+t10=$(printf '%s\n' "${r10[@]}" | best)
+t100=$(printf '%s\n' "${r100[@]}" | best)
+t100x2=$(printf '%s\n' "${r100x2[@]}" | best)
+printf '%-44s %10s %14s %16s\n' case ms renewals_per_s peak_RssAnon_kB
+printf '%-44s %10s %14.0f %16s\n' "renew_due 10k, 1 worker" "$t10" "$(awk -v t="$t10" 'BEGIN { print 10000 / t * 1000 }')" "$m10"
+printf '%-44s %10s %14.0f %16s\n' "renew_due 100k, 1 worker" "$t100" "$(awk -v t="$t100" 'BEGIN { print 100000 / t * 1000 }')" "$m100"
+printf '%-44s %10s %14.0f\n' "renew_due 100k, 2 workers" "$t100x2" "$(awk -v t="$t100x2" 'BEGIN { print 100000 / t * 1000 }')"
+printf '%-44s %10.2f  (target <= 12)\n' "100k / 10k time" "$(awk -v a="$t100" -v b="$t10" 'BEGIN { print a / b }')"
+printf '%-44s %10.2f  (target > 1)\n' "2 workers speed-up" "$(awk -v a="$t100" -v b="$t100x2" 'BEGIN { print a / b }')"
+printf '%-44s %10.2f  (flat: near 1)\n' "peak memory 100k / 10k" "$(awk -v a="$m100" -v b="$m10" 'BEGIN { print a / b }')"
+grep -h . "$dir"/worker_*.out | sed 's/^/# handled by a worker: /'
+for db in subscription_bench_renew_10k subscription_bench_renew_100k; do
+    psql -X -qAt -d postgres -c "DROP DATABASE IF EXISTS $db"
+done
