@@ -246,7 +246,8 @@ CREATE TABLE subscription.subscription (
         EXCLUDE (account_id WITH =) WHERE (is_default)
 );
 CREATE INDEX ON subscription.subscription (account_id);
-CREATE INDEX ON subscription.subscription (upper(period)) WHERE status = 'active';
+-- renew_due walks the due subscriptions in this order
+CREATE INDEX ON subscription.subscription (upper(period), id) WHERE status = 'active';
 
 CREATE TABLE subscription.license (
     subscription_id bigint NOT NULL REFERENCES subscription.subscription (id) ON DELETE CASCADE,
@@ -498,9 +499,12 @@ $$;
 -- The exact gross price of one period of plan for quantity, not yet
 -- rounded (callers round once, at the end): per-license prices times
 -- quantity, tier prices flat; a tiered plan's quantity must be a tier (L12).
-CREATE FUNCTION subscription.period_price(
+-- The price of a plan for a cycle and quantity, or why there is none
+-- ('not_a_tier', 'no_price'): the lookup that period_price() raises on and
+-- renew_due() checks without a subtransaction.
+CREATE FUNCTION subscription.find_price(
     plan text, cycle interval, quantity integer,
-    OUT amount numeric, OUT currency text)
+    OUT amount numeric, OUT currency text, OUT problem text)
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -508,32 +512,46 @@ DECLARE
     tiers integer[] := subscription.plan_tiers(plan);
     price subscription.plan_price;
 BEGIN
-    IF cardinality(tiers) > 0 THEN
-        IF NOT quantity OPERATOR(pg_catalog.=) ANY (tiers) THEN
-            RAISE EXCEPTION 'quantity % is not a tier of plan "%"', quantity, plan
-                USING ERRCODE = 'object_not_in_prerequisite_state',
-                      DETAIL = format('The tiers of plan "%s" are %s.', plan, tiers),
-                      HINT = format('Use subscription.tier_for_hosts(%L, %s) for the tier that holds %s hosts.',
-                                    plan, quantity, quantity);
-        END IF;
-        SELECT * INTO price FROM subscription.plan_price AS pp
-         WHERE pp.plan OPERATOR(pg_catalog.=) period_price.plan
-           AND subscription.cycle_key(pp.cycle) OPERATOR(pg_catalog.=) subscription.cycle_key(period_price.cycle)
-           AND pp.tier OPERATOR(pg_catalog.=) quantity;
-    ELSE
-        SELECT * INTO price FROM subscription.plan_price AS pp
-         WHERE pp.plan OPERATOR(pg_catalog.=) period_price.plan
-           AND subscription.cycle_key(pp.cycle) OPERATOR(pg_catalog.=) subscription.cycle_key(period_price.cycle)
-           AND pp.tier IS NULL;
+    IF cardinality(tiers) > 0 AND NOT quantity OPERATOR(pg_catalog.=) ANY (tiers) THEN
+        problem := 'not_a_tier';
+        RETURN;
     END IF;
+    SELECT * INTO price FROM subscription.plan_price AS pp
+     WHERE pp.plan OPERATOR(pg_catalog.=) find_price.plan
+       AND subscription.cycle_key(pp.cycle) OPERATOR(pg_catalog.=) subscription.cycle_key(find_price.cycle)
+       AND pp.tier IS NOT DISTINCT FROM CASE WHEN cardinality(tiers) > 0 THEN quantity END;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'plan "%" has no price for cycle %', plan, cycle
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'The cycles of a plan are those of its rows in subscription.plan_price.';
+        problem := 'no_price';
+        RETURN;
     END IF;
     amount := CASE WHEN price.per_license THEN price.amount OPERATOR(pg_catalog.*) quantity
                    ELSE price.amount END;
     currency := price.currency;
+END
+$$;
+
+CREATE FUNCTION subscription.period_price(
+    plan text, cycle interval, quantity integer,
+    OUT amount numeric, OUT currency text)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    found_price record := subscription.find_price(plan, cycle, quantity);
+BEGIN
+    IF found_price.problem OPERATOR(pg_catalog.=) 'not_a_tier' THEN
+        RAISE EXCEPTION 'quantity % is not a tier of plan "%"', quantity, plan
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('The tiers of plan "%s" are %s.', plan, subscription.plan_tiers(plan)),
+                  HINT = format('Use subscription.tier_for_hosts(%L, %s) for the tier that holds %s hosts.',
+                                plan, quantity, quantity);
+    ELSIF found_price.problem OPERATOR(pg_catalog.=) 'no_price' THEN
+        RAISE EXCEPTION 'plan "%" has no price for cycle %', plan, cycle
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The cycles of a plan are those of its rows in subscription.plan_price.';
+    END IF;
+    amount := found_price.amount;
+    currency := found_price.currency;
 END
 $$;
 
@@ -2203,14 +2221,24 @@ BEGIN
     next_period := subscription.nth_period(CASE WHEN same_cycle THEN s.anchor ELSE ends END, next_cycle,
                                            CASE WHEN same_cycle THEN s.period_number OPERATOR(pg_catalog.+) 1 ELSE 1 END);
     price := subscription.period_price(next_plan, next_cycle, next_quantity);
-    UPDATE subscription.subscription AS x
-       SET plan = next_plan, cycle = next_cycle, quantity = next_quantity, paid_quantity = next_quantity,
-           pending_plan = NULL, pending_cycle = NULL, pending_quantity = NULL,
-           anchor = CASE WHEN same_cycle THEN x.anchor ELSE ends END,
-           period_number = CASE WHEN same_cycle THEN x.period_number OPERATOR(pg_catalog.+) 1 ELSE 1 END,
-           period = next_period,
-           renewal = CASE x.renewal WHEN 'once' THEN 'none' WHEN 'to_monthly' THEN 'always' ELSE x.renewal END
-     WHERE x.id OPERATOR(pg_catalog.=) s.id;
+    IF same_cycle AND s.pending_plan IS NULL AND s.pending_quantity IS NULL THEN
+        -- the common renewal: only the period moves, and the triggers on
+        -- plan, quantity and status (limits, seats) have nothing to do
+        UPDATE subscription.subscription AS x
+           SET period_number = x.period_number OPERATOR(pg_catalog.+) 1, period = next_period,
+               paid_quantity = next_quantity, pending_cycle = NULL,
+               renewal = CASE x.renewal WHEN 'once' THEN 'none' ELSE x.renewal END
+         WHERE x.id OPERATOR(pg_catalog.=) s.id;
+    ELSE
+        UPDATE subscription.subscription AS x
+           SET plan = next_plan, cycle = next_cycle, quantity = next_quantity, paid_quantity = next_quantity,
+               pending_plan = NULL, pending_cycle = NULL, pending_quantity = NULL,
+               anchor = CASE WHEN same_cycle THEN x.anchor ELSE ends END,
+               period_number = CASE WHEN same_cycle THEN x.period_number OPERATOR(pg_catalog.+) 1 ELSE 1 END,
+               period = next_period,
+               renewal = CASE x.renewal WHEN 'once' THEN 'none' WHEN 'to_monthly' THEN 'always' ELSE x.renewal END
+         WHERE x.id OPERATOR(pg_catalog.=) s.id;
+    END IF;
 
     -- C2: the constraint makes a second charge of the period impossible
     INSERT INTO subscription.ledger
@@ -2239,9 +2267,10 @@ BEGIN
 END
 $$;
 
--- Why the next renewal of a subscription would fail (a price missing for
--- its plan, cycle, quantity or add-ons), or NULL.  Nothing is written, so
--- the subtransaction of the check costs no transaction id.
+-- Why the next renewal of a subscription would fail (no price for its
+-- plan, cycle and quantity, or for one of its add-on batches), or NULL.
+-- A plain lookup: renew_due() checks every subscription without a
+-- subtransaction.
 CREATE FUNCTION subscription.renewal_problem(s subscription.subscription)
 RETURNS text
 LANGUAGE plpgsql STABLE
@@ -2250,20 +2279,32 @@ AS $$
 DECLARE
     next_cycle interval := CASE WHEN s.renewal OPERATOR(pg_catalog.=) 'to_monthly' THEN interval '1 month'
                                 ELSE coalesce(s.pending_cycle, s.cycle) END;
+    next_plan text := coalesce(s.pending_plan, s.plan);
+    next_quantity integer := coalesce(s.pending_quantity, s.quantity);
+    missing text;
 BEGIN
     IF s.cancel_at_period_end OR s.renewal OPERATOR(pg_catalog.=) 'none' THEN
         RETURN NULL;
     END IF;
-    PERFORM subscription.period_price(coalesce(s.pending_plan, s.plan), next_cycle,
-                                      coalesce(s.pending_quantity, s.quantity));
-    PERFORM subscription.addon_period_price(b.addon, next_cycle, b.quantity)
-       FROM subscription.addon_batch AS b
-       JOIN subscription.addon AS a ON a.code OPERATOR(pg_catalog.=) b.addon AND NOT a.one_time
-      WHERE b.subscription_id OPERATOR(pg_catalog.=) s.id AND b.status OPERATOR(pg_catalog.=) 'active'
-        AND NOT b.cancel_at_period_end;
+    CASE (subscription.find_price(next_plan, next_cycle, next_quantity)).problem
+        WHEN 'not_a_tier' THEN
+            RETURN format('quantity %s is not a tier of plan "%s"', next_quantity, next_plan);
+        WHEN 'no_price' THEN
+            RETURN format('plan "%s" has no price for cycle %s', next_plan, next_cycle);
+        ELSE
+    END CASE;
+    SELECT string_agg(DISTINCT b.addon, ', ') INTO missing
+      FROM subscription.addon_batch AS b
+      JOIN subscription.addon AS a ON a.code OPERATOR(pg_catalog.=) b.addon AND NOT a.one_time
+     WHERE b.subscription_id OPERATOR(pg_catalog.=) s.id AND b.status OPERATOR(pg_catalog.=) 'active'
+       AND NOT b.cancel_at_period_end
+       AND NOT EXISTS (SELECT FROM subscription.addon_price AS ap
+                        WHERE ap.addon OPERATOR(pg_catalog.=) b.addon
+                          AND subscription.cycle_key(ap.cycle) OPERATOR(pg_catalog.=) subscription.cycle_key(next_cycle));
+    IF missing IS NOT NULL THEN
+        RETURN format('add-on %s has no price for cycle %s', missing, next_cycle);
+    END IF;
     RETURN NULL;
-EXCEPTION WHEN invalid_parameter_value OR object_not_in_prerequisite_state THEN
-    RETURN SQLERRM;
 END
 $$;
 
@@ -2283,8 +2324,9 @@ END;
 -- Renews, expires or cancels every subscription whose period ended by
 -- "at", catching up missed periods; returns how many it handled.  Due
 -- subscriptions are taken in batches FOR UPDATE SKIP LOCKED, so workers
--- run side by side without waiting for each other, and a period is
--- charged once whatever runs (C2).  A subscription whose renewal cannot
+-- run side by side without waiting for each other (a subscription locked
+-- by other work is left for the next run), and a period is charged once
+-- whatever runs (C2).  A subscription whose renewal cannot
 -- be done (a price missing, a 'block' limit exceeded) stays due, with a
 -- WARNING, and the others go on.
 CREATE FUNCTION subscription.renew_due(at timestamptz DEFAULT now())
@@ -2299,7 +2341,8 @@ DECLARE
     taken integer;
     status text;
     problem text;
-    skipped bigint[] := '{}';
+    after_end timestamptz := '-infinity';
+    after_id bigint := 0;
 BEGIN
     PERFORM subscription.require_arguments('renew_due', '{at}', ARRAY[at IS NULL]);
     IF coalesce(current_setting('subscription.actor', true), '') OPERATOR(pg_catalog.<>) '' THEN
@@ -2311,14 +2354,18 @@ BEGIN
     LOOP
         taken := 0;
         FOR s IN
+            -- keyset: each batch starts after the last one, so that neither the
+            -- rows renewed nor those another worker holds are read again
             SELECT * FROM subscription.subscription AS x
              WHERE x.status OPERATOR(pg_catalog.=) 'active' AND upper(x.period) OPERATOR(pg_catalog.<=) at
-               AND x.id OPERATOR(pg_catalog.<>) ALL (skipped)
+               AND (upper(x.period), x.id) OPERATOR(pg_catalog.>) (after_end, after_id)
              ORDER BY upper(x.period), x.id
              LIMIT batch_size
                FOR NO KEY UPDATE SKIP LOCKED
         LOOP
             taken := taken OPERATOR(pg_catalog.+) 1;
+            after_end := upper(s.period);
+            after_id := s.id;
             -- catch up: one period at a time until the subscription is current or ends
             LOOP
                 problem := subscription.renewal_problem(s);
@@ -2333,7 +2380,6 @@ BEGIN
                     status := subscription.renew_period(s);
                 END IF;
                 IF problem IS NOT NULL THEN
-                    skipped := skipped OPERATOR(pg_catalog.||) s.id;
                     RAISE WARNING 'subscription % was not renewed: %', s.id, problem
                         USING DETAIL = 'It stays due; renew_due() tries again on its next run.';
                     EXIT;
