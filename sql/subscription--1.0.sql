@@ -1320,6 +1320,7 @@ DECLARE
     trigger_name text := left('subscription_limit_' || feature, 63);
     measure text;
     counted bigint;
+    own_guard boolean;
 BEGIN
     PERFORM subscription.require_arguments('enforce_limit', '{relation,feature,account_column,on_downgrade}',
         ARRAY[relation IS NULL, feature IS NULL, account_column IS NULL, on_downgrade IS NULL]);
@@ -1332,10 +1333,16 @@ BEGIN
        OPERATOR(pg_catalog.<>) ALL ('{r,p}') THEN
         RAISE EXCEPTION '% is not a table', relation USING ERRCODE = 'wrong_object_type';
     END IF;
-    IF relation::oid IN (SELECT c.oid FROM pg_catalog.pg_class AS c
+    -- K7, K10: the one limit on the extension's own tables, sub-accounts
+    -- per parent account, whose guard the extension attaches itself
+    own_guard := relation OPERATOR(pg_catalog.=) 'subscription.account'::pg_catalog.regclass
+                 AND feature OPERATOR(pg_catalog.=) 'sub_accounts'
+                 AND account_column OPERATOR(pg_catalog.=) 'parent_id';
+    IF NOT own_guard AND relation::oid IN (SELECT c.oid FROM pg_catalog.pg_class AS c
                           WHERE c.relnamespace OPERATOR(pg_catalog.=) 'subscription'::regnamespace) THEN
         RAISE EXCEPTION 'the extension''s own table % cannot be limited this way', relation
-            USING ERRCODE = 'invalid_parameter_value';
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Sub-accounts are limited with enforce_limit(''subscription.account'', ''sub_accounts'', ''parent_id'', ...).';
     END IF;
     PERFORM subscription.require_feature(enforce_limit.feature);
 
@@ -1397,6 +1404,9 @@ BEGIN
             account_column, feature, measure, relation);
     END IF;
 
+    IF own_guard THEN
+        RETURN;                 -- the extension attached its guard already
+    END IF;
     EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows
                     FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
                    trigger_name || '_i', relation, feature);
@@ -1432,9 +1442,13 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'feature "%" is not enforced on %', feature, relation USING ERRCODE = 'undefined_object';
     END IF;
-    FOREACH suffix IN ARRAY '{_i,_u,_d,_t}'::text[] LOOP
-        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', trigger_name || suffix, relation);
-    END LOOP;
+    -- the extension's own guards stay attached, idle until registered again
+    IF relation::oid NOT IN (SELECT c.oid FROM pg_catalog.pg_class AS c
+                              WHERE c.relnamespace OPERATOR(pg_catalog.=) 'subscription'::regnamespace) THEN
+        FOREACH suffix IN ARRAY '{_i,_u,_d,_t}'::text[] LOOP
+            EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', trigger_name || suffix, relation);
+        END LOOP;
+    END IF;
     DELETE FROM subscription.usage_counter AS u WHERE u.feature OPERATOR(pg_catalog.=) unenforce_limit.feature;
 END
 $$;
@@ -1461,6 +1475,22 @@ $$;
 
 CREATE EVENT TRIGGER subscription_forget_dropped_tables ON sql_drop
     EXECUTE FUNCTION subscription.forget_dropped_tables();
+
+-- K7, K10: sub-accounts per parent account.  The guard is attached here,
+-- as part of the extension (so a dump keeps it), and idle until
+-- enforce_limit('subscription.account', 'sub_accounts', 'parent_id',
+-- 'drop_newest', 'created_at') registers the limit.
+CREATE TRIGGER subscription_limit_sub_accounts_i AFTER INSERT ON subscription.account
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard('sub_accounts');
+CREATE TRIGGER subscription_limit_sub_accounts_u AFTER UPDATE ON subscription.account
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard('sub_accounts');
+CREATE TRIGGER subscription_limit_sub_accounts_d AFTER DELETE ON subscription.account
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard('sub_accounts');
+CREATE TRIGGER subscription_limit_sub_accounts_t AFTER TRUNCATE ON subscription.account
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard('sub_accounts');
 
 REVOKE ALL ON FUNCTION subscription.enforce_limit(regclass, text, name, text, name, name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.unenforce_limit(regclass, text) FROM PUBLIC;
@@ -2204,6 +2234,8 @@ DECLARE
     same_cycle boolean;
     next_period tstzrange;
     price record;
+    -- before anything moves: the batches it ends are part of the answer
+    may_trim constant boolean := subscription.renewal_may_trim(s);
 BEGIN
     UPDATE subscription.addon_batch AS b SET status = 'expired'
      WHERE b.subscription_id OPERATOR(pg_catalog.=) s.id AND b.status OPERATOR(pg_catalog.=) 'active'
@@ -2260,7 +2292,7 @@ BEGIN
     ON CONFLICT (subscription_id, addon_batch_id, period, item)
        WHERE kind OPERATOR(pg_catalog.=) 'charge' AND subscription_id IS NOT NULL DO NOTHING;
 
-    IF subscription.renewal_may_trim(s) THEN
+    IF may_trim THEN
         PERFORM FROM subscription.apply_downgrade(s.id);
     END IF;
     RETURN 'active';

@@ -209,10 +209,19 @@ GetLimitEntry(Relation rel, const char *feature)
 	if (SPI_execute_plan(registration_plan, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the limit registration");
 	if (SPI_processed != 1)
+	{
+		/*
+		 * The extension's own guards (sub-accounts on subscription.account,
+		 * K7) are always attached, so that a dump keeps them, and act once
+		 * enforce_limit() has registered them.
+		 */
+		if (RelationGetNamespace(rel) == get_namespace_oid("subscription", false))
+			return NULL;
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("feature \"%s\" is not enforced on table \"%s\"", feature, get_rel_name(relid)),
 				 errhint("Attach limits with subscription.enforce_limit().")));
+	}
 	account = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	policy = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
 	value = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
@@ -337,6 +346,8 @@ MoveUsage(Relation rel, int64 account, const char *feature, int64 delta, bool de
 			elog(ERROR, "could not move the usage counter");
 		if (SPI_processed == 1)
 			return;
+		if (delta <= 0)
+			return;				/* no counter to count down: its account is going */
 
 		KeptPlan(&read_usage_plan, "SELECT used, limit_value FROM subscription.usage_counter"
 									   " WHERE account_id = $1 AND feature = $2", 2, argtypes);
@@ -514,8 +525,12 @@ limit_guard(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	entry = GetLimitEntry(rel, feature);
+	if (entry == NULL)
+		event = GUARDED_NOTHING;
 
-	if (event == GUARDED_TRUNCATE)
+	if (event == GUARDED_NOTHING)
+		;						/* not registered */
+	else if (event == GUARDED_TRUNCATE)
 	{
 		Oid			argtypes[1] = {TEXTOID};
 		Datum		values[1] = {CStringGetTextDatum(feature)};

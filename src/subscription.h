@@ -23,7 +23,8 @@ typedef enum GuardedEvent
 	GUARDED_INSERT,
 	GUARDED_UPDATE,
 	GUARDED_DELETE,
-	GUARDED_TRUNCATE
+	GUARDED_TRUNCATE,
+	GUARDED_NOTHING				/* a guard that has nothing to check */
 } GuardedEvent;
 
 extern SPIPlanPtr KeptPlan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes);

@@ -25,7 +25,8 @@ INSERT INTO subscription.product (code, name) VALUES ('central', 'LogMeIn Centra
 INSERT INTO subscription.plan (code, product, name, rank) VALUES ('central_plus', 'central', 'Plus', 2);
 INSERT INTO subscription.plan_price (plan, cycle, tier, amount) VALUES
     ('central_plus', '1 year', 25, 1299), ('central_plus', '1 year', 100, 3999);
-INSERT INTO subscription.plan_limit (plan, feature, value, per_license) VALUES ('central_plus', 'hosts', 1, true);
+INSERT INTO subscription.plan_limit (plan, feature, value, per_license) VALUES
+    ('central_plus', 'hosts', 1, true), ('central_plus', 'sub_accounts', 1, false);
 INSERT INTO subscription.addon (code, product, name) VALUES ('extra', 'central', 'Extra');
 INSERT INTO subscription.addon_price (addon, cycle, amount) VALUES ('extra', '1 year', 10);
 INSERT INTO subscription.plan_addon (plan, addon) VALUES ('central_plus', 'extra');
@@ -44,6 +45,8 @@ UPDATE subscription.account SET name = 'Parent, renamed' WHERE id = 100;
 CREATE TABLE public.device (id serial PRIMARY KEY, account_id bigint NOT NULL);
 INSERT INTO public.device (account_id) SELECT 1 FROM generate_series(1, 30);
 SELECT subscription.enforce_limit('public.device', 'hosts');
+-- sub-accounts limited on the extension's own table (K7): Parent has no plan allowing any
+SELECT subscription.enforce_limit('subscription.account', 'sub_accounts', 'parent_id', 'drop_newest', 'created_at');
 SQL
 
 # one line per user table: its name and an md5 of its rows in key order
@@ -84,11 +87,13 @@ check "identity sequences continue after restore" \
 check "seat counters are restored, not counted twice" \
     test "$(q -d $dst -c "SELECT used FROM subscription.license_counter")" = 1
 check "a limited table keeps its registration, usage and guard" \
-    test "$(q -d $dst -c "SELECT feature || ':' || subscription.usage(1, 'hosts') FROM subscription.limited_table")" = "hosts:30"
+    test "$(q -d $dst -c "SELECT feature || ':' || subscription.usage(1, 'hosts') FROM subscription.limited_table WHERE feature = 'hosts'")" = "hosts:30"
 check "the restored guard still enforces the limit (100 hosts)" \
     test "$(q -d $dst -c "INSERT INTO public.device (account_id) SELECT 1 FROM generate_series(1, 71)" 2>&1 | grep -c 'would exceed its hosts limit')" = 1
 check "sub-accounts keep their parent" \
     test "$(q -d $dst -c "SELECT p.name FROM subscription.account c JOIN subscription.account p ON p.id = c.parent_id WHERE c.id = 101")" = "Parent, renamed"
+check "the sub-account limit is kept: its guard came back with the extension" \
+    test "$(q -d $dst -c "INSERT INTO subscription.account (name, parent_id) VALUES ('Second child', 100)" 2>&1 | grep -c 'would exceed its sub_accounts limit')" = 1
 check "a restored subscription renews its ids too" \
     test "$(q -d $dst -c "SELECT subscription.subscribe(2, 'central_plus', '1 year', 25, '2026-02-01')")" = 2
 echo "1..$n"

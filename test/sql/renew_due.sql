@@ -137,6 +137,40 @@ SELECT renew_due('2026-02-01') AS handled;
 SELECT id, period FROM subscription ORDER BY id;
 ROLLBACK TO SAVEPOINT catalog;
 
+-- K7, K10: sub-accounts are limited by the sub_accounts feature, on the
+-- extension's own account table; when a sub-account add-on ends, the
+-- newest sub-accounts beyond the new limit are erased with their data
+INSERT INTO addon (code, product, name, feature, units) VALUES ('cm_sub_accounts', 'meet', 'Sub-account', 'sub_accounts', 1);
+INSERT INTO addon_price (addon, cycle, amount) VALUES ('cm_sub_accounts', '30 days', 8);
+INSERT INTO plan_addon (plan, addon) VALUES ('cm_live', 'cm_sub_accounts');
+INSERT INTO plan_limit (plan, feature, value) VALUES ('cm_live', 'sub_accounts', 0);
+SELECT enforce_limit('subscription.account', 'sub_accounts', 'parent_id', 'drop_newest', 'created_at');
+SELECT usage(3, 'sub_accounts') AS counted_at_registration;
+SELECT pg_temp.error_of($$SELECT enforce_limit('subscription.account', 'presenters', 'parent_id')$$);  -- only sub_accounts
+SELECT subscribe(3, 'cm_live', '30 days', 1, '2026-01-01') AS main \gset
+SELECT purchase_addon(:main, 'cm_sub_accounts', 2, '2026-01-01') AS two, purchase_addon(:main, 'cm_sub_accounts', 1, '2026-01-01') AS one \gset
+-- Lyon (4) exists since December; Nice and Lille join; a fourth sub-account is refused
+UPDATE account SET created_at = '2025-12-01' WHERE id = 4;
+INSERT INTO account (id, name, parent_id, created_at) VALUES (5, 'Webinars Nice', 3, '2026-01-05'), (6, 'Webinars Lille', 3, '2026-01-06');
+SELECT pg_temp.error_of($$INSERT INTO account (id, name, parent_id) VALUES (7, 'Webinars Brest', 3)$$);
+INSERT INTO member (id, account_id, external_id) VALUES (60, 6, 'host@lille');
+SELECT subscribe(6, 'cm_free', '30 days', 1, '2026-01-06') AS lille_free \gset
+-- K10: the single-unit batch is cancelled; it stays to the end of the cycle
+SELECT cancel_addon(:one) AS ends_at;
+SELECT renew_due('2026-01-30') AS handled;
+SELECT count(*) AS sub_accounts_before FROM account WHERE parent_id = 3;
+SELECT renew_due('2026-01-31') AS handled;
+-- the newest, Lille, is erased with its member and subscription (K9); the archive keeps the row
+SELECT id, name FROM account WHERE parent_id = 3 ORDER BY id;
+SELECT (SELECT count(*) FROM member WHERE id = 60) AS lille_members,
+       (SELECT count(*) FROM subscription WHERE id = :lille_free) AS lille_subscriptions;
+SELECT relation, feature, action, row_id, old_row->>'name' AS name FROM trimmed;
+SELECT usage(3, 'sub_accounts') AS sub_accounts, effective_limit(3, 'sub_accounts') AS sub_accounts_limit;
+SELECT unenforce_limit('subscription.account', 'sub_accounts');
+INSERT INTO account (id, name, parent_id) VALUES (7, 'Webinars Brest', 3);
+SELECT count(*) AS guards_still_attached FROM pg_trigger WHERE tgrelid = 'subscription.account'::regclass AND tgname LIKE 'subscription_limit_sub_accounts%';
+ROLLBACK TO SAVEPOINT catalog;
+
 -- C4-C6 at the renewal: the pending downgrade trims the account's data; a
 -- 'block' limit keeps it due until the account removes the excess
 INSERT INTO plan_limit (plan, feature, value) VALUES ('zd_team', 'views', 1), ('zd_pro', 'views', 5),
