@@ -112,6 +112,11 @@ INSERT INTO plan_addon (plan, addon)
 SELECT p, a FROM unnest('{cm_live,cm_automated}'::text[]) AS p,
                  unnest('{cm_recording,cm_username_change,cm_parallel_events,cm_presenters,cm_sub_accounts,cm_storage}'::text[]) AS a;
 
+-- Z10: promotional codes
+INSERT INTO coupon (code, percent_off, amount_off, cycles, redeem_by, max_redemptions) VALUES
+    ('WELCOME20', 20, NULL, 2, '2026-12-31', 1000),
+    ('LOYAL10', NULL, 10.00, NULL, NULL, NULL);
+
 -- tenants: one account per system
 INSERT INTO account (id, name) VALUES
     (1, 'Acme IT (LogMeIn Central)'), (2, 'Tickets Ltd (CrowdHandler)'), (3, 'Globex (Zendesk)'),

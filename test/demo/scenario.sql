@@ -149,3 +149,87 @@ SELECT pg_temp.show_error($$UPDATE public.waiting_room SET entry_rate = 50$$) AS
 SELECT pg_temp.show_error($$UPDATE public.waiting_room SET template = 'dark'$$) AS custom_template;
 SELECT feature, effective_limit(2, feature) AS plan_limit, usage(2, feature) AS in_use
   FROM limited_table ORDER BY position;
+
+\echo
+\echo '=== 12. Zendesk (Z5, Z9, C3): Globex upgrades its monthly agents to Enterprise on February 14'
+SELECT id AS globex_monthly FROM subscription WHERE account_id = 3 AND cycle = '1 month' \gset
+\echo 'Z9: the summary of the change before it is made (support prorates: same period)'
+SELECT kind, amount, item, period FROM preview_change_plan(:globex_monthly, 'zd_enterprise', '2026-02-14');
+SELECT * FROM change_plan(:globex_monthly, 'zd_enterprise', '2026-02-14');
+\echo 'C3: the invoice and receipt of each billing event'
+SELECT at::date, plan, charged, refunded, balance FROM invoice WHERE subscription_id = :globex_monthly ORDER BY at;
+\echo 'Z6: the Productivity Pack is part of Enterprise already; Collaboration is sold (K3: prorated, full price named)'
+SELECT pg_temp.show_error(format($$SELECT purchase_addon(%s, 'zd_productivity', 1, '2026-02-15')$$, :globex_monthly)) AS result;
+SELECT purchase_addon(:globex_monthly, 'zd_collaboration', 10, '2026-02-15') AS collaboration \gset
+SELECT amount, description FROM ledger WHERE addon_batch_id = :collaboration;
+
+\echo
+\echo '=== 13. ClickMeeting (K2-K10): presenters, a username change, sub-accounts'
+SELECT id AS webinars_30_days FROM subscription WHERE account_id = 5 \gset
+SELECT purchase_addon(:webinars_30_days, 'cm_presenters', 2, '2026-02-10') AS presenters,
+       purchase_addon(:webinars_30_days, 'cm_username_change', 1, '2026-02-10') AS username,
+       purchase_addon(:webinars_30_days, 'cm_sub_accounts', 1, '2026-02-10') AS sub_first,
+       purchase_addon(:webinars_30_days, 'cm_sub_accounts', 1, '2026-02-11') AS sub_second \gset
+SELECT addon_batch_id, amount, description FROM ledger WHERE addon_batch_id IS NOT NULL AND account_id = 5 ORDER BY id;
+\echo 'K7: sub-accounts count against the sub_accounts limit (the guard ships with the extension)'
+SELECT enforce_limit('subscription.account', 'sub_accounts', 'parent_id', 'drop_newest', 'created_at');
+INSERT INTO account (id, name, parent_id, created_at) VALUES
+    (7, 'Webinars Lyon', 5, '2026-02-11'), (8, 'Webinars Lille', 5, '2026-02-12');
+SELECT pg_temp.show_error($$INSERT INTO account (id, name, parent_id) VALUES (9, 'Webinars Brest', 5)$$) AS third_sub_account;
+\echo 'K8: the sub-account''s own owner cannot buy'
+INSERT INTO member (id, account_id, external_id, role) VALUES (80, 8, 'lea@lille', 'owner');
+SET subscription.actor = '80';
+SELECT pg_temp.show_error(format($$SELECT purchase_addon(%s, 'cm_presenters', 1, '2026-02-12')$$, :webinars_30_days)) AS result;
+RESET subscription.actor;
+\echo 'K4, K5, K10: the second sub-account batch is cancelled, whole; at the end of the cycle the newest'
+\echo 'sub-account beyond the new limit is erased with its data'
+SELECT cancel_addon(:sub_second) AS ends_at;
+SELECT renew_due('2026-03-02') AS renewed;
+SELECT id, name FROM account WHERE parent_id = 5 ORDER BY id;
+SELECT relation, action, old_row->>'name' AS erased FROM trimmed WHERE feature = 'sub_accounts';
+
+\echo
+\echo '=== 14. CrowdHandler (C4-C12): Gigs Inc moves from Enterprise down to Starter'
+INSERT INTO account (id, name) VALUES (6, 'Gigs Inc (CrowdHandler)');
+SELECT subscribe(6, 'ch_enterprise', '1 month', 1, '2026-03-01') AS gigs \gset
+INSERT INTO public.waiting_room (account_id, activated_at, capacity, entry_rate, template) VALUES
+    (6, '2026-03-02', 900, 80, 'neon'), (6, '2026-03-03', 600, 40, NULL), (6, '2026-03-04', 300, 8, 'neon'),
+    (6, '2026-03-05', 200, 5, NULL), (6, NULL, 100, 5, NULL);
+\echo 'C4: the downgrade waits for the end of the period; nothing is charged or refunded now'
+SELECT * FROM change_plan(:gigs, 'ch_starter', '2026-03-10');
+\echo 'C12: the trimming can be previewed; nothing changes'
+SELECT feature, action, row_id, old_value, new_value FROM apply_downgrade(:gigs, dry_run => true);
+SELECT count(*) AS rooms_still FROM public.waiting_room WHERE account_id = 6;
+\echo 'At the renewal (renew_due), the account moves to Starter and its rooms are trimmed:'
+\echo 'no activation date first, then the newest (C6); places scaled to 500, largest remainders (C7);'
+\echo 'entry rates capped at 10 (C8); templates detached (C11)'
+SELECT renew_due('2026-04-01') AS renewed;
+SELECT id, activated_at::date, capacity, entry_rate, template FROM public.waiting_room WHERE account_id = 6 ORDER BY id;
+\echo 'Nothing is lost silently: every row removed or changed is in trimmed, as it was'
+SELECT feature, action, row_id, old_row->>'capacity' AS old_capacity, old_row->>'entry_rate' AS old_rate
+  FROM trimmed WHERE account_id = 6 ORDER BY id;
+
+\echo
+\echo '=== 15. A year of renewals: coupons (Z10), credits (L9, L10), renewal options (R6)'
+SELECT subscribe(3, 'zd_team', '1 month', 3, '2026-03-01', 'always', 'WELCOME20') AS globex_team \gset
+SELECT credit_account(1, 150.00, 'goodwill: the March outage', 'USD') > 0 AS acme_credited;
+\echo 'L5, L8: what renews in the next 60 days (from today), at what price, and the credit that will apply'
+SET subscription.notice_days = 60;
+SELECT r.subscription_id, a.name AS account, r.renews_at::date, r.plan, r.cycle, r.quantity, r.tier, r.amount,
+       r.currency, r.credit
+  FROM renewal_notice AS r JOIN account AS a ON a.id = r.account_id
+ ORDER BY r.renews_at, r.subscription_id;
+SELECT renew_due('2027-03-01') AS subscriptions_renewed;
+\echo 'Every period charged once (C2); the coupon ended after two periods; the credit paid Acme''s renewal'
+SELECT count(*) AS charges, count(DISTINCT (subscription_id, addon_batch_id, period, item)) AS distinct_periods
+  FROM ledger WHERE kind = 'charge';
+SELECT a.name AS account, count(*) FILTER (WHERE l.kind = 'charge') AS charges,
+       sum(l.amount) FILTER (WHERE l.kind = 'charge') AS charged,
+       sum(l.amount) FILTER (WHERE l.kind = 'discount') AS discounts,
+       sum(l.amount) FILTER (WHERE l.kind = 'refund') AS refunds,
+       sum(l.amount) FILTER (WHERE l.kind = 'credit_used') AS credit_used, l.currency
+  FROM ledger AS l JOIN account AS a ON a.id = l.account_id
+ GROUP BY a.name, l.currency ORDER BY a.name;
+SELECT ledger_id, kind, change, balance, description FROM credit_statement WHERE account_id = 1 ORDER BY ledger_id;
+SELECT s.id, a.name AS account, s.plan, s.cycle, s.status, s.renewal, s.period
+  FROM subscription AS s JOIN account AS a ON a.id = s.account_id ORDER BY s.id;
