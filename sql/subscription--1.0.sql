@@ -2353,86 +2353,151 @@ BEGIN ATOMIC
                       AND b.status OPERATOR(pg_catalog.=) 'active' AND b.cancel_at_period_end);
 END;
 
+-- One batch of renew_due: at most batch_size due subscriptions after
+-- (after_end, after_id) in (period end, id) order, taken FOR NO KEY UPDATE
+-- SKIP LOCKED, so workers run side by side without waiting for each other
+-- (a subscription locked by other work is left for the next run); each is
+-- caught up one period at a time.  The keyset means that neither the rows
+-- renewed nor those another worker holds are read twice.  A subscription
+-- whose renewal cannot be done (a price missing, a 'block' limit exceeded)
+-- stays due, with a WARNING.  Returns how many it took and handled, and
+-- where the next batch starts.
+CREATE FUNCTION subscription.renew_batch(
+    at timestamptz, batch_size integer, after_end timestamptz, after_id bigint,
+    OUT taken integer, OUT handled integer, OUT last_end timestamptz, OUT last_id bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    status text;
+    problem text;
+BEGIN
+    taken := 0;
+    handled := 0;
+    last_end := after_end;
+    last_id := after_id;
+    FOR s IN
+        SELECT * FROM subscription.subscription AS x
+         WHERE x.status OPERATOR(pg_catalog.=) 'active' AND upper(x.period) OPERATOR(pg_catalog.<=) at
+           AND (upper(x.period), x.id) OPERATOR(pg_catalog.>) (after_end, after_id)
+         ORDER BY upper(x.period), x.id
+         LIMIT batch_size
+           FOR NO KEY UPDATE SKIP LOCKED
+    LOOP
+        taken := taken OPERATOR(pg_catalog.+) 1;
+        last_end := upper(s.period);
+        last_id := s.id;
+        LOOP
+            problem := subscription.renewal_problem(s);
+            IF problem IS NULL AND subscription.renewal_may_trim(s) THEN
+                -- only here can the renewal be refused after writing: a subtransaction
+                BEGIN
+                    status := subscription.renew_period(s);
+                EXCEPTION WHEN check_violation THEN
+                    problem := SQLERRM;
+                END;
+            ELSIF problem IS NULL THEN
+                status := subscription.renew_period(s);
+            END IF;
+            IF problem IS NOT NULL THEN
+                RAISE WARNING 'subscription % was not renewed: %', s.id, problem
+                    USING DETAIL = 'It stays due; renew_due() tries again on its next run.';
+                EXIT;
+            END IF;
+            EXIT WHEN status OPERATOR(pg_catalog.<>) 'active';
+            SELECT * INTO s FROM subscription.subscription AS x WHERE x.id OPERATOR(pg_catalog.=) s.id;
+            EXIT WHEN upper(s.period) OPERATOR(pg_catalog.>) at;
+        END LOOP;
+        IF problem IS NULL THEN
+            handled := handled OPERATOR(pg_catalog.+) 1;
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- renew_due() and run_renewals() are back-office work.
+CREATE FUNCTION subscription.require_back_office(fn text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF coalesce(current_setting('subscription.actor', true), '') OPERATOR(pg_catalog.<>) '' THEN
+        RAISE EXCEPTION '%() is back-office work', fn
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('subscription.actor is set to %s.', current_setting('subscription.actor')),
+                  HINT = 'Run it with subscription.actor empty.';
+    END IF;
+END
+$$;
+
 -- Renews, expires or cancels every subscription whose period ended by
--- "at", catching up missed periods; returns how many it handled.  Due
--- subscriptions are taken in batches FOR UPDATE SKIP LOCKED, so workers
--- run side by side without waiting for each other (a subscription locked
--- by other work is left for the next run), and a period is charged once
--- whatever runs (C2).  A subscription whose renewal cannot
--- be done (a price missing, a 'block' limit exceeded) stays due, with a
--- WARNING, and the others go on.
+-- "at", catching up missed periods, in one transaction; returns how many
+-- it handled.  Safe to run concurrently and repeatedly: a period is
+-- charged once whatever runs (C2).  Progress is a NOTICE every 10,000.
 CREATE FUNCTION subscription.renew_due(at timestamptz DEFAULT now())
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    batch_size constant integer := 500;
-    s subscription.subscription;
-    handled integer := 0;
-    taken integer;
-    status text;
-    problem text;
+    b record;
+    total integer := 0;
+    next_notice integer := 10000;
     after_end timestamptz := '-infinity';
     after_id bigint := 0;
 BEGIN
     PERFORM subscription.require_arguments('renew_due', '{at}', ARRAY[at IS NULL]);
-    IF coalesce(current_setting('subscription.actor', true), '') OPERATOR(pg_catalog.<>) '' THEN
-        RAISE EXCEPTION 'renew_due() is back-office work'
-            USING ERRCODE = 'insufficient_privilege',
-                  DETAIL = format('subscription.actor is set to %s.', current_setting('subscription.actor')),
-                  HINT = 'Run it with subscription.actor empty.';
-    END IF;
+    PERFORM subscription.require_back_office('renew_due');
     LOOP
-        taken := 0;
-        FOR s IN
-            -- keyset: each batch starts after the last one, so that neither the
-            -- rows renewed nor those another worker holds are read again
-            SELECT * FROM subscription.subscription AS x
-             WHERE x.status OPERATOR(pg_catalog.=) 'active' AND upper(x.period) OPERATOR(pg_catalog.<=) at
-               AND (upper(x.period), x.id) OPERATOR(pg_catalog.>) (after_end, after_id)
-             ORDER BY upper(x.period), x.id
-             LIMIT batch_size
-               FOR NO KEY UPDATE SKIP LOCKED
-        LOOP
-            taken := taken OPERATOR(pg_catalog.+) 1;
-            after_end := upper(s.period);
-            after_id := s.id;
-            -- catch up: one period at a time until the subscription is current or ends
-            LOOP
-                problem := subscription.renewal_problem(s);
-                IF problem IS NULL AND subscription.renewal_may_trim(s) THEN
-                    -- only here can the renewal be refused after writing: a subtransaction
-                    BEGIN
-                        status := subscription.renew_period(s);
-                    EXCEPTION WHEN check_violation THEN
-                        problem := SQLERRM;
-                    END;
-                ELSIF problem IS NULL THEN
-                    status := subscription.renew_period(s);
-                END IF;
-                IF problem IS NOT NULL THEN
-                    RAISE WARNING 'subscription % was not renewed: %', s.id, problem
-                        USING DETAIL = 'It stays due; renew_due() tries again on its next run.';
-                    EXIT;
-                END IF;
-                EXIT WHEN status OPERATOR(pg_catalog.<>) 'active';
-                SELECT * INTO s FROM subscription.subscription AS x WHERE x.id OPERATOR(pg_catalog.=) s.id;
-                EXIT WHEN upper(s.period) OPERATOR(pg_catalog.>) at;
-            END LOOP;
-            IF problem IS NULL THEN
-                handled := handled OPERATOR(pg_catalog.+) 1;
-            END IF;
-            IF handled OPERATOR(pg_catalog.%) 10000 OPERATOR(pg_catalog.=) 0 AND handled OPERATOR(pg_catalog.>) 0 THEN
-                RAISE NOTICE 'renew_due: % subscriptions handled', handled;
-            END IF;
-        END LOOP;
-        EXIT WHEN taken OPERATOR(pg_catalog.=) 0;
+        b := subscription.renew_batch(at, 500, after_end, after_id);
+        EXIT WHEN b.taken OPERATOR(pg_catalog.=) 0;
+        total := total OPERATOR(pg_catalog.+) b.handled;
+        IF total OPERATOR(pg_catalog.>=) next_notice THEN
+            RAISE NOTICE 'renew_due: % subscriptions handled', total;
+            next_notice := next_notice OPERATOR(pg_catalog.+) 10000;
+        END IF;
+        after_end := b.last_end;
+        after_id := b.last_id;
     END LOOP;
-    RETURN handled;
+    RETURN total;
 END
 $$;
 
+-- renew_due() for large runs: the same batches, each committed as it is
+-- done, so that memory and locks stay bounded by one batch however many
+-- subscriptions are due.  CALL it outside a transaction block.  A
+-- procedure that commits cannot carry SET search_path: everything in it
+-- is schema-qualified, and the functions it calls pin their own.
+CREATE PROCEDURE subscription.run_renewals(at timestamptz DEFAULT now(), batch_size integer DEFAULT 1000)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    b record;
+    total bigint := 0;
+    after_end timestamptz := '-infinity';
+    after_id bigint := 0;
+BEGIN
+    PERFORM subscription.require_arguments('run_renewals', '{at,batch_size}', ARRAY[at IS NULL, batch_size IS NULL]);
+    PERFORM subscription.require_back_office('run_renewals');
+    IF batch_size OPERATOR(pg_catalog.<) 1 THEN
+        RAISE EXCEPTION 'batch size must be at least 1' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    LOOP
+        b := subscription.renew_batch(at, batch_size, after_end, after_id);
+        COMMIT;
+        EXIT WHEN b.taken OPERATOR(pg_catalog.=) 0;
+        total := total OPERATOR(pg_catalog.+) b.handled;
+        after_end := b.last_end;
+        after_id := b.last_id;
+        RAISE NOTICE 'run_renewals: % subscriptions handled', total;
+    END LOOP;
+END
+$$;
+
+REVOKE ALL ON FUNCTION subscription.renew_batch(timestamptz, integer, timestamptz, bigint) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE subscription.run_renewals(timestamptz, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.renew_period(subscription.subscription) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.renewal_problem(subscription.subscription) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.renew_due(timestamptz) FROM PUBLIC;

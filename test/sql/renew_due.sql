@@ -194,3 +194,23 @@ SELECT amount, period, description FROM ledger WHERE subscription_id = :pro ORDE
 ROLLBACK TO SAVEPOINT catalog;
 
 ROLLBACK;
+
+-- run_renewals: the same renewals, each batch committed (CALL outside a transaction)
+BEGIN;
+INSERT INTO product (code, name) VALUES ('desk2', 'Zendesk Support');
+INSERT INTO plan (code, product, name) VALUES ('zd2_pro', 'desk2', 'Professional');
+INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES ('zd2_pro', '1 month', 55, true);
+INSERT INTO account (id, name) SELECT g, 'batch ' || g FROM generate_series(101, 105) AS g;
+SELECT count(subscribe(g, 'zd2_pro', '1 month', 1, '2026-01-01')) AS subscribed FROM generate_series(101, 105) AS g;
+COMMIT;
+CALL run_renewals('2026-03-01', 2);
+SELECT count(*) AS charges, count(DISTINCT (subscription_id, period)) AS periods
+  FROM ledger WHERE account_id BETWEEN 101 AND 105;
+SELECT pg_temp.error_of($$CALL run_renewals('2026-03-01', 0)$$);
+SET subscription.actor = '1';
+SELECT pg_temp.error_of($$CALL run_renewals('2026-03-01')$$);
+RESET subscription.actor;
+-- clean up what was committed
+DELETE FROM account WHERE id BETWEEN 101 AND 105;
+DELETE FROM plan WHERE code = 'zd2_pro';
+DELETE FROM product WHERE code = 'desk2';
