@@ -194,7 +194,8 @@ TrimStatement(Registration *r)
 						 r->key_select, r->row_id, r->value ? r->value : "NULL::bigint",
 						 delete_order,
 						 r->relation,
-						 referenced ? psprintf(" CROSS JOIN LATERAL (SELECT %s AS refs) AS x", r->references) : "",
+						 referenced ? psprintf(" CROSS JOIN LATERAL (SELECT %s AS refs) AS x",
+											   r->references ? r->references : "0") : "",
 						 r->account, keep_order,
 						 r->relation, r->key_match,
 						 r->value_integer ? "v.v::bigint" : "NULL::bigint");
