@@ -368,7 +368,9 @@ CREATE TABLE subscription.trimmed (
     -- the name, not a regclass: the record outlives a dropped table
     relation        text NOT NULL,
     feature         text NOT NULL,
-    action          text NOT NULL CHECK (action IN ('delete', 'scale', 'cap', 'detach')),
+    -- cascade: deleted by the application's own foreign key along with a
+    -- trimmed row
+    action          text NOT NULL CHECK (action IN ('delete', 'scale', 'cap', 'detach', 'cascade')),
     row_id          text,
     old_row         jsonb NOT NULL
 );

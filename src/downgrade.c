@@ -23,7 +23,9 @@
  * Each statement archives the rows it deletes or changes, as they were, in
  * subscription.trimmed, and returns one row per row changed.  Deletes are
  * plain DELETEs: the application's own foreign-key actions apply, and the
- * limit guards keep the usage counters.
+ * limit guards keep the usage counters; a registered table's guard also
+ * archives the rows such a cascade deletes (action 'cascade'), which are
+ * returned after the rows of the statement that caused them.
  *
  * The account's usage counters are locked first (FOR UPDATE), so writers
  * of the account wait for the downgrade and then see its new limits.
@@ -49,6 +51,10 @@
 #include "subscription.h"
 
 PG_FUNCTION_INFO_V1(apply_downgrade);
+
+int64		TrimmingAccount = 0;
+int64		TrimmingSubscription = 0;
+Oid			TrimmingRelation = InvalidOid;
 
 /* A registered table, with the SQL fragments its trimming statement needs. */
 typedef struct Registration
@@ -310,6 +316,63 @@ typedef struct TrimOutput
 	ResourceOwner owner;		/* the tuplestore's: it outlives a dry run */
 } TrimOutput;
 
+/* One result row: (action, row_id, old_value, new_value) of a feature's table. */
+static void
+PutTrimmedRow(TrimOutput *out, HeapTuple tuple, TupleDesc tupdesc, const char *feature, Oid relid)
+{
+	Datum		values[6];
+	bool		nulls[6] = {false, false, false, false, false, false};
+	ResourceOwner save_owner = CurrentResourceOwner;
+
+	values[0] = CStringGetTextDatum(feature);
+	values[1] = ObjectIdGetDatum(relid);
+	values[2] = SPI_getbinval(tuple, tupdesc, 1, &nulls[2]);
+	values[3] = SPI_getbinval(tuple, tupdesc, 2, &nulls[3]);
+	values[4] = SPI_getbinval(tuple, tupdesc, 3, &nulls[4]);
+	values[5] = SPI_getbinval(tuple, tupdesc, 4, &nulls[5]);
+	/* as PL/pgSQL's RETURN NEXT: a spilled tuplestore is the caller's */
+	CurrentResourceOwner = out->owner;
+	tuplestore_putvalues(out->store, out->tupdesc, values, nulls);
+	CurrentResourceOwner = save_owner;
+}
+
+/* The newest id of the trimmed archive, before a statement adds to it. */
+static int64
+LastArchived(void)
+{
+	static SPIPlanPtr last_plan = NULL;
+	bool		isnull;
+	Datum		last;
+
+	KeptPlan(&last_plan, "SELECT coalesce(max(id), 0) FROM subscription.trimmed", 0, NULL);
+	if (SPI_execute_plan(last_plan, NULL, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read the trimmed archive");
+	last = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return DatumGetInt64(last);
+}
+
+/*
+ * The rows the guards archived as deleted by the application's foreign keys
+ * since "after", as (action, row_id, old_value, new_value, feature, relid)
+ * in SPI_tuptable; false when there are none.
+ */
+static bool
+ReadCascades(int64 subscription_id, int64 after)
+{
+	static SPIPlanPtr cascades_plan = NULL;
+	Oid			argtypes[2] = {INT8OID, INT8OID};
+	Datum		values[2] = {Int64GetDatum(subscription_id), Int64GetDatum(after)};
+
+	KeptPlan(&cascades_plan,
+			 "SELECT t.action, t.row_id, NULL::bigint, NULL::bigint, t.feature, t.relation::regclass::oid"
+			 "  FROM subscription.trimmed AS t"
+			 " WHERE t.subscription_id = $1 AND t.id > $2 AND t.action = 'cascade'"
+			 " ORDER BY t.id", 2, argtypes);
+	if (SPI_execute_plan(cascades_plan, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the cascaded rows");
+	return SPI_processed > 0;
+}
+
 static void
 ApplyDowngrade(int64 subscription_id, TrimOutput *out)
 {
@@ -324,6 +387,7 @@ ApplyDowngrade(int64 subscription_id, TrimOutput *out)
 	char	   *status;
 	List	   *registrations;
 	ListCell   *lc;
+	int64		last_archived;
 
 	args[0] = Int64GetDatum(subscription_id);
 	KeptPlan(&subscription_plan, "SELECT account_id, status FROM subscription.subscription"
@@ -369,6 +433,8 @@ ApplyDowngrade(int64 subscription_id, TrimOutput *out)
 	if (SPI_execute_plan(pending_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not apply the pending plan");
 
+	TrimmingAccount = account;
+	TrimmingSubscription = subscription_id;
 	registrations = ReadRegistrations();
 	foreach(lc, registrations)
 	{
@@ -389,27 +455,21 @@ ApplyDowngrade(int64 subscription_id, TrimOutput *out)
 		args[2] = Int64GetDatum(subscription_id);
 		args[3] = CStringGetTextDatum(r->relation);
 		args[4] = CStringGetTextDatum(r->feature);
+		last_archived = LastArchived();
+		TrimmingRelation = r->relid;
 		if (SPI_execute_with_args(TrimStatement(r), TRIM_NARGS, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not trim table %s", r->relation);
-
+		TrimmingRelation = InvalidOid;
 		for (i = 0; i < SPI_processed; i++)
-		{
-			HeapTuple	tuple = SPI_tuptable->vals[i];
-			Datum		values[6];
-			bool		nulls[6] = {false, false, false, false, false, false};
-			ResourceOwner save_owner = CurrentResourceOwner;
+			PutTrimmedRow(out, SPI_tuptable->vals[i], SPI_tuptable->tupdesc, r->feature, r->relid);
 
-			values[0] = CStringGetTextDatum(r->feature);
-			values[1] = ObjectIdGetDatum(r->relid);
-			values[2] = SPI_getbinval(tuple, SPI_tuptable->tupdesc, 1, &nulls[2]);
-			values[3] = SPI_getbinval(tuple, SPI_tuptable->tupdesc, 2, &nulls[3]);
-			values[4] = SPI_getbinval(tuple, SPI_tuptable->tupdesc, 3, &nulls[4]);
-			values[5] = SPI_getbinval(tuple, SPI_tuptable->tupdesc, 4, &nulls[5]);
-			/* as PL/pgSQL's RETURN NEXT: a spilled tuplestore is the caller's */
-			CurrentResourceOwner = out->owner;
-			tuplestore_putvalues(out->store, out->tupdesc, values, nulls);
-			CurrentResourceOwner = save_owner;
-		}
+		/* and what the application's foreign keys deleted with them */
+		if (ReadCascades(subscription_id, last_archived))
+			for (i = 0; i < SPI_processed; i++)
+				PutTrimmedRow(out, SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+							  GetText(i, 5),
+							  DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+															 6, &isnull)));
 	}
 }
 
@@ -454,6 +514,9 @@ apply_downgrade(PG_FUNCTION_ARGS)
 	{
 		ErrorData  *edata;
 
+		TrimmingAccount = 0;
+		TrimmingSubscription = 0;
+		TrimmingRelation = InvalidOid;
 		if (!dry_run)
 			PG_RE_THROW();
 		/* the caller's error handling expects its own subtransaction on top */
@@ -466,6 +529,8 @@ apply_downgrade(PG_FUNCTION_ARGS)
 		ReThrowError(edata);
 	}
 	PG_END_TRY();
+	TrimmingAccount = 0;
+	TrimmingSubscription = 0;
 
 	if (dry_run)
 	{

@@ -70,6 +70,8 @@ typedef struct LimitEntry
 	AttrNumber	account_attnum;
 	AttrNumber	value_attnum;	/* 0 without a value column */
 	Oid			value_type;
+	char	   *archive_sql;	/* NULL unless this guard archives cascades */
+	SPIPlanPtr	archive;
 	char	   *delta_sql[LIMIT_NUM_EVENTS];	/* per account: the change */
 	SPIPlanPtr	deltas[LIMIT_NUM_EVENTS];	/* prepared on first use: each
 											 * reads its own transition tables */
@@ -104,6 +106,10 @@ LimitCacheCallback(Datum arg, Oid relid)
 				if (entry->delta_sql[e] != NULL)
 					pfree(entry->delta_sql[e]);
 			}
+			if (entry->archive != NULL)
+				SPI_freeplan(entry->archive);
+			if (entry->archive_sql != NULL)
+				pfree(entry->archive_sql);
 			entry->valid = false;
 		}
 	}
@@ -198,11 +204,27 @@ GetLimitEntry(Relation rel, const char *feature)
 	entry->valid = false;
 	memset(entry->deltas, 0, sizeof(entry->deltas));
 	memset(entry->delta_sql, 0, sizeof(entry->delta_sql));
+	entry->archive = NULL;
+	entry->archive_sql = NULL;
 
-	KeptPlan(&registration_plan, "SELECT quote_ident(account_column), on_downgrade, quote_ident(value_column),"
-									 "       account_column::text, value_column::text"
-									 "  FROM subscription.limited_table"
-									 " WHERE relation = $1 AND feature = $2",
+	/*
+	 * The table's first registration also archives the rows a cascade
+	 * deletes during a downgrade, once for all its features; the row id is
+	 * the primary key, as apply_downgrade writes it.
+	 */
+	KeptPlan(&registration_plan, "SELECT quote_ident(t.account_column), t.on_downgrade, quote_ident(t.value_column),"
+									 "       t.account_column::text, t.value_column::text,"
+									 "       t.position = (SELECT min(x.position) FROM subscription.limited_table AS x"
+									 "                      WHERE x.relation = t.relation),"
+									 "       (SELECT CASE WHEN count(*) = 1 THEN format('o.%I::text', min(a.attname::text))"
+									 "                    ELSE format('ROW(%s)::text', string_agg(format('o.%I', a.attname), ', ' ORDER BY k.n)) END"
+									 "          FROM pg_constraint AS p"
+									 "         CROSS JOIN LATERAL unnest(p.conkey) WITH ORDINALITY AS k(attnum, n)"
+									 "          JOIN pg_attribute AS a ON a.attrelid = p.conrelid AND a.attnum = k.attnum"
+									 "         WHERE p.conrelid = t.relation AND p.contype = 'p'"
+									 "        HAVING count(*) > 0)"
+									 "  FROM subscription.limited_table AS t"
+									 " WHERE t.relation = $1 AND t.feature = $2",
 									 2, argtypes);
 	values[0] = ObjectIdGetDatum(relid);
 	values[1] = CStringGetTextDatum(feature);
@@ -249,6 +271,18 @@ GetLimitEntry(Relation rel, const char *feature)
 	for (e = 0; e < LIMIT_NUM_EVENTS; e++)
 		entry->delta_sql[e] = MemoryContextStrdup(TopMemoryContext,
 												  DeltaQuery(account, policy, value, (GuardedEvent) e));
+	if (strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 6), "t") == 0)
+	{
+		char	   *row_id = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 7);
+
+		entry->archive_sql =
+			MemoryContextStrdup(TopMemoryContext,
+								psprintf("INSERT INTO subscription.trimmed"
+										 "       (account_id, subscription_id, relation, feature, action, row_id, old_row)"
+										 " SELECT $1, $2, $3::regclass::text, $4, 'cascade', %s, to_jsonb(o)"
+										 "   FROM old_rows AS o WHERE o.%s IS NOT NULL",
+										 row_id ? row_id : "NULL::text", account));
+	}
 	entry->valid = true;
 	return entry;
 }
@@ -479,6 +513,27 @@ UsageCounterOwner(void)
 }
 
 /*
+ * During apply_downgrade, the rows of this table that the application's
+ * foreign keys delete along with a trimmed row (a domain's rooms) are
+ * archived too: nothing goes silently.
+ */
+static void
+ArchiveCascade(TriggerData *trigdata, LimitEntry *entry, const char *feature)
+{
+	Oid			argtypes[4] = {INT8OID, INT8OID, OIDOID, TEXTOID};
+	Datum		values[4];
+
+	values[0] = Int64GetDatum(TrimmingAccount);
+	values[1] = Int64GetDatum(TrimmingSubscription);
+	values[2] = ObjectIdGetDatum(RelationGetRelid(trigdata->tg_relation));
+	values[3] = CStringGetTextDatum(feature);
+	KeptPlan(&entry->archive, entry->archive_sql, 4, argtypes);
+	if (SPI_execute_plan(entry->archive, values, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not archive the rows deleted from \"%s\"",
+			 RelationGetRelationName(trigdata->tg_relation));
+}
+
+/*
  * limit_guard(feature): AFTER ... FOR EACH STATEMENT trigger on a limited table
  */
 Datum
@@ -499,6 +554,7 @@ limit_guard(PG_FUNCTION_ARGS)
 	int64	   *deltas;
 	int64	   *largest;
 	bool	   *no_largest;
+	bool		read_by_queries;
 
 	event = ClassifyGuardedStatement(fcinfo, "limit_guard", &rows);
 	trigdata = (TriggerData *) fcinfo->context;
@@ -528,6 +584,16 @@ limit_guard(PG_FUNCTION_ARGS)
 	if (entry == NULL)
 		event = GUARDED_NOTHING;
 
+	/* the queries that read the transition tables see them by name */
+	read_by_queries = event != GUARDED_NOTHING && event != GUARDED_TRUNCATE &&
+		(event == GUARDED_UPDATE || tuplestore_tuple_count(rows) > 1 ||
+		 (event == GUARDED_DELETE && TrimmingSubscription != 0));
+	if (read_by_queries && SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
+		elog(ERROR, "could not register the transition tables");
+	if (event == GUARDED_DELETE && TrimmingSubscription != 0 && entry->archive_sql != NULL
+		&& RelationGetRelid(rel) != TrimmingRelation)
+		ArchiveCascade(trigdata, entry, feature);
+
 	if (event == GUARDED_NOTHING)
 		;						/* not registered */
 	else if (event == GUARDED_TRUNCATE)
@@ -544,9 +610,6 @@ limit_guard(PG_FUNCTION_ARGS)
 		GuardOneRow(rel, entry, feature, rows, event == GUARDED_INSERT);
 	else
 	{
-		/* the per-account sums read the transition tables */
-		if (SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
-			elog(ERROR, "could not register the transition tables");
 		KeptPlan(&entry->deltas[event], entry->delta_sql[event], 0, NULL);
 		if (SPI_execute_plan(entry->deltas[event], NULL, NULL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not sum the changes of \"%s\"", RelationGetRelationName(rel));

@@ -34,4 +34,13 @@ extern GuardedEvent ClassifyGuardedStatement(FunctionCallInfo fcinfo, const char
 											 Tuplestorestate **rows);
 extern TupleTableSlot *OnlyTransitionRow(Tuplestorestate *rows, TupleDesc tupdesc);
 
+/*
+ * downgrade.c: the trimming in progress (0 / InvalidOid when none), so that
+ * the limit guards archive the rows the application's own foreign keys
+ * delete along with the trimmed ones
+ */
+extern int64 TrimmingAccount;
+extern int64 TrimmingSubscription;
+extern Oid	TrimmingRelation;
+
 #endif							/* SUBSCRIPTION_H */
