@@ -2185,7 +2185,7 @@ RETURNS SETOF subscription.ledger
 LANGUAGE sql
 BEGIN ATOMIC
     SELECT * FROM subscription.ledger_lines_of(subscription_id,
-        format('SELECT * FROM subscription.change_plan(%s, %L, %L)', subscription_id, plan, at));
+        format('SELECT * FROM subscription.change_plan(%L, %L, %L)', subscription_id, plan, at));
 END;
 
 CREATE FUNCTION subscription.preview_set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT now())
@@ -2193,7 +2193,7 @@ RETURNS SETOF subscription.ledger
 LANGUAGE sql
 BEGIN ATOMIC
     SELECT * FROM subscription.ledger_lines_of(subscription_id,
-        format('SELECT subscription.set_quantity(%s, %s, %L)', subscription_id, quantity, at));
+        format('SELECT subscription.set_quantity(%L, %L, %L)', subscription_id, quantity, at));
 END;
 
 CREATE FUNCTION subscription.preview_purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
@@ -2202,7 +2202,7 @@ RETURNS SETOF subscription.ledger
 LANGUAGE sql
 BEGIN ATOMIC
     SELECT * FROM subscription.ledger_lines_of(subscription_id,
-        format('SELECT subscription.purchase_addon(%s, %L, %s, %L)', subscription_id, addon, quantity, at));
+        format('SELECT subscription.purchase_addon(%L, %L, %L, %L)', subscription_id, addon, quantity, at));
 END;
 
 REVOKE ALL ON FUNCTION subscription.ledger_lines_of(bigint, text) FROM PUBLIC;

@@ -1,6 +1,6 @@
 -- The data model of API.md: every table, key and constraint of the contract.
 BEGIN;
-SELECT plan(170);
+SELECT plan(190);
 SET search_path = subscription, public;
 
 SELECT has_schema('subscription');
@@ -156,6 +156,16 @@ SELECT ok(NOT has_function_privilege('public', p, 'EXECUTE'), format('PUBLIC may
   FROM unnest('{subscription.license_consume(bigint\,bigint),subscription.license_release(bigint\,bigint),subscription.set_quantity(bigint\,integer\,timestamptz),subscription.change_cycle(bigint\,interval),subscription.set_renewal(bigint\,text),subscription.cancel(bigint),subscription.cancel_account(bigint)}'::text[]) AS p;
 SELECT function_returns('subscription', 'subscribe',
     ARRAY['bigint', 'text', 'interval', 'integer', 'timestamp with time zone', 'text', 'text'], 'bigint');
+-- the lifecycle and downgrade functions of API.md, with their signatures
+SELECT function_returns('subscription', 'apply_downgrade', ARRAY['bigint', 'boolean'], 'setof record');
+SELECT function_returns('subscription', 'change_plan', ARRAY['bigint', 'text', 'timestamp with time zone'], 'setof record');
+SELECT function_returns('subscription', 'purchase_addon', ARRAY['bigint', 'text', 'integer', 'timestamp with time zone'], 'bigint');
+SELECT function_returns('subscription', 'cancel_addon', ARRAY['bigint'], 'timestamp with time zone');
+SELECT function_returns('subscription', 'renew_due', ARRAY['timestamp with time zone'], 'integer');
+SELECT function_returns('subscription', 'credit_account', ARRAY['bigint', 'numeric', 'text', 'text'], 'bigint');
+SELECT function_returns('subscription', 'end_early', ARRAY['bigint', 'timestamp with time zone'], 'numeric');
+SELECT ok(NOT has_function_privilege('public', p, 'EXECUTE'), format('PUBLIC may not call %s', p))
+  FROM unnest('{subscription.apply_downgrade(bigint\,boolean),subscription.change_plan(bigint\,text\,timestamptz),subscription.purchase_addon(bigint\,text\,integer\,timestamptz),subscription.cancel_addon(bigint),subscription.renew_due(timestamptz),subscription.run_renewals(timestamptz\,integer),subscription.credit_account(bigint\,numeric\,text\,text),subscription.end_early(bigint\,timestamptz),subscription.preview_change_plan(bigint\,text\,timestamptz),subscription.preview_set_quantity(bigint\,integer\,timestamptz),subscription.preview_purchase_addon(bigint\,text\,integer\,timestamptz),subscription.enforce_limit(regclass\,text\,name\,text\,name\,name),subscription.unenforce_limit(regclass\,text)}'::text[]) AS p;
 SELECT volatility_is('subscription', 'tier_for_hosts', ARRAY['integer', 'integer[]'], 'immutable');
 SELECT volatility_is('subscription', 'tier_for_hosts', ARRAY['text', 'integer'], 'stable');
 SELECT volatility_is('subscription', 'prorate_refund',

@@ -120,4 +120,6 @@ SELECT kind, amount, description FROM preview_purchase_addon(:desk, 'zd_collab',
 SELECT count(*) AS batches FROM addon_batch;
 -- a change that would fail fails the same way in preview
 SELECT pg_temp.error_of(format($$SELECT * FROM preview_purchase_addon(%s, 'zd_nothing')$$, :'desk'));
+SELECT pg_temp.error_of($$SELECT * FROM preview_change_plan(NULL, 'zd_pro')$$);
+SELECT pg_temp.error_of(format($$SELECT * FROM preview_set_quantity(%s, NULL)$$, :'desk'));
 ROLLBACK;
