@@ -1884,23 +1884,16 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     c subscription.coupon;
-    left_periods integer;
     discount numeric := 0;
     balance numeric;
     used numeric;
 BEGIN
     IF NEW.subscription_id IS NOT NULL AND NEW.item OPERATOR(pg_catalog.=) 'plan' THEN
-        SELECT x.* INTO c
-          FROM subscription.subscription AS s
-          JOIN subscription.coupon AS x ON x.code OPERATOR(pg_catalog.=) s.coupon
-         WHERE s.id OPERATOR(pg_catalog.=) NEW.subscription_id;
-        SELECT s.coupon_periods_left INTO left_periods
-          FROM subscription.subscription AS s WHERE s.id OPERATOR(pg_catalog.=) NEW.subscription_id;
-        IF c.code IS NOT NULL AND (left_periods IS NULL OR left_periods OPERATOR(pg_catalog.>) 0) THEN
-            discount := CASE WHEN c.percent_off IS NOT NULL
-                             THEN subscription.round_money(NEW.amount OPERATOR(pg_catalog.*) c.percent_off
-                                                           OPERATOR(pg_catalog./) 100, NEW.currency)
-                             ELSE subscription.round_money(least(c.amount_off, NEW.amount), NEW.currency) END;
+        discount := subscription.coupon_discount(NEW.subscription_id, NEW.amount, NEW.currency);
+        IF discount OPERATOR(pg_catalog.>) 0 THEN
+            SELECT x.* INTO c FROM subscription.subscription AS s
+              JOIN subscription.coupon AS x ON x.code OPERATOR(pg_catalog.=) s.coupon
+             WHERE s.id OPERATOR(pg_catalog.=) NEW.subscription_id;
             INSERT INTO subscription.ledger
                    (account_id, subscription_id, kind, amount, currency, period, item, plan, charge_id, description)
             VALUES (NEW.account_id, NEW.subscription_id, 'discount', discount, NEW.currency, NEW.period, NEW.item,
@@ -2504,6 +2497,23 @@ REVOKE ALL ON FUNCTION subscription.renew_period(subscription.subscription) FROM
 REVOKE ALL ON FUNCTION subscription.renewal_problem(subscription.subscription) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.renew_due(timestamptz) FROM PUBLIC;
 
+-- Z10: what the subscription's coupon takes off a period's plan charge of
+-- "amount", rounded once; 0 without a coupon or once its periods are used.
+CREATE FUNCTION subscription.coupon_discount(subscription_id bigint, amount numeric, currency text)
+RETURNS numeric
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT coalesce((
+        SELECT subscription.round_money(
+                   CASE WHEN c.percent_off IS NOT NULL
+                        THEN amount OPERATOR(pg_catalog.*) c.percent_off OPERATOR(pg_catalog./) 100
+                        ELSE least(c.amount_off, amount) END, currency)
+          FROM subscription.subscription AS s
+          JOIN subscription.coupon AS c ON c.code OPERATOR(pg_catalog.=) s.coupon
+         WHERE s.id OPERATOR(pg_catalog.=) coupon_discount.subscription_id
+           AND (s.coupon_periods_left IS NULL OR s.coupon_periods_left OPERATOR(pg_catalog.>) 0)), 0);
+END;
+
 -- The account's credit not used yet, in a currency (L10).
 CREATE FUNCTION subscription.credit_balance(account_id bigint, currency text DEFAULT 'EUR')
 RETURNS numeric
@@ -2519,7 +2529,7 @@ END;
 -- L5, L8: the subscriptions that renew within subscription.notice_days
 -- (default 30), with what the renewal will be: plan, cycle, quantity (the
 -- tier on a tiered plan), the amount to be charged and the credit that
--- will apply (L10).  A prepaid term renewed
+-- will apply (L10), after the coupon's discount (Z10).  A prepaid term renewed
 -- "to_monthly" continues monthly; "none" and cancelled ones do not renew.
 CREATE VIEW subscription.renewal_notice AS
 SELECT s.id AS subscription_id,
@@ -2531,8 +2541,9 @@ SELECT s.id AS subscription_id,
        CASE WHEN cardinality(subscription.plan_tiers(n.plan)) > 0 THEN n.quantity END AS tier,
        subscription.round_money(price.amount, price.currency) AS amount,
        price.currency,
+       d.discount,
        least(subscription.credit_balance(s.account_id, price.currency),
-             subscription.round_money(price.amount, price.currency)) AS credit
+             subscription.round_money(price.amount, price.currency) OPERATOR(pg_catalog.-) d.discount) AS credit
   FROM subscription.subscription AS s
   CROSS JOIN LATERAL (
        SELECT coalesce(s.pending_plan, s.plan) AS plan,
@@ -2540,6 +2551,8 @@ SELECT s.id AS subscription_id,
                    ELSE coalesce(s.pending_cycle, s.cycle) END AS cycle,
               coalesce(s.pending_quantity, s.quantity) AS quantity) AS n
   CROSS JOIN LATERAL subscription.period_price(n.plan, n.cycle, n.quantity) AS price
+  CROSS JOIN LATERAL subscription.coupon_discount(s.id, subscription.round_money(price.amount, price.currency),
+                                                  price.currency) AS d(discount)
  WHERE s.status OPERATOR(pg_catalog.=) 'active'
    AND NOT s.cancel_at_period_end
    AND s.renewal OPERATOR(pg_catalog.<>) 'none'

@@ -42,8 +42,10 @@ SELECT pg_temp.error_of($$SELECT subscribe(2, 'zd_team', '1 month', 1, '2026-01-
 -- L9, L10: a credit with its reason; the next charges use it
 SELECT credit_account(1, 50, 'apology for the outage of March 3') IS NOT NULL AS credited;
 SELECT credit_balance(1) AS balance;
--- the renewal notice shows the credit the renewal will use
-SELECT subscription_id, renews_at, amount, credit FROM renewal_notice WHERE account_id = 1;
+-- the renewal notice shows the coupon's discount (none left for WELCOME20,
+-- 10 off for TENOFF) and the credit the renewal will use
+SELECT subscription_id, renews_at, amount, discount, credit FROM renewal_notice
+ WHERE subscription_id IN (:welcome, :tenoff) ORDER BY subscription_id;
 SELECT renew_due('2026-04-01') AS renewed;
 SELECT kind, amount, description FROM ledger WHERE subscription_id = :welcome AND period @> timestamptz '2026-04-15' ORDER BY id;
 SELECT credit_balance(1) AS balance;
