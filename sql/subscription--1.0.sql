@@ -1616,9 +1616,15 @@ BEGIN
         ARRAY[subscription_id IS NULL, cycle IS NULL]);
     PERFORM subscription.require_cycle(cycle);
     s := subscription.subscription_for_change('change_cycle', subscription_id, 'change_plan');
-    -- the plan must sell this cycle for the quantity (22023 otherwise)
+    -- the plan must sell this cycle for the quantity, and so must the
+    -- add-ons that will renew with it (22023 otherwise)
     PERFORM subscription.period_price(coalesce(s.pending_plan, s.plan), cycle,
                                       coalesce(s.pending_quantity, s.quantity));
+    PERFORM subscription.addon_period_price(b.addon, change_cycle.cycle, b.quantity)
+       FROM subscription.addon_batch AS b
+       JOIN subscription.addon AS a ON a.code OPERATOR(pg_catalog.=) b.addon AND NOT a.one_time
+      WHERE b.subscription_id OPERATOR(pg_catalog.=) s.id AND b.status OPERATOR(pg_catalog.=) 'active'
+        AND NOT b.cancel_at_period_end;
     UPDATE subscription.subscription AS x
        SET pending_cycle = CASE WHEN subscription.cycle_key(change_cycle.cycle)
                                      OPERATOR(pg_catalog.=) subscription.cycle_key(s.cycle)
