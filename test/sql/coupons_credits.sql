@@ -85,5 +85,9 @@ UPDATE account SET billing_anchor = '2026-06-01' WHERE id = 1;
 SELECT subscribe(1, 'zd_pro', '1 month', 1, '2026-05-22') AS early \gset
 SELECT period, period_number FROM subscription WHERE id = :early;
 SELECT amount FROM ledger WHERE subscription_id = :early;
+-- and then renews on the billing dates: June 1, July 1
+SELECT renew_due('2026-07-01') >= 1 AS renewed;
+SELECT period, period_number FROM subscription WHERE id = :early;
+SELECT amount, period FROM ledger WHERE subscription_id = :early ORDER BY id;
 
 ROLLBACK;
