@@ -1601,6 +1601,23 @@ BEGIN
 END
 $$;
 
+-- The add-ons of a subscription that renew with it (active, recurring,
+-- not cancelled) and have no price for "cycle", as a list, or NULL.
+CREATE FUNCTION subscription.unpriced_addons(subscription_id bigint, cycle interval)
+RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT string_agg(DISTINCT b.addon, ', ')
+      FROM subscription.addon_batch AS b
+      JOIN subscription.addon AS a ON a.code OPERATOR(pg_catalog.=) b.addon AND NOT a.one_time
+     WHERE b.subscription_id OPERATOR(pg_catalog.=) unpriced_addons.subscription_id
+       AND b.status OPERATOR(pg_catalog.=) 'active' AND NOT b.cancel_at_period_end
+       AND NOT EXISTS (SELECT FROM subscription.addon_price AS ap
+                        WHERE ap.addon OPERATOR(pg_catalog.=) b.addon
+                          AND subscription.cycle_key(ap.cycle) OPERATOR(pg_catalog.=)
+                              subscription.cycle_key(unpriced_addons.cycle));
+END;
+
 -- Z7: a new cycle takes effect when the next period starts (switching an
 -- annual plan to monthly in its first month takes effect eleven months
 -- later); the plan must have a price for it.  Returns when it takes effect.
@@ -1611,6 +1628,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     s subscription.subscription;
+    missing text;
 BEGIN
     PERFORM subscription.require_arguments('change_cycle', '{subscription_id,cycle}',
         ARRAY[subscription_id IS NULL, cycle IS NULL]);
@@ -1620,11 +1638,12 @@ BEGIN
     -- add-ons that will renew with it (22023 otherwise)
     PERFORM subscription.period_price(coalesce(s.pending_plan, s.plan), cycle,
                                       coalesce(s.pending_quantity, s.quantity));
-    PERFORM subscription.addon_period_price(b.addon, change_cycle.cycle, b.quantity)
-       FROM subscription.addon_batch AS b
-       JOIN subscription.addon AS a ON a.code OPERATOR(pg_catalog.=) b.addon AND NOT a.one_time
-      WHERE b.subscription_id OPERATOR(pg_catalog.=) s.id AND b.status OPERATOR(pg_catalog.=) 'active'
-        AND NOT b.cancel_at_period_end;
+    missing := subscription.unpriced_addons(s.id, cycle);
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'add-on "%" has no price for cycle %', missing, cycle
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The prices of an add-on are its rows in subscription.addon_price.';
+    END IF;
     UPDATE subscription.subscription AS x
        SET pending_cycle = CASE WHEN subscription.cycle_key(change_cycle.cycle)
                                      OPERATOR(pg_catalog.=) subscription.cycle_key(s.cycle)
@@ -2219,9 +2238,10 @@ REVOKE ALL ON FUNCTION subscription.preview_purchase_addon(bigint, text, integer
 -- cycle and quantity take effect (C4, Z7), the renewal option moves on
 -- ('once' becomes 'none', 'to_monthly' continues monthly), the new period
 -- is charged, the plan and each recurring add-on batch once (C2), and when
--- the limits may have dropped, apply_downgrade trims the account's data
+-- the limits may have dropped (may_trim: renewal_may_trim() asked by the
+-- caller before anything moved), apply_downgrade trims the account's data
 -- (C5-C11, K10).  Returns the new status.
-CREATE FUNCTION subscription.renew_period(s subscription.subscription)
+CREATE FUNCTION subscription.renew_period(s subscription.subscription, may_trim boolean)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -2235,8 +2255,6 @@ DECLARE
     same_cycle boolean;
     next_period tstzrange;
     price record;
-    -- before anything moves: the batches it ends are part of the answer
-    may_trim constant boolean := subscription.renewal_may_trim(s);
 BEGIN
     UPDATE subscription.addon_batch AS b SET status = 'expired'
      WHERE b.subscription_id OPERATOR(pg_catalog.=) s.id AND b.status OPERATOR(pg_catalog.=) 'active'
@@ -2326,14 +2344,7 @@ BEGIN
             RETURN format('plan "%s" has no price for cycle %s', next_plan, next_cycle);
         ELSE
     END CASE;
-    SELECT string_agg(DISTINCT b.addon, ', ') INTO missing
-      FROM subscription.addon_batch AS b
-      JOIN subscription.addon AS a ON a.code OPERATOR(pg_catalog.=) b.addon AND NOT a.one_time
-     WHERE b.subscription_id OPERATOR(pg_catalog.=) s.id AND b.status OPERATOR(pg_catalog.=) 'active'
-       AND NOT b.cancel_at_period_end
-       AND NOT EXISTS (SELECT FROM subscription.addon_price AS ap
-                        WHERE ap.addon OPERATOR(pg_catalog.=) b.addon
-                          AND subscription.cycle_key(ap.cycle) OPERATOR(pg_catalog.=) subscription.cycle_key(next_cycle));
+    missing := subscription.unpriced_addons(s.id, next_cycle);
     IF missing IS NOT NULL THEN
         RETURN format('add-on %s has no price for cycle %s', missing, next_cycle);
     END IF;
@@ -2373,6 +2384,7 @@ DECLARE
     s subscription.subscription;
     status text;
     problem text;
+    may_trim boolean;
 BEGIN
     taken := 0;
     handled := 0;
@@ -2391,15 +2403,17 @@ BEGIN
         last_id := s.id;
         LOOP
             problem := subscription.renewal_problem(s);
-            IF problem IS NULL AND subscription.renewal_may_trim(s) THEN
+            -- asked before anything moves: the batches it ends are part of the answer
+            may_trim := problem IS NULL AND subscription.renewal_may_trim(s);
+            IF may_trim THEN
                 -- only here can the renewal be refused after writing: a subtransaction
                 BEGIN
-                    status := subscription.renew_period(s);
+                    status := subscription.renew_period(s, true);
                 EXCEPTION WHEN check_violation THEN
                     problem := SQLERRM;
                 END;
             ELSIF problem IS NULL THEN
-                status := subscription.renew_period(s);
+                status := subscription.renew_period(s, false);
             END IF;
             IF problem IS NOT NULL THEN
                 RAISE WARNING 'subscription % was not renewed: %', s.id, problem
@@ -2417,13 +2431,18 @@ BEGIN
 END
 $$;
 
--- renew_due() and run_renewals() are back-office work.
-CREATE FUNCTION subscription.require_back_office(fn text)
+-- renew_due() and run_renewals() are back-office work, up to a finite time
+-- (catching up to infinity would never end).
+CREATE FUNCTION subscription.require_renewal_run(fn text, at timestamptz)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF NOT isfinite(at) THEN
+        RAISE EXCEPTION 'renewal time must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('%s() was given %s.', fn, at);
+    END IF;
     IF coalesce(current_setting('subscription.actor', true), '') OPERATOR(pg_catalog.<>) '' THEN
         RAISE EXCEPTION '%() is back-office work', fn
             USING ERRCODE = 'insufficient_privilege',
@@ -2450,7 +2469,7 @@ DECLARE
     after_id bigint := 0;
 BEGIN
     PERFORM subscription.require_arguments('renew_due', '{at}', ARRAY[at IS NULL]);
-    PERFORM subscription.require_back_office('renew_due');
+    PERFORM subscription.require_renewal_run('renew_due', at);
     LOOP
         b := subscription.renew_batch(at, 500, after_end, after_id);
         EXIT WHEN b.taken OPERATOR(pg_catalog.=) 0;
@@ -2481,7 +2500,7 @@ DECLARE
     after_id bigint := 0;
 BEGIN
     PERFORM subscription.require_arguments('run_renewals', '{at,batch_size}', ARRAY[at IS NULL, batch_size IS NULL]);
-    PERFORM subscription.require_back_office('run_renewals');
+    PERFORM subscription.require_renewal_run('run_renewals', at);
     IF batch_size OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION 'batch size must be at least 1' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -2499,7 +2518,7 @@ $$;
 
 REVOKE ALL ON FUNCTION subscription.renew_batch(timestamptz, integer, timestamptz, bigint) FROM PUBLIC;
 REVOKE ALL ON PROCEDURE subscription.run_renewals(timestamptz, integer) FROM PUBLIC;
-REVOKE ALL ON FUNCTION subscription.renew_period(subscription.subscription) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.renew_period(subscription.subscription, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.renewal_problem(subscription.subscription) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.renew_due(timestamptz) FROM PUBLIC;
 

@@ -149,6 +149,7 @@ SELECT * FROM apply_downgrade(:tickets);
 
 -- errors
 SELECT pg_temp.error_of($$SELECT * FROM apply_downgrade(999)$$);                 -- P0002
+SELECT pg_temp.error_of($$SELECT * FROM apply_downgrade(-9223372036854775808)$$); -- P0002
 SELECT pg_temp.error_of($$SELECT * FROM apply_downgrade(NULL)$$);                -- 22004
 SELECT pg_temp.error_of(format('SELECT * FROM apply_downgrade(%s, NULL)', :tickets)); -- 22004
 SET LOCAL subscription.actor = '11';                                            -- Z1: an admin may not

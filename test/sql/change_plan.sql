@@ -87,6 +87,7 @@ SELECT pg_temp.error_of($$SELECT * FROM change_plan(999, 'ch_pro', '2026-04-05')
 SELECT pg_temp.error_of($$SELECT * FROM change_plan(1, NULL, '2026-04-05')$$);                     -- 22004
 SELECT pg_temp.error_of($$SELECT * FROM change_plan(1, 'zd_pro', '2026-04-05')$$);                 -- 22023 other product
 SELECT pg_temp.error_of($$SELECT * FROM change_plan(1, 'ch_standard', '2026-06-01')$$);            -- 22023 after the period
+SELECT pg_temp.error_of($$SELECT * FROM change_plan(1, 'ch_standard', 'infinity')$$);              -- 22023
 UPDATE plan_price SET cycle = '1 year' WHERE plan = 'ch_standard';
 SELECT pg_temp.error_of($$SELECT * FROM change_plan(1, 'ch_standard', '2026-04-05')$$);            -- 22023 no monthly price
 SET LOCAL subscription.actor = '11';                                                              -- Z1: admins look, owners change

@@ -62,6 +62,9 @@ SELECT ledger_id > 0 AS line, subscription_id, kind, change, balance, descriptio
 -- errors
 SELECT pg_temp.error_of($$SELECT credit_account(1, 0, 'nothing')$$);            -- 22023
 SELECT pg_temp.error_of($$SELECT credit_account(1, 10.001, 'a tenth of a cent')$$); -- 22023
+SELECT pg_temp.error_of($$SELECT credit_account(1, 'NaN', 'not a number')$$);    -- 22023
+SELECT pg_temp.error_of($$SELECT credit_account(1, 'Infinity', 'everything')$$); -- 22023
+SELECT pg_temp.error_of($$SELECT credit_account(1, -5, 'a debit')$$);            -- 22023
 SELECT pg_temp.error_of($$SELECT credit_account(1, 10, 'yen', 'XXX')$$);         -- 42704
 SELECT pg_temp.error_of($$SELECT credit_account(99, 10, 'nobody')$$);            -- P0002
 SELECT pg_temp.error_of($$SELECT credit_account(1, 10, NULL)$$);                 -- 22004

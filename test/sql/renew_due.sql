@@ -129,6 +129,8 @@ SELECT pg_temp.error_of(format($$SELECT purchase_addon(%s, 'cm_presenters', 1, '
 SET LOCAL subscription.actor = '30';
 SELECT pg_temp.error_of($$SELECT renew_due('2026-04-01')$$);                                             -- back-office only
 RESET subscription.actor;
+SELECT pg_temp.error_of($$SELECT renew_due('infinity')$$);                                               -- 22023: never ends
+SELECT pg_temp.error_of($$SELECT renew_due(NULL)$$);                                                     -- 22004
 ROLLBACK TO SAVEPOINT catalog;
 
 -- a renewal that cannot be done stays due with a WARNING; the others go on
@@ -216,6 +218,7 @@ SELECT count(subscribe(g, 'zd_pro', '1 month', 1, '2026-01-01')) AS subscribed F
 CALL run_renewals('2026-03-01', 2);
 SELECT count(*) AS charges, count(DISTINCT (subscription_id, period)) AS periods FROM ledger;
 SELECT pg_temp.error_of($$CALL run_renewals('2026-03-01', 0)$$);
+SELECT pg_temp.error_of($$CALL run_renewals('infinity')$$);
 SET subscription.actor = '1';
 SELECT pg_temp.error_of($$CALL run_renewals('2026-03-01')$$);
 RESET subscription.actor;
