@@ -15,15 +15,13 @@
  * REPEATABLE READ too a waiter gets the true answer (a seat, or 23514)
  * rather than a serialization failure.
  *
- * R11 (one service license per member and product) spans subscriptions of
- * one account, so a statement that assigns licenses first locks the
- * accounts concerned, in id order, and only then looks for a second service
- * license, with the latest snapshot as ri_triggers.c does: whatever
- * committed before the lock was granted is seen, whatever comes after waits
- * for us.  One row lock per account, not per member, keeps a bulk import
- * cheap; it serializes an account's assignments, which its counters mostly
- * do already.  The search is skipped when the account has no other service
- * subscription of the product, the common case.
+ * R11 (one service license per member and product) is a unique key: each
+ * service license has its row in subscription.service_seat, keyed by member
+ * and product, which the guard inserts with ON CONFLICT DO NOTHING.  A second
+ * service license of the member waits on the index entry of the first, as
+ * any duplicate key does, and is refused once the first commits; no lock
+ * wider than that entry is taken, so assignments to one account, or to one
+ * member's options, run side by side.
  *
  * The guard is a statement-level trigger over the transition tables: a
  * bulk INSERT ... SELECT or COPY costs a few set-based queries, not work
@@ -43,6 +41,7 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 
 #include "subscription.h"
@@ -51,6 +50,7 @@ PG_FUNCTION_INFO_V1(license_guard);
 PG_FUNCTION_INFO_V1(license_consume);
 PG_FUNCTION_INFO_V1(license_release);
 PG_FUNCTION_INFO_V1(licenses_left);
+PG_FUNCTION_INFO_V1(reseat_licenses);
 
 /* INSERT, UPDATE, DELETE: the GuardedEvent values that carry rows */
 #define GUARD_NUM_EVENTS 3
@@ -71,31 +71,58 @@ static const char *const guard_changes[GUARD_NUM_EVENTS] = {
 
 typedef enum GuardQuery
 {
-	GQ_LOCK_ACCOUNTS,			/* lock the accounts that get service licenses */
 	GQ_SUMMARY,					/* history, and per subscription the net change */
-	GQ_SECOND_SERVICE,			/* a member's second service license (R11) */
+	GQ_UNSEAT,					/* free the service seats of released licenses */
+	GQ_SEAT,					/* take the service seats of assigned licenses (R11) */
+	GQ_SEAT_CONFLICT,			/* why GQ_SEAT failed */
 	GUARD_NUM_QUERIES
 } GuardQuery;
+
+/* the statement's changes that a query applies to */
+static const bool guard_query_applies[GUARD_NUM_EVENTS][GUARD_NUM_QUERIES] = {
+	[GUARDED_INSERT] = {true, false, true, true},
+	[GUARDED_UPDATE] = {true, true, true, true},
+	[GUARDED_DELETE] = {true, true, false, false}
+};
+
+/*
+ * The service seats that the assigned licenses of %1$s take, in key order.
+ * A plain INSERT of them fails on the seat's key when a member would hold a
+ * second service of a product: SeatsOrRefuse() turns that into R11's error,
+ * found by SEAT_CONFLICT_QUERY.  Shared by the guard and reseat_licenses().
+ */
+#define WANTED_SEATS \
+	"SELECT c.member_id, p.product, c.subscription_id" \
+	"  FROM %1$s AS c" \
+	"  JOIN subscription.subscription AS s ON s.id = c.subscription_id" \
+	"  JOIN subscription.plan AS p ON p.code = s.plan AND p.kind = 'service'" \
+	" WHERE c.d > 0"
+#define SEAT_QUERY \
+	"INSERT INTO subscription.service_seat (member_id, product, subscription_id) " \
+	WANTED_SEATS " ORDER BY 1, 3"
+/* the first refused license: its seat is held, or wanted twice by the statement */
+#define SEAT_CONFLICT_QUERY \
+	"WITH wanted AS (" WANTED_SEATS ")" \
+	" SELECT w.member_id, w.product, w.subscription_id FROM wanted AS w" \
+	"  WHERE EXISTS (SELECT FROM subscription.service_seat AS x" \
+	"                 WHERE x.member_id = w.member_id AND x.product = w.product" \
+	"                   AND x.subscription_id <> w.subscription_id)" \
+	"     OR EXISTS (SELECT FROM wanted AS v" \
+	"                 WHERE v.member_id = w.member_id AND v.product = w.product" \
+	"                   AND v.subscription_id < w.subscription_id)" \
+	"  ORDER BY 1, 3 LIMIT 1"
 
 /*
  * Aggregations run on the transition table alone before any join, so that
  * a bulk statement sorts or hashes two columns, not joined rows.
  */
 static const char *const guard_queries[GUARD_NUM_QUERIES] = {
-	"SELECT a.id FROM subscription.account AS a"
-	" WHERE a.id IN (SELECT s.account_id"
-	"                  FROM (SELECT DISTINCT subscription_id FROM %1$s AS c WHERE c.d > 0) AS c"
-	"                  JOIN subscription.subscription AS s ON s.id = c.subscription_id"
-	"                  JOIN subscription.plan AS p ON p.code = s.plan AND p.kind = 'service')"
-	" ORDER BY a.id FOR NO KEY UPDATE OF a",
-
 	/*
-	 * One statement for the rest of the reading and the history: one row
-	 * per subscription in id order with its net change; whether R11 is worth
-	 * checking (the account has another service subscription of the same
-	 * product); and, the same in every row, an assigned member of another
-	 * account (22023).  The history rows are written here too: should a
-	 * check fail, the statement rolls back with them.
+	 * One statement for the reading and the history: one row per
+	 * subscription in id order with its net change, and, the same in every
+	 * row, an assigned member of another account (22023).  The history rows
+	 * are written here too: should a check fail, the statement rolls back
+	 * with them.
 	 */
 	"WITH history AS ("
 	"  INSERT INTO subscription.history (actor, operation, account_id, subscription_id, details)"
@@ -106,17 +133,9 @@ static const char *const guard_queries[GUARD_NUM_QUERIES] = {
 	"                 jsonb_agg(c.member_id ORDER BY c.member_id) AS members"
 	"            FROM %1$s AS c GROUP BY 1, 2) AS x"
 	"    JOIN subscription.subscription AS s ON s.id = x.subscription_id)"
-	" SELECT d.subscription_id, d.delta,"
-	"        p.kind = 'service' AND d.assigned AND EXISTS ("
-	"            SELECT FROM subscription.subscription AS s2"
-	"              JOIN subscription.plan AS p2 ON p2.code = s2.plan"
-	"             WHERE s2.account_id = s.account_id AND s2.id <> s.id"
-	"               AND p2.product = p.product AND p2.kind = 'service'),"
-	"        f.subscription_id, f.member_id"
-	"   FROM (SELECT c.subscription_id, sum(c.d)::int AS delta, bool_or(c.d > 0) AS assigned"
+	" SELECT d.subscription_id, d.delta, f.subscription_id, f.member_id"
+	"   FROM (SELECT c.subscription_id, sum(c.d)::int AS delta"
 	"           FROM %1$s AS c GROUP BY 1) AS d"
-	"   JOIN subscription.subscription AS s ON s.id = d.subscription_id"
-	"   JOIN subscription.plan AS p ON p.code = s.plan"
 	"   LEFT JOIN (SELECT c.subscription_id, c.member_id"
 	"                FROM %1$s AS c"
 	"                JOIN subscription.subscription AS s ON s.id = c.subscription_id"
@@ -125,18 +144,13 @@ static const char *const guard_queries[GUARD_NUM_QUERIES] = {
 	"               LIMIT 1) AS f ON true"
 	"  ORDER BY d.subscription_id",
 
-	"SELECT c.member_id, p.product, l.subscription_id"
-	"  FROM %1$s AS c"
-	"  JOIN subscription.subscription AS s ON s.id = c.subscription_id"
-	"  JOIN subscription.plan AS p ON p.code = s.plan AND p.kind = 'service'"
-	"  JOIN subscription.license AS l"
-	"    ON l.member_id = c.member_id AND l.subscription_id <> c.subscription_id"
-	"  JOIN subscription.subscription AS s2 ON s2.id = l.subscription_id"
-	"  JOIN subscription.plan AS p2"
-	"    ON p2.code = s2.plan AND p2.product = p.product AND p2.kind = 'service'"
-	" WHERE c.d > 0"
-	" ORDER BY c.member_id, c.subscription_id, l.subscription_id"
-	" LIMIT 1"
+	"DELETE FROM subscription.service_seat AS x"
+	" USING %1$s AS c"
+	" WHERE c.d < 0 AND x.member_id = c.member_id AND x.subscription_id = c.subscription_id",
+
+	SEAT_QUERY,
+
+	SEAT_CONFLICT_QUERY
 };
 
 /* kept plans, prepared on first use; the catalog they read is the extension's own */
@@ -144,6 +158,7 @@ static SPIPlanPtr guard_plans[GUARD_NUM_EVENTS][GUARD_NUM_QUERIES];
 static SPIPlanPtr move_counter_plan = NULL;
 static SPIPlanPtr read_counter_plan = NULL;
 static SPIPlanPtr truncate_plan = NULL;
+static SPIPlanPtr truncate_seats_plan = NULL;
 static SPIPlanPtr precheck_plan = NULL;
 static SPIPlanPtr authorize_plan = NULL;
 static SPIPlanPtr insert_license_plan = NULL;
@@ -157,7 +172,7 @@ static SPIPlanPtr delete_license_plan = NULL;
 static int64 last_guarded_subscription = 0;
 
 /*
- * What license_consume has already checked, with the account locked, for
+ * What license_consume has already checked, in its own statement, for
  * the one row it is about to insert: the guard then goes straight to the
  * counter.  Valid only in the same (sub)transaction, and used once.
  */
@@ -259,6 +274,96 @@ MoveCounter(Relation rel, int64 subscription_id, int32 delta)
 		CounterRefusal(rel, subscription_id, delta);
 }
 
+/*
+ * Refuse a service license whose seat is taken (R11): name the license that
+ * holds it, read with the latest snapshot, since the holder may have
+ * committed while we waited for its index entry.
+ */
+static void
+SeatRefusal(Relation rel, int64 member_id, const char *product, int64 subscription_id)
+{
+	static SPIPlanPtr holder_plan = NULL;
+	Oid			argtypes[3] = {INT8OID, TEXTOID, INT8OID};
+	Datum		values[3] = {Int64GetDatum(member_id), CStringGetTextDatum(product),
+	Int64GetDatum(subscription_id)};
+	bool		isnull;
+	int64		holder = 0;
+
+	KeptPlan(&holder_plan,
+			 "SELECT subscription_id FROM subscription.service_seat"
+			 " WHERE member_id = $1 AND product = $2 AND subscription_id <> $3",
+			 3, argtypes);
+	if (SPI_execute_snapshot(holder_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							 true, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the service seats");
+	if (SPI_processed > 0)
+		holder = GetInt64(0, 1, &isnull);
+	ereport(ERROR,
+			(errcode(ERRCODE_CHECK_VIOLATION),
+			 errmsg("member " INT64_FORMAT " already holds a service license of product \"%s\"",
+					member_id, product),
+			 holder != 0 ?
+			 errdetail("The member holds a license of subscription " INT64_FORMAT
+					   "; a member holds at most one service per product.", holder) :
+			 errdetail("The same statement gives the member two; a member holds at most one service per product."),
+			 errhint("Release that license first, or assign an option plan instead."),
+			 rel ? errtable(rel) : 0));
+}
+
+/*
+ * Run SEAT_QUERY (seat_plan) in a subtransaction; should a seat's key be
+ * taken, roll it back and refuse the first license that SEAT_CONFLICT_QUERY
+ * (conflict_plan) names.  One subtransaction per statement, not per row.
+ */
+static void
+SeatsOrRefuse(Relation rel, SPIPlanPtr seat_plan, SPIPlanPtr conflict_plan, Datum *values)
+{
+	MemoryContext caller_context = CurrentMemoryContext;
+	ResourceOwner caller_owner = CurrentResourceOwner;
+	volatile bool refused = false;
+	bool		isnull;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(caller_context);
+	PG_TRY();
+	{
+		/* latest snapshot: a seat that committed while we waited is a conflict, not a surprise */
+		if (SPI_execute_snapshot(seat_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+								 false, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not take the service seats");
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller_context);
+		CurrentResourceOwner = caller_owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller_context);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller_context);
+		CurrentResourceOwner = caller_owner;
+		if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION)
+			ReThrowError(edata);
+		FreeErrorData(edata);
+		refused = true;
+	}
+	PG_END_TRY();
+
+	if (!refused)
+		return;
+	if (SPI_execute_snapshot(conflict_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							 true, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not find the refused service license");
+	if (SPI_processed == 0)
+		elog(ERROR, "a service seat was refused, but no license conflicts");
+	SeatRefusal(rel, GetInt64(0, 1, &isnull),
+				SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2),
+				GetInt64(0, 3, &isnull));
+}
+
 static void
 GuardTruncate(void)
 {
@@ -271,6 +376,10 @@ GuardTruncate(void)
 			 0, NULL);
 	if (SPI_execute_plan(truncate_plan, NULL, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not reset the license counters");
+	/* the license table is locked exclusively already: no write of seats can wait */
+	KeptPlan(&truncate_seats_plan, "TRUNCATE subscription.service_seat", 0, NULL);
+	if (SPI_execute_plan(truncate_seats_plan, NULL, NULL, false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not free the service seats");
 }
 
 static void
@@ -295,18 +404,13 @@ GuardStatement(TriggerData *trigdata, GuardedEvent event)
 	uint64		nsubscriptions;
 	int64	   *subscriptions;
 	int32	   *deltas;
-	bool		check_r11 = false;
 	bool		isnull;
 
 	for (q = 0; q < GUARD_NUM_QUERIES; q++)
-		if (plans[q] == NULL)
+		if (plans[q] == NULL && guard_query_applies[event][q])
 			KeptPlan(&plans[q], psprintf(guard_queries[q], guard_changes[event]), 0, NULL);
 
-	if (event != GUARDED_DELETE &&
-		SPI_execute_plan(plans[GQ_LOCK_ACCOUNTS], NULL, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not lock the accounts of new licenses");
-
-	/* latest snapshot: see what committed while we waited for the locks */
+	/* latest snapshot: like ri_triggers.c, see what others have committed */
 	latest = GetLatestSnapshot();
 	if (SPI_execute_snapshot(plans[GQ_SUMMARY], NULL, NULL,
 							 latest, InvalidSnapshot, false, false, 0) != SPI_OK_SELECT)
@@ -319,33 +423,21 @@ GuardStatement(TriggerData *trigdata, GuardedEvent event)
 	for (i = 0; i < nsubscriptions; i++)
 	{
 		bool		no_foreign_member;
-		int64		foreign_member = GetInt64(i, 5, &no_foreign_member);
+		int64		foreign_member = GetInt64(i, 4, &no_foreign_member);
 
 		if (!no_foreign_member)
-			ForeignMemberError(rel, GetInt64(i, 4, &isnull), foreign_member);
+			ForeignMemberError(rel, GetInt64(i, 3, &isnull), foreign_member);
 		subscriptions[i] = GetInt64(i, 1, &isnull);
 		deltas[i] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
-		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull)))
-			check_r11 = true;
 	}
 
-	if (check_r11)
-	{
-		if (SPI_execute_snapshot(plans[GQ_SECOND_SERVICE], NULL, NULL, latest, InvalidSnapshot,
-								 true, false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "could not check the service licenses");
-		if (SPI_processed > 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_CHECK_VIOLATION),
-					 errmsg("member " INT64_FORMAT " already holds a service license of product \"%s\"",
-							GetInt64(0, 1, &isnull),
-							SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2)),
-					 errdetail("The member holds a license of subscription " INT64_FORMAT
-							   "; a member holds at most one service per product.",
-							   GetInt64(0, 3, &isnull)),
-					 errhint("Release that license first, or assign an option plan instead."),
-					 errtable(rel)));
-	}
+	/* seats freed first: an UPDATE may move a service license between subscriptions */
+	if (guard_query_applies[event][GQ_UNSEAT] &&
+		SPI_execute_snapshot(plans[GQ_UNSEAT], NULL, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							 false, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not free the service seats");
+	if (guard_query_applies[event][GQ_SEAT])
+		SeatsOrRefuse(rel, plans[GQ_SEAT], plans[GQ_SEAT_CONFLICT], NULL);
 
 	last_guarded_subscription = 0;
 	for (i = 0; i < nsubscriptions; i++)
@@ -373,7 +465,7 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 	int64		member_id;
 	bool		isnull;
 	bool		not_moved;
-	bool		no_conflict;
+	char	   *refused_product;
 
 	slot = OnlyTransitionRow(rows, tupdesc);
 	subscription_id = DatumGetInt64(slot_getattr(slot, SPI_fnumber(tupdesc, "subscription_id"), &isnull));
@@ -397,10 +489,8 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 		KeptPlan(&one_check_plan,
 				 "SELECT s.account_id, m.account_id"
 				 "  FROM subscription.subscription AS s"
-				 "  JOIN subscription.account AS a ON a.id = s.account_id"
 				 "  LEFT JOIN subscription.member AS m ON m.id = $2"
-				 " WHERE s.id = $1"
-				 "   FOR NO KEY UPDATE OF a",
+				 " WHERE s.id = $1",
 				 2, argtypes);
 		if (SPI_execute_plan(one_check_plan, values, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not check the new license");
@@ -417,33 +507,39 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 	checked_license.lxid = InvalidLocalTransactionId;
 
 	/*
-	 * After the account lock, with the latest snapshot: a second service
-	 * license of the product (R11), else the counter move and the history.
+	 * With the latest snapshot: the service seat (R11), the counter move and
+	 * the history, in one statement.
 	 */
 	KeptPlan(&one_move_plan,
-			 "WITH conflict AS ("
-			 "  SELECT l.subscription_id, p.product"
+			 "WITH target AS ("
+			 "  SELECT s.account_id, p.product, p.kind = 'service' AS service"
 			 "    FROM subscription.subscription AS s"
-			 "    JOIN subscription.plan AS p ON p.code = s.plan AND p.kind = 'service'"
-			 "    JOIN subscription.license AS l ON l.member_id = $2 AND l.subscription_id <> $1"
-			 "    JOIN subscription.subscription AS s2 ON s2.id = l.subscription_id"
-			 "    JOIN subscription.plan AS p2"
-			 "      ON p2.code = s2.plan AND p2.product = p.product AND p2.kind = 'service'"
-			 "   WHERE $3 > 0 AND s.id = $1"
-			 "   ORDER BY l.subscription_id LIMIT 1),"
+			 "    JOIN subscription.plan AS p ON p.code = s.plan"
+			 "   WHERE s.id = $1),"
+			 " unseat AS ("
+			 "  DELETE FROM subscription.service_seat"
+			 "   WHERE $3 < 0 AND member_id = $2 AND subscription_id = $1),"
+			 " seat AS ("
+			 "  INSERT INTO subscription.service_seat (member_id, product, subscription_id)"
+			 "  SELECT $2, t.product, $1 FROM target AS t WHERE $3 > 0 AND t.service"
+			 "  ON CONFLICT DO NOTHING"
+			 "  RETURNING product),"
+			 " refused AS ("
+			 "  SELECT t.product FROM target AS t"
+			 "   WHERE $3 > 0 AND t.service AND NOT EXISTS (SELECT FROM seat)),"
 			 " moved AS ("
 			 "  UPDATE subscription.license_counter SET used = used + $3"
-			 "   WHERE subscription_id = $1 AND NOT EXISTS (SELECT FROM conflict)"
-			 "     AND ($3 < 0 OR (active AND used + $3 <= capacity))"
+			 "   WHERE subscription_id = $1"
+			 "     AND ($3 < 0 OR (active AND used + $3 <= capacity"
+			 "                     AND NOT EXISTS (SELECT FROM refused)))"
 			 "  RETURNING capacity - used AS licenses_left),"
 			 " history AS ("
 			 "  INSERT INTO subscription.history (actor, operation, account_id, subscription_id, details)"
 			 "  SELECT subscription.current_actor(),"
 			 "         CASE WHEN $3 > 0 THEN 'license_assign' ELSE 'license_release' END,"
-			 "         s.account_id, $1, jsonb_build_object('members', jsonb_build_array($2))"
-			 "    FROM moved, subscription.subscription AS s WHERE s.id = $1)"
-			 " SELECT (SELECT licenses_left FROM moved), c.subscription_id, c.product"
-			 "   FROM (SELECT) AS one LEFT JOIN conflict AS c ON true",
+			 "         t.account_id, $1, jsonb_build_object('members', jsonb_build_array($2))"
+			 "    FROM moved, target AS t)"
+			 " SELECT (SELECT licenses_left FROM moved), (SELECT product FROM refused)",
 			 3, argtypes);
 	if (SPI_execute_snapshot(one_move_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
 							 false, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
@@ -461,17 +557,9 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 	if (!assigning)
 		return;					/* the subscription is being deleted with its licenses */
 
-	(void) GetInt64(0, 2, &no_conflict);
-	if (!no_conflict)
-		ereport(ERROR,
-				(errcode(ERRCODE_CHECK_VIOLATION),
-				 errmsg("member " INT64_FORMAT " already holds a service license of product \"%s\"",
-						member_id, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3)),
-				 errdetail("The member holds a license of subscription " INT64_FORMAT
-						   "; a member holds at most one service per product.",
-						   GetInt64(0, 2, &isnull)),
-				 errhint("Release that license first, or assign an option plan instead."),
-				 errtable(rel)));
+	refused_product = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	if (refused_product != NULL)
+		SeatRefusal(rel, member_id, refused_product, subscription_id);
 	CounterRefusal(rel, subscription_id, 1);
 }
 
@@ -654,9 +742,9 @@ WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
 	if (assigning)
 	{
 		/*
-		 * One statement locks the account, checks the member's account, the
-		 * state and a license already held, and inserts; the guard, told so,
-		 * goes straight to R11 and the counter.
+		 * One statement checks the member's account, the state and a license
+		 * already held, and inserts; the guard, told so, goes straight to the
+		 * service seat and the counter.
 		 */
 		checked_license.lxid = MyProc->lxid;
 		checked_license.subxid = GetCurrentSubTransactionId();
@@ -668,10 +756,8 @@ WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
 				 "         EXISTS (SELECT FROM subscription.license AS l"
 				 "                  WHERE l.subscription_id = $1 AND l.member_id = $2) AS holds"
 				 "    FROM subscription.subscription AS s"
-				 "    JOIN subscription.account AS a ON a.id = s.account_id"
 				 "    LEFT JOIN subscription.member AS m ON m.id = $2"
-				 "   WHERE s.id = $1"
-				 "     FOR NO KEY UPDATE OF a)"
+				 "   WHERE s.id = $1)"
 				 " INSERT INTO subscription.license (subscription_id, member_id)"
 				 " SELECT $1, $2 FROM target"
 				 "  WHERE target.status = 'active' AND target.member_account = target.account_id"
@@ -768,4 +854,47 @@ licenses_left(PG_FUNCTION_ARGS)
 	UnpinSearchPath(nest_level);
 
 	PG_RETURN_INT32((int32) (capacity - used));
+}
+
+/*
+ * reseat_licenses(subscription_ids bigint[]) returns void
+ *
+ * Rebuild the service seats of these subscriptions' licenses, after their
+ * plan became a service or an option, or moved to another product: a member
+ * who would hold two services of one product is refused (R11, 23514).
+ */
+Datum
+reseat_licenses(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr unseat_plan = NULL;
+	static SPIPlanPtr seat_plan = NULL;
+	static SPIPlanPtr conflict_plan = NULL;
+	const char *licenses = "(SELECT l.subscription_id, l.member_id, 1 AS d"
+		"   FROM subscription.license AS l WHERE l.subscription_id = ANY ($1))";
+	Oid			argtypes[1] = {INT8ARRAYOID};
+	Datum		values[1];
+	int			nest_level;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_VOID();
+	values[0] = PG_GETARG_DATUM(0);
+
+	nest_level = PinSearchPath();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	KeptPlan(&unseat_plan,
+			 "DELETE FROM subscription.service_seat AS x"
+			 " USING subscription.license AS l"
+			 " WHERE l.subscription_id = ANY ($1)"
+			 "   AND x.member_id = l.member_id AND x.subscription_id = l.subscription_id",
+			 1, argtypes);
+	if (SPI_execute_plan(unseat_plan, values, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not free the service seats");
+	KeptPlan(&seat_plan, psprintf(SEAT_QUERY, licenses), 1, argtypes);
+	KeptPlan(&conflict_plan, psprintf(SEAT_CONFLICT_QUERY, licenses), 1, argtypes);
+	SeatsOrRefuse(NULL, seat_plan, conflict_plan, values);
+	SPI_finish();
+	UnpinSearchPath(nest_level);
+
+	PG_RETURN_VOID();
 }

@@ -64,7 +64,7 @@ storm() {
     failed=$((failed + storm_failed))
     [ "$storm_failed" -ne 0 ] && failures+=("storm $1")
 }
-storm licenses "8 writers, 400 members, 100 seats"
+storm licenses "8 writers, 400 members, two service subscriptions of 100 seats"
 storm renewals "4 renew_due workers, 2000 subscriptions three periods behind"
 
 log=$(server_log)

@@ -1,13 +1,14 @@
 -- The data model of API.md: every table, key and constraint of the contract.
 BEGIN;
-SELECT plan(190);
+SELECT plan(192);
 SET search_path = subscription, public;
 
 SELECT has_schema('subscription');
 SELECT tables_are('subscription', ARRAY[
     'currency', 'product', 'plan', 'plan_price', 'plan_limit', 'addon', 'addon_price',
     'plan_addon', 'coupon', 'account', 'member', 'subscription', 'license', 'addon_batch',
-    'ledger', 'history', 'trimmed', 'usage_counter', 'license_counter', 'limited_table']);
+    'ledger', 'history', 'trimmed', 'usage_counter', 'license_counter', 'service_seat',
+    'limited_table']);
 
 -- every column the contract names, with its type
 SELECT has_column('subscription', t, c, format('%s.%s exists', t, c))
@@ -47,6 +48,8 @@ SELECT col_is_pk('subscription', t, c, format('%s has primary key %s', t, c))
                ('ledger', ARRAY['id']), ('history', ARRAY['id']), ('trimmed', ARRAY['id']),
                ('plan_limit', ARRAY['plan', 'feature']), ('plan_addon', ARRAY['plan', 'addon']),
                ('license', ARRAY['subscription_id', 'member_id']),
+               -- R11 is this key: one service license per member and product
+               ('service_seat', ARRAY['member_id', 'product']),
                ('usage_counter', ARRAY['account_id', 'feature'])) AS x(t, c);
 
 -- foreign keys and their deliberate ON DELETE actions:
@@ -128,7 +131,8 @@ SELECT set_eq(
              ('subscription.account'), ('subscription.member'), ('subscription.subscription'),
              ('subscription.license'), ('subscription.addon_batch'), ('subscription.ledger'),
              ('subscription.history'), ('subscription.trimmed'), ('subscription.usage_counter'),
-             ('subscription.license_counter'), ('subscription.limited_table'),
+             ('subscription.license_counter'), ('subscription.service_seat'),
+             ('subscription.limited_table'),
              ('subscription.account_id_seq'), ('subscription.member_id_seq'),
              ('subscription.subscription_id_seq'), ('subscription.addon_batch_id_seq'),
              ('subscription.ledger_id_seq'), ('subscription.history_id_seq'),
@@ -165,7 +169,7 @@ SELECT function_returns('subscription', 'renew_due', ARRAY['timestamp with time 
 SELECT function_returns('subscription', 'credit_account', ARRAY['bigint', 'numeric', 'text', 'text'], 'bigint');
 SELECT function_returns('subscription', 'end_early', ARRAY['bigint', 'timestamp with time zone'], 'numeric');
 SELECT ok(NOT has_function_privilege('public', p, 'EXECUTE'), format('PUBLIC may not call %s', p))
-  FROM unnest('{subscription.apply_downgrade(bigint\,boolean),subscription.change_plan(bigint\,text\,timestamptz),subscription.purchase_addon(bigint\,text\,integer\,timestamptz),subscription.cancel_addon(bigint),subscription.renew_due(timestamptz),subscription.run_renewals(timestamptz\,integer),subscription.credit_account(bigint\,numeric\,text\,text),subscription.end_early(bigint\,timestamptz),subscription.preview_change_plan(bigint\,text\,timestamptz),subscription.preview_set_quantity(bigint\,integer\,timestamptz),subscription.preview_purchase_addon(bigint\,text\,integer\,timestamptz),subscription.enforce_limit(regclass\,text\,name\,text\,name\,name),subscription.unenforce_limit(regclass\,text)}'::text[]) AS p;
+  FROM unnest('{subscription.apply_downgrade(bigint\,boolean),subscription.change_plan(bigint\,text\,timestamptz),subscription.purchase_addon(bigint\,text\,integer\,timestamptz),subscription.cancel_addon(bigint),subscription.renew_due(timestamptz),subscription.run_renewals(timestamptz\,integer),subscription.credit_account(bigint\,numeric\,text\,text),subscription.end_early(bigint\,timestamptz),subscription.preview_change_plan(bigint\,text\,timestamptz),subscription.preview_set_quantity(bigint\,integer\,timestamptz),subscription.preview_purchase_addon(bigint\,text\,integer\,timestamptz),subscription.enforce_limit(regclass\,text\,name\,text\,name\,name),subscription.unenforce_limit(regclass\,text),subscription.reseat_licenses(bigint[])}'::text[]) AS p;
 SELECT volatility_is('subscription', 'tier_for_hosts', ARRAY['integer', 'integer[]'], 'immutable');
 SELECT volatility_is('subscription', 'tier_for_hosts', ARRAY['text', 'integer'], 'stable');
 SELECT volatility_is('subscription', 'prorate_refund',

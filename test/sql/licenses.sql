@@ -6,6 +6,16 @@
 SET search_path = subscription, public;
 SET TimeZone = 'UTC';
 BEGIN;
+-- R11's unique key: a seat for each service license, and nothing else
+CREATE VIEW pg_temp.seats_check AS
+WITH service_license AS (
+    SELECT l.member_id, p.product, l.subscription_id
+      FROM license AS l JOIN subscription AS s ON s.id = l.subscription_id
+      JOIN plan AS p ON p.code = s.plan AND p.kind = 'service')
+SELECT (SELECT count(*) FROM service_seat) AS seats,
+       NOT EXISTS (SELECT * FROM service_license EXCEPT SELECT member_id, product, subscription_id FROM service_seat)
+       AND NOT EXISTS (SELECT member_id, product, subscription_id FROM service_seat EXCEPT SELECT * FROM service_license)
+       AS seats_are_the_service_licenses;
 
 INSERT INTO product (code, name) VALUES ('rainbow', 'Rainbow'), ('support', 'Zendesk Support');
 INSERT INTO plan (code, product, name, rank, kind) VALUES
@@ -114,10 +124,12 @@ SELECT used FROM license_counter WHERE subscription_id = :recording;
 SAVEPOINT before_truncate;
 TRUNCATE license;
 SELECT count(*) AS counters_in_use FROM license_counter WHERE used <> 0;
+SELECT * FROM pg_temp.seats_check;
 ROLLBACK TO SAVEPOINT before_truncate;
--- after all of that, the counters equal the rows
+-- after all of that, the counters equal the rows, and the seats the service licenses
 SELECT c.subscription_id, c.used, (SELECT count(*) FROM license AS l WHERE l.subscription_id = c.subscription_id) AS rows
   FROM license_counter AS c ORDER BY 1;
+SELECT * FROM pg_temp.seats_check;
 
 -- 55000: no license is assigned on a subscription that is not active
 UPDATE subscription SET status = 'cancelled' WHERE id = :enterprise;
@@ -198,5 +210,31 @@ SELECT actor, operation, account_id, subscription_id, details
  WHERE operation LIKE 'license%' OR (operation = 'subscription_update' AND subscription_id = :business)
  ORDER BY id;
 SELECT operation, count(*) FROM history GROUP BY 1 ORDER BY 1;
+
+-- R11 when plans change: the seats follow the subscription's plan and the
+-- plan's kind and product (subscription.service_seat)
+SELECT l.subscription_id, s.plan, l.member_id FROM license AS l
+  JOIN subscription AS s ON s.id = l.subscription_id WHERE s.account_id = 1 ORDER BY 1, 3;
+SELECT * FROM service_seat ORDER BY 1, 2;
+-- a plan that becomes a service while its members hold other services of the product: refused
+SELECT pg_temp.error_of('UPDATE plan SET kind = ''service'' WHERE code = ''rb_recording''');
+SELECT * FROM pg_temp.seats_check;
+-- Enterprise becomes an option: its seat is freed
+UPDATE plan SET kind = 'option' WHERE code = 'rb_enterprise';
+SELECT * FROM pg_temp.seats_check;
+-- a subscription moved to an option plan frees its seats; back to a service, takes them again
+UPDATE subscription SET plan = 'rb_recording' WHERE id = :business;
+SELECT * FROM pg_temp.seats_check;
+UPDATE subscription SET plan = 'rb_business' WHERE id = :business;
+SELECT * FROM pg_temp.seats_check;
+-- a renamed product: the seats follow the cascade
+UPDATE product SET code = 'rainbow_v2' WHERE code = 'rainbow';
+SELECT DISTINCT product FROM service_seat ORDER BY 1;
+SELECT * FROM pg_temp.seats_check;
+-- a deleted subscription frees its seats with its licenses
+DELETE FROM subscription WHERE id = :business;
+SELECT * FROM pg_temp.seats_check;
+-- reseat_licenses() is internal
+SELECT has_function_privilege('public', 'subscription.reseat_licenses(bigint[])', 'EXECUTE') AS public_may_reseat;
 
 ROLLBACK;
