@@ -742,26 +742,22 @@ WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
 	if (assigning)
 	{
 		/*
-		 * One statement checks the member's account, the state and a license
-		 * already held, and inserts; the guard, told so, goes straight to the
-		 * service seat and the counter.
+		 * One statement checks the member's account and the state, and
+		 * inserts unless the member holds the license already (the key
+		 * decides, whatever the statistics say); the guard, told so, goes
+		 * straight to the service seat and the counter.
 		 */
 		checked_license.lxid = MyProc->lxid;
 		checked_license.subxid = GetCurrentSubTransactionId();
 		checked_license.subscription_id = subscription_id;
 		checked_license.member_id = member_id;
 		KeptPlan(&insert_license_plan,
-				 "WITH target AS ("
-				 "  SELECT s.account_id, s.status, m.account_id AS member_account,"
-				 "         EXISTS (SELECT FROM subscription.license AS l"
-				 "                  WHERE l.subscription_id = $1 AND l.member_id = $2) AS holds"
-				 "    FROM subscription.subscription AS s"
-				 "    LEFT JOIN subscription.member AS m ON m.id = $2"
-				 "   WHERE s.id = $1)"
-				 " INSERT INTO subscription.license (subscription_id, member_id)"
-				 " SELECT $1, $2 FROM target"
-				 "  WHERE target.status = 'active' AND target.member_account = target.account_id"
-				 "    AND NOT target.holds",
+				 "INSERT INTO subscription.license (subscription_id, member_id)"
+				 " SELECT $1, $2"
+				 "   FROM subscription.subscription AS s"
+				 "   JOIN subscription.member AS m ON m.id = $2 AND m.account_id = s.account_id"
+				 "  WHERE s.id = $1 AND s.status = 'active'"
+				 " ON CONFLICT DO NOTHING",
 				 2, argtypes);
 		if (SPI_execute_plan(insert_license_plan, values, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not assign the license");
