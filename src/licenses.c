@@ -11,17 +11,19 @@
  * that two statements cannot deadlock.  Concurrent writers of the same
  * subscription queue on that row and each re-checks the condition against
  * the latest committed version, so no interleaving can oversell.  The
- * guard reads with the latest snapshot, as ri_triggers.c does, so under
- * REPEATABLE READ too a waiter gets the true answer (a seat, or 23514)
- * rather than a serialization failure.
+ * guard reads with the latest snapshot, as ri_triggers.c does; under
+ * REPEATABLE READ a writer that waited for another gets a serialization
+ * failure, as for any row changed under it.
  *
  * R11 (one service license per member and product) is a unique key: each
  * service license has its row in subscription.service_seat, keyed by member
- * and product, which the guard inserts with ON CONFLICT DO NOTHING.  A second
- * service license of the member waits on the index entry of the first, as
- * any duplicate key does, and is refused once the first commits; no lock
- * wider than that entry is taken, so assignments to one account, or to one
- * member's options, run side by side.
+ * and product, which the guard inserts.  A second service license of the
+ * member waits on the index entry of the first, as any duplicate key does,
+ * and is refused once the first commits; no lock wider than that entry is
+ * taken, so assignments to one account, or to one member's options, run
+ * side by side.  One row takes its seat with ON CONFLICT DO NOTHING; a bulk
+ * statement with a plain INSERT in a subtransaction, which is cheaper per
+ * row, and looks for the culprit only when the key refuses.
  *
  * The guard is a statement-level trigger over the transition tables: a
  * bulk INSERT ... SELECT or COPY costs a few set-based queries, not work
@@ -743,9 +745,9 @@ WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
 	{
 		/*
 		 * One statement checks the member's account and the state, and
-		 * inserts unless the member holds the license already (the key
-		 * decides, whatever the statistics say); the guard, told so, goes
-		 * straight to the service seat and the counter.
+		 * inserts; a license the member holds already is the key's 23505.
+		 * The guard, told so, goes straight to the service seat and the
+		 * counter.
 		 */
 		checked_license.lxid = MyProc->lxid;
 		checked_license.subxid = GetCurrentSubTransactionId();
@@ -756,8 +758,7 @@ WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
 				 " SELECT $1, $2"
 				 "   FROM subscription.subscription AS s"
 				 "   JOIN subscription.member AS m ON m.id = $2 AND m.account_id = s.account_id"
-				 "  WHERE s.id = $1 AND s.status = 'active'"
-				 " ON CONFLICT DO NOTHING",
+				 "  WHERE s.id = $1 AND s.status = 'active'",
 				 2, argtypes);
 		if (SPI_execute_plan(insert_license_plan, values, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not assign the license");
