@@ -26,6 +26,8 @@ CREATE SEQUENCE bench.next2 START 4000001; CREATE SEQUENCE bench.next3 START 500
 CREATE SEQUENCE bench.bare0 START 2000001; CREATE SEQUENCE bench.bare1 START 3000001;
 CREATE SEQUENCE bench.bare2 START 4000001; CREATE SEQUENCE bench.bare3 START 5000001;
 VACUUM ANALYZE;
+-- start from a clean slate: the setup's writes are not flushed during the timed runs
+CHECKPOINT;
 SQL
 
 cat > "$dir/consume.sql" <<'EOF2'
