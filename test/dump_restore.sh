@@ -96,5 +96,7 @@ check "the sub-account limit is kept: its guard came back with the extension" \
     test "$(q -d $dst -c "INSERT INTO subscription.account (name, parent_id) VALUES ('Second child', 100)" 2>&1 | grep -c 'would exceed its sub_accounts limit')" = 1
 check "a restored subscription renews its ids too" \
     test "$(q -d $dst -c "SELECT subscription.subscribe(2, 'central_plus', '1 year', 25, '2026-02-01')")" = 2
+check "R11 holds after restore: alice's service seat came back" \
+    test "$(q -d $dst -c "SELECT subscription.license_consume(subscription.subscribe(1, 'central_plus', '1 year', 25, '2026-02-01'), 1)" 2>&1 | grep -c 'already holds a service license')" = 1
 echo "1..$n"
 for db in $src $dst; do q -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null; done
