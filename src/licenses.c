@@ -736,9 +736,25 @@ WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	/* with an actor, the rights come first; otherwise a refusal is explained after */
+	/*
+	 * With an actor, the rights come first, read by the subscription's key
+	 * alone; any other refusal is explained after the write finds nothing.
+	 */
 	if (subscription_actor != NULL && subscription_actor[0] != '\0')
-		PrecheckLicense(fn, subscription_id, member_id, assigning);
+	{
+		static SPIPlanPtr account_plan = NULL;
+		bool		isnull;
+
+		KeptPlan(&account_plan,
+				 "SELECT account_id FROM subscription.subscription WHERE id = $1", 1, argtypes);
+		if (SPI_execute_plan(account_plan, values, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not look up subscription " INT64_FORMAT, subscription_id);
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_NO_DATA_FOUND),
+					 errmsg("subscription " INT64_FORMAT " does not exist", subscription_id)));
+		Authorize(GetInt64(0, 1, &isnull), "assign_licenses");
+	}
 
 	last_guarded_subscription = 0;
 	if (assigning)

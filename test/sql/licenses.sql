@@ -179,6 +179,10 @@ SELECT set_quantity(:business, 7, '2026-01-21') AS admin_with_right_may;
 SELECT pg_temp.error_of(format($$SELECT set_quantity(%s, 6, '2026-01-21')$$, :business));          -- no decrease right
 SELECT pg_temp.error_of($$SELECT subscribe(1, 'rb_business', '1 month', 1, '2026-01-21')$$);       -- admins do not buy (Z1)
 SELECT license_consume(:recording, 12) AS admin_assigns_licenses;
+SET subscription.actor = '11';  -- the rights are checked first, then the rest
+SELECT pg_temp.error_of(format($$SELECT license_consume(%s, 21)$$, :recording));                  -- 22023
+SELECT pg_temp.error_of('SELECT license_consume(999, 11)');                                       -- P0002
+SELECT pg_temp.error_of(format($$SELECT license_consume(%s, 21)$$, :zendesk));                    -- 42501, nothing more
 SET subscription.actor = '14';  -- lea, admin with decrease_monthly_licenses
 SELECT set_quantity(:business, 6, '2026-01-21') AS monthly_decrease;
 SET subscription.actor = '13';  -- kim, plain member
