@@ -996,7 +996,7 @@ CREATE TRIGGER addon_batch_license_counter
 CREATE FUNCTION subscription.reseat_licenses(subscription_ids bigint[])
 RETURNS void
 AS 'MODULE_PATHNAME', 'reseat_licenses'
-LANGUAGE C;
+LANGUAGE C STRICT;
 
 CREATE FUNCTION subscription.sync_service_seats()
 RETURNS trigger

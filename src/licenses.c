@@ -196,6 +196,17 @@ GetInt64(int row, int col, bool *isnull)
 									   col, isnull));
 }
 
+static void SubscriptionMissing(Relation rel, int64 subscription_id) pg_attribute_noreturn();
+
+static void
+SubscriptionMissing(Relation rel, int64 subscription_id)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_NO_DATA_FOUND),
+			 errmsg("subscription " INT64_FORMAT " does not exist", subscription_id),
+			 rel ? errtable(rel) : 0));
+}
+
 /*
  * Say why a subscription's counter could not move by delta (> 0).
  */
@@ -217,10 +228,7 @@ CounterRefusal(Relation rel, int64 subscription_id, int32 delta)
 		elog(ERROR, "could not read the license counter of subscription " INT64_FORMAT,
 			 subscription_id);
 	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
-				 errmsg("subscription " INT64_FORMAT " does not exist", subscription_id),
-				 errtable(rel)));
+		SubscriptionMissing(rel, subscription_id);
 	used = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	capacity = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	active = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
@@ -378,7 +386,7 @@ GuardTruncate(void)
 			 0, NULL);
 	if (SPI_execute_plan(truncate_plan, NULL, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not reset the license counters");
-	/* the license table is locked exclusively already: no write of seats can wait */
+	/* the license table is locked exclusively: no seat can be written meanwhile */
 	KeptPlan(&truncate_seats_plan, "TRUNCATE subscription.service_seat", 0, NULL);
 	if (SPI_execute_plan(truncate_seats_plan, NULL, NULL, false, 0) != SPI_OK_UTILITY)
 		elog(ERROR, "could not free the service seats");
@@ -449,6 +457,20 @@ GuardStatement(TriggerData *trigdata, GuardedEvent event)
 		last_guarded_subscription = 0;
 }
 
+/* what both directions of GuardOneRow's statement read and write */
+#define ONE_ROW_TARGET \
+	"WITH target AS (" \
+	"  SELECT s.account_id, p.product, p.kind = 'service' AS service" \
+	"    FROM subscription.subscription AS s" \
+	"    JOIN subscription.plan AS p ON p.code = s.plan" \
+	"   WHERE s.id = $1),"
+#define ONE_ROW_HISTORY(operation) \
+	" history AS (" \
+	"  INSERT INTO subscription.history (actor, operation, account_id, subscription_id, details)" \
+	"  SELECT subscription.current_actor(), '" operation "'," \
+	"         t.account_id, $1, jsonb_build_object('members', jsonb_build_array($2))" \
+	"    FROM moved, target AS t)"
+
 /*
  * The same checks for a statement that changes one row (license_consume,
  * license_release, a single INSERT or DELETE): with the ids in hand, two
@@ -458,11 +480,12 @@ static void
 GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 {
 	static SPIPlanPtr one_check_plan = NULL;
-	static SPIPlanPtr one_move_plan = NULL;
+	static SPIPlanPtr one_assign_plan = NULL;
+	static SPIPlanPtr one_release_plan = NULL;
 	TupleDesc	tupdesc = RelationGetDescr(rel);
 	TupleTableSlot *slot;
-	Oid			argtypes[3] = {INT8OID, INT8OID, INT4OID};
-	Datum		values[3];
+	Oid			argtypes[2] = {INT8OID, INT8OID};
+	Datum		values[2];
 	int64		subscription_id;
 	int64		member_id;
 	bool		isnull;
@@ -476,7 +499,6 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 
 	values[0] = Int64GetDatum(subscription_id);
 	values[1] = Int64GetDatum(member_id);
-	values[2] = Int32GetDatum(assigning ? 1 : -1);
 
 	/* license_consume has done this already, in this very subtransaction */
 	if (assigning && !(checked_license.lxid == MyProc->lxid &&
@@ -497,10 +519,7 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 		if (SPI_execute_plan(one_check_plan, values, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not check the new license");
 		if (SPI_processed == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_NO_DATA_FOUND),
-					 errmsg("subscription " INT64_FORMAT " does not exist", subscription_id),
-					 errtable(rel)));
+			SubscriptionMissing(rel, subscription_id);
 		account = GetInt64(0, 1, &isnull);
 		member_account = GetInt64(0, 2, &no_member);
 		if (no_member || member_account != account)
@@ -509,42 +528,41 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 	checked_license.lxid = InvalidLocalTransactionId;
 
 	/*
-	 * With the latest snapshot: the service seat (R11), the counter move and
-	 * the history, in one statement.
+	 * With the latest snapshot, in one statement: the service seat (R11),
+	 * the counter move and the history.
 	 */
-	KeptPlan(&one_move_plan,
-			 "WITH target AS ("
-			 "  SELECT s.account_id, p.product, p.kind = 'service' AS service"
-			 "    FROM subscription.subscription AS s"
-			 "    JOIN subscription.plan AS p ON p.code = s.plan"
-			 "   WHERE s.id = $1),"
-			 " unseat AS ("
-			 "  DELETE FROM subscription.service_seat"
-			 "   WHERE $3 < 0 AND member_id = $2 AND subscription_id = $1),"
-			 " seat AS ("
-			 "  INSERT INTO subscription.service_seat (member_id, product, subscription_id)"
-			 "  SELECT $2, t.product, $1 FROM target AS t WHERE $3 > 0 AND t.service"
-			 "  ON CONFLICT DO NOTHING"
-			 "  RETURNING product),"
-			 " refused AS ("
-			 "  SELECT t.product FROM target AS t"
-			 "   WHERE $3 > 0 AND t.service AND NOT EXISTS (SELECT FROM seat)),"
-			 " moved AS ("
-			 "  UPDATE subscription.license_counter SET used = used + $3"
-			 "   WHERE subscription_id = $1"
-			 "     AND ($3 < 0 OR (active AND used + $3 <= capacity"
-			 "                     AND NOT EXISTS (SELECT FROM refused)))"
-			 "  RETURNING capacity - used AS licenses_left),"
-			 " history AS ("
-			 "  INSERT INTO subscription.history (actor, operation, account_id, subscription_id, details)"
-			 "  SELECT subscription.current_actor(),"
-			 "         CASE WHEN $3 > 0 THEN 'license_assign' ELSE 'license_release' END,"
-			 "         t.account_id, $1, jsonb_build_object('members', jsonb_build_array($2))"
-			 "    FROM moved, target AS t)"
-			 " SELECT (SELECT licenses_left FROM moved), (SELECT product FROM refused)",
-			 3, argtypes);
-	if (SPI_execute_snapshot(one_move_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
-							 false, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
+	if (assigning)
+		KeptPlan(&one_assign_plan,
+				 ONE_ROW_TARGET
+				 " seat AS ("
+				 "  INSERT INTO subscription.service_seat (member_id, product, subscription_id)"
+				 "  SELECT $2, t.product, $1 FROM target AS t WHERE t.service"
+				 "  ON CONFLICT DO NOTHING"
+				 "  RETURNING product),"
+				 " refused AS ("
+				 "  SELECT t.product FROM target AS t WHERE t.service AND NOT EXISTS (SELECT FROM seat)),"
+				 " moved AS ("
+				 "  UPDATE subscription.license_counter SET used = used + 1"
+				 "   WHERE subscription_id = $1 AND active AND used + 1 <= capacity"
+				 "     AND NOT EXISTS (SELECT FROM refused)"
+				 "  RETURNING capacity - used AS licenses_left),"
+				 ONE_ROW_HISTORY("license_assign")
+				 " SELECT (SELECT licenses_left FROM moved), (SELECT product FROM refused)",
+				 2, argtypes);
+	else
+		KeptPlan(&one_release_plan,
+				 ONE_ROW_TARGET
+				 " unseat AS ("
+				 "  DELETE FROM subscription.service_seat WHERE member_id = $2 AND subscription_id = $1),"
+				 " moved AS ("
+				 "  UPDATE subscription.license_counter SET used = used - 1 WHERE subscription_id = $1"
+				 "  RETURNING capacity - used AS licenses_left),"
+				 ONE_ROW_HISTORY("license_release")
+				 " SELECT (SELECT licenses_left FROM moved), NULL::text",
+				 2, argtypes);
+	if (SPI_execute_snapshot(assigning ? one_assign_plan : one_release_plan, values, NULL,
+							 GetLatestSnapshot(), InvalidSnapshot, false, false, 0) != SPI_OK_SELECT ||
+		SPI_processed != 1)
 		elog(ERROR, "could not move the license counter of subscription " INT64_FORMAT,
 			 subscription_id);
 
@@ -671,9 +689,7 @@ PrecheckLicense(const char *fn, int64 subscription_id, int64 member_id, bool ass
 
 	sub_missing = SPI_processed == 0;
 	if (sub_missing)
-		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
-				 errmsg("subscription " INT64_FORMAT " does not exist", subscription_id)));
+		SubscriptionMissing(NULL, subscription_id);
 	account = GetInt64(0, 1, &isnull);
 	member_account = GetInt64(0, 2, &member_missing);
 	status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
@@ -750,9 +766,7 @@ WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
 		if (SPI_execute_plan(account_plan, values, NULL, true, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not look up subscription " INT64_FORMAT, subscription_id);
 		if (SPI_processed == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_NO_DATA_FOUND),
-					 errmsg("subscription " INT64_FORMAT " does not exist", subscription_id)));
+			SubscriptionMissing(NULL, subscription_id);
 		Authorize(GetInt64(0, 1, &isnull), "assign_licenses");
 	}
 
@@ -858,9 +872,7 @@ licenses_left(PG_FUNCTION_ARGS)
 	if (SPI_execute_plan(read_counter_plan, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the license counter");
 	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
-				 errmsg("subscription " INT64_FORMAT " does not exist", subscription_id)));
+		SubscriptionMissing(NULL, subscription_id);
 	used = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	capacity = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	SPI_finish();
@@ -888,8 +900,6 @@ reseat_licenses(PG_FUNCTION_ARGS)
 	Datum		values[1];
 	int			nest_level;
 
-	if (PG_ARGISNULL(0))
-		PG_RETURN_VOID();
 	values[0] = PG_GETARG_DATUM(0);
 
 	nest_level = PinSearchPath();
