@@ -4,7 +4,7 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../pgbench_compare.sh"
 
-q >/dev/null <<'SQL'
+q -v keep_slivers="${BENCH_KEEP_SLIVERS:-0}" >/dev/null <<'SQL'
 SET search_path = subscription, public;
 INSERT INTO product (code, name) VALUES ('seats', 'Seats');
 INSERT INTO plan (code, product, name, kind) VALUES ('seats_service', 'seats', 'Service', 'service');
@@ -26,6 +26,19 @@ CREATE SEQUENCE bench.next2 START 4000001; CREATE SEQUENCE bench.next3 START 500
 CREATE SEQUENCE bench.bare0 START 2000001; CREATE SEQUENCE bench.bare1 START 3000001;
 CREATE SEQUENCE bench.bare2 START 4000001; CREATE SEQUENCE bench.bare3 START 5000001;
 VACUUM ANALYZE;
+-- The setup's 2M member rows leave on each of the history's ~49k pages a
+-- sliver of free space that a smaller license_assign row fits, and the
+-- VACUUM above records them: for the next 49k calls, each history row would
+-- go to a different old page, whose first change since the checkpoint writes
+-- a full-page image (8 kB of WAL per call).  Live, a page offers its sliver
+-- once per vacuum, to one row in ~40: rewrite the setup's history to measure
+-- calls in that steady state.  BENCH_KEEP_SLIVERS=1 keeps the backlog.
+SELECT :'keep_slivers' = '1' AS keep_slivers \gset
+\if :keep_slivers
+\else
+VACUUM FULL history;
+ANALYZE history;
+\endif
 -- start from a clean slate: the setup's writes are not flushed during the timed runs
 CHECKPOINT;
 SQL
