@@ -33,7 +33,6 @@ VACUUM ANALYZE;
 -- a full-page image (8 kB of WAL per call).  Live, a page offers its sliver
 -- once per vacuum, to one row in ~40: rewrite the setup's history to measure
 -- calls in that steady state.  BENCH_KEEP_SLIVERS=1 keeps the backlog.
-SELECT :'keep_slivers' = '1' AS keep_slivers \gset
 \if :keep_slivers
 \else
 VACUUM FULL history;
