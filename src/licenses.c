@@ -21,19 +21,24 @@
  * member waits on the index entry of the first, as any duplicate key does,
  * and is refused once the first commits; no lock wider than that entry is
  * taken, so assignments to one account, or to one member's options, run
- * side by side.  One row takes its seat with ON CONFLICT DO NOTHING; a bulk
- * statement with a plain INSERT in a subtransaction, which is cheaper per
- * row, and looks for the culprit only when the key refuses.
+ * side by side.  One row takes its seat by a speculative insertion, as ON
+ * CONFLICT DO NOTHING does; a bulk statement with a plain INSERT in a
+ * subtransaction, which is cheaper per row, and looks for the culprit only
+ * when the key refuses.
  *
  * The guard is a statement-level trigger over the transition tables: a
  * bulk INSERT ... SELECT or COPY costs a few set-based queries, not work
- * per row, and fails as a whole.
+ * per row, and fails as a whole.  A statement of one row costs a few index
+ * lookups and row writes instead (rowwrite.c), no query.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -41,7 +46,9 @@
 #include "miscadmin.h"
 #include "storage/proc.h"
 #include "utils/builtins.h"
+#include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/numeric.h"
 #include "utils/rel.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
@@ -457,40 +464,195 @@ GuardStatement(TriggerData *trigdata, GuardedEvent event)
 		last_guarded_subscription = 0;
 }
 
-/* what both directions of GuardOneRow's statement read and write */
-#define ONE_ROW_TARGET \
-	"WITH target AS (" \
-	"  SELECT s.account_id, p.product, p.kind = 'service' AS service" \
-	"    FROM subscription.subscription AS s" \
-	"    JOIN subscription.plan AS p ON p.code = s.plan" \
-	"   WHERE s.id = $1),"
-#define ONE_ROW_HISTORY(operation) \
-	" history AS (" \
-	"  INSERT INTO subscription.history (actor, operation, account_id, subscription_id, details)" \
-	"  SELECT subscription.current_actor(), '" operation "'," \
-	"         t.account_id, $1, jsonb_build_object('members', jsonb_build_array($2))" \
-	"    FROM moved, target AS t)"
+/* the extension's tables that a one-row change writes, in the order it writes them */
+typedef enum OneRowTable
+{
+	ONE_ROW_SEAT,
+	ONE_ROW_COUNTER,
+	ONE_ROW_HISTORY,
+	ONE_ROW_NUM_TABLES
+} OneRowTable;
+
+static const char *const one_row_tables[ONE_ROW_NUM_TABLES] = {
+	[ONE_ROW_SEAT] = "service_seat",
+	[ONE_ROW_COUNTER] = "license_counter",
+	[ONE_ROW_HISTORY] = "history"
+};
+
+/* an int64 column of a stored row */
+static int64
+RowInt64(TupleTableSlot *slot, Relation rel, const char *column)
+{
+	bool		isnull;
+	Datum		value = slot_getattr(slot, RowWriteColumn(rel, column), &isnull);
+
+	return isnull ? 0 : DatumGetInt64(value);
+}
+
+/* set a column of a row to write */
+static void
+SetColumn(TupleTableSlot *slot, bool *given, Relation rel, const char *column, Datum value)
+{
+	AttrNumber	attnum = RowWriteColumn(rel, column);
+
+	slot->tts_values[attnum - 1] = value;
+	slot->tts_isnull[attnum - 1] = false;
+	given[attnum - 1] = true;
+}
+
+/*
+ * What the subscription's license needs: its account, and the product of
+ * its plan when that plan is a service (NULL for an option).  False when
+ * the subscription does not exist.
+ */
+static bool
+ReadTarget(Snapshot snapshot, int64 subscription_id, int64 *account_id, char **service_product)
+{
+	Oid			schema = get_namespace_oid("subscription", false);
+	Relation	subscriptions = table_open(get_relname_relid("subscription", schema), AccessShareLock);
+	Relation	plans = table_open(get_relname_relid("plan", schema), AccessShareLock);
+	TupleTableSlot *subscription = table_slot_create(subscriptions, NULL);
+	TupleTableSlot *plan = table_slot_create(plans, NULL);
+	Datum		key = Int64GetDatum(subscription_id);
+	bool		found;
+	bool		isnull;
+
+	*service_product = NULL;
+	found = FetchRowByKey(subscriptions, snapshot, 1, &key, subscription);
+	if (found)
+	{
+		*account_id = RowInt64(subscription, subscriptions, "account_id");
+		key = slot_getattr(subscription, RowWriteColumn(subscriptions, "plan"), &isnull);
+		if (FetchRowByKey(plans, snapshot, 1, &key, plan))
+		{
+			char	   *kind = TextDatumGetCString(slot_getattr(plan, RowWriteColumn(plans, "kind"), &isnull));
+
+			if (strcmp(kind, "service") == 0)
+				*service_product = TextDatumGetCString(slot_getattr(plan, RowWriteColumn(plans, "product"),
+																	&isnull));
+		}
+	}
+	ExecDropSingleTupleTableSlot(plan);
+	ExecDropSingleTupleTableSlot(subscription);
+	table_close(plans, NoLock);
+	table_close(subscriptions, NoLock);
+	return found;
+}
+
+/* free the service seats that the member's license of the subscription holds */
+static void
+Unseat(RowWrites *w, int64 subscription_id, int64 member_id)
+{
+	Relation	seats = RowWriteRelation(w, ONE_ROW_SEAT);
+	TupleTableSlot *seat = RowWriteStoredSlot(w, ONE_ROW_SEAT);
+	Datum		key = Int64GetDatum(member_id);
+	KeyScan    *ks = BeginKeyScan(seats, RowWriteSnapshot(w), 1, &key);
+
+	while (KeyScanNext(ks, seat))
+		if (RowInt64(seat, seats, "subscription_id") == subscription_id &&
+			LockLatestRow(w, ONE_ROW_SEAT, seat, LockTupleExclusive) &&
+			RowInt64(seat, seats, "subscription_id") == subscription_id)
+			DeleteRow(w, ONE_ROW_SEAT, seat);
+	EndKeyScan(ks);
+}
+
+/*
+ * Move the subscription's counter by delta, or leave it when an assignment
+ * would pass the capacity or the subscription is not active: false, also
+ * when the counter is gone.  The new licenses left in *left.
+ */
+static bool
+MoveCounterRow(RowWrites *w, int64 subscription_id, int32 delta, int32 *left)
+{
+	Relation	counters = RowWriteRelation(w, ONE_ROW_COUNTER);
+	TupleTableSlot *counter = RowWriteStoredSlot(w, ONE_ROW_COUNTER);
+	TupleTableSlot *moved = RowWriteNewSlot(w, ONE_ROW_COUNTER);
+	AttrNumber	used_col = RowWriteColumn(counters, "used");
+	Datum		key = Int64GetDatum(subscription_id);
+	int32		used;
+	int32		capacity;
+	bool		active;
+	bool		isnull;
+
+	if (!FetchRowByKey(counters, RowWriteSnapshot(w), 1, &key, counter) ||
+		!LockLatestRow(w, ONE_ROW_COUNTER, counter, LockTupleNoKeyExclusive))
+		return false;
+	used = DatumGetInt32(slot_getattr(counter, used_col, &isnull));
+	capacity = DatumGetInt32(slot_getattr(counter, RowWriteColumn(counters, "capacity"), &isnull));
+	active = DatumGetBool(slot_getattr(counter, RowWriteColumn(counters, "active"), &isnull));
+	if (delta > 0 && !(active && used + delta <= capacity))
+		return false;
+
+	/* the counter's CHECK is checked by the update, as for any write */
+	slot_getallattrs(counter);
+	memcpy(moved->tts_values, counter->tts_values, sizeof(Datum) * counter->tts_nvalid);
+	memcpy(moved->tts_isnull, counter->tts_isnull, sizeof(bool) * counter->tts_nvalid);
+	moved->tts_values[used_col - 1] = Int32GetDatum(used + delta);
+	UpdateRow(w, ONE_ROW_COUNTER, counter, moved);
+	*left = capacity - (used + delta);
+	return true;
+}
+
+/* the history row of a one-row change: {"members": [member_id]} */
+static void
+RecordOneRow(RowWrites *w, const char *operation, int64 account_id, int64 subscription_id,
+			 int64 member_id)
+{
+	Relation	history = RowWriteRelation(w, ONE_ROW_HISTORY);
+	TupleTableSlot *row = RowWriteNewSlot(w, ONE_ROW_HISTORY);
+	bool	   *given = palloc0(sizeof(bool) * RelationGetDescr(history)->natts);
+	JsonbParseState *state = NULL;
+	JsonbValue	v;
+	JsonbValue *details;
+
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	v.type = jbvString;
+	v.val.string.val = "members";
+	v.val.string.len = strlen("members");
+	pushJsonbValue(&state, WJB_KEY, &v);
+	pushJsonbValue(&state, WJB_BEGIN_ARRAY, NULL);
+	v.type = jbvNumeric;
+	v.val.numeric = int64_to_numeric(member_id);
+	pushJsonbValue(&state, WJB_ELEM, &v);
+	pushJsonbValue(&state, WJB_END_ARRAY, NULL);
+	details = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+
+	SetColumn(row, given, history, "actor", PointerGetDatum(CurrentActor()));
+	SetColumn(row, given, history, "operation", CStringGetTextDatum(operation));
+	SetColumn(row, given, history, "account_id", Int64GetDatum(account_id));
+	SetColumn(row, given, history, "subscription_id", Int64GetDatum(subscription_id));
+	SetColumn(row, given, history, "details", JsonbPGetDatum(JsonbValueToJsonb(details)));
+	InsertRow(w, ONE_ROW_HISTORY, row, given);
+}
 
 /*
  * The same checks for a statement that changes one row (license_consume,
- * license_release, a single INSERT or DELETE): with the ids in hand, two
- * short parameterized statements instead of scans of the transition table.
+ * license_release, a single INSERT or DELETE): with the ids in hand, index
+ * lookups and row writes (rowwrite.c) instead of scans of the transition
+ * table.  In this order, as the statement-level path: the service seat,
+ * the counter, the history.
  */
 static void
 GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 {
 	static SPIPlanPtr one_check_plan = NULL;
-	static SPIPlanPtr one_assign_plan = NULL;
-	static SPIPlanPtr one_release_plan = NULL;
 	TupleDesc	tupdesc = RelationGetDescr(rel);
 	TupleTableSlot *slot;
 	Oid			argtypes[2] = {INT8OID, INT8OID};
 	Datum		values[2];
+	Oid			relids[ONE_ROW_NUM_TABLES];
+	Oid			schema;
+	RowWrites  *w;
 	int64		subscription_id;
 	int64		member_id;
+	int64		account_id = 0;
+	char	   *service_product;
 	bool		isnull;
-	bool		not_moved;
-	char	   *refused_product;
+	bool		target;
+	bool		moved = false;
+	bool		refused = false;
+	int32		left = 0;
+	int			t;
 
 	slot = OnlyTransitionRow(rows, tupdesc);
 	subscription_id = DatumGetInt64(slot_getattr(slot, SPI_fnumber(tupdesc, "subscription_id"), &isnull));
@@ -527,59 +689,44 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 	}
 	checked_license.lxid = InvalidLocalTransactionId;
 
-	/*
-	 * With the latest snapshot, in one statement: the service seat (R11),
-	 * the counter move and the history.
-	 */
-	if (assigning)
-		KeptPlan(&one_assign_plan,
-				 ONE_ROW_TARGET
-				 " seat AS ("
-				 "  INSERT INTO subscription.service_seat (member_id, product, subscription_id)"
-				 "  SELECT $2, t.product, $1 FROM target AS t WHERE t.service"
-				 "  ON CONFLICT DO NOTHING"
-				 "  RETURNING product),"
-				 " refused AS ("
-				 "  SELECT t.product FROM target AS t WHERE t.service AND NOT EXISTS (SELECT FROM seat)),"
-				 " moved AS ("
-				 "  UPDATE subscription.license_counter SET used = used + 1"
-				 "   WHERE subscription_id = $1 AND active AND used + 1 <= capacity"
-				 "     AND NOT EXISTS (SELECT FROM refused)"
-				 "  RETURNING capacity - used AS licenses_left),"
-				 ONE_ROW_HISTORY("license_assign")
-				 " SELECT (SELECT licenses_left FROM moved), (SELECT product FROM refused)",
-				 2, argtypes);
-	else
-		KeptPlan(&one_release_plan,
-				 ONE_ROW_TARGET
-				 " unseat AS ("
-				 "  DELETE FROM subscription.service_seat WHERE member_id = $2 AND subscription_id = $1),"
-				 " moved AS ("
-				 "  UPDATE subscription.license_counter SET used = used - 1 WHERE subscription_id = $1"
-				 "  RETURNING capacity - used AS licenses_left),"
-				 ONE_ROW_HISTORY("license_release")
-				 " SELECT (SELECT licenses_left FROM moved), NULL::text",
-				 2, argtypes);
-	if (SPI_execute_snapshot(assigning ? one_assign_plan : one_release_plan, values, NULL,
-							 GetLatestSnapshot(), InvalidSnapshot, false, false, 0) != SPI_OK_SELECT ||
-		SPI_processed != 1)
-		elog(ERROR, "could not move the license counter of subscription " INT64_FORMAT,
-			 subscription_id);
+	schema = get_namespace_oid("subscription", false);
+	for (t = 0; t < ONE_ROW_NUM_TABLES; t++)
+		relids[t] = get_relname_relid(one_row_tables[t], schema);
+	w = BeginRowWrites(ONE_ROW_NUM_TABLES, relids);
+	target = ReadTarget(RowWriteSnapshot(w), subscription_id, &account_id, &service_product);
 
-	last_licenses_left = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-													 1, &not_moved));
-	if (!not_moved)
+	if (!assigning)
+		Unseat(w, subscription_id, member_id);
+	else if (service_product != NULL)
+	{
+		Relation	seats = RowWriteRelation(w, ONE_ROW_SEAT);
+		TupleTableSlot *seat = RowWriteNewSlot(w, ONE_ROW_SEAT);
+		bool	   *given = palloc0(sizeof(bool) * RelationGetDescr(seats)->natts);
+
+		SetColumn(seat, given, seats, "member_id", Int64GetDatum(member_id));
+		SetColumn(seat, given, seats, "product", CStringGetTextDatum(service_product));
+		SetColumn(seat, given, seats, "subscription_id", Int64GetDatum(subscription_id));
+		refused = !InsertRowUnlessConflict(w, ONE_ROW_SEAT, seat, given);
+	}
+	if (!refused)
+		moved = MoveCounterRow(w, subscription_id, assigning ? 1 : -1, &left);
+	/* no history for the licenses of a subscription being deleted */
+	if (moved && target)
+		RecordOneRow(w, assigning ? "license_assign" : "license_release",
+					 account_id, subscription_id, member_id);
+	EndRowWrites(w);
+
+	if (moved)
 	{
 		last_guarded_subscription = subscription_id;
+		last_licenses_left = left;
 		return;
 	}
 	last_guarded_subscription = 0;
 	if (!assigning)
 		return;					/* the subscription is being deleted with its licenses */
-
-	refused_product = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-	if (refused_product != NULL)
-		SeatRefusal(rel, member_id, refused_product, subscription_id);
+	if (refused)
+		SeatRefusal(rel, member_id, service_product, subscription_id);
 	CounterRefusal(rel, subscription_id, 1);
 }
 

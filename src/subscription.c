@@ -11,6 +11,8 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 
 #include "subscription.h"
@@ -18,6 +20,8 @@
 PG_MODULE_MAGIC;
 
 void		_PG_init(void);
+
+PG_FUNCTION_INFO_V1(current_actor);
 
 char	   *subscription_actor = NULL;
 int			subscription_notice_days = 30;
@@ -44,4 +48,24 @@ _PG_init(void)
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("subscription");
+}
+
+/*
+ * The actor written to history: subscription.actor, else the session user.
+ */
+text *
+CurrentActor(void)
+{
+	if (subscription_actor != NULL && subscription_actor[0] != '\0')
+		return cstring_to_text(subscription_actor);
+	return cstring_to_text(GetUserNameFromId(GetSessionUserId(), false));
+}
+
+/*
+ * current_actor() returns text
+ */
+Datum
+current_actor(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(CurrentActor());
 }

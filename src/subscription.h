@@ -12,6 +12,9 @@
 extern char *subscription_actor;
 extern int	subscription_notice_days;
 
+/* subscription.c: the actor written to history */
+extern text *CurrentActor(void);
+
 /* guard.c: what the statement-level guards share */
 #include "executor/spi.h"
 #include "executor/tuptable.h"
@@ -33,6 +36,47 @@ extern void UnpinSearchPath(int nest_level);
 extern GuardedEvent ClassifyGuardedStatement(FunctionCallInfo fcinfo, const char *guard,
 											 Tuplestorestate **rows);
 extern TupleTableSlot *OnlyTransitionRow(Tuplestorestate *rows, TupleDesc tupdesc);
+
+/*
+ * rowwrite.c: single rows of the extension's own tables, read and written
+ * without a query
+ */
+#include "access/genam.h"
+#include "nodes/execnodes.h"
+#include "utils/snapshot.h"
+
+typedef struct RowWrites
+{
+	EState	   *estate;
+	EPQState	epqstate;
+	int			ntables;
+	ResultRelInfo *tables;		/* by the caller's table number */
+} RowWrites;
+
+typedef struct KeyScan
+{
+	Relation	index;
+	IndexScanDesc scan;
+} KeyScan;
+
+extern RowWrites *BeginRowWrites(int ntables, const Oid *relids);
+extern void EndRowWrites(RowWrites *w);
+extern Snapshot RowWriteSnapshot(RowWrites *w);
+extern Relation RowWriteRelation(RowWrites *w, int table);
+extern TupleTableSlot *RowWriteStoredSlot(RowWrites *w, int table);
+extern TupleTableSlot *RowWriteNewSlot(RowWrites *w, int table);
+extern AttrNumber RowWriteColumn(Relation rel, const char *column);
+extern KeyScan *BeginKeyScan(Relation rel, Snapshot snapshot, int nkeys, const Datum *keys);
+extern bool KeyScanNext(KeyScan *ks, TupleTableSlot *slot);
+extern void EndKeyScan(KeyScan *ks);
+extern bool FetchRowByKey(Relation rel, Snapshot snapshot, int nkeys, const Datum *keys,
+						  TupleTableSlot *slot);
+extern bool LockLatestRow(RowWrites *w, int table, TupleTableSlot *slot, LockTupleMode mode);
+extern void InsertRow(RowWrites *w, int table, TupleTableSlot *slot, const bool *given);
+extern bool InsertRowUnlessConflict(RowWrites *w, int table, TupleTableSlot *slot,
+									const bool *given);
+extern void UpdateRow(RowWrites *w, int table, TupleTableSlot *oldslot, TupleTableSlot *newslot);
+extern void DeleteRow(RowWrites *w, int table, TupleTableSlot *slot);
 
 /*
  * downgrade.c: the trimming in progress (0 / InvalidOid when none), so that

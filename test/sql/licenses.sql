@@ -238,6 +238,29 @@ SELECT * FROM pg_temp.seats_check;
 -- a deleted subscription frees its seats with its licenses
 DELETE FROM subscription WHERE id = :business;
 SELECT * FROM pg_temp.seats_check;
+-- A one-row change writes its seat, counter and history row without a
+-- query (src/rowwrite.c), and through what an INSERT or UPDATE goes
+-- through: the tables' row triggers, their constraints, their current
+-- column defaults.
+CREATE FUNCTION public.tag_history() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.details := NEW.details || '{"tagged": true}'; RETURN NEW; END $$;
+CREATE FUNCTION public.seat_taken() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE NOTICE 'seat of member % taken', NEW.member_id; RETURN NULL; END $$;
+CREATE TRIGGER tag_history BEFORE INSERT ON history FOR EACH ROW EXECUTE FUNCTION public.tag_history();
+CREATE TRIGGER seat_taken AFTER INSERT ON service_seat FOR EACH ROW EXECUTE FUNCTION public.seat_taken();
+INSERT INTO account (id, name) VALUES (4, 'Hooli');
+INSERT INTO member (id, account_id, external_id) VALUES (41, 4, 'ann'), (42, 4, 'bob');
+SELECT subscribe(4, 'zd_pro', '1 month', 3, '2026-01-01') AS hooli \gset
+SELECT license_consume(:hooli, 41) AS ann_consumes;
+ALTER TABLE history ALTER COLUMN at SET DEFAULT '2030-01-01 00:00+00';
+SELECT license_release(:hooli, 41) AS ann_releases;
+SELECT operation, at >= '2030-01-01' AS new_default, details FROM history
+ WHERE subscription_id = :hooli AND operation LIKE 'license%' ORDER BY id;
+ALTER TABLE license_counter ADD CONSTRAINT hooli_at_most_none CHECK (subscription_id <> :hooli OR used = 0);
+SELECT pg_temp.error_of(format('SELECT license_consume(%s, 42)', :hooli));
+SELECT pg_temp.error_of(format('INSERT INTO license (subscription_id, member_id) VALUES (%s, 42)', :hooli));
+SELECT licenses_left(:hooli), (SELECT count(*) FROM service_seat WHERE subscription_id = :hooli) AS seats;
+
 -- reseat_licenses() is internal
 SELECT has_function_privilege('public', 'subscription.reseat_licenses(bigint[])', 'EXECUTE') AS public_may_reseat;
 

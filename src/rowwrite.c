@@ -1,0 +1,489 @@
+/*-------------------------------------------------------------------------
+ *
+ * rowwrite.c
+ *	  Reading and writing single rows of the extension's own tables with
+ *	  the executor's row-level helpers, without planning or starting a
+ *	  query: what logical replication's apply does for each change.
+ *
+ * A one-row license change costs a few index lookups and row writes; as
+ * one SQL statement it cost more to start than to run.  The rows written
+ * here go through the same checks as the executor's: BEFORE and AFTER row
+ * triggers, NOT NULL and CHECK constraints, every index, the column
+ * defaults.  Rows are read with the latest snapshot, as ri_triggers.c
+ * does, and a row locked after waiting for another transaction's change is
+ * a serialization failure under REPEATABLE READ, as for an UPDATE.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/nbtree.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/index.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "optimizer/optimizer.h"
+#include "parser/parse_relation.h"
+#include "rewrite/rewriteHandler.h"
+#include "storage/lmgr.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+#include "subscription.h"
+
+/*
+ * Open the tables, each locked as an INSERT, UPDATE or DELETE locks its
+ * target, with their indexes, in one executor state whose snapshot is the
+ * latest.
+ */
+RowWrites *
+BeginRowWrites(int ntables, const Oid *relids)
+{
+	RowWrites  *w = palloc0(sizeof(RowWrites));
+	List	   *range_table = NIL;
+	int			i;
+
+	/* see what this statement has written so far, as SPI would */
+	CommandCounterIncrement();
+
+	w->estate = CreateExecutorState();
+	for (i = 0; i < ntables; i++)
+	{
+		RangeTblEntry *rte = makeNode(RangeTblEntry);
+
+		rte->rtekind = RTE_RELATION;
+		rte->relid = relids[i];
+		rte->relkind = RELKIND_RELATION;
+		rte->rellockmode = RowExclusiveLock;
+		range_table = lappend(range_table, rte);
+	}
+	ExecInitRangeTable(w->estate, range_table);
+	w->estate->es_snapshot = RegisterSnapshot(GetLatestSnapshot());
+	w->estate->es_output_cid = GetCurrentCommandId(true);
+
+	w->ntables = ntables;
+	w->tables = palloc0(sizeof(ResultRelInfo) * ntables);
+	for (i = 0; i < ntables; i++)
+	{
+		InitResultRelInfo(&w->tables[i], table_open(relids[i], RowExclusiveLock), i + 1, NULL, 0);
+		ExecOpenIndices(&w->tables[i], false);
+	}
+	EvalPlanQualInit(&w->epqstate, w->estate, NULL, NIL, -1);
+	AfterTriggerBeginQuery();
+	return w;
+}
+
+/* fire the AFTER triggers the writes queued, and close everything */
+void
+EndRowWrites(RowWrites *w)
+{
+	int			i;
+
+	AfterTriggerEndQuery(w->estate);
+	EvalPlanQualEnd(&w->epqstate);
+	/* the tables that the AFTER triggers opened (a foreign key's check) */
+	ExecCloseResultRelations(w->estate);
+	ExecResetTupleTable(w->estate->es_tupleTable, false);
+	for (i = 0; i < w->ntables; i++)
+	{
+		ExecCloseIndices(&w->tables[i]);
+		table_close(w->tables[i].ri_RelationDesc, NoLock);
+	}
+	UnregisterSnapshot(w->estate->es_snapshot);
+	FreeExecutorState(w->estate);
+	pfree(w->tables);
+	pfree(w);
+}
+
+/* the latest snapshot when the writes began: every row is read with it */
+Snapshot
+RowWriteSnapshot(RowWrites *w)
+{
+	return w->estate->es_snapshot;
+}
+
+Relation
+RowWriteRelation(RowWrites *w, int table)
+{
+	return w->tables[table].ri_RelationDesc;
+}
+
+/* a slot of the table's own kind, for its stored rows */
+TupleTableSlot *
+RowWriteStoredSlot(RowWrites *w, int table)
+{
+	return table_slot_create(RowWriteRelation(w, table), &w->estate->es_tupleTable);
+}
+
+/* an empty slot of the table's row type, for a row to write */
+TupleTableSlot *
+RowWriteNewSlot(RowWrites *w, int table)
+{
+	TupleDesc	tupdesc = RelationGetDescr(RowWriteRelation(w, table));
+	TupleTableSlot *slot = ExecInitExtraTupleSlot(w->estate, tupdesc, &TTSOpsVirtual);
+
+	memset(slot->tts_isnull, true, sizeof(bool) * tupdesc->natts);
+	return slot;
+}
+
+/* the column's number, or an error naming it */
+AttrNumber
+RowWriteColumn(Relation rel, const char *column)
+{
+	AttrNumber	attnum = attnameAttNum(rel, column, false);
+
+	if (attnum == InvalidAttrNumber)
+		elog(ERROR, "column \"%s\" of relation \"%s\" does not exist",
+			 column, RelationGetRelationName(rel));
+	return attnum;
+}
+
+/*
+ * Begin a scan of rel's rows whose first nkeys primary key columns equal
+ * keys, as snapshot sees them.
+ */
+KeyScan *
+BeginKeyScan(Relation rel, Snapshot snapshot, int nkeys, const Datum *keys)
+{
+	KeyScan    *ks = palloc(sizeof(KeyScan));
+	ScanKeyData *skeys = palloc(sizeof(ScanKeyData) * nkeys);
+	Oid			pkey = RelationGetPrimaryKeyIndex(rel);
+	int			i;
+
+	if (!OidIsValid(pkey))
+		elog(ERROR, "relation \"%s\" has no primary key", RelationGetRelationName(rel));
+	ks->index = index_open(pkey, AccessShareLock);
+	if (nkeys > IndexRelationGetNumberOfKeyAttributes(ks->index))
+		elog(ERROR, "too many keys for index \"%s\"", RelationGetRelationName(ks->index));
+	for (i = 0; i < nkeys; i++)
+	{
+		Oid			opcintype = ks->index->rd_opcintype[i];
+		Oid			eqop = get_opfamily_member(ks->index->rd_opfamily[i], opcintype, opcintype,
+											   BTEqualStrategyNumber);
+
+		if (!OidIsValid(eqop))
+			elog(ERROR, "missing equality operator for column %d of index \"%s\"",
+				 i + 1, RelationGetRelationName(ks->index));
+		ScanKeyInit(&skeys[i], i + 1, BTEqualStrategyNumber, get_opcode(eqop), keys[i]);
+		skeys[i].sk_collation = ks->index->rd_indcollation[i];
+	}
+	ks->scan = index_beginscan(rel, ks->index, snapshot, nkeys, 0);
+	index_rescan(ks->scan, skeys, nkeys, NULL, 0);
+	return ks;
+}
+
+/* the next row into slot (a stored slot of the table), or false */
+bool
+KeyScanNext(KeyScan *ks, TupleTableSlot *slot)
+{
+	return index_getnext_slot(ks->scan, ForwardScanDirection, slot);
+}
+
+void
+EndKeyScan(KeyScan *ks)
+{
+	index_endscan(ks->scan);
+	index_close(ks->index, NoLock);
+	pfree(ks);
+}
+
+/* the one row of rel with this primary key, or false */
+bool
+FetchRowByKey(Relation rel, Snapshot snapshot, int nkeys, const Datum *keys, TupleTableSlot *slot)
+{
+	KeyScan    *ks = BeginKeyScan(rel, snapshot, nkeys, keys);
+	bool		found = KeyScanNext(ks, slot);
+
+	EndKeyScan(ks);
+	return found;
+}
+
+static void SerializationFailure(void) pg_attribute_noreturn();
+
+static void
+SerializationFailure(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+			 errmsg("could not serialize access due to concurrent update")));
+}
+
+/*
+ * Lock the latest version of the row in slot (a stored slot, read by a key
+ * scan), waiting for a transaction that is changing it, and load that
+ * version into slot.  False when the row is gone.
+ */
+bool
+LockLatestRow(RowWrites *w, int table, TupleTableSlot *slot, LockTupleMode mode)
+{
+	TM_FailureData tmfd;
+	TM_Result	result;
+
+	result = table_tuple_lock(RowWriteRelation(w, table), &slot->tts_tid, w->estate->es_snapshot,
+							  slot, GetCurrentCommandId(false), mode, LockWaitBlock,
+							  TUPLE_LOCK_FLAG_FIND_LAST_VERSION, &tmfd);
+	switch (result)
+	{
+		case TM_Ok:
+			/* a newer version than the snapshot's: what ExecUpdate refuses too */
+			if (tmfd.traversed && IsolationUsesXactSnapshot())
+				SerializationFailure();
+			return true;
+		case TM_Deleted:
+			if (IsolationUsesXactSnapshot())
+				SerializationFailure();
+			return false;
+		case TM_SelfModified:
+			/* the row was changed by this very command: not a row we write twice */
+			elog(ERROR, "row of \"%s\" already changed by this command",
+				 RelationGetRelationName(RowWriteRelation(w, table)));
+		default:
+			elog(ERROR, "unexpected table_tuple_lock status: %u", result);
+	}
+	pg_unreachable();
+}
+
+/*
+ * The column defaults and CHECK constraints of a table, parsed and planned
+ * once per backend: an identity column's default alone reads pg_depend, and
+ * the executor parses each CHECK again for every statement.  An entry is
+ * rebuilt after the table's definition changes; the callback only marks
+ * it, as it may run while an expression of the entry is being compiled.
+ */
+typedef struct TableExprs
+{
+	Oid			relid;			/* hash key */
+	bool		valid;
+	MemoryContext context;		/* holds the expressions */
+	int			natts;
+	Expr	  **defaults;		/* by attribute; NULL without a default */
+	int			ncheck;
+	Expr	  **checks;			/* in the relation descriptor's order */
+} TableExprs;
+
+static HTAB *table_exprs = NULL;
+
+static void
+InvalidateTableExprs(Datum arg, Oid relid)
+{
+	HASH_SEQ_STATUS status;
+	TableExprs *entry;
+
+	hash_seq_init(&status, table_exprs);
+	while ((entry = hash_seq_search(&status)) != NULL)
+		if (relid == InvalidOid || entry->relid == relid)
+			entry->valid = false;
+}
+
+static TableExprs *
+GetTableExprs(Relation rel)
+{
+	Oid			relid = RelationGetRelid(rel);
+	TupleDesc	tupdesc = RelationGetDescr(rel);
+	TupleConstr *constr = tupdesc->constr;
+	int			ncheck = constr ? constr->num_check : 0;
+	TableExprs *entry;
+	MemoryContext caller_context;
+	bool		found;
+	int			i;
+
+	if (table_exprs == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(TableExprs);
+		table_exprs = hash_create("subscription table expressions", 8, &ctl,
+								  HASH_ELEM | HASH_BLOBS);
+		CacheRegisterRelcacheCallback(InvalidateTableExprs, (Datum) 0);
+	}
+	entry = hash_search(table_exprs, &relid, HASH_ENTER, &found);
+	if (found && entry->valid && entry->natts == tupdesc->natts && entry->ncheck == ncheck)
+		return entry;
+	if (found && entry->context != NULL)
+		MemoryContextDelete(entry->context);
+	entry->valid = false;
+	entry->context = NULL;
+
+	entry->context = AllocSetContextCreate(CacheMemoryContext, "subscription table expressions",
+										   ALLOCSET_SMALL_SIZES);
+	caller_context = MemoryContextSwitchTo(entry->context);
+	entry->natts = tupdesc->natts;
+	entry->defaults = palloc0(sizeof(Expr *) * tupdesc->natts);
+	for (i = 0; i < tupdesc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
+		Node	   *expr;
+
+		if (att->attisdropped || att->attgenerated)
+			continue;
+		expr = build_column_default(rel, i + 1);
+		if (expr != NULL)
+			entry->defaults[i] = expression_planner((Expr *) expr);
+	}
+	entry->ncheck = ncheck;
+	entry->checks = palloc0(sizeof(Expr *) * Max(ncheck, 1));
+	for (i = 0; i < ncheck; i++)
+		entry->checks[i] = expression_planner(stringToNode(constr->check[i].ccbin));
+	MemoryContextSwitchTo(caller_context);
+	entry->valid = true;
+	return entry;
+}
+
+/*
+ * Compile the table's CHECK constraints for ExecConstraints() from the
+ * planned ones, where it would parse and plan each one again.
+ */
+static void
+PrepareChecks(RowWrites *w, int table)
+{
+	ResultRelInfo *rri = &w->tables[table];
+	TableExprs *exprs;
+	MemoryContext caller_context;
+	int			i;
+
+	if (rri->ri_ConstraintExprs != NULL)
+		return;
+	exprs = GetTableExprs(rri->ri_RelationDesc);
+	if (exprs->ncheck == 0)
+		return;
+	caller_context = MemoryContextSwitchTo(w->estate->es_query_cxt);
+	rri->ri_ConstraintExprs = palloc(sizeof(ExprState *) * exprs->ncheck);
+	for (i = 0; i < exprs->ncheck; i++)
+		rri->ri_ConstraintExprs[i] = ExecInitExpr(exprs->checks[i], NULL);
+	MemoryContextSwitchTo(caller_context);
+}
+
+/*
+ * Give the columns of slot that the caller did not set their default, as
+ * an INSERT that does not name them would; then materialize the row.
+ */
+static void
+FillDefaults(RowWrites *w, int table, TupleTableSlot *slot, const bool *given)
+{
+	TableExprs *exprs = GetTableExprs(RowWriteRelation(w, table));
+	ExprContext *econtext = GetPerTupleExprContext(w->estate);
+	int			i;
+
+	for (i = 0; i < exprs->natts; i++)
+	{
+		if (given[i])
+			continue;
+		slot->tts_values[i] = (Datum) 0;
+		slot->tts_isnull[i] = true;
+		if (exprs->defaults[i] != NULL)
+			slot->tts_values[i] = ExecEvalExprSwitchContext(ExecInitExpr(exprs->defaults[i], NULL),
+															econtext, &slot->tts_isnull[i]);
+	}
+	ExecStoreVirtualTuple(slot);
+	ExecMaterializeSlot(slot);
+}
+
+/*
+ * Insert the row in slot (a new slot; given[i] tells which columns the
+ * caller set) as an INSERT would.
+ */
+void
+InsertRow(RowWrites *w, int table, TupleTableSlot *slot, const bool *given)
+{
+	FillDefaults(w, table, slot, given);
+	PrepareChecks(w, table);
+	ExecSimpleRelationInsert(&w->tables[table], w->estate, slot);
+}
+
+/*
+ * Insert the row in slot as INSERT ... ON CONFLICT DO NOTHING would, with
+ * the table's unique indexes as arbiters; false when a committed or
+ * in-progress row holds its key.  A waiter sees a speculative row either
+ * confirmed or withdrawn, as for the executor's own insertions.
+ */
+bool
+InsertRowUnlessConflict(RowWrites *w, int table, TupleTableSlot *slot, const bool *given)
+{
+	ResultRelInfo *rri = &w->tables[table];
+	Relation	rel = rri->ri_RelationDesc;
+	TransactionId xid = GetCurrentTransactionId();
+	List	   *recheck;
+
+	/* the arbiters' operators, which a plain insertion does not need */
+	for (int i = 0; i < rri->ri_NumIndices; i++)
+		if (rri->ri_IndexRelationInfo[i]->ii_Unique &&
+			rri->ri_IndexRelationInfo[i]->ii_UniqueOps == NULL)
+			BuildSpeculativeIndexInfo(rri->ri_IndexRelationDescs[i], rri->ri_IndexRelationInfo[i]);
+
+	FillDefaults(w, table, slot, given);
+	if (rri->ri_TrigDesc && rri->ri_TrigDesc->trig_insert_before_row &&
+		!ExecBRInsertTriggers(w->estate, rri, slot))
+		return false;
+	PrepareChecks(w, table);
+	if (rel->rd_att->constr)
+		ExecConstraints(rri, slot, w->estate);
+
+	for (;;)
+	{
+		ItemPointerData conflict;
+		bool		conflicted = false;
+		uint32		token;
+
+		CHECK_FOR_INTERRUPTS();
+		if (!ExecCheckIndexConstraints(rri, slot, w->estate, &conflict, NIL))
+		{
+			/*
+			 * Like DO NOTHING: under REPEATABLE READ the row that holds the
+			 * key must be one this transaction could see.
+			 */
+			if (IsolationUsesXactSnapshot())
+			{
+				TupleTableSlot *holder = RowWriteStoredSlot(w, table);
+
+				if (!table_tuple_fetch_row_version(rel, &conflict, SnapshotAny, holder))
+					elog(ERROR, "failed to fetch conflicting row");
+				if (!table_tuple_satisfies_snapshot(rel, holder, w->estate->es_snapshot))
+					SerializationFailure();
+			}
+			return false;
+		}
+
+		token = SpeculativeInsertionLockAcquire(xid);
+		table_tuple_insert_speculative(rel, slot, w->estate->es_output_cid, 0, NULL, token);
+		recheck = ExecInsertIndexTuples(rri, slot, w->estate, false, true, &conflicted, NIL);
+		table_tuple_complete_speculative(rel, slot, token, !conflicted);
+		SpeculativeInsertionLockRelease(xid);
+		if (!conflicted)
+			break;
+		/* someone took the key meanwhile: check again, which now finds it */
+		list_free(recheck);
+	}
+	ExecARInsertTriggers(w->estate, rri, slot, recheck, NULL);
+	list_free(recheck);
+	return true;
+}
+
+/*
+ * Replace the locked row in oldslot (see LockLatestRow) by newslot, as an
+ * UPDATE would.
+ */
+void
+UpdateRow(RowWrites *w, int table, TupleTableSlot *oldslot, TupleTableSlot *newslot)
+{
+	ExecStoreVirtualTuple(newslot);
+	ExecMaterializeSlot(newslot);
+	PrepareChecks(w, table);
+	ExecSimpleRelationUpdate(&w->tables[table], w->estate, &w->epqstate, oldslot, newslot);
+}
+
+/* delete the locked row in slot, as a DELETE would */
+void
+DeleteRow(RowWrites *w, int table, TupleTableSlot *slot)
+{
+	ExecSimpleRelationDelete(&w->tables[table], w->estate, &w->epqstate, slot);
+}
