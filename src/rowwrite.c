@@ -229,7 +229,7 @@ LockLatestRow(RowWrites *w, int table, TupleTableSlot *slot, LockTupleMode mode)
 	TM_Result	result;
 
 	result = table_tuple_lock(RowWriteRelation(w, table), &slot->tts_tid, w->estate->es_snapshot,
-							  slot, GetCurrentCommandId(false), mode, LockWaitBlock,
+							  slot, w->estate->es_output_cid, mode, LockWaitBlock,
 							  TUPLE_LOCK_FLAG_FIND_LAST_VERSION, &tmfd);
 	switch (result)
 	{
