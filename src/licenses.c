@@ -479,6 +479,17 @@ static const char *const one_row_tables[ONE_ROW_NUM_TABLES] = {
 	[ONE_ROW_HISTORY] = "history"
 };
 
+/* one of the extension's tables */
+static Oid
+OwnTable(const char *name)
+{
+	Oid			relid = get_relname_relid(name, get_namespace_oid("subscription", false));
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "table subscription.%s does not exist", name);
+	return relid;
+}
+
 /* an int64 column of a stored row */
 static int64
 RowInt64(TupleTableSlot *slot, Relation rel, const char *column)
@@ -508,9 +519,8 @@ SetColumn(TupleTableSlot *slot, bool *given, Relation rel, const char *column, D
 static bool
 ReadTarget(Snapshot snapshot, int64 subscription_id, int64 *account_id, char **service_product)
 {
-	Oid			schema = get_namespace_oid("subscription", false);
-	Relation	subscriptions = table_open(get_relname_relid("subscription", schema), AccessShareLock);
-	Relation	plans = table_open(get_relname_relid("plan", schema), AccessShareLock);
+	Relation	subscriptions = table_open(OwnTable("subscription"), AccessShareLock);
+	Relation	plans = table_open(OwnTable("plan"), AccessShareLock);
 	TupleTableSlot *subscription = table_slot_create(subscriptions, NULL);
 	TupleTableSlot *plan = table_slot_create(plans, NULL);
 	Datum		key = Int64GetDatum(subscription_id);
@@ -536,6 +546,22 @@ ReadTarget(Snapshot snapshot, int64 subscription_id, int64 *account_id, char **s
 	ExecDropSingleTupleTableSlot(subscription);
 	table_close(plans, NoLock);
 	table_close(subscriptions, NoLock);
+	return found;
+}
+
+/* the account of a member, read with snapshot; false when there is no such member */
+static bool
+ReadMemberAccount(Snapshot snapshot, int64 member_id, int64 *account_id)
+{
+	Relation	members = table_open(OwnTable("member"), AccessShareLock);
+	TupleTableSlot *member = table_slot_create(members, NULL);
+	Datum		key = Int64GetDatum(member_id);
+	bool		found = FetchRowByKey(members, snapshot, 1, &key, member);
+
+	if (found)
+		*account_id = RowInt64(member, members, "account_id");
+	ExecDropSingleTupleTableSlot(member);
+	table_close(members, NoLock);
 	return found;
 }
 
@@ -635,19 +661,16 @@ RecordOneRow(RowWrites *w, const char *operation, int64 account_id, int64 subscr
 static void
 GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 {
-	static SPIPlanPtr one_check_plan = NULL;
 	TupleDesc	tupdesc = RelationGetDescr(rel);
 	TupleTableSlot *slot;
-	Oid			argtypes[2] = {INT8OID, INT8OID};
-	Datum		values[2];
 	Oid			relids[ONE_ROW_NUM_TABLES];
-	Oid			schema;
 	RowWrites  *w;
 	int64		subscription_id;
 	int64		member_id;
 	int64		account_id = 0;
 	char	   *service_product;
 	bool		isnull;
+	bool		checked;
 	bool		target;
 	bool		moved = false;
 	bool		refused = false;
@@ -659,41 +682,27 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 	member_id = DatumGetInt64(slot_getattr(slot, SPI_fnumber(tupdesc, "member_id"), &isnull));
 	ExecDropSingleTupleTableSlot(slot);
 
-	values[0] = Int64GetDatum(subscription_id);
-	values[1] = Int64GetDatum(member_id);
-
-	/* license_consume has done this already, in this very subtransaction */
-	if (assigning && !(checked_license.lxid == MyProc->lxid &&
-					   checked_license.subxid == GetCurrentSubTransactionId() &&
-					   checked_license.subscription_id == subscription_id &&
-					   checked_license.member_id == member_id))
-	{
-		int64		account;
-		int64		member_account;
-		bool		no_member;
-
-		KeptPlan(&one_check_plan,
-				 "SELECT s.account_id, m.account_id"
-				 "  FROM subscription.subscription AS s"
-				 "  LEFT JOIN subscription.member AS m ON m.id = $2"
-				 " WHERE s.id = $1",
-				 2, argtypes);
-		if (SPI_execute_plan(one_check_plan, values, NULL, false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "could not check the new license");
-		if (SPI_processed == 0)
-			SubscriptionMissing(rel, subscription_id);
-		account = GetInt64(0, 1, &isnull);
-		member_account = GetInt64(0, 2, &no_member);
-		if (no_member || member_account != account)
-			ForeignMemberError(rel, subscription_id, member_id);
-	}
+	/* license_consume has checked the member's account in this very subtransaction */
+	checked = checked_license.lxid == MyProc->lxid &&
+		checked_license.subxid == GetCurrentSubTransactionId() &&
+		checked_license.subscription_id == subscription_id &&
+		checked_license.member_id == member_id;
 	checked_license.lxid = InvalidLocalTransactionId;
 
-	schema = get_namespace_oid("subscription", false);
 	for (t = 0; t < ONE_ROW_NUM_TABLES; t++)
-		relids[t] = get_relname_relid(one_row_tables[t], schema);
+		relids[t] = OwnTable(one_row_tables[t]);
 	w = BeginRowWrites(ONE_ROW_NUM_TABLES, relids);
 	target = ReadTarget(RowWriteSnapshot(w), subscription_id, &account_id, &service_product);
+	if (assigning && !checked)
+	{
+		int64		member_account;
+
+		if (!target)
+			SubscriptionMissing(rel, subscription_id);
+		if (!ReadMemberAccount(RowWriteSnapshot(w), member_id, &member_account) ||
+			member_account != account_id)
+			ForeignMemberError(rel, subscription_id, member_id);
+	}
 
 	if (!assigning)
 		Unseat(w, subscription_id, member_id);
