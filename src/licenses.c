@@ -6,11 +6,12 @@
  *
  * Locking design.  Each subscription has one counter row
  * (subscription.license_counter); every statement that writes licenses
- * moves it once, by a conditional UPDATE that can only succeed while
- * used + delta <= capacity, taking the counters in subscription order so
- * that two statements cannot deadlock.  Concurrent writers of the same
- * subscription queue on that row and each re-checks the condition against
- * the latest committed version, so no interleaving can oversell.  The
+ * moves it once: it locks the row's latest version and moves it only
+ * while used + delta <= capacity (MoveCounterRow), taking the counters in
+ * subscription order so that two statements cannot deadlock.  Concurrent
+ * writers of the same subscription queue on that row lock and each checks
+ * the condition on the latest committed version, so no interleaving can
+ * oversell; the row's CHECK holds the same line on every other path.  The
  * guard reads with the latest snapshot, as ri_triggers.c does; under
  * REPEATABLE READ a writer that waited for another gets a serialization
  * failure, as for any row changed under it.
@@ -164,7 +165,6 @@ static const char *const guard_queries[GUARD_NUM_QUERIES] = {
 
 /* kept plans, prepared on first use; the catalog they read is the extension's own */
 static SPIPlanPtr guard_plans[GUARD_NUM_EVENTS][GUARD_NUM_QUERIES];
-static SPIPlanPtr move_counter_plan = NULL;
 static SPIPlanPtr read_counter_plan = NULL;
 static SPIPlanPtr truncate_plan = NULL;
 static SPIPlanPtr truncate_seats_plan = NULL;
@@ -255,37 +255,81 @@ CounterRefusal(Relation rel, int64 subscription_id, int32 delta)
 			 errtable(rel)));
 }
 
+/* one of the extension's tables */
+static Oid
+OwnTable(const char *name)
+{
+	Oid			relid = get_relname_relid(name, get_namespace_oid("subscription", false));
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "table subscription.%s does not exist", name);
+	return relid;
+}
+
+/*
+ * Move the subscription's counter (in table of w) by delta, or leave it when
+ * an assignment would pass the capacity or the subscription is not active:
+ * false, also when the counter is gone.  The new licenses left in *left.
+ * The one place where a counter moves.
+ */
+static bool
+MoveCounterRow(RowWrites *w, int table, int64 subscription_id, int32 delta, int32 *left)
+{
+	Relation	counters = RowWriteRelation(w, table);
+	TupleTableSlot *counter = RowWriteStoredSlot(w, table);
+	TupleTableSlot *moved = RowWriteNewSlot(w, table);
+	AttrNumber	used_col = RowWriteColumn(counters, "used");
+	Datum		key = Int64GetDatum(subscription_id);
+	Snapshot	latest;
+	bool		found;
+	int32		used;
+	int32		capacity;
+	bool		active;
+	bool		isnull;
+
+	/*
+	 * Read now, not when the writes began: a statement that has waited for
+	 * another subscription's counter finds this one as it is, and only a
+	 * counter changed while we wait for it is a serialization failure.
+	 */
+	latest = RegisterSnapshot(GetLatestSnapshot());
+	found = FetchRowByKey(counters, latest, 1, &key, counter);
+	UnregisterSnapshot(latest);
+	if (!found || !LockLatestRow(w, table, counter, LockTupleNoKeyExclusive))
+		return false;
+	used = DatumGetInt32(slot_getattr(counter, used_col, &isnull));
+	capacity = DatumGetInt32(slot_getattr(counter, RowWriteColumn(counters, "capacity"), &isnull));
+	active = DatumGetBool(slot_getattr(counter, RowWriteColumn(counters, "active"), &isnull));
+	if (delta > 0 && !(active && used + delta <= capacity))
+		return false;
+
+	/* the counter's CHECK is checked by the update, as for any write */
+	slot_getallattrs(counter);
+	memcpy(moved->tts_values, counter->tts_values, sizeof(Datum) * counter->tts_nvalid);
+	memcpy(moved->tts_isnull, counter->tts_isnull, sizeof(bool) * counter->tts_nvalid);
+	moved->tts_values[used_col - 1] = Int32GetDatum(used + delta);
+	UpdateRow(w, table, counter, moved);
+	*left = capacity - (used + delta);
+	return true;
+}
+
 /*
  * Move one subscription's counter by delta, or refuse.  Called for each
  * subscription of a statement in ascending id order.
  */
 static void
-MoveCounter(Relation rel, int64 subscription_id, int32 delta)
+MoveCounter(Relation rel, RowWrites *w, int table, int64 subscription_id, int32 delta)
 {
-	Oid			argtypes[2] = {INT8OID, INT4OID};
-	Datum		values[2] = {Int64GetDatum(subscription_id), Int32GetDatum(delta)};
-	bool		isnull;
+	int32		left;
 
-	KeptPlan(&move_counter_plan,
-			 "UPDATE subscription.license_counter"
-			 "   SET used = used + $2"
-			 " WHERE subscription_id = $1"
-			 "   AND ($2 < 0 OR (active AND used + $2 <= capacity))"
-			 " RETURNING capacity - used",
-			 2, argtypes);
-	if (SPI_execute_snapshot(move_counter_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
-							 false, false, 0) != SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "could not move the license counter of subscription " INT64_FORMAT,
-			 subscription_id);
-	if (SPI_processed == 1)
+	if (MoveCounterRow(w, table, subscription_id, delta, &left))
 	{
 		last_guarded_subscription = subscription_id;
-		last_licenses_left = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
-														 SPI_tuptable->tupdesc, 1, &isnull));
+		last_licenses_left = left;
 	}
 	/*
-	 * A release always matches a counter that still exists; none matched, so
-	 * the subscription is being deleted together with its licenses.
+	 * A release always finds a counter that still exists; none did, so the
+	 * subscription is being deleted together with its licenses.
 	 */
 	else if (delta > 0)
 		CounterRefusal(rel, subscription_id, delta);
@@ -421,6 +465,8 @@ GuardStatement(TriggerData *trigdata, GuardedEvent event)
 	uint64		nsubscriptions;
 	int64	   *subscriptions;
 	int32	   *deltas;
+	Oid			counters_relid;
+	RowWrites  *counters;
 	bool		isnull;
 
 	for (q = 0; q < GUARD_NUM_QUERIES; q++)
@@ -457,9 +503,12 @@ GuardStatement(TriggerData *trigdata, GuardedEvent event)
 		SeatsOrRefuse(rel, plans[GQ_SEAT], plans[GQ_SEAT_CONFLICT], NULL);
 
 	last_guarded_subscription = 0;
+	counters_relid = OwnTable("license_counter");
+	counters = BeginRowWrites(1, &counters_relid);
 	for (i = 0; i < nsubscriptions; i++)
 		if (deltas[i] != 0)
-			MoveCounter(rel, subscriptions[i], deltas[i]);
+			MoveCounter(rel, counters, 0, subscriptions[i], deltas[i]);
+	EndRowWrites(counters);
 	if (nsubscriptions != 1)
 		last_guarded_subscription = 0;
 }
@@ -478,17 +527,6 @@ static const char *const one_row_tables[ONE_ROW_NUM_TABLES] = {
 	[ONE_ROW_COUNTER] = "license_counter",
 	[ONE_ROW_HISTORY] = "history"
 };
-
-/* one of the extension's tables */
-static Oid
-OwnTable(const char *name)
-{
-	Oid			relid = get_relname_relid(name, get_namespace_oid("subscription", false));
-
-	if (!OidIsValid(relid))
-		elog(ERROR, "table subscription.%s does not exist", name);
-	return relid;
-}
 
 /* an int64 column of a stored row */
 static int64
@@ -580,43 +618,6 @@ Unseat(RowWrites *w, int64 subscription_id, int64 member_id)
 			RowInt64(seat, seats, "subscription_id") == subscription_id)
 			DeleteRow(w, ONE_ROW_SEAT, seat);
 	EndKeyScan(ks);
-}
-
-/*
- * Move the subscription's counter by delta, or leave it when an assignment
- * would pass the capacity or the subscription is not active: false, also
- * when the counter is gone.  The new licenses left in *left.
- */
-static bool
-MoveCounterRow(RowWrites *w, int64 subscription_id, int32 delta, int32 *left)
-{
-	Relation	counters = RowWriteRelation(w, ONE_ROW_COUNTER);
-	TupleTableSlot *counter = RowWriteStoredSlot(w, ONE_ROW_COUNTER);
-	TupleTableSlot *moved = RowWriteNewSlot(w, ONE_ROW_COUNTER);
-	AttrNumber	used_col = RowWriteColumn(counters, "used");
-	Datum		key = Int64GetDatum(subscription_id);
-	int32		used;
-	int32		capacity;
-	bool		active;
-	bool		isnull;
-
-	if (!FetchRowByKey(counters, RowWriteSnapshot(w), 1, &key, counter) ||
-		!LockLatestRow(w, ONE_ROW_COUNTER, counter, LockTupleNoKeyExclusive))
-		return false;
-	used = DatumGetInt32(slot_getattr(counter, used_col, &isnull));
-	capacity = DatumGetInt32(slot_getattr(counter, RowWriteColumn(counters, "capacity"), &isnull));
-	active = DatumGetBool(slot_getattr(counter, RowWriteColumn(counters, "active"), &isnull));
-	if (delta > 0 && !(active && used + delta <= capacity))
-		return false;
-
-	/* the counter's CHECK is checked by the update, as for any write */
-	slot_getallattrs(counter);
-	memcpy(moved->tts_values, counter->tts_values, sizeof(Datum) * counter->tts_nvalid);
-	memcpy(moved->tts_isnull, counter->tts_isnull, sizeof(bool) * counter->tts_nvalid);
-	moved->tts_values[used_col - 1] = Int32GetDatum(used + delta);
-	UpdateRow(w, ONE_ROW_COUNTER, counter, moved);
-	*left = capacity - (used + delta);
-	return true;
 }
 
 /* the history row of a one-row change: {"members": [member_id]} */
@@ -718,7 +719,7 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 		refused = !InsertRowUnlessConflict(w, ONE_ROW_SEAT, seat, given);
 	}
 	if (!refused)
-		moved = MoveCounterRow(w, subscription_id, assigning ? 1 : -1, &left);
+		moved = MoveCounterRow(w, ONE_ROW_COUNTER, subscription_id, assigning ? 1 : -1, &left);
 	/* no history for the licenses of a subscription being deleted */
 	if (moved && target)
 		RecordOneRow(w, assigning ? "license_assign" : "license_release",

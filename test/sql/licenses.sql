@@ -238,10 +238,10 @@ SELECT * FROM pg_temp.seats_check;
 -- a deleted subscription frees its seats with its licenses
 DELETE FROM subscription WHERE id = :business;
 SELECT * FROM pg_temp.seats_check;
--- A one-row change writes its seat, counter and history row without a
--- query (src/rowwrite.c), and through what an INSERT or UPDATE goes
--- through: the tables' row triggers, their constraints, their current
--- column defaults.
+-- A one-row change writes its seat (R11), counter (Z4, R2) and history row
+-- (R8) without a query (src/rowwrite.c), and through what an INSERT or
+-- UPDATE goes through: the tables' row triggers, their constraints, their
+-- current column defaults.
 CREATE FUNCTION public.tag_history() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN NEW.details := NEW.details || '{"tagged": true}'; RETURN NEW; END $$;
 CREATE FUNCTION public.seat_taken() RETURNS trigger LANGUAGE plpgsql AS $$
