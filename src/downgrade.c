@@ -44,6 +44,8 @@
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/lsyscache.h"
 #include "utils/builtins.h"
 #include "utils/rel.h"
 #include "utils/resowner.h"
@@ -52,6 +54,7 @@
 
 PG_FUNCTION_INFO_V1(apply_downgrade);
 
+List	   *TrimmingCascades = NIL;
 int64		TrimmingAccount = 0;
 int64		TrimmingSubscription = 0;
 Oid			TrimmingRelation = InvalidOid;
@@ -112,8 +115,8 @@ typedef struct Registration
 	"        WHERE f.confrelid = t.relation AND f.contype = 'f' AND cardinality(f.conkey) = 1) AS r ON true" \
 	" ORDER BY t.position"
 
-/* $1 account, $2 limit, $3 subscription, $4 relation, $5 feature */
-#define TRIM_NARGS 5
+/* $1 account, $2 limit */
+#define TRIM_NARGS 2
 
 static char *
 GetText(int row, int column)
@@ -156,9 +159,9 @@ ReadRegistrations(void)
 }
 
 /*
- * The statement that trims one registered table: it changes the rows,
- * archives them in subscription.trimmed, and returns (action, row_id,
- * old_value, new_value) in the order of the policy.
+ * The statement that trims one registered table: it changes the rows and
+ * returns (action, row_id, old_value, new_value, old_row) in the order of
+ * the policy.  It runs as the table's owner.
  */
 static char *
 TrimStatement(Registration *r)
@@ -253,12 +256,11 @@ TrimStatement(Registration *r)
 						 cap ? "$2" : "NULL::bigint");
 	}
 
+	/* the archive is written by the extension, from these rows (ApplyDowngrade) */
 	appendStringInfo(&sql,
-					 ", archived AS (INSERT INTO subscription.trimmed"
-					 "                      (account_id, subscription_id, relation, feature, action, row_id, old_row)"
-					 "               SELECT $1, $3, $4, $5, '%s', c.row_id, c.old_row FROM changed AS c ORDER BY c.n)"
-					 " SELECT '%s'::text, c.row_id, c.old_value, c.new_value FROM changed AS c ORDER BY c.n",
-					 action, action);
+					 " SELECT '%s'::text, c.row_id, c.old_value, c.new_value, c.old_row"
+					 "   FROM changed AS c ORDER BY c.n",
+					 action);
 	return sql.data;
 }
 
@@ -373,6 +375,102 @@ ReadCascades(int64 subscription_id, int64 after)
 	return SPI_processed > 0;
 }
 
+/*
+ * Archive rows of a registered table, given as jsonb with their ids, in
+ * subscription.trimmed: a fixed statement, as the extension's owner (the
+ * caller of apply_downgrade runs it as SECURITY DEFINER).
+ */
+static void
+Archive(int64 account, int64 subscription_id, Oid relid, const char *feature, Datum action,
+		Datum row_ids, Datum old_rows)
+{
+	static SPIPlanPtr archive_plan = NULL;
+	Oid			argtypes[7] = {INT8OID, INT8OID, OIDOID, TEXTOID, TEXTOID, TEXTARRAYOID, JSONBARRAYOID};
+	Datum		args[7];
+
+	args[0] = Int64GetDatum(account);
+	args[1] = Int64GetDatum(subscription_id);
+	args[2] = ObjectIdGetDatum(relid);
+	args[3] = CStringGetTextDatum(feature);
+	args[4] = action;
+	args[5] = row_ids;
+	args[6] = old_rows;
+	KeptPlan(&archive_plan,
+			 "INSERT INTO subscription.trimmed"
+			 "       (account_id, subscription_id, relation, feature, action, row_id, old_row)"
+			 " SELECT $1, $2, $3::regclass::text, $4, $5, r.row_id, r.old_row"
+			 "   FROM unnest($6, $7) WITH ORDINALITY AS r(row_id, old_row, n) ORDER BY r.n",
+			 7, argtypes);
+	if (SPI_execute_plan(archive_plan, args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not archive the rows trimmed from %s", get_rel_name(relid));
+}
+
+/*
+ * Trim one registered table as its owner, restricted (identity.c): the
+ * owner's triggers, casts and foreign-key actions run with the owner's
+ * rights.  Then the extension archives what changed, from plain values.
+ */
+static void
+TrimTable(Registration *r, int64 account, int64 limit, int64 subscription_id, TrimOutput *out)
+{
+	Oid			trim_argtypes[TRIM_NARGS] = {INT8OID, INT8OID};
+	Datum		trim_args[TRIM_NARGS];
+	bool		isnull;
+	ListCell   *lc;
+	Relation	rel;
+	IdentitySwitch owner;
+	ArrayBuildState *row_ids;
+	ArrayBuildState *old_rows;
+	SPITupleTable *trimmed;
+	uint64		ntrimmed;
+	uint64		i;
+
+	trim_args[0] = Int64GetDatum(account);
+	trim_args[1] = Int64GetDatum(limit);
+	rel = relation_open(r->relid, AccessShareLock);
+	BecomeTableOwner(rel, &owner);
+	TrimmingRelation = r->relid;
+	if (SPI_execute_with_args(TrimStatement(r), TRIM_NARGS, trim_argtypes, trim_args, NULL, false, 0)
+		!= SPI_OK_SELECT)
+		elog(ERROR, "could not trim table %s", r->relation);
+	TrimmingRelation = InvalidOid;
+	RestoreIdentity(&owner);
+	relation_close(rel, NoLock);
+	trimmed = SPI_tuptable;
+	ntrimmed = SPI_processed;
+	if (ntrimmed == 0)
+		return;					/* and so no cascade either */
+
+	row_ids = initArrayResult(TEXTOID, CurrentMemoryContext, false);
+	old_rows = initArrayResult(JSONBOID, CurrentMemoryContext, false);
+	for (i = 0; i < ntrimmed; i++)
+	{
+		bool		row_id_null;
+		bool		old_row_null;
+		Datum		row_id = SPI_getbinval(trimmed->vals[i], trimmed->tupdesc, 2, &row_id_null);
+		Datum		old_row = SPI_getbinval(trimmed->vals[i], trimmed->tupdesc, 5, &old_row_null);
+
+		accumArrayResult(row_ids, row_id, row_id_null, TEXTOID, CurrentMemoryContext);
+		accumArrayResult(old_rows, old_row, old_row_null, JSONBOID, CurrentMemoryContext);
+		PutTrimmedRow(out, trimmed->vals[i], trimmed->tupdesc, r->feature, r->relid);
+	}
+
+	Archive(account, subscription_id, r->relid, r->feature,
+			SPI_getbinval(trimmed->vals[0], trimmed->tupdesc, 1, &isnull),
+			makeArrayResult(row_ids, CurrentMemoryContext),
+			makeArrayResult(old_rows, CurrentMemoryContext));
+
+	/* then, after them, what the application's foreign keys deleted with them */
+	foreach(lc, TrimmingCascades)
+	{
+		CascadedRows *c = (CascadedRows *) lfirst(lc);
+
+		Archive(account, subscription_id, c->relid, c->feature, CStringGetTextDatum("cascade"),
+				c->row_ids, c->old_rows);
+	}
+	TrimmingCascades = NIL;
+}
+
 static void
 ApplyDowngrade(int64 subscription_id, TrimOutput *out)
 {
@@ -380,8 +478,8 @@ ApplyDowngrade(int64 subscription_id, TrimOutput *out)
 	static SPIPlanPtr authorize_plan = NULL;
 	static SPIPlanPtr lock_counters_plan = NULL;
 	static SPIPlanPtr pending_plan = NULL;
-	Oid			argtypes[TRIM_NARGS] = {INT8OID, INT8OID, INT8OID, TEXTOID, TEXTOID};
-	Datum		args[TRIM_NARGS];
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1];
 	bool		isnull;
 	int64		account;
 	char	   *status;
@@ -444,24 +542,16 @@ ApplyDowngrade(int64 subscription_id, TrimOutput *out)
 		bool		unlimited;
 		uint64		i;
 
+		/* a counter that drifted (guards off during a restore) is made exact first */
+		RecountUsage(r->relid, r->feature, true, account);
 		ReadCounter(account, r->feature, &used, &limit, &unlimited);
 		if (!NeedsTrimming(r, used, limit, unlimited))
 			continue;
 		if (strcmp(r->policy, "block") == 0)
 			RefuseBlockedDowngrade(r, account, used, limit);
 
-		args[0] = Int64GetDatum(account);
-		args[1] = Int64GetDatum(limit);
-		args[2] = Int64GetDatum(subscription_id);
-		args[3] = CStringGetTextDatum(r->relation);
-		args[4] = CStringGetTextDatum(r->feature);
 		last_archived = LastArchived();
-		TrimmingRelation = r->relid;
-		if (SPI_execute_with_args(TrimStatement(r), TRIM_NARGS, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not trim table %s", r->relation);
-		TrimmingRelation = InvalidOid;
-		for (i = 0; i < SPI_processed; i++)
-			PutTrimmedRow(out, SPI_tuptable->vals[i], SPI_tuptable->tupdesc, r->feature, r->relid);
+		TrimTable(r, account, limit, subscription_id, out);
 
 		/* and what the application's foreign keys deleted with them */
 		if (ReadCascades(subscription_id, last_archived))
@@ -517,6 +607,7 @@ apply_downgrade(PG_FUNCTION_ARGS)
 		TrimmingAccount = 0;
 		TrimmingSubscription = 0;
 		TrimmingRelation = InvalidOid;
+		TrimmingCascades = NIL;
 		if (!dry_run)
 			PG_RE_THROW();
 		/* the caller's error handling expects its own subtransaction on top */

@@ -799,7 +799,10 @@ license_guard(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);
 }
 
-/* subscription.authorize(), when an actor is set (R9, Z1, K8) */
+/*
+ * subscription.authorize() (R9, Z1, K8); without an actor, the same check
+ * of the caller's role, without a query
+ */
 static void
 Authorize(int64 account_id, const char *action)
 {
@@ -807,12 +810,41 @@ Authorize(int64 account_id, const char *action)
 	Datum		values[2];
 
 	if (subscription_actor == NULL || subscription_actor[0] == '\0')
+	{
+		RequireTrustedCaller();
 		return;
+	}
 	values[0] = Int64GetDatum(account_id);
 	values[1] = CStringGetTextDatum(action);
 	KeptPlan(&authorize_plan, "SELECT subscription.authorize($1, $2)", 2, argtypes);
 	if (SPI_execute_plan(authorize_plan, values, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not check the actor's rights");
+}
+
+/*
+ * Authorize() on the account of a subscription, read by its key alone; no
+ * query without an actor.
+ */
+static void
+AuthorizeOnSubscription(int64 subscription_id, const char *action)
+{
+	static SPIPlanPtr account_plan = NULL;
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(subscription_id)};
+	bool		isnull;
+
+	if (subscription_actor == NULL || subscription_actor[0] == '\0')
+	{
+		RequireTrustedCaller();
+		return;
+	}
+	KeptPlan(&account_plan,
+			 "SELECT account_id FROM subscription.subscription WHERE id = $1", 1, argtypes);
+	if (SPI_execute_plan(account_plan, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up subscription " INT64_FORMAT, subscription_id);
+	if (SPI_processed == 0)
+		SubscriptionMissing(NULL, subscription_id);
+	Authorize(GetInt64(0, 1, &isnull), action);
 }
 
 /*
@@ -913,19 +945,7 @@ WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
 	 * With an actor, the rights come first, read by the subscription's key
 	 * alone; any other refusal is explained after the write finds nothing.
 	 */
-	if (subscription_actor != NULL && subscription_actor[0] != '\0')
-	{
-		static SPIPlanPtr account_plan = NULL;
-		bool		isnull;
-
-		KeptPlan(&account_plan,
-				 "SELECT account_id FROM subscription.subscription WHERE id = $1", 1, argtypes);
-		if (SPI_execute_plan(account_plan, values, NULL, true, 1) != SPI_OK_SELECT)
-			elog(ERROR, "could not look up subscription " INT64_FORMAT, subscription_id);
-		if (SPI_processed == 0)
-			SubscriptionMissing(NULL, subscription_id);
-		Authorize(GetInt64(0, 1, &isnull), "assign_licenses");
-	}
+	AuthorizeOnSubscription(subscription_id, "assign_licenses");
 
 	last_guarded_subscription = 0;
 	if (assigning)
@@ -1022,6 +1042,7 @@ licenses_left(PG_FUNCTION_ARGS)
 	nest_level = PinSearchPath();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	AuthorizeOnSubscription(subscription_id, "read");
 	KeptPlan(&read_counter_plan,
 			 "SELECT used, capacity, active FROM subscription.license_counter"
 			 " WHERE subscription_id = $1",

@@ -29,6 +29,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/relation.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
@@ -36,7 +37,9 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -48,6 +51,7 @@
 #include "subscription.h"
 
 PG_FUNCTION_INFO_V1(limit_guard);
+PG_FUNCTION_INFO_V1(recount_usage);
 
 #define FEATURE_MAX 64
 
@@ -71,7 +75,7 @@ typedef struct LimitEntry
 	AttrNumber	value_attnum;	/* 0 without a value column */
 	Oid			value_type;
 	char	   *archive_sql;	/* NULL unless this guard archives cascades */
-	SPIPlanPtr	archive;
+	SPIPlanPtr	archive;		/* reads old_rows, as the table's owner */
 	char	   *delta_sql[LIMIT_NUM_EVENTS];	/* per account: the change */
 	SPIPlanPtr	deltas[LIMIT_NUM_EVENTS];	/* prepared on first use: each
 											 * reads its own transition tables */
@@ -116,25 +120,27 @@ LimitCacheCallback(Datum arg, Oid relid)
 }
 
 /*
- * The statement's change per account, as "SELECT account, delta, largest"
- * text: rows count one, scale counts the value, detach counts non-NULL
- * values; for cap, the largest value written.
+ * The statement's change per account, as "SELECT account, delta, largest,
+ * smallest" text: rows count one, scale counts the value, detach counts
+ * non-NULL values; for cap and scale, the largest and smallest values
+ * written.  It runs as the table's owner (see limit_guard).
  */
 static char *
 DeltaQuery(const char *account, const char *policy, const char *value, GuardedEvent event)
 {
 	bool		cap = strcmp(policy, "cap") == 0;
+	bool		scale = strcmp(policy, "scale") == 0;
 	char	   *measure;
 	char	   *written;
 	char	   *changes;
 
-	if (strcmp(policy, "scale") == 0)
+	if (scale)
 		measure = psprintf("coalesce(%s, 0)::numeric", value);
 	else if (strcmp(policy, "detach") == 0 || cap)
 		measure = psprintf("(%s IS NOT NULL)::int::numeric", value);
 	else
 		measure = pstrdup("1::numeric");
-	written = cap ? psprintf("%s::bigint", value) : pstrdup("NULL::bigint");
+	written = cap || scale ? psprintf("%s::bigint", value) : pstrdup("NULL::bigint");
 
 	switch (event)
 	{
@@ -164,10 +170,34 @@ DeltaQuery(const char *account, const char *policy, const char *value, GuardedEv
 			break;
 	}
 
-	return psprintf("SELECT c.account::bigint, sum(c.d)::bigint, max(c.v)"
+	return psprintf("SELECT c.account::bigint, sum(c.d)::bigint, max(c.v), min(c.v)"
 					"  FROM (%s) AS c WHERE c.account IS NOT NULL"
 					" GROUP BY 1 %s ORDER BY 1",
-					changes, cap ? "" : "HAVING sum(c.d) <> 0");
+					changes, cap ? "" : "HAVING sum(c.d) <> 0 OR min(c.v) < 0");
+}
+
+static bool
+IsIntegerType(Oid type)
+{
+	return type == INT2OID || type == INT4OID || type == INT8OID;
+}
+
+/*
+ * A registered column that holds a number must be smallint, integer or
+ * bigint itself: not a domain, nor a type whose casts its owner wrote.
+ */
+static void
+RequireIntegerColumn(Relation rel, const char *feature, AttrNumber attnum)
+{
+	Form_pg_attribute att = TupleDescAttr(RelationGetDescr(rel), attnum - 1);
+
+	if (!IsIntegerType(att->atttypid))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("column \"%s\" of table \"%s\" registered for feature \"%s\" must be smallint, integer or bigint",
+						NameStr(att->attname), RelationGetRelationName(rel), feature),
+				 errdetail("Its type is %s.", format_type_be(att->atttypid)),
+				 errtable(rel)));
 }
 
 static LimitEntry *
@@ -267,7 +297,12 @@ GetLimitEntry(Relation rel, const char *feature)
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
 				 errmsg("a column registered for feature \"%s\" is missing from table \"%s\"",
 						feature, RelationGetRelationName(rel)),
-				 errhint("Register the feature again with subscription.unenforce_limit() and subscription.enforce_limit().")));
+				 errhint("Register the feature again with subscription.unenforce_limit() and subscription.enforce_limit()."),
+				 errtable(rel)));
+	/* a number is read in C, and cast in SQL: only the built-in integers */
+	RequireIntegerColumn(rel, feature, entry->account_attnum);
+	if (entry->cap || entry->scale)
+		RequireIntegerColumn(rel, feature, entry->value_attnum);
 	for (e = 0; e < LIMIT_NUM_EVENTS; e++)
 		entry->delta_sql[e] = MemoryContextStrdup(TopMemoryContext,
 												  DeltaQuery(account, policy, value, (GuardedEvent) e));
@@ -277,10 +312,9 @@ GetLimitEntry(Relation rel, const char *feature)
 
 		entry->archive_sql =
 			MemoryContextStrdup(TopMemoryContext,
-								psprintf("INSERT INTO subscription.trimmed"
-										 "       (account_id, subscription_id, relation, feature, action, row_id, old_row)"
-										 " SELECT $1, $2, $3::regclass::text, $4, 'cascade', %s, to_jsonb(o)"
-										 "   FROM old_rows AS o WHERE o.%s IS NOT NULL",
+								psprintf("SELECT array_agg(r.row_id), array_agg(r.old_row)"
+										 "  FROM (SELECT %s AS row_id, to_jsonb(o) AS old_row"
+										 "          FROM old_rows AS o WHERE o.%s IS NOT NULL) AS r",
 										 row_id ? row_id : "NULL::text", account));
 	}
 	entry->valid = true;
@@ -446,9 +480,25 @@ ValueAsInt64(Datum value, Oid type)
 			return DatumGetInt16(value);
 		case INT4OID:
 			return DatumGetInt32(value);
-		default:
+		case INT8OID:
 			return DatumGetInt64(value);
+		default:
+			/* GetLimitEntry refused the column already */
+			elog(ERROR, "unexpected type %u of a registered column", type);
 	}
+	return 0;					/* keep the compiler quiet */
+}
+
+/* scale: a negative value would pay for a large one */
+static void
+RefuseNegativeValue(Relation rel, int64 account, const char *feature, int64 value)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_CHECK_VIOLATION),
+			 errmsg("value " INT64_FORMAT " of feature \"%s\" of account " INT64_FORMAT " is negative",
+					value, feature, account),
+			 errdetail("A feature counted by the sum of its values takes values of 0 or more."),
+			 errtable(rel)));
 }
 
 /*
@@ -483,7 +533,11 @@ GuardOneRow(Relation rel, LimitEntry *entry, const char *feature,
 		return;
 	}
 	if (entry->scale)
+	{
 		delta = value_null ? 0 : ValueAsInt64(value, entry->value_type);
+		if (inserting && delta < 0)
+			RefuseNegativeValue(rel, account, feature, delta);
+	}
 	else if (entry->detach)
 		delta = value_null ? 0 : 1;
 	else
@@ -494,24 +548,6 @@ GuardOneRow(Relation rel, LimitEntry *entry, const char *feature,
 		MoveUsage(rel, account, feature, delta, entry->detach);
 }
 
-static Oid
-UsageCounterOwner(void)
-{
-	static Oid	owner = InvalidOid;
-
-	if (!OidIsValid(owner))
-	{
-		Oid			relid = get_relname_relid("usage_counter", get_namespace_oid("subscription", false));
-		HeapTuple	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-
-		if (!HeapTupleIsValid(tuple))
-			elog(ERROR, "cache lookup failed for relation %u", relid);
-		owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
-		ReleaseSysCache(tuple);
-	}
-	return owner;
-}
-
 /*
  * During apply_downgrade, the rows of this table that the application's
  * foreign keys delete along with a trimmed row (a domain's rooms) are
@@ -520,17 +556,34 @@ UsageCounterOwner(void)
 static void
 ArchiveCascade(TriggerData *trigdata, LimitEntry *entry, const char *feature)
 {
-	Oid			argtypes[4] = {INT8OID, INT8OID, OIDOID, TEXTOID};
-	Datum		values[4];
+	bool		isnull;
+	IdentitySwitch owner;
+	Datum		row_ids;
+	Datum		old_rows;
+	MemoryContext caller_context;
+	CascadedRows *c;
 
-	values[0] = Int64GetDatum(TrimmingAccount);
-	values[1] = Int64GetDatum(TrimmingSubscription);
-	values[2] = ObjectIdGetDatum(RelationGetRelid(trigdata->tg_relation));
-	values[3] = CStringGetTextDatum(feature);
-	KeptPlan(&entry->archive, entry->archive_sql, 4, argtypes);
-	if (SPI_execute_plan(entry->archive, values, NULL, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "could not archive the rows deleted from \"%s\"",
+	/* the rows as jsonb are the owner's code's work (casts of its types) */
+	BecomeTableOwner(trigdata->tg_relation, &owner);
+	KeptPlan(&entry->archive, entry->archive_sql, 0, NULL);
+	if (SPI_execute_plan(entry->archive, NULL, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read the rows deleted from \"%s\"",
 			 RelationGetRelationName(trigdata->tg_relation));
+	row_ids = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	old_rows = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	RestoreIdentity(&owner);
+	if (isnull)
+		return;					/* none of an account */
+
+	/* apply_downgrade archives them after the rows that caused them */
+	caller_context = MemoryContextSwitchTo(TopTransactionContext);
+	c = palloc(sizeof(CascadedRows));
+	c->relid = RelationGetRelid(trigdata->tg_relation);
+	c->feature = pstrdup(feature);
+	c->row_ids = datumCopy(row_ids, false, -1);
+	c->old_rows = datumCopy(old_rows, false, -1);
+	TrimmingCascades = lappend(TrimmingCascades, c);
+	MemoryContextSwitchTo(caller_context);
 }
 
 /*
@@ -545,14 +598,13 @@ limit_guard(PG_FUNCTION_ARGS)
 	const char *feature;
 	GuardedEvent event;
 	LimitEntry *entry;
-	Oid			save_userid;
-	int			save_sec_context;
-	int			nest_level;
+	IdentitySwitch extension;
 	uint64		i;
 	uint64		naccounts;
 	int64	   *accounts;
 	int64	   *deltas;
 	int64	   *largest;
+	int64	   *smallest;
 	bool	   *no_largest;
 	bool		read_by_queries;
 
@@ -572,12 +624,12 @@ limit_guard(PG_FUNCTION_ARGS)
 	if (rows != NULL && tuplestore_tuple_count(rows) == 0)
 		return PointerGetDatum(NULL);
 
-	/* as ri_triggers.c: the counters are the extension's, whoever writes */
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(UsageCounterOwner(),
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE | SECURITY_NOFORCE_RLS);
-	nest_level = PinSearchPath();
-
+	/*
+	 * The counters are the extension's, whoever writes: fixed statements on
+	 * them run as the extension's owner.  What reads the written rows runs
+	 * as the table's owner (identity.c).  Both switches are per statement.
+	 */
+	BecomeExtensionOwner(&extension);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	entry = GetLimitEntry(rel, feature);
@@ -610,15 +662,20 @@ limit_guard(PG_FUNCTION_ARGS)
 		GuardOneRow(rel, entry, feature, rows, event == GUARDED_INSERT);
 	else
 	{
+		IdentitySwitch owner;
+
+		BecomeTableOwner(rel, &owner);
 		KeptPlan(&entry->deltas[event], entry->delta_sql[event], 0, NULL);
 		if (SPI_execute_plan(entry->deltas[event], NULL, NULL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not sum the changes of \"%s\"", RelationGetRelationName(rel));
+		RestoreIdentity(&owner);
 
 		/* copy out: the per-account statements replace SPI_tuptable */
 		naccounts = SPI_processed;
 		accounts = palloc(sizeof(int64) * Max(naccounts, 1));
 		deltas = palloc(sizeof(int64) * Max(naccounts, 1));
 		largest = palloc(sizeof(int64) * Max(naccounts, 1));
+		smallest = palloc(sizeof(int64) * Max(naccounts, 1));
 		no_largest = palloc(sizeof(bool) * Max(naccounts, 1));
 		for (i = 0; i < naccounts; i++)
 		{
@@ -628,6 +685,10 @@ limit_guard(PG_FUNCTION_ARGS)
 			deltas[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
 			largest[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3,
 													 &no_largest[i]));
+			smallest[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 4,
+													  &isnull));
+			if (entry->scale && !isnull && smallest[i] < 0)
+				RefuseNegativeValue(rel, accounts[i], feature, smallest[i]);
 		}
 
 		for (i = 0; i < naccounts; i++)
@@ -643,7 +704,164 @@ limit_guard(PG_FUNCTION_ARGS)
 	}
 
 	SPI_finish();
-	UnpinSearchPath(nest_level);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	RestoreIdentity(&extension);
 	return PointerGetDatum(NULL);
+}
+
+/*
+ * Make the usage counters of a registered (relation, feature) exact: count
+ * the table's rows (of one account, or of all) as the table's owner, and
+ * write the counters that differ as the extension's owner.  enforce_limit()
+ * counts a table this way when it registers it, and apply_downgrade() an
+ * account before it trims, so that a counter that drifted while the guards
+ * were off (a restore with session_replication_role = replica) never makes
+ * it fail.  Returns how many counters changed.
+ */
+int64
+RecountUsage(Oid relid, const char *feature, bool one_account, int64 account)
+{
+	static SPIPlanPtr registration_of_plan = NULL;
+	static SPIPlanPtr write_counters_plan = NULL;
+	static SPIPlanPtr zero_counters_plan = NULL;
+	Oid			argtypes[4] = {OIDOID, TEXTOID, INT8ARRAYOID, INT8ARRAYOID};
+	Datum		values[4];
+	Relation	rel;
+	AttrNumber	account_attnum;
+	AttrNumber	value_attnum = 0;
+	char	   *policy;
+	char	   *account_column;
+	char	   *value_column;
+	char	   *measure;
+	char	   *sql;
+	ArrayBuildState *accounts;
+	ArrayBuildState *used;
+	IdentitySwitch owner;
+	int64		changed;
+	uint64		i;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	values[0] = ObjectIdGetDatum(relid);
+	values[1] = CStringGetTextDatum(feature);
+	KeptPlan(&registration_of_plan,
+			 "SELECT t.on_downgrade, t.account_column::text, t.value_column::text"
+			 "  FROM subscription.limited_table AS t WHERE t.relation = $1 AND t.feature = $2",
+			 2, argtypes);
+	if (SPI_execute_plan(registration_of_plan, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the limit registration");
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("feature \"%s\" is not enforced on table \"%s\"", feature, get_rel_name(relid))));
+	policy = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	account_column = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	value_column = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+	if (strcmp(policy, "cap") == 0)
+	{
+		SPI_finish();
+		return 0;				/* cap counts nothing */
+	}
+
+	rel = relation_open(relid, AccessShareLock);
+	account_attnum = SPI_fnumber(RelationGetDescr(rel), account_column);
+	if (value_column != NULL)
+		value_attnum = SPI_fnumber(RelationGetDescr(rel), value_column);
+	if (account_attnum <= 0 || (value_column != NULL && value_attnum <= 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("a column registered for feature \"%s\" is missing from table \"%s\"",
+						feature, RelationGetRelationName(rel)),
+				 errtable(rel)));
+	RequireIntegerColumn(rel, feature, account_attnum);
+	if (strcmp(policy, "scale") == 0)
+	{
+		RequireIntegerColumn(rel, feature, value_attnum);
+		measure = psprintf("sum(t.%s)::bigint, min(t.%s)::bigint",
+						   quote_identifier(value_column), quote_identifier(value_column));
+	}
+	else if (strcmp(policy, "detach") == 0)
+		measure = psprintf("count(t.%s), NULL::bigint", quote_identifier(value_column));
+	else
+		measure = pstrdup("count(*), NULL::bigint");
+	sql = psprintf("SELECT t.%s::bigint, %s FROM %s AS t WHERE t.%s IS NOT NULL%s GROUP BY 1",
+				   quote_identifier(account_column), measure,
+				   quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+											  RelationGetRelationName(rel)),
+				   quote_identifier(account_column),
+				   one_account ? psprintf(" AND t.%s = " INT64_FORMAT,
+										  quote_identifier(account_column), account) : "");
+
+	BecomeTableOwner(rel, &owner);
+	/* not read-only: it must see what this transaction trimmed already */
+	if (SPI_execute(sql, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not count the rows of \"%s\"", RelationGetRelationName(rel));
+	RestoreIdentity(&owner);
+
+	accounts = initArrayResult(INT8OID, CurrentMemoryContext, false);
+	used = initArrayResult(INT8OID, CurrentMemoryContext, false);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		bool		no_smallest;
+		int64		smallest;
+
+		accumArrayResult(accounts, SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull),
+						 false, INT8OID, CurrentMemoryContext);
+		accumArrayResult(used, SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull),
+						 isnull, INT8OID, CurrentMemoryContext);
+		smallest = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &no_smallest));
+		if (!no_smallest && smallest < 0)
+			RefuseNegativeValue(rel, DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+																 SPI_tuptable->tupdesc, 1, &isnull)),
+								feature, smallest);
+	}
+	if (one_account && SPI_processed == 0)
+	{
+		accumArrayResult(accounts, Int64GetDatum(account), false, INT8OID, CurrentMemoryContext);
+		accumArrayResult(used, Int64GetDatum(0), false, INT8OID, CurrentMemoryContext);
+	}
+	relation_close(rel, NoLock);
+
+	/* as the extension's owner: the counters, from the numbers alone */
+	values[2] = makeArrayResult(accounts, CurrentMemoryContext);
+	values[3] = makeArrayResult(used, CurrentMemoryContext);
+	KeptPlan(&write_counters_plan,
+			 "INSERT INTO subscription.usage_counter AS u (account_id, feature, used, limit_value)"
+			 " SELECT c.account, $2, coalesce(c.used, 0), subscription.limit_of(c.account, $2)"
+			 "   FROM unnest($3, $4) AS c(account, used)"
+			 " ON CONFLICT (account_id, feature) DO UPDATE"
+			 "    SET used = excluded.used, limit_value = excluded.limit_value"
+			 "  WHERE (u.used, u.limit_value) IS DISTINCT FROM (excluded.used, excluded.limit_value)",
+			 4, argtypes);
+	if (SPI_execute_plan(write_counters_plan, values, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not write the usage counters");
+	changed = SPI_processed;
+	if (!one_account)
+	{
+		/* accounts whose last row went while nobody counted */
+		KeptPlan(&zero_counters_plan,
+				 "UPDATE subscription.usage_counter AS u SET used = 0"
+				 " WHERE u.feature = $2 AND u.used <> 0 AND u.account_id <> ALL ($3)",
+				 3, argtypes);
+		if (SPI_execute_plan(zero_counters_plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not write the usage counters");
+		changed += SPI_processed;
+	}
+	SPI_finish();
+	return changed;
+}
+
+/*
+ * recount_usage(relation regclass, feature text, account_id bigint) returns bigint
+ */
+Datum
+recount_usage(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("argument \"%s\" of recount_usage() must not be null",
+						PG_ARGISNULL(0) ? "relation" : "feature")));
+	PG_RETURN_INT64(RecountUsage(PG_GETARG_OID(0), text_to_cstring(PG_GETARG_TEXT_PP(1)),
+								 !PG_ARGISNULL(2), PG_ARGISNULL(2) ? 0 : PG_GETARG_INT64(2)));
 }

@@ -15,6 +15,23 @@ extern int	subscription_notice_days;
 /* subscription.c: the actor written to history */
 extern text *CurrentActor(void);
 
+/* identity.c: who runs what */
+#include "utils/relcache.h"
+
+typedef struct IdentitySwitch
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			nest_level;
+} IdentitySwitch;
+
+extern Oid	ExtensionOwner(void);
+extern void BecomeTableOwner(Relation rel, IdentitySwitch *s);
+extern void BecomeExtensionOwner(IdentitySwitch *s);
+extern void RestoreIdentity(IdentitySwitch *s);
+extern bool CallerIsTrusted(void);
+extern void RequireTrustedCaller(void);
+
 /* guard.c: what the statement-level guards share */
 #include "executor/spi.h"
 #include "executor/tuptable.h"
@@ -43,6 +60,7 @@ extern TupleTableSlot *OnlyTransitionRow(Tuplestorestate *rows, TupleDesc tupdes
  */
 #include "access/genam.h"
 #include "nodes/execnodes.h"
+#include "nodes/pg_list.h"
 #include "utils/snapshot.h"
 
 typedef struct RowWrites
@@ -83,7 +101,18 @@ extern void DeleteRow(RowWrites *w, int table, TupleTableSlot *slot);
  * the limit guards archive the rows the application's own foreign keys
  * delete along with the trimmed ones
  */
+typedef struct CascadedRows
+{
+	Oid			relid;
+	char	   *feature;
+	Datum		row_ids;		/* text[] */
+	Datum		old_rows;		/* jsonb[] */
+} CascadedRows;
+
+extern List *TrimmingCascades;	/* of CascadedRows, archived after the trim */
 extern int64 TrimmingAccount;
+/* limits.c */
+extern int64 RecountUsage(Oid relid, const char *feature, bool one_account, int64 account);
 extern int64 TrimmingSubscription;
 extern Oid	TrimmingRelation;
 

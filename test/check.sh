@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: pg_regress, isolation specs, pgTAP, the dump and restore
-# round trip, and a final look at the server log for crashes.
+# round trip, the upgrade from 1.0, and a final look at the server log for
+# crashes.
 #   bash test/check.sh
 # Installs what is missing, builds and installs the extension, and runs a
 # throwaway cluster, unless PGHOST names a server to use instead.
@@ -9,7 +10,7 @@ set -uo pipefail
 
 ensure_packages || exit 1
 build_and_install || exit 1
-start_cluster /tmp/subscription-check || exit 1
+start_cluster "${SUBSCRIPTION_CHECK_DIR:-/tmp/subscription-check}" || exit 1
 [ -n "${SUBSCRIPTION_OWN_CLUSTER:-}" ] && trap 'stop_cluster_in "$SUBSCRIPTION_OWN_CLUSTER"' EXIT
 
 passed=0
@@ -54,6 +55,13 @@ status=${PIPESTATUS[0]}
 passed=$((passed + $(grep -c '^ok ' /tmp/subscription-dump.out)))
 failed=$((failed + $(grep -c '^not ok ' /tmp/subscription-dump.out)))
 [ "$status" -ne 0 ] && failures+=("dump and restore")
+
+say "upgrade from 1.0"
+bash test/upgrade.sh 2>&1 | tee /tmp/subscription-upgrade.out
+status=${PIPESTATUS[0]}
+passed=$((passed + $(grep -c '^ok ' /tmp/subscription-upgrade.out)))
+failed=$((failed + $(grep -c '^not ok ' /tmp/subscription-upgrade.out)))
+[ "$status" -ne 0 ] && failures+=("upgrade from 1.0")
 
 # storm NAME TITLE: run test/storm_NAME.sh and count its TAP lines
 storm() {

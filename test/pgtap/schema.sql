@@ -7,7 +7,7 @@ SELECT has_schema('subscription');
 SELECT tables_are('subscription', ARRAY[
     'currency', 'product', 'plan', 'plan_price', 'plan_limit', 'addon', 'addon_price',
     'plan_addon', 'coupon', 'account', 'member', 'subscription', 'license', 'addon_batch',
-    'ledger', 'history', 'trimmed', 'usage_counter', 'license_counter', 'service_seat',
+    'ledger', 'history', 'trimmed', 'usage_counter', 'license_counter', 'service_seat', 'granted_role',
     'limited_table']);
 
 -- every column the contract names, with its type
@@ -132,7 +132,7 @@ SELECT set_eq(
              ('subscription.license'), ('subscription.addon_batch'), ('subscription.ledger'),
              ('subscription.history'), ('subscription.trimmed'), ('subscription.usage_counter'),
              ('subscription.license_counter'), ('subscription.service_seat'),
-             ('subscription.limited_table'),
+             ('subscription.limited_table'), ('subscription.granted_role'),
              ('subscription.account_id_seq'), ('subscription.member_id_seq'),
              ('subscription.subscription_id_seq'), ('subscription.addon_batch_id_seq'),
              ('subscription.ledger_id_seq'), ('subscription.history_id_seq'),

@@ -1,0 +1,220 @@
+/*-------------------------------------------------------------------------
+ *
+ * identity.c
+ *	  Who runs what: tenant rows are read and written as their table's
+ *	  owner, the extension's own tables as the extension's owner, and an
+ *	  empty subscription.actor is trusted only for back-office roles.
+ *
+ * A tenant's table can carry code of its owner: casts and operators of its
+ * types, triggers, defaults, row security policies.  Whatever the
+ * extension evaluates over such rows runs as that owner, under
+ * SECURITY_RESTRICTED_OPERATION, as VACUUM and REFRESH MATERIALIZED VIEW
+ * run index expressions: the owner's code gets its owner's rights and no
+ * way to keep them (no SET ROLE, no temporary objects, no session
+ * changes).  The extension's tables are then written as their owner by
+ * fixed statements whose values were computed beforehand, so no tenant
+ * code ever runs with more rights than its owner's.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/proc.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+
+#include "subscription.h"
+
+PG_FUNCTION_INFO_V1(calling_role);
+PG_FUNCTION_INFO_V1(require_trusted_caller);
+PG_FUNCTION_INFO_V1(caller_is_trusted);
+
+/*
+ * The owner of the extension's tables: the role that created the
+ * extension.  Read once per backend.
+ */
+Oid
+ExtensionOwner(void)
+{
+	static Oid	owner = InvalidOid;
+
+	if (!OidIsValid(owner))
+	{
+		Oid			relid = get_relname_relid("usage_counter", get_namespace_oid("subscription", false));
+		HeapTuple	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+
+		if (!HeapTupleIsValid(tuple))
+			elog(ERROR, "cache lookup failed for relation %u", relid);
+		owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
+		ReleaseSysCache(tuple);
+	}
+	return owner;
+}
+
+#define SAFE_SEARCH_PATH "pg_catalog, pg_temp"
+
+static void
+SwitchTo(Oid role, int flags, IdentitySwitch *s)
+{
+	GetUserIdAndSecContext(&s->save_userid, &s->save_sec_context);
+	SetUserIdAndSecContext(role, s->save_sec_context | SECURITY_LOCAL_USERID_CHANGE | flags);
+
+	/*
+	 * A GUC level of our own, rolled back by RestoreIdentity as VACUUM does:
+	 * nothing the owner's code sets outlives the switch.  Operators and
+	 * casts resolve through search_path, so it is pinned (the
+	 * CVE-2023-2454 pattern), unless a caller of ours has pinned it.
+	 */
+	s->nest_level = NewGUCNestLevel();
+	if (namespace_search_path == NULL || strcmp(namespace_search_path, SAFE_SEARCH_PATH) != 0)
+		(void) set_config_option("search_path", SAFE_SEARCH_PATH,
+								 PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+}
+
+/*
+ * Run as the owner of a tenant's table, restricted, until RestoreIdentity.
+ * Row security is not forced on the owner: the extension must see every
+ * row of the account, as ri_triggers.c does.
+ */
+void
+BecomeTableOwner(Relation rel, IdentitySwitch *s)
+{
+	SwitchTo(RelationGetForm(rel)->relowner,
+			 SECURITY_RESTRICTED_OPERATION | SECURITY_NOFORCE_RLS, s);
+}
+
+/* Run as the extension's owner, for fixed statements on its own tables. */
+void
+BecomeExtensionOwner(IdentitySwitch *s)
+{
+	SwitchTo(ExtensionOwner(), SECURITY_NOFORCE_RLS, s);
+}
+
+void
+RestoreIdentity(IdentitySwitch *s)
+{
+	AtEOXact_GUC(false, s->nest_level);
+	SetUserIdAndSecContext(s->save_userid, s->save_sec_context);
+}
+
+/*
+ * The role that called us: current_user as the caller saw it, before the
+ * extension's SECURITY DEFINER functions changed it.
+ */
+static Oid
+CallingRole(void)
+{
+	return GetOuterUserId();
+}
+
+/*
+ * Is the caller back-office code, trusted without an actor?  Superusers,
+ * the extension's owner and the roles given grant_backoffice() (or members
+ * of them) are; nobody is while the extension runs a tenant's code
+ * (SECURITY_RESTRICTED_OPERATION), whoever started the work.  Asked once
+ * per transaction and role.
+ */
+bool
+CallerIsTrusted(void)
+{
+	static LocalTransactionId cached_lxid = InvalidLocalTransactionId;
+	static Oid	cached_role = InvalidOid;
+	static bool cached_trust = false;
+	Oid			role = CallingRole();
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1];
+	bool		isnull;
+
+	if (InSecurityRestrictedOperation())
+		return false;
+	if (cached_lxid == MyProc->lxid && cached_role == role)
+		return cached_trust;
+
+	if (superuser_arg(role) || role == ExtensionOwner())
+		cached_trust = true;
+	else
+	{
+		static SPIPlanPtr trust_plan = NULL;
+		IdentitySwitch s;
+
+		values[0] = ObjectIdGetDatum(role);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		BecomeExtensionOwner(&s);
+		KeptPlan(&trust_plan,
+				 "SELECT EXISTS (SELECT FROM subscription.granted_role AS g"
+				 "                WHERE g.kind = 'backoffice' AND pg_has_role($1, g.role, 'USAGE'))",
+				 1, argtypes);
+		if (SPI_execute_plan(trust_plan, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "could not read the back-office roles");
+		cached_trust = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		RestoreIdentity(&s);
+		SPI_finish();
+	}
+	cached_lxid = MyProc->lxid;
+	cached_role = role;
+	return cached_trust;
+}
+
+/*
+ * The one refusal of an untrusted caller without an actor (Z1, R9, K8: the
+ * application names who acts; the database role bounds what it may do).
+ */
+void
+RequireTrustedCaller(void)
+{
+	if (subscription_actor != NULL && subscription_actor[0] != '\0')
+		return;
+	if (CallerIsTrusted())
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("role \"%s\" must name an actor",
+					GetUserNameFromId(CallingRole(), false)),
+			 errdetail(InSecurityRestrictedOperation() ?
+					   "An empty subscription.actor is not trusted inside a security-restricted operation." :
+					   "An empty subscription.actor is trusted only for back-office roles."),
+			 errhint("Set subscription.actor to the id of the member who acts, or use a role given subscription.grant_backoffice().")));
+}
+
+/*
+ * calling_role() returns text: the role written to history
+ */
+Datum
+calling_role(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(GetUserNameFromId(CallingRole(), false)));
+}
+
+/*
+ * caller_is_trusted() returns boolean
+ */
+Datum
+caller_is_trusted(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(CallerIsTrusted());
+}
+
+/*
+ * require_trusted_caller() returns void: 42501 unless an actor is named or
+ * the caller is back-office code
+ */
+Datum
+require_trusted_caller(PG_FUNCTION_ARGS)
+{
+	RequireTrustedCaller();
+	PG_RETURN_VOID();
+}
