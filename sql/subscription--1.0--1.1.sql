@@ -698,7 +698,8 @@ BEGIN
       FROM pg_catalog.pg_proc AS p
      WHERE p.pronamespace = 'subscription'::regnamespace
        AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
-                     ELSE p.proname !~ '^(grant|revoke)_(application|backoffice)$' END
+                     -- granting is for the extension's owner alone
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice)|change_rights|set_role_kind)$' END
     UNION ALL
     SELECT 'TABLE', 'subscription.' || c.relname,
            CASE WHEN kind = 'backoffice' AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
