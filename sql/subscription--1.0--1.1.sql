@@ -48,20 +48,24 @@ LANGUAGE C STABLE;
 COMMENT ON FUNCTION subscription.require_trusted_caller() IS
 '42501 unless subscription.actor names a member or the calling role is back-office code';
 
--- History records who claimed to act and which database roles did it.
+-- History records who claimed to act and which database roles did it.  A
+-- row written in replica mode (a restore, a replica's apply) is a copy:
+-- who wrote it is not known here, so the roles stay NULL.
 ALTER TABLE subscription.history ADD COLUMN db_user text;
-ALTER TABLE subscription.history ALTER COLUMN db_user SET DEFAULT subscription.calling_role();
+ALTER TABLE subscription.history ALTER COLUMN db_user SET DEFAULT
+    CASE WHEN current_setting('session_replication_role') <> 'replica' THEN subscription.calling_role() END;
 ALTER TABLE subscription.history ADD COLUMN db_session_user text;
-ALTER TABLE subscription.history ALTER COLUMN db_session_user SET DEFAULT SESSION_USER;
+ALTER TABLE subscription.history ALTER COLUMN db_session_user SET DEFAULT
+    CASE WHEN current_setting('session_replication_role') <> 'replica' THEN SESSION_USER END;
 
 COMMENT ON TABLE subscription.history IS
 'Append-only record of every change (R8): the claimed actor, and the database roles db_user and db_session_user';
 COMMENT ON COLUMN subscription.history.actor IS
 'The member the application named in subscription.actor, else the session user';
 COMMENT ON COLUMN subscription.history.db_user IS
-'The database role that made the change (current_user of the caller); NULL before 1.1';
+'The database role that made the change (current_user of the caller); NULL before 1.1 and for restored rows';
 COMMENT ON COLUMN subscription.history.db_session_user IS
-'The session''s login role; NULL before 1.1';
+'The session''s login role; NULL before 1.1 and for restored rows';
 
 -- The refusal of the actor for an action on an account, as the end of a
 -- sentence, or NULL when it is allowed: the one statement of Z1, R9, K8.
@@ -160,6 +164,86 @@ RETURN subscription.actor_refusal(account_id, 'read') IS NULL;
 
 COMMENT ON FUNCTION subscription.may_read(bigint) IS
 'Whether the actor (or back-office code without one) may read the account''s rows';
+
+------------------------------------------------------------------------
+-- Renewals: one tenant's code cannot hold back the others'
+------------------------------------------------------------------------
+
+-- One batch of renew_due: at most batch_size due subscriptions after
+-- (after_end, after_id) in (period end, id) order, taken FOR NO KEY UPDATE
+-- SKIP LOCKED, so workers run side by side without waiting for each other
+-- (a subscription locked by other work is left for the next run); each is
+-- caught up one period at a time.  The keyset means that neither the rows
+-- renewed nor those another worker holds are read twice.  A subscription
+-- whose renewal cannot be done (a price missing, a 'block' limit exceeded)
+-- stays due, with a WARNING; so does one whose trimming fails in the
+-- account's own code (a trigger of an application table).  Returns how many it took and handled, and
+-- where the next batch starts.
+CREATE OR REPLACE FUNCTION subscription.renew_batch(
+    at timestamptz, batch_size integer, after_end timestamptz, after_id bigint,
+    OUT taken integer, OUT handled integer, OUT last_end timestamptz, OUT last_id bigint)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    status text;
+    problem text;
+    may_trim boolean;
+BEGIN
+    taken := 0;
+    handled := 0;
+    last_end := after_end;
+    last_id := after_id;
+    FOR s IN
+        SELECT * FROM subscription.subscription AS x
+         WHERE x.status OPERATOR(pg_catalog.=) 'active' AND upper(x.period) OPERATOR(pg_catalog.<=) at
+           AND (upper(x.period), x.id) OPERATOR(pg_catalog.>) (after_end, after_id)
+         ORDER BY upper(x.period), x.id
+         LIMIT batch_size
+           FOR NO KEY UPDATE SKIP LOCKED
+    LOOP
+        taken := taken OPERATOR(pg_catalog.+) 1;
+        last_end := upper(s.period);
+        last_id := s.id;
+        LOOP
+            problem := subscription.renewal_problem(s);
+            -- asked before anything moves: the batches it ends are part of the answer
+            may_trim := problem IS NULL AND subscription.renewal_may_trim(s);
+            IF may_trim THEN
+                -- only here can the renewal be refused after writing: a subtransaction
+                BEGIN
+                    status := subscription.renew_period(s, true);
+                EXCEPTION WHEN check_violation THEN
+                    problem := SQLERRM;
+                WHEN OTHERS THEN
+                    -- the trim ran the account's own triggers: whatever they
+                    -- raise holds back this renewal only, never the others'
+                    -- (a lost race is still the caller's to retry)
+                    IF SQLSTATE LIKE '40%' THEN
+                        RAISE;
+                    END IF;
+                    problem := format('its trimming failed: %s (SQLSTATE %s)', SQLERRM, SQLSTATE);
+                END;
+            ELSIF problem IS NULL THEN
+                status := subscription.renew_period(s, false);
+            END IF;
+            IF problem IS NOT NULL THEN
+                RAISE WARNING 'subscription % was not renewed: %', s.id, problem
+                    USING DETAIL = 'It stays due; renew_due() tries again on its next run.';
+                EXIT;
+            END IF;
+            EXIT WHEN status OPERATOR(pg_catalog.<>) 'active';
+            SELECT * INTO s FROM subscription.subscription AS x WHERE x.id OPERATOR(pg_catalog.=) s.id;
+            EXIT WHEN upper(s.period) OPERATOR(pg_catalog.>) at;
+        END LOOP;
+        IF problem IS NULL THEN
+            handled := handled OPERATOR(pg_catalog.+) 1;
+        END IF;
+    END LOOP;
+END
+$$;
 
 -- Renewals are back-office work: no actor, and a trusted role.
 CREATE OR REPLACE FUNCTION subscription.require_renewal_run(fn text, at timestamptz)
@@ -646,8 +730,7 @@ ALTER FUNCTION subscription.license_release(bigint, bigint) SECURITY DEFINER SET
 ALTER FUNCTION subscription.apply_downgrade(bigint, boolean) SECURITY DEFINER;
 ALTER FUNCTION subscription.renew_due(timestamptz) SECURITY DEFINER;
 -- run_renewals commits, which a SECURITY DEFINER procedure cannot: each of
--- its batches is
-ALTER FUNCTION subscription.renew_batch(timestamptz, integer, timestamptz, bigint) SECURITY DEFINER;
+-- its batches (renew_batch, above) is
 ALTER FUNCTION subscription.preview_change_plan(bigint, text, timestamptz) SECURITY DEFINER;
 ALTER FUNCTION subscription.preview_set_quantity(bigint, integer, timestamptz) SECURITY DEFINER;
 ALTER FUNCTION subscription.preview_purchase_addon(bigint, text, integer, timestamptz) SECURITY DEFINER;

@@ -78,6 +78,7 @@ typedef struct Registration
 	char	   *key_desc;		/* t."id" DESC, ... */
 	char	   *row_id;			/* t."id"::text */
 	char	   *references;		/* (SELECT count(*) FROM ...) + ..., or NULL */
+	char	   *foreign_owned;	/* a referencing table of another owner, or NULL */
 } Registration;
 
 #define REGISTRATIONS_SQL \
@@ -87,7 +88,7 @@ typedef struct Registration
 	"       quote_literal(t.value_column), coalesce(c.is_integer, false)," \
 	"       coalesce(k.key_select, 't.ctid AS key_1'), coalesce(k.key_match, 't.ctid = v.key_1')," \
 	"       coalesce(k.key_asc, 't.ctid'), coalesce(k.key_desc, 't.ctid DESC')," \
-	"       coalesce(k.row_id, 't.ctid::text'), r.refs" \
+	"       coalesce(k.row_id, 't.ctid::text'), r.refs, r.foreign_owned" \
 	"  FROM subscription.limited_table AS t" \
 	"  LEFT JOIN LATERAL (" \
 	"       SELECT a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype) AS is_integer" \
@@ -108,8 +109,11 @@ typedef struct Registration
 	"       HAVING count(*) > 0) AS k ON true" \
 	"  LEFT JOIN LATERAL (" \
 	"       SELECT string_agg(format('(SELECT count(*) FROM %s AS r WHERE r.%I = t.%I)'," \
-	"                                f.conrelid::regclass, fa.attname, pa.attname), ' + ' ORDER BY f.oid) AS refs" \
+	"                                f.conrelid::regclass, fa.attname, pa.attname), ' + ' ORDER BY f.oid) AS refs," \
+	"              min(f.conrelid::regclass::text) FILTER (WHERE fc.relowner <> pc.relowner) AS foreign_owned" \
 	"         FROM pg_constraint AS f" \
+	"         JOIN pg_class AS fc ON fc.oid = f.conrelid" \
+	"         JOIN pg_class AS pc ON pc.oid = f.confrelid" \
 	"         JOIN pg_attribute AS fa ON fa.attrelid = f.conrelid AND fa.attnum = f.conkey[1]" \
 	"         JOIN pg_attribute AS pa ON pa.attrelid = f.confrelid AND pa.attnum = f.confkey[1]" \
 	"        WHERE f.confrelid = t.relation AND f.contype = 'f' AND cardinality(f.conkey) = 1) AS r ON true" \
@@ -153,6 +157,7 @@ ReadRegistrations(void)
 		r->key_desc = GetText(i, 14);
 		r->row_id = GetText(i, 15);
 		r->references = GetText(i, 16);
+		r->foreign_owned = GetText(i, 17);
 		registrations = lappend(registrations, r);
 	}
 	return registrations;
@@ -549,6 +554,17 @@ ApplyDowngrade(int64 subscription_id, TrimOutput *out)
 			continue;
 		if (strcmp(r->policy, "block") == 0)
 			RefuseBlockedDowngrade(r, account, used, limit);
+		/*
+		 * The references are counted as the limited table's owner: a table of
+		 * another owner would run its row security as that owner.
+		 */
+		if (strcmp(r->policy, "keep_most_referenced") == 0 && r->foreign_owned != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("table %s references %s but has another owner", r->foreign_owned, r->relation),
+					 errdetail("Policy keep_most_referenced counts references as the owner of %s.", r->relation),
+					 errhint("Give both tables one owner, or register feature \"%s\" with another policy.",
+							 r->feature)));
 
 		last_archived = LastArchived();
 		TrimTable(r, account, limit, subscription_id, out);

@@ -34,6 +34,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -53,20 +54,20 @@
 PG_FUNCTION_INFO_V1(limit_guard);
 PG_FUNCTION_INFO_V1(recount_usage);
 
-#define FEATURE_MAX 64
-
 /* INSERT, UPDATE, DELETE: the GuardedEvent values that carry rows */
 #define LIMIT_NUM_EVENTS 3
 
+/* a feature's name may be of any length: the key holds its hash */
 typedef struct LimitKey
 {
 	Oid			relid;
-	char		feature[FEATURE_MAX];
+	uint64		feature_hash;
 } LimitKey;
 
 typedef struct LimitEntry
 {
 	LimitKey	key;
+	char	   *feature;		/* the name hashed, in TopMemoryContext */
 	bool		valid;
 	bool		cap;			/* cap: check values, keep no counter */
 	bool		detach;			/* detach: allowed only where included */
@@ -226,10 +227,15 @@ GetLimitEntry(Relation rel, const char *feature)
 
 	memset(&key, 0, sizeof(key));
 	key.relid = relid;
-	strlcpy(key.feature, feature, FEATURE_MAX);
+	key.feature_hash = hash_bytes_extended((const unsigned char *) feature, strlen(feature), 0);
 	entry = hash_search(limit_cache, &key, HASH_ENTER, &found);
-	if (found && entry->valid)
+	if (found && entry->valid && strcmp(entry->feature, feature) == 0)
 		return entry;
+	if (found && entry->valid)
+		LimitCacheCallback((Datum) 0, relid);	/* two names, one hash: rebuild */
+	if (found && entry->feature != NULL)
+		pfree(entry->feature);
+	entry->feature = MemoryContextStrdup(TopMemoryContext, feature);
 
 	entry->valid = false;
 	memset(entry->deltas, 0, sizeof(entry->deltas));
@@ -617,10 +623,6 @@ limit_guard(PG_FUNCTION_ARGS)
 				 errhint("Attach it with subscription.enforce_limit().")));
 	rel = trigdata->tg_relation;
 	feature = trigdata->tg_trigger->tgargs[0];
-	if (strlen(feature) >= FEATURE_MAX)
-		ereport(ERROR,
-				(errcode(ERRCODE_NAME_TOO_LONG),
-				 errmsg("feature name \"%s\" is too long", feature)));
 	if (rows != NULL && tuplestore_tuple_count(rows) == 0)
 		return PointerGetDatum(NULL);
 
