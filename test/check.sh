@@ -75,6 +75,19 @@ storm() {
 storm licenses "8 writers, 400 members, two service subscriptions of 100 seats"
 storm renewals "4 renew_due workers, 2000 subscriptions three periods behind"
 
+say "packaging"
+control_version=$(sed -n "s/^default_version = '\(.*\)'/\1/p" subscription.control)
+# every version in META.json before its meta-spec is the release's, X.Y.0
+meta_versions=$(sed -n '/meta-spec/q;s/.*"version": "\([^"]*\)".*/\1/p' META.json | sort -u)
+if [ "$meta_versions" = "$control_version.0" ]; then
+    echo "ok - META.json's version is the control file's ($control_version)"
+    passed=$((passed + 1))
+else
+    echo "not ok - META.json's version ($meta_versions) is the control file's ($control_version)"
+    failed=$((failed + 1))
+    failures+=("META.json version")
+fi
+
 log=$(server_log)
 if [ -n "$log" ]; then
     say "server log"

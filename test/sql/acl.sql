@@ -73,3 +73,10 @@ SELECT subscription.grant_application(NULL);
 DROP ROLE regress_acl_app;
 DROP ROLE regress_acl_backoffice;
 SELECT count(*) AS granted_left FROM subscription.granted_role;
+
+-- every table, view and routine says what it is (\dt+, \df+)
+SELECT c.oid::regclass AS uncommented FROM pg_class AS c
+ WHERE c.relnamespace = 'subscription'::regnamespace AND c.relkind IN ('r', 'v', 'p')
+   AND obj_description(c.oid, 'pg_class') IS NULL;
+SELECT p.oid::regprocedure AS uncommented FROM pg_proc AS p
+ WHERE p.pronamespace = 'subscription'::regnamespace AND obj_description(p.oid, 'pg_proc') IS NULL;
