@@ -37,17 +37,27 @@ if [ "$status" -ne 0 ]; then
     [ -f regression.diffs ] && head -c 20000 regression.diffs
 fi
 
+# pgtap NAME COMMAND...: run a pg_prove suite and count its assertions
+pgtap() {
+    local name=$1 out="/tmp/subscription-$1.out" status tap_total tap_failed
+    shift
+    "$@" 2>&1 | tee "$out"
+    status=${PIPESTATUS[0]}
+    # pgTAP counts assertions, not files
+    tap_total=$(sed -n 's/.*Tests=\([0-9]*\).*/\1/p' "$out" | tail -1)
+    tap_failed=$(grep -c '^# Failed test' "$out")
+    passed=$((passed + ${tap_total:-0} - tap_failed))
+    failed=$((failed + tap_failed))
+    [ "$status" -ne 0 ] && failures+=("$name")
+}
+
 say "pgTAP"
 psql -X -q -d postgres -c 'SET client_min_messages = warning' -c 'DROP DATABASE IF EXISTS subscription_tap' -c 'CREATE DATABASE subscription_tap' >/dev/null
 psql -X -q -d subscription_tap -c 'CREATE EXTENSION pgtap' -c 'CREATE EXTENSION subscription' >/dev/null
-pg_prove -d subscription_tap test/pgtap/*.sql 2>&1 | tee /tmp/subscription-pgtap.out
-status=${PIPESTATUS[0]}
-# pgTAP counts assertions, not files
-tap_total=$(sed -n 's/.*Tests=\([0-9]*\).*/\1/p' /tmp/subscription-pgtap.out | tail -1)
-tap_failed=$(grep -c '^# Failed test' /tmp/subscription-pgtap.out)
-passed=$((passed + ${tap_total:-0} - tap_failed))
-failed=$((failed + tap_failed))
-[ "$status" -ne 0 ] && failures+=("pgTAP")
+pgtap pgtap pg_prove -d subscription_tap test/pgtap/*.sql
+
+say "security: the attacks of the 1.0 review, as the README's roles"
+pgtap security bash test/security.sh
 
 say "dump and restore"
 bash test/dump_restore.sh 2>&1 | tee /tmp/subscription-dump.out

@@ -64,6 +64,20 @@ SQL
 # pg_dump warns that account references itself (sub-accounts): harmless, one COPY restores it
 pg_dump -Fc -d $src -f "$dumpfile" 2>&1 | sed 's/^/# /'
 check "pg_dump of a database with the extension succeeds" test -s "$dumpfile"
+# S10: a back-office role, not a superuser, dumps too (it reads every table
+# and sequence of the extension; grant_backoffice gives it that)
+q -d postgres -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'dump_backoffice') THEN
+                   CREATE ROLE dump_backoffice LOGIN; END IF; END \$\$" >/dev/null
+q -d $src -c "SELECT subscription.grant_backoffice('dump_backoffice')" >/dev/null
+q -d $src -c "GRANT SELECT ON public.device, public.device_id_seq TO dump_backoffice" >/dev/null
+backoffice_dump_ok() {
+    pg_dump -U dump_backoffice -Fc -d $src -f "$dumpfile.backoffice" 2>&1 | grep -i error | sed 's/^/# /'
+    [ "${PIPESTATUS[0]}" -eq 0 ] && test -s "$dumpfile.backoffice"
+}
+check "a back-office role (not a superuser) can pg_dump the database" backoffice_dump_ok
+rm -f "$dumpfile.backoffice"
+q -d $src -c "SELECT subscription.revoke_backoffice('dump_backoffice')" \
+      -c "REVOKE SELECT ON public.device, public.device_id_seq FROM dump_backoffice" >/dev/null
 # The dump holds what the extension's triggers derived (history, seat
 # counters, default licenses): restore with triggers off, as for replication.
 restore_out=$(PGOPTIONS='-c session_replication_role=replica' pg_restore -d $dst --exit-on-error "$dumpfile" 2>&1)
