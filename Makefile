@@ -8,9 +8,24 @@ MODULE_big  = subscription
 OBJS        = $(patsubst %.c,%.o,$(wildcard src/*.c))
 EXTVERSION  = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" subscription.control)
 # sql/subscription--1.0.sql is released and never changes; every later
-# change ships as an upgrade step, and the fresh script of the current
-# version is built from the released one and the steps (test/upgrade.sh
-# proves that an upgrade and a fresh install give the same objects)
+# change ships as an upgrade step (sql/subscription--1.0--1.1.sql, ...).
+# The fresh script of the current version is built: its source is the
+# current state of every object, in files per concern under sql/src,
+# concatenated in the order below (the schema before the functions, the
+# one config dump list after the tables, PUBLIC's rights last).  A change
+# goes into both its step and its source file; test/upgrade.sh proves
+# that an upgrade and a fresh install give the same objects.
+SQL_SOURCES = $(addprefix sql/src/, \
+              00_values.sql 10_catalog.sql 11_tenants.sql 12_seats.sql 13_ledger.sql \
+              14_history.sql 15_limits.sql 16_roles.sql 19_config_dump.sql \
+              20_pricing.sql 21_periods.sql 22_checks.sql 23_actors.sql \
+              30_subscribe.sql 31_seats.sql 40_limits.sql 41_downgrade.sql \
+              50_lifecycle.sql 51_plan_changes.sql 52_money.sql 53_addons.sql \
+              54_previews.sql 60_renewals.sql 70_rights.sql 99_public.sql)
+# a file under sql/src left out of the list would be left out of the script
+ifneq ($(filter-out $(SQL_SOURCES),$(wildcard sql/src/*.sql)),)
+$(error sql/src files missing from SQL_SOURCES: $(filter-out $(SQL_SOURCES),$(wildcard sql/src/*.sql)))
+endif
 DATA_built  = sql/subscription--$(EXTVERSION).sql
 DATA        = sql/subscription--1.0.sql $(wildcard sql/subscription--*--*.sql)
 PGFILEDESC  = "subscription - subscription billing inside PostgreSQL"
@@ -27,10 +42,10 @@ REGRESS_OPTS = --inputdir=test --load-extension=subscription
 ISOLATION      = $(sort $(notdir $(basename $(wildcard test/specs/*.spec))))
 ISOLATION_OPTS = --inputdir=test --outputdir=. --load-extension=subscription
 
-sql/subscription--$(EXTVERSION).sql: sql/subscription--1.0.sql $(sort $(wildcard sql/subscription--*--*.sql))
-	{ printf '%s\n' '/* subscription--$(EXTVERSION).sql: built from $(notdir $^) */' \
-	    '\echo Use "CREATE EXTENSION subscription" to load this file. \quit'; \
-	  for f in $^; do grep -v '^\\echo ' $$f; done; } > $@
+sql/subscription--$(EXTVERSION).sql: $(SQL_SOURCES)
+	{ printf '%s\n' '/* subscription--$(EXTVERSION).sql: subscription billing inside PostgreSQL, built from sql/src (see the Makefile) */' \
+	    '' '\echo Use "CREATE EXTENSION subscription" to load this file. \quit'; \
+	  for f in $^; do printf '\n-- %s\n' $$f; cat $$f; done; } > $@
 
 EXTRA_CLEAN = results regression.diffs regression.out output_iso
 

@@ -2,8 +2,9 @@
 
 \echo Use "ALTER EXTENSION subscription UPDATE TO '1.1'" to load this file. \quit
 
--- Every change here is also in subscription--1.1.sql; test/upgrade.sh
--- proves that 1.0 plus this script equals a fresh 1.1, object for object.
+-- Every change here is also in its source file under sql/src, from which
+-- the fresh subscription--1.1.sql is built; test/upgrade.sh proves that 1.0
+-- plus this script equals a fresh 1.1, object for object.
 
 ------------------------------------------------------------------------
 -- Who acts: database roles are the boundary (security model, README)
@@ -729,8 +730,8 @@ ALTER FUNCTION subscription.license_consume(bigint, bigint) SECURITY DEFINER SET
 ALTER FUNCTION subscription.license_release(bigint, bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION subscription.apply_downgrade(bigint, boolean) SECURITY DEFINER;
 ALTER FUNCTION subscription.renew_due(timestamptz) SECURITY DEFINER;
--- run_renewals commits, which a SECURITY DEFINER procedure cannot: each of
--- its batches (renew_batch, above) is
+-- run_renewals commits, which a SECURITY DEFINER procedure cannot: it stays
+-- invoker, and each of its batches (renew_batch, above) is a definer.
 ALTER FUNCTION subscription.preview_change_plan(bigint, text, timestamptz) SECURITY DEFINER;
 ALTER FUNCTION subscription.preview_set_quantity(bigint, integer, timestamptz) SECURITY DEFINER;
 ALTER FUNCTION subscription.preview_purchase_addon(bigint, text, integer, timestamptz) SECURITY DEFINER;

@@ -1,0 +1,36 @@
+-- Value checks shared by table constraints and functions: the tables'
+-- CHECK constraints and indexes call them, so they come first.
+
+-- Everything below is schema-qualified and every function pins its
+-- search_path, so a hostile search_path at install or call time cannot
+-- substitute objects (see "Security Considerations for Extensions").
+-- SQL-standard bodies (RETURN ...) are the exception: they are parsed and
+-- bound when created, and a SET clause would only stop them being inlined.
+-- The functions that write are SECURITY DEFINER: they are the only write
+-- path (S5); so are the reads that follow the actor (S7).
+
+-- {months, days, microseconds}: the cycle exactly as written, because
+-- '1 month' = '30 days' is true for interval but not for a billing cycle.
+CREATE FUNCTION subscription.cycle_key(cycle interval)
+RETURNS bigint[]
+AS 'MODULE_PATHNAME', 'cycle_key'
+LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION subscription.cycle_key(interval) IS
+'The fields {months, days, microseconds} of a billing cycle, for exact comparison';
+
+CREATE FUNCTION subscription.is_valid_cycle(cycle interval)
+RETURNS boolean
+LANGUAGE sql STRICT IMMUTABLE PARALLEL SAFE
+RETURN (SELECT k[1] >= 0 AND k[2] >= 0 AND k[3] >= 0 AND k <> '{0,0,0}'
+          FROM (SELECT subscription.cycle_key(cycle)) AS f(k));
+
+COMMENT ON FUNCTION subscription.is_valid_cycle(interval) IS 'Whether an interval is a positive billing cycle';
+
+CREATE FUNCTION subscription.renewal_options()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN '{none,once,always,to_monthly}'::text[];
+
+COMMENT ON FUNCTION subscription.renewal_options() IS
+'Renewal options of a subscription (R6): none, once, always, to_monthly';

@@ -1,0 +1,168 @@
+-- Catalog: currencies, products, plans and their prices and limits,
+-- add-ons, coupons.  The rows are the operator's (pg_dump keeps them, see
+-- 19_config_dump.sql), except the ISO 4217 currencies seeded here.
+
+CREATE TABLE subscription.currency (
+    code     text PRIMARY KEY CHECK (code ~ '^[A-Z]{3}$'),
+    exponent integer NOT NULL CHECK (exponent BETWEEN 0 AND 6),
+    -- seeded by the extension; only the other rows are user data for pg_dump
+    iso4217  boolean NOT NULL DEFAULT false
+);
+
+COMMENT ON TABLE subscription.currency IS 'Currencies and the digits of their minor unit (ISO 4217 seeded; add your own with iso4217 = false)';
+
+INSERT INTO subscription.currency (code, exponent) VALUES
+    ('AED', 2), ('AFN', 2), ('ALL', 2), ('AMD', 2), ('ANG', 2), ('AOA', 2), ('ARS', 2), ('AUD', 2),
+    ('AWG', 2), ('AZN', 2), ('BAM', 2), ('BBD', 2), ('BDT', 2), ('BGN', 2), ('BHD', 3), ('BIF', 0),
+    ('BMD', 2), ('BND', 2), ('BOB', 2), ('BRL', 2), ('BSD', 2), ('BTN', 2), ('BWP', 2), ('BYN', 2),
+    ('BZD', 2), ('CAD', 2), ('CDF', 2), ('CHF', 2), ('CLP', 0), ('CNY', 2), ('COP', 2), ('CRC', 2),
+    ('CUP', 2), ('CVE', 2), ('CZK', 2), ('DJF', 0), ('DKK', 2), ('DOP', 2), ('DZD', 2), ('EGP', 2),
+    ('ERN', 2), ('ETB', 2), ('EUR', 2), ('FJD', 2), ('FKP', 2), ('GBP', 2), ('GEL', 2), ('GHS', 2),
+    ('GIP', 2), ('GMD', 2), ('GNF', 0), ('GTQ', 2), ('GYD', 2), ('HKD', 2), ('HNL', 2), ('HTG', 2),
+    ('HUF', 2), ('IDR', 2), ('ILS', 2), ('INR', 2), ('IQD', 3), ('IRR', 2), ('ISK', 0), ('JMD', 2),
+    ('JOD', 3), ('JPY', 0), ('KES', 2), ('KGS', 2), ('KHR', 2), ('KMF', 0), ('KPW', 2), ('KRW', 0),
+    ('KWD', 3), ('KYD', 2), ('KZT', 2), ('LAK', 2), ('LBP', 2), ('LKR', 2), ('LRD', 2), ('LSL', 2),
+    ('LYD', 3), ('MAD', 2), ('MDL', 2), ('MGA', 2), ('MKD', 2), ('MMK', 2), ('MNT', 2), ('MOP', 2),
+    ('MRU', 2), ('MUR', 2), ('MVR', 2), ('MWK', 2), ('MXN', 2), ('MYR', 2), ('MZN', 2), ('NAD', 2),
+    ('NGN', 2), ('NIO', 2), ('NOK', 2), ('NPR', 2), ('NZD', 2), ('OMR', 3), ('PAB', 2), ('PEN', 2),
+    ('PGK', 2), ('PHP', 2), ('PKR', 2), ('PLN', 2), ('PYG', 0), ('QAR', 2), ('RON', 2), ('RSD', 2),
+    ('RUB', 2), ('RWF', 0), ('SAR', 2), ('SBD', 2), ('SCR', 2), ('SDG', 2), ('SEK', 2), ('SGD', 2),
+    ('SHP', 2), ('SLE', 2), ('SOS', 2), ('SRD', 2), ('SSP', 2), ('STN', 2), ('SVC', 2), ('SYP', 2),
+    ('SZL', 2), ('THB', 2), ('TJS', 2), ('TMT', 2), ('TND', 3), ('TOP', 2), ('TRY', 2), ('TTD', 2),
+    ('TWD', 2), ('TZS', 2), ('UAH', 2), ('UGX', 0), ('USD', 2), ('UYU', 2), ('UZS', 2), ('VES', 2),
+    ('VND', 0), ('VUV', 0), ('WST', 2), ('XAF', 0), ('XCD', 2), ('XOF', 0), ('XPF', 0), ('YER', 2),
+    ('ZAR', 2), ('ZMW', 2), ('ZWL', 2), ('CLF', 4), ('UYW', 4);
+UPDATE subscription.currency SET iso4217 = true;
+
+CREATE TABLE subscription.product (
+    code      text PRIMARY KEY,
+    name      text NOT NULL,
+    upgrade   text NOT NULL DEFAULT 'restart'
+              CHECK (upgrade IN ('restart', 'prorate')),
+    downgrade text NOT NULL DEFAULT 'end_of_period'
+              CHECK (downgrade IN ('end_of_period', 'immediate'))
+);
+
+COMMENT ON TABLE subscription.product IS 'Products sold, with how their upgrades (restart, prorate) and downgrades (end_of_period, immediate) take effect';
+
+CREATE TABLE subscription.plan (
+    code    text PRIMARY KEY,
+    product text NOT NULL REFERENCES subscription.product (code) ON UPDATE CASCADE,
+    name    text NOT NULL,
+    rank    integer NOT NULL DEFAULT 0,
+    kind    text NOT NULL DEFAULT 'service' CHECK (kind IN ('service', 'option'))
+);
+CREATE INDEX ON subscription.plan (product);
+
+COMMENT ON TABLE subscription.plan IS 'Plans (editions) of a product, ranked; kind service or option (R11)';
+
+CREATE TABLE subscription.plan_price (
+    plan        text NOT NULL REFERENCES subscription.plan (code)
+                ON UPDATE CASCADE ON DELETE CASCADE,
+    cycle       interval NOT NULL CHECK (subscription.is_valid_cycle(cycle)),
+    tier        integer CHECK (tier > 0),
+    amount      numeric NOT NULL CHECK (amount >= 0 AND amount < 'Infinity'),
+    per_license boolean NOT NULL DEFAULT false,
+    currency    text NOT NULL DEFAULT 'EUR' REFERENCES subscription.currency (code)
+                ON UPDATE CASCADE,
+    -- a tier price is the price of the whole tier (L12)
+    CONSTRAINT plan_price_tier_is_flat CHECK (tier IS NULL OR NOT per_license)
+);
+CREATE UNIQUE INDEX plan_price_one_per_cycle_and_tier
+    ON subscription.plan_price (plan, subscription.cycle_key(cycle), tier) NULLS NOT DISTINCT;
+
+COMMENT ON TABLE subscription.plan_price IS 'A plan''s price per billing cycle, per license or flat, or per host tier (L12)';
+
+-- A plan is tiered (every price names a tier) or not (none does): a mix would
+-- make the price of a quantity ambiguous (L12).
+CREATE FUNCTION subscription.check_plan_price_tiering()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- serialize concurrent price writes of the same plan
+    PERFORM FROM subscription.plan AS p WHERE p.code OPERATOR(pg_catalog.=) NEW.plan FOR UPDATE;
+    PERFORM FROM subscription.plan_price AS pp
+     WHERE pp.plan OPERATOR(pg_catalog.=) NEW.plan
+       AND (pp.tier IS NULL) <> (NEW.tier IS NULL);
+    IF FOUND THEN
+        RAISE EXCEPTION 'plan "%" cannot mix tiered and untiered prices', NEW.plan
+            USING ERRCODE = 'check_violation',
+                  DETAIL = CASE WHEN NEW.tier IS NULL
+                                THEN 'Its other prices name tiers; this one does not.'
+                                ELSE 'Its other prices name no tier; this one names tier ' || NEW.tier || '.' END,
+                  HINT = 'Give every price of a tiered plan a tier, or none.',
+                  TABLE = 'plan_price', SCHEMA = 'subscription';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.check_plan_price_tiering() IS 'Trigger: a plan''s prices all name a tier, or none does (L12)';
+
+CREATE CONSTRAINT TRIGGER plan_price_tiered_or_not
+    AFTER INSERT OR UPDATE OF plan, tier ON subscription.plan_price
+    FOR EACH ROW EXECUTE FUNCTION subscription.check_plan_price_tiering();
+
+CREATE TABLE subscription.plan_limit (
+    plan        text NOT NULL REFERENCES subscription.plan (code)
+                ON UPDATE CASCADE ON DELETE CASCADE,
+    feature     text NOT NULL,
+    value       bigint CHECK (value >= 0),          -- NULL: unlimited
+    per_license boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (plan, feature)
+);
+
+COMMENT ON TABLE subscription.plan_limit IS 'How much of a feature a plan allows (NULL unlimited, 0 not included), optionally per license';
+
+CREATE TABLE subscription.addon (
+    code     text PRIMARY KEY,
+    product  text NOT NULL REFERENCES subscription.product (code) ON UPDATE CASCADE,
+    name     text NOT NULL,
+    one_time boolean NOT NULL DEFAULT false,
+    feature  text,
+    units    bigint NOT NULL DEFAULT 1 CHECK (units > 0)
+);
+CREATE INDEX ON subscription.addon (product);
+
+COMMENT ON TABLE subscription.addon IS 'Add-ons of a product: units of a feature, recurring or one-time (K1-K5)';
+
+CREATE TABLE subscription.addon_price (
+    addon    text NOT NULL REFERENCES subscription.addon (code)
+             ON UPDATE CASCADE ON DELETE CASCADE,
+    cycle    interval CHECK (subscription.is_valid_cycle(cycle)),  -- NULL: one-time
+    amount   numeric NOT NULL CHECK (amount >= 0 AND amount < 'Infinity'),
+    currency text NOT NULL DEFAULT 'EUR' REFERENCES subscription.currency (code)
+             ON UPDATE CASCADE
+);
+CREATE UNIQUE INDEX addon_price_one_per_cycle
+    ON subscription.addon_price (addon, subscription.cycle_key(cycle)) NULLS NOT DISTINCT;
+
+COMMENT ON TABLE subscription.addon_price IS 'An add-on''s price per cycle (NULL cycle: one-time)';
+
+CREATE TABLE subscription.plan_addon (
+    plan     text NOT NULL REFERENCES subscription.plan (code)
+             ON UPDATE CASCADE ON DELETE CASCADE,
+    addon    text NOT NULL REFERENCES subscription.addon (code)
+             ON UPDATE CASCADE ON DELETE CASCADE,
+    included boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (plan, addon)
+);
+CREATE INDEX ON subscription.plan_addon (addon);
+
+COMMENT ON TABLE subscription.plan_addon IS 'The add-ons a plan may buy, or includes (Z6)';
+
+CREATE TABLE subscription.coupon (
+    code            text PRIMARY KEY,
+    percent_off     numeric CHECK (percent_off > 0 AND percent_off <= 100),
+    amount_off      numeric CHECK (amount_off > 0 AND amount_off < 'Infinity'),
+    currency        text NOT NULL DEFAULT 'EUR' REFERENCES subscription.currency (code)
+                    ON UPDATE CASCADE,
+    cycles          integer CHECK (cycles > 0),       -- NULL: forever
+    redeem_by       timestamptz,
+    max_redemptions integer CHECK (max_redemptions > 0),
+    CONSTRAINT coupon_percent_or_amount CHECK ((percent_off IS NULL) <> (amount_off IS NULL))
+);
+
+COMMENT ON TABLE subscription.coupon IS 'Coupons: a percentage or an amount off, for some cycles, until a date, a number of times (Z10)';

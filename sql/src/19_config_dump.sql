@@ -1,0 +1,31 @@
+-- pg_dump keeps the rows users write: the one list of the extension's
+-- configuration relations (catalog, tenants, seats, ledger, history,
+-- limits, roles), after the tables above.
+
+-- the seeded ISO 4217 currencies are the extension's; the others are the user's
+SELECT pg_catalog.pg_extension_config_dump('subscription.currency', 'WHERE NOT iso4217');
+-- one call per statement: each call updates the same pg_extension row
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY[
+        'product', 'plan', 'plan_price', 'plan_limit', 'addon', 'addon_price',
+        'plan_addon', 'coupon', 'account', 'member', 'subscription', 'license',
+        'addon_batch', 'ledger', 'history', 'trimmed', 'usage_counter', 'license_counter',
+        'service_seat', 'limited_table', 'granted_role']
+    LOOP
+        PERFORM pg_catalog.pg_extension_config_dump(('subscription.' || t)::pg_catalog.regclass, '');
+    END LOOP;
+    -- and the identity sequences, so restored tables keep issuing fresh ids
+    -- (and limited_table its registration order: new registrations come after)
+    FOREACH t IN ARRAY ARRAY[
+        'account.id', 'member.id', 'subscription.id', 'addon_batch.id', 'ledger.id', 'history.id',
+        'trimmed.id', 'limited_table.position']
+    LOOP
+        PERFORM pg_catalog.pg_extension_config_dump(
+            pg_catalog.pg_get_serial_sequence('subscription.' || pg_catalog.split_part(t, '.', 1), pg_catalog.split_part(t, '.', 2))
+                ::pg_catalog.regclass, '');
+    END LOOP;
+END
+$$;

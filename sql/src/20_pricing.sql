@@ -1,0 +1,155 @@
+-- Pricing: catalog look-ups, one place for each rule: tiers, rounding to
+-- a currency's minor unit, the price of a plan for a cycle and quantity,
+-- and the proration in C.
+
+CREATE FUNCTION subscription.tier_for_hosts(
+    hosts integer,
+    tiers integer[] DEFAULT '{25,100,250,500,1000,2500}')
+RETURNS integer
+AS 'MODULE_PATHNAME', 'tier_for_hosts'
+LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION subscription.tier_for_hosts(integer, integer[]) IS
+'The smallest tier holding hosts (L3, L12)';
+
+CREATE FUNCTION subscription.prorate_refund(
+    amount numeric,
+    period_start timestamptz,
+    period_end timestamptz,
+    at timestamptz,
+    unit text DEFAULT 'day',
+    scale integer DEFAULT 2)
+RETURNS numeric
+AS 'MODULE_PATHNAME', 'prorate_refund'
+-- STABLE: whole days are counted in the session's TimeZone
+LANGUAGE C STRICT STABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION subscription.prorate_refund(numeric, timestamptz, timestamptz, timestamptz, text, integer) IS
+'Refund of the unused part [at, period_end) of amount, rounded once half away from zero';
+
+-- A plan's tiers: the distinct tier values of its prices ('{}' if untiered).
+CREATE FUNCTION subscription.plan_tiers(plan text)
+RETURNS integer[]
+LANGUAGE plpgsql STRICT STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tiers integer[];
+BEGIN
+    PERFORM FROM subscription.plan AS p WHERE p.code OPERATOR(pg_catalog.=) plan_tiers.plan;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'plan "%" does not exist', plan
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    SELECT coalesce(array_agg(DISTINCT pp.tier ORDER BY pp.tier), '{}')
+      INTO tiers
+      FROM subscription.plan_price AS pp
+     WHERE pp.plan OPERATOR(pg_catalog.=) plan_tiers.plan AND pp.tier IS NOT NULL;
+    RETURN tiers;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.plan_tiers(text) IS 'A plan''s host tiers ({} when untiered)';
+
+CREATE FUNCTION subscription.tier_for_hosts(plan text, hosts integer)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'tier_for_hosts_plan'
+LANGUAGE C STRICT STABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION subscription.tier_for_hosts(text, integer) IS
+'The smallest tier of a tiered plan holding hosts (L3, L12)';
+
+-- Rounds an amount to its currency's minor unit, half away from zero.
+CREATE FUNCTION subscription.round_money(amount numeric, currency text)
+RETURNS numeric
+LANGUAGE plpgsql STRICT STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    digits integer;
+BEGIN
+    SELECT c.exponent INTO digits
+      FROM subscription.currency AS c
+     WHERE c.code OPERATOR(pg_catalog.=) round_money.currency;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'currency "%" does not exist', currency
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN round(amount, digits);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.round_money(numeric, text) IS 'Round an amount to its currency''s minor unit, half away from zero';
+
+-- Digits of a currency's minor unit, the scale prorate_refund rounds to.
+CREATE FUNCTION subscription.money_scale(currency text)
+RETURNS integer
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT c.exponent FROM subscription.currency AS c WHERE c.code OPERATOR(pg_catalog.=) money_scale.currency;
+END;
+
+COMMENT ON FUNCTION subscription.money_scale(text) IS 'The digits of a currency''s minor unit';
+
+-- The exact gross price of one period of plan for quantity, not yet
+-- rounded (callers round once, at the end): per-license prices times
+-- quantity, tier prices flat; a tiered plan's quantity must be a tier (L12).
+-- The price of a plan for a cycle and quantity, or why there is none
+-- ('not_a_tier', 'no_price'): the lookup that period_price() raises on and
+-- renew_due() checks without a subtransaction.
+CREATE FUNCTION subscription.find_price(
+    plan text, cycle interval, quantity integer,
+    OUT amount numeric, OUT currency text, OUT problem text)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tiers integer[] := subscription.plan_tiers(plan);
+    price subscription.plan_price;
+BEGIN
+    IF cardinality(tiers) > 0 AND NOT quantity OPERATOR(pg_catalog.=) ANY (tiers) THEN
+        problem := 'not_a_tier';
+        RETURN;
+    END IF;
+    SELECT * INTO price FROM subscription.plan_price AS pp
+     WHERE pp.plan OPERATOR(pg_catalog.=) find_price.plan
+       AND subscription.cycle_key(pp.cycle) OPERATOR(pg_catalog.=) subscription.cycle_key(find_price.cycle)
+       AND pp.tier IS NOT DISTINCT FROM CASE WHEN cardinality(tiers) > 0 THEN quantity END;
+    IF NOT FOUND THEN
+        problem := 'no_price';
+        RETURN;
+    END IF;
+    amount := CASE WHEN price.per_license THEN price.amount OPERATOR(pg_catalog.*) quantity
+                   ELSE price.amount END;
+    currency := price.currency;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.find_price(text, interval, integer) IS 'A plan''s price for a cycle and quantity, or why there is none (not_a_tier, no_price)';
+
+CREATE FUNCTION subscription.period_price(
+    plan text, cycle interval, quantity integer,
+    OUT amount numeric, OUT currency text)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    found_price record := subscription.find_price(plan, cycle, quantity);
+BEGIN
+    IF found_price.problem OPERATOR(pg_catalog.=) 'not_a_tier' THEN
+        RAISE EXCEPTION 'quantity % is not a tier of plan "%"', quantity, plan
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('The tiers of plan "%s" are %s.', plan, subscription.plan_tiers(plan)),
+                  HINT = format('Use subscription.tier_for_hosts(%L, %s) for the tier that holds %s hosts.',
+                                plan, quantity, quantity);
+    ELSIF found_price.problem OPERATOR(pg_catalog.=) 'no_price' THEN
+        RAISE EXCEPTION 'plan "%" has no price for cycle %', plan, cycle
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The cycles of a plan are those of its rows in subscription.plan_price.';
+    END IF;
+    amount := found_price.amount;
+    currency := found_price.currency;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.period_price(text, interval, integer) IS 'The exact price of one period of a plan for a quantity, or an error saying why not';

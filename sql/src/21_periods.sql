@@ -1,0 +1,35 @@
+-- Periods: a subscription's periods are computed from its anchor.
+
+-- The k-th period (k >= 1) of a subscription anchored at anchor: computed
+-- from the anchor, so month ends do not drift (Jan 31, Feb 28, Mar 31).
+CREATE FUNCTION subscription.nth_period(anchor timestamptz, cycle interval, k integer)
+RETURNS tstzrange
+LANGUAGE sql STRICT STABLE PARALLEL SAFE
+RETURN tstzrange(anchor OPERATOR(pg_catalog.+) ((k OPERATOR(pg_catalog.-) 1) OPERATOR(pg_catalog.*) cycle),
+                 anchor OPERATOR(pg_catalog.+) (k OPERATOR(pg_catalog.*) cycle), '[)');
+
+COMMENT ON FUNCTION subscription.nth_period(timestamptz, interval, integer) IS 'The k-th period of an anchored cycle, computed from the anchor';
+
+-- The k of the period [anchor + (k-1) cycle, anchor + k cycle) that holds
+-- "at" (k may be 0 or less before the anchor; callers use k >= 0).
+CREATE FUNCTION subscription.period_containing(anchor timestamptz, cycle interval, at timestamptz)
+RETURNS integer
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- a guess from the average length, then exact steps (months vary)
+    k integer := floor(extract(epoch FROM at OPERATOR(pg_catalog.-) anchor)
+                       OPERATOR(pg_catalog./) extract(epoch FROM cycle))::integer OPERATOR(pg_catalog.+) 1;
+BEGIN
+    WHILE anchor OPERATOR(pg_catalog.+) ((k OPERATOR(pg_catalog.-) 1) OPERATOR(pg_catalog.*) cycle) OPERATOR(pg_catalog.>) at LOOP
+        k := k OPERATOR(pg_catalog.-) 1;
+    END LOOP;
+    WHILE anchor OPERATOR(pg_catalog.+) (k OPERATOR(pg_catalog.*) cycle) OPERATOR(pg_catalog.<=) at LOOP
+        k := k OPERATOR(pg_catalog.+) 1;
+    END LOOP;
+    RETURN greatest(k, 0);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.period_containing(timestamptz, interval, timestamptz) IS 'The k of the anchored period that holds a time (L4)';

@@ -1,0 +1,195 @@
+-- Who acts, and what they may do (Z1, R9, K8): the actor the application
+-- names, the database role that calls, the one permission check; and the
+-- history rows every change writes (R8).
+
+-- The actor written to history: subscription.actor, else the session user.
+-- In C: the license guard writes it without a query.
+CREATE FUNCTION subscription.current_actor()
+RETURNS text
+AS 'MODULE_PATHNAME', 'current_actor'
+LANGUAGE C STABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION subscription.current_actor() IS 'The actor written to history: subscription.actor, else the session user';
+
+CREATE FUNCTION subscription.caller_is_trusted()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'caller_is_trusted'
+LANGUAGE C STABLE;
+
+COMMENT ON FUNCTION subscription.caller_is_trusted() IS
+'Whether the calling role is back-office code, trusted without an actor (never inside a security-restricted operation)';
+
+CREATE FUNCTION subscription.require_trusted_caller()
+RETURNS void
+AS 'MODULE_PATHNAME', 'require_trusted_caller'
+LANGUAGE C STABLE;
+
+COMMENT ON FUNCTION subscription.require_trusted_caller() IS
+'42501 unless subscription.actor names a member or the calling role is back-office code';
+
+-- The refusal of the actor for an action on an account, as the end of a
+-- sentence, or NULL when it is allowed: the one statement of Z1, R9, K8.
+--   owner: everything on the own account, except buying and paying from a
+--          sub-account (K8);
+--   admin: read and assign_licenses, plus the rights in member.rights (R9);
+--          decrease_monthly_licenses allows decrease_licenses on monthly
+--          subscriptions only;
+--   member: nothing; nobody acts on another account.
+-- Without an actor, only back-office roles are trusted.
+CREATE FUNCTION subscription.actor_refusal(account_id bigint, action text, monthly boolean DEFAULT false)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    actor text := current_setting('subscription.actor', true);
+    who record;
+BEGIN
+    IF coalesce(actor, '') = '' THEN
+        RETURN CASE WHEN subscription.caller_is_trusted() THEN NULL ELSE 'is not named' END;
+    END IF;
+    SELECT m.id, m.account_id, m.role, m.rights, a.parent_id INTO who
+      FROM subscription.member AS m JOIN subscription.account AS a ON a.id = m.account_id
+     WHERE m.id::text = actor;
+    IF NOT FOUND THEN
+        RETURN 'is not a member';
+    ELSIF who.account_id IS DISTINCT FROM actor_refusal.account_id THEN
+        RETURN format('belongs to account %s, not to account %s', who.account_id, actor_refusal.account_id);
+    ELSIF who.parent_id IS NOT NULL AND action = ANY ('{purchase,pay,increase_licenses}') THEN
+        RETURN 'is a member of a sub-account, and only the main account buys and pays (K8)';
+    ELSIF who.role = 'owner' THEN
+        RETURN NULL;
+    ELSIF who.role = 'admin' AND (
+            action = ANY ('{read,assign_licenses}')
+            OR action = ANY (who.rights)
+            OR (action = 'decrease_licenses' AND monthly AND 'decrease_monthly_licenses' = ANY (who.rights))) THEN
+        RETURN NULL;
+    ELSIF action = ANY ('{increase_licenses,decrease_licenses,change_renewal}') THEN
+        RETURN format('is %s %s without the right "%s"',
+                      CASE who.role WHEN 'admin' THEN 'an' ELSE 'a' END, who.role,
+                      CASE WHEN action = 'decrease_licenses' AND monthly
+                           THEN 'decrease_licenses" or "decrease_monthly_licenses'
+                           ELSE action END);
+    END IF;
+    RETURN format('is %s %s; only the account owner%s may %s',
+                  CASE who.role WHEN 'admin' THEN 'an' ELSE 'a' END, who.role,
+                  CASE WHEN action = ANY ('{read,assign_licenses}') THEN ' or an admin' ELSE '' END,
+                  replace(action, '_', ' '));
+END
+$$;
+
+COMMENT ON FUNCTION subscription.actor_refusal(bigint, text, boolean) IS
+'Why the actor may not do an action on an account, or NULL when it may (Z1, R9, K8)';
+
+-- The one permission check every function calls.  Without an actor the
+-- caller must be back-office code (42501 otherwise).  Actions: read,
+-- assign_licenses, increase_licenses, decrease_licenses, change_renewal,
+-- purchase, pay, change_plan, cancel.
+CREATE FUNCTION subscription.authorize(account_id bigint, action text, monthly boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    actor text := current_setting('subscription.actor', true);
+    refusal text;
+BEGIN
+    IF coalesce(actor, '') = '' THEN
+        PERFORM subscription.require_trusted_caller();
+        RETURN;
+    END IF;
+    refusal := subscription.actor_refusal(account_id, action, monthly);
+    IF refusal IS NULL THEN
+        RETURN;
+    END IF;
+    -- a refused transaction rolls back, so the refusal cannot stay in history
+    RAISE LOG 'subscription: actor % refused % on account %: %', actor, action, account_id, refusal;
+    RAISE EXCEPTION 'actor % may not % on account %', actor, replace(action, '_', ' '), account_id
+        USING ERRCODE = 'insufficient_privilege',
+              DETAIL = format('Actor %s %s.', actor, refusal),
+              HINT = CASE WHEN action = ANY ('{increase_licenses,decrease_licenses,change_renewal}')
+                          THEN 'The account owner can do it, or grant the right in subscription.member.rights.'
+                          ELSE 'The account owner can do it.' END;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.authorize(bigint, text, boolean) IS
+'42501 unless the actor may do the action on the account (Z1, R9, K8); without an actor, unless the caller is back-office code';
+
+-- What the views show: the actor's own account (owner or admin), or
+-- everything to back-office code.
+CREATE FUNCTION subscription.may_read(account_id bigint)
+RETURNS boolean
+LANGUAGE sql STABLE
+SECURITY DEFINER
+RETURN subscription.actor_refusal(account_id, 'read') IS NULL;
+
+COMMENT ON FUNCTION subscription.may_read(bigint) IS
+'Whether the actor (or back-office code without one) may read the account''s rows';
+
+-- Row trigger of subscription, account, member and addon_batch: the
+-- changed columns as jsonb ({"column": {"old": .., "new": ..}} on UPDATE,
+-- the row on INSERT and DELETE).  License writes are recorded per
+-- statement and subscription by the license guard.
+CREATE FUNCTION subscription.record_history()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    old_row jsonb;
+    new_row jsonb;
+    row_now jsonb;
+    changed jsonb;
+    account bigint;
+    sub bigint;
+BEGIN
+    IF TG_OP OPERATOR(pg_catalog.<>) 'INSERT' THEN
+        old_row := to_jsonb(OLD);
+    END IF;
+    IF TG_OP OPERATOR(pg_catalog.<>) 'DELETE' THEN
+        new_row := to_jsonb(NEW);
+    END IF;
+    row_now := coalesce(new_row, old_row);
+    changed := row_now;
+    IF TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN
+        SELECT jsonb_object_agg(n.key, jsonb_build_object('old', old_row OPERATOR(pg_catalog.->) n.key, 'new', n.value))
+          INTO changed
+          FROM jsonb_each(new_row) AS n
+         WHERE n.value IS DISTINCT FROM old_row OPERATOR(pg_catalog.->) n.key;
+        IF changed IS NULL THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+
+    CASE TG_TABLE_NAME
+        WHEN 'account' THEN
+            account := (row_now OPERATOR(pg_catalog.->>) 'id')::bigint;
+        WHEN 'subscription' THEN
+            account := (row_now OPERATOR(pg_catalog.->>) 'account_id')::bigint;
+            sub := (row_now OPERATOR(pg_catalog.->>) 'id')::bigint;
+        WHEN 'addon_batch' THEN
+            sub := (row_now OPERATOR(pg_catalog.->>) 'subscription_id')::bigint;
+            SELECT s.account_id INTO account FROM subscription.subscription AS s WHERE s.id OPERATOR(pg_catalog.=) sub;
+        ELSE
+            account := (row_now OPERATOR(pg_catalog.->>) 'account_id')::bigint;
+    END CASE;
+
+    INSERT INTO subscription.history (actor, operation, account_id, subscription_id, details)
+    VALUES (subscription.current_actor(), TG_TABLE_NAME || '_' || lower(TG_OP), account, sub, changed);
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.record_history() IS 'Trigger: one history row per change of accounts, members, subscriptions and add-on batches (R8)';
+
+CREATE TRIGGER account_history AFTER INSERT OR UPDATE OR DELETE ON subscription.account
+    FOR EACH ROW EXECUTE FUNCTION subscription.record_history();
+CREATE TRIGGER member_history AFTER INSERT OR UPDATE OR DELETE ON subscription.member
+    FOR EACH ROW EXECUTE FUNCTION subscription.record_history();
+CREATE TRIGGER subscription_history AFTER INSERT OR UPDATE OR DELETE ON subscription.subscription
+    FOR EACH ROW EXECUTE FUNCTION subscription.record_history();
+CREATE TRIGGER addon_batch_history AFTER INSERT OR UPDATE OR DELETE ON subscription.addon_batch
+    FOR EACH ROW EXECUTE FUNCTION subscription.record_history();

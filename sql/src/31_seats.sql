@@ -1,0 +1,282 @@
+-- Seats (Z4, R2, R10, R11, R12): capacity, the counter and service seats
+-- kept by triggers, the license guard (C), default licenses, the license
+-- holders, and changing a subscription's quantity.
+
+-- Licenses a subscription may assign: its quantity plus the license units
+-- of its active add-on batches (add-ons whose feature is 'licenses').
+CREATE FUNCTION subscription.license_capacity(subscription_id bigint)
+RETURNS integer
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN (SELECT s.quantity OPERATOR(pg_catalog.+) coalesce(
+               (SELECT sum(b.quantity::bigint OPERATOR(pg_catalog.*) a.units)
+                  FROM subscription.addon_batch AS b
+                  JOIN subscription.addon AS a ON a.code OPERATOR(pg_catalog.=) b.addon
+                 WHERE b.subscription_id OPERATOR(pg_catalog.=) s.id
+                   AND b.status OPERATOR(pg_catalog.=) 'active'
+                   AND a.feature OPERATOR(pg_catalog.=) 'licenses'), 0)::integer
+          FROM subscription.subscription AS s
+         WHERE s.id OPERATOR(pg_catalog.=) license_capacity.subscription_id);
+
+COMMENT ON FUNCTION subscription.license_capacity(bigint) IS 'Licenses a subscription may assign: its quantity plus license add-ons';
+
+-- Keeps a subscription's seat counter in step with its quantity, status and
+-- add-on batches.  Lowering the capacity below the licenses in use fails on
+-- the counter's CHECK (23514): release licenses first.
+CREATE FUNCTION subscription.sync_license_counter()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sub bigint;
+BEGIN
+    IF TG_TABLE_NAME OPERATOR(pg_catalog.=) 'subscription' THEN
+        sub := NEW.id;
+    ELSIF TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN
+        sub := OLD.subscription_id;
+    ELSE
+        sub := NEW.subscription_id;
+    END IF;
+    INSERT INTO subscription.license_counter AS c (subscription_id, capacity, active)
+    SELECT s.id, subscription.license_capacity(s.id), s.status OPERATOR(pg_catalog.=) 'active'
+      FROM subscription.subscription AS s WHERE s.id OPERATOR(pg_catalog.=) sub
+    ON CONFLICT (subscription_id) DO UPDATE
+       SET capacity = excluded.capacity, active = excluded.active
+     WHERE (c.capacity, c.active) IS DISTINCT FROM (excluded.capacity, excluded.active);
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.sync_license_counter() IS 'Trigger: seat capacities follow quantities, statuses and add-on batches';
+
+CREATE TRIGGER subscription_license_counter
+    AFTER INSERT OR UPDATE OF quantity, status ON subscription.subscription
+    FOR EACH ROW EXECUTE FUNCTION subscription.sync_license_counter();
+CREATE TRIGGER addon_batch_license_counter
+    AFTER INSERT OR UPDATE OR DELETE ON subscription.addon_batch
+    FOR EACH ROW EXECUTE FUNCTION subscription.sync_license_counter();
+
+-- A subscription whose plan turns from a service into an option, or back, or
+-- to another product, gets its licenses' service seats rebuilt (R11).
+CREATE FUNCTION subscription.reseat_licenses(subscription_ids bigint[])
+RETURNS void
+AS 'MODULE_PATHNAME', 'reseat_licenses'
+LANGUAGE C STRICT;
+
+COMMENT ON FUNCTION subscription.reseat_licenses(bigint[]) IS 'Internal (C): rebuild the service seats of subscriptions whose plan changed kind or product (R11)';
+
+CREATE FUNCTION subscription.sync_service_seats()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_TABLE_NAME OPERATOR(pg_catalog.=) 'plan' THEN
+        PERFORM subscription.reseat_licenses(ARRAY(
+            SELECT s.id FROM subscription.subscription AS s WHERE s.plan OPERATOR(pg_catalog.=) NEW.code));
+    ELSIF (SELECT (p.kind, p.product) FROM subscription.plan AS p WHERE p.code OPERATOR(pg_catalog.=) OLD.plan)
+          IS DISTINCT FROM
+          (SELECT (p.kind, p.product) FROM subscription.plan AS p WHERE p.code OPERATOR(pg_catalog.=) NEW.plan) THEN
+        PERFORM subscription.reseat_licenses(ARRAY[NEW.id]);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.sync_service_seats() IS 'Trigger: service seats follow plan changes (R11)';
+
+CREATE TRIGGER subscription_service_seats
+    AFTER UPDATE OF plan ON subscription.subscription
+    FOR EACH ROW WHEN (OLD.plan IS DISTINCT FROM NEW.plan)
+    EXECUTE FUNCTION subscription.sync_service_seats();
+CREATE TRIGGER plan_service_seats
+    AFTER UPDATE OF kind, product ON subscription.plan
+    FOR EACH ROW WHEN (OLD.kind IS DISTINCT FROM NEW.kind OR OLD.product IS DISTINCT FROM NEW.product)
+    EXECUTE FUNCTION subscription.sync_service_seats();
+
+-- The guard of subscription.license (C): per statement, over the transition
+-- table, it checks every assigned row (the member belongs to the
+-- subscription's account, 22023; at most one service license per member
+-- and product, R11, 23514, through subscription.service_seat), moves each
+-- subscription's counter once, in
+-- subscription order (55000 when not active, 23514 when full), and writes
+-- one history row per subscription and direction.
+CREATE FUNCTION subscription.license_guard()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'license_guard'
+LANGUAGE C;
+
+COMMENT ON FUNCTION subscription.license_guard() IS 'Trigger (C): checks and counts every write of subscription.license';
+
+CREATE TRIGGER license_guard_insert AFTER INSERT ON subscription.license
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.license_guard();
+CREATE TRIGGER license_guard_update AFTER UPDATE ON subscription.license
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.license_guard();
+CREATE TRIGGER license_guard_delete AFTER DELETE ON subscription.license
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.license_guard();
+CREATE TRIGGER license_guard_truncate AFTER TRUNCATE ON subscription.license
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.license_guard();
+
+CREATE FUNCTION subscription.license_consume(subscription_id bigint, member_id bigint)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'license_consume'
+LANGUAGE C
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION subscription.license_consume(bigint, bigint) IS
+'Assign one license of the subscription to the member; returns the licenses left (R11, Z4)';
+
+CREATE FUNCTION subscription.license_release(subscription_id bigint, member_id bigint)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'license_release'
+LANGUAGE C
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION subscription.license_release(bigint, bigint) IS
+'Take the member''s license of the subscription back; returns the licenses left';
+
+CREATE FUNCTION subscription.licenses_left(subscription_id bigint)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'licenses_left'
+LANGUAGE C STRICT STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION subscription.licenses_left(bigint) IS
+'Licenses of the subscription not assigned yet (R11)';
+
+-- R10: a new member gets a license of the account's default subscription
+-- when one is free; otherwise the member is still created, with a WARNING.
+CREATE FUNCTION subscription.assign_default_license()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sub bigint;
+BEGIN
+    SELECT s.id INTO sub FROM subscription.subscription AS s
+     WHERE s.account_id OPERATOR(pg_catalog.=) NEW.account_id AND s.is_default
+       AND s.status OPERATOR(pg_catalog.=) 'active';
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        INSERT INTO subscription.license (subscription_id, member_id) VALUES (sub, NEW.id);
+    EXCEPTION WHEN check_violation THEN
+        RAISE WARNING 'member % was created without a license', NEW.id
+            USING DETAIL = SQLERRM,
+                  HINT = format('Raise the quantity of default subscription %s, or release a license.', sub);
+    END;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.assign_default_license() IS 'Trigger: a new member gets a license of the account''s default subscription when one is free (R10)';
+
+CREATE TRIGGER member_default_license AFTER INSERT ON subscription.member
+    FOR EACH ROW EXECUTE FUNCTION subscription.assign_default_license();
+
+-- R7: the members holding licenses of each subscription
+CREATE VIEW subscription.license_holder WITH (security_barrier) AS
+SELECT l.subscription_id, s.plan, m.id AS member_id, m.external_id, m.role, l.assigned_at, s.account_id
+  FROM subscription.license AS l
+  JOIN subscription.member AS m ON m.id OPERATOR(pg_catalog.=) l.member_id
+  JOIN subscription.subscription AS s ON s.id OPERATOR(pg_catalog.=) l.subscription_id
+ WHERE subscription.may_read(s.account_id);
+
+COMMENT ON VIEW subscription.license_holder IS
+'The members holding licenses of each subscription (R7), of the accounts the actor may read';
+
+-- More licenses take effect now and the rest of the period is charged for
+-- the licenses above those already paid this period (prorate_refund's
+-- fraction, rounded once); fewer take effect now too, refund nothing, and
+-- cannot go below the licenses assigned (23514).  Returns the licenses left.
+CREATE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT now())
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    counter subscription.license_counter;
+    new_capacity integer;
+    paid integer;
+    monthly boolean;
+    old_price record;
+    new_price record;
+    charge numeric;
+BEGIN
+    PERFORM subscription.require_arguments('set_quantity', '{subscription_id,quantity,at}',
+        ARRAY[subscription_id IS NULL, quantity IS NULL, at IS NULL]);
+    IF quantity < 1 THEN
+        RAISE EXCEPTION 'quantity must be at least 1'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The quantity was %s.', quantity);
+    END IF;
+
+    SELECT * INTO s FROM subscription.subscription AS x
+     WHERE x.id OPERATOR(pg_catalog.=) set_quantity.subscription_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    monthly := subscription.cycle_key(s.cycle) OPERATOR(pg_catalog.=) '{1,0,0}';
+    PERFORM subscription.authorize(s.account_id,
+        CASE WHEN quantity OPERATOR(pg_catalog.>) s.quantity THEN 'increase_licenses' ELSE 'decrease_licenses' END,
+        monthly);
+    IF s.status OPERATOR(pg_catalog.<>) 'active' THEN
+        RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF NOT at OPERATOR(pg_catalog.<@) s.period THEN
+        RAISE EXCEPTION 'change time % is outside the current period %', at, s.period
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF quantity OPERATOR(pg_catalog.=) s.quantity THEN
+        RETURN subscription.licenses_left(subscription_id);
+    END IF;
+
+    -- the counter row is what concurrent license writes wait on
+    SELECT * INTO counter FROM subscription.license_counter AS c
+     WHERE c.subscription_id OPERATOR(pg_catalog.=) set_quantity.subscription_id FOR NO KEY UPDATE;
+    -- the capacity keeps the add-on licenses and takes the new quantity
+    new_capacity := counter.capacity OPERATOR(pg_catalog.-) s.quantity OPERATOR(pg_catalog.+) quantity;
+    IF counter.used OPERATOR(pg_catalog.>) new_capacity THEN
+        RAISE EXCEPTION 'subscription % cannot have fewer licenses than it has assigned', subscription_id
+            USING ERRCODE = 'check_violation',
+                  DETAIL = format('Limit %s, in use %s.', new_capacity, counter.used),
+                  HINT = 'Release licenses with subscription.license_release() first.';
+    END IF;
+
+    -- on a tiered plan the quantity is a tier (55000 otherwise)
+    new_price := subscription.period_price(s.plan, s.cycle, quantity);
+    paid := coalesce(s.paid_quantity, s.quantity);
+    IF quantity OPERATOR(pg_catalog.>) paid THEN
+        old_price := subscription.period_price(s.plan, s.cycle, paid);
+        charge := subscription.prorate_refund(new_price.amount OPERATOR(pg_catalog.-) old_price.amount,
+                      lower(s.period), upper(s.period), at, 'day', subscription.money_scale(new_price.currency));
+        INSERT INTO subscription.ledger
+               (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+        VALUES (s.account_id, s.id, 'charge', charge, new_price.currency,
+                tstzrange(at, upper(s.period), '[)'), format('licenses %s-%s', paid OPERATOR(pg_catalog.+) 1, quantity), s.plan,
+                format('%s more licenses of plan %s for the rest of the period', quantity OPERATOR(pg_catalog.-) paid, s.plan));
+    END IF;
+
+    UPDATE subscription.subscription AS x
+       SET quantity = set_quantity.quantity, paid_quantity = greatest(paid, set_quantity.quantity)
+     WHERE x.id OPERATOR(pg_catalog.=) s.id;
+    RETURN subscription.licenses_left(subscription_id);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.set_quantity(bigint, integer, timestamptz) IS 'Change the licenses now: more are charged for the rest of the period, fewer refund nothing';

@@ -1,0 +1,556 @@
+-- Plan limits: what an account may use and what it uses, the limit guard
+-- (C) on the application's own tables, their registration and the event
+-- triggers that keep it intact (S6, S10), and the limits stored in the
+-- usage counters.
+
+-- A feature is named by a plan limit or an add-on; anything else is 42704.
+CREATE FUNCTION subscription.require_feature(feature text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM FROM subscription.plan_limit AS l WHERE l.feature OPERATOR(pg_catalog.=) require_feature.feature
+    UNION ALL
+    SELECT FROM subscription.addon AS a WHERE a.feature OPERATOR(pg_catalog.=) require_feature.feature;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'feature "%" does not exist', feature
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Features are those of subscription.plan_limit and subscription.addon.';
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.require_feature(text) IS 'Internal: 42704 unless a plan limit or add-on names the feature';
+
+-- The account's limit of a feature: over its active subscriptions, each
+-- plan's value (times the quantity when per license: LogMeIn hosts are the
+-- tier, L12), plus the units of active add-on batches (Z13, K1).  NULL is
+-- unlimited: one unlimited plan makes the feature unlimited.  A feature no
+-- active subscription defines has limit 0, plus its add-ons.  One
+-- statement in PL/pgSQL, whose plan is cached per session: the limit
+-- guard's hot path (a SQL function with a sub-select is planned per call).
+CREATE FUNCTION subscription.limit_of(account_id bigint, feature text)
+RETURNS bigint
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (
+    SELECT CASE WHEN bool_or(x.unlimited) THEN NULL
+                -- numeric, so that an overflow is an error, not a wrap
+                ELSE coalesce(sum(x.units), 0)::bigint END
+      FROM (SELECT l.value IS NULL AS unlimited,
+                   CASE WHEN l.per_license THEN l.value::numeric OPERATOR(pg_catalog.*) s.quantity
+                        ELSE l.value::numeric END AS units
+              FROM subscription.subscription AS s
+              JOIN subscription.plan_limit AS l
+                ON l.plan OPERATOR(pg_catalog.=) s.plan AND l.feature OPERATOR(pg_catalog.=) limit_of.feature
+             WHERE s.account_id OPERATOR(pg_catalog.=) limit_of.account_id
+               AND s.status OPERATOR(pg_catalog.=) 'active'
+            UNION ALL
+            SELECT false, b.quantity::numeric OPERATOR(pg_catalog.*) a.units
+              FROM subscription.subscription AS s
+              JOIN subscription.addon_batch AS b ON b.subscription_id OPERATOR(pg_catalog.=) s.id
+              JOIN subscription.addon AS a ON a.code OPERATOR(pg_catalog.=) b.addon
+             WHERE s.account_id OPERATOR(pg_catalog.=) limit_of.account_id
+               AND s.status OPERATOR(pg_catalog.=) 'active'
+               AND b.status OPERATOR(pg_catalog.=) 'active'
+               AND a.feature OPERATOR(pg_catalog.=) limit_of.feature) AS x);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.limit_of(bigint, text) IS 'Internal: the account''s limit of a feature, unchecked (effective_limit checks)';
+
+-- limit_of() for callers: unknown accounts and features are errors.
+CREATE FUNCTION subscription.effective_limit(account_id bigint, feature text)
+RETURNS bigint
+LANGUAGE plpgsql STRICT STABLE PARALLEL SAFE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.require_account(effective_limit.account_id);
+    PERFORM subscription.authorize(effective_limit.account_id, 'read');
+    PERFORM subscription.require_feature(effective_limit.feature);
+    RETURN subscription.limit_of(account_id, feature);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.effective_limit(bigint, text) IS
+'The account''s limit of a feature over its active subscriptions and add-ons (NULL: unlimited)';
+
+-- What the account uses of a feature, as the limit triggers keep it.
+CREATE FUNCTION subscription.usage(account_id bigint, feature text)
+RETURNS bigint
+LANGUAGE plpgsql STRICT STABLE PARALLEL SAFE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    used bigint;
+BEGIN
+    PERFORM subscription.require_account(usage.account_id);
+    PERFORM subscription.authorize(usage.account_id, 'read');
+    SELECT u.used INTO used FROM subscription.usage_counter AS u
+     WHERE u.account_id = usage.account_id AND u.feature = usage.feature;
+    IF FOUND THEN
+        RETURN used;
+    END IF;
+    PERFORM subscription.require_feature(usage.feature);
+    RETURN 0;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.usage(bigint, text) IS
+'What the account uses of a feature, from subscription.usage_counter';
+
+CREATE FUNCTION subscription.limit_guard()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'limit_guard'
+LANGUAGE C;
+
+COMMENT ON FUNCTION subscription.limit_guard() IS 'Trigger (C): keeps an account''s usage of a feature within its limit on an application table';
+
+-- The column "name" of "relation" with its type, or an error naming what is wrong.
+CREATE FUNCTION subscription.limited_column(relation regclass, name name, purpose text, integer_only boolean)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    column_type regtype;
+BEGIN
+    SELECT a.atttypid::regtype INTO column_type
+      FROM pg_catalog.pg_attribute AS a
+     WHERE a.attrelid OPERATOR(pg_catalog.=) relation AND a.attname OPERATOR(pg_catalog.=) name
+       AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'column "%" of relation % does not exist', name, relation
+            USING ERRCODE = 'undefined_column', DETAIL = format('It was given as the %s.', purpose);
+    END IF;
+    IF integer_only AND column_type NOT IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) THEN
+        RAISE EXCEPTION 'column "%" of relation % must be an integer column to serve as the %', name, relation, purpose
+            USING ERRCODE = 'datatype_mismatch', DETAIL = format('Its type is %s.', column_type);
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.limited_column(regclass, name, text, boolean) IS 'Internal: the column of a registration exists, and is an integer where needed';
+
+-- Make the usage counters of a registered table exact (all accounts, or
+-- one), counting its rows as the table's owner; returns how many counters
+-- changed.  enforce_limit and apply_downgrade call it; back-office code
+-- may, to repair a counter after the guards were off.
+CREATE FUNCTION subscription.recount_usage(relation regclass, feature text, account_id bigint DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'recount_usage'
+LANGUAGE C
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION subscription.recount_usage(regclass, text, bigint) IS
+'Recount a limited table''s usage counters (of one account, or of all) as the table''s owner; returns how many changed';
+
+-- The guard triggers of a registration, by function and argument, not by
+-- name: 4 when intact.
+CREATE FUNCTION subscription.guard_triggers(relation regclass, feature text)
+RETURNS TABLE (name name, enabled boolean)
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT t.tgname, t.tgenabled OPERATOR(pg_catalog.=) ANY ('{O,A}')
+      FROM pg_catalog.pg_trigger AS t
+     WHERE t.tgrelid OPERATOR(pg_catalog.=) guard_triggers.relation
+       AND t.tgfoid OPERATOR(pg_catalog.=) 'subscription.limit_guard()'::pg_catalog.regprocedure
+       AND t.tgnargs OPERATOR(pg_catalog.=) 1
+       AND pg_catalog.encode(t.tgargs, 'escape') OPERATOR(pg_catalog.=) (guard_triggers.feature OPERATOR(pg_catalog.||) '\000');
+END;
+
+COMMENT ON FUNCTION subscription.guard_triggers(regclass, text) IS 'The limit guard triggers of a registration, found by function and argument';
+
+-- What is wrong with a registration, or NULL: its table must stay a plain
+-- table outside any partition or inheritance tree, its columns must keep
+-- their names and types, and its four guards must stay attached and enabled.
+CREATE FUNCTION subscription.registration_problem(t subscription.limited_table)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c pg_catalog.pg_class;
+    col record;
+    guards integer;
+    enabled integer;
+BEGIN
+    SELECT * INTO c FROM pg_catalog.pg_class AS x WHERE x.oid = t.relation;
+    IF c.relkind <> 'r' OR c.relispartition
+       OR EXISTS (SELECT FROM pg_catalog.pg_inherits AS i WHERE i.inhrelid = c.oid OR i.inhparent = c.oid) THEN
+        RETURN 'it would be part of a partition or inheritance tree, whose other tables its guards do not see';
+    END IF;
+    FOR col IN
+        SELECT u.name, u.purpose, u.numeric_only, a.atttypid
+          FROM (VALUES (t.account_column, 'account column', true),
+                       (t.value_column, 'value column', t.on_downgrade = ANY ('{scale,cap}')),
+                       (t.order_column, 'order column', false)) AS u(name, purpose, numeric_only)
+          LEFT JOIN pg_catalog.pg_attribute AS a
+            ON a.attrelid = t.relation AND a.attname = u.name AND a.attnum > 0 AND NOT a.attisdropped
+         WHERE u.name IS NOT NULL
+    LOOP
+        IF col.atttypid IS NULL THEN
+            RETURN format('its %s "%s" would be gone', col.purpose, col.name);
+        ELSIF col.numeric_only AND col.atttypid <> ALL ('{int2,int4,int8}'::regtype[]) THEN
+            RETURN format('its %s "%s" would be of type %s, not smallint, integer or bigint',
+                          col.purpose, col.name, col.atttypid::regtype);
+        END IF;
+    END LOOP;
+    SELECT count(*), count(*) FILTER (WHERE g.enabled) INTO guards, enabled
+      FROM subscription.guard_triggers(t.relation, t.feature) AS g;
+    IF t.relation <> 'subscription.account'::regclass AND (guards < 4 OR enabled < guards) THEN
+        RETURN 'its limit guards would be dropped or disabled';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.registration_problem(subscription.limited_table) IS 'What is wrong with a limit registration (tree, columns, guards), or NULL';
+
+-- ddl_command_end: a registered table keeps what its guard relies on.  The
+-- DDL that would break it is refused (the owner can unenforce_limit first).
+CREATE FUNCTION subscription.keep_limited_tables()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t subscription.limited_table;
+    problem text;
+BEGIN
+    FOR t IN
+        SELECT DISTINCT ON (l.relation, l.feature) l.*
+          FROM pg_catalog.pg_event_trigger_ddl_commands() AS d
+          JOIN subscription.limited_table AS l
+            ON l.relation = d.objid
+            -- a new child or partition of a registered table
+            OR l.relation IN (SELECT i.inhparent FROM pg_catalog.pg_inherits AS i WHERE i.inhrelid = d.objid)
+         WHERE d.classid = 'pg_catalog.pg_class'::regclass
+    LOOP
+        problem := subscription.registration_problem(t);
+        IF problem IS NOT NULL THEN
+            RAISE EXCEPTION 'table % is limited for feature "%"', t.relation, t.feature
+                USING ERRCODE = 'object_in_use',
+                      DETAIL = format('After this command %s.', problem),
+                      HINT = format('Run subscription.unenforce_limit(%L, %L) first.', t.relation::text, t.feature);
+        END IF;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.keep_limited_tables() IS 'Event trigger: refuses DDL that would break a limited table''s guards';
+
+CREATE EVENT TRIGGER subscription_keep_limited_tables ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE', 'CREATE TABLE')
+    EXECUTE FUNCTION subscription.keep_limited_tables();
+
+-- sql_drop: a dropped table takes its registrations and counters along;
+-- a guard trigger of a table still registered cannot be dropped.  It fires
+-- on every DROP in the database, whoever drops: SECURITY DEFINER, so that
+-- a role without rights on the extension's tables can still drop its own.
+CREATE FUNCTION subscription.forget_dropped_tables()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    registration subscription.limited_table;
+BEGIN
+    WITH gone AS (
+        DELETE FROM subscription.limited_table AS t
+         USING pg_catalog.pg_event_trigger_dropped_objects() AS d
+         WHERE d.objid = t.relation::oid AND d.object_type = 'table'
+        RETURNING t.feature)
+    DELETE FROM subscription.usage_counter AS u USING gone
+     WHERE u.feature = gone.feature;
+
+    FOR registration IN
+        SELECT l.* FROM subscription.limited_table AS l
+         WHERE l.relation IN (
+               SELECT pg_catalog.to_regclass(pg_catalog.quote_ident(d.address_names[1]) || '.'
+                                             || pg_catalog.quote_ident(d.address_names[2]))
+                 FROM pg_catalog.pg_event_trigger_dropped_objects() AS d
+                WHERE d.object_type = 'trigger')
+    LOOP
+        IF subscription.registration_problem(registration) IS NOT NULL THEN
+            RAISE EXCEPTION 'the limit guards of table % cannot be dropped', registration.relation
+                USING ERRCODE = 'object_in_use',
+                      DETAIL = format('The table is limited for feature "%s".', registration.feature),
+                      HINT = format('Run subscription.unenforce_limit(%L, %L) instead.',
+                                    registration.relation::text, registration.feature);
+        END IF;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.forget_dropped_tables() IS 'Event trigger: a dropped table takes its registrations along; a guard of a registered table cannot be dropped';
+
+CREATE EVENT TRIGGER subscription_forget_dropped_tables ON sql_drop
+    EXECUTE FUNCTION subscription.forget_dropped_tables();
+
+-- The guard triggers' name for a feature: a hash keeps long feature names apart.
+CREATE FUNCTION subscription.guard_name(feature text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN 'subscription_limit_' OPERATOR(pg_catalog.||) left(feature, 30) OPERATOR(pg_catalog.||) '_'
+       OPERATOR(pg_catalog.||) left(md5(feature), 8);
+
+COMMENT ON FUNCTION subscription.guard_name(text) IS 'The limit guards'' trigger name for a feature, with a hash so long names never collide';
+
+-- Only the table's owner (or a superuser) attaches or removes its guards.
+CREATE FUNCTION subscription.require_table_owner(relation regclass)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT pg_catalog.pg_has_role(subscription.calling_role()::name,
+                                  (SELECT c.relowner FROM pg_catalog.pg_class AS c WHERE c.oid = relation),
+                                  'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of table %', relation
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('Role %s does not own it.', subscription.calling_role());
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.require_table_owner(regclass) IS 'Internal: 42501 unless the calling role owns the table';
+
+CREATE FUNCTION subscription.enforce_limit(
+    relation regclass,
+    feature text,
+    account_column name DEFAULT 'account_id',
+    on_downgrade text DEFAULT 'drop_newest',
+    order_column name DEFAULT NULL,
+    value_column name DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    trigger_name text := subscription.guard_name(feature);
+    target pg_catalog.pg_class;
+    own_guard boolean;
+BEGIN
+    PERFORM subscription.require_arguments('enforce_limit', '{relation,feature,account_column,on_downgrade}',
+        ARRAY[relation IS NULL, feature IS NULL, account_column IS NULL, on_downgrade IS NULL]);
+    IF on_downgrade <> ALL ('{drop_newest,keep_most_referenced,scale,cap,detach,block}') THEN
+        RAISE EXCEPTION 'unknown downgrade policy "%"', on_downgrade
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The policies are drop_newest, keep_most_referenced, scale, cap, detach and block.';
+    END IF;
+    SELECT * INTO target FROM pg_catalog.pg_class AS c WHERE c.oid = relation;
+    IF target.relkind = 'p' OR target.relispartition
+       OR EXISTS (SELECT FROM pg_catalog.pg_inherits AS i WHERE i.inhrelid = relation OR i.inhparent = relation) THEN
+        -- a statement naming another table of the tree would skip the guards (S6)
+        RAISE EXCEPTION 'table % is part of a partition or inheritance tree', relation
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'A statement on another table of the tree would not fire its guards.',
+                  HINT = 'Limit a plain table.';
+    ELSIF target.relkind <> 'r' THEN
+        RAISE EXCEPTION '% is not a table', relation USING ERRCODE = 'wrong_object_type';
+    ELSIF target.relpersistence = 't' THEN
+        RAISE EXCEPTION 'temporary table % cannot be limited', relation
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'Its registration would outlive the session that sees it.';
+    END IF;
+    PERFORM subscription.require_table_owner(relation);
+    -- K7, K10: the one limit on the extension's own tables, sub-accounts
+    -- per parent account, whose guard the extension attaches itself
+    own_guard := relation = 'subscription.account'::pg_catalog.regclass
+                 AND feature = 'sub_accounts'
+                 AND account_column = 'parent_id';
+    IF NOT own_guard AND target.relnamespace = 'subscription'::regnamespace THEN
+        RAISE EXCEPTION 'the extension''s own table % cannot be limited this way', relation
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Sub-accounts are limited with enforce_limit(''subscription.account'', ''sub_accounts'', ''parent_id'', ...).';
+    END IF;
+    PERFORM subscription.require_feature(enforce_limit.feature);
+
+    PERFORM subscription.limited_column(relation, account_column, 'account column', true);
+    IF on_downgrade = ANY ('{scale,cap,detach}') THEN
+        IF value_column IS NULL THEN
+            RAISE EXCEPTION 'policy % needs a value column', on_downgrade
+                USING ERRCODE = 'null_value_not_allowed';
+        END IF;
+        PERFORM subscription.limited_column(relation, value_column, 'value column', on_downgrade <> 'detach');
+    ELSIF value_column IS NOT NULL THEN
+        PERFORM subscription.limited_column(relation, value_column, 'value column', false);
+    END IF;
+    IF order_column IS NOT NULL THEN
+        PERFORM subscription.limited_column(relation, order_column, 'order column', false);
+    END IF;
+    IF on_downgrade = 'keep_most_referenced' THEN
+        IF (SELECT cardinality(c.conkey) FROM pg_catalog.pg_constraint AS c
+             WHERE c.conrelid = relation AND c.contype = 'p')
+           IS DISTINCT FROM 1 THEN
+            RAISE EXCEPTION 'policy keep_most_referenced needs a single-column primary key on %', relation
+                USING ERRCODE = 'invalid_table_definition';
+        END IF;
+        PERFORM FROM pg_catalog.pg_constraint AS c
+         WHERE c.confrelid = relation AND c.contype = 'f';
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'policy keep_most_referenced needs a foreign key into %', relation
+                USING ERRCODE = 'invalid_table_definition',
+                      DETAIL = 'The rows kept are those most referenced through it (C5).';
+        END IF;
+    END IF;
+
+    -- registering twice is refused: unenforce_limit first to change the options;
+    -- a feature is one counter per account, so it lives on one table
+    PERFORM FROM subscription.limited_table AS t WHERE t.feature = enforce_limit.feature;
+    IF FOUND THEN
+        RAISE EXCEPTION 'feature "%" is already enforced', feature
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'subscription.unenforce_limit() removes a registration, to register it again with other options.';
+    END IF;
+
+    INSERT INTO subscription.limited_table AS t (relation, feature, account_column, on_downgrade, order_column, value_column)
+    VALUES (relation, feature, account_column, on_downgrade, order_column, value_column);
+
+    -- lock the table against writes while the existing rows are counted
+    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', relation);
+    PERFORM subscription.recount_usage(relation, feature);
+
+    IF own_guard THEN
+        RETURN;                 -- the extension attached its guard already
+    END IF;
+    EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_i', relation, feature);
+    EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_u', relation, feature);
+    EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_d', relation, feature);
+    EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_t', relation, feature);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.enforce_limit(regclass, text, name, text, name, name) IS
+'Attach the limit guard of a feature to an application table and count its rows';
+
+CREATE FUNCTION subscription.unenforce_limit(relation regclass, feature text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    guard name;
+    qualified text;
+BEGIN
+    PERFORM subscription.require_arguments('unenforce_limit', '{relation,feature}',
+        ARRAY[relation IS NULL, feature IS NULL]);
+    PERFORM subscription.require_table_owner(relation);
+    DELETE FROM subscription.limited_table AS t
+     WHERE t.relation = unenforce_limit.relation
+       AND t.feature = unenforce_limit.feature;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'feature "%" is not enforced on %', feature, relation USING ERRCODE = 'undefined_object';
+    END IF;
+    -- the extension's own guards stay attached, idle until registered again
+    SELECT format('%I.%I', n.nspname, c.relname) INTO qualified
+      FROM pg_catalog.pg_class AS c JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+     WHERE c.oid = relation AND n.nspname <> 'subscription';
+    IF qualified IS NOT NULL THEN
+        FOR guard IN SELECT g.name FROM subscription.guard_triggers(relation, feature) AS g LOOP
+            EXECUTE format('DROP TRIGGER %I ON %s', guard, qualified);
+        END LOOP;
+    END IF;
+    DELETE FROM subscription.usage_counter AS u WHERE u.feature = unenforce_limit.feature;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.unenforce_limit(regclass, text) IS 'Remove a feature''s limit guard from a table, with its counters';
+
+-- K7, K10: sub-accounts per parent account.  The guard is attached here,
+-- as part of the extension (so a dump keeps it), and idle until
+-- enforce_limit('subscription.account', 'sub_accounts', 'parent_id',
+-- 'drop_newest', 'created_at') registers the limit.
+CREATE TRIGGER subscription_limit_sub_accounts_i AFTER INSERT ON subscription.account
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard('sub_accounts');
+CREATE TRIGGER subscription_limit_sub_accounts_u AFTER UPDATE ON subscription.account
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard('sub_accounts');
+CREATE TRIGGER subscription_limit_sub_accounts_d AFTER DELETE ON subscription.account
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard('sub_accounts');
+CREATE TRIGGER subscription_limit_sub_accounts_t AFTER TRUNCATE ON subscription.account
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard('sub_accounts');
+
+-- The limits stored in the usage counters follow what they are computed
+-- from: an account's subscriptions and add-on batches, a plan's limits, an
+-- add-on's feature and units.
+CREATE FUNCTION subscription.refresh_limits()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    accounts bigint[];
+    only_feature text;
+BEGIN
+    -- an UPDATE can move the row: refresh for its old and its new self
+    FOR i IN 1 .. CASE WHEN TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN 2 ELSE 1 END LOOP
+        IF i OPERATOR(pg_catalog.=) 1 AND TG_OP OPERATOR(pg_catalog.<>) 'INSERT' THEN
+            r := OLD;
+        ELSE
+            r := NEW;
+        END IF;
+        IF TG_TABLE_NAME OPERATOR(pg_catalog.=) 'subscription' THEN
+            accounts := ARRAY[r.account_id];
+        ELSIF TG_TABLE_NAME OPERATOR(pg_catalog.=) 'addon_batch' THEN
+            SELECT array_agg(s.account_id) INTO accounts
+              FROM subscription.subscription AS s WHERE s.id OPERATOR(pg_catalog.=) r.subscription_id;
+        ELSIF TG_TABLE_NAME OPERATOR(pg_catalog.=) 'plan_limit' THEN
+            only_feature := r.feature;
+            SELECT array_agg(DISTINCT s.account_id) INTO accounts
+              FROM subscription.subscription AS s WHERE s.plan OPERATOR(pg_catalog.=) r.plan;
+        ELSE
+            SELECT array_agg(DISTINCT s.account_id) INTO accounts
+              FROM subscription.subscription AS s
+              JOIN subscription.addon_batch AS b ON b.subscription_id OPERATOR(pg_catalog.=) s.id
+             WHERE b.addon OPERATOR(pg_catalog.=) r.code;
+        END IF;
+        UPDATE subscription.usage_counter AS u
+           SET limit_value = subscription.limit_of(u.account_id, u.feature)
+         WHERE u.account_id OPERATOR(pg_catalog.=) ANY (accounts)
+           AND (only_feature IS NULL OR u.feature OPERATOR(pg_catalog.=) only_feature)
+           AND u.limit_value IS DISTINCT FROM subscription.limit_of(u.account_id, u.feature);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.refresh_limits() IS 'Trigger: the limits stored in the usage counters follow what they are computed from';
+
+CREATE TRIGGER subscription_refresh_limits
+    AFTER INSERT OR DELETE OR UPDATE OF account_id, plan, quantity, status ON subscription.subscription
+    FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits();
+CREATE TRIGGER addon_batch_refresh_limits
+    AFTER INSERT OR DELETE OR UPDATE ON subscription.addon_batch
+    FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits();
+CREATE TRIGGER plan_limit_refresh_limits
+    AFTER INSERT OR DELETE OR UPDATE ON subscription.plan_limit
+    FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits();
+CREATE TRIGGER addon_refresh_limits
+    AFTER UPDATE OF feature, units ON subscription.addon
+    FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits();

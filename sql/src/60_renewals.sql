@@ -1,0 +1,351 @@
+-- Renewals (C4, Z7, Z8, R6, K2, K4, K10), and the notice of the coming
+-- ones (L5, L8).
+
+-- One period of one due subscription, locked by the caller: the batches
+-- cancelled for this period end (K4); a cancelled subscription (Z8) or
+-- one that does not renew (R6 'none') ends; otherwise the pending plan,
+-- cycle and quantity take effect (C4, Z7), the renewal option moves on
+-- ('once' becomes 'none', 'to_monthly' continues monthly), the new period
+-- is charged, the plan and each recurring add-on batch once (C2), and when
+-- the limits may have dropped (may_trim: renewal_may_trim() asked by the
+-- caller before anything moved), apply_downgrade trims the account's data
+-- (C5-C11, K10).  Returns the new status.
+CREATE FUNCTION subscription.renew_period(s subscription.subscription, may_trim boolean)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ends timestamptz := upper(s.period);
+    next_plan text := coalesce(s.pending_plan, s.plan);
+    next_quantity integer := coalesce(s.pending_quantity, s.quantity);
+    next_cycle interval := CASE WHEN s.renewal OPERATOR(pg_catalog.=) 'to_monthly' THEN interval '1 month'
+                                ELSE coalesce(s.pending_cycle, s.cycle) END;
+    same_cycle boolean;
+    next_period tstzrange;
+    price record;
+BEGIN
+    UPDATE subscription.addon_batch AS b SET status = 'expired'
+     WHERE b.subscription_id OPERATOR(pg_catalog.=) s.id AND b.status OPERATOR(pg_catalog.=) 'active'
+       AND (b.cancel_at_period_end OR s.cancel_at_period_end OR s.renewal OPERATOR(pg_catalog.=) 'none');
+    IF s.cancel_at_period_end OR s.renewal OPERATOR(pg_catalog.=) 'none' THEN
+        UPDATE subscription.subscription AS x
+           SET status = CASE WHEN s.cancel_at_period_end THEN 'cancelled' ELSE 'expired' END
+         WHERE x.id OPERATOR(pg_catalog.=) s.id
+        RETURNING x.status INTO s.status;
+        RETURN s.status;
+    END IF;
+
+    same_cycle := subscription.cycle_key(next_cycle) OPERATOR(pg_catalog.=) subscription.cycle_key(s.cycle);
+    -- a new cycle counts from the start of its first period (Z7)
+    next_period := subscription.nth_period(CASE WHEN same_cycle THEN s.anchor ELSE ends END, next_cycle,
+                                           CASE WHEN same_cycle THEN s.period_number OPERATOR(pg_catalog.+) 1 ELSE 1 END);
+    price := subscription.period_price(next_plan, next_cycle, next_quantity);
+    IF same_cycle AND s.pending_plan IS NULL AND s.pending_quantity IS NULL THEN
+        -- the common renewal: only the period moves, and the triggers on
+        -- plan, quantity and status (limits, seats) have nothing to do
+        UPDATE subscription.subscription AS x
+           SET period_number = x.period_number OPERATOR(pg_catalog.+) 1, period = next_period,
+               paid_quantity = next_quantity, pending_cycle = NULL,
+               renewal = CASE x.renewal WHEN 'once' THEN 'none' ELSE x.renewal END
+         WHERE x.id OPERATOR(pg_catalog.=) s.id;
+    ELSE
+        UPDATE subscription.subscription AS x
+           SET plan = next_plan, cycle = next_cycle, quantity = next_quantity, paid_quantity = next_quantity,
+               pending_plan = NULL, pending_cycle = NULL, pending_quantity = NULL,
+               anchor = CASE WHEN same_cycle THEN x.anchor ELSE ends END,
+               period_number = CASE WHEN same_cycle THEN x.period_number OPERATOR(pg_catalog.+) 1 ELSE 1 END,
+               period = next_period,
+               renewal = CASE x.renewal WHEN 'once' THEN 'none' WHEN 'to_monthly' THEN 'always' ELSE x.renewal END
+         WHERE x.id OPERATOR(pg_catalog.=) s.id;
+    END IF;
+
+    -- C2: the constraint makes a second charge of the period impossible
+    INSERT INTO subscription.ledger
+           (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+    VALUES (s.account_id, s.id, 'charge', subscription.round_money(price.amount, price.currency), price.currency,
+            next_period, 'plan', next_plan,
+            format('renewal: plan %s, cycle %s, quantity %s', next_plan, next_cycle, next_quantity))
+    ON CONFLICT (subscription_id, addon_batch_id, period, item)
+       WHERE kind OPERATOR(pg_catalog.=) 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+    INSERT INTO subscription.ledger
+           (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
+    SELECT s.account_id, s.id, b.id, 'charge', subscription.round_money(p.amount, p.currency), p.currency,
+           next_period, 'addon', next_plan, format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, next_cycle)
+      FROM subscription.addon_batch AS b
+      JOIN subscription.addon AS a ON a.code OPERATOR(pg_catalog.=) b.addon AND NOT a.one_time
+     CROSS JOIN LATERAL subscription.addon_period_price(b.addon, next_cycle, b.quantity) AS p
+     WHERE b.subscription_id OPERATOR(pg_catalog.=) s.id AND b.status OPERATOR(pg_catalog.=) 'active'
+     ORDER BY b.id
+    ON CONFLICT (subscription_id, addon_batch_id, period, item)
+       WHERE kind OPERATOR(pg_catalog.=) 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+
+    IF may_trim THEN
+        PERFORM FROM subscription.apply_downgrade(s.id);
+    END IF;
+    RETURN 'active';
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_period(subscription.subscription, boolean) IS 'Internal: one period of one due subscription';
+
+-- Why the next renewal of a subscription would fail (no price for its
+-- plan, cycle and quantity, or for one of its add-on batches), or NULL.
+-- A plain lookup: renew_due() checks every subscription without a
+-- subtransaction.
+CREATE FUNCTION subscription.renewal_problem(s subscription.subscription)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    next_cycle interval := CASE WHEN s.renewal OPERATOR(pg_catalog.=) 'to_monthly' THEN interval '1 month'
+                                ELSE coalesce(s.pending_cycle, s.cycle) END;
+    next_plan text := coalesce(s.pending_plan, s.plan);
+    next_quantity integer := coalesce(s.pending_quantity, s.quantity);
+    missing text;
+BEGIN
+    IF s.cancel_at_period_end OR s.renewal OPERATOR(pg_catalog.=) 'none' THEN
+        RETURN NULL;
+    END IF;
+    CASE (subscription.find_price(next_plan, next_cycle, next_quantity)).problem
+        WHEN 'not_a_tier' THEN
+            RETURN format('quantity %s is not a tier of plan "%s"', next_quantity, next_plan);
+        WHEN 'no_price' THEN
+            RETURN format('plan "%s" has no price for cycle %s', next_plan, next_cycle);
+        ELSE
+    END CASE;
+    missing := subscription.unpriced_addons(s.id, next_cycle);
+    IF missing IS NOT NULL THEN
+        RETURN format('add-on %s has no price for cycle %s', missing, next_cycle);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renewal_problem(subscription.subscription) IS 'Internal: why the next renewal could not be charged, or NULL';
+
+-- Can the next renewal lower the account's limits (and so trim, or be
+-- refused by a 'block' limit)?
+CREATE FUNCTION subscription.renewal_may_trim(s subscription.subscription)
+RETURNS boolean
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT s.pending_plan IS NOT NULL OR s.pending_quantity OPERATOR(pg_catalog.<) s.quantity
+        OR s.cancel_at_period_end OR s.renewal OPERATOR(pg_catalog.=) 'none'
+        OR EXISTS (SELECT FROM subscription.addon_batch AS b
+                    WHERE b.subscription_id OPERATOR(pg_catalog.=) s.id
+                      AND b.status OPERATOR(pg_catalog.=) 'active' AND b.cancel_at_period_end);
+END;
+
+COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription) IS 'Internal: whether the next renewal can lower the account''s limits';
+
+-- One batch of renew_due: at most batch_size due subscriptions after
+-- (after_end, after_id) in (period end, id) order, taken FOR NO KEY UPDATE
+-- SKIP LOCKED, so workers run side by side without waiting for each other
+-- (a subscription locked by other work is left for the next run); each is
+-- caught up one period at a time.  The keyset means that neither the rows
+-- renewed nor those another worker holds are read twice.  A subscription
+-- whose renewal cannot be done (a price missing, a 'block' limit exceeded)
+-- stays due, with a WARNING; so does one whose trimming fails in the
+-- account's own code (a trigger of an application table).  Returns how
+-- many it took and handled, and where the next batch starts.
+CREATE FUNCTION subscription.renew_batch(
+    at timestamptz, batch_size integer, after_end timestamptz, after_id bigint,
+    OUT taken integer, OUT handled integer, OUT last_end timestamptz, OUT last_id bigint)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    status text;
+    problem text;
+    may_trim boolean;
+BEGIN
+    taken := 0;
+    handled := 0;
+    last_end := after_end;
+    last_id := after_id;
+    FOR s IN
+        SELECT * FROM subscription.subscription AS x
+         WHERE x.status OPERATOR(pg_catalog.=) 'active' AND upper(x.period) OPERATOR(pg_catalog.<=) at
+           AND (upper(x.period), x.id) OPERATOR(pg_catalog.>) (after_end, after_id)
+         ORDER BY upper(x.period), x.id
+         LIMIT batch_size
+           FOR NO KEY UPDATE SKIP LOCKED
+    LOOP
+        taken := taken OPERATOR(pg_catalog.+) 1;
+        last_end := upper(s.period);
+        last_id := s.id;
+        LOOP
+            problem := subscription.renewal_problem(s);
+            -- asked before anything moves: the batches it ends are part of the answer
+            may_trim := problem IS NULL AND subscription.renewal_may_trim(s);
+            IF may_trim THEN
+                -- only here can the renewal be refused after writing: a subtransaction
+                BEGIN
+                    status := subscription.renew_period(s, true);
+                EXCEPTION WHEN check_violation THEN
+                    problem := SQLERRM;
+                WHEN OTHERS THEN
+                    -- the trim ran the account's own triggers: whatever they
+                    -- raise holds back this renewal only, never the others'
+                    -- (a lost race is still the caller's to retry)
+                    IF SQLSTATE LIKE '40%' THEN
+                        RAISE;
+                    END IF;
+                    problem := format('its trimming failed: %s (SQLSTATE %s)', SQLERRM, SQLSTATE);
+                END;
+            ELSIF problem IS NULL THEN
+                status := subscription.renew_period(s, false);
+            END IF;
+            IF problem IS NOT NULL THEN
+                RAISE WARNING 'subscription % was not renewed: %', s.id, problem
+                    USING DETAIL = 'It stays due; renew_due() tries again on its next run.';
+                EXIT;
+            END IF;
+            EXIT WHEN status OPERATOR(pg_catalog.<>) 'active';
+            SELECT * INTO s FROM subscription.subscription AS x WHERE x.id OPERATOR(pg_catalog.=) s.id;
+            EXIT WHEN upper(s.period) OPERATOR(pg_catalog.>) at;
+        END LOOP;
+        IF problem IS NULL THEN
+            handled := handled OPERATOR(pg_catalog.+) 1;
+        END IF;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_batch(timestamptz, integer, timestamptz, bigint) IS 'Internal: one batch of renew_due and run_renewals';
+
+-- Renewals are back-office work: no actor, and a trusted role; up to a
+-- finite time (catching up to infinity would never end).
+CREATE FUNCTION subscription.require_renewal_run(fn text, at timestamptz)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT isfinite(at) THEN
+        RAISE EXCEPTION 'renewal time must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('%s() was given %s.', fn, at);
+    END IF;
+    IF coalesce(current_setting('subscription.actor', true), '') <> '' THEN
+        RAISE EXCEPTION '%() is back-office work', fn
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('subscription.actor is set to %s.', current_setting('subscription.actor')),
+                  HINT = 'Run it with subscription.actor empty.';
+    END IF;
+    PERFORM subscription.require_trusted_caller();
+END
+$$;
+
+COMMENT ON FUNCTION subscription.require_renewal_run(text, timestamptz) IS 'Internal: renewals run up to a finite time, as back-office code';
+
+-- Renews, expires or cancels every subscription whose period ended by
+-- "at", catching up missed periods, in one transaction; returns how many
+-- it handled.  Safe to run concurrently and repeatedly: a period is
+-- charged once whatever runs (C2).  Progress is a NOTICE every 10,000.
+CREATE FUNCTION subscription.renew_due(at timestamptz DEFAULT now())
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    b record;
+    total integer := 0;
+    next_notice integer := 10000;
+    after_end timestamptz := '-infinity';
+    after_id bigint := 0;
+BEGIN
+    PERFORM subscription.require_arguments('renew_due', '{at}', ARRAY[at IS NULL]);
+    PERFORM subscription.require_renewal_run('renew_due', at);
+    LOOP
+        b := subscription.renew_batch(at, 500, after_end, after_id);
+        EXIT WHEN b.taken OPERATOR(pg_catalog.=) 0;
+        total := total OPERATOR(pg_catalog.+) b.handled;
+        IF total OPERATOR(pg_catalog.>=) next_notice THEN
+            RAISE NOTICE 'renew_due: % subscriptions handled', total;
+            next_notice := next_notice OPERATOR(pg_catalog.+) 10000;
+        END IF;
+        after_end := b.last_end;
+        after_id := b.last_id;
+    END LOOP;
+    RETURN total;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_due(timestamptz) IS 'Renew, expire or cancel every subscription due by a time, catching up missed periods; back-office work';
+
+-- renew_due() for large runs: the same batches, each committed as it is
+-- done, so that memory and locks stay bounded by one batch however many
+-- subscriptions are due.  CALL it outside a transaction block.  A
+-- procedure that commits cannot carry SET search_path: everything in it
+-- is schema-qualified, and the functions it calls pin their own.  It
+-- commits, which a SECURITY DEFINER procedure cannot: each of its batches
+-- (renew_batch) is SECURITY DEFINER instead.
+CREATE PROCEDURE subscription.run_renewals(at timestamptz DEFAULT now(), batch_size integer DEFAULT 1000)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    b record;
+    total bigint := 0;
+    after_end timestamptz := '-infinity';
+    after_id bigint := 0;
+BEGIN
+    PERFORM subscription.require_arguments('run_renewals', '{at,batch_size}', ARRAY[at IS NULL, batch_size IS NULL]);
+    PERFORM subscription.require_renewal_run('run_renewals', at);
+    IF batch_size OPERATOR(pg_catalog.<) 1 THEN
+        RAISE EXCEPTION 'batch size must be at least 1' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    LOOP
+        b := subscription.renew_batch(at, batch_size, after_end, after_id);
+        COMMIT;
+        EXIT WHEN b.taken OPERATOR(pg_catalog.=) 0;
+        total := total OPERATOR(pg_catalog.+) b.handled;
+        after_end := b.last_end;
+        after_id := b.last_id;
+        RAISE NOTICE 'run_renewals: % subscriptions handled', total;
+    END LOOP;
+END
+$$;
+
+COMMENT ON PROCEDURE subscription.run_renewals(timestamptz, integer) IS 'renew_due in committed batches, for large runs; CALL it outside a transaction block';
+
+-- L5, L8: the subscriptions that renew within subscription.notice_days
+-- (default 30), with what the renewal will be: plan, cycle, quantity (the
+-- tier on a tiered plan), the amount to be charged and the credit that
+-- will apply (L10), after the coupon's discount (Z10).  A prepaid term renewed
+-- "to_monthly" continues monthly; "none" and cancelled ones do not renew.
+CREATE VIEW subscription.renewal_notice WITH (security_barrier) AS
+SELECT s.id AS subscription_id,
+       s.account_id,
+       upper(s.period) AS renews_at,
+       n.plan,
+       n.cycle,
+       n.quantity,
+       CASE WHEN cardinality(subscription.plan_tiers(n.plan)) > 0 THEN n.quantity END AS tier,
+       subscription.round_money(price.amount, price.currency) AS amount,
+       price.currency,
+       d.discount,
+       least(subscription.credit_balance(s.account_id, price.currency),
+             subscription.round_money(price.amount, price.currency) OPERATOR(pg_catalog.-) d.discount) AS credit
+  FROM subscription.subscription AS s
+  CROSS JOIN LATERAL (
+       SELECT coalesce(s.pending_plan, s.plan) AS plan,
+              CASE WHEN s.renewal OPERATOR(pg_catalog.=) 'to_monthly' THEN interval '1 month'
+                   ELSE coalesce(s.pending_cycle, s.cycle) END AS cycle,
+              coalesce(s.pending_quantity, s.quantity) AS quantity) AS n
+  CROSS JOIN LATERAL subscription.period_price(n.plan, n.cycle, n.quantity) AS price
+  CROSS JOIN LATERAL subscription.coupon_discount(s.id, subscription.round_money(price.amount, price.currency),
+                                                  price.currency) AS d(discount)
+ WHERE s.status OPERATOR(pg_catalog.=) 'active'
+   AND NOT s.cancel_at_period_end
+   AND s.renewal OPERATOR(pg_catalog.<>) 'none'
+   AND upper(s.period) OPERATOR(pg_catalog.<=)
+       (now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
+   AND subscription.may_read(s.account_id);
+
+COMMENT ON VIEW subscription.renewal_notice IS
+'Subscriptions renewing within subscription.notice_days, with the renewal''s plan, cycle, quantity and amount (L5, L8)';

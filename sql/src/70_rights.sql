@@ -1,0 +1,157 @@
+-- Rights: what an application role and a back-office role get (S5, S9).
+
+-- The exact rights of each kind of role, one row per object: the single
+-- list that grant_*, revoke_* and the ACL test read.
+--   application: EXECUTE on what a member acting through the application
+--     calls, and on what the views it reads call; SELECT on the catalog
+--     and the views; new accounts and members, and their ids.
+--   backoffice: the application's rights, EXECUTE on every function but
+--     these grants, SELECT on every table and sequence (reports, pg_dump),
+--     and the catalog, accounts and members to write.
+-- Neither writes subscriptions, licenses, the ledger, the counters, the
+-- archive or history: the functions do, as the extension's owner.
+CREATE FUNCTION subscription.role_rights(kind text)
+RETURNS TABLE (object_type text, object text, privileges text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    application_routines text[] := '{subscribe,set_quantity,change_plan,change_cycle,set_renewal,cancel,
+        cancel_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
+        apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
+        effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
+        cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period}';
+    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency}';
+    views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
+BEGIN
+    IF kind NOT IN ('application', 'backoffice') THEN
+        RAISE EXCEPTION 'unknown kind of role "%"', kind
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The kinds are application and backoffice.';
+    END IF;
+    RETURN QUERY
+    SELECT 'SCHEMA', 'subscription', 'USAGE'
+    UNION ALL
+    SELECT 'ROUTINE', p.oid::regprocedure::text, 'EXECUTE'
+      FROM pg_catalog.pg_proc AS p
+     WHERE p.pronamespace = 'subscription'::regnamespace
+       AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
+                     -- granting is for the extension's owner alone
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice)|change_rights|set_role_kind)$' END
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || c.relname,
+           CASE WHEN kind = 'backoffice' AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
+                THEN 'SELECT, INSERT, UPDATE, DELETE' ELSE 'SELECT' END
+      FROM pg_catalog.pg_class AS c
+     WHERE c.relnamespace = 'subscription'::regnamespace AND c.relkind IN ('r', 'v', 'S')
+       AND (kind = 'backoffice' OR c.relname = ANY (catalog || views))
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || t, 'INSERT, UPDATE' || CASE t WHEN 'member' THEN ', DELETE' ELSE '' END
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+    UNION ALL
+    SELECT 'COLUMNS', 'subscription.' || t, 'SELECT (id)'
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+     ORDER BY 1, 2;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.role_rights(text) IS
+'The exact rights grant_application() (kind application) and grant_backoffice() (kind backoffice) give';
+
+-- GRANT (or REVOKE) the rights of a kind of role.
+CREATE FUNCTION subscription.change_rights(role regrole, kind text, give boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT * FROM subscription.role_rights(kind) LOOP
+        IF r.object_type = 'COLUMNS' THEN
+            EXECUTE format(CASE WHEN give THEN 'GRANT %s ON TABLE %s TO %s' ELSE 'REVOKE %s ON TABLE %s FROM %s' END,
+                           r.privileges, r.object, role);
+        ELSE
+            EXECUTE format(CASE WHEN give THEN 'GRANT %s ON %s %s TO %s' ELSE 'REVOKE %s ON %s %s FROM %s' END,
+                           r.privileges, r.object_type, r.object, role);
+        END IF;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.change_rights(regrole, text, boolean) IS 'Internal: GRANT or REVOKE the rights of a kind of role (role_rights)';
+
+-- grant_KIND: the rights, and the role remembered; revoke_KIND: the
+-- rights taken back, except those its other kind still gives.
+CREATE FUNCTION subscription.set_role_kind(role regrole, kind text, give boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    other text;
+BEGIN
+    IF role IS NULL THEN
+        RAISE EXCEPTION 'argument "role" of %_%() must not be null', CASE WHEN give THEN 'grant' ELSE 'revoke' END, kind
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF give THEN
+        PERFORM subscription.change_rights(role, kind, true);
+        INSERT INTO subscription.granted_role AS g (role, kind) VALUES (role, kind) ON CONFLICT DO NOTHING;
+        RETURN;
+    END IF;
+    DELETE FROM subscription.granted_role AS g WHERE g.role = set_role_kind.role AND g.kind = set_role_kind.kind;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'role % was not given the % rights', role, kind
+            USING ERRCODE = 'undefined_object',
+                  HINT = format('subscription.grant_%s() gives them.', kind);
+    END IF;
+    PERFORM subscription.change_rights(role, kind, false);
+    FOR other IN SELECT g.kind FROM subscription.granted_role AS g WHERE g.role = set_role_kind.role LOOP
+        PERFORM subscription.change_rights(role, other, true);
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.set_role_kind(regrole, text, boolean) IS 'Internal: what grant_* and revoke_* do';
+
+CREATE FUNCTION subscription.grant_application(role regrole)
+RETURNS void
+LANGUAGE sql
+BEGIN ATOMIC
+    SELECT subscription.set_role_kind(role, 'application', true);
+END;
+
+COMMENT ON FUNCTION subscription.grant_application(regrole) IS
+'Give a role the rights of an application: EXECUTE on the application''s functions, the catalog and the views (see role_rights)';
+
+CREATE FUNCTION subscription.grant_backoffice(role regrole)
+RETURNS void
+LANGUAGE sql
+BEGIN ATOMIC
+    SELECT subscription.set_role_kind(role, 'backoffice', true);
+END;
+
+COMMENT ON FUNCTION subscription.grant_backoffice(regrole) IS
+'Give a role the rights of back-office code, trusted without an actor (see role_rights)';
+
+CREATE FUNCTION subscription.revoke_application(role regrole)
+RETURNS void
+LANGUAGE sql
+BEGIN ATOMIC
+    SELECT subscription.set_role_kind(role, 'application', false);
+END;
+
+COMMENT ON FUNCTION subscription.revoke_application(regrole) IS
+'Take back what grant_application() gave';
+
+CREATE FUNCTION subscription.revoke_backoffice(role regrole)
+RETURNS void
+LANGUAGE sql
+BEGIN ATOMIC
+    SELECT subscription.set_role_kind(role, 'backoffice', false);
+END;
+
+COMMENT ON FUNCTION subscription.revoke_backoffice(regrole) IS
+'Take back what grant_backoffice() gave';
