@@ -37,6 +37,17 @@ if [ "$status" -ne 0 ]; then
     [ -f regression.diffs ] && head -c 20000 regression.diffs
 fi
 
+# tap NAME COMMAND...: run a suite that prints TAP lines and count them
+tap() {
+    local name=$1 out="/tmp/subscription-$1.out" status
+    shift
+    "$@" 2>&1 | tee "$out"
+    status=${PIPESTATUS[0]}
+    passed=$((passed + $(grep -c '^ok ' "$out")))
+    failed=$((failed + $(grep -c '^not ok ' "$out")))
+    [ "$status" -ne 0 ] && failures+=("$name")
+}
+
 # pgtap NAME COMMAND...: run a pg_prove suite and count its assertions
 pgtap() {
     local name=$1 out="/tmp/subscription-$1.out" status tap_total tap_failed
@@ -56,31 +67,23 @@ psql -X -q -d postgres -c 'SET client_min_messages = warning' -c 'DROP DATABASE 
 psql -X -q -d subscription_tap -c 'CREATE EXTENSION pgtap' -c 'CREATE EXTENSION subscription' >/dev/null
 pgtap pgtap pg_prove -d subscription_tap test/pgtap/*.sql
 
+# before the security suite, whose roles are named as the README's
+say "docs examples"
+tap docs bash test/docs.sh
+
 say "security: the attacks of the 1.0 review, as the README's roles"
 pgtap security bash test/security.sh
 
 say "dump and restore"
-bash test/dump_restore.sh 2>&1 | tee /tmp/subscription-dump.out
-status=${PIPESTATUS[0]}
-passed=$((passed + $(grep -c '^ok ' /tmp/subscription-dump.out)))
-failed=$((failed + $(grep -c '^not ok ' /tmp/subscription-dump.out)))
-[ "$status" -ne 0 ] && failures+=("dump and restore")
+tap dump bash test/dump_restore.sh
 
 say "upgrade from 1.0"
-bash test/upgrade.sh 2>&1 | tee /tmp/subscription-upgrade.out
-status=${PIPESTATUS[0]}
-passed=$((passed + $(grep -c '^ok ' /tmp/subscription-upgrade.out)))
-failed=$((failed + $(grep -c '^not ok ' /tmp/subscription-upgrade.out)))
-[ "$status" -ne 0 ] && failures+=("upgrade from 1.0")
+tap upgrade bash test/upgrade.sh
 
 # storm NAME TITLE: run test/storm_NAME.sh and count its TAP lines
 storm() {
     say "storm: $2"
-    bash "test/storm_$1.sh" 2>&1 | tee "/tmp/subscription-storm-$1.out"
-    passed=$((passed + $(grep -c '^ok ' "/tmp/subscription-storm-$1.out")))
-    storm_failed=$(grep -c '^not ok ' "/tmp/subscription-storm-$1.out")
-    failed=$((failed + storm_failed))
-    [ "$storm_failed" -ne 0 ] && failures+=("storm $1")
+    tap "storm-$1" bash "test/storm_$1.sh"
 }
 storm licenses "8 writers, 400 members, two service subscriptions of 100 seats"
 storm renewals "4 renew_due workers, 2000 subscriptions three periods behind"
