@@ -42,13 +42,14 @@ REGRESS_OPTS = --inputdir=test --load-extension=subscription
 ISOLATION      = $(sort $(notdir $(basename $(wildcard test/specs/*.spec))))
 ISOLATION_OPTS = --inputdir=test --outputdir=. --load-extension=subscription
 
-sql/subscription--$(EXTVERSION).sql: $(SQL_SOURCES)
-	{ printf '%s\n' '/* subscription--$(EXTVERSION).sql: subscription billing inside PostgreSQL, built from sql/src (see the Makefile) */' \
-	    '' '\echo Use "CREATE EXTENSION subscription" to load this file. \quit'; \
-	  for f in $^; do printf '\n-- %s\n' $$f; cat $$f; done; } > $@
-
 EXTRA_CLEAN = results regression.diffs regression.out output_iso
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# after PGXS, whose "all" must stay the first target
+sql/subscription--$(EXTVERSION).sql: $(SQL_SOURCES)
+	{ printf '%s\n' '/* subscription--$(EXTVERSION).sql: subscription billing inside PostgreSQL, built from sql/src (see the Makefile) */' \
+	    '' '\echo Use "CREATE EXTENSION subscription" to load this file. \quit'; \
+	  for f in $^; do printf '\n-- %s\n' $$f; cat $$f; done; } > $@

@@ -140,7 +140,7 @@ CallerIsTrusted(void)
 
 	if (InSecurityRestrictedOperation())
 		return false;
-	if (cached_lxid == MyProc->lxid && cached_role == role)
+	if (cached_lxid == MyLocalTransactionId() && cached_role == role)
 		return cached_trust;
 
 	if (superuser_arg(role) || role == ExtensionOwner())
@@ -164,7 +164,7 @@ CallerIsTrusted(void)
 		RestoreIdentity(&s);
 		SPI_finish();
 	}
-	cached_lxid = MyProc->lxid;
+	cached_lxid = MyLocalTransactionId();
 	cached_role = role;
 	return cached_trust;
 }

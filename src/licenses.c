@@ -203,7 +203,7 @@ GetInt64(int row, int col, bool *isnull)
 									   col, isnull));
 }
 
-static void SubscriptionMissing(Relation rel, int64 subscription_id) pg_attribute_noreturn();
+pg_noreturn static void SubscriptionMissing(Relation rel, int64 subscription_id);
 
 static void
 SubscriptionMissing(Relation rel, int64 subscription_id)
@@ -684,7 +684,7 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 	ExecDropSingleTupleTableSlot(slot);
 
 	/* license_consume has checked the member's account in this very subtransaction */
-	checked = checked_license.lxid == MyProc->lxid &&
+	checked = checked_license.lxid == MyLocalTransactionId() &&
 		checked_license.subxid == GetCurrentSubTransactionId() &&
 		checked_license.subscription_id == subscription_id &&
 		checked_license.member_id == member_id;
@@ -956,7 +956,7 @@ WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
 		 * The guard, told so, goes straight to the service seat and the
 		 * counter.
 		 */
-		checked_license.lxid = MyProc->lxid;
+		checked_license.lxid = MyLocalTransactionId();
 		checked_license.subxid = GetCurrentSubTransactionId();
 		checked_license.subscription_id = subscription_id;
 		checked_license.member_id = member_id;

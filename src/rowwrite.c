@@ -40,6 +40,13 @@
 
 #include "subscription.h"
 
+/* the compiled CHECK constraints that ExecConstraints() uses, renamed in 18 */
+#if PG_VERSION_NUM >= 180000
+#define RRI_CHECK_EXPRS(rri) ((rri)->ri_CheckConstraintExprs)
+#else
+#define RRI_CHECK_EXPRS(rri) ((rri)->ri_ConstraintExprs)
+#endif
+
 /*
  * Open the tables, each locked as an INSERT, UPDATE or DELETE locks its
  * target, with their indexes, in one executor state whose snapshot is the
@@ -50,6 +57,9 @@ BeginRowWrites(int ntables, const Oid *relids)
 {
 	RowWrites  *w = palloc0(sizeof(RowWrites));
 	List	   *range_table = NIL;
+#if PG_VERSION_NUM >= 160000
+	List	   *perminfos = NIL;
+#endif
 	int			i;
 
 	/* see what this statement has written so far, as SPI would */
@@ -64,9 +74,21 @@ BeginRowWrites(int ntables, const Oid *relids)
 		rte->relid = relids[i];
 		rte->relkind = RELKIND_RELATION;
 		rte->rellockmode = RowExclusiveLock;
+#if PG_VERSION_NUM >= 160000
+		/* the permissions live apart from the range table from 16 on */
+		addRTEPermissionInfo(&perminfos, rte);
+#endif
 		range_table = lappend(range_table, rte);
 	}
+#if PG_VERSION_NUM >= 180000
+	/* every table is one the writes may touch: none is pruned */
+	ExecInitRangeTable(w->estate, range_table, perminfos,
+					   bms_add_range(NULL, 1, ntables));
+#elif PG_VERSION_NUM >= 160000
+	ExecInitRangeTable(w->estate, range_table, perminfos);
+#else
 	ExecInitRangeTable(w->estate, range_table);
+#endif
 	w->estate->es_snapshot = RegisterSnapshot(GetLatestSnapshot());
 	w->estate->es_output_cid = GetCurrentCommandId(true);
 
@@ -77,7 +99,11 @@ BeginRowWrites(int ntables, const Oid *relids)
 		InitResultRelInfo(&w->tables[i], table_open(relids[i], RowExclusiveLock), i + 1, NULL, 0);
 		ExecOpenIndices(&w->tables[i], false);
 	}
+#if PG_VERSION_NUM >= 160000
+	EvalPlanQualInit(&w->epqstate, w->estate, NULL, NIL, -1, NIL);
+#else
 	EvalPlanQualInit(&w->epqstate, w->estate, NULL, NIL, -1);
+#endif
 	AfterTriggerBeginQuery();
 	return w;
 }
@@ -156,7 +182,11 @@ BeginKeyScan(Relation rel, Snapshot snapshot, int nkeys, const Datum *keys)
 {
 	KeyScan    *ks = palloc(sizeof(KeyScan));
 	ScanKeyData *skeys = palloc(sizeof(ScanKeyData) * nkeys);
+#if PG_VERSION_NUM >= 180000
+	Oid			pkey = RelationGetPrimaryKeyIndex(rel, false);
+#else
 	Oid			pkey = RelationGetPrimaryKeyIndex(rel);
+#endif
 	int			i;
 
 	if (!OidIsValid(pkey))
@@ -176,7 +206,11 @@ BeginKeyScan(Relation rel, Snapshot snapshot, int nkeys, const Datum *keys)
 		ScanKeyInit(&skeys[i], i + 1, BTEqualStrategyNumber, get_opcode(eqop), keys[i]);
 		skeys[i].sk_collation = ks->index->rd_indcollation[i];
 	}
+#if PG_VERSION_NUM >= 180000
+	ks->scan = index_beginscan(rel, ks->index, snapshot, NULL, nkeys, 0);
+#else
 	ks->scan = index_beginscan(rel, ks->index, snapshot, nkeys, 0);
+#endif
 	index_rescan(ks->scan, skeys, nkeys, NULL, 0);
 	return ks;
 }
@@ -207,7 +241,7 @@ FetchRowByKey(Relation rel, Snapshot snapshot, int nkeys, const Datum *keys, Tup
 	return found;
 }
 
-static void SerializationFailure(void) pg_attribute_noreturn();
+pg_noreturn static void SerializationFailure(void);
 
 static void
 SerializationFailure(void)
@@ -333,7 +367,17 @@ GetTableExprs(Relation rel)
 	entry->ncheck = ncheck;
 	entry->checks = palloc0(sizeof(Expr *) * Max(ncheck, 1));
 	for (i = 0; i < ncheck; i++)
-		entry->checks[i] = expression_planner(stringToNode(constr->check[i].ccbin));
+	{
+		Node	   *check = stringToNode(constr->check[i].ccbin);
+
+#if PG_VERSION_NUM >= 180000
+		/* as ExecRelCheck: a NOT ENFORCED check is skipped (NULL) */
+		if (!constr->check[i].ccenforced)
+			continue;
+		check = expand_generated_columns_in_expr(check, rel, 1);
+#endif
+		entry->checks[i] = expression_planner((Expr *) check);
+	}
 	MemoryContextSwitchTo(caller_context);
 	entry->valid = true;
 	return entry;
@@ -351,15 +395,16 @@ PrepareChecks(RowWrites *w, int table)
 	MemoryContext caller_context;
 	int			i;
 
-	if (rri->ri_ConstraintExprs != NULL)
+	if (RRI_CHECK_EXPRS(rri) != NULL)
 		return;
 	exprs = GetTableExprs(rri->ri_RelationDesc);
 	if (exprs->ncheck == 0)
 		return;
 	caller_context = MemoryContextSwitchTo(w->estate->es_query_cxt);
-	rri->ri_ConstraintExprs = palloc(sizeof(ExprState *) * exprs->ncheck);
+	RRI_CHECK_EXPRS(rri) = palloc0(sizeof(ExprState *) * exprs->ncheck);
 	for (i = 0; i < exprs->ncheck; i++)
-		rri->ri_ConstraintExprs[i] = ExecInitExpr(exprs->checks[i], NULL);
+		if (exprs->checks[i] != NULL)
+			RRI_CHECK_EXPRS(rri)[i] = ExecInitExpr(exprs->checks[i], NULL);
 	MemoryContextSwitchTo(caller_context);
 }
 
@@ -435,7 +480,11 @@ InsertRowUnlessConflict(RowWrites *w, int table, TupleTableSlot *slot, const boo
 		uint32		token;
 
 		CHECK_FOR_INTERRUPTS();
+#if PG_VERSION_NUM >= 180000
+		if (!ExecCheckIndexConstraints(rri, slot, w->estate, &conflict, NULL, NIL))
+#else
 		if (!ExecCheckIndexConstraints(rri, slot, w->estate, &conflict, NIL))
+#endif
 		{
 			/*
 			 * Like DO NOTHING: under REPEATABLE READ the row that holds the
@@ -455,7 +504,11 @@ InsertRowUnlessConflict(RowWrites *w, int table, TupleTableSlot *slot, const boo
 
 		token = SpeculativeInsertionLockAcquire(xid);
 		table_tuple_insert_speculative(rel, slot, w->estate->es_output_cid, 0, NULL, token);
+#if PG_VERSION_NUM >= 160000
+		recheck = ExecInsertIndexTuples(rri, slot, w->estate, false, true, &conflicted, NIL, false);
+#else
 		recheck = ExecInsertIndexTuples(rri, slot, w->estate, false, true, &conflicted, NIL);
+#endif
 		table_tuple_complete_speculative(rel, slot, token, !conflicted);
 		SpeculativeInsertionLockRelease(xid);
 		if (!conflicted)

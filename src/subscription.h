@@ -8,6 +8,24 @@
 #ifndef SUBSCRIPTION_H
 #define SUBSCRIPTION_H
 
+/*
+ * What differs between the server versions that the extension builds
+ * against (15 to 18); rowwrite.c has the executor's differences.
+ */
+#include "storage/proc.h"
+
+/* 18 spells "does not return" before the declaration, as C11 does */
+#ifndef pg_noreturn
+#define pg_noreturn pg_attribute_noreturn()
+#endif
+
+/* the backend's local transaction id: PGPROC keeps it in vxid from 17 on */
+#if PG_VERSION_NUM >= 170000
+#define MyLocalTransactionId() (MyProc->vxid.lxid)
+#else
+#define MyLocalTransactionId() (MyProc->lxid)
+#endif
+
 /* settings, defined in subscription.c */
 extern char *subscription_actor;
 extern int	subscription_notice_days;

@@ -16,11 +16,12 @@ start_cluster "${SUBSCRIPTION_CHECK_DIR:-/tmp/subscription-check}" || exit 1
 passed=0
 failed=0
 failures=()
-# count "name ... ok" / "name ... FAILED" lines of a runner's output
+# count a runner's passed and failed tests: "name ... ok" / "name ... FAILED"
+# lines (pg_regress up to 15), "ok N - name" / "not ok N - name" (16 on)
 tally() {
     local out=$1 ok bad
-    ok=$(grep -cE '(\.\.\.|\.\.) +ok' "$out")
-    bad=$(grep -cE '(\.\.\.|\.\.) +(FAILED|failed|Failed|not ok)' "$out")
+    ok=$(grep -cE '(\.\.\.|\.\.) +ok|^ok [0-9]+ ' "$out")
+    bad=$(grep -cE '(\.\.\.|\.\.) +(FAILED|failed|Failed|not ok)|^not ok [0-9]+ ' "$out")
     passed=$((passed + ok))
     failed=$((failed + bad))
 }

@@ -6,29 +6,77 @@
 # its own, reachable only through a Unix socket in that directory.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PGBIN=/usr/lib/postgresql/15/bin
-PACKAGES="postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl"
 
 say() { printf '\n== %s\n' "$*"; }
+
+# The PostgreSQL major version the distribution carries: what its
+# "postgresql" metapackage depends on (15 on Debian 12, 17 on 13, 18 on sid
+# at the time of writing), or, before apt has any lists, a guess from
+# /etc/os-release.
+distribution_pg_major() {
+    local v
+    v=$(apt-cache depends postgresql 2>/dev/null | sed -n 's/^ *Depends: postgresql-\([0-9][0-9]*\)$/\1/p' | head -1)
+    if [ -z "$v" ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -q >/dev/null 2>&1
+        v=$(apt-cache depends postgresql 2>/dev/null | sed -n 's/^ *Depends: postgresql-\([0-9][0-9]*\)$/\1/p' | head -1)
+    fi
+    if [ -z "$v" ]; then
+        case "$(. /etc/os-release 2>/dev/null; echo "${VERSION_ID:-}")" in
+            11) v=13 ;;
+            12) v=15 ;;
+            13) v=17 ;;
+            *) v=18 ;;
+        esac
+    fi
+    echo "$v"
+}
+
+# PG_MAJOR picks the version to build and test against: by default the one
+# of the pg_config on PATH, else the distribution's.  Everything else (the
+# packages, the server's programs, the build's pg_config) follows from it.
+if [ -z "${PG_MAJOR:-}" ]; then
+    PG_MAJOR=$(pg_config --version 2>/dev/null | sed -n 's/^PostgreSQL \([0-9][0-9]*\).*/\1/p')
+    [ -n "$PG_MAJOR" ] || PG_MAJOR=$(distribution_pg_major)
+fi
+PACKAGES="postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-$PG_MAJOR-pgtap libtap-parser-sourcehandler-pgtap-perl"
+
+# after ensure_packages: the server-dev package's own pg_config, which the
+# Makefile (PG_CONFIG ?= pg_config) and test/upgrade.sh then use, and that
+# version's programs (psql, pg_dump, pgbench) first on PATH
+use_pg_config() {
+    PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config
+    [ -x "$PG_CONFIG" ] || PG_CONFIG=$(command -v pg_config)
+    PGBIN=$("$PG_CONFIG" --bindir)
+    export PG_CONFIG PGBIN PG_MAJOR
+    case ":$PATH:" in
+        *":$PGBIN:"*) ;;
+        *) export PATH="$PGBIN:$PATH" ;;
+    esac
+}
 
 ensure_packages() {
     local missing=() p
     for p in $PACKAGES; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
     done
-    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ ${#missing[@]} -eq 0 ]; then
+        use_pg_config
+        return 0
+    fi
     if [ "$(id -u)" -ne 0 ]; then
         echo "missing packages: ${missing[*]}; install them as root" >&2
         return 1
     fi
     say "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q >/dev/null
+    # apt waits for another apt (a parallel install) instead of failing
+    apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null || return 1
     # the Debian package starts a cluster on 5432 that we do not use
-    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-    if command -v pg_ctlcluster >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q '^15 *main .*online'; then
-        pg_ctlcluster 15 main stop || true
+    apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}" >/dev/null || return 1
+    if command -v pg_ctlcluster >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q "^$PG_MAJOR *main .*online"; then
+        pg_ctlcluster "$PG_MAJOR" main stop || true
     fi
+    use_pg_config
 }
 
 build_and_install() {

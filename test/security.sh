@@ -6,12 +6,26 @@
 #   bash test/security.sh [file.sql ...]
 # Needs PGHOST/PGPORT/PGUSER of a server with the extension installed, as a
 # superuser; creates (and recreates) the database subscription_security and
-# the cluster-wide roles tenant_a, tenant_b, app and backoffice.  Prints
-# pg_prove's output; exits non-zero on any failure.
+# the cluster-wide roles tenant_a, tenant_b, app and backoffice, and drops
+# at the end the database and those of the roles it created (the docs'
+# examples create an "app" of their own).  Prints pg_prove's output; exits
+# non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 db=subscription_security
 q() { psql -X -qAt -v ON_ERROR_STOP=1 "$@"; }
+
+suite_roles="'tenant_a','tenant_b','app','backoffice'"
+created_roles=$(q -d postgres -c "SELECT r FROM unnest(ARRAY[$suite_roles]) AS r
+                                   WHERE r NOT IN (SELECT rolname FROM pg_roles)")
+cleanup() {
+    local r
+    q -d postgres -c 'SET client_min_messages = warning' -c "DROP DATABASE IF EXISTS $db" >/dev/null
+    for r in $created_roles; do
+        q -d postgres -c "DROP ROLE IF EXISTS \"$r\"" >/dev/null
+    done
+}
+trap cleanup EXIT
 
 q -d postgres -c 'SET client_min_messages = warning' -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null || exit 1
 q -d $db -c 'SET client_min_messages = warning' -c 'CREATE EXTENSION pgtap' -c 'CREATE EXTENSION subscription' >/dev/null || exit 1
