@@ -199,13 +199,13 @@ BEGIN
     last_id := after_id;
     FOR s IN
         SELECT * FROM subscription.subscription AS x
-         WHERE x.status OPERATOR(pg_catalog.=) 'active' AND upper(x.period) OPERATOR(pg_catalog.<=) at
-           AND (upper(x.period), x.id) OPERATOR(pg_catalog.>) (after_end, after_id)
+         WHERE x.status = 'active' AND upper(x.period) <= at
+           AND (upper(x.period), x.id) > (after_end, after_id)
          ORDER BY upper(x.period), x.id
          LIMIT batch_size
            FOR NO KEY UPDATE SKIP LOCKED
     LOOP
-        taken := taken OPERATOR(pg_catalog.+) 1;
+        taken := taken + 1;
         last_end := upper(s.period);
         last_id := s.id;
         LOOP
@@ -235,12 +235,12 @@ BEGIN
                     USING DETAIL = 'It stays due; renew_due() tries again on its next run.';
                 EXIT;
             END IF;
-            EXIT WHEN status OPERATOR(pg_catalog.<>) 'active';
-            SELECT * INTO s FROM subscription.subscription AS x WHERE x.id OPERATOR(pg_catalog.=) s.id;
-            EXIT WHEN upper(s.period) OPERATOR(pg_catalog.>) at;
+            EXIT WHEN status <> 'active';
+            SELECT * INTO s FROM subscription.subscription AS x WHERE x.id = s.id;
+            EXIT WHEN upper(s.period) > at;
         END LOOP;
         IF problem IS NULL THEN
-            handled := handled OPERATOR(pg_catalog.+) 1;
+            handled := handled + 1;
         END IF;
     END LOOP;
 END
@@ -991,3 +991,1235 @@ COMMENT ON FUNCTION subscription.sync_license_counter() IS 'Trigger: seat capaci
 COMMENT ON FUNCTION subscription.sync_service_seats() IS 'Trigger: service seats follow plan changes (R11)';
 COMMENT ON FUNCTION subscription.unenforce_limit(regclass, text) IS 'Remove a feature''s limit guard from a table, with its counters';
 COMMENT ON FUNCTION subscription.unpriced_addons(bigint, interval) IS 'Internal: the renewing add-ons of a subscription with no price for a cycle';
+
+------------------------------------------------------------------------
+-- Operators spelled plainly inside functions that pin search_path (release issue)
+------------------------------------------------------------------------
+
+-- These functions run with search_path = pg_catalog, pg_temp, so a plain
+-- operator can only be pg_catalog's: their bodies now say a = b instead of
+-- a OPERATOR(pg_catalog.=) b, with the same parse.  OPERATOR(pg_catalog.x)
+-- stays where the search_path is not pinned: SQL-standard bodies, views,
+-- and the procedure run_renewals.  CREATE OR REPLACE keeps their rights
+-- and comments.
+
+CREATE OR REPLACE FUNCTION subscription.check_plan_price_tiering()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- serialize concurrent price writes of the same plan
+    PERFORM FROM subscription.plan AS p WHERE p.code = NEW.plan FOR UPDATE;
+    PERFORM FROM subscription.plan_price AS pp
+     WHERE pp.plan = NEW.plan
+       AND (pp.tier IS NULL) <> (NEW.tier IS NULL);
+    IF FOUND THEN
+        RAISE EXCEPTION 'plan "%" cannot mix tiered and untiered prices', NEW.plan
+            USING ERRCODE = 'check_violation',
+                  DETAIL = CASE WHEN NEW.tier IS NULL
+                                THEN 'Its other prices name tiers; this one does not.'
+                                ELSE 'Its other prices name no tier; this one names tier ' || NEW.tier || '.' END,
+                  HINT = 'Give every price of a tiered plan a tier, or none.',
+                  TABLE = 'plan_price', SCHEMA = 'subscription';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.plan_tiers(plan text)
+RETURNS integer[]
+LANGUAGE plpgsql STRICT STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tiers integer[];
+BEGIN
+    PERFORM FROM subscription.plan AS p WHERE p.code = plan_tiers.plan;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'plan "%" does not exist', plan
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    SELECT coalesce(array_agg(DISTINCT pp.tier ORDER BY pp.tier), '{}')
+      INTO tiers
+      FROM subscription.plan_price AS pp
+     WHERE pp.plan = plan_tiers.plan AND pp.tier IS NOT NULL;
+    RETURN tiers;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.round_money(amount numeric, currency text)
+RETURNS numeric
+LANGUAGE plpgsql STRICT STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    digits integer;
+BEGIN
+    SELECT c.exponent INTO digits
+      FROM subscription.currency AS c
+     WHERE c.code = round_money.currency;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'currency "%" does not exist', currency
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN round(amount, digits);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.find_price(
+    plan text, cycle interval, quantity integer,
+    OUT amount numeric, OUT currency text, OUT problem text)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tiers integer[] := subscription.plan_tiers(plan);
+    price subscription.plan_price;
+BEGIN
+    IF cardinality(tiers) > 0 AND NOT quantity = ANY (tiers) THEN
+        problem := 'not_a_tier';
+        RETURN;
+    END IF;
+    SELECT * INTO price FROM subscription.plan_price AS pp
+     WHERE pp.plan = find_price.plan
+       AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(find_price.cycle)
+       AND pp.tier IS NOT DISTINCT FROM CASE WHEN cardinality(tiers) > 0 THEN quantity END;
+    IF NOT FOUND THEN
+        problem := 'no_price';
+        RETURN;
+    END IF;
+    amount := CASE WHEN price.per_license THEN price.amount * quantity
+                   ELSE price.amount END;
+    currency := price.currency;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.period_price(
+    plan text, cycle interval, quantity integer,
+    OUT amount numeric, OUT currency text)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    found_price record := subscription.find_price(plan, cycle, quantity);
+BEGIN
+    IF found_price.problem = 'not_a_tier' THEN
+        RAISE EXCEPTION 'quantity % is not a tier of plan "%"', quantity, plan
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('The tiers of plan "%s" are %s.', plan, subscription.plan_tiers(plan)),
+                  HINT = format('Use subscription.tier_for_hosts(%L, %s) for the tier that holds %s hosts.',
+                                plan, quantity, quantity);
+    ELSIF found_price.problem = 'no_price' THEN
+        RAISE EXCEPTION 'plan "%" has no price for cycle %', plan, cycle
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The cycles of a plan are those of its rows in subscription.plan_price.';
+    END IF;
+    amount := found_price.amount;
+    currency := found_price.currency;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.period_containing(anchor timestamptz, cycle interval, at timestamptz)
+RETURNS integer
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- a guess from the average length, then exact steps (months vary)
+    k integer := floor(extract(epoch FROM at - anchor)
+                       / extract(epoch FROM cycle))::integer + 1;
+BEGIN
+    WHILE anchor + ((k - 1) * cycle) > at LOOP
+        k := k - 1;
+    END LOOP;
+    WHILE anchor + (k * cycle) <= at LOOP
+        k := k + 1;
+    END LOOP;
+    RETURN greatest(k, 0);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.require_renewal(renewal text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT renewal = ANY (subscription.renewal_options()) THEN
+        RAISE EXCEPTION 'unknown renewal option "%"', renewal
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('The renewal options are %s.', subscription.renewal_options());
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.require_account(account_id bigint)
+RETURNS void
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM FROM subscription.account AS a WHERE a.id = require_account.account_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account % does not exist', account_id USING ERRCODE = 'no_data_found';
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.record_history()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    old_row jsonb;
+    new_row jsonb;
+    row_now jsonb;
+    changed jsonb;
+    account bigint;
+    sub bigint;
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        old_row := to_jsonb(OLD);
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        new_row := to_jsonb(NEW);
+    END IF;
+    row_now := coalesce(new_row, old_row);
+    changed := row_now;
+    IF TG_OP = 'UPDATE' THEN
+        SELECT jsonb_object_agg(n.key, jsonb_build_object('old', old_row -> n.key, 'new', n.value))
+          INTO changed
+          FROM jsonb_each(new_row) AS n
+         WHERE n.value IS DISTINCT FROM old_row -> n.key;
+        IF changed IS NULL THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+
+    CASE TG_TABLE_NAME
+        WHEN 'account' THEN
+            account := (row_now ->> 'id')::bigint;
+        WHEN 'subscription' THEN
+            account := (row_now ->> 'account_id')::bigint;
+            sub := (row_now ->> 'id')::bigint;
+        WHEN 'addon_batch' THEN
+            sub := (row_now ->> 'subscription_id')::bigint;
+            SELECT s.account_id INTO account FROM subscription.subscription AS s WHERE s.id = sub;
+        ELSE
+            account := (row_now ->> 'account_id')::bigint;
+    END CASE;
+
+    INSERT INTO subscription.history (actor, operation, account_id, subscription_id, details)
+    VALUES (subscription.current_actor(), TG_TABLE_NAME || '_' || lower(TG_OP), account, sub, changed);
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.redeemable_coupon(code text, at timestamptz, price_currency text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c subscription.coupon;
+    redeemed bigint;
+BEGIN
+    SELECT * INTO c FROM subscription.coupon AS x WHERE x.code = redeemable_coupon.code FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'coupon "%" does not exist', code USING ERRCODE = 'undefined_object';
+    END IF;
+    IF at > c.redeem_by THEN
+        RAISE EXCEPTION 'coupon "%" could be redeemed until %', code, c.redeem_by
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    SELECT count(*) INTO redeemed FROM subscription.subscription AS s WHERE s.coupon = c.code;
+    IF redeemed >= c.max_redemptions THEN
+        RAISE EXCEPTION 'coupon "%" has been redeemed % times, its maximum', code, redeemed
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF c.amount_off IS NOT NULL AND c.currency <> price_currency THEN
+        RAISE EXCEPTION 'coupon "%" takes % off, but the plan is priced in %', code, c.currency, price_currency
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.subscribe(
+    account_id bigint,
+    plan text,
+    cycle interval,
+    quantity integer DEFAULT 1,
+    at timestamptz DEFAULT now(),
+    renewal text DEFAULT 'always',
+    coupon text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    price     record;
+    period    tstzrange;
+    new_id    bigint;
+    anchor_at timestamptz;
+    k         integer;
+    full_period tstzrange;
+BEGIN
+    PERFORM subscription.require_arguments('subscribe',
+        '{account_id,plan,cycle,quantity,at,renewal}',
+        ARRAY[account_id IS NULL, plan IS NULL, cycle IS NULL, quantity IS NULL,
+              at IS NULL, renewal IS NULL]);
+
+    IF quantity < 1 THEN
+        RAISE EXCEPTION 'quantity must be at least 1'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The quantity was %s.', quantity);
+    END IF;
+    PERFORM subscription.require_cycle(cycle);
+    PERFORM subscription.require_renewal(renewal);
+    IF NOT isfinite(at) THEN
+        RAISE EXCEPTION 'subscription start must be finite'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    SELECT a.billing_anchor INTO anchor_at
+      FROM subscription.account AS a
+     WHERE a.id = subscribe.account_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account % does not exist', account_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(account_id, 'purchase');
+    price := subscription.period_price(plan, cycle, quantity);
+    IF coupon IS NOT NULL THEN
+        PERFORM subscription.redeemable_coupon(coupon, at, price.currency);
+    END IF;
+    IF anchor_at IS NULL THEN
+        k := 1;
+        anchor_at := at;
+    ELSE
+        -- L4: the first period runs to the account's next billing date, whose
+        -- period (of this cycle) it is part of, and is charged for its days
+        k := subscription.period_containing(anchor_at, cycle, at);
+    END IF;
+    full_period := subscription.nth_period(anchor_at, cycle, k);
+    period := tstzrange(at, upper(full_period), '[)');
+
+    -- R10: an account's first service subscription is its default one
+    INSERT INTO subscription.subscription AS s
+           (account_id, plan, cycle, quantity, paid_quantity, period, anchor, period_number, renewal, is_default,
+            coupon, coupon_periods_left)
+    SELECT subscribe.account_id, subscribe.plan, subscribe.cycle, subscribe.quantity, subscribe.quantity,
+           period, anchor_at, k, subscribe.renewal,
+           p.kind = 'service' AND NOT EXISTS (
+               SELECT FROM subscription.subscription AS d
+                WHERE d.account_id = subscribe.account_id AND d.is_default),
+           subscribe.coupon, (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code = subscribe.coupon)
+      FROM subscription.plan AS p
+     WHERE p.code = subscribe.plan
+    RETURNING s.id INTO new_id;
+
+    INSERT INTO subscription.ledger
+           (account_id, subscription_id, kind, amount, currency, period, plan, description)
+    VALUES (subscribe.account_id, new_id, 'charge',
+            CASE WHEN period = full_period
+                 THEN subscription.round_money(price.amount, price.currency)
+                 ELSE subscription.prorate_refund(price.amount, lower(full_period), upper(full_period), at, 'day',
+                                                  subscription.money_scale(price.currency)) END,
+            price.currency, period, plan,
+            format('plan %s, cycle %s, quantity %s%s', plan, cycle, quantity,
+                   CASE WHEN period = full_period THEN ''
+                        ELSE format(', to the billing date %s', upper(period)) END));
+
+    RETURN new_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.sync_license_counter()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sub bigint;
+BEGIN
+    IF TG_TABLE_NAME = 'subscription' THEN
+        sub := NEW.id;
+    ELSIF TG_OP = 'DELETE' THEN
+        sub := OLD.subscription_id;
+    ELSE
+        sub := NEW.subscription_id;
+    END IF;
+    INSERT INTO subscription.license_counter AS c (subscription_id, capacity, active)
+    SELECT s.id, subscription.license_capacity(s.id), s.status = 'active'
+      FROM subscription.subscription AS s WHERE s.id = sub
+    ON CONFLICT (subscription_id) DO UPDATE
+       SET capacity = excluded.capacity, active = excluded.active
+     WHERE (c.capacity, c.active) IS DISTINCT FROM (excluded.capacity, excluded.active);
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.sync_service_seats()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'plan' THEN
+        PERFORM subscription.reseat_licenses(ARRAY(
+            SELECT s.id FROM subscription.subscription AS s WHERE s.plan = NEW.code));
+    ELSIF (SELECT (p.kind, p.product) FROM subscription.plan AS p WHERE p.code = OLD.plan)
+          IS DISTINCT FROM
+          (SELECT (p.kind, p.product) FROM subscription.plan AS p WHERE p.code = NEW.plan) THEN
+        PERFORM subscription.reseat_licenses(ARRAY[NEW.id]);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.assign_default_license()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sub bigint;
+BEGIN
+    SELECT s.id INTO sub FROM subscription.subscription AS s
+     WHERE s.account_id = NEW.account_id AND s.is_default
+       AND s.status = 'active';
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        INSERT INTO subscription.license (subscription_id, member_id) VALUES (sub, NEW.id);
+    EXCEPTION WHEN check_violation THEN
+        RAISE WARNING 'member % was created without a license', NEW.id
+            USING DETAIL = SQLERRM,
+                  HINT = format('Raise the quantity of default subscription %s, or release a license.', sub);
+    END;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT now())
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    counter subscription.license_counter;
+    new_capacity integer;
+    paid integer;
+    monthly boolean;
+    old_price record;
+    new_price record;
+    charge numeric;
+BEGIN
+    PERFORM subscription.require_arguments('set_quantity', '{subscription_id,quantity,at}',
+        ARRAY[subscription_id IS NULL, quantity IS NULL, at IS NULL]);
+    IF quantity < 1 THEN
+        RAISE EXCEPTION 'quantity must be at least 1'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The quantity was %s.', quantity);
+    END IF;
+
+    SELECT * INTO s FROM subscription.subscription AS x
+     WHERE x.id = set_quantity.subscription_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    monthly := subscription.cycle_key(s.cycle) = '{1,0,0}';
+    PERFORM subscription.authorize(s.account_id,
+        CASE WHEN quantity > s.quantity THEN 'increase_licenses' ELSE 'decrease_licenses' END,
+        monthly);
+    IF s.status <> 'active' THEN
+        RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF NOT at <@ s.period THEN
+        RAISE EXCEPTION 'change time % is outside the current period %', at, s.period
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF quantity = s.quantity THEN
+        RETURN subscription.licenses_left(subscription_id);
+    END IF;
+
+    -- the counter row is what concurrent license writes wait on
+    SELECT * INTO counter FROM subscription.license_counter AS c
+     WHERE c.subscription_id = set_quantity.subscription_id FOR NO KEY UPDATE;
+    -- the capacity keeps the add-on licenses and takes the new quantity
+    new_capacity := counter.capacity - s.quantity + quantity;
+    IF counter.used > new_capacity THEN
+        RAISE EXCEPTION 'subscription % cannot have fewer licenses than it has assigned', subscription_id
+            USING ERRCODE = 'check_violation',
+                  DETAIL = format('Limit %s, in use %s.', new_capacity, counter.used),
+                  HINT = 'Release licenses with subscription.license_release() first.';
+    END IF;
+
+    -- on a tiered plan the quantity is a tier (55000 otherwise)
+    new_price := subscription.period_price(s.plan, s.cycle, quantity);
+    paid := coalesce(s.paid_quantity, s.quantity);
+    IF quantity > paid THEN
+        old_price := subscription.period_price(s.plan, s.cycle, paid);
+        charge := subscription.prorate_refund(new_price.amount - old_price.amount,
+                      lower(s.period), upper(s.period), at, 'day', subscription.money_scale(new_price.currency));
+        INSERT INTO subscription.ledger
+               (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+        VALUES (s.account_id, s.id, 'charge', charge, new_price.currency,
+                tstzrange(at, upper(s.period), '[)'), format('licenses %s-%s', paid + 1, quantity), s.plan,
+                format('%s more licenses of plan %s for the rest of the period', quantity - paid, s.plan));
+    END IF;
+
+    UPDATE subscription.subscription AS x
+       SET quantity = set_quantity.quantity, paid_quantity = greatest(paid, set_quantity.quantity)
+     WHERE x.id = s.id;
+    RETURN subscription.licenses_left(subscription_id);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.require_feature(feature text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM FROM subscription.plan_limit AS l WHERE l.feature = require_feature.feature
+    UNION ALL
+    SELECT FROM subscription.addon AS a WHERE a.feature = require_feature.feature;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'feature "%" does not exist', feature
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Features are those of subscription.plan_limit and subscription.addon.';
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.limit_of(account_id bigint, feature text)
+RETURNS bigint
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (
+    SELECT CASE WHEN bool_or(x.unlimited) THEN NULL
+                -- numeric, so that an overflow is an error, not a wrap
+                ELSE coalesce(sum(x.units), 0)::bigint END
+      FROM (SELECT l.value IS NULL AS unlimited,
+                   CASE WHEN l.per_license THEN l.value::numeric * s.quantity
+                        ELSE l.value::numeric END AS units
+              FROM subscription.subscription AS s
+              JOIN subscription.plan_limit AS l
+                ON l.plan = s.plan AND l.feature = limit_of.feature
+             WHERE s.account_id = limit_of.account_id
+               AND s.status = 'active'
+            UNION ALL
+            SELECT false, b.quantity::numeric * a.units
+              FROM subscription.subscription AS s
+              JOIN subscription.addon_batch AS b ON b.subscription_id = s.id
+              JOIN subscription.addon AS a ON a.code = b.addon
+             WHERE s.account_id = limit_of.account_id
+               AND s.status = 'active'
+               AND b.status = 'active'
+               AND a.feature = limit_of.feature) AS x);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.limited_column(relation regclass, name name, purpose text, integer_only boolean)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    column_type regtype;
+BEGIN
+    SELECT a.atttypid::regtype INTO column_type
+      FROM pg_catalog.pg_attribute AS a
+     WHERE a.attrelid = relation AND a.attname = name
+       AND a.attnum > 0 AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'column "%" of relation % does not exist', name, relation
+            USING ERRCODE = 'undefined_column', DETAIL = format('It was given as the %s.', purpose);
+    END IF;
+    IF integer_only AND column_type NOT IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) THEN
+        RAISE EXCEPTION 'column "%" of relation % must be an integer column to serve as the %', name, relation, purpose
+            USING ERRCODE = 'datatype_mismatch', DETAIL = format('Its type is %s.', column_type);
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.refresh_limits()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    accounts bigint[];
+    only_feature text;
+BEGIN
+    -- an UPDATE can move the row: refresh for its old and its new self
+    FOR i IN 1 .. CASE WHEN TG_OP = 'UPDATE' THEN 2 ELSE 1 END LOOP
+        IF i = 1 AND TG_OP <> 'INSERT' THEN
+            r := OLD;
+        ELSE
+            r := NEW;
+        END IF;
+        IF TG_TABLE_NAME = 'subscription' THEN
+            accounts := ARRAY[r.account_id];
+        ELSIF TG_TABLE_NAME = 'addon_batch' THEN
+            SELECT array_agg(s.account_id) INTO accounts
+              FROM subscription.subscription AS s WHERE s.id = r.subscription_id;
+        ELSIF TG_TABLE_NAME = 'plan_limit' THEN
+            only_feature := r.feature;
+            SELECT array_agg(DISTINCT s.account_id) INTO accounts
+              FROM subscription.subscription AS s WHERE s.plan = r.plan;
+        ELSE
+            SELECT array_agg(DISTINCT s.account_id) INTO accounts
+              FROM subscription.subscription AS s
+              JOIN subscription.addon_batch AS b ON b.subscription_id = s.id
+             WHERE b.addon = r.code;
+        END IF;
+        UPDATE subscription.usage_counter AS u
+           SET limit_value = subscription.limit_of(u.account_id, u.feature)
+         WHERE u.account_id = ANY (accounts)
+           AND (only_feature IS NULL OR u.feature = only_feature)
+           AND u.limit_value IS DISTINCT FROM subscription.limit_of(u.account_id, u.feature);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.subscription_for_change(fn text, subscription_id bigint, action text)
+RETURNS subscription.subscription
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    SELECT * INTO s FROM subscription.subscription AS x
+     WHERE x.id = subscription_for_change.subscription_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(s.account_id, action);
+    IF s.status <> 'active' THEN
+        RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('%s() changes active subscriptions only.', fn);
+    END IF;
+    RETURN s;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.change_cycle(subscription_id bigint, cycle interval)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    missing text;
+BEGIN
+    PERFORM subscription.require_arguments('change_cycle', '{subscription_id,cycle}',
+        ARRAY[subscription_id IS NULL, cycle IS NULL]);
+    PERFORM subscription.require_cycle(cycle);
+    s := subscription.subscription_for_change('change_cycle', subscription_id, 'change_plan');
+    -- the plan must sell this cycle for the quantity, and so must the
+    -- add-ons that will renew with it (22023 otherwise)
+    PERFORM subscription.period_price(coalesce(s.pending_plan, s.plan), cycle,
+                                      coalesce(s.pending_quantity, s.quantity));
+    missing := subscription.unpriced_addons(s.id, cycle);
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'add-on "%" has no price for cycle %', missing, cycle
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The prices of an add-on are its rows in subscription.addon_price.';
+    END IF;
+    UPDATE subscription.subscription AS x
+       SET pending_cycle = CASE WHEN subscription.cycle_key(change_cycle.cycle)
+                                     = subscription.cycle_key(s.cycle)
+                                THEN NULL ELSE change_cycle.cycle END
+     WHERE x.id = s.id;
+    RETURN upper(s.period);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.set_renewal(subscription_id bigint, renewal text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.require_arguments('set_renewal', '{subscription_id,renewal}',
+        ARRAY[subscription_id IS NULL, renewal IS NULL]);
+    PERFORM subscription.require_renewal(renewal);
+    PERFORM subscription.subscription_for_change('set_renewal', subscription_id, 'change_renewal');
+    UPDATE subscription.subscription AS x SET renewal = set_renewal.renewal
+     WHERE x.id = set_renewal.subscription_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.cancel(subscription_id bigint)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    PERFORM subscription.require_arguments('cancel', '{subscription_id}', ARRAY[subscription_id IS NULL]);
+    s := subscription.subscription_for_change('cancel', subscription_id, 'cancel');
+    UPDATE subscription.subscription AS x SET cancel_at_period_end = true
+     WHERE x.id = s.id AND NOT x.cancel_at_period_end;
+    RETURN upper(s.period);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.cancel_account(account_id bigint)
+RETURNS TABLE (subscription_id bigint, ends_at timestamptz)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.require_arguments('cancel_account', '{account_id}', ARRAY[account_id IS NULL]);
+    PERFORM subscription.require_account(cancel_account.account_id);
+    PERFORM subscription.authorize(account_id, 'cancel');
+    RETURN QUERY
+    SELECT s.id, subscription.cancel(s.id)
+      FROM subscription.subscription AS s
+     WHERE s.account_id = cancel_account.account_id
+       AND s.status = 'active'
+     ORDER BY s.id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.give_back_unused(s subscription.subscription, at timestamptz, kind text, reason text)
+RETURNS numeric
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    total numeric;
+BEGIN
+    WITH open_charges AS (
+        SELECT c.id, c.currency, c.period, c.plan, c.item,
+               c.amount - coalesce((
+                   SELECT sum(d.amount) FROM subscription.ledger AS d
+                    WHERE d.charge_id = c.id
+                      AND d.kind = 'discount'), 0) AS paid
+          FROM subscription.ledger AS c
+         WHERE c.subscription_id = s.id
+           AND c.kind = 'charge'
+           AND c.addon_batch_id IS NULL
+           AND c.period && s.period
+           AND NOT EXISTS (SELECT FROM subscription.ledger AS r
+                            WHERE r.charge_id = c.id
+                              AND r.kind = ANY ('{refund,credit}'))),
+    given AS (
+        INSERT INTO subscription.ledger AS l
+               (account_id, subscription_id, kind, amount, currency, period, item, plan, charge_id, description)
+        SELECT s.account_id, s.id, give_back_unused.kind,
+               subscription.prorate_refund(o.paid, lower(o.period), upper(o.period), at, 'day',
+                                           subscription.money_scale(o.currency)),
+               o.currency, tstzrange(at, upper(o.period), '[)'), o.item, o.plan, o.id,
+               format('%s: unused part of charge %s (plan %s)', reason, o.id, o.plan)
+          FROM open_charges AS o
+         WHERE o.paid > 0 AND at < upper(o.period)
+        RETURNING l.amount)
+    SELECT coalesce(sum(g.amount), 0) INTO total FROM given AS g;
+    RETURN total;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT now())
+RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    old_plan subscription.plan;
+    new_plan subscription.plan;
+    modes subscription.product;
+    price record;
+    new_period tstzrange;
+BEGIN
+    PERFORM subscription.require_arguments('change_plan', '{subscription_id,plan,at}',
+        ARRAY[subscription_id IS NULL, plan IS NULL, at IS NULL]);
+    SELECT * INTO new_plan FROM subscription.plan AS p WHERE p.code = change_plan.plan;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'plan "%" does not exist', plan USING ERRCODE = 'undefined_object';
+    END IF;
+    s := subscription.subscription_for_change('change_plan', subscription_id, 'change_plan');
+    IF NOT at <@ s.period THEN
+        RAISE EXCEPTION 'change time % is outside the current period %', at, s.period
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Renew the subscription first with subscription.renew_due().';
+    END IF;
+    SELECT * INTO old_plan FROM subscription.plan AS p WHERE p.code = s.plan;
+    IF new_plan.product <> old_plan.product THEN
+        RAISE EXCEPTION 'plan "%" is not a plan of product "%"', plan, old_plan.product
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Subscribe to the other product with subscription.subscribe().';
+    END IF;
+
+    effective_at := at;
+    refund := 0;
+    charge := 0;
+    IF new_plan.code = s.plan THEN
+        UPDATE subscription.subscription AS x SET pending_plan = NULL
+         WHERE x.id = s.id AND x.pending_plan IS NOT NULL;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    SELECT * INTO modes FROM subscription.product AS p WHERE p.code = new_plan.product;
+    IF new_plan.rank < old_plan.rank AND modes.downgrade = 'end_of_period' THEN
+        -- C4: the current plan runs to the end of the period; the new one
+        -- must sell the cycle and quantity of the next (22023, 55000)
+        PERFORM subscription.period_price(new_plan.code, coalesce(s.pending_cycle, s.cycle),
+                                          coalesce(s.pending_quantity, s.quantity));
+        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code WHERE x.id = s.id;
+        effective_at := upper(s.period);
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    -- the new plan must sell the cycle and the quantity (22023, 55000)
+    price := subscription.period_price(new_plan.code, s.cycle, s.quantity);
+    refund := subscription.give_back_unused(s, at, 'refund', format('change to plan %s', new_plan.code));
+    IF new_plan.rank >= old_plan.rank AND modes.upgrade = 'restart' THEN
+        -- C1: a new full period starts now
+        new_period := subscription.nth_period(at, s.cycle, 1);
+        charge := subscription.round_money(price.amount, price.currency);
+    ELSE
+        new_period := s.period;
+        charge := subscription.prorate_refund(price.amount, lower(s.period), upper(s.period), at, 'day',
+                                              subscription.money_scale(price.currency));
+    END IF;
+    INSERT INTO subscription.ledger
+           (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+    VALUES (s.account_id, s.id, 'charge', charge, price.currency,
+            tstzrange(at, upper(new_period), '[)'), format('change to %s', new_plan.code), new_plan.code,
+            format('plan %s from %s, cycle %s, quantity %s', new_plan.code, at, s.cycle, s.quantity));
+
+    IF new_plan.rank < old_plan.rank THEN
+        -- immediate downgrade: apply_downgrade moves to the plan and trims
+        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code, paid_quantity = x.quantity
+         WHERE x.id = s.id;
+        PERFORM FROM subscription.apply_downgrade(s.id);
+    ELSE
+        UPDATE subscription.subscription AS x
+           SET plan = new_plan.code, pending_plan = NULL, paid_quantity = x.quantity,
+               period = new_period,
+               anchor = CASE WHEN new_period = s.period THEN x.anchor ELSE at END
+         WHERE x.id = s.id;
+    END IF;
+    RETURN NEXT;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.reduce_charge()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c subscription.coupon;
+    discount numeric := 0;
+    balance numeric;
+    used numeric;
+BEGIN
+    IF NEW.subscription_id IS NOT NULL AND NEW.item = 'plan' THEN
+        discount := subscription.coupon_discount(NEW.subscription_id, NEW.amount, NEW.currency);
+        IF discount > 0 THEN
+            SELECT x.* INTO c FROM subscription.subscription AS s
+              JOIN subscription.coupon AS x ON x.code = s.coupon
+             WHERE s.id = NEW.subscription_id;
+            INSERT INTO subscription.ledger
+                   (account_id, subscription_id, kind, amount, currency, period, item, plan, charge_id, description)
+            VALUES (NEW.account_id, NEW.subscription_id, 'discount', discount, NEW.currency, NEW.period, NEW.item,
+                    NEW.plan, NEW.id,
+                    format('coupon %s: %s off', c.code,
+                           coalesce(c.percent_off::text || '%', c.amount_off::text || ' ' || c.currency)));
+            UPDATE subscription.subscription AS s
+               SET coupon_periods_left = s.coupon_periods_left - 1
+             WHERE s.id = NEW.subscription_id AND s.coupon_periods_left IS NOT NULL;
+        END IF;
+    END IF;
+
+    -- credit: read without a lock first, the common case is none
+    IF subscription.credit_balance(NEW.account_id, NEW.currency) > 0 THEN
+        -- concurrent charges of the account take its credit one at a time
+        PERFORM FROM subscription.account AS a WHERE a.id = NEW.account_id FOR NO KEY UPDATE;
+        balance := subscription.credit_balance(NEW.account_id, NEW.currency);
+        used := least(balance, NEW.amount - discount);
+        IF used > 0 THEN
+            INSERT INTO subscription.ledger
+                   (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan,
+                    charge_id, description)
+            VALUES (NEW.account_id, NEW.subscription_id, NEW.addon_batch_id, 'credit_used', used, NEW.currency,
+                    NEW.period, NEW.item, NEW.plan, NEW.id, format('credit pays charge %s', NEW.id));
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.credit_account(account_id bigint, amount numeric, reason text,
+                                            currency text DEFAULT 'EUR')
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    line bigint;
+BEGIN
+    PERFORM subscription.require_arguments('credit_account', '{account_id,amount,reason,currency}',
+        ARRAY[account_id IS NULL, amount IS NULL, reason IS NULL, currency IS NULL]);
+    PERFORM subscription.require_account(credit_account.account_id);
+    PERFORM subscription.authorize(credit_account.account_id, 'pay');
+    PERFORM FROM subscription.currency AS c WHERE c.code = credit_account.currency;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'currency "%" does not exist', currency USING ERRCODE = 'undefined_object';
+    END IF;
+    IF amount <= 0 OR amount >= 'Infinity'
+       OR amount <> subscription.round_money(amount, currency) THEN
+        RAISE EXCEPTION 'a credit must be a positive amount in the minor unit of %', currency
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The amount was %s.', amount);
+    END IF;
+    INSERT INTO subscription.ledger AS l (account_id, kind, amount, currency, item, description)
+    VALUES (credit_account.account_id, 'credit', amount, currency, 'credit', reason)
+    RETURNING l.id INTO line;
+    RETURN line;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.end_early(subscription_id bigint, at timestamptz DEFAULT now())
+RETURNS numeric
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    credited numeric;
+BEGIN
+    PERFORM subscription.require_arguments('end_early', '{subscription_id,at}',
+        ARRAY[subscription_id IS NULL, at IS NULL]);
+    s := subscription.subscription_for_change('end_early', subscription_id, 'cancel');
+    IF NOT at <@ s.period THEN
+        RAISE EXCEPTION 'end time % is outside the current period %', at, s.period
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    credited := subscription.give_back_unused(s, at, 'credit', 'consolidation');
+    UPDATE subscription.addon_batch AS b SET status = 'expired'
+     WHERE b.subscription_id = s.id AND b.status = 'active';
+    UPDATE subscription.subscription AS x SET status = 'cancelled' WHERE x.id = s.id;
+    RETURN credited;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.addon_period_price(addon text, cycle interval, quantity integer,
+                                                OUT amount numeric, OUT currency text)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    SELECT ap.amount * quantity, ap.currency INTO amount, currency
+      FROM subscription.addon_price AS ap
+     WHERE ap.addon = addon_period_price.addon
+       AND subscription.cycle_key(ap.cycle) IS NOT DISTINCT FROM subscription.cycle_key(addon_period_price.cycle);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'add-on "%" has no price for %', addon,
+                        coalesce('cycle ' || cycle::text, 'a one-time purchase')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The prices of an add-on are its rows in subscription.addon_price.';
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
+                                            at timestamptz DEFAULT now())
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    a subscription.addon;
+    offer subscription.plan_addon;
+    price record;
+    plan_price record;
+    batch bigint;
+    one_time boolean;
+BEGIN
+    PERFORM subscription.require_arguments('purchase_addon', '{subscription_id,addon,quantity,at}',
+        ARRAY[subscription_id IS NULL, addon IS NULL, quantity IS NULL, at IS NULL]);
+    IF quantity < 1 THEN
+        RAISE EXCEPTION 'quantity must be at least 1'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The quantity was %s.', quantity);
+    END IF;
+    SELECT * INTO a FROM subscription.addon AS x WHERE x.code = purchase_addon.addon;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'add-on "%" does not exist', addon USING ERRCODE = 'undefined_object';
+    END IF;
+    -- K8: members of a sub-account do not buy
+    s := subscription.subscription_for_change('purchase_addon', subscription_id, 'purchase');
+    IF NOT at <@ s.period THEN
+        RAISE EXCEPTION 'purchase time % is outside the current period %', at, s.period
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Renew the subscription first with subscription.renew_due().';
+    END IF;
+
+    SELECT * INTO offer FROM subscription.plan_addon AS o
+     WHERE o.plan = s.plan AND o.addon = a.code;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'add-on "%" is not sold with plan "%"', a.code, s.plan
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'The add-ons a plan may buy are its rows in subscription.plan_addon.';
+    ELSIF offer.included THEN
+        RAISE EXCEPTION 'add-on "%" is already included in plan "%"', a.code, s.plan   -- Z6
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    plan_price := subscription.period_price(s.plan, s.cycle, s.quantity);
+    IF plan_price.amount = 0 THEN
+        RAISE EXCEPTION 'add-ons are sold on paid plans only'                            -- K1
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Plan "%s" is free.', s.plan);
+    END IF;
+
+    one_time := a.one_time;
+    price := subscription.addon_period_price(a.code, CASE WHEN one_time THEN NULL ELSE s.cycle END, quantity);
+    INSERT INTO subscription.addon_batch AS b (subscription_id, addon, quantity, purchased_at)
+    VALUES (s.id, a.code, quantity, at)
+    RETURNING b.id INTO batch;
+    INSERT INTO subscription.ledger
+           (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
+    SELECT s.account_id, s.id, batch, 'charge', c.amount, price.currency,
+           CASE WHEN one_time THEN NULL ELSE tstzrange(at, upper(s.period), '[)') END, 'addon', s.plan,
+           CASE WHEN one_time
+                THEN format('add-on %s x %s, one-time', a.code, quantity)
+                ELSE format('add-on %s x %s for the rest of the period; full cycle %s %s', a.code, quantity,
+                            subscription.round_money(price.amount, price.currency), price.currency) END
+      FROM (SELECT CASE WHEN one_time THEN subscription.round_money(price.amount, price.currency)
+                        ELSE subscription.prorate_refund(price.amount, lower(s.period), upper(s.period), at, 'day',
+                                                         subscription.money_scale(price.currency)) END) AS c(amount);
+    RETURN batch;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.cancel_addon(batch_id bigint)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    b subscription.addon_batch;
+    s subscription.subscription;
+BEGIN
+    PERFORM subscription.require_arguments('cancel_addon', '{batch_id}', ARRAY[batch_id IS NULL]);
+    SELECT * INTO b FROM subscription.addon_batch AS x WHERE x.id = cancel_addon.batch_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'add-on batch % does not exist', batch_id USING ERRCODE = 'no_data_found';
+    END IF;
+    s := subscription.subscription_for_change('cancel_addon', b.subscription_id, 'cancel');
+    IF b.status <> 'active' THEN
+        RAISE EXCEPTION 'add-on batch % is %', batch_id, b.status USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF (SELECT x.one_time FROM subscription.addon AS x WHERE x.code = b.addon) THEN
+        RAISE EXCEPTION 'add-on batch % was a one-time purchase', batch_id
+            USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = 'Nothing renews, so nothing can be cancelled.';
+    END IF;
+    UPDATE subscription.addon_batch AS x SET cancel_at_period_end = true
+     WHERE x.id = b.id AND NOT x.cancel_at_period_end;
+    RETURN upper(s.period);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.ledger_lines_of(subscription_id bigint, change text)
+RETURNS SETOF subscription.ledger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    last_line bigint;
+    lines subscription.ledger[];
+BEGIN
+    PERFORM FROM subscription.subscription AS s
+     WHERE s.id = ledger_lines_of.subscription_id FOR NO KEY UPDATE;
+    SELECT coalesce(max(l.id), 0) INTO last_line FROM subscription.ledger AS l
+     WHERE l.subscription_id = ledger_lines_of.subscription_id;
+    BEGIN
+        EXECUTE change;
+        SELECT array_agg(l ORDER BY l.id) INTO lines FROM subscription.ledger AS l
+         WHERE l.subscription_id = ledger_lines_of.subscription_id
+           AND l.id > last_line;
+        RAISE EXCEPTION 'preview' USING ERRCODE = 'SBPRV';  -- undoes the change
+    EXCEPTION WHEN SQLSTATE 'SBPRV' THEN
+        NULL;
+    END;
+    RETURN QUERY SELECT * FROM unnest(lines);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.renew_period(s subscription.subscription, may_trim boolean)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ends timestamptz := upper(s.period);
+    next_plan text := coalesce(s.pending_plan, s.plan);
+    next_quantity integer := coalesce(s.pending_quantity, s.quantity);
+    next_cycle interval := CASE WHEN s.renewal = 'to_monthly' THEN interval '1 month'
+                                ELSE coalesce(s.pending_cycle, s.cycle) END;
+    same_cycle boolean;
+    next_period tstzrange;
+    price record;
+BEGIN
+    UPDATE subscription.addon_batch AS b SET status = 'expired'
+     WHERE b.subscription_id = s.id AND b.status = 'active'
+       AND (b.cancel_at_period_end OR s.cancel_at_period_end OR s.renewal = 'none');
+    IF s.cancel_at_period_end OR s.renewal = 'none' THEN
+        UPDATE subscription.subscription AS x
+           SET status = CASE WHEN s.cancel_at_period_end THEN 'cancelled' ELSE 'expired' END
+         WHERE x.id = s.id
+        RETURNING x.status INTO s.status;
+        RETURN s.status;
+    END IF;
+
+    same_cycle := subscription.cycle_key(next_cycle) = subscription.cycle_key(s.cycle);
+    -- a new cycle counts from the start of its first period (Z7)
+    next_period := subscription.nth_period(CASE WHEN same_cycle THEN s.anchor ELSE ends END, next_cycle,
+                                           CASE WHEN same_cycle THEN s.period_number + 1 ELSE 1 END);
+    price := subscription.period_price(next_plan, next_cycle, next_quantity);
+    IF same_cycle AND s.pending_plan IS NULL AND s.pending_quantity IS NULL THEN
+        -- the common renewal: only the period moves, and the triggers on
+        -- plan, quantity and status (limits, seats) have nothing to do
+        UPDATE subscription.subscription AS x
+           SET period_number = x.period_number + 1, period = next_period,
+               paid_quantity = next_quantity, pending_cycle = NULL,
+               renewal = CASE x.renewal WHEN 'once' THEN 'none' ELSE x.renewal END
+         WHERE x.id = s.id;
+    ELSE
+        UPDATE subscription.subscription AS x
+           SET plan = next_plan, cycle = next_cycle, quantity = next_quantity, paid_quantity = next_quantity,
+               pending_plan = NULL, pending_cycle = NULL, pending_quantity = NULL,
+               anchor = CASE WHEN same_cycle THEN x.anchor ELSE ends END,
+               period_number = CASE WHEN same_cycle THEN x.period_number + 1 ELSE 1 END,
+               period = next_period,
+               renewal = CASE x.renewal WHEN 'once' THEN 'none' WHEN 'to_monthly' THEN 'always' ELSE x.renewal END
+         WHERE x.id = s.id;
+    END IF;
+
+    -- C2: the constraint makes a second charge of the period impossible
+    INSERT INTO subscription.ledger
+           (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+    VALUES (s.account_id, s.id, 'charge', subscription.round_money(price.amount, price.currency), price.currency,
+            next_period, 'plan', next_plan,
+            format('renewal: plan %s, cycle %s, quantity %s', next_plan, next_cycle, next_quantity))
+    ON CONFLICT (subscription_id, addon_batch_id, period, item)
+       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+    INSERT INTO subscription.ledger
+           (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
+    SELECT s.account_id, s.id, b.id, 'charge', subscription.round_money(p.amount, p.currency), p.currency,
+           next_period, 'addon', next_plan, format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, next_cycle)
+      FROM subscription.addon_batch AS b
+      JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time
+     CROSS JOIN LATERAL subscription.addon_period_price(b.addon, next_cycle, b.quantity) AS p
+     WHERE b.subscription_id = s.id AND b.status = 'active'
+     ORDER BY b.id
+    ON CONFLICT (subscription_id, addon_batch_id, period, item)
+       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+
+    IF may_trim THEN
+        PERFORM FROM subscription.apply_downgrade(s.id);
+    END IF;
+    RETURN 'active';
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.renewal_problem(s subscription.subscription)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    next_cycle interval := CASE WHEN s.renewal = 'to_monthly' THEN interval '1 month'
+                                ELSE coalesce(s.pending_cycle, s.cycle) END;
+    next_plan text := coalesce(s.pending_plan, s.plan);
+    next_quantity integer := coalesce(s.pending_quantity, s.quantity);
+    missing text;
+BEGIN
+    IF s.cancel_at_period_end OR s.renewal = 'none' THEN
+        RETURN NULL;
+    END IF;
+    CASE (subscription.find_price(next_plan, next_cycle, next_quantity)).problem
+        WHEN 'not_a_tier' THEN
+            RETURN format('quantity %s is not a tier of plan "%s"', next_quantity, next_plan);
+        WHEN 'no_price' THEN
+            RETURN format('plan "%s" has no price for cycle %s', next_plan, next_cycle);
+        ELSE
+    END CASE;
+    missing := subscription.unpriced_addons(s.id, next_cycle);
+    IF missing IS NOT NULL THEN
+        RETURN format('add-on %s has no price for cycle %s', missing, next_cycle);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.renew_due(at timestamptz DEFAULT now())
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    b record;
+    total integer := 0;
+    next_notice integer := 10000;
+    after_end timestamptz := '-infinity';
+    after_id bigint := 0;
+BEGIN
+    PERFORM subscription.require_arguments('renew_due', '{at}', ARRAY[at IS NULL]);
+    PERFORM subscription.require_renewal_run('renew_due', at);
+    LOOP
+        b := subscription.renew_batch(at, 500, after_end, after_id);
+        EXIT WHEN b.taken = 0;
+        total := total + b.handled;
+        IF total >= next_notice THEN
+            RAISE NOTICE 'renew_due: % subscriptions handled', total;
+            next_notice := next_notice + 10000;
+        END IF;
+        after_end := b.last_end;
+        after_id := b.last_id;
+    END LOOP;
+    RETURN total;
+END
+$$;
