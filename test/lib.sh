@@ -15,10 +15,11 @@ say() { printf '\n== %s\n' "$*"; }
 # /etc/os-release.
 distribution_pg_major() {
     local v
-    v=$(apt-cache depends postgresql 2>/dev/null | sed -n 's/^ *Depends: postgresql-\([0-9][0-9]*\)$/\1/p' | head -1)
+    # (the callers may run under set -e and pipefail: nothing here may fail)
+    v=$(apt-cache depends postgresql 2>/dev/null | sed -n 's/^ *Depends: postgresql-\([0-9][0-9]*\)$/\1/p' | head -1) || true
     if [ -z "$v" ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
-        apt-get update -q >/dev/null 2>&1
-        v=$(apt-cache depends postgresql 2>/dev/null | sed -n 's/^ *Depends: postgresql-\([0-9][0-9]*\)$/\1/p' | head -1)
+        apt-get update -q >/dev/null 2>&1 || true
+        v=$(apt-cache depends postgresql 2>/dev/null | sed -n 's/^ *Depends: postgresql-\([0-9][0-9]*\)$/\1/p' | head -1) || true
     fi
     if [ -z "$v" ]; then
         case "$(. /etc/os-release 2>/dev/null; echo "${VERSION_ID:-}")" in
@@ -35,7 +36,7 @@ distribution_pg_major() {
 # of the pg_config on PATH, else the distribution's.  Everything else (the
 # packages, the server's programs, the build's pg_config) follows from it.
 if [ -z "${PG_MAJOR:-}" ]; then
-    PG_MAJOR=$(pg_config --version 2>/dev/null | sed -n 's/^PostgreSQL \([0-9][0-9]*\).*/\1/p')
+    PG_MAJOR=$(pg_config --version 2>/dev/null | sed -n 's/^PostgreSQL \([0-9][0-9]*\).*/\1/p') || true
     [ -n "$PG_MAJOR" ] || PG_MAJOR=$(distribution_pg_major)
 fi
 PACKAGES="postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-$PG_MAJOR-pgtap libtap-parser-sourcehandler-pgtap-perl"
