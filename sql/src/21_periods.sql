@@ -19,14 +19,14 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     -- a guess from the average length, then exact steps (months vary)
-    k integer := floor(extract(epoch FROM at - anchor)
-                       / extract(epoch FROM cycle))::integer + 1;
+    k integer := floor(extract(epoch FROM at OPERATOR(pg_catalog.-) anchor)
+                       OPERATOR(pg_catalog./) extract(epoch FROM cycle))::integer OPERATOR(pg_catalog.+) 1;
 BEGIN
-    WHILE anchor + ((k - 1) * cycle) > at LOOP
-        k := k - 1;
+    WHILE anchor OPERATOR(pg_catalog.+) ((k OPERATOR(pg_catalog.-) 1) OPERATOR(pg_catalog.*) cycle) OPERATOR(pg_catalog.>) at LOOP
+        k := k OPERATOR(pg_catalog.-) 1;
     END LOOP;
-    WHILE anchor + (k * cycle) <= at LOOP
-        k := k + 1;
+    WHILE anchor OPERATOR(pg_catalog.+) (k OPERATOR(pg_catalog.*) cycle) OPERATOR(pg_catalog.<=) at LOOP
+        k := k OPERATOR(pg_catalog.+) 1;
     END LOOP;
     RETURN greatest(k, 0);
 END

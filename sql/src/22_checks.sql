@@ -40,7 +40,7 @@ LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF NOT renewal = ANY (subscription.renewal_options()) THEN
+    IF NOT renewal OPERATOR(pg_catalog.=) ANY (subscription.renewal_options()) THEN
         RAISE EXCEPTION 'unknown renewal option "%"', renewal
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = format('The renewal options are %s.', subscription.renewal_options());
@@ -56,7 +56,7 @@ LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM FROM subscription.account AS a WHERE a.id = require_account.account_id;
+    PERFORM FROM subscription.account AS a WHERE a.id OPERATOR(pg_catalog.=) require_account.account_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'account % does not exist', account_id USING ERRCODE = 'no_data_found';
     END IF;

@@ -8,9 +8,9 @@ LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    SELECT ap.amount * quantity, ap.currency INTO amount, currency
+    SELECT ap.amount OPERATOR(pg_catalog.*) quantity, ap.currency INTO amount, currency
       FROM subscription.addon_price AS ap
-     WHERE ap.addon = addon_period_price.addon
+     WHERE ap.addon OPERATOR(pg_catalog.=) addon_period_price.addon
        AND subscription.cycle_key(ap.cycle) IS NOT DISTINCT FROM subscription.cycle_key(addon_period_price.cycle);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'add-on "%" has no price for %', addon,
@@ -49,20 +49,20 @@ BEGIN
         RAISE EXCEPTION 'quantity must be at least 1'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The quantity was %s.', quantity);
     END IF;
-    SELECT * INTO a FROM subscription.addon AS x WHERE x.code = purchase_addon.addon;
+    SELECT * INTO a FROM subscription.addon AS x WHERE x.code OPERATOR(pg_catalog.=) purchase_addon.addon;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'add-on "%" does not exist', addon USING ERRCODE = 'undefined_object';
     END IF;
     -- K8: members of a sub-account do not buy
     s := subscription.subscription_for_change('purchase_addon', subscription_id, 'purchase');
-    IF NOT at <@ s.period THEN
+    IF NOT at OPERATOR(pg_catalog.<@) s.period THEN
         RAISE EXCEPTION 'purchase time % is outside the current period %', at, s.period
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Renew the subscription first with subscription.renew_due().';
     END IF;
 
     SELECT * INTO offer FROM subscription.plan_addon AS o
-     WHERE o.plan = s.plan AND o.addon = a.code;
+     WHERE o.plan OPERATOR(pg_catalog.=) s.plan AND o.addon OPERATOR(pg_catalog.=) a.code;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'add-on "%" is not sold with plan "%"', a.code, s.plan
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -72,7 +72,7 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     plan_price := subscription.period_price(s.plan, s.cycle, s.quantity);
-    IF plan_price.amount = 0 THEN
+    IF plan_price.amount OPERATOR(pg_catalog.=) 0 THEN
         RAISE EXCEPTION 'add-ons are sold on paid plans only'                            -- K1
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = format('Plan "%s" is free.', s.plan);
@@ -113,20 +113,20 @@ DECLARE
     s subscription.subscription;
 BEGIN
     PERFORM subscription.require_arguments('cancel_addon', '{batch_id}', ARRAY[batch_id IS NULL]);
-    SELECT * INTO b FROM subscription.addon_batch AS x WHERE x.id = cancel_addon.batch_id;
+    SELECT * INTO b FROM subscription.addon_batch AS x WHERE x.id OPERATOR(pg_catalog.=) cancel_addon.batch_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'add-on batch % does not exist', batch_id USING ERRCODE = 'no_data_found';
     END IF;
     s := subscription.subscription_for_change('cancel_addon', b.subscription_id, 'cancel');
-    IF b.status <> 'active' THEN
+    IF b.status OPERATOR(pg_catalog.<>) 'active' THEN
         RAISE EXCEPTION 'add-on batch % is %', batch_id, b.status USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    IF (SELECT x.one_time FROM subscription.addon AS x WHERE x.code = b.addon) THEN
+    IF (SELECT x.one_time FROM subscription.addon AS x WHERE x.code OPERATOR(pg_catalog.=) b.addon) THEN
         RAISE EXCEPTION 'add-on batch % was a one-time purchase', batch_id
             USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = 'Nothing renews, so nothing can be cancelled.';
     END IF;
     UPDATE subscription.addon_batch AS x SET cancel_at_period_end = true
-     WHERE x.id = b.id AND NOT x.cancel_at_period_end;
+     WHERE x.id OPERATOR(pg_catalog.=) b.id AND NOT x.cancel_at_period_end;
     RETURN upper(s.period);
 END
 $$;
