@@ -991,3 +991,1076 @@ COMMENT ON FUNCTION subscription.sync_license_counter() IS 'Trigger: seat capaci
 COMMENT ON FUNCTION subscription.sync_service_seats() IS 'Trigger: service seats follow plan changes (R11)';
 COMMENT ON FUNCTION subscription.unenforce_limit(regclass, text) IS 'Remove a feature''s limit guard from a table, with its counters';
 COMMENT ON FUNCTION subscription.unpriced_addons(bigint, interval) IS 'Internal: the renewing add-ons of a subscription with no price for a cycle';
+
+------------------------------------------------------------------------
+-- Hardening: errors as a user wants them, bounds on time and amounts (issue 15)
+------------------------------------------------------------------------
+
+-- renew_batch gains the subscriptions a run has capped (skip, capped)
+DROP FUNCTION subscription.renew_batch(timestamptz, integer, timestamptz, bigint);
+
+-- A cycle as a catalog writes it ('1 month', '1 year', '30 days',
+-- '1 week'), not as interval output prints it ('1 mon', '7 days'): for
+-- messages.  Whole years and weeks are named so.
+CREATE OR REPLACE FUNCTION subscription.cycle_text(cycle interval)
+RETURNS text
+LANGUAGE sql STRICT IMMUTABLE PARALLEL SAFE
+RETURN (SELECT coalesce(nullif(concat_ws(' ',
+            CASE WHEN k[1] = 0 THEN NULL
+                 WHEN k[1] % 12 = 0 THEN (k[1] / 12)::text || CASE WHEN abs(k[1]) = 12 THEN ' year' ELSE ' years' END
+                 ELSE k[1]::text || CASE WHEN abs(k[1]) = 1 THEN ' month' ELSE ' months' END END,
+            CASE WHEN k[2] = 0 THEN NULL
+                 WHEN k[2] % 7 = 0 THEN (k[2] / 7)::text || CASE WHEN abs(k[2]) = 7 THEN ' week' ELSE ' weeks' END
+                 ELSE k[2]::text || CASE WHEN abs(k[2]) = 1 THEN ' day' ELSE ' days' END END,
+            CASE WHEN k[3] = 0 THEN NULL ELSE (k[3] * interval '1 microsecond')::text END), ''), '0')
+          FROM (SELECT subscription.cycle_key(cycle)) AS f(k));
+
+COMMENT ON FUNCTION subscription.cycle_text(interval) IS 'A billing cycle as a catalog writes it, for messages (''1 month'', not ''1 mon'')';
+
+-- The value checks that several functions share, each with its one message.
+CREATE OR REPLACE FUNCTION subscription.require_cycle(cycle interval)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT subscription.is_valid_cycle(cycle) THEN
+        RAISE EXCEPTION 'cycle % is not a positive billing cycle', subscription.cycle_text(cycle)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use an interval such as ''1 month'', ''1 year'', ''30 days'' or ''3 years''.';
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.require_cycle(interval) IS 'Internal: 22023 unless a positive billing cycle';
+
+-- The DETAIL of a missing price: the cycles a plan or add-on is sold for,
+-- as its catalog writes them.
+CREATE OR REPLACE FUNCTION subscription.sold_cycles(kind text, code text)
+RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT CASE WHEN count(c.cycle) OPERATOR(pg_catalog.=) 0 THEN format('%s "%s" has no recurring price.', upper(left(kind, 1)) || substr(kind, 2), code)
+                ELSE format('%s "%s" is sold for %s.', upper(left(kind, 1)) || substr(kind, 2), code,
+                            string_agg(DISTINCT subscription.cycle_text(c.cycle), ', ' ORDER BY subscription.cycle_text(c.cycle))) END
+      FROM (SELECT pp.cycle FROM subscription.plan_price AS pp
+             WHERE kind OPERATOR(pg_catalog.=) 'plan' AND pp.plan OPERATOR(pg_catalog.=) code
+            UNION ALL
+            SELECT ap.cycle FROM subscription.addon_price AS ap
+             WHERE kind OPERATOR(pg_catalog.=) 'add-on' AND ap.addon OPERATOR(pg_catalog.=) code
+               AND ap.cycle IS NOT NULL) AS c;
+END;
+
+COMMENT ON FUNCTION subscription.sold_cycles(text, text) IS 'Internal: the cycles a plan or add-on is sold for, for a DETAIL';
+
+-- Bounds (issue 15), in C (src/bounds.c) so that they read their settings
+-- typed: a quantity from 1 to subscription.max_quantity, an amount up to
+-- subscription.max_amount, a time from now() - subscription.max_backdate
+-- (and for renewals up to now() + subscription.max_ahead).
+CREATE OR REPLACE FUNCTION subscription.require_quantity(quantity integer)
+RETURNS void
+AS 'MODULE_PATHNAME', 'require_quantity'
+LANGUAGE C STRICT STABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION subscription.require_quantity(integer) IS 'Internal: 22023 below 1, 22003 above subscription.max_quantity';
+
+CREATE OR REPLACE FUNCTION subscription.require_amount(amount numeric, currency text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'require_amount'
+LANGUAGE C STRICT STABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION subscription.require_amount(numeric, text) IS 'Internal: 22003 for an amount above subscription.max_amount';
+
+CREATE OR REPLACE FUNCTION subscription.require_time(fn text, at timestamptz, renewal boolean)
+RETURNS void
+AS 'MODULE_PATHNAME', 'require_time'
+LANGUAGE C STRICT STABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION subscription.require_time(text, timestamptz, boolean) IS 'Internal: a finite time, not before subscription.max_backdate, nor for renewals after subscription.max_ahead';
+
+-- A time of a change to an active subscription must be in its current
+-- period.  Past its end the subscription is overdue: the renewal that
+-- ended it has not run, and the error says which (period end) and what to
+-- run first.
+CREATE OR REPLACE FUNCTION subscription.require_in_period(fn text, s subscription.subscription, at timestamptz)
+RETURNS void
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF at OPERATOR(pg_catalog.<@) s.period THEN
+        RETURN;
+    ELSIF at OPERATOR(pg_catalog.>=) upper(s.period) THEN
+        RAISE EXCEPTION 'subscription % is overdue: its renewal at % has not run', s.id, upper(s.period)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('%s() was given %s, after the current period %s.', fn, at, s.period),
+                  HINT = format('Run subscription.renew_due() first: it renews the period that ended at %s.',
+                                upper(s.period));
+    END IF;
+    RAISE EXCEPTION 'the time given to %() is before the current period of subscription %', fn, s.id
+        USING ERRCODE = 'invalid_parameter_value',
+              DETAIL = format('%s() was given %s; the current period is %s.', fn, at, s.period);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.require_in_period(text, subscription.subscription, timestamptz) IS 'Internal: 22023 unless a time is in the current period, saying which renewal is overdue';
+
+-- 42704 for an unknown plan or add-on, with the closest codes as a HINT:
+-- those sharing the most character pairs (bigrams, Dice coefficient), the
+-- best three at 0.3 or more.
+CREATE OR REPLACE FUNCTION subscription.unknown_code(kind text, code text)
+RETURNS void
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    closest text;
+BEGIN
+    WITH codes AS (
+        SELECT p.code AS c FROM subscription.plan AS p WHERE unknown_code.kind OPERATOR(pg_catalog.=) 'plan'
+        UNION ALL
+        SELECT a.code FROM subscription.addon AS a WHERE unknown_code.kind OPERATOR(pg_catalog.=) 'add-on'),
+    grams AS (
+        SELECT n.c, substr(lower(n.c), i, 2) AS g
+          FROM (SELECT codes.c FROM codes UNION SELECT unknown_code.code) AS n(c)
+          CROSS JOIN LATERAL generate_series(1, length(n.c) OPERATOR(pg_catalog.-) 1) AS i)
+    SELECT string_agg(format('"%s"', s.c), ', ' ORDER BY s.score DESC, s.c) INTO closest
+      FROM (SELECT k.c,
+                   2.0 OPERATOR(pg_catalog.*) (SELECT count(*) FROM (SELECT g FROM grams WHERE grams.c OPERATOR(pg_catalog.=) k.c
+                                            INTERSECT SELECT g FROM grams WHERE grams.c OPERATOR(pg_catalog.=) unknown_code.code) AS both_)
+                   OPERATOR(pg_catalog./) nullif((SELECT count(DISTINCT g) FROM grams WHERE grams.c OPERATOR(pg_catalog.=) k.c)
+                         OPERATOR(pg_catalog.+) (SELECT count(DISTINCT g) FROM grams WHERE grams.c OPERATOR(pg_catalog.=) unknown_code.code), 0) AS score
+              FROM codes AS k
+             ORDER BY 2 DESC, 1 LIMIT 3) AS s
+     WHERE s.score OPERATOR(pg_catalog.>=) 0.3;
+    RAISE EXCEPTION '% "%" does not exist', kind, code
+        USING ERRCODE = 'undefined_object',
+              HINT = CASE WHEN closest IS NULL
+                          THEN format('The %ss are the rows of subscription.%s.', kind, replace(kind, '-', ''))
+                          ELSE format('Did you mean %s?', closest) END;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.unknown_code(text, text) IS 'Internal: 42704 for an unknown plan or add-on, hinting the closest codes';
+
+-- The k-th period (k >= 1) of a subscription anchored at anchor: computed
+-- from the anchor, so month ends do not drift (Jan 31, Feb 28, Mar 31).
+-- A cycle that is not positive, or an infinite anchor, is refused (22023).
+CREATE OR REPLACE FUNCTION subscription.nth_period(anchor timestamptz, cycle interval, k integer)
+RETURNS tstzrange
+LANGUAGE plpgsql STRICT STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.require_cycle(cycle);
+    IF NOT isfinite(anchor) THEN
+        RAISE EXCEPTION 'the anchor of a period must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('nth_period() was given %s.', anchor);
+    END IF;
+    RETURN tstzrange(anchor OPERATOR(pg_catalog.+) ((k OPERATOR(pg_catalog.-) 1) OPERATOR(pg_catalog.*) cycle),
+                     anchor OPERATOR(pg_catalog.+) (k OPERATOR(pg_catalog.*) cycle), '[)');
+END
+$$;
+
+COMMENT ON FUNCTION subscription.nth_period(timestamptz, interval, integer) IS 'The k-th period of an anchored cycle, computed from the anchor';
+
+-- A plan's tiers: the distinct tier values of its prices ('{}' if untiered).
+CREATE OR REPLACE FUNCTION subscription.plan_tiers(plan text)
+RETURNS integer[]
+LANGUAGE plpgsql STRICT STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tiers integer[];
+BEGIN
+    PERFORM FROM subscription.plan AS p WHERE p.code OPERATOR(pg_catalog.=) plan_tiers.plan;
+    IF NOT FOUND THEN
+        PERFORM subscription.unknown_code('plan', plan);
+    END IF;
+    SELECT coalesce(array_agg(DISTINCT pp.tier ORDER BY pp.tier), '{}')
+      INTO tiers
+      FROM subscription.plan_price AS pp
+     WHERE pp.plan OPERATOR(pg_catalog.=) plan_tiers.plan AND pp.tier IS NOT NULL;
+    RETURN tiers;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.plan_tiers(text) IS 'A plan''s host tiers ({} when untiered)';
+
+-- The exact gross price of one period of plan for quantity, not yet
+-- rounded (callers round once, at the end): per-license prices times
+-- quantity, tier prices flat; a tiered plan's quantity must be a tier (L12).
+-- The price of a plan for a cycle and quantity, or why there is none
+-- ('not_a_tier', 'no_price'): the lookup that period_price() raises on and
+-- renew_due() checks without a subtransaction.
+CREATE OR REPLACE FUNCTION subscription.find_price(
+    plan text, cycle interval, quantity integer,
+    OUT amount numeric, OUT currency text, OUT problem text)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tiers integer[] := subscription.plan_tiers(plan);
+    price subscription.plan_price;
+BEGIN
+    IF quantity OPERATOR(pg_catalog.<) 1 THEN
+        PERFORM subscription.require_quantity(quantity);
+    END IF;
+    IF cardinality(tiers) > 0 AND NOT quantity OPERATOR(pg_catalog.=) ANY (tiers) THEN
+        problem := 'not_a_tier';
+        RETURN;
+    END IF;
+    SELECT * INTO price FROM subscription.plan_price AS pp
+     WHERE pp.plan OPERATOR(pg_catalog.=) find_price.plan
+       AND subscription.cycle_key(pp.cycle) OPERATOR(pg_catalog.=) subscription.cycle_key(find_price.cycle)
+       AND pp.tier IS NOT DISTINCT FROM CASE WHEN cardinality(tiers) > 0 THEN quantity END;
+    IF NOT FOUND THEN
+        problem := 'no_price';
+        RETURN;
+    END IF;
+    amount := CASE WHEN price.per_license THEN price.amount OPERATOR(pg_catalog.*) quantity
+                   ELSE price.amount END;
+    currency := price.currency;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.find_price(text, interval, integer) IS 'A plan''s price for a cycle and quantity, or why there is none (not_a_tier, no_price)';
+
+CREATE OR REPLACE FUNCTION subscription.period_price(
+    plan text, cycle interval, quantity integer,
+    OUT amount numeric, OUT currency text)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    found_price record := subscription.find_price(plan, cycle, quantity);
+BEGIN
+    IF found_price.problem OPERATOR(pg_catalog.=) 'not_a_tier' THEN
+        RAISE EXCEPTION 'quantity % is not a tier of plan "%"', quantity, plan
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('The tiers of plan "%s" are %s.', plan, subscription.plan_tiers(plan)),
+                  HINT = CASE WHEN quantity OPERATOR(pg_catalog.>) (SELECT max(t) FROM unnest(subscription.plan_tiers(plan)) AS t)
+                              THEN format('The largest tier of plan "%s" holds %s hosts: contact sales for more.',
+                                          plan, (SELECT max(t) FROM unnest(subscription.plan_tiers(plan)) AS t))
+                              ELSE format('Use subscription.tier_for_hosts(%L, %s) for the tier that holds %s hosts.',
+                                          plan, quantity, quantity) END;
+    ELSIF found_price.problem OPERATOR(pg_catalog.=) 'no_price' THEN
+        RAISE EXCEPTION 'plan "%" has no price for cycle %', plan, subscription.cycle_text(cycle)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = subscription.sold_cycles('plan', plan),
+                  HINT = 'The cycles of a plan are those of its rows in subscription.plan_price.';
+    END IF;
+    amount := found_price.amount;
+    currency := found_price.currency;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.period_price(text, interval, integer) IS 'The exact price of one period of a plan for a quantity, or an error saying why not';
+
+-- The price of "quantity" units of an add-on for a cycle (NULL: the
+-- one-time price); 22023 when the add-on is not sold so.
+CREATE OR REPLACE FUNCTION subscription.addon_period_price(addon text, cycle interval, quantity integer,
+                                                OUT amount numeric, OUT currency text)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF quantity OPERATOR(pg_catalog.<) 1 THEN
+        PERFORM subscription.require_quantity(quantity);
+    END IF;
+    SELECT ap.amount OPERATOR(pg_catalog.*) quantity, ap.currency INTO amount, currency
+      FROM subscription.addon_price AS ap
+     WHERE ap.addon OPERATOR(pg_catalog.=) addon_period_price.addon
+       AND subscription.cycle_key(ap.cycle) IS NOT DISTINCT FROM subscription.cycle_key(addon_period_price.cycle);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'add-on "%" has no price for %', addon,
+                        coalesce('cycle ' || subscription.cycle_text(cycle), 'a one-time purchase')
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = subscription.sold_cycles('add-on', addon),
+                  HINT = 'The prices of an add-on are its rows in subscription.addon_price.';
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.addon_period_price(text, interval, integer) IS 'The price of units of an add-on for a cycle (NULL: one-time); 22023 when not sold so';
+
+CREATE OR REPLACE FUNCTION subscription.subscribe(
+    account_id bigint,
+    plan text,
+    cycle interval,
+    quantity integer DEFAULT 1,
+    at timestamptz DEFAULT now(),
+    renewal text DEFAULT 'always',
+    coupon text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    price     record;
+    period    tstzrange;
+    new_id    bigint;
+    anchor_at timestamptz;
+    k         integer;
+    full_period tstzrange;
+BEGIN
+    PERFORM subscription.require_arguments('subscribe',
+        '{account_id,plan,cycle,quantity,at,renewal}',
+        ARRAY[account_id IS NULL, plan IS NULL, cycle IS NULL, quantity IS NULL,
+              at IS NULL, renewal IS NULL]);
+
+    PERFORM subscription.require_quantity(quantity);
+    PERFORM subscription.require_cycle(cycle);
+    PERFORM subscription.require_renewal(renewal);
+    PERFORM subscription.require_time('subscribe', at, false);
+
+    SELECT a.billing_anchor INTO anchor_at
+      FROM subscription.account AS a
+     WHERE a.id OPERATOR(pg_catalog.=) subscribe.account_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account % does not exist', account_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(account_id, 'purchase');
+    price := subscription.period_price(plan, cycle, quantity);
+    PERFORM subscription.require_amount(price.amount, price.currency);
+    IF coupon IS NOT NULL THEN
+        PERFORM subscription.redeemable_coupon(coupon, at, price.currency);
+    END IF;
+    IF anchor_at IS NULL THEN
+        k := 1;
+        anchor_at := at;
+    ELSE
+        -- L4: the first period runs to the account's next billing date, whose
+        -- period (of this cycle) it is part of, and is charged for its days
+        k := subscription.period_containing(anchor_at, cycle, at);
+    END IF;
+    full_period := subscription.nth_period(anchor_at, cycle, k);
+    period := tstzrange(at, upper(full_period), '[)');
+
+    -- R10: an account's first service subscription is its default one
+    INSERT INTO subscription.subscription AS s
+           (account_id, plan, cycle, quantity, paid_quantity, period, anchor, period_number, renewal, is_default,
+            coupon, coupon_periods_left)
+    SELECT subscribe.account_id, subscribe.plan, subscribe.cycle, subscribe.quantity, subscribe.quantity,
+           period, anchor_at, k, subscribe.renewal,
+           p.kind OPERATOR(pg_catalog.=) 'service' AND NOT EXISTS (
+               SELECT FROM subscription.subscription AS d
+                WHERE d.account_id OPERATOR(pg_catalog.=) subscribe.account_id AND d.is_default),
+           subscribe.coupon, (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code OPERATOR(pg_catalog.=) subscribe.coupon)
+      FROM subscription.plan AS p
+     WHERE p.code OPERATOR(pg_catalog.=) subscribe.plan
+    RETURNING s.id INTO new_id;
+
+    INSERT INTO subscription.ledger
+           (account_id, subscription_id, kind, amount, currency, period, plan, description)
+    VALUES (subscribe.account_id, new_id, 'charge',
+            CASE WHEN period OPERATOR(pg_catalog.=) full_period
+                 THEN subscription.round_money(price.amount, price.currency)
+                 ELSE subscription.prorate_refund(price.amount, lower(full_period), upper(full_period), at, 'day',
+                                                  subscription.money_scale(price.currency)) END,
+            price.currency, period, plan,
+            format('plan %s, cycle %s, quantity %s%s', plan, cycle, quantity,
+                   CASE WHEN period OPERATOR(pg_catalog.=) full_period THEN ''
+                        ELSE format(', to the billing date %s', upper(period)) END));
+
+    RETURN new_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.subscribe(bigint, text, interval, integer, timestamptz, text, text) IS 'Subscribe an account to a plan and charge the first period, prorated to the billing anchor (L4)';
+
+-- More licenses take effect now and the rest of the period is charged for
+-- the licenses above those already paid this period (prorate_refund's
+-- fraction, rounded once); fewer take effect now too, refund nothing, and
+-- cannot go below the licenses assigned (23514).  Returns the licenses left.
+CREATE OR REPLACE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT now())
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    counter subscription.license_counter;
+    new_capacity integer;
+    paid integer;
+    monthly boolean;
+    old_price record;
+    new_price record;
+    charge numeric;
+BEGIN
+    PERFORM subscription.require_arguments('set_quantity', '{subscription_id,quantity,at}',
+        ARRAY[subscription_id IS NULL, quantity IS NULL, at IS NULL]);
+    PERFORM subscription.require_quantity(quantity);
+    PERFORM subscription.require_time('set_quantity', at, false);
+
+    SELECT * INTO s FROM subscription.subscription AS x
+     WHERE x.id OPERATOR(pg_catalog.=) set_quantity.subscription_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    monthly := subscription.cycle_key(s.cycle) OPERATOR(pg_catalog.=) '{1,0,0}';
+    PERFORM subscription.authorize(s.account_id,
+        CASE WHEN quantity OPERATOR(pg_catalog.>) s.quantity THEN 'increase_licenses' ELSE 'decrease_licenses' END,
+        monthly);
+    IF s.status OPERATOR(pg_catalog.<>) 'active' THEN
+        RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM subscription.require_in_period('set_quantity', s, at);
+    IF quantity OPERATOR(pg_catalog.=) s.quantity THEN
+        RETURN subscription.licenses_left(subscription_id);
+    END IF;
+
+    -- the counter row is what concurrent license writes wait on
+    SELECT * INTO counter FROM subscription.license_counter AS c
+     WHERE c.subscription_id OPERATOR(pg_catalog.=) set_quantity.subscription_id FOR NO KEY UPDATE;
+    -- the capacity keeps the add-on licenses and takes the new quantity
+    new_capacity := counter.capacity OPERATOR(pg_catalog.-) s.quantity OPERATOR(pg_catalog.+) quantity;
+    IF counter.used OPERATOR(pg_catalog.>) new_capacity THEN
+        RAISE EXCEPTION 'subscription % cannot have fewer licenses than it has assigned', subscription_id
+            USING ERRCODE = 'check_violation',
+                  DETAIL = format('Limit %s, in use %s.', new_capacity, counter.used),
+                  HINT = 'Release licenses with subscription.license_release() first.';
+    END IF;
+
+    -- on a tiered plan the quantity is a tier (55000 otherwise)
+    new_price := subscription.period_price(s.plan, s.cycle, quantity);
+    PERFORM subscription.require_amount(new_price.amount, new_price.currency);
+    paid := coalesce(s.paid_quantity, s.quantity);
+    IF quantity OPERATOR(pg_catalog.>) paid THEN
+        old_price := subscription.period_price(s.plan, s.cycle, paid);
+        charge := subscription.prorate_refund(new_price.amount OPERATOR(pg_catalog.-) old_price.amount,
+                      lower(s.period), upper(s.period), at, 'day', subscription.money_scale(new_price.currency));
+        INSERT INTO subscription.ledger
+               (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+        VALUES (s.account_id, s.id, 'charge', charge, new_price.currency,
+                tstzrange(at, upper(s.period), '[)'), format('licenses %s-%s', paid OPERATOR(pg_catalog.+) 1, quantity), s.plan,
+                format('%s more licenses of plan %s for the rest of the period', quantity OPERATOR(pg_catalog.-) paid, s.plan));
+    END IF;
+
+    UPDATE subscription.subscription AS x
+       SET quantity = set_quantity.quantity, paid_quantity = greatest(paid, set_quantity.quantity)
+     WHERE x.id OPERATOR(pg_catalog.=) s.id;
+    RETURN subscription.licenses_left(subscription_id);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.set_quantity(bigint, integer, timestamptz) IS 'Change the licenses now: more are charged for the rest of the period, fewer refund nothing';
+
+-- C1-C4, Z5.  A higher (or equal) rank is an upgrade, by the product's
+-- upgrade mode: 'restart' gives back the unused part of what was paid and
+-- starts a new full period now at the new price (C1); 'prorate' keeps the
+-- period, gives back the unused part and charges the new price for the
+-- rest of it.  An upgrade drops a pending downgrade.  A lower rank is a
+-- downgrade, by the downgrade mode: 'end_of_period' stores it as
+-- pending_plan for renew_due (C4); 'immediate' prorates like an upgrade
+-- and trims the account's data now through apply_downgrade.  Changing to
+-- the current plan drops a pending downgrade.
+CREATE OR REPLACE FUNCTION subscription.change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT now())
+RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    old_plan subscription.plan;
+    new_plan subscription.plan;
+    modes subscription.product;
+    price record;
+    new_period tstzrange;
+BEGIN
+    PERFORM subscription.require_arguments('change_plan', '{subscription_id,plan,at}',
+        ARRAY[subscription_id IS NULL, plan IS NULL, at IS NULL]);
+    PERFORM subscription.require_time('change_plan', at, false);
+    SELECT * INTO new_plan FROM subscription.plan AS p WHERE p.code OPERATOR(pg_catalog.=) change_plan.plan;
+    IF NOT FOUND THEN
+        PERFORM subscription.unknown_code('plan', plan);
+    END IF;
+    s := subscription.subscription_for_change('change_plan', subscription_id, 'change_plan');
+    PERFORM subscription.require_in_period('change_plan', s, at);
+    SELECT * INTO old_plan FROM subscription.plan AS p WHERE p.code OPERATOR(pg_catalog.=) s.plan;
+    IF new_plan.product OPERATOR(pg_catalog.<>) old_plan.product THEN
+        RAISE EXCEPTION 'plan "%" is not a plan of product "%"', plan, old_plan.product
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Subscribe to the other product with subscription.subscribe().';
+    END IF;
+
+    effective_at := at;
+    refund := 0;
+    charge := 0;
+    IF new_plan.code OPERATOR(pg_catalog.=) s.plan THEN
+        UPDATE subscription.subscription AS x SET pending_plan = NULL
+         WHERE x.id OPERATOR(pg_catalog.=) s.id AND x.pending_plan IS NOT NULL;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    SELECT * INTO modes FROM subscription.product AS p WHERE p.code OPERATOR(pg_catalog.=) new_plan.product;
+    IF new_plan.rank OPERATOR(pg_catalog.<) old_plan.rank AND modes.downgrade OPERATOR(pg_catalog.=) 'end_of_period' THEN
+        -- C4: the current plan runs to the end of the period; the new one
+        -- must sell the cycle and quantity of the next (22023, 55000)
+        PERFORM subscription.period_price(new_plan.code, coalesce(s.pending_cycle, s.cycle),
+                                          coalesce(s.pending_quantity, s.quantity));
+        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code WHERE x.id OPERATOR(pg_catalog.=) s.id;
+        effective_at := upper(s.period);
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    -- the new plan must sell the cycle and the quantity (22023, 55000)
+    price := subscription.period_price(new_plan.code, s.cycle, s.quantity);
+    refund := subscription.give_back_unused(s, at, 'refund', format('change to plan %s', new_plan.code));
+    IF new_plan.rank OPERATOR(pg_catalog.>=) old_plan.rank AND modes.upgrade OPERATOR(pg_catalog.=) 'restart' THEN
+        -- C1: a new full period starts now
+        new_period := subscription.nth_period(at, s.cycle, 1);
+        charge := subscription.round_money(price.amount, price.currency);
+    ELSE
+        new_period := s.period;
+        charge := subscription.prorate_refund(price.amount, lower(s.period), upper(s.period), at, 'day',
+                                              subscription.money_scale(price.currency));
+    END IF;
+    INSERT INTO subscription.ledger
+           (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+    VALUES (s.account_id, s.id, 'charge', charge, price.currency,
+            tstzrange(at, upper(new_period), '[)'), format('change to %s', new_plan.code), new_plan.code,
+            format('plan %s from %s, cycle %s, quantity %s', new_plan.code, at, s.cycle, s.quantity));
+
+    IF new_plan.rank OPERATOR(pg_catalog.<) old_plan.rank THEN
+        -- immediate downgrade: apply_downgrade moves to the plan and trims
+        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code, paid_quantity = x.quantity
+         WHERE x.id OPERATOR(pg_catalog.=) s.id;
+        PERFORM FROM subscription.apply_downgrade(s.id);
+    ELSE
+        UPDATE subscription.subscription AS x
+           SET plan = new_plan.code, pending_plan = NULL, paid_quantity = x.quantity,
+               period = new_period,
+               anchor = CASE WHEN new_period OPERATOR(pg_catalog.=) s.period THEN x.anchor ELSE at END
+         WHERE x.id OPERATOR(pg_catalog.=) s.id;
+    END IF;
+    RETURN NEXT;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.change_plan(bigint, text, timestamptz) IS 'Upgrade now (prorated or restarted) or downgrade at the period end (C1-C4, Z5)';
+
+-- Z7: a new cycle takes effect when the next period starts (switching an
+-- annual plan to monthly in its first month takes effect eleven months
+-- later); the plan must have a price for it.  Returns when it takes effect.
+CREATE OR REPLACE FUNCTION subscription.change_cycle(subscription_id bigint, cycle interval)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    missing text;
+BEGIN
+    PERFORM subscription.require_arguments('change_cycle', '{subscription_id,cycle}',
+        ARRAY[subscription_id IS NULL, cycle IS NULL]);
+    PERFORM subscription.require_cycle(cycle);
+    s := subscription.subscription_for_change('change_cycle', subscription_id, 'change_plan');
+    -- the plan must sell this cycle for the quantity, and so must the
+    -- add-ons that will renew with it (22023 otherwise)
+    PERFORM subscription.period_price(coalesce(s.pending_plan, s.plan), cycle,
+                                      coalesce(s.pending_quantity, s.quantity));
+    missing := subscription.unpriced_addons(s.id, cycle);
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'add-on "%" has no price for cycle %', missing, subscription.cycle_text(cycle)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = subscription.sold_cycles('add-on', missing),
+                  HINT = 'The prices of an add-on are its rows in subscription.addon_price.';
+    END IF;
+    UPDATE subscription.subscription AS x
+       SET pending_cycle = CASE WHEN subscription.cycle_key(change_cycle.cycle)
+                                     OPERATOR(pg_catalog.=) subscription.cycle_key(s.cycle)
+                                THEN NULL ELSE change_cycle.cycle END
+     WHERE x.id OPERATOR(pg_catalog.=) s.id;
+    RETURN upper(s.period);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.change_cycle(bigint, interval) IS 'A new billing cycle from the next period (Z7); returns when it takes effect';
+
+-- L9: end a subscription now to consolidate it into the account's
+-- renewal: the unused days of what it paid become credit.
+CREATE OR REPLACE FUNCTION subscription.end_early(subscription_id bigint, at timestamptz DEFAULT now())
+RETURNS numeric
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    credited numeric;
+BEGIN
+    PERFORM subscription.require_arguments('end_early', '{subscription_id,at}',
+        ARRAY[subscription_id IS NULL, at IS NULL]);
+    PERFORM subscription.require_time('end_early', at, false);
+    s := subscription.subscription_for_change('end_early', subscription_id, 'cancel');
+    PERFORM subscription.require_in_period('end_early', s, at);
+    credited := subscription.give_back_unused(s, at, 'credit', 'consolidation');
+    UPDATE subscription.addon_batch AS b SET status = 'expired'
+     WHERE b.subscription_id OPERATOR(pg_catalog.=) s.id AND b.status OPERATOR(pg_catalog.=) 'active';
+    UPDATE subscription.subscription AS x SET status = 'cancelled' WHERE x.id OPERATOR(pg_catalog.=) s.id;
+    RETURN credited;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.end_early(bigint, timestamptz) IS 'End a subscription now; its unused days become credit (L9)';
+
+-- L9, L10: credit an account, with a reason; the next charges use it.
+CREATE OR REPLACE FUNCTION subscription.credit_account(account_id bigint, amount numeric, reason text,
+                                            currency text DEFAULT 'EUR')
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    line bigint;
+BEGIN
+    PERFORM subscription.require_arguments('credit_account', '{account_id,amount,reason,currency}',
+        ARRAY[account_id IS NULL, amount IS NULL, reason IS NULL, currency IS NULL]);
+    PERFORM subscription.require_account(credit_account.account_id);
+    PERFORM subscription.authorize(credit_account.account_id, 'pay');
+    PERFORM FROM subscription.currency AS c WHERE c.code OPERATOR(pg_catalog.=) credit_account.currency;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'currency "%" does not exist', currency USING ERRCODE = 'undefined_object';
+    END IF;
+    IF amount OPERATOR(pg_catalog.<=) 0 OR amount OPERATOR(pg_catalog.>=) 'Infinity'
+       OR amount OPERATOR(pg_catalog.<>) subscription.round_money(amount, currency) THEN
+        RAISE EXCEPTION 'a credit must be a positive amount in the minor unit of %', currency
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The amount was %s.', amount);
+    END IF;
+    PERFORM subscription.require_amount(amount, currency);
+    INSERT INTO subscription.ledger AS l (account_id, kind, amount, currency, item, description)
+    VALUES (credit_account.account_id, 'credit', amount, currency, 'credit', reason)
+    RETURNING l.id INTO line;
+    RETURN line;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.credit_account(bigint, numeric, text, text) IS 'Credit an account with a reason; the next charges use it (L9, L10)';
+
+-- K1-K3, Z6: a batch of add-on units for the subscription.  A recurring
+-- add-on is charged for the rest of the current period, prorated by day,
+-- and renews with the plan; the ledger line names the full-cycle amount
+-- (K3).  A one-time add-on is charged in full, once (K2).
+CREATE OR REPLACE FUNCTION subscription.purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
+                                            at timestamptz DEFAULT now())
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    a subscription.addon;
+    offer subscription.plan_addon;
+    price record;
+    plan_price record;
+    batch bigint;
+    one_time boolean;
+BEGIN
+    PERFORM subscription.require_arguments('purchase_addon', '{subscription_id,addon,quantity,at}',
+        ARRAY[subscription_id IS NULL, addon IS NULL, quantity IS NULL, at IS NULL]);
+    PERFORM subscription.require_quantity(quantity);
+    PERFORM subscription.require_time('purchase_addon', at, false);
+    SELECT * INTO a FROM subscription.addon AS x WHERE x.code OPERATOR(pg_catalog.=) purchase_addon.addon;
+    IF NOT FOUND THEN
+        PERFORM subscription.unknown_code('add-on', addon);
+    END IF;
+    -- K8: members of a sub-account do not buy
+    s := subscription.subscription_for_change('purchase_addon', subscription_id, 'purchase');
+    PERFORM subscription.require_in_period('purchase_addon', s, at);
+
+    SELECT * INTO offer FROM subscription.plan_addon AS o
+     WHERE o.plan OPERATOR(pg_catalog.=) s.plan AND o.addon OPERATOR(pg_catalog.=) a.code;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'add-on "%" is not sold with plan "%"', a.code, s.plan
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'The add-ons a plan may buy are its rows in subscription.plan_addon.';
+    ELSIF offer.included THEN
+        RAISE EXCEPTION 'add-on "%" is already included in plan "%"', a.code, s.plan   -- Z6
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Plan "%s" gives what add-on "%s" sells: there is nothing to buy.', s.plan, a.code);
+    END IF;
+    plan_price := subscription.period_price(s.plan, s.cycle, s.quantity);
+    IF plan_price.amount OPERATOR(pg_catalog.=) 0 THEN
+        RAISE EXCEPTION 'add-ons are sold on paid plans only'                            -- K1
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Plan "%s" is free.', s.plan);
+    END IF;
+
+    one_time := a.one_time;
+    price := subscription.addon_period_price(a.code, CASE WHEN one_time THEN NULL ELSE s.cycle END, quantity);
+    PERFORM subscription.require_amount(price.amount, price.currency);
+    -- the seats it adds stay within the largest quantity (an integer)
+    IF a.feature OPERATOR(pg_catalog.=) 'licenses'
+       AND subscription.license_capacity(s.id)::bigint OPERATOR(pg_catalog.+) quantity::bigint OPERATOR(pg_catalog.*) a.units
+           OPERATOR(pg_catalog.>) current_setting('subscription.max_quantity')::bigint THEN
+        RAISE EXCEPTION 'subscription % would hold more licenses than the largest quantity allowed', s.id
+            USING ERRCODE = 'numeric_value_out_of_range',
+                  DETAIL = format('It holds %s; %s x %s more would pass subscription.max_quantity (%s).',
+                                  subscription.license_capacity(s.id), quantity, a.units,
+                                  current_setting('subscription.max_quantity'));
+    END IF;
+    INSERT INTO subscription.addon_batch AS b (subscription_id, addon, quantity, purchased_at)
+    VALUES (s.id, a.code, quantity, at)
+    RETURNING b.id INTO batch;
+    INSERT INTO subscription.ledger
+           (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
+    SELECT s.account_id, s.id, batch, 'charge', c.amount, price.currency,
+           CASE WHEN one_time THEN NULL ELSE tstzrange(at, upper(s.period), '[)') END, 'addon', s.plan,
+           CASE WHEN one_time
+                THEN format('add-on %s x %s, one-time', a.code, quantity)
+                ELSE format('add-on %s x %s for the rest of the period; full cycle %s %s', a.code, quantity,
+                            subscription.round_money(price.amount, price.currency), price.currency) END
+      FROM (SELECT CASE WHEN one_time THEN subscription.round_money(price.amount, price.currency)
+                        ELSE subscription.prorate_refund(price.amount, lower(s.period), upper(s.period), at, 'day',
+                                                         subscription.money_scale(price.currency)) END) AS c(amount);
+    RETURN batch;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.purchase_addon(bigint, text, integer, timestamptz) IS 'Buy add-on units for the rest of the period, or once (K1-K3, Z6)';
+
+-- Why the next renewal of a subscription would fail (no price for its
+-- plan, cycle and quantity, or for one of its add-on batches), or NULL.
+-- A plain lookup: renew_due() checks every subscription without a
+-- subtransaction.
+CREATE OR REPLACE FUNCTION subscription.renewal_problem(s subscription.subscription)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    next_cycle interval := CASE WHEN s.renewal OPERATOR(pg_catalog.=) 'to_monthly' THEN interval '1 month'
+                                ELSE coalesce(s.pending_cycle, s.cycle) END;
+    next_plan text := coalesce(s.pending_plan, s.plan);
+    next_quantity integer := coalesce(s.pending_quantity, s.quantity);
+    missing text;
+BEGIN
+    IF s.cancel_at_period_end OR s.renewal OPERATOR(pg_catalog.=) 'none' THEN
+        RETURN NULL;
+    END IF;
+    CASE (subscription.find_price(next_plan, next_cycle, next_quantity)).problem
+        WHEN 'not_a_tier' THEN
+            RETURN format('quantity %s is not a tier of plan "%s"', next_quantity, next_plan);
+        WHEN 'no_price' THEN
+            RETURN format('plan "%s" has no price for cycle %s', next_plan, subscription.cycle_text(next_cycle));
+        ELSE
+    END CASE;
+    missing := subscription.unpriced_addons(s.id, next_cycle);
+    IF missing IS NOT NULL THEN
+        RETURN format('add-on %s has no price for cycle %s', missing, subscription.cycle_text(next_cycle));
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renewal_problem(subscription.subscription) IS 'Internal: why the next renewal could not be charged, or NULL';
+
+-- One batch of renew_due: at most batch_size due subscriptions after
+-- (after_end, after_id) in (period end, id) order, taken FOR NO KEY UPDATE
+-- SKIP LOCKED, so workers run side by side without waiting for each other
+-- (a subscription locked by other work is left for the next run); each is
+-- caught up one period at a time.  The keyset means that neither the rows
+-- renewed nor those another worker holds are read twice.  A subscription
+-- whose renewal cannot be done (a price missing, a 'block' limit exceeded)
+-- stays due, with a WARNING; so does one whose trimming fails in the
+-- account's own code (a trigger of an application table).  One call
+-- catches up at most subscription.max_catchup periods of a subscription:
+-- past it, the subscription stays due with a WARNING, is listed in capped
+-- (the caller's later batches pass it back in skip, so that its moved
+-- period end does not bring it back in this run), and the next run goes on
+-- from there.  Returns how many it took and handled, and where the next
+-- batch starts.
+CREATE OR REPLACE FUNCTION subscription.renew_batch(
+    at timestamptz, batch_size integer, after_end timestamptz, after_id bigint, skip bigint[],
+    OUT taken integer, OUT handled integer, OUT last_end timestamptz, OUT last_id bigint, OUT capped bigint[])
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    status text;
+    problem text;
+    may_trim boolean;
+    most integer := current_setting('subscription.max_catchup')::integer;
+    renewed integer;
+BEGIN
+    taken := 0;
+    handled := 0;
+    last_end := after_end;
+    last_id := after_id;
+    capped := '{}';
+    FOR s IN
+        SELECT * FROM subscription.subscription AS x
+         WHERE x.status OPERATOR(pg_catalog.=) 'active' AND upper(x.period) OPERATOR(pg_catalog.<=) at
+           AND (upper(x.period), x.id) OPERATOR(pg_catalog.>) (after_end, after_id)
+           AND NOT x.id OPERATOR(pg_catalog.=) ANY (skip)
+         ORDER BY upper(x.period), x.id
+         LIMIT batch_size
+           FOR NO KEY UPDATE SKIP LOCKED
+    LOOP
+        taken := taken OPERATOR(pg_catalog.+) 1;
+        last_end := upper(s.period);
+        last_id := s.id;
+        renewed := 0;
+        LOOP
+            problem := subscription.renewal_problem(s);
+            -- asked before anything moves: the batches it ends are part of the answer
+            may_trim := problem IS NULL AND subscription.renewal_may_trim(s);
+            IF may_trim THEN
+                -- only here can the renewal be refused after writing: a subtransaction
+                BEGIN
+                    status := subscription.renew_period(s, true);
+                EXCEPTION WHEN check_violation THEN
+                    problem := SQLERRM;
+                WHEN OTHERS THEN
+                    -- the trim ran the account's own triggers: whatever they
+                    -- raise holds back this renewal only, never the others'
+                    -- (a lost race is still the caller's to retry)
+                    IF SQLSTATE LIKE '40%' THEN
+                        RAISE;
+                    END IF;
+                    problem := format('its trimming failed: %s (SQLSTATE %s)', SQLERRM, SQLSTATE);
+                END;
+            ELSIF problem IS NULL THEN
+                status := subscription.renew_period(s, false);
+            END IF;
+            IF problem IS NOT NULL THEN
+                RAISE WARNING 'subscription % was not renewed: %', s.id, problem
+                    USING DETAIL = 'It stays due; renew_due() tries again on its next run.';
+                EXIT;
+            END IF;
+            EXIT WHEN status OPERATOR(pg_catalog.<>) 'active';
+            SELECT * INTO s FROM subscription.subscription AS x WHERE x.id OPERATOR(pg_catalog.=) s.id;
+            EXIT WHEN upper(s.period) OPERATOR(pg_catalog.>) at;
+            renewed := renewed OPERATOR(pg_catalog.+) 1;
+            IF renewed OPERATOR(pg_catalog.>=) most THEN
+                RAISE WARNING 'subscription % caught up % periods, the most of one call', s.id, renewed
+                    USING DETAIL = format('It stays due from %s; the next renewal run goes on from there.', upper(s.period)),
+                          HINT = 'subscription.max_catchup sets how many periods one call catches up.';
+                capped := capped OPERATOR(pg_catalog.||) s.id;
+                EXIT;
+            END IF;
+        END LOOP;
+        IF problem IS NULL THEN
+            handled := handled OPERATOR(pg_catalog.+) 1;
+        END IF;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_batch(timestamptz, integer, timestamptz, bigint, bigint[]) IS 'Internal: one batch of renew_due and run_renewals';
+
+-- Renewals are back-office work: no actor, and a trusted role; up to a
+-- time neither further back than subscription.max_backdate nor further
+-- ahead than subscription.max_ahead (a mistyped year bills no decades).
+CREATE OR REPLACE FUNCTION subscription.require_renewal_run(fn text, at timestamptz)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.require_time(fn, at, true);
+    IF coalesce(current_setting('subscription.actor', true), '') <> '' THEN
+        RAISE EXCEPTION '%() is back-office work', fn
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('subscription.actor is set to %s.', current_setting('subscription.actor')),
+                  HINT = 'Run it with subscription.actor empty.';
+    END IF;
+    PERFORM subscription.require_trusted_caller();
+END
+$$;
+
+COMMENT ON FUNCTION subscription.require_renewal_run(text, timestamptz) IS 'Internal: renewals run up to a time within the bounds, as back-office code';
+
+-- Renews, expires or cancels every subscription whose period ended by
+-- "at", catching up missed periods, in one transaction; returns how many
+-- it handled.  Safe to run concurrently and repeatedly: a period is
+-- charged once whatever runs (C2).  Progress is a NOTICE every 10,000.
+CREATE OR REPLACE FUNCTION subscription.renew_due(at timestamptz DEFAULT now())
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    b record;
+    total integer := 0;
+    next_notice integer := 10000;
+    after_end timestamptz := '-infinity';
+    after_id bigint := 0;
+    capped bigint[] := '{}';
+BEGIN
+    PERFORM subscription.require_arguments('renew_due', '{at}', ARRAY[at IS NULL]);
+    PERFORM subscription.require_renewal_run('renew_due', at);
+    LOOP
+        b := subscription.renew_batch(at, 500, after_end, after_id, capped);
+        EXIT WHEN b.taken OPERATOR(pg_catalog.=) 0;
+        capped := capped OPERATOR(pg_catalog.||) b.capped;
+        total := total OPERATOR(pg_catalog.+) b.handled;
+        IF total OPERATOR(pg_catalog.>=) next_notice THEN
+            RAISE NOTICE 'renew_due: % subscriptions handled', total;
+            next_notice := next_notice OPERATOR(pg_catalog.+) 10000;
+        END IF;
+        after_end := b.last_end;
+        after_id := b.last_id;
+    END LOOP;
+    RETURN total;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_due(timestamptz) IS 'Renew, expire or cancel every subscription due by a time, catching up missed periods; back-office work';
+
+-- renew_due() for large runs: the same batches, each committed as it is
+-- done, so that memory and locks stay bounded by one batch however many
+-- subscriptions are due.  CALL it outside a transaction block.  A
+-- procedure that commits cannot carry SET search_path: everything in it
+-- is schema-qualified, and the functions it calls pin their own.  It
+-- commits, which a SECURITY DEFINER procedure cannot: each of its batches
+-- (renew_batch) is SECURITY DEFINER instead.
+CREATE OR REPLACE PROCEDURE subscription.run_renewals(at timestamptz DEFAULT now(), batch_size integer DEFAULT 1000)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    b record;
+    total bigint := 0;
+    after_end timestamptz := '-infinity';
+    after_id bigint := 0;
+    capped bigint[] := '{}';
+BEGIN
+    PERFORM subscription.require_arguments('run_renewals', '{at,batch_size}', ARRAY[at IS NULL, batch_size IS NULL]);
+    PERFORM subscription.require_renewal_run('run_renewals', at);
+    IF batch_size OPERATOR(pg_catalog.<) 1 THEN
+        RAISE EXCEPTION 'batch size must be at least 1' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    LOOP
+        b := subscription.renew_batch(at, batch_size, after_end, after_id, capped);
+        COMMIT;
+        EXIT WHEN b.taken OPERATOR(pg_catalog.=) 0;
+        capped := capped OPERATOR(pg_catalog.||) b.capped;
+        total := total OPERATOR(pg_catalog.+) b.handled;
+        after_end := b.last_end;
+        after_id := b.last_id;
+        RAISE NOTICE 'run_renewals: % subscriptions handled', total;
+    END LOOP;
+END
+$$;
+
+COMMENT ON PROCEDURE subscription.run_renewals(timestamptz, integer) IS 'renew_due in committed batches, for large runs; CALL it outside a transaction block';
+
+-- L5, L8: the subscriptions that renew within subscription.notice_days
+-- (default 30), with what the renewal will be: plan, cycle, quantity (the
+-- tier on a tiered plan), the amount to be charged and the credit that
+-- will apply (L10), after the coupon's discount (Z10).  A prepaid term renewed
+-- "to_monthly" continues monthly; "none" and cancelled ones do not renew.
+-- overdue: the renewal's time has passed and renew_due has not run yet.
+CREATE OR REPLACE VIEW subscription.renewal_notice WITH (security_barrier) AS
+SELECT s.id AS subscription_id,
+       s.account_id,
+       upper(s.period) AS renews_at,
+       n.plan,
+       n.cycle,
+       n.quantity,
+       CASE WHEN cardinality(subscription.plan_tiers(n.plan)) > 0 THEN n.quantity END AS tier,
+       subscription.round_money(price.amount, price.currency) AS amount,
+       price.currency,
+       d.discount,
+       least(subscription.credit_balance(s.account_id, price.currency),
+             subscription.round_money(price.amount, price.currency) OPERATOR(pg_catalog.-) d.discount) AS credit,
+       upper(s.period) OPERATOR(pg_catalog.<=) now() AS overdue
+  FROM subscription.subscription AS s
+  CROSS JOIN LATERAL (
+       SELECT coalesce(s.pending_plan, s.plan) AS plan,
+              CASE WHEN s.renewal OPERATOR(pg_catalog.=) 'to_monthly' THEN interval '1 month'
+                   ELSE coalesce(s.pending_cycle, s.cycle) END AS cycle,
+              coalesce(s.pending_quantity, s.quantity) AS quantity) AS n
+  CROSS JOIN LATERAL subscription.period_price(n.plan, n.cycle, n.quantity) AS price
+  CROSS JOIN LATERAL subscription.coupon_discount(s.id, subscription.round_money(price.amount, price.currency),
+                                                  price.currency) AS d(discount)
+ WHERE s.status OPERATOR(pg_catalog.=) 'active'
+   AND NOT s.cancel_at_period_end
+   AND s.renewal OPERATOR(pg_catalog.<>) 'none'
+   AND upper(s.period) OPERATOR(pg_catalog.<=)
+       (now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
+   AND subscription.may_read(s.account_id);
+
+COMMENT ON VIEW subscription.renewal_notice IS
+'Subscriptions renewing within subscription.notice_days, with the renewal''s plan, cycle, quantity and amount (L5, L8)';
+
+-- The exact rights of each kind of role, one row per object: the single
+-- list that grant_*, revoke_* and the ACL test read.
+--   application: EXECUTE on what a member acting through the application
+--     calls, and on what the views it reads call; SELECT on the catalog
+--     and the views; new accounts and members, and their ids.
+--   backoffice: the application's rights, EXECUTE on every function but
+--     these grants, SELECT on every table and sequence (reports, pg_dump),
+--     and the catalog, accounts and members to write.
+-- Neither writes subscriptions, licenses, the ledger, the counters, the
+-- archive or history: the functions do, as the extension's owner.
+CREATE OR REPLACE FUNCTION subscription.role_rights(kind text)
+RETURNS TABLE (object_type text, object text, privileges text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    application_routines text[] := '{subscribe,set_quantity,change_plan,change_cycle,set_renewal,cancel,
+        cancel_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
+        apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
+        effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
+        cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
+        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle}';
+    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency}';
+    views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
+BEGIN
+    IF kind NOT IN ('application', 'backoffice') THEN
+        RAISE EXCEPTION 'unknown kind of role "%"', kind
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The kinds are application and backoffice.';
+    END IF;
+    RETURN QUERY
+    SELECT 'SCHEMA', 'subscription', 'USAGE'
+    UNION ALL
+    SELECT 'ROUTINE', p.oid::regprocedure::text, 'EXECUTE'
+      FROM pg_catalog.pg_proc AS p
+     WHERE p.pronamespace = 'subscription'::regnamespace
+       AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
+                     -- granting is for the extension's owner alone
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice)|change_rights|set_role_kind)$' END
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || c.relname,
+           CASE WHEN kind = 'backoffice' AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
+                THEN 'SELECT, INSERT, UPDATE, DELETE' ELSE 'SELECT' END
+      FROM pg_catalog.pg_class AS c
+     WHERE c.relnamespace = 'subscription'::regnamespace AND c.relkind IN ('r', 'v', 'S')
+       AND (kind = 'backoffice' OR c.relname = ANY (catalog || views))
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || t, 'INSERT, UPDATE' || CASE t WHEN 'member' THEN ', DELETE' ELSE '' END
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+    UNION ALL
+    SELECT 'COLUMNS', 'subscription.' || t, 'SELECT (id)'
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+     ORDER BY 1, 2;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.role_rights(text) IS
+'The exact rights grant_application() (kind application) and grant_backoffice() (kind backoffice) give';
+
+
+
+-- PUBLIC executes none of the new functions; the roles given their rights
+-- before get the new ones of their kind
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA subscription FROM PUBLIC;
+SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g;

@@ -873,7 +873,16 @@ PrecheckLicense(const char *fn, int64 subscription_id, int64 member_id, bool ass
 			 "  LEFT JOIN subscription.member AS m ON m.id = $2"
 			 " WHERE s.id = $1",
 			 2, argtypes);
-	if (SPI_execute_plan(precheck_plan, values, NULL, true, 1) != SPI_OK_SELECT)
+	/*
+	 * Asked after a write that found nothing: under READ COMMITTED the
+	 * statement's snapshot may still show a license that a concurrent
+	 * release or DELETE has removed since, so the latest one decides (P0002,
+	 * not a retry).  Under REPEATABLE READ and SERIALIZABLE the transaction's
+	 * snapshot stays, and a change it cannot see is a serialization failure.
+	 */
+	if (SPI_execute_snapshot(precheck_plan, values, NULL,
+							 IsolationUsesXactSnapshot() ? InvalidSnapshot : GetLatestSnapshot(),
+							 InvalidSnapshot, true, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look up subscription " INT64_FORMAT, subscription_id);
 
 	sub_missing = SPI_processed == 0;
@@ -965,7 +974,8 @@ WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
 				 " SELECT $1, $2"
 				 "   FROM subscription.subscription AS s"
 				 "   JOIN subscription.member AS m ON m.id = $2 AND m.account_id = s.account_id"
-				 "  WHERE s.id = $1 AND s.status = 'active'",
+				 "  WHERE s.id = $1 AND s.status = 'active'"
+				 " ON CONFLICT (subscription_id, member_id) DO NOTHING",
 				 2, argtypes);
 		if (SPI_execute_plan(insert_license_plan, values, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not assign the license");

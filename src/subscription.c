@@ -13,7 +13,9 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
 #include "utils/guc.h"
+#include "utils/timestamp.h"
 
 #include "subscription.h"
 
@@ -25,6 +27,47 @@ PG_FUNCTION_INFO_V1(current_actor);
 
 char	   *subscription_actor = NULL;
 int			subscription_notice_days = 30;
+char	   *subscription_max_backdate = NULL;
+char	   *subscription_max_ahead = NULL;
+int			subscription_max_catchup = 120;
+int			subscription_max_quantity = 1000000;
+int			subscription_max_amount = 1000000000;
+
+/*
+ * A setting that holds an interval (subscription.max_backdate,
+ * subscription.max_ahead) must be a positive interval without months'
+ * ambiguity getting in the way: parsed as interval_in does, without
+ * raising (a check hook reports, it does not throw).
+ */
+static bool
+check_positive_interval(char **newval, void **extra, GucSource source)
+{
+	char		workbuf[256];
+	char	   *field[MAXDATEFIELDS];
+	int			ftype[MAXDATEFIELDS];
+	int			nf;
+	int			dtype;
+	struct pg_itm_in itm;
+	Interval	span;
+
+	if (*newval == NULL ||
+		ParseDateTime(*newval, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) != 0 ||
+		(DecodeInterval(field, ftype, nf, INTERVAL_FULL_RANGE, &dtype, &itm) != 0 &&
+		 DecodeISO8601Interval(*newval, &dtype, &itm) != 0) ||
+		dtype != DTK_DELTA ||
+		itmin2interval(&itm, &span) != 0)
+	{
+		GUC_check_errdetail("\"%s\" is not an interval.", *newval ? *newval : "");
+		return false;
+	}
+	if (span.month < 0 || span.day < 0 || span.time < 0 ||
+		(span.month == 0 && span.day == 0 && span.time == 0))
+	{
+		GUC_check_errdetail("The interval must be positive.");
+		return false;
+	}
+	return true;
+}
 
 void
 _PG_init(void)
@@ -43,6 +86,51 @@ _PG_init(void)
 							NULL,
 							&subscription_notice_days,
 							30, 0, 3660,
+							PGC_USERSET,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("subscription.max_backdate",
+							   "How far back a time given to subscribe() and the other calls with \"at\" may be.",
+							   "A time before now() minus this interval is refused: a typo such as 0026 for 2026.",
+							   &subscription_max_backdate,
+							   "5 years",
+							   PGC_USERSET,
+							   0,
+							   check_positive_interval, NULL, NULL);
+
+	DefineCustomStringVariable("subscription.max_ahead",
+							   "How far ahead of now() renew_due() and run_renewals() may renew.",
+							   "A later time is refused, so that a mistyped date cannot bill years in advance.",
+							   &subscription_max_ahead,
+							   "1 year",
+							   PGC_USERSET,
+							   0,
+							   check_positive_interval, NULL, NULL);
+
+	DefineCustomIntVariable("subscription.max_catchup",
+							"Periods one renewal call catches up per subscription.",
+							"Past it the subscription stays due, with a WARNING; the next call goes on.",
+							&subscription_max_catchup,
+							120, 1, 1000000,
+							PGC_USERSET,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("subscription.max_quantity",
+							"The largest quantity of a subscription or an add-on purchase.",
+							NULL,
+							&subscription_max_quantity,
+							1000000, 1, PG_INT32_MAX,
+							PGC_USERSET,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("subscription.max_amount",
+							"The largest amount of one price or credit, in the major unit of its currency.",
+							NULL,
+							&subscription_max_amount,
+							1000000000, 1, PG_INT32_MAX,
 							PGC_USERSET,
 							0,
 							NULL, NULL, NULL);

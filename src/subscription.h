@@ -29,6 +29,11 @@
 /* settings, defined in subscription.c */
 extern char *subscription_actor;
 extern int	subscription_notice_days;
+extern char *subscription_max_backdate;
+extern char *subscription_max_ahead;
+extern int	subscription_max_catchup;
+extern int	subscription_max_quantity;
+extern int	subscription_max_amount;
 
 /* subscription.c: the actor written to history */
 extern text *CurrentActor(void);

@@ -27,6 +27,24 @@ RETURN (SELECT k[1] >= 0 AND k[2] >= 0 AND k[3] >= 0 AND k <> '{0,0,0}'
 
 COMMENT ON FUNCTION subscription.is_valid_cycle(interval) IS 'Whether an interval is a positive billing cycle';
 
+-- A cycle as a catalog writes it ('1 month', '1 year', '30 days',
+-- '1 week'), not as interval output prints it ('1 mon', '7 days'): for
+-- messages.  Whole years and weeks are named so.
+CREATE FUNCTION subscription.cycle_text(cycle interval)
+RETURNS text
+LANGUAGE sql STRICT IMMUTABLE PARALLEL SAFE
+RETURN (SELECT coalesce(nullif(concat_ws(' ',
+            CASE WHEN k[1] = 0 THEN NULL
+                 WHEN k[1] % 12 = 0 THEN (k[1] / 12)::text || CASE WHEN abs(k[1]) = 12 THEN ' year' ELSE ' years' END
+                 ELSE k[1]::text || CASE WHEN abs(k[1]) = 1 THEN ' month' ELSE ' months' END END,
+            CASE WHEN k[2] = 0 THEN NULL
+                 WHEN k[2] % 7 = 0 THEN (k[2] / 7)::text || CASE WHEN abs(k[2]) = 7 THEN ' week' ELSE ' weeks' END
+                 ELSE k[2]::text || CASE WHEN abs(k[2]) = 1 THEN ' day' ELSE ' days' END END,
+            CASE WHEN k[3] = 0 THEN NULL ELSE (k[3] * interval '1 microsecond')::text END), ''), '0')
+          FROM (SELECT subscription.cycle_key(cycle)) AS f(k));
+
+COMMENT ON FUNCTION subscription.cycle_text(interval) IS 'A billing cycle as a catalog writes it, for messages (''1 month'', not ''1 mon'')';
+
 CREATE FUNCTION subscription.renewal_options()
 RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE

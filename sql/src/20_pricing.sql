@@ -38,8 +38,7 @@ DECLARE
 BEGIN
     PERFORM FROM subscription.plan AS p WHERE p.code OPERATOR(pg_catalog.=) plan_tiers.plan;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'plan "%" does not exist', plan
-            USING ERRCODE = 'undefined_object';
+        PERFORM subscription.unknown_code('plan', plan);
     END IF;
     SELECT coalesce(array_agg(DISTINCT pp.tier ORDER BY pp.tier), '{}')
       INTO tiers
@@ -91,6 +90,25 @@ END;
 
 COMMENT ON FUNCTION subscription.money_scale(text) IS 'The digits of a currency''s minor unit';
 
+-- The DETAIL of a missing price: the cycles a plan or add-on is sold for,
+-- as its catalog writes them.
+CREATE FUNCTION subscription.sold_cycles(kind text, code text)
+RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT CASE WHEN count(c.cycle) OPERATOR(pg_catalog.=) 0 THEN format('%s "%s" has no recurring price.', upper(left(kind, 1)) || substr(kind, 2), code)
+                ELSE format('%s "%s" is sold for %s.', upper(left(kind, 1)) || substr(kind, 2), code,
+                            string_agg(DISTINCT subscription.cycle_text(c.cycle), ', ' ORDER BY subscription.cycle_text(c.cycle))) END
+      FROM (SELECT pp.cycle FROM subscription.plan_price AS pp
+             WHERE kind OPERATOR(pg_catalog.=) 'plan' AND pp.plan OPERATOR(pg_catalog.=) code
+            UNION ALL
+            SELECT ap.cycle FROM subscription.addon_price AS ap
+             WHERE kind OPERATOR(pg_catalog.=) 'add-on' AND ap.addon OPERATOR(pg_catalog.=) code
+               AND ap.cycle IS NOT NULL) AS c;
+END;
+
+COMMENT ON FUNCTION subscription.sold_cycles(text, text) IS 'Internal: the cycles a plan or add-on is sold for, for a DETAIL';
+
 -- The exact gross price of one period of plan for quantity, not yet
 -- rounded (callers round once, at the end): per-license prices times
 -- quantity, tier prices flat; a tiered plan's quantity must be a tier (L12).
@@ -107,6 +125,9 @@ DECLARE
     tiers integer[] := subscription.plan_tiers(plan);
     price subscription.plan_price;
 BEGIN
+    IF quantity OPERATOR(pg_catalog.<) 1 THEN
+        PERFORM subscription.require_quantity(quantity);
+    END IF;
     IF cardinality(tiers) > 0 AND NOT quantity OPERATOR(pg_catalog.=) ANY (tiers) THEN
         problem := 'not_a_tier';
         RETURN;
@@ -140,11 +161,15 @@ BEGIN
         RAISE EXCEPTION 'quantity % is not a tier of plan "%"', quantity, plan
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = format('The tiers of plan "%s" are %s.', plan, subscription.plan_tiers(plan)),
-                  HINT = format('Use subscription.tier_for_hosts(%L, %s) for the tier that holds %s hosts.',
-                                plan, quantity, quantity);
+                  HINT = CASE WHEN quantity OPERATOR(pg_catalog.>) (SELECT max(t) FROM unnest(subscription.plan_tiers(plan)) AS t)
+                              THEN format('The largest tier of plan "%s" holds %s hosts: contact sales for more.',
+                                          plan, (SELECT max(t) FROM unnest(subscription.plan_tiers(plan)) AS t))
+                              ELSE format('Use subscription.tier_for_hosts(%L, %s) for the tier that holds %s hosts.',
+                                          plan, quantity, quantity) END;
     ELSIF found_price.problem OPERATOR(pg_catalog.=) 'no_price' THEN
-        RAISE EXCEPTION 'plan "%" has no price for cycle %', plan, cycle
+        RAISE EXCEPTION 'plan "%" has no price for cycle %', plan, subscription.cycle_text(cycle)
             USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = subscription.sold_cycles('plan', plan),
                   HINT = 'The cycles of a plan are those of its rows in subscription.plan_price.';
     END IF;
     amount := found_price.amount;

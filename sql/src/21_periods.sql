@@ -2,11 +2,22 @@
 
 -- The k-th period (k >= 1) of a subscription anchored at anchor: computed
 -- from the anchor, so month ends do not drift (Jan 31, Feb 28, Mar 31).
+-- A cycle that is not positive, or an infinite anchor, is refused (22023).
 CREATE FUNCTION subscription.nth_period(anchor timestamptz, cycle interval, k integer)
 RETURNS tstzrange
-LANGUAGE sql STRICT STABLE PARALLEL SAFE
-RETURN tstzrange(anchor OPERATOR(pg_catalog.+) ((k OPERATOR(pg_catalog.-) 1) OPERATOR(pg_catalog.*) cycle),
-                 anchor OPERATOR(pg_catalog.+) (k OPERATOR(pg_catalog.*) cycle), '[)');
+LANGUAGE plpgsql STRICT STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.require_cycle(cycle);
+    IF NOT isfinite(anchor) THEN
+        RAISE EXCEPTION 'the anchor of a period must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('nth_period() was given %s.', anchor);
+    END IF;
+    RETURN tstzrange(anchor OPERATOR(pg_catalog.+) ((k OPERATOR(pg_catalog.-) 1) OPERATOR(pg_catalog.*) cycle),
+                     anchor OPERATOR(pg_catalog.+) (k OPERATOR(pg_catalog.*) cycle), '[)');
+END
+$$;
 
 COMMENT ON FUNCTION subscription.nth_period(timestamptz, interval, integer) IS 'The k-th period of an anchored cycle, computed from the anchor';
 

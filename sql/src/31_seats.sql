@@ -220,10 +220,8 @@ DECLARE
 BEGIN
     PERFORM subscription.require_arguments('set_quantity', '{subscription_id,quantity,at}',
         ARRAY[subscription_id IS NULL, quantity IS NULL, at IS NULL]);
-    IF quantity < 1 THEN
-        RAISE EXCEPTION 'quantity must be at least 1'
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The quantity was %s.', quantity);
-    END IF;
+    PERFORM subscription.require_quantity(quantity);
+    PERFORM subscription.require_time('set_quantity', at, false);
 
     SELECT * INTO s FROM subscription.subscription AS x
      WHERE x.id OPERATOR(pg_catalog.=) set_quantity.subscription_id FOR NO KEY UPDATE;
@@ -238,10 +236,7 @@ BEGIN
         RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    IF NOT at OPERATOR(pg_catalog.<@) s.period THEN
-        RAISE EXCEPTION 'change time % is outside the current period %', at, s.period
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM subscription.require_in_period('set_quantity', s, at);
     IF quantity OPERATOR(pg_catalog.=) s.quantity THEN
         RETURN subscription.licenses_left(subscription_id);
     END IF;
@@ -260,6 +255,7 @@ BEGIN
 
     -- on a tiered plan the quantity is a tier (55000 otherwise)
     new_price := subscription.period_price(s.plan, s.cycle, quantity);
+    PERFORM subscription.require_amount(new_price.amount, new_price.currency);
     paid := coalesce(s.paid_quantity, s.quantity);
     IF quantity OPERATOR(pg_catalog.>) paid THEN
         old_price := subscription.period_price(s.plan, s.cycle, paid);

@@ -69,8 +69,9 @@ BEGIN
                                       coalesce(s.pending_quantity, s.quantity));
     missing := subscription.unpriced_addons(s.id, cycle);
     IF missing IS NOT NULL THEN
-        RAISE EXCEPTION 'add-on "%" has no price for cycle %', missing, cycle
+        RAISE EXCEPTION 'add-on "%" has no price for cycle %', missing, subscription.cycle_text(cycle)
             USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = subscription.sold_cycles('add-on', missing),
                   HINT = 'The prices of an add-on are its rows in subscription.addon_price.';
     END IF;
     UPDATE subscription.subscription AS x

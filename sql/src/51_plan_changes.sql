@@ -71,16 +71,13 @@ DECLARE
 BEGIN
     PERFORM subscription.require_arguments('change_plan', '{subscription_id,plan,at}',
         ARRAY[subscription_id IS NULL, plan IS NULL, at IS NULL]);
+    PERFORM subscription.require_time('change_plan', at, false);
     SELECT * INTO new_plan FROM subscription.plan AS p WHERE p.code OPERATOR(pg_catalog.=) change_plan.plan;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'plan "%" does not exist', plan USING ERRCODE = 'undefined_object';
+        PERFORM subscription.unknown_code('plan', plan);
     END IF;
     s := subscription.subscription_for_change('change_plan', subscription_id, 'change_plan');
-    IF NOT at OPERATOR(pg_catalog.<@) s.period THEN
-        RAISE EXCEPTION 'change time % is outside the current period %', at, s.period
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Renew the subscription first with subscription.renew_due().';
-    END IF;
+    PERFORM subscription.require_in_period('change_plan', s, at);
     SELECT * INTO old_plan FROM subscription.plan AS p WHERE p.code OPERATOR(pg_catalog.=) s.plan;
     IF new_plan.product OPERATOR(pg_catalog.<>) old_plan.product THEN
         RAISE EXCEPTION 'plan "%" is not a plan of product "%"', plan, old_plan.product

@@ -122,6 +122,7 @@ BEGIN
         RAISE EXCEPTION 'a credit must be a positive amount in the minor unit of %', currency
             USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The amount was %s.', amount);
     END IF;
+    PERFORM subscription.require_amount(amount, currency);
     INSERT INTO subscription.ledger AS l (account_id, kind, amount, currency, item, description)
     VALUES (credit_account.account_id, 'credit', amount, currency, 'credit', reason)
     RETURNING l.id INTO line;
@@ -145,11 +146,9 @@ DECLARE
 BEGIN
     PERFORM subscription.require_arguments('end_early', '{subscription_id,at}',
         ARRAY[subscription_id IS NULL, at IS NULL]);
+    PERFORM subscription.require_time('end_early', at, false);
     s := subscription.subscription_for_change('end_early', subscription_id, 'cancel');
-    IF NOT at OPERATOR(pg_catalog.<@) s.period THEN
-        RAISE EXCEPTION 'end time % is outside the current period %', at, s.period
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM subscription.require_in_period('end_early', s, at);
     credited := subscription.give_back_unused(s, at, 'credit', 'consolidation');
     UPDATE subscription.addon_batch AS b SET status = 'expired'
      WHERE b.subscription_id OPERATOR(pg_catalog.=) s.id AND b.status OPERATOR(pg_catalog.=) 'active';

@@ -8,14 +8,18 @@ LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF quantity OPERATOR(pg_catalog.<) 1 THEN
+        PERFORM subscription.require_quantity(quantity);
+    END IF;
     SELECT ap.amount OPERATOR(pg_catalog.*) quantity, ap.currency INTO amount, currency
       FROM subscription.addon_price AS ap
      WHERE ap.addon OPERATOR(pg_catalog.=) addon_period_price.addon
        AND subscription.cycle_key(ap.cycle) IS NOT DISTINCT FROM subscription.cycle_key(addon_period_price.cycle);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'add-on "%" has no price for %', addon,
-                        coalesce('cycle ' || cycle::text, 'a one-time purchase')
+                        coalesce('cycle ' || subscription.cycle_text(cycle), 'a one-time purchase')
             USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = subscription.sold_cycles('add-on', addon),
                   HINT = 'The prices of an add-on are its rows in subscription.addon_price.';
     END IF;
 END
@@ -45,21 +49,15 @@ DECLARE
 BEGIN
     PERFORM subscription.require_arguments('purchase_addon', '{subscription_id,addon,quantity,at}',
         ARRAY[subscription_id IS NULL, addon IS NULL, quantity IS NULL, at IS NULL]);
-    IF quantity < 1 THEN
-        RAISE EXCEPTION 'quantity must be at least 1'
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The quantity was %s.', quantity);
-    END IF;
+    PERFORM subscription.require_quantity(quantity);
+    PERFORM subscription.require_time('purchase_addon', at, false);
     SELECT * INTO a FROM subscription.addon AS x WHERE x.code OPERATOR(pg_catalog.=) purchase_addon.addon;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'add-on "%" does not exist', addon USING ERRCODE = 'undefined_object';
+        PERFORM subscription.unknown_code('add-on', addon);
     END IF;
     -- K8: members of a sub-account do not buy
     s := subscription.subscription_for_change('purchase_addon', subscription_id, 'purchase');
-    IF NOT at OPERATOR(pg_catalog.<@) s.period THEN
-        RAISE EXCEPTION 'purchase time % is outside the current period %', at, s.period
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Renew the subscription first with subscription.renew_due().';
-    END IF;
+    PERFORM subscription.require_in_period('purchase_addon', s, at);
 
     SELECT * INTO offer FROM subscription.plan_addon AS o
      WHERE o.plan OPERATOR(pg_catalog.=) s.plan AND o.addon OPERATOR(pg_catalog.=) a.code;
@@ -69,7 +67,8 @@ BEGIN
                   HINT = 'The add-ons a plan may buy are its rows in subscription.plan_addon.';
     ELSIF offer.included THEN
         RAISE EXCEPTION 'add-on "%" is already included in plan "%"', a.code, s.plan   -- Z6
-            USING ERRCODE = 'object_not_in_prerequisite_state';
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Plan "%s" gives what add-on "%s" sells: there is nothing to buy.', s.plan, a.code);
     END IF;
     plan_price := subscription.period_price(s.plan, s.cycle, s.quantity);
     IF plan_price.amount OPERATOR(pg_catalog.=) 0 THEN
@@ -80,6 +79,17 @@ BEGIN
 
     one_time := a.one_time;
     price := subscription.addon_period_price(a.code, CASE WHEN one_time THEN NULL ELSE s.cycle END, quantity);
+    PERFORM subscription.require_amount(price.amount, price.currency);
+    -- the seats it adds stay within the largest quantity (an integer)
+    IF a.feature OPERATOR(pg_catalog.=) 'licenses'
+       AND subscription.license_capacity(s.id)::bigint OPERATOR(pg_catalog.+) quantity::bigint OPERATOR(pg_catalog.*) a.units
+           OPERATOR(pg_catalog.>) current_setting('subscription.max_quantity')::bigint THEN
+        RAISE EXCEPTION 'subscription % would hold more licenses than the largest quantity allowed', s.id
+            USING ERRCODE = 'numeric_value_out_of_range',
+                  DETAIL = format('It holds %s; %s x %s more would pass subscription.max_quantity (%s).',
+                                  subscription.license_capacity(s.id), quantity, a.units,
+                                  current_setting('subscription.max_quantity'));
+    END IF;
     INSERT INTO subscription.addon_batch AS b (subscription_id, addon, quantity, purchased_at)
     VALUES (s.id, a.code, quantity, at)
     RETURNING b.id INTO batch;

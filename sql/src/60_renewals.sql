@@ -112,12 +112,12 @@ BEGIN
         WHEN 'not_a_tier' THEN
             RETURN format('quantity %s is not a tier of plan "%s"', next_quantity, next_plan);
         WHEN 'no_price' THEN
-            RETURN format('plan "%s" has no price for cycle %s', next_plan, next_cycle);
+            RETURN format('plan "%s" has no price for cycle %s', next_plan, subscription.cycle_text(next_cycle));
         ELSE
     END CASE;
     missing := subscription.unpriced_addons(s.id, next_cycle);
     IF missing IS NOT NULL THEN
-        RETURN format('add-on %s has no price for cycle %s', missing, next_cycle);
+        RETURN format('add-on %s has no price for cycle %s', missing, subscription.cycle_text(next_cycle));
     END IF;
     RETURN NULL;
 END
@@ -148,11 +148,16 @@ COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription) IS 
 -- renewed nor those another worker holds are read twice.  A subscription
 -- whose renewal cannot be done (a price missing, a 'block' limit exceeded)
 -- stays due, with a WARNING; so does one whose trimming fails in the
--- account's own code (a trigger of an application table).  Returns how
--- many it took and handled, and where the next batch starts.
+-- account's own code (a trigger of an application table).  One call
+-- catches up at most subscription.max_catchup periods of a subscription:
+-- past it, the subscription stays due with a WARNING, is listed in capped
+-- (the caller's later batches pass it back in skip, so that its moved
+-- period end does not bring it back in this run), and the next run goes on
+-- from there.  Returns how many it took and handled, and where the next
+-- batch starts.
 CREATE FUNCTION subscription.renew_batch(
-    at timestamptz, batch_size integer, after_end timestamptz, after_id bigint,
-    OUT taken integer, OUT handled integer, OUT last_end timestamptz, OUT last_id bigint)
+    at timestamptz, batch_size integer, after_end timestamptz, after_id bigint, skip bigint[],
+    OUT taken integer, OUT handled integer, OUT last_end timestamptz, OUT last_id bigint, OUT capped bigint[])
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -162,15 +167,19 @@ DECLARE
     status text;
     problem text;
     may_trim boolean;
+    most integer := current_setting('subscription.max_catchup')::integer;
+    renewed integer;
 BEGIN
     taken := 0;
     handled := 0;
     last_end := after_end;
     last_id := after_id;
+    capped := '{}';
     FOR s IN
         SELECT * FROM subscription.subscription AS x
          WHERE x.status OPERATOR(pg_catalog.=) 'active' AND upper(x.period) OPERATOR(pg_catalog.<=) at
            AND (upper(x.period), x.id) OPERATOR(pg_catalog.>) (after_end, after_id)
+           AND NOT x.id OPERATOR(pg_catalog.=) ANY (skip)
          ORDER BY upper(x.period), x.id
          LIMIT batch_size
            FOR NO KEY UPDATE SKIP LOCKED
@@ -178,6 +187,7 @@ BEGIN
         taken := taken OPERATOR(pg_catalog.+) 1;
         last_end := upper(s.period);
         last_id := s.id;
+        renewed := 0;
         LOOP
             problem := subscription.renewal_problem(s);
             -- asked before anything moves: the batches it ends are part of the answer
@@ -208,6 +218,14 @@ BEGIN
             EXIT WHEN status OPERATOR(pg_catalog.<>) 'active';
             SELECT * INTO s FROM subscription.subscription AS x WHERE x.id OPERATOR(pg_catalog.=) s.id;
             EXIT WHEN upper(s.period) OPERATOR(pg_catalog.>) at;
+            renewed := renewed OPERATOR(pg_catalog.+) 1;
+            IF renewed OPERATOR(pg_catalog.>=) most THEN
+                RAISE WARNING 'subscription % caught up % periods, the most of one call', s.id, renewed
+                    USING DETAIL = format('It stays due from %s; the next renewal run goes on from there.', upper(s.period)),
+                          HINT = 'subscription.max_catchup sets how many periods one call catches up.';
+                capped := capped OPERATOR(pg_catalog.||) s.id;
+                EXIT;
+            END IF;
         END LOOP;
         IF problem IS NULL THEN
             handled := handled OPERATOR(pg_catalog.+) 1;
@@ -216,20 +234,18 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION subscription.renew_batch(timestamptz, integer, timestamptz, bigint) IS 'Internal: one batch of renew_due and run_renewals';
+COMMENT ON FUNCTION subscription.renew_batch(timestamptz, integer, timestamptz, bigint, bigint[]) IS 'Internal: one batch of renew_due and run_renewals';
 
 -- Renewals are back-office work: no actor, and a trusted role; up to a
--- finite time (catching up to infinity would never end).
+-- time neither further back than subscription.max_backdate nor further
+-- ahead than subscription.max_ahead (a mistyped year bills no decades).
 CREATE FUNCTION subscription.require_renewal_run(fn text, at timestamptz)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF NOT isfinite(at) THEN
-        RAISE EXCEPTION 'renewal time must be finite'
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('%s() was given %s.', fn, at);
-    END IF;
+    PERFORM subscription.require_time(fn, at, true);
     IF coalesce(current_setting('subscription.actor', true), '') <> '' THEN
         RAISE EXCEPTION '%() is back-office work', fn
             USING ERRCODE = 'insufficient_privilege',
@@ -240,7 +256,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION subscription.require_renewal_run(text, timestamptz) IS 'Internal: renewals run up to a finite time, as back-office code';
+COMMENT ON FUNCTION subscription.require_renewal_run(text, timestamptz) IS 'Internal: renewals run up to a time within the bounds, as back-office code';
 
 -- Renews, expires or cancels every subscription whose period ended by
 -- "at", catching up missed periods, in one transaction; returns how many
@@ -258,12 +274,14 @@ DECLARE
     next_notice integer := 10000;
     after_end timestamptz := '-infinity';
     after_id bigint := 0;
+    capped bigint[] := '{}';
 BEGIN
     PERFORM subscription.require_arguments('renew_due', '{at}', ARRAY[at IS NULL]);
     PERFORM subscription.require_renewal_run('renew_due', at);
     LOOP
-        b := subscription.renew_batch(at, 500, after_end, after_id);
+        b := subscription.renew_batch(at, 500, after_end, after_id, capped);
         EXIT WHEN b.taken OPERATOR(pg_catalog.=) 0;
+        capped := capped OPERATOR(pg_catalog.||) b.capped;
         total := total OPERATOR(pg_catalog.+) b.handled;
         IF total OPERATOR(pg_catalog.>=) next_notice THEN
             RAISE NOTICE 'renew_due: % subscriptions handled', total;
@@ -293,6 +311,7 @@ DECLARE
     total bigint := 0;
     after_end timestamptz := '-infinity';
     after_id bigint := 0;
+    capped bigint[] := '{}';
 BEGIN
     PERFORM subscription.require_arguments('run_renewals', '{at,batch_size}', ARRAY[at IS NULL, batch_size IS NULL]);
     PERFORM subscription.require_renewal_run('run_renewals', at);
@@ -300,9 +319,10 @@ BEGIN
         RAISE EXCEPTION 'batch size must be at least 1' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     LOOP
-        b := subscription.renew_batch(at, batch_size, after_end, after_id);
+        b := subscription.renew_batch(at, batch_size, after_end, after_id, capped);
         COMMIT;
         EXIT WHEN b.taken OPERATOR(pg_catalog.=) 0;
+        capped := capped OPERATOR(pg_catalog.||) b.capped;
         total := total OPERATOR(pg_catalog.+) b.handled;
         after_end := b.last_end;
         after_id := b.last_id;
@@ -318,6 +338,7 @@ COMMENT ON PROCEDURE subscription.run_renewals(timestamptz, integer) IS 'renew_d
 -- tier on a tiered plan), the amount to be charged and the credit that
 -- will apply (L10), after the coupon's discount (Z10).  A prepaid term renewed
 -- "to_monthly" continues monthly; "none" and cancelled ones do not renew.
+-- overdue: the renewal's time has passed and renew_due has not run yet.
 CREATE VIEW subscription.renewal_notice WITH (security_barrier) AS
 SELECT s.id AS subscription_id,
        s.account_id,
@@ -330,7 +351,8 @@ SELECT s.id AS subscription_id,
        price.currency,
        d.discount,
        least(subscription.credit_balance(s.account_id, price.currency),
-             subscription.round_money(price.amount, price.currency) OPERATOR(pg_catalog.-) d.discount) AS credit
+             subscription.round_money(price.amount, price.currency) OPERATOR(pg_catalog.-) d.discount) AS credit,
+       upper(s.period) OPERATOR(pg_catalog.<=) now() AS overdue
   FROM subscription.subscription AS s
   CROSS JOIN LATERAL (
        SELECT coalesce(s.pending_plan, s.plan) AS plan,
