@@ -64,3 +64,26 @@ DELETE FROM account WHERE id = 4;
 SELECT usage(1, 'sub_accounts') AS sub_accounts_counted;
 
 ROLLBACK;
+
+-- the extension's owner (the owner of usage_counter), as whom the guards
+-- write their counters and who is trusted without an actor, is read again
+-- after an owner change
+CREATE ROLE regress_cache_owner;
+GRANT USAGE ON SCHEMA subscription TO regress_cache_owner;
+GRANT EXECUTE ON FUNCTION caller_is_trusted() TO regress_cache_owner;
+SELECT tableowner AS extension_owner FROM pg_tables
+ WHERE schemaname = 'subscription' AND tablename = 'usage_counter' \gset
+SET ROLE regress_cache_owner;
+SELECT caller_is_trusted() AS trusted;
+RESET ROLE;
+ALTER TABLE usage_counter OWNER TO regress_cache_owner;
+SET ROLE regress_cache_owner;
+SELECT caller_is_trusted() AS trusted_as_owner;
+RESET ROLE;
+ALTER TABLE usage_counter OWNER TO :"extension_owner";
+SET ROLE regress_cache_owner;
+SELECT caller_is_trusted() AS trusted;
+RESET ROLE;
+REVOKE ALL ON FUNCTION caller_is_trusted() FROM regress_cache_owner;
+REVOKE ALL ON SCHEMA subscription FROM regress_cache_owner;
+DROP ROLE regress_cache_owner;
