@@ -12,8 +12,10 @@
 #include "catalog/namespace.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
+#include "access/xact.h"
 #include "executor/spi.h"
 #include "utils/guc.h"
+#include "utils/snapmgr.h"
 
 #include "subscription.h"
 
@@ -35,6 +37,22 @@ KeptPlan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
 		*slot = plan;
 	}
 	return *slot;
+}
+
+/*
+ * The crosscheck snapshot of a guard's counter writes, decided as
+ * ri_PerformCheck decides it.  The guards read and write their counters
+ * with the latest snapshot, so that they see every committed change and
+ * never sell a unit twice.  Under READ COMMITTED that is all.  Under
+ * REPEATABLE READ and SERIALIZABLE the transaction's snapshot is the
+ * crosscheck: a counter row that a transaction committed since ours began
+ * has changed is not visible to it, and writing it is a serialization
+ * failure (40001, a retry), as an UPDATE of that row would be.
+ */
+Snapshot
+GuardCrosscheckSnapshot(void)
+{
+	return IsolationUsesXactSnapshot() ? GetTransactionSnapshot() : InvalidSnapshot;
 }
 
 #define SAFE_SEARCH_PATH "pg_catalog, pg_temp"

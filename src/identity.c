@@ -33,6 +33,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/inval.h"
 #include "utils/syscache.h"
 
 #include "subscription.h"
@@ -43,24 +44,42 @@ PG_FUNCTION_INFO_V1(caller_is_trusted);
 
 /*
  * The owner of the extension's tables: the role that created the
- * extension.  Read once per backend.
+ * extension, read as the owner of subscription.usage_counter.  Cached, and
+ * read again after that table's relcache entry is invalidated (ALTER TABLE
+ * ... OWNER TO, REASSIGN OWNED): the callback only marks it.
  */
+static Oid	extension_owner = InvalidOid;
+static Oid	owner_relid = InvalidOid;
+
+static void
+ExtensionOwnerCallback(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == owner_relid)
+		extension_owner = InvalidOid;
+}
+
 Oid
 ExtensionOwner(void)
 {
-	static Oid	owner = InvalidOid;
+	static bool callback_registered = false;
 
-	if (!OidIsValid(owner))
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(ExtensionOwnerCallback, (Datum) 0);
+		callback_registered = true;
+	}
+	if (!OidIsValid(extension_owner))
 	{
 		Oid			relid = get_relname_relid("usage_counter", get_namespace_oid("subscription", false));
 		HeapTuple	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
 
 		if (!HeapTupleIsValid(tuple))
 			elog(ERROR, "cache lookup failed for relation %u", relid);
-		owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
+		owner_relid = relid;
+		extension_owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
 		ReleaseSysCache(tuple);
 	}
-	return owner;
+	return extension_owner;
 }
 
 #define SAFE_SEARCH_PATH "pg_catalog, pg_temp"

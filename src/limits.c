@@ -20,9 +20,10 @@
  * counts nothing.
  *
  * The table's registration and the guard's plans are cached per relation
- * and feature for the life of the backend, and dropped when the relation's
- * relcache entry is invalidated (ALTER TABLE, the triggers being created or
- * dropped by enforce_limit/unenforce_limit, DROP TABLE).
+ * and feature for the life of the backend.  An invalidation of the
+ * relation's relcache entry (ALTER TABLE, DROP TABLE, and enforce_limit and
+ * unenforce_limit, which invalidate it themselves) marks the entry, which
+ * is rebuilt on next use.
  *
  *-------------------------------------------------------------------------
  */
@@ -53,6 +54,7 @@
 
 PG_FUNCTION_INFO_V1(limit_guard);
 PG_FUNCTION_INFO_V1(recount_usage);
+PG_FUNCTION_INFO_V1(invalidate_limit_cache);
 
 /* INSERT, UPDATE, DELETE: the GuardedEvent values that carry rows */
 #define LIMIT_NUM_EVENTS 3
@@ -69,6 +71,7 @@ typedef struct LimitEntry
 	LimitKey	key;
 	char	   *feature;		/* the name hashed, in TopMemoryContext */
 	bool		valid;
+	bool		registered;		/* false: the extension's idle own guard */
 	bool		cap;			/* cap: check values, keep no counter */
 	bool		detach;			/* detach: allowed only where included */
 	bool		scale;			/* scale: the values are summed */
@@ -90,6 +93,11 @@ static SPIPlanPtr reset_usage_plan = NULL;
 static SPIPlanPtr registration_plan = NULL;
 static SPIPlanPtr way_out_plan = NULL;
 
+/*
+ * A relcache invalidation only marks entries: it may arrive while an entry
+ * is in use (a plan being prepared reads the catalogs), so the plans and
+ * texts are freed and rebuilt on next use, as ri_triggers.c does.
+ */
 static void
 LimitCacheCallback(Datum arg, Oid relid)
 {
@@ -98,26 +106,53 @@ LimitCacheCallback(Datum arg, Oid relid)
 
 	hash_seq_init(&status, limit_cache);
 	while ((entry = hash_seq_search(&status)) != NULL)
-	{
-		if (entry->valid && (relid == InvalidOid || entry->key.relid == relid))
-		{
-			int			e;
-
-			/* the plans reference the old definition: rebuild on next use */
-			for (e = 0; e < LIMIT_NUM_EVENTS; e++)
-			{
-				if (entry->deltas[e] != NULL)
-					SPI_freeplan(entry->deltas[e]);
-				if (entry->delta_sql[e] != NULL)
-					pfree(entry->delta_sql[e]);
-			}
-			if (entry->archive != NULL)
-				SPI_freeplan(entry->archive);
-			if (entry->archive_sql != NULL)
-				pfree(entry->archive_sql);
+		if (relid == InvalidOid || entry->key.relid == relid)
 			entry->valid = false;
-		}
+}
+
+/* what an entry built, freed before it is built again (never in the callback) */
+static void
+ForgetLimitEntry(LimitEntry *entry)
+{
+	int			e;
+
+	for (e = 0; e < LIMIT_NUM_EVENTS; e++)
+	{
+		if (entry->deltas[e] != NULL)
+			SPI_freeplan(entry->deltas[e]);
+		if (entry->delta_sql[e] != NULL)
+			pfree(entry->delta_sql[e]);
+		entry->deltas[e] = NULL;
+		entry->delta_sql[e] = NULL;
 	}
+	if (entry->archive != NULL)
+		SPI_freeplan(entry->archive);
+	if (entry->archive_sql != NULL)
+		pfree(entry->archive_sql);
+	entry->archive = NULL;
+	entry->archive_sql = NULL;
+	if (entry->feature != NULL)
+		pfree(entry->feature);
+	entry->feature = NULL;
+	entry->valid = false;
+}
+
+/*
+ * invalidate_limit_cache(relation regclass): every backend drops what it
+ * cached of the table's limit registrations, at this transaction's commit
+ * (and this one at once, and again if it rolls back).  enforce_limit and
+ * unenforce_limit call it: on the extension's own tables no trigger is
+ * created or dropped that would do it.
+ */
+Datum
+invalidate_limit_cache(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("argument \"relation\" of invalidate_limit_cache() must not be null")));
+	CacheInvalidateRelcacheByRelid(PG_GETARG_OID(0));
+	PG_RETURN_VOID();
 }
 
 /*
@@ -229,19 +264,18 @@ GetLimitEntry(Relation rel, const char *feature)
 	key.relid = relid;
 	key.feature_hash = hash_bytes_extended((const unsigned char *) feature, strlen(feature), 0);
 	entry = hash_search(limit_cache, &key, HASH_ENTER, &found);
-	if (found && entry->valid && strcmp(entry->feature, feature) == 0)
-		return entry;
-	if (found && entry->valid)
-		LimitCacheCallback((Datum) 0, relid);	/* two names, one hash: rebuild */
-	if (found && entry->feature != NULL)
-		pfree(entry->feature);
-	entry->feature = MemoryContextStrdup(TopMemoryContext, feature);
-
-	entry->valid = false;
-	memset(entry->deltas, 0, sizeof(entry->deltas));
-	memset(entry->delta_sql, 0, sizeof(entry->delta_sql));
-	entry->archive = NULL;
-	entry->archive_sql = NULL;
+	if (!found)
+	{
+		entry->feature = NULL;
+		memset(entry->deltas, 0, sizeof(entry->deltas));
+		memset(entry->delta_sql, 0, sizeof(entry->delta_sql));
+		entry->archive = NULL;
+		entry->archive_sql = NULL;
+	}
+	else if (entry->valid && strcmp(entry->feature, feature) == 0)
+		return entry->registered ? entry : NULL;
+	/* invalidated, or two names with one hash: rebuild */
+	ForgetLimitEntry(entry);
 
 	/*
 	 * The table's first registration also archives the rows a cascade
@@ -264,17 +298,31 @@ GetLimitEntry(Relation rel, const char *feature)
 									 2, argtypes);
 	values[0] = ObjectIdGetDatum(relid);
 	values[1] = CStringGetTextDatum(feature);
-	if (SPI_execute_plan(registration_plan, values, NULL, true, 1) != SPI_OK_SELECT)
+	/*
+	 * The registration is read like a catalog, with the latest snapshot: an
+	 * entry outlives the transaction that builds it, so it must not be
+	 * built from a REPEATABLE READ snapshot older than the last
+	 * enforce_limit or unenforce_limit, whose invalidation may already have
+	 * been processed.
+	 */
+	if (SPI_execute_snapshot(registration_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							 true, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the limit registration");
 	if (SPI_processed != 1)
 	{
 		/*
 		 * The extension's own guards (sub-accounts on subscription.account,
 		 * K7) are always attached, so that a dump keeps them, and act once
-		 * enforce_limit() has registered them.
+		 * enforce_limit() has registered them: until then the entry says
+		 * "not registered".
 		 */
 		if (RelationGetNamespace(rel) == get_namespace_oid("subscription", false))
+		{
+			entry->feature = MemoryContextStrdup(TopMemoryContext, feature);
+			entry->registered = false;
+			entry->valid = true;
 			return NULL;
+		}
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("feature \"%s\" is not enforced on table \"%s\"", feature, get_rel_name(relid)),
@@ -284,6 +332,8 @@ GetLimitEntry(Relation rel, const char *feature)
 	policy = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
 	value = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
 
+	entry->feature = MemoryContextStrdup(TopMemoryContext, feature);
+	entry->registered = true;
 	entry->cap = strcmp(policy, "cap") == 0;
 	entry->detach = strcmp(policy, "detach") == 0;
 	entry->scale = strcmp(policy, "scale") == 0;
@@ -385,6 +435,33 @@ EnsureCounter(Datum *values)
 		elog(ERROR, "could not create the usage counter");
 }
 
+/*
+ * Under REPEATABLE READ and SERIALIZABLE, a refusal is made from the
+ * counter as the transaction's snapshot sees it: one that a concurrent
+ * transaction has changed since is a serialization failure (40001), as
+ * the UPDATE that found it would have been, and the retry judges it.
+ */
+static void
+RefuseOnlyWhatWeSee(int64 used, bool limit_null, int64 limit, Datum *values)
+{
+	Snapshot	crosscheck = GuardCrosscheckSnapshot();
+	bool		isnull;
+	bool		seen_limit_null;
+
+	if (crosscheck == InvalidSnapshot)
+		return;
+	if (SPI_execute_snapshot(read_usage_plan, values, NULL, crosscheck, InvalidSnapshot,
+							 true, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the usage counter");
+	if (SPI_processed != 1 ||
+		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) != used ||
+		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &seen_limit_null)) != limit ||
+		seen_limit_null != limit_null)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("could not serialize access due to concurrent update")));
+}
+
 /* Move one account's counter by delta under its limit, or refuse. */
 static void
 MoveUsage(Relation rel, int64 account, const char *feature, int64 delta, bool detach)
@@ -415,7 +492,7 @@ MoveUsage(Relation rel, int64 account, const char *feature, int64 delta, bool de
 								   4, argtypes);
 	for (attempt = 0; attempt < 2; attempt++)
 	{
-		if (SPI_execute_snapshot(move_usage_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+		if (SPI_execute_snapshot(move_usage_plan, values, NULL, GetLatestSnapshot(), GuardCrosscheckSnapshot(),
 								 false, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not move the usage counter");
 		if (SPI_processed == 1)
@@ -432,6 +509,7 @@ MoveUsage(Relation rel, int64 account, const char *feature, int64 delta, bool de
 		{
 			used = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 			limit = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &limit_null));
+			RefuseOnlyWhatWeSee(used, limit_null, limit, values);
 			LimitRefusal(rel, account, feature, used, delta, limit_null, limit, false);
 		}
 
@@ -461,7 +539,7 @@ CheckCap(Relation rel, int64 account, const char *feature, int64 largest)
 			 " WHERE account_id = $1 AND feature = $2 FOR KEY SHARE", 2, argtypes);
 	for (attempt = 0; attempt < 2; attempt++)
 	{
-		if (SPI_execute_snapshot(cap_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+		if (SPI_execute_snapshot(cap_plan, values, NULL, GetLatestSnapshot(), GuardCrosscheckSnapshot(),
 								 false, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not read the limit");
 		if (SPI_processed == 1)

@@ -7,11 +7,18 @@
  *
  * A one-row license change costs a few index lookups and row writes; as
  * one SQL statement it cost more to start than to run.  The rows written
- * here go through the same checks as the executor's: BEFORE and AFTER row
- * triggers, NOT NULL and CHECK constraints, every index, the column
- * defaults.  Rows are read with the latest snapshot, as ri_triggers.c
- * does, and a row locked after waiting for another transaction's change is
- * a serialization failure under REPEATABLE READ, as for an UPDATE.
+ * here go through the same steps as the executor's: the column defaults,
+ * BEFORE and AFTER row triggers, stored generated columns, NOT NULL and
+ * CHECK constraints, the partition constraint of a partition, every index;
+ * InsertRowUnlessConflict does what INSERT ... ON CONFLICT DO NOTHING does
+ * with those.  They write the extension's own tables, plain tables (no
+ * partition routing), as their owner with row security not forced (the
+ * guards switch to it, as ri_triggers.c does): no policy applies, as to a
+ * plain INSERT of the owner's.  Rows are read with the latest snapshot, as
+ * ri_triggers.c does; under REPEATABLE READ and SERIALIZABLE a locked row
+ * that the transaction's snapshot does not see as it is (changed by a
+ * transaction committed since, or while we waited) is a serialization
+ * failure, as for an UPDATE (GuardCrosscheckSnapshot).
  *
  *-------------------------------------------------------------------------
  */
@@ -25,6 +32,7 @@
 #include "catalog/index.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
+#include "executor/nodeModifyTable.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "optimizer/optimizer.h"
@@ -96,7 +104,12 @@ BeginRowWrites(int ntables, const Oid *relids)
 	w->tables = palloc0(sizeof(ResultRelInfo) * ntables);
 	for (i = 0; i < ntables; i++)
 	{
-		InitResultRelInfo(&w->tables[i], table_open(relids[i], RowExclusiveLock), i + 1, NULL, 0);
+		Relation	rel = table_open(relids[i], RowExclusiveLock);
+
+		/* no routing here: the extension's own tables are plain */
+		if (rel->rd_rel->relkind != RELKIND_RELATION)
+			elog(ERROR, "\"%s\" is not a plain table", RelationGetRelationName(rel));
+		InitResultRelInfo(&w->tables[i], rel, i + 1, NULL, 0);
 		ExecOpenIndices(&w->tables[i], false);
 	}
 #if PG_VERSION_NUM >= 160000
@@ -268,10 +281,19 @@ LockLatestRow(RowWrites *w, int table, TupleTableSlot *slot, LockTupleMode mode)
 	switch (result)
 	{
 		case TM_Ok:
-			/* a newer version than the snapshot's: what ExecUpdate refuses too */
-			if (tmfd.traversed && IsolationUsesXactSnapshot())
-				SerializationFailure();
-			return true;
+			{
+				Snapshot	crosscheck = GuardCrosscheckSnapshot();
+
+				/*
+				 * a newer version than the transaction's snapshot sees:
+				 * what ExecUpdate refuses too
+				 */
+				if (crosscheck != InvalidSnapshot &&
+					(tmfd.traversed ||
+					 !table_tuple_satisfies_snapshot(RowWriteRelation(w, table), slot, crosscheck)))
+					SerializationFailure();
+				return true;
+			}
 		case TM_Deleted:
 			if (IsolationUsesXactSnapshot())
 				SerializationFailure();
@@ -469,9 +491,14 @@ InsertRowUnlessConflict(RowWrites *w, int table, TupleTableSlot *slot, const boo
 	if (rri->ri_TrigDesc && rri->ri_TrigDesc->trig_insert_before_row &&
 		!ExecBRInsertTriggers(w->estate, rri, slot))
 		return false;
+	/* as ExecInsert: generated columns, then the constraints */
+	if (rel->rd_att->constr && rel->rd_att->constr->has_generated_stored)
+		ExecComputeStoredGenerated(rri, w->estate, slot, CMD_INSERT);
 	PrepareChecks(w, table);
 	if (rel->rd_att->constr)
 		ExecConstraints(rri, slot, w->estate);
+	if (rel->rd_rel->relispartition)
+		ExecPartitionCheck(rri, slot, w->estate, true);
 
 	for (;;)
 	{

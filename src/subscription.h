@@ -71,6 +71,7 @@ typedef enum GuardedEvent
 } GuardedEvent;
 
 extern SPIPlanPtr KeptPlan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes);
+extern Snapshot GuardCrosscheckSnapshot(void);
 extern int	PinSearchPath(void);
 extern void UnpinSearchPath(int nest_level);
 extern GuardedEvent ClassifyGuardedStatement(FunctionCallInfo fcinfo, const char *guard,

@@ -152,6 +152,19 @@ SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION subscription.recount_usage(regclass, text, bigint) IS
 'Recount a limited table''s usage counters (of one account, or of all) as the table''s owner; returns how many changed';
 
+-- Every backend drops what it cached of a table's limit registrations, at
+-- the commit of the calling transaction: enforce_limit and unenforce_limit
+-- call it, since on the extension's own tables no trigger is created or
+-- dropped that would.
+CREATE FUNCTION subscription.invalidate_limit_cache(relation regclass)
+RETURNS void
+AS 'MODULE_PATHNAME', 'invalidate_limit_cache'
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION subscription.invalidate_limit_cache(regclass) IS
+'Internal (C): every backend drops its cached limit registrations of a table at commit';
+
 -- The guard triggers of a registration, by function and argument, not by
 -- name: 4 when intact.
 CREATE FUNCTION subscription.guard_triggers(relation regclass, feature text)
@@ -421,6 +434,7 @@ BEGIN
     -- lock the table against writes while the existing rows are counted
     EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', relation);
     PERFORM subscription.recount_usage(relation, feature);
+    PERFORM subscription.invalidate_limit_cache(relation);
 
     IF own_guard THEN
         RETURN;                 -- the extension attached its guard already
@@ -462,6 +476,11 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'feature "%" is not enforced on %', feature, relation USING ERRCODE = 'undefined_object';
     END IF;
+    -- wait for the table's writers, whose guards would count on (and
+    -- create counters again), and make every backend forget the
+    -- registration at commit
+    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', relation);
+    PERFORM subscription.invalidate_limit_cache(relation);
     -- the extension's own guards stay attached, idle until registered again
     SELECT format('%I.%I', n.nspname, c.relname) INTO qualified
       FROM pg_catalog.pg_class AS c JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
