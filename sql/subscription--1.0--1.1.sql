@@ -1702,7 +1702,7 @@ BEGIN
     PERFORM subscription.require_amount(price.amount, price.currency);
     -- the seats it adds stay within the largest quantity (an integer)
     IF a.feature OPERATOR(pg_catalog.=) 'licenses'
-       AND subscription.license_capacity(s.id)::bigint OPERATOR(pg_catalog.+) quantity::bigint OPERATOR(pg_catalog.*) a.units
+       AND subscription.license_capacity(s.id)::bigint OPERATOR(pg_catalog.+) (quantity::bigint OPERATOR(pg_catalog.*) a.units)
            OPERATOR(pg_catalog.>) current_setting('subscription.max_quantity')::bigint THEN
         RAISE EXCEPTION 'subscription % would hold more licenses than the largest quantity allowed', s.id
             USING ERRCODE = 'numeric_value_out_of_range',

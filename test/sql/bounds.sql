@@ -83,6 +83,12 @@ RESET subscription.max_amount;
 SELECT subscribe(2, 'zd_team', '1 month', 1) AS seats \gset
 SELECT pg_temp.error_of(format($$SELECT purchase_addon(%s, 'zd_seats', 2147483)$$, :seats));
 SELECT pg_temp.error_of(format($$SELECT purchase_addon(%s, 'zd_seats', 1000)$$, :seats));
+-- the bound is on the seats it would hold, capacity + quantity x units:
+-- 2 + 999 x 1000 = 999,002 fits ((2 + 999) x 1000 would not)
+SAVEPOINT fits;
+SELECT purchase_addon(:team, 'zd_seats', 999, now()) > 0 AS bought;
+SELECT license_capacity(:team);
+ROLLBACK TO SAVEPOINT fits;
 -- negative quantities have no price
 SELECT pg_temp.error_of($$SELECT * FROM period_price('zd_team', '1 month', -3)$$);
 SELECT pg_temp.error_of($$SELECT * FROM find_price('zd_team', '1 month', -3)$$);
