@@ -81,6 +81,7 @@ BEGIN
             USING ERRCODE = 'no_data_found';
     END IF;
     PERFORM subscription.authorize(account_id, 'purchase');
+    PERFORM subscription.require_open_account(account_id);
     price := subscription.period_price(plan, cycle, quantity);
     IF coupon IS NOT NULL THEN
         PERFORM subscription.redeemable_coupon(coupon, at, price.currency);
