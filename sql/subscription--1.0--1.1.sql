@@ -1043,6 +1043,18 @@ RETURN CASE WHEN n OPERATOR(pg_catalog.=) 0 THEN NULL
 
 COMMENT ON FUNCTION subscription.count_phrase(bigint, text, text) IS 'Internal: "1 ledger line", "3 ledger lines", or NULL for none';
 
+-- The rows of account (its sub-accounts) or ledger (the lines of a charge)
+-- that name a row, read with the latest snapshot as a foreign key's check
+-- reads them (src/references.c): the references that are not foreign keys
+-- are then kept under REPEATABLE READ too.
+CREATE FUNCTION subscription.self_referrers(relation text, id bigint)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'self_referrers'
+LANGUAGE C STRICT VOLATILE;
+
+COMMENT ON FUNCTION subscription.self_referrers(text, bigint) IS
+'Internal (C): the sub-accounts of an account, or the lines of a charge, read with the latest snapshot';
+
 -- Before a row of account, subscription, addon_batch, ledger, plan,
 -- plan_price, addon or addon_price is deleted: 2BP01 naming what still
 -- refers to it.  The row is locked first, so that a writer that names it
@@ -1075,8 +1087,7 @@ BEGIN
               WHERE s.account_id OPERATOR(pg_catalog.=) OLD.id AND s.status OPERATOR(pg_catalog.<>) 'active'),
             (SELECT subscription.count_phrase(count(*), 'member', 'members')
                FROM subscription.member AS m WHERE m.account_id OPERATOR(pg_catalog.=) OLD.id),
-            (SELECT subscription.count_phrase(count(*), 'sub-account', 'sub-accounts')
-               FROM subscription.account AS c WHERE c.parent_id OPERATOR(pg_catalog.=) OLD.id),
+            subscription.count_phrase(subscription.self_referrers('account', OLD.id), 'sub-account', 'sub-accounts'),
             (SELECT subscription.count_phrase(count(*), 'archived row', 'archived rows')
                FROM subscription.trimmed AS t WHERE t.account_id OPERATOR(pg_catalog.=) OLD.id)];
         hint := 'Close it with subscription.close_account(); subscription.erase_account() then removes its personal data and keeps the ledger.';
@@ -1097,7 +1108,7 @@ BEGIN
         hint := 'End it with subscription.cancel_addon(); the ledger keeps its lines.';
     WHEN 'ledger' THEN
         what := format('ledger line %s', OLD.id);
-        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.charge_id OPERATOR(pg_catalog.=) OLD.id;
+        ledger_lines := subscription.self_referrers('ledger', OLD.id);
         held := ARRAY[subscription.count_phrase(ledger_lines, 'line that gives back or pays it', 'lines that give back or pay it')];
         hint := 'The ledger is a record: correct it with a new line.';
     WHEN 'plan' THEN
@@ -1495,6 +1506,7 @@ $$;
 COMMENT ON FUNCTION subscription.erase_account(bigint) IS
 'GDPR: erase the personal data (name, members, their external ids, in history too) of a closed account; the ledger stays';
 
-REVOKE ALL ON FUNCTION subscription.count_phrase(bigint, text, text), subscription.refuse_delete_in_use(),
+REVOKE ALL ON FUNCTION subscription.count_phrase(bigint, text, text), subscription.self_referrers(text, bigint),
+    subscription.refuse_delete_in_use(),
     subscription.check_reference(), subscription.erased_details(jsonb), subscription.require_open_account(bigint),
     subscription.close_account(bigint, timestamptz), subscription.erase_account(bigint) FROM PUBLIC;
