@@ -764,7 +764,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     application_routines text[] := '{subscribe,set_quantity,change_plan,change_cycle,set_renewal,cancel,
-        cancel_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
+        cancel_account,close_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
         apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
         effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
         cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period}';
@@ -2015,7 +2015,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     application_routines text[] := '{subscribe,set_quantity,change_plan,change_cycle,set_renewal,cancel,
-        cancel_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
+        cancel_account,close_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
         apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
         effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
         cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
@@ -2232,3 +2232,522 @@ BEGIN
     DELETE FROM subscription.usage_counter AS u WHERE u.feature = unenforce_limit.feature;
 END
 $$;
+
+-- Hardening: nothing lost (issue 15, item 1)
+-- A DELETE never takes money or what it names along: the foreign keys into
+-- accounts, subscriptions, add-on batches, the ledger and the catalog lose
+-- their cascade, refuse_delete_in_use() names what a row still has (2BP01);
+-- only derived data (usage_counter, license_counter) and a member's seats
+-- still cascade.  account.parent_id and ledger.charge_id become checked by
+-- a trigger (pg_dump reported them as circular foreign keys).  An account
+-- is closed (close_account) and its personal data erased (erase_account).
+ALTER TABLE subscription.account ADD COLUMN closed_at timestamptz;
+COMMENT ON TABLE subscription.account IS 'Tenants; parent_id makes a sub-account (K7); an account that holds anything is closed (close_account), not deleted';
+ALTER TABLE subscription.account DROP CONSTRAINT account_parent_id_fkey;
+ALTER TABLE subscription.ledger DROP CONSTRAINT ledger_charge_id_fkey;
+ALTER TABLE subscription.member DROP CONSTRAINT member_account_id_fkey,
+    ADD CONSTRAINT member_account_id_fkey FOREIGN KEY (account_id) REFERENCES subscription.account (id);
+ALTER TABLE subscription.subscription DROP CONSTRAINT subscription_account_id_fkey,
+    ADD CONSTRAINT subscription_account_id_fkey FOREIGN KEY (account_id) REFERENCES subscription.account (id);
+ALTER TABLE subscription.addon_batch DROP CONSTRAINT addon_batch_subscription_id_fkey,
+    ADD CONSTRAINT addon_batch_subscription_id_fkey FOREIGN KEY (subscription_id) REFERENCES subscription.subscription (id);
+ALTER TABLE subscription.license DROP CONSTRAINT license_subscription_id_fkey,
+    ADD CONSTRAINT license_subscription_id_fkey FOREIGN KEY (subscription_id) REFERENCES subscription.subscription (id);
+ALTER TABLE subscription.ledger DROP CONSTRAINT ledger_account_id_fkey,
+    ADD CONSTRAINT ledger_account_id_fkey FOREIGN KEY (account_id) REFERENCES subscription.account (id);
+ALTER TABLE subscription.ledger DROP CONSTRAINT ledger_subscription_id_fkey,
+    ADD CONSTRAINT ledger_subscription_id_fkey FOREIGN KEY (subscription_id) REFERENCES subscription.subscription (id);
+ALTER TABLE subscription.ledger DROP CONSTRAINT ledger_addon_batch_id_fkey,
+    ADD CONSTRAINT ledger_addon_batch_id_fkey FOREIGN KEY (addon_batch_id) REFERENCES subscription.addon_batch (id);
+ALTER TABLE subscription.trimmed DROP CONSTRAINT trimmed_account_id_fkey,
+    ADD CONSTRAINT trimmed_account_id_fkey FOREIGN KEY (account_id) REFERENCES subscription.account (id);
+ALTER TABLE subscription.plan_price DROP CONSTRAINT plan_price_plan_fkey,
+    ADD CONSTRAINT plan_price_plan_fkey FOREIGN KEY (plan) REFERENCES subscription.plan (code) ON UPDATE CASCADE;
+ALTER TABLE subscription.plan_limit DROP CONSTRAINT plan_limit_plan_fkey,
+    ADD CONSTRAINT plan_limit_plan_fkey FOREIGN KEY (plan) REFERENCES subscription.plan (code) ON UPDATE CASCADE;
+ALTER TABLE subscription.addon_price DROP CONSTRAINT addon_price_addon_fkey,
+    ADD CONSTRAINT addon_price_addon_fkey FOREIGN KEY (addon) REFERENCES subscription.addon (code) ON UPDATE CASCADE;
+ALTER TABLE subscription.plan_addon DROP CONSTRAINT plan_addon_plan_fkey,
+    ADD CONSTRAINT plan_addon_plan_fkey FOREIGN KEY (plan) REFERENCES subscription.plan (code) ON UPDATE CASCADE;
+ALTER TABLE subscription.plan_addon DROP CONSTRAINT plan_addon_addon_fkey,
+    ADD CONSTRAINT plan_addon_addon_fkey FOREIGN KEY (addon) REFERENCES subscription.addon (code) ON UPDATE CASCADE;
+CREATE INDEX ON subscription.ledger (charge_id);
+CREATE INDEX ON subscription.ledger (plan);
+
+-- "1 ledger line", "3 ledger lines", or NULL for none
+CREATE FUNCTION subscription.count_phrase(n bigint, noun text, nouns text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN n OPERATOR(pg_catalog.=) 0 THEN NULL
+            WHEN n OPERATOR(pg_catalog.=) 1 THEN '1 ' OPERATOR(pg_catalog.||) noun
+            ELSE n::text OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) nouns END;
+
+COMMENT ON FUNCTION subscription.count_phrase(bigint, text, text) IS 'Internal: "1 ledger line", "3 ledger lines", or NULL for none';
+
+-- The rows of account (its sub-accounts) or ledger (the lines of a charge)
+-- that name a row, read with the latest snapshot as a foreign key's check
+-- reads them (src/references.c): the references that are not foreign keys
+-- are then kept under REPEATABLE READ too.
+CREATE FUNCTION subscription.self_referrers(relation text, id bigint)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'self_referrers'
+LANGUAGE C STRICT VOLATILE;
+
+COMMENT ON FUNCTION subscription.self_referrers(text, bigint) IS
+'Internal (C): the sub-accounts of an account, or the lines of a charge, read with the latest snapshot';
+
+-- Before a row of account, subscription, addon_batch, ledger, plan,
+-- plan_price, addon or addon_price is deleted: 2BP01 naming what still
+-- refers to it.  The row is locked first, so that a writer that names it
+-- (its foreign key check holds FOR KEY SHARE) commits before the count.
+CREATE FUNCTION subscription.refuse_delete_in_use()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the deleter needs no right on the ledger
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    what text;
+    held text[];
+    hint text;
+    ledger_lines bigint;
+BEGIN
+    CASE TG_TABLE_NAME
+    WHEN 'account' THEN
+        PERFORM FROM subscription.account AS a WHERE a.id OPERATOR(pg_catalog.=) OLD.id FOR UPDATE;
+        what := format('account %s', OLD.id);
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.account_id OPERATOR(pg_catalog.=) OLD.id;
+        held := ARRAY[
+            subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
+            (SELECT subscription.count_phrase(count(*), 'active subscription', 'active subscriptions')
+               FROM subscription.subscription AS s
+              WHERE s.account_id OPERATOR(pg_catalog.=) OLD.id AND s.status OPERATOR(pg_catalog.=) 'active'),
+            (SELECT subscription.count_phrase(count(*), 'ended subscription', 'ended subscriptions')
+               FROM subscription.subscription AS s
+              WHERE s.account_id OPERATOR(pg_catalog.=) OLD.id AND s.status OPERATOR(pg_catalog.<>) 'active'),
+            (SELECT subscription.count_phrase(count(*), 'member', 'members')
+               FROM subscription.member AS m WHERE m.account_id OPERATOR(pg_catalog.=) OLD.id),
+            subscription.count_phrase(subscription.self_referrers('account', OLD.id), 'sub-account', 'sub-accounts'),
+            (SELECT subscription.count_phrase(count(*), 'archived row', 'archived rows')
+               FROM subscription.trimmed AS t WHERE t.account_id OPERATOR(pg_catalog.=) OLD.id)];
+        hint := 'Close it with subscription.close_account(); subscription.erase_account() then removes its personal data and keeps the ledger.';
+    WHEN 'subscription' THEN
+        what := format('subscription %s', OLD.id);
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.subscription_id OPERATOR(pg_catalog.=) OLD.id;
+        held := ARRAY[
+            subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
+            (SELECT subscription.count_phrase(count(*), 'add-on batch', 'add-on batches')
+               FROM subscription.addon_batch AS b WHERE b.subscription_id OPERATOR(pg_catalog.=) OLD.id),
+            (SELECT subscription.count_phrase(count(*), 'license', 'licenses')
+               FROM subscription.license AS x WHERE x.subscription_id OPERATOR(pg_catalog.=) OLD.id)];
+        hint := 'End it with subscription.cancel() or subscription.end_early(), or close its account; the ledger keeps its lines.';
+    WHEN 'addon_batch' THEN
+        what := format('add-on batch %s', OLD.id);
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.addon_batch_id OPERATOR(pg_catalog.=) OLD.id;
+        held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
+        hint := 'End it with subscription.cancel_addon(); the ledger keeps its lines.';
+    WHEN 'ledger' THEN
+        what := format('ledger line %s', OLD.id);
+        ledger_lines := subscription.self_referrers('ledger', OLD.id);
+        held := ARRAY[subscription.count_phrase(ledger_lines, 'line that gives back or pays it', 'lines that give back or pay it')];
+        hint := 'The ledger is a record: correct it with a new line.';
+    WHEN 'plan' THEN
+        what := format('plan "%s"', OLD.code);
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.plan OPERATOR(pg_catalog.=) OLD.code;
+        held := ARRAY[
+            subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
+            (SELECT subscription.count_phrase(count(*), 'subscription', 'subscriptions')
+               FROM subscription.subscription AS s
+              WHERE s.plan OPERATOR(pg_catalog.=) OLD.code OR s.pending_plan OPERATOR(pg_catalog.=) OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'price', 'prices')
+               FROM subscription.plan_price AS pp WHERE pp.plan OPERATOR(pg_catalog.=) OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'limit', 'limits')
+               FROM subscription.plan_limit AS pl WHERE pl.plan OPERATOR(pg_catalog.=) OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'add-on', 'add-ons')
+               FROM subscription.plan_addon AS pa WHERE pa.plan OPERATOR(pg_catalog.=) OLD.code)];
+        hint := CASE WHEN ledger_lines OPERATOR(pg_catalog.>) 0
+                     THEN 'A plan that was billed stays in the catalog: the ledger names it.'
+                     ELSE 'Delete its prices, limits and add-ons first.' END;
+    WHEN 'plan_price' THEN
+        what := format('a price of plan "%s" in %s%s', OLD.plan, OLD.currency,
+                       CASE WHEN OLD.tier IS NOT NULL THEN format(' (tier %s)', OLD.tier) ELSE '' END);
+        -- the lines charged for this plan, in this currency, to a subscription of this cycle
+        SELECT count(*) INTO ledger_lines
+          FROM subscription.ledger AS l
+          JOIN subscription.subscription AS s ON s.id OPERATOR(pg_catalog.=) l.subscription_id
+         WHERE l.plan OPERATOR(pg_catalog.=) OLD.plan AND l.currency OPERATOR(pg_catalog.=) OLD.currency
+           AND l.addon_batch_id IS NULL
+           AND subscription.cycle_key(s.cycle) OPERATOR(pg_catalog.=) subscription.cycle_key(OLD.cycle);
+        held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
+        hint := 'A price that was billed stays; change its amount, which applies from the next charge.';
+    WHEN 'addon' THEN
+        what := format('add-on "%s"', OLD.code);
+        held := ARRAY[
+            (SELECT subscription.count_phrase(count(*), 'batch', 'batches')
+               FROM subscription.addon_batch AS b WHERE b.addon OPERATOR(pg_catalog.=) OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'price', 'prices')
+               FROM subscription.addon_price AS ap WHERE ap.addon OPERATOR(pg_catalog.=) OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'plan', 'plans')
+               FROM subscription.plan_addon AS pa WHERE pa.addon OPERATOR(pg_catalog.=) OLD.code)];
+        hint := 'An add-on that was sold stays in the catalog; delete the prices and plans of one that was not first.';
+    WHEN 'addon_price' THEN
+        what := format('a price of add-on "%s" in %s', OLD.addon, OLD.currency);
+        SELECT count(*) INTO ledger_lines
+          FROM subscription.ledger AS l
+          JOIN subscription.addon_batch AS b ON b.id OPERATOR(pg_catalog.=) l.addon_batch_id
+         WHERE b.addon OPERATOR(pg_catalog.=) OLD.addon AND l.currency OPERATOR(pg_catalog.=) OLD.currency;
+        held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
+        hint := 'A price that was billed stays; change its amount, which applies from the next charge.';
+    END CASE;
+    held := array_remove(held, NULL);
+    IF cardinality(held) OPERATOR(pg_catalog.>) 0 THEN
+        RAISE EXCEPTION '% cannot be deleted', what
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  DETAIL = format('It still has %s.',
+                                  CASE WHEN cardinality(held) OPERATOR(pg_catalog.=) 1 THEN held[1]
+                                       ELSE array_to_string(held[1:cardinality(held) OPERATOR(pg_catalog.-) 1], ', ')
+                                            OPERATOR(pg_catalog.||) ' and ' OPERATOR(pg_catalog.||) held[cardinality(held)] END),
+                  HINT = hint, TABLE = TG_TABLE_NAME, SCHEMA = 'subscription';
+    END IF;
+    RETURN OLD;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.refuse_delete_in_use() IS
+'Trigger: 2BP01 naming what still refers to a row being deleted (ledger lines, subscriptions, members, prices...): nothing lost';
+
+CREATE TRIGGER account_refuse_delete_in_use BEFORE DELETE ON subscription.account
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use();
+CREATE TRIGGER subscription_refuse_delete_in_use BEFORE DELETE ON subscription.subscription
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use();
+CREATE TRIGGER addon_batch_refuse_delete_in_use BEFORE DELETE ON subscription.addon_batch
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use();
+CREATE TRIGGER ledger_refuse_delete_in_use BEFORE DELETE ON subscription.ledger
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use();
+CREATE TRIGGER plan_refuse_delete_in_use BEFORE DELETE ON subscription.plan
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use();
+CREATE TRIGGER plan_price_refuse_delete_in_use BEFORE DELETE ON subscription.plan_price
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use();
+CREATE TRIGGER addon_refuse_delete_in_use BEFORE DELETE ON subscription.addon
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use();
+CREATE TRIGGER addon_price_refuse_delete_in_use BEFORE DELETE ON subscription.addon_price
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use();
+
+-- The references of a table to itself, as a foreign key would check them
+-- (23503), without the dependency loop pg_dump warns of: an account's
+-- parent, a line's charge.  The referenced row is locked FOR KEY SHARE, so
+-- that refuse_delete_in_use() of a concurrent delete waits for us.  An
+-- AFTER ROW trigger runs at the end of the statement, so that one COPY or
+-- INSERT may hold both rows in any order.
+CREATE FUNCTION subscription.check_reference()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_TABLE_NAME OPERATOR(pg_catalog.=) 'account' THEN
+        PERFORM FROM subscription.account AS a WHERE a.id OPERATOR(pg_catalog.=) NEW.parent_id FOR KEY SHARE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'parent account % does not exist', NEW.parent_id
+                USING ERRCODE = 'foreign_key_violation',
+                      DETAIL = format('Account %s names it as its parent (parent_id).', NEW.id),
+                      TABLE = 'account', SCHEMA = 'subscription';
+        END IF;
+    ELSE
+        PERFORM FROM subscription.ledger AS l WHERE l.id OPERATOR(pg_catalog.=) NEW.charge_id FOR KEY SHARE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'ledger line % does not exist', NEW.charge_id
+                USING ERRCODE = 'foreign_key_violation',
+                      DETAIL = format('Ledger line %s names it as its charge (charge_id).', NEW.id),
+                      TABLE = 'ledger', SCHEMA = 'subscription';
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.check_reference() IS
+'Trigger: an account''s parent and a ledger line''s charge exist (23503), as a foreign key to the same table would check';
+
+CREATE TRIGGER account_parent_exists AFTER INSERT OR UPDATE OF parent_id ON subscription.account
+    FOR EACH ROW WHEN (NEW.parent_id IS NOT NULL) EXECUTE FUNCTION subscription.check_reference();
+CREATE TRIGGER ledger_charge_exists AFTER INSERT OR UPDATE OF charge_id ON subscription.ledger
+    FOR EACH ROW WHEN (NEW.charge_id IS NOT NULL) EXECUTE FUNCTION subscription.check_reference();
+
+CREATE FUNCTION subscription.erased_details(details jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN CASE jsonb_typeof(details)
+        WHEN 'object' THEN
+            (SELECT coalesce(jsonb_object_agg(e.key,
+                        CASE WHEN e.key OPERATOR(pg_catalog.=) ANY ('{name,external_id}')
+                                  AND jsonb_typeof(e.value) OPERATOR(pg_catalog.<>) 'null'
+                             THEN '"erased"'::jsonb
+                             ELSE subscription.erased_details(e.value) END), '{}')
+               FROM jsonb_each(details) AS e)
+        WHEN 'array' THEN
+            (SELECT coalesce(jsonb_agg(subscription.erased_details(e.value) ORDER BY e.n), '[]')
+               FROM jsonb_array_elements(details) WITH ORDINALITY AS e(value, n))
+        ELSE details END;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.erased_details(jsonb) IS
+'History details with their personal fields (name, external_id) erased, at any depth';
+
+CREATE OR REPLACE FUNCTION subscription.refuse_history_change()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP OPERATOR(pg_catalog.=) 'UPDATE'
+       AND NEW.details OPERATOR(pg_catalog.=) subscription.erased_details(OLD.details)
+       AND (to_jsonb(NEW) OPERATOR(pg_catalog.-) 'details') OPERATOR(pg_catalog.=) (to_jsonb(OLD) OPERATOR(pg_catalog.-) 'details') THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'history is append-only'
+        USING ERRCODE = 'insufficient_privilege',
+              DETAIL = format('%s on subscription.history is not allowed.', TG_OP),
+              HINT = 'Record a correction as a new history row.';
+END
+$$;
+
+COMMENT ON FUNCTION subscription.refuse_history_change() IS 'Trigger: history is append-only (but for erasing personal fields, erased_details)';
+
+-- A closed account (close_account) takes nothing new: P0002 unless the
+-- account exists, 55000 if it is closed.
+CREATE FUNCTION subscription.require_open_account(account_id bigint)
+RETURNS void
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    closed timestamptz;
+BEGIN
+    PERFORM subscription.require_account(account_id);
+    SELECT a.closed_at INTO closed FROM subscription.account AS a WHERE a.id OPERATOR(pg_catalog.=) require_open_account.account_id;
+    IF closed IS NOT NULL THEN
+        RAISE EXCEPTION 'account % is closed', account_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('It was closed at %s.', closed),
+                  HINT = 'A closed account takes no new subscription; open a new account.';
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.require_open_account(bigint) IS 'Internal: P0002 unless the account exists, 55000 if it is closed';
+
+CREATE OR REPLACE FUNCTION subscription.subscribe(
+    account_id bigint,
+    plan text,
+    cycle interval,
+    quantity integer DEFAULT 1,
+    at timestamptz DEFAULT now(),
+    renewal text DEFAULT 'always',
+    coupon text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    price     record;
+    period    tstzrange;
+    new_id    bigint;
+    anchor_at timestamptz;
+    k         integer;
+    full_period tstzrange;
+BEGIN
+    PERFORM subscription.require_arguments('subscribe',
+        '{account_id,plan,cycle,quantity,at,renewal}',
+        ARRAY[account_id IS NULL, plan IS NULL, cycle IS NULL, quantity IS NULL,
+              at IS NULL, renewal IS NULL]);
+
+    IF quantity < 1 THEN
+        RAISE EXCEPTION 'quantity must be at least 1'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The quantity was %s.', quantity);
+    END IF;
+    PERFORM subscription.require_cycle(cycle);
+    PERFORM subscription.require_renewal(renewal);
+    IF NOT isfinite(at) THEN
+        RAISE EXCEPTION 'subscription start must be finite'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    SELECT a.billing_anchor INTO anchor_at
+      FROM subscription.account AS a
+     WHERE a.id OPERATOR(pg_catalog.=) subscribe.account_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account % does not exist', account_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(account_id, 'purchase');
+    PERFORM subscription.require_open_account(account_id);
+    price := subscription.period_price(plan, cycle, quantity);
+    IF coupon IS NOT NULL THEN
+        PERFORM subscription.redeemable_coupon(coupon, at, price.currency);
+    END IF;
+    IF anchor_at IS NULL THEN
+        k := 1;
+        anchor_at := at;
+    ELSE
+        -- L4: the first period runs to the account's next billing date, whose
+        -- period (of this cycle) it is part of, and is charged for its days
+        k := subscription.period_containing(anchor_at, cycle, at);
+    END IF;
+    full_period := subscription.nth_period(anchor_at, cycle, k);
+    period := tstzrange(at, upper(full_period), '[)');
+
+    -- R10: an account's first service subscription is its default one
+    INSERT INTO subscription.subscription AS s
+           (account_id, plan, cycle, quantity, paid_quantity, period, anchor, period_number, renewal, is_default,
+            coupon, coupon_periods_left)
+    SELECT subscribe.account_id, subscribe.plan, subscribe.cycle, subscribe.quantity, subscribe.quantity,
+           period, anchor_at, k, subscribe.renewal,
+           p.kind OPERATOR(pg_catalog.=) 'service' AND NOT EXISTS (
+               SELECT FROM subscription.subscription AS d
+                WHERE d.account_id OPERATOR(pg_catalog.=) subscribe.account_id AND d.is_default),
+           subscribe.coupon, (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code OPERATOR(pg_catalog.=) subscribe.coupon)
+      FROM subscription.plan AS p
+     WHERE p.code OPERATOR(pg_catalog.=) subscribe.plan
+    RETURNING s.id INTO new_id;
+
+    INSERT INTO subscription.ledger
+           (account_id, subscription_id, kind, amount, currency, period, plan, description)
+    VALUES (subscribe.account_id, new_id, 'charge',
+            CASE WHEN period OPERATOR(pg_catalog.=) full_period
+                 THEN subscription.round_money(price.amount, price.currency)
+                 ELSE subscription.prorate_refund(price.amount, lower(full_period), upper(full_period), at, 'day',
+                                                  subscription.money_scale(price.currency)) END,
+            price.currency, period, plan,
+            format('plan %s, cycle %s, quantity %s%s', plan, cycle, quantity,
+                   CASE WHEN period OPERATOR(pg_catalog.=) full_period THEN ''
+                        ELSE format(', to the billing date %s', upper(period)) END));
+
+    RETURN new_id;
+END
+$$;
+
+-- End everything of an account (once its sub-accounts are closed, K9) at
+-- a time: every active subscription ends then, its unused days credited and
+-- its add-on batches ended (end_early, L9); the seats are released; the
+-- account is marked closed (history records it, R8) and takes no new
+-- subscription.  Returns the subscriptions ended and what each credited.
+CREATE FUNCTION subscription.close_account(account_id bigint, at timestamptz DEFAULT now())
+RETURNS TABLE (subscription_id bigint, credited numeric)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    closed timestamptz;
+    open_children text;
+    s bigint;
+BEGIN
+    PERFORM subscription.require_arguments('close_account', '{account_id,at}',
+        ARRAY[account_id IS NULL, at IS NULL]);
+    PERFORM subscription.require_account(close_account.account_id);
+    PERFORM subscription.authorize(close_account.account_id, 'cancel');
+    IF NOT isfinite(at) THEN
+        RAISE EXCEPTION 'closing time must be finite' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT a.closed_at INTO closed FROM subscription.account AS a
+     WHERE a.id OPERATOR(pg_catalog.=) close_account.account_id FOR NO KEY UPDATE;
+    IF closed IS NOT NULL THEN
+        RAISE EXCEPTION 'account % is already closed', account_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('It was closed at %s.', closed);
+    END IF;
+    -- K9: a sub-account is closed by whom may act on it (Z1, K8), first
+    SELECT string_agg(a.id::text, ', ' ORDER BY a.id) INTO open_children FROM subscription.account AS a
+     WHERE a.parent_id OPERATOR(pg_catalog.=) close_account.account_id AND a.closed_at IS NULL;
+    IF open_children IS NOT NULL THEN
+        RAISE EXCEPTION 'account % has open sub-accounts', account_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Sub-accounts %s are open.', open_children),
+                  HINT = 'Close them first with subscription.close_account().';
+    END IF;
+    FOR s IN SELECT x.id FROM subscription.subscription AS x
+              WHERE x.account_id OPERATOR(pg_catalog.=) close_account.account_id
+                AND x.status OPERATOR(pg_catalog.=) 'active'
+              ORDER BY x.id LOOP
+        subscription_id := s;
+        credited := subscription.end_early(s, at);
+        RETURN NEXT;
+    END LOOP;
+    -- the seats of every subscription of the account, through the license guard
+    DELETE FROM subscription.license AS l
+     USING subscription.subscription AS x
+     WHERE x.id OPERATOR(pg_catalog.=) l.subscription_id
+       AND x.account_id OPERATOR(pg_catalog.=) close_account.account_id;
+    UPDATE subscription.account AS a SET closed_at = close_account.at
+     WHERE a.id OPERATOR(pg_catalog.=) close_account.account_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.close_account(bigint, timestamptz) IS
+'Close an account: end every subscription (unused days credited, L9), release the seats, refuse new subscriptions';
+
+-- GDPR: the personal data of a closed account (and of its sub-accounts):
+-- its name, its members (and their external ids), and these fields in its
+-- history.  The ledger keeps every line, its amounts and dates.  Back-office
+-- code only: a member does not erase an account.
+CREATE FUNCTION subscription.erase_account(account_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    closed timestamptz;
+    child bigint;
+    members bigint;
+BEGIN
+    PERFORM subscription.require_arguments('erase_account', '{account_id}', ARRAY[account_id IS NULL]);
+    IF coalesce(current_setting('subscription.actor', true), '') OPERATOR(pg_catalog.<>) ''
+       OR NOT subscription.caller_is_trusted() THEN
+        RAISE EXCEPTION 'erase_account() is for back-office code'
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'Erasing an account is not an action of a member.',
+                  HINT = 'Call it without subscription.actor, as a role given subscription.grant_backoffice().';
+    END IF;
+    PERFORM subscription.require_account(erase_account.account_id);
+    SELECT a.closed_at INTO closed FROM subscription.account AS a
+     WHERE a.id OPERATOR(pg_catalog.=) erase_account.account_id FOR NO KEY UPDATE;
+    IF closed IS NULL THEN
+        RAISE EXCEPTION 'account % is not closed', account_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Close it first with subscription.close_account().';
+    END IF;
+    FOR child IN SELECT a.id FROM subscription.account AS a
+                  WHERE a.parent_id OPERATOR(pg_catalog.=) erase_account.account_id ORDER BY a.id LOOP
+        PERFORM subscription.erase_account(child);
+    END LOOP;
+    DELETE FROM subscription.member AS m WHERE m.account_id OPERATOR(pg_catalog.=) erase_account.account_id;
+    GET DIAGNOSTICS members = ROW_COUNT;
+    UPDATE subscription.account AS a SET name = 'erased'
+     WHERE a.id OPERATOR(pg_catalog.=) erase_account.account_id;
+    -- the one change history allows (refuse_history_change)
+    UPDATE subscription.history AS h SET details = subscription.erased_details(h.details)
+     WHERE h.account_id OPERATOR(pg_catalog.=) erase_account.account_id
+       AND h.details OPERATOR(pg_catalog.<>) subscription.erased_details(h.details);
+    INSERT INTO subscription.history (actor, operation, account_id, details)
+    VALUES (subscription.current_actor(), 'account_erase', erase_account.account_id,
+            jsonb_build_object('members', members));
+END
+$$;
+
+COMMENT ON FUNCTION subscription.erase_account(bigint) IS
+'GDPR: erase the personal data (name, members, their external ids, in history too) of a closed account; the ledger stays';
+
+REVOKE ALL ON FUNCTION subscription.count_phrase(bigint, text, text), subscription.self_referrers(text, bigint),
+    subscription.refuse_delete_in_use(),
+    subscription.check_reference(), subscription.erased_details(jsonb), subscription.require_open_account(bigint),
+    subscription.close_account(bigint, timestamptz), subscription.erase_account(bigint) FROM PUBLIC;

@@ -57,8 +57,7 @@ CREATE INDEX ON subscription.plan (product);
 COMMENT ON TABLE subscription.plan IS 'Plans (editions) of a product, ranked; kind service or option (R11)';
 
 CREATE TABLE subscription.plan_price (
-    plan        text NOT NULL REFERENCES subscription.plan (code)
-                ON UPDATE CASCADE ON DELETE CASCADE,
+    plan        text NOT NULL REFERENCES subscription.plan (code) ON UPDATE CASCADE,
     cycle       interval NOT NULL CHECK (subscription.is_valid_cycle(cycle)),
     tier        integer CHECK (tier > 0),
     amount      numeric NOT NULL CHECK (amount >= 0 AND amount < 'Infinity'),
@@ -106,8 +105,7 @@ CREATE CONSTRAINT TRIGGER plan_price_tiered_or_not
     FOR EACH ROW EXECUTE FUNCTION subscription.check_plan_price_tiering();
 
 CREATE TABLE subscription.plan_limit (
-    plan        text NOT NULL REFERENCES subscription.plan (code)
-                ON UPDATE CASCADE ON DELETE CASCADE,
+    plan        text NOT NULL REFERENCES subscription.plan (code) ON UPDATE CASCADE,
     feature     text NOT NULL,
     value       bigint CHECK (value >= 0),          -- NULL: unlimited
     per_license boolean NOT NULL DEFAULT false,
@@ -129,8 +127,7 @@ CREATE INDEX ON subscription.addon (product);
 COMMENT ON TABLE subscription.addon IS 'Add-ons of a product: units of a feature, recurring or one-time (K1-K5)';
 
 CREATE TABLE subscription.addon_price (
-    addon    text NOT NULL REFERENCES subscription.addon (code)
-             ON UPDATE CASCADE ON DELETE CASCADE,
+    addon    text NOT NULL REFERENCES subscription.addon (code) ON UPDATE CASCADE,
     cycle    interval CHECK (subscription.is_valid_cycle(cycle)),  -- NULL: one-time
     amount   numeric NOT NULL CHECK (amount >= 0 AND amount < 'Infinity'),
     currency text NOT NULL DEFAULT 'EUR' REFERENCES subscription.currency (code)
@@ -142,10 +139,8 @@ CREATE UNIQUE INDEX addon_price_one_per_cycle
 COMMENT ON TABLE subscription.addon_price IS 'An add-on''s price per cycle (NULL cycle: one-time)';
 
 CREATE TABLE subscription.plan_addon (
-    plan     text NOT NULL REFERENCES subscription.plan (code)
-             ON UPDATE CASCADE ON DELETE CASCADE,
-    addon    text NOT NULL REFERENCES subscription.addon (code)
-             ON UPDATE CASCADE ON DELETE CASCADE,
+    plan     text NOT NULL REFERENCES subscription.plan (code) ON UPDATE CASCADE,
+    addon    text NOT NULL REFERENCES subscription.addon (code) ON UPDATE CASCADE,
     included boolean NOT NULL DEFAULT false,
     PRIMARY KEY (plan, addon)
 );

@@ -3,7 +3,9 @@
 -- key of R11.  The guard that keeps them is in 31_seats.sql.
 
 CREATE TABLE subscription.license (
-    subscription_id bigint NOT NULL REFERENCES subscription.subscription (id) ON DELETE CASCADE,
+    subscription_id bigint NOT NULL REFERENCES subscription.subscription (id),
+    -- cascade: a seat is what its member holds; deleting the member releases
+    -- it as license_release() would (the guard counts it, history records it)
     member_id       bigint NOT NULL REFERENCES subscription.member (id) ON DELETE CASCADE,
     assigned_at     timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (subscription_id, member_id)
@@ -18,6 +20,7 @@ COMMENT ON TABLE subscription.license IS 'Seats of a subscription held by member
 -- plus the license units of active add-on batches): that is the invariant,
 -- and the CHECK keeps it whatever path writes.
 CREATE TABLE subscription.license_counter (
+    -- cascade: derived data, the count of the subscription's license rows
     subscription_id bigint PRIMARY KEY
                     REFERENCES subscription.subscription (id) ON DELETE CASCADE,
     used            integer NOT NULL DEFAULT 0,

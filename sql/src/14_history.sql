@@ -42,12 +42,46 @@ COMMENT ON COLUMN subscription.history.db_user IS
 COMMENT ON COLUMN subscription.history.db_session_user IS
 'The session''s login role; NULL before 1.1 and for restored rows';
 
+-- The personal fields of a history row's details, erased (erase_account):
+-- the value of every "name" and "external_id" key, at any depth (a row as
+-- it was, or the old and new values of a change), becomes "erased".
+CREATE FUNCTION subscription.erased_details(details jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN CASE jsonb_typeof(details)
+        WHEN 'object' THEN
+            (SELECT coalesce(jsonb_object_agg(e.key,
+                        CASE WHEN e.key OPERATOR(pg_catalog.=) ANY ('{name,external_id}')
+                                  AND jsonb_typeof(e.value) OPERATOR(pg_catalog.<>) 'null'
+                             THEN '"erased"'::jsonb
+                             ELSE subscription.erased_details(e.value) END), '{}')
+               FROM jsonb_each(details) AS e)
+        WHEN 'array' THEN
+            (SELECT coalesce(jsonb_agg(subscription.erased_details(e.value) ORDER BY e.n), '[]')
+               FROM jsonb_array_elements(details) WITH ORDINALITY AS e(value, n))
+        ELSE details END;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.erased_details(jsonb) IS
+'History details with their personal fields (name, external_id) erased, at any depth';
+
+-- Append-only, but for one change: erasing the personal fields of a row's
+-- details (erase_account, GDPR), checked on the data itself.
 CREATE FUNCTION subscription.refuse_history_change()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF TG_OP OPERATOR(pg_catalog.=) 'UPDATE'
+       AND NEW.details OPERATOR(pg_catalog.=) subscription.erased_details(OLD.details)
+       AND (to_jsonb(NEW) OPERATOR(pg_catalog.-) 'details') OPERATOR(pg_catalog.=) (to_jsonb(OLD) OPERATOR(pg_catalog.-) 'details') THEN
+        RETURN NEW;
+    END IF;
     RAISE EXCEPTION 'history is append-only'
         USING ERRCODE = 'insufficient_privilege',
               DETAIL = format('%s on subscription.history is not allowed.', TG_OP),
@@ -55,7 +89,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION subscription.refuse_history_change() IS 'Trigger: history is append-only';
+COMMENT ON FUNCTION subscription.refuse_history_change() IS 'Trigger: history is append-only (but for erasing personal fields, erased_details)';
 
 CREATE TRIGGER history_append_only
     BEFORE UPDATE OR DELETE ON subscription.history

@@ -154,3 +154,26 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.require_account(bigint) IS 'Internal: P0002 unless the account exists';
+
+-- A closed account (close_account) takes nothing new: P0002 unless the
+-- account exists, 55000 if it is closed.
+CREATE FUNCTION subscription.require_open_account(account_id bigint)
+RETURNS void
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    closed timestamptz;
+BEGIN
+    PERFORM subscription.require_account(account_id);
+    SELECT a.closed_at INTO closed FROM subscription.account AS a WHERE a.id OPERATOR(pg_catalog.=) require_open_account.account_id;
+    IF closed IS NOT NULL THEN
+        RAISE EXCEPTION 'account % is closed', account_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('It was closed at %s.', closed),
+                  HINT = 'A closed account takes no new subscription; open a new account.';
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.require_open_account(bigint) IS 'Internal: P0002 unless the account exists, 55000 if it is closed';

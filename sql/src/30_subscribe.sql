@@ -74,6 +74,7 @@ BEGIN
             USING ERRCODE = 'no_data_found';
     END IF;
     PERFORM subscription.authorize(account_id, 'purchase');
+    PERFORM subscription.require_open_account(account_id);
     price := subscription.period_price(plan, cycle, quantity);
     PERFORM subscription.require_amount(price.amount, price.currency);
     IF coupon IS NOT NULL THEN

@@ -17,7 +17,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     application_routines text[] := '{subscribe,set_quantity,change_plan,change_cycle,set_renewal,cancel,
-        cancel_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
+        cancel_account,close_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
         apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
         effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
         cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,

@@ -1,6 +1,6 @@
 -- The data model of API.md: every table, key and constraint of the contract.
 BEGIN;
-SELECT plan(192);
+SELECT plan(195);
 SET search_path = subscription, public;
 
 SELECT has_schema('subscription');
@@ -53,7 +53,9 @@ SELECT col_is_pk('subscription', t, c, format('%s has primary key %s', t, c))
                ('usage_counter', ARRAY['account_id', 'feature'])) AS x(t, c);
 
 -- foreign keys and their deliberate ON DELETE actions:
--- c = cascade (K9: deleting an account removes its rows), a = refuse while in use, n = set null
+-- c = cascade (derived data: counters; a member's seats), a = refuse while in use (nothing lost,
+-- refuse_delete_in_use names what), n = set null; account.parent_id and ledger.charge_id are
+-- checked by a trigger instead (no circular foreign key for pg_dump)
 SELECT is(
     (SELECT string_agg(f, ' ' ORDER BY f) FROM (
        SELECT format('%s.%s->%s:%s', c.conrelid::regclass, a.attname, c.confrelid::regclass, c.confdeltype) AS f
@@ -64,23 +66,33 @@ SELECT is(
     x.expected, format('foreign keys of %s', x.t))
   FROM (VALUES
     ('subscription.plan', 'plan.product->product:a'),
-    ('subscription.plan_price', 'plan_price.currency->currency:a plan_price.plan->plan:c'),
-    ('subscription.plan_limit', 'plan_limit.plan->plan:c'),
+    ('subscription.plan_price', 'plan_price.currency->currency:a plan_price.plan->plan:a'),
+    ('subscription.plan_limit', 'plan_limit.plan->plan:a'),
     ('subscription.addon', 'addon.product->product:a'),
-    ('subscription.addon_price', 'addon_price.addon->addon:c addon_price.currency->currency:a'),
-    ('subscription.plan_addon', 'plan_addon.addon->addon:c plan_addon.plan->plan:c'),
+    ('subscription.addon_price', 'addon_price.addon->addon:a addon_price.currency->currency:a'),
+    ('subscription.plan_addon', 'plan_addon.addon->addon:a plan_addon.plan->plan:a'),
     ('subscription.coupon', 'coupon.currency->currency:a'),
-    ('subscription.account', 'account.parent_id->account:c'),
-    ('subscription.member', 'member.account_id->account:c'),
-    ('subscription.subscription', 'subscription.account_id->account:c subscription.coupon->coupon:a subscription.pending_plan->plan:a subscription.plan->plan:a'),
-    ('subscription.license', 'license.member_id->member:c license.subscription_id->subscription:c'),
-    ('subscription.addon_batch', 'addon_batch.addon->addon:a addon_batch.subscription_id->subscription:c'),
-    ('subscription.ledger', 'ledger.account_id->account:c ledger.addon_batch_id->addon_batch:c ledger.charge_id->ledger:c ledger.currency->currency:a ledger.subscription_id->subscription:c'),
-    ('subscription.trimmed', 'trimmed.account_id->account:c'),
+    ('subscription.member', 'member.account_id->account:a'),
+    ('subscription.subscription', 'subscription.account_id->account:a subscription.coupon->coupon:a subscription.pending_plan->plan:a subscription.plan->plan:a'),
+    ('subscription.license', 'license.member_id->member:c license.subscription_id->subscription:a'),
+    ('subscription.addon_batch', 'addon_batch.addon->addon:a addon_batch.subscription_id->subscription:a'),
+    ('subscription.ledger', 'ledger.account_id->account:a ledger.addon_batch_id->addon_batch:a ledger.currency->currency:a ledger.subscription_id->subscription:a'),
+    ('subscription.trimmed', 'trimmed.account_id->account:a'),
     ('subscription.usage_counter', 'usage_counter.account_id->account:c'),
     ('subscription.license_counter', 'license_counter.subscription_id->subscription:c')) AS x(t, expected);
 SELECT is((SELECT count(*)::int FROM pg_constraint WHERE conrelid = 'subscription.history'::regclass AND contype = 'f'),
           0, 'history has no foreign key: the record of an erased account stays (K9, R8)');
+-- nothing lost (issue 15): no self-referencing key (pg_dump would warn of a circular one),
+-- a trigger checks each instead; every table a DELETE could take money or catalog from refuses
+SELECT is((SELECT count(*)::int FROM pg_constraint
+            WHERE contype = 'f' AND conrelid = confrelid AND connamespace = 'subscription'::regnamespace),
+          0, 'no table of the extension references itself by a foreign key');
+SELECT has_trigger('subscription', 'account', 'account_parent_exists', 'an account''s parent is checked by a trigger');
+SELECT has_trigger('subscription', 'ledger', 'ledger_charge_exists', 'a line''s charge is checked by a trigger');
+SELECT is((SELECT string_agg(c.relname, ' ' ORDER BY c.relname) FROM pg_trigger AS t JOIN pg_class AS c ON c.oid = t.tgrelid
+            WHERE t.tgfoid = 'subscription.refuse_delete_in_use()'::regprocedure),
+          'account addon addon_batch addon_price ledger plan plan_price subscription',
+          'the tables whose rows a DELETE could take money or catalog from refuse it while in use');
 
 -- CHECKs on the text enums and values
 SELECT col_has_check('subscription', t, c, format('%s.%s is checked', t, c))

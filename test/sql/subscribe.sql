@@ -129,26 +129,49 @@ SELECT pg_temp.error_of($$UPDATE history SET operation = 'other'$$);
 SELECT pg_temp.error_of($$DELETE FROM history$$);
 SELECT pg_temp.error_of($$TRUNCATE history$$);
 
--- K9: deleting an account deletes its sub-accounts and all their rows;
--- its history stays
+-- Nothing lost (issue 15): an account that holds anything is not deleted,
+-- its sub-accounts are not taken along (K9 is close_account now); its
+-- history stays anyway (no foreign key, R8)
 INSERT INTO account (id, name, parent_id) VALUES (3, 'Acme EMEA', 1);
 -- (R10: alice gets a license of the default subscription on creation)
 INSERT INTO member (account_id, external_id, role) VALUES (1, 'alice', 'owner'), (3, 'bob', 'owner');
 INSERT INTO usage_counter (account_id, feature, used) VALUES (3, 'rooms', 2);
 SELECT count(*) AS licenses_before FROM license;
-DELETE FROM account WHERE id = 1;
+SELECT pg_temp.error_of($$DELETE FROM account WHERE id = 1$$);
+SELECT pg_temp.error_of($$DELETE FROM account WHERE id = 3$$);
+SELECT pg_temp.error_of($$DELETE FROM subscription WHERE account_id = 1$$);
 SELECT (SELECT count(*) FROM account) AS accounts, (SELECT count(*) FROM member) AS members,
        (SELECT count(*) FROM subscription) AS subscriptions, (SELECT count(*) FROM license) AS licenses,
-       (SELECT count(*) FROM license_counter) AS seat_counters,
-       (SELECT count(*) FROM ledger) AS ledger, (SELECT count(*) FROM usage_counter) AS counters,
-       (SELECT count(*) > 0 FROM history WHERE account_id = 1 AND operation = 'account_delete') AS deletion_recorded;
+       (SELECT count(*) FROM ledger) AS ledger;
+-- an account with nothing but history goes; its counters (derived data) with it
+INSERT INTO account (id, name) VALUES (9, 'Mistake');
+INSERT INTO usage_counter (account_id, feature, used) VALUES (9, 'rooms', 0);
+DELETE FROM account WHERE id = 9;
+SELECT (SELECT count(*) FROM usage_counter WHERE account_id = 9) AS counters,
+       (SELECT count(*) > 0 FROM history WHERE account_id = 9 AND operation = 'account_delete') AS deletion_recorded;
+-- a self-reference is checked as a foreign key would check it
+SELECT pg_temp.error_of($$INSERT INTO account (id, name, parent_id) VALUES (10, 'Orphan', 999)$$);
+SELECT pg_temp.error_of($$UPDATE account SET parent_id = 999 WHERE id = 3$$);
+-- one statement may hold both a parent and its sub-account, in any order
+INSERT INTO account (id, name, parent_id) VALUES (11, 'Child first', 12), (12, 'Parent second', NULL);
+SELECT pg_temp.error_of($$INSERT INTO ledger (account_id, kind, amount, currency, charge_id, description)
+                          VALUES (1, 'refund', 1, 'EUR', 99999, 'x')$$);
+-- a line that others point at stays
+INSERT INTO ledger (account_id, subscription_id, kind, amount, currency, charge_id, description)
+SELECT account_id, subscription_id, 'refund', 1, currency, id, 'goodwill' FROM ledger WHERE kind = 'charge' ORDER BY id LIMIT 1;
+SELECT pg_temp.error_of($$DELETE FROM ledger WHERE kind = 'charge' AND id IN (SELECT charge_id FROM ledger)$$);
 
--- a plan in use cannot be deleted; one that is not in use takes its prices along
+-- a plan in use cannot be deleted; one that is not in use, once its prices are gone
 INSERT INTO account (id, name) VALUES (4, 'Initech');
 SELECT subscribe(4, 'central_plus', '1 year', 25, '2026-01-01') > 0 AS subscribed;
 SELECT pg_temp.error_of($$DELETE FROM plan WHERE code = 'central_plus'$$);
-DELETE FROM plan WHERE code = 'meet_yen';
-SELECT count(*) FROM plan_price WHERE plan = 'meet_yen';
+SELECT pg_temp.error_of($$DELETE FROM plan_price WHERE plan = 'central_plus' AND tier = 25$$);
+INSERT INTO plan (code, product, name) VALUES ('meet_unsold', 'meet', 'Never sold');
+INSERT INTO plan_price (plan, cycle, amount) VALUES ('meet_unsold', '30 days', 1);
+SELECT pg_temp.error_of($$DELETE FROM plan WHERE code = 'meet_unsold'$$);
+DELETE FROM plan_price WHERE plan = 'meet_unsold';
+DELETE FROM plan WHERE code = 'meet_unsold';
+SELECT count(*) FROM plan WHERE code = 'meet_unsold';
 
 -- the mutating function is not executable by PUBLIC
 SELECT has_function_privilege('public', 'subscription.subscribe(bigint,text,interval,integer,timestamptz,text,text)', 'EXECUTE');

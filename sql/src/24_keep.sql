@@ -1,0 +1,211 @@
+-- Nothing lost (issue 15): a DELETE never takes money or what it names
+-- along.  The foreign keys into accounts, subscriptions, add-on batches,
+-- the ledger and the catalog are NO ACTION; before one of their rows is
+-- deleted, refuse_delete_in_use() names what still refers to it (2BP01),
+-- instead of the raw 23503 or, before 1.1, a cascade.  Only derived data
+-- (usage_counter, license_counter) and a member's seats still cascade.
+-- The two references of a table to itself (account.parent_id,
+-- ledger.charge_id) are checked by check_reference() instead of a foreign
+-- key: pg_dump reported them as circular foreign keys.
+
+-- "1 ledger line", "3 ledger lines", or NULL for none
+CREATE FUNCTION subscription.count_phrase(n bigint, noun text, nouns text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN n OPERATOR(pg_catalog.=) 0 THEN NULL
+            WHEN n OPERATOR(pg_catalog.=) 1 THEN '1 ' OPERATOR(pg_catalog.||) noun
+            ELSE n::text OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) nouns END;
+
+COMMENT ON FUNCTION subscription.count_phrase(bigint, text, text) IS 'Internal: "1 ledger line", "3 ledger lines", or NULL for none';
+
+-- The rows of account (its sub-accounts) or ledger (the lines of a charge)
+-- that name a row, read with the latest snapshot as a foreign key's check
+-- reads them (src/references.c): the references that are not foreign keys
+-- are then kept under REPEATABLE READ too.
+CREATE FUNCTION subscription.self_referrers(relation text, id bigint)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'self_referrers'
+LANGUAGE C STRICT VOLATILE;
+
+COMMENT ON FUNCTION subscription.self_referrers(text, bigint) IS
+'Internal (C): the sub-accounts of an account, or the lines of a charge, read with the latest snapshot';
+
+-- Before a row of account, subscription, addon_batch, ledger, plan,
+-- plan_price, addon or addon_price is deleted: 2BP01 naming what still
+-- refers to it.  The row is locked first, so that a writer that names it
+-- (its foreign key check holds FOR KEY SHARE) commits before the count.
+CREATE FUNCTION subscription.refuse_delete_in_use()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the deleter needs no right on the ledger
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    what text;
+    held text[];
+    hint text;
+    ledger_lines bigint;
+BEGIN
+    CASE TG_TABLE_NAME
+    WHEN 'account' THEN
+        PERFORM FROM subscription.account AS a WHERE a.id OPERATOR(pg_catalog.=) OLD.id FOR UPDATE;
+        what := format('account %s', OLD.id);
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.account_id OPERATOR(pg_catalog.=) OLD.id;
+        held := ARRAY[
+            subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
+            (SELECT subscription.count_phrase(count(*), 'active subscription', 'active subscriptions')
+               FROM subscription.subscription AS s
+              WHERE s.account_id OPERATOR(pg_catalog.=) OLD.id AND s.status OPERATOR(pg_catalog.=) 'active'),
+            (SELECT subscription.count_phrase(count(*), 'ended subscription', 'ended subscriptions')
+               FROM subscription.subscription AS s
+              WHERE s.account_id OPERATOR(pg_catalog.=) OLD.id AND s.status OPERATOR(pg_catalog.<>) 'active'),
+            (SELECT subscription.count_phrase(count(*), 'member', 'members')
+               FROM subscription.member AS m WHERE m.account_id OPERATOR(pg_catalog.=) OLD.id),
+            subscription.count_phrase(subscription.self_referrers('account', OLD.id), 'sub-account', 'sub-accounts'),
+            (SELECT subscription.count_phrase(count(*), 'archived row', 'archived rows')
+               FROM subscription.trimmed AS t WHERE t.account_id OPERATOR(pg_catalog.=) OLD.id)];
+        hint := 'Close it with subscription.close_account(); subscription.erase_account() then removes its personal data and keeps the ledger.';
+    WHEN 'subscription' THEN
+        what := format('subscription %s', OLD.id);
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.subscription_id OPERATOR(pg_catalog.=) OLD.id;
+        held := ARRAY[
+            subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
+            (SELECT subscription.count_phrase(count(*), 'add-on batch', 'add-on batches')
+               FROM subscription.addon_batch AS b WHERE b.subscription_id OPERATOR(pg_catalog.=) OLD.id),
+            (SELECT subscription.count_phrase(count(*), 'license', 'licenses')
+               FROM subscription.license AS x WHERE x.subscription_id OPERATOR(pg_catalog.=) OLD.id)];
+        hint := 'End it with subscription.cancel() or subscription.end_early(), or close its account; the ledger keeps its lines.';
+    WHEN 'addon_batch' THEN
+        what := format('add-on batch %s', OLD.id);
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.addon_batch_id OPERATOR(pg_catalog.=) OLD.id;
+        held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
+        hint := 'End it with subscription.cancel_addon(); the ledger keeps its lines.';
+    WHEN 'ledger' THEN
+        what := format('ledger line %s', OLD.id);
+        ledger_lines := subscription.self_referrers('ledger', OLD.id);
+        held := ARRAY[subscription.count_phrase(ledger_lines, 'line that gives back or pays it', 'lines that give back or pay it')];
+        hint := 'The ledger is a record: correct it with a new line.';
+    WHEN 'plan' THEN
+        what := format('plan "%s"', OLD.code);
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.plan OPERATOR(pg_catalog.=) OLD.code;
+        held := ARRAY[
+            subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
+            (SELECT subscription.count_phrase(count(*), 'subscription', 'subscriptions')
+               FROM subscription.subscription AS s
+              WHERE s.plan OPERATOR(pg_catalog.=) OLD.code OR s.pending_plan OPERATOR(pg_catalog.=) OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'price', 'prices')
+               FROM subscription.plan_price AS pp WHERE pp.plan OPERATOR(pg_catalog.=) OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'limit', 'limits')
+               FROM subscription.plan_limit AS pl WHERE pl.plan OPERATOR(pg_catalog.=) OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'add-on', 'add-ons')
+               FROM subscription.plan_addon AS pa WHERE pa.plan OPERATOR(pg_catalog.=) OLD.code)];
+        hint := CASE WHEN ledger_lines OPERATOR(pg_catalog.>) 0
+                     THEN 'A plan that was billed stays in the catalog: the ledger names it.'
+                     ELSE 'Delete its prices, limits and add-ons first.' END;
+    WHEN 'plan_price' THEN
+        what := format('a price of plan "%s" in %s%s', OLD.plan, OLD.currency,
+                       CASE WHEN OLD.tier IS NOT NULL THEN format(' (tier %s)', OLD.tier) ELSE '' END);
+        -- the lines charged for this plan, in this currency, to a subscription of this cycle
+        SELECT count(*) INTO ledger_lines
+          FROM subscription.ledger AS l
+          JOIN subscription.subscription AS s ON s.id OPERATOR(pg_catalog.=) l.subscription_id
+         WHERE l.plan OPERATOR(pg_catalog.=) OLD.plan AND l.currency OPERATOR(pg_catalog.=) OLD.currency
+           AND l.addon_batch_id IS NULL
+           AND subscription.cycle_key(s.cycle) OPERATOR(pg_catalog.=) subscription.cycle_key(OLD.cycle);
+        held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
+        hint := 'A price that was billed stays; change its amount, which applies from the next charge.';
+    WHEN 'addon' THEN
+        what := format('add-on "%s"', OLD.code);
+        held := ARRAY[
+            (SELECT subscription.count_phrase(count(*), 'batch', 'batches')
+               FROM subscription.addon_batch AS b WHERE b.addon OPERATOR(pg_catalog.=) OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'price', 'prices')
+               FROM subscription.addon_price AS ap WHERE ap.addon OPERATOR(pg_catalog.=) OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'plan', 'plans')
+               FROM subscription.plan_addon AS pa WHERE pa.addon OPERATOR(pg_catalog.=) OLD.code)];
+        hint := 'An add-on that was sold stays in the catalog; delete the prices and plans of one that was not first.';
+    WHEN 'addon_price' THEN
+        what := format('a price of add-on "%s" in %s', OLD.addon, OLD.currency);
+        SELECT count(*) INTO ledger_lines
+          FROM subscription.ledger AS l
+          JOIN subscription.addon_batch AS b ON b.id OPERATOR(pg_catalog.=) l.addon_batch_id
+         WHERE b.addon OPERATOR(pg_catalog.=) OLD.addon AND l.currency OPERATOR(pg_catalog.=) OLD.currency;
+        held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
+        hint := 'A price that was billed stays; change its amount, which applies from the next charge.';
+    END CASE;
+    held := array_remove(held, NULL);
+    IF cardinality(held) OPERATOR(pg_catalog.>) 0 THEN
+        RAISE EXCEPTION '% cannot be deleted', what
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  DETAIL = format('It still has %s.',
+                                  CASE WHEN cardinality(held) OPERATOR(pg_catalog.=) 1 THEN held[1]
+                                       ELSE array_to_string(held[1:cardinality(held) OPERATOR(pg_catalog.-) 1], ', ')
+                                            OPERATOR(pg_catalog.||) ' and ' OPERATOR(pg_catalog.||) held[cardinality(held)] END),
+                  HINT = hint, TABLE = TG_TABLE_NAME, SCHEMA = 'subscription';
+    END IF;
+    RETURN OLD;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.refuse_delete_in_use() IS
+'Trigger: 2BP01 naming what still refers to a row being deleted (ledger lines, subscriptions, members, prices...): nothing lost';
+
+CREATE TRIGGER account_refuse_delete_in_use BEFORE DELETE ON subscription.account
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use();
+CREATE TRIGGER subscription_refuse_delete_in_use BEFORE DELETE ON subscription.subscription
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use();
+CREATE TRIGGER addon_batch_refuse_delete_in_use BEFORE DELETE ON subscription.addon_batch
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use();
+CREATE TRIGGER ledger_refuse_delete_in_use BEFORE DELETE ON subscription.ledger
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use();
+CREATE TRIGGER plan_refuse_delete_in_use BEFORE DELETE ON subscription.plan
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use();
+CREATE TRIGGER plan_price_refuse_delete_in_use BEFORE DELETE ON subscription.plan_price
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use();
+CREATE TRIGGER addon_refuse_delete_in_use BEFORE DELETE ON subscription.addon
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use();
+CREATE TRIGGER addon_price_refuse_delete_in_use BEFORE DELETE ON subscription.addon_price
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use();
+
+-- The references of a table to itself, as a foreign key would check them
+-- (23503), without the dependency loop pg_dump warns of: an account's
+-- parent, a line's charge.  The referenced row is locked FOR KEY SHARE, so
+-- that refuse_delete_in_use() of a concurrent delete waits for us.  An
+-- AFTER ROW trigger runs at the end of the statement, so that one COPY or
+-- INSERT may hold both rows in any order.
+CREATE FUNCTION subscription.check_reference()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_TABLE_NAME OPERATOR(pg_catalog.=) 'account' THEN
+        PERFORM FROM subscription.account AS a WHERE a.id OPERATOR(pg_catalog.=) NEW.parent_id FOR KEY SHARE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'parent account % does not exist', NEW.parent_id
+                USING ERRCODE = 'foreign_key_violation',
+                      DETAIL = format('Account %s names it as its parent (parent_id).', NEW.id),
+                      TABLE = 'account', SCHEMA = 'subscription';
+        END IF;
+    ELSE
+        PERFORM FROM subscription.ledger AS l WHERE l.id OPERATOR(pg_catalog.=) NEW.charge_id FOR KEY SHARE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'ledger line % does not exist', NEW.charge_id
+                USING ERRCODE = 'foreign_key_violation',
+                      DETAIL = format('Ledger line %s names it as its charge (charge_id).', NEW.id),
+                      TABLE = 'ledger', SCHEMA = 'subscription';
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.check_reference() IS
+'Trigger: an account''s parent and a ledger line''s charge exist (23503), as a foreign key to the same table would check';
+
+CREATE TRIGGER account_parent_exists AFTER INSERT OR UPDATE OF parent_id ON subscription.account
+    FOR EACH ROW WHEN (NEW.parent_id IS NOT NULL) EXECUTE FUNCTION subscription.check_reference();
+CREATE TRIGGER ledger_charge_exists AFTER INSERT OR UPDATE OF charge_id ON subscription.ledger
+    FOR EACH ROW WHEN (NEW.charge_id IS NOT NULL) EXECUTE FUNCTION subscription.check_reference();

@@ -1,0 +1,116 @@
+-- Closing and erasing an account (issue 15): an account that holds anything
+-- is never deleted (24_keep.sql).  close_account() ends what it has, by
+-- the lifecycle functions; erase_account() then removes the personal data
+-- of a closed account, and the ledger keeps its amounts and dates.
+
+-- End everything of an account (once its sub-accounts are closed, K9) at
+-- a time: every active subscription ends then, its unused days credited and
+-- its add-on batches ended (end_early, L9); the seats are released; the
+-- account is marked closed (history records it, R8) and takes no new
+-- subscription.  Returns the subscriptions ended and what each credited.
+CREATE FUNCTION subscription.close_account(account_id bigint, at timestamptz DEFAULT now())
+RETURNS TABLE (subscription_id bigint, credited numeric)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    closed timestamptz;
+    open_children text;
+    s bigint;
+BEGIN
+    PERFORM subscription.require_arguments('close_account', '{account_id,at}',
+        ARRAY[account_id IS NULL, at IS NULL]);
+    PERFORM subscription.require_account(close_account.account_id);
+    PERFORM subscription.authorize(close_account.account_id, 'cancel');
+    IF NOT isfinite(at) THEN
+        RAISE EXCEPTION 'closing time must be finite' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT a.closed_at INTO closed FROM subscription.account AS a
+     WHERE a.id OPERATOR(pg_catalog.=) close_account.account_id FOR NO KEY UPDATE;
+    IF closed IS NOT NULL THEN
+        RAISE EXCEPTION 'account % is already closed', account_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('It was closed at %s.', closed);
+    END IF;
+    -- K9: a sub-account is closed by whom may act on it (Z1, K8), first
+    SELECT string_agg(a.id::text, ', ' ORDER BY a.id) INTO open_children FROM subscription.account AS a
+     WHERE a.parent_id OPERATOR(pg_catalog.=) close_account.account_id AND a.closed_at IS NULL;
+    IF open_children IS NOT NULL THEN
+        RAISE EXCEPTION 'account % has open sub-accounts', account_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Sub-accounts %s are open.', open_children),
+                  HINT = 'Close them first with subscription.close_account().';
+    END IF;
+    FOR s IN SELECT x.id FROM subscription.subscription AS x
+              WHERE x.account_id OPERATOR(pg_catalog.=) close_account.account_id
+                AND x.status OPERATOR(pg_catalog.=) 'active'
+              ORDER BY x.id LOOP
+        subscription_id := s;
+        credited := subscription.end_early(s, at);
+        RETURN NEXT;
+    END LOOP;
+    -- the seats of every subscription of the account, through the license guard
+    DELETE FROM subscription.license AS l
+     USING subscription.subscription AS x
+     WHERE x.id OPERATOR(pg_catalog.=) l.subscription_id
+       AND x.account_id OPERATOR(pg_catalog.=) close_account.account_id;
+    UPDATE subscription.account AS a SET closed_at = close_account.at
+     WHERE a.id OPERATOR(pg_catalog.=) close_account.account_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.close_account(bigint, timestamptz) IS
+'Close an account: end every subscription (unused days credited, L9), release the seats, refuse new subscriptions';
+
+-- GDPR: the personal data of a closed account (and of its sub-accounts):
+-- its name, its members (and their external ids), and these fields in its
+-- history.  The ledger keeps every line, its amounts and dates.  Back-office
+-- code only: a member does not erase an account.
+CREATE FUNCTION subscription.erase_account(account_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    closed timestamptz;
+    child bigint;
+    members bigint;
+BEGIN
+    PERFORM subscription.require_arguments('erase_account', '{account_id}', ARRAY[account_id IS NULL]);
+    IF coalesce(current_setting('subscription.actor', true), '') OPERATOR(pg_catalog.<>) ''
+       OR NOT subscription.caller_is_trusted() THEN
+        RAISE EXCEPTION 'erase_account() is for back-office code'
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'Erasing an account is not an action of a member.',
+                  HINT = 'Call it without subscription.actor, as a role given subscription.grant_backoffice().';
+    END IF;
+    PERFORM subscription.require_account(erase_account.account_id);
+    SELECT a.closed_at INTO closed FROM subscription.account AS a
+     WHERE a.id OPERATOR(pg_catalog.=) erase_account.account_id FOR NO KEY UPDATE;
+    IF closed IS NULL THEN
+        RAISE EXCEPTION 'account % is not closed', account_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Close it first with subscription.close_account().';
+    END IF;
+    FOR child IN SELECT a.id FROM subscription.account AS a
+                  WHERE a.parent_id OPERATOR(pg_catalog.=) erase_account.account_id ORDER BY a.id LOOP
+        PERFORM subscription.erase_account(child);
+    END LOOP;
+    DELETE FROM subscription.member AS m WHERE m.account_id OPERATOR(pg_catalog.=) erase_account.account_id;
+    GET DIAGNOSTICS members = ROW_COUNT;
+    UPDATE subscription.account AS a SET name = 'erased'
+     WHERE a.id OPERATOR(pg_catalog.=) erase_account.account_id;
+    -- the one change history allows (refuse_history_change)
+    UPDATE subscription.history AS h SET details = subscription.erased_details(h.details)
+     WHERE h.account_id OPERATOR(pg_catalog.=) erase_account.account_id
+       AND h.details OPERATOR(pg_catalog.<>) subscription.erased_details(h.details);
+    INSERT INTO subscription.history (actor, operation, account_id, details)
+    VALUES (subscription.current_actor(), 'account_erase', erase_account.account_id,
+            jsonb_build_object('members', members));
+END
+$$;
+
+COMMENT ON FUNCTION subscription.erase_account(bigint) IS
+'GDPR: erase the personal data (name, members, their external ids, in history too) of a closed account; the ledger stays';
