@@ -2569,17 +2569,10 @@ BEGIN
         ARRAY[account_id IS NULL, plan IS NULL, cycle IS NULL, quantity IS NULL,
               at IS NULL, renewal IS NULL]);
 
-    IF quantity < 1 THEN
-        RAISE EXCEPTION 'quantity must be at least 1'
-            USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = format('The quantity was %s.', quantity);
-    END IF;
+    PERFORM subscription.require_quantity(quantity);
     PERFORM subscription.require_cycle(cycle);
     PERFORM subscription.require_renewal(renewal);
-    IF NOT isfinite(at) THEN
-        RAISE EXCEPTION 'subscription start must be finite'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM subscription.require_time('subscribe', at, false);
 
     SELECT a.billing_anchor INTO anchor_at
       FROM subscription.account AS a
@@ -2591,6 +2584,7 @@ BEGIN
     PERFORM subscription.authorize(account_id, 'purchase');
     PERFORM subscription.require_open_account(account_id);
     price := subscription.period_price(plan, cycle, quantity);
+    PERFORM subscription.require_amount(price.amount, price.currency);
     IF coupon IS NOT NULL THEN
         PERFORM subscription.redeemable_coupon(coupon, at, price.currency);
     END IF;
