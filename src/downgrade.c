@@ -548,7 +548,7 @@ ApplyDowngrade(int64 subscription_id, TrimOutput *out)
 		uint64		i;
 
 		/* a counter that drifted (guards off during a restore) is made exact first */
-		RecountUsage(r->relid, r->feature, true, account);
+		RecountUsage(r->relid, r->feature, true, account, NULL, NULL);
 		ReadCounter(account, r->feature, &used, &limit, &unlimited);
 		if (!NeedsTrimming(r, used, limit, unlimited))
 			continue;

@@ -38,6 +38,7 @@
 #include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -55,6 +56,7 @@
 PG_FUNCTION_INFO_V1(limit_guard);
 PG_FUNCTION_INFO_V1(recount_usage);
 PG_FUNCTION_INFO_V1(invalidate_limit_cache);
+PG_FUNCTION_INFO_V1(usage_drift);
 
 /* INSERT, UPDATE, DELETE: the GuardedEvent values that carry rows */
 #define LIMIT_NUM_EVENTS 3
@@ -796,13 +798,19 @@ limit_guard(PG_FUNCTION_ARGS)
  * account before it trims, so that a counter that drifted while the guards
  * were off (a restore with session_replication_role = replica) never makes
  * it fail.  Returns how many counters changed.
+ *
+ * With a drift tuplestore, nothing is written: the counters that differ
+ * from the rows go into it as (account_id, counted, stored), the same
+ * count compared the same way (subscription.verify, through usage_drift).
  */
 int64
-RecountUsage(Oid relid, const char *feature, bool one_account, int64 account)
+RecountUsage(Oid relid, const char *feature, bool one_account, int64 account,
+			 Tuplestorestate *drift, TupleDesc drift_desc)
 {
 	static SPIPlanPtr registration_of_plan = NULL;
 	static SPIPlanPtr write_counters_plan = NULL;
 	static SPIPlanPtr zero_counters_plan = NULL;
+	static SPIPlanPtr drift_plan = NULL;
 	Oid			argtypes[4] = {OIDOID, TEXTOID, INT8ARRAYOID, INT8ARRAYOID};
 	Datum		values[4];
 	Relation	rel;
@@ -905,6 +913,38 @@ RecountUsage(Oid relid, const char *feature, bool one_account, int64 account)
 	/* as the extension's owner: the counters, from the numbers alone */
 	values[2] = makeArrayResult(accounts, CurrentMemoryContext);
 	values[3] = makeArrayResult(used, CurrentMemoryContext);
+	if (drift != NULL)
+	{
+		/* verify: the counters that the write below would change */
+		KeptPlan(&drift_plan,
+				 "SELECT c.account, coalesce(c.used, 0), coalesce(u.used, 0)"
+				 "  FROM unnest($3, $4) AS c(account, used)"
+				 "  LEFT JOIN subscription.usage_counter AS u ON u.account_id = c.account AND u.feature = $2"
+				 " WHERE coalesce(u.used, 0) <> coalesce(c.used, 0)"
+				 " UNION ALL"
+				 " SELECT u.account_id, 0, u.used FROM subscription.usage_counter AS u"
+				 "  WHERE u.feature = $2 AND u.used <> 0 AND u.account_id <> ALL ($3)"
+				 "    AND $1 <> 0"
+				 " ORDER BY 1",
+				 4, argtypes);
+		/* $1: 0 for one account, whose zero counter is in $3 already */
+		values[0] = ObjectIdGetDatum(one_account ? InvalidOid : relid);
+		if (SPI_execute_plan(drift_plan, values, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not compare the usage counters");
+		for (i = 0; i < SPI_processed; i++)
+		{
+			Datum		row[3];
+			bool		nulls[3] = {false, false, false};
+			int			c;
+
+			for (c = 0; c < 3; c++)
+				row[c] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, c + 1, &nulls[c]);
+			tuplestore_putvalues(drift, drift_desc, row, nulls);
+		}
+		changed = SPI_processed;
+		SPI_finish();
+		return changed;
+	}
 	KeptPlan(&write_counters_plan,
 			 "INSERT INTO subscription.usage_counter AS u (account_id, feature, used, limit_value)"
 			 " SELECT c.account, $2, coalesce(c.used, 0), subscription.limit_of(c.account, $2)"
@@ -943,5 +983,34 @@ recount_usage(PG_FUNCTION_ARGS)
 				 errmsg("argument \"%s\" of recount_usage() must not be null",
 						PG_ARGISNULL(0) ? "relation" : "feature")));
 	PG_RETURN_INT64(RecountUsage(PG_GETARG_OID(0), text_to_cstring(PG_GETARG_TEXT_PP(1)),
-								 !PG_ARGISNULL(2), PG_ARGISNULL(2) ? 0 : PG_GETARG_INT64(2)));
+								 !PG_ARGISNULL(2), PG_ARGISNULL(2) ? 0 : PG_GETARG_INT64(2),
+								 NULL, NULL));
+}
+
+/*
+ * usage_drift(relation regclass, feature text, account_id bigint)
+ *   returns table (account_id bigint, counted bigint, stored bigint)
+ *
+ * The counters recount_usage() would change, without changing them: the
+ * same count, as the table's owner (subscription.verify).
+ */
+Datum
+usage_drift(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("argument \"%s\" of usage_drift() must not be null",
+						PG_ARGISNULL(0) ? "relation" : "feature")));
+#if PG_VERSION_NUM >= 160000
+	InitMaterializedSRF(fcinfo, 0);
+#else
+	SetSingleFuncCall(fcinfo, 0);
+#endif
+	RecountUsage(PG_GETARG_OID(0), text_to_cstring(PG_GETARG_TEXT_PP(1)),
+				 !PG_ARGISNULL(2), PG_ARGISNULL(2) ? 0 : PG_GETARG_INT64(2),
+				 rsinfo->setResult, rsinfo->setDesc);
+	return (Datum) 0;
 }

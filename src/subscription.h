@@ -136,7 +136,8 @@ typedef struct CascadedRows
 extern List *TrimmingCascades;	/* of CascadedRows, archived after the trim */
 extern int64 TrimmingAccount;
 /* limits.c */
-extern int64 RecountUsage(Oid relid, const char *feature, bool one_account, int64 account);
+extern int64 RecountUsage(Oid relid, const char *feature, bool one_account, int64 account,
+						  Tuplestorestate *drift, TupleDesc drift_desc);
 extern int64 TrimmingSubscription;
 extern Oid	TrimmingRelation;
 

@@ -96,6 +96,9 @@ storm() {
 storm licenses "8 writers, 400 members, two service subscriptions of 100 seats"
 storm renewals "4 renew_due workers, 2000 subscriptions three periods behind"
 
+say "faults: a mixed workload killed with pg_ctl -m immediate, FAULTS=${FAULTS:-20} times"
+tap faults bash test/faults.sh
+
 say "packaging"
 control_version=$(sed -n "s/^default_version = '\(.*\)'/\1/p" subscription.control)
 # every version in META.json before its meta-spec is the release's, X.Y.0
