@@ -199,13 +199,13 @@ BEGIN
     last_id := after_id;
     FOR s IN
         SELECT * FROM subscription.subscription AS x
-         WHERE x.status OPERATOR(pg_catalog.=) 'active' AND upper(x.period) OPERATOR(pg_catalog.<=) at
-           AND (upper(x.period), x.id) OPERATOR(pg_catalog.>) (after_end, after_id)
+         WHERE x.status = 'active' AND upper(x.period) <= at
+           AND (upper(x.period), x.id) > (after_end, after_id)
          ORDER BY upper(x.period), x.id
          LIMIT batch_size
            FOR NO KEY UPDATE SKIP LOCKED
     LOOP
-        taken := taken OPERATOR(pg_catalog.+) 1;
+        taken := taken + 1;
         last_end := upper(s.period);
         last_id := s.id;
         LOOP
@@ -235,12 +235,12 @@ BEGIN
                     USING DETAIL = 'It stays due; renew_due() tries again on its next run.';
                 EXIT;
             END IF;
-            EXIT WHEN status OPERATOR(pg_catalog.<>) 'active';
-            SELECT * INTO s FROM subscription.subscription AS x WHERE x.id OPERATOR(pg_catalog.=) s.id;
-            EXIT WHEN upper(s.period) OPERATOR(pg_catalog.>) at;
+            EXIT WHEN status <> 'active';
+            SELECT * INTO s FROM subscription.subscription AS x WHERE x.id = s.id;
+            EXIT WHEN upper(s.period) > at;
         END LOOP;
         IF problem IS NULL THEN
-            handled := handled OPERATOR(pg_catalog.+) 1;
+            handled := handled + 1;
         END IF;
     END LOOP;
 END
@@ -1088,9 +1088,9 @@ LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF at OPERATOR(pg_catalog.<@) s.period THEN
+    IF at <@ s.period THEN
         RETURN;
-    ELSIF at OPERATOR(pg_catalog.>=) upper(s.period) THEN
+    ELSIF at >= upper(s.period) THEN
         RAISE EXCEPTION 'subscription % is overdue: its renewal at % has not run', s.id, upper(s.period)
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('%s() was given %s, after the current period %s.', fn, at, s.period),
@@ -1117,22 +1117,22 @@ DECLARE
     closest text;
 BEGIN
     WITH codes AS (
-        SELECT p.code AS c FROM subscription.plan AS p WHERE unknown_code.kind OPERATOR(pg_catalog.=) 'plan'
+        SELECT p.code AS c FROM subscription.plan AS p WHERE unknown_code.kind = 'plan'
         UNION ALL
-        SELECT a.code FROM subscription.addon AS a WHERE unknown_code.kind OPERATOR(pg_catalog.=) 'add-on'),
+        SELECT a.code FROM subscription.addon AS a WHERE unknown_code.kind = 'add-on'),
     grams AS (
         SELECT n.c, substr(lower(n.c), i, 2) AS g
           FROM (SELECT codes.c FROM codes UNION SELECT unknown_code.code) AS n(c)
-          CROSS JOIN LATERAL generate_series(1, length(n.c) OPERATOR(pg_catalog.-) 1) AS i)
+          CROSS JOIN LATERAL generate_series(1, length(n.c) - 1) AS i)
     SELECT string_agg(format('"%s"', s.c), ', ' ORDER BY s.score DESC, s.c) INTO closest
       FROM (SELECT k.c,
-                   2.0 OPERATOR(pg_catalog.*) (SELECT count(*) FROM (SELECT g FROM grams WHERE grams.c OPERATOR(pg_catalog.=) k.c
-                                            INTERSECT SELECT g FROM grams WHERE grams.c OPERATOR(pg_catalog.=) unknown_code.code) AS both_)
-                   OPERATOR(pg_catalog./) nullif((SELECT count(DISTINCT g) FROM grams WHERE grams.c OPERATOR(pg_catalog.=) k.c)
-                         OPERATOR(pg_catalog.+) (SELECT count(DISTINCT g) FROM grams WHERE grams.c OPERATOR(pg_catalog.=) unknown_code.code), 0) AS score
+                   2.0 * (SELECT count(*) FROM (SELECT g FROM grams WHERE grams.c = k.c
+                                            INTERSECT SELECT g FROM grams WHERE grams.c = unknown_code.code) AS both_)
+                   / nullif((SELECT count(DISTINCT g) FROM grams WHERE grams.c = k.c)
+                         + (SELECT count(DISTINCT g) FROM grams WHERE grams.c = unknown_code.code), 0) AS score
               FROM codes AS k
              ORDER BY 2 DESC, 1 LIMIT 3) AS s
-     WHERE s.score OPERATOR(pg_catalog.>=) 0.3;
+     WHERE s.score >= 0.3;
     RAISE EXCEPTION '% "%" does not exist', kind, code
         USING ERRCODE = 'undefined_object',
               HINT = CASE WHEN closest IS NULL
@@ -1157,8 +1157,8 @@ BEGIN
         RAISE EXCEPTION 'the anchor of a period must be finite'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = format('nth_period() was given %s.', anchor);
     END IF;
-    RETURN tstzrange(anchor OPERATOR(pg_catalog.+) ((k OPERATOR(pg_catalog.-) 1) OPERATOR(pg_catalog.*) cycle),
-                     anchor OPERATOR(pg_catalog.+) (k OPERATOR(pg_catalog.*) cycle), '[)');
+    RETURN tstzrange(anchor + ((k - 1) * cycle),
+                     anchor + (k * cycle), '[)');
 END
 $$;
 
@@ -1173,14 +1173,14 @@ AS $$
 DECLARE
     tiers integer[];
 BEGIN
-    PERFORM FROM subscription.plan AS p WHERE p.code OPERATOR(pg_catalog.=) plan_tiers.plan;
+    PERFORM FROM subscription.plan AS p WHERE p.code = plan_tiers.plan;
     IF NOT FOUND THEN
         PERFORM subscription.unknown_code('plan', plan);
     END IF;
     SELECT coalesce(array_agg(DISTINCT pp.tier ORDER BY pp.tier), '{}')
       INTO tiers
       FROM subscription.plan_price AS pp
-     WHERE pp.plan OPERATOR(pg_catalog.=) plan_tiers.plan AND pp.tier IS NOT NULL;
+     WHERE pp.plan = plan_tiers.plan AND pp.tier IS NOT NULL;
     RETURN tiers;
 END
 $$;
@@ -1203,22 +1203,22 @@ DECLARE
     tiers integer[] := subscription.plan_tiers(plan);
     price subscription.plan_price;
 BEGIN
-    IF quantity OPERATOR(pg_catalog.<) 1 THEN
+    IF quantity < 1 THEN
         PERFORM subscription.require_quantity(quantity);
     END IF;
-    IF cardinality(tiers) > 0 AND NOT quantity OPERATOR(pg_catalog.=) ANY (tiers) THEN
+    IF cardinality(tiers) > 0 AND NOT quantity = ANY (tiers) THEN
         problem := 'not_a_tier';
         RETURN;
     END IF;
     SELECT * INTO price FROM subscription.plan_price AS pp
-     WHERE pp.plan OPERATOR(pg_catalog.=) find_price.plan
-       AND subscription.cycle_key(pp.cycle) OPERATOR(pg_catalog.=) subscription.cycle_key(find_price.cycle)
+     WHERE pp.plan = find_price.plan
+       AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(find_price.cycle)
        AND pp.tier IS NOT DISTINCT FROM CASE WHEN cardinality(tiers) > 0 THEN quantity END;
     IF NOT FOUND THEN
         problem := 'no_price';
         RETURN;
     END IF;
-    amount := CASE WHEN price.per_license THEN price.amount OPERATOR(pg_catalog.*) quantity
+    amount := CASE WHEN price.per_license THEN price.amount * quantity
                    ELSE price.amount END;
     currency := price.currency;
 END
@@ -1235,16 +1235,16 @@ AS $$
 DECLARE
     found_price record := subscription.find_price(plan, cycle, quantity);
 BEGIN
-    IF found_price.problem OPERATOR(pg_catalog.=) 'not_a_tier' THEN
+    IF found_price.problem = 'not_a_tier' THEN
         RAISE EXCEPTION 'quantity % is not a tier of plan "%"', quantity, plan
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = format('The tiers of plan "%s" are %s.', plan, subscription.plan_tiers(plan)),
-                  HINT = CASE WHEN quantity OPERATOR(pg_catalog.>) (SELECT max(t) FROM unnest(subscription.plan_tiers(plan)) AS t)
+                  HINT = CASE WHEN quantity > (SELECT max(t) FROM unnest(subscription.plan_tiers(plan)) AS t)
                               THEN format('The largest tier of plan "%s" holds %s hosts: contact sales for more.',
                                           plan, (SELECT max(t) FROM unnest(subscription.plan_tiers(plan)) AS t))
                               ELSE format('Use subscription.tier_for_hosts(%L, %s) for the tier that holds %s hosts.',
                                           plan, quantity, quantity) END;
-    ELSIF found_price.problem OPERATOR(pg_catalog.=) 'no_price' THEN
+    ELSIF found_price.problem = 'no_price' THEN
         RAISE EXCEPTION 'plan "%" has no price for cycle %', plan, subscription.cycle_text(cycle)
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = subscription.sold_cycles('plan', plan),
@@ -1265,12 +1265,12 @@ LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF quantity OPERATOR(pg_catalog.<) 1 THEN
+    IF quantity < 1 THEN
         PERFORM subscription.require_quantity(quantity);
     END IF;
-    SELECT ap.amount OPERATOR(pg_catalog.*) quantity, ap.currency INTO amount, currency
+    SELECT ap.amount * quantity, ap.currency INTO amount, currency
       FROM subscription.addon_price AS ap
-     WHERE ap.addon OPERATOR(pg_catalog.=) addon_period_price.addon
+     WHERE ap.addon = addon_period_price.addon
        AND subscription.cycle_key(ap.cycle) IS NOT DISTINCT FROM subscription.cycle_key(addon_period_price.cycle);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'add-on "%" has no price for %', addon,
@@ -1317,7 +1317,7 @@ BEGIN
 
     SELECT a.billing_anchor INTO anchor_at
       FROM subscription.account AS a
-     WHERE a.id OPERATOR(pg_catalog.=) subscribe.account_id;
+     WHERE a.id = subscribe.account_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'account % does not exist', account_id
             USING ERRCODE = 'no_data_found';
@@ -1345,24 +1345,24 @@ BEGIN
             coupon, coupon_periods_left)
     SELECT subscribe.account_id, subscribe.plan, subscribe.cycle, subscribe.quantity, subscribe.quantity,
            period, anchor_at, k, subscribe.renewal,
-           p.kind OPERATOR(pg_catalog.=) 'service' AND NOT EXISTS (
+           p.kind = 'service' AND NOT EXISTS (
                SELECT FROM subscription.subscription AS d
-                WHERE d.account_id OPERATOR(pg_catalog.=) subscribe.account_id AND d.is_default),
-           subscribe.coupon, (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code OPERATOR(pg_catalog.=) subscribe.coupon)
+                WHERE d.account_id = subscribe.account_id AND d.is_default),
+           subscribe.coupon, (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code = subscribe.coupon)
       FROM subscription.plan AS p
-     WHERE p.code OPERATOR(pg_catalog.=) subscribe.plan
+     WHERE p.code = subscribe.plan
     RETURNING s.id INTO new_id;
 
     INSERT INTO subscription.ledger
            (account_id, subscription_id, kind, amount, currency, period, plan, description)
     VALUES (subscribe.account_id, new_id, 'charge',
-            CASE WHEN period OPERATOR(pg_catalog.=) full_period
+            CASE WHEN period = full_period
                  THEN subscription.round_money(price.amount, price.currency)
                  ELSE subscription.prorate_refund(price.amount, lower(full_period), upper(full_period), at, 'day',
                                                   subscription.money_scale(price.currency)) END,
             price.currency, period, plan,
             format('plan %s, cycle %s, quantity %s%s', plan, cycle, quantity,
-                   CASE WHEN period OPERATOR(pg_catalog.=) full_period THEN ''
+                   CASE WHEN period = full_period THEN ''
                         ELSE format(', to the billing date %s', upper(period)) END));
 
     RETURN new_id;
@@ -1397,29 +1397,29 @@ BEGIN
     PERFORM subscription.require_time('set_quantity', at, false);
 
     SELECT * INTO s FROM subscription.subscription AS x
-     WHERE x.id OPERATOR(pg_catalog.=) set_quantity.subscription_id FOR NO KEY UPDATE;
+     WHERE x.id = set_quantity.subscription_id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
     END IF;
-    monthly := subscription.cycle_key(s.cycle) OPERATOR(pg_catalog.=) '{1,0,0}';
+    monthly := subscription.cycle_key(s.cycle) = '{1,0,0}';
     PERFORM subscription.authorize(s.account_id,
-        CASE WHEN quantity OPERATOR(pg_catalog.>) s.quantity THEN 'increase_licenses' ELSE 'decrease_licenses' END,
+        CASE WHEN quantity > s.quantity THEN 'increase_licenses' ELSE 'decrease_licenses' END,
         monthly);
-    IF s.status OPERATOR(pg_catalog.<>) 'active' THEN
+    IF s.status <> 'active' THEN
         RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     PERFORM subscription.require_in_period('set_quantity', s, at);
-    IF quantity OPERATOR(pg_catalog.=) s.quantity THEN
+    IF quantity = s.quantity THEN
         RETURN subscription.licenses_left(subscription_id);
     END IF;
 
     -- the counter row is what concurrent license writes wait on
     SELECT * INTO counter FROM subscription.license_counter AS c
-     WHERE c.subscription_id OPERATOR(pg_catalog.=) set_quantity.subscription_id FOR NO KEY UPDATE;
+     WHERE c.subscription_id = set_quantity.subscription_id FOR NO KEY UPDATE;
     -- the capacity keeps the add-on licenses and takes the new quantity
-    new_capacity := counter.capacity OPERATOR(pg_catalog.-) s.quantity OPERATOR(pg_catalog.+) quantity;
-    IF counter.used OPERATOR(pg_catalog.>) new_capacity THEN
+    new_capacity := counter.capacity - s.quantity + quantity;
+    IF counter.used > new_capacity THEN
         RAISE EXCEPTION 'subscription % cannot have fewer licenses than it has assigned', subscription_id
             USING ERRCODE = 'check_violation',
                   DETAIL = format('Limit %s, in use %s.', new_capacity, counter.used),
@@ -1430,20 +1430,20 @@ BEGIN
     new_price := subscription.period_price(s.plan, s.cycle, quantity);
     PERFORM subscription.require_amount(new_price.amount, new_price.currency);
     paid := coalesce(s.paid_quantity, s.quantity);
-    IF quantity OPERATOR(pg_catalog.>) paid THEN
+    IF quantity > paid THEN
         old_price := subscription.period_price(s.plan, s.cycle, paid);
-        charge := subscription.prorate_refund(new_price.amount OPERATOR(pg_catalog.-) old_price.amount,
+        charge := subscription.prorate_refund(new_price.amount - old_price.amount,
                       lower(s.period), upper(s.period), at, 'day', subscription.money_scale(new_price.currency));
         INSERT INTO subscription.ledger
                (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
         VALUES (s.account_id, s.id, 'charge', charge, new_price.currency,
-                tstzrange(at, upper(s.period), '[)'), format('licenses %s-%s', paid OPERATOR(pg_catalog.+) 1, quantity), s.plan,
-                format('%s more licenses of plan %s for the rest of the period', quantity OPERATOR(pg_catalog.-) paid, s.plan));
+                tstzrange(at, upper(s.period), '[)'), format('licenses %s-%s', paid + 1, quantity), s.plan,
+                format('%s more licenses of plan %s for the rest of the period', quantity - paid, s.plan));
     END IF;
 
     UPDATE subscription.subscription AS x
        SET quantity = set_quantity.quantity, paid_quantity = greatest(paid, set_quantity.quantity)
-     WHERE x.id OPERATOR(pg_catalog.=) s.id;
+     WHERE x.id = s.id;
     RETURN subscription.licenses_left(subscription_id);
 END
 $$;
@@ -1476,14 +1476,14 @@ BEGIN
     PERFORM subscription.require_arguments('change_plan', '{subscription_id,plan,at}',
         ARRAY[subscription_id IS NULL, plan IS NULL, at IS NULL]);
     PERFORM subscription.require_time('change_plan', at, false);
-    SELECT * INTO new_plan FROM subscription.plan AS p WHERE p.code OPERATOR(pg_catalog.=) change_plan.plan;
+    SELECT * INTO new_plan FROM subscription.plan AS p WHERE p.code = change_plan.plan;
     IF NOT FOUND THEN
         PERFORM subscription.unknown_code('plan', plan);
     END IF;
     s := subscription.subscription_for_change('change_plan', subscription_id, 'change_plan');
     PERFORM subscription.require_in_period('change_plan', s, at);
-    SELECT * INTO old_plan FROM subscription.plan AS p WHERE p.code OPERATOR(pg_catalog.=) s.plan;
-    IF new_plan.product OPERATOR(pg_catalog.<>) old_plan.product THEN
+    SELECT * INTO old_plan FROM subscription.plan AS p WHERE p.code = s.plan;
+    IF new_plan.product <> old_plan.product THEN
         RAISE EXCEPTION 'plan "%" is not a plan of product "%"', plan, old_plan.product
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Subscribe to the other product with subscription.subscribe().';
@@ -1492,20 +1492,20 @@ BEGIN
     effective_at := at;
     refund := 0;
     charge := 0;
-    IF new_plan.code OPERATOR(pg_catalog.=) s.plan THEN
+    IF new_plan.code = s.plan THEN
         UPDATE subscription.subscription AS x SET pending_plan = NULL
-         WHERE x.id OPERATOR(pg_catalog.=) s.id AND x.pending_plan IS NOT NULL;
+         WHERE x.id = s.id AND x.pending_plan IS NOT NULL;
         RETURN NEXT;
         RETURN;
     END IF;
 
-    SELECT * INTO modes FROM subscription.product AS p WHERE p.code OPERATOR(pg_catalog.=) new_plan.product;
-    IF new_plan.rank OPERATOR(pg_catalog.<) old_plan.rank AND modes.downgrade OPERATOR(pg_catalog.=) 'end_of_period' THEN
+    SELECT * INTO modes FROM subscription.product AS p WHERE p.code = new_plan.product;
+    IF new_plan.rank < old_plan.rank AND modes.downgrade = 'end_of_period' THEN
         -- C4: the current plan runs to the end of the period; the new one
         -- must sell the cycle and quantity of the next (22023, 55000)
         PERFORM subscription.period_price(new_plan.code, coalesce(s.pending_cycle, s.cycle),
                                           coalesce(s.pending_quantity, s.quantity));
-        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code WHERE x.id OPERATOR(pg_catalog.=) s.id;
+        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code WHERE x.id = s.id;
         effective_at := upper(s.period);
         RETURN NEXT;
         RETURN;
@@ -1514,7 +1514,7 @@ BEGIN
     -- the new plan must sell the cycle and the quantity (22023, 55000)
     price := subscription.period_price(new_plan.code, s.cycle, s.quantity);
     refund := subscription.give_back_unused(s, at, 'refund', format('change to plan %s', new_plan.code));
-    IF new_plan.rank OPERATOR(pg_catalog.>=) old_plan.rank AND modes.upgrade OPERATOR(pg_catalog.=) 'restart' THEN
+    IF new_plan.rank >= old_plan.rank AND modes.upgrade = 'restart' THEN
         -- C1: a new full period starts now
         new_period := subscription.nth_period(at, s.cycle, 1);
         charge := subscription.round_money(price.amount, price.currency);
@@ -1529,17 +1529,17 @@ BEGIN
             tstzrange(at, upper(new_period), '[)'), format('change to %s', new_plan.code), new_plan.code,
             format('plan %s from %s, cycle %s, quantity %s', new_plan.code, at, s.cycle, s.quantity));
 
-    IF new_plan.rank OPERATOR(pg_catalog.<) old_plan.rank THEN
+    IF new_plan.rank < old_plan.rank THEN
         -- immediate downgrade: apply_downgrade moves to the plan and trims
         UPDATE subscription.subscription AS x SET pending_plan = new_plan.code, paid_quantity = x.quantity
-         WHERE x.id OPERATOR(pg_catalog.=) s.id;
+         WHERE x.id = s.id;
         PERFORM FROM subscription.apply_downgrade(s.id);
     ELSE
         UPDATE subscription.subscription AS x
            SET plan = new_plan.code, pending_plan = NULL, paid_quantity = x.quantity,
                period = new_period,
-               anchor = CASE WHEN new_period OPERATOR(pg_catalog.=) s.period THEN x.anchor ELSE at END
-         WHERE x.id OPERATOR(pg_catalog.=) s.id;
+               anchor = CASE WHEN new_period = s.period THEN x.anchor ELSE at END
+         WHERE x.id = s.id;
     END IF;
     RETURN NEXT;
 END
@@ -1577,9 +1577,9 @@ BEGIN
     END IF;
     UPDATE subscription.subscription AS x
        SET pending_cycle = CASE WHEN subscription.cycle_key(change_cycle.cycle)
-                                     OPERATOR(pg_catalog.=) subscription.cycle_key(s.cycle)
+                                     = subscription.cycle_key(s.cycle)
                                 THEN NULL ELSE change_cycle.cycle END
-     WHERE x.id OPERATOR(pg_catalog.=) s.id;
+     WHERE x.id = s.id;
     RETURN upper(s.period);
 END
 $$;
@@ -1605,8 +1605,8 @@ BEGIN
     PERFORM subscription.require_in_period('end_early', s, at);
     credited := subscription.give_back_unused(s, at, 'credit', 'consolidation');
     UPDATE subscription.addon_batch AS b SET status = 'expired'
-     WHERE b.subscription_id OPERATOR(pg_catalog.=) s.id AND b.status OPERATOR(pg_catalog.=) 'active';
-    UPDATE subscription.subscription AS x SET status = 'cancelled' WHERE x.id OPERATOR(pg_catalog.=) s.id;
+     WHERE b.subscription_id = s.id AND b.status = 'active';
+    UPDATE subscription.subscription AS x SET status = 'cancelled' WHERE x.id = s.id;
     RETURN credited;
 END
 $$;
@@ -1628,12 +1628,12 @@ BEGIN
         ARRAY[account_id IS NULL, amount IS NULL, reason IS NULL, currency IS NULL]);
     PERFORM subscription.require_account(credit_account.account_id);
     PERFORM subscription.authorize(credit_account.account_id, 'pay');
-    PERFORM FROM subscription.currency AS c WHERE c.code OPERATOR(pg_catalog.=) credit_account.currency;
+    PERFORM FROM subscription.currency AS c WHERE c.code = credit_account.currency;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'currency "%" does not exist', currency USING ERRCODE = 'undefined_object';
     END IF;
-    IF amount OPERATOR(pg_catalog.<=) 0 OR amount OPERATOR(pg_catalog.>=) 'Infinity'
-       OR amount OPERATOR(pg_catalog.<>) subscription.round_money(amount, currency) THEN
+    IF amount <= 0 OR amount >= 'Infinity'
+       OR amount <> subscription.round_money(amount, currency) THEN
         RAISE EXCEPTION 'a credit must be a positive amount in the minor unit of %', currency
             USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The amount was %s.', amount);
     END IF;
@@ -1671,7 +1671,7 @@ BEGIN
         ARRAY[subscription_id IS NULL, addon IS NULL, quantity IS NULL, at IS NULL]);
     PERFORM subscription.require_quantity(quantity);
     PERFORM subscription.require_time('purchase_addon', at, false);
-    SELECT * INTO a FROM subscription.addon AS x WHERE x.code OPERATOR(pg_catalog.=) purchase_addon.addon;
+    SELECT * INTO a FROM subscription.addon AS x WHERE x.code = purchase_addon.addon;
     IF NOT FOUND THEN
         PERFORM subscription.unknown_code('add-on', addon);
     END IF;
@@ -1680,7 +1680,7 @@ BEGIN
     PERFORM subscription.require_in_period('purchase_addon', s, at);
 
     SELECT * INTO offer FROM subscription.plan_addon AS o
-     WHERE o.plan OPERATOR(pg_catalog.=) s.plan AND o.addon OPERATOR(pg_catalog.=) a.code;
+     WHERE o.plan = s.plan AND o.addon = a.code;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'add-on "%" is not sold with plan "%"', a.code, s.plan
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -1691,7 +1691,7 @@ BEGIN
                   HINT = format('Plan "%s" gives what add-on "%s" sells: there is nothing to buy.', s.plan, a.code);
     END IF;
     plan_price := subscription.period_price(s.plan, s.cycle, s.quantity);
-    IF plan_price.amount OPERATOR(pg_catalog.=) 0 THEN
+    IF plan_price.amount = 0 THEN
         RAISE EXCEPTION 'add-ons are sold on paid plans only'                            -- K1
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = format('Plan "%s" is free.', s.plan);
@@ -1701,9 +1701,9 @@ BEGIN
     price := subscription.addon_period_price(a.code, CASE WHEN one_time THEN NULL ELSE s.cycle END, quantity);
     PERFORM subscription.require_amount(price.amount, price.currency);
     -- the seats it adds stay within the largest quantity (an integer)
-    IF a.feature OPERATOR(pg_catalog.=) 'licenses'
-       AND subscription.license_capacity(s.id)::bigint OPERATOR(pg_catalog.+) (quantity::bigint OPERATOR(pg_catalog.*) a.units)
-           OPERATOR(pg_catalog.>) current_setting('subscription.max_quantity')::bigint THEN
+    IF a.feature = 'licenses'
+       AND subscription.license_capacity(s.id)::bigint + (quantity::bigint * a.units)
+           > current_setting('subscription.max_quantity')::bigint THEN
         RAISE EXCEPTION 'subscription % would hold more licenses than the largest quantity allowed', s.id
             USING ERRCODE = 'numeric_value_out_of_range',
                   DETAIL = format('It holds %s; %s x %s more would pass subscription.max_quantity (%s).',
@@ -1740,13 +1740,13 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    next_cycle interval := CASE WHEN s.renewal OPERATOR(pg_catalog.=) 'to_monthly' THEN interval '1 month'
+    next_cycle interval := CASE WHEN s.renewal = 'to_monthly' THEN interval '1 month'
                                 ELSE coalesce(s.pending_cycle, s.cycle) END;
     next_plan text := coalesce(s.pending_plan, s.plan);
     next_quantity integer := coalesce(s.pending_quantity, s.quantity);
     missing text;
 BEGIN
-    IF s.cancel_at_period_end OR s.renewal OPERATOR(pg_catalog.=) 'none' THEN
+    IF s.cancel_at_period_end OR s.renewal = 'none' THEN
         RETURN NULL;
     END IF;
     CASE (subscription.find_price(next_plan, next_cycle, next_quantity)).problem
@@ -1803,14 +1803,14 @@ BEGIN
     capped := '{}';
     FOR s IN
         SELECT * FROM subscription.subscription AS x
-         WHERE x.status OPERATOR(pg_catalog.=) 'active' AND upper(x.period) OPERATOR(pg_catalog.<=) at
-           AND (upper(x.period), x.id) OPERATOR(pg_catalog.>) (after_end, after_id)
-           AND NOT x.id OPERATOR(pg_catalog.=) ANY (skip)
+         WHERE x.status = 'active' AND upper(x.period) <= at
+           AND (upper(x.period), x.id) > (after_end, after_id)
+           AND NOT x.id = ANY (skip)
          ORDER BY upper(x.period), x.id
          LIMIT batch_size
            FOR NO KEY UPDATE SKIP LOCKED
     LOOP
-        taken := taken OPERATOR(pg_catalog.+) 1;
+        taken := taken + 1;
         last_end := upper(s.period);
         last_id := s.id;
         renewed := 0;
@@ -1841,20 +1841,20 @@ BEGIN
                     USING DETAIL = 'It stays due; renew_due() tries again on its next run.';
                 EXIT;
             END IF;
-            EXIT WHEN status OPERATOR(pg_catalog.<>) 'active';
-            SELECT * INTO s FROM subscription.subscription AS x WHERE x.id OPERATOR(pg_catalog.=) s.id;
-            EXIT WHEN upper(s.period) OPERATOR(pg_catalog.>) at;
-            renewed := renewed OPERATOR(pg_catalog.+) 1;
-            IF renewed OPERATOR(pg_catalog.>=) most THEN
+            EXIT WHEN status <> 'active';
+            SELECT * INTO s FROM subscription.subscription AS x WHERE x.id = s.id;
+            EXIT WHEN upper(s.period) > at;
+            renewed := renewed + 1;
+            IF renewed >= most THEN
                 RAISE WARNING 'subscription % caught up % periods, the most of one call', s.id, renewed
                     USING DETAIL = format('It stays due from %s; the next renewal run goes on from there.', upper(s.period)),
                           HINT = 'subscription.max_catchup sets how many periods one call catches up.';
-                capped := capped OPERATOR(pg_catalog.||) s.id;
+                capped := capped || s.id;
                 EXIT;
             END IF;
         END LOOP;
         IF problem IS NULL THEN
-            handled := handled OPERATOR(pg_catalog.+) 1;
+            handled := handled + 1;
         END IF;
     END LOOP;
 END
@@ -1906,12 +1906,12 @@ BEGIN
     PERFORM subscription.require_renewal_run('renew_due', at);
     LOOP
         b := subscription.renew_batch(at, 500, after_end, after_id, capped);
-        EXIT WHEN b.taken OPERATOR(pg_catalog.=) 0;
-        capped := capped OPERATOR(pg_catalog.||) b.capped;
-        total := total OPERATOR(pg_catalog.+) b.handled;
-        IF total OPERATOR(pg_catalog.>=) next_notice THEN
+        EXIT WHEN b.taken = 0;
+        capped := capped || b.capped;
+        total := total + b.handled;
+        IF total >= next_notice THEN
             RAISE NOTICE 'renew_due: % subscriptions handled', total;
-            next_notice := next_notice OPERATOR(pg_catalog.+) 10000;
+            next_notice := next_notice + 10000;
         END IF;
         after_end := b.last_end;
         after_id := b.last_id;
@@ -2447,8 +2447,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF TG_TABLE_NAME OPERATOR(pg_catalog.=) 'account' THEN
-        PERFORM FROM subscription.account AS a WHERE a.id OPERATOR(pg_catalog.=) NEW.parent_id FOR KEY SHARE;
+    IF TG_TABLE_NAME = 'account' THEN
+        PERFORM FROM subscription.account AS a WHERE a.id = NEW.parent_id FOR KEY SHARE;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'parent account % does not exist', NEW.parent_id
                 USING ERRCODE = 'foreign_key_violation',
@@ -2456,7 +2456,7 @@ BEGIN
                       TABLE = 'account', SCHEMA = 'subscription';
         END IF;
     ELSE
-        PERFORM FROM subscription.ledger AS l WHERE l.id OPERATOR(pg_catalog.=) NEW.charge_id FOR KEY SHARE;
+        PERFORM FROM subscription.ledger AS l WHERE l.id = NEW.charge_id FOR KEY SHARE;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'ledger line % does not exist', NEW.charge_id
                 USING ERRCODE = 'foreign_key_violation',
@@ -2485,8 +2485,8 @@ BEGIN
     RETURN CASE jsonb_typeof(details)
         WHEN 'object' THEN
             (SELECT coalesce(jsonb_object_agg(e.key,
-                        CASE WHEN e.key OPERATOR(pg_catalog.=) ANY ('{name,external_id}')
-                                  AND jsonb_typeof(e.value) OPERATOR(pg_catalog.<>) 'null'
+                        CASE WHEN e.key = ANY ('{name,external_id}')
+                                  AND jsonb_typeof(e.value) <> 'null'
                              THEN '"erased"'::jsonb
                              ELSE subscription.erased_details(e.value) END), '{}')
                FROM jsonb_each(details) AS e)
@@ -2506,9 +2506,9 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF TG_OP OPERATOR(pg_catalog.=) 'UPDATE'
-       AND NEW.details OPERATOR(pg_catalog.=) subscription.erased_details(OLD.details)
-       AND (to_jsonb(NEW) OPERATOR(pg_catalog.-) 'details') OPERATOR(pg_catalog.=) (to_jsonb(OLD) OPERATOR(pg_catalog.-) 'details') THEN
+    IF TG_OP = 'UPDATE'
+       AND NEW.details = subscription.erased_details(OLD.details)
+       AND (to_jsonb(NEW) - 'details') = (to_jsonb(OLD) - 'details') THEN
         RETURN NEW;
     END IF;
     RAISE EXCEPTION 'history is append-only'
@@ -2531,7 +2531,7 @@ DECLARE
     closed timestamptz;
 BEGIN
     PERFORM subscription.require_account(account_id);
-    SELECT a.closed_at INTO closed FROM subscription.account AS a WHERE a.id OPERATOR(pg_catalog.=) require_open_account.account_id;
+    SELECT a.closed_at INTO closed FROM subscription.account AS a WHERE a.id = require_open_account.account_id;
     IF closed IS NOT NULL THEN
         RAISE EXCEPTION 'account % is closed', account_id
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -2576,7 +2576,7 @@ BEGIN
 
     SELECT a.billing_anchor INTO anchor_at
       FROM subscription.account AS a
-     WHERE a.id OPERATOR(pg_catalog.=) subscribe.account_id;
+     WHERE a.id = subscribe.account_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'account % does not exist', account_id
             USING ERRCODE = 'no_data_found';
@@ -2605,24 +2605,24 @@ BEGIN
             coupon, coupon_periods_left)
     SELECT subscribe.account_id, subscribe.plan, subscribe.cycle, subscribe.quantity, subscribe.quantity,
            period, anchor_at, k, subscribe.renewal,
-           p.kind OPERATOR(pg_catalog.=) 'service' AND NOT EXISTS (
+           p.kind = 'service' AND NOT EXISTS (
                SELECT FROM subscription.subscription AS d
-                WHERE d.account_id OPERATOR(pg_catalog.=) subscribe.account_id AND d.is_default),
-           subscribe.coupon, (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code OPERATOR(pg_catalog.=) subscribe.coupon)
+                WHERE d.account_id = subscribe.account_id AND d.is_default),
+           subscribe.coupon, (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code = subscribe.coupon)
       FROM subscription.plan AS p
-     WHERE p.code OPERATOR(pg_catalog.=) subscribe.plan
+     WHERE p.code = subscribe.plan
     RETURNING s.id INTO new_id;
 
     INSERT INTO subscription.ledger
            (account_id, subscription_id, kind, amount, currency, period, plan, description)
     VALUES (subscribe.account_id, new_id, 'charge',
-            CASE WHEN period OPERATOR(pg_catalog.=) full_period
+            CASE WHEN period = full_period
                  THEN subscription.round_money(price.amount, price.currency)
                  ELSE subscription.prorate_refund(price.amount, lower(full_period), upper(full_period), at, 'day',
                                                   subscription.money_scale(price.currency)) END,
             price.currency, period, plan,
             format('plan %s, cycle %s, quantity %s%s', plan, cycle, quantity,
-                   CASE WHEN period OPERATOR(pg_catalog.=) full_period THEN ''
+                   CASE WHEN period = full_period THEN ''
                         ELSE format(', to the billing date %s', upper(period)) END));
 
     RETURN new_id;
@@ -2653,7 +2653,7 @@ BEGIN
         RAISE EXCEPTION 'closing time must be finite' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     SELECT a.closed_at INTO closed FROM subscription.account AS a
-     WHERE a.id OPERATOR(pg_catalog.=) close_account.account_id FOR NO KEY UPDATE;
+     WHERE a.id = close_account.account_id FOR NO KEY UPDATE;
     IF closed IS NOT NULL THEN
         RAISE EXCEPTION 'account % is already closed', account_id
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -2661,7 +2661,7 @@ BEGIN
     END IF;
     -- K9: a sub-account is closed by whom may act on it (Z1, K8), first
     SELECT string_agg(a.id::text, ', ' ORDER BY a.id) INTO open_children FROM subscription.account AS a
-     WHERE a.parent_id OPERATOR(pg_catalog.=) close_account.account_id AND a.closed_at IS NULL;
+     WHERE a.parent_id = close_account.account_id AND a.closed_at IS NULL;
     IF open_children IS NOT NULL THEN
         RAISE EXCEPTION 'account % has open sub-accounts', account_id
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -2669,8 +2669,8 @@ BEGIN
                   HINT = 'Close them first with subscription.close_account().';
     END IF;
     FOR s IN SELECT x.id FROM subscription.subscription AS x
-              WHERE x.account_id OPERATOR(pg_catalog.=) close_account.account_id
-                AND x.status OPERATOR(pg_catalog.=) 'active'
+              WHERE x.account_id = close_account.account_id
+                AND x.status = 'active'
               ORDER BY x.id LOOP
         subscription_id := s;
         credited := subscription.end_early(s, at);
@@ -2679,10 +2679,10 @@ BEGIN
     -- the seats of every subscription of the account, through the license guard
     DELETE FROM subscription.license AS l
      USING subscription.subscription AS x
-     WHERE x.id OPERATOR(pg_catalog.=) l.subscription_id
-       AND x.account_id OPERATOR(pg_catalog.=) close_account.account_id;
+     WHERE x.id = l.subscription_id
+       AND x.account_id = close_account.account_id;
     UPDATE subscription.account AS a SET closed_at = close_account.at
-     WHERE a.id OPERATOR(pg_catalog.=) close_account.account_id;
+     WHERE a.id = close_account.account_id;
 END
 $$;
 
@@ -2705,7 +2705,7 @@ DECLARE
     members bigint;
 BEGIN
     PERFORM subscription.require_arguments('erase_account', '{account_id}', ARRAY[account_id IS NULL]);
-    IF coalesce(current_setting('subscription.actor', true), '') OPERATOR(pg_catalog.<>) ''
+    IF coalesce(current_setting('subscription.actor', true), '') <> ''
        OR NOT subscription.caller_is_trusted() THEN
         RAISE EXCEPTION 'erase_account() is for back-office code'
             USING ERRCODE = 'insufficient_privilege',
@@ -2714,24 +2714,24 @@ BEGIN
     END IF;
     PERFORM subscription.require_account(erase_account.account_id);
     SELECT a.closed_at INTO closed FROM subscription.account AS a
-     WHERE a.id OPERATOR(pg_catalog.=) erase_account.account_id FOR NO KEY UPDATE;
+     WHERE a.id = erase_account.account_id FOR NO KEY UPDATE;
     IF closed IS NULL THEN
         RAISE EXCEPTION 'account % is not closed', account_id
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Close it first with subscription.close_account().';
     END IF;
     FOR child IN SELECT a.id FROM subscription.account AS a
-                  WHERE a.parent_id OPERATOR(pg_catalog.=) erase_account.account_id ORDER BY a.id LOOP
+                  WHERE a.parent_id = erase_account.account_id ORDER BY a.id LOOP
         PERFORM subscription.erase_account(child);
     END LOOP;
-    DELETE FROM subscription.member AS m WHERE m.account_id OPERATOR(pg_catalog.=) erase_account.account_id;
+    DELETE FROM subscription.member AS m WHERE m.account_id = erase_account.account_id;
     GET DIAGNOSTICS members = ROW_COUNT;
     UPDATE subscription.account AS a SET name = 'erased'
-     WHERE a.id OPERATOR(pg_catalog.=) erase_account.account_id;
+     WHERE a.id = erase_account.account_id;
     -- the one change history allows (refuse_history_change)
     UPDATE subscription.history AS h SET details = subscription.erased_details(h.details)
-     WHERE h.account_id OPERATOR(pg_catalog.=) erase_account.account_id
-       AND h.details OPERATOR(pg_catalog.<>) subscription.erased_details(h.details);
+     WHERE h.account_id = erase_account.account_id
+       AND h.details <> subscription.erased_details(h.details);
     INSERT INTO subscription.history (actor, operation, account_id, details)
     VALUES (subscription.current_actor(), 'account_erase', erase_account.account_id,
             jsonb_build_object('members', members));
@@ -2916,3 +2916,666 @@ COMMENT ON FUNCTION subscription.verify(bigint) IS
 'The invariants of seats, usage, periods, money and history: one row per broken one (of an account, or of all), nothing when all hold';
 
 REVOKE ALL ON FUNCTION subscription.usage_drift(regclass, text, bigint), subscription.verify(bigint) FROM PUBLIC;
+
+------------------------------------------------------------------------
+-- Operators spelled plainly inside functions that pin search_path (release issue)
+------------------------------------------------------------------------
+
+-- These functions run with search_path = pg_catalog, pg_temp, so a plain
+-- operator can only be pg_catalog's: their bodies now say a = b instead of
+-- a OPERATOR(pg_catalog.=) b, with the same parse.  OPERATOR(pg_catalog.x)
+-- stays where the search_path is not pinned: SQL-standard bodies, views,
+-- and the procedure run_renewals.  CREATE OR REPLACE keeps their rights
+-- and comments.
+
+CREATE OR REPLACE FUNCTION subscription.check_plan_price_tiering()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- serialize concurrent price writes of the same plan
+    PERFORM FROM subscription.plan AS p WHERE p.code = NEW.plan FOR UPDATE;
+    PERFORM FROM subscription.plan_price AS pp
+     WHERE pp.plan = NEW.plan
+       AND (pp.tier IS NULL) <> (NEW.tier IS NULL);
+    IF FOUND THEN
+        RAISE EXCEPTION 'plan "%" cannot mix tiered and untiered prices', NEW.plan
+            USING ERRCODE = 'check_violation',
+                  DETAIL = CASE WHEN NEW.tier IS NULL
+                                THEN 'Its other prices name tiers; this one does not.'
+                                ELSE 'Its other prices name no tier; this one names tier ' || NEW.tier || '.' END,
+                  HINT = 'Give every price of a tiered plan a tier, or none.',
+                  TABLE = 'plan_price', SCHEMA = 'subscription';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.round_money(amount numeric, currency text)
+RETURNS numeric
+LANGUAGE plpgsql STRICT STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    digits integer;
+BEGIN
+    SELECT c.exponent INTO digits
+      FROM subscription.currency AS c
+     WHERE c.code = round_money.currency;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'currency "%" does not exist', currency
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN round(amount, digits);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.period_containing(anchor timestamptz, cycle interval, at timestamptz)
+RETURNS integer
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- a guess from the average length, then exact steps (months vary)
+    k integer := floor(extract(epoch FROM at - anchor)
+                       / extract(epoch FROM cycle))::integer + 1;
+BEGIN
+    WHILE anchor + ((k - 1) * cycle) > at LOOP
+        k := k - 1;
+    END LOOP;
+    WHILE anchor + (k * cycle) <= at LOOP
+        k := k + 1;
+    END LOOP;
+    RETURN greatest(k, 0);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.require_renewal(renewal text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT renewal = ANY (subscription.renewal_options()) THEN
+        RAISE EXCEPTION 'unknown renewal option "%"', renewal
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('The renewal options are %s.', subscription.renewal_options());
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.require_account(account_id bigint)
+RETURNS void
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM FROM subscription.account AS a WHERE a.id = require_account.account_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account % does not exist', account_id USING ERRCODE = 'no_data_found';
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.record_history()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    old_row jsonb;
+    new_row jsonb;
+    row_now jsonb;
+    changed jsonb;
+    account bigint;
+    sub bigint;
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        old_row := to_jsonb(OLD);
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        new_row := to_jsonb(NEW);
+    END IF;
+    row_now := coalesce(new_row, old_row);
+    changed := row_now;
+    IF TG_OP = 'UPDATE' THEN
+        SELECT jsonb_object_agg(n.key, jsonb_build_object('old', old_row -> n.key, 'new', n.value))
+          INTO changed
+          FROM jsonb_each(new_row) AS n
+         WHERE n.value IS DISTINCT FROM old_row -> n.key;
+        IF changed IS NULL THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+
+    CASE TG_TABLE_NAME
+        WHEN 'account' THEN
+            account := (row_now ->> 'id')::bigint;
+        WHEN 'subscription' THEN
+            account := (row_now ->> 'account_id')::bigint;
+            sub := (row_now ->> 'id')::bigint;
+        WHEN 'addon_batch' THEN
+            sub := (row_now ->> 'subscription_id')::bigint;
+            SELECT s.account_id INTO account FROM subscription.subscription AS s WHERE s.id = sub;
+        ELSE
+            account := (row_now ->> 'account_id')::bigint;
+    END CASE;
+
+    INSERT INTO subscription.history (actor, operation, account_id, subscription_id, details)
+    VALUES (subscription.current_actor(), TG_TABLE_NAME || '_' || lower(TG_OP), account, sub, changed);
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.redeemable_coupon(code text, at timestamptz, price_currency text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c subscription.coupon;
+    redeemed bigint;
+BEGIN
+    SELECT * INTO c FROM subscription.coupon AS x WHERE x.code = redeemable_coupon.code FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'coupon "%" does not exist', code USING ERRCODE = 'undefined_object';
+    END IF;
+    IF at > c.redeem_by THEN
+        RAISE EXCEPTION 'coupon "%" could be redeemed until %', code, c.redeem_by
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    SELECT count(*) INTO redeemed FROM subscription.subscription AS s WHERE s.coupon = c.code;
+    IF redeemed >= c.max_redemptions THEN
+        RAISE EXCEPTION 'coupon "%" has been redeemed % times, its maximum', code, redeemed
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF c.amount_off IS NOT NULL AND c.currency <> price_currency THEN
+        RAISE EXCEPTION 'coupon "%" takes % off, but the plan is priced in %', code, c.currency, price_currency
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.sync_license_counter()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sub bigint;
+BEGIN
+    IF TG_TABLE_NAME = 'subscription' THEN
+        sub := NEW.id;
+    ELSIF TG_OP = 'DELETE' THEN
+        sub := OLD.subscription_id;
+    ELSE
+        sub := NEW.subscription_id;
+    END IF;
+    INSERT INTO subscription.license_counter AS c (subscription_id, capacity, active)
+    SELECT s.id, subscription.license_capacity(s.id), s.status = 'active'
+      FROM subscription.subscription AS s WHERE s.id = sub
+    ON CONFLICT (subscription_id) DO UPDATE
+       SET capacity = excluded.capacity, active = excluded.active
+     WHERE (c.capacity, c.active) IS DISTINCT FROM (excluded.capacity, excluded.active);
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.sync_service_seats()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'plan' THEN
+        PERFORM subscription.reseat_licenses(ARRAY(
+            SELECT s.id FROM subscription.subscription AS s WHERE s.plan = NEW.code));
+    ELSIF (SELECT (p.kind, p.product) FROM subscription.plan AS p WHERE p.code = OLD.plan)
+          IS DISTINCT FROM
+          (SELECT (p.kind, p.product) FROM subscription.plan AS p WHERE p.code = NEW.plan) THEN
+        PERFORM subscription.reseat_licenses(ARRAY[NEW.id]);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.assign_default_license()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sub bigint;
+BEGIN
+    SELECT s.id INTO sub FROM subscription.subscription AS s
+     WHERE s.account_id = NEW.account_id AND s.is_default
+       AND s.status = 'active';
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        INSERT INTO subscription.license (subscription_id, member_id) VALUES (sub, NEW.id);
+    EXCEPTION WHEN check_violation THEN
+        RAISE WARNING 'member % was created without a license', NEW.id
+            USING DETAIL = SQLERRM,
+                  HINT = format('Raise the quantity of default subscription %s, or release a license.', sub);
+    END;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.require_feature(feature text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM FROM subscription.plan_limit AS l WHERE l.feature = require_feature.feature
+    UNION ALL
+    SELECT FROM subscription.addon AS a WHERE a.feature = require_feature.feature;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'feature "%" does not exist', feature
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Features are those of subscription.plan_limit and subscription.addon.';
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.limit_of(account_id bigint, feature text)
+RETURNS bigint
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (
+    SELECT CASE WHEN bool_or(x.unlimited) THEN NULL
+                -- numeric, so that an overflow is an error, not a wrap
+                ELSE coalesce(sum(x.units), 0)::bigint END
+      FROM (SELECT l.value IS NULL AS unlimited,
+                   CASE WHEN l.per_license THEN l.value::numeric * s.quantity
+                        ELSE l.value::numeric END AS units
+              FROM subscription.subscription AS s
+              JOIN subscription.plan_limit AS l
+                ON l.plan = s.plan AND l.feature = limit_of.feature
+             WHERE s.account_id = limit_of.account_id
+               AND s.status = 'active'
+            UNION ALL
+            SELECT false, b.quantity::numeric * a.units
+              FROM subscription.subscription AS s
+              JOIN subscription.addon_batch AS b ON b.subscription_id = s.id
+              JOIN subscription.addon AS a ON a.code = b.addon
+             WHERE s.account_id = limit_of.account_id
+               AND s.status = 'active'
+               AND b.status = 'active'
+               AND a.feature = limit_of.feature) AS x);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.limited_column(relation regclass, name name, purpose text, integer_only boolean)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    column_type regtype;
+BEGIN
+    SELECT a.atttypid::regtype INTO column_type
+      FROM pg_catalog.pg_attribute AS a
+     WHERE a.attrelid = relation AND a.attname = name
+       AND a.attnum > 0 AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'column "%" of relation % does not exist', name, relation
+            USING ERRCODE = 'undefined_column', DETAIL = format('It was given as the %s.', purpose);
+    END IF;
+    IF integer_only AND column_type NOT IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) THEN
+        RAISE EXCEPTION 'column "%" of relation % must be an integer column to serve as the %', name, relation, purpose
+            USING ERRCODE = 'datatype_mismatch', DETAIL = format('Its type is %s.', column_type);
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.refresh_limits()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    accounts bigint[];
+    only_feature text;
+BEGIN
+    -- an UPDATE can move the row: refresh for its old and its new self
+    FOR i IN 1 .. CASE WHEN TG_OP = 'UPDATE' THEN 2 ELSE 1 END LOOP
+        IF i = 1 AND TG_OP <> 'INSERT' THEN
+            r := OLD;
+        ELSE
+            r := NEW;
+        END IF;
+        IF TG_TABLE_NAME = 'subscription' THEN
+            accounts := ARRAY[r.account_id];
+        ELSIF TG_TABLE_NAME = 'addon_batch' THEN
+            SELECT array_agg(s.account_id) INTO accounts
+              FROM subscription.subscription AS s WHERE s.id = r.subscription_id;
+        ELSIF TG_TABLE_NAME = 'plan_limit' THEN
+            only_feature := r.feature;
+            SELECT array_agg(DISTINCT s.account_id) INTO accounts
+              FROM subscription.subscription AS s WHERE s.plan = r.plan;
+        ELSE
+            SELECT array_agg(DISTINCT s.account_id) INTO accounts
+              FROM subscription.subscription AS s
+              JOIN subscription.addon_batch AS b ON b.subscription_id = s.id
+             WHERE b.addon = r.code;
+        END IF;
+        UPDATE subscription.usage_counter AS u
+           SET limit_value = subscription.limit_of(u.account_id, u.feature)
+         WHERE u.account_id = ANY (accounts)
+           AND (only_feature IS NULL OR u.feature = only_feature)
+           AND u.limit_value IS DISTINCT FROM subscription.limit_of(u.account_id, u.feature);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.subscription_for_change(fn text, subscription_id bigint, action text)
+RETURNS subscription.subscription
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    SELECT * INTO s FROM subscription.subscription AS x
+     WHERE x.id = subscription_for_change.subscription_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(s.account_id, action);
+    IF s.status <> 'active' THEN
+        RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('%s() changes active subscriptions only.', fn);
+    END IF;
+    RETURN s;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.set_renewal(subscription_id bigint, renewal text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.require_arguments('set_renewal', '{subscription_id,renewal}',
+        ARRAY[subscription_id IS NULL, renewal IS NULL]);
+    PERFORM subscription.require_renewal(renewal);
+    PERFORM subscription.subscription_for_change('set_renewal', subscription_id, 'change_renewal');
+    UPDATE subscription.subscription AS x SET renewal = set_renewal.renewal
+     WHERE x.id = set_renewal.subscription_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.cancel(subscription_id bigint)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    PERFORM subscription.require_arguments('cancel', '{subscription_id}', ARRAY[subscription_id IS NULL]);
+    s := subscription.subscription_for_change('cancel', subscription_id, 'cancel');
+    UPDATE subscription.subscription AS x SET cancel_at_period_end = true
+     WHERE x.id = s.id AND NOT x.cancel_at_period_end;
+    RETURN upper(s.period);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.cancel_account(account_id bigint)
+RETURNS TABLE (subscription_id bigint, ends_at timestamptz)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.require_arguments('cancel_account', '{account_id}', ARRAY[account_id IS NULL]);
+    PERFORM subscription.require_account(cancel_account.account_id);
+    PERFORM subscription.authorize(account_id, 'cancel');
+    RETURN QUERY
+    SELECT s.id, subscription.cancel(s.id)
+      FROM subscription.subscription AS s
+     WHERE s.account_id = cancel_account.account_id
+       AND s.status = 'active'
+     ORDER BY s.id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.give_back_unused(s subscription.subscription, at timestamptz, kind text, reason text)
+RETURNS numeric
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    total numeric;
+BEGIN
+    WITH open_charges AS (
+        SELECT c.id, c.currency, c.period, c.plan, c.item,
+               c.amount - coalesce((
+                   SELECT sum(d.amount) FROM subscription.ledger AS d
+                    WHERE d.charge_id = c.id
+                      AND d.kind = 'discount'), 0) AS paid
+          FROM subscription.ledger AS c
+         WHERE c.subscription_id = s.id
+           AND c.kind = 'charge'
+           AND c.addon_batch_id IS NULL
+           AND c.period && s.period
+           AND NOT EXISTS (SELECT FROM subscription.ledger AS r
+                            WHERE r.charge_id = c.id
+                              AND r.kind = ANY ('{refund,credit}'))),
+    given AS (
+        INSERT INTO subscription.ledger AS l
+               (account_id, subscription_id, kind, amount, currency, period, item, plan, charge_id, description)
+        SELECT s.account_id, s.id, give_back_unused.kind,
+               subscription.prorate_refund(o.paid, lower(o.period), upper(o.period), at, 'day',
+                                           subscription.money_scale(o.currency)),
+               o.currency, tstzrange(at, upper(o.period), '[)'), o.item, o.plan, o.id,
+               format('%s: unused part of charge %s (plan %s)', reason, o.id, o.plan)
+          FROM open_charges AS o
+         WHERE o.paid > 0 AND at < upper(o.period)
+        RETURNING l.amount)
+    SELECT coalesce(sum(g.amount), 0) INTO total FROM given AS g;
+    RETURN total;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.reduce_charge()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c subscription.coupon;
+    discount numeric := 0;
+    balance numeric;
+    used numeric;
+BEGIN
+    IF NEW.subscription_id IS NOT NULL AND NEW.item = 'plan' THEN
+        discount := subscription.coupon_discount(NEW.subscription_id, NEW.amount, NEW.currency);
+        IF discount > 0 THEN
+            SELECT x.* INTO c FROM subscription.subscription AS s
+              JOIN subscription.coupon AS x ON x.code = s.coupon
+             WHERE s.id = NEW.subscription_id;
+            INSERT INTO subscription.ledger
+                   (account_id, subscription_id, kind, amount, currency, period, item, plan, charge_id, description)
+            VALUES (NEW.account_id, NEW.subscription_id, 'discount', discount, NEW.currency, NEW.period, NEW.item,
+                    NEW.plan, NEW.id,
+                    format('coupon %s: %s off', c.code,
+                           coalesce(c.percent_off::text || '%', c.amount_off::text || ' ' || c.currency)));
+            UPDATE subscription.subscription AS s
+               SET coupon_periods_left = s.coupon_periods_left - 1
+             WHERE s.id = NEW.subscription_id AND s.coupon_periods_left IS NOT NULL;
+        END IF;
+    END IF;
+
+    -- credit: read without a lock first, the common case is none
+    IF subscription.credit_balance(NEW.account_id, NEW.currency) > 0 THEN
+        -- concurrent charges of the account take its credit one at a time
+        PERFORM FROM subscription.account AS a WHERE a.id = NEW.account_id FOR NO KEY UPDATE;
+        balance := subscription.credit_balance(NEW.account_id, NEW.currency);
+        used := least(balance, NEW.amount - discount);
+        IF used > 0 THEN
+            INSERT INTO subscription.ledger
+                   (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan,
+                    charge_id, description)
+            VALUES (NEW.account_id, NEW.subscription_id, NEW.addon_batch_id, 'credit_used', used, NEW.currency,
+                    NEW.period, NEW.item, NEW.plan, NEW.id, format('credit pays charge %s', NEW.id));
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.cancel_addon(batch_id bigint)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    b subscription.addon_batch;
+    s subscription.subscription;
+BEGIN
+    PERFORM subscription.require_arguments('cancel_addon', '{batch_id}', ARRAY[batch_id IS NULL]);
+    SELECT * INTO b FROM subscription.addon_batch AS x WHERE x.id = cancel_addon.batch_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'add-on batch % does not exist', batch_id USING ERRCODE = 'no_data_found';
+    END IF;
+    s := subscription.subscription_for_change('cancel_addon', b.subscription_id, 'cancel');
+    IF b.status <> 'active' THEN
+        RAISE EXCEPTION 'add-on batch % is %', batch_id, b.status USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF (SELECT x.one_time FROM subscription.addon AS x WHERE x.code = b.addon) THEN
+        RAISE EXCEPTION 'add-on batch % was a one-time purchase', batch_id
+            USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = 'Nothing renews, so nothing can be cancelled.';
+    END IF;
+    UPDATE subscription.addon_batch AS x SET cancel_at_period_end = true
+     WHERE x.id = b.id AND NOT x.cancel_at_period_end;
+    RETURN upper(s.period);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.ledger_lines_of(subscription_id bigint, change text)
+RETURNS SETOF subscription.ledger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    last_line bigint;
+    lines subscription.ledger[];
+BEGIN
+    PERFORM FROM subscription.subscription AS s
+     WHERE s.id = ledger_lines_of.subscription_id FOR NO KEY UPDATE;
+    SELECT coalesce(max(l.id), 0) INTO last_line FROM subscription.ledger AS l
+     WHERE l.subscription_id = ledger_lines_of.subscription_id;
+    BEGIN
+        EXECUTE change;
+        SELECT array_agg(l ORDER BY l.id) INTO lines FROM subscription.ledger AS l
+         WHERE l.subscription_id = ledger_lines_of.subscription_id
+           AND l.id > last_line;
+        RAISE EXCEPTION 'preview' USING ERRCODE = 'SBPRV';  -- undoes the change
+    EXCEPTION WHEN SQLSTATE 'SBPRV' THEN
+        NULL;
+    END;
+    RETURN QUERY SELECT * FROM unnest(lines);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.renew_period(s subscription.subscription, may_trim boolean)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ends timestamptz := upper(s.period);
+    next_plan text := coalesce(s.pending_plan, s.plan);
+    next_quantity integer := coalesce(s.pending_quantity, s.quantity);
+    next_cycle interval := CASE WHEN s.renewal = 'to_monthly' THEN interval '1 month'
+                                ELSE coalesce(s.pending_cycle, s.cycle) END;
+    same_cycle boolean;
+    next_period tstzrange;
+    price record;
+BEGIN
+    UPDATE subscription.addon_batch AS b SET status = 'expired'
+     WHERE b.subscription_id = s.id AND b.status = 'active'
+       AND (b.cancel_at_period_end OR s.cancel_at_period_end OR s.renewal = 'none');
+    IF s.cancel_at_period_end OR s.renewal = 'none' THEN
+        UPDATE subscription.subscription AS x
+           SET status = CASE WHEN s.cancel_at_period_end THEN 'cancelled' ELSE 'expired' END
+         WHERE x.id = s.id
+        RETURNING x.status INTO s.status;
+        RETURN s.status;
+    END IF;
+
+    same_cycle := subscription.cycle_key(next_cycle) = subscription.cycle_key(s.cycle);
+    -- a new cycle counts from the start of its first period (Z7)
+    next_period := subscription.nth_period(CASE WHEN same_cycle THEN s.anchor ELSE ends END, next_cycle,
+                                           CASE WHEN same_cycle THEN s.period_number + 1 ELSE 1 END);
+    price := subscription.period_price(next_plan, next_cycle, next_quantity);
+    IF same_cycle AND s.pending_plan IS NULL AND s.pending_quantity IS NULL THEN
+        -- the common renewal: only the period moves, and the triggers on
+        -- plan, quantity and status (limits, seats) have nothing to do
+        UPDATE subscription.subscription AS x
+           SET period_number = x.period_number + 1, period = next_period,
+               paid_quantity = next_quantity, pending_cycle = NULL,
+               renewal = CASE x.renewal WHEN 'once' THEN 'none' ELSE x.renewal END
+         WHERE x.id = s.id;
+    ELSE
+        UPDATE subscription.subscription AS x
+           SET plan = next_plan, cycle = next_cycle, quantity = next_quantity, paid_quantity = next_quantity,
+               pending_plan = NULL, pending_cycle = NULL, pending_quantity = NULL,
+               anchor = CASE WHEN same_cycle THEN x.anchor ELSE ends END,
+               period_number = CASE WHEN same_cycle THEN x.period_number + 1 ELSE 1 END,
+               period = next_period,
+               renewal = CASE x.renewal WHEN 'once' THEN 'none' WHEN 'to_monthly' THEN 'always' ELSE x.renewal END
+         WHERE x.id = s.id;
+    END IF;
+
+    -- C2: the constraint makes a second charge of the period impossible
+    INSERT INTO subscription.ledger
+           (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+    VALUES (s.account_id, s.id, 'charge', subscription.round_money(price.amount, price.currency), price.currency,
+            next_period, 'plan', next_plan,
+            format('renewal: plan %s, cycle %s, quantity %s', next_plan, next_cycle, next_quantity))
+    ON CONFLICT (subscription_id, addon_batch_id, period, item)
+       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+    INSERT INTO subscription.ledger
+           (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
+    SELECT s.account_id, s.id, b.id, 'charge', subscription.round_money(p.amount, p.currency), p.currency,
+           next_period, 'addon', next_plan, format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, next_cycle)
+      FROM subscription.addon_batch AS b
+      JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time
+     CROSS JOIN LATERAL subscription.addon_period_price(b.addon, next_cycle, b.quantity) AS p
+     WHERE b.subscription_id = s.id AND b.status = 'active'
+     ORDER BY b.id
+    ON CONFLICT (subscription_id, addon_batch_id, period, item)
+       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+
+    IF may_trim THEN
+        PERFORM FROM subscription.apply_downgrade(s.id);
+    END IF;
+    RETURN 'active';
+END
+$$;

@@ -81,9 +81,9 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     -- serialize concurrent price writes of the same plan
-    PERFORM FROM subscription.plan AS p WHERE p.code OPERATOR(pg_catalog.=) NEW.plan FOR UPDATE;
+    PERFORM FROM subscription.plan AS p WHERE p.code = NEW.plan FOR UPDATE;
     PERFORM FROM subscription.plan_price AS pp
-     WHERE pp.plan OPERATOR(pg_catalog.=) NEW.plan
+     WHERE pp.plan = NEW.plan
        AND (pp.tier IS NULL) <> (NEW.tier IS NULL);
     IF FOUND THEN
         RAISE EXCEPTION 'plan "%" cannot mix tiered and untiered prices', NEW.plan

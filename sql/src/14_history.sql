@@ -54,8 +54,8 @@ BEGIN
     RETURN CASE jsonb_typeof(details)
         WHEN 'object' THEN
             (SELECT coalesce(jsonb_object_agg(e.key,
-                        CASE WHEN e.key OPERATOR(pg_catalog.=) ANY ('{name,external_id}')
-                                  AND jsonb_typeof(e.value) OPERATOR(pg_catalog.<>) 'null'
+                        CASE WHEN e.key = ANY ('{name,external_id}')
+                                  AND jsonb_typeof(e.value) <> 'null'
                              THEN '"erased"'::jsonb
                              ELSE subscription.erased_details(e.value) END), '{}')
                FROM jsonb_each(details) AS e)
@@ -77,9 +77,9 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF TG_OP OPERATOR(pg_catalog.=) 'UPDATE'
-       AND NEW.details OPERATOR(pg_catalog.=) subscription.erased_details(OLD.details)
-       AND (to_jsonb(NEW) OPERATOR(pg_catalog.-) 'details') OPERATOR(pg_catalog.=) (to_jsonb(OLD) OPERATOR(pg_catalog.-) 'details') THEN
+    IF TG_OP = 'UPDATE'
+       AND NEW.details = subscription.erased_details(OLD.details)
+       AND (to_jsonb(NEW) - 'details') = (to_jsonb(OLD) - 'details') THEN
         RETURN NEW;
     END IF;
     RAISE EXCEPTION 'history is append-only'

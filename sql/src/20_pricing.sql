@@ -36,14 +36,14 @@ AS $$
 DECLARE
     tiers integer[];
 BEGIN
-    PERFORM FROM subscription.plan AS p WHERE p.code OPERATOR(pg_catalog.=) plan_tiers.plan;
+    PERFORM FROM subscription.plan AS p WHERE p.code = plan_tiers.plan;
     IF NOT FOUND THEN
         PERFORM subscription.unknown_code('plan', plan);
     END IF;
     SELECT coalesce(array_agg(DISTINCT pp.tier ORDER BY pp.tier), '{}')
       INTO tiers
       FROM subscription.plan_price AS pp
-     WHERE pp.plan OPERATOR(pg_catalog.=) plan_tiers.plan AND pp.tier IS NOT NULL;
+     WHERE pp.plan = plan_tiers.plan AND pp.tier IS NOT NULL;
     RETURN tiers;
 END
 $$;
@@ -69,7 +69,7 @@ DECLARE
 BEGIN
     SELECT c.exponent INTO digits
       FROM subscription.currency AS c
-     WHERE c.code OPERATOR(pg_catalog.=) round_money.currency;
+     WHERE c.code = round_money.currency;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'currency "%" does not exist', currency
             USING ERRCODE = 'undefined_object';
@@ -125,22 +125,22 @@ DECLARE
     tiers integer[] := subscription.plan_tiers(plan);
     price subscription.plan_price;
 BEGIN
-    IF quantity OPERATOR(pg_catalog.<) 1 THEN
+    IF quantity < 1 THEN
         PERFORM subscription.require_quantity(quantity);
     END IF;
-    IF cardinality(tiers) > 0 AND NOT quantity OPERATOR(pg_catalog.=) ANY (tiers) THEN
+    IF cardinality(tiers) > 0 AND NOT quantity = ANY (tiers) THEN
         problem := 'not_a_tier';
         RETURN;
     END IF;
     SELECT * INTO price FROM subscription.plan_price AS pp
-     WHERE pp.plan OPERATOR(pg_catalog.=) find_price.plan
-       AND subscription.cycle_key(pp.cycle) OPERATOR(pg_catalog.=) subscription.cycle_key(find_price.cycle)
+     WHERE pp.plan = find_price.plan
+       AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(find_price.cycle)
        AND pp.tier IS NOT DISTINCT FROM CASE WHEN cardinality(tiers) > 0 THEN quantity END;
     IF NOT FOUND THEN
         problem := 'no_price';
         RETURN;
     END IF;
-    amount := CASE WHEN price.per_license THEN price.amount OPERATOR(pg_catalog.*) quantity
+    amount := CASE WHEN price.per_license THEN price.amount * quantity
                    ELSE price.amount END;
     currency := price.currency;
 END
@@ -157,16 +157,16 @@ AS $$
 DECLARE
     found_price record := subscription.find_price(plan, cycle, quantity);
 BEGIN
-    IF found_price.problem OPERATOR(pg_catalog.=) 'not_a_tier' THEN
+    IF found_price.problem = 'not_a_tier' THEN
         RAISE EXCEPTION 'quantity % is not a tier of plan "%"', quantity, plan
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = format('The tiers of plan "%s" are %s.', plan, subscription.plan_tiers(plan)),
-                  HINT = CASE WHEN quantity OPERATOR(pg_catalog.>) (SELECT max(t) FROM unnest(subscription.plan_tiers(plan)) AS t)
+                  HINT = CASE WHEN quantity > (SELECT max(t) FROM unnest(subscription.plan_tiers(plan)) AS t)
                               THEN format('The largest tier of plan "%s" holds %s hosts: contact sales for more.',
                                           plan, (SELECT max(t) FROM unnest(subscription.plan_tiers(plan)) AS t))
                               ELSE format('Use subscription.tier_for_hosts(%L, %s) for the tier that holds %s hosts.',
                                           plan, quantity, quantity) END;
-    ELSIF found_price.problem OPERATOR(pg_catalog.=) 'no_price' THEN
+    ELSIF found_price.problem = 'no_price' THEN
         RAISE EXCEPTION 'plan "%" has no price for cycle %', plan, subscription.cycle_text(cycle)
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = subscription.sold_cycles('plan', plan),

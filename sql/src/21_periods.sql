@@ -14,8 +14,8 @@ BEGIN
         RAISE EXCEPTION 'the anchor of a period must be finite'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = format('nth_period() was given %s.', anchor);
     END IF;
-    RETURN tstzrange(anchor OPERATOR(pg_catalog.+) ((k OPERATOR(pg_catalog.-) 1) OPERATOR(pg_catalog.*) cycle),
-                     anchor OPERATOR(pg_catalog.+) (k OPERATOR(pg_catalog.*) cycle), '[)');
+    RETURN tstzrange(anchor + ((k - 1) * cycle),
+                     anchor + (k * cycle), '[)');
 END
 $$;
 
@@ -30,14 +30,14 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     -- a guess from the average length, then exact steps (months vary)
-    k integer := floor(extract(epoch FROM at OPERATOR(pg_catalog.-) anchor)
-                       OPERATOR(pg_catalog./) extract(epoch FROM cycle))::integer OPERATOR(pg_catalog.+) 1;
+    k integer := floor(extract(epoch FROM at - anchor)
+                       / extract(epoch FROM cycle))::integer + 1;
 BEGIN
-    WHILE anchor OPERATOR(pg_catalog.+) ((k OPERATOR(pg_catalog.-) 1) OPERATOR(pg_catalog.*) cycle) OPERATOR(pg_catalog.>) at LOOP
-        k := k OPERATOR(pg_catalog.-) 1;
+    WHILE anchor + ((k - 1) * cycle) > at LOOP
+        k := k - 1;
     END LOOP;
-    WHILE anchor OPERATOR(pg_catalog.+) (k OPERATOR(pg_catalog.*) cycle) OPERATOR(pg_catalog.<=) at LOOP
-        k := k OPERATOR(pg_catalog.+) 1;
+    WHILE anchor + (k * cycle) <= at LOOP
+        k := k + 1;
     END LOOP;
     RETURN greatest(k, 0);
 END

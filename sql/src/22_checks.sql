@@ -40,7 +40,7 @@ LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF NOT renewal OPERATOR(pg_catalog.=) ANY (subscription.renewal_options()) THEN
+    IF NOT renewal = ANY (subscription.renewal_options()) THEN
         RAISE EXCEPTION 'unknown renewal option "%"', renewal
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = format('The renewal options are %s.', subscription.renewal_options());
@@ -85,9 +85,9 @@ LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF at OPERATOR(pg_catalog.<@) s.period THEN
+    IF at <@ s.period THEN
         RETURN;
-    ELSIF at OPERATOR(pg_catalog.>=) upper(s.period) THEN
+    ELSIF at >= upper(s.period) THEN
         RAISE EXCEPTION 'subscription % is overdue: its renewal at % has not run', s.id, upper(s.period)
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('%s() was given %s, after the current period %s.', fn, at, s.period),
@@ -114,22 +114,22 @@ DECLARE
     closest text;
 BEGIN
     WITH codes AS (
-        SELECT p.code AS c FROM subscription.plan AS p WHERE unknown_code.kind OPERATOR(pg_catalog.=) 'plan'
+        SELECT p.code AS c FROM subscription.plan AS p WHERE unknown_code.kind = 'plan'
         UNION ALL
-        SELECT a.code FROM subscription.addon AS a WHERE unknown_code.kind OPERATOR(pg_catalog.=) 'add-on'),
+        SELECT a.code FROM subscription.addon AS a WHERE unknown_code.kind = 'add-on'),
     grams AS (
         SELECT n.c, substr(lower(n.c), i, 2) AS g
           FROM (SELECT codes.c FROM codes UNION SELECT unknown_code.code) AS n(c)
-          CROSS JOIN LATERAL generate_series(1, length(n.c) OPERATOR(pg_catalog.-) 1) AS i)
+          CROSS JOIN LATERAL generate_series(1, length(n.c) - 1) AS i)
     SELECT string_agg(format('"%s"', s.c), ', ' ORDER BY s.score DESC, s.c) INTO closest
       FROM (SELECT k.c,
-                   2.0 OPERATOR(pg_catalog.*) (SELECT count(*) FROM (SELECT g FROM grams WHERE grams.c OPERATOR(pg_catalog.=) k.c
-                                            INTERSECT SELECT g FROM grams WHERE grams.c OPERATOR(pg_catalog.=) unknown_code.code) AS both_)
-                   OPERATOR(pg_catalog./) nullif((SELECT count(DISTINCT g) FROM grams WHERE grams.c OPERATOR(pg_catalog.=) k.c)
-                         OPERATOR(pg_catalog.+) (SELECT count(DISTINCT g) FROM grams WHERE grams.c OPERATOR(pg_catalog.=) unknown_code.code), 0) AS score
+                   2.0 * (SELECT count(*) FROM (SELECT g FROM grams WHERE grams.c = k.c
+                                            INTERSECT SELECT g FROM grams WHERE grams.c = unknown_code.code) AS both_)
+                   / nullif((SELECT count(DISTINCT g) FROM grams WHERE grams.c = k.c)
+                         + (SELECT count(DISTINCT g) FROM grams WHERE grams.c = unknown_code.code), 0) AS score
               FROM codes AS k
              ORDER BY 2 DESC, 1 LIMIT 3) AS s
-     WHERE s.score OPERATOR(pg_catalog.>=) 0.3;
+     WHERE s.score >= 0.3;
     RAISE EXCEPTION '% "%" does not exist', kind, code
         USING ERRCODE = 'undefined_object',
               HINT = CASE WHEN closest IS NULL
@@ -146,7 +146,7 @@ LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM FROM subscription.account AS a WHERE a.id OPERATOR(pg_catalog.=) require_account.account_id;
+    PERFORM FROM subscription.account AS a WHERE a.id = require_account.account_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'account % does not exist', account_id USING ERRCODE = 'no_data_found';
     END IF;
@@ -166,7 +166,7 @@ DECLARE
     closed timestamptz;
 BEGIN
     PERFORM subscription.require_account(account_id);
-    SELECT a.closed_at INTO closed FROM subscription.account AS a WHERE a.id OPERATOR(pg_catalog.=) require_open_account.account_id;
+    SELECT a.closed_at INTO closed FROM subscription.account AS a WHERE a.id = require_open_account.account_id;
     IF closed IS NOT NULL THEN
         RAISE EXCEPTION 'account % is closed', account_id
             USING ERRCODE = 'object_not_in_prerequisite_state',

@@ -146,19 +146,19 @@ DECLARE
     account bigint;
     sub bigint;
 BEGIN
-    IF TG_OP OPERATOR(pg_catalog.<>) 'INSERT' THEN
+    IF TG_OP <> 'INSERT' THEN
         old_row := to_jsonb(OLD);
     END IF;
-    IF TG_OP OPERATOR(pg_catalog.<>) 'DELETE' THEN
+    IF TG_OP <> 'DELETE' THEN
         new_row := to_jsonb(NEW);
     END IF;
     row_now := coalesce(new_row, old_row);
     changed := row_now;
-    IF TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN
-        SELECT jsonb_object_agg(n.key, jsonb_build_object('old', old_row OPERATOR(pg_catalog.->) n.key, 'new', n.value))
+    IF TG_OP = 'UPDATE' THEN
+        SELECT jsonb_object_agg(n.key, jsonb_build_object('old', old_row -> n.key, 'new', n.value))
           INTO changed
           FROM jsonb_each(new_row) AS n
-         WHERE n.value IS DISTINCT FROM old_row OPERATOR(pg_catalog.->) n.key;
+         WHERE n.value IS DISTINCT FROM old_row -> n.key;
         IF changed IS NULL THEN
             RETURN NULL;
         END IF;
@@ -166,15 +166,15 @@ BEGIN
 
     CASE TG_TABLE_NAME
         WHEN 'account' THEN
-            account := (row_now OPERATOR(pg_catalog.->>) 'id')::bigint;
+            account := (row_now ->> 'id')::bigint;
         WHEN 'subscription' THEN
-            account := (row_now OPERATOR(pg_catalog.->>) 'account_id')::bigint;
-            sub := (row_now OPERATOR(pg_catalog.->>) 'id')::bigint;
+            account := (row_now ->> 'account_id')::bigint;
+            sub := (row_now ->> 'id')::bigint;
         WHEN 'addon_batch' THEN
-            sub := (row_now OPERATOR(pg_catalog.->>) 'subscription_id')::bigint;
-            SELECT s.account_id INTO account FROM subscription.subscription AS s WHERE s.id OPERATOR(pg_catalog.=) sub;
+            sub := (row_now ->> 'subscription_id')::bigint;
+            SELECT s.account_id INTO account FROM subscription.subscription AS s WHERE s.id = sub;
         ELSE
-            account := (row_now OPERATOR(pg_catalog.->>) 'account_id')::bigint;
+            account := (row_now ->> 'account_id')::bigint;
     END CASE;
 
     INSERT INTO subscription.history (actor, operation, account_id, subscription_id, details)

@@ -181,8 +181,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF TG_TABLE_NAME OPERATOR(pg_catalog.=) 'account' THEN
-        PERFORM FROM subscription.account AS a WHERE a.id OPERATOR(pg_catalog.=) NEW.parent_id FOR KEY SHARE;
+    IF TG_TABLE_NAME = 'account' THEN
+        PERFORM FROM subscription.account AS a WHERE a.id = NEW.parent_id FOR KEY SHARE;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'parent account % does not exist', NEW.parent_id
                 USING ERRCODE = 'foreign_key_violation',
@@ -190,7 +190,7 @@ BEGIN
                       TABLE = 'account', SCHEMA = 'subscription';
         END IF;
     ELSE
-        PERFORM FROM subscription.ledger AS l WHERE l.id OPERATOR(pg_catalog.=) NEW.charge_id FOR KEY SHARE;
+        PERFORM FROM subscription.ledger AS l WHERE l.id = NEW.charge_id FOR KEY SHARE;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'ledger line % does not exist', NEW.charge_id
                 USING ERRCODE = 'foreign_key_violation',

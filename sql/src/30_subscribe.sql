@@ -13,20 +13,20 @@ DECLARE
     c subscription.coupon;
     redeemed bigint;
 BEGIN
-    SELECT * INTO c FROM subscription.coupon AS x WHERE x.code OPERATOR(pg_catalog.=) redeemable_coupon.code FOR UPDATE;
+    SELECT * INTO c FROM subscription.coupon AS x WHERE x.code = redeemable_coupon.code FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'coupon "%" does not exist', code USING ERRCODE = 'undefined_object';
     END IF;
-    IF at OPERATOR(pg_catalog.>) c.redeem_by THEN
+    IF at > c.redeem_by THEN
         RAISE EXCEPTION 'coupon "%" could be redeemed until %', code, c.redeem_by
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    SELECT count(*) INTO redeemed FROM subscription.subscription AS s WHERE s.coupon OPERATOR(pg_catalog.=) c.code;
-    IF redeemed OPERATOR(pg_catalog.>=) c.max_redemptions THEN
+    SELECT count(*) INTO redeemed FROM subscription.subscription AS s WHERE s.coupon = c.code;
+    IF redeemed >= c.max_redemptions THEN
         RAISE EXCEPTION 'coupon "%" has been redeemed % times, its maximum', code, redeemed
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    IF c.amount_off IS NOT NULL AND c.currency OPERATOR(pg_catalog.<>) price_currency THEN
+    IF c.amount_off IS NOT NULL AND c.currency <> price_currency THEN
         RAISE EXCEPTION 'coupon "%" takes % off, but the plan is priced in %', code, c.currency, price_currency
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -68,7 +68,7 @@ BEGIN
 
     SELECT a.billing_anchor INTO anchor_at
       FROM subscription.account AS a
-     WHERE a.id OPERATOR(pg_catalog.=) subscribe.account_id;
+     WHERE a.id = subscribe.account_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'account % does not exist', account_id
             USING ERRCODE = 'no_data_found';
@@ -97,24 +97,24 @@ BEGIN
             coupon, coupon_periods_left)
     SELECT subscribe.account_id, subscribe.plan, subscribe.cycle, subscribe.quantity, subscribe.quantity,
            period, anchor_at, k, subscribe.renewal,
-           p.kind OPERATOR(pg_catalog.=) 'service' AND NOT EXISTS (
+           p.kind = 'service' AND NOT EXISTS (
                SELECT FROM subscription.subscription AS d
-                WHERE d.account_id OPERATOR(pg_catalog.=) subscribe.account_id AND d.is_default),
-           subscribe.coupon, (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code OPERATOR(pg_catalog.=) subscribe.coupon)
+                WHERE d.account_id = subscribe.account_id AND d.is_default),
+           subscribe.coupon, (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code = subscribe.coupon)
       FROM subscription.plan AS p
-     WHERE p.code OPERATOR(pg_catalog.=) subscribe.plan
+     WHERE p.code = subscribe.plan
     RETURNING s.id INTO new_id;
 
     INSERT INTO subscription.ledger
            (account_id, subscription_id, kind, amount, currency, period, plan, description)
     VALUES (subscribe.account_id, new_id, 'charge',
-            CASE WHEN period OPERATOR(pg_catalog.=) full_period
+            CASE WHEN period = full_period
                  THEN subscription.round_money(price.amount, price.currency)
                  ELSE subscription.prorate_refund(price.amount, lower(full_period), upper(full_period), at, 'day',
                                                   subscription.money_scale(price.currency)) END,
             price.currency, period, plan,
             format('plan %s, cycle %s, quantity %s%s', plan, cycle, quantity,
-                   CASE WHEN period OPERATOR(pg_catalog.=) full_period THEN ''
+                   CASE WHEN period = full_period THEN ''
                         ELSE format(', to the billing date %s', upper(period)) END));
 
     RETURN new_id;

@@ -32,16 +32,16 @@ AS $$
 DECLARE
     sub bigint;
 BEGIN
-    IF TG_TABLE_NAME OPERATOR(pg_catalog.=) 'subscription' THEN
+    IF TG_TABLE_NAME = 'subscription' THEN
         sub := NEW.id;
-    ELSIF TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN
+    ELSIF TG_OP = 'DELETE' THEN
         sub := OLD.subscription_id;
     ELSE
         sub := NEW.subscription_id;
     END IF;
     INSERT INTO subscription.license_counter AS c (subscription_id, capacity, active)
-    SELECT s.id, subscription.license_capacity(s.id), s.status OPERATOR(pg_catalog.=) 'active'
-      FROM subscription.subscription AS s WHERE s.id OPERATOR(pg_catalog.=) sub
+    SELECT s.id, subscription.license_capacity(s.id), s.status = 'active'
+      FROM subscription.subscription AS s WHERE s.id = sub
     ON CONFLICT (subscription_id) DO UPDATE
        SET capacity = excluded.capacity, active = excluded.active
      WHERE (c.capacity, c.active) IS DISTINCT FROM (excluded.capacity, excluded.active);
@@ -74,12 +74,12 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF TG_TABLE_NAME OPERATOR(pg_catalog.=) 'plan' THEN
+    IF TG_TABLE_NAME = 'plan' THEN
         PERFORM subscription.reseat_licenses(ARRAY(
-            SELECT s.id FROM subscription.subscription AS s WHERE s.plan OPERATOR(pg_catalog.=) NEW.code));
-    ELSIF (SELECT (p.kind, p.product) FROM subscription.plan AS p WHERE p.code OPERATOR(pg_catalog.=) OLD.plan)
+            SELECT s.id FROM subscription.subscription AS s WHERE s.plan = NEW.code));
+    ELSIF (SELECT (p.kind, p.product) FROM subscription.plan AS p WHERE p.code = OLD.plan)
           IS DISTINCT FROM
-          (SELECT (p.kind, p.product) FROM subscription.plan AS p WHERE p.code OPERATOR(pg_catalog.=) NEW.plan) THEN
+          (SELECT (p.kind, p.product) FROM subscription.plan AS p WHERE p.code = NEW.plan) THEN
         PERFORM subscription.reseat_licenses(ARRAY[NEW.id]);
     END IF;
     RETURN NULL;
@@ -166,8 +166,8 @@ DECLARE
     sub bigint;
 BEGIN
     SELECT s.id INTO sub FROM subscription.subscription AS s
-     WHERE s.account_id OPERATOR(pg_catalog.=) NEW.account_id AND s.is_default
-       AND s.status OPERATOR(pg_catalog.=) 'active';
+     WHERE s.account_id = NEW.account_id AND s.is_default
+       AND s.status = 'active';
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
@@ -224,29 +224,29 @@ BEGIN
     PERFORM subscription.require_time('set_quantity', at, false);
 
     SELECT * INTO s FROM subscription.subscription AS x
-     WHERE x.id OPERATOR(pg_catalog.=) set_quantity.subscription_id FOR NO KEY UPDATE;
+     WHERE x.id = set_quantity.subscription_id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
     END IF;
-    monthly := subscription.cycle_key(s.cycle) OPERATOR(pg_catalog.=) '{1,0,0}';
+    monthly := subscription.cycle_key(s.cycle) = '{1,0,0}';
     PERFORM subscription.authorize(s.account_id,
-        CASE WHEN quantity OPERATOR(pg_catalog.>) s.quantity THEN 'increase_licenses' ELSE 'decrease_licenses' END,
+        CASE WHEN quantity > s.quantity THEN 'increase_licenses' ELSE 'decrease_licenses' END,
         monthly);
-    IF s.status OPERATOR(pg_catalog.<>) 'active' THEN
+    IF s.status <> 'active' THEN
         RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     PERFORM subscription.require_in_period('set_quantity', s, at);
-    IF quantity OPERATOR(pg_catalog.=) s.quantity THEN
+    IF quantity = s.quantity THEN
         RETURN subscription.licenses_left(subscription_id);
     END IF;
 
     -- the counter row is what concurrent license writes wait on
     SELECT * INTO counter FROM subscription.license_counter AS c
-     WHERE c.subscription_id OPERATOR(pg_catalog.=) set_quantity.subscription_id FOR NO KEY UPDATE;
+     WHERE c.subscription_id = set_quantity.subscription_id FOR NO KEY UPDATE;
     -- the capacity keeps the add-on licenses and takes the new quantity
-    new_capacity := counter.capacity OPERATOR(pg_catalog.-) s.quantity OPERATOR(pg_catalog.+) quantity;
-    IF counter.used OPERATOR(pg_catalog.>) new_capacity THEN
+    new_capacity := counter.capacity - s.quantity + quantity;
+    IF counter.used > new_capacity THEN
         RAISE EXCEPTION 'subscription % cannot have fewer licenses than it has assigned', subscription_id
             USING ERRCODE = 'check_violation',
                   DETAIL = format('Limit %s, in use %s.', new_capacity, counter.used),
@@ -257,20 +257,20 @@ BEGIN
     new_price := subscription.period_price(s.plan, s.cycle, quantity);
     PERFORM subscription.require_amount(new_price.amount, new_price.currency);
     paid := coalesce(s.paid_quantity, s.quantity);
-    IF quantity OPERATOR(pg_catalog.>) paid THEN
+    IF quantity > paid THEN
         old_price := subscription.period_price(s.plan, s.cycle, paid);
-        charge := subscription.prorate_refund(new_price.amount OPERATOR(pg_catalog.-) old_price.amount,
+        charge := subscription.prorate_refund(new_price.amount - old_price.amount,
                       lower(s.period), upper(s.period), at, 'day', subscription.money_scale(new_price.currency));
         INSERT INTO subscription.ledger
                (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
         VALUES (s.account_id, s.id, 'charge', charge, new_price.currency,
-                tstzrange(at, upper(s.period), '[)'), format('licenses %s-%s', paid OPERATOR(pg_catalog.+) 1, quantity), s.plan,
-                format('%s more licenses of plan %s for the rest of the period', quantity OPERATOR(pg_catalog.-) paid, s.plan));
+                tstzrange(at, upper(s.period), '[)'), format('licenses %s-%s', paid + 1, quantity), s.plan,
+                format('%s more licenses of plan %s for the rest of the period', quantity - paid, s.plan));
     END IF;
 
     UPDATE subscription.subscription AS x
        SET quantity = set_quantity.quantity, paid_quantity = greatest(paid, set_quantity.quantity)
-     WHERE x.id OPERATOR(pg_catalog.=) s.id;
+     WHERE x.id = s.id;
     RETURN subscription.licenses_left(subscription_id);
 END
 $$;

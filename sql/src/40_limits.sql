@@ -10,9 +10,9 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM FROM subscription.plan_limit AS l WHERE l.feature OPERATOR(pg_catalog.=) require_feature.feature
+    PERFORM FROM subscription.plan_limit AS l WHERE l.feature = require_feature.feature
     UNION ALL
-    SELECT FROM subscription.addon AS a WHERE a.feature OPERATOR(pg_catalog.=) require_feature.feature;
+    SELECT FROM subscription.addon AS a WHERE a.feature = require_feature.feature;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'feature "%" does not exist', feature
             USING ERRCODE = 'undefined_object',
@@ -41,22 +41,22 @@ BEGIN
                 -- numeric, so that an overflow is an error, not a wrap
                 ELSE coalesce(sum(x.units), 0)::bigint END
       FROM (SELECT l.value IS NULL AS unlimited,
-                   CASE WHEN l.per_license THEN l.value::numeric OPERATOR(pg_catalog.*) s.quantity
+                   CASE WHEN l.per_license THEN l.value::numeric * s.quantity
                         ELSE l.value::numeric END AS units
               FROM subscription.subscription AS s
               JOIN subscription.plan_limit AS l
-                ON l.plan OPERATOR(pg_catalog.=) s.plan AND l.feature OPERATOR(pg_catalog.=) limit_of.feature
-             WHERE s.account_id OPERATOR(pg_catalog.=) limit_of.account_id
-               AND s.status OPERATOR(pg_catalog.=) 'active'
+                ON l.plan = s.plan AND l.feature = limit_of.feature
+             WHERE s.account_id = limit_of.account_id
+               AND s.status = 'active'
             UNION ALL
-            SELECT false, b.quantity::numeric OPERATOR(pg_catalog.*) a.units
+            SELECT false, b.quantity::numeric * a.units
               FROM subscription.subscription AS s
-              JOIN subscription.addon_batch AS b ON b.subscription_id OPERATOR(pg_catalog.=) s.id
-              JOIN subscription.addon AS a ON a.code OPERATOR(pg_catalog.=) b.addon
-             WHERE s.account_id OPERATOR(pg_catalog.=) limit_of.account_id
-               AND s.status OPERATOR(pg_catalog.=) 'active'
-               AND b.status OPERATOR(pg_catalog.=) 'active'
-               AND a.feature OPERATOR(pg_catalog.=) limit_of.feature) AS x);
+              JOIN subscription.addon_batch AS b ON b.subscription_id = s.id
+              JOIN subscription.addon AS a ON a.code = b.addon
+             WHERE s.account_id = limit_of.account_id
+               AND s.status = 'active'
+               AND b.status = 'active'
+               AND a.feature = limit_of.feature) AS x);
 END
 $$;
 
@@ -123,8 +123,8 @@ DECLARE
 BEGIN
     SELECT a.atttypid::regtype INTO column_type
       FROM pg_catalog.pg_attribute AS a
-     WHERE a.attrelid OPERATOR(pg_catalog.=) relation AND a.attname OPERATOR(pg_catalog.=) name
-       AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped;
+     WHERE a.attrelid = relation AND a.attname = name
+       AND a.attnum > 0 AND NOT a.attisdropped;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'column "%" of relation % does not exist', name, relation
             USING ERRCODE = 'undefined_column', DETAIL = format('It was given as the %s.', purpose);
@@ -528,31 +528,31 @@ DECLARE
     only_feature text;
 BEGIN
     -- an UPDATE can move the row: refresh for its old and its new self
-    FOR i IN 1 .. CASE WHEN TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN 2 ELSE 1 END LOOP
-        IF i OPERATOR(pg_catalog.=) 1 AND TG_OP OPERATOR(pg_catalog.<>) 'INSERT' THEN
+    FOR i IN 1 .. CASE WHEN TG_OP = 'UPDATE' THEN 2 ELSE 1 END LOOP
+        IF i = 1 AND TG_OP <> 'INSERT' THEN
             r := OLD;
         ELSE
             r := NEW;
         END IF;
-        IF TG_TABLE_NAME OPERATOR(pg_catalog.=) 'subscription' THEN
+        IF TG_TABLE_NAME = 'subscription' THEN
             accounts := ARRAY[r.account_id];
-        ELSIF TG_TABLE_NAME OPERATOR(pg_catalog.=) 'addon_batch' THEN
+        ELSIF TG_TABLE_NAME = 'addon_batch' THEN
             SELECT array_agg(s.account_id) INTO accounts
-              FROM subscription.subscription AS s WHERE s.id OPERATOR(pg_catalog.=) r.subscription_id;
-        ELSIF TG_TABLE_NAME OPERATOR(pg_catalog.=) 'plan_limit' THEN
+              FROM subscription.subscription AS s WHERE s.id = r.subscription_id;
+        ELSIF TG_TABLE_NAME = 'plan_limit' THEN
             only_feature := r.feature;
             SELECT array_agg(DISTINCT s.account_id) INTO accounts
-              FROM subscription.subscription AS s WHERE s.plan OPERATOR(pg_catalog.=) r.plan;
+              FROM subscription.subscription AS s WHERE s.plan = r.plan;
         ELSE
             SELECT array_agg(DISTINCT s.account_id) INTO accounts
               FROM subscription.subscription AS s
-              JOIN subscription.addon_batch AS b ON b.subscription_id OPERATOR(pg_catalog.=) s.id
-             WHERE b.addon OPERATOR(pg_catalog.=) r.code;
+              JOIN subscription.addon_batch AS b ON b.subscription_id = s.id
+             WHERE b.addon = r.code;
         END IF;
         UPDATE subscription.usage_counter AS u
            SET limit_value = subscription.limit_of(u.account_id, u.feature)
-         WHERE u.account_id OPERATOR(pg_catalog.=) ANY (accounts)
-           AND (only_feature IS NULL OR u.feature OPERATOR(pg_catalog.=) only_feature)
+         WHERE u.account_id = ANY (accounts)
+           AND (only_feature IS NULL OR u.feature = only_feature)
            AND u.limit_value IS DISTINCT FROM subscription.limit_of(u.account_id, u.feature);
     END LOOP;
     RETURN NULL;

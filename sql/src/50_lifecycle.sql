@@ -11,12 +11,12 @@ DECLARE
     s subscription.subscription;
 BEGIN
     SELECT * INTO s FROM subscription.subscription AS x
-     WHERE x.id OPERATOR(pg_catalog.=) subscription_for_change.subscription_id FOR NO KEY UPDATE;
+     WHERE x.id = subscription_for_change.subscription_id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
     END IF;
     PERFORM subscription.authorize(s.account_id, action);
-    IF s.status OPERATOR(pg_catalog.<>) 'active' THEN
+    IF s.status <> 'active' THEN
         RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = format('%s() changes active subscriptions only.', fn);
@@ -76,9 +76,9 @@ BEGIN
     END IF;
     UPDATE subscription.subscription AS x
        SET pending_cycle = CASE WHEN subscription.cycle_key(change_cycle.cycle)
-                                     OPERATOR(pg_catalog.=) subscription.cycle_key(s.cycle)
+                                     = subscription.cycle_key(s.cycle)
                                 THEN NULL ELSE change_cycle.cycle END
-     WHERE x.id OPERATOR(pg_catalog.=) s.id;
+     WHERE x.id = s.id;
     RETURN upper(s.period);
 END
 $$;
@@ -98,7 +98,7 @@ BEGIN
     PERFORM subscription.require_renewal(renewal);
     PERFORM subscription.subscription_for_change('set_renewal', subscription_id, 'change_renewal');
     UPDATE subscription.subscription AS x SET renewal = set_renewal.renewal
-     WHERE x.id OPERATOR(pg_catalog.=) set_renewal.subscription_id;
+     WHERE x.id = set_renewal.subscription_id;
 END
 $$;
 
@@ -119,7 +119,7 @@ BEGIN
     PERFORM subscription.require_arguments('cancel', '{subscription_id}', ARRAY[subscription_id IS NULL]);
     s := subscription.subscription_for_change('cancel', subscription_id, 'cancel');
     UPDATE subscription.subscription AS x SET cancel_at_period_end = true
-     WHERE x.id OPERATOR(pg_catalog.=) s.id AND NOT x.cancel_at_period_end;
+     WHERE x.id = s.id AND NOT x.cancel_at_period_end;
     RETURN upper(s.period);
 END
 $$;
@@ -140,8 +140,8 @@ BEGIN
     RETURN QUERY
     SELECT s.id, subscription.cancel(s.id)
       FROM subscription.subscription AS s
-     WHERE s.account_id OPERATOR(pg_catalog.=) cancel_account.account_id
-       AND s.status OPERATOR(pg_catalog.=) 'active'
+     WHERE s.account_id = cancel_account.account_id
+       AND s.status = 'active'
      ORDER BY s.id;
 END
 $$;

@@ -16,18 +16,18 @@ DECLARE
 BEGIN
     WITH open_charges AS (
         SELECT c.id, c.currency, c.period, c.plan, c.item,
-               c.amount OPERATOR(pg_catalog.-) coalesce((
+               c.amount - coalesce((
                    SELECT sum(d.amount) FROM subscription.ledger AS d
-                    WHERE d.charge_id OPERATOR(pg_catalog.=) c.id
-                      AND d.kind OPERATOR(pg_catalog.=) 'discount'), 0) AS paid
+                    WHERE d.charge_id = c.id
+                      AND d.kind = 'discount'), 0) AS paid
           FROM subscription.ledger AS c
-         WHERE c.subscription_id OPERATOR(pg_catalog.=) s.id
-           AND c.kind OPERATOR(pg_catalog.=) 'charge'
+         WHERE c.subscription_id = s.id
+           AND c.kind = 'charge'
            AND c.addon_batch_id IS NULL
-           AND c.period OPERATOR(pg_catalog.&&) s.period
+           AND c.period && s.period
            AND NOT EXISTS (SELECT FROM subscription.ledger AS r
-                            WHERE r.charge_id OPERATOR(pg_catalog.=) c.id
-                              AND r.kind OPERATOR(pg_catalog.=) ANY ('{refund,credit}'))),
+                            WHERE r.charge_id = c.id
+                              AND r.kind = ANY ('{refund,credit}'))),
     given AS (
         INSERT INTO subscription.ledger AS l
                (account_id, subscription_id, kind, amount, currency, period, item, plan, charge_id, description)
@@ -37,7 +37,7 @@ BEGIN
                o.currency, tstzrange(at, upper(o.period), '[)'), o.item, o.plan, o.id,
                format('%s: unused part of charge %s (plan %s)', reason, o.id, o.plan)
           FROM open_charges AS o
-         WHERE o.paid OPERATOR(pg_catalog.>) 0 AND at OPERATOR(pg_catalog.<) upper(o.period)
+         WHERE o.paid > 0 AND at < upper(o.period)
         RETURNING l.amount)
     SELECT coalesce(sum(g.amount), 0) INTO total FROM given AS g;
     RETURN total;
@@ -72,14 +72,14 @@ BEGIN
     PERFORM subscription.require_arguments('change_plan', '{subscription_id,plan,at}',
         ARRAY[subscription_id IS NULL, plan IS NULL, at IS NULL]);
     PERFORM subscription.require_time('change_plan', at, false);
-    SELECT * INTO new_plan FROM subscription.plan AS p WHERE p.code OPERATOR(pg_catalog.=) change_plan.plan;
+    SELECT * INTO new_plan FROM subscription.plan AS p WHERE p.code = change_plan.plan;
     IF NOT FOUND THEN
         PERFORM subscription.unknown_code('plan', plan);
     END IF;
     s := subscription.subscription_for_change('change_plan', subscription_id, 'change_plan');
     PERFORM subscription.require_in_period('change_plan', s, at);
-    SELECT * INTO old_plan FROM subscription.plan AS p WHERE p.code OPERATOR(pg_catalog.=) s.plan;
-    IF new_plan.product OPERATOR(pg_catalog.<>) old_plan.product THEN
+    SELECT * INTO old_plan FROM subscription.plan AS p WHERE p.code = s.plan;
+    IF new_plan.product <> old_plan.product THEN
         RAISE EXCEPTION 'plan "%" is not a plan of product "%"', plan, old_plan.product
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Subscribe to the other product with subscription.subscribe().';
@@ -88,20 +88,20 @@ BEGIN
     effective_at := at;
     refund := 0;
     charge := 0;
-    IF new_plan.code OPERATOR(pg_catalog.=) s.plan THEN
+    IF new_plan.code = s.plan THEN
         UPDATE subscription.subscription AS x SET pending_plan = NULL
-         WHERE x.id OPERATOR(pg_catalog.=) s.id AND x.pending_plan IS NOT NULL;
+         WHERE x.id = s.id AND x.pending_plan IS NOT NULL;
         RETURN NEXT;
         RETURN;
     END IF;
 
-    SELECT * INTO modes FROM subscription.product AS p WHERE p.code OPERATOR(pg_catalog.=) new_plan.product;
-    IF new_plan.rank OPERATOR(pg_catalog.<) old_plan.rank AND modes.downgrade OPERATOR(pg_catalog.=) 'end_of_period' THEN
+    SELECT * INTO modes FROM subscription.product AS p WHERE p.code = new_plan.product;
+    IF new_plan.rank < old_plan.rank AND modes.downgrade = 'end_of_period' THEN
         -- C4: the current plan runs to the end of the period; the new one
         -- must sell the cycle and quantity of the next (22023, 55000)
         PERFORM subscription.period_price(new_plan.code, coalesce(s.pending_cycle, s.cycle),
                                           coalesce(s.pending_quantity, s.quantity));
-        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code WHERE x.id OPERATOR(pg_catalog.=) s.id;
+        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code WHERE x.id = s.id;
         effective_at := upper(s.period);
         RETURN NEXT;
         RETURN;
@@ -110,7 +110,7 @@ BEGIN
     -- the new plan must sell the cycle and the quantity (22023, 55000)
     price := subscription.period_price(new_plan.code, s.cycle, s.quantity);
     refund := subscription.give_back_unused(s, at, 'refund', format('change to plan %s', new_plan.code));
-    IF new_plan.rank OPERATOR(pg_catalog.>=) old_plan.rank AND modes.upgrade OPERATOR(pg_catalog.=) 'restart' THEN
+    IF new_plan.rank >= old_plan.rank AND modes.upgrade = 'restart' THEN
         -- C1: a new full period starts now
         new_period := subscription.nth_period(at, s.cycle, 1);
         charge := subscription.round_money(price.amount, price.currency);
@@ -125,17 +125,17 @@ BEGIN
             tstzrange(at, upper(new_period), '[)'), format('change to %s', new_plan.code), new_plan.code,
             format('plan %s from %s, cycle %s, quantity %s', new_plan.code, at, s.cycle, s.quantity));
 
-    IF new_plan.rank OPERATOR(pg_catalog.<) old_plan.rank THEN
+    IF new_plan.rank < old_plan.rank THEN
         -- immediate downgrade: apply_downgrade moves to the plan and trims
         UPDATE subscription.subscription AS x SET pending_plan = new_plan.code, paid_quantity = x.quantity
-         WHERE x.id OPERATOR(pg_catalog.=) s.id;
+         WHERE x.id = s.id;
         PERFORM FROM subscription.apply_downgrade(s.id);
     ELSE
         UPDATE subscription.subscription AS x
            SET plan = new_plan.code, pending_plan = NULL, paid_quantity = x.quantity,
                period = new_period,
-               anchor = CASE WHEN new_period OPERATOR(pg_catalog.=) s.period THEN x.anchor ELSE at END
-         WHERE x.id OPERATOR(pg_catalog.=) s.id;
+               anchor = CASE WHEN new_period = s.period THEN x.anchor ELSE at END
+         WHERE x.id = s.id;
     END IF;
     RETURN NEXT;
 END

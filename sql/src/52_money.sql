@@ -57,12 +57,12 @@ DECLARE
     balance numeric;
     used numeric;
 BEGIN
-    IF NEW.subscription_id IS NOT NULL AND NEW.item OPERATOR(pg_catalog.=) 'plan' THEN
+    IF NEW.subscription_id IS NOT NULL AND NEW.item = 'plan' THEN
         discount := subscription.coupon_discount(NEW.subscription_id, NEW.amount, NEW.currency);
-        IF discount OPERATOR(pg_catalog.>) 0 THEN
+        IF discount > 0 THEN
             SELECT x.* INTO c FROM subscription.subscription AS s
-              JOIN subscription.coupon AS x ON x.code OPERATOR(pg_catalog.=) s.coupon
-             WHERE s.id OPERATOR(pg_catalog.=) NEW.subscription_id;
+              JOIN subscription.coupon AS x ON x.code = s.coupon
+             WHERE s.id = NEW.subscription_id;
             INSERT INTO subscription.ledger
                    (account_id, subscription_id, kind, amount, currency, period, item, plan, charge_id, description)
             VALUES (NEW.account_id, NEW.subscription_id, 'discount', discount, NEW.currency, NEW.period, NEW.item,
@@ -70,18 +70,18 @@ BEGIN
                     format('coupon %s: %s off', c.code,
                            coalesce(c.percent_off::text || '%', c.amount_off::text || ' ' || c.currency)));
             UPDATE subscription.subscription AS s
-               SET coupon_periods_left = s.coupon_periods_left OPERATOR(pg_catalog.-) 1
-             WHERE s.id OPERATOR(pg_catalog.=) NEW.subscription_id AND s.coupon_periods_left IS NOT NULL;
+               SET coupon_periods_left = s.coupon_periods_left - 1
+             WHERE s.id = NEW.subscription_id AND s.coupon_periods_left IS NOT NULL;
         END IF;
     END IF;
 
     -- credit: read without a lock first, the common case is none
-    IF subscription.credit_balance(NEW.account_id, NEW.currency) OPERATOR(pg_catalog.>) 0 THEN
+    IF subscription.credit_balance(NEW.account_id, NEW.currency) > 0 THEN
         -- concurrent charges of the account take its credit one at a time
-        PERFORM FROM subscription.account AS a WHERE a.id OPERATOR(pg_catalog.=) NEW.account_id FOR NO KEY UPDATE;
+        PERFORM FROM subscription.account AS a WHERE a.id = NEW.account_id FOR NO KEY UPDATE;
         balance := subscription.credit_balance(NEW.account_id, NEW.currency);
-        used := least(balance, NEW.amount OPERATOR(pg_catalog.-) discount);
-        IF used OPERATOR(pg_catalog.>) 0 THEN
+        used := least(balance, NEW.amount - discount);
+        IF used > 0 THEN
             INSERT INTO subscription.ledger
                    (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan,
                     charge_id, description)
@@ -113,12 +113,12 @@ BEGIN
         ARRAY[account_id IS NULL, amount IS NULL, reason IS NULL, currency IS NULL]);
     PERFORM subscription.require_account(credit_account.account_id);
     PERFORM subscription.authorize(credit_account.account_id, 'pay');
-    PERFORM FROM subscription.currency AS c WHERE c.code OPERATOR(pg_catalog.=) credit_account.currency;
+    PERFORM FROM subscription.currency AS c WHERE c.code = credit_account.currency;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'currency "%" does not exist', currency USING ERRCODE = 'undefined_object';
     END IF;
-    IF amount OPERATOR(pg_catalog.<=) 0 OR amount OPERATOR(pg_catalog.>=) 'Infinity'
-       OR amount OPERATOR(pg_catalog.<>) subscription.round_money(amount, currency) THEN
+    IF amount <= 0 OR amount >= 'Infinity'
+       OR amount <> subscription.round_money(amount, currency) THEN
         RAISE EXCEPTION 'a credit must be a positive amount in the minor unit of %', currency
             USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The amount was %s.', amount);
     END IF;
@@ -151,8 +151,8 @@ BEGIN
     PERFORM subscription.require_in_period('end_early', s, at);
     credited := subscription.give_back_unused(s, at, 'credit', 'consolidation');
     UPDATE subscription.addon_batch AS b SET status = 'expired'
-     WHERE b.subscription_id OPERATOR(pg_catalog.=) s.id AND b.status OPERATOR(pg_catalog.=) 'active';
-    UPDATE subscription.subscription AS x SET status = 'cancelled' WHERE x.id OPERATOR(pg_catalog.=) s.id;
+     WHERE b.subscription_id = s.id AND b.status = 'active';
+    UPDATE subscription.subscription AS x SET status = 'cancelled' WHERE x.id = s.id;
     RETURN credited;
 END
 $$;

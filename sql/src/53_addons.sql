@@ -8,12 +8,12 @@ LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF quantity OPERATOR(pg_catalog.<) 1 THEN
+    IF quantity < 1 THEN
         PERFORM subscription.require_quantity(quantity);
     END IF;
-    SELECT ap.amount OPERATOR(pg_catalog.*) quantity, ap.currency INTO amount, currency
+    SELECT ap.amount * quantity, ap.currency INTO amount, currency
       FROM subscription.addon_price AS ap
-     WHERE ap.addon OPERATOR(pg_catalog.=) addon_period_price.addon
+     WHERE ap.addon = addon_period_price.addon
        AND subscription.cycle_key(ap.cycle) IS NOT DISTINCT FROM subscription.cycle_key(addon_period_price.cycle);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'add-on "%" has no price for %', addon,
@@ -51,7 +51,7 @@ BEGIN
         ARRAY[subscription_id IS NULL, addon IS NULL, quantity IS NULL, at IS NULL]);
     PERFORM subscription.require_quantity(quantity);
     PERFORM subscription.require_time('purchase_addon', at, false);
-    SELECT * INTO a FROM subscription.addon AS x WHERE x.code OPERATOR(pg_catalog.=) purchase_addon.addon;
+    SELECT * INTO a FROM subscription.addon AS x WHERE x.code = purchase_addon.addon;
     IF NOT FOUND THEN
         PERFORM subscription.unknown_code('add-on', addon);
     END IF;
@@ -60,7 +60,7 @@ BEGIN
     PERFORM subscription.require_in_period('purchase_addon', s, at);
 
     SELECT * INTO offer FROM subscription.plan_addon AS o
-     WHERE o.plan OPERATOR(pg_catalog.=) s.plan AND o.addon OPERATOR(pg_catalog.=) a.code;
+     WHERE o.plan = s.plan AND o.addon = a.code;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'add-on "%" is not sold with plan "%"', a.code, s.plan
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -71,7 +71,7 @@ BEGIN
                   HINT = format('Plan "%s" gives what add-on "%s" sells: there is nothing to buy.', s.plan, a.code);
     END IF;
     plan_price := subscription.period_price(s.plan, s.cycle, s.quantity);
-    IF plan_price.amount OPERATOR(pg_catalog.=) 0 THEN
+    IF plan_price.amount = 0 THEN
         RAISE EXCEPTION 'add-ons are sold on paid plans only'                            -- K1
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = format('Plan "%s" is free.', s.plan);
@@ -81,9 +81,9 @@ BEGIN
     price := subscription.addon_period_price(a.code, CASE WHEN one_time THEN NULL ELSE s.cycle END, quantity);
     PERFORM subscription.require_amount(price.amount, price.currency);
     -- the seats it adds stay within the largest quantity (an integer)
-    IF a.feature OPERATOR(pg_catalog.=) 'licenses'
-       AND subscription.license_capacity(s.id)::bigint OPERATOR(pg_catalog.+) (quantity::bigint OPERATOR(pg_catalog.*) a.units)
-           OPERATOR(pg_catalog.>) current_setting('subscription.max_quantity')::bigint THEN
+    IF a.feature = 'licenses'
+       AND subscription.license_capacity(s.id)::bigint + (quantity::bigint * a.units)
+           > current_setting('subscription.max_quantity')::bigint THEN
         RAISE EXCEPTION 'subscription % would hold more licenses than the largest quantity allowed', s.id
             USING ERRCODE = 'numeric_value_out_of_range',
                   DETAIL = format('It holds %s; %s x %s more would pass subscription.max_quantity (%s).',
@@ -123,20 +123,20 @@ DECLARE
     s subscription.subscription;
 BEGIN
     PERFORM subscription.require_arguments('cancel_addon', '{batch_id}', ARRAY[batch_id IS NULL]);
-    SELECT * INTO b FROM subscription.addon_batch AS x WHERE x.id OPERATOR(pg_catalog.=) cancel_addon.batch_id;
+    SELECT * INTO b FROM subscription.addon_batch AS x WHERE x.id = cancel_addon.batch_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'add-on batch % does not exist', batch_id USING ERRCODE = 'no_data_found';
     END IF;
     s := subscription.subscription_for_change('cancel_addon', b.subscription_id, 'cancel');
-    IF b.status OPERATOR(pg_catalog.<>) 'active' THEN
+    IF b.status <> 'active' THEN
         RAISE EXCEPTION 'add-on batch % is %', batch_id, b.status USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    IF (SELECT x.one_time FROM subscription.addon AS x WHERE x.code OPERATOR(pg_catalog.=) b.addon) THEN
+    IF (SELECT x.one_time FROM subscription.addon AS x WHERE x.code = b.addon) THEN
         RAISE EXCEPTION 'add-on batch % was a one-time purchase', batch_id
             USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = 'Nothing renews, so nothing can be cancelled.';
     END IF;
     UPDATE subscription.addon_batch AS x SET cancel_at_period_end = true
-     WHERE x.id OPERATOR(pg_catalog.=) b.id AND NOT x.cancel_at_period_end;
+     WHERE x.id = b.id AND NOT x.cancel_at_period_end;
     RETURN upper(s.period);
 END
 $$;

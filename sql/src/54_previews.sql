@@ -15,14 +15,14 @@ DECLARE
     lines subscription.ledger[];
 BEGIN
     PERFORM FROM subscription.subscription AS s
-     WHERE s.id OPERATOR(pg_catalog.=) ledger_lines_of.subscription_id FOR NO KEY UPDATE;
+     WHERE s.id = ledger_lines_of.subscription_id FOR NO KEY UPDATE;
     SELECT coalesce(max(l.id), 0) INTO last_line FROM subscription.ledger AS l
-     WHERE l.subscription_id OPERATOR(pg_catalog.=) ledger_lines_of.subscription_id;
+     WHERE l.subscription_id = ledger_lines_of.subscription_id;
     BEGIN
         EXECUTE change;
         SELECT array_agg(l ORDER BY l.id) INTO lines FROM subscription.ledger AS l
-         WHERE l.subscription_id OPERATOR(pg_catalog.=) ledger_lines_of.subscription_id
-           AND l.id OPERATOR(pg_catalog.>) last_line;
+         WHERE l.subscription_id = ledger_lines_of.subscription_id
+           AND l.id > last_line;
         RAISE EXCEPTION 'preview' USING ERRCODE = 'SBPRV';  -- undoes the change
     EXCEPTION WHEN SQLSTATE 'SBPRV' THEN
         NULL;

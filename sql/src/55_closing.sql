@@ -27,7 +27,7 @@ BEGIN
         RAISE EXCEPTION 'closing time must be finite' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     SELECT a.closed_at INTO closed FROM subscription.account AS a
-     WHERE a.id OPERATOR(pg_catalog.=) close_account.account_id FOR NO KEY UPDATE;
+     WHERE a.id = close_account.account_id FOR NO KEY UPDATE;
     IF closed IS NOT NULL THEN
         RAISE EXCEPTION 'account % is already closed', account_id
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -35,7 +35,7 @@ BEGIN
     END IF;
     -- K9: a sub-account is closed by whom may act on it (Z1, K8), first
     SELECT string_agg(a.id::text, ', ' ORDER BY a.id) INTO open_children FROM subscription.account AS a
-     WHERE a.parent_id OPERATOR(pg_catalog.=) close_account.account_id AND a.closed_at IS NULL;
+     WHERE a.parent_id = close_account.account_id AND a.closed_at IS NULL;
     IF open_children IS NOT NULL THEN
         RAISE EXCEPTION 'account % has open sub-accounts', account_id
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -43,8 +43,8 @@ BEGIN
                   HINT = 'Close them first with subscription.close_account().';
     END IF;
     FOR s IN SELECT x.id FROM subscription.subscription AS x
-              WHERE x.account_id OPERATOR(pg_catalog.=) close_account.account_id
-                AND x.status OPERATOR(pg_catalog.=) 'active'
+              WHERE x.account_id = close_account.account_id
+                AND x.status = 'active'
               ORDER BY x.id LOOP
         subscription_id := s;
         credited := subscription.end_early(s, at);
@@ -53,10 +53,10 @@ BEGIN
     -- the seats of every subscription of the account, through the license guard
     DELETE FROM subscription.license AS l
      USING subscription.subscription AS x
-     WHERE x.id OPERATOR(pg_catalog.=) l.subscription_id
-       AND x.account_id OPERATOR(pg_catalog.=) close_account.account_id;
+     WHERE x.id = l.subscription_id
+       AND x.account_id = close_account.account_id;
     UPDATE subscription.account AS a SET closed_at = close_account.at
-     WHERE a.id OPERATOR(pg_catalog.=) close_account.account_id;
+     WHERE a.id = close_account.account_id;
 END
 $$;
 
@@ -79,7 +79,7 @@ DECLARE
     members bigint;
 BEGIN
     PERFORM subscription.require_arguments('erase_account', '{account_id}', ARRAY[account_id IS NULL]);
-    IF coalesce(current_setting('subscription.actor', true), '') OPERATOR(pg_catalog.<>) ''
+    IF coalesce(current_setting('subscription.actor', true), '') <> ''
        OR NOT subscription.caller_is_trusted() THEN
         RAISE EXCEPTION 'erase_account() is for back-office code'
             USING ERRCODE = 'insufficient_privilege',
@@ -88,24 +88,24 @@ BEGIN
     END IF;
     PERFORM subscription.require_account(erase_account.account_id);
     SELECT a.closed_at INTO closed FROM subscription.account AS a
-     WHERE a.id OPERATOR(pg_catalog.=) erase_account.account_id FOR NO KEY UPDATE;
+     WHERE a.id = erase_account.account_id FOR NO KEY UPDATE;
     IF closed IS NULL THEN
         RAISE EXCEPTION 'account % is not closed', account_id
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Close it first with subscription.close_account().';
     END IF;
     FOR child IN SELECT a.id FROM subscription.account AS a
-                  WHERE a.parent_id OPERATOR(pg_catalog.=) erase_account.account_id ORDER BY a.id LOOP
+                  WHERE a.parent_id = erase_account.account_id ORDER BY a.id LOOP
         PERFORM subscription.erase_account(child);
     END LOOP;
-    DELETE FROM subscription.member AS m WHERE m.account_id OPERATOR(pg_catalog.=) erase_account.account_id;
+    DELETE FROM subscription.member AS m WHERE m.account_id = erase_account.account_id;
     GET DIAGNOSTICS members = ROW_COUNT;
     UPDATE subscription.account AS a SET name = 'erased'
-     WHERE a.id OPERATOR(pg_catalog.=) erase_account.account_id;
+     WHERE a.id = erase_account.account_id;
     -- the one change history allows (refuse_history_change)
     UPDATE subscription.history AS h SET details = subscription.erased_details(h.details)
-     WHERE h.account_id OPERATOR(pg_catalog.=) erase_account.account_id
-       AND h.details OPERATOR(pg_catalog.<>) subscription.erased_details(h.details);
+     WHERE h.account_id = erase_account.account_id
+       AND h.details <> subscription.erased_details(h.details);
     INSERT INTO subscription.history (actor, operation, account_id, details)
     VALUES (subscription.current_actor(), 'account_erase', erase_account.account_id,
             jsonb_build_object('members', members));

@@ -19,45 +19,45 @@ DECLARE
     ends timestamptz := upper(s.period);
     next_plan text := coalesce(s.pending_plan, s.plan);
     next_quantity integer := coalesce(s.pending_quantity, s.quantity);
-    next_cycle interval := CASE WHEN s.renewal OPERATOR(pg_catalog.=) 'to_monthly' THEN interval '1 month'
+    next_cycle interval := CASE WHEN s.renewal = 'to_monthly' THEN interval '1 month'
                                 ELSE coalesce(s.pending_cycle, s.cycle) END;
     same_cycle boolean;
     next_period tstzrange;
     price record;
 BEGIN
     UPDATE subscription.addon_batch AS b SET status = 'expired'
-     WHERE b.subscription_id OPERATOR(pg_catalog.=) s.id AND b.status OPERATOR(pg_catalog.=) 'active'
-       AND (b.cancel_at_period_end OR s.cancel_at_period_end OR s.renewal OPERATOR(pg_catalog.=) 'none');
-    IF s.cancel_at_period_end OR s.renewal OPERATOR(pg_catalog.=) 'none' THEN
+     WHERE b.subscription_id = s.id AND b.status = 'active'
+       AND (b.cancel_at_period_end OR s.cancel_at_period_end OR s.renewal = 'none');
+    IF s.cancel_at_period_end OR s.renewal = 'none' THEN
         UPDATE subscription.subscription AS x
            SET status = CASE WHEN s.cancel_at_period_end THEN 'cancelled' ELSE 'expired' END
-         WHERE x.id OPERATOR(pg_catalog.=) s.id
+         WHERE x.id = s.id
         RETURNING x.status INTO s.status;
         RETURN s.status;
     END IF;
 
-    same_cycle := subscription.cycle_key(next_cycle) OPERATOR(pg_catalog.=) subscription.cycle_key(s.cycle);
+    same_cycle := subscription.cycle_key(next_cycle) = subscription.cycle_key(s.cycle);
     -- a new cycle counts from the start of its first period (Z7)
     next_period := subscription.nth_period(CASE WHEN same_cycle THEN s.anchor ELSE ends END, next_cycle,
-                                           CASE WHEN same_cycle THEN s.period_number OPERATOR(pg_catalog.+) 1 ELSE 1 END);
+                                           CASE WHEN same_cycle THEN s.period_number + 1 ELSE 1 END);
     price := subscription.period_price(next_plan, next_cycle, next_quantity);
     IF same_cycle AND s.pending_plan IS NULL AND s.pending_quantity IS NULL THEN
         -- the common renewal: only the period moves, and the triggers on
         -- plan, quantity and status (limits, seats) have nothing to do
         UPDATE subscription.subscription AS x
-           SET period_number = x.period_number OPERATOR(pg_catalog.+) 1, period = next_period,
+           SET period_number = x.period_number + 1, period = next_period,
                paid_quantity = next_quantity, pending_cycle = NULL,
                renewal = CASE x.renewal WHEN 'once' THEN 'none' ELSE x.renewal END
-         WHERE x.id OPERATOR(pg_catalog.=) s.id;
+         WHERE x.id = s.id;
     ELSE
         UPDATE subscription.subscription AS x
            SET plan = next_plan, cycle = next_cycle, quantity = next_quantity, paid_quantity = next_quantity,
                pending_plan = NULL, pending_cycle = NULL, pending_quantity = NULL,
                anchor = CASE WHEN same_cycle THEN x.anchor ELSE ends END,
-               period_number = CASE WHEN same_cycle THEN x.period_number OPERATOR(pg_catalog.+) 1 ELSE 1 END,
+               period_number = CASE WHEN same_cycle THEN x.period_number + 1 ELSE 1 END,
                period = next_period,
                renewal = CASE x.renewal WHEN 'once' THEN 'none' WHEN 'to_monthly' THEN 'always' ELSE x.renewal END
-         WHERE x.id OPERATOR(pg_catalog.=) s.id;
+         WHERE x.id = s.id;
     END IF;
 
     -- C2: the constraint makes a second charge of the period impossible
@@ -67,18 +67,18 @@ BEGIN
             next_period, 'plan', next_plan,
             format('renewal: plan %s, cycle %s, quantity %s', next_plan, next_cycle, next_quantity))
     ON CONFLICT (subscription_id, addon_batch_id, period, item)
-       WHERE kind OPERATOR(pg_catalog.=) 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
     INSERT INTO subscription.ledger
            (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
     SELECT s.account_id, s.id, b.id, 'charge', subscription.round_money(p.amount, p.currency), p.currency,
            next_period, 'addon', next_plan, format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, next_cycle)
       FROM subscription.addon_batch AS b
-      JOIN subscription.addon AS a ON a.code OPERATOR(pg_catalog.=) b.addon AND NOT a.one_time
+      JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time
      CROSS JOIN LATERAL subscription.addon_period_price(b.addon, next_cycle, b.quantity) AS p
-     WHERE b.subscription_id OPERATOR(pg_catalog.=) s.id AND b.status OPERATOR(pg_catalog.=) 'active'
+     WHERE b.subscription_id = s.id AND b.status = 'active'
      ORDER BY b.id
     ON CONFLICT (subscription_id, addon_batch_id, period, item)
-       WHERE kind OPERATOR(pg_catalog.=) 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
 
     IF may_trim THEN
         PERFORM FROM subscription.apply_downgrade(s.id);
@@ -99,13 +99,13 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    next_cycle interval := CASE WHEN s.renewal OPERATOR(pg_catalog.=) 'to_monthly' THEN interval '1 month'
+    next_cycle interval := CASE WHEN s.renewal = 'to_monthly' THEN interval '1 month'
                                 ELSE coalesce(s.pending_cycle, s.cycle) END;
     next_plan text := coalesce(s.pending_plan, s.plan);
     next_quantity integer := coalesce(s.pending_quantity, s.quantity);
     missing text;
 BEGIN
-    IF s.cancel_at_period_end OR s.renewal OPERATOR(pg_catalog.=) 'none' THEN
+    IF s.cancel_at_period_end OR s.renewal = 'none' THEN
         RETURN NULL;
     END IF;
     CASE (subscription.find_price(next_plan, next_cycle, next_quantity)).problem
@@ -177,14 +177,14 @@ BEGIN
     capped := '{}';
     FOR s IN
         SELECT * FROM subscription.subscription AS x
-         WHERE x.status OPERATOR(pg_catalog.=) 'active' AND upper(x.period) OPERATOR(pg_catalog.<=) at
-           AND (upper(x.period), x.id) OPERATOR(pg_catalog.>) (after_end, after_id)
-           AND NOT x.id OPERATOR(pg_catalog.=) ANY (skip)
+         WHERE x.status = 'active' AND upper(x.period) <= at
+           AND (upper(x.period), x.id) > (after_end, after_id)
+           AND NOT x.id = ANY (skip)
          ORDER BY upper(x.period), x.id
          LIMIT batch_size
            FOR NO KEY UPDATE SKIP LOCKED
     LOOP
-        taken := taken OPERATOR(pg_catalog.+) 1;
+        taken := taken + 1;
         last_end := upper(s.period);
         last_id := s.id;
         renewed := 0;
@@ -215,20 +215,20 @@ BEGIN
                     USING DETAIL = 'It stays due; renew_due() tries again on its next run.';
                 EXIT;
             END IF;
-            EXIT WHEN status OPERATOR(pg_catalog.<>) 'active';
-            SELECT * INTO s FROM subscription.subscription AS x WHERE x.id OPERATOR(pg_catalog.=) s.id;
-            EXIT WHEN upper(s.period) OPERATOR(pg_catalog.>) at;
-            renewed := renewed OPERATOR(pg_catalog.+) 1;
-            IF renewed OPERATOR(pg_catalog.>=) most THEN
+            EXIT WHEN status <> 'active';
+            SELECT * INTO s FROM subscription.subscription AS x WHERE x.id = s.id;
+            EXIT WHEN upper(s.period) > at;
+            renewed := renewed + 1;
+            IF renewed >= most THEN
                 RAISE WARNING 'subscription % caught up % periods, the most of one call', s.id, renewed
                     USING DETAIL = format('It stays due from %s; the next renewal run goes on from there.', upper(s.period)),
                           HINT = 'subscription.max_catchup sets how many periods one call catches up.';
-                capped := capped OPERATOR(pg_catalog.||) s.id;
+                capped := capped || s.id;
                 EXIT;
             END IF;
         END LOOP;
         IF problem IS NULL THEN
-            handled := handled OPERATOR(pg_catalog.+) 1;
+            handled := handled + 1;
         END IF;
     END LOOP;
 END
@@ -280,12 +280,12 @@ BEGIN
     PERFORM subscription.require_renewal_run('renew_due', at);
     LOOP
         b := subscription.renew_batch(at, 500, after_end, after_id, capped);
-        EXIT WHEN b.taken OPERATOR(pg_catalog.=) 0;
-        capped := capped OPERATOR(pg_catalog.||) b.capped;
-        total := total OPERATOR(pg_catalog.+) b.handled;
-        IF total OPERATOR(pg_catalog.>=) next_notice THEN
+        EXIT WHEN b.taken = 0;
+        capped := capped || b.capped;
+        total := total + b.handled;
+        IF total >= next_notice THEN
             RAISE NOTICE 'renew_due: % subscriptions handled', total;
-            next_notice := next_notice OPERATOR(pg_catalog.+) 10000;
+            next_notice := next_notice + 10000;
         END IF;
         after_end := b.last_end;
         after_id := b.last_id;
