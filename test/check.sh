@@ -26,12 +26,7 @@ tally() {
     failed=$((failed + bad))
 }
 
-# The suites are written at fixed dates (2026 and after), while
-# subscription.max_backdate and subscription.max_ahead bound a call's time
-# around now(): every session of the suite raises both, so that those dates
-# stay valid as time passes.  test/sql/bounds.sql sets the defaults back
-# and tests the bounds themselves.
-export PGOPTIONS="${PGOPTIONS:-} -c subscription.max_backdate=P1000Y -c subscription.max_ahead=P1000Y"
+widen_time_bounds
 
 cd "$ROOT"
 rm -rf results output_iso regression.diffs regression.out

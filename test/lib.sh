@@ -130,3 +130,12 @@ server_log() {
         echo "$SUBSCRIPTION_OWN_CLUSTER/server.log"
     fi
 }
+
+# The suites are written at fixed dates (2026 and after), while
+# subscription.max_backdate and subscription.max_ahead bound a call's time
+# around now(): every session of a suite raises both, so that those dates
+# stay valid as time passes.  test/sql/bounds.sql sets the defaults back
+# and tests the bounds themselves.
+widen_time_bounds() {
+    export PGOPTIONS="${PGOPTIONS:-} -c subscription.max_backdate=P1000Y -c subscription.max_ahead=P1000Y"
+}

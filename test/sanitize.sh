@@ -7,6 +7,7 @@
 #   bash test/sanitize.sh
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
+widen_time_bounds
 
 ensure_packages || exit 1
 DIR=/tmp/subscription-sanitize
