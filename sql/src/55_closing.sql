@@ -23,9 +23,7 @@ BEGIN
         ARRAY[account_id IS NULL, at IS NULL]);
     PERFORM subscription.require_account(close_account.account_id);
     PERFORM subscription.authorize(close_account.account_id, 'cancel');
-    IF NOT isfinite(at) THEN
-        RAISE EXCEPTION 'closing time must be finite' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM subscription.require_time('close_account', at, false);
     SELECT a.closed_at INTO closed FROM subscription.account AS a
      WHERE a.id = close_account.account_id FOR NO KEY UPDATE;
     IF closed IS NOT NULL THEN

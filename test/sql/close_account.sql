@@ -45,6 +45,10 @@ SET subscription.actor = '10';
 SELECT pg_temp.error_of($$SELECT * FROM close_account(NULL)$$);                    -- 22004
 SELECT pg_temp.error_of($$SELECT * FROM close_account(99, '2026-03-01')$$);        -- P0002
 SELECT pg_temp.error_of($$SELECT * FROM close_account(1, 'infinity')$$);           -- 22023
+-- a typed year, at the default max_backdate: 22023 naming the setting
+SET subscription.max_backdate = '5 years';
+SELECT pg_temp.error_of($$SELECT * FROM close_account(1, '0026-01-20')$$) ~ 'max_backdate' AS refused;
+RESET subscription.max_backdate;
 -- K9: the sub-accounts first, by whom may act on them
 SELECT pg_temp.error_of($$SELECT * FROM close_account(1, '2026-01-20')$$);
 SELECT pg_temp.error_of($$SELECT * FROM close_account(3, '2026-01-20')$$);
