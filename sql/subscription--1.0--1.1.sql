@@ -3577,3 +3577,56 @@ BEGIN
     RETURN 'active';
 END
 $$;
+
+-- Hardening: what the bad-input suite found (issue 15, item 10)
+-- period_containing refuses a cycle that is not positive and an infinite
+-- time (22023), change_rights a NULL argument (22004); recount_usage's
+-- unknown account (P0002) is in C.
+
+CREATE OR REPLACE FUNCTION subscription.period_containing(anchor timestamptz, cycle interval, at timestamptz)
+RETURNS integer
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k integer;
+BEGIN
+    PERFORM subscription.require_cycle(cycle);
+    IF NOT isfinite(anchor) OR NOT isfinite(at) THEN
+        RAISE EXCEPTION 'the anchor of a period and the time in it must be finite'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('period_containing() was given %s and %s.', anchor, at);
+    END IF;
+    -- a guess from the average length, then exact steps (months vary)
+    k := floor(extract(epoch FROM at - anchor) / extract(epoch FROM cycle))::integer + 1;
+    WHILE anchor + ((k - 1) * cycle) > at LOOP
+        k := k - 1;
+    END LOOP;
+    WHILE anchor + (k * cycle) <= at LOOP
+        k := k + 1;
+    END LOOP;
+    RETURN greatest(k, 0);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.change_rights(role regrole, kind text, give boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+BEGIN
+    PERFORM subscription.require_arguments('change_rights', '{role,kind,give}',
+        ARRAY[role IS NULL, kind IS NULL, give IS NULL]);
+    FOR r IN SELECT * FROM subscription.role_rights(kind) LOOP
+        IF r.object_type = 'COLUMNS' THEN
+            EXECUTE format(CASE WHEN give THEN 'GRANT %s ON TABLE %s TO %s' ELSE 'REVOKE %s ON TABLE %s FROM %s' END,
+                           r.privileges, r.object, role);
+        ELSE
+            EXECUTE format(CASE WHEN give THEN 'GRANT %s ON %s %s TO %s' ELSE 'REVOKE %s ON %s %s FROM %s' END,
+                           r.privileges, r.object_type, r.object, role);
+        END IF;
+    END LOOP;
+END
+$$;

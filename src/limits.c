@@ -982,6 +982,19 @@ recount_usage(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("argument \"%s\" of recount_usage() must not be null",
 						PG_ARGISNULL(0) ? "relation" : "feature")));
+	/* an unknown account: P0002 as everywhere, not the counter's foreign key */
+	if (!PG_ARGISNULL(2))
+	{
+		Oid			argtypes[1] = {INT8OID};
+		Datum		values[1] = {PG_GETARG_DATUM(2)};
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (SPI_execute_with_args("SELECT subscription.require_account($1)",
+								  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not look up account " INT64_FORMAT, PG_GETARG_INT64(2));
+		SPI_finish();
+	}
 	PG_RETURN_INT64(RecountUsage(PG_GETARG_OID(0), text_to_cstring(PG_GETARG_TEXT_PP(1)),
 								 !PG_ARGISNULL(2), PG_ARGISNULL(2) ? 0 : PG_GETARG_INT64(2),
 								 NULL, NULL));

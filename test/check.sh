@@ -74,6 +74,9 @@ pgtap pgtap pg_prove -d subscription_tap test/pgtap/*.sql
 say "docs examples"
 tap docs bash test/docs.sh
 
+say "bad input: every function of the schema, from pg_proc"
+tap badinput bash test/badinput.sh
+
 say "security: the attacks of the 1.0 review, as the README's roles"
 pgtap security bash test/security.sh
 

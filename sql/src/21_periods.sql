@@ -22,17 +22,25 @@ $$;
 COMMENT ON FUNCTION subscription.nth_period(timestamptz, interval, integer) IS 'The k-th period of an anchored cycle, computed from the anchor';
 
 -- The k of the period [anchor + (k-1) cycle, anchor + k cycle) that holds
--- "at" (k may be 0 or less before the anchor; callers use k >= 0).
+-- "at" (k may be 0 or less before the anchor; callers use k >= 0).  A cycle
+-- that is not positive, or an infinite anchor or time, is refused (22023),
+-- as by nth_period.
 CREATE FUNCTION subscription.period_containing(anchor timestamptz, cycle interval, at timestamptz)
 RETURNS integer
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    -- a guess from the average length, then exact steps (months vary)
-    k integer := floor(extract(epoch FROM at - anchor)
-                       / extract(epoch FROM cycle))::integer + 1;
+    k integer;
 BEGIN
+    PERFORM subscription.require_cycle(cycle);
+    IF NOT isfinite(anchor) OR NOT isfinite(at) THEN
+        RAISE EXCEPTION 'the anchor of a period and the time in it must be finite'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('period_containing() was given %s and %s.', anchor, at);
+    END IF;
+    -- a guess from the average length, then exact steps (months vary)
+    k := floor(extract(epoch FROM at - anchor) / extract(epoch FROM cycle))::integer + 1;
     WHILE anchor + ((k - 1) * cycle) > at LOOP
         k := k - 1;
     END LOOP;

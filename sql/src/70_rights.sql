@@ -69,6 +69,8 @@ AS $$
 DECLARE
     r record;
 BEGIN
+    PERFORM subscription.require_arguments('change_rights', '{role,kind,give}',
+        ARRAY[role IS NULL, kind IS NULL, give IS NULL]);
     FOR r IN SELECT * FROM subscription.role_rights(kind) LOOP
         IF r.object_type = 'COLUMNS' THEN
             EXECUTE format(CASE WHEN give THEN 'GRANT %s ON TABLE %s TO %s' ELSE 'REVOKE %s ON TABLE %s FROM %s' END,
