@@ -3630,3 +3630,242 @@ BEGIN
     END LOOP;
 END
 $$;
+
+------------------------------------------------------------------------
+-- Hardening: each rule in one place (issue 15, item 7)
+------------------------------------------------------------------------
+
+-- The downgrade policies are named once, in src/policies.c: enforce_limit
+-- and limited_table's constraints read them through downgrade_policies()
+-- and value_policies().
+CREATE FUNCTION subscription.downgrade_policies()
+RETURNS text[]
+AS 'MODULE_PATHNAME', 'downgrade_policies'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION subscription.downgrade_policies() IS
+'The downgrade policies of enforce_limit: drop_newest, keep_most_referenced, scale, cap, detach, block';
+
+CREATE FUNCTION subscription.value_policies()
+RETURNS text[]
+AS 'MODULE_PATHNAME', 'value_policies'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION subscription.value_policies() IS
+'The downgrade policies that need a value column: scale, cap, detach';
+
+REVOKE ALL ON FUNCTION subscription.downgrade_policies(), subscription.value_policies() FROM PUBLIC;
+
+ALTER TABLE subscription.limited_table
+    DROP CONSTRAINT limited_table_on_downgrade_check,
+    ADD CONSTRAINT limited_table_on_downgrade_check
+        CHECK (on_downgrade = ANY (subscription.downgrade_policies())),
+    DROP CONSTRAINT limited_table_value_column_needed,
+    ADD CONSTRAINT limited_table_value_column_needed
+        CHECK (value_column IS NOT NULL OR on_downgrade <> ALL (subscription.value_policies()));
+
+CREATE OR REPLACE FUNCTION subscription.enforce_limit(
+    relation regclass,
+    feature text,
+    account_column name DEFAULT 'account_id',
+    on_downgrade text DEFAULT 'drop_newest',
+    order_column name DEFAULT NULL,
+    value_column name DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    trigger_name text := subscription.guard_name(feature);
+    target pg_catalog.pg_class;
+    own_guard boolean;
+BEGIN
+    PERFORM subscription.require_arguments('enforce_limit', '{relation,feature,account_column,on_downgrade}',
+        ARRAY[relation IS NULL, feature IS NULL, account_column IS NULL, on_downgrade IS NULL]);
+    IF on_downgrade <> ALL (subscription.downgrade_policies()) THEN
+        RAISE EXCEPTION 'unknown downgrade policy "%"', on_downgrade
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('The policies are %s and %s.',
+                                array_to_string(trim_array(subscription.downgrade_policies(), 1), ', '),
+                                (subscription.downgrade_policies())[cardinality(subscription.downgrade_policies())]);
+    END IF;
+    SELECT * INTO target FROM pg_catalog.pg_class AS c WHERE c.oid = relation;
+    IF target.relkind = 'p' OR target.relispartition
+       OR EXISTS (SELECT FROM pg_catalog.pg_inherits AS i WHERE i.inhrelid = relation OR i.inhparent = relation) THEN
+        -- a statement naming another table of the tree would skip the guards (S6)
+        RAISE EXCEPTION 'table % is part of a partition or inheritance tree', relation
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'A statement on another table of the tree would not fire its guards.',
+                  HINT = 'Limit a plain table.';
+    ELSIF target.relkind <> 'r' THEN
+        RAISE EXCEPTION '% is not a table', relation USING ERRCODE = 'wrong_object_type';
+    ELSIF target.relpersistence = 't' THEN
+        RAISE EXCEPTION 'temporary table % cannot be limited', relation
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'Its registration would outlive the session that sees it.';
+    END IF;
+    PERFORM subscription.require_table_owner(relation);
+    -- K7, K10: the one limit on the extension's own tables, sub-accounts
+    -- per parent account, whose guard the extension attaches itself
+    own_guard := relation = 'subscription.account'::pg_catalog.regclass
+                 AND feature = 'sub_accounts'
+                 AND account_column = 'parent_id';
+    IF NOT own_guard AND target.relnamespace = 'subscription'::regnamespace THEN
+        RAISE EXCEPTION 'the extension''s own table % cannot be limited this way', relation
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Sub-accounts are limited with enforce_limit(''subscription.account'', ''sub_accounts'', ''parent_id'', ...).';
+    END IF;
+    PERFORM subscription.require_feature(enforce_limit.feature);
+
+    PERFORM subscription.limited_column(relation, account_column, 'account column', true);
+    IF on_downgrade = ANY (subscription.value_policies()) THEN
+        IF value_column IS NULL THEN
+            RAISE EXCEPTION 'policy % needs a value column', on_downgrade
+                USING ERRCODE = 'null_value_not_allowed';
+        END IF;
+        PERFORM subscription.limited_column(relation, value_column, 'value column', on_downgrade <> 'detach');
+    ELSIF value_column IS NOT NULL THEN
+        PERFORM subscription.limited_column(relation, value_column, 'value column', false);
+    END IF;
+    IF order_column IS NOT NULL THEN
+        PERFORM subscription.limited_column(relation, order_column, 'order column', false);
+    END IF;
+    IF on_downgrade = 'keep_most_referenced' THEN
+        IF (SELECT cardinality(c.conkey) FROM pg_catalog.pg_constraint AS c
+             WHERE c.conrelid = relation AND c.contype = 'p')
+           IS DISTINCT FROM 1 THEN
+            RAISE EXCEPTION 'policy keep_most_referenced needs a single-column primary key on %', relation
+                USING ERRCODE = 'invalid_table_definition';
+        END IF;
+        PERFORM FROM pg_catalog.pg_constraint AS c
+         WHERE c.confrelid = relation AND c.contype = 'f';
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'policy keep_most_referenced needs a foreign key into %', relation
+                USING ERRCODE = 'invalid_table_definition',
+                      DETAIL = 'The rows kept are those most referenced through it (C5).';
+        END IF;
+    END IF;
+
+    -- registering twice is refused: unenforce_limit first to change the options;
+    -- a feature is one counter per account, so it lives on one table
+    PERFORM FROM subscription.limited_table AS t WHERE t.feature = enforce_limit.feature;
+    IF FOUND THEN
+        RAISE EXCEPTION 'feature "%" is already enforced', feature
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'subscription.unenforce_limit() removes a registration, to register it again with other options.';
+    END IF;
+
+    INSERT INTO subscription.limited_table AS t (relation, feature, account_column, on_downgrade, order_column, value_column)
+    VALUES (relation, feature, account_column, on_downgrade, order_column, value_column);
+
+    -- lock the table against writes while the existing rows are counted
+    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', relation);
+    PERFORM subscription.recount_usage(relation, feature);
+    PERFORM subscription.invalidate_limit_cache(relation);
+
+    IF own_guard THEN
+        RETURN;                 -- the extension attached its guard already
+    END IF;
+    EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_i', relation, feature);
+    EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_u', relation, feature);
+    EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_d', relation, feature);
+    EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_t', relation, feature);
+END
+$$;
+
+-- "An empty actor is trusted", for back-office code only, is stated once
+-- in C (src/identity.c): authorize and actor_refusal ask it.
+CREATE FUNCTION subscription.actor_named()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'actor_named'
+LANGUAGE C STABLE;
+
+COMMENT ON FUNCTION subscription.actor_named() IS 'Whether subscription.actor names an actor (empty or unset: no)';
+
+CREATE FUNCTION subscription.trusted_without_actor()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'trusted_without_actor'
+LANGUAGE C STABLE;
+
+COMMENT ON FUNCTION subscription.trusted_without_actor() IS
+'True when no actor is named and the calling role is back-office code, 42501 when it is not, false when an actor is named';
+
+REVOKE ALL ON FUNCTION subscription.actor_named(), subscription.trusted_without_actor() FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION subscription.actor_refusal(account_id bigint, action text, monthly boolean DEFAULT false)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    actor text := current_setting('subscription.actor', true);
+    who record;
+BEGIN
+    IF NOT subscription.actor_named() THEN
+        RETURN CASE WHEN subscription.caller_is_trusted() THEN NULL ELSE 'is not named' END;
+    END IF;
+    SELECT m.id, m.account_id, m.role, m.rights, a.parent_id INTO who
+      FROM subscription.member AS m JOIN subscription.account AS a ON a.id = m.account_id
+     WHERE m.id::text = actor;
+    IF NOT FOUND THEN
+        RETURN 'is not a member';
+    ELSIF who.account_id IS DISTINCT FROM actor_refusal.account_id THEN
+        RETURN format('belongs to account %s, not to account %s', who.account_id, actor_refusal.account_id);
+    ELSIF who.parent_id IS NOT NULL AND action = ANY ('{purchase,pay,increase_licenses}') THEN
+        RETURN 'is a member of a sub-account, and only the main account buys and pays (K8)';
+    ELSIF who.role = 'owner' THEN
+        RETURN NULL;
+    ELSIF who.role = 'admin' AND (
+            action = ANY ('{read,assign_licenses}')
+            OR action = ANY (who.rights)
+            OR (action = 'decrease_licenses' AND monthly AND 'decrease_monthly_licenses' = ANY (who.rights))) THEN
+        RETURN NULL;
+    ELSIF action = ANY ('{increase_licenses,decrease_licenses,change_renewal}') THEN
+        RETURN format('is %s %s without the right "%s"',
+                      CASE who.role WHEN 'admin' THEN 'an' ELSE 'a' END, who.role,
+                      CASE WHEN action = 'decrease_licenses' AND monthly
+                           THEN 'decrease_licenses" or "decrease_monthly_licenses'
+                           ELSE action END);
+    END IF;
+    RETURN format('is %s %s; only the account owner%s may %s',
+                  CASE who.role WHEN 'admin' THEN 'an' ELSE 'a' END, who.role,
+                  CASE WHEN action = ANY ('{read,assign_licenses}') THEN ' or an admin' ELSE '' END,
+                  replace(action, '_', ' '));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.authorize(account_id bigint, action text, monthly boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    actor text := current_setting('subscription.actor', true);
+    refusal text;
+BEGIN
+    IF subscription.trusted_without_actor() THEN
+        RETURN;
+    END IF;
+    refusal := subscription.actor_refusal(account_id, action, monthly);
+    IF refusal IS NULL THEN
+        RETURN;
+    END IF;
+    -- a refused transaction rolls back, so the refusal cannot stay in history
+    RAISE LOG 'subscription: actor % refused % on account %: %', actor, action, account_id, refusal;
+    RAISE EXCEPTION 'actor % may not % on account %', actor, replace(action, '_', ' '), account_id
+        USING ERRCODE = 'insufficient_privilege',
+              DETAIL = format('Actor %s %s.', actor, refusal),
+              HINT = CASE WHEN action = ANY ('{increase_licenses,decrease_licenses,change_renewal}')
+                          THEN 'The account owner can do it, or grant the right in subscription.member.rights.'
+                          ELSE 'The account owner can do it.' END;
+END
+$$;

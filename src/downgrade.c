@@ -65,7 +65,7 @@ typedef struct Registration
 	Oid			relid;
 	char	   *relation;		/* regclass text, qualified as needed */
 	char	   *feature;
-	char	   *policy;
+	DowngradePolicy policy;
 	char	   *account;		/* t."account_id" */
 	char	   *order;			/* t."activated_at", or NULL */
 	char	   *value;			/* t."capacity", or NULL */
@@ -144,7 +144,7 @@ ReadRegistrations(void)
 		r->relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
 		r->relation = GetText(i, 2);
 		r->feature = GetText(i, 3);
-		r->policy = GetText(i, 4);
+		r->policy = DowngradePolicyOf(GetText(i, 4));
 		r->account = GetText(i, 5);
 		r->order = GetText(i, 6);
 		r->value = GetText(i, 7);
@@ -175,9 +175,9 @@ TrimStatement(Registration *r)
 	const char *action;
 
 	initStringInfo(&sql);
-	if (strcmp(r->policy, "drop_newest") == 0 || strcmp(r->policy, "keep_most_referenced") == 0)
+	if (r->policy == POLICY_DROP_NEWEST || r->policy == POLICY_KEEP_MOST_REFERENCED)
 	{
-		bool		referenced = strcmp(r->policy, "keep_most_referenced") == 0;
+		bool		referenced = r->policy == POLICY_KEEP_MOST_REFERENCED;
 		char	   *keep_order;
 		char	   *delete_order;
 
@@ -214,7 +214,7 @@ TrimStatement(Registration *r)
 						 r->relation, r->key_match,
 						 r->value_integer ? "v.v::bigint" : "NULL::bigint");
 	}
-	else if (strcmp(r->policy, "scale") == 0)
+	else if (r->policy == POLICY_SCALE)
 	{
 		/*
 		 * C7: each value becomes floor(v * limit / total), exactly (numeric
@@ -242,7 +242,7 @@ TrimStatement(Registration *r)
 	}
 	else
 	{
-		bool		cap = strcmp(r->policy, "cap") == 0;
+		bool		cap = r->policy == POLICY_CAP;
 
 		/* cap: values above the limit become the limit; detach: NULL */
 		action = cap ? "cap" : "detach";
@@ -309,9 +309,9 @@ NeedsTrimming(Registration *r, int64 used, int64 limit, bool unlimited)
 {
 	if (unlimited)
 		return false;
-	if (strcmp(r->policy, "cap") == 0)
+	if (r->policy == POLICY_CAP)
 		return true;			/* no counter: the statement finds the values */
-	if (strcmp(r->policy, "detach") == 0)
+	if (r->policy == POLICY_DETACH)
 		return limit == 0 && used > 0;
 	return used > limit;
 }
@@ -552,13 +552,13 @@ ApplyDowngrade(int64 subscription_id, TrimOutput *out)
 		ReadCounter(account, r->feature, &used, &limit, &unlimited);
 		if (!NeedsTrimming(r, used, limit, unlimited))
 			continue;
-		if (strcmp(r->policy, "block") == 0)
+		if (r->policy == POLICY_BLOCK)
 			RefuseBlockedDowngrade(r, account, used, limit);
 		/*
 		 * The references are counted as the limited table's owner: a table of
 		 * another owner would run its row security as that owner.
 		 */
-		if (strcmp(r->policy, "keep_most_referenced") == 0 && r->foreign_owned != NULL)
+		if (r->policy == POLICY_KEEP_MOST_REFERENCED && r->foreign_owned != NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 					 errmsg("table %s references %s but has another owner", r->foreign_owned, r->relation),

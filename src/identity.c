@@ -41,6 +41,8 @@
 PG_FUNCTION_INFO_V1(calling_role);
 PG_FUNCTION_INFO_V1(require_trusted_caller);
 PG_FUNCTION_INFO_V1(caller_is_trusted);
+PG_FUNCTION_INFO_V1(actor_named);
+PG_FUNCTION_INFO_V1(trusted_without_actor);
 
 /*
  * The owner of the extension's tables: the role that created the
@@ -188,6 +190,28 @@ CallerIsTrusted(void)
 	return cached_trust;
 }
 
+/* Does subscription.actor name an actor?  Empty or unset, it does not. */
+bool
+ActorNamed(void)
+{
+	return subscription_actor != NULL && subscription_actor[0] != '\0';
+}
+
+/*
+ * The one statement of "an empty actor is trusted", for back-office code
+ * only: true when no actor is named and the caller is trusted, 42501 when
+ * none is named and the caller is not, false when an actor is named, whose
+ * rights the caller then checks (authorize, Authorize in licenses.c).
+ */
+bool
+TrustedWithoutActor(void)
+{
+	if (ActorNamed())
+		return false;
+	RequireTrustedCaller();
+	return true;
+}
+
 /*
  * The one refusal of an untrusted caller without an actor (Z1, R9, K8: the
  * application names who acts; the database role bounds what it may do).
@@ -195,7 +219,7 @@ CallerIsTrusted(void)
 void
 RequireTrustedCaller(void)
 {
-	if (subscription_actor != NULL && subscription_actor[0] != '\0')
+	if (ActorNamed())
 		return;
 	if (CallerIsTrusted())
 		return;
@@ -225,6 +249,24 @@ Datum
 caller_is_trusted(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(CallerIsTrusted());
+}
+
+/*
+ * actor_named() returns boolean: whether subscription.actor names an actor
+ */
+Datum
+actor_named(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(ActorNamed());
+}
+
+/*
+ * trusted_without_actor() returns boolean: see TrustedWithoutActor()
+ */
+Datum
+trusted_without_actor(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(TrustedWithoutActor());
 }
 
 /*

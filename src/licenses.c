@@ -809,11 +809,8 @@ Authorize(int64 account_id, const char *action)
 	Oid			argtypes[2] = {INT8OID, TEXTOID};
 	Datum		values[2];
 
-	if (subscription_actor == NULL || subscription_actor[0] == '\0')
-	{
-		RequireTrustedCaller();
+	if (TrustedWithoutActor())
 		return;
-	}
 	values[0] = Int64GetDatum(account_id);
 	values[1] = CStringGetTextDatum(action);
 	KeptPlan(&authorize_plan, "SELECT subscription.authorize($1, $2)", 2, argtypes);
@@ -833,11 +830,8 @@ AuthorizeOnSubscription(int64 subscription_id, const char *action)
 	Datum		values[1] = {Int64GetDatum(subscription_id)};
 	bool		isnull;
 
-	if (subscription_actor == NULL || subscription_actor[0] == '\0')
-	{
-		RequireTrustedCaller();
+	if (TrustedWithoutActor())
 		return;
-	}
 	KeptPlan(&account_plan,
 			 "SELECT account_id FROM subscription.subscription WHERE id = $1", 1, argtypes);
 	if (SPI_execute_plan(account_plan, values, NULL, true, 1) != SPI_OK_SELECT)

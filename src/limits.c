@@ -74,9 +74,9 @@ typedef struct LimitEntry
 	char	   *feature;		/* the name hashed, in TopMemoryContext */
 	bool		valid;
 	bool		registered;		/* false: the extension's idle own guard */
-	bool		cap;			/* cap: check values, keep no counter */
-	bool		detach;			/* detach: allowed only where included */
-	bool		scale;			/* scale: the values are summed */
+	DowngradePolicy policy;		/* cap: check values, keep no counter;
+								 * detach: allowed only where included;
+								 * scale: the values are summed */
 	AttrNumber	account_attnum;
 	AttrNumber	value_attnum;	/* 0 without a value column */
 	Oid			value_type;
@@ -164,17 +164,17 @@ invalidate_limit_cache(PG_FUNCTION_ARGS)
  * written.  It runs as the table's owner (see limit_guard).
  */
 static char *
-DeltaQuery(const char *account, const char *policy, const char *value, GuardedEvent event)
+DeltaQuery(const char *account, DowngradePolicy policy, const char *value, GuardedEvent event)
 {
-	bool		cap = strcmp(policy, "cap") == 0;
-	bool		scale = strcmp(policy, "scale") == 0;
+	bool		cap = policy == POLICY_CAP;
+	bool		scale = policy == POLICY_SCALE;
 	char	   *measure;
 	char	   *written;
 	char	   *changes;
 
 	if (scale)
 		measure = psprintf("coalesce(%s, 0)::numeric", value);
-	else if (strcmp(policy, "detach") == 0 || cap)
+	else if (policy == POLICY_DETACH || cap)
 		measure = psprintf("(%s IS NOT NULL)::int::numeric", value);
 	else
 		measure = pstrdup("1::numeric");
@@ -336,9 +336,7 @@ GetLimitEntry(Relation rel, const char *feature)
 
 	entry->feature = MemoryContextStrdup(TopMemoryContext, feature);
 	entry->registered = true;
-	entry->cap = strcmp(policy, "cap") == 0;
-	entry->detach = strcmp(policy, "detach") == 0;
-	entry->scale = strcmp(policy, "scale") == 0;
+	entry->policy = DowngradePolicyOf(policy);
 	entry->account_attnum = SPI_fnumber(RelationGetDescr(rel),
 										SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4));
 	entry->value_attnum = 0;
@@ -359,11 +357,11 @@ GetLimitEntry(Relation rel, const char *feature)
 				 errtable(rel)));
 	/* a number is read in C, and cast in SQL: only the built-in integers */
 	RequireIntegerColumn(rel, feature, entry->account_attnum);
-	if (entry->cap || entry->scale)
+	if (entry->policy == POLICY_CAP || entry->policy == POLICY_SCALE)
 		RequireIntegerColumn(rel, feature, entry->value_attnum);
 	for (e = 0; e < LIMIT_NUM_EVENTS; e++)
 		entry->delta_sql[e] = MemoryContextStrdup(TopMemoryContext,
-												  DeltaQuery(account, policy, value, (GuardedEvent) e));
+												  DeltaQuery(account, entry->policy, value, (GuardedEvent) e));
 	if (strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 6), "t") == 0)
 	{
 		char	   *row_id = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 7);
@@ -612,26 +610,26 @@ GuardOneRow(Relation rel, LimitEntry *entry, const char *feature,
 
 	if (isnull)
 		return;					/* rows without an account are not limited */
-	if (entry->cap)
+	if (entry->policy == POLICY_CAP)
 	{
 		if (inserting && !value_null)
 			CheckCap(rel, account, feature, ValueAsInt64(value, entry->value_type));
 		return;
 	}
-	if (entry->scale)
+	if (entry->policy == POLICY_SCALE)
 	{
 		delta = value_null ? 0 : ValueAsInt64(value, entry->value_type);
 		if (inserting && delta < 0)
 			RefuseNegativeValue(rel, account, feature, delta);
 	}
-	else if (entry->detach)
+	else if (entry->policy == POLICY_DETACH)
 		delta = value_null ? 0 : 1;
 	else
 		delta = 1;
 	if (!inserting)
 		delta = -delta;
 	if (delta != 0)
-		MoveUsage(rel, account, feature, delta, entry->detach);
+		MoveUsage(rel, account, feature, delta, entry->policy == POLICY_DETACH);
 }
 
 /*
@@ -769,19 +767,19 @@ limit_guard(PG_FUNCTION_ARGS)
 													 &no_largest[i]));
 			smallest[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 4,
 													  &isnull));
-			if (entry->scale && !isnull && smallest[i] < 0)
+			if (entry->policy == POLICY_SCALE && !isnull && smallest[i] < 0)
 				RefuseNegativeValue(rel, accounts[i], feature, smallest[i]);
 		}
 
 		for (i = 0; i < naccounts; i++)
 		{
-			if (entry->cap)
+			if (entry->policy == POLICY_CAP)
 			{
 				if (!no_largest[i])
 					CheckCap(rel, accounts[i], feature, largest[i]);
 			}
 			else
-				MoveUsage(rel, accounts[i], feature, deltas[i], entry->detach);
+				MoveUsage(rel, accounts[i], feature, deltas[i], entry->policy == POLICY_DETACH);
 		}
 	}
 
@@ -816,7 +814,7 @@ RecountUsage(Oid relid, const char *feature, bool one_account, int64 account,
 	Relation	rel;
 	AttrNumber	account_attnum;
 	AttrNumber	value_attnum = 0;
-	char	   *policy;
+	DowngradePolicy policy;
 	char	   *account_column;
 	char	   *value_column;
 	char	   *measure;
@@ -841,10 +839,10 @@ RecountUsage(Oid relid, const char *feature, bool one_account, int64 account,
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("feature \"%s\" is not enforced on table \"%s\"", feature, get_rel_name(relid))));
-	policy = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	policy = DowngradePolicyOf(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
 	account_column = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
 	value_column = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
-	if (strcmp(policy, "cap") == 0)
+	if (policy == POLICY_CAP)
 	{
 		SPI_finish();
 		return 0;				/* cap counts nothing */
@@ -861,13 +859,13 @@ RecountUsage(Oid relid, const char *feature, bool one_account, int64 account,
 						feature, RelationGetRelationName(rel)),
 				 errtable(rel)));
 	RequireIntegerColumn(rel, feature, account_attnum);
-	if (strcmp(policy, "scale") == 0)
+	if (policy == POLICY_SCALE)
 	{
 		RequireIntegerColumn(rel, feature, value_attnum);
 		measure = psprintf("sum(t.%s)::bigint, min(t.%s)::bigint",
 						   quote_identifier(value_column), quote_identifier(value_column));
 	}
-	else if (strcmp(policy, "detach") == 0)
+	else if (policy == POLICY_DETACH)
 		measure = psprintf("count(t.%s), NULL::bigint", quote_identifier(value_column));
 	else
 		measure = pstrdup("count(*), NULL::bigint");

@@ -144,7 +144,7 @@ _PG_init(void)
 text *
 CurrentActor(void)
 {
-	if (subscription_actor != NULL && subscription_actor[0] != '\0')
+	if (ActorNamed())
 		return cstring_to_text(subscription_actor);
 	return cstring_to_text(GetUserNameFromId(GetSessionUserId(), false));
 }

@@ -53,6 +53,8 @@ extern void BecomeTableOwner(Relation rel, IdentitySwitch *s);
 extern void BecomeExtensionOwner(IdentitySwitch *s);
 extern void RestoreIdentity(IdentitySwitch *s);
 extern bool CallerIsTrusted(void);
+extern bool ActorNamed(void);
+extern bool TrustedWithoutActor(void);
 extern void RequireTrustedCaller(void);
 
 /* guard.c: what the statement-level guards share */
@@ -135,6 +137,20 @@ typedef struct CascadedRows
 
 extern List *TrimmingCascades;	/* of CascadedRows, archived after the trim */
 extern int64 TrimmingAccount;
+/* policies.c: the downgrade policies of a limited table */
+typedef enum DowngradePolicy
+{
+	POLICY_DROP_NEWEST,
+	POLICY_KEEP_MOST_REFERENCED,
+	POLICY_SCALE,				/* the values are summed */
+	POLICY_CAP,					/* the values are capped, no counter */
+	POLICY_DETACH,				/* non-NULL values count */
+	POLICY_BLOCK,
+	POLICY_COUNT
+} DowngradePolicy;
+
+extern DowngradePolicy DowngradePolicyOf(const char *name);
+
 /* limits.c */
 extern int64 RecountUsage(Oid relid, const char *feature, bool one_account, int64 account,
 						  Tuplestorestate *drift, TupleDesc drift_desc);

@@ -52,3 +52,22 @@ RETURN '{none,once,always,to_monthly}'::text[];
 
 COMMENT ON FUNCTION subscription.renewal_options() IS
 'Renewal options of a subscription (R6): none, once, always, to_monthly';
+
+-- The downgrade policies of a limited table, read from the extension's C
+-- table of them (src/policies.c), so that enforce_limit, limited_table's
+-- constraints and the guards name the same ones.
+CREATE FUNCTION subscription.downgrade_policies()
+RETURNS text[]
+AS 'MODULE_PATHNAME', 'downgrade_policies'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION subscription.downgrade_policies() IS
+'The downgrade policies of enforce_limit: drop_newest, keep_most_referenced, scale, cap, detach, block';
+
+CREATE FUNCTION subscription.value_policies()
+RETURNS text[]
+AS 'MODULE_PATHNAME', 'value_policies'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION subscription.value_policies() IS
+'The downgrade policies that need a value column: scale, cap, detach';

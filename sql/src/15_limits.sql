@@ -23,8 +23,7 @@ CREATE TABLE subscription.limited_table (
     relation       regclass NOT NULL,
     feature        text NOT NULL,
     account_column name NOT NULL,
-    on_downgrade   text NOT NULL CHECK (on_downgrade IN
-                   ('drop_newest', 'keep_most_referenced', 'scale', 'cap', 'detach', 'block')),
+    on_downgrade   text NOT NULL CHECK (on_downgrade = ANY (subscription.downgrade_policies())),
     order_column   name,
     value_column   name,
     position       bigint GENERATED ALWAYS AS IDENTITY,
@@ -33,7 +32,7 @@ CREATE TABLE subscription.limited_table (
     -- a feature's usage is one counter per account: one table per feature
     CONSTRAINT limited_table_one_table_per_feature UNIQUE (feature),
     CONSTRAINT limited_table_value_column_needed
-        CHECK (value_column IS NOT NULL OR on_downgrade NOT IN ('scale', 'cap', 'detach'))
+        CHECK (value_column IS NOT NULL OR on_downgrade <> ALL (subscription.value_policies()))
 );
 
 COMMENT ON TABLE subscription.limited_table IS 'The application tables whose rows count against a feature''s limit (enforce_limit)';

@@ -27,6 +27,23 @@ LANGUAGE C STABLE;
 COMMENT ON FUNCTION subscription.require_trusted_caller() IS
 '42501 unless subscription.actor names a member or the calling role is back-office code';
 
+-- "An empty actor is trusted", for back-office code only, stated once in
+-- C (src/identity.c) for authorize, actor_refusal and the C callers.
+CREATE FUNCTION subscription.actor_named()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'actor_named'
+LANGUAGE C STABLE;
+
+COMMENT ON FUNCTION subscription.actor_named() IS 'Whether subscription.actor names an actor (empty or unset: no)';
+
+CREATE FUNCTION subscription.trusted_without_actor()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'trusted_without_actor'
+LANGUAGE C STABLE;
+
+COMMENT ON FUNCTION subscription.trusted_without_actor() IS
+'True when no actor is named and the calling role is back-office code, 42501 when it is not, false when an actor is named';
+
 -- The refusal of the actor for an action on an account, as the end of a
 -- sentence, or NULL when it is allowed: the one statement of Z1, R9, K8.
 --   owner: everything on the own account, except buying and paying from a
@@ -45,7 +62,7 @@ DECLARE
     actor text := current_setting('subscription.actor', true);
     who record;
 BEGIN
-    IF coalesce(actor, '') = '' THEN
+    IF NOT subscription.actor_named() THEN
         RETURN CASE WHEN subscription.caller_is_trusted() THEN NULL ELSE 'is not named' END;
     END IF;
     SELECT m.id, m.account_id, m.role, m.rights, a.parent_id INTO who
@@ -94,8 +111,7 @@ DECLARE
     actor text := current_setting('subscription.actor', true);
     refusal text;
 BEGIN
-    IF coalesce(actor, '') = '' THEN
-        PERFORM subscription.require_trusted_caller();
+    IF subscription.trusted_without_actor() THEN
         RETURN;
     END IF;
     refusal := subscription.actor_refusal(account_id, action, monthly);

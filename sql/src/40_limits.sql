@@ -357,10 +357,12 @@ DECLARE
 BEGIN
     PERFORM subscription.require_arguments('enforce_limit', '{relation,feature,account_column,on_downgrade}',
         ARRAY[relation IS NULL, feature IS NULL, account_column IS NULL, on_downgrade IS NULL]);
-    IF on_downgrade <> ALL ('{drop_newest,keep_most_referenced,scale,cap,detach,block}') THEN
+    IF on_downgrade <> ALL (subscription.downgrade_policies()) THEN
         RAISE EXCEPTION 'unknown downgrade policy "%"', on_downgrade
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'The policies are drop_newest, keep_most_referenced, scale, cap, detach and block.';
+                  HINT = format('The policies are %s and %s.',
+                                array_to_string(trim_array(subscription.downgrade_policies(), 1), ', '),
+                                (subscription.downgrade_policies())[cardinality(subscription.downgrade_policies())]);
     END IF;
     SELECT * INTO target FROM pg_catalog.pg_class AS c WHERE c.oid = relation;
     IF target.relkind = 'p' OR target.relispartition
@@ -391,7 +393,7 @@ BEGIN
     PERFORM subscription.require_feature(enforce_limit.feature);
 
     PERFORM subscription.limited_column(relation, account_column, 'account column', true);
-    IF on_downgrade = ANY ('{scale,cap,detach}') THEN
+    IF on_downgrade = ANY (subscription.value_policies()) THEN
         IF value_column IS NULL THEN
             RAISE EXCEPTION 'policy % needs a value column', on_downgrade
                 USING ERRCODE = 'null_value_not_allowed';

@@ -1,0 +1,70 @@
+-- Each rule in one place (issue 15, item 7): the names of the downgrade
+-- policies come from one C table (src/policies.c), which enforce_limit,
+-- limited_table's constraints, the limit guards and the trimming all read
+\set VERBOSITY default
+\i test/sql/include/setup.psql
+SET search_path = subscription, public;
+SET TimeZone = 'UTC';
+BEGIN;
+
+SELECT downgrade_policies(), value_policies();
+-- the HINT lists the same policies
+SELECT pg_temp.error_of($$SELECT enforce_limit('subscription.plan', 'x', 'account_id', 'newest')$$) AS unknown_policy;
+
+INSERT INTO product (code, name) VALUES ('crowd', 'CrowdHandler');
+INSERT INTO plan (code, product, name, rank) VALUES ('ch_starter', 'crowd', 'Starter', 1);
+INSERT INTO plan_price (plan, cycle, amount) VALUES ('ch_starter', '1 month', 49);
+INSERT INTO plan_limit (plan, feature, value)
+SELECT 'ch_starter', 'rooms_' || p, 2 FROM unnest(downgrade_policies()) AS p;
+INSERT INTO account (id, name) VALUES (1, 'Tickets');
+SELECT subscribe(1, 'ch_starter', '1 month', 1, '2026-01-01') AS sub \gset
+CREATE TABLE public.room (id bigint PRIMARY KEY, account_id bigint NOT NULL, capacity integer);
+CREATE TABLE public.visit (room_id bigint REFERENCES public.room (id) ON DELETE CASCADE);
+
+-- every policy the table names is one enforce_limit accepts, that the guard
+-- (limits.c) and the trimming (downgrade.c) know: each registered in turn,
+-- then a row written and a downgrade applied
+CREATE FUNCTION pg_temp.try_policy(p text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    used bigint;
+BEGIN
+    PERFORM subscription.enforce_limit('public.room', 'rooms_' || p, 'account_id', p, NULL,
+        CASE WHEN p = ANY (subscription.value_policies()) THEN 'capacity' END);
+    INSERT INTO public.room VALUES (1, 1, 1);
+    used := subscription.usage(1, 'rooms_' || p);
+    PERFORM subscription.apply_downgrade(1);
+    DELETE FROM public.room;
+    PERFORM subscription.unenforce_limit('public.room', 'rooms_' || p);
+    RETURN 'ok, counted ' || used;
+END
+$$;
+SELECT p AS policy, pg_temp.try_policy(p) AS result,
+       p = ANY (value_policies()) AS needs_value
+  FROM unnest(downgrade_policies()) AS p;
+
+-- limited_table's constraints read the same lists
+SELECT pg_temp.error_of($$INSERT INTO limited_table (relation, feature, account_column, on_downgrade)
+                          VALUES ('public.room', 'rooms_x', 'account_id', 'newest')$$) AS stored_unknown;
+SELECT pg_temp.error_of(format($$INSERT INTO limited_table (relation, feature, account_column, on_downgrade)
+                          VALUES ('public.room', 'rooms_x', 'account_id', %L)$$, p)) AS stored_without_value
+  FROM unnest(value_policies()) AS p;
+
+-- "an empty actor is trusted" for back-office code only: one C function
+-- (TrustedWithoutActor) that authorize (SQL) and license_consume (C) ask
+SELECT actor_named() AS unset, trusted_without_actor() AS superuser_trusted;
+SET LOCAL subscription.actor = '';
+SELECT actor_named() AS empty, trusted_without_actor() AS empty_trusted;
+SET LOCAL subscription.actor = '7';
+SELECT actor_named() AS named, trusted_without_actor() AS named_not_decided_here;
+SET LOCAL subscription.actor = '';
+CREATE ROLE one_place_app;
+GRANT USAGE ON SCHEMA subscription TO one_place_app;
+GRANT EXECUTE ON FUNCTION trusted_without_actor(), authorize(bigint, text, boolean),
+    license_consume(bigint, bigint) TO one_place_app;
+SET LOCAL ROLE one_place_app;
+SELECT pg_temp.error_of('SELECT subscription.trusted_without_actor()') AS rule;
+SELECT pg_temp.error_of('SELECT subscription.authorize(1, ''read'')') AS sql_path;
+SELECT pg_temp.error_of(format('SELECT subscription.license_consume(%s, 1)', :sub)) AS c_path;
+RESET ROLE;
+ROLLBACK;
