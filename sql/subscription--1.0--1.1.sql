@@ -3869,3 +3869,39 @@ BEGIN
                           ELSE 'The account owner can do it.' END;
 END
 $$;
+
+-- Hardening: each rule in one place, continued (issue 15, item 7)
+-- R11, "a service plan takes a seat", said once in C (src/licenses.c): the
+-- license guard reads it, and sync_service_seats() through seat_product().
+
+CREATE FUNCTION subscription.seat_product(kind text, product text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'seat_product'
+LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION subscription.seat_product(text, text) IS
+'The product whose seat a plan of this kind takes, NULL when it takes none (an option) (R11)';
+
+REVOKE ALL ON FUNCTION subscription.seat_product(text, text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION subscription.sync_service_seats()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'plan' THEN
+        IF subscription.seat_product(OLD.kind, OLD.product) IS DISTINCT FROM
+           subscription.seat_product(NEW.kind, NEW.product) THEN
+            PERFORM subscription.reseat_licenses(ARRAY(
+                SELECT s.id FROM subscription.subscription AS s WHERE s.plan = NEW.code));
+        END IF;
+    ELSIF (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = OLD.plan)
+          IS DISTINCT FROM
+          (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = NEW.plan) THEN
+        PERFORM subscription.reseat_licenses(ARRAY[NEW.id]);
+    END IF;
+    RETURN NULL;
+END
+$$;

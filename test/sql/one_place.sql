@@ -68,3 +68,46 @@ SELECT pg_temp.error_of('SELECT subscription.authorize(1, ''read'')') AS sql_pat
 SELECT pg_temp.error_of(format('SELECT subscription.license_consume(%s, 1)', :sub)) AS c_path;
 RESET ROLE;
 ROLLBACK;
+
+-- R11, "a service plan takes a seat": one C rule that the statement guard
+-- (WANTED_SEATS), the one-row path (ReadTarget) and sync_service_seats()
+-- (through seat_product()) share; the seats each path writes must be the
+-- ones seat_product() names
+BEGIN;
+SELECT k AS kind, seat_product(k, 'crowd') AS seat_of_crowd
+  FROM unnest('{service,option}'::text[]) AS k;
+INSERT INTO product (code, name) VALUES ('crowd', 'CrowdHandler');
+INSERT INTO plan (code, product, name, rank, kind) VALUES
+    ('ch_service', 'crowd', 'Service', 1, 'service'), ('ch_option', 'crowd', 'Option', 2, 'option');
+INSERT INTO plan_price (plan, cycle, amount) VALUES ('ch_service', '1 month', 49), ('ch_option', '1 month', 9);
+INSERT INTO account (id, name) VALUES (1, 'Tickets');
+INSERT INTO member (id, account_id, external_id) SELECT g, 1, 'm' || g FROM generate_series(1, 4) AS g;
+SELECT subscribe(1, 'ch_service', '1 month', 5, '2026-01-01') AS service \gset
+SELECT subscribe(1, 'ch_option', '1 month', 5, '2026-01-01') AS option \gset
+CREATE FUNCTION pg_temp.seats_disagreeing() RETURNS bigint
+LANGUAGE sql AS $$
+    SELECT count(*) FROM subscription.license AS l
+      JOIN subscription.subscription AS s ON s.id = l.subscription_id
+      JOIN subscription.plan AS p ON p.code = s.plan
+      LEFT JOIN subscription.service_seat AS x
+        ON x.member_id = l.member_id AND x.subscription_id = l.subscription_id
+     WHERE x.product IS DISTINCT FROM subscription.seat_product(p.kind, p.product)
+$$;
+-- one-row path: license_consume and a one-row INSERT
+SELECT license_consume(:service, 1) >= 0 AS one_row_service, license_consume(:option, 1) >= 0 AS one_row_option;
+INSERT INTO license (subscription_id, member_id) VALUES (:option, 2);
+-- statement path: a multi-row INSERT
+INSERT INTO license (subscription_id, member_id) VALUES (:service, 3), (:service, 4), (:option, 3);
+SELECT count(*) AS licenses, (SELECT count(*) FROM service_seat) AS seats,
+       pg_temp.seats_disagreeing() AS disagreeing FROM license;
+-- sync_service_seats: the plan turns into an option, then back
+UPDATE plan SET kind = 'option' WHERE code = 'ch_service';
+SELECT (SELECT count(*) FROM service_seat) AS seats, pg_temp.seats_disagreeing() AS disagreeing;
+UPDATE plan SET kind = 'service' WHERE code = 'ch_service';
+SELECT (SELECT count(*) FROM service_seat) AS seats, pg_temp.seats_disagreeing() AS disagreeing;
+-- a subscription moved to the option plan, and back
+UPDATE subscription SET plan = 'ch_option' WHERE id = :service;
+SELECT (SELECT count(*) FROM service_seat) AS seats, pg_temp.seats_disagreeing() AS disagreeing;
+UPDATE subscription SET plan = 'ch_service' WHERE id = :service;
+SELECT (SELECT count(*) FROM service_seat) AS seats, pg_temp.seats_disagreeing() AS disagreeing;
+ROLLBACK;
