@@ -111,3 +111,25 @@ SELECT (SELECT count(*) FROM service_seat) AS seats, pg_temp.seats_disagreeing()
 UPDATE subscription SET plan = 'ch_service' WHERE id = :service;
 SELECT (SELECT count(*) FROM service_seat) AS seats, pg_temp.seats_disagreeing() AS disagreeing;
 ROLLBACK;
+
+-- a row's id text, one C helper (RowIdText) for the trimming (downgrade.c)
+-- and the guard archiving a cascade's rows (limits.c): the primary key as
+-- text, its columns in key order as a row when there are several
+BEGIN;
+INSERT INTO product (code, name) VALUES ('crowd', 'CrowdHandler');
+INSERT INTO plan (code, product, name, rank) VALUES ('ch_big', 'crowd', 'Big', 2), ('ch_small', 'crowd', 'Small', 1);
+INSERT INTO plan_price (plan, cycle, amount) VALUES ('ch_big', '1 month', 99), ('ch_small', '1 month', 49);
+INSERT INTO plan_limit (plan, feature, value) VALUES
+    ('ch_big', 'halls', 2), ('ch_small', 'halls', 1), ('ch_big', 'hall_seats', 10), ('ch_small', 'hall_seats', 10);
+INSERT INTO account (id, name) VALUES (1, 'Tickets');
+SELECT subscribe(1, 'ch_big', '1 month', 1, '2026-01-01') AS sub \gset
+CREATE TABLE public.hall (id int PRIMARY KEY, account_id bigint NOT NULL);
+CREATE TABLE public.hall_seat ("Row" int, account_id bigint NOT NULL,
+    hall_id int REFERENCES public.hall ON DELETE CASCADE, PRIMARY KEY (hall_id, "Row"));
+SELECT enforce_limit('public.hall', 'halls'), enforce_limit('public.hall_seat', 'hall_seats');
+INSERT INTO public.hall VALUES (1, 1), (2, 1);
+INSERT INTO public.hall_seat VALUES (1, 1, 2), (2, 1, 2);
+UPDATE subscription SET pending_plan = 'ch_small' WHERE id = :sub;
+SELECT count(*) AS changed FROM apply_downgrade(:sub);
+SELECT relation, action, row_id FROM trimmed ORDER BY id;
+ROLLBACK;
