@@ -272,8 +272,8 @@ BEGIN
     paid := coalesce(s.paid_quantity, s.quantity);
     IF quantity > paid THEN
         old_price := subscription.period_price(s.plan, s.cycle, paid);
-        charge := subscription.prorate_refund(new_price.amount - old_price.amount,
-                      lower(s.period), upper(s.period), at, 'day', subscription.money_scale(new_price.currency));
+        charge := subscription.unused_part(new_price.amount - old_price.amount, s.period, at,
+                                           new_price.currency);
         INSERT INTO subscription.ledger
                (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
         VALUES (s.account_id, s.id, 'charge', charge, new_price.currency,

@@ -133,3 +133,20 @@ UPDATE subscription SET pending_plan = 'ch_small' WHERE id = :sub;
 SELECT count(*) AS changed FROM apply_downgrade(:sub);
 SELECT relation, action, row_id FROM trimmed ORDER BY id;
 ROLLBACK;
+
+-- money: round_money rounds to the digits money_scale reads, the one
+-- reader of the rounding rule; unused_part is the refund of a charge's
+-- unused days (prorate_refund by day, at the currency's digits) that every
+-- refund and part-period charge uses
+BEGIN;
+SELECT count(*) AS currencies,
+       count(*) FILTER (WHERE round_money(2.0004999, c.code) <> round(2.0004999, money_scale(c.code))
+                           OR scale(round_money(2.0004999, c.code)) <> money_scale(c.code)) AS disagreeing
+  FROM currency AS c;
+SELECT pg_temp.error_of($$SELECT subscription.round_money(1, 'XXX')$$) AS unknown_round,
+       money_scale('XXX') AS unknown_scale;
+SELECT c.code, unused_part(100, '[2026-01-01,2026-02-01)', '2026-01-15', c.code) AS part,
+       unused_part(100, '[2026-01-01,2026-02-01)', '2026-01-15', c.code)
+         = prorate_refund(100, '2026-01-01', '2026-02-01', '2026-01-15', 'day', money_scale(c.code)) AS same
+  FROM currency AS c WHERE c.code IN ('EUR', 'JPY', 'KWD') ORDER BY c.code;
+ROLLBACK;
