@@ -3869,3 +3869,431 @@ BEGIN
                           ELSE 'The account owner can do it.' END;
 END
 $$;
+
+-- Hardening: each rule in one place, continued (issue 15, item 7)
+-- R11, "a service plan takes a seat", said once in C (src/licenses.c): the
+-- license guard reads it, and sync_service_seats() through seat_product().
+
+CREATE FUNCTION subscription.seat_product(kind text, product text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'seat_product'
+LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION subscription.seat_product(text, text) IS
+'The product whose seat a plan of this kind takes, NULL when it takes none (an option) (R11)';
+
+REVOKE ALL ON FUNCTION subscription.seat_product(text, text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION subscription.sync_service_seats()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'plan' THEN
+        IF subscription.seat_product(OLD.kind, OLD.product) IS DISTINCT FROM
+           subscription.seat_product(NEW.kind, NEW.product) THEN
+            PERFORM subscription.reseat_licenses(ARRAY(
+                SELECT s.id FROM subscription.subscription AS s WHERE s.plan = NEW.code));
+        END IF;
+    ELSIF (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = OLD.plan)
+          IS DISTINCT FROM
+          (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = NEW.plan) THEN
+        PERFORM subscription.reseat_licenses(ARRAY[NEW.id]);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Hardening: each rule in one place, the money (issue 15, item 7)
+-- round_money reads the currency's digits through money_scale, the one reader
+-- of the rounding rule; unused_part() is "the part of a charge for its
+-- unused days" (prorate_refund by day, rounded to the currency), which
+-- subscribe, set_quantity, give_back_unused, change_plan and purchase_addon
+-- call.
+
+CREATE OR REPLACE FUNCTION subscription.round_money(amount numeric, currency text)
+RETURNS numeric
+LANGUAGE plpgsql STRICT STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    digits integer := subscription.money_scale(currency);
+BEGIN
+    IF digits IS NULL THEN
+        RAISE EXCEPTION 'currency "%" does not exist', currency
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN round(amount, digits);
+END
+$$;
+
+CREATE FUNCTION subscription.unused_part(amount numeric, period tstzrange, at timestamptz, currency text)
+RETURNS numeric
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN subscription.prorate_refund(unused_part.amount, pg_catalog.lower(unused_part.period),
+                                   pg_catalog.upper(unused_part.period), unused_part.at, 'day',
+                                   subscription.money_scale(unused_part.currency));
+
+COMMENT ON FUNCTION subscription.unused_part(numeric, tstzrange, timestamptz, text) IS
+'The part of amount for the whole days of period from at on, rounded to the currency (prorate_refund by day)';
+
+REVOKE ALL ON FUNCTION subscription.unused_part(numeric, tstzrange, timestamptz, text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION subscription.subscribe(
+    account_id bigint,
+    plan text,
+    cycle interval,
+    quantity integer DEFAULT 1,
+    at timestamptz DEFAULT now(),
+    renewal text DEFAULT 'always',
+    coupon text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    price     record;
+    period    tstzrange;
+    new_id    bigint;
+    anchor_at timestamptz;
+    k         integer;
+    full_period tstzrange;
+BEGIN
+    PERFORM subscription.require_arguments('subscribe',
+        '{account_id,plan,cycle,quantity,at,renewal}',
+        ARRAY[account_id IS NULL, plan IS NULL, cycle IS NULL, quantity IS NULL,
+              at IS NULL, renewal IS NULL]);
+
+    PERFORM subscription.require_quantity(quantity);
+    PERFORM subscription.require_cycle(cycle);
+    PERFORM subscription.require_renewal(renewal);
+    PERFORM subscription.require_time('subscribe', at, false);
+
+    SELECT a.billing_anchor INTO anchor_at
+      FROM subscription.account AS a
+     WHERE a.id = subscribe.account_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account % does not exist', account_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(account_id, 'purchase');
+    PERFORM subscription.require_open_account(account_id);
+    price := subscription.period_price(plan, cycle, quantity);
+    PERFORM subscription.require_amount(price.amount, price.currency);
+    IF coupon IS NOT NULL THEN
+        PERFORM subscription.redeemable_coupon(coupon, at, price.currency);
+    END IF;
+    IF anchor_at IS NULL THEN
+        k := 1;
+        anchor_at := at;
+    ELSE
+        -- L4: the first period runs to the account's next billing date, whose
+        -- period (of this cycle) it is part of, and is charged for its days
+        k := subscription.period_containing(anchor_at, cycle, at);
+    END IF;
+    full_period := subscription.nth_period(anchor_at, cycle, k);
+    period := tstzrange(at, upper(full_period), '[)');
+
+    -- R10: an account's first service subscription is its default one
+    INSERT INTO subscription.subscription AS s
+           (account_id, plan, cycle, quantity, paid_quantity, period, anchor, period_number, renewal, is_default,
+            coupon, coupon_periods_left)
+    SELECT subscribe.account_id, subscribe.plan, subscribe.cycle, subscribe.quantity, subscribe.quantity,
+           period, anchor_at, k, subscribe.renewal,
+           p.kind = 'service' AND NOT EXISTS (
+               SELECT FROM subscription.subscription AS d
+                WHERE d.account_id = subscribe.account_id AND d.is_default),
+           subscribe.coupon, (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code = subscribe.coupon)
+      FROM subscription.plan AS p
+     WHERE p.code = subscribe.plan
+    RETURNING s.id INTO new_id;
+
+    INSERT INTO subscription.ledger
+           (account_id, subscription_id, kind, amount, currency, period, plan, description)
+    VALUES (subscribe.account_id, new_id, 'charge',
+            CASE WHEN period = full_period
+                 THEN subscription.round_money(price.amount, price.currency)
+                 ELSE subscription.unused_part(price.amount, full_period, at, price.currency) END,
+            price.currency, period, plan,
+            format('plan %s, cycle %s, quantity %s%s', plan, cycle, quantity,
+                   CASE WHEN period = full_period THEN ''
+                        ELSE format(', to the billing date %s', upper(period)) END));
+
+    RETURN new_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT now())
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    counter subscription.license_counter;
+    new_capacity integer;
+    paid integer;
+    monthly boolean;
+    old_price record;
+    new_price record;
+    charge numeric;
+BEGIN
+    PERFORM subscription.require_arguments('set_quantity', '{subscription_id,quantity,at}',
+        ARRAY[subscription_id IS NULL, quantity IS NULL, at IS NULL]);
+    PERFORM subscription.require_quantity(quantity);
+    PERFORM subscription.require_time('set_quantity', at, false);
+
+    SELECT * INTO s FROM subscription.subscription AS x
+     WHERE x.id = set_quantity.subscription_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    monthly := subscription.cycle_key(s.cycle) = '{1,0,0}';
+    PERFORM subscription.authorize(s.account_id,
+        CASE WHEN quantity > s.quantity THEN 'increase_licenses' ELSE 'decrease_licenses' END,
+        monthly);
+    IF s.status <> 'active' THEN
+        RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM subscription.require_in_period('set_quantity', s, at);
+    IF quantity = s.quantity THEN
+        RETURN subscription.licenses_left(subscription_id);
+    END IF;
+
+    -- the counter row is what concurrent license writes wait on
+    SELECT * INTO counter FROM subscription.license_counter AS c
+     WHERE c.subscription_id = set_quantity.subscription_id FOR NO KEY UPDATE;
+    -- the capacity keeps the add-on licenses and takes the new quantity
+    new_capacity := counter.capacity - s.quantity + quantity;
+    IF counter.used > new_capacity THEN
+        RAISE EXCEPTION 'subscription % cannot have fewer licenses than it has assigned', subscription_id
+            USING ERRCODE = 'check_violation',
+                  DETAIL = format('Limit %s, in use %s.', new_capacity, counter.used),
+                  HINT = 'Release licenses with subscription.license_release() first.';
+    END IF;
+
+    -- on a tiered plan the quantity is a tier (55000 otherwise)
+    new_price := subscription.period_price(s.plan, s.cycle, quantity);
+    PERFORM subscription.require_amount(new_price.amount, new_price.currency);
+    paid := coalesce(s.paid_quantity, s.quantity);
+    IF quantity > paid THEN
+        old_price := subscription.period_price(s.plan, s.cycle, paid);
+        charge := subscription.unused_part(new_price.amount - old_price.amount, s.period, at,
+                                           new_price.currency);
+        INSERT INTO subscription.ledger
+               (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+        VALUES (s.account_id, s.id, 'charge', charge, new_price.currency,
+                tstzrange(at, upper(s.period), '[)'), format('licenses %s-%s', paid + 1, quantity), s.plan,
+                format('%s more licenses of plan %s for the rest of the period', quantity - paid, s.plan));
+    END IF;
+
+    UPDATE subscription.subscription AS x
+       SET quantity = set_quantity.quantity, paid_quantity = greatest(paid, set_quantity.quantity)
+     WHERE x.id = s.id;
+    RETURN subscription.licenses_left(subscription_id);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.give_back_unused(s subscription.subscription, at timestamptz, kind text, reason text)
+RETURNS numeric
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    total numeric;
+BEGIN
+    WITH open_charges AS (
+        SELECT c.id, c.currency, c.period, c.plan, c.item,
+               c.amount - coalesce((
+                   SELECT sum(d.amount) FROM subscription.ledger AS d
+                    WHERE d.charge_id = c.id
+                      AND d.kind = 'discount'), 0) AS paid
+          FROM subscription.ledger AS c
+         WHERE c.subscription_id = s.id
+           AND c.kind = 'charge'
+           AND c.addon_batch_id IS NULL
+           AND c.period && s.period
+           AND NOT EXISTS (SELECT FROM subscription.ledger AS r
+                            WHERE r.charge_id = c.id
+                              AND r.kind = ANY ('{refund,credit}'))),
+    given AS (
+        INSERT INTO subscription.ledger AS l
+               (account_id, subscription_id, kind, amount, currency, period, item, plan, charge_id, description)
+        SELECT s.account_id, s.id, give_back_unused.kind,
+               subscription.unused_part(o.paid, o.period, at, o.currency),
+               o.currency, tstzrange(at, upper(o.period), '[)'), o.item, o.plan, o.id,
+               format('%s: unused part of charge %s (plan %s)', reason, o.id, o.plan)
+          FROM open_charges AS o
+         WHERE o.paid > 0 AND at < upper(o.period)
+        RETURNING l.amount)
+    SELECT coalesce(sum(g.amount), 0) INTO total FROM given AS g;
+    RETURN total;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT now())
+RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    old_plan subscription.plan;
+    new_plan subscription.plan;
+    modes subscription.product;
+    price record;
+    new_period tstzrange;
+BEGIN
+    PERFORM subscription.require_arguments('change_plan', '{subscription_id,plan,at}',
+        ARRAY[subscription_id IS NULL, plan IS NULL, at IS NULL]);
+    PERFORM subscription.require_time('change_plan', at, false);
+    SELECT * INTO new_plan FROM subscription.plan AS p WHERE p.code = change_plan.plan;
+    IF NOT FOUND THEN
+        PERFORM subscription.unknown_code('plan', plan);
+    END IF;
+    s := subscription.subscription_for_change('change_plan', subscription_id, 'change_plan');
+    PERFORM subscription.require_in_period('change_plan', s, at);
+    SELECT * INTO old_plan FROM subscription.plan AS p WHERE p.code = s.plan;
+    IF new_plan.product <> old_plan.product THEN
+        RAISE EXCEPTION 'plan "%" is not a plan of product "%"', plan, old_plan.product
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Subscribe to the other product with subscription.subscribe().';
+    END IF;
+
+    effective_at := at;
+    refund := 0;
+    charge := 0;
+    IF new_plan.code = s.plan THEN
+        UPDATE subscription.subscription AS x SET pending_plan = NULL
+         WHERE x.id = s.id AND x.pending_plan IS NOT NULL;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    SELECT * INTO modes FROM subscription.product AS p WHERE p.code = new_plan.product;
+    IF new_plan.rank < old_plan.rank AND modes.downgrade = 'end_of_period' THEN
+        -- C4: the current plan runs to the end of the period; the new one
+        -- must sell the cycle and quantity of the next (22023, 55000)
+        PERFORM subscription.period_price(new_plan.code, coalesce(s.pending_cycle, s.cycle),
+                                          coalesce(s.pending_quantity, s.quantity));
+        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code WHERE x.id = s.id;
+        effective_at := upper(s.period);
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    -- the new plan must sell the cycle and the quantity (22023, 55000)
+    price := subscription.period_price(new_plan.code, s.cycle, s.quantity);
+    refund := subscription.give_back_unused(s, at, 'refund', format('change to plan %s', new_plan.code));
+    IF new_plan.rank >= old_plan.rank AND modes.upgrade = 'restart' THEN
+        -- C1: a new full period starts now
+        new_period := subscription.nth_period(at, s.cycle, 1);
+        charge := subscription.round_money(price.amount, price.currency);
+    ELSE
+        new_period := s.period;
+        charge := subscription.unused_part(price.amount, s.period, at, price.currency);
+    END IF;
+    INSERT INTO subscription.ledger
+           (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+    VALUES (s.account_id, s.id, 'charge', charge, price.currency,
+            tstzrange(at, upper(new_period), '[)'), format('change to %s', new_plan.code), new_plan.code,
+            format('plan %s from %s, cycle %s, quantity %s', new_plan.code, at, s.cycle, s.quantity));
+
+    IF new_plan.rank < old_plan.rank THEN
+        -- immediate downgrade: apply_downgrade moves to the plan and trims
+        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code, paid_quantity = x.quantity
+         WHERE x.id = s.id;
+        PERFORM FROM subscription.apply_downgrade(s.id);
+    ELSE
+        UPDATE subscription.subscription AS x
+           SET plan = new_plan.code, pending_plan = NULL, paid_quantity = x.quantity,
+               period = new_period,
+               anchor = CASE WHEN new_period = s.period THEN x.anchor ELSE at END
+         WHERE x.id = s.id;
+    END IF;
+    RETURN NEXT;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
+                                            at timestamptz DEFAULT now())
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    a subscription.addon;
+    offer subscription.plan_addon;
+    price record;
+    plan_price record;
+    batch bigint;
+    one_time boolean;
+BEGIN
+    PERFORM subscription.require_arguments('purchase_addon', '{subscription_id,addon,quantity,at}',
+        ARRAY[subscription_id IS NULL, addon IS NULL, quantity IS NULL, at IS NULL]);
+    PERFORM subscription.require_quantity(quantity);
+    PERFORM subscription.require_time('purchase_addon', at, false);
+    SELECT * INTO a FROM subscription.addon AS x WHERE x.code = purchase_addon.addon;
+    IF NOT FOUND THEN
+        PERFORM subscription.unknown_code('add-on', addon);
+    END IF;
+    -- K8: members of a sub-account do not buy
+    s := subscription.subscription_for_change('purchase_addon', subscription_id, 'purchase');
+    PERFORM subscription.require_in_period('purchase_addon', s, at);
+
+    SELECT * INTO offer FROM subscription.plan_addon AS o
+     WHERE o.plan = s.plan AND o.addon = a.code;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'add-on "%" is not sold with plan "%"', a.code, s.plan
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'The add-ons a plan may buy are its rows in subscription.plan_addon.';
+    ELSIF offer.included THEN
+        RAISE EXCEPTION 'add-on "%" is already included in plan "%"', a.code, s.plan   -- Z6
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Plan "%s" gives what add-on "%s" sells: there is nothing to buy.', s.plan, a.code);
+    END IF;
+    plan_price := subscription.period_price(s.plan, s.cycle, s.quantity);
+    IF plan_price.amount = 0 THEN
+        RAISE EXCEPTION 'add-ons are sold on paid plans only'                            -- K1
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Plan "%s" is free.', s.plan);
+    END IF;
+
+    one_time := a.one_time;
+    price := subscription.addon_period_price(a.code, CASE WHEN one_time THEN NULL ELSE s.cycle END, quantity);
+    PERFORM subscription.require_amount(price.amount, price.currency);
+    -- the seats it adds stay within the largest quantity (an integer)
+    IF a.feature = 'licenses'
+       AND subscription.license_capacity(s.id)::bigint + (quantity::bigint * a.units)
+           > current_setting('subscription.max_quantity')::bigint THEN
+        RAISE EXCEPTION 'subscription % would hold more licenses than the largest quantity allowed', s.id
+            USING ERRCODE = 'numeric_value_out_of_range',
+                  DETAIL = format('It holds %s; %s x %s more would pass subscription.max_quantity (%s).',
+                                  subscription.license_capacity(s.id), quantity, a.units,
+                                  current_setting('subscription.max_quantity'));
+    END IF;
+    INSERT INTO subscription.addon_batch AS b (subscription_id, addon, quantity, purchased_at)
+    VALUES (s.id, a.code, quantity, at)
+    RETURNING b.id INTO batch;
+    INSERT INTO subscription.ledger
+           (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
+    SELECT s.account_id, s.id, batch, 'charge', c.amount, price.currency,
+           CASE WHEN one_time THEN NULL ELSE tstzrange(at, upper(s.period), '[)') END, 'addon', s.plan,
+           CASE WHEN one_time
+                THEN format('add-on %s x %s, one-time', a.code, quantity)
+                ELSE format('add-on %s x %s for the rest of the period; full cycle %s %s', a.code, quantity,
+                            subscription.round_money(price.amount, price.currency), price.currency) END
+      FROM (SELECT CASE WHEN one_time THEN subscription.round_money(price.amount, price.currency)
+                        ELSE subscription.unused_part(price.amount, s.period, at, price.currency) END) AS c(amount);
+    RETURN batch;
+END
+$$;
+

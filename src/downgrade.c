@@ -76,7 +76,7 @@ typedef struct Registration
 	char	   *key_match;		/* t."id" = v.key_1 AND ... */
 	char	   *key_asc;		/* t."id", ... */
 	char	   *key_desc;		/* t."id" DESC, ... */
-	char	   *row_id;			/* t."id"::text */
+	char	   *row_id;			/* t."id"::text (RowIdText), set by TrimTable */
 	char	   *references;		/* (SELECT count(*) FROM ...) + ..., or NULL */
 	char	   *foreign_owned;	/* a referencing table of another owner, or NULL */
 } Registration;
@@ -88,7 +88,7 @@ typedef struct Registration
 	"       quote_literal(t.value_column), coalesce(c.is_integer, false)," \
 	"       coalesce(k.key_select, 't.ctid AS key_1'), coalesce(k.key_match, 't.ctid = v.key_1')," \
 	"       coalesce(k.key_asc, 't.ctid'), coalesce(k.key_desc, 't.ctid DESC')," \
-	"       coalesce(k.row_id, 't.ctid::text'), r.refs, r.foreign_owned" \
+	"       r.refs, r.foreign_owned" \
 	"  FROM subscription.limited_table AS t" \
 	"  LEFT JOIN LATERAL (" \
 	"       SELECT a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype) AS is_integer" \
@@ -98,10 +98,7 @@ typedef struct Registration
 	"       SELECT string_agg(format('t.%I AS key_%s', a.attname, k.n), ', ' ORDER BY k.n) AS key_select," \
 	"              string_agg(format('t.%I = v.key_%s', a.attname, k.n), ' AND ' ORDER BY k.n) AS key_match," \
 	"              string_agg(format('t.%I', a.attname), ', ' ORDER BY k.n) AS key_asc," \
-	"              string_agg(format('t.%I DESC', a.attname), ', ' ORDER BY k.n) AS key_desc," \
-	"              CASE WHEN count(*) = 1 THEN format('t.%I::text', min(a.attname::text))" \
-	"                   ELSE format('ROW(%s)::text', string_agg(format('t.%I', a.attname), ', ' ORDER BY k.n))" \
-	"              END AS row_id" \
+	"              string_agg(format('t.%I DESC', a.attname), ', ' ORDER BY k.n) AS key_desc" \
 	"         FROM pg_constraint AS p" \
 	"        CROSS JOIN LATERAL unnest(p.conkey) WITH ORDINALITY AS k(attnum, n)" \
 	"         JOIN pg_attribute AS a ON a.attrelid = p.conrelid AND a.attnum = k.attnum" \
@@ -155,9 +152,8 @@ ReadRegistrations(void)
 		r->key_match = GetText(i, 12);
 		r->key_asc = GetText(i, 13);
 		r->key_desc = GetText(i, 14);
-		r->row_id = GetText(i, 15);
-		r->references = GetText(i, 16);
-		r->foreign_owned = GetText(i, 17);
+		r->references = GetText(i, 15);
+		r->foreign_owned = GetText(i, 16);
 		registrations = lappend(registrations, r);
 	}
 	return registrations;
@@ -433,6 +429,10 @@ TrimTable(Registration *r, int64 account, int64 limit, int64 subscription_id, Tr
 	trim_args[0] = Int64GetDatum(account);
 	trim_args[1] = Int64GetDatum(limit);
 	rel = relation_open(r->relid, AccessShareLock);
+	/* the trimmed row's id, as the limit guard archives a cascade's rows */
+	r->row_id = RowIdText(rel, "t");
+	if (r->row_id == NULL)
+		r->row_id = "t.ctid::text";
 	BecomeTableOwner(rel, &owner);
 	TrimmingRelation = r->relid;
 	if (SPI_execute_with_args(TrimStatement(r), TRIM_NARGS, trim_argtypes, trim_args, NULL, false, 0)

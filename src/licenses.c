@@ -61,6 +61,7 @@ PG_FUNCTION_INFO_V1(license_consume);
 PG_FUNCTION_INFO_V1(license_release);
 PG_FUNCTION_INFO_V1(licenses_left);
 PG_FUNCTION_INFO_V1(reseat_licenses);
+PG_FUNCTION_INFO_V1(seat_product);
 
 /* INSERT, UPDATE, DELETE: the GuardedEvent values that carry rows */
 #define GUARD_NUM_EVENTS 3
@@ -96,6 +97,21 @@ static const bool guard_query_applies[GUARD_NUM_EVENTS][GUARD_NUM_QUERIES] = {
 };
 
 /*
+ * R11: a plan of kind SEAT_KIND takes a seat of its product, one per member;
+ * an option takes none.  Said here once: WANTED_SEATS (the statement guard
+ * and reseat_licenses()), ReadTarget() (the one-row path) and, through
+ * seat_product(), the SQL trigger sync_service_seats() all use it.
+ */
+#define SEAT_KIND "service"
+
+/* whether a plan of this kind takes a seat of its product (R11) */
+static inline bool
+PlanTakesSeat(const char *kind)
+{
+	return strcmp(kind, SEAT_KIND) == 0;
+}
+
+/*
  * The service seats that the assigned licenses of %1$s take, in key order.
  * A plain INSERT of them fails on the seat's key when a member would hold a
  * second service of a product: SeatsOrRefuse() turns that into R11's error,
@@ -105,7 +121,7 @@ static const bool guard_query_applies[GUARD_NUM_EVENTS][GUARD_NUM_QUERIES] = {
 	"SELECT c.member_id, p.product, c.subscription_id" \
 	"  FROM %1$s AS c" \
 	"  JOIN subscription.subscription AS s ON s.id = c.subscription_id" \
-	"  JOIN subscription.plan AS p ON p.code = s.plan AND p.kind = 'service'" \
+	"  JOIN subscription.plan AS p ON p.code = s.plan AND p.kind = '" SEAT_KIND "'" \
 	" WHERE c.d > 0"
 #define SEAT_QUERY \
 	"INSERT INTO subscription.service_seat (member_id, product, subscription_id) " \
@@ -575,7 +591,7 @@ ReadTarget(Snapshot snapshot, int64 subscription_id, int64 *account_id, char **s
 		{
 			char	   *kind = TextDatumGetCString(slot_getattr(plan, RowWriteColumn(plans, "kind"), &isnull));
 
-			if (strcmp(kind, "service") == 0)
+			if (PlanTakesSeat(kind))
 				*service_product = TextDatumGetCString(slot_getattr(plan, RowWriteColumn(plans, "product"),
 																	&isnull));
 		}
@@ -1102,4 +1118,20 @@ reseat_licenses(PG_FUNCTION_ARGS)
 	UnpinSearchPath(nest_level);
 
 	PG_RETURN_VOID();
+}
+
+/*
+ * seat_product(kind text, product text) returns text
+ *
+ * The product whose seat a plan of this kind and product takes, NULL when it
+ * takes none (an option): R11's rule above, for the SQL that needs it.
+ */
+Datum
+seat_product(PG_FUNCTION_ARGS)
+{
+	char	   *kind = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	if (!PlanTakesSeat(kind))
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(PG_GETARG_TEXT_PP(1));
 }

@@ -282,19 +282,12 @@ GetLimitEntry(Relation rel, const char *feature)
 	/*
 	 * The table's first registration also archives the rows a cascade
 	 * deletes during a downgrade, once for all its features; the row id is
-	 * the primary key, as apply_downgrade writes it.
+	 * the primary key's text (RowIdText), as apply_downgrade writes it.
 	 */
 	KeptPlan(&registration_plan, "SELECT quote_ident(t.account_column), t.on_downgrade, quote_ident(t.value_column),"
 									 "       t.account_column::text, t.value_column::text,"
 									 "       t.position = (SELECT min(x.position) FROM subscription.limited_table AS x"
-									 "                      WHERE x.relation = t.relation),"
-									 "       (SELECT CASE WHEN count(*) = 1 THEN format('o.%I::text', min(a.attname::text))"
-									 "                    ELSE format('ROW(%s)::text', string_agg(format('o.%I', a.attname), ', ' ORDER BY k.n)) END"
-									 "          FROM pg_constraint AS p"
-									 "         CROSS JOIN LATERAL unnest(p.conkey) WITH ORDINALITY AS k(attnum, n)"
-									 "          JOIN pg_attribute AS a ON a.attrelid = p.conrelid AND a.attnum = k.attnum"
-									 "         WHERE p.conrelid = t.relation AND p.contype = 'p'"
-									 "        HAVING count(*) > 0)"
+									 "                      WHERE x.relation = t.relation)"
 									 "  FROM subscription.limited_table AS t"
 									 " WHERE t.relation = $1 AND t.feature = $2",
 									 2, argtypes);
@@ -364,7 +357,7 @@ GetLimitEntry(Relation rel, const char *feature)
 												  DeltaQuery(account, entry->policy, value, (GuardedEvent) e));
 	if (strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 6), "t") == 0)
 	{
-		char	   *row_id = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 7);
+		char	   *row_id = RowIdText(rel, "o");
 
 		entry->archive_sql =
 			MemoryContextStrdup(TopMemoryContext,

@@ -9,14 +9,23 @@
  * (downgrade.c) map a stored name to its DowngradePolicy with
  * DowngradePolicyOf().  A new policy is one row here.
  *
+ * RowIdText() says once what the id of a limited table's row is, for the
+ * archive of trimmed rows: the limit guard (a cascade's rows) and the
+ * trimming (downgrade.c) both write it.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
+#include "utils/syscache.h"
 
 #include "subscription.h"
 
@@ -78,4 +87,49 @@ Datum
 value_policies(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_DATUM(PolicyNames(true));
+}
+
+/*
+ * The text of a row's id in a query over the table as alias: its primary
+ * key's column as text (alias."id"::text), or a row of its columns in key
+ * order (ROW(alias."a", alias."b")::text); NULL without a primary key.
+ */
+char *
+RowIdText(Relation rel, const char *alias)
+{
+	List	   *indexes = RelationGetIndexList(rel);
+	ListCell   *lc;
+	char	   *result = NULL;
+
+	foreach(lc, indexes)
+	{
+		Oid			indexoid = lfirst_oid(lc);
+		HeapTuple	tuple = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(indexoid));
+		Form_pg_index index;
+
+		if (!HeapTupleIsValid(tuple))
+			elog(ERROR, "cache lookup failed for index %u", indexoid);
+		index = (Form_pg_index) GETSTRUCT(tuple);
+		if (index->indisprimary)
+		{
+			StringInfoData buf;
+			int			n = index->indnkeyatts;
+			int			i;
+
+			initStringInfo(&buf);
+			if (n > 1)
+				appendStringInfoString(&buf, "ROW(");
+			for (i = 0; i < n; i++)
+				appendStringInfo(&buf, "%s%s.%s", i > 0 ? ", " : "", alias,
+								 quote_identifier(get_attname(RelationGetRelid(rel),
+															  index->indkey.values[i], false)));
+			appendStringInfoString(&buf, n > 1 ? ")::text" : "::text");
+			result = buf.data;
+		}
+		ReleaseSysCache(tuple);
+		if (result != NULL)
+			break;
+	}
+	list_free(indexes);
+	return result;
 }

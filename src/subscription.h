@@ -137,7 +137,7 @@ typedef struct CascadedRows
 
 extern List *TrimmingCascades;	/* of CascadedRows, archived after the trim */
 extern int64 TrimmingAccount;
-/* policies.c: the downgrade policies of a limited table */
+/* policies.c: the downgrade policies of a limited table, and its rows' id text */
 typedef enum DowngradePolicy
 {
 	POLICY_DROP_NEWEST,
@@ -150,6 +150,7 @@ typedef enum DowngradePolicy
 } DowngradePolicy;
 
 extern DowngradePolicy DowngradePolicyOf(const char *name);
+extern char *RowIdText(Relation rel, const char *alias);
 
 /* limits.c */
 extern int64 RecountUsage(Oid relid, const char *feature, bool one_account, int64 account,

@@ -58,6 +58,17 @@ LANGUAGE C STRICT STABLE PARALLEL SAFE;
 COMMENT ON FUNCTION subscription.tier_for_hosts(text, integer) IS
 'The smallest tier of a tiered plan holding hosts (L3, L12)';
 
+-- Digits of a currency's minor unit: the one reader of the rounding rule,
+-- for round_money and for the scale prorate_refund rounds to.
+CREATE FUNCTION subscription.money_scale(currency text)
+RETURNS integer
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT c.exponent FROM subscription.currency AS c WHERE c.code OPERATOR(pg_catalog.=) money_scale.currency;
+END;
+
+COMMENT ON FUNCTION subscription.money_scale(text) IS 'The digits of a currency''s minor unit';
+
 -- Rounds an amount to its currency's minor unit, half away from zero.
 CREATE FUNCTION subscription.round_money(amount numeric, currency text)
 RETURNS numeric
@@ -65,12 +76,9 @@ LANGUAGE plpgsql STRICT STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    digits integer;
+    digits integer := subscription.money_scale(currency);
 BEGIN
-    SELECT c.exponent INTO digits
-      FROM subscription.currency AS c
-     WHERE c.code = round_money.currency;
-    IF NOT FOUND THEN
+    IF digits IS NULL THEN
         RAISE EXCEPTION 'currency "%" does not exist', currency
             USING ERRCODE = 'undefined_object';
     END IF;
@@ -80,15 +88,18 @@ $$;
 
 COMMENT ON FUNCTION subscription.round_money(numeric, text) IS 'Round an amount to its currency''s minor unit, half away from zero';
 
--- Digits of a currency's minor unit, the scale prorate_refund rounds to.
-CREATE FUNCTION subscription.money_scale(currency text)
-RETURNS integer
+-- The part of amount for the days of period from at on, rounded once to
+-- the currency's minor unit (prorate_refund by whole days): the refund of
+-- a charge's unused days, and the charge for what is left of a period.
+CREATE FUNCTION subscription.unused_part(amount numeric, period tstzrange, at timestamptz, currency text)
+RETURNS numeric
 LANGUAGE sql STABLE PARALLEL SAFE
-BEGIN ATOMIC
-    SELECT c.exponent FROM subscription.currency AS c WHERE c.code OPERATOR(pg_catalog.=) money_scale.currency;
-END;
+RETURN subscription.prorate_refund(unused_part.amount, pg_catalog.lower(unused_part.period),
+                                   pg_catalog.upper(unused_part.period), unused_part.at, 'day',
+                                   subscription.money_scale(unused_part.currency));
 
-COMMENT ON FUNCTION subscription.money_scale(text) IS 'The digits of a currency''s minor unit';
+COMMENT ON FUNCTION subscription.unused_part(numeric, tstzrange, timestamptz, text) IS
+'The part of amount for the whole days of period from at on, rounded to the currency (prorate_refund by day)';
 
 -- The DETAIL of a missing price: the cycles a plan or add-on is sold for,
 -- as its catalog writes them.

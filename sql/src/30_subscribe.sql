@@ -110,8 +110,7 @@ BEGIN
     VALUES (subscribe.account_id, new_id, 'charge',
             CASE WHEN period = full_period
                  THEN subscription.round_money(price.amount, price.currency)
-                 ELSE subscription.prorate_refund(price.amount, lower(full_period), upper(full_period), at, 'day',
-                                                  subscription.money_scale(price.currency)) END,
+                 ELSE subscription.unused_part(price.amount, full_period, at, price.currency) END,
             price.currency, period, plan,
             format('plan %s, cycle %s, quantity %s%s', plan, cycle, quantity,
                    CASE WHEN period = full_period THEN ''

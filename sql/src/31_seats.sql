@@ -67,6 +67,16 @@ LANGUAGE C STRICT;
 
 COMMENT ON FUNCTION subscription.reseat_licenses(bigint[]) IS 'Internal (C): rebuild the service seats of subscriptions whose plan changed kind or product (R11)';
 
+-- R11: which plans take a seat, said once in C (src/licenses.c), where the
+-- license guard reads it too.
+CREATE FUNCTION subscription.seat_product(kind text, product text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'seat_product'
+LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION subscription.seat_product(text, text) IS
+'The product whose seat a plan of this kind takes, NULL when it takes none (an option) (R11)';
+
 CREATE FUNCTION subscription.sync_service_seats()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -75,11 +85,14 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF TG_TABLE_NAME = 'plan' THEN
-        PERFORM subscription.reseat_licenses(ARRAY(
-            SELECT s.id FROM subscription.subscription AS s WHERE s.plan = NEW.code));
-    ELSIF (SELECT (p.kind, p.product) FROM subscription.plan AS p WHERE p.code = OLD.plan)
+        IF subscription.seat_product(OLD.kind, OLD.product) IS DISTINCT FROM
+           subscription.seat_product(NEW.kind, NEW.product) THEN
+            PERFORM subscription.reseat_licenses(ARRAY(
+                SELECT s.id FROM subscription.subscription AS s WHERE s.plan = NEW.code));
+        END IF;
+    ELSIF (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = OLD.plan)
           IS DISTINCT FROM
-          (SELECT (p.kind, p.product) FROM subscription.plan AS p WHERE p.code = NEW.plan) THEN
+          (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = NEW.plan) THEN
         PERFORM subscription.reseat_licenses(ARRAY[NEW.id]);
     END IF;
     RETURN NULL;
@@ -259,8 +272,8 @@ BEGIN
     paid := coalesce(s.paid_quantity, s.quantity);
     IF quantity > paid THEN
         old_price := subscription.period_price(s.plan, s.cycle, paid);
-        charge := subscription.prorate_refund(new_price.amount - old_price.amount,
-                      lower(s.period), upper(s.period), at, 'day', subscription.money_scale(new_price.currency));
+        charge := subscription.unused_part(new_price.amount - old_price.amount, s.period, at,
+                                           new_price.currency);
         INSERT INTO subscription.ledger
                (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
         VALUES (s.account_id, s.id, 'charge', charge, new_price.currency,

@@ -32,8 +32,7 @@ BEGIN
         INSERT INTO subscription.ledger AS l
                (account_id, subscription_id, kind, amount, currency, period, item, plan, charge_id, description)
         SELECT s.account_id, s.id, give_back_unused.kind,
-               subscription.prorate_refund(o.paid, lower(o.period), upper(o.period), at, 'day',
-                                           subscription.money_scale(o.currency)),
+               subscription.unused_part(o.paid, o.period, at, o.currency),
                o.currency, tstzrange(at, upper(o.period), '[)'), o.item, o.plan, o.id,
                format('%s: unused part of charge %s (plan %s)', reason, o.id, o.plan)
           FROM open_charges AS o
@@ -116,8 +115,7 @@ BEGIN
         charge := subscription.round_money(price.amount, price.currency);
     ELSE
         new_period := s.period;
-        charge := subscription.prorate_refund(price.amount, lower(s.period), upper(s.period), at, 'day',
-                                              subscription.money_scale(price.currency));
+        charge := subscription.unused_part(price.amount, s.period, at, price.currency);
     END IF;
     INSERT INTO subscription.ledger
            (account_id, subscription_id, kind, amount, currency, period, item, plan, description)

@@ -102,8 +102,7 @@ BEGIN
                 ELSE format('add-on %s x %s for the rest of the period; full cycle %s %s', a.code, quantity,
                             subscription.round_money(price.amount, price.currency), price.currency) END
       FROM (SELECT CASE WHEN one_time THEN subscription.round_money(price.amount, price.currency)
-                        ELSE subscription.prorate_refund(price.amount, lower(s.period), upper(s.period), at, 'day',
-                                                         subscription.money_scale(price.currency)) END) AS c(amount);
+                        ELSE subscription.unused_part(price.amount, s.period, at, price.currency) END) AS c(amount);
     RETURN batch;
 END
 $$;

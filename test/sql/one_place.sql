@@ -68,3 +68,85 @@ SELECT pg_temp.error_of('SELECT subscription.authorize(1, ''read'')') AS sql_pat
 SELECT pg_temp.error_of(format('SELECT subscription.license_consume(%s, 1)', :sub)) AS c_path;
 RESET ROLE;
 ROLLBACK;
+
+-- R11, "a service plan takes a seat": one C rule that the statement guard
+-- (WANTED_SEATS), the one-row path (ReadTarget) and sync_service_seats()
+-- (through seat_product()) share; the seats each path writes must be the
+-- ones seat_product() names
+BEGIN;
+SELECT k AS kind, seat_product(k, 'crowd') AS seat_of_crowd
+  FROM unnest('{service,option}'::text[]) AS k;
+INSERT INTO product (code, name) VALUES ('crowd', 'CrowdHandler');
+INSERT INTO plan (code, product, name, rank, kind) VALUES
+    ('ch_service', 'crowd', 'Service', 1, 'service'), ('ch_option', 'crowd', 'Option', 2, 'option');
+INSERT INTO plan_price (plan, cycle, amount) VALUES ('ch_service', '1 month', 49), ('ch_option', '1 month', 9);
+INSERT INTO account (id, name) VALUES (1, 'Tickets');
+INSERT INTO member (id, account_id, external_id) SELECT g, 1, 'm' || g FROM generate_series(1, 4) AS g;
+SELECT subscribe(1, 'ch_service', '1 month', 5, '2026-01-01') AS service \gset
+SELECT subscribe(1, 'ch_option', '1 month', 5, '2026-01-01') AS option \gset
+CREATE FUNCTION pg_temp.seats_disagreeing() RETURNS bigint
+LANGUAGE sql AS $$
+    SELECT count(*) FROM subscription.license AS l
+      JOIN subscription.subscription AS s ON s.id = l.subscription_id
+      JOIN subscription.plan AS p ON p.code = s.plan
+      LEFT JOIN subscription.service_seat AS x
+        ON x.member_id = l.member_id AND x.subscription_id = l.subscription_id
+     WHERE x.product IS DISTINCT FROM subscription.seat_product(p.kind, p.product)
+$$;
+-- one-row path: license_consume and a one-row INSERT
+SELECT license_consume(:service, 1) >= 0 AS one_row_service, license_consume(:option, 1) >= 0 AS one_row_option;
+INSERT INTO license (subscription_id, member_id) VALUES (:option, 2);
+-- statement path: a multi-row INSERT
+INSERT INTO license (subscription_id, member_id) VALUES (:service, 3), (:service, 4), (:option, 3);
+SELECT count(*) AS licenses, (SELECT count(*) FROM service_seat) AS seats,
+       pg_temp.seats_disagreeing() AS disagreeing FROM license;
+-- sync_service_seats: the plan turns into an option, then back
+UPDATE plan SET kind = 'option' WHERE code = 'ch_service';
+SELECT (SELECT count(*) FROM service_seat) AS seats, pg_temp.seats_disagreeing() AS disagreeing;
+UPDATE plan SET kind = 'service' WHERE code = 'ch_service';
+SELECT (SELECT count(*) FROM service_seat) AS seats, pg_temp.seats_disagreeing() AS disagreeing;
+-- a subscription moved to the option plan, and back
+UPDATE subscription SET plan = 'ch_option' WHERE id = :service;
+SELECT (SELECT count(*) FROM service_seat) AS seats, pg_temp.seats_disagreeing() AS disagreeing;
+UPDATE subscription SET plan = 'ch_service' WHERE id = :service;
+SELECT (SELECT count(*) FROM service_seat) AS seats, pg_temp.seats_disagreeing() AS disagreeing;
+ROLLBACK;
+
+-- a row's id text, one C helper (RowIdText) for the trimming (downgrade.c)
+-- and the guard archiving a cascade's rows (limits.c): the primary key as
+-- text, its columns in key order as a row when there are several
+BEGIN;
+INSERT INTO product (code, name) VALUES ('crowd', 'CrowdHandler');
+INSERT INTO plan (code, product, name, rank) VALUES ('ch_big', 'crowd', 'Big', 2), ('ch_small', 'crowd', 'Small', 1);
+INSERT INTO plan_price (plan, cycle, amount) VALUES ('ch_big', '1 month', 99), ('ch_small', '1 month', 49);
+INSERT INTO plan_limit (plan, feature, value) VALUES
+    ('ch_big', 'halls', 2), ('ch_small', 'halls', 1), ('ch_big', 'hall_seats', 10), ('ch_small', 'hall_seats', 10);
+INSERT INTO account (id, name) VALUES (1, 'Tickets');
+SELECT subscribe(1, 'ch_big', '1 month', 1, '2026-01-01') AS sub \gset
+CREATE TABLE public.hall (id int PRIMARY KEY, account_id bigint NOT NULL);
+CREATE TABLE public.hall_seat ("Row" int, account_id bigint NOT NULL,
+    hall_id int REFERENCES public.hall ON DELETE CASCADE, PRIMARY KEY (hall_id, "Row"));
+SELECT enforce_limit('public.hall', 'halls'), enforce_limit('public.hall_seat', 'hall_seats');
+INSERT INTO public.hall VALUES (1, 1), (2, 1);
+INSERT INTO public.hall_seat VALUES (1, 1, 2), (2, 1, 2);
+UPDATE subscription SET pending_plan = 'ch_small' WHERE id = :sub;
+SELECT count(*) AS changed FROM apply_downgrade(:sub);
+SELECT relation, action, row_id FROM trimmed ORDER BY id;
+ROLLBACK;
+
+-- money: round_money rounds to the digits money_scale reads, the one
+-- reader of the rounding rule; unused_part is the refund of a charge's
+-- unused days (prorate_refund by day, at the currency's digits) that every
+-- refund and part-period charge uses
+BEGIN;
+SELECT count(*) AS currencies,
+       count(*) FILTER (WHERE round_money(2.0004999, c.code) <> round(2.0004999, money_scale(c.code))
+                           OR scale(round_money(2.0004999, c.code)) <> money_scale(c.code)) AS disagreeing
+  FROM currency AS c;
+SELECT pg_temp.error_of($$SELECT subscription.round_money(1, 'XXX')$$) AS unknown_round,
+       money_scale('XXX') AS unknown_scale;
+SELECT c.code, unused_part(100, '[2026-01-01,2026-02-01)', '2026-01-15', c.code) AS part,
+       unused_part(100, '[2026-01-01,2026-02-01)', '2026-01-15', c.code)
+         = prorate_refund(100, '2026-01-01', '2026-02-01', '2026-01-15', 'day', money_scale(c.code)) AS same
+  FROM currency AS c WHERE c.code IN ('EUR', 'JPY', 'KWD') ORDER BY c.code;
+ROLLBACK;
