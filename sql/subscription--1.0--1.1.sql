@@ -2315,36 +2315,36 @@ DECLARE
 BEGIN
     CASE TG_TABLE_NAME
     WHEN 'account' THEN
-        PERFORM FROM subscription.account AS a WHERE a.id OPERATOR(pg_catalog.=) OLD.id FOR UPDATE;
+        PERFORM FROM subscription.account AS a WHERE a.id = OLD.id FOR UPDATE;
         what := format('account %s', OLD.id);
-        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.account_id OPERATOR(pg_catalog.=) OLD.id;
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.account_id = OLD.id;
         held := ARRAY[
             subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
             (SELECT subscription.count_phrase(count(*), 'active subscription', 'active subscriptions')
                FROM subscription.subscription AS s
-              WHERE s.account_id OPERATOR(pg_catalog.=) OLD.id AND s.status OPERATOR(pg_catalog.=) 'active'),
+              WHERE s.account_id = OLD.id AND s.status = 'active'),
             (SELECT subscription.count_phrase(count(*), 'ended subscription', 'ended subscriptions')
                FROM subscription.subscription AS s
-              WHERE s.account_id OPERATOR(pg_catalog.=) OLD.id AND s.status OPERATOR(pg_catalog.<>) 'active'),
+              WHERE s.account_id = OLD.id AND s.status <> 'active'),
             (SELECT subscription.count_phrase(count(*), 'member', 'members')
-               FROM subscription.member AS m WHERE m.account_id OPERATOR(pg_catalog.=) OLD.id),
+               FROM subscription.member AS m WHERE m.account_id = OLD.id),
             subscription.count_phrase(subscription.self_referrers('account', OLD.id), 'sub-account', 'sub-accounts'),
             (SELECT subscription.count_phrase(count(*), 'archived row', 'archived rows')
-               FROM subscription.trimmed AS t WHERE t.account_id OPERATOR(pg_catalog.=) OLD.id)];
+               FROM subscription.trimmed AS t WHERE t.account_id = OLD.id)];
         hint := 'Close it with subscription.close_account(); subscription.erase_account() then removes its personal data and keeps the ledger.';
     WHEN 'subscription' THEN
         what := format('subscription %s', OLD.id);
-        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.subscription_id OPERATOR(pg_catalog.=) OLD.id;
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.subscription_id = OLD.id;
         held := ARRAY[
             subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
             (SELECT subscription.count_phrase(count(*), 'add-on batch', 'add-on batches')
-               FROM subscription.addon_batch AS b WHERE b.subscription_id OPERATOR(pg_catalog.=) OLD.id),
+               FROM subscription.addon_batch AS b WHERE b.subscription_id = OLD.id),
             (SELECT subscription.count_phrase(count(*), 'license', 'licenses')
-               FROM subscription.license AS x WHERE x.subscription_id OPERATOR(pg_catalog.=) OLD.id)];
+               FROM subscription.license AS x WHERE x.subscription_id = OLD.id)];
         hint := 'End it with subscription.cancel() or subscription.end_early(), or close its account; the ledger keeps its lines.';
     WHEN 'addon_batch' THEN
         what := format('add-on batch %s', OLD.id);
-        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.addon_batch_id OPERATOR(pg_catalog.=) OLD.id;
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.addon_batch_id = OLD.id;
         held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
         hint := 'End it with subscription.cancel_addon(); the ledger keeps its lines.';
     WHEN 'ledger' THEN
@@ -2354,19 +2354,19 @@ BEGIN
         hint := 'The ledger is a record: correct it with a new line.';
     WHEN 'plan' THEN
         what := format('plan "%s"', OLD.code);
-        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.plan OPERATOR(pg_catalog.=) OLD.code;
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.plan = OLD.code;
         held := ARRAY[
             subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
             (SELECT subscription.count_phrase(count(*), 'subscription', 'subscriptions')
                FROM subscription.subscription AS s
-              WHERE s.plan OPERATOR(pg_catalog.=) OLD.code OR s.pending_plan OPERATOR(pg_catalog.=) OLD.code),
+              WHERE s.plan = OLD.code OR s.pending_plan = OLD.code),
             (SELECT subscription.count_phrase(count(*), 'price', 'prices')
-               FROM subscription.plan_price AS pp WHERE pp.plan OPERATOR(pg_catalog.=) OLD.code),
+               FROM subscription.plan_price AS pp WHERE pp.plan = OLD.code),
             (SELECT subscription.count_phrase(count(*), 'limit', 'limits')
-               FROM subscription.plan_limit AS pl WHERE pl.plan OPERATOR(pg_catalog.=) OLD.code),
+               FROM subscription.plan_limit AS pl WHERE pl.plan = OLD.code),
             (SELECT subscription.count_phrase(count(*), 'add-on', 'add-ons')
-               FROM subscription.plan_addon AS pa WHERE pa.plan OPERATOR(pg_catalog.=) OLD.code)];
-        hint := CASE WHEN ledger_lines OPERATOR(pg_catalog.>) 0
+               FROM subscription.plan_addon AS pa WHERE pa.plan = OLD.code)];
+        hint := CASE WHEN ledger_lines > 0
                      THEN 'A plan that was billed stays in the catalog: the ledger names it.'
                      ELSE 'Delete its prices, limits and add-ons first.' END;
     WHEN 'plan_price' THEN
@@ -2375,39 +2375,39 @@ BEGIN
         -- the lines charged for this plan, in this currency, to a subscription of this cycle
         SELECT count(*) INTO ledger_lines
           FROM subscription.ledger AS l
-          JOIN subscription.subscription AS s ON s.id OPERATOR(pg_catalog.=) l.subscription_id
-         WHERE l.plan OPERATOR(pg_catalog.=) OLD.plan AND l.currency OPERATOR(pg_catalog.=) OLD.currency
+          JOIN subscription.subscription AS s ON s.id = l.subscription_id
+         WHERE l.plan = OLD.plan AND l.currency = OLD.currency
            AND l.addon_batch_id IS NULL
-           AND subscription.cycle_key(s.cycle) OPERATOR(pg_catalog.=) subscription.cycle_key(OLD.cycle);
+           AND subscription.cycle_key(s.cycle) = subscription.cycle_key(OLD.cycle);
         held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
         hint := 'A price that was billed stays; change its amount, which applies from the next charge.';
     WHEN 'addon' THEN
         what := format('add-on "%s"', OLD.code);
         held := ARRAY[
             (SELECT subscription.count_phrase(count(*), 'batch', 'batches')
-               FROM subscription.addon_batch AS b WHERE b.addon OPERATOR(pg_catalog.=) OLD.code),
+               FROM subscription.addon_batch AS b WHERE b.addon = OLD.code),
             (SELECT subscription.count_phrase(count(*), 'price', 'prices')
-               FROM subscription.addon_price AS ap WHERE ap.addon OPERATOR(pg_catalog.=) OLD.code),
+               FROM subscription.addon_price AS ap WHERE ap.addon = OLD.code),
             (SELECT subscription.count_phrase(count(*), 'plan', 'plans')
-               FROM subscription.plan_addon AS pa WHERE pa.addon OPERATOR(pg_catalog.=) OLD.code)];
+               FROM subscription.plan_addon AS pa WHERE pa.addon = OLD.code)];
         hint := 'An add-on that was sold stays in the catalog; delete the prices and plans of one that was not first.';
     WHEN 'addon_price' THEN
         what := format('a price of add-on "%s" in %s', OLD.addon, OLD.currency);
         SELECT count(*) INTO ledger_lines
           FROM subscription.ledger AS l
-          JOIN subscription.addon_batch AS b ON b.id OPERATOR(pg_catalog.=) l.addon_batch_id
-         WHERE b.addon OPERATOR(pg_catalog.=) OLD.addon AND l.currency OPERATOR(pg_catalog.=) OLD.currency;
+          JOIN subscription.addon_batch AS b ON b.id = l.addon_batch_id
+         WHERE b.addon = OLD.addon AND l.currency = OLD.currency;
         held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
         hint := 'A price that was billed stays; change its amount, which applies from the next charge.';
     END CASE;
     held := array_remove(held, NULL);
-    IF cardinality(held) OPERATOR(pg_catalog.>) 0 THEN
+    IF cardinality(held) > 0 THEN
         RAISE EXCEPTION '% cannot be deleted', what
             USING ERRCODE = 'dependent_objects_still_exist',
                   DETAIL = format('It still has %s.',
-                                  CASE WHEN cardinality(held) OPERATOR(pg_catalog.=) 1 THEN held[1]
-                                       ELSE array_to_string(held[1:cardinality(held) OPERATOR(pg_catalog.-) 1], ', ')
-                                            OPERATOR(pg_catalog.||) ' and ' OPERATOR(pg_catalog.||) held[cardinality(held)] END),
+                                  CASE WHEN cardinality(held) = 1 THEN held[1]
+                                       ELSE array_to_string(held[1:cardinality(held) - 1], ', ')
+                                            || ' and ' || held[cardinality(held)] END),
                   HINT = hint, TABLE = TG_TABLE_NAME, SCHEMA = 'subscription';
     END IF;
     RETURN OLD;
@@ -2777,23 +2777,23 @@ SELECT v.* FROM (
     SELECT x.check_name, t.account_id, x.detail
       FROM (SELECT s.account_id, s.id, c.subscription_id IS NOT NULL AS has_counter, c.used, c.capacity, c.active,
                    subscription.license_capacity(s.id) AS capacity_now,
-                   s.status OPERATOR(pg_catalog.=) 'active' AS active_now,
+                   s.status = 'active' AS active_now,
                    (SELECT count(*) FROM subscription.license AS l
-                     WHERE l.subscription_id OPERATOR(pg_catalog.=) s.id) AS held
+                     WHERE l.subscription_id = s.id) AS held
               FROM subscription.subscription AS s
-              LEFT JOIN subscription.license_counter AS c ON c.subscription_id OPERATOR(pg_catalog.=) s.id
-             WHERE $1 IS NULL OR s.account_id OPERATOR(pg_catalog.=) $1) AS t,
+              LEFT JOIN subscription.license_counter AS c ON c.subscription_id = s.id
+             WHERE $1 IS NULL OR s.account_id = $1) AS t,
            LATERAL (VALUES
                ('license_counter',
                 CASE WHEN NOT t.has_counter THEN format('subscription %s has no seat counter', t.id)
-                     WHEN t.used OPERATOR(pg_catalog.<>) t.held
+                     WHEN t.used <> t.held
                      THEN format('subscription %s: the seat counter says %s used, %s licenses are held', t.id, t.used, t.held) END),
                ('license_capacity',
                 CASE WHEN t.has_counter AND (t.capacity, t.active) IS DISTINCT FROM (t.capacity_now, t.active_now)
                      THEN format('subscription %s: the seat counter has capacity %s (active %s), the subscription %s (active %s)',
                                  t.id, t.capacity, t.active, t.capacity_now, t.active_now) END),
                ('seats_over_capacity',
-                CASE WHEN t.held OPERATOR(pg_catalog.>) t.capacity_now
+                CASE WHEN t.held > t.capacity_now
                      THEN format('subscription %s holds %s licenses, its capacity is %s', t.id, t.held, t.capacity_now) END))
                AS x(check_name, detail)
      WHERE x.detail IS NOT NULL
@@ -2813,14 +2813,14 @@ SELECT v.* FROM (
                             coalesce(u.limit_value::text, 'unlimited'),
                             coalesce(subscription.limit_of(u.account_id, u.feature)::text, 'unlimited')) END
       FROM subscription.usage_counter AS u
-      LEFT JOIN subscription.limited_table AS t ON t.feature OPERATOR(pg_catalog.=) u.feature
-     WHERE ($1 IS NULL OR u.account_id OPERATOR(pg_catalog.=) $1)
+      LEFT JOIN subscription.limited_table AS t ON t.feature = u.feature
+     WHERE ($1 IS NULL OR u.account_id = $1)
        AND (t.feature IS NULL
             OR u.limit_value IS DISTINCT FROM subscription.limit_of(u.account_id, u.feature))
     UNION ALL
     -- periods (C2): the plan charges of a subscription, less what was given
     -- back, follow each other with no gap and no overlap ...
-    SELECT CASE WHEN p.next_lower OPERATOR(pg_catalog.>) p.charged_upper THEN 'period_gap' ELSE 'period_overlap' END,
+    SELECT CASE WHEN p.next_lower > p.charged_upper THEN 'period_gap' ELSE 'period_overlap' END,
            p.account_id,
            format('subscription %s: charge %s covers %s to %s, charge %s starts at %s',
                   p.subscription_id, p.id, p.charged_lower, p.charged_upper, p.next_id, p.next_lower)
@@ -2831,13 +2831,13 @@ SELECT v.* FROM (
                            coalesce(lower(g.period), upper(l.period)) AS charged_upper
                       FROM subscription.ledger AS l
                       LEFT JOIN subscription.ledger AS g
-                        ON g.charge_id OPERATOR(pg_catalog.=) l.id AND g.kind IN ('refund', 'credit')
-                     WHERE l.kind OPERATOR(pg_catalog.=) 'charge' AND l.addon_batch_id IS NULL
-                       AND (l.item OPERATOR(pg_catalog.=) 'plan' OR l.item OPERATOR(pg_catalog.~~) 'change to %')
-                       AND ($1 IS NULL OR l.account_id OPERATOR(pg_catalog.=) $1)) AS c
-             WHERE c.charged_lower OPERATOR(pg_catalog.<) c.charged_upper
+                        ON g.charge_id = l.id AND g.kind IN ('refund', 'credit')
+                     WHERE l.kind = 'charge' AND l.addon_batch_id IS NULL
+                       AND (l.item = 'plan' OR l.item ~~ 'change to %')
+                       AND ($1 IS NULL OR l.account_id = $1)) AS c
+             WHERE c.charged_lower < c.charged_upper
             WINDOW w AS (PARTITION BY c.subscription_id ORDER BY c.charged_lower, c.id)) AS p
-     WHERE p.next_lower OPERATOR(pg_catalog.<>) p.charged_upper
+     WHERE p.next_lower <> p.charged_upper
     UNION ALL
     -- ... and an active subscription's current period is charged to its end
     SELECT 'period_uncharged', s.account_id,
@@ -2848,13 +2848,13 @@ SELECT v.* FROM (
            SELECT max(coalesce(lower(g.period), upper(l.period))) AS charged_to
              FROM subscription.ledger AS l
              LEFT JOIN subscription.ledger AS g
-               ON g.charge_id OPERATOR(pg_catalog.=) l.id AND g.kind IN ('refund', 'credit')
-            WHERE l.subscription_id OPERATOR(pg_catalog.=) s.id AND l.kind OPERATOR(pg_catalog.=) 'charge'
+               ON g.charge_id = l.id AND g.kind IN ('refund', 'credit')
+            WHERE l.subscription_id = s.id AND l.kind = 'charge'
               AND l.addon_batch_id IS NULL
-              AND (l.item OPERATOR(pg_catalog.=) 'plan' OR l.item OPERATOR(pg_catalog.~~) 'change to %')) AS c ON true
-     WHERE s.status OPERATOR(pg_catalog.=) 'active'
-       AND ($1 IS NULL OR s.account_id OPERATOR(pg_catalog.=) $1)
-       AND (c.charged_to IS NULL OR c.charged_to OPERATOR(pg_catalog.<) upper(s.period))
+              AND (l.item = 'plan' OR l.item ~~ 'change to %')) AS c ON true
+     WHERE s.status = 'active'
+       AND ($1 IS NULL OR s.account_id = $1)
+       AND (c.charged_to IS NULL OR c.charged_to < upper(s.period))
     UNION ALL
     -- money: what is given back or taken off a charge never exceeds it
     SELECT 'refund_over_charge', l.account_id,
@@ -2862,9 +2862,9 @@ SELECT v.* FROM (
       FROM subscription.ledger AS l
       JOIN (SELECT g.charge_id, sum(g.amount) AS total FROM subscription.ledger AS g
              WHERE g.kind IN ('refund', 'credit', 'discount') GROUP BY g.charge_id) AS g
-        ON g.charge_id OPERATOR(pg_catalog.=) l.id
-     WHERE l.kind OPERATOR(pg_catalog.=) 'charge' AND g.total OPERATOR(pg_catalog.>) l.amount
-       AND ($1 IS NULL OR l.account_id OPERATOR(pg_catalog.=) $1)
+        ON g.charge_id = l.id
+     WHERE l.kind = 'charge' AND g.total > l.amount
+       AND ($1 IS NULL OR l.account_id = $1)
     UNION ALL
     -- history (R8): every account, member, subscription, add-on batch and
     -- license has the history row that created it
@@ -2872,40 +2872,40 @@ SELECT v.* FROM (
       FROM (SELECT a.id AS account_id, format('account %s has no account_insert row', a.id) AS detail
               FROM subscription.account AS a
              WHERE NOT EXISTS (SELECT FROM subscription.history AS h
-                                WHERE h.account_id OPERATOR(pg_catalog.=) a.id
-                                  AND h.operation OPERATOR(pg_catalog.=) 'account_insert')
+                                WHERE h.account_id = a.id
+                                  AND h.operation = 'account_insert')
             UNION ALL
             SELECT m.account_id, format('member %s has no member_insert row', m.id)
               FROM subscription.member AS m
              WHERE NOT EXISTS (SELECT FROM subscription.history AS h
-                                WHERE h.account_id OPERATOR(pg_catalog.=) m.account_id
-                                  AND h.operation OPERATOR(pg_catalog.=) 'member_insert'
-                                  AND h.details OPERATOR(pg_catalog.->>) 'id' OPERATOR(pg_catalog.=) m.id::text)
+                                WHERE h.account_id = m.account_id
+                                  AND h.operation = 'member_insert'
+                                  AND h.details ->> 'id' = m.id::text)
             UNION ALL
             SELECT s.account_id, format('subscription %s has no subscription_insert row', s.id)
               FROM subscription.subscription AS s
              WHERE NOT EXISTS (SELECT FROM subscription.history AS h
-                                WHERE h.subscription_id OPERATOR(pg_catalog.=) s.id
-                                  AND h.operation OPERATOR(pg_catalog.=) 'subscription_insert')
+                                WHERE h.subscription_id = s.id
+                                  AND h.operation = 'subscription_insert')
             UNION ALL
             SELECT s.account_id, format('add-on batch %s has no addon_batch_insert row', b.id)
               FROM subscription.addon_batch AS b
-              JOIN subscription.subscription AS s ON s.id OPERATOR(pg_catalog.=) b.subscription_id
+              JOIN subscription.subscription AS s ON s.id = b.subscription_id
              WHERE NOT EXISTS (SELECT FROM subscription.history AS h
-                                WHERE h.subscription_id OPERATOR(pg_catalog.=) b.subscription_id
-                                  AND h.operation OPERATOR(pg_catalog.=) 'addon_batch_insert'
-                                  AND h.details OPERATOR(pg_catalog.->>) 'id' OPERATOR(pg_catalog.=) b.id::text)
+                                WHERE h.subscription_id = b.subscription_id
+                                  AND h.operation = 'addon_batch_insert'
+                                  AND h.details ->> 'id' = b.id::text)
             UNION ALL
             SELECT s.account_id, format('the license of member %s on subscription %s has no license_assign row',
                                         l.member_id, l.subscription_id)
               FROM subscription.license AS l
-              JOIN subscription.subscription AS s ON s.id OPERATOR(pg_catalog.=) l.subscription_id
+              JOIN subscription.subscription AS s ON s.id = l.subscription_id
              WHERE NOT EXISTS (SELECT FROM subscription.history AS h
-                                WHERE h.subscription_id OPERATOR(pg_catalog.=) l.subscription_id
-                                  AND h.operation OPERATOR(pg_catalog.=) 'license_assign'
-                                  AND h.details OPERATOR(pg_catalog.->) 'members'
-                                      OPERATOR(pg_catalog.@>) pg_catalog.jsonb_build_array(l.member_id))) AS h
-     WHERE $1 IS NULL OR h.account_id OPERATOR(pg_catalog.=) $1
+                                WHERE h.subscription_id = l.subscription_id
+                                  AND h.operation = 'license_assign'
+                                  AND h.details -> 'members'
+                                      @> pg_catalog.jsonb_build_array(l.member_id))) AS h
+     WHERE $1 IS NULL OR h.account_id = $1
 ) AS v("check", account_id, detail)
 ORDER BY 1, 2, 3
 $$;

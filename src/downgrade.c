@@ -28,7 +28,9 @@
  * returned after the rows of the statement that caused them.
  *
  * The account's usage counters are locked first (FOR UPDATE), so writers
- * of the account wait for the downgrade and then see its new limits.
+ * of the account wait for the downgrade and then see its new limits.  A
+ * downgrade with nothing to trim and no pending plan writes nothing: no
+ * counter is created for an account with no rows to count.
  * dry_run runs the same code in a subtransaction that is rolled back, so
  * the preview is the real run (C12).
  *
@@ -265,7 +267,11 @@ TrimStatement(Registration *r)
 	return sql.data;
 }
 
-/* The account's use and limit of a feature, from its locked counter. */
+/*
+ * The account's use and limit of a feature, from its locked counter; an
+ * account without a counter (no rows, or cap before its first write) uses
+ * nothing, under the limit of its plan.
+ */
 static void
 ReadCounter(int64 account, const char *feature, int64 *used, int64 *limit, bool *unlimited)
 {
@@ -274,12 +280,37 @@ ReadCounter(int64 account, const char *feature, int64 *used, int64 *limit, bool 
 	Datum		values[2] = {Int64GetDatum(account), CStringGetTextDatum(feature)};
 	bool		isnull;
 
-	KeptPlan(&counter_plan, "SELECT used, limit_value FROM subscription.usage_counter"
-			 " WHERE account_id = $1 AND feature = $2", 2, argtypes);
+	KeptPlan(&counter_plan, "SELECT coalesce(u.used, 0),"
+			 "       CASE WHEN u.account_id IS NULL THEN subscription.limit_of($1, $2) ELSE u.limit_value END"
+			 "  FROM (SELECT) AS one"
+			 "  LEFT JOIN subscription.usage_counter AS u ON u.account_id = $1 AND u.feature = $2",
+			 2, argtypes);
 	if (SPI_execute_plan(counter_plan, values, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "usage counter of account " INT64_FORMAT " for feature \"%s\" is missing", account, feature);
 	*used = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	*limit = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, unlimited));
+}
+
+/*
+ * Make the account's counter of a feature exact (one that drifted while the
+ * guards were off, during a restore, would make the trimming wrong).  A
+ * counter that this changed may be one that a writer created meanwhile,
+ * unlocked and counted without its rows: lock it, and count again.
+ */
+static void
+CountAndLock(Registration *r, int64 account)
+{
+	static SPIPlanPtr lock_counter_plan = NULL;
+	Oid			argtypes[2] = {INT8OID, TEXTOID};
+	Datum		values[2] = {Int64GetDatum(account), CStringGetTextDatum(r->feature)};
+
+	if (RecountUsage(r->relid, r->feature, true, account, NULL, NULL) == 0)
+		return;
+	KeptPlan(&lock_counter_plan, "SELECT FROM subscription.usage_counter"
+			 " WHERE account_id = $1 AND feature = $2 FOR UPDATE", 2, argtypes);
+	if (SPI_execute_plan(lock_counter_plan, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not lock the usage counter");
+	RecountUsage(r->relid, r->feature, true, account, NULL, NULL);
 }
 
 /* block: the downgrade waits until the account has removed the excess. */
@@ -485,6 +516,8 @@ ApplyDowngrade(int64 subscription_id, TrimOutput *out)
 	static SPIPlanPtr pending_plan = NULL;
 	Oid			argtypes[1] = {INT8OID};
 	Datum		args[1];
+	Oid			lock_argtypes[2] = {INT8OID, INT8OID};
+	Datum		lock_args[2];
 	bool		isnull;
 	int64		account;
 	char	   *status;
@@ -515,18 +548,26 @@ ApplyDowngrade(int64 subscription_id, TrimOutput *out)
 				 errdetail("apply_downgrade() trims for active subscriptions only.")));
 
 	/*
-	 * Every registered feature gets a counter, and all are locked in feature
-	 * order: from here the account's writers wait for us.
+	 * The account's counters are locked in feature order: from here the
+	 * account's writers wait for us.  When the plan changes, every registered
+	 * feature gets its counter first, so that a writer's first row waits too
+	 * and then meets the new limit.  Without a pending plan the limits stay,
+	 * and a missing counter is created only where there is something to count
+	 * (CountAndLock): a downgrade with nothing to trim writes nothing.
 	 */
+	lock_args[0] = Int64GetDatum(account);
+	lock_args[1] = Int64GetDatum(subscription_id);
 	KeptPlan(&lock_counters_plan,
 			 "WITH missing AS (INSERT INTO subscription.usage_counter (account_id, feature, limit_value)"
 			 "                 SELECT $1, t.feature, subscription.limit_of($1, t.feature)"
 			 "                   FROM subscription.limited_table AS t"
+			 "                  WHERE EXISTS (SELECT FROM subscription.subscription AS s"
+			 "                                 WHERE s.id = $2 AND s.pending_plan IS NOT NULL)"
 			 "                 ON CONFLICT DO NOTHING)"
 			 " SELECT count(*) FROM (SELECT FROM subscription.usage_counter"
 			 "                        WHERE account_id = $1 ORDER BY feature FOR UPDATE) AS locked",
-			 1, argtypes);
-	if (SPI_execute_plan(lock_counters_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+			 2, lock_argtypes);
+	if (SPI_execute_plan(lock_counters_plan, lock_args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not lock the usage counters");
 
 	/* the pending plan takes effect; the stored limits follow it */
@@ -547,8 +588,7 @@ ApplyDowngrade(int64 subscription_id, TrimOutput *out)
 		bool		unlimited;
 		uint64		i;
 
-		/* a counter that drifted (guards off during a restore) is made exact first */
-		RecountUsage(r->relid, r->feature, true, account, NULL, NULL);
+		CountAndLock(r, account);
 		ReadCounter(account, r->feature, &used, &limit, &unlimited);
 		if (!NeedsTrimming(r, used, limit, unlimited))
 			continue;

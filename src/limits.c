@@ -936,10 +936,15 @@ RecountUsage(Oid relid, const char *feature, bool one_account, int64 account,
 		SPI_finish();
 		return changed;
 	}
+	/* $1: 0 for one account, whose zero use needs no new counter (a missing one is 0) */
+	values[0] = ObjectIdGetDatum(one_account ? InvalidOid : relid);
 	KeptPlan(&write_counters_plan,
 			 "INSERT INTO subscription.usage_counter AS u (account_id, feature, used, limit_value)"
 			 " SELECT c.account, $2, coalesce(c.used, 0), subscription.limit_of(c.account, $2)"
 			 "   FROM unnest($3, $4) AS c(account, used)"
+			 "  WHERE $1 <> 0 OR coalesce(c.used, 0) <> 0"
+			 "     OR EXISTS (SELECT FROM subscription.usage_counter AS e"
+			 "                 WHERE e.account_id = c.account AND e.feature = $2)"
 			 " ON CONFLICT (account_id, feature) DO UPDATE"
 			 "    SET used = excluded.used, limit_value = excluded.limit_value"
 			 "  WHERE (u.used, u.limit_value) IS DISTINCT FROM (excluded.used, excluded.limit_value)",

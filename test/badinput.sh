@@ -68,16 +68,8 @@ INSERT INTO public.room VALUES (1, 1), (2, 1);
 DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'bad_role') THEN CREATE ROLE bad_role; END IF; END $$;
 -- the md5 of every table of the extension, to compare around a call
 CREATE SCHEMA bad;
-CREATE FUNCTION bad.sums() RETURNS text LANGUAGE plpgsql AS $$
-DECLARE t regclass; r text := ''; s text;
-BEGIN
-    FOR t IN SELECT c.oid FROM pg_class AS c
-              WHERE c.relnamespace = 'subscription'::regnamespace AND c.relkind = 'r' ORDER BY c.relname LOOP
-        EXECUTE format('SELECT md5(coalesce(string_agg(x::text, '','' ORDER BY x::text), '''')) FROM %s AS x', t) INTO s;
-        r := r || t::text || '=' || s || ' ';
-    END LOOP;
-    RETURN r;
-END $$;
+\set sums_schema bad
+\i test/sql/include/table_sums.psql
 SQL
 if [ $? -ne 0 ]; then
     echo "1..1"

@@ -49,36 +49,36 @@ DECLARE
 BEGIN
     CASE TG_TABLE_NAME
     WHEN 'account' THEN
-        PERFORM FROM subscription.account AS a WHERE a.id OPERATOR(pg_catalog.=) OLD.id FOR UPDATE;
+        PERFORM FROM subscription.account AS a WHERE a.id = OLD.id FOR UPDATE;
         what := format('account %s', OLD.id);
-        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.account_id OPERATOR(pg_catalog.=) OLD.id;
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.account_id = OLD.id;
         held := ARRAY[
             subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
             (SELECT subscription.count_phrase(count(*), 'active subscription', 'active subscriptions')
                FROM subscription.subscription AS s
-              WHERE s.account_id OPERATOR(pg_catalog.=) OLD.id AND s.status OPERATOR(pg_catalog.=) 'active'),
+              WHERE s.account_id = OLD.id AND s.status = 'active'),
             (SELECT subscription.count_phrase(count(*), 'ended subscription', 'ended subscriptions')
                FROM subscription.subscription AS s
-              WHERE s.account_id OPERATOR(pg_catalog.=) OLD.id AND s.status OPERATOR(pg_catalog.<>) 'active'),
+              WHERE s.account_id = OLD.id AND s.status <> 'active'),
             (SELECT subscription.count_phrase(count(*), 'member', 'members')
-               FROM subscription.member AS m WHERE m.account_id OPERATOR(pg_catalog.=) OLD.id),
+               FROM subscription.member AS m WHERE m.account_id = OLD.id),
             subscription.count_phrase(subscription.self_referrers('account', OLD.id), 'sub-account', 'sub-accounts'),
             (SELECT subscription.count_phrase(count(*), 'archived row', 'archived rows')
-               FROM subscription.trimmed AS t WHERE t.account_id OPERATOR(pg_catalog.=) OLD.id)];
+               FROM subscription.trimmed AS t WHERE t.account_id = OLD.id)];
         hint := 'Close it with subscription.close_account(); subscription.erase_account() then removes its personal data and keeps the ledger.';
     WHEN 'subscription' THEN
         what := format('subscription %s', OLD.id);
-        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.subscription_id OPERATOR(pg_catalog.=) OLD.id;
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.subscription_id = OLD.id;
         held := ARRAY[
             subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
             (SELECT subscription.count_phrase(count(*), 'add-on batch', 'add-on batches')
-               FROM subscription.addon_batch AS b WHERE b.subscription_id OPERATOR(pg_catalog.=) OLD.id),
+               FROM subscription.addon_batch AS b WHERE b.subscription_id = OLD.id),
             (SELECT subscription.count_phrase(count(*), 'license', 'licenses')
-               FROM subscription.license AS x WHERE x.subscription_id OPERATOR(pg_catalog.=) OLD.id)];
+               FROM subscription.license AS x WHERE x.subscription_id = OLD.id)];
         hint := 'End it with subscription.cancel() or subscription.end_early(), or close its account; the ledger keeps its lines.';
     WHEN 'addon_batch' THEN
         what := format('add-on batch %s', OLD.id);
-        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.addon_batch_id OPERATOR(pg_catalog.=) OLD.id;
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.addon_batch_id = OLD.id;
         held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
         hint := 'End it with subscription.cancel_addon(); the ledger keeps its lines.';
     WHEN 'ledger' THEN
@@ -88,19 +88,19 @@ BEGIN
         hint := 'The ledger is a record: correct it with a new line.';
     WHEN 'plan' THEN
         what := format('plan "%s"', OLD.code);
-        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.plan OPERATOR(pg_catalog.=) OLD.code;
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.plan = OLD.code;
         held := ARRAY[
             subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
             (SELECT subscription.count_phrase(count(*), 'subscription', 'subscriptions')
                FROM subscription.subscription AS s
-              WHERE s.plan OPERATOR(pg_catalog.=) OLD.code OR s.pending_plan OPERATOR(pg_catalog.=) OLD.code),
+              WHERE s.plan = OLD.code OR s.pending_plan = OLD.code),
             (SELECT subscription.count_phrase(count(*), 'price', 'prices')
-               FROM subscription.plan_price AS pp WHERE pp.plan OPERATOR(pg_catalog.=) OLD.code),
+               FROM subscription.plan_price AS pp WHERE pp.plan = OLD.code),
             (SELECT subscription.count_phrase(count(*), 'limit', 'limits')
-               FROM subscription.plan_limit AS pl WHERE pl.plan OPERATOR(pg_catalog.=) OLD.code),
+               FROM subscription.plan_limit AS pl WHERE pl.plan = OLD.code),
             (SELECT subscription.count_phrase(count(*), 'add-on', 'add-ons')
-               FROM subscription.plan_addon AS pa WHERE pa.plan OPERATOR(pg_catalog.=) OLD.code)];
-        hint := CASE WHEN ledger_lines OPERATOR(pg_catalog.>) 0
+               FROM subscription.plan_addon AS pa WHERE pa.plan = OLD.code)];
+        hint := CASE WHEN ledger_lines > 0
                      THEN 'A plan that was billed stays in the catalog: the ledger names it.'
                      ELSE 'Delete its prices, limits and add-ons first.' END;
     WHEN 'plan_price' THEN
@@ -109,39 +109,39 @@ BEGIN
         -- the lines charged for this plan, in this currency, to a subscription of this cycle
         SELECT count(*) INTO ledger_lines
           FROM subscription.ledger AS l
-          JOIN subscription.subscription AS s ON s.id OPERATOR(pg_catalog.=) l.subscription_id
-         WHERE l.plan OPERATOR(pg_catalog.=) OLD.plan AND l.currency OPERATOR(pg_catalog.=) OLD.currency
+          JOIN subscription.subscription AS s ON s.id = l.subscription_id
+         WHERE l.plan = OLD.plan AND l.currency = OLD.currency
            AND l.addon_batch_id IS NULL
-           AND subscription.cycle_key(s.cycle) OPERATOR(pg_catalog.=) subscription.cycle_key(OLD.cycle);
+           AND subscription.cycle_key(s.cycle) = subscription.cycle_key(OLD.cycle);
         held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
         hint := 'A price that was billed stays; change its amount, which applies from the next charge.';
     WHEN 'addon' THEN
         what := format('add-on "%s"', OLD.code);
         held := ARRAY[
             (SELECT subscription.count_phrase(count(*), 'batch', 'batches')
-               FROM subscription.addon_batch AS b WHERE b.addon OPERATOR(pg_catalog.=) OLD.code),
+               FROM subscription.addon_batch AS b WHERE b.addon = OLD.code),
             (SELECT subscription.count_phrase(count(*), 'price', 'prices')
-               FROM subscription.addon_price AS ap WHERE ap.addon OPERATOR(pg_catalog.=) OLD.code),
+               FROM subscription.addon_price AS ap WHERE ap.addon = OLD.code),
             (SELECT subscription.count_phrase(count(*), 'plan', 'plans')
-               FROM subscription.plan_addon AS pa WHERE pa.addon OPERATOR(pg_catalog.=) OLD.code)];
+               FROM subscription.plan_addon AS pa WHERE pa.addon = OLD.code)];
         hint := 'An add-on that was sold stays in the catalog; delete the prices and plans of one that was not first.';
     WHEN 'addon_price' THEN
         what := format('a price of add-on "%s" in %s', OLD.addon, OLD.currency);
         SELECT count(*) INTO ledger_lines
           FROM subscription.ledger AS l
-          JOIN subscription.addon_batch AS b ON b.id OPERATOR(pg_catalog.=) l.addon_batch_id
-         WHERE b.addon OPERATOR(pg_catalog.=) OLD.addon AND l.currency OPERATOR(pg_catalog.=) OLD.currency;
+          JOIN subscription.addon_batch AS b ON b.id = l.addon_batch_id
+         WHERE b.addon = OLD.addon AND l.currency = OLD.currency;
         held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
         hint := 'A price that was billed stays; change its amount, which applies from the next charge.';
     END CASE;
     held := array_remove(held, NULL);
-    IF cardinality(held) OPERATOR(pg_catalog.>) 0 THEN
+    IF cardinality(held) > 0 THEN
         RAISE EXCEPTION '% cannot be deleted', what
             USING ERRCODE = 'dependent_objects_still_exist',
                   DETAIL = format('It still has %s.',
-                                  CASE WHEN cardinality(held) OPERATOR(pg_catalog.=) 1 THEN held[1]
-                                       ELSE array_to_string(held[1:cardinality(held) OPERATOR(pg_catalog.-) 1], ', ')
-                                            OPERATOR(pg_catalog.||) ' and ' OPERATOR(pg_catalog.||) held[cardinality(held)] END),
+                                  CASE WHEN cardinality(held) = 1 THEN held[1]
+                                       ELSE array_to_string(held[1:cardinality(held) - 1], ', ')
+                                            || ' and ' || held[cardinality(held)] END),
                   HINT = hint, TABLE = TG_TABLE_NAME, SCHEMA = 'subscription';
     END IF;
     RETURN OLD;

@@ -27,23 +27,23 @@ SELECT v.* FROM (
     SELECT x.check_name, t.account_id, x.detail
       FROM (SELECT s.account_id, s.id, c.subscription_id IS NOT NULL AS has_counter, c.used, c.capacity, c.active,
                    subscription.license_capacity(s.id) AS capacity_now,
-                   s.status OPERATOR(pg_catalog.=) 'active' AS active_now,
+                   s.status = 'active' AS active_now,
                    (SELECT count(*) FROM subscription.license AS l
-                     WHERE l.subscription_id OPERATOR(pg_catalog.=) s.id) AS held
+                     WHERE l.subscription_id = s.id) AS held
               FROM subscription.subscription AS s
-              LEFT JOIN subscription.license_counter AS c ON c.subscription_id OPERATOR(pg_catalog.=) s.id
-             WHERE $1 IS NULL OR s.account_id OPERATOR(pg_catalog.=) $1) AS t,
+              LEFT JOIN subscription.license_counter AS c ON c.subscription_id = s.id
+             WHERE $1 IS NULL OR s.account_id = $1) AS t,
            LATERAL (VALUES
                ('license_counter',
                 CASE WHEN NOT t.has_counter THEN format('subscription %s has no seat counter', t.id)
-                     WHEN t.used OPERATOR(pg_catalog.<>) t.held
+                     WHEN t.used <> t.held
                      THEN format('subscription %s: the seat counter says %s used, %s licenses are held', t.id, t.used, t.held) END),
                ('license_capacity',
                 CASE WHEN t.has_counter AND (t.capacity, t.active) IS DISTINCT FROM (t.capacity_now, t.active_now)
                      THEN format('subscription %s: the seat counter has capacity %s (active %s), the subscription %s (active %s)',
                                  t.id, t.capacity, t.active, t.capacity_now, t.active_now) END),
                ('seats_over_capacity',
-                CASE WHEN t.held OPERATOR(pg_catalog.>) t.capacity_now
+                CASE WHEN t.held > t.capacity_now
                      THEN format('subscription %s holds %s licenses, its capacity is %s', t.id, t.held, t.capacity_now) END))
                AS x(check_name, detail)
      WHERE x.detail IS NOT NULL
@@ -63,14 +63,14 @@ SELECT v.* FROM (
                             coalesce(u.limit_value::text, 'unlimited'),
                             coalesce(subscription.limit_of(u.account_id, u.feature)::text, 'unlimited')) END
       FROM subscription.usage_counter AS u
-      LEFT JOIN subscription.limited_table AS t ON t.feature OPERATOR(pg_catalog.=) u.feature
-     WHERE ($1 IS NULL OR u.account_id OPERATOR(pg_catalog.=) $1)
+      LEFT JOIN subscription.limited_table AS t ON t.feature = u.feature
+     WHERE ($1 IS NULL OR u.account_id = $1)
        AND (t.feature IS NULL
             OR u.limit_value IS DISTINCT FROM subscription.limit_of(u.account_id, u.feature))
     UNION ALL
     -- periods (C2): the plan charges of a subscription, less what was given
     -- back, follow each other with no gap and no overlap ...
-    SELECT CASE WHEN p.next_lower OPERATOR(pg_catalog.>) p.charged_upper THEN 'period_gap' ELSE 'period_overlap' END,
+    SELECT CASE WHEN p.next_lower > p.charged_upper THEN 'period_gap' ELSE 'period_overlap' END,
            p.account_id,
            format('subscription %s: charge %s covers %s to %s, charge %s starts at %s',
                   p.subscription_id, p.id, p.charged_lower, p.charged_upper, p.next_id, p.next_lower)
@@ -81,13 +81,13 @@ SELECT v.* FROM (
                            coalesce(lower(g.period), upper(l.period)) AS charged_upper
                       FROM subscription.ledger AS l
                       LEFT JOIN subscription.ledger AS g
-                        ON g.charge_id OPERATOR(pg_catalog.=) l.id AND g.kind IN ('refund', 'credit')
-                     WHERE l.kind OPERATOR(pg_catalog.=) 'charge' AND l.addon_batch_id IS NULL
-                       AND (l.item OPERATOR(pg_catalog.=) 'plan' OR l.item OPERATOR(pg_catalog.~~) 'change to %')
-                       AND ($1 IS NULL OR l.account_id OPERATOR(pg_catalog.=) $1)) AS c
-             WHERE c.charged_lower OPERATOR(pg_catalog.<) c.charged_upper
+                        ON g.charge_id = l.id AND g.kind IN ('refund', 'credit')
+                     WHERE l.kind = 'charge' AND l.addon_batch_id IS NULL
+                       AND (l.item = 'plan' OR l.item ~~ 'change to %')
+                       AND ($1 IS NULL OR l.account_id = $1)) AS c
+             WHERE c.charged_lower < c.charged_upper
             WINDOW w AS (PARTITION BY c.subscription_id ORDER BY c.charged_lower, c.id)) AS p
-     WHERE p.next_lower OPERATOR(pg_catalog.<>) p.charged_upper
+     WHERE p.next_lower <> p.charged_upper
     UNION ALL
     -- ... and an active subscription's current period is charged to its end
     SELECT 'period_uncharged', s.account_id,
@@ -98,13 +98,13 @@ SELECT v.* FROM (
            SELECT max(coalesce(lower(g.period), upper(l.period))) AS charged_to
              FROM subscription.ledger AS l
              LEFT JOIN subscription.ledger AS g
-               ON g.charge_id OPERATOR(pg_catalog.=) l.id AND g.kind IN ('refund', 'credit')
-            WHERE l.subscription_id OPERATOR(pg_catalog.=) s.id AND l.kind OPERATOR(pg_catalog.=) 'charge'
+               ON g.charge_id = l.id AND g.kind IN ('refund', 'credit')
+            WHERE l.subscription_id = s.id AND l.kind = 'charge'
               AND l.addon_batch_id IS NULL
-              AND (l.item OPERATOR(pg_catalog.=) 'plan' OR l.item OPERATOR(pg_catalog.~~) 'change to %')) AS c ON true
-     WHERE s.status OPERATOR(pg_catalog.=) 'active'
-       AND ($1 IS NULL OR s.account_id OPERATOR(pg_catalog.=) $1)
-       AND (c.charged_to IS NULL OR c.charged_to OPERATOR(pg_catalog.<) upper(s.period))
+              AND (l.item = 'plan' OR l.item ~~ 'change to %')) AS c ON true
+     WHERE s.status = 'active'
+       AND ($1 IS NULL OR s.account_id = $1)
+       AND (c.charged_to IS NULL OR c.charged_to < upper(s.period))
     UNION ALL
     -- money: what is given back or taken off a charge never exceeds it
     SELECT 'refund_over_charge', l.account_id,
@@ -112,9 +112,9 @@ SELECT v.* FROM (
       FROM subscription.ledger AS l
       JOIN (SELECT g.charge_id, sum(g.amount) AS total FROM subscription.ledger AS g
              WHERE g.kind IN ('refund', 'credit', 'discount') GROUP BY g.charge_id) AS g
-        ON g.charge_id OPERATOR(pg_catalog.=) l.id
-     WHERE l.kind OPERATOR(pg_catalog.=) 'charge' AND g.total OPERATOR(pg_catalog.>) l.amount
-       AND ($1 IS NULL OR l.account_id OPERATOR(pg_catalog.=) $1)
+        ON g.charge_id = l.id
+     WHERE l.kind = 'charge' AND g.total > l.amount
+       AND ($1 IS NULL OR l.account_id = $1)
     UNION ALL
     -- history (R8): every account, member, subscription, add-on batch and
     -- license has the history row that created it
@@ -122,40 +122,40 @@ SELECT v.* FROM (
       FROM (SELECT a.id AS account_id, format('account %s has no account_insert row', a.id) AS detail
               FROM subscription.account AS a
              WHERE NOT EXISTS (SELECT FROM subscription.history AS h
-                                WHERE h.account_id OPERATOR(pg_catalog.=) a.id
-                                  AND h.operation OPERATOR(pg_catalog.=) 'account_insert')
+                                WHERE h.account_id = a.id
+                                  AND h.operation = 'account_insert')
             UNION ALL
             SELECT m.account_id, format('member %s has no member_insert row', m.id)
               FROM subscription.member AS m
              WHERE NOT EXISTS (SELECT FROM subscription.history AS h
-                                WHERE h.account_id OPERATOR(pg_catalog.=) m.account_id
-                                  AND h.operation OPERATOR(pg_catalog.=) 'member_insert'
-                                  AND h.details OPERATOR(pg_catalog.->>) 'id' OPERATOR(pg_catalog.=) m.id::text)
+                                WHERE h.account_id = m.account_id
+                                  AND h.operation = 'member_insert'
+                                  AND h.details ->> 'id' = m.id::text)
             UNION ALL
             SELECT s.account_id, format('subscription %s has no subscription_insert row', s.id)
               FROM subscription.subscription AS s
              WHERE NOT EXISTS (SELECT FROM subscription.history AS h
-                                WHERE h.subscription_id OPERATOR(pg_catalog.=) s.id
-                                  AND h.operation OPERATOR(pg_catalog.=) 'subscription_insert')
+                                WHERE h.subscription_id = s.id
+                                  AND h.operation = 'subscription_insert')
             UNION ALL
             SELECT s.account_id, format('add-on batch %s has no addon_batch_insert row', b.id)
               FROM subscription.addon_batch AS b
-              JOIN subscription.subscription AS s ON s.id OPERATOR(pg_catalog.=) b.subscription_id
+              JOIN subscription.subscription AS s ON s.id = b.subscription_id
              WHERE NOT EXISTS (SELECT FROM subscription.history AS h
-                                WHERE h.subscription_id OPERATOR(pg_catalog.=) b.subscription_id
-                                  AND h.operation OPERATOR(pg_catalog.=) 'addon_batch_insert'
-                                  AND h.details OPERATOR(pg_catalog.->>) 'id' OPERATOR(pg_catalog.=) b.id::text)
+                                WHERE h.subscription_id = b.subscription_id
+                                  AND h.operation = 'addon_batch_insert'
+                                  AND h.details ->> 'id' = b.id::text)
             UNION ALL
             SELECT s.account_id, format('the license of member %s on subscription %s has no license_assign row',
                                         l.member_id, l.subscription_id)
               FROM subscription.license AS l
-              JOIN subscription.subscription AS s ON s.id OPERATOR(pg_catalog.=) l.subscription_id
+              JOIN subscription.subscription AS s ON s.id = l.subscription_id
              WHERE NOT EXISTS (SELECT FROM subscription.history AS h
-                                WHERE h.subscription_id OPERATOR(pg_catalog.=) l.subscription_id
-                                  AND h.operation OPERATOR(pg_catalog.=) 'license_assign'
-                                  AND h.details OPERATOR(pg_catalog.->) 'members'
-                                      OPERATOR(pg_catalog.@>) pg_catalog.jsonb_build_array(l.member_id))) AS h
-     WHERE $1 IS NULL OR h.account_id OPERATOR(pg_catalog.=) $1
+                                WHERE h.subscription_id = l.subscription_id
+                                  AND h.operation = 'license_assign'
+                                  AND h.details -> 'members'
+                                      @> pg_catalog.jsonb_build_array(l.member_id))) AS h
+     WHERE $1 IS NULL OR h.account_id = $1
 ) AS v("check", account_id, detail)
 ORDER BY 1, 2, 3
 $$;

@@ -17,6 +17,7 @@ SELECT enforce_limit('public.bad_room', 'rooms');
 SELECT pg_temp.error_of($$SELECT recount_usage('public.bad_room', 'rooms', 999999)$$);
 SELECT pg_temp.error_of($$SELECT recount_usage('public.bad_room', 'rooms', -1)$$);
 SELECT count(*) AS counters FROM usage_counter;
+-- a known account without rows: nothing to write (a missing counter counts 0)
 SELECT recount_usage('public.bad_room', 'rooms', 1) AS counters_changed;
 
 -- period_containing: a zero or negative cycle, an infinite anchor or time:
