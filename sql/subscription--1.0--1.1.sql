@@ -4297,3 +4297,657 @@ BEGIN
 END
 $$;
 
+
+-- Default license, managed accounts, terms (issue 16: R10, Z2, Z11)
+
+-- Z11: the terms versions, and who accepted which (user data: dumped)
+CREATE TABLE subscription.terms (
+    version      text PRIMARY KEY,
+    effective_at timestamptz NOT NULL UNIQUE CHECK (isfinite(effective_at)),
+    url          text
+);
+
+COMMENT ON TABLE subscription.terms IS 'Versions of the terms of service, each in effect from effective_at until the next one (Z11)';
+
+CREATE TABLE subscription.terms_acceptance (
+    account_id  bigint NOT NULL REFERENCES subscription.account (id) ON DELETE CASCADE,
+    version     text NOT NULL REFERENCES subscription.terms (version) ON UPDATE CASCADE,
+    accepted_at timestamptz NOT NULL,
+    accepted_by text NOT NULL,
+    PRIMARY KEY (account_id, version)
+);
+CREATE INDEX ON subscription.terms_acceptance (version);
+
+COMMENT ON TABLE subscription.terms_acceptance IS 'The terms versions an account accepted, when and by whom (Z11)';
+
+SELECT pg_catalog.pg_extension_config_dump('subscription.terms', '');
+SELECT pg_catalog.pg_extension_config_dump('subscription.terms_acceptance', '');
+
+CREATE TRIGGER terms_acceptance_history AFTER INSERT OR UPDATE OR DELETE ON subscription.terms_acceptance
+    FOR EACH ROW EXECUTE FUNCTION subscription.record_history();
+
+COMMENT ON FUNCTION subscription.record_history() IS 'Trigger: one history row per change of accounts, members, subscriptions, add-on batches and terms acceptances (R8, Z11)';
+
+-- R10: admins may choose the default; Z2: the managed accounts' refusals
+CREATE OR REPLACE FUNCTION subscription.actor_refusal(account_id bigint, action text, monthly boolean DEFAULT false)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    actor text := current_setting('subscription.actor', true);
+    who record;
+BEGIN
+    IF NOT subscription.actor_named() THEN
+        RETURN CASE WHEN subscription.caller_is_trusted() THEN NULL ELSE 'is not named' END;
+    END IF;
+    SELECT m.id, m.account_id, m.role, m.rights, a.parent_id INTO who
+      FROM subscription.member AS m JOIN subscription.account AS a ON a.id = m.account_id
+     WHERE m.id::text = actor;
+    IF NOT FOUND THEN
+        RETURN 'is not a member';
+    ELSIF who.account_id IS DISTINCT FROM actor_refusal.account_id THEN
+        RETURN format('belongs to account %s, not to account %s', who.account_id, actor_refusal.account_id);
+    ELSIF who.parent_id IS NOT NULL AND action = ANY ('{purchase,pay,increase_licenses}') THEN
+        RETURN 'is a member of a sub-account, and only the main account buys and pays (K8)';
+    ELSIF who.role = 'owner' THEN
+        RETURN NULL;
+    ELSIF who.role = 'admin' AND (
+            action = ANY ('{read,assign_licenses,set_default}')
+            OR action = ANY (who.rights)
+            OR (action = 'decrease_licenses' AND monthly AND 'decrease_monthly_licenses' = ANY (who.rights))) THEN
+        RETURN NULL;
+    ELSIF action = ANY ('{increase_licenses,decrease_licenses,change_renewal}') THEN
+        RETURN format('is %s %s without the right "%s"',
+                      CASE who.role WHEN 'admin' THEN 'an' ELSE 'a' END, who.role,
+                      CASE WHEN action = 'decrease_licenses' AND monthly
+                           THEN 'decrease_licenses" or "decrease_monthly_licenses'
+                           ELSE action END);
+    END IF;
+    RETURN format('is %s %s; only the account owner%s may %s',
+                  CASE who.role WHEN 'admin' THEN 'an' ELSE 'a' END, who.role,
+                  CASE WHEN action = ANY ('{read,assign_licenses,set_default}') THEN ' or an admin' ELSE '' END,
+                  replace(action, '_', ' '));
+END
+$$;
+
+COMMENT ON FUNCTION subscription.actor_refusal(bigint, text, boolean) IS
+'Why the actor may not do an action on an account, or NULL when it may (Z1, R9, K8)';
+
+CREATE OR REPLACE FUNCTION subscription.authorize(account_id bigint, action text, monthly boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    actor text := current_setting('subscription.actor', true);
+    refusal text;
+BEGIN
+    IF subscription.trusted_without_actor() THEN
+        RETURN;
+    END IF;
+    refusal := subscription.actor_refusal(account_id, action, monthly);
+    IF refusal IS NULL THEN
+        -- Z2: a managed account's cycle, renewal and cancellations are the
+        -- sales representative's
+        IF action = ANY ('{change_cycle,change_renewal,cancel}')
+           AND EXISTS (SELECT FROM subscription.account AS a WHERE a.id = authorize.account_id AND a.managed) THEN
+            RAISE LOG 'subscription: actor % refused % on managed account %', actor, action, account_id;
+            RAISE EXCEPTION 'actor % may not % on managed account %', actor, replace(action, '_', ' '), account_id
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = format('Account %s is managed: its billing cycle, renewal and cancellations are agreed with sales (Z2).',
+                                      account_id),
+                      HINT = 'A sales representative makes this change, from back-office code without subscription.actor.';
+        END IF;
+        RETURN;
+    END IF;
+    -- a refused transaction rolls back, so the refusal cannot stay in history
+    RAISE LOG 'subscription: actor % refused % on account %: %', actor, action, account_id, refusal;
+    RAISE EXCEPTION 'actor % may not % on account %', actor, replace(action, '_', ' '), account_id
+        USING ERRCODE = 'insufficient_privilege',
+              DETAIL = format('Actor %s %s.', actor, refusal),
+              HINT = CASE WHEN action = ANY ('{increase_licenses,decrease_licenses,change_renewal}')
+                          THEN 'The account owner can do it, or grant the right in subscription.member.rights.'
+                          ELSE 'The account owner can do it.' END;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.authorize(bigint, text, boolean) IS
+'42501 unless the actor may do the action on the account (Z1, R9, K8, Z2); without an actor, unless the caller is back-office code';
+
+-- Z11: the terms check, and accepting them
+CREATE FUNCTION subscription.terms_in_effect(at timestamptz DEFAULT now())
+RETURNS subscription.terms
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT t.* FROM subscription.terms AS t
+     WHERE t.effective_at OPERATOR(pg_catalog.<=) terms_in_effect.at
+     ORDER BY t.effective_at DESC
+     LIMIT 1;
+END;
+
+COMMENT ON FUNCTION subscription.terms_in_effect(timestamptz) IS
+'The terms version in effect at a time: the latest effective_at not after it, NULL when none (Z11)';
+
+CREATE FUNCTION subscription.require_terms(account_id bigint, at timestamptz)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t subscription.terms;
+BEGIN
+    t := subscription.terms_in_effect(at);
+    IF t.version IS NULL OR EXISTS (
+            SELECT FROM subscription.terms_acceptance AS a
+              JOIN subscription.terms AS y ON y.version = a.version
+             WHERE a.account_id = require_terms.account_id AND y.effective_at >= t.effective_at) THEN
+        RETURN;
+    END IF;
+    RAISE EXCEPTION 'account % has not accepted the terms in effect', account_id
+        USING ERRCODE = 'object_not_in_prerequisite_state',
+              DETAIL = format('Terms version "%s" is in effect%s.', t.version,
+                              coalesce(format(' (%s)', t.url), '')),
+              HINT = format('Once the account accepts them, call subscription.accept_terms(%s, %L).',
+                            account_id, t.version);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.require_terms(bigint, timestamptz) IS
+'Internal: 55000 unless the account accepted the terms version in effect at a time, or a later one (Z11)';
+
+CREATE FUNCTION subscription.accept_terms(account_id bigint, version text, at timestamptz DEFAULT now())
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t subscription.terms;
+    current subscription.terms;
+BEGIN
+    PERFORM subscription.require_arguments('accept_terms', '{account_id,version,at}',
+        ARRAY[account_id IS NULL, version IS NULL, at IS NULL]);
+    PERFORM subscription.require_time('accept_terms', at, false);
+    PERFORM subscription.require_account(account_id);
+    PERFORM subscription.authorize(account_id, 'accept_terms');
+    PERFORM subscription.require_open_account(account_id);
+    SELECT * INTO t FROM subscription.terms AS x WHERE x.version = accept_terms.version;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'terms version "%" does not exist', version
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'The versions are the rows of subscription.terms.';
+    END IF;
+    current := subscription.terms_in_effect(at);
+    IF t.effective_at < current.effective_at THEN
+        RAISE EXCEPTION 'terms version "%" was replaced by version "%"', version, current.version
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Version "%s" is in effect since %s.', current.version, current.effective_at),
+                  HINT = format('Accept the version in effect: subscription.accept_terms(%s, %L).',
+                                account_id, current.version);
+    END IF;
+    INSERT INTO subscription.terms_acceptance AS a (account_id, version, accepted_at, accepted_by)
+    VALUES (accept_terms.account_id, t.version, accept_terms.at, subscription.current_actor())
+    ON CONFLICT ON CONSTRAINT terms_acceptance_pkey DO NOTHING;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.accept_terms(bigint, text, timestamptz) IS
+'The account accepts a terms version; who accepted (the actor, else the session user) is recorded, in history too (Z11)';
+
+-- R10: choosing the default subscription
+CREATE FUNCTION subscription.set_default(subscription_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    account bigint;
+    s subscription.subscription;
+BEGIN
+    PERFORM subscription.require_arguments('set_default', '{subscription_id}', ARRAY[subscription_id IS NULL]);
+    SELECT x.account_id INTO account FROM subscription.subscription AS x
+     WHERE x.id = set_default.subscription_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM FROM subscription.account AS a WHERE a.id = account FOR NO KEY UPDATE;
+    s := subscription.subscription_for_change('set_default', subscription_id, 'set_default');
+    IF s.is_default THEN
+        RETURN;
+    END IF;
+    UPDATE subscription.subscription AS x SET is_default = false
+     WHERE x.account_id = s.account_id AND x.is_default;
+    UPDATE subscription.subscription AS x SET is_default = true
+     WHERE x.id = s.id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.set_default(bigint) IS
+'Make an active subscription the account''s default one, whose licenses new members get (R10)';
+
+-- Z11: the changes that ask for the terms in effect; Z2: change_cycle's own action
+CREATE OR REPLACE FUNCTION subscription.subscribe(
+    account_id bigint,
+    plan text,
+    cycle interval,
+    quantity integer DEFAULT 1,
+    at timestamptz DEFAULT now(),
+    renewal text DEFAULT 'always',
+    coupon text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    price     record;
+    period    tstzrange;
+    new_id    bigint;
+    anchor_at timestamptz;
+    k         integer;
+    full_period tstzrange;
+BEGIN
+    PERFORM subscription.require_arguments('subscribe',
+        '{account_id,plan,cycle,quantity,at,renewal}',
+        ARRAY[account_id IS NULL, plan IS NULL, cycle IS NULL, quantity IS NULL,
+              at IS NULL, renewal IS NULL]);
+
+    PERFORM subscription.require_quantity(quantity);
+    PERFORM subscription.require_cycle(cycle);
+    PERFORM subscription.require_renewal(renewal);
+    PERFORM subscription.require_time('subscribe', at, false);
+
+    SELECT a.billing_anchor INTO anchor_at
+      FROM subscription.account AS a
+     WHERE a.id = subscribe.account_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account % does not exist', account_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(account_id, 'purchase');
+    PERFORM subscription.require_open_account(account_id);
+    PERFORM subscription.require_terms(account_id, at);
+    price := subscription.period_price(plan, cycle, quantity);
+    PERFORM subscription.require_amount(price.amount, price.currency);
+    IF coupon IS NOT NULL THEN
+        PERFORM subscription.redeemable_coupon(coupon, at, price.currency);
+    END IF;
+    IF anchor_at IS NULL THEN
+        k := 1;
+        anchor_at := at;
+    ELSE
+        -- L4: the first period runs to the account's next billing date, whose
+        -- period (of this cycle) it is part of, and is charged for its days
+        k := subscription.period_containing(anchor_at, cycle, at);
+    END IF;
+    full_period := subscription.nth_period(anchor_at, cycle, k);
+    period := tstzrange(at, upper(full_period), '[)');
+
+    -- R10: an account's first service subscription is its default one
+    INSERT INTO subscription.subscription AS s
+           (account_id, plan, cycle, quantity, paid_quantity, period, anchor, period_number, renewal, is_default,
+            coupon, coupon_periods_left)
+    SELECT subscribe.account_id, subscribe.plan, subscribe.cycle, subscribe.quantity, subscribe.quantity,
+           period, anchor_at, k, subscribe.renewal,
+           p.kind = 'service' AND NOT EXISTS (
+               SELECT FROM subscription.subscription AS d
+                WHERE d.account_id = subscribe.account_id AND d.is_default),
+           subscribe.coupon, (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code = subscribe.coupon)
+      FROM subscription.plan AS p
+     WHERE p.code = subscribe.plan
+    RETURNING s.id INTO new_id;
+
+    INSERT INTO subscription.ledger
+           (account_id, subscription_id, kind, amount, currency, period, plan, description)
+    VALUES (subscribe.account_id, new_id, 'charge',
+            CASE WHEN period = full_period
+                 THEN subscription.round_money(price.amount, price.currency)
+                 ELSE subscription.unused_part(price.amount, full_period, at, price.currency) END,
+            price.currency, period, plan,
+            format('plan %s, cycle %s, quantity %s%s', plan, cycle, quantity,
+                   CASE WHEN period = full_period THEN ''
+                        ELSE format(', to the billing date %s', upper(period)) END));
+
+    RETURN new_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.subscribe(bigint, text, interval, integer, timestamptz, text, text) IS 'Subscribe an account to a plan and charge the first period, prorated to the billing anchor (L4)';
+
+CREATE OR REPLACE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT now())
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    counter subscription.license_counter;
+    new_capacity integer;
+    paid integer;
+    monthly boolean;
+    old_price record;
+    new_price record;
+    charge numeric;
+BEGIN
+    PERFORM subscription.require_arguments('set_quantity', '{subscription_id,quantity,at}',
+        ARRAY[subscription_id IS NULL, quantity IS NULL, at IS NULL]);
+    PERFORM subscription.require_quantity(quantity);
+    PERFORM subscription.require_time('set_quantity', at, false);
+
+    SELECT * INTO s FROM subscription.subscription AS x
+     WHERE x.id = set_quantity.subscription_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    monthly := subscription.cycle_key(s.cycle) = '{1,0,0}';
+    PERFORM subscription.authorize(s.account_id,
+        CASE WHEN quantity > s.quantity THEN 'increase_licenses' ELSE 'decrease_licenses' END,
+        monthly);
+    IF s.status <> 'active' THEN
+        RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM subscription.require_in_period('set_quantity', s, at);
+    IF quantity = s.quantity THEN
+        RETURN subscription.licenses_left(subscription_id);
+    END IF;
+    PERFORM subscription.require_terms(s.account_id, at);
+
+    -- the counter row is what concurrent license writes wait on
+    SELECT * INTO counter FROM subscription.license_counter AS c
+     WHERE c.subscription_id = set_quantity.subscription_id FOR NO KEY UPDATE;
+    -- the capacity keeps the add-on licenses and takes the new quantity
+    new_capacity := counter.capacity - s.quantity + quantity;
+    IF counter.used > new_capacity THEN
+        RAISE EXCEPTION 'subscription % cannot have fewer licenses than it has assigned', subscription_id
+            USING ERRCODE = 'check_violation',
+                  DETAIL = format('Limit %s, in use %s.', new_capacity, counter.used),
+                  HINT = 'Release licenses with subscription.license_release() first.';
+    END IF;
+
+    -- on a tiered plan the quantity is a tier (55000 otherwise)
+    new_price := subscription.period_price(s.plan, s.cycle, quantity);
+    PERFORM subscription.require_amount(new_price.amount, new_price.currency);
+    paid := coalesce(s.paid_quantity, s.quantity);
+    IF quantity > paid THEN
+        old_price := subscription.period_price(s.plan, s.cycle, paid);
+        charge := subscription.unused_part(new_price.amount - old_price.amount, s.period, at,
+                                           new_price.currency);
+        INSERT INTO subscription.ledger
+               (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+        VALUES (s.account_id, s.id, 'charge', charge, new_price.currency,
+                tstzrange(at, upper(s.period), '[)'), format('licenses %s-%s', paid + 1, quantity), s.plan,
+                format('%s more licenses of plan %s for the rest of the period', quantity - paid, s.plan));
+    END IF;
+
+    UPDATE subscription.subscription AS x
+       SET quantity = set_quantity.quantity, paid_quantity = greatest(paid, set_quantity.quantity)
+     WHERE x.id = s.id;
+    RETURN subscription.licenses_left(subscription_id);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.set_quantity(bigint, integer, timestamptz) IS 'Change the licenses now: more are charged for the rest of the period, fewer refund nothing';
+
+CREATE OR REPLACE FUNCTION subscription.change_cycle(subscription_id bigint, cycle interval)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    missing text;
+BEGIN
+    PERFORM subscription.require_arguments('change_cycle', '{subscription_id,cycle}',
+        ARRAY[subscription_id IS NULL, cycle IS NULL]);
+    PERFORM subscription.require_cycle(cycle);
+    s := subscription.subscription_for_change('change_cycle', subscription_id, 'change_cycle');
+    PERFORM subscription.require_terms(s.account_id, now());
+    -- the plan must sell this cycle for the quantity, and so must the
+    -- add-ons that will renew with it (22023 otherwise)
+    PERFORM subscription.period_price(coalesce(s.pending_plan, s.plan), cycle,
+                                      coalesce(s.pending_quantity, s.quantity));
+    missing := subscription.unpriced_addons(s.id, cycle);
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'add-on "%" has no price for cycle %', missing, subscription.cycle_text(cycle)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = subscription.sold_cycles('add-on', missing),
+                  HINT = 'The prices of an add-on are its rows in subscription.addon_price.';
+    END IF;
+    UPDATE subscription.subscription AS x
+       SET pending_cycle = CASE WHEN subscription.cycle_key(change_cycle.cycle)
+                                     = subscription.cycle_key(s.cycle)
+                                THEN NULL ELSE change_cycle.cycle END
+     WHERE x.id = s.id;
+    RETURN upper(s.period);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.change_cycle(bigint, interval) IS 'A new billing cycle from the next period (Z7); returns when it takes effect';
+
+CREATE OR REPLACE FUNCTION subscription.change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT now())
+RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    old_plan subscription.plan;
+    new_plan subscription.plan;
+    modes subscription.product;
+    price record;
+    new_period tstzrange;
+BEGIN
+    PERFORM subscription.require_arguments('change_plan', '{subscription_id,plan,at}',
+        ARRAY[subscription_id IS NULL, plan IS NULL, at IS NULL]);
+    PERFORM subscription.require_time('change_plan', at, false);
+    SELECT * INTO new_plan FROM subscription.plan AS p WHERE p.code = change_plan.plan;
+    IF NOT FOUND THEN
+        PERFORM subscription.unknown_code('plan', plan);
+    END IF;
+    s := subscription.subscription_for_change('change_plan', subscription_id, 'change_plan');
+    PERFORM subscription.require_in_period('change_plan', s, at);
+    PERFORM subscription.require_terms(s.account_id, at);
+    SELECT * INTO old_plan FROM subscription.plan AS p WHERE p.code = s.plan;
+    IF new_plan.product <> old_plan.product THEN
+        RAISE EXCEPTION 'plan "%" is not a plan of product "%"', plan, old_plan.product
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Subscribe to the other product with subscription.subscribe().';
+    END IF;
+
+    effective_at := at;
+    refund := 0;
+    charge := 0;
+    IF new_plan.code = s.plan THEN
+        UPDATE subscription.subscription AS x SET pending_plan = NULL
+         WHERE x.id = s.id AND x.pending_plan IS NOT NULL;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    SELECT * INTO modes FROM subscription.product AS p WHERE p.code = new_plan.product;
+    IF new_plan.rank < old_plan.rank AND modes.downgrade = 'end_of_period' THEN
+        -- C4: the current plan runs to the end of the period; the new one
+        -- must sell the cycle and quantity of the next (22023, 55000)
+        PERFORM subscription.period_price(new_plan.code, coalesce(s.pending_cycle, s.cycle),
+                                          coalesce(s.pending_quantity, s.quantity));
+        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code WHERE x.id = s.id;
+        effective_at := upper(s.period);
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    -- the new plan must sell the cycle and the quantity (22023, 55000)
+    price := subscription.period_price(new_plan.code, s.cycle, s.quantity);
+    refund := subscription.give_back_unused(s, at, 'refund', format('change to plan %s', new_plan.code));
+    IF new_plan.rank >= old_plan.rank AND modes.upgrade = 'restart' THEN
+        -- C1: a new full period starts now
+        new_period := subscription.nth_period(at, s.cycle, 1);
+        charge := subscription.round_money(price.amount, price.currency);
+    ELSE
+        new_period := s.period;
+        charge := subscription.unused_part(price.amount, s.period, at, price.currency);
+    END IF;
+    INSERT INTO subscription.ledger
+           (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+    VALUES (s.account_id, s.id, 'charge', charge, price.currency,
+            tstzrange(at, upper(new_period), '[)'), format('change to %s', new_plan.code), new_plan.code,
+            format('plan %s from %s, cycle %s, quantity %s', new_plan.code, at, s.cycle, s.quantity));
+
+    IF new_plan.rank < old_plan.rank THEN
+        -- immediate downgrade: apply_downgrade moves to the plan and trims
+        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code, paid_quantity = x.quantity
+         WHERE x.id = s.id;
+        PERFORM FROM subscription.apply_downgrade(s.id);
+    ELSE
+        UPDATE subscription.subscription AS x
+           SET plan = new_plan.code, pending_plan = NULL, paid_quantity = x.quantity,
+               period = new_period,
+               anchor = CASE WHEN new_period = s.period THEN x.anchor ELSE at END
+         WHERE x.id = s.id;
+    END IF;
+    RETURN NEXT;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.change_plan(bigint, text, timestamptz) IS 'Upgrade now (prorated or restarted) or downgrade at the period end (C1-C4, Z5)';
+
+CREATE OR REPLACE FUNCTION subscription.purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
+                                            at timestamptz DEFAULT now())
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    a subscription.addon;
+    offer subscription.plan_addon;
+    price record;
+    plan_price record;
+    batch bigint;
+    one_time boolean;
+BEGIN
+    PERFORM subscription.require_arguments('purchase_addon', '{subscription_id,addon,quantity,at}',
+        ARRAY[subscription_id IS NULL, addon IS NULL, quantity IS NULL, at IS NULL]);
+    PERFORM subscription.require_quantity(quantity);
+    PERFORM subscription.require_time('purchase_addon', at, false);
+    SELECT * INTO a FROM subscription.addon AS x WHERE x.code = purchase_addon.addon;
+    IF NOT FOUND THEN
+        PERFORM subscription.unknown_code('add-on', addon);
+    END IF;
+    -- K8: members of a sub-account do not buy
+    s := subscription.subscription_for_change('purchase_addon', subscription_id, 'purchase');
+    PERFORM subscription.require_in_period('purchase_addon', s, at);
+    PERFORM subscription.require_terms(s.account_id, at);
+
+    SELECT * INTO offer FROM subscription.plan_addon AS o
+     WHERE o.plan = s.plan AND o.addon = a.code;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'add-on "%" is not sold with plan "%"', a.code, s.plan
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'The add-ons a plan may buy are its rows in subscription.plan_addon.';
+    ELSIF offer.included THEN
+        RAISE EXCEPTION 'add-on "%" is already included in plan "%"', a.code, s.plan   -- Z6
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Plan "%s" gives what add-on "%s" sells: there is nothing to buy.', s.plan, a.code);
+    END IF;
+    plan_price := subscription.period_price(s.plan, s.cycle, s.quantity);
+    IF plan_price.amount = 0 THEN
+        RAISE EXCEPTION 'add-ons are sold on paid plans only'                            -- K1
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Plan "%s" is free.', s.plan);
+    END IF;
+
+    one_time := a.one_time;
+    price := subscription.addon_period_price(a.code, CASE WHEN one_time THEN NULL ELSE s.cycle END, quantity);
+    PERFORM subscription.require_amount(price.amount, price.currency);
+    -- the seats it adds stay within the largest quantity (an integer)
+    IF a.feature = 'licenses'
+       AND subscription.license_capacity(s.id)::bigint + (quantity::bigint * a.units)
+           > current_setting('subscription.max_quantity')::bigint THEN
+        RAISE EXCEPTION 'subscription % would hold more licenses than the largest quantity allowed', s.id
+            USING ERRCODE = 'numeric_value_out_of_range',
+                  DETAIL = format('It holds %s; %s x %s more would pass subscription.max_quantity (%s).',
+                                  subscription.license_capacity(s.id), quantity, a.units,
+                                  current_setting('subscription.max_quantity'));
+    END IF;
+    INSERT INTO subscription.addon_batch AS b (subscription_id, addon, quantity, purchased_at)
+    VALUES (s.id, a.code, quantity, at)
+    RETURNING b.id INTO batch;
+    INSERT INTO subscription.ledger
+           (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
+    SELECT s.account_id, s.id, batch, 'charge', c.amount, price.currency,
+           CASE WHEN one_time THEN NULL ELSE tstzrange(at, upper(s.period), '[)') END, 'addon', s.plan,
+           CASE WHEN one_time
+                THEN format('add-on %s x %s, one-time', a.code, quantity)
+                ELSE format('add-on %s x %s for the rest of the period; full cycle %s %s', a.code, quantity,
+                            subscription.round_money(price.amount, price.currency), price.currency) END
+      FROM (SELECT CASE WHEN one_time THEN subscription.round_money(price.amount, price.currency)
+                        ELSE subscription.unused_part(price.amount, s.period, at, price.currency) END) AS c(amount);
+    RETURN batch;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.purchase_addon(bigint, text, integer, timestamptz) IS 'Buy add-on units for the rest of the period, or once (K1-K3, Z6)';
+
+-- the application calls set_default and accept_terms, and reads the terms
+CREATE OR REPLACE FUNCTION subscription.role_rights(kind text)
+RETURNS TABLE (object_type text, object text, privileges text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    application_routines text[] := '{subscribe,set_quantity,change_plan,change_cycle,set_renewal,cancel,
+        cancel_account,close_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
+        apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
+        effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
+        cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
+        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect}';
+    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms}';
+    views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
+BEGIN
+    IF kind NOT IN ('application', 'backoffice') THEN
+        RAISE EXCEPTION 'unknown kind of role "%"', kind
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The kinds are application and backoffice.';
+    END IF;
+    RETURN QUERY
+    SELECT 'SCHEMA', 'subscription', 'USAGE'
+    UNION ALL
+    SELECT 'ROUTINE', p.oid::regprocedure::text, 'EXECUTE'
+      FROM pg_catalog.pg_proc AS p
+     WHERE p.pronamespace = 'subscription'::regnamespace
+       AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
+                     -- granting is for the extension's owner alone
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice)|change_rights|set_role_kind)$' END
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || c.relname,
+           CASE WHEN kind = 'backoffice' AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
+                THEN 'SELECT, INSERT, UPDATE, DELETE' ELSE 'SELECT' END
+      FROM pg_catalog.pg_class AS c
+     WHERE c.relnamespace = 'subscription'::regnamespace AND c.relkind IN ('r', 'v', 'S')
+       AND (kind = 'backoffice' OR c.relname = ANY (catalog || views))
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || t, 'INSERT, UPDATE' || CASE t WHEN 'member' THEN ', DELETE' ELSE '' END
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+    UNION ALL
+    SELECT 'COLUMNS', 'subscription.' || t, 'SELECT (id)'
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+     ORDER BY 1, 2;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.role_rights(text) IS
+'The exact rights grant_application() (kind application) and grant_backoffice() (kind backoffice) give';
+
+-- PUBLIC executes none of the new functions; the roles given their rights
+-- before get the new ones of their kind
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA subscription FROM PUBLIC;
+SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g;

@@ -161,3 +161,15 @@ CREATE TABLE subscription.coupon (
 );
 
 COMMENT ON TABLE subscription.coupon IS 'Coupons: a percentage or an amount off, for some cycles, until a date, a number of times (Z10)';
+
+-- Z11: the versions of the terms of service.  The version in effect at a
+-- time is the one with the latest effective_at not after it; an account
+-- accepts it before its first subscription and at its next change once it
+-- takes effect (require_terms).
+CREATE TABLE subscription.terms (
+    version      text PRIMARY KEY,
+    effective_at timestamptz NOT NULL UNIQUE CHECK (isfinite(effective_at)),
+    url          text
+);
+
+COMMENT ON TABLE subscription.terms IS 'Versions of the terms of service, each in effect from effective_at until the next one (Z11)';

@@ -48,7 +48,8 @@ COMMENT ON FUNCTION subscription.trusted_without_actor() IS
 -- sentence, or NULL when it is allowed: the one statement of Z1, R9, K8.
 --   owner: everything on the own account, except buying and paying from a
 --          sub-account (K8);
---   admin: read and assign_licenses, plus the rights in member.rights (R9);
+--   admin: read, assign_licenses and set_default (R10), plus the rights in
+--          member.rights (R9);
 --          decrease_monthly_licenses allows decrease_licenses on monthly
 --          subscriptions only;
 --   member: nothing; nobody acts on another account.
@@ -77,7 +78,7 @@ BEGIN
     ELSIF who.role = 'owner' THEN
         RETURN NULL;
     ELSIF who.role = 'admin' AND (
-            action = ANY ('{read,assign_licenses}')
+            action = ANY ('{read,assign_licenses,set_default}')
             OR action = ANY (who.rights)
             OR (action = 'decrease_licenses' AND monthly AND 'decrease_monthly_licenses' = ANY (who.rights))) THEN
         RETURN NULL;
@@ -90,7 +91,7 @@ BEGIN
     END IF;
     RETURN format('is %s %s; only the account owner%s may %s',
                   CASE who.role WHEN 'admin' THEN 'an' ELSE 'a' END, who.role,
-                  CASE WHEN action = ANY ('{read,assign_licenses}') THEN ' or an admin' ELSE '' END,
+                  CASE WHEN action = ANY ('{read,assign_licenses,set_default}') THEN ' or an admin' ELSE '' END,
                   replace(action, '_', ' '));
 END
 $$;
@@ -100,8 +101,12 @@ COMMENT ON FUNCTION subscription.actor_refusal(bigint, text, boolean) IS
 
 -- The one permission check every function calls.  Without an actor the
 -- caller must be back-office code (42501 otherwise).  Actions: read,
--- assign_licenses, increase_licenses, decrease_licenses, change_renewal,
--- purchase, pay, change_plan, cancel.
+-- assign_licenses, set_default, increase_licenses, decrease_licenses,
+-- change_renewal, purchase, pay, change_plan, change_cycle, cancel,
+-- accept_terms.  Z2: on a managed account an actor, whatever its role, is
+-- refused change_cycle, change_renewal and cancel (cancel, cancel_account,
+-- close_account, end_early, cancel_addon): a sales representative makes
+-- those changes, from back-office code without an actor.
 CREATE FUNCTION subscription.authorize(account_id bigint, action text, monthly boolean DEFAULT false)
 RETURNS void
 LANGUAGE plpgsql STABLE
@@ -116,6 +121,17 @@ BEGIN
     END IF;
     refusal := subscription.actor_refusal(account_id, action, monthly);
     IF refusal IS NULL THEN
+        -- Z2: a managed account's cycle, renewal and cancellations are the
+        -- sales representative's
+        IF action = ANY ('{change_cycle,change_renewal,cancel}')
+           AND EXISTS (SELECT FROM subscription.account AS a WHERE a.id = authorize.account_id AND a.managed) THEN
+            RAISE LOG 'subscription: actor % refused % on managed account %', actor, action, account_id;
+            RAISE EXCEPTION 'actor % may not % on managed account %', actor, replace(action, '_', ' '), account_id
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = format('Account %s is managed: its billing cycle, renewal and cancellations are agreed with sales (Z2).',
+                                      account_id),
+                      HINT = 'A sales representative makes this change, from back-office code without subscription.actor.';
+        END IF;
         RETURN;
     END IF;
     -- a refused transaction rolls back, so the refusal cannot stay in history
@@ -130,7 +146,7 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.authorize(bigint, text, boolean) IS
-'42501 unless the actor may do the action on the account (Z1, R9, K8); without an actor, unless the caller is back-office code';
+'42501 unless the actor may do the action on the account (Z1, R9, K8, Z2); without an actor, unless the caller is back-office code';
 
 -- What the views show: the actor's own account (owner or admin), or
 -- everything to back-office code.
@@ -143,7 +159,8 @@ RETURN subscription.actor_refusal(account_id, 'read') IS NULL;
 COMMENT ON FUNCTION subscription.may_read(bigint) IS
 'Whether the actor (or back-office code without one) may read the account''s rows';
 
--- Row trigger of subscription, account, member and addon_batch: the
+-- Row trigger of subscription, account, member, addon_batch and
+-- terms_acceptance (Z11): the
 -- changed columns as jsonb ({"column": {"old": .., "new": ..}} on UPDATE,
 -- the row on INSERT and DELETE).  License writes are recorded per
 -- statement and subscription by the license guard.
@@ -199,7 +216,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION subscription.record_history() IS 'Trigger: one history row per change of accounts, members, subscriptions and add-on batches (R8)';
+COMMENT ON FUNCTION subscription.record_history() IS 'Trigger: one history row per change of accounts, members, subscriptions, add-on batches and terms acceptances (R8, Z11)';
 
 CREATE TRIGGER account_history AFTER INSERT OR UPDATE OR DELETE ON subscription.account
     FOR EACH ROW EXECUTE FUNCTION subscription.record_history();
@@ -208,4 +225,6 @@ CREATE TRIGGER member_history AFTER INSERT OR UPDATE OR DELETE ON subscription.m
 CREATE TRIGGER subscription_history AFTER INSERT OR UPDATE OR DELETE ON subscription.subscription
     FOR EACH ROW EXECUTE FUNCTION subscription.record_history();
 CREATE TRIGGER addon_batch_history AFTER INSERT OR UPDATE OR DELETE ON subscription.addon_batch
+    FOR EACH ROW EXECUTE FUNCTION subscription.record_history();
+CREATE TRIGGER terms_acceptance_history AFTER INSERT OR UPDATE OR DELETE ON subscription.terms_acceptance
     FOR EACH ROW EXECUTE FUNCTION subscription.record_history();

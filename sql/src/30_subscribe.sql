@@ -1,4 +1,5 @@
--- Subscribing: a coupon's checks, and subscribe() with its first charge.
+-- Subscribing: a coupon's checks, the terms (Z11), and subscribe() with its
+-- first charge.
 
 -- Z10: the coupon exists (42704), is not past its redeem-by date nor out
 -- of redemptions (55000), and is in the plan's currency when it takes an
@@ -34,6 +35,98 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.redeemable_coupon(text, timestamptz, text) IS 'Internal: the Z10 checks of a coupon, locking it';
+
+-- Z11: the terms version in effect at a time: the one with the latest
+-- effective_at not after it (NULL when none is).
+CREATE FUNCTION subscription.terms_in_effect(at timestamptz DEFAULT now())
+RETURNS subscription.terms
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT t.* FROM subscription.terms AS t
+     WHERE t.effective_at OPERATOR(pg_catalog.<=) terms_in_effect.at
+     ORDER BY t.effective_at DESC
+     LIMIT 1;
+END;
+
+COMMENT ON FUNCTION subscription.terms_in_effect(timestamptz) IS
+'The terms version in effect at a time: the latest effective_at not after it, NULL when none (Z11)';
+
+-- Z11: 55000 unless the account accepted the terms version in effect at
+-- "at" (or a later one).  No version in effect: nothing to accept.  The
+-- changes that ask for it: subscribe (so an account's first subscription),
+-- change_plan, change_cycle, set_quantity and purchase_addon; renewals,
+-- cancellations and license assignments do not.
+CREATE FUNCTION subscription.require_terms(account_id bigint, at timestamptz)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t subscription.terms;
+BEGIN
+    t := subscription.terms_in_effect(at);
+    IF t.version IS NULL OR EXISTS (
+            SELECT FROM subscription.terms_acceptance AS a
+              JOIN subscription.terms AS y ON y.version = a.version
+             WHERE a.account_id = require_terms.account_id AND y.effective_at >= t.effective_at) THEN
+        RETURN;
+    END IF;
+    RAISE EXCEPTION 'account % has not accepted the terms in effect', account_id
+        USING ERRCODE = 'object_not_in_prerequisite_state',
+              DETAIL = format('Terms version "%s" is in effect%s.', t.version,
+                              coalesce(format(' (%s)', t.url), '')),
+              HINT = format('Once the account accepts them, call subscription.accept_terms(%s, %L).',
+                            account_id, t.version);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.require_terms(bigint, timestamptz) IS
+'Internal: 55000 unless the account accepted the terms version in effect at a time, or a later one (Z11)';
+
+-- Z11: the account accepts a terms version (in effect, or taking effect
+-- later) at "at"; the actor, else the session user, is recorded as the
+-- one who accepted, in terms_acceptance and in history.  Accepting a
+-- version again changes nothing.  Only the account owner accepts (or
+-- back-office code); a version older than the one in effect cannot be
+-- accepted (55000).
+CREATE FUNCTION subscription.accept_terms(account_id bigint, version text, at timestamptz DEFAULT now())
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t subscription.terms;
+    current subscription.terms;
+BEGIN
+    PERFORM subscription.require_arguments('accept_terms', '{account_id,version,at}',
+        ARRAY[account_id IS NULL, version IS NULL, at IS NULL]);
+    PERFORM subscription.require_time('accept_terms', at, false);
+    PERFORM subscription.require_account(account_id);
+    PERFORM subscription.authorize(account_id, 'accept_terms');
+    PERFORM subscription.require_open_account(account_id);
+    SELECT * INTO t FROM subscription.terms AS x WHERE x.version = accept_terms.version;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'terms version "%" does not exist', version
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'The versions are the rows of subscription.terms.';
+    END IF;
+    current := subscription.terms_in_effect(at);
+    IF t.effective_at < current.effective_at THEN
+        RAISE EXCEPTION 'terms version "%" was replaced by version "%"', version, current.version
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Version "%s" is in effect since %s.', current.version, current.effective_at),
+                  HINT = format('Accept the version in effect: subscription.accept_terms(%s, %L).',
+                                account_id, current.version);
+    END IF;
+    INSERT INTO subscription.terms_acceptance AS a (account_id, version, accepted_at, accepted_by)
+    VALUES (accept_terms.account_id, t.version, accept_terms.at, subscription.current_actor())
+    ON CONFLICT ON CONSTRAINT terms_acceptance_pkey DO NOTHING;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.accept_terms(bigint, text, timestamptz) IS
+'The account accepts a terms version; who accepted (the actor, else the session user) is recorded, in history too (Z11)';
 
 CREATE FUNCTION subscription.subscribe(
     account_id bigint,
@@ -75,6 +168,7 @@ BEGIN
     END IF;
     PERFORM subscription.authorize(account_id, 'purchase');
     PERFORM subscription.require_open_account(account_id);
+    PERFORM subscription.require_terms(account_id, at);
     price := subscription.period_price(plan, cycle, quantity);
     PERFORM subscription.require_amount(price.amount, price.currency);
     IF coupon IS NOT NULL THEN

@@ -200,6 +200,46 @@ COMMENT ON FUNCTION subscription.assign_default_license() IS 'Trigger: a new mem
 CREATE TRIGGER member_default_license AFTER INSERT ON subscription.member
     FOR EACH ROW EXECUTE FUNCTION subscription.assign_default_license();
 
+-- R10: the account's default subscription, chosen: its previous default
+-- is unset and this one set, in one call, so that the exclusion constraint
+-- subscription_one_default_per_account holds at every statement.  A service
+-- or an option may be the default; it must be active (55000).  The owner or
+-- an admin may choose it (42501 otherwise).  The account row is locked
+-- first, so that two calls for one account queue instead of both unsetting
+-- the same previous default; a new member's default license, taken at the
+-- same time, is one of the old or of the new default (its trigger reads one
+-- committed state).  History records both updates.
+CREATE FUNCTION subscription.set_default(subscription_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    account bigint;
+    s subscription.subscription;
+BEGIN
+    PERFORM subscription.require_arguments('set_default', '{subscription_id}', ARRAY[subscription_id IS NULL]);
+    SELECT x.account_id INTO account FROM subscription.subscription AS x
+     WHERE x.id = set_default.subscription_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM FROM subscription.account AS a WHERE a.id = account FOR NO KEY UPDATE;
+    s := subscription.subscription_for_change('set_default', subscription_id, 'set_default');
+    IF s.is_default THEN
+        RETURN;
+    END IF;
+    UPDATE subscription.subscription AS x SET is_default = false
+     WHERE x.account_id = s.account_id AND x.is_default;
+    UPDATE subscription.subscription AS x SET is_default = true
+     WHERE x.id = s.id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.set_default(bigint) IS
+'Make an active subscription the account''s default one, whose licenses new members get (R10)';
+
 -- R7: the members holding licenses of each subscription
 CREATE VIEW subscription.license_holder WITH (security_barrier) AS
 SELECT l.subscription_id, s.plan, m.id AS member_id, m.external_id, m.role, l.assigned_at, s.account_id
@@ -253,6 +293,7 @@ BEGIN
     IF quantity = s.quantity THEN
         RETURN subscription.licenses_left(subscription_id);
     END IF;
+    PERFORM subscription.require_terms(s.account_id, at);
 
     -- the counter row is what concurrent license writes wait on
     SELECT * INTO counter FROM subscription.license_counter AS c

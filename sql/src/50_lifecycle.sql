@@ -62,7 +62,8 @@ BEGIN
     PERFORM subscription.require_arguments('change_cycle', '{subscription_id,cycle}',
         ARRAY[subscription_id IS NULL, cycle IS NULL]);
     PERFORM subscription.require_cycle(cycle);
-    s := subscription.subscription_for_change('change_cycle', subscription_id, 'change_plan');
+    s := subscription.subscription_for_change('change_cycle', subscription_id, 'change_cycle');
+    PERFORM subscription.require_terms(s.account_id, now());
     -- the plan must sell this cycle for the quantity, and so must the
     -- add-ons that will renew with it (22023 otherwise)
     PERFORM subscription.period_price(coalesce(s.pending_plan, s.plan), cycle,

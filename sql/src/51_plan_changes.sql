@@ -77,6 +77,7 @@ BEGIN
     END IF;
     s := subscription.subscription_for_change('change_plan', subscription_id, 'change_plan');
     PERFORM subscription.require_in_period('change_plan', s, at);
+    PERFORM subscription.require_terms(s.account_id, at);
     SELECT * INTO old_plan FROM subscription.plan AS p WHERE p.code = s.plan;
     IF new_plan.product <> old_plan.product THEN
         RAISE EXCEPTION 'plan "%" is not a plan of product "%"', plan, old_plan.product

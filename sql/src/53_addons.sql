@@ -58,6 +58,7 @@ BEGIN
     -- K8: members of a sub-account do not buy
     s := subscription.subscription_for_change('purchase_addon', subscription_id, 'purchase');
     PERFORM subscription.require_in_period('purchase_addon', s, at);
+    PERFORM subscription.require_terms(s.account_id, at);
 
     SELECT * INTO offer FROM subscription.plan_addon AS o
      WHERE o.plan = s.plan AND o.addon = a.code;
