@@ -113,7 +113,11 @@ SELECT subscription_id, plan, external_id FROM license_holder WHERE account_id =
 SELECT set_config('subscription.actor', id::text, false) AS acting_as FROM member WHERE external_id = 'jon@initech';
 SELECT set_quantity(:initech_enterprise, 8, '2026-02-15') AS enterprise_left_after_8;
 SELECT pg_temp.show_error(format($$SELECT set_quantity(%s, 6, '2026-02-16')$$, :initech_enterprise)) AS decrease;
+\echo 'jon ticks the star beside Enterprise (R10): the next new member gets an Enterprise license'
+SELECT set_default(:initech_enterprise);
 RESET subscription.actor;
+INSERT INTO member (account_id, external_id) VALUES (4, 'max@initech');
+SELECT plan, external_id FROM license_holder WHERE external_id = 'max@initech';
 \echo 'The increase is charged for the rest of the period: 3 more licenses x 9.99 x 14/28 days:'
 SELECT kind, amount, item, period FROM ledger WHERE subscription_id = :initech_enterprise ORDER BY id;
 
@@ -233,3 +237,10 @@ SELECT a.name AS account, count(*) FILTER (WHERE l.kind = 'charge') AS charges,
 SELECT ledger_id, kind, change, balance, description FROM credit_statement WHERE account_id = 1 ORDER BY ledger_id;
 SELECT s.id, a.name AS account, s.plan, s.cycle, s.status, s.renewal, s.period
   FROM subscription AS s JOIN account AS a ON a.id = s.account_id ORDER BY s.id;
+
+\echo
+\echo '=== 16. Terms of service (Z11): new terms from 2027-03-15; Globex accepts before its next change'
+INSERT INTO terms (version, effective_at, url) VALUES ('2027-03', '2027-03-15', 'https://example.com/terms');
+SELECT pg_temp.show_error(format($$SELECT set_quantity(%s, 4, '2027-03-16')$$, :globex_team)) AS before_accepting;
+SELECT accept_terms(3, '2027-03', '2027-03-16');
+SELECT set_quantity(:globex_team, 4, '2027-03-16') AS licenses_left;

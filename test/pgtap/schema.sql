@@ -1,6 +1,6 @@
 -- The data model of API.md: every table, key and constraint of the contract.
 BEGIN;
-SELECT plan(195);
+SELECT plan(198);
 SET search_path = subscription, public;
 
 SELECT has_schema('subscription');
@@ -8,7 +8,7 @@ SELECT tables_are('subscription', ARRAY[
     'currency', 'product', 'plan', 'plan_price', 'plan_limit', 'addon', 'addon_price',
     'plan_addon', 'coupon', 'account', 'member', 'subscription', 'license', 'addon_batch',
     'ledger', 'history', 'trimmed', 'usage_counter', 'license_counter', 'service_seat', 'granted_role',
-    'limited_table']);
+    'limited_table', 'terms', 'terms_acceptance']);
 
 -- every column the contract names, with its type
 SELECT has_column('subscription', t, c, format('%s.%s exists', t, c))
@@ -50,7 +50,9 @@ SELECT col_is_pk('subscription', t, c, format('%s has primary key %s', t, c))
                ('license', ARRAY['subscription_id', 'member_id']),
                -- R11 is this key: one service license per member and product
                ('service_seat', ARRAY['member_id', 'product']),
-               ('usage_counter', ARRAY['account_id', 'feature'])) AS x(t, c);
+               ('usage_counter', ARRAY['account_id', 'feature']),
+               -- Z11: the terms versions, and each account's acceptances (tenant key first)
+               ('terms', ARRAY['version']), ('terms_acceptance', ARRAY['account_id', 'version'])) AS x(t, c);
 
 -- foreign keys and their deliberate ON DELETE actions:
 -- c = cascade (derived data: counters; a member's seats), a = refuse while in use (nothing lost,
@@ -73,6 +75,8 @@ SELECT is(
     ('subscription.plan_addon', 'plan_addon.addon->addon:a plan_addon.plan->plan:a'),
     ('subscription.coupon', 'coupon.currency->currency:a'),
     ('subscription.member', 'member.account_id->account:a'),
+    -- Z11: history keeps the record of an acceptance; an account deleted held nothing else
+    ('subscription.terms_acceptance', 'terms_acceptance.account_id->account:c terms_acceptance.version->terms:a'),
     ('subscription.subscription', 'subscription.account_id->account:a subscription.coupon->coupon:a subscription.pending_plan->plan:a subscription.plan->plan:a'),
     ('subscription.license', 'license.member_id->member:c license.subscription_id->subscription:a'),
     ('subscription.addon_batch', 'addon_batch.addon->addon:a addon_batch.subscription_id->subscription:a'),
@@ -145,6 +149,7 @@ SELECT set_eq(
              ('subscription.history'), ('subscription.trimmed'), ('subscription.usage_counter'),
              ('subscription.license_counter'), ('subscription.service_seat'),
              ('subscription.limited_table'), ('subscription.granted_role'),
+             ('subscription.terms'), ('subscription.terms_acceptance'),
              ('subscription.account_id_seq'), ('subscription.member_id_seq'),
              ('subscription.subscription_id_seq'), ('subscription.addon_batch_id_seq'),
              ('subscription.ledger_id_seq'), ('subscription.history_id_seq'),
