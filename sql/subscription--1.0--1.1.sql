@@ -4512,7 +4512,8 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
     END IF;
-    PERFORM FROM subscription.account AS a WHERE a.id = account FOR NO KEY UPDATE;
+    PERFORM FROM subscription.subscription AS x WHERE x.account_id = account
+     ORDER BY x.id FOR NO KEY UPDATE;
     s := subscription.subscription_for_change('set_default', subscription_id, 'set_default');
     IF s.is_default THEN
         RETURN;

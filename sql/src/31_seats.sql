@@ -204,11 +204,14 @@ CREATE TRIGGER member_default_license AFTER INSERT ON subscription.member
 -- is unset and this one set, in one call, so that the exclusion constraint
 -- subscription_one_default_per_account holds at every statement.  A service
 -- or an option may be the default; it must be active (55000).  The owner or
--- an admin may choose it (42501 otherwise).  The account row is locked
--- first, so that two calls for one account queue instead of both unsetting
--- the same previous default; a new member's default license, taken at the
--- same time, is one of the old or of the new default (its trigger reads one
--- committed state).  History records both updates.
+-- an admin may choose it (42501 otherwise).  Every subscription of the
+-- account is locked first, in id order (as close_account and cancel_account
+-- take them), so that two calls for one account queue and the second reads
+-- the default the first committed, also when the account had none; the
+-- account row is not locked, as charges lock it after their subscription.
+-- A new member's default license, taken at the same time, is one of the
+-- old or of the new default (its trigger reads one committed state).
+-- History records both updates.
 CREATE FUNCTION subscription.set_default(subscription_id bigint)
 RETURNS void
 LANGUAGE plpgsql
@@ -225,7 +228,8 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
     END IF;
-    PERFORM FROM subscription.account AS a WHERE a.id = account FOR NO KEY UPDATE;
+    PERFORM FROM subscription.subscription AS x WHERE x.account_id = account
+     ORDER BY x.id FOR NO KEY UPDATE;
     s := subscription.subscription_for_change('set_default', subscription_id, 'set_default');
     IF s.is_default THEN
         RETURN;
