@@ -2019,13 +2019,13 @@ DECLARE
         apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
         effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
         cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
-        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle}';
-    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency}';
+        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect}';
+    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms}';
     views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
 BEGIN
-    IF kind NOT IN ('application', 'backoffice') THEN
+    IF kind NOT IN ('application', 'backoffice', 'restore') THEN
         RAISE EXCEPTION 'unknown kind of role "%"', kind
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'The kinds are application and backoffice.';
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The kinds are application, backoffice and restore.';
     END IF;
     RETURN QUERY
     SELECT 'SCHEMA', 'subscription', 'USAGE'
@@ -2035,14 +2035,20 @@ BEGIN
      WHERE p.pronamespace = 'subscription'::regnamespace
        AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
                      -- granting is for the extension's owner alone
-                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice)|change_rights|set_role_kind)$' END
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind)$' END
     UNION ALL
     SELECT 'TABLE', 'subscription.' || c.relname,
-           CASE WHEN kind = 'backoffice' AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
-                THEN 'SELECT, INSERT, UPDATE, DELETE' ELSE 'SELECT' END
+           CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
+                THEN 'SELECT, INSERT, UPDATE, DELETE'
+                WHEN kind = 'restore' AND c.relkind = 'r' THEN 'SELECT, INSERT'
+                WHEN kind = 'restore' AND c.relkind = 'S' THEN 'SELECT, UPDATE'
+                ELSE 'SELECT' END
       FROM pg_catalog.pg_class AS c
-     WHERE c.relnamespace = 'subscription'::regnamespace AND c.relkind IN ('r', 'v', 'S')
-       AND (kind = 'backoffice' OR c.relname = ANY (catalog || views))
+     WHERE c.relnamespace = 'subscription'::regnamespace
+       AND c.relkind IN ('r', 'v', 'S')
+       AND CASE kind WHEN 'backoffice' THEN true
+                     WHEN 'restore' THEN c.relkind IN ('r', 'S')
+                     ELSE c.relname = ANY (catalog || views) END
     UNION ALL
     SELECT 'TABLE', 'subscription.' || t, 'INSERT, UPDATE' || CASE t WHEN 'member' THEN ', DELETE' ELSE '' END
       FROM unnest('{account,member}'::text[]) AS t
@@ -4913,9 +4919,9 @@ DECLARE
     catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms}';
     views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
 BEGIN
-    IF kind NOT IN ('application', 'backoffice') THEN
+    IF kind NOT IN ('application', 'backoffice', 'restore') THEN
         RAISE EXCEPTION 'unknown kind of role "%"', kind
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'The kinds are application and backoffice.';
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The kinds are application, backoffice and restore.';
     END IF;
     RETURN QUERY
     SELECT 'SCHEMA', 'subscription', 'USAGE'
@@ -4925,14 +4931,20 @@ BEGIN
      WHERE p.pronamespace = 'subscription'::regnamespace
        AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
                      -- granting is for the extension's owner alone
-                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice)|change_rights|set_role_kind)$' END
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind)$' END
     UNION ALL
     SELECT 'TABLE', 'subscription.' || c.relname,
-           CASE WHEN kind = 'backoffice' AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
-                THEN 'SELECT, INSERT, UPDATE, DELETE' ELSE 'SELECT' END
+           CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
+                THEN 'SELECT, INSERT, UPDATE, DELETE'
+                WHEN kind = 'restore' AND c.relkind = 'r' THEN 'SELECT, INSERT'
+                WHEN kind = 'restore' AND c.relkind = 'S' THEN 'SELECT, UPDATE'
+                ELSE 'SELECT' END
       FROM pg_catalog.pg_class AS c
-     WHERE c.relnamespace = 'subscription'::regnamespace AND c.relkind IN ('r', 'v', 'S')
-       AND (kind = 'backoffice' OR c.relname = ANY (catalog || views))
+     WHERE c.relnamespace = 'subscription'::regnamespace
+       AND c.relkind IN ('r', 'v', 'S')
+       AND CASE kind WHEN 'backoffice' THEN true
+                     WHEN 'restore' THEN c.relkind IN ('r', 'S')
+                     ELSE c.relname = ANY (catalog || views) END
     UNION ALL
     SELECT 'TABLE', 'subscription.' || t, 'INSERT, UPDATE' || CASE t WHEN 'member' THEN ', DELETE' ELSE '' END
       FROM unnest('{account,member}'::text[]) AS t
@@ -4952,3 +4964,324 @@ COMMENT ON FUNCTION subscription.role_rights(text) IS
 -- before get the new ones of their kind
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA subscription FROM PUBLIC;
 SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g;
+
+-- Restores by a role that is not a superuser (issue 15, item 5)
+-- grant_restore() and revoke_restore(); restoring_role() and
+-- restored_copy(), which the triggers that derive rows a dump also holds
+-- ask, and the limit guards and the license guard (C) too.
+ALTER TABLE subscription.granted_role
+    DROP CONSTRAINT granted_role_kind_check,
+    ADD CONSTRAINT granted_role_kind_check CHECK (kind IN ('application', 'backoffice', 'restore'));
+
+COMMENT ON TABLE subscription.granted_role IS
+'Roles set up by grant_application(), grant_backoffice() and grant_restore(); back-office roles are trusted without an actor';
+
+CREATE FUNCTION subscription.restoring_role()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'restoring_role'
+LANGUAGE C STABLE;
+
+COMMENT ON FUNCTION subscription.restoring_role() IS
+'Internal (C): whether the calling role is one given grant_restore()';
+
+-- An inlinable SQL-standard body: the caller's CASE reads the sequence only
+-- for a restoring role.  Its callers run as the extension's owner, who
+-- reads the sequences.
+CREATE FUNCTION subscription.restored_copy(id_sequence regclass, id bigint)
+RETURNS boolean
+LANGUAGE sql
+RETURN CASE WHEN subscription.restoring_role()
+            THEN restored_copy.id OPERATOR(pg_catalog.>)
+                 coalesce(pg_catalog.pg_sequence_last_value(restored_copy.id_sequence), 0)
+            ELSE false END;
+
+COMMENT ON FUNCTION subscription.restored_copy(regclass, bigint) IS
+'Internal: whether a row is copied in by a restore (a restoring role, an id its sequence has not issued)';
+
+CREATE OR REPLACE FUNCTION subscription.record_history()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    old_row jsonb;
+    new_row jsonb;
+    row_now jsonb;
+    changed jsonb;
+    account bigint;
+    sub bigint;
+BEGIN
+    -- a restore copies the row's history with it (restored_copy)
+    IF TG_OP = 'INSERT'
+       AND subscription.restored_copy(pg_catalog.format('subscription.%I', TG_TABLE_NAME || '_id_seq')::regclass, NEW.id) THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP <> 'INSERT' THEN
+        old_row := to_jsonb(OLD);
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        new_row := to_jsonb(NEW);
+    END IF;
+    row_now := coalesce(new_row, old_row);
+    changed := row_now;
+    IF TG_OP = 'UPDATE' THEN
+        SELECT jsonb_object_agg(n.key, jsonb_build_object('old', old_row -> n.key, 'new', n.value))
+          INTO changed
+          FROM jsonb_each(new_row) AS n
+         WHERE n.value IS DISTINCT FROM old_row -> n.key;
+        IF changed IS NULL THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+
+    CASE TG_TABLE_NAME
+        WHEN 'account' THEN
+            account := (row_now ->> 'id')::bigint;
+        WHEN 'subscription' THEN
+            account := (row_now ->> 'account_id')::bigint;
+            sub := (row_now ->> 'id')::bigint;
+        WHEN 'addon_batch' THEN
+            sub := (row_now ->> 'subscription_id')::bigint;
+            SELECT s.account_id INTO account FROM subscription.subscription AS s WHERE s.id = sub;
+        ELSE
+            account := (row_now ->> 'account_id')::bigint;
+    END CASE;
+
+    INSERT INTO subscription.history (actor, operation, account_id, subscription_id, details)
+    VALUES (subscription.current_actor(), TG_TABLE_NAME || '_' || lower(TG_OP), account, sub, changed);
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.sync_license_counter()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sub bigint;
+BEGIN
+    -- a restore copies the counter (restored_copy): the copy is trusted,
+    -- and verify() compares it with the licenses afterwards
+    IF TG_OP = 'INSERT'
+       AND subscription.restored_copy(pg_catalog.format('subscription.%I', TG_TABLE_NAME || '_id_seq')::regclass, NEW.id) THEN
+        RETURN NULL;
+    END IF;
+    IF TG_TABLE_NAME = 'subscription' THEN
+        sub := NEW.id;
+    ELSIF TG_OP = 'DELETE' THEN
+        sub := OLD.subscription_id;
+    ELSE
+        sub := NEW.subscription_id;
+    END IF;
+    INSERT INTO subscription.license_counter AS c (subscription_id, capacity, active)
+    SELECT s.id, subscription.license_capacity(s.id), s.status = 'active'
+      FROM subscription.subscription AS s WHERE s.id = sub
+    ON CONFLICT (subscription_id) DO UPDATE
+       SET capacity = excluded.capacity, active = excluded.active
+     WHERE (c.capacity, c.active) IS DISTINCT FROM (excluded.capacity, excluded.active);
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.assign_default_license()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sub bigint;
+BEGIN
+    -- a restore copies the member's licenses with it (restored_copy)
+    IF subscription.restored_copy('subscription.member_id_seq', NEW.id) THEN
+        RETURN NULL;
+    END IF;
+    SELECT s.id INTO sub FROM subscription.subscription AS s
+     WHERE s.account_id = NEW.account_id AND s.is_default
+       AND s.status = 'active';
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        INSERT INTO subscription.license (subscription_id, member_id) VALUES (sub, NEW.id);
+    EXCEPTION WHEN check_violation THEN
+        RAISE WARNING 'member % was created without a license', NEW.id
+            USING DETAIL = SQLERRM,
+                  HINT = format('Raise the quantity of default subscription %s, or release a license.', sub);
+    END;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.reduce_charge()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c subscription.coupon;
+    discount numeric := 0;
+    balance numeric;
+    used numeric;
+BEGIN
+    -- a restore copies the charge's discount and credit lines, and the
+    -- coupon's periods left, with it (restored_copy)
+    IF subscription.restored_copy('subscription.ledger_id_seq', NEW.id) THEN
+        RETURN NULL;
+    END IF;
+    IF NEW.subscription_id IS NOT NULL AND NEW.item = 'plan' THEN
+        discount := subscription.coupon_discount(NEW.subscription_id, NEW.amount, NEW.currency);
+        IF discount > 0 THEN
+            SELECT x.* INTO c FROM subscription.subscription AS s
+              JOIN subscription.coupon AS x ON x.code = s.coupon
+             WHERE s.id = NEW.subscription_id;
+            INSERT INTO subscription.ledger
+                   (account_id, subscription_id, kind, amount, currency, period, item, plan, charge_id, description)
+            VALUES (NEW.account_id, NEW.subscription_id, 'discount', discount, NEW.currency, NEW.period, NEW.item,
+                    NEW.plan, NEW.id,
+                    format('coupon %s: %s off', c.code,
+                           coalesce(c.percent_off::text || '%', c.amount_off::text || ' ' || c.currency)));
+            UPDATE subscription.subscription AS s
+               SET coupon_periods_left = s.coupon_periods_left - 1
+             WHERE s.id = NEW.subscription_id AND s.coupon_periods_left IS NOT NULL;
+        END IF;
+    END IF;
+
+    -- credit: read without a lock first, the common case is none
+    IF subscription.credit_balance(NEW.account_id, NEW.currency) > 0 THEN
+        -- concurrent charges of the account take its credit one at a time
+        PERFORM FROM subscription.account AS a WHERE a.id = NEW.account_id FOR NO KEY UPDATE;
+        balance := subscription.credit_balance(NEW.account_id, NEW.currency);
+        used := least(balance, NEW.amount - discount);
+        IF used > 0 THEN
+            INSERT INTO subscription.ledger
+                   (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan,
+                    charge_id, description)
+            VALUES (NEW.account_id, NEW.subscription_id, NEW.addon_batch_id, 'credit_used', used, NEW.currency,
+                    NEW.period, NEW.item, NEW.plan, NEW.id, format('credit pays charge %s', NEW.id));
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.keep_limited_tables()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t subscription.limited_table;
+    problem text;
+BEGIN
+    FOR t IN
+        SELECT DISTINCT ON (l.relation, l.feature) l.*
+          FROM pg_catalog.pg_event_trigger_ddl_commands() AS d
+          JOIN subscription.limited_table AS l
+            ON l.relation = d.objid
+            -- a new child or partition of a registered table
+            OR l.relation IN (SELECT i.inhparent FROM pg_catalog.pg_inherits AS i WHERE i.inhrelid = d.objid)
+         WHERE d.classid = 'pg_catalog.pg_class'::regclass
+    LOOP
+        -- a restore by a role given grant_restore() creates a registered
+        -- table's constraints before its guards: none of them exists yet
+        CONTINUE WHEN subscription.restoring_role()
+                  AND NOT EXISTS (SELECT FROM subscription.guard_triggers(t.relation, t.feature));
+        problem := subscription.registration_problem(t);
+        IF problem IS NOT NULL THEN
+            RAISE EXCEPTION 'table % is limited for feature "%"', t.relation, t.feature
+                USING ERRCODE = 'object_in_use',
+                      DETAIL = format('After this command %s.', problem),
+                      HINT = format('Run subscription.unenforce_limit(%L, %L) first.', t.relation::text, t.feature);
+        END IF;
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.role_rights(kind text)
+RETURNS TABLE (object_type text, object text, privileges text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    application_routines text[] := '{subscribe,set_quantity,change_plan,change_cycle,set_renewal,cancel,
+        cancel_account,close_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
+        apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
+        effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
+        cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
+        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect}';
+    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms}';
+    views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
+BEGIN
+    IF kind NOT IN ('application', 'backoffice', 'restore') THEN
+        RAISE EXCEPTION 'unknown kind of role "%"', kind
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The kinds are application, backoffice and restore.';
+    END IF;
+    RETURN QUERY
+    SELECT 'SCHEMA', 'subscription', 'USAGE'
+    UNION ALL
+    SELECT 'ROUTINE', p.oid::regprocedure::text, 'EXECUTE'
+      FROM pg_catalog.pg_proc AS p
+     WHERE p.pronamespace = 'subscription'::regnamespace
+       AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
+                     -- granting is for the extension's owner alone
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind)$' END
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || c.relname,
+           CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
+                THEN 'SELECT, INSERT, UPDATE, DELETE'
+                WHEN kind = 'restore' AND c.relkind = 'r' THEN 'SELECT, INSERT'
+                WHEN kind = 'restore' AND c.relkind = 'S' THEN 'SELECT, UPDATE'
+                ELSE 'SELECT' END
+      FROM pg_catalog.pg_class AS c
+     WHERE c.relnamespace = 'subscription'::regnamespace
+       AND c.relkind IN ('r', 'v', 'S')
+       AND CASE kind WHEN 'backoffice' THEN true
+                     WHEN 'restore' THEN c.relkind IN ('r', 'S')
+                     ELSE c.relname = ANY (catalog || views) END
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || t, 'INSERT, UPDATE' || CASE t WHEN 'member' THEN ', DELETE' ELSE '' END
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+    UNION ALL
+    SELECT 'COLUMNS', 'subscription.' || t, 'SELECT (id)'
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+     ORDER BY 1, 2;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.role_rights(text) IS
+'The exact rights grant_application() (kind application), grant_backoffice() (kind backoffice) and grant_restore() (kind restore) give';
+
+CREATE FUNCTION subscription.grant_restore(role regrole)
+RETURNS void
+LANGUAGE sql
+BEGIN ATOMIC
+    SELECT subscription.set_role_kind(role, 'restore', true);
+END;
+
+COMMENT ON FUNCTION subscription.grant_restore(regrole) IS
+'Give a role what a restore of a dump needs, and mark its copied rows as such (see role_rights, restored_copy)';
+
+CREATE FUNCTION subscription.revoke_restore(role regrole)
+RETURNS void
+LANGUAGE sql
+BEGIN ATOMIC
+    SELECT subscription.set_role_kind(role, 'restore', false);
+END;
+
+COMMENT ON FUNCTION subscription.revoke_restore(regrole) IS
+'Take back what grant_restore() gave';
+
+REVOKE ALL ON FUNCTION subscription.restoring_role(), subscription.restored_copy(regclass, bigint),
+    subscription.grant_restore(regrole), subscription.revoke_restore(regrole) FROM PUBLIC;

@@ -43,6 +43,7 @@ PG_FUNCTION_INFO_V1(require_trusted_caller);
 PG_FUNCTION_INFO_V1(caller_is_trusted);
 PG_FUNCTION_INFO_V1(actor_named);
 PG_FUNCTION_INFO_V1(trusted_without_actor);
+PG_FUNCTION_INFO_V1(restoring_role);
 
 /*
  * The owner of the extension's tables: the role that created the
@@ -188,6 +189,92 @@ CallerIsTrusted(void)
 	cached_lxid = MyLocalTransactionId();
 	cached_role = role;
 	return cached_trust;
+}
+
+/*
+ * Is the calling role, as itself, one given grant_restore()?  A restore by
+ * a role that is not a superuser runs the extension's triggers; those that
+ * derive rows the dump also holds skip the rows this role copies in
+ * (subscription.restored_copy, docs/design.md#restores).  Not a member of
+ * such a role (a superuser is a member of every role), and never inside a
+ * security-restricted operation.
+ *
+ * Asked by every guarded write, so the answer is kept per role until
+ * subscription.granted_role's relcache entry is invalidated: grant_restore()
+ * and revoke_restore() GRANT and REVOKE on that very table, which sends the
+ * invalidation to every backend at commit.  The callback only marks.
+ */
+static bool restoring_valid = false;
+static Oid	restoring_role_cached = InvalidOid;
+static bool restoring_answer = false;
+static Oid	granted_role_relid = InvalidOid;
+static uint64 restoring_invalidations = 0;
+
+static void
+RestoringRoleCallback(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == granted_role_relid)
+	{
+		restoring_valid = false;
+		restoring_invalidations++;
+	}
+}
+
+bool
+RestoringRole(void)
+{
+	static bool callback_registered = false;
+	static SPIPlanPtr restore_plan = NULL;
+	Oid			role = CallingRole();
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1];
+	bool		isnull;
+	bool		answer;
+	uint64		invalidations;
+	IdentitySwitch s;
+
+	if (InSecurityRestrictedOperation())
+		return false;
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(RestoringRoleCallback, (Datum) 0);
+		callback_registered = true;
+	}
+	if (restoring_valid && restoring_role_cached == role)
+		return restoring_answer;
+
+	granted_role_relid = get_relname_relid("granted_role", get_namespace_oid("subscription", false));
+	/* version 1.0 of the SQL, before its update, has no such table */
+	if (!OidIsValid(granted_role_relid))
+		return false;
+	invalidations = restoring_invalidations;
+	values[0] = ObjectIdGetDatum(role);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	BecomeExtensionOwner(&s);
+	KeptPlan(&restore_plan,
+			 "SELECT EXISTS (SELECT FROM subscription.granted_role AS g"
+			 "                WHERE g.kind = 'restore' AND g.role::oid = $1)",
+			 1, argtypes);
+	if (SPI_execute_plan(restore_plan, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read the restoring roles");
+	answer = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	RestoreIdentity(&s);
+	SPI_finish();
+	/* kept unless an invalidation came while it was read */
+	restoring_answer = answer;
+	restoring_role_cached = role;
+	restoring_valid = invalidations == restoring_invalidations;
+	return answer;
+}
+
+/*
+ * restoring_role() returns boolean
+ */
+Datum
+restoring_role(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(RestoringRole());
 }
 
 /* Does subscription.actor name an actor?  Empty or unset, it does not. */

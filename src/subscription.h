@@ -53,6 +53,7 @@ extern void BecomeTableOwner(Relation rel, IdentitySwitch *s);
 extern void BecomeExtensionOwner(IdentitySwitch *s);
 extern void RestoreIdentity(IdentitySwitch *s);
 extern bool CallerIsTrusted(void);
+extern bool RestoringRole(void);
 extern bool ActorNamed(void);
 extern bool TrustedWithoutActor(void);
 extern void RequireTrustedCaller(void);

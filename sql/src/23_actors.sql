@@ -179,6 +179,11 @@ DECLARE
     account bigint;
     sub bigint;
 BEGIN
+    -- a restore copies the row's history with it (restored_copy)
+    IF TG_OP = 'INSERT'
+       AND subscription.restored_copy(pg_catalog.format('subscription.%I', TG_TABLE_NAME || '_id_seq')::regclass, NEW.id) THEN
+        RETURN NULL;
+    END IF;
     IF TG_OP <> 'INSERT' THEN
         old_row := to_jsonb(OLD);
     END IF;

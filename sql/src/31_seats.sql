@@ -32,6 +32,12 @@ AS $$
 DECLARE
     sub bigint;
 BEGIN
+    -- a restore copies the counter (restored_copy): the copy is trusted,
+    -- and verify() compares it with the licenses afterwards
+    IF TG_OP = 'INSERT'
+       AND subscription.restored_copy(pg_catalog.format('subscription.%I', TG_TABLE_NAME || '_id_seq')::regclass, NEW.id) THEN
+        RETURN NULL;
+    END IF;
     IF TG_TABLE_NAME = 'subscription' THEN
         sub := NEW.id;
     ELSIF TG_OP = 'DELETE' THEN
@@ -178,6 +184,10 @@ AS $$
 DECLARE
     sub bigint;
 BEGIN
+    -- a restore copies the member's licenses with it (restored_copy)
+    IF subscription.restored_copy('subscription.member_id_seq', NEW.id) THEN
+        RETURN NULL;
+    END IF;
     SELECT s.id INTO sub FROM subscription.subscription AS s
      WHERE s.account_id = NEW.account_id AND s.is_default
        AND s.status = 'active';

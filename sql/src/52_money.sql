@@ -57,6 +57,11 @@ DECLARE
     balance numeric;
     used numeric;
 BEGIN
+    -- a restore copies the charge's discount and credit lines, and the
+    -- coupon's periods left, with it (restored_copy)
+    IF subscription.restored_copy('subscription.ledger_id_seq', NEW.id) THEN
+        RETURN NULL;
+    END IF;
     IF NEW.subscription_id IS NOT NULL AND NEW.item = 'plan' THEN
         discount := subscription.coupon_discount(NEW.subscription_id, NEW.amount, NEW.currency);
         IF discount > 0 THEN

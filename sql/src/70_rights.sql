@@ -8,8 +8,15 @@
 --   backoffice: the application's rights, EXECUTE on every function but
 --     these grants, SELECT on every table and sequence (reports, pg_dump),
 --     and the catalog, accounts and members to write.
--- Neither writes subscriptions, licenses, the ledger, the counters, the
--- archive or history: the functions do, as the extension's owner.
+--   restore: what a restore of a dump by a role that is not a superuser
+--     needs (docs/design.md#restores): EXECUTE and the tables to write as
+--     back-office (the tables' checks call functions and lock the catalog,
+--     the guards of restored tables are created), INSERT on every other
+--     table, SELECT and UPDATE (setval) on every sequence.  Given for the
+--     restore and taken back after it.
+-- Neither the application nor the back-office writes subscriptions,
+-- licenses, the ledger, the counters, the archive or history: the
+-- functions do, as the extension's owner.
 CREATE FUNCTION subscription.role_rights(kind text)
 RETURNS TABLE (object_type text, object text, privileges text)
 LANGUAGE plpgsql STABLE
@@ -25,9 +32,9 @@ DECLARE
     catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms}';
     views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
 BEGIN
-    IF kind NOT IN ('application', 'backoffice') THEN
+    IF kind NOT IN ('application', 'backoffice', 'restore') THEN
         RAISE EXCEPTION 'unknown kind of role "%"', kind
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'The kinds are application and backoffice.';
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The kinds are application, backoffice and restore.';
     END IF;
     RETURN QUERY
     SELECT 'SCHEMA', 'subscription', 'USAGE'
@@ -37,14 +44,20 @@ BEGIN
      WHERE p.pronamespace = 'subscription'::regnamespace
        AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
                      -- granting is for the extension's owner alone
-                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice)|change_rights|set_role_kind)$' END
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind)$' END
     UNION ALL
     SELECT 'TABLE', 'subscription.' || c.relname,
-           CASE WHEN kind = 'backoffice' AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
-                THEN 'SELECT, INSERT, UPDATE, DELETE' ELSE 'SELECT' END
+           CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
+                THEN 'SELECT, INSERT, UPDATE, DELETE'
+                WHEN kind = 'restore' AND c.relkind = 'r' THEN 'SELECT, INSERT'
+                WHEN kind = 'restore' AND c.relkind = 'S' THEN 'SELECT, UPDATE'
+                ELSE 'SELECT' END
       FROM pg_catalog.pg_class AS c
-     WHERE c.relnamespace = 'subscription'::regnamespace AND c.relkind IN ('r', 'v', 'S')
-       AND (kind = 'backoffice' OR c.relname = ANY (catalog || views))
+     WHERE c.relnamespace = 'subscription'::regnamespace
+       AND c.relkind IN ('r', 'v', 'S')
+       AND CASE kind WHEN 'backoffice' THEN true
+                     WHEN 'restore' THEN c.relkind IN ('r', 'S')
+                     ELSE c.relname = ANY (catalog || views) END
     UNION ALL
     SELECT 'TABLE', 'subscription.' || t, 'INSERT, UPDATE' || CASE t WHEN 'member' THEN ', DELETE' ELSE '' END
       FROM unnest('{account,member}'::text[]) AS t
@@ -58,7 +71,7 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.role_rights(text) IS
-'The exact rights grant_application() (kind application) and grant_backoffice() (kind backoffice) give';
+'The exact rights grant_application() (kind application), grant_backoffice() (kind backoffice) and grant_restore() (kind restore) give';
 
 -- GRANT (or REVOKE) the rights of a kind of role.
 CREATE FUNCTION subscription.change_rights(role regrole, kind text, give boolean)
@@ -158,3 +171,26 @@ END;
 
 COMMENT ON FUNCTION subscription.revoke_backoffice(regrole) IS
 'Take back what grant_backoffice() gave';
+
+-- A restore by a role that is not a superuser (docs/design.md#restores):
+-- the extension's owner gives the rights to the restoring role after
+-- CREATE EXTENSION in the empty database, and takes them back after it.
+CREATE FUNCTION subscription.grant_restore(role regrole)
+RETURNS void
+LANGUAGE sql
+BEGIN ATOMIC
+    SELECT subscription.set_role_kind(role, 'restore', true);
+END;
+
+COMMENT ON FUNCTION subscription.grant_restore(regrole) IS
+'Give a role what a restore of a dump needs, and mark its copied rows as such (see role_rights, restored_copy)';
+
+CREATE FUNCTION subscription.revoke_restore(role regrole)
+RETURNS void
+LANGUAGE sql
+BEGIN ATOMIC
+    SELECT subscription.set_role_kind(role, 'restore', false);
+END;
+
+COMMENT ON FUNCTION subscription.revoke_restore(regrole) IS
+'Take back what grant_restore() gave';
