@@ -179,16 +179,20 @@ DECLARE
     account bigint;
     sub bigint;
 BEGIN
-    -- a restore copies the row's history with it (restored_copy)
-    IF TG_OP = 'INSERT'
-       AND subscription.restored_copy(pg_catalog.format('subscription.%I', TG_TABLE_NAME || '_id_seq')::regclass, NEW.id) THEN
-        RETURN NULL;
-    END IF;
     IF TG_OP <> 'INSERT' THEN
         old_row := to_jsonb(OLD);
     END IF;
     IF TG_OP <> 'DELETE' THEN
         new_row := to_jsonb(NEW);
+    END IF;
+    -- a restore copies the row's history with it (restored_copy); a row
+    -- without an id of its own (terms_acceptance) is copied whole by the
+    -- restoring role.  Other roles pay one cached check.
+    IF TG_OP = 'INSERT' AND subscription.restoring_role()
+       AND (NOT new_row ? 'id'
+            OR subscription.restored_copy(pg_catalog.format('subscription.%I', TG_TABLE_NAME || '_id_seq')::regclass,
+                                          (new_row ->> 'id')::bigint)) THEN
+        RETURN NULL;
     END IF;
     row_now := coalesce(new_row, old_row);
     changed := row_now;
