@@ -19,6 +19,10 @@
  * each written value against the limit its counter row carries, and
  * counts nothing.
  *
+ * What a row counts is said once (LimitCounting, below): the recount of a
+ * whole table (enforce_limit, apply_downgrade, verify), the statement's
+ * delta over its transition tables and the one-row path all derive from it.
+ *
  * The table's registration and the guard's plans are cached per relation
  * and feature for the life of the backend.  An invalidation of the
  * relation's relcache entry (ALTER TABLE, DROP TABLE, and enforce_limit and
@@ -61,6 +65,27 @@ PG_FUNCTION_INFO_V1(usage_drift);
 /* INSERT, UPDATE, DELETE: the GuardedEvent values that carry rows */
 #define LIMIT_NUM_EVENTS 3
 
+/*
+ * What a row of a registered table counts for its feature, read from its
+ * registration in subscription.limited_table (ReadLimitCounting).  The
+ * set-based count (CountedRowsSql: enforce_limit's and apply_downgrade's
+ * recount, verify, the statement guard's delta) and the one-row path
+ * (CountRow) are both derived from it, and nothing else says it.
+ */
+typedef struct LimitCounting
+{
+	DowngradePolicy policy;		/* cap: check values, count nothing;
+								 * detach: non-NULL values count one;
+								 * scale: the values are summed;
+								 * the others: each row counts one */
+	char	   *account_column; /* quoted; NULL once the SQL is built */
+	char	   *value_column;	/* quoted; NULL without a value column */
+	AttrNumber	account_attnum;
+	Oid			account_type;
+	AttrNumber	value_attnum;	/* 0 without a value column */
+	Oid			value_type;
+} LimitCounting;
+
 /* a feature's name may be of any length: the key holds its hash */
 typedef struct LimitKey
 {
@@ -74,12 +99,7 @@ typedef struct LimitEntry
 	char	   *feature;		/* the name hashed, in TopMemoryContext */
 	bool		valid;
 	bool		registered;		/* false: the extension's idle own guard */
-	DowngradePolicy policy;		/* cap: check values, keep no counter;
-								 * detach: allowed only where included;
-								 * scale: the values are summed */
-	AttrNumber	account_attnum;
-	AttrNumber	value_attnum;	/* 0 without a value column */
-	Oid			value_type;
+	LimitCounting counting;		/* what a row counts (no column names) */
 	char	   *archive_sql;	/* NULL unless this guard archives cascades */
 	SPIPlanPtr	archive;		/* reads old_rows, as the table's owner */
 	char	   *delta_sql[LIMIT_NUM_EVENTS];	/* per account: the change */
@@ -92,7 +112,6 @@ static SPIPlanPtr move_usage_plan = NULL;
 static SPIPlanPtr ensure_counter_plan = NULL;
 static SPIPlanPtr read_usage_plan = NULL;
 static SPIPlanPtr reset_usage_plan = NULL;
-static SPIPlanPtr registration_plan = NULL;
 static SPIPlanPtr way_out_plan = NULL;
 
 /*
@@ -157,63 +176,6 @@ invalidate_limit_cache(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/*
- * The statement's change per account, as "SELECT account, delta, largest,
- * smallest" text: rows count one, scale counts the value, detach counts
- * non-NULL values; for cap and scale, the largest and smallest values
- * written.  It runs as the table's owner (see limit_guard).
- */
-static char *
-DeltaQuery(const char *account, DowngradePolicy policy, const char *value, GuardedEvent event)
-{
-	bool		cap = policy == POLICY_CAP;
-	bool		scale = policy == POLICY_SCALE;
-	char	   *measure;
-	char	   *written;
-	char	   *changes;
-
-	if (scale)
-		measure = psprintf("coalesce(%s, 0)::numeric", value);
-	else if (policy == POLICY_DETACH || cap)
-		measure = psprintf("(%s IS NOT NULL)::int::numeric", value);
-	else
-		measure = pstrdup("1::numeric");
-	written = cap || scale ? psprintf("%s::bigint", value) : pstrdup("NULL::bigint");
-
-	switch (event)
-	{
-		case GUARDED_INSERT:
-			changes = psprintf("SELECT %s AS account, %s AS d, %s AS v FROM new_rows",
-							   account, measure, written);
-			break;
-		case GUARDED_DELETE:
-			changes = psprintf("SELECT %s AS account, -%s AS d, NULL::bigint AS v FROM old_rows",
-							   account, measure);
-			break;
-		default:
-			/*
-			 * cap judges the values an UPDATE adds, not those it leaves as
-			 * they were: a row already above a lowered limit may still have
-			 * its other columns updated.
-			 */
-			if (cap)
-				changes = psprintf("SELECT w.account, 0 AS d, w.v FROM"
-								   " (SELECT %s, %s FROM new_rows EXCEPT ALL SELECT %s, %s FROM old_rows)"
-								   " AS w(account, v)",
-								   account, written, account, written);
-			else
-				changes = psprintf("SELECT %s AS account, %s AS d, %s AS v FROM new_rows"
-								   " UNION ALL SELECT %s, -%s, NULL::bigint FROM old_rows",
-								   account, measure, written, account, measure);
-			break;
-	}
-
-	return psprintf("SELECT c.account::bigint, sum(c.d)::bigint, max(c.v), min(c.v)"
-					"  FROM (%s) AS c WHERE c.account IS NOT NULL"
-					" GROUP BY 1 %s ORDER BY 1",
-					changes, cap ? "" : "HAVING sum(c.d) <> 0 OR min(c.v) < 0");
-}
-
 static bool
 IsIntegerType(Oid type)
 {
@@ -238,6 +200,221 @@ RequireIntegerColumn(Relation rel, const char *feature, AttrNumber attnum)
 				 errtable(rel)));
 }
 
+/*
+ * The registration of (rel, feature): what its rows count (C4-C11, K7), its
+ * columns checked against the table as it is now.  The one reader of
+ * limited_table for the guard and the recount.  False when the feature is
+ * not registered on the table.  latest: read it with the latest snapshot,
+ * like a catalog (the guard's cache, see GetLimitEntry); otherwise with
+ * the statement's.  *first: whether it is the table's first registration.
+ * Runs inside SPI.
+ */
+static bool
+ReadLimitCounting(Relation rel, const char *feature, bool latest, LimitCounting *c, bool *first)
+{
+	static SPIPlanPtr registration_plan = NULL;
+	Oid			argtypes[2] = {OIDOID, TEXTOID};
+	Datum		values[2] = {ObjectIdGetDatum(RelationGetRelid(rel)), CStringGetTextDatum(feature)};
+	TupleDesc	desc = RelationGetDescr(rel);
+	char	   *value;
+	int			ret;
+
+	KeptPlan(&registration_plan,
+			 "SELECT t.on_downgrade, t.account_column::text, t.value_column::text,"
+			 "       t.position = (SELECT min(x.position) FROM subscription.limited_table AS x"
+			 "                      WHERE x.relation = t.relation)"
+			 "  FROM subscription.limited_table AS t"
+			 " WHERE t.relation = $1 AND t.feature = $2",
+			 2, argtypes);
+	if (latest)
+		ret = SPI_execute_snapshot(registration_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+								   true, false, 1);
+	else
+		ret = SPI_execute_plan(registration_plan, values, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read the limit registration");
+	if (SPI_processed != 1)
+		return false;
+
+	c->policy = DowngradePolicyOf(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+	c->account_column = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	value = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+	if (first != NULL)
+		*first = strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4), "t") == 0;
+	c->account_attnum = SPI_fnumber(desc, c->account_column);
+	c->value_attnum = value != NULL ? SPI_fnumber(desc, value) : 0;
+	if (c->account_attnum <= 0 || (value != NULL && c->value_attnum <= 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("a column registered for feature \"%s\" is missing from table \"%s\"",
+						feature, RelationGetRelationName(rel)),
+				 errhint("Register the feature again with subscription.unenforce_limit() and subscription.enforce_limit()."),
+				 errtable(rel)));
+	/* a number is read in C, and cast in SQL: only the built-in integers */
+	RequireIntegerColumn(rel, feature, c->account_attnum);
+	if (c->policy == POLICY_CAP || c->policy == POLICY_SCALE)
+		RequireIntegerColumn(rel, feature, c->value_attnum);
+	c->account_type = TupleDescAttr(desc, c->account_attnum - 1)->atttypid;
+	c->value_type = c->value_attnum > 0 ? TupleDescAttr(desc, c->value_attnum - 1)->atttypid : InvalidOid;
+	c->account_column = pstrdup(quote_identifier(c->account_column));
+	c->value_column = value != NULL ? pstrdup(quote_identifier(value)) : NULL;
+	return true;
+}
+
+/* A row (as alias) is limited: one without an account counts for nobody. */
+static char *
+LimitedRowCondition(const LimitCounting *c, const char *alias)
+{
+	return psprintf("%s.%s IS NOT NULL", alias, c->account_column);
+}
+
+/*
+ * What each limited row of source counts, as "SELECT account, d, v" text:
+ * its account (bigint), the units it counts (bigint: one per row, one per
+ * non-NULL value for detach, the value for scale, none for cap) and, for
+ * cap and scale, its value (bigint; NULL otherwise).  also: more
+ * conditions on the rows (as r), or NULL.  The recount sums d per account
+ * over the table, the statement guard over its transition tables; CountRow
+ * says the same of one row in C.
+ */
+static char *
+CountedRowsSql(const LimitCounting *c, const char *source, const char *also)
+{
+	const char *v = c->value_column != NULL ? psprintf("r.%s", c->value_column) : NULL;
+	char	   *units;
+
+	switch (c->policy)
+	{
+		case POLICY_SCALE:
+			units = psprintf("coalesce(%s, 0)::bigint", v);
+			break;
+		case POLICY_DETACH:
+			units = psprintf("(%s IS NOT NULL)::int::bigint", v);
+			break;
+		case POLICY_CAP:
+			units = pstrdup("0::bigint");
+			break;
+		default:
+			units = pstrdup("1::bigint");
+			break;
+	}
+	return psprintf("SELECT r.%s::bigint AS account, %s AS d, %s AS v FROM %s AS r WHERE %s%s%s",
+					c->account_column, units,
+					c->policy == POLICY_CAP || c->policy == POLICY_SCALE ? psprintf("%s::bigint", v) : "NULL::bigint",
+					source, LimitedRowCondition(c, "r"),
+					also != NULL ? " AND " : "", also != NULL ? also : "");
+}
+
+/* An integer value of a registered column, as int64. */
+static int64
+ValueAsInt64(Datum value, Oid type)
+{
+	switch (type)
+	{
+		case INT2OID:
+			return DatumGetInt16(value);
+		case INT4OID:
+			return DatumGetInt32(value);
+		case INT8OID:
+			return DatumGetInt64(value);
+		default:
+			/* ReadLimitCounting refused the column already */
+			elog(ERROR, "unexpected type %u of a registered column", type);
+	}
+	return 0;					/* keep the compiler quiet */
+}
+
+/*
+ * CountedRowsSql of one row, in C: false for a row that is not limited;
+ * otherwise its account, its units and, for cap and scale, its value
+ * (*has_value false when NULL).
+ */
+static bool
+CountRow(const LimitCounting *c, TupleTableSlot *slot, int64 *account, int64 *units,
+		 bool *has_value, int64 *value)
+{
+	bool		isnull;
+	Datum		datum;
+
+	datum = slot_getattr(slot, c->account_attnum, &isnull);
+	if (isnull)
+		return false;
+	*account = ValueAsInt64(datum, c->account_type);
+	*has_value = false;
+	*value = 0;
+	if (c->value_attnum > 0)
+	{
+		datum = slot_getattr(slot, c->value_attnum, &isnull);
+		*has_value = !isnull;
+		if (!isnull && (c->policy == POLICY_CAP || c->policy == POLICY_SCALE))
+			*value = ValueAsInt64(datum, c->value_type);
+	}
+	switch (c->policy)
+	{
+		case POLICY_SCALE:
+			*units = *value;
+			break;
+		case POLICY_DETACH:
+			*units = *has_value ? 1 : 0;
+			break;
+		case POLICY_CAP:
+			*units = 0;
+			break;
+		default:
+			*units = 1;
+			break;
+	}
+	if (c->policy != POLICY_CAP && c->policy != POLICY_SCALE)
+		*has_value = false;		/* v is NULL for the others */
+	return true;
+}
+
+/*
+ * The statement's change per account, as "SELECT account, delta, largest,
+ * smallest" text, from CountedRowsSql over the transition tables: the units
+ * of the new rows less those of the old; for cap and scale, the largest and
+ * smallest values written.  It runs as the table's owner (see limit_guard).
+ */
+static char *
+DeltaQuery(const LimitCounting *c, GuardedEvent event)
+{
+	bool		cap = c->policy == POLICY_CAP;
+	char	   *changes;
+
+	switch (event)
+	{
+		case GUARDED_INSERT:
+			changes = psprintf("SELECT n.account, n.d::numeric, n.v FROM (%s) AS n",
+							   CountedRowsSql(c, "new_rows", NULL));
+			break;
+		case GUARDED_DELETE:
+			changes = psprintf("SELECT o.account, -(o.d::numeric), NULL::bigint FROM (%s) AS o",
+							   CountedRowsSql(c, "old_rows", NULL));
+			break;
+		default:
+			/*
+			 * cap judges the values an UPDATE adds, not those it leaves as
+			 * they were: a row already above a lowered limit may still have
+			 * its other columns updated.
+			 */
+			if (cap)
+				changes = psprintf("SELECT w.account, 0::numeric, w.v FROM"
+								   " (SELECT n.account, n.v FROM (%s) AS n"
+								   "  EXCEPT ALL SELECT o.account, o.v FROM (%s) AS o) AS w",
+								   CountedRowsSql(c, "new_rows", NULL), CountedRowsSql(c, "old_rows", NULL));
+			else
+				changes = psprintf("SELECT n.account, n.d::numeric, n.v FROM (%s) AS n"
+								   " UNION ALL SELECT o.account, -(o.d::numeric), NULL::bigint FROM (%s) AS o",
+								   CountedRowsSql(c, "new_rows", NULL), CountedRowsSql(c, "old_rows", NULL));
+			break;
+	}
+
+	return psprintf("SELECT c.account, sum(c.d)::bigint, max(c.v), min(c.v)"
+					"  FROM (%s) AS c(account, d, v)"
+					" GROUP BY 1 %s ORDER BY 1",
+					changes, cap ? "" : "HAVING sum(c.d) <> 0 OR min(c.v) < 0");
+}
+
 static LimitEntry *
 GetLimitEntry(Relation rel, const char *feature)
 {
@@ -245,11 +422,8 @@ GetLimitEntry(Relation rel, const char *feature)
 	LimitKey	key;
 	LimitEntry *entry;
 	bool		found;
-	Oid			argtypes[2] = {OIDOID, TEXTOID};
-	Datum		values[2];
-	char	   *account;
-	char	   *policy;
-	char	   *value;
+	bool		first;
+	LimitCounting counting;
 	int			e;
 
 	if (limit_cache == NULL)
@@ -280,30 +454,13 @@ GetLimitEntry(Relation rel, const char *feature)
 	ForgetLimitEntry(entry);
 
 	/*
-	 * The table's first registration also archives the rows a cascade
-	 * deletes during a downgrade, once for all its features; the row id is
-	 * the primary key's text (RowIdText), as apply_downgrade writes it.
-	 */
-	KeptPlan(&registration_plan, "SELECT quote_ident(t.account_column), t.on_downgrade, quote_ident(t.value_column),"
-									 "       t.account_column::text, t.value_column::text,"
-									 "       t.position = (SELECT min(x.position) FROM subscription.limited_table AS x"
-									 "                      WHERE x.relation = t.relation)"
-									 "  FROM subscription.limited_table AS t"
-									 " WHERE t.relation = $1 AND t.feature = $2",
-									 2, argtypes);
-	values[0] = ObjectIdGetDatum(relid);
-	values[1] = CStringGetTextDatum(feature);
-	/*
 	 * The registration is read like a catalog, with the latest snapshot: an
 	 * entry outlives the transaction that builds it, so it must not be
 	 * built from a REPEATABLE READ snapshot older than the last
 	 * enforce_limit or unenforce_limit, whose invalidation may already have
 	 * been processed.
 	 */
-	if (SPI_execute_snapshot(registration_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
-							 true, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the limit registration");
-	if (SPI_processed != 1)
+	if (!ReadLimitCounting(rel, feature, true, &counting, &first))
 	{
 		/*
 		 * The extension's own guards (sub-accounts on subscription.account,
@@ -323,39 +480,19 @@ GetLimitEntry(Relation rel, const char *feature)
 				 errmsg("feature \"%s\" is not enforced on table \"%s\"", feature, get_rel_name(relid)),
 				 errhint("Attach limits with subscription.enforce_limit().")));
 	}
-	account = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	policy = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-	value = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
 
 	entry->feature = MemoryContextStrdup(TopMemoryContext, feature);
 	entry->registered = true;
-	entry->policy = DowngradePolicyOf(policy);
-	entry->account_attnum = SPI_fnumber(RelationGetDescr(rel),
-										SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4));
-	entry->value_attnum = 0;
-	entry->value_type = InvalidOid;
-	if (value != NULL)
-	{
-		entry->value_attnum = SPI_fnumber(RelationGetDescr(rel),
-										  SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5));
-		if (entry->value_attnum > 0)
-			entry->value_type = TupleDescAttr(RelationGetDescr(rel), entry->value_attnum - 1)->atttypid;
-	}
-	if (entry->account_attnum <= 0 || (value != NULL && entry->value_attnum <= 0))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("a column registered for feature \"%s\" is missing from table \"%s\"",
-						feature, RelationGetRelationName(rel)),
-				 errhint("Register the feature again with subscription.unenforce_limit() and subscription.enforce_limit()."),
-				 errtable(rel)));
-	/* a number is read in C, and cast in SQL: only the built-in integers */
-	RequireIntegerColumn(rel, feature, entry->account_attnum);
-	if (entry->policy == POLICY_CAP || entry->policy == POLICY_SCALE)
-		RequireIntegerColumn(rel, feature, entry->value_attnum);
 	for (e = 0; e < LIMIT_NUM_EVENTS; e++)
-		entry->delta_sql[e] = MemoryContextStrdup(TopMemoryContext,
-												  DeltaQuery(account, entry->policy, value, (GuardedEvent) e));
-	if (strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 6), "t") == 0)
+		entry->delta_sql[e] = MemoryContextStrdup(TopMemoryContext, DeltaQuery(&counting, (GuardedEvent) e));
+
+	/*
+	 * The table's first registration also archives the rows a cascade
+	 * deletes during a downgrade, once for all its features: its limited
+	 * rows; the row id is the primary key's text (RowIdText), as
+	 * apply_downgrade writes it.
+	 */
+	if (first)
 	{
 		char	   *row_id = RowIdText(rel, "o");
 
@@ -363,9 +500,13 @@ GetLimitEntry(Relation rel, const char *feature)
 			MemoryContextStrdup(TopMemoryContext,
 								psprintf("SELECT array_agg(r.row_id), array_agg(r.old_row)"
 										 "  FROM (SELECT %s AS row_id, to_jsonb(o) AS old_row"
-										 "          FROM old_rows AS o WHERE o.%s IS NOT NULL) AS r",
-										 row_id ? row_id : "NULL::text", account));
+										 "          FROM old_rows AS o WHERE %s) AS r",
+										 row_id ? row_id : "NULL::text", LimitedRowCondition(&counting, "o")));
 	}
+	/* the names are SPI's: the texts built from them are kept */
+	counting.account_column = NULL;
+	counting.value_column = NULL;
+	entry->counting = counting;
 	entry->valid = true;
 	return entry;
 }
@@ -547,25 +688,6 @@ CheckCap(Relation rel, int64 account, const char *feature, int64 largest)
 	elog(ERROR, "could not create the usage counter of account " INT64_FORMAT, account);
 }
 
-/* An integer value of the registered column, as int64. */
-static int64
-ValueAsInt64(Datum value, Oid type)
-{
-	switch (type)
-	{
-		case INT2OID:
-			return DatumGetInt16(value);
-		case INT4OID:
-			return DatumGetInt32(value);
-		case INT8OID:
-			return DatumGetInt64(value);
-		default:
-			/* GetLimitEntry refused the column already */
-			elog(ERROR, "unexpected type %u of a registered column", type);
-	}
-	return 0;					/* keep the compiler quiet */
-}
-
 /* scale: a negative value would pay for a large one */
 static void
 RefuseNegativeValue(Relation rel, int64 account, const char *feature, int64 value)
@@ -587,42 +709,33 @@ static void
 GuardOneRow(Relation rel, LimitEntry *entry, const char *feature,
 			Tuplestorestate *rows, bool inserting)
 {
+	const LimitCounting *c = &entry->counting;
 	TupleTableSlot *slot;
-	bool		isnull;
-	bool		value_null = true;
-	Datum		value = (Datum) 0;
+	bool		limited;
+	bool		has_value;
 	int64		account;
-	int64		delta;
+	int64		units;
+	int64		value;
 
 	slot = OnlyTransitionRow(rows, RelationGetDescr(rel));
-	account = ValueAsInt64(slot_getattr(slot, entry->account_attnum, &isnull),
-						   TupleDescAttr(RelationGetDescr(rel), entry->account_attnum - 1)->atttypid);
-	if (entry->value_attnum > 0)
-		value = slot_getattr(slot, entry->value_attnum, &value_null);
+	limited = CountRow(c, slot, &account, &units, &has_value, &value);
 	ExecDropSingleTupleTableSlot(slot);
+	if (!limited)
+		return;
 
-	if (isnull)
-		return;					/* rows without an account are not limited */
-	if (entry->policy == POLICY_CAP)
+	/* as DeltaQuery: the values checked are those written, the old row's none */
+	if (!inserting)
+		has_value = false;
+	if (c->policy == POLICY_CAP)
 	{
-		if (inserting && !value_null)
-			CheckCap(rel, account, feature, ValueAsInt64(value, entry->value_type));
+		if (has_value)
+			CheckCap(rel, account, feature, value);
 		return;
 	}
-	if (entry->policy == POLICY_SCALE)
-	{
-		delta = value_null ? 0 : ValueAsInt64(value, entry->value_type);
-		if (inserting && delta < 0)
-			RefuseNegativeValue(rel, account, feature, delta);
-	}
-	else if (entry->policy == POLICY_DETACH)
-		delta = value_null ? 0 : 1;
-	else
-		delta = 1;
-	if (!inserting)
-		delta = -delta;
-	if (delta != 0)
-		MoveUsage(rel, account, feature, delta, entry->policy == POLICY_DETACH);
+	if (c->policy == POLICY_SCALE && has_value && value < 0)
+		RefuseNegativeValue(rel, account, feature, value);
+	if (units != 0)
+		MoveUsage(rel, account, feature, inserting ? units : -units, c->policy == POLICY_DETACH);
 }
 
 /*
@@ -769,19 +882,19 @@ limit_guard(PG_FUNCTION_ARGS)
 													 &no_largest[i]));
 			smallest[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 4,
 													  &isnull));
-			if (entry->policy == POLICY_SCALE && !isnull && smallest[i] < 0)
+			if (entry->counting.policy == POLICY_SCALE && !isnull && smallest[i] < 0)
 				RefuseNegativeValue(rel, accounts[i], feature, smallest[i]);
 		}
 
 		for (i = 0; i < naccounts; i++)
 		{
-			if (entry->policy == POLICY_CAP)
+			if (entry->counting.policy == POLICY_CAP)
 			{
 				if (!no_largest[i])
 					CheckCap(rel, accounts[i], feature, largest[i]);
 			}
 			else
-				MoveUsage(rel, accounts[i], feature, deltas[i], entry->policy == POLICY_DETACH);
+				MoveUsage(rel, accounts[i], feature, deltas[i], entry->counting.policy == POLICY_DETACH);
 		}
 	}
 
@@ -807,19 +920,13 @@ int64
 RecountUsage(Oid relid, const char *feature, bool one_account, int64 account,
 			 Tuplestorestate *drift, TupleDesc drift_desc)
 {
-	static SPIPlanPtr registration_of_plan = NULL;
 	static SPIPlanPtr write_counters_plan = NULL;
 	static SPIPlanPtr zero_counters_plan = NULL;
 	static SPIPlanPtr drift_plan = NULL;
 	Oid			argtypes[4] = {OIDOID, TEXTOID, INT8ARRAYOID, INT8ARRAYOID};
 	Datum		values[4];
 	Relation	rel;
-	AttrNumber	account_attnum;
-	AttrNumber	value_attnum = 0;
-	DowngradePolicy policy;
-	char	   *account_column;
-	char	   *value_column;
-	char	   *measure;
+	LimitCounting counting;
 	char	   *sql;
 	ArrayBuildState *accounts;
 	ArrayBuildState *used;
@@ -829,55 +936,25 @@ RecountUsage(Oid relid, const char *feature, bool one_account, int64 account,
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	values[0] = ObjectIdGetDatum(relid);
-	values[1] = CStringGetTextDatum(feature);
-	KeptPlan(&registration_of_plan,
-			 "SELECT t.on_downgrade, t.account_column::text, t.value_column::text"
-			 "  FROM subscription.limited_table AS t WHERE t.relation = $1 AND t.feature = $2",
-			 2, argtypes);
-	if (SPI_execute_plan(registration_of_plan, values, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the limit registration");
-	if (SPI_processed != 1)
+	rel = try_relation_open(relid, AccessShareLock);
+	if (rel == NULL || !ReadLimitCounting(rel, feature, false, &counting, NULL))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("feature \"%s\" is not enforced on table \"%s\"", feature, get_rel_name(relid))));
-	policy = DowngradePolicyOf(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
-	account_column = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-	value_column = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
-	if (policy == POLICY_CAP)
+	if (counting.policy == POLICY_CAP)
 	{
+		relation_close(rel, NoLock);
 		SPI_finish();
-		return 0;				/* cap counts nothing */
+		return 0;				/* cap counts nothing, and keeps no use */
 	}
-
-	rel = relation_open(relid, AccessShareLock);
-	account_attnum = SPI_fnumber(RelationGetDescr(rel), account_column);
-	if (value_column != NULL)
-		value_attnum = SPI_fnumber(RelationGetDescr(rel), value_column);
-	if (account_attnum <= 0 || (value_column != NULL && value_attnum <= 0))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("a column registered for feature \"%s\" is missing from table \"%s\"",
-						feature, RelationGetRelationName(rel)),
-				 errtable(rel)));
-	RequireIntegerColumn(rel, feature, account_attnum);
-	if (policy == POLICY_SCALE)
-	{
-		RequireIntegerColumn(rel, feature, value_attnum);
-		measure = psprintf("sum(t.%s)::bigint, min(t.%s)::bigint",
-						   quote_identifier(value_column), quote_identifier(value_column));
-	}
-	else if (policy == POLICY_DETACH)
-		measure = psprintf("count(t.%s), NULL::bigint", quote_identifier(value_column));
-	else
-		measure = pstrdup("count(*), NULL::bigint");
-	sql = psprintf("SELECT t.%s::bigint, %s FROM %s AS t WHERE t.%s IS NOT NULL%s GROUP BY 1",
-				   quote_identifier(account_column), measure,
-				   quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
-											  RelationGetRelationName(rel)),
-				   quote_identifier(account_column),
-				   one_account ? psprintf(" AND t.%s = " INT64_FORMAT,
-										  quote_identifier(account_column), account) : "");
+	values[0] = ObjectIdGetDatum(relid);
+	values[1] = CStringGetTextDatum(feature);
+	sql = psprintf("SELECT c.account, sum(c.d)::bigint, min(c.v) FROM (%s) AS c GROUP BY 1",
+				   CountedRowsSql(&counting,
+								  quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+															 RelationGetRelationName(rel)),
+								  one_account ? psprintf("r.%s = " INT64_FORMAT, counting.account_column, account)
+								  : NULL));
 
 	BecomeTableOwner(rel, &owner);
 	/* not read-only: it must see what this transaction trimmed already */

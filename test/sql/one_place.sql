@@ -150,3 +150,112 @@ SELECT c.code, unused_part(100, '[2026-01-01,2026-02-01)', '2026-01-15', c.code)
          = prorate_refund(100, '2026-01-01', '2026-02-01', '2026-01-15', 'day', money_scale(c.code)) AS same
   FROM currency AS c WHERE c.code IN ('EUR', 'JPY', 'KWD') ORDER BY c.code;
 ROLLBACK;
+
+-- what a row counts for a limit policy (C4-C11, K7): one C definition
+-- (limits.c: LimitCounting read by ReadLimitCounting, CountedRowsSql for
+-- the sets, CountRow for one row) that the recount of enforce_limit,
+-- apply_downgrade and verify, the statement guard's delta over the
+-- transition tables, and the one-row path share.  For each kind of
+-- registration, rows written one at a time and many at a time, updated,
+-- deleted and truncated leave every counter equal to verify()'s recount and
+-- to what enforce_limit counts on a new registration.
+BEGIN;
+INSERT INTO product (code, name) VALUES ('crowd', 'CrowdHandler');
+INSERT INTO plan (code, product, name, rank) VALUES ('ch_big', 'crowd', 'Big', 1);
+INSERT INTO plan_price (plan, cycle, amount) VALUES ('ch_big', '1 month', 99);
+INSERT INTO plan_limit (plan, feature, value) VALUES
+    ('ch_big', 'gadgets', 1000), ('ch_big', 'gadget_units', 1000), ('ch_big', 'gadget_tags', 1000),
+    ('ch_big', 'gadget_sizes', 100), ('ch_big', 'gadget_rows', 1000), ('ch_big', 'sub_accounts', 1000);
+INSERT INTO account (id, name) VALUES (1, 'Tickets'), (2, 'Venues');
+SELECT count(subscribe(a, 'ch_big', '1 month', 1, '2026-01-01')) AS subscribed FROM generate_series(1, 2) AS a;
+-- an integer account column, NULL accounts and NULL values
+CREATE TABLE public.gadget (id int PRIMARY KEY, account_id integer, size smallint, tag text);
+SELECT enforce_limit('public.gadget', 'gadgets'),                                            -- a row counts one
+       enforce_limit('public.gadget', 'gadget_units', 'account_id', 'scale', NULL, 'size'),  -- its value
+       enforce_limit('public.gadget', 'gadget_tags', 'account_id', 'detach', NULL, 'tag'),   -- one if not NULL
+       enforce_limit('public.gadget', 'gadget_sizes', 'account_id', 'cap', NULL, 'size'),   -- nothing
+       enforce_limit('public.gadget', 'gadget_rows', 'account_id', 'block', NULL, 'tag'),    -- one, value or not
+       enforce_limit('subscription.account', 'sub_accounts', 'parent_id', 'drop_newest', 'created_at');
+
+-- the counters that disagree with verify(), or with a new registration's count
+CREATE FUNCTION pg_temp.paths_disagree() RETURNS TABLE (what text, account bigint, counter bigint, recounted bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    t subscription.limited_table;
+BEGIN
+    RETURN QUERY SELECT v."check" || ': ' || v.detail, v.account_id, NULL::bigint, NULL::bigint
+                   FROM subscription.verify() AS v;
+    CREATE TEMP TABLE counted_before AS SELECT u.account_id, u.feature, u.used FROM subscription.usage_counter AS u;
+    FOR t IN SELECT * FROM subscription.limited_table AS l ORDER BY l.position LOOP
+        PERFORM subscription.unenforce_limit(t.relation, t.feature);
+        PERFORM subscription.enforce_limit(t.relation, t.feature, t.account_column, t.on_downgrade,
+                                           t.order_column, t.value_column);
+    END LOOP;
+    RETURN QUERY SELECT coalesce(b.feature, u.feature), coalesce(b.account_id, u.account_id), b.used, u.used
+                   FROM pg_temp.counted_before AS b
+                   FULL JOIN subscription.usage_counter AS u
+                     ON u.account_id = b.account_id AND u.feature = b.feature
+                  WHERE coalesce(b.used, 0) <> coalesce(u.used, 0);
+    DROP TABLE pg_temp.counted_before;
+END
+$$;
+CREATE FUNCTION pg_temp.counters() RETURNS TABLE (feature text, used text)
+LANGUAGE sql AS $$
+    SELECT f, string_agg(format('%s:%s', u.account_id, u.used), ' ' ORDER BY u.account_id)
+                FILTER (WHERE u.account_id IS NOT NULL)
+      FROM unnest('{gadgets,gadget_units,gadget_tags,gadget_sizes,gadget_rows,sub_accounts}'::text[])
+           WITH ORDINALITY AS x(f, n)
+      LEFT JOIN subscription.usage_counter AS u ON u.feature = x.f AND u.used <> 0
+     GROUP BY f, n ORDER BY n
+$$;
+
+-- one row per statement: the one-row path
+INSERT INTO public.gadget VALUES (1, 1, 5, 'a');
+INSERT INTO public.gadget VALUES (2, 1, NULL, NULL);
+INSERT INTO public.gadget VALUES (3, NULL, 7, 'b');
+INSERT INTO public.gadget VALUES (4, 2, 0, 'c');
+INSERT INTO account (id, name, parent_id) VALUES (10, 'Sub 10', 1);
+INSERT INTO account (id, name) VALUES (11, 'No parent');
+SELECT * FROM pg_temp.counters();
+SELECT * FROM pg_temp.paths_disagree();
+-- several rows per statement: the delta over the transition tables
+INSERT INTO public.gadget VALUES (5, 1, 3, NULL), (6, 2, NULL, 'd'), (7, NULL, 9, 'e'), (8, 2, 4, 'f');
+INSERT INTO account (id, name, parent_id) VALUES (12, 'Sub 12', 1), (13, 'Sub 13', 2), (14, 'No parent', NULL);
+SELECT * FROM pg_temp.counters();
+SELECT * FROM pg_temp.paths_disagree();
+-- updates (the statement path, one row or several): rows that move to
+-- another account, that gain or lose their account or their value
+UPDATE public.gadget SET account_id = 2, size = 6 WHERE id = 1;
+UPDATE public.gadget SET account_id = 1 WHERE id = 3;
+UPDATE public.gadget SET account_id = NULL WHERE id = 4;
+UPDATE public.gadget SET tag = NULL, size = size + 1 WHERE account_id = 2;
+UPDATE account SET parent_id = 2 WHERE id = 10;
+UPDATE account SET parent_id = 1 WHERE id IN (11, 13);
+SELECT * FROM pg_temp.counters();
+SELECT * FROM pg_temp.paths_disagree();
+-- one-row deletes, of a row with and one without an account
+DELETE FROM public.gadget WHERE id = 5;
+DELETE FROM public.gadget WHERE id = 7;
+DELETE FROM public.gadget WHERE id = 2;
+DELETE FROM account WHERE id = 12;
+DELETE FROM account WHERE id = 14;
+SELECT * FROM pg_temp.counters();
+SELECT * FROM pg_temp.paths_disagree();
+-- several rows per delete
+DELETE FROM public.gadget WHERE id IN (1, 3, 4);
+DELETE FROM account WHERE id IN (10, 11, 13);
+SELECT * FROM pg_temp.counters();
+SELECT * FROM pg_temp.paths_disagree();
+-- TRUNCATE, after rows of both paths
+INSERT INTO public.gadget VALUES (20, 1, 2, 'x');
+INSERT INTO public.gadget VALUES (21, 2, 2, 'y'), (22, 1, NULL, 'z');
+TRUNCATE public.gadget;
+SELECT * FROM pg_temp.counters();
+SELECT * FROM pg_temp.paths_disagree();
+-- both paths refuse alike: a negative value counted by its sum, a value
+-- above its cap
+SELECT pg_temp.error_of($$INSERT INTO public.gadget VALUES (30, 1, -1, NULL)$$) AS one_row_negative;
+SELECT pg_temp.error_of($$INSERT INTO public.gadget VALUES (30, 1, 1, NULL), (31, 1, -1, NULL)$$) AS set_negative;
+SELECT pg_temp.error_of($$INSERT INTO public.gadget VALUES (30, 1, 101, NULL)$$) AS one_row_cap;
+SELECT pg_temp.error_of($$INSERT INTO public.gadget VALUES (30, 1, 1, NULL), (31, 1, 101, NULL)$$) AS set_cap;
+ROLLBACK;
