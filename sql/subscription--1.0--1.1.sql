@@ -4302,7 +4302,8 @@ $$;
 -- A suite is a plan of its own product whose price covers plans of other
 -- products (subscription.suite_component).  Its service licenses take a
 -- seat of each included product (R11, src/licenses.c), the included plans'
--- limits apply (limit_of, refresh_limits), and bundle_into_suite (with
+-- limits apply (limit_of, refresh_limits), a plan in a suite is not deleted
+-- (refuse_delete_in_use), and bundle_into_suite (with
 -- preview_bundle_into_suite, through the new lines_of_change) moves an
 -- account's separate subscriptions into one suite subscription.
 
@@ -4323,29 +4324,36 @@ COMMENT ON TABLE subscription.suite_component IS 'The plans a suite plan include
 -- Z3: what is wrong with the suite of suite_plan including plan, or NULL:
 -- a suite includes neither itself, nor another suite, nor a plan of its
 -- own product or of a product it already includes, and is included in no
--- suite.  Each suite has one such check for all its rows.
+-- suite.  The rule's one statement: check_suite_component() asks it of
+-- every row a change touches.
 CREATE FUNCTION subscription.suite_problem(suite_plan text, plan text)
 RETURNS text
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     SELECT CASE
-        WHEN suite_plan = plan THEN format('suite "%s" cannot include itself', suite_plan)
-        WHEN EXISTS (SELECT FROM subscription.suite_component AS sc WHERE sc.suite_plan = bad.plan)
-            THEN format('suite "%s" cannot include plan "%s", which is a suite', suite_plan, plan)
-        WHEN EXISTS (SELECT FROM subscription.suite_component AS sc WHERE sc.plan = bad.suite_plan)
-            THEN format('plan "%s" cannot be a suite: suite "%s" includes it', suite_plan,
-                        (SELECT min(sc.suite_plan) FROM subscription.suite_component AS sc WHERE sc.plan = bad.suite_plan))
-        WHEN ip.product = sp.product
-            THEN format('suite "%s" cannot include plan "%s" of its own product "%s"', suite_plan, plan, sp.product)
+        WHEN bad.suite_plan OPERATOR(pg_catalog.=) bad.plan
+            THEN pg_catalog.format('suite "%s" cannot include itself', bad.suite_plan)
         WHEN EXISTS (SELECT FROM subscription.suite_component AS sc
-                       JOIN subscription.plan AS o ON o.code = sc.plan
-                      WHERE sc.suite_plan = bad.suite_plan AND sc.plan <> bad.plan AND o.product = ip.product)
-            THEN format('suite "%s" cannot include two plans of product "%s"', suite_plan, ip.product)
+                      WHERE sc.suite_plan OPERATOR(pg_catalog.=) bad.plan)
+            THEN pg_catalog.format('suite "%s" cannot include plan "%s", which is a suite', bad.suite_plan, bad.plan)
+        WHEN EXISTS (SELECT FROM subscription.suite_component AS sc
+                      WHERE sc.plan OPERATOR(pg_catalog.=) bad.suite_plan)
+            THEN pg_catalog.format('plan "%s" cannot be a suite: suite "%s" includes it', bad.suite_plan,
+                        (SELECT pg_catalog.min(sc.suite_plan) FROM subscription.suite_component AS sc
+                          WHERE sc.plan OPERATOR(pg_catalog.=) bad.suite_plan))
+        WHEN ip.product OPERATOR(pg_catalog.=) sp.product
+            THEN pg_catalog.format('suite "%s" cannot include plan "%s" of its own product "%s"',
+                                   bad.suite_plan, bad.plan, sp.product)
+        WHEN EXISTS (SELECT FROM subscription.suite_component AS sc
+                       JOIN subscription.plan AS o ON o.code OPERATOR(pg_catalog.=) sc.plan
+                      WHERE sc.suite_plan OPERATOR(pg_catalog.=) bad.suite_plan
+                        AND sc.plan OPERATOR(pg_catalog.<>) bad.plan
+                        AND o.product OPERATOR(pg_catalog.=) ip.product)
+            THEN pg_catalog.format('suite "%s" cannot include two plans of product "%s"', bad.suite_plan, ip.product)
         END
-      FROM (SELECT suite_problem.suite_plan, suite_problem.plan) AS bad
-      JOIN subscription.plan AS sp ON sp.code = bad.suite_plan
-      JOIN subscription.plan AS ip ON ip.code = bad.plan;
+      FROM (SELECT suite_problem.suite_plan, suite_problem.plan) AS bad (suite_plan, plan)
+      JOIN subscription.plan AS sp ON sp.code OPERATOR(pg_catalog.=) bad.suite_plan
+      JOIN subscription.plan AS ip ON ip.code OPERATOR(pg_catalog.=) bad.plan;
 END;
 
 COMMENT ON FUNCTION subscription.suite_problem(text, text) IS 'Internal: why a suite may not include a plan, or NULL (Z3)';
@@ -4397,6 +4405,123 @@ CREATE CONSTRAINT TRIGGER plan_suite_component_valid
     EXECUTE FUNCTION subscription.check_suite_component();
 
 SELECT pg_catalog.pg_extension_config_dump('subscription.suite_component', '');
+
+CREATE OR REPLACE FUNCTION subscription.refuse_delete_in_use()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the deleter needs no right on the ledger
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    what text;
+    held text[];
+    hint text;
+    ledger_lines bigint;
+BEGIN
+    CASE TG_TABLE_NAME
+    WHEN 'account' THEN
+        PERFORM FROM subscription.account AS a WHERE a.id = OLD.id FOR UPDATE;
+        what := format('account %s', OLD.id);
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.account_id = OLD.id;
+        held := ARRAY[
+            subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
+            (SELECT subscription.count_phrase(count(*), 'active subscription', 'active subscriptions')
+               FROM subscription.subscription AS s
+              WHERE s.account_id = OLD.id AND s.status = 'active'),
+            (SELECT subscription.count_phrase(count(*), 'ended subscription', 'ended subscriptions')
+               FROM subscription.subscription AS s
+              WHERE s.account_id = OLD.id AND s.status <> 'active'),
+            (SELECT subscription.count_phrase(count(*), 'member', 'members')
+               FROM subscription.member AS m WHERE m.account_id = OLD.id),
+            subscription.count_phrase(subscription.self_referrers('account', OLD.id), 'sub-account', 'sub-accounts'),
+            (SELECT subscription.count_phrase(count(*), 'archived row', 'archived rows')
+               FROM subscription.trimmed AS t WHERE t.account_id = OLD.id)];
+        hint := 'Close it with subscription.close_account(); subscription.erase_account() then removes its personal data and keeps the ledger.';
+    WHEN 'subscription' THEN
+        what := format('subscription %s', OLD.id);
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.subscription_id = OLD.id;
+        held := ARRAY[
+            subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
+            (SELECT subscription.count_phrase(count(*), 'add-on batch', 'add-on batches')
+               FROM subscription.addon_batch AS b WHERE b.subscription_id = OLD.id),
+            (SELECT subscription.count_phrase(count(*), 'license', 'licenses')
+               FROM subscription.license AS x WHERE x.subscription_id = OLD.id)];
+        hint := 'End it with subscription.cancel() or subscription.end_early(), or close its account; the ledger keeps its lines.';
+    WHEN 'addon_batch' THEN
+        what := format('add-on batch %s', OLD.id);
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.addon_batch_id = OLD.id;
+        held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
+        hint := 'End it with subscription.cancel_addon(); the ledger keeps its lines.';
+    WHEN 'ledger' THEN
+        what := format('ledger line %s', OLD.id);
+        ledger_lines := subscription.self_referrers('ledger', OLD.id);
+        held := ARRAY[subscription.count_phrase(ledger_lines, 'line that gives back or pays it', 'lines that give back or pay it')];
+        hint := 'The ledger is a record: correct it with a new line.';
+    WHEN 'plan' THEN
+        what := format('plan "%s"', OLD.code);
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.plan = OLD.code;
+        held := ARRAY[
+            subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
+            (SELECT subscription.count_phrase(count(*), 'subscription', 'subscriptions')
+               FROM subscription.subscription AS s
+              WHERE s.plan = OLD.code OR s.pending_plan = OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'price', 'prices')
+               FROM subscription.plan_price AS pp WHERE pp.plan = OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'limit', 'limits')
+               FROM subscription.plan_limit AS pl WHERE pl.plan = OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'add-on', 'add-ons')
+               FROM subscription.plan_addon AS pa WHERE pa.plan = OLD.code),
+            -- Z3: the suite it is, or the suites it is in
+            (SELECT subscription.count_phrase(count(*), 'suite component', 'suite components')
+               FROM subscription.suite_component AS sc WHERE OLD.code IN (sc.suite_plan, sc.plan))];
+        hint := CASE WHEN ledger_lines > 0
+                     THEN 'A plan that was billed stays in the catalog: the ledger names it.'
+                     ELSE 'Delete its prices, limits and add-ons first.' END;
+    WHEN 'plan_price' THEN
+        what := format('a price of plan "%s" in %s%s', OLD.plan, OLD.currency,
+                       CASE WHEN OLD.tier IS NOT NULL THEN format(' (tier %s)', OLD.tier) ELSE '' END);
+        -- the lines charged for this plan, in this currency, to a subscription of this cycle
+        SELECT count(*) INTO ledger_lines
+          FROM subscription.ledger AS l
+          JOIN subscription.subscription AS s ON s.id = l.subscription_id
+         WHERE l.plan = OLD.plan AND l.currency = OLD.currency
+           AND l.addon_batch_id IS NULL
+           AND subscription.cycle_key(s.cycle) = subscription.cycle_key(OLD.cycle);
+        held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
+        hint := 'A price that was billed stays; change its amount, which applies from the next charge.';
+    WHEN 'addon' THEN
+        what := format('add-on "%s"', OLD.code);
+        held := ARRAY[
+            (SELECT subscription.count_phrase(count(*), 'batch', 'batches')
+               FROM subscription.addon_batch AS b WHERE b.addon = OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'price', 'prices')
+               FROM subscription.addon_price AS ap WHERE ap.addon = OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'plan', 'plans')
+               FROM subscription.plan_addon AS pa WHERE pa.addon = OLD.code)];
+        hint := 'An add-on that was sold stays in the catalog; delete the prices and plans of one that was not first.';
+    WHEN 'addon_price' THEN
+        what := format('a price of add-on "%s" in %s', OLD.addon, OLD.currency);
+        SELECT count(*) INTO ledger_lines
+          FROM subscription.ledger AS l
+          JOIN subscription.addon_batch AS b ON b.id = l.addon_batch_id
+         WHERE b.addon = OLD.addon AND l.currency = OLD.currency;
+        held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
+        hint := 'A price that was billed stays; change its amount, which applies from the next charge.';
+    END CASE;
+    held := array_remove(held, NULL);
+    IF cardinality(held) > 0 THEN
+        RAISE EXCEPTION '% cannot be deleted', what
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  DETAIL = format('It still has %s.',
+                                  CASE WHEN cardinality(held) = 1 THEN held[1]
+                                       ELSE array_to_string(held[1:cardinality(held) - 1], ', ')
+                                            || ' and ' || held[cardinality(held)] END),
+                  HINT = hint, TABLE = TG_TABLE_NAME, SCHEMA = 'subscription';
+    END IF;
+    RETURN OLD;
+END
+$$;
 
 CREATE OR REPLACE FUNCTION subscription.sync_service_seats()
 RETURNS trigger
@@ -4676,7 +4801,6 @@ COMMENT ON FUNCTION subscription.lines_of_change(bigint, bigint, text) IS 'Inter
 CREATE OR REPLACE FUNCTION subscription.ledger_lines_of(subscription_id bigint, change text)
 RETURNS SETOF subscription.ledger
 LANGUAGE sql
-SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     SELECT * FROM subscription.lines_of_change(NULL, subscription_id, change);
 END;

@@ -179,29 +179,36 @@ COMMENT ON TABLE subscription.suite_component IS 'The plans a suite plan include
 -- Z3: what is wrong with the suite of suite_plan including plan, or NULL:
 -- a suite includes neither itself, nor another suite, nor a plan of its
 -- own product or of a product it already includes, and is included in no
--- suite.  Each suite has one such check for all its rows.
+-- suite.  The rule's one statement: check_suite_component() asks it of
+-- every row a change touches.
 CREATE FUNCTION subscription.suite_problem(suite_plan text, plan text)
 RETURNS text
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     SELECT CASE
-        WHEN suite_plan = plan THEN format('suite "%s" cannot include itself', suite_plan)
-        WHEN EXISTS (SELECT FROM subscription.suite_component AS sc WHERE sc.suite_plan = bad.plan)
-            THEN format('suite "%s" cannot include plan "%s", which is a suite', suite_plan, plan)
-        WHEN EXISTS (SELECT FROM subscription.suite_component AS sc WHERE sc.plan = bad.suite_plan)
-            THEN format('plan "%s" cannot be a suite: suite "%s" includes it', suite_plan,
-                        (SELECT min(sc.suite_plan) FROM subscription.suite_component AS sc WHERE sc.plan = bad.suite_plan))
-        WHEN ip.product = sp.product
-            THEN format('suite "%s" cannot include plan "%s" of its own product "%s"', suite_plan, plan, sp.product)
+        WHEN bad.suite_plan OPERATOR(pg_catalog.=) bad.plan
+            THEN pg_catalog.format('suite "%s" cannot include itself', bad.suite_plan)
         WHEN EXISTS (SELECT FROM subscription.suite_component AS sc
-                       JOIN subscription.plan AS o ON o.code = sc.plan
-                      WHERE sc.suite_plan = bad.suite_plan AND sc.plan <> bad.plan AND o.product = ip.product)
-            THEN format('suite "%s" cannot include two plans of product "%s"', suite_plan, ip.product)
+                      WHERE sc.suite_plan OPERATOR(pg_catalog.=) bad.plan)
+            THEN pg_catalog.format('suite "%s" cannot include plan "%s", which is a suite', bad.suite_plan, bad.plan)
+        WHEN EXISTS (SELECT FROM subscription.suite_component AS sc
+                      WHERE sc.plan OPERATOR(pg_catalog.=) bad.suite_plan)
+            THEN pg_catalog.format('plan "%s" cannot be a suite: suite "%s" includes it', bad.suite_plan,
+                        (SELECT pg_catalog.min(sc.suite_plan) FROM subscription.suite_component AS sc
+                          WHERE sc.plan OPERATOR(pg_catalog.=) bad.suite_plan))
+        WHEN ip.product OPERATOR(pg_catalog.=) sp.product
+            THEN pg_catalog.format('suite "%s" cannot include plan "%s" of its own product "%s"',
+                                   bad.suite_plan, bad.plan, sp.product)
+        WHEN EXISTS (SELECT FROM subscription.suite_component AS sc
+                       JOIN subscription.plan AS o ON o.code OPERATOR(pg_catalog.=) sc.plan
+                      WHERE sc.suite_plan OPERATOR(pg_catalog.=) bad.suite_plan
+                        AND sc.plan OPERATOR(pg_catalog.<>) bad.plan
+                        AND o.product OPERATOR(pg_catalog.=) ip.product)
+            THEN pg_catalog.format('suite "%s" cannot include two plans of product "%s"', bad.suite_plan, ip.product)
         END
-      FROM (SELECT suite_problem.suite_plan, suite_problem.plan) AS bad
-      JOIN subscription.plan AS sp ON sp.code = bad.suite_plan
-      JOIN subscription.plan AS ip ON ip.code = bad.plan;
+      FROM (SELECT suite_problem.suite_plan, suite_problem.plan) AS bad (suite_plan, plan)
+      JOIN subscription.plan AS sp ON sp.code OPERATOR(pg_catalog.=) bad.suite_plan
+      JOIN subscription.plan AS ip ON ip.code OPERATOR(pg_catalog.=) bad.plan;
 END;
 
 COMMENT ON FUNCTION subscription.suite_problem(text, text) IS 'Internal: why a suite may not include a plan, or NULL (Z3)';

@@ -44,7 +44,6 @@ COMMENT ON FUNCTION subscription.lines_of_change(bigint, bigint, text) IS 'Inter
 CREATE FUNCTION subscription.ledger_lines_of(subscription_id bigint, change text)
 RETURNS SETOF subscription.ledger
 LANGUAGE sql
-SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     SELECT * FROM subscription.lines_of_change(NULL, subscription_id, change);
 END;

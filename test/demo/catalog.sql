@@ -112,16 +112,8 @@ INSERT INTO plan_addon (plan, addon)
 SELECT p, a FROM unnest('{cm_live,cm_automated}'::text[]) AS p,
                  unnest('{cm_recording,cm_username_change,cm_parallel_events,cm_presenters,cm_sub_accounts,cm_storage}'::text[]) AS a;
 
--- Z3: the Zendesk Suite bundles Support Professional and Chat Professional
-INSERT INTO product (code, name) VALUES ('chat', 'Zendesk Chat'), ('zd_suite', 'Zendesk Suite');
-INSERT INTO plan (code, product, name, rank) VALUES
-    ('chat_professional', 'chat', 'Chat Professional', 2),
-    ('suite_professional', 'zd_suite', 'Suite Professional', 2);
-INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES
-    ('chat_professional', '1 month', 29.00, true), ('suite_professional', '1 month', 69.00, true);
-INSERT INTO plan_limit (plan, feature, value, per_license) VALUES ('chat_professional', 'chat_widgets', 5, true);
-INSERT INTO suite_component (suite_plan, plan) VALUES
-    ('suite_professional', 'zd_professional'), ('suite_professional', 'chat_professional');
+-- (Z3: the Zendesk Suite is added by scenario.sql, section 16: this catalog
+-- also loads on 1.0, in test/upgrade/fixture.sql.)
 
 -- Z10: promotional codes
 INSERT INTO coupon (code, percent_off, amount_off, cycles, redeem_by, max_redemptions) VALUES

@@ -236,6 +236,16 @@ SELECT s.id, a.name AS account, s.plan, s.cycle, s.status, s.renewal, s.period
 
 \echo
 \echo '=== 16. Zendesk Suite (Z3, L9, Z9): Support and Chat bought apart, then bundled'
+\echo 'The Suite bundles Support Professional and Chat Professional (a catalog of 1.1)'
+INSERT INTO product (code, name) VALUES ('chat', 'Zendesk Chat'), ('zd_suite', 'Zendesk Suite');
+INSERT INTO plan (code, product, name, rank) VALUES
+    ('chat_professional', 'chat', 'Chat Professional', 2),
+    ('suite_professional', 'zd_suite', 'Suite Professional', 2);
+INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES
+    ('chat_professional', '1 month', 29.00, true), ('suite_professional', '1 month', 69.00, true);
+INSERT INTO plan_limit (plan, feature, value, per_license) VALUES ('chat_professional', 'chat_widgets', 5, true);
+INSERT INTO suite_component (suite_plan, plan) VALUES
+    ('suite_professional', 'zd_professional'), ('suite_professional', 'chat_professional');
 INSERT INTO account (id, name) SELECT max(id) + 1, 'Hooli (Zendesk Suite)' FROM account RETURNING id AS hooli \gset
 INSERT INTO member (account_id, external_id, role) VALUES (:hooli, 'liz@hooli', 'owner'), (:hooli, 'max@hooli', 'member');
 SELECT subscribe(:hooli, 'zd_professional', '1 month', 2, '2027-03-01') AS hooli_support,

@@ -39,6 +39,12 @@ SELECT pg_temp.error_of($$INSERT INTO subscription.suite_component VALUES ('suit
 SELECT pg_temp.error_of($$UPDATE subscription.plan SET product = 'support' WHERE code = 'chat_pro'$$);     -- Z3
 SELECT pg_temp.error_of($$UPDATE subscription.plan SET product = 'zd_suite' WHERE code = 'chat_pro'$$);    -- Z3
 SELECT suite_plan, plan FROM suite_component ORDER BY 1, 2;
+-- nothing lost: a plan in a suite, or a suite, is not deleted while the suite names it
+INSERT INTO plan (code, product, name) VALUES ('chat_lite', 'chat', 'Chat Lite');
+INSERT INTO suite_component VALUES ('suite_team', 'chat_lite');
+SELECT pg_temp.error_of($$DELETE FROM subscription.plan WHERE code = 'chat_lite'$$);              -- Z3
+DELETE FROM suite_component WHERE plan = 'chat_lite';
+DELETE FROM plan WHERE code = 'chat_lite';
 
 INSERT INTO account (id, name) VALUES (1, 'Initech'), (2, 'Globex'), (3, 'Hooli');
 INSERT INTO member (id, account_id, external_id, role) VALUES
