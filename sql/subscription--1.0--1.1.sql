@@ -2017,10 +2017,11 @@ DECLARE
     application_routines text[] := '{subscribe,set_quantity,change_plan,change_cycle,set_renewal,cancel,
         cancel_account,close_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
         apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
+        bundle_into_suite,preview_bundle_into_suite,
         effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
         cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
         cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect}';
-    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms}';
+    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
     views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
 BEGIN
     IF kind NOT IN ('application', 'backoffice', 'restore') THEN
@@ -4922,10 +4923,11 @@ DECLARE
     application_routines text[] := '{subscribe,set_quantity,change_plan,change_cycle,set_renewal,cancel,
         cancel_account,close_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
         apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
+        bundle_into_suite,preview_bundle_into_suite,
         effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
         cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
         cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect}';
-    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms}';
+    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
     views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
 BEGIN
     IF kind NOT IN ('application', 'backoffice', 'restore') THEN
@@ -5229,10 +5231,11 @@ DECLARE
     application_routines text[] := '{subscribe,set_quantity,change_plan,change_cycle,set_renewal,cancel,
         cancel_account,close_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
         apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
+        bundle_into_suite,preview_bundle_into_suite,
         effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
         cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
         cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect}';
-    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms}';
+    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
     views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
 BEGIN
     IF kind NOT IN ('application', 'backoffice', 'restore') THEN
@@ -5298,3 +5301,585 @@ COMMENT ON FUNCTION subscription.revoke_restore(regrole) IS
 
 REVOKE ALL ON FUNCTION subscription.restoring_role(), subscription.restored_copy(regclass, bigint),
     subscription.grant_restore(regrole), subscription.revoke_restore(regrole) FROM PUBLIC;
+
+-- Z3 suites (issue 16, item 3)
+-- A suite is a plan of its own product whose price covers plans of other
+-- products (subscription.suite_component).  Its service licenses take a
+-- seat of each included product (R11, src/licenses.c), the included plans'
+-- limits apply (limit_of, refresh_limits), a plan in a suite is not deleted
+-- (refuse_delete_in_use), and bundle_into_suite (with
+-- preview_bundle_into_suite, through the new lines_of_change) moves an
+-- account's separate subscriptions into one suite subscription.
+
+-- Z3: a suite is a plan of its own product whose price covers plans of
+-- other products, the plans listed here.  A service license of the suite
+-- counts as a license of each included product (R11, src/licenses.c), and
+-- the included plans' limits apply (limit_of).  bundle_into_suite moves an
+-- account's separate subscriptions into one of the suite.
+CREATE TABLE subscription.suite_component (
+    suite_plan text NOT NULL REFERENCES subscription.plan (code) ON UPDATE CASCADE,
+    plan       text NOT NULL REFERENCES subscription.plan (code) ON UPDATE CASCADE,
+    PRIMARY KEY (suite_plan, plan)
+);
+CREATE INDEX ON subscription.suite_component (plan);
+
+COMMENT ON TABLE subscription.suite_component IS 'The plans a suite plan includes, of other products, one per product (Z3)';
+
+-- Z3: what is wrong with the suite of suite_plan including plan, or NULL:
+-- a suite includes neither itself, nor another suite, nor a plan of its
+-- own product or of a product it already includes, and is included in no
+-- suite.  The rule's one statement: check_suite_component() asks it of
+-- every row a change touches.
+CREATE FUNCTION subscription.suite_problem(suite_plan text, plan text)
+RETURNS text
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT CASE
+        WHEN bad.suite_plan OPERATOR(pg_catalog.=) bad.plan
+            THEN pg_catalog.format('suite "%s" cannot include itself', bad.suite_plan)
+        WHEN EXISTS (SELECT FROM subscription.suite_component AS sc
+                      WHERE sc.suite_plan OPERATOR(pg_catalog.=) bad.plan)
+            THEN pg_catalog.format('suite "%s" cannot include plan "%s", which is a suite', bad.suite_plan, bad.plan)
+        WHEN EXISTS (SELECT FROM subscription.suite_component AS sc
+                      WHERE sc.plan OPERATOR(pg_catalog.=) bad.suite_plan)
+            THEN pg_catalog.format('plan "%s" cannot be a suite: suite "%s" includes it', bad.suite_plan,
+                        (SELECT pg_catalog.min(sc.suite_plan) FROM subscription.suite_component AS sc
+                          WHERE sc.plan OPERATOR(pg_catalog.=) bad.suite_plan))
+        WHEN ip.product OPERATOR(pg_catalog.=) sp.product
+            THEN pg_catalog.format('suite "%s" cannot include plan "%s" of its own product "%s"',
+                                   bad.suite_plan, bad.plan, sp.product)
+        WHEN EXISTS (SELECT FROM subscription.suite_component AS sc
+                       JOIN subscription.plan AS o ON o.code OPERATOR(pg_catalog.=) sc.plan
+                      WHERE sc.suite_plan OPERATOR(pg_catalog.=) bad.suite_plan
+                        AND sc.plan OPERATOR(pg_catalog.<>) bad.plan
+                        AND o.product OPERATOR(pg_catalog.=) ip.product)
+            THEN pg_catalog.format('suite "%s" cannot include two plans of product "%s"', bad.suite_plan, ip.product)
+        END
+      FROM (SELECT suite_problem.suite_plan, suite_problem.plan) AS bad (suite_plan, plan)
+      JOIN subscription.plan AS sp ON sp.code OPERATOR(pg_catalog.=) bad.suite_plan
+      JOIN subscription.plan AS ip ON ip.code OPERATOR(pg_catalog.=) bad.plan;
+END;
+
+COMMENT ON FUNCTION subscription.suite_problem(text, text) IS 'Internal: why a suite may not include a plan, or NULL (Z3)';
+
+CREATE FUNCTION subscription.check_suite_component()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    a text;
+    b text;
+BEGIN
+    -- a suite row, or a plan that moved to another product
+    IF TG_TABLE_NAME = 'plan' THEN
+        a := NEW.code;
+        b := NEW.code;
+    ELSE
+        a := NEW.suite_plan;
+        b := NEW.plan;
+    END IF;
+    -- serialize concurrent changes of the suites that involve these plans
+    PERFORM FROM subscription.plan AS p WHERE p.code IN (a, b) ORDER BY p.code FOR UPDATE;
+    FOR r IN SELECT sc.suite_plan, sc.plan, subscription.suite_problem(sc.suite_plan, sc.plan) AS problem
+               FROM subscription.suite_component AS sc
+              WHERE sc.suite_plan IN (a, b) OR sc.plan IN (a, b)
+              -- the row written first: its problem is the one to tell
+              ORDER BY (sc.suite_plan, sc.plan) = (a, b) DESC, 1, 2 LOOP
+        IF r.problem IS NOT NULL THEN
+            RAISE EXCEPTION '%', r.problem
+                USING ERRCODE = 'check_violation',
+                      DETAIL = 'A suite includes plans of other products, one per product, and no suite.',
+                      TABLE = 'suite_component', SCHEMA = 'subscription';
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.check_suite_component() IS 'Trigger: a suite includes plans of other products, one per product, and no suite (Z3)';
+
+CREATE CONSTRAINT TRIGGER suite_component_valid
+    AFTER INSERT OR UPDATE ON subscription.suite_component
+    FOR EACH ROW EXECUTE FUNCTION subscription.check_suite_component();
+CREATE CONSTRAINT TRIGGER plan_suite_component_valid
+    AFTER UPDATE OF product ON subscription.plan
+    FOR EACH ROW WHEN (OLD.product IS DISTINCT FROM NEW.product)
+    EXECUTE FUNCTION subscription.check_suite_component();
+
+SELECT pg_catalog.pg_extension_config_dump('subscription.suite_component', '');
+
+CREATE OR REPLACE FUNCTION subscription.refuse_delete_in_use()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the deleter needs no right on the ledger
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    what text;
+    held text[];
+    hint text;
+    ledger_lines bigint;
+BEGIN
+    CASE TG_TABLE_NAME
+    WHEN 'account' THEN
+        PERFORM FROM subscription.account AS a WHERE a.id = OLD.id FOR UPDATE;
+        what := format('account %s', OLD.id);
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.account_id = OLD.id;
+        held := ARRAY[
+            subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
+            (SELECT subscription.count_phrase(count(*), 'active subscription', 'active subscriptions')
+               FROM subscription.subscription AS s
+              WHERE s.account_id = OLD.id AND s.status = 'active'),
+            (SELECT subscription.count_phrase(count(*), 'ended subscription', 'ended subscriptions')
+               FROM subscription.subscription AS s
+              WHERE s.account_id = OLD.id AND s.status <> 'active'),
+            (SELECT subscription.count_phrase(count(*), 'member', 'members')
+               FROM subscription.member AS m WHERE m.account_id = OLD.id),
+            subscription.count_phrase(subscription.self_referrers('account', OLD.id), 'sub-account', 'sub-accounts'),
+            (SELECT subscription.count_phrase(count(*), 'archived row', 'archived rows')
+               FROM subscription.trimmed AS t WHERE t.account_id = OLD.id)];
+        hint := 'Close it with subscription.close_account(); subscription.erase_account() then removes its personal data and keeps the ledger.';
+    WHEN 'subscription' THEN
+        what := format('subscription %s', OLD.id);
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.subscription_id = OLD.id;
+        held := ARRAY[
+            subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
+            (SELECT subscription.count_phrase(count(*), 'add-on batch', 'add-on batches')
+               FROM subscription.addon_batch AS b WHERE b.subscription_id = OLD.id),
+            (SELECT subscription.count_phrase(count(*), 'license', 'licenses')
+               FROM subscription.license AS x WHERE x.subscription_id = OLD.id)];
+        hint := 'End it with subscription.cancel() or subscription.end_early(), or close its account; the ledger keeps its lines.';
+    WHEN 'addon_batch' THEN
+        what := format('add-on batch %s', OLD.id);
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.addon_batch_id = OLD.id;
+        held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
+        hint := 'End it with subscription.cancel_addon(); the ledger keeps its lines.';
+    WHEN 'ledger' THEN
+        what := format('ledger line %s', OLD.id);
+        ledger_lines := subscription.self_referrers('ledger', OLD.id);
+        held := ARRAY[subscription.count_phrase(ledger_lines, 'line that gives back or pays it', 'lines that give back or pay it')];
+        hint := 'The ledger is a record: correct it with a new line.';
+    WHEN 'plan' THEN
+        what := format('plan "%s"', OLD.code);
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.plan = OLD.code;
+        held := ARRAY[
+            subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
+            (SELECT subscription.count_phrase(count(*), 'subscription', 'subscriptions')
+               FROM subscription.subscription AS s
+              WHERE s.plan = OLD.code OR s.pending_plan = OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'price', 'prices')
+               FROM subscription.plan_price AS pp WHERE pp.plan = OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'limit', 'limits')
+               FROM subscription.plan_limit AS pl WHERE pl.plan = OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'add-on', 'add-ons')
+               FROM subscription.plan_addon AS pa WHERE pa.plan = OLD.code),
+            -- Z3: the suite it is, or the suites it is in
+            (SELECT subscription.count_phrase(count(*), 'suite component', 'suite components')
+               FROM subscription.suite_component AS sc WHERE OLD.code IN (sc.suite_plan, sc.plan))];
+        hint := CASE WHEN ledger_lines > 0
+                     THEN 'A plan that was billed stays in the catalog: the ledger names it.'
+                     ELSE 'Delete its prices, limits and add-ons first.' END;
+    WHEN 'plan_price' THEN
+        what := format('a price of plan "%s" in %s%s', OLD.plan, OLD.currency,
+                       CASE WHEN OLD.tier IS NOT NULL THEN format(' (tier %s)', OLD.tier) ELSE '' END);
+        -- the lines charged for this plan, in this currency, to a subscription of this cycle
+        SELECT count(*) INTO ledger_lines
+          FROM subscription.ledger AS l
+          JOIN subscription.subscription AS s ON s.id = l.subscription_id
+         WHERE l.plan = OLD.plan AND l.currency = OLD.currency
+           AND l.addon_batch_id IS NULL
+           AND subscription.cycle_key(s.cycle) = subscription.cycle_key(OLD.cycle);
+        held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
+        hint := 'A price that was billed stays; change its amount, which applies from the next charge.';
+    WHEN 'addon' THEN
+        what := format('add-on "%s"', OLD.code);
+        held := ARRAY[
+            (SELECT subscription.count_phrase(count(*), 'batch', 'batches')
+               FROM subscription.addon_batch AS b WHERE b.addon = OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'price', 'prices')
+               FROM subscription.addon_price AS ap WHERE ap.addon = OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'plan', 'plans')
+               FROM subscription.plan_addon AS pa WHERE pa.addon = OLD.code)];
+        hint := 'An add-on that was sold stays in the catalog; delete the prices and plans of one that was not first.';
+    WHEN 'addon_price' THEN
+        what := format('a price of add-on "%s" in %s', OLD.addon, OLD.currency);
+        SELECT count(*) INTO ledger_lines
+          FROM subscription.ledger AS l
+          JOIN subscription.addon_batch AS b ON b.id = l.addon_batch_id
+         WHERE b.addon = OLD.addon AND l.currency = OLD.currency;
+        held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
+        hint := 'A price that was billed stays; change its amount, which applies from the next charge.';
+    END CASE;
+    held := array_remove(held, NULL);
+    IF cardinality(held) > 0 THEN
+        RAISE EXCEPTION '% cannot be deleted', what
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  DETAIL = format('It still has %s.',
+                                  CASE WHEN cardinality(held) = 1 THEN held[1]
+                                       ELSE array_to_string(held[1:cardinality(held) - 1], ', ')
+                                            || ' and ' || held[cardinality(held)] END),
+                  HINT = hint, TABLE = TG_TABLE_NAME, SCHEMA = 'subscription';
+    END IF;
+    RETURN OLD;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.sync_service_seats()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'plan' THEN
+        -- the plan's own subscriptions, and (Z3) those of the suites that include it
+        PERFORM subscription.reseat_licenses(ARRAY(
+            SELECT s.id FROM subscription.subscription AS s
+             WHERE (s.plan = NEW.code
+                    AND subscription.seat_product(OLD.kind, OLD.product) IS DISTINCT FROM
+                        subscription.seat_product(NEW.kind, NEW.product))
+                OR (OLD.product IS DISTINCT FROM NEW.product
+                    AND s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc
+                                    WHERE sc.plan = NEW.code))));
+    ELSIF TG_TABLE_NAME = 'suite_component' THEN
+        -- Z3: a suite's licenses seat the products of the plans it includes
+        PERFORM subscription.reseat_licenses(ARRAY(
+            SELECT s.id FROM subscription.subscription AS s
+             WHERE s.plan IN (CASE WHEN TG_OP <> 'INSERT' THEN OLD.suite_plan END,
+                              CASE WHEN TG_OP <> 'DELETE' THEN NEW.suite_plan END)));
+    ELSIF (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = OLD.plan)
+          IS DISTINCT FROM
+          (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = NEW.plan)
+          -- Z3: from or to a suite, the included products may change
+          OR EXISTS (SELECT FROM subscription.suite_component AS sc WHERE sc.suite_plan IN (OLD.plan, NEW.plan)) THEN
+        PERFORM subscription.reseat_licenses(ARRAY[NEW.id]);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.sync_service_seats() IS 'Trigger: service seats follow plan and suite changes (R11, Z3)';
+
+CREATE TRIGGER suite_component_service_seats
+    AFTER INSERT OR UPDATE OR DELETE ON subscription.suite_component
+    FOR EACH ROW EXECUTE FUNCTION subscription.sync_service_seats();
+
+CREATE OR REPLACE FUNCTION subscription.limit_of(account_id bigint, feature text)
+RETURNS bigint
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (
+    SELECT CASE WHEN bool_or(x.unlimited) THEN NULL
+                -- numeric, so that an overflow is an error, not a wrap
+                ELSE coalesce(sum(x.units), 0)::bigint END
+      FROM (SELECT l.value IS NULL AS unlimited,
+                   CASE WHEN l.per_license THEN l.value::numeric * s.quantity
+                        ELSE l.value::numeric END AS units
+              FROM subscription.subscription AS s
+              CROSS JOIN LATERAL (SELECT s.plan
+                                  UNION ALL
+                                  SELECT sc.plan FROM subscription.suite_component AS sc
+                                   WHERE sc.suite_plan = s.plan) AS p (plan)
+              JOIN subscription.plan_limit AS l
+                ON l.plan = p.plan AND l.feature = limit_of.feature
+             WHERE s.account_id = limit_of.account_id
+               AND s.status = 'active'
+            UNION ALL
+            SELECT false, b.quantity::numeric * a.units
+              FROM subscription.subscription AS s
+              JOIN subscription.addon_batch AS b ON b.subscription_id = s.id
+              JOIN subscription.addon AS a ON a.code = b.addon
+             WHERE s.account_id = limit_of.account_id
+               AND s.status = 'active'
+               AND b.status = 'active'
+               AND a.feature = limit_of.feature) AS x);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.refresh_limits()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    accounts bigint[];
+    only_feature text;
+BEGIN
+    -- an UPDATE can move the row: refresh for its old and its new self
+    FOR i IN 1 .. CASE WHEN TG_OP = 'UPDATE' THEN 2 ELSE 1 END LOOP
+        IF i = 1 AND TG_OP <> 'INSERT' THEN
+            r := OLD;
+        ELSE
+            r := NEW;
+        END IF;
+        IF TG_TABLE_NAME = 'subscription' THEN
+            accounts := ARRAY[r.account_id];
+        ELSIF TG_TABLE_NAME = 'addon_batch' THEN
+            SELECT array_agg(s.account_id) INTO accounts
+              FROM subscription.subscription AS s WHERE s.id = r.subscription_id;
+        ELSIF TG_TABLE_NAME = 'plan_limit' THEN
+            only_feature := r.feature;
+            -- the plan's subscriptions, and those of the suites that include it (Z3)
+            SELECT array_agg(DISTINCT s.account_id) INTO accounts
+              FROM subscription.subscription AS s
+             WHERE s.plan = r.plan
+                OR s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc WHERE sc.plan = r.plan);
+        ELSIF TG_TABLE_NAME = 'suite_component' THEN
+            SELECT array_agg(DISTINCT s.account_id) INTO accounts
+              FROM subscription.subscription AS s WHERE s.plan = r.suite_plan;
+        ELSE
+            SELECT array_agg(DISTINCT s.account_id) INTO accounts
+              FROM subscription.subscription AS s
+              JOIN subscription.addon_batch AS b ON b.subscription_id = s.id
+             WHERE b.addon = r.code;
+        END IF;
+        UPDATE subscription.usage_counter AS u
+           SET limit_value = subscription.limit_of(u.account_id, u.feature)
+         WHERE u.account_id = ANY (accounts)
+           AND (only_feature IS NULL OR u.feature = only_feature)
+           AND u.limit_value IS DISTINCT FROM subscription.limit_of(u.account_id, u.feature);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER suite_component_refresh_limits
+    AFTER INSERT OR DELETE OR UPDATE ON subscription.suite_component
+    FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits();
+
+-- Z3: move the account's separate subscriptions of a suite's included
+-- products (those whose licenses take a seat of one, R11) into one new
+-- subscription of the suite, with "quantity" licenses (NULL: the largest
+-- quantity among those it replaces), on the longest of their cycles.  Each
+-- ends as end_early ends it, its unused days credited (L9), and the
+-- credit pays the suite's first charge (L10); the members holding their
+-- licenses hold the suite's.  All or nothing: 23514 names the products
+-- when the suite has fewer licenses than those members.
+CREATE FUNCTION subscription.bundle_into_suite(account_id bigint, suite_plan text, quantity integer DEFAULT NULL,
+                                               at timestamptz DEFAULT now())
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    suite subscription.plan;
+    included text[];
+    replaced subscription.subscription[];
+    ids bigint[];
+    members bigint[];
+    r subscription.subscription;
+    bundle_cycle interval;
+    was_default boolean;
+    credited numeric := 0;
+    new_id bigint;
+BEGIN
+    PERFORM subscription.require_arguments('bundle_into_suite', '{account_id,suite_plan,at}',
+        ARRAY[account_id IS NULL, suite_plan IS NULL, at IS NULL]);
+    IF quantity IS NOT NULL THEN
+        PERFORM subscription.require_quantity(quantity);
+    END IF;
+    PERFORM subscription.require_time('bundle_into_suite', at, false);
+    PERFORM subscription.require_account(bundle_into_suite.account_id);
+    PERFORM subscription.authorize(bundle_into_suite.account_id, 'change_plan');
+    SELECT * INTO suite FROM subscription.plan AS p WHERE p.code = bundle_into_suite.suite_plan;
+    IF NOT FOUND THEN
+        PERFORM subscription.unknown_code('plan', suite_plan);
+    END IF;
+    SELECT array_agg(DISTINCT ip.product ORDER BY ip.product) INTO included
+      FROM subscription.suite_component AS sc
+      JOIN subscription.plan AS ip ON ip.code = sc.plan
+     WHERE sc.suite_plan = suite.code;
+    IF included IS NULL THEN
+        RAISE EXCEPTION 'plan "%" is not a suite', suite.code
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The plans a suite includes are its rows in subscription.suite_component.';
+    END IF;
+
+    -- the separate subscriptions, locked in id order
+    SELECT array_agg(x ORDER BY x.id) INTO replaced
+      FROM (SELECT x.* FROM subscription.subscription AS x
+              JOIN subscription.plan AS p ON p.code = x.plan
+             WHERE x.account_id = bundle_into_suite.account_id
+               AND x.status = 'active'
+               AND subscription.seat_product(p.kind, p.product) = ANY (included)
+             ORDER BY x.id
+               FOR NO KEY UPDATE OF x) AS x;
+    IF replaced IS NULL THEN
+        RAISE EXCEPTION 'account % has no subscription to bundle into suite "%"', account_id, suite.code
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('It has no active subscription of product %s.',
+                                  array_to_string(ARRAY(SELECT format('"%s"', i) FROM unnest(included) AS i), ', ')),
+                  HINT = 'Subscribe to the suite with subscription.subscribe().';
+    END IF;
+    ids := ARRAY(SELECT x.id FROM unnest(replaced) AS x);
+    quantity := coalesce(quantity, (SELECT max(x.quantity) FROM unnest(replaced) AS x));
+    bundle_cycle := (SELECT max(x.cycle) FROM unnest(replaced) AS x);
+    was_default := (SELECT bool_or(x.is_default) FROM unnest(replaced) AS x);
+
+    -- their seats go to the suite: a member holding a license of an included product
+    members := ARRAY(SELECT DISTINCT l.member_id FROM subscription.license AS l
+                      WHERE l.subscription_id = ANY (ids) ORDER BY 1);
+    IF cardinality(members) > quantity THEN
+        RAISE EXCEPTION 'suite "%" with % licenses cannot seat the % members holding a license of product %',
+                        suite.code, quantity, cardinality(members),
+                        (SELECT string_agg(DISTINCT format('"%s"', p.product), ', ' ORDER BY format('"%s"', p.product))
+                           FROM unnest(replaced) AS x
+                           JOIN subscription.license AS l ON l.subscription_id = x.id
+                           JOIN subscription.plan AS p ON p.code = x.plan)
+            USING ERRCODE = 'check_violation',
+                  DETAIL = format('Members %s hold a license of subscription %s.',
+                                  array_to_string(members, ', '), array_to_string(ids, ', ')),
+                  HINT = 'Bundle with a larger quantity, or release licenses first.';
+    END IF;
+
+    -- L9: each ends now, its unused days credited; its licenses released
+    FOREACH r IN ARRAY replaced LOOP
+        credited := credited + subscription.end_early(r.id, at);
+    END LOOP;
+    DELETE FROM subscription.license AS l WHERE l.subscription_id = ANY (ids);
+    IF was_default THEN
+        UPDATE subscription.subscription AS x SET is_default = false
+         WHERE x.id = ANY (ids) AND x.is_default;
+    END IF;
+
+    -- the suite, charged as any subscription (the credit pays it first)
+    new_id := subscription.subscribe(bundle_into_suite.account_id, suite.code, bundle_cycle, quantity, at);
+    IF was_default THEN
+        UPDATE subscription.subscription AS x SET is_default = true WHERE x.id = new_id AND NOT x.is_default;
+    END IF;
+    INSERT INTO subscription.license (subscription_id, member_id)
+    SELECT new_id, m FROM unnest(members) AS m;
+
+    INSERT INTO subscription.history (actor, operation, account_id, subscription_id, details)
+    VALUES (subscription.current_actor(), 'bundle_into_suite', bundle_into_suite.account_id, new_id,
+            jsonb_build_object('suite_plan', suite.code, 'quantity', quantity, 'replaced', to_jsonb(ids),
+                               'credited', credited, 'members', to_jsonb(members)));
+    RETURN new_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.bundle_into_suite(bigint, text, integer, timestamptz) IS
+'Move the account''s separate subscriptions of a suite''s products into one suite subscription, their unused days credited (Z3, L9)';
+
+CREATE FUNCTION subscription.lines_of_change(account_id bigint, subscription_id bigint, change text)
+RETURNS SETOF subscription.ledger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    last_line bigint;
+    lines subscription.ledger[];
+BEGIN
+    PERFORM FROM subscription.subscription AS s
+     WHERE s.id = lines_of_change.subscription_id FOR NO KEY UPDATE;
+    PERFORM FROM subscription.account AS a
+     WHERE lines_of_change.subscription_id IS NULL AND a.id = lines_of_change.account_id FOR NO KEY UPDATE;
+    SELECT coalesce(max(l.id), 0) INTO last_line FROM subscription.ledger AS l
+     WHERE l.subscription_id = lines_of_change.subscription_id
+        OR (lines_of_change.subscription_id IS NULL AND l.account_id = lines_of_change.account_id);
+    BEGIN
+        EXECUTE change;
+        SELECT array_agg(l ORDER BY l.id) INTO lines FROM subscription.ledger AS l
+         WHERE (l.subscription_id = lines_of_change.subscription_id
+                OR (lines_of_change.subscription_id IS NULL AND l.account_id = lines_of_change.account_id))
+           AND l.id > last_line;
+        RAISE EXCEPTION 'preview' USING ERRCODE = 'SBPRV';  -- undoes the change
+    EXCEPTION WHEN SQLSTATE 'SBPRV' THEN
+        NULL;
+    END;
+    RETURN QUERY SELECT * FROM unnest(lines);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.lines_of_change(bigint, bigint, text) IS 'Internal: the ledger lines a change would write for a subscription or an account, in a rolled-back subtransaction (Z9)';
+
+CREATE OR REPLACE FUNCTION subscription.ledger_lines_of(subscription_id bigint, change text)
+RETURNS SETOF subscription.ledger
+LANGUAGE sql
+BEGIN ATOMIC
+    SELECT * FROM subscription.lines_of_change(NULL, subscription_id, change);
+END;
+
+CREATE FUNCTION subscription.preview_bundle_into_suite(account_id bigint, suite_plan text, quantity integer DEFAULT NULL,
+                                                       at timestamptz DEFAULT now())
+RETURNS SETOF subscription.ledger
+LANGUAGE sql
+SECURITY DEFINER
+BEGIN ATOMIC
+    SELECT * FROM subscription.lines_of_change(account_id, NULL,
+        format('SELECT subscription.bundle_into_suite(%L, %L, %L, %L)', account_id, suite_plan, quantity, at));
+END;
+
+COMMENT ON FUNCTION subscription.preview_bundle_into_suite(bigint, text, integer, timestamptz) IS 'The ledger lines bundle_into_suite would write, without writing them (Z9)';
+
+CREATE OR REPLACE FUNCTION subscription.role_rights(kind text)
+RETURNS TABLE (object_type text, object text, privileges text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    application_routines text[] := '{subscribe,set_quantity,change_plan,change_cycle,set_renewal,cancel,
+        cancel_account,close_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
+        apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
+        bundle_into_suite,preview_bundle_into_suite,
+        effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
+        cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
+        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect}';
+    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
+    views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
+BEGIN
+    IF kind NOT IN ('application', 'backoffice', 'restore') THEN
+        RAISE EXCEPTION 'unknown kind of role "%"', kind
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The kinds are application, backoffice and restore.';
+    END IF;
+    RETURN QUERY
+    SELECT 'SCHEMA', 'subscription', 'USAGE'
+    UNION ALL
+    SELECT 'ROUTINE', p.oid::regprocedure::text, 'EXECUTE'
+      FROM pg_catalog.pg_proc AS p
+     WHERE p.pronamespace = 'subscription'::regnamespace
+       AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
+                     -- granting is for the extension's owner alone
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind)$' END
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || c.relname,
+           CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
+                THEN 'SELECT, INSERT, UPDATE, DELETE'
+                WHEN kind = 'restore' AND c.relkind = 'r' THEN 'SELECT, INSERT'
+                WHEN kind = 'restore' AND c.relkind = 'S' THEN 'SELECT, UPDATE'
+                ELSE 'SELECT' END
+      FROM pg_catalog.pg_class AS c
+     WHERE c.relnamespace = 'subscription'::regnamespace
+       AND c.relkind IN ('r', 'v', 'S')
+       AND CASE kind WHEN 'backoffice' THEN true
+                     WHEN 'restore' THEN c.relkind IN ('r', 'S')
+                     ELSE c.relname = ANY (catalog || views) END
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || t, 'INSERT, UPDATE' || CASE t WHEN 'member' THEN ', DELETE' ELSE '' END
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+    UNION ALL
+    SELECT 'COLUMNS', 'subscription.' || t, 'SELECT (id)'
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+     ORDER BY 1, 2;
+END
+$$;
+
+REVOKE ALL ON FUNCTION subscription.suite_problem(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.check_suite_component() FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.bundle_into_suite(bigint, text, integer, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.lines_of_change(bigint, bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.preview_bundle_into_suite(bigint, text, integer, timestamptz) FROM PUBLIC;
+
+-- the roles already given their rights get those of the new objects
+SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g ORDER BY g.role, g.kind;

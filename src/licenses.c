@@ -112,16 +112,45 @@ PlanTakesSeat(const char *kind)
 }
 
 /*
+ * Z3: a service license of a suite takes the seat of its own product and
+ * one of the product of each plan the suite includes (subscription.
+ * suite_component), so that R11 holds per product through the same key.
+ * The products a license of plan p seats, for WANTED_SEATS (its %2$s, see
+ * SeatProducts()); ReadTarget() reads the same rows by their keys.
+ */
+#define SUITE_SEAT_PRODUCTS \
+	"SELECT p.product" \
+	" UNION ALL" \
+	" SELECT ip.product FROM subscription.suite_component AS sc" \
+	"   JOIN subscription.plan AS ip ON ip.code = sc.plan" \
+	"  WHERE sc.suite_plan = p.code"
+
+/* the table of Z3, or InvalidOid in a database still at version 1.0 */
+static Oid
+SuiteComponentTable(void)
+{
+	return get_relname_relid("suite_component", get_namespace_oid("subscription", false));
+}
+
+/* the products a service license of plan p seats, for WANTED_SEATS */
+static const char *
+SeatProducts(void)
+{
+	return OidIsValid(SuiteComponentTable()) ? SUITE_SEAT_PRODUCTS : "SELECT p.product";
+}
+
+/*
  * The service seats that the assigned licenses of %1$s take, in key order.
  * A plain INSERT of them fails on the seat's key when a member would hold a
  * second service of a product: SeatsOrRefuse() turns that into R11's error,
  * found by SEAT_CONFLICT_QUERY.  Shared by the guard and reseat_licenses().
  */
 #define WANTED_SEATS \
-	"SELECT c.member_id, p.product, c.subscription_id" \
+	"SELECT c.member_id, sp.product, c.subscription_id" \
 	"  FROM %1$s AS c" \
 	"  JOIN subscription.subscription AS s ON s.id = c.subscription_id" \
 	"  JOIN subscription.plan AS p ON p.code = s.plan AND p.kind = '" SEAT_KIND "'" \
+	"  CROSS JOIN LATERAL (%2$s) AS sp (product)" \
 	" WHERE c.d > 0"
 #define SEAT_QUERY \
 	"INSERT INTO subscription.service_seat (member_id, product, subscription_id) " \
@@ -487,7 +516,7 @@ GuardStatement(TriggerData *trigdata, GuardedEvent event)
 
 	for (q = 0; q < GUARD_NUM_QUERIES; q++)
 		if (plans[q] == NULL && guard_query_applies[event][q])
-			KeptPlan(&plans[q], psprintf(guard_queries[q], guard_changes[event]), 0, NULL);
+			KeptPlan(&plans[q], psprintf(guard_queries[q], guard_changes[event], SeatProducts()), 0, NULL);
 
 	/* latest snapshot: like ri_triggers.c, see what others have committed */
 	latest = GetLatestSnapshot();
@@ -566,12 +595,13 @@ SetColumn(TupleTableSlot *slot, bool *given, Relation rel, const char *column, D
 }
 
 /*
- * What the subscription's license needs: its account, and the product of
- * its plan when that plan is a service (NULL for an option).  False when
- * the subscription does not exist.
+ * What the subscription's license needs: its account, and the products whose
+ * seats it takes when its plan is a service (NIL for an option): the plan's
+ * own, and those of the plans a suite includes (Z3, SUITE_SEAT_PRODUCTS).
+ * False when the subscription does not exist.
  */
 static bool
-ReadTarget(Snapshot snapshot, int64 subscription_id, int64 *account_id, char **service_product)
+ReadTarget(Snapshot snapshot, int64 subscription_id, int64 *account_id, List **service_products)
 {
 	Relation	subscriptions = table_open(OwnTable("subscription"), AccessShareLock);
 	Relation	plans = table_open(OwnTable("plan"), AccessShareLock);
@@ -581,7 +611,7 @@ ReadTarget(Snapshot snapshot, int64 subscription_id, int64 *account_id, char **s
 	bool		found;
 	bool		isnull;
 
-	*service_product = NULL;
+	*service_products = NIL;
 	found = FetchRowByKey(subscriptions, snapshot, 1, &key, subscription);
 	if (found)
 	{
@@ -591,9 +621,35 @@ ReadTarget(Snapshot snapshot, int64 subscription_id, int64 *account_id, char **s
 		{
 			char	   *kind = TextDatumGetCString(slot_getattr(plan, RowWriteColumn(plans, "kind"), &isnull));
 
+			Oid			suite_component = SuiteComponentTable();
+
 			if (PlanTakesSeat(kind))
-				*service_product = TextDatumGetCString(slot_getattr(plan, RowWriteColumn(plans, "product"),
-																	&isnull));
+				*service_products = list_make1(TextDatumGetCString(slot_getattr(plan, RowWriteColumn(plans, "product"),
+																				&isnull)));
+			if (PlanTakesSeat(kind) && OidIsValid(suite_component))
+			{
+				Relation	components = table_open(suite_component, AccessShareLock);
+				TupleTableSlot *component = table_slot_create(components, NULL);
+				TupleTableSlot *included_plan = table_slot_create(plans, NULL);
+				KeyScan    *ks;
+
+				key = slot_getattr(plan, RowWriteColumn(plans, "code"), &isnull);
+				ks = BeginKeyScan(components, snapshot, 1, &key);
+				while (KeyScanNext(ks, component))
+				{
+					Datum		included = slot_getattr(component, RowWriteColumn(components, "plan"), &isnull);
+
+					if (FetchRowByKey(plans, snapshot, 1, &included, included_plan))
+						*service_products = lappend(*service_products,
+													TextDatumGetCString(slot_getattr(included_plan,
+																					 RowWriteColumn(plans, "product"),
+																					 &isnull)));
+				}
+				EndKeyScan(ks);
+				ExecDropSingleTupleTableSlot(included_plan);
+				ExecDropSingleTupleTableSlot(component);
+				table_close(components, NoLock);
+			}
 		}
 	}
 	ExecDropSingleTupleTableSlot(plan);
@@ -685,7 +741,8 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 	int64		subscription_id;
 	int64		member_id;
 	int64		account_id = 0;
-	char	   *service_product;
+	List	   *service_products;
+	char	   *refused_product = NULL;
 	bool		isnull;
 	bool		checked;
 	bool		target;
@@ -709,7 +766,7 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 	for (t = 0; t < ONE_ROW_NUM_TABLES; t++)
 		relids[t] = OwnTable(one_row_tables[t]);
 	w = BeginRowWrites(ONE_ROW_NUM_TABLES, relids);
-	target = ReadTarget(RowWriteSnapshot(w), subscription_id, &account_id, &service_product);
+	target = ReadTarget(RowWriteSnapshot(w), subscription_id, &account_id, &service_products);
 	if (assigning && !checked)
 	{
 		int64		member_account;
@@ -723,16 +780,26 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 
 	if (!assigning)
 		Unseat(w, subscription_id, member_id);
-	else if (service_product != NULL)
+	else
 	{
 		Relation	seats = RowWriteRelation(w, ONE_ROW_SEAT);
-		TupleTableSlot *seat = RowWriteNewSlot(w, ONE_ROW_SEAT);
-		bool	   *given = palloc0(sizeof(bool) * RelationGetDescr(seats)->natts);
+		ListCell   *lc;
 
-		SetColumn(seat, given, seats, "member_id", Int64GetDatum(member_id));
-		SetColumn(seat, given, seats, "product", CStringGetTextDatum(service_product));
-		SetColumn(seat, given, seats, "subscription_id", Int64GetDatum(subscription_id));
-		refused = !InsertRowUnlessConflict(w, ONE_ROW_SEAT, seat, given);
+		foreach(lc, service_products)
+		{
+			TupleTableSlot *seat = RowWriteNewSlot(w, ONE_ROW_SEAT);
+			bool	   *given = palloc0(sizeof(bool) * RelationGetDescr(seats)->natts);
+
+			SetColumn(seat, given, seats, "member_id", Int64GetDatum(member_id));
+			SetColumn(seat, given, seats, "product", CStringGetTextDatum((char *) lfirst(lc)));
+			SetColumn(seat, given, seats, "subscription_id", Int64GetDatum(subscription_id));
+			if (!InsertRowUnlessConflict(w, ONE_ROW_SEAT, seat, given))
+			{
+				refused = true;
+				refused_product = (char *) lfirst(lc);
+				break;
+			}
+		}
 	}
 	if (!refused)
 		moved = MoveCounterRow(w, ONE_ROW_COUNTER, subscription_id, assigning ? 1 : -1, &left);
@@ -752,7 +819,7 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 	if (!assigning)
 		return;					/* the subscription is being deleted with its licenses */
 	if (refused)
-		SeatRefusal(rel, member_id, service_product, subscription_id);
+		SeatRefusal(rel, member_id, refused_product, subscription_id);
 	CounterRefusal(rel, subscription_id, 1);
 }
 
@@ -1147,8 +1214,8 @@ reseat_licenses(PG_FUNCTION_ARGS)
 			 1, argtypes);
 	if (SPI_execute_plan(unseat_plan, values, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "could not free the service seats");
-	KeptPlan(&seat_plan, psprintf(SEAT_QUERY, licenses), 1, argtypes);
-	KeptPlan(&conflict_plan, psprintf(SEAT_CONFLICT_QUERY, licenses), 1, argtypes);
+	KeptPlan(&seat_plan, psprintf(SEAT_QUERY, licenses, SeatProducts()), 1, argtypes);
+	KeptPlan(&conflict_plan, psprintf(SEAT_CONFLICT_QUERY, licenses, SeatProducts()), 1, argtypes);
 	SeatsOrRefuse(NULL, seat_plan, conflict_plan, values);
 	SPI_finish();
 	UnpinSearchPath(nest_level);

@@ -173,3 +173,99 @@ CREATE TABLE subscription.terms (
 );
 
 COMMENT ON TABLE subscription.terms IS 'Versions of the terms of service, each in effect from effective_at until the next one (Z11)';
+-- Z3: a suite is a plan of its own product whose price covers plans of
+-- other products, the plans listed here.  A service license of the suite
+-- counts as a license of each included product (R11, src/licenses.c), and
+-- the included plans' limits apply (limit_of).  bundle_into_suite moves an
+-- account's separate subscriptions into one of the suite.
+CREATE TABLE subscription.suite_component (
+    suite_plan text NOT NULL REFERENCES subscription.plan (code) ON UPDATE CASCADE,
+    plan       text NOT NULL REFERENCES subscription.plan (code) ON UPDATE CASCADE,
+    PRIMARY KEY (suite_plan, plan)
+);
+CREATE INDEX ON subscription.suite_component (plan);
+
+COMMENT ON TABLE subscription.suite_component IS 'The plans a suite plan includes, of other products, one per product (Z3)';
+
+-- Z3: what is wrong with the suite of suite_plan including plan, or NULL:
+-- a suite includes neither itself, nor another suite, nor a plan of its
+-- own product or of a product it already includes, and is included in no
+-- suite.  The rule's one statement: check_suite_component() asks it of
+-- every row a change touches.
+CREATE FUNCTION subscription.suite_problem(suite_plan text, plan text)
+RETURNS text
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT CASE
+        WHEN bad.suite_plan OPERATOR(pg_catalog.=) bad.plan
+            THEN pg_catalog.format('suite "%s" cannot include itself', bad.suite_plan)
+        WHEN EXISTS (SELECT FROM subscription.suite_component AS sc
+                      WHERE sc.suite_plan OPERATOR(pg_catalog.=) bad.plan)
+            THEN pg_catalog.format('suite "%s" cannot include plan "%s", which is a suite', bad.suite_plan, bad.plan)
+        WHEN EXISTS (SELECT FROM subscription.suite_component AS sc
+                      WHERE sc.plan OPERATOR(pg_catalog.=) bad.suite_plan)
+            THEN pg_catalog.format('plan "%s" cannot be a suite: suite "%s" includes it', bad.suite_plan,
+                        (SELECT pg_catalog.min(sc.suite_plan) FROM subscription.suite_component AS sc
+                          WHERE sc.plan OPERATOR(pg_catalog.=) bad.suite_plan))
+        WHEN ip.product OPERATOR(pg_catalog.=) sp.product
+            THEN pg_catalog.format('suite "%s" cannot include plan "%s" of its own product "%s"',
+                                   bad.suite_plan, bad.plan, sp.product)
+        WHEN EXISTS (SELECT FROM subscription.suite_component AS sc
+                       JOIN subscription.plan AS o ON o.code OPERATOR(pg_catalog.=) sc.plan
+                      WHERE sc.suite_plan OPERATOR(pg_catalog.=) bad.suite_plan
+                        AND sc.plan OPERATOR(pg_catalog.<>) bad.plan
+                        AND o.product OPERATOR(pg_catalog.=) ip.product)
+            THEN pg_catalog.format('suite "%s" cannot include two plans of product "%s"', bad.suite_plan, ip.product)
+        END
+      FROM (SELECT suite_problem.suite_plan, suite_problem.plan) AS bad (suite_plan, plan)
+      JOIN subscription.plan AS sp ON sp.code OPERATOR(pg_catalog.=) bad.suite_plan
+      JOIN subscription.plan AS ip ON ip.code OPERATOR(pg_catalog.=) bad.plan;
+END;
+
+COMMENT ON FUNCTION subscription.suite_problem(text, text) IS 'Internal: why a suite may not include a plan, or NULL (Z3)';
+
+CREATE FUNCTION subscription.check_suite_component()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    a text;
+    b text;
+BEGIN
+    -- a suite row, or a plan that moved to another product
+    IF TG_TABLE_NAME = 'plan' THEN
+        a := NEW.code;
+        b := NEW.code;
+    ELSE
+        a := NEW.suite_plan;
+        b := NEW.plan;
+    END IF;
+    -- serialize concurrent changes of the suites that involve these plans
+    PERFORM FROM subscription.plan AS p WHERE p.code IN (a, b) ORDER BY p.code FOR UPDATE;
+    FOR r IN SELECT sc.suite_plan, sc.plan, subscription.suite_problem(sc.suite_plan, sc.plan) AS problem
+               FROM subscription.suite_component AS sc
+              WHERE sc.suite_plan IN (a, b) OR sc.plan IN (a, b)
+              -- the row written first: its problem is the one to tell
+              ORDER BY (sc.suite_plan, sc.plan) = (a, b) DESC, 1, 2 LOOP
+        IF r.problem IS NOT NULL THEN
+            RAISE EXCEPTION '%', r.problem
+                USING ERRCODE = 'check_violation',
+                      DETAIL = 'A suite includes plans of other products, one per product, and no suite.',
+                      TABLE = 'suite_component', SCHEMA = 'subscription';
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.check_suite_component() IS 'Trigger: a suite includes plans of other products, one per product, and no suite (Z3)';
+
+CREATE CONSTRAINT TRIGGER suite_component_valid
+    AFTER INSERT OR UPDATE ON subscription.suite_component
+    FOR EACH ROW EXECUTE FUNCTION subscription.check_suite_component();
+CREATE CONSTRAINT TRIGGER plan_suite_component_valid
+    AFTER UPDATE OF product ON subscription.plan
+    FOR EACH ROW WHEN (OLD.product IS DISTINCT FROM NEW.product)
+    EXECUTE FUNCTION subscription.check_suite_component();

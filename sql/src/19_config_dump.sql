@@ -13,7 +13,7 @@ BEGIN
         'product', 'plan', 'plan_price', 'plan_limit', 'addon', 'addon_price',
         'plan_addon', 'coupon', 'account', 'member', 'subscription', 'license',
         'addon_batch', 'ledger', 'history', 'trimmed', 'usage_counter', 'license_counter',
-        'service_seat', 'limited_table', 'granted_role', 'terms', 'terms_acceptance']
+        'service_seat', 'limited_table', 'granted_role', 'terms', 'terms_acceptance', 'suite_component']
     LOOP
         PERFORM pg_catalog.pg_extension_config_dump(('subscription.' || t)::pg_catalog.regclass, '');
     END LOOP;

@@ -99,7 +99,10 @@ BEGIN
             (SELECT subscription.count_phrase(count(*), 'limit', 'limits')
                FROM subscription.plan_limit AS pl WHERE pl.plan = OLD.code),
             (SELECT subscription.count_phrase(count(*), 'add-on', 'add-ons')
-               FROM subscription.plan_addon AS pa WHERE pa.plan = OLD.code)];
+               FROM subscription.plan_addon AS pa WHERE pa.plan = OLD.code),
+            -- Z3: the suite it is, or the suites it is in
+            (SELECT subscription.count_phrase(count(*), 'suite component', 'suite components')
+               FROM subscription.suite_component AS sc WHERE OLD.code IN (sc.suite_plan, sc.plan))];
         hint := CASE WHEN ledger_lines > 0
                      THEN 'A plan that was billed stays in the catalog: the ledger names it.'
                      ELSE 'Delete its prices, limits and add-ons first.' END;

@@ -91,21 +91,33 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF TG_TABLE_NAME = 'plan' THEN
-        IF subscription.seat_product(OLD.kind, OLD.product) IS DISTINCT FROM
-           subscription.seat_product(NEW.kind, NEW.product) THEN
-            PERFORM subscription.reseat_licenses(ARRAY(
-                SELECT s.id FROM subscription.subscription AS s WHERE s.plan = NEW.code));
-        END IF;
+        -- the plan's own subscriptions, and (Z3) those of the suites that include it
+        PERFORM subscription.reseat_licenses(ARRAY(
+            SELECT s.id FROM subscription.subscription AS s
+             WHERE (s.plan = NEW.code
+                    AND subscription.seat_product(OLD.kind, OLD.product) IS DISTINCT FROM
+                        subscription.seat_product(NEW.kind, NEW.product))
+                OR (OLD.product IS DISTINCT FROM NEW.product
+                    AND s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc
+                                    WHERE sc.plan = NEW.code))));
+    ELSIF TG_TABLE_NAME = 'suite_component' THEN
+        -- Z3: a suite's licenses seat the products of the plans it includes
+        PERFORM subscription.reseat_licenses(ARRAY(
+            SELECT s.id FROM subscription.subscription AS s
+             WHERE s.plan IN (CASE WHEN TG_OP <> 'INSERT' THEN OLD.suite_plan END,
+                              CASE WHEN TG_OP <> 'DELETE' THEN NEW.suite_plan END)));
     ELSIF (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = OLD.plan)
           IS DISTINCT FROM
-          (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = NEW.plan) THEN
+          (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = NEW.plan)
+          -- Z3: from or to a suite, the included products may change
+          OR EXISTS (SELECT FROM subscription.suite_component AS sc WHERE sc.suite_plan IN (OLD.plan, NEW.plan)) THEN
         PERFORM subscription.reseat_licenses(ARRAY[NEW.id]);
     END IF;
     RETURN NULL;
 END
 $$;
 
-COMMENT ON FUNCTION subscription.sync_service_seats() IS 'Trigger: service seats follow plan changes (R11)';
+COMMENT ON FUNCTION subscription.sync_service_seats() IS 'Trigger: service seats follow plan and suite changes (R11, Z3)';
 
 CREATE TRIGGER subscription_service_seats
     AFTER UPDATE OF plan ON subscription.subscription
@@ -115,6 +127,9 @@ CREATE TRIGGER plan_service_seats
     AFTER UPDATE OF kind, product ON subscription.plan
     FOR EACH ROW WHEN (OLD.kind IS DISTINCT FROM NEW.kind OR OLD.product IS DISTINCT FROM NEW.product)
     EXECUTE FUNCTION subscription.sync_service_seats();
+CREATE TRIGGER suite_component_service_seats
+    AFTER INSERT OR UPDATE OR DELETE ON subscription.suite_component
+    FOR EACH ROW EXECUTE FUNCTION subscription.sync_service_seats();
 
 -- The guard of subscription.license (C): per statement, over the transition
 -- table, it checks every assigned row (the member belongs to the

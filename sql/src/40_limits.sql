@@ -25,7 +25,10 @@ COMMENT ON FUNCTION subscription.require_feature(text) IS 'Internal: 42704 unles
 
 -- The account's limit of a feature: over its active subscriptions, each
 -- plan's value (times the quantity when per license: LogMeIn hosts are the
--- tier, L12), plus the units of active add-on batches (Z13, K1).  NULL is
+-- tier, L12), plus the units of active add-on batches (Z13, K1).  A suite
+-- subscription counts the values of the plans it includes besides its own,
+-- at its quantity, as if each were subscribed (Z3); with a separate
+-- subscription of an included product they add up, like any two.  NULL is
 -- unlimited: one unlimited plan makes the feature unlimited.  A feature no
 -- active subscription defines has limit 0, plus its add-ons.  One
 -- statement in PL/pgSQL, whose plan is cached per session: the limit
@@ -44,8 +47,12 @@ BEGIN
                    CASE WHEN l.per_license THEN l.value::numeric * s.quantity
                         ELSE l.value::numeric END AS units
               FROM subscription.subscription AS s
+              CROSS JOIN LATERAL (SELECT s.plan
+                                  UNION ALL
+                                  SELECT sc.plan FROM subscription.suite_component AS sc
+                                   WHERE sc.suite_plan = s.plan) AS p (plan)
               JOIN subscription.plan_limit AS l
-                ON l.plan = s.plan AND l.feature = limit_of.feature
+                ON l.plan = p.plan AND l.feature = limit_of.feature
              WHERE s.account_id = limit_of.account_id
                AND s.status = 'active'
             UNION ALL
@@ -548,8 +555,14 @@ BEGIN
               FROM subscription.subscription AS s WHERE s.id = r.subscription_id;
         ELSIF TG_TABLE_NAME = 'plan_limit' THEN
             only_feature := r.feature;
+            -- the plan's subscriptions, and those of the suites that include it (Z3)
             SELECT array_agg(DISTINCT s.account_id) INTO accounts
-              FROM subscription.subscription AS s WHERE s.plan = r.plan;
+              FROM subscription.subscription AS s
+             WHERE s.plan = r.plan
+                OR s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc WHERE sc.plan = r.plan);
+        ELSIF TG_TABLE_NAME = 'suite_component' THEN
+            SELECT array_agg(DISTINCT s.account_id) INTO accounts
+              FROM subscription.subscription AS s WHERE s.plan = r.suite_plan;
         ELSE
             SELECT array_agg(DISTINCT s.account_id) INTO accounts
               FROM subscription.subscription AS s
@@ -576,6 +589,9 @@ CREATE TRIGGER addon_batch_refresh_limits
     FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits();
 CREATE TRIGGER plan_limit_refresh_limits
     AFTER INSERT OR DELETE OR UPDATE ON subscription.plan_limit
+    FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits();
+CREATE TRIGGER suite_component_refresh_limits
+    AFTER INSERT OR DELETE OR UPDATE ON subscription.suite_component
     FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits();
 CREATE TRIGGER addon_refresh_limits
     AFTER UPDATE OF feature, units ON subscription.addon

@@ -142,6 +142,121 @@ $$;
 
 COMMENT ON FUNCTION subscription.change_plan(bigint, text, timestamptz) IS 'Upgrade now (prorated or restarted) or downgrade at the period end (C1-C4, Z5)';
 
+-- Z3: move the account's separate subscriptions of a suite's included
+-- products (those whose licenses take a seat of one, R11) into one new
+-- subscription of the suite, with "quantity" licenses (NULL: the largest
+-- quantity among those it replaces), on the longest of their cycles.  Each
+-- ends as end_early ends it, its unused days credited (L9), and the
+-- credit pays the suite's first charge (L10); the members holding their
+-- licenses hold the suite's.  All or nothing: 23514 names the products
+-- when the suite has fewer licenses than those members.
+CREATE FUNCTION subscription.bundle_into_suite(account_id bigint, suite_plan text, quantity integer DEFAULT NULL,
+                                               at timestamptz DEFAULT now())
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    suite subscription.plan;
+    included text[];
+    replaced subscription.subscription[];
+    ids bigint[];
+    members bigint[];
+    r subscription.subscription;
+    bundle_cycle interval;
+    was_default boolean;
+    credited numeric := 0;
+    new_id bigint;
+BEGIN
+    PERFORM subscription.require_arguments('bundle_into_suite', '{account_id,suite_plan,at}',
+        ARRAY[account_id IS NULL, suite_plan IS NULL, at IS NULL]);
+    IF quantity IS NOT NULL THEN
+        PERFORM subscription.require_quantity(quantity);
+    END IF;
+    PERFORM subscription.require_time('bundle_into_suite', at, false);
+    PERFORM subscription.require_account(bundle_into_suite.account_id);
+    PERFORM subscription.authorize(bundle_into_suite.account_id, 'change_plan');
+    SELECT * INTO suite FROM subscription.plan AS p WHERE p.code = bundle_into_suite.suite_plan;
+    IF NOT FOUND THEN
+        PERFORM subscription.unknown_code('plan', suite_plan);
+    END IF;
+    SELECT array_agg(DISTINCT ip.product ORDER BY ip.product) INTO included
+      FROM subscription.suite_component AS sc
+      JOIN subscription.plan AS ip ON ip.code = sc.plan
+     WHERE sc.suite_plan = suite.code;
+    IF included IS NULL THEN
+        RAISE EXCEPTION 'plan "%" is not a suite', suite.code
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The plans a suite includes are its rows in subscription.suite_component.';
+    END IF;
+
+    -- the separate subscriptions, locked in id order
+    SELECT array_agg(x ORDER BY x.id) INTO replaced
+      FROM (SELECT x.* FROM subscription.subscription AS x
+              JOIN subscription.plan AS p ON p.code = x.plan
+             WHERE x.account_id = bundle_into_suite.account_id
+               AND x.status = 'active'
+               AND subscription.seat_product(p.kind, p.product) = ANY (included)
+             ORDER BY x.id
+               FOR NO KEY UPDATE OF x) AS x;
+    IF replaced IS NULL THEN
+        RAISE EXCEPTION 'account % has no subscription to bundle into suite "%"', account_id, suite.code
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('It has no active subscription of product %s.',
+                                  array_to_string(ARRAY(SELECT format('"%s"', i) FROM unnest(included) AS i), ', ')),
+                  HINT = 'Subscribe to the suite with subscription.subscribe().';
+    END IF;
+    ids := ARRAY(SELECT x.id FROM unnest(replaced) AS x);
+    quantity := coalesce(quantity, (SELECT max(x.quantity) FROM unnest(replaced) AS x));
+    bundle_cycle := (SELECT max(x.cycle) FROM unnest(replaced) AS x);
+    was_default := (SELECT bool_or(x.is_default) FROM unnest(replaced) AS x);
+
+    -- their seats go to the suite: a member holding a license of an included product
+    members := ARRAY(SELECT DISTINCT l.member_id FROM subscription.license AS l
+                      WHERE l.subscription_id = ANY (ids) ORDER BY 1);
+    IF cardinality(members) > quantity THEN
+        RAISE EXCEPTION 'suite "%" with % licenses cannot seat the % members holding a license of product %',
+                        suite.code, quantity, cardinality(members),
+                        (SELECT string_agg(DISTINCT format('"%s"', p.product), ', ' ORDER BY format('"%s"', p.product))
+                           FROM unnest(replaced) AS x
+                           JOIN subscription.license AS l ON l.subscription_id = x.id
+                           JOIN subscription.plan AS p ON p.code = x.plan)
+            USING ERRCODE = 'check_violation',
+                  DETAIL = format('Members %s hold a license of subscription %s.',
+                                  array_to_string(members, ', '), array_to_string(ids, ', ')),
+                  HINT = 'Bundle with a larger quantity, or release licenses first.';
+    END IF;
+
+    -- L9: each ends now, its unused days credited; its licenses released
+    FOREACH r IN ARRAY replaced LOOP
+        credited := credited + subscription.end_early(r.id, at);
+    END LOOP;
+    DELETE FROM subscription.license AS l WHERE l.subscription_id = ANY (ids);
+    IF was_default THEN
+        UPDATE subscription.subscription AS x SET is_default = false
+         WHERE x.id = ANY (ids) AND x.is_default;
+    END IF;
+
+    -- the suite, charged as any subscription (the credit pays it first)
+    new_id := subscription.subscribe(bundle_into_suite.account_id, suite.code, bundle_cycle, quantity, at);
+    IF was_default THEN
+        UPDATE subscription.subscription AS x SET is_default = true WHERE x.id = new_id AND NOT x.is_default;
+    END IF;
+    INSERT INTO subscription.license (subscription_id, member_id)
+    SELECT new_id, m FROM unnest(members) AS m;
+
+    INSERT INTO subscription.history (actor, operation, account_id, subscription_id, details)
+    VALUES (subscription.current_actor(), 'bundle_into_suite', bundle_into_suite.account_id, new_id,
+            jsonb_build_object('suite_plan', suite.code, 'quantity', quantity, 'replaced', to_jsonb(ids),
+                               'credited', credited, 'members', to_jsonb(members)));
+    RETURN new_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.bundle_into_suite(bigint, text, integer, timestamptz) IS
+'Move the account''s separate subscriptions of a suite''s products into one suite subscription, their unused days credited (Z3, L9)';
+
 -- C3: one row per billing event of a subscription, the lines effective at
 -- one time (a change gives back from and charges from its time): the
 -- plan, what was charged net of discounts (the invoice), what was given

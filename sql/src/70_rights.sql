@@ -26,10 +26,11 @@ DECLARE
     application_routines text[] := '{subscribe,set_quantity,change_plan,change_cycle,set_renewal,cancel,
         cancel_account,close_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
         apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
+        bundle_into_suite,preview_bundle_into_suite,
         effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
         cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
         cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect}';
-    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms}';
+    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
     views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
 BEGIN
     IF kind NOT IN ('application', 'backoffice', 'restore') THEN

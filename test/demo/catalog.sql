@@ -112,6 +112,9 @@ INSERT INTO plan_addon (plan, addon)
 SELECT p, a FROM unnest('{cm_live,cm_automated}'::text[]) AS p,
                  unnest('{cm_recording,cm_username_change,cm_parallel_events,cm_presenters,cm_sub_accounts,cm_storage}'::text[]) AS a;
 
+-- (Z3: the Zendesk Suite is added by scenario.sql, section 16: this catalog
+-- also loads on 1.0, in test/upgrade/fixture.sql.)
+
 -- Z10: promotional codes
 INSERT INTO coupon (code, percent_off, amount_off, cycles, redeem_by, max_redemptions) VALUES
     ('WELCOME20', 20, NULL, 2, '2026-12-31', 1000),

@@ -239,7 +239,33 @@ SELECT s.id, a.name AS account, s.plan, s.cycle, s.status, s.renewal, s.period
   FROM subscription AS s JOIN account AS a ON a.id = s.account_id ORDER BY s.id;
 
 \echo
-\echo '=== 16. Terms of service (Z11): new terms from 2027-03-15; Globex accepts before its next change'
+\echo '=== 16. Zendesk Suite (Z3, L9, Z9): Support and Chat bought apart, then bundled'
+\echo 'The Suite bundles Support Professional and Chat Professional (a catalog of 1.1)'
+INSERT INTO product (code, name) VALUES ('chat', 'Zendesk Chat'), ('zd_suite', 'Zendesk Suite');
+INSERT INTO plan (code, product, name, rank) VALUES
+    ('chat_professional', 'chat', 'Chat Professional', 2),
+    ('suite_professional', 'zd_suite', 'Suite Professional', 2);
+INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES
+    ('chat_professional', '1 month', 29.00, true), ('suite_professional', '1 month', 69.00, true);
+INSERT INTO plan_limit (plan, feature, value, per_license) VALUES ('chat_professional', 'chat_widgets', 5, true);
+INSERT INTO suite_component (suite_plan, plan) VALUES
+    ('suite_professional', 'zd_professional'), ('suite_professional', 'chat_professional');
+INSERT INTO account (id, name) SELECT max(id) + 1, 'Hooli (Zendesk Suite)' FROM account RETURNING id AS hooli \gset
+INSERT INTO member (account_id, external_id, role) VALUES (:hooli, 'liz@hooli', 'owner'), (:hooli, 'max@hooli', 'member');
+SELECT subscribe(:hooli, 'zd_professional', '1 month', 2, '2027-03-01') AS hooli_support,
+       subscribe(:hooli, 'chat_professional', '1 month', 3, '2027-03-01') AS hooli_chat \gset
+SELECT license_consume(:hooli_chat, m.id) FROM member AS m WHERE m.external_id = 'max@hooli';
+\echo 'The preview: both are credited for their unused days (L9), and the credit pays the suite'
+SELECT subscription_id, kind, amount, description FROM preview_bundle_into_suite(:hooli, 'suite_professional', NULL, '2027-03-16');
+SELECT bundle_into_suite(:hooli, 'suite_professional', NULL, '2027-03-16') AS hooli_suite \gset
+SELECT s.id, s.plan, s.quantity, s.status FROM subscription AS s WHERE s.account_id = :hooli ORDER BY s.id;
+\echo 'The seats came along; each suite license is a seat of Support and of Chat (R11)'
+SELECT m.external_id, x.product FROM service_seat AS x JOIN member AS m ON m.id = x.member_id
+ WHERE x.subscription_id = :hooli_suite ORDER BY 1, 2;
+SELECT effective_limit(:hooli, 'chat_widgets') AS chat_widgets;
+
+\echo
+\echo '=== 17. Terms of service (Z11): new terms from 2027-03-15; Globex accepts before its next change'
 INSERT INTO terms (version, effective_at, url) VALUES ('2027-03', '2027-03-15', 'https://example.com/terms');
 SELECT pg_temp.show_error(format($$SELECT set_quantity(%s, 4, '2027-03-16')$$, :globex_team)) AS before_accepting;
 SELECT accept_terms(3, '2027-03', '2027-03-16');

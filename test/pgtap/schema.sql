@@ -1,6 +1,6 @@
 -- The data model of API.md: every table, key and constraint of the contract.
 BEGIN;
-SELECT plan(198);
+SELECT plan(200);
 SET search_path = subscription, public;
 
 SELECT has_schema('subscription');
@@ -8,7 +8,7 @@ SELECT tables_are('subscription', ARRAY[
     'currency', 'product', 'plan', 'plan_price', 'plan_limit', 'addon', 'addon_price',
     'plan_addon', 'coupon', 'account', 'member', 'subscription', 'license', 'addon_batch',
     'ledger', 'history', 'trimmed', 'usage_counter', 'license_counter', 'service_seat', 'granted_role',
-    'limited_table', 'terms', 'terms_acceptance']);
+    'limited_table', 'terms', 'terms_acceptance', 'suite_component']);
 
 -- every column the contract names, with its type
 SELECT has_column('subscription', t, c, format('%s.%s exists', t, c))
@@ -52,7 +52,9 @@ SELECT col_is_pk('subscription', t, c, format('%s has primary key %s', t, c))
                ('service_seat', ARRAY['member_id', 'product']),
                ('usage_counter', ARRAY['account_id', 'feature']),
                -- Z11: the terms versions, and each account's acceptances (tenant key first)
-               ('terms', ARRAY['version']), ('terms_acceptance', ARRAY['account_id', 'version'])) AS x(t, c);
+               ('terms', ARRAY['version']), ('terms_acceptance', ARRAY['account_id', 'version']),
+               -- Z3: a suite includes a plan once
+               ('suite_component', ARRAY['suite_plan', 'plan'])) AS x(t, c);
 
 -- foreign keys and their deliberate ON DELETE actions:
 -- c = cascade (derived data: counters; a member's seats), a = refuse while in use (nothing lost,
@@ -83,7 +85,8 @@ SELECT is(
     ('subscription.ledger', 'ledger.account_id->account:a ledger.addon_batch_id->addon_batch:a ledger.currency->currency:a ledger.subscription_id->subscription:a'),
     ('subscription.trimmed', 'trimmed.account_id->account:a'),
     ('subscription.usage_counter', 'usage_counter.account_id->account:c'),
-    ('subscription.license_counter', 'license_counter.subscription_id->subscription:c')) AS x(t, expected);
+    ('subscription.license_counter', 'license_counter.subscription_id->subscription:c'),
+    ('subscription.suite_component', 'suite_component.plan->plan:a suite_component.suite_plan->plan:a')) AS x(t, expected);
 SELECT is((SELECT count(*)::int FROM pg_constraint WHERE conrelid = 'subscription.history'::regclass AND contype = 'f'),
           0, 'history has no foreign key: the record of an erased account stays (K9, R8)');
 -- nothing lost (issue 15): no self-referencing key (pg_dump would warn of a circular one),
@@ -150,6 +153,7 @@ SELECT set_eq(
              ('subscription.license_counter'), ('subscription.service_seat'),
              ('subscription.limited_table'), ('subscription.granted_role'),
              ('subscription.terms'), ('subscription.terms_acceptance'),
+             ('subscription.suite_component'),
              ('subscription.account_id_seq'), ('subscription.member_id_seq'),
              ('subscription.subscription_id_seq'), ('subscription.addon_batch_id_seq'),
              ('subscription.ledger_id_seq'), ('subscription.history_id_seq'),
@@ -186,7 +190,7 @@ SELECT function_returns('subscription', 'renew_due', ARRAY['timestamp with time 
 SELECT function_returns('subscription', 'credit_account', ARRAY['bigint', 'numeric', 'text', 'text'], 'bigint');
 SELECT function_returns('subscription', 'end_early', ARRAY['bigint', 'timestamp with time zone'], 'numeric');
 SELECT ok(NOT has_function_privilege('public', p, 'EXECUTE'), format('PUBLIC may not call %s', p))
-  FROM unnest('{subscription.apply_downgrade(bigint\,boolean),subscription.change_plan(bigint\,text\,timestamptz),subscription.purchase_addon(bigint\,text\,integer\,timestamptz),subscription.cancel_addon(bigint),subscription.renew_due(timestamptz),subscription.run_renewals(timestamptz\,integer),subscription.credit_account(bigint\,numeric\,text\,text),subscription.end_early(bigint\,timestamptz),subscription.preview_change_plan(bigint\,text\,timestamptz),subscription.preview_set_quantity(bigint\,integer\,timestamptz),subscription.preview_purchase_addon(bigint\,text\,integer\,timestamptz),subscription.enforce_limit(regclass\,text\,name\,text\,name\,name),subscription.unenforce_limit(regclass\,text),subscription.reseat_licenses(bigint[])}'::text[]) AS p;
+  FROM unnest('{subscription.apply_downgrade(bigint\,boolean),subscription.change_plan(bigint\,text\,timestamptz),subscription.purchase_addon(bigint\,text\,integer\,timestamptz),subscription.cancel_addon(bigint),subscription.renew_due(timestamptz),subscription.run_renewals(timestamptz\,integer),subscription.credit_account(bigint\,numeric\,text\,text),subscription.end_early(bigint\,timestamptz),subscription.preview_change_plan(bigint\,text\,timestamptz),subscription.preview_set_quantity(bigint\,integer\,timestamptz),subscription.preview_purchase_addon(bigint\,text\,integer\,timestamptz),subscription.enforce_limit(regclass\,text\,name\,text\,name\,name),subscription.unenforce_limit(regclass\,text),subscription.reseat_licenses(bigint[]),subscription.bundle_into_suite(bigint\,text\,integer\,timestamptz),subscription.preview_bundle_into_suite(bigint\,text\,integer\,timestamptz)}'::text[]) AS p;
 SELECT volatility_is('subscription', 'tier_for_hosts', ARRAY['integer', 'integer[]'], 'immutable');
 SELECT volatility_is('subscription', 'tier_for_hosts', ARRAY['text', 'integer'], 'stable');
 SELECT volatility_is('subscription', 'prorate_refund',
