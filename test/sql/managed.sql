@@ -19,6 +19,11 @@ INSERT INTO plan_limit (plan, feature, value) VALUES ('zd_team', 'triggers', 10)
 INSERT INTO addon (code, product, name, feature, units) VALUES ('zd_agents', 'zendesk', 'Extra agents', 'licenses', 1);
 INSERT INTO addon_price (addon, cycle, amount) VALUES ('zd_agents', '1 month', 15), ('zd_agents', '1 year', 150);
 INSERT INTO plan_addon (plan, addon) VALUES ('zd_team', 'zd_agents'), ('zd_pro', 'zd_agents');
+-- Z3: a suite that includes zd_team's product, for bundle_into_suite
+INSERT INTO product (code, name) VALUES ('zd_suite', 'Zendesk Suite');
+INSERT INTO plan (code, product, name, rank) VALUES ('zd_suite_pro', 'zd_suite', 'Suite Professional', 2);
+INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES ('zd_suite_pro', '1 month', 69, true);
+INSERT INTO suite_component (suite_plan, plan) VALUES ('zd_suite_pro', 'zd_pro');
 INSERT INTO terms (version, effective_at) VALUES ('2025-01', '2025-01-01');
 -- account 1 is self-service, account 2 is managed: otherwise the same
 INSERT INTO account (id, name, managed) VALUES (1, 'Self-service', false), (2, 'Managed', true);
@@ -58,6 +63,8 @@ INSERT INTO call VALUES
     ('license_release',        $$SELECT subscription.license_release({s}, {m})$$),
     ('licenses_left',          $$SELECT subscription.licenses_left({s})$$),
     ('set_default',            $$SELECT subscription.set_default({s})$$),
+    ('bundle_into_suite',      $$SELECT subscription.bundle_into_suite({a}, 'zd_suite_pro', NULL, '2026-01-05')$$),
+    ('preview_bundle_into_suite', $$SELECT subscription.preview_bundle_into_suite({a}, 'zd_suite_pro', NULL, '2026-01-05')$$),
     ('accept_terms',           $$SELECT subscription.accept_terms({a}, '2025-01', '2026-01-05')$$),
     ('credit_account',         $$SELECT subscription.credit_account({a}, 10, 'goodwill')$$),
     ('credit_balance',         $$SELECT subscription.credit_balance({a})$$),
@@ -109,7 +116,8 @@ SELECT c.fn,
  WHERE s.account_id = 1 AND m.account_id = 2;
 SELECT * FROM result ORDER BY self_service_owner = managed_owner DESC, fn;
 
--- Z2: exactly the cycle, the renewal option and the cancellations differ,
+-- Z2: exactly the cycle, the renewal option, the cancellations and a suite
+-- bundle (it ends the bundled subscriptions early, Z3) differ,
 -- each refused with 42501 on the managed account only
 SELECT string_agg(fn, ', ' ORDER BY fn) AS refused_on_managed_only
   FROM result WHERE self_service_owner = 'ok' AND managed_owner = '42501';
