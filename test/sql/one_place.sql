@@ -150,3 +150,50 @@ SELECT c.code, unused_part(100, '[2026-01-01,2026-02-01)', '2026-01-15', c.code)
          = prorate_refund(100, '2026-01-01', '2026-02-01', '2026-01-15', 'day', money_scale(c.code)) AS same
   FROM currency AS c WHERE c.code IN ('EUR', 'JPY', 'KWD') ORDER BY c.code;
 ROLLBACK;
+
+-- L11, "the member belongs to the subscription's account": one C check
+-- (CheckMember in licenses.c) that every path asks; each path refuses a
+-- member of another account with the same error, and a member of the
+-- subscription's own account passes each of them
+BEGIN;
+INSERT INTO product (code, name) VALUES ('crowd', 'CrowdHandler');
+INSERT INTO plan (code, product, name, rank) VALUES ('ch_team', 'crowd', 'Team', 1);
+INSERT INTO plan_price (plan, cycle, amount) VALUES ('ch_team', '1 month', 49);
+INSERT INTO account (id, name) VALUES (1, 'Tickets'), (2, 'Other');
+INSERT INTO member (id, account_id, external_id) VALUES
+    (1, 1, 'ann'), (2, 1, 'bob'), (3, 1, 'cy'), (4, 1, 'dee'), (21, 2, 'zed');
+SELECT subscribe(1, 'ch_team', '1 month', 10, '2026-01-01') AS mine \gset
+SELECT subscribe(2, 'ch_team', '1 month', 10, '2026-01-01') AS theirs \gset
+INSERT INTO license (subscription_id, member_id) VALUES (:mine, 1), (:mine, 2);
+CREATE TEMP TABLE license_path (path text, foreign_member text, own_member text);
+INSERT INTO license_path VALUES
+    ('license_consume', format('SELECT license_consume(%s, 21)', :mine),
+                        format('SELECT license_consume(%s, 3)', :mine)),
+    ('license_release', format('SELECT license_release(%s, 21)', :mine),
+                        format('SELECT license_release(%s, 1)', :mine)),
+    ('one-row INSERT',  format('INSERT INTO license (subscription_id, member_id) VALUES (%s, 21)', :mine),
+                        format('INSERT INTO license (subscription_id, member_id) VALUES (%s, 3)', :mine)),
+    ('bulk INSERT',     format('INSERT INTO license (subscription_id, member_id) VALUES (%s, 3), (%s, 21)', :mine, :mine),
+                        format('INSERT INTO license (subscription_id, member_id) VALUES (%s, 3), (%s, 4)', :mine, :mine)),
+    ('UPDATE of the member',
+                        format('UPDATE license SET member_id = 21 WHERE subscription_id = %s AND member_id = 2', :mine),
+                        format('UPDATE license SET member_id = 3 WHERE subscription_id = %s AND member_id = 2', :mine)),
+    ('UPDATE of the subscription',
+                        format('UPDATE license SET subscription_id = %s WHERE subscription_id = %s AND member_id = 2', :theirs, :mine),
+                        format('UPDATE license SET subscription_id = %s WHERE subscription_id = %s AND member_id = 2', :mine, :mine));
+-- each refusal names the subscription its statement writes
+SELECT path, pg_temp.error_of(foreign_member) AS foreign_member
+  FROM license_path ORDER BY path;
+-- the same paths with a member of the account: the check is the member's
+-- account, not a refusal of everything (each undone after)
+CREATE FUNCTION pg_temp.passes(statement text) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE statement;
+    RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE = 'ok';
+EXCEPTION WHEN OTHERS THEN
+    RETURN CASE WHEN SQLERRM = 'ok' THEN 'ok' ELSE SQLSTATE || ': ' || SQLERRM END;
+END
+$$;
+SELECT path, pg_temp.passes(own_member) AS own_member FROM license_path ORDER BY path;
+ROLLBACK;
