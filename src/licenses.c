@@ -83,7 +83,8 @@ static const char *const guard_changes[GUARD_NUM_EVENTS] = {
 
 typedef enum GuardQuery
 {
-	GQ_SUMMARY,					/* history, and per subscription the net change */
+	GQ_SUMMARY,					/* per subscription the net change */
+	GQ_HISTORY,					/* the history rows to write */
 	GQ_UNSEAT,					/* free the service seats of released licenses */
 	GQ_SEAT,					/* take the service seats of assigned licenses (R11) */
 	GQ_SEAT_CONFLICT,			/* why GQ_SEAT failed */
@@ -92,9 +93,9 @@ typedef enum GuardQuery
 
 /* the statement's changes that a query applies to */
 static const bool guard_query_applies[GUARD_NUM_EVENTS][GUARD_NUM_QUERIES] = {
-	[GUARDED_INSERT] = {true, false, true, true},
-	[GUARDED_UPDATE] = {true, true, true, true},
-	[GUARDED_DELETE] = {true, true, false, false}
+	[GUARDED_INSERT] = {true, true, false, true, true},
+	[GUARDED_UPDATE] = {true, true, true, true, true},
+	[GUARDED_DELETE] = {true, true, true, false, false}
 };
 
 /*
@@ -144,24 +145,23 @@ PlanTakesSeat(const char *kind)
  * a bulk statement sorts or hashes two columns, not joined rows.
  */
 static const char *const guard_queries[GUARD_NUM_QUERIES] = {
+	/* one row per subscription in id order with its net change */
+	"SELECT c.subscription_id, sum(c.d)::int AS delta"
+	"  FROM %1$s AS c GROUP BY 1"
+	" ORDER BY 1",
+
 	/*
-	 * One statement for the reading and the history: one row per
-	 * subscription in id order with its net change.  The history rows are
-	 * written here too: should a check fail, the statement rolls back with
-	 * them.
+	 * The history rows, one per subscription and direction: the members
+	 * assigned or released, written by RecordHistory().  Should a check
+	 * fail, the statement rolls back with them.
 	 */
-	"WITH history AS ("
-	"  INSERT INTO subscription.history (actor, operation, account_id, subscription_id, details)"
-	"  SELECT subscription.current_actor(),"
-	"         CASE WHEN x.assigned THEN 'license_assign' ELSE 'license_release' END,"
-	"         s.account_id, x.subscription_id, jsonb_build_object('members', x.members)"
-	"    FROM (SELECT c.subscription_id, c.d > 0 AS assigned,"
-	"                 jsonb_agg(c.member_id ORDER BY c.member_id) AS members"
-	"            FROM %1$s AS c GROUP BY 1, 2) AS x"
-	"    JOIN subscription.subscription AS s ON s.id = x.subscription_id)"
-	" SELECT c.subscription_id, sum(c.d)::int AS delta"
-	"   FROM %1$s AS c GROUP BY 1"
-	"  ORDER BY 1",
+	"SELECT CASE WHEN x.assigned THEN 'license_assign' ELSE 'license_release' END,"
+	"       s.account_id, x.subscription_id, jsonb_build_object('members', x.members)"
+	"  FROM (SELECT c.subscription_id, c.d > 0 AS assigned,"
+	"               jsonb_agg(c.member_id ORDER BY c.member_id) AS members"
+	"          FROM %1$s AS c GROUP BY 1, 2) AS x"
+	"  JOIN subscription.subscription AS s ON s.id = x.subscription_id"
+	" ORDER BY x.subscription_id, x.assigned",
 
 	"DELETE FROM subscription.service_seat AS x"
 	" USING %1$s AS c"
@@ -248,17 +248,6 @@ CounterRefusal(Relation rel, int64 subscription_id, int32 delta)
 					   capacity, used, delta),
 			 errhint("Raise the quantity with subscription.set_quantity(), buy a license add-on, or release a license."),
 			 errtable(rel)));
-}
-
-/* one of the extension's tables */
-static Oid
-OwnTable(const char *name)
-{
-	Oid			relid = get_relname_relid(name, get_namespace_oid("subscription", false));
-
-	if (!OidIsValid(relid))
-		elog(ERROR, "table subscription.%s does not exist", name);
-	return relid;
 }
 
 /*
@@ -420,18 +409,53 @@ SeatsOrRefuse(Relation rel, SPIPlanPtr seat_plan, SPIPlanPtr conflict_plan, Datu
 				GetInt64(0, 3, &isnull));
 }
 
+/*
+ * Write the history rows that the last query returned (operation,
+ * account_id, subscription_id, details), in its order, by the one writer.
+ */
+static void
+RecordQueriedHistory(void)
+{
+	SPITupleTable *rows = SPI_tuptable;
+	uint64		nrows = SPI_processed;
+	Oid			relid;
+	RowWrites  *w;
+	uint64		i;
+
+	if (nrows == 0)
+		return;
+	relid = OwnTable("history");
+	w = BeginRowWrites(1, &relid);
+	for (i = 0; i < nrows; i++)
+	{
+		bool		no_account;
+		bool		no_subscription;
+		bool		isnull;
+		int64		account_id = DatumGetInt64(SPI_getbinval(rows->vals[i], rows->tupdesc, 2, &no_account));
+		int64		subscription_id = DatumGetInt64(SPI_getbinval(rows->vals[i], rows->tupdesc, 3,
+																  &no_subscription));
+
+		RecordHistory(w, 0, SPI_getvalue(rows->vals[i], rows->tupdesc, 1),
+					  no_account ? NULL : &account_id,
+					  no_subscription ? NULL : &subscription_id,
+					  SPI_getbinval(rows->vals[i], rows->tupdesc, 4, &isnull));
+	}
+	EndRowWrites(w);
+}
+
 static void
 GuardTruncate(void)
 {
 	KeptPlan(&truncate_plan,
 			 "WITH reset AS (UPDATE subscription.license_counter SET used = 0 WHERE used <> 0"
 			 "               RETURNING subscription_id)"
-			 " INSERT INTO subscription.history (actor, operation, account_id, subscription_id, details)"
-			 " SELECT subscription.current_actor(), 'license_truncate', s.account_id, s.id, '{}'"
-			 "   FROM reset JOIN subscription.subscription AS s ON s.id = reset.subscription_id",
+			 " SELECT 'license_truncate', s.account_id, s.id, '{}'::jsonb"
+			 "   FROM reset JOIN subscription.subscription AS s ON s.id = reset.subscription_id"
+			 "  ORDER BY s.id",
 			 0, NULL);
-	if (SPI_execute_plan(truncate_plan, NULL, NULL, false, 0) != SPI_OK_INSERT)
+	if (SPI_execute_plan(truncate_plan, NULL, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not reset the license counters");
+	RecordQueriedHistory();
 	/* the license table is locked exclusively: no seat can be written meanwhile */
 	KeptPlan(&truncate_seats_plan, "TRUNCATE subscription.service_seat", 0, NULL);
 	if (SPI_execute_plan(truncate_seats_plan, NULL, NULL, false, 0) != SPI_OK_UTILITY)
@@ -594,6 +618,11 @@ GuardStatement(TriggerData *trigdata, GuardedEvent event)
 		deltas[i] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
 	}
 
+	if (SPI_execute_snapshot(plans[GQ_HISTORY], NULL, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							 true, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the history of the license changes");
+	RecordQueriedHistory();
+
 	/* seats freed first: an UPDATE may move a service license between subscriptions */
 	if (guard_query_applies[event][GQ_UNSEAT] &&
 		SPI_execute_snapshot(plans[GQ_UNSEAT], NULL, NULL, GetLatestSnapshot(), InvalidSnapshot,
@@ -636,17 +665,6 @@ RowInt64(TupleTableSlot *slot, Relation rel, const char *column)
 	Datum		value = slot_getattr(slot, RowWriteColumn(rel, column), &isnull);
 
 	return isnull ? 0 : DatumGetInt64(value);
-}
-
-/* set a column of a row to write */
-static void
-SetColumn(TupleTableSlot *slot, bool *given, Relation rel, const char *column, Datum value)
-{
-	AttrNumber	attnum = RowWriteColumn(rel, column);
-
-	slot->tts_values[attnum - 1] = value;
-	slot->tts_isnull[attnum - 1] = false;
-	given[attnum - 1] = true;
 }
 
 /*
@@ -709,9 +727,6 @@ static void
 RecordOneRow(RowWrites *w, const char *operation, int64 account_id, int64 subscription_id,
 			 int64 member_id)
 {
-	Relation	history = RowWriteRelation(w, ONE_ROW_HISTORY);
-	TupleTableSlot *row = RowWriteNewSlot(w, ONE_ROW_HISTORY);
-	bool	   *given = palloc0(sizeof(bool) * RelationGetDescr(history)->natts);
 	JsonbParseState *state = NULL;
 	JsonbValue	v;
 	JsonbValue *details;
@@ -728,12 +743,8 @@ RecordOneRow(RowWrites *w, const char *operation, int64 account_id, int64 subscr
 	pushJsonbValue(&state, WJB_END_ARRAY, NULL);
 	details = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
 
-	SetColumn(row, given, history, "actor", PointerGetDatum(CurrentActor()));
-	SetColumn(row, given, history, "operation", CStringGetTextDatum(operation));
-	SetColumn(row, given, history, "account_id", Int64GetDatum(account_id));
-	SetColumn(row, given, history, "subscription_id", Int64GetDatum(subscription_id));
-	SetColumn(row, given, history, "details", JsonbPGetDatum(JsonbValueToJsonb(details)));
-	InsertRow(w, ONE_ROW_HISTORY, row, given);
+	RecordHistory(w, ONE_ROW_HISTORY, operation, &account_id, &subscription_id,
+				  JsonbPGetDatum(JsonbValueToJsonb(details)));
 }
 
 /*
@@ -785,9 +796,9 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 		TupleTableSlot *seat = RowWriteNewSlot(w, ONE_ROW_SEAT);
 		bool	   *given = palloc0(sizeof(bool) * RelationGetDescr(seats)->natts);
 
-		SetColumn(seat, given, seats, "member_id", Int64GetDatum(member_id));
-		SetColumn(seat, given, seats, "product", CStringGetTextDatum(service_product));
-		SetColumn(seat, given, seats, "subscription_id", Int64GetDatum(subscription_id));
+		SetRowColumn(seat, given, seats, "member_id", Int64GetDatum(member_id));
+		SetRowColumn(seat, given, seats, "product", CStringGetTextDatum(service_product));
+		SetRowColumn(seat, given, seats, "subscription_id", Int64GetDatum(subscription_id));
 		refused = !InsertRowUnlessConflict(w, ONE_ROW_SEAT, seat, given);
 	}
 	if (!refused)

@@ -30,6 +30,7 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/index.h"
+#include "catalog/namespace.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "executor/nodeModifyTable.h"
@@ -172,6 +173,28 @@ RowWriteNewSlot(RowWrites *w, int table)
 
 	memset(slot->tts_isnull, true, sizeof(bool) * tupdesc->natts);
 	return slot;
+}
+
+/* one of the extension's tables */
+Oid
+OwnTable(const char *name)
+{
+	Oid			relid = get_relname_relid(name, get_namespace_oid("subscription", false));
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "table subscription.%s does not exist", name);
+	return relid;
+}
+
+/* set a column of a row to write (a new slot); given[] tells InsertRow() */
+void
+SetRowColumn(TupleTableSlot *slot, bool *given, Relation rel, const char *column, Datum value)
+{
+	AttrNumber	attnum = RowWriteColumn(rel, column);
+
+	slot->tts_values[attnum - 1] = value;
+	slot->tts_isnull[attnum - 1] = false;
+	given[attnum - 1] = true;
 }
 
 /* the column's number, or an error naming it */

@@ -103,6 +103,7 @@ typedef struct KeyScan
 	IndexScanDesc scan;
 } KeyScan;
 
+extern Oid	OwnTable(const char *name);
 extern RowWrites *BeginRowWrites(int ntables, const Oid *relids);
 extern void EndRowWrites(RowWrites *w);
 extern Snapshot RowWriteSnapshot(RowWrites *w);
@@ -110,6 +111,8 @@ extern Relation RowWriteRelation(RowWrites *w, int table);
 extern TupleTableSlot *RowWriteStoredSlot(RowWrites *w, int table);
 extern TupleTableSlot *RowWriteNewSlot(RowWrites *w, int table);
 extern AttrNumber RowWriteColumn(Relation rel, const char *column);
+extern void SetRowColumn(TupleTableSlot *slot, bool *given, Relation rel, const char *column,
+						 Datum value);
 extern KeyScan *BeginKeyScan(Relation rel, Snapshot snapshot, int nkeys, const Datum *keys);
 extern bool KeyScanNext(KeyScan *ks, TupleTableSlot *slot);
 extern void EndKeyScan(KeyScan *ks);
@@ -121,6 +124,10 @@ extern bool InsertRowUnlessConflict(RowWrites *w, int table, TupleTableSlot *slo
 									const bool *given);
 extern void UpdateRow(RowWrites *w, int table, TupleTableSlot *oldslot, TupleTableSlot *newslot);
 extern void DeleteRow(RowWrites *w, int table, TupleTableSlot *slot);
+
+/* history.c: the one writer of a history row (R8) */
+extern void RecordHistory(RowWrites *w, int table, const char *operation,
+						  const int64 *account_id, const int64 *subscription_id, Datum details);
 
 /*
  * downgrade.c: the trimming in progress (0 / InvalidOid when none), so that
