@@ -465,43 +465,54 @@ GuardTruncate(void)
 /*
  * L11: a license goes to a member of the subscription's own account.  The
  * one check of it, asked on every path that assigns: the one-row guard (a
- * single INSERT, license_consume), the statement guard (each row of a bulk
- * INSERT or an UPDATE) and the precise errors of license_consume and
- * license_release (PrecheckLicense).  The member is read by its key with
- * snapshot: one that does not exist is refused with P0002, one of another
- * account with 22023.  rel, the license table, when a guard asks.
+ * single INSERT, license_consume), the statement guard (each row that a
+ * bulk INSERT or an UPDATE writes, even one whose member and subscription
+ * stay), license_consume before its INSERT (so that its refusal names no
+ * statement of ours) and license_release (PrecheckLicense).  The member is
+ * read by its key with snapshot: one that does not exist is refused with
+ * P0002, one of another account with 22023.  rel, the license table, when
+ * a guard asks.
  */
 typedef struct MemberCheck
 {
 	Relation	members;
 	TupleTableSlot *member;
 	AttrNumber	account_col;
+	Snapshot	snapshot;
+	KeyScan    *scan;			/* opened by the first lookup, then rescanned */
 } MemberCheck;
 
 static void
-BeginMemberCheck(MemberCheck *mc)
+BeginMemberCheck(MemberCheck *mc, Snapshot snapshot)
 {
 	mc->members = table_open(OwnTable("member"), AccessShareLock);
 	mc->member = table_slot_create(mc->members, NULL);
 	mc->account_col = RowWriteColumn(mc->members, "account_id");
+	mc->snapshot = snapshot;
+	mc->scan = NULL;
 }
 
 static void
 EndMemberCheck(MemberCheck *mc)
 {
+	if (mc->scan != NULL)
+		EndKeyScan(mc->scan);
 	ExecDropSingleTupleTableSlot(mc->member);
 	table_close(mc->members, NoLock);
 }
 
 static void
-CheckMember(MemberCheck *mc, Snapshot snapshot, Relation rel,
-			int64 subscription_id, int64 account_id, int64 member_id)
+CheckMember(MemberCheck *mc, Relation rel, int64 subscription_id, int64 account_id, int64 member_id)
 {
 	Datum		key = Int64GetDatum(member_id);
 	bool		isnull;
 	int64		member_account;
 
-	if (!FetchRowByKey(mc->members, snapshot, 1, &key, mc->member))
+	if (mc->scan == NULL)
+		mc->scan = BeginKeyScan(mc->members, mc->snapshot, 1, &key);
+	else
+		RescanKeyScan(mc->scan, &key);
+	if (!KeyScanNext(mc->scan, mc->member))
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("member " INT64_FORMAT " does not exist", member_id),
@@ -525,8 +536,8 @@ CheckOneMember(Snapshot snapshot, Relation rel, int64 subscription_id, int64 acc
 {
 	MemberCheck mc;
 
-	BeginMemberCheck(&mc);
-	CheckMember(&mc, snapshot, rel, subscription_id, account_id, member_id);
+	BeginMemberCheck(&mc, snapshot);
+	CheckMember(&mc, rel, subscription_id, account_id, member_id);
 	EndMemberCheck(&mc);
 }
 
@@ -553,7 +564,7 @@ CheckStatementMembers(Relation rel, Tuplestorestate *rows)
 	int64		account_id = 0;
 	bool		isnull;
 
-	BeginMemberCheck(&mc);
+	BeginMemberCheck(&mc, latest);
 	tuplestore_select_read_pointer(rows, readptr);
 	tuplestore_rescan(rows);
 	while (tuplestore_gettupleslot(rows, true, false, row))
@@ -569,7 +580,7 @@ CheckStatementMembers(Relation rel, Tuplestorestate *rows)
 			subscription_id = row_subscription;
 			account_id = DatumGetInt64(slot_getattr(subscription, account_col, &isnull));
 		}
-		CheckMember(&mc, latest, rel, subscription_id, account_id,
+		CheckMember(&mc, rel, subscription_id, account_id,
 					DatumGetInt64(slot_getattr(row, member_col, &isnull)));
 	}
 	EndMemberCheck(&mc);

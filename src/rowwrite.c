@@ -248,7 +248,20 @@ BeginKeyScan(Relation rel, Snapshot snapshot, int nkeys, const Datum *keys)
 	ks->scan = index_beginscan(rel, ks->index, snapshot, nkeys, 0);
 #endif
 	index_rescan(ks->scan, skeys, nkeys, NULL, 0);
+	ks->nkeys = nkeys;
+	ks->keys = skeys;
 	return ks;
+}
+
+/* scan again for other keys, with the same index and snapshot */
+void
+RescanKeyScan(KeyScan *ks, const Datum *keys)
+{
+	int			i;
+
+	for (i = 0; i < ks->nkeys; i++)
+		ks->keys[i].sk_argument = keys[i];
+	index_rescan(ks->scan, ks->keys, ks->nkeys, NULL, 0);
 }
 
 /* the next row into slot (a stored slot of the table), or false */
@@ -263,6 +276,7 @@ EndKeyScan(KeyScan *ks)
 {
 	index_endscan(ks->scan);
 	index_close(ks->index, NoLock);
+	pfree(ks->keys);
 	pfree(ks);
 }
 

@@ -101,6 +101,8 @@ typedef struct KeyScan
 {
 	Relation	index;
 	IndexScanDesc scan;
+	int			nkeys;
+	ScanKeyData *keys;
 } KeyScan;
 
 extern Oid	OwnTable(const char *name);
@@ -115,6 +117,7 @@ extern void SetRowColumn(TupleTableSlot *slot, bool *given, Relation rel, const 
 						 Datum value);
 extern KeyScan *BeginKeyScan(Relation rel, Snapshot snapshot, int nkeys, const Datum *keys);
 extern bool KeyScanNext(KeyScan *ks, TupleTableSlot *slot);
+extern void RescanKeyScan(KeyScan *ks, const Datum *keys);
 extern void EndKeyScan(KeyScan *ks);
 extern bool FetchRowByKey(Relation rel, Snapshot snapshot, int nkeys, const Datum *keys,
 						  TupleTableSlot *slot);
