@@ -2035,8 +2035,8 @@ BEGIN
       FROM pg_catalog.pg_proc AS p
      WHERE p.pronamespace = 'subscription'::regnamespace
        AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
-                     -- granting is for the extension's owner alone
-                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind)$' END
+                     -- granting, and writing history, are for the extension's owner alone
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_history)$' END
     UNION ALL
     SELECT 'TABLE', 'subscription.' || c.relname,
            CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
@@ -3078,8 +3078,7 @@ BEGIN
             account := (row_now ->> 'account_id')::bigint;
     END CASE;
 
-    INSERT INTO subscription.history (actor, operation, account_id, subscription_id, details)
-    VALUES (subscription.current_actor(), TG_TABLE_NAME || '_' || lower(TG_OP), account, sub, changed);
+    PERFORM subscription.write_history(TG_TABLE_NAME || '_' || lower(TG_OP), account, sub, changed);
     RETURN NULL;
 END
 $$;
@@ -4941,8 +4940,8 @@ BEGIN
       FROM pg_catalog.pg_proc AS p
      WHERE p.pronamespace = 'subscription'::regnamespace
        AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
-                     -- granting is for the extension's owner alone
-                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind)$' END
+                     -- granting, and writing history, are for the extension's owner alone
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_history)$' END
     UNION ALL
     SELECT 'TABLE', 'subscription.' || c.relname,
            CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
@@ -5064,8 +5063,7 @@ BEGIN
             account := (row_now ->> 'account_id')::bigint;
     END CASE;
 
-    INSERT INTO subscription.history (actor, operation, account_id, subscription_id, details)
-    VALUES (subscription.current_actor(), TG_TABLE_NAME || '_' || lower(TG_OP), account, sub, changed);
+    PERFORM subscription.write_history(TG_TABLE_NAME || '_' || lower(TG_OP), account, sub, changed);
     RETURN NULL;
 END
 $$;
@@ -5249,8 +5247,8 @@ BEGIN
       FROM pg_catalog.pg_proc AS p
      WHERE p.pronamespace = 'subscription'::regnamespace
        AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
-                     -- granting is for the extension's owner alone
-                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind)$' END
+                     -- granting, and writing history, are for the extension's owner alone
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_history)$' END
     UNION ALL
     SELECT 'TABLE', 'subscription.' || c.relname,
            CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
@@ -5848,8 +5846,8 @@ BEGIN
       FROM pg_catalog.pg_proc AS p
      WHERE p.pronamespace = 'subscription'::regnamespace
        AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
-                     -- granting is for the extension's owner alone
-                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind)$' END
+                     -- granting, and writing history, are for the extension's owner alone
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_history)$' END
     UNION ALL
     SELECT 'TABLE', 'subscription.' || c.relname,
            CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
@@ -5883,3 +5881,177 @@ REVOKE ALL ON FUNCTION subscription.preview_bundle_into_suite(bigint, text, inte
 
 -- the roles already given their rights get those of the new objects
 SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g ORDER BY g.role, g.kind;
+
+-- Hardening: each rule in one place, the history row (issue 15, item 7, fold 6)
+-- One writer of a history row (src/history.c, RecordHistory): the license
+-- guard calls it in C; record_history() and erase_account() through
+-- write_history(), which only the extension's owner runs (no role is
+-- granted it, back-office roles included: role_rights).
+
+CREATE FUNCTION subscription.write_history(operation text, account_id bigint, subscription_id bigint, details jsonb)
+RETURNS void
+AS 'MODULE_PATHNAME', 'write_history'
+LANGUAGE C;
+
+COMMENT ON FUNCTION subscription.write_history(text, bigint, bigint, jsonb) IS
+'Internal (C): write one history row, with the actor and the database roles (R8); the extension''s own functions only';
+
+REVOKE ALL ON FUNCTION subscription.write_history(text, bigint, bigint, jsonb) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION subscription.record_history()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    old_row jsonb;
+    new_row jsonb;
+    row_now jsonb;
+    changed jsonb;
+    account bigint;
+    sub bigint;
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        old_row := to_jsonb(OLD);
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        new_row := to_jsonb(NEW);
+    END IF;
+    -- a restore copies the row's history with it (restored_copy); a row
+    -- without an id of its own (terms_acceptance) is copied whole by the
+    -- restoring role.  Other roles pay one cached check.
+    IF TG_OP = 'INSERT' AND subscription.restoring_role()
+       AND (NOT new_row ? 'id'
+            OR subscription.restored_copy(pg_catalog.format('subscription.%I', TG_TABLE_NAME || '_id_seq')::regclass,
+                                          (new_row ->> 'id')::bigint)) THEN
+        RETURN NULL;
+    END IF;
+    row_now := coalesce(new_row, old_row);
+    changed := row_now;
+    IF TG_OP = 'UPDATE' THEN
+        SELECT jsonb_object_agg(n.key, jsonb_build_object('old', old_row -> n.key, 'new', n.value))
+          INTO changed
+          FROM jsonb_each(new_row) AS n
+         WHERE n.value IS DISTINCT FROM old_row -> n.key;
+        IF changed IS NULL THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+
+    CASE TG_TABLE_NAME
+        WHEN 'account' THEN
+            account := (row_now ->> 'id')::bigint;
+        WHEN 'subscription' THEN
+            account := (row_now ->> 'account_id')::bigint;
+            sub := (row_now ->> 'id')::bigint;
+        WHEN 'addon_batch' THEN
+            sub := (row_now ->> 'subscription_id')::bigint;
+            SELECT s.account_id INTO account FROM subscription.subscription AS s WHERE s.id = sub;
+        ELSE
+            account := (row_now ->> 'account_id')::bigint;
+    END CASE;
+
+    PERFORM subscription.write_history(TG_TABLE_NAME || '_' || lower(TG_OP), account, sub, changed);
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.erase_account(account_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    closed timestamptz;
+    child bigint;
+    members bigint;
+BEGIN
+    PERFORM subscription.require_arguments('erase_account', '{account_id}', ARRAY[account_id IS NULL]);
+    IF coalesce(current_setting('subscription.actor', true), '') <> ''
+       OR NOT subscription.caller_is_trusted() THEN
+        RAISE EXCEPTION 'erase_account() is for back-office code'
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'Erasing an account is not an action of a member.',
+                  HINT = 'Call it without subscription.actor, as a role given subscription.grant_backoffice().';
+    END IF;
+    PERFORM subscription.require_account(erase_account.account_id);
+    SELECT a.closed_at INTO closed FROM subscription.account AS a
+     WHERE a.id = erase_account.account_id FOR NO KEY UPDATE;
+    IF closed IS NULL THEN
+        RAISE EXCEPTION 'account % is not closed', account_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Close it first with subscription.close_account().';
+    END IF;
+    FOR child IN SELECT a.id FROM subscription.account AS a
+                  WHERE a.parent_id = erase_account.account_id ORDER BY a.id LOOP
+        PERFORM subscription.erase_account(child);
+    END LOOP;
+    DELETE FROM subscription.member AS m WHERE m.account_id = erase_account.account_id;
+    GET DIAGNOSTICS members = ROW_COUNT;
+    UPDATE subscription.account AS a SET name = 'erased'
+     WHERE a.id = erase_account.account_id;
+    -- the one change history allows (refuse_history_change)
+    UPDATE subscription.history AS h SET details = subscription.erased_details(h.details)
+     WHERE h.account_id = erase_account.account_id
+       AND h.details <> subscription.erased_details(h.details);
+    PERFORM subscription.write_history('account_erase', erase_account.account_id, NULL,
+                                       jsonb_build_object('members', members));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.role_rights(kind text)
+RETURNS TABLE (object_type text, object text, privileges text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    application_routines text[] := '{subscribe,set_quantity,change_plan,change_cycle,set_renewal,cancel,
+        cancel_account,close_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
+        apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
+        bundle_into_suite,preview_bundle_into_suite,
+        effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
+        cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
+        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect}';
+    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
+    views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
+BEGIN
+    IF kind NOT IN ('application', 'backoffice', 'restore') THEN
+        RAISE EXCEPTION 'unknown kind of role "%"', kind
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The kinds are application, backoffice and restore.';
+    END IF;
+    RETURN QUERY
+    SELECT 'SCHEMA', 'subscription', 'USAGE'
+    UNION ALL
+    SELECT 'ROUTINE', p.oid::regprocedure::text, 'EXECUTE'
+      FROM pg_catalog.pg_proc AS p
+     WHERE p.pronamespace = 'subscription'::regnamespace
+       AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
+                     -- granting, and writing history, are for the extension's owner alone
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_history)$' END
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || c.relname,
+           CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
+                THEN 'SELECT, INSERT, UPDATE, DELETE'
+                WHEN kind = 'restore' AND c.relkind = 'r' THEN 'SELECT, INSERT'
+                WHEN kind = 'restore' AND c.relkind = 'S' THEN 'SELECT, UPDATE'
+                ELSE 'SELECT' END
+      FROM pg_catalog.pg_class AS c
+     WHERE c.relnamespace = 'subscription'::regnamespace
+       AND c.relkind IN ('r', 'v', 'S')
+       AND CASE kind WHEN 'backoffice' THEN true
+                     WHEN 'restore' THEN c.relkind IN ('r', 'S')
+                     ELSE c.relname = ANY (catalog || views) END
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || t, 'INSERT, UPDATE' || CASE t WHEN 'member' THEN ', DELETE' ELSE '' END
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+    UNION ALL
+    SELECT 'COLUMNS', 'subscription.' || t, 'SELECT (id)'
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+     ORDER BY 1, 2;
+END
+$$;

@@ -42,6 +42,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -82,7 +83,8 @@ static const char *const guard_changes[GUARD_NUM_EVENTS] = {
 
 typedef enum GuardQuery
 {
-	GQ_SUMMARY,					/* history, and per subscription the net change */
+	GQ_SUMMARY,					/* per subscription the net change */
+	GQ_HISTORY,					/* the history rows to write */
 	GQ_UNSEAT,					/* free the service seats of released licenses */
 	GQ_SEAT,					/* take the service seats of assigned licenses (R11) */
 	GQ_SEAT_CONFLICT,			/* why GQ_SEAT failed */
@@ -91,9 +93,9 @@ typedef enum GuardQuery
 
 /* the statement's changes that a query applies to */
 static const bool guard_query_applies[GUARD_NUM_EVENTS][GUARD_NUM_QUERIES] = {
-	[GUARDED_INSERT] = {true, false, true, true},
-	[GUARDED_UPDATE] = {true, true, true, true},
-	[GUARDED_DELETE] = {true, true, false, false}
+	[GUARDED_INSERT] = {true, true, false, true, true},
+	[GUARDED_UPDATE] = {true, true, true, true, true},
+	[GUARDED_DELETE] = {true, true, true, false, false}
 };
 
 /*
@@ -172,32 +174,23 @@ SeatProducts(void)
  * a bulk statement sorts or hashes two columns, not joined rows.
  */
 static const char *const guard_queries[GUARD_NUM_QUERIES] = {
+	/* one row per subscription in id order with its net change */
+	"SELECT c.subscription_id, sum(c.d)::int AS delta"
+	"  FROM %1$s AS c GROUP BY 1"
+	" ORDER BY 1",
+
 	/*
-	 * One statement for the reading and the history: one row per
-	 * subscription in id order with its net change, and, the same in every
-	 * row, an assigned member of another account (22023).  The history rows
-	 * are written here too: should a check fail, the statement rolls back
-	 * with them.
+	 * The history rows, one per subscription and direction: the members
+	 * assigned or released, written by RecordHistory().  Should a check
+	 * fail, the statement rolls back with them.
 	 */
-	"WITH history AS ("
-	"  INSERT INTO subscription.history (actor, operation, account_id, subscription_id, details)"
-	"  SELECT subscription.current_actor(),"
-	"         CASE WHEN x.assigned THEN 'license_assign' ELSE 'license_release' END,"
-	"         s.account_id, x.subscription_id, jsonb_build_object('members', x.members)"
-	"    FROM (SELECT c.subscription_id, c.d > 0 AS assigned,"
-	"                 jsonb_agg(c.member_id ORDER BY c.member_id) AS members"
-	"            FROM %1$s AS c GROUP BY 1, 2) AS x"
-	"    JOIN subscription.subscription AS s ON s.id = x.subscription_id)"
-	" SELECT d.subscription_id, d.delta, f.subscription_id, f.member_id"
-	"   FROM (SELECT c.subscription_id, sum(c.d)::int AS delta"
-	"           FROM %1$s AS c GROUP BY 1) AS d"
-	"   LEFT JOIN (SELECT c.subscription_id, c.member_id"
-	"                FROM %1$s AS c"
-	"                JOIN subscription.subscription AS s ON s.id = c.subscription_id"
-	"                LEFT JOIN subscription.member AS m ON m.id = c.member_id"
-	"               WHERE c.d > 0 AND m.account_id IS DISTINCT FROM s.account_id"
-	"               LIMIT 1) AS f ON true"
-	"  ORDER BY d.subscription_id",
+	"SELECT CASE WHEN x.assigned THEN 'license_assign' ELSE 'license_release' END,"
+	"       s.account_id, x.subscription_id, jsonb_build_object('members', x.members)"
+	"  FROM (SELECT c.subscription_id, c.d > 0 AS assigned,"
+	"               jsonb_agg(c.member_id ORDER BY c.member_id) AS members"
+	"          FROM %1$s AS c GROUP BY 1, 2) AS x"
+	"  JOIN subscription.subscription AS s ON s.id = x.subscription_id"
+	" ORDER BY x.subscription_id, x.assigned",
 
 	"DELETE FROM subscription.service_seat AS x"
 	" USING %1$s AS c"
@@ -225,20 +218,6 @@ static SPIPlanPtr delete_license_plan = NULL;
  */
 static int64 last_guarded_subscription = 0;
 
-/*
- * What license_consume has already checked, in its own statement, for
- * the one row it is about to insert: the guard then goes straight to the
- * counter.  Valid only in the same (sub)transaction, and used once.
- */
-typedef struct CheckedLicense
-{
-	LocalTransactionId lxid;
-	SubTransactionId subxid;
-	int64		subscription_id;
-	int64		member_id;
-} CheckedLicense;
-
-static CheckedLicense checked_license;
 static int32 last_licenses_left = 0;
 
 static int64
@@ -298,17 +277,6 @@ CounterRefusal(Relation rel, int64 subscription_id, int32 delta)
 					   capacity, used, delta),
 			 errhint("Raise the quantity with subscription.set_quantity(), buy a license add-on, or release a license."),
 			 errtable(rel)));
-}
-
-/* one of the extension's tables */
-static Oid
-OwnTable(const char *name)
-{
-	Oid			relid = get_relname_relid(name, get_namespace_oid("subscription", false));
-
-	if (!OidIsValid(relid))
-		elog(ERROR, "table subscription.%s does not exist", name);
-	return relid;
 }
 
 /*
@@ -470,33 +438,185 @@ SeatsOrRefuse(Relation rel, SPIPlanPtr seat_plan, SPIPlanPtr conflict_plan, Datu
 				GetInt64(0, 3, &isnull));
 }
 
+/*
+ * Write the history rows that the last query returned (operation,
+ * account_id, subscription_id, details), in its order, by the one writer.
+ */
+static void
+RecordQueriedHistory(void)
+{
+	SPITupleTable *rows = SPI_tuptable;
+	uint64		nrows = SPI_processed;
+	Oid			relid;
+	RowWrites  *w;
+	uint64		i;
+
+	if (nrows == 0)
+		return;
+	relid = OwnTable("history");
+	w = BeginRowWrites(1, &relid);
+	for (i = 0; i < nrows; i++)
+	{
+		bool		no_account;
+		bool		no_subscription;
+		bool		isnull;
+		int64		account_id = DatumGetInt64(SPI_getbinval(rows->vals[i], rows->tupdesc, 2, &no_account));
+		int64		subscription_id = DatumGetInt64(SPI_getbinval(rows->vals[i], rows->tupdesc, 3,
+																  &no_subscription));
+
+		RecordHistory(w, 0, SPI_getvalue(rows->vals[i], rows->tupdesc, 1),
+					  no_account ? NULL : &account_id,
+					  no_subscription ? NULL : &subscription_id,
+					  SPI_getbinval(rows->vals[i], rows->tupdesc, 4, &isnull));
+	}
+	EndRowWrites(w);
+}
+
 static void
 GuardTruncate(void)
 {
 	KeptPlan(&truncate_plan,
 			 "WITH reset AS (UPDATE subscription.license_counter SET used = 0 WHERE used <> 0"
 			 "               RETURNING subscription_id)"
-			 " INSERT INTO subscription.history (actor, operation, account_id, subscription_id, details)"
-			 " SELECT subscription.current_actor(), 'license_truncate', s.account_id, s.id, '{}'"
-			 "   FROM reset JOIN subscription.subscription AS s ON s.id = reset.subscription_id",
+			 " SELECT 'license_truncate', s.account_id, s.id, '{}'::jsonb"
+			 "   FROM reset JOIN subscription.subscription AS s ON s.id = reset.subscription_id"
+			 "  ORDER BY s.id",
 			 0, NULL);
-	if (SPI_execute_plan(truncate_plan, NULL, NULL, false, 0) != SPI_OK_INSERT)
+	if (SPI_execute_plan(truncate_plan, NULL, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not reset the license counters");
+	RecordQueriedHistory();
 	/* the license table is locked exclusively: no seat can be written meanwhile */
 	KeptPlan(&truncate_seats_plan, "TRUNCATE subscription.service_seat", 0, NULL);
 	if (SPI_execute_plan(truncate_seats_plan, NULL, NULL, false, 0) != SPI_OK_UTILITY)
 		elog(ERROR, "could not free the service seats");
 }
 
-static void
-ForeignMemberError(Relation rel, int64 subscription_id, int64 member_id)
+/*
+ * L11: a license goes to a member of the subscription's own account.  The
+ * one check of it, asked on every path that assigns: the one-row guard (a
+ * single INSERT, license_consume), the statement guard (each row that a
+ * bulk INSERT or an UPDATE writes, even one whose member and subscription
+ * stay), license_consume before its INSERT (so that its refusal names no
+ * statement of ours) and license_release (PrecheckLicense).  The member is
+ * read by its key with snapshot: one that does not exist is refused with
+ * P0002, one of another account with 22023.  rel, the license table, when
+ * a guard asks.
+ */
+typedef struct MemberCheck
 {
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("member " INT64_FORMAT " does not belong to the account of subscription " INT64_FORMAT,
-					member_id, subscription_id),
-			 errhint("A license goes to a member of the subscription's own account."),
-			 errtable(rel)));
+	Relation	members;
+	TupleTableSlot *member;
+	AttrNumber	account_col;
+	Snapshot	snapshot;
+	KeyScan    *scan;			/* opened by the first lookup, then rescanned */
+} MemberCheck;
+
+static void
+BeginMemberCheck(MemberCheck *mc, Snapshot snapshot)
+{
+	mc->members = table_open(OwnTable("member"), AccessShareLock);
+	mc->member = table_slot_create(mc->members, NULL);
+	mc->account_col = RowWriteColumn(mc->members, "account_id");
+	mc->snapshot = snapshot;
+	mc->scan = NULL;
+}
+
+static void
+EndMemberCheck(MemberCheck *mc)
+{
+	if (mc->scan != NULL)
+		EndKeyScan(mc->scan);
+	ExecDropSingleTupleTableSlot(mc->member);
+	table_close(mc->members, NoLock);
+}
+
+static void
+CheckMember(MemberCheck *mc, Relation rel, int64 subscription_id, int64 account_id, int64 member_id)
+{
+	Datum		key = Int64GetDatum(member_id);
+	bool		isnull;
+	int64		member_account;
+
+	if (mc->scan == NULL)
+		mc->scan = BeginKeyScan(mc->members, mc->snapshot, 1, &key);
+	else
+		RescanKeyScan(mc->scan, &key);
+	if (!KeyScanNext(mc->scan, mc->member))
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("member " INT64_FORMAT " does not exist", member_id),
+				 rel ? errtable(rel) : 0));
+	member_account = DatumGetInt64(slot_getattr(mc->member, mc->account_col, &isnull));
+	if (member_account != account_id)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("member " INT64_FORMAT " does not belong to the account of subscription " INT64_FORMAT,
+						member_id, subscription_id),
+				 errdetail("The member belongs to account " INT64_FORMAT ", the subscription to account " INT64_FORMAT ".",
+						   member_account, account_id),
+				 errhint("A license goes to a member of the subscription's own account."),
+				 rel ? errtable(rel) : 0));
+}
+
+/* CheckMember() for one member, in a check of its own */
+static void
+CheckOneMember(Snapshot snapshot, Relation rel, int64 subscription_id, int64 account_id,
+			   int64 member_id)
+{
+	MemberCheck mc;
+
+	BeginMemberCheck(&mc, snapshot);
+	CheckMember(&mc, rel, subscription_id, account_id, member_id);
+	EndMemberCheck(&mc);
+}
+
+/*
+ * CheckMember() for every row that a bulk INSERT or an UPDATE wrote (rows),
+ * in the statement's order, with the latest snapshot: an index lookup per
+ * row, the subscription's account read again only when the subscription
+ * changes from one row to the next.
+ */
+static void
+CheckStatementMembers(Relation rel, Tuplestorestate *rows)
+{
+	TupleDesc	tupdesc = RelationGetDescr(rel);
+	AttrNumber	subscription_col = SPI_fnumber(tupdesc, "subscription_id");
+	AttrNumber	member_col = SPI_fnumber(tupdesc, "member_id");
+	TupleTableSlot *row = MakeSingleTupleTableSlot(tupdesc, &TTSOpsMinimalTuple);
+	Relation	subscriptions = table_open(OwnTable("subscription"), AccessShareLock);
+	TupleTableSlot *subscription = table_slot_create(subscriptions, NULL);
+	AttrNumber	account_col = RowWriteColumn(subscriptions, "account_id");
+	Snapshot	latest = RegisterSnapshot(GetLatestSnapshot());
+	int			readptr = tuplestore_alloc_read_pointer(rows, EXEC_FLAG_REWIND);
+	MemberCheck mc;
+	int64		subscription_id = 0;
+	int64		account_id = 0;
+	bool		isnull;
+
+	BeginMemberCheck(&mc, latest);
+	tuplestore_select_read_pointer(rows, readptr);
+	tuplestore_rescan(rows);
+	while (tuplestore_gettupleslot(rows, true, false, row))
+	{
+		int64		row_subscription = DatumGetInt64(slot_getattr(row, subscription_col, &isnull));
+
+		if (row_subscription != subscription_id || subscription_id == 0)
+		{
+			Datum		key = Int64GetDatum(row_subscription);
+
+			if (!FetchRowByKey(subscriptions, latest, 1, &key, subscription))
+				SubscriptionMissing(rel, row_subscription);
+			subscription_id = row_subscription;
+			account_id = DatumGetInt64(slot_getattr(subscription, account_col, &isnull));
+		}
+		CheckMember(&mc, rel, subscription_id, account_id,
+					DatumGetInt64(slot_getattr(row, member_col, &isnull)));
+	}
+	EndMemberCheck(&mc);
+	UnregisterSnapshot(latest);
+	ExecDropSingleTupleTableSlot(subscription);
+	table_close(subscriptions, NoLock);
+	ExecDropSingleTupleTableSlot(row);
 }
 
 static void
@@ -514,6 +634,10 @@ GuardStatement(TriggerData *trigdata, GuardedEvent event)
 	RowWrites  *counters;
 	bool		isnull;
 
+	/* L11, first, as on the one-row path: each member that the rows name */
+	if (event != GUARDED_DELETE)
+		CheckStatementMembers(rel, trigdata->tg_newtable);
+
 	for (q = 0; q < GUARD_NUM_QUERIES; q++)
 		if (plans[q] == NULL && guard_query_applies[event][q])
 			KeptPlan(&plans[q], psprintf(guard_queries[q], guard_changes[event], SeatProducts()), 0, NULL);
@@ -530,14 +654,14 @@ GuardStatement(TriggerData *trigdata, GuardedEvent event)
 	deltas = palloc(sizeof(int32) * Max(nsubscriptions, 1));
 	for (i = 0; i < nsubscriptions; i++)
 	{
-		bool		no_foreign_member;
-		int64		foreign_member = GetInt64(i, 4, &no_foreign_member);
-
-		if (!no_foreign_member)
-			ForeignMemberError(rel, GetInt64(i, 3, &isnull), foreign_member);
 		subscriptions[i] = GetInt64(i, 1, &isnull);
 		deltas[i] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
 	}
+
+	if (SPI_execute_snapshot(plans[GQ_HISTORY], NULL, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							 true, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the history of the license changes");
+	RecordQueriedHistory();
 
 	/* seats freed first: an UPDATE may move a service license between subscriptions */
 	if (guard_query_applies[event][GQ_UNSEAT] &&
@@ -581,17 +705,6 @@ RowInt64(TupleTableSlot *slot, Relation rel, const char *column)
 	Datum		value = slot_getattr(slot, RowWriteColumn(rel, column), &isnull);
 
 	return isnull ? 0 : DatumGetInt64(value);
-}
-
-/* set a column of a row to write */
-static void
-SetColumn(TupleTableSlot *slot, bool *given, Relation rel, const char *column, Datum value)
-{
-	AttrNumber	attnum = RowWriteColumn(rel, column);
-
-	slot->tts_values[attnum - 1] = value;
-	slot->tts_isnull[attnum - 1] = false;
-	given[attnum - 1] = true;
 }
 
 /*
@@ -659,22 +772,6 @@ ReadTarget(Snapshot snapshot, int64 subscription_id, int64 *account_id, List **s
 	return found;
 }
 
-/* the account of a member, read with snapshot; false when there is no such member */
-static bool
-ReadMemberAccount(Snapshot snapshot, int64 member_id, int64 *account_id)
-{
-	Relation	members = table_open(OwnTable("member"), AccessShareLock);
-	TupleTableSlot *member = table_slot_create(members, NULL);
-	Datum		key = Int64GetDatum(member_id);
-	bool		found = FetchRowByKey(members, snapshot, 1, &key, member);
-
-	if (found)
-		*account_id = RowInt64(member, members, "account_id");
-	ExecDropSingleTupleTableSlot(member);
-	table_close(members, NoLock);
-	return found;
-}
-
 /* free the service seats that the member's license of the subscription holds */
 static void
 Unseat(RowWrites *w, int64 subscription_id, int64 member_id)
@@ -697,9 +794,6 @@ static void
 RecordOneRow(RowWrites *w, const char *operation, int64 account_id, int64 subscription_id,
 			 int64 member_id)
 {
-	Relation	history = RowWriteRelation(w, ONE_ROW_HISTORY);
-	TupleTableSlot *row = RowWriteNewSlot(w, ONE_ROW_HISTORY);
-	bool	   *given = palloc0(sizeof(bool) * RelationGetDescr(history)->natts);
 	JsonbParseState *state = NULL;
 	JsonbValue	v;
 	JsonbValue *details;
@@ -716,12 +810,8 @@ RecordOneRow(RowWrites *w, const char *operation, int64 account_id, int64 subscr
 	pushJsonbValue(&state, WJB_END_ARRAY, NULL);
 	details = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
 
-	SetColumn(row, given, history, "actor", PointerGetDatum(CurrentActor()));
-	SetColumn(row, given, history, "operation", CStringGetTextDatum(operation));
-	SetColumn(row, given, history, "account_id", Int64GetDatum(account_id));
-	SetColumn(row, given, history, "subscription_id", Int64GetDatum(subscription_id));
-	SetColumn(row, given, history, "details", JsonbPGetDatum(JsonbValueToJsonb(details)));
-	InsertRow(w, ONE_ROW_HISTORY, row, given);
+	RecordHistory(w, ONE_ROW_HISTORY, operation, &account_id, &subscription_id,
+				  JsonbPGetDatum(JsonbValueToJsonb(details)));
 }
 
 /*
@@ -744,7 +834,6 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 	List	   *service_products;
 	char	   *refused_product = NULL;
 	bool		isnull;
-	bool		checked;
 	bool		target;
 	bool		moved = false;
 	bool		refused = false;
@@ -756,26 +845,15 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 	member_id = DatumGetInt64(slot_getattr(slot, SPI_fnumber(tupdesc, "member_id"), &isnull));
 	ExecDropSingleTupleTableSlot(slot);
 
-	/* license_consume has checked the member's account in this very subtransaction */
-	checked = checked_license.lxid == MyLocalTransactionId() &&
-		checked_license.subxid == GetCurrentSubTransactionId() &&
-		checked_license.subscription_id == subscription_id &&
-		checked_license.member_id == member_id;
-	checked_license.lxid = InvalidLocalTransactionId;
-
 	for (t = 0; t < ONE_ROW_NUM_TABLES; t++)
 		relids[t] = OwnTable(one_row_tables[t]);
 	w = BeginRowWrites(ONE_ROW_NUM_TABLES, relids);
 	target = ReadTarget(RowWriteSnapshot(w), subscription_id, &account_id, &service_products);
-	if (assigning && !checked)
+	if (assigning)
 	{
-		int64		member_account;
-
 		if (!target)
 			SubscriptionMissing(rel, subscription_id);
-		if (!ReadMemberAccount(RowWriteSnapshot(w), member_id, &member_account) ||
-			member_account != account_id)
-			ForeignMemberError(rel, subscription_id, member_id);
+		CheckOneMember(RowWriteSnapshot(w), rel, subscription_id, account_id, member_id);	/* L11 */
 	}
 
 	if (!assigning)
@@ -790,9 +868,9 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 			TupleTableSlot *seat = RowWriteNewSlot(w, ONE_ROW_SEAT);
 			bool	   *given = palloc0(sizeof(bool) * RelationGetDescr(seats)->natts);
 
-			SetColumn(seat, given, seats, "member_id", Int64GetDatum(member_id));
-			SetColumn(seat, given, seats, "product", CStringGetTextDatum((char *) lfirst(lc)));
-			SetColumn(seat, given, seats, "subscription_id", Int64GetDatum(subscription_id));
+			SetRowColumn(seat, given, seats, "member_id", Int64GetDatum(member_id));
+			SetRowColumn(seat, given, seats, "product", CStringGetTextDatum((char *) lfirst(lc)));
+			SetRowColumn(seat, given, seats, "subscription_id", Int64GetDatum(subscription_id));
 			if (!InsertRowUnlessConflict(w, ONE_ROW_SEAT, seat, given))
 			{
 				refused = true;
@@ -970,20 +1048,17 @@ PrecheckLicense(const char *fn, int64 subscription_id, int64 member_id, bool ass
 {
 	Oid			argtypes[2] = {INT8OID, INT8OID};
 	Datum		values[2] = {Int64GetDatum(subscription_id), Int64GetDatum(member_id)};
-	bool		sub_missing;
-	bool		member_missing;
 	bool		isnull;
 	int64		account;
-	int64		member_account;
 	char	   *status;
 	bool		holds;
+	Snapshot	snapshot;
 
 	KeptPlan(&precheck_plan,
-			 "SELECT s.account_id, m.account_id, s.status,"
+			 "SELECT s.account_id, s.status,"
 			 "       EXISTS (SELECT FROM subscription.license AS l"
 			 "                WHERE l.subscription_id = $1 AND l.member_id = $2)"
 			 "  FROM subscription.subscription AS s"
-			 "  LEFT JOIN subscription.member AS m ON m.id = $2"
 			 " WHERE s.id = $1",
 			 2, argtypes);
 	/*
@@ -993,33 +1068,22 @@ PrecheckLicense(const char *fn, int64 subscription_id, int64 member_id, bool ass
 	 * not a retry).  Under REPEATABLE READ and SERIALIZABLE the transaction's
 	 * snapshot stays, and a change it cannot see is a serialization failure.
 	 */
-	if (SPI_execute_snapshot(precheck_plan, values, NULL,
-							 IsolationUsesXactSnapshot() ? InvalidSnapshot : GetLatestSnapshot(),
+	snapshot = IsolationUsesXactSnapshot() ? GetActiveSnapshot() : GetLatestSnapshot();
+	if (SPI_execute_snapshot(precheck_plan, values, NULL, snapshot,
 							 InvalidSnapshot, true, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look up subscription " INT64_FORMAT, subscription_id);
 
-	sub_missing = SPI_processed == 0;
-	if (sub_missing)
+	if (SPI_processed == 0)
 		SubscriptionMissing(NULL, subscription_id);
 	account = GetInt64(0, 1, &isnull);
-	member_account = GetInt64(0, 2, &member_missing);
-	status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
-	holds = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+	status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	holds = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
 
 	/* nothing more is told to an actor who may not do this */
 	Authorize(account, "assign_licenses");
 
-	if (member_missing)
-		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
-				 errmsg("member " INT64_FORMAT " does not exist", member_id)));
-	if (member_account != account)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("member " INT64_FORMAT " does not belong to the account of subscription " INT64_FORMAT,
-						member_id, subscription_id),
-				 errdetail("The member belongs to account " INT64_FORMAT ", the subscription to account " INT64_FORMAT ".",
-						   member_account, account)));
+	/* L11: a member that does not exist (P0002), or of another account (22023) */
+	CheckOneMember(snapshot, NULL, subscription_id, account, member_id);
 	if (assigning && strcmp(status, "active") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -1072,27 +1136,40 @@ WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
 	last_guarded_subscription = 0;
 	if (assigning)
 	{
+		Relation	subscriptions = table_open(OwnTable("subscription"), AccessShareLock);
+		TupleTableSlot *subscription = table_slot_create(subscriptions, NULL);
+		Snapshot	snapshot = RegisterSnapshot(GetTransactionSnapshot());
+		Datum		key = Int64GetDatum(subscription_id);
+		bool		isnull;
+
 		/*
-		 * One statement checks the member's account and the state, and
-		 * inserts; a license the member holds already is the key's 23505.
-		 * The guard, told so, goes straight to the service seat and the
-		 * counter.
+		 * L11 before the write, so that its refusal names no statement of
+		 * ours; the guard checks again, as for any INSERT.
 		 */
-		checked_license.lxid = MyLocalTransactionId();
-		checked_license.subxid = GetCurrentSubTransactionId();
-		checked_license.subscription_id = subscription_id;
-		checked_license.member_id = member_id;
+		if (!FetchRowByKey(subscriptions, snapshot, 1, &key, subscription))
+			SubscriptionMissing(NULL, subscription_id);
+		CheckOneMember(snapshot, NULL, subscription_id,
+					   DatumGetInt64(slot_getattr(subscription, RowWriteColumn(subscriptions, "account_id"),
+												  &isnull)),
+					   member_id);
+		UnregisterSnapshot(snapshot);
+		ExecDropSingleTupleTableSlot(subscription);
+		table_close(subscriptions, NoLock);
+
+		/*
+		 * One statement checks that both exist and the state, and inserts;
+		 * nothing inserted is explained by PrecheckLicense.
+		 */
 		KeptPlan(&insert_license_plan,
 				 "INSERT INTO subscription.license (subscription_id, member_id)"
 				 " SELECT $1, $2"
 				 "   FROM subscription.subscription AS s"
-				 "   JOIN subscription.member AS m ON m.id = $2 AND m.account_id = s.account_id"
+				 "   JOIN subscription.member AS m ON m.id = $2"
 				 "  WHERE s.id = $1 AND s.status = 'active'"
 				 " ON CONFLICT (subscription_id, member_id) DO NOTHING",
 				 2, argtypes);
 		if (SPI_execute_plan(insert_license_plan, values, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not assign the license");
-		checked_license.lxid = InvalidLocalTransactionId;
 		if (SPI_processed == 0)
 		{
 			PrecheckLicense(fn, subscription_id, member_id, assigning);

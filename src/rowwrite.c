@@ -30,6 +30,7 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/index.h"
+#include "catalog/namespace.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "executor/nodeModifyTable.h"
@@ -174,6 +175,28 @@ RowWriteNewSlot(RowWrites *w, int table)
 	return slot;
 }
 
+/* one of the extension's tables */
+Oid
+OwnTable(const char *name)
+{
+	Oid			relid = get_relname_relid(name, get_namespace_oid("subscription", false));
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "table subscription.%s does not exist", name);
+	return relid;
+}
+
+/* set a column of a row to write (a new slot); given[] tells InsertRow() */
+void
+SetRowColumn(TupleTableSlot *slot, bool *given, Relation rel, const char *column, Datum value)
+{
+	AttrNumber	attnum = RowWriteColumn(rel, column);
+
+	slot->tts_values[attnum - 1] = value;
+	slot->tts_isnull[attnum - 1] = false;
+	given[attnum - 1] = true;
+}
+
 /* the column's number, or an error naming it */
 AttrNumber
 RowWriteColumn(Relation rel, const char *column)
@@ -225,7 +248,20 @@ BeginKeyScan(Relation rel, Snapshot snapshot, int nkeys, const Datum *keys)
 	ks->scan = index_beginscan(rel, ks->index, snapshot, nkeys, 0);
 #endif
 	index_rescan(ks->scan, skeys, nkeys, NULL, 0);
+	ks->nkeys = nkeys;
+	ks->keys = skeys;
 	return ks;
+}
+
+/* scan again for other keys, with the same index and snapshot */
+void
+RescanKeyScan(KeyScan *ks, const Datum *keys)
+{
+	int			i;
+
+	for (i = 0; i < ks->nkeys; i++)
+		ks->keys[i].sk_argument = keys[i];
+	index_rescan(ks->scan, ks->keys, ks->nkeys, NULL, 0);
 }
 
 /* the next row into slot (a stored slot of the table), or false */
@@ -240,6 +276,7 @@ EndKeyScan(KeyScan *ks)
 {
 	index_endscan(ks->scan);
 	index_close(ks->index, NoLock);
+	pfree(ks->keys);
 	pfree(ks);
 }
 

@@ -102,8 +102,11 @@ typedef struct KeyScan
 {
 	Relation	index;
 	IndexScanDesc scan;
+	int			nkeys;
+	ScanKeyData *keys;
 } KeyScan;
 
+extern Oid	OwnTable(const char *name);
 extern RowWrites *BeginRowWrites(int ntables, const Oid *relids);
 extern void EndRowWrites(RowWrites *w);
 extern Snapshot RowWriteSnapshot(RowWrites *w);
@@ -111,8 +114,11 @@ extern Relation RowWriteRelation(RowWrites *w, int table);
 extern TupleTableSlot *RowWriteStoredSlot(RowWrites *w, int table);
 extern TupleTableSlot *RowWriteNewSlot(RowWrites *w, int table);
 extern AttrNumber RowWriteColumn(Relation rel, const char *column);
+extern void SetRowColumn(TupleTableSlot *slot, bool *given, Relation rel, const char *column,
+						 Datum value);
 extern KeyScan *BeginKeyScan(Relation rel, Snapshot snapshot, int nkeys, const Datum *keys);
 extern bool KeyScanNext(KeyScan *ks, TupleTableSlot *slot);
+extern void RescanKeyScan(KeyScan *ks, const Datum *keys);
 extern void EndKeyScan(KeyScan *ks);
 extern bool FetchRowByKey(Relation rel, Snapshot snapshot, int nkeys, const Datum *keys,
 						  TupleTableSlot *slot);
@@ -122,6 +128,10 @@ extern bool InsertRowUnlessConflict(RowWrites *w, int table, TupleTableSlot *slo
 									const bool *given);
 extern void UpdateRow(RowWrites *w, int table, TupleTableSlot *oldslot, TupleTableSlot *newslot);
 extern void DeleteRow(RowWrites *w, int table, TupleTableSlot *slot);
+
+/* history.c: the one writer of a history row (R8) */
+extern void RecordHistory(RowWrites *w, int table, const char *operation,
+						  const int64 *account_id, const int64 *subscription_id, Datum details);
 
 /*
  * downgrade.c: the trimming in progress (0 / InvalidOid when none), so that

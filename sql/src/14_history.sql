@@ -42,6 +42,19 @@ COMMENT ON COLUMN subscription.history.db_user IS
 COMMENT ON COLUMN subscription.history.db_session_user IS
 'The session''s login role; NULL before 1.1 and for restored rows';
 
+-- The one writer of a history row (src/history.c), for the extension's SQL:
+-- record_history() and erase_account() call it, the license guard calls the
+-- same C function.  It fills the actor; the defaults above fill the time
+-- and the database roles.  Only the extension's owner (its SECURITY DEFINER
+-- functions, its guards) may call it: no role is granted it.
+CREATE FUNCTION subscription.write_history(operation text, account_id bigint, subscription_id bigint, details jsonb)
+RETURNS void
+AS 'MODULE_PATHNAME', 'write_history'
+LANGUAGE C;
+
+COMMENT ON FUNCTION subscription.write_history(text, bigint, bigint, jsonb) IS
+'Internal (C): write one history row, with the actor and the database roles (R8); the extension''s own functions only';
+
 -- The personal fields of a history row's details, erased (erase_account):
 -- the value of every "name" and "external_id" key, at any depth (a row as
 -- it was, or the old and new values of a change), becomes "erased".

@@ -219,8 +219,7 @@ BEGIN
             account := (row_now ->> 'account_id')::bigint;
     END CASE;
 
-    INSERT INTO subscription.history (actor, operation, account_id, subscription_id, details)
-    VALUES (subscription.current_actor(), TG_TABLE_NAME || '_' || lower(TG_OP), account, sub, changed);
+    PERFORM subscription.write_history(TG_TABLE_NAME || '_' || lower(TG_OP), account, sub, changed);
     RETURN NULL;
 END
 $$;

@@ -104,9 +104,8 @@ BEGIN
     UPDATE subscription.history AS h SET details = subscription.erased_details(h.details)
      WHERE h.account_id = erase_account.account_id
        AND h.details <> subscription.erased_details(h.details);
-    INSERT INTO subscription.history (actor, operation, account_id, details)
-    VALUES (subscription.current_actor(), 'account_erase', erase_account.account_id,
-            jsonb_build_object('members', members));
+    PERFORM subscription.write_history('account_erase', erase_account.account_id, NULL,
+                                       jsonb_build_object('members', members));
 END
 $$;
 

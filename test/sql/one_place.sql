@@ -258,4 +258,107 @@ SELECT pg_temp.error_of($$INSERT INTO public.gadget VALUES (30, 1, -1, NULL)$$) 
 SELECT pg_temp.error_of($$INSERT INTO public.gadget VALUES (30, 1, 1, NULL), (31, 1, -1, NULL)$$) AS set_negative;
 SELECT pg_temp.error_of($$INSERT INTO public.gadget VALUES (30, 1, 101, NULL)$$) AS one_row_cap;
 SELECT pg_temp.error_of($$INSERT INTO public.gadget VALUES (30, 1, 1, NULL), (31, 1, 101, NULL)$$) AS set_cap;
+-- L11, "the member belongs to the subscription's account": one C check
+-- (CheckMember in licenses.c) that every path asks; each path refuses a
+-- member of another account with the same error, and a member of the
+-- subscription's own account passes each of them
+BEGIN;
+INSERT INTO product (code, name) VALUES ('crowd', 'CrowdHandler');
+INSERT INTO plan (code, product, name, rank) VALUES ('ch_team', 'crowd', 'Team', 1);
+INSERT INTO plan_price (plan, cycle, amount) VALUES ('ch_team', '1 month', 49);
+INSERT INTO account (id, name) VALUES (1, 'Tickets'), (2, 'Other');
+INSERT INTO member (id, account_id, external_id) VALUES
+    (1, 1, 'ann'), (2, 1, 'bob'), (3, 1, 'cy'), (4, 1, 'dee'), (21, 2, 'zed');
+SELECT subscribe(1, 'ch_team', '1 month', 10, '2026-01-01') AS mine \gset
+SELECT subscribe(2, 'ch_team', '1 month', 10, '2026-01-01') AS theirs \gset
+INSERT INTO license (subscription_id, member_id) VALUES (:mine, 1), (:mine, 2);
+CREATE TEMP TABLE license_path (path text, foreign_member text, own_member text);
+INSERT INTO license_path VALUES
+    ('license_consume', format('SELECT license_consume(%s, 21)', :mine),
+                        format('SELECT license_consume(%s, 3)', :mine)),
+    ('license_release', format('SELECT license_release(%s, 21)', :mine),
+                        format('SELECT license_release(%s, 1)', :mine)),
+    ('one-row INSERT',  format('INSERT INTO license (subscription_id, member_id) VALUES (%s, 21)', :mine),
+                        format('INSERT INTO license (subscription_id, member_id) VALUES (%s, 3)', :mine)),
+    ('bulk INSERT',     format('INSERT INTO license (subscription_id, member_id) VALUES (%s, 3), (%s, 21)', :mine, :mine),
+                        format('INSERT INTO license (subscription_id, member_id) VALUES (%s, 3), (%s, 4)', :mine, :mine)),
+    ('UPDATE of the member',
+                        format('UPDATE license SET member_id = 21 WHERE subscription_id = %s AND member_id = 2', :mine),
+                        format('UPDATE license SET member_id = 3 WHERE subscription_id = %s AND member_id = 2', :mine)),
+    ('UPDATE of the subscription',
+                        format('UPDATE license SET subscription_id = %s WHERE subscription_id = %s AND member_id = 2', :theirs, :mine),
+                        format('UPDATE license SET subscription_id = %s WHERE subscription_id = %s AND member_id = 2', :mine, :mine));
+-- each refusal names the subscription its statement writes
+SELECT path, pg_temp.error_of(foreign_member) AS foreign_member
+  FROM license_path ORDER BY path;
+-- the same paths with a member of the account: the check is the member's
+-- account, not a refusal of everything (each undone after)
+CREATE FUNCTION pg_temp.passes(statement text) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE statement;
+    RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE = 'ok';
+EXCEPTION WHEN OTHERS THEN
+    RETURN CASE WHEN SQLERRM = 'ok' THEN 'ok' ELSE SQLSTATE || ': ' || SQLERRM END;
+END
+$$;
+SELECT path, pg_temp.passes(own_member) AS own_member FROM license_path ORDER BY path;
+ROLLBACK;
+
+-- R8, the history row: one writer (RecordHistory in src/history.c) for the
+-- row trigger record_history() and erase_account(), through
+-- write_history(), and for the license guard's statement, one-row and
+-- TRUNCATE paths; the rows of every path have the same columns filled, and
+-- the actor and the database roles recorded the same way
+BEGIN;
+INSERT INTO product (code, name) VALUES ('crowd', 'CrowdHandler');
+INSERT INTO plan (code, product, name, rank) VALUES ('ch_team', 'crowd', 'Team', 1);
+INSERT INTO plan_price (plan, cycle, amount) VALUES ('ch_team', '1 month', 49);
+INSERT INTO account (id, name) VALUES (1, 'Tickets'), (2, 'Leaving');
+INSERT INTO member (id, account_id, external_id) VALUES (1, 1, 'ann'), (2, 1, 'bob'), (3, 1, 'cy');
+SELECT subscribe(1, 'ch_team', '1 month', 10, '2026-01-01') AS sub \gset
+CREATE ROLE one_place_office;
+SELECT grant_backoffice('one_place_office');
+GRANT INSERT, TRUNCATE ON license TO one_place_office;
+CREATE TEMP TABLE history_path (path text, statement text, actor text, n serial);
+GRANT ALL ON history_path TO one_place_office;
+INSERT INTO history_path (path, statement, actor) VALUES
+    ('record_history', 'UPDATE subscription.account SET name = ''Tickets Ltd'' WHERE id = 1', 'clerk-7'),
+    ('one-row guard', format('INSERT INTO subscription.license VALUES (%s, 1)', :sub), 'clerk-7'),
+    ('statement guard', format('INSERT INTO subscription.license VALUES (%s, 2), (%s, 3)', :sub, :sub), 'clerk-7'),
+    ('TRUNCATE guard', 'TRUNCATE subscription.license', 'clerk-7'),
+    ('record_history', 'SELECT subscription.close_account(2, ''2026-01-10'')', ''),
+    ('erase_account', 'SELECT subscription.erase_account(2)', '');
+-- run each as a back-office role: the actor named (or not), current_user
+-- and session_user differ, so each column shows which one it recorded
+CREATE FUNCTION pg_temp.history_shape(p history_path)
+RETURNS TABLE (path text, operation text, filled text, actor boolean, db_user boolean, db_session_user boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    last_id bigint := (SELECT coalesce(max(h.id), 0) FROM subscription.history AS h);
+BEGIN
+    PERFORM set_config('subscription.actor', p.actor, true);
+    EXECUTE p.statement;
+    RETURN QUERY
+    SELECT p.path, h.operation,
+           concat_ws(',', CASE WHEN h.at IS NOT NULL THEN 'at' END,
+                          CASE WHEN h.account_id IS NOT NULL THEN 'account_id' END,
+                          CASE WHEN h.subscription_id IS NOT NULL THEN 'subscription_id' END,
+                          jsonb_typeof(h.details)),
+           h.actor = subscription.current_actor(), h.db_user = current_user::text,
+           h.db_session_user = session_user::text
+      FROM subscription.history AS h WHERE h.id > last_id ORDER BY h.id;
+END
+$$;
+SET LOCAL ROLE one_place_office;
+SELECT s.* FROM history_path AS p, pg_temp.history_shape(p) AS s ORDER BY p.n;
+-- the writer writes for the extension's own functions alone: no role is
+-- granted it, and a role given it anyway is refused
+SELECT pg_temp.error_of($$SELECT subscription.write_history('forged', 1, NULL, '{}')$$) AS office_writes;
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION write_history(text, bigint, bigint, jsonb) TO one_place_office;
+SET LOCAL ROLE one_place_office;
+SELECT pg_temp.error_of($$SELECT subscription.write_history('forged', 1, NULL, '{}')$$) AS office_granted;
+RESET ROLE;
+SELECT pg_temp.error_of($$SELECT subscription.write_history(NULL, 1, NULL, '{}')$$) AS no_operation;
 ROLLBACK;
