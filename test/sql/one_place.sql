@@ -258,6 +258,7 @@ SELECT pg_temp.error_of($$INSERT INTO public.gadget VALUES (30, 1, -1, NULL)$$) 
 SELECT pg_temp.error_of($$INSERT INTO public.gadget VALUES (30, 1, 1, NULL), (31, 1, -1, NULL)$$) AS set_negative;
 SELECT pg_temp.error_of($$INSERT INTO public.gadget VALUES (30, 1, 101, NULL)$$) AS one_row_cap;
 SELECT pg_temp.error_of($$INSERT INTO public.gadget VALUES (30, 1, 1, NULL), (31, 1, 101, NULL)$$) AS set_cap;
+ROLLBACK;
 -- L11, "the member belongs to the subscription's account": one C check
 -- (CheckMember in licenses.c) that every path asks; each path refuses a
 -- member of another account with the same error, and a member of the

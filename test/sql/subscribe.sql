@@ -139,7 +139,7 @@ INSERT INTO usage_counter (account_id, feature, used) VALUES (3, 'rooms', 2);
 SELECT count(*) AS licenses_before FROM license;
 SELECT pg_temp.error_of($$DELETE FROM account WHERE id = 1$$);
 SELECT pg_temp.error_of($$DELETE FROM account WHERE id = 3$$);
-SELECT pg_temp.error_of($$DELETE FROM subscription WHERE account_id = 1$$);
+SELECT pg_temp.error_of($$DELETE FROM subscription WHERE id = 1$$);  -- one row: the refusal names it, whatever the scan order
 SELECT (SELECT count(*) FROM account) AS accounts, (SELECT count(*) FROM member) AS members,
        (SELECT count(*) FROM subscription) AS subscriptions, (SELECT count(*) FROM license) AS licenses,
        (SELECT count(*) FROM ledger) AS ledger;
