@@ -2020,7 +2020,8 @@ DECLARE
         bundle_into_suite,preview_bundle_into_suite,
         effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
         cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
-        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect}';
+        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
+        renewal_terms}';
     catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
     views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
 BEGIN
@@ -4925,7 +4926,8 @@ DECLARE
         bundle_into_suite,preview_bundle_into_suite,
         effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
         cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
-        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect}';
+        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
+        renewal_terms}';
     catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
     views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
 BEGIN
@@ -5232,7 +5234,8 @@ DECLARE
         bundle_into_suite,preview_bundle_into_suite,
         effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
         cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
-        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect}';
+        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
+        renewal_terms}';
     catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
     views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
 BEGIN
@@ -5831,7 +5834,8 @@ DECLARE
         bundle_into_suite,preview_bundle_into_suite,
         effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
         cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
-        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect}';
+        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
+        renewal_terms}';
     catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
     views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
 BEGIN
@@ -6014,7 +6018,8 @@ DECLARE
         bundle_into_suite,preview_bundle_into_suite,
         effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
         cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
-        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect}';
+        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
+        renewal_terms}';
     catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
     views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
 BEGIN
@@ -6055,3 +6060,393 @@ BEGIN
      ORDER BY 1, 2;
 END
 $$;
+------------------------------------------------------------------------
+-- The next terms of a renewal in one place (issue 15, item 7, fold 8),
+-- and L7: renewal quantities from the account's use (issue 16, item 5).
+-- next_terms(s) is the one place that knows a renewal's plan, cycle,
+-- quantity and renewal option: renew_period, renewal_problem,
+-- renewal_may_trim and (through renewal_terms) renewal_notice read it;
+-- renew_batch asks it once per period and hands it to the three.
+-- A product's renewal_quantity ('keep', 'from_usage') decides whether the
+-- quantity comes from the use.
+
+ALTER TABLE subscription.product ADD COLUMN renewal_quantity text NOT NULL DEFAULT 'keep'
+    CHECK (renewal_quantity IN ('keep', 'from_usage'));
+
+COMMENT ON TABLE subscription.product IS 'Products sold, with how their upgrades (restart, prorate) and downgrades (end_of_period, immediate) take effect, and what quantity their renewals take (keep, from_usage: L7)';
+
+
+CREATE TYPE subscription.terms AS (plan text, cycle interval, quantity integer, renewal text, needed bigint);
+
+COMMENT ON TYPE subscription.terms IS 'The plan, cycle, quantity and renewal option of a next period (next_terms)';
+
+
+CREATE FUNCTION subscription.next_terms(s subscription.subscription)
+RETURNS subscription.terms
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n subscription.terms;
+    tiers integer[];
+BEGIN
+    n.plan := coalesce(s.pending_plan, s.plan);
+    n.cycle := CASE WHEN s.renewal = 'to_monthly' THEN interval '1 month' ELSE coalesce(s.pending_cycle, s.cycle) END;
+    n.quantity := coalesce(s.pending_quantity, s.quantity);
+    n.renewal := CASE s.renewal WHEN 'once' THEN 'none' WHEN 'to_monthly' THEN 'always' ELSE s.renewal END;
+    IF s.pending_quantity IS NOT NULL
+       OR NOT EXISTS (SELECT FROM subscription.plan AS p
+                        JOIN subscription.product AS pr ON pr.code = p.product
+                       WHERE p.code = n.plan AND pr.renewal_quantity = 'from_usage') THEN
+        RETURN n;
+    END IF;
+    -- L7: the licenses each used feature needs, beyond the units of the
+    -- add-on batches that renew with the subscription
+    tiers := subscription.plan_tiers(n.plan);
+    SELECT max(ceil(greatest(f.used - coalesce(
+               (SELECT sum(b.quantity::bigint * a.units)
+                  FROM subscription.addon_batch AS b
+                  JOIN subscription.addon AS a ON a.code = b.addon
+                 WHERE b.subscription_id = s.id AND b.status = 'active' AND NOT b.cancel_at_period_end
+                   AND a.feature = f.feature), 0), 0)::numeric / f.per_license))::bigint
+      INTO n.needed
+      FROM (-- a tiered plan: its per-license features whose use is counted
+            SELECT pl.feature, c.used, pl.value
+              FROM subscription.plan_limit AS pl
+              JOIN subscription.usage_counter AS c ON c.account_id = s.account_id AND c.feature = pl.feature
+             WHERE cardinality(tiers) > 0 AND pl.plan = n.plan AND pl.per_license AND pl.value > 0
+            UNION ALL
+            -- a plan priced per license: the licenses assigned
+            SELECT 'licenses', lc.used, 1
+              FROM subscription.license_counter AS lc
+             WHERE cardinality(tiers) = 0 AND lc.subscription_id = s.id
+               AND EXISTS (SELECT FROM subscription.plan_price AS pp WHERE pp.plan = n.plan AND pp.per_license))
+           AS f(feature, used, per_license);
+    IF n.needed IS NOT NULL THEN
+        n.quantity := CASE WHEN cardinality(tiers) > 0
+                           THEN subscription.tier_for_hosts(n.plan, least(n.needed, tiers[cardinality(tiers)])::integer)
+                           ELSE greatest(n.needed, 1)::integer END;
+    END IF;
+    RETURN n;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.next_terms(subscription.subscription) IS
+'Internal: the plan, cycle, quantity (L7: from the use on a ''from_usage'' product) and renewal option of a subscription''s next period';
+
+
+CREATE FUNCTION subscription.renewal_terms(subscription_id bigint)
+RETURNS TABLE (plan text, cycle interval, quantity integer, renewal text, needed bigint)
+LANGUAGE sql STABLE
+SECURITY DEFINER
+BEGIN ATOMIC
+    SELECT t.plan, t.cycle, t.quantity, t.renewal, t.needed
+      FROM subscription.subscription AS s
+     CROSS JOIN LATERAL subscription.next_terms(s) AS t
+     WHERE s.id OPERATOR(pg_catalog.=) renewal_terms.subscription_id
+       AND subscription.may_read(s.account_id);
+END;
+
+COMMENT ON FUNCTION subscription.renewal_terms(bigint) IS
+'The plan, cycle, quantity (L7: from the use on a ''from_usage'' product) and renewal option of a subscription''s next period';
+
+
+-- the renewal's steps take the terms that renew_batch asked once
+DROP FUNCTION subscription.renew_period(subscription.subscription, boolean);
+DROP FUNCTION subscription.renewal_problem(subscription.subscription);
+DROP FUNCTION subscription.renewal_may_trim(subscription.subscription);
+
+CREATE FUNCTION subscription.renew_period(s subscription.subscription, n subscription.terms, may_trim boolean)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ends timestamptz := upper(s.period);
+    same_cycle boolean;
+    next_period tstzrange;
+    price record;
+BEGIN
+    UPDATE subscription.addon_batch AS b SET status = 'expired'
+     WHERE b.subscription_id = s.id AND b.status = 'active'
+       AND (b.cancel_at_period_end OR s.cancel_at_period_end OR s.renewal = 'none');
+    IF s.cancel_at_period_end OR s.renewal = 'none' THEN
+        UPDATE subscription.subscription AS x
+           SET status = CASE WHEN s.cancel_at_period_end THEN 'cancelled' ELSE 'expired' END
+         WHERE x.id = s.id
+        RETURNING x.status INTO s.status;
+        RETURN s.status;
+    END IF;
+
+    -- L7: a use above the largest tier renews at the largest tier
+    IF n.needed > n.quantity THEN
+        RAISE WARNING 'subscription % uses more than the largest tier of plan "%"', s.id, n.plan
+            USING DETAIL = format('Its use needs %s licenses; it renews at the largest tier, %s.', n.needed, n.quantity),
+                  HINT = format('Contact sales for a plan above %s hosts.', n.quantity);
+    END IF;
+    same_cycle := subscription.cycle_key(n.cycle) = subscription.cycle_key(s.cycle);
+    -- a new cycle counts from the start of its first period (Z7)
+    next_period := subscription.nth_period(CASE WHEN same_cycle THEN s.anchor ELSE ends END, n.cycle,
+                                           CASE WHEN same_cycle THEN s.period_number + 1 ELSE 1 END);
+    price := subscription.period_price(n.plan, n.cycle, n.quantity);
+    IF same_cycle AND s.pending_plan IS NULL AND s.pending_quantity IS NULL AND n.quantity = s.quantity THEN
+        -- the common renewal: only the period moves, and the triggers on
+        -- plan, quantity and status (limits, seats) have nothing to do
+        UPDATE subscription.subscription AS x
+           SET period_number = x.period_number + 1, period = next_period,
+               paid_quantity = n.quantity, pending_cycle = NULL, renewal = n.renewal
+         WHERE x.id = s.id;
+    ELSE
+        UPDATE subscription.subscription AS x
+           SET plan = n.plan, cycle = n.cycle, quantity = n.quantity, paid_quantity = n.quantity,
+               pending_plan = NULL, pending_cycle = NULL, pending_quantity = NULL,
+               anchor = CASE WHEN same_cycle THEN x.anchor ELSE ends END,
+               period_number = CASE WHEN same_cycle THEN x.period_number + 1 ELSE 1 END,
+               period = next_period, renewal = n.renewal
+         WHERE x.id = s.id;
+    END IF;
+
+    -- C2: the constraint makes a second charge of the period impossible
+    INSERT INTO subscription.ledger
+           (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+    VALUES (s.account_id, s.id, 'charge', subscription.round_money(price.amount, price.currency), price.currency,
+            next_period, 'plan', n.plan,
+            format('renewal: plan %s, cycle %s, quantity %s', n.plan, n.cycle, n.quantity))
+    ON CONFLICT (subscription_id, addon_batch_id, period, item)
+       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+    INSERT INTO subscription.ledger
+           (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
+    SELECT s.account_id, s.id, b.id, 'charge', subscription.round_money(p.amount, p.currency), p.currency,
+           next_period, 'addon', n.plan, format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, n.cycle)
+      FROM subscription.addon_batch AS b
+      JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time
+     CROSS JOIN LATERAL subscription.addon_period_price(b.addon, n.cycle, b.quantity) AS p
+     WHERE b.subscription_id = s.id AND b.status = 'active'
+     ORDER BY b.id
+    ON CONFLICT (subscription_id, addon_batch_id, period, item)
+       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+
+    IF may_trim THEN
+        PERFORM FROM subscription.apply_downgrade(s.id);
+    END IF;
+    RETURN 'active';
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_period(subscription.subscription, subscription.terms, boolean) IS 'Internal: one period of one due subscription';
+
+
+CREATE FUNCTION subscription.renewal_problem(s subscription.subscription, n subscription.terms)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    missing text;
+BEGIN
+    IF s.cancel_at_period_end OR s.renewal = 'none' THEN
+        RETURN NULL;
+    END IF;
+    CASE (subscription.find_price(n.plan, n.cycle, n.quantity)).problem
+        WHEN 'not_a_tier' THEN
+            RETURN format('quantity %s is not a tier of plan "%s"', n.quantity, n.plan);
+        WHEN 'no_price' THEN
+            RETURN format('plan "%s" has no price for cycle %s', n.plan, subscription.cycle_text(n.cycle));
+        ELSE
+    END CASE;
+    missing := subscription.unpriced_addons(s.id, n.cycle);
+    IF missing IS NOT NULL THEN
+        RETURN format('add-on %s has no price for cycle %s', missing, subscription.cycle_text(n.cycle));
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renewal_problem(subscription.subscription, subscription.terms) IS 'Internal: why the next renewal could not be charged, or NULL';
+
+
+CREATE FUNCTION subscription.renewal_may_trim(s subscription.subscription, n subscription.terms)
+RETURNS boolean
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT s.pending_plan IS NOT NULL OR n.quantity OPERATOR(pg_catalog.<) s.quantity
+        OR s.cancel_at_period_end OR s.renewal OPERATOR(pg_catalog.=) 'none'
+        OR EXISTS (SELECT FROM subscription.addon_batch AS b
+                    WHERE b.subscription_id OPERATOR(pg_catalog.=) s.id
+                      AND b.status OPERATOR(pg_catalog.=) 'active' AND b.cancel_at_period_end);
+END;
+
+COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription, subscription.terms) IS 'Internal: whether the next renewal can lower the account''s limits';
+
+
+CREATE OR REPLACE FUNCTION subscription.renew_batch(
+    at timestamptz, batch_size integer, after_end timestamptz, after_id bigint, skip bigint[],
+    OUT taken integer, OUT handled integer, OUT last_end timestamptz, OUT last_id bigint, OUT capped bigint[])
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    n subscription.terms;
+    status text;
+    problem text;
+    may_trim boolean;
+    most integer := current_setting('subscription.max_catchup')::integer;
+    renewed integer;
+BEGIN
+    taken := 0;
+    handled := 0;
+    last_end := after_end;
+    last_id := after_id;
+    capped := '{}';
+    FOR s IN
+        SELECT * FROM subscription.subscription AS x
+         WHERE x.status = 'active' AND upper(x.period) <= at
+           AND (upper(x.period), x.id) > (after_end, after_id)
+           AND NOT x.id = ANY (skip)
+         ORDER BY upper(x.period), x.id
+         LIMIT batch_size
+           FOR NO KEY UPDATE SKIP LOCKED
+    LOOP
+        taken := taken + 1;
+        last_end := upper(s.period);
+        last_id := s.id;
+        renewed := 0;
+        LOOP
+            -- the next period's terms, asked once (issue 15, fold 8; L7)
+            n := subscription.next_terms(s);
+            problem := subscription.renewal_problem(s, n);
+            -- asked before anything moves: the batches it ends are part of the answer
+            may_trim := problem IS NULL AND subscription.renewal_may_trim(s, n);
+            IF may_trim THEN
+                -- only here can the renewal be refused after writing: a subtransaction
+                BEGIN
+                    status := subscription.renew_period(s, n, true);
+                EXCEPTION WHEN check_violation THEN
+                    problem := SQLERRM;
+                WHEN OTHERS THEN
+                    -- the trim ran the account's own triggers: whatever they
+                    -- raise holds back this renewal only, never the others'
+                    -- (a lost race is still the caller's to retry)
+                    IF SQLSTATE LIKE '40%' THEN
+                        RAISE;
+                    END IF;
+                    problem := format('its trimming failed: %s (SQLSTATE %s)', SQLERRM, SQLSTATE);
+                END;
+            ELSIF problem IS NULL THEN
+                status := subscription.renew_period(s, n, false);
+            END IF;
+            IF problem IS NOT NULL THEN
+                RAISE WARNING 'subscription % was not renewed: %', s.id, problem
+                    USING DETAIL = 'It stays due; renew_due() tries again on its next run.';
+                EXIT;
+            END IF;
+            EXIT WHEN status <> 'active';
+            SELECT * INTO s FROM subscription.subscription AS x WHERE x.id = s.id;
+            EXIT WHEN upper(s.period) > at;
+            renewed := renewed + 1;
+            IF renewed >= most THEN
+                RAISE WARNING 'subscription % caught up % periods, the most of one call', s.id, renewed
+                    USING DETAIL = format('It stays due from %s; the next renewal run goes on from there.', upper(s.period)),
+                          HINT = 'subscription.max_catchup sets how many periods one call catches up.';
+                capped := capped || s.id;
+                EXIT;
+            END IF;
+        END LOOP;
+        IF problem IS NULL THEN
+            handled := handled + 1;
+        END IF;
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE VIEW subscription.renewal_notice WITH (security_barrier) AS
+SELECT s.id AS subscription_id,
+       s.account_id,
+       upper(s.period) AS renews_at,
+       n.plan,
+       n.cycle,
+       n.quantity,
+       CASE WHEN cardinality(subscription.plan_tiers(n.plan)) > 0 THEN n.quantity END AS tier,
+       subscription.round_money(price.amount, price.currency) AS amount,
+       price.currency,
+       d.discount,
+       least(subscription.credit_balance(s.account_id, price.currency),
+             subscription.round_money(price.amount, price.currency) OPERATOR(pg_catalog.-) d.discount) AS credit,
+       upper(s.period) OPERATOR(pg_catalog.<=) now() AS overdue
+  FROM subscription.subscription AS s
+  CROSS JOIN LATERAL subscription.renewal_terms(s.id) AS n
+  CROSS JOIN LATERAL subscription.period_price(n.plan, n.cycle, n.quantity) AS price
+  CROSS JOIN LATERAL subscription.coupon_discount(s.id, subscription.round_money(price.amount, price.currency),
+                                                  price.currency) AS d(discount)
+ WHERE s.status OPERATOR(pg_catalog.=) 'active'
+   AND NOT s.cancel_at_period_end
+   AND s.renewal OPERATOR(pg_catalog.<>) 'none'
+   AND upper(s.period) OPERATOR(pg_catalog.<=)
+       (now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
+   AND subscription.may_read(s.account_id);
+
+
+CREATE OR REPLACE FUNCTION subscription.role_rights(kind text)
+RETURNS TABLE (object_type text, object text, privileges text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    application_routines text[] := '{subscribe,set_quantity,change_plan,change_cycle,set_renewal,cancel,
+        cancel_account,close_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
+        apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
+        bundle_into_suite,preview_bundle_into_suite,
+        effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
+        cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
+        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
+        renewal_terms}';
+    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
+    views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
+BEGIN
+    IF kind NOT IN ('application', 'backoffice', 'restore') THEN
+        RAISE EXCEPTION 'unknown kind of role "%"', kind
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The kinds are application, backoffice and restore.';
+    END IF;
+    RETURN QUERY
+    SELECT 'SCHEMA', 'subscription', 'USAGE'
+    UNION ALL
+    SELECT 'ROUTINE', p.oid::regprocedure::text, 'EXECUTE'
+      FROM pg_catalog.pg_proc AS p
+     WHERE p.pronamespace = 'subscription'::regnamespace
+       AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
+                     -- granting, and writing history, are for the extension's owner alone
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_history)$' END
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || c.relname,
+           CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
+                THEN 'SELECT, INSERT, UPDATE, DELETE'
+                WHEN kind = 'restore' AND c.relkind = 'r' THEN 'SELECT, INSERT'
+                WHEN kind = 'restore' AND c.relkind = 'S' THEN 'SELECT, UPDATE'
+                ELSE 'SELECT' END
+      FROM pg_catalog.pg_class AS c
+     WHERE c.relnamespace = 'subscription'::regnamespace
+       AND c.relkind IN ('r', 'v', 'S')
+       AND CASE kind WHEN 'backoffice' THEN true
+                     WHEN 'restore' THEN c.relkind IN ('r', 'S')
+                     ELSE c.relname = ANY (catalog || views) END
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || t, 'INSERT, UPDATE' || CASE t WHEN 'member' THEN ', DELETE' ELSE '' END
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+    UNION ALL
+    SELECT 'COLUMNS', 'subscription.' || t, 'SELECT (id)'
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+     ORDER BY 1, 2;
+END
+$$;
+
+REVOKE ALL ON FUNCTION subscription.next_terms(subscription.subscription),
+    subscription.renewal_terms(bigint),
+    subscription.renew_period(subscription.subscription, subscription.terms, boolean),
+    subscription.renewal_problem(subscription.subscription, subscription.terms),
+    subscription.renewal_may_trim(subscription.subscription, subscription.terms) FROM PUBLIC;
+-- the roles already given rights get renewal_terms, which the view calls
+SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g;

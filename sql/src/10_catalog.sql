@@ -40,10 +40,15 @@ CREATE TABLE subscription.product (
     upgrade   text NOT NULL DEFAULT 'restart'
               CHECK (upgrade IN ('restart', 'prorate')),
     downgrade text NOT NULL DEFAULT 'end_of_period'
-              CHECK (downgrade IN ('end_of_period', 'immediate'))
+              CHECK (downgrade IN ('end_of_period', 'immediate')),
+    -- L7: what a renewal's quantity is: the current one ('keep'), or the
+    -- account's use ('from_usage': the tier holding its use of the plan's
+    -- per-license features, or the licenses assigned); see next_terms()
+    renewal_quantity text NOT NULL DEFAULT 'keep'
+              CHECK (renewal_quantity IN ('keep', 'from_usage'))
 );
 
-COMMENT ON TABLE subscription.product IS 'Products sold, with how their upgrades (restart, prorate) and downgrades (end_of_period, immediate) take effect';
+COMMENT ON TABLE subscription.product IS 'Products sold, with how their upgrades (restart, prorate) and downgrades (end_of_period, immediate) take effect, and what quantity their renewals take (keep, from_usage: L7)';
 
 CREATE TABLE subscription.plan (
     code    text PRIMARY KEY,

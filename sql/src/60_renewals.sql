@@ -1,26 +1,123 @@
 -- Renewals (C4, Z7, Z8, R6, K2, K4, K10), and the notice of the coming
 -- ones (L5, L8).
 
--- One period of one due subscription, locked by the caller: the batches
+-- The terms of a subscription's next period.
+CREATE TYPE subscription.terms AS (plan text, cycle interval, quantity integer, renewal text, needed bigint);
+
+COMMENT ON TYPE subscription.terms IS 'The plan, cycle, quantity and renewal option of a next period (next_terms)';
+
+-- The terms of a subscription's next period (issue 15, fold 8: the one
+-- place that knows them, for the renewal, its check and its notice): the
+-- plan (a pending one takes effect, C4), the cycle (a pending one, Z7;
+-- monthly once a prepaid term renewed 'to_monthly', R6), the quantity, and
+-- the renewal option after it ('once' becomes 'none', 'to_monthly'
+-- becomes 'always': its periods are monthly from then on).
+-- The quantity is the pending one when set (a decision of the account or
+-- of sales wins); otherwise, when the plan's product renews 'from_usage'
+-- (L7), it comes from the account's use:
+--   - a tiered plan: the tier holding the licenses that its per-license
+--     features need (each counted use, less the units of the add-on
+--     batches that renew with the subscription, over the value per
+--     license, rounded up; the largest wins), down as well as up; the
+--     largest tier when the use is above it (renew_period warns); with no
+--     counted use (the feature not under enforce_limit), as now;
+--   - a plan priced per license: the licenses assigned, less those that
+--     the renewing add-on batches give, and at least 1;
+--   - any other plan: as now.
+-- needed: what the use asks for when the quantity came from it (above
+-- the quantity only when the use passed the largest tier).
+-- renew_batch asks it once per period and hands it to renewal_problem,
+-- renewal_may_trim and renew_period; a 'keep' product costs one look-up.
+CREATE FUNCTION subscription.next_terms(s subscription.subscription)
+RETURNS subscription.terms
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n subscription.terms;
+    tiers integer[];
+BEGIN
+    n.plan := coalesce(s.pending_plan, s.plan);
+    n.cycle := CASE WHEN s.renewal = 'to_monthly' THEN interval '1 month' ELSE coalesce(s.pending_cycle, s.cycle) END;
+    n.quantity := coalesce(s.pending_quantity, s.quantity);
+    n.renewal := CASE s.renewal WHEN 'once' THEN 'none' WHEN 'to_monthly' THEN 'always' ELSE s.renewal END;
+    IF s.pending_quantity IS NOT NULL
+       OR NOT EXISTS (SELECT FROM subscription.plan AS p
+                        JOIN subscription.product AS pr ON pr.code = p.product
+                       WHERE p.code = n.plan AND pr.renewal_quantity = 'from_usage') THEN
+        RETURN n;
+    END IF;
+    -- L7: the licenses each used feature needs, beyond the units of the
+    -- add-on batches that renew with the subscription
+    tiers := subscription.plan_tiers(n.plan);
+    SELECT max(ceil(greatest(f.used - coalesce(
+               (SELECT sum(b.quantity::bigint * a.units)
+                  FROM subscription.addon_batch AS b
+                  JOIN subscription.addon AS a ON a.code = b.addon
+                 WHERE b.subscription_id = s.id AND b.status = 'active' AND NOT b.cancel_at_period_end
+                   AND a.feature = f.feature), 0), 0)::numeric / f.per_license))::bigint
+      INTO n.needed
+      FROM (-- a tiered plan: its per-license features whose use is counted
+            SELECT pl.feature, c.used, pl.value
+              FROM subscription.plan_limit AS pl
+              JOIN subscription.usage_counter AS c ON c.account_id = s.account_id AND c.feature = pl.feature
+             WHERE cardinality(tiers) > 0 AND pl.plan = n.plan AND pl.per_license AND pl.value > 0
+            UNION ALL
+            -- a plan priced per license: the licenses assigned
+            SELECT 'licenses', lc.used, 1
+              FROM subscription.license_counter AS lc
+             WHERE cardinality(tiers) = 0 AND lc.subscription_id = s.id
+               AND EXISTS (SELECT FROM subscription.plan_price AS pp WHERE pp.plan = n.plan AND pp.per_license))
+           AS f(feature, used, per_license);
+    IF n.needed IS NOT NULL THEN
+        n.quantity := CASE WHEN cardinality(tiers) > 0
+                           THEN subscription.tier_for_hosts(n.plan, least(n.needed, tiers[cardinality(tiers)])::integer)
+                           ELSE greatest(n.needed, 1)::integer END;
+    END IF;
+    RETURN n;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.next_terms(subscription.subscription) IS
+'Internal: the plan, cycle, quantity (L7: from the use on a ''from_usage'' product) and renewal option of a subscription''s next period';
+
+-- next_terms() for a reader of renewal_notice: the next terms of one
+-- subscription the caller may read (nothing otherwise).  SECURITY DEFINER,
+-- as the view's readers do not read the counters that the use comes from;
+-- by id, so that no made-up row can ask for another account's use.
+CREATE FUNCTION subscription.renewal_terms(subscription_id bigint)
+RETURNS TABLE (plan text, cycle interval, quantity integer, renewal text, needed bigint)
+LANGUAGE sql STABLE
+SECURITY DEFINER
+BEGIN ATOMIC
+    SELECT t.plan, t.cycle, t.quantity, t.renewal, t.needed
+      FROM subscription.subscription AS s
+     CROSS JOIN LATERAL subscription.next_terms(s) AS t
+     WHERE s.id OPERATOR(pg_catalog.=) renewal_terms.subscription_id
+       AND subscription.may_read(s.account_id);
+END;
+
+COMMENT ON FUNCTION subscription.renewal_terms(bigint) IS
+'The plan, cycle, quantity (L7: from the use on a ''from_usage'' product) and renewal option of a subscription''s next period';
+
+-- One period of one due subscription, locked by the caller, to the terms
+-- that next_terms gave: the batches
 -- cancelled for this period end (K4); a cancelled subscription (Z8) or
 -- one that does not renew (R6 'none') ends; otherwise the pending plan,
 -- cycle and quantity take effect (C4, Z7), the renewal option moves on
--- ('once' becomes 'none', 'to_monthly' continues monthly), the new period
+-- (next_terms: 'once' becomes 'none', 'to_monthly' continues monthly;
+-- the quantity from the use on a 'from_usage' product, L7), the new period
 -- is charged, the plan and each recurring add-on batch once (C2), and when
 -- the limits may have dropped (may_trim: renewal_may_trim() asked by the
 -- caller before anything moved), apply_downgrade trims the account's data
 -- (C5-C11, K10).  Returns the new status.
-CREATE FUNCTION subscription.renew_period(s subscription.subscription, may_trim boolean)
+CREATE FUNCTION subscription.renew_period(s subscription.subscription, n subscription.terms, may_trim boolean)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     ends timestamptz := upper(s.period);
-    next_plan text := coalesce(s.pending_plan, s.plan);
-    next_quantity integer := coalesce(s.pending_quantity, s.quantity);
-    next_cycle interval := CASE WHEN s.renewal = 'to_monthly' THEN interval '1 month'
-                                ELSE coalesce(s.pending_cycle, s.cycle) END;
     same_cycle boolean;
     next_period tstzrange;
     price record;
@@ -36,27 +133,31 @@ BEGIN
         RETURN s.status;
     END IF;
 
-    same_cycle := subscription.cycle_key(next_cycle) = subscription.cycle_key(s.cycle);
+    -- L7: a use above the largest tier renews at the largest tier
+    IF n.needed > n.quantity THEN
+        RAISE WARNING 'subscription % uses more than the largest tier of plan "%"', s.id, n.plan
+            USING DETAIL = format('Its use needs %s licenses; it renews at the largest tier, %s.', n.needed, n.quantity),
+                  HINT = format('Contact sales for a plan above %s hosts.', n.quantity);
+    END IF;
+    same_cycle := subscription.cycle_key(n.cycle) = subscription.cycle_key(s.cycle);
     -- a new cycle counts from the start of its first period (Z7)
-    next_period := subscription.nth_period(CASE WHEN same_cycle THEN s.anchor ELSE ends END, next_cycle,
+    next_period := subscription.nth_period(CASE WHEN same_cycle THEN s.anchor ELSE ends END, n.cycle,
                                            CASE WHEN same_cycle THEN s.period_number + 1 ELSE 1 END);
-    price := subscription.period_price(next_plan, next_cycle, next_quantity);
-    IF same_cycle AND s.pending_plan IS NULL AND s.pending_quantity IS NULL THEN
+    price := subscription.period_price(n.plan, n.cycle, n.quantity);
+    IF same_cycle AND s.pending_plan IS NULL AND s.pending_quantity IS NULL AND n.quantity = s.quantity THEN
         -- the common renewal: only the period moves, and the triggers on
         -- plan, quantity and status (limits, seats) have nothing to do
         UPDATE subscription.subscription AS x
            SET period_number = x.period_number + 1, period = next_period,
-               paid_quantity = next_quantity, pending_cycle = NULL,
-               renewal = CASE x.renewal WHEN 'once' THEN 'none' ELSE x.renewal END
+               paid_quantity = n.quantity, pending_cycle = NULL, renewal = n.renewal
          WHERE x.id = s.id;
     ELSE
         UPDATE subscription.subscription AS x
-           SET plan = next_plan, cycle = next_cycle, quantity = next_quantity, paid_quantity = next_quantity,
+           SET plan = n.plan, cycle = n.cycle, quantity = n.quantity, paid_quantity = n.quantity,
                pending_plan = NULL, pending_cycle = NULL, pending_quantity = NULL,
                anchor = CASE WHEN same_cycle THEN x.anchor ELSE ends END,
                period_number = CASE WHEN same_cycle THEN x.period_number + 1 ELSE 1 END,
-               period = next_period,
-               renewal = CASE x.renewal WHEN 'once' THEN 'none' WHEN 'to_monthly' THEN 'always' ELSE x.renewal END
+               period = next_period, renewal = n.renewal
          WHERE x.id = s.id;
     END IF;
 
@@ -64,17 +165,17 @@ BEGIN
     INSERT INTO subscription.ledger
            (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
     VALUES (s.account_id, s.id, 'charge', subscription.round_money(price.amount, price.currency), price.currency,
-            next_period, 'plan', next_plan,
-            format('renewal: plan %s, cycle %s, quantity %s', next_plan, next_cycle, next_quantity))
+            next_period, 'plan', n.plan,
+            format('renewal: plan %s, cycle %s, quantity %s', n.plan, n.cycle, n.quantity))
     ON CONFLICT (subscription_id, addon_batch_id, period, item)
        WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
     INSERT INTO subscription.ledger
            (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
     SELECT s.account_id, s.id, b.id, 'charge', subscription.round_money(p.amount, p.currency), p.currency,
-           next_period, 'addon', next_plan, format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, next_cycle)
+           next_period, 'addon', n.plan, format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, n.cycle)
       FROM subscription.addon_batch AS b
       JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time
-     CROSS JOIN LATERAL subscription.addon_period_price(b.addon, next_cycle, b.quantity) AS p
+     CROSS JOIN LATERAL subscription.addon_period_price(b.addon, n.cycle, b.quantity) AS p
      WHERE b.subscription_id = s.id AND b.status = 'active'
      ORDER BY b.id
     ON CONFLICT (subscription_id, addon_batch_id, period, item)
@@ -87,58 +188,55 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION subscription.renew_period(subscription.subscription, boolean) IS 'Internal: one period of one due subscription';
+COMMENT ON FUNCTION subscription.renew_period(subscription.subscription, subscription.terms, boolean) IS 'Internal: one period of one due subscription';
 
--- Why the next renewal of a subscription would fail (no price for its
--- plan, cycle and quantity, or for one of its add-on batches), or NULL.
+-- Why the next renewal of a subscription, to the terms that next_terms
+-- gave, would fail (no price for its plan, cycle and quantity, or for one of its add-on batches), or NULL.
 -- A plain lookup: renew_due() checks every subscription without a
 -- subtransaction.
-CREATE FUNCTION subscription.renewal_problem(s subscription.subscription)
+CREATE FUNCTION subscription.renewal_problem(s subscription.subscription, n subscription.terms)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    next_cycle interval := CASE WHEN s.renewal = 'to_monthly' THEN interval '1 month'
-                                ELSE coalesce(s.pending_cycle, s.cycle) END;
-    next_plan text := coalesce(s.pending_plan, s.plan);
-    next_quantity integer := coalesce(s.pending_quantity, s.quantity);
     missing text;
 BEGIN
     IF s.cancel_at_period_end OR s.renewal = 'none' THEN
         RETURN NULL;
     END IF;
-    CASE (subscription.find_price(next_plan, next_cycle, next_quantity)).problem
+    CASE (subscription.find_price(n.plan, n.cycle, n.quantity)).problem
         WHEN 'not_a_tier' THEN
-            RETURN format('quantity %s is not a tier of plan "%s"', next_quantity, next_plan);
+            RETURN format('quantity %s is not a tier of plan "%s"', n.quantity, n.plan);
         WHEN 'no_price' THEN
-            RETURN format('plan "%s" has no price for cycle %s', next_plan, subscription.cycle_text(next_cycle));
+            RETURN format('plan "%s" has no price for cycle %s', n.plan, subscription.cycle_text(n.cycle));
         ELSE
     END CASE;
-    missing := subscription.unpriced_addons(s.id, next_cycle);
+    missing := subscription.unpriced_addons(s.id, n.cycle);
     IF missing IS NOT NULL THEN
-        RETURN format('add-on %s has no price for cycle %s', missing, subscription.cycle_text(next_cycle));
+        RETURN format('add-on %s has no price for cycle %s', missing, subscription.cycle_text(n.cycle));
     END IF;
     RETURN NULL;
 END
 $$;
 
-COMMENT ON FUNCTION subscription.renewal_problem(subscription.subscription) IS 'Internal: why the next renewal could not be charged, or NULL';
+COMMENT ON FUNCTION subscription.renewal_problem(subscription.subscription, subscription.terms) IS 'Internal: why the next renewal could not be charged, or NULL';
 
 -- Can the next renewal lower the account's limits (and so trim, or be
--- refused by a 'block' limit)?
-CREATE FUNCTION subscription.renewal_may_trim(s subscription.subscription)
+-- refused by a 'block' limit)?  A lower quantity is next_terms' (a pending
+-- one, or one from the use, L7).
+CREATE FUNCTION subscription.renewal_may_trim(s subscription.subscription, n subscription.terms)
 RETURNS boolean
 LANGUAGE sql STABLE
 BEGIN ATOMIC
-    SELECT s.pending_plan IS NOT NULL OR s.pending_quantity OPERATOR(pg_catalog.<) s.quantity
+    SELECT s.pending_plan IS NOT NULL OR n.quantity OPERATOR(pg_catalog.<) s.quantity
         OR s.cancel_at_period_end OR s.renewal OPERATOR(pg_catalog.=) 'none'
         OR EXISTS (SELECT FROM subscription.addon_batch AS b
                     WHERE b.subscription_id OPERATOR(pg_catalog.=) s.id
                       AND b.status OPERATOR(pg_catalog.=) 'active' AND b.cancel_at_period_end);
 END;
 
-COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription) IS 'Internal: whether the next renewal can lower the account''s limits';
+COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription, subscription.terms) IS 'Internal: whether the next renewal can lower the account''s limits';
 
 -- One batch of renew_due: at most batch_size due subscriptions after
 -- (after_end, after_id) in (period end, id) order, taken FOR NO KEY UPDATE
@@ -164,6 +262,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     s subscription.subscription;
+    n subscription.terms;
     status text;
     problem text;
     may_trim boolean;
@@ -189,13 +288,15 @@ BEGIN
         last_id := s.id;
         renewed := 0;
         LOOP
-            problem := subscription.renewal_problem(s);
+            -- the next period's terms, asked once (issue 15, fold 8; L7)
+            n := subscription.next_terms(s);
+            problem := subscription.renewal_problem(s, n);
             -- asked before anything moves: the batches it ends are part of the answer
-            may_trim := problem IS NULL AND subscription.renewal_may_trim(s);
+            may_trim := problem IS NULL AND subscription.renewal_may_trim(s, n);
             IF may_trim THEN
                 -- only here can the renewal be refused after writing: a subtransaction
                 BEGIN
-                    status := subscription.renew_period(s, true);
+                    status := subscription.renew_period(s, n, true);
                 EXCEPTION WHEN check_violation THEN
                     problem := SQLERRM;
                 WHEN OTHERS THEN
@@ -208,7 +309,7 @@ BEGIN
                     problem := format('its trimming failed: %s (SQLSTATE %s)', SQLERRM, SQLSTATE);
                 END;
             ELSIF problem IS NULL THEN
-                status := subscription.renew_period(s, false);
+                status := subscription.renew_period(s, n, false);
             END IF;
             IF problem IS NOT NULL THEN
                 RAISE WARNING 'subscription % was not renewed: %', s.id, problem
@@ -334,8 +435,9 @@ $$;
 COMMENT ON PROCEDURE subscription.run_renewals(timestamptz, integer) IS 'renew_due in committed batches, for large runs; CALL it outside a transaction block';
 
 -- L5, L8: the subscriptions that renew within subscription.notice_days
--- (default 30), with what the renewal will be: plan, cycle, quantity (the
--- tier on a tiered plan), the amount to be charged and the credit that
+-- (default 30), with what the renewal will be (next_terms): plan, cycle,
+-- quantity (the tier on a tiered plan; from the current use on a
+-- 'from_usage' product, L7), the amount to be charged and the credit that
 -- will apply (L10), after the coupon's discount (Z10).  A prepaid term renewed
 -- "to_monthly" continues monthly; "none" and cancelled ones do not renew.
 -- overdue: the renewal's time has passed and renew_due has not run yet.
@@ -354,11 +456,7 @@ SELECT s.id AS subscription_id,
              subscription.round_money(price.amount, price.currency) OPERATOR(pg_catalog.-) d.discount) AS credit,
        upper(s.period) OPERATOR(pg_catalog.<=) now() AS overdue
   FROM subscription.subscription AS s
-  CROSS JOIN LATERAL (
-       SELECT coalesce(s.pending_plan, s.plan) AS plan,
-              CASE WHEN s.renewal OPERATOR(pg_catalog.=) 'to_monthly' THEN interval '1 month'
-                   ELSE coalesce(s.pending_cycle, s.cycle) END AS cycle,
-              coalesce(s.pending_quantity, s.quantity) AS quantity) AS n
+  CROSS JOIN LATERAL subscription.renewal_terms(s.id) AS n
   CROSS JOIN LATERAL subscription.period_price(n.plan, n.cycle, n.quantity) AS price
   CROSS JOIN LATERAL subscription.coupon_discount(s.id, subscription.round_money(price.amount, price.currency),
                                                   price.currency) AS d(discount)

@@ -363,3 +363,51 @@ SELECT pg_temp.error_of($$SELECT subscription.write_history('forged', 1, NULL, '
 RESET ROLE;
 SELECT pg_temp.error_of($$SELECT subscription.write_history(NULL, 1, NULL, '{}')$$) AS no_operation;
 ROLLBACK;
+-- the next terms of a renewal (fold 8): next_terms() is the one place;
+-- renew_batch asks it once per period, and the check (renewal_problem),
+-- the renewal (renew_period) and renewal_notice (through renewal_terms)
+-- all read it: what the notice shows is what the renewal does, for each
+-- kind of pending change, 'to_monthly' and a quantity from the use (L7)
+BEGIN;
+INSERT INTO product (code, name, renewal_quantity) VALUES ('rainbow', 'Rainbow', 'keep'), ('central', 'LogMeIn Central', 'from_usage');
+INSERT INTO plan (code, product, name, rank) VALUES
+    ('rb_essential', 'rainbow', 'Essential', 1), ('rb_business', 'rainbow', 'Business', 2),
+    ('central_plus', 'central', 'Plus', 2);
+INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES
+    ('rb_essential', '1 month', 2.99, true), ('rb_essential', '1 year', 29.9, true),
+    ('rb_business', '1 month', 5.99, true), ('rb_business', '1 year', 64.69, true), ('rb_business', '3 years', 172.51, true);
+-- tier 100 is sold yearly only
+INSERT INTO plan_price (plan, cycle, tier, amount) VALUES
+    ('central_plus', '1 month', 25, 99), ('central_plus', '1 year', 25, 1000), ('central_plus', '1 year', 100, 3000);
+INSERT INTO plan_limit (plan, feature, value, per_license) VALUES ('central_plus', 'hosts', 1, true);
+INSERT INTO account (id, name) SELECT g, 'a' || g FROM generate_series(1, 7) AS g;
+SELECT subscribe(1, 'rb_business', '1 month', 3, now() - interval '1 month' + interval '5 days') AS plain,
+       subscribe(2, 'rb_business', '1 month', 3, now() - interval '1 month' + interval '5 days') AS to_plan,
+       subscribe(3, 'rb_business', '1 month', 3, now() - interval '1 month' + interval '5 days') AS to_cycle,
+       subscribe(4, 'rb_business', '1 month', 3, now() - interval '1 month' + interval '5 days') AS to_quantity,
+       subscribe(5, 'rb_business', '3 years', 3, now() - interval '3 years' + interval '5 days', 'to_monthly') AS prepaid,
+       subscribe(6, 'central_plus', '1 year', 100, now() - interval '1 year' + interval '5 days') AS from_use,
+       subscribe(7, 'central_plus', '1 month', 25, now() - interval '1 month' + interval '5 days') AS unsold \gset
+SELECT change_plan(:to_plan, 'rb_essential') IS NOT NULL AS downgraded,
+       change_cycle(:to_cycle, '1 year') IS NOT NULL AS yearly;
+UPDATE subscription SET pending_quantity = 2 WHERE id = :to_quantity;
+CREATE TABLE public.host (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, account_id bigint NOT NULL);
+INSERT INTO public.host (account_id) SELECT a FROM (VALUES (6, 20), (7, 60)) AS h(a, n), generate_series(1, n);
+SELECT enforce_limit('public.host', 'hosts');
+-- the notice, before account 7's use is counted: its 60 hosts ask for
+-- tier 100, which is not sold monthly (the notice could not price it)
+UPDATE usage_counter SET used = 0 WHERE account_id = 7 AND feature = 'hosts';
+CREATE TEMP TABLE notice AS SELECT subscription_id, plan, cycle, quantity, amount FROM renewal_notice;
+UPDATE usage_counter SET used = 60 WHERE account_id = 7 AND feature = 'hosts';
+SELECT s.id, t.plan, t.cycle, t.quantity, t.renewal, t.needed, renewal_problem(s, t) AS problem
+  FROM subscription AS s, next_terms(s) AS t ORDER BY s.id;
+-- the one whose price is missing stays due, with the check's WARNING; the
+-- renewal of the others agrees with the notice
+SELECT renew_due(now() + interval '6 days') AS renewed;
+SELECT s.id, s.plan, s.cycle, s.quantity, s.renewal, l.amount,
+       (s.plan, s.cycle, s.quantity, l.amount) IS NOT DISTINCT FROM (n.plan, n.cycle, n.quantity, n.amount) AS as_noticed
+  FROM subscription AS s
+  LEFT JOIN notice AS n ON n.subscription_id = s.id
+  LEFT JOIN ledger AS l ON l.subscription_id = s.id AND l.kind = 'charge' AND l.item = 'plan' AND lower(l.period) > now()
+ ORDER BY s.id;
+ROLLBACK;
