@@ -6076,18 +6076,18 @@ ALTER TABLE subscription.product ADD COLUMN renewal_quantity text NOT NULL DEFAU
 COMMENT ON TABLE subscription.product IS 'Products sold, with how their upgrades (restart, prorate) and downgrades (end_of_period, immediate) take effect, and what quantity their renewals take (keep, from_usage: L7)';
 
 
-CREATE TYPE subscription.terms AS (plan text, cycle interval, quantity integer, renewal text, needed bigint);
+CREATE TYPE subscription.period_terms AS (plan text, cycle interval, quantity integer, renewal text, needed bigint);
 
-COMMENT ON TYPE subscription.terms IS 'The plan, cycle, quantity and renewal option of a next period (next_terms)';
+COMMENT ON TYPE subscription.period_terms IS 'The plan, cycle, quantity and renewal option of a next period (next_terms)';
 
 
 CREATE FUNCTION subscription.next_terms(s subscription.subscription)
-RETURNS subscription.terms
+RETURNS subscription.period_terms
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    n subscription.terms;
+    n subscription.period_terms;
     tiers integer[];
 BEGIN
     n.plan := coalesce(s.pending_plan, s.plan);
@@ -6156,7 +6156,7 @@ DROP FUNCTION subscription.renew_period(subscription.subscription, boolean);
 DROP FUNCTION subscription.renewal_problem(subscription.subscription);
 DROP FUNCTION subscription.renewal_may_trim(subscription.subscription);
 
-CREATE FUNCTION subscription.renew_period(s subscription.subscription, n subscription.terms, may_trim boolean)
+CREATE FUNCTION subscription.renew_period(s subscription.subscription, n subscription.period_terms, may_trim boolean)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -6233,10 +6233,10 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION subscription.renew_period(subscription.subscription, subscription.terms, boolean) IS 'Internal: one period of one due subscription';
+COMMENT ON FUNCTION subscription.renew_period(subscription.subscription, subscription.period_terms, boolean) IS 'Internal: one period of one due subscription';
 
 
-CREATE FUNCTION subscription.renewal_problem(s subscription.subscription, n subscription.terms)
+CREATE FUNCTION subscription.renewal_problem(s subscription.subscription, n subscription.period_terms)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -6262,10 +6262,10 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION subscription.renewal_problem(subscription.subscription, subscription.terms) IS 'Internal: why the next renewal could not be charged, or NULL';
+COMMENT ON FUNCTION subscription.renewal_problem(subscription.subscription, subscription.period_terms) IS 'Internal: why the next renewal could not be charged, or NULL';
 
 
-CREATE FUNCTION subscription.renewal_may_trim(s subscription.subscription, n subscription.terms)
+CREATE FUNCTION subscription.renewal_may_trim(s subscription.subscription, n subscription.period_terms)
 RETURNS boolean
 LANGUAGE sql STABLE
 BEGIN ATOMIC
@@ -6276,7 +6276,7 @@ BEGIN ATOMIC
                       AND b.status OPERATOR(pg_catalog.=) 'active' AND b.cancel_at_period_end);
 END;
 
-COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription, subscription.terms) IS 'Internal: whether the next renewal can lower the account''s limits';
+COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription, subscription.period_terms) IS 'Internal: whether the next renewal can lower the account''s limits';
 
 
 CREATE OR REPLACE FUNCTION subscription.renew_batch(
@@ -6288,7 +6288,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     s subscription.subscription;
-    n subscription.terms;
+    n subscription.period_terms;
     status text;
     problem text;
     may_trim boolean;
@@ -6445,8 +6445,8 @@ $$;
 
 REVOKE ALL ON FUNCTION subscription.next_terms(subscription.subscription),
     subscription.renewal_terms(bigint),
-    subscription.renew_period(subscription.subscription, subscription.terms, boolean),
-    subscription.renewal_problem(subscription.subscription, subscription.terms),
-    subscription.renewal_may_trim(subscription.subscription, subscription.terms) FROM PUBLIC;
+    subscription.renew_period(subscription.subscription, subscription.period_terms, boolean),
+    subscription.renewal_problem(subscription.subscription, subscription.period_terms),
+    subscription.renewal_may_trim(subscription.subscription, subscription.period_terms) FROM PUBLIC;
 -- the roles already given rights get renewal_terms, which the view calls
 SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g;

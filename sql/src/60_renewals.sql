@@ -2,9 +2,9 @@
 -- ones (L5, L8).
 
 -- The terms of a subscription's next period.
-CREATE TYPE subscription.terms AS (plan text, cycle interval, quantity integer, renewal text, needed bigint);
+CREATE TYPE subscription.period_terms AS (plan text, cycle interval, quantity integer, renewal text, needed bigint);
 
-COMMENT ON TYPE subscription.terms IS 'The plan, cycle, quantity and renewal option of a next period (next_terms)';
+COMMENT ON TYPE subscription.period_terms IS 'The plan, cycle, quantity and renewal option of a next period (next_terms)';
 
 -- The terms of a subscription's next period (issue 15, fold 8: the one
 -- place that knows them, for the renewal, its check and its notice): the
@@ -29,12 +29,12 @@ COMMENT ON TYPE subscription.terms IS 'The plan, cycle, quantity and renewal opt
 -- renew_batch asks it once per period and hands it to renewal_problem,
 -- renewal_may_trim and renew_period; a 'keep' product costs one look-up.
 CREATE FUNCTION subscription.next_terms(s subscription.subscription)
-RETURNS subscription.terms
+RETURNS subscription.period_terms
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    n subscription.terms;
+    n subscription.period_terms;
     tiers integer[];
 BEGIN
     n.plan := coalesce(s.pending_plan, s.plan);
@@ -111,7 +111,7 @@ COMMENT ON FUNCTION subscription.renewal_terms(bigint) IS
 -- the limits may have dropped (may_trim: renewal_may_trim() asked by the
 -- caller before anything moved), apply_downgrade trims the account's data
 -- (C5-C11, K10).  Returns the new status.
-CREATE FUNCTION subscription.renew_period(s subscription.subscription, n subscription.terms, may_trim boolean)
+CREATE FUNCTION subscription.renew_period(s subscription.subscription, n subscription.period_terms, may_trim boolean)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -188,13 +188,13 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION subscription.renew_period(subscription.subscription, subscription.terms, boolean) IS 'Internal: one period of one due subscription';
+COMMENT ON FUNCTION subscription.renew_period(subscription.subscription, subscription.period_terms, boolean) IS 'Internal: one period of one due subscription';
 
 -- Why the next renewal of a subscription, to the terms that next_terms
 -- gave, would fail (no price for its plan, cycle and quantity, or for one of its add-on batches), or NULL.
 -- A plain lookup: renew_due() checks every subscription without a
 -- subtransaction.
-CREATE FUNCTION subscription.renewal_problem(s subscription.subscription, n subscription.terms)
+CREATE FUNCTION subscription.renewal_problem(s subscription.subscription, n subscription.period_terms)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -220,12 +220,12 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION subscription.renewal_problem(subscription.subscription, subscription.terms) IS 'Internal: why the next renewal could not be charged, or NULL';
+COMMENT ON FUNCTION subscription.renewal_problem(subscription.subscription, subscription.period_terms) IS 'Internal: why the next renewal could not be charged, or NULL';
 
 -- Can the next renewal lower the account's limits (and so trim, or be
 -- refused by a 'block' limit)?  A lower quantity is next_terms' (a pending
 -- one, or one from the use, L7).
-CREATE FUNCTION subscription.renewal_may_trim(s subscription.subscription, n subscription.terms)
+CREATE FUNCTION subscription.renewal_may_trim(s subscription.subscription, n subscription.period_terms)
 RETURNS boolean
 LANGUAGE sql STABLE
 BEGIN ATOMIC
@@ -236,7 +236,7 @@ BEGIN ATOMIC
                       AND b.status OPERATOR(pg_catalog.=) 'active' AND b.cancel_at_period_end);
 END;
 
-COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription, subscription.terms) IS 'Internal: whether the next renewal can lower the account''s limits';
+COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription, subscription.period_terms) IS 'Internal: whether the next renewal can lower the account''s limits';
 
 -- One batch of renew_due: at most batch_size due subscriptions after
 -- (after_end, after_id) in (period end, id) order, taken FOR NO KEY UPDATE
@@ -262,7 +262,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     s subscription.subscription;
-    n subscription.terms;
+    n subscription.period_terms;
     status text;
     problem text;
     may_trim boolean;

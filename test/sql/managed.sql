@@ -63,6 +63,7 @@ INSERT INTO call VALUES
     ('license_release',        $$SELECT subscription.license_release({s}, {m})$$),
     ('licenses_left',          $$SELECT subscription.licenses_left({s})$$),
     ('set_default',            $$SELECT subscription.set_default({s})$$),
+    ('renewal_terms',          $$SELECT subscription.renewal_terms({s})$$),
     ('bundle_into_suite',      $$SELECT subscription.bundle_into_suite({a}, 'zd_suite_pro', NULL, '2026-01-05')$$),
     ('preview_bundle_into_suite', $$SELECT subscription.preview_bundle_into_suite({a}, 'zd_suite_pro', NULL, '2026-01-05')$$),
     ('accept_terms',           $$SELECT subscription.accept_terms({a}, '2025-01', '2026-01-05')$$),
