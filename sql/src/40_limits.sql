@@ -24,7 +24,7 @@ $$;
 COMMENT ON FUNCTION subscription.require_feature(text) IS 'Internal: 42704 unless a plan limit or add-on names the feature';
 
 -- The account's limit of a feature: over its active subscriptions, each
--- plan's value (times the quantity when per license: LogMeIn hosts are the
+-- plan's value at the version the subscription holds (times the quantity when per license: LogMeIn hosts are the
 -- tier, L12), plus the units of active add-on batches (Z13, K1).  NULL is
 -- unlimited: one unlimited plan makes the feature unlimited.  A feature no
 -- active subscription defines has limit 0, plus its add-ons.  One
@@ -46,6 +46,8 @@ BEGIN
               FROM subscription.subscription AS s
               JOIN subscription.plan_limit AS l
                 ON l.plan = s.plan AND l.feature = limit_of.feature
+               -- the version of the plan the subscription holds
+               AND l.versions @> s.plan_version
              WHERE s.account_id = limit_of.account_id
                AND s.status = 'active'
             UNION ALL
@@ -564,7 +566,7 @@ $$;
 COMMENT ON FUNCTION subscription.refresh_limits() IS 'Trigger: the limits stored in the usage counters follow what they are computed from';
 
 CREATE TRIGGER subscription_refresh_limits
-    AFTER INSERT OR DELETE OR UPDATE OF account_id, plan, quantity, status ON subscription.subscription
+    AFTER INSERT OR DELETE OR UPDATE OF account_id, plan, quantity, status, plan_version ON subscription.subscription
     FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits();
 CREATE TRIGGER addon_batch_refresh_limits
     AFTER INSERT OR DELETE OR UPDATE ON subscription.addon_batch

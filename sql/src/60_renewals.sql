@@ -1,6 +1,30 @@
 -- Renewals (C4, Z7, Z8, R6, K2, K4, K10), and the notice of the coming
 -- ones (L5, L8).
 
+-- What a subscription renews into: a pending plan change (C4) at that
+-- plan's current version (NULL); else a migration due by the end of this
+-- period, at the version it names; else its plan at the version it holds
+-- (grandfathering).
+CREATE FUNCTION subscription.next_plan(s subscription.subscription, OUT plan text, OUT version integer)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF s.pending_plan IS NOT NULL THEN
+        plan := s.pending_plan;
+    ELSIF s.migrate_at <= upper(s.period) THEN
+        plan := s.migrate_to;
+        version := s.migrate_version;
+    ELSE
+        plan := s.plan;
+        version := s.plan_version;
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.next_plan(subscription.subscription) IS
+'Internal: the plan and version a subscription renews into (NULL version: the plan''s current one)';
+
 -- One period of one due subscription, locked by the caller: the batches
 -- cancelled for this period end (K4); a cancelled subscription (Z8) or
 -- one that does not renew (R6 'none') ends; otherwise the pending plan,
@@ -17,7 +41,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     ends timestamptz := upper(s.period);
-    next_plan text := coalesce(s.pending_plan, s.plan);
+    next_terms record := subscription.next_plan(s);
+    next_plan text := next_terms.plan;
     next_quantity integer := coalesce(s.pending_quantity, s.quantity);
     next_cycle interval := CASE WHEN s.renewal = 'to_monthly' THEN interval '1 month'
                                 ELSE coalesce(s.pending_cycle, s.cycle) END;
@@ -40,8 +65,9 @@ BEGIN
     -- a new cycle counts from the start of its first period (Z7)
     next_period := subscription.nth_period(CASE WHEN same_cycle THEN s.anchor ELSE ends END, next_cycle,
                                            CASE WHEN same_cycle THEN s.period_number + 1 ELSE 1 END);
-    price := subscription.period_price(next_plan, next_cycle, next_quantity);
-    IF same_cycle AND s.pending_plan IS NULL AND s.pending_quantity IS NULL THEN
+    price := subscription.period_price(next_plan, next_cycle, next_quantity, next_terms.version);
+    IF same_cycle AND s.pending_plan IS NULL AND s.pending_quantity IS NULL
+       AND next_plan = s.plan AND next_terms.version = s.plan_version THEN
         -- the common renewal: only the period moves, and the triggers on
         -- plan, quantity and status (limits, seats) have nothing to do
         UPDATE subscription.subscription AS x
@@ -51,7 +77,8 @@ BEGIN
          WHERE x.id = s.id;
     ELSE
         UPDATE subscription.subscription AS x
-           SET plan = next_plan, cycle = next_cycle, quantity = next_quantity, paid_quantity = next_quantity,
+           SET plan = next_plan, plan_version = next_terms.version,
+               cycle = next_cycle, quantity = next_quantity, paid_quantity = next_quantity,
                pending_plan = NULL, pending_cycle = NULL, pending_quantity = NULL,
                anchor = CASE WHEN same_cycle THEN x.anchor ELSE ends END,
                period_number = CASE WHEN same_cycle THEN x.period_number + 1 ELSE 1 END,
@@ -101,14 +128,15 @@ AS $$
 DECLARE
     next_cycle interval := CASE WHEN s.renewal = 'to_monthly' THEN interval '1 month'
                                 ELSE coalesce(s.pending_cycle, s.cycle) END;
-    next_plan text := coalesce(s.pending_plan, s.plan);
+    next_terms record := subscription.next_plan(s);
+    next_plan text := next_terms.plan;
     next_quantity integer := coalesce(s.pending_quantity, s.quantity);
     missing text;
 BEGIN
     IF s.cancel_at_period_end OR s.renewal = 'none' THEN
         RETURN NULL;
     END IF;
-    CASE (subscription.find_price(next_plan, next_cycle, next_quantity)).problem
+    CASE (subscription.find_price(next_plan, next_cycle, next_quantity, next_terms.version)).problem
         WHEN 'not_a_tier' THEN
             RETURN format('quantity %s is not a tier of plan "%s"', next_quantity, next_plan);
         WHEN 'no_price' THEN
@@ -132,6 +160,7 @@ RETURNS boolean
 LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT s.pending_plan IS NOT NULL OR s.pending_quantity OPERATOR(pg_catalog.<) s.quantity
+        OR s.migrate_at OPERATOR(pg_catalog.<=) upper(s.period)
         OR s.cancel_at_period_end OR s.renewal OPERATOR(pg_catalog.=) 'none'
         OR EXISTS (SELECT FROM subscription.addon_batch AS b
                     WHERE b.subscription_id OPERATOR(pg_catalog.=) s.id
@@ -334,7 +363,8 @@ $$;
 COMMENT ON PROCEDURE subscription.run_renewals(timestamptz, integer) IS 'renew_due in committed batches, for large runs; CALL it outside a transaction block';
 
 -- L5, L8: the subscriptions that renew within subscription.notice_days
--- (default 30), with what the renewal will be: plan, cycle, quantity (the
+-- (default 30), with what the renewal will be: plan (at the version held,
+-- or a migration's when it takes effect then), cycle, quantity (the
 -- tier on a tiered plan), the amount to be charged and the credit that
 -- will apply (L10), after the coupon's discount (Z10).  A prepaid term renewed
 -- "to_monthly" continues monthly; "none" and cancelled ones do not renew.
@@ -346,20 +376,23 @@ SELECT s.id AS subscription_id,
        n.plan,
        n.cycle,
        n.quantity,
-       CASE WHEN cardinality(subscription.plan_tiers(n.plan)) > 0 THEN n.quantity END AS tier,
+       CASE WHEN cardinality(subscription.plan_tiers(n.plan, n.version)) > 0 THEN n.quantity END AS tier,
        subscription.round_money(price.amount, price.currency) AS amount,
        price.currency,
        d.discount,
        least(subscription.credit_balance(s.account_id, price.currency),
              subscription.round_money(price.amount, price.currency) OPERATOR(pg_catalog.-) d.discount) AS credit,
-       upper(s.period) OPERATOR(pg_catalog.<=) now() AS overdue
+       upper(s.period) OPERATOR(pg_catalog.<=) now() AS overdue,
+       -- the version of the plan renewed into (grandfathering; a migration's)
+       subscription.plan_version_or_current(n.plan, n.version) AS plan_version
   FROM subscription.subscription AS s
   CROSS JOIN LATERAL (
-       SELECT coalesce(s.pending_plan, s.plan) AS plan,
+       SELECT np.plan, np.version,
               CASE WHEN s.renewal OPERATOR(pg_catalog.=) 'to_monthly' THEN interval '1 month'
                    ELSE coalesce(s.pending_cycle, s.cycle) END AS cycle,
-              coalesce(s.pending_quantity, s.quantity) AS quantity) AS n
-  CROSS JOIN LATERAL subscription.period_price(n.plan, n.cycle, n.quantity) AS price
+              coalesce(s.pending_quantity, s.quantity) AS quantity
+         FROM subscription.next_plan(s) AS np) AS n
+  CROSS JOIN LATERAL subscription.period_price(n.plan, n.cycle, n.quantity, n.version) AS price
   CROSS JOIN LATERAL subscription.coupon_discount(s.id, subscription.round_money(price.amount, price.currency),
                                                   price.currency) AS d(discount)
  WHERE s.status OPERATOR(pg_catalog.=) 'active'

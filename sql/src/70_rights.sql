@@ -21,7 +21,7 @@ DECLARE
         apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
         effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
         cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
-        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle}';
+        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,plan_version_or_current,next_plan}';
     catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency}';
     views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
 BEGIN
