@@ -4941,7 +4941,8 @@ COMMENT ON FUNCTION subscription.next_plan(subscription.subscription) IS
 -- cancelled for this period end (K4); a cancelled subscription (Z8) or
 -- one that does not renew (R6 'none') ends; otherwise the pending plan,
 -- cycle and quantity take effect (C4, Z7), the renewal option moves on
--- ('once' becomes 'none', 'to_monthly' continues monthly), the new period
+-- ('once' becomes 'none', 'to_monthly' continues monthly), a migration
+-- due takes effect unless it would take away a feature in use (L6), the new period
 -- is charged, the plan and each recurring add-on batch once (C2), and when
 -- the limits may have dropped (may_trim: renewal_may_trim() asked by the
 -- caller before anything moved), apply_downgrade trims the account's data
@@ -4971,6 +4972,20 @@ BEGIN
          WHERE x.id = s.id
         RETURNING x.status INTO s.status;
         RETURN s.status;
+    END IF;
+    -- L6: a migration never takes away a feature in use; one that would
+    -- now (the account's use grew since it was scheduled) is dropped
+    IF coalesce(s.pending_plan IS NULL AND s.migrate_at <= ends AND NOT s.migrate_trim, false)
+       AND EXISTS (SELECT FROM subscription.migration_shortfall(s.id, s.migrate_to, s.migrate_version)) THEN
+        RAISE WARNING 'subscription % stays on its version of plan "%": plan "%" would take away features in use',
+                      s.id, s.plan, s.migrate_to
+            USING DETAIL = 'Its migration is dropped; subscription.preview_migration() lists the features.';
+        UPDATE subscription.subscription AS x
+           SET migrate_to = NULL, migrate_version = NULL, migrate_at = NULL, migrate_trim = NULL
+         WHERE x.id = s.id
+        RETURNING * INTO s;
+        next_terms := subscription.next_plan(s);
+        next_plan := next_terms.plan;
     END IF;
 
     same_cycle := subscription.cycle_key(next_cycle) = subscription.cycle_key(s.cycle);
@@ -5139,6 +5154,14 @@ DECLARE
     before jsonb;
     over jsonb;
 BEGIN
+    PERFORM subscription.require_arguments('migration_shortfall', '{subscription_id,plan,version}',
+        ARRAY[subscription_id IS NULL, plan IS NULL, version IS NULL]);
+    IF subscription.plan_version_or_current(plan, NULL) IS NULL THEN
+        PERFORM subscription.unknown_code('plan', plan);
+    END IF;
+    IF version < 1 THEN
+        RAISE EXCEPTION 'a plan version is at least 1' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     SELECT s.account_id INTO account FROM subscription.subscription AS s
      WHERE s.id = migration_shortfall.subscription_id;
     SELECT coalesce(jsonb_object_agg(u.feature, u.limit_value), '{}') INTO before

@@ -16,6 +16,14 @@ DECLARE
     before jsonb;
     over jsonb;
 BEGIN
+    PERFORM subscription.require_arguments('migration_shortfall', '{subscription_id,plan,version}',
+        ARRAY[subscription_id IS NULL, plan IS NULL, version IS NULL]);
+    IF subscription.plan_version_or_current(plan, NULL) IS NULL THEN
+        PERFORM subscription.unknown_code('plan', plan);
+    END IF;
+    IF version < 1 THEN
+        RAISE EXCEPTION 'a plan version is at least 1' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     SELECT s.account_id INTO account FROM subscription.subscription AS s
      WHERE s.id = migration_shortfall.subscription_id;
     SELECT coalesce(jsonb_object_agg(u.feature, u.limit_value), '{}') INTO before
