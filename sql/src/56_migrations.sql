@@ -154,8 +154,10 @@ BEGIN
                 CONTINUE;
             END IF;
         END IF;
+        -- a renewal that ran meanwhile (renew_due) moved the first renewal on
         UPDATE subscription.subscription AS s
-           SET migrate_to = to_plan, migrate_version = c.version, migrate_at = c.takes_effect_at,
+           SET migrate_to = to_plan, migrate_version = c.version,
+               migrate_at = greatest(c.takes_effect_at, upper(s.period)),
                migrate_trim = migrate_subscriptions."trim"
          WHERE s.id = c.subscription_id;
         moved := moved + 1;
