@@ -129,6 +129,8 @@ RESET subscription.actor;
 SELECT subscribe(3, 'lmi_pro', '1 month', 2, '2026-01-01') AS hosts_only \gset
 SELECT subscribe(4, 'lmi_pro', '1 month', 2, '2026-01-10') AS deploys \gset
 SELECT subscribe(5, 'lmi_pro', '1 month', 1, '2026-01-01') AS grows \gset
+-- a per-host Pro subscription of account 3, due after the account's date (L9)
+SELECT subscribe(3, 'lmi_pro', '1 month', 1, '2026-01-20') AS single_host \gset
 INSERT INTO public.host (account_id, name) VALUES (3, 'pc1'), (3, 'pc2'), (4, 'pc1'), (4, 'pc2'), (5, 'pc1');
 INSERT INTO public.deployment (account_id, created_at) VALUES (4, '2026-01-11'), (4, '2026-01-12');
 -- L6: the preview lists what Basic would take away, with the use and the new limit
@@ -142,8 +144,13 @@ SELECT id, account_id, migrate_to, migrate_at, migrate_trim FROM subscription
 -- L6 at the renewal: account 5's use grew since (Basic allows no deployment):
 -- its migration is dropped, with a WARNING
 INSERT INTO public.deployment (account_id, created_at) VALUES (5, '2026-01-20');
+-- L9: at the account's renewal the per-host subscription ends, its unused
+-- days credited (19 of 31 days of 10.00: unused_part), which the renewal of
+-- the migrated subscription uses first
+SELECT end_early(:single_host, '2026-02-01') AS credited;
 -- the renewals move the others; nothing in use is lost, nothing trimmed
 SELECT renew_due('2026-02-10') AS renewed;
+SELECT kind, amount FROM ledger WHERE account_id = 3 AND kind IN ('credit', 'credit_used') ORDER BY id;
 SELECT id, account_id, plan, plan_version, migrate_to FROM subscription
  WHERE id IN (:hosts_only, :deploys, :grows) ORDER BY id;
 SELECT account_id, feature, used, limit_value FROM usage_counter WHERE account_id IN (3, 4, 5) ORDER BY 1, 2;
