@@ -4318,7 +4318,10 @@ ALTER TABLE subscription.plan_limit
     DROP CONSTRAINT plan_limit_pkey,
     ADD CONSTRAINT plan_limit_pkey PRIMARY KEY (plan, feature, versions);
 COMMENT ON TABLE subscription.plan_limit IS 'How much of a feature a plan allows (NULL unlimited, 0 not included), optionally per license, for a range of plan versions';
--- a default, not an UPDATE: no row goes through the triggers
+-- a default, not an UPDATE: no row goes through the triggers.  A function
+-- with an SQL-standard body that takes the row type keeps PostgreSQL 17
+-- from adding columns: renewal_may_trim is made again below.
+DROP FUNCTION subscription.renewal_may_trim(subscription.subscription);
 ALTER TABLE subscription.subscription
     ADD COLUMN plan_version integer NOT NULL DEFAULT 1 CHECK (plan_version > 0),
     ADD COLUMN migrate_to text REFERENCES subscription.plan (code) ON UPDATE CASCADE,
@@ -5082,7 +5085,7 @@ COMMENT ON FUNCTION subscription.renewal_problem(subscription.subscription) IS '
 
 -- Can the next renewal lower the account's limits (and so trim, or be
 -- refused by a 'block' limit)?
-CREATE OR REPLACE FUNCTION subscription.renewal_may_trim(s subscription.subscription)
+CREATE FUNCTION subscription.renewal_may_trim(s subscription.subscription)
 RETURNS boolean
 LANGUAGE sql STABLE
 BEGIN ATOMIC
