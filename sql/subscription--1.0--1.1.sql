@@ -1323,6 +1323,8 @@ BEGIN
             USING ERRCODE = 'no_data_found';
     END IF;
     PERFORM subscription.authorize(account_id, 'purchase');
+    PERFORM subscription.require_open_account(account_id);
+    PERFORM subscription.require_terms(account_id, at);
     price := subscription.period_price(plan, cycle, quantity);
     PERFORM subscription.require_amount(price.amount, price.currency);
     IF coupon IS NOT NULL THEN
@@ -1339,11 +1341,12 @@ BEGIN
     full_period := subscription.nth_period(anchor_at, cycle, k);
     period := tstzrange(at, upper(full_period), '[)');
 
-    -- R10: an account's first service subscription is its default one
+    -- R10: an account's first service subscription is its default one;
+    -- it holds the plan's current version (grandfathering)
     INSERT INTO subscription.subscription AS s
-           (account_id, plan, cycle, quantity, paid_quantity, period, anchor, period_number, renewal, is_default,
-            coupon, coupon_periods_left)
-    SELECT subscribe.account_id, subscribe.plan, subscribe.cycle, subscribe.quantity, subscribe.quantity,
+           (account_id, plan, plan_version, cycle, quantity, paid_quantity, period, anchor, period_number, renewal,
+            is_default, coupon, coupon_periods_left)
+    SELECT subscribe.account_id, subscribe.plan, p.version, subscribe.cycle, subscribe.quantity, subscribe.quantity,
            period, anchor_at, k, subscribe.renewal,
            p.kind = 'service' AND NOT EXISTS (
                SELECT FROM subscription.subscription AS d
@@ -1358,8 +1361,7 @@ BEGIN
     VALUES (subscribe.account_id, new_id, 'charge',
             CASE WHEN period = full_period
                  THEN subscription.round_money(price.amount, price.currency)
-                 ELSE subscription.prorate_refund(price.amount, lower(full_period), upper(full_period), at, 'day',
-                                                  subscription.money_scale(price.currency)) END,
+                 ELSE subscription.unused_part(price.amount, full_period, at, price.currency) END,
             price.currency, period, plan,
             format('plan %s, cycle %s, quantity %s%s', plan, cycle, quantity,
                    CASE WHEN period = full_period THEN ''
@@ -1413,6 +1415,7 @@ BEGIN
     IF quantity = s.quantity THEN
         RETURN subscription.licenses_left(subscription_id);
     END IF;
+    PERFORM subscription.require_terms(s.account_id, at);
 
     -- the counter row is what concurrent license writes wait on
     SELECT * INTO counter FROM subscription.license_counter AS c
@@ -1427,13 +1430,14 @@ BEGIN
     END IF;
 
     -- on a tiered plan the quantity is a tier (55000 otherwise)
-    new_price := subscription.period_price(s.plan, s.cycle, quantity);
+    -- at the version the subscription holds (grandfathering)
+    new_price := subscription.period_price(s.plan, s.cycle, quantity, s.plan_version);
     PERFORM subscription.require_amount(new_price.amount, new_price.currency);
     paid := coalesce(s.paid_quantity, s.quantity);
     IF quantity > paid THEN
-        old_price := subscription.period_price(s.plan, s.cycle, paid);
-        charge := subscription.prorate_refund(new_price.amount - old_price.amount,
-                      lower(s.period), upper(s.period), at, 'day', subscription.money_scale(new_price.currency));
+        old_price := subscription.period_price(s.plan, s.cycle, paid, s.plan_version);
+        charge := subscription.unused_part(new_price.amount - old_price.amount, s.period, at,
+                                           new_price.currency);
         INSERT INTO subscription.ledger
                (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
         VALUES (s.account_id, s.id, 'charge', charge, new_price.currency,
@@ -1563,11 +1567,12 @@ BEGIN
     PERFORM subscription.require_arguments('change_cycle', '{subscription_id,cycle}',
         ARRAY[subscription_id IS NULL, cycle IS NULL]);
     PERFORM subscription.require_cycle(cycle);
-    s := subscription.subscription_for_change('change_cycle', subscription_id, 'change_plan');
+    s := subscription.subscription_for_change('change_cycle', subscription_id, 'change_cycle');
+    PERFORM subscription.require_terms(s.account_id, now());
     -- the plan must sell this cycle for the quantity, and so must the
     -- add-ons that will renew with it (22023 otherwise)
-    PERFORM subscription.period_price(coalesce(s.pending_plan, s.plan), cycle,
-                                      coalesce(s.pending_quantity, s.quantity));
+    PERFORM subscription.period_price(n.plan, cycle, coalesce(s.pending_quantity, s.quantity), n.version)
+       FROM subscription.next_plan(s) AS n;
     missing := subscription.unpriced_addons(s.id, cycle);
     IF missing IS NOT NULL THEN
         RAISE EXCEPTION 'add-on "%" has no price for cycle %', missing, subscription.cycle_text(cycle)
@@ -1678,6 +1683,7 @@ BEGIN
     -- K8: members of a sub-account do not buy
     s := subscription.subscription_for_change('purchase_addon', subscription_id, 'purchase');
     PERFORM subscription.require_in_period('purchase_addon', s, at);
+    PERFORM subscription.require_terms(s.account_id, at);
 
     SELECT * INTO offer FROM subscription.plan_addon AS o
      WHERE o.plan = s.plan AND o.addon = a.code;
@@ -1690,7 +1696,7 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = format('Plan "%s" gives what add-on "%s" sells: there is nothing to buy.', s.plan, a.code);
     END IF;
-    plan_price := subscription.period_price(s.plan, s.cycle, s.quantity);
+    plan_price := subscription.period_price(s.plan, s.cycle, s.quantity, s.plan_version);
     IF plan_price.amount = 0 THEN
         RAISE EXCEPTION 'add-ons are sold on paid plans only'                            -- K1
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -1722,8 +1728,7 @@ BEGIN
                 ELSE format('add-on %s x %s for the rest of the period; full cycle %s %s', a.code, quantity,
                             subscription.round_money(price.amount, price.currency), price.currency) END
       FROM (SELECT CASE WHEN one_time THEN subscription.round_money(price.amount, price.currency)
-                        ELSE subscription.prorate_refund(price.amount, lower(s.period), upper(s.period), at, 'day',
-                                                         subscription.money_scale(price.currency)) END) AS c(amount);
+                        ELSE subscription.unused_part(price.amount, s.period, at, price.currency) END) AS c(amount);
     RETURN batch;
 END
 $$;
@@ -1734,31 +1739,27 @@ COMMENT ON FUNCTION subscription.purchase_addon(bigint, text, integer, timestamp
 -- plan, cycle and quantity, or for one of its add-on batches), or NULL.
 -- A plain lookup: renew_due() checks every subscription without a
 -- subtransaction.
-CREATE OR REPLACE FUNCTION subscription.renewal_problem(s subscription.subscription)
+CREATE OR REPLACE FUNCTION subscription.renewal_problem(s subscription.subscription, n subscription.period_terms)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    next_cycle interval := CASE WHEN s.renewal = 'to_monthly' THEN interval '1 month'
-                                ELSE coalesce(s.pending_cycle, s.cycle) END;
-    next_plan text := coalesce(s.pending_plan, s.plan);
-    next_quantity integer := coalesce(s.pending_quantity, s.quantity);
     missing text;
 BEGIN
     IF s.cancel_at_period_end OR s.renewal = 'none' THEN
         RETURN NULL;
     END IF;
-    CASE (subscription.find_price(next_plan, next_cycle, next_quantity)).problem
+    CASE (subscription.find_price(n.plan, n.cycle, n.quantity, n.version)).problem
         WHEN 'not_a_tier' THEN
-            RETURN format('quantity %s is not a tier of plan "%s"', next_quantity, next_plan);
+            RETURN format('quantity %s is not a tier of plan "%s"', n.quantity, n.plan);
         WHEN 'no_price' THEN
-            RETURN format('plan "%s" has no price for cycle %s', next_plan, subscription.cycle_text(next_cycle));
+            RETURN format('plan "%s" has no price for cycle %s', n.plan, subscription.cycle_text(n.cycle));
         ELSE
     END CASE;
-    missing := subscription.unpriced_addons(s.id, next_cycle);
+    missing := subscription.unpriced_addons(s.id, n.cycle);
     IF missing IS NOT NULL THEN
-        RETURN format('add-on %s has no price for cycle %s', missing, subscription.cycle_text(next_cycle));
+        RETURN format('add-on %s has no price for cycle %s', missing, subscription.cycle_text(n.cycle));
     END IF;
     RETURN NULL;
 END
@@ -2021,7 +2022,7 @@ DECLARE
         effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
         cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
         cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
-        renewal_terms}';
+        renewal_terms,plan_version_or_current,next_plan}';
     catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
     views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
 BEGIN
@@ -2591,6 +2592,7 @@ BEGIN
     END IF;
     PERFORM subscription.authorize(account_id, 'purchase');
     PERFORM subscription.require_open_account(account_id);
+    PERFORM subscription.require_terms(account_id, at);
     price := subscription.period_price(plan, cycle, quantity);
     PERFORM subscription.require_amount(price.amount, price.currency);
     IF coupon IS NOT NULL THEN
@@ -2607,11 +2609,12 @@ BEGIN
     full_period := subscription.nth_period(anchor_at, cycle, k);
     period := tstzrange(at, upper(full_period), '[)');
 
-    -- R10: an account's first service subscription is its default one
+    -- R10: an account's first service subscription is its default one;
+    -- it holds the plan's current version (grandfathering)
     INSERT INTO subscription.subscription AS s
-           (account_id, plan, cycle, quantity, paid_quantity, period, anchor, period_number, renewal, is_default,
-            coupon, coupon_periods_left)
-    SELECT subscribe.account_id, subscribe.plan, subscribe.cycle, subscribe.quantity, subscribe.quantity,
+           (account_id, plan, plan_version, cycle, quantity, paid_quantity, period, anchor, period_number, renewal,
+            is_default, coupon, coupon_periods_left)
+    SELECT subscribe.account_id, subscribe.plan, p.version, subscribe.cycle, subscribe.quantity, subscribe.quantity,
            period, anchor_at, k, subscribe.renewal,
            p.kind = 'service' AND NOT EXISTS (
                SELECT FROM subscription.subscription AS d
@@ -2626,8 +2629,7 @@ BEGIN
     VALUES (subscribe.account_id, new_id, 'charge',
             CASE WHEN period = full_period
                  THEN subscription.round_money(price.amount, price.currency)
-                 ELSE subscription.prorate_refund(price.amount, lower(full_period), upper(full_period), at, 'day',
-                                                  subscription.money_scale(price.currency)) END,
+                 ELSE subscription.unused_part(price.amount, full_period, at, price.currency) END,
             price.currency, period, plan,
             format('plan %s, cycle %s, quantity %s%s', plan, cycle, quantity,
                    CASE WHEN period = full_period THEN ''
@@ -3217,8 +3219,16 @@ BEGIN
                    CASE WHEN l.per_license THEN l.value::numeric * s.quantity
                         ELSE l.value::numeric END AS units
               FROM subscription.subscription AS s
+              CROSS JOIN LATERAL (SELECT s.plan, s.plan_version
+                                  UNION ALL
+                                  SELECT sc.plan, ip.version
+                                    FROM subscription.suite_component AS sc
+                                    JOIN subscription.plan AS ip ON ip.code = sc.plan
+                                   WHERE sc.suite_plan = s.plan) AS p (plan, version)
               JOIN subscription.plan_limit AS l
-                ON l.plan = s.plan AND l.feature = limit_of.feature
+                ON l.plan = p.plan AND l.feature = limit_of.feature
+               -- the version of the plan the subscription holds (grandfathering)
+               AND l.versions @> p.version
              WHERE s.account_id = limit_of.account_id
                AND s.status = 'active'
             UNION ALL
@@ -3517,17 +3527,13 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION subscription.renew_period(s subscription.subscription, may_trim boolean)
+CREATE OR REPLACE FUNCTION subscription.renew_period(s subscription.subscription, n subscription.period_terms, may_trim boolean)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     ends timestamptz := upper(s.period);
-    next_plan text := coalesce(s.pending_plan, s.plan);
-    next_quantity integer := coalesce(s.pending_quantity, s.quantity);
-    next_cycle interval := CASE WHEN s.renewal = 'to_monthly' THEN interval '1 month'
-                                ELSE coalesce(s.pending_cycle, s.cycle) END;
     same_cycle boolean;
     next_period tstzrange;
     price record;
@@ -3542,28 +3548,47 @@ BEGIN
         RETURNING x.status INTO s.status;
         RETURN s.status;
     END IF;
+    -- L6: a migration never takes away a feature in use; one that would
+    -- now (the account's use grew since it was scheduled) is dropped
+    IF coalesce(s.pending_plan IS NULL AND s.migrate_at <= ends AND NOT s.migrate_trim, false)
+       AND EXISTS (SELECT FROM subscription.migration_shortfall(s.id, s.migrate_to, s.migrate_version)) THEN
+        RAISE WARNING 'subscription % stays on its version of plan "%": plan "%" would take away features in use',
+                      s.id, s.plan, s.migrate_to
+            USING DETAIL = 'Its migration is dropped; subscription.preview_migration() lists the features.';
+        UPDATE subscription.subscription AS x
+           SET migrate_to = NULL, migrate_version = NULL, migrate_at = NULL, migrate_trim = NULL
+         WHERE x.id = s.id
+        RETURNING * INTO s;
+        n := subscription.next_terms(s);
+    END IF;
 
-    same_cycle := subscription.cycle_key(next_cycle) = subscription.cycle_key(s.cycle);
+    -- L7: a use above the largest tier renews at the largest tier
+    IF n.needed > n.quantity THEN
+        RAISE WARNING 'subscription % uses more than the largest tier of plan "%"', s.id, n.plan
+            USING DETAIL = format('Its use needs %s licenses; it renews at the largest tier, %s.', n.needed, n.quantity),
+                  HINT = format('Contact sales for a plan above %s hosts.', n.quantity);
+    END IF;
+    same_cycle := subscription.cycle_key(n.cycle) = subscription.cycle_key(s.cycle);
     -- a new cycle counts from the start of its first period (Z7)
-    next_period := subscription.nth_period(CASE WHEN same_cycle THEN s.anchor ELSE ends END, next_cycle,
+    next_period := subscription.nth_period(CASE WHEN same_cycle THEN s.anchor ELSE ends END, n.cycle,
                                            CASE WHEN same_cycle THEN s.period_number + 1 ELSE 1 END);
-    price := subscription.period_price(next_plan, next_cycle, next_quantity);
-    IF same_cycle AND s.pending_plan IS NULL AND s.pending_quantity IS NULL THEN
+    price := subscription.period_price(n.plan, n.cycle, n.quantity, n.version);
+    IF same_cycle AND n.plan = s.plan AND n.version = s.plan_version AND n.quantity = s.quantity
+       AND s.pending_plan IS NULL AND s.pending_quantity IS NULL THEN
         -- the common renewal: only the period moves, and the triggers on
         -- plan, quantity and status (limits, seats) have nothing to do
         UPDATE subscription.subscription AS x
            SET period_number = x.period_number + 1, period = next_period,
-               paid_quantity = next_quantity, pending_cycle = NULL,
-               renewal = CASE x.renewal WHEN 'once' THEN 'none' ELSE x.renewal END
+               paid_quantity = n.quantity, pending_cycle = NULL, renewal = n.renewal
          WHERE x.id = s.id;
     ELSE
         UPDATE subscription.subscription AS x
-           SET plan = next_plan, cycle = next_cycle, quantity = next_quantity, paid_quantity = next_quantity,
+           SET plan = n.plan, plan_version = n.version,
+               cycle = n.cycle, quantity = n.quantity, paid_quantity = n.quantity,
                pending_plan = NULL, pending_cycle = NULL, pending_quantity = NULL,
                anchor = CASE WHEN same_cycle THEN x.anchor ELSE ends END,
                period_number = CASE WHEN same_cycle THEN x.period_number + 1 ELSE 1 END,
-               period = next_period,
-               renewal = CASE x.renewal WHEN 'once' THEN 'none' WHEN 'to_monthly' THEN 'always' ELSE x.renewal END
+               period = next_period, renewal = n.renewal
          WHERE x.id = s.id;
     END IF;
 
@@ -3571,17 +3596,17 @@ BEGIN
     INSERT INTO subscription.ledger
            (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
     VALUES (s.account_id, s.id, 'charge', subscription.round_money(price.amount, price.currency), price.currency,
-            next_period, 'plan', next_plan,
-            format('renewal: plan %s, cycle %s, quantity %s', next_plan, next_cycle, next_quantity))
+            next_period, 'plan', n.plan,
+            format('renewal: plan %s, cycle %s, quantity %s', n.plan, n.cycle, n.quantity))
     ON CONFLICT (subscription_id, addon_batch_id, period, item)
        WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
     INSERT INTO subscription.ledger
            (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
     SELECT s.account_id, s.id, b.id, 'charge', subscription.round_money(p.amount, p.currency), p.currency,
-           next_period, 'addon', next_plan, format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, next_cycle)
+           next_period, 'addon', n.plan, format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, n.cycle)
       FROM subscription.addon_batch AS b
       JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time
-     CROSS JOIN LATERAL subscription.addon_period_price(b.addon, next_cycle, b.quantity) AS p
+     CROSS JOIN LATERAL subscription.addon_period_price(b.addon, n.cycle, b.quantity) AS p
      WHERE b.subscription_id = s.id AND b.status = 'active'
      ORDER BY b.id
     ON CONFLICT (subscription_id, addon_batch_id, period, item)
@@ -3997,6 +4022,7 @@ BEGIN
     END IF;
     PERFORM subscription.authorize(account_id, 'purchase');
     PERFORM subscription.require_open_account(account_id);
+    PERFORM subscription.require_terms(account_id, at);
     price := subscription.period_price(plan, cycle, quantity);
     PERFORM subscription.require_amount(price.amount, price.currency);
     IF coupon IS NOT NULL THEN
@@ -4013,11 +4039,12 @@ BEGIN
     full_period := subscription.nth_period(anchor_at, cycle, k);
     period := tstzrange(at, upper(full_period), '[)');
 
-    -- R10: an account's first service subscription is its default one
+    -- R10: an account's first service subscription is its default one;
+    -- it holds the plan's current version (grandfathering)
     INSERT INTO subscription.subscription AS s
-           (account_id, plan, cycle, quantity, paid_quantity, period, anchor, period_number, renewal, is_default,
-            coupon, coupon_periods_left)
-    SELECT subscribe.account_id, subscribe.plan, subscribe.cycle, subscribe.quantity, subscribe.quantity,
+           (account_id, plan, plan_version, cycle, quantity, paid_quantity, period, anchor, period_number, renewal,
+            is_default, coupon, coupon_periods_left)
+    SELECT subscribe.account_id, subscribe.plan, p.version, subscribe.cycle, subscribe.quantity, subscribe.quantity,
            period, anchor_at, k, subscribe.renewal,
            p.kind = 'service' AND NOT EXISTS (
                SELECT FROM subscription.subscription AS d
@@ -4080,6 +4107,7 @@ BEGIN
     IF quantity = s.quantity THEN
         RETURN subscription.licenses_left(subscription_id);
     END IF;
+    PERFORM subscription.require_terms(s.account_id, at);
 
     -- the counter row is what concurrent license writes wait on
     SELECT * INTO counter FROM subscription.license_counter AS c
@@ -4094,11 +4122,12 @@ BEGIN
     END IF;
 
     -- on a tiered plan the quantity is a tier (55000 otherwise)
-    new_price := subscription.period_price(s.plan, s.cycle, quantity);
+    -- at the version the subscription holds (grandfathering)
+    new_price := subscription.period_price(s.plan, s.cycle, quantity, s.plan_version);
     PERFORM subscription.require_amount(new_price.amount, new_price.currency);
     paid := coalesce(s.paid_quantity, s.quantity);
     IF quantity > paid THEN
-        old_price := subscription.period_price(s.plan, s.cycle, paid);
+        old_price := subscription.period_price(s.plan, s.cycle, paid, s.plan_version);
         charge := subscription.unused_part(new_price.amount - old_price.amount, s.period, at,
                                            new_price.currency);
         INSERT INTO subscription.ledger
@@ -4264,6 +4293,7 @@ BEGIN
     -- K8: members of a sub-account do not buy
     s := subscription.subscription_for_change('purchase_addon', subscription_id, 'purchase');
     PERFORM subscription.require_in_period('purchase_addon', s, at);
+    PERFORM subscription.require_terms(s.account_id, at);
 
     SELECT * INTO offer FROM subscription.plan_addon AS o
      WHERE o.plan = s.plan AND o.addon = a.code;
@@ -4276,7 +4306,7 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = format('Plan "%s" gives what add-on "%s" sells: there is nothing to buy.', s.plan, a.code);
     END IF;
-    plan_price := subscription.period_price(s.plan, s.cycle, s.quantity);
+    plan_price := subscription.period_price(s.plan, s.cycle, s.quantity, s.plan_version);
     IF plan_price.amount = 0 THEN
         RAISE EXCEPTION 'add-ons are sold on paid plans only'                            -- K1
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -4602,11 +4632,12 @@ BEGIN
     full_period := subscription.nth_period(anchor_at, cycle, k);
     period := tstzrange(at, upper(full_period), '[)');
 
-    -- R10: an account's first service subscription is its default one
+    -- R10: an account's first service subscription is its default one;
+    -- it holds the plan's current version (grandfathering)
     INSERT INTO subscription.subscription AS s
-           (account_id, plan, cycle, quantity, paid_quantity, period, anchor, period_number, renewal, is_default,
-            coupon, coupon_periods_left)
-    SELECT subscribe.account_id, subscribe.plan, subscribe.cycle, subscribe.quantity, subscribe.quantity,
+           (account_id, plan, plan_version, cycle, quantity, paid_quantity, period, anchor, period_number, renewal,
+            is_default, coupon, coupon_periods_left)
+    SELECT subscribe.account_id, subscribe.plan, p.version, subscribe.cycle, subscribe.quantity, subscribe.quantity,
            period, anchor_at, k, subscribe.renewal,
            p.kind = 'service' AND NOT EXISTS (
                SELECT FROM subscription.subscription AS d
@@ -4686,11 +4717,12 @@ BEGIN
     END IF;
 
     -- on a tiered plan the quantity is a tier (55000 otherwise)
-    new_price := subscription.period_price(s.plan, s.cycle, quantity);
+    -- at the version the subscription holds (grandfathering)
+    new_price := subscription.period_price(s.plan, s.cycle, quantity, s.plan_version);
     PERFORM subscription.require_amount(new_price.amount, new_price.currency);
     paid := coalesce(s.paid_quantity, s.quantity);
     IF quantity > paid THEN
-        old_price := subscription.period_price(s.plan, s.cycle, paid);
+        old_price := subscription.period_price(s.plan, s.cycle, paid, s.plan_version);
         charge := subscription.unused_part(new_price.amount - old_price.amount, s.period, at,
                                            new_price.currency);
         INSERT INTO subscription.ledger
@@ -4726,8 +4758,8 @@ BEGIN
     PERFORM subscription.require_terms(s.account_id, now());
     -- the plan must sell this cycle for the quantity, and so must the
     -- add-ons that will renew with it (22023 otherwise)
-    PERFORM subscription.period_price(coalesce(s.pending_plan, s.plan), cycle,
-                                      coalesce(s.pending_quantity, s.quantity));
+    PERFORM subscription.period_price(n.plan, cycle, coalesce(s.pending_quantity, s.quantity), n.version)
+       FROM subscription.next_plan(s) AS n;
     missing := subscription.unpriced_addons(s.id, cycle);
     IF missing IS NOT NULL THEN
         RAISE EXCEPTION 'add-on "%" has no price for cycle %', missing, subscription.cycle_text(cycle)
@@ -4874,7 +4906,7 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = format('Plan "%s" gives what add-on "%s" sells: there is nothing to buy.', s.plan, a.code);
     END IF;
-    plan_price := subscription.period_price(s.plan, s.cycle, s.quantity);
+    plan_price := subscription.period_price(s.plan, s.cycle, s.quantity, s.plan_version);
     IF plan_price.amount = 0 THEN
         RAISE EXCEPTION 'add-ons are sold on paid plans only'                            -- K1
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -4927,7 +4959,7 @@ DECLARE
         effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
         cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
         cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
-        renewal_terms}';
+        renewal_terms,plan_version_or_current,next_plan}';
     catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
     views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
 BEGIN
@@ -5235,7 +5267,7 @@ DECLARE
         effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
         cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
         cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
-        renewal_terms}';
+        renewal_terms,plan_version_or_current,next_plan}';
     catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
     views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
 BEGIN
@@ -5582,12 +5614,16 @@ BEGIN
                    CASE WHEN l.per_license THEN l.value::numeric * s.quantity
                         ELSE l.value::numeric END AS units
               FROM subscription.subscription AS s
-              CROSS JOIN LATERAL (SELECT s.plan
+              CROSS JOIN LATERAL (SELECT s.plan, s.plan_version
                                   UNION ALL
-                                  SELECT sc.plan FROM subscription.suite_component AS sc
-                                   WHERE sc.suite_plan = s.plan) AS p (plan)
+                                  SELECT sc.plan, ip.version
+                                    FROM subscription.suite_component AS sc
+                                    JOIN subscription.plan AS ip ON ip.code = sc.plan
+                                   WHERE sc.suite_plan = s.plan) AS p (plan, version)
               JOIN subscription.plan_limit AS l
                 ON l.plan = p.plan AND l.feature = limit_of.feature
+               -- the version of the plan the subscription holds (grandfathering)
+               AND l.versions @> p.version
              WHERE s.account_id = limit_of.account_id
                AND s.status = 'active'
             UNION ALL
@@ -5835,7 +5871,7 @@ DECLARE
         effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
         cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
         cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
-        renewal_terms}';
+        renewal_terms,plan_version_or_current,next_plan}';
     catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
     views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
 BEGIN
@@ -6019,7 +6055,7 @@ DECLARE
         effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
         cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
         cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
-        renewal_terms}';
+        renewal_terms,plan_version_or_current,next_plan}';
     catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
     views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
 BEGIN
@@ -6076,9 +6112,10 @@ ALTER TABLE subscription.product ADD COLUMN renewal_quantity text NOT NULL DEFAU
 COMMENT ON TABLE subscription.product IS 'Products sold, with how their upgrades (restart, prorate) and downgrades (end_of_period, immediate) take effect, and what quantity their renewals take (keep, from_usage: L7)';
 
 
-CREATE TYPE subscription.period_terms AS (plan text, cycle interval, quantity integer, renewal text, needed bigint);
+CREATE TYPE subscription.period_terms AS (plan text, cycle interval, quantity integer, renewal text, needed bigint,
+                                         version integer);
 
-COMMENT ON TYPE subscription.period_terms IS 'The plan, cycle, quantity and renewal option of a next period (next_terms)';
+COMMENT ON TYPE subscription.period_terms IS 'The plan, cycle, quantity and renewal option of a next period, and the plan''s version (next_terms)';
 
 
 CREATE FUNCTION subscription.next_terms(s subscription.subscription)
@@ -6089,8 +6126,9 @@ AS $$
 DECLARE
     n subscription.period_terms;
     tiers integer[];
+    v integer;
 BEGIN
-    n.plan := coalesce(s.pending_plan, s.plan);
+    SELECT np.plan, np.version INTO n.plan, n.version FROM subscription.next_plan(s) AS np;
     n.cycle := CASE WHEN s.renewal = 'to_monthly' THEN interval '1 month' ELSE coalesce(s.pending_cycle, s.cycle) END;
     n.quantity := coalesce(s.pending_quantity, s.quantity);
     n.renewal := CASE s.renewal WHEN 'once' THEN 'none' WHEN 'to_monthly' THEN 'always' ELSE s.renewal END;
@@ -6102,7 +6140,8 @@ BEGIN
     END IF;
     -- L7: the licenses each used feature needs, beyond the units of the
     -- add-on batches that renew with the subscription
-    tiers := subscription.plan_tiers(n.plan);
+    tiers := subscription.plan_tiers(n.plan, n.version);
+    v := subscription.plan_version_or_current(n.plan, n.version);
     SELECT max(ceil(greatest(f.used - coalesce(
                (SELECT sum(b.quantity::bigint * a.units)
                   FROM subscription.addon_batch AS b
@@ -6114,17 +6153,18 @@ BEGIN
             SELECT pl.feature, c.used, pl.value
               FROM subscription.plan_limit AS pl
               JOIN subscription.usage_counter AS c ON c.account_id = s.account_id AND c.feature = pl.feature
-             WHERE cardinality(tiers) > 0 AND pl.plan = n.plan AND pl.per_license AND pl.value > 0
+             WHERE cardinality(tiers) > 0 AND pl.plan = n.plan AND pl.versions @> v AND pl.per_license AND pl.value > 0
             UNION ALL
             -- a plan priced per license: the licenses assigned
             SELECT 'licenses', lc.used, 1
               FROM subscription.license_counter AS lc
              WHERE cardinality(tiers) = 0 AND lc.subscription_id = s.id
-               AND EXISTS (SELECT FROM subscription.plan_price AS pp WHERE pp.plan = n.plan AND pp.per_license))
+               AND EXISTS (SELECT FROM subscription.plan_price AS pp
+                            WHERE pp.plan = n.plan AND pp.versions @> v AND pp.per_license))
            AS f(feature, used, per_license);
     IF n.needed IS NOT NULL THEN
         n.quantity := CASE WHEN cardinality(tiers) > 0
-                           THEN subscription.tier_for_hosts(n.plan, least(n.needed, tiers[cardinality(tiers)])::integer)
+                           THEN subscription.tier_for_hosts(least(n.needed, tiers[cardinality(tiers)])::integer, tiers)
                            ELSE greatest(n.needed, 1)::integer END;
     END IF;
     RETURN n;
@@ -6136,11 +6176,11 @@ COMMENT ON FUNCTION subscription.next_terms(subscription.subscription) IS
 
 
 CREATE FUNCTION subscription.renewal_terms(subscription_id bigint)
-RETURNS TABLE (plan text, cycle interval, quantity integer, renewal text, needed bigint)
+RETURNS TABLE (plan text, cycle interval, quantity integer, renewal text, needed bigint, version integer)
 LANGUAGE sql STABLE
 SECURITY DEFINER
 BEGIN ATOMIC
-    SELECT t.plan, t.cycle, t.quantity, t.renewal, t.needed
+    SELECT t.plan, t.cycle, t.quantity, t.renewal, t.needed, t.version
       FROM subscription.subscription AS s
      CROSS JOIN LATERAL subscription.next_terms(s) AS t
      WHERE s.id OPERATOR(pg_catalog.=) renewal_terms.subscription_id
@@ -6148,7 +6188,7 @@ BEGIN ATOMIC
 END;
 
 COMMENT ON FUNCTION subscription.renewal_terms(bigint) IS
-'The plan, cycle, quantity (L7: from the use on a ''from_usage'' product) and renewal option of a subscription''s next period';
+'The plan, cycle, quantity (L7: from the use on a ''from_usage'' product), renewal option and plan version of a subscription''s next period';
 
 
 -- the renewal's steps take the terms that renew_batch asked once
@@ -6401,7 +6441,7 @@ DECLARE
         effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
         cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
         cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
-        renewal_terms}';
+        renewal_terms,plan_version_or_current,next_plan}';
     catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
     views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
 BEGIN
@@ -6449,4 +6489,1152 @@ REVOKE ALL ON FUNCTION subscription.next_terms(subscription.subscription),
     subscription.renewal_problem(subscription.subscription, subscription.period_terms),
     subscription.renewal_may_trim(subscription.subscription, subscription.period_terms) FROM PUBLIC;
 -- the roles already given rights get renewal_terms, which the view calls
+SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g;
+------------------------------------------------------------------------
+-- Plan and price versions (grandfathering), migrations, L6 (issue 16)
+------------------------------------------------------------------------
+
+-- Every plan is at version 1, and every price and limit covers it: the
+-- subscriptions of 1.0 hold version 1, their plan's current one.
+ALTER TABLE subscription.plan
+    ADD COLUMN version integer NOT NULL DEFAULT 1 CHECK (version > 0);
+ALTER TABLE subscription.plan_price
+    ADD COLUMN versions int4range NOT NULL DEFAULT '[1,)'
+        CONSTRAINT plan_price_versions_valid CHECK (lower(versions) >= 1);
+DROP INDEX subscription.plan_price_one_per_cycle_and_tier;
+CREATE UNIQUE INDEX plan_price_one_per_cycle_and_tier
+    ON subscription.plan_price (plan, subscription.cycle_key(cycle), tier, lower(versions)) NULLS NOT DISTINCT;
+COMMENT ON TABLE subscription.plan_price IS 'A plan''s price per billing cycle, per license or flat, or per host tier (L12), for a range of plan versions';
+ALTER TABLE subscription.plan_limit
+    ADD COLUMN versions int4range NOT NULL DEFAULT '[1,)'
+        CONSTRAINT plan_limit_versions_valid CHECK (lower(versions) >= 1),
+    DROP CONSTRAINT plan_limit_pkey,
+    ADD CONSTRAINT plan_limit_pkey PRIMARY KEY (plan, feature, versions);
+COMMENT ON TABLE subscription.plan_limit IS 'How much of a feature a plan allows (NULL unlimited, 0 not included), optionally per license, for a range of plan versions';
+-- a default, not an UPDATE: no row goes through the triggers.  A function
+-- with an SQL-standard body that takes the row type keeps PostgreSQL 17
+-- from adding columns: renewal_may_trim is made again below.
+DROP FUNCTION subscription.renewal_may_trim(subscription.subscription, subscription.period_terms);
+ALTER TABLE subscription.subscription
+    ADD COLUMN plan_version integer NOT NULL DEFAULT 1 CHECK (plan_version > 0),
+    ADD COLUMN migrate_to text REFERENCES subscription.plan (code) ON UPDATE CASCADE,
+    ADD COLUMN migrate_version integer CHECK (migrate_version > 0),
+    ADD COLUMN migrate_at timestamptz,
+    ADD COLUMN migrate_trim boolean,
+    ADD CONSTRAINT subscription_migration_whole
+        CHECK (num_nulls(migrate_to, migrate_version, migrate_at, migrate_trim) IN (0, 4));
+
+-- Grandfathering: a price or limit that a subscription holds (its plan at
+-- the version it was sold, or the version a migration moves it to) is
+-- never changed in place.  A plain UPDATE of it closes the row at a new
+-- version of the plan and inserts the changed row from that version on:
+-- new subscriptions are sold the plan's current version at once, and the
+-- others keep theirs until they are migrated (migrate_subscriptions).  A
+-- row no subscription holds is updated in place; a closed row is history,
+-- which an UPDATE leaves (its row count says so).  An INSERT may not overlap the versions of a row of the same
+-- price or limit (23505).  Renaming a plan is no change of price.
+CREATE FUNCTION subscription.version_catalog_row()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the catalog admin reads no subscription
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    what text := CASE TG_TABLE_NAME WHEN 'plan_price' THEN 'price' ELSE 'limit' END;
+    current_version integer;
+    held boolean;
+    held_current boolean;
+    new_version integer;
+BEGIN
+    -- serialize the version changes of a plan, and its migrations
+    SELECT p.version INTO current_version FROM subscription.plan AS p WHERE p.code = NEW.plan FOR UPDATE;
+    -- the new version's row, inserted below while the old one is still open
+    IF TG_OP = 'INSERT' AND pg_trigger_depth() > 1 THEN
+        RETURN NEW;
+    ELSIF TG_OP = 'INSERT' THEN
+        IF TG_TABLE_NAME = 'plan_price' THEN
+            PERFORM FROM subscription.plan_price AS pp
+             WHERE pp.plan = NEW.plan AND pp.versions && NEW.versions
+               AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(NEW.cycle)
+               AND pp.tier IS NOT DISTINCT FROM NEW.tier;
+        ELSE
+            PERFORM FROM subscription.plan_limit AS pl
+             WHERE pl.plan = NEW.plan AND pl.versions && NEW.versions AND pl.feature = NEW.feature;
+        END IF;
+        IF FOUND THEN
+            RAISE EXCEPTION 'plan "%" already has this %', NEW.plan, what
+                USING ERRCODE = 'unique_violation',
+                      DETAIL = format('A row of the same %s holds versions overlapping %s.', what, NEW.versions),
+                      HINT = format('UPDATE the current row of subscription.%s: a change that subscriptions hold makes a new version.', TG_TABLE_NAME),
+                      TABLE = TG_TABLE_NAME, SCHEMA = 'subscription';
+        END IF;
+        RETURN NEW;
+    END IF;
+    IF NOT upper_inf(OLD.versions) THEN
+        -- a closed row is history: an UPDATE changes the current rows only
+        RETURN NULL;
+    END IF;
+    IF NEW.versions IS DISTINCT FROM OLD.versions OR NEW.plan IS DISTINCT FROM OLD.plan THEN
+        RAISE EXCEPTION 'the plan and versions of a % are not changed with its terms', what
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Update the terms of the current row alone; the new version is made for you.',
+                  TABLE = TG_TABLE_NAME, SCHEMA = 'subscription';
+    END IF;
+    SELECT coalesce(bool_or(true), false), coalesce(bool_or(h.version = current_version), false)
+      INTO held, held_current
+      FROM (SELECT s.plan_version AS version FROM subscription.subscription AS s
+             WHERE s.plan = OLD.plan AND s.status = 'active'
+            UNION ALL
+            SELECT s.migrate_version FROM subscription.subscription AS s
+             WHERE s.migrate_to = OLD.plan AND s.status = 'active') AS h
+     WHERE OLD.versions @> h.version;
+    IF NOT held THEN
+        RETURN NEW;
+    END IF;
+    -- the versions held keep the old row; the change makes a new version
+    -- unless the current one is held by nobody yet
+    new_version := current_version + CASE WHEN held_current THEN 1 ELSE 0 END;
+    UPDATE subscription.plan AS p SET version = new_version WHERE p.code = OLD.plan AND p.version <> new_version;
+    NEW.versions := int4range(new_version, NULL);
+    IF TG_TABLE_NAME = 'plan_price' THEN
+        INSERT INTO subscription.plan_price SELECT (NEW::subscription.plan_price).*;
+    ELSE
+        INSERT INTO subscription.plan_limit SELECT (NEW::subscription.plan_limit).*;
+    END IF;
+    OLD.versions := int4range(lower(OLD.versions), new_version);
+    RETURN OLD;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.version_catalog_row() IS
+'Trigger: a price or limit that subscriptions hold changes by a new plan version; the old row is kept and closed (grandfathering)';
+
+CREATE TRIGGER plan_price_versions
+    BEFORE INSERT OR UPDATE OF cycle, tier, amount, per_license, currency, versions ON subscription.plan_price
+    FOR EACH ROW EXECUTE FUNCTION subscription.version_catalog_row();
+CREATE TRIGGER plan_limit_versions
+    BEFORE INSERT OR UPDATE OF feature, value, per_license, versions ON subscription.plan_limit
+    FOR EACH ROW EXECUTE FUNCTION subscription.version_catalog_row();
+
+-- A subscription holds the version of its plan it was sold (subscribe()
+-- names the current one); one whose plan changes (an upgrade, a downgrade
+-- taking effect), the plan's current version unless the change names one
+-- (a migration).  A
+-- change of plan or version ends a pending migration.  Renaming a plan
+-- (ON UPDATE CASCADE) changes neither.
+CREATE FUNCTION subscription.hold_plan_version()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.plan IS NOT DISTINCT FROM OLD.plan AND NEW.plan_version IS NOT DISTINCT FROM OLD.plan_version THEN
+        RETURN NEW;
+    END IF;
+    IF NEW.plan <> OLD.plan AND NOT EXISTS (SELECT FROM subscription.plan AS p WHERE p.code = OLD.plan) THEN
+        RETURN NEW;  -- the plan was renamed
+    END IF;
+    IF NEW.plan <> OLD.plan AND NEW.plan_version = OLD.plan_version
+       AND NOT (NEW.plan = OLD.migrate_to AND NEW.plan_version = OLD.migrate_version) THEN
+        NEW.plan_version := NULL;
+    END IF;
+    NEW.migrate_to := NULL;
+    NEW.migrate_version := NULL;
+    NEW.migrate_at := NULL;
+    NEW.migrate_trim := NULL;
+    IF NEW.plan_version IS NULL THEN
+        SELECT p.version INTO NEW.plan_version FROM subscription.plan AS p WHERE p.code = NEW.plan;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.hold_plan_version() IS
+'Trigger: a subscription holds its plan''s current version when sold or moved, unless a migration names one';
+
+CREATE TRIGGER subscription_plan_version
+    BEFORE UPDATE OF plan, plan_version ON subscription.subscription
+    FOR EACH ROW EXECUTE FUNCTION subscription.hold_plan_version();
+
+-- the lookups take a version (by default the current one): renewal_notice,
+-- which calls period_price, is made again below
+DROP VIEW subscription.renewal_notice;
+DROP FUNCTION subscription.period_price(text, interval, integer);
+DROP FUNCTION subscription.find_price(text, interval, integer);
+DROP FUNCTION subscription.plan_tiers(text);
+
+-- The version of a plan a lookup reads: the one named, or the plan's
+-- current version (NULL when the plan does not exist).
+CREATE FUNCTION subscription.plan_version_or_current(plan text, version integer)
+RETURNS integer
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT coalesce(plan_version_or_current.version, p.version)
+      FROM subscription.plan AS p WHERE p.code OPERATOR(pg_catalog.=) plan_version_or_current.plan;
+END;
+
+COMMENT ON FUNCTION subscription.plan_version_or_current(text, integer) IS 'Internal: the version named, or the plan''s current one';
+
+-- A plan's tiers at a version (NULL: the current one, which new
+-- subscriptions are sold): the distinct tier values of its prices ('{}'
+-- if untiered).
+CREATE FUNCTION subscription.plan_tiers(plan text, version integer DEFAULT NULL)
+RETURNS integer[]
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tiers integer[];
+    v integer;
+BEGIN
+    IF plan IS NULL THEN
+        RETURN NULL;
+    END IF;
+    v := subscription.plan_version_or_current(plan, version);
+    IF v IS NULL THEN
+        PERFORM subscription.unknown_code('plan', plan);
+    END IF;
+    SELECT coalesce(array_agg(DISTINCT pp.tier ORDER BY pp.tier), '{}')
+      INTO tiers
+      FROM subscription.plan_price AS pp
+     WHERE pp.plan = plan_tiers.plan AND pp.tier IS NOT NULL AND pp.versions @> v;
+    RETURN tiers;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.plan_tiers(text, integer) IS 'A plan''s host tiers at a version, by default the current one ({} when untiered)';
+
+-- The exact gross price of one period of plan for quantity, not yet
+-- rounded (callers round once, at the end): per-license prices times
+-- quantity, tier prices flat; a tiered plan's quantity must be a tier (L12).
+-- The price of a plan for a cycle and quantity, or why there is none
+-- ('not_a_tier', 'no_price'): the lookup that period_price() raises on and
+-- renew_due() checks without a subtransaction.  At a version of the plan
+-- (grandfathering: a subscription's plan_version), by default the current
+-- one.
+CREATE FUNCTION subscription.find_price(
+    plan text, cycle interval, quantity integer, version integer DEFAULT NULL,
+    OUT amount numeric, OUT currency text, OUT problem text)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v integer := subscription.plan_version_or_current(plan, version);
+    tiers integer[] := subscription.plan_tiers(plan, v);
+    price subscription.plan_price;
+BEGIN
+    IF quantity < 1 THEN
+        PERFORM subscription.require_quantity(quantity);
+    END IF;
+    IF cardinality(tiers) > 0 AND NOT quantity = ANY (tiers) THEN
+        problem := 'not_a_tier';
+        RETURN;
+    END IF;
+    SELECT * INTO price FROM subscription.plan_price AS pp
+     WHERE pp.plan = find_price.plan
+       AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(find_price.cycle)
+       AND pp.tier IS NOT DISTINCT FROM CASE WHEN cardinality(tiers) > 0 THEN quantity END
+       AND pp.versions @> v;
+    IF NOT FOUND THEN
+        problem := 'no_price';
+        RETURN;
+    END IF;
+    amount := CASE WHEN price.per_license THEN price.amount * quantity
+                   ELSE price.amount END;
+    currency := price.currency;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.find_price(text, interval, integer, integer) IS 'A plan''s price for a cycle and quantity at a version (default current), or why there is none (not_a_tier, no_price)';
+
+CREATE FUNCTION subscription.period_price(
+    plan text, cycle interval, quantity integer, version integer DEFAULT NULL,
+    OUT amount numeric, OUT currency text)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    found_price record := subscription.find_price(plan, cycle, quantity, version);
+BEGIN
+    IF found_price.problem = 'not_a_tier' THEN
+        RAISE EXCEPTION 'quantity % is not a tier of plan "%"', quantity, plan
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('The tiers of plan "%s" are %s.', plan, subscription.plan_tiers(plan, version)),
+                  HINT = CASE WHEN quantity > (SELECT max(t) FROM unnest(subscription.plan_tiers(plan, version)) AS t)
+                              THEN format('The largest tier of plan "%s" holds %s hosts: contact sales for more.',
+                                          plan, (SELECT max(t) FROM unnest(subscription.plan_tiers(plan, version)) AS t))
+                              ELSE format('Use subscription.tier_for_hosts(%L, %s) for the tier that holds %s hosts.',
+                                          plan, quantity, quantity) END;
+    ELSIF found_price.problem = 'no_price' THEN
+        RAISE EXCEPTION 'plan "%" has no price for cycle %', plan, subscription.cycle_text(cycle)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = subscription.sold_cycles('plan', plan),
+                  HINT = 'The cycles of a plan are those of its rows in subscription.plan_price.';
+    END IF;
+    amount := found_price.amount;
+    currency := found_price.currency;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.period_price(text, interval, integer, integer) IS 'The exact price of one period of a plan for a quantity at a version (default current), or an error saying why not';
+
+-- The account's limit of a feature: over its active subscriptions, each
+-- plan's value at the version the subscription holds (times the quantity when per license: LogMeIn hosts are the
+-- tier, L12), plus the units of active add-on batches (Z13, K1).  NULL is
+-- unlimited: one unlimited plan makes the feature unlimited.  A feature no
+-- active subscription defines has limit 0, plus its add-ons.  One
+-- statement in PL/pgSQL, whose plan is cached per session: the limit
+-- guard's hot path (a SQL function with a sub-select is planned per call).
+CREATE OR REPLACE FUNCTION subscription.limit_of(account_id bigint, feature text)
+RETURNS bigint
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (
+    SELECT CASE WHEN bool_or(x.unlimited) THEN NULL
+                -- numeric, so that an overflow is an error, not a wrap
+                ELSE coalesce(sum(x.units), 0)::bigint END
+      FROM (SELECT l.value IS NULL AS unlimited,
+                   CASE WHEN l.per_license THEN l.value::numeric * s.quantity
+                        ELSE l.value::numeric END AS units
+              FROM subscription.subscription AS s
+              CROSS JOIN LATERAL (SELECT s.plan, s.plan_version
+                                  UNION ALL
+                                  SELECT sc.plan, ip.version
+                                    FROM subscription.suite_component AS sc
+                                    JOIN subscription.plan AS ip ON ip.code = sc.plan
+                                   WHERE sc.suite_plan = s.plan) AS p (plan, version)
+              JOIN subscription.plan_limit AS l
+                ON l.plan = p.plan AND l.feature = limit_of.feature
+               -- the version of the plan the subscription holds (grandfathering)
+               AND l.versions @> p.version
+             WHERE s.account_id = limit_of.account_id
+               AND s.status = 'active'
+            UNION ALL
+            SELECT false, b.quantity::numeric * a.units
+              FROM subscription.subscription AS s
+              JOIN subscription.addon_batch AS b ON b.subscription_id = s.id
+              JOIN subscription.addon AS a ON a.code = b.addon
+             WHERE s.account_id = limit_of.account_id
+               AND s.status = 'active'
+               AND b.status = 'active'
+               AND a.feature = limit_of.feature) AS x);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.limit_of(bigint, text) IS 'Internal: the account''s limit of a feature, unchecked (effective_limit checks)';
+
+CREATE OR REPLACE FUNCTION subscription.subscribe(
+    account_id bigint,
+    plan text,
+    cycle interval,
+    quantity integer DEFAULT 1,
+    at timestamptz DEFAULT now(),
+    renewal text DEFAULT 'always',
+    coupon text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    price     record;
+    period    tstzrange;
+    new_id    bigint;
+    anchor_at timestamptz;
+    k         integer;
+    full_period tstzrange;
+BEGIN
+    PERFORM subscription.require_arguments('subscribe',
+        '{account_id,plan,cycle,quantity,at,renewal}',
+        ARRAY[account_id IS NULL, plan IS NULL, cycle IS NULL, quantity IS NULL,
+              at IS NULL, renewal IS NULL]);
+
+    PERFORM subscription.require_quantity(quantity);
+    PERFORM subscription.require_cycle(cycle);
+    PERFORM subscription.require_renewal(renewal);
+    PERFORM subscription.require_time('subscribe', at, false);
+
+    SELECT a.billing_anchor INTO anchor_at
+      FROM subscription.account AS a
+     WHERE a.id = subscribe.account_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account % does not exist', account_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(account_id, 'purchase');
+    PERFORM subscription.require_open_account(account_id);
+    PERFORM subscription.require_terms(account_id, at);
+    price := subscription.period_price(plan, cycle, quantity);
+    PERFORM subscription.require_amount(price.amount, price.currency);
+    IF coupon IS NOT NULL THEN
+        PERFORM subscription.redeemable_coupon(coupon, at, price.currency);
+    END IF;
+    IF anchor_at IS NULL THEN
+        k := 1;
+        anchor_at := at;
+    ELSE
+        -- L4: the first period runs to the account's next billing date, whose
+        -- period (of this cycle) it is part of, and is charged for its days
+        k := subscription.period_containing(anchor_at, cycle, at);
+    END IF;
+    full_period := subscription.nth_period(anchor_at, cycle, k);
+    period := tstzrange(at, upper(full_period), '[)');
+
+    -- R10: an account's first service subscription is its default one;
+    -- it holds the plan's current version (grandfathering)
+    INSERT INTO subscription.subscription AS s
+           (account_id, plan, plan_version, cycle, quantity, paid_quantity, period, anchor, period_number, renewal,
+            is_default, coupon, coupon_periods_left)
+    SELECT subscribe.account_id, subscribe.plan, p.version, subscribe.cycle, subscribe.quantity, subscribe.quantity,
+           period, anchor_at, k, subscribe.renewal,
+           p.kind = 'service' AND NOT EXISTS (
+               SELECT FROM subscription.subscription AS d
+                WHERE d.account_id = subscribe.account_id AND d.is_default),
+           subscribe.coupon, (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code = subscribe.coupon)
+      FROM subscription.plan AS p
+     WHERE p.code = subscribe.plan
+    RETURNING s.id INTO new_id;
+
+    INSERT INTO subscription.ledger
+           (account_id, subscription_id, kind, amount, currency, period, plan, description)
+    VALUES (subscribe.account_id, new_id, 'charge',
+            CASE WHEN period = full_period
+                 THEN subscription.round_money(price.amount, price.currency)
+                 ELSE subscription.unused_part(price.amount, full_period, at, price.currency) END,
+            price.currency, period, plan,
+            format('plan %s, cycle %s, quantity %s%s', plan, cycle, quantity,
+                   CASE WHEN period = full_period THEN ''
+                        ELSE format(', to the billing date %s', upper(period)) END));
+
+    RETURN new_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.subscribe(bigint, text, interval, integer, timestamptz, text, text) IS 'Subscribe an account to a plan and charge the first period, prorated to the billing anchor (L4)';
+
+-- More licenses take effect now and the rest of the period is charged for
+-- the licenses above those already paid this period (prorate_refund's
+-- fraction, rounded once); fewer take effect now too, refund nothing, and
+-- cannot go below the licenses assigned (23514).  Returns the licenses left.
+CREATE OR REPLACE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT now())
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    counter subscription.license_counter;
+    new_capacity integer;
+    paid integer;
+    monthly boolean;
+    old_price record;
+    new_price record;
+    charge numeric;
+BEGIN
+    PERFORM subscription.require_arguments('set_quantity', '{subscription_id,quantity,at}',
+        ARRAY[subscription_id IS NULL, quantity IS NULL, at IS NULL]);
+    PERFORM subscription.require_quantity(quantity);
+    PERFORM subscription.require_time('set_quantity', at, false);
+
+    SELECT * INTO s FROM subscription.subscription AS x
+     WHERE x.id = set_quantity.subscription_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    monthly := subscription.cycle_key(s.cycle) = '{1,0,0}';
+    PERFORM subscription.authorize(s.account_id,
+        CASE WHEN quantity > s.quantity THEN 'increase_licenses' ELSE 'decrease_licenses' END,
+        monthly);
+    IF s.status <> 'active' THEN
+        RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM subscription.require_in_period('set_quantity', s, at);
+    IF quantity = s.quantity THEN
+        RETURN subscription.licenses_left(subscription_id);
+    END IF;
+    PERFORM subscription.require_terms(s.account_id, at);
+
+    -- the counter row is what concurrent license writes wait on
+    SELECT * INTO counter FROM subscription.license_counter AS c
+     WHERE c.subscription_id = set_quantity.subscription_id FOR NO KEY UPDATE;
+    -- the capacity keeps the add-on licenses and takes the new quantity
+    new_capacity := counter.capacity - s.quantity + quantity;
+    IF counter.used > new_capacity THEN
+        RAISE EXCEPTION 'subscription % cannot have fewer licenses than it has assigned', subscription_id
+            USING ERRCODE = 'check_violation',
+                  DETAIL = format('Limit %s, in use %s.', new_capacity, counter.used),
+                  HINT = 'Release licenses with subscription.license_release() first.';
+    END IF;
+
+    -- on a tiered plan the quantity is a tier (55000 otherwise)
+    -- at the version the subscription holds (grandfathering)
+    new_price := subscription.period_price(s.plan, s.cycle, quantity, s.plan_version);
+    PERFORM subscription.require_amount(new_price.amount, new_price.currency);
+    paid := coalesce(s.paid_quantity, s.quantity);
+    IF quantity > paid THEN
+        old_price := subscription.period_price(s.plan, s.cycle, paid, s.plan_version);
+        charge := subscription.unused_part(new_price.amount - old_price.amount, s.period, at,
+                                           new_price.currency);
+        INSERT INTO subscription.ledger
+               (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+        VALUES (s.account_id, s.id, 'charge', charge, new_price.currency,
+                tstzrange(at, upper(s.period), '[)'), format('licenses %s-%s', paid + 1, quantity), s.plan,
+                format('%s more licenses of plan %s for the rest of the period', quantity - paid, s.plan));
+    END IF;
+
+    UPDATE subscription.subscription AS x
+       SET quantity = set_quantity.quantity, paid_quantity = greatest(paid, set_quantity.quantity)
+     WHERE x.id = s.id;
+    RETURN subscription.licenses_left(subscription_id);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.set_quantity(bigint, integer, timestamptz) IS 'Change the licenses now: more are charged for the rest of the period, fewer refund nothing';
+
+-- Z7: a new cycle takes effect when the next period starts (switching an
+-- annual plan to monthly in its first month takes effect eleven months
+-- later); the plan must have a price for it.  Returns when it takes effect.
+CREATE OR REPLACE FUNCTION subscription.change_cycle(subscription_id bigint, cycle interval)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    missing text;
+BEGIN
+    PERFORM subscription.require_arguments('change_cycle', '{subscription_id,cycle}',
+        ARRAY[subscription_id IS NULL, cycle IS NULL]);
+    PERFORM subscription.require_cycle(cycle);
+    s := subscription.subscription_for_change('change_cycle', subscription_id, 'change_cycle');
+    PERFORM subscription.require_terms(s.account_id, now());
+    -- the plan must sell this cycle for the quantity, and so must the
+    -- add-ons that will renew with it (22023 otherwise)
+    PERFORM subscription.period_price(n.plan, cycle, coalesce(s.pending_quantity, s.quantity), n.version)
+       FROM subscription.next_plan(s) AS n;
+    missing := subscription.unpriced_addons(s.id, cycle);
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'add-on "%" has no price for cycle %', missing, subscription.cycle_text(cycle)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = subscription.sold_cycles('add-on', missing),
+                  HINT = 'The prices of an add-on are its rows in subscription.addon_price.';
+    END IF;
+    UPDATE subscription.subscription AS x
+       SET pending_cycle = CASE WHEN subscription.cycle_key(change_cycle.cycle)
+                                     = subscription.cycle_key(s.cycle)
+                                THEN NULL ELSE change_cycle.cycle END
+     WHERE x.id = s.id;
+    RETURN upper(s.period);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.change_cycle(bigint, interval) IS 'A new billing cycle from the next period (Z7); returns when it takes effect';
+
+-- K1-K3, Z6: a batch of add-on units for the subscription.  A recurring
+-- add-on is charged for the rest of the current period, prorated by day,
+-- and renews with the plan; the ledger line names the full-cycle amount
+-- (K3).  A one-time add-on is charged in full, once (K2).
+CREATE OR REPLACE FUNCTION subscription.purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
+                                            at timestamptz DEFAULT now())
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    a subscription.addon;
+    offer subscription.plan_addon;
+    price record;
+    plan_price record;
+    batch bigint;
+    one_time boolean;
+BEGIN
+    PERFORM subscription.require_arguments('purchase_addon', '{subscription_id,addon,quantity,at}',
+        ARRAY[subscription_id IS NULL, addon IS NULL, quantity IS NULL, at IS NULL]);
+    PERFORM subscription.require_quantity(quantity);
+    PERFORM subscription.require_time('purchase_addon', at, false);
+    SELECT * INTO a FROM subscription.addon AS x WHERE x.code = purchase_addon.addon;
+    IF NOT FOUND THEN
+        PERFORM subscription.unknown_code('add-on', addon);
+    END IF;
+    -- K8: members of a sub-account do not buy
+    s := subscription.subscription_for_change('purchase_addon', subscription_id, 'purchase');
+    PERFORM subscription.require_in_period('purchase_addon', s, at);
+    PERFORM subscription.require_terms(s.account_id, at);
+
+    SELECT * INTO offer FROM subscription.plan_addon AS o
+     WHERE o.plan = s.plan AND o.addon = a.code;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'add-on "%" is not sold with plan "%"', a.code, s.plan
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'The add-ons a plan may buy are its rows in subscription.plan_addon.';
+    ELSIF offer.included THEN
+        RAISE EXCEPTION 'add-on "%" is already included in plan "%"', a.code, s.plan   -- Z6
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Plan "%s" gives what add-on "%s" sells: there is nothing to buy.', s.plan, a.code);
+    END IF;
+    plan_price := subscription.period_price(s.plan, s.cycle, s.quantity, s.plan_version);
+    IF plan_price.amount = 0 THEN
+        RAISE EXCEPTION 'add-ons are sold on paid plans only'                            -- K1
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Plan "%s" is free.', s.plan);
+    END IF;
+
+    one_time := a.one_time;
+    price := subscription.addon_period_price(a.code, CASE WHEN one_time THEN NULL ELSE s.cycle END, quantity);
+    PERFORM subscription.require_amount(price.amount, price.currency);
+    -- the seats it adds stay within the largest quantity (an integer)
+    IF a.feature = 'licenses'
+       AND subscription.license_capacity(s.id)::bigint + (quantity::bigint * a.units)
+           > current_setting('subscription.max_quantity')::bigint THEN
+        RAISE EXCEPTION 'subscription % would hold more licenses than the largest quantity allowed', s.id
+            USING ERRCODE = 'numeric_value_out_of_range',
+                  DETAIL = format('It holds %s; %s x %s more would pass subscription.max_quantity (%s).',
+                                  subscription.license_capacity(s.id), quantity, a.units,
+                                  current_setting('subscription.max_quantity'));
+    END IF;
+    INSERT INTO subscription.addon_batch AS b (subscription_id, addon, quantity, purchased_at)
+    VALUES (s.id, a.code, quantity, at)
+    RETURNING b.id INTO batch;
+    INSERT INTO subscription.ledger
+           (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
+    SELECT s.account_id, s.id, batch, 'charge', c.amount, price.currency,
+           CASE WHEN one_time THEN NULL ELSE tstzrange(at, upper(s.period), '[)') END, 'addon', s.plan,
+           CASE WHEN one_time
+                THEN format('add-on %s x %s, one-time', a.code, quantity)
+                ELSE format('add-on %s x %s for the rest of the period; full cycle %s %s', a.code, quantity,
+                            subscription.round_money(price.amount, price.currency), price.currency) END
+      FROM (SELECT CASE WHEN one_time THEN subscription.round_money(price.amount, price.currency)
+                        ELSE subscription.unused_part(price.amount, s.period, at, price.currency) END) AS c(amount);
+    RETURN batch;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.purchase_addon(bigint, text, integer, timestamptz) IS 'Buy add-on units for the rest of the period, or once (K1-K3, Z6)';
+
+-- What a subscription renews into: a pending plan change (C4) at that
+-- plan's current version (NULL); else a migration due by the end of this
+-- period, at the version it names; else its plan at the version it holds
+-- (grandfathering).
+CREATE FUNCTION subscription.next_plan(s subscription.subscription, OUT plan text, OUT version integer)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF s.pending_plan IS NOT NULL THEN
+        plan := s.pending_plan;
+    ELSIF s.migrate_at <= upper(s.period) THEN
+        plan := s.migrate_to;
+        version := s.migrate_version;
+    ELSE
+        plan := s.plan;
+        version := s.plan_version;
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.next_plan(subscription.subscription) IS
+'Internal: the plan and version a subscription renews into (NULL version: the plan''s current one)';
+
+-- One period of one due subscription, locked by the caller: the batches
+-- cancelled for this period end (K4); a cancelled subscription (Z8) or
+-- one that does not renew (R6 'none') ends; otherwise the pending plan,
+-- cycle and quantity take effect (C4, Z7), the renewal option moves on
+-- ('once' becomes 'none', 'to_monthly' continues monthly), a migration
+-- due takes effect unless it would take away a feature in use (L6), the new period
+-- is charged, the plan and each recurring add-on batch once (C2), and when
+-- the limits may have dropped (may_trim: renewal_may_trim() asked by the
+-- caller before anything moved), apply_downgrade trims the account's data
+-- (C5-C11, K10).  Returns the new status.
+CREATE OR REPLACE FUNCTION subscription.renew_period(s subscription.subscription, n subscription.period_terms, may_trim boolean)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ends timestamptz := upper(s.period);
+    same_cycle boolean;
+    next_period tstzrange;
+    price record;
+BEGIN
+    UPDATE subscription.addon_batch AS b SET status = 'expired'
+     WHERE b.subscription_id = s.id AND b.status = 'active'
+       AND (b.cancel_at_period_end OR s.cancel_at_period_end OR s.renewal = 'none');
+    IF s.cancel_at_period_end OR s.renewal = 'none' THEN
+        UPDATE subscription.subscription AS x
+           SET status = CASE WHEN s.cancel_at_period_end THEN 'cancelled' ELSE 'expired' END
+         WHERE x.id = s.id
+        RETURNING x.status INTO s.status;
+        RETURN s.status;
+    END IF;
+    -- L6: a migration never takes away a feature in use; one that would
+    -- now (the account's use grew since it was scheduled) is dropped
+    IF coalesce(s.pending_plan IS NULL AND s.migrate_at <= ends AND NOT s.migrate_trim, false)
+       AND EXISTS (SELECT FROM subscription.migration_shortfall(s.id, s.migrate_to, s.migrate_version)) THEN
+        RAISE WARNING 'subscription % stays on its version of plan "%": plan "%" would take away features in use',
+                      s.id, s.plan, s.migrate_to
+            USING DETAIL = 'Its migration is dropped; subscription.preview_migration() lists the features.';
+        UPDATE subscription.subscription AS x
+           SET migrate_to = NULL, migrate_version = NULL, migrate_at = NULL, migrate_trim = NULL
+         WHERE x.id = s.id
+        RETURNING * INTO s;
+        n := subscription.next_terms(s);
+    END IF;
+
+    -- L7: a use above the largest tier renews at the largest tier
+    IF n.needed > n.quantity THEN
+        RAISE WARNING 'subscription % uses more than the largest tier of plan "%"', s.id, n.plan
+            USING DETAIL = format('Its use needs %s licenses; it renews at the largest tier, %s.', n.needed, n.quantity),
+                  HINT = format('Contact sales for a plan above %s hosts.', n.quantity);
+    END IF;
+    same_cycle := subscription.cycle_key(n.cycle) = subscription.cycle_key(s.cycle);
+    -- a new cycle counts from the start of its first period (Z7)
+    next_period := subscription.nth_period(CASE WHEN same_cycle THEN s.anchor ELSE ends END, n.cycle,
+                                           CASE WHEN same_cycle THEN s.period_number + 1 ELSE 1 END);
+    price := subscription.period_price(n.plan, n.cycle, n.quantity, n.version);
+    IF same_cycle AND n.plan = s.plan AND n.version = s.plan_version AND n.quantity = s.quantity
+       AND s.pending_plan IS NULL AND s.pending_quantity IS NULL THEN
+        -- the common renewal: only the period moves, and the triggers on
+        -- plan, quantity and status (limits, seats) have nothing to do
+        UPDATE subscription.subscription AS x
+           SET period_number = x.period_number + 1, period = next_period,
+               paid_quantity = n.quantity, pending_cycle = NULL, renewal = n.renewal
+         WHERE x.id = s.id;
+    ELSE
+        UPDATE subscription.subscription AS x
+           SET plan = n.plan, plan_version = n.version,
+               cycle = n.cycle, quantity = n.quantity, paid_quantity = n.quantity,
+               pending_plan = NULL, pending_cycle = NULL, pending_quantity = NULL,
+               anchor = CASE WHEN same_cycle THEN x.anchor ELSE ends END,
+               period_number = CASE WHEN same_cycle THEN x.period_number + 1 ELSE 1 END,
+               period = next_period, renewal = n.renewal
+         WHERE x.id = s.id;
+    END IF;
+
+    -- C2: the constraint makes a second charge of the period impossible
+    INSERT INTO subscription.ledger
+           (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+    VALUES (s.account_id, s.id, 'charge', subscription.round_money(price.amount, price.currency), price.currency,
+            next_period, 'plan', n.plan,
+            format('renewal: plan %s, cycle %s, quantity %s', n.plan, n.cycle, n.quantity))
+    ON CONFLICT (subscription_id, addon_batch_id, period, item)
+       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+    INSERT INTO subscription.ledger
+           (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
+    SELECT s.account_id, s.id, b.id, 'charge', subscription.round_money(p.amount, p.currency), p.currency,
+           next_period, 'addon', n.plan, format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, n.cycle)
+      FROM subscription.addon_batch AS b
+      JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time
+     CROSS JOIN LATERAL subscription.addon_period_price(b.addon, n.cycle, b.quantity) AS p
+     WHERE b.subscription_id = s.id AND b.status = 'active'
+     ORDER BY b.id
+    ON CONFLICT (subscription_id, addon_batch_id, period, item)
+       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+
+    IF may_trim THEN
+        PERFORM FROM subscription.apply_downgrade(s.id);
+    END IF;
+    RETURN 'active';
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_period(subscription.subscription, subscription.period_terms, boolean) IS 'Internal: one period of one due subscription';
+
+-- Why the next renewal of a subscription would fail (no price for its
+-- plan, cycle and quantity, or for one of its add-on batches), or NULL.
+-- A plain lookup: renew_due() checks every subscription without a
+-- subtransaction.
+CREATE OR REPLACE FUNCTION subscription.renewal_problem(s subscription.subscription, n subscription.period_terms)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    missing text;
+BEGIN
+    IF s.cancel_at_period_end OR s.renewal = 'none' THEN
+        RETURN NULL;
+    END IF;
+    CASE (subscription.find_price(n.plan, n.cycle, n.quantity, n.version)).problem
+        WHEN 'not_a_tier' THEN
+            RETURN format('quantity %s is not a tier of plan "%s"', n.quantity, n.plan);
+        WHEN 'no_price' THEN
+            RETURN format('plan "%s" has no price for cycle %s', n.plan, subscription.cycle_text(n.cycle));
+        ELSE
+    END CASE;
+    missing := subscription.unpriced_addons(s.id, n.cycle);
+    IF missing IS NOT NULL THEN
+        RETURN format('add-on %s has no price for cycle %s', missing, subscription.cycle_text(n.cycle));
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renewal_problem(subscription.subscription, subscription.period_terms) IS 'Internal: why the next renewal could not be charged, or NULL';
+
+-- Can the next renewal lower the account's limits (and so trim, or be
+-- refused by a 'block' limit)?
+CREATE FUNCTION subscription.renewal_may_trim(s subscription.subscription, n subscription.period_terms)
+RETURNS boolean
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT s.pending_plan IS NOT NULL OR n.quantity OPERATOR(pg_catalog.<) s.quantity
+        OR s.migrate_at OPERATOR(pg_catalog.<=) upper(s.period)
+        OR s.cancel_at_period_end OR s.renewal OPERATOR(pg_catalog.=) 'none'
+        OR EXISTS (SELECT FROM subscription.addon_batch AS b
+                    WHERE b.subscription_id OPERATOR(pg_catalog.=) s.id
+                      AND b.status OPERATOR(pg_catalog.=) 'active' AND b.cancel_at_period_end);
+END;
+
+COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription, subscription.period_terms) IS 'Internal: whether the next renewal can lower the account''s limits';
+
+-- L5, L8: the subscriptions that renew within subscription.notice_days
+-- (default 30), with what the renewal will be: plan (at the version held,
+-- or a migration's when it takes effect then), cycle, quantity (the
+-- tier on a tiered plan), the amount to be charged and the credit that
+-- will apply (L10), after the coupon's discount (Z10).  A prepaid term renewed
+-- "to_monthly" continues monthly; "none" and cancelled ones do not renew.
+-- overdue: the renewal's time has passed and renew_due has not run yet.
+CREATE VIEW subscription.renewal_notice WITH (security_barrier) AS
+SELECT s.id AS subscription_id,
+       s.account_id,
+       upper(s.period) AS renews_at,
+       n.plan,
+       n.cycle,
+       n.quantity,
+       CASE WHEN cardinality(subscription.plan_tiers(n.plan, n.version)) > 0 THEN n.quantity END AS tier,
+       subscription.round_money(price.amount, price.currency) AS amount,
+       price.currency,
+       d.discount,
+       least(subscription.credit_balance(s.account_id, price.currency),
+             subscription.round_money(price.amount, price.currency) OPERATOR(pg_catalog.-) d.discount) AS credit,
+       upper(s.period) OPERATOR(pg_catalog.<=) now() AS overdue,
+       -- the version of the plan renewed into (grandfathering; a migration's)
+       subscription.plan_version_or_current(n.plan, n.version) AS plan_version
+  FROM subscription.subscription AS s
+  CROSS JOIN LATERAL subscription.renewal_terms(s.id) AS n
+  CROSS JOIN LATERAL subscription.period_price(n.plan, n.cycle, n.quantity, n.version) AS price
+  CROSS JOIN LATERAL subscription.coupon_discount(s.id, subscription.round_money(price.amount, price.currency),
+                                                  price.currency) AS d(discount)
+ WHERE s.status OPERATOR(pg_catalog.=) 'active'
+   AND NOT s.cancel_at_period_end
+   AND s.renewal OPERATOR(pg_catalog.<>) 'none'
+   AND upper(s.period) OPERATOR(pg_catalog.<=)
+       (now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
+   AND subscription.may_read(s.account_id);
+
+COMMENT ON VIEW subscription.renewal_notice IS
+'Subscriptions renewing within subscription.notice_days, with the renewal''s plan, cycle, quantity and amount (L5, L8)';
+
+-- L6: the features whose use the account's new limits would be below if
+-- the subscription held plan at version, with the use and the new limit;
+-- only limits the move lowers count (a feature already over stays so).
+-- The move is made in a subtransaction that is rolled back, so that the
+-- limits are those limit_of() computes, not a copy of its rule.
+CREATE FUNCTION subscription.migration_shortfall(subscription_id bigint, plan text, version integer)
+RETURNS TABLE (feature text, used bigint, new_limit bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    account bigint;
+    before jsonb;
+    over jsonb;
+BEGIN
+    PERFORM subscription.require_arguments('migration_shortfall', '{subscription_id,plan,version}',
+        ARRAY[subscription_id IS NULL, plan IS NULL, version IS NULL]);
+    IF subscription.plan_version_or_current(plan, NULL) IS NULL THEN
+        PERFORM subscription.unknown_code('plan', plan);
+    END IF;
+    IF version < 1 THEN
+        RAISE EXCEPTION 'a plan version is at least 1' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT s.account_id INTO account FROM subscription.subscription AS s
+     WHERE s.id = migration_shortfall.subscription_id;
+    SELECT coalesce(jsonb_object_agg(u.feature, u.limit_value), '{}') INTO before
+      FROM subscription.usage_counter AS u WHERE u.account_id = account;
+    BEGIN
+        UPDATE subscription.subscription AS x
+           SET plan = migration_shortfall.plan, plan_version = migration_shortfall.version
+         WHERE x.id = migration_shortfall.subscription_id;
+        SELECT coalesce(jsonb_agg(jsonb_build_object('feature', u.feature, 'used', u.used, 'limit', u.limit_value)
+                                  ORDER BY u.feature), '[]')
+          INTO over
+          FROM subscription.usage_counter AS u
+         WHERE u.account_id = account
+           AND u.used > u.limit_value
+           AND (before -> u.feature = 'null' OR u.limit_value < (before ->> u.feature)::bigint);
+        RAISE EXCEPTION 'preview' USING ERRCODE = 'SBPRV';  -- undoes the move
+    EXCEPTION WHEN SQLSTATE 'SBPRV' THEN
+        NULL;
+    END;
+    RETURN QUERY SELECT o ->> 'feature', (o ->> 'used')::bigint, (o ->> 'limit')::bigint
+                   FROM jsonb_array_elements(over) AS o;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.migration_shortfall(bigint, text, integer) IS
+'Internal: the features in use that moving a subscription to a plan version would take away (L6)';
+
+-- The subscriptions a migration moves, with the renewal it takes effect
+-- at (the first at least notice after at) and the version they move to:
+-- the active ones of from_plan, or, when to_plan is from_plan, those on
+-- an older version of it; not those that end at their period's end, nor
+-- those with a plan change or a migration pending.  Checks the arguments
+-- (22004, 42704, 22023) and that the caller is back-office code (42501).
+CREATE FUNCTION subscription.migration_candidates(fn text, from_plan text, to_plan text, at timestamptz,
+                                                  notice interval)
+RETURNS TABLE (subscription_id bigint, takes_effect_at timestamptz, version integer)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    from_product text;
+    target subscription.plan;
+BEGIN
+    PERFORM subscription.require_arguments(fn, '{from_plan,to_plan,at,notice}',
+        ARRAY[from_plan IS NULL, to_plan IS NULL, at IS NULL, notice IS NULL]);
+    PERFORM subscription.require_renewal_run(fn, at);
+    IF notice < interval '0' THEN
+        RAISE EXCEPTION 'the notice of a migration cannot be negative'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('%s() was given %s.', fn, notice);
+    END IF;
+    SELECT p.product INTO from_product FROM subscription.plan AS p WHERE p.code = from_plan;
+    IF NOT FOUND THEN
+        PERFORM subscription.unknown_code('plan', from_plan);
+    END IF;
+    -- the target's version cannot move while its subscriptions are chosen
+    SELECT * INTO target FROM subscription.plan AS p WHERE p.code = to_plan FOR SHARE;
+    IF NOT FOUND THEN
+        PERFORM subscription.unknown_code('plan', to_plan);
+    END IF;
+    IF target.product <> from_product THEN
+        RAISE EXCEPTION 'plan "%" is not a plan of product "%"', to_plan, from_product
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A migration moves subscriptions between the plans of one product.';
+    END IF;
+    RETURN QUERY
+    SELECT s.id,
+           CASE WHEN upper(s.period) >= at + notice THEN upper(s.period)
+                WHEN lower(p.period) = at + notice THEN at + notice
+                ELSE upper(p.period) END,
+           target.version
+      FROM subscription.subscription AS s
+     CROSS JOIN LATERAL (SELECT subscription.nth_period(s.anchor, s.cycle,
+                                    subscription.period_containing(s.anchor, s.cycle, at + notice))) AS p(period)
+     WHERE s.status = 'active' AND s.plan = from_plan
+       AND (to_plan <> from_plan OR s.plan_version < target.version)
+       AND NOT s.cancel_at_period_end AND s.renewal <> 'none'
+       AND s.pending_plan IS NULL AND s.migrate_to IS NULL
+     ORDER BY s.id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.migration_candidates(text, text, text, timestamptz, interval) IS
+'Internal: the subscriptions a migration moves, when, and to which version';
+
+-- Moves every subscription migration_candidates() names to to_plan's
+-- current version at its first renewal at least notice after at: stored
+-- on the subscription (migrate_to, migrate_version, migrate_at), shown by
+-- renewal_notice, taken by renew_due, cancelled by cancel_migration().
+-- L6: one whose new limits are below the account's use stays on its
+-- version, with a WARNING naming the features, unless "trim" (a keyword:
+-- callers write "trim" => true): then the
+-- renewal trims by the tables' rules (apply_downgrade), as a downgrade
+-- does.  Back-office work.  Returns how many it moves.
+CREATE FUNCTION subscription.migrate_subscriptions(from_plan text, to_plan text, at timestamptz,
+                                                   notice interval DEFAULT '30 days', "trim" boolean DEFAULT false)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c record;
+    over text;
+    moved integer := 0;
+BEGIN
+    PERFORM subscription.require_arguments('migrate_subscriptions', '{trim}', ARRAY[migrate_subscriptions."trim" IS NULL]);
+    FOR c IN SELECT * FROM subscription.migration_candidates('migrate_subscriptions', from_plan, to_plan, at, notice)
+    LOOP
+        -- the subscription's writers wait; one that moved on meanwhile is left
+        PERFORM FROM subscription.subscription AS s
+         WHERE s.id = c.subscription_id AND s.status = 'active' AND s.plan = from_plan
+           AND s.pending_plan IS NULL AND s.migrate_to IS NULL
+           FOR NO KEY UPDATE;
+        CONTINUE WHEN NOT FOUND;
+        -- the new plan must sell the subscription's cycle and quantity (22023, 55000)
+        PERFORM subscription.period_price(to_plan, s.cycle, s.quantity, c.version)
+           FROM subscription.subscription AS s WHERE s.id = c.subscription_id;
+        IF NOT migrate_subscriptions."trim" THEN
+            SELECT string_agg(format('%s: %s used, %s allowed', o.feature, o.used, o.new_limit), '; ')
+              INTO over
+              FROM subscription.migration_shortfall(c.subscription_id, to_plan, c.version) AS o;
+            IF over IS NOT NULL THEN
+                -- L6
+                RAISE WARNING 'subscription % stays on its version of plan "%": plan "%" would take away features in use',
+                              c.subscription_id, from_plan, to_plan
+                    USING DETAIL = over || '.',
+                          HINT = 'subscription.preview_migration() lists them; "trim" => true trims by the tables'' rules.';
+                CONTINUE;
+            END IF;
+        END IF;
+        -- a renewal that ran meanwhile (renew_due) moved the first renewal on
+        UPDATE subscription.subscription AS s
+           SET migrate_to = to_plan, migrate_version = c.version,
+               migrate_at = greatest(c.takes_effect_at, upper(s.period)),
+               migrate_trim = migrate_subscriptions."trim"
+         WHERE s.id = c.subscription_id;
+        moved := moved + 1;
+    END LOOP;
+    RETURN moved;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.migrate_subscriptions(text, text, timestamptz, interval, boolean) IS
+'Move the subscriptions of a plan, or of its older versions, to a plan''s current version at a renewal after notice (L6: never taking away a feature in use unless trim)';
+
+-- Z9, L6: what migrate_subscriptions() would do, without doing it: each
+-- subscription it would move, when, and its first renewal's amount at the
+-- new version; one row per feature in use the move would take away
+-- (feature, used, new_limit; migrate_subscriptions leaves those unless
+-- trim), or one row with feature NULL.
+CREATE FUNCTION subscription.preview_migration(from_plan text, to_plan text, at timestamptz,
+                                               notice interval DEFAULT '30 days')
+RETURNS TABLE (subscription_id bigint, account_id bigint, takes_effect_at timestamptz, plan text,
+               plan_version integer, amount numeric, currency text, feature text, used bigint, new_limit bigint)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY
+    SELECT s.id, s.account_id, c.takes_effect_at, to_plan, c.version,
+           subscription.round_money(price.amount, price.currency), price.currency,
+           o.feature, o.used, o.new_limit
+      FROM subscription.migration_candidates('preview_migration', from_plan, to_plan, at, notice) AS c
+      JOIN subscription.subscription AS s ON s.id = c.subscription_id
+     CROSS JOIN LATERAL subscription.period_price(to_plan, s.cycle, s.quantity, c.version) AS price
+      LEFT JOIN LATERAL subscription.migration_shortfall(s.id, to_plan, c.version) AS o ON true
+     ORDER BY s.id, o.feature;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.preview_migration(text, text, timestamptz, interval) IS
+'The subscriptions migrate_subscriptions would move, when, at what price, and the features in use it would take away (Z9, L6)';
+
+-- Cancels a subscription's pending migration before it takes effect: it
+-- keeps the version it holds.  Back-office work, as the migration.
+CREATE FUNCTION subscription.cancel_migration(subscription_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    PERFORM subscription.require_arguments('cancel_migration', '{subscription_id}', ARRAY[subscription_id IS NULL]);
+    PERFORM subscription.require_renewal_run('cancel_migration', now());
+    SELECT * INTO s FROM subscription.subscription AS x WHERE x.id = cancel_migration.subscription_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    IF s.migrate_to IS NULL THEN
+        RAISE EXCEPTION 'subscription % has no pending migration', subscription_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('It holds version %s of plan "%s".', s.plan_version, s.plan);
+    END IF;
+    UPDATE subscription.subscription AS x
+       SET migrate_to = NULL, migrate_version = NULL, migrate_at = NULL, migrate_trim = NULL
+     WHERE x.id = s.id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.cancel_migration(bigint) IS 'Cancel a subscription''s pending migration: it keeps the plan version it holds';
+
+-- The exact rights of each kind of role, one row per object: the single
+-- list that grant_*, revoke_* and the ACL test read.
+--   application: EXECUTE on what a member acting through the application
+--     calls, and on what the views it reads call; SELECT on the catalog
+--     and the views; new accounts and members, and their ids.
+--   backoffice: the application's rights, EXECUTE on every function but
+--     these grants, SELECT on every table and sequence (reports, pg_dump),
+--     and the catalog, accounts and members to write.
+-- Neither writes subscriptions, licenses, the ledger, the counters, the
+-- archive or history: the functions do, as the extension's owner.
+CREATE OR REPLACE FUNCTION subscription.role_rights(kind text)
+RETURNS TABLE (object_type text, object text, privileges text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    application_routines text[] := '{subscribe,set_quantity,change_plan,change_cycle,set_renewal,cancel,
+        cancel_account,close_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
+        apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
+        bundle_into_suite,preview_bundle_into_suite,
+        effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
+        cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
+        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
+        renewal_terms,plan_version_or_current,next_plan}';
+    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
+    views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
+BEGIN
+    IF kind NOT IN ('application', 'backoffice', 'restore') THEN
+        RAISE EXCEPTION 'unknown kind of role "%"', kind
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The kinds are application, backoffice and restore.';
+    END IF;
+    RETURN QUERY
+    SELECT 'SCHEMA', 'subscription', 'USAGE'
+    UNION ALL
+    SELECT 'ROUTINE', p.oid::regprocedure::text, 'EXECUTE'
+      FROM pg_catalog.pg_proc AS p
+     WHERE p.pronamespace = 'subscription'::regnamespace
+       AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
+                     -- granting, and writing history, are for the extension's owner alone
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_history)$' END
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || c.relname,
+           CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
+                THEN 'SELECT, INSERT, UPDATE, DELETE'
+                WHEN kind = 'restore' AND c.relkind = 'r' THEN 'SELECT, INSERT'
+                WHEN kind = 'restore' AND c.relkind = 'S' THEN 'SELECT, UPDATE'
+                ELSE 'SELECT' END
+      FROM pg_catalog.pg_class AS c
+     WHERE c.relnamespace = 'subscription'::regnamespace
+       AND c.relkind IN ('r', 'v', 'S')
+       AND CASE kind WHEN 'backoffice' THEN true
+                     WHEN 'restore' THEN c.relkind IN ('r', 'S')
+                     ELSE c.relname = ANY (catalog || views) END
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || t, 'INSERT, UPDATE' || CASE t WHEN 'member' THEN ', DELETE' ELSE '' END
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+    UNION ALL
+    SELECT 'COLUMNS', 'subscription.' || t, 'SELECT (id)'
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+     ORDER BY 1, 2;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.role_rights(text) IS
+'The exact rights grant_application() (kind application) and grant_backoffice() (kind backoffice) give';
+
+-- the stored limits follow the version a subscription holds
+DROP TRIGGER subscription_refresh_limits ON subscription.subscription;
+CREATE TRIGGER subscription_refresh_limits
+    AFTER INSERT OR DELETE OR UPDATE OF account_id, plan, quantity, status, plan_version ON subscription.subscription
+    FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits();
+
+-- PUBLIC executes none of the new functions; the roles given their rights
+-- before get the new ones of their kind (and renewal_notice again)
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA subscription FROM PUBLIC;
 SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g;

@@ -526,6 +526,7 @@ LimitRefusal(Relation rel, int64 account, const char *feature, int64 used, int64
 	KeptPlan(&way_out_plan, "(SELECT format('plan \"%s\"', l.plan) FROM subscription.plan_limit AS l"
 								"   JOIN subscription.plan AS p ON p.code = l.plan"
 								"  WHERE l.feature = $1 AND (l.value IS NULL OR l.value > $2)"
+								"    AND upper_inf(l.versions)"
 								"  ORDER BY p.rank, l.plan LIMIT 1)"
 								" UNION ALL"
 								" (SELECT format('add-on \"%s\"', a.code) FROM subscription.addon AS a"

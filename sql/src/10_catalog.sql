@@ -55,7 +55,10 @@ CREATE TABLE subscription.plan (
     product text NOT NULL REFERENCES subscription.product (code) ON UPDATE CASCADE,
     name    text NOT NULL,
     rank    integer NOT NULL DEFAULT 0,
-    kind    text NOT NULL DEFAULT 'service' CHECK (kind IN ('service', 'option'))
+    kind    text NOT NULL DEFAULT 'service' CHECK (kind IN ('service', 'option')),
+    -- the version new subscriptions are sold: a price or limit change that
+    -- a subscription holds makes a new one (version_catalog_row, 1.1)
+    version integer NOT NULL DEFAULT 1 CHECK (version > 0)
 );
 CREATE INDEX ON subscription.plan (product);
 
@@ -70,12 +73,15 @@ CREATE TABLE subscription.plan_price (
     currency    text NOT NULL DEFAULT 'EUR' REFERENCES subscription.currency (code)
                 ON UPDATE CASCADE,
     -- a tier price is the price of the whole tier (L12)
-    CONSTRAINT plan_price_tier_is_flat CHECK (tier IS NULL OR NOT per_license)
+    CONSTRAINT plan_price_tier_is_flat CHECK (tier IS NULL OR NOT per_license),
+    -- the plan versions it prices (1.1): the current row's range is open
+    versions    int4range NOT NULL DEFAULT '[1,)'
+                CONSTRAINT plan_price_versions_valid CHECK (lower(versions) >= 1)
 );
 CREATE UNIQUE INDEX plan_price_one_per_cycle_and_tier
-    ON subscription.plan_price (plan, subscription.cycle_key(cycle), tier) NULLS NOT DISTINCT;
+    ON subscription.plan_price (plan, subscription.cycle_key(cycle), tier, lower(versions)) NULLS NOT DISTINCT;
 
-COMMENT ON TABLE subscription.plan_price IS 'A plan''s price per billing cycle, per license or flat, or per host tier (L12)';
+COMMENT ON TABLE subscription.plan_price IS 'A plan''s price per billing cycle, per license or flat, or per host tier (L12), for a range of plan versions';
 
 -- A plan is tiered (every price names a tier) or not (none does): a mix would
 -- make the price of a quantity ambiguous (L12).
@@ -114,10 +120,106 @@ CREATE TABLE subscription.plan_limit (
     feature     text NOT NULL,
     value       bigint CHECK (value >= 0),          -- NULL: unlimited
     per_license boolean NOT NULL DEFAULT false,
-    PRIMARY KEY (plan, feature)
+    -- the plan versions it limits (1.1): the current row's range is open
+    versions    int4range NOT NULL DEFAULT '[1,)'
+                CONSTRAINT plan_limit_versions_valid CHECK (lower(versions) >= 1),
+    CONSTRAINT plan_limit_pkey PRIMARY KEY (plan, feature, versions)
 );
 
-COMMENT ON TABLE subscription.plan_limit IS 'How much of a feature a plan allows (NULL unlimited, 0 not included), optionally per license';
+COMMENT ON TABLE subscription.plan_limit IS 'How much of a feature a plan allows (NULL unlimited, 0 not included), optionally per license, for a range of plan versions';
+
+-- Grandfathering: a price or limit that a subscription holds (its plan at
+-- the version it was sold, or the version a migration moves it to) is
+-- never changed in place.  A plain UPDATE of it closes the row at a new
+-- version of the plan and inserts the changed row from that version on:
+-- new subscriptions are sold the plan's current version at once, and the
+-- others keep theirs until they are migrated (migrate_subscriptions).  A
+-- row no subscription holds is updated in place; a closed row is history,
+-- which an UPDATE leaves (its row count says so).  An INSERT may not overlap the versions of a row of the same
+-- price or limit (23505).  Renaming a plan is no change of price.
+CREATE FUNCTION subscription.version_catalog_row()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the catalog admin reads no subscription
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    what text := CASE TG_TABLE_NAME WHEN 'plan_price' THEN 'price' ELSE 'limit' END;
+    current_version integer;
+    held boolean;
+    held_current boolean;
+    new_version integer;
+BEGIN
+    -- serialize the version changes of a plan, and its migrations
+    SELECT p.version INTO current_version FROM subscription.plan AS p WHERE p.code = NEW.plan FOR UPDATE;
+    -- the new version's row, inserted below while the old one is still open
+    IF TG_OP = 'INSERT' AND pg_trigger_depth() > 1 THEN
+        RETURN NEW;
+    ELSIF TG_OP = 'INSERT' THEN
+        IF TG_TABLE_NAME = 'plan_price' THEN
+            PERFORM FROM subscription.plan_price AS pp
+             WHERE pp.plan = NEW.plan AND pp.versions && NEW.versions
+               AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(NEW.cycle)
+               AND pp.tier IS NOT DISTINCT FROM NEW.tier;
+        ELSE
+            PERFORM FROM subscription.plan_limit AS pl
+             WHERE pl.plan = NEW.plan AND pl.versions && NEW.versions AND pl.feature = NEW.feature;
+        END IF;
+        IF FOUND THEN
+            RAISE EXCEPTION 'plan "%" already has this %', NEW.plan, what
+                USING ERRCODE = 'unique_violation',
+                      DETAIL = format('A row of the same %s holds versions overlapping %s.', what, NEW.versions),
+                      HINT = format('UPDATE the current row of subscription.%s: a change that subscriptions hold makes a new version.', TG_TABLE_NAME),
+                      TABLE = TG_TABLE_NAME, SCHEMA = 'subscription';
+        END IF;
+        RETURN NEW;
+    END IF;
+    IF NOT upper_inf(OLD.versions) THEN
+        -- a closed row is history: an UPDATE changes the current rows only
+        RETURN NULL;
+    END IF;
+    IF NEW.versions IS DISTINCT FROM OLD.versions OR NEW.plan IS DISTINCT FROM OLD.plan THEN
+        RAISE EXCEPTION 'the plan and versions of a % are not changed with its terms', what
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Update the terms of the current row alone; the new version is made for you.',
+                  TABLE = TG_TABLE_NAME, SCHEMA = 'subscription';
+    END IF;
+    SELECT coalesce(bool_or(true), false), coalesce(bool_or(h.version = current_version), false)
+      INTO held, held_current
+      FROM (SELECT s.plan_version AS version FROM subscription.subscription AS s
+             WHERE s.plan = OLD.plan AND s.status = 'active'
+            UNION ALL
+            SELECT s.migrate_version FROM subscription.subscription AS s
+             WHERE s.migrate_to = OLD.plan AND s.status = 'active') AS h
+     WHERE OLD.versions @> h.version;
+    IF NOT held THEN
+        RETURN NEW;
+    END IF;
+    -- the versions held keep the old row; the change makes a new version
+    -- unless the current one is held by nobody yet
+    new_version := current_version + CASE WHEN held_current THEN 1 ELSE 0 END;
+    UPDATE subscription.plan AS p SET version = new_version WHERE p.code = OLD.plan AND p.version <> new_version;
+    NEW.versions := int4range(new_version, NULL);
+    IF TG_TABLE_NAME = 'plan_price' THEN
+        INSERT INTO subscription.plan_price SELECT (NEW::subscription.plan_price).*;
+    ELSE
+        INSERT INTO subscription.plan_limit SELECT (NEW::subscription.plan_limit).*;
+    END IF;
+    OLD.versions := int4range(lower(OLD.versions), new_version);
+    RETURN OLD;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.version_catalog_row() IS
+'Trigger: a price or limit that subscriptions hold changes by a new plan version; the old row is kept and closed (grandfathering)';
+
+CREATE TRIGGER plan_price_versions
+    BEFORE INSERT OR UPDATE OF cycle, tier, amount, per_license, currency, versions ON subscription.plan_price
+    FOR EACH ROW EXECUTE FUNCTION subscription.version_catalog_row();
+CREATE TRIGGER plan_limit_versions
+    BEFORE INSERT OR UPDATE OF feature, value, per_license, versions ON subscription.plan_limit
+    FOR EACH ROW EXECUTE FUNCTION subscription.version_catalog_row();
 
 CREATE TABLE subscription.addon (
     code     text PRIMARY KEY,

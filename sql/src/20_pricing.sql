@@ -27,28 +27,46 @@ LANGUAGE C STRICT STABLE PARALLEL SAFE;
 COMMENT ON FUNCTION subscription.prorate_refund(numeric, timestamptz, timestamptz, timestamptz, text, integer) IS
 'Refund of the unused part [at, period_end) of amount, rounded once half away from zero';
 
--- A plan's tiers: the distinct tier values of its prices ('{}' if untiered).
-CREATE FUNCTION subscription.plan_tiers(plan text)
+-- The version of a plan a lookup reads: the one named, or the plan's
+-- current version (NULL when the plan does not exist).
+CREATE FUNCTION subscription.plan_version_or_current(plan text, version integer)
+RETURNS integer
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT coalesce(plan_version_or_current.version, p.version)
+      FROM subscription.plan AS p WHERE p.code OPERATOR(pg_catalog.=) plan_version_or_current.plan;
+END;
+
+COMMENT ON FUNCTION subscription.plan_version_or_current(text, integer) IS 'Internal: the version named, or the plan''s current one';
+
+-- A plan's tiers at a version (NULL: the current one, which new
+-- subscriptions are sold): the distinct tier values of its prices ('{}'
+-- if untiered).
+CREATE FUNCTION subscription.plan_tiers(plan text, version integer DEFAULT NULL)
 RETURNS integer[]
-LANGUAGE plpgsql STRICT STABLE PARALLEL SAFE
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     tiers integer[];
+    v integer;
 BEGIN
-    PERFORM FROM subscription.plan AS p WHERE p.code = plan_tiers.plan;
-    IF NOT FOUND THEN
+    IF plan IS NULL THEN
+        RETURN NULL;
+    END IF;
+    v := subscription.plan_version_or_current(plan, version);
+    IF v IS NULL THEN
         PERFORM subscription.unknown_code('plan', plan);
     END IF;
     SELECT coalesce(array_agg(DISTINCT pp.tier ORDER BY pp.tier), '{}')
       INTO tiers
       FROM subscription.plan_price AS pp
-     WHERE pp.plan = plan_tiers.plan AND pp.tier IS NOT NULL;
+     WHERE pp.plan = plan_tiers.plan AND pp.tier IS NOT NULL AND pp.versions @> v;
     RETURN tiers;
 END
 $$;
 
-COMMENT ON FUNCTION subscription.plan_tiers(text) IS 'A plan''s host tiers ({} when untiered)';
+COMMENT ON FUNCTION subscription.plan_tiers(text, integer) IS 'A plan''s host tiers at a version, by default the current one ({} when untiered)';
 
 CREATE FUNCTION subscription.tier_for_hosts(plan text, hosts integer)
 RETURNS integer
@@ -125,15 +143,18 @@ COMMENT ON FUNCTION subscription.sold_cycles(text, text) IS 'Internal: the cycle
 -- quantity, tier prices flat; a tiered plan's quantity must be a tier (L12).
 -- The price of a plan for a cycle and quantity, or why there is none
 -- ('not_a_tier', 'no_price'): the lookup that period_price() raises on and
--- renew_due() checks without a subtransaction.
+-- renew_due() checks without a subtransaction.  At a version of the plan
+-- (grandfathering: a subscription's plan_version), by default the current
+-- one.
 CREATE FUNCTION subscription.find_price(
-    plan text, cycle interval, quantity integer,
+    plan text, cycle interval, quantity integer, version integer DEFAULT NULL,
     OUT amount numeric, OUT currency text, OUT problem text)
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    tiers integer[] := subscription.plan_tiers(plan);
+    v integer := subscription.plan_version_or_current(plan, version);
+    tiers integer[] := subscription.plan_tiers(plan, v);
     price subscription.plan_price;
 BEGIN
     IF quantity < 1 THEN
@@ -146,7 +167,8 @@ BEGIN
     SELECT * INTO price FROM subscription.plan_price AS pp
      WHERE pp.plan = find_price.plan
        AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(find_price.cycle)
-       AND pp.tier IS NOT DISTINCT FROM CASE WHEN cardinality(tiers) > 0 THEN quantity END;
+       AND pp.tier IS NOT DISTINCT FROM CASE WHEN cardinality(tiers) > 0 THEN quantity END
+       AND pp.versions @> v;
     IF NOT FOUND THEN
         problem := 'no_price';
         RETURN;
@@ -157,24 +179,24 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION subscription.find_price(text, interval, integer) IS 'A plan''s price for a cycle and quantity, or why there is none (not_a_tier, no_price)';
+COMMENT ON FUNCTION subscription.find_price(text, interval, integer, integer) IS 'A plan''s price for a cycle and quantity at a version (default current), or why there is none (not_a_tier, no_price)';
 
 CREATE FUNCTION subscription.period_price(
-    plan text, cycle interval, quantity integer,
+    plan text, cycle interval, quantity integer, version integer DEFAULT NULL,
     OUT amount numeric, OUT currency text)
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    found_price record := subscription.find_price(plan, cycle, quantity);
+    found_price record := subscription.find_price(plan, cycle, quantity, version);
 BEGIN
     IF found_price.problem = 'not_a_tier' THEN
         RAISE EXCEPTION 'quantity % is not a tier of plan "%"', quantity, plan
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('The tiers of plan "%s" are %s.', plan, subscription.plan_tiers(plan)),
-                  HINT = CASE WHEN quantity > (SELECT max(t) FROM unnest(subscription.plan_tiers(plan)) AS t)
+                  DETAIL = format('The tiers of plan "%s" are %s.', plan, subscription.plan_tiers(plan, version)),
+                  HINT = CASE WHEN quantity > (SELECT max(t) FROM unnest(subscription.plan_tiers(plan, version)) AS t)
                               THEN format('The largest tier of plan "%s" holds %s hosts: contact sales for more.',
-                                          plan, (SELECT max(t) FROM unnest(subscription.plan_tiers(plan)) AS t))
+                                          plan, (SELECT max(t) FROM unnest(subscription.plan_tiers(plan, version)) AS t))
                               ELSE format('Use subscription.tier_for_hosts(%L, %s) for the tier that holds %s hosts.',
                                           plan, quantity, quantity) END;
     ELSIF found_price.problem = 'no_price' THEN
@@ -188,4 +210,4 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION subscription.period_price(text, interval, integer) IS 'The exact price of one period of a plan for a quantity, or an error saying why not';
+COMMENT ON FUNCTION subscription.period_price(text, interval, integer, integer) IS 'The exact price of one period of a plan for a quantity at a version (default current), or an error saying why not';

@@ -185,11 +185,12 @@ BEGIN
     full_period := subscription.nth_period(anchor_at, cycle, k);
     period := tstzrange(at, upper(full_period), '[)');
 
-    -- R10: an account's first service subscription is its default one
+    -- R10: an account's first service subscription is its default one;
+    -- it holds the plan's current version (grandfathering)
     INSERT INTO subscription.subscription AS s
-           (account_id, plan, cycle, quantity, paid_quantity, period, anchor, period_number, renewal, is_default,
-            coupon, coupon_periods_left)
-    SELECT subscribe.account_id, subscribe.plan, subscribe.cycle, subscribe.quantity, subscribe.quantity,
+           (account_id, plan, plan_version, cycle, quantity, paid_quantity, period, anchor, period_number, renewal,
+            is_default, coupon, coupon_periods_left)
+    SELECT subscribe.account_id, subscribe.plan, p.version, subscribe.cycle, subscribe.quantity, subscribe.quantity,
            period, anchor_at, k, subscribe.renewal,
            p.kind = 'service' AND NOT EXISTS (
                SELECT FROM subscription.subscription AS d

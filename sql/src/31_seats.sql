@@ -337,11 +337,12 @@ BEGIN
     END IF;
 
     -- on a tiered plan the quantity is a tier (55000 otherwise)
-    new_price := subscription.period_price(s.plan, s.cycle, quantity);
+    -- at the version the subscription holds (grandfathering)
+    new_price := subscription.period_price(s.plan, s.cycle, quantity, s.plan_version);
     PERFORM subscription.require_amount(new_price.amount, new_price.currency);
     paid := coalesce(s.paid_quantity, s.quantity);
     IF quantity > paid THEN
-        old_price := subscription.period_price(s.plan, s.cycle, paid);
+        old_price := subscription.period_price(s.plan, s.cycle, paid, s.plan_version);
         charge := subscription.unused_part(new_price.amount - old_price.amount, s.period, at,
                                            new_price.currency);
         INSERT INTO subscription.ledger

@@ -24,9 +24,10 @@ $$;
 COMMENT ON FUNCTION subscription.require_feature(text) IS 'Internal: 42704 unless a plan limit or add-on names the feature';
 
 -- The account's limit of a feature: over its active subscriptions, each
--- plan's value (times the quantity when per license: LogMeIn hosts are the
--- tier, L12), plus the units of active add-on batches (Z13, K1).  A suite
--- subscription counts the values of the plans it includes besides its own,
+-- plan's value at the version the subscription holds (times the quantity
+-- when per license: LogMeIn hosts are the tier, L12), plus the units of
+-- active add-on batches (Z13, K1).  A suite subscription counts the values
+-- of the plans it includes besides its own (at their current versions),
 -- at its quantity, as if each were subscribed (Z3); with a separate
 -- subscription of an included product they add up, like any two.  NULL is
 -- unlimited: one unlimited plan makes the feature unlimited.  A feature no
@@ -47,12 +48,16 @@ BEGIN
                    CASE WHEN l.per_license THEN l.value::numeric * s.quantity
                         ELSE l.value::numeric END AS units
               FROM subscription.subscription AS s
-              CROSS JOIN LATERAL (SELECT s.plan
+              CROSS JOIN LATERAL (SELECT s.plan, s.plan_version
                                   UNION ALL
-                                  SELECT sc.plan FROM subscription.suite_component AS sc
-                                   WHERE sc.suite_plan = s.plan) AS p (plan)
+                                  SELECT sc.plan, ip.version
+                                    FROM subscription.suite_component AS sc
+                                    JOIN subscription.plan AS ip ON ip.code = sc.plan
+                                   WHERE sc.suite_plan = s.plan) AS p (plan, version)
               JOIN subscription.plan_limit AS l
                 ON l.plan = p.plan AND l.feature = limit_of.feature
+               -- the version of the plan the subscription holds (grandfathering)
+               AND l.versions @> p.version
              WHERE s.account_id = limit_of.account_id
                AND s.status = 'active'
             UNION ALL
@@ -582,7 +587,7 @@ $$;
 COMMENT ON FUNCTION subscription.refresh_limits() IS 'Trigger: the limits stored in the usage counters follow what they are computed from';
 
 CREATE TRIGGER subscription_refresh_limits
-    AFTER INSERT OR DELETE OR UPDATE OF account_id, plan, quantity, status ON subscription.subscription
+    AFTER INSERT OR DELETE OR UPDATE OF account_id, plan, quantity, status, plan_version ON subscription.subscription
     FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits();
 CREATE TRIGGER addon_batch_refresh_limits
     AFTER INSERT OR DELETE OR UPDATE ON subscription.addon_batch

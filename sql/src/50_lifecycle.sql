@@ -66,8 +66,8 @@ BEGIN
     PERFORM subscription.require_terms(s.account_id, now());
     -- the plan must sell this cycle for the quantity, and so must the
     -- add-ons that will renew with it (22023 otherwise)
-    PERFORM subscription.period_price(coalesce(s.pending_plan, s.plan), cycle,
-                                      coalesce(s.pending_quantity, s.quantity));
+    PERFORM subscription.period_price(n.plan, cycle, coalesce(s.pending_quantity, s.quantity), n.version)
+       FROM subscription.next_plan(s) AS n;
     missing := subscription.unpriced_addons(s.id, cycle);
     IF missing IS NOT NULL THEN
         RAISE EXCEPTION 'add-on "%" has no price for cycle %', missing, subscription.cycle_text(cycle)

@@ -71,7 +71,7 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = format('Plan "%s" gives what add-on "%s" sells: there is nothing to buy.', s.plan, a.code);
     END IF;
-    plan_price := subscription.period_price(s.plan, s.cycle, s.quantity);
+    plan_price := subscription.period_price(s.plan, s.cycle, s.quantity, s.plan_version);
     IF plan_price.amount = 0 THEN
         RAISE EXCEPTION 'add-ons are sold on paid plans only'                            -- K1
             USING ERRCODE = 'object_not_in_prerequisite_state',

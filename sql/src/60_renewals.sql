@@ -2,13 +2,39 @@
 -- ones (L5, L8).
 
 -- The terms of a subscription's next period.
-CREATE TYPE subscription.period_terms AS (plan text, cycle interval, quantity integer, renewal text, needed bigint);
+CREATE TYPE subscription.period_terms AS (plan text, cycle interval, quantity integer, renewal text, needed bigint,
+                                         version integer);
 
-COMMENT ON TYPE subscription.period_terms IS 'The plan, cycle, quantity and renewal option of a next period (next_terms)';
+COMMENT ON TYPE subscription.period_terms IS 'The plan, cycle, quantity and renewal option of a next period, and the plan''s version (next_terms)';
+
+-- What a subscription renews into: a pending plan change (C4) at that
+-- plan's current version (NULL); else a migration due by the end of this
+-- period, at the version it names; else its plan at the version it holds
+-- (grandfathering).
+CREATE FUNCTION subscription.next_plan(s subscription.subscription, OUT plan text, OUT version integer)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF s.pending_plan IS NOT NULL THEN
+        plan := s.pending_plan;
+    ELSIF s.migrate_at <= upper(s.period) THEN
+        plan := s.migrate_to;
+        version := s.migrate_version;
+    ELSE
+        plan := s.plan;
+        version := s.plan_version;
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.next_plan(subscription.subscription) IS
+'Internal: the plan and version a subscription renews into (NULL version: the plan''s current one)';
 
 -- The terms of a subscription's next period (issue 15, fold 8: the one
 -- place that knows them, for the renewal, its check and its notice): the
--- plan (a pending one takes effect, C4), the cycle (a pending one, Z7;
+-- plan and its version (next_plan: a pending one takes effect, C4, or a
+-- migration due, L6; else the version held), the cycle (a pending one, Z7;
 -- monthly once a prepaid term renewed 'to_monthly', R6), the quantity, and
 -- the renewal option after it ('once' becomes 'none', 'to_monthly'
 -- becomes 'always': its periods are monthly from then on).
@@ -36,8 +62,9 @@ AS $$
 DECLARE
     n subscription.period_terms;
     tiers integer[];
+    v integer;
 BEGIN
-    n.plan := coalesce(s.pending_plan, s.plan);
+    SELECT np.plan, np.version INTO n.plan, n.version FROM subscription.next_plan(s) AS np;
     n.cycle := CASE WHEN s.renewal = 'to_monthly' THEN interval '1 month' ELSE coalesce(s.pending_cycle, s.cycle) END;
     n.quantity := coalesce(s.pending_quantity, s.quantity);
     n.renewal := CASE s.renewal WHEN 'once' THEN 'none' WHEN 'to_monthly' THEN 'always' ELSE s.renewal END;
@@ -49,7 +76,8 @@ BEGIN
     END IF;
     -- L7: the licenses each used feature needs, beyond the units of the
     -- add-on batches that renew with the subscription
-    tiers := subscription.plan_tiers(n.plan);
+    tiers := subscription.plan_tiers(n.plan, n.version);
+    v := subscription.plan_version_or_current(n.plan, n.version);
     SELECT max(ceil(greatest(f.used - coalesce(
                (SELECT sum(b.quantity::bigint * a.units)
                   FROM subscription.addon_batch AS b
@@ -61,17 +89,18 @@ BEGIN
             SELECT pl.feature, c.used, pl.value
               FROM subscription.plan_limit AS pl
               JOIN subscription.usage_counter AS c ON c.account_id = s.account_id AND c.feature = pl.feature
-             WHERE cardinality(tiers) > 0 AND pl.plan = n.plan AND pl.per_license AND pl.value > 0
+             WHERE cardinality(tiers) > 0 AND pl.plan = n.plan AND pl.versions @> v AND pl.per_license AND pl.value > 0
             UNION ALL
             -- a plan priced per license: the licenses assigned
             SELECT 'licenses', lc.used, 1
               FROM subscription.license_counter AS lc
              WHERE cardinality(tiers) = 0 AND lc.subscription_id = s.id
-               AND EXISTS (SELECT FROM subscription.plan_price AS pp WHERE pp.plan = n.plan AND pp.per_license))
+               AND EXISTS (SELECT FROM subscription.plan_price AS pp
+                            WHERE pp.plan = n.plan AND pp.versions @> v AND pp.per_license))
            AS f(feature, used, per_license);
     IF n.needed IS NOT NULL THEN
         n.quantity := CASE WHEN cardinality(tiers) > 0
-                           THEN subscription.tier_for_hosts(n.plan, least(n.needed, tiers[cardinality(tiers)])::integer)
+                           THEN subscription.tier_for_hosts(least(n.needed, tiers[cardinality(tiers)])::integer, tiers)
                            ELSE greatest(n.needed, 1)::integer END;
     END IF;
     RETURN n;
@@ -86,11 +115,11 @@ COMMENT ON FUNCTION subscription.next_terms(subscription.subscription) IS
 -- as the view's readers do not read the counters that the use comes from;
 -- by id, so that no made-up row can ask for another account's use.
 CREATE FUNCTION subscription.renewal_terms(subscription_id bigint)
-RETURNS TABLE (plan text, cycle interval, quantity integer, renewal text, needed bigint)
+RETURNS TABLE (plan text, cycle interval, quantity integer, renewal text, needed bigint, version integer)
 LANGUAGE sql STABLE
 SECURITY DEFINER
 BEGIN ATOMIC
-    SELECT t.plan, t.cycle, t.quantity, t.renewal, t.needed
+    SELECT t.plan, t.cycle, t.quantity, t.renewal, t.needed, t.version
       FROM subscription.subscription AS s
      CROSS JOIN LATERAL subscription.next_terms(s) AS t
      WHERE s.id OPERATOR(pg_catalog.=) renewal_terms.subscription_id
@@ -98,7 +127,7 @@ BEGIN ATOMIC
 END;
 
 COMMENT ON FUNCTION subscription.renewal_terms(bigint) IS
-'The plan, cycle, quantity (L7: from the use on a ''from_usage'' product) and renewal option of a subscription''s next period';
+'The plan, cycle, quantity (L7: from the use on a ''from_usage'' product), renewal option and plan version of a subscription''s next period';
 
 -- One period of one due subscription, locked by the caller, to the terms
 -- that next_terms gave: the batches
@@ -106,7 +135,9 @@ COMMENT ON FUNCTION subscription.renewal_terms(bigint) IS
 -- one that does not renew (R6 'none') ends; otherwise the pending plan,
 -- cycle and quantity take effect (C4, Z7), the renewal option moves on
 -- (next_terms: 'once' becomes 'none', 'to_monthly' continues monthly;
--- the quantity from the use on a 'from_usage' product, L7), the new period
+-- the quantity from the use on a 'from_usage' product, L7), a migration
+-- due takes effect unless it would take away a feature in use (L6), the
+-- new period
 -- is charged, the plan and each recurring add-on batch once (C2), and when
 -- the limits may have dropped (may_trim: renewal_may_trim() asked by the
 -- caller before anything moved), apply_downgrade trims the account's data
@@ -132,6 +163,19 @@ BEGIN
         RETURNING x.status INTO s.status;
         RETURN s.status;
     END IF;
+    -- L6: a migration never takes away a feature in use; one that would
+    -- now (the account's use grew since it was scheduled) is dropped
+    IF coalesce(s.pending_plan IS NULL AND s.migrate_at <= ends AND NOT s.migrate_trim, false)
+       AND EXISTS (SELECT FROM subscription.migration_shortfall(s.id, s.migrate_to, s.migrate_version)) THEN
+        RAISE WARNING 'subscription % stays on its version of plan "%": plan "%" would take away features in use',
+                      s.id, s.plan, s.migrate_to
+            USING DETAIL = 'Its migration is dropped; subscription.preview_migration() lists the features.';
+        UPDATE subscription.subscription AS x
+           SET migrate_to = NULL, migrate_version = NULL, migrate_at = NULL, migrate_trim = NULL
+         WHERE x.id = s.id
+        RETURNING * INTO s;
+        n := subscription.next_terms(s);
+    END IF;
 
     -- L7: a use above the largest tier renews at the largest tier
     IF n.needed > n.quantity THEN
@@ -143,8 +187,9 @@ BEGIN
     -- a new cycle counts from the start of its first period (Z7)
     next_period := subscription.nth_period(CASE WHEN same_cycle THEN s.anchor ELSE ends END, n.cycle,
                                            CASE WHEN same_cycle THEN s.period_number + 1 ELSE 1 END);
-    price := subscription.period_price(n.plan, n.cycle, n.quantity);
-    IF same_cycle AND s.pending_plan IS NULL AND s.pending_quantity IS NULL AND n.quantity = s.quantity THEN
+    price := subscription.period_price(n.plan, n.cycle, n.quantity, n.version);
+    IF same_cycle AND n.plan = s.plan AND n.version = s.plan_version AND n.quantity = s.quantity
+       AND s.pending_plan IS NULL AND s.pending_quantity IS NULL THEN
         -- the common renewal: only the period moves, and the triggers on
         -- plan, quantity and status (limits, seats) have nothing to do
         UPDATE subscription.subscription AS x
@@ -153,7 +198,8 @@ BEGIN
          WHERE x.id = s.id;
     ELSE
         UPDATE subscription.subscription AS x
-           SET plan = n.plan, cycle = n.cycle, quantity = n.quantity, paid_quantity = n.quantity,
+           SET plan = n.plan, plan_version = n.version,
+               cycle = n.cycle, quantity = n.quantity, paid_quantity = n.quantity,
                pending_plan = NULL, pending_cycle = NULL, pending_quantity = NULL,
                anchor = CASE WHEN same_cycle THEN x.anchor ELSE ends END,
                period_number = CASE WHEN same_cycle THEN x.period_number + 1 ELSE 1 END,
@@ -205,7 +251,7 @@ BEGIN
     IF s.cancel_at_period_end OR s.renewal = 'none' THEN
         RETURN NULL;
     END IF;
-    CASE (subscription.find_price(n.plan, n.cycle, n.quantity)).problem
+    CASE (subscription.find_price(n.plan, n.cycle, n.quantity, n.version)).problem
         WHEN 'not_a_tier' THEN
             RETURN format('quantity %s is not a tier of plan "%s"', n.quantity, n.plan);
         WHEN 'no_price' THEN
@@ -230,6 +276,7 @@ RETURNS boolean
 LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT s.pending_plan IS NOT NULL OR n.quantity OPERATOR(pg_catalog.<) s.quantity
+        OR s.migrate_at OPERATOR(pg_catalog.<=) upper(s.period)
         OR s.cancel_at_period_end OR s.renewal OPERATOR(pg_catalog.=) 'none'
         OR EXISTS (SELECT FROM subscription.addon_batch AS b
                     WHERE b.subscription_id OPERATOR(pg_catalog.=) s.id
@@ -435,7 +482,8 @@ $$;
 COMMENT ON PROCEDURE subscription.run_renewals(timestamptz, integer) IS 'renew_due in committed batches, for large runs; CALL it outside a transaction block';
 
 -- L5, L8: the subscriptions that renew within subscription.notice_days
--- (default 30), with what the renewal will be (next_terms): plan, cycle,
+-- (default 30), with what the renewal will be (next_terms): plan (at the
+-- version held, or a migration's when it takes effect then), cycle,
 -- quantity (the tier on a tiered plan; from the current use on a
 -- 'from_usage' product, L7), the amount to be charged and the credit that
 -- will apply (L10), after the coupon's discount (Z10).  A prepaid term renewed
@@ -448,16 +496,18 @@ SELECT s.id AS subscription_id,
        n.plan,
        n.cycle,
        n.quantity,
-       CASE WHEN cardinality(subscription.plan_tiers(n.plan)) > 0 THEN n.quantity END AS tier,
+       CASE WHEN cardinality(subscription.plan_tiers(n.plan, n.version)) > 0 THEN n.quantity END AS tier,
        subscription.round_money(price.amount, price.currency) AS amount,
        price.currency,
        d.discount,
        least(subscription.credit_balance(s.account_id, price.currency),
              subscription.round_money(price.amount, price.currency) OPERATOR(pg_catalog.-) d.discount) AS credit,
-       upper(s.period) OPERATOR(pg_catalog.<=) now() AS overdue
+       upper(s.period) OPERATOR(pg_catalog.<=) now() AS overdue,
+       -- the version of the plan renewed into (grandfathering; a migration's)
+       subscription.plan_version_or_current(n.plan, n.version) AS plan_version
   FROM subscription.subscription AS s
   CROSS JOIN LATERAL subscription.renewal_terms(s.id) AS n
-  CROSS JOIN LATERAL subscription.period_price(n.plan, n.cycle, n.quantity) AS price
+  CROSS JOIN LATERAL subscription.period_price(n.plan, n.cycle, n.quantity, n.version) AS price
   CROSS JOIN LATERAL subscription.coupon_discount(s.id, subscription.round_money(price.amount, price.currency),
                                                   price.currency) AS d(discount)
  WHERE s.status OPERATOR(pg_catalog.=) 'active'

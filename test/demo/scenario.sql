@@ -270,3 +270,39 @@ INSERT INTO terms (version, effective_at, url) VALUES ('2027-03', '2027-03-15', 
 SELECT pg_temp.show_error(format($$SELECT set_quantity(%s, 4, '2027-03-16')$$, :globex_team)) AS before_accepting;
 SELECT accept_terms(3, '2027-03', '2027-03-16');
 SELECT set_quantity(:globex_team, 4, '2027-03-16') AS licenses_left;
+
+\echo
+\echo '=== 18. Grandfathering and migrations (L5, L6, L8): a price rise, and LogMeIn''s move to editions'
+\echo 'Zendesk Team goes up; Globex keeps the price it was sold (version 1), a new subscriber pays the new one'
+UPDATE plan_price SET amount = amount + 6 WHERE plan = 'zd_team' AND cycle = '1 month';
+SELECT plan, cycle, amount, versions FROM plan_price WHERE plan = 'zd_team' AND cycle = '1 month' ORDER BY versions;
+SELECT subscribe(2, 'zd_team', '1 month', 3, '2027-03-01') AS newcomer \gset
+SELECT renew_due('2027-04-01') >= 2 AS renewed;
+SELECT s.id, a.name AS account, s.plan_version, l.amount AS april_charge
+  FROM subscription AS s JOIN account AS a ON a.id = s.account_id
+  JOIN ledger AS l ON l.subscription_id = s.id AND l.kind = 'charge' AND lower(l.period) = '2027-04-01'
+ WHERE s.id IN (:globex_team, :newcomer) ORDER BY s.id;
+\echo 'The migration moves Globex at its first renewal 30 days after notice; until then it pays the old price'
+SELECT migrate_subscriptions('zd_team', 'zd_team', '2027-04-02') AS migrated;
+SELECT renew_due('2027-06-01') >= 2 AS renewed;
+SELECT to_char(lower(period), 'YYYY-MM-DD') AS renewal, amount FROM ledger
+ WHERE subscription_id = :globex_team AND kind = 'charge' AND lower(period) >= '2027-04-01' ORDER BY 1;
+\echo 'LogMeIn Pro becomes Central Basic, or Premier where Basic would take a feature in use (L6)'
+INSERT INTO plan (code, product, name, rank) VALUES ('lmi_pro', 'central', 'Pro', 0);
+INSERT INTO plan_price (plan, cycle, tier, amount, currency) VALUES ('lmi_pro', '1 year', 25, 599, 'USD');
+INSERT INTO plan_limit (plan, feature, value, per_license) VALUES ('lmi_pro', 'hosts', 1, true), ('lmi_pro', 'automation_jobs', 10, false);
+CREATE TABLE public.automation_job (id bigserial PRIMARY KEY, account_id bigint NOT NULL);
+SELECT enforce_limit('public.automation_job', 'automation_jobs');
+SELECT subscribe(2, 'lmi_pro', '1 year', 25, '2027-01-01') AS pro_hosts_only,
+       subscribe(4, 'lmi_pro', '1 year', 25, '2027-01-01') AS pro_automating \gset
+INSERT INTO public.automation_job (account_id) VALUES (4), (4);
+SELECT subscription_id, takes_effect_at::date, plan, amount, feature, used, new_limit
+  FROM preview_migration('lmi_pro', 'central_basic', '2027-06-01');
+SELECT migrate_subscriptions('lmi_pro', 'central_basic', '2027-06-01') AS to_basic;
+SELECT migrate_subscriptions('lmi_pro', 'central_premier', '2027-06-01') AS to_premier;
+SELECT renew_due('2028-01-01') >= 2 AS renewed;
+SELECT s.id, a.name AS account, s.plan, l.amount AS renewal_2028, effective_limit(s.account_id, 'automation_jobs') AS automation_limit,
+       usage(s.account_id, 'automation_jobs') AS automation_used
+  FROM subscription AS s JOIN account AS a ON a.id = s.account_id
+  JOIN ledger AS l ON l.subscription_id = s.id AND l.kind = 'charge' AND lower(l.period) = '2028-01-01'
+ WHERE s.id IN (:pro_hosts_only, :pro_automating) ORDER BY s.id;

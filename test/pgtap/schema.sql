@@ -1,6 +1,6 @@
 -- The data model of API.md: every table, key and constraint of the contract.
 BEGIN;
-SELECT plan(202);
+SELECT plan(203);
 SET search_path = subscription, public;
 
 SELECT has_schema('subscription');
@@ -30,7 +30,11 @@ SELECT has_column('subscription', t, c, format('%s.%s exists', t, c))
                ('license','assigned_at'), ('addon_batch','purchased_at'),
                ('ledger','addon_batch_id'), ('ledger','period'), ('ledger','kind'),
                ('history','actor'), ('history','operation'), ('history','details'),
-               ('trimmed','old_row'), ('trimmed','row_id'), ('usage_counter','used')) AS x(t, c);
+               ('trimmed','old_row'), ('trimmed','row_id'), ('usage_counter','used'),
+               -- versions and migrations (issue 16)
+               ('plan','version'), ('plan_price','versions'), ('plan_limit','versions'),
+               ('subscription','plan_version'), ('subscription','migrate_to'), ('subscription','migrate_version'),
+               ('subscription','migrate_at'), ('subscription','migrate_trim')) AS x(t, c);
 
 SELECT col_type_is('subscription', 'plan_price', 'amount', 'numeric', 'money is numeric, never float');
 SELECT col_type_is('subscription', 'ledger', 'amount', 'numeric', 'ledger amounts are numeric');
@@ -46,7 +50,7 @@ SELECT col_is_pk('subscription', t, c, format('%s has primary key %s', t, c))
                ('addon', ARRAY['code']), ('coupon', ARRAY['code']), ('account', ARRAY['id']),
                ('member', ARRAY['id']), ('subscription', ARRAY['id']), ('addon_batch', ARRAY['id']),
                ('ledger', ARRAY['id']), ('history', ARRAY['id']), ('trimmed', ARRAY['id']),
-               ('plan_limit', ARRAY['plan', 'feature']), ('plan_addon', ARRAY['plan', 'addon']),
+               ('plan_limit', ARRAY['plan', 'feature', 'versions']), ('plan_addon', ARRAY['plan', 'addon']),
                ('license', ARRAY['subscription_id', 'member_id']),
                -- R11 is this key: one service license per member and product
                ('service_seat', ARRAY['member_id', 'product']),
@@ -79,7 +83,7 @@ SELECT is(
     ('subscription.member', 'member.account_id->account:a'),
     -- Z11: history keeps the record of an acceptance; an account deleted held nothing else
     ('subscription.terms_acceptance', 'terms_acceptance.account_id->account:c terms_acceptance.version->terms:a'),
-    ('subscription.subscription', 'subscription.account_id->account:a subscription.coupon->coupon:a subscription.pending_plan->plan:a subscription.plan->plan:a'),
+    ('subscription.subscription', 'subscription.account_id->account:a subscription.coupon->coupon:a subscription.migrate_to->plan:a subscription.pending_plan->plan:a subscription.plan->plan:a'),
     ('subscription.license', 'license.member_id->member:c license.subscription_id->subscription:a'),
     ('subscription.addon_batch', 'addon_batch.addon->addon:a addon_batch.subscription_id->subscription:a'),
     ('subscription.ledger', 'ledger.account_id->account:a ledger.addon_batch_id->addon_batch:a ledger.currency->currency:a ledger.subscription_id->subscription:a'),

@@ -60,6 +60,8 @@ SELECT account_id, feature, used, limit_value FROM usage_counter WHERE account_i
 -- with something to trim, the downgrade trims as before
 INSERT INTO public.room VALUES (13, 2, '2026-01-04', 0, 5, NULL), (14, 2, '2026-01-05', 0, 5, NULL);
 UPDATE plan_limit SET value = 2 WHERE plan = 'ch_starter' AND feature = 'rooms';
+-- grandfathering: the change makes a new version; the subscriptions move to it
+UPDATE subscription AS s SET plan_version = p.version FROM plan AS p WHERE p.code = s.plan AND p.code = 'ch_starter';
 SELECT feature, action, row_id FROM apply_downgrade(:gigs);
 SELECT count(*) AS archived FROM trimmed;
 SELECT account_id, feature, used, limit_value FROM usage_counter WHERE account_id = 2 ORDER BY 1, 2;

@@ -145,6 +145,8 @@ SELECT usage(3, 'hosts') AS hosts, effective_limit(3, 'hosts') AS host_limit;
 -- the limit stored in each counter follows the catalog, the subscriptions
 -- and the add-ons
 UPDATE plan_limit SET value = 2 WHERE plan = 'central_plus' AND feature = 'hosts';
+-- grandfathering: the change makes a new version; the subscriptions move to it
+UPDATE subscription AS s SET plan_version = p.version FROM plan AS p WHERE p.code = s.plan AND p.code = 'central_plus';
 SELECT effective_limit(3, 'hosts') AS two_per_license,
        (SELECT limit_value FROM usage_counter WHERE account_id = 3 AND feature = 'hosts') AS stored;
 UPDATE subscription SET status = 'expired' WHERE id = :central;

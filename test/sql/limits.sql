@@ -65,12 +65,15 @@ SELECT pg_temp.error_of($$SELECT usage(1, 'teleporters')$$);              -- 427
 SELECT pg_temp.error_of($$SELECT usage(99, 'hosts')$$);                   -- P0002
 SELECT effective_limit(NULL, 'hosts') IS NULL AS strict_limit, usage(1, NULL) IS NULL AS strict_usage;
 -- an overflowing sum is an error, not a wrap: a catalog change that would
--- overflow an account's stored limit is refused ...
+-- overflow an account's stored limit is refused when the subscriptions
+-- move to its version (grandfathering: until then they keep theirs) ...
 UPDATE plan_limit SET value = 9223372036854775807 WHERE plan = 'ch_starter';
-SELECT pg_temp.error_of($$UPDATE plan_limit SET value = 9223372036854775807 WHERE plan = 'ch_enterprise'$$);
+UPDATE subscription AS s SET plan_version = p.version FROM plan AS p WHERE p.code = s.plan AND p.code = 'ch_starter';
+UPDATE plan_limit SET value = 9223372036854775807 WHERE plan = 'ch_enterprise';
+SELECT pg_temp.error_of($$UPDATE subscription AS s SET plan_version = p.version FROM plan AS p WHERE p.code = s.plan AND p.code = 'ch_enterprise'$$);
 -- ... and, with no counter to refresh, effective_limit() says it
 DELETE FROM usage_counter WHERE account_id = 3;
-UPDATE plan_limit SET value = 9223372036854775807 WHERE plan = 'ch_enterprise';
+UPDATE subscription AS s SET plan_version = p.version FROM plan AS p WHERE p.code = s.plan AND p.code = 'ch_enterprise';
 SELECT pg_temp.error_of($$SELECT effective_limit(3, 'rooms')$$);
 
 ROLLBACK;
