@@ -1739,27 +1739,31 @@ COMMENT ON FUNCTION subscription.purchase_addon(bigint, text, integer, timestamp
 -- plan, cycle and quantity, or for one of its add-on batches), or NULL.
 -- A plain lookup: renew_due() checks every subscription without a
 -- subtransaction.
-CREATE OR REPLACE FUNCTION subscription.renewal_problem(s subscription.subscription, n subscription.period_terms)
+CREATE OR REPLACE FUNCTION subscription.renewal_problem(s subscription.subscription)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    next_cycle interval := CASE WHEN s.renewal = 'to_monthly' THEN interval '1 month'
+                                ELSE coalesce(s.pending_cycle, s.cycle) END;
+    next_plan text := coalesce(s.pending_plan, s.plan);
+    next_quantity integer := coalesce(s.pending_quantity, s.quantity);
     missing text;
 BEGIN
     IF s.cancel_at_period_end OR s.renewal = 'none' THEN
         RETURN NULL;
     END IF;
-    CASE (subscription.find_price(n.plan, n.cycle, n.quantity, n.version)).problem
+    CASE (subscription.find_price(next_plan, next_cycle, next_quantity)).problem
         WHEN 'not_a_tier' THEN
-            RETURN format('quantity %s is not a tier of plan "%s"', n.quantity, n.plan);
+            RETURN format('quantity %s is not a tier of plan "%s"', next_quantity, next_plan);
         WHEN 'no_price' THEN
-            RETURN format('plan "%s" has no price for cycle %s', n.plan, subscription.cycle_text(n.cycle));
+            RETURN format('plan "%s" has no price for cycle %s', next_plan, subscription.cycle_text(next_cycle));
         ELSE
     END CASE;
-    missing := subscription.unpriced_addons(s.id, n.cycle);
+    missing := subscription.unpriced_addons(s.id, next_cycle);
     IF missing IS NOT NULL THEN
-        RETURN format('add-on %s has no price for cycle %s', missing, subscription.cycle_text(n.cycle));
+        RETURN format('add-on %s has no price for cycle %s', missing, subscription.cycle_text(next_cycle));
     END IF;
     RETURN NULL;
 END
@@ -3527,13 +3531,17 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION subscription.renew_period(s subscription.subscription, n subscription.period_terms, may_trim boolean)
+CREATE OR REPLACE FUNCTION subscription.renew_period(s subscription.subscription, may_trim boolean)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     ends timestamptz := upper(s.period);
+    next_plan text := coalesce(s.pending_plan, s.plan);
+    next_quantity integer := coalesce(s.pending_quantity, s.quantity);
+    next_cycle interval := CASE WHEN s.renewal = 'to_monthly' THEN interval '1 month'
+                                ELSE coalesce(s.pending_cycle, s.cycle) END;
     same_cycle boolean;
     next_period tstzrange;
     price record;
@@ -3548,47 +3556,28 @@ BEGIN
         RETURNING x.status INTO s.status;
         RETURN s.status;
     END IF;
-    -- L6: a migration never takes away a feature in use; one that would
-    -- now (the account's use grew since it was scheduled) is dropped
-    IF coalesce(s.pending_plan IS NULL AND s.migrate_at <= ends AND NOT s.migrate_trim, false)
-       AND EXISTS (SELECT FROM subscription.migration_shortfall(s.id, s.migrate_to, s.migrate_version)) THEN
-        RAISE WARNING 'subscription % stays on its version of plan "%": plan "%" would take away features in use',
-                      s.id, s.plan, s.migrate_to
-            USING DETAIL = 'Its migration is dropped; subscription.preview_migration() lists the features.';
-        UPDATE subscription.subscription AS x
-           SET migrate_to = NULL, migrate_version = NULL, migrate_at = NULL, migrate_trim = NULL
-         WHERE x.id = s.id
-        RETURNING * INTO s;
-        n := subscription.next_terms(s);
-    END IF;
 
-    -- L7: a use above the largest tier renews at the largest tier
-    IF n.needed > n.quantity THEN
-        RAISE WARNING 'subscription % uses more than the largest tier of plan "%"', s.id, n.plan
-            USING DETAIL = format('Its use needs %s licenses; it renews at the largest tier, %s.', n.needed, n.quantity),
-                  HINT = format('Contact sales for a plan above %s hosts.', n.quantity);
-    END IF;
-    same_cycle := subscription.cycle_key(n.cycle) = subscription.cycle_key(s.cycle);
+    same_cycle := subscription.cycle_key(next_cycle) = subscription.cycle_key(s.cycle);
     -- a new cycle counts from the start of its first period (Z7)
-    next_period := subscription.nth_period(CASE WHEN same_cycle THEN s.anchor ELSE ends END, n.cycle,
+    next_period := subscription.nth_period(CASE WHEN same_cycle THEN s.anchor ELSE ends END, next_cycle,
                                            CASE WHEN same_cycle THEN s.period_number + 1 ELSE 1 END);
-    price := subscription.period_price(n.plan, n.cycle, n.quantity, n.version);
-    IF same_cycle AND n.plan = s.plan AND n.version = s.plan_version AND n.quantity = s.quantity
-       AND s.pending_plan IS NULL AND s.pending_quantity IS NULL THEN
+    price := subscription.period_price(next_plan, next_cycle, next_quantity);
+    IF same_cycle AND s.pending_plan IS NULL AND s.pending_quantity IS NULL THEN
         -- the common renewal: only the period moves, and the triggers on
         -- plan, quantity and status (limits, seats) have nothing to do
         UPDATE subscription.subscription AS x
            SET period_number = x.period_number + 1, period = next_period,
-               paid_quantity = n.quantity, pending_cycle = NULL, renewal = n.renewal
+               paid_quantity = next_quantity, pending_cycle = NULL,
+               renewal = CASE x.renewal WHEN 'once' THEN 'none' ELSE x.renewal END
          WHERE x.id = s.id;
     ELSE
         UPDATE subscription.subscription AS x
-           SET plan = n.plan, plan_version = n.version,
-               cycle = n.cycle, quantity = n.quantity, paid_quantity = n.quantity,
+           SET plan = next_plan, cycle = next_cycle, quantity = next_quantity, paid_quantity = next_quantity,
                pending_plan = NULL, pending_cycle = NULL, pending_quantity = NULL,
                anchor = CASE WHEN same_cycle THEN x.anchor ELSE ends END,
                period_number = CASE WHEN same_cycle THEN x.period_number + 1 ELSE 1 END,
-               period = next_period, renewal = n.renewal
+               period = next_period,
+               renewal = CASE x.renewal WHEN 'once' THEN 'none' WHEN 'to_monthly' THEN 'always' ELSE x.renewal END
          WHERE x.id = s.id;
     END IF;
 
@@ -3596,17 +3585,17 @@ BEGIN
     INSERT INTO subscription.ledger
            (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
     VALUES (s.account_id, s.id, 'charge', subscription.round_money(price.amount, price.currency), price.currency,
-            next_period, 'plan', n.plan,
-            format('renewal: plan %s, cycle %s, quantity %s', n.plan, n.cycle, n.quantity))
+            next_period, 'plan', next_plan,
+            format('renewal: plan %s, cycle %s, quantity %s', next_plan, next_cycle, next_quantity))
     ON CONFLICT (subscription_id, addon_batch_id, period, item)
        WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
     INSERT INTO subscription.ledger
            (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
     SELECT s.account_id, s.id, b.id, 'charge', subscription.round_money(p.amount, p.currency), p.currency,
-           next_period, 'addon', n.plan, format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, n.cycle)
+           next_period, 'addon', next_plan, format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, next_cycle)
       FROM subscription.addon_batch AS b
       JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time
-     CROSS JOIN LATERAL subscription.addon_period_price(b.addon, n.cycle, b.quantity) AS p
+     CROSS JOIN LATERAL subscription.addon_period_price(b.addon, next_cycle, b.quantity) AS p
      WHERE b.subscription_id = s.id AND b.status = 'active'
      ORDER BY b.id
     ON CONFLICT (subscription_id, addon_batch_id, period, item)
@@ -7626,7 +7615,7 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.role_rights(text) IS
-'The exact rights grant_application() (kind application) and grant_backoffice() (kind backoffice) give';
+'The exact rights grant_application() (kind application), grant_backoffice() (kind backoffice) and grant_restore() (kind restore) give';
 
 -- the stored limits follow the version a subscription holds
 DROP TRIGGER subscription_refresh_limits ON subscription.subscription;

@@ -7,7 +7,9 @@
 # Needs root.  The roots are kept in $SUBSCRIPTION_MATRIX_CACHE (default
 # /var/cache/subscription-matrix/<suite>) and reused while healthy;
 # SUBSCRIPTION_MATRIX_REFRESH=1 builds them anew.  SUBSCRIPTION_MATRIX
-# picks the pairs ("suite:version ...").  Packages come from the Debian
+# picks the pairs ("suite:version ..."); the roots named in
+# SUBSCRIPTION_MATRIX_SANITIZE (default trixie) also run test/sanitize.sh,
+# whose TAP lines count in their version's line.  Packages come from the Debian
 # mirror that this machine's apt already uses, read from its sources at run
 # time (or SUBSCRIPTION_MATRIX_MIRROR).
 #
@@ -23,6 +25,8 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${SUBSCRIPTION_MATRIX_CACHE:-/var/cache/subscription-matrix}
 MATRIX=${SUBSCRIPTION_MATRIX:-"trixie:17 sid:18"}
+# the roots that also run test/sanitize.sh (with AddressSanitizer there)
+SANITIZE=${SUBSCRIPTION_MATRIX_SANITIZE-"trixie"}
 
 say() { printf '\n== %s\n' "$*"; }
 now() { date +%s; }
@@ -193,9 +197,25 @@ for pair in $MATRIX; do
     in_root "$r" /bin/bash -c 'cd /build/subscription && PG_MAJOR='"$version"' bash test/check.sh' 2>&1 \
         | tee "$r.check.log" | sed -u "s/^/[$version] /"
     status=${PIPESTATUS[0]}
+    # AddressSanitizer runs where its runtime works (docs/testing.md: gcc
+    # 12's hangs PostgreSQL on Debian 12), UBSan with it
+    sanitized=0
+    case " $SANITIZE " in *" $suite "*)
+        say "$label: bash test/sanitize.sh"
+        in_root "$r" /bin/bash -c 'cd /build/subscription && PG_MAJOR='"$version"' bash test/sanitize.sh' 2>&1 \
+            | tee "$r.sanitize.log" | sed -u "s/^/[$version] /"
+        [ "${PIPESTATUS[0]}" -ne 0 ] && status=1
+        sanitized=1 ;;
+    esac
     unmount_all
     line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$r.check.log" | tail -1)
     [ -n "$line" ] || line="0 passed, 1 failed"
+    if [ "$sanitized" = 1 ]; then
+        p=${line%% passed*}
+        f=${line#* passed, }
+        f=${f% failed}
+        line="$((p + $(grep -c '^ok ' "$r.sanitize.log"))) passed, $((f + $(grep -c '^not ok ' "$r.sanitize.log"))) failed"
+    fi
     if [ "$status" -ne 0 ] && [ "${line#* passed, }" = "0 failed" ]; then
         line="${line%%,*}, 1 failed"
     fi

@@ -300,6 +300,8 @@ SELECT subscription_id, takes_effect_at::date, plan, amount, feature, used, new_
   FROM preview_migration('lmi_pro', 'central_basic', '2027-06-01');
 SELECT migrate_subscriptions('lmi_pro', 'central_basic', '2027-06-01') AS to_basic;
 SELECT migrate_subscriptions('lmi_pro', 'central_premier', '2027-06-01') AS to_premier;
+-- the demo's calendar runs ahead of today: allow renewals further ahead than the default year
+SET subscription.max_ahead = '3 years';
 SELECT renew_due('2028-01-01') >= 2 AS renewed;
 SELECT s.id, a.name AS account, s.plan, l.amount AS renewal_2028, effective_limit(s.account_id, 'automation_jobs') AS automation_limit,
        usage(s.account_id, 'automation_jobs') AS automation_used

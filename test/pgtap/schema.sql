@@ -1,6 +1,6 @@
 -- The data model of API.md: every table, key and constraint of the contract.
 BEGIN;
-SELECT plan(203);
+SELECT plan(210);
 SET search_path = subscription, public;
 
 SELECT has_schema('subscription');

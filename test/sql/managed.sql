@@ -64,6 +64,8 @@ INSERT INTO call VALUES
     ('licenses_left',          $$SELECT subscription.licenses_left({s})$$),
     ('set_default',            $$SELECT subscription.set_default({s})$$),
     ('renewal_terms',          $$SELECT subscription.renewal_terms({s})$$),
+    ('cancel_migration',       $$SELECT subscription.cancel_migration({s})$$),
+    ('preview_migration',      $$SELECT subscription.preview_migration('zd_team', 'zd_pro', '2026-01-05')$$),
     ('bundle_into_suite',      $$SELECT subscription.bundle_into_suite({a}, 'zd_suite_pro', NULL, '2026-01-05')$$),
     ('preview_bundle_into_suite', $$SELECT subscription.preview_bundle_into_suite({a}, 'zd_suite_pro', NULL, '2026-01-05')$$),
     ('accept_terms',           $$SELECT subscription.accept_terms({a}, '2025-01', '2026-01-05')$$),
