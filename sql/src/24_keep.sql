@@ -31,7 +31,7 @@ COMMENT ON FUNCTION subscription.self_referrers(text, bigint) IS
 'Internal (C): the sub-accounts of an account, or the lines of a charge, read with the latest snapshot';
 
 -- Before a row of account, subscription, addon_batch, ledger, plan,
--- plan_price, addon or addon_price is deleted: 2BP01 naming what still
+-- plan_price, addon, addon_price or terms is deleted: 2BP01 naming what still
 -- refers to it.  The row is locked first, so that a writer that names it
 -- (its foreign key check holds FOR KEY SHARE) commits before the count.
 CREATE FUNCTION subscription.refuse_delete_in_use()
@@ -93,7 +93,7 @@ BEGIN
             subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
             (SELECT subscription.count_phrase(count(*), 'subscription', 'subscriptions')
                FROM subscription.subscription AS s
-              WHERE s.plan = OLD.code OR s.pending_plan = OLD.code),
+              WHERE s.plan = OLD.code OR s.pending_plan = OLD.code OR s.migrate_to = OLD.code),
             (SELECT subscription.count_phrase(count(*), 'price', 'prices')
                FROM subscription.plan_price AS pp WHERE pp.plan = OLD.code),
             (SELECT subscription.count_phrase(count(*), 'limit', 'limits')
@@ -136,6 +136,12 @@ BEGIN
          WHERE b.addon = OLD.addon AND l.currency = OLD.currency;
         held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
         hint := 'A price that was billed stays; change its amount, which applies from the next charge.';
+    WHEN 'terms' THEN
+        -- Z11: who accepted a version is a record
+        what := format('terms version "%s"', OLD.version);
+        held := ARRAY[(SELECT subscription.count_phrase(count(*), 'acceptance', 'acceptances')
+                         FROM subscription.terms_acceptance AS t WHERE t.version = OLD.version)];
+        hint := 'Terms that were accepted stay; publish a new version instead.';
     END CASE;
     held := array_remove(held, NULL);
     IF cardinality(held) > 0 THEN
@@ -169,6 +175,8 @@ CREATE TRIGGER plan_price_refuse_delete_in_use BEFORE DELETE ON subscription.pla
 CREATE TRIGGER addon_refuse_delete_in_use BEFORE DELETE ON subscription.addon
     FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use();
 CREATE TRIGGER addon_price_refuse_delete_in_use BEFORE DELETE ON subscription.addon_price
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use();
+CREATE TRIGGER terms_refuse_delete_in_use BEFORE DELETE ON subscription.terms
     FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use();
 
 -- The references of a table to itself, as a foreign key would check them

@@ -102,7 +102,7 @@ SELECT has_trigger('subscription', 'account', 'account_parent_exists', 'an accou
 SELECT has_trigger('subscription', 'ledger', 'ledger_charge_exists', 'a line''s charge is checked by a trigger');
 SELECT is((SELECT string_agg(c.relname, ' ' ORDER BY c.relname) FROM pg_trigger AS t JOIN pg_class AS c ON c.oid = t.tgrelid
             WHERE t.tgfoid = 'subscription.refuse_delete_in_use()'::regprocedure),
-          'account addon addon_batch addon_price ledger plan plan_price subscription',
+          'account addon addon_batch addon_price ledger plan plan_price subscription terms',
           'the tables whose rows a DELETE could take money or catalog from refuse it while in use');
 
 -- CHECKs on the text enums and values

@@ -90,6 +90,10 @@ SELECT pg_temp.error_of($$SELECT subscription.accept_terms(3, '2026-06')$$) AS c
 SET subscription.actor = '22';
 SELECT pg_temp.error_of($$SELECT subscription.accept_terms(2, '2026-06')$$) AS admin_refused;
 RESET subscription.actor;
+-- Z11: who accepted is a record: an accepted version cannot be deleted (2BP01), an unaccepted one can
+SELECT pg_temp.error_of($$DELETE FROM terms WHERE version = '2026-06'$$) AS accepted_version;
+INSERT INTO terms (version, effective_at) VALUES ('2099-01', '2099-01-01');
+DELETE FROM terms WHERE version = '2099-01' RETURNING version AS deleted_unaccepted;
 
 -- Z11: renewals are not changes: account 4 never accepted, and renews
 SELECT renew_due('2027-01-02') > 0 AS renewed;

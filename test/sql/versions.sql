@@ -37,6 +37,12 @@ SELECT plan, amount, versions FROM plan_price WHERE plan = 'zd_ent';
 -- grandfathering: a price rise reprices nobody until their migration
 ---------------------------------------------------------------------------
 SELECT subscribe(1, 'zd_pro', '1 month', 2, '2026-01-01') AS old_price \gset
+-- a plan that only a pending migration names is in use (2BP01, not the raw 23503)
+SAVEPOINT migration_target;
+SELECT migrate_subscriptions('zd_pro', 'zd_ent', '2026-01-02') AS migrating;
+DELETE FROM plan_price WHERE plan = 'zd_ent';
+SELECT pg_temp.error_of($$DELETE FROM plan WHERE code = 'zd_ent'$$) AS migration_target;
+ROLLBACK TO SAVEPOINT migration_target;
 UPDATE plan_price SET amount = 65 WHERE plan = 'zd_pro';
 -- the old row is kept and closed; the new one is version 2, sold at once
 SELECT plan, amount, versions FROM plan_price WHERE plan = 'zd_pro' ORDER BY versions;
