@@ -46,8 +46,8 @@ COMMENT ON FUNCTION subscription.trusted_without_actor() IS
 
 -- The refusal of the actor for an action on an account, as the end of a
 -- sentence, or NULL when it is allowed: the one statement of Z1, R9, K8.
---   owner: everything on the own account, except buying and paying from a
---          sub-account (K8);
+--   owner: everything on the own account, except buying, paying and
+--          changing the plan (an upgrade is paid) from a sub-account (K8);
 --   admin: read, assign_licenses and set_default (R10), plus the rights in
 --          member.rights (R9);
 --          decrease_monthly_licenses allows decrease_licenses on monthly
@@ -73,7 +73,7 @@ BEGIN
         RETURN 'is not a member';
     ELSIF who.account_id IS DISTINCT FROM actor_refusal.account_id THEN
         RETURN format('belongs to account %s, not to account %s', who.account_id, actor_refusal.account_id);
-    ELSIF who.parent_id IS NOT NULL AND action = ANY ('{purchase,pay,increase_licenses}') THEN
+    ELSIF who.parent_id IS NOT NULL AND action = ANY ('{purchase,pay,increase_licenses,change_plan}') THEN
         RETURN 'is a member of a sub-account, and only the main account buys and pays (K8)';
     ELSIF who.role = 'owner' THEN
         RETURN NULL;

@@ -126,6 +126,8 @@ SELECT pg_temp.error_of($$SELECT cancel_addon(999)$$);                          
 SELECT subscribe(4, 'cm_live', '30 days', 1, '2026-03-01') AS lyon \gset
 SET LOCAL subscription.actor = '40';
 SELECT pg_temp.error_of(format($$SELECT purchase_addon(%s, 'cm_presenters', 1, '2026-03-05')$$, :lyon));
+-- K8: nor change the plan (an upgrade is charged at once; the main account decides)
+SELECT pg_temp.error_of(format($$SELECT change_plan(%s, 'cm_free', '2026-03-05')$$, :lyon));
 SET LOCAL subscription.actor = '30';
 SELECT pg_temp.error_of($$SELECT renew_due('2026-04-01')$$);                                             -- back-office only
 RESET subscription.actor;
