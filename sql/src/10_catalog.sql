@@ -239,8 +239,9 @@ DECLARE
     a text;
     b text;
 BEGIN
-    -- a suite row, or a plan that moved to another product
-    IF TG_TABLE_NAME = 'plan' THEN
+    -- a suite row, or a plan that moved to another product (the logical
+    -- table, from the trigger's argument: issue 17)
+    IF TG_ARGV[0] = 'plan' THEN
         a := NEW.code;
         b := NEW.code;
     ELSE
@@ -269,8 +270,8 @@ COMMENT ON FUNCTION subscription.check_suite_component() IS 'Trigger: a suite in
 
 CREATE CONSTRAINT TRIGGER suite_component_valid
     AFTER INSERT OR UPDATE ON subscription.suite_component
-    FOR EACH ROW EXECUTE FUNCTION subscription.check_suite_component();
+    FOR EACH ROW EXECUTE FUNCTION subscription.check_suite_component('suite_component');
 CREATE CONSTRAINT TRIGGER plan_suite_component_valid
     AFTER UPDATE OF product ON subscription.plan
     FOR EACH ROW WHEN (OLD.product IS DISTINCT FROM NEW.product)
-    EXECUTE FUNCTION subscription.check_suite_component();
+    EXECUTE FUNCTION subscription.check_suite_component('plan');
