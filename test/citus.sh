@@ -27,8 +27,9 @@ case "$CITUS_SRC" in /*) ;; *) CITUS_SRC=$PWD/$CITUS_SRC ;; esac
 CACHE=${SUBSCRIPTION_CITUS_CACHE:-/var/cache/subscription-citus}
 DIR=${SUBSCRIPTION_CITUS_DIR:-/tmp/subscription-citus}
 BASE_PORT=${SUBSCRIPTION_CITUS_PORT:-19700}
-# the packages Citus 13.0 builds with (shared/vendor/README.md)
-CITUS_BUILD_PACKAGES="liblz4-dev libzstd-dev libssl-dev libkrb5-dev xz-utils"
+# the packages Citus 13.0 builds with (shared/vendor/README.md), and ICU's
+# headers, which PostgreSQL 17's pg_locale.h includes (Debian 13)
+CITUS_BUILD_PACKAGES="liblz4-dev libzstd-dev libssl-dev libkrb5-dev xz-utils libicu-dev"
 
 skip_all() {
     echo "1..0 # SKIP $*"
@@ -92,7 +93,7 @@ install_citus() {
         tar -xJf "$CITUS_SRC" -C "$build/src" || return 1
         (cd "$build/src" && ./configure --without-libcurl PG_CONFIG="$PG_CONFIG" \
             && make -j"$(nproc)" && make install DESTDIR="$stage") >"$build/build.log" 2>&1 || {
-            tail -30 "$build/build.log" | sed 's/^/# /'
+            { grep -E 'error|Error [0-9]' "$build/build.log" || tail -20 "$build/build.log"; } | head -20 | sed 's/^/# /'
             return 1
         }
         # only the files the server loads (citus*.so, extension/citus*):
