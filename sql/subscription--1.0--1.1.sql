@@ -7804,3 +7804,597 @@ BEGIN
                   replace(action, '_', ' '));
 END
 $$;
+
+-- Triggers that do not branch on a table's name (issue 17, item 3): each
+-- trigger function reads the logical table from its trigger's argument
+-- (TG_ARGV[0]), not TG_TABLE_NAME, which on Citus is a shard's name.  The
+-- history rows' operations stay as they were (account_insert, ...).
+
+CREATE OR REPLACE FUNCTION subscription.check_suite_component()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    a text;
+    b text;
+BEGIN
+    -- a suite row, or a plan that moved to another product (the logical
+    -- table, from the trigger's argument: issue 17)
+    IF TG_ARGV[0] = 'plan' THEN
+        a := NEW.code;
+        b := NEW.code;
+    ELSE
+        a := NEW.suite_plan;
+        b := NEW.plan;
+    END IF;
+    -- serialize concurrent changes of the suites that involve these plans
+    PERFORM FROM subscription.plan AS p WHERE p.code IN (a, b) ORDER BY p.code FOR UPDATE;
+    FOR r IN SELECT sc.suite_plan, sc.plan, subscription.suite_problem(sc.suite_plan, sc.plan) AS problem
+               FROM subscription.suite_component AS sc
+              WHERE sc.suite_plan IN (a, b) OR sc.plan IN (a, b)
+              -- the row written first: its problem is the one to tell
+              ORDER BY (sc.suite_plan, sc.plan) = (a, b) DESC, 1, 2 LOOP
+        IF r.problem IS NOT NULL THEN
+            RAISE EXCEPTION '%', r.problem
+                USING ERRCODE = 'check_violation',
+                      DETAIL = 'A suite includes plans of other products, one per product, and no suite.',
+                      TABLE = 'suite_component', SCHEMA = 'subscription';
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.record_history()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    old_row jsonb;
+    new_row jsonb;
+    row_now jsonb;
+    changed jsonb;
+    account bigint;
+    sub bigint;
+    -- the logical table, from the trigger's argument: on Citus a shard's
+    -- own name is not the table's (issue 17)
+    logical text := TG_ARGV[0];
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        old_row := to_jsonb(OLD);
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        new_row := to_jsonb(NEW);
+    END IF;
+    -- a restore copies the row's history with it (restored_copy); a row
+    -- without an id of its own (terms_acceptance) is copied whole by the
+    -- restoring role.  Other roles pay one cached check.
+    IF TG_OP = 'INSERT' AND subscription.restoring_role()
+       AND (NOT new_row ? 'id'
+            OR subscription.restored_copy(pg_catalog.format('subscription.%I', logical || '_id_seq')::regclass,
+                                          (new_row ->> 'id')::bigint)) THEN
+        RETURN NULL;
+    END IF;
+    row_now := coalesce(new_row, old_row);
+    changed := row_now;
+    IF TG_OP = 'UPDATE' THEN
+        SELECT jsonb_object_agg(n.key, jsonb_build_object('old', old_row -> n.key, 'new', n.value))
+          INTO changed
+          FROM jsonb_each(new_row) AS n
+         WHERE n.value IS DISTINCT FROM old_row -> n.key;
+        IF changed IS NULL THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+
+    CASE logical
+        WHEN 'account' THEN
+            account := (row_now ->> 'id')::bigint;
+        WHEN 'subscription' THEN
+            account := (row_now ->> 'account_id')::bigint;
+            sub := (row_now ->> 'id')::bigint;
+        WHEN 'addon_batch' THEN
+            sub := (row_now ->> 'subscription_id')::bigint;
+            SELECT s.account_id INTO account FROM subscription.subscription AS s WHERE s.id = sub;
+        ELSE
+            account := (row_now ->> 'account_id')::bigint;
+    END CASE;
+
+    PERFORM subscription.write_history(logical || '_' || lower(TG_OP), account, sub, changed);
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.refuse_delete_in_use()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the deleter needs no right on the ledger
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    what text;
+    held text[];
+    hint text;
+    ledger_lines bigint;
+    -- the logical table, from the trigger's argument (issue 17: a shard's
+    -- name is not its table's)
+    logical text := TG_ARGV[0];
+BEGIN
+    CASE logical
+    WHEN 'account' THEN
+        PERFORM FROM subscription.account AS a WHERE a.id = OLD.id FOR UPDATE;
+        what := format('account %s', OLD.id);
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.account_id = OLD.id;
+        held := ARRAY[
+            subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
+            (SELECT subscription.count_phrase(count(*), 'active subscription', 'active subscriptions')
+               FROM subscription.subscription AS s
+              WHERE s.account_id = OLD.id AND s.status = 'active'),
+            (SELECT subscription.count_phrase(count(*), 'ended subscription', 'ended subscriptions')
+               FROM subscription.subscription AS s
+              WHERE s.account_id = OLD.id AND s.status <> 'active'),
+            (SELECT subscription.count_phrase(count(*), 'member', 'members')
+               FROM subscription.member AS m WHERE m.account_id = OLD.id),
+            subscription.count_phrase(subscription.self_referrers('account', OLD.id), 'sub-account', 'sub-accounts'),
+            (SELECT subscription.count_phrase(count(*), 'archived row', 'archived rows')
+               FROM subscription.trimmed AS t WHERE t.account_id = OLD.id)];
+        hint := 'Close it with subscription.close_account(); subscription.erase_account() then removes its personal data and keeps the ledger.';
+    WHEN 'subscription' THEN
+        what := format('subscription %s', OLD.id);
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.subscription_id = OLD.id;
+        held := ARRAY[
+            subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
+            (SELECT subscription.count_phrase(count(*), 'add-on batch', 'add-on batches')
+               FROM subscription.addon_batch AS b WHERE b.subscription_id = OLD.id),
+            (SELECT subscription.count_phrase(count(*), 'license', 'licenses')
+               FROM subscription.license AS x WHERE x.subscription_id = OLD.id)];
+        hint := 'End it with subscription.cancel() or subscription.end_early(), or close its account; the ledger keeps its lines.';
+    WHEN 'addon_batch' THEN
+        what := format('add-on batch %s', OLD.id);
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.addon_batch_id = OLD.id;
+        held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
+        hint := 'End it with subscription.cancel_addon(); the ledger keeps its lines.';
+    WHEN 'ledger' THEN
+        what := format('ledger line %s', OLD.id);
+        ledger_lines := subscription.self_referrers('ledger', OLD.id);
+        held := ARRAY[subscription.count_phrase(ledger_lines, 'line that gives back or pays it', 'lines that give back or pay it')];
+        hint := 'The ledger is a record: correct it with a new line.';
+    WHEN 'plan' THEN
+        what := format('plan "%s"', OLD.code);
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.plan = OLD.code;
+        held := ARRAY[
+            subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
+            (SELECT subscription.count_phrase(count(*), 'subscription', 'subscriptions')
+               FROM subscription.subscription AS s
+              WHERE s.plan = OLD.code OR s.pending_plan = OLD.code OR s.migrate_to = OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'price', 'prices')
+               FROM subscription.plan_price AS pp WHERE pp.plan = OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'limit', 'limits')
+               FROM subscription.plan_limit AS pl WHERE pl.plan = OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'add-on', 'add-ons')
+               FROM subscription.plan_addon AS pa WHERE pa.plan = OLD.code),
+            -- Z3: the suite it is, or the suites it is in
+            (SELECT subscription.count_phrase(count(*), 'suite component', 'suite components')
+               FROM subscription.suite_component AS sc WHERE OLD.code IN (sc.suite_plan, sc.plan))];
+        hint := CASE WHEN ledger_lines > 0
+                     THEN 'A plan that was billed stays in the catalog: the ledger names it.'
+                     ELSE 'Delete its prices, limits and add-ons first.' END;
+    WHEN 'plan_price' THEN
+        what := format('a price of plan "%s" in %s%s', OLD.plan, OLD.currency,
+                       CASE WHEN OLD.tier IS NOT NULL THEN format(' (tier %s)', OLD.tier) ELSE '' END);
+        -- the lines charged for this plan, in this currency, to a subscription of this cycle
+        SELECT count(*) INTO ledger_lines
+          FROM subscription.ledger AS l
+          JOIN subscription.subscription AS s ON s.id = l.subscription_id
+         WHERE l.plan = OLD.plan AND l.currency = OLD.currency
+           AND l.addon_batch_id IS NULL
+           AND subscription.cycle_key(s.cycle) = subscription.cycle_key(OLD.cycle);
+        held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
+        hint := 'A price that was billed stays; change its amount, which applies from the next charge.';
+    WHEN 'addon' THEN
+        what := format('add-on "%s"', OLD.code);
+        held := ARRAY[
+            (SELECT subscription.count_phrase(count(*), 'batch', 'batches')
+               FROM subscription.addon_batch AS b WHERE b.addon = OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'price', 'prices')
+               FROM subscription.addon_price AS ap WHERE ap.addon = OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'plan', 'plans')
+               FROM subscription.plan_addon AS pa WHERE pa.addon = OLD.code)];
+        hint := 'An add-on that was sold stays in the catalog; delete the prices and plans of one that was not first.';
+    WHEN 'addon_price' THEN
+        what := format('a price of add-on "%s" in %s', OLD.addon, OLD.currency);
+        SELECT count(*) INTO ledger_lines
+          FROM subscription.ledger AS l
+          JOIN subscription.addon_batch AS b ON b.id = l.addon_batch_id
+         WHERE b.addon = OLD.addon AND l.currency = OLD.currency;
+        held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
+        hint := 'A price that was billed stays; change its amount, which applies from the next charge.';
+    WHEN 'terms' THEN
+        -- Z11: who accepted a version is a record
+        what := format('terms version "%s"', OLD.version);
+        held := ARRAY[(SELECT subscription.count_phrase(count(*), 'acceptance', 'acceptances')
+                         FROM subscription.terms_acceptance AS t WHERE t.version = OLD.version)];
+        hint := 'Terms that were accepted stay; publish a new version instead.';
+    END CASE;
+    held := array_remove(held, NULL);
+    IF cardinality(held) > 0 THEN
+        RAISE EXCEPTION '% cannot be deleted', what
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  DETAIL = format('It still has %s.',
+                                  CASE WHEN cardinality(held) = 1 THEN held[1]
+                                       ELSE array_to_string(held[1:cardinality(held) - 1], ', ')
+                                            || ' and ' || held[cardinality(held)] END),
+                  HINT = hint, TABLE = logical, SCHEMA = 'subscription';
+    END IF;
+    RETURN OLD;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.check_reference()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- the logical table, from the trigger's argument (issue 17)
+    IF TG_ARGV[0] = 'account' THEN
+        PERFORM FROM subscription.account AS a WHERE a.id = NEW.parent_id FOR KEY SHARE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'parent account % does not exist', NEW.parent_id
+                USING ERRCODE = 'foreign_key_violation',
+                      DETAIL = format('Account %s names it as its parent (parent_id).', NEW.id),
+                      TABLE = 'account', SCHEMA = 'subscription';
+        END IF;
+    ELSE
+        PERFORM FROM subscription.ledger AS l WHERE l.id = NEW.charge_id FOR KEY SHARE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'ledger line % does not exist', NEW.charge_id
+                USING ERRCODE = 'foreign_key_violation',
+                      DETAIL = format('Ledger line %s names it as its charge (charge_id).', NEW.id),
+                      TABLE = 'ledger', SCHEMA = 'subscription';
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.sync_license_counter()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sub bigint;
+    -- the logical table, from the trigger's argument (issue 17)
+    logical text := TG_ARGV[0];
+BEGIN
+    -- a restore copies the counter (restored_copy): the copy is trusted,
+    -- and verify() compares it with the licenses afterwards
+    IF TG_OP = 'INSERT'
+       AND subscription.restored_copy(pg_catalog.format('subscription.%I', logical || '_id_seq')::regclass, NEW.id) THEN
+        RETURN NULL;
+    END IF;
+    IF logical = 'subscription' THEN
+        sub := NEW.id;
+    ELSIF TG_OP = 'DELETE' THEN
+        sub := OLD.subscription_id;
+    ELSE
+        sub := NEW.subscription_id;
+    END IF;
+    INSERT INTO subscription.license_counter AS c (subscription_id, capacity, active)
+    SELECT s.id, subscription.license_capacity(s.id), s.status = 'active'
+      FROM subscription.subscription AS s WHERE s.id = sub
+    ON CONFLICT (subscription_id) DO UPDATE
+       SET capacity = excluded.capacity, active = excluded.active
+     WHERE (c.capacity, c.active) IS DISTINCT FROM (excluded.capacity, excluded.active);
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.sync_service_seats()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- the logical table, from the trigger's argument (issue 17)
+    IF TG_ARGV[0] = 'plan' THEN
+        -- the plan's own subscriptions, and (Z3) those of the suites that include it
+        PERFORM subscription.reseat_licenses(ARRAY(
+            SELECT s.id FROM subscription.subscription AS s
+             WHERE (s.plan = NEW.code
+                    AND subscription.seat_product(OLD.kind, OLD.product) IS DISTINCT FROM
+                        subscription.seat_product(NEW.kind, NEW.product))
+                OR (OLD.product IS DISTINCT FROM NEW.product
+                    AND s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc
+                                    WHERE sc.plan = NEW.code))));
+    ELSIF TG_ARGV[0] = 'suite_component' THEN
+        -- Z3: a suite's licenses seat the products of the plans it includes
+        PERFORM subscription.reseat_licenses(ARRAY(
+            SELECT s.id FROM subscription.subscription AS s
+             WHERE s.plan IN (CASE WHEN TG_OP <> 'INSERT' THEN OLD.suite_plan END,
+                              CASE WHEN TG_OP <> 'DELETE' THEN NEW.suite_plan END)));
+    ELSIF (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = OLD.plan)
+          IS DISTINCT FROM
+          (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = NEW.plan)
+          -- Z3: from or to a suite, the included products may change
+          OR EXISTS (SELECT FROM subscription.suite_component AS sc WHERE sc.suite_plan IN (OLD.plan, NEW.plan)) THEN
+        PERFORM subscription.reseat_licenses(ARRAY[NEW.id]);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.refresh_limits()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    accounts bigint[];
+    only_feature text;
+    -- the logical table, from the trigger's argument (issue 17)
+    logical text := TG_ARGV[0];
+BEGIN
+    -- an UPDATE can move the row: refresh for its old and its new self
+    FOR i IN 1 .. CASE WHEN TG_OP = 'UPDATE' THEN 2 ELSE 1 END LOOP
+        IF i = 1 AND TG_OP <> 'INSERT' THEN
+            r := OLD;
+        ELSE
+            r := NEW;
+        END IF;
+        IF logical = 'subscription' THEN
+            accounts := ARRAY[r.account_id];
+        ELSIF logical = 'addon_batch' THEN
+            SELECT array_agg(s.account_id) INTO accounts
+              FROM subscription.subscription AS s WHERE s.id = r.subscription_id;
+        ELSIF logical = 'plan_limit' THEN
+            only_feature := r.feature;
+            -- the plan's subscriptions, and those of the suites that include it (Z3)
+            SELECT array_agg(DISTINCT s.account_id) INTO accounts
+              FROM subscription.subscription AS s
+             WHERE s.plan = r.plan
+                OR s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc WHERE sc.plan = r.plan);
+        ELSIF logical = 'suite_component' THEN
+            SELECT array_agg(DISTINCT s.account_id) INTO accounts
+              FROM subscription.subscription AS s WHERE s.plan = r.suite_plan;
+        ELSE
+            SELECT array_agg(DISTINCT s.account_id) INTO accounts
+              FROM subscription.subscription AS s
+              JOIN subscription.addon_batch AS b ON b.subscription_id = s.id
+             WHERE b.addon = r.code;
+        END IF;
+        UPDATE subscription.usage_counter AS u
+           SET limit_value = subscription.limit_of(u.account_id, u.feature)
+         WHERE u.account_id = ANY (accounts)
+           AND (only_feature IS NULL OR u.feature = only_feature)
+           AND u.limit_value IS DISTINCT FROM subscription.limit_of(u.account_id, u.feature);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+DROP TRIGGER suite_component_valid ON subscription.suite_component;
+CREATE CONSTRAINT TRIGGER suite_component_valid
+    AFTER INSERT OR UPDATE ON subscription.suite_component
+    FOR EACH ROW EXECUTE FUNCTION subscription.check_suite_component('suite_component');
+
+DROP TRIGGER plan_suite_component_valid ON subscription.plan;
+CREATE CONSTRAINT TRIGGER plan_suite_component_valid
+    AFTER UPDATE OF product ON subscription.plan
+    FOR EACH ROW WHEN (OLD.product IS DISTINCT FROM NEW.product)
+    EXECUTE FUNCTION subscription.check_suite_component('plan');
+
+DROP TRIGGER account_history ON subscription.account;
+CREATE TRIGGER account_history AFTER INSERT OR UPDATE OR DELETE ON subscription.account
+    FOR EACH ROW EXECUTE FUNCTION subscription.record_history('account');
+
+DROP TRIGGER member_history ON subscription.member;
+CREATE TRIGGER member_history AFTER INSERT OR UPDATE OR DELETE ON subscription.member
+    FOR EACH ROW EXECUTE FUNCTION subscription.record_history('member');
+
+DROP TRIGGER subscription_history ON subscription.subscription;
+CREATE TRIGGER subscription_history AFTER INSERT OR UPDATE OR DELETE ON subscription.subscription
+    FOR EACH ROW EXECUTE FUNCTION subscription.record_history('subscription');
+
+DROP TRIGGER addon_batch_history ON subscription.addon_batch;
+CREATE TRIGGER addon_batch_history AFTER INSERT OR UPDATE OR DELETE ON subscription.addon_batch
+    FOR EACH ROW EXECUTE FUNCTION subscription.record_history('addon_batch');
+
+DROP TRIGGER terms_acceptance_history ON subscription.terms_acceptance;
+CREATE TRIGGER terms_acceptance_history AFTER INSERT OR UPDATE OR DELETE ON subscription.terms_acceptance
+    FOR EACH ROW EXECUTE FUNCTION subscription.record_history('terms_acceptance');
+
+DROP TRIGGER account_refuse_delete_in_use ON subscription.account;
+CREATE TRIGGER account_refuse_delete_in_use BEFORE DELETE ON subscription.account
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use('account');
+
+DROP TRIGGER subscription_refuse_delete_in_use ON subscription.subscription;
+CREATE TRIGGER subscription_refuse_delete_in_use BEFORE DELETE ON subscription.subscription
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use('subscription');
+
+DROP TRIGGER addon_batch_refuse_delete_in_use ON subscription.addon_batch;
+CREATE TRIGGER addon_batch_refuse_delete_in_use BEFORE DELETE ON subscription.addon_batch
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use('addon_batch');
+
+DROP TRIGGER ledger_refuse_delete_in_use ON subscription.ledger;
+CREATE TRIGGER ledger_refuse_delete_in_use BEFORE DELETE ON subscription.ledger
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use('ledger');
+
+DROP TRIGGER plan_refuse_delete_in_use ON subscription.plan;
+CREATE TRIGGER plan_refuse_delete_in_use BEFORE DELETE ON subscription.plan
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use('plan');
+
+DROP TRIGGER plan_price_refuse_delete_in_use ON subscription.plan_price;
+CREATE TRIGGER plan_price_refuse_delete_in_use BEFORE DELETE ON subscription.plan_price
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use('plan_price');
+
+DROP TRIGGER addon_refuse_delete_in_use ON subscription.addon;
+CREATE TRIGGER addon_refuse_delete_in_use BEFORE DELETE ON subscription.addon
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use('addon');
+
+DROP TRIGGER addon_price_refuse_delete_in_use ON subscription.addon_price;
+CREATE TRIGGER addon_price_refuse_delete_in_use BEFORE DELETE ON subscription.addon_price
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use('addon_price');
+
+DROP TRIGGER account_parent_exists ON subscription.account;
+CREATE TRIGGER account_parent_exists AFTER INSERT OR UPDATE OF parent_id ON subscription.account
+    FOR EACH ROW WHEN (NEW.parent_id IS NOT NULL) EXECUTE FUNCTION subscription.check_reference('account');
+
+DROP TRIGGER ledger_charge_exists ON subscription.ledger;
+CREATE TRIGGER ledger_charge_exists AFTER INSERT OR UPDATE OF charge_id ON subscription.ledger
+    FOR EACH ROW WHEN (NEW.charge_id IS NOT NULL) EXECUTE FUNCTION subscription.check_reference('ledger');
+
+DROP TRIGGER subscription_license_counter ON subscription.subscription;
+CREATE TRIGGER subscription_license_counter
+    AFTER INSERT OR UPDATE OF quantity, status ON subscription.subscription
+    FOR EACH ROW EXECUTE FUNCTION subscription.sync_license_counter('subscription');
+
+DROP TRIGGER addon_batch_license_counter ON subscription.addon_batch;
+CREATE TRIGGER addon_batch_license_counter
+    AFTER INSERT OR UPDATE OR DELETE ON subscription.addon_batch
+    FOR EACH ROW EXECUTE FUNCTION subscription.sync_license_counter('addon_batch');
+
+DROP TRIGGER subscription_service_seats ON subscription.subscription;
+CREATE TRIGGER subscription_service_seats
+    AFTER UPDATE OF plan ON subscription.subscription
+    FOR EACH ROW WHEN (OLD.plan IS DISTINCT FROM NEW.plan)
+    EXECUTE FUNCTION subscription.sync_service_seats('subscription');
+
+DROP TRIGGER plan_service_seats ON subscription.plan;
+CREATE TRIGGER plan_service_seats
+    AFTER UPDATE OF kind, product ON subscription.plan
+    FOR EACH ROW WHEN (OLD.kind IS DISTINCT FROM NEW.kind OR OLD.product IS DISTINCT FROM NEW.product)
+    EXECUTE FUNCTION subscription.sync_service_seats('plan');
+
+DROP TRIGGER suite_component_service_seats ON subscription.suite_component;
+CREATE TRIGGER suite_component_service_seats
+    AFTER INSERT OR UPDATE OR DELETE ON subscription.suite_component
+    FOR EACH ROW EXECUTE FUNCTION subscription.sync_service_seats('suite_component');
+
+DROP TRIGGER subscription_refresh_limits ON subscription.subscription;
+CREATE TRIGGER subscription_refresh_limits
+    AFTER INSERT OR DELETE OR UPDATE OF account_id, plan, quantity, status, plan_version ON subscription.subscription
+    FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits('subscription');
+
+DROP TRIGGER addon_batch_refresh_limits ON subscription.addon_batch;
+CREATE TRIGGER addon_batch_refresh_limits
+    AFTER INSERT OR DELETE OR UPDATE ON subscription.addon_batch
+    FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits('addon_batch');
+
+DROP TRIGGER plan_limit_refresh_limits ON subscription.plan_limit;
+CREATE TRIGGER plan_limit_refresh_limits
+    AFTER INSERT OR DELETE OR UPDATE ON subscription.plan_limit
+    FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits('plan_limit');
+
+DROP TRIGGER suite_component_refresh_limits ON subscription.suite_component;
+CREATE TRIGGER suite_component_refresh_limits
+    AFTER INSERT OR DELETE OR UPDATE ON subscription.suite_component
+    FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits('suite_component');
+
+DROP TRIGGER addon_refresh_limits ON subscription.addon;
+CREATE TRIGGER addon_refresh_limits
+    AFTER UPDATE OF feature, units ON subscription.addon
+    FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits('addon');
+
+-- grandfathering's trigger (issue 16) takes its logical table too
+CREATE OR REPLACE FUNCTION subscription.version_catalog_row()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the catalog admin reads no subscription
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- the logical table, as a trigger argument: a Citus shard has another name
+    logical text := TG_ARGV[0];
+    what text := CASE logical WHEN 'plan_price' THEN 'price' ELSE 'limit' END;
+    current_version integer;
+    held boolean;
+    held_current boolean;
+    new_version integer;
+BEGIN
+    -- serialize the version changes of a plan, and its migrations
+    SELECT p.version INTO current_version FROM subscription.plan AS p WHERE p.code = NEW.plan FOR UPDATE;
+    -- the new version's row, inserted below while the old one is still open
+    IF TG_OP = 'INSERT' AND pg_trigger_depth() > 1 THEN
+        RETURN NEW;
+    ELSIF TG_OP = 'INSERT' THEN
+        IF logical = 'plan_price' THEN
+            PERFORM FROM subscription.plan_price AS pp
+             WHERE pp.plan = NEW.plan AND pp.versions && NEW.versions
+               AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(NEW.cycle)
+               AND pp.tier IS NOT DISTINCT FROM NEW.tier;
+        ELSE
+            PERFORM FROM subscription.plan_limit AS pl
+             WHERE pl.plan = NEW.plan AND pl.versions && NEW.versions AND pl.feature = NEW.feature;
+        END IF;
+        IF FOUND THEN
+            RAISE EXCEPTION 'plan "%" already has this %', NEW.plan, what
+                USING ERRCODE = 'unique_violation',
+                      DETAIL = format('A row of the same %s holds versions overlapping %s.', what, NEW.versions),
+                      HINT = format('UPDATE the current row of subscription.%s: a change that subscriptions hold makes a new version.', logical),
+                      TABLE = logical, SCHEMA = 'subscription';
+        END IF;
+        RETURN NEW;
+    END IF;
+    IF NOT upper_inf(OLD.versions) THEN
+        -- a closed row is history: an UPDATE changes the current rows only
+        RETURN NULL;
+    END IF;
+    IF NEW.versions IS DISTINCT FROM OLD.versions OR NEW.plan IS DISTINCT FROM OLD.plan THEN
+        RAISE EXCEPTION 'the plan and versions of a % are not changed with its terms', what
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Update the terms of the current row alone; the new version is made for you.',
+                  TABLE = logical, SCHEMA = 'subscription';
+    END IF;
+    SELECT coalesce(bool_or(true), false), coalesce(bool_or(h.version = current_version), false)
+      INTO held, held_current
+      FROM (SELECT s.plan_version AS version FROM subscription.subscription AS s
+             WHERE s.plan = OLD.plan AND s.status = 'active'
+            UNION ALL
+            SELECT s.migrate_version FROM subscription.subscription AS s
+             WHERE s.migrate_to = OLD.plan AND s.status = 'active') AS h
+     WHERE OLD.versions @> h.version;
+    IF NOT held THEN
+        RETURN NEW;
+    END IF;
+    -- the versions held keep the old row; the change makes a new version
+    -- unless the current one is held by nobody yet
+    new_version := current_version + CASE WHEN held_current THEN 1 ELSE 0 END;
+    UPDATE subscription.plan AS p SET version = new_version WHERE p.code = OLD.plan AND p.version <> new_version;
+    NEW.versions := int4range(new_version, NULL);
+    IF logical = 'plan_price' THEN
+        INSERT INTO subscription.plan_price SELECT (NEW::subscription.plan_price).*;
+    ELSE
+        INSERT INTO subscription.plan_limit SELECT (NEW::subscription.plan_limit).*;
+    END IF;
+    OLD.versions := int4range(lower(OLD.versions), new_version);
+    RETURN OLD;
+END
+$$;
+
+DROP TRIGGER plan_price_versions ON subscription.plan_price;
+CREATE TRIGGER plan_price_versions
+    BEFORE INSERT OR UPDATE OF cycle, tier, amount, per_license, currency, versions ON subscription.plan_price
+    FOR EACH ROW EXECUTE FUNCTION subscription.version_catalog_row('plan_price');
+DROP TRIGGER plan_limit_versions ON subscription.plan_limit;
+CREATE TRIGGER plan_limit_versions
+    BEFORE INSERT OR UPDATE OF feature, value, per_license, versions ON subscription.plan_limit
+    FOR EACH ROW EXECUTE FUNCTION subscription.version_catalog_row('plan_limit');
+DROP TRIGGER terms_refuse_delete_in_use ON subscription.terms;
+CREATE TRIGGER terms_refuse_delete_in_use BEFORE DELETE ON subscription.terms
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use('terms');

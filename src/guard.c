@@ -15,9 +15,41 @@
 #include "access/xact.h"
 #include "executor/spi.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/snapmgr.h"
 
 #include "subscription.h"
+
+/*
+ * The extension's relcache callbacks, behind one registration: a backend
+ * has a fixed number of slots (MAX_RELCACHE_CALLBACKS, 10), which core
+ * PostgreSQL and Citus (5) share with us, and a backend that runs out of
+ * them is terminated (FATAL "out of relcache_callback_list slots"), as
+ * issue 17's cluster showed with four callbacks of ours.
+ */
+#define SUBSCRIPTION_RELCACHE_CALLBACKS 8
+static RelcacheCallbackFunction relcache_callbacks[SUBSCRIPTION_RELCACHE_CALLBACKS];
+static int	relcache_callback_count = 0;
+
+static void
+SubscriptionRelcacheCallback(Datum arg, Oid relid)
+{
+	int			i;
+
+	for (i = 0; i < relcache_callback_count; i++)
+		relcache_callbacks[i] (arg, relid);
+}
+
+/* Call func on every relcache invalidation; once per func and backend. */
+void
+RegisterRelcacheCallback(RelcacheCallbackFunction func)
+{
+	if (relcache_callback_count >= SUBSCRIPTION_RELCACHE_CALLBACKS)
+		elog(ERROR, "too many relcache callbacks in the subscription extension");
+	if (relcache_callback_count == 0)
+		CacheRegisterRelcacheCallback(SubscriptionRelcacheCallback, (Datum) 0);
+	relcache_callbacks[relcache_callback_count++] = func;
+}
 
 /*
  * The plan in *slot, prepared and kept for the life of the backend on

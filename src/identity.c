@@ -68,7 +68,7 @@ ExtensionOwner(void)
 
 	if (!callback_registered)
 	{
-		CacheRegisterRelcacheCallback(ExtensionOwnerCallback, (Datum) 0);
+		RegisterRelcacheCallback(ExtensionOwnerCallback);
 		callback_registered = true;
 	}
 	if (!OidIsValid(extension_owner))
@@ -237,7 +237,7 @@ RestoringRole(void)
 		return false;
 	if (!callback_registered)
 	{
-		CacheRegisterRelcacheCallback(RestoringRoleCallback, (Datum) 0);
+		RegisterRelcacheCallback(RestoringRoleCallback);
 		callback_registered = true;
 	}
 	if (restoring_valid && restoring_role_cached == role)

@@ -433,7 +433,7 @@ GetLimitEntry(Relation rel, const char *feature)
 		ctl.keysize = sizeof(LimitKey);
 		ctl.entrysize = sizeof(LimitEntry);
 		limit_cache = hash_create("subscription limit guard", 16, &ctl, HASH_ELEM | HASH_BLOBS);
-		CacheRegisterRelcacheCallback(LimitCacheCallback, (Datum) 0);
+		RegisterRelcacheCallback(LimitCacheCallback);
 	}
 
 	memset(&key, 0, sizeof(key));

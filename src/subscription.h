@@ -80,6 +80,7 @@ extern void UnpinSearchPath(int nest_level);
 extern GuardedEvent ClassifyGuardedStatement(FunctionCallInfo fcinfo, const char *guard,
 											 Tuplestorestate **rows);
 extern TupleTableSlot *OnlyTransitionRow(Tuplestorestate *rows, TupleDesc tupdesc);
+extern void RegisterRelcacheCallback(void (*func) (Datum arg, Oid relid));
 
 /*
  * rowwrite.c: single rows of the extension's own tables, read and written

@@ -145,7 +145,9 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    what text := CASE TG_TABLE_NAME WHEN 'plan_price' THEN 'price' ELSE 'limit' END;
+    -- the logical table, as a trigger argument: a Citus shard has another name
+    logical text := TG_ARGV[0];
+    what text := CASE logical WHEN 'plan_price' THEN 'price' ELSE 'limit' END;
     current_version integer;
     held boolean;
     held_current boolean;
@@ -157,7 +159,7 @@ BEGIN
     IF TG_OP = 'INSERT' AND pg_trigger_depth() > 1 THEN
         RETURN NEW;
     ELSIF TG_OP = 'INSERT' THEN
-        IF TG_TABLE_NAME = 'plan_price' THEN
+        IF logical = 'plan_price' THEN
             PERFORM FROM subscription.plan_price AS pp
              WHERE pp.plan = NEW.plan AND pp.versions && NEW.versions
                AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(NEW.cycle)
@@ -170,8 +172,8 @@ BEGIN
             RAISE EXCEPTION 'plan "%" already has this %', NEW.plan, what
                 USING ERRCODE = 'unique_violation',
                       DETAIL = format('A row of the same %s holds versions overlapping %s.', what, NEW.versions),
-                      HINT = format('UPDATE the current row of subscription.%s: a change that subscriptions hold makes a new version.', TG_TABLE_NAME),
-                      TABLE = TG_TABLE_NAME, SCHEMA = 'subscription';
+                      HINT = format('UPDATE the current row of subscription.%s: a change that subscriptions hold makes a new version.', logical),
+                      TABLE = logical, SCHEMA = 'subscription';
         END IF;
         RETURN NEW;
     END IF;
@@ -183,7 +185,7 @@ BEGIN
         RAISE EXCEPTION 'the plan and versions of a % are not changed with its terms', what
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Update the terms of the current row alone; the new version is made for you.',
-                  TABLE = TG_TABLE_NAME, SCHEMA = 'subscription';
+                  TABLE = logical, SCHEMA = 'subscription';
     END IF;
     SELECT coalesce(bool_or(true), false), coalesce(bool_or(h.version = current_version), false)
       INTO held, held_current
@@ -201,7 +203,7 @@ BEGIN
     new_version := current_version + CASE WHEN held_current THEN 1 ELSE 0 END;
     UPDATE subscription.plan AS p SET version = new_version WHERE p.code = OLD.plan AND p.version <> new_version;
     NEW.versions := int4range(new_version, NULL);
-    IF TG_TABLE_NAME = 'plan_price' THEN
+    IF logical = 'plan_price' THEN
         INSERT INTO subscription.plan_price SELECT (NEW::subscription.plan_price).*;
     ELSE
         INSERT INTO subscription.plan_limit SELECT (NEW::subscription.plan_limit).*;
@@ -216,10 +218,10 @@ COMMENT ON FUNCTION subscription.version_catalog_row() IS
 
 CREATE TRIGGER plan_price_versions
     BEFORE INSERT OR UPDATE OF cycle, tier, amount, per_license, currency, versions ON subscription.plan_price
-    FOR EACH ROW EXECUTE FUNCTION subscription.version_catalog_row();
+    FOR EACH ROW EXECUTE FUNCTION subscription.version_catalog_row('plan_price');
 CREATE TRIGGER plan_limit_versions
     BEFORE INSERT OR UPDATE OF feature, value, per_license, versions ON subscription.plan_limit
-    FOR EACH ROW EXECUTE FUNCTION subscription.version_catalog_row();
+    FOR EACH ROW EXECUTE FUNCTION subscription.version_catalog_row('plan_limit');
 
 CREATE TABLE subscription.addon (
     code     text PRIMARY KEY,
@@ -341,8 +343,9 @@ DECLARE
     a text;
     b text;
 BEGIN
-    -- a suite row, or a plan that moved to another product
-    IF TG_TABLE_NAME = 'plan' THEN
+    -- a suite row, or a plan that moved to another product (the logical
+    -- table, from the trigger's argument: issue 17)
+    IF TG_ARGV[0] = 'plan' THEN
         a := NEW.code;
         b := NEW.code;
     ELSE
@@ -371,8 +374,8 @@ COMMENT ON FUNCTION subscription.check_suite_component() IS 'Trigger: a suite in
 
 CREATE CONSTRAINT TRIGGER suite_component_valid
     AFTER INSERT OR UPDATE ON subscription.suite_component
-    FOR EACH ROW EXECUTE FUNCTION subscription.check_suite_component();
+    FOR EACH ROW EXECUTE FUNCTION subscription.check_suite_component('suite_component');
 CREATE CONSTRAINT TRIGGER plan_suite_component_valid
     AFTER UPDATE OF product ON subscription.plan
     FOR EACH ROW WHEN (OLD.product IS DISTINCT FROM NEW.product)
-    EXECUTE FUNCTION subscription.check_suite_component();
+    EXECUTE FUNCTION subscription.check_suite_component('plan');

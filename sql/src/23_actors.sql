@@ -178,6 +178,9 @@ DECLARE
     changed jsonb;
     account bigint;
     sub bigint;
+    -- the logical table, from the trigger's argument: on Citus a shard's
+    -- own name is not the table's (issue 17)
+    logical text := TG_ARGV[0];
 BEGIN
     IF TG_OP <> 'INSERT' THEN
         old_row := to_jsonb(OLD);
@@ -190,7 +193,7 @@ BEGIN
     -- restoring role.  Other roles pay one cached check.
     IF TG_OP = 'INSERT' AND subscription.restoring_role()
        AND (NOT new_row ? 'id'
-            OR subscription.restored_copy(pg_catalog.format('subscription.%I', TG_TABLE_NAME || '_id_seq')::regclass,
+            OR subscription.restored_copy(pg_catalog.format('subscription.%I', logical || '_id_seq')::regclass,
                                           (new_row ->> 'id')::bigint)) THEN
         RETURN NULL;
     END IF;
@@ -206,7 +209,7 @@ BEGIN
         END IF;
     END IF;
 
-    CASE TG_TABLE_NAME
+    CASE logical
         WHEN 'account' THEN
             account := (row_now ->> 'id')::bigint;
         WHEN 'subscription' THEN
@@ -219,7 +222,7 @@ BEGIN
             account := (row_now ->> 'account_id')::bigint;
     END CASE;
 
-    PERFORM subscription.write_history(TG_TABLE_NAME || '_' || lower(TG_OP), account, sub, changed);
+    PERFORM subscription.write_history(logical || '_' || lower(TG_OP), account, sub, changed);
     RETURN NULL;
 END
 $$;
@@ -227,12 +230,12 @@ $$;
 COMMENT ON FUNCTION subscription.record_history() IS 'Trigger: one history row per change of accounts, members, subscriptions, add-on batches and terms acceptances (R8, Z11)';
 
 CREATE TRIGGER account_history AFTER INSERT OR UPDATE OR DELETE ON subscription.account
-    FOR EACH ROW EXECUTE FUNCTION subscription.record_history();
+    FOR EACH ROW EXECUTE FUNCTION subscription.record_history('account');
 CREATE TRIGGER member_history AFTER INSERT OR UPDATE OR DELETE ON subscription.member
-    FOR EACH ROW EXECUTE FUNCTION subscription.record_history();
+    FOR EACH ROW EXECUTE FUNCTION subscription.record_history('member');
 CREATE TRIGGER subscription_history AFTER INSERT OR UPDATE OR DELETE ON subscription.subscription
-    FOR EACH ROW EXECUTE FUNCTION subscription.record_history();
+    FOR EACH ROW EXECUTE FUNCTION subscription.record_history('subscription');
 CREATE TRIGGER addon_batch_history AFTER INSERT OR UPDATE OR DELETE ON subscription.addon_batch
-    FOR EACH ROW EXECUTE FUNCTION subscription.record_history();
+    FOR EACH ROW EXECUTE FUNCTION subscription.record_history('addon_batch');
 CREATE TRIGGER terms_acceptance_history AFTER INSERT OR UPDATE OR DELETE ON subscription.terms_acceptance
-    FOR EACH ROW EXECUTE FUNCTION subscription.record_history();
+    FOR EACH ROW EXECUTE FUNCTION subscription.record_history('terms_acceptance');

@@ -46,8 +46,11 @@ DECLARE
     held text[];
     hint text;
     ledger_lines bigint;
+    -- the logical table, from the trigger's argument (issue 17: a shard's
+    -- name is not its table's)
+    logical text := TG_ARGV[0];
 BEGIN
-    CASE TG_TABLE_NAME
+    CASE logical
     WHEN 'account' THEN
         PERFORM FROM subscription.account AS a WHERE a.id = OLD.id FOR UPDATE;
         what := format('account %s', OLD.id);
@@ -151,7 +154,7 @@ BEGIN
                                   CASE WHEN cardinality(held) = 1 THEN held[1]
                                        ELSE array_to_string(held[1:cardinality(held) - 1], ', ')
                                             || ' and ' || held[cardinality(held)] END),
-                  HINT = hint, TABLE = TG_TABLE_NAME, SCHEMA = 'subscription';
+                  HINT = hint, TABLE = logical, SCHEMA = 'subscription';
     END IF;
     RETURN OLD;
 END
@@ -161,23 +164,23 @@ COMMENT ON FUNCTION subscription.refuse_delete_in_use() IS
 'Trigger: 2BP01 naming what still refers to a row being deleted (ledger lines, subscriptions, members, prices...): nothing lost';
 
 CREATE TRIGGER account_refuse_delete_in_use BEFORE DELETE ON subscription.account
-    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use();
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use('account');
 CREATE TRIGGER subscription_refuse_delete_in_use BEFORE DELETE ON subscription.subscription
-    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use();
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use('subscription');
 CREATE TRIGGER addon_batch_refuse_delete_in_use BEFORE DELETE ON subscription.addon_batch
-    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use();
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use('addon_batch');
 CREATE TRIGGER ledger_refuse_delete_in_use BEFORE DELETE ON subscription.ledger
-    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use();
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use('ledger');
 CREATE TRIGGER plan_refuse_delete_in_use BEFORE DELETE ON subscription.plan
-    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use();
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use('plan');
 CREATE TRIGGER plan_price_refuse_delete_in_use BEFORE DELETE ON subscription.plan_price
-    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use();
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use('plan_price');
 CREATE TRIGGER addon_refuse_delete_in_use BEFORE DELETE ON subscription.addon
-    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use();
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use('addon');
 CREATE TRIGGER addon_price_refuse_delete_in_use BEFORE DELETE ON subscription.addon_price
-    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use();
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use('addon_price');
 CREATE TRIGGER terms_refuse_delete_in_use BEFORE DELETE ON subscription.terms
-    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use();
+    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use('terms');
 
 -- The references of a table to itself, as a foreign key would check them
 -- (23503), without the dependency loop pg_dump warns of: an account's
@@ -192,7 +195,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF TG_TABLE_NAME = 'account' THEN
+    -- the logical table, from the trigger's argument (issue 17)
+    IF TG_ARGV[0] = 'account' THEN
         PERFORM FROM subscription.account AS a WHERE a.id = NEW.parent_id FOR KEY SHARE;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'parent account % does not exist', NEW.parent_id
@@ -217,6 +221,6 @@ COMMENT ON FUNCTION subscription.check_reference() IS
 'Trigger: an account''s parent and a ledger line''s charge exist (23503), as a foreign key to the same table would check';
 
 CREATE TRIGGER account_parent_exists AFTER INSERT OR UPDATE OF parent_id ON subscription.account
-    FOR EACH ROW WHEN (NEW.parent_id IS NOT NULL) EXECUTE FUNCTION subscription.check_reference();
+    FOR EACH ROW WHEN (NEW.parent_id IS NOT NULL) EXECUTE FUNCTION subscription.check_reference('account');
 CREATE TRIGGER ledger_charge_exists AFTER INSERT OR UPDATE OF charge_id ON subscription.ledger
-    FOR EACH ROW WHEN (NEW.charge_id IS NOT NULL) EXECUTE FUNCTION subscription.check_reference();
+    FOR EACH ROW WHEN (NEW.charge_id IS NOT NULL) EXECUTE FUNCTION subscription.check_reference('ledger');

@@ -31,14 +31,16 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     sub bigint;
+    -- the logical table, from the trigger's argument (issue 17)
+    logical text := TG_ARGV[0];
 BEGIN
     -- a restore copies the counter (restored_copy): the copy is trusted,
     -- and verify() compares it with the licenses afterwards
     IF TG_OP = 'INSERT'
-       AND subscription.restored_copy(pg_catalog.format('subscription.%I', TG_TABLE_NAME || '_id_seq')::regclass, NEW.id) THEN
+       AND subscription.restored_copy(pg_catalog.format('subscription.%I', logical || '_id_seq')::regclass, NEW.id) THEN
         RETURN NULL;
     END IF;
-    IF TG_TABLE_NAME = 'subscription' THEN
+    IF logical = 'subscription' THEN
         sub := NEW.id;
     ELSIF TG_OP = 'DELETE' THEN
         sub := OLD.subscription_id;
@@ -59,10 +61,10 @@ COMMENT ON FUNCTION subscription.sync_license_counter() IS 'Trigger: seat capaci
 
 CREATE TRIGGER subscription_license_counter
     AFTER INSERT OR UPDATE OF quantity, status ON subscription.subscription
-    FOR EACH ROW EXECUTE FUNCTION subscription.sync_license_counter();
+    FOR EACH ROW EXECUTE FUNCTION subscription.sync_license_counter('subscription');
 CREATE TRIGGER addon_batch_license_counter
     AFTER INSERT OR UPDATE OR DELETE ON subscription.addon_batch
-    FOR EACH ROW EXECUTE FUNCTION subscription.sync_license_counter();
+    FOR EACH ROW EXECUTE FUNCTION subscription.sync_license_counter('addon_batch');
 
 -- A subscription whose plan turns from a service into an option, or back, or
 -- to another product, gets its licenses' service seats rebuilt (R11).
@@ -90,7 +92,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF TG_TABLE_NAME = 'plan' THEN
+    -- the logical table, from the trigger's argument (issue 17)
+    IF TG_ARGV[0] = 'plan' THEN
         -- the plan's own subscriptions, and (Z3) those of the suites that include it
         PERFORM subscription.reseat_licenses(ARRAY(
             SELECT s.id FROM subscription.subscription AS s
@@ -100,7 +103,7 @@ BEGIN
                 OR (OLD.product IS DISTINCT FROM NEW.product
                     AND s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc
                                     WHERE sc.plan = NEW.code))));
-    ELSIF TG_TABLE_NAME = 'suite_component' THEN
+    ELSIF TG_ARGV[0] = 'suite_component' THEN
         -- Z3: a suite's licenses seat the products of the plans it includes
         PERFORM subscription.reseat_licenses(ARRAY(
             SELECT s.id FROM subscription.subscription AS s
@@ -122,14 +125,14 @@ COMMENT ON FUNCTION subscription.sync_service_seats() IS 'Trigger: service seats
 CREATE TRIGGER subscription_service_seats
     AFTER UPDATE OF plan ON subscription.subscription
     FOR EACH ROW WHEN (OLD.plan IS DISTINCT FROM NEW.plan)
-    EXECUTE FUNCTION subscription.sync_service_seats();
+    EXECUTE FUNCTION subscription.sync_service_seats('subscription');
 CREATE TRIGGER plan_service_seats
     AFTER UPDATE OF kind, product ON subscription.plan
     FOR EACH ROW WHEN (OLD.kind IS DISTINCT FROM NEW.kind OR OLD.product IS DISTINCT FROM NEW.product)
-    EXECUTE FUNCTION subscription.sync_service_seats();
+    EXECUTE FUNCTION subscription.sync_service_seats('plan');
 CREATE TRIGGER suite_component_service_seats
     AFTER INSERT OR UPDATE OR DELETE ON subscription.suite_component
-    FOR EACH ROW EXECUTE FUNCTION subscription.sync_service_seats();
+    FOR EACH ROW EXECUTE FUNCTION subscription.sync_service_seats('suite_component');
 
 -- The guard of subscription.license (C): per statement, over the transition
 -- table, it checks every assigned row (the member belongs to the

@@ -545,6 +545,8 @@ DECLARE
     r record;
     accounts bigint[];
     only_feature text;
+    -- the logical table, from the trigger's argument (issue 17)
+    logical text := TG_ARGV[0];
 BEGIN
     -- an UPDATE can move the row: refresh for its old and its new self
     FOR i IN 1 .. CASE WHEN TG_OP = 'UPDATE' THEN 2 ELSE 1 END LOOP
@@ -553,19 +555,19 @@ BEGIN
         ELSE
             r := NEW;
         END IF;
-        IF TG_TABLE_NAME = 'subscription' THEN
+        IF logical = 'subscription' THEN
             accounts := ARRAY[r.account_id];
-        ELSIF TG_TABLE_NAME = 'addon_batch' THEN
+        ELSIF logical = 'addon_batch' THEN
             SELECT array_agg(s.account_id) INTO accounts
               FROM subscription.subscription AS s WHERE s.id = r.subscription_id;
-        ELSIF TG_TABLE_NAME = 'plan_limit' THEN
+        ELSIF logical = 'plan_limit' THEN
             only_feature := r.feature;
             -- the plan's subscriptions, and those of the suites that include it (Z3)
             SELECT array_agg(DISTINCT s.account_id) INTO accounts
               FROM subscription.subscription AS s
              WHERE s.plan = r.plan
                 OR s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc WHERE sc.plan = r.plan);
-        ELSIF TG_TABLE_NAME = 'suite_component' THEN
+        ELSIF logical = 'suite_component' THEN
             SELECT array_agg(DISTINCT s.account_id) INTO accounts
               FROM subscription.subscription AS s WHERE s.plan = r.suite_plan;
         ELSE
@@ -588,16 +590,16 @@ COMMENT ON FUNCTION subscription.refresh_limits() IS 'Trigger: the limits stored
 
 CREATE TRIGGER subscription_refresh_limits
     AFTER INSERT OR DELETE OR UPDATE OF account_id, plan, quantity, status, plan_version ON subscription.subscription
-    FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits();
+    FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits('subscription');
 CREATE TRIGGER addon_batch_refresh_limits
     AFTER INSERT OR DELETE OR UPDATE ON subscription.addon_batch
-    FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits();
+    FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits('addon_batch');
 CREATE TRIGGER plan_limit_refresh_limits
     AFTER INSERT OR DELETE OR UPDATE ON subscription.plan_limit
-    FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits();
+    FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits('plan_limit');
 CREATE TRIGGER suite_component_refresh_limits
     AFTER INSERT OR DELETE OR UPDATE ON subscription.suite_component
-    FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits();
+    FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits('suite_component');
 CREATE TRIGGER addon_refresh_limits
     AFTER UPDATE OF feature, units ON subscription.addon
-    FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits();
+    FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits('addon');
