@@ -8398,3 +8398,47 @@ CREATE TRIGGER plan_limit_versions
 DROP TRIGGER terms_refuse_delete_in_use ON subscription.terms;
 CREATE TRIGGER terms_refuse_delete_in_use BEFORE DELETE ON subscription.terms
     FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use('terms');
+
+-- ---------------------------------------------------------------------------
+-- K8: a refusal to a sub-account's member names who can do it: the owner of
+-- the main account
+-- ---------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION subscription.authorize(account_id bigint, action text, monthly boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    actor text := current_setting('subscription.actor', true);
+    refusal text;
+BEGIN
+    IF subscription.trusted_without_actor() THEN
+        RETURN;
+    END IF;
+    refusal := subscription.actor_refusal(account_id, action, monthly);
+    IF refusal IS NULL THEN
+        -- Z2: a managed account's cycle, renewal and cancellations are the
+        -- sales representative's
+        IF action = ANY ('{change_cycle,change_renewal,cancel}')
+           AND EXISTS (SELECT FROM subscription.account AS a WHERE a.id = authorize.account_id AND a.managed) THEN
+            RAISE LOG 'subscription: actor % refused % on managed account %', actor, action, account_id;
+            RAISE EXCEPTION 'actor % may not % on managed account %', actor, replace(action, '_', ' '), account_id
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = format('Account %s is managed: its billing cycle, renewal and cancellations are agreed with sales (Z2).',
+                                      account_id),
+                      HINT = 'A sales representative makes this change, from back-office code without subscription.actor.';
+        END IF;
+        RETURN;
+    END IF;
+    -- a refused transaction rolls back, so the refusal cannot stay in history
+    RAISE LOG 'subscription: actor % refused % on account %: %', actor, action, account_id, refusal;
+    RAISE EXCEPTION 'actor % may not % on account %', actor, replace(action, '_', ' '), account_id
+        USING ERRCODE = 'insufficient_privilege',
+              DETAIL = format('Actor %s %s.', actor, refusal),
+              HINT = CASE WHEN refusal LIKE '%(K8)'
+                          THEN 'The owner of the main account (the sub-account''s parent) can do it.'
+                          WHEN action = ANY ('{increase_licenses,decrease_licenses,change_renewal}')
+                          THEN 'The account owner can do it, or grant the right in subscription.member.rights.'
+                          ELSE 'The account owner can do it.' END;
+END
+$$;

@@ -139,7 +139,9 @@ BEGIN
     RAISE EXCEPTION 'actor % may not % on account %', actor, replace(action, '_', ' '), account_id
         USING ERRCODE = 'insufficient_privilege',
               DETAIL = format('Actor %s %s.', actor, refusal),
-              HINT = CASE WHEN action = ANY ('{increase_licenses,decrease_licenses,change_renewal}')
+              HINT = CASE WHEN refusal LIKE '%(K8)'
+                          THEN 'The owner of the main account (the sub-account''s parent) can do it.'
+                          WHEN action = ANY ('{increase_licenses,decrease_licenses,change_renewal}')
                           THEN 'The account owner can do it, or grant the right in subscription.member.rights.'
                           ELSE 'The account owner can do it.' END;
 END
