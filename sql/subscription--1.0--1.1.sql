@@ -8442,3 +8442,88 @@ BEGIN
                           ELSE 'The account owner can do it.' END;
 END
 $$;
+
+-- ---------------------------------------------------------------------------
+-- Grandfathering (issue 16) takes its plan lock only when an UPDATE makes a
+-- version: an INSERT locks nothing, so Citus can copy a reference table's
+-- rows through the trigger (issue 17)
+-- ---------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION subscription.version_catalog_row()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the catalog admin reads no subscription
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- the logical table, as a trigger argument: a Citus shard has another name
+    logical text := TG_ARGV[0];
+    what text := CASE logical WHEN 'plan_price' THEN 'price' ELSE 'limit' END;
+    current_version integer;
+    held boolean;
+    held_current boolean;
+    new_version integer;
+BEGIN
+    -- the new version's row, inserted below while the old one is still open
+    IF TG_OP = 'INSERT' AND pg_trigger_depth() > 1 THEN
+        RETURN NEW;
+    ELSIF TG_OP = 'INSERT' THEN
+        -- no row lock (an INSERT makes no version; on Citus the rows of a
+        -- reference table are copied through this trigger): two new rows
+        -- of one price or limit from the same version meet in the unique
+        -- index of their lower bound
+        IF logical = 'plan_price' THEN
+            PERFORM FROM subscription.plan_price AS pp
+             WHERE pp.plan = NEW.plan AND pp.versions && NEW.versions
+               AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(NEW.cycle)
+               AND pp.tier IS NOT DISTINCT FROM NEW.tier;
+        ELSE
+            PERFORM FROM subscription.plan_limit AS pl
+             WHERE pl.plan = NEW.plan AND pl.versions && NEW.versions AND pl.feature = NEW.feature;
+        END IF;
+        IF FOUND THEN
+            RAISE EXCEPTION 'plan "%" already has this %', NEW.plan, what
+                USING ERRCODE = 'unique_violation',
+                      DETAIL = format('A row of the same %s holds versions overlapping %s.', what, NEW.versions),
+                      HINT = format('UPDATE the current row of subscription.%s: a change that subscriptions hold makes a new version.', logical),
+                      TABLE = logical, SCHEMA = 'subscription';
+        END IF;
+        RETURN NEW;
+    END IF;
+    IF NOT upper_inf(OLD.versions) THEN
+        -- a closed row is history: an UPDATE changes the current rows only
+        RETURN NULL;
+    END IF;
+    IF NEW.versions IS DISTINCT FROM OLD.versions OR NEW.plan IS DISTINCT FROM OLD.plan THEN
+        RAISE EXCEPTION 'the plan and versions of a % are not changed with its terms', what
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Update the terms of the current row alone; the new version is made for you.',
+                  TABLE = logical, SCHEMA = 'subscription';
+    END IF;
+    -- serialize the version changes of a plan, and its migrations
+    SELECT p.version INTO current_version FROM subscription.plan AS p WHERE p.code = OLD.plan FOR UPDATE;
+    SELECT coalesce(bool_or(true), false), coalesce(bool_or(h.version = current_version), false)
+      INTO held, held_current
+      FROM (SELECT s.plan_version AS version FROM subscription.subscription AS s
+             WHERE s.plan = OLD.plan AND s.status = 'active'
+            UNION ALL
+            SELECT s.migrate_version FROM subscription.subscription AS s
+             WHERE s.migrate_to = OLD.plan AND s.status = 'active') AS h
+     WHERE OLD.versions @> h.version;
+    IF NOT held THEN
+        RETURN NEW;
+    END IF;
+    -- the versions held keep the old row; the change makes a new version
+    -- unless the current one is held by nobody yet
+    new_version := current_version + CASE WHEN held_current THEN 1 ELSE 0 END;
+    UPDATE subscription.plan AS p SET version = new_version WHERE p.code = OLD.plan AND p.version <> new_version;
+    NEW.versions := int4range(new_version, NULL);
+    IF logical = 'plan_price' THEN
+        INSERT INTO subscription.plan_price SELECT (NEW::subscription.plan_price).*;
+    ELSE
+        INSERT INTO subscription.plan_limit SELECT (NEW::subscription.plan_limit).*;
+    END IF;
+    OLD.versions := int4range(lower(OLD.versions), new_version);
+    RETURN OLD;
+END
+$$;

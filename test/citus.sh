@@ -50,6 +50,7 @@ if [ ! -f "$CITUS_SRC" ]; then
 fi
 
 n=0
+failures=0
 tap() {  # tap OK TITLE [DIAGNOSTICS]
     n=$((n + 1))
     if [ "$1" = 1 ]; then
@@ -57,6 +58,7 @@ tap() {  # tap OK TITLE [DIAGNOSTICS]
     else
         echo "not ok $n - $2"
         [ -n "${3:-}" ] && echo "$3" | head -40 | sed 's/^/# /'
+        failures=$((failures + 1))
     fi
     return 0
 }
@@ -282,3 +284,5 @@ todo "apply_downgrade trims a distributed application table" 6 "needs item 3 (li
 todo "every shell table on every node holds zero rows" 6 "needs distribute() (rowwrite.c writes the shell table directly)"
 
 echo "1..$n"
+# a check that failed (not a TODO) fails the run
+[ "${failures:-0}" -eq 0 ]

@@ -153,12 +153,14 @@ DECLARE
     held_current boolean;
     new_version integer;
 BEGIN
-    -- serialize the version changes of a plan, and its migrations
-    SELECT p.version INTO current_version FROM subscription.plan AS p WHERE p.code = NEW.plan FOR UPDATE;
     -- the new version's row, inserted below while the old one is still open
     IF TG_OP = 'INSERT' AND pg_trigger_depth() > 1 THEN
         RETURN NEW;
     ELSIF TG_OP = 'INSERT' THEN
+        -- no row lock (an INSERT makes no version; on Citus the rows of a
+        -- reference table are copied through this trigger): two new rows
+        -- of one price or limit from the same version meet in the unique
+        -- index of their lower bound
         IF logical = 'plan_price' THEN
             PERFORM FROM subscription.plan_price AS pp
              WHERE pp.plan = NEW.plan AND pp.versions && NEW.versions
@@ -187,6 +189,8 @@ BEGIN
                   HINT = 'Update the terms of the current row alone; the new version is made for you.',
                   TABLE = logical, SCHEMA = 'subscription';
     END IF;
+    -- serialize the version changes of a plan, and its migrations
+    SELECT p.version INTO current_version FROM subscription.plan AS p WHERE p.code = OLD.plan FOR UPDATE;
     SELECT coalesce(bool_or(true), false), coalesce(bool_or(h.version = current_version), false)
       INTO held, held_current
       FROM (SELECT s.plan_version AS version FROM subscription.subscription AS s
