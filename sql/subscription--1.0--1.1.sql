@@ -7628,136 +7628,6 @@ CREATE TRIGGER subscription_refresh_limits
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA subscription FROM PUBLIC;
 SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g;
 
--- ---------------------------------------------------------------------------
--- Nothing lost, for what issue 16 added: a terms version that was accepted,
--- and a plan that a pending migration names, are refused with 2BP01 like
--- the rest of the catalog, not the raw 23503 (issue 16)
--- ---------------------------------------------------------------------------
-CREATE OR REPLACE FUNCTION subscription.refuse_delete_in_use()
-RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the deleter needs no right on the ledger
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    what text;
-    held text[];
-    hint text;
-    ledger_lines bigint;
-BEGIN
-    CASE TG_TABLE_NAME
-    WHEN 'account' THEN
-        PERFORM FROM subscription.account AS a WHERE a.id = OLD.id FOR UPDATE;
-        what := format('account %s', OLD.id);
-        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.account_id = OLD.id;
-        held := ARRAY[
-            subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
-            (SELECT subscription.count_phrase(count(*), 'active subscription', 'active subscriptions')
-               FROM subscription.subscription AS s
-              WHERE s.account_id = OLD.id AND s.status = 'active'),
-            (SELECT subscription.count_phrase(count(*), 'ended subscription', 'ended subscriptions')
-               FROM subscription.subscription AS s
-              WHERE s.account_id = OLD.id AND s.status <> 'active'),
-            (SELECT subscription.count_phrase(count(*), 'member', 'members')
-               FROM subscription.member AS m WHERE m.account_id = OLD.id),
-            subscription.count_phrase(subscription.self_referrers('account', OLD.id), 'sub-account', 'sub-accounts'),
-            (SELECT subscription.count_phrase(count(*), 'archived row', 'archived rows')
-               FROM subscription.trimmed AS t WHERE t.account_id = OLD.id)];
-        hint := 'Close it with subscription.close_account(); subscription.erase_account() then removes its personal data and keeps the ledger.';
-    WHEN 'subscription' THEN
-        what := format('subscription %s', OLD.id);
-        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.subscription_id = OLD.id;
-        held := ARRAY[
-            subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
-            (SELECT subscription.count_phrase(count(*), 'add-on batch', 'add-on batches')
-               FROM subscription.addon_batch AS b WHERE b.subscription_id = OLD.id),
-            (SELECT subscription.count_phrase(count(*), 'license', 'licenses')
-               FROM subscription.license AS x WHERE x.subscription_id = OLD.id)];
-        hint := 'End it with subscription.cancel() or subscription.end_early(), or close its account; the ledger keeps its lines.';
-    WHEN 'addon_batch' THEN
-        what := format('add-on batch %s', OLD.id);
-        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.addon_batch_id = OLD.id;
-        held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
-        hint := 'End it with subscription.cancel_addon(); the ledger keeps its lines.';
-    WHEN 'ledger' THEN
-        what := format('ledger line %s', OLD.id);
-        ledger_lines := subscription.self_referrers('ledger', OLD.id);
-        held := ARRAY[subscription.count_phrase(ledger_lines, 'line that gives back or pays it', 'lines that give back or pay it')];
-        hint := 'The ledger is a record: correct it with a new line.';
-    WHEN 'plan' THEN
-        what := format('plan "%s"', OLD.code);
-        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.plan = OLD.code;
-        held := ARRAY[
-            subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
-            (SELECT subscription.count_phrase(count(*), 'subscription', 'subscriptions')
-               FROM subscription.subscription AS s
-              WHERE s.plan = OLD.code OR s.pending_plan = OLD.code OR s.migrate_to = OLD.code),
-            (SELECT subscription.count_phrase(count(*), 'price', 'prices')
-               FROM subscription.plan_price AS pp WHERE pp.plan = OLD.code),
-            (SELECT subscription.count_phrase(count(*), 'limit', 'limits')
-               FROM subscription.plan_limit AS pl WHERE pl.plan = OLD.code),
-            (SELECT subscription.count_phrase(count(*), 'add-on', 'add-ons')
-               FROM subscription.plan_addon AS pa WHERE pa.plan = OLD.code),
-            -- Z3: the suite it is, or the suites it is in
-            (SELECT subscription.count_phrase(count(*), 'suite component', 'suite components')
-               FROM subscription.suite_component AS sc WHERE OLD.code IN (sc.suite_plan, sc.plan))];
-        hint := CASE WHEN ledger_lines > 0
-                     THEN 'A plan that was billed stays in the catalog: the ledger names it.'
-                     ELSE 'Delete its prices, limits and add-ons first.' END;
-    WHEN 'plan_price' THEN
-        what := format('a price of plan "%s" in %s%s', OLD.plan, OLD.currency,
-                       CASE WHEN OLD.tier IS NOT NULL THEN format(' (tier %s)', OLD.tier) ELSE '' END);
-        -- the lines charged for this plan, in this currency, to a subscription of this cycle
-        SELECT count(*) INTO ledger_lines
-          FROM subscription.ledger AS l
-          JOIN subscription.subscription AS s ON s.id = l.subscription_id
-         WHERE l.plan = OLD.plan AND l.currency = OLD.currency
-           AND l.addon_batch_id IS NULL
-           AND subscription.cycle_key(s.cycle) = subscription.cycle_key(OLD.cycle);
-        held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
-        hint := 'A price that was billed stays; change its amount, which applies from the next charge.';
-    WHEN 'addon' THEN
-        what := format('add-on "%s"', OLD.code);
-        held := ARRAY[
-            (SELECT subscription.count_phrase(count(*), 'batch', 'batches')
-               FROM subscription.addon_batch AS b WHERE b.addon = OLD.code),
-            (SELECT subscription.count_phrase(count(*), 'price', 'prices')
-               FROM subscription.addon_price AS ap WHERE ap.addon = OLD.code),
-            (SELECT subscription.count_phrase(count(*), 'plan', 'plans')
-               FROM subscription.plan_addon AS pa WHERE pa.addon = OLD.code)];
-        hint := 'An add-on that was sold stays in the catalog; delete the prices and plans of one that was not first.';
-    WHEN 'addon_price' THEN
-        what := format('a price of add-on "%s" in %s', OLD.addon, OLD.currency);
-        SELECT count(*) INTO ledger_lines
-          FROM subscription.ledger AS l
-          JOIN subscription.addon_batch AS b ON b.id = l.addon_batch_id
-         WHERE b.addon = OLD.addon AND l.currency = OLD.currency;
-        held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
-        hint := 'A price that was billed stays; change its amount, which applies from the next charge.';
-    WHEN 'terms' THEN
-        -- Z11: who accepted a version is a record
-        what := format('terms version "%s"', OLD.version);
-        held := ARRAY[(SELECT subscription.count_phrase(count(*), 'acceptance', 'acceptances')
-                         FROM subscription.terms_acceptance AS t WHERE t.version = OLD.version)];
-        hint := 'Terms that were accepted stay; publish a new version instead.';
-    END CASE;
-    held := array_remove(held, NULL);
-    IF cardinality(held) > 0 THEN
-        RAISE EXCEPTION '% cannot be deleted', what
-            USING ERRCODE = 'dependent_objects_still_exist',
-                  DETAIL = format('It still has %s.',
-                                  CASE WHEN cardinality(held) = 1 THEN held[1]
-                                       ELSE array_to_string(held[1:cardinality(held) - 1], ', ')
-                                            || ' and ' || held[cardinality(held)] END),
-                  HINT = hint, TABLE = TG_TABLE_NAME, SCHEMA = 'subscription';
-    END IF;
-    RETURN OLD;
-END
-$$;
-
-CREATE TRIGGER terms_refuse_delete_in_use BEFORE DELETE ON subscription.terms
-    FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use();
 
 -- ---------------------------------------------------------------------------
 -- K8: a sub-account's members do not change the plan either (an upgrade is
@@ -8310,82 +8180,8 @@ CREATE TRIGGER addon_refresh_limits
     AFTER UPDATE OF feature, units ON subscription.addon
     FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits('addon');
 
--- grandfathering's trigger (issue 16) takes its logical table too
-CREATE OR REPLACE FUNCTION subscription.version_catalog_row()
-RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the catalog admin reads no subscription
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    -- the logical table, as a trigger argument: a Citus shard has another name
-    logical text := TG_ARGV[0];
-    what text := CASE logical WHEN 'plan_price' THEN 'price' ELSE 'limit' END;
-    current_version integer;
-    held boolean;
-    held_current boolean;
-    new_version integer;
-BEGIN
-    -- serialize the version changes of a plan, and its migrations
-    SELECT p.version INTO current_version FROM subscription.plan AS p WHERE p.code = NEW.plan FOR UPDATE;
-    -- the new version's row, inserted below while the old one is still open
-    IF TG_OP = 'INSERT' AND pg_trigger_depth() > 1 THEN
-        RETURN NEW;
-    ELSIF TG_OP = 'INSERT' THEN
-        IF logical = 'plan_price' THEN
-            PERFORM FROM subscription.plan_price AS pp
-             WHERE pp.plan = NEW.plan AND pp.versions && NEW.versions
-               AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(NEW.cycle)
-               AND pp.tier IS NOT DISTINCT FROM NEW.tier;
-        ELSE
-            PERFORM FROM subscription.plan_limit AS pl
-             WHERE pl.plan = NEW.plan AND pl.versions && NEW.versions AND pl.feature = NEW.feature;
-        END IF;
-        IF FOUND THEN
-            RAISE EXCEPTION 'plan "%" already has this %', NEW.plan, what
-                USING ERRCODE = 'unique_violation',
-                      DETAIL = format('A row of the same %s holds versions overlapping %s.', what, NEW.versions),
-                      HINT = format('UPDATE the current row of subscription.%s: a change that subscriptions hold makes a new version.', logical),
-                      TABLE = logical, SCHEMA = 'subscription';
-        END IF;
-        RETURN NEW;
-    END IF;
-    IF NOT upper_inf(OLD.versions) THEN
-        -- a closed row is history: an UPDATE changes the current rows only
-        RETURN NULL;
-    END IF;
-    IF NEW.versions IS DISTINCT FROM OLD.versions OR NEW.plan IS DISTINCT FROM OLD.plan THEN
-        RAISE EXCEPTION 'the plan and versions of a % are not changed with its terms', what
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'Update the terms of the current row alone; the new version is made for you.',
-                  TABLE = logical, SCHEMA = 'subscription';
-    END IF;
-    SELECT coalesce(bool_or(true), false), coalesce(bool_or(h.version = current_version), false)
-      INTO held, held_current
-      FROM (SELECT s.plan_version AS version FROM subscription.subscription AS s
-             WHERE s.plan = OLD.plan AND s.status = 'active'
-            UNION ALL
-            SELECT s.migrate_version FROM subscription.subscription AS s
-             WHERE s.migrate_to = OLD.plan AND s.status = 'active') AS h
-     WHERE OLD.versions @> h.version;
-    IF NOT held THEN
-        RETURN NEW;
-    END IF;
-    -- the versions held keep the old row; the change makes a new version
-    -- unless the current one is held by nobody yet
-    new_version := current_version + CASE WHEN held_current THEN 1 ELSE 0 END;
-    UPDATE subscription.plan AS p SET version = new_version WHERE p.code = OLD.plan AND p.version <> new_version;
-    NEW.versions := int4range(new_version, NULL);
-    IF logical = 'plan_price' THEN
-        INSERT INTO subscription.plan_price SELECT (NEW::subscription.plan_price).*;
-    ELSE
-        INSERT INTO subscription.plan_limit SELECT (NEW::subscription.plan_limit).*;
-    END IF;
-    OLD.versions := int4range(lower(OLD.versions), new_version);
-    RETURN OLD;
-END
-$$;
+-- grandfathering's triggers (issue 16) take their logical table too (the
+-- function, which reads it, is replaced in the last section)
 
 DROP TRIGGER plan_price_versions ON subscription.plan_price;
 CREATE TRIGGER plan_price_versions
@@ -8395,7 +8191,7 @@ DROP TRIGGER plan_limit_versions ON subscription.plan_limit;
 CREATE TRIGGER plan_limit_versions
     BEFORE INSERT OR UPDATE OF feature, value, per_license, versions ON subscription.plan_limit
     FOR EACH ROW EXECUTE FUNCTION subscription.version_catalog_row('plan_limit');
-DROP TRIGGER terms_refuse_delete_in_use ON subscription.terms;
+-- Z11: an accepted terms version is refused like the rest of the catalog (2BP01)
 CREATE TRIGGER terms_refuse_delete_in_use BEFORE DELETE ON subscription.terms
     FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use('terms');
 
@@ -8444,7 +8240,8 @@ END
 $$;
 
 -- ---------------------------------------------------------------------------
--- Grandfathering (issue 16) takes its plan lock only when an UPDATE makes a
+-- Grandfathering (issue 16), reading its logical table from its trigger
+-- argument (issue 17), takes its plan lock only when an UPDATE makes a
 -- version: an INSERT locks nothing, so Citus can copy a reference table's
 -- rows through the trigger (issue 17)
 -- ---------------------------------------------------------------------------
