@@ -8324,3 +8324,457 @@ BEGIN
     RETURN OLD;
 END
 $$;
+
+-- Tenant keys (issue 17, docs/design.md#tenant-keys) ----------------------
+-- Every tenant table gets tenant_id, the root account's id, first in its
+-- primary and foreign keys.  The rows are kept: each table is rewritten
+-- once (ALTER COLUMN ... USING, which fires no trigger, so no history row
+-- and no append-only refusal), from a map of every account to its root.
+CREATE TABLE subscription.tenant_upgrade_map (account_id bigint PRIMARY KEY, tenant_id bigint NOT NULL);
+-- each account's root: up its parents, an account in a loop of parents (or
+-- with a parent gone) its own tenant
+INSERT INTO subscription.tenant_upgrade_map
+WITH RECURSIVE down (account_id, tenant_id) AS (
+    SELECT a.id, a.id FROM subscription.account AS a WHERE a.parent_id IS NULL
+    UNION ALL
+    SELECT a.id, d.tenant_id FROM subscription.account AS a JOIN down AS d ON a.parent_id = d.account_id)
+SELECT a.id, coalesce(d.tenant_id, a.id)
+  FROM subscription.account AS a LEFT JOIN down AS d ON d.account_id = a.id;
+CREATE FUNCTION subscription.tenant_upgrade_of_account(account_id bigint) RETURNS bigint
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT m.tenant_id FROM subscription.tenant_upgrade_map AS m WHERE m.account_id = $1 $$;
+CREATE FUNCTION subscription.tenant_upgrade_of_subscription(subscription_id bigint) RETURNS bigint
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT m.tenant_id FROM subscription.subscription AS s
+        JOIN subscription.tenant_upgrade_map AS m ON m.account_id = s.account_id WHERE s.id = $1 $$;
+
+-- the keys that name the old ones go first
+ALTER TABLE subscription.member DROP CONSTRAINT member_account_id_fkey;
+ALTER TABLE subscription.member DROP CONSTRAINT member_account_id_external_id_key;
+ALTER TABLE subscription.terms_acceptance DROP CONSTRAINT terms_acceptance_account_id_fkey;
+ALTER TABLE subscription.subscription DROP CONSTRAINT subscription_account_id_fkey;
+ALTER TABLE subscription.subscription DROP CONSTRAINT subscription_one_default_per_account;
+ALTER TABLE subscription.addon_batch DROP CONSTRAINT addon_batch_subscription_id_fkey;
+ALTER TABLE subscription.license DROP CONSTRAINT license_subscription_id_fkey;
+ALTER TABLE subscription.license DROP CONSTRAINT license_member_id_fkey;
+ALTER TABLE subscription.license_counter DROP CONSTRAINT license_counter_subscription_id_fkey;
+ALTER TABLE subscription.ledger DROP CONSTRAINT ledger_account_id_fkey;
+ALTER TABLE subscription.ledger DROP CONSTRAINT ledger_subscription_id_fkey;
+ALTER TABLE subscription.ledger DROP CONSTRAINT ledger_addon_batch_id_fkey;
+ALTER TABLE subscription.usage_counter DROP CONSTRAINT usage_counter_account_id_fkey;
+ALTER TABLE subscription.trimmed DROP CONSTRAINT trimmed_account_id_fkey;
+DROP INDEX subscription.ledger_one_refund_per_charge;
+DROP INDEX subscription.ledger_one_discount_per_charge;
+DROP INDEX subscription.ledger_one_credit_use_per_charge;
+DROP INDEX subscription.ledger_one_charge_per_period;
+
+-- the subscription-keyed tables read subscription's account_id: before it is rewritten
+ALTER TABLE subscription.addon_batch ADD COLUMN tenant_id bigint;
+ALTER TABLE subscription.addon_batch ALTER COLUMN tenant_id TYPE bigint
+    USING subscription.tenant_upgrade_of_subscription(subscription_id), ALTER COLUMN tenant_id SET NOT NULL;
+ALTER TABLE subscription.license ADD COLUMN tenant_id bigint;
+ALTER TABLE subscription.license ALTER COLUMN tenant_id TYPE bigint
+    USING subscription.tenant_upgrade_of_subscription(subscription_id), ALTER COLUMN tenant_id SET NOT NULL;
+ALTER TABLE subscription.license_counter ADD COLUMN tenant_id bigint;
+ALTER TABLE subscription.license_counter ALTER COLUMN tenant_id TYPE bigint
+    USING subscription.tenant_upgrade_of_subscription(subscription_id), ALTER COLUMN tenant_id SET NOT NULL;
+ALTER TABLE subscription.service_seat ADD COLUMN tenant_id bigint;
+ALTER TABLE subscription.service_seat ALTER COLUMN tenant_id TYPE bigint
+    USING subscription.tenant_upgrade_of_subscription(subscription_id), ALTER COLUMN tenant_id SET NOT NULL;
+ALTER TABLE subscription.account ADD COLUMN tenant_id bigint;
+ALTER TABLE subscription.account ALTER COLUMN tenant_id TYPE bigint
+    USING subscription.tenant_upgrade_of_account(id), ALTER COLUMN tenant_id SET NOT NULL;
+ALTER TABLE subscription.member ADD COLUMN tenant_id bigint;
+ALTER TABLE subscription.member ALTER COLUMN tenant_id TYPE bigint
+    USING subscription.tenant_upgrade_of_account(account_id), ALTER COLUMN tenant_id SET NOT NULL;
+ALTER TABLE subscription.terms_acceptance ADD COLUMN tenant_id bigint;
+ALTER TABLE subscription.terms_acceptance ALTER COLUMN tenant_id TYPE bigint
+    USING subscription.tenant_upgrade_of_account(account_id), ALTER COLUMN tenant_id SET NOT NULL;
+-- functions take subscription's row type, which forbids ALTER COLUMN ...
+-- TYPE: an UPDATE in replica mode instead, which fires no trigger of ours
+-- (no history row); the ALTER EXTENSION runs as a superuser
+ALTER TABLE subscription.subscription ADD COLUMN tenant_id bigint;
+DO $$
+DECLARE
+    role_before text := current_setting('session_replication_role');
+BEGIN
+    PERFORM set_config('session_replication_role', 'replica', true);
+    UPDATE subscription.subscription SET tenant_id = subscription.tenant_upgrade_of_account(account_id);
+    PERFORM set_config('session_replication_role', role_before, true);
+END
+$$;
+ALTER TABLE subscription.subscription ALTER COLUMN tenant_id SET NOT NULL;
+ALTER TABLE subscription.ledger ADD COLUMN tenant_id bigint;
+ALTER TABLE subscription.ledger ALTER COLUMN tenant_id TYPE bigint
+    USING subscription.tenant_upgrade_of_account(account_id), ALTER COLUMN tenant_id SET NOT NULL;
+ALTER TABLE subscription.usage_counter ADD COLUMN tenant_id bigint;
+ALTER TABLE subscription.usage_counter ALTER COLUMN tenant_id TYPE bigint
+    USING subscription.tenant_upgrade_of_account(account_id), ALTER COLUMN tenant_id SET NOT NULL;
+ALTER TABLE subscription.trimmed ADD COLUMN tenant_id bigint;
+ALTER TABLE subscription.trimmed ALTER COLUMN tenant_id TYPE bigint
+    USING subscription.tenant_upgrade_of_account(account_id), ALTER COLUMN tenant_id SET NOT NULL;
+-- history outlives accounts (R8): an erased one's rows are its own tenant's,
+-- the catalog's rows tenant 0's
+ALTER TABLE subscription.history ADD COLUMN tenant_id bigint;
+ALTER TABLE subscription.history ALTER COLUMN tenant_id TYPE bigint
+    USING coalesce(subscription.tenant_upgrade_of_account(account_id), account_id, 0), ALTER COLUMN tenant_id SET NOT NULL;
+DROP FUNCTION subscription.tenant_upgrade_of_subscription(bigint);
+DROP FUNCTION subscription.tenant_upgrade_of_account(bigint);
+DROP TABLE subscription.tenant_upgrade_map;
+
+-- the keys, as sql/src writes them
+ALTER TABLE subscription.account DROP CONSTRAINT account_pkey,
+    ADD CONSTRAINT account_pkey PRIMARY KEY (tenant_id, id);
+CREATE INDEX ON subscription.account (id);
+ALTER TABLE subscription.member DROP CONSTRAINT member_pkey,
+    ADD CONSTRAINT member_pkey PRIMARY KEY (tenant_id, id),
+    ADD CONSTRAINT member_account_id_fkey FOREIGN KEY (tenant_id, account_id)
+        REFERENCES subscription.account (tenant_id, id),
+    ADD CONSTRAINT member_account_id_external_id_key UNIQUE (tenant_id, account_id, external_id);
+CREATE INDEX ON subscription.member (id);
+ALTER TABLE subscription.terms_acceptance DROP CONSTRAINT terms_acceptance_pkey,
+    ADD CONSTRAINT terms_acceptance_pkey PRIMARY KEY (tenant_id, account_id, version),
+    ADD CONSTRAINT terms_acceptance_account_id_fkey FOREIGN KEY (tenant_id, account_id)
+        REFERENCES subscription.account (tenant_id, id) ON DELETE CASCADE;
+ALTER TABLE subscription.subscription DROP CONSTRAINT subscription_pkey,
+    ADD CONSTRAINT subscription_pkey PRIMARY KEY (tenant_id, id),
+    ADD CONSTRAINT subscription_account_id_fkey FOREIGN KEY (tenant_id, account_id)
+        REFERENCES subscription.account (tenant_id, id),
+    ADD CONSTRAINT subscription_one_default_per_account
+        EXCLUDE (tenant_id WITH =, account_id WITH =) WHERE (is_default);
+CREATE INDEX ON subscription.subscription (id);
+ALTER TABLE subscription.addon_batch DROP CONSTRAINT addon_batch_pkey,
+    ADD CONSTRAINT addon_batch_pkey PRIMARY KEY (tenant_id, id),
+    ADD CONSTRAINT addon_batch_subscription_id_fkey FOREIGN KEY (tenant_id, subscription_id)
+        REFERENCES subscription.subscription (tenant_id, id);
+CREATE INDEX ON subscription.addon_batch (id);
+ALTER TABLE subscription.license DROP CONSTRAINT license_pkey,
+    ADD CONSTRAINT license_pkey PRIMARY KEY (tenant_id, subscription_id, member_id),
+    ADD CONSTRAINT license_subscription_id_fkey FOREIGN KEY (tenant_id, subscription_id)
+        REFERENCES subscription.subscription (tenant_id, id),
+    ADD CONSTRAINT license_member_id_fkey FOREIGN KEY (tenant_id, member_id)
+        REFERENCES subscription.member (tenant_id, id) ON DELETE CASCADE;
+ALTER TABLE subscription.license_counter DROP CONSTRAINT license_counter_pkey,
+    ADD CONSTRAINT license_counter_pkey PRIMARY KEY (tenant_id, subscription_id),
+    ADD CONSTRAINT license_counter_subscription_id_fkey FOREIGN KEY (tenant_id, subscription_id)
+        REFERENCES subscription.subscription (tenant_id, id) ON DELETE CASCADE;
+CREATE INDEX ON subscription.license_counter (subscription_id);
+ALTER TABLE subscription.service_seat DROP CONSTRAINT service_seat_pkey,
+    ADD CONSTRAINT service_seat_pkey PRIMARY KEY (tenant_id, member_id, product);
+CREATE INDEX ON subscription.service_seat (member_id, product);
+ALTER TABLE subscription.ledger DROP CONSTRAINT ledger_pkey,
+    ADD CONSTRAINT ledger_pkey PRIMARY KEY (tenant_id, id),
+    ADD CONSTRAINT ledger_account_id_fkey FOREIGN KEY (tenant_id, account_id)
+        REFERENCES subscription.account (tenant_id, id),
+    ADD CONSTRAINT ledger_subscription_id_fkey FOREIGN KEY (tenant_id, subscription_id)
+        REFERENCES subscription.subscription (tenant_id, id),
+    ADD CONSTRAINT ledger_addon_batch_id_fkey FOREIGN KEY (tenant_id, addon_batch_id)
+        REFERENCES subscription.addon_batch (tenant_id, id);
+CREATE INDEX ON subscription.ledger (id);
+CREATE UNIQUE INDEX ledger_one_refund_per_charge
+    ON subscription.ledger (tenant_id, charge_id) WHERE kind IN ('refund', 'credit');
+CREATE UNIQUE INDEX ledger_one_discount_per_charge
+    ON subscription.ledger (tenant_id, charge_id) WHERE kind = 'discount';
+CREATE UNIQUE INDEX ledger_one_credit_use_per_charge
+    ON subscription.ledger (tenant_id, charge_id) WHERE kind = 'credit_used';
+CREATE UNIQUE INDEX ledger_one_charge_per_period
+    ON subscription.ledger (tenant_id, subscription_id, addon_batch_id, period, item) NULLS NOT DISTINCT
+    WHERE kind = 'charge' AND subscription_id IS NOT NULL;
+ALTER TABLE subscription.history DROP CONSTRAINT history_pkey,
+    ADD CONSTRAINT history_pkey PRIMARY KEY (tenant_id, id);
+ALTER TABLE subscription.usage_counter DROP CONSTRAINT usage_counter_pkey,
+    ADD CONSTRAINT usage_counter_pkey PRIMARY KEY (tenant_id, account_id, feature),
+    ADD CONSTRAINT usage_counter_account_id_fkey FOREIGN KEY (tenant_id, account_id)
+        REFERENCES subscription.account (tenant_id, id) ON DELETE CASCADE;
+CREATE INDEX ON subscription.usage_counter (account_id, feature);
+ALTER TABLE subscription.trimmed DROP CONSTRAINT trimmed_pkey,
+    ADD CONSTRAINT trimmed_pkey PRIMARY KEY (tenant_id, id),
+    ADD CONSTRAINT trimmed_account_id_fkey FOREIGN KEY (tenant_id, account_id)
+        REFERENCES subscription.account (tenant_id, id);
+
+CREATE FUNCTION subscription.fill_tenant_id()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'fill_tenant_id'
+LANGUAGE C;
+
+COMMENT ON FUNCTION subscription.fill_tenant_id() IS
+'Trigger (C): a row inserted without tenant_id takes the tenant of the account or subscription it names';
+
+CREATE TRIGGER account_fill_tenant_id BEFORE INSERT ON subscription.account
+    FOR EACH ROW WHEN (NEW.tenant_id IS NULL) EXECUTE FUNCTION subscription.fill_tenant_id('account', 'parent_id', 'account');
+CREATE TRIGGER member_fill_tenant_id BEFORE INSERT ON subscription.member
+    FOR EACH ROW WHEN (NEW.tenant_id IS NULL) EXECUTE FUNCTION subscription.fill_tenant_id('member', 'account_id', 'account');
+CREATE TRIGGER terms_acceptance_fill_tenant_id BEFORE INSERT ON subscription.terms_acceptance
+    FOR EACH ROW WHEN (NEW.tenant_id IS NULL) EXECUTE FUNCTION subscription.fill_tenant_id('terms_acceptance', 'account_id', 'account');
+CREATE TRIGGER subscription_fill_tenant_id BEFORE INSERT ON subscription.subscription
+    FOR EACH ROW WHEN (NEW.tenant_id IS NULL) EXECUTE FUNCTION subscription.fill_tenant_id('subscription', 'account_id', 'account');
+CREATE TRIGGER addon_batch_fill_tenant_id BEFORE INSERT ON subscription.addon_batch
+    FOR EACH ROW WHEN (NEW.tenant_id IS NULL) EXECUTE FUNCTION subscription.fill_tenant_id('addon_batch', 'subscription_id', 'subscription');
+CREATE TRIGGER license_fill_tenant_id BEFORE INSERT ON subscription.license
+    FOR EACH ROW WHEN (NEW.tenant_id IS NULL) EXECUTE FUNCTION subscription.fill_tenant_id('license', 'subscription_id', 'subscription');
+CREATE TRIGGER license_counter_fill_tenant_id BEFORE INSERT ON subscription.license_counter
+    FOR EACH ROW WHEN (NEW.tenant_id IS NULL) EXECUTE FUNCTION subscription.fill_tenant_id('license_counter', 'subscription_id', 'subscription');
+CREATE TRIGGER service_seat_fill_tenant_id BEFORE INSERT ON subscription.service_seat
+    FOR EACH ROW WHEN (NEW.tenant_id IS NULL) EXECUTE FUNCTION subscription.fill_tenant_id('service_seat', 'subscription_id', 'subscription');
+CREATE TRIGGER ledger_fill_tenant_id BEFORE INSERT ON subscription.ledger
+    FOR EACH ROW WHEN (NEW.tenant_id IS NULL) EXECUTE FUNCTION subscription.fill_tenant_id('ledger', 'account_id', 'account');
+CREATE TRIGGER history_fill_tenant_id BEFORE INSERT ON subscription.history
+    FOR EACH ROW WHEN (NEW.tenant_id IS NULL) EXECUTE FUNCTION subscription.fill_tenant_id('history', 'account_id', 'account');
+CREATE TRIGGER usage_counter_fill_tenant_id BEFORE INSERT ON subscription.usage_counter
+    FOR EACH ROW WHEN (NEW.tenant_id IS NULL) EXECUTE FUNCTION subscription.fill_tenant_id('usage_counter', 'account_id', 'account');
+CREATE TRIGGER trimmed_fill_tenant_id BEFORE INSERT ON subscription.trimmed
+    FOR EACH ROW WHEN (NEW.tenant_id IS NULL) EXECUTE FUNCTION subscription.fill_tenant_id('trimmed', 'account_id', 'account');
+
+-- also in replica mode: a restore of a dump without the tenant key (1.0's)
+ALTER TABLE subscription.account ENABLE ALWAYS TRIGGER account_fill_tenant_id;
+ALTER TABLE subscription.member ENABLE ALWAYS TRIGGER member_fill_tenant_id;
+ALTER TABLE subscription.terms_acceptance ENABLE ALWAYS TRIGGER terms_acceptance_fill_tenant_id;
+ALTER TABLE subscription.subscription ENABLE ALWAYS TRIGGER subscription_fill_tenant_id;
+ALTER TABLE subscription.addon_batch ENABLE ALWAYS TRIGGER addon_batch_fill_tenant_id;
+ALTER TABLE subscription.license ENABLE ALWAYS TRIGGER license_fill_tenant_id;
+ALTER TABLE subscription.license_counter ENABLE ALWAYS TRIGGER license_counter_fill_tenant_id;
+ALTER TABLE subscription.service_seat ENABLE ALWAYS TRIGGER service_seat_fill_tenant_id;
+ALTER TABLE subscription.ledger ENABLE ALWAYS TRIGGER ledger_fill_tenant_id;
+ALTER TABLE subscription.history ENABLE ALWAYS TRIGGER history_fill_tenant_id;
+ALTER TABLE subscription.usage_counter ENABLE ALWAYS TRIGGER usage_counter_fill_tenant_id;
+ALTER TABLE subscription.trimmed ENABLE ALWAYS TRIGGER trimmed_fill_tenant_id;
+
+CREATE OR REPLACE FUNCTION subscription.record_history()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    old_row jsonb;
+    new_row jsonb;
+    row_now jsonb;
+    changed jsonb;
+    account bigint;
+    sub bigint;
+    -- the logical table, from the trigger's argument: on Citus a shard's
+    -- own name is not the table's (issue 17)
+    logical text := TG_ARGV[0];
+BEGIN
+    -- the row as the application knows it: the tenant key is the history
+    -- row's own (tenant_id)
+    IF TG_OP <> 'INSERT' THEN
+        old_row := to_jsonb(OLD) - 'tenant_id';
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        new_row := to_jsonb(NEW) - 'tenant_id';
+    END IF;
+    -- a restore copies the row's history with it (restored_copy); a row
+    -- without an id of its own (terms_acceptance) is copied whole by the
+    -- restoring role.  Other roles pay one cached check.
+    IF TG_OP = 'INSERT' AND subscription.restoring_role()
+       AND (NOT new_row ? 'id'
+            OR subscription.restored_copy(pg_catalog.format('subscription.%I', logical || '_id_seq')::regclass,
+                                          (new_row ->> 'id')::bigint)) THEN
+        RETURN NULL;
+    END IF;
+    row_now := coalesce(new_row, old_row);
+    changed := row_now;
+    IF TG_OP = 'UPDATE' THEN
+        SELECT jsonb_object_agg(n.key, jsonb_build_object('old', old_row -> n.key, 'new', n.value))
+          INTO changed
+          FROM jsonb_each(new_row) AS n
+         WHERE n.value IS DISTINCT FROM old_row -> n.key;
+        IF changed IS NULL THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+
+    CASE logical
+        WHEN 'account' THEN
+            account := (row_now ->> 'id')::bigint;
+        WHEN 'subscription' THEN
+            account := (row_now ->> 'account_id')::bigint;
+            sub := (row_now ->> 'id')::bigint;
+        WHEN 'addon_batch' THEN
+            sub := (row_now ->> 'subscription_id')::bigint;
+            SELECT s.account_id INTO account FROM subscription.subscription AS s WHERE s.id = sub;
+        ELSE
+            account := (row_now ->> 'account_id')::bigint;
+    END CASE;
+
+    PERFORM subscription.write_history(logical || '_' || lower(TG_OP), account, sub, changed);
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.sync_license_counter()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sub bigint;
+    -- the logical table, from the trigger's argument (issue 17)
+    logical text := TG_ARGV[0];
+BEGIN
+    -- a restore copies the counter (restored_copy): the copy is trusted,
+    -- and verify() compares it with the licenses afterwards
+    IF TG_OP = 'INSERT'
+       AND subscription.restored_copy(pg_catalog.format('subscription.%I', logical || '_id_seq')::regclass, NEW.id) THEN
+        RETURN NULL;
+    END IF;
+    IF logical = 'subscription' THEN
+        sub := NEW.id;
+    ELSIF TG_OP = 'DELETE' THEN
+        sub := OLD.subscription_id;
+    ELSE
+        sub := NEW.subscription_id;
+    END IF;
+    INSERT INTO subscription.license_counter AS c (tenant_id, subscription_id, capacity, active)
+    SELECT s.tenant_id, s.id, subscription.license_capacity(s.id), s.status = 'active'
+      FROM subscription.subscription AS s WHERE s.id = sub
+    ON CONFLICT (tenant_id, subscription_id) DO UPDATE
+       SET capacity = excluded.capacity, active = excluded.active
+     WHERE (c.capacity, c.active) IS DISTINCT FROM (excluded.capacity, excluded.active);
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.renew_period(s subscription.subscription, n subscription.period_terms, may_trim boolean)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ends timestamptz := upper(s.period);
+    same_cycle boolean;
+    next_period tstzrange;
+    price record;
+BEGIN
+    UPDATE subscription.addon_batch AS b SET status = 'expired'
+     WHERE b.subscription_id = s.id AND b.status = 'active'
+       AND (b.cancel_at_period_end OR s.cancel_at_period_end OR s.renewal = 'none');
+    IF s.cancel_at_period_end OR s.renewal = 'none' THEN
+        UPDATE subscription.subscription AS x
+           SET status = CASE WHEN s.cancel_at_period_end THEN 'cancelled' ELSE 'expired' END
+         WHERE x.id = s.id
+        RETURNING x.status INTO s.status;
+        RETURN s.status;
+    END IF;
+    -- L6: a migration never takes away a feature in use; one that would
+    -- now (the account's use grew since it was scheduled) is dropped
+    IF coalesce(s.pending_plan IS NULL AND s.migrate_at <= ends AND NOT s.migrate_trim, false)
+       AND EXISTS (SELECT FROM subscription.migration_shortfall(s.id, s.migrate_to, s.migrate_version)) THEN
+        RAISE WARNING 'subscription % stays on its version of plan "%": plan "%" would take away features in use',
+                      s.id, s.plan, s.migrate_to
+            USING DETAIL = 'Its migration is dropped; subscription.preview_migration() lists the features.';
+        UPDATE subscription.subscription AS x
+           SET migrate_to = NULL, migrate_version = NULL, migrate_at = NULL, migrate_trim = NULL
+         WHERE x.id = s.id
+        RETURNING * INTO s;
+        n := subscription.next_terms(s);
+    END IF;
+
+    -- L7: a use above the largest tier renews at the largest tier
+    IF n.needed > n.quantity THEN
+        RAISE WARNING 'subscription % uses more than the largest tier of plan "%"', s.id, n.plan
+            USING DETAIL = format('Its use needs %s licenses; it renews at the largest tier, %s.', n.needed, n.quantity),
+                  HINT = format('Contact sales for a plan above %s hosts.', n.quantity);
+    END IF;
+    same_cycle := subscription.cycle_key(n.cycle) = subscription.cycle_key(s.cycle);
+    -- a new cycle counts from the start of its first period (Z7)
+    next_period := subscription.nth_period(CASE WHEN same_cycle THEN s.anchor ELSE ends END, n.cycle,
+                                           CASE WHEN same_cycle THEN s.period_number + 1 ELSE 1 END);
+    price := subscription.period_price(n.plan, n.cycle, n.quantity, n.version);
+    IF same_cycle AND n.plan = s.plan AND n.version = s.plan_version AND n.quantity = s.quantity
+       AND s.pending_plan IS NULL AND s.pending_quantity IS NULL THEN
+        -- the common renewal: only the period moves, and the triggers on
+        -- plan, quantity and status (limits, seats) have nothing to do
+        UPDATE subscription.subscription AS x
+           SET period_number = x.period_number + 1, period = next_period,
+               paid_quantity = n.quantity, pending_cycle = NULL, renewal = n.renewal
+         WHERE x.id = s.id;
+    ELSE
+        UPDATE subscription.subscription AS x
+           SET plan = n.plan, plan_version = n.version,
+               cycle = n.cycle, quantity = n.quantity, paid_quantity = n.quantity,
+               pending_plan = NULL, pending_cycle = NULL, pending_quantity = NULL,
+               anchor = CASE WHEN same_cycle THEN x.anchor ELSE ends END,
+               period_number = CASE WHEN same_cycle THEN x.period_number + 1 ELSE 1 END,
+               period = next_period, renewal = n.renewal
+         WHERE x.id = s.id;
+    END IF;
+
+    -- C2: the constraint makes a second charge of the period impossible
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+    VALUES (s.tenant_id, s.account_id, s.id, 'charge', subscription.round_money(price.amount, price.currency), price.currency,
+            next_period, 'plan', n.plan,
+            format('renewal: plan %s, cycle %s, quantity %s', n.plan, n.cycle, n.quantity))
+    ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
+       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
+    SELECT s.tenant_id, s.account_id, s.id, b.id, 'charge', subscription.round_money(p.amount, p.currency), p.currency,
+           next_period, 'addon', n.plan, format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, n.cycle)
+      FROM subscription.addon_batch AS b
+      JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time
+     CROSS JOIN LATERAL subscription.addon_period_price(b.addon, n.cycle, b.quantity) AS p
+     WHERE b.subscription_id = s.id AND b.status = 'active'
+     ORDER BY b.id
+    ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
+       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+
+    IF may_trim THEN
+        PERFORM FROM subscription.apply_downgrade(s.id);
+    END IF;
+    RETURN 'active';
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.ledger_lines_of(subscription_id bigint, change text)
+RETURNS SETOF subscription.ledger
+LANGUAGE sql
+BEGIN ATOMIC
+    SELECT * FROM subscription.lines_of_change(NULL, subscription_id, change);
+END;
+
+CREATE OR REPLACE FUNCTION subscription.preview_bundle_into_suite(account_id bigint, suite_plan text, quantity integer DEFAULT NULL,
+                                                       at timestamptz DEFAULT now())
+RETURNS SETOF subscription.ledger
+LANGUAGE sql
+SECURITY DEFINER
+BEGIN ATOMIC
+    SELECT * FROM subscription.lines_of_change(account_id, NULL,
+        format('SELECT subscription.bundle_into_suite(%L, %L, %L, %L)', account_id, suite_plan, quantity, at));
+END;
+
+CREATE OR REPLACE FUNCTION subscription.preview_change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT now())
+RETURNS SETOF subscription.ledger
+LANGUAGE sql
+SECURITY DEFINER
+BEGIN ATOMIC
+    SELECT * FROM subscription.ledger_lines_of(subscription_id,
+        format('SELECT * FROM subscription.change_plan(%L, %L, %L)', subscription_id, plan, at));
+END;
+
+CREATE OR REPLACE FUNCTION subscription.preview_purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
+                                                    at timestamptz DEFAULT now())
+RETURNS SETOF subscription.ledger
+LANGUAGE sql
+SECURITY DEFINER
+BEGIN ATOMIC
+    SELECT * FROM subscription.ledger_lines_of(subscription_id,
+        format('SELECT subscription.purchase_addon(%L, %L, %L, %L)', subscription_id, addon, quantity, at));
+END;
+
+CREATE OR REPLACE FUNCTION subscription.preview_set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT now())
+RETURNS SETOF subscription.ledger
+LANGUAGE sql
+SECURITY DEFINER
+BEGIN ATOMIC
+    SELECT * FROM subscription.ledger_lines_of(subscription_id,
+        format('SELECT subscription.set_quantity(%L, %L, %L)', subscription_id, quantity, at));
+END;
+
+-- PUBLIC executes nothing (99_public.sql)
+REVOKE ALL ON FUNCTION subscription.fill_tenant_id() FROM PUBLIC;

@@ -1161,12 +1161,19 @@ WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
 		 * nothing inserted is explained by PrecheckLicense.
 		 */
 		KeptPlan(&insert_license_plan,
-				 "INSERT INTO subscription.license (subscription_id, member_id)"
+				 TenantKeyed("license")
+				 ? "INSERT INTO subscription.license (tenant_id, subscription_id, member_id)"
+				 " SELECT s.tenant_id, $1, $2"
+				 "   FROM subscription.subscription AS s"
+				 "   JOIN subscription.member AS m ON m.id = $2"
+				 "  WHERE s.id = $1 AND s.status = 'active'"
+				 " ON CONFLICT DO NOTHING"
+				 : "INSERT INTO subscription.license (subscription_id, member_id)"
 				 " SELECT $1, $2"
 				 "   FROM subscription.subscription AS s"
 				 "   JOIN subscription.member AS m ON m.id = $2"
 				 "  WHERE s.id = $1 AND s.status = 'active'"
-				 " ON CONFLICT (subscription_id, member_id) DO NOTHING",
+				 " ON CONFLICT DO NOTHING",
 				 2, argtypes);
 		if (SPI_execute_plan(insert_license_plan, values, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not assign the license");

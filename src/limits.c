@@ -1032,7 +1032,7 @@ RecountUsage(Oid relid, const char *feature, bool one_account, int64 account,
 			 "  WHERE $1 <> 0 OR coalesce(c.used, 0) <> 0"
 			 "     OR EXISTS (SELECT FROM subscription.usage_counter AS e"
 			 "                 WHERE e.account_id = c.account AND e.feature = $2)"
-			 " ON CONFLICT (account_id, feature) DO UPDATE"
+			 " ON CONFLICT ON CONSTRAINT usage_counter_pkey DO UPDATE"
 			 "    SET used = excluded.used, limit_value = excluded.limit_value"
 			 "  WHERE (u.used, u.limit_value) IS DISTINCT FROM (excluded.used, excluded.limit_value)",
 			 4, argtypes);

@@ -113,16 +113,22 @@ RowIdText(Relation rel, const char *alias)
 		if (index->indisprimary)
 		{
 			StringInfoData buf;
-			int			n = index->indnkeyatts;
+			int			first = 0;
+			int			n;
 			int			i;
 
+			/* a key that starts with the tenant key: the row's id within its tenant */
+			if (index->indnkeyatts > 1 &&
+				strcmp(get_attname(RelationGetRelid(rel), index->indkey.values[0], false), "tenant_id") == 0)
+				first = 1;
+			n = index->indnkeyatts - first;
 			initStringInfo(&buf);
 			if (n > 1)
 				appendStringInfoString(&buf, "ROW(");
 			for (i = 0; i < n; i++)
 				appendStringInfo(&buf, "%s%s.%s", i > 0 ? ", " : "", alias,
 								 quote_identifier(get_attname(RelationGetRelid(rel),
-															  index->indkey.values[i], false)));
+															  index->indkey.values[first + i], false)));
 			appendStringInfoString(&buf, n > 1 ? ")::text" : "::text");
 			result = buf.data;
 		}

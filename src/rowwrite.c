@@ -25,11 +25,13 @@
 #include "postgres.h"
 
 #include "access/genam.h"
+#include "access/htup_details.h"
 #include "access/nbtree.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/index.h"
+#include "catalog/pg_index.h"
 #include "catalog/namespace.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
@@ -46,6 +48,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 
 #include "subscription.h"
 
@@ -213,20 +216,73 @@ RowWriteColumn(Relation rel, const char *column)
  * Begin a scan of rel's rows whose first nkeys primary key columns equal
  * keys, as snapshot sees them.
  */
-KeyScan *
-BeginKeyScan(Relation rel, Snapshot snapshot, int nkeys, const Datum *keys)
+/*
+ * The index that rows of rel are looked up by: its primary key, or, when the
+ * primary key starts with the tenant key (docs/design.md#tenant-keys), the
+ * index on the rest of the primary key's columns, in the same order: the
+ * functions name a row by its id alone.
+ */
+static Oid
+KeyIndex(Relation rel)
 {
-	KeyScan    *ks = palloc(sizeof(KeyScan));
-	ScanKeyData *skeys = palloc(sizeof(ScanKeyData) * nkeys);
 #if PG_VERSION_NUM >= 180000
 	Oid			pkey = RelationGetPrimaryKeyIndex(rel, false);
 #else
 	Oid			pkey = RelationGetPrimaryKeyIndex(rel);
 #endif
-	int			i;
+	HeapTuple	pktup;
+	Form_pg_index pk;
+	AttrNumber	tenant_col = get_attnum(RelationGetRelid(rel), "tenant_id");
+	Oid			found = InvalidOid;
+	ListCell   *lc;
 
 	if (!OidIsValid(pkey))
 		elog(ERROR, "relation \"%s\" has no primary key", RelationGetRelationName(rel));
+	pktup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(pkey));
+	if (!HeapTupleIsValid(pktup))
+		elog(ERROR, "cache lookup failed for index %u", pkey);
+	pk = (Form_pg_index) GETSTRUCT(pktup);
+	if (tenant_col == InvalidAttrNumber || pk->indkey.values[0] != tenant_col)
+	{
+		ReleaseSysCache(pktup);
+		return pkey;
+	}
+	foreach(lc, RelationGetIndexList(rel))
+	{
+		HeapTuple	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(lfirst_oid(lc)));
+		Form_pg_index ix;
+		int			i;
+
+		if (!HeapTupleIsValid(tup))
+			continue;
+		ix = (Form_pg_index) GETSTRUCT(tup);
+		if (ix->indnkeyatts == pk->indnkeyatts - 1 && heap_attisnull(tup, Anum_pg_index_indpred, NULL))
+		{
+			for (i = 0; i < ix->indnkeyatts; i++)
+				if (ix->indkey.values[i] != pk->indkey.values[i + 1])
+					break;
+			if (i == ix->indnkeyatts)
+				found = ix->indexrelid;
+		}
+		ReleaseSysCache(tup);
+		if (OidIsValid(found))
+			break;
+	}
+	ReleaseSysCache(pktup);
+	if (!OidIsValid(found))
+		elog(ERROR, "relation \"%s\" has no index on its primary key without the tenant key",
+			 RelationGetRelationName(rel));
+	return found;
+}
+
+KeyScan *
+BeginKeyScan(Relation rel, Snapshot snapshot, int nkeys, const Datum *keys)
+{
+	KeyScan    *ks = palloc(sizeof(KeyScan));
+	ScanKeyData *skeys = palloc(sizeof(ScanKeyData) * nkeys);
+	Oid			pkey = KeyIndex(rel);
+	int			i;
+
 	ks->index = index_open(pkey, AccessShareLock);
 	if (nkeys > IndexRelationGetNumberOfKeyAttributes(ks->index))
 		elog(ERROR, "too many keys for index \"%s\"", RelationGetRelationName(ks->index));

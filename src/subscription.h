@@ -108,6 +108,9 @@ typedef struct KeyScan
 } KeyScan;
 
 extern Oid	OwnTable(const char *name);
+
+/* tenants.c: the tenant key */
+extern bool TenantKeyed(const char *table);
 extern RowWrites *BeginRowWrites(int ntables, const Oid *relids);
 extern void EndRowWrites(RowWrites *w);
 extern Snapshot RowWriteSnapshot(RowWrites *w);

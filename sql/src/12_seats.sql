@@ -3,12 +3,19 @@
 -- key of R11.  The guard that keeps them is in 31_seats.sql.
 
 CREATE TABLE subscription.license (
-    subscription_id bigint NOT NULL REFERENCES subscription.subscription (id),
+    subscription_id bigint NOT NULL,
     -- cascade: a seat is what its member holds; deleting the member releases
     -- it as license_release() would (the guard counts it, history records it)
-    member_id       bigint NOT NULL REFERENCES subscription.member (id) ON DELETE CASCADE,
+    member_id       bigint NOT NULL,
     assigned_at     timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (subscription_id, member_id)
+    tenant_id       bigint NOT NULL,
+    CONSTRAINT license_pkey PRIMARY KEY (tenant_id, subscription_id, member_id),
+    -- a member of another tenant is refused by the key (23503), one of
+    -- another account of the tenant by the license guard (L11, 22023)
+    CONSTRAINT license_subscription_id_fkey FOREIGN KEY (tenant_id, subscription_id)
+        REFERENCES subscription.subscription (tenant_id, id),
+    CONSTRAINT license_member_id_fkey FOREIGN KEY (tenant_id, member_id)
+        REFERENCES subscription.member (tenant_id, id) ON DELETE CASCADE
 );
 CREATE INDEX ON subscription.license (member_id);
 
@@ -20,14 +27,19 @@ COMMENT ON TABLE subscription.license IS 'Seats of a subscription held by member
 -- plus the license units of active add-on batches): that is the invariant,
 -- and the CHECK keeps it whatever path writes.
 CREATE TABLE subscription.license_counter (
-    -- cascade: derived data, the count of the subscription's license rows
-    subscription_id bigint PRIMARY KEY
-                    REFERENCES subscription.subscription (id) ON DELETE CASCADE,
+    subscription_id bigint NOT NULL,
     used            integer NOT NULL DEFAULT 0,
     capacity        integer NOT NULL,
     active          boolean NOT NULL,
-    CONSTRAINT license_counter_within_capacity CHECK (used >= 0 AND used <= capacity)
+    CONSTRAINT license_counter_within_capacity CHECK (used >= 0 AND used <= capacity),
+    tenant_id       bigint NOT NULL,
+    CONSTRAINT license_counter_pkey PRIMARY KEY (tenant_id, subscription_id),
+    -- cascade: derived data, the count of the subscription's license rows
+    CONSTRAINT license_counter_subscription_id_fkey FOREIGN KEY (tenant_id, subscription_id)
+        REFERENCES subscription.subscription (tenant_id, id) ON DELETE CASCADE
 );
+-- the guard reads a counter by its subscription (rowwrite.c's key lookups)
+CREATE INDEX ON subscription.license_counter (subscription_id);
 
 COMMENT ON TABLE subscription.license_counter IS 'The seat counter of a subscription: used never exceeds capacity';
 
@@ -39,7 +51,9 @@ CREATE TABLE subscription.service_seat (
     member_id       bigint NOT NULL,
     product         text NOT NULL,
     subscription_id bigint NOT NULL,
-    PRIMARY KEY (member_id, product)
+    tenant_id       bigint NOT NULL,
+    CONSTRAINT service_seat_pkey PRIMARY KEY (tenant_id, member_id, product)
 );
+CREATE INDEX ON subscription.service_seat (member_id, product);
 
 COMMENT ON TABLE subscription.service_seat IS 'R11 as a key: one service license per member and product';

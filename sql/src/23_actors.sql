@@ -184,11 +184,13 @@ DECLARE
     -- own name is not the table's (issue 17)
     logical text := TG_ARGV[0];
 BEGIN
+    -- the row as the application knows it: the tenant key is the history
+    -- row's own (tenant_id)
     IF TG_OP <> 'INSERT' THEN
-        old_row := to_jsonb(OLD);
+        old_row := to_jsonb(OLD) - 'tenant_id';
     END IF;
     IF TG_OP <> 'DELETE' THEN
-        new_row := to_jsonb(NEW);
+        new_row := to_jsonb(NEW) - 'tenant_id';
     END IF;
     -- a restore copies the row's history with it (restored_copy); a row
     -- without an id of its own (terms_acceptance) is copied whole by the

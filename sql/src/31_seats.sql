@@ -47,10 +47,10 @@ BEGIN
     ELSE
         sub := NEW.subscription_id;
     END IF;
-    INSERT INTO subscription.license_counter AS c (subscription_id, capacity, active)
-    SELECT s.id, subscription.license_capacity(s.id), s.status = 'active'
+    INSERT INTO subscription.license_counter AS c (tenant_id, subscription_id, capacity, active)
+    SELECT s.tenant_id, s.id, subscription.license_capacity(s.id), s.status = 'active'
       FROM subscription.subscription AS s WHERE s.id = sub
-    ON CONFLICT (subscription_id) DO UPDATE
+    ON CONFLICT (tenant_id, subscription_id) DO UPDATE
        SET capacity = excluded.capacity, active = excluded.active
      WHERE (c.capacity, c.active) IS DISTINCT FROM (excluded.capacity, excluded.active);
     RETURN NULL;

@@ -209,22 +209,22 @@ BEGIN
 
     -- C2: the constraint makes a second charge of the period impossible
     INSERT INTO subscription.ledger
-           (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
-    VALUES (s.account_id, s.id, 'charge', subscription.round_money(price.amount, price.currency), price.currency,
+           (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+    VALUES (s.tenant_id, s.account_id, s.id, 'charge', subscription.round_money(price.amount, price.currency), price.currency,
             next_period, 'plan', n.plan,
             format('renewal: plan %s, cycle %s, quantity %s', n.plan, n.cycle, n.quantity))
-    ON CONFLICT (subscription_id, addon_batch_id, period, item)
+    ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
        WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
     INSERT INTO subscription.ledger
-           (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
-    SELECT s.account_id, s.id, b.id, 'charge', subscription.round_money(p.amount, p.currency), p.currency,
+           (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
+    SELECT s.tenant_id, s.account_id, s.id, b.id, 'charge', subscription.round_money(p.amount, p.currency), p.currency,
            next_period, 'addon', n.plan, format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, n.cycle)
       FROM subscription.addon_batch AS b
       JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time
      CROSS JOIN LATERAL subscription.addon_period_price(b.addon, n.cycle, b.quantity) AS p
      WHERE b.subscription_id = s.id AND b.status = 'active'
      ORDER BY b.id
-    ON CONFLICT (subscription_id, addon_batch_id, period, item)
+    ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
        WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
 
     IF may_trim THEN

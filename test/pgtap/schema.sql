@@ -1,6 +1,6 @@
 -- The data model of API.md: every table, key and constraint of the contract.
 BEGIN;
-SELECT plan(210);
+SELECT plan(214);
 SET search_path = subscription, public;
 
 SELECT has_schema('subscription');
@@ -47,28 +47,33 @@ SELECT col_type_is('subscription', 'member', 'rights', 'text[]', 'rights are a t
 -- primary keys
 SELECT col_is_pk('subscription', t, c, format('%s has primary key %s', t, c))
   FROM (VALUES ('currency', ARRAY['code']), ('product', ARRAY['code']), ('plan', ARRAY['code']),
-               ('addon', ARRAY['code']), ('coupon', ARRAY['code']), ('account', ARRAY['id']),
-               ('member', ARRAY['id']), ('subscription', ARRAY['id']), ('addon_batch', ARRAY['id']),
-               ('ledger', ARRAY['id']), ('history', ARRAY['id']), ('trimmed', ARRAY['id']),
+               ('addon', ARRAY['code']), ('coupon', ARRAY['code']),
+               -- tenant tables: the tenant key first (issue 17, docs/design.md#tenant-keys)
+               ('account', ARRAY['tenant_id', 'id']),
+               ('member', ARRAY['tenant_id', 'id']), ('subscription', ARRAY['tenant_id', 'id']),
+               ('addon_batch', ARRAY['tenant_id', 'id']), ('ledger', ARRAY['tenant_id', 'id']),
+               ('history', ARRAY['tenant_id', 'id']), ('trimmed', ARRAY['tenant_id', 'id']),
                ('plan_limit', ARRAY['plan', 'feature', 'versions']), ('plan_addon', ARRAY['plan', 'addon']),
-               ('license', ARRAY['subscription_id', 'member_id']),
+               ('license', ARRAY['tenant_id', 'subscription_id', 'member_id']),
+               ('license_counter', ARRAY['tenant_id', 'subscription_id']),
                -- R11 is this key: one service license per member and product
-               ('service_seat', ARRAY['member_id', 'product']),
-               ('usage_counter', ARRAY['account_id', 'feature']),
-               -- Z11: the terms versions, and each account's acceptances (tenant key first)
-               ('terms', ARRAY['version']), ('terms_acceptance', ARRAY['account_id', 'version']),
+               ('service_seat', ARRAY['tenant_id', 'member_id', 'product']),
+               ('usage_counter', ARRAY['tenant_id', 'account_id', 'feature']),
+               -- Z11: the terms versions, and each account's acceptances
+               ('terms', ARRAY['version']), ('terms_acceptance', ARRAY['tenant_id', 'account_id', 'version']),
                -- Z3: a suite includes a plan once
                ('suite_component', ARRAY['suite_plan', 'plan'])) AS x(t, c);
 
 -- foreign keys and their deliberate ON DELETE actions:
 -- c = cascade (derived data: counters; a member's seats), a = refuse while in use (nothing lost,
 -- refuse_delete_in_use names what), n = set null; account.parent_id and ledger.charge_id are
--- checked by a trigger instead (no circular foreign key for pg_dump)
+-- checked by a trigger instead (no circular foreign key for pg_dump).  A key between tenant
+-- tables is (tenant_id, column): its last column is named here
 SELECT is(
     (SELECT string_agg(f, ' ' ORDER BY f) FROM (
        SELECT format('%s.%s->%s:%s', c.conrelid::regclass, a.attname, c.confrelid::regclass, c.confdeltype) AS f
        FROM pg_constraint AS c
-       JOIN pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+       JOIN pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[cardinality(c.conkey)]
       WHERE c.contype = 'f' AND c.connamespace = 'subscription'::regnamespace
         AND c.conrelid = x.t::regclass) AS fks),
     x.expected, format('foreign keys of %s', x.t))
@@ -91,6 +96,25 @@ SELECT is(
     ('subscription.usage_counter', 'usage_counter.account_id->account:c'),
     ('subscription.license_counter', 'license_counter.subscription_id->subscription:c'),
     ('subscription.suite_component', 'suite_component.plan->plan:a suite_component.suite_plan->plan:a')) AS x(t, expected);
+-- issue 17: every key of a tenant table (primary, unique, exclusion, and foreign to another
+-- tenant table) starts with the tenant key, so that Citus can distribute them all by it
+SELECT is((SELECT string_agg(format('%s %s', c.conrelid::regclass, c.conname), ', ' ORDER BY c.conname)
+             FROM pg_constraint AS c
+            WHERE c.connamespace = 'subscription'::regnamespace AND c.contype IN ('p', 'u', 'x', 'f')
+              AND EXISTS (SELECT FROM pg_attribute AS t WHERE t.attrelid = c.conrelid AND t.attname = 'tenant_id')
+              AND (c.contype <> 'f' OR EXISTS (SELECT FROM pg_attribute AS t
+                                                WHERE t.attrelid = c.confrelid AND t.attname = 'tenant_id'))
+              AND c.conkey[1] <> (SELECT t.attnum FROM pg_attribute AS t
+                                   WHERE t.attrelid = c.conrelid AND t.attname = 'tenant_id')),
+          NULL, 'every key of a tenant table starts with tenant_id');
+SELECT is((SELECT count(*)::int FROM pg_class AS r
+            WHERE r.relnamespace = 'subscription'::regnamespace AND r.relkind = 'r'
+              AND EXISTS (SELECT FROM pg_attribute AS t WHERE t.attrelid = r.oid AND t.attname = 'tenant_id' AND t.attnotnull)),
+          12, 'the 12 tenant tables carry tenant_id NOT NULL');
+SELECT is((SELECT string_agg(i.indexrelid::regclass::text, ', ')
+             FROM pg_index AS i JOIN pg_attribute AS t ON t.attrelid = i.indrelid AND t.attname = 'tenant_id'
+            WHERE i.indisunique AND i.indrelid::regclass::text LIKE 'subscription.%' AND i.indkey[0] <> t.attnum),
+          NULL, 'no unique index of a tenant table leaves the tenant key out (Citus refuses one)');
 SELECT is((SELECT count(*)::int FROM pg_constraint WHERE conrelid = 'subscription.history'::regclass AND contype = 'f'),
           0, 'history has no foreign key: the record of an erased account stays (K9, R8)');
 -- nothing lost (issue 15): no self-referencing key (pg_dump would warn of a circular one),

@@ -4,7 +4,7 @@
 -- its trigger's argument; tables named like shards, with the same triggers,
 -- behave as the tables themselves.
 BEGIN;
-SELECT plan(8);
+SELECT plan(10);
 SET search_path = subscription, public;
 
 -- no trigger function of the extension reads the table's name or OID
@@ -28,15 +28,24 @@ SELECT is_empty($$
        AND (t.tgnargs <> 1
             OR split_part(encode(t.tgargs, 'escape'), '\000', 1) <> (SELECT c.relname FROM pg_class AS c WHERE c.oid = t.tgrelid)::text)$$,
     'each of them passes its own table''s name as its one argument');
+-- the tenant key's fill trigger (C) names its table first, too
+SELECT is((SELECT count(*)::int FROM pg_trigger AS t
+            WHERE t.tgfoid = 'subscription.fill_tenant_id'::regproc AND t.tgnargs = 3
+              AND split_part(encode(t.tgargs, 'escape'), '\000', 1) = (SELECT c.relname FROM pg_class AS c WHERE c.oid = t.tgrelid)::text),
+          12, 'the 12 tenant tables fill their tenant key by a trigger naming its own table');
 
 -- tables named as Citus names shards, with the extension's triggers
 CREATE SCHEMA shard;
 CREATE TABLE shard.account_102008 (LIKE subscription.account INCLUDING DEFAULTS);
+CREATE TRIGGER account_fill_tenant_id BEFORE INSERT ON shard.account_102008
+    FOR EACH ROW WHEN (NEW.tenant_id IS NULL) EXECUTE FUNCTION subscription.fill_tenant_id('account', 'parent_id', 'account');
 CREATE TRIGGER account_history AFTER INSERT OR UPDATE OR DELETE ON shard.account_102008
     FOR EACH ROW EXECUTE FUNCTION subscription.record_history('account');
 CREATE TRIGGER account_parent_exists AFTER INSERT OR UPDATE OF parent_id ON shard.account_102008
     FOR EACH ROW WHEN (NEW.parent_id IS NOT NULL) EXECUTE FUNCTION subscription.check_reference('account');
 CREATE TABLE shard.member_102040 (LIKE subscription.member INCLUDING DEFAULTS);
+CREATE TRIGGER member_fill_tenant_id BEFORE INSERT ON shard.member_102040
+    FOR EACH ROW WHEN (NEW.tenant_id IS NULL) EXECUTE FUNCTION subscription.fill_tenant_id('member', 'account_id', 'account');
 CREATE TRIGGER member_history AFTER INSERT OR UPDATE OR DELETE ON shard.member_102040
     FOR EACH ROW EXECUTE FUNCTION subscription.record_history('member');
 CREATE TABLE shard.plan_102010 (LIKE subscription.plan INCLUDING DEFAULTS);
@@ -48,7 +57,11 @@ INSERT INTO shard.account_102008 (id, name) VALUES (990001, 'on a shard');
 SELECT results_eq($$SELECT operation, account_id FROM subscription.history WHERE account_id = 990001 ORDER BY id$$,
                   $$VALUES ('account_insert', 990001::bigint)$$,
                   'R8: an insert into an account shard is recorded as account_insert, for its account');
-INSERT INTO shard.member_102040 (id, account_id, external_id) VALUES (990101, 990001, 'shard-member');
+-- a root account is its own tenant; on Citus a row names its tenant (the
+-- coordinator routes it by the key), as this member does
+SELECT is((SELECT tenant_id FROM shard.account_102008 WHERE id = 990001), 990001::bigint,
+          'an account inserted into a shard without its tenant key is its own tenant');
+INSERT INTO shard.member_102040 (id, account_id, external_id, tenant_id) VALUES (990101, 990001, 'shard-member', 990001);
 UPDATE shard.member_102040 SET role = 'admin' WHERE external_id = 'shard-member';
 SELECT results_eq($$SELECT operation FROM subscription.history WHERE account_id = 990001 ORDER BY id$$,
                   $$VALUES ('account_insert'), ('member_insert'), ('member_update')$$,

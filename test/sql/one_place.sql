@@ -262,12 +262,15 @@ ROLLBACK;
 -- L11, "the member belongs to the subscription's account": one C check
 -- (CheckMember in licenses.c) that every path asks; each path refuses a
 -- member of another account with the same error, and a member of the
--- subscription's own account passes each of them
+-- subscription's own account passes each of them.  The other account is a
+-- sub-account (K7), of the same tenant: a member of another tenant is
+-- refused before, by the license's key (below)
 BEGIN;
 INSERT INTO product (code, name) VALUES ('crowd', 'CrowdHandler');
 INSERT INTO plan (code, product, name, rank) VALUES ('ch_team', 'crowd', 'Team', 1);
 INSERT INTO plan_price (plan, cycle, amount) VALUES ('ch_team', '1 month', 49);
-INSERT INTO account (id, name) VALUES (1, 'Tickets'), (2, 'Other');
+INSERT INTO account (id, name) VALUES (1, 'Tickets');
+INSERT INTO account (id, name, parent_id) VALUES (2, 'Other', 1);
 INSERT INTO member (id, account_id, external_id) VALUES
     (1, 1, 'ann'), (2, 1, 'bob'), (3, 1, 'cy'), (4, 1, 'dee'), (21, 2, 'zed');
 SELECT subscribe(1, 'ch_team', '1 month', 10, '2026-01-01') AS mine \gset
@@ -292,6 +295,11 @@ INSERT INTO license_path VALUES
 -- each refusal names the subscription its statement writes
 SELECT path, pg_temp.error_of(foreign_member) AS foreign_member
   FROM license_path ORDER BY path;
+-- a member of another tenant: the license's foreign key (tenant_id,
+-- member_id) refuses it, on a path that writes the row
+INSERT INTO account (id, name) VALUES (3, 'Elsewhere');
+INSERT INTO member (id, account_id, external_id) VALUES (31, 3, 'yan');
+SELECT pg_temp.error_of(format('INSERT INTO license (subscription_id, member_id) VALUES (%s, 31)', :mine)) AS other_tenant;
 -- the same paths with a member of the account: the check is the member's
 -- account, not a refusal of everything (each undone after)
 CREATE FUNCTION pg_temp.passes(statement text) RETURNS text
