@@ -8778,3 +8778,374 @@ END;
 
 -- PUBLIC executes nothing (99_public.sql)
 REVOKE ALL ON FUNCTION subscription.fill_tenant_id() FROM PUBLIC;
+
+-- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
+-- A new account with its tenant key, in one INSERT that names it: on Citus
+-- the coordinator routes the row by tenant_id, which an INSERT that leaves
+-- it to fill_tenant_id() does not give (a root account is its own tenant,
+-- by an id the sequence has not issued yet).  On a single server the same
+-- as an INSERT into account.
+CREATE FUNCTION subscription.create_account(name text, parent_id bigint DEFAULT NULL,
+                                            billing_anchor timestamptz DEFAULT NULL,
+                                            managed boolean DEFAULT false)
+RETURNS bigint
+LANGUAGE plpgsql
+-- the caller may insert accounts (grant_application); the id comes from the
+-- account's own sequence, which it need not use
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    new_id bigint := pg_catalog.nextval('subscription.account_id_seq');
+    tenant bigint := new_id;
+BEGIN
+    IF create_account.name IS NULL THEN
+        RAISE EXCEPTION 'argument "name" of create_account() must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF create_account.parent_id IS NOT NULL THEN
+        -- K7: a sub-account is of its parent's tenant
+        SELECT a.tenant_id INTO tenant FROM subscription.account AS a WHERE a.id = create_account.parent_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'parent account % does not exist', create_account.parent_id
+                USING ERRCODE = 'no_data_found';
+        END IF;
+    END IF;
+    INSERT INTO subscription.account (tenant_id, id, name, parent_id, billing_anchor, managed)
+    VALUES (tenant, new_id, create_account.name, create_account.parent_id, create_account.billing_anchor,
+            coalesce(create_account.managed, false));
+    RETURN new_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.create_account(text, bigint, timestamptz, boolean) IS
+'A new account (a sub-account of parent_id, K7) with its tenant key; its id';
+
+-- Whether this server is a Citus worker.  A worker runs the DDL that the
+-- coordinator sends for each shard; the extension's event triggers act on
+-- the coordinator, where the command names the distributed table, and do
+-- nothing on the workers (where reading a reference table from a shard's
+-- DDL is a nested distributed query, which Citus refuses).
+CREATE FUNCTION subscription.on_citus_worker()
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    coordinator boolean;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
+        RETURN false;
+    END IF;
+    EXECUTE 'SELECT pg_catalog.citus_is_coordinator()' INTO coordinator;
+    RETURN NOT coordinator;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.on_citus_worker() IS
+'Internal: whether this server is a Citus worker (the extension''s event triggers act on the coordinator)';
+
+-- Whether distribute() has run: account is a Citus distributed table.  On
+-- Citus, a statement that a trigger runs on a shard must name the tenant.
+CREATE FUNCTION subscription.distributed()
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    found boolean;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
+        RETURN false;
+    END IF;
+    EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid = ''subscription.account''::pg_catalog.regclass)'
+       INTO found;
+    RETURN found;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.distributed() IS
+'Internal: whether the extension''s tables are distributed on Citus (distribute() has run)';
+
+-- The extension's tables and what each becomes on Citus, in an order that
+-- puts every table after the tables its foreign keys reference.
+CREATE FUNCTION subscription.distribution_plan()
+RETURNS TABLE (relation regclass, kind text, step integer)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+WITH RECURSIVE own AS (
+    SELECT c.oid AS rel,
+           CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_attribute AS a
+                              WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
+                THEN 'distributed' ELSE 'reference' END AS kind
+      FROM pg_catalog.pg_class AS c
+     WHERE c.relnamespace = 'subscription'::pg_catalog.regnamespace AND c.relkind IN ('r', 'p')),
+depth (rel, d) AS (
+    SELECT rel, 0 FROM own
+    UNION ALL
+    SELECT k.conrelid, depth.d + 1
+      FROM depth JOIN pg_catalog.pg_constraint AS k ON k.confrelid = depth.rel AND k.contype = 'f'
+     WHERE k.conrelid IN (SELECT rel FROM own) AND k.conrelid <> k.confrelid AND depth.d < 100)
+SELECT o.rel::pg_catalog.regclass, o.kind,
+       (pg_catalog.row_number() OVER (ORDER BY o.kind DESC, d.d, o.rel::pg_catalog.regclass::text))::integer
+  FROM own AS o JOIN (SELECT rel, pg_catalog.max(d) AS d FROM depth GROUP BY rel) AS d USING (rel)
+ ORDER BY 3
+$$;
+
+COMMENT ON FUNCTION subscription.distribution_plan() IS
+'What distribute() makes of each table of the extension (reference or distributed by tenant_id), in foreign-key order';
+
+CREATE FUNCTION subscription.distribute()
+RETURNS TABLE (relation regclass, kind text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t record;
+    orphan record;
+    done boolean;
+    moved boolean := false;
+    role_before text;
+BEGIN
+    -- K7: a sub-account lives in its parent's shard group; one moved under
+    -- another tenant's account (parent_id changed on a single server) would
+    -- not.  Once distributed, check_reference() keeps a parent in the tenant.
+    IF NOT subscription.distributed() THEN
+        SELECT a.id, a.tenant_id, p.id AS parent, p.tenant_id AS parent_tenant INTO orphan
+          FROM subscription.account AS a JOIN subscription.account AS p ON p.id = a.parent_id
+         WHERE a.tenant_id <> p.tenant_id
+         ORDER BY a.id LIMIT 1;
+        moved := FOUND;
+    END IF;
+    IF moved THEN
+        RAISE EXCEPTION 'account % is a sub-account of account %, of another tenant', orphan.id, orphan.parent
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = pg_catalog.format('Account %s is of tenant %s, its parent of tenant %s; on Citus a sub-account shares its parent''s shard group.',
+                                             orphan.id, orphan.tenant_id, orphan.parent_tenant),
+                  HINT = 'Make it a root account again (parent_id = NULL) before distributing.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
+        RAISE EXCEPTION 'subscription.distribute() needs the citus extension'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Load Citus (shared_preload_libraries = ''citus'') and run CREATE EXTENSION citus first.';
+    END IF;
+    -- what Citus needs: the extension's triggers on shards, and reference
+    -- tables made while the tenant tables that reference them are still local
+    PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+    PERFORM pg_catalog.set_config('citus.enable_local_reference_table_foreign_keys', 'off', true);
+    FOR t IN SELECT * FROM subscription.distribution_plan() AS p ORDER BY p.step LOOP
+        EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)'
+           INTO done USING t.relation;
+        IF NOT done THEN
+            IF t.kind = 'reference' THEN
+                EXECUTE 'SELECT create_reference_table($1)' USING t.relation;
+            ELSIF t.relation = 'subscription.account'::pg_catalog.regclass THEN
+                EXECUTE 'SELECT create_distributed_table($1, ''tenant_id'')' USING t.relation;
+            ELSE
+                EXECUTE 'SELECT create_distributed_table($1, ''tenant_id'', colocate_with => ''subscription.account'')'
+                  USING t.relation;
+            END IF;
+        END IF;
+        relation := t.relation;
+        kind := t.kind;
+        RETURN NEXT;
+    END LOOP;
+    -- the rows are in the shards now; the tables themselves keep none (once
+    -- no local table references them).  In replica mode: this TRUNCATE
+    -- removes copies, which the guards' and history's TRUNCATE triggers
+    -- must not take for a tenant's
+    role_before := pg_catalog.current_setting('session_replication_role');
+    PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
+    FOR t IN SELECT * FROM subscription.distribution_plan() AS p ORDER BY p.step DESC LOOP
+        EXECUTE 'SELECT truncate_local_data_after_distributing_table($1)' USING t.relation;
+    END LOOP;
+    PERFORM pg_catalog.set_config('session_replication_role', role_before, true);
+    -- no table of the extension is left local: its rows would split across nodes
+    SELECT p.relation INTO t
+      FROM subscription.distribution_plan() AS p
+     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition AS d WHERE d.logicalrelid = p.relation)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'table % of the extension is still local', t.relation
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.distribute() IS
+'Citus: make the catalog reference tables and distribute every tenant table by tenant_id, colocated with account (docs/citus.md)';
+
+CREATE OR REPLACE FUNCTION subscription.keep_limited_tables()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t subscription.limited_table;
+    problem text;
+BEGIN
+    IF subscription.on_citus_worker() THEN
+        RETURN;  -- a shard's DDL: the coordinator checked the table's
+    END IF;
+    FOR t IN
+        SELECT DISTINCT ON (l.relation, l.feature) l.*
+          FROM pg_catalog.pg_event_trigger_ddl_commands() AS d
+          JOIN subscription.limited_table AS l
+            ON l.relation = d.objid
+            -- a new child or partition of a registered table
+            OR l.relation IN (SELECT i.inhparent FROM pg_catalog.pg_inherits AS i WHERE i.inhrelid = d.objid)
+         WHERE d.classid = 'pg_catalog.pg_class'::regclass
+    LOOP
+        -- a restore by a role given grant_restore() creates a registered
+        -- table's constraints before its guards: none of them exists yet
+        CONTINUE WHEN subscription.restoring_role()
+                  AND NOT EXISTS (SELECT FROM subscription.guard_triggers(t.relation, t.feature));
+        problem := subscription.registration_problem(t);
+        IF problem IS NOT NULL THEN
+            RAISE EXCEPTION 'table % is limited for feature "%"', t.relation, t.feature
+                USING ERRCODE = 'object_in_use',
+                      DETAIL = format('After this command %s.', problem),
+                      HINT = format('Run subscription.unenforce_limit(%L, %L) first.', t.relation::text, t.feature);
+        END IF;
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.forget_dropped_tables()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    registration subscription.limited_table;
+BEGIN
+    IF subscription.on_citus_worker() THEN
+        RETURN;  -- a shard dropped: the coordinator forgets the table
+    END IF;
+    WITH gone AS (
+        DELETE FROM subscription.limited_table AS t
+         USING pg_catalog.pg_event_trigger_dropped_objects() AS d
+         WHERE d.objid = t.relation::oid AND d.object_type = 'table'
+        RETURNING t.feature)
+    DELETE FROM subscription.usage_counter AS u USING gone
+     WHERE u.feature = gone.feature;
+
+    FOR registration IN
+        SELECT l.* FROM subscription.limited_table AS l
+         WHERE l.relation IN (
+               SELECT pg_catalog.to_regclass(pg_catalog.quote_ident(d.address_names[1]) || '.'
+                                             || pg_catalog.quote_ident(d.address_names[2]))
+                 FROM pg_catalog.pg_event_trigger_dropped_objects() AS d
+                WHERE d.object_type = 'trigger')
+    LOOP
+        IF subscription.registration_problem(registration) IS NOT NULL THEN
+            RAISE EXCEPTION 'the limit guards of table % cannot be dropped', registration.relation
+                USING ERRCODE = 'object_in_use',
+                      DETAIL = format('The table is limited for feature "%s".', registration.feature),
+                      HINT = format('Run subscription.unenforce_limit(%L, %L) instead.',
+                                    registration.relation::text, registration.feature);
+        END IF;
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.role_rights(kind text)
+RETURNS TABLE (object_type text, object text, privileges text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    application_routines text[] := '{subscribe,set_quantity,change_plan,change_cycle,set_renewal,cancel,
+        cancel_account,close_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
+        apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
+        bundle_into_suite,preview_bundle_into_suite,
+        effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
+        cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
+        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
+        renewal_terms,plan_version_or_current,next_plan,create_account}';
+    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
+    views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
+BEGIN
+    IF kind NOT IN ('application', 'backoffice', 'restore') THEN
+        RAISE EXCEPTION 'unknown kind of role "%"', kind
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The kinds are application, backoffice and restore.';
+    END IF;
+    RETURN QUERY
+    SELECT 'SCHEMA', 'subscription', 'USAGE'
+    UNION ALL
+    SELECT 'ROUTINE', p.oid::regprocedure::text, 'EXECUTE'
+      FROM pg_catalog.pg_proc AS p
+     WHERE p.pronamespace = 'subscription'::regnamespace
+       AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
+                     -- granting, and writing history, are for the extension's owner alone
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_history)$' END
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || c.relname,
+           CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
+                THEN 'SELECT, INSERT, UPDATE, DELETE'
+                WHEN kind = 'restore' AND c.relkind = 'r' THEN 'SELECT, INSERT'
+                WHEN kind = 'restore' AND c.relkind = 'S' THEN 'SELECT, UPDATE'
+                ELSE 'SELECT' END
+      FROM pg_catalog.pg_class AS c
+     WHERE c.relnamespace = 'subscription'::regnamespace
+       AND c.relkind IN ('r', 'v', 'S')
+       AND CASE kind WHEN 'backoffice' THEN true
+                     WHEN 'restore' THEN c.relkind IN ('r', 'S')
+                     ELSE c.relname = ANY (catalog || views) END
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || t, 'INSERT, UPDATE' || CASE t WHEN 'member' THEN ', DELETE' ELSE '' END
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+    UNION ALL
+    SELECT 'COLUMNS', 'subscription.' || t, 'SELECT (id)'
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+     ORDER BY 1, 2;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.check_reference()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- the logical table, from the trigger's argument (issue 17)
+    IF TG_ARGV[0] = 'account' THEN
+        -- K7: in the tenant first, the one statement Citus runs on a shard;
+        -- on a single server a parent set later may be of another tenant
+        PERFORM FROM subscription.account AS a
+         WHERE a.tenant_id = NEW.tenant_id AND a.id = NEW.parent_id FOR KEY SHARE;
+        IF NOT FOUND AND NOT subscription.distributed() THEN
+            PERFORM FROM subscription.account AS a WHERE a.id = NEW.parent_id FOR KEY SHARE;
+        END IF;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'parent account % does not exist', NEW.parent_id
+                USING ERRCODE = 'foreign_key_violation',
+                      DETAIL = format('Account %s names it as its parent (parent_id).', NEW.id),
+                      TABLE = 'account', SCHEMA = 'subscription';
+        END IF;
+    ELSE
+        PERFORM FROM subscription.ledger AS l WHERE l.id = NEW.charge_id FOR KEY SHARE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'ledger line % does not exist', NEW.charge_id
+                USING ERRCODE = 'foreign_key_violation',
+                      DETAIL = format('Ledger line %s names it as its charge (charge_id).', NEW.id),
+                      TABLE = 'ledger', SCHEMA = 'subscription';
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+REVOKE ALL ON FUNCTION subscription.create_account(text, bigint, timestamptz, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.distribute() FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.distribution_plan() FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.on_citus_worker() FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.distributed() FROM PUBLIC;
+-- the roles already given their rights get create_account()
+SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g ORDER BY g.role, g.kind;

@@ -51,3 +51,44 @@ ALTER TABLE subscription.ledger ENABLE ALWAYS TRIGGER ledger_fill_tenant_id;
 ALTER TABLE subscription.history ENABLE ALWAYS TRIGGER history_fill_tenant_id;
 ALTER TABLE subscription.usage_counter ENABLE ALWAYS TRIGGER usage_counter_fill_tenant_id;
 ALTER TABLE subscription.trimmed ENABLE ALWAYS TRIGGER trimmed_fill_tenant_id;
+
+-- A new account with its tenant key, in one INSERT that names it: on Citus
+-- the coordinator routes the row by tenant_id, which an INSERT that leaves
+-- it to fill_tenant_id() does not give (a root account is its own tenant,
+-- by an id the sequence has not issued yet).  On a single server the same
+-- as an INSERT into account.
+CREATE FUNCTION subscription.create_account(name text, parent_id bigint DEFAULT NULL,
+                                            billing_anchor timestamptz DEFAULT NULL,
+                                            managed boolean DEFAULT false)
+RETURNS bigint
+LANGUAGE plpgsql
+-- the caller may insert accounts (grant_application); the id comes from the
+-- account's own sequence, which it need not use
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    new_id bigint := pg_catalog.nextval('subscription.account_id_seq');
+    tenant bigint := new_id;
+BEGIN
+    IF create_account.name IS NULL THEN
+        RAISE EXCEPTION 'argument "name" of create_account() must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF create_account.parent_id IS NOT NULL THEN
+        -- K7: a sub-account is of its parent's tenant
+        SELECT a.tenant_id INTO tenant FROM subscription.account AS a WHERE a.id = create_account.parent_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'parent account % does not exist', create_account.parent_id
+                USING ERRCODE = 'no_data_found';
+        END IF;
+    END IF;
+    INSERT INTO subscription.account (tenant_id, id, name, parent_id, billing_anchor, managed)
+    VALUES (tenant, new_id, create_account.name, create_account.parent_id, create_account.billing_anchor,
+            coalesce(create_account.managed, false));
+    RETURN new_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.create_account(text, bigint, timestamptz, boolean) IS
+'A new account (a sub-account of parent_id, K7) with its tenant key; its id';

@@ -197,7 +197,13 @@ AS $$
 BEGIN
     -- the logical table, from the trigger's argument (issue 17)
     IF TG_ARGV[0] = 'account' THEN
-        PERFORM FROM subscription.account AS a WHERE a.id = NEW.parent_id FOR KEY SHARE;
+        -- K7: in the tenant first, the one statement Citus runs on a shard;
+        -- on a single server a parent set later may be of another tenant
+        PERFORM FROM subscription.account AS a
+         WHERE a.tenant_id = NEW.tenant_id AND a.id = NEW.parent_id FOR KEY SHARE;
+        IF NOT FOUND AND NOT subscription.distributed() THEN
+            PERFORM FROM subscription.account AS a WHERE a.id = NEW.parent_id FOR KEY SHARE;
+        END IF;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'parent account % does not exist', NEW.parent_id
                 USING ERRCODE = 'foreign_key_violation',

@@ -252,6 +252,9 @@ DECLARE
     t subscription.limited_table;
     problem text;
 BEGIN
+    IF subscription.on_citus_worker() THEN
+        RETURN;  -- a shard's DDL: the coordinator checked the table's
+    END IF;
     FOR t IN
         SELECT DISTINCT ON (l.relation, l.feature) l.*
           FROM pg_catalog.pg_event_trigger_ddl_commands() AS d
@@ -295,6 +298,9 @@ AS $$
 DECLARE
     registration subscription.limited_table;
 BEGIN
+    IF subscription.on_citus_worker() THEN
+        RETURN;  -- a shard dropped: the coordinator forgets the table
+    END IF;
     WITH gone AS (
         DELETE FROM subscription.limited_table AS t
          USING pg_catalog.pg_event_trigger_dropped_objects() AS d

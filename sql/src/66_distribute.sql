@@ -1,0 +1,161 @@
+-- distribute(): one call turns the installed extension into a distributed
+-- one on Citus (issue 17, docs/citus.md).  The catalog, the limited tables
+-- and the granted roles become reference tables, on every node; the tenant
+-- tables are distributed by tenant_id and colocated with account, so that
+-- a tenant's rows, and every statement a trigger runs for them, stay on one
+-- shard group (docs/design.md#tenant-keys).
+
+-- Whether this server is a Citus worker.  A worker runs the DDL that the
+-- coordinator sends for each shard; the extension's event triggers act on
+-- the coordinator, where the command names the distributed table, and do
+-- nothing on the workers (where reading a reference table from a shard's
+-- DDL is a nested distributed query, which Citus refuses).
+CREATE FUNCTION subscription.on_citus_worker()
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    coordinator boolean;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
+        RETURN false;
+    END IF;
+    EXECUTE 'SELECT pg_catalog.citus_is_coordinator()' INTO coordinator;
+    RETURN NOT coordinator;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.on_citus_worker() IS
+'Internal: whether this server is a Citus worker (the extension''s event triggers act on the coordinator)';
+
+-- Whether distribute() has run: account is a Citus distributed table.  On
+-- Citus, a statement that a trigger runs on a shard must name the tenant.
+CREATE FUNCTION subscription.distributed()
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    found boolean;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
+        RETURN false;
+    END IF;
+    EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid = ''subscription.account''::pg_catalog.regclass)'
+       INTO found;
+    RETURN found;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.distributed() IS
+'Internal: whether the extension''s tables are distributed on Citus (distribute() has run)';
+
+-- The extension's tables and what each becomes on Citus, in an order that
+-- puts every table after the tables its foreign keys reference.
+CREATE FUNCTION subscription.distribution_plan()
+RETURNS TABLE (relation regclass, kind text, step integer)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+WITH RECURSIVE own AS (
+    SELECT c.oid AS rel,
+           CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_attribute AS a
+                              WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
+                THEN 'distributed' ELSE 'reference' END AS kind
+      FROM pg_catalog.pg_class AS c
+     WHERE c.relnamespace = 'subscription'::pg_catalog.regnamespace AND c.relkind IN ('r', 'p')),
+depth (rel, d) AS (
+    SELECT rel, 0 FROM own
+    UNION ALL
+    SELECT k.conrelid, depth.d + 1
+      FROM depth JOIN pg_catalog.pg_constraint AS k ON k.confrelid = depth.rel AND k.contype = 'f'
+     WHERE k.conrelid IN (SELECT rel FROM own) AND k.conrelid <> k.confrelid AND depth.d < 100)
+SELECT o.rel::pg_catalog.regclass, o.kind,
+       (pg_catalog.row_number() OVER (ORDER BY o.kind DESC, d.d, o.rel::pg_catalog.regclass::text))::integer
+  FROM own AS o JOIN (SELECT rel, pg_catalog.max(d) AS d FROM depth GROUP BY rel) AS d USING (rel)
+ ORDER BY 3
+$$;
+
+COMMENT ON FUNCTION subscription.distribution_plan() IS
+'What distribute() makes of each table of the extension (reference or distributed by tenant_id), in foreign-key order';
+
+CREATE FUNCTION subscription.distribute()
+RETURNS TABLE (relation regclass, kind text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t record;
+    orphan record;
+    done boolean;
+    moved boolean := false;
+    role_before text;
+BEGIN
+    -- K7: a sub-account lives in its parent's shard group; one moved under
+    -- another tenant's account (parent_id changed on a single server) would
+    -- not.  Once distributed, check_reference() keeps a parent in the tenant.
+    IF NOT subscription.distributed() THEN
+        SELECT a.id, a.tenant_id, p.id AS parent, p.tenant_id AS parent_tenant INTO orphan
+          FROM subscription.account AS a JOIN subscription.account AS p ON p.id = a.parent_id
+         WHERE a.tenant_id <> p.tenant_id
+         ORDER BY a.id LIMIT 1;
+        moved := FOUND;
+    END IF;
+    IF moved THEN
+        RAISE EXCEPTION 'account % is a sub-account of account %, of another tenant', orphan.id, orphan.parent
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = pg_catalog.format('Account %s is of tenant %s, its parent of tenant %s; on Citus a sub-account shares its parent''s shard group.',
+                                             orphan.id, orphan.tenant_id, orphan.parent_tenant),
+                  HINT = 'Make it a root account again (parent_id = NULL) before distributing.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
+        RAISE EXCEPTION 'subscription.distribute() needs the citus extension'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Load Citus (shared_preload_libraries = ''citus'') and run CREATE EXTENSION citus first.';
+    END IF;
+    -- what Citus needs: the extension's triggers on shards, and reference
+    -- tables made while the tenant tables that reference them are still local
+    PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+    PERFORM pg_catalog.set_config('citus.enable_local_reference_table_foreign_keys', 'off', true);
+    FOR t IN SELECT * FROM subscription.distribution_plan() AS p ORDER BY p.step LOOP
+        EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)'
+           INTO done USING t.relation;
+        IF NOT done THEN
+            IF t.kind = 'reference' THEN
+                EXECUTE 'SELECT create_reference_table($1)' USING t.relation;
+            ELSIF t.relation = 'subscription.account'::pg_catalog.regclass THEN
+                EXECUTE 'SELECT create_distributed_table($1, ''tenant_id'')' USING t.relation;
+            ELSE
+                EXECUTE 'SELECT create_distributed_table($1, ''tenant_id'', colocate_with => ''subscription.account'')'
+                  USING t.relation;
+            END IF;
+        END IF;
+        relation := t.relation;
+        kind := t.kind;
+        RETURN NEXT;
+    END LOOP;
+    -- the rows are in the shards now; the tables themselves keep none (once
+    -- no local table references them).  In replica mode: this TRUNCATE
+    -- removes copies, which the guards' and history's TRUNCATE triggers
+    -- must not take for a tenant's
+    role_before := pg_catalog.current_setting('session_replication_role');
+    PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
+    FOR t IN SELECT * FROM subscription.distribution_plan() AS p ORDER BY p.step DESC LOOP
+        EXECUTE 'SELECT truncate_local_data_after_distributing_table($1)' USING t.relation;
+    END LOOP;
+    PERFORM pg_catalog.set_config('session_replication_role', role_before, true);
+    -- no table of the extension is left local: its rows would split across nodes
+    SELECT p.relation INTO t
+      FROM subscription.distribution_plan() AS p
+     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition AS d WHERE d.logicalrelid = p.relation)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'table % of the extension is still local', t.relation
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.distribute() IS
+'Citus: make the catalog reference tables and distribute every tenant table by tenant_id, colocated with account (docs/citus.md)';
