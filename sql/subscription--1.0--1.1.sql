@@ -8976,6 +8976,22 @@ $$;
 COMMENT ON FUNCTION subscription.distribute() IS
 'Citus: make the catalog reference tables and distribute every tenant table by tenant_id, colocated with account (docs/citus.md)';
 
+-- The rows of account (its sub-accounts) or ledger (the lines of a charge)
+-- that name a row, read with the latest snapshot as a foreign key's check
+-- reads them (src/references.c): the references that are not foreign keys
+-- are then kept under REPEATABLE READ too.  In the tenant given (on Citus,
+-- the statement of a trigger on a shard), or in every tenant when NULL (a
+-- single server, where a sub-account may have been moved under an account
+-- of another tenant).
+CREATE FUNCTION subscription.self_referrers(relation text, id bigint, tenant_id bigint)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'self_referrers'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION subscription.self_referrers(text, bigint, bigint) IS
+'Internal (C): the sub-accounts of an account, or the lines of a charge, read with the latest snapshot, in a tenant or all';
+
+
 CREATE OR REPLACE FUNCTION subscription.keep_limited_tables()
 RETURNS event_trigger
 LANGUAGE plpgsql
@@ -9130,7 +9146,8 @@ BEGIN
                       TABLE = 'account', SCHEMA = 'subscription';
         END IF;
     ELSE
-        PERFORM FROM subscription.ledger AS l WHERE l.id = NEW.charge_id FOR KEY SHARE;
+        PERFORM FROM subscription.ledger AS l
+         WHERE l.tenant_id = NEW.tenant_id AND l.id = NEW.charge_id FOR KEY SHARE;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'ledger line % does not exist', NEW.charge_id
                 USING ERRCODE = 'foreign_key_violation',
@@ -9141,6 +9158,207 @@ BEGIN
     RETURN NULL;
 END
 $$;
+
+CREATE OR REPLACE FUNCTION subscription.refuse_delete_in_use()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the deleter needs no right on the ledger
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    what text;
+    held text[];
+    hint text;
+    ledger_lines bigint;
+    -- the logical table, from the trigger's argument (issue 17: a shard's
+    -- name is not its table's)
+    logical text := TG_ARGV[0];
+BEGIN
+    CASE logical
+    WHEN 'account' THEN
+        PERFORM FROM subscription.account AS a WHERE a.tenant_id = OLD.tenant_id AND a.id = OLD.id FOR UPDATE;
+        what := format('account %s', OLD.id);
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l
+         WHERE l.tenant_id = OLD.tenant_id AND l.account_id = OLD.id;
+        held := ARRAY[
+            subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
+            (SELECT subscription.count_phrase(count(*), 'active subscription', 'active subscriptions')
+               FROM subscription.subscription AS s
+              WHERE s.tenant_id = OLD.tenant_id AND s.account_id = OLD.id AND s.status = 'active'),
+            (SELECT subscription.count_phrase(count(*), 'ended subscription', 'ended subscriptions')
+               FROM subscription.subscription AS s
+              WHERE s.tenant_id = OLD.tenant_id AND s.account_id = OLD.id AND s.status <> 'active'),
+            (SELECT subscription.count_phrase(count(*), 'member', 'members')
+               FROM subscription.member AS m WHERE m.tenant_id = OLD.tenant_id AND m.account_id = OLD.id),
+            subscription.count_phrase(subscription.self_referrers('account', OLD.id,
+                                                                   CASE WHEN subscription.distributed() THEN OLD.tenant_id END),
+                                      'sub-account', 'sub-accounts'),
+            (SELECT subscription.count_phrase(count(*), 'archived row', 'archived rows')
+               FROM subscription.trimmed AS t WHERE t.tenant_id = OLD.tenant_id AND t.account_id = OLD.id)];
+        hint := 'Close it with subscription.close_account(); subscription.erase_account() then removes its personal data and keeps the ledger.';
+    WHEN 'subscription' THEN
+        what := format('subscription %s', OLD.id);
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l
+         WHERE l.tenant_id = OLD.tenant_id AND l.subscription_id = OLD.id;
+        held := ARRAY[
+            subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
+            (SELECT subscription.count_phrase(count(*), 'add-on batch', 'add-on batches')
+               FROM subscription.addon_batch AS b WHERE b.tenant_id = OLD.tenant_id AND b.subscription_id = OLD.id),
+            (SELECT subscription.count_phrase(count(*), 'license', 'licenses')
+               FROM subscription.license AS x WHERE x.tenant_id = OLD.tenant_id AND x.subscription_id = OLD.id)];
+        hint := 'End it with subscription.cancel() or subscription.end_early(), or close its account; the ledger keeps its lines.';
+    WHEN 'addon_batch' THEN
+        what := format('add-on batch %s', OLD.id);
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l
+         WHERE l.tenant_id = OLD.tenant_id AND l.addon_batch_id = OLD.id;
+        held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
+        hint := 'End it with subscription.cancel_addon(); the ledger keeps its lines.';
+    WHEN 'ledger' THEN
+        what := format('ledger line %s', OLD.id);
+        ledger_lines := subscription.self_referrers('ledger', OLD.id, OLD.tenant_id);
+        held := ARRAY[subscription.count_phrase(ledger_lines, 'line that gives back or pays it', 'lines that give back or pay it')];
+        hint := 'The ledger is a record: correct it with a new line.';
+    WHEN 'plan' THEN
+        what := format('plan "%s"', OLD.code);
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.plan = OLD.code;
+        held := ARRAY[
+            subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
+            (SELECT subscription.count_phrase(count(*), 'subscription', 'subscriptions')
+               FROM subscription.subscription AS s
+              WHERE s.plan = OLD.code OR s.pending_plan = OLD.code OR s.migrate_to = OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'price', 'prices')
+               FROM subscription.plan_price AS pp WHERE pp.plan = OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'limit', 'limits')
+               FROM subscription.plan_limit AS pl WHERE pl.plan = OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'add-on', 'add-ons')
+               FROM subscription.plan_addon AS pa WHERE pa.plan = OLD.code),
+            -- Z3: the suite it is, or the suites it is in
+            (SELECT subscription.count_phrase(count(*), 'suite component', 'suite components')
+               FROM subscription.suite_component AS sc WHERE OLD.code IN (sc.suite_plan, sc.plan))];
+        hint := CASE WHEN ledger_lines > 0
+                     THEN 'A plan that was billed stays in the catalog: the ledger names it.'
+                     ELSE 'Delete its prices, limits and add-ons first.' END;
+    WHEN 'plan_price' THEN
+        what := format('a price of plan "%s" in %s%s', OLD.plan, OLD.currency,
+                       CASE WHEN OLD.tier IS NOT NULL THEN format(' (tier %s)', OLD.tier) ELSE '' END);
+        -- the lines charged for this plan, in this currency, to a subscription of this cycle
+        SELECT count(*) INTO ledger_lines
+          FROM subscription.ledger AS l
+          JOIN subscription.subscription AS s ON s.id = l.subscription_id
+         WHERE l.plan = OLD.plan AND l.currency = OLD.currency
+           AND l.addon_batch_id IS NULL
+           AND subscription.cycle_key(s.cycle) = subscription.cycle_key(OLD.cycle);
+        held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
+        hint := 'A price that was billed stays; change its amount, which applies from the next charge.';
+    WHEN 'addon' THEN
+        what := format('add-on "%s"', OLD.code);
+        held := ARRAY[
+            (SELECT subscription.count_phrase(count(*), 'batch', 'batches')
+               FROM subscription.addon_batch AS b WHERE b.addon = OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'price', 'prices')
+               FROM subscription.addon_price AS ap WHERE ap.addon = OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'plan', 'plans')
+               FROM subscription.plan_addon AS pa WHERE pa.addon = OLD.code)];
+        hint := 'An add-on that was sold stays in the catalog; delete the prices and plans of one that was not first.';
+    WHEN 'addon_price' THEN
+        what := format('a price of add-on "%s" in %s', OLD.addon, OLD.currency);
+        SELECT count(*) INTO ledger_lines
+          FROM subscription.ledger AS l
+          JOIN subscription.addon_batch AS b ON b.id = l.addon_batch_id
+         WHERE b.addon = OLD.addon AND l.currency = OLD.currency;
+        held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
+        hint := 'A price that was billed stays; change its amount, which applies from the next charge.';
+    WHEN 'terms' THEN
+        -- Z11: who accepted a version is a record
+        what := format('terms version "%s"', OLD.version);
+        held := ARRAY[(SELECT subscription.count_phrase(count(*), 'acceptance', 'acceptances')
+                         FROM subscription.terms_acceptance AS t WHERE t.version = OLD.version)];
+        hint := 'Terms that were accepted stay; publish a new version instead.';
+    END CASE;
+    held := array_remove(held, NULL);
+    IF cardinality(held) > 0 THEN
+        RAISE EXCEPTION '% cannot be deleted', what
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  DETAIL = format('It still has %s.',
+                                  CASE WHEN cardinality(held) = 1 THEN held[1]
+                                       ELSE array_to_string(held[1:cardinality(held) - 1], ', ')
+                                            || ' and ' || held[cardinality(held)] END),
+                  HINT = hint, TABLE = logical, SCHEMA = 'subscription';
+    END IF;
+    RETURN OLD;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.record_history()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    old_row jsonb;
+    new_row jsonb;
+    row_now jsonb;
+    changed jsonb;
+    account bigint;
+    sub bigint;
+    -- the logical table, from the trigger's argument: on Citus a shard's
+    -- own name is not the table's (issue 17)
+    logical text := TG_ARGV[0];
+BEGIN
+    -- the row as the application knows it: the tenant key is the history
+    -- row's own (tenant_id)
+    IF TG_OP <> 'INSERT' THEN
+        old_row := to_jsonb(OLD) - 'tenant_id';
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        new_row := to_jsonb(NEW) - 'tenant_id';
+    END IF;
+    -- a restore copies the row's history with it (restored_copy); a row
+    -- without an id of its own (terms_acceptance) is copied whole by the
+    -- restoring role.  Other roles pay one cached check.
+    IF TG_OP = 'INSERT' AND subscription.restoring_role()
+       AND (NOT new_row ? 'id'
+            OR subscription.restored_copy(pg_catalog.format('subscription.%I', logical || '_id_seq')::regclass,
+                                          (new_row ->> 'id')::bigint)) THEN
+        RETURN NULL;
+    END IF;
+    row_now := coalesce(new_row, old_row);
+    changed := row_now;
+    IF TG_OP = 'UPDATE' THEN
+        SELECT jsonb_object_agg(n.key, jsonb_build_object('old', old_row -> n.key, 'new', n.value))
+          INTO changed
+          FROM jsonb_each(new_row) AS n
+         WHERE n.value IS DISTINCT FROM old_row -> n.key;
+        IF changed IS NULL THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+
+    CASE logical
+        WHEN 'account' THEN
+            account := (row_now ->> 'id')::bigint;
+        WHEN 'subscription' THEN
+            account := (row_now ->> 'account_id')::bigint;
+            sub := (row_now ->> 'id')::bigint;
+        WHEN 'addon_batch' THEN
+            sub := (row_now ->> 'subscription_id')::bigint;
+            SELECT s.account_id INTO account FROM subscription.subscription AS s
+             WHERE s.tenant_id = CASE WHEN TG_OP = 'DELETE' THEN OLD.tenant_id ELSE NEW.tenant_id END
+               AND s.id = sub;
+        ELSE
+            account := (row_now ->> 'account_id')::bigint;
+    END CASE;
+
+    PERFORM subscription.write_history(logical || '_' || lower(TG_OP), account, sub, changed);
+    RETURN NULL;
+END
+$$;
+
+DROP FUNCTION subscription.self_referrers(text, bigint);
+REVOKE ALL ON FUNCTION subscription.self_referrers(text, bigint, bigint) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION subscription.create_account(text, bigint, timestamptz, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.distribute() FROM PUBLIC;

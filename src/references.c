@@ -26,40 +26,50 @@
 PG_FUNCTION_INFO_V1(self_referrers);
 
 /*
- * self_referrers(relation text, id bigint) returns bigint: how many rows of
- * subscription.account ('account': its sub-accounts) or subscription.ledger
- * ('ledger': the lines that give back or pay a charge) name the row id, read
- * with the latest snapshot.
+ * self_referrers(relation text, id bigint, tenant_id bigint) returns bigint:
+ * how many rows of subscription.account ('account': its sub-accounts) or
+ * subscription.ledger ('ledger': the lines that give back or pay a charge)
+ * name the row id, read with the latest snapshot; in the tenant given, or
+ * in every tenant when tenant_id is NULL.
  */
 Datum
 self_referrers(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr account_plan = NULL;
-	static SPIPlanPtr ledger_plan = NULL;
-	char	   *relation = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	Oid			argtypes[1] = {INT8OID};
-	Datum		values[1] = {PG_GETARG_DATUM(1)};
-	SPIPlanPtr	plan;
+	static SPIPlanPtr plans[2][2];	/* [ledger?][in a tenant?] */
+	static const char *const queries[2][2] = {
+		{"SELECT count(*) FROM subscription.account WHERE parent_id = $1",
+		"SELECT count(*) FROM subscription.account WHERE tenant_id = $2 AND parent_id = $1"},
+		{"SELECT count(*) FROM subscription.ledger WHERE charge_id = $1",
+		"SELECT count(*) FROM subscription.ledger WHERE tenant_id = $2 AND charge_id = $1"}
+	};
+	char	   *relation;
+	bool		in_tenant = !PG_ARGISNULL(2);
+	Oid			argtypes[2] = {INT8OID, INT8OID};
+	Datum		values[2];
+	int			which;
 	bool		isnull;
 	int64		n;
 	int			save_nestlevel;
 
-	SPI_connect();
-	save_nestlevel = PinSearchPath();
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		PG_RETURN_NULL();
+	relation = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	values[0] = PG_GETARG_DATUM(1);
+	values[1] = in_tenant ? PG_GETARG_DATUM(2) : Int64GetDatum(0);
 	if (strcmp(relation, "account") == 0)
-		plan = KeptPlan(&account_plan,
-						"SELECT count(*) FROM subscription.account WHERE parent_id = $1",
-						1, argtypes);
+		which = 0;
 	else if (strcmp(relation, "ledger") == 0)
-		plan = KeptPlan(&ledger_plan,
-						"SELECT count(*) FROM subscription.ledger WHERE charge_id = $1",
-						1, argtypes);
+		which = 1;
 	else
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("table \"%s\" has no reference to itself", relation),
 				 errhint("The tables are account and ledger.")));
-	if (SPI_execute_snapshot(plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+
+	SPI_connect();
+	save_nestlevel = PinSearchPath();
+	KeptPlan(&plans[which][in_tenant], queries[which][in_tenant], in_tenant ? 2 : 1, argtypes);
+	if (SPI_execute_snapshot(plans[which][in_tenant], values, NULL, GetLatestSnapshot(), InvalidSnapshot,
 							 true, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not count the rows that name a row of subscription.%s", relation);
 	n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));

@@ -221,7 +221,9 @@ BEGIN
             sub := (row_now ->> 'id')::bigint;
         WHEN 'addon_batch' THEN
             sub := (row_now ->> 'subscription_id')::bigint;
-            SELECT s.account_id INTO account FROM subscription.subscription AS s WHERE s.id = sub;
+            SELECT s.account_id INTO account FROM subscription.subscription AS s
+             WHERE s.tenant_id = CASE WHEN TG_OP = 'DELETE' THEN OLD.tenant_id ELSE NEW.tenant_id END
+               AND s.id = sub;
         ELSE
             account := (row_now ->> 'account_id')::bigint;
     END CASE;

@@ -21,14 +21,17 @@ COMMENT ON FUNCTION subscription.count_phrase(bigint, text, text) IS 'Internal: 
 -- The rows of account (its sub-accounts) or ledger (the lines of a charge)
 -- that name a row, read with the latest snapshot as a foreign key's check
 -- reads them (src/references.c): the references that are not foreign keys
--- are then kept under REPEATABLE READ too.
-CREATE FUNCTION subscription.self_referrers(relation text, id bigint)
+-- are then kept under REPEATABLE READ too.  In the tenant given (on Citus,
+-- the statement of a trigger on a shard), or in every tenant when NULL (a
+-- single server, where a sub-account may have been moved under an account
+-- of another tenant).
+CREATE FUNCTION subscription.self_referrers(relation text, id bigint, tenant_id bigint)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'self_referrers'
-LANGUAGE C STRICT VOLATILE;
+LANGUAGE C VOLATILE;
 
-COMMENT ON FUNCTION subscription.self_referrers(text, bigint) IS
-'Internal (C): the sub-accounts of an account, or the lines of a charge, read with the latest snapshot';
+COMMENT ON FUNCTION subscription.self_referrers(text, bigint, bigint) IS
+'Internal (C): the sub-accounts of an account, or the lines of a charge, read with the latest snapshot, in a tenant or all';
 
 -- Before a row of account, subscription, addon_batch, ledger, plan,
 -- plan_price, addon, addon_price or terms is deleted: 2BP01 naming what still
@@ -52,41 +55,46 @@ DECLARE
 BEGIN
     CASE logical
     WHEN 'account' THEN
-        PERFORM FROM subscription.account AS a WHERE a.id = OLD.id FOR UPDATE;
+        PERFORM FROM subscription.account AS a WHERE a.tenant_id = OLD.tenant_id AND a.id = OLD.id FOR UPDATE;
         what := format('account %s', OLD.id);
-        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.account_id = OLD.id;
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l
+         WHERE l.tenant_id = OLD.tenant_id AND l.account_id = OLD.id;
         held := ARRAY[
             subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
             (SELECT subscription.count_phrase(count(*), 'active subscription', 'active subscriptions')
                FROM subscription.subscription AS s
-              WHERE s.account_id = OLD.id AND s.status = 'active'),
+              WHERE s.tenant_id = OLD.tenant_id AND s.account_id = OLD.id AND s.status = 'active'),
             (SELECT subscription.count_phrase(count(*), 'ended subscription', 'ended subscriptions')
                FROM subscription.subscription AS s
-              WHERE s.account_id = OLD.id AND s.status <> 'active'),
+              WHERE s.tenant_id = OLD.tenant_id AND s.account_id = OLD.id AND s.status <> 'active'),
             (SELECT subscription.count_phrase(count(*), 'member', 'members')
-               FROM subscription.member AS m WHERE m.account_id = OLD.id),
-            subscription.count_phrase(subscription.self_referrers('account', OLD.id), 'sub-account', 'sub-accounts'),
+               FROM subscription.member AS m WHERE m.tenant_id = OLD.tenant_id AND m.account_id = OLD.id),
+            subscription.count_phrase(subscription.self_referrers('account', OLD.id,
+                                                                   CASE WHEN subscription.distributed() THEN OLD.tenant_id END),
+                                      'sub-account', 'sub-accounts'),
             (SELECT subscription.count_phrase(count(*), 'archived row', 'archived rows')
-               FROM subscription.trimmed AS t WHERE t.account_id = OLD.id)];
+               FROM subscription.trimmed AS t WHERE t.tenant_id = OLD.tenant_id AND t.account_id = OLD.id)];
         hint := 'Close it with subscription.close_account(); subscription.erase_account() then removes its personal data and keeps the ledger.';
     WHEN 'subscription' THEN
         what := format('subscription %s', OLD.id);
-        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.subscription_id = OLD.id;
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l
+         WHERE l.tenant_id = OLD.tenant_id AND l.subscription_id = OLD.id;
         held := ARRAY[
             subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
             (SELECT subscription.count_phrase(count(*), 'add-on batch', 'add-on batches')
-               FROM subscription.addon_batch AS b WHERE b.subscription_id = OLD.id),
+               FROM subscription.addon_batch AS b WHERE b.tenant_id = OLD.tenant_id AND b.subscription_id = OLD.id),
             (SELECT subscription.count_phrase(count(*), 'license', 'licenses')
-               FROM subscription.license AS x WHERE x.subscription_id = OLD.id)];
+               FROM subscription.license AS x WHERE x.tenant_id = OLD.tenant_id AND x.subscription_id = OLD.id)];
         hint := 'End it with subscription.cancel() or subscription.end_early(), or close its account; the ledger keeps its lines.';
     WHEN 'addon_batch' THEN
         what := format('add-on batch %s', OLD.id);
-        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.addon_batch_id = OLD.id;
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l
+         WHERE l.tenant_id = OLD.tenant_id AND l.addon_batch_id = OLD.id;
         held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
         hint := 'End it with subscription.cancel_addon(); the ledger keeps its lines.';
     WHEN 'ledger' THEN
         what := format('ledger line %s', OLD.id);
-        ledger_lines := subscription.self_referrers('ledger', OLD.id);
+        ledger_lines := subscription.self_referrers('ledger', OLD.id, OLD.tenant_id);
         held := ARRAY[subscription.count_phrase(ledger_lines, 'line that gives back or pays it', 'lines that give back or pay it')];
         hint := 'The ledger is a record: correct it with a new line.';
     WHEN 'plan' THEN
@@ -211,7 +219,8 @@ BEGIN
                       TABLE = 'account', SCHEMA = 'subscription';
         END IF;
     ELSE
-        PERFORM FROM subscription.ledger AS l WHERE l.id = NEW.charge_id FOR KEY SHARE;
+        PERFORM FROM subscription.ledger AS l
+         WHERE l.tenant_id = NEW.tenant_id AND l.id = NEW.charge_id FOR KEY SHARE;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'ledger line % does not exist', NEW.charge_id
                 USING ERRCODE = 'foreign_key_violation',
