@@ -9357,6 +9357,37 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION subscription.assign_default_license()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sub bigint;
+BEGIN
+    -- a restore copies the member's licenses with it (restored_copy)
+    IF subscription.restored_copy('subscription.member_id_seq', NEW.id) THEN
+        RETURN NULL;
+    END IF;
+    SELECT s.id INTO sub FROM subscription.subscription AS s
+     WHERE s.tenant_id = NEW.tenant_id AND s.account_id = NEW.account_id AND s.is_default
+       AND s.status = 'active';
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        INSERT INTO subscription.license (tenant_id, subscription_id, member_id) VALUES (NEW.tenant_id, sub, NEW.id);
+    EXCEPTION WHEN check_violation THEN
+        RAISE WARNING 'member % was created without a license', NEW.id
+            USING DETAIL = SQLERRM,
+                  HINT = format('Raise the quantity of default subscription %s, or release a license.', sub);
+    END;
+    RETURN NULL;
+END
+$$;
+
 DROP FUNCTION subscription.self_referrers(text, bigint);
 REVOKE ALL ON FUNCTION subscription.self_referrers(text, bigint, bigint) FROM PUBLIC;
 

@@ -282,6 +282,32 @@ n=$((n + 1))
 if [ -z "$(echo "$out" | tr -d ' ')" ]; then ok=ok; else ok="not ok"; fi
 echo "$ok $n - every shell table on every node holds zero rows (pg_relation_size; not empty:$out) # TODO issue 17 item 3: rowwrite.c writes history rows into the workers' shells"
 
+# docs/citus.md, its examples on the coordinator (test/docs.sh), in a
+# database of their own with Citus on every node
+prepared=1
+for i in 0 1 2; do
+    psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[$i]}" -d postgres -c "CREATE DATABASE docs_citus" >/dev/null 2>&1 \
+        && psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[$i]}" -d docs_citus -c "CREATE EXTENSION citus" >/dev/null 2>&1 \
+        || prepared=0
+done
+psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d docs_citus \
+    -c "SELECT citus_set_coordinator_host('$DIR', ${PORTS[0]})" \
+    -c "SELECT citus_add_node('$DIR', ${PORTS[1]})" -c "SELECT citus_add_node('$DIR', ${PORTS[2]})" >/dev/null 2>&1 || prepared=0
+if [ "$prepared" = 1 ]; then
+    out=$(PGPORT=${PORTS[0]} DOCS_DATABASE=docs_citus bash "$ROOT/test/docs.sh" "$ROOT/docs/citus.md" 2>&1)
+    k=0
+    while IFS= read -r line; do
+        k=$((k + 1))
+        case "$line" in
+            "ok "*) tap 1 "${line#ok * - }" ;;
+            # its diagnostics: the "# " lines that follow it in docs.sh's output
+            *) tap 0 "${line#not ok * - }" "$(echo "$out" | awk -v k="$k" '/^(ok|not ok) /{ t++ } t == k && /^#/' )" ;;
+        esac
+    done < <(echo "$out" | grep -E '^(ok|not ok) ')
+else
+    tap 0 "a database with Citus on the three nodes for docs/citus.md"
+fi
+
 echo "1..$n"
 # a check that failed (not a TODO) fails the run
 [ "${failures:-0}" -eq 0 ]

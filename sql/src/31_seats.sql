@@ -207,13 +207,13 @@ BEGIN
         RETURN NULL;
     END IF;
     SELECT s.id INTO sub FROM subscription.subscription AS s
-     WHERE s.account_id = NEW.account_id AND s.is_default
+     WHERE s.tenant_id = NEW.tenant_id AND s.account_id = NEW.account_id AND s.is_default
        AND s.status = 'active';
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
     BEGIN
-        INSERT INTO subscription.license (subscription_id, member_id) VALUES (sub, NEW.id);
+        INSERT INTO subscription.license (tenant_id, subscription_id, member_id) VALUES (NEW.tenant_id, sub, NEW.id);
     EXCEPTION WHEN check_violation THEN
         RAISE WARNING 'member % was created without a license', NEW.id
             USING DETAIL = SQLERRM,
