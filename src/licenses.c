@@ -945,8 +945,8 @@ license_guard(PG_FUNCTION_ARGS)
 
 	event = ClassifyGuardedStatement(fcinfo, "license_guard", &rows);
 	trigdata = (TriggerData *) fcinfo->context;
-	if (strcmp(RelationGetRelationName(trigdata->tg_relation), "license") != 0 ||
-		strcmp(get_namespace_name(RelationGetNamespace(trigdata->tg_relation)), "subscription") != 0)
+	/* subscription.license, or on Citus a shard of it */
+	if (LogicalRelation(RelationGetRelid(trigdata->tg_relation)) != OwnTable("license"))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("license_guard() guards subscription.license only")));

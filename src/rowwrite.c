@@ -103,6 +103,7 @@ BeginRowWrites(int ntables, const Oid *relids)
 
 	w->ntables = ntables;
 	w->tables = palloc0(sizeof(ResultRelInfo) * ntables);
+	w->routed = palloc0(sizeof(RoutedTable *) * ntables);
 	for (i = 0; i < ntables; i++)
 	{
 		Relation	rel = table_open(relids[i], RowExclusiveLock);
@@ -112,6 +113,8 @@ BeginRowWrites(int ntables, const Oid *relids)
 			elog(ERROR, "\"%s\" is not a plain table", RelationGetRelationName(rel));
 		InitResultRelInfo(&w->tables[i], rel, i + 1, NULL, 0);
 		ExecOpenIndices(&w->tables[i], false);
+		/* on Citus: its rows are in its shards, reached by statements */
+		w->routed[i] = RoutedTableOf(rel);
 	}
 #if PG_VERSION_NUM >= 160000
 	EvalPlanQualInit(&w->epqstate, w->estate, NULL, NIL, -1, NIL);
@@ -141,6 +144,7 @@ EndRowWrites(RowWrites *w)
 	UnregisterSnapshot(w->estate->es_snapshot);
 	FreeExecutorState(w->estate);
 	pfree(w->tables);
+	pfree(w->routed);
 	pfree(w);
 }
 
@@ -216,15 +220,26 @@ RowWriteColumn(Relation rel, const char *column)
 KeyScan *
 BeginKeyScan(Relation rel, Snapshot snapshot, int nkeys, const Datum *keys)
 {
-	KeyScan    *ks = palloc(sizeof(KeyScan));
-	ScanKeyData *skeys = palloc(sizeof(ScanKeyData) * nkeys);
-#if PG_VERSION_NUM >= 180000
-	Oid			pkey = RelationGetPrimaryKeyIndex(rel, false);
-#else
-	Oid			pkey = RelationGetPrimaryKeyIndex(rel);
-#endif
+	KeyScan    *ks = palloc0(sizeof(KeyScan));
+	ScanKeyData *skeys;
+	Oid			pkey;
 	int			i;
 
+	ks->routed = RoutedTableOf(rel);
+	if (ks->routed != NULL)
+	{
+		ks->rel = rel;
+		ks->snapshot = snapshot;
+		ks->nkeys = nkeys;
+		ks->rows = RoutedSelect(rel, ks->routed, snapshot, nkeys, keys);
+		return ks;
+	}
+	skeys = palloc(sizeof(ScanKeyData) * nkeys);
+#if PG_VERSION_NUM >= 180000
+	pkey = RelationGetPrimaryKeyIndex(rel, false);
+#else
+	pkey = RelationGetPrimaryKeyIndex(rel);
+#endif
 	if (!OidIsValid(pkey))
 		elog(ERROR, "relation \"%s\" has no primary key", RelationGetRelationName(rel));
 	ks->index = index_open(pkey, AccessShareLock);
@@ -259,6 +274,13 @@ RescanKeyScan(KeyScan *ks, const Datum *keys)
 {
 	int			i;
 
+	if (ks->routed != NULL)
+	{
+		list_free_deep(ks->rows);
+		ks->rows = RoutedSelect(ks->rel, ks->routed, ks->snapshot, ks->nkeys, keys);
+		ks->next = 0;
+		return;
+	}
 	for (i = 0; i < ks->nkeys; i++)
 		ks->keys[i].sk_argument = keys[i];
 	index_rescan(ks->scan, ks->keys, ks->nkeys, NULL, 0);
@@ -268,12 +290,25 @@ RescanKeyScan(KeyScan *ks, const Datum *keys)
 bool
 KeyScanNext(KeyScan *ks, TupleTableSlot *slot)
 {
+	if (ks->routed != NULL)
+	{
+		if (ks->next >= list_length(ks->rows))
+			return false;
+		ExecForceStoreHeapTuple((HeapTuple) list_nth(ks->rows, ks->next++), slot, false);
+		return true;
+	}
 	return index_getnext_slot(ks->scan, ForwardScanDirection, slot);
 }
 
 void
 EndKeyScan(KeyScan *ks)
 {
+	if (ks->routed != NULL)
+	{
+		list_free_deep(ks->rows);
+		pfree(ks);
+		return;
+	}
 	index_endscan(ks->scan);
 	index_close(ks->index, NoLock);
 	pfree(ks->keys);
@@ -312,6 +347,8 @@ LockLatestRow(RowWrites *w, int table, TupleTableSlot *slot, LockTupleMode mode)
 	TM_FailureData tmfd;
 	TM_Result	result;
 
+	if (w->routed[table] != NULL)
+		return RoutedLock(RowWriteRelation(w, table), w->routed[table], slot, mode);
 	result = table_tuple_lock(RowWriteRelation(w, table), &slot->tts_tid, w->estate->es_snapshot,
 							  slot, w->estate->es_output_cid, mode, LockWaitBlock,
 							  TUPLE_LOCK_FLAG_FIND_LAST_VERSION, &tmfd);
@@ -500,6 +537,11 @@ void
 InsertRow(RowWrites *w, int table, TupleTableSlot *slot, const bool *given)
 {
 	FillDefaults(w, table, slot, given);
+	if (w->routed[table] != NULL)
+	{
+		RoutedInsert(RowWriteRelation(w, table), w->routed[table], slot, false);
+		return;
+	}
 	PrepareChecks(w, table);
 	ExecSimpleRelationInsert(&w->tables[table], w->estate, slot);
 }
@@ -515,9 +557,15 @@ InsertRowUnlessConflict(RowWrites *w, int table, TupleTableSlot *slot, const boo
 {
 	ResultRelInfo *rri = &w->tables[table];
 	Relation	rel = rri->ri_RelationDesc;
-	TransactionId xid = GetCurrentTransactionId();
+	TransactionId xid;
 	List	   *recheck;
 
+	if (w->routed[table] != NULL)
+	{
+		FillDefaults(w, table, slot, given);
+		return RoutedInsert(rel, w->routed[table], slot, true);
+	}
+	xid = GetCurrentTransactionId();
 	/* the arbiters' operators, which a plain insertion does not need */
 	for (int i = 0; i < rri->ri_NumIndices; i++)
 		if (rri->ri_IndexRelationInfo[i]->ii_Unique &&
@@ -594,6 +642,11 @@ UpdateRow(RowWrites *w, int table, TupleTableSlot *oldslot, TupleTableSlot *news
 {
 	ExecStoreVirtualTuple(newslot);
 	ExecMaterializeSlot(newslot);
+	if (w->routed[table] != NULL)
+	{
+		RoutedUpdate(RowWriteRelation(w, table), w->routed[table], oldslot, newslot);
+		return;
+	}
 	PrepareChecks(w, table);
 	ExecSimpleRelationUpdate(&w->tables[table], w->estate, &w->epqstate, oldslot, newslot);
 }
@@ -602,5 +655,10 @@ UpdateRow(RowWrites *w, int table, TupleTableSlot *oldslot, TupleTableSlot *news
 void
 DeleteRow(RowWrites *w, int table, TupleTableSlot *slot)
 {
+	if (w->routed[table] != NULL)
+	{
+		RoutedDelete(RowWriteRelation(w, table), w->routed[table], slot);
+		return;
+	}
 	ExecSimpleRelationDelete(&w->tables[table], w->estate, &w->epqstate, slot);
 }
