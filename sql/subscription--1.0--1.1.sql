@@ -8333,12 +8333,6 @@ $$;
 -- nothing on a Citus worker, whose DDL is the coordinator's.
 -- ---------------------------------------------------------------------------
 ALTER TABLE subscription.limited_table ADD COLUMN relation_name text;
-UPDATE subscription.limited_table AS t
-   SET relation_name = (SELECT pg_catalog.format('%I.%I', n.nspname, c.relname)
-                          FROM pg_catalog.pg_class AS c
-                          JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
-                         WHERE c.oid = t.relation);
-ALTER TABLE subscription.limited_table ALTER COLUMN relation_name SET NOT NULL;
 
 -- A table's logical name, schema-qualified and quoted: how limited_table
 -- names it (relation_name), and what the limit guard compares on a Citus
@@ -8401,6 +8395,9 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.on_citus_worker() IS 'Internal: whether this server is a Citus worker, whose DDL is the coordinator''s';
+
+UPDATE subscription.limited_table AS t SET relation_name = subscription.relation_name(t.relation);
+ALTER TABLE subscription.limited_table ALTER COLUMN relation_name SET NOT NULL;
 
 CREATE OR REPLACE FUNCTION subscription.keep_limited_tables()
 RETURNS event_trigger

@@ -20,6 +20,12 @@
  * transaction committed since, or while we waited) is a serialization
  * failure, as for an UPDATE (GuardCrosscheckSnapshot).
  *
+ * On Citus a distributed or reference table in the schema is a shell whose
+ * rows live in its shards: its reads and writes here go through fixed
+ * statements that Citus routes (routed.c), with the same defaults filled
+ * in by FillDefaults; locking and serialization are then Citus's.  On a
+ * single server no table is routed.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
