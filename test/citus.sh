@@ -196,7 +196,6 @@ CATALOG="currency product plan plan_price plan_limit addon addon_price plan_addo
 SETTINGS="SET citus.enable_local_reference_table_foreign_keys = off; SET citus.enable_unsafe_triggers = on;"
 q coordinator "INSERT INTO subscription.product (code, name) VALUES ('citus', 'Citus check');
                INSERT INTO subscription.plan (code, product, name) VALUES ('citus-basic', 'citus', 'Basic');
-               INSERT INTO subscription.plan_price (plan, cycle, amount) VALUES ('citus-basic', '1 month', 10);
                INSERT INTO subscription.plan_limit (plan, feature, value) VALUES ('citus-basic', 'rooms', 2)" >/dev/null
 order=$(q coordinator "
     WITH RECURSIVE catalog AS (
