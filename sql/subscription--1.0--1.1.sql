@@ -8779,6 +8779,319 @@ END;
 -- PUBLIC executes nothing (99_public.sql)
 REVOKE ALL ON FUNCTION subscription.fill_tenant_id() FROM PUBLIC;
 
+
+
+-- ---------------------------------------------------------------------------
+-- The guards on Citus shards (issue 17, item 3): limited_table names its
+-- tables (relation_name, compared on the workers, where a regclass is
+-- another node's OID), kept in step with renames; the event triggers do
+-- nothing on a Citus worker, whose DDL is the coordinator's.
+-- ---------------------------------------------------------------------------
+ALTER TABLE subscription.limited_table ADD COLUMN relation_name text;
+
+-- A table's logical name, schema-qualified and quoted: how limited_table
+-- names it (relation_name), and what the limit guard compares on a Citus
+-- worker, where the registration's regclass is another node's OID.
+CREATE FUNCTION subscription.relation_name(relation regclass)
+RETURNS text
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT pg_catalog.format('%I.%I', n.nspname, c.relname)
+      FROM pg_catalog.pg_class AS c
+      JOIN pg_catalog.pg_namespace AS n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+     WHERE c.oid OPERATOR(pg_catalog.=) relation_name.relation;
+END;
+
+COMMENT ON FUNCTION subscription.relation_name(regclass) IS 'Internal: a table''s schema-qualified name, as limited_table names it';
+
+-- A registration written without its table's name (a row of a 1.0 dump,
+-- restored into 1.1) is named from its regclass.
+CREATE FUNCTION subscription.name_limited_table()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.relation_name IS NULL THEN
+        NEW.relation_name := subscription.relation_name(NEW.relation);
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.name_limited_table() IS 'Trigger: a limit registration without its table''s name is named from its regclass';
+
+CREATE TRIGGER limited_table_named
+    BEFORE INSERT ON subscription.limited_table
+    FOR EACH ROW EXECUTE FUNCTION subscription.name_limited_table();
+-- also in a restore with session_replication_role = replica
+-- (docs/design.md#restores), which loads such rows
+ALTER TABLE subscription.limited_table ENABLE ALWAYS TRIGGER limited_table_named;
+
+-- Whether this server is a Citus worker (its group is not the
+-- coordinator's): a DDL command there is the coordinator's, propagated to
+-- its shell tables and shards, and the registrations in limited_table (a
+-- reference table) are the coordinator's, kept by its event triggers.
+-- Citus's catalog is read only where it exists.
+CREATE FUNCTION subscription.on_citus_worker()
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    worker boolean;
+BEGIN
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_local_group') IS NULL THEN
+        RETURN false;
+    END IF;
+    EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_local_group WHERE groupid <> 0)' INTO worker;
+    RETURN worker;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.on_citus_worker() IS 'Internal: whether this server is a Citus worker, whose DDL is the coordinator''s';
+
+UPDATE subscription.limited_table AS t SET relation_name = subscription.relation_name(t.relation);
+ALTER TABLE subscription.limited_table ALTER COLUMN relation_name SET NOT NULL;
+
+CREATE OR REPLACE FUNCTION subscription.keep_limited_tables()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t subscription.limited_table;
+    problem text;
+    renamed record;
+BEGIN
+    -- on a Citus worker the command is the coordinator's, which checks it
+    IF subscription.on_citus_worker() THEN
+        RETURN;
+    END IF;
+    -- a renamed table (or schema) keeps its registrations: their names
+    -- follow it, one row at a time (Citus refuses an UPDATE of a reference
+    -- table that calls a function on its columns)
+    FOR renamed IN
+        SELECT l.feature, subscription.relation_name(l.relation) AS name
+          FROM subscription.limited_table AS l
+         WHERE l.relation_name <> subscription.relation_name(l.relation)
+    LOOP
+        -- by its feature (unique): on Citus the statement runs on every
+        -- node, where the regclass would be resolved by the table's name
+        UPDATE subscription.limited_table AS l SET relation_name = renamed.name
+         WHERE l.feature = renamed.feature;
+    END LOOP;
+    FOR t IN
+        SELECT DISTINCT ON (l.relation, l.feature) l.*
+          FROM pg_catalog.pg_event_trigger_ddl_commands() AS d
+          JOIN subscription.limited_table AS l
+            ON l.relation = d.objid
+            -- a new child or partition of a registered table
+            OR l.relation IN (SELECT i.inhparent FROM pg_catalog.pg_inherits AS i WHERE i.inhrelid = d.objid)
+         WHERE d.classid = 'pg_catalog.pg_class'::regclass
+    LOOP
+        -- a restore by a role given grant_restore() creates a registered
+        -- table's constraints before its guards: none of them exists yet
+        CONTINUE WHEN subscription.restoring_role()
+                  AND NOT EXISTS (SELECT FROM subscription.guard_triggers(t.relation, t.feature));
+        problem := subscription.registration_problem(t);
+        IF problem IS NOT NULL THEN
+            RAISE EXCEPTION 'table % is limited for feature "%"', t.relation, t.feature
+                USING ERRCODE = 'object_in_use',
+                      DETAIL = format('After this command %s.', problem),
+                      HINT = format('Run subscription.unenforce_limit(%L, %L) first.', t.relation::text, t.feature);
+        END IF;
+    END LOOP;
+END
+$$;
+
+DROP EVENT TRIGGER subscription_keep_limited_tables;
+CREATE EVENT TRIGGER subscription_keep_limited_tables ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE', 'CREATE TABLE', 'ALTER SCHEMA')
+    EXECUTE FUNCTION subscription.keep_limited_tables();
+
+CREATE OR REPLACE FUNCTION subscription.forget_dropped_tables()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    registration subscription.limited_table;
+    dropped text[];
+    features text[];
+BEGIN
+    -- On a Citus worker a DROP is the coordinator's, propagated to the
+    -- shell tables and shards there (or Citus's own, of a shard): the
+    -- registrations, a reference table, are the coordinator's and name
+    -- its OIDs, and the coordinator's trigger forgets them.  Writing them
+    -- from here would be refused, and fail every DROP.
+    IF subscription.on_citus_worker() THEN
+        RETURN;
+    END IF;
+    -- in steps of single-table statements, which Citus runs on a
+    -- reference table and a distributed usage_counter alike; the tables
+    -- by name (a table's identity is its schema-qualified name, as
+    -- relation_name), which every node compares alike
+    SELECT pg_catalog.array_agg(d.object_identity) INTO dropped
+      FROM pg_catalog.pg_event_trigger_dropped_objects() AS d
+     WHERE d.object_type = 'table';
+    IF dropped IS NOT NULL THEN
+        WITH gone AS (
+            DELETE FROM subscription.limited_table AS t
+             WHERE t.relation_name = ANY (dropped)
+            RETURNING t.feature)
+        SELECT pg_catalog.array_agg(gone.feature) INTO features FROM gone;
+        IF features IS NOT NULL THEN
+            DELETE FROM subscription.usage_counter AS u WHERE u.feature = ANY (features);
+        END IF;
+    END IF;
+
+    FOR registration IN
+        SELECT l.* FROM subscription.limited_table AS l
+         WHERE l.relation IN (
+               SELECT pg_catalog.to_regclass(pg_catalog.quote_ident(d.address_names[1]) || '.'
+                                             || pg_catalog.quote_ident(d.address_names[2]))
+                 FROM pg_catalog.pg_event_trigger_dropped_objects() AS d
+                WHERE d.object_type = 'trigger')
+    LOOP
+        IF subscription.registration_problem(registration) IS NOT NULL THEN
+            RAISE EXCEPTION 'the limit guards of table % cannot be dropped', registration.relation
+                USING ERRCODE = 'object_in_use',
+                      DETAIL = format('The table is limited for feature "%s".', registration.feature),
+                      HINT = format('Run subscription.unenforce_limit(%L, %L) instead.',
+                                    registration.relation::text, registration.feature);
+        END IF;
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.enforce_limit(
+    relation regclass,
+    feature text,
+    account_column name DEFAULT 'account_id',
+    on_downgrade text DEFAULT 'drop_newest',
+    order_column name DEFAULT NULL,
+    value_column name DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    trigger_name text := subscription.guard_name(feature);
+    target pg_catalog.pg_class;
+    own_guard boolean;
+BEGIN
+    PERFORM subscription.require_arguments('enforce_limit', '{relation,feature,account_column,on_downgrade}',
+        ARRAY[relation IS NULL, feature IS NULL, account_column IS NULL, on_downgrade IS NULL]);
+    IF on_downgrade <> ALL (subscription.downgrade_policies()) THEN
+        RAISE EXCEPTION 'unknown downgrade policy "%"', on_downgrade
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('The policies are %s and %s.',
+                                array_to_string(trim_array(subscription.downgrade_policies(), 1), ', '),
+                                (subscription.downgrade_policies())[cardinality(subscription.downgrade_policies())]);
+    END IF;
+    SELECT * INTO target FROM pg_catalog.pg_class AS c WHERE c.oid = relation;
+    IF target.relkind = 'p' OR target.relispartition
+       OR EXISTS (SELECT FROM pg_catalog.pg_inherits AS i WHERE i.inhrelid = relation OR i.inhparent = relation) THEN
+        -- a statement naming another table of the tree would skip the guards (S6)
+        RAISE EXCEPTION 'table % is part of a partition or inheritance tree', relation
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'A statement on another table of the tree would not fire its guards.',
+                  HINT = 'Limit a plain table.';
+    ELSIF target.relkind <> 'r' THEN
+        RAISE EXCEPTION '% is not a table', relation USING ERRCODE = 'wrong_object_type';
+    ELSIF target.relpersistence = 't' THEN
+        RAISE EXCEPTION 'temporary table % cannot be limited', relation
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'Its registration would outlive the session that sees it.';
+    END IF;
+    PERFORM subscription.require_table_owner(relation);
+    -- K7, K10: the one limit on the extension's own tables, sub-accounts
+    -- per parent account, whose guard the extension attaches itself
+    own_guard := relation = 'subscription.account'::pg_catalog.regclass
+                 AND feature = 'sub_accounts'
+                 AND account_column = 'parent_id';
+    IF NOT own_guard AND target.relnamespace = 'subscription'::regnamespace THEN
+        RAISE EXCEPTION 'the extension''s own table % cannot be limited this way', relation
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Sub-accounts are limited with enforce_limit(''subscription.account'', ''sub_accounts'', ''parent_id'', ...).';
+    END IF;
+    PERFORM subscription.require_feature(enforce_limit.feature);
+
+    PERFORM subscription.limited_column(relation, account_column, 'account column', true);
+    IF on_downgrade = ANY (subscription.value_policies()) THEN
+        IF value_column IS NULL THEN
+            RAISE EXCEPTION 'policy % needs a value column', on_downgrade
+                USING ERRCODE = 'null_value_not_allowed';
+        END IF;
+        PERFORM subscription.limited_column(relation, value_column, 'value column', on_downgrade <> 'detach');
+    ELSIF value_column IS NOT NULL THEN
+        PERFORM subscription.limited_column(relation, value_column, 'value column', false);
+    END IF;
+    IF order_column IS NOT NULL THEN
+        PERFORM subscription.limited_column(relation, order_column, 'order column', false);
+    END IF;
+    IF on_downgrade = 'keep_most_referenced' THEN
+        IF (SELECT cardinality(c.conkey) FROM pg_catalog.pg_constraint AS c
+             WHERE c.conrelid = relation AND c.contype = 'p')
+           IS DISTINCT FROM 1 THEN
+            RAISE EXCEPTION 'policy keep_most_referenced needs a single-column primary key on %', relation
+                USING ERRCODE = 'invalid_table_definition';
+        END IF;
+        PERFORM FROM pg_catalog.pg_constraint AS c
+         WHERE c.confrelid = relation AND c.contype = 'f';
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'policy keep_most_referenced needs a foreign key into %', relation
+                USING ERRCODE = 'invalid_table_definition',
+                      DETAIL = 'The rows kept are those most referenced through it (C5).';
+        END IF;
+    END IF;
+
+    -- registering twice is refused: unenforce_limit first to change the options;
+    -- a feature is one counter per account, so it lives on one table
+    PERFORM FROM subscription.limited_table AS t WHERE t.feature = enforce_limit.feature;
+    IF FOUND THEN
+        RAISE EXCEPTION 'feature "%" is already enforced', feature
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'subscription.unenforce_limit() removes a registration, to register it again with other options.';
+    END IF;
+
+    INSERT INTO subscription.limited_table AS t (relation, feature, account_column, on_downgrade, order_column, value_column,
+                                                 relation_name)
+    VALUES (relation, feature, account_column, on_downgrade, order_column, value_column,
+            subscription.relation_name(relation));
+
+    -- lock the table against writes while the existing rows are counted
+    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', relation);
+    PERFORM subscription.recount_usage(relation, feature);
+    PERFORM subscription.invalidate_limit_cache(relation);
+
+    IF own_guard THEN
+        RETURN;                 -- the extension attached its guard already
+    END IF;
+    EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_i', relation, feature);
+    EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_u', relation, feature);
+    EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_d', relation, feature);
+    EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_t', relation, feature);
+END
+$$;
+
+-- PUBLIC executes none of the new functions; the roles given their rights
+-- before get the new ones of their kind
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA subscription FROM PUBLIC;
+SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g;
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves
@@ -8820,30 +9133,6 @@ $$;
 
 COMMENT ON FUNCTION subscription.create_account(text, bigint, timestamptz, boolean) IS
 'A new account (a sub-account of parent_id, K7) with its tenant key; its id';
-
--- Whether this server is a Citus worker.  A worker runs the DDL that the
--- coordinator sends for each shard; the extension's event triggers act on
--- the coordinator, where the command names the distributed table, and do
--- nothing on the workers (where reading a reference table from a shard's
--- DDL is a nested distributed query, which Citus refuses).
-CREATE FUNCTION subscription.on_citus_worker()
-RETURNS boolean
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    coordinator boolean;
-BEGIN
-    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
-        RETURN false;
-    END IF;
-    EXECUTE 'SELECT pg_catalog.citus_is_coordinator()' INTO coordinator;
-    RETURN NOT coordinator;
-END
-$$;
-
-COMMENT ON FUNCTION subscription.on_citus_worker() IS
-'Internal: whether this server is a Citus worker (the extension''s event triggers act on the coordinator)';
 
 -- Whether distribute() has run: account is a Citus distributed table.  On
 -- Citus, a statement that a trigger runs on a shard must name the tenant.
@@ -8900,6 +9189,8 @@ CREATE FUNCTION subscription.distribute()
 RETURNS TABLE (relation regclass, kind text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- Citus's notices of each table's copy and truncation: not the caller's
+SET client_min_messages = warning
 AS $$
 DECLARE
     t record;
@@ -8992,6 +9283,19 @@ COMMENT ON FUNCTION subscription.self_referrers(text, bigint, bigint) IS
 'Internal (C): the sub-accounts of an account, or the lines of a charge, read with the latest snapshot, in a tenant or all';
 
 
+-- history in its tenant: write_history() is given it
+DROP FUNCTION subscription.write_history(text, bigint, bigint, jsonb);
+CREATE FUNCTION subscription.write_history(operation text, account_id bigint, subscription_id bigint, details jsonb,
+                                           tenant_id bigint DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'write_history'
+LANGUAGE C;
+
+COMMENT ON FUNCTION subscription.write_history(text, bigint, bigint, jsonb, bigint) IS
+'Internal (C): write one history row, with the actor and the database roles (R8), in its tenant; the extension''s own functions only';
+
+REVOKE ALL ON FUNCTION subscription.write_history(text, bigint, bigint, jsonb, bigint) FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION subscription.keep_limited_tables()
 RETURNS event_trigger
 LANGUAGE plpgsql
@@ -9001,10 +9305,25 @@ AS $$
 DECLARE
     t subscription.limited_table;
     problem text;
+    renamed record;
 BEGIN
+    -- on a Citus worker the command is the coordinator's, which checks it
     IF subscription.on_citus_worker() THEN
-        RETURN;  -- a shard's DDL: the coordinator checked the table's
+        RETURN;
     END IF;
+    -- a renamed table (or schema) keeps its registrations: their names
+    -- follow it, one row at a time (Citus refuses an UPDATE of a reference
+    -- table that calls a function on its columns)
+    FOR renamed IN
+        SELECT l.feature, subscription.relation_name(l.relation) AS name
+          FROM subscription.limited_table AS l
+         WHERE l.relation_name <> subscription.relation_name(l.relation)
+    LOOP
+        -- by its feature (unique): on Citus the statement runs on every
+        -- node, where the regclass would be resolved by the table's name
+        UPDATE subscription.limited_table AS l SET relation_name = renamed.name
+         WHERE l.feature = renamed.feature;
+    END LOOP;
     FOR t IN
         SELECT DISTINCT ON (l.relation, l.feature) l.*
           FROM pg_catalog.pg_event_trigger_ddl_commands() AS d
@@ -9037,17 +9356,34 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     registration subscription.limited_table;
+    dropped text[];
+    features text[];
 BEGIN
+    -- On a Citus worker a DROP is the coordinator's, propagated to the
+    -- shell tables and shards there (or Citus's own, of a shard): the
+    -- registrations, a reference table, are the coordinator's and name
+    -- its OIDs, and the coordinator's trigger forgets them.  Writing them
+    -- from here would be refused, and fail every DROP.
     IF subscription.on_citus_worker() THEN
-        RETURN;  -- a shard dropped: the coordinator forgets the table
+        RETURN;
     END IF;
-    WITH gone AS (
-        DELETE FROM subscription.limited_table AS t
-         USING pg_catalog.pg_event_trigger_dropped_objects() AS d
-         WHERE d.objid = t.relation::oid AND d.object_type = 'table'
-        RETURNING t.feature)
-    DELETE FROM subscription.usage_counter AS u USING gone
-     WHERE u.feature = gone.feature;
+    -- in steps of single-table statements, which Citus runs on a
+    -- reference table and a distributed usage_counter alike; the tables
+    -- by name (a table's identity is its schema-qualified name, as
+    -- relation_name), which every node compares alike
+    SELECT pg_catalog.array_agg(d.object_identity) INTO dropped
+      FROM pg_catalog.pg_event_trigger_dropped_objects() AS d
+     WHERE d.object_type = 'table';
+    IF dropped IS NOT NULL THEN
+        WITH gone AS (
+            DELETE FROM subscription.limited_table AS t
+             WHERE t.relation_name = ANY (dropped)
+            RETURNING t.feature)
+        SELECT pg_catalog.array_agg(gone.feature) INTO features FROM gone;
+        IF features IS NOT NULL THEN
+            DELETE FROM subscription.usage_counter AS u WHERE u.feature = ANY (features);
+        END IF;
+    END IF;
 
     FOR registration IN
         SELECT l.* FROM subscription.limited_table AS l
@@ -9352,7 +9688,8 @@ BEGIN
             account := (row_now ->> 'account_id')::bigint;
     END CASE;
 
-    PERFORM subscription.write_history(logical || '_' || lower(TG_OP), account, sub, changed);
+    PERFORM subscription.write_history(logical || '_' || lower(TG_OP), account, sub, changed,
+                                       CASE WHEN TG_OP = 'DELETE' THEN OLD.tenant_id ELSE NEW.tenant_id END);
     RETURN NULL;
 END
 $$;
@@ -9394,7 +9731,6 @@ REVOKE ALL ON FUNCTION subscription.self_referrers(text, bigint, bigint) FROM PU
 REVOKE ALL ON FUNCTION subscription.create_account(text, bigint, timestamptz, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.distribute() FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.distribution_plan() FROM PUBLIC;
-REVOKE ALL ON FUNCTION subscription.on_citus_worker() FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.distributed() FROM PUBLIC;
 -- the roles already given their rights get create_account()
 SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g ORDER BY g.role, g.kind;

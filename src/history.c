@@ -35,15 +35,24 @@ PG_FUNCTION_INFO_V1(write_history);
 /*
  * Write one history row into table (subscription.history) of w.  A NULL
  * account_id or subscription_id leaves that column NULL; details is a jsonb.
+ * The tenant (docs/design.md#tenant-keys), when the caller knows it: else,
+ * on Citus, where the row is routed by it, the account's own id (a root
+ * account's, as the application tables' rows name it) or 0 without an
+ * account; on a single server fill_tenant_id() reads it.  A 1.0 schema has
+ * no tenant key.
  */
 void
-RecordHistory(RowWrites *w, int table, const char *operation,
+RecordHistory(RowWrites *w, int table, const char *operation, const int64 *tenant_id,
 			  const int64 *account_id, const int64 *subscription_id, Datum details)
 {
 	Relation	history = RowWriteRelation(w, table);
 	TupleTableSlot *row = RowWriteNewSlot(w, table);
 	bool	   *given = palloc0(sizeof(bool) * RelationGetDescr(history)->natts);
 
+	if (tenant_id != NULL)
+		SetRowColumn(row, given, history, "tenant_id", Int64GetDatum(*tenant_id));
+	else if (CitusTable(RelationGetRelid(history)))
+		SetRowColumn(row, given, history, "tenant_id", Int64GetDatum(account_id != NULL ? *account_id : 0));
 	SetRowColumn(row, given, history, "actor", PointerGetDatum(CurrentActor()));
 	SetRowColumn(row, given, history, "operation", CStringGetTextDatum(operation));
 	if (account_id != NULL)
@@ -57,7 +66,7 @@ RecordHistory(RowWrites *w, int table, const char *operation,
 
 /*
  * write_history(operation text, account_id bigint, subscription_id bigint,
- *				 details jsonb) returns void
+ *				 details jsonb, tenant_id bigint DEFAULT NULL) returns void
  *
  * RecordHistory() for the extension's SQL.  Only the extension's owner
  * writes history (its SECURITY DEFINER functions and triggers, the
@@ -70,6 +79,7 @@ write_history(PG_FUNCTION_ARGS)
 	Oid			relid;
 	int64		account_id;
 	int64		subscription_id;
+	int64		tenant_id;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(3))
 		ereport(ERROR,
@@ -83,10 +93,12 @@ write_history(PG_FUNCTION_ARGS)
 				 errhint("History is written by the functions that make the changes.")));
 	account_id = PG_ARGISNULL(1) ? 0 : PG_GETARG_INT64(1);
 	subscription_id = PG_ARGISNULL(2) ? 0 : PG_GETARG_INT64(2);
+	tenant_id = PG_NARGS() > 4 && !PG_ARGISNULL(4) ? PG_GETARG_INT64(4) : 0;
 
 	relid = OwnTable("history");
 	w = BeginRowWrites(1, &relid);
 	RecordHistory(w, 0, text_to_cstring(PG_GETARG_TEXT_PP(0)),
+				  PG_NARGS() > 4 && !PG_ARGISNULL(4) ? &tenant_id : NULL,
 				  PG_ARGISNULL(1) ? NULL : &account_id,
 				  PG_ARGISNULL(2) ? NULL : &subscription_id,
 				  PG_GETARG_DATUM(3));

@@ -185,7 +185,7 @@ static const char *const guard_queries[GUARD_NUM_QUERIES] = {
 	 * fail, the statement rolls back with them.
 	 */
 	"SELECT CASE WHEN x.assigned THEN 'license_assign' ELSE 'license_release' END,"
-	"       s.account_id, x.subscription_id, jsonb_build_object('members', x.members)"
+	"       s.account_id, x.subscription_id, jsonb_build_object('members', x.members), %2$s"
 	"  FROM (SELECT c.subscription_id, c.d > 0 AS assigned,"
 	"               jsonb_agg(c.member_id ORDER BY c.member_id) AS members"
 	"          FROM %1$s AS c GROUP BY 1, 2) AS x"
@@ -463,8 +463,14 @@ RecordQueriedHistory(void)
 		int64		account_id = DatumGetInt64(SPI_getbinval(rows->vals[i], rows->tupdesc, 2, &no_account));
 		int64		subscription_id = DatumGetInt64(SPI_getbinval(rows->vals[i], rows->tupdesc, 3,
 																  &no_subscription));
+		bool		no_tenant = true;
+		int64		tenant_id = 0;
 
+		/* the tenant, a fifth column (NULL on a 1.0 schema) */
+		if (rows->tupdesc->natts >= 5)
+			tenant_id = DatumGetInt64(SPI_getbinval(rows->vals[i], rows->tupdesc, 5, &no_tenant));
 		RecordHistory(w, 0, SPI_getvalue(rows->vals[i], rows->tupdesc, 1),
+					  no_tenant ? NULL : &tenant_id,
 					  no_account ? NULL : &account_id,
 					  no_subscription ? NULL : &subscription_id,
 					  SPI_getbinval(rows->vals[i], rows->tupdesc, 4, &isnull));
@@ -640,7 +646,11 @@ GuardStatement(TriggerData *trigdata, GuardedEvent event)
 
 	for (q = 0; q < GUARD_NUM_QUERIES; q++)
 		if (plans[q] == NULL && guard_query_applies[event][q])
-			KeptPlan(&plans[q], psprintf(guard_queries[q], guard_changes[event], SeatProducts()), 0, NULL);
+			KeptPlan(&plans[q],
+					 psprintf(guard_queries[q], guard_changes[event],
+					 /* the history query's second argument: the tenant (none on a 1.0 schema) */
+							  q == GQ_HISTORY ? (TenantKeyed("license") ? "s.tenant_id" : "NULL::bigint")
+							  : SeatProducts()), 0, NULL);
 
 	/* latest snapshot: like ri_triggers.c, see what others have committed */
 	latest = GetLatestSnapshot();
@@ -791,7 +801,7 @@ Unseat(RowWrites *w, int64 subscription_id, int64 member_id)
 
 /* the history row of a one-row change: {"members": [member_id]} */
 static void
-RecordOneRow(RowWrites *w, const char *operation, int64 account_id, int64 subscription_id,
+RecordOneRow(RowWrites *w, const char *operation, const int64 *tenant_id, int64 account_id, int64 subscription_id,
 			 int64 member_id)
 {
 	JsonbParseState *state = NULL;
@@ -810,7 +820,7 @@ RecordOneRow(RowWrites *w, const char *operation, int64 account_id, int64 subscr
 	pushJsonbValue(&state, WJB_END_ARRAY, NULL);
 	details = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
 
-	RecordHistory(w, ONE_ROW_HISTORY, operation, &account_id, &subscription_id,
+	RecordHistory(w, ONE_ROW_HISTORY, operation, tenant_id, &account_id, &subscription_id,
 				  JsonbPGetDatum(JsonbValueToJsonb(details)));
 }
 
@@ -831,6 +841,9 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 	int64		subscription_id;
 	int64		member_id;
 	int64		account_id = 0;
+	int64		tenant_id = 0;
+	AttrNumber	tenant_col = SPI_fnumber(tupdesc, "tenant_id");
+	bool		no_tenant = true;
 	List	   *service_products;
 	char	   *refused_product = NULL;
 	bool		isnull;
@@ -843,6 +856,9 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 	slot = OnlyTransitionRow(rows, tupdesc);
 	subscription_id = DatumGetInt64(slot_getattr(slot, SPI_fnumber(tupdesc, "subscription_id"), &isnull));
 	member_id = DatumGetInt64(slot_getattr(slot, SPI_fnumber(tupdesc, "member_id"), &isnull));
+	/* the license's tenant (none on a 1.0 schema) */
+	if (tenant_col > 0)
+		tenant_id = DatumGetInt64(slot_getattr(slot, tenant_col, &no_tenant));
 	ExecDropSingleTupleTableSlot(slot);
 
 	for (t = 0; t < ONE_ROW_NUM_TABLES; t++)
@@ -871,6 +887,8 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 			SetRowColumn(seat, given, seats, "member_id", Int64GetDatum(member_id));
 			SetRowColumn(seat, given, seats, "product", CStringGetTextDatum((char *) lfirst(lc)));
 			SetRowColumn(seat, given, seats, "subscription_id", Int64GetDatum(subscription_id));
+			if (!no_tenant)
+				SetRowColumn(seat, given, seats, "tenant_id", Int64GetDatum(tenant_id));
 			if (!InsertRowUnlessConflict(w, ONE_ROW_SEAT, seat, given))
 			{
 				refused = true;
@@ -884,7 +902,7 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 	/* no history for the licenses of a subscription being deleted */
 	if (moved && target)
 		RecordOneRow(w, assigning ? "license_assign" : "license_release",
-					 account_id, subscription_id, member_id);
+					 no_tenant ? NULL : &tenant_id, account_id, subscription_id, member_id);
 	EndRowWrites(w);
 
 	if (moved)
@@ -945,8 +963,8 @@ license_guard(PG_FUNCTION_ARGS)
 
 	event = ClassifyGuardedStatement(fcinfo, "license_guard", &rows);
 	trigdata = (TriggerData *) fcinfo->context;
-	if (strcmp(RelationGetRelationName(trigdata->tg_relation), "license") != 0 ||
-		strcmp(get_namespace_name(RelationGetNamespace(trigdata->tg_relation)), "subscription") != 0)
+	/* subscription.license, or on Citus a shard of it */
+	if (LogicalRelation(RelationGetRelid(trigdata->tg_relation)) != OwnTable("license"))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("license_guard() guards subscription.license only")));

@@ -213,24 +213,40 @@ static bool
 ReadLimitCounting(Relation rel, const char *feature, bool latest, LimitCounting *c, bool *first)
 {
 	static SPIPlanPtr registration_plan = NULL;
+	static SPIPlanPtr registration_by_name_plan = NULL;
 	Oid			argtypes[2] = {OIDOID, TEXTOID};
-	Datum		values[2] = {ObjectIdGetDatum(RelationGetRelid(rel)), CStringGetTextDatum(feature)};
+	Datum		values[2];
+	SPIPlanPtr	plan;
 	TupleDesc	desc = RelationGetDescr(rel);
 	char	   *value;
 	int			ret;
 
-	KeptPlan(&registration_plan,
-			 "SELECT t.on_downgrade, t.account_column::text, t.value_column::text,"
-			 "       t.position = (SELECT min(x.position) FROM subscription.limited_table AS x"
-			 "                      WHERE x.relation = t.relation)"
-			 "  FROM subscription.limited_table AS t"
-			 " WHERE t.relation = $1 AND t.feature = $2",
-			 2, argtypes);
+	/*
+	 * The registration is the feature's (unique in limited_table), if it
+	 * is of this table's logical table: a shard is its distributed table.
+	 * Where Citus is present, limited_table is a reference table whose
+	 * regclass may be another node's OID: the table is compared by its
+	 * name there (relation_name, from 1.1 on), and by OID on a single
+	 * server, where the library serves 1.0 too.
+	 */
+	values[0] = ObjectIdGetDatum(LogicalRelation(RelationGetRelid(rel)));
+	values[1] = CStringGetTextDatum(feature);
+#define REGISTRATION_SQL(table_is) \
+	"SELECT t.on_downgrade, t.account_column::text, t.value_column::text," \
+	"       t.position = (SELECT min(x.position) FROM subscription.limited_table AS x" \
+	"                      WHERE x.relation = t.relation)" \
+	"  FROM subscription.limited_table AS t" \
+	" WHERE t.feature = $2 AND " table_is
+	if (CitusPresent())
+		plan = KeptPlan(&registration_by_name_plan,
+						REGISTRATION_SQL("t.relation_name = subscription.relation_name($1)"), 2, argtypes);
+	else
+		plan = KeptPlan(&registration_plan, REGISTRATION_SQL("t.relation = $1"), 2, argtypes);
 	if (latest)
-		ret = SPI_execute_snapshot(registration_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+		ret = SPI_execute_snapshot(plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
 								   true, false, 1);
 	else
-		ret = SPI_execute_plan(registration_plan, values, NULL, true, 1);
+		ret = SPI_execute_plan(plan, values, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read the limit registration");
 	if (SPI_processed != 1)
@@ -477,7 +493,8 @@ GetLimitEntry(Relation rel, const char *feature)
 		}
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("feature \"%s\" is not enforced on table \"%s\"", feature, get_rel_name(relid)),
+				 errmsg("feature \"%s\" is not enforced on table \"%s\"", feature,
+						get_rel_name(LogicalRelation(relid))),
 				 errhint("Attach limits with subscription.enforce_limit().")));
 	}
 
@@ -769,12 +786,56 @@ ArchiveCascade(TriggerData *trigdata, LimitEntry *entry, const char *feature)
 	/* apply_downgrade archives them after the rows that caused them */
 	caller_context = MemoryContextSwitchTo(TopTransactionContext);
 	c = palloc(sizeof(CascadedRows));
-	c->relid = RelationGetRelid(trigdata->tg_relation);
+	c->relid = LogicalRelation(RelationGetRelid(trigdata->tg_relation));
 	c->feature = pstrdup(feature);
 	c->row_ids = datumCopy(row_ids, false, -1);
 	c->old_rows = datumCopy(old_rows, false, -1);
 	TrimmingCascades = lappend(TrimmingCascades, c);
 	MemoryContextSwitchTo(caller_context);
+}
+
+/*
+ * TRUNCATE: the feature's counters of the table's accounts go to 0.  On a
+ * single server, every account's.  A Citus shard holds some accounts only,
+ * and inside its trigger Citus runs only what executes on this node: the
+ * counters reset are those of the usage_counter shard colocated with it
+ * (the same accounts), by name.
+ */
+static void
+ResetUsage(Relation rel, const char *feature)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(feature)};
+	Oid			relid = RelationGetRelid(rel);
+	Oid			counters;
+	char	   *sql;
+	int			ret;
+
+	if (LogicalRelation(relid) == relid)
+	{
+		KeptPlan(&reset_usage_plan, "UPDATE subscription.usage_counter SET used = 0"
+				 " WHERE feature = $1 AND used <> 0", 1, argtypes);
+		if (SPI_execute_plan(reset_usage_plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not reset the usage counters");
+		return;
+	}
+	counters = ColocatedShard(relid, OwnTable("usage_counter"));
+	if (!OidIsValid(counters))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot truncate shard \"%s\" of table \"%s\" limited for feature \"%s\"",
+						RelationGetRelationName(rel), get_rel_name(LogicalRelation(relid)), feature),
+				 errdetail("subscription.usage_counter is not distributed colocated with the table."),
+				 errhint("Distribute the table with colocate_with => 'subscription.account'."),
+				 errtable(rel)));
+	/* a shard's name is fixed for its life, but not known before: not kept */
+	sql = psprintf("UPDATE %s SET used = 0 WHERE feature OPERATOR(pg_catalog.=) $1"
+				   " AND used OPERATOR(pg_catalog.<>) 0",
+				   quote_qualified_identifier(get_namespace_name(get_rel_namespace(counters)),
+											  get_rel_name(counters)));
+	ret = SPI_execute_with_args(sql, 1, argtypes, values, NULL, false, 0);
+	if (ret != SPI_OK_UPDATE)
+		elog(ERROR, "could not reset the usage counters");
 }
 
 /*
@@ -838,22 +899,15 @@ limit_guard(PG_FUNCTION_ARGS)
 		 (event == GUARDED_DELETE && TrimmingSubscription != 0));
 	if (read_by_queries && SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
 		elog(ERROR, "could not register the transition tables");
+	/* the table trimmed is a logical table: a shard of it is that table */
 	if (event == GUARDED_DELETE && TrimmingSubscription != 0 && entry->archive_sql != NULL
-		&& RelationGetRelid(rel) != TrimmingRelation)
+		&& LogicalRelation(RelationGetRelid(rel)) != TrimmingRelation)
 		ArchiveCascade(trigdata, entry, feature);
 
 	if (event == GUARDED_NOTHING)
 		;						/* not registered */
 	else if (event == GUARDED_TRUNCATE)
-	{
-		Oid			argtypes[1] = {TEXTOID};
-		Datum		values[1] = {CStringGetTextDatum(feature)};
-
-		KeptPlan(&reset_usage_plan, "UPDATE subscription.usage_counter SET used = 0"
-										" WHERE feature = $1 AND used <> 0", 1, argtypes);
-		if (SPI_execute_plan(reset_usage_plan, values, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "could not reset the usage counters");
-	}
+		ResetUsage(rel, feature);
 	else if (event != GUARDED_UPDATE && tuplestore_tuple_count(rows) == 1)
 		GuardOneRow(rel, entry, feature, rows, event == GUARDED_INSERT);
 	else

@@ -20,6 +20,12 @@
  * transaction committed since, or while we waited) is a serialization
  * failure, as for an UPDATE (GuardCrosscheckSnapshot).
  *
+ * On Citus a distributed or reference table in the schema is a shell whose
+ * rows live in its shards: its reads and writes here go through fixed
+ * statements that Citus routes (routed.c), with the same defaults filled
+ * in by FillDefaults; locking and serialization are then Citus's.  On a
+ * single server no table is routed.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -106,6 +112,7 @@ BeginRowWrites(int ntables, const Oid *relids)
 
 	w->ntables = ntables;
 	w->tables = palloc0(sizeof(ResultRelInfo) * ntables);
+	w->routed = palloc0(sizeof(RoutedTable *) * ntables);
 	for (i = 0; i < ntables; i++)
 	{
 		Relation	rel = table_open(relids[i], RowExclusiveLock);
@@ -115,6 +122,8 @@ BeginRowWrites(int ntables, const Oid *relids)
 			elog(ERROR, "\"%s\" is not a plain table", RelationGetRelationName(rel));
 		InitResultRelInfo(&w->tables[i], rel, i + 1, NULL, 0);
 		ExecOpenIndices(&w->tables[i], false);
+		/* on Citus: its rows are in its shards, reached by statements */
+		w->routed[i] = RoutedTableOf(rel);
 	}
 #if PG_VERSION_NUM >= 160000
 	EvalPlanQualInit(&w->epqstate, w->estate, NULL, NIL, -1, NIL);
@@ -144,6 +153,7 @@ EndRowWrites(RowWrites *w)
 	UnregisterSnapshot(w->estate->es_snapshot);
 	FreeExecutorState(w->estate);
 	pfree(w->tables);
+	pfree(w->routed);
 	pfree(w);
 }
 
@@ -213,10 +223,6 @@ RowWriteColumn(Relation rel, const char *column)
 }
 
 /*
- * Begin a scan of rel's rows whose first nkeys primary key columns equal
- * keys, as snapshot sees them.
- */
-/*
  * The index that rows of rel are looked up by: its primary key, or, when the
  * primary key starts with the tenant key (docs/design.md#tenant-keys), the
  * index on the rest of the primary key's columns, in the same order: the
@@ -275,14 +281,29 @@ KeyIndex(Relation rel)
 	return found;
 }
 
+/*
+ * Begin a scan of rel's rows whose first nkeys lookup key columns (those of
+ * KeyIndex) equal keys, as snapshot sees them.
+ */
 KeyScan *
 BeginKeyScan(Relation rel, Snapshot snapshot, int nkeys, const Datum *keys)
 {
-	KeyScan    *ks = palloc(sizeof(KeyScan));
-	ScanKeyData *skeys = palloc(sizeof(ScanKeyData) * nkeys);
-	Oid			pkey = KeyIndex(rel);
+	KeyScan    *ks = palloc0(sizeof(KeyScan));
+	ScanKeyData *skeys;
+	Oid			pkey;
 	int			i;
 
+	ks->routed = RoutedTableOf(rel);
+	if (ks->routed != NULL)
+	{
+		ks->rel = rel;
+		ks->snapshot = snapshot;
+		ks->nkeys = nkeys;
+		ks->rows = RoutedSelect(rel, ks->routed, snapshot, nkeys, keys);
+		return ks;
+	}
+	skeys = palloc(sizeof(ScanKeyData) * nkeys);
+	pkey = KeyIndex(rel);
 	ks->index = index_open(pkey, AccessShareLock);
 	if (nkeys > IndexRelationGetNumberOfKeyAttributes(ks->index))
 		elog(ERROR, "too many keys for index \"%s\"", RelationGetRelationName(ks->index));
@@ -315,6 +336,13 @@ RescanKeyScan(KeyScan *ks, const Datum *keys)
 {
 	int			i;
 
+	if (ks->routed != NULL)
+	{
+		list_free_deep(ks->rows);
+		ks->rows = RoutedSelect(ks->rel, ks->routed, ks->snapshot, ks->nkeys, keys);
+		ks->next = 0;
+		return;
+	}
 	for (i = 0; i < ks->nkeys; i++)
 		ks->keys[i].sk_argument = keys[i];
 	index_rescan(ks->scan, ks->keys, ks->nkeys, NULL, 0);
@@ -324,12 +352,25 @@ RescanKeyScan(KeyScan *ks, const Datum *keys)
 bool
 KeyScanNext(KeyScan *ks, TupleTableSlot *slot)
 {
+	if (ks->routed != NULL)
+	{
+		if (ks->next >= list_length(ks->rows))
+			return false;
+		ExecForceStoreHeapTuple((HeapTuple) list_nth(ks->rows, ks->next++), slot, false);
+		return true;
+	}
 	return index_getnext_slot(ks->scan, ForwardScanDirection, slot);
 }
 
 void
 EndKeyScan(KeyScan *ks)
 {
+	if (ks->routed != NULL)
+	{
+		list_free_deep(ks->rows);
+		pfree(ks);
+		return;
+	}
 	index_endscan(ks->scan);
 	index_close(ks->index, NoLock);
 	pfree(ks->keys);
@@ -368,6 +409,8 @@ LockLatestRow(RowWrites *w, int table, TupleTableSlot *slot, LockTupleMode mode)
 	TM_FailureData tmfd;
 	TM_Result	result;
 
+	if (w->routed[table] != NULL)
+		return RoutedLock(RowWriteRelation(w, table), w->routed[table], slot, mode);
 	result = table_tuple_lock(RowWriteRelation(w, table), &slot->tts_tid, w->estate->es_snapshot,
 							  slot, w->estate->es_output_cid, mode, LockWaitBlock,
 							  TUPLE_LOCK_FLAG_FIND_LAST_VERSION, &tmfd);
@@ -556,6 +599,11 @@ void
 InsertRow(RowWrites *w, int table, TupleTableSlot *slot, const bool *given)
 {
 	FillDefaults(w, table, slot, given);
+	if (w->routed[table] != NULL)
+	{
+		RoutedInsert(RowWriteRelation(w, table), w->routed[table], slot, false);
+		return;
+	}
 	PrepareChecks(w, table);
 	ExecSimpleRelationInsert(&w->tables[table], w->estate, slot);
 }
@@ -571,9 +619,15 @@ InsertRowUnlessConflict(RowWrites *w, int table, TupleTableSlot *slot, const boo
 {
 	ResultRelInfo *rri = &w->tables[table];
 	Relation	rel = rri->ri_RelationDesc;
-	TransactionId xid = GetCurrentTransactionId();
+	TransactionId xid;
 	List	   *recheck;
 
+	if (w->routed[table] != NULL)
+	{
+		FillDefaults(w, table, slot, given);
+		return RoutedInsert(rel, w->routed[table], slot, true);
+	}
+	xid = GetCurrentTransactionId();
 	/* the arbiters' operators, which a plain insertion does not need */
 	for (int i = 0; i < rri->ri_NumIndices; i++)
 		if (rri->ri_IndexRelationInfo[i]->ii_Unique &&
@@ -650,6 +704,11 @@ UpdateRow(RowWrites *w, int table, TupleTableSlot *oldslot, TupleTableSlot *news
 {
 	ExecStoreVirtualTuple(newslot);
 	ExecMaterializeSlot(newslot);
+	if (w->routed[table] != NULL)
+	{
+		RoutedUpdate(RowWriteRelation(w, table), w->routed[table], oldslot, newslot);
+		return;
+	}
 	PrepareChecks(w, table);
 	ExecSimpleRelationUpdate(&w->tables[table], w->estate, &w->epqstate, oldslot, newslot);
 }
@@ -658,5 +717,10 @@ UpdateRow(RowWrites *w, int table, TupleTableSlot *oldslot, TupleTableSlot *news
 void
 DeleteRow(RowWrites *w, int table, TupleTableSlot *slot)
 {
+	if (w->routed[table] != NULL)
+	{
+		RoutedDelete(RowWriteRelation(w, table), w->routed[table], slot);
+		return;
+	}
 	ExecSimpleRelationDelete(&w->tables[table], w->estate, &w->epqstate, slot);
 }

@@ -82,6 +82,12 @@ extern GuardedEvent ClassifyGuardedStatement(FunctionCallInfo fcinfo, const char
 extern TupleTableSlot *OnlyTransitionRow(Tuplestorestate *rows, TupleDesc tupdesc);
 extern void RegisterRelcacheCallback(void (*func) (Datum arg, Oid relid));
 
+/* shards.c: Citus shards mapped to their logical tables */
+extern bool CitusPresent(void);
+extern Oid	LogicalRelation(Oid relid);
+extern Oid	ColocatedShard(Oid relid, Oid other);
+extern bool CitusTable(Oid relid);
+
 /*
  * rowwrite.c: single rows of the extension's own tables, read and written
  * without a query
@@ -91,12 +97,16 @@ extern void RegisterRelcacheCallback(void (*func) (Datum arg, Oid relid));
 #include "nodes/pg_list.h"
 #include "utils/snapshot.h"
 
+/* routed.c: a Citus table's statements, in place of direct reads and writes */
+typedef struct RoutedTable RoutedTable;
+
 typedef struct RowWrites
 {
 	EState	   *estate;
 	EPQState	epqstate;
 	int			ntables;
 	ResultRelInfo *tables;		/* by the caller's table number */
+	RoutedTable **routed;		/* by table: NULL where written directly */
 } RowWrites;
 
 typedef struct KeyScan
@@ -105,6 +115,12 @@ typedef struct KeyScan
 	IndexScanDesc scan;
 	int			nkeys;
 	ScanKeyData *keys;
+	/* on a routed table (index and scan NULL): the rows read, and the next */
+	Relation	rel;
+	RoutedTable *routed;
+	Snapshot	snapshot;
+	List	   *rows;
+	int			next;
 } KeyScan;
 
 extern Oid	OwnTable(const char *name);
@@ -133,8 +149,15 @@ extern bool InsertRowUnlessConflict(RowWrites *w, int table, TupleTableSlot *slo
 extern void UpdateRow(RowWrites *w, int table, TupleTableSlot *oldslot, TupleTableSlot *newslot);
 extern void DeleteRow(RowWrites *w, int table, TupleTableSlot *slot);
 
+extern RoutedTable *RoutedTableOf(Relation rel);
+extern bool RoutedInsert(Relation rel, RoutedTable *t, TupleTableSlot *slot, bool unless_conflict);
+extern void RoutedUpdate(Relation rel, RoutedTable *t, TupleTableSlot *oldslot, TupleTableSlot *newslot);
+extern void RoutedDelete(Relation rel, RoutedTable *t, TupleTableSlot *slot);
+extern List *RoutedSelect(Relation rel, RoutedTable *t, Snapshot snapshot, int nkeys, const Datum *keys);
+extern bool RoutedLock(Relation rel, RoutedTable *t, TupleTableSlot *slot, LockTupleMode mode);
+
 /* history.c: the one writer of a history row (R8) */
-extern void RecordHistory(RowWrites *w, int table, const char *operation,
+extern void RecordHistory(RowWrites *w, int table, const char *operation, const int64 *tenant_id,
 						  const int64 *account_id, const int64 *subscription_id, Datum details);
 
 /*

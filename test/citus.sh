@@ -51,8 +51,12 @@ fi
 
 n=0
 failures=0
-tap() {  # tap OK TITLE [DIAGNOSTICS]
+tap() {  # tap OK TITLE [DIAGNOSTICS]; with TODO_REASON set, a TAP TODO
     n=$((n + 1))
+    if [ -n "${TODO_REASON:-}" ]; then
+        if [ "$1" = 1 ]; then echo "ok $n - $2 # TODO $TODO_REASON"; else echo "not ok $n - $2 # TODO $TODO_REASON"; fi
+        return 0
+    fi
     if [ "$1" = 1 ]; then
         echo "ok $n - $2"
     else
@@ -247,22 +251,131 @@ tap "$(echo "$out" | awk '{ print ($1 > 0 && $2 > 0 && $1 + $2 == 21) ? 1 : 0 }'
 # read through the coordinator, and none names a shard
 out=$(q coordinator "SELECT count(*) FILTER (WHERE operation = 'account_insert') || '/' || count(*) FILTER (WHERE operation ~ '_[0-9]+_')
                        FROM subscription.history")
-n=$((n + 1))
-if [ "$out" = "21/0" ]; then ok=ok; else ok="not ok"; fi
-echo "$ok $n - R8: the 21 accounts' history rows are read through the coordinator, as account_insert (inserted/shard-named: $out) # TODO issue 17 item 3: RecordHistory (src/rowwrite.c) writes the row into the worker's shell table, not the shard"
+tap "$([ "$out" = "21/0" ] && echo 1)" \
+    "R8: the 21 accounts' history rows are read through the coordinator, as account_insert (inserted/shard-named: $out)" "$out"
 
-# item 3: an application table limited with enforce_limit, then distributed
-# with account: the guard fires on the shards, on the workers.  Run, and
-# reported as TODO with what happened
-out=$(q coordinator "CREATE TABLE public.rooms (tenant_id bigint NOT NULL, account_id bigint NOT NULL, id bigint NOT NULL,
-                                                PRIMARY KEY (tenant_id, id));
-                     SELECT subscription.enforce_limit('public.rooms', 'rooms');
-                     $SETTINGS SELECT create_distributed_table('public.rooms', 'tenant_id', colocate_with := 'subscription.account');
-                     INSERT INTO public.rooms VALUES (1, 1, 1);
-                     SELECT used FROM subscription.usage_counter WHERE tenant_id = 1 AND account_id = 1 AND feature = 'rooms'" 2>&1)
-n=$((n + 1))
-if [ "$(echo "$out" | tail -1)" = 1 ]; then ok=ok; else ok="not ok"; fi
-echo "$ok $n - the limit guard counts an insert into a distributed application table (measured: $(echo "$out" | grep -m1 -E 'ERROR|^[0-9]+$' | tr -s ' ')) # TODO issue 17 item 3: the guards' statements name the tenant key and read through the shards (limit_guard, src/limits.c)"
+# item 3: an application table distributed with account, then limited
+# with enforce_limit (a regclass written to the reference table
+# limited_table is resolved by name on every node: the table must exist
+# there first): the guard fires on the shards, on the workers, and finds
+# its registration in limited_table by the table's logical name.  Its rows
+# are the root accounts' 1 to 20, each its own tenant, so the table is
+# distributed by account_id.  Each account's first room is written before
+# the table is limited: enforce_limit counts it and creates its counter.
+# The test sets the limit, 2 rooms, in the counters itself.
+# acct_on WORKER: the accounts whose shards are on that worker, ascending
+acct_on() {
+    q coordinator "SELECT string_agg(a::text, ' ' ORDER BY a) FROM generate_series(1, 20) AS a
+                    WHERE (SELECT nodeport FROM pg_dist_shard_placement
+                            WHERE shardid = get_shard_id_for_distribution_column('subscription.account', a))
+                          = ${PORTS[$1]}"
+}
+# used: the rooms counters as account:used, by account
+used() {
+    q coordinator "SELECT coalesce(string_agg(account_id || ':' || used, ' ' ORDER BY account_id), 'none')
+                     FROM subscription.usage_counter WHERE feature = 'rooms'"
+}
+# rooms: the rows of public.rooms as account:count, by account
+rooms() {
+    q coordinator "SELECT coalesce(string_agg(account_id || ':' || c, ' ' ORDER BY account_id), 'none')
+                     FROM (SELECT account_id, count(*) AS c FROM public.rooms GROUP BY 1) AS r"
+}
+# the limit guard's counters are distributed by tenant_id: its statements,
+# and enforce_limit's recount, do not name the tenant yet
+TODO_REASON="issue 17 item 3: the limit guard's and recount_usage's statements on usage_counter do not name tenant_id (src/limits.c)"
+out=""
+for step in "CREATE TABLE public.rooms (account_id bigint NOT NULL, id bigint NOT NULL, PRIMARY KEY (account_id, id))" \
+            "INSERT INTO public.rooms SELECT a, 1 FROM generate_series(1, 20) AS a" \
+            "$SETTINGS SELECT create_distributed_table('public.rooms', 'account_id', colocate_with := 'subscription.account')" \
+            "$SETTINGS SELECT subscription.enforce_limit('public.rooms', 'rooms')" \
+            "UPDATE subscription.usage_counter SET limit_value = 2 WHERE feature = 'rooms'" \
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.rooms'::regclass AND tgname LIKE 'subscription_limit_rooms%'"; do
+    out=$(q coordinator "$step") || { out="${step:0:80}: $out"; break; }
+done
+counted=$(used)
+tap "$([ "$(echo "$out" | tail -1)" = 4 ] && [ "$counted" = "$(seq -s ' ' -f '%g:1' 1 20)" ] && echo 1)" \
+    "public.rooms, distributed with account, then limited: each account's room counted once, the guards on its shards" \
+    "$out"$'\n'"counters: $counted"
+A=$(acct_on 1 | cut -d' ' -f1)
+B=$(acct_on 2 | cut -d' ' -f1)
+out=$(q coordinator "SELECT subscription.relation_name(relation) || ' ' || relation_name FROM subscription.limited_table";
+      for node in worker1 worker2; do
+          q "$node" "SELECT relation_name FROM subscription.limited_table WHERE feature = 'rooms'"
+      done)
+tap "$([ "$(echo $out)" = "public.rooms public.rooms public.rooms public.rooms" ] && echo 1)" \
+    "limited_table is a reference table naming public.rooms on every node" "$out"
+out=$(q coordinator "INSERT INTO public.rooms VALUES ($A, 2)" && q coordinator "INSERT INTO public.rooms VALUES ($B, 2)" \
+      && q coordinator "SELECT used FROM subscription.usage_counter WHERE feature = 'rooms' AND account_id IN ($A, $B) ORDER BY account_id")
+tap "$([ "$(echo $out)" = "2 2" ] && echo 1)" \
+    "the limit guard counts an insert into a distributed application table on worker1's (account $A) and worker2's shards (account $B)" "$out"
+for acct in "$A" "$B"; do
+    out=$(q coordinator "INSERT INTO public.rooms VALUES ($acct, 3)")
+    tap "$(echo "$out" | grep -q 'would exceed its rooms limit' && [ "$(q coordinator "SELECT count(*) FROM public.rooms WHERE account_id = $acct")" = 2 ] && echo 1)" \
+        "an insert over the limit into a shard is refused (account $acct)" "$out"
+done
+out=$(psql -X -q -p "${PORTS[0]}" -d postgres -v VERBOSITY=verbose -c "INSERT INTO public.rooms VALUES ($A, 3)" 2>&1 | head -1)
+tap "$(echo "$out" | grep -q '^ERROR:  23514' && echo 1)" "the refusal's SQLSTATE is 23514, as on a single server" "$out"
+# a multi-shard INSERT ... SELECT: its rows go to shards on both workers,
+# each shard's guard counts its own accounts
+out=$(q coordinator "INSERT INTO public.rooms SELECT a, 2 FROM generate_series(1, 20) AS a WHERE a NOT IN ($A, $B)")
+counted=$(used)
+tap "$([ "$counted" = "$(seq -s ' ' -f '%g:2' 1 20)" ] && [ "$(rooms)" = "$counted" ] && echo 1)" \
+    "a multi-shard INSERT ... SELECT is counted per account on both workers" "$out"$'\n'"counters: $counted"$'\n'"rooms: $(rooms)"
+out=$(q coordinator "INSERT INTO public.rooms SELECT a, 3 FROM generate_series(1, 20) AS a")
+counted=$(used)
+tap "$(echo "$out" | grep -q 'would exceed its rooms limit' && [ "$counted" = "$(seq -s ' ' -f '%g:2' 1 20)" ] && [ "$(rooms)" = "$counted" ] && echo 1)" \
+    "a multi-shard INSERT ... SELECT over the limit is refused whole" "$out"$'\n'"counters: $counted"
+out=$(q coordinator "DELETE FROM public.rooms WHERE id = 2 AND account_id IN ($A, $B)")
+counted=$(used)
+tap "$([ "$counted" = "$(rooms)" ] && echo "$counted" | grep -q "\b$A:1\b" && echo 1)" \
+    "a DELETE on the shards counts down" "$out"$'\n'"counters: $counted"
+out=$(q coordinator "TRUNCATE public.rooms")
+counted=$(used)
+tap "$([ "$counted" = "$(seq -s ' ' -f '%g:0' 1 20)" ] && [ "$(rooms)" = none ] && echo 1)" \
+    "TRUNCATE resets the counters (the shell table's trigger, on the coordinator)" "$out"$'\n'"counters: $counted"
+out=$(q coordinator "INSERT INTO public.rooms SELECT a, 1 FROM generate_series(1, 20) AS a")
+counted=$(used)
+tap "$([ -z "$out" ] && [ "$counted" = "$(seq -s ' ' -f '%g:1' 1 20)" ] && echo 1)" "after TRUNCATE the counters count again" "$out"$'\n'"counters: $counted"
+# Citus 13.0 attaches no TRUNCATE trigger to the shards (measured: their
+# INSERT, UPDATE and DELETE guards only), so the TRUNCATE above reset the
+# counters from the shell table's trigger, on the coordinator.  A TRUNCATE
+# trigger that fires on a shard resets that shard's accounts alone, through
+# the colocated usage_counter shard: a shard of worker1, given the guard's
+# TRUNCATE trigger and truncated there
+shard=$(q coordinator "SELECT get_shard_id_for_distribution_column('public.rooms', $A)")
+mine=$(q coordinator "SELECT string_agg(a || ':0', ' ' ORDER BY a) FROM generate_series(1, 20) AS a
+                        WHERE get_shard_id_for_distribution_column('public.rooms', a) = $shard")
+out=$(q worker1 "SET citus.enable_manual_changes_to_shards = on;
+                 CREATE TRIGGER shard_truncate AFTER TRUNCATE ON public.rooms_$shard
+                     FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard('rooms');
+                 TRUNCATE public.rooms_$shard;
+                 DROP TRIGGER shard_truncate ON public.rooms_$shard")
+counted=$(used)
+expected=$(for a in $(seq 1 20); do case " $mine " in *" $a:0 "*) echo "$a:0" ;; *) echo "$a:1" ;; esac; done | paste -sd ' ')
+tap "$([ -n "$mine" ] && [ "$counted" = "$expected" ] && [ "$(rooms | tr ' ' '\n' | grep -c .)" = "$((20 - $(echo $mine | wc -w)))" ] && echo 1)" \
+    "a TRUNCATE trigger on a shard resets its own accounts' counters only ($mine)" "$out"$'\n'"counters: $counted"
+out=$(q coordinator "INSERT INTO public.rooms SELECT a, 1 FROM generate_series(1, 20) AS a
+                      WHERE get_shard_id_for_distribution_column('public.rooms', a) = $shard")
+counted=$(used)
+tap "$([ "$counted" = "$(seq -s ' ' -f '%g:1' 1 20)" ] && echo 1)" "after it the shard's accounts count again" "$out"$'\n'"counters: $counted"
+# the table renamed: the event trigger on the coordinator keeps the name in
+# limited_table, and the workers' shards (renamed too) still find it
+out=$(q coordinator "ALTER TABLE public.rooms RENAME TO halls" && q coordinator "INSERT INTO public.halls VALUES ($A, 2), ($B, 2)" \
+      && q coordinator "SELECT relation_name FROM subscription.limited_table")
+counted=$(used)
+tap "$([ "$(echo "$out" | tail -1)" = public.halls ] && [ "$(q worker2 "SELECT relation_name FROM subscription.limited_table")" = public.halls ] \
+       && echo "$counted" | grep -q "\b$A:2\b" && echo "$counted" | grep -q "\b$B:2\b" && echo 1)" \
+    "a renamed distributed table keeps its registration, by its new name on every node" "$out"$'\n'"counters: $counted"
+unset TODO_REASON
+# the drop event trigger: on the workers (the shards' and shell table's
+# drops) it does nothing; on the coordinator it forgets the registration
+out=$(q coordinator "DROP TABLE public.halls;
+                     SELECT count(*) FROM subscription.limited_table;
+                     SELECT count(*) FROM subscription.usage_counter WHERE feature = 'rooms'")
+tap "$([ "$(echo $out)" = "0 0" ] && echo 1)" \
+    "DROP TABLE of a limited distributed table works, and takes its registration and counters along" "$out"
+out=$(q coordinator "CREATE TABLE public.scratch (id int); DROP TABLE public.scratch; SELECT 'dropped'")
+tap "$([ "$out" = dropped ] && echo 1)" "any other DROP works with limited_table a reference table" "$out"
 todo "the regression suite on the coordinator (or each case left out, with the reason)" 6 \
     "needs the keyed forms of the writing functions (item 2) and shard-safe guards (item 3)"
 todo "a seat storm with 8 writers over accounts on both workers: zero oversold" 6 \
@@ -278,9 +391,7 @@ out=$(for node in "${NODES[@]}"; do
                       WHERE c.oid IN (SELECT logicalrelid FROM pg_dist_partition)
                         AND pg_relation_size(c.oid) > 0"
       done | paste -sd ' ')
-n=$((n + 1))
-if [ -z "$(echo "$out" | tr -d ' ')" ]; then ok=ok; else ok="not ok"; fi
-echo "$ok $n - every shell table on every node holds zero rows (pg_relation_size; not empty:$out) # TODO issue 17 item 3: rowwrite.c writes history rows into the workers' shells"
+tap "$([ -z "$(echo "$out" | tr -d ' ')" ] && echo 1)" "every shell table on every node holds zero rows (pg_relation_size)" "not empty: $out"
 
 # docs/citus.md, its examples on the coordinator (test/docs.sh), in a
 # database of their own with Citus on every node

@@ -50,13 +50,14 @@ COMMENT ON COLUMN subscription.history.db_session_user IS
 -- same C function.  It fills the actor; the defaults above fill the time
 -- and the database roles.  Only the extension's owner (its SECURITY DEFINER
 -- functions, its guards) may call it: no role is granted it.
-CREATE FUNCTION subscription.write_history(operation text, account_id bigint, subscription_id bigint, details jsonb)
+CREATE FUNCTION subscription.write_history(operation text, account_id bigint, subscription_id bigint, details jsonb,
+                                           tenant_id bigint DEFAULT NULL)
 RETURNS void
 AS 'MODULE_PATHNAME', 'write_history'
 LANGUAGE C;
 
-COMMENT ON FUNCTION subscription.write_history(text, bigint, bigint, jsonb) IS
-'Internal (C): write one history row, with the actor and the database roles (R8); the extension''s own functions only';
+COMMENT ON FUNCTION subscription.write_history(text, bigint, bigint, jsonb, bigint) IS
+'Internal (C): write one history row, with the actor and the database roles (R8), in its tenant; the extension''s own functions only';
 
 -- The personal fields of a history row's details, erased (erase_account):
 -- the value of every "name" and "external_id" key, at any depth (a row as

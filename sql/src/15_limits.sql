@@ -33,6 +33,12 @@ CREATE TABLE subscription.limited_table (
     value_column   name,
     position       bigint GENERATED ALWAYS AS IDENTITY,
     registered_at  timestamptz NOT NULL DEFAULT now(),
+    -- the table by its logical name, schema-qualified
+    -- (subscription.relation_name), kept in step with renames by
+    -- keep_limited_tables: on Citus this table is a reference table, and
+    -- a regclass copied to a worker is the coordinator's OID, meaningless
+    -- there, so the guards on the workers' shards compare this name
+    relation_name  text NOT NULL,
     PRIMARY KEY (relation, feature),
     -- a feature's usage is one counter per account: one table per feature
     CONSTRAINT limited_table_one_table_per_feature UNIQUE (feature),

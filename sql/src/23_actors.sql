@@ -228,7 +228,8 @@ BEGIN
             account := (row_now ->> 'account_id')::bigint;
     END CASE;
 
-    PERFORM subscription.write_history(logical || '_' || lower(TG_OP), account, sub, changed);
+    PERFORM subscription.write_history(logical || '_' || lower(TG_OP), account, sub, changed,
+                                       CASE WHEN TG_OP = 'DELETE' THEN OLD.tenant_id ELSE NEW.tenant_id END);
     RETURN NULL;
 END
 $$;

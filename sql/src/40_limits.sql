@@ -177,6 +177,68 @@ SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION subscription.invalidate_limit_cache(regclass) IS
 'Internal (C): every backend drops its cached limit registrations of a table at commit';
 
+-- A table's logical name, schema-qualified and quoted: how limited_table
+-- names it (relation_name), and what the limit guard compares on a Citus
+-- worker, where the registration's regclass is another node's OID.
+CREATE FUNCTION subscription.relation_name(relation regclass)
+RETURNS text
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT pg_catalog.format('%I.%I', n.nspname, c.relname)
+      FROM pg_catalog.pg_class AS c
+      JOIN pg_catalog.pg_namespace AS n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+     WHERE c.oid OPERATOR(pg_catalog.=) relation_name.relation;
+END;
+
+COMMENT ON FUNCTION subscription.relation_name(regclass) IS 'Internal: a table''s schema-qualified name, as limited_table names it';
+
+-- A registration written without its table's name (a row of a 1.0 dump,
+-- restored into 1.1) is named from its regclass.
+CREATE FUNCTION subscription.name_limited_table()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.relation_name IS NULL THEN
+        NEW.relation_name := subscription.relation_name(NEW.relation);
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.name_limited_table() IS 'Trigger: a limit registration without its table''s name is named from its regclass';
+
+CREATE TRIGGER limited_table_named
+    BEFORE INSERT ON subscription.limited_table
+    FOR EACH ROW EXECUTE FUNCTION subscription.name_limited_table();
+-- also in a restore with session_replication_role = replica
+-- (docs/design.md#restores), which loads such rows
+ALTER TABLE subscription.limited_table ENABLE ALWAYS TRIGGER limited_table_named;
+
+-- Whether this server is a Citus worker (its group is not the
+-- coordinator's): a DDL command there is the coordinator's, propagated to
+-- its shell tables and shards, and the registrations in limited_table (a
+-- reference table) are the coordinator's, kept by its event triggers.
+-- Citus's catalog is read only where it exists.
+CREATE FUNCTION subscription.on_citus_worker()
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    worker boolean;
+BEGIN
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_local_group') IS NULL THEN
+        RETURN false;
+    END IF;
+    EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_local_group WHERE groupid <> 0)' INTO worker;
+    RETURN worker;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.on_citus_worker() IS 'Internal: whether this server is a Citus worker, whose DDL is the coordinator''s';
+
 -- The guard triggers of a registration, by function and argument, not by
 -- name: 4 when intact.
 CREATE FUNCTION subscription.guard_triggers(relation regclass, feature text)
@@ -251,10 +313,25 @@ AS $$
 DECLARE
     t subscription.limited_table;
     problem text;
+    renamed record;
 BEGIN
+    -- on a Citus worker the command is the coordinator's, which checks it
     IF subscription.on_citus_worker() THEN
-        RETURN;  -- a shard's DDL: the coordinator checked the table's
+        RETURN;
     END IF;
+    -- a renamed table (or schema) keeps its registrations: their names
+    -- follow it, one row at a time (Citus refuses an UPDATE of a reference
+    -- table that calls a function on its columns)
+    FOR renamed IN
+        SELECT l.feature, subscription.relation_name(l.relation) AS name
+          FROM subscription.limited_table AS l
+         WHERE l.relation_name <> subscription.relation_name(l.relation)
+    LOOP
+        -- by its feature (unique): on Citus the statement runs on every
+        -- node, where the regclass would be resolved by the table's name
+        UPDATE subscription.limited_table AS l SET relation_name = renamed.name
+         WHERE l.feature = renamed.feature;
+    END LOOP;
     FOR t IN
         SELECT DISTINCT ON (l.relation, l.feature) l.*
           FROM pg_catalog.pg_event_trigger_ddl_commands() AS d
@@ -282,7 +359,7 @@ $$;
 COMMENT ON FUNCTION subscription.keep_limited_tables() IS 'Event trigger: refuses DDL that would break a limited table''s guards';
 
 CREATE EVENT TRIGGER subscription_keep_limited_tables ON ddl_command_end
-    WHEN TAG IN ('ALTER TABLE', 'CREATE TABLE')
+    WHEN TAG IN ('ALTER TABLE', 'CREATE TABLE', 'ALTER SCHEMA')
     EXECUTE FUNCTION subscription.keep_limited_tables();
 
 -- sql_drop: a dropped table takes its registrations and counters along;
@@ -297,17 +374,34 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     registration subscription.limited_table;
+    dropped text[];
+    features text[];
 BEGIN
+    -- On a Citus worker a DROP is the coordinator's, propagated to the
+    -- shell tables and shards there (or Citus's own, of a shard): the
+    -- registrations, a reference table, are the coordinator's and name
+    -- its OIDs, and the coordinator's trigger forgets them.  Writing them
+    -- from here would be refused, and fail every DROP.
     IF subscription.on_citus_worker() THEN
-        RETURN;  -- a shard dropped: the coordinator forgets the table
+        RETURN;
     END IF;
-    WITH gone AS (
-        DELETE FROM subscription.limited_table AS t
-         USING pg_catalog.pg_event_trigger_dropped_objects() AS d
-         WHERE d.objid = t.relation::oid AND d.object_type = 'table'
-        RETURNING t.feature)
-    DELETE FROM subscription.usage_counter AS u USING gone
-     WHERE u.feature = gone.feature;
+    -- in steps of single-table statements, which Citus runs on a
+    -- reference table and a distributed usage_counter alike; the tables
+    -- by name (a table's identity is its schema-qualified name, as
+    -- relation_name), which every node compares alike
+    SELECT pg_catalog.array_agg(d.object_identity) INTO dropped
+      FROM pg_catalog.pg_event_trigger_dropped_objects() AS d
+     WHERE d.object_type = 'table';
+    IF dropped IS NOT NULL THEN
+        WITH gone AS (
+            DELETE FROM subscription.limited_table AS t
+             WHERE t.relation_name = ANY (dropped)
+            RETURNING t.feature)
+        SELECT pg_catalog.array_agg(gone.feature) INTO features FROM gone;
+        IF features IS NOT NULL THEN
+            DELETE FROM subscription.usage_counter AS u WHERE u.feature = ANY (features);
+        END IF;
+    END IF;
 
     FOR registration IN
         SELECT l.* FROM subscription.limited_table AS l
@@ -453,8 +547,10 @@ BEGIN
                   HINT = 'subscription.unenforce_limit() removes a registration, to register it again with other options.';
     END IF;
 
-    INSERT INTO subscription.limited_table AS t (relation, feature, account_column, on_downgrade, order_column, value_column)
-    VALUES (relation, feature, account_column, on_downgrade, order_column, value_column);
+    INSERT INTO subscription.limited_table AS t (relation, feature, account_column, on_downgrade, order_column, value_column,
+                                                 relation_name)
+    VALUES (relation, feature, account_column, on_downgrade, order_column, value_column,
+            subscription.relation_name(relation));
 
     -- lock the table against writes while the existing rows are counted
     EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', relation);

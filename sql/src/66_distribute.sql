@@ -5,30 +5,6 @@
 -- a tenant's rows, and every statement a trigger runs for them, stay on one
 -- shard group (docs/design.md#tenant-keys).
 
--- Whether this server is a Citus worker.  A worker runs the DDL that the
--- coordinator sends for each shard; the extension's event triggers act on
--- the coordinator, where the command names the distributed table, and do
--- nothing on the workers (where reading a reference table from a shard's
--- DDL is a nested distributed query, which Citus refuses).
-CREATE FUNCTION subscription.on_citus_worker()
-RETURNS boolean
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    coordinator boolean;
-BEGIN
-    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
-        RETURN false;
-    END IF;
-    EXECUTE 'SELECT pg_catalog.citus_is_coordinator()' INTO coordinator;
-    RETURN NOT coordinator;
-END
-$$;
-
-COMMENT ON FUNCTION subscription.on_citus_worker() IS
-'Internal: whether this server is a Citus worker (the extension''s event triggers act on the coordinator)';
-
 -- Whether distribute() has run: account is a Citus distributed table.  On
 -- Citus, a statement that a trigger runs on a shard must name the tenant.
 CREATE FUNCTION subscription.distributed()
@@ -84,6 +60,8 @@ CREATE FUNCTION subscription.distribute()
 RETURNS TABLE (relation regclass, kind text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- Citus's notices of each table's copy and truncation: not the caller's
+SET client_min_messages = warning
 AS $$
 DECLARE
     t record;

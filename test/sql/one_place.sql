@@ -365,7 +365,7 @@ SELECT s.* FROM history_path AS p, pg_temp.history_shape(p) AS s ORDER BY p.n;
 -- granted it, and a role given it anyway is refused
 SELECT pg_temp.error_of($$SELECT subscription.write_history('forged', 1, NULL, '{}')$$) AS office_writes;
 RESET ROLE;
-GRANT EXECUTE ON FUNCTION write_history(text, bigint, bigint, jsonb) TO one_place_office;
+GRANT EXECUTE ON FUNCTION write_history(text, bigint, bigint, jsonb, bigint) TO one_place_office;
 SET LOCAL ROLE one_place_office;
 SELECT pg_temp.error_of($$SELECT subscription.write_history('forged', 1, NULL, '{}')$$) AS office_granted;
 RESET ROLE;
