@@ -54,11 +54,12 @@ BEGIN
         RAISE EXCEPTION 'argument "tenant_id" of %() must not be null', fn
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    RAISE EXCEPTION '% % is not of tenant %', replace(kind, '_', ' '), id, require_tenant.tenant_id
+    RAISE EXCEPTION '% % is not of tenant %', CASE kind WHEN 'addon_batch' THEN 'add-on batch' ELSE kind END,
+                    id, require_tenant.tenant_id
         USING ERRCODE = 'invalid_parameter_value',
               DETAIL = format('%s() was given tenant %s and the id of a row of another tenant.', fn, require_tenant.tenant_id),
               HINT = format('The tenant is the root account''s id: subscription.%s(tenant_id, ...) takes the tenant of the %s first, or subscription.%s() without it finds it.',
-                            fn, replace(kind, '_', ' '), fn);
+                            fn, CASE kind WHEN 'addon_batch' THEN 'add-on batch' ELSE kind END, fn);
 END
 $$;
 
