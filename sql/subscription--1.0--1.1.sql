@@ -9092,6 +9092,1190 @@ $$;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA subscription FROM PUBLIC;
 SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g;
 
+
+-- Keyed forms (issue 17, item 2): every public function that writes has a
+-- form whose first argument is the tenant, whose statements name it; the
+-- unkeyed form finds the tenant and calls it (docs/design.md#keyed-forms).
+
+-- The tenant of an account, a subscription or an add-on batch, by its id
+-- alone (NULL for an unknown id), read through the index on the id
+-- (src/tenants.c, as fill_tenant_id reads it).
+CREATE FUNCTION subscription.tenant_of(kind text, id bigint)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'tenant_of'
+LANGUAGE C STRICT STABLE
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION subscription.tenant_of(text, bigint) IS
+'Internal: the tenant of an account, a subscription or an add-on batch, by its id (NULL if unknown)';
+
+-- A keyed form's first check: the id it is given is of the tenant it is
+-- given, read by the key (one shard on Citus).  An unknown id, or a NULL
+-- one, is left to the function, which says so as its unkeyed form does
+-- (P0002, 22004); a NULL tenant with a known id is 22004, another tenant's
+-- id 22023: nothing is written to another tenant.
+CREATE FUNCTION subscription.require_tenant(fn text, tenant_id bigint, kind text, id bigint)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    owner bigint;
+    found_by_key boolean;
+BEGIN
+    IF id IS NULL THEN
+        RETURN;
+    END IF;
+    found_by_key := CASE kind
+        WHEN 'account' THEN EXISTS (SELECT FROM subscription.account AS a
+                                     WHERE a.tenant_id = require_tenant.tenant_id AND a.id = require_tenant.id)
+        WHEN 'subscription' THEN EXISTS (SELECT FROM subscription.subscription AS s
+                                          WHERE s.tenant_id = require_tenant.tenant_id AND s.id = require_tenant.id)
+        WHEN 'addon_batch' THEN EXISTS (SELECT FROM subscription.addon_batch AS b
+                                         WHERE b.tenant_id = require_tenant.tenant_id AND b.id = require_tenant.id)
+        END;
+    IF found_by_key THEN
+        RETURN;
+    END IF;
+    -- only on the way to an error: the id alone
+    owner := subscription.tenant_of(kind, id);
+    IF owner IS NULL THEN
+        RETURN;
+    END IF;
+    IF require_tenant.tenant_id IS NULL THEN
+        RAISE EXCEPTION 'argument "tenant_id" of %() must not be null', fn
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    RAISE EXCEPTION '% % is not of tenant %', CASE kind WHEN 'addon_batch' THEN 'add-on batch' ELSE kind END,
+                    id, require_tenant.tenant_id
+        USING ERRCODE = 'invalid_parameter_value',
+              DETAIL = format('%s() was given tenant %s and the id of a row of another tenant.', fn, require_tenant.tenant_id),
+              HINT = format('The tenant is the root account''s id: subscription.%s(tenant_id, ...) takes the tenant of the %s first, or subscription.%s() without it finds it.',
+                            fn, CASE kind WHEN 'addon_batch' THEN 'add-on batch' ELSE kind END, fn);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.require_tenant(text, bigint, text, bigint) IS
+'Internal: a keyed form''s check that the id it is given is of its tenant (22023; 22004 for a NULL tenant)';
+
+-- The keyed forms, for Citus's create_distributed_function(function,
+-- tenant_argument, colocate_with := 'subscription.account'): every function
+-- of the schema whose first argument is tenant_id.
+CREATE FUNCTION subscription.distributed_functions()
+RETURNS TABLE (function regprocedure, tenant_argument text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT p.oid::pg_catalog.regprocedure, p.proargnames[1]
+      FROM pg_catalog.pg_proc AS p
+     WHERE p.pronamespace OPERATOR(pg_catalog.=) 'subscription'::pg_catalog.regnamespace
+       AND p.pronargs OPERATOR(pg_catalog.>) 0
+       AND p.proargtypes[0] OPERATOR(pg_catalog.=) 'pg_catalog.int8'::pg_catalog.regtype
+       AND p.proargnames[1] OPERATOR(pg_catalog.=) 'tenant_id'
+     ORDER BY p.oid::pg_catalog.regprocedure::pg_catalog.text;
+$$;
+
+COMMENT ON FUNCTION subscription.distributed_functions() IS
+'The keyed forms (first argument tenant_id) that Citus distributes with subscription.account: create_distributed_function(function, tenant_argument, colocate_with := ''subscription.account'')';
+
+CREATE FUNCTION subscription.accept_terms(tenant_id bigint, account_id bigint, version text, at timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t subscription.terms;
+    current subscription.terms;
+BEGIN
+    PERFORM subscription.require_tenant('accept_terms', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('accept_terms', '{account_id,version,at}',
+        ARRAY[account_id IS NULL, version IS NULL, at IS NULL]);
+    PERFORM subscription.require_time('accept_terms', at, false);
+    PERFORM subscription.require_account(account_id);
+    PERFORM subscription.authorize(account_id, 'accept_terms');
+    PERFORM subscription.require_open_account(account_id);
+    SELECT * INTO t FROM subscription.terms AS x WHERE x.version = accept_terms.version;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'terms version "%" does not exist', version
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'The versions are the rows of subscription.terms.';
+    END IF;
+    current := subscription.terms_in_effect(at);
+    IF t.effective_at < current.effective_at THEN
+        RAISE EXCEPTION 'terms version "%" was replaced by version "%"', version, current.version
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Version "%s" is in effect since %s.', current.version, current.effective_at),
+                  HINT = format('Accept the version in effect: subscription.accept_terms(%s, %L).',
+                                account_id, current.version);
+    END IF;
+    INSERT INTO subscription.terms_acceptance AS a (tenant_id, account_id, version, accepted_at, accepted_by)
+    VALUES (accept_terms.tenant_id, accept_terms.account_id, t.version, accept_terms.at, subscription.current_actor())
+    ON CONFLICT ON CONSTRAINT terms_acceptance_pkey DO NOTHING;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.accept_terms(bigint, bigint, text, timestamptz) IS
+'The account accepts a terms version; who accepted (the actor, else the session user) is recorded, in history too (Z11) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
+CREATE OR REPLACE FUNCTION subscription.accept_terms(account_id bigint, version text, at timestamptz DEFAULT now())
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.accept_terms(subscription.tenant_of('account', accept_terms.account_id), accept_terms.account_id, accept_terms.version, accept_terms.at);
+END
+$$;
+
+CREATE FUNCTION subscription.subscribe(tenant_id bigint, account_id bigint, plan text, cycle interval, quantity integer, at timestamptz, renewal text, coupon text)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    price     record;
+    period    tstzrange;
+    new_id    bigint;
+    anchor_at timestamptz;
+    k         integer;
+    full_period tstzrange;
+BEGIN
+    PERFORM subscription.require_tenant('subscribe', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('subscribe',
+        '{account_id,plan,cycle,quantity,at,renewal}',
+        ARRAY[account_id IS NULL, plan IS NULL, cycle IS NULL, quantity IS NULL,
+              at IS NULL, renewal IS NULL]);
+
+    PERFORM subscription.require_quantity(quantity);
+    PERFORM subscription.require_cycle(cycle);
+    PERFORM subscription.require_renewal(renewal);
+    PERFORM subscription.require_time('subscribe', at, false);
+
+    SELECT a.billing_anchor INTO anchor_at
+      FROM subscription.account AS a
+     WHERE a.tenant_id = subscribe.tenant_id AND a.id = subscribe.account_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account % does not exist', account_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(account_id, 'purchase');
+    PERFORM subscription.require_open_account(account_id);
+    PERFORM subscription.require_terms(account_id, at);
+    price := subscription.period_price(plan, cycle, quantity);
+    PERFORM subscription.require_amount(price.amount, price.currency);
+    IF coupon IS NOT NULL THEN
+        PERFORM subscription.redeemable_coupon(coupon, at, price.currency);
+    END IF;
+    IF anchor_at IS NULL THEN
+        k := 1;
+        anchor_at := at;
+    ELSE
+        -- L4: the first period runs to the account's next billing date, whose
+        -- period (of this cycle) it is part of, and is charged for its days
+        k := subscription.period_containing(anchor_at, cycle, at);
+    END IF;
+    full_period := subscription.nth_period(anchor_at, cycle, k);
+    period := tstzrange(at, upper(full_period), '[)');
+
+    -- R10: an account's first service subscription is its default one;
+    -- it holds the plan's current version (grandfathering)
+    INSERT INTO subscription.subscription AS s
+           (tenant_id, account_id, plan, plan_version, cycle, quantity, paid_quantity, period, anchor, period_number, renewal,
+            is_default, coupon, coupon_periods_left)
+    SELECT subscribe.tenant_id, subscribe.account_id, subscribe.plan, p.version, subscribe.cycle, subscribe.quantity, subscribe.quantity,
+           period, anchor_at, k, subscribe.renewal,
+           p.kind = 'service' AND NOT EXISTS (
+               SELECT FROM subscription.subscription AS d
+                WHERE d.tenant_id = subscribe.tenant_id AND d.account_id = subscribe.account_id AND d.is_default),
+           subscribe.coupon, (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code = subscribe.coupon)
+      FROM subscription.plan AS p
+     WHERE p.code = subscribe.plan
+    RETURNING s.id INTO new_id;
+
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, kind, amount, currency, period, plan, description)
+    VALUES (subscribe.tenant_id, subscribe.account_id, new_id, 'charge',
+            CASE WHEN period = full_period
+                 THEN subscription.round_money(price.amount, price.currency)
+                 ELSE subscription.unused_part(price.amount, full_period, at, price.currency) END,
+            price.currency, period, plan,
+            format('plan %s, cycle %s, quantity %s%s', plan, cycle, quantity,
+                   CASE WHEN period = full_period THEN ''
+                        ELSE format(', to the billing date %s', upper(period)) END));
+
+    RETURN new_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.subscribe(bigint, bigint, text, interval, integer, timestamptz, text, text) IS
+'Subscribe an account to a plan and charge the first period, prorated to the billing anchor (L4) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
+CREATE OR REPLACE FUNCTION subscription.subscribe(
+    account_id bigint,
+    plan text,
+    cycle interval,
+    quantity integer DEFAULT 1,
+    at timestamptz DEFAULT now(),
+    renewal text DEFAULT 'always',
+    coupon text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.subscribe(subscription.tenant_of('account', subscribe.account_id), subscribe.account_id, subscribe.plan, subscribe.cycle, subscribe.quantity, subscribe.at, subscribe.renewal, subscribe.coupon);
+END
+$$;
+
+CREATE FUNCTION subscription.set_default(tenant_id bigint, subscription_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    account bigint;
+    s subscription.subscription;
+BEGIN
+    PERFORM subscription.require_tenant('set_default', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('set_default', '{subscription_id}', ARRAY[subscription_id IS NULL]);
+    SELECT x.account_id INTO account FROM subscription.subscription AS x
+     WHERE x.tenant_id = set_default.tenant_id AND x.id = set_default.subscription_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM FROM subscription.subscription AS x WHERE x.tenant_id = set_default.tenant_id AND x.account_id = account
+     ORDER BY x.id FOR NO KEY UPDATE;
+    s := subscription.subscription_for_change('set_default', subscription_id, 'set_default');
+    IF s.is_default THEN
+        RETURN;
+    END IF;
+    UPDATE subscription.subscription AS x SET is_default = false
+     WHERE x.tenant_id = set_default.tenant_id AND x.account_id = s.account_id AND x.is_default;
+    UPDATE subscription.subscription AS x SET is_default = true
+     WHERE x.tenant_id = set_default.tenant_id AND x.id = s.id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.set_default(bigint, bigint) IS
+'Make an active subscription the account''s default one, whose licenses new members get (R10) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
+CREATE OR REPLACE FUNCTION subscription.set_default(subscription_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.set_default(subscription.tenant_of('subscription', set_default.subscription_id), set_default.subscription_id);
+END
+$$;
+
+CREATE FUNCTION subscription.set_quantity(tenant_id bigint, subscription_id bigint, quantity integer, at timestamptz)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    counter subscription.license_counter;
+    new_capacity integer;
+    paid integer;
+    monthly boolean;
+    old_price record;
+    new_price record;
+    charge numeric;
+BEGIN
+    PERFORM subscription.require_tenant('set_quantity', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('set_quantity', '{subscription_id,quantity,at}',
+        ARRAY[subscription_id IS NULL, quantity IS NULL, at IS NULL]);
+    PERFORM subscription.require_quantity(quantity);
+    PERFORM subscription.require_time('set_quantity', at, false);
+
+    SELECT * INTO s FROM subscription.subscription AS x
+     WHERE x.tenant_id = set_quantity.tenant_id AND x.id = set_quantity.subscription_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    monthly := subscription.cycle_key(s.cycle) = '{1,0,0}';
+    PERFORM subscription.authorize(s.account_id,
+        CASE WHEN quantity > s.quantity THEN 'increase_licenses' ELSE 'decrease_licenses' END,
+        monthly);
+    IF s.status <> 'active' THEN
+        RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM subscription.require_in_period('set_quantity', s, at);
+    IF quantity = s.quantity THEN
+        RETURN subscription.licenses_left(subscription_id);
+    END IF;
+    PERFORM subscription.require_terms(s.account_id, at);
+
+    -- the counter row is what concurrent license writes wait on
+    SELECT * INTO counter FROM subscription.license_counter AS c
+     WHERE c.tenant_id = set_quantity.tenant_id AND c.subscription_id = set_quantity.subscription_id FOR NO KEY UPDATE;
+    -- the capacity keeps the add-on licenses and takes the new quantity
+    new_capacity := counter.capacity - s.quantity + quantity;
+    IF counter.used > new_capacity THEN
+        RAISE EXCEPTION 'subscription % cannot have fewer licenses than it has assigned', subscription_id
+            USING ERRCODE = 'check_violation',
+                  DETAIL = format('Limit %s, in use %s.', new_capacity, counter.used),
+                  HINT = 'Release licenses with subscription.license_release() first.';
+    END IF;
+
+    -- on a tiered plan the quantity is a tier (55000 otherwise)
+    -- at the version the subscription holds (grandfathering)
+    new_price := subscription.period_price(s.plan, s.cycle, quantity, s.plan_version);
+    PERFORM subscription.require_amount(new_price.amount, new_price.currency);
+    paid := coalesce(s.paid_quantity, s.quantity);
+    IF quantity > paid THEN
+        old_price := subscription.period_price(s.plan, s.cycle, paid, s.plan_version);
+        charge := subscription.unused_part(new_price.amount - old_price.amount, s.period, at,
+                                           new_price.currency);
+        INSERT INTO subscription.ledger
+               (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+        VALUES (set_quantity.tenant_id, s.account_id, s.id, 'charge', charge, new_price.currency,
+                tstzrange(at, upper(s.period), '[)'), format('licenses %s-%s', paid + 1, quantity), s.plan,
+                format('%s more licenses of plan %s for the rest of the period', quantity - paid, s.plan));
+    END IF;
+
+    UPDATE subscription.subscription AS x
+       SET quantity = set_quantity.quantity, paid_quantity = greatest(paid, set_quantity.quantity)
+     WHERE x.tenant_id = set_quantity.tenant_id AND x.id = s.id;
+    RETURN subscription.licenses_left(subscription_id);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.set_quantity(bigint, bigint, integer, timestamptz) IS
+'Change the licenses now: more are charged for the rest of the period, fewer refund nothing (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
+CREATE OR REPLACE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT now())
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.set_quantity(subscription.tenant_of('subscription', set_quantity.subscription_id), set_quantity.subscription_id, set_quantity.quantity, set_quantity.at);
+END
+$$;
+
+CREATE FUNCTION subscription.change_cycle(tenant_id bigint, subscription_id bigint, cycle interval)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    missing text;
+BEGIN
+    PERFORM subscription.require_tenant('change_cycle', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('change_cycle', '{subscription_id,cycle}',
+        ARRAY[subscription_id IS NULL, cycle IS NULL]);
+    PERFORM subscription.require_cycle(cycle);
+    s := subscription.subscription_for_change('change_cycle', subscription_id, 'change_cycle');
+    PERFORM subscription.require_terms(s.account_id, now());
+    -- the plan must sell this cycle for the quantity, and so must the
+    -- add-ons that will renew with it (22023 otherwise)
+    PERFORM subscription.period_price(n.plan, cycle, coalesce(s.pending_quantity, s.quantity), n.version)
+       FROM subscription.next_plan(s) AS n;
+    missing := subscription.unpriced_addons(s.id, cycle);
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'add-on "%" has no price for cycle %', missing, subscription.cycle_text(cycle)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = subscription.sold_cycles('add-on', missing),
+                  HINT = 'The prices of an add-on are its rows in subscription.addon_price.';
+    END IF;
+    UPDATE subscription.subscription AS x
+       SET pending_cycle = CASE WHEN subscription.cycle_key(change_cycle.cycle)
+                                     = subscription.cycle_key(s.cycle)
+                                THEN NULL ELSE change_cycle.cycle END
+     WHERE x.tenant_id = change_cycle.tenant_id AND x.id = s.id;
+    RETURN upper(s.period);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.change_cycle(bigint, bigint, interval) IS
+'A new billing cycle from the next period (Z7); returns when it takes effect (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
+CREATE OR REPLACE FUNCTION subscription.change_cycle(subscription_id bigint, cycle interval)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.change_cycle(subscription.tenant_of('subscription', change_cycle.subscription_id), change_cycle.subscription_id, change_cycle.cycle);
+END
+$$;
+
+CREATE FUNCTION subscription.set_renewal(tenant_id bigint, subscription_id bigint, renewal text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.require_tenant('set_renewal', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('set_renewal', '{subscription_id,renewal}',
+        ARRAY[subscription_id IS NULL, renewal IS NULL]);
+    PERFORM subscription.require_renewal(renewal);
+    PERFORM subscription.subscription_for_change('set_renewal', subscription_id, 'change_renewal');
+    UPDATE subscription.subscription AS x SET renewal = set_renewal.renewal
+     WHERE x.tenant_id = set_renewal.tenant_id AND x.id = set_renewal.subscription_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.set_renewal(bigint, bigint, text) IS
+'The renewal option: none, once, always, to_monthly (R6) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
+CREATE OR REPLACE FUNCTION subscription.set_renewal(subscription_id bigint, renewal text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.set_renewal(subscription.tenant_of('subscription', set_renewal.subscription_id), set_renewal.subscription_id, set_renewal.renewal);
+END
+$$;
+
+CREATE FUNCTION subscription.cancel(tenant_id bigint, subscription_id bigint)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    PERFORM subscription.require_tenant('cancel', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('cancel', '{subscription_id}', ARRAY[subscription_id IS NULL]);
+    s := subscription.subscription_for_change('cancel', subscription_id, 'cancel');
+    UPDATE subscription.subscription AS x SET cancel_at_period_end = true
+     WHERE x.tenant_id = cancel.tenant_id AND x.id = s.id AND NOT x.cancel_at_period_end;
+    RETURN upper(s.period);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.cancel(bigint, bigint) IS
+'Cancel at the end of the period (Z8); returns when it ends (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
+CREATE OR REPLACE FUNCTION subscription.cancel(subscription_id bigint)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.cancel(subscription.tenant_of('subscription', cancel.subscription_id), cancel.subscription_id);
+END
+$$;
+
+CREATE FUNCTION subscription.cancel_account(tenant_id bigint, account_id bigint)
+RETURNS TABLE (subscription_id bigint, ends_at timestamptz)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.require_tenant('cancel_account', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('cancel_account', '{account_id}', ARRAY[account_id IS NULL]);
+    PERFORM subscription.require_account(cancel_account.account_id);
+    PERFORM subscription.authorize(account_id, 'cancel');
+    RETURN QUERY
+    SELECT s.id, subscription.cancel(s.id)
+      FROM subscription.subscription AS s
+     WHERE s.tenant_id = cancel_account.tenant_id AND s.account_id = cancel_account.account_id
+       AND s.status = 'active'
+     ORDER BY s.id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.cancel_account(bigint, bigint) IS
+'Cancel every active subscription of the account, each at its period end (Z8) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
+CREATE OR REPLACE FUNCTION subscription.cancel_account(account_id bigint)
+RETURNS TABLE (subscription_id bigint, ends_at timestamptz)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM subscription.cancel_account(subscription.tenant_of('account', cancel_account.account_id), cancel_account.account_id);
+END
+$$;
+
+CREATE FUNCTION subscription.change_plan(tenant_id bigint, subscription_id bigint, plan text, at timestamptz)
+RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    old_plan subscription.plan;
+    new_plan subscription.plan;
+    modes subscription.product;
+    price record;
+    new_period tstzrange;
+BEGIN
+    PERFORM subscription.require_tenant('change_plan', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('change_plan', '{subscription_id,plan,at}',
+        ARRAY[subscription_id IS NULL, plan IS NULL, at IS NULL]);
+    PERFORM subscription.require_time('change_plan', at, false);
+    SELECT * INTO new_plan FROM subscription.plan AS p WHERE p.code = change_plan.plan;
+    IF NOT FOUND THEN
+        PERFORM subscription.unknown_code('plan', plan);
+    END IF;
+    s := subscription.subscription_for_change('change_plan', subscription_id, 'change_plan');
+    PERFORM subscription.require_in_period('change_plan', s, at);
+    PERFORM subscription.require_terms(s.account_id, at);
+    SELECT * INTO old_plan FROM subscription.plan AS p WHERE p.code = s.plan;
+    IF new_plan.product <> old_plan.product THEN
+        RAISE EXCEPTION 'plan "%" is not a plan of product "%"', plan, old_plan.product
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Subscribe to the other product with subscription.subscribe().';
+    END IF;
+
+    effective_at := at;
+    refund := 0;
+    charge := 0;
+    IF new_plan.code = s.plan THEN
+        UPDATE subscription.subscription AS x SET pending_plan = NULL
+         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id AND x.pending_plan IS NOT NULL;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    SELECT * INTO modes FROM subscription.product AS p WHERE p.code = new_plan.product;
+    IF new_plan.rank < old_plan.rank AND modes.downgrade = 'end_of_period' THEN
+        -- C4: the current plan runs to the end of the period; the new one
+        -- must sell the cycle and quantity of the next (22023, 55000)
+        PERFORM subscription.period_price(new_plan.code, coalesce(s.pending_cycle, s.cycle),
+                                          coalesce(s.pending_quantity, s.quantity));
+        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
+        effective_at := upper(s.period);
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    -- the new plan must sell the cycle and the quantity (22023, 55000)
+    price := subscription.period_price(new_plan.code, s.cycle, s.quantity);
+    refund := subscription.give_back_unused(s, at, 'refund', format('change to plan %s', new_plan.code));
+    IF new_plan.rank >= old_plan.rank AND modes.upgrade = 'restart' THEN
+        -- C1: a new full period starts now
+        new_period := subscription.nth_period(at, s.cycle, 1);
+        charge := subscription.round_money(price.amount, price.currency);
+    ELSE
+        new_period := s.period;
+        charge := subscription.unused_part(price.amount, s.period, at, price.currency);
+    END IF;
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+    VALUES (change_plan.tenant_id, s.account_id, s.id, 'charge', charge, price.currency,
+            tstzrange(at, upper(new_period), '[)'), format('change to %s', new_plan.code), new_plan.code,
+            format('plan %s from %s, cycle %s, quantity %s', new_plan.code, at, s.cycle, s.quantity));
+
+    IF new_plan.rank < old_plan.rank THEN
+        -- immediate downgrade: apply_downgrade moves to the plan and trims
+        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code, paid_quantity = x.quantity
+         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
+        PERFORM FROM subscription.apply_downgrade(change_plan.tenant_id, s.id, false);
+    ELSE
+        UPDATE subscription.subscription AS x
+           SET plan = new_plan.code, pending_plan = NULL, paid_quantity = x.quantity,
+               period = new_period,
+               anchor = CASE WHEN new_period = s.period THEN x.anchor ELSE at END
+         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
+    END IF;
+    RETURN NEXT;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.change_plan(bigint, bigint, text, timestamptz) IS
+'Upgrade now (prorated or restarted) or downgrade at the period end (C1-C4, Z5) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
+CREATE OR REPLACE FUNCTION subscription.change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT now())
+RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM subscription.change_plan(subscription.tenant_of('subscription', change_plan.subscription_id), change_plan.subscription_id, change_plan.plan, change_plan.at);
+END
+$$;
+
+CREATE FUNCTION subscription.bundle_into_suite(tenant_id bigint, account_id bigint, suite_plan text, quantity integer, at timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    suite subscription.plan;
+    included text[];
+    replaced subscription.subscription[];
+    ids bigint[];
+    members bigint[];
+    r subscription.subscription;
+    bundle_cycle interval;
+    was_default boolean;
+    credited numeric := 0;
+    new_id bigint;
+BEGIN
+    PERFORM subscription.require_tenant('bundle_into_suite', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('bundle_into_suite', '{account_id,suite_plan,at}',
+        ARRAY[account_id IS NULL, suite_plan IS NULL, at IS NULL]);
+    IF quantity IS NOT NULL THEN
+        PERFORM subscription.require_quantity(quantity);
+    END IF;
+    PERFORM subscription.require_time('bundle_into_suite', at, false);
+    PERFORM subscription.require_account(bundle_into_suite.account_id);
+    PERFORM subscription.authorize(bundle_into_suite.account_id, 'change_plan');
+    SELECT * INTO suite FROM subscription.plan AS p WHERE p.code = bundle_into_suite.suite_plan;
+    IF NOT FOUND THEN
+        PERFORM subscription.unknown_code('plan', suite_plan);
+    END IF;
+    SELECT array_agg(DISTINCT ip.product ORDER BY ip.product) INTO included
+      FROM subscription.suite_component AS sc
+      JOIN subscription.plan AS ip ON ip.code = sc.plan
+     WHERE sc.suite_plan = suite.code;
+    IF included IS NULL THEN
+        RAISE EXCEPTION 'plan "%" is not a suite', suite.code
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The plans a suite includes are its rows in subscription.suite_component.';
+    END IF;
+
+    -- the separate subscriptions, locked in id order
+    SELECT array_agg(x ORDER BY x.id) INTO replaced
+      FROM (SELECT x.* FROM subscription.subscription AS x
+              JOIN subscription.plan AS p ON p.code = x.plan
+             WHERE x.tenant_id = bundle_into_suite.tenant_id AND x.account_id = bundle_into_suite.account_id
+               AND x.status = 'active'
+               AND subscription.seat_product(p.kind, p.product) = ANY (included)
+             ORDER BY x.id
+               FOR NO KEY UPDATE OF x) AS x;
+    IF replaced IS NULL THEN
+        RAISE EXCEPTION 'account % has no subscription to bundle into suite "%"', account_id, suite.code
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('It has no active subscription of product %s.',
+                                  array_to_string(ARRAY(SELECT format('"%s"', i) FROM unnest(included) AS i), ', ')),
+                  HINT = 'Subscribe to the suite with subscription.subscribe().';
+    END IF;
+    ids := ARRAY(SELECT x.id FROM unnest(replaced) AS x);
+    quantity := coalesce(quantity, (SELECT max(x.quantity) FROM unnest(replaced) AS x));
+    bundle_cycle := (SELECT max(x.cycle) FROM unnest(replaced) AS x);
+    was_default := (SELECT bool_or(x.is_default) FROM unnest(replaced) AS x);
+
+    -- their seats go to the suite: a member holding a license of an included product
+    members := ARRAY(SELECT DISTINCT l.member_id FROM subscription.license AS l
+                      WHERE l.tenant_id = bundle_into_suite.tenant_id AND l.subscription_id = ANY (ids) ORDER BY 1);
+    IF cardinality(members) > quantity THEN
+        RAISE EXCEPTION 'suite "%" with % licenses cannot seat the % members holding a license of product %',
+                        suite.code, quantity, cardinality(members),
+                        (SELECT string_agg(DISTINCT format('"%s"', p.product), ', ' ORDER BY format('"%s"', p.product))
+                           FROM unnest(replaced) AS x
+                           JOIN subscription.license AS l ON l.tenant_id = bundle_into_suite.tenant_id AND l.subscription_id = x.id
+                           JOIN subscription.plan AS p ON p.code = x.plan)
+            USING ERRCODE = 'check_violation',
+                  DETAIL = format('Members %s hold a license of subscription %s.',
+                                  array_to_string(members, ', '), array_to_string(ids, ', ')),
+                  HINT = 'Bundle with a larger quantity, or release licenses first.';
+    END IF;
+
+    -- L9: each ends now, its unused days credited; its licenses released
+    FOREACH r IN ARRAY replaced LOOP
+        credited := credited + subscription.end_early(bundle_into_suite.tenant_id, r.id, at);
+    END LOOP;
+    DELETE FROM subscription.license AS l WHERE l.tenant_id = bundle_into_suite.tenant_id AND l.subscription_id = ANY (ids);
+    IF was_default THEN
+        UPDATE subscription.subscription AS x SET is_default = false
+         WHERE x.tenant_id = bundle_into_suite.tenant_id AND x.id = ANY (ids) AND x.is_default;
+    END IF;
+
+    -- the suite, charged as any subscription (the credit pays it first)
+    new_id := subscription.subscribe(bundle_into_suite.tenant_id, bundle_into_suite.account_id, suite.code, bundle_cycle, quantity, at,
+                                     'always', NULL);
+    IF was_default THEN
+        UPDATE subscription.subscription AS x SET is_default = true WHERE x.tenant_id = bundle_into_suite.tenant_id AND x.id = new_id AND NOT x.is_default;
+    END IF;
+    INSERT INTO subscription.license (tenant_id, subscription_id, member_id)
+    SELECT bundle_into_suite.tenant_id, new_id, m FROM unnest(members) AS m;
+
+    INSERT INTO subscription.history (tenant_id, actor, operation, account_id, subscription_id, details)
+    VALUES (bundle_into_suite.tenant_id, subscription.current_actor(), 'bundle_into_suite', bundle_into_suite.account_id, new_id,
+            jsonb_build_object('suite_plan', suite.code, 'quantity', quantity, 'replaced', to_jsonb(ids),
+                               'credited', credited, 'members', to_jsonb(members)));
+    RETURN new_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.bundle_into_suite(bigint, bigint, text, integer, timestamptz) IS
+'Move the account''s separate subscriptions of a suite''s products into one suite subscription, their unused days credited (Z3, L9) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
+CREATE OR REPLACE FUNCTION subscription.bundle_into_suite(account_id bigint, suite_plan text, quantity integer DEFAULT NULL,
+                                               at timestamptz DEFAULT now())
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.bundle_into_suite(subscription.tenant_of('account', bundle_into_suite.account_id), bundle_into_suite.account_id, bundle_into_suite.suite_plan, bundle_into_suite.quantity, bundle_into_suite.at);
+END
+$$;
+
+CREATE FUNCTION subscription.credit_account(tenant_id bigint, account_id bigint, amount numeric, reason text, currency text)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    line bigint;
+BEGIN
+    PERFORM subscription.require_tenant('credit_account', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('credit_account', '{account_id,amount,reason,currency}',
+        ARRAY[account_id IS NULL, amount IS NULL, reason IS NULL, currency IS NULL]);
+    PERFORM subscription.require_account(credit_account.account_id);
+    PERFORM subscription.authorize(credit_account.account_id, 'pay');
+    PERFORM FROM subscription.currency AS c WHERE c.code = credit_account.currency;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'currency "%" does not exist', currency USING ERRCODE = 'undefined_object';
+    END IF;
+    IF amount <= 0 OR amount >= 'Infinity'
+       OR amount <> subscription.round_money(amount, currency) THEN
+        RAISE EXCEPTION 'a credit must be a positive amount in the minor unit of %', currency
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The amount was %s.', amount);
+    END IF;
+    PERFORM subscription.require_amount(amount, currency);
+    INSERT INTO subscription.ledger AS l (tenant_id, account_id, kind, amount, currency, item, description)
+    VALUES (credit_account.tenant_id, credit_account.account_id, 'credit', amount, currency, 'credit', reason)
+    RETURNING l.id INTO line;
+    RETURN line;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.credit_account(bigint, bigint, numeric, text, text) IS
+'Credit an account with a reason; the next charges use it (L9, L10) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
+CREATE OR REPLACE FUNCTION subscription.credit_account(account_id bigint, amount numeric, reason text,
+                                            currency text DEFAULT 'EUR')
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.credit_account(subscription.tenant_of('account', credit_account.account_id), credit_account.account_id, credit_account.amount, credit_account.reason, credit_account.currency);
+END
+$$;
+
+CREATE FUNCTION subscription.end_early(tenant_id bigint, subscription_id bigint, at timestamptz)
+RETURNS numeric
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    credited numeric;
+BEGIN
+    PERFORM subscription.require_tenant('end_early', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('end_early', '{subscription_id,at}',
+        ARRAY[subscription_id IS NULL, at IS NULL]);
+    PERFORM subscription.require_time('end_early', at, false);
+    s := subscription.subscription_for_change('end_early', subscription_id, 'cancel');
+    PERFORM subscription.require_in_period('end_early', s, at);
+    credited := subscription.give_back_unused(s, at, 'credit', 'consolidation');
+    UPDATE subscription.addon_batch AS b SET status = 'expired'
+     WHERE b.tenant_id = end_early.tenant_id AND b.subscription_id = s.id AND b.status = 'active';
+    UPDATE subscription.subscription AS x SET status = 'cancelled' WHERE x.tenant_id = end_early.tenant_id AND x.id = s.id;
+    RETURN credited;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.end_early(bigint, bigint, timestamptz) IS
+'End a subscription now; its unused days become credit (L9) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
+CREATE OR REPLACE FUNCTION subscription.end_early(subscription_id bigint, at timestamptz DEFAULT now())
+RETURNS numeric
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.end_early(subscription.tenant_of('subscription', end_early.subscription_id), end_early.subscription_id, end_early.at);
+END
+$$;
+
+CREATE FUNCTION subscription.purchase_addon(tenant_id bigint, subscription_id bigint, addon text, quantity integer, at timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    a subscription.addon;
+    offer subscription.plan_addon;
+    price record;
+    plan_price record;
+    batch bigint;
+    one_time boolean;
+BEGIN
+    PERFORM subscription.require_tenant('purchase_addon', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('purchase_addon', '{subscription_id,addon,quantity,at}',
+        ARRAY[subscription_id IS NULL, addon IS NULL, quantity IS NULL, at IS NULL]);
+    PERFORM subscription.require_quantity(quantity);
+    PERFORM subscription.require_time('purchase_addon', at, false);
+    SELECT * INTO a FROM subscription.addon AS x WHERE x.code = purchase_addon.addon;
+    IF NOT FOUND THEN
+        PERFORM subscription.unknown_code('add-on', addon);
+    END IF;
+    -- K8: members of a sub-account do not buy
+    s := subscription.subscription_for_change('purchase_addon', subscription_id, 'purchase');
+    PERFORM subscription.require_in_period('purchase_addon', s, at);
+    PERFORM subscription.require_terms(s.account_id, at);
+
+    SELECT * INTO offer FROM subscription.plan_addon AS o
+     WHERE o.plan = s.plan AND o.addon = a.code;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'add-on "%" is not sold with plan "%"', a.code, s.plan
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'The add-ons a plan may buy are its rows in subscription.plan_addon.';
+    ELSIF offer.included THEN
+        RAISE EXCEPTION 'add-on "%" is already included in plan "%"', a.code, s.plan   -- Z6
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Plan "%s" gives what add-on "%s" sells: there is nothing to buy.', s.plan, a.code);
+    END IF;
+    plan_price := subscription.period_price(s.plan, s.cycle, s.quantity, s.plan_version);
+    IF plan_price.amount = 0 THEN
+        RAISE EXCEPTION 'add-ons are sold on paid plans only'                            -- K1
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Plan "%s" is free.', s.plan);
+    END IF;
+
+    one_time := a.one_time;
+    price := subscription.addon_period_price(a.code, CASE WHEN one_time THEN NULL ELSE s.cycle END, quantity);
+    PERFORM subscription.require_amount(price.amount, price.currency);
+    -- the seats it adds stay within the largest quantity (an integer)
+    IF a.feature = 'licenses'
+       AND subscription.license_capacity(s.id)::bigint + (quantity::bigint * a.units)
+           > current_setting('subscription.max_quantity')::bigint THEN
+        RAISE EXCEPTION 'subscription % would hold more licenses than the largest quantity allowed', s.id
+            USING ERRCODE = 'numeric_value_out_of_range',
+                  DETAIL = format('It holds %s; %s x %s more would pass subscription.max_quantity (%s).',
+                                  subscription.license_capacity(s.id), quantity, a.units,
+                                  current_setting('subscription.max_quantity'));
+    END IF;
+    INSERT INTO subscription.addon_batch AS b (tenant_id, subscription_id, addon, quantity, purchased_at)
+    VALUES (purchase_addon.tenant_id, s.id, a.code, quantity, at)
+    RETURNING b.id INTO batch;
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
+    SELECT purchase_addon.tenant_id, s.account_id, s.id, batch, 'charge', c.amount, price.currency,
+           CASE WHEN one_time THEN NULL ELSE tstzrange(at, upper(s.period), '[)') END, 'addon', s.plan,
+           CASE WHEN one_time
+                THEN format('add-on %s x %s, one-time', a.code, quantity)
+                ELSE format('add-on %s x %s for the rest of the period; full cycle %s %s', a.code, quantity,
+                            subscription.round_money(price.amount, price.currency), price.currency) END
+      FROM (SELECT CASE WHEN one_time THEN subscription.round_money(price.amount, price.currency)
+                        ELSE subscription.unused_part(price.amount, s.period, at, price.currency) END) AS c(amount);
+    RETURN batch;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.purchase_addon(bigint, bigint, text, integer, timestamptz) IS
+'Buy add-on units for the rest of the period, or once (K1-K3, Z6) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
+CREATE OR REPLACE FUNCTION subscription.purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
+                                            at timestamptz DEFAULT now())
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.purchase_addon(subscription.tenant_of('subscription', purchase_addon.subscription_id), purchase_addon.subscription_id, purchase_addon.addon, purchase_addon.quantity, purchase_addon.at);
+END
+$$;
+
+CREATE FUNCTION subscription.cancel_addon(tenant_id bigint, batch_id bigint)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    b subscription.addon_batch;
+    s subscription.subscription;
+BEGIN
+    PERFORM subscription.require_tenant('cancel_addon', tenant_id, 'addon_batch', batch_id);
+    PERFORM subscription.require_arguments('cancel_addon', '{batch_id}', ARRAY[batch_id IS NULL]);
+    SELECT * INTO b FROM subscription.addon_batch AS x WHERE x.tenant_id = cancel_addon.tenant_id AND x.id = cancel_addon.batch_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'add-on batch % does not exist', batch_id USING ERRCODE = 'no_data_found';
+    END IF;
+    s := subscription.subscription_for_change('cancel_addon', b.subscription_id, 'cancel');
+    IF b.status <> 'active' THEN
+        RAISE EXCEPTION 'add-on batch % is %', batch_id, b.status USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF (SELECT x.one_time FROM subscription.addon AS x WHERE x.code = b.addon) THEN
+        RAISE EXCEPTION 'add-on batch % was a one-time purchase', batch_id
+            USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = 'Nothing renews, so nothing can be cancelled.';
+    END IF;
+    UPDATE subscription.addon_batch AS x SET cancel_at_period_end = true
+     WHERE x.tenant_id = cancel_addon.tenant_id AND x.id = b.id AND NOT x.cancel_at_period_end;
+    RETURN upper(s.period);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.cancel_addon(bigint, bigint) IS
+'End an add-on batch with the period (K4, K5); returns when it ends (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the addon batch, then the keyed form (docs/design.md#keyed-forms)
+CREATE OR REPLACE FUNCTION subscription.cancel_addon(batch_id bigint)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.cancel_addon(subscription.tenant_of('addon_batch', cancel_addon.batch_id), cancel_addon.batch_id);
+END
+$$;
+
+CREATE FUNCTION subscription.close_account(tenant_id bigint, account_id bigint, at timestamptz)
+RETURNS TABLE (subscription_id bigint, credited numeric)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    closed timestamptz;
+    open_children text;
+    s bigint;
+BEGIN
+    PERFORM subscription.require_tenant('close_account', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('close_account', '{account_id,at}',
+        ARRAY[account_id IS NULL, at IS NULL]);
+    PERFORM subscription.require_account(close_account.account_id);
+    PERFORM subscription.authorize(close_account.account_id, 'cancel');
+    PERFORM subscription.require_time('close_account', at, false);
+    SELECT a.closed_at INTO closed FROM subscription.account AS a
+     WHERE a.tenant_id = close_account.tenant_id AND a.id = close_account.account_id FOR NO KEY UPDATE;
+    IF closed IS NOT NULL THEN
+        RAISE EXCEPTION 'account % is already closed', account_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('It was closed at %s.', closed);
+    END IF;
+    -- K9: a sub-account is closed by whom may act on it (Z1, K8), first
+    SELECT string_agg(a.id::text, ', ' ORDER BY a.id) INTO open_children FROM subscription.account AS a
+     WHERE a.tenant_id = close_account.tenant_id AND a.parent_id = close_account.account_id AND a.closed_at IS NULL;
+    IF open_children IS NOT NULL THEN
+        RAISE EXCEPTION 'account % has open sub-accounts', account_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Sub-accounts %s are open.', open_children),
+                  HINT = 'Close them first with subscription.close_account().';
+    END IF;
+    FOR s IN SELECT x.id FROM subscription.subscription AS x
+              WHERE x.tenant_id = close_account.tenant_id AND x.account_id = close_account.account_id
+                AND x.status = 'active'
+              ORDER BY x.id LOOP
+        subscription_id := s;
+        credited := subscription.end_early(close_account.tenant_id, s, at);
+        RETURN NEXT;
+    END LOOP;
+    -- the seats of every subscription of the account, through the license guard
+    DELETE FROM subscription.license AS l
+     USING subscription.subscription AS x
+     WHERE l.tenant_id = close_account.tenant_id
+       AND x.tenant_id = close_account.tenant_id AND x.id = l.subscription_id
+       AND x.account_id = close_account.account_id;
+    UPDATE subscription.account AS a SET closed_at = close_account.at
+     WHERE a.tenant_id = close_account.tenant_id AND a.id = close_account.account_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.close_account(bigint, bigint, timestamptz) IS
+'Close an account: end every subscription (unused days credited, L9), release the seats, refuse new subscriptions (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
+CREATE OR REPLACE FUNCTION subscription.close_account(account_id bigint, at timestamptz DEFAULT now())
+RETURNS TABLE (subscription_id bigint, credited numeric)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM subscription.close_account(subscription.tenant_of('account', close_account.account_id), close_account.account_id, close_account.at);
+END
+$$;
+
+CREATE FUNCTION subscription.erase_account(tenant_id bigint, account_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    closed timestamptz;
+    child bigint;
+    members bigint;
+BEGIN
+    PERFORM subscription.require_tenant('erase_account', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('erase_account', '{account_id}', ARRAY[account_id IS NULL]);
+    IF coalesce(current_setting('subscription.actor', true), '') <> ''
+       OR NOT subscription.caller_is_trusted() THEN
+        RAISE EXCEPTION 'erase_account() is for back-office code'
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'Erasing an account is not an action of a member.',
+                  HINT = 'Call it without subscription.actor, as a role given subscription.grant_backoffice().';
+    END IF;
+    PERFORM subscription.require_account(erase_account.account_id);
+    SELECT a.closed_at INTO closed FROM subscription.account AS a
+     WHERE a.tenant_id = erase_account.tenant_id AND a.id = erase_account.account_id FOR NO KEY UPDATE;
+    IF closed IS NULL THEN
+        RAISE EXCEPTION 'account % is not closed', account_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Close it first with subscription.close_account().';
+    END IF;
+    FOR child IN SELECT a.id FROM subscription.account AS a
+                  WHERE a.tenant_id = erase_account.tenant_id AND a.parent_id = erase_account.account_id ORDER BY a.id LOOP
+        PERFORM subscription.erase_account(erase_account.tenant_id, child);
+    END LOOP;
+    DELETE FROM subscription.member AS m WHERE m.tenant_id = erase_account.tenant_id AND m.account_id = erase_account.account_id;
+    GET DIAGNOSTICS members = ROW_COUNT;
+    UPDATE subscription.account AS a SET name = 'erased'
+     WHERE a.tenant_id = erase_account.tenant_id AND a.id = erase_account.account_id;
+    -- the one change history allows (refuse_history_change)
+    UPDATE subscription.history AS h SET details = subscription.erased_details(h.details)
+     WHERE h.tenant_id = erase_account.tenant_id AND h.account_id = erase_account.account_id
+       AND h.details <> subscription.erased_details(h.details);
+    PERFORM subscription.write_history('account_erase', erase_account.account_id, NULL,
+                                       jsonb_build_object('members', members));
+END
+$$;
+
+COMMENT ON FUNCTION subscription.erase_account(bigint, bigint) IS
+'GDPR: erase the personal data (name, members, their external ids, in history too) of a closed account; the ledger stays (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
+CREATE OR REPLACE FUNCTION subscription.erase_account(account_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.erase_account(subscription.tenant_of('account', erase_account.account_id), erase_account.account_id);
+END
+$$;
+
+CREATE FUNCTION subscription.cancel_migration(tenant_id bigint, subscription_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    PERFORM subscription.require_tenant('cancel_migration', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('cancel_migration', '{subscription_id}', ARRAY[subscription_id IS NULL]);
+    PERFORM subscription.require_renewal_run('cancel_migration', now());
+    SELECT * INTO s FROM subscription.subscription AS x WHERE x.tenant_id = cancel_migration.tenant_id AND x.id = cancel_migration.subscription_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    IF s.migrate_to IS NULL THEN
+        RAISE EXCEPTION 'subscription % has no pending migration', subscription_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('It holds version %s of plan "%s".', s.plan_version, s.plan);
+    END IF;
+    UPDATE subscription.subscription AS x
+       SET migrate_to = NULL, migrate_version = NULL, migrate_at = NULL, migrate_trim = NULL
+     WHERE x.tenant_id = cancel_migration.tenant_id AND x.id = s.id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.cancel_migration(bigint, bigint) IS
+'Cancel a subscription''s pending migration: it keeps the plan version it holds (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
+CREATE OR REPLACE FUNCTION subscription.cancel_migration(subscription_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.cancel_migration(subscription.tenant_of('subscription', cancel_migration.subscription_id), cancel_migration.subscription_id);
+END
+$$;
+
+-- The keyed forms (docs/design.md#keyed-forms): the same code, given the
+-- tenant first; the unkeyed forms look it up (src/licenses.c).
+CREATE FUNCTION subscription.license_consume(tenant_id bigint, subscription_id bigint, member_id bigint)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'license_consume'
+LANGUAGE C
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION subscription.license_consume(bigint, bigint, bigint) IS
+'Assign one license of the subscription to the member; returns the licenses left (R11, Z4) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE FUNCTION subscription.license_release(tenant_id bigint, subscription_id bigint, member_id bigint)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'license_release'
+LANGUAGE C
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION subscription.license_release(bigint, bigint, bigint) IS
+'Take the member''s license of the subscription back; returns the licenses left (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- The keyed form (docs/design.md#keyed-forms): the same code, given the
+-- tenant first.
+CREATE FUNCTION subscription.apply_downgrade(tenant_id bigint, subscription_id bigint, dry_run boolean)
+RETURNS TABLE (feature text, relation regclass, action text, row_id text, old_value bigint, new_value bigint)
+AS 'MODULE_PATHNAME', 'apply_downgrade'
+LANGUAGE C VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION subscription.apply_downgrade(bigint, bigint, boolean) IS
+'Apply the pending downgrade and trim the account''s registered tables to the new limits; dry_run previews it (C4-C12) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- PUBLIC executes none of the keyed forms; the roles already given rights get
+-- theirs (role_rights names functions, so a keyed form has its unkeyed
+-- form's rights)
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA subscription FROM PUBLIC;
+SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g;
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves

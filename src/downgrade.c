@@ -631,12 +631,15 @@ apply_downgrade(PG_FUNCTION_ARGS)
 	bool		dry_run;
 	MemoryContext caller_context;
 
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+	/* the keyed form (tenant_id, subscription_id, dry_run) names the tenant first */
+	int			first = PG_NARGS() == 3 ? 1 : 0;
+
+	if (PG_ARGISNULL(first) || PG_ARGISNULL(first + 1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("apply_downgrade() requires a non-NULL %s",
-						PG_ARGISNULL(0) ? "subscription_id" : "dry_run")));
-	dry_run = PG_GETARG_BOOL(1);
+						PG_ARGISNULL(first) ? "subscription_id" : "dry_run")));
+	dry_run = PG_GETARG_BOOL(first + 1);
 
 	InitMaterializedSRF(fcinfo, 0);
 	out.store = rsinfo->setResult;
@@ -646,6 +649,9 @@ apply_downgrade(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	caller_context = CurrentMemoryContext;
+	/* the keyed form's check: a subscription of that tenant (22023) */
+	if (first == 1)
+		RequireTenant("apply_downgrade", fcinfo, "subscription", 1);
 	if (dry_run)
 	{
 		BeginInternalSubTransaction(NULL);
@@ -654,7 +660,7 @@ apply_downgrade(PG_FUNCTION_ARGS)
 
 	PG_TRY();
 	{
-		ApplyDowngrade(PG_GETARG_INT64(0), &out);
+		ApplyDowngrade(PG_GETARG_INT64(first), &out);
 	}
 	PG_CATCH();
 	{

@@ -1124,26 +1124,49 @@ PrecheckLicense(const char *fn, int64 subscription_id, int64 member_id, bool ass
 static int32
 WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
 {
+	/* the keyed form (tenant_id, subscription_id, member_id) names the tenant first */
+	int			first = PG_NARGS() == 3 ? 1 : 0;
+	bool		keyed = TenantKeyed("license");
 	int64		subscription_id;
 	int64		member_id;
-	Oid			argtypes[2] = {INT8OID, INT8OID};
-	Datum		values[2];
+	int64		tenant = 0;
+	Oid			argtypes[3] = {INT8OID, INT8OID, INT8OID};
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
 	int			nest_level;
 	int32		left;
 
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+	if (PG_ARGISNULL(first) || PG_ARGISNULL(first + 1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("argument \"%s\" of %s() must not be null",
-						PG_ARGISNULL(0) ? "subscription_id" : "member_id", fn)));
-	subscription_id = PG_GETARG_INT64(0);
-	member_id = PG_GETARG_INT64(1);
+						PG_ARGISNULL(first) ? "subscription_id" : "member_id", fn)));
+	subscription_id = PG_GETARG_INT64(first);
+	member_id = PG_GETARG_INT64(first + 1);
 	values[0] = Int64GetDatum(subscription_id);
 	values[1] = Int64GetDatum(member_id);
 
 	nest_level = PinSearchPath();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+
+	/*
+	 * The tenant: the keyed form's, checked first (22023 for another
+	 * tenant's subscription); the unkeyed form's, looked up.  Every write
+	 * below names it (docs/design.md#keyed-forms); an unknown subscription
+	 * has none, and the write finds nothing.
+	 */
+	if (first == 1)
+	{
+		RequireTenant(fn, fcinfo, "subscription", 1);
+		if (PG_ARGISNULL(0))
+			nulls[2] = 'n';
+		else
+			tenant = PG_GETARG_INT64(0);
+	}
+	else if (!keyed || !TenantOf("subscription", subscription_id, &tenant))
+		nulls[2] = 'n';
+	values[2] = Int64GetDatum(tenant);
 
 	/*
 	 * With an actor, the rights come first, read by the subscription's key
@@ -1179,12 +1202,12 @@ WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
 		 * nothing inserted is explained by PrecheckLicense.
 		 */
 		KeptPlan(&insert_license_plan,
-				 TenantKeyed("license")
+				 keyed
 				 ? "INSERT INTO subscription.license (tenant_id, subscription_id, member_id)"
-				 " SELECT s.tenant_id, $1, $2"
+				 " SELECT $3, $1, $2"
 				 "   FROM subscription.subscription AS s"
-				 "   JOIN subscription.member AS m ON m.id = $2"
-				 "  WHERE s.id = $1 AND s.status = 'active'"
+				 "   JOIN subscription.member AS m ON m.tenant_id = $3 AND m.id = $2"
+				 "  WHERE s.tenant_id = $3 AND s.id = $1 AND s.status = 'active'"
 				 " ON CONFLICT DO NOTHING"
 				 : "INSERT INTO subscription.license (subscription_id, member_id)"
 				 " SELECT $1, $2"
@@ -1192,8 +1215,8 @@ WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
 				 "   JOIN subscription.member AS m ON m.id = $2"
 				 "  WHERE s.id = $1 AND s.status = 'active'"
 				 " ON CONFLICT DO NOTHING",
-				 2, argtypes);
-		if (SPI_execute_plan(insert_license_plan, values, NULL, false, 0) != SPI_OK_INSERT)
+				 3, argtypes);
+		if (SPI_execute_plan(insert_license_plan, values, nulls, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not assign the license");
 		if (SPI_processed == 0)
 		{
@@ -1208,9 +1231,11 @@ WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
 	else
 	{
 		KeptPlan(&delete_license_plan,
-				 "DELETE FROM subscription.license WHERE subscription_id = $1 AND member_id = $2",
-				 2, argtypes);
-		if (SPI_execute_plan(delete_license_plan, values, NULL, false, 0) != SPI_OK_DELETE)
+				 keyed
+				 ? "DELETE FROM subscription.license WHERE tenant_id = $3 AND subscription_id = $1 AND member_id = $2"
+				 : "DELETE FROM subscription.license WHERE subscription_id = $1 AND member_id = $2",
+				 3, argtypes);
+		if (SPI_execute_plan(delete_license_plan, values, nulls, false, 0) != SPI_OK_DELETE)
 			elog(ERROR, "could not release the license");
 		if (SPI_processed == 0)
 		{
@@ -1234,6 +1259,7 @@ WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
 
 /*
  * license_consume(subscription_id bigint, member_id bigint) returns int
+ * license_consume(tenant_id bigint, subscription_id bigint, member_id bigint) returns int
  */
 Datum
 license_consume(PG_FUNCTION_ARGS)
@@ -1243,6 +1269,7 @@ license_consume(PG_FUNCTION_ARGS)
 
 /*
  * license_release(subscription_id bigint, member_id bigint) returns int
+ * license_release(tenant_id bigint, subscription_id bigint, member_id bigint) returns int
  */
 Datum
 license_release(PG_FUNCTION_ARGS)

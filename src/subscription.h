@@ -127,6 +127,8 @@ extern Oid	OwnTable(const char *name);
 
 /* tenants.c: the tenant key */
 extern bool TenantKeyed(const char *table);
+extern bool TenantOf(const char *kind, int64 id, int64 *tenant);
+extern void RequireTenant(const char *fn, FunctionCallInfo fcinfo, const char *kind, int id_arg);
 extern RowWrites *BeginRowWrites(int ntables, const Oid *relids);
 extern void EndRowWrites(RowWrites *w);
 extern Snapshot RowWriteSnapshot(RowWrites *w);

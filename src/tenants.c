@@ -19,6 +19,7 @@
 
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -30,6 +31,7 @@
 #include "subscription.h"
 
 PG_FUNCTION_INFO_V1(fill_tenant_id);
+PG_FUNCTION_INFO_V1(tenant_of);
 
 /*
  * Whether the extension's table has its tenant key: since 1.1.  The
@@ -150,4 +152,59 @@ fill_tenant_id(PG_FUNCTION_ARGS)
 		row = heap_modify_tuple_by_cols(row, tupdesc, 1, cols, &tenant_value, &tenant_null);
 	}
 	return PointerGetDatum(row);
+}
+
+/*
+ * The tenant of an account, a subscription or an add-on batch, by its id
+ * alone; false when there is none.  What the unkeyed forms of the
+ * functions that write look up before they call their keyed form
+ * (docs/design.md#keyed-forms).
+ */
+bool
+TenantOf(const char *kind, int64 id, int64 *tenant)
+{
+	if (strcmp(kind, "account") != 0 && strcmp(kind, "subscription") != 0 &&
+		strcmp(kind, "addon_batch") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown kind of tenant row \"%s\"", kind),
+				 errhint("The kinds are account, subscription and addon_batch.")));
+	return ReadTenant(kind, id, tenant);
+}
+
+/*
+ * tenant_of(kind text, id bigint) returns bigint: NULL for an unknown id
+ */
+Datum
+tenant_of(PG_FUNCTION_ARGS)
+{
+	char	   *kind = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	int64		tenant;
+
+	if (!TenantOf(kind, PG_GETARG_INT64(1), &tenant))
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(tenant);
+}
+
+/*
+ * A keyed form's first check (require_tenant, in SQL): the id in argument
+ * id_arg is of the tenant in argument 0.  Needs SPI connected.
+ */
+void
+RequireTenant(const char *fn, FunctionCallInfo fcinfo, const char *kind, int id_arg)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[4] = {TEXTOID, INT8OID, TEXTOID, INT8OID};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+
+	values[0] = CStringGetTextDatum(fn);
+	values[1] = PG_ARGISNULL(0) ? (Datum) 0 : PG_GETARG_DATUM(0);
+	nulls[1] = PG_ARGISNULL(0) ? 'n' : ' ';
+	values[2] = CStringGetTextDatum(kind);
+	values[3] = PG_ARGISNULL(id_arg) ? (Datum) 0 : PG_GETARG_DATUM(id_arg);
+	nulls[3] = PG_ARGISNULL(id_arg) ? 'n' : ' ';
+	KeptPlan(&plan, "SELECT subscription.require_tenant($1, $2, $3, $4)", 4, argtypes);
+	if (SPI_execute_plan(plan, values, nulls, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not check the tenant of %s", fn);
 }

@@ -89,7 +89,7 @@ COMMENT ON FUNCTION subscription.require_terms(bigint, timestamptz) IS
 -- version again changes nothing.  Only the account owner accepts (or
 -- back-office code); a version older than the one in effect cannot be
 -- accepted (55000).
-CREATE FUNCTION subscription.accept_terms(account_id bigint, version text, at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.accept_terms(tenant_id bigint, account_id bigint, version text, at timestamptz)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -99,6 +99,7 @@ DECLARE
     t subscription.terms;
     current subscription.terms;
 BEGIN
+    PERFORM subscription.require_tenant('accept_terms', tenant_id, 'account', account_id);
     PERFORM subscription.require_arguments('accept_terms', '{account_id,version,at}',
         ARRAY[account_id IS NULL, version IS NULL, at IS NULL]);
     PERFORM subscription.require_time('accept_terms', at, false);
@@ -119,23 +120,31 @@ BEGIN
                   HINT = format('Accept the version in effect: subscription.accept_terms(%s, %L).',
                                 account_id, current.version);
     END IF;
-    INSERT INTO subscription.terms_acceptance AS a (account_id, version, accepted_at, accepted_by)
-    VALUES (accept_terms.account_id, t.version, accept_terms.at, subscription.current_actor())
+    INSERT INTO subscription.terms_acceptance AS a (tenant_id, account_id, version, accepted_at, accepted_by)
+    VALUES (accept_terms.tenant_id, accept_terms.account_id, t.version, accept_terms.at, subscription.current_actor())
     ON CONFLICT ON CONSTRAINT terms_acceptance_pkey DO NOTHING;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.accept_terms(bigint, bigint, text, timestamptz) IS
+'The account accepts a terms version; who accepted (the actor, else the session user) is recorded, in history too (Z11) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
+CREATE FUNCTION subscription.accept_terms(account_id bigint, version text, at timestamptz DEFAULT now())
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.accept_terms(subscription.tenant_of('account', accept_terms.account_id), accept_terms.account_id, accept_terms.version, accept_terms.at);
 END
 $$;
 
 COMMENT ON FUNCTION subscription.accept_terms(bigint, text, timestamptz) IS
 'The account accepts a terms version; who accepted (the actor, else the session user) is recorded, in history too (Z11)';
 
-CREATE FUNCTION subscription.subscribe(
-    account_id bigint,
-    plan text,
-    cycle interval,
-    quantity integer DEFAULT 1,
-    at timestamptz DEFAULT now(),
-    renewal text DEFAULT 'always',
-    coupon text DEFAULT NULL)
+CREATE FUNCTION subscription.subscribe(tenant_id bigint, account_id bigint, plan text, cycle interval, quantity integer, at timestamptz, renewal text, coupon text)
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -149,6 +158,7 @@ DECLARE
     k         integer;
     full_period tstzrange;
 BEGIN
+    PERFORM subscription.require_tenant('subscribe', tenant_id, 'account', account_id);
     PERFORM subscription.require_arguments('subscribe',
         '{account_id,plan,cycle,quantity,at,renewal}',
         ARRAY[account_id IS NULL, plan IS NULL, cycle IS NULL, quantity IS NULL,
@@ -161,7 +171,7 @@ BEGIN
 
     SELECT a.billing_anchor INTO anchor_at
       FROM subscription.account AS a
-     WHERE a.id = subscribe.account_id;
+     WHERE a.tenant_id = subscribe.tenant_id AND a.id = subscribe.account_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'account % does not exist', account_id
             USING ERRCODE = 'no_data_found';
@@ -188,21 +198,21 @@ BEGIN
     -- R10: an account's first service subscription is its default one;
     -- it holds the plan's current version (grandfathering)
     INSERT INTO subscription.subscription AS s
-           (account_id, plan, plan_version, cycle, quantity, paid_quantity, period, anchor, period_number, renewal,
+           (tenant_id, account_id, plan, plan_version, cycle, quantity, paid_quantity, period, anchor, period_number, renewal,
             is_default, coupon, coupon_periods_left)
-    SELECT subscribe.account_id, subscribe.plan, p.version, subscribe.cycle, subscribe.quantity, subscribe.quantity,
+    SELECT subscribe.tenant_id, subscribe.account_id, subscribe.plan, p.version, subscribe.cycle, subscribe.quantity, subscribe.quantity,
            period, anchor_at, k, subscribe.renewal,
            p.kind = 'service' AND NOT EXISTS (
                SELECT FROM subscription.subscription AS d
-                WHERE d.account_id = subscribe.account_id AND d.is_default),
+                WHERE d.tenant_id = subscribe.tenant_id AND d.account_id = subscribe.account_id AND d.is_default),
            subscribe.coupon, (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code = subscribe.coupon)
       FROM subscription.plan AS p
      WHERE p.code = subscribe.plan
     RETURNING s.id INTO new_id;
 
     INSERT INTO subscription.ledger
-           (account_id, subscription_id, kind, amount, currency, period, plan, description)
-    VALUES (subscribe.account_id, new_id, 'charge',
+           (tenant_id, account_id, subscription_id, kind, amount, currency, period, plan, description)
+    VALUES (subscribe.tenant_id, subscribe.account_id, new_id, 'charge',
             CASE WHEN period = full_period
                  THEN subscription.round_money(price.amount, price.currency)
                  ELSE subscription.unused_part(price.amount, full_period, at, price.currency) END,
@@ -212,6 +222,28 @@ BEGIN
                         ELSE format(', to the billing date %s', upper(period)) END));
 
     RETURN new_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.subscribe(bigint, bigint, text, interval, integer, timestamptz, text, text) IS
+'Subscribe an account to a plan and charge the first period, prorated to the billing anchor (L4) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
+CREATE FUNCTION subscription.subscribe(
+    account_id bigint,
+    plan text,
+    cycle interval,
+    quantity integer DEFAULT 1,
+    at timestamptz DEFAULT now(),
+    renewal text DEFAULT 'always',
+    coupon text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.subscribe(subscription.tenant_of('account', subscribe.account_id), subscribe.account_id, subscribe.plan, subscribe.cycle, subscribe.quantity, subscribe.at, subscribe.renewal, subscribe.coupon);
 END
 $$;
 

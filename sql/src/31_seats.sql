@@ -180,6 +180,28 @@ SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION subscription.license_release(bigint, bigint) IS
 'Take the member''s license of the subscription back; returns the licenses left';
 
+-- The keyed forms (docs/design.md#keyed-forms): the same code, given the
+-- tenant first; the unkeyed forms look it up (src/licenses.c).
+CREATE FUNCTION subscription.license_consume(tenant_id bigint, subscription_id bigint, member_id bigint)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'license_consume'
+LANGUAGE C
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION subscription.license_consume(bigint, bigint, bigint) IS
+'Assign one license of the subscription to the member; returns the licenses left (R11, Z4) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE FUNCTION subscription.license_release(tenant_id bigint, subscription_id bigint, member_id bigint)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'license_release'
+LANGUAGE C
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION subscription.license_release(bigint, bigint, bigint) IS
+'Take the member''s license of the subscription back; returns the licenses left (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
 CREATE FUNCTION subscription.licenses_left(subscription_id bigint)
 RETURNS integer
 AS 'MODULE_PATHNAME', 'licenses_left'
@@ -240,7 +262,7 @@ CREATE TRIGGER member_default_license AFTER INSERT ON subscription.member
 -- A new member's default license, taken at the same time, is one of the
 -- old or of the new default (its trigger reads one committed state).
 -- History records both updates.
-CREATE FUNCTION subscription.set_default(subscription_id bigint)
+CREATE FUNCTION subscription.set_default(tenant_id bigint, subscription_id bigint)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -250,22 +272,38 @@ DECLARE
     account bigint;
     s subscription.subscription;
 BEGIN
+    PERFORM subscription.require_tenant('set_default', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('set_default', '{subscription_id}', ARRAY[subscription_id IS NULL]);
     SELECT x.account_id INTO account FROM subscription.subscription AS x
-     WHERE x.id = set_default.subscription_id;
+     WHERE x.tenant_id = set_default.tenant_id AND x.id = set_default.subscription_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
     END IF;
-    PERFORM FROM subscription.subscription AS x WHERE x.account_id = account
+    PERFORM FROM subscription.subscription AS x WHERE x.tenant_id = set_default.tenant_id AND x.account_id = account
      ORDER BY x.id FOR NO KEY UPDATE;
     s := subscription.subscription_for_change('set_default', subscription_id, 'set_default');
     IF s.is_default THEN
         RETURN;
     END IF;
     UPDATE subscription.subscription AS x SET is_default = false
-     WHERE x.account_id = s.account_id AND x.is_default;
+     WHERE x.tenant_id = set_default.tenant_id AND x.account_id = s.account_id AND x.is_default;
     UPDATE subscription.subscription AS x SET is_default = true
-     WHERE x.id = s.id;
+     WHERE x.tenant_id = set_default.tenant_id AND x.id = s.id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.set_default(bigint, bigint) IS
+'Make an active subscription the account''s default one, whose licenses new members get (R10) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
+CREATE FUNCTION subscription.set_default(subscription_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.set_default(subscription.tenant_of('subscription', set_default.subscription_id), set_default.subscription_id);
 END
 $$;
 
@@ -287,7 +325,7 @@ COMMENT ON VIEW subscription.license_holder IS
 -- the licenses above those already paid this period (prorate_refund's
 -- fraction, rounded once); fewer take effect now too, refund nothing, and
 -- cannot go below the licenses assigned (23514).  Returns the licenses left.
-CREATE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.set_quantity(tenant_id bigint, subscription_id bigint, quantity integer, at timestamptz)
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -303,13 +341,14 @@ DECLARE
     new_price record;
     charge numeric;
 BEGIN
+    PERFORM subscription.require_tenant('set_quantity', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('set_quantity', '{subscription_id,quantity,at}',
         ARRAY[subscription_id IS NULL, quantity IS NULL, at IS NULL]);
     PERFORM subscription.require_quantity(quantity);
     PERFORM subscription.require_time('set_quantity', at, false);
 
     SELECT * INTO s FROM subscription.subscription AS x
-     WHERE x.id = set_quantity.subscription_id FOR NO KEY UPDATE;
+     WHERE x.tenant_id = set_quantity.tenant_id AND x.id = set_quantity.subscription_id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
     END IF;
@@ -329,7 +368,7 @@ BEGIN
 
     -- the counter row is what concurrent license writes wait on
     SELECT * INTO counter FROM subscription.license_counter AS c
-     WHERE c.subscription_id = set_quantity.subscription_id FOR NO KEY UPDATE;
+     WHERE c.tenant_id = set_quantity.tenant_id AND c.subscription_id = set_quantity.subscription_id FOR NO KEY UPDATE;
     -- the capacity keeps the add-on licenses and takes the new quantity
     new_capacity := counter.capacity - s.quantity + quantity;
     IF counter.used > new_capacity THEN
@@ -349,16 +388,31 @@ BEGIN
         charge := subscription.unused_part(new_price.amount - old_price.amount, s.period, at,
                                            new_price.currency);
         INSERT INTO subscription.ledger
-               (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
-        VALUES (s.account_id, s.id, 'charge', charge, new_price.currency,
+               (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+        VALUES (set_quantity.tenant_id, s.account_id, s.id, 'charge', charge, new_price.currency,
                 tstzrange(at, upper(s.period), '[)'), format('licenses %s-%s', paid + 1, quantity), s.plan,
                 format('%s more licenses of plan %s for the rest of the period', quantity - paid, s.plan));
     END IF;
 
     UPDATE subscription.subscription AS x
        SET quantity = set_quantity.quantity, paid_quantity = greatest(paid, set_quantity.quantity)
-     WHERE x.id = s.id;
+     WHERE x.tenant_id = set_quantity.tenant_id AND x.id = s.id;
     RETURN subscription.licenses_left(subscription_id);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.set_quantity(bigint, bigint, integer, timestamptz) IS
+'Change the licenses now: more are charged for the rest of the period, fewer refund nothing (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
+CREATE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT now())
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.set_quantity(subscription.tenant_of('subscription', set_quantity.subscription_id), set_quantity.subscription_id, set_quantity.quantity, set_quantity.at);
 END
 $$;
 

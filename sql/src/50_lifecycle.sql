@@ -49,7 +49,7 @@ COMMENT ON FUNCTION subscription.unpriced_addons(bigint, interval) IS 'Internal:
 -- Z7: a new cycle takes effect when the next period starts (switching an
 -- annual plan to monthly in its first month takes effect eleven months
 -- later); the plan must have a price for it.  Returns when it takes effect.
-CREATE FUNCTION subscription.change_cycle(subscription_id bigint, cycle interval)
+CREATE FUNCTION subscription.change_cycle(tenant_id bigint, subscription_id bigint, cycle interval)
 RETURNS timestamptz
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -59,6 +59,7 @@ DECLARE
     s subscription.subscription;
     missing text;
 BEGIN
+    PERFORM subscription.require_tenant('change_cycle', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('change_cycle', '{subscription_id,cycle}',
         ARRAY[subscription_id IS NULL, cycle IS NULL]);
     PERFORM subscription.require_cycle(cycle);
@@ -79,14 +80,50 @@ BEGIN
        SET pending_cycle = CASE WHEN subscription.cycle_key(change_cycle.cycle)
                                      = subscription.cycle_key(s.cycle)
                                 THEN NULL ELSE change_cycle.cycle END
-     WHERE x.id = s.id;
+     WHERE x.tenant_id = change_cycle.tenant_id AND x.id = s.id;
     RETURN upper(s.period);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.change_cycle(bigint, bigint, interval) IS
+'A new billing cycle from the next period (Z7); returns when it takes effect (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
+CREATE FUNCTION subscription.change_cycle(subscription_id bigint, cycle interval)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.change_cycle(subscription.tenant_of('subscription', change_cycle.subscription_id), change_cycle.subscription_id, change_cycle.cycle);
 END
 $$;
 
 COMMENT ON FUNCTION subscription.change_cycle(bigint, interval) IS 'A new billing cycle from the next period (Z7); returns when it takes effect';
 
 -- R6: the renewal option; admins need the right change_renewal (R9).
+CREATE FUNCTION subscription.set_renewal(tenant_id bigint, subscription_id bigint, renewal text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.require_tenant('set_renewal', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('set_renewal', '{subscription_id,renewal}',
+        ARRAY[subscription_id IS NULL, renewal IS NULL]);
+    PERFORM subscription.require_renewal(renewal);
+    PERFORM subscription.subscription_for_change('set_renewal', subscription_id, 'change_renewal');
+    UPDATE subscription.subscription AS x SET renewal = set_renewal.renewal
+     WHERE x.tenant_id = set_renewal.tenant_id AND x.id = set_renewal.subscription_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.set_renewal(bigint, bigint, text) IS
+'The renewal option: none, once, always, to_monthly (R6) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
 CREATE FUNCTION subscription.set_renewal(subscription_id bigint, renewal text)
 RETURNS void
 LANGUAGE plpgsql
@@ -94,12 +131,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM subscription.require_arguments('set_renewal', '{subscription_id,renewal}',
-        ARRAY[subscription_id IS NULL, renewal IS NULL]);
-    PERFORM subscription.require_renewal(renewal);
-    PERFORM subscription.subscription_for_change('set_renewal', subscription_id, 'change_renewal');
-    UPDATE subscription.subscription AS x SET renewal = set_renewal.renewal
-     WHERE x.id = set_renewal.subscription_id;
+    PERFORM subscription.set_renewal(subscription.tenant_of('subscription', set_renewal.subscription_id), set_renewal.subscription_id, set_renewal.renewal);
 END
 $$;
 
@@ -108,7 +140,7 @@ COMMENT ON FUNCTION subscription.set_renewal(bigint, text) IS 'The renewal optio
 -- Z8: a cancellation takes effect at the end of the period; until then the
 -- subscription stays active.  Returns when it ends.  Cancelling again is
 -- harmless and returns the same time.
-CREATE FUNCTION subscription.cancel(subscription_id bigint)
+CREATE FUNCTION subscription.cancel(tenant_id bigint, subscription_id bigint)
 RETURNS timestamptz
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -117,17 +149,57 @@ AS $$
 DECLARE
     s subscription.subscription;
 BEGIN
+    PERFORM subscription.require_tenant('cancel', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('cancel', '{subscription_id}', ARRAY[subscription_id IS NULL]);
     s := subscription.subscription_for_change('cancel', subscription_id, 'cancel');
     UPDATE subscription.subscription AS x SET cancel_at_period_end = true
-     WHERE x.id = s.id AND NOT x.cancel_at_period_end;
+     WHERE x.tenant_id = cancel.tenant_id AND x.id = s.id AND NOT x.cancel_at_period_end;
     RETURN upper(s.period);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.cancel(bigint, bigint) IS
+'Cancel at the end of the period (Z8); returns when it ends (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
+CREATE FUNCTION subscription.cancel(subscription_id bigint)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.cancel(subscription.tenant_of('subscription', cancel.subscription_id), cancel.subscription_id);
 END
 $$;
 
 COMMENT ON FUNCTION subscription.cancel(bigint) IS 'Cancel at the end of the period (Z8); returns when it ends';
 
 -- Z8: the whole account: every active subscription, each at its period end.
+CREATE FUNCTION subscription.cancel_account(tenant_id bigint, account_id bigint)
+RETURNS TABLE (subscription_id bigint, ends_at timestamptz)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.require_tenant('cancel_account', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('cancel_account', '{account_id}', ARRAY[account_id IS NULL]);
+    PERFORM subscription.require_account(cancel_account.account_id);
+    PERFORM subscription.authorize(account_id, 'cancel');
+    RETURN QUERY
+    SELECT s.id, subscription.cancel(s.id)
+      FROM subscription.subscription AS s
+     WHERE s.tenant_id = cancel_account.tenant_id AND s.account_id = cancel_account.account_id
+       AND s.status = 'active'
+     ORDER BY s.id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.cancel_account(bigint, bigint) IS
+'Cancel every active subscription of the account, each at its period end (Z8) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
 CREATE FUNCTION subscription.cancel_account(account_id bigint)
 RETURNS TABLE (subscription_id bigint, ends_at timestamptz)
 LANGUAGE plpgsql
@@ -135,15 +207,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM subscription.require_arguments('cancel_account', '{account_id}', ARRAY[account_id IS NULL]);
-    PERFORM subscription.require_account(cancel_account.account_id);
-    PERFORM subscription.authorize(account_id, 'cancel');
-    RETURN QUERY
-    SELECT s.id, subscription.cancel(s.id)
-      FROM subscription.subscription AS s
-     WHERE s.account_id = cancel_account.account_id
-       AND s.status = 'active'
-     ORDER BY s.id;
+    RETURN QUERY SELECT * FROM subscription.cancel_account(subscription.tenant_of('account', cancel_account.account_id), cancel_account.account_id);
 END
 $$;
 

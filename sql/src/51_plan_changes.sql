@@ -54,7 +54,7 @@ COMMENT ON FUNCTION subscription.give_back_unused(subscription.subscription, tim
 -- pending_plan for renew_due (C4); 'immediate' prorates like an upgrade
 -- and trims the account's data now through apply_downgrade.  Changing to
 -- the current plan drops a pending downgrade.
-CREATE FUNCTION subscription.change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.change_plan(tenant_id bigint, subscription_id bigint, plan text, at timestamptz)
 RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -68,6 +68,7 @@ DECLARE
     price record;
     new_period tstzrange;
 BEGIN
+    PERFORM subscription.require_tenant('change_plan', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('change_plan', '{subscription_id,plan,at}',
         ARRAY[subscription_id IS NULL, plan IS NULL, at IS NULL]);
     PERFORM subscription.require_time('change_plan', at, false);
@@ -90,7 +91,7 @@ BEGIN
     charge := 0;
     IF new_plan.code = s.plan THEN
         UPDATE subscription.subscription AS x SET pending_plan = NULL
-         WHERE x.id = s.id AND x.pending_plan IS NOT NULL;
+         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id AND x.pending_plan IS NOT NULL;
         RETURN NEXT;
         RETURN;
     END IF;
@@ -101,7 +102,7 @@ BEGIN
         -- must sell the cycle and quantity of the next (22023, 55000)
         PERFORM subscription.period_price(new_plan.code, coalesce(s.pending_cycle, s.cycle),
                                           coalesce(s.pending_quantity, s.quantity));
-        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code WHERE x.id = s.id;
+        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
         effective_at := upper(s.period);
         RETURN NEXT;
         RETURN;
@@ -119,24 +120,39 @@ BEGIN
         charge := subscription.unused_part(price.amount, s.period, at, price.currency);
     END IF;
     INSERT INTO subscription.ledger
-           (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
-    VALUES (s.account_id, s.id, 'charge', charge, price.currency,
+           (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+    VALUES (change_plan.tenant_id, s.account_id, s.id, 'charge', charge, price.currency,
             tstzrange(at, upper(new_period), '[)'), format('change to %s', new_plan.code), new_plan.code,
             format('plan %s from %s, cycle %s, quantity %s', new_plan.code, at, s.cycle, s.quantity));
 
     IF new_plan.rank < old_plan.rank THEN
         -- immediate downgrade: apply_downgrade moves to the plan and trims
         UPDATE subscription.subscription AS x SET pending_plan = new_plan.code, paid_quantity = x.quantity
-         WHERE x.id = s.id;
-        PERFORM FROM subscription.apply_downgrade(s.id);
+         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
+        PERFORM FROM subscription.apply_downgrade(change_plan.tenant_id, s.id, false);
     ELSE
         UPDATE subscription.subscription AS x
            SET plan = new_plan.code, pending_plan = NULL, paid_quantity = x.quantity,
                period = new_period,
                anchor = CASE WHEN new_period = s.period THEN x.anchor ELSE at END
-         WHERE x.id = s.id;
+         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
     END IF;
     RETURN NEXT;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.change_plan(bigint, bigint, text, timestamptz) IS
+'Upgrade now (prorated or restarted) or downgrade at the period end (C1-C4, Z5) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
+CREATE FUNCTION subscription.change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT now())
+RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM subscription.change_plan(subscription.tenant_of('subscription', change_plan.subscription_id), change_plan.subscription_id, change_plan.plan, change_plan.at);
 END
 $$;
 
@@ -150,8 +166,7 @@ COMMENT ON FUNCTION subscription.change_plan(bigint, text, timestamptz) IS 'Upgr
 -- credit pays the suite's first charge (L10); the members holding their
 -- licenses hold the suite's.  All or nothing: 23514 names the products
 -- when the suite has fewer licenses than those members.
-CREATE FUNCTION subscription.bundle_into_suite(account_id bigint, suite_plan text, quantity integer DEFAULT NULL,
-                                               at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.bundle_into_suite(tenant_id bigint, account_id bigint, suite_plan text, quantity integer, at timestamptz)
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -169,6 +184,7 @@ DECLARE
     credited numeric := 0;
     new_id bigint;
 BEGIN
+    PERFORM subscription.require_tenant('bundle_into_suite', tenant_id, 'account', account_id);
     PERFORM subscription.require_arguments('bundle_into_suite', '{account_id,suite_plan,at}',
         ARRAY[account_id IS NULL, suite_plan IS NULL, at IS NULL]);
     IF quantity IS NOT NULL THEN
@@ -195,7 +211,7 @@ BEGIN
     SELECT array_agg(x ORDER BY x.id) INTO replaced
       FROM (SELECT x.* FROM subscription.subscription AS x
               JOIN subscription.plan AS p ON p.code = x.plan
-             WHERE x.account_id = bundle_into_suite.account_id
+             WHERE x.tenant_id = bundle_into_suite.tenant_id AND x.account_id = bundle_into_suite.account_id
                AND x.status = 'active'
                AND subscription.seat_product(p.kind, p.product) = ANY (included)
              ORDER BY x.id
@@ -214,13 +230,13 @@ BEGIN
 
     -- their seats go to the suite: a member holding a license of an included product
     members := ARRAY(SELECT DISTINCT l.member_id FROM subscription.license AS l
-                      WHERE l.subscription_id = ANY (ids) ORDER BY 1);
+                      WHERE l.tenant_id = bundle_into_suite.tenant_id AND l.subscription_id = ANY (ids) ORDER BY 1);
     IF cardinality(members) > quantity THEN
         RAISE EXCEPTION 'suite "%" with % licenses cannot seat the % members holding a license of product %',
                         suite.code, quantity, cardinality(members),
                         (SELECT string_agg(DISTINCT format('"%s"', p.product), ', ' ORDER BY format('"%s"', p.product))
                            FROM unnest(replaced) AS x
-                           JOIN subscription.license AS l ON l.subscription_id = x.id
+                           JOIN subscription.license AS l ON l.tenant_id = bundle_into_suite.tenant_id AND l.subscription_id = x.id
                            JOIN subscription.plan AS p ON p.code = x.plan)
             USING ERRCODE = 'check_violation',
                   DETAIL = format('Members %s hold a license of subscription %s.',
@@ -230,27 +246,44 @@ BEGIN
 
     -- L9: each ends now, its unused days credited; its licenses released
     FOREACH r IN ARRAY replaced LOOP
-        credited := credited + subscription.end_early(r.id, at);
+        credited := credited + subscription.end_early(bundle_into_suite.tenant_id, r.id, at);
     END LOOP;
-    DELETE FROM subscription.license AS l WHERE l.subscription_id = ANY (ids);
+    DELETE FROM subscription.license AS l WHERE l.tenant_id = bundle_into_suite.tenant_id AND l.subscription_id = ANY (ids);
     IF was_default THEN
         UPDATE subscription.subscription AS x SET is_default = false
-         WHERE x.id = ANY (ids) AND x.is_default;
+         WHERE x.tenant_id = bundle_into_suite.tenant_id AND x.id = ANY (ids) AND x.is_default;
     END IF;
 
     -- the suite, charged as any subscription (the credit pays it first)
-    new_id := subscription.subscribe(bundle_into_suite.account_id, suite.code, bundle_cycle, quantity, at);
+    new_id := subscription.subscribe(bundle_into_suite.tenant_id, bundle_into_suite.account_id, suite.code, bundle_cycle, quantity, at,
+                                     'always', NULL);
     IF was_default THEN
-        UPDATE subscription.subscription AS x SET is_default = true WHERE x.id = new_id AND NOT x.is_default;
+        UPDATE subscription.subscription AS x SET is_default = true WHERE x.tenant_id = bundle_into_suite.tenant_id AND x.id = new_id AND NOT x.is_default;
     END IF;
-    INSERT INTO subscription.license (subscription_id, member_id)
-    SELECT new_id, m FROM unnest(members) AS m;
+    INSERT INTO subscription.license (tenant_id, subscription_id, member_id)
+    SELECT bundle_into_suite.tenant_id, new_id, m FROM unnest(members) AS m;
 
-    INSERT INTO subscription.history (actor, operation, account_id, subscription_id, details)
-    VALUES (subscription.current_actor(), 'bundle_into_suite', bundle_into_suite.account_id, new_id,
+    INSERT INTO subscription.history (tenant_id, actor, operation, account_id, subscription_id, details)
+    VALUES (bundle_into_suite.tenant_id, subscription.current_actor(), 'bundle_into_suite', bundle_into_suite.account_id, new_id,
             jsonb_build_object('suite_plan', suite.code, 'quantity', quantity, 'replaced', to_jsonb(ids),
                                'credited', credited, 'members', to_jsonb(members)));
     RETURN new_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.bundle_into_suite(bigint, bigint, text, integer, timestamptz) IS
+'Move the account''s separate subscriptions of a suite''s products into one suite subscription, their unused days credited (Z3, L9) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
+CREATE FUNCTION subscription.bundle_into_suite(account_id bigint, suite_plan text, quantity integer DEFAULT NULL,
+                                               at timestamptz DEFAULT now())
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.bundle_into_suite(subscription.tenant_of('account', bundle_into_suite.account_id), bundle_into_suite.account_id, bundle_into_suite.suite_plan, bundle_into_suite.quantity, bundle_into_suite.at);
 END
 $$;
 

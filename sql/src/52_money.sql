@@ -104,8 +104,7 @@ CREATE TRIGGER ledger_reduce_charge AFTER INSERT ON subscription.ledger
     FOR EACH ROW WHEN (NEW.kind = 'charge') EXECUTE FUNCTION subscription.reduce_charge();
 
 -- L9, L10: credit an account, with a reason; the next charges use it.
-CREATE FUNCTION subscription.credit_account(account_id bigint, amount numeric, reason text,
-                                            currency text DEFAULT 'EUR')
+CREATE FUNCTION subscription.credit_account(tenant_id bigint, account_id bigint, amount numeric, reason text, currency text)
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -114,6 +113,7 @@ AS $$
 DECLARE
     line bigint;
 BEGIN
+    PERFORM subscription.require_tenant('credit_account', tenant_id, 'account', account_id);
     PERFORM subscription.require_arguments('credit_account', '{account_id,amount,reason,currency}',
         ARRAY[account_id IS NULL, amount IS NULL, reason IS NULL, currency IS NULL]);
     PERFORM subscription.require_account(credit_account.account_id);
@@ -128,10 +128,26 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The amount was %s.', amount);
     END IF;
     PERFORM subscription.require_amount(amount, currency);
-    INSERT INTO subscription.ledger AS l (account_id, kind, amount, currency, item, description)
-    VALUES (credit_account.account_id, 'credit', amount, currency, 'credit', reason)
+    INSERT INTO subscription.ledger AS l (tenant_id, account_id, kind, amount, currency, item, description)
+    VALUES (credit_account.tenant_id, credit_account.account_id, 'credit', amount, currency, 'credit', reason)
     RETURNING l.id INTO line;
     RETURN line;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.credit_account(bigint, bigint, numeric, text, text) IS
+'Credit an account with a reason; the next charges use it (L9, L10) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
+CREATE FUNCTION subscription.credit_account(account_id bigint, amount numeric, reason text,
+                                            currency text DEFAULT 'EUR')
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.credit_account(subscription.tenant_of('account', credit_account.account_id), credit_account.account_id, credit_account.amount, credit_account.reason, credit_account.currency);
 END
 $$;
 
@@ -139,7 +155,7 @@ COMMENT ON FUNCTION subscription.credit_account(bigint, numeric, text, text) IS 
 
 -- L9: end a subscription now to consolidate it into the account's
 -- renewal: the unused days of what it paid become credit.
-CREATE FUNCTION subscription.end_early(subscription_id bigint, at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.end_early(tenant_id bigint, subscription_id bigint, at timestamptz)
 RETURNS numeric
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -149,6 +165,7 @@ DECLARE
     s subscription.subscription;
     credited numeric;
 BEGIN
+    PERFORM subscription.require_tenant('end_early', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('end_early', '{subscription_id,at}',
         ARRAY[subscription_id IS NULL, at IS NULL]);
     PERFORM subscription.require_time('end_early', at, false);
@@ -156,9 +173,24 @@ BEGIN
     PERFORM subscription.require_in_period('end_early', s, at);
     credited := subscription.give_back_unused(s, at, 'credit', 'consolidation');
     UPDATE subscription.addon_batch AS b SET status = 'expired'
-     WHERE b.subscription_id = s.id AND b.status = 'active';
-    UPDATE subscription.subscription AS x SET status = 'cancelled' WHERE x.id = s.id;
+     WHERE b.tenant_id = end_early.tenant_id AND b.subscription_id = s.id AND b.status = 'active';
+    UPDATE subscription.subscription AS x SET status = 'cancelled' WHERE x.tenant_id = end_early.tenant_id AND x.id = s.id;
     RETURN credited;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.end_early(bigint, bigint, timestamptz) IS
+'End a subscription now; its unused days become credit (L9) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
+CREATE FUNCTION subscription.end_early(subscription_id bigint, at timestamptz DEFAULT now())
+RETURNS numeric
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.end_early(subscription.tenant_of('subscription', end_early.subscription_id), end_early.subscription_id, end_early.at);
 END
 $$;
 

@@ -31,8 +31,7 @@ COMMENT ON FUNCTION subscription.addon_period_price(text, interval, integer) IS 
 -- add-on is charged for the rest of the current period, prorated by day,
 -- and renews with the plan; the ledger line names the full-cycle amount
 -- (K3).  A one-time add-on is charged in full, once (K2).
-CREATE FUNCTION subscription.purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
-                                            at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.purchase_addon(tenant_id bigint, subscription_id bigint, addon text, quantity integer, at timestamptz)
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -47,6 +46,7 @@ DECLARE
     batch bigint;
     one_time boolean;
 BEGIN
+    PERFORM subscription.require_tenant('purchase_addon', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('purchase_addon', '{subscription_id,addon,quantity,at}',
         ARRAY[subscription_id IS NULL, addon IS NULL, quantity IS NULL, at IS NULL]);
     PERFORM subscription.require_quantity(quantity);
@@ -91,12 +91,12 @@ BEGIN
                                   subscription.license_capacity(s.id), quantity, a.units,
                                   current_setting('subscription.max_quantity'));
     END IF;
-    INSERT INTO subscription.addon_batch AS b (subscription_id, addon, quantity, purchased_at)
-    VALUES (s.id, a.code, quantity, at)
+    INSERT INTO subscription.addon_batch AS b (tenant_id, subscription_id, addon, quantity, purchased_at)
+    VALUES (purchase_addon.tenant_id, s.id, a.code, quantity, at)
     RETURNING b.id INTO batch;
     INSERT INTO subscription.ledger
-           (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
-    SELECT s.account_id, s.id, batch, 'charge', c.amount, price.currency,
+           (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
+    SELECT purchase_addon.tenant_id, s.account_id, s.id, batch, 'charge', c.amount, price.currency,
            CASE WHEN one_time THEN NULL ELSE tstzrange(at, upper(s.period), '[)') END, 'addon', s.plan,
            CASE WHEN one_time
                 THEN format('add-on %s x %s, one-time', a.code, quantity)
@@ -108,11 +108,27 @@ BEGIN
 END
 $$;
 
+COMMENT ON FUNCTION subscription.purchase_addon(bigint, bigint, text, integer, timestamptz) IS
+'Buy add-on units for the rest of the period, or once (K1-K3, Z6) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
+CREATE FUNCTION subscription.purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
+                                            at timestamptz DEFAULT now())
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.purchase_addon(subscription.tenant_of('subscription', purchase_addon.subscription_id), purchase_addon.subscription_id, purchase_addon.addon, purchase_addon.quantity, purchase_addon.at);
+END
+$$;
+
 COMMENT ON FUNCTION subscription.purchase_addon(bigint, text, integer, timestamptz) IS 'Buy add-on units for the rest of the period, or once (K1-K3, Z6)';
 
 -- K4, K5: the whole batch ends with the period and is not billed again;
 -- it can be bought again.  Returns when it ends.
-CREATE FUNCTION subscription.cancel_addon(batch_id bigint)
+CREATE FUNCTION subscription.cancel_addon(tenant_id bigint, batch_id bigint)
 RETURNS timestamptz
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -122,8 +138,9 @@ DECLARE
     b subscription.addon_batch;
     s subscription.subscription;
 BEGIN
+    PERFORM subscription.require_tenant('cancel_addon', tenant_id, 'addon_batch', batch_id);
     PERFORM subscription.require_arguments('cancel_addon', '{batch_id}', ARRAY[batch_id IS NULL]);
-    SELECT * INTO b FROM subscription.addon_batch AS x WHERE x.id = cancel_addon.batch_id;
+    SELECT * INTO b FROM subscription.addon_batch AS x WHERE x.tenant_id = cancel_addon.tenant_id AND x.id = cancel_addon.batch_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'add-on batch % does not exist', batch_id USING ERRCODE = 'no_data_found';
     END IF;
@@ -136,8 +153,23 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = 'Nothing renews, so nothing can be cancelled.';
     END IF;
     UPDATE subscription.addon_batch AS x SET cancel_at_period_end = true
-     WHERE x.id = b.id AND NOT x.cancel_at_period_end;
+     WHERE x.tenant_id = cancel_addon.tenant_id AND x.id = b.id AND NOT x.cancel_at_period_end;
     RETURN upper(s.period);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.cancel_addon(bigint, bigint) IS
+'End an add-on batch with the period (K4, K5); returns when it ends (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the addon batch, then the keyed form (docs/design.md#keyed-forms)
+CREATE FUNCTION subscription.cancel_addon(batch_id bigint)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.cancel_addon(subscription.tenant_of('addon_batch', cancel_addon.batch_id), cancel_addon.batch_id);
 END
 $$;
 

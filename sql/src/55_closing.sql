@@ -8,7 +8,7 @@
 -- its add-on batches ended (end_early, L9); the seats are released; the
 -- account is marked closed (history records it, R8) and takes no new
 -- subscription.  Returns the subscriptions ended and what each credited.
-CREATE FUNCTION subscription.close_account(account_id bigint, at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.close_account(tenant_id bigint, account_id bigint, at timestamptz)
 RETURNS TABLE (subscription_id bigint, credited numeric)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -19,13 +19,14 @@ DECLARE
     open_children text;
     s bigint;
 BEGIN
+    PERFORM subscription.require_tenant('close_account', tenant_id, 'account', account_id);
     PERFORM subscription.require_arguments('close_account', '{account_id,at}',
         ARRAY[account_id IS NULL, at IS NULL]);
     PERFORM subscription.require_account(close_account.account_id);
     PERFORM subscription.authorize(close_account.account_id, 'cancel');
     PERFORM subscription.require_time('close_account', at, false);
     SELECT a.closed_at INTO closed FROM subscription.account AS a
-     WHERE a.id = close_account.account_id FOR NO KEY UPDATE;
+     WHERE a.tenant_id = close_account.tenant_id AND a.id = close_account.account_id FOR NO KEY UPDATE;
     IF closed IS NOT NULL THEN
         RAISE EXCEPTION 'account % is already closed', account_id
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -33,7 +34,7 @@ BEGIN
     END IF;
     -- K9: a sub-account is closed by whom may act on it (Z1, K8), first
     SELECT string_agg(a.id::text, ', ' ORDER BY a.id) INTO open_children FROM subscription.account AS a
-     WHERE a.parent_id = close_account.account_id AND a.closed_at IS NULL;
+     WHERE a.tenant_id = close_account.tenant_id AND a.parent_id = close_account.account_id AND a.closed_at IS NULL;
     IF open_children IS NOT NULL THEN
         RAISE EXCEPTION 'account % has open sub-accounts', account_id
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -41,20 +42,36 @@ BEGIN
                   HINT = 'Close them first with subscription.close_account().';
     END IF;
     FOR s IN SELECT x.id FROM subscription.subscription AS x
-              WHERE x.account_id = close_account.account_id
+              WHERE x.tenant_id = close_account.tenant_id AND x.account_id = close_account.account_id
                 AND x.status = 'active'
               ORDER BY x.id LOOP
         subscription_id := s;
-        credited := subscription.end_early(s, at);
+        credited := subscription.end_early(close_account.tenant_id, s, at);
         RETURN NEXT;
     END LOOP;
     -- the seats of every subscription of the account, through the license guard
     DELETE FROM subscription.license AS l
      USING subscription.subscription AS x
-     WHERE x.id = l.subscription_id
+     WHERE l.tenant_id = close_account.tenant_id
+       AND x.tenant_id = close_account.tenant_id AND x.id = l.subscription_id
        AND x.account_id = close_account.account_id;
     UPDATE subscription.account AS a SET closed_at = close_account.at
-     WHERE a.id = close_account.account_id;
+     WHERE a.tenant_id = close_account.tenant_id AND a.id = close_account.account_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.close_account(bigint, bigint, timestamptz) IS
+'Close an account: end every subscription (unused days credited, L9), release the seats, refuse new subscriptions (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
+CREATE FUNCTION subscription.close_account(account_id bigint, at timestamptz DEFAULT now())
+RETURNS TABLE (subscription_id bigint, credited numeric)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM subscription.close_account(subscription.tenant_of('account', close_account.account_id), close_account.account_id, close_account.at);
 END
 $$;
 
@@ -65,7 +82,7 @@ COMMENT ON FUNCTION subscription.close_account(bigint, timestamptz) IS
 -- its name, its members (and their external ids), and these fields in its
 -- history.  The ledger keeps every line, its amounts and dates.  Back-office
 -- code only: a member does not erase an account.
-CREATE FUNCTION subscription.erase_account(account_id bigint)
+CREATE FUNCTION subscription.erase_account(tenant_id bigint, account_id bigint)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -76,6 +93,7 @@ DECLARE
     child bigint;
     members bigint;
 BEGIN
+    PERFORM subscription.require_tenant('erase_account', tenant_id, 'account', account_id);
     PERFORM subscription.require_arguments('erase_account', '{account_id}', ARRAY[account_id IS NULL]);
     IF coalesce(current_setting('subscription.actor', true), '') <> ''
        OR NOT subscription.caller_is_trusted() THEN
@@ -86,26 +104,41 @@ BEGIN
     END IF;
     PERFORM subscription.require_account(erase_account.account_id);
     SELECT a.closed_at INTO closed FROM subscription.account AS a
-     WHERE a.id = erase_account.account_id FOR NO KEY UPDATE;
+     WHERE a.tenant_id = erase_account.tenant_id AND a.id = erase_account.account_id FOR NO KEY UPDATE;
     IF closed IS NULL THEN
         RAISE EXCEPTION 'account % is not closed', account_id
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Close it first with subscription.close_account().';
     END IF;
     FOR child IN SELECT a.id FROM subscription.account AS a
-                  WHERE a.parent_id = erase_account.account_id ORDER BY a.id LOOP
-        PERFORM subscription.erase_account(child);
+                  WHERE a.tenant_id = erase_account.tenant_id AND a.parent_id = erase_account.account_id ORDER BY a.id LOOP
+        PERFORM subscription.erase_account(erase_account.tenant_id, child);
     END LOOP;
-    DELETE FROM subscription.member AS m WHERE m.account_id = erase_account.account_id;
+    DELETE FROM subscription.member AS m WHERE m.tenant_id = erase_account.tenant_id AND m.account_id = erase_account.account_id;
     GET DIAGNOSTICS members = ROW_COUNT;
     UPDATE subscription.account AS a SET name = 'erased'
-     WHERE a.id = erase_account.account_id;
+     WHERE a.tenant_id = erase_account.tenant_id AND a.id = erase_account.account_id;
     -- the one change history allows (refuse_history_change)
     UPDATE subscription.history AS h SET details = subscription.erased_details(h.details)
-     WHERE h.account_id = erase_account.account_id
+     WHERE h.tenant_id = erase_account.tenant_id AND h.account_id = erase_account.account_id
        AND h.details <> subscription.erased_details(h.details);
     PERFORM subscription.write_history('account_erase', erase_account.account_id, NULL,
                                        jsonb_build_object('members', members));
+END
+$$;
+
+COMMENT ON FUNCTION subscription.erase_account(bigint, bigint) IS
+'GDPR: erase the personal data (name, members, their external ids, in history too) of a closed account; the ledger stays (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
+CREATE FUNCTION subscription.erase_account(account_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.erase_account(subscription.tenant_of('account', erase_account.account_id), erase_account.account_id);
 END
 $$;
 

@@ -200,7 +200,7 @@ COMMENT ON FUNCTION subscription.preview_migration(text, text, timestamptz, inte
 
 -- Cancels a subscription's pending migration before it takes effect: it
 -- keeps the version it holds.  Back-office work, as the migration.
-CREATE FUNCTION subscription.cancel_migration(subscription_id bigint)
+CREATE FUNCTION subscription.cancel_migration(tenant_id bigint, subscription_id bigint)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -209,9 +209,10 @@ AS $$
 DECLARE
     s subscription.subscription;
 BEGIN
+    PERFORM subscription.require_tenant('cancel_migration', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('cancel_migration', '{subscription_id}', ARRAY[subscription_id IS NULL]);
     PERFORM subscription.require_renewal_run('cancel_migration', now());
-    SELECT * INTO s FROM subscription.subscription AS x WHERE x.id = cancel_migration.subscription_id FOR NO KEY UPDATE;
+    SELECT * INTO s FROM subscription.subscription AS x WHERE x.tenant_id = cancel_migration.tenant_id AND x.id = cancel_migration.subscription_id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
     END IF;
@@ -222,7 +223,22 @@ BEGIN
     END IF;
     UPDATE subscription.subscription AS x
        SET migrate_to = NULL, migrate_version = NULL, migrate_at = NULL, migrate_trim = NULL
-     WHERE x.id = s.id;
+     WHERE x.tenant_id = cancel_migration.tenant_id AND x.id = s.id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.cancel_migration(bigint, bigint) IS
+'Cancel a subscription''s pending migration: it keeps the plan version it holds (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
+CREATE FUNCTION subscription.cancel_migration(subscription_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.cancel_migration(subscription.tenant_of('subscription', cancel_migration.subscription_id), cancel_migration.subscription_id);
 END
 $$;
 
