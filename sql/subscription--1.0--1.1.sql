@@ -10276,6 +10276,457 @@ COMMENT ON FUNCTION subscription.apply_downgrade(bigint, bigint, boolean) IS
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA subscription FROM PUBLIC;
 SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g;
 
+
+-- ---------------------------------------------------------------------------
+-- Renewals per tenant (issue 17, item 4): renew_account(tenant_id, at)
+-- renews one tenant's due subscriptions, every statement naming the
+-- tenant (a distributed function on Citus); renew_due, run_renewals and
+-- renew_local_tenants (pg_cron on every node) drive it by tenant batches.
+-- The renewal's own statements name the tenant too.
+-- ---------------------------------------------------------------------------
+DROP FUNCTION subscription.renew_batch(timestamptz, integer, timestamptz, bigint, bigint[]);
+
+CREATE OR REPLACE FUNCTION subscription.next_terms(s subscription.subscription)
+RETURNS subscription.period_terms
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n subscription.period_terms;
+    tiers integer[];
+    v integer;
+BEGIN
+    SELECT np.plan, np.version INTO n.plan, n.version FROM subscription.next_plan(s) AS np;
+    n.cycle := CASE WHEN s.renewal = 'to_monthly' THEN interval '1 month' ELSE coalesce(s.pending_cycle, s.cycle) END;
+    n.quantity := coalesce(s.pending_quantity, s.quantity);
+    n.renewal := CASE s.renewal WHEN 'once' THEN 'none' WHEN 'to_monthly' THEN 'always' ELSE s.renewal END;
+    IF s.pending_quantity IS NOT NULL
+       OR NOT EXISTS (SELECT FROM subscription.plan AS p
+                        JOIN subscription.product AS pr ON pr.code = p.product
+                       WHERE p.code = n.plan AND pr.renewal_quantity = 'from_usage') THEN
+        RETURN n;
+    END IF;
+    -- L7: the licenses each used feature needs, beyond the units of the
+    -- add-on batches that renew with the subscription
+    tiers := subscription.plan_tiers(n.plan, n.version);
+    v := subscription.plan_version_or_current(n.plan, n.version);
+    SELECT max(ceil(greatest(f.used - coalesce(
+               (SELECT sum(b.quantity::bigint * a.units)
+                  FROM subscription.addon_batch AS b
+                  JOIN subscription.addon AS a ON a.code = b.addon
+                 WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
+                   AND NOT b.cancel_at_period_end AND a.feature = f.feature), 0), 0)::numeric / f.per_license))::bigint
+      INTO n.needed
+      FROM (-- a tiered plan: its per-license features whose use is counted
+            SELECT pl.feature, c.used, pl.value
+              FROM subscription.plan_limit AS pl
+              JOIN subscription.usage_counter AS c
+                ON c.tenant_id = s.tenant_id AND c.account_id = s.account_id AND c.feature = pl.feature
+             WHERE cardinality(tiers) > 0 AND pl.plan = n.plan AND pl.versions @> v AND pl.per_license AND pl.value > 0
+            UNION ALL
+            -- a plan priced per license: the licenses assigned
+            SELECT 'licenses', lc.used, 1
+              FROM subscription.license_counter AS lc
+             WHERE cardinality(tiers) = 0 AND lc.tenant_id = s.tenant_id AND lc.subscription_id = s.id
+               AND EXISTS (SELECT FROM subscription.plan_price AS pp
+                            WHERE pp.plan = n.plan AND pp.versions @> v AND pp.per_license))
+           AS f(feature, used, per_license);
+    IF n.needed IS NOT NULL THEN
+        n.quantity := CASE WHEN cardinality(tiers) > 0
+                           THEN subscription.tier_for_hosts(least(n.needed, tiers[cardinality(tiers)])::integer, tiers)
+                           ELSE greatest(n.needed, 1)::integer END;
+    END IF;
+    RETURN n;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.next_terms(subscription.subscription) IS
+'Internal: the plan, cycle, quantity (L7: from the use on a ''from_usage'' product) and renewal option of a subscription''s next period';
+
+CREATE OR REPLACE FUNCTION subscription.renew_period(s subscription.subscription, n subscription.period_terms, may_trim boolean)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ends timestamptz := upper(s.period);
+    same_cycle boolean;
+    next_period tstzrange;
+    price record;
+BEGIN
+    UPDATE subscription.addon_batch AS b SET status = 'expired'
+     WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
+       AND (b.cancel_at_period_end OR s.cancel_at_period_end OR s.renewal = 'none');
+    IF s.cancel_at_period_end OR s.renewal = 'none' THEN
+        UPDATE subscription.subscription AS x
+           SET status = CASE WHEN s.cancel_at_period_end THEN 'cancelled' ELSE 'expired' END
+         WHERE x.tenant_id = s.tenant_id AND x.id = s.id
+        RETURNING x.status INTO s.status;
+        RETURN s.status;
+    END IF;
+    -- L6: a migration never takes away a feature in use; one that would
+    -- now (the account's use grew since it was scheduled) is dropped
+    IF coalesce(s.pending_plan IS NULL AND s.migrate_at <= ends AND NOT s.migrate_trim, false)
+       AND EXISTS (SELECT FROM subscription.migration_shortfall(s.id, s.migrate_to, s.migrate_version)) THEN
+        RAISE WARNING 'subscription % stays on its version of plan "%": plan "%" would take away features in use',
+                      s.id, s.plan, s.migrate_to
+            USING DETAIL = 'Its migration is dropped; subscription.preview_migration() lists the features.';
+        UPDATE subscription.subscription AS x
+           SET migrate_to = NULL, migrate_version = NULL, migrate_at = NULL, migrate_trim = NULL
+         WHERE x.tenant_id = s.tenant_id AND x.id = s.id
+        RETURNING * INTO s;
+        n := subscription.next_terms(s);
+    END IF;
+
+    -- L7: a use above the largest tier renews at the largest tier
+    IF n.needed > n.quantity THEN
+        RAISE WARNING 'subscription % uses more than the largest tier of plan "%"', s.id, n.plan
+            USING DETAIL = format('Its use needs %s licenses; it renews at the largest tier, %s.', n.needed, n.quantity),
+                  HINT = format('Contact sales for a plan above %s hosts.', n.quantity);
+    END IF;
+    same_cycle := subscription.cycle_key(n.cycle) = subscription.cycle_key(s.cycle);
+    -- a new cycle counts from the start of its first period (Z7)
+    next_period := subscription.nth_period(CASE WHEN same_cycle THEN s.anchor ELSE ends END, n.cycle,
+                                           CASE WHEN same_cycle THEN s.period_number + 1 ELSE 1 END);
+    price := subscription.period_price(n.plan, n.cycle, n.quantity, n.version);
+    IF same_cycle AND n.plan = s.plan AND n.version = s.plan_version AND n.quantity = s.quantity
+       AND s.pending_plan IS NULL AND s.pending_quantity IS NULL THEN
+        -- the common renewal: only the period moves, and the triggers on
+        -- plan, quantity and status (limits, seats) have nothing to do
+        UPDATE subscription.subscription AS x
+           SET period_number = x.period_number + 1, period = next_period,
+               paid_quantity = n.quantity, pending_cycle = NULL, renewal = n.renewal
+         WHERE x.tenant_id = s.tenant_id AND x.id = s.id;
+    ELSE
+        UPDATE subscription.subscription AS x
+           SET plan = n.plan, plan_version = n.version,
+               cycle = n.cycle, quantity = n.quantity, paid_quantity = n.quantity,
+               pending_plan = NULL, pending_cycle = NULL, pending_quantity = NULL,
+               anchor = CASE WHEN same_cycle THEN x.anchor ELSE ends END,
+               period_number = CASE WHEN same_cycle THEN x.period_number + 1 ELSE 1 END,
+               period = next_period, renewal = n.renewal
+         WHERE x.tenant_id = s.tenant_id AND x.id = s.id;
+    END IF;
+
+    -- C2: the constraint makes a second charge of the period impossible
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+    VALUES (s.tenant_id, s.account_id, s.id, 'charge', subscription.round_money(price.amount, price.currency), price.currency,
+            next_period, 'plan', n.plan,
+            format('renewal: plan %s, cycle %s, quantity %s', n.plan, n.cycle, n.quantity))
+    ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
+       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
+    SELECT s.tenant_id, s.account_id, s.id, b.id, 'charge', subscription.round_money(p.amount, p.currency), p.currency,
+           next_period, 'addon', n.plan, format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, n.cycle)
+      FROM subscription.addon_batch AS b
+      JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time
+     CROSS JOIN LATERAL subscription.addon_period_price(b.addon, n.cycle, b.quantity) AS p
+     WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
+     ORDER BY b.id
+    ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
+       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+
+    IF may_trim THEN
+        PERFORM FROM subscription.apply_downgrade(s.id);
+    END IF;
+    RETURN 'active';
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_period(subscription.subscription, subscription.period_terms, boolean) IS 'Internal: one period of one due subscription';
+
+CREATE OR REPLACE FUNCTION subscription.renewal_may_trim(s subscription.subscription, n subscription.period_terms)
+RETURNS boolean
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT s.pending_plan IS NOT NULL OR n.quantity OPERATOR(pg_catalog.<) s.quantity
+        OR s.migrate_at OPERATOR(pg_catalog.<=) upper(s.period)
+        OR s.cancel_at_period_end OR s.renewal OPERATOR(pg_catalog.=) 'none'
+        OR EXISTS (SELECT FROM subscription.addon_batch AS b
+                    WHERE b.tenant_id OPERATOR(pg_catalog.=) s.tenant_id AND b.subscription_id OPERATOR(pg_catalog.=) s.id
+                      AND b.status OPERATOR(pg_catalog.=) 'active' AND b.cancel_at_period_end);
+END;
+
+COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription, subscription.period_terms) IS 'Internal: whether the next renewal can lower the account''s limits';
+
+CREATE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT now())
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t bigint := renew_account.tenant_id;
+    s subscription.subscription;
+    n subscription.period_terms;
+    status text;
+    problem text;
+    may_trim boolean;
+    most integer;
+    renewed integer;
+    handled integer := 0;
+BEGIN
+    PERFORM subscription.require_arguments('renew_account', '{tenant_id,at}', ARRAY[t IS NULL, at IS NULL]);
+    PERFORM subscription.require_renewal_run('renew_account', at);
+    -- read once the checks (C) have loaded the module that defines it
+    most := current_setting('subscription.max_catchup')::integer;
+    IF NOT EXISTS (SELECT FROM subscription.account AS a WHERE a.tenant_id = t AND a.id = t) THEN
+        RAISE EXCEPTION 'tenant % does not exist', t
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'A tenant is a root account: its id is the tenant_id of its sub-accounts and of everything they hold.';
+    END IF;
+    IF NOT pg_try_advisory_xact_lock(1937072755 # (t >> 32)::integer, ((t & 4294967295) - 2147483648)::integer) THEN
+        RAISE DEBUG 'tenant % is being renewed by another session', t;
+        RETURN 0;
+    END IF;
+    FOR s IN
+        SELECT * FROM subscription.subscription AS x
+         WHERE x.tenant_id = t AND x.status = 'active' AND upper(x.period) <= at
+         ORDER BY upper(x.period), x.id
+           FOR NO KEY UPDATE SKIP LOCKED
+    LOOP
+        renewed := 0;
+        LOOP
+            -- the next period's terms, asked once (issue 15, fold 8; L7)
+            n := subscription.next_terms(s);
+            problem := subscription.renewal_problem(s, n);
+            -- asked before anything moves: the batches it ends are part of the answer
+            may_trim := problem IS NULL AND subscription.renewal_may_trim(s, n);
+            IF may_trim THEN
+                -- only here can the renewal be refused after writing: a subtransaction
+                BEGIN
+                    status := subscription.renew_period(s, n, true);
+                EXCEPTION WHEN check_violation THEN
+                    problem := SQLERRM;
+                WHEN OTHERS THEN
+                    -- the trim ran the account's own triggers: whatever they
+                    -- raise holds back this renewal only, never the others'
+                    -- (a lost race is still the caller's to retry)
+                    IF SQLSTATE LIKE '40%' THEN
+                        RAISE;
+                    END IF;
+                    problem := format('its trimming failed: %s (SQLSTATE %s)', SQLERRM, SQLSTATE);
+                END;
+            ELSIF problem IS NULL THEN
+                status := subscription.renew_period(s, n, false);
+            END IF;
+            IF problem IS NOT NULL THEN
+                RAISE WARNING 'subscription % was not renewed: %', s.id, problem
+                    USING DETAIL = 'It stays due; renew_due() tries again on its next run.';
+                EXIT;
+            END IF;
+            EXIT WHEN status <> 'active';
+            SELECT * INTO s FROM subscription.subscription AS x WHERE x.tenant_id = t AND x.id = s.id;
+            EXIT WHEN upper(s.period) > at;
+            renewed := renewed + 1;
+            IF renewed >= most THEN
+                RAISE WARNING 'subscription % caught up % periods, the most of one call', s.id, renewed
+                    USING DETAIL = format('It stays due from %s; the next renewal run goes on from there.', upper(s.period)),
+                          HINT = 'subscription.max_catchup sets how many periods one call catches up.';
+                EXIT;
+            END IF;
+        END LOOP;
+        IF problem IS NULL THEN
+            handled := handled + 1;
+        END IF;
+    END LOOP;
+    RETURN handled;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_account(bigint, timestamptz) IS
+'Renew, expire or cancel every due subscription of a tenant (a root account and its sub-accounts), catching up missed periods; back-office work';
+
+CREATE FUNCTION subscription.renew_batch(
+    at timestamptz, batch_size integer, after_end timestamptz, after_id bigint, skip bigint[], shard bigint,
+    OUT taken integer, OUT handled integer, OUT last_end timestamptz, OUT last_id bigint, OUT left_due bigint[])
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tenants bigint[];
+    t bigint;
+BEGIN
+    handled := 0;
+    left_due := '{}';
+    EXECUTE format(
+        $q$WITH d AS (SELECT x.tenant_id, upper(x.period) AS e, x.id
+                        FROM %s AS x
+                       WHERE x.status = 'active' AND upper(x.period) <= $1
+                         AND (upper(x.period), x.id) > ($2, $3) AND NOT x.id = ANY ($4)
+                       ORDER BY upper(x.period), x.id
+                       LIMIT $5),
+              k AS (SELECT d.*, row_number() OVER (ORDER BY d.e, d.id) AS k FROM d)
+           SELECT (SELECT count(*) FROM k)::integer,
+                  coalesce((SELECT k.e FROM k ORDER BY k.k DESC LIMIT 1), $2),
+                  coalesce((SELECT k.id FROM k ORDER BY k.k DESC LIMIT 1), $3),
+                  (SELECT array_agg(f.tenant_id ORDER BY f.first)
+                     FROM (SELECT k.tenant_id, min(k.k) AS first FROM k GROUP BY k.tenant_id) AS f)$q$,
+        CASE WHEN shard IS NULL THEN 'subscription.subscription'
+             ELSE subscription.subscription_shard(shard) END)
+      INTO taken, last_end, last_id, tenants
+      USING at, after_end, after_id, skip, batch_size;
+    FOREACH t IN ARRAY coalesce(tenants, '{}') LOOP
+        handled := handled + subscription.renew_account(t, at);
+        left_due := left_due || ARRAY(SELECT x.id FROM subscription.subscription AS x
+                                       WHERE x.tenant_id = t AND x.status = 'active' AND upper(x.period) <= at);
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_batch(timestamptz, integer, timestamptz, bigint, bigint[], bigint) IS
+'Internal: one batch of renew_due, run_renewals and renew_local_tenants: the tenants of the next due subscriptions, each by renew_account';
+
+CREATE FUNCTION subscription.subscription_shard(shard bigint)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF (shard = ANY (subscription.local_subscription_shards())) IS NOT TRUE THEN
+        RAISE EXCEPTION 'shard % is not a shard of subscription.subscription on this node', shard
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN shard_name('subscription.subscription'::regclass, shard);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.subscription_shard(bigint) IS
+'Internal: the name of a shard of subscription.subscription that this node holds (Citus)';
+
+CREATE FUNCTION subscription.local_subscription_shards()
+RETURNS bigint[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    shards bigint[];
+BEGIN
+    IF to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+        RETURN '{NULL}';
+    END IF;
+    EXECUTE $q$SELECT CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_dist_partition AS p
+                                         WHERE p.logicalrelid = 'subscription.subscription'::regclass)
+                           THEN ARRAY(SELECT s.shardid
+                                        FROM pg_catalog.pg_dist_shard AS s
+                                        JOIN pg_catalog.pg_dist_placement AS pl ON pl.shardid = s.shardid
+                                       WHERE s.logicalrelid = 'subscription.subscription'::regclass
+                                         AND pl.groupid = (SELECT g.groupid FROM pg_catalog.pg_dist_local_group AS g)
+                                       ORDER BY s.shardid)
+                           ELSE '{NULL}' END$q$
+      INTO shards;
+    RETURN shards;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.local_subscription_shards() IS
+'Internal: the shards of subscription.subscription on this node (Citus); {NULL} (the whole table) without Citus';
+
+CREATE OR REPLACE FUNCTION subscription.renew_due(at timestamptz DEFAULT now())
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    b record;
+    total integer := 0;
+    next_notice integer := 10000;
+    after_end timestamptz := '-infinity';
+    after_id bigint := 0;
+    skip bigint[] := '{}';
+BEGIN
+    PERFORM subscription.require_arguments('renew_due', '{at}', ARRAY[at IS NULL]);
+    PERFORM subscription.require_renewal_run('renew_due', at);
+    LOOP
+        b := subscription.renew_batch(at, 500, after_end, after_id, skip, NULL);
+        EXIT WHEN b.taken = 0;
+        skip := skip || b.left_due;
+        total := total + b.handled;
+        IF total >= next_notice THEN
+            RAISE NOTICE 'renew_due: % subscriptions handled', total;
+            next_notice := next_notice + 10000;
+        END IF;
+        after_end := b.last_end;
+        after_id := b.last_id;
+    END LOOP;
+    RETURN total;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_due(timestamptz) IS 'Renew, expire or cancel every subscription due by a time, catching up missed periods; back-office work';
+
+CREATE PROCEDURE subscription.renew_in_batches(fn text, at timestamptz, batch_size integer, shards bigint[])
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    b record;
+    total bigint := 0;
+    after_end timestamptz;
+    after_id bigint;
+    skip bigint[];
+    shard bigint;
+BEGIN
+    PERFORM subscription.require_renewal_run(fn, at);
+    IF batch_size OPERATOR(pg_catalog.<) 1 THEN
+        RAISE EXCEPTION 'batch size must be at least 1' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOREACH shard IN ARRAY shards LOOP
+        after_end := '-infinity';
+        after_id := 0;
+        skip := '{}';
+        LOOP
+            b := subscription.renew_batch(at, batch_size, after_end, after_id, skip, shard);
+            COMMIT;
+            EXIT WHEN b.taken OPERATOR(pg_catalog.=) 0;
+            skip := skip OPERATOR(pg_catalog.||) b.left_due;
+            total := total OPERATOR(pg_catalog.+) b.handled;
+            after_end := b.last_end;
+            after_id := b.last_id;
+            RAISE NOTICE '%: % subscriptions handled', fn, total;
+        END LOOP;
+    END LOOP;
+END
+$$;
+
+COMMENT ON PROCEDURE subscription.renew_in_batches(text, timestamptz, integer, bigint[]) IS
+'Internal: the committed tenant batches of run_renewals and renew_local_tenants';
+
+CREATE OR REPLACE PROCEDURE subscription.run_renewals(at timestamptz DEFAULT now(), batch_size integer DEFAULT 1000)
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM subscription.require_arguments('run_renewals', '{at,batch_size}', ARRAY[at IS NULL, batch_size IS NULL]);
+    CALL subscription.renew_in_batches('run_renewals', at, batch_size, '{NULL}');
+END
+$$;
+
+COMMENT ON PROCEDURE subscription.run_renewals(timestamptz, integer) IS 'renew_due in committed batches, for large runs; CALL it outside a transaction block';
+
+CREATE PROCEDURE subscription.renew_local_tenants(at timestamptz DEFAULT now(), batch integer DEFAULT 100)
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM subscription.require_arguments('renew_local_tenants', '{at,batch}', ARRAY[at IS NULL, batch IS NULL]);
+    CALL subscription.renew_in_batches('renew_local_tenants', at, batch, subscription.local_subscription_shards());
+END
+$$;
+
+COMMENT ON PROCEDURE subscription.renew_local_tenants(timestamptz, integer) IS
+'Renew the due tenants whose shards are on this node (Citus; every tenant on a single server), in committed batches, for pg_cron; CALL it outside a transaction block';
+
+-- PUBLIC executes nothing (99_public.sql); the roles granted get the new routines
+REVOKE ALL ON FUNCTION subscription.renew_account(bigint, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.renew_batch(timestamptz, integer, timestamptz, bigint, bigint[], bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.subscription_shard(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.local_subscription_shards() FROM PUBLIC;
+REVOKE ALL ON PROCEDURE subscription.renew_in_batches(text, timestamptz, integer, bigint[]) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE subscription.renew_local_tenants(timestamptz, integer) FROM PUBLIC;
+SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g ORDER BY g.role, g.kind;
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves

@@ -82,19 +82,20 @@ BEGIN
                (SELECT sum(b.quantity::bigint * a.units)
                   FROM subscription.addon_batch AS b
                   JOIN subscription.addon AS a ON a.code = b.addon
-                 WHERE b.subscription_id = s.id AND b.status = 'active' AND NOT b.cancel_at_period_end
-                   AND a.feature = f.feature), 0), 0)::numeric / f.per_license))::bigint
+                 WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
+                   AND NOT b.cancel_at_period_end AND a.feature = f.feature), 0), 0)::numeric / f.per_license))::bigint
       INTO n.needed
       FROM (-- a tiered plan: its per-license features whose use is counted
             SELECT pl.feature, c.used, pl.value
               FROM subscription.plan_limit AS pl
-              JOIN subscription.usage_counter AS c ON c.account_id = s.account_id AND c.feature = pl.feature
+              JOIN subscription.usage_counter AS c
+                ON c.tenant_id = s.tenant_id AND c.account_id = s.account_id AND c.feature = pl.feature
              WHERE cardinality(tiers) > 0 AND pl.plan = n.plan AND pl.versions @> v AND pl.per_license AND pl.value > 0
             UNION ALL
             -- a plan priced per license: the licenses assigned
             SELECT 'licenses', lc.used, 1
               FROM subscription.license_counter AS lc
-             WHERE cardinality(tiers) = 0 AND lc.subscription_id = s.id
+             WHERE cardinality(tiers) = 0 AND lc.tenant_id = s.tenant_id AND lc.subscription_id = s.id
                AND EXISTS (SELECT FROM subscription.plan_price AS pp
                             WHERE pp.plan = n.plan AND pp.versions @> v AND pp.per_license))
            AS f(feature, used, per_license);
@@ -154,12 +155,12 @@ DECLARE
     price record;
 BEGIN
     UPDATE subscription.addon_batch AS b SET status = 'expired'
-     WHERE b.subscription_id = s.id AND b.status = 'active'
+     WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
        AND (b.cancel_at_period_end OR s.cancel_at_period_end OR s.renewal = 'none');
     IF s.cancel_at_period_end OR s.renewal = 'none' THEN
         UPDATE subscription.subscription AS x
            SET status = CASE WHEN s.cancel_at_period_end THEN 'cancelled' ELSE 'expired' END
-         WHERE x.id = s.id
+         WHERE x.tenant_id = s.tenant_id AND x.id = s.id
         RETURNING x.status INTO s.status;
         RETURN s.status;
     END IF;
@@ -172,7 +173,7 @@ BEGIN
             USING DETAIL = 'Its migration is dropped; subscription.preview_migration() lists the features.';
         UPDATE subscription.subscription AS x
            SET migrate_to = NULL, migrate_version = NULL, migrate_at = NULL, migrate_trim = NULL
-         WHERE x.id = s.id
+         WHERE x.tenant_id = s.tenant_id AND x.id = s.id
         RETURNING * INTO s;
         n := subscription.next_terms(s);
     END IF;
@@ -195,7 +196,7 @@ BEGIN
         UPDATE subscription.subscription AS x
            SET period_number = x.period_number + 1, period = next_period,
                paid_quantity = n.quantity, pending_cycle = NULL, renewal = n.renewal
-         WHERE x.id = s.id;
+         WHERE x.tenant_id = s.tenant_id AND x.id = s.id;
     ELSE
         UPDATE subscription.subscription AS x
            SET plan = n.plan, plan_version = n.version,
@@ -204,7 +205,7 @@ BEGIN
                anchor = CASE WHEN same_cycle THEN x.anchor ELSE ends END,
                period_number = CASE WHEN same_cycle THEN x.period_number + 1 ELSE 1 END,
                period = next_period, renewal = n.renewal
-         WHERE x.id = s.id;
+         WHERE x.tenant_id = s.tenant_id AND x.id = s.id;
     END IF;
 
     -- C2: the constraint makes a second charge of the period impossible
@@ -222,7 +223,7 @@ BEGIN
       FROM subscription.addon_batch AS b
       JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time
      CROSS JOIN LATERAL subscription.addon_period_price(b.addon, n.cycle, b.quantity) AS p
-     WHERE b.subscription_id = s.id AND b.status = 'active'
+     WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
      ORDER BY b.id
     ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
        WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
@@ -279,60 +280,65 @@ BEGIN ATOMIC
         OR s.migrate_at OPERATOR(pg_catalog.<=) upper(s.period)
         OR s.cancel_at_period_end OR s.renewal OPERATOR(pg_catalog.=) 'none'
         OR EXISTS (SELECT FROM subscription.addon_batch AS b
-                    WHERE b.subscription_id OPERATOR(pg_catalog.=) s.id
+                    WHERE b.tenant_id OPERATOR(pg_catalog.=) s.tenant_id AND b.subscription_id OPERATOR(pg_catalog.=) s.id
                       AND b.status OPERATOR(pg_catalog.=) 'active' AND b.cancel_at_period_end);
 END;
 
 COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription, subscription.period_terms) IS 'Internal: whether the next renewal can lower the account''s limits';
 
--- One batch of renew_due: at most batch_size due subscriptions after
--- (after_end, after_id) in (period end, id) order, taken FOR NO KEY UPDATE
--- SKIP LOCKED, so workers run side by side without waiting for each other
--- (a subscription locked by other work is left for the next run); each is
--- caught up one period at a time.  The keyset means that neither the rows
--- renewed nor those another worker holds are read twice.  A subscription
--- whose renewal cannot be done (a price missing, a 'block' limit exceeded)
--- stays due, with a WARNING; so does one whose trimming fails in the
--- account's own code (a trigger of an application table).  One call
--- catches up at most subscription.max_catchup periods of a subscription:
--- past it, the subscription stays due with a WARNING, is listed in capped
--- (the caller's later batches pass it back in skip, so that its moved
--- period end does not bring it back in this run), and the next run goes on
--- from there.  Returns how many it took and handled, and where the next
--- batch starts.
-CREATE FUNCTION subscription.renew_batch(
-    at timestamptz, batch_size integer, after_end timestamptz, after_id bigint, skip bigint[],
-    OUT taken integer, OUT handled integer, OUT last_end timestamptz, OUT last_id bigint, OUT capped bigint[])
+-- Renews every due subscription of one tenant (docs/design.md#tenant-keys:
+-- the root account and its sub-accounts, K7), as renew_due() does: each,
+-- in (period end, id) order, caught up one period at a time by
+-- renew_period, at most subscription.max_catchup periods a call.  Every
+-- statement it runs names the tenant, so that on Citus it is a function
+-- distributed by its first argument, colocated with subscription.account,
+-- that runs on the node holding the tenant's shards.
+-- One session renews a tenant at a time: the tenant's advisory lock (an
+-- injective key in the extension's class, 0x73756273 'subs', held to the
+-- end of the transaction); a tenant another session holds is left to it
+-- (0 renewed, nothing waits), and so is a subscription another
+-- transaction holds (FOR NO KEY UPDATE SKIP LOCKED), as in renew_due.  A
+-- subscription whose renewal cannot be done (a price missing, a 'block'
+-- limit exceeded) stays due, with a WARNING; so does one whose trimming
+-- fails in the account's own code (a trigger of an application table).
+-- A period is charged once whatever runs (C2): a second call charges
+-- nothing.  Returns how many subscriptions it handled.
+CREATE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT now())
+RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    t bigint := renew_account.tenant_id;
     s subscription.subscription;
     n subscription.period_terms;
     status text;
     problem text;
     may_trim boolean;
-    most integer := current_setting('subscription.max_catchup')::integer;
+    most integer;
     renewed integer;
+    handled integer := 0;
 BEGIN
-    taken := 0;
-    handled := 0;
-    last_end := after_end;
-    last_id := after_id;
-    capped := '{}';
+    PERFORM subscription.require_arguments('renew_account', '{tenant_id,at}', ARRAY[t IS NULL, at IS NULL]);
+    PERFORM subscription.require_renewal_run('renew_account', at);
+    -- read once the checks (C) have loaded the module that defines it
+    most := current_setting('subscription.max_catchup')::integer;
+    IF NOT EXISTS (SELECT FROM subscription.account AS a WHERE a.tenant_id = t AND a.id = t) THEN
+        RAISE EXCEPTION 'tenant % does not exist', t
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'A tenant is a root account: its id is the tenant_id of its sub-accounts and of everything they hold.';
+    END IF;
+    IF NOT pg_try_advisory_xact_lock(1937072755 # (t >> 32)::integer, ((t & 4294967295) - 2147483648)::integer) THEN
+        RAISE DEBUG 'tenant % is being renewed by another session', t;
+        RETURN 0;
+    END IF;
     FOR s IN
         SELECT * FROM subscription.subscription AS x
-         WHERE x.status = 'active' AND upper(x.period) <= at
-           AND (upper(x.period), x.id) > (after_end, after_id)
-           AND NOT x.id = ANY (skip)
+         WHERE x.tenant_id = t AND x.status = 'active' AND upper(x.period) <= at
          ORDER BY upper(x.period), x.id
-         LIMIT batch_size
            FOR NO KEY UPDATE SKIP LOCKED
     LOOP
-        taken := taken + 1;
-        last_end := upper(s.period);
-        last_id := s.id;
         renewed := 0;
         LOOP
             -- the next period's terms, asked once (issue 15, fold 8; L7)
@@ -364,14 +370,13 @@ BEGIN
                 EXIT;
             END IF;
             EXIT WHEN status <> 'active';
-            SELECT * INTO s FROM subscription.subscription AS x WHERE x.id = s.id;
+            SELECT * INTO s FROM subscription.subscription AS x WHERE x.tenant_id = t AND x.id = s.id;
             EXIT WHEN upper(s.period) > at;
             renewed := renewed + 1;
             IF renewed >= most THEN
                 RAISE WARNING 'subscription % caught up % periods, the most of one call', s.id, renewed
                     USING DETAIL = format('It stays due from %s; the next renewal run goes on from there.', upper(s.period)),
                           HINT = 'subscription.max_catchup sets how many periods one call catches up.';
-                capped := capped || s.id;
                 EXIT;
             END IF;
         END LOOP;
@@ -379,10 +384,117 @@ BEGIN
             handled := handled + 1;
         END IF;
     END LOOP;
+    RETURN handled;
 END
 $$;
 
-COMMENT ON FUNCTION subscription.renew_batch(timestamptz, integer, timestamptz, bigint, bigint[]) IS 'Internal: one batch of renew_due and run_renewals';
+COMMENT ON FUNCTION subscription.renew_account(bigint, timestamptz) IS
+'Renew, expire or cancel every due subscription of a tenant (a root account and its sub-accounts), catching up missed periods; back-office work';
+
+-- One batch of renew_due, run_renewals and renew_local_tenants, by
+-- tenant: the next batch_size due subscriptions after (after_end,
+-- after_id) in (period end, id) order, by the keyset on the due index of
+-- subscription.subscription, or of its Citus shard "shard" (its tenants'
+-- rows only: renew_local_tenants); each of their tenants, in the order of
+-- its first due subscription, renewed by one renew_account call.  A
+-- subscription a tenant's call left due (not renewable, capped at
+-- subscription.max_catchup, held by another worker, its tenant held by
+-- another session) is returned in left_due: the caller's later batches
+-- pass it back in skip, so that the run does not take its tenant twice
+-- (the next run does).  The keyset means that no subscription is read
+-- twice.  Returns how many subscriptions it read (0: the run is over) and
+-- handled, and where the next batch starts.
+CREATE FUNCTION subscription.renew_batch(
+    at timestamptz, batch_size integer, after_end timestamptz, after_id bigint, skip bigint[], shard bigint,
+    OUT taken integer, OUT handled integer, OUT last_end timestamptz, OUT last_id bigint, OUT left_due bigint[])
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tenants bigint[];
+    t bigint;
+BEGIN
+    handled := 0;
+    left_due := '{}';
+    EXECUTE format(
+        $q$WITH d AS (SELECT x.tenant_id, upper(x.period) AS e, x.id
+                        FROM %s AS x
+                       WHERE x.status = 'active' AND upper(x.period) <= $1
+                         AND (upper(x.period), x.id) > ($2, $3) AND NOT x.id = ANY ($4)
+                       ORDER BY upper(x.period), x.id
+                       LIMIT $5),
+              k AS (SELECT d.*, row_number() OVER (ORDER BY d.e, d.id) AS k FROM d)
+           SELECT (SELECT count(*) FROM k)::integer,
+                  coalesce((SELECT k.e FROM k ORDER BY k.k DESC LIMIT 1), $2),
+                  coalesce((SELECT k.id FROM k ORDER BY k.k DESC LIMIT 1), $3),
+                  (SELECT array_agg(f.tenant_id ORDER BY f.first)
+                     FROM (SELECT k.tenant_id, min(k.k) AS first FROM k GROUP BY k.tenant_id) AS f)$q$,
+        CASE WHEN shard IS NULL THEN 'subscription.subscription'
+             ELSE subscription.subscription_shard(shard) END)
+      INTO taken, last_end, last_id, tenants
+      USING at, after_end, after_id, skip, batch_size;
+    FOREACH t IN ARRAY coalesce(tenants, '{}') LOOP
+        handled := handled + subscription.renew_account(t, at);
+        left_due := left_due || ARRAY(SELECT x.id FROM subscription.subscription AS x
+                                       WHERE x.tenant_id = t AND x.status = 'active' AND upper(x.period) <= at);
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_batch(timestamptz, integer, timestamptz, bigint, bigint[], bigint) IS
+'Internal: one batch of renew_due, run_renewals and renew_local_tenants: the tenants of the next due subscriptions, each by renew_account';
+
+-- The name of a shard of subscription.subscription that this node holds
+-- (Citus), for renew_batch; 42704 for any other shard.
+CREATE FUNCTION subscription.subscription_shard(shard bigint)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF (shard = ANY (subscription.local_subscription_shards())) IS NOT TRUE THEN
+        RAISE EXCEPTION 'shard % is not a shard of subscription.subscription on this node', shard
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN shard_name('subscription.subscription'::regclass, shard);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.subscription_shard(bigint) IS
+'Internal: the name of a shard of subscription.subscription that this node holds (Citus)';
+
+-- The shards of subscription.subscription that this node holds, from
+-- Citus' metadata (pg_dist_shard, pg_dist_placement, pg_dist_local_group);
+-- {NULL}, the whole table, without Citus or while the table is not
+-- distributed; {} on a node that holds none of its shards.
+CREATE FUNCTION subscription.local_subscription_shards()
+RETURNS bigint[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    shards bigint[];
+BEGIN
+    IF to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+        RETURN '{NULL}';
+    END IF;
+    EXECUTE $q$SELECT CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_dist_partition AS p
+                                         WHERE p.logicalrelid = 'subscription.subscription'::regclass)
+                           THEN ARRAY(SELECT s.shardid
+                                        FROM pg_catalog.pg_dist_shard AS s
+                                        JOIN pg_catalog.pg_dist_placement AS pl ON pl.shardid = s.shardid
+                                       WHERE s.logicalrelid = 'subscription.subscription'::regclass
+                                         AND pl.groupid = (SELECT g.groupid FROM pg_catalog.pg_dist_local_group AS g)
+                                       ORDER BY s.shardid)
+                           ELSE '{NULL}' END$q$
+      INTO shards;
+    RETURN shards;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.local_subscription_shards() IS
+'Internal: the shards of subscription.subscription on this node (Citus); {NULL} (the whole table) without Citus';
 
 -- Renewals are back-office work: no actor, and a trusted role; up to a
 -- time neither further back than subscription.max_backdate nor further
@@ -407,9 +519,11 @@ $$;
 COMMENT ON FUNCTION subscription.require_renewal_run(text, timestamptz) IS 'Internal: renewals run up to a time within the bounds, as back-office code';
 
 -- Renews, expires or cancels every subscription whose period ended by
--- "at", catching up missed periods, in one transaction; returns how many
--- it handled.  Safe to run concurrently and repeatedly: a period is
--- charged once whatever runs (C2).  Progress is a NOTICE every 10,000.
+-- "at", catching up missed periods, in one transaction: by tenant
+-- batches (renew_batch), each tenant by one renew_account call; returns
+-- how many it handled.  Safe to run concurrently and repeatedly: a tenant
+-- is renewed by one session at a time, and a period is charged once
+-- whatever runs (C2).  Progress is a NOTICE every 10,000.
 CREATE FUNCTION subscription.renew_due(at timestamptz DEFAULT now())
 RETURNS integer
 LANGUAGE plpgsql
@@ -422,14 +536,14 @@ DECLARE
     next_notice integer := 10000;
     after_end timestamptz := '-infinity';
     after_id bigint := 0;
-    capped bigint[] := '{}';
+    skip bigint[] := '{}';
 BEGIN
     PERFORM subscription.require_arguments('renew_due', '{at}', ARRAY[at IS NULL]);
     PERFORM subscription.require_renewal_run('renew_due', at);
     LOOP
-        b := subscription.renew_batch(at, 500, after_end, after_id, capped);
+        b := subscription.renew_batch(at, 500, after_end, after_id, skip, NULL);
         EXIT WHEN b.taken = 0;
-        capped := capped || b.capped;
+        skip := skip || b.left_due;
         total := total + b.handled;
         IF total >= next_notice THEN
             RAISE NOTICE 'renew_due: % subscriptions handled', total;
@@ -444,42 +558,80 @@ $$;
 
 COMMENT ON FUNCTION subscription.renew_due(timestamptz) IS 'Renew, expire or cancel every subscription due by a time, catching up missed periods; back-office work';
 
--- renew_due() for large runs: the same batches, each committed as it is
+-- The committed batches of run_renewals and renew_local_tenants (fn, for
+-- the NOTICE), over the shards given (local_subscription_shards; NULL:
+-- the whole table).  Each batch is renew_batch's, committed as it is
 -- done, so that memory and locks stay bounded by one batch however many
--- subscriptions are due.  CALL it outside a transaction block.  A
--- procedure that commits cannot carry SET search_path: everything in it
--- is schema-qualified, and the functions it calls pin their own.  It
--- commits, which a SECURITY DEFINER procedure cannot: each of its batches
--- (renew_batch) is SECURITY DEFINER instead.
-CREATE PROCEDURE subscription.run_renewals(at timestamptz DEFAULT now(), batch_size integer DEFAULT 1000)
+-- subscriptions are due.  A procedure that commits cannot carry SET
+-- search_path: everything in it is schema-qualified, and the functions it
+-- calls pin their own.  It commits, which a SECURITY DEFINER procedure
+-- cannot: each of its batches (renew_batch) is SECURITY DEFINER instead.
+CREATE PROCEDURE subscription.renew_in_batches(fn text, at timestamptz, batch_size integer, shards bigint[])
 LANGUAGE plpgsql
 AS $$
 DECLARE
     b record;
     total bigint := 0;
-    after_end timestamptz := '-infinity';
-    after_id bigint := 0;
-    capped bigint[] := '{}';
+    after_end timestamptz;
+    after_id bigint;
+    skip bigint[];
+    shard bigint;
 BEGIN
-    PERFORM subscription.require_arguments('run_renewals', '{at,batch_size}', ARRAY[at IS NULL, batch_size IS NULL]);
-    PERFORM subscription.require_renewal_run('run_renewals', at);
+    PERFORM subscription.require_renewal_run(fn, at);
     IF batch_size OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION 'batch size must be at least 1' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    LOOP
-        b := subscription.renew_batch(at, batch_size, after_end, after_id, capped);
-        COMMIT;
-        EXIT WHEN b.taken OPERATOR(pg_catalog.=) 0;
-        capped := capped OPERATOR(pg_catalog.||) b.capped;
-        total := total OPERATOR(pg_catalog.+) b.handled;
-        after_end := b.last_end;
-        after_id := b.last_id;
-        RAISE NOTICE 'run_renewals: % subscriptions handled', total;
+    FOREACH shard IN ARRAY shards LOOP
+        after_end := '-infinity';
+        after_id := 0;
+        skip := '{}';
+        LOOP
+            b := subscription.renew_batch(at, batch_size, after_end, after_id, skip, shard);
+            COMMIT;
+            EXIT WHEN b.taken OPERATOR(pg_catalog.=) 0;
+            skip := skip OPERATOR(pg_catalog.||) b.left_due;
+            total := total OPERATOR(pg_catalog.+) b.handled;
+            after_end := b.last_end;
+            after_id := b.last_id;
+            RAISE NOTICE '%: % subscriptions handled', fn, total;
+        END LOOP;
     END LOOP;
 END
 $$;
 
+COMMENT ON PROCEDURE subscription.renew_in_batches(text, timestamptz, integer, bigint[]) IS
+'Internal: the committed tenant batches of run_renewals and renew_local_tenants';
+
+-- renew_due() for large runs: the same tenant batches, each committed as
+-- it is done.  CALL it outside a transaction block.
+CREATE PROCEDURE subscription.run_renewals(at timestamptz DEFAULT now(), batch_size integer DEFAULT 1000)
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM subscription.require_arguments('run_renewals', '{at,batch_size}', ARRAY[at IS NULL, batch_size IS NULL]);
+    CALL subscription.renew_in_batches('run_renewals', at, batch_size, '{NULL}');
+END
+$$;
+
 COMMENT ON PROCEDURE subscription.run_renewals(timestamptz, integer) IS 'renew_due in committed batches, for large runs; CALL it outside a transaction block';
+
+-- run_renewals() for pg_cron on every node of a Citus cluster: the due
+-- tenants whose subscriptions this node's shards hold
+-- (local_subscription_shards), in committed batches of the tenants of
+-- "batch" due subscriptions; each tenant's renew_account then runs on
+-- this node.  Without Citus, or before the tables are distributed: every
+-- tenant, as run_renewals.  CALL it outside a transaction block.
+CREATE PROCEDURE subscription.renew_local_tenants(at timestamptz DEFAULT now(), batch integer DEFAULT 100)
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM subscription.require_arguments('renew_local_tenants', '{at,batch}', ARRAY[at IS NULL, batch IS NULL]);
+    CALL subscription.renew_in_batches('renew_local_tenants', at, batch, subscription.local_subscription_shards());
+END
+$$;
+
+COMMENT ON PROCEDURE subscription.renew_local_tenants(timestamptz, integer) IS
+'Renew the due tenants whose shards are on this node (Citus; every tenant on a single server), in committed batches, for pg_cron; CALL it outside a transaction block';
 
 -- L5, L8: the subscriptions that renew within subscription.notice_days
 -- (default 30), with what the renewal will be (next_terms): plan (at the
