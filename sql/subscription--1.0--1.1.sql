@@ -8549,6 +8549,11 @@ DECLARE
     plans text[] := '{}';
     c text;
 BEGIN
+    -- a restore copies the row with its stamp (a stamp the sequence has not
+    -- issued: the sequence is set after the rows), as history does
+    IF TG_OP = 'INSERT' AND subscription.restored_copy('subscription.limit_stamp'::pg_catalog.regclass, NEW.limit_stamp) THEN
+        RETURN NEW;
+    END IF;
     IF logical = 'plan_limit' THEN
         plans := ARRAY[NEW.plan];
     ELSIF logical = 'suite_component' THEN
