@@ -10727,6 +10727,595 @@ REVOKE ALL ON PROCEDURE subscription.renew_in_batches(text, timestamptz, integer
 REVOKE ALL ON PROCEDURE subscription.renew_local_tenants(timestamptz, integer) FROM PUBLIC;
 SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g ORDER BY g.role, g.kind;
 
+
+-- ---------------------------------------------------------------------------
+-- Catalog triggers without cross-node row locks, and limit changes without
+-- a fan-out UPDATE (issue 17, item 3): the catalog's rules serialize by
+-- advisory transaction locks (lock_catalog), every catalog row a limit is
+-- computed from is stamped (the catalog's limit version), each usage
+-- counter stores the version its limit was computed at (limit_version,
+-- added at the end of usage_counter), and the guard recomputes a limit
+-- whose version moved (counter_limit); on a single server the catalog
+-- triggers still refresh each account concerned, per tenant
+-- (refresh_account_limits).
+-- ---------------------------------------------------------------------------
+ALTER TABLE subscription.plan ADD COLUMN limit_stamp bigint NOT NULL DEFAULT 0;
+ALTER TABLE subscription.plan_limit ADD COLUMN limit_stamp bigint NOT NULL DEFAULT 0;
+ALTER TABLE subscription.addon ADD COLUMN limit_stamp bigint NOT NULL DEFAULT 0;
+ALTER TABLE subscription.suite_component ADD COLUMN limit_stamp bigint NOT NULL DEFAULT 0;
+
+-- The catalog's limit version limit_value was computed at (issue 17): the
+-- guard recomputes a limit whose version is not the catalog's
+-- (counter_limit), so that a catalog change needs no write to the counters.
+-- Added after the table (the tenant key's rework changes its definition).
+ALTER TABLE subscription.usage_counter ADD COLUMN limit_version bigint[];
+
+CREATE FUNCTION subscription.lock_catalog(name text, shared boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF shared THEN
+        PERFORM pg_catalog.pg_advisory_xact_lock_shared(pg_catalog.hashtextextended('subscription ' || name, 0));
+    ELSE
+        PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('subscription ' || name, 0));
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.lock_catalog(text, boolean) IS
+'Internal: the advisory transaction lock that serializes the writers of a part of the catalog (''plan <code>'', ''limits'')';
+
+CREATE OR REPLACE FUNCTION subscription.check_plan_price_tiering()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- serialize concurrent price writes of the same plan (no row lock: issue 17)
+    PERFORM subscription.lock_catalog('plan ' || NEW.plan, false);
+    PERFORM FROM subscription.plan_price AS pp
+     WHERE pp.plan = NEW.plan
+       AND (pp.tier IS NULL) <> (NEW.tier IS NULL);
+    IF FOUND THEN
+        RAISE EXCEPTION 'plan "%" cannot mix tiered and untiered prices', NEW.plan
+            USING ERRCODE = 'check_violation',
+                  DETAIL = CASE WHEN NEW.tier IS NULL
+                                THEN 'Its other prices name tiers; this one does not.'
+                                ELSE 'Its other prices name no tier; this one names tier ' || NEW.tier || '.' END,
+                  HINT = 'Give every price of a tiered plan a tier, or none.',
+                  TABLE = 'plan_price', SCHEMA = 'subscription';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.check_plan_price_tiering() IS 'Trigger: a plan''s prices all name a tier, or none does (L12)';
+
+CREATE OR REPLACE FUNCTION subscription.version_catalog_row()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the catalog admin reads no subscription
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- the logical table, as a trigger argument: a Citus shard has another name
+    logical text := TG_ARGV[0];
+    what text := CASE logical WHEN 'plan_price' THEN 'price' ELSE 'limit' END;
+    current_version integer;
+    held boolean;
+    held_current boolean;
+    new_version integer;
+BEGIN
+    -- the new version's row, inserted below while the old one is still open
+    IF TG_OP = 'INSERT' AND pg_trigger_depth() > 1 THEN
+        RETURN NEW;
+    ELSIF TG_OP = 'INSERT' THEN
+        -- no row lock (an INSERT makes no version; on Citus the rows of a
+        -- reference table are copied through this trigger): two new rows
+        -- of one price or limit from the same version meet in the unique
+        -- index of their lower bound
+        IF logical = 'plan_price' THEN
+            PERFORM FROM subscription.plan_price AS pp
+             WHERE pp.plan = NEW.plan AND pp.versions && NEW.versions
+               AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(NEW.cycle)
+               AND pp.tier IS NOT DISTINCT FROM NEW.tier;
+        ELSE
+            PERFORM FROM subscription.plan_limit AS pl
+             WHERE pl.plan = NEW.plan AND pl.versions && NEW.versions AND pl.feature = NEW.feature;
+        END IF;
+        IF FOUND THEN
+            RAISE EXCEPTION 'plan "%" already has this %', NEW.plan, what
+                USING ERRCODE = 'unique_violation',
+                      DETAIL = format('A row of the same %s holds versions overlapping %s.', what, NEW.versions),
+                      HINT = format('UPDATE the current row of subscription.%s: a change that subscriptions hold makes a new version.', logical),
+                      TABLE = logical, SCHEMA = 'subscription';
+        END IF;
+        RETURN NEW;
+    END IF;
+    IF NOT upper_inf(OLD.versions) THEN
+        -- a closed row is history: an UPDATE changes the current rows only
+        RETURN NULL;
+    END IF;
+    IF NEW.versions IS DISTINCT FROM OLD.versions OR NEW.plan IS DISTINCT FROM OLD.plan THEN
+        RAISE EXCEPTION 'the plan and versions of a % are not changed with its terms', what
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Update the terms of the current row alone; the new version is made for you.',
+                  TABLE = logical, SCHEMA = 'subscription';
+    END IF;
+    -- serialize the version changes of a plan, and its migrations, by the
+    -- plan's advisory lock, not a row lock on plan (issue 17); each
+    -- statement below reads what the previous holder committed
+    PERFORM subscription.lock_catalog('plan ' || OLD.plan, false);
+    SELECT p.version INTO current_version FROM subscription.plan AS p WHERE p.code = OLD.plan;
+    SELECT coalesce(bool_or(true), false), coalesce(bool_or(h.version = current_version), false)
+      INTO held, held_current
+      FROM (SELECT s.plan_version AS version FROM subscription.subscription AS s
+             WHERE s.plan = OLD.plan AND s.status = 'active'
+            UNION ALL
+            SELECT s.migrate_version FROM subscription.subscription AS s
+             WHERE s.migrate_to = OLD.plan AND s.status = 'active') AS h
+     WHERE OLD.versions @> h.version;
+    IF NOT held THEN
+        RETURN NEW;
+    END IF;
+    -- the versions held keep the old row; the change makes a new version
+    -- unless the current one is held by nobody yet
+    new_version := current_version + CASE WHEN held_current THEN 1 ELSE 0 END;
+    UPDATE subscription.plan AS p SET version = new_version WHERE p.code = OLD.plan AND p.version <> new_version;
+    NEW.versions := int4range(new_version, NULL);
+    IF logical = 'plan_price' THEN
+        INSERT INTO subscription.plan_price SELECT (NEW::subscription.plan_price).*;
+    ELSE
+        INSERT INTO subscription.plan_limit SELECT (NEW::subscription.plan_limit).*;
+    END IF;
+    OLD.versions := int4range(lower(OLD.versions), new_version);
+    RETURN OLD;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.version_catalog_row() IS
+'Trigger: a price or limit that subscriptions hold changes by a new plan version; the old row is kept and closed (grandfathering)';
+
+CREATE OR REPLACE FUNCTION subscription.check_suite_component()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    a text;
+    b text;
+    c text;
+BEGIN
+    -- a suite row, or a plan that moved to another product (the logical
+    -- table, from the trigger's argument: issue 17)
+    IF TG_ARGV[0] = 'plan' THEN
+        a := NEW.code;
+        b := NEW.code;
+    ELSE
+        a := NEW.suite_plan;
+        b := NEW.plan;
+    END IF;
+    -- serialize concurrent changes of the suites that involve these plans,
+    -- in code order, by their advisory locks (no row lock: issue 17)
+    FOR c IN SELECT DISTINCT x FROM unnest(ARRAY[a, b]) AS x ORDER BY 1 LOOP
+        PERFORM subscription.lock_catalog('plan ' || c, false);
+    END LOOP;
+    FOR r IN SELECT sc.suite_plan, sc.plan, subscription.suite_problem(sc.suite_plan, sc.plan) AS problem
+               FROM subscription.suite_component AS sc
+              WHERE sc.suite_plan IN (a, b) OR sc.plan IN (a, b)
+              -- the row written first: its problem is the one to tell
+              ORDER BY (sc.suite_plan, sc.plan) = (a, b) DESC, 1, 2 LOOP
+        IF r.problem IS NOT NULL THEN
+            RAISE EXCEPTION '%', r.problem
+                USING ERRCODE = 'check_violation',
+                      DETAIL = 'A suite includes plans of other products, one per product, and no suite.',
+                      TABLE = 'suite_component', SCHEMA = 'subscription';
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.check_suite_component() IS 'Trigger: a suite includes plans of other products, one per product, and no suite (Z3)';
+
+-- The catalog's limit version (issue 17).  An account's limit of a feature
+-- (limit_of) is computed from plan_limit, addon, suite_component and plan;
+-- each usage counter stores it with the version of the catalog it was
+-- computed from, and the limit guard recomputes it when the catalog's
+-- version differs (counter_limit, 40_limits.sql).  The version is
+-- (rows, last stamp) over those four tables (limit_catalog_version): every
+-- row written gets a new stamp from this sequence, under one advisory lock
+-- held to commit, so stamps follow the commit order; a deletion changes
+-- the count.  Two different contents never have the same version: the rows
+-- of a later content stamped no later than an earlier version's last stamp
+-- are rows of that earlier content, unchanged.  No write leaves the row
+-- itself, and no row of another table is locked: on Citus each node stamps
+-- its own placement, in the same order (its own sequence, kept by pg_dump).
+CREATE SEQUENCE subscription.limit_stamp;
+
+COMMENT ON SEQUENCE subscription.limit_stamp IS 'The stamps of the catalog''s limit version (stamp_limit_change)';
+
+CREATE FUNCTION subscription.stamp_limit_change()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the catalog admin needs no right on the sequence
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- the logical table, from the trigger's argument: a Citus shard has another name
+    logical text := TG_ARGV[0];
+    plans text[] := '{}';
+    c text;
+BEGIN
+    -- a restore copies the row with its stamp (a stamp the sequence has not
+    -- issued: the sequence is set after the rows), as history does
+    IF TG_OP = 'INSERT' AND subscription.restored_copy('subscription.limit_stamp'::pg_catalog.regclass, NEW.limit_stamp) THEN
+        RETURN NEW;
+    END IF;
+    IF logical = 'plan_limit' THEN
+        plans := ARRAY[NEW.plan];
+    ELSIF logical = 'suite_component' THEN
+        plans := ARRAY[NEW.suite_plan, NEW.plan];
+    ELSIF logical = 'plan' THEN
+        plans := ARRAY[NEW.code];
+    END IF;
+    -- the plans' locks first, in code order, as the plans' own rules take them
+    FOR c IN SELECT DISTINCT x FROM unnest(plans) AS x ORDER BY 1 LOOP
+        PERFORM subscription.lock_catalog('plan ' || c, false);
+    END LOOP;
+    PERFORM subscription.lock_catalog('limits', false);
+    NEW.limit_stamp := pg_catalog.nextval('subscription.limit_stamp');
+    RETURN NEW;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.stamp_limit_change() IS
+'Trigger: a catalog row a limit is computed from gets a new stamp of the catalog''s limit version, in commit order';
+
+-- after version_catalog_row (BEFORE triggers fire in name order): the row
+-- it closes is stamped too
+CREATE TRIGGER plan_limit_with_stamp
+    BEFORE INSERT OR UPDATE ON subscription.plan_limit
+    FOR EACH ROW EXECUTE FUNCTION subscription.stamp_limit_change('plan_limit');
+CREATE TRIGGER addon_with_stamp
+    BEFORE INSERT OR UPDATE ON subscription.addon
+    FOR EACH ROW EXECUTE FUNCTION subscription.stamp_limit_change('addon');
+CREATE TRIGGER suite_component_with_stamp
+    BEFORE INSERT OR UPDATE ON subscription.suite_component
+    FOR EACH ROW EXECUTE FUNCTION subscription.stamp_limit_change('suite_component');
+-- a suite counts its included plans at their current versions (limit_of)
+CREATE TRIGGER plan_with_stamp
+    BEFORE UPDATE OF version ON subscription.plan
+    FOR EACH ROW WHEN (OLD.version IS DISTINCT FROM NEW.version)
+    EXECUTE FUNCTION subscription.stamp_limit_change('plan');
+
+-- the stamps of the catalog's limit version (issue 17): restored rows keep
+-- theirs, and new stamps come after them
+SELECT pg_catalog.pg_extension_config_dump('subscription.limit_stamp', '');
+
+CREATE FUNCTION subscription.limit_catalog_version()
+RETURNS SETOF bigint[]
+LANGUAGE sql STABLE PARALLEL SAFE
+-- one row; a set so that it is inlined where it is read (FROM ... AS c
+-- (version)): the guard's cached plan reads the catalog, with no call
+BEGIN ATOMIC
+    SELECT ARRAY[pg_catalog.count(*), coalesce(pg_catalog.max(x.stamp), 0)]
+      FROM (SELECT l.limit_stamp FROM subscription.plan_limit AS l
+            UNION ALL
+            SELECT a.limit_stamp FROM subscription.addon AS a
+            UNION ALL
+            SELECT sc.limit_stamp FROM subscription.suite_component AS sc
+            UNION ALL
+            SELECT p.limit_stamp FROM subscription.plan AS p) AS x (stamp);
+END;
+
+COMMENT ON FUNCTION subscription.limit_catalog_version() IS
+'Internal: the catalog''s limit version (rows, last stamp) of the tables limit_of() reads';
+
+CREATE FUNCTION subscription.counter_limit(account_id bigint, feature text, stored bigint,
+                                           stored_version bigint[], catalog_version bigint[])
+RETURNS bigint
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN CASE WHEN stored_version OPERATOR(pg_catalog.=) catalog_version THEN stored
+            ELSE subscription.limit_of(account_id, feature) END;
+
+COMMENT ON FUNCTION subscription.counter_limit(bigint, text, bigint, bigint[], bigint[]) IS
+'Internal: a usage counter''s limit, stored or recomputed when the catalog''s limit version moved';
+
+CREATE FUNCTION subscription.refresh_account_limits(account_id bigint, feature text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE subscription.usage_counter AS u
+       SET limit_value = subscription.limit_of(u.account_id, u.feature)
+     WHERE u.account_id = refresh_account_limits.account_id
+       AND (refresh_account_limits.feature IS NULL OR u.feature = refresh_account_limits.feature)
+       AND u.limit_value IS DISTINCT FROM subscription.limit_of(u.account_id, u.feature);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.refresh_account_limits(bigint, text) IS
+'Internal: one account''s stored limits (of a feature, or all) follow what they are computed from';
+
+CREATE OR REPLACE FUNCTION subscription.refresh_limits()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    accounts bigint[];
+    account bigint;
+    only_feature text;
+    -- the logical table, from the trigger's argument (issue 17)
+    logical text := TG_ARGV[0];
+BEGIN
+    IF logical NOT IN ('subscription', 'addon_batch')
+       AND EXISTS (SELECT FROM pg_catalog.pg_extension AS e WHERE e.extname = 'citus') THEN
+        -- no fan-out from a reference table (issue 17): the limit version
+        RETURN NULL;
+    END IF;
+    -- an UPDATE can move the row: refresh for its old and its new self
+    FOR i IN 1 .. CASE WHEN TG_OP = 'UPDATE' THEN 2 ELSE 1 END LOOP
+        IF i = 1 AND TG_OP <> 'INSERT' THEN
+            r := OLD;
+        ELSE
+            r := NEW;
+        END IF;
+        IF logical = 'subscription' THEN
+            accounts := ARRAY[r.account_id];
+        ELSIF logical = 'addon_batch' THEN
+            SELECT array_agg(s.account_id) INTO accounts
+              FROM subscription.subscription AS s WHERE s.id = r.subscription_id;
+        ELSIF logical = 'plan_limit' THEN
+            only_feature := r.feature;
+            -- the plan's subscriptions, and those of the suites that include it (Z3)
+            SELECT array_agg(DISTINCT s.account_id ORDER BY s.account_id) INTO accounts
+              FROM subscription.subscription AS s
+             WHERE s.plan = r.plan
+                OR s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc WHERE sc.plan = r.plan);
+        ELSIF logical = 'suite_component' THEN
+            SELECT array_agg(DISTINCT s.account_id ORDER BY s.account_id) INTO accounts
+              FROM subscription.subscription AS s WHERE s.plan = r.suite_plan;
+        ELSE
+            SELECT array_agg(DISTINCT s.account_id ORDER BY s.account_id) INTO accounts
+              FROM subscription.subscription AS s
+              JOIN subscription.addon_batch AS b ON b.subscription_id = s.id
+             WHERE b.addon = r.code;
+        END IF;
+        FOREACH account IN ARRAY coalesce(accounts, '{}') LOOP
+            PERFORM subscription.refresh_account_limits(account, only_feature);
+        END LOOP;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.refresh_limits() IS 'Trigger: the limits stored in the usage counters follow what they are computed from';
+
+CREATE OR REPLACE FUNCTION subscription.migration_candidates(fn text, from_plan text, to_plan text, at timestamptz,
+                                                  notice interval)
+RETURNS TABLE (subscription_id bigint, takes_effect_at timestamptz, version integer)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    from_product text;
+    target subscription.plan;
+BEGIN
+    PERFORM subscription.require_arguments(fn, '{from_plan,to_plan,at,notice}',
+        ARRAY[from_plan IS NULL, to_plan IS NULL, at IS NULL, notice IS NULL]);
+    PERFORM subscription.require_renewal_run(fn, at);
+    IF notice < interval '0' THEN
+        RAISE EXCEPTION 'the notice of a migration cannot be negative'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('%s() was given %s.', fn, notice);
+    END IF;
+    SELECT p.product INTO from_product FROM subscription.plan AS p WHERE p.code = from_plan;
+    IF NOT FOUND THEN
+        PERFORM subscription.unknown_code('plan', from_plan);
+    END IF;
+    -- the target's version cannot move while its subscriptions are chosen:
+    -- the plan's lock, shared (version_catalog_row takes it alone; issue 17)
+    PERFORM subscription.lock_catalog('plan ' || to_plan, true);
+    SELECT * INTO target FROM subscription.plan AS p WHERE p.code = to_plan;
+    IF NOT FOUND THEN
+        PERFORM subscription.unknown_code('plan', to_plan);
+    END IF;
+    IF target.product <> from_product THEN
+        RAISE EXCEPTION 'plan "%" is not a plan of product "%"', to_plan, from_product
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A migration moves subscriptions between the plans of one product.';
+    END IF;
+    RETURN QUERY
+    SELECT s.id,
+           CASE WHEN upper(s.period) >= at + notice THEN upper(s.period)
+                WHEN lower(p.period) = at + notice THEN at + notice
+                ELSE upper(p.period) END,
+           target.version
+      FROM subscription.subscription AS s
+     CROSS JOIN LATERAL (SELECT subscription.nth_period(s.anchor, s.cycle,
+                                    subscription.period_containing(s.anchor, s.cycle, at + notice))) AS p(period)
+     WHERE s.status = 'active' AND s.plan = from_plan
+       AND (to_plan <> from_plan OR s.plan_version < target.version)
+       AND NOT s.cancel_at_period_end AND s.renewal <> 'none'
+       AND s.pending_plan IS NULL AND s.migrate_to IS NULL
+     ORDER BY s.id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.migration_candidates(text, text, text, timestamptz, interval) IS
+'Internal: the subscriptions a migration moves, when, and to which version';
+
+CREATE OR REPLACE FUNCTION subscription.verify(account_id bigint DEFAULT NULL)
+RETURNS TABLE ("check" text, account_id bigint, detail text)
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT subscription.require_account($1) WHERE $1 IS NOT NULL;
+SELECT v.* FROM (
+    -- seats: the counter is the licenses held, its capacity the subscription's,
+    -- and no subscription holds more than its capacity
+    SELECT x.check_name, t.account_id, x.detail
+      FROM (SELECT s.account_id, s.id, c.subscription_id IS NOT NULL AS has_counter, c.used, c.capacity, c.active,
+                   subscription.license_capacity(s.id) AS capacity_now,
+                   s.status = 'active' AS active_now,
+                   (SELECT count(*) FROM subscription.license AS l
+                     WHERE l.subscription_id = s.id) AS held
+              FROM subscription.subscription AS s
+              LEFT JOIN subscription.license_counter AS c ON c.subscription_id = s.id
+             WHERE $1 IS NULL OR s.account_id = $1) AS t,
+           LATERAL (VALUES
+               ('license_counter',
+                CASE WHEN NOT t.has_counter THEN format('subscription %s has no seat counter', t.id)
+                     WHEN t.used <> t.held
+                     THEN format('subscription %s: the seat counter says %s used, %s licenses are held', t.id, t.used, t.held) END),
+               ('license_capacity',
+                CASE WHEN t.has_counter AND (t.capacity, t.active) IS DISTINCT FROM (t.capacity_now, t.active_now)
+                     THEN format('subscription %s: the seat counter has capacity %s (active %s), the subscription %s (active %s)',
+                                 t.id, t.capacity, t.active, t.capacity_now, t.active_now) END),
+               ('seats_over_capacity',
+                CASE WHEN t.held > t.capacity_now
+                     THEN format('subscription %s holds %s licenses, its capacity is %s', t.id, t.held, t.capacity_now) END))
+               AS x(check_name, detail)
+     WHERE x.detail IS NOT NULL
+    UNION ALL
+    -- usage: each counter is its table's rows, counted as recount_usage counts
+    -- them (cap counts nothing) ...
+    SELECT 'usage_counter', d.account_id,
+           format('%s of %s: the counter says %s, the table has %s', t.feature, t.relation, d.stored, d.counted)
+      FROM subscription.limited_table AS t,
+           LATERAL subscription.usage_drift(t.relation, t.feature, $1) AS d
+    UNION ALL
+    -- ... and carries the account's limit; no counter outlives its registration
+    SELECT CASE WHEN t.feature IS NULL THEN 'usage_counter' ELSE 'usage_limit' END, u.account_id,
+           CASE WHEN t.feature IS NULL
+                THEN format('a counter of feature %s remains, and no table is registered for it', u.feature)
+                ELSE format('%s: the counter''s limit is %s, the account''s limit %s', u.feature,
+                            coalesce(u.limit_value::text, 'unlimited'),
+                            coalesce(subscription.limit_of(u.account_id, u.feature)::text, 'unlimited')) END
+      FROM subscription.usage_counter AS u
+      LEFT JOIN subscription.limited_table AS t ON t.feature = u.feature
+     WHERE ($1 IS NULL OR u.account_id = $1)
+       AND (t.feature IS NULL
+            -- the limit the guard checks: a counter computed at an older
+            -- catalog limit version is recomputed by it (issue 17)
+            OR subscription.counter_limit(u.account_id, u.feature, u.limit_value, u.limit_version,
+                                          (SELECT c.version FROM subscription.limit_catalog_version() AS c (version)))
+               IS DISTINCT FROM subscription.limit_of(u.account_id, u.feature))
+    UNION ALL
+    -- periods (C2): the plan charges of a subscription, less what was given
+    -- back, follow each other with no gap and no overlap ...
+    SELECT CASE WHEN p.next_lower > p.charged_upper THEN 'period_gap' ELSE 'period_overlap' END,
+           p.account_id,
+           format('subscription %s: charge %s covers %s to %s, charge %s starts at %s',
+                  p.subscription_id, p.id, p.charged_lower, p.charged_upper, p.next_id, p.next_lower)
+      FROM (SELECT c.*,
+                   lead(c.charged_lower) OVER w AS next_lower,
+                   lead(c.id) OVER w AS next_id
+              FROM (SELECT l.id, l.account_id, l.subscription_id, lower(l.period) AS charged_lower,
+                           coalesce(lower(g.period), upper(l.period)) AS charged_upper
+                      FROM subscription.ledger AS l
+                      LEFT JOIN subscription.ledger AS g
+                        ON g.charge_id = l.id AND g.kind IN ('refund', 'credit')
+                     WHERE l.kind = 'charge' AND l.addon_batch_id IS NULL
+                       AND (l.item = 'plan' OR l.item ~~ 'change to %')
+                       AND ($1 IS NULL OR l.account_id = $1)) AS c
+             WHERE c.charged_lower < c.charged_upper
+            WINDOW w AS (PARTITION BY c.subscription_id ORDER BY c.charged_lower, c.id)) AS p
+     WHERE p.next_lower <> p.charged_upper
+    UNION ALL
+    -- ... and an active subscription's current period is charged to its end
+    SELECT 'period_uncharged', s.account_id,
+           format('subscription %s: its current period %s is charged up to %s', s.id, s.period,
+                  coalesce(c.charged_to::text, 'nothing'))
+      FROM subscription.subscription AS s
+      LEFT JOIN LATERAL (
+           SELECT max(coalesce(lower(g.period), upper(l.period))) AS charged_to
+             FROM subscription.ledger AS l
+             LEFT JOIN subscription.ledger AS g
+               ON g.charge_id = l.id AND g.kind IN ('refund', 'credit')
+            WHERE l.subscription_id = s.id AND l.kind = 'charge'
+              AND l.addon_batch_id IS NULL
+              AND (l.item = 'plan' OR l.item ~~ 'change to %')) AS c ON true
+     WHERE s.status = 'active'
+       AND ($1 IS NULL OR s.account_id = $1)
+       AND (c.charged_to IS NULL OR c.charged_to < upper(s.period))
+    UNION ALL
+    -- money: what is given back or taken off a charge never exceeds it
+    SELECT 'refund_over_charge', l.account_id,
+           format('charge %s of %s %s: %s given back or taken off', l.id, l.amount, l.currency, g.total)
+      FROM subscription.ledger AS l
+      JOIN (SELECT g.charge_id, sum(g.amount) AS total FROM subscription.ledger AS g
+             WHERE g.kind IN ('refund', 'credit', 'discount') GROUP BY g.charge_id) AS g
+        ON g.charge_id = l.id
+     WHERE l.kind = 'charge' AND g.total > l.amount
+       AND ($1 IS NULL OR l.account_id = $1)
+    UNION ALL
+    -- history (R8): every account, member, subscription, add-on batch and
+    -- license has the history row that created it
+    SELECT 'history_missing', h.account_id, h.detail
+      FROM (SELECT a.id AS account_id, format('account %s has no account_insert row', a.id) AS detail
+              FROM subscription.account AS a
+             WHERE NOT EXISTS (SELECT FROM subscription.history AS h
+                                WHERE h.account_id = a.id
+                                  AND h.operation = 'account_insert')
+            UNION ALL
+            SELECT m.account_id, format('member %s has no member_insert row', m.id)
+              FROM subscription.member AS m
+             WHERE NOT EXISTS (SELECT FROM subscription.history AS h
+                                WHERE h.account_id = m.account_id
+                                  AND h.operation = 'member_insert'
+                                  AND h.details ->> 'id' = m.id::text)
+            UNION ALL
+            SELECT s.account_id, format('subscription %s has no subscription_insert row', s.id)
+              FROM subscription.subscription AS s
+             WHERE NOT EXISTS (SELECT FROM subscription.history AS h
+                                WHERE h.subscription_id = s.id
+                                  AND h.operation = 'subscription_insert')
+            UNION ALL
+            SELECT s.account_id, format('add-on batch %s has no addon_batch_insert row', b.id)
+              FROM subscription.addon_batch AS b
+              JOIN subscription.subscription AS s ON s.id = b.subscription_id
+             WHERE NOT EXISTS (SELECT FROM subscription.history AS h
+                                WHERE h.subscription_id = b.subscription_id
+                                  AND h.operation = 'addon_batch_insert'
+                                  AND h.details ->> 'id' = b.id::text)
+            UNION ALL
+            SELECT s.account_id, format('the license of member %s on subscription %s has no license_assign row',
+                                        l.member_id, l.subscription_id)
+              FROM subscription.license AS l
+              JOIN subscription.subscription AS s ON s.id = l.subscription_id
+             WHERE NOT EXISTS (SELECT FROM subscription.history AS h
+                                WHERE h.subscription_id = l.subscription_id
+                                  AND h.operation = 'license_assign'
+                                  AND h.details -> 'members'
+                                      @> pg_catalog.jsonb_build_array(l.member_id))) AS h
+     WHERE $1 IS NULL OR h.account_id = $1
+) AS v("check", account_id, detail)
+ORDER BY 1, 2, 3
+$$;
+
+COMMENT ON FUNCTION subscription.verify(bigint) IS
+'The invariants of seats, usage, periods, money and history: one row per broken one (of an account, or of all), nothing when all hold';
+
+
+-- PUBLIC executes none of the new functions; the roles given their rights
+-- before get the new ones of their kind (and the new sequence to read)
+REVOKE ALL ON FUNCTION subscription.lock_catalog(text, boolean), subscription.stamp_limit_change(),
+    subscription.limit_catalog_version(), subscription.counter_limit(bigint, text, bigint, bigint[], bigint[]),
+    subscription.refresh_account_limits(bigint, text) FROM PUBLIC;
+SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g;
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves

@@ -275,17 +275,22 @@ TrimStatement(Registration *r)
 static void
 ReadCounter(int64 account, const char *feature, int64 *used, int64 *limit, bool *unlimited)
 {
-	static SPIPlanPtr counter_plan = NULL;
+	static SPIPlanPtr counter_plan[2];
+	int			v = LimitsVersioned();
 	Oid			argtypes[2] = {INT8OID, TEXTOID};
 	Datum		values[2] = {Int64GetDatum(account), CStringGetTextDatum(feature)};
 	bool		isnull;
 
-	KeptPlan(&counter_plan, "SELECT coalesce(u.used, 0),"
-			 "       CASE WHEN u.account_id IS NULL THEN subscription.limit_of($1, $2) ELSE u.limit_value END"
-			 "  FROM (SELECT) AS one"
-			 "  LEFT JOIN subscription.usage_counter AS u ON u.account_id = $1 AND u.feature = $2",
+	/* the limit the guards check (COUNTER_LIMIT), or the account's for a counter still missing */
+#define READ_COUNTER_SQL(FROM, LIMIT) \
+	"SELECT coalesce(u.used, 0)," \
+	"       CASE WHEN u.account_id IS NULL THEN subscription.limit_of($1, $2) ELSE " LIMIT " END" \
+	"  FROM (SELECT) AS one" FROM \
+	"  LEFT JOIN subscription.usage_counter AS u ON u.account_id = $1 AND u.feature = $2"
+	KeptPlan(&counter_plan[v],
+			 v ? READ_COUNTER_SQL(", " CATALOG_LIMIT_VERSION, COUNTER_LIMIT) : READ_COUNTER_SQL("", "u.limit_value"),
 			 2, argtypes);
-	if (SPI_execute_plan(counter_plan, values, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+	if (SPI_execute_plan(counter_plan[v], values, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "usage counter of account " INT64_FORMAT " for feature \"%s\" is missing", account, feature);
 	*used = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	*limit = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, unlimited));

@@ -108,9 +108,10 @@ typedef struct LimitEntry
 } LimitEntry;
 
 static HTAB *limit_cache = NULL;
-static SPIPlanPtr move_usage_plan = NULL;
-static SPIPlanPtr ensure_counter_plan = NULL;
-static SPIPlanPtr read_usage_plan = NULL;
+/* each in two forms: [0] for the SQL of version 1.0, [1] versioned limits */
+static SPIPlanPtr move_usage_plan[2];
+static SPIPlanPtr ensure_counter_plan[2];
+static SPIPlanPtr read_usage_plan[2];
 static SPIPlanPtr reset_usage_plan = NULL;
 static SPIPlanPtr way_out_plan = NULL;
 
@@ -574,16 +575,32 @@ LimitRefusal(Relation rel, int64 account, const char *feature, int64 used, int64
 			 errtable(rel)));
 }
 
+/*
+ * Whether the SQL has the catalog's limit version (issue 17): version 1.0
+ * of the SQL, before its update, has none, and its stored limits are the
+ * limits.
+ */
+bool
+LimitsVersioned(void)
+{
+	return OidIsValid(get_relname_relid("limit_stamp", get_namespace_oid("subscription", false)));
+}
+
 /* The counter of (account $1, feature $2), created on the account's first write. */
 static void
 EnsureCounter(Datum *values)
 {
 	Oid			argtypes[2] = {INT8OID, TEXTOID};
+	int			v = LimitsVersioned();
 
-	KeptPlan(&ensure_counter_plan, "INSERT INTO subscription.usage_counter (account_id, feature, limit_value)"
-			 " VALUES ($1, $2, subscription.limit_of($1, $2))"
-			 " ON CONFLICT DO NOTHING", 2, argtypes);
-	if (SPI_execute_plan(ensure_counter_plan, values, NULL, false, 0) != SPI_OK_INSERT)
+#define ENSURE_COUNTER_SQL(COLUMN, VALUE, FROM) \
+	"INSERT INTO subscription.usage_counter (account_id, feature, limit_value" COLUMN ")" \
+	" SELECT $1, $2, subscription.limit_of($1, $2)" VALUE FROM \
+	" ON CONFLICT DO NOTHING"
+	KeptPlan(&ensure_counter_plan[v],
+			 v ? ENSURE_COUNTER_SQL(", limit_version", ", c.version", " FROM " CATALOG_LIMIT_VERSION)
+			 : ENSURE_COUNTER_SQL("", "", ""), 2, argtypes);
+	if (SPI_execute_plan(ensure_counter_plan[v], values, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not create the usage counter");
 }
 
@@ -594,7 +611,7 @@ EnsureCounter(Datum *values)
  * the UPDATE that found it would have been, and the retry judges it.
  */
 static void
-RefuseOnlyWhatWeSee(int64 used, bool limit_null, int64 limit, Datum *values)
+RefuseOnlyWhatWeSee(SPIPlanPtr read_usage, int64 used, bool limit_null, int64 limit, Datum *values)
 {
 	Snapshot	crosscheck = GuardCrosscheckSnapshot();
 	bool		isnull;
@@ -602,7 +619,7 @@ RefuseOnlyWhatWeSee(int64 used, bool limit_null, int64 limit, Datum *values)
 
 	if (crosscheck == InvalidSnapshot)
 		return;
-	if (SPI_execute_snapshot(read_usage_plan, values, NULL, crosscheck, InvalidSnapshot,
+	if (SPI_execute_snapshot(read_usage, values, NULL, crosscheck, InvalidSnapshot,
 							 true, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the usage counter");
 	if (SPI_processed != 1 ||
@@ -625,6 +642,7 @@ MoveUsage(Relation rel, int64 account, const char *feature, int64 delta, bool de
 	int64		limit;
 	bool		limit_null;
 	int			attempt;
+	int			v = LimitsVersioned();
 
 	values[0] = Int64GetDatum(account);
 	values[1] = CStringGetTextDatum(feature);
@@ -632,19 +650,29 @@ MoveUsage(Relation rel, int64 account, const char *feature, int64 delta, bool de
 	values[3] = BoolGetDatum(detach);
 
 	/*
-	 * The counter row carries the limit (kept by subscription.refresh_limits),
-	 * so the check is this one row.  detach limits nothing but inclusion: any
+	 * The counter row carries the limit (kept by subscription.refresh_limits
+	 * for the account's own rows), with the catalog's limit version it was
+	 * computed at: when the catalog's version moved since, the limit is
+	 * recomputed and stored by this same statement (COUNTER_LIMIT, issue
+	 * 17), so the check is this one row.  The catalog's version is read
+	 * once (a one-row relation of the statement), the counter's columns
+	 * again if the row is re-checked after a concurrent update.  detach limits nothing but inclusion: any
 	 * non-NULL value where the feature is included (limit NULL or above 0).
 	 */
-	KeptPlan(&move_usage_plan, "UPDATE subscription.usage_counter SET used = used + $3"
-								   " WHERE account_id = $1 AND feature = $2"
-								   "   AND ($3 <= 0 OR limit_value IS NULL"
-								   "        OR CASE WHEN $4 THEN limit_value > 0 ELSE used + $3 <= limit_value END)"
-								   " RETURNING used",
-								   4, argtypes);
+#define MOVE_USAGE_SQL(SET, FROM, LIMIT) \
+	"UPDATE subscription.usage_counter AS u SET used = u.used + $3" SET FROM \
+	" WHERE u.account_id = $1 AND u.feature = $2" \
+	"   AND ($3 <= 0 OR " LIMIT " IS NULL" \
+	"        OR CASE WHEN $4 THEN " LIMIT " > 0 ELSE u.used + $3 <= " LIMIT " END)" \
+	" RETURNING u.used"
+	KeptPlan(&move_usage_plan[v],
+			 v ? MOVE_USAGE_SQL(", limit_value = " COUNTER_LIMIT ", limit_version = c.version",
+								" FROM " CATALOG_LIMIT_VERSION, COUNTER_LIMIT)
+			 : MOVE_USAGE_SQL("", "", "u.limit_value"),
+			 4, argtypes);
 	for (attempt = 0; attempt < 2; attempt++)
 	{
-		if (SPI_execute_snapshot(move_usage_plan, values, NULL, GetLatestSnapshot(), GuardCrosscheckSnapshot(),
+		if (SPI_execute_snapshot(move_usage_plan[v], values, NULL, GetLatestSnapshot(), GuardCrosscheckSnapshot(),
 								 false, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not move the usage counter");
 		if (SPI_processed == 1)
@@ -652,16 +680,20 @@ MoveUsage(Relation rel, int64 account, const char *feature, int64 delta, bool de
 		if (delta <= 0)
 			return;				/* no counter to count down: its account is going */
 
-		KeptPlan(&read_usage_plan, "SELECT used, limit_value FROM subscription.usage_counter"
-									   " WHERE account_id = $1 AND feature = $2", 2, argtypes);
-		if (SPI_execute_snapshot(read_usage_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+#define READ_USAGE_SQL(FROM, LIMIT) \
+	"SELECT u.used, " LIMIT " FROM subscription.usage_counter AS u" FROM \
+	" WHERE u.account_id = $1 AND u.feature = $2"
+		KeptPlan(&read_usage_plan[v],
+				 v ? READ_USAGE_SQL(", " CATALOG_LIMIT_VERSION, COUNTER_LIMIT)
+				 : READ_USAGE_SQL("", "u.limit_value"), 2, argtypes);
+		if (SPI_execute_snapshot(read_usage_plan[v], values, NULL, GetLatestSnapshot(), InvalidSnapshot,
 								 true, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not read the usage counter");
 		if (SPI_processed == 1)
 		{
 			used = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 			limit = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &limit_null));
-			RefuseOnlyWhatWeSee(used, limit_null, limit, values);
+			RefuseOnlyWhatWeSee(read_usage_plan[v], used, limit_null, limit, values);
 			LimitRefusal(rel, account, feature, used, delta, limit_null, limit, false);
 		}
 
@@ -682,16 +714,21 @@ CheckCap(Relation rel, int64 account, const char *feature, int64 largest)
 {
 	Oid			argtypes[2] = {INT8OID, TEXTOID};
 	Datum		values[2] = {Int64GetDatum(account), CStringGetTextDatum(feature)};
-	static SPIPlanPtr cap_plan = NULL;
+	static SPIPlanPtr cap_plan[2];
 	bool		limit_null;
 	int64		limit;
 	int			attempt;
+	int			v = LimitsVersioned();
 
-	KeptPlan(&cap_plan, "SELECT limit_value FROM subscription.usage_counter"
-			 " WHERE account_id = $1 AND feature = $2 FOR KEY SHARE", 2, argtypes);
+#define CAP_SQL(FROM, LIMIT) \
+	"SELECT " LIMIT " FROM subscription.usage_counter AS u" FROM \
+	" WHERE u.account_id = $1 AND u.feature = $2 FOR KEY SHARE OF u"
+	KeptPlan(&cap_plan[v],
+			 v ? CAP_SQL(", " CATALOG_LIMIT_VERSION, COUNTER_LIMIT) : CAP_SQL("", "u.limit_value"),
+			 2, argtypes);
 	for (attempt = 0; attempt < 2; attempt++)
 	{
-		if (SPI_execute_snapshot(cap_plan, values, NULL, GetLatestSnapshot(), GuardCrosscheckSnapshot(),
+		if (SPI_execute_snapshot(cap_plan[v], values, NULL, GetLatestSnapshot(), GuardCrosscheckSnapshot(),
 								 false, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not read the limit");
 		if (SPI_processed == 1)
@@ -975,7 +1012,8 @@ int64
 RecountUsage(Oid relid, const char *feature, bool one_account, int64 account,
 			 Tuplestorestate *drift, TupleDesc drift_desc)
 {
-	static SPIPlanPtr write_counters_plan = NULL;
+	static SPIPlanPtr write_counters_plan[2];
+	int			v = LimitsVersioned();
 	static SPIPlanPtr zero_counters_plan = NULL;
 	static SPIPlanPtr drift_plan = NULL;
 	Oid			argtypes[4] = {OIDOID, TEXTOID, INT8ARRAYOID, INT8ARRAYOID};
@@ -1079,18 +1117,23 @@ RecountUsage(Oid relid, const char *feature, bool one_account, int64 account,
 	}
 	/* $1: 0 for one account, whose zero use needs no new counter (a missing one is 0) */
 	values[0] = ObjectIdGetDatum(one_account ? InvalidOid : relid);
-	KeptPlan(&write_counters_plan,
-			 "INSERT INTO subscription.usage_counter AS u (account_id, feature, used, limit_value)"
-			 " SELECT c.account, $2, coalesce(c.used, 0), subscription.limit_of(c.account, $2)"
-			 "   FROM unnest($3, $4) AS c(account, used)"
-			 "  WHERE $1 <> 0 OR coalesce(c.used, 0) <> 0"
-			 "     OR EXISTS (SELECT FROM subscription.usage_counter AS e"
-			 "                 WHERE e.account_id = c.account AND e.feature = $2)"
-			 " ON CONFLICT ON CONSTRAINT usage_counter_pkey DO UPDATE"
-			 "    SET used = excluded.used, limit_value = excluded.limit_value"
-			 "  WHERE (u.used, u.limit_value) IS DISTINCT FROM (excluded.used, excluded.limit_value)",
+#define WRITE_COUNTERS_SQL(COLUMN, VALUE, FROM, SET) \
+	"INSERT INTO subscription.usage_counter AS u (account_id, feature, used, limit_value" COLUMN ")" \
+	" SELECT c.account, $2, coalesce(c.used, 0), subscription.limit_of(c.account, $2)" VALUE \
+	"   FROM unnest($3, $4) AS c(account, used)" FROM \
+	"  WHERE $1 <> 0 OR coalesce(c.used, 0) <> 0" \
+	"     OR EXISTS (SELECT FROM subscription.usage_counter AS e" \
+	"                 WHERE e.account_id = c.account AND e.feature = $2)" \
+	" ON CONFLICT ON CONSTRAINT usage_counter_pkey DO UPDATE" \
+	"    SET used = excluded.used, limit_value = excluded.limit_value" SET \
+	"  WHERE (u.used, u.limit_value) IS DISTINCT FROM (excluded.used, excluded.limit_value)"
+	KeptPlan(&write_counters_plan[v],
+			 v ? WRITE_COUNTERS_SQL(", limit_version", ", v.version",
+									", subscription.limit_catalog_version() AS v (version)",
+									", limit_version = excluded.limit_version")
+			 : WRITE_COUNTERS_SQL("", "", "", ""),
 			 4, argtypes);
-	if (SPI_execute_plan(write_counters_plan, values, NULL, false, 0) != SPI_OK_INSERT)
+	if (SPI_execute_plan(write_counters_plan[v], values, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not write the usage counters");
 	changed = SPI_processed;
 	if (!one_account)

@@ -74,6 +74,20 @@ typedef enum GuardedEvent
 } GuardedEvent;
 
 extern SPIPlanPtr KeptPlan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes);
+
+/*
+ * limits.c: the catalog's limit version (issue 17).  In statements on
+ * subscription.usage_counter AS u, COUNTER_LIMIT is the limit the guards
+ * check (the stored one, or limit_of() when the catalog's limit version
+ * moved: subscription.counter_limit, inlined), with the catalog's version
+ * as c (CATALOG_LIMIT_VERSION in FROM).  LimitsVersioned() is false in a
+ * database still at the SQL of version 1.0, whose stored limits are the
+ * limits (u.limit_value).
+ */
+#define CATALOG_LIMIT_VERSION "subscription.limit_catalog_version() AS c (version)"
+#define COUNTER_LIMIT \
+	"subscription.counter_limit(u.account_id, u.feature, u.limit_value, u.limit_version, c.version)"
+extern bool LimitsVersioned(void);
 extern Snapshot GuardCrosscheckSnapshot(void);
 extern int	PinSearchPath(void);
 extern void UnpinSearchPath(int nest_level);

@@ -73,7 +73,9 @@ CREATE TABLE subscription.plan (
     kind    text NOT NULL DEFAULT 'service' CHECK (kind IN ('service', 'option')),
     -- the version new subscriptions are sold: a price or limit change that
     -- a subscription holds makes a new one (version_catalog_row, 1.1)
-    version integer NOT NULL DEFAULT 1 CHECK (version > 0)
+    version integer NOT NULL DEFAULT 1 CHECK (version > 0),
+    -- the catalog's limit version (stamp_limit_change, issue 17)
+    limit_stamp bigint NOT NULL DEFAULT 0
 );
 CREATE INDEX ON subscription.plan (product);
 
@@ -98,6 +100,29 @@ CREATE UNIQUE INDEX plan_price_one_per_cycle_and_tier
 
 COMMENT ON TABLE subscription.plan_price IS 'A plan''s price per billing cycle, per license or flat, or per host tier (L12), for a range of plan versions';
 
+-- The catalog's rules serialize their writers by an advisory transaction
+-- lock, never by a row lock on another catalog table: on Citus the catalog
+-- tables are reference tables, each write fires its triggers on every
+-- node, and a row lock taken there on another reference table is taken on
+-- every node from every node, which deadlocks (issue 17).  The key is a
+-- hash of the name ('plan <code>', 'limits'), the same on every node.
+CREATE FUNCTION subscription.lock_catalog(name text, shared boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF shared THEN
+        PERFORM pg_catalog.pg_advisory_xact_lock_shared(pg_catalog.hashtextextended('subscription ' || name, 0));
+    ELSE
+        PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('subscription ' || name, 0));
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.lock_catalog(text, boolean) IS
+'Internal: the advisory transaction lock that serializes the writers of a part of the catalog (''plan <code>'', ''limits'')';
+
 -- A plan is tiered (every price names a tier) or not (none does): a mix would
 -- make the price of a quantity ambiguous (L12).
 CREATE FUNCTION subscription.check_plan_price_tiering()
@@ -106,8 +131,8 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    -- serialize concurrent price writes of the same plan
-    PERFORM FROM subscription.plan AS p WHERE p.code = NEW.plan FOR UPDATE;
+    -- serialize concurrent price writes of the same plan (no row lock: issue 17)
+    PERFORM subscription.lock_catalog('plan ' || NEW.plan, false);
     PERFORM FROM subscription.plan_price AS pp
      WHERE pp.plan = NEW.plan
        AND (pp.tier IS NULL) <> (NEW.tier IS NULL);
@@ -138,6 +163,8 @@ CREATE TABLE subscription.plan_limit (
     -- the plan versions it limits (1.1): the current row's range is open
     versions    int4range NOT NULL DEFAULT '[1,)'
                 CONSTRAINT plan_limit_versions_valid CHECK (lower(versions) >= 1),
+    -- the catalog's limit version (stamp_limit_change, issue 17)
+    limit_stamp bigint NOT NULL DEFAULT 0,
     CONSTRAINT plan_limit_pkey PRIMARY KEY (plan, feature, versions)
 );
 
@@ -204,8 +231,11 @@ BEGIN
                   HINT = 'Update the terms of the current row alone; the new version is made for you.',
                   TABLE = logical, SCHEMA = 'subscription';
     END IF;
-    -- serialize the version changes of a plan, and its migrations
-    SELECT p.version INTO current_version FROM subscription.plan AS p WHERE p.code = OLD.plan FOR UPDATE;
+    -- serialize the version changes of a plan, and its migrations, by the
+    -- plan's advisory lock, not a row lock on plan (issue 17); each
+    -- statement below reads what the previous holder committed
+    PERFORM subscription.lock_catalog('plan ' || OLD.plan, false);
+    SELECT p.version INTO current_version FROM subscription.plan AS p WHERE p.code = OLD.plan;
     SELECT coalesce(bool_or(true), false), coalesce(bool_or(h.version = current_version), false)
       INTO held, held_current
       FROM (SELECT s.plan_version AS version FROM subscription.subscription AS s
@@ -248,7 +278,9 @@ CREATE TABLE subscription.addon (
     name     text NOT NULL,
     one_time boolean NOT NULL DEFAULT false,
     feature  text,
-    units    bigint NOT NULL DEFAULT 1 CHECK (units > 0)
+    units    bigint NOT NULL DEFAULT 1 CHECK (units > 0),
+    -- the catalog's limit version (stamp_limit_change, issue 17)
+    limit_stamp bigint NOT NULL DEFAULT 0
 );
 CREATE INDEX ON subscription.addon (product);
 
@@ -309,7 +341,9 @@ COMMENT ON TABLE subscription.terms IS 'Versions of the terms of service, each i
 CREATE TABLE subscription.suite_component (
     suite_plan text NOT NULL REFERENCES subscription.plan (code) ON UPDATE CASCADE,
     plan       text NOT NULL REFERENCES subscription.plan (code) ON UPDATE CASCADE,
-    PRIMARY KEY (suite_plan, plan)
+    PRIMARY KEY (suite_plan, plan),
+    -- the catalog's limit version (stamp_limit_change, issue 17)
+    limit_stamp bigint NOT NULL DEFAULT 0
 );
 CREATE INDEX ON subscription.suite_component (plan);
 
@@ -361,6 +395,7 @@ DECLARE
     r record;
     a text;
     b text;
+    c text;
 BEGIN
     -- a suite row, or a plan that moved to another product (the logical
     -- table, from the trigger's argument: issue 17)
@@ -371,8 +406,11 @@ BEGIN
         a := NEW.suite_plan;
         b := NEW.plan;
     END IF;
-    -- serialize concurrent changes of the suites that involve these plans
-    PERFORM FROM subscription.plan AS p WHERE p.code IN (a, b) ORDER BY p.code FOR UPDATE;
+    -- serialize concurrent changes of the suites that involve these plans,
+    -- in code order, by their advisory locks (no row lock: issue 17)
+    FOR c IN SELECT DISTINCT x FROM unnest(ARRAY[a, b]) AS x ORDER BY 1 LOOP
+        PERFORM subscription.lock_catalog('plan ' || c, false);
+    END LOOP;
     FOR r IN SELECT sc.suite_plan, sc.plan, subscription.suite_problem(sc.suite_plan, sc.plan) AS problem
                FROM subscription.suite_component AS sc
               WHERE sc.suite_plan IN (a, b) OR sc.plan IN (a, b)
@@ -398,3 +436,75 @@ CREATE CONSTRAINT TRIGGER plan_suite_component_valid
     AFTER UPDATE OF product ON subscription.plan
     FOR EACH ROW WHEN (OLD.product IS DISTINCT FROM NEW.product)
     EXECUTE FUNCTION subscription.check_suite_component('plan');
+
+-- The catalog's limit version (issue 17).  An account's limit of a feature
+-- (limit_of) is computed from plan_limit, addon, suite_component and plan;
+-- each usage counter stores it with the version of the catalog it was
+-- computed from, and the limit guard recomputes it when the catalog's
+-- version differs (counter_limit, 40_limits.sql).  The version is
+-- (rows, last stamp) over those four tables (limit_catalog_version): every
+-- row written gets a new stamp from this sequence, under one advisory lock
+-- held to commit, so stamps follow the commit order; a deletion changes
+-- the count.  Two different contents never have the same version: the rows
+-- of a later content stamped no later than an earlier version's last stamp
+-- are rows of that earlier content, unchanged.  No write leaves the row
+-- itself, and no row of another table is locked: on Citus each node stamps
+-- its own placement, in the same order (its own sequence, kept by pg_dump).
+CREATE SEQUENCE subscription.limit_stamp;
+
+COMMENT ON SEQUENCE subscription.limit_stamp IS 'The stamps of the catalog''s limit version (stamp_limit_change)';
+
+CREATE FUNCTION subscription.stamp_limit_change()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the catalog admin needs no right on the sequence
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- the logical table, from the trigger's argument: a Citus shard has another name
+    logical text := TG_ARGV[0];
+    plans text[] := '{}';
+    c text;
+BEGIN
+    -- a restore copies the row with its stamp (a stamp the sequence has not
+    -- issued: the sequence is set after the rows), as history does
+    IF TG_OP = 'INSERT' AND subscription.restored_copy('subscription.limit_stamp'::pg_catalog.regclass, NEW.limit_stamp) THEN
+        RETURN NEW;
+    END IF;
+    IF logical = 'plan_limit' THEN
+        plans := ARRAY[NEW.plan];
+    ELSIF logical = 'suite_component' THEN
+        plans := ARRAY[NEW.suite_plan, NEW.plan];
+    ELSIF logical = 'plan' THEN
+        plans := ARRAY[NEW.code];
+    END IF;
+    -- the plans' locks first, in code order, as the plans' own rules take them
+    FOR c IN SELECT DISTINCT x FROM unnest(plans) AS x ORDER BY 1 LOOP
+        PERFORM subscription.lock_catalog('plan ' || c, false);
+    END LOOP;
+    PERFORM subscription.lock_catalog('limits', false);
+    NEW.limit_stamp := pg_catalog.nextval('subscription.limit_stamp');
+    RETURN NEW;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.stamp_limit_change() IS
+'Trigger: a catalog row a limit is computed from gets a new stamp of the catalog''s limit version, in commit order';
+
+-- after version_catalog_row (BEFORE triggers fire in name order): the row
+-- it closes is stamped too
+CREATE TRIGGER plan_limit_with_stamp
+    BEFORE INSERT OR UPDATE ON subscription.plan_limit
+    FOR EACH ROW EXECUTE FUNCTION subscription.stamp_limit_change('plan_limit');
+CREATE TRIGGER addon_with_stamp
+    BEFORE INSERT OR UPDATE ON subscription.addon
+    FOR EACH ROW EXECUTE FUNCTION subscription.stamp_limit_change('addon');
+CREATE TRIGGER suite_component_with_stamp
+    BEFORE INSERT OR UPDATE ON subscription.suite_component
+    FOR EACH ROW EXECUTE FUNCTION subscription.stamp_limit_change('suite_component');
+-- a suite counts its included plans at their current versions (limit_of)
+CREATE TRIGGER plan_with_stamp
+    BEFORE UPDATE OF version ON subscription.plan
+    FOR EACH ROW WHEN (OLD.version IS DISTINCT FROM NEW.version)
+    EXECUTE FUNCTION subscription.stamp_limit_change('plan');

@@ -22,6 +22,12 @@ CREATE INDEX ON subscription.usage_counter (account_id, feature);
 
 COMMENT ON TABLE subscription.usage_counter IS 'What each account uses of each limited feature, with its limit, kept by the guards';
 
+-- The catalog's limit version limit_value was computed at (issue 17): the
+-- guard recomputes a limit whose version is not the catalog's
+-- (counter_limit), so that a catalog change needs no write to the counters.
+-- Added after the table (the tenant key's rework changes its definition).
+ALTER TABLE subscription.usage_counter ADD COLUMN limit_version bigint[];
+
 -- One row per (table, feature) the limit guard watches, in registration
 -- order (apply_downgrade trims features in that order).
 CREATE TABLE subscription.limited_table (

@@ -74,6 +74,44 @@ $$;
 
 COMMENT ON FUNCTION subscription.limit_of(bigint, text) IS 'Internal: the account''s limit of a feature, unchecked (effective_limit checks)';
 
+-- The catalog's limit version (issue 17): (rows, last stamp) over the
+-- catalog tables limit_of() reads, each row stamped in commit order by
+-- stamp_limit_change() (10_catalog.sql, where the argument is).  Two
+-- different contents of these tables never have the same version.
+CREATE FUNCTION subscription.limit_catalog_version()
+RETURNS SETOF bigint[]
+LANGUAGE sql STABLE PARALLEL SAFE
+-- one row; a set so that it is inlined where it is read (FROM ... AS c
+-- (version)): the guard's cached plan reads the catalog, with no call
+BEGIN ATOMIC
+    SELECT ARRAY[pg_catalog.count(*), coalesce(pg_catalog.max(x.stamp), 0)]
+      FROM (SELECT l.limit_stamp FROM subscription.plan_limit AS l
+            UNION ALL
+            SELECT a.limit_stamp FROM subscription.addon AS a
+            UNION ALL
+            SELECT sc.limit_stamp FROM subscription.suite_component AS sc
+            UNION ALL
+            SELECT p.limit_stamp FROM subscription.plan AS p) AS x (stamp);
+END;
+
+COMMENT ON FUNCTION subscription.limit_catalog_version() IS
+'Internal: the catalog''s limit version (rows, last stamp) of the tables limit_of() reads';
+
+-- A usage counter's limit as the guard checks it: the stored one while it
+-- was computed at the catalog's current limit version, else limit_of()
+-- (issue 17: a catalog change reaches the counters without writing them).
+-- Inlined into the guard's statements (no SET clause), where a fresh
+-- counter costs a comparison.
+CREATE FUNCTION subscription.counter_limit(account_id bigint, feature text, stored bigint,
+                                           stored_version bigint[], catalog_version bigint[])
+RETURNS bigint
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN CASE WHEN stored_version OPERATOR(pg_catalog.=) catalog_version THEN stored
+            ELSE subscription.limit_of(account_id, feature) END;
+
+COMMENT ON FUNCTION subscription.counter_limit(bigint, text, bigint, bigint[], bigint[]) IS
+'Internal: a usage counter''s limit, stored or recomputed when the catalog''s limit version moved';
+
 -- limit_of() for callers: unknown accounts and features are errors.
 CREATE FUNCTION subscription.effective_limit(account_id bigint, feature text)
 RETURNS bigint
@@ -633,9 +671,36 @@ CREATE TRIGGER subscription_limit_sub_accounts_d AFTER DELETE ON subscription.ac
 CREATE TRIGGER subscription_limit_sub_accounts_t AFTER TRUNCATE ON subscription.account
     FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard('sub_accounts');
 
+-- One account's stored limits (of one feature, or all) follow what they
+-- are computed from: the per-tenant refresh, one statement on the
+-- account's counters (colocated with the account on Citus).  It leaves
+-- limit_version as it is: a writer that waited for this row and whose
+-- snapshot predates the change still finds the version it knows, and
+-- checks against the limit stored here.
+CREATE FUNCTION subscription.refresh_account_limits(account_id bigint, feature text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE subscription.usage_counter AS u
+       SET limit_value = subscription.limit_of(u.account_id, u.feature)
+     WHERE u.account_id = refresh_account_limits.account_id
+       AND (refresh_account_limits.feature IS NULL OR u.feature = refresh_account_limits.feature)
+       AND u.limit_value IS DISTINCT FROM subscription.limit_of(u.account_id, u.feature);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.refresh_account_limits(bigint, text) IS
+'Internal: one account''s stored limits (of a feature, or all) follow what they are computed from';
+
 -- The limits stored in the usage counters follow what they are computed
--- from: an account's subscriptions and add-on batches, a plan's limits, an
--- add-on's feature and units.
+-- from: an account's subscriptions and add-on batches (its own rows: its
+-- counters are refreshed at once), a plan's limits, an add-on's feature
+-- and units, a suite's plans (the catalog: on a single server each
+-- account concerned is refreshed, by refresh_account_limits; on Citus a
+-- trigger of a reference table writes no distributed table, and the
+-- guard recomputes a counter whose limit version is not the catalog's).
 CREATE FUNCTION subscription.refresh_limits()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -646,10 +711,16 @@ AS $$
 DECLARE
     r record;
     accounts bigint[];
+    account bigint;
     only_feature text;
     -- the logical table, from the trigger's argument (issue 17)
     logical text := TG_ARGV[0];
 BEGIN
+    IF logical NOT IN ('subscription', 'addon_batch')
+       AND EXISTS (SELECT FROM pg_catalog.pg_extension AS e WHERE e.extname = 'citus') THEN
+        -- no fan-out from a reference table (issue 17): the limit version
+        RETURN NULL;
+    END IF;
     -- an UPDATE can move the row: refresh for its old and its new self
     FOR i IN 1 .. CASE WHEN TG_OP = 'UPDATE' THEN 2 ELSE 1 END LOOP
         IF i = 1 AND TG_OP <> 'INSERT' THEN
@@ -665,24 +736,22 @@ BEGIN
         ELSIF logical = 'plan_limit' THEN
             only_feature := r.feature;
             -- the plan's subscriptions, and those of the suites that include it (Z3)
-            SELECT array_agg(DISTINCT s.account_id) INTO accounts
+            SELECT array_agg(DISTINCT s.account_id ORDER BY s.account_id) INTO accounts
               FROM subscription.subscription AS s
              WHERE s.plan = r.plan
                 OR s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc WHERE sc.plan = r.plan);
         ELSIF logical = 'suite_component' THEN
-            SELECT array_agg(DISTINCT s.account_id) INTO accounts
+            SELECT array_agg(DISTINCT s.account_id ORDER BY s.account_id) INTO accounts
               FROM subscription.subscription AS s WHERE s.plan = r.suite_plan;
         ELSE
-            SELECT array_agg(DISTINCT s.account_id) INTO accounts
+            SELECT array_agg(DISTINCT s.account_id ORDER BY s.account_id) INTO accounts
               FROM subscription.subscription AS s
               JOIN subscription.addon_batch AS b ON b.subscription_id = s.id
              WHERE b.addon = r.code;
         END IF;
-        UPDATE subscription.usage_counter AS u
-           SET limit_value = subscription.limit_of(u.account_id, u.feature)
-         WHERE u.account_id = ANY (accounts)
-           AND (only_feature IS NULL OR u.feature = only_feature)
-           AND u.limit_value IS DISTINCT FROM subscription.limit_of(u.account_id, u.feature);
+        FOREACH account IN ARRAY coalesce(accounts, '{}') LOOP
+            PERFORM subscription.refresh_account_limits(account, only_feature);
+        END LOOP;
     END LOOP;
     RETURN NULL;
 END

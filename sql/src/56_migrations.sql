@@ -78,8 +78,10 @@ BEGIN
     IF NOT FOUND THEN
         PERFORM subscription.unknown_code('plan', from_plan);
     END IF;
-    -- the target's version cannot move while its subscriptions are chosen
-    SELECT * INTO target FROM subscription.plan AS p WHERE p.code = to_plan FOR SHARE;
+    -- the target's version cannot move while its subscriptions are chosen:
+    -- the plan's lock, shared (version_catalog_row takes it alone; issue 17)
+    PERFORM subscription.lock_catalog('plan ' || to_plan, true);
+    SELECT * INTO target FROM subscription.plan AS p WHERE p.code = to_plan;
     IF NOT FOUND THEN
         PERFORM subscription.unknown_code('plan', to_plan);
     END IF;

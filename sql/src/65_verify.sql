@@ -66,7 +66,11 @@ SELECT v.* FROM (
       LEFT JOIN subscription.limited_table AS t ON t.feature = u.feature
      WHERE ($1 IS NULL OR u.account_id = $1)
        AND (t.feature IS NULL
-            OR u.limit_value IS DISTINCT FROM subscription.limit_of(u.account_id, u.feature))
+            -- the limit the guard checks: a counter computed at an older
+            -- catalog limit version is recomputed by it (issue 17)
+            OR subscription.counter_limit(u.account_id, u.feature, u.limit_value, u.limit_version,
+                                          (SELECT c.version FROM subscription.limit_catalog_version() AS c (version)))
+               IS DISTINCT FROM subscription.limit_of(u.account_id, u.feature))
     UNION ALL
     -- periods (C2): the plan charges of a subscription, less what was given
     -- back, follow each other with no gap and no overlap ...
