@@ -11498,7 +11498,7 @@ COMMENT ON FUNCTION subscription.distribute() IS
 -- the statement of a trigger on a shard), or in every tenant when NULL (a
 -- single server, where a sub-account may have been moved under an account
 -- of another tenant).
-CREATE FUNCTION subscription.self_referrers(relation text, id bigint, tenant_id bigint)
+CREATE FUNCTION subscription.self_referrers(relation text, id bigint, in_tenant bigint)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'self_referrers'
 LANGUAGE C VOLATILE;
@@ -11510,7 +11510,7 @@ COMMENT ON FUNCTION subscription.self_referrers(text, bigint, bigint) IS
 -- history in its tenant: write_history() is given it
 DROP FUNCTION subscription.write_history(text, bigint, bigint, jsonb);
 CREATE FUNCTION subscription.write_history(operation text, account_id bigint, subscription_id bigint, details jsonb,
-                                           tenant_id bigint DEFAULT NULL)
+                                           in_tenant bigint DEFAULT NULL)
 RETURNS void
 AS 'MODULE_PATHNAME', 'write_history'
 LANGUAGE C;

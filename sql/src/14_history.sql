@@ -51,7 +51,7 @@ COMMENT ON COLUMN subscription.history.db_session_user IS
 -- and the database roles.  Only the extension's owner (its SECURITY DEFINER
 -- functions, its guards) may call it: no role is granted it.
 CREATE FUNCTION subscription.write_history(operation text, account_id bigint, subscription_id bigint, details jsonb,
-                                           tenant_id bigint DEFAULT NULL)
+                                           in_tenant bigint DEFAULT NULL)
 RETURNS void
 AS 'MODULE_PATHNAME', 'write_history'
 LANGUAGE C;

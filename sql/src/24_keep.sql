@@ -25,7 +25,7 @@ COMMENT ON FUNCTION subscription.count_phrase(bigint, text, text) IS 'Internal: 
 -- the statement of a trigger on a shard), or in every tenant when NULL (a
 -- single server, where a sub-account may have been moved under an account
 -- of another tenant).
-CREATE FUNCTION subscription.self_referrers(relation text, id bigint, tenant_id bigint)
+CREATE FUNCTION subscription.self_referrers(relation text, id bigint, in_tenant bigint)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'self_referrers'
 LANGUAGE C VOLATILE;

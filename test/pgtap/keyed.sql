@@ -32,7 +32,10 @@ INSERT INTO not_keyed VALUES
     ('grant_restore', 'rights of a role: no tenant row'),
     ('revoke_application', 'rights of a role: no tenant row'),
     ('revoke_backoffice', 'rights of a role: no tenant row'),
-    ('revoke_restore', 'rights of a role: no tenant row');
+    ('revoke_restore', 'rights of a role: no tenant row'),
+    ('create_account', 'creates a tenant: its key is the new account''s own id, or its parent''s tenant'),
+    ('distribute', 'Citus DDL: distributes every table of the extension'),
+    ('renew_local_tenants', 'the due tenants of the node it runs on, in batches; renew_account is the per-tenant form');
 
 CREATE TEMPORARY VIEW writer AS
 SELECT p.oid, p.proname
