@@ -11949,6 +11949,99 @@ BEGIN
 END
 $$;
 
+-- the limit of an account of a tenant (issue 17: on Citus, routed to its shard group)
+CREATE VIEW subscription.limit_catalog_versions (version) AS
+    SELECT ARRAY[pg_catalog.count(*), coalesce(pg_catalog.max(x.stamp), 0)]
+      FROM (SELECT l.limit_stamp FROM subscription.plan_limit AS l
+            UNION ALL
+            SELECT a.limit_stamp FROM subscription.addon AS a
+            UNION ALL
+            SELECT sc.limit_stamp FROM subscription.suite_component AS sc
+            UNION ALL
+            SELECT p.limit_stamp FROM subscription.plan AS p) AS x (stamp);
+
+COMMENT ON VIEW subscription.limit_catalog_versions IS
+'Internal: the catalog''s limit version (rows, last stamp) of the tables limit_of() reads, one row';
+
+CREATE OR REPLACE FUNCTION subscription.limit_catalog_version()
+RETURNS SETOF bigint[]
+LANGUAGE sql STABLE PARALLEL SAFE
+-- one row; a set so that it is inlined where it is read (FROM ... AS c
+-- (version)): the guard's cached plan reads the catalog, with no call
+BEGIN ATOMIC
+    SELECT v.version FROM subscription.limit_catalog_versions AS v;
+END;
+
+
+CREATE FUNCTION subscription.limit_of(tenant_id bigint, account_id bigint, feature text)
+RETURNS bigint
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (
+    SELECT CASE WHEN bool_or(x.unlimited) THEN NULL
+                -- numeric, so that an overflow is an error, not a wrap
+                ELSE coalesce(sum(x.units), 0)::bigint END
+      FROM (SELECT l.value IS NULL AS unlimited,
+                   CASE WHEN l.per_license THEN l.value::numeric * s.quantity
+                        ELSE l.value::numeric END AS units
+              FROM subscription.subscription AS s
+              CROSS JOIN LATERAL (SELECT s.plan, s.plan_version
+                                  UNION ALL
+                                  SELECT sc.plan, ip.version
+                                    FROM subscription.suite_component AS sc
+                                    JOIN subscription.plan AS ip ON ip.code = sc.plan
+                                   WHERE sc.suite_plan = s.plan) AS p (plan, version)
+              JOIN subscription.plan_limit AS l
+                ON l.plan = p.plan AND l.feature = limit_of.feature
+               -- the version of the plan the subscription holds (grandfathering)
+               AND l.versions @> p.version
+             WHERE s.tenant_id = limit_of.tenant_id AND s.account_id = limit_of.account_id
+               AND s.status = 'active'
+            UNION ALL
+            SELECT false, b.quantity::numeric * a.units
+              FROM subscription.subscription AS s
+              JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
+              JOIN subscription.addon AS a ON a.code = b.addon
+             WHERE s.tenant_id = limit_of.tenant_id AND b.tenant_id = limit_of.tenant_id
+               AND s.account_id = limit_of.account_id
+               AND s.status = 'active'
+               AND b.status = 'active'
+               AND a.feature = limit_of.feature) AS x);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.limit_of(bigint, bigint, text) IS 'Internal: the limit of a feature of an account of the tenant, unchecked (effective_limit checks)';
+
+CREATE OR REPLACE FUNCTION subscription.limit_of(account_id bigint, feature text)
+RETURNS bigint
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.limit_of((SELECT a.tenant_id FROM subscription.account AS a WHERE a.id = limit_of.account_id),
+                                 account_id, feature);
+END
+$$;
+
+DROP FUNCTION subscription.counter_limit(bigint, text, bigint, bigint[], bigint[]);
+CREATE FUNCTION subscription.counter_limit(account_id bigint, feature text, stored bigint,
+                                           stored_version bigint[], catalog_version bigint[],
+                                           in_tenant bigint DEFAULT NULL)
+RETURNS bigint
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN CASE WHEN stored_version OPERATOR(pg_catalog.=) catalog_version THEN stored
+            -- the counter's tenant when the caller names it (on Citus)
+            WHEN in_tenant IS NOT NULL THEN subscription.limit_of(in_tenant, account_id, feature)
+            ELSE subscription.limit_of(account_id, feature) END;
+
+COMMENT ON FUNCTION subscription.counter_limit(bigint, text, bigint, bigint[], bigint[], bigint) IS
+'Internal: a usage counter''s limit, stored or recomputed when the catalog''s limit version moved';
+
+REVOKE ALL ON FUNCTION subscription.limit_of(bigint, bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.counter_limit(bigint, text, bigint, bigint[], bigint[], bigint) FROM PUBLIC;
+
 DROP FUNCTION subscription.self_referrers(text, bigint);
 REVOKE ALL ON FUNCTION subscription.self_referrers(text, bigint, bigint) FROM PUBLIC;
 

@@ -586,6 +586,188 @@ LimitsVersioned(void)
 	return OidIsValid(get_relname_relid("limit_stamp", get_namespace_oid("subscription", false)));
 }
 
+/*
+ * On Citus (distribute() has run), usage_counter is distributed by tenant:
+ * the guard's statements name it, so that from a trigger on a shard each
+ * runs on that tenant's colocated counter shard, the one statement Citus
+ * allows there.  An application table's account column is then the tenant
+ * (a root account, docs/citus.md).  Citus also refuses an UPDATE that calls
+ * a STABLE function on the row's columns: the counter is read, with its
+ * limit as the guard checks it (COUNTER_LIMIT), and locked first; then
+ * updated with the values in hand.
+ */
+static bool
+CountersOnCitus(void)
+{
+	return CitusTable(OwnTable("usage_counter"));
+}
+
+/*
+ * The stored limit: the catalog's limit stamps are each node's own (every
+ * placement of a catalog table stamps its rows from its node's sequence),
+ * so a version read on a worker is not the coordinator's; a catalog change
+ * reaches a counter on Citus when it is recounted or its account's
+ * subscriptions change (docs/citus.md).  $3 is unused; kept so that both
+ * plans take the same arguments.
+ */
+#define CITUS_COUNTER_SQL(LOCK) \
+	"SELECT u.used, u.limit_value, $3::bigint[]" \
+	"  FROM subscription.usage_counter AS u" \
+	" WHERE u.tenant_id = $1 AND u.account_id = $1 AND u.feature = $2 FOR " LOCK " OF u"
+
+/* The catalog's limit version, read from its view: Citus plans no
+ * statement into which a SQL function over its tables is inlined */
+static Datum
+CatalogLimitVersion(void)
+{
+	bool		isnull;
+
+	static SPIPlanPtr plan = NULL;
+
+	KeptPlan(&plan, "SELECT v.version FROM subscription.limit_catalog_versions AS v", 0, NULL);
+	if (SPI_execute_plan(plan, NULL, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read the catalog's limit version");
+	return datumCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull), false, -1);
+}
+
+/* The limit of (account, feature) of the account's tenant: an account of
+ * an application table on Citus is its own tenant */
+static Datum
+CitusLimitOf(Datum account, Datum feature, bool *isnull)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[2] = {INT8OID, TEXTOID};
+	Datum		values[2] = {account, feature};
+
+	KeptPlan(&plan, "SELECT subscription.limit_of($1, $1, $2)", 2, argtypes);
+	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not compute the limit of account " INT64_FORMAT, DatumGetInt64(account));
+	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, isnull);
+}
+
+/*
+ * Read and lock the counter of (account, feature) on Citus, creating it on
+ * the account's first write: its use, and its limit (NULL: unlimited) with
+ * the catalog's limit version it was computed at.
+ */
+static void
+ReadCitusCounter(int64 account, const char *feature, bool exclusive,
+				 int64 *used, int64 *limit, bool *limit_null, Datum *version)
+{
+	static SPIPlanPtr read_plan[2];
+	static SPIPlanPtr create_plan = NULL;
+	Oid			argtypes[4] = {INT8OID, TEXTOID, INT8ARRAYOID, INT8OID};
+	Datum		values[4] = {Int64GetDatum(account), CStringGetTextDatum(feature), 0, 0};
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	bool		isnull;
+	int			attempt;
+
+	*version = CatalogLimitVersion();
+	values[2] = *version;
+	KeptPlan(&read_plan[exclusive], exclusive ? CITUS_COUNTER_SQL("UPDATE") : CITUS_COUNTER_SQL("KEY SHARE"),
+			 3, argtypes);
+	for (attempt = 0; attempt < 2; attempt++)
+	{
+		if (SPI_execute_plan(read_plan[exclusive], values, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the usage counter");
+		if (SPI_processed == 1)
+		{
+			*used = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			*limit = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, limit_null));
+			return;
+		}
+		/* the account's first write of the feature: its counter, at its limit */
+		values[3] = CitusLimitOf(values[0], values[1], &isnull);
+		nulls[3] = isnull ? 'n' : ' ';
+		KeptPlan(&create_plan,
+				 "INSERT INTO subscription.usage_counter (tenant_id, account_id, feature, limit_version, limit_value)"
+				 " VALUES ($1, $1, $2, $3, $4) ON CONFLICT DO NOTHING", 4, argtypes);
+		if (SPI_execute_plan(create_plan, values, nulls, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not create the usage counter");
+	}
+	elog(ERROR, "could not create the usage counter of account " INT64_FORMAT, account);
+}
+
+/* MoveUsage() on Citus: the counter read and locked, then moved */
+static void
+MoveCitusUsage(Relation rel, int64 account, const char *feature, int64 delta, bool detach)
+{
+	static SPIPlanPtr move_plan = NULL;
+	Oid			argtypes[5] = {INT8OID, TEXTOID, INT8OID, INT8OID, INT8ARRAYOID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	int64		used;
+	int64		limit;
+	bool		limit_null;
+	Datum		version;
+
+	ReadCitusCounter(account, feature, true, &used, &limit, &limit_null, &version);
+	if (delta > 0 && !limit_null && (detach ? !(limit > 0) : used + delta > limit))
+		LimitRefusal(rel, account, feature, used, delta, limit_null, limit, false);
+	values[0] = Int64GetDatum(account);
+	values[1] = CStringGetTextDatum(feature);
+	values[2] = Int64GetDatum(delta);
+	values[3] = Int64GetDatum(limit);
+	nulls[3] = limit_null ? 'n' : ' ';
+	values[4] = version;
+	KeptPlan(&move_plan,
+			 "UPDATE subscription.usage_counter SET used = used + $3, limit_value = $4, limit_version = $5"
+			 " WHERE tenant_id = $1 AND account_id = $1 AND feature = $2", 5, argtypes);
+	if (SPI_execute_plan(move_plan, values, nulls, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not move the usage counter");
+}
+
+/*
+ * The recount's counters on Citus: one statement per account, each on its
+ * tenant's shard (an INSERT ... SELECT over the accounts would join them
+ * across shards, which Citus refuses).  values: $2 the feature, $3 and $4
+ * the accounts and their use; a zero use of a single account (not
+ * all_accounts) writes only a counter that exists.
+ */
+static uint64
+WriteCitusCounters(Datum *values, bool all_accounts)
+{
+	static SPIPlanPtr upsert_plan = NULL;
+	static SPIPlanPtr zero_plan = NULL;
+	Oid			argtypes[5] = {INT8OID, TEXTOID, INT8OID, INT8ARRAYOID, INT8OID};
+	Datum	   *accounts;
+	Datum	   *used;
+	int			naccounts;
+	int			nused;
+	int			i;
+	uint64		changed = 0;
+	Datum		version = CatalogLimitVersion();
+
+	deconstruct_array(DatumGetArrayTypeP(values[2]), INT8OID, 8, FLOAT8PASSBYVAL, 'd', &accounts, NULL, &naccounts);
+	deconstruct_array(DatumGetArrayTypeP(values[3]), INT8OID, 8, FLOAT8PASSBYVAL, 'd', &used, NULL, &nused);
+	KeptPlan(&upsert_plan,
+			 "INSERT INTO subscription.usage_counter AS u (tenant_id, account_id, feature, used, limit_version, limit_value)"
+			 " VALUES ($1, $1, $2, $3, $4, $5)"
+			 " ON CONFLICT ON CONSTRAINT usage_counter_pkey DO UPDATE"
+			 "    SET used = excluded.used, limit_value = excluded.limit_value, limit_version = excluded.limit_version"
+			 "  WHERE (u.used, u.limit_value) IS DISTINCT FROM (excluded.used, excluded.limit_value)", 5, argtypes);
+	KeptPlan(&zero_plan,
+			 "UPDATE subscription.usage_counter SET used = 0"
+			 " WHERE tenant_id = $1 AND account_id = $1 AND feature = $2 AND used <> 0", 2, argtypes);
+	for (i = 0; i < naccounts && i < nused; i++)
+	{
+		Datum		args[5] = {accounts[i], values[1], used[i], version, 0};
+		char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+		bool		upsert = all_accounts || DatumGetInt64(used[i]) != 0;
+		bool		isnull;
+
+		if (upsert)
+		{
+			args[4] = CitusLimitOf(accounts[i], values[1], &isnull);
+			nulls[4] = isnull ? 'n' : ' ';
+		}
+		if (SPI_execute_plan(upsert ? upsert_plan : zero_plan, args, nulls, false, 0) < 0)
+			elog(ERROR, "could not write the usage counter of account " INT64_FORMAT, DatumGetInt64(accounts[i]));
+		changed += SPI_processed;
+	}
+	return changed;
+}
+
 /* The counter of (account $1, feature $2), created on the account's first write. */
 static void
 EnsureCounter(Datum *values)
@@ -644,6 +826,11 @@ MoveUsage(Relation rel, int64 account, const char *feature, int64 delta, bool de
 	int			attempt;
 	int			v = LimitsVersioned();
 
+	if (v && CountersOnCitus())
+	{
+		MoveCitusUsage(rel, account, feature, delta, detach);
+		return;
+	}
 	values[0] = Int64GetDatum(account);
 	values[1] = CStringGetTextDatum(feature);
 	values[2] = Int64GetDatum(delta);
@@ -719,6 +906,17 @@ CheckCap(Relation rel, int64 account, const char *feature, int64 largest)
 	int64		limit;
 	int			attempt;
 	int			v = LimitsVersioned();
+
+	if (v && CountersOnCitus())
+	{
+		int64		used;
+		Datum		version;
+
+		ReadCitusCounter(account, feature, false, &used, &limit, &limit_null, &version);
+		if (!limit_null && largest > limit)
+			LimitRefusal(rel, account, feature, largest, 0, false, limit, true);
+		return;
+	}
 
 #define CAP_SQL(FROM, LIMIT) \
 	"SELECT " LIMIT " FROM subscription.usage_counter AS u" FROM \
@@ -1127,15 +1325,20 @@ RecountUsage(Oid relid, const char *feature, bool one_account, int64 account,
 	" ON CONFLICT ON CONSTRAINT usage_counter_pkey DO UPDATE" \
 	"    SET used = excluded.used, limit_value = excluded.limit_value" SET \
 	"  WHERE (u.used, u.limit_value) IS DISTINCT FROM (excluded.used, excluded.limit_value)"
-	KeptPlan(&write_counters_plan[v],
-			 v ? WRITE_COUNTERS_SQL(", limit_version", ", v.version",
-									", subscription.limit_catalog_version() AS v (version)",
-									", limit_version = excluded.limit_version")
-			 : WRITE_COUNTERS_SQL("", "", "", ""),
-			 4, argtypes);
-	if (SPI_execute_plan(write_counters_plan[v], values, NULL, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "could not write the usage counters");
-	changed = SPI_processed;
+	if (v && CountersOnCitus())
+		changed = WriteCitusCounters(values, DatumGetObjectId(values[0]) != InvalidOid);
+	else
+	{
+		KeptPlan(&write_counters_plan[v],
+				 v ? WRITE_COUNTERS_SQL(", limit_version", ", v.version",
+										", subscription.limit_catalog_version() AS v (version)",
+										", limit_version = excluded.limit_version")
+				 : WRITE_COUNTERS_SQL("", "", "", ""),
+				 4, argtypes);
+		if (SPI_execute_plan(write_counters_plan[v], values, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not write the usage counters");
+		changed = SPI_processed;
+	}
 	if (!one_account)
 	{
 		/* accounts whose last row went while nobody counted */

@@ -280,9 +280,6 @@ rooms() {
     q coordinator "SELECT coalesce(string_agg(account_id || ':' || c, ' ' ORDER BY account_id), 'none')
                      FROM (SELECT account_id, count(*) AS c FROM public.rooms GROUP BY 1) AS r"
 }
-# the limit guard's counters are distributed by tenant_id: its statements,
-# and enforce_limit's recount, do not name the tenant yet
-TODO_REASON="issue 17 item 3: the limit guard's and recount_usage's statements on usage_counter do not name tenant_id (src/limits.c)"
 out=""
 for step in "CREATE TABLE public.rooms (account_id bigint NOT NULL, id bigint NOT NULL, PRIMARY KEY (account_id, id))" \
             "INSERT INTO public.rooms SELECT a, 1 FROM generate_series(1, 20) AS a" \
@@ -366,7 +363,6 @@ counted=$(used)
 tap "$([ "$(echo "$out" | tail -1)" = public.halls ] && [ "$(q worker2 "SELECT relation_name FROM subscription.limited_table")" = public.halls ] \
        && echo "$counted" | grep -q "\b$A:2\b" && echo "$counted" | grep -q "\b$B:2\b" && echo 1)" \
     "a renamed distributed table keeps its registration, by its new name on every node" "$out"$'\n'"counters: $counted"
-unset TODO_REASON
 # the drop event trigger: on the workers (the shards' and shell table's
 # drops) it does nothing; on the coordinator it forgets the registration
 out=$(q coordinator "DROP TABLE public.halls;
@@ -377,12 +373,12 @@ tap "$([ "$(echo $out)" = "0 0" ] && echo 1)" \
 out=$(q coordinator "CREATE TABLE public.scratch (id int); DROP TABLE public.scratch; SELECT 'dropped'")
 tap "$([ "$out" = dropped ] && echo 1)" "any other DROP works with limited_table a reference table" "$out"
 todo "the regression suite on the coordinator (or each case left out, with the reason)" 6 \
-    "needs the keyed forms of the writing functions (item 2) and shard-safe guards (item 3)"
+    "the writing functions do not run on Citus yet: subscribe's INSERT ... SELECT has a correlated subquery beside a reference table, and helpers (subscription_for_change, license_capacity) read rows by id alone"
 todo "a seat storm with 8 writers over accounts on both workers: zero oversold" 6 \
-    "license_consume and the license guard do not name the tenant key yet (items 2 and 3)"
-todo "a limit storm with 8 writers over accounts on both workers: zero oversold" 6 "needs item 3's per-tenant guards"
-todo "a renewal storm with a worker process per node: each period charged once" 4 "renew_account(tenant_id, at) does not exist"
-todo "apply_downgrade trims a distributed application table" 6 "needs item 3 (limited_table by logical name)"
+    "needs subscribe() on Citus (subscriptions to hold the seats)"
+todo "a limit storm with 8 writers over accounts on both workers: zero oversold" 6 "needs subscribe() on Citus (the limits come from subscriptions); the guard counts and refuses on the shards (checks above)"
+todo "a renewal storm with a worker process per node: each period charged once" 4 "needs subscribe() on Citus; renew_account and renew_local_tenants exist, untried on Citus"
+todo "apply_downgrade trims a distributed application table" 6 "needs subscribe() on Citus (a pending downgrade); src/downgrade.c's statements do not name the tenant"
 
 # item 6: no row sits in a shell table: every table of the extension (and
 # the application's) is empty on every node, its rows in the shards

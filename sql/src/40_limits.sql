@@ -34,7 +34,7 @@ COMMENT ON FUNCTION subscription.require_feature(text) IS 'Internal: 42704 unles
 -- active subscription defines has limit 0, plus its add-ons.  One
 -- statement in PL/pgSQL, whose plan is cached per session: the limit
 -- guard's hot path (a SQL function with a sub-select is planned per call).
-CREATE FUNCTION subscription.limit_of(account_id bigint, feature text)
+CREATE FUNCTION subscription.limit_of(tenant_id bigint, account_id bigint, feature text)
 RETURNS bigint
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
@@ -58,17 +58,34 @@ BEGIN
                 ON l.plan = p.plan AND l.feature = limit_of.feature
                -- the version of the plan the subscription holds (grandfathering)
                AND l.versions @> p.version
-             WHERE s.account_id = limit_of.account_id
+             WHERE s.tenant_id = limit_of.tenant_id AND s.account_id = limit_of.account_id
                AND s.status = 'active'
             UNION ALL
             SELECT false, b.quantity::numeric * a.units
               FROM subscription.subscription AS s
-              JOIN subscription.addon_batch AS b ON b.subscription_id = s.id
+              JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
               JOIN subscription.addon AS a ON a.code = b.addon
-             WHERE s.account_id = limit_of.account_id
+             WHERE s.tenant_id = limit_of.tenant_id AND b.tenant_id = limit_of.tenant_id
+               AND s.account_id = limit_of.account_id
                AND s.status = 'active'
                AND b.status = 'active'
                AND a.feature = limit_of.feature) AS x);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.limit_of(bigint, bigint, text) IS 'Internal: the limit of a feature of an account of the tenant, unchecked (effective_limit checks)';
+
+-- The same for an account named by its id alone: its tenant, then the keyed
+-- form, whose statement names the tenant (on Citus, one shard group: the
+-- statement is routed to it whole, reference tables included).
+CREATE FUNCTION subscription.limit_of(account_id bigint, feature text)
+RETURNS bigint
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.limit_of((SELECT a.tenant_id FROM subscription.account AS a WHERE a.id = limit_of.account_id),
+                                 account_id, feature);
 END
 $$;
 
@@ -77,13 +94,10 @@ COMMENT ON FUNCTION subscription.limit_of(bigint, text) IS 'Internal: the accoun
 -- The catalog's limit version (issue 17): (rows, last stamp) over the
 -- catalog tables limit_of() reads, each row stamped in commit order by
 -- stamp_limit_change() (10_catalog.sql, where the argument is).  Two
--- different contents of these tables never have the same version.
-CREATE FUNCTION subscription.limit_catalog_version()
-RETURNS SETOF bigint[]
-LANGUAGE sql STABLE PARALLEL SAFE
--- one row; a set so that it is inlined where it is read (FROM ... AS c
--- (version)): the guard's cached plan reads the catalog, with no call
-BEGIN ATOMIC
+-- different contents of these tables never have the same version.  A view
+-- (one row), read by limit_catalog_version() and, on Citus, directly: Citus
+-- plans no statement into which a SQL function over its tables is inlined.
+CREATE VIEW subscription.limit_catalog_versions (version) AS
     SELECT ARRAY[pg_catalog.count(*), coalesce(pg_catalog.max(x.stamp), 0)]
       FROM (SELECT l.limit_stamp FROM subscription.plan_limit AS l
             UNION ALL
@@ -92,6 +106,17 @@ BEGIN ATOMIC
             SELECT sc.limit_stamp FROM subscription.suite_component AS sc
             UNION ALL
             SELECT p.limit_stamp FROM subscription.plan AS p) AS x (stamp);
+
+COMMENT ON VIEW subscription.limit_catalog_versions IS
+'Internal: the catalog''s limit version (rows, last stamp) of the tables limit_of() reads, one row';
+
+CREATE FUNCTION subscription.limit_catalog_version()
+RETURNS SETOF bigint[]
+LANGUAGE sql STABLE PARALLEL SAFE
+-- one row; a set so that it is inlined where it is read (FROM ... AS c
+-- (version)): the guard's cached plan reads the catalog, with no call
+BEGIN ATOMIC
+    SELECT v.version FROM subscription.limit_catalog_versions AS v;
 END;
 
 COMMENT ON FUNCTION subscription.limit_catalog_version() IS
@@ -103,13 +128,16 @@ COMMENT ON FUNCTION subscription.limit_catalog_version() IS
 -- Inlined into the guard's statements (no SET clause), where a fresh
 -- counter costs a comparison.
 CREATE FUNCTION subscription.counter_limit(account_id bigint, feature text, stored bigint,
-                                           stored_version bigint[], catalog_version bigint[])
+                                           stored_version bigint[], catalog_version bigint[],
+                                           in_tenant bigint DEFAULT NULL)
 RETURNS bigint
 LANGUAGE sql STABLE PARALLEL SAFE
 RETURN CASE WHEN stored_version OPERATOR(pg_catalog.=) catalog_version THEN stored
+            -- the counter's tenant when the caller names it (on Citus)
+            WHEN in_tenant IS NOT NULL THEN subscription.limit_of(in_tenant, account_id, feature)
             ELSE subscription.limit_of(account_id, feature) END;
 
-COMMENT ON FUNCTION subscription.counter_limit(bigint, text, bigint, bigint[], bigint[]) IS
+COMMENT ON FUNCTION subscription.counter_limit(bigint, text, bigint, bigint[], bigint[], bigint) IS
 'Internal: a usage counter''s limit, stored or recomputed when the catalog''s limit version moved';
 
 -- limit_of() for callers: unknown accounts and features are errors.
