@@ -415,6 +415,14 @@ else
     tap 0 "a database with Citus on the three nodes for docs/citus.md"
 fi
 
+# item 7: the benchmarks on this cluster (test/bench/cases/citus_*.sh), on
+# request: ratios, printed as comments
+if [ "${SUBSCRIPTION_CITUS_BENCH:-0}" = 1 ]; then
+    for case_file in "$ROOT"/test/bench/cases/citus_*.sh; do
+        PGPORT=${PORTS[0]} BENCH_DB=postgres bash "$case_file" 2>&1 | sed 's/^/# bench: /'
+    done
+fi
+
 echo "1..$n"
 # a check that failed (not a TODO) fails the run
 [ "${failures:-0}" -eq 0 ]

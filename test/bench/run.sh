@@ -26,6 +26,8 @@ filter=${1:-}
 for f in "$ROOT"/test/bench/cases/*; do
     name=$(basename "$f")
     [[ -n "$filter" && "$name" != *"$filter"* ]] && continue
+    # the citus_ cases need a Citus cluster: test/citus.sh runs them
+    [[ "$name" == citus_* ]] && continue
     say "${name%.*}"
     case "$f" in
         *.sql) psql -X -q -d subscription_bench -v ON_ERROR_STOP=1 -f "$f" ;;
