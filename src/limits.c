@@ -658,17 +658,16 @@ ReadCitusCounter(int64 account, const char *feature, bool exclusive,
 	static SPIPlanPtr create_plan = NULL;
 	Oid			argtypes[4] = {INT8OID, TEXTOID, INT8ARRAYOID, INT8OID};
 	Datum		values[4] = {Int64GetDatum(account), CStringGetTextDatum(feature), 0, 0};
-	char		nulls[4] = {' ', ' ', ' ', ' '};
+	char		nulls[4] = {' ', ' ', 'n', ' '};
 	bool		isnull;
 	int			attempt;
 
-	*version = CatalogLimitVersion();
-	values[2] = *version;
+	*version = (Datum) 0;
 	KeptPlan(&read_plan[exclusive], exclusive ? CITUS_COUNTER_SQL("UPDATE") : CITUS_COUNTER_SQL("KEY SHARE"),
 			 3, argtypes);
 	for (attempt = 0; attempt < 2; attempt++)
 	{
-		if (SPI_execute_plan(read_plan[exclusive], values, NULL, false, 1) != SPI_OK_SELECT)
+		if (SPI_execute_plan(read_plan[exclusive], values, nulls, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not read the usage counter");
 		if (SPI_processed == 1)
 		{
@@ -677,6 +676,8 @@ ReadCitusCounter(int64 account, const char *feature, bool exclusive,
 			return;
 		}
 		/* the account's first write of the feature: its counter, at its limit */
+		values[2] = CatalogLimitVersion();
+		nulls[2] = ' ';
 		values[3] = CitusLimitOf(values[0], values[1], &isnull);
 		nulls[3] = isnull ? 'n' : ' ';
 		KeptPlan(&create_plan,
@@ -693,9 +694,8 @@ static void
 MoveCitusUsage(Relation rel, int64 account, const char *feature, int64 delta, bool detach)
 {
 	static SPIPlanPtr move_plan = NULL;
-	Oid			argtypes[5] = {INT8OID, TEXTOID, INT8OID, INT8OID, INT8ARRAYOID};
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	Oid			argtypes[3] = {INT8OID, TEXTOID, INT8OID};
+	Datum		values[3];
 	int64		used;
 	int64		limit;
 	bool		limit_null;
@@ -707,13 +707,10 @@ MoveCitusUsage(Relation rel, int64 account, const char *feature, int64 delta, bo
 	values[0] = Int64GetDatum(account);
 	values[1] = CStringGetTextDatum(feature);
 	values[2] = Int64GetDatum(delta);
-	values[3] = Int64GetDatum(limit);
-	nulls[3] = limit_null ? 'n' : ' ';
-	values[4] = version;
 	KeptPlan(&move_plan,
-			 "UPDATE subscription.usage_counter SET used = used + $3, limit_value = $4, limit_version = $5"
-			 " WHERE tenant_id = $1 AND account_id = $1 AND feature = $2", 5, argtypes);
-	if (SPI_execute_plan(move_plan, values, nulls, false, 0) != SPI_OK_UPDATE)
+			 "UPDATE subscription.usage_counter SET used = used + $3"
+			 " WHERE tenant_id = $1 AND account_id = $1 AND feature = $2", 3, argtypes);
+	if (SPI_execute_plan(move_plan, values, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not move the usage counter");
 }
 

@@ -11,6 +11,9 @@ set -euo pipefail
 q >/dev/null <<'SQL'
 SET citus.enable_unsafe_triggers = on;
 SET client_min_messages = warning;
+INSERT INTO subscription.product (code, name) VALUES ('citus_bench', 'Citus bench');
+INSERT INTO subscription.plan (code, product, name) VALUES ('citus_bench', 'citus_bench', 'Bench');
+INSERT INTO subscription.plan_limit (plan, feature, value) VALUES ('citus_bench', 'bench_rooms', 1000000000);
 CREATE TABLE public.bench_guarded (tenant_id bigint NOT NULL, account_id bigint NOT NULL, id bigserial,
                                    name text, PRIMARY KEY (tenant_id, id));
 CREATE TABLE public.bench_bare (tenant_id bigint NOT NULL, account_id bigint NOT NULL, id bigserial,
@@ -27,9 +30,8 @@ set -- $accounts
 # the limits come from subscriptions, which Citus cannot make yet (docs/citus.md):
 # each account's counter gets a limit no run reaches
 for a in "$@"; do
-    q -c "INSERT INTO public.bench_guarded (tenant_id, account_id, name) VALUES ($a, $a, 'first')" >/dev/null
-    q -c "UPDATE subscription.usage_counter SET limit_value = 1000000000
-           WHERE tenant_id = $a AND account_id = $a AND feature = 'bench_rooms'" >/dev/null
+    q -c "INSERT INTO subscription.usage_counter (tenant_id, account_id, feature, used, limit_value)
+          VALUES ($a, $a, 'bench_rooms', 0, 1000000000)" >/dev/null
 done
 cat > "$dir/guarded.sql" <<SQL
 \\set a (:client_id % 4)
