@@ -393,27 +393,35 @@ psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d "$SINGLE_DB" \
         $CATALOG" >/dev/null
 # WRITES T: the calls on tenant T (a root account, its own tenant): the
 # keyed form of each, then the unkeyed one; prints what they return and
-# what they wrote, without ids
+# what they wrote, without ids.  A keyed form is called alone in its
+# SELECT, as Citus delegates it to the tenant's worker (a distributed
+# function); the unkeyed form runs on the coordinator.
 writes() {
     cat <<SQL
 \\set t $1
 SET client_min_messages = error;
-SELECT 'subscribe keyed: ' || (subscription.subscribe(:t, :t, 'citus-basic', '1 month', 2, '2026-01-01', 'always', NULL) IS NOT NULL);
+SELECT subscription.subscribe(:t, :t, 'citus-basic', '1 month', 2, '2026-01-01', 'always', NULL) AS r \\gset
+SELECT 'subscribe keyed: ' || (:r IS NOT NULL);
 SELECT 'subscribe unkeyed: ' || (subscription.subscribe(:t, 'citus-basic', '1 month', 3, '2026-01-10') IS NOT NULL);
 SELECT min(id) AS s1, max(id) AS s2 FROM subscription.subscription WHERE tenant_id = :t \\gset
 INSERT INTO subscription.member (tenant_id, account_id, external_id) SELECT :t, :t, 'm' || i FROM generate_series(1, 4) AS i;
 SELECT min(id) AS m1 FROM subscription.member WHERE tenant_id = :t \\gset
 SELECT 'default licenses: ' || count(*) FROM subscription.license WHERE tenant_id = :t AND subscription_id = :s1;
-SELECT 'consume keyed: ' || subscription.license_consume(:t, :s2, :m1 + 2);
+SELECT subscription.license_consume(:t, :s2, :m1 + 2) AS r \\gset
+SELECT 'consume keyed: ' || :r;
 SELECT 'consume unkeyed: ' || subscription.license_consume(:s2, :m1 + 3);
-SELECT 'release keyed: ' || subscription.license_release(:t, :s2, :m1 + 2);
+SELECT subscription.license_release(:t, :s2, :m1 + 2) AS r \\gset
+SELECT 'release keyed: ' || :r;
 SELECT 'release unkeyed: ' || subscription.license_release(:s2, :m1 + 3);
 SELECT 'consume again: ' || subscription.license_consume(:s2, :m1 + 2);
-SELECT 'set_quantity keyed: ' || subscription.set_quantity(:t, :s1, 3, '2026-01-15');
+SELECT subscription.set_quantity(:t, :s1, 3, '2026-01-15') AS r \\gset
+SELECT 'set_quantity keyed: ' || :r;
 SELECT 'set_quantity unkeyed: ' || subscription.set_quantity(:s2, 4, '2026-01-15');
-SELECT 'purchase_addon keyed: ' || (subscription.purchase_addon(:t, :s1, 'citus-seats', 1, '2026-01-20') IS NOT NULL);
+SELECT subscription.purchase_addon(:t, :s1, 'citus-seats', 1, '2026-01-20') AS r \\gset
+SELECT 'purchase_addon keyed: ' || (:r IS NOT NULL);
 SELECT 'purchase_addon unkeyed: ' || (subscription.purchase_addon(:s2, 'citus-seats', 2, '2026-01-20') IS NOT NULL);
-SELECT 'cancel keyed: ' || subscription.cancel(:t, :s1);
+SELECT subscription.cancel(:t, :s1) AS r \\gset
+SELECT 'cancel keyed: ' || :'r';
 SELECT 'cancel unkeyed: ' || subscription.cancel(:s2);
 SELECT 'subscriptions: ' || string_agg(format('%s %s q%s %s %s', plan, period, quantity, status, cancel_at_period_end), '; ' ORDER BY id)
   FROM subscription.subscription WHERE tenant_id = :t;
