@@ -11316,6 +11316,740 @@ REVOKE ALL ON FUNCTION subscription.lock_catalog(text, boolean), subscription.st
     subscription.refresh_account_limits(bigint, text) FROM PUBLIC;
 SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g;
 
+-- Citus: the seat path and the money it writes on the coordinator (issue 17) --
+-- subscribe, the members' default licenses, license_consume and
+-- license_release, set_quantity, purchase_addon and cancel run on Citus:
+-- every statement they and their triggers run names the tenant (keyed
+-- helpers: require_terms, license_capacity, limit_of,
+-- refresh_account_limits, subscription_for_change, coupon_discount,
+-- credit_balance), none joins a reference table in a correlated subquery
+-- or takes a column in a STABLE function of an UPDATE.
+
+DROP FUNCTION subscription.refresh_account_limits(bigint, text);
+CREATE FUNCTION subscription.require_terms(tenant_id bigint, account_id bigint, at timestamptz)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t subscription.terms;
+    in_effect_at timestamptz;
+BEGIN
+    t := subscription.terms_in_effect(at);
+    IF t.version IS NULL THEN
+        RETURN;
+    END IF;
+    -- a scalar, and the tenant named: Citus takes no composite variable
+    -- in a query, and runs it on the tenant's shard alone (issue 17)
+    in_effect_at := t.effective_at;
+    IF EXISTS (SELECT FROM subscription.terms_acceptance AS a
+                 JOIN subscription.terms AS y ON y.version = a.version
+                WHERE a.tenant_id = require_terms.tenant_id AND a.account_id = require_terms.account_id
+                  AND y.effective_at >= in_effect_at) THEN
+        RETURN;
+    END IF;
+    RAISE EXCEPTION 'account % has not accepted the terms in effect', account_id
+        USING ERRCODE = 'object_not_in_prerequisite_state',
+              DETAIL = format('Terms version "%s" is in effect%s.', t.version,
+                              coalesce(format(' (%s)', t.url), '')),
+              HINT = format('Once the account accepts them, call subscription.accept_terms(%s, %L).',
+                            account_id, t.version);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.require_terms(bigint, bigint, timestamptz) IS
+'Internal: 55000 unless the account accepted the terms version in effect at a time, or a later one (Z11) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.require_terms(account_id bigint, at timestamptz)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.require_terms(subscription.tenant_of('account', require_terms.account_id),
+                                       require_terms.account_id, require_terms.at);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.require_terms(bigint, timestamptz) IS
+'Internal: 55000 unless the account accepted the terms version in effect at a time, or a later one (Z11)';
+
+CREATE OR REPLACE FUNCTION subscription.subscribe(tenant_id bigint, account_id bigint, plan text, cycle interval, quantity integer, at timestamptz, renewal text, coupon text)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    price     record;
+    period    tstzrange;
+    new_id    bigint;
+    anchor_at timestamptz;
+    k         integer;
+    full_period tstzrange;
+    plan_version integer;
+    is_default boolean;
+    coupon_cycles integer;
+BEGIN
+    PERFORM subscription.require_tenant('subscribe', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('subscribe',
+        '{account_id,plan,cycle,quantity,at,renewal}',
+        ARRAY[account_id IS NULL, plan IS NULL, cycle IS NULL, quantity IS NULL,
+              at IS NULL, renewal IS NULL]);
+
+    PERFORM subscription.require_quantity(quantity);
+    PERFORM subscription.require_cycle(cycle);
+    PERFORM subscription.require_renewal(renewal);
+    PERFORM subscription.require_time('subscribe', at, false);
+
+    SELECT a.billing_anchor INTO anchor_at
+      FROM subscription.account AS a
+     WHERE a.tenant_id = subscribe.tenant_id AND a.id = subscribe.account_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account % does not exist', account_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(account_id, 'purchase');
+    PERFORM subscription.require_open_account(account_id);
+    PERFORM subscription.require_terms(tenant_id, account_id, at);
+    price := subscription.period_price(plan, cycle, quantity);
+    PERFORM subscription.require_amount(price.amount, price.currency);
+    IF coupon IS NOT NULL THEN
+        PERFORM subscription.redeemable_coupon(coupon, at, price.currency);
+    END IF;
+    IF anchor_at IS NULL THEN
+        k := 1;
+        anchor_at := at;
+    ELSE
+        -- L4: the first period runs to the account's next billing date, whose
+        -- period (of this cycle) it is part of, and is charged for its days
+        k := subscription.period_containing(anchor_at, cycle, at);
+    END IF;
+    full_period := subscription.nth_period(anchor_at, cycle, k);
+    period := tstzrange(at, upper(full_period), '[)');
+
+    -- R10: an account's first service subscription is its default one;
+    -- it holds the plan's current version (grandfathering).  Each read a
+    -- statement of its own, the catalog's apart from the tenant's: Citus
+    -- runs no correlated subquery beside a reference table (issue 17)
+    SELECT p.version, p.kind = 'service' INTO plan_version, is_default
+      FROM subscription.plan AS p WHERE p.code = subscribe.plan;
+    is_default := is_default AND NOT EXISTS (
+        SELECT FROM subscription.subscription AS d
+         WHERE d.tenant_id = subscribe.tenant_id AND d.account_id = subscribe.account_id AND d.is_default);
+    coupon_cycles := (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code = subscribe.coupon);
+    INSERT INTO subscription.subscription AS s
+           (tenant_id, account_id, plan, plan_version, cycle, quantity, paid_quantity, period, anchor, period_number, renewal,
+            is_default, coupon, coupon_periods_left)
+    VALUES (subscribe.tenant_id, subscribe.account_id, subscribe.plan, plan_version, subscribe.cycle, subscribe.quantity,
+            subscribe.quantity, period, anchor_at, k, subscribe.renewal, is_default, subscribe.coupon, coupon_cycles)
+    RETURNING s.id INTO new_id;
+
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, kind, amount, currency, period, plan, description)
+    VALUES (subscribe.tenant_id, subscribe.account_id, new_id, 'charge',
+            CASE WHEN period = full_period
+                 THEN subscription.round_money(price.amount, price.currency)
+                 ELSE subscription.unused_part(price.amount, full_period, at, price.currency) END,
+            price.currency, period, plan,
+            format('plan %s, cycle %s, quantity %s%s', plan, cycle, quantity,
+                   CASE WHEN period = full_period THEN ''
+                        ELSE format(', to the billing date %s', upper(period)) END));
+
+    RETURN new_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.subscribe(bigint, bigint, text, interval, integer, timestamptz, text, text) IS
+'Subscribe an account to a plan and charge the first period, prorated to the billing anchor (L4) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE FUNCTION subscription.license_capacity(tenant_id bigint, subscription_id bigint)
+RETURNS integer
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT s.quantity OPERATOR(pg_catalog.+) coalesce(
+               (SELECT sum(b.quantity::bigint OPERATOR(pg_catalog.*) a.units)
+                  FROM subscription.addon_batch AS b
+                  JOIN subscription.addon AS a ON a.code OPERATOR(pg_catalog.=) b.addon
+                 WHERE b.tenant_id OPERATOR(pg_catalog.=) license_capacity.tenant_id
+                   AND b.subscription_id OPERATOR(pg_catalog.=) license_capacity.subscription_id
+                   AND b.status OPERATOR(pg_catalog.=) 'active'
+                   AND a.feature OPERATOR(pg_catalog.=) 'licenses'), 0)::integer
+          FROM subscription.subscription AS s
+         WHERE s.tenant_id OPERATOR(pg_catalog.=) license_capacity.tenant_id
+           AND s.id OPERATOR(pg_catalog.=) license_capacity.subscription_id);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.license_capacity(bigint, bigint) IS
+'Licenses a subscription may assign: its quantity plus license add-ons (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.license_capacity(subscription_id bigint)
+RETURNS integer
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN subscription.license_capacity(subscription.tenant_of('subscription', license_capacity.subscription_id),
+                                     license_capacity.subscription_id);
+
+COMMENT ON FUNCTION subscription.license_capacity(bigint) IS 'Licenses a subscription may assign: its quantity plus license add-ons';
+
+CREATE OR REPLACE FUNCTION subscription.sync_license_counter()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sub bigint;
+    tenant bigint;
+    is_active boolean;
+    capacity integer;
+    -- the logical table, from the trigger's argument (issue 17)
+    logical text := TG_ARGV[0];
+BEGIN
+    -- a restore copies the counter (restored_copy): the copy is trusted,
+    -- and verify() compares it with the licenses afterwards
+    IF TG_OP = 'INSERT'
+       AND subscription.restored_copy(pg_catalog.format('subscription.%I', logical || '_id_seq')::regclass, NEW.id) THEN
+        RETURN NULL;
+    END IF;
+    IF logical = 'subscription' THEN
+        sub := NEW.id;
+        tenant := NEW.tenant_id;
+    ELSIF TG_OP = 'DELETE' THEN
+        sub := OLD.subscription_id;
+        tenant := OLD.tenant_id;
+    ELSE
+        sub := NEW.subscription_id;
+        tenant := NEW.tenant_id;
+    END IF;
+    -- each statement names the tenant: on Citus a trigger on a shard runs
+    -- only statements on its own node (issue 17)
+    SELECT s.status = 'active' INTO is_active
+      FROM subscription.subscription AS s WHERE s.tenant_id = tenant AND s.id = sub;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    capacity := subscription.license_capacity(tenant, sub);
+    INSERT INTO subscription.license_counter AS c (tenant_id, subscription_id, capacity, active)
+    VALUES (tenant, sub, capacity, is_active)
+    ON CONFLICT (tenant_id, subscription_id) DO UPDATE
+       SET capacity = excluded.capacity, active = excluded.active
+     WHERE (c.capacity, c.active) IS DISTINCT FROM (excluded.capacity, excluded.active);
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.sync_license_counter() IS 'Trigger: seat capacities follow quantities, statuses and add-on batches';
+
+CREATE OR REPLACE FUNCTION subscription.set_quantity(tenant_id bigint, subscription_id bigint, quantity integer, at timestamptz)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    counter subscription.license_counter;
+    new_capacity integer;
+    paid integer;
+    monthly boolean;
+    old_price record;
+    new_price record;
+    charge numeric;
+BEGIN
+    PERFORM subscription.require_tenant('set_quantity', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('set_quantity', '{subscription_id,quantity,at}',
+        ARRAY[subscription_id IS NULL, quantity IS NULL, at IS NULL]);
+    PERFORM subscription.require_quantity(quantity);
+    PERFORM subscription.require_time('set_quantity', at, false);
+
+    SELECT * INTO s FROM subscription.subscription AS x
+     WHERE x.tenant_id = set_quantity.tenant_id AND x.id = set_quantity.subscription_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    monthly := subscription.cycle_key(s.cycle) = '{1,0,0}';
+    PERFORM subscription.authorize(s.account_id,
+        CASE WHEN quantity > s.quantity THEN 'increase_licenses' ELSE 'decrease_licenses' END,
+        monthly);
+    IF s.status <> 'active' THEN
+        RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM subscription.require_in_period('set_quantity', s, at);
+    IF quantity = s.quantity THEN
+        RETURN subscription.licenses_left(subscription_id);
+    END IF;
+    PERFORM subscription.require_terms(set_quantity.tenant_id, s.account_id, at);
+
+    -- the counter row is what concurrent license writes wait on
+    SELECT * INTO counter FROM subscription.license_counter AS c
+     WHERE c.tenant_id = set_quantity.tenant_id AND c.subscription_id = set_quantity.subscription_id FOR NO KEY UPDATE;
+    -- the capacity keeps the add-on licenses and takes the new quantity
+    new_capacity := counter.capacity - s.quantity + quantity;
+    IF counter.used > new_capacity THEN
+        RAISE EXCEPTION 'subscription % cannot have fewer licenses than it has assigned', subscription_id
+            USING ERRCODE = 'check_violation',
+                  DETAIL = format('Limit %s, in use %s.', new_capacity, counter.used),
+                  HINT = 'Release licenses with subscription.license_release() first.';
+    END IF;
+
+    -- on a tiered plan the quantity is a tier (55000 otherwise)
+    -- at the version the subscription holds (grandfathering)
+    new_price := subscription.period_price(s.plan, s.cycle, quantity, s.plan_version);
+    PERFORM subscription.require_amount(new_price.amount, new_price.currency);
+    paid := coalesce(s.paid_quantity, s.quantity);
+    IF quantity > paid THEN
+        old_price := subscription.period_price(s.plan, s.cycle, paid, s.plan_version);
+        charge := subscription.unused_part(new_price.amount - old_price.amount, s.period, at,
+                                           new_price.currency);
+        INSERT INTO subscription.ledger
+               (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+        VALUES (set_quantity.tenant_id, s.account_id, s.id, 'charge', charge, new_price.currency,
+                tstzrange(at, upper(s.period), '[)'), format('licenses %s-%s', paid + 1, quantity), s.plan,
+                format('%s more licenses of plan %s for the rest of the period', quantity - paid, s.plan));
+    END IF;
+
+    UPDATE subscription.subscription AS x
+       SET quantity = set_quantity.quantity, paid_quantity = greatest(paid, set_quantity.quantity)
+     WHERE x.tenant_id = set_quantity.tenant_id AND x.id = s.id;
+    RETURN subscription.licenses_left(subscription_id);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.set_quantity(bigint, bigint, integer, timestamptz) IS
+'Change the licenses now: more are charged for the rest of the period, fewer refund nothing (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE FUNCTION subscription.limit_of(tenant_id bigint, account_id bigint, feature text)
+RETURNS bigint
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (
+    SELECT CASE WHEN bool_or(x.unlimited) THEN NULL
+                -- numeric, so that an overflow is an error, not a wrap
+                ELSE coalesce(sum(x.units), 0)::bigint END
+      FROM (SELECT l.value IS NULL AS unlimited,
+                   CASE WHEN l.per_license THEN l.value::numeric * s.quantity
+                        ELSE l.value::numeric END AS units
+              FROM subscription.subscription AS s
+              CROSS JOIN LATERAL (SELECT s.plan, s.plan_version
+                                  UNION ALL
+                                  SELECT sc.plan, ip.version
+                                    FROM subscription.suite_component AS sc
+                                    JOIN subscription.plan AS ip ON ip.code = sc.plan
+                                   WHERE sc.suite_plan = s.plan) AS p (plan, version)
+              JOIN subscription.plan_limit AS l
+                ON l.plan = p.plan AND l.feature = limit_of.feature
+               -- the version of the plan the subscription holds (grandfathering)
+               AND l.versions @> p.version
+             WHERE s.tenant_id = limit_of.tenant_id AND s.account_id = limit_of.account_id
+               AND s.status = 'active'
+            UNION ALL
+            SELECT false, b.quantity::numeric * a.units
+              FROM subscription.subscription AS s
+              JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
+              JOIN subscription.addon AS a ON a.code = b.addon
+             WHERE s.tenant_id = limit_of.tenant_id AND s.account_id = limit_of.account_id
+               AND s.status = 'active'
+               AND b.status = 'active'
+               AND a.feature = limit_of.feature) AS x);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.limit_of(bigint, bigint, text) IS
+'Internal: the account''s limit of a feature, unchecked (effective_limit checks) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.limit_of(account_id bigint, feature text)
+RETURNS bigint
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.limit_of(subscription.tenant_of('account', limit_of.account_id), limit_of.account_id, limit_of.feature);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.limit_of(bigint, text) IS 'Internal: the account''s limit of a feature, unchecked (effective_limit checks)';
+
+CREATE FUNCTION subscription.refresh_account_limits(tenant_id bigint, account_id bigint, feature text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    f text;
+    new_limit bigint;
+BEGIN
+    -- a counter at a time, the limit computed apart from the UPDATE: on
+    -- Citus no STABLE function takes a column in an UPDATE, and every
+    -- statement names the tenant (issue 17)
+    FOR f IN SELECT u.feature FROM subscription.usage_counter AS u
+              WHERE u.tenant_id = refresh_account_limits.tenant_id
+                AND u.account_id = refresh_account_limits.account_id
+                AND (refresh_account_limits.feature IS NULL OR u.feature = refresh_account_limits.feature)
+              ORDER BY u.feature LOOP
+        new_limit := subscription.limit_of(refresh_account_limits.tenant_id, refresh_account_limits.account_id, f);
+        UPDATE subscription.usage_counter AS u
+           SET limit_value = new_limit
+         WHERE u.tenant_id = refresh_account_limits.tenant_id
+           AND u.account_id = refresh_account_limits.account_id
+           AND u.feature = f
+           AND u.limit_value IS DISTINCT FROM new_limit;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.refresh_account_limits(bigint, bigint, text) IS
+'Internal: one account''s stored limits (of a feature, or all) follow what they are computed from';
+
+CREATE OR REPLACE FUNCTION subscription.refresh_limits()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    accounts bigint[];
+    tenants bigint[];
+    only_feature text;
+    -- the logical table, from the trigger's argument (issue 17)
+    logical text := TG_ARGV[0];
+BEGIN
+    IF logical NOT IN ('subscription', 'addon_batch')
+       AND EXISTS (SELECT FROM pg_catalog.pg_extension AS e WHERE e.extname = 'citus') THEN
+        -- no fan-out from a reference table (issue 17): the limit version
+        RETURN NULL;
+    END IF;
+    -- an UPDATE can move the row: refresh for its old and its new self
+    FOR i IN 1 .. CASE WHEN TG_OP = 'UPDATE' THEN 2 ELSE 1 END LOOP
+        IF i = 1 AND TG_OP <> 'INSERT' THEN
+            r := OLD;
+        ELSE
+            r := NEW;
+        END IF;
+        -- the accounts with their tenants, by account (issue 17)
+        IF logical = 'subscription' THEN
+            accounts := ARRAY[r.account_id];
+            tenants := ARRAY[r.tenant_id];
+        ELSIF logical = 'addon_batch' THEN
+            SELECT array_agg(s.account_id), array_agg(s.tenant_id) INTO accounts, tenants
+              FROM subscription.subscription AS s WHERE s.tenant_id = r.tenant_id AND s.id = r.subscription_id;
+        ELSIF logical = 'plan_limit' THEN
+            only_feature := r.feature;
+            -- the plan's subscriptions, and those of the suites that include it (Z3)
+            SELECT array_agg(x.account_id ORDER BY x.account_id), array_agg(x.tenant_id ORDER BY x.account_id)
+              INTO accounts, tenants
+              FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
+                     WHERE s.plan = r.plan
+                        OR s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc
+                                       WHERE sc.plan = r.plan)) AS x;
+        ELSIF logical = 'suite_component' THEN
+            SELECT array_agg(x.account_id ORDER BY x.account_id), array_agg(x.tenant_id ORDER BY x.account_id)
+              INTO accounts, tenants
+              FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
+                     WHERE s.plan = r.suite_plan) AS x;
+        ELSE
+            SELECT array_agg(x.account_id ORDER BY x.account_id), array_agg(x.tenant_id ORDER BY x.account_id)
+              INTO accounts, tenants
+              FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
+                      JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
+                     WHERE b.addon = r.code) AS x;
+        END IF;
+        FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
+            PERFORM subscription.refresh_account_limits(tenants[k], accounts[k], only_feature);
+        END LOOP;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.refresh_limits() IS 'Trigger: the limits stored in the usage counters follow what they are computed from';
+
+CREATE FUNCTION subscription.subscription_for_change(tenant_id bigint, fn text, subscription_id bigint, action text)
+RETURNS subscription.subscription
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    -- the tenant named: on Citus the row is locked on its shard (issue 17)
+    SELECT * INTO s FROM subscription.subscription AS x
+     WHERE x.tenant_id = subscription_for_change.tenant_id AND x.id = subscription_for_change.subscription_id
+       FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(s.account_id, action);
+    IF s.status <> 'active' THEN
+        RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('%s() changes active subscriptions only.', fn);
+    END IF;
+    RETURN s;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.subscription_for_change(bigint, text, bigint, text) IS
+'Internal: the subscription locked for a change, the actor''s right checked (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.subscription_for_change(fn text, subscription_id bigint, action text)
+RETURNS subscription.subscription
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.subscription_for_change(subscription.tenant_of('subscription', subscription_for_change.subscription_id),
+                                                subscription_for_change.fn, subscription_for_change.subscription_id,
+                                                subscription_for_change.action);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.subscription_for_change(text, bigint, text) IS 'Internal: the subscription locked for a change, the actor''s right checked';
+
+CREATE OR REPLACE FUNCTION subscription.cancel(tenant_id bigint, subscription_id bigint)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    PERFORM subscription.require_tenant('cancel', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('cancel', '{subscription_id}', ARRAY[subscription_id IS NULL]);
+    s := subscription.subscription_for_change(cancel.tenant_id, 'cancel', subscription_id, 'cancel');
+    UPDATE subscription.subscription AS x SET cancel_at_period_end = true
+     WHERE x.tenant_id = cancel.tenant_id AND x.id = s.id AND NOT x.cancel_at_period_end;
+    RETURN upper(s.period);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.cancel(bigint, bigint) IS
+'Cancel at the end of the period (Z8); returns when it ends (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE FUNCTION subscription.coupon_discount(tenant_id bigint, subscription_id bigint, amount numeric, currency text)
+RETURNS numeric
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+-- renewal_notice shows the coupon's discount to its reader
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- PL/pgSQL, its read naming the tenant: on Citus it runs on the
+    -- tenant's shard, from the ledger's trigger too (issue 17)
+    RETURN coalesce((
+        SELECT subscription.round_money(
+                   CASE WHEN c.percent_off IS NOT NULL
+                        THEN coupon_discount.amount * c.percent_off / 100
+                        ELSE least(c.amount_off, coupon_discount.amount) END, coupon_discount.currency)
+          FROM subscription.subscription AS s
+          JOIN subscription.coupon AS c ON c.code = s.coupon
+         WHERE s.tenant_id = coupon_discount.tenant_id AND s.id = coupon_discount.subscription_id
+           AND (s.coupon_periods_left IS NULL OR s.coupon_periods_left > 0)), 0);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.coupon_discount(bigint, bigint, numeric, text) IS
+'What the subscription''s coupon takes off a plan charge, rounded once (Z10) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.coupon_discount(subscription_id bigint, amount numeric, currency text)
+RETURNS numeric
+LANGUAGE sql STABLE PARALLEL SAFE
+SECURITY DEFINER
+RETURN subscription.coupon_discount(subscription.tenant_of('subscription', coupon_discount.subscription_id),
+                                    coupon_discount.subscription_id, coupon_discount.amount, coupon_discount.currency);
+
+COMMENT ON FUNCTION subscription.coupon_discount(bigint, numeric, text) IS 'What the subscription''s coupon takes off a plan charge, rounded once (Z10)';
+
+CREATE FUNCTION subscription.credit_balance(tenant_id bigint, account_id bigint, currency text)
+RETURNS numeric
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.authorize(credit_balance.account_id, 'read');
+    RETURN (SELECT coalesce(sum(CASE l.kind WHEN 'credit' THEN l.amount ELSE -l.amount END), 0)
+              FROM subscription.ledger AS l
+             WHERE l.tenant_id = credit_balance.tenant_id
+               AND l.account_id = credit_balance.account_id
+               AND l.currency = credit_balance.currency
+               AND l.kind = ANY ('{credit,credit_used}'));
+END
+$$;
+
+COMMENT ON FUNCTION subscription.credit_balance(bigint, bigint, text) IS
+'The account''s credit not used yet, in a currency (L10) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.credit_balance(account_id bigint, currency text DEFAULT 'EUR')
+RETURNS numeric
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.credit_balance(subscription.tenant_of('account', credit_balance.account_id),
+                                       credit_balance.account_id, credit_balance.currency);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.credit_balance(bigint, text) IS 'The account''s credit not used yet, in a currency (L10)';
+
+CREATE OR REPLACE FUNCTION subscription.reduce_charge()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c subscription.coupon;
+    discount numeric := 0;
+    balance numeric;
+    used numeric;
+BEGIN
+    -- a restore copies the charge's discount and credit lines, and the
+    -- coupon's periods left, with it (restored_copy)
+    IF subscription.restored_copy('subscription.ledger_id_seq', NEW.id) THEN
+        RETURN NULL;
+    END IF;
+    IF NEW.subscription_id IS NOT NULL AND NEW.item = 'plan' THEN
+        discount := subscription.coupon_discount(NEW.tenant_id, NEW.subscription_id, NEW.amount, NEW.currency);
+        IF discount > 0 THEN
+            SELECT x.* INTO c FROM subscription.subscription AS s
+              JOIN subscription.coupon AS x ON x.code = s.coupon
+             WHERE s.tenant_id = NEW.tenant_id AND s.id = NEW.subscription_id;
+            INSERT INTO subscription.ledger
+                   (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, charge_id, description)
+            VALUES (NEW.tenant_id, NEW.account_id, NEW.subscription_id, 'discount', discount, NEW.currency, NEW.period, NEW.item,
+                    NEW.plan, NEW.id,
+                    format('coupon %s: %s off', c.code,
+                           coalesce(c.percent_off::text || '%', c.amount_off::text || ' ' || c.currency)));
+            UPDATE subscription.subscription AS s
+               SET coupon_periods_left = s.coupon_periods_left - 1
+             WHERE s.tenant_id = NEW.tenant_id AND s.id = NEW.subscription_id AND s.coupon_periods_left IS NOT NULL;
+        END IF;
+    END IF;
+
+    -- credit: read without a lock first, the common case is none
+    -- every statement names the tenant: on Citus this trigger runs on the
+    -- ledger's shard (issue 17)
+    IF subscription.credit_balance(NEW.tenant_id, NEW.account_id, NEW.currency) > 0 THEN
+        -- concurrent charges of the account take its credit one at a time
+        PERFORM FROM subscription.account AS a WHERE a.tenant_id = NEW.tenant_id AND a.id = NEW.account_id
+            FOR NO KEY UPDATE;
+        balance := subscription.credit_balance(NEW.tenant_id, NEW.account_id, NEW.currency);
+        used := least(balance, NEW.amount - discount);
+        IF used > 0 THEN
+            INSERT INTO subscription.ledger
+                   (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan,
+                    charge_id, description)
+            VALUES (NEW.tenant_id, NEW.account_id, NEW.subscription_id, NEW.addon_batch_id, 'credit_used', used, NEW.currency,
+                    NEW.period, NEW.item, NEW.plan, NEW.id, format('credit pays charge %s', NEW.id));
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.reduce_charge() IS 'Trigger: a coupon''s discount and the account''s credit on every charge line';
+
+CREATE OR REPLACE FUNCTION subscription.purchase_addon(tenant_id bigint, subscription_id bigint, addon text, quantity integer, at timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    a subscription.addon;
+    offer subscription.plan_addon;
+    price record;
+    plan_price record;
+    batch bigint;
+    one_time boolean;
+BEGIN
+    PERFORM subscription.require_tenant('purchase_addon', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('purchase_addon', '{subscription_id,addon,quantity,at}',
+        ARRAY[subscription_id IS NULL, addon IS NULL, quantity IS NULL, at IS NULL]);
+    PERFORM subscription.require_quantity(quantity);
+    PERFORM subscription.require_time('purchase_addon', at, false);
+    SELECT * INTO a FROM subscription.addon AS x WHERE x.code = purchase_addon.addon;
+    IF NOT FOUND THEN
+        PERFORM subscription.unknown_code('add-on', addon);
+    END IF;
+    -- K8: members of a sub-account do not buy
+    s := subscription.subscription_for_change(purchase_addon.tenant_id, 'purchase_addon', subscription_id, 'purchase');
+    PERFORM subscription.require_in_period('purchase_addon', s, at);
+    PERFORM subscription.require_terms(purchase_addon.tenant_id, s.account_id, at);
+
+    SELECT * INTO offer FROM subscription.plan_addon AS o
+     WHERE o.plan = s.plan AND o.addon = a.code;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'add-on "%" is not sold with plan "%"', a.code, s.plan
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'The add-ons a plan may buy are its rows in subscription.plan_addon.';
+    ELSIF offer.included THEN
+        RAISE EXCEPTION 'add-on "%" is already included in plan "%"', a.code, s.plan   -- Z6
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Plan "%s" gives what add-on "%s" sells: there is nothing to buy.', s.plan, a.code);
+    END IF;
+    plan_price := subscription.period_price(s.plan, s.cycle, s.quantity, s.plan_version);
+    IF plan_price.amount = 0 THEN
+        RAISE EXCEPTION 'add-ons are sold on paid plans only'                            -- K1
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Plan "%s" is free.', s.plan);
+    END IF;
+
+    one_time := a.one_time;
+    price := subscription.addon_period_price(a.code, CASE WHEN one_time THEN NULL ELSE s.cycle END, quantity);
+    PERFORM subscription.require_amount(price.amount, price.currency);
+    -- the seats it adds stay within the largest quantity (an integer)
+    IF a.feature = 'licenses'
+       AND subscription.license_capacity(purchase_addon.tenant_id, s.id)::bigint + (quantity::bigint * a.units)
+           > current_setting('subscription.max_quantity')::bigint THEN
+        RAISE EXCEPTION 'subscription % would hold more licenses than the largest quantity allowed', s.id
+            USING ERRCODE = 'numeric_value_out_of_range',
+                  DETAIL = format('It holds %s; %s x %s more would pass subscription.max_quantity (%s).',
+                                  subscription.license_capacity(purchase_addon.tenant_id, s.id), quantity, a.units,
+                                  current_setting('subscription.max_quantity'));
+    END IF;
+    INSERT INTO subscription.addon_batch AS b (tenant_id, subscription_id, addon, quantity, purchased_at)
+    VALUES (purchase_addon.tenant_id, s.id, a.code, quantity, at)
+    RETURNING b.id INTO batch;
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
+    SELECT purchase_addon.tenant_id, s.account_id, s.id, batch, 'charge', c.amount, price.currency,
+           CASE WHEN one_time THEN NULL ELSE tstzrange(at, upper(s.period), '[)') END, 'addon', s.plan,
+           CASE WHEN one_time
+                THEN format('add-on %s x %s, one-time', a.code, quantity)
+                ELSE format('add-on %s x %s for the rest of the period; full cycle %s %s', a.code, quantity,
+                            subscription.round_money(price.amount, price.currency), price.currency) END
+      FROM (SELECT CASE WHEN one_time THEN subscription.round_money(price.amount, price.currency)
+                        ELSE subscription.unused_part(price.amount, s.period, at, price.currency) END) AS c(amount);
+    RETURN batch;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.purchase_addon(bigint, bigint, text, integer, timestamptz) IS
+'Buy add-on units for the rest of the period, or once (K1-K3, Z6) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+REVOKE ALL ON FUNCTION subscription.require_terms(bigint, bigint, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.license_capacity(bigint, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.limit_of(bigint, bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.refresh_account_limits(bigint, bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.subscription_for_change(bigint, text, bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.coupon_discount(bigint, bigint, numeric, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.credit_balance(bigint, bigint, text) FROM PUBLIC;
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves
@@ -11973,7 +12707,7 @@ BEGIN ATOMIC
 END;
 
 
-CREATE FUNCTION subscription.limit_of(tenant_id bigint, account_id bigint, feature text)
+CREATE OR REPLACE FUNCTION subscription.limit_of(tenant_id bigint, account_id bigint, feature text)
 RETURNS bigint
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
@@ -12004,24 +12738,24 @@ BEGIN
               FROM subscription.subscription AS s
               JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
               JOIN subscription.addon AS a ON a.code = b.addon
-             WHERE s.tenant_id = limit_of.tenant_id AND b.tenant_id = limit_of.tenant_id
-               AND s.account_id = limit_of.account_id
+             WHERE s.tenant_id = limit_of.tenant_id AND s.account_id = limit_of.account_id
                AND s.status = 'active'
                AND b.status = 'active'
                AND a.feature = limit_of.feature) AS x);
 END
 $$;
 
-COMMENT ON FUNCTION subscription.limit_of(bigint, bigint, text) IS 'Internal: the limit of a feature of an account of the tenant, unchecked (effective_limit checks)';
+COMMENT ON FUNCTION subscription.limit_of(bigint, bigint, text) IS
+'Internal: the account''s limit of a feature, unchecked (effective_limit checks) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
+-- the tenant of the account, then the keyed form
 CREATE OR REPLACE FUNCTION subscription.limit_of(account_id bigint, feature text)
 RETURNS bigint
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    RETURN subscription.limit_of((SELECT a.tenant_id FROM subscription.account AS a WHERE a.id = limit_of.account_id),
-                                 account_id, feature);
+    RETURN subscription.limit_of(subscription.tenant_of('account', limit_of.account_id), limit_of.account_id, limit_of.feature);
 END
 $$;
 

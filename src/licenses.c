@@ -204,6 +204,7 @@ static const char *const guard_queries[GUARD_NUM_QUERIES] = {
 /* kept plans, prepared on first use; the catalog they read is the extension's own */
 static SPIPlanPtr guard_plans[GUARD_NUM_EVENTS][GUARD_NUM_QUERIES];
 static SPIPlanPtr read_counter_plan = NULL;
+static SPIPlanPtr read_tenant_counter_plan = NULL;
 static SPIPlanPtr truncate_plan = NULL;
 static SPIPlanPtr truncate_seats_plan = NULL;
 static SPIPlanPtr precheck_plan = NULL;
@@ -239,30 +240,48 @@ SubscriptionMissing(Relation rel, int64 subscription_id)
 }
 
 /*
- * Say why a subscription's counter could not move by delta (> 0).
+ * Read a subscription's counter (used, capacity, active), through SPI; its
+ * tenant, when known (not NULL), named in the statement: on Citus it then
+ * runs on the tenant's shard, from the guard on a shard too (issue 17).
+ * SubscriptionMissing (rel) when there is none.
  */
 static void
-CounterRefusal(Relation rel, int64 subscription_id, int32 delta)
+ReadCounter(Relation rel, const int64 *tenant, int64 subscription_id, int64 *used, int64 *capacity,
+			bool *active)
 {
-	Oid			argtypes[1] = {INT8OID};
-	Datum		values[1] = {Int64GetDatum(subscription_id)};
+	Oid			argtypes[2] = {INT8OID, INT8OID};
+	Datum		values[2] = {Int64GetDatum(subscription_id), Int64GetDatum(tenant ? *tenant : 0)};
+	SPIPlanPtr *plan = tenant ? &read_tenant_counter_plan : &read_counter_plan;
 	bool		isnull;
-	int64		used;
-	int64		capacity;
-	bool		active;
 
-	KeptPlan(&read_counter_plan,
-			 "SELECT used, capacity, active FROM subscription.license_counter"
+	KeptPlan(plan,
+			 tenant
+			 ? "SELECT used, capacity, active FROM subscription.license_counter"
+			 " WHERE tenant_id = $2 AND subscription_id = $1"
+			 : "SELECT used, capacity, active FROM subscription.license_counter"
 			 " WHERE subscription_id = $1",
-			 1, argtypes);
-	if (SPI_execute_plan(read_counter_plan, values, NULL, true, 1) != SPI_OK_SELECT)
+			 tenant ? 2 : 1, argtypes);
+	if (SPI_execute_plan(*plan, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the license counter of subscription " INT64_FORMAT,
 			 subscription_id);
 	if (SPI_processed == 0)
 		SubscriptionMissing(rel, subscription_id);
-	used = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	capacity = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	active = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	*used = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	*capacity = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	*active = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+}
+
+/*
+ * Say why a subscription's counter could not move by delta (> 0).
+ */
+static void
+CounterRefusal(Relation rel, const int64 *tenant, int64 subscription_id, int32 delta)
+{
+	int64		used;
+	int64		capacity;
+	bool		active;
+
+	ReadCounter(rel, tenant, subscription_id, &used, &capacity, &active);
 
 	if (!active)
 		ereport(ERROR,
@@ -286,7 +305,7 @@ CounterRefusal(Relation rel, int64 subscription_id, int32 delta)
  * The one place where a counter moves.
  */
 static bool
-MoveCounterRow(RowWrites *w, int table, int64 subscription_id, int32 delta, int32 *left)
+MoveCounterRow(RowWrites *w, int table, const int64 *tenant, int64 subscription_id, int32 delta, int32 *left)
 {
 	Relation	counters = RowWriteRelation(w, table);
 	TupleTableSlot *counter = RowWriteStoredSlot(w, table);
@@ -306,7 +325,7 @@ MoveCounterRow(RowWrites *w, int table, int64 subscription_id, int32 delta, int3
 	 * counter changed while we wait for it is a serialization failure.
 	 */
 	latest = RegisterSnapshot(GetLatestSnapshot());
-	found = FetchRowByKey(counters, latest, 1, &key, counter);
+	found = FetchRowByTenantKey(counters, latest, tenant, 1, &key, counter);
 	UnregisterSnapshot(latest);
 	if (!found || !LockLatestRow(w, table, counter, LockTupleNoKeyExclusive))
 		return false;
@@ -335,7 +354,7 @@ MoveCounter(Relation rel, RowWrites *w, int table, int64 subscription_id, int32 
 {
 	int32		left;
 
-	if (MoveCounterRow(w, table, subscription_id, delta, &left))
+	if (MoveCounterRow(w, table, NULL, subscription_id, delta, &left))
 	{
 		last_guarded_subscription = subscription_id;
 		last_licenses_left = left;
@@ -345,7 +364,7 @@ MoveCounter(Relation rel, RowWrites *w, int table, int64 subscription_id, int32 
 	 * subscription is being deleted together with its licenses.
 	 */
 	else if (delta > 0)
-		CounterRefusal(rel, subscription_id, delta);
+		CounterRefusal(rel, NULL, subscription_id, delta);
 }
 
 /*
@@ -537,14 +556,15 @@ EndMemberCheck(MemberCheck *mc)
 }
 
 static void
-CheckMember(MemberCheck *mc, Relation rel, int64 subscription_id, int64 account_id, int64 member_id)
+CheckMember(MemberCheck *mc, Relation rel, const int64 *tenant, int64 subscription_id, int64 account_id,
+			int64 member_id)
 {
 	Datum		key = Int64GetDatum(member_id);
 	bool		isnull;
 	int64		member_account;
 
 	if (mc->scan == NULL)
-		mc->scan = BeginKeyScan(mc->members, mc->snapshot, 1, &key);
+		mc->scan = BeginTenantKeyScan(mc->members, mc->snapshot, tenant, 1, &key);
 	else
 		RescanKeyScan(mc->scan, &key);
 	if (!KeyScanNext(mc->scan, mc->member))
@@ -566,13 +586,13 @@ CheckMember(MemberCheck *mc, Relation rel, int64 subscription_id, int64 account_
 
 /* CheckMember() for one member, in a check of its own */
 static void
-CheckOneMember(Snapshot snapshot, Relation rel, int64 subscription_id, int64 account_id,
+CheckOneMember(Snapshot snapshot, Relation rel, const int64 *tenant, int64 subscription_id, int64 account_id,
 			   int64 member_id)
 {
 	MemberCheck mc;
 
 	BeginMemberCheck(&mc, snapshot);
-	CheckMember(&mc, rel, subscription_id, account_id, member_id);
+	CheckMember(&mc, rel, tenant, subscription_id, account_id, member_id);
 	EndMemberCheck(&mc);
 }
 
@@ -615,7 +635,7 @@ CheckStatementMembers(Relation rel, Tuplestorestate *rows)
 			subscription_id = row_subscription;
 			account_id = DatumGetInt64(slot_getattr(subscription, account_col, &isnull));
 		}
-		CheckMember(&mc, rel, subscription_id, account_id,
+		CheckMember(&mc, rel, NULL, subscription_id, account_id,
 					DatumGetInt64(slot_getattr(row, member_col, &isnull)));
 	}
 	EndMemberCheck(&mc);
@@ -724,7 +744,8 @@ RowInt64(TupleTableSlot *slot, Relation rel, const char *column)
  * False when the subscription does not exist.
  */
 static bool
-ReadTarget(Snapshot snapshot, int64 subscription_id, int64 *account_id, List **service_products)
+ReadTarget(Snapshot snapshot, const int64 *tenant, int64 subscription_id, int64 *account_id,
+		   List **service_products)
 {
 	Relation	subscriptions = table_open(OwnTable("subscription"), AccessShareLock);
 	Relation	plans = table_open(OwnTable("plan"), AccessShareLock);
@@ -735,7 +756,7 @@ ReadTarget(Snapshot snapshot, int64 subscription_id, int64 *account_id, List **s
 	bool		isnull;
 
 	*service_products = NIL;
-	found = FetchRowByKey(subscriptions, snapshot, 1, &key, subscription);
+	found = FetchRowByTenantKey(subscriptions, snapshot, tenant, 1, &key, subscription);
 	if (found)
 	{
 		*account_id = RowInt64(subscription, subscriptions, "account_id");
@@ -784,12 +805,12 @@ ReadTarget(Snapshot snapshot, int64 subscription_id, int64 *account_id, List **s
 
 /* free the service seats that the member's license of the subscription holds */
 static void
-Unseat(RowWrites *w, int64 subscription_id, int64 member_id)
+Unseat(RowWrites *w, const int64 *tenant, int64 subscription_id, int64 member_id)
 {
 	Relation	seats = RowWriteRelation(w, ONE_ROW_SEAT);
 	TupleTableSlot *seat = RowWriteStoredSlot(w, ONE_ROW_SEAT);
 	Datum		key = Int64GetDatum(member_id);
-	KeyScan    *ks = BeginKeyScan(seats, RowWriteSnapshot(w), 1, &key);
+	KeyScan    *ks = BeginTenantKeyScan(seats, RowWriteSnapshot(w), tenant, 1, &key);
 
 	while (KeyScanNext(ks, seat))
 		if (RowInt64(seat, seats, "subscription_id") == subscription_id &&
@@ -844,6 +865,7 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 	int64		tenant_id = 0;
 	AttrNumber	tenant_col = SPI_fnumber(tupdesc, "tenant_id");
 	bool		no_tenant = true;
+	const int64 *tenant;
 	List	   *service_products;
 	char	   *refused_product = NULL;
 	bool		isnull;
@@ -864,16 +886,18 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 	for (t = 0; t < ONE_ROW_NUM_TABLES; t++)
 		relids[t] = OwnTable(one_row_tables[t]);
 	w = BeginRowWrites(ONE_ROW_NUM_TABLES, relids);
-	target = ReadTarget(RowWriteSnapshot(w), subscription_id, &account_id, &service_products);
+	/* every lookup names the license's tenant: on Citus, the shard's own (issue 17) */
+	tenant = no_tenant ? NULL : &tenant_id;
+	target = ReadTarget(RowWriteSnapshot(w), tenant, subscription_id, &account_id, &service_products);
 	if (assigning)
 	{
 		if (!target)
 			SubscriptionMissing(rel, subscription_id);
-		CheckOneMember(RowWriteSnapshot(w), rel, subscription_id, account_id, member_id);	/* L11 */
+		CheckOneMember(RowWriteSnapshot(w), rel, tenant, subscription_id, account_id, member_id);	/* L11 */
 	}
 
 	if (!assigning)
-		Unseat(w, subscription_id, member_id);
+		Unseat(w, tenant, subscription_id, member_id);
 	else
 	{
 		Relation	seats = RowWriteRelation(w, ONE_ROW_SEAT);
@@ -898,11 +922,11 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 		}
 	}
 	if (!refused)
-		moved = MoveCounterRow(w, ONE_ROW_COUNTER, subscription_id, assigning ? 1 : -1, &left);
+		moved = MoveCounterRow(w, ONE_ROW_COUNTER, tenant, subscription_id, assigning ? 1 : -1, &left);
 	/* no history for the licenses of a subscription being deleted */
 	if (moved && target)
 		RecordOneRow(w, assigning ? "license_assign" : "license_release",
-					 no_tenant ? NULL : &tenant_id, account_id, subscription_id, member_id);
+					 tenant, account_id, subscription_id, member_id);
 	EndRowWrites(w);
 
 	if (moved)
@@ -916,7 +940,7 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 		return;					/* the subscription is being deleted with its licenses */
 	if (refused)
 		SeatRefusal(rel, member_id, refused_product, subscription_id);
-	CounterRefusal(rel, subscription_id, 1);
+	CounterRefusal(rel, tenant, subscription_id, 1);
 }
 
 /*
@@ -1038,18 +1062,23 @@ Authorize(int64 account_id, const char *action)
  * query without an actor.
  */
 static void
-AuthorizeOnSubscription(int64 subscription_id, const char *action)
+AuthorizeOnSubscription(const int64 *tenant, int64 subscription_id, const char *action)
 {
 	static SPIPlanPtr account_plan = NULL;
-	Oid			argtypes[1] = {INT8OID};
-	Datum		values[1] = {Int64GetDatum(subscription_id)};
+	static SPIPlanPtr tenant_account_plan = NULL;
+	Oid			argtypes[2] = {INT8OID, INT8OID};
+	Datum		values[2] = {Int64GetDatum(subscription_id), Int64GetDatum(tenant ? *tenant : 0)};
+	SPIPlanPtr *plan = tenant ? &tenant_account_plan : &account_plan;
 	bool		isnull;
 
 	if (TrustedWithoutActor())
 		return;
-	KeptPlan(&account_plan,
-			 "SELECT account_id FROM subscription.subscription WHERE id = $1", 1, argtypes);
-	if (SPI_execute_plan(account_plan, values, NULL, true, 1) != SPI_OK_SELECT)
+	KeptPlan(plan,
+			 tenant
+			 ? "SELECT account_id FROM subscription.subscription WHERE tenant_id = $2 AND id = $1"
+			 : "SELECT account_id FROM subscription.subscription WHERE id = $1",
+			 tenant ? 2 : 1, argtypes);
+	if (SPI_execute_plan(*plan, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look up subscription " INT64_FORMAT, subscription_id);
 	if (SPI_processed == 0)
 		SubscriptionMissing(NULL, subscription_id);
@@ -1062,23 +1091,33 @@ AuthorizeOnSubscription(int64 subscription_id, const char *action)
  * account, the subscription's state.  The guard checks again under locks.
  */
 static void
-PrecheckLicense(const char *fn, int64 subscription_id, int64 member_id, bool assigning)
+PrecheckLicense(const char *fn, const int64 *tenant, int64 subscription_id, int64 member_id, bool assigning)
 {
-	Oid			argtypes[2] = {INT8OID, INT8OID};
-	Datum		values[2] = {Int64GetDatum(subscription_id), Int64GetDatum(member_id)};
+	static SPIPlanPtr tenant_precheck_plan = NULL;
+	Oid			argtypes[3] = {INT8OID, INT8OID, INT8OID};
+	Datum		values[3] = {Int64GetDatum(subscription_id), Int64GetDatum(member_id),
+	Int64GetDatum(tenant ? *tenant : 0)};
+	SPIPlanPtr *plan = tenant ? &tenant_precheck_plan : &precheck_plan;
 	bool		isnull;
 	int64		account;
 	char	   *status;
 	bool		holds;
 	Snapshot	snapshot;
 
-	KeptPlan(&precheck_plan,
-			 "SELECT s.account_id, s.status,"
+	/* the tenant, when known, named: on Citus the tenant's shards alone (issue 17) */
+	KeptPlan(plan,
+			 tenant
+			 ? "SELECT s.account_id, s.status,"
+			 "       EXISTS (SELECT FROM subscription.license AS l"
+			 "                WHERE l.tenant_id = $3 AND l.subscription_id = $1 AND l.member_id = $2)"
+			 "  FROM subscription.subscription AS s"
+			 " WHERE s.tenant_id = $3 AND s.id = $1"
+			 : "SELECT s.account_id, s.status,"
 			 "       EXISTS (SELECT FROM subscription.license AS l"
 			 "                WHERE l.subscription_id = $1 AND l.member_id = $2)"
 			 "  FROM subscription.subscription AS s"
 			 " WHERE s.id = $1",
-			 2, argtypes);
+			 tenant ? 3 : 2, argtypes);
 	/*
 	 * Asked after a write that found nothing: under READ COMMITTED the
 	 * statement's snapshot may still show a license that a concurrent
@@ -1087,7 +1126,7 @@ PrecheckLicense(const char *fn, int64 subscription_id, int64 member_id, bool ass
 	 * snapshot stays, and a change it cannot see is a serialization failure.
 	 */
 	snapshot = IsolationUsesXactSnapshot() ? GetActiveSnapshot() : GetLatestSnapshot();
-	if (SPI_execute_snapshot(precheck_plan, values, NULL, snapshot,
+	if (SPI_execute_snapshot(*plan, values, NULL, snapshot,
 							 InvalidSnapshot, true, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look up subscription " INT64_FORMAT, subscription_id);
 
@@ -1101,7 +1140,7 @@ PrecheckLicense(const char *fn, int64 subscription_id, int64 member_id, bool ass
 	Authorize(account, "assign_licenses");
 
 	/* L11: a member that does not exist (P0002), or of another account (22023) */
-	CheckOneMember(snapshot, NULL, subscription_id, account, member_id);
+	CheckOneMember(snapshot, NULL, tenant, subscription_id, account, member_id);
 	if (assigning && strcmp(status, "active") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -1130,6 +1169,7 @@ WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
 	int64		subscription_id;
 	int64		member_id;
 	int64		tenant = 0;
+	const int64 *known_tenant;
 	Oid			argtypes[3] = {INT8OID, INT8OID, INT8OID};
 	Datum		values[3];
 	char		nulls[3] = {' ', ' ', ' '};
@@ -1167,12 +1207,14 @@ WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
 	else if (!keyed || !TenantOf("subscription", subscription_id, &tenant))
 		nulls[2] = 'n';
 	values[2] = Int64GetDatum(tenant);
+	/* the lookups below name it too, when the schema has it (issue 17) */
+	known_tenant = keyed && nulls[2] != 'n' ? &tenant : NULL;
 
 	/*
-	 * With an actor, the rights come first, read by the subscription's key
-	 * alone; any other refusal is explained after the write finds nothing.
+	 * With an actor, the rights come first, read by the subscription's key;
+	 * any other refusal is explained after the write finds nothing.
 	 */
-	AuthorizeOnSubscription(subscription_id, "assign_licenses");
+	AuthorizeOnSubscription(known_tenant, subscription_id, "assign_licenses");
 
 	last_guarded_subscription = 0;
 	if (assigning)
@@ -1187,9 +1229,9 @@ WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
 		 * L11 before the write, so that its refusal names no statement of
 		 * ours; the guard checks again, as for any INSERT.
 		 */
-		if (!FetchRowByKey(subscriptions, snapshot, 1, &key, subscription))
+		if (!FetchRowByTenantKey(subscriptions, snapshot, known_tenant, 1, &key, subscription))
 			SubscriptionMissing(NULL, subscription_id);
-		CheckOneMember(snapshot, NULL, subscription_id,
+		CheckOneMember(snapshot, NULL, known_tenant, subscription_id,
 					   DatumGetInt64(slot_getattr(subscription, RowWriteColumn(subscriptions, "account_id"),
 												  &isnull)),
 					   member_id);
@@ -1203,24 +1245,30 @@ WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
 		 */
 		KeptPlan(&insert_license_plan,
 				 keyed
-				 ? "INSERT INTO subscription.license (tenant_id, subscription_id, member_id)"
+				 ? "WITH inserted AS ("
+				 "INSERT INTO subscription.license (tenant_id, subscription_id, member_id)"
 				 " SELECT $3, $1, $2"
 				 "   FROM subscription.subscription AS s"
 				 "   JOIN subscription.member AS m ON m.tenant_id = $3 AND m.id = $2"
 				 "  WHERE s.tenant_id = $3 AND s.id = $1 AND s.status = 'active'"
-				 " ON CONFLICT DO NOTHING"
-				 : "INSERT INTO subscription.license (subscription_id, member_id)"
+				 " ON CONFLICT DO NOTHING RETURNING 1) SELECT FROM inserted"
+				 : "WITH inserted AS ("
+				 "INSERT INTO subscription.license (subscription_id, member_id)"
 				 " SELECT $1, $2"
 				 "   FROM subscription.subscription AS s"
 				 "   JOIN subscription.member AS m ON m.id = $2"
 				 "  WHERE s.id = $1 AND s.status = 'active'"
-				 " ON CONFLICT DO NOTHING",
+				 " ON CONFLICT DO NOTHING RETURNING 1) SELECT FROM inserted",
 				 3, argtypes);
-		if (SPI_execute_plan(insert_license_plan, values, nulls, false, 0) != SPI_OK_INSERT)
+		/*
+		 * The rows inserted, returned: on Citus a router query counts them
+		 * (its INSERT ... SELECT reports the rows selected)
+		 */
+		if (SPI_execute_plan(insert_license_plan, values, nulls, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not assign the license");
 		if (SPI_processed == 0)
 		{
-			PrecheckLicense(fn, subscription_id, member_id, assigning);
+			PrecheckLicense(fn, known_tenant, subscription_id, member_id, assigning);
 			ereport(ERROR,
 					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 					 errmsg("subscription " INT64_FORMAT " changed while its license was being assigned",
@@ -1233,13 +1281,14 @@ WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
 		KeptPlan(&delete_license_plan,
 				 keyed
 				 ? "DELETE FROM subscription.license WHERE tenant_id = $3 AND subscription_id = $1 AND member_id = $2"
-				 : "DELETE FROM subscription.license WHERE subscription_id = $1 AND member_id = $2",
+				 " RETURNING 1"
+				 : "DELETE FROM subscription.license WHERE subscription_id = $1 AND member_id = $2 RETURNING 1",
 				 3, argtypes);
-		if (SPI_execute_plan(delete_license_plan, values, nulls, false, 0) != SPI_OK_DELETE)
+		if (SPI_execute_plan(delete_license_plan, values, nulls, false, 0) != SPI_OK_DELETE_RETURNING)
 			elog(ERROR, "could not release the license");
 		if (SPI_processed == 0)
 		{
-			PrecheckLicense(fn, subscription_id, member_id, assigning);
+			PrecheckLicense(fn, known_tenant, subscription_id, member_id, assigning);
 			ereport(ERROR,
 					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 					 errmsg("subscription " INT64_FORMAT " changed while its license was being released",
@@ -1248,9 +1297,24 @@ WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
 		}
 	}
 
-	if (last_guarded_subscription != subscription_id)
+	if (last_guarded_subscription == subscription_id)
+		left = last_licenses_left;
+	else if (CitusPresent())
+	{
+		/*
+		 * On Citus the guard ran on the worker of the license's shard: what
+		 * it left is read back from the counter it moved, in this
+		 * transaction (issue 17)
+		 */
+		int64		used;
+		int64		capacity;
+		bool		active;
+
+		ReadCounter(NULL, known_tenant, subscription_id, &used, &capacity, &active);
+		left = (int32) (capacity - used);
+	}
+	else
 		elog(ERROR, "the license guard did not count subscription " INT64_FORMAT, subscription_id);
-	left = last_licenses_left;
 
 	SPI_finish();
 	UnpinSearchPath(nest_level);
@@ -1284,27 +1348,16 @@ Datum
 licenses_left(PG_FUNCTION_ARGS)
 {
 	int64		subscription_id = PG_GETARG_INT64(0);
-	Oid			argtypes[1] = {INT8OID};
-	Datum		values[1] = {Int64GetDatum(subscription_id)};
-	bool		isnull;
 	int64		used;
 	int64		capacity;
+	bool		active;
 	int			nest_level;
 
 	nest_level = PinSearchPath();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	AuthorizeOnSubscription(subscription_id, "read");
-	KeptPlan(&read_counter_plan,
-			 "SELECT used, capacity, active FROM subscription.license_counter"
-			 " WHERE subscription_id = $1",
-			 1, argtypes);
-	if (SPI_execute_plan(read_counter_plan, values, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the license counter");
-	if (SPI_processed == 0)
-		SubscriptionMissing(NULL, subscription_id);
-	used = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	capacity = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	AuthorizeOnSubscription(NULL, subscription_id, "read");
+	ReadCounter(NULL, NULL, subscription_id, &used, &capacity, &active);
 	SPI_finish();
 	UnpinSearchPath(nest_level);
 

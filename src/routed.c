@@ -24,6 +24,7 @@
 
 #include "access/htup_details.h"
 #include "catalog/pg_attribute.h"
+#include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "lib/stringinfo.h"
@@ -61,6 +62,7 @@ struct RoutedTable
 	SPIPlanPtr	delete;
 	SPIPlanPtr	lock[ROUTED_LOCK_MODES];
 	SPIPlanPtr	select[INDEX_MAX_KEYS + 1]; /* by the number of key columns */
+	SPIPlanPtr	select_tenant[INDEX_MAX_KEYS + 1];	/* the same, naming the tenant */
 };
 
 static HTAB *routed_tables = NULL;
@@ -94,8 +96,12 @@ ForgetRoutedTable(RoutedTable *t)
 		if (t->lock[i])
 			SPI_freeplan(t->lock[i]);
 	for (i = 0; i <= INDEX_MAX_KEYS; i++)
+	{
 		if (t->select[i])
 			SPI_freeplan(t->select[i]);
+		if (t->select_tenant[i])
+			SPI_freeplan(t->select_tenant[i]);
+	}
 	if (t->cols)
 		pfree(t->cols);
 	if (t->coltypes)
@@ -440,33 +446,50 @@ ResultRows(Relation rel, MemoryContext context)
 }
 
 /*
- * The rows whose first nkeys primary key columns equal keys, as tuples of
- * rel in the caller's memory context.
+ * The rows whose first nkeys lookup key columns (past a leading tenant key)
+ * equal keys, as tuples of rel in the caller's memory context.  With a
+ * tenant (not NULL) on a table keyed by it, the statement names it too: on
+ * Citus it then runs on the tenant's shard alone, from a trigger on a
+ * shard as well (issue 17); without one it reads every shard.
  */
 List *
-RoutedSelect(Relation rel, RoutedTable *t, Snapshot snapshot, int nkeys, const Datum *keys)
+RoutedSelect(Relation rel, RoutedTable *t, Snapshot snapshot, const int64 *tenant, int nkeys, const Datum *keys)
 {
 	MemoryContext caller = CurrentMemoryContext;
-	Oid			argtypes[INDEX_MAX_KEYS];
+	Oid			argtypes[INDEX_MAX_KEYS + 1];
+	Datum		args[INDEX_MAX_KEYS + 1];
+	bool		by_tenant = tenant != NULL && t->lookup_first == 1;
+	SPIPlanPtr *plan = by_tenant ? &t->select_tenant[nkeys] : &t->select[nkeys];
 	List	   *rows;
 	int			i;
 
 	if (nkeys > t->npk - t->lookup_first)
 		elog(ERROR, "too many keys for the primary key of \"%s\"", RelationGetRelationName(rel));
 	for (i = 0; i < nkeys; i++)
+	{
 		argtypes[i] = t->coltypes[ColumnPosition(t, t->pk[t->lookup_first + i])];
+		args[i] = keys[i];
+	}
+	if (by_tenant)
+	{
+		argtypes[nkeys] = INT8OID;
+		args[nkeys] = Int64GetDatum(*tenant);
+	}
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (t->select[nkeys] == NULL)
+	if (*plan == NULL)
 	{
 		StringInfoData sql;
 
 		initStringInfo(&sql);
 		AppendSelect(&sql, rel, t);
 		AppendColumnsCondition(&sql, rel, t->pk + t->lookup_first, nkeys, 1);
-		Prepare(&t->select[nkeys], &sql, nkeys, argtypes);
+		if (by_tenant)
+			appendStringInfo(&sql, "%s %s OPERATOR(pg_catalog.=) $%d", nkeys == 0 ? " WHERE" : " AND",
+							 ColumnName(rel, t->pk[0]), nkeys + 1);
+		Prepare(plan, &sql, nkeys + (by_tenant ? 1 : 0), argtypes);
 	}
-	if (SPI_execute_snapshot(t->select[nkeys], (Datum *) keys, NULL, snapshot, InvalidSnapshot,
+	if (SPI_execute_snapshot(*plan, args, NULL, snapshot, InvalidSnapshot,
 							 true, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read \"%s\"", RelationGetRelationName(rel));
 	rows = ResultRows(rel, caller);

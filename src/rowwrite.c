@@ -288,6 +288,17 @@ KeyIndex(Relation rel)
 KeyScan *
 BeginKeyScan(Relation rel, Snapshot snapshot, int nkeys, const Datum *keys)
 {
+	return BeginTenantKeyScan(rel, snapshot, NULL, nkeys, keys);
+}
+
+/*
+ * The same, the rows' tenant known (or NULL): a single server looks them up
+ * by KeyIndex as above; on Citus the routed lookup names the tenant, so
+ * that it runs on the tenant's shard alone (issue 17).
+ */
+KeyScan *
+BeginTenantKeyScan(Relation rel, Snapshot snapshot, const int64 *tenant, int nkeys, const Datum *keys)
+{
 	KeyScan    *ks = palloc0(sizeof(KeyScan));
 	ScanKeyData *skeys;
 	Oid			pkey;
@@ -299,7 +310,9 @@ BeginKeyScan(Relation rel, Snapshot snapshot, int nkeys, const Datum *keys)
 		ks->rel = rel;
 		ks->snapshot = snapshot;
 		ks->nkeys = nkeys;
-		ks->rows = RoutedSelect(rel, ks->routed, snapshot, nkeys, keys);
+		ks->by_tenant = tenant != NULL;
+		ks->tenant = tenant != NULL ? *tenant : 0;
+		ks->rows = RoutedSelect(rel, ks->routed, snapshot, tenant, nkeys, keys);
 		return ks;
 	}
 	skeys = palloc(sizeof(ScanKeyData) * nkeys);
@@ -339,7 +352,8 @@ RescanKeyScan(KeyScan *ks, const Datum *keys)
 	if (ks->routed != NULL)
 	{
 		list_free_deep(ks->rows);
-		ks->rows = RoutedSelect(ks->rel, ks->routed, ks->snapshot, ks->nkeys, keys);
+		ks->rows = RoutedSelect(ks->rel, ks->routed, ks->snapshot, ks->by_tenant ? &ks->tenant : NULL,
+								ks->nkeys, keys);
 		ks->next = 0;
 		return;
 	}
@@ -381,7 +395,15 @@ EndKeyScan(KeyScan *ks)
 bool
 FetchRowByKey(Relation rel, Snapshot snapshot, int nkeys, const Datum *keys, TupleTableSlot *slot)
 {
-	KeyScan    *ks = BeginKeyScan(rel, snapshot, nkeys, keys);
+	return FetchRowByTenantKey(rel, snapshot, NULL, nkeys, keys, slot);
+}
+
+/* the same, the row's tenant known (or NULL): see BeginTenantKeyScan */
+bool
+FetchRowByTenantKey(Relation rel, Snapshot snapshot, const int64 *tenant, int nkeys, const Datum *keys,
+					TupleTableSlot *slot)
+{
+	KeyScan    *ks = BeginTenantKeyScan(rel, snapshot, tenant, nkeys, keys);
 	bool		found = KeyScanNext(ks, slot);
 
 	EndKeyScan(ks);

@@ -135,6 +135,8 @@ typedef struct KeyScan
 	Snapshot	snapshot;
 	List	   *rows;
 	int			next;
+	bool		by_tenant;		/* routed lookups name the tenant */
+	int64		tenant;
 } KeyScan;
 
 extern Oid	OwnTable(const char *name);
@@ -153,11 +155,15 @@ extern AttrNumber RowWriteColumn(Relation rel, const char *column);
 extern void SetRowColumn(TupleTableSlot *slot, bool *given, Relation rel, const char *column,
 						 Datum value);
 extern KeyScan *BeginKeyScan(Relation rel, Snapshot snapshot, int nkeys, const Datum *keys);
+extern KeyScan *BeginTenantKeyScan(Relation rel, Snapshot snapshot, const int64 *tenant, int nkeys,
+								   const Datum *keys);
 extern bool KeyScanNext(KeyScan *ks, TupleTableSlot *slot);
 extern void RescanKeyScan(KeyScan *ks, const Datum *keys);
 extern void EndKeyScan(KeyScan *ks);
 extern bool FetchRowByKey(Relation rel, Snapshot snapshot, int nkeys, const Datum *keys,
 						  TupleTableSlot *slot);
+extern bool FetchRowByTenantKey(Relation rel, Snapshot snapshot, const int64 *tenant, int nkeys,
+								const Datum *keys, TupleTableSlot *slot);
 extern bool LockLatestRow(RowWrites *w, int table, TupleTableSlot *slot, LockTupleMode mode);
 extern void InsertRow(RowWrites *w, int table, TupleTableSlot *slot, const bool *given);
 extern bool InsertRowUnlessConflict(RowWrites *w, int table, TupleTableSlot *slot,
@@ -169,7 +175,8 @@ extern RoutedTable *RoutedTableOf(Relation rel);
 extern bool RoutedInsert(Relation rel, RoutedTable *t, TupleTableSlot *slot, bool unless_conflict);
 extern void RoutedUpdate(Relation rel, RoutedTable *t, TupleTableSlot *oldslot, TupleTableSlot *newslot);
 extern void RoutedDelete(Relation rel, RoutedTable *t, TupleTableSlot *slot);
-extern List *RoutedSelect(Relation rel, RoutedTable *t, Snapshot snapshot, int nkeys, const Datum *keys);
+extern List *RoutedSelect(Relation rel, RoutedTable *t, Snapshot snapshot, const int64 *tenant, int nkeys,
+						  const Datum *keys);
 extern bool RoutedLock(Relation rel, RoutedTable *t, TupleTableSlot *slot, LockTupleMode mode);
 
 /* history.c: the one writer of a history row (R8) */

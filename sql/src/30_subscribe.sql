@@ -56,19 +56,26 @@ COMMENT ON FUNCTION subscription.terms_in_effect(timestamptz) IS
 -- changes that ask for it: subscribe (so an account's first subscription),
 -- change_plan, change_cycle, set_quantity and purchase_addon; renewals,
 -- cancellations and license assignments do not.
-CREATE FUNCTION subscription.require_terms(account_id bigint, at timestamptz)
+CREATE FUNCTION subscription.require_terms(tenant_id bigint, account_id bigint, at timestamptz)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     t subscription.terms;
+    in_effect_at timestamptz;
 BEGIN
     t := subscription.terms_in_effect(at);
-    IF t.version IS NULL OR EXISTS (
-            SELECT FROM subscription.terms_acceptance AS a
-              JOIN subscription.terms AS y ON y.version = a.version
-             WHERE a.account_id = require_terms.account_id AND y.effective_at >= t.effective_at) THEN
+    IF t.version IS NULL THEN
+        RETURN;
+    END IF;
+    -- a scalar, and the tenant named: Citus takes no composite variable
+    -- in a query, and runs it on the tenant's shard alone (issue 17)
+    in_effect_at := t.effective_at;
+    IF EXISTS (SELECT FROM subscription.terms_acceptance AS a
+                 JOIN subscription.terms AS y ON y.version = a.version
+                WHERE a.tenant_id = require_terms.tenant_id AND a.account_id = require_terms.account_id
+                  AND y.effective_at >= in_effect_at) THEN
         RETURN;
     END IF;
     RAISE EXCEPTION 'account % has not accepted the terms in effect', account_id
@@ -77,6 +84,21 @@ BEGIN
                               coalesce(format(' (%s)', t.url), '')),
               HINT = format('Once the account accepts them, call subscription.accept_terms(%s, %L).',
                             account_id, t.version);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.require_terms(bigint, bigint, timestamptz) IS
+'Internal: 55000 unless the account accepted the terms version in effect at a time, or a later one (Z11) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the account, then the keyed form
+CREATE FUNCTION subscription.require_terms(account_id bigint, at timestamptz)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.require_terms(subscription.tenant_of('account', require_terms.account_id),
+                                       require_terms.account_id, require_terms.at);
 END
 $$;
 
@@ -157,6 +179,9 @@ DECLARE
     anchor_at timestamptz;
     k         integer;
     full_period tstzrange;
+    plan_version integer;
+    is_default boolean;
+    coupon_cycles integer;
 BEGIN
     PERFORM subscription.require_tenant('subscribe', tenant_id, 'account', account_id);
     PERFORM subscription.require_arguments('subscribe',
@@ -178,7 +203,7 @@ BEGIN
     END IF;
     PERFORM subscription.authorize(account_id, 'purchase');
     PERFORM subscription.require_open_account(account_id);
-    PERFORM subscription.require_terms(account_id, at);
+    PERFORM subscription.require_terms(tenant_id, account_id, at);
     price := subscription.period_price(plan, cycle, quantity);
     PERFORM subscription.require_amount(price.amount, price.currency);
     IF coupon IS NOT NULL THEN
@@ -196,18 +221,20 @@ BEGIN
     period := tstzrange(at, upper(full_period), '[)');
 
     -- R10: an account's first service subscription is its default one;
-    -- it holds the plan's current version (grandfathering)
+    -- it holds the plan's current version (grandfathering).  Each read a
+    -- statement of its own, the catalog's apart from the tenant's: Citus
+    -- runs no correlated subquery beside a reference table (issue 17)
+    SELECT p.version, p.kind = 'service' INTO plan_version, is_default
+      FROM subscription.plan AS p WHERE p.code = subscribe.plan;
+    is_default := is_default AND NOT EXISTS (
+        SELECT FROM subscription.subscription AS d
+         WHERE d.tenant_id = subscribe.tenant_id AND d.account_id = subscribe.account_id AND d.is_default);
+    coupon_cycles := (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code = subscribe.coupon);
     INSERT INTO subscription.subscription AS s
            (tenant_id, account_id, plan, plan_version, cycle, quantity, paid_quantity, period, anchor, period_number, renewal,
             is_default, coupon, coupon_periods_left)
-    SELECT subscribe.tenant_id, subscribe.account_id, subscribe.plan, p.version, subscribe.cycle, subscribe.quantity, subscribe.quantity,
-           period, anchor_at, k, subscribe.renewal,
-           p.kind = 'service' AND NOT EXISTS (
-               SELECT FROM subscription.subscription AS d
-                WHERE d.tenant_id = subscribe.tenant_id AND d.account_id = subscribe.account_id AND d.is_default),
-           subscribe.coupon, (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code = subscribe.coupon)
-      FROM subscription.plan AS p
-     WHERE p.code = subscribe.plan
+    VALUES (subscribe.tenant_id, subscribe.account_id, subscribe.plan, plan_version, subscribe.cycle, subscribe.quantity,
+            subscribe.quantity, period, anchor_at, k, subscribe.renewal, is_default, subscribe.coupon, coupon_cycles)
     RETURNING s.id INTO new_id;
 
     INSERT INTO subscription.ledger

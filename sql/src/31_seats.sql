@@ -4,18 +4,38 @@
 
 -- Licenses a subscription may assign: its quantity plus the license units
 -- of its active add-on batches (add-ons whose feature is 'licenses').
-CREATE FUNCTION subscription.license_capacity(subscription_id bigint)
+-- Every read names the tenant: on Citus it runs on the tenant's shards,
+-- from a trigger on them too (issue 17); PL/pgSQL, as Citus plans no
+-- statement of a SQL function with parameters.
+CREATE FUNCTION subscription.license_capacity(tenant_id bigint, subscription_id bigint)
 RETURNS integer
-LANGUAGE sql STABLE PARALLEL SAFE
-RETURN (SELECT s.quantity OPERATOR(pg_catalog.+) coalesce(
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT s.quantity OPERATOR(pg_catalog.+) coalesce(
                (SELECT sum(b.quantity::bigint OPERATOR(pg_catalog.*) a.units)
                   FROM subscription.addon_batch AS b
                   JOIN subscription.addon AS a ON a.code OPERATOR(pg_catalog.=) b.addon
-                 WHERE b.subscription_id OPERATOR(pg_catalog.=) s.id
+                 WHERE b.tenant_id OPERATOR(pg_catalog.=) license_capacity.tenant_id
+                   AND b.subscription_id OPERATOR(pg_catalog.=) license_capacity.subscription_id
                    AND b.status OPERATOR(pg_catalog.=) 'active'
                    AND a.feature OPERATOR(pg_catalog.=) 'licenses'), 0)::integer
           FROM subscription.subscription AS s
-         WHERE s.id OPERATOR(pg_catalog.=) license_capacity.subscription_id);
+         WHERE s.tenant_id OPERATOR(pg_catalog.=) license_capacity.tenant_id
+           AND s.id OPERATOR(pg_catalog.=) license_capacity.subscription_id);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.license_capacity(bigint, bigint) IS
+'Licenses a subscription may assign: its quantity plus license add-ons (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the subscription, then the keyed form
+CREATE FUNCTION subscription.license_capacity(subscription_id bigint)
+RETURNS integer
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN subscription.license_capacity(subscription.tenant_of('subscription', license_capacity.subscription_id),
+                                     license_capacity.subscription_id);
 
 COMMENT ON FUNCTION subscription.license_capacity(bigint) IS 'Licenses a subscription may assign: its quantity plus license add-ons';
 
@@ -31,6 +51,9 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     sub bigint;
+    tenant bigint;
+    is_active boolean;
+    capacity integer;
     -- the logical table, from the trigger's argument (issue 17)
     logical text := TG_ARGV[0];
 BEGIN
@@ -42,14 +65,24 @@ BEGIN
     END IF;
     IF logical = 'subscription' THEN
         sub := NEW.id;
+        tenant := NEW.tenant_id;
     ELSIF TG_OP = 'DELETE' THEN
         sub := OLD.subscription_id;
+        tenant := OLD.tenant_id;
     ELSE
         sub := NEW.subscription_id;
+        tenant := NEW.tenant_id;
     END IF;
+    -- each statement names the tenant: on Citus a trigger on a shard runs
+    -- only statements on its own node (issue 17)
+    SELECT s.status = 'active' INTO is_active
+      FROM subscription.subscription AS s WHERE s.tenant_id = tenant AND s.id = sub;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    capacity := subscription.license_capacity(tenant, sub);
     INSERT INTO subscription.license_counter AS c (tenant_id, subscription_id, capacity, active)
-    SELECT s.tenant_id, s.id, subscription.license_capacity(s.id), s.status = 'active'
-      FROM subscription.subscription AS s WHERE s.id = sub
+    VALUES (tenant, sub, capacity, is_active)
     ON CONFLICT (tenant_id, subscription_id) DO UPDATE
        SET capacity = excluded.capacity, active = excluded.active
      WHERE (c.capacity, c.active) IS DISTINCT FROM (excluded.capacity, excluded.active);
@@ -364,7 +397,7 @@ BEGIN
     IF quantity = s.quantity THEN
         RETURN subscription.licenses_left(subscription_id);
     END IF;
-    PERFORM subscription.require_terms(s.account_id, at);
+    PERFORM subscription.require_terms(set_quantity.tenant_id, s.account_id, at);
 
     -- the counter row is what concurrent license writes wait on
     SELECT * INTO counter FROM subscription.license_counter AS c

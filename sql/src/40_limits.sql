@@ -65,27 +65,24 @@ BEGIN
               FROM subscription.subscription AS s
               JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
               JOIN subscription.addon AS a ON a.code = b.addon
-             WHERE s.tenant_id = limit_of.tenant_id AND b.tenant_id = limit_of.tenant_id
-               AND s.account_id = limit_of.account_id
+             WHERE s.tenant_id = limit_of.tenant_id AND s.account_id = limit_of.account_id
                AND s.status = 'active'
                AND b.status = 'active'
                AND a.feature = limit_of.feature) AS x);
 END
 $$;
 
-COMMENT ON FUNCTION subscription.limit_of(bigint, bigint, text) IS 'Internal: the limit of a feature of an account of the tenant, unchecked (effective_limit checks)';
+COMMENT ON FUNCTION subscription.limit_of(bigint, bigint, text) IS
+'Internal: the account''s limit of a feature, unchecked (effective_limit checks) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
--- The same for an account named by its id alone: its tenant, then the keyed
--- form, whose statement names the tenant (on Citus, one shard group: the
--- statement is routed to it whole, reference tables included).
+-- the tenant of the account, then the keyed form
 CREATE FUNCTION subscription.limit_of(account_id bigint, feature text)
 RETURNS bigint
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    RETURN subscription.limit_of((SELECT a.tenant_id FROM subscription.account AS a WHERE a.id = limit_of.account_id),
-                                 account_id, feature);
+    RETURN subscription.limit_of(subscription.tenant_of('account', limit_of.account_id), limit_of.account_id, limit_of.feature);
 END
 $$;
 
@@ -705,21 +702,35 @@ CREATE TRIGGER subscription_limit_sub_accounts_t AFTER TRUNCATE ON subscription.
 -- limit_version as it is: a writer that waited for this row and whose
 -- snapshot predates the change still finds the version it knows, and
 -- checks against the limit stored here.
-CREATE FUNCTION subscription.refresh_account_limits(account_id bigint, feature text)
+CREATE FUNCTION subscription.refresh_account_limits(tenant_id bigint, account_id bigint, feature text)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    f text;
+    new_limit bigint;
 BEGIN
-    UPDATE subscription.usage_counter AS u
-       SET limit_value = subscription.limit_of(u.account_id, u.feature)
-     WHERE u.account_id = refresh_account_limits.account_id
-       AND (refresh_account_limits.feature IS NULL OR u.feature = refresh_account_limits.feature)
-       AND u.limit_value IS DISTINCT FROM subscription.limit_of(u.account_id, u.feature);
+    -- a counter at a time, the limit computed apart from the UPDATE: on
+    -- Citus no STABLE function takes a column in an UPDATE, and every
+    -- statement names the tenant (issue 17)
+    FOR f IN SELECT u.feature FROM subscription.usage_counter AS u
+              WHERE u.tenant_id = refresh_account_limits.tenant_id
+                AND u.account_id = refresh_account_limits.account_id
+                AND (refresh_account_limits.feature IS NULL OR u.feature = refresh_account_limits.feature)
+              ORDER BY u.feature LOOP
+        new_limit := subscription.limit_of(refresh_account_limits.tenant_id, refresh_account_limits.account_id, f);
+        UPDATE subscription.usage_counter AS u
+           SET limit_value = new_limit
+         WHERE u.tenant_id = refresh_account_limits.tenant_id
+           AND u.account_id = refresh_account_limits.account_id
+           AND u.feature = f
+           AND u.limit_value IS DISTINCT FROM new_limit;
+    END LOOP;
 END
 $$;
 
-COMMENT ON FUNCTION subscription.refresh_account_limits(bigint, text) IS
+COMMENT ON FUNCTION subscription.refresh_account_limits(bigint, bigint, text) IS
 'Internal: one account''s stored limits (of a feature, or all) follow what they are computed from';
 
 -- The limits stored in the usage counters follow what they are computed
@@ -739,7 +750,7 @@ AS $$
 DECLARE
     r record;
     accounts bigint[];
-    account bigint;
+    tenants bigint[];
     only_feature text;
     -- the logical table, from the trigger's argument (issue 17)
     logical text := TG_ARGV[0];
@@ -756,29 +767,36 @@ BEGIN
         ELSE
             r := NEW;
         END IF;
+        -- the accounts with their tenants, by account (issue 17)
         IF logical = 'subscription' THEN
             accounts := ARRAY[r.account_id];
+            tenants := ARRAY[r.tenant_id];
         ELSIF logical = 'addon_batch' THEN
-            SELECT array_agg(s.account_id) INTO accounts
-              FROM subscription.subscription AS s WHERE s.id = r.subscription_id;
+            SELECT array_agg(s.account_id), array_agg(s.tenant_id) INTO accounts, tenants
+              FROM subscription.subscription AS s WHERE s.tenant_id = r.tenant_id AND s.id = r.subscription_id;
         ELSIF logical = 'plan_limit' THEN
             only_feature := r.feature;
             -- the plan's subscriptions, and those of the suites that include it (Z3)
-            SELECT array_agg(DISTINCT s.account_id ORDER BY s.account_id) INTO accounts
-              FROM subscription.subscription AS s
-             WHERE s.plan = r.plan
-                OR s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc WHERE sc.plan = r.plan);
+            SELECT array_agg(x.account_id ORDER BY x.account_id), array_agg(x.tenant_id ORDER BY x.account_id)
+              INTO accounts, tenants
+              FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
+                     WHERE s.plan = r.plan
+                        OR s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc
+                                       WHERE sc.plan = r.plan)) AS x;
         ELSIF logical = 'suite_component' THEN
-            SELECT array_agg(DISTINCT s.account_id ORDER BY s.account_id) INTO accounts
-              FROM subscription.subscription AS s WHERE s.plan = r.suite_plan;
+            SELECT array_agg(x.account_id ORDER BY x.account_id), array_agg(x.tenant_id ORDER BY x.account_id)
+              INTO accounts, tenants
+              FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
+                     WHERE s.plan = r.suite_plan) AS x;
         ELSE
-            SELECT array_agg(DISTINCT s.account_id ORDER BY s.account_id) INTO accounts
-              FROM subscription.subscription AS s
-              JOIN subscription.addon_batch AS b ON b.subscription_id = s.id
-             WHERE b.addon = r.code;
+            SELECT array_agg(x.account_id ORDER BY x.account_id), array_agg(x.tenant_id ORDER BY x.account_id)
+              INTO accounts, tenants
+              FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
+                      JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
+                     WHERE b.addon = r.code) AS x;
         END IF;
-        FOREACH account IN ARRAY coalesce(accounts, '{}') LOOP
-            PERFORM subscription.refresh_account_limits(account, only_feature);
+        FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
+            PERFORM subscription.refresh_account_limits(tenants[k], accounts[k], only_feature);
         END LOOP;
     END LOOP;
     RETURN NULL;

@@ -2,7 +2,7 @@
 
 -- The subscription, locked for a change, with the actor's right checked;
 -- 55000 unless it is active.
-CREATE FUNCTION subscription.subscription_for_change(fn text, subscription_id bigint, action text)
+CREATE FUNCTION subscription.subscription_for_change(tenant_id bigint, fn text, subscription_id bigint, action text)
 RETURNS subscription.subscription
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -10,8 +10,10 @@ AS $$
 DECLARE
     s subscription.subscription;
 BEGIN
+    -- the tenant named: on Citus the row is locked on its shard (issue 17)
     SELECT * INTO s FROM subscription.subscription AS x
-     WHERE x.id = subscription_for_change.subscription_id FOR NO KEY UPDATE;
+     WHERE x.tenant_id = subscription_for_change.tenant_id AND x.id = subscription_for_change.subscription_id
+       FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
     END IF;
@@ -22,6 +24,22 @@ BEGIN
                   DETAIL = format('%s() changes active subscriptions only.', fn);
     END IF;
     RETURN s;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.subscription_for_change(bigint, text, bigint, text) IS
+'Internal: the subscription locked for a change, the actor''s right checked (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the subscription, then the keyed form
+CREATE FUNCTION subscription.subscription_for_change(fn text, subscription_id bigint, action text)
+RETURNS subscription.subscription
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.subscription_for_change(subscription.tenant_of('subscription', subscription_for_change.subscription_id),
+                                                subscription_for_change.fn, subscription_for_change.subscription_id,
+                                                subscription_for_change.action);
 END
 $$;
 
@@ -151,7 +169,7 @@ DECLARE
 BEGIN
     PERFORM subscription.require_tenant('cancel', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('cancel', '{subscription_id}', ARRAY[subscription_id IS NULL]);
-    s := subscription.subscription_for_change('cancel', subscription_id, 'cancel');
+    s := subscription.subscription_for_change(cancel.tenant_id, 'cancel', subscription_id, 'cancel');
     UPDATE subscription.subscription AS x SET cancel_at_period_end = true
      WHERE x.tenant_id = cancel.tenant_id AND x.id = s.id AND NOT x.cancel_at_period_end;
     RETURN upper(s.period);

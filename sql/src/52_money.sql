@@ -2,27 +2,43 @@
 
 -- Z10: what the subscription's coupon takes off a period's plan charge of
 -- "amount", rounded once; 0 without a coupon or once its periods are used.
+CREATE FUNCTION subscription.coupon_discount(tenant_id bigint, subscription_id bigint, amount numeric, currency text)
+RETURNS numeric
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+-- renewal_notice shows the coupon's discount to its reader
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- PL/pgSQL, its read naming the tenant: on Citus it runs on the
+    -- tenant's shard, from the ledger's trigger too (issue 17)
+    RETURN coalesce((
+        SELECT subscription.round_money(
+                   CASE WHEN c.percent_off IS NOT NULL
+                        THEN coupon_discount.amount * c.percent_off / 100
+                        ELSE least(c.amount_off, coupon_discount.amount) END, coupon_discount.currency)
+          FROM subscription.subscription AS s
+          JOIN subscription.coupon AS c ON c.code = s.coupon
+         WHERE s.tenant_id = coupon_discount.tenant_id AND s.id = coupon_discount.subscription_id
+           AND (s.coupon_periods_left IS NULL OR s.coupon_periods_left > 0)), 0);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.coupon_discount(bigint, bigint, numeric, text) IS
+'What the subscription''s coupon takes off a plan charge, rounded once (Z10) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the subscription, then the keyed form
 CREATE FUNCTION subscription.coupon_discount(subscription_id bigint, amount numeric, currency text)
 RETURNS numeric
 LANGUAGE sql STABLE PARALLEL SAFE
--- renewal_notice shows the coupon's discount to its reader
 SECURITY DEFINER
-BEGIN ATOMIC
-    SELECT coalesce((
-        SELECT subscription.round_money(
-                   CASE WHEN c.percent_off IS NOT NULL
-                        THEN amount OPERATOR(pg_catalog.*) c.percent_off OPERATOR(pg_catalog./) 100
-                        ELSE least(c.amount_off, amount) END, currency)
-          FROM subscription.subscription AS s
-          JOIN subscription.coupon AS c ON c.code OPERATOR(pg_catalog.=) s.coupon
-         WHERE s.id OPERATOR(pg_catalog.=) coupon_discount.subscription_id
-           AND (s.coupon_periods_left IS NULL OR s.coupon_periods_left OPERATOR(pg_catalog.>) 0)), 0);
-END;
+RETURN subscription.coupon_discount(subscription.tenant_of('subscription', coupon_discount.subscription_id),
+                                    coupon_discount.subscription_id, coupon_discount.amount, coupon_discount.currency);
 
 COMMENT ON FUNCTION subscription.coupon_discount(bigint, numeric, text) IS 'What the subscription''s coupon takes off a plan charge, rounded once (Z10)';
 
 -- The account's credit not used yet, in a currency (L10).
-CREATE FUNCTION subscription.credit_balance(account_id bigint, currency text DEFAULT 'EUR')
+CREATE FUNCTION subscription.credit_balance(tenant_id bigint, account_id bigint, currency text)
 RETURNS numeric
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SECURITY DEFINER
@@ -32,9 +48,26 @@ BEGIN
     PERFORM subscription.authorize(credit_balance.account_id, 'read');
     RETURN (SELECT coalesce(sum(CASE l.kind WHEN 'credit' THEN l.amount ELSE -l.amount END), 0)
               FROM subscription.ledger AS l
-             WHERE l.account_id = credit_balance.account_id
+             WHERE l.tenant_id = credit_balance.tenant_id
+               AND l.account_id = credit_balance.account_id
                AND l.currency = credit_balance.currency
                AND l.kind = ANY ('{credit,credit_used}'));
+END
+$$;
+
+COMMENT ON FUNCTION subscription.credit_balance(bigint, bigint, text) IS
+'The account''s credit not used yet, in a currency (L10) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the account, then the keyed form
+CREATE FUNCTION subscription.credit_balance(account_id bigint, currency text DEFAULT 'EUR')
+RETURNS numeric
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.credit_balance(subscription.tenant_of('account', credit_balance.account_id),
+                                       credit_balance.account_id, credit_balance.currency);
 END
 $$;
 
@@ -63,34 +96,37 @@ BEGIN
         RETURN NULL;
     END IF;
     IF NEW.subscription_id IS NOT NULL AND NEW.item = 'plan' THEN
-        discount := subscription.coupon_discount(NEW.subscription_id, NEW.amount, NEW.currency);
+        discount := subscription.coupon_discount(NEW.tenant_id, NEW.subscription_id, NEW.amount, NEW.currency);
         IF discount > 0 THEN
             SELECT x.* INTO c FROM subscription.subscription AS s
               JOIN subscription.coupon AS x ON x.code = s.coupon
-             WHERE s.id = NEW.subscription_id;
+             WHERE s.tenant_id = NEW.tenant_id AND s.id = NEW.subscription_id;
             INSERT INTO subscription.ledger
-                   (account_id, subscription_id, kind, amount, currency, period, item, plan, charge_id, description)
-            VALUES (NEW.account_id, NEW.subscription_id, 'discount', discount, NEW.currency, NEW.period, NEW.item,
+                   (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, charge_id, description)
+            VALUES (NEW.tenant_id, NEW.account_id, NEW.subscription_id, 'discount', discount, NEW.currency, NEW.period, NEW.item,
                     NEW.plan, NEW.id,
                     format('coupon %s: %s off', c.code,
                            coalesce(c.percent_off::text || '%', c.amount_off::text || ' ' || c.currency)));
             UPDATE subscription.subscription AS s
                SET coupon_periods_left = s.coupon_periods_left - 1
-             WHERE s.id = NEW.subscription_id AND s.coupon_periods_left IS NOT NULL;
+             WHERE s.tenant_id = NEW.tenant_id AND s.id = NEW.subscription_id AND s.coupon_periods_left IS NOT NULL;
         END IF;
     END IF;
 
     -- credit: read without a lock first, the common case is none
-    IF subscription.credit_balance(NEW.account_id, NEW.currency) > 0 THEN
+    -- every statement names the tenant: on Citus this trigger runs on the
+    -- ledger's shard (issue 17)
+    IF subscription.credit_balance(NEW.tenant_id, NEW.account_id, NEW.currency) > 0 THEN
         -- concurrent charges of the account take its credit one at a time
-        PERFORM FROM subscription.account AS a WHERE a.id = NEW.account_id FOR NO KEY UPDATE;
-        balance := subscription.credit_balance(NEW.account_id, NEW.currency);
+        PERFORM FROM subscription.account AS a WHERE a.tenant_id = NEW.tenant_id AND a.id = NEW.account_id
+            FOR NO KEY UPDATE;
+        balance := subscription.credit_balance(NEW.tenant_id, NEW.account_id, NEW.currency);
         used := least(balance, NEW.amount - discount);
         IF used > 0 THEN
             INSERT INTO subscription.ledger
-                   (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan,
+                   (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan,
                     charge_id, description)
-            VALUES (NEW.account_id, NEW.subscription_id, NEW.addon_batch_id, 'credit_used', used, NEW.currency,
+            VALUES (NEW.tenant_id, NEW.account_id, NEW.subscription_id, NEW.addon_batch_id, 'credit_used', used, NEW.currency,
                     NEW.period, NEW.item, NEW.plan, NEW.id, format('credit pays charge %s', NEW.id));
         END IF;
     END IF;

@@ -56,9 +56,9 @@ BEGIN
         PERFORM subscription.unknown_code('add-on', addon);
     END IF;
     -- K8: members of a sub-account do not buy
-    s := subscription.subscription_for_change('purchase_addon', subscription_id, 'purchase');
+    s := subscription.subscription_for_change(purchase_addon.tenant_id, 'purchase_addon', subscription_id, 'purchase');
     PERFORM subscription.require_in_period('purchase_addon', s, at);
-    PERFORM subscription.require_terms(s.account_id, at);
+    PERFORM subscription.require_terms(purchase_addon.tenant_id, s.account_id, at);
 
     SELECT * INTO offer FROM subscription.plan_addon AS o
      WHERE o.plan = s.plan AND o.addon = a.code;
@@ -83,12 +83,12 @@ BEGIN
     PERFORM subscription.require_amount(price.amount, price.currency);
     -- the seats it adds stay within the largest quantity (an integer)
     IF a.feature = 'licenses'
-       AND subscription.license_capacity(s.id)::bigint + (quantity::bigint * a.units)
+       AND subscription.license_capacity(purchase_addon.tenant_id, s.id)::bigint + (quantity::bigint * a.units)
            > current_setting('subscription.max_quantity')::bigint THEN
         RAISE EXCEPTION 'subscription % would hold more licenses than the largest quantity allowed', s.id
             USING ERRCODE = 'numeric_value_out_of_range',
                   DETAIL = format('It holds %s; %s x %s more would pass subscription.max_quantity (%s).',
-                                  subscription.license_capacity(s.id), quantity, a.units,
+                                  subscription.license_capacity(purchase_addon.tenant_id, s.id), quantity, a.units,
                                   current_setting('subscription.max_quantity'));
     END IF;
     INSERT INTO subscription.addon_batch AS b (tenant_id, subscription_id, addon, quantity, purchased_at)

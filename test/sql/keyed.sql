@@ -79,6 +79,17 @@ SELECT pg_temp.error_of($$SELECT credit_account(NULL, '5', NULL)$$) AS unkeyed_c
 SELECT pg_temp.error_of($$SELECT change_cycle(2, '1 year')$$) AS unkeyed_change_cycle;
 SELECT pg_temp.error_of($$SELECT set_quantity('2', '4', '2026-01-20')$$) AS unkeyed_set_quantity_literals;
 
+-- the keyed helpers (issue 17): the unkeyed form looks the tenant up and
+-- calls the keyed one; given another tenant, they find nothing
+SELECT license_capacity(2) AS capacity_unkeyed, license_capacity(tenant_of('subscription', 2), 2) AS capacity_keyed,
+       license_capacity(999, 2) AS capacity_other_tenant;
+SELECT limit_of(2, 'licenses') AS limit_unkeyed, limit_of(tenant_of('account', 2), 2, 'licenses') AS limit_keyed,
+       limit_of(999, 2, 'licenses') AS limit_other_tenant;
+SELECT credit_balance(2, 'EUR') = credit_balance(tenant_of('account', 2), 2, 'EUR') AS credit_same;
+SELECT coupon_discount(999, 2, 100, 'EUR') AS discount_other_tenant;
+SELECT pg_temp.error_of($$SELECT subscription_for_change(999, 'cancel', 2, 'cancel')$$) AS for_change_other_tenant;
+SELECT (subscription_for_change(tenant_of('subscription', 2), 'cancel', 2, 'cancel')).id AS for_change_keyed;
+
 -- tenant_of: the tenant of an id, NULL for an unknown one
 SELECT tenant_of('account', 2) AS of_account_2, tenant_of('subscription', 2) AS of_subscription_2,
        tenant_of('addon_batch', 1) AS of_batch_1, tenant_of('account', 999) AS of_unknown;
