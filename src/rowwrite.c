@@ -65,6 +65,8 @@
 #define RRI_CHECK_EXPRS(rri) ((rri)->ri_ConstraintExprs)
 #endif
 
+static Oid KeyIndex(Relation rel);
+
 /*
  * Open the tables, each locked as an INSERT, UPDATE or DELETE locks its
  * target, with their indexes, in one executor state whose snapshot is the
@@ -229,7 +231,7 @@ RowWriteColumn(Relation rel, const char *column)
  * functions name a row by its id alone.
  */
 static Oid
-KeyIndex(Relation rel)
+LookUpKeyIndex(Relation rel)
 {
 #if PG_VERSION_NUM >= 180000
 	Oid			pkey = RelationGetPrimaryKeyIndex(rel, false);
@@ -482,6 +484,8 @@ typedef struct TableExprs
 	Expr	  **defaults;		/* by attribute; NULL without a default */
 	int			ncheck;
 	Expr	  **checks;			/* in the relation descriptor's order */
+	Oid			key_index;		/* LookUpKeyIndex() on first use (a table only
+								 * written has none), once per invalidation */
 } TableExprs;
 
 static HTAB *table_exprs = NULL;
@@ -544,6 +548,7 @@ GetTableExprs(Relation rel)
 		if (expr != NULL)
 			entry->defaults[i] = expression_planner((Expr *) expr);
 	}
+	entry->key_index = InvalidOid;
 	entry->ncheck = ncheck;
 	entry->checks = palloc0(sizeof(Expr *) * Max(ncheck, 1));
 	for (i = 0; i < ncheck; i++)
@@ -561,6 +566,17 @@ GetTableExprs(Relation rel)
 	MemoryContextSwitchTo(caller_context);
 	entry->valid = true;
 	return entry;
+}
+
+/* the lookup index of rel (LookUpKeyIndex), cached with its expressions */
+static Oid
+KeyIndex(Relation rel)
+{
+	TableExprs *entry = GetTableExprs(rel);
+
+	if (!OidIsValid(entry->key_index))
+		entry->key_index = LookUpKeyIndex(rel);
+	return entry->key_index;
 }
 
 /*
