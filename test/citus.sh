@@ -491,7 +491,49 @@ tap "$(echo "$errors" | grep -v -q -e 'has no license left' -e 'already' -e '^$'
 
 todo "the regression suite on the coordinator (or each case left out, with the reason)" 6 \
     "change_plan, change_cycle, end_early, cancel_addon, the renewals and verify() do not run on Citus yet (helpers such as authorize and require_account read rows by id alone; verify is a SQL function with parameters, which Citus does not plan)"
-todo "a limit storm with 8 writers over accounts on both workers: zero oversold" 6 "not written yet: the guard counts and refuses on the shards (checks above), and subscriptions run on Citus (checks above)"
+# item 6: a limit storm.  An application table distributed with account
+# and limited (rooms, 2 per account by the plan of the seat storm's 6
+# accounts, on both workers); 8 writers on the coordinator insert single
+# rows and multi-row INSERTs (2 rows of one account) and delete rows of
+# random accounts, each statement its own transaction.  Zero oversold: no
+# account holds more rows than its limit, each counter equals its
+# account's rows, and every refusal is the limit's own (23514).
+out=""
+for step in "CREATE TABLE public.storm (account_id bigint NOT NULL, id bigint NOT NULL, PRIMARY KEY (account_id, id))" \
+            "$SETTINGS SELECT create_distributed_table('public.storm', 'account_id', colocate_with := 'subscription.account')" \
+            "$SETTINGS SELECT subscription.enforce_limit('public.storm', 'rooms')" \
+            "SELECT string_agg(a || ':' || subscription.limit_of(a, a, 'rooms'), ' ' ORDER BY a)
+               FROM unnest('{$(echo $storm | tr ' ' ',')}'::bigint[]) AS a"; do
+    out=$(q coordinator "$step") || { out="${step:0:80}: $out"; break; }
+done
+limits=$(echo "$out" | tail -1)
+tap "$([ "$limits" = "$(for a in $storm; do echo "$a:2"; done | paste -sd ' ')" ] && echo 1)" \
+    "public.storm, distributed with account and limited: the seat storm's 6 accounts may hold 2 rows each (limits: $limits)" "$out"
+started=$(date +%s)
+for w in $(seq 1 8); do
+    for i in $(seq 1 30); do
+        a=$(echo $storm | tr ' ' '\n' | shuf -n 1)
+        case $((RANDOM % 4)) in
+            0|1) echo "INSERT INTO public.storm VALUES ($a, $((w * 1000 + i)));" ;;
+            2) echo "INSERT INTO public.storm VALUES ($a, $((w * 1000 + i))), ($a, $((w * 1000 + 500 + i)));" ;;
+            3) echo "DELETE FROM public.storm WHERE account_id = $a AND id = (SELECT min(s.id) FROM public.storm AS s WHERE s.account_id = $a);" ;;
+        esac
+    done | psql -X -q -At -p "${PORTS[0]}" -d postgres -v VERBOSITY=verbose >"$DIR/limits.$w.out" 2>&1 &
+done
+wait
+elapsed=$(($(date +%s) - started))
+errors=$(cat "$DIR"/limits.*.out | grep 'ERROR' | sed 's/[0-9]\+/N/g' | sort | uniq -c | sort -rn)
+refused=$(cat "$DIR"/limits.*.out | grep -c 'ERROR:  23514: account [0-9]* would exceed its rooms limit')
+# per account: its limit, its rows, its counter's use
+out=$(for a in $storm; do
+          echo "$a $(q coordinator "SELECT subscription.limit_of($a, $a, 'rooms')") $(q coordinator "SELECT count(*) FROM public.storm WHERE account_id = $a") $(q coordinator "SELECT used FROM subscription.usage_counter WHERE tenant_id = $a AND account_id = $a AND feature = 'rooms'")"
+      done)
+out="$(echo "$out" | awk '{ over += ($3 > $2 || $4 > $2); off += ($4 != $3); n += $3 } END { print over + 0, off + 0, n + 0 }')"$'\n'"$out"
+tap "$([ "$(echo "$out" | head -1 | cut -d' ' -f1-2)" = "0 0" ] && [ "$(echo "$out" | wc -l)" = 7 ] && [ "$refused" -gt 0 ] && echo 1)" \
+    "limit storm, 8 writers x 30 inserts (single and multi-row) and deletes in $elapsed s: zero oversold, counters equal the rows (over the limit, counter off, rows: $(echo "$out" | head -1); refused: $refused)" \
+    "account limit rows used:"$'\n'"$out"$'\n'"errors:"$'\n'"$errors"
+tap "$(echo "$errors" | grep -v -q -e 'ERROR:  N: account N would exceed its rooms limit' -e '^$' || echo 1)" \
+    "the limit storm's refusals are the limit's own (23514)" "$errors"
 todo "a renewal storm with a worker process per node: each period charged once" 4 "renew_account and renew_local_tenants exist, untried on Citus (their helpers read rows by id alone)"
 todo "apply_downgrade trims a distributed application table" 6 "src/downgrade.c's statements do not name the tenant"
 
