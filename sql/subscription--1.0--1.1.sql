@@ -12050,6 +12050,37 @@ REVOKE ALL ON FUNCTION subscription.subscription_for_change(bigint, text, bigint
 REVOKE ALL ON FUNCTION subscription.coupon_discount(bigint, bigint, numeric, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.credit_balance(bigint, bigint, text) FROM PUBLIC;
 
+-- Catalog limit versions on Citus (issue 17, item 3) ----------------------
+-- A catalog row's limit stamp is a hash of its content, the same on every
+-- node, and the catalog's version (rows, exclusive or of the stamps): a
+-- limit change made on the coordinator reaches the guards on the workers,
+-- which compare it.  The stamps' sequence goes.
+CREATE OR REPLACE FUNCTION subscription.stamp_limit_change()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- by column name (jsonb), so that a table whose columns were added in
+    -- another order (an upgraded database) stamps the same row alike
+    NEW.limit_stamp := pg_catalog.hashtextextended(
+        (pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.-) 'limit_stamp'::text)::text, 0);
+    RETURN NEW;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.stamp_limit_change() IS
+'Trigger: a catalog row a limit is computed from is stamped with a hash of its content, for the catalog''s limit version';
+
+ALTER EXTENSION subscription DROP SEQUENCE subscription.limit_stamp;
+DROP SEQUENCE subscription.limit_stamp;
+
+COMMENT ON FUNCTION subscription.lock_catalog(text, boolean) IS
+'Internal: the advisory transaction lock that serializes the writers of a part of the catalog (''plan <code>'')';
+
+COMMENT ON FUNCTION subscription.limit_catalog_version() IS
+'Internal: the catalog''s limit version (rows, exclusive or of their stamps) of the tables limit_of() reads';
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves
@@ -12685,7 +12716,7 @@ $$;
 
 -- the limit of an account of a tenant (issue 17: on Citus, routed to its shard group)
 CREATE VIEW subscription.limit_catalog_versions (version) AS
-    SELECT ARRAY[pg_catalog.count(*), coalesce(pg_catalog.max(x.stamp), 0)]
+    SELECT ARRAY[pg_catalog.count(*), coalesce(pg_catalog.bit_xor(x.stamp), 0)]
       FROM (SELECT l.limit_stamp FROM subscription.plan_limit AS l
             UNION ALL
             SELECT a.limit_stamp FROM subscription.addon AS a
@@ -12695,7 +12726,7 @@ CREATE VIEW subscription.limit_catalog_versions (version) AS
             SELECT p.limit_stamp FROM subscription.plan AS p) AS x (stamp);
 
 COMMENT ON VIEW subscription.limit_catalog_versions IS
-'Internal: the catalog''s limit version (rows, last stamp) of the tables limit_of() reads, one row';
+'Internal: the catalog''s limit version (rows, exclusive or of their stamps) of the tables limit_of() reads, one row';
 
 CREATE OR REPLACE FUNCTION subscription.limit_catalog_version()
 RETURNS SETOF bigint[]

@@ -534,6 +534,39 @@ tap "$([ "$(echo "$out" | head -1 | cut -d' ' -f1-2)" = "0 0" ] && [ "$(echo "$o
     "account limit rows used:"$'\n'"$out"$'\n'"errors:"$'\n'"$errors"
 tap "$(echo "$errors" | grep -v -q -e 'ERROR:  N: account N would exceed its rooms limit' -e '^$' || echo 1)" \
     "the limit storm's refusals are the limit's own (23514)" "$errors"
+# item 3: a limit change on the coordinator reaches the guards on the
+# workers by the catalog's limit version, with no write to a counter: a
+# row's stamp is a hash of its content, the same on every node, so the
+# version a worker reads is the coordinator's.  The rooms limit of the
+# storm accounts' plan lowered to 1, then raised to 3 (the row the
+# subscriptions hold replaced, as test/sql/limit_version.sql does): the
+# next insert on an account of each worker obeys it.
+SA=$(for a in $storm; do [ "$(q coordinator "SELECT nodeport FROM pg_dist_shard_placement WHERE shardid = get_shard_id_for_distribution_column('subscription.account', $a)")" = "${PORTS[1]}" ] && echo "$a"; done | head -1)
+SB=$(for a in $storm; do [ "$(q coordinator "SELECT nodeport FROM pg_dist_shard_placement WHERE shardid = get_shard_id_for_distribution_column('subscription.account', $a)")" = "${PORTS[2]}" ] && echo "$a"; done | head -1)
+versions() {  # the catalog's limit version on each node
+    for node in "${NODES[@]}"; do q "$node" "SELECT version FROM subscription.limit_catalog_versions"; done | paste -sd ' '
+}
+set_rooms() {  # set_rooms N: the plan's rooms limit, from the coordinator
+    q coordinator "DELETE FROM subscription.plan_limit WHERE plan = 'citus-basic' AND feature = 'rooms'" \
+        && q coordinator "INSERT INTO subscription.plan_limit (plan, feature, value) VALUES ('citus-basic', 'rooms', $1)"
+}
+out=$(q coordinator "DELETE FROM public.storm" && q coordinator "INSERT INTO public.storm VALUES ($SA, 1), ($SB, 1)" \
+      && set_rooms 1 2>&1)
+v=$(versions)
+tap "$([ -n "$SA" ] && [ -n "$SB" ] && [ "$(echo $v | tr ' ' '\n' | sort -u | wc -l)" = 1 ] && echo 1)" \
+    "a limit changed on the coordinator: the catalog's limit version is the same on the three nodes ($v)" "$out"
+for acct in "$SA" "$SB"; do
+    out=$(q coordinator "INSERT INTO public.storm VALUES ($acct, 2)")
+    tap "$(echo "$out" | grep -q 'would exceed its rooms limit' && echo "$out" | grep -q 'Limit 1, in use 1, requested 1' && echo 1)" \
+        "the rooms limit lowered to 1 on the coordinator: the next insert on worker$([ "$acct" = "$SA" ] && echo 1 || echo 2) (account $acct) is refused" "$out"
+done
+out=$(set_rooms 3 2>&1)
+for acct in "$SA" "$SB"; do
+    out=$(q coordinator "INSERT INTO public.storm VALUES ($acct, 2), ($acct, 3)" && q coordinator "INSERT INTO public.storm VALUES ($acct, 4)" 2>&1)
+    stored=$(q coordinator "SELECT used || ' ' || limit_value FROM subscription.usage_counter WHERE tenant_id = $acct AND account_id = $acct AND feature = 'rooms'")
+    tap "$(echo "$out" | grep -q 'Limit 3, in use 3, requested 1' && [ "$stored" = "3 3" ] && echo 1)" \
+        "raised to 3: the next inserts on worker$([ "$acct" = "$SA" ] && echo 1 || echo 2) (account $acct) reach 3 and no further; the counter stores the new limit (used, limit: $stored)" "$out"
+done
 todo "a renewal storm with a worker process per node: each period charged once" 4 "renew_account and renew_local_tenants exist, untried on Citus (their helpers read rows by id alone)"
 todo "apply_downgrade trims a distributed application table" 6 "src/downgrade.c's statements do not name the tenant"
 

@@ -105,7 +105,7 @@ COMMENT ON TABLE subscription.plan_price IS 'A plan''s price per billing cycle, 
 -- tables are reference tables, each write fires its triggers on every
 -- node, and a row lock taken there on another reference table is taken on
 -- every node from every node, which deadlocks (issue 17).  The key is a
--- hash of the name ('plan <code>', 'limits'), the same on every node.
+-- hash of the name ('plan <code>'), the same on every node.
 CREATE FUNCTION subscription.lock_catalog(name text, shared boolean)
 RETURNS void
 LANGUAGE plpgsql
@@ -121,7 +121,7 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.lock_catalog(text, boolean) IS
-'Internal: the advisory transaction lock that serializes the writers of a part of the catalog (''plan <code>'', ''limits'')';
+'Internal: the advisory transaction lock that serializes the writers of a part of the catalog (''plan <code>'')';
 
 -- A plan is tiered (every price names a tier) or not (none does): a mix would
 -- make the price of a quantity ambiguous (L12).
@@ -441,56 +441,32 @@ CREATE CONSTRAINT TRIGGER plan_suite_component_valid
 -- (limit_of) is computed from plan_limit, addon, suite_component and plan;
 -- each usage counter stores it with the version of the catalog it was
 -- computed from, and the limit guard recomputes it when the catalog's
--- version differs (counter_limit, 40_limits.sql).  The version is
--- (rows, last stamp) over those four tables (limit_catalog_version): every
--- row written gets a new stamp from this sequence, under one advisory lock
--- held to commit, so stamps follow the commit order; a deletion changes
--- the count.  Two different contents never have the same version: the rows
--- of a later content stamped no later than an earlier version's last stamp
--- are rows of that earlier content, unchanged.  No write leaves the row
--- itself, and no row of another table is locked: on Citus each node stamps
--- its own placement, in the same order (its own sequence, kept by pg_dump).
-CREATE SEQUENCE subscription.limit_stamp;
-
-COMMENT ON SEQUENCE subscription.limit_stamp IS 'The stamps of the catalog''s limit version (stamp_limit_change)';
-
+-- version differs (counter_limit, 40_limits.sql).  The version is (rows,
+-- the exclusive or of the rows' stamps) over those four tables
+-- (limit_catalog_version), and a row's stamp is a 64-bit hash of its own
+-- content (its columns by name, the stamp left out), written by the
+-- trigger below: the same rows make the same version, and two different
+-- contents make different versions but with a chance of 2^-64.  A stamp
+-- depends on nothing but the row: on Citus every node's placement of a
+-- reference table stamps the same row alike, so a version read on a worker
+-- is the coordinator's (the guard compares it on the shards).  No other
+-- row is read, written or locked.
 CREATE FUNCTION subscription.stamp_limit_change()
 RETURNS trigger
 LANGUAGE plpgsql
--- the extension's own bookkeeping: the catalog admin needs no right on the sequence
-SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    -- the logical table, from the trigger's argument: a Citus shard has another name
-    logical text := TG_ARGV[0];
-    plans text[] := '{}';
-    c text;
 BEGIN
-    -- a restore copies the row with its stamp (a stamp the sequence has not
-    -- issued: the sequence is set after the rows), as history does
-    IF TG_OP = 'INSERT' AND subscription.restored_copy('subscription.limit_stamp'::pg_catalog.regclass, NEW.limit_stamp) THEN
-        RETURN NEW;
-    END IF;
-    IF logical = 'plan_limit' THEN
-        plans := ARRAY[NEW.plan];
-    ELSIF logical = 'suite_component' THEN
-        plans := ARRAY[NEW.suite_plan, NEW.plan];
-    ELSIF logical = 'plan' THEN
-        plans := ARRAY[NEW.code];
-    END IF;
-    -- the plans' locks first, in code order, as the plans' own rules take them
-    FOR c IN SELECT DISTINCT x FROM unnest(plans) AS x ORDER BY 1 LOOP
-        PERFORM subscription.lock_catalog('plan ' || c, false);
-    END LOOP;
-    PERFORM subscription.lock_catalog('limits', false);
-    NEW.limit_stamp := pg_catalog.nextval('subscription.limit_stamp');
+    -- by column name (jsonb), so that a table whose columns were added in
+    -- another order (an upgraded database) stamps the same row alike
+    NEW.limit_stamp := pg_catalog.hashtextextended(
+        (pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.-) 'limit_stamp'::text)::text, 0);
     RETURN NEW;
 END
 $$;
 
 COMMENT ON FUNCTION subscription.stamp_limit_change() IS
-'Trigger: a catalog row a limit is computed from gets a new stamp of the catalog''s limit version, in commit order';
+'Trigger: a catalog row a limit is computed from is stamped with a hash of its content, for the catalog''s limit version';
 
 -- after version_catalog_row (BEFORE triggers fire in name order): the row
 -- it closes is stamped too

@@ -29,6 +29,3 @@ BEGIN
     END LOOP;
 END
 $$;
--- the stamps of the catalog's limit version (issue 17): restored rows keep
--- theirs, and new stamps come after them
-SELECT pg_catalog.pg_extension_config_dump('subscription.limit_stamp', '');

@@ -88,14 +88,14 @@ $$;
 
 COMMENT ON FUNCTION subscription.limit_of(bigint, text) IS 'Internal: the account''s limit of a feature, unchecked (effective_limit checks)';
 
--- The catalog's limit version (issue 17): (rows, last stamp) over the
--- catalog tables limit_of() reads, each row stamped in commit order by
--- stamp_limit_change() (10_catalog.sql, where the argument is).  Two
--- different contents of these tables never have the same version.  A view
+-- The catalog's limit version (issue 17): (rows, exclusive or of the
+-- stamps) over the catalog tables limit_of() reads, each row stamped with a
+-- hash of its content by stamp_limit_change() (10_catalog.sql, where the
+-- argument is): the same on every node.  A view
 -- (one row), read by limit_catalog_version() and, on Citus, directly: Citus
 -- plans no statement into which a SQL function over its tables is inlined.
 CREATE VIEW subscription.limit_catalog_versions (version) AS
-    SELECT ARRAY[pg_catalog.count(*), coalesce(pg_catalog.max(x.stamp), 0)]
+    SELECT ARRAY[pg_catalog.count(*), coalesce(pg_catalog.bit_xor(x.stamp), 0)]
       FROM (SELECT l.limit_stamp FROM subscription.plan_limit AS l
             UNION ALL
             SELECT a.limit_stamp FROM subscription.addon AS a
@@ -105,7 +105,7 @@ CREATE VIEW subscription.limit_catalog_versions (version) AS
             SELECT p.limit_stamp FROM subscription.plan AS p) AS x (stamp);
 
 COMMENT ON VIEW subscription.limit_catalog_versions IS
-'Internal: the catalog''s limit version (rows, last stamp) of the tables limit_of() reads, one row';
+'Internal: the catalog''s limit version (rows, exclusive or of their stamps) of the tables limit_of() reads, one row';
 
 CREATE FUNCTION subscription.limit_catalog_version()
 RETURNS SETOF bigint[]
@@ -117,7 +117,7 @@ BEGIN ATOMIC
 END;
 
 COMMENT ON FUNCTION subscription.limit_catalog_version() IS
-'Internal: the catalog''s limit version (rows, last stamp) of the tables limit_of() reads';
+'Internal: the catalog''s limit version (rows, exclusive or of their stamps) of the tables limit_of() reads';
 
 -- A usage counter's limit as the guard checks it: the stored one while it
 -- was computed at the catalog's current limit version, else limit_of()

@@ -185,9 +185,7 @@ SELECT set_eq(
              ('subscription.account_id_seq'), ('subscription.member_id_seq'),
              ('subscription.subscription_id_seq'), ('subscription.addon_batch_id_seq'),
              ('subscription.ledger_id_seq'), ('subscription.history_id_seq'),
-             ('subscription.trimmed_id_seq'), ('subscription.limited_table_position_seq'),
-             -- the stamps of the catalog's limit version (issue 17)
-             ('subscription.limit_stamp')$$,
+             ('subscription.trimmed_id_seq'), ('subscription.limited_table_position_seq')$$,
     'catalog, tenant tables and their sequences are registered with pg_extension_config_dump');
 
 -- functions: signatures, volatility, search_path pinned
