@@ -489,8 +489,55 @@ tap "$([ "$out" = "0 0 0 18" ] && [ "$assigned" = 18 ] && echo 1)" \
 tap "$(echo "$errors" | grep -v -q -e 'has no license left' -e 'already' -e '^$' || echo 1)" \
     "the storm's refusals are the seat checks' only" "$errors"
 
-todo "the regression suite on the coordinator (or each case left out, with the reason)" 6 \
-    "change_plan, change_cycle, end_early, cancel_addon, the renewals and verify() do not run on Citus yet (helpers such as authorize and require_account read rows by id alone; verify is a SQL function with parameters, which Citus does not plan)"
+# item 6: the regression suite on the coordinator.  Each test/sql case runs
+# with pg_regress in a database of its own with Citus on the three nodes
+# and distribute() done, against its expected output (Citus' own NOTICE
+# lines filtered).  A case in REGRESS_ON_CITUS must pass; every other case
+# is left out, printed as a TAP TODO with the reason: the first error it
+# meets on Citus, measured on this run (docs/citus.md lists them).
+REGRESS_ON_CITUS=""
+prepared=1
+for i in 0 1 2; do
+    psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[$i]}" -d postgres -c "CREATE DATABASE regress_citus" >/dev/null 2>&1 \
+        && psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[$i]}" -d regress_citus -c "CREATE EXTENSION citus" >/dev/null 2>&1 \
+        || prepared=0
+done
+psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d regress_citus \
+    -c "SELECT citus_set_coordinator_host('$DIR', ${PORTS[0]})" \
+    -c "SELECT citus_add_node('$DIR', ${PORTS[1]})" -c "SELECT citus_add_node('$DIR', ${PORTS[2]})" \
+    -c "CREATE EXTENSION subscription" -c "SELECT subscription.distribute()" >/dev/null 2>&1 || prepared=0
+tap "$prepared" "a database with Citus on the three nodes and distribute() done, for the regression suite"
+PG_REGRESS=$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/regress/pg_regress
+mkdir -p "$DIR/regress"
+[ "$(id -u)" -eq 0 ] && chown postgres: "$DIR/regress"
+citus_filter() {  # the lines Citus adds to a case's output
+    grep -v -e '^NOTICE:  \(issuing\|executing the command locally\)' -e '^DETAIL:  on server '
+}
+for f in "$ROOT"/test/sql/*.sql; do
+    c=$(basename "$f" .sql)
+    [ "$prepared" = 1 ] || break
+    (cd "$ROOT" && PGPORT=${PORTS[0]} as_postgres env PGHOST="$DIR" PGUSER=postgres PGPORT="${PORTS[0]}" \
+        timeout 300 "$PG_REGRESS" --inputdir="$ROOT/test" --outputdir="$DIR/regress/$c" --use-existing \
+        --dbname=regress_citus --bindir="$PGBIN" "$c") >/dev/null 2>&1
+    result=$DIR/regress/$c/results/$c.out
+    if [ -f "$result" ] && diff -q <(citus_filter <"$ROOT/expected/$c.out") <(citus_filter <"$result") >/dev/null; then
+        ok=1
+    else
+        ok=0
+    fi
+    case " $REGRESS_ON_CITUS " in
+        *" $c "*) tap "$ok" "regression case $c on the coordinator, as on a single server" \
+                      "$(diff <(citus_filter <"$ROOT/expected/$c.out") <(citus_filter <"$result") 2>&1 | head -20)" ;;
+        *) reason=$(diff <(citus_filter <"$ROOT/expected/$c.out") <(citus_filter <"$result" 2>/dev/null) 2>/dev/null \
+                        | grep -m1 '^>.*ERROR' | sed 's/^> *//; s/ERROR: *//' | cut -c1-120)
+           n=$((n + 1))
+           if [ "$ok" = 1 ]; then
+               echo "ok $n - regression case $c on the coordinator # TODO left out, but passes: add it to REGRESS_ON_CITUS"
+           else
+               echo "not ok $n - regression case $c on the coordinator # TODO left out: ${reason:-its output differs}"
+           fi ;;
+    esac
+done
 # item 6: a limit storm.  An application table distributed with account
 # and limited (rooms, 2 per account by the plan of the seat storm's 6
 # accounts, on both workers); 8 writers on the coordinator insert single
