@@ -19,7 +19,7 @@ SELECT is_empty($$
 SELECT is((SELECT count(*)::int FROM pg_trigger AS t JOIN pg_proc AS p ON p.oid = t.tgfoid
             WHERE p.pronamespace = 'subscription'::regnamespace AND p.prosrc LIKE '%TG\_ARGV[0]%'
               AND NOT t.tgisinternal),
-          34, 'the 34 triggers of the 9 functions that read the logical table');
+          30, 'the 30 triggers of the 8 functions that read the logical table');
 SELECT is_empty($$
     SELECT t.tgname, t.tgrelid::regclass, t.tgnargs, encode(t.tgargs, 'escape')
       FROM pg_trigger AS t JOIN pg_proc AS p ON p.oid = t.tgfoid
