@@ -614,6 +614,7 @@ for acct in "$SA" "$SB"; do
     tap "$(echo "$out" | grep -q 'Limit 3, in use 3, requested 1' && [ "$stored" = "3 3" ] && echo 1)" \
         "raised to 3: the next inserts on worker$([ "$acct" = "$SA" ] && echo 1 || echo 2) (account $acct) reach 3 and no further; the counter stores the new limit (used, limit: $stored)" "$out"
 done
+todo "K7: a sub-account's rows in an application table distributed by tenant count as on a single server" 3 "the guard on a shard reads the counter of (account, account): it does not take the row's tenant (the table's distribution column) for a sub-account"
 todo "a renewal storm with a worker process per node: each period charged once" 4 "renew_account and renew_local_tenants exist, untried on Citus (their helpers read rows by id alone)"
 todo "apply_downgrade trims a distributed application table" 6 "src/downgrade.c's statements do not name the tenant"
 
