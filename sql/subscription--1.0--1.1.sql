@@ -12081,6 +12081,781 @@ COMMENT ON FUNCTION subscription.lock_catalog(text, boolean) IS
 COMMENT ON FUNCTION subscription.limit_catalog_version() IS
 'Internal: the catalog''s limit version (rows, exclusive or of their stamps) of the tables limit_of() reads';
 
+-- Citus: the remaining writing functions and apply_downgrade (issue 17) --
+-- change_plan, change_cycle, end_early, cancel_addon (and set_renewal,
+-- cancel_account, bundle_into_suite) name the tenant in every statement
+-- they and their helpers run: keyed forms of require_account,
+-- actor_refusal, authorize and unpriced_addons (a PL/pgSQL function now:
+-- Citus plans no SQL function's parameters); give_back_unused reads and
+-- writes the ledger by the tenant.  apply_downgrade's statements
+-- (src/downgrade.c) name it too.
+
+CREATE FUNCTION subscription.require_account(tenant_id bigint, account_id bigint)
+RETURNS void
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- the tenant named: one shard on Citus (issue 17)
+    PERFORM FROM subscription.account AS a
+     WHERE a.tenant_id = require_account.tenant_id AND a.id = require_account.account_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account % does not exist', account_id USING ERRCODE = 'no_data_found';
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.require_account(bigint, bigint) IS
+'Internal: P0002 unless the account exists (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE FUNCTION subscription.actor_refusal(tenant_id bigint, account_id bigint, action text, monthly boolean)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    actor text := current_setting('subscription.actor', true);
+    who record;
+BEGIN
+    IF NOT subscription.actor_named() THEN
+        RETURN CASE WHEN subscription.caller_is_trusted() THEN NULL ELSE 'is not named' END;
+    END IF;
+    -- the tenant named: one shard on Citus (issue 17); an actor of another
+    -- tenant is looked up by its id alone, on the way to a refusal only
+    SELECT m.id, m.account_id, m.role, m.rights, a.parent_id INTO who
+      FROM subscription.member AS m
+      JOIN subscription.account AS a ON a.tenant_id = m.tenant_id AND a.id = m.account_id
+     WHERE m.tenant_id = actor_refusal.tenant_id AND m.id::text = actor;
+    IF NOT FOUND THEN
+        SELECT m.id, m.account_id, m.role, m.rights, NULL::bigint AS parent_id INTO who
+          FROM subscription.member AS m WHERE m.id::text = actor;
+    END IF;
+    IF who.id IS NULL THEN
+        RETURN 'is not a member';
+    ELSIF who.account_id IS DISTINCT FROM actor_refusal.account_id THEN
+        RETURN format('belongs to account %s, not to account %s', who.account_id, actor_refusal.account_id);
+    ELSIF who.parent_id IS NOT NULL AND action = ANY ('{purchase,pay,increase_licenses,change_plan}') THEN
+        RETURN 'is a member of a sub-account, and only the main account buys and pays (K8)';
+    ELSIF who.role = 'owner' THEN
+        RETURN NULL;
+    ELSIF who.role = 'admin' AND (
+            action = ANY ('{read,assign_licenses,set_default}')
+            OR action = ANY (who.rights)
+            OR (action = 'decrease_licenses' AND monthly AND 'decrease_monthly_licenses' = ANY (who.rights))) THEN
+        RETURN NULL;
+    ELSIF action = ANY ('{increase_licenses,decrease_licenses,change_renewal}') THEN
+        RETURN format('is %s %s without the right "%s"',
+                      CASE who.role WHEN 'admin' THEN 'an' ELSE 'a' END, who.role,
+                      CASE WHEN action = 'decrease_licenses' AND monthly
+                           THEN 'decrease_licenses" or "decrease_monthly_licenses'
+                           ELSE action END);
+    END IF;
+    RETURN format('is %s %s; only the account owner%s may %s',
+                  CASE who.role WHEN 'admin' THEN 'an' ELSE 'a' END, who.role,
+                  CASE WHEN action = ANY ('{read,assign_licenses,set_default}') THEN ' or an admin' ELSE '' END,
+                  replace(action, '_', ' '));
+END
+$$;
+
+COMMENT ON FUNCTION subscription.actor_refusal(bigint, bigint, text, boolean) IS
+'Why the actor may not do an action on an account, or NULL when it may (Z1, R9, K8) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE FUNCTION subscription.authorize(tenant_id bigint, account_id bigint, action text, monthly boolean)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    actor text := current_setting('subscription.actor', true);
+    refusal text;
+BEGIN
+    IF subscription.trusted_without_actor() THEN
+        RETURN;
+    END IF;
+    refusal := subscription.actor_refusal(tenant_id, account_id, action, monthly);
+    IF refusal IS NULL THEN
+        -- Z2: a managed account's cycle, renewal and cancellations are the
+        -- sales representative's
+        IF action = ANY ('{change_cycle,change_renewal,cancel}')
+           AND EXISTS (SELECT FROM subscription.account AS a
+                        WHERE a.tenant_id = authorize.tenant_id AND a.id = authorize.account_id AND a.managed) THEN
+            RAISE LOG 'subscription: actor % refused % on managed account %', actor, action, account_id;
+            RAISE EXCEPTION 'actor % may not % on managed account %', actor, replace(action, '_', ' '), account_id
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = format('Account %s is managed: its billing cycle, renewal and cancellations are agreed with sales (Z2).',
+                                      account_id),
+                      HINT = 'A sales representative makes this change, from back-office code without subscription.actor.';
+        END IF;
+        RETURN;
+    END IF;
+    -- a refused transaction rolls back, so the refusal cannot stay in history
+    RAISE LOG 'subscription: actor % refused % on account %: %', actor, action, account_id, refusal;
+    RAISE EXCEPTION 'actor % may not % on account %', actor, replace(action, '_', ' '), account_id
+        USING ERRCODE = 'insufficient_privilege',
+              DETAIL = format('Actor %s %s.', actor, refusal),
+              HINT = CASE WHEN refusal LIKE '%(K8)'
+                          THEN 'The owner of the main account (the sub-account''s parent) can do it.'
+                          WHEN action = ANY ('{increase_licenses,decrease_licenses,change_renewal}')
+                          THEN 'The account owner can do it, or grant the right in subscription.member.rights.'
+                          ELSE 'The account owner can do it.' END;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.authorize(bigint, bigint, text, boolean) IS
+'42501 unless the actor may do the action on the account (Z1, R9, K8, Z2); without an actor, unless the caller is back-office code (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE FUNCTION subscription.unpriced_addons(tenant_id bigint, subscription_id bigint, cycle interval)
+RETURNS text
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    batches text[];
+BEGIN
+    SELECT array_agg(DISTINCT b.addon) INTO batches
+      FROM subscription.addon_batch AS b
+     WHERE b.tenant_id = unpriced_addons.tenant_id AND b.subscription_id = unpriced_addons.subscription_id
+       AND b.status = 'active' AND NOT b.cancel_at_period_end;
+    RETURN (SELECT string_agg(DISTINCT a.code, ', ')
+              FROM subscription.addon AS a
+             WHERE a.code = ANY (batches) AND NOT a.one_time
+               AND NOT EXISTS (SELECT FROM subscription.addon_price AS ap
+                                WHERE ap.addon = a.code
+                                  AND subscription.cycle_key(ap.cycle) = subscription.cycle_key(unpriced_addons.cycle)));
+END
+$$;
+
+COMMENT ON FUNCTION subscription.unpriced_addons(bigint, bigint, interval) IS
+'Internal: the renewing add-ons of a subscription with no price for a cycle (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.require_account(account_id bigint)
+RETURNS void
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.require_account(subscription.tenant_of('account', require_account.account_id),
+                                         require_account.account_id);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.require_account(bigint) IS 'Internal: P0002 unless the account exists';
+
+CREATE OR REPLACE FUNCTION subscription.actor_refusal(account_id bigint, action text, monthly boolean DEFAULT false)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.actor_refusal(subscription.tenant_of('account', actor_refusal.account_id),
+                                      actor_refusal.account_id, actor_refusal.action, actor_refusal.monthly);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.actor_refusal(bigint, text, boolean) IS
+'Why the actor may not do an action on an account, or NULL when it may (Z1, R9, K8)';
+
+CREATE OR REPLACE FUNCTION subscription.authorize(account_id bigint, action text, monthly boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- without an actor nothing is read, nor the tenant looked up (a
+    -- trigger on a Citus worker reads by the tenant only)
+    IF subscription.trusted_without_actor() THEN
+        RETURN;
+    END IF;
+    PERFORM subscription.authorize(subscription.tenant_of('account', authorize.account_id),
+                                   authorize.account_id, authorize.action, authorize.monthly);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.authorize(bigint, text, boolean) IS
+'42501 unless the actor may do the action on the account (Z1, R9, K8, Z2); without an actor, unless the caller is back-office code';
+
+CREATE OR REPLACE FUNCTION subscription.unpriced_addons(subscription_id bigint, cycle interval)
+RETURNS text
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.unpriced_addons(subscription.tenant_of('subscription', unpriced_addons.subscription_id),
+                                        unpriced_addons.subscription_id, unpriced_addons.cycle);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.unpriced_addons(bigint, interval) IS 'Internal: the renewing add-ons of a subscription with no price for a cycle';
+
+CREATE OR REPLACE FUNCTION subscription.subscription_for_change(tenant_id bigint, fn text, subscription_id bigint, action text)
+RETURNS subscription.subscription
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    -- the tenant named: on Citus the row is locked on its shard (issue 17)
+    SELECT * INTO s FROM subscription.subscription AS x
+     WHERE x.tenant_id = subscription_for_change.tenant_id AND x.id = subscription_for_change.subscription_id
+       FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(subscription_for_change.tenant_id, s.account_id, action, false);
+    IF s.status <> 'active' THEN
+        RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('%s() changes active subscriptions only.', fn);
+    END IF;
+    RETURN s;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.subscription_for_change(bigint, text, bigint, text) IS
+'Internal: the subscription locked for a change, the actor''s right checked (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.give_back_unused(s subscription.subscription, at timestamptz, kind text, reason text)
+RETURNS numeric
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    total numeric;
+    -- scalars, and the tenant named in every read and the write: Citus
+    -- takes no composite variable in a query, and runs these on the
+    -- tenant's shard group alone (issue 17)
+    tenant bigint := s.tenant_id;
+    sub bigint := s.id;
+    account bigint := s.account_id;
+    current_period tstzrange := s.period;
+BEGIN
+    WITH open_charges AS (
+        SELECT c.id, c.currency, c.period, c.plan, c.item,
+               c.amount - coalesce((
+                   SELECT sum(d.amount) FROM subscription.ledger AS d
+                    WHERE d.tenant_id = tenant AND d.charge_id = c.id
+                      AND d.kind = 'discount'), 0) AS paid
+          FROM subscription.ledger AS c
+         WHERE c.tenant_id = tenant AND c.subscription_id = sub
+           AND c.kind = 'charge'
+           AND c.addon_batch_id IS NULL
+           AND c.period && current_period
+           AND NOT EXISTS (SELECT FROM subscription.ledger AS r
+                            WHERE r.tenant_id = tenant AND r.charge_id = c.id
+                              AND r.kind = ANY ('{refund,credit}'))),
+    given AS (
+        INSERT INTO subscription.ledger AS l
+               (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, charge_id, description)
+        SELECT tenant, account, sub, give_back_unused.kind,
+               subscription.unused_part(o.paid, o.period, at, o.currency),
+               o.currency, tstzrange(at, upper(o.period), '[)'), o.item, o.plan, o.id,
+               format('%s: unused part of charge %s (plan %s)', reason, o.id, o.plan)
+          FROM open_charges AS o
+         WHERE o.paid > 0 AND at < upper(o.period)
+        RETURNING l.amount)
+    SELECT coalesce(sum(g.amount), 0) INTO total FROM given AS g;
+    RETURN total;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.give_back_unused(subscription.subscription, timestamptz, text, text) IS 'Internal: refund or credit the unused part of the period''s open charges, once per charge';
+
+CREATE OR REPLACE FUNCTION subscription.change_plan(tenant_id bigint, subscription_id bigint, plan text, at timestamptz)
+RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    old_plan subscription.plan;
+    new_plan subscription.plan;
+    modes subscription.product;
+    price record;
+    new_period tstzrange;
+BEGIN
+    PERFORM subscription.require_tenant('change_plan', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('change_plan', '{subscription_id,plan,at}',
+        ARRAY[subscription_id IS NULL, plan IS NULL, at IS NULL]);
+    PERFORM subscription.require_time('change_plan', at, false);
+    SELECT * INTO new_plan FROM subscription.plan AS p WHERE p.code = change_plan.plan;
+    IF NOT FOUND THEN
+        PERFORM subscription.unknown_code('plan', plan);
+    END IF;
+    s := subscription.subscription_for_change(change_plan.tenant_id, 'change_plan', subscription_id, 'change_plan');
+    PERFORM subscription.require_in_period('change_plan', s, at);
+    PERFORM subscription.require_terms(change_plan.tenant_id, s.account_id, at);
+    SELECT * INTO old_plan FROM subscription.plan AS p WHERE p.code = s.plan;
+    IF new_plan.product <> old_plan.product THEN
+        RAISE EXCEPTION 'plan "%" is not a plan of product "%"', plan, old_plan.product
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Subscribe to the other product with subscription.subscribe().';
+    END IF;
+
+    effective_at := at;
+    refund := 0;
+    charge := 0;
+    IF new_plan.code = s.plan THEN
+        UPDATE subscription.subscription AS x SET pending_plan = NULL
+         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id AND x.pending_plan IS NOT NULL;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    SELECT * INTO modes FROM subscription.product AS p WHERE p.code = new_plan.product;
+    IF new_plan.rank < old_plan.rank AND modes.downgrade = 'end_of_period' THEN
+        -- C4: the current plan runs to the end of the period; the new one
+        -- must sell the cycle and quantity of the next (22023, 55000)
+        PERFORM subscription.period_price(new_plan.code, coalesce(s.pending_cycle, s.cycle),
+                                          coalesce(s.pending_quantity, s.quantity));
+        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
+        effective_at := upper(s.period);
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    -- the new plan must sell the cycle and the quantity (22023, 55000)
+    price := subscription.period_price(new_plan.code, s.cycle, s.quantity);
+    refund := subscription.give_back_unused(s, at, 'refund', format('change to plan %s', new_plan.code));
+    IF new_plan.rank >= old_plan.rank AND modes.upgrade = 'restart' THEN
+        -- C1: a new full period starts now
+        new_period := subscription.nth_period(at, s.cycle, 1);
+        charge := subscription.round_money(price.amount, price.currency);
+    ELSE
+        new_period := s.period;
+        charge := subscription.unused_part(price.amount, s.period, at, price.currency);
+    END IF;
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+    VALUES (change_plan.tenant_id, s.account_id, s.id, 'charge', charge, price.currency,
+            tstzrange(at, upper(new_period), '[)'), format('change to %s', new_plan.code), new_plan.code,
+            format('plan %s from %s, cycle %s, quantity %s', new_plan.code, at, s.cycle, s.quantity));
+
+    IF new_plan.rank < old_plan.rank THEN
+        -- immediate downgrade: apply_downgrade moves to the plan and trims
+        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code, paid_quantity = x.quantity
+         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
+        PERFORM FROM subscription.apply_downgrade(change_plan.tenant_id, s.id, false);
+    ELSE
+        UPDATE subscription.subscription AS x
+           SET plan = new_plan.code, pending_plan = NULL, paid_quantity = x.quantity,
+               period = new_period,
+               anchor = CASE WHEN new_period = s.period THEN x.anchor ELSE at END
+         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
+    END IF;
+    RETURN NEXT;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.change_plan(bigint, bigint, text, timestamptz) IS
+'Upgrade now (prorated or restarted) or downgrade at the period end (C1-C4, Z5) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.bundle_into_suite(tenant_id bigint, account_id bigint, suite_plan text, quantity integer, at timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    suite subscription.plan;
+    included text[];
+    replaced subscription.subscription[];
+    ids bigint[];
+    members bigint[];
+    r subscription.subscription;
+    bundle_cycle interval;
+    was_default boolean;
+    credited numeric := 0;
+    new_id bigint;
+BEGIN
+    PERFORM subscription.require_tenant('bundle_into_suite', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('bundle_into_suite', '{account_id,suite_plan,at}',
+        ARRAY[account_id IS NULL, suite_plan IS NULL, at IS NULL]);
+    IF quantity IS NOT NULL THEN
+        PERFORM subscription.require_quantity(quantity);
+    END IF;
+    PERFORM subscription.require_time('bundle_into_suite', at, false);
+    PERFORM subscription.require_account(bundle_into_suite.tenant_id, bundle_into_suite.account_id);
+    PERFORM subscription.authorize(bundle_into_suite.tenant_id, bundle_into_suite.account_id, 'change_plan', false);
+    SELECT * INTO suite FROM subscription.plan AS p WHERE p.code = bundle_into_suite.suite_plan;
+    IF NOT FOUND THEN
+        PERFORM subscription.unknown_code('plan', suite_plan);
+    END IF;
+    SELECT array_agg(DISTINCT ip.product ORDER BY ip.product) INTO included
+      FROM subscription.suite_component AS sc
+      JOIN subscription.plan AS ip ON ip.code = sc.plan
+     WHERE sc.suite_plan = suite.code;
+    IF included IS NULL THEN
+        RAISE EXCEPTION 'plan "%" is not a suite', suite.code
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The plans a suite includes are its rows in subscription.suite_component.';
+    END IF;
+
+    -- the separate subscriptions, locked in id order
+    SELECT array_agg(x ORDER BY x.id) INTO replaced
+      FROM (SELECT x.* FROM subscription.subscription AS x
+              JOIN subscription.plan AS p ON p.code = x.plan
+             WHERE x.tenant_id = bundle_into_suite.tenant_id AND x.account_id = bundle_into_suite.account_id
+               AND x.status = 'active'
+               AND subscription.seat_product(p.kind, p.product) = ANY (included)
+             ORDER BY x.id
+               FOR NO KEY UPDATE OF x) AS x;
+    IF replaced IS NULL THEN
+        RAISE EXCEPTION 'account % has no subscription to bundle into suite "%"', account_id, suite.code
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('It has no active subscription of product %s.',
+                                  array_to_string(ARRAY(SELECT format('"%s"', i) FROM unnest(included) AS i), ', ')),
+                  HINT = 'Subscribe to the suite with subscription.subscribe().';
+    END IF;
+    ids := ARRAY(SELECT x.id FROM unnest(replaced) AS x);
+    quantity := coalesce(quantity, (SELECT max(x.quantity) FROM unnest(replaced) AS x));
+    bundle_cycle := (SELECT max(x.cycle) FROM unnest(replaced) AS x);
+    was_default := (SELECT bool_or(x.is_default) FROM unnest(replaced) AS x);
+
+    -- their seats go to the suite: a member holding a license of an included product
+    members := ARRAY(SELECT DISTINCT l.member_id FROM subscription.license AS l
+                      WHERE l.tenant_id = bundle_into_suite.tenant_id AND l.subscription_id = ANY (ids) ORDER BY 1);
+    IF cardinality(members) > quantity THEN
+        RAISE EXCEPTION 'suite "%" with % licenses cannot seat the % members holding a license of product %',
+                        suite.code, quantity, cardinality(members),
+                        (SELECT string_agg(DISTINCT format('"%s"', p.product), ', ' ORDER BY format('"%s"', p.product))
+                           FROM unnest(replaced) AS x
+                           JOIN subscription.license AS l ON l.tenant_id = bundle_into_suite.tenant_id AND l.subscription_id = x.id
+                           JOIN subscription.plan AS p ON p.code = x.plan)
+            USING ERRCODE = 'check_violation',
+                  DETAIL = format('Members %s hold a license of subscription %s.',
+                                  array_to_string(members, ', '), array_to_string(ids, ', ')),
+                  HINT = 'Bundle with a larger quantity, or release licenses first.';
+    END IF;
+
+    -- L9: each ends now, its unused days credited; its licenses released
+    FOREACH r IN ARRAY replaced LOOP
+        credited := credited + subscription.end_early(bundle_into_suite.tenant_id, r.id, at);
+    END LOOP;
+    DELETE FROM subscription.license AS l WHERE l.tenant_id = bundle_into_suite.tenant_id AND l.subscription_id = ANY (ids);
+    IF was_default THEN
+        UPDATE subscription.subscription AS x SET is_default = false
+         WHERE x.tenant_id = bundle_into_suite.tenant_id AND x.id = ANY (ids) AND x.is_default;
+    END IF;
+
+    -- the suite, charged as any subscription (the credit pays it first)
+    new_id := subscription.subscribe(bundle_into_suite.tenant_id, bundle_into_suite.account_id, suite.code, bundle_cycle, quantity, at,
+                                     'always', NULL);
+    IF was_default THEN
+        UPDATE subscription.subscription AS x SET is_default = true WHERE x.tenant_id = bundle_into_suite.tenant_id AND x.id = new_id AND NOT x.is_default;
+    END IF;
+    INSERT INTO subscription.license (tenant_id, subscription_id, member_id)
+    SELECT bundle_into_suite.tenant_id, new_id, m FROM unnest(members) AS m;
+
+    INSERT INTO subscription.history (tenant_id, actor, operation, account_id, subscription_id, details)
+    VALUES (bundle_into_suite.tenant_id, subscription.current_actor(), 'bundle_into_suite', bundle_into_suite.account_id, new_id,
+            jsonb_build_object('suite_plan', suite.code, 'quantity', quantity, 'replaced', to_jsonb(ids),
+                               'credited', credited, 'members', to_jsonb(members)));
+    RETURN new_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.bundle_into_suite(bigint, bigint, text, integer, timestamptz) IS
+'Move the account''s separate subscriptions of a suite''s products into one suite subscription, their unused days credited (Z3, L9) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.change_cycle(tenant_id bigint, subscription_id bigint, cycle interval)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    missing text;
+BEGIN
+    PERFORM subscription.require_tenant('change_cycle', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('change_cycle', '{subscription_id,cycle}',
+        ARRAY[subscription_id IS NULL, cycle IS NULL]);
+    PERFORM subscription.require_cycle(cycle);
+    s := subscription.subscription_for_change(change_cycle.tenant_id, 'change_cycle', subscription_id, 'change_cycle');
+    PERFORM subscription.require_terms(change_cycle.tenant_id, s.account_id, now());
+    -- the plan must sell this cycle for the quantity, and so must the
+    -- add-ons that will renew with it (22023 otherwise)
+    PERFORM subscription.period_price(n.plan, cycle, coalesce(s.pending_quantity, s.quantity), n.version)
+       FROM subscription.next_plan(s) AS n;
+    missing := subscription.unpriced_addons(change_cycle.tenant_id, s.id, cycle);
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'add-on "%" has no price for cycle %', missing, subscription.cycle_text(cycle)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = subscription.sold_cycles('add-on', missing),
+                  HINT = 'The prices of an add-on are its rows in subscription.addon_price.';
+    END IF;
+    UPDATE subscription.subscription AS x
+       SET pending_cycle = CASE WHEN subscription.cycle_key(change_cycle.cycle)
+                                     = subscription.cycle_key(s.cycle)
+                                THEN NULL ELSE change_cycle.cycle END
+     WHERE x.tenant_id = change_cycle.tenant_id AND x.id = s.id;
+    RETURN upper(s.period);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.change_cycle(bigint, bigint, interval) IS
+'A new billing cycle from the next period (Z7); returns when it takes effect (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.set_renewal(tenant_id bigint, subscription_id bigint, renewal text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.require_tenant('set_renewal', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('set_renewal', '{subscription_id,renewal}',
+        ARRAY[subscription_id IS NULL, renewal IS NULL]);
+    PERFORM subscription.require_renewal(renewal);
+    PERFORM subscription.subscription_for_change(set_renewal.tenant_id, 'set_renewal', subscription_id, 'change_renewal');
+    UPDATE subscription.subscription AS x SET renewal = set_renewal.renewal
+     WHERE x.tenant_id = set_renewal.tenant_id AND x.id = set_renewal.subscription_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.set_renewal(bigint, bigint, text) IS
+'The renewal option: none, once, always, to_monthly (R6) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.cancel_account(tenant_id bigint, account_id bigint)
+RETURNS TABLE (subscription_id bigint, ends_at timestamptz)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.require_tenant('cancel_account', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('cancel_account', '{account_id}', ARRAY[account_id IS NULL]);
+    PERFORM subscription.require_account(cancel_account.tenant_id, cancel_account.account_id);
+    PERFORM subscription.authorize(cancel_account.tenant_id, cancel_account.account_id, 'cancel', false);
+    RETURN QUERY
+    SELECT s.id, subscription.cancel(cancel_account.tenant_id, s.id)
+      FROM subscription.subscription AS s
+     WHERE s.tenant_id = cancel_account.tenant_id AND s.account_id = cancel_account.account_id
+       AND s.status = 'active'
+     ORDER BY s.id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.cancel_account(bigint, bigint) IS
+'Cancel every active subscription of the account, each at its period end (Z8) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.credit_balance(tenant_id bigint, account_id bigint, currency text)
+RETURNS numeric
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.authorize(credit_balance.tenant_id, credit_balance.account_id, 'read', false);
+    RETURN (SELECT coalesce(sum(CASE l.kind WHEN 'credit' THEN l.amount ELSE -l.amount END), 0)
+              FROM subscription.ledger AS l
+             WHERE l.tenant_id = credit_balance.tenant_id
+               AND l.account_id = credit_balance.account_id
+               AND l.currency = credit_balance.currency
+               AND l.kind = ANY ('{credit,credit_used}'));
+END
+$$;
+
+COMMENT ON FUNCTION subscription.credit_balance(bigint, bigint, text) IS
+'The account''s credit not used yet, in a currency (L10) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.end_early(tenant_id bigint, subscription_id bigint, at timestamptz)
+RETURNS numeric
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    credited numeric;
+BEGIN
+    PERFORM subscription.require_tenant('end_early', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('end_early', '{subscription_id,at}',
+        ARRAY[subscription_id IS NULL, at IS NULL]);
+    PERFORM subscription.require_time('end_early', at, false);
+    s := subscription.subscription_for_change(end_early.tenant_id, 'end_early', subscription_id, 'cancel');
+    PERFORM subscription.require_in_period('end_early', s, at);
+    credited := subscription.give_back_unused(s, at, 'credit', 'consolidation');
+    UPDATE subscription.addon_batch AS b SET status = 'expired'
+     WHERE b.tenant_id = end_early.tenant_id AND b.subscription_id = s.id AND b.status = 'active';
+    UPDATE subscription.subscription AS x SET status = 'cancelled' WHERE x.tenant_id = end_early.tenant_id AND x.id = s.id;
+    RETURN credited;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.end_early(bigint, bigint, timestamptz) IS
+'End a subscription now; its unused days become credit (L9) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.cancel_addon(tenant_id bigint, batch_id bigint)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    b subscription.addon_batch;
+    s subscription.subscription;
+BEGIN
+    PERFORM subscription.require_tenant('cancel_addon', tenant_id, 'addon_batch', batch_id);
+    PERFORM subscription.require_arguments('cancel_addon', '{batch_id}', ARRAY[batch_id IS NULL]);
+    SELECT * INTO b FROM subscription.addon_batch AS x WHERE x.tenant_id = cancel_addon.tenant_id AND x.id = cancel_addon.batch_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'add-on batch % does not exist', batch_id USING ERRCODE = 'no_data_found';
+    END IF;
+    s := subscription.subscription_for_change(cancel_addon.tenant_id, 'cancel_addon', b.subscription_id, 'cancel');
+    IF b.status <> 'active' THEN
+        RAISE EXCEPTION 'add-on batch % is %', batch_id, b.status USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF (SELECT x.one_time FROM subscription.addon AS x WHERE x.code = b.addon) THEN
+        RAISE EXCEPTION 'add-on batch % was a one-time purchase', batch_id
+            USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = 'Nothing renews, so nothing can be cancelled.';
+    END IF;
+    UPDATE subscription.addon_batch AS x SET cancel_at_period_end = true
+     WHERE x.tenant_id = cancel_addon.tenant_id AND x.id = b.id AND NOT x.cancel_at_period_end;
+    RETURN upper(s.period);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.cancel_addon(bigint, bigint) IS
+'End an add-on batch with the period (K4, K5); returns when it ends (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.enforce_limit(
+    relation regclass,
+    feature text,
+    account_column name DEFAULT 'account_id',
+    on_downgrade text DEFAULT 'drop_newest',
+    order_column name DEFAULT NULL,
+    value_column name DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    trigger_name text := subscription.guard_name(feature);
+    target pg_catalog.pg_class;
+    own_guard boolean;
+BEGIN
+    PERFORM subscription.require_arguments('enforce_limit', '{relation,feature,account_column,on_downgrade}',
+        ARRAY[relation IS NULL, feature IS NULL, account_column IS NULL, on_downgrade IS NULL]);
+    IF on_downgrade <> ALL (subscription.downgrade_policies()) THEN
+        RAISE EXCEPTION 'unknown downgrade policy "%"', on_downgrade
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('The policies are %s and %s.',
+                                array_to_string(trim_array(subscription.downgrade_policies(), 1), ', '),
+                                (subscription.downgrade_policies())[cardinality(subscription.downgrade_policies())]);
+    END IF;
+    SELECT * INTO target FROM pg_catalog.pg_class AS c WHERE c.oid = relation;
+    IF target.relkind = 'p' OR target.relispartition
+       OR EXISTS (SELECT FROM pg_catalog.pg_inherits AS i WHERE i.inhrelid = relation OR i.inhparent = relation) THEN
+        -- a statement naming another table of the tree would skip the guards (S6)
+        RAISE EXCEPTION 'table % is part of a partition or inheritance tree', relation
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'A statement on another table of the tree would not fire its guards.',
+                  HINT = 'Limit a plain table.';
+    ELSIF target.relkind <> 'r' THEN
+        RAISE EXCEPTION '% is not a table', relation USING ERRCODE = 'wrong_object_type';
+    ELSIF target.relpersistence = 't' THEN
+        RAISE EXCEPTION 'temporary table % cannot be limited', relation
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'Its registration would outlive the session that sees it.';
+    END IF;
+    PERFORM subscription.require_table_owner(relation);
+    -- K7, K10: the one limit on the extension's own tables, sub-accounts
+    -- per parent account, whose guard the extension attaches itself
+    own_guard := relation = 'subscription.account'::pg_catalog.regclass
+                 AND feature = 'sub_accounts'
+                 AND account_column = 'parent_id';
+    IF NOT own_guard AND target.relnamespace = 'subscription'::regnamespace THEN
+        RAISE EXCEPTION 'the extension''s own table % cannot be limited this way', relation
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Sub-accounts are limited with enforce_limit(''subscription.account'', ''sub_accounts'', ''parent_id'', ...).';
+    END IF;
+    PERFORM subscription.require_feature(enforce_limit.feature);
+    IF subscription.distributed() THEN
+        -- Citus: the count below reads every shard, then the guards are
+        -- created (DDL) in the same transaction, which Citus allows over
+        -- one connection per node only (issue 17)
+        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
+
+    PERFORM subscription.limited_column(relation, account_column, 'account column', true);
+    IF on_downgrade = ANY (subscription.value_policies()) THEN
+        IF value_column IS NULL THEN
+            RAISE EXCEPTION 'policy % needs a value column', on_downgrade
+                USING ERRCODE = 'null_value_not_allowed';
+        END IF;
+        PERFORM subscription.limited_column(relation, value_column, 'value column', on_downgrade <> 'detach');
+    ELSIF value_column IS NOT NULL THEN
+        PERFORM subscription.limited_column(relation, value_column, 'value column', false);
+    END IF;
+    IF order_column IS NOT NULL THEN
+        PERFORM subscription.limited_column(relation, order_column, 'order column', false);
+    END IF;
+    IF on_downgrade = 'keep_most_referenced' THEN
+        IF (SELECT cardinality(c.conkey) FROM pg_catalog.pg_constraint AS c
+             WHERE c.conrelid = relation AND c.contype = 'p')
+           IS DISTINCT FROM 1 THEN
+            RAISE EXCEPTION 'policy keep_most_referenced needs a single-column primary key on %', relation
+                USING ERRCODE = 'invalid_table_definition';
+        END IF;
+        PERFORM FROM pg_catalog.pg_constraint AS c
+         WHERE c.confrelid = relation AND c.contype = 'f';
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'policy keep_most_referenced needs a foreign key into %', relation
+                USING ERRCODE = 'invalid_table_definition',
+                      DETAIL = 'The rows kept are those most referenced through it (C5).';
+        END IF;
+    END IF;
+
+    -- registering twice is refused: unenforce_limit first to change the options;
+    -- a feature is one counter per account, so it lives on one table
+    PERFORM FROM subscription.limited_table AS t WHERE t.feature = enforce_limit.feature;
+    IF FOUND THEN
+        RAISE EXCEPTION 'feature "%" is already enforced', feature
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'subscription.unenforce_limit() removes a registration, to register it again with other options.';
+    END IF;
+
+    INSERT INTO subscription.limited_table AS t (relation, feature, account_column, on_downgrade, order_column, value_column,
+                                                 relation_name)
+    VALUES (relation, feature, account_column, on_downgrade, order_column, value_column,
+            subscription.relation_name(relation));
+
+    -- lock the table against writes while the existing rows are counted
+    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', relation);
+    PERFORM subscription.recount_usage(relation, feature);
+    PERFORM subscription.invalidate_limit_cache(relation);
+
+    IF own_guard THEN
+        RETURN;                 -- the extension attached its guard already
+    END IF;
+    EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_i', relation, feature);
+    EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_u', relation, feature);
+    EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_d', relation, feature);
+    EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_t', relation, feature);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.enforce_limit(regclass, text, name, text, name, name) IS
+'Attach the limit guard of a feature to an application table and count its rows';
+
+REVOKE ALL ON FUNCTION subscription.require_account(bigint, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.actor_refusal(bigint, bigint, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.authorize(bigint, bigint, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.unpriced_addons(bigint, bigint, interval) FROM PUBLIC;
+SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g;
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves
@@ -12187,6 +12962,7 @@ DECLARE
     done boolean;
     moved boolean := false;
     role_before text;
+    failed text;
 BEGIN
     -- K7: a sub-account lives in its parent's shard group; one moved under
     -- another tenant's account (parent_id changed on a single server) would
@@ -12241,6 +13017,21 @@ BEGIN
         EXECUTE 'SELECT truncate_local_data_after_distributing_table($1)' USING t.relation;
     END LOOP;
     PERFORM pg_catalog.set_config('session_replication_role', role_before, true);
+    -- the identity sequences of the tenant tables on the workers: each
+    -- node its own range of ids, as Citus gives a table it creates there
+    -- (the extension made these), so that a row a worker writes (a
+    -- trigger, a delegated function) takes no id of the coordinator's or
+    -- of another worker's (issue 17)
+    FOR t IN SELECT * FROM subscription.distribution_plan() AS p WHERE p.kind = 'distributed' ORDER BY p.step LOOP
+        EXECUTE 'SELECT string_agg(w.nodename || '':'' || w.nodeport || '' '' || w.result, ''; '')
+                   FROM run_command_on_workers($1) AS w WHERE NOT w.success'
+           INTO failed
+          USING format('SELECT pg_catalog.worker_adjust_identity_column_seq_ranges(%L)', t.relation::text);
+        IF failed IS NOT NULL THEN
+            RAISE EXCEPTION 'the ids of table % could not be given ranges on the workers', t.relation
+                USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = failed;
+        END IF;
+    END LOOP;
     -- no table of the extension is left local: its rows would split across nodes
     SELECT p.relation INTO t
       FROM subscription.distribution_plan() AS p
@@ -12499,7 +13290,21 @@ DECLARE
     -- the logical table, from the trigger's argument (issue 17: a shard's
     -- name is not its table's)
     logical text := TG_ARGV[0];
+    tenants_readable boolean := true;
+    tenant_rows bigint;
 BEGIN
+    IF logical IN ('plan', 'plan_price', 'addon', 'addon_price', 'terms') AND subscription.distributed() THEN
+        -- on Citus the catalog is reference tables, deleted from on every
+        -- placement in one transaction: each placement checks the catalog,
+        -- and the coordinator's the tenant tables too (their shards on
+        -- every worker), which a worker's placement may not read (issue 17)
+        EXECUTE 'SELECT pg_catalog.citus_is_coordinator()' INTO tenants_readable;
+        IF tenants_readable THEN
+            -- its reads of every shard, and the catalog's changes after
+            -- them, over one connection per node, as Citus requires
+            PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+        END IF;
+    END IF;
     CASE logical
     WHEN 'account' THEN
         PERFORM FROM subscription.account AS a WHERE a.tenant_id = OLD.tenant_id AND a.id = OLD.id FOR UPDATE;
@@ -12546,12 +13351,14 @@ BEGIN
         hint := 'The ledger is a record: correct it with a new line.';
     WHEN 'plan' THEN
         what := format('plan "%s"', OLD.code);
-        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.plan = OLD.code;
+        IF tenants_readable THEN
+            SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.plan = OLD.code;
+            SELECT count(*) INTO tenant_rows FROM subscription.subscription AS s
+             WHERE s.plan = OLD.code OR s.pending_plan = OLD.code OR s.migrate_to = OLD.code;
+        END IF;
         held := ARRAY[
             subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
-            (SELECT subscription.count_phrase(count(*), 'subscription', 'subscriptions')
-               FROM subscription.subscription AS s
-              WHERE s.plan = OLD.code OR s.pending_plan = OLD.code OR s.migrate_to = OLD.code),
+            subscription.count_phrase(tenant_rows, 'subscription', 'subscriptions'),
             (SELECT subscription.count_phrase(count(*), 'price', 'prices')
                FROM subscription.plan_price AS pp WHERE pp.plan = OLD.code),
             (SELECT subscription.count_phrase(count(*), 'limit', 'limits')
@@ -12568,19 +13375,23 @@ BEGIN
         what := format('a price of plan "%s" in %s%s', OLD.plan, OLD.currency,
                        CASE WHEN OLD.tier IS NOT NULL THEN format(' (tier %s)', OLD.tier) ELSE '' END);
         -- the lines charged for this plan, in this currency, to a subscription of this cycle
-        SELECT count(*) INTO ledger_lines
-          FROM subscription.ledger AS l
-          JOIN subscription.subscription AS s ON s.id = l.subscription_id
-         WHERE l.plan = OLD.plan AND l.currency = OLD.currency
-           AND l.addon_batch_id IS NULL
-           AND subscription.cycle_key(s.cycle) = subscription.cycle_key(OLD.cycle);
+        IF tenants_readable THEN
+            SELECT count(*) INTO ledger_lines
+              FROM subscription.ledger AS l
+              JOIN subscription.subscription AS s ON s.tenant_id = l.tenant_id AND s.id = l.subscription_id
+             WHERE l.plan = OLD.plan AND l.currency = OLD.currency
+               AND l.addon_batch_id IS NULL
+               AND subscription.cycle_key(s.cycle) = subscription.cycle_key(OLD.cycle);
+        END IF;
         held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
         hint := 'A price that was billed stays; change its amount, which applies from the next charge.';
     WHEN 'addon' THEN
         what := format('add-on "%s"', OLD.code);
+        IF tenants_readable THEN
+            SELECT count(*) INTO tenant_rows FROM subscription.addon_batch AS b WHERE b.addon = OLD.code;
+        END IF;
         held := ARRAY[
-            (SELECT subscription.count_phrase(count(*), 'batch', 'batches')
-               FROM subscription.addon_batch AS b WHERE b.addon = OLD.code),
+            subscription.count_phrase(tenant_rows, 'batch', 'batches'),
             (SELECT subscription.count_phrase(count(*), 'price', 'prices')
                FROM subscription.addon_price AS ap WHERE ap.addon = OLD.code),
             (SELECT subscription.count_phrase(count(*), 'plan', 'plans')
@@ -12588,17 +13399,21 @@ BEGIN
         hint := 'An add-on that was sold stays in the catalog; delete the prices and plans of one that was not first.';
     WHEN 'addon_price' THEN
         what := format('a price of add-on "%s" in %s', OLD.addon, OLD.currency);
-        SELECT count(*) INTO ledger_lines
-          FROM subscription.ledger AS l
-          JOIN subscription.addon_batch AS b ON b.id = l.addon_batch_id
-         WHERE b.addon = OLD.addon AND l.currency = OLD.currency;
+        IF tenants_readable THEN
+            SELECT count(*) INTO ledger_lines
+              FROM subscription.ledger AS l
+              JOIN subscription.addon_batch AS b ON b.tenant_id = l.tenant_id AND b.id = l.addon_batch_id
+             WHERE b.addon = OLD.addon AND l.currency = OLD.currency;
+        END IF;
         held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
         hint := 'A price that was billed stays; change its amount, which applies from the next charge.';
     WHEN 'terms' THEN
         -- Z11: who accepted a version is a record
         what := format('terms version "%s"', OLD.version);
-        held := ARRAY[(SELECT subscription.count_phrase(count(*), 'acceptance', 'acceptances')
-                         FROM subscription.terms_acceptance AS t WHERE t.version = OLD.version)];
+        IF tenants_readable THEN
+            SELECT count(*) INTO tenant_rows FROM subscription.terms_acceptance AS t WHERE t.version = OLD.version;
+        END IF;
+        held := ARRAY[subscription.count_phrase(tenant_rows, 'acceptance', 'acceptances')];
         hint := 'Terms that were accepted stay; publish a new version instead.';
     END CASE;
     held := array_remove(held, NULL);

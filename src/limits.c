@@ -598,7 +598,7 @@ LimitsVersioned(void)
  * limit as the guard checks it (COUNTER_LIMIT), and locked first; then
  * updated with the values in hand.
  */
-static bool
+bool
 CountersOnCitus(void)
 {
 	return CitusTable(OwnTable("usage_counter"));

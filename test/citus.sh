@@ -438,6 +438,128 @@ for acct in "$A" "$B"; do
         "$(diff <(echo "$single") <(echo "$out"))"
 done
 
+# change_plan (an upgrade prorated, a downgrade at the period end),
+# change_cycle (by an actor too), end_early and cancel_addon, keyed and
+# unkeyed, on the same accounts, against the same calls on the single
+# server.  Their
+# keyed forms are registered as distributed functions, so that Citus
+# delegates each call to the tenant's worker (the functions and helpers
+# read and write by the tenant there).
+CATALOG2="INSERT INTO subscription.product (code, name, upgrade, downgrade) VALUES ('citus-p', 'Citus prorated', 'prorate', 'end_of_period');
+          INSERT INTO subscription.plan (code, product, name, rank) VALUES ('citus-p1', 'citus-p', 'One', 1), ('citus-p2', 'citus-p', 'Two', 2);
+          INSERT INTO subscription.plan_price (plan, cycle, amount, per_license)
+          VALUES ('citus-p1', '1 month', 10, true), ('citus-p2', '1 month', 20, true), ('citus-p1', '1 year', 100, true), ('citus-p2', '1 year', 200, true);
+          INSERT INTO subscription.addon (code, product, name, feature, units) VALUES ('citus-p-seats', 'citus-p', 'Seats', 'licenses', 2);
+          INSERT INTO subscription.addon_price (addon, cycle, amount) VALUES ('citus-p-seats', '1 month', 3);
+          INSERT INTO subscription.plan_addon (plan, addon) VALUES ('citus-p1', 'citus-p-seats'), ('citus-p2', 'citus-p-seats')"
+DELEGATED="SET client_min_messages = warning;
+           SELECT count(create_distributed_function(f.function::regprocedure, f.tenant_argument, colocate_with := 'subscription.account'))
+             FROM subscription.distributed_functions() AS f
+            WHERE f.function::text ~ '^subscription\.(change_plan|change_cycle|end_early|cancel_addon|apply_downgrade)\('"
+# WRITES2 T: the calls on tenant T, printed without ids
+writes2() {
+    cat <<SQL
+\\set t $1
+SET client_min_messages = error;
+INSERT INTO subscription.member (tenant_id, account_id, external_id, role) VALUES (:t, :t, 'owner-p', 'owner');
+SELECT id AS owner FROM subscription.member WHERE tenant_id = :t AND external_id = 'owner-p' \\gset
+SELECT subscription.subscribe(:t, :t, 'citus-p1', '1 month', 2, '2026-01-01', 'always', NULL) AS s1 \\gset
+SELECT subscription.subscribe(:t, :t, 'citus-p2', '1 month', 2, '2026-01-01', 'always', NULL) AS s2 \\gset
+SELECT subscription.change_plan(:t, :s1, 'citus-p2', '2026-01-10') AS r \\gset
+SELECT 'change_plan keyed, an upgrade prorated: ' || :'r';
+SELECT 'change_plan unkeyed, a downgrade at the period end: ' || subscription.change_plan(:s2, 'citus-p1', '2026-01-10')::text;
+SELECT subscription.purchase_addon(:t, :s1, 'citus-p-seats', 1, '2026-01-12') AS b1 \\gset
+SELECT subscription.purchase_addon(:t, :s2, 'citus-p-seats', 2, '2026-01-12') AS b2 \\gset
+SELECT subscription.cancel_addon(:t, :b1) AS r \\gset
+SELECT 'cancel_addon keyed: ' || :'r';
+SELECT 'cancel_addon unkeyed: ' || subscription.cancel_addon(:b2);
+SET subscription.actor = :'owner';
+SELECT 'change_cycle unkeyed, by the owner: ' || subscription.change_cycle(:s1, '1 year');
+RESET subscription.actor;
+SELECT subscription.change_cycle(:t, :s2, '1 year') AS r \\gset
+SELECT 'change_cycle keyed: ' || :'r';
+SELECT subscription.subscribe(:t, :t, 'citus-p1', '1 month', 3, '2026-01-15', 'always', NULL) AS s3 \\gset
+INSERT INTO subscription.member (tenant_id, account_id, external_id) SELECT :t, :t, 'p' || i FROM generate_series(1, 4) AS i;
+SELECT min(id) AS p FROM subscription.member WHERE tenant_id = :t AND external_id LIKE 'p_' \\gset
+SELECT subscription.license_consume(:t, :s3, :p) AS r \\gset
+SELECT subscription.license_consume(:s3, :p + 1) AS r \\gset
+SELECT subscription.license_consume(:t, :s3, :p + 2) AS r \\gset
+SELECT 'licenses: ' || count(*) FROM subscription.license WHERE tenant_id = :t AND subscription_id = :s3;
+SELECT subscription.end_early(:t, :s1, '2026-01-20') AS r \\gset
+SELECT 'end_early keyed: ' || :r;
+SELECT 'end_early unkeyed: ' || subscription.end_early(:s2, '2026-01-25');
+SELECT 'subscriptions: ' || string_agg(format('%s %s %s q%s %s pending %s/%s', plan, period, cycle, quantity, status, pending_plan, pending_cycle), '; ' ORDER BY id)
+  FROM subscription.subscription WHERE tenant_id = :t AND plan LIKE 'citus-p%';
+SELECT 'add-ons: ' || string_agg(format('%s %s %s %s', addon, quantity, status, cancel_at_period_end), '; ' ORDER BY id)
+  FROM subscription.addon_batch WHERE tenant_id = :t AND addon LIKE 'citus-p%';
+SELECT 'counters: ' || string_agg(format('%s/%s %s', c.used, c.capacity, c.active), '; ' ORDER BY c.subscription_id)
+  FROM subscription.license_counter AS c WHERE c.tenant_id = :t;
+-- as sets: the lines a delegated call writes on a worker take ids of the
+-- worker's range (distribute()), after the coordinator's
+SELECT 'ledger: ' || string_agg(x, '; ' ORDER BY x)
+  FROM (SELECT format('%s %s %s %s', kind, amount, currency, regexp_replace(description, '[0-9]+', 'N', 'g')) AS x
+          FROM subscription.ledger WHERE tenant_id = :t) AS l;
+SELECT 'history: ' || string_agg(operation, ' ' ORDER BY operation) FROM subscription.history WHERE tenant_id = :t AND account_id = :t;
+SQL
+}
+psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d "$SINGLE_DB" -c "$CATALOG2" >/dev/null
+single=$(writes2 "$single_a" | psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d "$SINGLE_DB" 2>&1)
+out=$(q coordinator "$CATALOG2" && q coordinator "$DELEGATED")
+tap "$([ "$(echo "$out" | tail -1)" = 5 ] && echo 1)" \
+    "the keyed change_plan, change_cycle, end_early, cancel_addon and apply_downgrade are distributed functions, colocated with account" "$out"
+for acct in "$A" "$B"; do
+    out=$(writes2 "$acct" | psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres 2>&1)
+    tap "$([ "$out" = "$single" ] && echo "$single" | grep -q '^licenses: 3$' && echo 1)" \
+        "on account $acct (worker$([ "$acct" = "$A" ] && echo 1 || echo 2)): change_plan, change_cycle (by an actor too), end_early, cancel_addon (keyed and unkeyed), as on a single server" \
+        "$(diff <(echo "$single") <(echo "$out"))"
+done
+# a license for a member of another tenant: its foreign key refuses an
+# INSERT (23503) on both; license_consume reads the member in the
+# subscription's tenant, where a single server finds it in another
+# account (22023) and Citus finds none in the tenant's shard (P0002): the
+# difference docs/citus.md states
+other_member=$(q coordinator "SET client_min_messages = error;
+                               INSERT INTO subscription.member (tenant_id, account_id, external_id) VALUES ($B, $B, 'other tenant') RETURNING id")
+other_sub=$(q coordinator "SELECT max(id) FROM subscription.subscription WHERE tenant_id = $A AND status = 'active'")
+out=$(for sql in "INSERT INTO subscription.license (tenant_id, subscription_id, member_id) VALUES ($A, $other_sub, $other_member)" \
+                 "SELECT subscription.license_consume($other_sub, $other_member)"; do
+          psql -X -q -p "${PORTS[0]}" -d postgres -v VERBOSITY=verbose -c "$sql" 2>&1 | grep -o '^ERROR:  [0-9A-Z]\{5\}'
+      done | paste -sd ' ')
+single_other=$(psql -X -q -At -p "${PORTS[0]}" -d "$SINGLE_DB" -c "SELECT subscription.create_account('single other')")
+single_member=$(psql -X -q -At -p "${PORTS[0]}" -d "$SINGLE_DB" -c "SET client_min_messages = error" -c "INSERT INTO subscription.member (account_id) VALUES ($single_other) RETURNING id")
+single_sub=$(psql -X -q -At -p "${PORTS[0]}" -d "$SINGLE_DB" -c "SELECT max(id) FROM subscription.subscription WHERE account_id = $single_a AND status = 'active'")
+out="$out / $(for sql in "INSERT INTO subscription.license (tenant_id, subscription_id, member_id) VALUES ($single_a, $single_sub, $single_member)" \
+                        "SELECT subscription.license_consume($single_sub, $single_member)"; do
+                 psql -X -q -p "${PORTS[0]}" -d "$SINGLE_DB" -v VERBOSITY=verbose -c "$sql" 2>&1 | grep -o '^ERROR:  [0-9A-Z]\{5\}'
+             done | paste -sd ' ')"
+tap "$([ "$out" = "ERROR:  23503 ERROR:  P0002 / ERROR:  23503 ERROR:  22023" ] && echo 1)" \
+    "a license for a member of another tenant: 23503 for an INSERT (as on a single server), P0002 from license_consume (22023 on a single server, docs/citus.md)" \
+    "$out (member $other_member, subscription $other_sub; single server: member $single_member, subscription $single_sub)"
+todo "a multi-row INSERT into subscription.license on Citus" 3 \
+    "the license guard's statement path joins the transition table with subscription and service_seat, and reads each row's subscription and member by id alone (src/licenses.c GuardStatement, CheckStatementMembers): Citus refuses it on the shard"
+
+# deleting a catalog row on Citus: refuse_delete_in_use() fires on every
+# placement of the reference table; the coordinator's counts what the
+# tenant tables hold (a worker's placement may not read them), so a plan
+# or price in use is refused (2BP01) as on a single server, with the same
+# message, and one not in use is deleted on every node
+UNUSED="INSERT INTO subscription.plan (code, product, name) VALUES ('citus-unused', 'citus-p', 'Unused');
+        INSERT INTO subscription.plan_price (plan, cycle, amount) VALUES ('citus-unused', '1 month', 5)"
+for sql in "DELETE FROM subscription.plan WHERE code = 'citus-p1'" \
+           "DELETE FROM subscription.plan_price WHERE plan = 'citus-p2' AND cycle = '1 month'" \
+           "DELETE FROM subscription.addon_price WHERE addon = 'citus-p-seats'"; do
+    single=$(psql -X -q -p "${PORTS[0]}" -d "$SINGLE_DB" -v VERBOSITY=verbose -c "$sql" 2>&1 | grep '^ERROR')
+    out=$(psql -X -q -p "${PORTS[0]}" -d postgres -v VERBOSITY=verbose -c "$sql" 2>&1 | grep '^ERROR')
+    tap "$(echo "$out" | grep -q '^ERROR:  2BP01' && [ "$out" = "$single" ] && echo 1)" \
+        "refuse_delete_in_use on Citus: ${sql%% WHERE*} of a row in use is refused as on a single server ($(echo "$out" | sed -n 's/^ERROR:  2BP01: //p'))" \
+        "$(diff <(echo "$single") <(echo "$out"))"
+done
+out=$(q coordinator "$UNUSED" && q coordinator "DELETE FROM subscription.plan_price WHERE plan = 'citus-unused';
+                                               DELETE FROM subscription.plan WHERE code = 'citus-unused'" \
+      && for node in "${NODES[@]}"; do q "$node" "SELECT count(*) FROM subscription.plan WHERE code = 'citus-unused'"; done)
+tap "$([ "$(echo $out)" = "0 0 0" ] && echo 1)" \
+    "on Citus a plan and its price not in use are deleted, on every node" "$out"
+
 # item 6: a seat storm.  Accounts of both workers (create_account), each
 # with a service subscription of 3 seats and 6 members; 8 writers on the
 # coordinator call license_consume (keyed and unkeyed) on random members
@@ -616,7 +738,93 @@ for acct in "$SA" "$SB"; do
 done
 todo "K7: a sub-account's rows in an application table distributed by tenant count as on a single server" 3 "the guard on a shard reads the counter of (account, account): it does not take the row's tenant (the table's distribution column) for a sub-account"
 todo "a renewal storm with a worker process per node: each period charged once" 4 "renew_account and renew_local_tenants exist, untried on Citus (their helpers read rows by id alone)"
-todo "apply_downgrade trims a distributed application table" 6 "src/downgrade.c's statements do not name the tenant"
+# item 6: apply_downgrade trims a distributed application table.
+# public.desks is distributed by its account (a root account: its tenant),
+# colocated with account, then limited with enforce_limit (drop_newest by
+# placed_at).  On an account of each worker: 4 desks under a plan of 5, a
+# downgrade to a plan of 2 at the period end, its dry run (nothing
+# changes), then apply_downgrade (keyed on worker1's account, unkeyed on
+# worker2's): the 2 newest desks are deleted on the shard, the counter
+# says 2 of 2, the archive and history say what happened; then an
+# immediate downgrade through change_plan (delegated to the worker) trims
+# again.  The same calls on the single server, where desks is a plain
+# table, give the same results.
+CATALOG3="INSERT INTO subscription.product (code, name, upgrade, downgrade)
+          VALUES ('citus-d', 'Desks', 'restart', 'end_of_period');
+          INSERT INTO subscription.plan (code, product, name, rank)
+          VALUES ('citus-d-big', 'citus-d', 'Big', 2), ('citus-d-small', 'citus-d', 'Small', 1);
+          INSERT INTO subscription.plan_price (plan, cycle, amount)
+          VALUES ('citus-d-big', '1 month', 20), ('citus-d-small', '1 month', 10);
+          INSERT INTO subscription.plan_limit (plan, feature, value)
+          VALUES ('citus-d-big', 'desks', 5), ('citus-d-small', 'desks', 2)"
+DESKS="CREATE TABLE public.desks (account_id bigint NOT NULL, id bigint NOT NULL, placed_at timestamptz NOT NULL, PRIMARY KEY (account_id, id))"
+LIMIT_DESKS="SELECT subscription.enforce_limit('public.desks', 'desks', 'account_id', 'drop_newest', 'placed_at')"
+# DOWNGRADE T KEYED: the calls on tenant T (a root account); apply_downgrade
+# keyed (1) or not (0)
+downgrade() {
+    local apply
+    if [ "$2" = 1 ]; then apply="subscription.apply_downgrade(:t, :s, false)"; else apply="subscription.apply_downgrade(:s)"; fi
+    cat <<SQL
+\\set t $1
+SET client_min_messages = error;
+SELECT subscription.subscribe(:t, :t, 'citus-d-big', '1 month', 1, '2026-01-01', 'always', NULL) AS s \\gset
+INSERT INTO public.desks SELECT :t, i, '2026-01-01'::timestamptz + i * interval '1 day' FROM generate_series(1, 4) AS i;
+SELECT 'counter before: ' || used || '/' || limit_value FROM subscription.usage_counter WHERE tenant_id = :t AND account_id = :t AND feature = 'desks';
+SELECT 'change_plan: ' || subscription.change_plan(:s, 'citus-d-small', '2026-01-10')::text;
+SELECT 'dry run: ' || string_agg(format('%s %s %s', feature, action, regexp_replace(row_id, '^\(\d+,', '(')), ', ') FROM subscription.apply_downgrade(:t, :s, true);
+SELECT 'after the dry run: ' || count(*) || ' desks, ' || (SELECT plan || ' pending ' || pending_plan FROM subscription.subscription WHERE tenant_id = :t AND id = :s)
+  FROM public.desks WHERE account_id = :t;
+SELECT 'apply_downgrade: ' || string_agg(format('%s %s %s %s', feature, relation, action, regexp_replace(row_id, '^\(\d+,', '(')), ', ') FROM $apply;
+SELECT 'desks: ' || string_agg(id::text, ' ' ORDER BY id) FROM public.desks WHERE account_id = :t;
+SELECT 'counter: ' || used || '/' || limit_value FROM subscription.usage_counter WHERE tenant_id = :t AND account_id = :t AND feature = 'desks';
+SELECT 'plan: ' || plan || ' pending ' || coalesce(pending_plan, 'none') FROM subscription.subscription WHERE tenant_id = :t AND id = :s;
+SELECT 'change_plan, an upgrade: ' || subscription.change_plan(:s, 'citus-d-big', '2026-01-15')::text;
+INSERT INTO public.desks SELECT :t, i, '2026-01-01'::timestamptz + i * interval '1 day' FROM generate_series(5, 7) AS i;
+UPDATE subscription.product SET downgrade = 'immediate' WHERE code = 'citus-d';
+SELECT subscription.change_plan(:t, :s, 'citus-d-small', '2026-01-20') AS r \\gset
+UPDATE subscription.product SET downgrade = 'end_of_period' WHERE code = 'citus-d';
+SELECT 'change_plan keyed, an immediate downgrade: ' || :'r';
+SELECT 'desks after it: ' || string_agg(id::text, ' ' ORDER BY id) FROM public.desks WHERE account_id = :t;
+SELECT 'counter after it: ' || used || '/' || limit_value FROM subscription.usage_counter WHERE tenant_id = :t AND account_id = :t AND feature = 'desks';
+SELECT 'trimmed: ' || string_agg(format('%s %s %s %s', relation, feature, action, old_row - 'account_id'), '; ' ORDER BY id)
+  FROM subscription.trimmed WHERE tenant_id = :t AND feature = 'desks';
+SELECT 'history: ' || string_agg(operation || coalesce(' ' || (details ->> 'plan'), ''), ', ' ORDER BY id)
+  FROM subscription.history WHERE tenant_id = :t AND subscription_id = :s;
+SQL
+}
+psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d "$SINGLE_DB" -c "$CATALOG3" -c "$DESKS" -c "$LIMIT_DESKS" >/dev/null
+single_d=$(psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d "$SINGLE_DB" -c "SELECT subscription.create_account('single desks')")
+single=$(downgrade "$single_d" 1 | psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d "$SINGLE_DB" 2>&1)
+out=""
+for step in "$CATALOG3" "$DESKS" \
+            "$SETTINGS SELECT create_distributed_table('public.desks', 'account_id', colocate_with := 'subscription.account')" \
+            "$SETTINGS $LIMIT_DESKS"; do
+    out=$(q coordinator "$step") || { out="${step:0:80}: $out"; break; }
+done
+# a new account on each worker
+desk_accounts=$(q coordinator "SELECT subscription.create_account('desks ' || i) FROM generate_series(1, 8) AS i" | paste -sd ' ')
+DA="" DB=""
+for a in $desk_accounts; do
+    port=$(q coordinator "SELECT nodeport FROM pg_dist_shard_placement WHERE shardid = get_shard_id_for_distribution_column('subscription.account', $a)")
+    if [ "$port" = "${PORTS[1]}" ] && [ -z "$DA" ]; then DA=$a; fi
+    if [ "$port" = "${PORTS[2]}" ] && [ -z "$DB" ]; then DB=$a; fi
+done
+tap "$([ -n "$DA" ] && [ -n "$DB" ] && echo "$single" | grep -q '^desks: 1 2$' && echo "$single" | grep -q '^desks after it: 1 2$' && echo 1)" \
+    "public.desks distributed with account and limited; an account on each worker ($DA, $DB); on the single server apply_downgrade trims it to 2" \
+    "$out"$'\n'"$single"
+for acct in "$DA" "$DB"; do
+    keyed=$([ "$acct" = "$DA" ] && echo 1 || echo 0)
+    out=$(downgrade "$acct" "$keyed" | psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres 2>&1)
+    tap "$([ -n "$acct" ] && [ "$out" = "$single" ] && echo 1)" \
+        "on account $acct (worker$([ "$acct" = "$DA" ] && echo 1 || echo 2)): apply_downgrade ($([ "$keyed" = 1 ] && echo keyed || echo unkeyed)) and an immediate downgrade trim the distributed table, counters, archive and history as on a single server" \
+        "$(diff <(echo "$single") <(echo "$out"))"
+    out=$(psql -X -q -p "${PORTS[0]}" -d postgres -v VERBOSITY=verbose -c "INSERT INTO public.desks VALUES ($acct, 9, now())" 2>&1 | head -1)
+    tap "$(echo "$out" | grep -q '^ERROR:  23514' && echo 1)" "after the downgrade a third desk of account $acct is refused (23514)" "$out"
+done
+# the trimmed rows are gone from the shards, and the archive is in them
+out=$(q coordinator "SELECT count(*) FROM public.desks WHERE account_id IN ($DA, $DB)" && \
+      q coordinator "SELECT count(*) FROM subscription.trimmed WHERE tenant_id IN ($DA, $DB) AND action = 'delete'")
+tap "$([ "$(echo $out)" = "4 10" ] && echo 1)" "the two accounts keep 2 desks each, and the archive holds the 10 desks trimmed (desks, archived: $(echo $out))" "$out"
 
 # item 6: no row sits in a shell table: every table of the extension (and
 # the application's) is empty on every node, its rows in the shards

@@ -571,6 +571,12 @@ BEGIN
                   HINT = 'Sub-accounts are limited with enforce_limit(''subscription.account'', ''sub_accounts'', ''parent_id'', ...).';
     END IF;
     PERFORM subscription.require_feature(enforce_limit.feature);
+    IF subscription.distributed() THEN
+        -- Citus: the count below reads every shard, then the guards are
+        -- created (DDL) in the same transaction, which Citus allows over
+        -- one connection per node only (issue 17)
+        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
 
     PERFORM subscription.limited_column(relation, account_column, 'account column', true);
     IF on_downgrade = ANY (subscription.value_policies()) THEN

@@ -17,7 +17,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
     END IF;
-    PERFORM subscription.authorize(s.account_id, action);
+    PERFORM subscription.authorize(subscription_for_change.tenant_id, s.account_id, action, false);
     IF s.status <> 'active' THEN
         RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -46,21 +46,44 @@ $$;
 COMMENT ON FUNCTION subscription.subscription_for_change(text, bigint, text) IS 'Internal: the subscription locked for a change, the actor''s right checked';
 
 -- The add-ons of a subscription that renew with it (active, recurring,
--- not cancelled) and have no price for "cycle", as a list, or NULL.
+-- not cancelled) and have no price for "cycle", as a list, or NULL.  In
+-- PL/pgSQL, the tenant named: Citus plans neither a SQL function's
+-- parameters nor a read of the batches by subscription alone (issue 17).
+CREATE FUNCTION subscription.unpriced_addons(tenant_id bigint, subscription_id bigint, cycle interval)
+RETURNS text
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    batches text[];
+BEGIN
+    SELECT array_agg(DISTINCT b.addon) INTO batches
+      FROM subscription.addon_batch AS b
+     WHERE b.tenant_id = unpriced_addons.tenant_id AND b.subscription_id = unpriced_addons.subscription_id
+       AND b.status = 'active' AND NOT b.cancel_at_period_end;
+    RETURN (SELECT string_agg(DISTINCT a.code, ', ')
+              FROM subscription.addon AS a
+             WHERE a.code = ANY (batches) AND NOT a.one_time
+               AND NOT EXISTS (SELECT FROM subscription.addon_price AS ap
+                                WHERE ap.addon = a.code
+                                  AND subscription.cycle_key(ap.cycle) = subscription.cycle_key(unpriced_addons.cycle)));
+END
+$$;
+
+COMMENT ON FUNCTION subscription.unpriced_addons(bigint, bigint, interval) IS
+'Internal: the renewing add-ons of a subscription with no price for a cycle (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the subscription, then the keyed form
 CREATE FUNCTION subscription.unpriced_addons(subscription_id bigint, cycle interval)
 RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE
-BEGIN ATOMIC
-    SELECT string_agg(DISTINCT b.addon, ', ')
-      FROM subscription.addon_batch AS b
-      JOIN subscription.addon AS a ON a.code OPERATOR(pg_catalog.=) b.addon AND NOT a.one_time
-     WHERE b.subscription_id OPERATOR(pg_catalog.=) unpriced_addons.subscription_id
-       AND b.status OPERATOR(pg_catalog.=) 'active' AND NOT b.cancel_at_period_end
-       AND NOT EXISTS (SELECT FROM subscription.addon_price AS ap
-                        WHERE ap.addon OPERATOR(pg_catalog.=) b.addon
-                          AND subscription.cycle_key(ap.cycle) OPERATOR(pg_catalog.=)
-                              subscription.cycle_key(unpriced_addons.cycle));
-END;
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.unpriced_addons(subscription.tenant_of('subscription', unpriced_addons.subscription_id),
+                                        unpriced_addons.subscription_id, unpriced_addons.cycle);
+END
+$$;
 
 COMMENT ON FUNCTION subscription.unpriced_addons(bigint, interval) IS 'Internal: the renewing add-ons of a subscription with no price for a cycle';
 
@@ -81,13 +104,13 @@ BEGIN
     PERFORM subscription.require_arguments('change_cycle', '{subscription_id,cycle}',
         ARRAY[subscription_id IS NULL, cycle IS NULL]);
     PERFORM subscription.require_cycle(cycle);
-    s := subscription.subscription_for_change('change_cycle', subscription_id, 'change_cycle');
-    PERFORM subscription.require_terms(s.account_id, now());
+    s := subscription.subscription_for_change(change_cycle.tenant_id, 'change_cycle', subscription_id, 'change_cycle');
+    PERFORM subscription.require_terms(change_cycle.tenant_id, s.account_id, now());
     -- the plan must sell this cycle for the quantity, and so must the
     -- add-ons that will renew with it (22023 otherwise)
     PERFORM subscription.period_price(n.plan, cycle, coalesce(s.pending_quantity, s.quantity), n.version)
        FROM subscription.next_plan(s) AS n;
-    missing := subscription.unpriced_addons(s.id, cycle);
+    missing := subscription.unpriced_addons(change_cycle.tenant_id, s.id, cycle);
     IF missing IS NOT NULL THEN
         RAISE EXCEPTION 'add-on "%" has no price for cycle %', missing, subscription.cycle_text(cycle)
             USING ERRCODE = 'invalid_parameter_value',
@@ -132,7 +155,7 @@ BEGIN
     PERFORM subscription.require_arguments('set_renewal', '{subscription_id,renewal}',
         ARRAY[subscription_id IS NULL, renewal IS NULL]);
     PERFORM subscription.require_renewal(renewal);
-    PERFORM subscription.subscription_for_change('set_renewal', subscription_id, 'change_renewal');
+    PERFORM subscription.subscription_for_change(set_renewal.tenant_id, 'set_renewal', subscription_id, 'change_renewal');
     UPDATE subscription.subscription AS x SET renewal = set_renewal.renewal
      WHERE x.tenant_id = set_renewal.tenant_id AND x.id = set_renewal.subscription_id;
 END
@@ -203,10 +226,10 @@ AS $$
 BEGIN
     PERFORM subscription.require_tenant('cancel_account', tenant_id, 'account', account_id);
     PERFORM subscription.require_arguments('cancel_account', '{account_id}', ARRAY[account_id IS NULL]);
-    PERFORM subscription.require_account(cancel_account.account_id);
-    PERFORM subscription.authorize(account_id, 'cancel');
+    PERFORM subscription.require_account(cancel_account.tenant_id, cancel_account.account_id);
+    PERFORM subscription.authorize(cancel_account.tenant_id, cancel_account.account_id, 'cancel', false);
     RETURN QUERY
-    SELECT s.id, subscription.cancel(s.id)
+    SELECT s.id, subscription.cancel(cancel_account.tenant_id, s.id)
       FROM subscription.subscription AS s
      WHERE s.tenant_id = cancel_account.tenant_id AND s.account_id = cancel_account.account_id
        AND s.status = 'active'

@@ -69,6 +69,7 @@ DECLARE
     done boolean;
     moved boolean := false;
     role_before text;
+    failed text;
 BEGIN
     -- K7: a sub-account lives in its parent's shard group; one moved under
     -- another tenant's account (parent_id changed on a single server) would
@@ -123,6 +124,21 @@ BEGIN
         EXECUTE 'SELECT truncate_local_data_after_distributing_table($1)' USING t.relation;
     END LOOP;
     PERFORM pg_catalog.set_config('session_replication_role', role_before, true);
+    -- the identity sequences of the tenant tables on the workers: each
+    -- node its own range of ids, as Citus gives a table it creates there
+    -- (the extension made these), so that a row a worker writes (a
+    -- trigger, a delegated function) takes no id of the coordinator's or
+    -- of another worker's (issue 17)
+    FOR t IN SELECT * FROM subscription.distribution_plan() AS p WHERE p.kind = 'distributed' ORDER BY p.step LOOP
+        EXECUTE 'SELECT string_agg(w.nodename || '':'' || w.nodeport || '' '' || w.result, ''; '')
+                   FROM run_command_on_workers($1) AS w WHERE NOT w.success'
+           INTO failed
+          USING format('SELECT pg_catalog.worker_adjust_identity_column_seq_ranges(%L)', t.relation::text);
+        IF failed IS NOT NULL THEN
+            RAISE EXCEPTION 'the ids of table % could not be given ranges on the workers', t.relation
+                USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = failed;
+        END IF;
+    END LOOP;
     -- no table of the extension is left local: its rows would split across nodes
     SELECT p.relation INTO t
       FROM subscription.distribution_plan() AS p
