@@ -254,10 +254,21 @@ BEGIN
         RAISE EXCEPTION 'lease % is not a positive interval', lease
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    INSERT INTO subscription.event_consumer (consumer) VALUES (c) ON CONFLICT DO NOTHING;
-    -- E6: another worker of the consumer claiming now: nothing for this one
+    -- E6: another worker of the consumer claiming now: nothing for this
+    -- one, at once
     SELECT * INTO k FROM subscription.event_consumer AS x WHERE x.consumer = c FOR UPDATE SKIP LOCKED;
-    IF NOT FOUND OR k.claimed_until > pg_catalog.clock_timestamp() THEN
+    IF NOT FOUND THEN
+        IF EXISTS (SELECT FROM subscription.event_consumer AS x WHERE x.consumer = c) THEN
+            RETURN;
+        END IF;
+        -- a new consumer, from the oldest event
+        INSERT INTO subscription.event_consumer (consumer) VALUES (c) ON CONFLICT DO NOTHING;
+        SELECT * INTO k FROM subscription.event_consumer AS x WHERE x.consumer = c FOR UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+    END IF;
+    IF k.claimed_until > pg_catalog.clock_timestamp() THEN
         RETURN;
     END IF;
     RETURN QUERY
