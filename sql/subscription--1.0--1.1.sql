@@ -12067,8 +12067,7 @@ CREATE TABLE subscription.event (
     at              timestamptz NOT NULL,
     next_xid        xid8 NOT NULL,
     tenant_id       bigint NOT NULL,
-    CONSTRAINT event_pkey PRIMARY KEY (tenant_id, id),
-    CONSTRAINT event_payload_version CHECK (jsonb_typeof(payload -> 'version') = 'number')
+    CONSTRAINT event_pkey PRIMARY KEY (tenant_id, id)
 );
 -- claims read across tenants in id order
 CREATE INDEX event_id_idx ON subscription.event (id);
@@ -12123,7 +12122,7 @@ COMMENT ON FUNCTION subscription.event_next_xid() IS
 --   NOTIFY subscription_events with the id, sent on commit.
 -- A renewal.upcoming already written for its period is not written again
 -- (NULL).  Only the extension's owner calls it: no role is granted it.
-CREATE FUNCTION subscription.write_event(type text, tenant_id bigint, account_id bigint, subscription_id bigint,
+CREATE FUNCTION subscription.write_event(tenant_id bigint, type text, account_id bigint, subscription_id bigint,
                                          payload jsonb, at timestamptz)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -12135,6 +12134,12 @@ AS $$
 DECLARE
     new_id bigint;
 BEGIN
+    PERFORM subscription.require_arguments('write_event', '{tenant_id,type,payload,at}',
+        ARRAY[write_event.tenant_id IS NULL, write_event.type IS NULL, write_event.payload IS NULL, write_event.at IS NULL]);
+    IF jsonb_typeof(write_event.payload -> 'version') IS DISTINCT FROM 'number' THEN
+        RAISE EXCEPTION 'the payload of an event must carry its version'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The payload was %s.', write_event.payload);
+    END IF;
     IF write_event.account_id IS NOT NULL THEN
         -- E2: held until the transaction ends
         PERFORM pg_catalog.pg_advisory_xact_lock('subscription.event'::pg_catalog.regclass::pg_catalog.oid::integer,
@@ -12153,7 +12158,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION subscription.write_event(text, bigint, bigint, bigint, jsonb, timestamptz) IS
+COMMENT ON FUNCTION subscription.write_event(bigint, text, bigint, bigint, jsonb, timestamptz) IS
 'Internal: write one event in the transaction of the change, in commit order per account (E1-E3); the extension''s own functions only';
 
 -- A time in an event's payload: UTC, ISO 8601 with a Z, whatever the
@@ -12161,7 +12166,6 @@ COMMENT ON FUNCTION subscription.write_event(text, bigint, bigint, bigint, jsonb
 CREATE FUNCTION subscription.event_time(t timestamptz)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 RETURN (pg_catalog.to_jsonb(t AT TIME ZONE 'UTC') OPERATOR(pg_catalog.#>>) '{}') OPERATOR(pg_catalog.||) 'Z';
 
 COMMENT ON FUNCTION subscription.event_time(timestamptz) IS
@@ -12238,7 +12242,7 @@ BEGIN
         RETURN NULL;
     END IF;
     FOR e IN SELECT * FROM subscription.history_events(NEW.operation, NEW.details) LOOP
-        PERFORM subscription.write_event(e.type, NEW.tenant_id, NEW.account_id, NEW.subscription_id, e.payload, NEW.at);
+        PERFORM subscription.write_event(NEW.tenant_id, e.type, NEW.account_id, NEW.subscription_id, e.payload, NEW.at);
     END LOOP;
     RETURN NULL;
 END
@@ -12270,7 +12274,7 @@ BEGIN
                             pg_catalog.max(n.at) AS at, pg_catalog.count(*) AS n
                        FROM new_rows AS n GROUP BY 1, 2, 3, 4) AS t
               GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 LOOP
-        PERFORM subscription.write_event('data.trimmed', e.tenant_id, e.account_id, e.subscription_id,
+        PERFORM subscription.write_event(e.tenant_id, 'data.trimmed', e.account_id, e.subscription_id,
                                          pg_catalog.jsonb_build_object('version', 1, 'tables', e.tables), e.at);
     END LOOP;
     RETURN NULL;
@@ -12307,7 +12311,7 @@ BEGIN
                                    AND e.type = 'renewal.upcoming'
                                    AND e.payload ->> 'renews_at' = subscription.event_time(r.renews_at))
               ORDER BY s.tenant_id, r.account_id, r.subscription_id LOOP
-        IF subscription.write_event('renewal.upcoming', n.tenant_id, n.account_id, n.subscription_id,
+        IF subscription.write_event(n.tenant_id, 'renewal.upcoming', n.account_id, n.subscription_id,
                pg_catalog.jsonb_build_object('version', 1, 'renews_at', subscription.event_time(n.renews_at), 'plan', n.plan,
                    'plan_version', n.plan_version, 'cycle', n.cycle, 'quantity', n.quantity,
                    'amount', n.amount, 'currency', n.currency, 'discount', n.discount, 'credit', n.credit),
@@ -12458,7 +12462,7 @@ SELECT pg_catalog.pg_extension_config_dump('subscription.event_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('subscription.event_consumer', '');
 
 REVOKE ALL ON FUNCTION subscription.event_next_xid() FROM PUBLIC;
-REVOKE ALL ON FUNCTION subscription.write_event(text, bigint, bigint, bigint, jsonb, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.write_event(bigint, text, bigint, bigint, jsonb, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.event_time(timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.history_events(text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.history_event() FROM PUBLIC;

@@ -14,8 +14,7 @@ CREATE TABLE subscription.event (
     at              timestamptz NOT NULL,
     next_xid        xid8 NOT NULL,
     tenant_id       bigint NOT NULL,
-    CONSTRAINT event_pkey PRIMARY KEY (tenant_id, id),
-    CONSTRAINT event_payload_version CHECK (jsonb_typeof(payload -> 'version') = 'number')
+    CONSTRAINT event_pkey PRIMARY KEY (tenant_id, id)
 );
 -- claims read across tenants in id order
 CREATE INDEX event_id_idx ON subscription.event (id);
