@@ -112,5 +112,17 @@ CALL prune_events();
 SELECT min(id) AS oldest_left FROM event;
 RESET subscription.event_retention;
 
+-- data.trimmed: a downgrade trims rows of the application's table, one
+-- event with the count per table (C6's drop_newest)
+INSERT INTO plan_limit (plan, feature, value) VALUES ('zd_team', 'rooms', 1), ('zd_pro', 'rooms', 5);
+CREATE TABLE public.room (id int PRIMARY KEY, account_id bigint NOT NULL, activated_at timestamptz);
+SELECT enforce_limit('public.room', 'rooms', 'account_id', 'drop_newest', 'activated_at');
+INSERT INTO public.room SELECT g, 1, '2026-01-01'::timestamptz + g * interval '1 day' FROM generate_series(1, 3) AS g;
+SELECT count(*) FROM change_plan(:team, 'zd_team', '2026-03-10');
+SELECT count(*) AS trimmed FROM apply_downgrade(:team);
+SELECT type, account_id, subscription_id, payload FROM event WHERE type IN ('data.trimmed', 'subscription.plan_changed')
+   AND id > :last ORDER BY id;
+SELECT count(*) AS rooms_left FROM public.room;
+
 \c :regress_db
 DROP DATABASE subscription_events;
