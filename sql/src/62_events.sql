@@ -17,11 +17,8 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION subscription.event_next_xid() IS
 'Internal (C): the next transaction id to be assigned, read at the call (the outbox''s horizon)';
 
--- The one writer of an event (E1-E4, docs/rules.md):
---   E2: the account's events are written under a transaction lock of the
---       account, so two transactions of one account take their ids in the
---       order of their commits;
---   E3: the id is taken before next_xid is read (events.c);
+-- The one writer of an event (E1-E3, docs/rules.md):
+--   E2, E3: the id is taken before next_xid is read (events.c);
 --   NOTIFY subscription_events with the id, sent on commit.
 -- A renewal.upcoming already written for its period is not written again
 -- (NULL).  Only the extension's owner calls it: no role is granted it.
@@ -43,11 +40,6 @@ BEGIN
         RAISE EXCEPTION 'the payload of an event must carry its version'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The payload was %s.', write_event.payload);
     END IF;
-    IF write_event.account_id IS NOT NULL THEN
-        -- E2: held until the transaction ends
-        PERFORM pg_catalog.pg_advisory_xact_lock('subscription.event'::pg_catalog.regclass::pg_catalog.oid::integer,
-                                                 pg_catalog.hashint8(write_event.account_id));
-    END IF;
     new_id := pg_catalog.nextval('subscription.event_id_seq');
     INSERT INTO subscription.event AS e (id, type, account_id, subscription_id, payload, at, next_xid, tenant_id)
     VALUES (new_id, write_event.type, write_event.account_id, write_event.subscription_id, write_event.payload,
@@ -62,7 +54,7 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.write_event(bigint, text, bigint, bigint, jsonb, timestamptz) IS
-'Internal: write one event in the transaction of the change, in commit order per account (E1-E3); the extension''s own functions only';
+'Internal: write one event in the transaction of the change (E1-E3); the extension''s own functions only';
 
 -- A time in an event's payload: UTC, ISO 8601 with a Z, whatever the
 -- session's TimeZone, so that a payload is the same for every reader.
