@@ -29,3 +29,7 @@ BEGIN
     END LOOP;
 END
 $$;
+-- the outbox and its consumers' positions (issue 20)
+SELECT pg_catalog.pg_extension_config_dump('subscription.event', '');
+SELECT pg_catalog.pg_extension_config_dump('subscription.event_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('subscription.event_consumer', '');
