@@ -12902,6 +12902,16 @@ SELECT s.id AS subscription_id,
 COMMENT ON VIEW subscription.renewal_notice IS
 'Subscriptions renewing within subscription.notice_days, and trials ending (trial_end), with the renewal''s plan, cycle, quantity and amount (L5, L8)';
 
+-- PUBLIC executes nothing (99_public.sql)
+REVOKE ALL ON FUNCTION subscription.freezing_subscription(bigint, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.assigns_licenses(subscription.subscription) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.refresh_freeze(bigint, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.pause(bigint, bigint, timestamptz, timestamptz, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.pause(bigint, timestamptz, timestamptz, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.unpause(subscription.subscription, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.resume(bigint, bigint, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.resume(bigint, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.end_trial(subscription.subscription) FROM PUBLIC;
 
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
