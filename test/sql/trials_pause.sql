@@ -23,7 +23,8 @@ INSERT INTO plan_limit (plan, feature, value) VALUES
     ('cm_free', 'rooms', 1), ('cm_live', 'rooms', 3),
     ('zd_free', 'rooms', 1), ('zd_team', 'rooms', 5), ('zd_pro', 'rooms', 3), ('nt_plus', 'rooms', 2);
 INSERT INTO account (id, name) VALUES (1, 'Webinars SA'), (2, 'Helpdesk Ltd'), (3, 'Scribes'), (4, 'Globex'), (5, 'Initech');
-INSERT INTO member (id, account_id, external_id, role) VALUES (50, 5, 'owner@initech', 'owner'), (51, 5, 'ann@initech', 'member');
+INSERT INTO member (id, account_id, external_id, role) VALUES (50, 5, 'owner@initech', 'owner'), (51, 5, 'ann@initech', 'member'),
+    (10, 1, 'host@webinars', 'owner'), (11, 1, 'guest@webinars', 'member');
 
 CREATE TABLE public.room (id bigserial PRIMARY KEY, account_id bigint NOT NULL, activated_at timestamptz NOT NULL);
 SELECT enforce_limit('public.room', 'rooms', 'account_id', 'drop_newest', 'activated_at');
@@ -35,6 +36,9 @@ SELECT amount, period, description FROM ledger WHERE subscription_id = :live ORD
 INSERT INTO public.room (account_id, activated_at)
 SELECT 1, '2026-01-02'::timestamptz + n * interval '1 hour' FROM generate_series(1, 3) AS n;
 SELECT pg_temp.error_of($$INSERT INTO public.room (account_id, activated_at) VALUES (1, '2026-01-03')$$);
+-- and its plan's seats: one license (quantity 1), assigned during the trial
+SELECT license_consume(:live, 10) AS left_in_trial;
+SELECT pg_temp.error_of(format('SELECT license_consume(%s, 11)', :live));
 -- renewal_notice lists the trial ending, and what its product makes of it
 SELECT subscription_id, renews_at, plan, amount, trial_end FROM renewal_notice WHERE account_id = 1;
 -- one trial per account and product (55000), a product's other plan too
