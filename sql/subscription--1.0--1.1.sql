@@ -13270,6 +13270,869 @@ REVOKE ALL ON FUNCTION subscription.claim_events(text, integer, interval) FROM P
 REVOKE ALL ON FUNCTION subscription.ack_events(text, bigint) FROM PUBLIC;
 REVOKE ALL ON PROCEDURE subscription.prune_events(bigint) FROM PUBLIC;
 
+-- Trials, pause and resume (issue 19) ----------------------------------------
+-- Trials: plan_price.trial, product.trial_end, status 'trialing'; pause
+-- and resume, keeping access or freezing the account (docs/lifecycle.md).
+ALTER TABLE subscription.product ADD COLUMN trial_end text NOT NULL DEFAULT 'convert'
+    CHECK (trial_end IN ('convert', 'downgrade', 'expire'));
+ALTER TABLE subscription.plan_price ADD COLUMN trial interval CHECK (trial > '0');
+ALTER TABLE subscription.subscription DROP CONSTRAINT subscription_status_check;
+ALTER TABLE subscription.subscription ADD CONSTRAINT subscription_status_check
+    CHECK (status IN ('active', 'trialing', 'cancelled', 'expired'));
+ALTER TABLE subscription.subscription
+    ADD COLUMN trial_ends timestamptz,
+    ADD COLUMN paused_at timestamptz,
+    ADD COLUMN resume_at timestamptz,
+    ADD COLUMN pause_mode text CHECK (pause_mode IN ('keep_access', 'freeze')),
+    ADD COLUMN paused_period_end timestamptz,
+    ADD CONSTRAINT subscription_pause_whole
+        CHECK (num_nulls(paused_at, pause_mode, paused_period_end) IN (0, 3)
+               AND (resume_at IS NULL OR paused_at IS NOT NULL));
+-- renew_due walks the due subscriptions, trials too, in this order
+DROP INDEX subscription.subscription_upper_id_idx;
+CREATE INDEX ON subscription.subscription (upper(period), id) WHERE status IN ('active', 'trialing');
+
+-- The paused subscription that freezes an account (pause(..., mode =>
+-- 'freeze'), issue 19), or NULL: while one does, the account's limits are 0
+-- (limit_of) and its seat counters closed (assigns_licenses), so that the
+-- guards refuse every growing write from the counter rows they already
+-- lock, and only their refusals call this to say why (55000, with a HINT to
+-- resume).  PL/pgSQL, as Citus plans no statement of a SQL function with
+-- parameters.
+CREATE FUNCTION subscription.freezing_subscription(tenant_id bigint, account_id bigint)
+RETURNS bigint
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT min(s.id) FROM subscription.subscription AS s
+             WHERE s.tenant_id OPERATOR(pg_catalog.=) freezing_subscription.tenant_id
+               AND s.account_id OPERATOR(pg_catalog.=) freezing_subscription.account_id
+               AND s.pause_mode OPERATOR(pg_catalog.=) 'freeze');
+END
+$$;
+
+COMMENT ON FUNCTION subscription.freezing_subscription(bigint, bigint) IS
+'Internal: the paused subscription that freezes the account (pause mode freeze), or NULL';
+
+-- Whether a subscription assigns licenses: it is active or trialing, and
+-- its account is not frozen.  Its seat counter's "active", which the
+-- license guard reads.
+CREATE FUNCTION subscription.assigns_licenses(s subscription.subscription)
+RETURNS boolean
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN s.status IN ('active', 'trialing')
+           AND subscription.freezing_subscription(s.tenant_id, s.account_id) IS NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.assigns_licenses(subscription.subscription) IS
+'Internal: whether a subscription assigns licenses (active or trialing, its account not frozen): its seat counter''s "active"';
+
+-- The account's stored limits and seat counters follow a freeze or its
+-- end: its subscriptions' triggers on status recompute them.
+CREATE FUNCTION subscription.refresh_freeze(tenant_id bigint, account_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE subscription.subscription AS x SET status = x.status
+     WHERE x.tenant_id = refresh_freeze.tenant_id AND x.account_id = refresh_freeze.account_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.refresh_freeze(bigint, bigint) IS
+'Internal: an account''s stored limits and seat counters recomputed after a freeze begins or ends (issue 19)';
+
+CREATE FUNCTION subscription.pause(tenant_id bigint, subscription_id bigint, at timestamptz, resume_at timestamptz, mode text)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    PERFORM subscription.require_tenant('pause', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('pause', '{subscription_id,at,mode}',
+        ARRAY[subscription_id IS NULL, at IS NULL, mode IS NULL]);
+    IF mode NOT IN ('keep_access', 'freeze') THEN
+        RAISE EXCEPTION 'unknown pause mode "%"', mode
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The modes are keep_access and freeze.';
+    END IF;
+    PERFORM subscription.require_time('pause', at, false);
+    s := subscription.subscription_for_change(pause.tenant_id, 'pause', subscription_id, 'change_renewal');
+    PERFORM subscription.require_in_period('pause', s, at);
+    IF resume_at IS NOT NULL AND NOT resume_at > at THEN
+        RAISE EXCEPTION 'resume_at % is not after the pause at %', resume_at, at
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE subscription.subscription AS x
+       SET paused_at = pause.at, resume_at = pause.resume_at, pause_mode = pause.mode,
+           paused_period_end = upper(x.period),
+           period = tstzrange(lower(x.period), coalesce(pause.resume_at, 'infinity'), '[)')
+     WHERE x.tenant_id = pause.tenant_id AND x.id = s.id;
+    IF mode = 'freeze' THEN
+        PERFORM subscription.refresh_freeze(pause.tenant_id, s.account_id);
+    END IF;
+    RETURN resume_at;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.pause(bigint, bigint, timestamptz, timestamptz, text) IS
+'Pause a subscription at a time, to resume at resume_at (NULL: by resume()), keeping access or freezing the account (issue 19) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
+CREATE FUNCTION subscription.pause(subscription_id bigint, at timestamptz DEFAULT now(),
+                                   resume_at timestamptz DEFAULT NULL, mode text DEFAULT 'keep_access')
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.pause(subscription.tenant_of('subscription', pause.subscription_id), pause.subscription_id,
+                              pause.at, pause.resume_at, pause.mode);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.pause(bigint, timestamptz, timestamptz, text) IS
+'Pause a subscription at a time, to resume at resume_at (NULL: by resume()), keeping access or freezing the account (issue 19)';
+
+-- A paused subscription resumed at a time (after its pause): its period
+-- ends the time it was paused later than it did, that extension is a
+-- ledger line of 0.00 (so that the period is charged to its end, as
+-- verify() checks), and the next period starts there (anchor, period 0).
+-- resume() and renew_account (at resume_at) call it.
+CREATE FUNCTION subscription.unpause(s subscription.subscription, at timestamptz)
+RETURNS subscription.subscription
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    paused interval := at - s.paused_at;
+    ends timestamptz := s.paused_period_end + paused;
+    frozen boolean := s.pause_mode = 'freeze';
+BEGIN
+    UPDATE subscription.subscription AS x
+       SET period = tstzrange(lower(x.period), ends, '[)'), anchor = ends, period_number = 0,
+           paused_at = NULL, resume_at = NULL, pause_mode = NULL, paused_period_end = NULL
+     WHERE x.tenant_id = s.tenant_id AND x.id = s.id
+    RETURNING * INTO s;
+    -- C2: the extension is a period of its own, charged 0.00 once
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+    SELECT s.tenant_id, s.account_id, s.id, 'charge', subscription.round_money(0, l.currency), l.currency,
+           tstzrange(ends - paused, ends, '[)'), 'plan', s.plan, format('pause: period extended by %s', paused)
+      FROM subscription.ledger AS l
+     WHERE l.tenant_id = s.tenant_id AND l.subscription_id = s.id AND l.kind = 'charge'
+     ORDER BY l.id DESC LIMIT 1;
+    IF frozen THEN
+        PERFORM subscription.refresh_freeze(s.tenant_id, s.account_id);
+    END IF;
+    RETURN s;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.unpause(subscription.subscription, timestamptz) IS
+'Internal: a paused subscription resumed at a time, its period extended by the time it was paused (issue 19)';
+
+CREATE FUNCTION subscription.resume(tenant_id bigint, subscription_id bigint, at timestamptz)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    PERFORM subscription.require_tenant('resume', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('resume', '{subscription_id,at}', ARRAY[subscription_id IS NULL, at IS NULL]);
+    PERFORM subscription.require_time('resume', at, false);
+    SELECT * INTO s FROM subscription.subscription AS x
+     WHERE x.tenant_id = resume.tenant_id AND x.id = resume.subscription_id
+       FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(s.account_id, 'change_renewal');
+    IF s.paused_at IS NULL THEN
+        RAISE EXCEPTION 'subscription % is not paused', subscription_id
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF at < s.paused_at OR at > s.resume_at THEN
+        RAISE EXCEPTION 'subscription % cannot be resumed at %', subscription_id, at
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('It is paused from %s%s.', s.paused_at,
+                                  coalesce(' to ' || s.resume_at, ''));
+    END IF;
+    s := subscription.unpause(s, at);
+    RETURN upper(s.period);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.resume(bigint, bigint, timestamptz) IS
+'Resume a paused subscription; its period is extended by the time it was paused; returns when it ends (issue 19) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
+CREATE FUNCTION subscription.resume(subscription_id bigint, at timestamptz DEFAULT now())
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.resume(subscription.tenant_of('subscription', resume.subscription_id), resume.subscription_id,
+                               resume.at);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.resume(bigint, timestamptz) IS
+'Resume a paused subscription; its period is extended by the time it was paused; returns when it ends (issue 19)';
+
+-- A trial at its end (issue 19), by its product's trial_end: 'convert'
+-- makes it active, and renew_period charges its first period (from the
+-- trial's end: anchor, period 0); 'downgrade' does the same toward the
+-- product's free plan (its lowest-ranked service plan priced 0 for the
+-- cycle), a pending change that renew_period makes through
+-- apply_downgrade, trimming by the tables' rules; 'expire' (or a downgrade
+-- with no free plan, with a WARNING) expires it.  Returns the subscription.
+CREATE FUNCTION subscription.end_trial(s subscription.subscription)
+RETURNS subscription.subscription
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    trial_end text;
+    free_plan text;
+BEGIN
+    SELECT pr.trial_end INTO trial_end
+      FROM subscription.plan AS p JOIN subscription.product AS pr ON pr.code = p.product
+     WHERE p.code = s.plan;
+    IF trial_end = 'downgrade' THEN
+        SELECT f.code INTO free_plan
+          FROM subscription.plan AS p
+          JOIN subscription.plan AS f ON f.product = p.product AND f.kind = 'service'
+          JOIN subscription.plan_price AS pp
+            ON pp.plan = f.code AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(s.cycle)
+           AND pp.versions @> f.version AND pp.amount = 0
+         WHERE p.code = s.plan
+         ORDER BY f.rank, f.code
+         LIMIT 1;
+        IF free_plan IS NULL THEN
+            RAISE WARNING 'subscription % expires at the end of its trial: plan "%" has no free plan for cycle %',
+                          s.id, s.plan, subscription.cycle_text(s.cycle);
+            trial_end := 'expire';
+        END IF;
+    END IF;
+    UPDATE subscription.subscription AS x
+       SET status = CASE WHEN trial_end = 'expire' THEN 'expired' ELSE 'active' END,
+           pending_plan = CASE WHEN free_plan <> x.plan THEN free_plan ELSE x.pending_plan END
+     WHERE x.tenant_id = s.tenant_id AND x.id = s.id
+    RETURNING * INTO s;
+    RETURN s;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.end_trial(subscription.subscription) IS
+'Internal: a trial at its end, by its product''s trial_end: converted, downgraded to the free plan, or expired (issue 19)';
+
+CREATE OR REPLACE FUNCTION subscription.subscribe(tenant_id bigint, account_id bigint, plan text, cycle interval, quantity integer, at timestamptz, renewal text, coupon text)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    price     record;
+    period    tstzrange;
+    new_id    bigint;
+    anchor_at timestamptz;
+    k         integer;
+    full_period tstzrange;
+    plan_version integer;
+    is_default boolean;
+    coupon_cycles integer;
+    trial     interval;
+    product_plans text[];
+BEGIN
+    PERFORM subscription.require_tenant('subscribe', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('subscribe',
+        '{account_id,plan,cycle,quantity,at,renewal}',
+        ARRAY[account_id IS NULL, plan IS NULL, cycle IS NULL, quantity IS NULL,
+              at IS NULL, renewal IS NULL]);
+
+    PERFORM subscription.require_quantity(quantity);
+    PERFORM subscription.require_cycle(cycle);
+    PERFORM subscription.require_renewal(renewal);
+    PERFORM subscription.require_time('subscribe', at, false);
+
+    SELECT a.billing_anchor INTO anchor_at
+      FROM subscription.account AS a
+     WHERE a.tenant_id = subscribe.tenant_id AND a.id = subscribe.account_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account % does not exist', account_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(account_id, 'purchase');
+    PERFORM subscription.require_open_account(account_id);
+    PERFORM subscription.require_terms(tenant_id, account_id, at);
+    price := subscription.period_price(plan, cycle, quantity);
+    PERFORM subscription.require_amount(price.amount, price.currency);
+    IF coupon IS NOT NULL THEN
+        PERFORM subscription.redeemable_coupon(coupon, at, price.currency);
+    END IF;
+    IF anchor_at IS NULL THEN
+        k := 1;
+        anchor_at := at;
+    ELSE
+        -- L4: the first period runs to the account's next billing date, whose
+        -- period (of this cycle) it is part of, and is charged for its days
+        k := subscription.period_containing(anchor_at, cycle, at);
+    END IF;
+    full_period := subscription.nth_period(anchor_at, cycle, k);
+    period := tstzrange(at, upper(full_period), '[)');
+
+    -- a trial (issue 19): the plan's price for the cycle names it; the
+    -- subscription is 'trialing' to its end, charged nothing, with its
+    -- plan's seats and limits; renew_account ends it (end_trial).  Each
+    -- read a statement of its own (Citus, issue 17)
+    SELECT max(pp.trial) INTO trial
+      FROM subscription.plan_price AS pp
+      JOIN subscription.plan AS p ON p.code = pp.plan
+     WHERE pp.plan = subscribe.plan
+       AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(subscribe.cycle)
+       AND pp.versions @> p.version;
+    IF trial IS NOT NULL THEN
+        product_plans := ARRAY(SELECT o.code FROM subscription.plan AS p
+                                 JOIN subscription.plan AS o ON o.product = p.product
+                                WHERE p.code = subscribe.plan);
+        IF EXISTS (SELECT FROM subscription.subscription AS d
+                    WHERE d.tenant_id = subscribe.tenant_id AND d.account_id = subscribe.account_id
+                      AND d.trial_ends IS NOT NULL AND d.plan = ANY (product_plans)) THEN
+            RAISE EXCEPTION 'account % has had its trial of the product of plan "%"', account_id, plan
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'An account gets one trial per product.',
+                      HINT = 'Subscribe to a plan or cycle of the product whose price has no trial.';
+        END IF;
+        -- its first period starts at the trial's end (period_number 0 ends there)
+        anchor_at := at + trial;
+        k := 0;
+        full_period := tstzrange(at, anchor_at, '[)');
+        period := full_period;
+        price.amount := 0;
+    END IF;
+
+    -- R10: an account's first service subscription is its default one;
+    -- it holds the plan's current version (grandfathering).  Each read a
+    -- statement of its own, the catalog's apart from the tenant's: Citus
+    -- runs no correlated subquery beside a reference table (issue 17)
+    SELECT p.version, p.kind = 'service' INTO plan_version, is_default
+      FROM subscription.plan AS p WHERE p.code = subscribe.plan;
+    is_default := is_default AND NOT EXISTS (
+        SELECT FROM subscription.subscription AS d
+         WHERE d.tenant_id = subscribe.tenant_id AND d.account_id = subscribe.account_id AND d.is_default);
+    coupon_cycles := (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code = subscribe.coupon);
+    INSERT INTO subscription.subscription AS s
+           (tenant_id, account_id, plan, plan_version, cycle, quantity, paid_quantity, period, anchor, period_number, renewal,
+            is_default, coupon, coupon_periods_left, status, trial_ends)
+    VALUES (subscribe.tenant_id, subscribe.account_id, subscribe.plan, plan_version, subscribe.cycle, subscribe.quantity,
+            subscribe.quantity, period, anchor_at, k, subscribe.renewal, is_default, subscribe.coupon, coupon_cycles,
+            CASE WHEN trial IS NULL THEN 'active' ELSE 'trialing' END, CASE WHEN trial IS NOT NULL THEN anchor_at END)
+    RETURNING s.id INTO new_id;
+
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, kind, amount, currency, period, plan, description)
+    VALUES (subscribe.tenant_id, subscribe.account_id, new_id, 'charge',
+            CASE WHEN period = full_period
+                 THEN subscription.round_money(price.amount, price.currency)
+                 ELSE subscription.unused_part(price.amount, full_period, at, price.currency) END,
+            price.currency, period, plan,
+            format('%splan %s, cycle %s, quantity %s%s', CASE WHEN trial IS NOT NULL THEN 'trial: ' ELSE '' END,
+                   plan, cycle, quantity,
+                   CASE WHEN period = full_period THEN ''
+                        ELSE format(', to the billing date %s', upper(period)) END));
+
+    RETURN new_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.subscribe(bigint, bigint, text, interval, integer, timestamptz, text, text) IS
+'Subscribe an account to a plan and charge the first period, prorated to the billing anchor (L4) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- Keeps a subscription's seat counter in step with its quantity, status and
+-- add-on batches.  Lowering the capacity below the licenses in use fails on
+-- the counter's CHECK (23514): release licenses first.
+CREATE OR REPLACE FUNCTION subscription.sync_license_counter()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sub bigint;
+    tenant bigint;
+    is_active boolean;
+    capacity integer;
+    -- the logical table, from the trigger's argument (issue 17)
+    logical text := TG_ARGV[0];
+BEGIN
+    -- a restore copies the counter (restored_copy): the copy is trusted,
+    -- and verify() compares it with the licenses afterwards
+    IF TG_OP = 'INSERT'
+       AND subscription.restored_copy(pg_catalog.format('subscription.%I', logical || '_id_seq')::regclass, NEW.id) THEN
+        RETURN NULL;
+    END IF;
+    IF logical = 'subscription' THEN
+        sub := NEW.id;
+        tenant := NEW.tenant_id;
+    ELSIF TG_OP = 'DELETE' THEN
+        sub := OLD.subscription_id;
+        tenant := OLD.tenant_id;
+    ELSE
+        sub := NEW.subscription_id;
+        tenant := NEW.tenant_id;
+    END IF;
+    -- each statement names the tenant: on Citus a trigger on a shard runs
+    -- only statements on its own node (issue 17)
+    SELECT subscription.assigns_licenses(s) INTO is_active
+      FROM subscription.subscription AS s WHERE s.tenant_id = tenant AND s.id = sub;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    capacity := subscription.license_capacity(tenant, sub);
+    INSERT INTO subscription.license_counter AS c (tenant_id, subscription_id, capacity, active)
+    VALUES (tenant, sub, capacity, is_active)
+    ON CONFLICT (tenant_id, subscription_id) DO UPDATE
+       SET capacity = excluded.capacity, active = excluded.active
+     WHERE (c.capacity, c.active) IS DISTINCT FROM (excluded.capacity, excluded.active);
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.sync_license_counter() IS 'Trigger: seat capacities follow quantities, statuses and add-on batches';
+
+-- The subscription, locked for a change, with the actor's right checked;
+-- 55000 unless it is active.
+CREATE OR REPLACE FUNCTION subscription.subscription_for_change(tenant_id bigint, fn text, subscription_id bigint, action text)
+RETURNS subscription.subscription
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    -- the tenant named: on Citus the row is locked on its shard (issue 17)
+    SELECT * INTO s FROM subscription.subscription AS x
+     WHERE x.tenant_id = subscription_for_change.tenant_id AND x.id = subscription_for_change.subscription_id
+       FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(s.account_id, action);
+    IF s.status <> 'active' THEN
+        RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('%s() changes active subscriptions only.', fn);
+    END IF;
+    -- issue 19: a paused subscription changes nothing until it is resumed
+    IF s.paused_at IS NOT NULL THEN
+        RAISE EXCEPTION 'subscription % is paused', subscription_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('%s() changes subscriptions that are not paused only.', fn),
+                  HINT = format('Resume it first: subscription.resume(%s).', subscription_id);
+    END IF;
+    RETURN s;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.subscription_for_change(bigint, text, bigint, text) IS
+'Internal: the subscription locked for a change, the actor''s right checked (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- Renews every due subscription of one tenant (docs/design.md#tenant-keys:
+-- the root account and its sub-accounts, K7), as renew_due() does: each,
+-- in (period end, id) order, caught up one period at a time by
+-- renew_period, at most subscription.max_catchup periods a call.  Every
+-- statement it runs names the tenant, so that on Citus it is a function
+-- distributed by its first argument, colocated with subscription.account,
+-- that runs on the node holding the tenant's shards.
+-- One session renews a tenant at a time: the tenant's advisory lock (an
+-- injective key in the extension's class, 0x73756273 'subs', held to the
+-- end of the transaction); a tenant another session holds is left to it
+-- (0 renewed, nothing waits), and so is a subscription another
+-- transaction holds (FOR NO KEY UPDATE SKIP LOCKED), as in renew_due.  A
+-- subscription whose renewal cannot be done (a price missing, a 'block'
+-- limit exceeded) stays due, with a WARNING; so does one whose trimming
+-- fails in the account's own code (a trigger of an application table).
+-- A period is charged once whatever runs (C2): a second call charges
+-- nothing.  Returns how many subscriptions it handled.
+CREATE OR REPLACE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT now())
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t bigint := renew_account.tenant_id;
+    s subscription.subscription;
+    n subscription.period_terms;
+    status text;
+    problem text;
+    may_trim boolean;
+    most integer;
+    renewed integer;
+    handled integer := 0;
+BEGIN
+    PERFORM subscription.require_arguments('renew_account', '{tenant_id,at}', ARRAY[t IS NULL, at IS NULL]);
+    PERFORM subscription.require_renewal_run('renew_account', at);
+    -- read once the checks (C) have loaded the module that defines it
+    most := current_setting('subscription.max_catchup')::integer;
+    IF NOT EXISTS (SELECT FROM subscription.account AS a WHERE a.tenant_id = t AND a.id = t) THEN
+        RAISE EXCEPTION 'tenant % does not exist', t
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'A tenant is a root account: its id is the tenant_id of its sub-accounts and of everything they hold.';
+    END IF;
+    IF NOT pg_try_advisory_xact_lock(1937072755 # (t >> 32)::integer, ((t & 4294967295) - 2147483648)::integer) THEN
+        RAISE DEBUG 'tenant % is being renewed by another session', t;
+        RETURN 0;
+    END IF;
+    FOR s IN
+        SELECT * FROM subscription.subscription AS x
+         WHERE x.tenant_id = t AND x.status IN ('active', 'trialing') AND upper(x.period) <= at
+         ORDER BY upper(x.period), x.id
+           FOR NO KEY UPDATE SKIP LOCKED
+    LOOP
+        renewed := 0;
+        LOOP
+            -- issue 19: a pause ends at its resume_at (its period ends
+            -- there while paused), a trial at its end
+            IF s.paused_at IS NOT NULL THEN
+                s := subscription.unpause(s, s.resume_at);
+                EXIT WHEN upper(s.period) > at;
+            END IF;
+            IF s.status = 'trialing' THEN
+                s := subscription.end_trial(s);
+                EXIT WHEN s.status <> 'active';
+            END IF;
+            -- the next period's terms, asked once (issue 15, fold 8; L7)
+            n := subscription.next_terms(s);
+            problem := subscription.renewal_problem(s, n);
+            -- asked before anything moves: the batches it ends are part of the answer
+            may_trim := problem IS NULL AND subscription.renewal_may_trim(s, n);
+            IF may_trim THEN
+                -- only here can the renewal be refused after writing: a subtransaction
+                BEGIN
+                    status := subscription.renew_period(s, n, true);
+                EXCEPTION WHEN check_violation THEN
+                    problem := SQLERRM;
+                WHEN OTHERS THEN
+                    -- the trim ran the account's own triggers: whatever they
+                    -- raise holds back this renewal only, never the others'
+                    -- (a lost race is still the caller's to retry)
+                    IF SQLSTATE LIKE '40%' THEN
+                        RAISE;
+                    END IF;
+                    problem := format('its trimming failed: %s (SQLSTATE %s)', SQLERRM, SQLSTATE);
+                END;
+            ELSIF problem IS NULL THEN
+                status := subscription.renew_period(s, n, false);
+            END IF;
+            IF problem IS NOT NULL THEN
+                RAISE WARNING 'subscription % was not renewed: %', s.id, problem
+                    USING DETAIL = 'It stays due; renew_due() tries again on its next run.';
+                EXIT;
+            END IF;
+            EXIT WHEN status <> 'active';
+            SELECT * INTO s FROM subscription.subscription AS x WHERE x.tenant_id = t AND x.id = s.id;
+            EXIT WHEN upper(s.period) > at;
+            renewed := renewed + 1;
+            IF renewed >= most THEN
+                RAISE WARNING 'subscription % caught up % periods, the most of one call', s.id, renewed
+                    USING DETAIL = format('It stays due from %s; the next renewal run goes on from there.', upper(s.period)),
+                          HINT = 'subscription.max_catchup sets how many periods one call catches up.';
+                EXIT;
+            END IF;
+        END LOOP;
+        IF problem IS NULL THEN
+            handled := handled + 1;
+        END IF;
+    END LOOP;
+    RETURN handled;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_account(bigint, timestamptz) IS
+'Renew, expire or cancel every due subscription of a tenant (a root account and its sub-accounts), catching up missed periods; back-office work';
+
+-- One batch of renew_due, run_renewals and renew_local_tenants, by
+-- tenant: the next batch_size due subscriptions after (after_end,
+-- after_id) in (period end, id) order, by the keyset on the due index of
+-- subscription.subscription, or of its Citus shard "shard" (its tenants'
+-- rows only: renew_local_tenants); each of their tenants, in the order of
+-- its first due subscription, renewed by one renew_account call.  A
+-- subscription a tenant's call left due (not renewable, capped at
+-- subscription.max_catchup, held by another worker, its tenant held by
+-- another session) is returned in left_due: the caller's later batches
+-- pass it back in skip, so that the run does not take its tenant twice
+-- (the next run does).  The keyset means that no subscription is read
+-- twice.  Returns how many subscriptions it read (0: the run is over) and
+-- handled, and where the next batch starts.
+CREATE OR REPLACE FUNCTION subscription.renew_batch(
+    at timestamptz, batch_size integer, after_end timestamptz, after_id bigint, skip bigint[], shard bigint,
+    OUT taken integer, OUT handled integer, OUT last_end timestamptz, OUT last_id bigint, OUT left_due bigint[])
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tenants bigint[];
+    t bigint;
+BEGIN
+    handled := 0;
+    left_due := '{}';
+    EXECUTE format(
+        $q$WITH d AS (SELECT x.tenant_id, upper(x.period) AS e, x.id
+                        FROM %s AS x
+                       WHERE x.status IN ('active', 'trialing') AND upper(x.period) <= $1
+                         AND (upper(x.period), x.id) > ($2, $3) AND NOT x.id = ANY ($4)
+                       ORDER BY upper(x.period), x.id
+                       LIMIT $5),
+              k AS (SELECT d.*, row_number() OVER (ORDER BY d.e, d.id) AS k FROM d)
+           SELECT (SELECT count(*) FROM k)::integer,
+                  coalesce((SELECT k.e FROM k ORDER BY k.k DESC LIMIT 1), $2),
+                  coalesce((SELECT k.id FROM k ORDER BY k.k DESC LIMIT 1), $3),
+                  (SELECT array_agg(f.tenant_id ORDER BY f.first)
+                     FROM (SELECT k.tenant_id, min(k.k) AS first FROM k GROUP BY k.tenant_id) AS f)$q$,
+        CASE WHEN shard IS NULL THEN 'subscription.subscription'
+             ELSE subscription.subscription_shard(shard) END)
+      INTO taken, last_end, last_id, tenants
+      USING at, after_end, after_id, skip, batch_size;
+    FOREACH t IN ARRAY coalesce(tenants, '{}') LOOP
+        handled := handled + subscription.renew_account(t, at);
+        left_due := left_due || ARRAY(SELECT x.id FROM subscription.subscription AS x
+                                       WHERE x.tenant_id = t AND x.status IN ('active', 'trialing')
+                                         AND upper(x.period) <= at);
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_batch(timestamptz, integer, timestamptz, bigint, bigint[], bigint) IS
+'Internal: one batch of renew_due, run_renewals and renew_local_tenants: the tenants of the next due subscriptions, each by renew_account';
+
+CREATE OR REPLACE FUNCTION subscription.verify(account_id bigint DEFAULT NULL)
+RETURNS TABLE ("check" text, account_id bigint, detail text)
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT subscription.require_account($1) WHERE $1 IS NOT NULL;
+SELECT v.* FROM (
+    -- seats: the counter is the licenses held, its capacity the subscription's,
+    -- and no subscription holds more than its capacity
+    SELECT x.check_name, t.account_id, x.detail
+      FROM (SELECT s.account_id, s.id, c.subscription_id IS NOT NULL AS has_counter, c.used, c.capacity, c.active,
+                   subscription.license_capacity(s.id) AS capacity_now,
+                   subscription.assigns_licenses(s) AS active_now,
+                   (SELECT count(*) FROM subscription.license AS l
+                     WHERE l.subscription_id = s.id) AS held
+              FROM subscription.subscription AS s
+              LEFT JOIN subscription.license_counter AS c ON c.subscription_id = s.id
+             WHERE $1 IS NULL OR s.account_id = $1) AS t,
+           LATERAL (VALUES
+               ('license_counter',
+                CASE WHEN NOT t.has_counter THEN format('subscription %s has no seat counter', t.id)
+                     WHEN t.used <> t.held
+                     THEN format('subscription %s: the seat counter says %s used, %s licenses are held', t.id, t.used, t.held) END),
+               ('license_capacity',
+                CASE WHEN t.has_counter AND (t.capacity, t.active) IS DISTINCT FROM (t.capacity_now, t.active_now)
+                     THEN format('subscription %s: the seat counter has capacity %s (active %s), the subscription %s (active %s)',
+                                 t.id, t.capacity, t.active, t.capacity_now, t.active_now) END),
+               ('seats_over_capacity',
+                CASE WHEN t.held > t.capacity_now
+                     THEN format('subscription %s holds %s licenses, its capacity is %s', t.id, t.held, t.capacity_now) END))
+               AS x(check_name, detail)
+     WHERE x.detail IS NOT NULL
+    UNION ALL
+    -- usage: each counter is its table's rows, counted as recount_usage counts
+    -- them (cap counts nothing) ...
+    SELECT 'usage_counter', d.account_id,
+           format('%s of %s: the counter says %s, the table has %s', t.feature, t.relation, d.stored, d.counted)
+      FROM subscription.limited_table AS t,
+           LATERAL subscription.usage_drift(t.relation, t.feature, $1) AS d
+    UNION ALL
+    -- ... and carries the account's limit; no counter outlives its registration
+    SELECT CASE WHEN t.feature IS NULL THEN 'usage_counter' ELSE 'usage_limit' END, u.account_id,
+           CASE WHEN t.feature IS NULL
+                THEN format('a counter of feature %s remains, and no table is registered for it', u.feature)
+                ELSE format('%s: the counter''s limit is %s, the account''s limit %s', u.feature,
+                            coalesce(u.limit_value::text, 'unlimited'),
+                            coalesce(subscription.limit_of(u.account_id, u.feature)::text, 'unlimited')) END
+      FROM subscription.usage_counter AS u
+      LEFT JOIN subscription.limited_table AS t ON t.feature = u.feature
+     WHERE ($1 IS NULL OR u.account_id = $1)
+       AND (t.feature IS NULL
+            -- the limit the guard checks: a counter computed at an older
+            -- catalog limit version is recomputed by it (issue 17)
+            OR subscription.counter_limit(u.account_id, u.feature, u.limit_value, u.limit_version,
+                                          (SELECT c.version FROM subscription.limit_catalog_version() AS c (version)))
+               IS DISTINCT FROM subscription.limit_of(u.account_id, u.feature))
+    UNION ALL
+    -- periods (C2): the plan charges of a subscription, less what was given
+    -- back, follow each other with no gap and no overlap ...
+    SELECT CASE WHEN p.next_lower > p.charged_upper THEN 'period_gap' ELSE 'period_overlap' END,
+           p.account_id,
+           format('subscription %s: charge %s covers %s to %s, charge %s starts at %s',
+                  p.subscription_id, p.id, p.charged_lower, p.charged_upper, p.next_id, p.next_lower)
+      FROM (SELECT c.*,
+                   lead(c.charged_lower) OVER w AS next_lower,
+                   lead(c.id) OVER w AS next_id
+              FROM (SELECT l.id, l.account_id, l.subscription_id, lower(l.period) AS charged_lower,
+                           coalesce(lower(g.period), upper(l.period)) AS charged_upper
+                      FROM subscription.ledger AS l
+                      LEFT JOIN subscription.ledger AS g
+                        ON g.charge_id = l.id AND g.kind IN ('refund', 'credit')
+                     WHERE l.kind = 'charge' AND l.addon_batch_id IS NULL
+                       AND (l.item = 'plan' OR l.item ~~ 'change to %')
+                       AND ($1 IS NULL OR l.account_id = $1)) AS c
+             WHERE c.charged_lower < c.charged_upper
+            WINDOW w AS (PARTITION BY c.subscription_id ORDER BY c.charged_lower, c.id)) AS p
+     WHERE p.next_lower <> p.charged_upper
+    UNION ALL
+    -- ... and an active subscription's current period is charged to its end
+    SELECT 'period_uncharged', s.account_id,
+           format('subscription %s: its current period %s is charged up to %s', s.id, s.period,
+                  coalesce(c.charged_to::text, 'nothing'))
+      FROM subscription.subscription AS s
+      LEFT JOIN LATERAL (
+           SELECT max(coalesce(lower(g.period), upper(l.period))) AS charged_to
+             FROM subscription.ledger AS l
+             LEFT JOIN subscription.ledger AS g
+               ON g.charge_id = l.id AND g.kind IN ('refund', 'credit')
+            WHERE l.subscription_id = s.id AND l.kind = 'charge'
+              AND l.addon_batch_id IS NULL
+              AND (l.item = 'plan' OR l.item ~~ 'change to %')) AS c ON true
+     WHERE s.status = 'active' AND s.paused_at IS NULL
+       AND ($1 IS NULL OR s.account_id = $1)
+       AND (c.charged_to IS NULL OR c.charged_to < upper(s.period))
+    UNION ALL
+    -- money: what is given back or taken off a charge never exceeds it
+    SELECT 'refund_over_charge', l.account_id,
+           format('charge %s of %s %s: %s given back or taken off', l.id, l.amount, l.currency, g.total)
+      FROM subscription.ledger AS l
+      JOIN (SELECT g.charge_id, sum(g.amount) AS total FROM subscription.ledger AS g
+             WHERE g.kind IN ('refund', 'credit', 'discount') GROUP BY g.charge_id) AS g
+        ON g.charge_id = l.id
+     WHERE l.kind = 'charge' AND g.total > l.amount
+       AND ($1 IS NULL OR l.account_id = $1)
+    UNION ALL
+    -- history (R8): every account, member, subscription, add-on batch and
+    -- license has the history row that created it
+    SELECT 'history_missing', h.account_id, h.detail
+      FROM (SELECT a.id AS account_id, format('account %s has no account_insert row', a.id) AS detail
+              FROM subscription.account AS a
+             WHERE NOT EXISTS (SELECT FROM subscription.history AS h
+                                WHERE h.account_id = a.id
+                                  AND h.operation = 'account_insert')
+            UNION ALL
+            SELECT m.account_id, format('member %s has no member_insert row', m.id)
+              FROM subscription.member AS m
+             WHERE NOT EXISTS (SELECT FROM subscription.history AS h
+                                WHERE h.account_id = m.account_id
+                                  AND h.operation = 'member_insert'
+                                  AND h.details ->> 'id' = m.id::text)
+            UNION ALL
+            SELECT s.account_id, format('subscription %s has no subscription_insert row', s.id)
+              FROM subscription.subscription AS s
+             WHERE NOT EXISTS (SELECT FROM subscription.history AS h
+                                WHERE h.subscription_id = s.id
+                                  AND h.operation = 'subscription_insert')
+            UNION ALL
+            SELECT s.account_id, format('add-on batch %s has no addon_batch_insert row', b.id)
+              FROM subscription.addon_batch AS b
+              JOIN subscription.subscription AS s ON s.id = b.subscription_id
+             WHERE NOT EXISTS (SELECT FROM subscription.history AS h
+                                WHERE h.subscription_id = b.subscription_id
+                                  AND h.operation = 'addon_batch_insert'
+                                  AND h.details ->> 'id' = b.id::text)
+            UNION ALL
+            SELECT s.account_id, format('the license of member %s on subscription %s has no license_assign row',
+                                        l.member_id, l.subscription_id)
+              FROM subscription.license AS l
+              JOIN subscription.subscription AS s ON s.id = l.subscription_id
+             WHERE NOT EXISTS (SELECT FROM subscription.history AS h
+                                WHERE h.subscription_id = l.subscription_id
+                                  AND h.operation = 'license_assign'
+                                  AND h.details -> 'members'
+                                      @> pg_catalog.jsonb_build_array(l.member_id))) AS h
+     WHERE $1 IS NULL OR h.account_id = $1
+) AS v("check", account_id, detail)
+ORDER BY 1, 2, 3
+$$;
+
+COMMENT ON FUNCTION subscription.verify(bigint) IS
+'The invariants of seats, usage, periods, money and history: one row per broken one (of an account, or of all), nothing when all hold';
+
+-- L5, L8: the subscriptions that renew within subscription.notice_days
+-- (default 30), with what the renewal will be (next_terms): plan (at the
+-- version held, or a migration's when it takes effect then), cycle,
+-- quantity (the tier on a tiered plan; from the current use on a
+-- 'from_usage' product, L7), the amount to be charged and the credit that
+-- will apply (L10), after the coupon's discount (Z10).  A prepaid term renewed
+-- "to_monthly" continues monthly; "none" and cancelled ones do not renew.
+-- overdue: the renewal's time has passed and renew_due has not run yet.
+CREATE OR REPLACE VIEW subscription.renewal_notice WITH (security_barrier) AS
+SELECT s.id AS subscription_id,
+       s.account_id,
+       upper(s.period) AS renews_at,
+       n.plan,
+       n.cycle,
+       n.quantity,
+       CASE WHEN cardinality(subscription.plan_tiers(n.plan, n.version)) > 0 THEN n.quantity END AS tier,
+       subscription.round_money(price.amount, price.currency) AS amount,
+       price.currency,
+       d.discount,
+       least(subscription.credit_balance(s.account_id, price.currency),
+             subscription.round_money(price.amount, price.currency) OPERATOR(pg_catalog.-) d.discount) AS credit,
+       upper(s.period) OPERATOR(pg_catalog.<=) now() AS overdue,
+       -- the version of the plan renewed into (grandfathering; a migration's)
+       subscription.plan_version_or_current(n.plan, n.version) AS plan_version,
+       -- a trial ending: what its product makes of it (issue 19), else NULL
+       CASE WHEN s.status OPERATOR(pg_catalog.=) 'trialing'
+            THEN (SELECT pr.trial_end FROM subscription.plan AS p
+                    JOIN subscription.product AS pr ON pr.code OPERATOR(pg_catalog.=) p.product
+                   WHERE p.code OPERATOR(pg_catalog.=) s.plan) END AS trial_end
+  FROM subscription.subscription AS s
+  CROSS JOIN LATERAL subscription.renewal_terms(s.id) AS n
+  CROSS JOIN LATERAL subscription.period_price(n.plan, n.cycle, n.quantity, n.version) AS price
+  CROSS JOIN LATERAL subscription.coupon_discount(s.id, subscription.round_money(price.amount, price.currency),
+                                                  price.currency) AS d(discount)
+ WHERE s.status OPERATOR(pg_catalog.=) ANY ('{active,trialing}')
+   AND s.paused_at IS NULL
+   AND NOT s.cancel_at_period_end
+   AND s.renewal OPERATOR(pg_catalog.<>) 'none'
+   AND upper(s.period) OPERATOR(pg_catalog.<=)
+       (now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
+   AND subscription.may_read(s.account_id);
+
+COMMENT ON VIEW subscription.renewal_notice IS
+'Subscriptions renewing within subscription.notice_days, and trials ending (trial_end), with the renewal''s plan, cycle, quantity and amount (L5, L8)';
+
+-- PUBLIC executes nothing (99_public.sql)
+REVOKE ALL ON FUNCTION subscription.freezing_subscription(bigint, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.assigns_licenses(subscription.subscription) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.refresh_freeze(bigint, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.pause(bigint, bigint, timestamptz, timestamptz, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.pause(bigint, timestamptz, timestamptz, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.unpause(subscription.subscription, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.resume(bigint, bigint, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.resume(bigint, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.end_trial(subscription.subscription) FROM PUBLIC;
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves
@@ -13611,7 +14474,7 @@ DECLARE
         effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
         cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
         cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
-        renewal_terms,plan_version_or_current,next_plan,create_account}';
+        renewal_terms,plan_version_or_current,next_plan,create_account,pause,resume}';
     catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
     views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
 BEGIN
@@ -13973,6 +14836,10 @@ LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- a frozen account may grow nothing (issue 19): its limits are 0
+    IF subscription.freezing_subscription(limit_of.tenant_id, limit_of.account_id) IS NOT NULL THEN
+        RETURN 0;
+    END IF;
     RETURN (
     SELECT CASE WHEN bool_or(x.unlimited) THEN NULL
                 -- numeric, so that an overflow is an error, not a wrap
@@ -13992,14 +14859,14 @@ BEGIN
                -- the version of the plan the subscription holds (grandfathering)
                AND l.versions @> p.version
              WHERE s.tenant_id = limit_of.tenant_id AND s.account_id = limit_of.account_id
-               AND s.status = 'active'
+               AND s.status IN ('active', 'trialing')
             UNION ALL
             SELECT false, b.quantity::numeric * a.units
               FROM subscription.subscription AS s
               JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
               JOIN subscription.addon AS a ON a.code = b.addon
              WHERE s.tenant_id = limit_of.tenant_id AND s.account_id = limit_of.account_id
-               AND s.status = 'active'
+               AND s.status IN ('active', 'trialing')
                AND b.status = 'active'
                AND a.feature = limit_of.feature) AS x);
 END

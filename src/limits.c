@@ -532,6 +532,35 @@ GetLimitEntry(Relation rel, const char *feature)
 }
 
 /*
+ * A write refused by a limit of 0 on a frozen account (a subscription
+ * paused in mode 'freeze', issue 19): 55000 with the way out.  Read only on
+ * the way to a refusal; the guard's own statements are unchanged.
+ */
+static void
+FrozenLimitRefusal(Relation rel, int64 account)
+{
+	static SPIPlanPtr frozen_plan = NULL;
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(account)};
+	bool		isnull;
+	int64		pausing;
+
+	KeptPlan(&frozen_plan, "SELECT subscription.freezing_subscription(subscription.tenant_of('account', $1), $1)",
+			 1, argtypes);
+	if (SPI_execute_plan(frozen_plan, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		return;
+	pausing = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (isnull)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("account " INT64_FORMAT " is frozen", account),
+			 errdetail("Subscription " INT64_FORMAT " is paused in mode freeze: nothing more is written.", pausing),
+			 errhint("Resume it with subscription.resume(" INT64_FORMAT ").", pausing),
+			 errtable(rel)));
+}
+
+/*
  * Why a write is refused, and the way out: the plan or add-on that would
  * allow it.
  */
@@ -542,6 +571,10 @@ LimitRefusal(Relation rel, int64 account, const char *feature, int64 used, int64
 	Oid			argtypes[2] = {TEXTOID, INT8OID};
 	Datum		values[2] = {CStringGetTextDatum(feature), Int64GetDatum(limit)};
 	char	   *way_out = NULL;
+
+	/* a frozen account's limits are 0 (issue 19): say why, and the way out */
+	if (!limit_null && limit == 0)
+		FrozenLimitRefusal(rel, account);
 
 	KeptPlan(&way_out_plan, "(SELECT format('plan \"%s\"', l.plan) FROM subscription.plan_limit AS l"
 								"   JOIN subscription.plan AS p ON p.code = l.plan"

@@ -60,7 +60,12 @@ CREATE TABLE subscription.product (
     -- account's use ('from_usage': the tier holding its use of the plan's
     -- per-license features, or the licenses assigned); see next_terms()
     renewal_quantity text NOT NULL DEFAULT 'keep'
-              CHECK (renewal_quantity IN ('keep', 'from_usage'))
+              CHECK (renewal_quantity IN ('keep', 'from_usage')),
+    -- what a trial becomes at its end (issue 19, 1.1): the plan's first
+    -- period, charged ('convert'), the product's free plan through
+    -- apply_downgrade ('downgrade'), or nothing ('expire')
+    trial_end text NOT NULL DEFAULT 'convert'
+              CHECK (trial_end IN ('convert', 'downgrade', 'expire'))
 );
 
 COMMENT ON TABLE subscription.product IS 'Products sold, with how their upgrades (restart, prorate) and downgrades (end_of_period, immediate) take effect, and what quantity their renewals take (keep, from_usage: L7)';
@@ -93,7 +98,10 @@ CREATE TABLE subscription.plan_price (
     CONSTRAINT plan_price_tier_is_flat CHECK (tier IS NULL OR NOT per_license),
     -- the plan versions it prices (1.1): the current row's range is open
     versions    int4range NOT NULL DEFAULT '[1,)'
-                CONSTRAINT plan_price_versions_valid CHECK (lower(versions) >= 1)
+                CONSTRAINT plan_price_versions_valid CHECK (lower(versions) >= 1),
+    -- the free trial a new subscription of this plan and cycle starts
+    -- with (issue 19, 1.1; NULL: none), one per account and product
+    trial       interval CHECK (trial > '0')
 );
 CREATE UNIQUE INDEX plan_price_one_per_cycle_and_tier
     ON subscription.plan_price (plan, subscription.cycle_key(cycle), tier, lower(versions)) NULLS NOT DISTINCT;

@@ -30,7 +30,8 @@ COMMENT ON FUNCTION subscription.require_feature(text) IS 'Internal: 42704 unles
 -- of the plans it includes besides its own (at their current versions),
 -- at its quantity, as if each were subscribed (Z3); with a separate
 -- subscription of an included product they add up, like any two.  NULL is
--- unlimited: one unlimited plan makes the feature unlimited.  A feature no
+-- unlimited: one unlimited plan makes the feature unlimited.  A trial has
+-- its plan's limits; a frozen account has 0 (issue 19).  A feature no
 -- active subscription defines has limit 0, plus its add-ons.  One
 -- statement in PL/pgSQL, whose plan is cached per session: the limit
 -- guard's hot path (a SQL function with a sub-select is planned per call).
@@ -40,6 +41,10 @@ LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- a frozen account may grow nothing (issue 19): its limits are 0
+    IF subscription.freezing_subscription(limit_of.tenant_id, limit_of.account_id) IS NOT NULL THEN
+        RETURN 0;
+    END IF;
     RETURN (
     SELECT CASE WHEN bool_or(x.unlimited) THEN NULL
                 -- numeric, so that an overflow is an error, not a wrap
@@ -59,14 +64,14 @@ BEGIN
                -- the version of the plan the subscription holds (grandfathering)
                AND l.versions @> p.version
              WHERE s.tenant_id = limit_of.tenant_id AND s.account_id = limit_of.account_id
-               AND s.status = 'active'
+               AND s.status IN ('active', 'trialing')
             UNION ALL
             SELECT false, b.quantity::numeric * a.units
               FROM subscription.subscription AS s
               JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
               JOIN subscription.addon AS a ON a.code = b.addon
              WHERE s.tenant_id = limit_of.tenant_id AND s.account_id = limit_of.account_id
-               AND s.status = 'active'
+               AND s.status IN ('active', 'trialing')
                AND b.status = 'active'
                AND a.feature = limit_of.feature) AS x);
 END

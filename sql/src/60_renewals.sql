@@ -286,6 +286,53 @@ END;
 
 COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription, subscription.period_terms) IS 'Internal: whether the next renewal can lower the account''s limits';
 
+-- A trial at its end (issue 19), by its product's trial_end: 'convert'
+-- makes it active, and renew_period charges its first period (from the
+-- trial's end: anchor, period 0); 'downgrade' does the same toward the
+-- product's free plan (its lowest-ranked service plan priced 0 for the
+-- cycle), a pending change that renew_period makes through
+-- apply_downgrade, trimming by the tables' rules; 'expire' (or a downgrade
+-- with no free plan, with a WARNING) expires it.  Returns the subscription.
+CREATE FUNCTION subscription.end_trial(s subscription.subscription)
+RETURNS subscription.subscription
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    trial_end text;
+    free_plan text;
+BEGIN
+    SELECT pr.trial_end INTO trial_end
+      FROM subscription.plan AS p JOIN subscription.product AS pr ON pr.code = p.product
+     WHERE p.code = s.plan;
+    IF trial_end = 'downgrade' THEN
+        SELECT f.code INTO free_plan
+          FROM subscription.plan AS p
+          JOIN subscription.plan AS f ON f.product = p.product AND f.kind = 'service'
+          JOIN subscription.plan_price AS pp
+            ON pp.plan = f.code AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(s.cycle)
+           AND pp.versions @> f.version AND pp.amount = 0
+         WHERE p.code = s.plan
+         ORDER BY f.rank, f.code
+         LIMIT 1;
+        IF free_plan IS NULL THEN
+            RAISE WARNING 'subscription % expires at the end of its trial: plan "%" has no free plan for cycle %',
+                          s.id, s.plan, subscription.cycle_text(s.cycle);
+            trial_end := 'expire';
+        END IF;
+    END IF;
+    UPDATE subscription.subscription AS x
+       SET status = CASE WHEN trial_end = 'expire' THEN 'expired' ELSE 'active' END,
+           pending_plan = CASE WHEN free_plan <> x.plan THEN free_plan ELSE x.pending_plan END
+     WHERE x.tenant_id = s.tenant_id AND x.id = s.id
+    RETURNING * INTO s;
+    RETURN s;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.end_trial(subscription.subscription) IS
+'Internal: a trial at its end, by its product''s trial_end: converted, downgraded to the free plan, or expired (issue 19)';
+
 -- Renews every due subscription of one tenant (docs/design.md#tenant-keys:
 -- the root account and its sub-accounts, K7), as renew_due() does: each,
 -- in (period end, id) order, caught up one period at a time by
@@ -335,12 +382,22 @@ BEGIN
     END IF;
     FOR s IN
         SELECT * FROM subscription.subscription AS x
-         WHERE x.tenant_id = t AND x.status = 'active' AND upper(x.period) <= at
+         WHERE x.tenant_id = t AND x.status IN ('active', 'trialing') AND upper(x.period) <= at
          ORDER BY upper(x.period), x.id
            FOR NO KEY UPDATE SKIP LOCKED
     LOOP
         renewed := 0;
         LOOP
+            -- issue 19: a pause ends at its resume_at (its period ends
+            -- there while paused), a trial at its end
+            IF s.paused_at IS NOT NULL THEN
+                s := subscription.unpause(s, s.resume_at);
+                EXIT WHEN upper(s.period) > at;
+            END IF;
+            IF s.status = 'trialing' THEN
+                s := subscription.end_trial(s);
+                EXIT WHEN s.status <> 'active';
+            END IF;
             -- the next period's terms, asked once (issue 15, fold 8; L7)
             n := subscription.next_terms(s);
             problem := subscription.renewal_problem(s, n);
@@ -420,7 +477,7 @@ BEGIN
     EXECUTE format(
         $q$WITH d AS (SELECT x.tenant_id, upper(x.period) AS e, x.id
                         FROM %s AS x
-                       WHERE x.status = 'active' AND upper(x.period) <= $1
+                       WHERE x.status IN ('active', 'trialing') AND upper(x.period) <= $1
                          AND (upper(x.period), x.id) > ($2, $3) AND NOT x.id = ANY ($4)
                        ORDER BY upper(x.period), x.id
                        LIMIT $5),
@@ -437,7 +494,8 @@ BEGIN
     FOREACH t IN ARRAY coalesce(tenants, '{}') LOOP
         handled := handled + subscription.renew_account(t, at);
         left_due := left_due || ARRAY(SELECT x.id FROM subscription.subscription AS x
-                                       WHERE x.tenant_id = t AND x.status = 'active' AND upper(x.period) <= at);
+                                       WHERE x.tenant_id = t AND x.status IN ('active', 'trialing')
+                                         AND upper(x.period) <= at);
     END LOOP;
 END
 $$;
@@ -656,13 +714,19 @@ SELECT s.id AS subscription_id,
              subscription.round_money(price.amount, price.currency) OPERATOR(pg_catalog.-) d.discount) AS credit,
        upper(s.period) OPERATOR(pg_catalog.<=) now() AS overdue,
        -- the version of the plan renewed into (grandfathering; a migration's)
-       subscription.plan_version_or_current(n.plan, n.version) AS plan_version
+       subscription.plan_version_or_current(n.plan, n.version) AS plan_version,
+       -- a trial ending: what its product makes of it (issue 19), else NULL
+       CASE WHEN s.status OPERATOR(pg_catalog.=) 'trialing'
+            THEN (SELECT pr.trial_end FROM subscription.plan AS p
+                    JOIN subscription.product AS pr ON pr.code OPERATOR(pg_catalog.=) p.product
+                   WHERE p.code OPERATOR(pg_catalog.=) s.plan) END AS trial_end
   FROM subscription.subscription AS s
   CROSS JOIN LATERAL subscription.renewal_terms(s.id) AS n
   CROSS JOIN LATERAL subscription.period_price(n.plan, n.cycle, n.quantity, n.version) AS price
   CROSS JOIN LATERAL subscription.coupon_discount(s.id, subscription.round_money(price.amount, price.currency),
                                                   price.currency) AS d(discount)
- WHERE s.status OPERATOR(pg_catalog.=) 'active'
+ WHERE s.status OPERATOR(pg_catalog.=) ANY ('{active,trialing}')
+   AND s.paused_at IS NULL
    AND NOT s.cancel_at_period_end
    AND s.renewal OPERATOR(pg_catalog.<>) 'none'
    AND upper(s.period) OPERATOR(pg_catalog.<=)
@@ -670,4 +734,4 @@ SELECT s.id AS subscription_id,
    AND subscription.may_read(s.account_id);
 
 COMMENT ON VIEW subscription.renewal_notice IS
-'Subscriptions renewing within subscription.notice_days, with the renewal''s plan, cycle, quantity and amount (L5, L8)';
+'Subscriptions renewing within subscription.notice_days, and trials ending (trial_end), with the renewal''s plan, cycle, quantity and amount (L5, L8)';

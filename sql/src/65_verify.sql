@@ -27,7 +27,7 @@ SELECT v.* FROM (
     SELECT x.check_name, t.account_id, x.detail
       FROM (SELECT s.account_id, s.id, c.subscription_id IS NOT NULL AS has_counter, c.used, c.capacity, c.active,
                    subscription.license_capacity(s.id) AS capacity_now,
-                   s.status = 'active' AS active_now,
+                   subscription.assigns_licenses(s) AS active_now,
                    (SELECT count(*) FROM subscription.license AS l
                      WHERE l.subscription_id = s.id) AS held
               FROM subscription.subscription AS s
@@ -106,7 +106,7 @@ SELECT v.* FROM (
             WHERE l.subscription_id = s.id AND l.kind = 'charge'
               AND l.addon_batch_id IS NULL
               AND (l.item = 'plan' OR l.item ~~ 'change to %')) AS c ON true
-     WHERE s.status = 'active'
+     WHERE s.status = 'active' AND s.paused_at IS NULL
        AND ($1 IS NULL OR s.account_id = $1)
        AND (c.charged_to IS NULL OR c.charged_to < upper(s.period))
     UNION ALL
