@@ -47,20 +47,34 @@ COMMENT ON FUNCTION subscription.subscription_for_change(text, bigint, text) IS 
 
 -- The add-ons of a subscription that renew with it (active, recurring,
 -- not cancelled) and have no price for "cycle", as a list, or NULL.
+CREATE FUNCTION subscription.unpriced_addons(tenant_id bigint, subscription_id bigint, cycle interval)
+RETURNS text
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT string_agg(DISTINCT b.addon, ', ')
+              FROM subscription.addon_batch AS b
+              JOIN subscription.addon AS a ON a.code OPERATOR(pg_catalog.=) b.addon AND NOT a.one_time
+             WHERE b.tenant_id OPERATOR(pg_catalog.=) unpriced_addons.tenant_id
+               AND b.subscription_id OPERATOR(pg_catalog.=) unpriced_addons.subscription_id
+               AND b.status OPERATOR(pg_catalog.=) 'active' AND NOT b.cancel_at_period_end
+               AND NOT EXISTS (SELECT FROM subscription.addon_price AS ap
+                                WHERE ap.addon OPERATOR(pg_catalog.=) b.addon
+                                  AND subscription.cycle_key(ap.cycle) OPERATOR(pg_catalog.=)
+                                      subscription.cycle_key(unpriced_addons.cycle)));
+END
+$$;
+
+COMMENT ON FUNCTION subscription.unpriced_addons(bigint, bigint, interval) IS
+'Internal: the renewing add-ons of a subscription with no price for a cycle (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the subscription, then the keyed form
 CREATE FUNCTION subscription.unpriced_addons(subscription_id bigint, cycle interval)
 RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE
-BEGIN ATOMIC
-    SELECT string_agg(DISTINCT b.addon, ', ')
-      FROM subscription.addon_batch AS b
-      JOIN subscription.addon AS a ON a.code OPERATOR(pg_catalog.=) b.addon AND NOT a.one_time
-     WHERE b.subscription_id OPERATOR(pg_catalog.=) unpriced_addons.subscription_id
-       AND b.status OPERATOR(pg_catalog.=) 'active' AND NOT b.cancel_at_period_end
-       AND NOT EXISTS (SELECT FROM subscription.addon_price AS ap
-                        WHERE ap.addon OPERATOR(pg_catalog.=) b.addon
-                          AND subscription.cycle_key(ap.cycle) OPERATOR(pg_catalog.=)
-                              subscription.cycle_key(unpriced_addons.cycle));
-END;
+RETURN subscription.unpriced_addons(subscription.tenant_of('subscription', unpriced_addons.subscription_id),
+                                    unpriced_addons.subscription_id, unpriced_addons.cycle);
 
 COMMENT ON FUNCTION subscription.unpriced_addons(bigint, interval) IS 'Internal: the renewing add-ons of a subscription with no price for a cycle';
 
