@@ -14133,6 +14133,458 @@ REVOKE ALL ON FUNCTION subscription.resume(bigint, bigint, timestamptz) FROM PUB
 REVOKE ALL ON FUNCTION subscription.resume(bigint, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.end_trial(subscription.subscription) FROM PUBLIC;
 
+-- Renewals on Citus (issue 17, items 2 and 4) ------------------------------
+-- The renewal path runs on the node of the tenant's shards: the add-ons'
+-- price check keyed by tenant (unpriced_addons, made above), renewal_may_trim in
+-- PL/pgSQL (Citus plans no SQL function with parameters), each add-on
+-- batch priced apart from the statement that reads the batches, and the
+-- tenant's lock the root account's row instead of an advisory lock of the
+-- node that runs the call.  verify() runs on the coordinator after
+-- distribute(), over copies of the tables (verify_findings).
+
+CREATE OR REPLACE FUNCTION subscription.renew_period(s subscription.subscription, n subscription.period_terms, may_trim boolean)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ends timestamptz := upper(s.period);
+    same_cycle boolean;
+    next_period tstzrange;
+    price record;
+    batch record;
+BEGIN
+    UPDATE subscription.addon_batch AS b SET status = 'expired'
+     WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
+       AND (b.cancel_at_period_end OR s.cancel_at_period_end OR s.renewal = 'none');
+    IF s.cancel_at_period_end OR s.renewal = 'none' THEN
+        UPDATE subscription.subscription AS x
+           SET status = CASE WHEN s.cancel_at_period_end THEN 'cancelled' ELSE 'expired' END
+         WHERE x.tenant_id = s.tenant_id AND x.id = s.id
+        RETURNING x.status INTO s.status;
+        RETURN s.status;
+    END IF;
+    -- L6: a migration never takes away a feature in use; one that would
+    -- now (the account's use grew since it was scheduled) is dropped
+    IF coalesce(s.pending_plan IS NULL AND s.migrate_at <= ends AND NOT s.migrate_trim, false)
+       AND EXISTS (SELECT FROM subscription.migration_shortfall(s.id, s.migrate_to, s.migrate_version)) THEN
+        RAISE WARNING 'subscription % stays on its version of plan "%": plan "%" would take away features in use',
+                      s.id, s.plan, s.migrate_to
+            USING DETAIL = 'Its migration is dropped; subscription.preview_migration() lists the features.';
+        UPDATE subscription.subscription AS x
+           SET migrate_to = NULL, migrate_version = NULL, migrate_at = NULL, migrate_trim = NULL
+         WHERE x.tenant_id = s.tenant_id AND x.id = s.id
+        RETURNING * INTO s;
+        n := subscription.next_terms(s);
+    END IF;
+
+    -- L7: a use above the largest tier renews at the largest tier
+    IF n.needed > n.quantity THEN
+        RAISE WARNING 'subscription % uses more than the largest tier of plan "%"', s.id, n.plan
+            USING DETAIL = format('Its use needs %s licenses; it renews at the largest tier, %s.', n.needed, n.quantity),
+                  HINT = format('Contact sales for a plan above %s hosts.', n.quantity);
+    END IF;
+    same_cycle := subscription.cycle_key(n.cycle) = subscription.cycle_key(s.cycle);
+    -- a new cycle counts from the start of its first period (Z7)
+    next_period := subscription.nth_period(CASE WHEN same_cycle THEN s.anchor ELSE ends END, n.cycle,
+                                           CASE WHEN same_cycle THEN s.period_number + 1 ELSE 1 END);
+    price := subscription.period_price(n.plan, n.cycle, n.quantity, n.version);
+    IF same_cycle AND n.plan = s.plan AND n.version = s.plan_version AND n.quantity = s.quantity
+       AND s.pending_plan IS NULL AND s.pending_quantity IS NULL THEN
+        -- the common renewal: only the period moves, and the triggers on
+        -- plan, quantity and status (limits, seats) have nothing to do
+        UPDATE subscription.subscription AS x
+           SET period_number = x.period_number + 1, period = next_period,
+               paid_quantity = n.quantity, pending_cycle = NULL, renewal = n.renewal
+         WHERE x.tenant_id = s.tenant_id AND x.id = s.id;
+    ELSE
+        UPDATE subscription.subscription AS x
+           SET plan = n.plan, plan_version = n.version,
+               cycle = n.cycle, quantity = n.quantity, paid_quantity = n.quantity,
+               pending_plan = NULL, pending_cycle = NULL, pending_quantity = NULL,
+               anchor = CASE WHEN same_cycle THEN x.anchor ELSE ends END,
+               period_number = CASE WHEN same_cycle THEN x.period_number + 1 ELSE 1 END,
+               period = next_period, renewal = n.renewal
+         WHERE x.tenant_id = s.tenant_id AND x.id = s.id;
+    END IF;
+
+    -- C2: the constraint makes a second charge of the period impossible
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+    VALUES (s.tenant_id, s.account_id, s.id, 'charge', subscription.round_money(price.amount, price.currency), price.currency,
+            next_period, 'plan', n.plan,
+            format('renewal: plan %s, cycle %s, quantity %s', n.plan, n.cycle, n.quantity))
+    ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
+       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+    -- each batch priced apart from the statement that reads the batches:
+    -- on Citus that one runs on the shard, where no other table is read
+    FOR batch IN
+        SELECT b.id, b.addon, b.quantity
+          FROM subscription.addon_batch AS b
+          JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time
+         WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
+         ORDER BY b.id
+    LOOP
+        price := subscription.addon_period_price(batch.addon, n.cycle, batch.quantity);
+        INSERT INTO subscription.ledger
+               (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
+        VALUES (s.tenant_id, s.account_id, s.id, batch.id, 'charge', subscription.round_money(price.amount, price.currency),
+                price.currency, next_period, 'addon', n.plan,
+                format('renewal: add-on %s x %s, cycle %s', batch.addon, batch.quantity, n.cycle))
+        ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
+           WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+    END LOOP;
+
+    IF may_trim THEN
+        PERFORM FROM subscription.apply_downgrade(s.id);
+    END IF;
+    RETURN 'active';
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_period(subscription.subscription, subscription.period_terms, boolean) IS 'Internal: one period of one due subscription';
+
+
+CREATE OR REPLACE FUNCTION subscription.renewal_problem(s subscription.subscription, n subscription.period_terms)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    missing text;
+BEGIN
+    IF s.cancel_at_period_end OR s.renewal = 'none' THEN
+        RETURN NULL;
+    END IF;
+    CASE (subscription.find_price(n.plan, n.cycle, n.quantity, n.version)).problem
+        WHEN 'not_a_tier' THEN
+            RETURN format('quantity %s is not a tier of plan "%s"', n.quantity, n.plan);
+        WHEN 'no_price' THEN
+            RETURN format('plan "%s" has no price for cycle %s', n.plan, subscription.cycle_text(n.cycle));
+        ELSE
+    END CASE;
+    missing := subscription.unpriced_addons(s.tenant_id, s.id, n.cycle);
+    IF missing IS NOT NULL THEN
+        RETURN format('add-on %s has no price for cycle %s', missing, subscription.cycle_text(n.cycle));
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renewal_problem(subscription.subscription, subscription.period_terms) IS 'Internal: why the next renewal could not be charged, or NULL';
+
+
+CREATE OR REPLACE FUNCTION subscription.renewal_may_trim(s subscription.subscription, n subscription.period_terms)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN s.pending_plan IS NOT NULL OR n.quantity < s.quantity
+        OR s.migrate_at <= upper(s.period)
+        OR s.cancel_at_period_end OR s.renewal = 'none'
+        OR EXISTS (SELECT FROM subscription.addon_batch AS b
+                    WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id
+                      AND b.status = 'active' AND b.cancel_at_period_end);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription, subscription.period_terms) IS 'Internal: whether the next renewal can lower the account''s limits';
+
+
+CREATE OR REPLACE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT now())
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t bigint := renew_account.tenant_id;
+    s subscription.subscription;
+    n subscription.period_terms;
+    status text;
+    problem text;
+    may_trim boolean;
+    most integer;
+    renewed integer;
+    handled integer := 0;
+BEGIN
+    PERFORM subscription.require_arguments('renew_account', '{tenant_id,at}', ARRAY[t IS NULL, at IS NULL]);
+    PERFORM subscription.require_renewal_run('renew_account', at);
+    -- read once the checks (C) have loaded the module that defines it
+    most := current_setting('subscription.max_catchup')::integer;
+    -- the tenant's lock: its root account's row, on the node of its shards
+    -- (on Citus, the coordinator's renew_due and each node's
+    -- renew_local_tenants meet there)
+    PERFORM FROM subscription.account AS a WHERE a.tenant_id = t AND a.id = t FOR NO KEY UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        IF NOT EXISTS (SELECT FROM subscription.account AS a WHERE a.tenant_id = t AND a.id = t) THEN
+            RAISE EXCEPTION 'tenant % does not exist', t
+                USING ERRCODE = 'no_data_found',
+                      HINT = 'A tenant is a root account: its id is the tenant_id of its sub-accounts and of everything they hold.';
+        END IF;
+        RAISE DEBUG 'tenant % is being renewed by another session', t;
+        RETURN 0;
+    END IF;
+    FOR s IN
+        SELECT * FROM subscription.subscription AS x
+         WHERE x.tenant_id = t AND x.status = 'active' AND upper(x.period) <= at
+         ORDER BY upper(x.period), x.id
+           FOR NO KEY UPDATE SKIP LOCKED
+    LOOP
+        renewed := 0;
+        LOOP
+            -- the next period's terms, asked once (issue 15, fold 8; L7)
+            n := subscription.next_terms(s);
+            problem := subscription.renewal_problem(s, n);
+            -- asked before anything moves: the batches it ends are part of the answer
+            may_trim := problem IS NULL AND subscription.renewal_may_trim(s, n);
+            IF may_trim THEN
+                -- only here can the renewal be refused after writing: a subtransaction
+                BEGIN
+                    status := subscription.renew_period(s, n, true);
+                EXCEPTION WHEN check_violation THEN
+                    problem := SQLERRM;
+                WHEN OTHERS THEN
+                    -- the trim ran the account's own triggers: whatever they
+                    -- raise holds back this renewal only, never the others'
+                    -- (a lost race is still the caller's to retry)
+                    IF SQLSTATE LIKE '40%' THEN
+                        RAISE;
+                    END IF;
+                    problem := format('its trimming failed: %s (SQLSTATE %s)', SQLERRM, SQLSTATE);
+                END;
+            ELSIF problem IS NULL THEN
+                status := subscription.renew_period(s, n, false);
+            END IF;
+            IF problem IS NOT NULL THEN
+                RAISE WARNING 'subscription % was not renewed: %', s.id, problem
+                    USING DETAIL = 'It stays due; renew_due() tries again on its next run.';
+                EXIT;
+            END IF;
+            EXIT WHEN status <> 'active';
+            SELECT * INTO s FROM subscription.subscription AS x WHERE x.tenant_id = t AND x.id = s.id;
+            EXIT WHEN upper(s.period) > at;
+            renewed := renewed + 1;
+            IF renewed >= most THEN
+                RAISE WARNING 'subscription % caught up % periods, the most of one call', s.id, renewed
+                    USING DETAIL = format('It stays due from %s; the next renewal run goes on from there.', upper(s.period)),
+                          HINT = 'subscription.max_catchup sets how many periods one call catches up.';
+                EXIT;
+            END IF;
+        END LOOP;
+        IF problem IS NULL THEN
+            handled := handled + 1;
+        END IF;
+    END LOOP;
+    RETURN handled;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_account(bigint, timestamptz) IS
+'Renew, expire or cancel every due subscription of a tenant (a root account and its sub-accounts), catching up missed periods; back-office work';
+
+
+-- The checks are one query over the extension's tables, run by EXECUTE
+-- over the tables themselves on a single server.  On Citus (after
+-- distribute()) the query, with its joins by id and its correlated
+-- subqueries, is not one that Citus plans: it runs on the coordinator over
+-- copies of the tables the checks read, made for the call (temporary
+-- tables, dropped at commit; of the account's tenant when an account is
+-- given), and the functions it calls read the distributed tables from
+-- there.  The same text, the same findings (issue 17).
+-- verify()'s checks (a PL/pgSQL function cannot name a parameter as its
+-- result column, account_id).
+CREATE FUNCTION subscription.verify_findings(account bigint)
+RETURNS TABLE (check_name text, account_id bigint, detail text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    src text := 'subscription';
+    tbl text;
+    tenant bigint;
+BEGIN
+    IF subscription.distributed() THEN
+        src := 'pg_temp';
+        IF verify_findings.account IS NOT NULL THEN
+            tenant := subscription.tenant_of('account', verify_findings.account);
+        END IF;
+        FOREACH tbl IN ARRAY ARRAY['account', 'member', 'subscription', 'addon_batch', 'license', 'license_counter',
+                                   'usage_counter', 'ledger', 'history', 'limited_table'] LOOP
+            IF to_regclass(format('pg_temp.%I', tbl)) IS NOT NULL THEN
+                EXECUTE format('DROP TABLE pg_temp.%I', tbl);
+            END IF;
+            EXECUTE format('CREATE TEMPORARY TABLE %I ON COMMIT DROP AS SELECT * FROM subscription.%I AS x %s', tbl, tbl,
+                           CASE WHEN tenant IS NOT NULL AND tbl <> 'limited_table' THEN 'WHERE x.tenant_id = $1' ELSE '' END)
+              USING tenant;
+        END LOOP;
+    END IF;
+    RETURN QUERY EXECUTE replace($q$
+        SELECT v.* FROM (
+            -- seats: the counter is the licenses held, its capacity the subscription's,
+            -- and no subscription holds more than its capacity
+            SELECT x.check_name, t.account_id, x.detail
+              FROM (SELECT s.account_id, s.id, c.subscription_id IS NOT NULL AS has_counter, c.used, c.capacity, c.active,
+                           subscription.license_capacity(s.id) AS capacity_now,
+                           s.status = 'active' AS active_now,
+                           (SELECT count(*) FROM @@.license AS l
+                             WHERE l.subscription_id = s.id) AS held
+                      FROM @@.subscription AS s
+                      LEFT JOIN @@.license_counter AS c ON c.subscription_id = s.id
+                     WHERE $1 IS NULL OR s.account_id = $1) AS t,
+                   LATERAL (VALUES
+                       ('license_counter',
+                        CASE WHEN NOT t.has_counter THEN format('subscription %s has no seat counter', t.id)
+                             WHEN t.used <> t.held
+                             THEN format('subscription %s: the seat counter says %s used, %s licenses are held', t.id, t.used, t.held) END),
+                       ('license_capacity',
+                        CASE WHEN t.has_counter AND (t.capacity, t.active) IS DISTINCT FROM (t.capacity_now, t.active_now)
+                             THEN format('subscription %s: the seat counter has capacity %s (active %s), the subscription %s (active %s)',
+                                         t.id, t.capacity, t.active, t.capacity_now, t.active_now) END),
+                       ('seats_over_capacity',
+                        CASE WHEN t.held > t.capacity_now
+                             THEN format('subscription %s holds %s licenses, its capacity is %s', t.id, t.held, t.capacity_now) END))
+                       AS x(check_name, detail)
+             WHERE x.detail IS NOT NULL
+            UNION ALL
+            -- usage: each counter is its table's rows, counted as recount_usage counts
+            -- them (cap counts nothing) ...
+            SELECT 'usage_counter', d.account_id,
+                   format('%s of %s: the counter says %s, the table has %s', t.feature, t.relation, d.stored, d.counted)
+              FROM @@.limited_table AS t,
+                   LATERAL subscription.usage_drift(t.relation, t.feature, $1) AS d
+            UNION ALL
+            -- ... and carries the account's limit; no counter outlives its registration
+            SELECT CASE WHEN t.feature IS NULL THEN 'usage_counter' ELSE 'usage_limit' END, u.account_id,
+                   CASE WHEN t.feature IS NULL
+                        THEN format('a counter of feature %s remains, and no table is registered for it', u.feature)
+                        ELSE format('%s: the counter''s limit is %s, the account''s limit %s', u.feature,
+                                    coalesce(u.limit_value::text, 'unlimited'),
+                                    coalesce(subscription.limit_of(u.account_id, u.feature)::text, 'unlimited')) END
+              FROM @@.usage_counter AS u
+              LEFT JOIN @@.limited_table AS t ON t.feature = u.feature
+             WHERE ($1 IS NULL OR u.account_id = $1)
+               AND (t.feature IS NULL
+                    -- the limit the guard checks: a counter computed at an older
+                    -- catalog limit version is recomputed by it (issue 17)
+                    OR subscription.counter_limit(u.account_id, u.feature, u.limit_value, u.limit_version,
+                                                  (SELECT c.version FROM subscription.limit_catalog_version() AS c (version)))
+                       IS DISTINCT FROM subscription.limit_of(u.account_id, u.feature))
+            UNION ALL
+            -- periods (C2): the plan charges of a subscription, less what was given
+            -- back, follow each other with no gap and no overlap ...
+            SELECT CASE WHEN p.next_lower > p.charged_upper THEN 'period_gap' ELSE 'period_overlap' END,
+                   p.account_id,
+                   format('subscription %s: charge %s covers %s to %s, charge %s starts at %s',
+                          p.subscription_id, p.id, p.charged_lower, p.charged_upper, p.next_id, p.next_lower)
+              FROM (SELECT c.*,
+                           lead(c.charged_lower) OVER w AS next_lower,
+                           lead(c.id) OVER w AS next_id
+                      FROM (SELECT l.id, l.account_id, l.subscription_id, lower(l.period) AS charged_lower,
+                                   coalesce(lower(g.period), upper(l.period)) AS charged_upper
+                              FROM @@.ledger AS l
+                              LEFT JOIN @@.ledger AS g
+                                ON g.charge_id = l.id AND g.kind IN ('refund', 'credit')
+                             WHERE l.kind = 'charge' AND l.addon_batch_id IS NULL
+                               AND (l.item = 'plan' OR l.item ~~ 'change to %')
+                               AND ($1 IS NULL OR l.account_id = $1)) AS c
+                     WHERE c.charged_lower < c.charged_upper
+                    WINDOW w AS (PARTITION BY c.subscription_id ORDER BY c.charged_lower, c.id)) AS p
+             WHERE p.next_lower <> p.charged_upper
+            UNION ALL
+            -- ... and an active subscription's current period is charged to its end
+            SELECT 'period_uncharged', s.account_id,
+                   format('subscription %s: its current period %s is charged up to %s', s.id, s.period,
+                          coalesce(c.charged_to::text, 'nothing'))
+              FROM @@.subscription AS s
+              LEFT JOIN LATERAL (
+                   SELECT max(coalesce(lower(g.period), upper(l.period))) AS charged_to
+                     FROM @@.ledger AS l
+                     LEFT JOIN @@.ledger AS g
+                       ON g.charge_id = l.id AND g.kind IN ('refund', 'credit')
+                    WHERE l.subscription_id = s.id AND l.kind = 'charge'
+                      AND l.addon_batch_id IS NULL
+                      AND (l.item = 'plan' OR l.item ~~ 'change to %')) AS c ON true
+             WHERE s.status = 'active'
+               AND ($1 IS NULL OR s.account_id = $1)
+               AND (c.charged_to IS NULL OR c.charged_to < upper(s.period))
+            UNION ALL
+            -- money: what is given back or taken off a charge never exceeds it
+            SELECT 'refund_over_charge', l.account_id,
+                   format('charge %s of %s %s: %s given back or taken off', l.id, l.amount, l.currency, g.total)
+              FROM @@.ledger AS l
+              JOIN (SELECT g.charge_id, sum(g.amount) AS total FROM @@.ledger AS g
+                     WHERE g.kind IN ('refund', 'credit', 'discount') GROUP BY g.charge_id) AS g
+                ON g.charge_id = l.id
+             WHERE l.kind = 'charge' AND g.total > l.amount
+               AND ($1 IS NULL OR l.account_id = $1)
+            UNION ALL
+            -- history (R8): every account, member, subscription, add-on batch and
+            -- license has the history row that created it
+            SELECT 'history_missing', h.account_id, h.detail
+              FROM (SELECT a.id AS account_id, format('account %s has no account_insert row', a.id) AS detail
+                      FROM @@.account AS a
+                     WHERE NOT EXISTS (SELECT FROM @@.history AS h
+                                        WHERE h.account_id = a.id
+                                          AND h.operation = 'account_insert')
+                    UNION ALL
+                    SELECT m.account_id, format('member %s has no member_insert row', m.id)
+                      FROM @@.member AS m
+                     WHERE NOT EXISTS (SELECT FROM @@.history AS h
+                                        WHERE h.account_id = m.account_id
+                                          AND h.operation = 'member_insert'
+                                          AND h.details ->> 'id' = m.id::text)
+                    UNION ALL
+                    SELECT s.account_id, format('subscription %s has no subscription_insert row', s.id)
+                      FROM @@.subscription AS s
+                     WHERE NOT EXISTS (SELECT FROM @@.history AS h
+                                        WHERE h.subscription_id = s.id
+                                          AND h.operation = 'subscription_insert')
+                    UNION ALL
+                    SELECT s.account_id, format('add-on batch %s has no addon_batch_insert row', b.id)
+                      FROM @@.addon_batch AS b
+                      JOIN @@.subscription AS s ON s.id = b.subscription_id
+                     WHERE NOT EXISTS (SELECT FROM @@.history AS h
+                                        WHERE h.subscription_id = b.subscription_id
+                                          AND h.operation = 'addon_batch_insert'
+                                          AND h.details ->> 'id' = b.id::text)
+                    UNION ALL
+                    SELECT s.account_id, format('the license of member %s on subscription %s has no license_assign row',
+                                                l.member_id, l.subscription_id)
+                      FROM @@.license AS l
+                      JOIN @@.subscription AS s ON s.id = l.subscription_id
+                     WHERE NOT EXISTS (SELECT FROM @@.history AS h
+                                        WHERE h.subscription_id = l.subscription_id
+                                          AND h.operation = 'license_assign'
+                                          AND h.details -> 'members'
+                                              @> pg_catalog.jsonb_build_array(l.member_id))) AS h
+             WHERE $1 IS NULL OR h.account_id = $1
+        ) AS v("check", account_id, detail)
+        ORDER BY 1, 2, 3
+$q$, '@@', src) USING verify_findings.account;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.verify_findings(bigint) IS
+'Internal: verify()''s checks, over the tables (a single server) or over copies of them on the coordinator (Citus)';
+
+CREATE OR REPLACE FUNCTION subscription.verify(account_id bigint DEFAULT NULL)
+RETURNS TABLE ("check" text, account_id bigint, detail text)
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT subscription.require_account($1) WHERE $1 IS NOT NULL;
+SELECT * FROM subscription.verify_findings($1)
+$$;
+
+COMMENT ON FUNCTION subscription.verify(bigint) IS
+'The invariants of seats, usage, periods, money and history: one row per broken one (of an account, or of all), nothing when all hold';
+
+REVOKE ALL ON FUNCTION subscription.unpriced_addons(bigint, bigint, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.verify_findings(bigint) FROM PUBLIC;
+
 -- After the merges: the final text of functions that several sections above replace
 
 CREATE OR REPLACE FUNCTION subscription.subscription_for_change(tenant_id bigint, fn text, subscription_id bigint, action text)
@@ -14164,6 +14616,276 @@ BEGIN
                   HINT = format('Resume it first: subscription.resume(%s).', subscription_id);
     END IF;
     RETURN s;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT now())
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t bigint := renew_account.tenant_id;
+    s subscription.subscription;
+    n subscription.period_terms;
+    status text;
+    problem text;
+    may_trim boolean;
+    most integer;
+    renewed integer;
+    handled integer := 0;
+BEGIN
+    PERFORM subscription.require_arguments('renew_account', '{tenant_id,at}', ARRAY[t IS NULL, at IS NULL]);
+    PERFORM subscription.require_renewal_run('renew_account', at);
+    -- read once the checks (C) have loaded the module that defines it
+    most := current_setting('subscription.max_catchup')::integer;
+    -- the tenant's lock: its root account's row, on the node of its shards
+    -- (on Citus, the coordinator's renew_due and each node's
+    -- renew_local_tenants meet there)
+    PERFORM FROM subscription.account AS a WHERE a.tenant_id = t AND a.id = t FOR NO KEY UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        IF NOT EXISTS (SELECT FROM subscription.account AS a WHERE a.tenant_id = t AND a.id = t) THEN
+            RAISE EXCEPTION 'tenant % does not exist', t
+                USING ERRCODE = 'no_data_found',
+                      HINT = 'A tenant is a root account: its id is the tenant_id of its sub-accounts and of everything they hold.';
+        END IF;
+        RAISE DEBUG 'tenant % is being renewed by another session', t;
+        RETURN 0;
+    END IF;
+    FOR s IN
+        SELECT * FROM subscription.subscription AS x
+         WHERE x.tenant_id = t AND x.status IN ('active', 'trialing') AND upper(x.period) <= at
+         ORDER BY upper(x.period), x.id
+           FOR NO KEY UPDATE SKIP LOCKED
+    LOOP
+        renewed := 0;
+        LOOP
+            -- issue 19: a pause ends at its resume_at (its period ends
+            -- there while paused), a trial at its end
+            IF s.paused_at IS NOT NULL THEN
+                s := subscription.unpause(s, s.resume_at);
+                EXIT WHEN upper(s.period) > at;
+            END IF;
+            IF s.status = 'trialing' THEN
+                s := subscription.end_trial(s);
+                EXIT WHEN s.status <> 'active';
+            END IF;
+            -- the next period's terms, asked once (issue 15, fold 8; L7)
+            n := subscription.next_terms(s);
+            problem := subscription.renewal_problem(s, n);
+            -- asked before anything moves: the batches it ends are part of the answer
+            may_trim := problem IS NULL AND subscription.renewal_may_trim(s, n);
+            IF may_trim THEN
+                -- only here can the renewal be refused after writing: a subtransaction
+                BEGIN
+                    status := subscription.renew_period(s, n, true);
+                EXCEPTION WHEN check_violation THEN
+                    problem := SQLERRM;
+                WHEN OTHERS THEN
+                    -- the trim ran the account's own triggers: whatever they
+                    -- raise holds back this renewal only, never the others'
+                    -- (a lost race is still the caller's to retry)
+                    IF SQLSTATE LIKE '40%' THEN
+                        RAISE;
+                    END IF;
+                    problem := format('its trimming failed: %s (SQLSTATE %s)', SQLERRM, SQLSTATE);
+                END;
+            ELSIF problem IS NULL THEN
+                status := subscription.renew_period(s, n, false);
+            END IF;
+            IF problem IS NOT NULL THEN
+                RAISE WARNING 'subscription % was not renewed: %', s.id, problem
+                    USING DETAIL = 'It stays due; renew_due() tries again on its next run.';
+                EXIT;
+            END IF;
+            EXIT WHEN status <> 'active';
+            SELECT * INTO s FROM subscription.subscription AS x WHERE x.tenant_id = t AND x.id = s.id;
+            EXIT WHEN upper(s.period) > at;
+            renewed := renewed + 1;
+            IF renewed >= most THEN
+                RAISE WARNING 'subscription % caught up % periods, the most of one call', s.id, renewed
+                    USING DETAIL = format('It stays due from %s; the next renewal run goes on from there.', upper(s.period)),
+                          HINT = 'subscription.max_catchup sets how many periods one call catches up.';
+                EXIT;
+            END IF;
+        END LOOP;
+        IF problem IS NULL THEN
+            handled := handled + 1;
+        END IF;
+    END LOOP;
+    RETURN handled;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.verify_findings(account bigint)
+RETURNS TABLE (check_name text, account_id bigint, detail text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    src text := 'subscription';
+    tbl text;
+    tenant bigint;
+BEGIN
+    IF subscription.distributed() THEN
+        src := 'pg_temp';
+        IF verify_findings.account IS NOT NULL THEN
+            tenant := subscription.tenant_of('account', verify_findings.account);
+        END IF;
+        FOREACH tbl IN ARRAY ARRAY['account', 'member', 'subscription', 'addon_batch', 'license', 'license_counter',
+                                   'usage_counter', 'ledger', 'history', 'limited_table'] LOOP
+            IF to_regclass(format('pg_temp.%I', tbl)) IS NOT NULL THEN
+                EXECUTE format('DROP TABLE pg_temp.%I', tbl);
+            END IF;
+            EXECUTE format('CREATE TEMPORARY TABLE %I ON COMMIT DROP AS SELECT * FROM subscription.%I AS x %s', tbl, tbl,
+                           CASE WHEN tenant IS NOT NULL AND tbl <> 'limited_table' THEN 'WHERE x.tenant_id = $1' ELSE '' END)
+              USING tenant;
+        END LOOP;
+    END IF;
+    RETURN QUERY EXECUTE replace($q$
+        SELECT v.* FROM (
+            -- seats: the counter is the licenses held, its capacity the subscription's,
+            -- and no subscription holds more than its capacity
+            SELECT x.check_name, t.account_id, x.detail
+              FROM (SELECT s.account_id, s.id, c.subscription_id IS NOT NULL AS has_counter, c.used, c.capacity, c.active,
+                           subscription.license_capacity(s.id) AS capacity_now,
+                           subscription.assigns_licenses(s) AS active_now,
+                           (SELECT count(*) FROM @@.license AS l
+                             WHERE l.subscription_id = s.id) AS held
+                      FROM @@.subscription AS s
+                      LEFT JOIN @@.license_counter AS c ON c.subscription_id = s.id
+                     WHERE $1 IS NULL OR s.account_id = $1) AS t,
+                   LATERAL (VALUES
+                       ('license_counter',
+                        CASE WHEN NOT t.has_counter THEN format('subscription %s has no seat counter', t.id)
+                             WHEN t.used <> t.held
+                             THEN format('subscription %s: the seat counter says %s used, %s licenses are held', t.id, t.used, t.held) END),
+                       ('license_capacity',
+                        CASE WHEN t.has_counter AND (t.capacity, t.active) IS DISTINCT FROM (t.capacity_now, t.active_now)
+                             THEN format('subscription %s: the seat counter has capacity %s (active %s), the subscription %s (active %s)',
+                                         t.id, t.capacity, t.active, t.capacity_now, t.active_now) END),
+                       ('seats_over_capacity',
+                        CASE WHEN t.held > t.capacity_now
+                             THEN format('subscription %s holds %s licenses, its capacity is %s', t.id, t.held, t.capacity_now) END))
+                       AS x(check_name, detail)
+             WHERE x.detail IS NOT NULL
+            UNION ALL
+            -- usage: each counter is its table's rows, counted as recount_usage counts
+            -- them (cap counts nothing) ...
+            SELECT 'usage_counter', d.account_id,
+                   format('%s of %s: the counter says %s, the table has %s', t.feature, t.relation, d.stored, d.counted)
+              FROM @@.limited_table AS t,
+                   LATERAL subscription.usage_drift(t.relation, t.feature, $1) AS d
+            UNION ALL
+            -- ... and carries the account's limit; no counter outlives its registration
+            SELECT CASE WHEN t.feature IS NULL THEN 'usage_counter' ELSE 'usage_limit' END, u.account_id,
+                   CASE WHEN t.feature IS NULL
+                        THEN format('a counter of feature %s remains, and no table is registered for it', u.feature)
+                        ELSE format('%s: the counter''s limit is %s, the account''s limit %s', u.feature,
+                                    coalesce(u.limit_value::text, 'unlimited'),
+                                    coalesce(subscription.limit_of(u.account_id, u.feature)::text, 'unlimited')) END
+              FROM @@.usage_counter AS u
+              LEFT JOIN @@.limited_table AS t ON t.feature = u.feature
+             WHERE ($1 IS NULL OR u.account_id = $1)
+               AND (t.feature IS NULL
+                    -- the limit the guard checks: a counter computed at an older
+                    -- catalog limit version is recomputed by it (issue 17)
+                    OR subscription.counter_limit(u.account_id, u.feature, u.limit_value, u.limit_version,
+                                                  (SELECT c.version FROM subscription.limit_catalog_version() AS c (version)))
+                       IS DISTINCT FROM subscription.limit_of(u.account_id, u.feature))
+            UNION ALL
+            -- periods (C2): the plan charges of a subscription, less what was given
+            -- back, follow each other with no gap and no overlap ...
+            SELECT CASE WHEN p.next_lower > p.charged_upper THEN 'period_gap' ELSE 'period_overlap' END,
+                   p.account_id,
+                   format('subscription %s: charge %s covers %s to %s, charge %s starts at %s',
+                          p.subscription_id, p.id, p.charged_lower, p.charged_upper, p.next_id, p.next_lower)
+              FROM (SELECT c.*,
+                           lead(c.charged_lower) OVER w AS next_lower,
+                           lead(c.id) OVER w AS next_id
+                      FROM (SELECT l.id, l.account_id, l.subscription_id, lower(l.period) AS charged_lower,
+                                   coalesce(lower(g.period), upper(l.period)) AS charged_upper
+                              FROM @@.ledger AS l
+                              LEFT JOIN @@.ledger AS g
+                                ON g.charge_id = l.id AND g.kind IN ('refund', 'credit')
+                             WHERE l.kind = 'charge' AND l.addon_batch_id IS NULL
+                               AND (l.item = 'plan' OR l.item ~~ 'change to %')
+                               AND ($1 IS NULL OR l.account_id = $1)) AS c
+                     WHERE c.charged_lower < c.charged_upper
+                    WINDOW w AS (PARTITION BY c.subscription_id ORDER BY c.charged_lower, c.id)) AS p
+             WHERE p.next_lower <> p.charged_upper
+            UNION ALL
+            -- ... and an active subscription's current period is charged to its end
+            SELECT 'period_uncharged', s.account_id,
+                   format('subscription %s: its current period %s is charged up to %s', s.id, s.period,
+                          coalesce(c.charged_to::text, 'nothing'))
+              FROM @@.subscription AS s
+              LEFT JOIN LATERAL (
+                   SELECT max(coalesce(lower(g.period), upper(l.period))) AS charged_to
+                     FROM @@.ledger AS l
+                     LEFT JOIN @@.ledger AS g
+                       ON g.charge_id = l.id AND g.kind IN ('refund', 'credit')
+                    WHERE l.subscription_id = s.id AND l.kind = 'charge'
+                      AND l.addon_batch_id IS NULL
+                      AND (l.item = 'plan' OR l.item ~~ 'change to %')) AS c ON true
+             WHERE s.status = 'active' AND s.paused_at IS NULL
+               AND ($1 IS NULL OR s.account_id = $1)
+               AND (c.charged_to IS NULL OR c.charged_to < upper(s.period))
+            UNION ALL
+            -- money: what is given back or taken off a charge never exceeds it
+            SELECT 'refund_over_charge', l.account_id,
+                   format('charge %s of %s %s: %s given back or taken off', l.id, l.amount, l.currency, g.total)
+              FROM @@.ledger AS l
+              JOIN (SELECT g.charge_id, sum(g.amount) AS total FROM @@.ledger AS g
+                     WHERE g.kind IN ('refund', 'credit', 'discount') GROUP BY g.charge_id) AS g
+                ON g.charge_id = l.id
+             WHERE l.kind = 'charge' AND g.total > l.amount
+               AND ($1 IS NULL OR l.account_id = $1)
+            UNION ALL
+            -- history (R8): every account, member, subscription, add-on batch and
+            -- license has the history row that created it
+            SELECT 'history_missing', h.account_id, h.detail
+              FROM (SELECT a.id AS account_id, format('account %s has no account_insert row', a.id) AS detail
+                      FROM @@.account AS a
+                     WHERE NOT EXISTS (SELECT FROM @@.history AS h
+                                        WHERE h.account_id = a.id
+                                          AND h.operation = 'account_insert')
+                    UNION ALL
+                    SELECT m.account_id, format('member %s has no member_insert row', m.id)
+                      FROM @@.member AS m
+                     WHERE NOT EXISTS (SELECT FROM @@.history AS h
+                                        WHERE h.account_id = m.account_id
+                                          AND h.operation = 'member_insert'
+                                          AND h.details ->> 'id' = m.id::text)
+                    UNION ALL
+                    SELECT s.account_id, format('subscription %s has no subscription_insert row', s.id)
+                      FROM @@.subscription AS s
+                     WHERE NOT EXISTS (SELECT FROM @@.history AS h
+                                        WHERE h.subscription_id = s.id
+                                          AND h.operation = 'subscription_insert')
+                    UNION ALL
+                    SELECT s.account_id, format('add-on batch %s has no addon_batch_insert row', b.id)
+                      FROM @@.addon_batch AS b
+                      JOIN @@.subscription AS s ON s.id = b.subscription_id
+                     WHERE NOT EXISTS (SELECT FROM @@.history AS h
+                                        WHERE h.subscription_id = b.subscription_id
+                                          AND h.operation = 'addon_batch_insert'
+                                          AND h.details ->> 'id' = b.id::text)
+                    UNION ALL
+                    SELECT s.account_id, format('the license of member %s on subscription %s has no license_assign row',
+                                                l.member_id, l.subscription_id)
+                      FROM @@.license AS l
+                      JOIN @@.subscription AS s ON s.id = l.subscription_id
+                     WHERE NOT EXISTS (SELECT FROM @@.history AS h
+                                        WHERE h.subscription_id = l.subscription_id
+                                          AND h.operation = 'license_assign'
+                                          AND h.details -> 'members'
+                                              @> pg_catalog.jsonb_build_array(l.member_id))) AS h
+             WHERE $1 IS NULL OR h.account_id = $1
+        ) AS v("check", account_id, detail)
+        ORDER BY 1, 2, 3
+$q$, '@@', src) USING verify_findings.account;
 END
 $$;
 
@@ -14232,9 +14954,11 @@ COMMENT ON FUNCTION subscription.distributed() IS
 'Internal: whether the extension''s tables are distributed on Citus (distribute() has run)';
 
 -- The extension's tables and what each becomes on Citus, in an order that
--- puts every table after the tables its foreign keys reference.
+-- puts every table after the tables its foreign keys reference; then the
+-- keyed forms (distributed_functions()), each a distributed function by
+-- its tenant_id, colocated with account (kind 'function', relation NULL).
 CREATE FUNCTION subscription.distribution_plan()
-RETURNS TABLE (relation regclass, kind text, step integer)
+RETURNS TABLE (relation regclass, kind text, step integer, function regprocedure)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -14250,18 +14974,26 @@ depth (rel, d) AS (
     UNION ALL
     SELECT k.conrelid, depth.d + 1
       FROM depth JOIN pg_catalog.pg_constraint AS k ON k.confrelid = depth.rel AND k.contype = 'f'
-     WHERE k.conrelid IN (SELECT rel FROM own) AND k.conrelid <> k.confrelid AND depth.d < 100)
-SELECT o.rel::pg_catalog.regclass, o.kind,
-       (pg_catalog.row_number() OVER (ORDER BY o.kind DESC, d.d, o.rel::pg_catalog.regclass::text))::integer
-  FROM own AS o JOIN (SELECT rel, pg_catalog.max(d) AS d FROM depth GROUP BY rel) AS d USING (rel)
+     WHERE k.conrelid IN (SELECT rel FROM own) AND k.conrelid <> k.confrelid AND depth.d < 100),
+tables AS (
+    SELECT o.rel::pg_catalog.regclass AS relation, o.kind,
+           (pg_catalog.row_number() OVER (ORDER BY o.kind DESC, d.d, o.rel::pg_catalog.regclass::text))::integer AS step
+      FROM own AS o JOIN (SELECT rel, pg_catalog.max(d) AS d FROM depth GROUP BY rel) AS d USING (rel))
+SELECT t.relation, t.kind, t.step, NULL::pg_catalog.regprocedure FROM tables AS t
+UNION ALL
+SELECT NULL, 'function',
+       ((SELECT pg_catalog.count(*) FROM tables) OPERATOR(pg_catalog.+)
+        pg_catalog.row_number() OVER (ORDER BY f.function::pg_catalog.text))::integer,
+       f.function
+  FROM subscription.distributed_functions() AS f
  ORDER BY 3
 $$;
 
 COMMENT ON FUNCTION subscription.distribution_plan() IS
-'What distribute() makes of each table of the extension (reference or distributed by tenant_id), in foreign-key order';
+'What distribute() makes of each table of the extension (reference or distributed by tenant_id), in foreign-key order, and of each keyed form (a function distributed by tenant_id)';
 
 CREATE FUNCTION subscription.distribute()
-RETURNS TABLE (relation regclass, kind text)
+RETURNS TABLE (relation regclass, kind text, function regprocedure)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 -- Citus's notices of each table's copy and truncation: not the caller's
@@ -14304,7 +15036,21 @@ BEGIN
     FOR t IN SELECT * FROM subscription.distribution_plan() AS p ORDER BY p.step LOOP
         EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)'
            INTO done USING t.relation;
-        IF NOT done THEN
+        IF t.kind = 'function' THEN
+            -- item 2: a keyed form called alone from the coordinator runs
+            -- on the node of its tenant's shards, in one hop
+            EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_object AS o
+                                      JOIN pg_catalog.pg_dist_partition AS a
+                                        ON a.logicalrelid = ''subscription.account''::pg_catalog.regclass
+                                       AND a.colocationid = o.colocationid
+                                     WHERE o.classid = ''pg_catalog.pg_proc''::pg_catalog.regclass AND o.objid = $1
+                                       AND o.distribution_argument_index = 0)'
+               INTO done USING t.function;
+            IF NOT done THEN
+                EXECUTE 'SELECT create_distributed_function($1, ''tenant_id'', colocate_with := ''subscription.account'')'
+                  USING t.function;
+            END IF;
+        ELSIF NOT done THEN
             IF t.kind = 'reference' THEN
                 EXECUTE 'SELECT create_reference_table($1)' USING t.relation;
             ELSIF t.relation = 'subscription.account'::pg_catalog.regclass THEN
@@ -14316,6 +15062,7 @@ BEGIN
         END IF;
         relation := t.relation;
         kind := t.kind;
+        function := t.function;
         RETURN NEXT;
     END LOOP;
     -- the rows are in the shards now; the tables themselves keep none (once
@@ -14324,29 +15071,31 @@ BEGIN
     -- must not take for a tenant's
     role_before := pg_catalog.current_setting('session_replication_role');
     PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
-    FOR t IN SELECT * FROM subscription.distribution_plan() AS p ORDER BY p.step DESC LOOP
+    FOR t IN SELECT * FROM subscription.distribution_plan() AS p WHERE p.kind <> 'function' ORDER BY p.step DESC LOOP
         EXECUTE 'SELECT truncate_local_data_after_distributing_table($1)' USING t.relation;
     END LOOP;
     PERFORM pg_catalog.set_config('session_replication_role', role_before, true);
-    -- the identity sequences of the tenant tables on the workers: each
-    -- node its own range of ids, as Citus gives a table it creates there
-    -- (the extension made these), so that a row a worker writes (a
-    -- trigger, a delegated function) takes no id of the coordinator's or
-    -- of another worker's (issue 17)
+    -- a keyed form delegated to a worker inserts there: the identity
+    -- sequences of the tenant tables (made by CREATE EXTENSION on every
+    -- node, so left alone by Citus) draw from the node's own range on each
+    -- worker, as Citus's own ((group << 48) + 1 on), so that no id comes
+    -- twice.  Idempotent; a node added later gets its range from the next
+    -- distribute()
     FOR t IN SELECT * FROM subscription.distribution_plan() AS p WHERE p.kind = 'distributed' ORDER BY p.step LOOP
-        EXECUTE 'SELECT string_agg(w.nodename || '':'' || w.nodeport || '' '' || w.result, ''; '')
-                   FROM run_command_on_workers($1) AS w WHERE NOT w.success'
-           INTO failed
-          USING format('SELECT pg_catalog.worker_adjust_identity_column_seq_ranges(%L)', t.relation::text);
+        EXECUTE 'SELECT pg_catalog.string_agg(w.nodename || '':'' || w.nodeport || '': '' || w.result, ''; '')
+                   FROM run_command_on_workers(pg_catalog.format(''SELECT worker_adjust_identity_column_seq_ranges(%L::regclass)'', $1::text)) AS w
+                  WHERE NOT w.success'
+           INTO failed USING t.relation;
         IF failed IS NOT NULL THEN
-            RAISE EXCEPTION 'the ids of table % could not be given ranges on the workers', t.relation
+            RAISE EXCEPTION 'the identity sequences of % could not be given their range on every worker', t.relation
                 USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = failed;
         END IF;
     END LOOP;
     -- no table of the extension is left local: its rows would split across nodes
     SELECT p.relation INTO t
       FROM subscription.distribution_plan() AS p
-     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition AS d WHERE d.logicalrelid = p.relation)
+     WHERE p.kind <> 'function'
+       AND NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition AS d WHERE d.logicalrelid = p.relation)
      LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'table % of the extension is still local', t.relation
@@ -14356,7 +15105,7 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.distribute() IS
-'Citus: make the catalog reference tables and distribute every tenant table by tenant_id, colocated with account (docs/citus.md)';
+'Citus: make the catalog reference tables, distribute every tenant table by tenant_id, colocated with account, and register the keyed forms as functions distributed by tenant_id (docs/citus.md)';
 
 -- The rows of account (its sub-accounts) or ledger (the lines of a charge)
 -- that name a row, read with the latest snapshot as a foreign key's check
