@@ -12922,7 +12922,8 @@ COMMENT ON FUNCTION subscription.event_next_xid() IS
 
 -- The one writer of an event (E1-E3, docs/rules.md):
 --   E2, E3: the id is taken before next_xid is read (events.c);
---   NOTIFY subscription_events with the id, sent on commit.
+--   NOTIFY subscription_events with the id, sent on commit (not from a
+--   Citus worker, docs/citus.md).
 -- A renewal.upcoming already written for its period is not written again
 -- (NULL).  Only the extension's owner calls it: no role is granted it.
 CREATE FUNCTION subscription.write_event(tenant_id bigint, type text, account_id bigint, subscription_id bigint,
@@ -12951,7 +12952,11 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    PERFORM pg_catalog.pg_notify('subscription_events', new_id::text);
+    -- a Citus worker commits its part of a distributed transaction with
+    -- PREPARE TRANSACTION, which refuses a NOTIFY: there consumers poll
+    IF NOT subscription.on_citus_worker() THEN
+        PERFORM pg_catalog.pg_notify('subscription_events', new_id::text);
+    END IF;
     RETURN new_id;
 END
 $$;
@@ -13317,19 +13322,20 @@ COMMENT ON FUNCTION subscription.freezing_subscription(bigint, bigint) IS
 
 -- Whether a subscription assigns licenses: it is active or trialing, and
 -- its account is not frozen.  Its seat counter's "active", which the
--- license guard reads.
-CREATE FUNCTION subscription.assigns_licenses(s subscription.subscription)
+-- license guard reads.  Of columns, not of the row: on Citus a trigger on
+-- a shard reads rows of the shard's own row type (issue 17).
+CREATE FUNCTION subscription.assigns_licenses(tenant_id bigint, account_id bigint, status text)
 RETURNS boolean
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    RETURN s.status IN ('active', 'trialing')
-           AND subscription.freezing_subscription(s.tenant_id, s.account_id) IS NULL;
+    RETURN assigns_licenses.status IN ('active', 'trialing')
+           AND subscription.freezing_subscription(assigns_licenses.tenant_id, assigns_licenses.account_id) IS NULL;
 END
 $$;
 
-COMMENT ON FUNCTION subscription.assigns_licenses(subscription.subscription) IS
+COMMENT ON FUNCTION subscription.assigns_licenses(bigint, bigint, text) IS
 'Internal: whether a subscription assigns licenses (active or trialing, its account not frozen): its seat counter''s "active"';
 
 -- The account's stored limits and seat counters follow a freeze or its
@@ -13700,7 +13706,7 @@ BEGIN
     END IF;
     -- each statement names the tenant: on Citus a trigger on a shard runs
     -- only statements on its own node (issue 17)
-    SELECT subscription.assigns_licenses(s) INTO is_active
+    SELECT subscription.assigns_licenses(s.tenant_id, s.account_id, s.status) INTO is_active
       FROM subscription.subscription AS s WHERE s.tenant_id = tenant AND s.id = sub;
     IF NOT FOUND THEN
         RETURN NULL;
@@ -13937,7 +13943,7 @@ SELECT v.* FROM (
     SELECT x.check_name, t.account_id, x.detail
       FROM (SELECT s.account_id, s.id, c.subscription_id IS NOT NULL AS has_counter, c.used, c.capacity, c.active,
                    subscription.license_capacity(s.id) AS capacity_now,
-                   subscription.assigns_licenses(s) AS active_now,
+                   subscription.assigns_licenses(s.tenant_id, s.account_id, s.status) AS active_now,
                    (SELECT count(*) FROM subscription.license AS l
                      WHERE l.subscription_id = s.id) AS held
               FROM subscription.subscription AS s
@@ -14124,7 +14130,7 @@ COMMENT ON VIEW subscription.renewal_notice IS
 
 -- PUBLIC executes nothing (99_public.sql)
 REVOKE ALL ON FUNCTION subscription.freezing_subscription(bigint, bigint) FROM PUBLIC;
-REVOKE ALL ON FUNCTION subscription.assigns_licenses(subscription.subscription) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.assigns_licenses(bigint, bigint, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.refresh_freeze(bigint, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.pause(bigint, bigint, timestamptz, timestamptz, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.pause(bigint, timestamptz, timestamptz, text) FROM PUBLIC;
@@ -14750,7 +14756,7 @@ BEGIN
             SELECT x.check_name, t.account_id, x.detail
               FROM (SELECT s.account_id, s.id, c.subscription_id IS NOT NULL AS has_counter, c.used, c.capacity, c.active,
                            subscription.license_capacity(s.id) AS capacity_now,
-                           subscription.assigns_licenses(s) AS active_now,
+                           subscription.assigns_licenses(s.tenant_id, s.account_id, s.status) AS active_now,
                            (SELECT count(*) FROM @@.license AS l
                              WHERE l.subscription_id = s.id) AS held
                       FROM @@.subscription AS s

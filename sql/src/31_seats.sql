@@ -64,19 +64,20 @@ COMMENT ON FUNCTION subscription.freezing_subscription(bigint, bigint) IS
 
 -- Whether a subscription assigns licenses: it is active or trialing, and
 -- its account is not frozen.  Its seat counter's "active", which the
--- license guard reads.
-CREATE FUNCTION subscription.assigns_licenses(s subscription.subscription)
+-- license guard reads.  Of columns, not of the row: on Citus a trigger on
+-- a shard reads rows of the shard's own row type (issue 17).
+CREATE FUNCTION subscription.assigns_licenses(tenant_id bigint, account_id bigint, status text)
 RETURNS boolean
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    RETURN s.status IN ('active', 'trialing')
-           AND subscription.freezing_subscription(s.tenant_id, s.account_id) IS NULL;
+    RETURN assigns_licenses.status IN ('active', 'trialing')
+           AND subscription.freezing_subscription(assigns_licenses.tenant_id, assigns_licenses.account_id) IS NULL;
 END
 $$;
 
-COMMENT ON FUNCTION subscription.assigns_licenses(subscription.subscription) IS
+COMMENT ON FUNCTION subscription.assigns_licenses(bigint, bigint, text) IS
 'Internal: whether a subscription assigns licenses (active or trialing, its account not frozen): its seat counter''s "active"';
 
 -- Keeps a subscription's seat counter in step with its quantity, status and
@@ -115,7 +116,7 @@ BEGIN
     END IF;
     -- each statement names the tenant: on Citus a trigger on a shard runs
     -- only statements on its own node (issue 17)
-    SELECT subscription.assigns_licenses(s) INTO is_active
+    SELECT subscription.assigns_licenses(s.tenant_id, s.account_id, s.status) INTO is_active
       FROM subscription.subscription AS s WHERE s.tenant_id = tenant AND s.id = sub;
     IF NOT FOUND THEN
         RETURN NULL;

@@ -19,7 +19,8 @@ COMMENT ON FUNCTION subscription.event_next_xid() IS
 
 -- The one writer of an event (E1-E3, docs/rules.md):
 --   E2, E3: the id is taken before next_xid is read (events.c);
---   NOTIFY subscription_events with the id, sent on commit.
+--   NOTIFY subscription_events with the id, sent on commit (not from a
+--   Citus worker, docs/citus.md).
 -- A renewal.upcoming already written for its period is not written again
 -- (NULL).  Only the extension's owner calls it: no role is granted it.
 CREATE FUNCTION subscription.write_event(tenant_id bigint, type text, account_id bigint, subscription_id bigint,
@@ -48,7 +49,11 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    PERFORM pg_catalog.pg_notify('subscription_events', new_id::text);
+    -- a Citus worker commits its part of a distributed transaction with
+    -- PREPARE TRANSACTION, which refuses a NOTIFY: there consumers poll
+    IF NOT subscription.on_citus_worker() THEN
+        PERFORM pg_catalog.pg_notify('subscription_events', new_id::text);
+    END IF;
     RETURN new_id;
 END
 $$;

@@ -56,7 +56,7 @@ BEGIN
             SELECT x.check_name, t.account_id, x.detail
               FROM (SELECT s.account_id, s.id, c.subscription_id IS NOT NULL AS has_counter, c.used, c.capacity, c.active,
                            subscription.license_capacity(s.id) AS capacity_now,
-                           subscription.assigns_licenses(s) AS active_now,
+                           subscription.assigns_licenses(s.tenant_id, s.account_id, s.status) AS active_now,
                            (SELECT count(*) FROM @@.license AS l
                              WHERE l.subscription_id = s.id) AS held
                       FROM @@.subscription AS s
