@@ -94,6 +94,9 @@ storm() {
 storm licenses "8 writers, 400 members, two service subscriptions of 100 seats"
 storm renewals "4 renew_due workers, 2000 subscriptions three periods behind"
 
+say "relay: contrib/relay killed at random during a storm of billing changes"
+tap relay bash test/relay.sh
+
 say "faults: a mixed workload killed with pg_ctl -m immediate, FAULTS=${FAULTS:-20} times"
 tap faults bash test/faults.sh
 

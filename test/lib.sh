@@ -39,7 +39,7 @@ if [ -z "${PG_MAJOR:-}" ]; then
     PG_MAJOR=$(pg_config --version 2>/dev/null | sed -n 's/^PostgreSQL \([0-9][0-9]*\).*/\1/p') || true
     [ -n "$PG_MAJOR" ] || PG_MAJOR=$(distribution_pg_major)
 fi
-PACKAGES="postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-$PG_MAJOR-pgtap libtap-parser-sourcehandler-pgtap-perl"
+PACKAGES="postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-$PG_MAJOR-pgtap libtap-parser-sourcehandler-pgtap-perl python3-psycopg"
 
 # after ensure_packages: the server-dev package's own pg_config, which the
 # Makefile (PG_CONFIG ?= pg_config) and test/upgrade.sh then use, and that

@@ -72,7 +72,7 @@ mirror_uri() {
 # PACKAGES inside a root of PostgreSQL $1: what test/lib.sh would install,
 # and the compiler
 root_packages() {
-    echo "gcc make libc6-dev postgresql-$1 postgresql-server-dev-$1 postgresql-$1-pgtap libtap-parser-sourcehandler-pgtap-perl"
+    echo "gcc make libc6-dev postgresql-$1 postgresql-server-dev-$1 postgresql-$1-pgtap libtap-parser-sourcehandler-pgtap-perl python3-psycopg"
 }
 
 MOUNTED=()
