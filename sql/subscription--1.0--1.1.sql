@@ -14895,6 +14895,106 @@ $q$, '@@', src) USING verify_findings.account;
 END
 $$;
 
+-- Entitlements for row-level security (issue 21, item 5) -----------------
+-- what plans and add-ons grant, apart from a freeze: limit_of() (below,
+-- in the Citus section) and has_feature() both read it
+-- What an account's plans and add-ons grant of a feature: over its active
+-- subscriptions, each plan's value at the version the subscription holds
+-- (times the quantity when per license: LogMeIn hosts are the tier, L12),
+-- plus the units of active add-on batches (Z13, K1).  A suite subscription
+-- counts the values of the plans it includes besides its own (at their
+-- current versions), at its quantity, as if each were subscribed (Z3); with
+-- a separate subscription of an included product they add up, like any
+-- two.  NULL is unlimited: one unlimited plan makes the feature unlimited.
+-- A trial has its plan's limits.  A feature no active subscription defines
+-- has limit 0, plus its add-ons.  One
+-- statement in PL/pgSQL, whose plan is cached per session: the limit
+-- guard's hot path (a SQL function with a sub-select is planned per call).
+CREATE FUNCTION subscription.granted_limit(tenant_id bigint, account_id bigint, feature text)
+RETURNS bigint
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (
+    SELECT CASE WHEN bool_or(x.unlimited) THEN NULL
+                -- numeric, so that an overflow is an error, not a wrap
+                ELSE coalesce(sum(x.units), 0)::bigint END
+      FROM (SELECT l.value IS NULL AS unlimited,
+                   CASE WHEN l.per_license THEN l.value::numeric * s.quantity
+                        ELSE l.value::numeric END AS units
+              FROM subscription.subscription AS s
+              CROSS JOIN LATERAL (SELECT s.plan, s.plan_version
+                                  UNION ALL
+                                  SELECT sc.plan, ip.version
+                                    FROM subscription.suite_component AS sc
+                                    JOIN subscription.plan AS ip ON ip.code = sc.plan
+                                   WHERE sc.suite_plan = s.plan) AS p (plan, version)
+              JOIN subscription.plan_limit AS l
+                ON l.plan = p.plan AND l.feature = granted_limit.feature
+               -- the version of the plan the subscription holds (grandfathering)
+               AND l.versions @> p.version
+             WHERE s.tenant_id = granted_limit.tenant_id AND s.account_id = granted_limit.account_id
+               AND s.status IN ('active', 'trialing')
+            UNION ALL
+            SELECT false, b.quantity::numeric * a.units
+              FROM subscription.subscription AS s
+              JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
+              JOIN subscription.addon AS a ON a.code = b.addon
+             WHERE s.tenant_id = granted_limit.tenant_id AND s.account_id = granted_limit.account_id
+               AND s.status IN ('active', 'trialing')
+               AND b.status = 'active'
+               AND a.feature = granted_limit.feature) AS x);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.granted_limit(bigint, bigint, text) IS
+'Internal: what the account''s active plans and add-ons grant of a feature (NULL: unlimited), frozen or not';
+
+-- The rule: a feature is included when what the account's active plans
+-- and add-ons grant of it (granted_limit, as the limits) is above 0 or
+-- unlimited; a freeze, which only stops growth, takes nothing away.  An
+-- unknown account has no feature; an unknown feature is 42704.
+CREATE FUNCTION subscription.feature_granted(account_id bigint, feature text)
+RETURNS boolean
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tenant bigint := subscription.tenant_of('account', feature_granted.account_id);
+BEGIN
+    IF tenant IS NOT NULL
+       AND subscription.granted_limit(tenant, feature_granted.account_id, feature_granted.feature)
+           IS DISTINCT FROM 0 THEN
+        RETURN true;
+    END IF;
+    -- a feature that something grants exists: only a refusal checks the name
+    PERFORM subscription.require_feature(feature_granted.feature);
+    RETURN false;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.feature_granted(bigint, text) IS
+'Internal: whether the account''s active plans and add-ons grant the feature (has_feature''s rule)';
+
+-- The entitlement for policies.  In C, which remembers per call site the
+-- answer of each account it met (the result cannot change within a
+-- statement): a policy over a million rows runs the rule once per account.
+-- No SET clause: it would wrap every row's call in a GUC save and restore;
+-- the function's one statement runs with search_path pinned, as the
+-- extension's owner.
+CREATE FUNCTION subscription.has_feature(account_id bigint, feature text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'has_feature'
+LANGUAGE C STRICT STABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION subscription.has_feature(bigint, text) IS
+'Whether the account''s plans and add-ons include the feature (a limit above 0, or unlimited): for row-level security policies';
+
+REVOKE ALL ON FUNCTION subscription.granted_limit(bigint, bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.feature_granted(bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.has_feature(bigint, text) FROM PUBLIC;
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves
@@ -15263,7 +15363,7 @@ DECLARE
         effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
         cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
         cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
-        renewal_terms,plan_version_or_current,next_plan,create_account,pause,resume}';
+        renewal_terms,plan_version_or_current,next_plan,create_account,pause,resume,has_feature}';
     catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
     views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
 BEGIN
@@ -15625,39 +15725,10 @@ LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    -- a frozen account may grow nothing (issue 19): its limits are 0
     IF subscription.freezing_subscription(limit_of.tenant_id, limit_of.account_id) IS NOT NULL THEN
         RETURN 0;
     END IF;
-    RETURN (
-    SELECT CASE WHEN bool_or(x.unlimited) THEN NULL
-                -- numeric, so that an overflow is an error, not a wrap
-                ELSE coalesce(sum(x.units), 0)::bigint END
-      FROM (SELECT l.value IS NULL AS unlimited,
-                   CASE WHEN l.per_license THEN l.value::numeric * s.quantity
-                        ELSE l.value::numeric END AS units
-              FROM subscription.subscription AS s
-              CROSS JOIN LATERAL (SELECT s.plan, s.plan_version
-                                  UNION ALL
-                                  SELECT sc.plan, ip.version
-                                    FROM subscription.suite_component AS sc
-                                    JOIN subscription.plan AS ip ON ip.code = sc.plan
-                                   WHERE sc.suite_plan = s.plan) AS p (plan, version)
-              JOIN subscription.plan_limit AS l
-                ON l.plan = p.plan AND l.feature = limit_of.feature
-               -- the version of the plan the subscription holds (grandfathering)
-               AND l.versions @> p.version
-             WHERE s.tenant_id = limit_of.tenant_id AND s.account_id = limit_of.account_id
-               AND s.status IN ('active', 'trialing')
-            UNION ALL
-            SELECT false, b.quantity::numeric * a.units
-              FROM subscription.subscription AS s
-              JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
-              JOIN subscription.addon AS a ON a.code = b.addon
-             WHERE s.tenant_id = limit_of.tenant_id AND s.account_id = limit_of.account_id
-               AND s.status IN ('active', 'trialing')
-               AND b.status = 'active'
-               AND a.feature = limit_of.feature) AS x);
+    RETURN subscription.granted_limit(limit_of.tenant_id, limit_of.account_id, limit_of.feature);
 END
 $$;
 

@@ -23,28 +23,24 @@ $$;
 
 COMMENT ON FUNCTION subscription.require_feature(text) IS 'Internal: 42704 unless a plan limit or add-on names the feature';
 
--- The account's limit of a feature: over its active subscriptions, each
--- plan's value at the version the subscription holds (times the quantity
--- when per license: LogMeIn hosts are the tier, L12), plus the units of
--- active add-on batches (Z13, K1).  A suite subscription counts the values
--- of the plans it includes besides its own (at their current versions),
--- at its quantity, as if each were subscribed (Z3); with a separate
--- subscription of an included product they add up, like any two.  NULL is
--- unlimited: one unlimited plan makes the feature unlimited.  A trial has
--- its plan's limits; a frozen account has 0 (issue 19).  A feature no
--- active subscription defines has limit 0, plus its add-ons.  One
+-- What an account's plans and add-ons grant of a feature: over its active
+-- subscriptions, each plan's value at the version the subscription holds
+-- (times the quantity when per license: LogMeIn hosts are the tier, L12),
+-- plus the units of active add-on batches (Z13, K1).  A suite subscription
+-- counts the values of the plans it includes besides its own (at their
+-- current versions), at its quantity, as if each were subscribed (Z3); with
+-- a separate subscription of an included product they add up, like any
+-- two.  NULL is unlimited: one unlimited plan makes the feature unlimited.
+-- A trial has its plan's limits.  A feature no active subscription defines
+-- has limit 0, plus its add-ons.  One
 -- statement in PL/pgSQL, whose plan is cached per session: the limit
 -- guard's hot path (a SQL function with a sub-select is planned per call).
-CREATE FUNCTION subscription.limit_of(tenant_id bigint, account_id bigint, feature text)
+CREATE FUNCTION subscription.granted_limit(tenant_id bigint, account_id bigint, feature text)
 RETURNS bigint
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    -- a frozen account may grow nothing (issue 19): its limits are 0
-    IF subscription.freezing_subscription(limit_of.tenant_id, limit_of.account_id) IS NOT NULL THEN
-        RETURN 0;
-    END IF;
     RETURN (
     SELECT CASE WHEN bool_or(x.unlimited) THEN NULL
                 -- numeric, so that an overflow is an error, not a wrap
@@ -60,20 +56,38 @@ BEGIN
                                     JOIN subscription.plan AS ip ON ip.code = sc.plan
                                    WHERE sc.suite_plan = s.plan) AS p (plan, version)
               JOIN subscription.plan_limit AS l
-                ON l.plan = p.plan AND l.feature = limit_of.feature
+                ON l.plan = p.plan AND l.feature = granted_limit.feature
                -- the version of the plan the subscription holds (grandfathering)
                AND l.versions @> p.version
-             WHERE s.tenant_id = limit_of.tenant_id AND s.account_id = limit_of.account_id
+             WHERE s.tenant_id = granted_limit.tenant_id AND s.account_id = granted_limit.account_id
                AND s.status IN ('active', 'trialing')
             UNION ALL
             SELECT false, b.quantity::numeric * a.units
               FROM subscription.subscription AS s
               JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
               JOIN subscription.addon AS a ON a.code = b.addon
-             WHERE s.tenant_id = limit_of.tenant_id AND s.account_id = limit_of.account_id
+             WHERE s.tenant_id = granted_limit.tenant_id AND s.account_id = granted_limit.account_id
                AND s.status IN ('active', 'trialing')
                AND b.status = 'active'
-               AND a.feature = limit_of.feature) AS x);
+               AND a.feature = granted_limit.feature) AS x);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.granted_limit(bigint, bigint, text) IS
+'Internal: what the account''s active plans and add-ons grant of a feature (NULL: unlimited), frozen or not';
+
+-- The account's limit of a feature: what its plans and add-ons grant,
+-- and 0 while it is frozen (issue 19): a frozen account may grow nothing.
+CREATE FUNCTION subscription.limit_of(tenant_id bigint, account_id bigint, feature text)
+RETURNS bigint
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF subscription.freezing_subscription(limit_of.tenant_id, limit_of.account_id) IS NOT NULL THEN
+        RETURN 0;
+    END IF;
+    RETURN subscription.granted_limit(limit_of.tenant_id, limit_of.account_id, limit_of.feature);
 END
 $$;
 

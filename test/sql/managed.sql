@@ -73,6 +73,7 @@ INSERT INTO call VALUES
     ('credit_balance',         $$SELECT subscription.credit_balance({a})$$),
     ('effective_limit',        $$SELECT subscription.effective_limit({a}, 'triggers')$$),
     ('usage',                  $$SELECT subscription.usage({a}, 'triggers')$$),
+    ('has_feature',            $$SELECT subscription.has_feature({a}, 'triggers')$$),
     ('preview_change_plan',    $$SELECT subscription.preview_change_plan({s}, 'zd_pro', '2026-01-05')$$),
     ('preview_set_quantity',   $$SELECT subscription.preview_set_quantity({s}, 7, '2026-01-05')$$),
     ('preview_purchase_addon', $$SELECT subscription.preview_purchase_addon({s}, 'zd_agents', 1, '2026-01-05')$$),

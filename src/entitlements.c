@@ -1,0 +1,180 @@
+/*-------------------------------------------------------------------------
+ *
+ * entitlements.c
+ *	  has_feature(): whether an account's plans and add-ons include a
+ *	  feature, fast enough for a row-level security policy (issue 21).
+ *
+ * A policy calls the function once per row it filters.  Each call site
+ * remembers the answers it computed, per account: the first row of an
+ * account runs the rule, subscription.feature_granted(), once; the next
+ * rows cost a lookup.  The answers are kept while they cannot have changed:
+ * the same transaction and command, under a snapshot that saw no other
+ * transaction end since (a PL/pgSQL expression keeps its call site for the
+ * whole transaction, across statements that change the plans).  The rule
+ * itself stays in SQL, in one place (granted_limit, as the limits).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "subscription.h"
+
+PG_FUNCTION_INFO_V1(has_feature);
+
+/* past this many accounts a call site starts its memory again */
+#define MAX_REMEMBERED_ACCOUNTS 65536
+
+typedef struct GrantedEntry
+{
+	int64		account_id;		/* hash key */
+	bool		granted;
+} GrantedEntry;
+
+/* one per call site, in its fn_extra */
+typedef struct EntitlementCache
+{
+	text	   *feature;		/* the feature the answers are of */
+	HTAB	   *accounts;		/* account id -> GrantedEntry */
+	/* what the answers saw: they hold while these are the same */
+	LocalTransactionId lxid;
+	CommandId	curcid;
+	uint64		completions;	/* transactions ended, as the snapshot counts */
+	int64		last_account;	/* the previous row's answer, looked up first */
+	bool		last_granted;
+	bool		have_last;
+} EntitlementCache;
+
+static SPIPlanPtr feature_granted_plan = NULL;
+
+/*
+ * The rule, as the extension's owner (the policy runs as the querying
+ * role, which reads none of the extension's tables), in a fixed statement.
+ */
+static bool
+FeatureGranted(int64 account_id, text *feature)
+{
+	IdentitySwitch identity;
+	Oid			argtypes[2] = {INT8OID, TEXTOID};
+	Datum		values[2];
+	SPIPlanPtr	plan;
+	bool		isnull;
+	bool		granted;
+
+	BecomeExtensionOwner(&identity);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	plan = KeptPlan(&feature_granted_plan,
+					"SELECT subscription.feature_granted($1, $2)", 2, argtypes);
+	values[0] = Int64GetDatum(account_id);
+	values[1] = PointerGetDatum(feature);
+	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "subscription.feature_granted() returned no row");
+	granted = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (isnull)
+		granted = false;
+	SPI_finish();
+	RestoreIdentity(&identity);
+	return granted;
+}
+
+static void
+ResetAccounts(EntitlementCache *cache, MemoryContext mcxt)
+{
+	HASHCTL		ctl;
+
+	if (cache->accounts != NULL)
+		hash_destroy(cache->accounts);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(GrantedEntry);
+	ctl.hcxt = mcxt;
+	cache->accounts = hash_create("subscription entitlements", 64, &ctl,
+								  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	cache->have_last = false;
+}
+
+/*
+ * Whether the answers a call site keeps were given under what the current
+ * snapshot sees; if not, they are forgotten and the current one noted.  A
+ * snapshot that does not count the transactions ended (0) keeps none.
+ */
+static void
+ForgetStaleAnswers(EntitlementCache *cache, MemoryContext mcxt)
+{
+	Snapshot	snapshot = ActiveSnapshotSet() ? GetActiveSnapshot() : NULL;
+	LocalTransactionId lxid = MyLocalTransactionId();
+
+	if (snapshot != NULL && snapshot->snapXactCompletionCount != 0 &&
+		cache->lxid == lxid && cache->curcid == snapshot->curcid &&
+		cache->completions == snapshot->snapXactCompletionCount)
+		return;
+	ResetAccounts(cache, mcxt);
+	cache->lxid = lxid;
+	cache->curcid = snapshot != NULL ? snapshot->curcid : InvalidCommandId;
+	cache->completions = snapshot != NULL ? snapshot->snapXactCompletionCount : 0;
+}
+
+/*
+ * has_feature(account_id bigint, feature text) RETURNS boolean
+ *
+ * True when the account's active plans and add-ons grant the feature: a
+ * limit above 0, or unlimited.  A frozen account keeps its features (a
+ * freeze stops growth, not reading).  An unknown account has none; an
+ * unknown feature is an error (42704), so that a misspelt policy fails
+ * instead of hiding every row.
+ */
+Datum
+has_feature(PG_FUNCTION_ARGS)
+{
+	int64		account_id = PG_GETARG_INT64(0);
+	text	   *feature = PG_GETARG_TEXT_PP(1);
+	EntitlementCache *cache = (EntitlementCache *) fcinfo->flinfo->fn_extra;
+	MemoryContext mcxt = fcinfo->flinfo->fn_mcxt;
+	GrantedEntry *entry;
+	bool		found;
+	bool		granted;
+
+	if (cache == NULL)
+	{
+		cache = MemoryContextAllocZero(mcxt, sizeof(EntitlementCache));
+		fcinfo->flinfo->fn_extra = cache;
+	}
+	if (cache->feature == NULL ||
+		VARSIZE_ANY_EXHDR(cache->feature) != VARSIZE_ANY_EXHDR(feature) ||
+		memcmp(VARDATA_ANY(cache->feature), VARDATA_ANY(feature), VARSIZE_ANY_EXHDR(feature)) != 0)
+	{
+		if (cache->feature != NULL)
+			pfree(cache->feature);
+		cache->feature = (text *) MemoryContextAlloc(mcxt, VARHDRSZ + VARSIZE_ANY_EXHDR(feature));
+		SET_VARSIZE(cache->feature, VARHDRSZ + VARSIZE_ANY_EXHDR(feature));
+		memcpy(VARDATA(cache->feature), VARDATA_ANY(feature), VARSIZE_ANY_EXHDR(feature));
+		ResetAccounts(cache, mcxt);
+	}
+	ForgetStaleAnswers(cache, mcxt);
+	if (cache->have_last && cache->last_account == account_id)
+		PG_RETURN_BOOL(cache->last_granted);
+
+	entry = (GrantedEntry *) hash_search(cache->accounts, &account_id, HASH_FIND, NULL);
+	if (entry != NULL)
+		granted = entry->granted;
+	else
+	{
+		granted = FeatureGranted(account_id, cache->feature);
+		if (hash_get_num_entries(cache->accounts) >= MAX_REMEMBERED_ACCOUNTS)
+			ResetAccounts(cache, mcxt);
+		entry = (GrantedEntry *) hash_search(cache->accounts, &account_id, HASH_ENTER, &found);
+		entry->granted = granted;
+	}
+	cache->last_account = account_id;
+	cache->last_granted = granted;
+	cache->have_last = true;
+	PG_RETURN_BOOL(granted);
+}

@@ -1,0 +1,113 @@
+-- Entitlements for row-level security (issue 21, item 5): has_feature()
+-- by the limits' rule (plans at their versions, add-ons, trials), in a
+-- policy that hides a Premier-only table's rows from a Basic account, a
+-- downgrade taking the feature away, a freeze keeping it, and bad input.
+\set VERBOSITY default
+\i test/sql/include/setup.psql
+SET search_path = subscription, public;
+SET TimeZone = 'UTC';
+BEGIN;
+
+INSERT INTO product (code, name, downgrade) VALUES ('crm', 'CRM', 'immediate');
+INSERT INTO plan (code, product, name, rank) VALUES
+    ('crm_basic', 'crm', 'Basic', 1), ('crm_plus', 'crm', 'Plus', 2), ('crm_premier', 'crm', 'Premier', 3);
+INSERT INTO plan_price (plan, cycle, amount, trial) VALUES
+    ('crm_basic', '1 month', 10, NULL), ('crm_plus', '1 month', 20, NULL),
+    ('crm_premier', '1 month', 40, NULL), ('crm_premier', '1 year', 400, '14 days');
+-- reports: Premier only (unlimited); Plus has the feature at 0; dashboards: 2 on Plus
+INSERT INTO plan_limit (plan, feature, value) VALUES
+    ('crm_premier', 'reports', NULL), ('crm_plus', 'reports', 0),
+    ('crm_basic', 'dashboards', 0), ('crm_plus', 'dashboards', 2), ('crm_premier', 'dashboards', NULL);
+-- an add-on that brings reports to any plan
+INSERT INTO addon (code, product, name, feature, units) VALUES ('crm_reports', 'crm', 'Reports pack', 'reports', 1);
+INSERT INTO addon_price (addon, cycle, amount) VALUES ('crm_reports', '1 month', 5);
+INSERT INTO plan_addon (plan, addon) VALUES ('crm_basic', 'crm_reports');
+INSERT INTO account (id, name) VALUES (1, 'Basic Co'), (2, 'Premier Co'), (3, 'Plus Co'), (4, 'Addon Co'), (5, 'Nothing Co'), (6, 'Trial Co'),
+    (7, 'Loop Co');
+SELECT subscribe(1, 'crm_basic', '1 month', 1, '2026-01-01') AS basic \gset
+SELECT subscribe(2, 'crm_premier', '1 month', 1, '2026-01-01') AS premier \gset
+SELECT subscribe(3, 'crm_plus', '1 month', 1, '2026-01-01') AS plus \gset
+SELECT subscribe(4, 'crm_basic', '1 month', 1, '2026-01-01') AS addon_co \gset
+SELECT count(*) FROM purchase_addon(:addon_co, 'crm_reports', 1, '2026-01-02');
+SELECT subscribe(6, 'crm_premier', '1 year', 1, '2026-01-01') AS trial \gset
+SELECT subscribe(7, 'crm_premier', '1 month', 1, '2026-01-01') AS loop_sub \gset
+
+-- per account: Premier (unlimited) yes, Plus (0) no, Basic no, Basic with
+-- the add-on yes, no subscription no, a Premier trial yes; an account
+-- that does not exist has no feature
+SELECT a.id, a.name, s.status,
+       has_feature(a.id, 'reports') AS reports, has_feature(a.id, 'dashboards') AS dashboards
+  FROM account AS a LEFT JOIN subscription AS s ON s.account_id = a.id
+ ORDER BY a.id;
+SELECT has_feature(999, 'reports') AS unknown_account;
+-- the same answers as the limits: a feature is included when its limit is above 0 or unlimited
+SELECT count(*) AS disagreements
+  FROM account AS a, unnest('{reports,dashboards}'::text[]) AS f
+ WHERE has_feature(a.id, f) IS DISTINCT FROM (limit_of(a.id, f) IS DISTINCT FROM 0);
+
+-- bad input: an unknown feature is an error, not a hidden row; NULLs give NULL (a policy hides the row)
+SELECT pg_temp.error_of($$SELECT subscription.has_feature(1, 'repotrs')$$);
+SELECT has_feature(NULL, 'reports') IS NULL AS null_account, has_feature(1, NULL) IS NULL AS null_feature;
+SELECT provolatile, proparallel, proisstrict, prosecdef FROM pg_proc WHERE oid = 'has_feature(bigint,text)'::regprocedure;
+
+-- a policy: the application's reports table shows an account its own
+-- rows, and only while its plans include reports
+CREATE TABLE public.crm_report (account_id bigint NOT NULL, id bigint NOT NULL, title text NOT NULL,
+                                PRIMARY KEY (account_id, id));
+INSERT INTO public.crm_report SELECT a, n, 'report ' || n FROM generate_series(1, 6) AS a, generate_series(1, 3) AS n;
+ALTER TABLE public.crm_report ENABLE ROW LEVEL SECURITY;
+-- (app.account_id 'all': a report over every account, as the back office runs it)
+CREATE POLICY by_entitlement ON public.crm_report
+    USING (current_setting('app.account_id') IN (account_id::text, 'all')
+           AND subscription.has_feature(account_id, 'reports'));
+CREATE ROLE regress_crm_app;
+SELECT grant_application('regress_crm_app');
+GRANT SELECT ON public.crm_report TO regress_crm_app;
+SET ROLE regress_crm_app;
+SET app.account_id = 1;
+SELECT count(*) AS basic_sees FROM public.crm_report;
+SET app.account_id = 2;
+SELECT count(*) AS premier_sees FROM public.crm_report;
+SET app.account_id = 4;
+SELECT count(*) AS addon_sees FROM public.crm_report;
+-- one statement over every account's rows: each account answered by its own plans
+SET app.account_id = 'all';
+SELECT account_id, count(*) FROM public.crm_report GROUP BY account_id ORDER BY account_id;
+RESET ROLE;
+
+-- a PL/pgSQL expression keeps its call site for the whole transaction:
+-- the answers it remembers do not outlive a change of the plans
+CREATE FUNCTION pg_temp.reports_around_downgrade(sub bigint, account bigint) RETURNS text
+LANGUAGE plpgsql AS $f$
+DECLARE
+    seen text := '';
+BEGIN
+    FOR i IN 1 .. 2 LOOP
+        seen := seen || subscription.has_feature(account, 'reports')::text || ' ';
+        IF i = 1 THEN
+            PERFORM subscription.change_plan(sub, 'crm_plus', '2026-01-12');
+        END IF;
+    END LOOP;
+    RETURN seen;
+END
+$f$;
+SELECT pg_temp.reports_around_downgrade(:loop_sub, 7) AS before_and_after;
+
+-- a downgrade takes the feature away at once (the product downgrades immediately)
+SELECT count(*) FROM change_plan(:premier, 'crm_plus', '2026-01-10');
+SET ROLE regress_crm_app;
+SET app.account_id = 2;
+SELECT count(*) AS premier_after_downgrade FROM public.crm_report;
+RESET ROLE;
+SELECT has_feature(2, 'reports') AS after_downgrade, has_feature(2, 'dashboards') AS dashboards_kept;
+-- a cancelled add-on keeps its units to the period's end (K4), then takes the feature
+SELECT cancel_addon(id) AS addon_ends FROM addon_batch WHERE subscription_id = :addon_co;
+SELECT has_feature(4, 'reports') AS until_period_end;
+SELECT renew_due('2026-02-01') > 0 AS renewed;
+SELECT has_feature(4, 'reports') AS after_period_end;
+-- a freeze stops growth (limits 0), not reading: the features stay
+SELECT pause(:plus, '2026-02-05', NULL, 'freeze') AS resume_at;
+SELECT paused_at, pause_mode FROM subscription WHERE id = :plus;
+SELECT limit_of(3, 'dashboards') AS frozen_limit, has_feature(3, 'dashboards') AS frozen_keeps_feature;
+
+ROLLBACK;
