@@ -14954,25 +14954,15 @@ COMMENT ON FUNCTION subscription.granted_limit(bigint, bigint, text) IS
 -- The rule: a feature is included when what the account's active plans
 -- and add-ons grant of it (granted_limit, as the limits) is above 0 or
 -- unlimited; a freeze, which only stops growth, takes nothing away.  An
--- unknown account has no feature; an unknown feature is 42704.
+-- unknown account has no feature; an unknown feature is 42704 (checked
+-- only on a refusal: a feature something grants exists).  A SQL body, so
+-- that has_feature()'s statement inlines it.
 CREATE FUNCTION subscription.feature_granted(account_id bigint, feature text)
 RETURNS boolean
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    tenant bigint := subscription.tenant_of('account', feature_granted.account_id);
-BEGIN
-    IF tenant IS NOT NULL
-       AND subscription.granted_limit(tenant, feature_granted.account_id, feature_granted.feature)
-           IS DISTINCT FROM 0 THEN
-        RETURN true;
-    END IF;
-    -- a feature that something grants exists: only a refusal checks the name
-    PERFORM subscription.require_feature(feature_granted.feature);
-    RETURN false;
-END
-$$;
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN CASE WHEN subscription.granted_limit(subscription.tenant_of('account', account_id), account_id, feature)
+                 IS DISTINCT FROM 0 THEN true
+            ELSE (SELECT false FROM subscription.require_feature(feature)) END;
 
 COMMENT ON FUNCTION subscription.feature_granted(bigint, text) IS
 'Internal: whether the account''s active plans and add-ons grant the feature (has_feature''s rule)';
