@@ -12050,6 +12050,2851 @@ REVOKE ALL ON FUNCTION subscription.subscription_for_change(bigint, text, bigint
 REVOKE ALL ON FUNCTION subscription.coupon_discount(bigint, bigint, numeric, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.credit_balance(bigint, bigint, text) FROM PUBLIC;
 
+-- Catalog limit versions on Citus (issue 17, item 3) ----------------------
+-- A catalog row's limit stamp is a hash of its content, the same on every
+-- node, and the catalog's version (rows, exclusive or of the stamps): a
+-- limit change made on the coordinator reaches the guards on the workers,
+-- which compare it.  The stamps' sequence goes.
+CREATE OR REPLACE FUNCTION subscription.stamp_limit_change()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- by column name (jsonb), so that a table whose columns were added in
+    -- another order (an upgraded database) stamps the same row alike
+    NEW.limit_stamp := pg_catalog.hashtextextended(
+        (pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.-) 'limit_stamp'::text)::text, 0);
+    RETURN NEW;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.stamp_limit_change() IS
+'Trigger: a catalog row a limit is computed from is stamped with a hash of its content, for the catalog''s limit version';
+
+ALTER EXTENSION subscription DROP SEQUENCE subscription.limit_stamp;
+DROP SEQUENCE subscription.limit_stamp;
+
+COMMENT ON FUNCTION subscription.lock_catalog(text, boolean) IS
+'Internal: the advisory transaction lock that serializes the writers of a part of the catalog (''plan <code>'')';
+
+COMMENT ON FUNCTION subscription.limit_catalog_version() IS
+'Internal: the catalog''s limit version (rows, exclusive or of their stamps) of the tables limit_of() reads';
+
+-- Citus: the remaining writing functions and apply_downgrade (issue 17) --
+-- change_plan, change_cycle, end_early, cancel_addon (and set_renewal,
+-- cancel_account, bundle_into_suite) name the tenant in every statement
+-- they and their helpers run: keyed forms of require_account,
+-- actor_refusal, authorize and unpriced_addons (a PL/pgSQL function now:
+-- Citus plans no SQL function's parameters); give_back_unused reads and
+-- writes the ledger by the tenant.  apply_downgrade's statements
+-- (src/downgrade.c) name it too.
+
+CREATE FUNCTION subscription.require_account(tenant_id bigint, account_id bigint)
+RETURNS void
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- the tenant named: one shard on Citus (issue 17)
+    PERFORM FROM subscription.account AS a
+     WHERE a.tenant_id = require_account.tenant_id AND a.id = require_account.account_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account % does not exist', account_id USING ERRCODE = 'no_data_found';
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.require_account(bigint, bigint) IS
+'Internal: P0002 unless the account exists (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE FUNCTION subscription.actor_refusal(tenant_id bigint, account_id bigint, action text, monthly boolean)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    actor text := current_setting('subscription.actor', true);
+    who record;
+BEGIN
+    IF NOT subscription.actor_named() THEN
+        RETURN CASE WHEN subscription.caller_is_trusted() THEN NULL ELSE 'is not named' END;
+    END IF;
+    -- the tenant named: one shard on Citus (issue 17); an actor of another
+    -- tenant is looked up by its id alone, on the way to a refusal only
+    SELECT m.id, m.account_id, m.role, m.rights, a.parent_id INTO who
+      FROM subscription.member AS m
+      JOIN subscription.account AS a ON a.tenant_id = m.tenant_id AND a.id = m.account_id
+     WHERE m.tenant_id = actor_refusal.tenant_id AND m.id::text = actor;
+    IF NOT FOUND THEN
+        SELECT m.id, m.account_id, m.role, m.rights, NULL::bigint AS parent_id INTO who
+          FROM subscription.member AS m WHERE m.id::text = actor;
+    END IF;
+    IF who.id IS NULL THEN
+        RETURN 'is not a member';
+    ELSIF who.account_id IS DISTINCT FROM actor_refusal.account_id THEN
+        RETURN format('belongs to account %s, not to account %s', who.account_id, actor_refusal.account_id);
+    ELSIF who.parent_id IS NOT NULL AND action = ANY ('{purchase,pay,increase_licenses,change_plan}') THEN
+        RETURN 'is a member of a sub-account, and only the main account buys and pays (K8)';
+    ELSIF who.role = 'owner' THEN
+        RETURN NULL;
+    ELSIF who.role = 'admin' AND (
+            action = ANY ('{read,assign_licenses,set_default}')
+            OR action = ANY (who.rights)
+            OR (action = 'decrease_licenses' AND monthly AND 'decrease_monthly_licenses' = ANY (who.rights))) THEN
+        RETURN NULL;
+    ELSIF action = ANY ('{increase_licenses,decrease_licenses,change_renewal}') THEN
+        RETURN format('is %s %s without the right "%s"',
+                      CASE who.role WHEN 'admin' THEN 'an' ELSE 'a' END, who.role,
+                      CASE WHEN action = 'decrease_licenses' AND monthly
+                           THEN 'decrease_licenses" or "decrease_monthly_licenses'
+                           ELSE action END);
+    END IF;
+    RETURN format('is %s %s; only the account owner%s may %s',
+                  CASE who.role WHEN 'admin' THEN 'an' ELSE 'a' END, who.role,
+                  CASE WHEN action = ANY ('{read,assign_licenses,set_default}') THEN ' or an admin' ELSE '' END,
+                  replace(action, '_', ' '));
+END
+$$;
+
+COMMENT ON FUNCTION subscription.actor_refusal(bigint, bigint, text, boolean) IS
+'Why the actor may not do an action on an account, or NULL when it may (Z1, R9, K8) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE FUNCTION subscription.authorize(tenant_id bigint, account_id bigint, action text, monthly boolean)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    actor text := current_setting('subscription.actor', true);
+    refusal text;
+BEGIN
+    IF subscription.trusted_without_actor() THEN
+        RETURN;
+    END IF;
+    refusal := subscription.actor_refusal(tenant_id, account_id, action, monthly);
+    IF refusal IS NULL THEN
+        -- Z2: a managed account's cycle, renewal and cancellations are the
+        -- sales representative's
+        IF action = ANY ('{change_cycle,change_renewal,cancel}')
+           AND EXISTS (SELECT FROM subscription.account AS a
+                        WHERE a.tenant_id = authorize.tenant_id AND a.id = authorize.account_id AND a.managed) THEN
+            RAISE LOG 'subscription: actor % refused % on managed account %', actor, action, account_id;
+            RAISE EXCEPTION 'actor % may not % on managed account %', actor, replace(action, '_', ' '), account_id
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = format('Account %s is managed: its billing cycle, renewal and cancellations are agreed with sales (Z2).',
+                                      account_id),
+                      HINT = 'A sales representative makes this change, from back-office code without subscription.actor.';
+        END IF;
+        RETURN;
+    END IF;
+    -- a refused transaction rolls back, so the refusal cannot stay in history
+    RAISE LOG 'subscription: actor % refused % on account %: %', actor, action, account_id, refusal;
+    RAISE EXCEPTION 'actor % may not % on account %', actor, replace(action, '_', ' '), account_id
+        USING ERRCODE = 'insufficient_privilege',
+              DETAIL = format('Actor %s %s.', actor, refusal),
+              HINT = CASE WHEN refusal LIKE '%(K8)'
+                          THEN 'The owner of the main account (the sub-account''s parent) can do it.'
+                          WHEN action = ANY ('{increase_licenses,decrease_licenses,change_renewal}')
+                          THEN 'The account owner can do it, or grant the right in subscription.member.rights.'
+                          ELSE 'The account owner can do it.' END;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.authorize(bigint, bigint, text, boolean) IS
+'42501 unless the actor may do the action on the account (Z1, R9, K8, Z2); without an actor, unless the caller is back-office code (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE FUNCTION subscription.unpriced_addons(tenant_id bigint, subscription_id bigint, cycle interval)
+RETURNS text
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    batches text[];
+BEGIN
+    SELECT array_agg(DISTINCT b.addon) INTO batches
+      FROM subscription.addon_batch AS b
+     WHERE b.tenant_id = unpriced_addons.tenant_id AND b.subscription_id = unpriced_addons.subscription_id
+       AND b.status = 'active' AND NOT b.cancel_at_period_end;
+    RETURN (SELECT string_agg(DISTINCT a.code, ', ')
+              FROM subscription.addon AS a
+             WHERE a.code = ANY (batches) AND NOT a.one_time
+               AND NOT EXISTS (SELECT FROM subscription.addon_price AS ap
+                                WHERE ap.addon = a.code
+                                  AND subscription.cycle_key(ap.cycle) = subscription.cycle_key(unpriced_addons.cycle)));
+END
+$$;
+
+COMMENT ON FUNCTION subscription.unpriced_addons(bigint, bigint, interval) IS
+'Internal: the renewing add-ons of a subscription with no price for a cycle (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.require_account(account_id bigint)
+RETURNS void
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.require_account(subscription.tenant_of('account', require_account.account_id),
+                                         require_account.account_id);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.require_account(bigint) IS 'Internal: P0002 unless the account exists';
+
+CREATE OR REPLACE FUNCTION subscription.actor_refusal(account_id bigint, action text, monthly boolean DEFAULT false)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.actor_refusal(subscription.tenant_of('account', actor_refusal.account_id),
+                                      actor_refusal.account_id, actor_refusal.action, actor_refusal.monthly);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.actor_refusal(bigint, text, boolean) IS
+'Why the actor may not do an action on an account, or NULL when it may (Z1, R9, K8)';
+
+CREATE OR REPLACE FUNCTION subscription.authorize(account_id bigint, action text, monthly boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- without an actor nothing is read, nor the tenant looked up (a
+    -- trigger on a Citus worker reads by the tenant only)
+    IF subscription.trusted_without_actor() THEN
+        RETURN;
+    END IF;
+    PERFORM subscription.authorize(subscription.tenant_of('account', authorize.account_id),
+                                   authorize.account_id, authorize.action, authorize.monthly);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.authorize(bigint, text, boolean) IS
+'42501 unless the actor may do the action on the account (Z1, R9, K8, Z2); without an actor, unless the caller is back-office code';
+
+CREATE OR REPLACE FUNCTION subscription.unpriced_addons(subscription_id bigint, cycle interval)
+RETURNS text
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.unpriced_addons(subscription.tenant_of('subscription', unpriced_addons.subscription_id),
+                                        unpriced_addons.subscription_id, unpriced_addons.cycle);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.unpriced_addons(bigint, interval) IS 'Internal: the renewing add-ons of a subscription with no price for a cycle';
+
+CREATE OR REPLACE FUNCTION subscription.subscription_for_change(tenant_id bigint, fn text, subscription_id bigint, action text)
+RETURNS subscription.subscription
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    -- the tenant named: on Citus the row is locked on its shard (issue 17)
+    SELECT * INTO s FROM subscription.subscription AS x
+     WHERE x.tenant_id = subscription_for_change.tenant_id AND x.id = subscription_for_change.subscription_id
+       FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(subscription_for_change.tenant_id, s.account_id, action, false);
+    IF s.status <> 'active' THEN
+        RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('%s() changes active subscriptions only.', fn);
+    END IF;
+    RETURN s;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.subscription_for_change(bigint, text, bigint, text) IS
+'Internal: the subscription locked for a change, the actor''s right checked (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.give_back_unused(s subscription.subscription, at timestamptz, kind text, reason text)
+RETURNS numeric
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    total numeric;
+    -- scalars, and the tenant named in every read and the write: Citus
+    -- takes no composite variable in a query, and runs these on the
+    -- tenant's shard group alone (issue 17)
+    tenant bigint := s.tenant_id;
+    sub bigint := s.id;
+    account bigint := s.account_id;
+    current_period tstzrange := s.period;
+BEGIN
+    WITH open_charges AS (
+        SELECT c.id, c.currency, c.period, c.plan, c.item,
+               c.amount - coalesce((
+                   SELECT sum(d.amount) FROM subscription.ledger AS d
+                    WHERE d.tenant_id = tenant AND d.charge_id = c.id
+                      AND d.kind = 'discount'), 0) AS paid
+          FROM subscription.ledger AS c
+         WHERE c.tenant_id = tenant AND c.subscription_id = sub
+           AND c.kind = 'charge'
+           AND c.addon_batch_id IS NULL
+           AND c.period && current_period
+           AND NOT EXISTS (SELECT FROM subscription.ledger AS r
+                            WHERE r.tenant_id = tenant AND r.charge_id = c.id
+                              AND r.kind = ANY ('{refund,credit}'))),
+    given AS (
+        INSERT INTO subscription.ledger AS l
+               (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, charge_id, description)
+        SELECT tenant, account, sub, give_back_unused.kind,
+               subscription.unused_part(o.paid, o.period, at, o.currency),
+               o.currency, tstzrange(at, upper(o.period), '[)'), o.item, o.plan, o.id,
+               format('%s: unused part of charge %s (plan %s)', reason, o.id, o.plan)
+          FROM open_charges AS o
+         WHERE o.paid > 0 AND at < upper(o.period)
+        RETURNING l.amount)
+    SELECT coalesce(sum(g.amount), 0) INTO total FROM given AS g;
+    RETURN total;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.give_back_unused(subscription.subscription, timestamptz, text, text) IS 'Internal: refund or credit the unused part of the period''s open charges, once per charge';
+
+CREATE OR REPLACE FUNCTION subscription.change_plan(tenant_id bigint, subscription_id bigint, plan text, at timestamptz)
+RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    old_plan subscription.plan;
+    new_plan subscription.plan;
+    modes subscription.product;
+    price record;
+    new_period tstzrange;
+BEGIN
+    PERFORM subscription.require_tenant('change_plan', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('change_plan', '{subscription_id,plan,at}',
+        ARRAY[subscription_id IS NULL, plan IS NULL, at IS NULL]);
+    PERFORM subscription.require_time('change_plan', at, false);
+    SELECT * INTO new_plan FROM subscription.plan AS p WHERE p.code = change_plan.plan;
+    IF NOT FOUND THEN
+        PERFORM subscription.unknown_code('plan', plan);
+    END IF;
+    s := subscription.subscription_for_change(change_plan.tenant_id, 'change_plan', subscription_id, 'change_plan');
+    PERFORM subscription.require_in_period('change_plan', s, at);
+    PERFORM subscription.require_terms(change_plan.tenant_id, s.account_id, at);
+    SELECT * INTO old_plan FROM subscription.plan AS p WHERE p.code = s.plan;
+    IF new_plan.product <> old_plan.product THEN
+        RAISE EXCEPTION 'plan "%" is not a plan of product "%"', plan, old_plan.product
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Subscribe to the other product with subscription.subscribe().';
+    END IF;
+
+    effective_at := at;
+    refund := 0;
+    charge := 0;
+    IF new_plan.code = s.plan THEN
+        UPDATE subscription.subscription AS x SET pending_plan = NULL
+         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id AND x.pending_plan IS NOT NULL;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    SELECT * INTO modes FROM subscription.product AS p WHERE p.code = new_plan.product;
+    IF new_plan.rank < old_plan.rank AND modes.downgrade = 'end_of_period' THEN
+        -- C4: the current plan runs to the end of the period; the new one
+        -- must sell the cycle and quantity of the next (22023, 55000)
+        PERFORM subscription.period_price(new_plan.code, coalesce(s.pending_cycle, s.cycle),
+                                          coalesce(s.pending_quantity, s.quantity));
+        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
+        effective_at := upper(s.period);
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    -- the new plan must sell the cycle and the quantity (22023, 55000)
+    price := subscription.period_price(new_plan.code, s.cycle, s.quantity);
+    refund := subscription.give_back_unused(s, at, 'refund', format('change to plan %s', new_plan.code));
+    IF new_plan.rank >= old_plan.rank AND modes.upgrade = 'restart' THEN
+        -- C1: a new full period starts now
+        new_period := subscription.nth_period(at, s.cycle, 1);
+        charge := subscription.round_money(price.amount, price.currency);
+    ELSE
+        new_period := s.period;
+        charge := subscription.unused_part(price.amount, s.period, at, price.currency);
+    END IF;
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+    VALUES (change_plan.tenant_id, s.account_id, s.id, 'charge', charge, price.currency,
+            tstzrange(at, upper(new_period), '[)'), format('change to %s', new_plan.code), new_plan.code,
+            format('plan %s from %s, cycle %s, quantity %s', new_plan.code, at, s.cycle, s.quantity));
+
+    IF new_plan.rank < old_plan.rank THEN
+        -- immediate downgrade: apply_downgrade moves to the plan and trims
+        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code, paid_quantity = x.quantity
+         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
+        PERFORM FROM subscription.apply_downgrade(change_plan.tenant_id, s.id, false);
+    ELSE
+        UPDATE subscription.subscription AS x
+           SET plan = new_plan.code, pending_plan = NULL, paid_quantity = x.quantity,
+               period = new_period,
+               anchor = CASE WHEN new_period = s.period THEN x.anchor ELSE at END
+         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
+    END IF;
+    RETURN NEXT;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.change_plan(bigint, bigint, text, timestamptz) IS
+'Upgrade now (prorated or restarted) or downgrade at the period end (C1-C4, Z5) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.bundle_into_suite(tenant_id bigint, account_id bigint, suite_plan text, quantity integer, at timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    suite subscription.plan;
+    included text[];
+    replaced subscription.subscription[];
+    ids bigint[];
+    members bigint[];
+    r subscription.subscription;
+    bundle_cycle interval;
+    was_default boolean;
+    credited numeric := 0;
+    new_id bigint;
+BEGIN
+    PERFORM subscription.require_tenant('bundle_into_suite', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('bundle_into_suite', '{account_id,suite_plan,at}',
+        ARRAY[account_id IS NULL, suite_plan IS NULL, at IS NULL]);
+    IF quantity IS NOT NULL THEN
+        PERFORM subscription.require_quantity(quantity);
+    END IF;
+    PERFORM subscription.require_time('bundle_into_suite', at, false);
+    PERFORM subscription.require_account(bundle_into_suite.tenant_id, bundle_into_suite.account_id);
+    PERFORM subscription.authorize(bundle_into_suite.tenant_id, bundle_into_suite.account_id, 'change_plan', false);
+    SELECT * INTO suite FROM subscription.plan AS p WHERE p.code = bundle_into_suite.suite_plan;
+    IF NOT FOUND THEN
+        PERFORM subscription.unknown_code('plan', suite_plan);
+    END IF;
+    SELECT array_agg(DISTINCT ip.product ORDER BY ip.product) INTO included
+      FROM subscription.suite_component AS sc
+      JOIN subscription.plan AS ip ON ip.code = sc.plan
+     WHERE sc.suite_plan = suite.code;
+    IF included IS NULL THEN
+        RAISE EXCEPTION 'plan "%" is not a suite', suite.code
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The plans a suite includes are its rows in subscription.suite_component.';
+    END IF;
+
+    -- the separate subscriptions, locked in id order
+    SELECT array_agg(x ORDER BY x.id) INTO replaced
+      FROM (SELECT x.* FROM subscription.subscription AS x
+              JOIN subscription.plan AS p ON p.code = x.plan
+             WHERE x.tenant_id = bundle_into_suite.tenant_id AND x.account_id = bundle_into_suite.account_id
+               AND x.status = 'active'
+               AND subscription.seat_product(p.kind, p.product) = ANY (included)
+             ORDER BY x.id
+               FOR NO KEY UPDATE OF x) AS x;
+    IF replaced IS NULL THEN
+        RAISE EXCEPTION 'account % has no subscription to bundle into suite "%"', account_id, suite.code
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('It has no active subscription of product %s.',
+                                  array_to_string(ARRAY(SELECT format('"%s"', i) FROM unnest(included) AS i), ', ')),
+                  HINT = 'Subscribe to the suite with subscription.subscribe().';
+    END IF;
+    ids := ARRAY(SELECT x.id FROM unnest(replaced) AS x);
+    quantity := coalesce(quantity, (SELECT max(x.quantity) FROM unnest(replaced) AS x));
+    bundle_cycle := (SELECT max(x.cycle) FROM unnest(replaced) AS x);
+    was_default := (SELECT bool_or(x.is_default) FROM unnest(replaced) AS x);
+
+    -- their seats go to the suite: a member holding a license of an included product
+    members := ARRAY(SELECT DISTINCT l.member_id FROM subscription.license AS l
+                      WHERE l.tenant_id = bundle_into_suite.tenant_id AND l.subscription_id = ANY (ids) ORDER BY 1);
+    IF cardinality(members) > quantity THEN
+        RAISE EXCEPTION 'suite "%" with % licenses cannot seat the % members holding a license of product %',
+                        suite.code, quantity, cardinality(members),
+                        (SELECT string_agg(DISTINCT format('"%s"', p.product), ', ' ORDER BY format('"%s"', p.product))
+                           FROM unnest(replaced) AS x
+                           JOIN subscription.license AS l ON l.tenant_id = bundle_into_suite.tenant_id AND l.subscription_id = x.id
+                           JOIN subscription.plan AS p ON p.code = x.plan)
+            USING ERRCODE = 'check_violation',
+                  DETAIL = format('Members %s hold a license of subscription %s.',
+                                  array_to_string(members, ', '), array_to_string(ids, ', ')),
+                  HINT = 'Bundle with a larger quantity, or release licenses first.';
+    END IF;
+
+    -- L9: each ends now, its unused days credited; its licenses released
+    FOREACH r IN ARRAY replaced LOOP
+        credited := credited + subscription.end_early(bundle_into_suite.tenant_id, r.id, at);
+    END LOOP;
+    DELETE FROM subscription.license AS l WHERE l.tenant_id = bundle_into_suite.tenant_id AND l.subscription_id = ANY (ids);
+    IF was_default THEN
+        UPDATE subscription.subscription AS x SET is_default = false
+         WHERE x.tenant_id = bundle_into_suite.tenant_id AND x.id = ANY (ids) AND x.is_default;
+    END IF;
+
+    -- the suite, charged as any subscription (the credit pays it first)
+    new_id := subscription.subscribe(bundle_into_suite.tenant_id, bundle_into_suite.account_id, suite.code, bundle_cycle, quantity, at,
+                                     'always', NULL);
+    IF was_default THEN
+        UPDATE subscription.subscription AS x SET is_default = true WHERE x.tenant_id = bundle_into_suite.tenant_id AND x.id = new_id AND NOT x.is_default;
+    END IF;
+    INSERT INTO subscription.license (tenant_id, subscription_id, member_id)
+    SELECT bundle_into_suite.tenant_id, new_id, m FROM unnest(members) AS m;
+
+    INSERT INTO subscription.history (tenant_id, actor, operation, account_id, subscription_id, details)
+    VALUES (bundle_into_suite.tenant_id, subscription.current_actor(), 'bundle_into_suite', bundle_into_suite.account_id, new_id,
+            jsonb_build_object('suite_plan', suite.code, 'quantity', quantity, 'replaced', to_jsonb(ids),
+                               'credited', credited, 'members', to_jsonb(members)));
+    RETURN new_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.bundle_into_suite(bigint, bigint, text, integer, timestamptz) IS
+'Move the account''s separate subscriptions of a suite''s products into one suite subscription, their unused days credited (Z3, L9) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.change_cycle(tenant_id bigint, subscription_id bigint, cycle interval)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    missing text;
+BEGIN
+    PERFORM subscription.require_tenant('change_cycle', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('change_cycle', '{subscription_id,cycle}',
+        ARRAY[subscription_id IS NULL, cycle IS NULL]);
+    PERFORM subscription.require_cycle(cycle);
+    s := subscription.subscription_for_change(change_cycle.tenant_id, 'change_cycle', subscription_id, 'change_cycle');
+    PERFORM subscription.require_terms(change_cycle.tenant_id, s.account_id, now());
+    -- the plan must sell this cycle for the quantity, and so must the
+    -- add-ons that will renew with it (22023 otherwise)
+    PERFORM subscription.period_price(n.plan, cycle, coalesce(s.pending_quantity, s.quantity), n.version)
+       FROM subscription.next_plan(s) AS n;
+    missing := subscription.unpriced_addons(change_cycle.tenant_id, s.id, cycle);
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'add-on "%" has no price for cycle %', missing, subscription.cycle_text(cycle)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = subscription.sold_cycles('add-on', missing),
+                  HINT = 'The prices of an add-on are its rows in subscription.addon_price.';
+    END IF;
+    UPDATE subscription.subscription AS x
+       SET pending_cycle = CASE WHEN subscription.cycle_key(change_cycle.cycle)
+                                     = subscription.cycle_key(s.cycle)
+                                THEN NULL ELSE change_cycle.cycle END
+     WHERE x.tenant_id = change_cycle.tenant_id AND x.id = s.id;
+    RETURN upper(s.period);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.change_cycle(bigint, bigint, interval) IS
+'A new billing cycle from the next period (Z7); returns when it takes effect (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.set_renewal(tenant_id bigint, subscription_id bigint, renewal text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.require_tenant('set_renewal', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('set_renewal', '{subscription_id,renewal}',
+        ARRAY[subscription_id IS NULL, renewal IS NULL]);
+    PERFORM subscription.require_renewal(renewal);
+    PERFORM subscription.subscription_for_change(set_renewal.tenant_id, 'set_renewal', subscription_id, 'change_renewal');
+    UPDATE subscription.subscription AS x SET renewal = set_renewal.renewal
+     WHERE x.tenant_id = set_renewal.tenant_id AND x.id = set_renewal.subscription_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.set_renewal(bigint, bigint, text) IS
+'The renewal option: none, once, always, to_monthly (R6) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.cancel_account(tenant_id bigint, account_id bigint)
+RETURNS TABLE (subscription_id bigint, ends_at timestamptz)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.require_tenant('cancel_account', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('cancel_account', '{account_id}', ARRAY[account_id IS NULL]);
+    PERFORM subscription.require_account(cancel_account.tenant_id, cancel_account.account_id);
+    PERFORM subscription.authorize(cancel_account.tenant_id, cancel_account.account_id, 'cancel', false);
+    RETURN QUERY
+    SELECT s.id, subscription.cancel(cancel_account.tenant_id, s.id)
+      FROM subscription.subscription AS s
+     WHERE s.tenant_id = cancel_account.tenant_id AND s.account_id = cancel_account.account_id
+       AND s.status = 'active'
+     ORDER BY s.id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.cancel_account(bigint, bigint) IS
+'Cancel every active subscription of the account, each at its period end (Z8) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.credit_balance(tenant_id bigint, account_id bigint, currency text)
+RETURNS numeric
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.authorize(credit_balance.tenant_id, credit_balance.account_id, 'read', false);
+    RETURN (SELECT coalesce(sum(CASE l.kind WHEN 'credit' THEN l.amount ELSE -l.amount END), 0)
+              FROM subscription.ledger AS l
+             WHERE l.tenant_id = credit_balance.tenant_id
+               AND l.account_id = credit_balance.account_id
+               AND l.currency = credit_balance.currency
+               AND l.kind = ANY ('{credit,credit_used}'));
+END
+$$;
+
+COMMENT ON FUNCTION subscription.credit_balance(bigint, bigint, text) IS
+'The account''s credit not used yet, in a currency (L10) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.end_early(tenant_id bigint, subscription_id bigint, at timestamptz)
+RETURNS numeric
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    credited numeric;
+BEGIN
+    PERFORM subscription.require_tenant('end_early', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('end_early', '{subscription_id,at}',
+        ARRAY[subscription_id IS NULL, at IS NULL]);
+    PERFORM subscription.require_time('end_early', at, false);
+    s := subscription.subscription_for_change(end_early.tenant_id, 'end_early', subscription_id, 'cancel');
+    PERFORM subscription.require_in_period('end_early', s, at);
+    credited := subscription.give_back_unused(s, at, 'credit', 'consolidation');
+    UPDATE subscription.addon_batch AS b SET status = 'expired'
+     WHERE b.tenant_id = end_early.tenant_id AND b.subscription_id = s.id AND b.status = 'active';
+    UPDATE subscription.subscription AS x SET status = 'cancelled' WHERE x.tenant_id = end_early.tenant_id AND x.id = s.id;
+    RETURN credited;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.end_early(bigint, bigint, timestamptz) IS
+'End a subscription now; its unused days become credit (L9) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.cancel_addon(tenant_id bigint, batch_id bigint)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    b subscription.addon_batch;
+    s subscription.subscription;
+BEGIN
+    PERFORM subscription.require_tenant('cancel_addon', tenant_id, 'addon_batch', batch_id);
+    PERFORM subscription.require_arguments('cancel_addon', '{batch_id}', ARRAY[batch_id IS NULL]);
+    SELECT * INTO b FROM subscription.addon_batch AS x WHERE x.tenant_id = cancel_addon.tenant_id AND x.id = cancel_addon.batch_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'add-on batch % does not exist', batch_id USING ERRCODE = 'no_data_found';
+    END IF;
+    s := subscription.subscription_for_change(cancel_addon.tenant_id, 'cancel_addon', b.subscription_id, 'cancel');
+    IF b.status <> 'active' THEN
+        RAISE EXCEPTION 'add-on batch % is %', batch_id, b.status USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF (SELECT x.one_time FROM subscription.addon AS x WHERE x.code = b.addon) THEN
+        RAISE EXCEPTION 'add-on batch % was a one-time purchase', batch_id
+            USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = 'Nothing renews, so nothing can be cancelled.';
+    END IF;
+    UPDATE subscription.addon_batch AS x SET cancel_at_period_end = true
+     WHERE x.tenant_id = cancel_addon.tenant_id AND x.id = b.id AND NOT x.cancel_at_period_end;
+    RETURN upper(s.period);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.cancel_addon(bigint, bigint) IS
+'End an add-on batch with the period (K4, K5); returns when it ends (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.enforce_limit(
+    relation regclass,
+    feature text,
+    account_column name DEFAULT 'account_id',
+    on_downgrade text DEFAULT 'drop_newest',
+    order_column name DEFAULT NULL,
+    value_column name DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    trigger_name text := subscription.guard_name(feature);
+    target pg_catalog.pg_class;
+    own_guard boolean;
+BEGIN
+    PERFORM subscription.require_arguments('enforce_limit', '{relation,feature,account_column,on_downgrade}',
+        ARRAY[relation IS NULL, feature IS NULL, account_column IS NULL, on_downgrade IS NULL]);
+    IF on_downgrade <> ALL (subscription.downgrade_policies()) THEN
+        RAISE EXCEPTION 'unknown downgrade policy "%"', on_downgrade
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('The policies are %s and %s.',
+                                array_to_string(trim_array(subscription.downgrade_policies(), 1), ', '),
+                                (subscription.downgrade_policies())[cardinality(subscription.downgrade_policies())]);
+    END IF;
+    SELECT * INTO target FROM pg_catalog.pg_class AS c WHERE c.oid = relation;
+    IF target.relkind = 'p' OR target.relispartition
+       OR EXISTS (SELECT FROM pg_catalog.pg_inherits AS i WHERE i.inhrelid = relation OR i.inhparent = relation) THEN
+        -- a statement naming another table of the tree would skip the guards (S6)
+        RAISE EXCEPTION 'table % is part of a partition or inheritance tree', relation
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'A statement on another table of the tree would not fire its guards.',
+                  HINT = 'Limit a plain table.';
+    ELSIF target.relkind <> 'r' THEN
+        RAISE EXCEPTION '% is not a table', relation USING ERRCODE = 'wrong_object_type';
+    ELSIF target.relpersistence = 't' THEN
+        RAISE EXCEPTION 'temporary table % cannot be limited', relation
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'Its registration would outlive the session that sees it.';
+    END IF;
+    PERFORM subscription.require_table_owner(relation);
+    -- K7, K10: the one limit on the extension's own tables, sub-accounts
+    -- per parent account, whose guard the extension attaches itself
+    own_guard := relation = 'subscription.account'::pg_catalog.regclass
+                 AND feature = 'sub_accounts'
+                 AND account_column = 'parent_id';
+    IF NOT own_guard AND target.relnamespace = 'subscription'::regnamespace THEN
+        RAISE EXCEPTION 'the extension''s own table % cannot be limited this way', relation
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Sub-accounts are limited with enforce_limit(''subscription.account'', ''sub_accounts'', ''parent_id'', ...).';
+    END IF;
+    PERFORM subscription.require_feature(enforce_limit.feature);
+    IF subscription.distributed() THEN
+        -- Citus: the count below reads every shard, then the guards are
+        -- created (DDL) in the same transaction, which Citus allows over
+        -- one connection per node only (issue 17)
+        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
+
+    PERFORM subscription.limited_column(relation, account_column, 'account column', true);
+    IF on_downgrade = ANY (subscription.value_policies()) THEN
+        IF value_column IS NULL THEN
+            RAISE EXCEPTION 'policy % needs a value column', on_downgrade
+                USING ERRCODE = 'null_value_not_allowed';
+        END IF;
+        PERFORM subscription.limited_column(relation, value_column, 'value column', on_downgrade <> 'detach');
+    ELSIF value_column IS NOT NULL THEN
+        PERFORM subscription.limited_column(relation, value_column, 'value column', false);
+    END IF;
+    IF order_column IS NOT NULL THEN
+        PERFORM subscription.limited_column(relation, order_column, 'order column', false);
+    END IF;
+    IF on_downgrade = 'keep_most_referenced' THEN
+        IF (SELECT cardinality(c.conkey) FROM pg_catalog.pg_constraint AS c
+             WHERE c.conrelid = relation AND c.contype = 'p')
+           IS DISTINCT FROM 1 THEN
+            RAISE EXCEPTION 'policy keep_most_referenced needs a single-column primary key on %', relation
+                USING ERRCODE = 'invalid_table_definition';
+        END IF;
+        PERFORM FROM pg_catalog.pg_constraint AS c
+         WHERE c.confrelid = relation AND c.contype = 'f';
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'policy keep_most_referenced needs a foreign key into %', relation
+                USING ERRCODE = 'invalid_table_definition',
+                      DETAIL = 'The rows kept are those most referenced through it (C5).';
+        END IF;
+    END IF;
+
+    -- registering twice is refused: unenforce_limit first to change the options;
+    -- a feature is one counter per account, so it lives on one table
+    PERFORM FROM subscription.limited_table AS t WHERE t.feature = enforce_limit.feature;
+    IF FOUND THEN
+        RAISE EXCEPTION 'feature "%" is already enforced', feature
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'subscription.unenforce_limit() removes a registration, to register it again with other options.';
+    END IF;
+
+    INSERT INTO subscription.limited_table AS t (relation, feature, account_column, on_downgrade, order_column, value_column,
+                                                 relation_name)
+    VALUES (relation, feature, account_column, on_downgrade, order_column, value_column,
+            subscription.relation_name(relation));
+
+    -- lock the table against writes while the existing rows are counted
+    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', relation);
+    PERFORM subscription.recount_usage(relation, feature);
+    PERFORM subscription.invalidate_limit_cache(relation);
+
+    IF own_guard THEN
+        RETURN;                 -- the extension attached its guard already
+    END IF;
+    EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_i', relation, feature);
+    EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_u', relation, feature);
+    EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_d', relation, feature);
+    EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_t', relation, feature);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.enforce_limit(regclass, text, name, text, name, name) IS
+'Attach the limit guard of a feature to an application table and count its rows';
+
+REVOKE ALL ON FUNCTION subscription.require_account(bigint, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.actor_refusal(bigint, bigint, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.authorize(bigint, bigint, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.unpriced_addons(bigint, bigint, interval) FROM PUBLIC;
+SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g;
+
+-- The outbox of billing events and its consumers (issue 20, docs/integrating.md) --
+-- The outbox (issue 20, docs/integrating.md): one row per billing event,
+-- written in the transaction of the change by write_event(), and the
+-- position of each consumer that reads it (claim_events, ack_events).
+
+-- An event of an account: a tenant table (docs/design.md#tenant-keys).
+-- next_xid: the next transaction id when the id was taken (events.c): an
+-- event is handed out once every transaction below it has ended.
+CREATE TABLE subscription.event (
+    id              bigint GENERATED BY DEFAULT AS IDENTITY,
+    type            text NOT NULL,
+    account_id      bigint,
+    subscription_id bigint,
+    payload         jsonb NOT NULL,
+    at              timestamptz NOT NULL,
+    next_xid        xid8 NOT NULL,
+    tenant_id       bigint NOT NULL,
+    CONSTRAINT event_pkey PRIMARY KEY (tenant_id, id)
+);
+-- claims read across tenants in id order
+CREATE INDEX event_id_idx ON subscription.event (id);
+-- renewal.upcoming: once per subscription and period (announce_renewals)
+CREATE UNIQUE INDEX event_renewal_upcoming_key ON subscription.event (tenant_id, subscription_id, (payload ->> 'renews_at'))
+    WHERE type = 'renewal.upcoming';
+
+COMMENT ON TABLE subscription.event IS
+'The outbox: billing events, written in the transaction of the change (docs/integrating.md)';
+COMMENT ON COLUMN subscription.event.payload IS
+'The event''s versioned JSON payload ("version": 1), documented per type in docs/integrating.md';
+COMMENT ON COLUMN subscription.event.next_xid IS
+'The next transaction id when the event''s id was taken: claim_events() hands it out once no transaction below it runs';
+
+-- Each consumer's position: read across tenants, so not a tenant table.
+-- A claim (claimed_up_to) is held until claimed_until or its ack.
+CREATE TABLE subscription.event_consumer (
+    consumer      text PRIMARY KEY CHECK (consumer <> ''),
+    position      bigint NOT NULL DEFAULT 0,
+    claimed_up_to bigint,
+    claimed_until timestamptz,
+    acked_at      timestamptz
+);
+
+COMMENT ON TABLE subscription.event_consumer IS
+'Each event consumer''s position (the last event it acknowledged) and its claim in flight';
+
+-- The outbox (issue 20, docs/integrating.md): every billing change writes
+-- its events in its own transaction.  The events are derived in one place
+-- from the history rows (R8) that every change already writes: a row
+-- trigger on history maps each operation to its events (history_events),
+-- whatever path wrote the row (record_history, the license guard, C).
+-- Events without a history row come from announce_renewals (the notice
+-- window) and from the trimmed archive (data.trimmed).  Consumers read
+-- them with claim_events and ack_events; prune_events deletes what every
+-- consumer has acknowledged.
+
+-- Internal (C, events.c): the next transaction id to be assigned, read now.
+CREATE FUNCTION subscription.event_next_xid()
+RETURNS xid8
+AS 'MODULE_PATHNAME', 'event_next_xid'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION subscription.event_next_xid() IS
+'Internal (C): the next transaction id to be assigned, read at the call (the outbox''s horizon)';
+
+-- The one writer of an event (E1-E3, docs/rules.md):
+--   E2, E3: the id is taken before next_xid is read (events.c);
+--   NOTIFY subscription_events with the id, sent on commit (not from a
+--   Citus worker, docs/citus.md).
+-- A renewal.upcoming already written for its period is not written again
+-- (NULL).  Only the extension's owner calls it: no role is granted it.
+CREATE FUNCTION subscription.write_event(tenant_id bigint, type text, account_id bigint, subscription_id bigint,
+                                         payload jsonb, at timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+-- the conflict target names the table's columns
+#variable_conflict use_column
+DECLARE
+    new_id bigint;
+BEGIN
+    PERFORM subscription.require_arguments('write_event', '{tenant_id,type,payload,at}',
+        ARRAY[write_event.tenant_id IS NULL, write_event.type IS NULL, write_event.payload IS NULL, write_event.at IS NULL]);
+    IF jsonb_typeof(write_event.payload -> 'version') IS DISTINCT FROM 'number' THEN
+        RAISE EXCEPTION 'the payload of an event must carry its version'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The payload was %s.', write_event.payload);
+    END IF;
+    new_id := pg_catalog.nextval('subscription.event_id_seq');
+    INSERT INTO subscription.event AS e (id, type, account_id, subscription_id, payload, at, next_xid, tenant_id)
+    VALUES (new_id, write_event.type, write_event.account_id, write_event.subscription_id, write_event.payload,
+            write_event.at, subscription.event_next_xid(), write_event.tenant_id)
+    ON CONFLICT (tenant_id, subscription_id, (payload ->> 'renews_at')) WHERE type = 'renewal.upcoming' DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    -- a Citus worker commits its part of a distributed transaction with
+    -- PREPARE TRANSACTION, which refuses a NOTIFY: there consumers poll
+    IF NOT subscription.on_citus_worker() THEN
+        PERFORM pg_catalog.pg_notify('subscription_events', new_id::text);
+    END IF;
+    RETURN new_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.write_event(bigint, text, bigint, bigint, jsonb, timestamptz) IS
+'Internal: write one event in the transaction of the change (E1-E3); the extension''s own functions only';
+
+-- A time in an event's payload: UTC, ISO 8601 with a Z, whatever the
+-- session's TimeZone, so that a payload is the same for every reader.
+CREATE FUNCTION subscription.event_time(t timestamptz)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN (pg_catalog.to_jsonb(t AT TIME ZONE 'UTC') OPERATOR(pg_catalog.#>>) '{}') OPERATOR(pg_catalog.||) 'Z';
+
+COMMENT ON FUNCTION subscription.event_time(timestamptz) IS
+'Internal: a time as an event payload shows it (UTC, ISO 8601, Z)';
+
+-- The events of a history row (E1): one place for the mapping of an
+-- operation to event types and versioned payloads (docs/integrating.md).
+-- details is the history row's: the row on insert, {"column": {"old",
+-- "new"}} on update, {"members": [...]} for licenses.
+CREATE FUNCTION subscription.history_events(operation text, details jsonb)
+RETURNS TABLE (type text, payload jsonb)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT x.type, pg_catalog.jsonb_build_object('version', 1) OPERATOR(pg_catalog.||) x.payload
+  FROM (
+    SELECT 'subscription.created', pg_catalog.jsonb_build_object(
+               'plan', details -> 'plan', 'cycle', details -> 'cycle', 'quantity', details -> 'quantity',
+               'status', details -> 'status', 'renewal', details -> 'renewal',
+               'period_start', subscription.event_time(pg_catalog.lower((details OPERATOR(pg_catalog.->>) 'period')::pg_catalog.tstzrange)),
+               'period_end', subscription.event_time(pg_catalog.upper((details OPERATOR(pg_catalog.->>) 'period')::pg_catalog.tstzrange)))
+     WHERE operation = 'subscription_insert'
+    UNION ALL
+    SELECT 'subscription.renewed', pg_catalog.jsonb_build_object(
+               'period_number', details -> 'period_number' -> 'new',
+               'period_start', subscription.event_time(pg_catalog.lower((details -> 'period' OPERATOR(pg_catalog.->>) 'new')::pg_catalog.tstzrange)),
+               'period_end', subscription.event_time(pg_catalog.upper((details -> 'period' OPERATOR(pg_catalog.->>) 'new')::pg_catalog.tstzrange)))
+     WHERE operation = 'subscription_update'
+       AND (details -> 'period_number' OPERATOR(pg_catalog.->>) 'new')::integer
+           OPERATOR(pg_catalog.>) (details -> 'period_number' OPERATOR(pg_catalog.->>) 'old')::integer
+    UNION ALL
+    SELECT 'subscription.plan_changed', pg_catalog.jsonb_build_object(
+               'from', details -> 'plan' -> 'old', 'to', details -> 'plan' -> 'new')
+     WHERE operation = 'subscription_update' AND details ? 'plan'
+    UNION ALL
+    SELECT 'subscription.quantity_changed', pg_catalog.jsonb_build_object(
+               'from', details -> 'quantity' -> 'old', 'to', details -> 'quantity' -> 'new')
+     WHERE operation = 'subscription_update' AND details ? 'quantity'
+    UNION ALL
+    SELECT 'subscription.' || (details -> 'status' OPERATOR(pg_catalog.->>) 'new'),
+           pg_catalog.jsonb_build_object('previous_status', details -> 'status' -> 'old')
+     WHERE operation = 'subscription_update'
+       AND details -> 'status' OPERATOR(pg_catalog.->>) 'new' IN ('cancelled', 'expired')
+    UNION ALL
+    SELECT 'addon.purchased', pg_catalog.jsonb_build_object(
+               'batch_id', details -> 'id', 'addon', details -> 'addon', 'quantity', details -> 'quantity')
+     WHERE operation = 'addon_batch_insert'
+    UNION ALL
+    SELECT 'addon.ended', pg_catalog.jsonb_build_object('status', details -> 'status' -> 'new')
+     WHERE operation = 'addon_batch_update'
+       AND details -> 'status' OPERATOR(pg_catalog.->>) 'new' IN ('cancelled', 'expired')
+    UNION ALL
+    SELECT CASE operation WHEN 'license_assign' THEN 'license.assigned' ELSE 'license.released' END,
+           pg_catalog.jsonb_build_object('members', details -> 'members')
+     WHERE operation IN ('license_assign', 'license_release')
+  ) AS x (type, payload)
+$$;
+
+COMMENT ON FUNCTION subscription.history_events(text, jsonb) IS
+'The events of a history row: event types and versioned payloads per operation (E1, docs/integrating.md)';
+
+-- Trigger: the events of each history row, in its transaction (E1).  A
+-- restore copies the events with the history: none is written again.
+CREATE FUNCTION subscription.history_event()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    e record;
+BEGIN
+    IF subscription.restoring_role() THEN
+        RETURN NULL;
+    END IF;
+    FOR e IN SELECT * FROM subscription.history_events(NEW.operation, NEW.details) LOOP
+        PERFORM subscription.write_event(NEW.tenant_id, e.type, NEW.account_id, NEW.subscription_id, e.payload, NEW.at);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.history_event() IS
+'Trigger: the events of a history row, written in its transaction (E1)';
+
+CREATE TRIGGER history_events AFTER INSERT ON subscription.history
+    FOR EACH ROW EXECUTE FUNCTION subscription.history_event();
+
+-- Trigger: data.trimmed, one event per statement of the archive and
+-- subscription, with the count of rows per table (E1).
+CREATE FUNCTION subscription.trimmed_event()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    e record;
+BEGIN
+    IF subscription.restoring_role() THEN
+        RETURN NULL;
+    END IF;
+    FOR e IN SELECT t.tenant_id, t.account_id, t.subscription_id, pg_catalog.max(t.at) AS at,
+                    pg_catalog.jsonb_object_agg(t.relation, t.n) AS tables
+               FROM (SELECT n.tenant_id, n.account_id, n.subscription_id, n.relation,
+                            pg_catalog.max(n.at) AS at, pg_catalog.count(*) AS n
+                       FROM new_rows AS n GROUP BY 1, 2, 3, 4) AS t
+              GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 LOOP
+        PERFORM subscription.write_event(e.tenant_id, 'data.trimmed', e.account_id, e.subscription_id,
+                                         pg_catalog.jsonb_build_object('version', 1, 'tables', e.tables), e.at);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.trimmed_event() IS
+'Trigger: a data.trimmed event per account and subscription with the rows trimmed per table (E1)';
+
+CREATE TRIGGER trimmed_events AFTER INSERT ON subscription.trimmed
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.trimmed_event();
+
+-- renewal.upcoming (E5): once per subscription and period, when it enters
+-- the notice window, that is when it appears in renewal_notice (the one
+-- definition of the window).  Idempotent: run it with the renewals, as
+-- often as wanted.  Returns how many events it wrote.
+CREATE FUNCTION subscription.announce_renewals()
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n record;
+    written integer := 0;
+BEGIN
+    FOR n IN SELECT r.*, s.tenant_id
+               FROM subscription.renewal_notice AS r
+               JOIN subscription.subscription AS s ON s.id = r.subscription_id
+              WHERE NOT r.overdue
+                AND NOT EXISTS (SELECT FROM subscription.event AS e
+                                 WHERE e.tenant_id = s.tenant_id AND e.subscription_id = s.id
+                                   AND e.type = 'renewal.upcoming'
+                                   AND e.payload ->> 'renews_at' = subscription.event_time(r.renews_at))
+              ORDER BY s.tenant_id, r.account_id, r.subscription_id LOOP
+        IF subscription.write_event(n.tenant_id, 'renewal.upcoming', n.account_id, n.subscription_id,
+               pg_catalog.jsonb_build_object('version', 1, 'renews_at', subscription.event_time(n.renews_at), 'plan', n.plan,
+                   'plan_version', n.plan_version, 'cycle', n.cycle, 'quantity', n.quantity,
+                   'amount', n.amount, 'currency', n.currency, 'discount', n.discount, 'credit', n.credit),
+               pg_catalog.now()) IS NOT NULL THEN
+            written := written + 1;
+        END IF;
+    END LOOP;
+    RETURN written;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.announce_renewals() IS
+'Write renewal.upcoming once per subscription and period entering the notice window (renewal_notice); idempotent (E5)';
+
+-- E4: hand out the next events of a consumer: those after its position
+-- whose every earlier id has committed or ended (next_xid below the
+-- snapshot's oldest running transaction, events.c), in id order, at most
+-- max.  One claim per consumer at a time (E6): a claim in flight (until
+-- acknowledged or until its lease ends) or another worker claiming this
+-- instant gives nothing.  A new consumer starts at the oldest event.
+CREATE FUNCTION subscription.claim_events(consumer text, max integer DEFAULT 100, lease interval DEFAULT '1 minute')
+RETURNS SETOF subscription.event
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c text := claim_events.consumer;
+    k subscription.event_consumer;
+BEGIN
+    PERFORM subscription.require_arguments('claim_events', '{consumer,max,lease}',
+                                           ARRAY[c IS NULL, max IS NULL, lease IS NULL]);
+    IF c = '' THEN
+        RAISE EXCEPTION 'a consumer''s name must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF max < 1 OR max > 100000 THEN
+        RAISE EXCEPTION 'max % is out of range', max
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Claim between 1 and 100000 events at a time.';
+    END IF;
+    IF lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease % is not a positive interval', lease
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- E6: another worker of the consumer claiming now: nothing for this
+    -- one, at once
+    SELECT * INTO k FROM subscription.event_consumer AS x WHERE x.consumer = c FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        IF EXISTS (SELECT FROM subscription.event_consumer AS x WHERE x.consumer = c) THEN
+            RETURN;
+        END IF;
+        -- a new consumer, from the oldest event
+        INSERT INTO subscription.event_consumer (consumer) VALUES (c) ON CONFLICT DO NOTHING;
+        SELECT * INTO k FROM subscription.event_consumer AS x WHERE x.consumer = c FOR UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+    END IF;
+    IF k.claimed_until > pg_catalog.clock_timestamp() THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    WITH batch AS (
+        SELECT e.* FROM subscription.event AS e
+         WHERE e.id > k.position
+           AND e.next_xid <= pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())
+         ORDER BY e.id
+         LIMIT max),
+    claim AS (
+        UPDATE subscription.event_consumer AS x
+           SET claimed_up_to = b.up_to, claimed_until = pg_catalog.clock_timestamp() + lease
+          FROM (SELECT pg_catalog.max(batch.id) AS up_to FROM batch) AS b
+         WHERE x.consumer = c AND b.up_to IS NOT NULL)
+    SELECT * FROM batch ORDER BY batch.id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.claim_events(text, integer, interval) IS
+'The consumer''s next events in commit order, at most max, held for it until acknowledged or the lease ends (E4, E6)';
+
+-- Acknowledge a consumer's events up to an id it claimed: its position
+-- moves there (never back); the claim ends when all of it is acknowledged.
+-- Returns the position.
+CREATE FUNCTION subscription.ack_events(consumer text, up_to bigint)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c text := ack_events.consumer;
+    k subscription.event_consumer;
+BEGIN
+    PERFORM subscription.require_arguments('ack_events', '{consumer,up_to}', ARRAY[c IS NULL, up_to IS NULL]);
+    SELECT * INTO k FROM subscription.event_consumer AS x WHERE x.consumer = c FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'event consumer "%" does not exist', c
+            USING ERRCODE = 'no_data_found', HINT = 'A consumer exists from its first claim_events().';
+    END IF;
+    IF up_to <= k.position THEN
+        RETURN k.position;
+    END IF;
+    IF k.claimed_up_to IS NULL OR up_to > k.claimed_up_to THEN
+        RAISE EXCEPTION 'event % was not claimed by consumer "%"', up_to, c
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The consumer''s position is %s and its claim ends at %s.',
+                                  k.position, coalesce(k.claimed_up_to::text, 'none')),
+                  HINT = 'Acknowledge the events claim_events() returned, up to the last one delivered.';
+    END IF;
+    UPDATE subscription.event_consumer AS x
+       SET position = up_to, acked_at = pg_catalog.clock_timestamp(),
+           claimed_up_to = CASE WHEN up_to < k.claimed_up_to THEN k.claimed_up_to END,
+           claimed_until = CASE WHEN up_to < k.claimed_up_to THEN k.claimed_until END
+     WHERE x.consumer = c;
+    RETURN up_to;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.ack_events(text, bigint) IS
+'Acknowledge a consumer''s claimed events up to an id: its position moves there (E6)';
+
+-- E7: delete the events older than subscription.event_retention that every
+-- consumer has acknowledged (with no consumer, every event older than it).
+CREATE PROCEDURE subscription.prune_events(INOUT pruned bigint DEFAULT NULL)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    horizon bigint;
+BEGIN
+    -- loads the module, which defines subscription.event_retention
+    PERFORM subscription.event_next_xid();
+    SELECT pg_catalog.min(k.position) INTO horizon FROM subscription.event_consumer AS k;
+    DELETE FROM subscription.event AS e
+     WHERE e.at < pg_catalog.clock_timestamp() - pg_catalog.current_setting('subscription.event_retention')::interval
+       AND (horizon IS NULL OR e.id <= horizon);
+    GET DIAGNOSTICS pruned = ROW_COUNT;
+END
+$$;
+
+COMMENT ON PROCEDURE subscription.prune_events(bigint) IS
+'Delete the events older than subscription.event_retention that every consumer has acknowledged (E7)';
+
+-- the outbox and its consumers' positions (issue 20)
+SELECT pg_catalog.pg_extension_config_dump('subscription.event', '');
+SELECT pg_catalog.pg_extension_config_dump('subscription.event_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('subscription.event_consumer', '');
+
+REVOKE ALL ON FUNCTION subscription.event_next_xid() FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.write_event(bigint, text, bigint, bigint, jsonb, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.event_time(timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.history_events(text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.history_event() FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.trimmed_event() FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.announce_renewals() FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.claim_events(text, integer, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.ack_events(text, bigint) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE subscription.prune_events(bigint) FROM PUBLIC;
+
+-- Trials, pause and resume (issue 19) ----------------------------------------
+-- Trials: plan_price.trial, product.trial_end, status 'trialing'; pause
+-- and resume, keeping access or freezing the account (docs/lifecycle.md).
+ALTER TABLE subscription.product ADD COLUMN trial_end text NOT NULL DEFAULT 'convert'
+    CHECK (trial_end IN ('convert', 'downgrade', 'expire'));
+ALTER TABLE subscription.plan_price ADD COLUMN trial interval CHECK (trial > '0');
+ALTER TABLE subscription.subscription DROP CONSTRAINT subscription_status_check;
+ALTER TABLE subscription.subscription ADD CONSTRAINT subscription_status_check
+    CHECK (status IN ('active', 'trialing', 'cancelled', 'expired'));
+ALTER TABLE subscription.subscription
+    ADD COLUMN trial_ends timestamptz,
+    ADD COLUMN paused_at timestamptz,
+    ADD COLUMN resume_at timestamptz,
+    ADD COLUMN pause_mode text CHECK (pause_mode IN ('keep_access', 'freeze')),
+    ADD COLUMN paused_period_end timestamptz,
+    ADD CONSTRAINT subscription_pause_whole
+        CHECK (num_nulls(paused_at, pause_mode, paused_period_end) IN (0, 3)
+               AND (resume_at IS NULL OR paused_at IS NOT NULL));
+-- renew_due walks the due subscriptions, trials too, in this order
+DROP INDEX subscription.subscription_upper_id_idx;
+CREATE INDEX ON subscription.subscription (upper(period), id) WHERE status IN ('active', 'trialing');
+
+-- The paused subscription that freezes an account (pause(..., mode =>
+-- 'freeze'), issue 19), or NULL: while one does, the account's limits are 0
+-- (limit_of) and its seat counters closed (assigns_licenses), so that the
+-- guards refuse every growing write from the counter rows they already
+-- lock, and only their refusals call this to say why (55000, with a HINT to
+-- resume).  PL/pgSQL, as Citus plans no statement of a SQL function with
+-- parameters.
+CREATE FUNCTION subscription.freezing_subscription(tenant_id bigint, account_id bigint)
+RETURNS bigint
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT min(s.id) FROM subscription.subscription AS s
+             WHERE s.tenant_id OPERATOR(pg_catalog.=) freezing_subscription.tenant_id
+               AND s.account_id OPERATOR(pg_catalog.=) freezing_subscription.account_id
+               AND s.pause_mode OPERATOR(pg_catalog.=) 'freeze');
+END
+$$;
+
+COMMENT ON FUNCTION subscription.freezing_subscription(bigint, bigint) IS
+'Internal: the paused subscription that freezes the account (pause mode freeze), or NULL';
+
+-- Whether a subscription assigns licenses: it is active or trialing, and
+-- its account is not frozen.  Its seat counter's "active", which the
+-- license guard reads.  Of columns, not of the row: on Citus a trigger on
+-- a shard reads rows of the shard's own row type (issue 17).
+CREATE FUNCTION subscription.assigns_licenses(tenant_id bigint, account_id bigint, status text)
+RETURNS boolean
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN assigns_licenses.status IN ('active', 'trialing')
+           AND subscription.freezing_subscription(assigns_licenses.tenant_id, assigns_licenses.account_id) IS NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.assigns_licenses(bigint, bigint, text) IS
+'Internal: whether a subscription assigns licenses (active or trialing, its account not frozen): its seat counter''s "active"';
+
+-- The account's stored limits and seat counters follow a freeze or its
+-- end: its subscriptions' triggers on status recompute them.
+CREATE FUNCTION subscription.refresh_freeze(tenant_id bigint, account_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE subscription.subscription AS x SET status = x.status
+     WHERE x.tenant_id = refresh_freeze.tenant_id AND x.account_id = refresh_freeze.account_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.refresh_freeze(bigint, bigint) IS
+'Internal: an account''s stored limits and seat counters recomputed after a freeze begins or ends (issue 19)';
+
+CREATE FUNCTION subscription.pause(tenant_id bigint, subscription_id bigint, at timestamptz, resume_at timestamptz, mode text)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    PERFORM subscription.require_tenant('pause', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('pause', '{subscription_id,at,mode}',
+        ARRAY[subscription_id IS NULL, at IS NULL, mode IS NULL]);
+    IF mode NOT IN ('keep_access', 'freeze') THEN
+        RAISE EXCEPTION 'unknown pause mode "%"', mode
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The modes are keep_access and freeze.';
+    END IF;
+    PERFORM subscription.require_time('pause', at, false);
+    s := subscription.subscription_for_change(pause.tenant_id, 'pause', subscription_id, 'change_renewal');
+    PERFORM subscription.require_in_period('pause', s, at);
+    IF resume_at IS NOT NULL AND NOT resume_at > at THEN
+        RAISE EXCEPTION 'resume_at % is not after the pause at %', resume_at, at
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE subscription.subscription AS x
+       SET paused_at = pause.at, resume_at = pause.resume_at, pause_mode = pause.mode,
+           paused_period_end = upper(x.period),
+           period = tstzrange(lower(x.period), coalesce(pause.resume_at, 'infinity'), '[)')
+     WHERE x.tenant_id = pause.tenant_id AND x.id = s.id;
+    IF mode = 'freeze' THEN
+        PERFORM subscription.refresh_freeze(pause.tenant_id, s.account_id);
+    END IF;
+    RETURN resume_at;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.pause(bigint, bigint, timestamptz, timestamptz, text) IS
+'Pause a subscription at a time, to resume at resume_at (NULL: by resume()), keeping access or freezing the account (issue 19) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
+CREATE FUNCTION subscription.pause(subscription_id bigint, at timestamptz DEFAULT now(),
+                                   resume_at timestamptz DEFAULT NULL, mode text DEFAULT 'keep_access')
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.pause(subscription.tenant_of('subscription', pause.subscription_id), pause.subscription_id,
+                              pause.at, pause.resume_at, pause.mode);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.pause(bigint, timestamptz, timestamptz, text) IS
+'Pause a subscription at a time, to resume at resume_at (NULL: by resume()), keeping access or freezing the account (issue 19)';
+
+-- A paused subscription resumed at a time (after its pause): its period
+-- ends the time it was paused later than it did, that extension is a
+-- ledger line of 0.00 (so that the period is charged to its end, as
+-- verify() checks), and the next period starts there (anchor, period 0).
+-- resume() and renew_account (at resume_at) call it.
+CREATE FUNCTION subscription.unpause(s subscription.subscription, at timestamptz)
+RETURNS subscription.subscription
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    paused interval := at - s.paused_at;
+    ends timestamptz := s.paused_period_end + paused;
+    frozen boolean := s.pause_mode = 'freeze';
+BEGIN
+    UPDATE subscription.subscription AS x
+       SET period = tstzrange(lower(x.period), ends, '[)'), anchor = ends, period_number = 0,
+           paused_at = NULL, resume_at = NULL, pause_mode = NULL, paused_period_end = NULL
+     WHERE x.tenant_id = s.tenant_id AND x.id = s.id
+    RETURNING * INTO s;
+    -- C2: the extension is a period of its own, charged 0.00 once
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+    SELECT s.tenant_id, s.account_id, s.id, 'charge', subscription.round_money(0, l.currency), l.currency,
+           tstzrange(ends - paused, ends, '[)'), 'plan', s.plan, format('pause: period extended by %s', paused)
+      FROM subscription.ledger AS l
+     WHERE l.tenant_id = s.tenant_id AND l.subscription_id = s.id AND l.kind = 'charge'
+     ORDER BY l.id DESC LIMIT 1;
+    IF frozen THEN
+        PERFORM subscription.refresh_freeze(s.tenant_id, s.account_id);
+    END IF;
+    RETURN s;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.unpause(subscription.subscription, timestamptz) IS
+'Internal: a paused subscription resumed at a time, its period extended by the time it was paused (issue 19)';
+
+CREATE FUNCTION subscription.resume(tenant_id bigint, subscription_id bigint, at timestamptz)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    PERFORM subscription.require_tenant('resume', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('resume', '{subscription_id,at}', ARRAY[subscription_id IS NULL, at IS NULL]);
+    PERFORM subscription.require_time('resume', at, false);
+    SELECT * INTO s FROM subscription.subscription AS x
+     WHERE x.tenant_id = resume.tenant_id AND x.id = resume.subscription_id
+       FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(s.account_id, 'change_renewal');
+    IF s.paused_at IS NULL THEN
+        RAISE EXCEPTION 'subscription % is not paused', subscription_id
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF at < s.paused_at OR at > s.resume_at THEN
+        RAISE EXCEPTION 'subscription % cannot be resumed at %', subscription_id, at
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('It is paused from %s%s.', s.paused_at,
+                                  coalesce(' to ' || s.resume_at, ''));
+    END IF;
+    s := subscription.unpause(s, at);
+    RETURN upper(s.period);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.resume(bigint, bigint, timestamptz) IS
+'Resume a paused subscription; its period is extended by the time it was paused; returns when it ends (issue 19) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
+CREATE FUNCTION subscription.resume(subscription_id bigint, at timestamptz DEFAULT now())
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.resume(subscription.tenant_of('subscription', resume.subscription_id), resume.subscription_id,
+                               resume.at);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.resume(bigint, timestamptz) IS
+'Resume a paused subscription; its period is extended by the time it was paused; returns when it ends (issue 19)';
+
+-- A trial at its end (issue 19), by its product's trial_end: 'convert'
+-- makes it active, and renew_period charges its first period (from the
+-- trial's end: anchor, period 0); 'downgrade' does the same toward the
+-- product's free plan (its lowest-ranked service plan priced 0 for the
+-- cycle), a pending change that renew_period makes through
+-- apply_downgrade, trimming by the tables' rules; 'expire' (or a downgrade
+-- with no free plan, with a WARNING) expires it.  Returns the subscription.
+CREATE FUNCTION subscription.end_trial(s subscription.subscription)
+RETURNS subscription.subscription
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    trial_end text;
+    free_plan text;
+BEGIN
+    SELECT pr.trial_end INTO trial_end
+      FROM subscription.plan AS p JOIN subscription.product AS pr ON pr.code = p.product
+     WHERE p.code = s.plan;
+    IF trial_end = 'downgrade' THEN
+        SELECT f.code INTO free_plan
+          FROM subscription.plan AS p
+          JOIN subscription.plan AS f ON f.product = p.product AND f.kind = 'service'
+          JOIN subscription.plan_price AS pp
+            ON pp.plan = f.code AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(s.cycle)
+           AND pp.versions @> f.version AND pp.amount = 0
+         WHERE p.code = s.plan
+         ORDER BY f.rank, f.code
+         LIMIT 1;
+        IF free_plan IS NULL THEN
+            RAISE WARNING 'subscription % expires at the end of its trial: plan "%" has no free plan for cycle %',
+                          s.id, s.plan, subscription.cycle_text(s.cycle);
+            trial_end := 'expire';
+        END IF;
+    END IF;
+    UPDATE subscription.subscription AS x
+       SET status = CASE WHEN trial_end = 'expire' THEN 'expired' ELSE 'active' END,
+           pending_plan = CASE WHEN free_plan <> x.plan THEN free_plan ELSE x.pending_plan END
+     WHERE x.tenant_id = s.tenant_id AND x.id = s.id
+    RETURNING * INTO s;
+    RETURN s;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.end_trial(subscription.subscription) IS
+'Internal: a trial at its end, by its product''s trial_end: converted, downgraded to the free plan, or expired (issue 19)';
+
+CREATE OR REPLACE FUNCTION subscription.subscribe(tenant_id bigint, account_id bigint, plan text, cycle interval, quantity integer, at timestamptz, renewal text, coupon text)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    price     record;
+    period    tstzrange;
+    new_id    bigint;
+    anchor_at timestamptz;
+    k         integer;
+    full_period tstzrange;
+    plan_version integer;
+    is_default boolean;
+    coupon_cycles integer;
+    trial     interval;
+    product_plans text[];
+BEGIN
+    PERFORM subscription.require_tenant('subscribe', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('subscribe',
+        '{account_id,plan,cycle,quantity,at,renewal}',
+        ARRAY[account_id IS NULL, plan IS NULL, cycle IS NULL, quantity IS NULL,
+              at IS NULL, renewal IS NULL]);
+
+    PERFORM subscription.require_quantity(quantity);
+    PERFORM subscription.require_cycle(cycle);
+    PERFORM subscription.require_renewal(renewal);
+    PERFORM subscription.require_time('subscribe', at, false);
+
+    SELECT a.billing_anchor INTO anchor_at
+      FROM subscription.account AS a
+     WHERE a.tenant_id = subscribe.tenant_id AND a.id = subscribe.account_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account % does not exist', account_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(account_id, 'purchase');
+    PERFORM subscription.require_open_account(account_id);
+    PERFORM subscription.require_terms(tenant_id, account_id, at);
+    price := subscription.period_price(plan, cycle, quantity);
+    PERFORM subscription.require_amount(price.amount, price.currency);
+    IF coupon IS NOT NULL THEN
+        PERFORM subscription.redeemable_coupon(coupon, at, price.currency);
+    END IF;
+    IF anchor_at IS NULL THEN
+        k := 1;
+        anchor_at := at;
+    ELSE
+        -- L4: the first period runs to the account's next billing date, whose
+        -- period (of this cycle) it is part of, and is charged for its days
+        k := subscription.period_containing(anchor_at, cycle, at);
+    END IF;
+    full_period := subscription.nth_period(anchor_at, cycle, k);
+    period := tstzrange(at, upper(full_period), '[)');
+
+    -- a trial (issue 19): the plan's price for the cycle names it; the
+    -- subscription is 'trialing' to its end, charged nothing, with its
+    -- plan's seats and limits; renew_account ends it (end_trial).  Each
+    -- read a statement of its own (Citus, issue 17)
+    SELECT max(pp.trial) INTO trial
+      FROM subscription.plan_price AS pp
+      JOIN subscription.plan AS p ON p.code = pp.plan
+     WHERE pp.plan = subscribe.plan
+       AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(subscribe.cycle)
+       AND pp.versions @> p.version;
+    IF trial IS NOT NULL THEN
+        product_plans := ARRAY(SELECT o.code FROM subscription.plan AS p
+                                 JOIN subscription.plan AS o ON o.product = p.product
+                                WHERE p.code = subscribe.plan);
+        IF EXISTS (SELECT FROM subscription.subscription AS d
+                    WHERE d.tenant_id = subscribe.tenant_id AND d.account_id = subscribe.account_id
+                      AND d.trial_ends IS NOT NULL AND d.plan = ANY (product_plans)) THEN
+            RAISE EXCEPTION 'account % has had its trial of the product of plan "%"', account_id, plan
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'An account gets one trial per product.',
+                      HINT = 'Subscribe to a plan or cycle of the product whose price has no trial.';
+        END IF;
+        -- its first period starts at the trial's end (period_number 0 ends there)
+        anchor_at := at + trial;
+        k := 0;
+        full_period := tstzrange(at, anchor_at, '[)');
+        period := full_period;
+        price.amount := 0;
+    END IF;
+
+    -- R10: an account's first service subscription is its default one;
+    -- it holds the plan's current version (grandfathering).  Each read a
+    -- statement of its own, the catalog's apart from the tenant's: Citus
+    -- runs no correlated subquery beside a reference table (issue 17)
+    SELECT p.version, p.kind = 'service' INTO plan_version, is_default
+      FROM subscription.plan AS p WHERE p.code = subscribe.plan;
+    is_default := is_default AND NOT EXISTS (
+        SELECT FROM subscription.subscription AS d
+         WHERE d.tenant_id = subscribe.tenant_id AND d.account_id = subscribe.account_id AND d.is_default);
+    coupon_cycles := (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code = subscribe.coupon);
+    INSERT INTO subscription.subscription AS s
+           (tenant_id, account_id, plan, plan_version, cycle, quantity, paid_quantity, period, anchor, period_number, renewal,
+            is_default, coupon, coupon_periods_left, status, trial_ends)
+    VALUES (subscribe.tenant_id, subscribe.account_id, subscribe.plan, plan_version, subscribe.cycle, subscribe.quantity,
+            subscribe.quantity, period, anchor_at, k, subscribe.renewal, is_default, subscribe.coupon, coupon_cycles,
+            CASE WHEN trial IS NULL THEN 'active' ELSE 'trialing' END, CASE WHEN trial IS NOT NULL THEN anchor_at END)
+    RETURNING s.id INTO new_id;
+
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, kind, amount, currency, period, plan, description)
+    VALUES (subscribe.tenant_id, subscribe.account_id, new_id, 'charge',
+            CASE WHEN period = full_period
+                 THEN subscription.round_money(price.amount, price.currency)
+                 ELSE subscription.unused_part(price.amount, full_period, at, price.currency) END,
+            price.currency, period, plan,
+            format('%splan %s, cycle %s, quantity %s%s', CASE WHEN trial IS NOT NULL THEN 'trial: ' ELSE '' END,
+                   plan, cycle, quantity,
+                   CASE WHEN period = full_period THEN ''
+                        ELSE format(', to the billing date %s', upper(period)) END));
+
+    RETURN new_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.subscribe(bigint, bigint, text, interval, integer, timestamptz, text, text) IS
+'Subscribe an account to a plan and charge the first period, prorated to the billing anchor (L4) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- Keeps a subscription's seat counter in step with its quantity, status and
+-- add-on batches.  Lowering the capacity below the licenses in use fails on
+-- the counter's CHECK (23514): release licenses first.
+CREATE OR REPLACE FUNCTION subscription.sync_license_counter()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sub bigint;
+    tenant bigint;
+    is_active boolean;
+    capacity integer;
+    -- the logical table, from the trigger's argument (issue 17)
+    logical text := TG_ARGV[0];
+BEGIN
+    -- a restore copies the counter (restored_copy): the copy is trusted,
+    -- and verify() compares it with the licenses afterwards
+    IF TG_OP = 'INSERT'
+       AND subscription.restored_copy(pg_catalog.format('subscription.%I', logical || '_id_seq')::regclass, NEW.id) THEN
+        RETURN NULL;
+    END IF;
+    IF logical = 'subscription' THEN
+        sub := NEW.id;
+        tenant := NEW.tenant_id;
+    ELSIF TG_OP = 'DELETE' THEN
+        sub := OLD.subscription_id;
+        tenant := OLD.tenant_id;
+    ELSE
+        sub := NEW.subscription_id;
+        tenant := NEW.tenant_id;
+    END IF;
+    -- each statement names the tenant: on Citus a trigger on a shard runs
+    -- only statements on its own node (issue 17)
+    SELECT subscription.assigns_licenses(s.tenant_id, s.account_id, s.status) INTO is_active
+      FROM subscription.subscription AS s WHERE s.tenant_id = tenant AND s.id = sub;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    capacity := subscription.license_capacity(tenant, sub);
+    INSERT INTO subscription.license_counter AS c (tenant_id, subscription_id, capacity, active)
+    VALUES (tenant, sub, capacity, is_active)
+    ON CONFLICT (tenant_id, subscription_id) DO UPDATE
+       SET capacity = excluded.capacity, active = excluded.active
+     WHERE (c.capacity, c.active) IS DISTINCT FROM (excluded.capacity, excluded.active);
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.sync_license_counter() IS 'Trigger: seat capacities follow quantities, statuses and add-on batches';
+
+-- The subscription, locked for a change, with the actor's right checked;
+-- 55000 unless it is active.
+CREATE OR REPLACE FUNCTION subscription.subscription_for_change(tenant_id bigint, fn text, subscription_id bigint, action text)
+RETURNS subscription.subscription
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    -- the tenant named: on Citus the row is locked on its shard (issue 17)
+    SELECT * INTO s FROM subscription.subscription AS x
+     WHERE x.tenant_id = subscription_for_change.tenant_id AND x.id = subscription_for_change.subscription_id
+       FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(s.account_id, action);
+    IF s.status <> 'active' THEN
+        RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('%s() changes active subscriptions only.', fn);
+    END IF;
+    -- issue 19: a paused subscription changes nothing until it is resumed
+    IF s.paused_at IS NOT NULL THEN
+        RAISE EXCEPTION 'subscription % is paused', subscription_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('%s() changes subscriptions that are not paused only.', fn),
+                  HINT = format('Resume it first: subscription.resume(%s).', subscription_id);
+    END IF;
+    RETURN s;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.subscription_for_change(bigint, text, bigint, text) IS
+'Internal: the subscription locked for a change, the actor''s right checked (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- Renews every due subscription of one tenant (docs/design.md#tenant-keys:
+-- the root account and its sub-accounts, K7), as renew_due() does: each,
+-- in (period end, id) order, caught up one period at a time by
+-- renew_period, at most subscription.max_catchup periods a call.  Every
+-- statement it runs names the tenant, so that on Citus it is a function
+-- distributed by its first argument, colocated with subscription.account,
+-- that runs on the node holding the tenant's shards.
+-- One session renews a tenant at a time: the tenant's advisory lock (an
+-- injective key in the extension's class, 0x73756273 'subs', held to the
+-- end of the transaction); a tenant another session holds is left to it
+-- (0 renewed, nothing waits), and so is a subscription another
+-- transaction holds (FOR NO KEY UPDATE SKIP LOCKED), as in renew_due.  A
+-- subscription whose renewal cannot be done (a price missing, a 'block'
+-- limit exceeded) stays due, with a WARNING; so does one whose trimming
+-- fails in the account's own code (a trigger of an application table).
+-- A period is charged once whatever runs (C2): a second call charges
+-- nothing.  Returns how many subscriptions it handled.
+CREATE OR REPLACE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT now())
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t bigint := renew_account.tenant_id;
+    s subscription.subscription;
+    n subscription.period_terms;
+    status text;
+    problem text;
+    may_trim boolean;
+    most integer;
+    renewed integer;
+    handled integer := 0;
+BEGIN
+    PERFORM subscription.require_arguments('renew_account', '{tenant_id,at}', ARRAY[t IS NULL, at IS NULL]);
+    PERFORM subscription.require_renewal_run('renew_account', at);
+    -- read once the checks (C) have loaded the module that defines it
+    most := current_setting('subscription.max_catchup')::integer;
+    IF NOT EXISTS (SELECT FROM subscription.account AS a WHERE a.tenant_id = t AND a.id = t) THEN
+        RAISE EXCEPTION 'tenant % does not exist', t
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'A tenant is a root account: its id is the tenant_id of its sub-accounts and of everything they hold.';
+    END IF;
+    IF NOT pg_try_advisory_xact_lock(1937072755 # (t >> 32)::integer, ((t & 4294967295) - 2147483648)::integer) THEN
+        RAISE DEBUG 'tenant % is being renewed by another session', t;
+        RETURN 0;
+    END IF;
+    FOR s IN
+        SELECT * FROM subscription.subscription AS x
+         WHERE x.tenant_id = t AND x.status IN ('active', 'trialing') AND upper(x.period) <= at
+         ORDER BY upper(x.period), x.id
+           FOR NO KEY UPDATE SKIP LOCKED
+    LOOP
+        renewed := 0;
+        LOOP
+            -- issue 19: a pause ends at its resume_at (its period ends
+            -- there while paused), a trial at its end
+            IF s.paused_at IS NOT NULL THEN
+                s := subscription.unpause(s, s.resume_at);
+                EXIT WHEN upper(s.period) > at;
+            END IF;
+            IF s.status = 'trialing' THEN
+                s := subscription.end_trial(s);
+                EXIT WHEN s.status <> 'active';
+            END IF;
+            -- the next period's terms, asked once (issue 15, fold 8; L7)
+            n := subscription.next_terms(s);
+            problem := subscription.renewal_problem(s, n);
+            -- asked before anything moves: the batches it ends are part of the answer
+            may_trim := problem IS NULL AND subscription.renewal_may_trim(s, n);
+            IF may_trim THEN
+                -- only here can the renewal be refused after writing: a subtransaction
+                BEGIN
+                    status := subscription.renew_period(s, n, true);
+                EXCEPTION WHEN check_violation THEN
+                    problem := SQLERRM;
+                WHEN OTHERS THEN
+                    -- the trim ran the account's own triggers: whatever they
+                    -- raise holds back this renewal only, never the others'
+                    -- (a lost race is still the caller's to retry)
+                    IF SQLSTATE LIKE '40%' THEN
+                        RAISE;
+                    END IF;
+                    problem := format('its trimming failed: %s (SQLSTATE %s)', SQLERRM, SQLSTATE);
+                END;
+            ELSIF problem IS NULL THEN
+                status := subscription.renew_period(s, n, false);
+            END IF;
+            IF problem IS NOT NULL THEN
+                RAISE WARNING 'subscription % was not renewed: %', s.id, problem
+                    USING DETAIL = 'It stays due; renew_due() tries again on its next run.';
+                EXIT;
+            END IF;
+            EXIT WHEN status <> 'active';
+            SELECT * INTO s FROM subscription.subscription AS x WHERE x.tenant_id = t AND x.id = s.id;
+            EXIT WHEN upper(s.period) > at;
+            renewed := renewed + 1;
+            IF renewed >= most THEN
+                RAISE WARNING 'subscription % caught up % periods, the most of one call', s.id, renewed
+                    USING DETAIL = format('It stays due from %s; the next renewal run goes on from there.', upper(s.period)),
+                          HINT = 'subscription.max_catchup sets how many periods one call catches up.';
+                EXIT;
+            END IF;
+        END LOOP;
+        IF problem IS NULL THEN
+            handled := handled + 1;
+        END IF;
+    END LOOP;
+    RETURN handled;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_account(bigint, timestamptz) IS
+'Renew, expire or cancel every due subscription of a tenant (a root account and its sub-accounts), catching up missed periods; back-office work';
+
+-- One batch of renew_due, run_renewals and renew_local_tenants, by
+-- tenant: the next batch_size due subscriptions after (after_end,
+-- after_id) in (period end, id) order, by the keyset on the due index of
+-- subscription.subscription, or of its Citus shard "shard" (its tenants'
+-- rows only: renew_local_tenants); each of their tenants, in the order of
+-- its first due subscription, renewed by one renew_account call.  A
+-- subscription a tenant's call left due (not renewable, capped at
+-- subscription.max_catchup, held by another worker, its tenant held by
+-- another session) is returned in left_due: the caller's later batches
+-- pass it back in skip, so that the run does not take its tenant twice
+-- (the next run does).  The keyset means that no subscription is read
+-- twice.  Returns how many subscriptions it read (0: the run is over) and
+-- handled, and where the next batch starts.
+CREATE OR REPLACE FUNCTION subscription.renew_batch(
+    at timestamptz, batch_size integer, after_end timestamptz, after_id bigint, skip bigint[], shard bigint,
+    OUT taken integer, OUT handled integer, OUT last_end timestamptz, OUT last_id bigint, OUT left_due bigint[])
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tenants bigint[];
+    t bigint;
+BEGIN
+    handled := 0;
+    left_due := '{}';
+    EXECUTE format(
+        $q$WITH d AS (SELECT x.tenant_id, upper(x.period) AS e, x.id
+                        FROM %s AS x
+                       WHERE x.status IN ('active', 'trialing') AND upper(x.period) <= $1
+                         AND (upper(x.period), x.id) > ($2, $3) AND NOT x.id = ANY ($4)
+                       ORDER BY upper(x.period), x.id
+                       LIMIT $5),
+              k AS (SELECT d.*, row_number() OVER (ORDER BY d.e, d.id) AS k FROM d)
+           SELECT (SELECT count(*) FROM k)::integer,
+                  coalesce((SELECT k.e FROM k ORDER BY k.k DESC LIMIT 1), $2),
+                  coalesce((SELECT k.id FROM k ORDER BY k.k DESC LIMIT 1), $3),
+                  (SELECT array_agg(f.tenant_id ORDER BY f.first)
+                     FROM (SELECT k.tenant_id, min(k.k) AS first FROM k GROUP BY k.tenant_id) AS f)$q$,
+        CASE WHEN shard IS NULL THEN 'subscription.subscription'
+             ELSE subscription.subscription_shard(shard) END)
+      INTO taken, last_end, last_id, tenants
+      USING at, after_end, after_id, skip, batch_size;
+    FOREACH t IN ARRAY coalesce(tenants, '{}') LOOP
+        handled := handled + subscription.renew_account(t, at);
+        left_due := left_due || ARRAY(SELECT x.id FROM subscription.subscription AS x
+                                       WHERE x.tenant_id = t AND x.status IN ('active', 'trialing')
+                                         AND upper(x.period) <= at);
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_batch(timestamptz, integer, timestamptz, bigint, bigint[], bigint) IS
+'Internal: one batch of renew_due, run_renewals and renew_local_tenants: the tenants of the next due subscriptions, each by renew_account';
+
+CREATE OR REPLACE FUNCTION subscription.verify(account_id bigint DEFAULT NULL)
+RETURNS TABLE ("check" text, account_id bigint, detail text)
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT subscription.require_account($1) WHERE $1 IS NOT NULL;
+SELECT v.* FROM (
+    -- seats: the counter is the licenses held, its capacity the subscription's,
+    -- and no subscription holds more than its capacity
+    SELECT x.check_name, t.account_id, x.detail
+      FROM (SELECT s.account_id, s.id, c.subscription_id IS NOT NULL AS has_counter, c.used, c.capacity, c.active,
+                   subscription.license_capacity(s.id) AS capacity_now,
+                   subscription.assigns_licenses(s.tenant_id, s.account_id, s.status) AS active_now,
+                   (SELECT count(*) FROM subscription.license AS l
+                     WHERE l.subscription_id = s.id) AS held
+              FROM subscription.subscription AS s
+              LEFT JOIN subscription.license_counter AS c ON c.subscription_id = s.id
+             WHERE $1 IS NULL OR s.account_id = $1) AS t,
+           LATERAL (VALUES
+               ('license_counter',
+                CASE WHEN NOT t.has_counter THEN format('subscription %s has no seat counter', t.id)
+                     WHEN t.used <> t.held
+                     THEN format('subscription %s: the seat counter says %s used, %s licenses are held', t.id, t.used, t.held) END),
+               ('license_capacity',
+                CASE WHEN t.has_counter AND (t.capacity, t.active) IS DISTINCT FROM (t.capacity_now, t.active_now)
+                     THEN format('subscription %s: the seat counter has capacity %s (active %s), the subscription %s (active %s)',
+                                 t.id, t.capacity, t.active, t.capacity_now, t.active_now) END),
+               ('seats_over_capacity',
+                CASE WHEN t.held > t.capacity_now
+                     THEN format('subscription %s holds %s licenses, its capacity is %s', t.id, t.held, t.capacity_now) END))
+               AS x(check_name, detail)
+     WHERE x.detail IS NOT NULL
+    UNION ALL
+    -- usage: each counter is its table's rows, counted as recount_usage counts
+    -- them (cap counts nothing) ...
+    SELECT 'usage_counter', d.account_id,
+           format('%s of %s: the counter says %s, the table has %s', t.feature, t.relation, d.stored, d.counted)
+      FROM subscription.limited_table AS t,
+           LATERAL subscription.usage_drift(t.relation, t.feature, $1) AS d
+    UNION ALL
+    -- ... and carries the account's limit; no counter outlives its registration
+    SELECT CASE WHEN t.feature IS NULL THEN 'usage_counter' ELSE 'usage_limit' END, u.account_id,
+           CASE WHEN t.feature IS NULL
+                THEN format('a counter of feature %s remains, and no table is registered for it', u.feature)
+                ELSE format('%s: the counter''s limit is %s, the account''s limit %s', u.feature,
+                            coalesce(u.limit_value::text, 'unlimited'),
+                            coalesce(subscription.limit_of(u.account_id, u.feature)::text, 'unlimited')) END
+      FROM subscription.usage_counter AS u
+      LEFT JOIN subscription.limited_table AS t ON t.feature = u.feature
+     WHERE ($1 IS NULL OR u.account_id = $1)
+       AND (t.feature IS NULL
+            -- the limit the guard checks: a counter computed at an older
+            -- catalog limit version is recomputed by it (issue 17)
+            OR subscription.counter_limit(u.account_id, u.feature, u.limit_value, u.limit_version,
+                                          (SELECT c.version FROM subscription.limit_catalog_version() AS c (version)))
+               IS DISTINCT FROM subscription.limit_of(u.account_id, u.feature))
+    UNION ALL
+    -- periods (C2): the plan charges of a subscription, less what was given
+    -- back, follow each other with no gap and no overlap ...
+    SELECT CASE WHEN p.next_lower > p.charged_upper THEN 'period_gap' ELSE 'period_overlap' END,
+           p.account_id,
+           format('subscription %s: charge %s covers %s to %s, charge %s starts at %s',
+                  p.subscription_id, p.id, p.charged_lower, p.charged_upper, p.next_id, p.next_lower)
+      FROM (SELECT c.*,
+                   lead(c.charged_lower) OVER w AS next_lower,
+                   lead(c.id) OVER w AS next_id
+              FROM (SELECT l.id, l.account_id, l.subscription_id, lower(l.period) AS charged_lower,
+                           coalesce(lower(g.period), upper(l.period)) AS charged_upper
+                      FROM subscription.ledger AS l
+                      LEFT JOIN subscription.ledger AS g
+                        ON g.charge_id = l.id AND g.kind IN ('refund', 'credit')
+                     WHERE l.kind = 'charge' AND l.addon_batch_id IS NULL
+                       AND (l.item = 'plan' OR l.item ~~ 'change to %')
+                       AND ($1 IS NULL OR l.account_id = $1)) AS c
+             WHERE c.charged_lower < c.charged_upper
+            WINDOW w AS (PARTITION BY c.subscription_id ORDER BY c.charged_lower, c.id)) AS p
+     WHERE p.next_lower <> p.charged_upper
+    UNION ALL
+    -- ... and an active subscription's current period is charged to its end
+    SELECT 'period_uncharged', s.account_id,
+           format('subscription %s: its current period %s is charged up to %s', s.id, s.period,
+                  coalesce(c.charged_to::text, 'nothing'))
+      FROM subscription.subscription AS s
+      LEFT JOIN LATERAL (
+           SELECT max(coalesce(lower(g.period), upper(l.period))) AS charged_to
+             FROM subscription.ledger AS l
+             LEFT JOIN subscription.ledger AS g
+               ON g.charge_id = l.id AND g.kind IN ('refund', 'credit')
+            WHERE l.subscription_id = s.id AND l.kind = 'charge'
+              AND l.addon_batch_id IS NULL
+              AND (l.item = 'plan' OR l.item ~~ 'change to %')) AS c ON true
+     WHERE s.status = 'active' AND s.paused_at IS NULL
+       AND ($1 IS NULL OR s.account_id = $1)
+       AND (c.charged_to IS NULL OR c.charged_to < upper(s.period))
+    UNION ALL
+    -- money: what is given back or taken off a charge never exceeds it
+    SELECT 'refund_over_charge', l.account_id,
+           format('charge %s of %s %s: %s given back or taken off', l.id, l.amount, l.currency, g.total)
+      FROM subscription.ledger AS l
+      JOIN (SELECT g.charge_id, sum(g.amount) AS total FROM subscription.ledger AS g
+             WHERE g.kind IN ('refund', 'credit', 'discount') GROUP BY g.charge_id) AS g
+        ON g.charge_id = l.id
+     WHERE l.kind = 'charge' AND g.total > l.amount
+       AND ($1 IS NULL OR l.account_id = $1)
+    UNION ALL
+    -- history (R8): every account, member, subscription, add-on batch and
+    -- license has the history row that created it
+    SELECT 'history_missing', h.account_id, h.detail
+      FROM (SELECT a.id AS account_id, format('account %s has no account_insert row', a.id) AS detail
+              FROM subscription.account AS a
+             WHERE NOT EXISTS (SELECT FROM subscription.history AS h
+                                WHERE h.account_id = a.id
+                                  AND h.operation = 'account_insert')
+            UNION ALL
+            SELECT m.account_id, format('member %s has no member_insert row', m.id)
+              FROM subscription.member AS m
+             WHERE NOT EXISTS (SELECT FROM subscription.history AS h
+                                WHERE h.account_id = m.account_id
+                                  AND h.operation = 'member_insert'
+                                  AND h.details ->> 'id' = m.id::text)
+            UNION ALL
+            SELECT s.account_id, format('subscription %s has no subscription_insert row', s.id)
+              FROM subscription.subscription AS s
+             WHERE NOT EXISTS (SELECT FROM subscription.history AS h
+                                WHERE h.subscription_id = s.id
+                                  AND h.operation = 'subscription_insert')
+            UNION ALL
+            SELECT s.account_id, format('add-on batch %s has no addon_batch_insert row', b.id)
+              FROM subscription.addon_batch AS b
+              JOIN subscription.subscription AS s ON s.id = b.subscription_id
+             WHERE NOT EXISTS (SELECT FROM subscription.history AS h
+                                WHERE h.subscription_id = b.subscription_id
+                                  AND h.operation = 'addon_batch_insert'
+                                  AND h.details ->> 'id' = b.id::text)
+            UNION ALL
+            SELECT s.account_id, format('the license of member %s on subscription %s has no license_assign row',
+                                        l.member_id, l.subscription_id)
+              FROM subscription.license AS l
+              JOIN subscription.subscription AS s ON s.id = l.subscription_id
+             WHERE NOT EXISTS (SELECT FROM subscription.history AS h
+                                WHERE h.subscription_id = l.subscription_id
+                                  AND h.operation = 'license_assign'
+                                  AND h.details -> 'members'
+                                      @> pg_catalog.jsonb_build_array(l.member_id))) AS h
+     WHERE $1 IS NULL OR h.account_id = $1
+) AS v("check", account_id, detail)
+ORDER BY 1, 2, 3
+$$;
+
+COMMENT ON FUNCTION subscription.verify(bigint) IS
+'The invariants of seats, usage, periods, money and history: one row per broken one (of an account, or of all), nothing when all hold';
+
+-- L5, L8: the subscriptions that renew within subscription.notice_days
+-- (default 30), with what the renewal will be (next_terms): plan (at the
+-- version held, or a migration's when it takes effect then), cycle,
+-- quantity (the tier on a tiered plan; from the current use on a
+-- 'from_usage' product, L7), the amount to be charged and the credit that
+-- will apply (L10), after the coupon's discount (Z10).  A prepaid term renewed
+-- "to_monthly" continues monthly; "none" and cancelled ones do not renew.
+-- overdue: the renewal's time has passed and renew_due has not run yet.
+CREATE OR REPLACE VIEW subscription.renewal_notice WITH (security_barrier) AS
+SELECT s.id AS subscription_id,
+       s.account_id,
+       upper(s.period) AS renews_at,
+       n.plan,
+       n.cycle,
+       n.quantity,
+       CASE WHEN cardinality(subscription.plan_tiers(n.plan, n.version)) > 0 THEN n.quantity END AS tier,
+       subscription.round_money(price.amount, price.currency) AS amount,
+       price.currency,
+       d.discount,
+       least(subscription.credit_balance(s.account_id, price.currency),
+             subscription.round_money(price.amount, price.currency) OPERATOR(pg_catalog.-) d.discount) AS credit,
+       upper(s.period) OPERATOR(pg_catalog.<=) now() AS overdue,
+       -- the version of the plan renewed into (grandfathering; a migration's)
+       subscription.plan_version_or_current(n.plan, n.version) AS plan_version,
+       -- a trial ending: what its product makes of it (issue 19), else NULL
+       CASE WHEN s.status OPERATOR(pg_catalog.=) 'trialing'
+            THEN (SELECT pr.trial_end FROM subscription.plan AS p
+                    JOIN subscription.product AS pr ON pr.code OPERATOR(pg_catalog.=) p.product
+                   WHERE p.code OPERATOR(pg_catalog.=) s.plan) END AS trial_end
+  FROM subscription.subscription AS s
+  CROSS JOIN LATERAL subscription.renewal_terms(s.id) AS n
+  CROSS JOIN LATERAL subscription.period_price(n.plan, n.cycle, n.quantity, n.version) AS price
+  CROSS JOIN LATERAL subscription.coupon_discount(s.id, subscription.round_money(price.amount, price.currency),
+                                                  price.currency) AS d(discount)
+ WHERE s.status OPERATOR(pg_catalog.=) ANY ('{active,trialing}')
+   AND s.paused_at IS NULL
+   AND NOT s.cancel_at_period_end
+   AND s.renewal OPERATOR(pg_catalog.<>) 'none'
+   AND upper(s.period) OPERATOR(pg_catalog.<=)
+       (now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
+   AND subscription.may_read(s.account_id);
+
+COMMENT ON VIEW subscription.renewal_notice IS
+'Subscriptions renewing within subscription.notice_days, and trials ending (trial_end), with the renewal''s plan, cycle, quantity and amount (L5, L8)';
+
+-- PUBLIC executes nothing (99_public.sql)
+REVOKE ALL ON FUNCTION subscription.freezing_subscription(bigint, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.assigns_licenses(bigint, bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.refresh_freeze(bigint, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.pause(bigint, bigint, timestamptz, timestamptz, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.pause(bigint, timestamptz, timestamptz, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.unpause(subscription.subscription, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.resume(bigint, bigint, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.resume(bigint, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.end_trial(subscription.subscription) FROM PUBLIC;
+
+-- Renewals on Citus (issue 17, items 2 and 4) ------------------------------
+-- The renewal path runs on the node of the tenant's shards: the add-ons'
+-- price check keyed by tenant (unpriced_addons, made above), renewal_may_trim in
+-- PL/pgSQL (Citus plans no SQL function with parameters), each add-on
+-- batch priced apart from the statement that reads the batches, and the
+-- tenant's lock the root account's row instead of an advisory lock of the
+-- node that runs the call.  verify() runs on the coordinator after
+-- distribute(), over copies of the tables (verify_findings).
+
+CREATE OR REPLACE FUNCTION subscription.renew_period(s subscription.subscription, n subscription.period_terms, may_trim boolean)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ends timestamptz := upper(s.period);
+    same_cycle boolean;
+    next_period tstzrange;
+    price record;
+    batch record;
+BEGIN
+    UPDATE subscription.addon_batch AS b SET status = 'expired'
+     WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
+       AND (b.cancel_at_period_end OR s.cancel_at_period_end OR s.renewal = 'none');
+    IF s.cancel_at_period_end OR s.renewal = 'none' THEN
+        UPDATE subscription.subscription AS x
+           SET status = CASE WHEN s.cancel_at_period_end THEN 'cancelled' ELSE 'expired' END
+         WHERE x.tenant_id = s.tenant_id AND x.id = s.id
+        RETURNING x.status INTO s.status;
+        RETURN s.status;
+    END IF;
+    -- L6: a migration never takes away a feature in use; one that would
+    -- now (the account's use grew since it was scheduled) is dropped
+    IF coalesce(s.pending_plan IS NULL AND s.migrate_at <= ends AND NOT s.migrate_trim, false)
+       AND EXISTS (SELECT FROM subscription.migration_shortfall(s.id, s.migrate_to, s.migrate_version)) THEN
+        RAISE WARNING 'subscription % stays on its version of plan "%": plan "%" would take away features in use',
+                      s.id, s.plan, s.migrate_to
+            USING DETAIL = 'Its migration is dropped; subscription.preview_migration() lists the features.';
+        UPDATE subscription.subscription AS x
+           SET migrate_to = NULL, migrate_version = NULL, migrate_at = NULL, migrate_trim = NULL
+         WHERE x.tenant_id = s.tenant_id AND x.id = s.id
+        RETURNING * INTO s;
+        n := subscription.next_terms(s);
+    END IF;
+
+    -- L7: a use above the largest tier renews at the largest tier
+    IF n.needed > n.quantity THEN
+        RAISE WARNING 'subscription % uses more than the largest tier of plan "%"', s.id, n.plan
+            USING DETAIL = format('Its use needs %s licenses; it renews at the largest tier, %s.', n.needed, n.quantity),
+                  HINT = format('Contact sales for a plan above %s hosts.', n.quantity);
+    END IF;
+    same_cycle := subscription.cycle_key(n.cycle) = subscription.cycle_key(s.cycle);
+    -- a new cycle counts from the start of its first period (Z7)
+    next_period := subscription.nth_period(CASE WHEN same_cycle THEN s.anchor ELSE ends END, n.cycle,
+                                           CASE WHEN same_cycle THEN s.period_number + 1 ELSE 1 END);
+    price := subscription.period_price(n.plan, n.cycle, n.quantity, n.version);
+    IF same_cycle AND n.plan = s.plan AND n.version = s.plan_version AND n.quantity = s.quantity
+       AND s.pending_plan IS NULL AND s.pending_quantity IS NULL THEN
+        -- the common renewal: only the period moves, and the triggers on
+        -- plan, quantity and status (limits, seats) have nothing to do
+        UPDATE subscription.subscription AS x
+           SET period_number = x.period_number + 1, period = next_period,
+               paid_quantity = n.quantity, pending_cycle = NULL, renewal = n.renewal
+         WHERE x.tenant_id = s.tenant_id AND x.id = s.id;
+    ELSE
+        UPDATE subscription.subscription AS x
+           SET plan = n.plan, plan_version = n.version,
+               cycle = n.cycle, quantity = n.quantity, paid_quantity = n.quantity,
+               pending_plan = NULL, pending_cycle = NULL, pending_quantity = NULL,
+               anchor = CASE WHEN same_cycle THEN x.anchor ELSE ends END,
+               period_number = CASE WHEN same_cycle THEN x.period_number + 1 ELSE 1 END,
+               period = next_period, renewal = n.renewal
+         WHERE x.tenant_id = s.tenant_id AND x.id = s.id;
+    END IF;
+
+    -- C2: the constraint makes a second charge of the period impossible
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+    VALUES (s.tenant_id, s.account_id, s.id, 'charge', subscription.round_money(price.amount, price.currency), price.currency,
+            next_period, 'plan', n.plan,
+            format('renewal: plan %s, cycle %s, quantity %s', n.plan, n.cycle, n.quantity))
+    ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
+       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+    -- each batch priced apart from the statement that reads the batches:
+    -- on Citus that one runs on the shard, where no other table is read
+    FOR batch IN
+        SELECT b.id, b.addon, b.quantity
+          FROM subscription.addon_batch AS b
+          JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time
+         WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
+         ORDER BY b.id
+    LOOP
+        price := subscription.addon_period_price(batch.addon, n.cycle, batch.quantity);
+        INSERT INTO subscription.ledger
+               (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
+        VALUES (s.tenant_id, s.account_id, s.id, batch.id, 'charge', subscription.round_money(price.amount, price.currency),
+                price.currency, next_period, 'addon', n.plan,
+                format('renewal: add-on %s x %s, cycle %s', batch.addon, batch.quantity, n.cycle))
+        ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
+           WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+    END LOOP;
+
+    IF may_trim THEN
+        PERFORM FROM subscription.apply_downgrade(s.id);
+    END IF;
+    RETURN 'active';
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_period(subscription.subscription, subscription.period_terms, boolean) IS 'Internal: one period of one due subscription';
+
+
+CREATE OR REPLACE FUNCTION subscription.renewal_problem(s subscription.subscription, n subscription.period_terms)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    missing text;
+BEGIN
+    IF s.cancel_at_period_end OR s.renewal = 'none' THEN
+        RETURN NULL;
+    END IF;
+    CASE (subscription.find_price(n.plan, n.cycle, n.quantity, n.version)).problem
+        WHEN 'not_a_tier' THEN
+            RETURN format('quantity %s is not a tier of plan "%s"', n.quantity, n.plan);
+        WHEN 'no_price' THEN
+            RETURN format('plan "%s" has no price for cycle %s', n.plan, subscription.cycle_text(n.cycle));
+        ELSE
+    END CASE;
+    missing := subscription.unpriced_addons(s.tenant_id, s.id, n.cycle);
+    IF missing IS NOT NULL THEN
+        RETURN format('add-on %s has no price for cycle %s', missing, subscription.cycle_text(n.cycle));
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renewal_problem(subscription.subscription, subscription.period_terms) IS 'Internal: why the next renewal could not be charged, or NULL';
+
+
+CREATE OR REPLACE FUNCTION subscription.renewal_may_trim(s subscription.subscription, n subscription.period_terms)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN s.pending_plan IS NOT NULL OR n.quantity < s.quantity
+        OR s.migrate_at <= upper(s.period)
+        OR s.cancel_at_period_end OR s.renewal = 'none'
+        OR EXISTS (SELECT FROM subscription.addon_batch AS b
+                    WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id
+                      AND b.status = 'active' AND b.cancel_at_period_end);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription, subscription.period_terms) IS 'Internal: whether the next renewal can lower the account''s limits';
+
+
+CREATE OR REPLACE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT now())
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t bigint := renew_account.tenant_id;
+    s subscription.subscription;
+    n subscription.period_terms;
+    status text;
+    problem text;
+    may_trim boolean;
+    most integer;
+    renewed integer;
+    handled integer := 0;
+BEGIN
+    PERFORM subscription.require_arguments('renew_account', '{tenant_id,at}', ARRAY[t IS NULL, at IS NULL]);
+    PERFORM subscription.require_renewal_run('renew_account', at);
+    -- read once the checks (C) have loaded the module that defines it
+    most := current_setting('subscription.max_catchup')::integer;
+    -- the tenant's lock: its root account's row, on the node of its shards
+    -- (on Citus, the coordinator's renew_due and each node's
+    -- renew_local_tenants meet there)
+    PERFORM FROM subscription.account AS a WHERE a.tenant_id = t AND a.id = t FOR NO KEY UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        IF NOT EXISTS (SELECT FROM subscription.account AS a WHERE a.tenant_id = t AND a.id = t) THEN
+            RAISE EXCEPTION 'tenant % does not exist', t
+                USING ERRCODE = 'no_data_found',
+                      HINT = 'A tenant is a root account: its id is the tenant_id of its sub-accounts and of everything they hold.';
+        END IF;
+        RAISE DEBUG 'tenant % is being renewed by another session', t;
+        RETURN 0;
+    END IF;
+    FOR s IN
+        SELECT * FROM subscription.subscription AS x
+         WHERE x.tenant_id = t AND x.status = 'active' AND upper(x.period) <= at
+         ORDER BY upper(x.period), x.id
+           FOR NO KEY UPDATE SKIP LOCKED
+    LOOP
+        renewed := 0;
+        LOOP
+            -- the next period's terms, asked once (issue 15, fold 8; L7)
+            n := subscription.next_terms(s);
+            problem := subscription.renewal_problem(s, n);
+            -- asked before anything moves: the batches it ends are part of the answer
+            may_trim := problem IS NULL AND subscription.renewal_may_trim(s, n);
+            IF may_trim THEN
+                -- only here can the renewal be refused after writing: a subtransaction
+                BEGIN
+                    status := subscription.renew_period(s, n, true);
+                EXCEPTION WHEN check_violation THEN
+                    problem := SQLERRM;
+                WHEN OTHERS THEN
+                    -- the trim ran the account's own triggers: whatever they
+                    -- raise holds back this renewal only, never the others'
+                    -- (a lost race is still the caller's to retry)
+                    IF SQLSTATE LIKE '40%' THEN
+                        RAISE;
+                    END IF;
+                    problem := format('its trimming failed: %s (SQLSTATE %s)', SQLERRM, SQLSTATE);
+                END;
+            ELSIF problem IS NULL THEN
+                status := subscription.renew_period(s, n, false);
+            END IF;
+            IF problem IS NOT NULL THEN
+                RAISE WARNING 'subscription % was not renewed: %', s.id, problem
+                    USING DETAIL = 'It stays due; renew_due() tries again on its next run.';
+                EXIT;
+            END IF;
+            EXIT WHEN status <> 'active';
+            SELECT * INTO s FROM subscription.subscription AS x WHERE x.tenant_id = t AND x.id = s.id;
+            EXIT WHEN upper(s.period) > at;
+            renewed := renewed + 1;
+            IF renewed >= most THEN
+                RAISE WARNING 'subscription % caught up % periods, the most of one call', s.id, renewed
+                    USING DETAIL = format('It stays due from %s; the next renewal run goes on from there.', upper(s.period)),
+                          HINT = 'subscription.max_catchup sets how many periods one call catches up.';
+                EXIT;
+            END IF;
+        END LOOP;
+        IF problem IS NULL THEN
+            handled := handled + 1;
+        END IF;
+    END LOOP;
+    RETURN handled;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_account(bigint, timestamptz) IS
+'Renew, expire or cancel every due subscription of a tenant (a root account and its sub-accounts), catching up missed periods; back-office work';
+
+
+-- The checks are one query over the extension's tables, run by EXECUTE
+-- over the tables themselves on a single server.  On Citus (after
+-- distribute()) the query, with its joins by id and its correlated
+-- subqueries, is not one that Citus plans: it runs on the coordinator over
+-- copies of the tables the checks read, made for the call (temporary
+-- tables, dropped at commit; of the account's tenant when an account is
+-- given), and the functions it calls read the distributed tables from
+-- there.  The same text, the same findings (issue 17).
+-- verify()'s checks (a PL/pgSQL function cannot name a parameter as its
+-- result column, account_id).
+CREATE FUNCTION subscription.verify_findings(account bigint)
+RETURNS TABLE (check_name text, account_id bigint, detail text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    src text := 'subscription';
+    tbl text;
+    tenant bigint;
+BEGIN
+    IF subscription.distributed() THEN
+        src := 'pg_temp';
+        IF verify_findings.account IS NOT NULL THEN
+            tenant := subscription.tenant_of('account', verify_findings.account);
+        END IF;
+        FOREACH tbl IN ARRAY ARRAY['account', 'member', 'subscription', 'addon_batch', 'license', 'license_counter',
+                                   'usage_counter', 'ledger', 'history', 'limited_table'] LOOP
+            IF to_regclass(format('pg_temp.%I', tbl)) IS NOT NULL THEN
+                EXECUTE format('DROP TABLE pg_temp.%I', tbl);
+            END IF;
+            EXECUTE format('CREATE TEMPORARY TABLE %I ON COMMIT DROP AS SELECT * FROM subscription.%I AS x %s', tbl, tbl,
+                           CASE WHEN tenant IS NOT NULL AND tbl <> 'limited_table' THEN 'WHERE x.tenant_id = $1' ELSE '' END)
+              USING tenant;
+        END LOOP;
+    END IF;
+    RETURN QUERY EXECUTE replace($q$
+        SELECT v.* FROM (
+            -- seats: the counter is the licenses held, its capacity the subscription's,
+            -- and no subscription holds more than its capacity
+            SELECT x.check_name, t.account_id, x.detail
+              FROM (SELECT s.account_id, s.id, c.subscription_id IS NOT NULL AS has_counter, c.used, c.capacity, c.active,
+                           subscription.license_capacity(s.id) AS capacity_now,
+                           s.status = 'active' AS active_now,
+                           (SELECT count(*) FROM @@.license AS l
+                             WHERE l.subscription_id = s.id) AS held
+                      FROM @@.subscription AS s
+                      LEFT JOIN @@.license_counter AS c ON c.subscription_id = s.id
+                     WHERE $1 IS NULL OR s.account_id = $1) AS t,
+                   LATERAL (VALUES
+                       ('license_counter',
+                        CASE WHEN NOT t.has_counter THEN format('subscription %s has no seat counter', t.id)
+                             WHEN t.used <> t.held
+                             THEN format('subscription %s: the seat counter says %s used, %s licenses are held', t.id, t.used, t.held) END),
+                       ('license_capacity',
+                        CASE WHEN t.has_counter AND (t.capacity, t.active) IS DISTINCT FROM (t.capacity_now, t.active_now)
+                             THEN format('subscription %s: the seat counter has capacity %s (active %s), the subscription %s (active %s)',
+                                         t.id, t.capacity, t.active, t.capacity_now, t.active_now) END),
+                       ('seats_over_capacity',
+                        CASE WHEN t.held > t.capacity_now
+                             THEN format('subscription %s holds %s licenses, its capacity is %s', t.id, t.held, t.capacity_now) END))
+                       AS x(check_name, detail)
+             WHERE x.detail IS NOT NULL
+            UNION ALL
+            -- usage: each counter is its table's rows, counted as recount_usage counts
+            -- them (cap counts nothing) ...
+            SELECT 'usage_counter', d.account_id,
+                   format('%s of %s: the counter says %s, the table has %s', t.feature, t.relation, d.stored, d.counted)
+              FROM @@.limited_table AS t,
+                   LATERAL subscription.usage_drift(t.relation, t.feature, $1) AS d
+            UNION ALL
+            -- ... and carries the account's limit; no counter outlives its registration
+            SELECT CASE WHEN t.feature IS NULL THEN 'usage_counter' ELSE 'usage_limit' END, u.account_id,
+                   CASE WHEN t.feature IS NULL
+                        THEN format('a counter of feature %s remains, and no table is registered for it', u.feature)
+                        ELSE format('%s: the counter''s limit is %s, the account''s limit %s', u.feature,
+                                    coalesce(u.limit_value::text, 'unlimited'),
+                                    coalesce(subscription.limit_of(u.account_id, u.feature)::text, 'unlimited')) END
+              FROM @@.usage_counter AS u
+              LEFT JOIN @@.limited_table AS t ON t.feature = u.feature
+             WHERE ($1 IS NULL OR u.account_id = $1)
+               AND (t.feature IS NULL
+                    -- the limit the guard checks: a counter computed at an older
+                    -- catalog limit version is recomputed by it (issue 17)
+                    OR subscription.counter_limit(u.account_id, u.feature, u.limit_value, u.limit_version,
+                                                  (SELECT c.version FROM subscription.limit_catalog_version() AS c (version)))
+                       IS DISTINCT FROM subscription.limit_of(u.account_id, u.feature))
+            UNION ALL
+            -- periods (C2): the plan charges of a subscription, less what was given
+            -- back, follow each other with no gap and no overlap ...
+            SELECT CASE WHEN p.next_lower > p.charged_upper THEN 'period_gap' ELSE 'period_overlap' END,
+                   p.account_id,
+                   format('subscription %s: charge %s covers %s to %s, charge %s starts at %s',
+                          p.subscription_id, p.id, p.charged_lower, p.charged_upper, p.next_id, p.next_lower)
+              FROM (SELECT c.*,
+                           lead(c.charged_lower) OVER w AS next_lower,
+                           lead(c.id) OVER w AS next_id
+                      FROM (SELECT l.id, l.account_id, l.subscription_id, lower(l.period) AS charged_lower,
+                                   coalesce(lower(g.period), upper(l.period)) AS charged_upper
+                              FROM @@.ledger AS l
+                              LEFT JOIN @@.ledger AS g
+                                ON g.charge_id = l.id AND g.kind IN ('refund', 'credit')
+                             WHERE l.kind = 'charge' AND l.addon_batch_id IS NULL
+                               AND (l.item = 'plan' OR l.item ~~ 'change to %')
+                               AND ($1 IS NULL OR l.account_id = $1)) AS c
+                     WHERE c.charged_lower < c.charged_upper
+                    WINDOW w AS (PARTITION BY c.subscription_id ORDER BY c.charged_lower, c.id)) AS p
+             WHERE p.next_lower <> p.charged_upper
+            UNION ALL
+            -- ... and an active subscription's current period is charged to its end
+            SELECT 'period_uncharged', s.account_id,
+                   format('subscription %s: its current period %s is charged up to %s', s.id, s.period,
+                          coalesce(c.charged_to::text, 'nothing'))
+              FROM @@.subscription AS s
+              LEFT JOIN LATERAL (
+                   SELECT max(coalesce(lower(g.period), upper(l.period))) AS charged_to
+                     FROM @@.ledger AS l
+                     LEFT JOIN @@.ledger AS g
+                       ON g.charge_id = l.id AND g.kind IN ('refund', 'credit')
+                    WHERE l.subscription_id = s.id AND l.kind = 'charge'
+                      AND l.addon_batch_id IS NULL
+                      AND (l.item = 'plan' OR l.item ~~ 'change to %')) AS c ON true
+             WHERE s.status = 'active'
+               AND ($1 IS NULL OR s.account_id = $1)
+               AND (c.charged_to IS NULL OR c.charged_to < upper(s.period))
+            UNION ALL
+            -- money: what is given back or taken off a charge never exceeds it
+            SELECT 'refund_over_charge', l.account_id,
+                   format('charge %s of %s %s: %s given back or taken off', l.id, l.amount, l.currency, g.total)
+              FROM @@.ledger AS l
+              JOIN (SELECT g.charge_id, sum(g.amount) AS total FROM @@.ledger AS g
+                     WHERE g.kind IN ('refund', 'credit', 'discount') GROUP BY g.charge_id) AS g
+                ON g.charge_id = l.id
+             WHERE l.kind = 'charge' AND g.total > l.amount
+               AND ($1 IS NULL OR l.account_id = $1)
+            UNION ALL
+            -- history (R8): every account, member, subscription, add-on batch and
+            -- license has the history row that created it
+            SELECT 'history_missing', h.account_id, h.detail
+              FROM (SELECT a.id AS account_id, format('account %s has no account_insert row', a.id) AS detail
+                      FROM @@.account AS a
+                     WHERE NOT EXISTS (SELECT FROM @@.history AS h
+                                        WHERE h.account_id = a.id
+                                          AND h.operation = 'account_insert')
+                    UNION ALL
+                    SELECT m.account_id, format('member %s has no member_insert row', m.id)
+                      FROM @@.member AS m
+                     WHERE NOT EXISTS (SELECT FROM @@.history AS h
+                                        WHERE h.account_id = m.account_id
+                                          AND h.operation = 'member_insert'
+                                          AND h.details ->> 'id' = m.id::text)
+                    UNION ALL
+                    SELECT s.account_id, format('subscription %s has no subscription_insert row', s.id)
+                      FROM @@.subscription AS s
+                     WHERE NOT EXISTS (SELECT FROM @@.history AS h
+                                        WHERE h.subscription_id = s.id
+                                          AND h.operation = 'subscription_insert')
+                    UNION ALL
+                    SELECT s.account_id, format('add-on batch %s has no addon_batch_insert row', b.id)
+                      FROM @@.addon_batch AS b
+                      JOIN @@.subscription AS s ON s.id = b.subscription_id
+                     WHERE NOT EXISTS (SELECT FROM @@.history AS h
+                                        WHERE h.subscription_id = b.subscription_id
+                                          AND h.operation = 'addon_batch_insert'
+                                          AND h.details ->> 'id' = b.id::text)
+                    UNION ALL
+                    SELECT s.account_id, format('the license of member %s on subscription %s has no license_assign row',
+                                                l.member_id, l.subscription_id)
+                      FROM @@.license AS l
+                      JOIN @@.subscription AS s ON s.id = l.subscription_id
+                     WHERE NOT EXISTS (SELECT FROM @@.history AS h
+                                        WHERE h.subscription_id = l.subscription_id
+                                          AND h.operation = 'license_assign'
+                                          AND h.details -> 'members'
+                                              @> pg_catalog.jsonb_build_array(l.member_id))) AS h
+             WHERE $1 IS NULL OR h.account_id = $1
+        ) AS v("check", account_id, detail)
+        ORDER BY 1, 2, 3
+$q$, '@@', src) USING verify_findings.account;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.verify_findings(bigint) IS
+'Internal: verify()''s checks, over the tables (a single server) or over copies of them on the coordinator (Citus)';
+
+CREATE OR REPLACE FUNCTION subscription.verify(account_id bigint DEFAULT NULL)
+RETURNS TABLE ("check" text, account_id bigint, detail text)
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT subscription.require_account($1) WHERE $1 IS NOT NULL;
+SELECT * FROM subscription.verify_findings($1)
+$$;
+
+COMMENT ON FUNCTION subscription.verify(bigint) IS
+'The invariants of seats, usage, periods, money and history: one row per broken one (of an account, or of all), nothing when all hold';
+
+REVOKE ALL ON FUNCTION subscription.unpriced_addons(bigint, bigint, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.verify_findings(bigint) FROM PUBLIC;
+
+-- After the merges: the final text of functions that several sections above replace
+
+CREATE OR REPLACE FUNCTION subscription.subscription_for_change(tenant_id bigint, fn text, subscription_id bigint, action text)
+RETURNS subscription.subscription
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    -- the tenant named: on Citus the row is locked on its shard (issue 17)
+    SELECT * INTO s FROM subscription.subscription AS x
+     WHERE x.tenant_id = subscription_for_change.tenant_id AND x.id = subscription_for_change.subscription_id
+       FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(subscription_for_change.tenant_id, s.account_id, action, false);
+    IF s.status <> 'active' THEN
+        RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('%s() changes active subscriptions only.', fn);
+    END IF;
+    -- issue 19: a paused subscription changes nothing until it is resumed
+    IF s.paused_at IS NOT NULL THEN
+        RAISE EXCEPTION 'subscription % is paused', subscription_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('%s() changes subscriptions that are not paused only.', fn),
+                  HINT = format('Resume it first: subscription.resume(%s).', subscription_id);
+    END IF;
+    RETURN s;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT now())
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t bigint := renew_account.tenant_id;
+    s subscription.subscription;
+    n subscription.period_terms;
+    status text;
+    problem text;
+    may_trim boolean;
+    most integer;
+    renewed integer;
+    handled integer := 0;
+BEGIN
+    PERFORM subscription.require_arguments('renew_account', '{tenant_id,at}', ARRAY[t IS NULL, at IS NULL]);
+    PERFORM subscription.require_renewal_run('renew_account', at);
+    -- read once the checks (C) have loaded the module that defines it
+    most := current_setting('subscription.max_catchup')::integer;
+    -- the tenant's lock: its root account's row, on the node of its shards
+    -- (on Citus, the coordinator's renew_due and each node's
+    -- renew_local_tenants meet there)
+    PERFORM FROM subscription.account AS a WHERE a.tenant_id = t AND a.id = t FOR NO KEY UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        IF NOT EXISTS (SELECT FROM subscription.account AS a WHERE a.tenant_id = t AND a.id = t) THEN
+            RAISE EXCEPTION 'tenant % does not exist', t
+                USING ERRCODE = 'no_data_found',
+                      HINT = 'A tenant is a root account: its id is the tenant_id of its sub-accounts and of everything they hold.';
+        END IF;
+        RAISE DEBUG 'tenant % is being renewed by another session', t;
+        RETURN 0;
+    END IF;
+    FOR s IN
+        SELECT * FROM subscription.subscription AS x
+         WHERE x.tenant_id = t AND x.status IN ('active', 'trialing') AND upper(x.period) <= at
+         ORDER BY upper(x.period), x.id
+           FOR NO KEY UPDATE SKIP LOCKED
+    LOOP
+        renewed := 0;
+        LOOP
+            -- issue 19: a pause ends at its resume_at (its period ends
+            -- there while paused), a trial at its end
+            IF s.paused_at IS NOT NULL THEN
+                s := subscription.unpause(s, s.resume_at);
+                EXIT WHEN upper(s.period) > at;
+            END IF;
+            IF s.status = 'trialing' THEN
+                s := subscription.end_trial(s);
+                EXIT WHEN s.status <> 'active';
+            END IF;
+            -- the next period's terms, asked once (issue 15, fold 8; L7)
+            n := subscription.next_terms(s);
+            problem := subscription.renewal_problem(s, n);
+            -- asked before anything moves: the batches it ends are part of the answer
+            may_trim := problem IS NULL AND subscription.renewal_may_trim(s, n);
+            IF may_trim THEN
+                -- only here can the renewal be refused after writing: a subtransaction
+                BEGIN
+                    status := subscription.renew_period(s, n, true);
+                EXCEPTION WHEN check_violation THEN
+                    problem := SQLERRM;
+                WHEN OTHERS THEN
+                    -- the trim ran the account's own triggers: whatever they
+                    -- raise holds back this renewal only, never the others'
+                    -- (a lost race is still the caller's to retry)
+                    IF SQLSTATE LIKE '40%' THEN
+                        RAISE;
+                    END IF;
+                    problem := format('its trimming failed: %s (SQLSTATE %s)', SQLERRM, SQLSTATE);
+                END;
+            ELSIF problem IS NULL THEN
+                status := subscription.renew_period(s, n, false);
+            END IF;
+            IF problem IS NOT NULL THEN
+                RAISE WARNING 'subscription % was not renewed: %', s.id, problem
+                    USING DETAIL = 'It stays due; renew_due() tries again on its next run.';
+                EXIT;
+            END IF;
+            EXIT WHEN status <> 'active';
+            SELECT * INTO s FROM subscription.subscription AS x WHERE x.tenant_id = t AND x.id = s.id;
+            EXIT WHEN upper(s.period) > at;
+            renewed := renewed + 1;
+            IF renewed >= most THEN
+                RAISE WARNING 'subscription % caught up % periods, the most of one call', s.id, renewed
+                    USING DETAIL = format('It stays due from %s; the next renewal run goes on from there.', upper(s.period)),
+                          HINT = 'subscription.max_catchup sets how many periods one call catches up.';
+                EXIT;
+            END IF;
+        END LOOP;
+        IF problem IS NULL THEN
+            handled := handled + 1;
+        END IF;
+    END LOOP;
+    RETURN handled;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.verify_findings(account bigint)
+RETURNS TABLE (check_name text, account_id bigint, detail text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    src text := 'subscription';
+    tbl text;
+    tenant bigint;
+BEGIN
+    IF subscription.distributed() THEN
+        src := 'pg_temp';
+        IF verify_findings.account IS NOT NULL THEN
+            tenant := subscription.tenant_of('account', verify_findings.account);
+        END IF;
+        FOREACH tbl IN ARRAY ARRAY['account', 'member', 'subscription', 'addon_batch', 'license', 'license_counter',
+                                   'usage_counter', 'ledger', 'history', 'limited_table'] LOOP
+            IF to_regclass(format('pg_temp.%I', tbl)) IS NOT NULL THEN
+                EXECUTE format('DROP TABLE pg_temp.%I', tbl);
+            END IF;
+            EXECUTE format('CREATE TEMPORARY TABLE %I ON COMMIT DROP AS SELECT * FROM subscription.%I AS x %s', tbl, tbl,
+                           CASE WHEN tenant IS NOT NULL AND tbl <> 'limited_table' THEN 'WHERE x.tenant_id = $1' ELSE '' END)
+              USING tenant;
+        END LOOP;
+    END IF;
+    RETURN QUERY EXECUTE replace($q$
+        SELECT v.* FROM (
+            -- seats: the counter is the licenses held, its capacity the subscription's,
+            -- and no subscription holds more than its capacity
+            SELECT x.check_name, t.account_id, x.detail
+              FROM (SELECT s.account_id, s.id, c.subscription_id IS NOT NULL AS has_counter, c.used, c.capacity, c.active,
+                           subscription.license_capacity(s.id) AS capacity_now,
+                           subscription.assigns_licenses(s.tenant_id, s.account_id, s.status) AS active_now,
+                           (SELECT count(*) FROM @@.license AS l
+                             WHERE l.subscription_id = s.id) AS held
+                      FROM @@.subscription AS s
+                      LEFT JOIN @@.license_counter AS c ON c.subscription_id = s.id
+                     WHERE $1 IS NULL OR s.account_id = $1) AS t,
+                   LATERAL (VALUES
+                       ('license_counter',
+                        CASE WHEN NOT t.has_counter THEN format('subscription %s has no seat counter', t.id)
+                             WHEN t.used <> t.held
+                             THEN format('subscription %s: the seat counter says %s used, %s licenses are held', t.id, t.used, t.held) END),
+                       ('license_capacity',
+                        CASE WHEN t.has_counter AND (t.capacity, t.active) IS DISTINCT FROM (t.capacity_now, t.active_now)
+                             THEN format('subscription %s: the seat counter has capacity %s (active %s), the subscription %s (active %s)',
+                                         t.id, t.capacity, t.active, t.capacity_now, t.active_now) END),
+                       ('seats_over_capacity',
+                        CASE WHEN t.held > t.capacity_now
+                             THEN format('subscription %s holds %s licenses, its capacity is %s', t.id, t.held, t.capacity_now) END))
+                       AS x(check_name, detail)
+             WHERE x.detail IS NOT NULL
+            UNION ALL
+            -- usage: each counter is its table's rows, counted as recount_usage counts
+            -- them (cap counts nothing) ...
+            SELECT 'usage_counter', d.account_id,
+                   format('%s of %s: the counter says %s, the table has %s', t.feature, t.relation, d.stored, d.counted)
+              FROM @@.limited_table AS t,
+                   LATERAL subscription.usage_drift(t.relation, t.feature, $1) AS d
+            UNION ALL
+            -- ... and carries the account's limit; no counter outlives its registration
+            SELECT CASE WHEN t.feature IS NULL THEN 'usage_counter' ELSE 'usage_limit' END, u.account_id,
+                   CASE WHEN t.feature IS NULL
+                        THEN format('a counter of feature %s remains, and no table is registered for it', u.feature)
+                        ELSE format('%s: the counter''s limit is %s, the account''s limit %s', u.feature,
+                                    coalesce(u.limit_value::text, 'unlimited'),
+                                    coalesce(subscription.limit_of(u.account_id, u.feature)::text, 'unlimited')) END
+              FROM @@.usage_counter AS u
+              LEFT JOIN @@.limited_table AS t ON t.feature = u.feature
+             WHERE ($1 IS NULL OR u.account_id = $1)
+               AND (t.feature IS NULL
+                    -- the limit the guard checks: a counter computed at an older
+                    -- catalog limit version is recomputed by it (issue 17)
+                    OR subscription.counter_limit(u.account_id, u.feature, u.limit_value, u.limit_version,
+                                                  (SELECT c.version FROM subscription.limit_catalog_version() AS c (version)))
+                       IS DISTINCT FROM subscription.limit_of(u.account_id, u.feature))
+            UNION ALL
+            -- periods (C2): the plan charges of a subscription, less what was given
+            -- back, follow each other with no gap and no overlap ...
+            SELECT CASE WHEN p.next_lower > p.charged_upper THEN 'period_gap' ELSE 'period_overlap' END,
+                   p.account_id,
+                   format('subscription %s: charge %s covers %s to %s, charge %s starts at %s',
+                          p.subscription_id, p.id, p.charged_lower, p.charged_upper, p.next_id, p.next_lower)
+              FROM (SELECT c.*,
+                           lead(c.charged_lower) OVER w AS next_lower,
+                           lead(c.id) OVER w AS next_id
+                      FROM (SELECT l.id, l.account_id, l.subscription_id, lower(l.period) AS charged_lower,
+                                   coalesce(lower(g.period), upper(l.period)) AS charged_upper
+                              FROM @@.ledger AS l
+                              LEFT JOIN @@.ledger AS g
+                                ON g.charge_id = l.id AND g.kind IN ('refund', 'credit')
+                             WHERE l.kind = 'charge' AND l.addon_batch_id IS NULL
+                               AND (l.item = 'plan' OR l.item ~~ 'change to %')
+                               AND ($1 IS NULL OR l.account_id = $1)) AS c
+                     WHERE c.charged_lower < c.charged_upper
+                    WINDOW w AS (PARTITION BY c.subscription_id ORDER BY c.charged_lower, c.id)) AS p
+             WHERE p.next_lower <> p.charged_upper
+            UNION ALL
+            -- ... and an active subscription's current period is charged to its end
+            SELECT 'period_uncharged', s.account_id,
+                   format('subscription %s: its current period %s is charged up to %s', s.id, s.period,
+                          coalesce(c.charged_to::text, 'nothing'))
+              FROM @@.subscription AS s
+              LEFT JOIN LATERAL (
+                   SELECT max(coalesce(lower(g.period), upper(l.period))) AS charged_to
+                     FROM @@.ledger AS l
+                     LEFT JOIN @@.ledger AS g
+                       ON g.charge_id = l.id AND g.kind IN ('refund', 'credit')
+                    WHERE l.subscription_id = s.id AND l.kind = 'charge'
+                      AND l.addon_batch_id IS NULL
+                      AND (l.item = 'plan' OR l.item ~~ 'change to %')) AS c ON true
+             WHERE s.status = 'active' AND s.paused_at IS NULL
+               AND ($1 IS NULL OR s.account_id = $1)
+               AND (c.charged_to IS NULL OR c.charged_to < upper(s.period))
+            UNION ALL
+            -- money: what is given back or taken off a charge never exceeds it
+            SELECT 'refund_over_charge', l.account_id,
+                   format('charge %s of %s %s: %s given back or taken off', l.id, l.amount, l.currency, g.total)
+              FROM @@.ledger AS l
+              JOIN (SELECT g.charge_id, sum(g.amount) AS total FROM @@.ledger AS g
+                     WHERE g.kind IN ('refund', 'credit', 'discount') GROUP BY g.charge_id) AS g
+                ON g.charge_id = l.id
+             WHERE l.kind = 'charge' AND g.total > l.amount
+               AND ($1 IS NULL OR l.account_id = $1)
+            UNION ALL
+            -- history (R8): every account, member, subscription, add-on batch and
+            -- license has the history row that created it
+            SELECT 'history_missing', h.account_id, h.detail
+              FROM (SELECT a.id AS account_id, format('account %s has no account_insert row', a.id) AS detail
+                      FROM @@.account AS a
+                     WHERE NOT EXISTS (SELECT FROM @@.history AS h
+                                        WHERE h.account_id = a.id
+                                          AND h.operation = 'account_insert')
+                    UNION ALL
+                    SELECT m.account_id, format('member %s has no member_insert row', m.id)
+                      FROM @@.member AS m
+                     WHERE NOT EXISTS (SELECT FROM @@.history AS h
+                                        WHERE h.account_id = m.account_id
+                                          AND h.operation = 'member_insert'
+                                          AND h.details ->> 'id' = m.id::text)
+                    UNION ALL
+                    SELECT s.account_id, format('subscription %s has no subscription_insert row', s.id)
+                      FROM @@.subscription AS s
+                     WHERE NOT EXISTS (SELECT FROM @@.history AS h
+                                        WHERE h.subscription_id = s.id
+                                          AND h.operation = 'subscription_insert')
+                    UNION ALL
+                    SELECT s.account_id, format('add-on batch %s has no addon_batch_insert row', b.id)
+                      FROM @@.addon_batch AS b
+                      JOIN @@.subscription AS s ON s.id = b.subscription_id
+                     WHERE NOT EXISTS (SELECT FROM @@.history AS h
+                                        WHERE h.subscription_id = b.subscription_id
+                                          AND h.operation = 'addon_batch_insert'
+                                          AND h.details ->> 'id' = b.id::text)
+                    UNION ALL
+                    SELECT s.account_id, format('the license of member %s on subscription %s has no license_assign row',
+                                                l.member_id, l.subscription_id)
+                      FROM @@.license AS l
+                      JOIN @@.subscription AS s ON s.id = l.subscription_id
+                     WHERE NOT EXISTS (SELECT FROM @@.history AS h
+                                        WHERE h.subscription_id = l.subscription_id
+                                          AND h.operation = 'license_assign'
+                                          AND h.details -> 'members'
+                                              @> pg_catalog.jsonb_build_array(l.member_id))) AS h
+             WHERE $1 IS NULL OR h.account_id = $1
+        ) AS v("check", account_id, detail)
+        ORDER BY 1, 2, 3
+$q$, '@@', src) USING verify_findings.account;
+END
+$$;
+
 -- Bookkeeping triggers set-based (issue 18) --------------------------------
 -- record_history() in C, per statement over the transition tables
 -- (src/history.c): one trigger per event and table.
@@ -12177,9 +15022,11 @@ COMMENT ON FUNCTION subscription.distributed() IS
 'Internal: whether the extension''s tables are distributed on Citus (distribute() has run)';
 
 -- The extension's tables and what each becomes on Citus, in an order that
--- puts every table after the tables its foreign keys reference.
+-- puts every table after the tables its foreign keys reference; then the
+-- keyed forms (distributed_functions()), each a distributed function by
+-- its tenant_id, colocated with account (kind 'function', relation NULL).
 CREATE FUNCTION subscription.distribution_plan()
-RETURNS TABLE (relation regclass, kind text, step integer)
+RETURNS TABLE (relation regclass, kind text, step integer, function regprocedure)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -12195,18 +15042,26 @@ depth (rel, d) AS (
     UNION ALL
     SELECT k.conrelid, depth.d + 1
       FROM depth JOIN pg_catalog.pg_constraint AS k ON k.confrelid = depth.rel AND k.contype = 'f'
-     WHERE k.conrelid IN (SELECT rel FROM own) AND k.conrelid <> k.confrelid AND depth.d < 100)
-SELECT o.rel::pg_catalog.regclass, o.kind,
-       (pg_catalog.row_number() OVER (ORDER BY o.kind DESC, d.d, o.rel::pg_catalog.regclass::text))::integer
-  FROM own AS o JOIN (SELECT rel, pg_catalog.max(d) AS d FROM depth GROUP BY rel) AS d USING (rel)
+     WHERE k.conrelid IN (SELECT rel FROM own) AND k.conrelid <> k.confrelid AND depth.d < 100),
+tables AS (
+    SELECT o.rel::pg_catalog.regclass AS relation, o.kind,
+           (pg_catalog.row_number() OVER (ORDER BY o.kind DESC, d.d, o.rel::pg_catalog.regclass::text))::integer AS step
+      FROM own AS o JOIN (SELECT rel, pg_catalog.max(d) AS d FROM depth GROUP BY rel) AS d USING (rel))
+SELECT t.relation, t.kind, t.step, NULL::pg_catalog.regprocedure FROM tables AS t
+UNION ALL
+SELECT NULL, 'function',
+       ((SELECT pg_catalog.count(*) FROM tables) OPERATOR(pg_catalog.+)
+        pg_catalog.row_number() OVER (ORDER BY f.function::pg_catalog.text))::integer,
+       f.function
+  FROM subscription.distributed_functions() AS f
  ORDER BY 3
 $$;
 
 COMMENT ON FUNCTION subscription.distribution_plan() IS
-'What distribute() makes of each table of the extension (reference or distributed by tenant_id), in foreign-key order';
+'What distribute() makes of each table of the extension (reference or distributed by tenant_id), in foreign-key order, and of each keyed form (a function distributed by tenant_id)';
 
 CREATE FUNCTION subscription.distribute()
-RETURNS TABLE (relation regclass, kind text)
+RETURNS TABLE (relation regclass, kind text, function regprocedure)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 -- Citus's notices of each table's copy and truncation: not the caller's
@@ -12218,6 +15073,7 @@ DECLARE
     done boolean;
     moved boolean := false;
     role_before text;
+    failed text;
 BEGIN
     -- K7: a sub-account lives in its parent's shard group; one moved under
     -- another tenant's account (parent_id changed on a single server) would
@@ -12248,7 +15104,21 @@ BEGIN
     FOR t IN SELECT * FROM subscription.distribution_plan() AS p ORDER BY p.step LOOP
         EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)'
            INTO done USING t.relation;
-        IF NOT done THEN
+        IF t.kind = 'function' THEN
+            -- item 2: a keyed form called alone from the coordinator runs
+            -- on the node of its tenant's shards, in one hop
+            EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_object AS o
+                                      JOIN pg_catalog.pg_dist_partition AS a
+                                        ON a.logicalrelid = ''subscription.account''::pg_catalog.regclass
+                                       AND a.colocationid = o.colocationid
+                                     WHERE o.classid = ''pg_catalog.pg_proc''::pg_catalog.regclass AND o.objid = $1
+                                       AND o.distribution_argument_index = 0)'
+               INTO done USING t.function;
+            IF NOT done THEN
+                EXECUTE 'SELECT create_distributed_function($1, ''tenant_id'', colocate_with := ''subscription.account'')'
+                  USING t.function;
+            END IF;
+        ELSIF NOT done THEN
             IF t.kind = 'reference' THEN
                 EXECUTE 'SELECT create_reference_table($1)' USING t.relation;
             ELSIF t.relation = 'subscription.account'::pg_catalog.regclass THEN
@@ -12260,6 +15130,7 @@ BEGIN
         END IF;
         relation := t.relation;
         kind := t.kind;
+        function := t.function;
         RETURN NEXT;
     END LOOP;
     -- the rows are in the shards now; the tables themselves keep none (once
@@ -12268,14 +15139,31 @@ BEGIN
     -- must not take for a tenant's
     role_before := pg_catalog.current_setting('session_replication_role');
     PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
-    FOR t IN SELECT * FROM subscription.distribution_plan() AS p ORDER BY p.step DESC LOOP
+    FOR t IN SELECT * FROM subscription.distribution_plan() AS p WHERE p.kind <> 'function' ORDER BY p.step DESC LOOP
         EXECUTE 'SELECT truncate_local_data_after_distributing_table($1)' USING t.relation;
     END LOOP;
     PERFORM pg_catalog.set_config('session_replication_role', role_before, true);
+    -- a keyed form delegated to a worker inserts there: the identity
+    -- sequences of the tenant tables (made by CREATE EXTENSION on every
+    -- node, so left alone by Citus) draw from the node's own range on each
+    -- worker, as Citus's own ((group << 48) + 1 on), so that no id comes
+    -- twice.  Idempotent; a node added later gets its range from the next
+    -- distribute()
+    FOR t IN SELECT * FROM subscription.distribution_plan() AS p WHERE p.kind = 'distributed' ORDER BY p.step LOOP
+        EXECUTE 'SELECT pg_catalog.string_agg(w.nodename || '':'' || w.nodeport || '': '' || w.result, ''; '')
+                   FROM run_command_on_workers(pg_catalog.format(''SELECT worker_adjust_identity_column_seq_ranges(%L::regclass)'', $1::text)) AS w
+                  WHERE NOT w.success'
+           INTO failed USING t.relation;
+        IF failed IS NOT NULL THEN
+            RAISE EXCEPTION 'the identity sequences of % could not be given their range on every worker', t.relation
+                USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = failed;
+        END IF;
+    END LOOP;
     -- no table of the extension is left local: its rows would split across nodes
     SELECT p.relation INTO t
       FROM subscription.distribution_plan() AS p
-     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition AS d WHERE d.logicalrelid = p.relation)
+     WHERE p.kind <> 'function'
+       AND NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition AS d WHERE d.logicalrelid = p.relation)
      LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'table % of the extension is still local', t.relation
@@ -12285,7 +15173,7 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.distribute() IS
-'Citus: make the catalog reference tables and distribute every tenant table by tenant_id, colocated with account (docs/citus.md)';
+'Citus: make the catalog reference tables, distribute every tenant table by tenant_id, colocated with account, and register the keyed forms as functions distributed by tenant_id (docs/citus.md)';
 
 -- The rows of account (its sub-accounts) or ledger (the lines of a charge)
 -- that name a row, read with the latest snapshot as a foreign key's check
@@ -12437,7 +15325,7 @@ DECLARE
         effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
         cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
         cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
-        renewal_terms,plan_version_or_current,next_plan,create_account}';
+        renewal_terms,plan_version_or_current,next_plan,create_account,pause,resume}';
     catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
     views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
 BEGIN
@@ -12453,7 +15341,7 @@ BEGIN
      WHERE p.pronamespace = 'subscription'::regnamespace
        AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
                      -- granting, and writing history, are for the extension's owner alone
-                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_history)$' END
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_history|write_event)$' END
     UNION ALL
     SELECT 'TABLE', 'subscription.' || c.relname,
            CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
@@ -12530,7 +15418,21 @@ DECLARE
     -- the logical table, from the trigger's argument (issue 17: a shard's
     -- name is not its table's)
     logical text := TG_ARGV[0];
+    tenants_readable boolean := true;
+    tenant_rows bigint;
 BEGIN
+    IF logical IN ('plan', 'plan_price', 'addon', 'addon_price', 'terms') AND subscription.distributed() THEN
+        -- on Citus the catalog is reference tables, deleted from on every
+        -- placement in one transaction: each placement checks the catalog,
+        -- and the coordinator's the tenant tables too (their shards on
+        -- every worker), which a worker's placement may not read (issue 17)
+        EXECUTE 'SELECT pg_catalog.citus_is_coordinator()' INTO tenants_readable;
+        IF tenants_readable THEN
+            -- its reads of every shard, and the catalog's changes after
+            -- them, over one connection per node, as Citus requires
+            PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+        END IF;
+    END IF;
     CASE logical
     WHEN 'account' THEN
         PERFORM FROM subscription.account AS a WHERE a.tenant_id = OLD.tenant_id AND a.id = OLD.id FOR UPDATE;
@@ -12577,12 +15479,14 @@ BEGIN
         hint := 'The ledger is a record: correct it with a new line.';
     WHEN 'plan' THEN
         what := format('plan "%s"', OLD.code);
-        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.plan = OLD.code;
+        IF tenants_readable THEN
+            SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.plan = OLD.code;
+            SELECT count(*) INTO tenant_rows FROM subscription.subscription AS s
+             WHERE s.plan = OLD.code OR s.pending_plan = OLD.code OR s.migrate_to = OLD.code;
+        END IF;
         held := ARRAY[
             subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
-            (SELECT subscription.count_phrase(count(*), 'subscription', 'subscriptions')
-               FROM subscription.subscription AS s
-              WHERE s.plan = OLD.code OR s.pending_plan = OLD.code OR s.migrate_to = OLD.code),
+            subscription.count_phrase(tenant_rows, 'subscription', 'subscriptions'),
             (SELECT subscription.count_phrase(count(*), 'price', 'prices')
                FROM subscription.plan_price AS pp WHERE pp.plan = OLD.code),
             (SELECT subscription.count_phrase(count(*), 'limit', 'limits')
@@ -12599,19 +15503,23 @@ BEGIN
         what := format('a price of plan "%s" in %s%s', OLD.plan, OLD.currency,
                        CASE WHEN OLD.tier IS NOT NULL THEN format(' (tier %s)', OLD.tier) ELSE '' END);
         -- the lines charged for this plan, in this currency, to a subscription of this cycle
-        SELECT count(*) INTO ledger_lines
-          FROM subscription.ledger AS l
-          JOIN subscription.subscription AS s ON s.id = l.subscription_id
-         WHERE l.plan = OLD.plan AND l.currency = OLD.currency
-           AND l.addon_batch_id IS NULL
-           AND subscription.cycle_key(s.cycle) = subscription.cycle_key(OLD.cycle);
+        IF tenants_readable THEN
+            SELECT count(*) INTO ledger_lines
+              FROM subscription.ledger AS l
+              JOIN subscription.subscription AS s ON s.tenant_id = l.tenant_id AND s.id = l.subscription_id
+             WHERE l.plan = OLD.plan AND l.currency = OLD.currency
+               AND l.addon_batch_id IS NULL
+               AND subscription.cycle_key(s.cycle) = subscription.cycle_key(OLD.cycle);
+        END IF;
         held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
         hint := 'A price that was billed stays; change its amount, which applies from the next charge.';
     WHEN 'addon' THEN
         what := format('add-on "%s"', OLD.code);
+        IF tenants_readable THEN
+            SELECT count(*) INTO tenant_rows FROM subscription.addon_batch AS b WHERE b.addon = OLD.code;
+        END IF;
         held := ARRAY[
-            (SELECT subscription.count_phrase(count(*), 'batch', 'batches')
-               FROM subscription.addon_batch AS b WHERE b.addon = OLD.code),
+            subscription.count_phrase(tenant_rows, 'batch', 'batches'),
             (SELECT subscription.count_phrase(count(*), 'price', 'prices')
                FROM subscription.addon_price AS ap WHERE ap.addon = OLD.code),
             (SELECT subscription.count_phrase(count(*), 'plan', 'plans')
@@ -12619,17 +15527,21 @@ BEGIN
         hint := 'An add-on that was sold stays in the catalog; delete the prices and plans of one that was not first.';
     WHEN 'addon_price' THEN
         what := format('a price of add-on "%s" in %s', OLD.addon, OLD.currency);
-        SELECT count(*) INTO ledger_lines
-          FROM subscription.ledger AS l
-          JOIN subscription.addon_batch AS b ON b.id = l.addon_batch_id
-         WHERE b.addon = OLD.addon AND l.currency = OLD.currency;
+        IF tenants_readable THEN
+            SELECT count(*) INTO ledger_lines
+              FROM subscription.ledger AS l
+              JOIN subscription.addon_batch AS b ON b.tenant_id = l.tenant_id AND b.id = l.addon_batch_id
+             WHERE b.addon = OLD.addon AND l.currency = OLD.currency;
+        END IF;
         held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
         hint := 'A price that was billed stays; change its amount, which applies from the next charge.';
     WHEN 'terms' THEN
         -- Z11: who accepted a version is a record
         what := format('terms version "%s"', OLD.version);
-        held := ARRAY[(SELECT subscription.count_phrase(count(*), 'acceptance', 'acceptances')
-                         FROM subscription.terms_acceptance AS t WHERE t.version = OLD.version)];
+        IF tenants_readable THEN
+            SELECT count(*) INTO tenant_rows FROM subscription.terms_acceptance AS t WHERE t.version = OLD.version;
+        END IF;
+        held := ARRAY[subscription.count_phrase(tenant_rows, 'acceptance', 'acceptances')];
         hint := 'Terms that were accepted stay; publish a new version instead.';
     END CASE;
     held := array_remove(held, NULL);
@@ -12645,11 +15557,6 @@ BEGIN
     RETURN OLD;
 END
 $$;
-
-CREATE OR REPLACE FUNCTION subscription.record_history()
-RETURNS trigger
-AS 'MODULE_PATHNAME', 'record_history'
-LANGUAGE C;
 
 CREATE OR REPLACE FUNCTION subscription.assign_default_license()
 RETURNS trigger
@@ -12684,7 +15591,7 @@ $$;
 
 -- the limit of an account of a tenant (issue 17: on Citus, routed to its shard group)
 CREATE VIEW subscription.limit_catalog_versions (version) AS
-    SELECT ARRAY[pg_catalog.count(*), coalesce(pg_catalog.max(x.stamp), 0)]
+    SELECT ARRAY[pg_catalog.count(*), coalesce(pg_catalog.bit_xor(x.stamp), 0)]
       FROM (SELECT l.limit_stamp FROM subscription.plan_limit AS l
             UNION ALL
             SELECT a.limit_stamp FROM subscription.addon AS a
@@ -12694,7 +15601,7 @@ CREATE VIEW subscription.limit_catalog_versions (version) AS
             SELECT p.limit_stamp FROM subscription.plan AS p) AS x (stamp);
 
 COMMENT ON VIEW subscription.limit_catalog_versions IS
-'Internal: the catalog''s limit version (rows, last stamp) of the tables limit_of() reads, one row';
+'Internal: the catalog''s limit version (rows, exclusive or of their stamps) of the tables limit_of() reads, one row';
 
 CREATE OR REPLACE FUNCTION subscription.limit_catalog_version()
 RETURNS SETOF bigint[]
@@ -12712,6 +15619,10 @@ LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- a frozen account may grow nothing (issue 19): its limits are 0
+    IF subscription.freezing_subscription(limit_of.tenant_id, limit_of.account_id) IS NOT NULL THEN
+        RETURN 0;
+    END IF;
     RETURN (
     SELECT CASE WHEN bool_or(x.unlimited) THEN NULL
                 -- numeric, so that an overflow is an error, not a wrap
@@ -12731,14 +15642,14 @@ BEGIN
                -- the version of the plan the subscription holds (grandfathering)
                AND l.versions @> p.version
              WHERE s.tenant_id = limit_of.tenant_id AND s.account_id = limit_of.account_id
-               AND s.status = 'active'
+               AND s.status IN ('active', 'trialing')
             UNION ALL
             SELECT false, b.quantity::numeric * a.units
               FROM subscription.subscription AS s
               JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
               JOIN subscription.addon AS a ON a.code = b.addon
              WHERE s.tenant_id = limit_of.tenant_id AND s.account_id = limit_of.account_id
-               AND s.status = 'active'
+               AND s.status IN ('active', 'trialing')
                AND b.status = 'active'
                AND a.feature = limit_of.feature) AS x);
 END

@@ -51,6 +51,7 @@
 #include "utils/builtins.h"
 #include "utils/rel.h"
 #include "utils/resowner.h"
+#include "utils/snapmgr.h"
 
 #include "subscription.h"
 
@@ -200,8 +201,8 @@ TrimStatement(Registration *r)
 						 "WITH v AS (SELECT %s, %s AS row_id, %s AS v,"
 						 "                  row_number() OVER (ORDER BY %s) AS n"
 						 "             FROM %s AS t%s WHERE %s = $1 ORDER BY %s OFFSET $2),"
-						 " changed AS (DELETE FROM %s AS t USING v WHERE %s"
-						 "             RETURNING v.n, v.row_id, to_jsonb(t) AS old_row,"
+						 " changed AS (DELETE FROM %s AS t USING v WHERE %s = $1 AND %s"
+						 "             RETURNING v.n, v.row_id, t AS old_row, NULL::jsonb AS old_field,"
 						 "                       %s AS old_value, NULL::bigint AS new_value)",
 						 r->key_select, r->row_id, r->value ? r->value : "NULL::bigint",
 						 delete_order,
@@ -209,7 +210,7 @@ TrimStatement(Registration *r)
 						 referenced ? psprintf(" CROSS JOIN LATERAL (SELECT %s AS refs) AS x",
 											   r->references ? r->references : "0") : "",
 						 r->account, keep_order,
-						 r->relation, r->key_match,
+						 r->relation, r->account, r->key_match,
 						 r->value_integer ? "v.v::bigint" : "NULL::bigint");
 	}
 	else if (r->policy == POLICY_SCALE)
@@ -231,12 +232,12 @@ TrimStatement(Registration *r)
 						 "              base + CASE WHEN row_number() OVER (ORDER BY rest DESC, k)"
 						 "                               <= $2 - sum(base) OVER () THEN 1 ELSE 0 END AS nv"
 						 "         FROM share),"
-						 " changed AS (UPDATE %s AS t SET %s = v.nv FROM v WHERE %s AND v.nv <> v.v"
-						 "             RETURNING v.n, v.row_id, to_jsonb(t) || jsonb_build_object(%s, v.v) AS old_row,"
+						 " changed AS (UPDATE %s AS t SET %s = v.nv FROM v WHERE %s = $1 AND %s AND v.nv <> v.v"
+						 "             RETURNING v.n, v.row_id, t AS old_row, v.v AS old_field,"
 						 "                       v.v::bigint AS old_value, v.nv::bigint AS new_value)",
 						 r->key_select, r->row_id, r->value, r->key_asc,
 						 r->relation, r->account, r->value,
-						 r->relation, r->value_ident, r->key_match, r->value_key);
+						 r->relation, r->value_ident, r->account, r->key_match);
 	}
 	else
 	{
@@ -247,23 +248,30 @@ TrimStatement(Registration *r)
 		appendStringInfo(&sql,
 						 "WITH v AS (SELECT %s, %s AS row_id, %s AS v, row_number() OVER (ORDER BY %s) AS n"
 						 "             FROM %s AS t WHERE %s = $1 AND %s),"
-						 " changed AS (UPDATE %s AS t SET %s = %s FROM v WHERE %s"
-						 "             RETURNING v.n, v.row_id, to_jsonb(t) || jsonb_build_object(%s, v.v) AS old_row,"
+						 " changed AS (UPDATE %s AS t SET %s = %s FROM v WHERE %s = $1 AND %s"
+						 "             RETURNING v.n, v.row_id, t AS old_row, v.v AS old_field,"
 						 "                       %s AS old_value, %s AS new_value)",
 						 r->key_select, r->row_id, r->value, r->key_asc,
 						 r->relation, r->account,
 						 cap ? psprintf("%s > $2", r->value) : psprintf("%s IS NOT NULL", r->value),
-						 r->relation, r->value_ident, cap ? "$2" : "NULL", r->key_match,
-						 r->value_key,
+						 r->relation, r->value_ident, cap ? "$2" : "NULL", r->account, r->key_match,
 						 r->value_integer ? "v.v::bigint" : "NULL::bigint",
 						 cap ? "$2" : "NULL::bigint");
 	}
 
-	/* the archive is written by the extension, from these rows (ApplyDowngrade) */
+	/*
+	 * the archive is written by the extension, from these rows
+	 * (ApplyDowngrade); the old row as jsonb, its changed value as it was,
+	 * made outside the UPDATE or DELETE: Citus takes no STABLE function in
+	 * RETURNING
+	 */
 	appendStringInfo(&sql,
-					 " SELECT '%s'::text, c.row_id, c.old_value, c.new_value, c.old_row"
+					 " SELECT '%s'::text, c.row_id, c.old_value, c.new_value,"
+					 "        to_jsonb(c.old_row)%s"
 					 "   FROM changed AS c ORDER BY c.n",
-					 action);
+					 action,
+					 r->policy == POLICY_DROP_NEWEST || r->policy == POLICY_KEEP_MOST_REFERENCED ? ""
+					 : psprintf(" || jsonb_build_object(%s, c.old_field)", r->value_key));
 	return sql.data;
 }
 
@@ -273,25 +281,43 @@ TrimStatement(Registration *r)
  * nothing, under the limit of its plan.
  */
 static void
-ReadCounter(int64 account, const char *feature, int64 *used, int64 *limit, bool *unlimited)
+ReadCounter(int64 tenant, int64 account, const char *feature, int64 *used, int64 *limit, bool *unlimited)
 {
-	static SPIPlanPtr counter_plan[2];
-	int			v = LimitsVersioned();
-	Oid			argtypes[2] = {INT8OID, TEXTOID};
-	Datum		values[2] = {Int64GetDatum(account), CStringGetTextDatum(feature)};
+	static SPIPlanPtr counter_plan[3];
+
+	/* on Citus the stored limit, as the guard checks it there (limits.c) */
+	bool		keyed = TenantKeyed("usage_counter");
+	int			v = LimitsVersioned() && !CountersOnCitus();
+	Oid			argtypes[3] = {INT8OID, TEXTOID, INT8OID};
+	Datum		values[3] = {Int64GetDatum(account), CStringGetTextDatum(feature), Int64GetDatum(tenant)};
 	bool		isnull;
 
-	/* the limit the guards check (COUNTER_LIMIT), or the account's for a counter still missing */
-#define READ_COUNTER_SQL(FROM, LIMIT) \
-	"SELECT coalesce(u.used, 0)," \
-	"       CASE WHEN u.account_id IS NULL THEN subscription.limit_of($1, $2) ELSE " LIMIT " END" \
-	"  FROM (SELECT) AS one" FROM \
-	"  LEFT JOIN subscription.usage_counter AS u ON u.account_id = $1 AND u.feature = $2"
-	KeptPlan(&counter_plan[v],
-			 v ? READ_COUNTER_SQL(", " CATALOG_LIMIT_VERSION, COUNTER_LIMIT) : READ_COUNTER_SQL("", "u.limit_value"),
-			 2, argtypes);
-	if (SPI_execute_plan(counter_plan[v], values, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "usage counter of account " INT64_FORMAT " for feature \"%s\" is missing", account, feature);
+	/*
+	 * the limit the guards check (COUNTER_LIMIT), or the account's for a
+	 * counter still missing; the tenant named, and the counter read alone
+	 * (Citus joins no distributed table to a subquery without one)
+	 */
+#define READ_COUNTER_SQL(FROM, LIMIT, TENANT) \
+	"SELECT u.used, " LIMIT \
+	"  FROM subscription.usage_counter AS u" FROM \
+	" WHERE " TENANT "u.account_id = $1 AND u.feature = $2"
+	static SPIPlanPtr missing_plan[2];
+
+	/* the versioned limit comes with the tenant key (1.1); 1.0 has neither */
+	KeptPlan(&counter_plan[v ? 2 : keyed],
+			 v ? READ_COUNTER_SQL(", " CATALOG_LIMIT_VERSION, COUNTER_LIMIT, "u.tenant_id = $3 AND ")
+			 : keyed ? READ_COUNTER_SQL("", "u.limit_value", "u.tenant_id = $3 AND ")
+			 : READ_COUNTER_SQL("", "u.limit_value", ""),
+			 3, argtypes);
+	if (SPI_execute_plan(counter_plan[v ? 2 : keyed], values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the usage counter of account " INT64_FORMAT " for feature \"%s\"", account, feature);
+	if (SPI_processed == 0)
+	{
+		KeptPlan(&missing_plan[keyed], keyed ? "SELECT 0::bigint, subscription.limit_of($3, $1, $2)"
+				 : "SELECT 0::bigint, subscription.limit_of($1, $2)", 3, argtypes);
+		if (SPI_execute_plan(missing_plan[keyed], values, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "could not read the %s limit of account " INT64_FORMAT, feature, account);
+	}
 	*used = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	*limit = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, unlimited));
 }
@@ -303,17 +329,20 @@ ReadCounter(int64 account, const char *feature, int64 *used, int64 *limit, bool 
  * unlocked and counted without its rows: lock it, and count again.
  */
 static void
-CountAndLock(Registration *r, int64 account)
+CountAndLock(Registration *r, int64 tenant, int64 account)
 {
-	static SPIPlanPtr lock_counter_plan = NULL;
-	Oid			argtypes[2] = {INT8OID, TEXTOID};
-	Datum		values[2] = {Int64GetDatum(account), CStringGetTextDatum(r->feature)};
+	static SPIPlanPtr lock_counter_plan[2];
+	int			keyed = TenantKeyed("usage_counter");
+	Oid			argtypes[3] = {INT8OID, TEXTOID, INT8OID};
+	Datum		values[3] = {Int64GetDatum(account), CStringGetTextDatum(r->feature), Int64GetDatum(tenant)};
 
 	if (RecountUsage(r->relid, r->feature, true, account, NULL, NULL) == 0)
 		return;
-	KeptPlan(&lock_counter_plan, "SELECT FROM subscription.usage_counter"
-			 " WHERE account_id = $1 AND feature = $2 FOR UPDATE", 2, argtypes);
-	if (SPI_execute_plan(lock_counter_plan, values, NULL, false, 0) != SPI_OK_SELECT)
+	KeptPlan(&lock_counter_plan[keyed], keyed
+			 ? "SELECT FROM subscription.usage_counter WHERE tenant_id = $3 AND account_id = $1 AND feature = $2 FOR UPDATE"
+			 : "SELECT FROM subscription.usage_counter WHERE account_id = $1 AND feature = $2 FOR UPDATE",
+			 3, argtypes);
+	if (SPI_execute_plan(lock_counter_plan[keyed], values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not lock the usage counter");
 	RecountUsage(r->relid, r->feature, true, account, NULL, NULL);
 }
@@ -377,14 +406,18 @@ PutTrimmedRow(TrimOutput *out, HeapTuple tuple, TupleDesc tupdesc, const char *f
 
 /* The newest id of the trimmed archive, before a statement adds to it. */
 static int64
-LastArchived(void)
+LastArchived(int64 tenant)
 {
-	static SPIPlanPtr last_plan = NULL;
+	static SPIPlanPtr last_plan[2];
+	int			keyed = TenantKeyed("trimmed");
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(tenant)};
 	bool		isnull;
 	Datum		last;
 
-	KeptPlan(&last_plan, "SELECT coalesce(max(id), 0) FROM subscription.trimmed", 0, NULL);
-	if (SPI_execute_plan(last_plan, NULL, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+	KeptPlan(&last_plan[keyed], keyed ? "SELECT coalesce(max(id), 0) FROM subscription.trimmed WHERE tenant_id = $1"
+			 : "SELECT coalesce(max(id), 0) FROM subscription.trimmed", 1, argtypes);
+	if (SPI_execute_plan(last_plan[keyed], values, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read the trimmed archive");
 	last = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	return DatumGetInt64(last);
@@ -396,18 +429,21 @@ LastArchived(void)
  * in SPI_tuptable; false when there are none.
  */
 static bool
-ReadCascades(int64 subscription_id, int64 after)
+ReadCascades(int64 tenant, int64 subscription_id, int64 after)
 {
-	static SPIPlanPtr cascades_plan = NULL;
-	Oid			argtypes[2] = {INT8OID, INT8OID};
-	Datum		values[2] = {Int64GetDatum(subscription_id), Int64GetDatum(after)};
+	static SPIPlanPtr cascades_plan[2];
+	int			keyed = TenantKeyed("trimmed");
+	Oid			argtypes[3] = {INT8OID, INT8OID, INT8OID};
+	Datum		values[3] = {Int64GetDatum(subscription_id), Int64GetDatum(after), Int64GetDatum(tenant)};
 
-	KeptPlan(&cascades_plan,
-			 "SELECT t.action, t.row_id, NULL::bigint, NULL::bigint, t.feature, t.relation::regclass::oid"
-			 "  FROM subscription.trimmed AS t"
-			 " WHERE t.subscription_id = $1 AND t.id > $2 AND t.action = 'cascade'"
-			 " ORDER BY t.id", 2, argtypes);
-	if (SPI_execute_plan(cascades_plan, values, NULL, false, 0) != SPI_OK_SELECT)
+#define CASCADES_SQL(TENANT) \
+	"SELECT t.action, t.row_id, NULL::bigint, NULL::bigint, t.feature, t.relation::regclass::oid" \
+	"  FROM subscription.trimmed AS t" \
+	" WHERE " TENANT "t.subscription_id = $1 AND t.id > $2 AND t.action = 'cascade'" \
+	" ORDER BY t.id"
+	KeptPlan(&cascades_plan[keyed], keyed ? CASCADES_SQL("t.tenant_id = $3 AND ") : CASCADES_SQL(""),
+			 3, argtypes);
+	if (SPI_execute_plan(cascades_plan[keyed], values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the cascaded rows");
 	return SPI_processed > 0;
 }
@@ -418,12 +454,13 @@ ReadCascades(int64 subscription_id, int64 after)
  * caller of apply_downgrade runs it as SECURITY DEFINER).
  */
 static void
-Archive(int64 account, int64 subscription_id, Oid relid, const char *feature, Datum action,
+Archive(int64 tenant, int64 account, int64 subscription_id, Oid relid, const char *feature, Datum action,
 		Datum row_ids, Datum old_rows)
 {
-	static SPIPlanPtr archive_plan = NULL;
-	Oid			argtypes[7] = {INT8OID, INT8OID, OIDOID, TEXTOID, TEXTOID, TEXTARRAYOID, JSONBARRAYOID};
-	Datum		args[7];
+	static SPIPlanPtr archive_plan[2];
+	int			keyed = TenantKeyed("trimmed");
+	Oid			argtypes[8] = {INT8OID, INT8OID, OIDOID, TEXTOID, TEXTOID, TEXTARRAYOID, JSONBARRAYOID, INT8OID};
+	Datum		args[8];
 
 	args[0] = Int64GetDatum(account);
 	args[1] = Int64GetDatum(subscription_id);
@@ -432,13 +469,14 @@ Archive(int64 account, int64 subscription_id, Oid relid, const char *feature, Da
 	args[4] = action;
 	args[5] = row_ids;
 	args[6] = old_rows;
-	KeptPlan(&archive_plan,
-			 "INSERT INTO subscription.trimmed"
-			 "       (account_id, subscription_id, relation, feature, action, row_id, old_row)"
-			 " SELECT $1, $2, $3::regclass::text, $4, $5, r.row_id, r.old_row"
-			 "   FROM unnest($6, $7) WITH ORDINALITY AS r(row_id, old_row, n) ORDER BY r.n",
-			 7, argtypes);
-	if (SPI_execute_plan(archive_plan, args, NULL, false, 0) != SPI_OK_INSERT)
+	args[7] = Int64GetDatum(tenant);
+#define ARCHIVE_SQL(COLUMN, VALUE) \
+	"INSERT INTO subscription.trimmed" \
+	"       (" COLUMN "account_id, subscription_id, relation, feature, action, row_id, old_row)" \
+	" SELECT " VALUE "$1, $2, $3::regclass::text, $4, $5, r.row_id, r.old_row" \
+	"   FROM unnest($6, $7) WITH ORDINALITY AS r(row_id, old_row, n) ORDER BY r.n"
+	KeptPlan(&archive_plan[keyed], keyed ? ARCHIVE_SQL("tenant_id, ", "$8, ") : ARCHIVE_SQL("", ""), 8, argtypes);
+	if (SPI_execute_plan(archive_plan[keyed], args, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not archive the rows trimmed from %s", get_rel_name(relid));
 }
 
@@ -448,7 +486,7 @@ Archive(int64 account, int64 subscription_id, Oid relid, const char *feature, Da
  * rights.  Then the extension archives what changed, from plain values.
  */
 static void
-TrimTable(Registration *r, int64 account, int64 limit, int64 subscription_id, TrimOutput *out)
+TrimTable(Registration *r, int64 tenant, int64 account, int64 limit, int64 subscription_id, TrimOutput *out)
 {
 	Oid			trim_argtypes[TRIM_NARGS] = {INT8OID, INT8OID};
 	Datum		trim_args[TRIM_NARGS];
@@ -496,7 +534,7 @@ TrimTable(Registration *r, int64 account, int64 limit, int64 subscription_id, Tr
 		PutTrimmedRow(out, trimmed->vals[i], trimmed->tupdesc, r->feature, r->relid);
 	}
 
-	Archive(account, subscription_id, r->relid, r->feature,
+	Archive(tenant, account, subscription_id, r->relid, r->feature,
 			SPI_getbinval(trimmed->vals[0], trimmed->tupdesc, 1, &isnull),
 			makeArrayResult(row_ids, CurrentMemoryContext),
 			makeArrayResult(old_rows, CurrentMemoryContext));
@@ -506,34 +544,52 @@ TrimTable(Registration *r, int64 account, int64 limit, int64 subscription_id, Tr
 	{
 		CascadedRows *c = (CascadedRows *) lfirst(lc);
 
-		Archive(account, subscription_id, c->relid, c->feature, CStringGetTextDatum("cascade"),
+		Archive(tenant, account, subscription_id, c->relid, c->feature, CStringGetTextDatum("cascade"),
 				c->row_ids, c->old_rows);
 	}
 	TrimmingCascades = NIL;
 }
 
+/*
+ * Every statement names the tenant (issue 17): on Citus it runs on the
+ * tenant's shard group, where a delegated call or a trigger must stay.
+ */
 static void
-ApplyDowngrade(int64 subscription_id, TrimOutput *out)
+ApplyDowngrade(int64 tenant, int64 subscription_id, TrimOutput *out)
 {
-	static SPIPlanPtr subscription_plan = NULL;
-	static SPIPlanPtr authorize_plan = NULL;
-	static SPIPlanPtr lock_counters_plan = NULL;
-	static SPIPlanPtr pending_plan = NULL;
-	Oid			argtypes[1] = {INT8OID};
-	Datum		args[1];
-	Oid			lock_argtypes[2] = {INT8OID, INT8OID};
-	Datum		lock_args[2];
+	static SPIPlanPtr subscription_plan[2];
+	static SPIPlanPtr authorize_plan[2];
+	static SPIPlanPtr features_plan = NULL;
+	static SPIPlanPtr limit_plan[2];
+	static SPIPlanPtr missing_plan[2];
+	static SPIPlanPtr lock_counters_plan[2];
+	static SPIPlanPtr pending_plan[2];
+
+	/* a 1.0 schema, between a package upgrade and ALTER EXTENSION UPDATE, has no tenant key */
+	int			keyed = TenantKeyed("subscription");
+	Oid			argtypes[2] = {INT8OID, INT8OID};
+	Datum		args[2];
+	Oid			counter_argtypes[4] = {INT8OID, INT8OID, TEXTOID, INT8OID};
+	Datum		counter_args[4];
+	char		counter_nulls[4] = {' ', ' ', ' ', ' '};
 	bool		isnull;
+	bool		pending;
 	int64		account;
 	char	   *status;
 	List	   *registrations;
+	List	   *features = NIL;
 	ListCell   *lc;
 	int64		last_archived;
+	uint64		i;
 
-	args[0] = Int64GetDatum(subscription_id);
-	KeptPlan(&subscription_plan, "SELECT account_id, status FROM subscription.subscription"
-			 " WHERE id = $1 FOR NO KEY UPDATE", 1, argtypes);
-	if (SPI_execute_plan(subscription_plan, args, NULL, false, 1) != SPI_OK_SELECT)
+	args[0] = Int64GetDatum(tenant);
+	args[1] = Int64GetDatum(subscription_id);
+#define SUBSCRIPTION_SQL(TENANT) \
+	"SELECT account_id, status, pending_plan IS NOT NULL FROM subscription.subscription" \
+	" WHERE " TENANT "id = $2 FOR NO KEY UPDATE"
+	KeptPlan(&subscription_plan[keyed], keyed ? SUBSCRIPTION_SQL("tenant_id = $1 AND ") : SUBSCRIPTION_SQL(""),
+			 2, argtypes);
+	if (SPI_execute_plan(subscription_plan[keyed], args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read subscription " INT64_FORMAT, subscription_id);
 	if (SPI_processed != 1)
 		ereport(ERROR,
@@ -541,10 +597,12 @@ ApplyDowngrade(int64 subscription_id, TrimOutput *out)
 				 errmsg("subscription " INT64_FORMAT " does not exist", subscription_id)));
 	account = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	status = GetText(0, 2);
+	pending = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
 
-	args[0] = Int64GetDatum(account);
-	KeptPlan(&authorize_plan, "SELECT subscription.authorize($1, 'change_plan')", 1, argtypes);
-	if (SPI_execute_plan(authorize_plan, args, NULL, false, 1) != SPI_OK_SELECT)
+	args[1] = Int64GetDatum(account);
+	KeptPlan(&authorize_plan[keyed], keyed ? "SELECT subscription.authorize($1, $2, 'change_plan', false)"
+			 : "SELECT subscription.authorize($2, 'change_plan')", 2, argtypes);
+	if (SPI_execute_plan(authorize_plan[keyed], args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not check the actor's rights");
 	if (strcmp(status, "active") != 0)
 		ereport(ERROR,
@@ -558,29 +616,60 @@ ApplyDowngrade(int64 subscription_id, TrimOutput *out)
 	 * feature gets its counter first, so that a writer's first row waits too
 	 * and then meets the new limit.  Without a pending plan the limits stay,
 	 * and a missing counter is created only where there is something to count
-	 * (CountAndLock): a downgrade with nothing to trim writes nothing.
+	 * (CountAndLock): a downgrade with nothing to trim writes nothing.  One
+	 * statement of plain values per counter: Citus routes no INSERT whose
+	 * rows come from a reference table.
 	 */
-	lock_args[0] = Int64GetDatum(account);
-	lock_args[1] = Int64GetDatum(subscription_id);
-	KeptPlan(&lock_counters_plan,
-			 "WITH missing AS (INSERT INTO subscription.usage_counter (account_id, feature, limit_value)"
-			 "                 SELECT $1, t.feature, subscription.limit_of($1, t.feature)"
-			 "                   FROM subscription.limited_table AS t"
-			 "                  WHERE EXISTS (SELECT FROM subscription.subscription AS s"
-			 "                                 WHERE s.id = $2 AND s.pending_plan IS NOT NULL)"
-			 "                 ON CONFLICT DO NOTHING)"
-			 " SELECT count(*) FROM (SELECT FROM subscription.usage_counter"
-			 "                        WHERE account_id = $1 ORDER BY feature FOR UPDATE) AS locked",
-			 2, lock_argtypes);
-	if (SPI_execute_plan(lock_counters_plan, lock_args, NULL, false, 0) != SPI_OK_SELECT)
+	counter_args[0] = Int64GetDatum(tenant);
+	counter_args[1] = Int64GetDatum(account);
+	if (pending)
+	{
+		KeptPlan(&features_plan, "SELECT feature FROM subscription.limited_table ORDER BY feature", 0, NULL);
+		if (SPI_execute_plan(features_plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the limit registrations");
+		for (i = 0; i < SPI_processed; i++)
+			features = lappend(features, GetText(i, 1));
+	}
+	foreach(lc, features)
+	{
+		counter_args[2] = CStringGetTextDatum((char *) lfirst(lc));
+		KeptPlan(&limit_plan[keyed], keyed ? "SELECT subscription.limit_of($1, $2, $3)"
+				 : "SELECT subscription.limit_of($2, $3)", 3, counter_argtypes);
+		if (SPI_execute_plan(limit_plan[keyed], counter_args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "could not read the %s limit of account " INT64_FORMAT, (char *) lfirst(lc), account);
+		counter_args[3] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		counter_nulls[3] = isnull ? 'n' : ' ';
+		KeptPlan(&missing_plan[keyed], keyed
+				 ? "INSERT INTO subscription.usage_counter (tenant_id, account_id, feature, limit_value)"
+				 " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"
+				 : "INSERT INTO subscription.usage_counter (account_id, feature, limit_value)"
+				 " VALUES ($2, $3, $4) ON CONFLICT DO NOTHING", 4, counter_argtypes);
+		if (SPI_execute_plan(missing_plan[keyed], counter_args, counter_nulls, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not create the usage counters");
+	}
+#define LOCK_COUNTERS_SQL(TENANT) \
+	"SELECT count(*) FROM (SELECT FROM subscription.usage_counter" \
+	"                       WHERE " TENANT "account_id = $2 ORDER BY feature FOR UPDATE) AS locked"
+	KeptPlan(&lock_counters_plan[keyed], keyed ? LOCK_COUNTERS_SQL("tenant_id = $1 AND ") : LOCK_COUNTERS_SQL(""),
+			 2, argtypes);
+	if (SPI_execute_plan(lock_counters_plan[keyed], args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not lock the usage counters");
 
 	/* the pending plan takes effect; the stored limits follow it */
-	args[0] = Int64GetDatum(subscription_id);
-	KeptPlan(&pending_plan, "UPDATE subscription.subscription SET plan = pending_plan, pending_plan = NULL"
-			 " WHERE id = $1 AND pending_plan IS NOT NULL", 1, argtypes);
-	if (SPI_execute_plan(pending_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+	args[1] = Int64GetDatum(subscription_id);
+#define PENDING_SQL(TENANT) \
+	"UPDATE subscription.subscription SET plan = pending_plan, pending_plan = NULL" \
+	" WHERE " TENANT "id = $2 AND pending_plan IS NOT NULL"
+	KeptPlan(&pending_plan[keyed], keyed ? PENDING_SQL("tenant_id = $1 AND ") : PENDING_SQL(""), 2, argtypes);
+	if (SPI_execute_plan(pending_plan[keyed], args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not apply the pending plan");
+
+	/*
+	 * What follows reads the limits of the new plan: in a snapshot that sees
+	 * it (a read-only statement of the recount, run on this node when Citus
+	 * delegated the call, takes the active snapshot as it is)
+	 */
+	PushActiveSnapshot(GetTransactionSnapshot());
 
 	TrimmingAccount = account;
 	TrimmingSubscription = subscription_id;
@@ -591,10 +680,9 @@ ApplyDowngrade(int64 subscription_id, TrimOutput *out)
 		int64		used;
 		int64		limit;
 		bool		unlimited;
-		uint64		i;
 
-		CountAndLock(r, account);
-		ReadCounter(account, r->feature, &used, &limit, &unlimited);
+		CountAndLock(r, tenant, account);
+		ReadCounter(tenant, account, r->feature, &used, &limit, &unlimited);
 		if (!NeedsTrimming(r, used, limit, unlimited))
 			continue;
 		if (r->policy == POLICY_BLOCK)
@@ -611,17 +699,18 @@ ApplyDowngrade(int64 subscription_id, TrimOutput *out)
 					 errhint("Give both tables one owner, or register feature \"%s\" with another policy.",
 							 r->feature)));
 
-		last_archived = LastArchived();
-		TrimTable(r, account, limit, subscription_id, out);
+		last_archived = LastArchived(tenant);
+		TrimTable(r, tenant, account, limit, subscription_id, out);
 
 		/* and what the application's foreign keys deleted with them */
-		if (ReadCascades(subscription_id, last_archived))
+		if (ReadCascades(tenant, subscription_id, last_archived))
 			for (i = 0; i < SPI_processed; i++)
 				PutTrimmedRow(out, SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
 							  GetText(i, 5),
 							  DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
 															 6, &isnull)));
 	}
+	PopActiveSnapshot();
 }
 
 /*
@@ -634,6 +723,7 @@ apply_downgrade(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	TrimOutput	out;
 	bool		dry_run;
+	int64		tenant;
 	MemoryContext caller_context;
 
 	/* the keyed form (tenant_id, subscription_id, dry_run) names the tenant first */
@@ -654,9 +744,17 @@ apply_downgrade(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	caller_context = CurrentMemoryContext;
-	/* the keyed form's check: a subscription of that tenant (22023) */
+	/*
+	 * the keyed form's check: a subscription of that tenant (22023); the
+	 * unkeyed form finds the tenant (an unknown subscription: P0002 then)
+	 */
 	if (first == 1)
+	{
 		RequireTenant("apply_downgrade", fcinfo, "subscription", 1);
+		tenant = PG_ARGISNULL(0) ? 0 : PG_GETARG_INT64(0);
+	}
+	else if (!TenantKeyed("subscription") || !TenantOf("subscription", PG_GETARG_INT64(0), &tenant))
+		tenant = 0;				/* 1.0: no tenant key */
 	if (dry_run)
 	{
 		BeginInternalSubTransaction(NULL);
@@ -665,7 +763,7 @@ apply_downgrade(PG_FUNCTION_ARGS)
 
 	PG_TRY();
 	{
-		ApplyDowngrade(PG_GETARG_INT64(first), &out);
+		ApplyDowngrade(tenant, PG_GETARG_INT64(first), &out);
 	}
 	PG_CATCH();
 	{

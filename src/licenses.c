@@ -211,6 +211,8 @@ static SPIPlanPtr precheck_plan = NULL;
 static SPIPlanPtr authorize_plan = NULL;
 static SPIPlanPtr insert_license_plan = NULL;
 static SPIPlanPtr delete_license_plan = NULL;
+static SPIPlanPtr frozen_plan = NULL;
+static SPIPlanPtr frozen_tenant_plan = NULL;
 
 /*
  * Licenses left after the last guarded statement, when it changed exactly
@@ -272,6 +274,44 @@ ReadCounter(Relation rel, const int64 *tenant, int64 subscription_id, int64 *use
 }
 
 /*
+ * A closed counter whose account is frozen (a subscription paused in mode
+ * 'freeze', issue 19): say so, and how to lift it.  Only on the way to a
+ * refusal: the guard itself reads nothing but the counter.
+ */
+static void
+FrozenRefusal(Relation rel, const int64 *tenant, int64 subscription_id)
+{
+	Oid			argtypes[2] = {INT8OID, INT8OID};
+	Datum		values[2] = {Int64GetDatum(subscription_id), Int64GetDatum(tenant ? *tenant : 0)};
+	SPIPlanPtr *plan = tenant ? &frozen_tenant_plan : &frozen_plan;
+	bool		isnull;
+	int64		account;
+	int64		pausing;
+
+	KeptPlan(plan,
+			 tenant
+			 ? "SELECT s.account_id, subscription.freezing_subscription(s.tenant_id, s.account_id)"
+			 "  FROM subscription.subscription AS s WHERE s.tenant_id = $2 AND s.id = $1"
+			 : "SELECT s.account_id, subscription.freezing_subscription(s.tenant_id, s.account_id)"
+			 "  FROM subscription.subscription AS s WHERE s.id = $1",
+			 tenant ? 2 : 1, argtypes);
+	if (SPI_execute_plan(*plan, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read subscription " INT64_FORMAT, subscription_id);
+	if (SPI_processed == 0)
+		return;
+	account = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	pausing = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	if (isnull)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("account " INT64_FORMAT " is frozen", account),
+			 errdetail("Subscription " INT64_FORMAT " is paused in mode freeze: no license is assigned.", pausing),
+			 errhint("Resume it with subscription.resume(" INT64_FORMAT ").", pausing),
+			 errtable(rel)));
+}
+
+/*
  * Say why a subscription's counter could not move by delta (> 0).
  */
 static void
@@ -283,6 +323,8 @@ CounterRefusal(Relation rel, const int64 *tenant, int64 subscription_id, int32 d
 
 	ReadCounter(rel, tenant, subscription_id, &used, &capacity, &active);
 
+	if (!active)
+		FrozenRefusal(rel, tenant, subscription_id);
 	if (!active)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -1101,7 +1143,7 @@ PrecheckLicense(const char *fn, const int64 *tenant, int64 subscription_id, int6
 
 	/* L11: a member that does not exist (P0002), or of another account (22023) */
 	CheckOneMember(snapshot, NULL, tenant, subscription_id, account, member_id);
-	if (assigning && strcmp(status, "active") != 0)
+	if (assigning && strcmp(status, "active") != 0 && strcmp(status, "trialing") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("subscription " INT64_FORMAT " is %s", subscription_id, status),
@@ -1210,14 +1252,14 @@ WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
 				 " SELECT $3, $1, $2"
 				 "   FROM subscription.subscription AS s"
 				 "   JOIN subscription.member AS m ON m.tenant_id = $3 AND m.id = $2"
-				 "  WHERE s.tenant_id = $3 AND s.id = $1 AND s.status = 'active'"
+				 "  WHERE s.tenant_id = $3 AND s.id = $1 AND s.status IN ('active', 'trialing')"
 				 " ON CONFLICT DO NOTHING RETURNING 1) SELECT FROM inserted"
 				 : "WITH inserted AS ("
 				 "INSERT INTO subscription.license (subscription_id, member_id)"
 				 " SELECT $1, $2"
 				 "   FROM subscription.subscription AS s"
 				 "   JOIN subscription.member AS m ON m.id = $2"
-				 "  WHERE s.id = $1 AND s.status = 'active'"
+				 "  WHERE s.id = $1 AND s.status IN ('active', 'trialing')"
 				 " ON CONFLICT DO NOTHING RETURNING 1) SELECT FROM inserted",
 				 3, argtypes);
 		/*

@@ -47,6 +47,8 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/fmgroids.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -530,6 +532,35 @@ GetLimitEntry(Relation rel, const char *feature)
 }
 
 /*
+ * A write refused by a limit of 0 on a frozen account (a subscription
+ * paused in mode 'freeze', issue 19): 55000 with the way out.  Read only on
+ * the way to a refusal; the guard's own statements are unchanged.
+ */
+static void
+FrozenLimitRefusal(Relation rel, int64 account)
+{
+	static SPIPlanPtr frozen_plan = NULL;
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(account)};
+	bool		isnull;
+	int64		pausing;
+
+	KeptPlan(&frozen_plan, "SELECT subscription.freezing_subscription(subscription.tenant_of('account', $1), $1)",
+			 1, argtypes);
+	if (SPI_execute_plan(frozen_plan, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		return;
+	pausing = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (isnull)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("account " INT64_FORMAT " is frozen", account),
+			 errdetail("Subscription " INT64_FORMAT " is paused in mode freeze: nothing more is written.", pausing),
+			 errhint("Resume it with subscription.resume(" INT64_FORMAT ").", pausing),
+			 errtable(rel)));
+}
+
+/*
  * Why a write is refused, and the way out: the plan or add-on that would
  * allow it.
  */
@@ -540,6 +571,10 @@ LimitRefusal(Relation rel, int64 account, const char *feature, int64 used, int64
 	Oid			argtypes[2] = {TEXTOID, INT8OID};
 	Datum		values[2] = {CStringGetTextDatum(feature), Int64GetDatum(limit)};
 	char	   *way_out = NULL;
+
+	/* a frozen account's limits are 0 (issue 19): say why, and the way out */
+	if (!limit_null && limit == 0)
+		FrozenLimitRefusal(rel, account);
 
 	KeptPlan(&way_out_plan, "(SELECT format('plan \"%s\"', l.plan) FROM subscription.plan_limit AS l"
 								"   JOIN subscription.plan AS p ON p.code = l.plan"
@@ -583,7 +618,7 @@ LimitRefusal(Relation rel, int64 account, const char *feature, int64 used, int64
 bool
 LimitsVersioned(void)
 {
-	return OidIsValid(get_relname_relid("limit_stamp", get_namespace_oid("subscription", false)));
+	return OidIsValid(get_relname_relid("limit_catalog_versions", get_namespace_oid("subscription", false)));
 }
 
 /*
@@ -596,22 +631,19 @@ LimitsVersioned(void)
  * limit as the guard checks it (COUNTER_LIMIT), and locked first; then
  * updated with the values in hand.
  */
-static bool
+bool
 CountersOnCitus(void)
 {
 	return CitusTable(OwnTable("usage_counter"));
 }
 
 /*
- * The stored limit: the catalog's limit stamps are each node's own (every
- * placement of a catalog table stamps its rows from its node's sequence),
- * so a version read on a worker is not the coordinator's; a catalog change
- * reaches a counter on Citus when it is recounted or its account's
- * subscriptions change (docs/citus.md).  $3 is unused; kept so that both
- * plans take the same arguments.
+ * The counter with its stored limit and the catalog's limit version that
+ * limit was computed at.  $3 is unused; kept so that both plans take the
+ * same arguments.
  */
 #define CITUS_COUNTER_SQL(LOCK) \
-	"SELECT u.used, u.limit_value, $3::bigint[]" \
+	"SELECT u.used, u.limit_value, coalesce(u.limit_version, $3::bigint[])" \
 	"  FROM subscription.usage_counter AS u" \
 	" WHERE u.tenant_id = $1 AND u.account_id = $1 AND u.feature = $2 FOR " LOCK " OF u"
 
@@ -646,6 +678,42 @@ CitusLimitOf(Datum account, Datum feature, bool *isnull)
 }
 
 /*
+ * The limit of a counter of the tenant (account, feature) whose stored
+ * limit was computed at another version of the catalog: counter_limit(),
+ * the guard's rule on a single server, given the tenant.
+ */
+static Datum
+CitusCounterLimit(Datum account, Datum feature, Datum stored_version, bool no_version,
+				  Datum version, bool *isnull)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[4] = {INT8OID, TEXTOID, INT8ARRAYOID, INT8ARRAYOID};
+	Datum		values[4] = {account, feature, stored_version, version};
+	char		nulls[4] = {' ', ' ', no_version ? 'n' : ' ', ' '};
+
+	KeptPlan(&plan, "SELECT subscription.counter_limit($1, $2, NULL, $3, $4, $1)", 4, argtypes);
+	if (SPI_execute_plan(plan, values, nulls, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not compute the limit of account " INT64_FORMAT, DatumGetInt64(account));
+	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, isnull);
+}
+
+/* A recomputed limit stored in the counter, with the catalog's version */
+static void
+StoreCitusLimit(Datum account, Datum feature, Datum limit, bool limit_null, Datum version)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[4] = {INT8OID, TEXTOID, INT8OID, INT8ARRAYOID};
+	Datum		values[4] = {account, feature, limit, version};
+	char		nulls[4] = {' ', ' ', limit_null ? 'n' : ' ', ' '};
+
+	KeptPlan(&plan,
+			 "UPDATE subscription.usage_counter SET limit_value = $3, limit_version = $4"
+			 " WHERE tenant_id = $1 AND account_id = $1 AND feature = $2", 4, argtypes);
+	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not store the limit of account " INT64_FORMAT, DatumGetInt64(account));
+}
+
+/*
  * Read and lock the counter of (account, feature) on Citus, creating it on
  * the account's first write: its use, and its limit (NULL: unlimited) with
  * the catalog's limit version it was computed at.
@@ -671,8 +739,31 @@ ReadCitusCounter(int64 account, const char *feature, bool exclusive,
 			elog(ERROR, "could not read the usage counter");
 		if (SPI_processed == 1)
 		{
+			Datum		stored;
+			Datum		current;
+			Datum		recomputed;
+
 			*used = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 			*limit = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, limit_null));
+			stored = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+
+			/*
+			 * The catalog's limit version, read on this node: a row's stamp
+			 * is its content's, the same on every node (stamp_limit_change),
+			 * so a catalog change made on the coordinator moves it here.
+			 * When it moved since the stored limit was computed, the limit
+			 * is recomputed (counter_limit's rule: one piece of code, the
+			 * SQL function, given the tenant) and, with the row locked for
+			 * update, stored with the version.
+			 */
+			current = CatalogLimitVersion();
+			if (!isnull && DatumGetBool(OidFunctionCall2(F_ARRAY_EQ, stored, current)))
+				return;
+			recomputed = CitusCounterLimit(values[0], values[1], stored, isnull, current, limit_null);
+			*limit = *limit_null ? 0 : DatumGetInt64(recomputed);
+			*version = current;
+			if (exclusive)
+				StoreCitusLimit(values[0], values[1], recomputed, *limit_null, current);
 			return;
 		}
 		/* the account's first write of the feature: its counter, at its limit */
@@ -1203,9 +1294,38 @@ limit_guard(PG_FUNCTION_ARGS)
  * from the rows go into it as (account_id, counted, stored), the same
  * count compared the same way (subscription.verify, through usage_drift).
  */
+static int64 CountAndWriteUsage(Oid relid, const char *feature, bool one_account, int64 account,
+								Tuplestorestate *drift, TupleDesc drift_desc);
+
 int64
 RecountUsage(Oid relid, const char *feature, bool one_account, int64 account,
 			 Tuplestorestate *drift, TupleDesc drift_desc)
+{
+	int			nest;
+	int64		changed;
+
+	if (!(LimitsVersioned() && CountersOnCitus()))
+		return CountAndWriteUsage(relid, feature, one_account, account, drift, drift_desc);
+
+	/*
+	 * On Citus, the count reads every shard of the table: over one
+	 * connection per worker, so that the counters' writes and limit_of()'s
+	 * reads of the colocated shards that follow, and a DDL of the caller's
+	 * (enforce_limit's triggers), may use the connection that read them
+	 * (Citus refuses a placement read or written over several connections
+	 * in one transaction).  For this call only.
+	 */
+	nest = NewGUCNestLevel();
+	(void) set_config_option("citus.max_adaptive_executor_pool_size", "1", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	changed = CountAndWriteUsage(relid, feature, one_account, account, drift, drift_desc);
+	AtEOXact_GUC(true, nest);
+	return changed;
+}
+
+static int64
+CountAndWriteUsage(Oid relid, const char *feature, bool one_account, int64 account,
+				   Tuplestorestate *drift, TupleDesc drift_desc)
 {
 	static SPIPlanPtr write_counters_plan[2];
 	int			v = LimitsVersioned();

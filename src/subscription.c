@@ -29,6 +29,7 @@ char	   *subscription_actor = NULL;
 int			subscription_notice_days = 30;
 char	   *subscription_max_backdate = NULL;
 char	   *subscription_max_ahead = NULL;
+static char *subscription_event_retention = NULL;
 int			subscription_max_catchup = 120;
 int			subscription_max_quantity = 1000000;
 int			subscription_max_amount = 1000000000;
@@ -104,6 +105,15 @@ _PG_init(void)
 							   "A later time is refused, so that a mistyped date cannot bill years in advance.",
 							   &subscription_max_ahead,
 							   "1 year",
+							   PGC_USERSET,
+							   0,
+							   check_positive_interval, NULL, NULL);
+
+	DefineCustomStringVariable("subscription.event_retention",
+							   "How long an event is kept once every consumer has acknowledged it.",
+							   "prune_events() deletes acknowledged events older than this interval.",
+							   &subscription_event_retention,
+							   "7 days",
 							   PGC_USERSET,
 							   0,
 							   check_positive_interval, NULL, NULL);

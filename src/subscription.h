@@ -91,6 +91,7 @@ extern SPIPlanPtr KeptPlan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *ar
 #define COUNTER_LIMIT \
 	"subscription.counter_limit(u.account_id, u.feature, u.limit_value, u.limit_version, c.version)"
 extern bool LimitsVersioned(void);
+extern bool CountersOnCitus(void);
 extern Snapshot GuardCrosscheckSnapshot(void);
 extern int	PinSearchPath(void);
 extern void UnpinSearchPath(int nest_level);

@@ -220,12 +220,40 @@ out=$(q coordinator "SELECT string_agg(p.relation::text, ' ' ORDER BY p.relation
                              OR d.colocationid <> (SELECT colocationid FROM pg_dist_partition
                                                     WHERE logicalrelid = 'subscription.account'::regclass))")
 tap "$([ -z "$out" ] && echo 1)" "every tenant table is distributed by tenant_id and colocated with account" "not: $out"
+tables=$(q coordinator "SELECT count(*) FROM subscription.distribution_plan() WHERE kind IN ('distributed', 'reference')")
 out=$(q worker2 "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid::text LIKE 'subscription.%'")
-tap "$([ "$out" = 25 ] && echo 1)" "the workers know the 25 tables of the extension" "worker2: $out"
+tap "$([ "$out" = "$tables" ] && [ "$tables" -ge 27 ] && echo 1)" "the workers know the $tables tables of the extension" "worker2: $out"
 out=$(q worker1 "SELECT string_agg(code, ',') FROM subscription.product_$(q coordinator "SELECT shardid FROM pg_dist_shard WHERE logicalrelid = 'subscription.product'::regclass") WHERE code = 'citus'")
 tap "$([ "$out" = citus ] && echo 1)" "a reference table's rows are on every worker" "worker1: $out"
+keyed=$(q coordinator "SELECT count(*) FROM subscription.distributed_functions()")
 out=$(q coordinator "SELECT count(*) FROM subscription.distribute()" 2>&1)
-tap "$([ "$(echo "$out" | tail -1)" = 25 ] && echo 1)" "distribute() again changes nothing" "$out"
+tap "$([ "$(echo "$out" | tail -1)" = $((tables + keyed)) ] && echo 1)" "distribute() again changes nothing ($tables tables, $keyed keyed forms)" "$out"
+# item 2: every keyed form (distributed_functions()) is a function
+# distributed by its first argument, tenant_id, colocated with account, on
+# the coordinator and in the workers' metadata, as distribution_plan()
+# lists them
+for node in "${NODES[@]}"; do
+    out=$(q "$node" "SELECT count(*) FILTER (WHERE o.distribution_argument_index = 0
+                                               AND o.colocationid = (SELECT colocationid FROM pg_dist_partition
+                                                                      WHERE logicalrelid = 'subscription.account'::regclass))
+                            || ' ' || count(*) || ' ' || (SELECT count(*) FROM subscription.distribution_plan() WHERE kind = 'function')
+                       FROM subscription.distribution_plan() AS f
+                       LEFT JOIN pg_dist_object AS o ON o.classid = 'pg_proc'::regclass AND o.objid = f.function
+                      WHERE f.kind = 'function'")
+    tap "$([ "$out" = "$keyed $keyed $keyed" ] && [ "$keyed" -gt 20 ] && echo 1)" \
+        "$node: the $keyed keyed forms are functions distributed by tenant_id, colocated with account, and in distribution_plan() (registered, forms, planned: $out)" "$out"
+done
+# ... and each worker draws the ids of the tenant tables from its own range
+# (a delegated call inserts there): (group << 48) + 1 on
+out=$(for node in worker1 worker2; do
+          q "$node" "SELECT count(*) FILTER (WHERE s.seqmin = ((SELECT groupid FROM pg_dist_local_group)::bigint << 48) + 1)
+                            || '/' || count(*)
+                       FROM pg_depend AS d JOIN pg_sequence AS s ON s.seqrelid = d.objid
+                      WHERE d.classid = 'pg_class'::regclass AND d.deptype = 'i'
+                        AND d.refobjid IN (SELECT relation FROM subscription.distribution_plan() WHERE kind = 'distributed')"
+      done | paste -sd ' ')
+tap "$(echo "$out" | awk '{ split($1, a, "/"); split($2, b, "/"); print (a[1] == a[2] && b[1] == b[2] && a[2] > 0) ? 1 : 0 }')" \
+    "the identity sequences of the tenant tables draw from each worker's own range (worker1, worker2: $out)" "$out"
 
 # accounts are created with their tenant key: create_account(), 20 root
 # accounts and a sub-account of the first, in its parent's tenant (K7)
@@ -390,8 +418,10 @@ psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d "$SINGLE_DB" \
 # WRITES T: the calls on tenant T (a root account, its own tenant): the
 # keyed form of each, then the unkeyed one; prints what they return and
 # what they wrote, without ids.  A keyed form is called alone in its
-# SELECT, as Citus delegates it to the tenant's worker (a distributed
-# function); the unkeyed form runs on the coordinator.
+# SELECT, so that Citus delegates it to the tenant's worker (a distributed
+# function, checked below); the unkeyed form runs on the coordinator.  The
+# ids a worker gives are of its own range: the rows are ordered by what
+# they are, not by id.
 writes() {
     cat <<SQL
 \\set t $1
@@ -399,7 +429,8 @@ SET client_min_messages = error;
 SELECT subscription.subscribe(:t, :t, 'citus-basic', '1 month', 2, '2026-01-01', 'always', NULL) AS r \\gset
 SELECT 'subscribe keyed: ' || (:r IS NOT NULL);
 SELECT 'subscribe unkeyed: ' || (subscription.subscribe(:t, 'citus-basic', '1 month', 3, '2026-01-10') IS NOT NULL);
-SELECT min(id) AS s1, max(id) AS s2 FROM subscription.subscription WHERE tenant_id = :t \\gset
+SELECT id AS s1 FROM subscription.subscription WHERE tenant_id = :t AND quantity = 2 \\gset
+SELECT id AS s2 FROM subscription.subscription WHERE tenant_id = :t AND quantity = 3 \\gset
 INSERT INTO subscription.member (tenant_id, account_id, external_id) SELECT :t, :t, 'm' || i FROM generate_series(1, 4) AS i;
 SELECT min(id) AS m1 FROM subscription.member WHERE tenant_id = :t \\gset
 SELECT 'default licenses: ' || count(*) FROM subscription.license WHERE tenant_id = :t AND subscription_id = :s1;
@@ -419,11 +450,11 @@ SELECT 'purchase_addon unkeyed: ' || (subscription.purchase_addon(:s2, 'citus-se
 SELECT subscription.cancel(:t, :s1) AS r \\gset
 SELECT 'cancel keyed: ' || :'r';
 SELECT 'cancel unkeyed: ' || subscription.cancel(:s2);
-SELECT 'subscriptions: ' || string_agg(format('%s %s q%s %s %s', plan, period, quantity, status, cancel_at_period_end), '; ' ORDER BY id)
+SELECT 'subscriptions: ' || string_agg(format('%s %s q%s %s %s', plan, period, quantity, status, cancel_at_period_end), '; ' ORDER BY period)
   FROM subscription.subscription WHERE tenant_id = :t;
-SELECT 'counters: ' || string_agg(format('%s/%s %s', c.used, c.capacity, c.active), '; ' ORDER BY c.subscription_id)
+SELECT 'counters: ' || string_agg(format('%s/%s %s', c.used, c.capacity, c.active), '; ' ORDER BY c.subscription_id <> :s1)
   FROM subscription.license_counter AS c WHERE c.tenant_id = :t;
-SELECT 'ledger: ' || string_agg(format('%s %s %s %s', kind, amount, currency, description), '; ' ORDER BY id)
+SELECT 'ledger: ' || string_agg(format('%s %s %s %s', kind, amount, currency, description), '; ' ORDER BY period, kind, description)
   FROM subscription.ledger WHERE tenant_id = :t;
 SELECT 'history: ' || string_agg(operation, ' ' ORDER BY id) FROM subscription.history WHERE tenant_id = :t AND account_id = :t;
 SQL
@@ -437,6 +468,162 @@ for acct in "$A" "$B"; do
         "on account $acct (worker$([ "$acct" = "$A" ] && echo 1 || echo 2)): subscribe, members, license_consume/release, set_quantity, purchase_addon, cancel (keyed and unkeyed) as on a single server" \
         "$(diff <(echo "$single") <(echo "$out"))"
 done
+# item 2: a keyed form called alone on the coordinator is delegated to the
+# worker of its tenant's shards, in one hop (citus.log_remote_commands: the
+# call itself is the one command sent, to that worker); the unkeyed form is
+# not delegated, its statements are routed one by one
+for i in 1 2; do
+    acct=$([ "$i" = 1 ] && echo "$A" || echo "$B")
+    sub=$(q coordinator "SELECT min(id) FROM subscription.subscription WHERE tenant_id = $acct")
+    out=$(psql -X -q -At -p "${PORTS[0]}" -d postgres 2>&1 <<SQL
+SET citus.log_remote_commands = on;
+SET client_min_messages = notice;
+SELECT subscription.license_capacity($acct, $sub);
+SELECT subscription.renew_account($acct, '2026-01-05');
+SQL
+)
+    sent=$(echo "$out" | grep -c 'NOTICE:  issuing ')
+    tap "$(echo "$out" | grep -qF "issuing SELECT subscription.license_capacity('$acct'::bigint, '$sub'::bigint)" \
+           && echo "$out" | grep -qF "issuing SELECT subscription.renew_account('$acct'::bigint, " \
+           && [ "$sent" = 2 ] && [ "$(echo "$out" | grep -c "DETAIL:  on server .*:${PORTS[$i]} ")" = 2 ] && echo 1)" \
+        "keyed calls on account $acct are delegated to worker$i in one hop: license_capacity, renew_account ($sent commands sent)" "$out"
+done
+out=$(psql -X -q -At -p "${PORTS[0]}" -d postgres 2>&1 <<SQL
+SET citus.log_remote_commands = on;
+SET client_min_messages = notice;
+SELECT subscription.license_capacity($(q coordinator "SELECT min(id) FROM subscription.subscription WHERE tenant_id = $A"));
+SQL
+)
+tap "$(! echo "$out" | grep -q 'issuing SELECT subscription.license_capacity' && echo "$out" | grep -q 'NOTICE:  issuing ' && echo 1)" \
+    "the unkeyed form runs on the coordinator, its statements routed to the shards" "$out"
+
+# change_plan (an upgrade prorated, a downgrade at the period end),
+# change_cycle (by an actor too), end_early and cancel_addon, keyed and
+# unkeyed, on the same accounts, against the same calls on the single
+# server.  Their
+# keyed forms are registered as distributed functions, so that Citus
+# delegates each call to the tenant's worker (the functions and helpers
+# read and write by the tenant there).
+CATALOG2="INSERT INTO subscription.product (code, name, upgrade, downgrade) VALUES ('citus-p', 'Citus prorated', 'prorate', 'end_of_period');
+          INSERT INTO subscription.plan (code, product, name, rank) VALUES ('citus-p1', 'citus-p', 'One', 1), ('citus-p2', 'citus-p', 'Two', 2);
+          INSERT INTO subscription.plan_price (plan, cycle, amount, per_license)
+          VALUES ('citus-p1', '1 month', 10, true), ('citus-p2', '1 month', 20, true), ('citus-p1', '1 year', 100, true), ('citus-p2', '1 year', 200, true);
+          INSERT INTO subscription.addon (code, product, name, feature, units) VALUES ('citus-p-seats', 'citus-p', 'Seats', 'licenses', 2);
+          INSERT INTO subscription.addon_price (addon, cycle, amount) VALUES ('citus-p-seats', '1 month', 3);
+          INSERT INTO subscription.plan_addon (plan, addon) VALUES ('citus-p1', 'citus-p-seats'), ('citus-p2', 'citus-p-seats')"
+DELEGATED="SET client_min_messages = warning;
+           SELECT count(create_distributed_function(f.function::regprocedure, f.tenant_argument, colocate_with := 'subscription.account'))
+             FROM subscription.distributed_functions() AS f
+            WHERE f.function::text ~ '^subscription\.(change_plan|change_cycle|end_early|cancel_addon|apply_downgrade)\('"
+# WRITES2 T: the calls on tenant T, printed without ids
+writes2() {
+    cat <<SQL
+\\set t $1
+SET client_min_messages = error;
+INSERT INTO subscription.member (tenant_id, account_id, external_id, role) VALUES (:t, :t, 'owner-p', 'owner');
+SELECT id AS owner FROM subscription.member WHERE tenant_id = :t AND external_id = 'owner-p' \\gset
+SELECT subscription.subscribe(:t, :t, 'citus-p1', '1 month', 2, '2026-01-01', 'always', NULL) AS s1 \\gset
+SELECT subscription.subscribe(:t, :t, 'citus-p2', '1 month', 2, '2026-01-01', 'always', NULL) AS s2 \\gset
+SELECT subscription.change_plan(:t, :s1, 'citus-p2', '2026-01-10') AS r \\gset
+SELECT 'change_plan keyed, an upgrade prorated: ' || :'r';
+SELECT 'change_plan unkeyed, a downgrade at the period end: ' || subscription.change_plan(:s2, 'citus-p1', '2026-01-10')::text;
+SELECT subscription.purchase_addon(:t, :s1, 'citus-p-seats', 1, '2026-01-12') AS b1 \\gset
+SELECT subscription.purchase_addon(:t, :s2, 'citus-p-seats', 2, '2026-01-12') AS b2 \\gset
+SELECT subscription.cancel_addon(:t, :b1) AS r \\gset
+SELECT 'cancel_addon keyed: ' || :'r';
+SELECT 'cancel_addon unkeyed: ' || subscription.cancel_addon(:b2);
+SET subscription.actor = :'owner';
+SELECT 'change_cycle unkeyed, by the owner: ' || subscription.change_cycle(:s1, '1 year');
+RESET subscription.actor;
+SELECT subscription.change_cycle(:t, :s2, '1 year') AS r \\gset
+SELECT 'change_cycle keyed: ' || :'r';
+SELECT subscription.subscribe(:t, :t, 'citus-p1', '1 month', 3, '2026-01-15', 'always', NULL) AS s3 \\gset
+INSERT INTO subscription.member (tenant_id, account_id, external_id) SELECT :t, :t, 'p' || i FROM generate_series(1, 4) AS i;
+SELECT min(id) AS p FROM subscription.member WHERE tenant_id = :t AND external_id LIKE 'p_' \\gset
+SELECT subscription.license_consume(:t, :s3, :p) AS r \\gset
+SELECT subscription.license_consume(:s3, :p + 1) AS r \\gset
+SELECT subscription.license_consume(:t, :s3, :p + 2) AS r \\gset
+SELECT 'licenses: ' || count(*) FROM subscription.license WHERE tenant_id = :t AND subscription_id = :s3;
+SELECT subscription.end_early(:t, :s1, '2026-01-20') AS r \\gset
+SELECT 'end_early keyed: ' || :r;
+SELECT 'end_early unkeyed: ' || subscription.end_early(:s2, '2026-01-25');
+SELECT 'subscriptions: ' || string_agg(format('%s %s %s q%s %s pending %s/%s', plan, period, cycle, quantity, status, pending_plan, pending_cycle), '; ' ORDER BY id)
+  FROM subscription.subscription WHERE tenant_id = :t AND plan LIKE 'citus-p%';
+-- ordered by what they are, not by id: ids written on a worker come from
+-- its own range (distribute())
+SELECT 'add-ons: ' || string_agg(format('%s %s %s %s', addon, quantity, status, cancel_at_period_end), '; '
+                                 ORDER BY addon, quantity, status, cancel_at_period_end)
+  FROM subscription.addon_batch WHERE tenant_id = :t AND addon LIKE 'citus-p%';
+SELECT 'counters: ' || string_agg(format('%s/%s %s', c.used, c.capacity, c.active), '; '
+                                  ORDER BY s.plan, lower(s.period), s.quantity, c.used)
+  FROM subscription.license_counter AS c
+  JOIN subscription.subscription AS s ON s.tenant_id = c.tenant_id AND s.id = c.subscription_id
+ WHERE c.tenant_id = :t;
+-- as sets: the lines a delegated call writes on a worker take ids of the
+-- worker's range (distribute()), after the coordinator's
+SELECT 'ledger: ' || string_agg(x, '; ' ORDER BY x)
+  FROM (SELECT format('%s %s %s %s', kind, amount, currency, regexp_replace(description, '[0-9]+', 'N', 'g')) AS x
+          FROM subscription.ledger WHERE tenant_id = :t) AS l;
+SELECT 'history: ' || string_agg(operation, ' ' ORDER BY operation) FROM subscription.history WHERE tenant_id = :t AND account_id = :t;
+SQL
+}
+psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d "$SINGLE_DB" -c "$CATALOG2" >/dev/null
+single=$(writes2 "$single_a" | psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d "$SINGLE_DB" 2>&1)
+out=$(q coordinator "$CATALOG2" && q coordinator "$DELEGATED")
+tap "$([ "$(echo "$out" | tail -1)" = 5 ] && echo 1)" \
+    "the keyed change_plan, change_cycle, end_early, cancel_addon and apply_downgrade are distributed functions, colocated with account" "$out"
+for acct in "$A" "$B"; do
+    out=$(writes2 "$acct" | psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres 2>&1)
+    tap "$([ "$out" = "$single" ] && echo "$single" | grep -q '^licenses: 3$' && echo 1)" \
+        "on account $acct (worker$([ "$acct" = "$A" ] && echo 1 || echo 2)): change_plan, change_cycle (by an actor too), end_early, cancel_addon (keyed and unkeyed), as on a single server" \
+        "$(diff <(echo "$single") <(echo "$out"))"
+done
+# a license for a member of another tenant: its foreign key refuses an
+# INSERT (23503) on both; license_consume reads the member in the
+# subscription's tenant, where a single server finds it in another
+# account (22023) and Citus finds none in the tenant's shard (P0002): the
+# difference docs/citus.md states
+other_member=$(q coordinator "SET client_min_messages = error;
+                               INSERT INTO subscription.member (tenant_id, account_id, external_id) VALUES ($B, $B, 'other tenant') RETURNING id")
+other_sub=$(q coordinator "SELECT max(id) FROM subscription.subscription WHERE tenant_id = $A AND status = 'active'")
+out=$(for sql in "INSERT INTO subscription.license (tenant_id, subscription_id, member_id) VALUES ($A, $other_sub, $other_member)" \
+                 "SELECT subscription.license_consume($other_sub, $other_member)"; do
+          psql -X -q -p "${PORTS[0]}" -d postgres -v VERBOSITY=verbose -c "$sql" 2>&1 | grep -o '^ERROR:  [0-9A-Z]\{5\}'
+      done | paste -sd ' ')
+single_other=$(psql -X -q -At -p "${PORTS[0]}" -d "$SINGLE_DB" -c "SELECT subscription.create_account('single other')")
+single_member=$(psql -X -q -At -p "${PORTS[0]}" -d "$SINGLE_DB" -c "SET client_min_messages = error" -c "INSERT INTO subscription.member (account_id) VALUES ($single_other) RETURNING id")
+single_sub=$(psql -X -q -At -p "${PORTS[0]}" -d "$SINGLE_DB" -c "SELECT max(id) FROM subscription.subscription WHERE account_id = $single_a AND status = 'active'")
+out="$out / $(for sql in "INSERT INTO subscription.license (tenant_id, subscription_id, member_id) VALUES ($single_a, $single_sub, $single_member)" \
+                        "SELECT subscription.license_consume($single_sub, $single_member)"; do
+                 psql -X -q -p "${PORTS[0]}" -d "$SINGLE_DB" -v VERBOSITY=verbose -c "$sql" 2>&1 | grep -o '^ERROR:  [0-9A-Z]\{5\}'
+             done | paste -sd ' ')"
+tap "$([ "$out" = "ERROR:  23503 ERROR:  P0002 / ERROR:  23503 ERROR:  22023" ] && echo 1)" \
+    "a license for a member of another tenant: 23503 for an INSERT (as on a single server), P0002 from license_consume (22023 on a single server, docs/citus.md)" \
+    "$out (member $other_member, subscription $other_sub; single server: member $single_member, subscription $single_sub)"
+todo "a multi-row INSERT into subscription.license on Citus" 3 \
+    "the license guard's statement path joins the transition table with subscription and service_seat, and reads each row's subscription and member by id alone (src/licenses.c GuardStatement, CheckStatementMembers): Citus refuses it on the shard"
+
+# deleting a catalog row on Citus: refuse_delete_in_use() fires on every
+# placement of the reference table; the coordinator's counts what the
+# tenant tables hold (a worker's placement may not read them), so a plan
+# or price in use is refused (2BP01) as on a single server, with the same
+# message, and one not in use is deleted on every node
+UNUSED="INSERT INTO subscription.plan (code, product, name) VALUES ('citus-unused', 'citus-p', 'Unused');
+        INSERT INTO subscription.plan_price (plan, cycle, amount) VALUES ('citus-unused', '1 month', 5)"
+for sql in "DELETE FROM subscription.plan WHERE code = 'citus-p1'" \
+           "DELETE FROM subscription.plan_price WHERE plan = 'citus-p2' AND cycle = '1 month'" \
+           "DELETE FROM subscription.addon_price WHERE addon = 'citus-p-seats'"; do
+    single=$(psql -X -q -p "${PORTS[0]}" -d "$SINGLE_DB" -v VERBOSITY=verbose -c "$sql" 2>&1 | grep '^ERROR')
+    out=$(psql -X -q -p "${PORTS[0]}" -d postgres -v VERBOSITY=verbose -c "$sql" 2>&1 | grep '^ERROR')
+    tap "$(echo "$out" | grep -q '^ERROR:  2BP01' && [ "$out" = "$single" ] && echo 1)" \
+        "refuse_delete_in_use on Citus: ${sql%% WHERE*} of a row in use is refused as on a single server ($(echo "$out" | sed -n 's/^ERROR:  2BP01: //p'))" \
+        "$(diff <(echo "$single") <(echo "$out"))"
+done
+out=$(q coordinator "$UNUSED" && q coordinator "DELETE FROM subscription.plan_price WHERE plan = 'citus-unused';
+                                               DELETE FROM subscription.plan WHERE code = 'citus-unused'" \
+      && for node in "${NODES[@]}"; do q "$node" "SELECT count(*) FROM subscription.plan WHERE code = 'citus-unused'"; done)
+tap "$([ "$(echo $out)" = "0 0 0" ] && echo 1)" \
+    "on Citus a plan and its price not in use are deleted, on every node" "$out"
 
 # item 6: a seat storm.  Accounts of both workers (create_account), each
 # with a service subscription of 3 seats and 6 members; 8 writers on the
@@ -489,11 +676,360 @@ tap "$([ "$out" = "0 0 0 18" ] && [ "$assigned" = 18 ] && echo 1)" \
 tap "$(echo "$errors" | grep -v -q -e 'has no license left' -e 'already' -e '^$' || echo 1)" \
     "the storm's refusals are the seat checks' only" "$errors"
 
-todo "the regression suite on the coordinator (or each case left out, with the reason)" 6 \
-    "change_plan, change_cycle, end_early, cancel_addon, the renewals and verify() do not run on Citus yet (helpers such as authorize and require_account read rows by id alone; verify is a SQL function with parameters, which Citus does not plan)"
-todo "a limit storm with 8 writers over accounts on both workers: zero oversold" 6 "not written yet: the guard counts and refuses on the shards (checks above), and subscriptions run on Citus (checks above)"
-todo "a renewal storm with a worker process per node: each period charged once" 4 "renew_account and renew_local_tenants exist, untried on Citus (their helpers read rows by id alone)"
-todo "apply_downgrade trims a distributed application table" 6 "src/downgrade.c's statements do not name the tenant"
+# item 6: the regression suite on the coordinator.  Each test/sql case runs
+# with pg_regress in a database of its own with Citus on the three nodes
+# and distribute() done, against its expected output (Citus' own NOTICE
+# lines filtered).  A case in REGRESS_ON_CITUS must pass; every other case
+# is left out, printed as a TAP TODO with the reason: the first error it
+# meets on Citus, measured on this run (docs/citus.md lists them).
+REGRESS_ON_CITUS=""
+prepared=1
+for i in 0 1 2; do
+    psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[$i]}" -d postgres -c "CREATE DATABASE regress_citus" >/dev/null 2>&1 \
+        && psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[$i]}" -d regress_citus -c "CREATE EXTENSION citus" >/dev/null 2>&1 \
+        || prepared=0
+done
+psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d regress_citus \
+    -c "SELECT citus_set_coordinator_host('$DIR', ${PORTS[0]})" \
+    -c "SELECT citus_add_node('$DIR', ${PORTS[1]})" -c "SELECT citus_add_node('$DIR', ${PORTS[2]})" \
+    -c "CREATE EXTENSION subscription" -c "SELECT subscription.distribute()" >/dev/null 2>&1 || prepared=0
+tap "$prepared" "a database with Citus on the three nodes and distribute() done, for the regression suite"
+PG_REGRESS=$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/regress/pg_regress
+mkdir -p "$DIR/regress"
+[ "$(id -u)" -eq 0 ] && chown postgres: "$DIR/regress"
+citus_filter() {  # the lines Citus adds to a case's output
+    grep -v -e '^NOTICE:  \(issuing\|executing the command locally\)' -e '^DETAIL:  on server '
+}
+for f in "$ROOT"/test/sql/*.sql; do
+    c=$(basename "$f" .sql)
+    [ "$prepared" = 1 ] || break
+    (cd "$ROOT" && PGPORT=${PORTS[0]} as_postgres env PGHOST="$DIR" PGUSER=postgres PGPORT="${PORTS[0]}" \
+        timeout 300 "$PG_REGRESS" --inputdir="$ROOT/test" --outputdir="$DIR/regress/$c" --use-existing \
+        --dbname=regress_citus --bindir="$PGBIN" "$c") >/dev/null 2>&1
+    result=$DIR/regress/$c/results/$c.out
+    if [ -f "$result" ] && diff -q <(citus_filter <"$ROOT/expected/$c.out") <(citus_filter <"$result") >/dev/null; then
+        ok=1
+    else
+        ok=0
+    fi
+    case " $REGRESS_ON_CITUS " in
+        *" $c "*) tap "$ok" "regression case $c on the coordinator, as on a single server" \
+                      "$(diff <(citus_filter <"$ROOT/expected/$c.out") <(citus_filter <"$result") 2>&1 | head -20)" ;;
+        *) reason=$(diff <(citus_filter <"$ROOT/expected/$c.out") <(citus_filter <"$result" 2>/dev/null) 2>/dev/null \
+                        | grep -m1 '^>.*ERROR' | sed 's/^> *//; s/ERROR: *//' | cut -c1-120)
+           n=$((n + 1))
+           if [ "$ok" = 1 ]; then
+               echo "ok $n - regression case $c on the coordinator # TODO left out, but passes: add it to REGRESS_ON_CITUS"
+           else
+               echo "not ok $n - regression case $c on the coordinator # TODO left out: ${reason:-its output differs}"
+           fi ;;
+    esac
+done
+# item 6: a limit storm.  An application table distributed with account
+# and limited (rooms, 2 per account by the plan of the seat storm's 6
+# accounts, on both workers); 8 writers on the coordinator insert single
+# rows and multi-row INSERTs (2 rows of one account) and delete rows of
+# random accounts, each statement its own transaction.  Zero oversold: no
+# account holds more rows than its limit, each counter equals its
+# account's rows, and every refusal is the limit's own (23514).
+out=""
+for step in "CREATE TABLE public.storm (account_id bigint NOT NULL, id bigint NOT NULL, PRIMARY KEY (account_id, id))" \
+            "$SETTINGS SELECT create_distributed_table('public.storm', 'account_id', colocate_with := 'subscription.account')" \
+            "$SETTINGS SELECT subscription.enforce_limit('public.storm', 'rooms')" \
+            "SELECT string_agg(a || ':' || subscription.limit_of(a, a, 'rooms'), ' ' ORDER BY a)
+               FROM unnest('{$(echo $storm | tr ' ' ',')}'::bigint[]) AS a"; do
+    out=$(q coordinator "$step") || { out="${step:0:80}: $out"; break; }
+done
+limits=$(echo "$out" | tail -1)
+tap "$([ "$limits" = "$(for a in $storm; do echo "$a:2"; done | paste -sd ' ')" ] && echo 1)" \
+    "public.storm, distributed with account and limited: the seat storm's 6 accounts may hold 2 rows each (limits: $limits)" "$out"
+started=$(date +%s)
+for w in $(seq 1 8); do
+    for i in $(seq 1 30); do
+        a=$(echo $storm | tr ' ' '\n' | shuf -n 1)
+        case $((RANDOM % 4)) in
+            0|1) echo "INSERT INTO public.storm VALUES ($a, $((w * 1000 + i)));" ;;
+            2) echo "INSERT INTO public.storm VALUES ($a, $((w * 1000 + i))), ($a, $((w * 1000 + 500 + i)));" ;;
+            3) echo "DELETE FROM public.storm WHERE account_id = $a AND id = (SELECT min(s.id) FROM public.storm AS s WHERE s.account_id = $a);" ;;
+        esac
+    done | psql -X -q -At -p "${PORTS[0]}" -d postgres -v VERBOSITY=verbose >"$DIR/limits.$w.out" 2>&1 &
+done
+wait
+elapsed=$(($(date +%s) - started))
+errors=$(cat "$DIR"/limits.*.out | grep 'ERROR' | sed 's/[0-9]\+/N/g' | sort | uniq -c | sort -rn)
+refused=$(cat "$DIR"/limits.*.out | grep -c 'ERROR:  23514: account [0-9]* would exceed its rooms limit')
+# per account: its limit, its rows, its counter's use
+out=$(for a in $storm; do
+          echo "$a $(q coordinator "SELECT subscription.limit_of($a, $a, 'rooms')") $(q coordinator "SELECT count(*) FROM public.storm WHERE account_id = $a") $(q coordinator "SELECT used FROM subscription.usage_counter WHERE tenant_id = $a AND account_id = $a AND feature = 'rooms'")"
+      done)
+out="$(echo "$out" | awk '{ over += ($3 > $2 || $4 > $2); off += ($4 != $3); n += $3 } END { print over + 0, off + 0, n + 0 }')"$'\n'"$out"
+tap "$([ "$(echo "$out" | head -1 | cut -d' ' -f1-2)" = "0 0" ] && [ "$(echo "$out" | wc -l)" = 7 ] && [ "$refused" -gt 0 ] && echo 1)" \
+    "limit storm, 8 writers x 30 inserts (single and multi-row) and deletes in $elapsed s: zero oversold, counters equal the rows (over the limit, counter off, rows: $(echo "$out" | head -1); refused: $refused)" \
+    "account limit rows used:"$'\n'"$out"$'\n'"errors:"$'\n'"$errors"
+tap "$(echo "$errors" | grep -v -q -e 'ERROR:  N: account N would exceed its rooms limit' -e '^$' || echo 1)" \
+    "the limit storm's refusals are the limit's own (23514)" "$errors"
+# item 3: a limit change on the coordinator reaches the guards on the
+# workers by the catalog's limit version, with no write to a counter: a
+# row's stamp is a hash of its content, the same on every node, so the
+# version a worker reads is the coordinator's.  The rooms limit of the
+# storm accounts' plan lowered to 1, then raised to 3 (the row the
+# subscriptions hold replaced, as test/sql/limit_version.sql does): the
+# next insert on an account of each worker obeys it.
+SA=$(for a in $storm; do [ "$(q coordinator "SELECT nodeport FROM pg_dist_shard_placement WHERE shardid = get_shard_id_for_distribution_column('subscription.account', $a)")" = "${PORTS[1]}" ] && echo "$a"; done | head -1)
+SB=$(for a in $storm; do [ "$(q coordinator "SELECT nodeport FROM pg_dist_shard_placement WHERE shardid = get_shard_id_for_distribution_column('subscription.account', $a)")" = "${PORTS[2]}" ] && echo "$a"; done | head -1)
+versions() {  # the catalog's limit version on each node
+    for node in "${NODES[@]}"; do q "$node" "SELECT version FROM subscription.limit_catalog_versions"; done | paste -sd ' '
+}
+set_rooms() {  # set_rooms N: the plan's rooms limit, from the coordinator
+    q coordinator "DELETE FROM subscription.plan_limit WHERE plan = 'citus-basic' AND feature = 'rooms'" \
+        && q coordinator "INSERT INTO subscription.plan_limit (plan, feature, value) VALUES ('citus-basic', 'rooms', $1)"
+}
+out=$(q coordinator "DELETE FROM public.storm" && q coordinator "INSERT INTO public.storm VALUES ($SA, 1), ($SB, 1)" \
+      && set_rooms 1 2>&1)
+v=$(versions)
+tap "$([ -n "$SA" ] && [ -n "$SB" ] && [ "$(echo $v | tr ' ' '\n' | sort -u | wc -l)" = 1 ] && echo 1)" \
+    "a limit changed on the coordinator: the catalog's limit version is the same on the three nodes ($v)" "$out"
+for acct in "$SA" "$SB"; do
+    out=$(q coordinator "INSERT INTO public.storm VALUES ($acct, 2)")
+    tap "$(echo "$out" | grep -q 'would exceed its rooms limit' && echo "$out" | grep -q 'Limit 1, in use 1, requested 1' && echo 1)" \
+        "the rooms limit lowered to 1 on the coordinator: the next insert on worker$([ "$acct" = "$SA" ] && echo 1 || echo 2) (account $acct) is refused" "$out"
+done
+out=$(set_rooms 3 2>&1)
+for acct in "$SA" "$SB"; do
+    out=$(q coordinator "INSERT INTO public.storm VALUES ($acct, 2), ($acct, 3)" && q coordinator "INSERT INTO public.storm VALUES ($acct, 4)" 2>&1)
+    stored=$(q coordinator "SELECT used || ' ' || limit_value FROM subscription.usage_counter WHERE tenant_id = $acct AND account_id = $acct AND feature = 'rooms'")
+    tap "$(echo "$out" | grep -q 'Limit 3, in use 3, requested 1' && [ "$stored" = "3 3" ] && echo 1)" \
+        "raised to 3: the next inserts on worker$([ "$acct" = "$SA" ] && echo 1 || echo 2) (account $acct) reach 3 and no further; the counter stores the new limit (used, limit: $stored)" "$out"
+done
+todo "K7: a sub-account's rows in an application table distributed by tenant count as on a single server" 3 "the guard on a shard reads the counter of (account, account): it does not take the row's tenant (the table's distribution column) for a sub-account"
+# item 6: apply_downgrade trims a distributed application table.
+# public.desks is distributed by its account (a root account: its tenant),
+# colocated with account, then limited with enforce_limit (drop_newest by
+# placed_at).  On an account of each worker: 4 desks under a plan of 5, a
+# downgrade to a plan of 2 at the period end, its dry run (nothing
+# changes), then apply_downgrade (keyed on worker1's account, unkeyed on
+# worker2's): the 2 newest desks are deleted on the shard, the counter
+# says 2 of 2, the archive and history say what happened; then an
+# immediate downgrade through change_plan (delegated to the worker) trims
+# again.  The same calls on the single server, where desks is a plain
+# table, give the same results.
+CATALOG3="INSERT INTO subscription.product (code, name, upgrade, downgrade)
+          VALUES ('citus-d', 'Desks', 'restart', 'end_of_period');
+          INSERT INTO subscription.plan (code, product, name, rank)
+          VALUES ('citus-d-big', 'citus-d', 'Big', 2), ('citus-d-small', 'citus-d', 'Small', 1);
+          INSERT INTO subscription.plan_price (plan, cycle, amount)
+          VALUES ('citus-d-big', '1 month', 20), ('citus-d-small', '1 month', 10);
+          INSERT INTO subscription.plan_limit (plan, feature, value)
+          VALUES ('citus-d-big', 'desks', 5), ('citus-d-small', 'desks', 2)"
+DESKS="CREATE TABLE public.desks (account_id bigint NOT NULL, id bigint NOT NULL, placed_at timestamptz NOT NULL, PRIMARY KEY (account_id, id))"
+LIMIT_DESKS="SELECT subscription.enforce_limit('public.desks', 'desks', 'account_id', 'drop_newest', 'placed_at')"
+# DOWNGRADE T KEYED: the calls on tenant T (a root account); apply_downgrade
+# keyed (1) or not (0)
+downgrade() {
+    local apply
+    if [ "$2" = 1 ]; then apply="subscription.apply_downgrade(:t, :s, false)"; else apply="subscription.apply_downgrade(:s)"; fi
+    cat <<SQL
+\\set t $1
+SET client_min_messages = error;
+SELECT subscription.subscribe(:t, :t, 'citus-d-big', '1 month', 1, '2026-01-01', 'always', NULL) AS s \\gset
+INSERT INTO public.desks SELECT :t, i, '2026-01-01'::timestamptz + i * interval '1 day' FROM generate_series(1, 4) AS i;
+SELECT 'counter before: ' || used || '/' || limit_value FROM subscription.usage_counter WHERE tenant_id = :t AND account_id = :t AND feature = 'desks';
+SELECT 'change_plan: ' || subscription.change_plan(:s, 'citus-d-small', '2026-01-10')::text;
+SELECT 'dry run: ' || string_agg(format('%s %s %s', feature, action, regexp_replace(row_id, '^\(\d+,', '(')), ', ') FROM subscription.apply_downgrade(:t, :s, true);
+SELECT 'after the dry run: ' || count(*) || ' desks, ' || (SELECT plan || ' pending ' || pending_plan FROM subscription.subscription WHERE tenant_id = :t AND id = :s)
+  FROM public.desks WHERE account_id = :t;
+SELECT 'apply_downgrade: ' || string_agg(format('%s %s %s %s', feature, relation, action, regexp_replace(row_id, '^\(\d+,', '(')), ', ') FROM $apply;
+SELECT 'desks: ' || string_agg(id::text, ' ' ORDER BY id) FROM public.desks WHERE account_id = :t;
+SELECT 'counter: ' || used || '/' || limit_value FROM subscription.usage_counter WHERE tenant_id = :t AND account_id = :t AND feature = 'desks';
+SELECT 'plan: ' || plan || ' pending ' || coalesce(pending_plan, 'none') FROM subscription.subscription WHERE tenant_id = :t AND id = :s;
+SELECT 'change_plan, an upgrade: ' || subscription.change_plan(:s, 'citus-d-big', '2026-01-15')::text;
+INSERT INTO public.desks SELECT :t, i, '2026-01-01'::timestamptz + i * interval '1 day' FROM generate_series(5, 7) AS i;
+UPDATE subscription.product SET downgrade = 'immediate' WHERE code = 'citus-d';
+SELECT subscription.change_plan(:t, :s, 'citus-d-small', '2026-01-20') AS r \\gset
+UPDATE subscription.product SET downgrade = 'end_of_period' WHERE code = 'citus-d';
+SELECT 'change_plan keyed, an immediate downgrade: ' || :'r';
+SELECT 'desks after it: ' || string_agg(id::text, ' ' ORDER BY id) FROM public.desks WHERE account_id = :t;
+SELECT 'counter after it: ' || used || '/' || limit_value FROM subscription.usage_counter WHERE tenant_id = :t AND account_id = :t AND feature = 'desks';
+SELECT 'trimmed: ' || string_agg(format('%s %s %s %s', relation, feature, action, old_row - 'account_id'), '; ' ORDER BY id)
+  FROM subscription.trimmed WHERE tenant_id = :t AND feature = 'desks';
+SELECT 'history: ' || string_agg(operation || coalesce(' ' || (details ->> 'plan'), ''), ', ' ORDER BY id)
+  FROM subscription.history WHERE tenant_id = :t AND subscription_id = :s;
+SQL
+}
+psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d "$SINGLE_DB" -c "$CATALOG3" -c "$DESKS" -c "$LIMIT_DESKS" >/dev/null
+single_d=$(psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d "$SINGLE_DB" -c "SELECT subscription.create_account('single desks')")
+single=$(downgrade "$single_d" 1 | psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d "$SINGLE_DB" 2>&1)
+out=""
+for step in "$CATALOG3" "$DESKS" \
+            "$SETTINGS SELECT create_distributed_table('public.desks', 'account_id', colocate_with := 'subscription.account')" \
+            "$SETTINGS $LIMIT_DESKS"; do
+    out=$(q coordinator "$step") || { out="${step:0:80}: $out"; break; }
+done
+# a new account on each worker
+desk_accounts=$(q coordinator "SELECT subscription.create_account('desks ' || i) FROM generate_series(1, 8) AS i" | paste -sd ' ')
+DA="" DB=""
+for a in $desk_accounts; do
+    port=$(q coordinator "SELECT nodeport FROM pg_dist_shard_placement WHERE shardid = get_shard_id_for_distribution_column('subscription.account', $a)")
+    if [ "$port" = "${PORTS[1]}" ] && [ -z "$DA" ]; then DA=$a; fi
+    if [ "$port" = "${PORTS[2]}" ] && [ -z "$DB" ]; then DB=$a; fi
+done
+tap "$([ -n "$DA" ] && [ -n "$DB" ] && echo "$single" | grep -q '^desks: 1 2$' && echo "$single" | grep -q '^desks after it: 1 2$' && echo 1)" \
+    "public.desks distributed with account and limited; an account on each worker ($DA, $DB); on the single server apply_downgrade trims it to 2" \
+    "$out"$'\n'"$single"
+for acct in "$DA" "$DB"; do
+    keyed=$([ "$acct" = "$DA" ] && echo 1 || echo 0)
+    out=$(downgrade "$acct" "$keyed" | psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres 2>&1)
+    tap "$([ -n "$acct" ] && [ "$out" = "$single" ] && echo 1)" \
+        "on account $acct (worker$([ "$acct" = "$DA" ] && echo 1 || echo 2)): apply_downgrade ($([ "$keyed" = 1 ] && echo keyed || echo unkeyed)) and an immediate downgrade trim the distributed table, counters, archive and history as on a single server" \
+        "$(diff <(echo "$single") <(echo "$out"))"
+    out=$(psql -X -q -p "${PORTS[0]}" -d postgres -v VERBOSITY=verbose -c "INSERT INTO public.desks VALUES ($acct, 9, now())" 2>&1 | head -1)
+    tap "$(echo "$out" | grep -q '^ERROR:  23514' && echo 1)" "after the downgrade a third desk of account $acct is refused (23514)" "$out"
+done
+# the trimmed rows are gone from the shards, and the archive is in them
+out=$(q coordinator "SELECT count(*) FROM public.desks WHERE account_id IN ($DA, $DB)" && \
+      q coordinator "SELECT count(*) FROM subscription.trimmed WHERE tenant_id IN ($DA, $DB) AND action = 'delete'")
+tap "$([ "$(echo $out)" = "4 10" ] && echo 1)" "the two accounts keep 2 desks each, and the archive holds the 10 desks trimmed (desks, archived: $(echo $out))" "$out"
+
+# item 4: a renewal storm, in a database of its own with Citus on the
+# three nodes (the subscriptions above stay out of it).  12 accounts over
+# both workers, each with a monthly subscription from June 2026 (some with
+# a recurring add-on, some with a second subscription under a coupon for
+# two cycles); then at once a process per worker running
+# renew_local_tenants (its own shards' tenants) and one on the coordinator
+# running renew_due, all up to RENEW_AT.  Every period is charged exactly
+# once (the plan charges of each subscription are its periods from its
+# first to the one holding RENEW_AT, each once), nothing is left due, the
+# add-ons and coupons are charged as on a single server, and history and
+# the ledger are what the same calls give a single server (renew_due
+# there).  No renewal here trims (apply_downgrade): no cancellation, no
+# lower quantity.
+RENEW_AT="2026-11-20 00:00:00+00"
+RDB=renewals
+# qr NODE SQL: one value from a node's renewals database
+qr() {
+    local i
+    case "$1" in coordinator) i=0 ;; worker1) i=1 ;; worker2) i=2 ;; esac
+    psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[$i]}" -d "$RDB" -c "$2" 2>&1
+}
+RCATALOG="INSERT INTO subscription.product (code, name) VALUES ('citus', 'Citus check');
+          INSERT INTO subscription.plan (code, product, name) VALUES ('citus-basic', 'citus', 'Basic');
+          INSERT INTO subscription.plan_price (plan, cycle, amount, per_license) VALUES ('citus-basic', '1 month', 10, true);
+          INSERT INTO subscription.addon (code, product, name, feature, units) VALUES ('citus-seats', 'citus', 'Seats', 'licenses', 2);
+          INSERT INTO subscription.addon_price (addon, cycle, amount) VALUES ('citus-seats', '1 month', 3);
+          INSERT INTO subscription.plan_addon (plan, addon) VALUES ('citus-basic', 'citus-seats');
+          INSERT INTO subscription.coupon (code, percent_off, cycles) VALUES ('citus-half', 50, 2)"
+# RENEWAL_SETUP ACCOUNT...: the subscriptions, add-ons and coupons of the storm
+renewal_setup() {
+    local i=0 a
+    echo "SET client_min_messages = warning;"
+    for a in "$@"; do
+        i=$((i + 1))
+        echo "SELECT subscription.subscribe($a, $a, 'citus-basic', '1 month', $((1 + i % 3)), '2026-06-0$((1 + i % 5)) 00:00:00+00', 'always', NULL);"
+        [ $((i % 3)) = 0 ] && echo "SELECT min(id) AS sub FROM subscription.subscription WHERE tenant_id = $a \\gset
+SELECT subscription.purchase_addon($a, :sub, 'citus-seats', 1, '2026-06-10 00:00:00+00');"
+        [ $((i % 4)) = 0 ] && echo "SELECT subscription.subscribe($a, $a, 'citus-basic', '1 month', 1, '2026-07-03 00:00:00+00', 'always', 'citus-half');"
+    done
+}
+# what the storm left, per account (by name) and subscription (by anchor
+# and quantity), without ids: status, period, each kind of ledger line
+# (sum and count) and each history operation's count
+# renewal_summary PORT DB
+renewal_summary() {
+    local from="FROM subscription.account AS a
+                JOIN subscription.subscription AS s ON s.tenant_id = a.tenant_id AND s.account_id = a.id"
+    psql -X -q -At -v ON_ERROR_STOP=1 -p "$1" -d "$2" 2>&1 \
+        -c "SELECT a.name, s.anchor, s.quantity, s.status, s.period_number, s.period $from
+             WHERE a.name LIKE 'renewal %' ORDER BY 1, 2, 3" \
+        -c "SELECT a.name, s.anchor, s.quantity, l.kind, l.item, sum(l.amount), count(*) $from
+              JOIN subscription.ledger AS l ON l.tenant_id = s.tenant_id AND l.subscription_id = s.id
+             WHERE a.name LIKE 'renewal %' GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5" \
+        -c "SELECT a.name, s.anchor, s.quantity, h.operation, count(*) $from
+              JOIN subscription.history AS h ON h.tenant_id = s.tenant_id AND h.subscription_id = s.id
+             WHERE a.name LIKE 'renewal %' GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
+}
+prepared=1
+for i in 0 1 2; do
+    psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[$i]}" -d postgres -c "CREATE DATABASE $RDB" >/dev/null 2>&1 \
+        && psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[$i]}" -d "$RDB" -c "CREATE EXTENSION citus" >/dev/null 2>&1 \
+        || prepared=0
+done
+out=$(psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d "$RDB" \
+          -c "SELECT citus_set_coordinator_host('$DIR', ${PORTS[0]})" \
+          -c "SELECT citus_add_node('$DIR', ${PORTS[1]})" -c "SELECT citus_add_node('$DIR', ${PORTS[2]})" \
+          -c "CREATE EXTENSION subscription" -c "SET client_min_messages = warning" -c "$RCATALOG" \
+          -c "SELECT count(*) FROM subscription.distribute()" 2>&1 >/dev/null) || prepared=0
+renewal_accounts=$(qr coordinator "SELECT string_agg(subscription.create_account('renewal ' || i)::text, ' ' ORDER BY i) FROM generate_series(1, 12) AS i")
+on_workers=$(for a in $renewal_accounts; do
+                 qr coordinator "SELECT nodeport FROM pg_dist_shard_placement
+                                  WHERE shardid = get_shard_id_for_distribution_column('subscription.account', $a)"
+             done | sort | uniq -c | awk '{ print $1 }' | paste -sd ' ')
+out=$out$(renewal_setup $renewal_accounts | psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d "$RDB" 2>&1 >/dev/null)
+due=$(qr coordinator "SELECT count(*) FROM subscription.subscription WHERE status = 'active' AND upper(period) <= '$RENEW_AT'")
+tap "$([ "$prepared" = 1 ] && [ "$(echo "$on_workers" | wc -w)" = 2 ] && [ "$due" = 15 ] && [ -z "$out" ] && echo 1)" \
+    "the renewal storm's 12 accounts sit on both workers ($on_workers), with 15 subscriptions due, 4 with an add-on, 3 under a coupon" "$out"
+# the same calls on a single server, renewed by renew_due
+psql -X -q -p "${PORTS[0]}" -d postgres -c "CREATE DATABASE ${RDB}_single" >/dev/null 2>&1
+single_accounts=$(psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d "${RDB}_single" \
+                      -c "CREATE EXTENSION subscription" -c "SET client_min_messages = warning" -c "$RCATALOG" \
+                      -c "SELECT string_agg(subscription.create_account('renewal ' || i)::text, ' ' ORDER BY i) FROM generate_series(1, 12) AS i" 2>&1 | tail -1)
+renewal_setup $single_accounts | psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d "${RDB}_single" >/dev/null 2>&1
+psql -X -q -At -p "${PORTS[0]}" -d "${RDB}_single" -c "SELECT subscription.renew_due('$RENEW_AT')" >/dev/null 2>&1
+single=$(renewal_summary "${PORTS[0]}" "${RDB}_single")
+# the storm: a process per worker (renew_local_tenants, batches of 2
+# subscriptions' tenants, each committed) and renew_due on the coordinator
+started=$(date +%s)
+for i in 1 2; do
+    psql -X -q -At -p "${PORTS[$i]}" -d "$RDB" -c "CALL subscription.renew_local_tenants('$RENEW_AT', 2)" >"$DIR/renew.worker$i.out" 2>&1 &
+done
+psql -X -q -At -p "${PORTS[0]}" -d "$RDB" -c "SELECT subscription.renew_due('$RENEW_AT')" >"$DIR/renew.coordinator.out" 2>&1 &
+wait
+elapsed=$(($(date +%s) - started))
+handled="worker1 $(grep -o '[0-9]* subscriptions handled' "$DIR/renew.worker1.out" | tail -1 | cut -d' ' -f1),"
+handled="$handled worker2 $(grep -o '[0-9]* subscriptions handled' "$DIR/renew.worker2.out" | tail -1 | cut -d' ' -f1),"
+handled="$handled coordinator $(tail -1 "$DIR/renew.coordinator.out")"
+errors=$(cat "$DIR"/renew.*.out | grep -E 'ERROR|WARNING')
+tap "$([ -z "$errors" ] && echo 1)" \
+    "renewal storm in $elapsed s: renew_local_tenants on each worker and renew_due on the coordinator at once, no error or warning (handled: $handled)" "$errors"
+# every period charged exactly once: each subscription's plan charges are
+# its periods, from its first to the one holding RENEW_AT, each once
+out=$(qr coordinator "SELECT count(*) FILTER (WHERE x.charges <> x.expected OR x.periods <> x.expected) || ' of ' || count(*)
+                        FROM (SELECT s.id, count(l.id) AS charges, count(DISTINCT l.period) AS periods,
+                                     (extract(year FROM age('$RENEW_AT', s.anchor)) * 12
+                                      + extract(month FROM age('$RENEW_AT', s.anchor)))::integer + 1 AS expected
+                                FROM subscription.subscription AS s
+                                LEFT JOIN subscription.ledger AS l
+                                  ON l.tenant_id = s.tenant_id AND l.subscription_id = s.id AND l.kind = 'charge' AND l.item = 'plan'
+                               GROUP BY s.tenant_id, s.id, s.anchor) AS x")
+left=$(qr coordinator "SELECT count(*) FROM subscription.subscription WHERE status = 'active' AND upper(period) <= '$RENEW_AT'")
+tap "$([ "$out" = "0 of 15" ] && [ "$left" = 0 ] && echo 1)" \
+    "renewal storm: every period charged exactly once (subscriptions whose plan charges are not their periods: $out), nothing left due ($left)" "$out"
+citus=$(renewal_summary "${PORTS[0]}" "$RDB")
+tap "$([ -n "$single" ] && [ "$citus" = "$single" ] && echo 1)" \
+    "renewal storm: the ledger (plans, add-ons, coupons' discounts) and history of each subscription are a single server's renew_due's" \
+    "$(diff <(echo "$single") <(echo "$citus"))"
+tap "$([ -z "$(qr coordinator "SELECT * FROM subscription.verify()")" ] && echo 1)" \
+    "renewal storm: verify() on the coordinator finds nothing" "$(qr coordinator "SELECT * FROM subscription.verify()")"
+# item 3: verify() on Citus finds what it finds on a single server: the same
+# discrepancies planted in both (a charge leaving a gap, a seat counter
+# off), the same findings (ids left out)
+PLANT="SET session_replication_role = replica;
+       INSERT INTO subscription.ledger (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+       SELECT s.tenant_id, s.account_id, s.id, 'charge', 10, 'EUR', tstzrange(upper(s.period) + interval '1 month', upper(s.period) + interval '2 months'),
+              'plan', s.plan, 'planted'
+         FROM subscription.subscription AS s
+         JOIN subscription.account AS a ON a.tenant_id = s.tenant_id AND a.id = s.account_id
+        WHERE a.name = 'renewal 2';
+       UPDATE subscription.license_counter AS c SET used = c.used + 1
+         FROM subscription.account AS a WHERE a.name = 'renewal 5' AND c.tenant_id = a.tenant_id;
+       RESET session_replication_role"
+found_single=$(psql -X -q -At -p "${PORTS[0]}" -d "${RDB}_single" -c "$PLANT" -c "SELECT * FROM subscription.verify()" 2>&1 | sed 's/[0-9]\+/N/g')
+found=$(psql -X -q -At -p "${PORTS[0]}" -d "$RDB" -c "$PLANT" -c "SELECT * FROM subscription.verify()" 2>&1 | sed 's/[0-9]\+/N/g')
+a5=$(qr coordinator "SELECT id FROM subscription.account WHERE name = 'renewal 5'")
+found_one=$(qr coordinator "SELECT string_agg(\"check\", ' ') FROM subscription.verify($a5)")
+tap "$(echo "$found_single" | grep -q period_gap && echo "$found_single" | grep -q license_counter \
+       && [ "$found" = "$found_single" ] && [ "$found_one" = license_counter ] && echo 1)" \
+    "verify() on the coordinator finds the planted gap and seat counter as a single server does ($(echo "$found" | cut -d'|' -f1 | paste -sd ' ')), and verify(account) that account's only" \
+    "single server:"$'\n'"$found_single"$'\n'"Citus:"$'\n'"$found"$'\n'"verify($a5): $found_one"
 
 # item 6: no row sits in a shell table: every table of the extension (and
 # the application's) is empty on every node, its rows in the shards

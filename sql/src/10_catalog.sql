@@ -60,7 +60,12 @@ CREATE TABLE subscription.product (
     -- account's use ('from_usage': the tier holding its use of the plan's
     -- per-license features, or the licenses assigned); see next_terms()
     renewal_quantity text NOT NULL DEFAULT 'keep'
-              CHECK (renewal_quantity IN ('keep', 'from_usage'))
+              CHECK (renewal_quantity IN ('keep', 'from_usage')),
+    -- what a trial becomes at its end (issue 19, 1.1): the plan's first
+    -- period, charged ('convert'), the product's free plan through
+    -- apply_downgrade ('downgrade'), or nothing ('expire')
+    trial_end text NOT NULL DEFAULT 'convert'
+              CHECK (trial_end IN ('convert', 'downgrade', 'expire'))
 );
 
 COMMENT ON TABLE subscription.product IS 'Products sold, with how their upgrades (restart, prorate) and downgrades (end_of_period, immediate) take effect, and what quantity their renewals take (keep, from_usage: L7)';
@@ -93,7 +98,10 @@ CREATE TABLE subscription.plan_price (
     CONSTRAINT plan_price_tier_is_flat CHECK (tier IS NULL OR NOT per_license),
     -- the plan versions it prices (1.1): the current row's range is open
     versions    int4range NOT NULL DEFAULT '[1,)'
-                CONSTRAINT plan_price_versions_valid CHECK (lower(versions) >= 1)
+                CONSTRAINT plan_price_versions_valid CHECK (lower(versions) >= 1),
+    -- the free trial a new subscription of this plan and cycle starts
+    -- with (issue 19, 1.1; NULL: none), one per account and product
+    trial       interval CHECK (trial > '0')
 );
 CREATE UNIQUE INDEX plan_price_one_per_cycle_and_tier
     ON subscription.plan_price (plan, subscription.cycle_key(cycle), tier, lower(versions)) NULLS NOT DISTINCT;
@@ -105,7 +113,7 @@ COMMENT ON TABLE subscription.plan_price IS 'A plan''s price per billing cycle, 
 -- tables are reference tables, each write fires its triggers on every
 -- node, and a row lock taken there on another reference table is taken on
 -- every node from every node, which deadlocks (issue 17).  The key is a
--- hash of the name ('plan <code>', 'limits'), the same on every node.
+-- hash of the name ('plan <code>'), the same on every node.
 CREATE FUNCTION subscription.lock_catalog(name text, shared boolean)
 RETURNS void
 LANGUAGE plpgsql
@@ -121,7 +129,7 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.lock_catalog(text, boolean) IS
-'Internal: the advisory transaction lock that serializes the writers of a part of the catalog (''plan <code>'', ''limits'')';
+'Internal: the advisory transaction lock that serializes the writers of a part of the catalog (''plan <code>'')';
 
 -- A plan is tiered (every price names a tier) or not (none does): a mix would
 -- make the price of a quantity ambiguous (L12).
@@ -441,56 +449,32 @@ CREATE CONSTRAINT TRIGGER plan_suite_component_valid
 -- (limit_of) is computed from plan_limit, addon, suite_component and plan;
 -- each usage counter stores it with the version of the catalog it was
 -- computed from, and the limit guard recomputes it when the catalog's
--- version differs (counter_limit, 40_limits.sql).  The version is
--- (rows, last stamp) over those four tables (limit_catalog_version): every
--- row written gets a new stamp from this sequence, under one advisory lock
--- held to commit, so stamps follow the commit order; a deletion changes
--- the count.  Two different contents never have the same version: the rows
--- of a later content stamped no later than an earlier version's last stamp
--- are rows of that earlier content, unchanged.  No write leaves the row
--- itself, and no row of another table is locked: on Citus each node stamps
--- its own placement, in the same order (its own sequence, kept by pg_dump).
-CREATE SEQUENCE subscription.limit_stamp;
-
-COMMENT ON SEQUENCE subscription.limit_stamp IS 'The stamps of the catalog''s limit version (stamp_limit_change)';
-
+-- version differs (counter_limit, 40_limits.sql).  The version is (rows,
+-- the exclusive or of the rows' stamps) over those four tables
+-- (limit_catalog_version), and a row's stamp is a 64-bit hash of its own
+-- content (its columns by name, the stamp left out), written by the
+-- trigger below: the same rows make the same version, and two different
+-- contents make different versions but with a chance of 2^-64.  A stamp
+-- depends on nothing but the row: on Citus every node's placement of a
+-- reference table stamps the same row alike, so a version read on a worker
+-- is the coordinator's (the guard compares it on the shards).  No other
+-- row is read, written or locked.
 CREATE FUNCTION subscription.stamp_limit_change()
 RETURNS trigger
 LANGUAGE plpgsql
--- the extension's own bookkeeping: the catalog admin needs no right on the sequence
-SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    -- the logical table, from the trigger's argument: a Citus shard has another name
-    logical text := TG_ARGV[0];
-    plans text[] := '{}';
-    c text;
 BEGIN
-    -- a restore copies the row with its stamp (a stamp the sequence has not
-    -- issued: the sequence is set after the rows), as history does
-    IF TG_OP = 'INSERT' AND subscription.restored_copy('subscription.limit_stamp'::pg_catalog.regclass, NEW.limit_stamp) THEN
-        RETURN NEW;
-    END IF;
-    IF logical = 'plan_limit' THEN
-        plans := ARRAY[NEW.plan];
-    ELSIF logical = 'suite_component' THEN
-        plans := ARRAY[NEW.suite_plan, NEW.plan];
-    ELSIF logical = 'plan' THEN
-        plans := ARRAY[NEW.code];
-    END IF;
-    -- the plans' locks first, in code order, as the plans' own rules take them
-    FOR c IN SELECT DISTINCT x FROM unnest(plans) AS x ORDER BY 1 LOOP
-        PERFORM subscription.lock_catalog('plan ' || c, false);
-    END LOOP;
-    PERFORM subscription.lock_catalog('limits', false);
-    NEW.limit_stamp := pg_catalog.nextval('subscription.limit_stamp');
+    -- by column name (jsonb), so that a table whose columns were added in
+    -- another order (an upgraded database) stamps the same row alike
+    NEW.limit_stamp := pg_catalog.hashtextextended(
+        (pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.-) 'limit_stamp'::text)::text, 0);
     RETURN NEW;
 END
 $$;
 
 COMMENT ON FUNCTION subscription.stamp_limit_change() IS
-'Trigger: a catalog row a limit is computed from gets a new stamp of the catalog''s limit version, in commit order';
+'Trigger: a catalog row a limit is computed from is stamped with a hash of its content, for the catalog''s limit version';
 
 -- after version_catalog_row (BEFORE triggers fire in name order): the row
 -- it closes is stamped too

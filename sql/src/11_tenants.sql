@@ -78,7 +78,7 @@ CREATE TABLE subscription.subscription (
     renewal              text NOT NULL DEFAULT 'always'
                          CHECK (renewal = ANY (subscription.renewal_options())),
     status               text NOT NULL DEFAULT 'active'
-                         CHECK (status IN ('active', 'cancelled', 'expired')),
+                         CHECK (status IN ('active', 'trialing', 'cancelled', 'expired')),
     cancel_at_period_end boolean NOT NULL DEFAULT false,
     pending_plan         text REFERENCES subscription.plan (code) ON UPDATE CASCADE,
     pending_cycle        interval CHECK (subscription.is_valid_cycle(pending_cycle)),
@@ -105,6 +105,19 @@ CREATE TABLE subscription.subscription (
     CONSTRAINT subscription_migration_whole
         CHECK (num_nulls(migrate_to, migrate_version, migrate_at, migrate_trim) IN (0, 4)),
     tenant_id            bigint NOT NULL,
+    -- added in 1.1 (issue 19), hence last: the end of its trial, kept
+    -- after it (one trial per account and product)
+    trial_ends           timestamptz,
+    -- a pause (pause()): since when, until when (NULL: until resume()),
+    -- keeping access or freezing the account, and where the period ended
+    -- when it began (the period ends at resume_at while paused)
+    paused_at            timestamptz,
+    resume_at            timestamptz,
+    pause_mode           text CHECK (pause_mode IN ('keep_access', 'freeze')),
+    paused_period_end    timestamptz,
+    CONSTRAINT subscription_pause_whole
+        CHECK (num_nulls(paused_at, pause_mode, paused_period_end) IN (0, 3)
+               AND (resume_at IS NULL OR paused_at IS NOT NULL)),
     CONSTRAINT subscription_pkey PRIMARY KEY (tenant_id, id),
     CONSTRAINT subscription_account_id_fkey FOREIGN KEY (tenant_id, account_id)
         REFERENCES subscription.account (tenant_id, id),
@@ -115,7 +128,7 @@ CREATE TABLE subscription.subscription (
 CREATE INDEX ON subscription.subscription (account_id);
 CREATE INDEX ON subscription.subscription (id);
 -- renew_due walks the due subscriptions in this order
-CREATE INDEX ON subscription.subscription (upper(period), id) WHERE status = 'active';
+CREATE INDEX ON subscription.subscription (upper(period), id) WHERE status IN ('active', 'trialing');
 
 COMMENT ON TABLE subscription.subscription IS 'An account''s plan, cycle, quantity and current period, with what takes effect at the next one';
 

@@ -29,6 +29,7 @@ BEGIN
     END LOOP;
 END
 $$;
--- the stamps of the catalog's limit version (issue 17): restored rows keep
--- theirs, and new stamps come after them
-SELECT pg_catalog.pg_extension_config_dump('subscription.limit_stamp', '');
+-- the outbox and its consumers' positions (issue 20)
+SELECT pg_catalog.pg_extension_config_dump('subscription.event', '');
+SELECT pg_catalog.pg_extension_config_dump('subscription.event_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('subscription.event_consumer', '');

@@ -140,16 +140,33 @@ $$;
 
 COMMENT ON FUNCTION subscription.unknown_code(text, text) IS 'Internal: 42704 for an unknown plan or add-on, hinting the closest codes';
 
+CREATE FUNCTION subscription.require_account(tenant_id bigint, account_id bigint)
+RETURNS void
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- the tenant named: one shard on Citus (issue 17)
+    PERFORM FROM subscription.account AS a
+     WHERE a.tenant_id = require_account.tenant_id AND a.id = require_account.account_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account % does not exist', account_id USING ERRCODE = 'no_data_found';
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.require_account(bigint, bigint) IS
+'Internal: P0002 unless the account exists (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the account, then the keyed form
 CREATE FUNCTION subscription.require_account(account_id bigint)
 RETURNS void
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM FROM subscription.account AS a WHERE a.id = require_account.account_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'account % does not exist', account_id USING ERRCODE = 'no_data_found';
-    END IF;
+    PERFORM subscription.require_account(subscription.tenant_of('account', require_account.account_id),
+                                         require_account.account_id);
 END
 $$;
 

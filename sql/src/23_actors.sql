@@ -54,7 +54,7 @@ COMMENT ON FUNCTION subscription.trusted_without_actor() IS
 --          subscriptions only;
 --   member: nothing; nobody acts on another account.
 -- Without an actor, only back-office roles are trusted.
-CREATE FUNCTION subscription.actor_refusal(account_id bigint, action text, monthly boolean DEFAULT false)
+CREATE FUNCTION subscription.actor_refusal(tenant_id bigint, account_id bigint, action text, monthly boolean)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -66,10 +66,17 @@ BEGIN
     IF NOT subscription.actor_named() THEN
         RETURN CASE WHEN subscription.caller_is_trusted() THEN NULL ELSE 'is not named' END;
     END IF;
+    -- the tenant named: one shard on Citus (issue 17); an actor of another
+    -- tenant is looked up by its id alone, on the way to a refusal only
     SELECT m.id, m.account_id, m.role, m.rights, a.parent_id INTO who
-      FROM subscription.member AS m JOIN subscription.account AS a ON a.id = m.account_id
-     WHERE m.id::text = actor;
+      FROM subscription.member AS m
+      JOIN subscription.account AS a ON a.tenant_id = m.tenant_id AND a.id = m.account_id
+     WHERE m.tenant_id = actor_refusal.tenant_id AND m.id::text = actor;
     IF NOT FOUND THEN
+        SELECT m.id, m.account_id, m.role, m.rights, NULL::bigint AS parent_id INTO who
+          FROM subscription.member AS m WHERE m.id::text = actor;
+    END IF;
+    IF who.id IS NULL THEN
         RETURN 'is not a member';
     ELSIF who.account_id IS DISTINCT FROM actor_refusal.account_id THEN
         RETURN format('belongs to account %s, not to account %s', who.account_id, actor_refusal.account_id);
@@ -96,6 +103,21 @@ BEGIN
 END
 $$;
 
+COMMENT ON FUNCTION subscription.actor_refusal(bigint, bigint, text, boolean) IS
+'Why the actor may not do an action on an account, or NULL when it may (Z1, R9, K8) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the account, then the keyed form
+CREATE FUNCTION subscription.actor_refusal(account_id bigint, action text, monthly boolean DEFAULT false)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.actor_refusal(subscription.tenant_of('account', actor_refusal.account_id),
+                                      actor_refusal.account_id, actor_refusal.action, actor_refusal.monthly);
+END
+$$;
+
 COMMENT ON FUNCTION subscription.actor_refusal(bigint, text, boolean) IS
 'Why the actor may not do an action on an account, or NULL when it may (Z1, R9, K8)';
 
@@ -107,7 +129,7 @@ COMMENT ON FUNCTION subscription.actor_refusal(bigint, text, boolean) IS
 -- refused change_cycle, change_renewal and cancel (cancel, cancel_account,
 -- close_account, end_early, cancel_addon): a sales representative makes
 -- those changes, from back-office code without an actor.
-CREATE FUNCTION subscription.authorize(account_id bigint, action text, monthly boolean DEFAULT false)
+CREATE FUNCTION subscription.authorize(tenant_id bigint, account_id bigint, action text, monthly boolean)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -119,12 +141,13 @@ BEGIN
     IF subscription.trusted_without_actor() THEN
         RETURN;
     END IF;
-    refusal := subscription.actor_refusal(account_id, action, monthly);
+    refusal := subscription.actor_refusal(tenant_id, account_id, action, monthly);
     IF refusal IS NULL THEN
         -- Z2: a managed account's cycle, renewal and cancellations are the
         -- sales representative's
         IF action = ANY ('{change_cycle,change_renewal,cancel}')
-           AND EXISTS (SELECT FROM subscription.account AS a WHERE a.id = authorize.account_id AND a.managed) THEN
+           AND EXISTS (SELECT FROM subscription.account AS a
+                        WHERE a.tenant_id = authorize.tenant_id AND a.id = authorize.account_id AND a.managed) THEN
             RAISE LOG 'subscription: actor % refused % on managed account %', actor, action, account_id;
             RAISE EXCEPTION 'actor % may not % on managed account %', actor, replace(action, '_', ' '), account_id
                 USING ERRCODE = 'insufficient_privilege',
@@ -144,6 +167,26 @@ BEGIN
                           WHEN action = ANY ('{increase_licenses,decrease_licenses,change_renewal}')
                           THEN 'The account owner can do it, or grant the right in subscription.member.rights.'
                           ELSE 'The account owner can do it.' END;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.authorize(bigint, bigint, text, boolean) IS
+'42501 unless the actor may do the action on the account (Z1, R9, K8, Z2); without an actor, unless the caller is back-office code (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the account, then the keyed form
+CREATE FUNCTION subscription.authorize(account_id bigint, action text, monthly boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- without an actor nothing is read, nor the tenant looked up (a
+    -- trigger on a Citus worker reads by the tenant only)
+    IF subscription.trusted_without_actor() THEN
+        RETURN;
+    END IF;
+    PERFORM subscription.authorize(subscription.tenant_of('account', authorize.account_id),
+                                   authorize.account_id, authorize.action, authorize.monthly);
 END
 $$;
 

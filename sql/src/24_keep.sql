@@ -52,7 +52,21 @@ DECLARE
     -- the logical table, from the trigger's argument (issue 17: a shard's
     -- name is not its table's)
     logical text := TG_ARGV[0];
+    tenants_readable boolean := true;
+    tenant_rows bigint;
 BEGIN
+    IF logical IN ('plan', 'plan_price', 'addon', 'addon_price', 'terms') AND subscription.distributed() THEN
+        -- on Citus the catalog is reference tables, deleted from on every
+        -- placement in one transaction: each placement checks the catalog,
+        -- and the coordinator's the tenant tables too (their shards on
+        -- every worker), which a worker's placement may not read (issue 17)
+        EXECUTE 'SELECT pg_catalog.citus_is_coordinator()' INTO tenants_readable;
+        IF tenants_readable THEN
+            -- its reads of every shard, and the catalog's changes after
+            -- them, over one connection per node, as Citus requires
+            PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+        END IF;
+    END IF;
     CASE logical
     WHEN 'account' THEN
         PERFORM FROM subscription.account AS a WHERE a.tenant_id = OLD.tenant_id AND a.id = OLD.id FOR UPDATE;
@@ -99,12 +113,14 @@ BEGIN
         hint := 'The ledger is a record: correct it with a new line.';
     WHEN 'plan' THEN
         what := format('plan "%s"', OLD.code);
-        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.plan = OLD.code;
+        IF tenants_readable THEN
+            SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.plan = OLD.code;
+            SELECT count(*) INTO tenant_rows FROM subscription.subscription AS s
+             WHERE s.plan = OLD.code OR s.pending_plan = OLD.code OR s.migrate_to = OLD.code;
+        END IF;
         held := ARRAY[
             subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
-            (SELECT subscription.count_phrase(count(*), 'subscription', 'subscriptions')
-               FROM subscription.subscription AS s
-              WHERE s.plan = OLD.code OR s.pending_plan = OLD.code OR s.migrate_to = OLD.code),
+            subscription.count_phrase(tenant_rows, 'subscription', 'subscriptions'),
             (SELECT subscription.count_phrase(count(*), 'price', 'prices')
                FROM subscription.plan_price AS pp WHERE pp.plan = OLD.code),
             (SELECT subscription.count_phrase(count(*), 'limit', 'limits')
@@ -121,19 +137,23 @@ BEGIN
         what := format('a price of plan "%s" in %s%s', OLD.plan, OLD.currency,
                        CASE WHEN OLD.tier IS NOT NULL THEN format(' (tier %s)', OLD.tier) ELSE '' END);
         -- the lines charged for this plan, in this currency, to a subscription of this cycle
-        SELECT count(*) INTO ledger_lines
-          FROM subscription.ledger AS l
-          JOIN subscription.subscription AS s ON s.id = l.subscription_id
-         WHERE l.plan = OLD.plan AND l.currency = OLD.currency
-           AND l.addon_batch_id IS NULL
-           AND subscription.cycle_key(s.cycle) = subscription.cycle_key(OLD.cycle);
+        IF tenants_readable THEN
+            SELECT count(*) INTO ledger_lines
+              FROM subscription.ledger AS l
+              JOIN subscription.subscription AS s ON s.tenant_id = l.tenant_id AND s.id = l.subscription_id
+             WHERE l.plan = OLD.plan AND l.currency = OLD.currency
+               AND l.addon_batch_id IS NULL
+               AND subscription.cycle_key(s.cycle) = subscription.cycle_key(OLD.cycle);
+        END IF;
         held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
         hint := 'A price that was billed stays; change its amount, which applies from the next charge.';
     WHEN 'addon' THEN
         what := format('add-on "%s"', OLD.code);
+        IF tenants_readable THEN
+            SELECT count(*) INTO tenant_rows FROM subscription.addon_batch AS b WHERE b.addon = OLD.code;
+        END IF;
         held := ARRAY[
-            (SELECT subscription.count_phrase(count(*), 'batch', 'batches')
-               FROM subscription.addon_batch AS b WHERE b.addon = OLD.code),
+            subscription.count_phrase(tenant_rows, 'batch', 'batches'),
             (SELECT subscription.count_phrase(count(*), 'price', 'prices')
                FROM subscription.addon_price AS ap WHERE ap.addon = OLD.code),
             (SELECT subscription.count_phrase(count(*), 'plan', 'plans')
@@ -141,17 +161,21 @@ BEGIN
         hint := 'An add-on that was sold stays in the catalog; delete the prices and plans of one that was not first.';
     WHEN 'addon_price' THEN
         what := format('a price of add-on "%s" in %s', OLD.addon, OLD.currency);
-        SELECT count(*) INTO ledger_lines
-          FROM subscription.ledger AS l
-          JOIN subscription.addon_batch AS b ON b.id = l.addon_batch_id
-         WHERE b.addon = OLD.addon AND l.currency = OLD.currency;
+        IF tenants_readable THEN
+            SELECT count(*) INTO ledger_lines
+              FROM subscription.ledger AS l
+              JOIN subscription.addon_batch AS b ON b.tenant_id = l.tenant_id AND b.id = l.addon_batch_id
+             WHERE b.addon = OLD.addon AND l.currency = OLD.currency;
+        END IF;
         held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
         hint := 'A price that was billed stays; change its amount, which applies from the next charge.';
     WHEN 'terms' THEN
         -- Z11: who accepted a version is a record
         what := format('terms version "%s"', OLD.version);
-        held := ARRAY[(SELECT subscription.count_phrase(count(*), 'acceptance', 'acceptances')
-                         FROM subscription.terms_acceptance AS t WHERE t.version = OLD.version)];
+        IF tenants_readable THEN
+            SELECT count(*) INTO tenant_rows FROM subscription.terms_acceptance AS t WHERE t.version = OLD.version;
+        END IF;
+        held := ARRAY[subscription.count_phrase(tenant_rows, 'acceptance', 'acceptances')];
         hint := 'Terms that were accepted stay; publish a new version instead.';
     END CASE;
     held := array_remove(held, NULL);

@@ -182,6 +182,8 @@ DECLARE
     plan_version integer;
     is_default boolean;
     coupon_cycles integer;
+    trial     interval;
+    product_plans text[];
 BEGIN
     PERFORM subscription.require_tenant('subscribe', tenant_id, 'account', account_id);
     PERFORM subscription.require_arguments('subscribe',
@@ -220,6 +222,36 @@ BEGIN
     full_period := subscription.nth_period(anchor_at, cycle, k);
     period := tstzrange(at, upper(full_period), '[)');
 
+    -- a trial (issue 19): the plan's price for the cycle names it; the
+    -- subscription is 'trialing' to its end, charged nothing, with its
+    -- plan's seats and limits; renew_account ends it (end_trial).  Each
+    -- read a statement of its own (Citus, issue 17)
+    SELECT max(pp.trial) INTO trial
+      FROM subscription.plan_price AS pp
+      JOIN subscription.plan AS p ON p.code = pp.plan
+     WHERE pp.plan = subscribe.plan
+       AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(subscribe.cycle)
+       AND pp.versions @> p.version;
+    IF trial IS NOT NULL THEN
+        product_plans := ARRAY(SELECT o.code FROM subscription.plan AS p
+                                 JOIN subscription.plan AS o ON o.product = p.product
+                                WHERE p.code = subscribe.plan);
+        IF EXISTS (SELECT FROM subscription.subscription AS d
+                    WHERE d.tenant_id = subscribe.tenant_id AND d.account_id = subscribe.account_id
+                      AND d.trial_ends IS NOT NULL AND d.plan = ANY (product_plans)) THEN
+            RAISE EXCEPTION 'account % has had its trial of the product of plan "%"', account_id, plan
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'An account gets one trial per product.',
+                      HINT = 'Subscribe to a plan or cycle of the product whose price has no trial.';
+        END IF;
+        -- its first period starts at the trial's end (period_number 0 ends there)
+        anchor_at := at + trial;
+        k := 0;
+        full_period := tstzrange(at, anchor_at, '[)');
+        period := full_period;
+        price.amount := 0;
+    END IF;
+
     -- R10: an account's first service subscription is its default one;
     -- it holds the plan's current version (grandfathering).  Each read a
     -- statement of its own, the catalog's apart from the tenant's: Citus
@@ -232,9 +264,10 @@ BEGIN
     coupon_cycles := (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code = subscribe.coupon);
     INSERT INTO subscription.subscription AS s
            (tenant_id, account_id, plan, plan_version, cycle, quantity, paid_quantity, period, anchor, period_number, renewal,
-            is_default, coupon, coupon_periods_left)
+            is_default, coupon, coupon_periods_left, status, trial_ends)
     VALUES (subscribe.tenant_id, subscribe.account_id, subscribe.plan, plan_version, subscribe.cycle, subscribe.quantity,
-            subscribe.quantity, period, anchor_at, k, subscribe.renewal, is_default, subscribe.coupon, coupon_cycles)
+            subscribe.quantity, period, anchor_at, k, subscribe.renewal, is_default, subscribe.coupon, coupon_cycles,
+            CASE WHEN trial IS NULL THEN 'active' ELSE 'trialing' END, CASE WHEN trial IS NOT NULL THEN anchor_at END)
     RETURNING s.id INTO new_id;
 
     INSERT INTO subscription.ledger
@@ -244,7 +277,8 @@ BEGIN
                  THEN subscription.round_money(price.amount, price.currency)
                  ELSE subscription.unused_part(price.amount, full_period, at, price.currency) END,
             price.currency, period, plan,
-            format('plan %s, cycle %s, quantity %s%s', plan, cycle, quantity,
+            format('%splan %s, cycle %s, quantity %s%s', CASE WHEN trial IS NOT NULL THEN 'trial: ' ELSE '' END,
+                   plan, cycle, quantity,
                    CASE WHEN period = full_period THEN ''
                         ELSE format(', to the billing date %s', upper(period)) END));
 

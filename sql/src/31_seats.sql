@@ -39,6 +39,47 @@ RETURN subscription.license_capacity(subscription.tenant_of('subscription', lice
 
 COMMENT ON FUNCTION subscription.license_capacity(bigint) IS 'Licenses a subscription may assign: its quantity plus license add-ons';
 
+-- The paused subscription that freezes an account (pause(..., mode =>
+-- 'freeze'), issue 19), or NULL: while one does, the account's limits are 0
+-- (limit_of) and its seat counters closed (assigns_licenses), so that the
+-- guards refuse every growing write from the counter rows they already
+-- lock, and only their refusals call this to say why (55000, with a HINT to
+-- resume).  PL/pgSQL, as Citus plans no statement of a SQL function with
+-- parameters.
+CREATE FUNCTION subscription.freezing_subscription(tenant_id bigint, account_id bigint)
+RETURNS bigint
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT min(s.id) FROM subscription.subscription AS s
+             WHERE s.tenant_id OPERATOR(pg_catalog.=) freezing_subscription.tenant_id
+               AND s.account_id OPERATOR(pg_catalog.=) freezing_subscription.account_id
+               AND s.pause_mode OPERATOR(pg_catalog.=) 'freeze');
+END
+$$;
+
+COMMENT ON FUNCTION subscription.freezing_subscription(bigint, bigint) IS
+'Internal: the paused subscription that freezes the account (pause mode freeze), or NULL';
+
+-- Whether a subscription assigns licenses: it is active or trialing, and
+-- its account is not frozen.  Its seat counter's "active", which the
+-- license guard reads.  Of columns, not of the row: on Citus a trigger on
+-- a shard reads rows of the shard's own row type (issue 17).
+CREATE FUNCTION subscription.assigns_licenses(tenant_id bigint, account_id bigint, status text)
+RETURNS boolean
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN assigns_licenses.status IN ('active', 'trialing')
+           AND subscription.freezing_subscription(assigns_licenses.tenant_id, assigns_licenses.account_id) IS NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.assigns_licenses(bigint, bigint, text) IS
+'Internal: whether a subscription assigns licenses (active or trialing, its account not frozen): its seat counter''s "active"';
+
 -- Keeps a subscription's seat counter in step with its quantity, status and
 -- add-on batches.  Lowering the capacity below the licenses in use fails on
 -- the counter's CHECK (23514): release licenses first.
@@ -75,7 +116,7 @@ BEGIN
     END IF;
     -- each statement names the tenant: on Citus a trigger on a shard runs
     -- only statements on its own node (issue 17)
-    SELECT s.status = 'active' INTO is_active
+    SELECT subscription.assigns_licenses(s.tenant_id, s.account_id, s.status) INTO is_active
       FROM subscription.subscription AS s WHERE s.tenant_id = tenant AND s.id = sub;
     IF NOT FOUND THEN
         RETURN NULL;

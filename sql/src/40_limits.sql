@@ -30,7 +30,8 @@ COMMENT ON FUNCTION subscription.require_feature(text) IS 'Internal: 42704 unles
 -- of the plans it includes besides its own (at their current versions),
 -- at its quantity, as if each were subscribed (Z3); with a separate
 -- subscription of an included product they add up, like any two.  NULL is
--- unlimited: one unlimited plan makes the feature unlimited.  A feature no
+-- unlimited: one unlimited plan makes the feature unlimited.  A trial has
+-- its plan's limits; a frozen account has 0 (issue 19).  A feature no
 -- active subscription defines has limit 0, plus its add-ons.  One
 -- statement in PL/pgSQL, whose plan is cached per session: the limit
 -- guard's hot path (a SQL function with a sub-select is planned per call).
@@ -40,6 +41,10 @@ LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- a frozen account may grow nothing (issue 19): its limits are 0
+    IF subscription.freezing_subscription(limit_of.tenant_id, limit_of.account_id) IS NOT NULL THEN
+        RETURN 0;
+    END IF;
     RETURN (
     SELECT CASE WHEN bool_or(x.unlimited) THEN NULL
                 -- numeric, so that an overflow is an error, not a wrap
@@ -59,14 +64,14 @@ BEGIN
                -- the version of the plan the subscription holds (grandfathering)
                AND l.versions @> p.version
              WHERE s.tenant_id = limit_of.tenant_id AND s.account_id = limit_of.account_id
-               AND s.status = 'active'
+               AND s.status IN ('active', 'trialing')
             UNION ALL
             SELECT false, b.quantity::numeric * a.units
               FROM subscription.subscription AS s
               JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
               JOIN subscription.addon AS a ON a.code = b.addon
              WHERE s.tenant_id = limit_of.tenant_id AND s.account_id = limit_of.account_id
-               AND s.status = 'active'
+               AND s.status IN ('active', 'trialing')
                AND b.status = 'active'
                AND a.feature = limit_of.feature) AS x);
 END
@@ -88,14 +93,14 @@ $$;
 
 COMMENT ON FUNCTION subscription.limit_of(bigint, text) IS 'Internal: the account''s limit of a feature, unchecked (effective_limit checks)';
 
--- The catalog's limit version (issue 17): (rows, last stamp) over the
--- catalog tables limit_of() reads, each row stamped in commit order by
--- stamp_limit_change() (10_catalog.sql, where the argument is).  Two
--- different contents of these tables never have the same version.  A view
+-- The catalog's limit version (issue 17): (rows, exclusive or of the
+-- stamps) over the catalog tables limit_of() reads, each row stamped with a
+-- hash of its content by stamp_limit_change() (10_catalog.sql, where the
+-- argument is): the same on every node.  A view
 -- (one row), read by limit_catalog_version() and, on Citus, directly: Citus
 -- plans no statement into which a SQL function over its tables is inlined.
 CREATE VIEW subscription.limit_catalog_versions (version) AS
-    SELECT ARRAY[pg_catalog.count(*), coalesce(pg_catalog.max(x.stamp), 0)]
+    SELECT ARRAY[pg_catalog.count(*), coalesce(pg_catalog.bit_xor(x.stamp), 0)]
       FROM (SELECT l.limit_stamp FROM subscription.plan_limit AS l
             UNION ALL
             SELECT a.limit_stamp FROM subscription.addon AS a
@@ -105,7 +110,7 @@ CREATE VIEW subscription.limit_catalog_versions (version) AS
             SELECT p.limit_stamp FROM subscription.plan AS p) AS x (stamp);
 
 COMMENT ON VIEW subscription.limit_catalog_versions IS
-'Internal: the catalog''s limit version (rows, last stamp) of the tables limit_of() reads, one row';
+'Internal: the catalog''s limit version (rows, exclusive or of their stamps) of the tables limit_of() reads, one row';
 
 CREATE FUNCTION subscription.limit_catalog_version()
 RETURNS SETOF bigint[]
@@ -117,7 +122,7 @@ BEGIN ATOMIC
 END;
 
 COMMENT ON FUNCTION subscription.limit_catalog_version() IS
-'Internal: the catalog''s limit version (rows, last stamp) of the tables limit_of() reads';
+'Internal: the catalog''s limit version (rows, exclusive or of their stamps) of the tables limit_of() reads';
 
 -- A usage counter's limit as the guard checks it: the stored one while it
 -- was computed at the catalog's current limit version, else limit_of()
@@ -571,6 +576,12 @@ BEGIN
                   HINT = 'Sub-accounts are limited with enforce_limit(''subscription.account'', ''sub_accounts'', ''parent_id'', ...).';
     END IF;
     PERFORM subscription.require_feature(enforce_limit.feature);
+    IF subscription.distributed() THEN
+        -- Citus: the count below reads every shard, then the guards are
+        -- created (DDL) in the same transaction, which Citus allows over
+        -- one connection per node only (issue 17)
+        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
 
     PERFORM subscription.limited_column(relation, account_column, 'account column', true);
     IF on_downgrade = ANY (subscription.value_policies()) THEN

@@ -17,11 +17,18 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
     END IF;
-    PERFORM subscription.authorize(s.account_id, action);
+    PERFORM subscription.authorize(subscription_for_change.tenant_id, s.account_id, action, false);
     IF s.status <> 'active' THEN
         RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = format('%s() changes active subscriptions only.', fn);
+    END IF;
+    -- issue 19: a paused subscription changes nothing until it is resumed
+    IF s.paused_at IS NOT NULL THEN
+        RAISE EXCEPTION 'subscription % is paused', subscription_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('%s() changes subscriptions that are not paused only.', fn),
+                  HINT = format('Resume it first: subscription.resume(%s).', subscription_id);
     END IF;
     RETURN s;
 END
@@ -46,21 +53,44 @@ $$;
 COMMENT ON FUNCTION subscription.subscription_for_change(text, bigint, text) IS 'Internal: the subscription locked for a change, the actor''s right checked';
 
 -- The add-ons of a subscription that renew with it (active, recurring,
--- not cancelled) and have no price for "cycle", as a list, or NULL.
+-- not cancelled) and have no price for "cycle", as a list, or NULL.  In
+-- PL/pgSQL, the tenant named: Citus plans neither a SQL function's
+-- parameters nor a read of the batches by subscription alone (issue 17).
+CREATE FUNCTION subscription.unpriced_addons(tenant_id bigint, subscription_id bigint, cycle interval)
+RETURNS text
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    batches text[];
+BEGIN
+    SELECT array_agg(DISTINCT b.addon) INTO batches
+      FROM subscription.addon_batch AS b
+     WHERE b.tenant_id = unpriced_addons.tenant_id AND b.subscription_id = unpriced_addons.subscription_id
+       AND b.status = 'active' AND NOT b.cancel_at_period_end;
+    RETURN (SELECT string_agg(DISTINCT a.code, ', ')
+              FROM subscription.addon AS a
+             WHERE a.code = ANY (batches) AND NOT a.one_time
+               AND NOT EXISTS (SELECT FROM subscription.addon_price AS ap
+                                WHERE ap.addon = a.code
+                                  AND subscription.cycle_key(ap.cycle) = subscription.cycle_key(unpriced_addons.cycle)));
+END
+$$;
+
+COMMENT ON FUNCTION subscription.unpriced_addons(bigint, bigint, interval) IS
+'Internal: the renewing add-ons of a subscription with no price for a cycle (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the subscription, then the keyed form
 CREATE FUNCTION subscription.unpriced_addons(subscription_id bigint, cycle interval)
 RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE
-BEGIN ATOMIC
-    SELECT string_agg(DISTINCT b.addon, ', ')
-      FROM subscription.addon_batch AS b
-      JOIN subscription.addon AS a ON a.code OPERATOR(pg_catalog.=) b.addon AND NOT a.one_time
-     WHERE b.subscription_id OPERATOR(pg_catalog.=) unpriced_addons.subscription_id
-       AND b.status OPERATOR(pg_catalog.=) 'active' AND NOT b.cancel_at_period_end
-       AND NOT EXISTS (SELECT FROM subscription.addon_price AS ap
-                        WHERE ap.addon OPERATOR(pg_catalog.=) b.addon
-                          AND subscription.cycle_key(ap.cycle) OPERATOR(pg_catalog.=)
-                              subscription.cycle_key(unpriced_addons.cycle));
-END;
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.unpriced_addons(subscription.tenant_of('subscription', unpriced_addons.subscription_id),
+                                        unpriced_addons.subscription_id, unpriced_addons.cycle);
+END
+$$;
 
 COMMENT ON FUNCTION subscription.unpriced_addons(bigint, interval) IS 'Internal: the renewing add-ons of a subscription with no price for a cycle';
 
@@ -81,13 +111,13 @@ BEGIN
     PERFORM subscription.require_arguments('change_cycle', '{subscription_id,cycle}',
         ARRAY[subscription_id IS NULL, cycle IS NULL]);
     PERFORM subscription.require_cycle(cycle);
-    s := subscription.subscription_for_change('change_cycle', subscription_id, 'change_cycle');
-    PERFORM subscription.require_terms(s.account_id, now());
+    s := subscription.subscription_for_change(change_cycle.tenant_id, 'change_cycle', subscription_id, 'change_cycle');
+    PERFORM subscription.require_terms(change_cycle.tenant_id, s.account_id, now());
     -- the plan must sell this cycle for the quantity, and so must the
     -- add-ons that will renew with it (22023 otherwise)
     PERFORM subscription.period_price(n.plan, cycle, coalesce(s.pending_quantity, s.quantity), n.version)
        FROM subscription.next_plan(s) AS n;
-    missing := subscription.unpriced_addons(s.id, cycle);
+    missing := subscription.unpriced_addons(change_cycle.tenant_id, s.id, cycle);
     IF missing IS NOT NULL THEN
         RAISE EXCEPTION 'add-on "%" has no price for cycle %', missing, subscription.cycle_text(cycle)
             USING ERRCODE = 'invalid_parameter_value',
@@ -132,7 +162,7 @@ BEGIN
     PERFORM subscription.require_arguments('set_renewal', '{subscription_id,renewal}',
         ARRAY[subscription_id IS NULL, renewal IS NULL]);
     PERFORM subscription.require_renewal(renewal);
-    PERFORM subscription.subscription_for_change('set_renewal', subscription_id, 'change_renewal');
+    PERFORM subscription.subscription_for_change(set_renewal.tenant_id, 'set_renewal', subscription_id, 'change_renewal');
     UPDATE subscription.subscription AS x SET renewal = set_renewal.renewal
      WHERE x.tenant_id = set_renewal.tenant_id AND x.id = set_renewal.subscription_id;
 END
@@ -203,10 +233,10 @@ AS $$
 BEGIN
     PERFORM subscription.require_tenant('cancel_account', tenant_id, 'account', account_id);
     PERFORM subscription.require_arguments('cancel_account', '{account_id}', ARRAY[account_id IS NULL]);
-    PERFORM subscription.require_account(cancel_account.account_id);
-    PERFORM subscription.authorize(account_id, 'cancel');
+    PERFORM subscription.require_account(cancel_account.tenant_id, cancel_account.account_id);
+    PERFORM subscription.authorize(cancel_account.tenant_id, cancel_account.account_id, 'cancel', false);
     RETURN QUERY
-    SELECT s.id, subscription.cancel(s.id)
+    SELECT s.id, subscription.cancel(cancel_account.tenant_id, s.id)
       FROM subscription.subscription AS s
      WHERE s.tenant_id = cancel_account.tenant_id AND s.account_id = cancel_account.account_id
        AND s.status = 'active'
@@ -230,3 +260,180 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.cancel_account(bigint) IS 'Cancel every active subscription of the account, each at its period end (Z8)';
+
+-- Pause and resume (issue 19).  A paused subscription is not charged while
+-- paused: its period is extended by the time it was paused (resume), so
+-- the days paid for and not used before the pause are used after it.
+-- Extending, not crediting: no amount is computed or rounded, nothing is
+-- refunded or carried as credit, the ledger gets no correcting line, and
+-- the next charge is the plan's full price, a pause later.  While paused,
+-- the period ends at resume_at (infinity: until resume()), so that
+-- renew_due finds it due when it is to be resumed and resumes it there,
+-- and its period end before the pause is kept in paused_period_end.
+-- Mode 'keep_access' keeps seats and limits; 'freeze' makes the account's
+-- limits 0 and closes its seat counters (freezing_subscription): the
+-- guards refuse every growing write with 55000, nothing is deleted, and
+-- resuming restores the limits as they were (refresh_limits recomputes
+-- them, sync_license_counter reopens the seats).
+
+-- The account's stored limits and seat counters follow a freeze or its
+-- end: its subscriptions' triggers on status recompute them.
+CREATE FUNCTION subscription.refresh_freeze(tenant_id bigint, account_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE subscription.subscription AS x SET status = x.status
+     WHERE x.tenant_id = refresh_freeze.tenant_id AND x.account_id = refresh_freeze.account_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.refresh_freeze(bigint, bigint) IS
+'Internal: an account''s stored limits and seat counters recomputed after a freeze begins or ends (issue 19)';
+
+CREATE FUNCTION subscription.pause(tenant_id bigint, subscription_id bigint, at timestamptz, resume_at timestamptz, mode text)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    PERFORM subscription.require_tenant('pause', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('pause', '{subscription_id,at,mode}',
+        ARRAY[subscription_id IS NULL, at IS NULL, mode IS NULL]);
+    IF mode NOT IN ('keep_access', 'freeze') THEN
+        RAISE EXCEPTION 'unknown pause mode "%"', mode
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The modes are keep_access and freeze.';
+    END IF;
+    PERFORM subscription.require_time('pause', at, false);
+    s := subscription.subscription_for_change(pause.tenant_id, 'pause', subscription_id, 'change_renewal');
+    PERFORM subscription.require_in_period('pause', s, at);
+    IF resume_at IS NOT NULL AND NOT resume_at > at THEN
+        RAISE EXCEPTION 'resume_at % is not after the pause at %', resume_at, at
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE subscription.subscription AS x
+       SET paused_at = pause.at, resume_at = pause.resume_at, pause_mode = pause.mode,
+           paused_period_end = upper(x.period),
+           period = tstzrange(lower(x.period), coalesce(pause.resume_at, 'infinity'), '[)')
+     WHERE x.tenant_id = pause.tenant_id AND x.id = s.id;
+    IF mode = 'freeze' THEN
+        PERFORM subscription.refresh_freeze(pause.tenant_id, s.account_id);
+    END IF;
+    RETURN resume_at;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.pause(bigint, bigint, timestamptz, timestamptz, text) IS
+'Pause a subscription at a time, to resume at resume_at (NULL: by resume()), keeping access or freezing the account (issue 19) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
+CREATE FUNCTION subscription.pause(subscription_id bigint, at timestamptz DEFAULT now(),
+                                   resume_at timestamptz DEFAULT NULL, mode text DEFAULT 'keep_access')
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.pause(subscription.tenant_of('subscription', pause.subscription_id), pause.subscription_id,
+                              pause.at, pause.resume_at, pause.mode);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.pause(bigint, timestamptz, timestamptz, text) IS
+'Pause a subscription at a time, to resume at resume_at (NULL: by resume()), keeping access or freezing the account (issue 19)';
+
+-- A paused subscription resumed at a time (after its pause): its period
+-- ends the time it was paused later than it did, that extension is a
+-- ledger line of 0.00 (so that the period is charged to its end, as
+-- verify() checks), and the next period starts there (anchor, period 0).
+-- resume() and renew_account (at resume_at) call it.
+CREATE FUNCTION subscription.unpause(s subscription.subscription, at timestamptz)
+RETURNS subscription.subscription
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    paused interval := at - s.paused_at;
+    ends timestamptz := s.paused_period_end + paused;
+    frozen boolean := s.pause_mode = 'freeze';
+BEGIN
+    UPDATE subscription.subscription AS x
+       SET period = tstzrange(lower(x.period), ends, '[)'), anchor = ends, period_number = 0,
+           paused_at = NULL, resume_at = NULL, pause_mode = NULL, paused_period_end = NULL
+     WHERE x.tenant_id = s.tenant_id AND x.id = s.id
+    RETURNING * INTO s;
+    -- C2: the extension is a period of its own, charged 0.00 once
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+    SELECT s.tenant_id, s.account_id, s.id, 'charge', subscription.round_money(0, l.currency), l.currency,
+           tstzrange(ends - paused, ends, '[)'), 'plan', s.plan, format('pause: period extended by %s', paused)
+      FROM subscription.ledger AS l
+     WHERE l.tenant_id = s.tenant_id AND l.subscription_id = s.id AND l.kind = 'charge'
+     ORDER BY l.id DESC LIMIT 1;
+    IF frozen THEN
+        PERFORM subscription.refresh_freeze(s.tenant_id, s.account_id);
+    END IF;
+    RETURN s;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.unpause(subscription.subscription, timestamptz) IS
+'Internal: a paused subscription resumed at a time, its period extended by the time it was paused (issue 19)';
+
+CREATE FUNCTION subscription.resume(tenant_id bigint, subscription_id bigint, at timestamptz)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    PERFORM subscription.require_tenant('resume', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('resume', '{subscription_id,at}', ARRAY[subscription_id IS NULL, at IS NULL]);
+    PERFORM subscription.require_time('resume', at, false);
+    SELECT * INTO s FROM subscription.subscription AS x
+     WHERE x.tenant_id = resume.tenant_id AND x.id = resume.subscription_id
+       FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(s.account_id, 'change_renewal');
+    IF s.paused_at IS NULL THEN
+        RAISE EXCEPTION 'subscription % is not paused', subscription_id
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF at < s.paused_at OR at > s.resume_at THEN
+        RAISE EXCEPTION 'subscription % cannot be resumed at %', subscription_id, at
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('It is paused from %s%s.', s.paused_at,
+                                  coalesce(' to ' || s.resume_at, ''));
+    END IF;
+    s := subscription.unpause(s, at);
+    RETURN upper(s.period);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.resume(bigint, bigint, timestamptz) IS
+'Resume a paused subscription; its period is extended by the time it was paused; returns when it ends (issue 19) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
+CREATE FUNCTION subscription.resume(subscription_id bigint, at timestamptz DEFAULT now())
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.resume(subscription.tenant_of('subscription', resume.subscription_id), resume.subscription_id,
+                               resume.at);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.resume(bigint, timestamptz) IS
+'Resume a paused subscription; its period is extended by the time it was paused; returns when it ends (issue 19)';

@@ -45,7 +45,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM subscription.authorize(credit_balance.account_id, 'read');
+    PERFORM subscription.authorize(credit_balance.tenant_id, credit_balance.account_id, 'read', false);
     RETURN (SELECT coalesce(sum(CASE l.kind WHEN 'credit' THEN l.amount ELSE -l.amount END), 0)
               FROM subscription.ledger AS l
              WHERE l.tenant_id = credit_balance.tenant_id
@@ -205,7 +205,7 @@ BEGIN
     PERFORM subscription.require_arguments('end_early', '{subscription_id,at}',
         ARRAY[subscription_id IS NULL, at IS NULL]);
     PERFORM subscription.require_time('end_early', at, false);
-    s := subscription.subscription_for_change('end_early', subscription_id, 'cancel');
+    s := subscription.subscription_for_change(end_early.tenant_id, 'end_early', subscription_id, 'cancel');
     PERFORM subscription.require_in_period('end_early', s, at);
     credited := subscription.give_back_unused(s, at, 'credit', 'consolidation');
     UPDATE subscription.addon_batch AS b SET status = 'expired'

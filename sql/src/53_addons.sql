@@ -144,7 +144,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'add-on batch % does not exist', batch_id USING ERRCODE = 'no_data_found';
     END IF;
-    s := subscription.subscription_for_change('cancel_addon', b.subscription_id, 'cancel');
+    s := subscription.subscription_for_change(cancel_addon.tenant_id, 'cancel_addon', b.subscription_id, 'cancel');
     IF b.status <> 'active' THEN
         RAISE EXCEPTION 'add-on batch % is %', batch_id, b.status USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;

@@ -153,6 +153,7 @@ DECLARE
     same_cycle boolean;
     next_period tstzrange;
     price record;
+    batch record;
 BEGIN
     UPDATE subscription.addon_batch AS b SET status = 'expired'
      WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
@@ -216,17 +217,24 @@ BEGIN
             format('renewal: plan %s, cycle %s, quantity %s', n.plan, n.cycle, n.quantity))
     ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
        WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
-    INSERT INTO subscription.ledger
-           (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
-    SELECT s.tenant_id, s.account_id, s.id, b.id, 'charge', subscription.round_money(p.amount, p.currency), p.currency,
-           next_period, 'addon', n.plan, format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, n.cycle)
-      FROM subscription.addon_batch AS b
-      JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time
-     CROSS JOIN LATERAL subscription.addon_period_price(b.addon, n.cycle, b.quantity) AS p
-     WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
-     ORDER BY b.id
-    ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
-       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+    -- each batch priced apart from the statement that reads the batches:
+    -- on Citus that one runs on the shard, where no other table is read
+    FOR batch IN
+        SELECT b.id, b.addon, b.quantity
+          FROM subscription.addon_batch AS b
+          JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time
+         WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
+         ORDER BY b.id
+    LOOP
+        price := subscription.addon_period_price(batch.addon, n.cycle, batch.quantity);
+        INSERT INTO subscription.ledger
+               (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
+        VALUES (s.tenant_id, s.account_id, s.id, batch.id, 'charge', subscription.round_money(price.amount, price.currency),
+                price.currency, next_period, 'addon', n.plan,
+                format('renewal: add-on %s x %s, cycle %s', batch.addon, batch.quantity, n.cycle))
+        ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
+           WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+    END LOOP;
 
     IF may_trim THEN
         PERFORM FROM subscription.apply_downgrade(s.id);
@@ -259,7 +267,7 @@ BEGIN
             RETURN format('plan "%s" has no price for cycle %s', n.plan, subscription.cycle_text(n.cycle));
         ELSE
     END CASE;
-    missing := subscription.unpriced_addons(s.id, n.cycle);
+    missing := subscription.unpriced_addons(s.tenant_id, s.id, n.cycle);
     IF missing IS NOT NULL THEN
         RETURN format('add-on %s has no price for cycle %s', missing, subscription.cycle_text(n.cycle));
     END IF;
@@ -272,19 +280,70 @@ COMMENT ON FUNCTION subscription.renewal_problem(subscription.subscription, subs
 -- Can the next renewal lower the account's limits (and so trim, or be
 -- refused by a 'block' limit)?  A lower quantity is next_terms' (a pending
 -- one, or one from the use, L7).
+-- PL/pgSQL: Citus plans no SQL function with parameters (issue 17).
 CREATE FUNCTION subscription.renewal_may_trim(s subscription.subscription, n subscription.period_terms)
 RETURNS boolean
-LANGUAGE sql STABLE
-BEGIN ATOMIC
-    SELECT s.pending_plan IS NOT NULL OR n.quantity OPERATOR(pg_catalog.<) s.quantity
-        OR s.migrate_at OPERATOR(pg_catalog.<=) upper(s.period)
-        OR s.cancel_at_period_end OR s.renewal OPERATOR(pg_catalog.=) 'none'
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN s.pending_plan IS NOT NULL OR n.quantity < s.quantity
+        OR s.migrate_at <= upper(s.period)
+        OR s.cancel_at_period_end OR s.renewal = 'none'
         OR EXISTS (SELECT FROM subscription.addon_batch AS b
-                    WHERE b.tenant_id OPERATOR(pg_catalog.=) s.tenant_id AND b.subscription_id OPERATOR(pg_catalog.=) s.id
-                      AND b.status OPERATOR(pg_catalog.=) 'active' AND b.cancel_at_period_end);
-END;
+                    WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id
+                      AND b.status = 'active' AND b.cancel_at_period_end);
+END
+$$;
 
 COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription, subscription.period_terms) IS 'Internal: whether the next renewal can lower the account''s limits';
+
+-- A trial at its end (issue 19), by its product's trial_end: 'convert'
+-- makes it active, and renew_period charges its first period (from the
+-- trial's end: anchor, period 0); 'downgrade' does the same toward the
+-- product's free plan (its lowest-ranked service plan priced 0 for the
+-- cycle), a pending change that renew_period makes through
+-- apply_downgrade, trimming by the tables' rules; 'expire' (or a downgrade
+-- with no free plan, with a WARNING) expires it.  Returns the subscription.
+CREATE FUNCTION subscription.end_trial(s subscription.subscription)
+RETURNS subscription.subscription
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    trial_end text;
+    free_plan text;
+BEGIN
+    SELECT pr.trial_end INTO trial_end
+      FROM subscription.plan AS p JOIN subscription.product AS pr ON pr.code = p.product
+     WHERE p.code = s.plan;
+    IF trial_end = 'downgrade' THEN
+        SELECT f.code INTO free_plan
+          FROM subscription.plan AS p
+          JOIN subscription.plan AS f ON f.product = p.product AND f.kind = 'service'
+          JOIN subscription.plan_price AS pp
+            ON pp.plan = f.code AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(s.cycle)
+           AND pp.versions @> f.version AND pp.amount = 0
+         WHERE p.code = s.plan
+         ORDER BY f.rank, f.code
+         LIMIT 1;
+        IF free_plan IS NULL THEN
+            RAISE WARNING 'subscription % expires at the end of its trial: plan "%" has no free plan for cycle %',
+                          s.id, s.plan, subscription.cycle_text(s.cycle);
+            trial_end := 'expire';
+        END IF;
+    END IF;
+    UPDATE subscription.subscription AS x
+       SET status = CASE WHEN trial_end = 'expire' THEN 'expired' ELSE 'active' END,
+           pending_plan = CASE WHEN free_plan <> x.plan THEN free_plan ELSE x.pending_plan END
+     WHERE x.tenant_id = s.tenant_id AND x.id = s.id
+    RETURNING * INTO s;
+    RETURN s;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.end_trial(subscription.subscription) IS
+'Internal: a trial at its end, by its product''s trial_end: converted, downgraded to the free plan, or expired (issue 19)';
 
 -- Renews every due subscription of one tenant (docs/design.md#tenant-keys:
 -- the root account and its sub-accounts, K7), as renew_due() does: each,
@@ -293,9 +352,10 @@ COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription, sub
 -- statement it runs names the tenant, so that on Citus it is a function
 -- distributed by its first argument, colocated with subscription.account,
 -- that runs on the node holding the tenant's shards.
--- One session renews a tenant at a time: the tenant's advisory lock (an
--- injective key in the extension's class, 0x73756273 'subs', held to the
--- end of the transaction); a tenant another session holds is left to it
+-- One session renews a tenant at a time: the lock of the tenant's root
+-- account row (FOR NO KEY UPDATE SKIP LOCKED, held to the end of the
+-- transaction: on Citus it is taken on the node of the tenant's shards,
+-- whichever node runs the renewal); a tenant another session holds is left to it
 -- (0 renewed, nothing waits), and so is a subscription another
 -- transaction holds (FOR NO KEY UPDATE SKIP LOCKED), as in renew_due.  A
 -- subscription whose renewal cannot be done (a price missing, a 'block'
@@ -324,23 +384,37 @@ BEGIN
     PERFORM subscription.require_renewal_run('renew_account', at);
     -- read once the checks (C) have loaded the module that defines it
     most := current_setting('subscription.max_catchup')::integer;
-    IF NOT EXISTS (SELECT FROM subscription.account AS a WHERE a.tenant_id = t AND a.id = t) THEN
-        RAISE EXCEPTION 'tenant % does not exist', t
-            USING ERRCODE = 'no_data_found',
-                  HINT = 'A tenant is a root account: its id is the tenant_id of its sub-accounts and of everything they hold.';
-    END IF;
-    IF NOT pg_try_advisory_xact_lock(1937072755 # (t >> 32)::integer, ((t & 4294967295) - 2147483648)::integer) THEN
+    -- the tenant's lock: its root account's row, on the node of its shards
+    -- (on Citus, the coordinator's renew_due and each node's
+    -- renew_local_tenants meet there)
+    PERFORM FROM subscription.account AS a WHERE a.tenant_id = t AND a.id = t FOR NO KEY UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        IF NOT EXISTS (SELECT FROM subscription.account AS a WHERE a.tenant_id = t AND a.id = t) THEN
+            RAISE EXCEPTION 'tenant % does not exist', t
+                USING ERRCODE = 'no_data_found',
+                      HINT = 'A tenant is a root account: its id is the tenant_id of its sub-accounts and of everything they hold.';
+        END IF;
         RAISE DEBUG 'tenant % is being renewed by another session', t;
         RETURN 0;
     END IF;
     FOR s IN
         SELECT * FROM subscription.subscription AS x
-         WHERE x.tenant_id = t AND x.status = 'active' AND upper(x.period) <= at
+         WHERE x.tenant_id = t AND x.status IN ('active', 'trialing') AND upper(x.period) <= at
          ORDER BY upper(x.period), x.id
            FOR NO KEY UPDATE SKIP LOCKED
     LOOP
         renewed := 0;
         LOOP
+            -- issue 19: a pause ends at its resume_at (its period ends
+            -- there while paused), a trial at its end
+            IF s.paused_at IS NOT NULL THEN
+                s := subscription.unpause(s, s.resume_at);
+                EXIT WHEN upper(s.period) > at;
+            END IF;
+            IF s.status = 'trialing' THEN
+                s := subscription.end_trial(s);
+                EXIT WHEN s.status <> 'active';
+            END IF;
             -- the next period's terms, asked once (issue 15, fold 8; L7)
             n := subscription.next_terms(s);
             problem := subscription.renewal_problem(s, n);
@@ -420,7 +494,7 @@ BEGIN
     EXECUTE format(
         $q$WITH d AS (SELECT x.tenant_id, upper(x.period) AS e, x.id
                         FROM %s AS x
-                       WHERE x.status = 'active' AND upper(x.period) <= $1
+                       WHERE x.status IN ('active', 'trialing') AND upper(x.period) <= $1
                          AND (upper(x.period), x.id) > ($2, $3) AND NOT x.id = ANY ($4)
                        ORDER BY upper(x.period), x.id
                        LIMIT $5),
@@ -437,7 +511,8 @@ BEGIN
     FOREACH t IN ARRAY coalesce(tenants, '{}') LOOP
         handled := handled + subscription.renew_account(t, at);
         left_due := left_due || ARRAY(SELECT x.id FROM subscription.subscription AS x
-                                       WHERE x.tenant_id = t AND x.status = 'active' AND upper(x.period) <= at);
+                                       WHERE x.tenant_id = t AND x.status IN ('active', 'trialing')
+                                         AND upper(x.period) <= at);
     END LOOP;
 END
 $$;
@@ -656,13 +731,19 @@ SELECT s.id AS subscription_id,
              subscription.round_money(price.amount, price.currency) OPERATOR(pg_catalog.-) d.discount) AS credit,
        upper(s.period) OPERATOR(pg_catalog.<=) now() AS overdue,
        -- the version of the plan renewed into (grandfathering; a migration's)
-       subscription.plan_version_or_current(n.plan, n.version) AS plan_version
+       subscription.plan_version_or_current(n.plan, n.version) AS plan_version,
+       -- a trial ending: what its product makes of it (issue 19), else NULL
+       CASE WHEN s.status OPERATOR(pg_catalog.=) 'trialing'
+            THEN (SELECT pr.trial_end FROM subscription.plan AS p
+                    JOIN subscription.product AS pr ON pr.code OPERATOR(pg_catalog.=) p.product
+                   WHERE p.code OPERATOR(pg_catalog.=) s.plan) END AS trial_end
   FROM subscription.subscription AS s
   CROSS JOIN LATERAL subscription.renewal_terms(s.id) AS n
   CROSS JOIN LATERAL subscription.period_price(n.plan, n.cycle, n.quantity, n.version) AS price
   CROSS JOIN LATERAL subscription.coupon_discount(s.id, subscription.round_money(price.amount, price.currency),
                                                   price.currency) AS d(discount)
- WHERE s.status OPERATOR(pg_catalog.=) 'active'
+ WHERE s.status OPERATOR(pg_catalog.=) ANY ('{active,trialing}')
+   AND s.paused_at IS NULL
    AND NOT s.cancel_at_period_end
    AND s.renewal OPERATOR(pg_catalog.<>) 'none'
    AND upper(s.period) OPERATOR(pg_catalog.<=)
@@ -670,4 +751,4 @@ SELECT s.id AS subscription_id,
    AND subscription.may_read(s.account_id);
 
 COMMENT ON VIEW subscription.renewal_notice IS
-'Subscriptions renewing within subscription.notice_days, with the renewal''s plan, cycle, quantity and amount (L5, L8)';
+'Subscriptions renewing within subscription.notice_days, and trials ending (trial_end), with the renewal''s plan, cycle, quantity and amount (L5, L8)';

@@ -28,9 +28,11 @@ COMMENT ON FUNCTION subscription.distributed() IS
 'Internal: whether the extension''s tables are distributed on Citus (distribute() has run)';
 
 -- The extension's tables and what each becomes on Citus, in an order that
--- puts every table after the tables its foreign keys reference.
+-- puts every table after the tables its foreign keys reference; then the
+-- keyed forms (distributed_functions()), each a distributed function by
+-- its tenant_id, colocated with account (kind 'function', relation NULL).
 CREATE FUNCTION subscription.distribution_plan()
-RETURNS TABLE (relation regclass, kind text, step integer)
+RETURNS TABLE (relation regclass, kind text, step integer, function regprocedure)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -46,18 +48,26 @@ depth (rel, d) AS (
     UNION ALL
     SELECT k.conrelid, depth.d + 1
       FROM depth JOIN pg_catalog.pg_constraint AS k ON k.confrelid = depth.rel AND k.contype = 'f'
-     WHERE k.conrelid IN (SELECT rel FROM own) AND k.conrelid <> k.confrelid AND depth.d < 100)
-SELECT o.rel::pg_catalog.regclass, o.kind,
-       (pg_catalog.row_number() OVER (ORDER BY o.kind DESC, d.d, o.rel::pg_catalog.regclass::text))::integer
-  FROM own AS o JOIN (SELECT rel, pg_catalog.max(d) AS d FROM depth GROUP BY rel) AS d USING (rel)
+     WHERE k.conrelid IN (SELECT rel FROM own) AND k.conrelid <> k.confrelid AND depth.d < 100),
+tables AS (
+    SELECT o.rel::pg_catalog.regclass AS relation, o.kind,
+           (pg_catalog.row_number() OVER (ORDER BY o.kind DESC, d.d, o.rel::pg_catalog.regclass::text))::integer AS step
+      FROM own AS o JOIN (SELECT rel, pg_catalog.max(d) AS d FROM depth GROUP BY rel) AS d USING (rel))
+SELECT t.relation, t.kind, t.step, NULL::pg_catalog.regprocedure FROM tables AS t
+UNION ALL
+SELECT NULL, 'function',
+       ((SELECT pg_catalog.count(*) FROM tables) OPERATOR(pg_catalog.+)
+        pg_catalog.row_number() OVER (ORDER BY f.function::pg_catalog.text))::integer,
+       f.function
+  FROM subscription.distributed_functions() AS f
  ORDER BY 3
 $$;
 
 COMMENT ON FUNCTION subscription.distribution_plan() IS
-'What distribute() makes of each table of the extension (reference or distributed by tenant_id), in foreign-key order';
+'What distribute() makes of each table of the extension (reference or distributed by tenant_id), in foreign-key order, and of each keyed form (a function distributed by tenant_id)';
 
 CREATE FUNCTION subscription.distribute()
-RETURNS TABLE (relation regclass, kind text)
+RETURNS TABLE (relation regclass, kind text, function regprocedure)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 -- Citus's notices of each table's copy and truncation: not the caller's
@@ -69,6 +79,7 @@ DECLARE
     done boolean;
     moved boolean := false;
     role_before text;
+    failed text;
 BEGIN
     -- K7: a sub-account lives in its parent's shard group; one moved under
     -- another tenant's account (parent_id changed on a single server) would
@@ -99,7 +110,21 @@ BEGIN
     FOR t IN SELECT * FROM subscription.distribution_plan() AS p ORDER BY p.step LOOP
         EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)'
            INTO done USING t.relation;
-        IF NOT done THEN
+        IF t.kind = 'function' THEN
+            -- item 2: a keyed form called alone from the coordinator runs
+            -- on the node of its tenant's shards, in one hop
+            EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_object AS o
+                                      JOIN pg_catalog.pg_dist_partition AS a
+                                        ON a.logicalrelid = ''subscription.account''::pg_catalog.regclass
+                                       AND a.colocationid = o.colocationid
+                                     WHERE o.classid = ''pg_catalog.pg_proc''::pg_catalog.regclass AND o.objid = $1
+                                       AND o.distribution_argument_index = 0)'
+               INTO done USING t.function;
+            IF NOT done THEN
+                EXECUTE 'SELECT create_distributed_function($1, ''tenant_id'', colocate_with := ''subscription.account'')'
+                  USING t.function;
+            END IF;
+        ELSIF NOT done THEN
             IF t.kind = 'reference' THEN
                 EXECUTE 'SELECT create_reference_table($1)' USING t.relation;
             ELSIF t.relation = 'subscription.account'::pg_catalog.regclass THEN
@@ -111,6 +136,7 @@ BEGIN
         END IF;
         relation := t.relation;
         kind := t.kind;
+        function := t.function;
         RETURN NEXT;
     END LOOP;
     -- the rows are in the shards now; the tables themselves keep none (once
@@ -119,14 +145,31 @@ BEGIN
     -- must not take for a tenant's
     role_before := pg_catalog.current_setting('session_replication_role');
     PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
-    FOR t IN SELECT * FROM subscription.distribution_plan() AS p ORDER BY p.step DESC LOOP
+    FOR t IN SELECT * FROM subscription.distribution_plan() AS p WHERE p.kind <> 'function' ORDER BY p.step DESC LOOP
         EXECUTE 'SELECT truncate_local_data_after_distributing_table($1)' USING t.relation;
     END LOOP;
     PERFORM pg_catalog.set_config('session_replication_role', role_before, true);
+    -- a keyed form delegated to a worker inserts there: the identity
+    -- sequences of the tenant tables (made by CREATE EXTENSION on every
+    -- node, so left alone by Citus) draw from the node's own range on each
+    -- worker, as Citus's own ((group << 48) + 1 on), so that no id comes
+    -- twice.  Idempotent; a node added later gets its range from the next
+    -- distribute()
+    FOR t IN SELECT * FROM subscription.distribution_plan() AS p WHERE p.kind = 'distributed' ORDER BY p.step LOOP
+        EXECUTE 'SELECT pg_catalog.string_agg(w.nodename || '':'' || w.nodeport || '': '' || w.result, ''; '')
+                   FROM run_command_on_workers(pg_catalog.format(''SELECT worker_adjust_identity_column_seq_ranges(%L::regclass)'', $1::text)) AS w
+                  WHERE NOT w.success'
+           INTO failed USING t.relation;
+        IF failed IS NOT NULL THEN
+            RAISE EXCEPTION 'the identity sequences of % could not be given their range on every worker', t.relation
+                USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = failed;
+        END IF;
+    END LOOP;
     -- no table of the extension is left local: its rows would split across nodes
     SELECT p.relation INTO t
       FROM subscription.distribution_plan() AS p
-     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition AS d WHERE d.logicalrelid = p.relation)
+     WHERE p.kind <> 'function'
+       AND NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition AS d WHERE d.logicalrelid = p.relation)
      LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'table % of the extension is still local', t.relation
@@ -136,4 +179,4 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.distribute() IS
-'Citus: make the catalog reference tables and distribute every tenant table by tenant_id, colocated with account (docs/citus.md)';
+'Citus: make the catalog reference tables, distribute every tenant table by tenant_id, colocated with account, and register the keyed forms as functions distributed by tenant_id (docs/citus.md)';

@@ -35,7 +35,12 @@ INSERT INTO not_keyed VALUES
     ('revoke_restore', 'rights of a role: no tenant row'),
     ('create_account', 'creates a tenant: its key is the new account''s own id, or its parent''s tenant'),
     ('distribute', 'Citus DDL: distributes every table of the extension'),
-    ('renew_local_tenants', 'the due tenants of the node it runs on, in batches; renew_account is the per-tenant form');
+    ('renew_local_tenants', 'the due tenants of the node it runs on, in batches; renew_account is the per-tenant form'),
+    -- the outbox (issue 20): a consumer reads across tenants
+    ('claim_events', 'a consumer''s position is across tenants: event_consumer is not a tenant table'),
+    ('ack_events', 'a consumer''s position is across tenants: event_consumer is not a tenant table'),
+    ('prune_events', 'the events every consumer acknowledged, of every tenant'),
+    ('announce_renewals', 'every tenant''s subscriptions entering the notice window, as renew_due');
 
 CREATE TEMPORARY VIEW writer AS
 SELECT p.oid, p.proname

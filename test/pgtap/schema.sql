@@ -8,7 +8,9 @@ SELECT tables_are('subscription', ARRAY[
     'currency', 'product', 'plan', 'plan_price', 'plan_limit', 'addon', 'addon_price',
     'plan_addon', 'coupon', 'account', 'member', 'subscription', 'license', 'addon_batch',
     'ledger', 'history', 'trimmed', 'usage_counter', 'license_counter', 'service_seat', 'granted_role',
-    'limited_table', 'terms', 'terms_acceptance', 'suite_component']);
+    'limited_table', 'terms', 'terms_acceptance', 'suite_component',
+    -- the outbox (issue 20)
+    'event', 'event_consumer']);
 
 -- every column the contract names, with its type
 SELECT has_column('subscription', t, c, format('%s.%s exists', t, c))
@@ -110,7 +112,7 @@ SELECT is((SELECT string_agg(format('%s %s', c.conrelid::regclass, c.conname), '
 SELECT is((SELECT count(*)::int FROM pg_class AS r
             WHERE r.relnamespace = 'subscription'::regnamespace AND r.relkind = 'r'
               AND EXISTS (SELECT FROM pg_attribute AS t WHERE t.attrelid = r.oid AND t.attname = 'tenant_id' AND t.attnotnull)),
-          12, 'the 12 tenant tables carry tenant_id NOT NULL');
+          13, 'the 13 tenant tables carry tenant_id NOT NULL');
 SELECT is((SELECT string_agg(i.indexrelid::regclass::text, ', ')
              FROM pg_index AS i JOIN pg_attribute AS t ON t.attrelid = i.indrelid AND t.attname = 'tenant_id'
             WHERE i.indisunique AND i.indrelid::regclass::text LIKE 'subscription.%' AND i.indkey[0] <> t.attnum),
@@ -186,8 +188,8 @@ SELECT set_eq(
              ('subscription.subscription_id_seq'), ('subscription.addon_batch_id_seq'),
              ('subscription.ledger_id_seq'), ('subscription.history_id_seq'),
              ('subscription.trimmed_id_seq'), ('subscription.limited_table_position_seq'),
-             -- the stamps of the catalog's limit version (issue 17)
-             ('subscription.limit_stamp')$$,
+             -- the outbox and its consumers' positions (issue 20)
+             ('subscription.event'), ('subscription.event_id_seq'), ('subscription.event_consumer')$$,
     'catalog, tenant tables and their sequences are registered with pg_extension_config_dump');
 
 -- functions: signatures, volatility, search_path pinned

@@ -80,6 +80,8 @@ INSERT INTO call VALUES
     ('change_cycle',           $$SELECT subscription.change_cycle({s}, '1 year')$$),
     ('set_renewal',            $$SELECT subscription.set_renewal({s}, 'none')$$),
     ('cancel',                 $$SELECT subscription.cancel({s})$$),
+    ('pause',                  $$SELECT subscription.pause({s}, '2026-01-05')$$),
+    ('resume',                 $$SELECT subscription.resume({s}, '2026-01-06') FROM (SELECT subscription.pause({s}, '2026-01-05')) AS p$$),
     ('cancel_account',         $$SELECT subscription.cancel_account({a})$$),
     ('cancel_addon',           $$SELECT subscription.cancel_addon({b})$$),
     ('end_early',              $$SELECT subscription.end_early({s}, '2026-01-05')$$),

@@ -67,7 +67,12 @@ SELECT count(*) AS accounts FROM account;
 SELECT pg_temp.error_of('SELECT * FROM subscription.distribute()') AS without_citus;
 SELECT subscription.on_citus_worker() AS on_a_worker;
 -- what it would make of each table, each after the tables it references
-SELECT kind, count(*) FROM subscription.distribution_plan() GROUP BY kind ORDER BY kind;
+SELECT kind, count(*) FROM subscription.distribution_plan() WHERE kind <> 'function' GROUP BY kind ORDER BY kind;
+-- then every keyed form, a function distributed by its tenant (item 2)
+SELECT count(*) = (SELECT count(*) FROM subscription.distributed_functions()) AS every_keyed_form,
+       bool_and(relation IS NULL AND function IS NOT NULL) AS functions_only,
+       min(step) > (SELECT max(step) FROM subscription.distribution_plan() WHERE kind <> 'function') AS after_the_tables
+  FROM subscription.distribution_plan() WHERE kind = 'function';
 SELECT count(*) AS referenced_later
   FROM subscription.distribution_plan() AS p
   JOIN pg_constraint AS k ON k.conrelid = p.relation AND k.contype = 'f'

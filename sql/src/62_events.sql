@@ -1,0 +1,357 @@
+-- The outbox (issue 20, docs/integrating.md): every billing change writes
+-- its events in its own transaction.  The events are derived in one place
+-- from the history rows (R8) that every change already writes: a row
+-- trigger on history maps each operation to its events (history_events),
+-- whatever path wrote the row (record_history, the license guard, C).
+-- Events without a history row come from announce_renewals (the notice
+-- window) and from the trimmed archive (data.trimmed).  Consumers read
+-- them with claim_events and ack_events; prune_events deletes what every
+-- consumer has acknowledged.
+
+-- Internal (C, events.c): the next transaction id to be assigned, read now.
+CREATE FUNCTION subscription.event_next_xid()
+RETURNS xid8
+AS 'MODULE_PATHNAME', 'event_next_xid'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION subscription.event_next_xid() IS
+'Internal (C): the next transaction id to be assigned, read at the call (the outbox''s horizon)';
+
+-- The one writer of an event (E1-E3, docs/rules.md):
+--   E2, E3: the id is taken before next_xid is read (events.c);
+--   NOTIFY subscription_events with the id, sent on commit (not from a
+--   Citus worker, docs/citus.md).
+-- A renewal.upcoming already written for its period is not written again
+-- (NULL).  Only the extension's owner calls it: no role is granted it.
+CREATE FUNCTION subscription.write_event(tenant_id bigint, type text, account_id bigint, subscription_id bigint,
+                                         payload jsonb, at timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+-- the conflict target names the table's columns
+#variable_conflict use_column
+DECLARE
+    new_id bigint;
+BEGIN
+    PERFORM subscription.require_arguments('write_event', '{tenant_id,type,payload,at}',
+        ARRAY[write_event.tenant_id IS NULL, write_event.type IS NULL, write_event.payload IS NULL, write_event.at IS NULL]);
+    IF jsonb_typeof(write_event.payload -> 'version') IS DISTINCT FROM 'number' THEN
+        RAISE EXCEPTION 'the payload of an event must carry its version'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The payload was %s.', write_event.payload);
+    END IF;
+    new_id := pg_catalog.nextval('subscription.event_id_seq');
+    INSERT INTO subscription.event AS e (id, type, account_id, subscription_id, payload, at, next_xid, tenant_id)
+    VALUES (new_id, write_event.type, write_event.account_id, write_event.subscription_id, write_event.payload,
+            write_event.at, subscription.event_next_xid(), write_event.tenant_id)
+    ON CONFLICT (tenant_id, subscription_id, (payload ->> 'renews_at')) WHERE type = 'renewal.upcoming' DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    -- a Citus worker commits its part of a distributed transaction with
+    -- PREPARE TRANSACTION, which refuses a NOTIFY: there consumers poll
+    IF NOT subscription.on_citus_worker() THEN
+        PERFORM pg_catalog.pg_notify('subscription_events', new_id::text);
+    END IF;
+    RETURN new_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.write_event(bigint, text, bigint, bigint, jsonb, timestamptz) IS
+'Internal: write one event in the transaction of the change (E1-E3); the extension''s own functions only';
+
+-- A time in an event's payload: UTC, ISO 8601 with a Z, whatever the
+-- session's TimeZone, so that a payload is the same for every reader.
+CREATE FUNCTION subscription.event_time(t timestamptz)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN (pg_catalog.to_jsonb(t AT TIME ZONE 'UTC') OPERATOR(pg_catalog.#>>) '{}') OPERATOR(pg_catalog.||) 'Z';
+
+COMMENT ON FUNCTION subscription.event_time(timestamptz) IS
+'Internal: a time as an event payload shows it (UTC, ISO 8601, Z)';
+
+-- The events of a history row (E1): one place for the mapping of an
+-- operation to event types and versioned payloads (docs/integrating.md).
+-- details is the history row's: the row on insert, {"column": {"old",
+-- "new"}} on update, {"members": [...]} for licenses.
+CREATE FUNCTION subscription.history_events(operation text, details jsonb)
+RETURNS TABLE (type text, payload jsonb)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT x.type, pg_catalog.jsonb_build_object('version', 1) OPERATOR(pg_catalog.||) x.payload
+  FROM (
+    SELECT 'subscription.created', pg_catalog.jsonb_build_object(
+               'plan', details -> 'plan', 'cycle', details -> 'cycle', 'quantity', details -> 'quantity',
+               'status', details -> 'status', 'renewal', details -> 'renewal',
+               'period_start', subscription.event_time(pg_catalog.lower((details OPERATOR(pg_catalog.->>) 'period')::pg_catalog.tstzrange)),
+               'period_end', subscription.event_time(pg_catalog.upper((details OPERATOR(pg_catalog.->>) 'period')::pg_catalog.tstzrange)))
+     WHERE operation = 'subscription_insert'
+    UNION ALL
+    SELECT 'subscription.renewed', pg_catalog.jsonb_build_object(
+               'period_number', details -> 'period_number' -> 'new',
+               'period_start', subscription.event_time(pg_catalog.lower((details -> 'period' OPERATOR(pg_catalog.->>) 'new')::pg_catalog.tstzrange)),
+               'period_end', subscription.event_time(pg_catalog.upper((details -> 'period' OPERATOR(pg_catalog.->>) 'new')::pg_catalog.tstzrange)))
+     WHERE operation = 'subscription_update'
+       AND (details -> 'period_number' OPERATOR(pg_catalog.->>) 'new')::integer
+           OPERATOR(pg_catalog.>) (details -> 'period_number' OPERATOR(pg_catalog.->>) 'old')::integer
+    UNION ALL
+    SELECT 'subscription.plan_changed', pg_catalog.jsonb_build_object(
+               'from', details -> 'plan' -> 'old', 'to', details -> 'plan' -> 'new')
+     WHERE operation = 'subscription_update' AND details ? 'plan'
+    UNION ALL
+    SELECT 'subscription.quantity_changed', pg_catalog.jsonb_build_object(
+               'from', details -> 'quantity' -> 'old', 'to', details -> 'quantity' -> 'new')
+     WHERE operation = 'subscription_update' AND details ? 'quantity'
+    UNION ALL
+    SELECT 'subscription.' || (details -> 'status' OPERATOR(pg_catalog.->>) 'new'),
+           pg_catalog.jsonb_build_object('previous_status', details -> 'status' -> 'old')
+     WHERE operation = 'subscription_update'
+       AND details -> 'status' OPERATOR(pg_catalog.->>) 'new' IN ('cancelled', 'expired')
+    UNION ALL
+    SELECT 'addon.purchased', pg_catalog.jsonb_build_object(
+               'batch_id', details -> 'id', 'addon', details -> 'addon', 'quantity', details -> 'quantity')
+     WHERE operation = 'addon_batch_insert'
+    UNION ALL
+    SELECT 'addon.ended', pg_catalog.jsonb_build_object('status', details -> 'status' -> 'new')
+     WHERE operation = 'addon_batch_update'
+       AND details -> 'status' OPERATOR(pg_catalog.->>) 'new' IN ('cancelled', 'expired')
+    UNION ALL
+    SELECT CASE operation WHEN 'license_assign' THEN 'license.assigned' ELSE 'license.released' END,
+           pg_catalog.jsonb_build_object('members', details -> 'members')
+     WHERE operation IN ('license_assign', 'license_release')
+  ) AS x (type, payload)
+$$;
+
+COMMENT ON FUNCTION subscription.history_events(text, jsonb) IS
+'The events of a history row: event types and versioned payloads per operation (E1, docs/integrating.md)';
+
+-- Trigger: the events of each history row, in its transaction (E1).  A
+-- restore copies the events with the history: none is written again.
+CREATE FUNCTION subscription.history_event()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    e record;
+BEGIN
+    IF subscription.restoring_role() THEN
+        RETURN NULL;
+    END IF;
+    FOR e IN SELECT * FROM subscription.history_events(NEW.operation, NEW.details) LOOP
+        PERFORM subscription.write_event(NEW.tenant_id, e.type, NEW.account_id, NEW.subscription_id, e.payload, NEW.at);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.history_event() IS
+'Trigger: the events of a history row, written in its transaction (E1)';
+
+CREATE TRIGGER history_events AFTER INSERT ON subscription.history
+    FOR EACH ROW EXECUTE FUNCTION subscription.history_event();
+
+-- Trigger: data.trimmed, one event per statement of the archive and
+-- subscription, with the count of rows per table (E1).
+CREATE FUNCTION subscription.trimmed_event()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    e record;
+BEGIN
+    IF subscription.restoring_role() THEN
+        RETURN NULL;
+    END IF;
+    FOR e IN SELECT t.tenant_id, t.account_id, t.subscription_id, pg_catalog.max(t.at) AS at,
+                    pg_catalog.jsonb_object_agg(t.relation, t.n) AS tables
+               FROM (SELECT n.tenant_id, n.account_id, n.subscription_id, n.relation,
+                            pg_catalog.max(n.at) AS at, pg_catalog.count(*) AS n
+                       FROM new_rows AS n GROUP BY 1, 2, 3, 4) AS t
+              GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 LOOP
+        PERFORM subscription.write_event(e.tenant_id, 'data.trimmed', e.account_id, e.subscription_id,
+                                         pg_catalog.jsonb_build_object('version', 1, 'tables', e.tables), e.at);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.trimmed_event() IS
+'Trigger: a data.trimmed event per account and subscription with the rows trimmed per table (E1)';
+
+CREATE TRIGGER trimmed_events AFTER INSERT ON subscription.trimmed
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.trimmed_event();
+
+-- renewal.upcoming (E5): once per subscription and period, when it enters
+-- the notice window, that is when it appears in renewal_notice (the one
+-- definition of the window).  Idempotent: run it with the renewals, as
+-- often as wanted.  Returns how many events it wrote.
+CREATE FUNCTION subscription.announce_renewals()
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n record;
+    written integer := 0;
+BEGIN
+    FOR n IN SELECT r.*, s.tenant_id
+               FROM subscription.renewal_notice AS r
+               JOIN subscription.subscription AS s ON s.id = r.subscription_id
+              WHERE NOT r.overdue
+                AND NOT EXISTS (SELECT FROM subscription.event AS e
+                                 WHERE e.tenant_id = s.tenant_id AND e.subscription_id = s.id
+                                   AND e.type = 'renewal.upcoming'
+                                   AND e.payload ->> 'renews_at' = subscription.event_time(r.renews_at))
+              ORDER BY s.tenant_id, r.account_id, r.subscription_id LOOP
+        IF subscription.write_event(n.tenant_id, 'renewal.upcoming', n.account_id, n.subscription_id,
+               pg_catalog.jsonb_build_object('version', 1, 'renews_at', subscription.event_time(n.renews_at), 'plan', n.plan,
+                   'plan_version', n.plan_version, 'cycle', n.cycle, 'quantity', n.quantity,
+                   'amount', n.amount, 'currency', n.currency, 'discount', n.discount, 'credit', n.credit),
+               pg_catalog.now()) IS NOT NULL THEN
+            written := written + 1;
+        END IF;
+    END LOOP;
+    RETURN written;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.announce_renewals() IS
+'Write renewal.upcoming once per subscription and period entering the notice window (renewal_notice); idempotent (E5)';
+
+-- E4: hand out the next events of a consumer: those after its position
+-- whose every earlier id has committed or ended (next_xid below the
+-- snapshot's oldest running transaction, events.c), in id order, at most
+-- max.  One claim per consumer at a time (E6): a claim in flight (until
+-- acknowledged or until its lease ends) or another worker claiming this
+-- instant gives nothing.  A new consumer starts at the oldest event.
+CREATE FUNCTION subscription.claim_events(consumer text, max integer DEFAULT 100, lease interval DEFAULT '1 minute')
+RETURNS SETOF subscription.event
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c text := claim_events.consumer;
+    k subscription.event_consumer;
+BEGIN
+    PERFORM subscription.require_arguments('claim_events', '{consumer,max,lease}',
+                                           ARRAY[c IS NULL, max IS NULL, lease IS NULL]);
+    IF c = '' THEN
+        RAISE EXCEPTION 'a consumer''s name must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF max < 1 OR max > 100000 THEN
+        RAISE EXCEPTION 'max % is out of range', max
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Claim between 1 and 100000 events at a time.';
+    END IF;
+    IF lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease % is not a positive interval', lease
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- E6: another worker of the consumer claiming now: nothing for this
+    -- one, at once
+    SELECT * INTO k FROM subscription.event_consumer AS x WHERE x.consumer = c FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        IF EXISTS (SELECT FROM subscription.event_consumer AS x WHERE x.consumer = c) THEN
+            RETURN;
+        END IF;
+        -- a new consumer, from the oldest event
+        INSERT INTO subscription.event_consumer (consumer) VALUES (c) ON CONFLICT DO NOTHING;
+        SELECT * INTO k FROM subscription.event_consumer AS x WHERE x.consumer = c FOR UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+    END IF;
+    IF k.claimed_until > pg_catalog.clock_timestamp() THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    WITH batch AS (
+        SELECT e.* FROM subscription.event AS e
+         WHERE e.id > k.position
+           AND e.next_xid <= pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())
+         ORDER BY e.id
+         LIMIT max),
+    claim AS (
+        UPDATE subscription.event_consumer AS x
+           SET claimed_up_to = b.up_to, claimed_until = pg_catalog.clock_timestamp() + lease
+          FROM (SELECT pg_catalog.max(batch.id) AS up_to FROM batch) AS b
+         WHERE x.consumer = c AND b.up_to IS NOT NULL)
+    SELECT * FROM batch ORDER BY batch.id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.claim_events(text, integer, interval) IS
+'The consumer''s next events in commit order, at most max, held for it until acknowledged or the lease ends (E4, E6)';
+
+-- Acknowledge a consumer's events up to an id it claimed: its position
+-- moves there (never back); the claim ends when all of it is acknowledged.
+-- Returns the position.
+CREATE FUNCTION subscription.ack_events(consumer text, up_to bigint)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c text := ack_events.consumer;
+    k subscription.event_consumer;
+BEGIN
+    PERFORM subscription.require_arguments('ack_events', '{consumer,up_to}', ARRAY[c IS NULL, up_to IS NULL]);
+    SELECT * INTO k FROM subscription.event_consumer AS x WHERE x.consumer = c FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'event consumer "%" does not exist', c
+            USING ERRCODE = 'no_data_found', HINT = 'A consumer exists from its first claim_events().';
+    END IF;
+    IF up_to <= k.position THEN
+        RETURN k.position;
+    END IF;
+    IF k.claimed_up_to IS NULL OR up_to > k.claimed_up_to THEN
+        RAISE EXCEPTION 'event % was not claimed by consumer "%"', up_to, c
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The consumer''s position is %s and its claim ends at %s.',
+                                  k.position, coalesce(k.claimed_up_to::text, 'none')),
+                  HINT = 'Acknowledge the events claim_events() returned, up to the last one delivered.';
+    END IF;
+    UPDATE subscription.event_consumer AS x
+       SET position = up_to, acked_at = pg_catalog.clock_timestamp(),
+           claimed_up_to = CASE WHEN up_to < k.claimed_up_to THEN k.claimed_up_to END,
+           claimed_until = CASE WHEN up_to < k.claimed_up_to THEN k.claimed_until END
+     WHERE x.consumer = c;
+    RETURN up_to;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.ack_events(text, bigint) IS
+'Acknowledge a consumer''s claimed events up to an id: its position moves there (E6)';
+
+-- E7: delete the events older than subscription.event_retention that every
+-- consumer has acknowledged (with no consumer, every event older than it).
+CREATE PROCEDURE subscription.prune_events(INOUT pruned bigint DEFAULT NULL)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    horizon bigint;
+BEGIN
+    -- loads the module, which defines subscription.event_retention
+    PERFORM subscription.event_next_xid();
+    SELECT pg_catalog.min(k.position) INTO horizon FROM subscription.event_consumer AS k;
+    DELETE FROM subscription.event AS e
+     WHERE e.at < pg_catalog.clock_timestamp() - pg_catalog.current_setting('subscription.event_retention')::interval
+       AND (horizon IS NULL OR e.id <= horizon);
+    GET DIAGNOSTICS pruned = ROW_COUNT;
+END
+$$;
+
+COMMENT ON PROCEDURE subscription.prune_events(bigint) IS
+'Delete the events older than subscription.event_retention that every consumer has acknowledged (E7)';

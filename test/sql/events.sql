@@ -1,0 +1,128 @@
+-- The outbox (issue 20): every billing change writes its events in its
+-- own transaction (E1), renewal.upcoming once per period (E5), data.trimmed
+-- with its counts, claim_events / ack_events (E4, E6), prune_events (E7),
+-- and the bad input of each.  In a database of its own: claims only see
+-- committed events.
+\set VERBOSITY default
+\set regress_db :DBNAME
+CREATE DATABASE subscription_events;
+\c subscription_events
+SET client_min_messages = warning;
+CREATE EXTENSION subscription;
+RESET client_min_messages;
+\i test/sql/include/setup.psql
+SET search_path = subscription, public;
+SET TimeZone = 'UTC';
+SET subscription.max_backdate = '100 years';
+SET subscription.max_ahead = '100 years';
+
+INSERT INTO product (code, name, upgrade, downgrade) VALUES ('desk', 'Zendesk Support', 'prorate', 'immediate');
+INSERT INTO plan (code, product, name, rank) VALUES ('zd_team', 'desk', 'Team', 1), ('zd_pro', 'desk', 'Professional', 2);
+INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES ('zd_team', '1 month', 19, true), ('zd_pro', '1 month', 55, true);
+INSERT INTO addon (code, product, name, one_time, feature, units) VALUES ('zd_collab', 'desk', 'Collaboration', false, NULL, 1);
+INSERT INTO addon_price (addon, cycle, amount) VALUES ('zd_collab', '1 month', 10);
+INSERT INTO plan_addon (plan, addon) VALUES ('zd_pro', 'zd_collab');
+INSERT INTO account (id, name) VALUES (1, 'Globex'), (2, 'Initech'), (3, 'Hooli'), (4, 'Umbrella');
+INSERT INTO member (id, account_id, external_id, role) VALUES (10, 1, 'gus@globex', 'owner'), (11, 1, 'ann@globex', 'admin');
+
+-- E1: each change, its events, in the change's transaction
+SELECT subscribe(1, 'zd_team', '1 month', 2, '2026-01-01') AS team \gset
+SELECT subscribe(2, 'zd_pro', '1 month', 1, '2026-01-01') AS other \gset
+SELECT subscribe(3, 'zd_team', '1 month', 1, '2026-01-01') AS third \gset
+SELECT set_quantity(:team, 3, '2026-01-05');
+SELECT count(*) FROM change_plan(:team, 'zd_pro', '2026-01-10');
+SELECT license_consume(:team, 10);
+INSERT INTO license (subscription_id, member_id) VALUES (:team, 11);
+SELECT license_release(:team, 10);
+SELECT count(*) FROM purchase_addon(:other, 'zd_collab', 2, '2026-01-12');
+SELECT renew_due('2026-02-01') AS renewed;
+SELECT cancel(:other) IS NOT NULL AS cancel_scheduled;
+SELECT set_renewal(:third, 'none');
+SELECT renew_due('2026-03-01') AS renewed;
+SELECT id, type, account_id, subscription_id, payload FROM event ORDER BY id;
+
+-- a rolled-back change leaves no event (and no notification)
+SELECT max(id) AS last FROM event \gset
+BEGIN;
+SELECT set_quantity(:team, 5, '2026-03-02');
+SELECT count(*) AS inside FROM event WHERE id > :last;
+ROLLBACK;
+SELECT count(*) AS after_rollback FROM event WHERE id > :last;
+-- a change that fails leaves none either
+SELECT pg_temp.error_of(format('SELECT set_quantity(%s, 0)', :team)) AS failed_change;
+SELECT count(*) AS after_error FROM event WHERE id > :last;
+-- every payload has its version
+SELECT count(*) AS without_version FROM event WHERE NOT payload ? 'version';
+
+-- E5: renewal.upcoming once per subscription and period, in the notice window
+-- (renewal_notice reads now(): a subscription of today's, renewed in a month)
+SELECT subscribe(4, 'zd_team', '1 month', 1, now()) AS today \gset
+SET subscription.notice_days = 40;
+SELECT announce_renewals() AS announced;
+SELECT announce_renewals() AS announced_again;
+SELECT type, subscription_id = :today AS today, payload - 'renews_at' AS payload,
+       (payload ->> 'renews_at')::timestamptz = (SELECT upper(period) FROM subscription WHERE id = :today) AS renews_at
+  FROM event WHERE type = 'renewal.upcoming' ORDER BY id;
+-- out of the window: nothing
+RESET subscription.notice_days;
+SET subscription.notice_days = 0;
+SELECT announce_renewals() AS outside_window;
+RESET subscription.notice_days;
+
+-- E4, E6: a consumer's claims, acknowledgements and position
+SELECT id, type FROM claim_events('mailer', 3);
+-- the claim is held: nothing more until it is acknowledged or its lease ends
+SELECT count(*) AS while_held FROM claim_events('mailer');
+SELECT ack_events('mailer', 2) AS position;
+SELECT count(*) AS partly_acked FROM claim_events('mailer');
+SELECT ack_events('mailer', 3) AS position;
+SELECT ack_events('mailer', 1) AS never_back;
+-- another consumer keeps its own position
+SELECT count(*) AS billing_sees FROM claim_events('billing', 1000);
+SELECT id, type FROM claim_events('mailer', 2);
+-- a lease that ends gives the events again (at least once)
+SELECT consumer, position, claimed_up_to FROM event_consumer ORDER BY consumer;
+UPDATE event_consumer SET claimed_until = now() - interval '1 second' WHERE consumer = 'mailer';
+SELECT id, type FROM claim_events('mailer', 2);
+SELECT ack_events('mailer', 5) AS position;
+
+-- bad input
+SELECT pg_temp.error_of($$SELECT * FROM claim_events(NULL)$$) AS null_consumer;
+SELECT pg_temp.error_of($$SELECT * FROM claim_events('x', NULL)$$) AS null_max;
+SELECT pg_temp.error_of($$SELECT * FROM claim_events('x', 1, NULL)$$) AS null_lease;
+SELECT pg_temp.error_of($$SELECT * FROM claim_events('')$$) AS empty_consumer;
+SELECT pg_temp.error_of($$SELECT * FROM claim_events('x', 0)$$) AS zero_max;
+SELECT pg_temp.error_of($$SELECT * FROM claim_events('x', 100001)$$) AS huge_max;
+SELECT pg_temp.error_of($$SELECT * FROM claim_events('x', 1, '-1 second')$$) AS negative_lease;
+SELECT pg_temp.error_of($$SELECT ack_events(NULL, 1)$$) AS ack_null_consumer;
+SELECT pg_temp.error_of($$SELECT ack_events('mailer', NULL)$$) AS ack_null_up_to;
+SELECT pg_temp.error_of($$SELECT ack_events('nobody', 1)$$) AS ack_unknown;
+SELECT pg_temp.error_of($$SELECT ack_events('mailer', 1000000)$$) AS ack_unclaimed;
+SELECT pg_temp.error_of($$SET subscription.event_retention = '-1 day'$$) AS bad_retention;
+
+-- E7: prune what is older than the retention and acknowledged by every consumer
+SELECT count(*) AS events FROM event;
+CALL prune_events();
+SET subscription.event_retention = '1 microsecond';
+SELECT position AS slowest FROM event_consumer ORDER BY position LIMIT 1;
+CALL prune_events();
+SELECT min(id) AS oldest_left FROM event;
+SELECT ack_events('billing', claimed_up_to) AS billing_done FROM event_consumer WHERE consumer = 'billing';
+CALL prune_events();
+SELECT min(id) AS oldest_left FROM event;
+RESET subscription.event_retention;
+
+-- data.trimmed: a downgrade trims rows of the application's table, one
+-- event with the count per table (C6's drop_newest)
+INSERT INTO plan_limit (plan, feature, value) VALUES ('zd_team', 'rooms', 1), ('zd_pro', 'rooms', 5);
+CREATE TABLE public.room (id int PRIMARY KEY, account_id bigint NOT NULL, activated_at timestamptz);
+SELECT enforce_limit('public.room', 'rooms', 'account_id', 'drop_newest', 'activated_at');
+INSERT INTO public.room SELECT g, 1, '2026-01-01'::timestamptz + g * interval '1 day' FROM generate_series(1, 3) AS g;
+SELECT count(*) FROM change_plan(:team, 'zd_team', '2026-03-10');
+SELECT count(*) AS trimmed FROM apply_downgrade(:team);
+SELECT type, account_id, subscription_id, payload FROM event WHERE type IN ('data.trimmed', 'subscription.plan_changed')
+   AND id > :last ORDER BY id;
+SELECT count(*) AS rooms_left FROM public.room;
+
+\c :regress_db
+DROP DATABASE subscription_events;
