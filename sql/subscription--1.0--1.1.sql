@@ -14955,6 +14955,119 @@ CREATE TRIGGER terms_acceptance_history_delete AFTER DELETE ON subscription.term
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('terms_acceptance');
 
+-- reduce_charge(): per statement over the ledger's new rows
+DROP TRIGGER ledger_reduce_charge ON subscription.ledger;
+CREATE OR REPLACE FUNCTION subscription.reduce_charge()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c subscription.coupon;
+    ids bigint[];
+    tenants bigint[];
+    accounts bigint[];
+    subs bigint[];
+    batches bigint[];
+    amounts numeric[];
+    currencies text[];
+    periods tstzrange[];
+    items text[];
+    plans text[];
+    -- the rank of a plan charge among the statement's plan charges of its
+    -- subscription: the coupon's periods are used in that order
+    ranks bigint[];
+    discounts numeric[];
+    notes text[];
+    balances jsonb := '{}';
+    account_key text;
+    balance numeric;
+    discount numeric;
+    used numeric;
+BEGIN
+    -- a restore copies the charge's discount and credit lines, and the
+    -- coupon's periods left, with it (restored_copy); the lines written
+    -- here are no charges and end the nested statement at once
+    SELECT array_agg(x.id ORDER BY x.id), array_agg(x.tenant_id ORDER BY x.id), array_agg(x.account_id ORDER BY x.id),
+           array_agg(x.subscription_id ORDER BY x.id), array_agg(x.addon_batch_id ORDER BY x.id),
+           array_agg(x.amount ORDER BY x.id), array_agg(x.currency ORDER BY x.id), array_agg(x.period ORDER BY x.id),
+           array_agg(x.item ORDER BY x.id), array_agg(x.plan ORDER BY x.id), array_agg(x.rank ORDER BY x.id)
+      INTO ids, tenants, accounts, subs, batches, amounts, currencies, periods, items, plans, ranks
+      FROM (SELECT n.id, n.tenant_id, n.account_id, n.subscription_id, n.addon_batch_id, n.amount, n.currency,
+                   n.period, n.item, n.plan,
+                   CASE WHEN n.subscription_id IS NOT NULL AND n.item = 'plan'
+                        THEN row_number() OVER (PARTITION BY n.tenant_id, n.subscription_id, n.item = 'plan'
+                                                ORDER BY n.id) END AS rank
+              FROM new_rows AS n
+             WHERE n.kind = 'charge'
+               AND NOT subscription.restored_copy('subscription.ledger_id_seq', n.id)) AS x;
+    IF ids IS NULL THEN
+        RETURN NULL;
+    END IF;
+    discounts := array_fill(0::numeric, ARRAY[cardinality(ids)]);
+    notes := array_fill(NULL::text, ARRAY[cardinality(ids)]);
+
+    -- Z10: the coupon, a round per rank, so that a second plan charge of a
+    -- subscription finds the periods the first one used
+    FOR r IN 1 .. coalesce((SELECT max(k) FROM unnest(ranks) AS k), 0) LOOP
+        FOR i IN 1 .. cardinality(ids) LOOP
+            CONTINUE WHEN ranks[i] IS DISTINCT FROM r;
+            discount := subscription.coupon_discount(tenants[i], subs[i], amounts[i], currencies[i]);
+            CONTINUE WHEN discount <= 0;
+            SELECT x.* INTO c FROM subscription.subscription AS s
+              JOIN subscription.coupon AS x ON x.code = s.coupon
+             WHERE s.tenant_id = tenants[i] AND s.id = subs[i];
+            discounts[i] := discount;
+            notes[i] := format('coupon %s: %s off', c.code,
+                               coalesce(c.percent_off::text || '%', c.amount_off::text || ' ' || c.currency));
+            UPDATE subscription.subscription AS s
+               SET coupon_periods_left = s.coupon_periods_left - 1
+             WHERE s.tenant_id = tenants[i] AND s.id = subs[i] AND s.coupon_periods_left IS NOT NULL;
+        END LOOP;
+    END LOOP;
+
+    FOR i IN 1 .. cardinality(ids) LOOP
+        IF discounts[i] > 0 THEN
+            INSERT INTO subscription.ledger
+                   (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, charge_id, description)
+            VALUES (tenants[i], accounts[i], subs[i], 'discount', discounts[i], currencies[i], periods[i], items[i],
+                    plans[i], ids[i], notes[i]);
+        END IF;
+        -- L10: an account's credit in a currency, read once per statement,
+        -- without a lock first (the common case is none); what one charge
+        -- uses is gone for the next
+        account_key := tenants[i] || ' ' || accounts[i] || ' ' || currencies[i];
+        IF NOT balances ? account_key THEN
+            balance := subscription.credit_balance(tenants[i], accounts[i], currencies[i]);
+            IF balance > 0 THEN
+                -- concurrent charges of the account take its credit one at a time
+                PERFORM FROM subscription.account AS a WHERE a.tenant_id = tenants[i] AND a.id = accounts[i]
+                    FOR NO KEY UPDATE;
+                balance := subscription.credit_balance(tenants[i], accounts[i], currencies[i]);
+            END IF;
+            balances := balances || jsonb_build_object(account_key, balance);
+        END IF;
+        balance := (balances ->> account_key)::numeric;
+        used := least(balance, amounts[i] - discounts[i]);
+        IF used > 0 THEN
+            INSERT INTO subscription.ledger
+                   (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan,
+                    charge_id, description)
+            VALUES (tenants[i], accounts[i], subs[i], batches[i], 'credit_used', used, currencies[i],
+                    periods[i], items[i], plans[i], ids[i], format('credit pays charge %s', ids[i]));
+            balances := balances || jsonb_build_object(account_key, balance - used);
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER ledger_reduce_charge AFTER INSERT ON subscription.ledger
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.reduce_charge();
+
 -- end of: bookkeeping triggers set-based (issue 18)
 
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
