@@ -14986,6 +14986,7 @@ DECLARE
     balance numeric;
     discount numeric;
     used numeric;
+    rounds bigint;
 BEGIN
     -- a restore copies the charge's discount and credit lines, and the
     -- coupon's periods left, with it (restored_copy); the lines written
@@ -15011,7 +15012,8 @@ BEGIN
 
     -- Z10: the coupon, a round per rank, so that a second plan charge of a
     -- subscription finds the periods the first one used
-    FOR r IN 1 .. coalesce((SELECT max(k) FROM unnest(ranks) AS k), 0) LOOP
+    SELECT coalesce(max(k), 0) INTO rounds FROM unnest(ranks) AS k;
+    FOR r IN 1 .. rounds LOOP
         FOR i IN 1 .. cardinality(ids) LOOP
             CONTINUE WHEN ranks[i] IS DISTINCT FROM r;
             discount := subscription.coupon_discount(tenants[i], subs[i], amounts[i], currencies[i]);
@@ -15185,11 +15187,12 @@ BEGIN
     ELSIF TG_ARGV[0] = 'suite_component' THEN
         -- Z3: a suite's licenses seat the products of the plans it includes
         IF TG_OP = 'INSERT' THEN
-            old_plans := ARRAY(SELECT n.suite_plan FROM new_rows AS n);
+            SELECT array_agg(n.suite_plan) INTO old_plans FROM new_rows AS n;
         ELSIF TG_OP = 'DELETE' THEN
-            old_plans := ARRAY(SELECT o.suite_plan FROM old_rows AS o);
+            SELECT array_agg(o.suite_plan) INTO old_plans FROM old_rows AS o;
         ELSE
-            old_plans := ARRAY(SELECT o.suite_plan FROM old_rows AS o UNION SELECT n.suite_plan FROM new_rows AS n);
+            SELECT array_agg(x.suite_plan) INTO old_plans
+              FROM (SELECT o.suite_plan FROM old_rows AS o UNION SELECT n.suite_plan FROM new_rows AS n) AS x;
         END IF;
         PERFORM subscription.reseat_licenses(ARRAY(
             SELECT s.id FROM subscription.subscription AS s WHERE s.plan = ANY (old_plans)));
@@ -15266,6 +15269,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     r record;
+    account bigint;
     accounts bigint[];
     tenants bigint[];
     only_feature text;
@@ -15297,10 +15301,13 @@ BEGIN
                     SELECT n.tenant_id, n.subscription_id FROM new_rows AS n) AS x;
         END IF;
         IF logical = 'addon_batch' THEN
-            -- a batch's subscription's account, by its tenant
+            -- a batch's subscription's account, by its tenant (a SELECT
+            -- INTO: Citus plans no assignment that reads a table)
             FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
-                accounts[k] := (SELECT s.account_id FROM subscription.subscription AS s
-                                 WHERE s.tenant_id = tenants[k] AND s.id = accounts[k]);
+                account := NULL;
+                SELECT s.account_id INTO account FROM subscription.subscription AS s
+                 WHERE s.tenant_id = tenants[k] AND s.id = accounts[k];
+                accounts[k] := account;
             END LOOP;
         END IF;
         -- each account once, in the order of the keys

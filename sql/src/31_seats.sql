@@ -219,11 +219,12 @@ BEGIN
     ELSIF TG_ARGV[0] = 'suite_component' THEN
         -- Z3: a suite's licenses seat the products of the plans it includes
         IF TG_OP = 'INSERT' THEN
-            old_plans := ARRAY(SELECT n.suite_plan FROM new_rows AS n);
+            SELECT array_agg(n.suite_plan) INTO old_plans FROM new_rows AS n;
         ELSIF TG_OP = 'DELETE' THEN
-            old_plans := ARRAY(SELECT o.suite_plan FROM old_rows AS o);
+            SELECT array_agg(o.suite_plan) INTO old_plans FROM old_rows AS o;
         ELSE
-            old_plans := ARRAY(SELECT o.suite_plan FROM old_rows AS o UNION SELECT n.suite_plan FROM new_rows AS n);
+            SELECT array_agg(x.suite_plan) INTO old_plans
+              FROM (SELECT o.suite_plan FROM old_rows AS o UNION SELECT n.suite_plan FROM new_rows AS n) AS x;
         END IF;
         PERFORM subscription.reseat_licenses(ARRAY(
             SELECT s.id FROM subscription.subscription AS s WHERE s.plan = ANY (old_plans)));

@@ -769,6 +769,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     r record;
+    account bigint;
     accounts bigint[];
     tenants bigint[];
     only_feature text;
@@ -800,10 +801,13 @@ BEGIN
                     SELECT n.tenant_id, n.subscription_id FROM new_rows AS n) AS x;
         END IF;
         IF logical = 'addon_batch' THEN
-            -- a batch's subscription's account, by its tenant
+            -- a batch's subscription's account, by its tenant (a SELECT
+            -- INTO: Citus plans no assignment that reads a table)
             FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
-                accounts[k] := (SELECT s.account_id FROM subscription.subscription AS s
-                                 WHERE s.tenant_id = tenants[k] AND s.id = accounts[k]);
+                account := NULL;
+                SELECT s.account_id INTO account FROM subscription.subscription AS s
+                 WHERE s.tenant_id = tenants[k] AND s.id = accounts[k];
+                accounts[k] := account;
             END LOOP;
         END IF;
         -- each account once, in the order of the keys

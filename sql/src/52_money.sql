@@ -110,6 +110,7 @@ DECLARE
     balance numeric;
     discount numeric;
     used numeric;
+    rounds bigint;
 BEGIN
     -- a restore copies the charge's discount and credit lines, and the
     -- coupon's periods left, with it (restored_copy); the lines written
@@ -135,7 +136,8 @@ BEGIN
 
     -- Z10: the coupon, a round per rank, so that a second plan charge of a
     -- subscription finds the periods the first one used
-    FOR r IN 1 .. coalesce((SELECT max(k) FROM unnest(ranks) AS k), 0) LOOP
+    SELECT coalesce(max(k), 0) INTO rounds FROM unnest(ranks) AS k;
+    FOR r IN 1 .. rounds LOOP
         FOR i IN 1 .. cardinality(ids) LOOP
             CONTINUE WHEN ranks[i] IS DISTINCT FROM r;
             discount := subscription.coupon_discount(tenants[i], subs[i], amounts[i], currencies[i]);

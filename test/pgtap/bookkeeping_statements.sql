@@ -1,7 +1,7 @@
 -- The bookkeeping triggers per statement (issue 18, item 1): a statement of
 -- several rows does what as many statements of one row each did.
 BEGIN;
-SELECT plan(6);
+SELECT plan(10);
 SET search_path = subscription, public;
 SET TimeZone = 'UTC';
 
@@ -69,6 +69,36 @@ SELECT is((SELECT count(*)::int FROM event AS e
           (SELECT count(*)::int FROM history AS h
             WHERE h.operation = 'subscription_update' AND h.details ? 'quantity' AND h.account_id IN (992001, 992002)),
           'one quantity_changed event per history row of an UPDATE of two subscriptions');
+
+-- the seat counters of both subscriptions follow the one UPDATE
+SELECT results_eq(
+    $$SELECT c.capacity FROM license_counter AS c JOIN subscription AS s ON s.tenant_id = c.tenant_id AND s.id = c.subscription_id
+       WHERE s.account_id IN (992001, 992002) ORDER BY s.account_id$$,
+    $$VALUES (2), (2)$$,
+    'seat counters: an UPDATE of two subscriptions'' quantities moves both capacities');
+
+-- the stored limits of two accounts follow one statement of add-on batches
+INSERT INTO plan_limit (plan, feature, value) VALUES ('bk_plan', 'bk_rooms', 2);
+INSERT INTO addon (code, product, name, feature, units) VALUES ('bk_rooms5', 'bk', 'Five rooms', 'bk_rooms', 5);
+CREATE TABLE public.bk_room (id int PRIMARY KEY, account_id bigint NOT NULL);
+SELECT enforce_limit('public.bk_room', 'bk_rooms');
+INSERT INTO public.bk_room VALUES (1, 992001), (2, 992002);
+INSERT INTO addon_batch (subscription_id, addon, quantity)
+SELECT s.id, 'bk_rooms5', 1 FROM subscription AS s WHERE s.account_id IN (992001, 992002);
+SELECT results_eq(
+    $$SELECT account_id, limit_value FROM usage_counter WHERE feature = 'bk_rooms' ORDER BY account_id$$,
+    $$VALUES (992001::bigint, 7::bigint), (992002, 7)$$,
+    'limits: an INSERT of two add-on batches on two accounts refreshes both');
+UPDATE addon_batch SET quantity = 2 WHERE addon = 'bk_rooms5';
+SELECT results_eq(
+    $$SELECT account_id, limit_value FROM usage_counter WHERE feature = 'bk_rooms' ORDER BY account_id$$,
+    $$VALUES (992001::bigint, 12::bigint), (992002, 12)$$,
+    'limits: an UPDATE of two add-on batches refreshes both accounts');
+SELECT results_eq(
+    $$SELECT c.capacity FROM license_counter AS c JOIN subscription AS s ON s.tenant_id = c.tenant_id AND s.id = c.subscription_id
+       WHERE s.account_id IN (992001, 992002) ORDER BY s.account_id$$,
+    $$VALUES (2), (2)$$,
+    'seat counters: add-on batches of rooms take no seat');
 
 SELECT * FROM finish();
 ROLLBACK;
