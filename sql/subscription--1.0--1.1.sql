@@ -14985,6 +14985,496 @@ REVOKE ALL ON FUNCTION subscription.granted_limit(bigint, bigint, text) FROM PUB
 REVOKE ALL ON FUNCTION subscription.feature_granted(bigint, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.has_feature(bigint, text) FROM PUBLIC;
 
+-- Bookkeeping triggers set-based (issue 18) --------------------------------
+-- record_history() in C, per statement over the transition tables
+-- (src/history.c): one trigger per event and table.
+DROP TRIGGER account_history ON subscription.account;
+DROP TRIGGER member_history ON subscription.member;
+DROP TRIGGER subscription_history ON subscription.subscription;
+DROP TRIGGER addon_batch_history ON subscription.addon_batch;
+DROP TRIGGER terms_acceptance_history ON subscription.terms_acceptance;
+
+CREATE OR REPLACE FUNCTION subscription.record_history()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'record_history'
+LANGUAGE C;
+
+CREATE TRIGGER account_history AFTER INSERT ON subscription.account
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('account');
+CREATE TRIGGER account_history_update AFTER UPDATE ON subscription.account
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('account');
+CREATE TRIGGER account_history_delete AFTER DELETE ON subscription.account
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('account');
+CREATE TRIGGER member_history AFTER INSERT ON subscription.member
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('member');
+CREATE TRIGGER member_history_update AFTER UPDATE ON subscription.member
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('member');
+CREATE TRIGGER member_history_delete AFTER DELETE ON subscription.member
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('member');
+CREATE TRIGGER subscription_history AFTER INSERT ON subscription.subscription
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('subscription');
+CREATE TRIGGER subscription_history_update AFTER UPDATE ON subscription.subscription
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('subscription');
+CREATE TRIGGER subscription_history_delete AFTER DELETE ON subscription.subscription
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('subscription');
+CREATE TRIGGER addon_batch_history AFTER INSERT ON subscription.addon_batch
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('addon_batch');
+CREATE TRIGGER addon_batch_history_update AFTER UPDATE ON subscription.addon_batch
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('addon_batch');
+CREATE TRIGGER addon_batch_history_delete AFTER DELETE ON subscription.addon_batch
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('addon_batch');
+CREATE TRIGGER terms_acceptance_history AFTER INSERT ON subscription.terms_acceptance
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('terms_acceptance');
+CREATE TRIGGER terms_acceptance_history_update AFTER UPDATE ON subscription.terms_acceptance
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('terms_acceptance');
+CREATE TRIGGER terms_acceptance_history_delete AFTER DELETE ON subscription.terms_acceptance
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('terms_acceptance');
+
+-- reduce_charge(): per statement over the ledger's new rows
+DROP TRIGGER ledger_reduce_charge ON subscription.ledger;
+CREATE OR REPLACE FUNCTION subscription.reduce_charge()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c subscription.coupon;
+    ids bigint[];
+    tenants bigint[];
+    accounts bigint[];
+    subs bigint[];
+    batches bigint[];
+    amounts numeric[];
+    currencies text[];
+    periods tstzrange[];
+    items text[];
+    plans text[];
+    -- the rank of a plan charge among the statement's plan charges of its
+    -- subscription: the coupon's periods are used in that order
+    ranks bigint[];
+    discounts numeric[];
+    notes text[];
+    balances jsonb := '{}';
+    account_key text;
+    balance numeric;
+    discount numeric;
+    used numeric;
+    rounds bigint;
+BEGIN
+    -- a restore copies the charge's discount and credit lines, and the
+    -- coupon's periods left, with it (restored_copy); the lines written
+    -- here are no charges and end the nested statement at once
+    SELECT array_agg(x.id ORDER BY x.id), array_agg(x.tenant_id ORDER BY x.id), array_agg(x.account_id ORDER BY x.id),
+           array_agg(x.subscription_id ORDER BY x.id), array_agg(x.addon_batch_id ORDER BY x.id),
+           array_agg(x.amount ORDER BY x.id), array_agg(x.currency ORDER BY x.id), array_agg(x.period ORDER BY x.id),
+           array_agg(x.item ORDER BY x.id), array_agg(x.plan ORDER BY x.id), array_agg(x.rank ORDER BY x.id)
+      INTO ids, tenants, accounts, subs, batches, amounts, currencies, periods, items, plans, ranks
+      FROM (SELECT n.id, n.tenant_id, n.account_id, n.subscription_id, n.addon_batch_id, n.amount, n.currency,
+                   n.period, n.item, n.plan,
+                   CASE WHEN n.subscription_id IS NOT NULL AND n.item = 'plan'
+                        THEN row_number() OVER (PARTITION BY n.tenant_id, n.subscription_id, n.item = 'plan'
+                                                ORDER BY n.id) END AS rank
+              FROM new_rows AS n
+             WHERE n.kind = 'charge'
+               AND NOT subscription.restored_copy('subscription.ledger_id_seq', n.id)) AS x;
+    IF ids IS NULL THEN
+        RETURN NULL;
+    END IF;
+    discounts := array_fill(0::numeric, ARRAY[cardinality(ids)]);
+    notes := array_fill(NULL::text, ARRAY[cardinality(ids)]);
+
+    -- Z10: the coupon, a round per rank, so that a second plan charge of a
+    -- subscription finds the periods the first one used
+    SELECT coalesce(max(k), 0) INTO rounds FROM unnest(ranks) AS k;
+    FOR r IN 1 .. rounds LOOP
+        FOR i IN 1 .. cardinality(ids) LOOP
+            CONTINUE WHEN ranks[i] IS DISTINCT FROM r;
+            discount := subscription.coupon_discount(tenants[i], subs[i], amounts[i], currencies[i]);
+            CONTINUE WHEN discount <= 0;
+            SELECT x.* INTO c FROM subscription.subscription AS s
+              JOIN subscription.coupon AS x ON x.code = s.coupon
+             WHERE s.tenant_id = tenants[i] AND s.id = subs[i];
+            discounts[i] := discount;
+            notes[i] := format('coupon %s: %s off', c.code,
+                               coalesce(c.percent_off::text || '%', c.amount_off::text || ' ' || c.currency));
+            UPDATE subscription.subscription AS s
+               SET coupon_periods_left = s.coupon_periods_left - 1
+             WHERE s.tenant_id = tenants[i] AND s.id = subs[i] AND s.coupon_periods_left IS NOT NULL;
+        END LOOP;
+    END LOOP;
+
+    FOR i IN 1 .. cardinality(ids) LOOP
+        IF discounts[i] > 0 THEN
+            INSERT INTO subscription.ledger
+                   (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, charge_id, description)
+            VALUES (tenants[i], accounts[i], subs[i], 'discount', discounts[i], currencies[i], periods[i], items[i],
+                    plans[i], ids[i], notes[i]);
+        END IF;
+        -- L10: an account's credit in a currency, read once per statement,
+        -- without a lock first (the common case is none); what one charge
+        -- uses is gone for the next
+        account_key := tenants[i] || ' ' || accounts[i] || ' ' || currencies[i];
+        IF NOT balances ? account_key THEN
+            balance := subscription.credit_balance(tenants[i], accounts[i], currencies[i]);
+            IF balance > 0 THEN
+                -- concurrent charges of the account take its credit one at a time
+                PERFORM FROM subscription.account AS a WHERE a.tenant_id = tenants[i] AND a.id = accounts[i]
+                    FOR NO KEY UPDATE;
+                balance := subscription.credit_balance(tenants[i], accounts[i], currencies[i]);
+            END IF;
+            balances := balances || jsonb_build_object(account_key, balance);
+        END IF;
+        balance := (balances ->> account_key)::numeric;
+        used := least(balance, amounts[i] - discounts[i]);
+        IF used > 0 THEN
+            INSERT INTO subscription.ledger
+                   (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan,
+                    charge_id, description)
+            VALUES (tenants[i], accounts[i], subs[i], batches[i], 'credit_used', used, currencies[i],
+                    periods[i], items[i], plans[i], ids[i], format('credit pays charge %s', ids[i]));
+            balances := balances || jsonb_build_object(account_key, balance - used);
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER ledger_reduce_charge AFTER INSERT ON subscription.ledger
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.reduce_charge();
+
+
+-- sync_license_counter(): per statement over subscriptions and add-on batches
+DROP TRIGGER subscription_license_counter ON subscription.subscription;
+DROP TRIGGER addon_batch_license_counter ON subscription.addon_batch;
+CREATE OR REPLACE FUNCTION subscription.sync_license_counter()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tenants bigint[];
+    subs bigint[];
+    is_active boolean;
+    capacity integer;
+    -- the logical table, from the trigger's argument (issue 17)
+    logical text := TG_ARGV[0];
+BEGIN
+    -- a restore copies the counter (restored_copy): the copy is trusted,
+    -- and verify() compares it with the licenses afterwards
+    IF TG_OP = 'INSERT' AND logical = 'subscription' THEN
+        SELECT array_agg(n.tenant_id ORDER BY n.tenant_id, n.id), array_agg(n.id ORDER BY n.tenant_id, n.id)
+          INTO tenants, subs
+          FROM new_rows AS n
+         WHERE NOT subscription.restored_copy('subscription.subscription_id_seq', n.id);
+    ELSIF TG_OP = 'UPDATE' AND logical = 'subscription' THEN
+        SELECT array_agg(n.tenant_id ORDER BY n.tenant_id, n.id), array_agg(n.id ORDER BY n.tenant_id, n.id)
+          INTO tenants, subs
+          FROM old_rows AS o JOIN new_rows AS n ON n.tenant_id = o.tenant_id AND n.id = o.id
+         WHERE (o.quantity, o.status) IS DISTINCT FROM (n.quantity, n.status)
+            OR ROW(o.*) IS NOT DISTINCT FROM ROW(n.*);
+    ELSIF TG_OP = 'DELETE' THEN
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.subscription_id),
+               array_agg(x.subscription_id ORDER BY x.tenant_id, x.subscription_id)
+          INTO tenants, subs
+          FROM (SELECT DISTINCT b.tenant_id, b.subscription_id FROM old_rows AS b) AS x;
+    ELSE
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.subscription_id),
+               array_agg(x.subscription_id ORDER BY x.tenant_id, x.subscription_id)
+          INTO tenants, subs
+          FROM (SELECT DISTINCT b.tenant_id, b.subscription_id
+                  FROM new_rows AS b
+                 WHERE TG_OP = 'UPDATE'
+                    OR NOT subscription.restored_copy('subscription.addon_batch_id_seq', b.id)) AS x;
+    END IF;
+    FOR k IN 1 .. coalesce(cardinality(subs), 0) LOOP
+        -- each statement names the tenant: on Citus a trigger on a shard
+        -- runs only statements on its own node (issue 17)
+        SELECT subscription.assigns_licenses(s.tenant_id, s.account_id, s.status) INTO is_active
+          FROM subscription.subscription AS s WHERE s.tenant_id = tenants[k] AND s.id = subs[k];
+        CONTINUE WHEN NOT FOUND;
+        capacity := subscription.license_capacity(tenants[k], subs[k]);
+        INSERT INTO subscription.license_counter AS c (tenant_id, subscription_id, capacity, active)
+        VALUES (tenants[k], subs[k], capacity, is_active)
+        ON CONFLICT (tenant_id, subscription_id) DO UPDATE
+           SET capacity = excluded.capacity, active = excluded.active
+         WHERE (c.capacity, c.active) IS DISTINCT FROM (excluded.capacity, excluded.active);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.sync_license_counter() IS 'Trigger: seat capacities follow quantities, statuses and add-on batches';
+
+-- one trigger per event: a trigger with transition tables fires on one
+CREATE TRIGGER subscription_license_counter AFTER INSERT ON subscription.subscription
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.sync_license_counter('subscription');
+CREATE TRIGGER subscription_license_counter_update AFTER UPDATE ON subscription.subscription
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.sync_license_counter('subscription');
+CREATE TRIGGER addon_batch_license_counter AFTER INSERT ON subscription.addon_batch
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.sync_license_counter('addon_batch');
+CREATE TRIGGER addon_batch_license_counter_update AFTER UPDATE ON subscription.addon_batch
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.sync_license_counter('addon_batch');
+CREATE TRIGGER addon_batch_license_counter_delete AFTER DELETE ON subscription.addon_batch
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.sync_license_counter('addon_batch');
+
+-- sync_service_seats(): per statement
+DROP TRIGGER subscription_service_seats ON subscription.subscription;
+DROP TRIGGER plan_service_seats ON subscription.plan;
+DROP TRIGGER suite_component_service_seats ON subscription.suite_component;
+-- Per statement over the transition tables (issue 18): the subscriptions
+-- whose seats are rebuilt are gathered first, then rebuilt in one call.
+CREATE OR REPLACE FUNCTION subscription.sync_service_seats()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ids bigint[];
+    old_plans text[];
+    new_plans text[];
+    subs bigint[];
+BEGIN
+    -- the logical table, from the trigger's argument (issue 17)
+    IF TG_ARGV[0] = 'plan' THEN
+        -- the plans whose seat or product changed, read first
+        SELECT array_agg(n.code) FILTER (WHERE subscription.seat_product(o.kind, o.product) IS DISTINCT FROM
+                                                subscription.seat_product(n.kind, n.product)),
+               array_agg(n.code) FILTER (WHERE o.product IS DISTINCT FROM n.product)
+          INTO old_plans, new_plans
+          FROM old_rows AS o JOIN new_rows AS n ON n.code = o.code;
+        -- the plan's own subscriptions, and (Z3) those of the suites that include it
+        PERFORM subscription.reseat_licenses(ARRAY(
+            SELECT s.id FROM subscription.subscription AS s
+             WHERE s.plan = ANY (old_plans)
+                OR s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc
+                               WHERE sc.plan = ANY (new_plans))));
+    ELSIF TG_ARGV[0] = 'suite_component' THEN
+        -- Z3: a suite's licenses seat the products of the plans it includes
+        IF TG_OP = 'INSERT' THEN
+            SELECT array_agg(n.suite_plan) INTO old_plans FROM new_rows AS n;
+        ELSIF TG_OP = 'DELETE' THEN
+            SELECT array_agg(o.suite_plan) INTO old_plans FROM old_rows AS o;
+        ELSE
+            SELECT array_agg(x.suite_plan) INTO old_plans
+              FROM (SELECT o.suite_plan FROM old_rows AS o UNION SELECT n.suite_plan FROM new_rows AS n) AS x;
+        END IF;
+        PERFORM subscription.reseat_licenses(ARRAY(
+            SELECT s.id FROM subscription.subscription AS s WHERE s.plan = ANY (old_plans)));
+    ELSE
+        -- the subscriptions whose plan changed, read into a local set first
+        -- (on Citus a transition table is never joined with another table)
+        SELECT array_agg(n.id ORDER BY n.tenant_id, n.id), array_agg(o.plan ORDER BY n.tenant_id, n.id),
+               array_agg(n.plan ORDER BY n.tenant_id, n.id)
+          INTO ids, old_plans, new_plans
+          FROM old_rows AS o JOIN new_rows AS n ON n.tenant_id = o.tenant_id AND n.id = o.id
+         WHERE o.plan IS DISTINCT FROM n.plan;
+        FOR k IN 1 .. coalesce(cardinality(ids), 0) LOOP
+            IF (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = old_plans[k])
+               IS DISTINCT FROM
+               (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = new_plans[k])
+               -- Z3: from or to a suite, the included products may change
+               OR EXISTS (SELECT FROM subscription.suite_component AS sc
+                           WHERE sc.suite_plan IN (old_plans[k], new_plans[k])) THEN
+                subs := subs || ids[k];
+            END IF;
+        END LOOP;
+        IF subs IS NOT NULL THEN
+            PERFORM subscription.reseat_licenses(subs);
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.sync_service_seats() IS 'Trigger: service seats follow plan and suite changes (R11, Z3)';
+
+-- one trigger per event: a trigger with transition tables fires on one
+CREATE TRIGGER subscription_service_seats AFTER UPDATE ON subscription.subscription
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.sync_service_seats('subscription');
+CREATE TRIGGER plan_service_seats AFTER UPDATE ON subscription.plan
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.sync_service_seats('plan');
+CREATE TRIGGER suite_component_service_seats AFTER INSERT ON subscription.suite_component
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.sync_service_seats('suite_component');
+CREATE TRIGGER suite_component_service_seats_update AFTER UPDATE ON subscription.suite_component
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.sync_service_seats('suite_component');
+CREATE TRIGGER suite_component_service_seats_delete AFTER DELETE ON subscription.suite_component
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.sync_service_seats('suite_component');
+
+-- refresh_limits(): subscriptions and add-on batches per statement
+DROP TRIGGER subscription_refresh_limits ON subscription.subscription;
+DROP TRIGGER addon_batch_refresh_limits ON subscription.addon_batch;
+-- The limits stored in the usage counters follow what they are computed
+-- from: an account's subscriptions and add-on batches (its own rows: its
+-- counters are refreshed at once), a plan's limits, an add-on's feature
+-- and units, a suite's plans (the catalog: on a single server each
+-- account concerned is refreshed, by refresh_account_limits; on Citus a
+-- trigger of a reference table writes no distributed table, and the
+-- guard recomputes a counter whose limit version is not the catalog's).
+-- Subscriptions and add-on batches per statement, over the transition
+-- tables (issue 18): the accounts the statement concerns are read into a
+-- local set first (on Citus a transition table is never joined with a
+-- distributed table), each refreshed once, in the order of their keys.  An
+-- UPDATE of subscriptions concerns the rows whose account, plan, quantity,
+-- status or plan version changed, and the rows it left as they were
+-- (refresh_freeze() names an account's subscriptions so that their limits
+-- follow a freeze): the old and the new account.  The catalog's rows, per
+-- row, as before.
+CREATE OR REPLACE FUNCTION subscription.refresh_limits()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    account bigint;
+    accounts bigint[];
+    tenants bigint[];
+    only_feature text;
+    -- the logical table, from the trigger's argument (issue 17)
+    logical text := TG_ARGV[0];
+BEGIN
+    IF TG_LEVEL = 'STATEMENT' THEN
+        -- the rows concerned, as they were and as they are: (tenant,
+        -- account) of a subscription, (tenant, subscription) of a batch
+        IF logical = 'subscription' AND TG_OP = 'INSERT' THEN
+            SELECT array_agg(n.tenant_id), array_agg(n.account_id) INTO tenants, accounts FROM new_rows AS n;
+        ELSIF logical = 'subscription' AND TG_OP = 'DELETE' THEN
+            SELECT array_agg(o.tenant_id), array_agg(o.account_id) INTO tenants, accounts FROM old_rows AS o;
+        ELSIF TG_OP = 'INSERT' THEN
+            SELECT array_agg(n.tenant_id), array_agg(n.subscription_id) INTO tenants, accounts FROM new_rows AS n;
+        ELSIF TG_OP = 'DELETE' THEN
+            SELECT array_agg(o.tenant_id), array_agg(o.subscription_id) INTO tenants, accounts FROM old_rows AS o;
+        ELSIF logical = 'subscription' THEN
+            SELECT array_agg(x.tenant_id), array_agg(x.account_id) INTO tenants, accounts
+              FROM old_rows AS o JOIN new_rows AS n ON n.tenant_id = o.tenant_id AND n.id = o.id
+             CROSS JOIN LATERAL (VALUES (o.tenant_id, o.account_id), (n.tenant_id, n.account_id)) AS x (tenant_id, account_id)
+             WHERE (o.account_id, o.plan, o.quantity, o.status, o.plan_version)
+                   IS DISTINCT FROM (n.account_id, n.plan, n.quantity, n.status, n.plan_version)
+                OR ROW(o.*) IS NOT DISTINCT FROM ROW(n.*);
+        ELSE
+            SELECT array_agg(x.tenant_id), array_agg(x.subscription_id) INTO tenants, accounts
+              FROM (SELECT o.tenant_id, o.subscription_id FROM old_rows AS o
+                    UNION ALL
+                    SELECT n.tenant_id, n.subscription_id FROM new_rows AS n) AS x;
+        END IF;
+        IF logical = 'addon_batch' THEN
+            -- a batch's subscription's account, by its tenant (a SELECT
+            -- INTO: Citus plans no assignment that reads a table)
+            FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
+                account := NULL;
+                SELECT s.account_id INTO account FROM subscription.subscription AS s
+                 WHERE s.tenant_id = tenants[k] AND s.id = accounts[k];
+                accounts[k] := account;
+            END LOOP;
+        END IF;
+        -- each account once, in the order of the keys
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.account_id), array_agg(x.account_id ORDER BY x.tenant_id, x.account_id)
+          INTO tenants, accounts
+          FROM (SELECT DISTINCT t.tenant_id, t.account_id FROM unnest(tenants, accounts) AS t (tenant_id, account_id)
+                 WHERE t.account_id IS NOT NULL) AS x;
+        FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
+            PERFORM subscription.refresh_account_limits(tenants[k], accounts[k], NULL);
+        END LOOP;
+        RETURN NULL;
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension AS e WHERE e.extname = 'citus') THEN
+        -- no fan-out from a reference table (issue 17): the limit version
+        RETURN NULL;
+    END IF;
+    -- an UPDATE can move the row: refresh for its old and its new self
+    FOR i IN 1 .. CASE WHEN TG_OP = 'UPDATE' THEN 2 ELSE 1 END LOOP
+        IF i = 1 AND TG_OP <> 'INSERT' THEN
+            r := OLD;
+        ELSE
+            r := NEW;
+        END IF;
+        -- the accounts with their tenants, by account (issue 17)
+        IF logical = 'plan_limit' THEN
+            only_feature := r.feature;
+            -- the plan's subscriptions, and those of the suites that include it (Z3)
+            SELECT array_agg(x.account_id ORDER BY x.account_id), array_agg(x.tenant_id ORDER BY x.account_id)
+              INTO accounts, tenants
+              FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
+                     WHERE s.plan = r.plan
+                        OR s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc
+                                       WHERE sc.plan = r.plan)) AS x;
+        ELSIF logical = 'suite_component' THEN
+            SELECT array_agg(x.account_id ORDER BY x.account_id), array_agg(x.tenant_id ORDER BY x.account_id)
+              INTO accounts, tenants
+              FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
+                     WHERE s.plan = r.suite_plan) AS x;
+        ELSE
+            SELECT array_agg(x.account_id ORDER BY x.account_id), array_agg(x.tenant_id ORDER BY x.account_id)
+              INTO accounts, tenants
+              FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
+                      JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
+                     WHERE b.addon = r.code) AS x;
+        END IF;
+        FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
+            PERFORM subscription.refresh_account_limits(tenants[k], accounts[k], only_feature);
+        END LOOP;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.refresh_limits() IS 'Trigger: the limits stored in the usage counters follow what they are computed from';
+
+-- subscriptions and add-on batches per statement, one trigger per event (a
+-- trigger with transition tables fires on one); the catalog per row
+CREATE TRIGGER subscription_refresh_limits AFTER INSERT ON subscription.subscription
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.refresh_limits('subscription');
+CREATE TRIGGER subscription_refresh_limits_update AFTER UPDATE ON subscription.subscription
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.refresh_limits('subscription');
+CREATE TRIGGER subscription_refresh_limits_delete AFTER DELETE ON subscription.subscription
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.refresh_limits('subscription');
+CREATE TRIGGER addon_batch_refresh_limits AFTER INSERT ON subscription.addon_batch
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.refresh_limits('addon_batch');
+CREATE TRIGGER addon_batch_refresh_limits_update AFTER UPDATE ON subscription.addon_batch
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.refresh_limits('addon_batch');
+CREATE TRIGGER addon_batch_refresh_limits_delete AFTER DELETE ON subscription.addon_batch
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.refresh_limits('addon_batch');
+-- end of: bookkeeping triggers set-based (issue 18)
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves
@@ -15583,74 +16073,6 @@ BEGIN
                   HINT = hint, TABLE = logical, SCHEMA = 'subscription';
     END IF;
     RETURN OLD;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.record_history()
-RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the writer needs no right on its tables
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    old_row jsonb;
-    new_row jsonb;
-    row_now jsonb;
-    changed jsonb;
-    account bigint;
-    sub bigint;
-    -- the logical table, from the trigger's argument: on Citus a shard's
-    -- own name is not the table's (issue 17)
-    logical text := TG_ARGV[0];
-BEGIN
-    -- the row as the application knows it: the tenant key is the history
-    -- row's own (tenant_id)
-    IF TG_OP <> 'INSERT' THEN
-        old_row := to_jsonb(OLD) - 'tenant_id';
-    END IF;
-    IF TG_OP <> 'DELETE' THEN
-        new_row := to_jsonb(NEW) - 'tenant_id';
-    END IF;
-    -- a restore copies the row's history with it (restored_copy); a row
-    -- without an id of its own (terms_acceptance) is copied whole by the
-    -- restoring role.  Other roles pay one cached check.
-    IF TG_OP = 'INSERT' AND subscription.restoring_role()
-       AND (NOT new_row ? 'id'
-            OR subscription.restored_copy(pg_catalog.format('subscription.%I', logical || '_id_seq')::regclass,
-                                          (new_row ->> 'id')::bigint)) THEN
-        RETURN NULL;
-    END IF;
-    row_now := coalesce(new_row, old_row);
-    changed := row_now;
-    IF TG_OP = 'UPDATE' THEN
-        SELECT jsonb_object_agg(n.key, jsonb_build_object('old', old_row -> n.key, 'new', n.value))
-          INTO changed
-          FROM jsonb_each(new_row) AS n
-         WHERE n.value IS DISTINCT FROM old_row -> n.key;
-        IF changed IS NULL THEN
-            RETURN NULL;
-        END IF;
-    END IF;
-
-    CASE logical
-        WHEN 'account' THEN
-            account := (row_now ->> 'id')::bigint;
-        WHEN 'subscription' THEN
-            account := (row_now ->> 'account_id')::bigint;
-            sub := (row_now ->> 'id')::bigint;
-        WHEN 'addon_batch' THEN
-            sub := (row_now ->> 'subscription_id')::bigint;
-            SELECT s.account_id INTO account FROM subscription.subscription AS s
-             WHERE s.tenant_id = CASE WHEN TG_OP = 'DELETE' THEN OLD.tenant_id ELSE NEW.tenant_id END
-               AND s.id = sub;
-        ELSE
-            account := (row_now ->> 'account_id')::bigint;
-    END CASE;
-
-    PERFORM subscription.write_history(logical || '_' || lower(TG_OP), account, sub, changed,
-                                       CASE WHEN TG_OP = 'DELETE' THEN OLD.tenant_id ELSE NEW.tenant_id END);
-    RETURN NULL;
 END
 $$;
 

@@ -4,9 +4,10 @@
  *	  The one writer of a history row (R8).
  *
  * Every row of subscription.history that the extension writes is written
- * by RecordHistory(): the row trigger record_history() and erase_account()
- * through subscription.write_history(), the license guard's statement,
- * one-row and TRUNCATE paths directly.  The writer gives the operation,
+ * by RecordHistory(): the statement trigger record_history() and the
+ * license guard's statement path through RecordQueriedHistory(),
+ * erase_account() through subscription.write_history(), the license
+ * guard's one-row and TRUNCATE paths directly.  The writer gives the operation,
  * the account, the subscription and the details; RecordHistory() adds the
  * actor (CurrentActor(): subscription.actor, else the session user), and
  * the table's defaults fill the rest as for an INSERT: the id, the time,
@@ -14,13 +15,17 @@
  * So every path records the same columns the same way.
  *
  * One row at a time, by rowwrite.c, as the extension's owner: a set-based
- * writer (a statement-level trigger over its transition table) calls it
- * once per row, as the license guard does.
+ * writer (a statement-level trigger over its transition table) computes
+ * its rows in one query and RecordQueriedHistory() writes them, as
+ * record_history() and the license guard do.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -31,6 +36,7 @@
 #include "subscription.h"
 
 PG_FUNCTION_INFO_V1(write_history);
+PG_FUNCTION_INFO_V1(record_history);
 
 /*
  * Write one history row into table (subscription.history) of w.  A NULL
@@ -104,4 +110,174 @@ write_history(PG_FUNCTION_ARGS)
 				  PG_GETARG_DATUM(3));
 	EndRowWrites(w);
 	PG_RETURN_VOID();
+}
+
+/*
+ * Write the history rows that the last query returned (operation,
+ * account_id, subscription_id, details, tenant_id), in its order, by the
+ * one writer.  With accounts_by_subscription, a row's account is its
+ * subscription's (an add-on batch's history): looked up by the tenant and
+ * the subscription's id, without a query, so that on Citus the lookup
+ * stays on the tenant's shard (issue 17); NULL once the subscription is
+ * gone.
+ */
+void
+RecordQueriedHistory(bool accounts_by_subscription)
+{
+	SPITupleTable *rows = SPI_tuptable;
+	uint64		nrows = SPI_processed;
+	Oid			relids[2];
+	RowWrites  *w;
+	uint64		i;
+
+	if (nrows == 0)
+		return;
+	relids[0] = OwnTable("history");
+	relids[1] = OwnTable("subscription");
+	w = BeginRowWrites(accounts_by_subscription ? 2 : 1, relids);
+	for (i = 0; i < nrows; i++)
+	{
+		bool		no_account;
+		bool		no_subscription;
+		bool		isnull;
+		int64		account_id = DatumGetInt64(SPI_getbinval(rows->vals[i], rows->tupdesc, 2, &no_account));
+		int64		subscription_id = DatumGetInt64(SPI_getbinval(rows->vals[i], rows->tupdesc, 3,
+																  &no_subscription));
+		bool		no_tenant = true;
+		int64		tenant_id = 0;
+
+		/* the tenant, a fifth column (NULL on a 1.0 schema) */
+		if (rows->tupdesc->natts >= 5)
+			tenant_id = DatumGetInt64(SPI_getbinval(rows->vals[i], rows->tupdesc, 5, &no_tenant));
+		if (accounts_by_subscription && !no_subscription)
+		{
+			Relation	subscriptions = RowWriteRelation(w, 1);
+			TupleTableSlot *subscription = RowWriteStoredSlot(w, 1);
+			Datum		key = Int64GetDatum(subscription_id);
+
+			no_account = !FetchRowByTenantKey(subscriptions, RowWriteSnapshot(w), no_tenant ? NULL : &tenant_id,
+											  1, &key, subscription);
+			if (!no_account)
+				account_id = DatumGetInt64(slot_getattr(subscription, RowWriteColumn(subscriptions, "account_id"),
+														&no_account));
+			ExecClearTuple(subscription);
+		}
+		RecordHistory(w, 0, SPI_getvalue(rows->vals[i], rows->tupdesc, 1),
+					  no_tenant ? NULL : &tenant_id,
+					  no_account ? NULL : &account_id,
+					  no_subscription ? NULL : &subscription_id,
+					  SPI_getbinval(rows->vals[i], rows->tupdesc, 4, &isnull));
+	}
+	EndRowWrites(w);
+}
+
+/* the tables record_history() records (Z11), and who a row's account is */
+#define HISTORY_NUM_TABLES 5
+static const struct
+{
+	const char *table;
+	const char *account;		/* of the row as jsonb, x.r */
+	const char *subscription;
+}			history_tables[HISTORY_NUM_TABLES] =
+{
+	{"account", "(x.r ->> 'id')::bigint", "NULL::bigint"},
+	{"member", "(x.r ->> 'account_id')::bigint", "NULL::bigint"},
+	{"subscription", "(x.r ->> 'account_id')::bigint", "(x.r ->> 'id')::bigint"},
+	/* the subscription's account, looked up by RecordQueriedHistory() */
+	{"addon_batch", "NULL::bigint", "(x.r ->> 'subscription_id')::bigint"},
+	{"terms_acceptance", "(x.r ->> 'account_id')::bigint", "NULL::bigint"},
+};
+
+/*
+ * The query of a table's history rows for one event, over the transition
+ * tables, in the order the statement changed the rows: the row as the
+ * application knows it (its tenant key is the history row's own), on an
+ * UPDATE only the changed columns as {"column": {"old": .., "new": ..}},
+ * and no row for an UPDATE that changed nothing.  A restore ($1) copies a
+ * row's history with it (restored_copy); a row without an id of its own
+ * (terms_acceptance) is copied whole by the restoring role.  It reads the
+ * transition tables alone: on Citus they are not joined with a distributed
+ * table (issue 17).
+ */
+static char *
+HistoryQuery(int t, GuardedEvent event)
+{
+	const char *table = history_tables[t].table;
+
+	if (event == GUARDED_UPDATE)
+		return psprintf("SELECT '%s_update', %s, %s, d.changed, x.tenant_id"
+						"  FROM (SELECT row_number() OVER () AS i, to_jsonb(o) - 'tenant_id' AS r"
+						"          FROM old_rows AS o) AS o"
+						"  JOIN (SELECT row_number() OVER () AS i, n.tenant_id, to_jsonb(n) - 'tenant_id' AS r"
+						"          FROM new_rows AS n) AS x USING (i)"
+						"  CROSS JOIN LATERAL"
+						"       (SELECT pg_catalog.jsonb_object_agg(k.key, pg_catalog.jsonb_build_object("
+						"                   'old', o.r -> k.key, 'new', k.value)) AS changed"
+						"          FROM pg_catalog.jsonb_each(x.r) AS k"
+						"         WHERE k.value IS DISTINCT FROM o.r -> k.key) AS d"
+						" WHERE d.changed IS NOT NULL"
+						" ORDER BY i",
+						table, history_tables[t].account, history_tables[t].subscription);
+	return psprintf("SELECT '%s_%s', %s, %s, x.r, x.tenant_id"
+					"  FROM (SELECT t.tenant_id, to_jsonb(t) - 'tenant_id' AS r FROM %s AS t) AS x"
+					" WHERE NOT ($1 AND (NOT x.r ? 'id'"
+					"                    OR subscription.restored_copy("
+					"                           pg_catalog.format('subscription.%%I', '%s_id_seq')::regclass,"
+					"                           (x.r ->> 'id')::bigint)))",
+					table, event == GUARDED_INSERT ? "insert" : "delete",
+					history_tables[t].account, history_tables[t].subscription,
+					event == GUARDED_INSERT ? "new_rows" : "old_rows", table);
+}
+
+/*
+ * record_history: AFTER INSERT, UPDATE or DELETE ... FOR EACH STATEMENT
+ * trigger of account, member, subscription, addon_batch and
+ * terms_acceptance, its argument the logical table (on Citus a shard's own
+ * name is not the table's, issue 17): one history row per changed row
+ * (R8, Z11), from one query over the transition tables.  The extension's
+ * own bookkeeping: it writes as the extension's owner, the writer needs no
+ * right on history.
+ */
+Datum
+record_history(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plans[HISTORY_NUM_TABLES][GUARD_NUM_ROW_EVENTS];
+	TriggerData *trigdata;
+	Tuplestorestate *rows;
+	GuardedEvent event;
+	Oid			argtypes[1] = {BOOLOID};
+	Datum		values[1];
+	IdentitySwitch s;
+	int			t;
+
+	event = ClassifyGuardedStatement(fcinfo, "record_history", &rows);
+	trigdata = (TriggerData *) fcinfo->context;
+	for (t = 0; t < HISTORY_NUM_TABLES; t++)
+		if (trigdata->tg_trigger->tgnargs == 1
+			&& strcmp(trigdata->tg_trigger->tgargs[0], history_tables[t].table) == 0)
+			break;
+	if (event == GUARDED_TRUNCATE || t == HISTORY_NUM_TABLES)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("record_history() must be fired by an INSERT, UPDATE or DELETE of a table it records")));
+	if (tuplestore_tuple_count(rows) == 0)
+		return PointerGetDatum(NULL);
+
+	/* asked before the identity changes (a restore is the caller's) */
+	values[0] = BoolGetDatum(event == GUARDED_INSERT && RestoringRole());
+
+	BecomeExtensionOwner(&s);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
+		elog(ERROR, "could not register the transition tables");
+	if (plans[t][event] == NULL)
+		KeptPlan(&plans[t][event], HistoryQuery(t, event), 1, argtypes);
+	if (SPI_execute_plan(plans[t][event], values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the changed rows of %s", history_tables[t].table);
+	RecordQueriedHistory(strcmp(history_tables[t].table, "addon_batch") == 0);
+	SPI_finish();
+	RestoreIdentity(&s);
+
+	return PointerGetDatum(NULL);
 }

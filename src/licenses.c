@@ -499,46 +499,6 @@ SeatsOrRefuse(Relation rel, SPIPlanPtr seat_plan, SPIPlanPtr conflict_plan, Datu
 				GetInt64(0, 3, &isnull));
 }
 
-/*
- * Write the history rows that the last query returned (operation,
- * account_id, subscription_id, details), in its order, by the one writer.
- */
-static void
-RecordQueriedHistory(void)
-{
-	SPITupleTable *rows = SPI_tuptable;
-	uint64		nrows = SPI_processed;
-	Oid			relid;
-	RowWrites  *w;
-	uint64		i;
-
-	if (nrows == 0)
-		return;
-	relid = OwnTable("history");
-	w = BeginRowWrites(1, &relid);
-	for (i = 0; i < nrows; i++)
-	{
-		bool		no_account;
-		bool		no_subscription;
-		bool		isnull;
-		int64		account_id = DatumGetInt64(SPI_getbinval(rows->vals[i], rows->tupdesc, 2, &no_account));
-		int64		subscription_id = DatumGetInt64(SPI_getbinval(rows->vals[i], rows->tupdesc, 3,
-																  &no_subscription));
-		bool		no_tenant = true;
-		int64		tenant_id = 0;
-
-		/* the tenant, a fifth column (NULL on a 1.0 schema) */
-		if (rows->tupdesc->natts >= 5)
-			tenant_id = DatumGetInt64(SPI_getbinval(rows->vals[i], rows->tupdesc, 5, &no_tenant));
-		RecordHistory(w, 0, SPI_getvalue(rows->vals[i], rows->tupdesc, 1),
-					  no_tenant ? NULL : &tenant_id,
-					  no_account ? NULL : &account_id,
-					  no_subscription ? NULL : &subscription_id,
-					  SPI_getbinval(rows->vals[i], rows->tupdesc, 4, &isnull));
-	}
-	EndRowWrites(w);
-}
-
 static void
 GuardTruncate(void)
 {
@@ -551,7 +511,7 @@ GuardTruncate(void)
 			 0, NULL);
 	if (SPI_execute_plan(truncate_plan, NULL, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not reset the license counters");
-	RecordQueriedHistory();
+	RecordQueriedHistory(false);
 	/* the license table is locked exclusively: no seat can be written meanwhile */
 	KeptPlan(&truncate_seats_plan, "TRUNCATE subscription.service_seat", 0, NULL);
 	if (SPI_execute_plan(truncate_seats_plan, NULL, NULL, false, 0) != SPI_OK_UTILITY)
@@ -733,7 +693,7 @@ GuardStatement(TriggerData *trigdata, GuardedEvent event)
 	if (SPI_execute_snapshot(plans[GQ_HISTORY], NULL, NULL, GetLatestSnapshot(), InvalidSnapshot,
 							 true, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the history of the license changes");
-	RecordQueriedHistory();
+	RecordQueriedHistory(false);
 
 	/* seats freed first: an UPDATE may move a service license between subscriptions */
 	if (guard_query_applies[event][GQ_UNSEAT] &&

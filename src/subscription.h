@@ -73,6 +73,9 @@ typedef enum GuardedEvent
 	GUARDED_NOTHING				/* a guard that has nothing to check */
 } GuardedEvent;
 
+/* INSERT, UPDATE, DELETE: the GuardedEvent values that carry rows */
+#define GUARD_NUM_ROW_EVENTS 3
+
 extern SPIPlanPtr KeptPlan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes);
 
 /*
@@ -183,6 +186,7 @@ extern bool RoutedLock(Relation rel, RoutedTable *t, TupleTableSlot *slot, LockT
 /* history.c: the one writer of a history row (R8) */
 extern void RecordHistory(RowWrites *w, int table, const char *operation, const int64 *tenant_id,
 						  const int64 *account_id, const int64 *subscription_id, Datum details);
+extern void RecordQueriedHistory(bool accounts_by_subscription);
 
 /*
  * downgrade.c: the trimming in progress (0 / InvalidOid when none), so that

@@ -204,88 +204,64 @@ RETURN subscription.actor_refusal(account_id, 'read') IS NULL;
 COMMENT ON FUNCTION subscription.may_read(bigint) IS
 'Whether the actor (or back-office code without one) may read the account''s rows';
 
--- Row trigger of subscription, account, member, addon_batch and
--- terms_acceptance (Z11): the
+-- Statement trigger of subscription, account, member, addon_batch and
+-- terms_acceptance (Z11), in C (src/history.c): one history row per
+-- changed row, computed in one query over the transition tables, with the
 -- changed columns as jsonb ({"column": {"old": .., "new": ..}} on UPDATE,
--- the row on INSERT and DELETE).  License writes are recorded per
--- statement and subscription by the license guard.
+-- the row on INSERT and DELETE).  One trigger per event, as a trigger with
+-- transition tables fires on one: <table>_history on INSERT (the name the
+-- row trigger had), <table>_history_update and <table>_history_delete.
+-- License writes are recorded per statement and subscription by the
+-- license guard.
 CREATE FUNCTION subscription.record_history()
 RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the writer needs no right on its tables
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    old_row jsonb;
-    new_row jsonb;
-    row_now jsonb;
-    changed jsonb;
-    account bigint;
-    sub bigint;
-    -- the logical table, from the trigger's argument: on Citus a shard's
-    -- own name is not the table's (issue 17)
-    logical text := TG_ARGV[0];
-BEGIN
-    -- the row as the application knows it: the tenant key is the history
-    -- row's own (tenant_id)
-    IF TG_OP <> 'INSERT' THEN
-        old_row := to_jsonb(OLD) - 'tenant_id';
-    END IF;
-    IF TG_OP <> 'DELETE' THEN
-        new_row := to_jsonb(NEW) - 'tenant_id';
-    END IF;
-    -- a restore copies the row's history with it (restored_copy); a row
-    -- without an id of its own (terms_acceptance) is copied whole by the
-    -- restoring role.  Other roles pay one cached check.
-    IF TG_OP = 'INSERT' AND subscription.restoring_role()
-       AND (NOT new_row ? 'id'
-            OR subscription.restored_copy(pg_catalog.format('subscription.%I', logical || '_id_seq')::regclass,
-                                          (new_row ->> 'id')::bigint)) THEN
-        RETURN NULL;
-    END IF;
-    row_now := coalesce(new_row, old_row);
-    changed := row_now;
-    IF TG_OP = 'UPDATE' THEN
-        SELECT jsonb_object_agg(n.key, jsonb_build_object('old', old_row -> n.key, 'new', n.value))
-          INTO changed
-          FROM jsonb_each(new_row) AS n
-         WHERE n.value IS DISTINCT FROM old_row -> n.key;
-        IF changed IS NULL THEN
-            RETURN NULL;
-        END IF;
-    END IF;
-
-    CASE logical
-        WHEN 'account' THEN
-            account := (row_now ->> 'id')::bigint;
-        WHEN 'subscription' THEN
-            account := (row_now ->> 'account_id')::bigint;
-            sub := (row_now ->> 'id')::bigint;
-        WHEN 'addon_batch' THEN
-            sub := (row_now ->> 'subscription_id')::bigint;
-            SELECT s.account_id INTO account FROM subscription.subscription AS s
-             WHERE s.tenant_id = CASE WHEN TG_OP = 'DELETE' THEN OLD.tenant_id ELSE NEW.tenant_id END
-               AND s.id = sub;
-        ELSE
-            account := (row_now ->> 'account_id')::bigint;
-    END CASE;
-
-    PERFORM subscription.write_history(logical || '_' || lower(TG_OP), account, sub, changed,
-                                       CASE WHEN TG_OP = 'DELETE' THEN OLD.tenant_id ELSE NEW.tenant_id END);
-    RETURN NULL;
-END
-$$;
+AS 'MODULE_PATHNAME', 'record_history'
+LANGUAGE C;
 
 COMMENT ON FUNCTION subscription.record_history() IS 'Trigger: one history row per change of accounts, members, subscriptions, add-on batches and terms acceptances (R8, Z11)';
 
-CREATE TRIGGER account_history AFTER INSERT OR UPDATE OR DELETE ON subscription.account
-    FOR EACH ROW EXECUTE FUNCTION subscription.record_history('account');
-CREATE TRIGGER member_history AFTER INSERT OR UPDATE OR DELETE ON subscription.member
-    FOR EACH ROW EXECUTE FUNCTION subscription.record_history('member');
-CREATE TRIGGER subscription_history AFTER INSERT OR UPDATE OR DELETE ON subscription.subscription
-    FOR EACH ROW EXECUTE FUNCTION subscription.record_history('subscription');
-CREATE TRIGGER addon_batch_history AFTER INSERT OR UPDATE OR DELETE ON subscription.addon_batch
-    FOR EACH ROW EXECUTE FUNCTION subscription.record_history('addon_batch');
-CREATE TRIGGER terms_acceptance_history AFTER INSERT OR UPDATE OR DELETE ON subscription.terms_acceptance
-    FOR EACH ROW EXECUTE FUNCTION subscription.record_history('terms_acceptance');
+CREATE TRIGGER account_history AFTER INSERT ON subscription.account
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('account');
+CREATE TRIGGER account_history_update AFTER UPDATE ON subscription.account
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('account');
+CREATE TRIGGER account_history_delete AFTER DELETE ON subscription.account
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('account');
+CREATE TRIGGER member_history AFTER INSERT ON subscription.member
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('member');
+CREATE TRIGGER member_history_update AFTER UPDATE ON subscription.member
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('member');
+CREATE TRIGGER member_history_delete AFTER DELETE ON subscription.member
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('member');
+CREATE TRIGGER subscription_history AFTER INSERT ON subscription.subscription
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('subscription');
+CREATE TRIGGER subscription_history_update AFTER UPDATE ON subscription.subscription
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('subscription');
+CREATE TRIGGER subscription_history_delete AFTER DELETE ON subscription.subscription
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('subscription');
+CREATE TRIGGER addon_batch_history AFTER INSERT ON subscription.addon_batch
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('addon_batch');
+CREATE TRIGGER addon_batch_history_update AFTER UPDATE ON subscription.addon_batch
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('addon_batch');
+CREATE TRIGGER addon_batch_history_delete AFTER DELETE ON subscription.addon_batch
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('addon_batch');
+CREATE TRIGGER terms_acceptance_history AFTER INSERT ON subscription.terms_acceptance
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('terms_acceptance');
+CREATE TRIGGER terms_acceptance_history_update AFTER UPDATE ON subscription.terms_acceptance
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('terms_acceptance');
+CREATE TRIGGER terms_acceptance_history_delete AFTER DELETE ON subscription.terms_acceptance
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('terms_acceptance');

@@ -82,7 +82,15 @@ COMMENT ON FUNCTION subscription.assigns_licenses(bigint, bigint, text) IS
 
 -- Keeps a subscription's seat counter in step with its quantity, status and
 -- add-on batches.  Lowering the capacity below the licenses in use fails on
--- the counter's CHECK (23514): release licenses first.
+-- the counter's CHECK (23514): release licenses first.  Per statement over
+-- the transition tables (issue 18): the subscriptions the statement
+-- concerns are read into a local set first (on Citus a transition table is
+-- never joined with a distributed table), each counter is written once,
+-- in the order of the subscriptions' keys, by statements that name its
+-- tenant.  An UPDATE of subscriptions concerns the rows whose quantity or
+-- status changed, and the rows it left as they were (refresh_freeze()
+-- names an account's subscriptions so that their counters follow a
+-- freeze); an UPDATE of add-on batches, every row.
 CREATE FUNCTION subscription.sync_license_counter()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -91,8 +99,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    sub bigint;
-    tenant bigint;
+    tenants bigint[];
+    subs bigint[];
     is_active boolean;
     capacity integer;
     -- the logical table, from the trigger's argument (issue 17)
@@ -100,45 +108,66 @@ DECLARE
 BEGIN
     -- a restore copies the counter (restored_copy): the copy is trusted,
     -- and verify() compares it with the licenses afterwards
-    IF TG_OP = 'INSERT'
-       AND subscription.restored_copy(pg_catalog.format('subscription.%I', logical || '_id_seq')::regclass, NEW.id) THEN
-        RETURN NULL;
-    END IF;
-    IF logical = 'subscription' THEN
-        sub := NEW.id;
-        tenant := NEW.tenant_id;
+    IF TG_OP = 'INSERT' AND logical = 'subscription' THEN
+        SELECT array_agg(n.tenant_id ORDER BY n.tenant_id, n.id), array_agg(n.id ORDER BY n.tenant_id, n.id)
+          INTO tenants, subs
+          FROM new_rows AS n
+         WHERE NOT subscription.restored_copy('subscription.subscription_id_seq', n.id);
+    ELSIF TG_OP = 'UPDATE' AND logical = 'subscription' THEN
+        SELECT array_agg(n.tenant_id ORDER BY n.tenant_id, n.id), array_agg(n.id ORDER BY n.tenant_id, n.id)
+          INTO tenants, subs
+          FROM old_rows AS o JOIN new_rows AS n ON n.tenant_id = o.tenant_id AND n.id = o.id
+         WHERE (o.quantity, o.status) IS DISTINCT FROM (n.quantity, n.status)
+            OR ROW(o.*) IS NOT DISTINCT FROM ROW(n.*);
     ELSIF TG_OP = 'DELETE' THEN
-        sub := OLD.subscription_id;
-        tenant := OLD.tenant_id;
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.subscription_id),
+               array_agg(x.subscription_id ORDER BY x.tenant_id, x.subscription_id)
+          INTO tenants, subs
+          FROM (SELECT DISTINCT b.tenant_id, b.subscription_id FROM old_rows AS b) AS x;
     ELSE
-        sub := NEW.subscription_id;
-        tenant := NEW.tenant_id;
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.subscription_id),
+               array_agg(x.subscription_id ORDER BY x.tenant_id, x.subscription_id)
+          INTO tenants, subs
+          FROM (SELECT DISTINCT b.tenant_id, b.subscription_id
+                  FROM new_rows AS b
+                 WHERE TG_OP = 'UPDATE'
+                    OR NOT subscription.restored_copy('subscription.addon_batch_id_seq', b.id)) AS x;
     END IF;
-    -- each statement names the tenant: on Citus a trigger on a shard runs
-    -- only statements on its own node (issue 17)
-    SELECT subscription.assigns_licenses(s.tenant_id, s.account_id, s.status) INTO is_active
-      FROM subscription.subscription AS s WHERE s.tenant_id = tenant AND s.id = sub;
-    IF NOT FOUND THEN
-        RETURN NULL;
-    END IF;
-    capacity := subscription.license_capacity(tenant, sub);
-    INSERT INTO subscription.license_counter AS c (tenant_id, subscription_id, capacity, active)
-    VALUES (tenant, sub, capacity, is_active)
-    ON CONFLICT (tenant_id, subscription_id) DO UPDATE
-       SET capacity = excluded.capacity, active = excluded.active
-     WHERE (c.capacity, c.active) IS DISTINCT FROM (excluded.capacity, excluded.active);
+    FOR k IN 1 .. coalesce(cardinality(subs), 0) LOOP
+        -- each statement names the tenant: on Citus a trigger on a shard
+        -- runs only statements on its own node (issue 17)
+        SELECT subscription.assigns_licenses(s.tenant_id, s.account_id, s.status) INTO is_active
+          FROM subscription.subscription AS s WHERE s.tenant_id = tenants[k] AND s.id = subs[k];
+        CONTINUE WHEN NOT FOUND;
+        capacity := subscription.license_capacity(tenants[k], subs[k]);
+        INSERT INTO subscription.license_counter AS c (tenant_id, subscription_id, capacity, active)
+        VALUES (tenants[k], subs[k], capacity, is_active)
+        ON CONFLICT (tenant_id, subscription_id) DO UPDATE
+           SET capacity = excluded.capacity, active = excluded.active
+         WHERE (c.capacity, c.active) IS DISTINCT FROM (excluded.capacity, excluded.active);
+    END LOOP;
     RETURN NULL;
 END
 $$;
 
 COMMENT ON FUNCTION subscription.sync_license_counter() IS 'Trigger: seat capacities follow quantities, statuses and add-on batches';
 
-CREATE TRIGGER subscription_license_counter
-    AFTER INSERT OR UPDATE OF quantity, status ON subscription.subscription
-    FOR EACH ROW EXECUTE FUNCTION subscription.sync_license_counter('subscription');
-CREATE TRIGGER addon_batch_license_counter
-    AFTER INSERT OR UPDATE OR DELETE ON subscription.addon_batch
-    FOR EACH ROW EXECUTE FUNCTION subscription.sync_license_counter('addon_batch');
+-- one trigger per event: a trigger with transition tables fires on one
+CREATE TRIGGER subscription_license_counter AFTER INSERT ON subscription.subscription
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.sync_license_counter('subscription');
+CREATE TRIGGER subscription_license_counter_update AFTER UPDATE ON subscription.subscription
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.sync_license_counter('subscription');
+CREATE TRIGGER addon_batch_license_counter AFTER INSERT ON subscription.addon_batch
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.sync_license_counter('addon_batch');
+CREATE TRIGGER addon_batch_license_counter_update AFTER UPDATE ON subscription.addon_batch
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.sync_license_counter('addon_batch');
+CREATE TRIGGER addon_batch_license_counter_delete AFTER DELETE ON subscription.addon_batch
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.sync_license_counter('addon_batch');
 
 -- A subscription whose plan turns from a service into an option, or back, or
 -- to another product, gets its licenses' service seats rebuilt (R11).
@@ -159,36 +188,67 @@ LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
 COMMENT ON FUNCTION subscription.seat_product(text, text) IS
 'The product whose seat a plan of this kind takes, NULL when it takes none (an option) (R11)';
 
+-- Per statement over the transition tables (issue 18): the subscriptions
+-- whose seats are rebuilt are gathered first, then rebuilt in one call.
 CREATE FUNCTION subscription.sync_service_seats()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    ids bigint[];
+    old_plans text[];
+    new_plans text[];
+    subs bigint[];
 BEGIN
     -- the logical table, from the trigger's argument (issue 17)
     IF TG_ARGV[0] = 'plan' THEN
+        -- the plans whose seat or product changed, read first
+        SELECT array_agg(n.code) FILTER (WHERE subscription.seat_product(o.kind, o.product) IS DISTINCT FROM
+                                                subscription.seat_product(n.kind, n.product)),
+               array_agg(n.code) FILTER (WHERE o.product IS DISTINCT FROM n.product)
+          INTO old_plans, new_plans
+          FROM old_rows AS o JOIN new_rows AS n ON n.code = o.code;
         -- the plan's own subscriptions, and (Z3) those of the suites that include it
         PERFORM subscription.reseat_licenses(ARRAY(
             SELECT s.id FROM subscription.subscription AS s
-             WHERE (s.plan = NEW.code
-                    AND subscription.seat_product(OLD.kind, OLD.product) IS DISTINCT FROM
-                        subscription.seat_product(NEW.kind, NEW.product))
-                OR (OLD.product IS DISTINCT FROM NEW.product
-                    AND s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc
-                                    WHERE sc.plan = NEW.code))));
+             WHERE s.plan = ANY (old_plans)
+                OR s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc
+                               WHERE sc.plan = ANY (new_plans))));
     ELSIF TG_ARGV[0] = 'suite_component' THEN
         -- Z3: a suite's licenses seat the products of the plans it includes
+        IF TG_OP = 'INSERT' THEN
+            SELECT array_agg(n.suite_plan) INTO old_plans FROM new_rows AS n;
+        ELSIF TG_OP = 'DELETE' THEN
+            SELECT array_agg(o.suite_plan) INTO old_plans FROM old_rows AS o;
+        ELSE
+            SELECT array_agg(x.suite_plan) INTO old_plans
+              FROM (SELECT o.suite_plan FROM old_rows AS o UNION SELECT n.suite_plan FROM new_rows AS n) AS x;
+        END IF;
         PERFORM subscription.reseat_licenses(ARRAY(
-            SELECT s.id FROM subscription.subscription AS s
-             WHERE s.plan IN (CASE WHEN TG_OP <> 'INSERT' THEN OLD.suite_plan END,
-                              CASE WHEN TG_OP <> 'DELETE' THEN NEW.suite_plan END)));
-    ELSIF (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = OLD.plan)
-          IS DISTINCT FROM
-          (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = NEW.plan)
-          -- Z3: from or to a suite, the included products may change
-          OR EXISTS (SELECT FROM subscription.suite_component AS sc WHERE sc.suite_plan IN (OLD.plan, NEW.plan)) THEN
-        PERFORM subscription.reseat_licenses(ARRAY[NEW.id]);
+            SELECT s.id FROM subscription.subscription AS s WHERE s.plan = ANY (old_plans)));
+    ELSE
+        -- the subscriptions whose plan changed, read into a local set first
+        -- (on Citus a transition table is never joined with another table)
+        SELECT array_agg(n.id ORDER BY n.tenant_id, n.id), array_agg(o.plan ORDER BY n.tenant_id, n.id),
+               array_agg(n.plan ORDER BY n.tenant_id, n.id)
+          INTO ids, old_plans, new_plans
+          FROM old_rows AS o JOIN new_rows AS n ON n.tenant_id = o.tenant_id AND n.id = o.id
+         WHERE o.plan IS DISTINCT FROM n.plan;
+        FOR k IN 1 .. coalesce(cardinality(ids), 0) LOOP
+            IF (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = old_plans[k])
+               IS DISTINCT FROM
+               (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = new_plans[k])
+               -- Z3: from or to a suite, the included products may change
+               OR EXISTS (SELECT FROM subscription.suite_component AS sc
+                           WHERE sc.suite_plan IN (old_plans[k], new_plans[k])) THEN
+                subs := subs || ids[k];
+            END IF;
+        END LOOP;
+        IF subs IS NOT NULL THEN
+            PERFORM subscription.reseat_licenses(subs);
+        END IF;
     END IF;
     RETURN NULL;
 END
@@ -196,17 +256,22 @@ $$;
 
 COMMENT ON FUNCTION subscription.sync_service_seats() IS 'Trigger: service seats follow plan and suite changes (R11, Z3)';
 
-CREATE TRIGGER subscription_service_seats
-    AFTER UPDATE OF plan ON subscription.subscription
-    FOR EACH ROW WHEN (OLD.plan IS DISTINCT FROM NEW.plan)
-    EXECUTE FUNCTION subscription.sync_service_seats('subscription');
-CREATE TRIGGER plan_service_seats
-    AFTER UPDATE OF kind, product ON subscription.plan
-    FOR EACH ROW WHEN (OLD.kind IS DISTINCT FROM NEW.kind OR OLD.product IS DISTINCT FROM NEW.product)
-    EXECUTE FUNCTION subscription.sync_service_seats('plan');
-CREATE TRIGGER suite_component_service_seats
-    AFTER INSERT OR UPDATE OR DELETE ON subscription.suite_component
-    FOR EACH ROW EXECUTE FUNCTION subscription.sync_service_seats('suite_component');
+-- one trigger per event: a trigger with transition tables fires on one
+CREATE TRIGGER subscription_service_seats AFTER UPDATE ON subscription.subscription
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.sync_service_seats('subscription');
+CREATE TRIGGER plan_service_seats AFTER UPDATE ON subscription.plan
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.sync_service_seats('plan');
+CREATE TRIGGER suite_component_service_seats AFTER INSERT ON subscription.suite_component
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.sync_service_seats('suite_component');
+CREATE TRIGGER suite_component_service_seats_update AFTER UPDATE ON subscription.suite_component
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.sync_service_seats('suite_component');
+CREATE TRIGGER suite_component_service_seats_delete AFTER DELETE ON subscription.suite_component
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.sync_service_seats('suite_component');
 
 -- The guard of subscription.license (C): per statement, over the transition
 -- table, it checks every assigned row (the member belongs to the

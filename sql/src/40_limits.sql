@@ -765,6 +765,15 @@ COMMENT ON FUNCTION subscription.refresh_account_limits(bigint, bigint, text) IS
 -- account concerned is refreshed, by refresh_account_limits; on Citus a
 -- trigger of a reference table writes no distributed table, and the
 -- guard recomputes a counter whose limit version is not the catalog's).
+-- Subscriptions and add-on batches per statement, over the transition
+-- tables (issue 18): the accounts the statement concerns are read into a
+-- local set first (on Citus a transition table is never joined with a
+-- distributed table), each refreshed once, in the order of their keys.  An
+-- UPDATE of subscriptions concerns the rows whose account, plan, quantity,
+-- status or plan version changed, and the rows it left as they were
+-- (refresh_freeze() names an account's subscriptions so that their limits
+-- follow a freeze): the old and the new account.  The catalog's rows, per
+-- row, as before.
 CREATE FUNCTION subscription.refresh_limits()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -774,14 +783,58 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     r record;
+    account bigint;
     accounts bigint[];
     tenants bigint[];
     only_feature text;
     -- the logical table, from the trigger's argument (issue 17)
     logical text := TG_ARGV[0];
 BEGIN
-    IF logical NOT IN ('subscription', 'addon_batch')
-       AND EXISTS (SELECT FROM pg_catalog.pg_extension AS e WHERE e.extname = 'citus') THEN
+    IF TG_LEVEL = 'STATEMENT' THEN
+        -- the rows concerned, as they were and as they are: (tenant,
+        -- account) of a subscription, (tenant, subscription) of a batch
+        IF logical = 'subscription' AND TG_OP = 'INSERT' THEN
+            SELECT array_agg(n.tenant_id), array_agg(n.account_id) INTO tenants, accounts FROM new_rows AS n;
+        ELSIF logical = 'subscription' AND TG_OP = 'DELETE' THEN
+            SELECT array_agg(o.tenant_id), array_agg(o.account_id) INTO tenants, accounts FROM old_rows AS o;
+        ELSIF TG_OP = 'INSERT' THEN
+            SELECT array_agg(n.tenant_id), array_agg(n.subscription_id) INTO tenants, accounts FROM new_rows AS n;
+        ELSIF TG_OP = 'DELETE' THEN
+            SELECT array_agg(o.tenant_id), array_agg(o.subscription_id) INTO tenants, accounts FROM old_rows AS o;
+        ELSIF logical = 'subscription' THEN
+            SELECT array_agg(x.tenant_id), array_agg(x.account_id) INTO tenants, accounts
+              FROM old_rows AS o JOIN new_rows AS n ON n.tenant_id = o.tenant_id AND n.id = o.id
+             CROSS JOIN LATERAL (VALUES (o.tenant_id, o.account_id), (n.tenant_id, n.account_id)) AS x (tenant_id, account_id)
+             WHERE (o.account_id, o.plan, o.quantity, o.status, o.plan_version)
+                   IS DISTINCT FROM (n.account_id, n.plan, n.quantity, n.status, n.plan_version)
+                OR ROW(o.*) IS NOT DISTINCT FROM ROW(n.*);
+        ELSE
+            SELECT array_agg(x.tenant_id), array_agg(x.subscription_id) INTO tenants, accounts
+              FROM (SELECT o.tenant_id, o.subscription_id FROM old_rows AS o
+                    UNION ALL
+                    SELECT n.tenant_id, n.subscription_id FROM new_rows AS n) AS x;
+        END IF;
+        IF logical = 'addon_batch' THEN
+            -- a batch's subscription's account, by its tenant (a SELECT
+            -- INTO: Citus plans no assignment that reads a table)
+            FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
+                account := NULL;
+                SELECT s.account_id INTO account FROM subscription.subscription AS s
+                 WHERE s.tenant_id = tenants[k] AND s.id = accounts[k];
+                accounts[k] := account;
+            END LOOP;
+        END IF;
+        -- each account once, in the order of the keys
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.account_id), array_agg(x.account_id ORDER BY x.tenant_id, x.account_id)
+          INTO tenants, accounts
+          FROM (SELECT DISTINCT t.tenant_id, t.account_id FROM unnest(tenants, accounts) AS t (tenant_id, account_id)
+                 WHERE t.account_id IS NOT NULL) AS x;
+        FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
+            PERFORM subscription.refresh_account_limits(tenants[k], accounts[k], NULL);
+        END LOOP;
+        RETURN NULL;
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension AS e WHERE e.extname = 'citus') THEN
         -- no fan-out from a reference table (issue 17): the limit version
         RETURN NULL;
     END IF;
@@ -793,13 +846,7 @@ BEGIN
             r := NEW;
         END IF;
         -- the accounts with their tenants, by account (issue 17)
-        IF logical = 'subscription' THEN
-            accounts := ARRAY[r.account_id];
-            tenants := ARRAY[r.tenant_id];
-        ELSIF logical = 'addon_batch' THEN
-            SELECT array_agg(s.account_id), array_agg(s.tenant_id) INTO accounts, tenants
-              FROM subscription.subscription AS s WHERE s.tenant_id = r.tenant_id AND s.id = r.subscription_id;
-        ELSIF logical = 'plan_limit' THEN
+        IF logical = 'plan_limit' THEN
             only_feature := r.feature;
             -- the plan's subscriptions, and those of the suites that include it (Z3)
             SELECT array_agg(x.account_id ORDER BY x.account_id), array_agg(x.tenant_id ORDER BY x.account_id)
@@ -830,12 +877,26 @@ $$;
 
 COMMENT ON FUNCTION subscription.refresh_limits() IS 'Trigger: the limits stored in the usage counters follow what they are computed from';
 
-CREATE TRIGGER subscription_refresh_limits
-    AFTER INSERT OR DELETE OR UPDATE OF account_id, plan, quantity, status, plan_version ON subscription.subscription
-    FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits('subscription');
-CREATE TRIGGER addon_batch_refresh_limits
-    AFTER INSERT OR DELETE OR UPDATE ON subscription.addon_batch
-    FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits('addon_batch');
+-- subscriptions and add-on batches per statement, one trigger per event (a
+-- trigger with transition tables fires on one); the catalog per row
+CREATE TRIGGER subscription_refresh_limits AFTER INSERT ON subscription.subscription
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.refresh_limits('subscription');
+CREATE TRIGGER subscription_refresh_limits_update AFTER UPDATE ON subscription.subscription
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.refresh_limits('subscription');
+CREATE TRIGGER subscription_refresh_limits_delete AFTER DELETE ON subscription.subscription
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.refresh_limits('subscription');
+CREATE TRIGGER addon_batch_refresh_limits AFTER INSERT ON subscription.addon_batch
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.refresh_limits('addon_batch');
+CREATE TRIGGER addon_batch_refresh_limits_update AFTER UPDATE ON subscription.addon_batch
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.refresh_limits('addon_batch');
+CREATE TRIGGER addon_batch_refresh_limits_delete AFTER DELETE ON subscription.addon_batch
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.refresh_limits('addon_batch');
 CREATE TRIGGER plan_limit_refresh_limits
     AFTER INSERT OR DELETE OR UPDATE ON subscription.plan_limit
     FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits('plan_limit');

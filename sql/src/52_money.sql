@@ -73,10 +73,14 @@ $$;
 
 COMMENT ON FUNCTION subscription.credit_balance(bigint, text) IS 'The account''s credit not used yet, in a currency (L10)';
 
--- After each charge line: the subscription's coupon reduces a period's
--- plan charge (its own 'discount' line, while it has periods left), then
--- the account's credit pays what remains ('credit_used' lines).  One
--- place for both, whatever function wrote the charge.
+-- After each statement that writes charge lines, for each of them in the
+-- order of their ids: the subscription's coupon reduces a period's plan
+-- charge (its own 'discount' line, while it has periods left), then the
+-- account's credit pays what remains ('credit_used' lines).  One place for
+-- both, whatever function wrote the charges.  Per statement over the
+-- transition table (issue 18): the statement's charges are read into local
+-- arrays first (on Citus a transition table is never joined with a
+-- distributed table), then every statement names the charge's tenant.
 CREATE FUNCTION subscription.reduce_charge()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -86,50 +90,102 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     c subscription.coupon;
-    discount numeric := 0;
+    ids bigint[];
+    tenants bigint[];
+    accounts bigint[];
+    subs bigint[];
+    batches bigint[];
+    amounts numeric[];
+    currencies text[];
+    periods tstzrange[];
+    items text[];
+    plans text[];
+    -- the rank of a plan charge among the statement's plan charges of its
+    -- subscription: the coupon's periods are used in that order
+    ranks bigint[];
+    discounts numeric[];
+    notes text[];
+    balances jsonb := '{}';
+    account_key text;
     balance numeric;
+    discount numeric;
     used numeric;
+    rounds bigint;
 BEGIN
     -- a restore copies the charge's discount and credit lines, and the
-    -- coupon's periods left, with it (restored_copy)
-    IF subscription.restored_copy('subscription.ledger_id_seq', NEW.id) THEN
+    -- coupon's periods left, with it (restored_copy); the lines written
+    -- here are no charges and end the nested statement at once
+    SELECT array_agg(x.id ORDER BY x.id), array_agg(x.tenant_id ORDER BY x.id), array_agg(x.account_id ORDER BY x.id),
+           array_agg(x.subscription_id ORDER BY x.id), array_agg(x.addon_batch_id ORDER BY x.id),
+           array_agg(x.amount ORDER BY x.id), array_agg(x.currency ORDER BY x.id), array_agg(x.period ORDER BY x.id),
+           array_agg(x.item ORDER BY x.id), array_agg(x.plan ORDER BY x.id), array_agg(x.rank ORDER BY x.id)
+      INTO ids, tenants, accounts, subs, batches, amounts, currencies, periods, items, plans, ranks
+      FROM (SELECT n.id, n.tenant_id, n.account_id, n.subscription_id, n.addon_batch_id, n.amount, n.currency,
+                   n.period, n.item, n.plan,
+                   CASE WHEN n.subscription_id IS NOT NULL AND n.item = 'plan'
+                        THEN row_number() OVER (PARTITION BY n.tenant_id, n.subscription_id, n.item = 'plan'
+                                                ORDER BY n.id) END AS rank
+              FROM new_rows AS n
+             WHERE n.kind = 'charge'
+               AND NOT subscription.restored_copy('subscription.ledger_id_seq', n.id)) AS x;
+    IF ids IS NULL THEN
         RETURN NULL;
     END IF;
-    IF NEW.subscription_id IS NOT NULL AND NEW.item = 'plan' THEN
-        discount := subscription.coupon_discount(NEW.tenant_id, NEW.subscription_id, NEW.amount, NEW.currency);
-        IF discount > 0 THEN
+    discounts := array_fill(0::numeric, ARRAY[cardinality(ids)]);
+    notes := array_fill(NULL::text, ARRAY[cardinality(ids)]);
+
+    -- Z10: the coupon, a round per rank, so that a second plan charge of a
+    -- subscription finds the periods the first one used
+    SELECT coalesce(max(k), 0) INTO rounds FROM unnest(ranks) AS k;
+    FOR r IN 1 .. rounds LOOP
+        FOR i IN 1 .. cardinality(ids) LOOP
+            CONTINUE WHEN ranks[i] IS DISTINCT FROM r;
+            discount := subscription.coupon_discount(tenants[i], subs[i], amounts[i], currencies[i]);
+            CONTINUE WHEN discount <= 0;
             SELECT x.* INTO c FROM subscription.subscription AS s
               JOIN subscription.coupon AS x ON x.code = s.coupon
-             WHERE s.tenant_id = NEW.tenant_id AND s.id = NEW.subscription_id;
-            INSERT INTO subscription.ledger
-                   (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, charge_id, description)
-            VALUES (NEW.tenant_id, NEW.account_id, NEW.subscription_id, 'discount', discount, NEW.currency, NEW.period, NEW.item,
-                    NEW.plan, NEW.id,
-                    format('coupon %s: %s off', c.code,
-                           coalesce(c.percent_off::text || '%', c.amount_off::text || ' ' || c.currency)));
+             WHERE s.tenant_id = tenants[i] AND s.id = subs[i];
+            discounts[i] := discount;
+            notes[i] := format('coupon %s: %s off', c.code,
+                               coalesce(c.percent_off::text || '%', c.amount_off::text || ' ' || c.currency));
             UPDATE subscription.subscription AS s
                SET coupon_periods_left = s.coupon_periods_left - 1
-             WHERE s.tenant_id = NEW.tenant_id AND s.id = NEW.subscription_id AND s.coupon_periods_left IS NOT NULL;
-        END IF;
-    END IF;
+             WHERE s.tenant_id = tenants[i] AND s.id = subs[i] AND s.coupon_periods_left IS NOT NULL;
+        END LOOP;
+    END LOOP;
 
-    -- credit: read without a lock first, the common case is none
-    -- every statement names the tenant: on Citus this trigger runs on the
-    -- ledger's shard (issue 17)
-    IF subscription.credit_balance(NEW.tenant_id, NEW.account_id, NEW.currency) > 0 THEN
-        -- concurrent charges of the account take its credit one at a time
-        PERFORM FROM subscription.account AS a WHERE a.tenant_id = NEW.tenant_id AND a.id = NEW.account_id
-            FOR NO KEY UPDATE;
-        balance := subscription.credit_balance(NEW.tenant_id, NEW.account_id, NEW.currency);
-        used := least(balance, NEW.amount - discount);
+    FOR i IN 1 .. cardinality(ids) LOOP
+        IF discounts[i] > 0 THEN
+            INSERT INTO subscription.ledger
+                   (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, charge_id, description)
+            VALUES (tenants[i], accounts[i], subs[i], 'discount', discounts[i], currencies[i], periods[i], items[i],
+                    plans[i], ids[i], notes[i]);
+        END IF;
+        -- L10: an account's credit in a currency, read once per statement,
+        -- without a lock first (the common case is none); what one charge
+        -- uses is gone for the next
+        account_key := tenants[i] || ' ' || accounts[i] || ' ' || currencies[i];
+        IF NOT balances ? account_key THEN
+            balance := subscription.credit_balance(tenants[i], accounts[i], currencies[i]);
+            IF balance > 0 THEN
+                -- concurrent charges of the account take its credit one at a time
+                PERFORM FROM subscription.account AS a WHERE a.tenant_id = tenants[i] AND a.id = accounts[i]
+                    FOR NO KEY UPDATE;
+                balance := subscription.credit_balance(tenants[i], accounts[i], currencies[i]);
+            END IF;
+            balances := balances || jsonb_build_object(account_key, balance);
+        END IF;
+        balance := (balances ->> account_key)::numeric;
+        used := least(balance, amounts[i] - discounts[i]);
         IF used > 0 THEN
             INSERT INTO subscription.ledger
                    (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan,
                     charge_id, description)
-            VALUES (NEW.tenant_id, NEW.account_id, NEW.subscription_id, NEW.addon_batch_id, 'credit_used', used, NEW.currency,
-                    NEW.period, NEW.item, NEW.plan, NEW.id, format('credit pays charge %s', NEW.id));
+            VALUES (tenants[i], accounts[i], subs[i], batches[i], 'credit_used', used, currencies[i],
+                    periods[i], items[i], plans[i], ids[i], format('credit pays charge %s', ids[i]));
+            balances := balances || jsonb_build_object(account_key, balance - used);
         END IF;
-    END IF;
+    END LOOP;
     RETURN NULL;
 END
 $$;
@@ -137,7 +193,8 @@ $$;
 COMMENT ON FUNCTION subscription.reduce_charge() IS 'Trigger: a coupon''s discount and the account''s credit on every charge line';
 
 CREATE TRIGGER ledger_reduce_charge AFTER INSERT ON subscription.ledger
-    FOR EACH ROW WHEN (NEW.kind = 'charge') EXECUTE FUNCTION subscription.reduce_charge();
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.reduce_charge();
 
 -- L9, L10: credit an account, with a reason; the next charges use it.
 CREATE FUNCTION subscription.credit_account(tenant_id bigint, account_id bigint, amount numeric, reason text, currency text)
