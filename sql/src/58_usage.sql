@@ -355,6 +355,8 @@ BEGIN
     PERFORM subscription.require_arguments('record_usage', '{account_id,feature,quantity,key,at}',
         ARRAY[account_id IS NULL, feature IS NULL, quantity IS NULL, key IS NULL, at IS NULL]);
     PERFORM subscription.require_account(record_usage.tenant_id, record_usage.account_id);
+    -- usage becomes a charge: as paying, Z1
+    PERFORM subscription.authorize(record_usage.tenant_id, record_usage.account_id, 'pay', false);
     PERFORM subscription.require_recorded_feature('record_usage', feature);
     IF quantity < 0 THEN
         RAISE EXCEPTION 'a quantity of usage must be 0 or more'
@@ -419,6 +421,7 @@ BEGIN
     PERFORM subscription.require_arguments('correct_usage', '{account_id,feature,key,quantity,reason}',
         ARRAY[account_id IS NULL, feature IS NULL, key IS NULL, quantity IS NULL, reason IS NULL]);
     PERFORM subscription.require_account(correct_usage.tenant_id, correct_usage.account_id);
+    PERFORM subscription.authorize(correct_usage.tenant_id, correct_usage.account_id, 'pay', false);
     PERFORM subscription.require_recorded_feature('correct_usage', feature);
     IF quantity < 0 THEN
         RAISE EXCEPTION 'a quantity of usage must be 0 or more'

@@ -117,9 +117,11 @@ UPDATE usage_counter SET used = 30, peak = 31, integral = 30 * 86400 * 31, since
 SELECT renew_due('2026-02-01') AS renewed;
 SELECT subscription_id, item, amount, currency, period, description FROM ledger
  WHERE item LIKE 'usage %' ORDER BY subscription_id, id;
-SELECT subscription_id, feature, period, aggregation, used, peak, integral, aggregate, included, billable, amount, currency
+-- (the integral of recorded usage runs on the server's clock: not shown)
+SELECT subscription_id, feature, period, aggregation, used, peak,
+       CASE WHEN aggregation = 'time_weighted' THEN integral END AS integral, aggregate, included, billable, amount, currency
   FROM usage_period ORDER BY subscription_id, feature, period;
-SELECT account_id, feature, used, peak, integral, since FROM usage_counter
+SELECT account_id, feature, used, peak, integral, since >= '2026-02-01' AS since_the_period_end FROM usage_counter
  WHERE feature IN ('hosts', 'attendee_minutes') ORDER BY account_id, feature;
 -- run twice: billed once
 SELECT renew_due('2026-02-01') AS renewed_again, (SELECT count(*) FROM ledger WHERE item LIKE 'usage %') AS usage_lines,
