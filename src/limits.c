@@ -1020,6 +1020,16 @@ move_usage(PG_FUNCTION_ARGS)
 				 errmsg("the arguments of move_usage() must not be null")));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	/* an unknown account: P0002 as everywhere, not the counter's foreign key */
+	{
+		static SPIPlanPtr account_plan = NULL;
+		Oid			argtypes[1] = {INT8OID};
+		Datum		values[1] = {PG_GETARG_DATUM(0)};
+
+		KeptPlan(&account_plan, "SELECT subscription.require_account($1)", 1, argtypes);
+		if (SPI_execute_plan(account_plan, values, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not look up account " INT64_FORMAT, PG_GETARG_INT64(0));
+	}
 	used = MoveUsage(NULL, PG_GETARG_INT64(0), text_to_cstring(PG_GETARG_TEXT_PP(1)), PG_GETARG_INT64(2), false);
 	SPI_finish();
 	PG_RETURN_INT64(used);

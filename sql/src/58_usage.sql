@@ -1,5 +1,5 @@
 -- Usage-based billing (issue 21): meters, usage prices billed in arrears
--- at each renewal, and usage recorded without rows (R10-R14).
+-- at each renewal, and usage recorded without rows (U1-U5).
 
 -- The counter moved by the limit guard's own code (src/limits.c,
 -- MoveUsage): the same limit (23514) and the same meter accumulators as a
@@ -12,7 +12,7 @@ LANGUAGE C;
 COMMENT ON FUNCTION subscription.move_usage(bigint, text, bigint) IS
 'Internal (C): move an account''s usage counter by delta under its limit, as the limit guard does; the new use';
 
--- R10: a meter on a feature registered with enforce_limit (its limit may
+-- U1: a meter on a feature registered with enforce_limit (its limit may
 -- be unlimited): which figure of the feature's counter a usage price
 -- bills.  count: the rows at the period's end; peak: the most during the
 -- period; time_weighted: the rows integrated over the period, in row-units
@@ -56,9 +56,9 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.meter(regclass, text, text, interval) IS
-'Meter a feature registered with enforce_limit: count, peak, time_weighted (in row-units of unit) or sum, billed by its usage price (R10)';
+'Meter a feature registered with enforce_limit: count, peak, time_weighted (in row-units of unit) or sum, billed by its usage price (U1)';
 
--- 22023 unless tiers suit mode (R11): graduated and volume take NULL or a
+-- 22023 unless tiers suit mode (U2): graduated and volume take NULL or a
 -- non-empty array of {"up_to", "unit_amount", "flat_amount"}, up_to
 -- increasing positive integers and null for the last tier only; package
 -- takes {"size": n}, n a positive integer.
@@ -116,9 +116,9 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.require_usage_tiers(text, jsonb) IS
-'Internal: 22023 unless the tiers suit the mode of a usage price (R11)';
+'Internal: 22023 unless the tiers suit the mode of a usage price (U2)';
 
--- R11: the price of a billable quantity (the aggregate less what the plan
+-- U2: the price of a billable quantity (the aggregate less what the plan
 -- includes), unrounded: the one tier formula, for the bill and its tests.
 --   graduated: each unit at the price of the tier it falls in, plus the
 --     flat amount of every tier it reaches;
@@ -175,9 +175,9 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.usage_amount(numeric, numeric, jsonb, text) IS
-'The price of a billable quantity of usage by mode (graduated, volume, package) and tiers, unrounded (R11)';
+'The price of a billable quantity of usage by mode (graduated, volume, package) and tiers, unrounded (U2)';
 
--- R11: set a plan's price of the use of a feature beyond what it includes
+-- U2: set a plan's price of the use of a feature beyond what it includes
 -- (replacing the one it had), billed in arrears at each renewal.
 CREATE FUNCTION subscription.plan_usage_price(plan text, feature text, included bigint, unit_amount numeric,
                                               tiers jsonb DEFAULT NULL, mode text DEFAULT 'graduated',
@@ -217,9 +217,9 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.plan_usage_price(text, text, bigint, numeric, jsonb, text, text) IS
-'Set a plan''s price of the use of a feature beyond what it includes: graduated, volume or package, billed in arrears at each renewal (R11)';
+'Set a plan''s price of the use of a feature beyond what it includes: graduated, volume or package, billed in arrears at each renewal (U2)';
 
--- R12: bill the usage of a subscription's period, from its start until
+-- U3: bill the usage of a subscription's period, from its start until
 -- "until" (its end at a renewal; the moment of a cancellation or plan
 -- change mid-period), for each usage price of its plan: the counter read
 -- and locked (the guard's writers queue behind it), its figure for the
@@ -313,9 +313,9 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.bill_usage(subscription.subscription, timestamptz) IS
-'Internal: bill the usage of a subscription''s period up to a time, once, and reset the counters'' accumulators (R12)';
+'Internal: bill the usage of a subscription''s period up to a time, once, and reset the counters'' accumulators (U3)';
 
--- R13: a feature used without rows (API calls, tokens, minutes): 42704
+-- U4: a feature used without rows (API calls, tokens, minutes): 42704
 -- for an unknown feature, 22023 for one counted from a table's rows.
 CREATE FUNCTION subscription.require_recorded_feature(fn text, feature text)
 RETURNS void
@@ -333,9 +333,9 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.require_recorded_feature(text, text) IS
-'Internal: 42704 for an unknown feature, 22023 for one counted from a registered table''s rows (R13)';
+'Internal: 42704 for an unknown feature, 22023 for one counted from a registered table''s rows (U4)';
 
--- R13: record usage without rows, once per key: the counter moves by
+-- U4: record usage without rows, once per key: the counter moves by
 -- quantity under the feature's limit (a prepaid cap: 23514 at once), and
 -- the new total is returned; a retry with the same key (kept for the
 -- period and subscription.usage_key_grace) moves nothing and returns the
@@ -383,7 +383,7 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.record_usage(bigint, bigint, text, bigint, text, timestamptz) IS
-'Record usage without rows once per key, under the feature''s limit; the new total (R13) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+'Record usage without rows once per key, under the feature''s limit; the new total (U4) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
 CREATE FUNCTION subscription.record_usage(account_id bigint, feature text, quantity bigint, key text,
@@ -400,9 +400,9 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.record_usage(bigint, text, bigint, text, timestamptz) IS
-'Record usage without rows once per key, under the feature''s limit; the new total (R13)';
+'Record usage without rows once per key, under the feature''s limit; the new total (U4)';
 
--- R14: correct the quantity recorded with a key: the counter moves by the
+-- U5: correct the quantity recorded with a key: the counter moves by the
 -- difference (an increase under the limit, 23514), and history keeps the
 -- old and new quantities with the reason.  Returns the new total.
 CREATE FUNCTION subscription.correct_usage(tenant_id bigint, account_id bigint, feature text, key text, quantity bigint,
@@ -459,7 +459,7 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.correct_usage(bigint, bigint, text, text, bigint, text) IS
-'Correct the quantity recorded with a key, with the reason in history; the new total (R14) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+'Correct the quantity recorded with a key, with the reason in history; the new total (U5) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
 CREATE FUNCTION subscription.correct_usage(account_id bigint, feature text, key text, quantity bigint, reason text)
@@ -475,4 +475,4 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.correct_usage(bigint, text, text, bigint, text) IS
-'Correct the quantity recorded with a key, with the reason in history; the new total (R14)';
+'Correct the quantity recorded with a key, with the reason in history; the new total (U5)';

@@ -155,7 +155,7 @@ DECLARE
     price record;
     batch record;
 BEGIN
-    -- R12: the ending period's usage, billed in arrears
+    -- U3: the ending period's usage, billed in arrears
     PERFORM subscription.bill_usage(s, ends);
     UPDATE subscription.addon_batch AS b SET status = 'expired'
      WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'

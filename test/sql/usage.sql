@@ -1,5 +1,5 @@
--- Usage-based billing (issue 21): meters (R10), usage prices billed at
--- renewal (R11, R12), usage recorded with keys (R13, R14)
+-- Usage-based billing (issue 21): meters (U1), usage prices billed at
+-- renewal (U2, U3), usage recorded with keys (U4, U5)
 \set VERBOSITY default
 \i test/sql/include/setup.psql
 SET search_path = subscription, public;
@@ -25,7 +25,7 @@ SELECT subscribe(3, 'meet_capped', '1 month', 1, '2026-01-01') AS capped \gset
 CREATE TABLE public.host (id bigserial PRIMARY KEY, account_id bigint NOT NULL, disk_gb integer NOT NULL DEFAULT 0);
 SELECT enforce_limit('public.host', 'hosts', 'account_id');
 
--- R10: a meter on a registered table; bad input refused, nothing written
+-- U1: a meter on a registered table; bad input refused, nothing written
 SELECT meter('public.host', 'hosts', 'time_weighted');
 SELECT feature, aggregation, unit FROM meter;
 SELECT pg_temp.error_of($$SELECT subscription.meter('public.host', 'storage_gb', 'count')$$);
@@ -36,7 +36,7 @@ SELECT pg_temp.error_of($$SELECT subscription.meter('public.host', 'hosts', 'cou
 SELECT pg_temp.error_of($$SELECT subscription.meter(NULL, 'hosts', 'count')$$);
 SELECT feature, aggregation FROM meter;
 
--- R10: the guard keeps the accumulators in the counter row, in its one
+-- U1: the guard keeps the accumulators in the counter row, in its one
 -- UPDATE: peak = greatest(peak, used), integral += used * (t - since)
 INSERT INTO host (account_id) SELECT 1 FROM generate_series(1, 3);
 SELECT used, peak, integral FROM usage_counter WHERE account_id = 1 AND feature = 'hosts';
@@ -52,7 +52,7 @@ UPDATE usage_counter SET since = since + interval '1 hour' WHERE account_id = 1 
 INSERT INTO host (account_id) VALUES (1);
 SELECT used, peak, integral BETWEEN 3 * 3600 AND 3 * 3660 AS unchanged, since > statement_timestamp() AS since_kept FROM usage_counter WHERE account_id = 1 AND feature = 'hosts';
 
--- R11: usage prices; the formula of each mode
+-- U2: usage prices; the formula of each mode
 SELECT plan_usage_price('central_basic', 'hosts', 10, 2, NULL, 'graduated', 'EUR');
 SELECT plan_usage_price('meet_live', 'attendee_minutes', 100, 0,
                         '[{"up_to": 1000, "unit_amount": 0.05}, {"up_to": null, "unit_amount": 0.03, "flat_amount": 5}]',
@@ -84,7 +84,7 @@ SELECT pg_temp.error_of($$SELECT subscription.usage_amount(-1, 1, NULL, 'graduat
 SELECT pg_temp.error_of($$SELECT subscription.usage_amount('NaN', 1, NULL, 'graduated')$$);
 SELECT count(*) AS prices FROM plan_usage_price;
 
--- R13: usage recorded with keys; a retry counts once and returns the same total
+-- U4: usage recorded with keys; a retry counts once and returns the same total
 SELECT record_usage(2, 'attendee_minutes', 600, 'webinar-1', '2026-01-10') AS total;
 SELECT record_usage(2, 'attendee_minutes', 600, 'webinar-1', '2026-01-10') AS retry;
 SELECT record_usage(2, 'attendee_minutes', 1500, 'webinar-2', '2026-01-20') AS total;
@@ -101,7 +101,7 @@ SELECT pg_temp.error_of($$SELECT subscription.record_usage(3, 'attendee_minutes'
 SELECT record_usage(3, 'attendee_minutes', 100, 'c-3', '2026-01-06') AS at_the_cap;
 SELECT account_id, key, quantity, total FROM usage_record ORDER BY account_id, key;
 
--- R14: a correction moves the counter by the difference, with its reason in history
+-- U5: a correction moves the counter by the difference, with its reason in history
 SELECT correct_usage(2, 'attendee_minutes', 'webinar-2', 1400, 'one attendee counted twice') AS corrected;
 SELECT operation, account_id, details FROM history WHERE operation = 'correct_usage';
 SELECT pg_temp.error_of($$SELECT subscription.correct_usage(2, 'attendee_minutes', 'nope', 1, 'x')$$);
@@ -109,7 +109,7 @@ SELECT pg_temp.error_of($$SELECT subscription.correct_usage(2, 'attendee_minutes
 SELECT pg_temp.error_of($$SELECT subscription.correct_usage(2, 'attendee_minutes', 'webinar-2', 1, NULL)$$);
 SELECT pg_temp.error_of($$SELECT subscription.correct_usage(3, 'attendee_minutes', 'c-1', 901, 'more')$$);
 
--- R12: billed in arrears at the renewal: one charge line per priced feature
+-- U3: billed in arrears at the renewal: one charge line per priced feature
 -- for the ending period, then the accumulators reset.
 -- hosts: 3 rows for 12 days and 2 for 19.5 before that... set exactly:
 UPDATE usage_counter SET used = 30, peak = 31, integral = 30 * 86400 * 31, since = '2026-02-01'
@@ -134,7 +134,7 @@ SELECT renew_due('2026-05-01') AS renewed;
 SELECT feature, period, aggregate, billable, amount FROM usage_period
  WHERE subscription_id = :central ORDER BY period;
 
--- R12: a plan change mid-period bills the usage so far at the old plan's prices
+-- U3: a plan change mid-period bills the usage so far at the old plan's prices
 SELECT plan_usage_price('central_pro', 'hosts', 100, 1, NULL, 'graduated', 'EUR');
 SELECT effective_at FROM change_plan(:central, 'central_pro', '2026-05-11');
 SELECT feature, plan, period, aggregate, amount FROM usage_period
@@ -144,7 +144,7 @@ SELECT id, plan, period, status FROM subscription WHERE id = :central;
 SELECT feature, plan, period, aggregate, billable, amount FROM usage_period
  WHERE subscription_id = :central AND upper(period) > '2026-05-01' ORDER BY period;
 
--- R12: ending early bills the usage up to the end; credit pays a usage charge
+-- U3: ending early bills the usage up to the end; credit pays a usage charge
 SELECT record_usage(2, 'attendee_minutes', 5000, 'webinar-9', '2026-06-20') AS total;
 SELECT credit_account(2, 10, 'goodwill');
 SELECT end_early(:live, '2026-06-21') > 0 AS credited;
