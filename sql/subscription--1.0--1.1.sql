@@ -15000,14 +15000,15 @@ SELECT pg_catalog.pg_extension_config_dump('subscription.usage_period', '');
 
 -- The counter moved by the limit guard's own code (src/limits.c,
 -- MoveUsage): the same limit (23514) and the same meter accumulators as a
--- write of a registered table.  Returns the new use.
-CREATE FUNCTION subscription.move_usage(account_id bigint, feature text, delta bigint)
+-- write of a registered table.  Returns the new use.  in_tenant: the
+-- account's tenant, where an unknown account is P0002.
+CREATE FUNCTION subscription.move_usage(account_id bigint, feature text, delta bigint, in_tenant bigint)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'move_usage'
 LANGUAGE C;
 
-COMMENT ON FUNCTION subscription.move_usage(bigint, text, bigint) IS
-'Internal (C): move an account''s usage counter by delta under its limit, as the limit guard does; the new use';
+COMMENT ON FUNCTION subscription.move_usage(bigint, text, bigint, bigint) IS
+'Internal (C): move an account''s usage counter (of tenant in_tenant) by delta under its limit, as the limit guard does; the new use';
 
 -- U1: a meter on a feature registered with enforce_limit (its limit may
 -- be unlimited): which figure of the feature's counter a usage price
@@ -15371,7 +15372,8 @@ BEGIN
         RETURN new_total;
     END IF;
     -- a query, not an expression: the counter's triggers fire at its end
-    SELECT subscription.move_usage(record_usage.account_id, record_usage.feature, record_usage.quantity) INTO new_total;
+    SELECT subscription.move_usage(record_usage.account_id, record_usage.feature, record_usage.quantity,
+                                   record_usage.tenant_id) INTO new_total;
     UPDATE subscription.usage_record AS r SET total = new_total
      WHERE r.tenant_id = record_usage.tenant_id AND r.account_id = record_usage.account_id
        AND r.feature = record_usage.feature AND r.key = record_usage.key;
@@ -15443,8 +15445,8 @@ BEGIN
                                   r.quantity - quantity),
                   HINT = 'Give the difference back with subscription.credit_account().';
     END IF;
-    SELECT subscription.move_usage(correct_usage.account_id, correct_usage.feature, correct_usage.quantity - r.quantity)
-      INTO new_total;
+    SELECT subscription.move_usage(correct_usage.account_id, correct_usage.feature, correct_usage.quantity - r.quantity,
+                                   correct_usage.tenant_id) INTO new_total;
     UPDATE subscription.usage_record AS x SET quantity = correct_usage.quantity, total = new_total
      WHERE x.tenant_id = correct_usage.tenant_id AND x.account_id = correct_usage.account_id
        AND x.feature = correct_usage.feature AND x.key = correct_usage.key;
@@ -15700,7 +15702,7 @@ $$;
 COMMENT ON FUNCTION subscription.end_early(bigint, bigint, timestamptz) IS
 'End a subscription now; its unused days become credit (L9) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
-REVOKE ALL ON FUNCTION subscription.move_usage(bigint, text, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.move_usage(bigint, text, bigint, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.meter(regclass, text, text, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.require_usage_tiers(text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.usage_amount(numeric, numeric, jsonb, text) FROM PUBLIC;

@@ -1002,7 +1002,7 @@ MoveUsage(Relation rel, int64 account, const char *feature, int64 delta, bool de
 }
 
 /*
- * move_usage(account_id bigint, feature text, delta bigint) returns bigint
+ * move_usage(account_id bigint, feature text, delta bigint, in_tenant bigint) returns bigint
  *
  * record_usage() and correct_usage() (issue 21): the counter of a feature
  * used without rows moved by the guard's own code (MoveUsage), under the
@@ -1014,19 +1014,22 @@ move_usage(PG_FUNCTION_ARGS)
 {
 	int64		used;
 
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("the arguments of move_usage() must not be null")));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	/* an unknown account: P0002 as everywhere, not the counter's foreign key */
+	/*
+	 * an unknown account: P0002 as everywhere, not the counter's foreign
+	 * key; looked up in its tenant (one shard on Citus)
+	 */
 	{
 		static SPIPlanPtr account_plan = NULL;
-		Oid			argtypes[1] = {INT8OID};
-		Datum		values[1] = {PG_GETARG_DATUM(0)};
+		Oid			argtypes[2] = {INT8OID, INT8OID};
+		Datum		values[2] = {PG_GETARG_DATUM(3), PG_GETARG_DATUM(0)};
 
-		KeptPlan(&account_plan, "SELECT subscription.require_account($1)", 1, argtypes);
+		KeptPlan(&account_plan, "SELECT subscription.require_account($1, $2)", 2, argtypes);
 		if (SPI_execute_plan(account_plan, values, NULL, true, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not look up account " INT64_FORMAT, PG_GETARG_INT64(0));
 	}
