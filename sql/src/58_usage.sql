@@ -343,7 +343,7 @@ COMMENT ON FUNCTION subscription.require_recorded_feature(text, text) IS
 -- total the first call returned.  Two sessions with one key: the second
 -- waits for the first's key and returns its total.
 CREATE FUNCTION subscription.record_usage(tenant_id bigint, account_id bigint, feature text, quantity bigint, key text,
-                                          at timestamptz DEFAULT now())
+                                          at timestamptz)
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER

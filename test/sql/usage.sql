@@ -94,7 +94,7 @@ SELECT pg_temp.error_of($$SELECT subscription.record_usage(2, 'hosts', 5, 'webin
 SELECT pg_temp.error_of($$SELECT subscription.record_usage(2, 'nope', 5, 'webinar-4')$$);
 SELECT pg_temp.error_of($$SELECT subscription.record_usage(99, 'attendee_minutes', 5, 'webinar-4')$$);
 SELECT pg_temp.error_of($$SELECT subscription.record_usage(2, 'attendee_minutes', 5, NULL)$$);
-SELECT pg_temp.error_of($$SELECT subscription.record_usage(1, 2, 'attendee_minutes', 5, 'webinar-4')$$);
+SELECT pg_temp.error_of($$SELECT subscription.record_usage(1, 2, 'attendee_minutes', 5, 'webinar-4', now())$$);
 -- a prepaid cap: 23514 at once, fail-closed, nothing recorded
 SELECT record_usage(3, 'attendee_minutes', 900, 'c-1', '2026-01-05') AS capped_total;
 SELECT pg_temp.error_of($$SELECT subscription.record_usage(3, 'attendee_minutes', 101, 'c-2', '2026-01-06')$$);
