@@ -15475,6 +15475,825 @@ CREATE TRIGGER addon_batch_refresh_limits_delete AFTER DELETE ON subscription.ad
     FOR EACH STATEMENT EXECUTE FUNCTION subscription.refresh_limits('addon_batch');
 -- end of: bookkeeping triggers set-based (issue 18)
 
+-- Usage-based billing: meters, usage prices, record_usage (issue 21) ---------
+-- The meters' accumulators, kept in each usage counter by the guard's one
+-- UPDATE (src/limits.c, METER_ACCUMULATORS): the peak of used since the
+-- period's reset, and the integral of used over time in row-seconds up to
+-- since, the time of the last change.  Added after the table's other
+-- columns (an upgrade adds them last).
+ALTER TABLE subscription.usage_counter
+    ADD COLUMN peak bigint NOT NULL DEFAULT 0 CHECK (peak >= 0),
+    ADD COLUMN integral numeric NOT NULL DEFAULT 0 CHECK (integral >= 0),
+    ADD COLUMN since timestamptz NOT NULL DEFAULT statement_timestamp();
+
+COMMENT ON COLUMN subscription.usage_counter.peak IS
+'The largest use since the period began (a meter''s peak, issue 21)';
+COMMENT ON COLUMN subscription.usage_counter.integral IS
+'The use integrated over time since the period began, in row-seconds, up to since (a meter''s time_weighted, issue 21)';
+COMMENT ON COLUMN subscription.usage_counter.since IS
+'When the use last changed, or the period began: the integral runs to here';
+
+-- A meter: what of a registered table's counter a usage price bills
+-- (issue 21).  One per feature, on the feature's registration.
+CREATE TABLE subscription.meter (
+    feature     text PRIMARY KEY
+                REFERENCES subscription.limited_table (feature) ON DELETE CASCADE ON UPDATE CASCADE,
+    aggregation text NOT NULL CHECK (aggregation IN ('count', 'peak', 'time_weighted', 'sum')),
+    -- time_weighted: the unit of time its figure counts (row-days)
+    unit        interval NOT NULL DEFAULT '1 day' CHECK (unit > interval '0')
+);
+
+COMMENT ON TABLE subscription.meter IS
+'Meters on registered tables: the aggregation (count, peak, time_weighted, sum) a usage price bills (issue 21)';
+
+-- A plan's price for the use of a feature beyond what it includes, billed
+-- in arrears at each renewal (issue 21).  mode: graduated, volume or
+-- package; tiers: for graduated and volume, a JSON array of
+-- {"up_to": n (null: the last), "unit_amount": a, "flat_amount": f};
+-- NULL prices every unit at unit_amount; for package, {"size": n}.
+CREATE TABLE subscription.plan_usage_price (
+    plan        text NOT NULL REFERENCES subscription.plan (code) ON UPDATE CASCADE,
+    feature     text NOT NULL,
+    included    bigint NOT NULL DEFAULT 0 CHECK (included >= 0),
+    unit_amount numeric NOT NULL CHECK (unit_amount >= 0 AND unit_amount < 'Infinity'),
+    tiers       jsonb,
+    mode        text NOT NULL CHECK (mode IN ('graduated', 'volume', 'package')),
+    currency    text NOT NULL DEFAULT 'EUR' REFERENCES subscription.currency (code) ON UPDATE CASCADE,
+    PRIMARY KEY (plan, feature)
+);
+
+COMMENT ON TABLE subscription.plan_usage_price IS
+'Usage prices: a plan''s price of the use of a feature beyond what it includes, billed in arrears (issue 21)';
+
+-- Usage recorded without rows (record_usage), one row per key: a retry
+-- with the same key counts once and returns the total it returned.
+-- Kept for the period and subscription.usage_key_grace after it.
+CREATE TABLE subscription.usage_record (
+    tenant_id  bigint NOT NULL,
+    account_id bigint NOT NULL,
+    feature    text NOT NULL,
+    key        text NOT NULL,
+    quantity   bigint NOT NULL CHECK (quantity >= 0),
+    total      bigint NOT NULL,
+    at         timestamptz NOT NULL,
+    CONSTRAINT usage_record_pkey PRIMARY KEY (tenant_id, account_id, feature, key),
+    CONSTRAINT usage_record_account_id_fkey FOREIGN KEY (tenant_id, account_id)
+        REFERENCES subscription.account (tenant_id, id) ON DELETE CASCADE
+);
+CREATE INDEX ON subscription.usage_record (tenant_id, account_id, feature, at);
+
+COMMENT ON TABLE subscription.usage_record IS
+'Usage recorded without rows (record_usage), one row per idempotency key (issue 21)';
+
+-- What each ended period of a subscription used of each priced feature,
+-- and what it was billed: one row per (subscription, feature, period),
+-- written with the overage line by bill_usage (append-only).
+CREATE TABLE subscription.usage_period (
+    tenant_id       bigint NOT NULL,
+    subscription_id bigint NOT NULL,
+    account_id      bigint NOT NULL,
+    feature         text NOT NULL,
+    period          tstzrange NOT NULL,
+    plan            text NOT NULL,
+    aggregation     text NOT NULL,
+    used            bigint NOT NULL,
+    peak            bigint NOT NULL,
+    integral        numeric NOT NULL,
+    aggregate       numeric NOT NULL,
+    included        bigint NOT NULL,
+    billable        numeric NOT NULL,
+    amount          numeric NOT NULL,
+    currency        text NOT NULL,
+    ledger_id       bigint,
+    CONSTRAINT usage_period_pkey PRIMARY KEY (tenant_id, subscription_id, feature, period),
+    CONSTRAINT usage_period_subscription_id_fkey FOREIGN KEY (tenant_id, subscription_id)
+        REFERENCES subscription.subscription (tenant_id, id)
+);
+
+COMMENT ON TABLE subscription.usage_period IS
+'Per-period snapshots of the usage billed: the accumulators, the aggregate, the billable quantity and the amount (issue 21)';
+-- usage-based billing (issue 21): meters, usage prices, keys, snapshots
+SELECT pg_catalog.pg_extension_config_dump('subscription.meter', '');
+SELECT pg_catalog.pg_extension_config_dump('subscription.plan_usage_price', '');
+SELECT pg_catalog.pg_extension_config_dump('subscription.usage_record', '');
+SELECT pg_catalog.pg_extension_config_dump('subscription.usage_period', '');
+
+-- The counter moved by the limit guard's own code (src/limits.c,
+-- MoveUsage): the same limit (23514) and the same meter accumulators as a
+-- write of a registered table.  Returns the new use.  in_tenant: the
+-- account's tenant, where an unknown account is P0002.
+CREATE FUNCTION subscription.move_usage(account_id bigint, feature text, delta bigint, in_tenant bigint)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'move_usage'
+LANGUAGE C;
+
+COMMENT ON FUNCTION subscription.move_usage(bigint, text, bigint, bigint) IS
+'Internal (C): move an account''s usage counter (of tenant in_tenant) by delta under its limit, as the limit guard does; the new use';
+
+-- U1: a meter on a feature registered with enforce_limit (its limit may
+-- be unlimited): which figure of the feature's counter a usage price
+-- bills.  count: the rows at the period's end; peak: the most during the
+-- period; time_weighted: the rows integrated over the period, in row-units
+-- of unit (row-days by default); sum: the sum of the registration's value
+-- column (a registration that sums it: on_downgrade 'scale').
+CREATE FUNCTION subscription.meter(relation regclass, feature text, aggregation text, unit interval DEFAULT '1 day')
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    registration subscription.limited_table;
+BEGIN
+    PERFORM subscription.require_arguments('meter', '{relation,feature,aggregation,unit}',
+        ARRAY[relation IS NULL, feature IS NULL, aggregation IS NULL, unit IS NULL]);
+    SELECT t.* INTO registration FROM subscription.limited_table AS t
+     WHERE t.relation = meter.relation AND t.feature = meter.feature;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'feature "%" is not enforced on table "%"', feature, relation
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'A meter counts the rows of a table registered with subscription.enforce_limit(); usage without rows is recorded with subscription.record_usage().';
+    END IF;
+    IF aggregation NOT IN ('count', 'peak', 'time_weighted', 'sum') THEN
+        RAISE EXCEPTION 'unknown aggregation "%"', aggregation
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The aggregations are count, peak, time_weighted and sum.';
+    END IF;
+    IF aggregation = 'sum' AND registration.on_downgrade <> 'scale' THEN
+        RAISE EXCEPTION 'feature "%" does not count the sum of a value column', feature
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Register the table with on_downgrade => ''scale'' and its value_column, whose sum the counter then keeps.';
+    END IF;
+    IF unit <= interval '0' THEN
+        RAISE EXCEPTION 'the unit of a meter must be a positive interval'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('It was %s.', unit);
+    END IF;
+    INSERT INTO subscription.meter AS m (feature, aggregation, unit)
+    VALUES (meter.feature, meter.aggregation, meter.unit)
+    ON CONFLICT ON CONSTRAINT meter_pkey DO UPDATE SET aggregation = excluded.aggregation, unit = excluded.unit;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.meter(regclass, text, text, interval) IS
+'Meter a feature registered with enforce_limit: count, peak, time_weighted (in row-units of unit) or sum, billed by its usage price (U1)';
+
+-- 22023 unless tiers suit mode (U2): graduated and volume take NULL or a
+-- non-empty array of {"up_to", "unit_amount", "flat_amount"}, up_to
+-- increasing positive integers and null for the last tier only; package
+-- takes {"size": n}, n a positive integer.
+CREATE FUNCTION subscription.require_usage_tiers(mode text, tiers jsonb)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    problem text;
+BEGIN
+    IF mode = 'package' THEN
+        IF jsonb_typeof(tiers) IS DISTINCT FROM 'object' OR jsonb_typeof(tiers -> 'size') IS DISTINCT FROM 'number'
+           OR (tiers ->> 'size')::numeric < 1 OR (tiers ->> 'size')::numeric <> trunc((tiers ->> 'size')::numeric) THEN
+            problem := 'package takes {"size": n}, n a positive integer';
+        END IF;
+    ELSIF tiers IS NOT NULL THEN
+        IF jsonb_typeof(tiers) <> 'array' OR jsonb_array_length(tiers) = 0 THEN
+            problem := 'tiers are a non-empty JSON array';
+        ELSE
+            -- the first problem of any tier
+            SELECT p INTO problem FROM (
+                SELECT CASE
+                       WHEN jsonb_typeof(t.value) <> 'object' THEN format('tier %s is not an object', t.n)
+                       WHEN jsonb_typeof(t.value -> 'up_to') IS NULL OR jsonb_typeof(t.value -> 'up_to') NOT IN ('number', 'null')
+                            THEN format('tier %s has no up_to (null for the last)', t.n)
+                       WHEN jsonb_typeof(t.value -> 'up_to') = 'null' AND t.n < jsonb_array_length(tiers)
+                            THEN format('tier %s: only the last tier has up_to null', t.n)
+                       WHEN jsonb_typeof(t.value -> 'up_to') = 'number' AND t.n = jsonb_array_length(tiers)
+                            THEN 'the last tier has up_to null'
+                       WHEN jsonb_typeof(t.value -> 'up_to') = 'number'
+                            AND ((t.value ->> 'up_to')::numeric <> trunc((t.value ->> 'up_to')::numeric)
+                                 OR (t.value ->> 'up_to')::numeric
+                                    <= coalesce(lag(CASE WHEN jsonb_typeof(t.value -> 'up_to') = 'number' THEN (t.value ->> 'up_to')::numeric END)
+                                                OVER (ORDER BY t.n), 0))
+                            THEN format('tier %s: up_to must be an integer above the previous tier''s', t.n)
+                       WHEN jsonb_typeof(coalesce(t.value -> 'unit_amount', '0')) <> 'number'
+                            OR coalesce((t.value ->> 'unit_amount')::numeric, 0) < 0
+                            THEN format('tier %s: unit_amount must be a number of 0 or more', t.n)
+                       WHEN jsonb_typeof(coalesce(t.value -> 'flat_amount', '0')) <> 'number'
+                            OR coalesce((t.value ->> 'flat_amount')::numeric, 0) < 0
+                            THEN format('tier %s: flat_amount must be a number of 0 or more', t.n)
+                       END AS p, t.n
+                  FROM jsonb_array_elements(tiers) WITH ORDINALITY AS t(value, n)) AS x
+             WHERE x.p IS NOT NULL
+             ORDER BY x.n
+             LIMIT 1;
+        END IF;
+    END IF;
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION 'invalid tiers for mode %: %', mode, problem
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The tiers were %s.', tiers);
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.require_usage_tiers(text, jsonb) IS
+'Internal: 22023 unless the tiers suit the mode of a usage price (U2)';
+
+-- U2: the price of a billable quantity (the aggregate less what the plan
+-- includes), unrounded: the one tier formula, for the bill and its tests.
+--   graduated: each unit at the price of the tier it falls in, plus the
+--     flat amount of every tier it reaches;
+--   volume: every unit at the price of the tier the whole quantity falls
+--     in, plus that tier's flat amount;
+--   package: unit_amount per started package of tiers.size units;
+--   tiers NULL (graduated, volume): every unit at unit_amount.
+-- A tier's unit_amount defaults to unit_amount, its flat_amount to 0.
+CREATE FUNCTION subscription.usage_amount(quantity numeric, unit_amount numeric, tiers jsonb, mode text)
+RETURNS numeric
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    amount numeric;
+BEGIN
+    PERFORM subscription.require_arguments('usage_amount', '{quantity,unit_amount,mode}',
+        ARRAY[quantity IS NULL, unit_amount IS NULL, mode IS NULL]);
+    IF quantity < 0 OR quantity = 'NaN' OR quantity >= 'Infinity' THEN
+        RAISE EXCEPTION 'a billable quantity must be a finite number of 0 or more'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('It was %s.', quantity);
+    END IF;
+    IF mode NOT IN ('graduated', 'volume', 'package') THEN
+        RAISE EXCEPTION 'unknown usage price mode "%"', mode
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The modes are graduated, volume and package.';
+    END IF;
+    PERFORM subscription.require_usage_tiers(mode, tiers);
+    IF quantity = 0 THEN
+        RETURN 0;
+    END IF;
+    IF mode = 'package' THEN
+        RETURN ceil(quantity / (tiers ->> 'size')::numeric) * unit_amount;
+    END IF;
+    IF tiers IS NULL THEN
+        RETURN quantity * unit_amount;
+    END IF;
+    WITH t AS (
+        SELECT coalesce(lag((e.value ->> 'up_to')::numeric) OVER (ORDER BY e.n), 0) AS from_,
+               (e.value ->> 'up_to')::numeric AS up_to,
+               coalesce((e.value ->> 'unit_amount')::numeric, usage_amount.unit_amount) AS unit,
+               coalesce((e.value ->> 'flat_amount')::numeric, 0) AS flat
+          FROM jsonb_array_elements(tiers) WITH ORDINALITY AS e(value, n))
+    SELECT CASE mode
+           WHEN 'graduated' THEN
+               (SELECT sum((least(quantity, coalesce(t.up_to, quantity)) - t.from_) * t.unit + t.flat)
+                  FROM t WHERE quantity > t.from_)
+           ELSE
+               (SELECT quantity * t.unit + t.flat
+                  FROM t WHERE quantity > t.from_ AND (t.up_to IS NULL OR quantity <= t.up_to))
+           END
+      INTO amount;
+    RETURN amount;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.usage_amount(numeric, numeric, jsonb, text) IS
+'The price of a billable quantity of usage by mode (graduated, volume, package) and tiers, unrounded (U2)';
+
+-- U2: set a plan's price of the use of a feature beyond what it includes
+-- (replacing the one it had), billed in arrears at each renewal.
+CREATE FUNCTION subscription.plan_usage_price(plan text, feature text, included bigint, unit_amount numeric,
+                                              tiers jsonb DEFAULT NULL, mode text DEFAULT 'graduated',
+                                              currency text DEFAULT 'EUR')
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.require_arguments('plan_usage_price', '{plan,feature,included,unit_amount,mode,currency}',
+        ARRAY[plan IS NULL, feature IS NULL, included IS NULL, unit_amount IS NULL, mode IS NULL, currency IS NULL]);
+    IF NOT EXISTS (SELECT FROM subscription.plan AS p WHERE p.code = plan_usage_price.plan) THEN
+        PERFORM subscription.unknown_code('plan', plan);
+    END IF;
+    PERFORM subscription.require_feature(feature);
+    IF NOT EXISTS (SELECT FROM subscription.currency AS c WHERE c.code = plan_usage_price.currency) THEN
+        RAISE EXCEPTION 'currency "%" does not exist', currency USING ERRCODE = 'undefined_object';
+    END IF;
+    IF included < 0 THEN
+        RAISE EXCEPTION 'a usage price includes 0 units or more'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('It was given %s.', included);
+    END IF;
+    IF unit_amount < 0 OR unit_amount = 'NaN' OR unit_amount >= 'Infinity' THEN
+        RAISE EXCEPTION 'the unit amount of a usage price must be a finite amount of 0 or more'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('It was %s.', unit_amount);
+    END IF;
+    -- the mode and the tiers, checked by the formula itself
+    PERFORM subscription.usage_amount(0, unit_amount, tiers, mode);
+    INSERT INTO subscription.plan_usage_price AS u (plan, feature, included, unit_amount, tiers, mode, currency)
+    VALUES (plan_usage_price.plan, plan_usage_price.feature, plan_usage_price.included, plan_usage_price.unit_amount,
+            plan_usage_price.tiers, plan_usage_price.mode, plan_usage_price.currency)
+    ON CONFLICT ON CONSTRAINT plan_usage_price_pkey DO UPDATE
+       SET included = excluded.included, unit_amount = excluded.unit_amount, tiers = excluded.tiers,
+           mode = excluded.mode, currency = excluded.currency;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.plan_usage_price(text, text, bigint, numeric, jsonb, text, text) IS
+'Set a plan''s price of the use of a feature beyond what it includes: graduated, volume or package, billed in arrears at each renewal (U2)';
+
+-- U3: bill the usage of a subscription's period, from its start until
+-- "until" (its end at a renewal; the moment of a cancellation or plan
+-- change mid-period), for each usage price of its plan: the counter read
+-- and locked (the guard's writers queue behind it), its figure for the
+-- period (the meter's aggregation; the recorded total without rows),
+-- price(aggregate - included) rounded once to the currency, one charge
+-- line 'usage <feature>' through ledger_one_charge_per_period, the
+-- period's snapshot in usage_period, and the counter's accumulators reset
+-- for the next period, all in the caller's transaction.  What is billed
+-- runs from the period's start, or from the end of its last bill (a plan
+-- change mid-period billed up to then); a period billed up to until
+-- already is skipped: a renewal run twice bills once.  The time-weighted figure runs to until, or to the counter's last
+-- change when that came later (nothing is counted twice: the next period
+-- starts there).  Renewals (renew_period) call it before the period moves.
+CREATE FUNCTION subscription.bill_usage(s subscription.subscription, until timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p record;
+    c record;
+    billed tstzrange;
+    starts timestamptz;
+    upto timestamptz;
+    integral numeric;
+    aggregate numeric;
+    billable numeric;
+    amount numeric;
+    line bigint;
+BEGIN
+    FOR p IN
+        SELECT u.feature, u.included, u.unit_amount, u.tiers, u.mode, u.currency,
+               coalesce(m.aggregation, CASE WHEN t.feature IS NULL THEN 'recorded' ELSE 'count' END) AS aggregation,
+               coalesce(m.unit, interval '1 day') AS unit, t.feature IS NOT NULL AS from_rows
+          FROM subscription.plan_usage_price AS u
+          LEFT JOIN subscription.limited_table AS t ON t.feature = u.feature
+          LEFT JOIN subscription.meter AS m ON m.feature = u.feature
+         WHERE u.plan = s.plan
+         ORDER BY u.feature
+    LOOP
+        -- from the period's start, or where a bill of this period ended (a
+        -- plan change mid-period); nothing left: billed already
+        SELECT coalesce(max(upper(x.period)), lower(s.period)) INTO starts
+          FROM subscription.usage_period AS x
+         WHERE x.tenant_id = s.tenant_id AND x.subscription_id = s.id AND x.feature = p.feature
+           AND x.period && tstzrange(lower(s.period), until, '[]');
+        CONTINUE WHEN starts >= until;
+        billed := tstzrange(starts, until);
+        SELECT u.used, u.peak, u.integral, u.since INTO c
+          FROM subscription.usage_counter AS u
+         WHERE u.tenant_id = s.tenant_id AND u.account_id = s.account_id AND u.feature = p.feature
+           FOR UPDATE OF u;
+        upto := greatest(coalesce(c.since, until), until);
+        integral := coalesce(c.integral, 0) + coalesce(c.used, 0) * extract(epoch FROM upto - coalesce(c.since, until));
+        aggregate := CASE p.aggregation
+                     WHEN 'peak' THEN greatest(c.peak, c.used)
+                     WHEN 'time_weighted' THEN integral / extract(epoch FROM p.unit)
+                     ELSE c.used END;
+        aggregate := coalesce(aggregate, 0);
+        billable := greatest(aggregate - p.included, 0);
+        amount := subscription.round_money(subscription.usage_amount(billable, p.unit_amount, p.tiers, p.mode), p.currency);
+        line := NULL;
+        IF amount > 0 THEN
+            INSERT INTO subscription.ledger AS l
+                   (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+            VALUES (s.tenant_id, s.account_id, s.id, 'charge', amount, p.currency, billed, 'usage ' || p.feature, s.plan,
+                    format('overage: %s %s of %s, %s included', round(aggregate, 6), p.aggregation, p.feature, p.included))
+            ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
+               WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING
+            RETURNING l.id INTO line;
+        END IF;
+        INSERT INTO subscription.usage_period
+               (tenant_id, subscription_id, account_id, feature, period, plan, aggregation, used, peak, integral,
+                aggregate, included, billable, amount, currency, ledger_id)
+        VALUES (s.tenant_id, s.id, s.account_id, p.feature, billed, s.plan, p.aggregation, coalesce(c.used, 0),
+                coalesce(greatest(c.peak, c.used), 0), integral, aggregate, p.included, billable, amount, p.currency, line);
+        -- the next period's accumulators: rows stay, recorded usage starts again
+        UPDATE subscription.usage_counter AS u
+           SET used = CASE WHEN p.from_rows THEN c.used ELSE 0 END,
+               peak = CASE WHEN p.from_rows THEN c.used ELSE 0 END,
+               integral = 0, since = upto
+         WHERE u.tenant_id = s.tenant_id AND u.account_id = s.account_id AND u.feature = p.feature;
+        IF NOT p.from_rows THEN
+            -- keys are kept for the period and the grace after it
+            DELETE FROM subscription.usage_record AS r
+             WHERE r.tenant_id = s.tenant_id AND r.account_id = s.account_id AND r.feature = p.feature
+               AND r.at < lower(s.period) - current_setting('subscription.usage_key_grace')::interval;
+        END IF;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.bill_usage(subscription.subscription, timestamptz) IS
+'Internal: bill the usage of a subscription''s period up to a time, once, and reset the counters'' accumulators (U3)';
+
+-- U4: a feature used without rows (API calls, tokens, minutes): 42704
+-- for an unknown feature, 22023 for one counted from a table's rows.
+CREATE FUNCTION subscription.require_recorded_feature(fn text, feature text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.require_feature(feature);
+    IF EXISTS (SELECT FROM subscription.limited_table AS t WHERE t.feature = require_recorded_feature.feature) THEN
+        RAISE EXCEPTION 'feature "%" is counted from the rows of a table', feature
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('%s() records usage without rows; the rows of the registered table count themselves.', fn);
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.require_recorded_feature(text, text) IS
+'Internal: 42704 for an unknown feature, 22023 for one counted from a registered table''s rows (U4)';
+
+-- U4: record usage without rows, once per key: the counter moves by
+-- quantity under the feature's limit (a prepaid cap: 23514 at once), and
+-- the new total is returned; a retry with the same key (kept for the
+-- period and subscription.usage_key_grace) moves nothing and returns the
+-- total the first call returned.  Two sessions with one key: the second
+-- waits for the first's key and returns its total.
+CREATE FUNCTION subscription.record_usage(tenant_id bigint, account_id bigint, feature text, quantity bigint, key text,
+                                          at timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    new_total bigint;
+BEGIN
+    PERFORM subscription.require_tenant('record_usage', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('record_usage', '{account_id,feature,quantity,key,at}',
+        ARRAY[account_id IS NULL, feature IS NULL, quantity IS NULL, key IS NULL, at IS NULL]);
+    PERFORM subscription.require_account(record_usage.tenant_id, record_usage.account_id);
+    -- usage becomes a charge: as paying, Z1
+    PERFORM subscription.authorize(record_usage.tenant_id, record_usage.account_id, 'pay', false);
+    PERFORM subscription.require_recorded_feature('record_usage', feature);
+    IF quantity < 0 THEN
+        RAISE EXCEPTION 'a quantity of usage must be 0 or more'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('It was %s.', quantity),
+                  HINT = 'subscription.correct_usage() corrects a quantity recorded, with its reason.';
+    END IF;
+    INSERT INTO subscription.usage_record AS r (tenant_id, account_id, feature, key, quantity, total, at)
+    VALUES (record_usage.tenant_id, record_usage.account_id, record_usage.feature, record_usage.key,
+            record_usage.quantity, 0, record_usage.at)
+    ON CONFLICT ON CONSTRAINT usage_record_pkey DO NOTHING;
+    IF NOT FOUND THEN
+        SELECT r.total INTO new_total FROM subscription.usage_record AS r
+         WHERE r.tenant_id = record_usage.tenant_id AND r.account_id = record_usage.account_id
+           AND r.feature = record_usage.feature AND r.key = record_usage.key;
+        RETURN new_total;
+    END IF;
+    -- a query, not an expression: the counter's triggers fire at its end
+    SELECT subscription.move_usage(record_usage.account_id, record_usage.feature, record_usage.quantity,
+                                   record_usage.tenant_id) INTO new_total;
+    UPDATE subscription.usage_record AS r SET total = new_total
+     WHERE r.tenant_id = record_usage.tenant_id AND r.account_id = record_usage.account_id
+       AND r.feature = record_usage.feature AND r.key = record_usage.key;
+    RETURN new_total;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.record_usage(bigint, bigint, text, bigint, text, timestamptz) IS
+'Record usage without rows once per key, under the feature''s limit; the new total (U4) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
+CREATE FUNCTION subscription.record_usage(account_id bigint, feature text, quantity bigint, key text,
+                                          at timestamptz DEFAULT now())
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.record_usage(subscription.tenant_of('account', record_usage.account_id), record_usage.account_id,
+                                     record_usage.feature, record_usage.quantity, record_usage.key, record_usage.at);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.record_usage(bigint, text, bigint, text, timestamptz) IS
+'Record usage without rows once per key, under the feature''s limit; the new total (U4)';
+
+-- U5: correct the quantity recorded with a key: the counter moves by the
+-- difference (an increase under the limit, 23514), and history keeps the
+-- old and new quantities with the reason.  Returns the new total.
+CREATE FUNCTION subscription.correct_usage(tenant_id bigint, account_id bigint, feature text, key text, quantity bigint,
+                                           reason text)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r subscription.usage_record;
+    used bigint;
+    new_total bigint;
+BEGIN
+    PERFORM subscription.require_tenant('correct_usage', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('correct_usage', '{account_id,feature,key,quantity,reason}',
+        ARRAY[account_id IS NULL, feature IS NULL, key IS NULL, quantity IS NULL, reason IS NULL]);
+    PERFORM subscription.require_account(correct_usage.tenant_id, correct_usage.account_id);
+    PERFORM subscription.authorize(correct_usage.tenant_id, correct_usage.account_id, 'pay', false);
+    PERFORM subscription.require_recorded_feature('correct_usage', feature);
+    IF quantity < 0 THEN
+        RAISE EXCEPTION 'a quantity of usage must be 0 or more'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('It was %s.', quantity);
+    END IF;
+    SELECT x.* INTO r FROM subscription.usage_record AS x
+     WHERE x.tenant_id = correct_usage.tenant_id AND x.account_id = correct_usage.account_id
+       AND x.feature = correct_usage.feature AND x.key = correct_usage.key
+       FOR UPDATE OF x;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no usage of feature "%" was recorded with key "%" for account %', feature, key, account_id
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'Keys are kept for their period and subscription.usage_key_grace after it.';
+    END IF;
+    SELECT u.used INTO used FROM subscription.usage_counter AS u
+     WHERE u.tenant_id = correct_usage.tenant_id AND u.account_id = correct_usage.account_id
+       AND u.feature = correct_usage.feature;
+    IF coalesce(used, 0) + quantity - r.quantity < 0 THEN
+        RAISE EXCEPTION 'the usage recorded with key "%" was billed already', key
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('The period''s counter holds %s; the correction takes away %s.', coalesce(used, 0),
+                                  r.quantity - quantity),
+                  HINT = 'Give the difference back with subscription.credit_account().';
+    END IF;
+    SELECT subscription.move_usage(correct_usage.account_id, correct_usage.feature, correct_usage.quantity - r.quantity,
+                                   correct_usage.tenant_id) INTO new_total;
+    UPDATE subscription.usage_record AS x SET quantity = correct_usage.quantity, total = new_total
+     WHERE x.tenant_id = correct_usage.tenant_id AND x.account_id = correct_usage.account_id
+       AND x.feature = correct_usage.feature AND x.key = correct_usage.key;
+    PERFORM subscription.write_history('correct_usage', account_id, NULL,
+        jsonb_build_object('feature', feature, 'key', key, 'from', r.quantity, 'to', quantity, 'reason', reason),
+        correct_usage.tenant_id);
+    RETURN new_total;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.correct_usage(bigint, bigint, text, text, bigint, text) IS
+'Correct the quantity recorded with a key, with the reason in history; the new total (U5) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
+CREATE FUNCTION subscription.correct_usage(account_id bigint, feature text, key text, quantity bigint, reason text)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.correct_usage(subscription.tenant_of('account', correct_usage.account_id), correct_usage.account_id,
+                                      correct_usage.feature, correct_usage.key, correct_usage.quantity, correct_usage.reason);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.correct_usage(bigint, text, text, bigint, text) IS
+'Correct the quantity recorded with a key, with the reason in history; the new total (U5)';
+
+-- R12: renewals, plan changes and early ends bill the usage of the period
+CREATE OR REPLACE FUNCTION subscription.renew_period(s subscription.subscription, n subscription.period_terms, may_trim boolean)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ends timestamptz := upper(s.period);
+    same_cycle boolean;
+    next_period tstzrange;
+    price record;
+    batch record;
+BEGIN
+    -- U3: the ending period's usage, billed in arrears
+    PERFORM subscription.bill_usage(s, ends);
+    UPDATE subscription.addon_batch AS b SET status = 'expired'
+     WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
+       AND (b.cancel_at_period_end OR s.cancel_at_period_end OR s.renewal = 'none');
+    IF s.cancel_at_period_end OR s.renewal = 'none' THEN
+        UPDATE subscription.subscription AS x
+           SET status = CASE WHEN s.cancel_at_period_end THEN 'cancelled' ELSE 'expired' END
+         WHERE x.tenant_id = s.tenant_id AND x.id = s.id
+        RETURNING x.status INTO s.status;
+        RETURN s.status;
+    END IF;
+    -- L6: a migration never takes away a feature in use; one that would
+    -- now (the account's use grew since it was scheduled) is dropped
+    IF coalesce(s.pending_plan IS NULL AND s.migrate_at <= ends AND NOT s.migrate_trim, false)
+       AND EXISTS (SELECT FROM subscription.migration_shortfall(s.id, s.migrate_to, s.migrate_version)) THEN
+        RAISE WARNING 'subscription % stays on its version of plan "%": plan "%" would take away features in use',
+                      s.id, s.plan, s.migrate_to
+            USING DETAIL = 'Its migration is dropped; subscription.preview_migration() lists the features.';
+        UPDATE subscription.subscription AS x
+           SET migrate_to = NULL, migrate_version = NULL, migrate_at = NULL, migrate_trim = NULL
+         WHERE x.tenant_id = s.tenant_id AND x.id = s.id
+        RETURNING * INTO s;
+        n := subscription.next_terms(s);
+    END IF;
+
+    -- L7: a use above the largest tier renews at the largest tier
+    IF n.needed > n.quantity THEN
+        RAISE WARNING 'subscription % uses more than the largest tier of plan "%"', s.id, n.plan
+            USING DETAIL = format('Its use needs %s licenses; it renews at the largest tier, %s.', n.needed, n.quantity),
+                  HINT = format('Contact sales for a plan above %s hosts.', n.quantity);
+    END IF;
+    same_cycle := subscription.cycle_key(n.cycle) = subscription.cycle_key(s.cycle);
+    -- a new cycle counts from the start of its first period (Z7)
+    next_period := subscription.nth_period(CASE WHEN same_cycle THEN s.anchor ELSE ends END, n.cycle,
+                                           CASE WHEN same_cycle THEN s.period_number + 1 ELSE 1 END);
+    price := subscription.period_price(n.plan, n.cycle, n.quantity, n.version);
+    IF same_cycle AND n.plan = s.plan AND n.version = s.plan_version AND n.quantity = s.quantity
+       AND s.pending_plan IS NULL AND s.pending_quantity IS NULL THEN
+        -- the common renewal: only the period moves, and the triggers on
+        -- plan, quantity and status (limits, seats) have nothing to do
+        UPDATE subscription.subscription AS x
+           SET period_number = x.period_number + 1, period = next_period,
+               paid_quantity = n.quantity, pending_cycle = NULL, renewal = n.renewal
+         WHERE x.tenant_id = s.tenant_id AND x.id = s.id;
+    ELSE
+        UPDATE subscription.subscription AS x
+           SET plan = n.plan, plan_version = n.version,
+               cycle = n.cycle, quantity = n.quantity, paid_quantity = n.quantity,
+               pending_plan = NULL, pending_cycle = NULL, pending_quantity = NULL,
+               anchor = CASE WHEN same_cycle THEN x.anchor ELSE ends END,
+               period_number = CASE WHEN same_cycle THEN x.period_number + 1 ELSE 1 END,
+               period = next_period, renewal = n.renewal
+         WHERE x.tenant_id = s.tenant_id AND x.id = s.id;
+    END IF;
+
+    -- C2: the constraint makes a second charge of the period impossible
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+    VALUES (s.tenant_id, s.account_id, s.id, 'charge', subscription.round_money(price.amount, price.currency), price.currency,
+            next_period, 'plan', n.plan,
+            format('renewal: plan %s, cycle %s, quantity %s', n.plan, n.cycle, n.quantity))
+    ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
+       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+    -- each batch priced apart from the statement that reads the batches:
+    -- on Citus that one runs on the shard, where no other table is read
+    FOR batch IN
+        SELECT b.id, b.addon, b.quantity
+          FROM subscription.addon_batch AS b
+          JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time
+         WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
+         ORDER BY b.id
+    LOOP
+        price := subscription.addon_period_price(batch.addon, n.cycle, batch.quantity);
+        INSERT INTO subscription.ledger
+               (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
+        VALUES (s.tenant_id, s.account_id, s.id, batch.id, 'charge', subscription.round_money(price.amount, price.currency),
+                price.currency, next_period, 'addon', n.plan,
+                format('renewal: add-on %s x %s, cycle %s', batch.addon, batch.quantity, n.cycle))
+        ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
+           WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+    END LOOP;
+
+    IF may_trim THEN
+        PERFORM FROM subscription.apply_downgrade(s.id);
+    END IF;
+    RETURN 'active';
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_period(subscription.subscription, subscription.period_terms, boolean) IS 'Internal: one period of one due subscription';
+
+CREATE OR REPLACE FUNCTION subscription.change_plan(tenant_id bigint, subscription_id bigint, plan text, at timestamptz)
+RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    old_plan subscription.plan;
+    new_plan subscription.plan;
+    modes subscription.product;
+    price record;
+    new_period tstzrange;
+BEGIN
+    PERFORM subscription.require_tenant('change_plan', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('change_plan', '{subscription_id,plan,at}',
+        ARRAY[subscription_id IS NULL, plan IS NULL, at IS NULL]);
+    PERFORM subscription.require_time('change_plan', at, false);
+    SELECT * INTO new_plan FROM subscription.plan AS p WHERE p.code = change_plan.plan;
+    IF NOT FOUND THEN
+        PERFORM subscription.unknown_code('plan', plan);
+    END IF;
+    s := subscription.subscription_for_change(change_plan.tenant_id, 'change_plan', subscription_id, 'change_plan');
+    PERFORM subscription.require_in_period('change_plan', s, at);
+    PERFORM subscription.require_terms(change_plan.tenant_id, s.account_id, at);
+    SELECT * INTO old_plan FROM subscription.plan AS p WHERE p.code = s.plan;
+    IF new_plan.product <> old_plan.product THEN
+        RAISE EXCEPTION 'plan "%" is not a plan of product "%"', plan, old_plan.product
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Subscribe to the other product with subscription.subscribe().';
+    END IF;
+
+    effective_at := at;
+    refund := 0;
+    charge := 0;
+    IF new_plan.code = s.plan THEN
+        UPDATE subscription.subscription AS x SET pending_plan = NULL
+         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id AND x.pending_plan IS NOT NULL;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    SELECT * INTO modes FROM subscription.product AS p WHERE p.code = new_plan.product;
+    IF new_plan.rank < old_plan.rank AND modes.downgrade = 'end_of_period' THEN
+        -- C4: the current plan runs to the end of the period; the new one
+        -- must sell the cycle and quantity of the next (22023, 55000)
+        PERFORM subscription.period_price(new_plan.code, coalesce(s.pending_cycle, s.cycle),
+                                          coalesce(s.pending_quantity, s.quantity));
+        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
+        effective_at := upper(s.period);
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    -- the new plan must sell the cycle and the quantity (22023, 55000)
+    price := subscription.period_price(new_plan.code, s.cycle, s.quantity);
+    -- U3: the usage so far, at the old plan's usage prices
+    PERFORM subscription.bill_usage(s, at);
+    refund := subscription.give_back_unused(s, at, 'refund', format('change to plan %s', new_plan.code));
+    IF new_plan.rank >= old_plan.rank AND modes.upgrade = 'restart' THEN
+        -- C1: a new full period starts now
+        new_period := subscription.nth_period(at, s.cycle, 1);
+        charge := subscription.round_money(price.amount, price.currency);
+    ELSE
+        new_period := s.period;
+        charge := subscription.unused_part(price.amount, s.period, at, price.currency);
+    END IF;
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+    VALUES (change_plan.tenant_id, s.account_id, s.id, 'charge', charge, price.currency,
+            tstzrange(at, upper(new_period), '[)'), format('change to %s', new_plan.code), new_plan.code,
+            format('plan %s from %s, cycle %s, quantity %s', new_plan.code, at, s.cycle, s.quantity));
+
+    IF new_plan.rank < old_plan.rank THEN
+        -- immediate downgrade: apply_downgrade moves to the plan and trims
+        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code, paid_quantity = x.quantity
+         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
+        PERFORM FROM subscription.apply_downgrade(change_plan.tenant_id, s.id, false);
+    ELSE
+        UPDATE subscription.subscription AS x
+           SET plan = new_plan.code, pending_plan = NULL, paid_quantity = x.quantity,
+               period = new_period,
+               anchor = CASE WHEN new_period = s.period THEN x.anchor ELSE at END
+         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
+    END IF;
+    RETURN NEXT;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.change_plan(bigint, bigint, text, timestamptz) IS
+'Upgrade now (prorated or restarted) or downgrade at the period end (C1-C4, Z5) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.end_early(tenant_id bigint, subscription_id bigint, at timestamptz)
+RETURNS numeric
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    credited numeric;
+BEGIN
+    PERFORM subscription.require_tenant('end_early', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('end_early', '{subscription_id,at}',
+        ARRAY[subscription_id IS NULL, at IS NULL]);
+    PERFORM subscription.require_time('end_early', at, false);
+    s := subscription.subscription_for_change(end_early.tenant_id, 'end_early', subscription_id, 'cancel');
+    PERFORM subscription.require_in_period('end_early', s, at);
+    -- U3: the usage up to the end
+    PERFORM subscription.bill_usage(s, at);
+    credited := subscription.give_back_unused(s, at, 'credit', 'consolidation');
+    UPDATE subscription.addon_batch AS b SET status = 'expired'
+     WHERE b.tenant_id = end_early.tenant_id AND b.subscription_id = s.id AND b.status = 'active';
+    UPDATE subscription.subscription AS x SET status = 'cancelled' WHERE x.tenant_id = end_early.tenant_id AND x.id = s.id;
+    RETURN credited;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.end_early(bigint, bigint, timestamptz) IS
+'End a subscription now; its unused days become credit (L9) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+REVOKE ALL ON FUNCTION subscription.move_usage(bigint, text, bigint, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.meter(regclass, text, text, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.require_usage_tiers(text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.usage_amount(numeric, numeric, jsonb, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.plan_usage_price(text, text, bigint, numeric, jsonb, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.bill_usage(subscription.subscription, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.require_recorded_feature(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.record_usage(bigint, bigint, text, bigint, text, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.record_usage(bigint, text, bigint, text, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.correct_usage(bigint, bigint, text, text, bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.correct_usage(bigint, text, text, bigint, text) FROM PUBLIC;
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves

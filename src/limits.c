@@ -35,6 +35,7 @@
 
 #include "access/htup_details.h"
 #include "access/relation.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
@@ -56,6 +57,7 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
+#include "utils/timestamp.h"
 
 #include "subscription.h"
 
@@ -63,6 +65,19 @@ PG_FUNCTION_INFO_V1(limit_guard);
 PG_FUNCTION_INFO_V1(recount_usage);
 PG_FUNCTION_INFO_V1(invalidate_limit_cache);
 PG_FUNCTION_INFO_V1(usage_drift);
+PG_FUNCTION_INFO_V1(move_usage);
+
+/*
+ * The meters' accumulators (issue 21), moved by the same UPDATE that moves
+ * used, from the row as it was: the peak of the use, and the integral of
+ * the use over time (row-seconds) up to t, the later of the last change and
+ * the statement's start (NOW), so that it never runs backwards when writers
+ * queue on the counter.  O(1): no other row, no other statement.
+ */
+#define METER_ACCUMULATORS(U, NOW) \
+	"peak = greatest(" U "peak, " U "used + $3)," \
+	" integral = " U "integral + " U "used * extract(epoch FROM greatest(" U "since, " NOW ") - " U "since)," \
+	" since = greatest(" U "since, " NOW ")"
 
 /* INSERT, UPDATE, DELETE: the GuardedEvent values that carry rows */
 #define LIMIT_NUM_EVENTS 3
@@ -557,7 +572,7 @@ FrozenLimitRefusal(Relation rel, int64 account)
 			 errmsg("account " INT64_FORMAT " is frozen", account),
 			 errdetail("Subscription " INT64_FORMAT " is paused in mode freeze: nothing more is written.", pausing),
 			 errhint("Resume it with subscription.resume(" INT64_FORMAT ").", pausing),
-			 errtable(rel)));
+			 rel != NULL ? errtable(rel) : 0));
 }
 
 /*
@@ -600,14 +615,14 @@ LimitRefusal(Relation rel, int64 account, const char *feature, int64 used, int64
 						used, feature, account),
 				 errdetail("Limit " INT64_FORMAT ", value written " INT64_FORMAT ".", limit, used),
 				 way_out ? errhint("A higher limit comes with %s.", way_out) : 0,
-				 errtable(rel)));
+				 rel != NULL ? errtable(rel) : 0));
 	ereport(ERROR,
 			(errcode(ERRCODE_CHECK_VIOLATION),
 			 errmsg("account " INT64_FORMAT " would exceed its %s limit", account, feature),
 			 limit_null ? 0 : errdetail("Limit " INT64_FORMAT ", in use " INT64_FORMAT ", requested " INT64_FORMAT ".",
 										limit, used, delta),
 			 way_out ? errhint("Remove some first, or move to %s.", way_out) : 0,
-			 errtable(rel)));
+			 rel != NULL ? errtable(rel) : 0));
 }
 
 /*
@@ -781,12 +796,12 @@ ReadCitusCounter(int64 account, const char *feature, bool exclusive,
 }
 
 /* MoveUsage() on Citus: the counter read and locked, then moved */
-static void
+static int64
 MoveCitusUsage(Relation rel, int64 account, const char *feature, int64 delta, bool detach)
 {
 	static SPIPlanPtr move_plan = NULL;
-	Oid			argtypes[3] = {INT8OID, TEXTOID, INT8OID};
-	Datum		values[3];
+	Oid			argtypes[4] = {INT8OID, TEXTOID, INT8OID, TIMESTAMPTZOID};
+	Datum		values[4];
 	int64		used;
 	int64		limit;
 	bool		limit_null;
@@ -798,11 +813,13 @@ MoveCitusUsage(Relation rel, int64 account, const char *feature, int64 delta, bo
 	values[0] = Int64GetDatum(account);
 	values[1] = CStringGetTextDatum(feature);
 	values[2] = Int64GetDatum(delta);
+	values[3] = TimestampTzGetDatum(GetCurrentStatementStartTimestamp());
 	KeptPlan(&move_plan,
-			 "UPDATE subscription.usage_counter SET used = used + $3"
-			 " WHERE tenant_id = $1 AND account_id = $1 AND feature = $2", 3, argtypes);
+			 "UPDATE subscription.usage_counter SET used = used + $3, " METER_ACCUMULATORS("", "$4")
+			 " WHERE tenant_id = $1 AND account_id = $1 AND feature = $2", 4, argtypes);
 	if (SPI_execute_plan(move_plan, values, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not move the usage counter");
+	return used + delta;
 }
 
 /*
@@ -901,12 +918,17 @@ RefuseOnlyWhatWeSee(SPIPlanPtr read_usage, int64 used, bool limit_null, int64 li
 				 errmsg("could not serialize access due to concurrent update")));
 }
 
-/* Move one account's counter by delta under its limit, or refuse. */
-static void
+/*
+ * Move one account's counter by delta under its limit, or refuse; returns
+ * the counter's new use (0 when there is no counter to count down).  rel
+ * is the table written, or NULL for record_usage (no table): outside a
+ * trigger, the counter's own triggers fire at the end of the UPDATE.
+ */
+static int64
 MoveUsage(Relation rel, int64 account, const char *feature, int64 delta, bool detach)
 {
-	Oid			argtypes[4] = {INT8OID, TEXTOID, INT8OID, BOOLOID};
-	Datum		values[4];
+	Oid			argtypes[5] = {INT8OID, TEXTOID, INT8OID, BOOLOID, TIMESTAMPTZOID};
+	Datum		values[5];
 	bool		isnull;
 	int64		used;
 	int64		limit;
@@ -915,14 +937,13 @@ MoveUsage(Relation rel, int64 account, const char *feature, int64 delta, bool de
 	int			v = LimitsVersioned();
 
 	if (v && CountersOnCitus())
-	{
-		MoveCitusUsage(rel, account, feature, delta, detach);
-		return;
-	}
+		return MoveCitusUsage(rel, account, feature, delta, detach);
 	values[0] = Int64GetDatum(account);
 	values[1] = CStringGetTextDatum(feature);
 	values[2] = Int64GetDatum(delta);
 	values[3] = BoolGetDatum(detach);
+	/* the meters' clock (issue 21): the statement's start */
+	values[4] = TimestampTzGetDatum(GetCurrentStatementStartTimestamp());
 
 	/*
 	 * The counter row carries the limit (kept by subscription.refresh_limits
@@ -941,19 +962,20 @@ MoveUsage(Relation rel, int64 account, const char *feature, int64 delta, bool de
 	"        OR CASE WHEN $4 THEN " LIMIT " > 0 ELSE u.used + $3 <= " LIMIT " END)" \
 	" RETURNING u.used"
 	KeptPlan(&move_usage_plan[v],
-			 v ? MOVE_USAGE_SQL(", limit_value = " COUNTER_LIMIT ", limit_version = c.version",
+			 v ? MOVE_USAGE_SQL(", limit_value = " COUNTER_LIMIT ", limit_version = c.version, "
+								METER_ACCUMULATORS("u.", "$5"),
 								" FROM " CATALOG_LIMIT_VERSION, COUNTER_LIMIT)
 			 : MOVE_USAGE_SQL("", "", "u.limit_value"),
-			 4, argtypes);
+			 5, argtypes);
 	for (attempt = 0; attempt < 2; attempt++)
 	{
 		if (SPI_execute_snapshot(move_usage_plan[v], values, NULL, GetLatestSnapshot(), GuardCrosscheckSnapshot(),
-								 false, false, 0) != SPI_OK_UPDATE_RETURNING)
+								 false, rel == NULL, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not move the usage counter");
 		if (SPI_processed == 1)
-			return;
+			return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		if (delta <= 0)
-			return;				/* no counter to count down: its account is going */
+			return 0;			/* no counter to count down: its account is going */
 
 #define READ_USAGE_SQL(FROM, LIMIT) \
 	"SELECT u.used, " LIMIT " FROM subscription.usage_counter AS u" FROM \
@@ -976,6 +998,44 @@ MoveUsage(Relation rel, int64 account, const char *feature, int64 delta, bool de
 		EnsureCounter(values);
 	}
 	elog(ERROR, "could not create the usage counter of account " INT64_FORMAT, account);
+	return 0;					/* keep the compiler quiet */
+}
+
+/*
+ * move_usage(account_id bigint, feature text, delta bigint, in_tenant bigint) returns bigint
+ *
+ * record_usage() and correct_usage() (issue 21): the counter of a feature
+ * used without rows moved by the guard's own code (MoveUsage), under the
+ * same limit (23514) and with the same meter accumulators; the new use.
+ * Internal: only the extension's functions call it.
+ */
+Datum
+move_usage(PG_FUNCTION_ARGS)
+{
+	int64		used;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("the arguments of move_usage() must not be null")));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	/*
+	 * an unknown account: P0002 as everywhere, not the counter's foreign
+	 * key; looked up in its tenant (one shard on Citus)
+	 */
+	{
+		static SPIPlanPtr account_plan = NULL;
+		Oid			argtypes[2] = {INT8OID, INT8OID};
+		Datum		values[2] = {PG_GETARG_DATUM(3), PG_GETARG_DATUM(0)};
+
+		KeptPlan(&account_plan, "SELECT subscription.require_account($1, $2)", 2, argtypes);
+		if (SPI_execute_plan(account_plan, values, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not look up account " INT64_FORMAT, PG_GETARG_INT64(0));
+	}
+	used = MoveUsage(NULL, PG_GETARG_INT64(0), text_to_cstring(PG_GETARG_TEXT_PP(1)), PG_GETARG_INT64(2), false);
+	SPI_finish();
+	PG_RETURN_INT64(used);
 }
 
 /*

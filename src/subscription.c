@@ -30,6 +30,7 @@ int			subscription_notice_days = 30;
 char	   *subscription_max_backdate = NULL;
 char	   *subscription_max_ahead = NULL;
 static char *subscription_event_retention = NULL;
+static char *subscription_usage_key_grace = NULL;
 int			subscription_max_catchup = 120;
 int			subscription_max_quantity = 1000000;
 int			subscription_max_amount = 1000000000;
@@ -113,6 +114,15 @@ _PG_init(void)
 							   "How long an event is kept once every consumer has acknowledged it.",
 							   "prune_events() deletes acknowledged events older than this interval.",
 							   &subscription_event_retention,
+							   "7 days",
+							   PGC_USERSET,
+							   0,
+							   check_positive_interval, NULL, NULL);
+
+	DefineCustomStringVariable("subscription.usage_key_grace",
+							   "How long after its period a key of record_usage() is kept.",
+							   "A retry with a key kept counts once; the keys of a period are dropped at a later renewal once this interval has passed.",
+							   &subscription_usage_key_grace,
 							   "7 days",
 							   PGC_USERSET,
 							   0,

@@ -117,6 +117,8 @@ BEGIN
 
     -- the new plan must sell the cycle and the quantity (22023, 55000)
     price := subscription.period_price(new_plan.code, s.cycle, s.quantity);
+    -- U3: the usage so far, at the old plan's usage prices
+    PERFORM subscription.bill_usage(s, at);
     refund := subscription.give_back_unused(s, at, 'refund', format('change to plan %s', new_plan.code));
     IF new_plan.rank >= old_plan.rank AND modes.upgrade = 'restart' THEN
         -- C1: a new full period starts now

@@ -264,6 +264,8 @@ BEGIN
     PERFORM subscription.require_time('end_early', at, false);
     s := subscription.subscription_for_change(end_early.tenant_id, 'end_early', subscription_id, 'cancel');
     PERFORM subscription.require_in_period('end_early', s, at);
+    -- U3: the usage up to the end
+    PERFORM subscription.bill_usage(s, at);
     credited := subscription.give_back_unused(s, at, 'credit', 'consolidation');
     UPDATE subscription.addon_batch AS b SET status = 'expired'
      WHERE b.tenant_id = end_early.tenant_id AND b.subscription_id = s.id AND b.status = 'active';

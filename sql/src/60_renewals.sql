@@ -155,6 +155,8 @@ DECLARE
     price record;
     batch record;
 BEGIN
+    -- U3: the ending period's usage, billed in arrears
+    PERFORM subscription.bill_usage(s, ends);
     UPDATE subscription.addon_batch AS b SET status = 'expired'
      WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
        AND (b.cancel_at_period_end OR s.cancel_at_period_end OR s.renewal = 'none');

@@ -40,7 +40,10 @@ INSERT INTO not_keyed VALUES
     ('claim_events', 'a consumer''s position is across tenants: event_consumer is not a tenant table'),
     ('ack_events', 'a consumer''s position is across tenants: event_consumer is not a tenant table'),
     ('prune_events', 'the events every consumer acknowledged, of every tenant'),
-    ('announce_renewals', 'every tenant''s subscriptions entering the notice window, as renew_due');
+    ('announce_renewals', 'every tenant''s subscriptions entering the notice window, as renew_due'),
+    -- usage-based billing (issue 21): the catalog
+    ('meter', 'a meter is of a registered table, for every tenant: no tenant row'),
+    ('plan_usage_price', 'a plan''s usage price, in the catalog: no tenant row');
 
 CREATE TEMPORARY VIEW writer AS
 SELECT p.oid, p.proname

@@ -10,7 +10,9 @@ SELECT tables_are('subscription', ARRAY[
     'ledger', 'history', 'trimmed', 'usage_counter', 'license_counter', 'service_seat', 'granted_role',
     'limited_table', 'terms', 'terms_acceptance', 'suite_component',
     -- the outbox (issue 20)
-    'event', 'event_consumer']);
+    'event', 'event_consumer',
+    -- usage-based billing (issue 21)
+    'meter', 'plan_usage_price', 'usage_record', 'usage_period']);
 
 -- every column the contract names, with its type
 SELECT has_column('subscription', t, c, format('%s.%s exists', t, c))
@@ -112,7 +114,7 @@ SELECT is((SELECT string_agg(format('%s %s', c.conrelid::regclass, c.conname), '
 SELECT is((SELECT count(*)::int FROM pg_class AS r
             WHERE r.relnamespace = 'subscription'::regnamespace AND r.relkind = 'r'
               AND EXISTS (SELECT FROM pg_attribute AS t WHERE t.attrelid = r.oid AND t.attname = 'tenant_id' AND t.attnotnull)),
-          13, 'the 13 tenant tables carry tenant_id NOT NULL');
+          15, 'the 15 tenant tables carry tenant_id NOT NULL');
 SELECT is((SELECT string_agg(i.indexrelid::regclass::text, ', ')
              FROM pg_index AS i JOIN pg_attribute AS t ON t.attrelid = i.indrelid AND t.attname = 'tenant_id'
             WHERE i.indisunique AND i.indrelid::regclass::text LIKE 'subscription.%' AND i.indkey[0] <> t.attnum),
@@ -189,7 +191,10 @@ SELECT set_eq(
              ('subscription.ledger_id_seq'), ('subscription.history_id_seq'),
              ('subscription.trimmed_id_seq'), ('subscription.limited_table_position_seq'),
              -- the outbox and its consumers' positions (issue 20)
-             ('subscription.event'), ('subscription.event_id_seq'), ('subscription.event_consumer')$$,
+             ('subscription.event'), ('subscription.event_id_seq'), ('subscription.event_consumer'),
+             -- usage-based billing (issue 21)
+             ('subscription.meter'), ('subscription.plan_usage_price'), ('subscription.usage_record'),
+             ('subscription.usage_period')$$,
     'catalog, tenant tables and their sequences are registered with pg_extension_config_dump');
 
 -- functions: signatures, volatility, search_path pinned

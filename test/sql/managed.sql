@@ -74,6 +74,8 @@ INSERT INTO call VALUES
     ('effective_limit',        $$SELECT subscription.effective_limit({a}, 'triggers')$$),
     ('usage',                  $$SELECT subscription.usage({a}, 'triggers')$$),
     ('has_feature',            $$SELECT subscription.has_feature({a}, 'triggers')$$),
+    ('record_usage',           $$SELECT subscription.record_usage({a}, 'triggers', 1, 'call-1')$$),
+    ('correct_usage',          $$SELECT subscription.record_usage({a}, 'triggers', 1, 'call-2'), subscription.correct_usage({a}, 'triggers', 'call-2', 0, 'a test call')$$),
     ('preview_change_plan',    $$SELECT subscription.preview_change_plan({s}, 'zd_pro', '2026-01-05')$$),
     ('preview_set_quantity',   $$SELECT subscription.preview_set_quantity({s}, 7, '2026-01-05')$$),
     ('preview_purchase_addon', $$SELECT subscription.preview_purchase_addon({s}, 'zd_agents', 1, '2026-01-05')$$),

@@ -1,0 +1,99 @@
+-- Usage-based billing (issue 21): meters on registered tables, usage
+-- prices, usage recorded without rows, and the per-period snapshots.
+
+-- The meters' accumulators, kept in each usage counter by the guard's one
+-- UPDATE (src/limits.c, METER_ACCUMULATORS): the peak of used since the
+-- period's reset, and the integral of used over time in row-seconds up to
+-- since, the time of the last change.  Added after the table's other
+-- columns (an upgrade adds them last).
+ALTER TABLE subscription.usage_counter
+    ADD COLUMN peak bigint NOT NULL DEFAULT 0 CHECK (peak >= 0),
+    ADD COLUMN integral numeric NOT NULL DEFAULT 0 CHECK (integral >= 0),
+    ADD COLUMN since timestamptz NOT NULL DEFAULT statement_timestamp();
+
+COMMENT ON COLUMN subscription.usage_counter.peak IS
+'The largest use since the period began (a meter''s peak, issue 21)';
+COMMENT ON COLUMN subscription.usage_counter.integral IS
+'The use integrated over time since the period began, in row-seconds, up to since (a meter''s time_weighted, issue 21)';
+COMMENT ON COLUMN subscription.usage_counter.since IS
+'When the use last changed, or the period began: the integral runs to here';
+
+-- A meter: what of a registered table's counter a usage price bills
+-- (issue 21).  One per feature, on the feature's registration.
+CREATE TABLE subscription.meter (
+    feature     text PRIMARY KEY
+                REFERENCES subscription.limited_table (feature) ON DELETE CASCADE ON UPDATE CASCADE,
+    aggregation text NOT NULL CHECK (aggregation IN ('count', 'peak', 'time_weighted', 'sum')),
+    -- time_weighted: the unit of time its figure counts (row-days)
+    unit        interval NOT NULL DEFAULT '1 day' CHECK (unit > interval '0')
+);
+
+COMMENT ON TABLE subscription.meter IS
+'Meters on registered tables: the aggregation (count, peak, time_weighted, sum) a usage price bills (issue 21)';
+
+-- A plan's price for the use of a feature beyond what it includes, billed
+-- in arrears at each renewal (issue 21).  mode: graduated, volume or
+-- package; tiers: for graduated and volume, a JSON array of
+-- {"up_to": n (null: the last), "unit_amount": a, "flat_amount": f};
+-- NULL prices every unit at unit_amount; for package, {"size": n}.
+CREATE TABLE subscription.plan_usage_price (
+    plan        text NOT NULL REFERENCES subscription.plan (code) ON UPDATE CASCADE,
+    feature     text NOT NULL,
+    included    bigint NOT NULL DEFAULT 0 CHECK (included >= 0),
+    unit_amount numeric NOT NULL CHECK (unit_amount >= 0 AND unit_amount < 'Infinity'),
+    tiers       jsonb,
+    mode        text NOT NULL CHECK (mode IN ('graduated', 'volume', 'package')),
+    currency    text NOT NULL DEFAULT 'EUR' REFERENCES subscription.currency (code) ON UPDATE CASCADE,
+    PRIMARY KEY (plan, feature)
+);
+
+COMMENT ON TABLE subscription.plan_usage_price IS
+'Usage prices: a plan''s price of the use of a feature beyond what it includes, billed in arrears (issue 21)';
+
+-- Usage recorded without rows (record_usage), one row per key: a retry
+-- with the same key counts once and returns the total it returned.
+-- Kept for the period and subscription.usage_key_grace after it.
+CREATE TABLE subscription.usage_record (
+    tenant_id  bigint NOT NULL,
+    account_id bigint NOT NULL,
+    feature    text NOT NULL,
+    key        text NOT NULL,
+    quantity   bigint NOT NULL CHECK (quantity >= 0),
+    total      bigint NOT NULL,
+    at         timestamptz NOT NULL,
+    CONSTRAINT usage_record_pkey PRIMARY KEY (tenant_id, account_id, feature, key),
+    CONSTRAINT usage_record_account_id_fkey FOREIGN KEY (tenant_id, account_id)
+        REFERENCES subscription.account (tenant_id, id) ON DELETE CASCADE
+);
+CREATE INDEX ON subscription.usage_record (tenant_id, account_id, feature, at);
+
+COMMENT ON TABLE subscription.usage_record IS
+'Usage recorded without rows (record_usage), one row per idempotency key (issue 21)';
+
+-- What each ended period of a subscription used of each priced feature,
+-- and what it was billed: one row per (subscription, feature, period),
+-- written with the overage line by bill_usage (append-only).
+CREATE TABLE subscription.usage_period (
+    tenant_id       bigint NOT NULL,
+    subscription_id bigint NOT NULL,
+    account_id      bigint NOT NULL,
+    feature         text NOT NULL,
+    period          tstzrange NOT NULL,
+    plan            text NOT NULL,
+    aggregation     text NOT NULL,
+    used            bigint NOT NULL,
+    peak            bigint NOT NULL,
+    integral        numeric NOT NULL,
+    aggregate       numeric NOT NULL,
+    included        bigint NOT NULL,
+    billable        numeric NOT NULL,
+    amount          numeric NOT NULL,
+    currency        text NOT NULL,
+    ledger_id       bigint,
+    CONSTRAINT usage_period_pkey PRIMARY KEY (tenant_id, subscription_id, feature, period),
+    CONSTRAINT usage_period_subscription_id_fkey FOREIGN KEY (tenant_id, subscription_id)
+        REFERENCES subscription.subscription (tenant_id, id)
+);
+
+COMMENT ON TABLE subscription.usage_period IS
+'Per-period snapshots of the usage billed: the accumulators, the aggregate, the billable quantity and the amount (issue 21)';

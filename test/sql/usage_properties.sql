@@ -1,0 +1,120 @@
+-- Property (issue 21, U1-U3): 5,000 random inserts, updates and deletes
+-- of registered rows, one statement each (the meters' clock is the
+-- statement's start), some of several rows.  The meters' figures kept by
+-- the guard (count, peak, time_weighted, sum) equal an independent replay
+-- of the row log, and the bill of the period equals the tier formula,
+-- rounded once.
+\set VERBOSITY default
+\i test/sql/include/setup.psql
+SET search_path = subscription, public;
+SET TimeZone = 'UTC';
+BEGIN;
+INSERT INTO product (code, name) VALUES ('store', 'Storage');
+INSERT INTO plan (code, product, name, rank) VALUES ('store_metered', 'store', 'Metered', 1);
+INSERT INTO plan_price (plan, cycle, amount) VALUES ('store_metered', '1 month', 10);
+INSERT INTO plan_limit (plan, feature, value) VALUES ('store_metered', 'objects', NULL), ('store_metered', 'object_gb', NULL);
+INSERT INTO account (id, name) SELECT g, 'a' || g FROM generate_series(1, 3) AS g;
+SELECT count(subscribe(g, 'store_metered', '1 month', 1, '2026-01-01')) AS subscribed FROM generate_series(1, 3) AS g;
+
+CREATE TABLE public.obj (id bigserial PRIMARY KEY, account_id bigint NOT NULL, gb integer NOT NULL);
+SELECT enforce_limit('public.obj', 'objects', 'account_id');
+SELECT enforce_limit('public.obj', 'object_gb', 'account_id', 'scale', NULL, 'gb');
+SELECT meter('public.obj', 'objects', 'time_weighted', '1 second');
+SELECT meter('public.obj', 'object_gb', 'sum');
+SELECT plan_usage_price('store_metered', 'objects', 1000, 0,
+                        '[{"up_to": 100000, "unit_amount": 0.00013}, {"up_to": null, "unit_amount": 0.00007, "flat_amount": 1}]', 'volume');
+SELECT plan_usage_price('store_metered', 'object_gb', 10, 0,
+                        '[{"up_to": 100, "unit_amount": 0.013}, {"up_to": 1000, "unit_amount": 0.007}, {"up_to": null, "unit_amount": 0.0031, "flat_amount": 1}]',
+                        'graduated');
+
+-- the row log, independent of the guard: each row change with its statement
+CREATE SEQUENCE public.stmt;
+CREATE TABLE public.obj_log (stmt bigint, at timestamptz, account_id bigint, objects integer, gb integer);
+CREATE FUNCTION public.obj_stmt() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM nextval('public.stmt'); RETURN NULL; END $$;
+CREATE FUNCTION public.obj_log() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        INSERT INTO public.obj_log VALUES (currval('public.stmt'), statement_timestamp(), OLD.account_id, -1, -OLD.gb);
+    END IF;
+    IF TG_OP IN ('UPDATE', 'INSERT') THEN
+        INSERT INTO public.obj_log VALUES (currval('public.stmt'), statement_timestamp(), NEW.account_id, 1, NEW.gb);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER obj_stmt BEFORE INSERT OR UPDATE OR DELETE ON public.obj FOR EACH STATEMENT EXECUTE FUNCTION public.obj_stmt();
+CREATE TRIGGER obj_log AFTER INSERT OR UPDATE OR DELETE ON public.obj FOR EACH ROW EXECUTE FUNCTION public.obj_log();
+
+-- 5,000 statements (in one transaction, whose row versions no statement
+-- can prune: 100,000 is for a run that commits each): inserts (one row or three), updates of a row's size
+-- or account, deletes (one row or a range), on three accounts
+SELECT setseed(0.21);
+CREATE TEMP TABLE op AS
+SELECT n, random() AS kind, 1 + floor(random() * 3)::int AS account, floor(random() * 10)::int AS gb,
+       floor(random() * n)::int AS target
+  FROM generate_series(1, 5000) AS n;
+\set ECHO none
+SELECT CASE WHEN o.kind < 0.40 THEN format('INSERT INTO public.obj (account_id, gb) VALUES (%s, %s)', o.account, o.gb)
+            WHEN o.kind < 0.45 THEN format('INSERT INTO public.obj (account_id, gb) VALUES (%s, %s), (%s, 1), (1, %s)',
+                                           o.account, o.gb, o.account, o.gb)
+            WHEN o.kind < 0.65 THEN format('UPDATE public.obj SET gb = %s WHERE id = %s', o.gb, o.target)
+            WHEN o.kind < 0.72 THEN format('UPDATE public.obj SET account_id = %s WHERE id = %s', o.account, o.target)
+            WHEN o.kind < 0.97 THEN format('DELETE FROM public.obj WHERE id = %s', o.target)
+            ELSE format('DELETE FROM public.obj WHERE id BETWEEN %s AND %s', o.target, o.target + 5) END
+  FROM op AS o ORDER BY o.n
+\gexec
+\set ECHO all
+SELECT count(*) > 1500 AS many_rows_logged, count(DISTINCT stmt) > 2500 AS many_statements FROM public.obj_log;
+
+-- the replay: per account, the totals after each statement that changed them
+CREATE TEMP TABLE replay AS
+WITH s AS (
+    SELECT l.account_id, l.stmt, min(l.at) AS at, sum(l.objects) AS d_objects, sum(l.gb) AS d_gb
+      FROM public.obj_log AS l GROUP BY 1, 2),
+t AS (
+    SELECT s.*, sum(s.d_objects) OVER w AS objects, sum(s.d_gb) OVER w AS gb
+      FROM s WINDOW w AS (PARTITION BY s.account_id ORDER BY s.stmt)),
+-- the integral of the objects counter: it moves on statements that change it
+c AS (
+    SELECT t.account_id, t.at, t.objects,
+           lag(t.objects, 1, 0::numeric) OVER (PARTITION BY t.account_id ORDER BY t.stmt) AS before,
+           lag(t.at) OVER (PARTITION BY t.account_id ORDER BY t.stmt) AS previous
+      FROM t WHERE t.d_objects <> 0)
+SELECT t.account_id,
+       (SELECT c.objects FROM c WHERE c.account_id = t.account_id ORDER BY c.at DESC LIMIT 1) AS objects,
+       greatest(max(t.objects) FILTER (WHERE t.d_objects <> 0), 0) AS objects_peak,
+       (SELECT coalesce(sum(c.before * extract(epoch FROM c.at - c.previous)), 0) FROM c WHERE c.account_id = t.account_id) AS objects_seconds,
+       (SELECT t2.gb FROM t AS t2 WHERE t2.account_id = t.account_id ORDER BY t2.stmt DESC LIMIT 1) AS gb,
+       greatest(max(t.gb) FILTER (WHERE t.d_gb <> 0), 0) AS gb_peak
+  FROM t GROUP BY t.account_id;
+
+-- U1: the guard's figures equal the replay, for every account
+SELECT r.account_id,
+       o.used = r.objects AND o.used = (SELECT count(*) FROM public.obj WHERE account_id = r.account_id) AS count_ok,
+       o.peak = r.objects_peak AS peak_ok,
+       o.integral = r.objects_seconds AS time_weighted_ok,
+       g.used = r.gb AND g.used = (SELECT sum(gb) FROM public.obj WHERE account_id = r.account_id) AS sum_ok,
+       g.peak = r.gb_peak AS sum_peak_ok,
+       o.integral > 0 AS time_passed
+  FROM replay AS r
+  JOIN usage_counter AS o ON o.account_id = r.account_id AND o.feature = 'objects'
+  JOIN usage_counter AS g ON g.account_id = r.account_id AND g.feature = 'object_gb'
+ ORDER BY 1;
+
+-- U2, U3: the renewal bills the period: the aggregate of the replay, priced
+-- by the tier formula written out here, rounded once
+SELECT renew_due('2026-02-01') AS renewed;
+SELECT p.account_id, p.feature, p.aggregate = CASE p.feature WHEN 'objects' THEN r.objects_seconds ELSE r.gb END AS aggregate_ok,
+       p.amount = round(CASE p.feature
+           WHEN 'objects' THEN
+               CASE WHEN p.billable <= 0 THEN 0
+                    WHEN p.billable <= 100000 THEN p.billable * 0.00013
+                    ELSE p.billable * 0.00007 + 1 END
+           ELSE 0.013 * least(p.billable, 100) + 0.007 * greatest(least(p.billable, 1000) - 100, 0)
+                + 0.0031 * greatest(p.billable - 1000, 0) + CASE WHEN p.billable > 1000 THEN 1 ELSE 0 END
+           END, 2) AS amount_ok,
+       p.amount = (SELECT l.amount FROM ledger AS l WHERE l.id = p.ledger_id) AS ledger_ok
+  FROM usage_period AS p JOIN replay AS r ON r.account_id = p.account_id
+ ORDER BY 1, 2;
+ROLLBACK;
+
