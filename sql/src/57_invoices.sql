@@ -19,7 +19,11 @@ DECLARE
     the_issuer text;
     next_number bigint;
     new_id bigint;
+    due timestamptz := at + make_interval(days => coalesce(current_setting('subscription.payment_terms', true), '0')::integer);
 BEGIN
+    PERFORM subscription.require_arguments('open_invoice', '{tenant_id,account_id,currency,at}',
+        ARRAY[tenant_id IS NULL, account_id IS NULL, currency IS NULL, at IS NULL]);
+    PERFORM subscription.require_account(open_invoice.tenant_id, open_invoice.account_id);
     -- every statement names the tenant, or reads the catalog alone: on
     -- Citus this runs in the ledger's trigger on the tenant's shard
     IF plan IS NULL AND subscription_id IS NOT NULL THEN
@@ -36,7 +40,7 @@ BEGIN
             corrects_invoice_id)
     VALUES (open_invoice.tenant_id, open_invoice.account_id, open_invoice.subscription_id, the_issuer, next_number,
             open_invoice.at, open_invoice.currency,
-            open_invoice.at + make_interval(days => coalesce(current_setting('subscription.payment_terms', true), '0')::integer),
+            due,
             (SELECT m.id FROM subscription.payment_method AS m
               WHERE m.tenant_id = open_invoice.tenant_id AND m.account_id = open_invoice.account_id AND m.is_default),
             open_invoice.corrects)
@@ -46,7 +50,8 @@ BEGIN
     END IF;
     PERFORM subscription.write_history('invoice_open', open_invoice.account_id, open_invoice.subscription_id,
         jsonb_build_object('invoice_id', new_id, 'issuer', the_issuer, 'number', next_number,
-                           'currency', open_invoice.currency, 'corrects_invoice_id', open_invoice.corrects),
+                           'currency', open_invoice.currency, 'corrects_invoice_id', open_invoice.corrects,
+                           'due_at', due),
         open_invoice.tenant_id);
     RETURN new_id;
 END
@@ -58,7 +63,8 @@ COMMENT ON FUNCTION subscription.open_invoice(bigint, bigint, bigint, text, time
 -- I3: an invoice's status from its total and what was paid: paid once
 -- nothing is due; a void or uncollectible invoice stays so.  A change of
 -- status is a history row (and its event, E1).
-CREATE FUNCTION subscription.settle_invoice(tenant_id bigint, invoice_id bigint, quiet boolean DEFAULT false)
+CREATE FUNCTION subscription.settle_invoice(tenant_id bigint, invoice_id bigint, quiet boolean DEFAULT false,
+                                            at timestamptz DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -81,14 +87,15 @@ BEGIN
         PERFORM subscription.write_history('invoice_status', i.account_id, i.subscription_id,
             jsonb_build_object('invoice_id', i.id, 'issuer', i.issuer, 'number', i.number,
                                'status', jsonb_build_object('old', i.status, 'new', new_status),
-                               'total', i.total, 'paid', i.paid, 'currency', i.currency),
+                               'total', i.total, 'paid', i.paid, 'currency', i.currency,
+                               'at', coalesce(settle_invoice.at, i.at)),
             i.tenant_id);
     END IF;
     RETURN new_status;
 END
 $$;
 
-COMMENT ON FUNCTION subscription.settle_invoice(bigint, bigint, boolean) IS
+COMMENT ON FUNCTION subscription.settle_invoice(bigint, bigint, boolean, timestamptz) IS
 'Internal: an invoice''s status from its total and payments, its change recorded in history unless quiet (I3)';
 
 -- I2: before each ledger line, the invoice it belongs to: the one this
@@ -135,7 +142,7 @@ BEGIN
     UPDATE subscription.invoice_record AS i
        SET total = i.total + subscription.line_amount(NEW.kind, NEW.amount)
      WHERE i.tenant_id = NEW.tenant_id AND i.id = NEW.invoice_id;
-    PERFORM subscription.settle_invoice(NEW.tenant_id, NEW.invoice_id, restored);
+    PERFORM subscription.settle_invoice(NEW.tenant_id, NEW.invoice_id, restored, line_at);
     RETURN NEW;
 END
 $$;
@@ -272,7 +279,7 @@ BEGIN
         jsonb_build_object('invoice_id', i.id, 'issuer', i.issuer, 'number', i.number,
                            'status', jsonb_build_object('old', i.status, 'new', 'void'), 'reason', reason,
                            'correcting_invoice_id', correction, 'total', i.total, 'paid', i.paid,
-                           'currency', i.currency),
+                           'currency', i.currency, 'at', void_invoice.at),
         i.tenant_id);
     RETURN correction;
 END
@@ -364,7 +371,7 @@ BEGIN
         jsonb_build_object('payment_id', new_id, 'invoice_id', i.id, 'amount', amount, 'currency', i.currency,
                            'reference', reference, 'credited', greatest(excess, 0)),
         i.tenant_id);
-    PERFORM subscription.settle_invoice(i.tenant_id, i.id);
+    PERFORM subscription.settle_invoice(i.tenant_id, i.id, false, at);
     RETURN new_id;
 END
 $$;
@@ -411,7 +418,11 @@ BEGIN
     END IF;
     PERFORM subscription.write_history('payment_failure', i.account_id, i.subscription_id,
         jsonb_build_object('invoice_id', i.id, 'reason', reason, 'at', at, 'payment_method_id', i.payment_method_id,
-                           'due', i.total - i.paid, 'currency', i.currency),
+                           'due', i.total - i.paid, 'currency', i.currency,
+                           'attempt', 1 + (SELECT count(*) FROM subscription.history AS h
+                                            WHERE h.tenant_id = i.tenant_id AND h.account_id = i.account_id
+                                              AND h.operation = 'payment_failure'
+                                              AND h.details -> 'invoice_id' = to_jsonb(i.id))),
         i.tenant_id);
 END
 $$;
@@ -593,8 +604,7 @@ CREATE FUNCTION subscription.money_text(amount numeric, currency text)
 RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-RETURN (SELECT round(money_text.amount, c.exponent)::text || ' ' || c.code
-          FROM subscription.currency AS c WHERE c.code = money_text.currency);
+RETURN round(money_text.amount, subscription.money_scale(money_text.currency))::text || ' ' || money_text.currency;
 
 COMMENT ON FUNCTION subscription.money_text(numeric, text) IS 'Internal: an amount with every digit of its currency''s minor unit, and the currency';
 
