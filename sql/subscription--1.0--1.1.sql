@@ -15193,11 +15193,20 @@ DECLARE
     the_issuer text;
     next_number bigint;
     new_id bigint;
+    method bigint;
     due timestamptz := at + make_interval(days => coalesce(current_setting('subscription.payment_terms', true), '0')::integer);
 BEGIN
     PERFORM subscription.require_arguments('open_invoice', '{tenant_id,account_id,currency,at}',
         ARRAY[tenant_id IS NULL, account_id IS NULL, currency IS NULL, at IS NULL]);
     PERFORM subscription.require_account(open_invoice.tenant_id, open_invoice.account_id);
+    IF subscription_id IS NOT NULL
+       AND NOT EXISTS (SELECT FROM subscription.subscription AS s
+                        WHERE s.tenant_id = open_invoice.tenant_id AND s.id = open_invoice.subscription_id) THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    IF NOT EXISTS (SELECT FROM subscription.currency AS c WHERE c.code = open_invoice.currency) THEN
+        RAISE EXCEPTION 'currency "%" does not exist', currency USING ERRCODE = 'undefined_object';
+    END IF;
     -- every statement names the tenant, or reads the catalog alone: on
     -- Citus this runs in the ledger's trigger on the tenant's shard
     IF plan IS NULL AND subscription_id IS NOT NULL THEN
@@ -15209,15 +15218,14 @@ BEGIN
     VALUES (open_invoice.tenant_id, the_issuer, 1)
     ON CONFLICT ON CONSTRAINT invoice_series_pkey DO UPDATE SET last_number = x.last_number + 1
     RETURNING x.last_number INTO next_number;
+    -- no subquery in INSERT ... VALUES: Citus refuses it
+    method := (SELECT m.id FROM subscription.payment_method AS m
+                WHERE m.tenant_id = open_invoice.tenant_id AND m.account_id = open_invoice.account_id AND m.is_default);
     INSERT INTO subscription.invoice_record AS i
            (tenant_id, account_id, subscription_id, issuer, number, at, currency, due_at, payment_method_id,
             corrects_invoice_id)
     VALUES (open_invoice.tenant_id, open_invoice.account_id, open_invoice.subscription_id, the_issuer, next_number,
-            open_invoice.at, open_invoice.currency,
-            due,
-            (SELECT m.id FROM subscription.payment_method AS m
-              WHERE m.tenant_id = open_invoice.tenant_id AND m.account_id = open_invoice.account_id AND m.is_default),
-            open_invoice.corrects)
+            open_invoice.at, open_invoice.currency, due, method, open_invoice.corrects)
     RETURNING i.id INTO new_id;
     IF quiet THEN
         RETURN new_id;

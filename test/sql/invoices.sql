@@ -7,6 +7,8 @@ SET search_path = subscription, public;
 SET TimeZone = 'UTC';
 BEGIN;
 SET LOCAL subscription.payment_terms = 14;
+SELECT count(setval(pg_get_serial_sequence('subscription.' || t, 'id'), 1, false)) AS ids_from_1
+  FROM unnest('{invoice_record,payment,payment_method}'::text[]) AS t;
 
 INSERT INTO product (code, name, upgrade, downgrade) VALUES
     ('crowd', 'CrowdHandler', 'restart', 'end_of_period'),
