@@ -15350,12 +15350,17 @@ ALTER TABLE subscription.payment ENABLE ALWAYS TRIGGER payment_fill_tenant_id;
 
 -- The tenant of an invoice or a payment, by its id alone (NULL if unknown),
 -- for the unkeyed forms.
+-- PL/pgSQL: Citus cannot plan an SQL function's parameter
 CREATE FUNCTION subscription.tenant_of_invoice(invoice_id bigint)
 RETURNS bigint
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-RETURN (SELECT i.tenant_id FROM subscription.invoice_record AS i WHERE i.id = tenant_of_invoice.invoice_id);
+AS $$
+BEGIN
+    RETURN (SELECT i.tenant_id FROM subscription.invoice_record AS i WHERE i.id = tenant_of_invoice.invoice_id);
+END
+$$;
 
 COMMENT ON FUNCTION subscription.tenant_of_invoice(bigint) IS 'Internal: the tenant of an invoice, by its id (NULL if unknown)';
 

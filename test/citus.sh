@@ -913,6 +913,8 @@ SELECT 'same reference: ' || (:p3 = :p2);
 SELECT 'invoice after: ' || total || ' ' || paid || ' ' || status FROM subscription.invoice_record WHERE tenant_id = :t AND id = :i;
 SELECT 'payments: ' || string_agg(amount || ' ' || reference, ', ' ORDER BY id) FROM subscription.payment WHERE tenant_id = :t;
 SELECT 'credit: ' || subscription.credit_balance(:t, :t, 'EUR');
+SELECT 'documents: ' || (subscription.invoice_document(:i, 'text') ~ 'Paid by card Visa 4242: +20.00 EUR')
+       || ' ' || (subscription.receipt_document(:p2, 'html') ~ '>-15.00 EUR<');
 SELECT 'history: ' || string_agg(operation, ' ' ORDER BY id) FROM subscription.history
  WHERE tenant_id = :t AND operation IN ('invoice_open', 'invoice_status', 'payment') AND at >= (SELECT created_at FROM subscription.invoice_record WHERE tenant_id = :t AND id = :i);
 SELECT 'events: ' || string_agg(type, ' ' ORDER BY id) FROM subscription.event
@@ -923,8 +925,8 @@ single=$(payments "$single_d" 1 | psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[
 for acct in "$DA" "$DB"; do
     keyed=$([ "$acct" = "$DA" ] && echo 1 || echo 0)
     out=$(payments "$acct" "$keyed" | psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres 2>&1)
-    tap "$([ -n "$acct" ] && [ "$out" = "$single" ] && echo "$out" | grep -q '^invoice after: 20.00 20.00 paid$' && echo "$out" | grep -q '^credit: 15.00$' && echo 1)" \
-        "on account $acct (worker$([ "$acct" = "$DA" ] && echo 1 || echo 2)): record_payment ($([ "$keyed" = 1 ] && echo keyed || echo unkeyed)) adds up, credits the overpayment and ignores a repeated reference, as on a single server" \
+    tap "$([ -n "$acct" ] && [ "$out" = "$single" ] && echo "$out" | grep -q '^invoice after: 20.00 20.00 paid$' && echo "$out" | grep -q '^credit: 15.00$' && echo "$out" | grep -q '^documents: true true$' && echo 1)" \
+        "on account $acct (worker$([ "$acct" = "$DA" ] && echo 1 || echo 2)): record_payment ($([ "$keyed" = 1 ] && echo keyed || echo unkeyed)) adds up, credits the overpayment and ignores a repeated reference, and its documents render, as on a single server" \
         "$(diff <(echo "$single") <(echo "$out"))"
 done
 
