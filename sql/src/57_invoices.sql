@@ -192,7 +192,7 @@ COMMENT ON FUNCTION subscription.tenant_of_invoice(bigint) IS 'Internal: the ten
 
 -- An invoice of the tenant, locked for a change: P0002 unless it exists,
 -- 22023 if it is another tenant's.
-CREATE FUNCTION subscription.invoice_for_change(fn text, tenant_id bigint, invoice_id bigint)
+CREATE FUNCTION subscription.invoice_for_change(fn text, tenant bigint, invoice_id bigint)
 RETURNS subscription.invoice_record
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -202,7 +202,7 @@ DECLARE
     owner bigint;
 BEGIN
     SELECT * INTO i FROM subscription.invoice_record AS r
-     WHERE r.tenant_id = invoice_for_change.tenant_id AND r.id = invoice_for_change.invoice_id FOR UPDATE;
+     WHERE r.tenant_id = invoice_for_change.tenant AND r.id = invoice_for_change.invoice_id FOR UPDATE;
     IF FOUND THEN
         RETURN i;
     END IF;
@@ -210,10 +210,10 @@ BEGIN
     IF owner IS NULL THEN
         RAISE EXCEPTION 'invoice % does not exist', invoice_id USING ERRCODE = 'no_data_found';
     END IF;
-    IF invoice_for_change.tenant_id IS NULL THEN
+    IF invoice_for_change.tenant IS NULL THEN
         RAISE EXCEPTION 'argument "tenant_id" of %() must not be null', fn USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    RAISE EXCEPTION 'invoice % is not of tenant %', invoice_id, invoice_for_change.tenant_id
+    RAISE EXCEPTION 'invoice % is not of tenant %', invoice_id, invoice_for_change.tenant
         USING ERRCODE = 'invalid_parameter_value',
               HINT = format('subscription.%s(invoice_id, ...) without the tenant finds it.', fn);
 END
@@ -227,7 +227,6 @@ COMMENT ON FUNCTION subscription.invoice_for_change(text, bigint, bigint) IS
 CREATE FUNCTION subscription.line_amount(kind text, amount numeric)
 RETURNS numeric
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 RETURN CASE line_amount.kind WHEN 'charge' THEN line_amount.amount ELSE OPERATOR(pg_catalog.-) line_amount.amount END;
 
 COMMENT ON FUNCTION subscription.line_amount(text, numeric) IS
@@ -606,8 +605,7 @@ COMMENT ON VIEW subscription.open_balance IS
 CREATE FUNCTION subscription.html_escape(t text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-RETURN replace(replace(replace(replace(replace(html_escape.t, '&', '&amp;'), '<', '&lt;'), '>', '&gt;'),
+RETURN pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(html_escape.t, '&', '&amp;'), '<', '&lt;'), '>', '&gt;'),
                        '"', '&quot;'), '''', '&#39;');
 
 COMMENT ON FUNCTION subscription.html_escape(text) IS 'Internal: text made safe for an HTML page';
@@ -616,8 +614,7 @@ COMMENT ON FUNCTION subscription.html_escape(text) IS 'Internal: text made safe 
 CREATE FUNCTION subscription.money_text(amount numeric, currency text)
 RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-RETURN round(money_text.amount, subscription.money_scale(money_text.currency))::text || ' ' || money_text.currency;
+RETURN pg_catalog.round(money_text.amount, subscription.money_scale(money_text.currency))::text OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) money_text.currency;
 
 COMMENT ON FUNCTION subscription.money_text(numeric, text) IS 'Internal: an amount with every digit of its currency''s minor unit, and the currency';
 
