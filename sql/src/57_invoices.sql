@@ -119,6 +119,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     line_at timestamptz := coalesce(lower(NEW.period), NEW.created_at);
+    part numeric;
     -- a restore: by a restoring role, or as the docs say, with
     -- session_replication_role = replica (this trigger fires ALWAYS)
     restored boolean := current_setting('session_replication_role') = 'replica'
@@ -147,8 +148,11 @@ BEGIN
         NEW.invoice_id := subscription.open_invoice(NEW.tenant_id, NEW.account_id, NEW.subscription_id, NEW.currency,
                                                     line_at, NEW.plan, NULL, restored);
     END IF;
+    -- a value, not the (inlined) expression: Citus deparses an inlined
+    -- CASE of parameters in an UPDATE wrongly
+    part := subscription.line_amount(NEW.kind, NEW.amount);
     UPDATE subscription.invoice_record AS i
-       SET total = i.total + subscription.line_amount(NEW.kind, NEW.amount)
+       SET total = i.total + part
      WHERE i.tenant_id = NEW.tenant_id AND i.id = NEW.invoice_id;
     PERFORM subscription.settle_invoice(NEW.tenant_id, NEW.invoice_id, restored, line_at);
     RETURN NEW;
