@@ -27,6 +27,7 @@ PG_FUNCTION_INFO_V1(current_actor);
 
 char	   *subscription_actor = NULL;
 int			subscription_notice_days = 30;
+static int	subscription_payment_terms = 0;
 char	   *subscription_max_backdate = NULL;
 char	   *subscription_max_ahead = NULL;
 static char *subscription_event_retention = NULL;
@@ -88,6 +89,15 @@ _PG_init(void)
 							NULL,
 							&subscription_notice_days,
 							30, 0, 3660,
+							PGC_USERSET,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("subscription.payment_terms",
+							"Days after an invoice's date that it is due (issue 19).",
+							NULL,
+							&subscription_payment_terms,
+							0, 0, 3660,
 							PGC_USERSET,
 							0,
 							NULL, NULL, NULL);

@@ -890,6 +890,46 @@ out=$(q coordinator "SELECT count(*) FROM public.desks WHERE account_id IN ($DA,
       q coordinator "SELECT count(*) FROM subscription.trimmed WHERE tenant_id IN ($DA, $DB) AND action = 'delete'")
 tap "$([ "$(echo $out)" = "4 10" ] && echo 1)" "the two accounts keep 2 desks each, and the archive holds the 10 desks trimmed (desks, archived: $(echo $out))" "$out"
 
+# issue 19 (I1, I4, I5, L9): an invoice and its payments on an account of
+# each worker, keyed on the first and unkeyed on the second, as on a
+# single server: a partial payment, an overpayment whose rest becomes
+# credit, the same reference again (nothing changes), and the invoice's
+# history and events, all on the tenant's shard group.
+payments() {  # PAYMENTS T KEYED
+    local pay
+    if [ "$2" = 1 ]; then pay="subscription.record_payment(:t, :i"; else pay="subscription.record_payment(:i"; fi
+    cat <<SQL
+\\set t $1
+SET client_min_messages = error;
+SELECT subscription.add_payment_method(:t, :t, 'card', 'tok_visa', 'Visa 4242', true) AS m \\gset
+SELECT subscription.subscribe(:t, :t, 'citus-basic', '1 month', 2, '2026-02-01', 'always', NULL) AS s \\gset
+SELECT id AS i FROM subscription.invoice_record WHERE tenant_id = :t AND subscription_id = :s \\gset
+SELECT 'invoice: ' || issuer || ' ' || number || ' ' || total || ' ' || status || ' ' || (payment_method_id = :m)
+  FROM subscription.invoice_record WHERE tenant_id = :t AND id = :i;
+SELECT $pay, 5, 'pay-1', '2026-02-02', NULL) AS p1 \\gset
+SELECT $pay, 30, 'pay-2', '2026-02-03', NULL) AS p2 \\gset
+SELECT $pay, 30, 'pay-2', '2026-02-03', NULL) AS p3 \\gset
+SELECT 'same reference: ' || (:p3 = :p2);
+SELECT 'invoice after: ' || total || ' ' || paid || ' ' || status FROM subscription.invoice_record WHERE tenant_id = :t AND id = :i;
+SELECT 'payments: ' || string_agg(amount || ' ' || reference, ', ' ORDER BY id) FROM subscription.payment WHERE tenant_id = :t;
+SELECT 'credit: ' || subscription.credit_balance(:t, :t, 'EUR');
+SELECT 'documents: ' || (subscription.invoice_document(:i, 'text') ~ 'Paid by card Visa 4242: +20.00 EUR')
+       || ' ' || (subscription.receipt_document(:p2, 'html') ~ '>-15.00 EUR<');
+SELECT 'history: ' || string_agg(operation, ' ' ORDER BY id) FROM subscription.history
+ WHERE tenant_id = :t AND operation IN ('invoice_open', 'invoice_status', 'payment') AND at >= (SELECT created_at FROM subscription.invoice_record WHERE tenant_id = :t AND id = :i);
+SELECT 'events: ' || string_agg(type, ' ' ORDER BY id) FROM subscription.event
+ WHERE tenant_id = :t AND type ~ '^(invoice|payment)[.]' AND id >= (SELECT min(id) FROM subscription.event WHERE tenant_id = :t AND payload -> 'invoice_id' = to_jsonb(:i::bigint));
+SQL
+}
+single=$(payments "$single_d" 1 | psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d "$SINGLE_DB" 2>&1)
+for acct in "$DA" "$DB"; do
+    keyed=$([ "$acct" = "$DA" ] && echo 1 || echo 0)
+    out=$(payments "$acct" "$keyed" | psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres 2>&1)
+    tap "$([ -n "$acct" ] && [ "$out" = "$single" ] && echo "$out" | grep -q '^invoice after: 20.00 20.00 paid$' && echo "$out" | grep -q '^credit: 15.00$' && echo "$out" | grep -q '^documents: true true$' && echo 1)" \
+        "on account $acct (worker$([ "$acct" = "$DA" ] && echo 1 || echo 2)): record_payment ($([ "$keyed" = 1 ] && echo keyed || echo unkeyed)) adds up, credits the overpayment and ignores a repeated reference, and its documents render, as on a single server" \
+        "$(diff <(echo "$single") <(echo "$out"))"
+done
+
 # item 4: a renewal storm, in a database of its own with Citus on the
 # three nodes (the subscriptions above stay out of it).  12 accounts over
 # both workers, each with a monthly subscription from June 2026 (some with

@@ -13,7 +13,8 @@ BEGIN
         'product', 'plan', 'plan_price', 'plan_limit', 'addon', 'addon_price',
         'plan_addon', 'coupon', 'account', 'member', 'subscription', 'license',
         'addon_batch', 'ledger', 'history', 'trimmed', 'usage_counter', 'license_counter',
-        'service_seat', 'limited_table', 'granted_role', 'terms', 'terms_acceptance', 'suite_component']
+        'service_seat', 'limited_table', 'granted_role', 'terms', 'terms_acceptance', 'suite_component',
+        'payment_method', 'invoice_series', 'invoice_record', 'payment']
     LOOP
         PERFORM pg_catalog.pg_extension_config_dump(('subscription.' || t)::pg_catalog.regclass, '');
     END LOOP;
@@ -21,7 +22,8 @@ BEGIN
     -- (and limited_table its registration order: new registrations come after)
     FOREACH t IN ARRAY ARRAY[
         'account.id', 'member.id', 'subscription.id', 'addon_batch.id', 'ledger.id', 'history.id',
-        'trimmed.id', 'limited_table.position']
+        'trimmed.id', 'limited_table.position',
+        'payment_method.id', 'invoice_record.id', 'payment.id']
     LOOP
         PERFORM pg_catalog.pg_extension_config_dump(
             pg_catalog.pg_get_serial_sequence('subscription.' || pg_catalog.split_part(t, '.', 1), pg_catalog.split_part(t, '.', 2))

@@ -299,26 +299,4 @@ $$;
 COMMENT ON FUNCTION subscription.bundle_into_suite(bigint, text, integer, timestamptz) IS
 'Move the account''s separate subscriptions of a suite''s products into one suite subscription, their unused days credited (Z3, L9)';
 
--- C3: one row per billing event of a subscription, the lines effective at
--- one time (a change gives back from and charges from its time): the
--- plan, what was charged net of discounts (the invoice), what was given
--- back, and the balance paid (the receipt).
-CREATE VIEW subscription.invoice WITH (security_barrier) AS
-SELECT l.account_id,
-       l.subscription_id,
-       coalesce(lower(l.period), l.created_at) AS at,
-       (array_agg(l.plan ORDER BY l.id DESC) FILTER (WHERE l.kind OPERATOR(pg_catalog.=) 'charge'))[1] AS plan,
-       l.currency,
-       coalesce(sum(l.amount) FILTER (WHERE l.kind OPERATOR(pg_catalog.=) 'charge'), 0)
-         OPERATOR(pg_catalog.-) coalesce(sum(l.amount) FILTER (WHERE l.kind OPERATOR(pg_catalog.=) 'discount'), 0) AS charged,
-       coalesce(sum(l.amount) FILTER (WHERE l.kind OPERATOR(pg_catalog.=) 'refund'), 0) AS refunded,
-       coalesce(sum(l.amount) FILTER (WHERE l.kind OPERATOR(pg_catalog.=) 'credit'), 0) AS credited,
-       coalesce(sum(CASE l.kind WHEN 'charge' THEN l.amount ELSE OPERATOR(pg_catalog.-) l.amount END), 0) AS balance,
-       jsonb_agg(jsonb_build_object('kind', l.kind, 'amount', l.amount, 'item', l.item,
-                                    'period', l.period, 'description', l.description) ORDER BY l.id) AS lines
-  FROM subscription.ledger AS l
- WHERE l.subscription_id IS NOT NULL AND subscription.may_read(l.account_id)
- GROUP BY l.account_id, l.subscription_id, coalesce(lower(l.period), l.created_at), l.currency;
-
-COMMENT ON VIEW subscription.invoice IS
-'One row per billing event of a subscription: plan, charged, refunded, credited and the balance (C3)';
+-- the view invoice (C3) is over the invoices: 57_invoices.sql

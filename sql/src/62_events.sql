@@ -121,6 +121,31 @@ SELECT x.type, pg_catalog.jsonb_build_object('version', 1) OPERATOR(pg_catalog.|
     SELECT CASE operation WHEN 'license_assign' THEN 'license.assigned' ELSE 'license.released' END,
            pg_catalog.jsonb_build_object('members', details -> 'members')
      WHERE operation IN ('license_assign', 'license_release')
+    UNION ALL
+    -- invoices and payments (issue 19, I3, I6; the payloads docs/integrating.md reserved)
+    SELECT 'invoice.opened', pg_catalog.jsonb_build_object(
+               'invoice_id', details -> 'invoice_id', 'issuer', details -> 'issuer', 'number', details -> 'number',
+               'currency', details -> 'currency',
+               'due_at', subscription.event_time((details OPERATOR(pg_catalog.->>) 'due_at')::pg_catalog.timestamptz),
+               'corrects_invoice_id', details -> 'corrects_invoice_id')
+     WHERE operation = 'invoice_open'
+    UNION ALL
+    SELECT 'invoice.' || (details -> 'status' OPERATOR(pg_catalog.->>) 'new'), pg_catalog.jsonb_build_object(
+               'invoice_id', details -> 'invoice_id', 'issuer', details -> 'issuer', 'number', details -> 'number',
+               'amount', details -> 'total', 'paid', details -> 'paid', 'currency', details -> 'currency',
+               CASE details -> 'status' OPERATOR(pg_catalog.->>) 'new' WHEN 'paid' THEN 'paid_at' ELSE 'void_at' END,
+               subscription.event_time((details OPERATOR(pg_catalog.->>) 'at')::pg_catalog.timestamptz))
+     WHERE operation = 'invoice_status' AND details -> 'status' OPERATOR(pg_catalog.->>) 'new' IN ('paid', 'void')
+    UNION ALL
+    SELECT 'payment.recorded', pg_catalog.jsonb_build_object(
+               'payment_id', details -> 'payment_id', 'invoice_id', details -> 'invoice_id', 'amount', details -> 'amount',
+               'currency', details -> 'currency', 'reference', details -> 'reference', 'credited', details -> 'credited')
+     WHERE operation = 'payment'
+    UNION ALL
+    SELECT 'payment.failed', pg_catalog.jsonb_build_object(
+               'invoice_id', details -> 'invoice_id', 'amount', details -> 'due', 'currency', details -> 'currency',
+               'attempt', details -> 'attempt', 'reason', details -> 'reason')
+     WHERE operation = 'payment_failure'
   ) AS x (type, payload)
 $$;
 

@@ -12,7 +12,9 @@ SELECT tables_are('subscription', ARRAY[
     -- the outbox (issue 20)
     'event', 'event_consumer',
     -- usage-based billing (issue 21)
-    'meter', 'plan_usage_price', 'usage_record', 'usage_period']);
+    'meter', 'plan_usage_price', 'usage_record', 'usage_period',
+    -- invoices and payments (issue 19)
+    'payment_method', 'invoice_series', 'invoice_record', 'payment']);
 
 -- every column the contract names, with its type
 SELECT has_column('subscription', t, c, format('%s.%s exists', t, c))
@@ -95,7 +97,7 @@ SELECT is(
     ('subscription.subscription', 'subscription.account_id->account:a subscription.coupon->coupon:a subscription.migrate_to->plan:a subscription.pending_plan->plan:a subscription.plan->plan:a'),
     ('subscription.license', 'license.member_id->member:c license.subscription_id->subscription:a'),
     ('subscription.addon_batch', 'addon_batch.addon->addon:a addon_batch.subscription_id->subscription:a'),
-    ('subscription.ledger', 'ledger.account_id->account:a ledger.addon_batch_id->addon_batch:a ledger.currency->currency:a ledger.subscription_id->subscription:a'),
+    ('subscription.ledger', 'ledger.account_id->account:a ledger.addon_batch_id->addon_batch:a ledger.corrects_invoice_id->invoice_record:a ledger.currency->currency:a ledger.invoice_id->invoice_record:a ledger.subscription_id->subscription:a'),
     ('subscription.trimmed', 'trimmed.account_id->account:a'),
     ('subscription.usage_counter', 'usage_counter.account_id->account:c'),
     ('subscription.license_counter', 'license_counter.subscription_id->subscription:c'),
@@ -114,7 +116,7 @@ SELECT is((SELECT string_agg(format('%s %s', c.conrelid::regclass, c.conname), '
 SELECT is((SELECT count(*)::int FROM pg_class AS r
             WHERE r.relnamespace = 'subscription'::regnamespace AND r.relkind = 'r'
               AND EXISTS (SELECT FROM pg_attribute AS t WHERE t.attrelid = r.oid AND t.attname = 'tenant_id' AND t.attnotnull)),
-          15, 'the 15 tenant tables carry tenant_id NOT NULL');
+          19, 'the 19 tenant tables carry tenant_id NOT NULL (usage''s two, issue 21; the invoices'' four, issue 19)');
 SELECT is((SELECT string_agg(i.indexrelid::regclass::text, ', ')
              FROM pg_index AS i JOIN pg_attribute AS t ON t.attrelid = i.indrelid AND t.attname = 'tenant_id'
             WHERE i.indisunique AND i.indrelid::regclass::text LIKE 'subscription.%' AND i.indkey[0] <> t.attnum),
@@ -194,7 +196,11 @@ SELECT set_eq(
              ('subscription.event'), ('subscription.event_id_seq'), ('subscription.event_consumer'),
              -- usage-based billing (issue 21)
              ('subscription.meter'), ('subscription.plan_usage_price'), ('subscription.usage_record'),
-             ('subscription.usage_period')$$,
+             ('subscription.usage_period'),
+             -- invoices and payments (issue 19)
+             ('subscription.payment_method'), ('subscription.invoice_series'), ('subscription.invoice_record'),
+             ('subscription.payment'), ('subscription.payment_method_id_seq'), ('subscription.invoice_record_id_seq'),
+             ('subscription.payment_id_seq')$$,
     'catalog, tenant tables and their sequences are registered with pg_extension_config_dump');
 
 -- functions: signatures, volatility, search_path pinned

@@ -70,6 +70,7 @@ INSERT INTO call VALUES
     ('preview_bundle_into_suite', $$SELECT subscription.preview_bundle_into_suite({a}, 'zd_suite_pro', NULL, '2026-01-05')$$),
     ('accept_terms',           $$SELECT subscription.accept_terms({a}, '2025-01', '2026-01-05')$$),
     ('credit_account',         $$SELECT subscription.credit_account({a}, 10, 'goodwill')$$),
+    ('add_payment_method',     $$SELECT subscription.add_payment_method({a}, 'card', 'tok_visa', 'Visa 4242')$$),
     ('credit_balance',         $$SELECT subscription.credit_balance({a})$$),
     ('effective_limit',        $$SELECT subscription.effective_limit({a}, 'triggers')$$),
     ('usage',                  $$SELECT subscription.usage({a}, 'triggers')$$),

@@ -1,0 +1,789 @@
+-- Invoices and payments (issue 19, 1.1; docs/invoices.md): the invoice a
+-- billing event's lines belong to (I1-I3), voiding it (I3), payments,
+-- failures and payment methods (I4-I7), and what the customer downloads.
+
+-- I1: a new invoice of the account, numbered in its issuer's series in this
+-- transaction: the series row stays locked until the commit, so a
+-- concurrent invoice of the series waits and takes the next number, and a
+-- rollback gives the number back.  Its due date is subscription.payment_terms
+-- days later; the method to charge is the account's default now.
+CREATE FUNCTION subscription.open_invoice(tenant_id bigint, account_id bigint, subscription_id bigint,
+                                          currency text, at timestamptz, plan text, corrects bigint,
+                                          quiet boolean DEFAULT false)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    the_issuer text;
+    next_number bigint;
+    new_id bigint;
+    method bigint;
+    due timestamptz := at + make_interval(days => coalesce(current_setting('subscription.payment_terms', true), '0')::integer);
+BEGIN
+    PERFORM subscription.require_arguments('open_invoice', '{tenant_id,account_id,currency,at}',
+        ARRAY[tenant_id IS NULL, account_id IS NULL, currency IS NULL, at IS NULL]);
+    PERFORM subscription.require_account(open_invoice.tenant_id, open_invoice.account_id);
+    IF subscription_id IS NOT NULL
+       AND NOT EXISTS (SELECT FROM subscription.subscription AS s
+                        WHERE s.tenant_id = open_invoice.tenant_id AND s.id = open_invoice.subscription_id) THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    IF NOT EXISTS (SELECT FROM subscription.currency AS c WHERE c.code = open_invoice.currency) THEN
+        RAISE EXCEPTION 'currency "%" does not exist', currency USING ERRCODE = 'undefined_object';
+    END IF;
+    -- every statement names the tenant, or reads the catalog alone: on
+    -- Citus this runs in the ledger's trigger on the tenant's shard
+    IF plan IS NULL AND subscription_id IS NOT NULL THEN
+        plan := (SELECT s.plan FROM subscription.subscription AS s
+                  WHERE s.tenant_id = open_invoice.tenant_id AND s.id = open_invoice.subscription_id);
+    END IF;
+    the_issuer := coalesce((SELECT p.product FROM subscription.plan AS p WHERE p.code = open_invoice.plan), '');
+    INSERT INTO subscription.invoice_series AS x (tenant_id, issuer, last_number)
+    VALUES (open_invoice.tenant_id, the_issuer, 1)
+    ON CONFLICT ON CONSTRAINT invoice_series_pkey DO UPDATE SET last_number = x.last_number + 1
+    RETURNING x.last_number INTO next_number;
+    -- no subquery in INSERT ... VALUES: Citus refuses it
+    method := (SELECT m.id FROM subscription.payment_method AS m
+                WHERE m.tenant_id = open_invoice.tenant_id AND m.account_id = open_invoice.account_id AND m.is_default);
+    INSERT INTO subscription.invoice_record AS i
+           (tenant_id, account_id, subscription_id, issuer, number, at, currency, due_at, payment_method_id,
+            corrects_invoice_id)
+    VALUES (open_invoice.tenant_id, open_invoice.account_id, open_invoice.subscription_id, the_issuer, next_number,
+            open_invoice.at, open_invoice.currency, due, method, open_invoice.corrects)
+    RETURNING i.id INTO new_id;
+    IF quiet THEN
+        RETURN new_id;
+    END IF;
+    PERFORM subscription.write_history('invoice_open', open_invoice.account_id, open_invoice.subscription_id,
+        jsonb_build_object('invoice_id', new_id, 'issuer', the_issuer, 'number', next_number,
+                           'currency', open_invoice.currency, 'corrects_invoice_id', open_invoice.corrects,
+                           'due_at', due),
+        open_invoice.tenant_id);
+    RETURN new_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.open_invoice(bigint, bigint, bigint, text, timestamptz, text, bigint, boolean) IS
+'Internal: a new invoice, numbered gapless in its issuer''s series in this transaction, due after subscription.payment_terms days; quiet: no history (a restore) (I1, I3)';
+
+-- I3: an invoice's status from its total and what was paid: paid once
+-- nothing is due; a void or uncollectible invoice stays so.  A change of
+-- status is a history row (and its event, E1).
+CREATE FUNCTION subscription.settle_invoice(tenant_id bigint, invoice_id bigint, quiet boolean DEFAULT false,
+                                            at timestamptz DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+    new_status text;
+BEGIN
+    SELECT * INTO i FROM subscription.invoice_record AS r
+     WHERE r.tenant_id = settle_invoice.tenant_id AND r.id = settle_invoice.invoice_id;
+    new_status := CASE WHEN i.status IN ('void', 'uncollectible') THEN i.status
+                       WHEN i.total - i.paid <= 0 THEN 'paid' ELSE 'open' END;
+    IF new_status IS DISTINCT FROM i.status THEN
+        UPDATE subscription.invoice_record AS r SET status = new_status
+         WHERE r.tenant_id = settle_invoice.tenant_id AND r.id = settle_invoice.invoice_id;
+        IF quiet THEN
+            RETURN new_status;
+        END IF;
+        PERFORM subscription.write_history('invoice_status', i.account_id, i.subscription_id,
+            jsonb_build_object('invoice_id', i.id, 'issuer', i.issuer, 'number', i.number,
+                               'status', jsonb_build_object('old', i.status, 'new', new_status),
+                               'total', i.total, 'paid', i.paid, 'currency', i.currency,
+                               'at', coalesce(settle_invoice.at, i.at)),
+            i.tenant_id);
+    END IF;
+    RETURN new_status;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.settle_invoice(bigint, bigint, boolean, timestamptz) IS
+'Internal: an invoice''s status from its total and payments, its change recorded in history unless quiet (I3)';
+
+-- I2: before each ledger line, the invoice it belongs to: the one this
+-- transaction opened for the same account, subscription, time and
+-- currency, or a new one; a refund or credit of a charge names the
+-- charge's invoice as the one it corrects.  The invoice's total follows.
+-- The one place lines meet invoices, whatever function writes them.
+CREATE FUNCTION subscription.invoice_line()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    line_at timestamptz := coalesce(lower(NEW.period), NEW.created_at);
+    part numeric;
+    -- a restore: by a restoring role, or as the docs say, with
+    -- session_replication_role = replica (this trigger fires ALWAYS)
+    restored boolean := current_setting('session_replication_role') = 'replica'
+                        OR subscription.restored_copy('subscription.ledger_id_seq', NEW.id);
+BEGIN
+    -- a restore copies the invoices with their lines and totals; the lines
+    -- of a dump from before 1.1 get theirs, as the upgrade gives them,
+    -- without history (the dump's history is restored as it was)
+    IF restored AND NEW.invoice_id IS NOT NULL THEN
+        RETURN NEW;
+    END IF;
+    IF NEW.corrects_invoice_id IS NULL AND NEW.charge_id IS NOT NULL AND NEW.kind IN ('refund', 'credit') THEN
+        NEW.corrects_invoice_id := (SELECT l.invoice_id FROM subscription.ledger AS l
+                                     WHERE l.tenant_id = NEW.tenant_id AND l.id = NEW.charge_id);
+    END IF;
+    IF NEW.invoice_id IS NULL THEN
+        NEW.invoice_id := (SELECT i.id FROM subscription.invoice_record AS i
+                            WHERE i.tenant_id = NEW.tenant_id AND i.account_id = NEW.account_id
+                              AND i.at = line_at AND i.currency = NEW.currency
+                              AND i.subscription_id IS NOT DISTINCT FROM NEW.subscription_id
+                              AND i.corrects_invoice_id IS NULL
+                              AND i.xact = pg_current_xact_id()
+                            ORDER BY i.id DESC LIMIT 1);
+    END IF;
+    IF NEW.invoice_id IS NULL THEN
+        NEW.invoice_id := subscription.open_invoice(NEW.tenant_id, NEW.account_id, NEW.subscription_id, NEW.currency,
+                                                    line_at, NEW.plan, NULL, restored);
+    END IF;
+    -- a value, not the (inlined) expression: Citus deparses an inlined
+    -- CASE of parameters in an UPDATE wrongly
+    part := subscription.line_amount(NEW.kind, NEW.amount);
+    UPDATE subscription.invoice_record AS i
+       SET total = i.total + part
+     WHERE i.tenant_id = NEW.tenant_id AND i.id = NEW.invoice_id;
+    PERFORM subscription.settle_invoice(NEW.tenant_id, NEW.invoice_id, restored, line_at);
+    RETURN NEW;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.invoice_line() IS
+'Trigger: the invoice each ledger line belongs to, opened by the billing event''s first line, and its total (I1, I2)';
+
+CREATE TRIGGER ledger_invoice BEFORE INSERT ON subscription.ledger
+    FOR EACH ROW EXECUTE FUNCTION subscription.invoice_line();
+ALTER TABLE subscription.ledger ENABLE ALWAYS TRIGGER ledger_invoice;
+
+-- the tenant of a row written without one, from its account (as the other
+-- tenant tables, 17_tenant_keys.sql)
+CREATE TRIGGER payment_method_fill_tenant_id BEFORE INSERT ON subscription.payment_method
+    FOR EACH ROW WHEN (NEW.tenant_id IS NULL) EXECUTE FUNCTION subscription.fill_tenant_id('payment_method', 'account_id', 'account');
+CREATE TRIGGER invoice_record_fill_tenant_id BEFORE INSERT ON subscription.invoice_record
+    FOR EACH ROW WHEN (NEW.tenant_id IS NULL) EXECUTE FUNCTION subscription.fill_tenant_id('invoice_record', 'account_id', 'account');
+CREATE TRIGGER payment_fill_tenant_id BEFORE INSERT ON subscription.payment
+    FOR EACH ROW WHEN (NEW.tenant_id IS NULL) EXECUTE FUNCTION subscription.fill_tenant_id('payment', 'account_id', 'account');
+ALTER TABLE subscription.payment_method ENABLE ALWAYS TRIGGER payment_method_fill_tenant_id;
+ALTER TABLE subscription.invoice_record ENABLE ALWAYS TRIGGER invoice_record_fill_tenant_id;
+ALTER TABLE subscription.payment ENABLE ALWAYS TRIGGER payment_fill_tenant_id;
+
+-- The tenant of an invoice or a payment, by its id alone (NULL if unknown),
+-- for the unkeyed forms.
+-- PL/pgSQL: Citus cannot plan an SQL function's parameter
+CREATE FUNCTION subscription.tenant_of_invoice(invoice_id bigint)
+RETURNS bigint
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT i.tenant_id FROM subscription.invoice_record AS i WHERE i.id = tenant_of_invoice.invoice_id);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.tenant_of_invoice(bigint) IS 'Internal: the tenant of an invoice, by its id (NULL if unknown)';
+
+-- An invoice of the tenant, locked for a change: P0002 unless it exists,
+-- 22023 if it is another tenant's.
+CREATE FUNCTION subscription.invoice_for_change(fn text, tenant bigint, invoice_id bigint)
+RETURNS subscription.invoice_record
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+    owner bigint;
+BEGIN
+    SELECT * INTO i FROM subscription.invoice_record AS r
+     WHERE r.tenant_id = invoice_for_change.tenant AND r.id = invoice_for_change.invoice_id FOR UPDATE;
+    IF FOUND THEN
+        RETURN i;
+    END IF;
+    owner := subscription.tenant_of_invoice(invoice_id);
+    IF owner IS NULL THEN
+        RAISE EXCEPTION 'invoice % does not exist', invoice_id USING ERRCODE = 'no_data_found';
+    END IF;
+    IF invoice_for_change.tenant IS NULL THEN
+        RAISE EXCEPTION 'argument "tenant_id" of %() must not be null', fn USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    RAISE EXCEPTION 'invoice % is not of tenant %', invoice_id, invoice_for_change.tenant
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = format('subscription.%s(invoice_id, ...) without the tenant finds it.', fn);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.invoice_for_change(text, bigint, bigint) IS
+'Internal: an invoice of the tenant, locked (P0002 unless it exists, 22023 if another tenant''s)';
+
+-- A ledger line's part of an invoice's total: a charge adds, every other
+-- kind takes off (the invoice view's balance, I2).
+CREATE FUNCTION subscription.line_amount(kind text, amount numeric)
+RETURNS numeric
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE line_amount.kind WHEN 'charge' THEN line_amount.amount ELSE OPERATOR(pg_catalog.-) line_amount.amount END;
+
+COMMENT ON FUNCTION subscription.line_amount(text, numeric) IS
+'Internal: a ledger line''s part of its invoice''s total: a charge adds, every other kind takes off (I2)';
+
+-- I3: void an open invoice that nothing paid: a correcting invoice gives
+-- each charge back net of its coupon (a refund line naming it), and the
+-- invoice is void.  No line is deleted.
+CREATE FUNCTION subscription.void_invoice(tenant_id bigint, invoice_id bigint, reason text, at timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+    correction bigint;
+    c record;
+BEGIN
+    PERFORM subscription.require_arguments('void_invoice', '{invoice_id,reason,at}',
+        ARRAY[invoice_id IS NULL, reason IS NULL, at IS NULL]);
+    i := subscription.invoice_for_change('void_invoice', tenant_id, invoice_id);
+    PERFORM subscription.authorize(i.tenant_id, i.account_id, 'pay', false);
+    PERFORM subscription.require_time('void_invoice', at, false);
+    IF btrim(reason) = '' THEN
+        RAISE EXCEPTION 'a void needs a reason' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF i.status <> 'open' OR i.paid > 0 THEN
+        RAISE EXCEPTION 'invoice % is %', i.document_number,
+                        CASE WHEN i.status = 'open' THEN 'partly paid' ELSE i.status END
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Only an open invoice without payments can be voided; give money back with a refund or a credit.';
+    END IF;
+    IF EXISTS (SELECT FROM subscription.ledger AS l
+                WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id AND l.kind NOT IN ('charge', 'discount'))
+       OR EXISTS (SELECT FROM subscription.ledger AS l JOIN subscription.ledger AS g
+                    ON g.tenant_id = l.tenant_id AND g.charge_id = l.id AND g.kind IN ('refund', 'credit')
+                   WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id) THEN
+        RAISE EXCEPTION 'invoice % has credits, refunds or credit used', i.document_number
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Only charges and their coupons can be voided; give money back with a refund or a credit.';
+    END IF;
+    correction := subscription.open_invoice(i.tenant_id, i.account_id, i.subscription_id, i.currency,
+                                            void_invoice.at, NULL, i.id);
+    FOR c IN SELECT l.*, coalesce((SELECT d.amount FROM subscription.ledger AS d
+                                    WHERE d.tenant_id = l.tenant_id AND d.charge_id = l.id AND d.kind = 'discount'), 0) AS off
+               FROM subscription.ledger AS l
+              WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id AND l.kind = 'charge'
+              ORDER BY l.id LOOP
+        IF c.amount - c.off > 0 THEN
+            INSERT INTO subscription.ledger
+                   (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan,
+                    charge_id, description, invoice_id, corrects_invoice_id)
+            VALUES (i.tenant_id, i.account_id, c.subscription_id, c.addon_batch_id, 'refund', c.amount - c.off,
+                    c.currency, c.period, c.item, c.plan, c.id,
+                    format('void of invoice %s: %s', i.document_number, reason), correction, i.id);
+        END IF;
+    END LOOP;
+    UPDATE subscription.invoice_record AS r SET status = 'void', void_reason = reason
+     WHERE r.tenant_id = i.tenant_id AND r.id = i.id;
+    PERFORM subscription.write_history('invoice_status', i.account_id, i.subscription_id,
+        jsonb_build_object('invoice_id', i.id, 'issuer', i.issuer, 'number', i.number,
+                           'status', jsonb_build_object('old', i.status, 'new', 'void'), 'reason', reason,
+                           'correcting_invoice_id', correction, 'total', i.total, 'paid', i.paid,
+                           'currency', i.currency, 'at', void_invoice.at),
+        i.tenant_id);
+    RETURN correction;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.void_invoice(bigint, bigint, text, timestamptz) IS
+'Void an open unpaid invoice: a correcting invoice gives its charges back, nothing is deleted (I3) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE FUNCTION subscription.void_invoice(invoice_id bigint, reason text, at timestamptz DEFAULT now())
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.void_invoice(subscription.tenant_of_invoice(void_invoice.invoice_id), void_invoice.invoice_id,
+                                     void_invoice.reason, void_invoice.at);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.void_invoice(bigint, text, timestamptz) IS
+'Void an open unpaid invoice: a correcting invoice gives its charges back, nothing is deleted (I3)';
+
+-- I4, I5: money received for an invoice.  Payments add up; what is above
+-- what was due becomes the account's credit (L9: a credit line the next
+-- charges use); a reference already recorded returns its payment and
+-- changes nothing; the invoice's currency only.  Paid in full: status paid.
+CREATE FUNCTION subscription.record_payment(tenant_id bigint, invoice_id bigint, amount numeric, reference text,
+                                            at timestamptz, currency text)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+    earlier subscription.payment;
+    excess numeric;
+    credit_line bigint;
+    new_id bigint;
+BEGIN
+    PERFORM subscription.require_arguments('record_payment', '{invoice_id,amount,reference,at}',
+        ARRAY[invoice_id IS NULL, amount IS NULL, reference IS NULL, at IS NULL]);
+    i := subscription.invoice_for_change('record_payment', tenant_id, invoice_id);
+    PERFORM subscription.authorize(i.tenant_id, i.account_id, 'pay', false);
+    -- I5: once per reference
+    SELECT * INTO earlier FROM subscription.payment AS p
+     WHERE p.tenant_id = i.tenant_id AND p.reference = record_payment.reference;
+    IF FOUND THEN
+        IF earlier.invoice_id <> i.id THEN
+            RAISE EXCEPTION 'payment reference "%" is already recorded for another invoice', reference
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('Payment %s of invoice %s has it.', earlier.id, earlier.invoice_id);
+        END IF;
+        RETURN earlier.id;
+    END IF;
+    PERFORM subscription.require_time('record_payment', at, false);
+    IF currency IS NOT NULL AND currency <> i.currency THEN
+        RAISE EXCEPTION 'invoice % is in %, not %', i.document_number, i.currency, currency
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Record the payment in the invoice''s currency.';
+    END IF;
+    IF amount <= 0 OR amount >= 'Infinity' OR amount <> subscription.round_money(amount, i.currency) THEN
+        RAISE EXCEPTION 'a payment must be a positive amount in the minor unit of %', i.currency
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The amount was %s.', amount);
+    END IF;
+    PERFORM subscription.require_amount(amount, i.currency);
+    IF btrim(reference) = '' THEN
+        RAISE EXCEPTION 'a payment needs the provider''s reference' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF i.status IN ('void', 'uncollectible') THEN
+        RAISE EXCEPTION 'invoice % is %', i.document_number, i.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    excess := amount - greatest(i.total - i.paid, 0);
+    IF excess > 0 THEN
+        INSERT INTO subscription.ledger AS l
+               (tenant_id, account_id, kind, amount, currency, item, description, corrects_invoice_id)
+        VALUES (i.tenant_id, i.account_id, 'credit', excess, i.currency, 'credit',
+                format('overpayment of invoice %s (%s)', i.document_number, reference), i.id)
+        RETURNING l.id INTO credit_line;
+    END IF;
+    INSERT INTO subscription.payment AS p
+           (tenant_id, invoice_id, account_id, amount, currency, reference, payment_method_id, at, credit_line_id)
+    VALUES (i.tenant_id, i.id, i.account_id, amount, i.currency, reference, i.payment_method_id, at, credit_line)
+    RETURNING p.id INTO new_id;
+    UPDATE subscription.invoice_record AS r SET paid = r.paid + amount - greatest(excess, 0)
+     WHERE r.tenant_id = i.tenant_id AND r.id = i.id;
+    PERFORM subscription.write_history('payment', i.account_id, i.subscription_id,
+        jsonb_build_object('payment_id', new_id, 'invoice_id', i.id, 'amount', amount, 'currency', i.currency,
+                           'reference', reference, 'credited', greatest(excess, 0)),
+        i.tenant_id);
+    PERFORM subscription.settle_invoice(i.tenant_id, i.id, false, at);
+    RETURN new_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.record_payment(bigint, bigint, numeric, text, timestamptz, text) IS
+'Record a payment of an invoice: payments add up, an overpayment becomes credit, once per reference (I4, I5, L9) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE FUNCTION subscription.record_payment(invoice_id bigint, amount numeric, reference text,
+                                            at timestamptz DEFAULT now(), currency text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.record_payment(subscription.tenant_of_invoice(record_payment.invoice_id), record_payment.invoice_id,
+                                       record_payment.amount, record_payment.reference, record_payment.at,
+                                       record_payment.currency);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.record_payment(bigint, numeric, text, timestamptz, text) IS
+'Record a payment of an invoice: payments add up, an overpayment becomes credit, once per reference (I4, I5, L9)';
+
+-- I6: a failed attempt to charge an invoice, in history (and its event
+-- payment.failed, E1); what follows a failure is the dunning's.
+CREATE FUNCTION subscription.record_payment_failure(tenant_id bigint, invoice_id bigint, reason text, at timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+BEGIN
+    PERFORM subscription.require_arguments('record_payment_failure', '{invoice_id,reason,at}',
+        ARRAY[invoice_id IS NULL, reason IS NULL, at IS NULL]);
+    i := subscription.invoice_for_change('record_payment_failure', tenant_id, invoice_id);
+    PERFORM subscription.authorize(i.tenant_id, i.account_id, 'pay', false);
+    PERFORM subscription.require_time('record_payment_failure', at, false);
+    IF i.status <> 'open' THEN
+        RAISE EXCEPTION 'invoice % is %', i.document_number, i.status
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Only an open invoice can fail to be paid.';
+    END IF;
+    PERFORM subscription.write_history('payment_failure', i.account_id, i.subscription_id,
+        jsonb_build_object('invoice_id', i.id, 'reason', reason, 'at', at, 'payment_method_id', i.payment_method_id,
+                           'due', i.total - i.paid, 'currency', i.currency,
+                           'attempt', 1 + (SELECT count(*) FROM subscription.history AS h
+                                            WHERE h.tenant_id = i.tenant_id AND h.account_id = i.account_id
+                                              AND h.operation = 'payment_failure'
+                                              AND h.details -> 'invoice_id' = to_jsonb(i.id))),
+        i.tenant_id);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.record_payment_failure(bigint, bigint, text, timestamptz) IS
+'Record a failed charge of an open invoice in history, and its event payment.failed (I6) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE FUNCTION subscription.record_payment_failure(invoice_id bigint, reason text, at timestamptz DEFAULT now())
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.record_payment_failure(subscription.tenant_of_invoice(record_payment_failure.invoice_id),
+                                                record_payment_failure.invoice_id, record_payment_failure.reason,
+                                                record_payment_failure.at);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.record_payment_failure(bigint, text, timestamptz) IS
+'Record a failed charge of an open invoice in history, and its event payment.failed (I6)';
+
+-- I7: a payment method of an account; a default one takes over from the
+-- previous default.  A card number in reference or label is refused (23514).
+CREATE FUNCTION subscription.add_payment_method(tenant_id bigint, account_id bigint, kind text, reference text,
+                                                label text, is_default boolean)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    new_id bigint;
+BEGIN
+    PERFORM subscription.require_tenant('add_payment_method', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('add_payment_method', '{account_id,kind,reference,is_default}',
+        ARRAY[account_id IS NULL, kind IS NULL, reference IS NULL, is_default IS NULL]);
+    PERFORM subscription.require_account(add_payment_method.tenant_id, add_payment_method.account_id);
+    PERFORM subscription.authorize(add_payment_method.tenant_id, add_payment_method.account_id, 'pay', false);
+    IF subscription.has_card_number(reference) OR subscription.has_card_number(label) THEN
+        RAISE EXCEPTION 'a payment method must not hold a card number'
+            USING ERRCODE = 'check_violation',
+                  DETAIL = 'The reference or the label holds a Luhn-valid run of 13 to 19 digits.',
+                  HINT = 'Store the payment provider''s token, and at most the last four digits in the label.';
+    END IF;
+    IF kind !~ '^[a-z][a-z_]*$' OR btrim(reference) = '' THEN
+        RAISE EXCEPTION 'a payment method needs a kind in lower case and the provider''s reference'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The kind was "%s".', kind);
+    END IF;
+    IF is_default THEN
+        -- the account's row first: two new defaults of one account one after the other
+        PERFORM FROM subscription.account AS a
+         WHERE a.tenant_id = add_payment_method.tenant_id AND a.id = add_payment_method.account_id FOR NO KEY UPDATE;
+        UPDATE subscription.payment_method AS m SET is_default = false
+         WHERE m.tenant_id = add_payment_method.tenant_id AND m.account_id = add_payment_method.account_id
+           AND m.is_default;
+    END IF;
+    INSERT INTO subscription.payment_method AS m (tenant_id, account_id, kind, reference, label, is_default)
+    VALUES (add_payment_method.tenant_id, add_payment_method.account_id, kind, reference, label, is_default)
+    RETURNING m.id INTO new_id;
+    RETURN new_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.add_payment_method(bigint, bigint, text, text, text, boolean) IS
+'Add a payment method (the provider''s token, never a card number) to an account, the default one if asked (I7) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE FUNCTION subscription.add_payment_method(account_id bigint, kind text, reference text, label text DEFAULT NULL,
+                                                is_default boolean DEFAULT true)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.add_payment_method(subscription.tenant_of('account', add_payment_method.account_id),
+                                           add_payment_method.account_id, add_payment_method.kind,
+                                           add_payment_method.reference, add_payment_method.label,
+                                           add_payment_method.is_default);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.add_payment_method(bigint, text, text, text, boolean) IS
+'Add a payment method (the provider''s token, never a card number) to an account, the default one if asked (I7)';
+
+-- C3, I2: one row per invoice: the columns of 1.0's view (the plan, what
+-- was charged net of discounts, given back and credited, the balance and
+-- the lines), then the invoice's own: number, status, total, paid, due date.
+CREATE VIEW subscription.invoice WITH (security_barrier) AS
+SELECT i.account_id,
+       i.subscription_id,
+       i.at,
+       (array_agg(l.plan ORDER BY l.id DESC) FILTER (WHERE l.kind OPERATOR(pg_catalog.=) 'charge'))[1] AS plan,
+       i.currency,
+       coalesce(sum(l.amount) FILTER (WHERE l.kind OPERATOR(pg_catalog.=) 'charge'), 0)
+         OPERATOR(pg_catalog.-) coalesce(sum(l.amount) FILTER (WHERE l.kind OPERATOR(pg_catalog.=) 'discount'), 0) AS charged,
+       coalesce(sum(l.amount) FILTER (WHERE l.kind OPERATOR(pg_catalog.=) 'refund'), 0) AS refunded,
+       coalesce(sum(l.amount) FILTER (WHERE l.kind OPERATOR(pg_catalog.=) 'credit'), 0) AS credited,
+       i.total AS balance,
+       jsonb_agg(jsonb_build_object('kind', l.kind, 'amount', l.amount, 'item', l.item,
+                                    'period', l.period, 'description', l.description) ORDER BY l.id) AS lines,
+       i.id,
+       i.issuer,
+       i.number,
+       i.document_number,
+       i.status,
+       i.total,
+       i.paid,
+       i.due_at,
+       i.payment_method_id,
+       i.corrects_invoice_id
+  FROM subscription.invoice_record AS i
+  JOIN subscription.ledger AS l ON l.tenant_id OPERATOR(pg_catalog.=) i.tenant_id AND l.invoice_id OPERATOR(pg_catalog.=) i.id
+ WHERE subscription.may_read(i.account_id)
+ GROUP BY i.tenant_id, i.id;
+
+COMMENT ON VIEW subscription.invoice IS
+'One row per invoice (billing event): plan, charged, refunded, credited, balance and lines (C3), then number, status, total, paid and due date (I1-I3)';
+
+-- I6: one row per payment, the receipt: what was paid for which invoice,
+-- with what method, and what of it became credit.
+CREATE VIEW subscription.receipt WITH (security_barrier) AS
+SELECT p.id AS payment_id,
+       p.account_id,
+       p.invoice_id,
+       i.document_number,
+       p.at,
+       p.amount,
+       p.currency,
+       p.reference,
+       m.kind AS payment_method,
+       m.label AS payment_method_label,
+       coalesce(c.amount, 0) AS credited,
+       i.total,
+       i.status
+  FROM subscription.payment AS p
+  JOIN subscription.invoice_record AS i ON i.tenant_id OPERATOR(pg_catalog.=) p.tenant_id AND i.id OPERATOR(pg_catalog.=) p.invoice_id
+  LEFT JOIN subscription.payment_method AS m
+    ON m.tenant_id OPERATOR(pg_catalog.=) p.tenant_id AND m.id OPERATOR(pg_catalog.=) p.payment_method_id
+  LEFT JOIN subscription.ledger AS c ON c.tenant_id OPERATOR(pg_catalog.=) p.tenant_id AND c.id OPERATOR(pg_catalog.=) p.credit_line_id
+ WHERE subscription.may_read(p.account_id);
+
+COMMENT ON VIEW subscription.receipt IS
+'One row per payment: its invoice, amount, method, and the part credited to the account (I6)';
+
+-- I6: each account's open balance, invoice by invoice: what is still due on
+-- each open invoice, and the account's running total, oldest due first.
+CREATE VIEW subscription.open_balance WITH (security_barrier) AS
+SELECT i.account_id,
+       i.id AS invoice_id,
+       i.document_number,
+       i.at,
+       i.due_at,
+       i.currency,
+       i.total,
+       i.paid,
+       i.total OPERATOR(pg_catalog.-) i.paid AS due,
+       sum(i.total OPERATOR(pg_catalog.-) i.paid)
+           OVER (PARTITION BY i.account_id, i.currency ORDER BY i.due_at, i.id) AS balance
+  FROM subscription.invoice_record AS i
+ WHERE i.status OPERATOR(pg_catalog.=) 'open' AND subscription.may_read(i.account_id);
+
+COMMENT ON VIEW subscription.open_balance IS
+'Each account''s open invoices, what is due on each and the running balance, oldest due first (I6)';
+
+-- Text made safe for an HTML page.
+CREATE FUNCTION subscription.html_escape(t text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(html_escape.t, '&', '&amp;'), '<', '&lt;'), '>', '&gt;'),
+                       '"', '&quot;'), '''', '&#39;');
+
+COMMENT ON FUNCTION subscription.html_escape(text) IS 'Internal: text made safe for an HTML page';
+
+-- An amount as the currency prints it: all the digits of its minor unit.
+CREATE FUNCTION subscription.money_text(amount numeric, currency text)
+RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN pg_catalog.round(money_text.amount, subscription.money_scale(money_text.currency))::text OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) money_text.currency;
+
+COMMENT ON FUNCTION subscription.money_text(numeric, text) IS 'Internal: an amount with every digit of its currency''s minor unit, and the currency';
+
+-- A document (invoice or receipt) in a format: its title, its header
+-- fields, its lines (label, detail, amount) and its closing fields, as a
+-- self-contained HTML page or as text.  The one renderer of both.
+CREATE FUNCTION subscription.render_document(format text, title text, head text[], lines text[], foot text[])
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    out text;
+    k integer;
+BEGIN
+    IF format = 'text' THEN
+        out := title || E'\n' || repeat('=', length(title)) || E'\n';
+        FOR k IN 1 .. coalesce(array_length(head, 1), 0) / 2 LOOP
+            out := out || rpad(head[2 * k - 1] || ':', 16) || head[2 * k] || E'\n';
+        END LOOP;
+        out := out || E'\n';
+        -- a line: its label and amount, then its detail below it
+        FOR k IN 1 .. coalesce(array_length(lines, 1), 0) / 3 LOOP
+            out := out || lines[3 * k - 2] || repeat(' ', greatest(1, 56 - length(lines[3 * k - 2])))
+                       || lpad(lines[3 * k], 16) || E'\n'
+                       || coalesce('    ' || nullif(lines[3 * k - 1], '') || E'\n', '');
+        END LOOP;
+        out := out || E'\n';
+        FOR k IN 1 .. coalesce(array_length(foot, 1), 0) / 2 LOOP
+            out := out || foot[2 * k - 1] || ':' || repeat(' ', greatest(1, 55 - length(foot[2 * k - 1])))
+                       || lpad(foot[2 * k], 16) || E'\n';
+        END LOOP;
+        RETURN out;
+    ELSIF format = 'html' THEN
+        out := '<!DOCTYPE html>' || E'\n' || '<html><head><meta charset="utf-8"><title>'
+            || subscription.html_escape(title) || '</title><style>'
+            || 'body{font-family:sans-serif;margin:2em;color:#222}h1{font-size:1.4em}'
+            || 'table{border-collapse:collapse;width:100%}td,th{padding:.3em .6em;border-bottom:1px solid #ddd;text-align:left}'
+            || 'td.amount,th.amount{text-align:right;white-space:nowrap}dl{display:grid;grid-template-columns:10em auto}'
+            || 'dt{font-weight:bold}tfoot td{font-weight:bold}'
+            || '</style></head><body>' || E'\n<h1>' || subscription.html_escape(title) || E'</h1>\n<dl>';
+        FOR k IN 1 .. coalesce(array_length(head, 1), 0) / 2 LOOP
+            out := out || '<dt>' || subscription.html_escape(head[2 * k - 1]) || '</dt><dd>'
+                       || subscription.html_escape(head[2 * k]) || '</dd>';
+        END LOOP;
+        out := out || E'</dl>\n<table><thead><tr><th>Item</th><th>Detail</th><th class="amount">Amount</th></tr></thead><tbody>\n';
+        FOR k IN 1 .. coalesce(array_length(lines, 1), 0) / 3 LOOP
+            out := out || '<tr><td>' || subscription.html_escape(lines[3 * k - 2]) || '</td><td>'
+                       || subscription.html_escape(coalesce(lines[3 * k - 1], '')) || '</td><td class="amount">'
+                       || subscription.html_escape(lines[3 * k]) || E'</td></tr>\n';
+        END LOOP;
+        out := out || '</tbody><tfoot>';
+        FOR k IN 1 .. coalesce(array_length(foot, 1), 0) / 2 LOOP
+            out := out || '<tr><td colspan="2">' || subscription.html_escape(foot[2 * k - 1])
+                       || '</td><td class="amount">' || subscription.html_escape(foot[2 * k]) || '</td></tr>';
+        END LOOP;
+        RETURN out || E'</tfoot></table>\n</body></html>\n';
+    END IF;
+    RAISE EXCEPTION 'unknown document format "%"', format
+        USING ERRCODE = 'invalid_parameter_value', HINT = 'The formats are html and text.';
+END
+$$;
+
+COMMENT ON FUNCTION subscription.render_document(text, text, text[], text[], text[]) IS
+'Internal: an invoice or receipt as a self-contained HTML page or as text';
+
+-- I3: the invoice a customer downloads: issuer, number, dates, each line
+-- with its plan and period, coupons and credits, the total, and what was
+-- paid with which method.
+CREATE FUNCTION subscription.invoice_document(invoice_id bigint, format text DEFAULT 'html')
+RETURNS text
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+    m subscription.payment_method;
+    a subscription.account;
+    lines text[] := '{}';
+    l record;
+BEGIN
+    PERFORM subscription.require_arguments('invoice_document', '{invoice_id,format}',
+        ARRAY[invoice_id IS NULL, format IS NULL]);
+    SELECT * INTO i FROM subscription.invoice_record AS r
+     WHERE r.tenant_id = subscription.tenant_of_invoice(invoice_document.invoice_id)
+       AND r.id = invoice_document.invoice_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'invoice % does not exist', invoice_id USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(i.tenant_id, i.account_id, 'read', false);
+    SELECT * INTO a FROM subscription.account AS x WHERE x.tenant_id = i.tenant_id AND x.id = i.account_id;
+    SELECT * INTO m FROM subscription.payment_method AS x WHERE x.tenant_id = i.tenant_id AND x.id = i.payment_method_id;
+    FOR l IN SELECT x.kind, x.amount, x.item, x.period, x.description, p.name AS plan_name
+               FROM subscription.ledger AS x LEFT JOIN subscription.plan AS p ON p.code = x.plan
+              WHERE x.tenant_id = i.tenant_id AND x.invoice_id = i.id ORDER BY x.id LOOP
+        lines := lines || ARRAY[
+            CASE l.kind WHEN 'charge' THEN coalesce(l.plan_name, l.description)
+                        WHEN 'discount' THEN 'Coupon' WHEN 'credit_used' THEN 'Credit applied'
+                        WHEN 'refund' THEN 'Refund' ELSE 'Credit' END
+              || CASE WHEN l.kind = 'charge' AND l.item <> 'plan' THEN ' (' || l.item || ')' ELSE '' END,
+            concat_ws(', ',
+                CASE WHEN l.period IS NOT NULL
+                     THEN to_char(lower(l.period) AT TIME ZONE 'UTC', 'YYYY-MM-DD') || ' to '
+                          || to_char(upper(l.period) AT TIME ZONE 'UTC', 'YYYY-MM-DD') END,
+                CASE WHEN l.kind <> 'charge' OR l.plan_name IS NOT NULL THEN l.description END),
+            subscription.money_text(subscription.line_amount(l.kind, l.amount), i.currency)];
+    END LOOP;
+    RETURN subscription.render_document(format,
+        CASE WHEN i.corrects_invoice_id IS NOT NULL THEN 'Credit note ' ELSE 'Invoice ' END || i.document_number,
+        ARRAY['Issuer', coalesce((SELECT p.name FROM subscription.product AS p WHERE p.code = i.issuer), 'Account'),
+              'Billed to', coalesce(a.name, 'account ' || a.id),
+              'Date', to_char(i.at AT TIME ZONE 'UTC', 'YYYY-MM-DD'),
+              'Due', to_char(i.due_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'),
+              'Status', i.status],
+        lines,
+        ARRAY['Total', subscription.money_text(i.total, i.currency),
+              'Paid' || coalesce(' by ' || m.kind || coalesce(' ' || m.label, ''), ''),
+              subscription.money_text(i.paid, i.currency),
+              'Due', subscription.money_text(greatest(i.total - i.paid, 0), i.currency)]);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.invoice_document(bigint, text) IS
+'The invoice a customer downloads, as a self-contained HTML page or as text (I3)';
+
+-- I6: the receipt of a payment, as a page or as text.
+CREATE FUNCTION subscription.receipt_document(payment_id bigint, format text DEFAULT 'html')
+RETURNS text
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+BEGIN
+    PERFORM subscription.require_arguments('receipt_document', '{payment_id,format}',
+        ARRAY[payment_id IS NULL, format IS NULL]);
+    SELECT p.*, i.document_number, i.issuer, i.total, i.paid AS invoice_paid, m.kind AS method, m.label
+      INTO r
+      FROM subscription.payment AS p
+      JOIN subscription.invoice_record AS i ON i.tenant_id = p.tenant_id AND i.id = p.invoice_id
+      LEFT JOIN subscription.payment_method AS m ON m.tenant_id = p.tenant_id AND m.id = p.payment_method_id
+     WHERE p.id = receipt_document.payment_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'payment % does not exist', payment_id USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(r.tenant_id, r.account_id, 'read', false);
+    RETURN subscription.render_document(format, 'Receipt for invoice ' || r.document_number,
+        ARRAY['Issuer', coalesce((SELECT p.name FROM subscription.product AS p WHERE p.code = r.issuer), 'Account'),
+              'Billed to', coalesce((SELECT a.name FROM subscription.account AS a
+                                      WHERE a.tenant_id = r.tenant_id AND a.id = r.account_id), 'account ' || r.account_id),
+              'Paid on', to_char(r.at AT TIME ZONE 'UTC', 'YYYY-MM-DD'),
+              'Reference', r.reference,
+              'Method', coalesce(r.method || coalesce(' ' || r.label, ''), 'not recorded')],
+        ARRAY['Payment', 'invoice ' || r.document_number, subscription.money_text(r.amount, r.currency)]
+          || CASE WHEN r.credit_line_id IS NOT NULL
+                  THEN ARRAY['Credited to the account', 'above what was due',
+                             subscription.money_text(-(SELECT c.amount FROM subscription.ledger AS c
+                                                        WHERE c.tenant_id = r.tenant_id AND c.id = r.credit_line_id), r.currency)]
+                  ELSE '{}' END,
+        ARRAY['Invoice total', subscription.money_text(r.total, r.currency),
+              'Paid on the invoice', subscription.money_text(r.invoice_paid, r.currency)]);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.receipt_document(bigint, text) IS
+'The receipt of a payment, as a self-contained HTML page or as text (I6)';
