@@ -14896,36 +14896,47 @@ END
 $$;
 
 -- Set-based renewals (issue 18, item 2) ----------------------------------
--- renew_common: the common renewals of a batch, set-based; renew_batch
--- (its final text) calls it on a single server.
+-- renew_common and renew_common_group: the common renewals of a batch,
+-- set-based; renew_batch (its final text) calls them on a single server.
 
--- The common renewal, set-based (issue 18): of the tenants of one batch
--- of renew_batch, those whose every due subscription renews the common
--- way are renewed in a few statements: one UPDATE moving their periods,
--- one INSERT of their charges (the plan, and each recurring add-on batch,
--- C2), in the order and with the columns that renew_period gives them, so
--- that the triggers (history, coupon and credit, events) write the same
--- rows.  The common way: active, not paused, no pending plan, cycle or
--- quantity (C4, Z7), no migration due (L6), renewal 'always' (R6), a
--- product that keeps its quantity (L7), no batch cancelled for the period
--- end (K4: nothing to trim, renewal_may_trim), a price for the plan
--- (find_price) and its batches, and one period to catch up (the next one
--- ends after "at").  A tenant is taken as renew_account takes it (the
--- lock of its root account, SKIP LOCKED) and so are its subscriptions
--- (FOR NO KEY UPDATE SKIP LOCKED).  Returns how many it renewed, and the
--- tenants left to renew_account, in their order: those with any other
--- due subscription (renewed then one by one, in period order, as before),
--- or held by another session.  Single server: on Citus each tenant is
--- renewed by renew_account on the node of its shards (docs/citus.md).
+-- The renewals of one batch of renew_batch on a single server (issue 18):
+-- its tenants in their order, those whose every due subscription renews
+-- the common way set-based, the others by renew_account.  Consecutive
+-- common tenants are renewed together in a few statements: one UPDATE
+-- moving their periods, one INSERT of their charges (the plan, and each
+-- recurring add-on batch, C2), subscription by subscription in the order
+-- and with the columns that renew_account gives them, so that the
+-- triggers (history, coupon and credit, events) write the same rows.  The
+-- common way: active, not paused, no pending plan, cycle or quantity (C4,
+-- Z7), no migration due (L6), renewal 'always' (R6), a product that keeps
+-- its quantity (L7), no batch cancelled for the period end (K4: nothing to
+-- trim, renewal_may_trim), a price for the plan (find_price) and its
+-- batches, and one period to catch up (the next one ends after "at").  A
+-- tenant is taken as renew_account takes it (the lock of its root
+-- account, SKIP LOCKED) and so are its subscriptions (FOR NO KEY UPDATE
+-- SKIP LOCKED); a tenant held by another session, or a common one with a
+-- subscription still due (held by another transaction), goes to
+-- renew_account.  Returns how many it handled, and the tenants that
+-- renew_account had (whose subscriptions may be left due).  Single server:
+-- on Citus each tenant is renewed by renew_account on the node of its
+-- shards (docs/citus.md).
 CREATE FUNCTION subscription.renew_common(tenants bigint[], at timestamptz, OUT handled integer, OUT rest bigint[])
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     locked bigint[];
-    t bigint[];
+    ts bigint[];
     ids bigint[];
+    pos bigint[];
+    tenant bigint;
+    other bigint;
+    n integer := 0;
+    first_n integer;
+    left_to bigint[];
 BEGIN
+    handled := 0;
+    rest := '{}';
     -- the tenants' locks, as renew_account takes them
     locked := ARRAY(SELECT a.id FROM subscription.account AS a
                      WHERE a.tenant_id = ANY (tenants) AND a.id = a.tenant_id
@@ -14968,21 +14979,73 @@ BEGIN
           LEFT JOIN terms AS tm
             ON tm.plan = d.plan AND tm.cycle::text = d.cycle::text AND tm.quantity = d.quantity
            AND tm.plan_version = d.plan_version)
-    SELECT array_agg(c.tenant_id ORDER BY c.e, c.id), array_agg(c.id ORDER BY c.e, c.id)
-      INTO t, ids
+    -- each tenant's in its order, as renew_account renews them
+    SELECT array_agg(c.tenant_id ORDER BY u.k, c.e, c.id), array_agg(c.id ORDER BY u.k, c.e, c.id),
+           array_agg(u.k ORDER BY u.k, c.e, c.id)
+      INTO ts, ids, pos
       FROM checked AS c
-     WHERE c.tenant_id IN (SELECT k.tenant_id FROM checked AS k GROUP BY k.tenant_id HAVING bool_and(k.plain));
-    t := coalesce(t, '{}');
-    ids := coalesce(ids, '{}');
+      JOIN unnest(tenants) WITH ORDINALITY AS u(tenant_id, k) ON u.tenant_id = c.tenant_id
+     WHERE c.tenant_id IN (SELECT x.tenant_id FROM checked AS x GROUP BY x.tenant_id HAVING bool_and(x.plain));
+    ts := coalesce(ts, '{}');
 
+    -- the tenants in their order; a NULL at the end renews the last group
+    FOREACH tenant IN ARRAY tenants || NULL::bigint LOOP
+        n := n + 1;
+        IF tenant = ANY (ts) THEN
+            first_n := coalesce(first_n, n);
+            CONTINUE;
+        END IF;
+        IF first_n IS NOT NULL THEN
+            PERFORM subscription.renew_common_group(
+                ARRAY(SELECT g.t FROM unnest(ts, ids, pos) AS g(t, id, k) WHERE g.k BETWEEN first_n AND n - 1),
+                ARRAY(SELECT g.id FROM unnest(ts, ids, pos) AS g(t, id, k) WHERE g.k BETWEEN first_n AND n - 1));
+            handled := handled + (SELECT count(*) FROM unnest(pos) AS g(k) WHERE g.k BETWEEN first_n AND n - 1);
+            -- a common tenant with a subscription still due: renew_account's
+            left_to := ARRAY(SELECT u.t FROM unnest(tenants) WITH ORDINALITY AS u(t, k)
+                              WHERE u.k BETWEEN first_n AND n - 1
+                                AND EXISTS (SELECT FROM subscription.subscription AS x
+                                             WHERE x.tenant_id = u.t AND x.status IN ('active', 'trialing')
+                                               AND upper(x.period) <= at)
+                              ORDER BY u.k);
+            FOREACH other IN ARRAY left_to LOOP
+                handled := handled + subscription.renew_account(other, at);
+            END LOOP;
+            rest := rest || left_to;
+            first_n := NULL;
+        END IF;
+        IF tenant IS NOT NULL THEN
+            handled := handled + subscription.renew_account(tenant, at);
+            rest := rest || tenant;
+        END IF;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_common(bigint[], timestamptz) IS
+'Internal: the renewals of one batch on a single server: its common ones set-based (renew_common_group), the others by renew_account';
+
+-- One group of common renewals of renew_common (issue 18), subscriptions
+-- given in renewal order and locked: one UPDATE moving their periods as
+-- renew_period's common renewal does, one INSERT of their charges.  The
+-- row triggers fire in the order of the rows: the UPDATE takes them in
+-- the order given (a nested loop over the key; no hash or merge join,
+-- which would take them in the table's order), the INSERT by its ORDER BY,
+-- so that history, events and credit uses come in renewal order.
+CREATE FUNCTION subscription.renew_common_group(t bigint[], ids bigint[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+BEGIN
     -- the periods move (renew_period's common renewal)
     UPDATE subscription.subscription AS x
        SET period_number = x.period_number + 1,
            period = subscription.nth_period(x.anchor, x.cycle, x.period_number + 1),
            paid_quantity = x.quantity, pending_cycle = NULL, renewal = x.renewal
-      FROM unnest(t, ids) AS r(tenant_id, id)
+      FROM (SELECT r.tenant_id, r.id FROM unnest(t, ids) WITH ORDINALITY AS r(tenant_id, id, k) ORDER BY r.k) AS r
      WHERE x.tenant_id = r.tenant_id AND x.id = r.id;
-    handled := cardinality(ids);
 
     -- C2: the constraint makes a second charge of the period impossible;
     -- each subscription's plan line, then its batches', in renewal order
@@ -15022,20 +15085,11 @@ BEGIN
      ORDER BY l.k, l.batch_order
     ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
        WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
-
-    -- what is left to renew_account: the tenants not taken, and those
-    -- with a subscription still due
-    rest := ARRAY(SELECT u.t FROM unnest(tenants) WITH ORDINALITY AS u(t, k)
-                   WHERE NOT u.t = ANY (locked)
-                      OR EXISTS (SELECT FROM subscription.subscription AS x
-                                  WHERE x.tenant_id = u.t AND x.status IN ('active', 'trialing')
-                                    AND upper(x.period) <= at)
-                   ORDER BY u.k);
 END
 $$;
 
-COMMENT ON FUNCTION subscription.renew_common(bigint[], timestamptz) IS
-'Internal: the common renewals of a batch''s tenants, set-based (one UPDATE, one INSERT); the tenants left to renew_account';
+COMMENT ON FUNCTION subscription.renew_common_group(bigint[], bigint[]) IS
+'Internal: one group of common renewals, set-based: one UPDATE moving the periods, one INSERT of the charges';
 
 CREATE OR REPLACE FUNCTION subscription.renew_batch(
     at timestamptz, batch_size integer, after_end timestamptz, after_id bigint, skip bigint[], shard bigint,
@@ -15048,6 +15102,7 @@ DECLARE
     tenants bigint[];
     t bigint;
     common record;
+    single boolean := shard IS NULL AND subscription.local_subscription_shards() = '{NULL}';
 BEGIN
     handled := 0;
     left_due := '{}';
@@ -15068,13 +15123,16 @@ BEGIN
              ELSE subscription.subscription_shard(shard) END)
       INTO taken, last_end, last_id, tenants
       USING at, after_end, after_id, skip, batch_size;
-    IF shard IS NULL AND subscription.local_subscription_shards() = '{NULL}' THEN
+    IF single THEN
         common := subscription.renew_common(coalesce(tenants, '{}'), at);
         handled := common.handled;
+        -- the tenants renew_account had
         tenants := common.rest;
     END IF;
     FOREACH t IN ARRAY coalesce(tenants, '{}') LOOP
-        handled := handled + subscription.renew_account(t, at);
+        IF NOT single THEN
+            handled := handled + subscription.renew_account(t, at);
+        END IF;
         left_due := left_due || ARRAY(SELECT x.id FROM subscription.subscription AS x
                                        WHERE x.tenant_id = t AND x.status IN ('active', 'trialing')
                                          AND upper(x.period) <= at);
@@ -15087,6 +15145,7 @@ COMMENT ON FUNCTION subscription.renew_batch(timestamptz, integer, timestamptz, 
 
 -- PUBLIC executes nothing (99_public.sql)
 REVOKE ALL ON FUNCTION subscription.renew_common(bigint[], timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.renew_common_group(bigint[], bigint[]) FROM PUBLIC;
 
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus

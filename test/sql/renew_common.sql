@@ -60,8 +60,8 @@ SELECT cancel_addon(b.id) IS NOT NULL AS batch_cancelled
   FROM addon_batch AS b JOIN subscription AS s ON s.id = b.subscription_id WHERE s.account_id = 10 AND b.addon = 'light';
 SELECT change_cycle(id, '1 year') IS NOT NULL AS cycle_changed FROM subscription WHERE account_id = 11;
 
--- what renews which way: renew_common takes tenants 1-5 and leaves the
--- others to renew_account
+-- what renews which way: renew_common renews tenants 1-5 set-based and
+-- the others (and 3, not due) by renew_account
 SAVEPOINT ways;
 SELECT * FROM renew_common('{1,2,3,4,5,6,7,8,9,10,11}', '2026-02-12');
 ROLLBACK TO ways;
