@@ -17469,6 +17469,258 @@ REVOKE ALL ON FUNCTION subscription.render_document(text, text, text[], text[], 
 REVOKE ALL ON FUNCTION subscription.invoice_document(bigint, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.receipt_document(bigint, text) FROM PUBLIC;
 
+-- Set-based renewals (issue 18, item 2) ----------------------------------
+-- renew_common and renew_common_group: the common renewals of a batch,
+-- set-based; renew_batch (its final text) calls them on a single server.
+
+-- The renewals of one batch of renew_batch on a single server (issue 18):
+-- its tenants in their order, those whose every due subscription renews
+-- the common way set-based, the others by renew_account.  Consecutive
+-- common tenants are renewed together in a few statements: one UPDATE
+-- moving their periods, one INSERT of their charges (the plan, and each
+-- recurring add-on batch, C2), subscription by subscription in the order
+-- and with the columns that renew_account gives them, so that the
+-- triggers (history, coupon and credit, events) write the same rows.  The
+-- common way: active, not paused, no pending plan, cycle or quantity (C4,
+-- Z7), no migration due (L6), renewal 'always' (R6), a product that keeps
+-- its quantity (L7), no batch cancelled for the period end (K4: nothing to
+-- trim, renewal_may_trim), a price for the plan (find_price) and its
+-- batches, and one period to catch up (the next one ends after "at").  A
+-- tenant is taken as renew_account takes it (the lock of its root
+-- account, SKIP LOCKED) and so are its subscriptions (FOR NO KEY UPDATE
+-- SKIP LOCKED); a tenant held by another session, or a common one with a
+-- subscription still due (held by another transaction), goes to
+-- renew_account.  Returns how many it handled, and the tenants that
+-- renew_account had (whose subscriptions may be left due).  Single server:
+-- on Citus each tenant is renewed by renew_account on the node of its
+-- shards (docs/citus.md).
+CREATE FUNCTION subscription.renew_common(tenants bigint[], at timestamptz, OUT handled integer, OUT rest bigint[])
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    locked bigint[];
+    ts bigint[];
+    ids bigint[];
+    pos bigint[];
+    tenant bigint;
+    other bigint;
+    n integer := 0;
+    first_n integer;
+    left_to bigint[];
+BEGIN
+    handled := 0;
+    rest := '{}';
+    -- the tenants' locks, as renew_account takes them
+    locked := ARRAY(SELECT a.id FROM subscription.account AS a
+                     WHERE a.tenant_id = ANY (tenants) AND a.id = a.tenant_id
+                     ORDER BY a.id
+                       FOR NO KEY UPDATE SKIP LOCKED);
+    -- their due subscriptions, locked; the tenants all of whose due
+    -- subscriptions renew the common way
+    WITH due AS (
+        SELECT x.tenant_id, x.id, upper(x.period) AS e, x.plan, x.cycle, x.quantity, x.plan_version,
+               x.status = 'active' AND x.paused_at IS NULL AND NOT x.cancel_at_period_end AND x.renewal = 'always'
+               AND x.pending_plan IS NULL AND x.pending_cycle IS NULL AND x.pending_quantity IS NULL
+               AND NOT coalesce(x.migrate_at <= upper(x.period), false)
+               AND upper(subscription.nth_period(x.anchor, x.cycle, x.period_number + 1)) > at AS plain
+          FROM subscription.subscription AS x
+         WHERE x.tenant_id = ANY (locked) AND x.status IN ('active', 'trialing') AND upper(x.period) <= at
+           FOR NO KEY UPDATE OF x SKIP LOCKED),
+         -- each plan, cycle, quantity and version priced once
+         terms AS (
+        SELECT DISTINCT ON (d.plan, d.cycle::text, d.quantity, d.plan_version)
+               d.plan, d.cycle, d.quantity, d.plan_version,
+               (subscription.find_price(d.plan, d.cycle, d.quantity, d.plan_version)).problem IS NULL
+               AND pr.renewal_quantity = 'keep' AS plain
+          FROM due AS d
+          JOIN subscription.plan AS p ON p.code = d.plan
+          JOIN subscription.product AS pr ON pr.code = p.product
+         WHERE d.plain),
+         checked AS (
+        SELECT d.tenant_id, d.id, d.e,
+               d.plain AND coalesce(tm.plain, false)
+               AND NOT EXISTS (SELECT FROM subscription.addon_batch AS b
+                                 JOIN subscription.addon AS a ON a.code = b.addon
+                                WHERE b.tenant_id = d.tenant_id AND b.subscription_id = d.id AND b.status = 'active'
+                                  AND (b.cancel_at_period_end
+                                       OR NOT a.one_time
+                                          AND NOT EXISTS (SELECT FROM subscription.addon_price AS ap
+                                                           WHERE ap.addon = a.code
+                                                             AND subscription.cycle_key(ap.cycle)
+                                                                 = subscription.cycle_key(d.cycle)))) AS plain
+          FROM due AS d
+          LEFT JOIN terms AS tm
+            ON tm.plan = d.plan AND tm.cycle::text = d.cycle::text AND tm.quantity = d.quantity
+           AND tm.plan_version = d.plan_version)
+    -- each tenant's in its order, as renew_account renews them
+    SELECT array_agg(c.tenant_id ORDER BY u.k, c.e, c.id), array_agg(c.id ORDER BY u.k, c.e, c.id),
+           array_agg(u.k ORDER BY u.k, c.e, c.id)
+      INTO ts, ids, pos
+      FROM checked AS c
+      JOIN unnest(tenants) WITH ORDINALITY AS u(tenant_id, k) ON u.tenant_id = c.tenant_id
+     WHERE c.tenant_id IN (SELECT x.tenant_id FROM checked AS x GROUP BY x.tenant_id HAVING bool_and(x.plain));
+    ts := coalesce(ts, '{}');
+
+    -- the tenants in their order; a NULL at the end renews the last group
+    FOREACH tenant IN ARRAY tenants || NULL::bigint LOOP
+        n := n + 1;
+        IF tenant = ANY (ts) THEN
+            first_n := coalesce(first_n, n);
+            CONTINUE;
+        END IF;
+        IF first_n IS NOT NULL THEN
+            PERFORM subscription.renew_common_group(
+                ARRAY(SELECT g.t FROM unnest(ts, ids, pos) AS g(t, id, k) WHERE g.k BETWEEN first_n AND n - 1),
+                ARRAY(SELECT g.id FROM unnest(ts, ids, pos) AS g(t, id, k) WHERE g.k BETWEEN first_n AND n - 1));
+            handled := handled + (SELECT count(*) FROM unnest(pos) AS g(k) WHERE g.k BETWEEN first_n AND n - 1);
+            -- a common tenant with a subscription still due: renew_account's
+            left_to := ARRAY(SELECT u.t FROM unnest(tenants) WITH ORDINALITY AS u(t, k)
+                              WHERE u.k BETWEEN first_n AND n - 1
+                                AND EXISTS (SELECT FROM subscription.subscription AS x
+                                             WHERE x.tenant_id = u.t AND x.status IN ('active', 'trialing')
+                                               AND upper(x.period) <= at)
+                              ORDER BY u.k);
+            FOREACH other IN ARRAY left_to LOOP
+                handled := handled + subscription.renew_account(other, at);
+            END LOOP;
+            rest := rest || left_to;
+            first_n := NULL;
+        END IF;
+        IF tenant IS NOT NULL THEN
+            handled := handled + subscription.renew_account(tenant, at);
+            rest := rest || tenant;
+        END IF;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_common(bigint[], timestamptz) IS
+'Internal: the renewals of one batch on a single server: its common ones set-based (renew_common_group), the others by renew_account';
+
+-- One group of common renewals of renew_common (issue 18), subscriptions
+-- given in renewal order and locked: one UPDATE moving their periods as
+-- renew_period's common renewal does, one INSERT of their charges.  The
+-- row triggers fire in the order of the rows: the UPDATE takes them in
+-- the order given (a nested loop over the key; no hash or merge join,
+-- which would take them in the table's order), the INSERT by its ORDER BY,
+-- so that history, events and credit uses come in renewal order.
+CREATE FUNCTION subscription.renew_common_group(t bigint[], ids bigint[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+BEGIN
+    -- the periods move (renew_period's common renewal)
+    UPDATE subscription.subscription AS x
+       SET period_number = x.period_number + 1,
+           period = subscription.nth_period(x.anchor, x.cycle, x.period_number + 1),
+           paid_quantity = x.quantity, pending_cycle = NULL, renewal = x.renewal
+      FROM (SELECT r.tenant_id, r.id FROM unnest(t, ids) WITH ORDINALITY AS r(tenant_id, id, k) ORDER BY r.k) AS r
+     WHERE x.tenant_id = r.tenant_id AND x.id = r.id;
+
+    -- C2: the constraint makes a second charge of the period impossible;
+    -- each subscription's plan line, then its batches', in renewal order
+    WITH r AS (SELECT r.tenant_id, r.id, r.k FROM unnest(t, ids) WITH ORDINALITY AS r(tenant_id, id, k)),
+         s AS (SELECT x.*, r.k FROM r JOIN subscription.subscription AS x ON x.tenant_id = r.tenant_id AND x.id = r.id),
+         prices AS (
+        SELECT DISTINCT ON (s.plan, s.cycle::text, s.quantity, s.plan_version)
+               s.plan, s.cycle, s.quantity, s.plan_version, pp.amount, pp.currency
+          FROM s CROSS JOIN LATERAL subscription.period_price(s.plan, s.cycle, s.quantity, s.plan_version) AS pp),
+         batches AS (
+        SELECT s.k, b.id, b.addon, b.quantity, s.cycle
+          FROM s
+          JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
+          JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time),
+         addon_prices AS (
+        SELECT DISTINCT ON (b.addon, b.cycle::text, b.quantity) b.addon, b.cycle, b.quantity, ap.amount, ap.currency
+          FROM batches AS b CROSS JOIN LATERAL subscription.addon_period_price(b.addon, b.cycle, b.quantity) AS ap)
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
+    SELECT l.tenant_id, l.account_id, l.subscription_id, l.addon_batch_id, 'charge', l.amount, l.currency, l.period,
+           l.item, l.plan, l.description
+      FROM (SELECT s.k, 0::bigint AS batch_order, s.tenant_id, s.account_id, s.id AS subscription_id,
+                   NULL::bigint AS addon_batch_id, subscription.round_money(p.amount, p.currency) AS amount, p.currency,
+                   s.period, 'plan' AS item, s.plan,
+                   format('renewal: plan %s, cycle %s, quantity %s', s.plan, s.cycle, s.quantity) AS description
+              FROM s JOIN prices AS p
+                ON p.plan = s.plan AND p.cycle::text = s.cycle::text AND p.quantity = s.quantity
+               AND p.plan_version = s.plan_version
+            UNION ALL
+            SELECT s.k, b.id, s.tenant_id, s.account_id, s.id, b.id,
+                   subscription.round_money(ap.amount, ap.currency), ap.currency, s.period, 'addon', s.plan,
+                   format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, s.cycle)
+              FROM s
+              JOIN batches AS b ON b.k = s.k
+              JOIN addon_prices AS ap ON ap.addon = b.addon AND ap.cycle::text = b.cycle::text AND ap.quantity = b.quantity)
+           AS l
+     ORDER BY l.k, l.batch_order
+    ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
+       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_common_group(bigint[], bigint[]) IS
+'Internal: one group of common renewals, set-based: one UPDATE moving the periods, one INSERT of the charges';
+
+CREATE OR REPLACE FUNCTION subscription.renew_batch(
+    at timestamptz, batch_size integer, after_end timestamptz, after_id bigint, skip bigint[], shard bigint,
+    OUT taken integer, OUT handled integer, OUT last_end timestamptz, OUT last_id bigint, OUT left_due bigint[])
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tenants bigint[];
+    t bigint;
+    common record;
+    single boolean := shard IS NULL AND subscription.local_subscription_shards() = '{NULL}';
+BEGIN
+    handled := 0;
+    left_due := '{}';
+    EXECUTE format(
+        $q$WITH d AS (SELECT x.tenant_id, upper(x.period) AS e, x.id
+                        FROM %s AS x
+                       WHERE x.status IN ('active', 'trialing') AND upper(x.period) <= $1
+                         AND (upper(x.period), x.id) > ($2, $3) AND NOT x.id = ANY ($4)
+                       ORDER BY upper(x.period), x.id
+                       LIMIT $5),
+              k AS (SELECT d.*, row_number() OVER (ORDER BY d.e, d.id) AS k FROM d)
+           SELECT (SELECT count(*) FROM k)::integer,
+                  coalesce((SELECT k.e FROM k ORDER BY k.k DESC LIMIT 1), $2),
+                  coalesce((SELECT k.id FROM k ORDER BY k.k DESC LIMIT 1), $3),
+                  (SELECT array_agg(f.tenant_id ORDER BY f.first)
+                     FROM (SELECT k.tenant_id, min(k.k) AS first FROM k GROUP BY k.tenant_id) AS f)$q$,
+        CASE WHEN shard IS NULL THEN 'subscription.subscription'
+             ELSE subscription.subscription_shard(shard) END)
+      INTO taken, last_end, last_id, tenants
+      USING at, after_end, after_id, skip, batch_size;
+    IF single THEN
+        common := subscription.renew_common(coalesce(tenants, '{}'), at);
+        handled := common.handled;
+        -- the tenants renew_account had
+        tenants := common.rest;
+    END IF;
+    FOREACH t IN ARRAY coalesce(tenants, '{}') LOOP
+        IF NOT single THEN
+            handled := handled + subscription.renew_account(t, at);
+        END IF;
+        left_due := left_due || ARRAY(SELECT x.id FROM subscription.subscription AS x
+                                       WHERE x.tenant_id = t AND x.status IN ('active', 'trialing')
+                                         AND upper(x.period) <= at);
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_batch(timestamptz, integer, timestamptz, bigint, bigint[], bigint) IS
+'Internal: one batch of renew_due, run_renewals and renew_local_tenants: the tenants of the next due subscriptions, each by renew_account';
+
+-- PUBLIC executes nothing (99_public.sql)
+REVOKE ALL ON FUNCTION subscription.renew_common(bigint[], timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.renew_common_group(bigint[], bigint[]) FROM PUBLIC;
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves
