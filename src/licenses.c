@@ -70,16 +70,21 @@ PG_FUNCTION_INFO_V1(seat_product);
 /*
  * The statement's net change per (subscription, member): d = 1 assigned,
  * d = -1 released.  An UPDATE that keeps both columns changes nothing.
+ * KEY: columns before them, "tenant_id, " for the statement path on a
+ * Citus shard (tenant_changes), none for GuardStatement() (a 1.0 schema
+ * has no tenant_id).
  */
-static const char *const guard_changes[GUARD_NUM_EVENTS] = {
-	"(SELECT subscription_id, member_id, 1 AS d FROM new_rows)",
-	"(SELECT subscription_id, member_id, sum(d)::int AS d"
-	"   FROM (SELECT subscription_id, member_id, 1 AS d FROM new_rows"
-	"         UNION ALL"
-	"         SELECT subscription_id, member_id, -1 FROM old_rows) AS u"
-	"  GROUP BY 1, 2 HAVING sum(d) <> 0)",
-	"(SELECT subscription_id, member_id, -1 AS d FROM old_rows)"
-};
+#define LICENSE_CHANGES(KEY) { \
+	"(SELECT " KEY "subscription_id, member_id, 1 AS d FROM new_rows)", \
+	"(SELECT " KEY "subscription_id, member_id, sum(d)::int AS d" \
+	"   FROM (SELECT " KEY "subscription_id, member_id, 1 AS d FROM new_rows" \
+	"         UNION ALL" \
+	"         SELECT " KEY "subscription_id, member_id, -1 FROM old_rows) AS u" \
+	"  GROUP BY " KEY "subscription_id, member_id HAVING sum(d) <> 0)", \
+	"(SELECT " KEY "subscription_id, member_id, -1 AS d FROM old_rows)" \
+}
+static const char *const guard_changes[GUARD_NUM_EVENTS] = LICENSE_CHANGES("");
+static const char *const tenant_changes[GUARD_NUM_EVENTS] = LICENSE_CHANGES("tenant_id, ");
 
 typedef enum GuardQuery
 {
@@ -1023,16 +1028,6 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
  * member first, the history, the seats freed, then taken, the counters in
  * subscription order.
  */
-static const char *const tenant_changes[GUARD_NUM_EVENTS] = {
-	"SELECT tenant_id, subscription_id, member_id, 1 AS d FROM new_rows",
-	"SELECT tenant_id, subscription_id, member_id, sum(d)::int AS d"
-	"  FROM (SELECT tenant_id, subscription_id, member_id, 1 AS d FROM new_rows"
-	"        UNION ALL"
-	"        SELECT tenant_id, subscription_id, member_id, -1 FROM old_rows) AS u"
-	" GROUP BY 1, 2, 3 HAVING sum(d) <> 0",
-	"SELECT tenant_id, subscription_id, member_id, -1 AS d FROM old_rows"
-};
-
 typedef struct LicenseChange
 {
 	int64		tenant;
@@ -1069,7 +1064,7 @@ GuardStatementByTenant(Relation rel, GuardedEvent event)
 	bool		isnull;
 
 	KeptPlan(&tenant_changes_plans[event],
-			 psprintf("SELECT c.tenant_id, c.subscription_id, c.member_id, c.d FROM (%s) AS c ORDER BY 1, 2, 3",
+			 psprintf("SELECT c.tenant_id, c.subscription_id, c.member_id, c.d FROM %s AS c ORDER BY 1, 2, 3",
 					  tenant_changes[event]), 0, NULL);
 	if (SPI_execute_plan(tenant_changes_plans[event], NULL, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not summarize the license changes");
