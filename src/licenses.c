@@ -70,16 +70,21 @@ PG_FUNCTION_INFO_V1(seat_product);
 /*
  * The statement's net change per (subscription, member): d = 1 assigned,
  * d = -1 released.  An UPDATE that keeps both columns changes nothing.
+ * KEY: columns before them, "tenant_id, " for the statement path on a
+ * Citus shard (tenant_changes), none for GuardStatement() (a 1.0 schema
+ * has no tenant_id).
  */
-static const char *const guard_changes[GUARD_NUM_EVENTS] = {
-	"(SELECT subscription_id, member_id, 1 AS d FROM new_rows)",
-	"(SELECT subscription_id, member_id, sum(d)::int AS d"
-	"   FROM (SELECT subscription_id, member_id, 1 AS d FROM new_rows"
-	"         UNION ALL"
-	"         SELECT subscription_id, member_id, -1 FROM old_rows) AS u"
-	"  GROUP BY 1, 2 HAVING sum(d) <> 0)",
-	"(SELECT subscription_id, member_id, -1 AS d FROM old_rows)"
-};
+#define LICENSE_CHANGES(KEY) { \
+	"(SELECT " KEY "subscription_id, member_id, 1 AS d FROM new_rows)", \
+	"(SELECT " KEY "subscription_id, member_id, sum(d)::int AS d" \
+	"   FROM (SELECT " KEY "subscription_id, member_id, 1 AS d FROM new_rows" \
+	"         UNION ALL" \
+	"         SELECT " KEY "subscription_id, member_id, -1 FROM old_rows) AS u" \
+	"  GROUP BY " KEY "subscription_id, member_id HAVING sum(d) <> 0)", \
+	"(SELECT " KEY "subscription_id, member_id, -1 AS d FROM old_rows)" \
+}
+static const char *const guard_changes[GUARD_NUM_EVENTS] = LICENSE_CHANGES("");
+static const char *const tenant_changes[GUARD_NUM_EVENTS] = LICENSE_CHANGES("tenant_id, ");
 
 typedef enum GuardQuery
 {
@@ -213,6 +218,7 @@ static SPIPlanPtr insert_license_plan = NULL;
 static SPIPlanPtr delete_license_plan = NULL;
 static SPIPlanPtr frozen_plan = NULL;
 static SPIPlanPtr frozen_tenant_plan = NULL;
+static SPIPlanPtr tenant_changes_plans[GUARD_NUM_EVENTS];
 
 /*
  * Licenses left after the last guarded statement, when it changed exactly
@@ -392,11 +398,11 @@ MoveCounterRow(RowWrites *w, int table, const int64 *tenant, int64 subscription_
  * subscription of a statement in ascending id order.
  */
 static void
-MoveCounter(Relation rel, RowWrites *w, int table, int64 subscription_id, int32 delta)
+MoveCounter(Relation rel, RowWrites *w, int table, const int64 *tenant, int64 subscription_id, int32 delta)
 {
 	int32		left;
 
-	if (MoveCounterRow(w, table, NULL, subscription_id, delta, &left))
+	if (MoveCounterRow(w, table, tenant, subscription_id, delta, &left))
 	{
 		last_guarded_subscription = subscription_id;
 		last_licenses_left = left;
@@ -406,7 +412,7 @@ MoveCounter(Relation rel, RowWrites *w, int table, int64 subscription_id, int32 
 	 * subscription is being deleted together with its licenses.
 	 */
 	else if (delta > 0)
-		CounterRefusal(rel, NULL, subscription_id, delta);
+		CounterRefusal(rel, tenant, subscription_id, delta);
 }
 
 /*
@@ -415,20 +421,26 @@ MoveCounter(Relation rel, RowWrites *w, int table, int64 subscription_id, int32 
  * committed while we waited for its index entry.
  */
 static void
-SeatRefusal(Relation rel, int64 member_id, const char *product, int64 subscription_id)
+SeatRefusal(Relation rel, const int64 *tenant, int64 member_id, const char *product, int64 subscription_id)
 {
 	static SPIPlanPtr holder_plan = NULL;
-	Oid			argtypes[3] = {INT8OID, TEXTOID, INT8OID};
-	Datum		values[3] = {Int64GetDatum(member_id), CStringGetTextDatum(product),
-	Int64GetDatum(subscription_id)};
+	static SPIPlanPtr holder_tenant_plan = NULL;
+	Oid			argtypes[4] = {INT8OID, TEXTOID, INT8OID, INT8OID};
+	Datum		values[4] = {Int64GetDatum(member_id), CStringGetTextDatum(product),
+	Int64GetDatum(subscription_id), Int64GetDatum(tenant ? *tenant : 0)};
+	SPIPlanPtr *plan = tenant ? &holder_tenant_plan : &holder_plan;
 	bool		isnull;
 	int64		holder = 0;
 
-	KeptPlan(&holder_plan,
-			 "SELECT subscription_id FROM subscription.service_seat"
+	/* the tenant, when known, named: on Citus, from the guard on a shard too */
+	KeptPlan(plan,
+			 tenant
+			 ? "SELECT subscription_id FROM subscription.service_seat"
+			 " WHERE tenant_id = $4 AND member_id = $1 AND product = $2 AND subscription_id <> $3"
+			 : "SELECT subscription_id FROM subscription.service_seat"
 			 " WHERE member_id = $1 AND product = $2 AND subscription_id <> $3",
-			 3, argtypes);
-	if (SPI_execute_snapshot(holder_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+			 tenant ? 4 : 3, argtypes);
+	if (SPI_execute_snapshot(*plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
 							 true, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the service seats");
 	if (SPI_processed > 0)
@@ -494,7 +506,7 @@ SeatsOrRefuse(Relation rel, SPIPlanPtr seat_plan, SPIPlanPtr conflict_plan, Datu
 		elog(ERROR, "could not find the refused service license");
 	if (SPI_processed == 0)
 		elog(ERROR, "a service seat was refused, but no license conflicts");
-	SeatRefusal(rel, GetInt64(0, 1, &isnull),
+	SeatRefusal(rel, NULL, GetInt64(0, 1, &isnull),
 				SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2),
 				GetInt64(0, 3, &isnull));
 }
@@ -708,7 +720,7 @@ GuardStatement(TriggerData *trigdata, GuardedEvent event)
 	counters = BeginRowWrites(1, &counters_relid);
 	for (i = 0; i < nsubscriptions; i++)
 		if (deltas[i] != 0)
-			MoveCounter(rel, counters, 0, subscriptions[i], deltas[i]);
+			MoveCounter(rel, counters, 0, NULL, subscriptions[i], deltas[i]);
 	EndRowWrites(counters);
 	if (nsubscriptions != 1)
 		last_guarded_subscription = 0;
@@ -822,14 +834,46 @@ Unseat(RowWrites *w, const int64 *tenant, int64 subscription_id, int64 member_id
 	EndKeyScan(ks);
 }
 
-/* the history row of a one-row change: {"members": [member_id]} */
+/*
+ * Take the member's service seats of the products (R11) for its license of
+ * the subscription: NULL, or the product whose seat another license holds
+ * (nothing taken then counts: the caller refuses).
+ */
+static char *
+TakeSeats(RowWrites *w, const int64 *tenant, int64 subscription_id, int64 member_id, List *products)
+{
+	Relation	seats = RowWriteRelation(w, ONE_ROW_SEAT);
+	ListCell   *lc;
+
+	foreach(lc, products)
+	{
+		TupleTableSlot *seat = RowWriteNewSlot(w, ONE_ROW_SEAT);
+		bool	   *given = palloc0(sizeof(bool) * RelationGetDescr(seats)->natts);
+
+		SetRowColumn(seat, given, seats, "member_id", Int64GetDatum(member_id));
+		SetRowColumn(seat, given, seats, "product", CStringGetTextDatum((char *) lfirst(lc)));
+		SetRowColumn(seat, given, seats, "subscription_id", Int64GetDatum(subscription_id));
+		if (tenant != NULL)
+			SetRowColumn(seat, given, seats, "tenant_id", Int64GetDatum(*tenant));
+		if (!InsertRowUnlessConflict(w, ONE_ROW_SEAT, seat, given))
+			return (char *) lfirst(lc);
+	}
+	return NULL;
+}
+
+/*
+ * The history row of the licenses of a subscription that a change assigns
+ * or releases: {"members": [member_id, ...]}, the members in the order
+ * given (ascending), as GQ_HISTORY writes it for a statement
+ */
 static void
-RecordOneRow(RowWrites *w, const char *operation, const int64 *tenant_id, int64 account_id, int64 subscription_id,
-			 int64 member_id)
+RecordMembers(RowWrites *w, const char *operation, const int64 *tenant_id, int64 account_id, int64 subscription_id,
+			  const int64 *member_ids, int nmembers)
 {
 	JsonbParseState *state = NULL;
 	JsonbValue	v;
 	JsonbValue *details;
+	int			i;
 
 	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
 	v.type = jbvString;
@@ -837,9 +881,12 @@ RecordOneRow(RowWrites *w, const char *operation, const int64 *tenant_id, int64 
 	v.val.string.len = strlen("members");
 	pushJsonbValue(&state, WJB_KEY, &v);
 	pushJsonbValue(&state, WJB_BEGIN_ARRAY, NULL);
-	v.type = jbvNumeric;
-	v.val.numeric = int64_to_numeric(member_id);
-	pushJsonbValue(&state, WJB_ELEM, &v);
+	for (i = 0; i < nmembers; i++)
+	{
+		v.type = jbvNumeric;
+		v.val.numeric = int64_to_numeric(member_ids[i]);
+		pushJsonbValue(&state, WJB_ELEM, &v);
+	}
 	pushJsonbValue(&state, WJB_END_ARRAY, NULL);
 	details = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
 
@@ -902,33 +949,15 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 		Unseat(w, tenant, subscription_id, member_id);
 	else
 	{
-		Relation	seats = RowWriteRelation(w, ONE_ROW_SEAT);
-		ListCell   *lc;
-
-		foreach(lc, service_products)
-		{
-			TupleTableSlot *seat = RowWriteNewSlot(w, ONE_ROW_SEAT);
-			bool	   *given = palloc0(sizeof(bool) * RelationGetDescr(seats)->natts);
-
-			SetRowColumn(seat, given, seats, "member_id", Int64GetDatum(member_id));
-			SetRowColumn(seat, given, seats, "product", CStringGetTextDatum((char *) lfirst(lc)));
-			SetRowColumn(seat, given, seats, "subscription_id", Int64GetDatum(subscription_id));
-			if (!no_tenant)
-				SetRowColumn(seat, given, seats, "tenant_id", Int64GetDatum(tenant_id));
-			if (!InsertRowUnlessConflict(w, ONE_ROW_SEAT, seat, given))
-			{
-				refused = true;
-				refused_product = (char *) lfirst(lc);
-				break;
-			}
-		}
+		refused_product = TakeSeats(w, tenant, subscription_id, member_id, service_products);
+		refused = refused_product != NULL;
 	}
 	if (!refused)
 		moved = MoveCounterRow(w, ONE_ROW_COUNTER, tenant, subscription_id, assigning ? 1 : -1, &left);
 	/* no history for the licenses of a subscription being deleted */
 	if (moved && target)
-		RecordOneRow(w, assigning ? "license_assign" : "license_release",
-					 tenant, account_id, subscription_id, member_id);
+		RecordMembers(w, assigning ? "license_assign" : "license_release",
+					  tenant, account_id, subscription_id, &member_id, 1);
 	EndRowWrites(w);
 
 	if (moved)
@@ -941,8 +970,146 @@ GuardOneRow(Relation rel, Tuplestorestate *rows, bool assigning)
 	if (!assigning)
 		return;					/* the subscription is being deleted with its licenses */
 	if (refused)
-		SeatRefusal(rel, member_id, refused_product, subscription_id);
+		SeatRefusal(rel, tenant, member_id, refused_product, subscription_id);
 	CounterRefusal(rel, tenant, subscription_id, 1);
+}
+
+/*
+ * The statement path on a Citus shard (issue 17): inside a shard's trigger
+ * Citus runs only statements that stay on this node, and joins no
+ * transition table with a distributed table, so GuardStatement()'s joins
+ * cannot run there.  The transition tables are summed locally (a query of
+ * them alone: each license's tenant, subscription, member and change,
+ * tenant_changes), then each subscription is checked and written by
+ * single-key lookups and row writes naming its tenant, with the one-row
+ * path's pieces: L11 (CheckOneMember), the seats of R11 (Unseat,
+ * TakeSeats), the counter (MoveCounter), and GQ_HISTORY's history rows,
+ * one per subscription and direction.  In GuardStatement()'s order: every
+ * member first, the history, the seats freed, then taken, the counters in
+ * subscription order.
+ */
+typedef struct LicenseChange
+{
+	int64		tenant;
+	int64		subscription;
+	int64		member;
+	int32		d;
+} LicenseChange;
+
+/* what GuardStatementByTenant() reads of one subscription's changes */
+typedef struct SubscriptionChanges
+{
+	uint64		first;			/* its changes: [first, end) */
+	uint64		end;
+	bool		target;			/* the subscription exists */
+	int64		account;
+	List	   *products;		/* the seats its licenses take */
+	int32		delta;
+} SubscriptionChanges;
+
+static void
+GuardStatementByTenant(Relation rel, GuardedEvent event)
+{
+	LicenseChange *c;
+	SubscriptionChanges *subs;
+	Oid			relids[ONE_ROW_NUM_TABLES];
+	RowWrites  *w;
+	Snapshot	latest;
+	int64	   *members;
+	uint64		n;
+	uint64		nsubs = 0;
+	uint64		i;
+	uint64		k;
+	int			t;
+	bool		isnull;
+
+	KeptPlan(&tenant_changes_plans[event],
+			 psprintf("SELECT c.tenant_id, c.subscription_id, c.member_id, c.d FROM %s AS c ORDER BY 1, 2, 3",
+					  tenant_changes[event]), 0, NULL);
+	if (SPI_execute_plan(tenant_changes_plans[event], NULL, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not summarize the license changes");
+	n = SPI_processed;
+	c = palloc(sizeof(LicenseChange) * Max(n, 1));
+	subs = palloc0(sizeof(SubscriptionChanges) * Max(n, 1));
+	members = palloc(sizeof(int64) * Max(n, 1));
+	for (i = 0; i < n; i++)
+	{
+		c[i].tenant = GetInt64(i, 1, &isnull);
+		c[i].subscription = GetInt64(i, 2, &isnull);
+		c[i].member = GetInt64(i, 3, &isnull);
+		c[i].d = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 4, &isnull));
+		if (i == 0 || c[i].tenant != c[i - 1].tenant || c[i].subscription != c[i - 1].subscription)
+			subs[nsubs++].first = i;
+		subs[nsubs - 1].end = i + 1;
+		subs[nsubs - 1].delta += c[i].d;
+	}
+
+	for (t = 0; t < ONE_ROW_NUM_TABLES; t++)
+		relids[t] = OwnTable(one_row_tables[t]);
+	w = BeginRowWrites(ONE_ROW_NUM_TABLES, relids);
+
+	/* L11, first: each member assigned, with the latest snapshot */
+	latest = RegisterSnapshot(GetLatestSnapshot());
+	for (k = 0; k < nsubs; k++)
+	{
+		SubscriptionChanges *sc = &subs[k];
+
+		sc->target = ReadTarget(latest, &c[sc->first].tenant, c[sc->first].subscription,
+								&sc->account, &sc->products);
+		for (i = sc->first; i < sc->end; i++)
+			if (c[i].d > 0)
+			{
+				if (!sc->target)
+					SubscriptionMissing(rel, c[i].subscription);
+				CheckOneMember(latest, rel, &c[i].tenant, c[i].subscription, sc->account, c[i].member);
+			}
+	}
+	UnregisterSnapshot(latest);
+
+	/* the history: per subscription that still exists, released then assigned */
+	for (k = 0; k < nsubs; k++)
+	{
+		SubscriptionChanges *sc = &subs[k];
+		int			assigned;
+
+		if (!sc->target)
+			continue;
+		for (assigned = 0; assigned <= 1; assigned++)
+		{
+			int			nmembers = 0;
+
+			for (i = sc->first; i < sc->end; i++)
+				if ((c[i].d > 0) == (assigned == 1))
+					members[nmembers++] = c[i].member;
+			if (nmembers > 0)
+				RecordMembers(w, assigned ? "license_assign" : "license_release", &c[sc->first].tenant,
+							  sc->account, c[sc->first].subscription, members, nmembers);
+		}
+	}
+
+	/* seats freed first: an UPDATE may move a service license between subscriptions */
+	for (k = 0; k < nsubs; k++)
+		for (i = subs[k].first; i < subs[k].end; i++)
+			if (c[i].d < 0)
+				Unseat(w, &c[i].tenant, c[i].subscription, c[i].member);
+	for (k = 0; k < nsubs; k++)
+		for (i = subs[k].first; i < subs[k].end; i++)
+			if (c[i].d > 0 && subs[k].target)
+			{
+				char	   *refused = TakeSeats(w, &c[i].tenant, c[i].subscription, c[i].member, subs[k].products);
+
+				if (refused != NULL)
+					SeatRefusal(rel, &c[i].tenant, c[i].member, refused, c[i].subscription);
+			}
+
+	last_guarded_subscription = 0;
+	for (k = 0; k < nsubs; k++)
+		if (subs[k].delta != 0)
+			MoveCounter(rel, w, ONE_ROW_COUNTER, &c[subs[k].first].tenant, c[subs[k].first].subscription,
+						subs[k].delta);
+	EndRowWrites(w);
+	if (nsubs != 1)
+		last_guarded_subscription = 0;
 }
 
 /*
@@ -1029,7 +1196,11 @@ license_guard(PG_FUNCTION_ARGS)
 			/* RestoredLicenses() registered them already */
 			if (!restoring && SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
 				elog(ERROR, "could not register the transition tables");
-			GuardStatement(trigdata, event);
+			/* on a Citus shard (not its logical table): by tenant */
+			if (LogicalRelation(RelationGetRelid(trigdata->tg_relation)) != RelationGetRelid(trigdata->tg_relation))
+				GuardStatementByTenant(trigdata->tg_relation, event);
+			else
+				GuardStatement(trigdata, event);
 		}
 	}
 	SPI_finish();

@@ -660,7 +660,7 @@ CountersOnCitus(void)
 #define CITUS_COUNTER_SQL(LOCK) \
 	"SELECT u.used, u.limit_value, coalesce(u.limit_version, $3::bigint[])" \
 	"  FROM subscription.usage_counter AS u" \
-	" WHERE u.tenant_id = $1 AND u.account_id = $1 AND u.feature = $2 FOR " LOCK " OF u"
+	" WHERE u.tenant_id = $5 AND u.account_id = $1 AND u.feature = $2 FOR " LOCK " OF u"
 
 /* The catalog's limit version, read from its view: Citus plans no
  * statement into which a SQL function over its tables is inlined */
@@ -677,16 +677,49 @@ CatalogLimitVersion(void)
 	return datumCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull), false, -1);
 }
 
-/* The limit of (account, feature) of the account's tenant: an account of
- * an application table on Citus is its own tenant */
+/*
+ * K7 on Citus: the tenant of an account (its root account's id), which its
+ * counter is keyed by.  From the guard on a shard of an application table
+ * (relid), the colocated shard of subscription.account holds the account's
+ * row: the table is distributed by the tenant, or by the account when its
+ * accounts are root accounts, their own tenants.  It is read there, by the
+ * shard's name (the one statement Citus allows inside a shard's trigger),
+ * by the account's id.  Elsewhere, and for an account that shard does not
+ * hold, the account is its own tenant (a root account, docs/citus.md).
+ */
+static int64
+AccountTenant(Oid relid, int64 account)
+{
+	Oid			accounts = OidIsValid(relid) ? ColocatedShard(relid, OwnTable("account")) : InvalidOid;
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(account)};
+	char	   *sql;
+	bool		isnull;
+	int64		tenant;
+
+	if (!OidIsValid(accounts))
+		return account;
+	/* a shard's name is fixed for its life, but not known before: not kept */
+	sql = psprintf("SELECT tenant_id FROM %s WHERE id OPERATOR(pg_catalog.=) $1",
+				   quote_qualified_identifier(get_namespace_name(get_rel_namespace(accounts)),
+											  get_rel_name(accounts)));
+	if (SPI_execute_with_args(sql, 1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the tenant of account " INT64_FORMAT, account);
+	if (SPI_processed != 1)
+		return account;
+	tenant = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	return isnull ? account : tenant;
+}
+
+/* The limit of (account, feature) in the account's tenant */
 static Datum
-CitusLimitOf(Datum account, Datum feature, bool *isnull)
+CitusLimitOf(Datum tenant, Datum account, Datum feature, bool *isnull)
 {
 	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[2] = {INT8OID, TEXTOID};
-	Datum		values[2] = {account, feature};
+	Oid			argtypes[3] = {INT8OID, TEXTOID, INT8OID};
+	Datum		values[3] = {account, feature, tenant};
 
-	KeptPlan(&plan, "SELECT subscription.limit_of($1, $1, $2)", 2, argtypes);
+	KeptPlan(&plan, "SELECT subscription.limit_of($3, $1, $2)", 3, argtypes);
 	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not compute the limit of account " INT64_FORMAT, DatumGetInt64(account));
 	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, isnull);
@@ -698,15 +731,15 @@ CitusLimitOf(Datum account, Datum feature, bool *isnull)
  * the guard's rule on a single server, given the tenant.
  */
 static Datum
-CitusCounterLimit(Datum account, Datum feature, Datum stored_version, bool no_version,
+CitusCounterLimit(Datum tenant, Datum account, Datum feature, Datum stored_version, bool no_version,
 				  Datum version, bool *isnull)
 {
 	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[4] = {INT8OID, TEXTOID, INT8ARRAYOID, INT8ARRAYOID};
-	Datum		values[4] = {account, feature, stored_version, version};
-	char		nulls[4] = {' ', ' ', no_version ? 'n' : ' ', ' '};
+	Oid			argtypes[5] = {INT8OID, TEXTOID, INT8ARRAYOID, INT8ARRAYOID, INT8OID};
+	Datum		values[5] = {account, feature, stored_version, version, tenant};
+	char		nulls[5] = {' ', ' ', no_version ? 'n' : ' ', ' ', ' '};
 
-	KeptPlan(&plan, "SELECT subscription.counter_limit($1, $2, NULL, $3, $4, $1)", 4, argtypes);
+	KeptPlan(&plan, "SELECT subscription.counter_limit($1, $2, NULL, $3, $4, $5)", 5, argtypes);
 	if (SPI_execute_plan(plan, values, nulls, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not compute the limit of account " INT64_FORMAT, DatumGetInt64(account));
 	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, isnull);
@@ -714,40 +747,40 @@ CitusCounterLimit(Datum account, Datum feature, Datum stored_version, bool no_ve
 
 /* A recomputed limit stored in the counter, with the catalog's version */
 static void
-StoreCitusLimit(Datum account, Datum feature, Datum limit, bool limit_null, Datum version)
+StoreCitusLimit(Datum tenant, Datum account, Datum feature, Datum limit, bool limit_null, Datum version)
 {
 	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[4] = {INT8OID, TEXTOID, INT8OID, INT8ARRAYOID};
-	Datum		values[4] = {account, feature, limit, version};
-	char		nulls[4] = {' ', ' ', limit_null ? 'n' : ' ', ' '};
+	Oid			argtypes[5] = {INT8OID, TEXTOID, INT8OID, INT8ARRAYOID, INT8OID};
+	Datum		values[5] = {account, feature, limit, version, tenant};
+	char		nulls[5] = {' ', ' ', limit_null ? 'n' : ' ', ' ', ' '};
 
 	KeptPlan(&plan,
 			 "UPDATE subscription.usage_counter SET limit_value = $3, limit_version = $4"
-			 " WHERE tenant_id = $1 AND account_id = $1 AND feature = $2", 4, argtypes);
+			 " WHERE tenant_id = $5 AND account_id = $1 AND feature = $2", 5, argtypes);
 	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not store the limit of account " INT64_FORMAT, DatumGetInt64(account));
 }
 
 /*
- * Read and lock the counter of (account, feature) on Citus, creating it on
- * the account's first write: its use, and its limit (NULL: unlimited) with
- * the catalog's limit version it was computed at.
+ * Read and lock the counter of (account, feature) on Citus, in the
+ * account's tenant (K7, AccountTenant()), creating it on the account's first write: its use, and its limit (NULL:
+ * unlimited) with the catalog's limit version it was computed at.
  */
 static void
-ReadCitusCounter(int64 account, const char *feature, bool exclusive,
+ReadCitusCounter(int64 tenant, int64 account, const char *feature, bool exclusive,
 				 int64 *used, int64 *limit, bool *limit_null, Datum *version)
 {
 	static SPIPlanPtr read_plan[2];
 	static SPIPlanPtr create_plan = NULL;
-	Oid			argtypes[4] = {INT8OID, TEXTOID, INT8ARRAYOID, INT8OID};
-	Datum		values[4] = {Int64GetDatum(account), CStringGetTextDatum(feature), 0, 0};
-	char		nulls[4] = {' ', ' ', 'n', ' '};
+	Oid			argtypes[5] = {INT8OID, TEXTOID, INT8ARRAYOID, INT8OID, INT8OID};
+	Datum		values[5] = {Int64GetDatum(account), CStringGetTextDatum(feature), 0, 0, Int64GetDatum(tenant)};
+	char		nulls[5] = {' ', ' ', 'n', ' ', ' '};
 	bool		isnull;
 	int			attempt;
 
 	*version = (Datum) 0;
 	KeptPlan(&read_plan[exclusive], exclusive ? CITUS_COUNTER_SQL("UPDATE") : CITUS_COUNTER_SQL("KEY SHARE"),
-			 3, argtypes);
+			 5, argtypes);
 	for (attempt = 0; attempt < 2; attempt++)
 	{
 		if (SPI_execute_plan(read_plan[exclusive], values, nulls, false, 1) != SPI_OK_SELECT)
@@ -774,21 +807,21 @@ ReadCitusCounter(int64 account, const char *feature, bool exclusive,
 			current = CatalogLimitVersion();
 			if (!isnull && DatumGetBool(OidFunctionCall2(F_ARRAY_EQ, stored, current)))
 				return;
-			recomputed = CitusCounterLimit(values[0], values[1], stored, isnull, current, limit_null);
+			recomputed = CitusCounterLimit(values[4], values[0], values[1], stored, isnull, current, limit_null);
 			*limit = *limit_null ? 0 : DatumGetInt64(recomputed);
 			*version = current;
 			if (exclusive)
-				StoreCitusLimit(values[0], values[1], recomputed, *limit_null, current);
+				StoreCitusLimit(values[4], values[0], values[1], recomputed, *limit_null, current);
 			return;
 		}
 		/* the account's first write of the feature: its counter, at its limit */
 		values[2] = CatalogLimitVersion();
 		nulls[2] = ' ';
-		values[3] = CitusLimitOf(values[0], values[1], &isnull);
+		values[3] = CitusLimitOf(values[4], values[0], values[1], &isnull);
 		nulls[3] = isnull ? 'n' : ' ';
 		KeptPlan(&create_plan,
 				 "INSERT INTO subscription.usage_counter (tenant_id, account_id, feature, limit_version, limit_value)"
-				 " VALUES ($1, $1, $2, $3, $4) ON CONFLICT DO NOTHING", 4, argtypes);
+				 " VALUES ($5, $1, $2, $3, $4) ON CONFLICT DO NOTHING", 5, argtypes);
 		if (SPI_execute_plan(create_plan, values, nulls, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not create the usage counter");
 	}
@@ -800,23 +833,25 @@ static int64
 MoveCitusUsage(Relation rel, int64 account, const char *feature, int64 delta, bool detach)
 {
 	static SPIPlanPtr move_plan = NULL;
-	Oid			argtypes[4] = {INT8OID, TEXTOID, INT8OID, TIMESTAMPTZOID};
-	Datum		values[4];
+	Oid			argtypes[5] = {INT8OID, TEXTOID, INT8OID, TIMESTAMPTZOID, INT8OID};
+	Datum		values[5];
+	int64		tenant = AccountTenant(RelationGetRelid(rel), account);
 	int64		used;
 	int64		limit;
 	bool		limit_null;
 	Datum		version;
 
-	ReadCitusCounter(account, feature, true, &used, &limit, &limit_null, &version);
+	ReadCitusCounter(tenant, account, feature, true, &used, &limit, &limit_null, &version);
 	if (delta > 0 && !limit_null && (detach ? !(limit > 0) : used + delta > limit))
 		LimitRefusal(rel, account, feature, used, delta, limit_null, limit, false);
 	values[0] = Int64GetDatum(account);
 	values[1] = CStringGetTextDatum(feature);
 	values[2] = Int64GetDatum(delta);
 	values[3] = TimestampTzGetDatum(GetCurrentStatementStartTimestamp());
+	values[4] = Int64GetDatum(tenant);
 	KeptPlan(&move_plan,
 			 "UPDATE subscription.usage_counter SET used = used + $3, " METER_ACCUMULATORS("", "$4")
-			 " WHERE tenant_id = $1 AND account_id = $1 AND feature = $2", 4, argtypes);
+			 " WHERE tenant_id = $5 AND account_id = $1 AND feature = $2", 5, argtypes);
 	if (SPI_execute_plan(move_plan, values, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not move the usage counter");
 	return used + delta;
@@ -863,7 +898,7 @@ WriteCitusCounters(Datum *values, bool all_accounts)
 
 		if (upsert)
 		{
-			args[4] = CitusLimitOf(accounts[i], values[1], &isnull);
+			args[4] = CitusLimitOf(accounts[i], accounts[i], values[1], &isnull);
 			nulls[4] = isnull ? 'n' : ' ';
 		}
 		if (SPI_execute_plan(upsert ? upsert_plan : zero_plan, args, nulls, false, 0) < 0)
@@ -1060,7 +1095,8 @@ CheckCap(Relation rel, int64 account, const char *feature, int64 largest)
 		int64		used;
 		Datum		version;
 
-		ReadCitusCounter(account, feature, false, &used, &limit, &limit_null, &version);
+		ReadCitusCounter(AccountTenant(RelationGetRelid(rel), account), account, feature, false,
+						 &used, &limit, &limit_null, &version);
 		if (!limit_null && largest > limit)
 			LimitRefusal(rel, account, feature, largest, 0, false, limit, true);
 		return;

@@ -600,8 +600,63 @@ out="$out / $(for sql in "INSERT INTO subscription.license (tenant_id, subscript
 tap "$([ "$out" = "ERROR:  23503 ERROR:  P0002 / ERROR:  23503 ERROR:  22023" ] && echo 1)" \
     "a license for a member of another tenant: 23503 for an INSERT (as on a single server), P0002 from license_consume (22023 on a single server, docs/citus.md)" \
     "$out (member $other_member, subscription $other_sub; single server: member $single_member, subscription $single_sub)"
-todo "a multi-row INSERT into subscription.license on Citus" 3 \
-    "the license guard's statement path joins the transition table with subscription and service_seat, and reads each row's subscription and member by id alone (src/licenses.c GuardStatement, CheckStatementMembers): Citus refuses it on the shard"
+# item 3: multi-row INSERTs and DELETEs of subscription.license on Citus:
+# the license guard's statement path on the shard sums the transition
+# table by tenant, then checks and writes each subscription naming its
+# tenant (src/licenses.c, GuardStatementByTenant).  On a new root account
+# of each worker and on the single server, the same statements: licenses
+# assigned two at a time, a statement over the capacity refused whole
+# (23514), a member that does not exist (23503, its foreign key) and a
+# service seat held by another subscription of the product (R11, 23514)
+# refused, a multi-row DELETE; the same licenses, counters, seats and
+# history.  (Statements of VALUES: an INSERT ... SELECT that Citus runs by
+# COPY reports the guard's refusal as XX000, docs/citus.md.)
+licenses() {  # licenses T: the statements on tenant T, printed without ids
+    cat <<SQL
+\\set t $1
+\\set VERBOSITY sqlstate
+SET client_min_messages = error;
+INSERT INTO subscription.member (tenant_id, account_id, external_id) SELECT :t, :t, 'l' || i FROM generate_series(1, 6) AS i;
+SELECT min(id) AS m FROM subscription.member WHERE tenant_id = :t AND external_id LIKE 'l_' \\gset
+SELECT subscription.subscribe(:t, 'citus-basic', '1 month', 3, '2026-01-01') AS s1 \\gset
+SELECT 'licenses at first: ' || count(*) FROM subscription.license WHERE tenant_id = :t;
+INSERT INTO subscription.license (tenant_id, subscription_id, member_id) VALUES (:t, :s1, :m + 1), (:t, :s1, :m + 2);
+INSERT INTO subscription.license (tenant_id, subscription_id, member_id) VALUES (:t, :s1, :m + 3), (:t, :s1, :m + 4);
+INSERT INTO subscription.license (tenant_id, subscription_id, member_id) VALUES (:t, :s1, :m + 3), (:t, :s1, :m + 100);
+INSERT INTO subscription.license (tenant_id, subscription_id, member_id) VALUES (:t, :s1, :m + 3);
+SELECT subscription.subscribe(:t, 'citus-basic', '1 month', 4, '2026-01-02') AS s2 \\gset
+INSERT INTO subscription.license (tenant_id, subscription_id, member_id) VALUES (:t, :s2, :m + 5), (:t, :s2, :m + 1);
+DELETE FROM subscription.license WHERE tenant_id = :t AND subscription_id = :s1 AND member_id IN (:m + 1, :m + 2);
+INSERT INTO subscription.license (tenant_id, subscription_id, member_id) VALUES (:t, :s2, :m + 5), (:t, :s2, :m + 1);
+SELECT 'licenses: ' || string_agg(format('%s m%s', CASE subscription_id WHEN :s1 THEN 's1' ELSE 's2' END, member_id - :m), ', '
+                                  ORDER BY subscription_id <> :s1, member_id)
+  FROM subscription.license WHERE tenant_id = :t;
+SELECT 'counters: ' || string_agg(format('%s/%s', used, capacity), ', ' ORDER BY subscription_id <> :s1)
+  FROM subscription.license_counter WHERE tenant_id = :t;
+SELECT 'seats: ' || string_agg(format('%s m%s', CASE subscription_id WHEN :s1 THEN 's1' ELSE 's2' END, member_id - :m), ', '
+                               ORDER BY subscription_id <> :s1, member_id)
+  FROM subscription.service_seat WHERE tenant_id = :t;
+SELECT 'history: ' || string_agg(format('%s %s %s', CASE subscription_id WHEN :s1 THEN 's1' ELSE 's2' END, operation, details -> 'members'), '; '
+                                 ORDER BY subscription_id <> :s1, operation, details::text)
+  FROM (SELECT subscription_id, operation,
+               jsonb_build_object('members', (SELECT jsonb_agg((e::bigint - :m)) FROM jsonb_array_elements_text(details -> 'members') AS e)) AS details
+          FROM subscription.history WHERE tenant_id = :t AND operation LIKE 'license%') AS h;
+SQL
+}
+single_t=$(psql -X -q -At -p "${PORTS[0]}" -d "$SINGLE_DB" -c "SELECT subscription.create_account('licenses')")
+single=$(licenses "$single_t" | psql -X -q -At -p "${PORTS[0]}" -d "$SINGLE_DB" 2>&1)
+for i in 1 2; do
+    tries=0
+    acct=$(q coordinator "SELECT subscription.create_account('licenses')")
+    while [ $((tries += 1)) -lt 50 ] && [ "$(q coordinator "SELECT nodeport FROM pg_dist_shard_placement WHERE shardid = get_shard_id_for_distribution_column('subscription.account', $acct)")" != "${PORTS[$i]}" ]; do
+        acct=$(q coordinator "SELECT subscription.create_account('licenses')")
+    done
+    out=$(licenses "$acct" | psql -X -q -At -p "${PORTS[0]}" -d postgres 2>&1)
+    tap "$([ "$out" = "$single" ] && [ "$(echo "$single" | grep -c '^ERROR:  23514$')" = 2 ] && echo "$single" | grep -qx 'ERROR:  23503' \
+           && echo "$single" | grep -qx 'counters: 1/3, 2/4' && echo 1)" \
+        "multi-row INSERTs and a DELETE of subscription.license on account $acct (worker$i): licenses, refusals over the capacity and of a held seat (23514), of a member missing (23503), counters, seats and history as on a single server" \
+        "$(diff <(echo "$single") <(echo "$out"))"
+done
 
 # deleting a catalog row on Citus: refuse_delete_in_use() fires on every
 # placement of the reference table; the coordinator's counts what the
@@ -682,7 +737,7 @@ tap "$(echo "$errors" | grep -v -q -e 'has no license left' -e 'already' -e '^$'
 # lines filtered).  A case in REGRESS_ON_CITUS must pass; every other case
 # is left out, printed as a TAP TODO with the reason: the first error it
 # meets on Citus, measured on this run (docs/citus.md lists them).
-REGRESS_ON_CITUS=""
+REGRESS_ON_CITUS="prorate_refund"
 prepared=1
 for i in 0 1 2; do
     psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[$i]}" -d postgres -c "CREATE DATABASE regress_citus" >/dev/null 2>&1 \
@@ -695,17 +750,29 @@ psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d regress_citus \
     -c "CREATE EXTENSION subscription" -c "SELECT subscription.distribute()" >/dev/null 2>&1 || prepared=0
 tap "$prepared" "a database with Citus on the three nodes and distribute() done, for the regression suite"
 PG_REGRESS=$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/regress/pg_regress
-mkdir -p "$DIR/regress"
-[ "$(id -u)" -eq 0 ] && chown postgres: "$DIR/regress"
-citus_filter() {  # the lines Citus adds to a case's output
-    grep -v -e '^NOTICE:  \(issuing\|executing the command locally\)' -e '^DETAIL:  on server '
+# pg_regress runs as postgres, which may not read the clone (in CI it is
+# under /root): a copy of test/ and expected/ in a directory of postgres'
+# own, the cases' working directory, so that their relative \i paths
+# (test/sql/include/setup.psql) and the input files are found there
+REGRESS_SRC=$DIR/regress/src
+rm -rf "$DIR/regress"
+mkdir -p "$REGRESS_SRC"
+cp -R "$ROOT/test" "$ROOT/expected" "$REGRESS_SRC/"
+[ "$(id -u)" -eq 0 ] && chown -R postgres: "$DIR/regress"
+citus_filter() {  # the lines Citus adds to a case's output: its notices, and its
+    # warning that a function in pg_temp (setup.psql's helpers) stays local
+    grep -v -e '^NOTICE:  \(issuing\|executing the command locally\)' -e '^DETAIL:  on server ' \
+        -e 'WARNING:  "function pg_temp_[0-9]*\.[a-z_]*(.*)" has dependency on unsupported object "schema pg_temp_[0-9]*"$' \
+        -e '^DETAIL:  "function pg_temp_[0-9]*\.[a-z_]*(.*)" will be created only locally$'
 }
 for f in "$ROOT"/test/sql/*.sql; do
     c=$(basename "$f" .sql)
     [ "$prepared" = 1 ] || break
-    (cd "$ROOT" && PGPORT=${PORTS[0]} as_postgres env PGHOST="$DIR" PGUSER=postgres PGPORT="${PORTS[0]}" \
-        timeout 300 "$PG_REGRESS" --inputdir="$ROOT/test" --outputdir="$DIR/regress/$c" --use-existing \
-        --dbname=regress_citus --bindir="$PGBIN" "$c") >/dev/null 2>&1
+    # as_postgres starts in /: the case's cwd is set inside
+    as_postgres env PGHOST="$DIR" PGUSER=postgres PGPORT="${PORTS[0]}" \
+        bash -c 'cd "$1" && shift && exec "$@"' cd "$REGRESS_SRC" \
+        timeout 300 "$PG_REGRESS" --inputdir=test --outputdir="$DIR/regress/$c" --use-existing \
+        --dbname=regress_citus --bindir="$PGBIN" "$c" >"$DIR/regress/$c.log" 2>&1
     result=$DIR/regress/$c/results/$c.out
     if [ -f "$result" ] && diff -q <(citus_filter <"$ROOT/expected/$c.out") <(citus_filter <"$result") >/dev/null; then
         ok=1
@@ -801,7 +868,66 @@ for acct in "$SA" "$SB"; do
     tap "$(echo "$out" | grep -q 'Limit 3, in use 3, requested 1' && [ "$stored" = "3 3" ] && echo 1)" \
         "raised to 3: the next inserts on worker$([ "$acct" = "$SA" ] && echo 1 || echo 2) (account $acct) reach 3 and no further; the counter stores the new limit (used, limit: $stored)" "$out"
 done
-todo "K7: a sub-account's rows in an application table distributed by tenant count as on a single server" 3 "the guard on a shard reads the counter of (account, account): it does not take the row's tenant (the table's distribution column) for a sub-account"
+# K7: a sub-account's rows in an application table distributed by tenant
+# (public.k7rooms by tenant_id, its account column account_id) count on the
+# sub-account's own counter, in its parent's tenant, as on a single server:
+# the guard on the shard finds the account by the registered column and its
+# tenant in the colocated shard of account.  A root account (on worker1) and
+# its sub-account, each with a plan of 2 rooms: single and multi-row
+# INSERTs, refusals (23514) and a DELETE, the same calls on the single
+# server, the same results.
+K7_CATALOG="INSERT INTO subscription.plan (code, product, name) VALUES ('citus-k7', 'citus', 'K7');
+            INSERT INTO subscription.plan_price (plan, cycle, amount) VALUES ('citus-k7', '1 month', 7);
+            INSERT INTO subscription.plan_limit (plan, feature, value) VALUES ('citus-k7', 'k7rooms', 2)"
+K7_TABLE="CREATE TABLE public.k7rooms (tenant_id bigint NOT NULL, account_id bigint NOT NULL, id bigint NOT NULL,
+                                       PRIMARY KEY (tenant_id, id))"
+K7_LIMIT="SELECT subscription.enforce_limit('public.k7rooms', 'k7rooms', 'account_id')"
+k7() {  # k7 ROOT SUB: the writes, and what the counters say, without ids
+    cat <<SQL
+\\set r $1
+\\set s $2
+\\set VERBOSITY sqlstate
+SET client_min_messages = error;
+SELECT 'subscribe: ' || (subscription.subscribe(:r, 'citus-k7', '1 month', 1, '2026-01-01') IS NOT NULL)
+                     || ' ' || (subscription.subscribe(:s, 'citus-k7', '1 month', 1, '2026-01-01') IS NOT NULL);
+INSERT INTO public.k7rooms VALUES (:r, :s, 1);
+INSERT INTO public.k7rooms VALUES (:r, :s, 2), (:r, :s, 3);
+INSERT INTO public.k7rooms VALUES (:r, :s, 2);
+INSERT INTO public.k7rooms VALUES (:r, :s, 3);
+INSERT INTO public.k7rooms VALUES (:r, :r, 10), (:r, :r, 11), (:r, :s, 12);
+INSERT INTO public.k7rooms VALUES (:r, :r, 10), (:r, :r, 11);
+SELECT 'counters: ' || string_agg(format('%s %s/%s', CASE account_id WHEN :s THEN 'sub' ELSE 'root' END, used, limit_value), ', ' ORDER BY account_id = :s)
+  FROM subscription.usage_counter WHERE feature = 'k7rooms' AND tenant_id = :r;
+SELECT 'counters outside the tenant: ' || count(*) FROM subscription.usage_counter WHERE feature = 'k7rooms' AND tenant_id <> :r;
+DELETE FROM public.k7rooms WHERE tenant_id = :r AND id = 1;
+INSERT INTO public.k7rooms VALUES (:r, :s, 4);
+SELECT 'rows: ' || string_agg(CASE account_id WHEN :s THEN 'sub' ELSE 'root' END || ' ' || id, ', ' ORDER BY id) FROM public.k7rooms WHERE tenant_id = :r;
+SELECT 'counters: ' || string_agg(format('%s %s/%s', CASE account_id WHEN :s THEN 'sub' ELSE 'root' END, used, limit_value), ', ' ORDER BY account_id = :s)
+  FROM subscription.usage_counter WHERE feature = 'k7rooms' AND tenant_id = :r;
+SQL
+}
+psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d "$SINGLE_DB" -c "$K7_CATALOG" -c "$K7_TABLE" -c "$K7_LIMIT" >/dev/null
+single_r=$(psql -X -q -At -p "${PORTS[0]}" -d "$SINGLE_DB" -c "SELECT subscription.create_account('k7 root')")
+single_s=$(psql -X -q -At -p "${PORTS[0]}" -d "$SINGLE_DB" -c "SELECT subscription.create_account('k7 sub', $single_r)")
+single=$(k7 "$single_r" "$single_s" | psql -X -q -At -p "${PORTS[0]}" -d "$SINGLE_DB" 2>&1)
+out=""
+for step in "$K7_CATALOG" "$K7_TABLE" \
+            "$SETTINGS SELECT create_distributed_table('public.k7rooms', 'tenant_id', colocate_with := 'subscription.account')" \
+            "$SETTINGS $K7_LIMIT"; do
+    out=$(q coordinator "$step") || { out="${step:0:80}: $out"; break; }
+done
+# a new root account whose shards are on worker1
+k7_r=$(q coordinator "SELECT subscription.create_account('k7 root')")
+tries=0
+while [ $((tries += 1)) -lt 50 ] && [ "$(q coordinator "SELECT nodeport FROM pg_dist_shard_placement WHERE shardid = get_shard_id_for_distribution_column('subscription.account', $k7_r)")" != "${PORTS[1]}" ]; do
+    k7_r=$(q coordinator "SELECT subscription.create_account('k7 root')")
+done
+k7_s=$(q coordinator "SELECT subscription.create_account('k7 sub', $k7_r)")
+citus=$(k7 "$k7_r" "$k7_s" | psql -X -q -At -p "${PORTS[0]}" -d postgres 2>&1)
+tap "$([ "$citus" = "$single" ] && echo "$single" | grep -qx 'counters: root 2/2, sub 2/2' \
+       && [ "$(echo "$single" | grep -c '^ERROR:  23514$')" = 3 ] && echo 1)" \
+    "K7: a sub-account's rows in an application table distributed by tenant count on its own counter in its parent's tenant, as on a single server (refusals: $(echo "$citus" | grep -c '^ERROR:  23514$'))" \
+    "$out"$'\n'"$(diff <(echo "$single") <(echo "$citus"))"
 # item 6: apply_downgrade trims a distributed application table.
 # public.desks is distributed by its account (a root account: its tenant),
 # colocated with account, then limited with enforce_limit (drop_newest by

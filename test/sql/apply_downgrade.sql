@@ -19,8 +19,8 @@ INSERT INTO plan_limit (plan, feature, value) VALUES
     ('ch_starter', 'firewall_ips', 0),     ('ch_standard', 'firewall_ips', 50),
     ('ch_starter', 'api_keys', 2),         ('ch_standard', 'api_keys', 5);
 INSERT INTO addon (code, product, name, feature, units) VALUES ('ch_rooms1', 'crowd', 'One more room', 'rooms', 1);
-INSERT INTO account (id, name) VALUES (1, 'Tickets Ltd'), (2, 'Gigs Inc');
-INSERT INTO member (id, account_id, external_id, role) VALUES (10, 1, 'owner@tickets', 'owner'), (11, 1, 'admin@tickets', 'admin');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Tickets Ltd'), (2, 2, 'Gigs Inc');
+INSERT INTO member (id, tenant_id, account_id, external_id, role) VALUES (10, 1, 1, 'owner@tickets', 'owner'), (11, 1, 1, 'admin@tickets', 'admin');
 SELECT subscribe(1, 'ch_standard', '1 month', 1, '2026-01-01') AS tickets \gset
 SELECT subscribe(2, 'ch_standard', '1 month', 1, '2026-01-01') AS gigs \gset
 

@@ -8,7 +8,7 @@ BEGIN;
 INSERT INTO product (code, name) VALUES ('desk', 'Desk');
 INSERT INTO plan (code, product, name, rank) VALUES ('team', 'desk', 'Team', 1);
 INSERT INTO plan_limit (plan, feature, value) VALUES ('team', 'rooms', 5);
-INSERT INTO account (id, name) VALUES (1, 'Acme');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Acme');
 CREATE TABLE public.bad_room (id int PRIMARY KEY, account_id bigint NOT NULL);
 SELECT enforce_limit('public.bad_room', 'rooms');
 

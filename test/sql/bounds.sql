@@ -24,8 +24,8 @@ INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES
 INSERT INTO addon (code, product, name, feature, units) VALUES ('zd_seats', 'support', 'Seats', 'licenses', 1000);
 INSERT INTO addon_price (addon, cycle, amount) VALUES ('zd_seats', '1 month', 1.00);
 INSERT INTO plan_addon (plan, addon) VALUES ('zd_team', 'zd_seats');
-INSERT INTO account (id, name) VALUES (1, 'Acme'), (2, 'Initech');
-INSERT INTO member (id, account_id, external_id, role) VALUES (1, 1, 'ann@acme', 'owner');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Acme'), (2, 2, 'Initech');
+INSERT INTO member (id, tenant_id, account_id, external_id, role) VALUES (1, 1, 1, 'ann@acme', 'owner');
 
 -- the settings: intervals are checked when set
 SHOW subscription.max_backdate;

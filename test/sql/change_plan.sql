@@ -22,9 +22,9 @@ INSERT INTO plan_price (plan, cycle, tier, amount) VALUES
     ('central_basic', '1 year', 25, 500), ('central_basic', '1 year', 100, 1500),
     ('central_plus', '1 year', 25, 1038), ('central_plus', '1 year', 250, 6998);
 INSERT INTO plan_limit (plan, feature, value) VALUES ('zd_team', 'macros', 2), ('zd_pro', 'macros', 10);
-INSERT INTO account (id, name) VALUES (1, 'Tickets Ltd'), (2, 'Helpdesk Co'), (3, 'Acme IT');
-INSERT INTO member (id, account_id, external_id, role, rights) VALUES
-    (10, 1, 'owner@tickets', 'owner', '{}'), (11, 1, 'admin@tickets', 'admin', '{increase_licenses,change_renewal}');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Tickets Ltd'), (2, 2, 'Helpdesk Co'), (3, 3, 'Acme IT');
+INSERT INTO member (id, tenant_id, account_id, external_id, role, rights) VALUES
+    (10, 1, 1, 'owner@tickets', 'owner', '{}'), (11, 1, 1, 'admin@tickets', 'admin', '{increase_licenses,change_renewal}');
 CREATE TABLE public.macro (id int PRIMARY KEY, account_id bigint NOT NULL, created_at timestamptz NOT NULL);
 SELECT enforce_limit('public.macro', 'macros', 'account_id', 'drop_newest', 'created_at');
 
@@ -106,7 +106,7 @@ INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES ('zd_team', '1 
 INSERT INTO addon (code, product, name) VALUES ('zd_collab', 'desk', 'Collaboration');
 INSERT INTO addon_price (addon, cycle, amount) VALUES ('zd_collab', '1 month', 10);
 INSERT INTO plan_addon (plan, addon) VALUES ('zd_pro', 'zd_collab');
-INSERT INTO account (id, name) VALUES (1, 'Helpdesk Co');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Helpdesk Co');
 SELECT subscribe(1, 'zd_team', '1 month', 5, '2026-01-01') AS desk \gset
 SELECT kind, amount, item, period FROM preview_change_plan(:desk, 'zd_pro', '2026-01-16');
 SELECT sum(CASE kind WHEN 'charge' THEN amount ELSE -amount END) AS new_total

@@ -14,11 +14,11 @@ INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES
 INSERT INTO addon (code, product, name, feature, units) VALUES ('zd_light', 'desk', 'Light agents', 'light_agents', 10);
 INSERT INTO addon_price (addon, cycle, amount) VALUES ('zd_light', '1 year', 120);
 INSERT INTO plan_addon (plan, addon) VALUES ('zd_pro', 'zd_light');
-INSERT INTO account (id, name) VALUES (1, 'Globex'), (2, 'Initech');
-INSERT INTO account (id, name, parent_id) VALUES (3, 'Globex Europe', 1);
-INSERT INTO member (id, account_id, external_id, role) VALUES
-    (10, 1, 'owner@globex', 'owner'), (11, 1, 'agent@globex', 'member'), (30, 3, 'owner@globex.eu', 'owner'),
-    (20, 2, 'owner@initech', 'owner');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Globex'), (2, 2, 'Initech');
+INSERT INTO account (id, tenant_id, name, parent_id) VALUES (3, 1, 'Globex Europe', 1);
+INSERT INTO member (id, tenant_id, account_id, external_id, role) VALUES
+    (10, 1, 1, 'owner@globex', 'owner'), (11, 1, 1, 'agent@globex', 'member'), (30, 1, 3, 'owner@globex.eu', 'owner'),
+    (20, 2, 2, 'owner@initech', 'owner');
 SELECT subscribe(1, 'zd_pro', '1 year', 3, '2026-01-01') AS pro \gset
 SELECT subscribe(1, 'zd_team', '1 month', 1, '2026-01-01') AS team \gset
 SELECT subscribe(3, 'zd_team', '1 month', 1, '2026-01-01') AS europe \gset

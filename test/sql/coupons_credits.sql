@@ -18,8 +18,8 @@ INSERT INTO coupon (code, percent_off, amount_off, currency, cycles, redeem_by, 
     ('LASTYEAR', 50, NULL, 'EUR', NULL, '2025-12-31', NULL),
     ('ONCE', 10, NULL, 'EUR', NULL, NULL, 1),
     ('DOLLARS', NULL, 5, 'USD', NULL, NULL, NULL);
-INSERT INTO account (id, name) VALUES (1, 'Globex'), (2, 'Initech'), (3, 'Acme IT');
-INSERT INTO member (id, account_id, external_id, role) VALUES (10, 1, 'owner@globex', 'owner'), (11, 1, 'admin@globex', 'admin');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Globex'), (2, 2, 'Initech'), (3, 3, 'Acme IT');
+INSERT INTO member (id, tenant_id, account_id, external_id, role) VALUES (10, 1, 1, 'owner@globex', 'owner'), (11, 1, 1, 'admin@globex', 'admin');
 
 -- Z10: 20% off the first 2 periods, as its own discount line
 SELECT subscribe(1, 'zd_pro', '1 month', 2, '2026-01-01', 'always', 'WELCOME20') AS welcome \gset

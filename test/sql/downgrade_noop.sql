@@ -12,7 +12,7 @@ INSERT INTO plan_price (plan, cycle, amount) VALUES ('ch_starter', '1 month', 49
 INSERT INTO plan_limit (plan, feature, value) VALUES
     ('ch_starter', 'rooms', 3), ('ch_starter', 'room_capacity', 1000), ('ch_starter', 'entry_rate', 20),
     ('ch_starter', 'custom_templates', 0), ('ch_starter', 'api_keys', 2);
-INSERT INTO account (id, name) VALUES (1, 'Tickets Ltd'), (2, 'Gigs Inc');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Tickets Ltd'), (2, 2, 'Gigs Inc');
 SELECT subscribe(1, 'ch_starter', '1 month', 1, '2026-01-01') AS tickets \gset
 SELECT subscribe(2, 'ch_starter', '1 month', 1, '2026-01-01') AS gigs \gset
 

@@ -19,7 +19,7 @@ INSERT INTO plan_limit (plan, feature, value, per_license) VALUES
     ('ch_starter', 'custom_templates', 0, false), ('ch_standard', 'custom_templates', NULL, false),
     ('central_plus', 'hosts', 1, true);
 INSERT INTO addon (code, product, name, feature, units) VALUES ('ch_rooms5', 'crowd', '5 more rooms', 'rooms', 5);
-INSERT INTO account (id, name) VALUES (1, 'Tickets Ltd'), (2, 'Gigs Inc'), (3, 'Acme IT');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Tickets Ltd'), (2, 2, 'Gigs Inc'), (3, 3, 'Acme IT');
 SELECT subscribe(1, 'ch_starter', '1 month', 1, '2026-01-01') AS starter \gset
 SELECT subscribe(2, 'ch_standard', '1 month', 1, '2026-01-01') AS standard \gset
 SELECT subscribe(3, 'central_plus', '1 year', 25, '2026-01-01') AS central \gset
@@ -201,7 +201,7 @@ GRANT INSERT ON subscription.member TO regress_subscription_app;
 SELECT subscribe(2, 'ch_standard', '1 month', 3, '2026-01-01') IS NOT NULL AS has_subscriptions;
 UPDATE subscription SET is_default = (id = (SELECT max(id) FROM subscription WHERE account_id = 2)) WHERE account_id = 2;
 SET ROLE regress_subscription_app;
-INSERT INTO subscription.member (id, account_id, external_id) VALUES (900, 2, 'app-created');
+INSERT INTO subscription.member (id, tenant_id, account_id, external_id) VALUES (900, 2, 2, 'app-created');
 RESET ROLE;
 SELECT operation, account_id FROM history WHERE details ->> 'external_id' = 'app-created';
 SELECT count(*) AS default_license FROM license WHERE member_id = 900;

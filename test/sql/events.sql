@@ -22,8 +22,8 @@ INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES ('zd_team', '1 
 INSERT INTO addon (code, product, name, one_time, feature, units) VALUES ('zd_collab', 'desk', 'Collaboration', false, NULL, 1);
 INSERT INTO addon_price (addon, cycle, amount) VALUES ('zd_collab', '1 month', 10);
 INSERT INTO plan_addon (plan, addon) VALUES ('zd_pro', 'zd_collab');
-INSERT INTO account (id, name) VALUES (1, 'Globex'), (2, 'Initech'), (3, 'Hooli'), (4, 'Umbrella');
-INSERT INTO member (id, account_id, external_id, role) VALUES (10, 1, 'gus@globex', 'owner'), (11, 1, 'ann@globex', 'admin');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Globex'), (2, 2, 'Initech'), (3, 3, 'Hooli'), (4, 4, 'Umbrella');
+INSERT INTO member (id, tenant_id, account_id, external_id, role) VALUES (10, 1, 1, 'gus@globex', 'owner'), (11, 1, 1, 'ann@globex', 'admin');
 
 -- E1: each change, its events, in the change's transaction
 SELECT subscribe(1, 'zd_team', '1 month', 2, '2026-01-01') AS team \gset

@@ -28,7 +28,7 @@ INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES
     ('rb_recording', '1 month', 2.00, true), ('zd_pro', '1 month', 55.00, true),
     ('zd_pro', '1 year', 588.00, true);
 INSERT INTO addon (code, product, name, feature, units) VALUES ('zd_seats5', 'support', '5 agent seats', 'licenses', 5);
-INSERT INTO account (id, name) VALUES (1, 'Initech'), (2, 'Globex'), (3, 'Initech EMEA');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Initech'), (2, 2, 'Globex'), (3, 3, 'Initech EMEA');
 UPDATE account SET parent_id = 1 WHERE id = 3;
 
 -- subscriptions: the first service subscription of an account is its default (R10)
@@ -36,7 +36,7 @@ SELECT subscribe(1, 'rb_business', '1 month', 2, '2026-01-01') AS business \gset
 SELECT subscribe(1, 'rb_enterprise', '1 month', 2, '2026-01-01') AS enterprise \gset
 SELECT subscribe(1, 'rb_recording', '1 month', 3, '2026-01-01') AS recording \gset
 -- Globex's people exist before its subscription, so they hold no license yet
-INSERT INTO member (id, account_id, external_id, role) VALUES (21, 2, 'gus', 'owner'), (22, 2, 'hal', 'member');
+INSERT INTO member (id, tenant_id, account_id, external_id, role) VALUES (21, 2, 2, 'gus', 'owner'), (22, 2, 2, 'hal', 'member');
 INSERT INTO member (id, account_id, external_id) SELECT 200 + g, 2, 'agent' || g FROM generate_series(1, 5) AS g;
 SELECT subscribe(2, 'zd_pro', '1 month', 2, '2026-01-10') AS zendesk \gset
 SELECT id, plan, is_default FROM subscription ORDER BY id;
@@ -44,13 +44,13 @@ SELECT subscription_id, used, capacity, active FROM license_counter ORDER BY 1;
 
 -- R10: new members get the default license while one is free; the third
 -- is created all the same, with a WARNING
-INSERT INTO member (id, account_id, external_id, role, rights) VALUES
-    (11, 1, 'ida', 'owner', '{}'),
-    (12, 1, 'jon', 'admin', '{increase_licenses}'),
-    (13, 1, 'kim', 'member', '{}');
-INSERT INTO member (id, account_id, external_id, role, rights) VALUES
-    (14, 1, 'lea', 'admin', '{decrease_monthly_licenses,change_renewal}'),
-    (31, 3, 'max', 'owner', '{}');
+INSERT INTO member (id, tenant_id, account_id, external_id, role, rights) VALUES
+    (11, 1, 1, 'ida', 'owner', '{}'),
+    (12, 1, 1, 'jon', 'admin', '{increase_licenses}'),
+    (13, 1, 1, 'kim', 'member', '{}');
+INSERT INTO member (id, tenant_id, account_id, external_id, role, rights) VALUES
+    (14, 1, 1, 'lea', 'admin', '{decrease_monthly_licenses,change_renewal}'),
+    (31, 3, 3, 'max', 'owner', '{}');
 SELECT subscription_id, member_id FROM license ORDER BY 1, 2;
 SELECT licenses_left(:business) AS business_left, licenses_left(:recording) AS recording_left;
 
@@ -250,8 +250,8 @@ CREATE FUNCTION public.seat_taken() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN RAISE NOTICE 'seat of member % taken', NEW.member_id; RETURN NULL; END $$;
 CREATE TRIGGER tag_history BEFORE INSERT ON history FOR EACH ROW EXECUTE FUNCTION public.tag_history();
 CREATE TRIGGER seat_taken AFTER INSERT ON service_seat FOR EACH ROW EXECUTE FUNCTION public.seat_taken();
-INSERT INTO account (id, name) VALUES (4, 'Hooli');
-INSERT INTO member (id, account_id, external_id) VALUES (41, 4, 'ann'), (42, 4, 'bob');
+INSERT INTO account (id, tenant_id, name) VALUES (4, 4, 'Hooli');
+INSERT INTO member (id, tenant_id, account_id, external_id) VALUES (41, 4, 4, 'ann'), (42, 4, 4, 'bob');
 SELECT subscribe(4, 'zd_pro', '1 month', 3, '2026-01-01') AS hooli \gset
 SELECT license_consume(:hooli, 41) AS ann_consumes;
 ALTER TABLE history ALTER COLUMN at SET DEFAULT '2030-01-01 00:00+00';

@@ -13,7 +13,7 @@ INSERT INTO product (code, name) VALUES ('meet', 'ClickMeeting');
 INSERT INTO plan (code, product, name) VALUES ('cm_live', 'meet', 'Live');
 INSERT INTO plan_price (plan, cycle, amount) VALUES ('cm_live', '1 month', 25);
 INSERT INTO plan_limit (plan, feature, value) VALUES ('cm_live', 'rooms', 2), ('cm_live', 'sub_accounts', 1);
-INSERT INTO account (id, name) VALUES (1, 'Webinars');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Webinars');
 SELECT subscribe(1, 'cm_live', '1 month', 1, '2026-01-01') IS NOT NULL AS subscribed;
 
 -- an application table: the cached guard counts rows, then is gone
@@ -46,12 +46,12 @@ SELECT pg_temp.error_of($$INSERT INTO public.room (id, account_id, seats) VALUES
 
 -- K7: sub-accounts on subscription.account, whose guard stays attached
 SELECT enforce_limit('subscription.account', 'sub_accounts', 'parent_id', 'drop_newest', 'created_at');
-INSERT INTO account (id, name, parent_id) VALUES (2, 'Webinars Lyon', 1);
-SELECT pg_temp.error_of($$INSERT INTO account (id, name, parent_id) VALUES (3, 'Webinars Nice', 1)$$);
+INSERT INTO account (id, tenant_id, name, parent_id) VALUES (2, 1, 'Webinars Lyon', 1);
+SELECT pg_temp.error_of($$INSERT INTO account (id, tenant_id, name, parent_id) VALUES (3, 1, 'Webinars Nice', 1)$$);
 SELECT unenforce_limit('subscription.account', 'sub_accounts');
 -- the session that cached the guard stops enforcing at once, and writes no counter
-INSERT INTO account (id, name, parent_id) VALUES (3, 'Webinars Nice', 1);
-INSERT INTO account (id, name, parent_id) VALUES (4, 'Webinars Lille', 1), (5, 'Webinars Brest', 1);
+INSERT INTO account (id, tenant_id, name, parent_id) VALUES (3, 1, 'Webinars Nice', 1);
+INSERT INTO account (id, tenant_id, name, parent_id) VALUES (4, 1, 'Webinars Lille', 1), (5, 1, 'Webinars Brest', 1);
 DELETE FROM account WHERE id = 5;
 SELECT count(*) AS sub_account_counters FROM usage_counter WHERE feature = 'sub_accounts';
 SELECT count(*) AS guards_still_attached FROM pg_trigger
@@ -59,7 +59,7 @@ SELECT count(*) AS guards_still_attached FROM pg_trigger
 -- enforced again, with the block policy: three counted, the next refused
 SELECT enforce_limit('subscription.account', 'sub_accounts', 'parent_id', 'block');
 SELECT usage(1, 'sub_accounts') AS sub_accounts_counted;
-SELECT pg_temp.error_of($$INSERT INTO account (id, name, parent_id) VALUES (5, 'Webinars Brest', 1)$$);
+SELECT pg_temp.error_of($$INSERT INTO account (id, tenant_id, name, parent_id) VALUES (5, 1, 'Webinars Brest', 1)$$);
 DELETE FROM account WHERE id = 4;
 SELECT usage(1, 'sub_accounts') AS sub_accounts_counted;
 

@@ -22,7 +22,7 @@ INSERT INTO plan_limit (plan, feature, value) VALUES
     ('ch_starter', 'rooms', 2), ('ch_starter', 'room_rate', 100), ('support_pro', 'macros', 2);
 INSERT INTO addon (code, product, name, feature, units) VALUES ('ch_rooms5', 'crowd', '5 more rooms', 'rooms', 5);
 INSERT INTO suite_component (suite_plan, plan) VALUES ('suite_pro', 'support_pro');
-INSERT INTO account (id, name) VALUES (1, 'Acme'), (2, 'Globex');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Acme'), (2, 2, 'Globex');
 CREATE SCHEMA app;
 CREATE TABLE app.room (id int PRIMARY KEY, account_id bigint, rate int);
 CREATE TABLE app.macro (id int PRIMARY KEY, account_id bigint);

@@ -23,7 +23,7 @@ INSERT INTO plan_limit (plan, feature, value, per_license) VALUES
     ('ch_starter', 'rooms', 2, false), ('ch_enterprise', 'rooms', NULL, false);
 INSERT INTO addon (code, product, name, feature, units) VALUES
     ('zd_objects_100m', 'support', '100 million custom objects', 'custom_objects', 99000000);
-INSERT INTO account (id, name) VALUES (1, 'Acme'), (2, 'Globex'), (3, 'Tickets');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Acme'), (2, 2, 'Globex'), (3, 3, 'Tickets');
 
 -- L12: the hosts of a tiered plan are its tier
 SELECT subscribe(1, 'central_plus', '1 year', 250, '2026-01-01') AS central \gset

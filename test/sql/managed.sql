@@ -26,10 +26,10 @@ INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES ('zd_suite_pro'
 INSERT INTO suite_component (suite_plan, plan) VALUES ('zd_suite_pro', 'zd_pro');
 INSERT INTO terms (version, effective_at) VALUES ('2025-01', '2025-01-01');
 -- account 1 is self-service, account 2 is managed: otherwise the same
-INSERT INTO account (id, name, managed) VALUES (1, 'Self-service', false), (2, 'Managed', true);
-INSERT INTO member (id, account_id, external_id, role) VALUES
-    (11, 1, 'owner@self', 'owner'), (12, 1, 'agent@self', 'member'),
-    (21, 2, 'owner@managed', 'owner'), (22, 2, 'agent@managed', 'member');
+INSERT INTO account (id, tenant_id, name, managed) VALUES (1, 1, 'Self-service', false), (2, 2, 'Managed', true);
+INSERT INTO member (id, tenant_id, account_id, external_id, role) VALUES
+    (11, 1, 1, 'owner@self', 'owner'), (12, 1, 1, 'agent@self', 'member'),
+    (21, 2, 2, 'owner@managed', 'owner'), (22, 2, 2, 'agent@managed', 'member');
 CREATE TEMP TABLE fixture (account_id bigint PRIMARY KEY, owner bigint, agent bigint, sub bigint, batch bigint);
 INSERT INTO fixture (account_id, owner, agent) VALUES (1, 11, 12), (2, 21, 22);
 SELECT count(accept_terms(account_id, '2025-01', '2026-01-01')) AS accepted FROM fixture;
@@ -137,7 +137,7 @@ SELECT count(*) AS other_differences FROM result
 SET subscription.actor = '21';
 SELECT pg_temp.error_of(format('SELECT subscription.change_cycle(%s, %L)', sub, '1 year')) AS change_cycle
   FROM fixture WHERE account_id = 2;
-INSERT INTO member (id, account_id, external_id, role, rights) VALUES (23, 2, 'admin@managed', 'admin', '{change_renewal}');
+INSERT INTO member (id, tenant_id, account_id, external_id, role, rights) VALUES (23, 2, 2, 'admin@managed', 'admin', '{change_renewal}');
 SET subscription.actor = '23';
 SELECT pg_temp.error_of(format('SELECT subscription.set_renewal(%s, %L)', sub, 'none')) AS admin_set_renewal
   FROM fixture WHERE account_id = 2;

@@ -9,9 +9,9 @@ INSERT INTO product (code, name) VALUES ('support', 'Zendesk Support');
 INSERT INTO plan (code, product, name, rank) VALUES ('zd_pro', 'support', 'Professional', 2);
 INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES
     ('zd_pro', '1 month', 55, true), ('zd_pro', '1 year', 588, true);
-INSERT INTO account (id, name) VALUES (1, 'Globex'), (2, 'Initech');
-INSERT INTO member (id, account_id, external_id, role, rights) VALUES
-    (11, 1, 'gus', 'owner', '{}'), (12, 1, 'hal', 'admin', '{change_renewal}'), (13, 1, 'ian', 'admin', '{}');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Globex'), (2, 2, 'Initech');
+INSERT INTO member (id, tenant_id, account_id, external_id, role, rights) VALUES
+    (11, 1, 1, 'gus', 'owner', '{}'), (12, 1, 1, 'hal', 'admin', '{change_renewal}'), (13, 1, 1, 'ian', 'admin', '{}');
 SELECT subscribe(1, 'zd_pro', '1 year', 5, '2026-01-15') AS annual \gset
 SELECT subscribe(1, 'zd_pro', '1 month', 2, '2026-01-15') AS monthly \gset
 SELECT subscribe(2, 'zd_pro', '1 month', 1, '2026-01-15') AS initech \gset

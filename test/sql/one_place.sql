@@ -16,7 +16,7 @@ INSERT INTO plan (code, product, name, rank) VALUES ('ch_starter', 'crowd', 'Sta
 INSERT INTO plan_price (plan, cycle, amount) VALUES ('ch_starter', '1 month', 49);
 INSERT INTO plan_limit (plan, feature, value)
 SELECT 'ch_starter', 'rooms_' || p, 2 FROM unnest(downgrade_policies()) AS p;
-INSERT INTO account (id, name) VALUES (1, 'Tickets');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Tickets');
 SELECT subscribe(1, 'ch_starter', '1 month', 1, '2026-01-01') AS sub \gset
 CREATE TABLE public.room (id bigint PRIMARY KEY, account_id bigint NOT NULL, capacity integer);
 CREATE TABLE public.visit (room_id bigint REFERENCES public.room (id) ON DELETE CASCADE);
@@ -80,7 +80,7 @@ INSERT INTO product (code, name) VALUES ('crowd', 'CrowdHandler');
 INSERT INTO plan (code, product, name, rank, kind) VALUES
     ('ch_service', 'crowd', 'Service', 1, 'service'), ('ch_option', 'crowd', 'Option', 2, 'option');
 INSERT INTO plan_price (plan, cycle, amount) VALUES ('ch_service', '1 month', 49), ('ch_option', '1 month', 9);
-INSERT INTO account (id, name) VALUES (1, 'Tickets');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Tickets');
 INSERT INTO member (id, account_id, external_id) SELECT g, 1, 'm' || g FROM generate_series(1, 4) AS g;
 SELECT subscribe(1, 'ch_service', '1 month', 5, '2026-01-01') AS service \gset
 SELECT subscribe(1, 'ch_option', '1 month', 5, '2026-01-01') AS option \gset
@@ -121,7 +121,7 @@ INSERT INTO plan (code, product, name, rank) VALUES ('ch_big', 'crowd', 'Big', 2
 INSERT INTO plan_price (plan, cycle, amount) VALUES ('ch_big', '1 month', 99), ('ch_small', '1 month', 49);
 INSERT INTO plan_limit (plan, feature, value) VALUES
     ('ch_big', 'halls', 2), ('ch_small', 'halls', 1), ('ch_big', 'hall_seats', 10), ('ch_small', 'hall_seats', 10);
-INSERT INTO account (id, name) VALUES (1, 'Tickets');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Tickets');
 SELECT subscribe(1, 'ch_big', '1 month', 1, '2026-01-01') AS sub \gset
 CREATE TABLE public.hall (id int PRIMARY KEY, account_id bigint NOT NULL);
 CREATE TABLE public.hall_seat ("Row" int, account_id bigint NOT NULL,
@@ -166,7 +166,7 @@ INSERT INTO plan_price (plan, cycle, amount) VALUES ('ch_big', '1 month', 99);
 INSERT INTO plan_limit (plan, feature, value) VALUES
     ('ch_big', 'gadgets', 1000), ('ch_big', 'gadget_units', 1000), ('ch_big', 'gadget_tags', 1000),
     ('ch_big', 'gadget_sizes', 100), ('ch_big', 'gadget_rows', 1000), ('ch_big', 'sub_accounts', 1000);
-INSERT INTO account (id, name) VALUES (1, 'Tickets'), (2, 'Venues');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Tickets'), (2, 2, 'Venues');
 SELECT count(subscribe(a, 'ch_big', '1 month', 1, '2026-01-01')) AS subscribed FROM generate_series(1, 2) AS a;
 -- an integer account column, NULL accounts and NULL values
 CREATE TABLE public.gadget (id int PRIMARY KEY, account_id integer, size smallint, tag text);
@@ -214,13 +214,13 @@ INSERT INTO public.gadget VALUES (1, 1, 5, 'a');
 INSERT INTO public.gadget VALUES (2, 1, NULL, NULL);
 INSERT INTO public.gadget VALUES (3, NULL, 7, 'b');
 INSERT INTO public.gadget VALUES (4, 2, 0, 'c');
-INSERT INTO account (id, name, parent_id) VALUES (10, 'Sub 10', 1);
-INSERT INTO account (id, name) VALUES (11, 'No parent');
+INSERT INTO account (id, tenant_id, name, parent_id) VALUES (10, 1, 'Sub 10', 1);
+INSERT INTO account (id, tenant_id, name) VALUES (11, 11, 'No parent');
 SELECT * FROM pg_temp.counters();
 SELECT * FROM pg_temp.paths_disagree();
 -- several rows per statement: the delta over the transition tables
 INSERT INTO public.gadget VALUES (5, 1, 3, NULL), (6, 2, NULL, 'd'), (7, NULL, 9, 'e'), (8, 2, 4, 'f');
-INSERT INTO account (id, name, parent_id) VALUES (12, 'Sub 12', 1), (13, 'Sub 13', 2), (14, 'No parent', NULL);
+INSERT INTO account (id, tenant_id, name, parent_id) VALUES (12, 1, 'Sub 12', 1), (13, 2, 'Sub 13', 2), (14, 14, 'No parent', NULL);
 SELECT * FROM pg_temp.counters();
 SELECT * FROM pg_temp.paths_disagree();
 -- updates (the statement path, one row or several): rows that move to
@@ -269,10 +269,10 @@ BEGIN;
 INSERT INTO product (code, name) VALUES ('crowd', 'CrowdHandler');
 INSERT INTO plan (code, product, name, rank) VALUES ('ch_team', 'crowd', 'Team', 1);
 INSERT INTO plan_price (plan, cycle, amount) VALUES ('ch_team', '1 month', 49);
-INSERT INTO account (id, name) VALUES (1, 'Tickets');
-INSERT INTO account (id, name, parent_id) VALUES (2, 'Other', 1);
-INSERT INTO member (id, account_id, external_id) VALUES
-    (1, 1, 'ann'), (2, 1, 'bob'), (3, 1, 'cy'), (4, 1, 'dee'), (21, 2, 'zed');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Tickets');
+INSERT INTO account (id, tenant_id, name, parent_id) VALUES (2, 1, 'Other', 1);
+INSERT INTO member (id, tenant_id, account_id, external_id) VALUES
+    (1, 1, 1, 'ann'), (2, 1, 1, 'bob'), (3, 1, 1, 'cy'), (4, 1, 1, 'dee'), (21, 1, 2, 'zed');
 SELECT subscribe(1, 'ch_team', '1 month', 10, '2026-01-01') AS mine \gset
 SELECT subscribe(2, 'ch_team', '1 month', 10, '2026-01-01') AS theirs \gset
 INSERT INTO license (subscription_id, member_id) VALUES (:mine, 1), (:mine, 2);
@@ -297,8 +297,8 @@ SELECT path, pg_temp.error_of(foreign_member) AS foreign_member
   FROM license_path ORDER BY path;
 -- a member of another tenant: the license's foreign key (tenant_id,
 -- member_id) refuses it, on a path that writes the row
-INSERT INTO account (id, name) VALUES (3, 'Elsewhere');
-INSERT INTO member (id, account_id, external_id) VALUES (31, 3, 'yan');
+INSERT INTO account (id, tenant_id, name) VALUES (3, 3, 'Elsewhere');
+INSERT INTO member (id, tenant_id, account_id, external_id) VALUES (31, 3, 3, 'yan');
 SELECT pg_temp.error_of(format('INSERT INTO license (subscription_id, member_id) VALUES (%s, 31)', :mine)) AS other_tenant;
 -- the same paths with a member of the account: the check is the member's
 -- account, not a refusal of everything (each undone after)
@@ -323,8 +323,8 @@ BEGIN;
 INSERT INTO product (code, name) VALUES ('crowd', 'CrowdHandler');
 INSERT INTO plan (code, product, name, rank) VALUES ('ch_team', 'crowd', 'Team', 1);
 INSERT INTO plan_price (plan, cycle, amount) VALUES ('ch_team', '1 month', 49);
-INSERT INTO account (id, name) VALUES (1, 'Tickets'), (2, 'Leaving');
-INSERT INTO member (id, account_id, external_id) VALUES (1, 1, 'ann'), (2, 1, 'bob'), (3, 1, 'cy');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Tickets'), (2, 2, 'Leaving');
+INSERT INTO member (id, tenant_id, account_id, external_id) VALUES (1, 1, 1, 'ann'), (2, 1, 1, 'bob'), (3, 1, 1, 'cy');
 SELECT subscribe(1, 'ch_team', '1 month', 10, '2026-01-01') AS sub \gset
 CREATE ROLE one_place_office;
 SELECT grant_backoffice('one_place_office');

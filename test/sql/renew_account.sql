@@ -13,8 +13,8 @@ INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES
     ('zd_team', '1 month', 19, true), ('zd_pro', '1 month', 55, true), ('zd_pro', '1 year', 550, true);
 INSERT INTO coupon (code, percent_off, cycles) VALUES ('WELCOME20', 20, 2);
 -- tenant 1: the root account 1 and its sub-account 2; tenant 3 alone
-INSERT INTO account (id, name) VALUES (1, 'Globex'), (3, 'Initech');
-INSERT INTO account (id, name, parent_id) VALUES (2, 'Globex Europe', 1);
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Globex'), (3, 3, 'Initech');
+INSERT INTO account (id, tenant_id, name, parent_id) VALUES (2, 1, 'Globex Europe', 1);
 SELECT id, parent_id, tenant_id FROM account ORDER BY id;
 SELECT subscribe(1, 'zd_pro', '1 month', 3, '2026-01-01', coupon => 'WELCOME20') AS root_sub \gset
 SELECT subscribe(2, 'zd_pro', '1 month', 2, '2026-01-10') AS sub_sub \gset
@@ -96,7 +96,7 @@ INSERT INTO product (code, name) VALUES ('desk', 'Zendesk Support');
 INSERT INTO plan (code, product, name) VALUES ('zd_pro', 'desk', 'Professional');
 INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES ('zd_pro', '1 month', 55, true);
 INSERT INTO account (id, name) SELECT g, 'tenant ' || g FROM generate_series(1, 6) AS g;
-INSERT INTO account (id, name, parent_id) VALUES (7, 'sub-account of 6', 6);
+INSERT INTO account (id, tenant_id, name, parent_id) VALUES (7, 6, 'sub-account of 6', 6);
 SELECT count(subscribe(g, 'zd_pro', '1 month', 1, '2026-01-01')) AS subscribed FROM generate_series(1, 7) AS g;
 CREATE FUNCTION public.tenant_4_fails() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

@@ -33,9 +33,9 @@ INSERT INTO plan_addon (plan, addon, included) VALUES
     ('cm_live', 'cm_presenters', false), ('cm_live', 'cm_recording', false), ('cm_live', 'cm_username', false),
     ('cm_free', 'cm_presenters', false);
 INSERT INTO plan_limit (plan, feature, value) VALUES ('cm_live', 'presenters', 1), ('cm_free', 'presenters', 1);
-INSERT INTO account (id, name) VALUES (1, 'Globex'), (2, 'Initech'), (3, 'Webinars SA'), (4, 'Webinars Lyon');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Globex'), (2, 2, 'Initech'), (3, 3, 'Webinars SA'), (4, 4, 'Webinars Lyon');
 UPDATE account SET parent_id = 3 WHERE id = 4;
-INSERT INTO member (id, account_id, external_id, role) VALUES (30, 3, 'owner@webinars', 'owner'), (40, 4, 'owner@lyon', 'owner');
+INSERT INTO member (id, tenant_id, account_id, external_id, role) VALUES (30, 3, 3, 'owner@webinars', 'owner'), (40, 4, 4, 'owner@lyon', 'owner');
 
 SAVEPOINT catalog;
 
@@ -157,8 +157,8 @@ SELECT subscribe(3, 'cm_live', '30 days', 1, '2026-01-01') AS main \gset
 SELECT purchase_addon(:main, 'cm_sub_accounts', 2, '2026-01-01') AS two, purchase_addon(:main, 'cm_sub_accounts', 1, '2026-01-01') AS one \gset
 -- Lyon (4) exists since December; Nice and Lille join; a fourth sub-account is refused
 UPDATE account SET created_at = '2025-12-01' WHERE id = 4;
-INSERT INTO account (id, name, parent_id, created_at) VALUES (5, 'Webinars Nice', 3, '2026-01-05'), (6, 'Webinars Lille', 3, '2026-01-06');
-SELECT pg_temp.error_of($$INSERT INTO account (id, name, parent_id) VALUES (7, 'Webinars Brest', 3)$$);
+INSERT INTO account (id, tenant_id, name, parent_id, created_at) VALUES (5, 3, 'Webinars Nice', 3, '2026-01-05'), (6, 3, 'Webinars Lille', 3, '2026-01-06');
+SELECT pg_temp.error_of($$INSERT INTO account (id, tenant_id, name, parent_id) VALUES (7, 3, 'Webinars Brest', 3)$$);
 -- (nothing lost, issue 15: a trim deletes only a sub-account that holds
 -- nothing, no member, subscription or ledger line; Lille holds nothing yet)
 -- K10: the single-unit batch is cancelled; it stays to the end of the cycle
@@ -171,7 +171,7 @@ SELECT id, name FROM account WHERE parent_id = 3 ORDER BY id;
 SELECT relation, feature, action, row_id, old_row->>'name' AS name FROM trimmed;
 SELECT usage(3, 'sub_accounts') AS sub_accounts, effective_limit(3, 'sub_accounts') AS sub_accounts_limit;
 SELECT unenforce_limit('subscription.account', 'sub_accounts');
-INSERT INTO account (id, name, parent_id) VALUES (7, 'Webinars Brest', 3);
+INSERT INTO account (id, tenant_id, name, parent_id) VALUES (7, 3, 'Webinars Brest', 3);
 SELECT count(*) AS guards_still_attached FROM pg_trigger WHERE tgrelid = 'subscription.account'::regclass AND tgname LIKE 'subscription_limit_sub_accounts%';
 ROLLBACK TO SAVEPOINT catalog;
 

@@ -14,7 +14,7 @@ INSERT INTO plan_price (plan, cycle, tier, amount) VALUES
 INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES
     ('rb_business', '1 month', 5.99, true), ('rb_business', '1 year', 64.69, true),
     ('rb_business', '3 years', 172.51, true);
-INSERT INTO account (id, name) VALUES (1, 'Acme'), (2, 'Initech');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Acme'), (2, 2, 'Initech');
 
 -- renews in about 20 days: in the notice
 SELECT subscribe(1, 'central_plus', '1 year', 250, now() - interval '345 days') AS central \gset

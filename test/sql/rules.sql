@@ -27,11 +27,11 @@ INSERT INTO addon (code, product, name, feature, units) VALUES
 INSERT INTO addon_price (addon, cycle, amount) VALUES
     ('cm_parallel_events', '30 days', 20.00), ('rescue_recording', '1 month', 5.00);
 INSERT INTO plan_addon (plan, addon) VALUES ('cm_live', 'cm_parallel_events'), ('rescue_tech', 'rescue_recording');
-INSERT INTO account (id, name) VALUES (1, 'Acme IT'), (2, 'Acme Lab'), (3, 'Webinars'), (4, 'Helpdesk');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Acme IT'), (2, 2, 'Acme Lab'), (3, 3, 'Webinars'), (4, 4, 'Helpdesk');
 -- one person, ann, works in both Acme accounts (L11); two logins share Webinars (K6)
-INSERT INTO member (id, account_id, external_id, role) VALUES
-    (1, 1, 'ann@acme', 'owner'), (2, 2, 'ann@acme', 'owner'), (3, 2, 'bob@acme', 'member'),
-    (4, 3, 'kim@webinars', 'owner'), (5, 3, 'lee@webinars', 'member'), (6, 4, 'max@helpdesk', 'owner');
+INSERT INTO member (id, tenant_id, account_id, external_id, role) VALUES
+    (1, 1, 1, 'ann@acme', 'owner'), (2, 2, 2, 'ann@acme', 'owner'), (3, 2, 2, 'bob@acme', 'member'),
+    (4, 3, 3, 'kim@webinars', 'owner'), (5, 3, 3, 'lee@webinars', 'member'), (6, 4, 4, 'max@helpdesk', 'owner');
 
 -- the application's tables: hosts of LogMeIn Central, running events of ClickMeeting
 CREATE SCHEMA app;

@@ -13,10 +13,10 @@ INSERT INTO plan (code, product, name, rank, kind) VALUES
     ('rb_recording', 'rainbow', 'Recording', 1, 'option');
 INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES
     ('rb_business', '1 month', 6, true), ('rb_enterprise', '1 month', 10, true), ('rb_recording', '1 month', 2, true);
-INSERT INTO account (id, name) VALUES (1, 'Initech'), (2, 'Globex');
-INSERT INTO member (id, account_id, external_id, role) VALUES
-    (11, 1, 'owner@initech', 'owner'), (12, 1, 'admin@initech', 'admin'), (13, 1, 'ida@initech', 'member'),
-    (21, 2, 'owner@globex', 'owner');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Initech'), (2, 2, 'Globex');
+INSERT INTO member (id, tenant_id, account_id, external_id, role) VALUES
+    (11, 1, 1, 'owner@initech', 'owner'), (12, 1, 1, 'admin@initech', 'admin'), (13, 1, 1, 'ida@initech', 'member'),
+    (21, 2, 2, 'owner@globex', 'owner');
 
 -- R10: the first service subscription is the default; the others are not
 SELECT subscribe(1, 'rb_business', '1 month', 5, '2026-01-01') AS business,
@@ -36,14 +36,14 @@ SELECT plan, is_default FROM subscription WHERE account_id = 1 ORDER BY id;
 SELECT actor, operation, subscription_id, details FROM history
  WHERE operation = 'subscription_update' AND details ? 'is_default' ORDER BY id;
 -- R10: a new member then gets a license of the new default
-INSERT INTO member (id, account_id, external_id) VALUES (14, 1, 'joe@initech');
+INSERT INTO member (id, tenant_id, account_id, external_id) VALUES (14, 1, 1, 'joe@initech');
 SELECT plan, member_id FROM license_holder WHERE member_id = 14;
 
 -- R10: an option may be the default too (as in Rainbow), chosen by an admin (no extra right)
 SET subscription.actor = '12';
 SELECT set_default(:recording);
 RESET subscription.actor;
-INSERT INTO member (id, account_id, external_id) VALUES (15, 1, 'kim@initech');
+INSERT INTO member (id, tenant_id, account_id, external_id) VALUES (15, 1, 1, 'kim@initech');
 SELECT plan, member_id FROM license_holder WHERE member_id = 15;
 SELECT plan, is_default FROM subscription WHERE account_id = 1 ORDER BY id;
 

@@ -12,7 +12,7 @@ INSERT INTO plan (code, product, name, rank) VALUES ('ch_starter', 'crowd', 'Sta
 INSERT INTO plan_price (plan, cycle, amount) VALUES ('ch_starter', '1 month', 49);
 INSERT INTO plan_limit (plan, feature, value, per_license) VALUES
     ('ch_starter', 'rooms', 2, false), ('ch_starter', 'domains', 1, false);
-INSERT INTO account (id, name) VALUES (1, 'Tickets Ltd'), (2, 'Gigs Inc');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Tickets Ltd'), (2, 2, 'Gigs Inc');
 SELECT subscribe(1, 'ch_starter', '1 month', 1, '2026-01-01') IS NOT NULL AS subscribed;
 SELECT subscribe(2, 'ch_starter', '1 month', 1, '2026-01-01') IS NOT NULL AS subscribed;
 

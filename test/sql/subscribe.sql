@@ -26,7 +26,7 @@ INSERT INTO plan_price (plan, cycle, tier, amount, per_license, currency) VALUES
     ('meet_live', '365 days', NULL, 300.00, false, 'EUR'),
     ('meet_yen', '30 days', NULL, 3333.5, false, 'JPY');
 INSERT INTO coupon (code, percent_off, cycles) VALUES ('WELCOME', 10, 3);
-INSERT INTO account (id, name) VALUES (1, 'Acme'), (2, 'Globex');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Acme'), (2, 2, 'Globex');
 UPDATE account SET billing_anchor = '2026-01-01' WHERE id = 2;
 
 -- Z4, R2: per-license price times quantity, period [at, at + cycle)
@@ -132,7 +132,7 @@ SELECT pg_temp.error_of($$TRUNCATE history$$);
 -- Nothing lost (issue 15): an account that holds anything is not deleted,
 -- its sub-accounts are not taken along (K9 is close_account now); its
 -- history stays anyway (no foreign key, R8)
-INSERT INTO account (id, name, parent_id) VALUES (3, 'Acme EMEA', 1);
+INSERT INTO account (id, tenant_id, name, parent_id) VALUES (3, 1, 'Acme EMEA', 1);
 -- (R10: alice gets a license of the default subscription on creation)
 INSERT INTO member (account_id, external_id, role) VALUES (1, 'alice', 'owner'), (3, 'bob', 'owner');
 INSERT INTO usage_counter (account_id, feature, used) VALUES (3, 'rooms', 2);
@@ -144,16 +144,16 @@ SELECT (SELECT count(*) FROM account) AS accounts, (SELECT count(*) FROM member)
        (SELECT count(*) FROM subscription) AS subscriptions, (SELECT count(*) FROM license) AS licenses,
        (SELECT count(*) FROM ledger) AS ledger;
 -- an account with nothing but history goes; its counters (derived data) with it
-INSERT INTO account (id, name) VALUES (9, 'Mistake');
+INSERT INTO account (id, tenant_id, name) VALUES (9, 9, 'Mistake');
 INSERT INTO usage_counter (account_id, feature, used) VALUES (9, 'rooms', 0);
 DELETE FROM account WHERE id = 9;
 SELECT (SELECT count(*) FROM usage_counter WHERE account_id = 9) AS counters,
        (SELECT count(*) > 0 FROM history WHERE account_id = 9 AND operation = 'account_delete') AS deletion_recorded;
 -- a self-reference is checked as a foreign key would check it
-SELECT pg_temp.error_of($$INSERT INTO account (id, name, parent_id) VALUES (10, 'Orphan', 999)$$);
+SELECT pg_temp.error_of($$INSERT INTO account (id, tenant_id, name, parent_id) VALUES (10, 999, 'Orphan', 999)$$);
 SELECT pg_temp.error_of($$UPDATE account SET parent_id = 999 WHERE id = 3$$);
 -- one statement may hold both a parent and its sub-account, in any order
-INSERT INTO account (id, name, parent_id) VALUES (11, 'Child first', 12), (12, 'Parent second', NULL);
+INSERT INTO account (id, tenant_id, name, parent_id) VALUES (11, 12, 'Child first', 12), (12, 12, 'Parent second', NULL);
 SELECT pg_temp.error_of($$INSERT INTO ledger (account_id, kind, amount, currency, charge_id, description)
                           VALUES (1, 'refund', 1, 'EUR', 99999, 'x')$$);
 -- a line that others point at stays
@@ -162,7 +162,7 @@ SELECT account_id, subscription_id, 'refund', 1, currency, id, 'goodwill' FROM l
 SELECT pg_temp.error_of($$DELETE FROM ledger WHERE kind = 'charge' AND id IN (SELECT charge_id FROM ledger)$$);
 
 -- a plan in use cannot be deleted; one that is not in use, once its prices are gone
-INSERT INTO account (id, name) VALUES (4, 'Initech');
+INSERT INTO account (id, tenant_id, name) VALUES (4, 4, 'Initech');
 SELECT subscribe(4, 'central_plus', '1 year', 25, '2026-01-01') > 0 AS subscribed;
 SELECT pg_temp.error_of($$DELETE FROM plan WHERE code = 'central_plus'$$);
 SELECT pg_temp.error_of($$DELETE FROM plan_price WHERE plan = 'central_plus' AND tier = 25$$);

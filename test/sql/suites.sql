@@ -46,10 +46,10 @@ SELECT pg_temp.error_of($$DELETE FROM subscription.plan WHERE code = 'chat_lite'
 DELETE FROM suite_component WHERE plan = 'chat_lite';
 DELETE FROM plan WHERE code = 'chat_lite';
 
-INSERT INTO account (id, name) VALUES (1, 'Initech'), (2, 'Globex'), (3, 'Hooli');
-INSERT INTO member (id, account_id, external_id, role) VALUES
-    (11, 1, 'ida', 'owner'), (12, 1, 'jon', 'member'), (13, 1, 'kim', 'member'), (14, 1, 'lea', 'member'),
-    (21, 2, 'gus', 'owner'), (22, 2, 'hal', 'member'), (23, 2, 'ivy', 'member');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Initech'), (2, 2, 'Globex'), (3, 3, 'Hooli');
+INSERT INTO member (id, tenant_id, account_id, external_id, role) VALUES
+    (11, 1, 1, 'ida', 'owner'), (12, 1, 1, 'jon', 'member'), (13, 1, 1, 'kim', 'member'), (14, 1, 1, 'lea', 'member'),
+    (21, 2, 2, 'gus', 'owner'), (22, 2, 2, 'hal', 'member'), (23, 2, 2, 'ivy', 'member');
 
 -- the included plans' limits: Globex's suite gives Support's and Chat's,
 -- Chat's per license at the suite's quantity, besides the suite's own

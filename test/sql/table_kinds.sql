@@ -16,7 +16,7 @@ INSERT INTO plan_price (plan, cycle, amount) VALUES ('cm_live', '1 month', 25);
 INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES ('rb_business', '1 month', 6, true);
 INSERT INTO plan_limit (plan, feature, value) VALUES
     ('cm_live', 'rooms', 3), ('cm_live', 'room_seats', 10), ('cm_live', 'recordings', 2), ('cm_live', 'polls', 2);
-INSERT INTO account (id, name) VALUES (1, 'Webinars'), (2, 'Initech'), (3, 'Seminars');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Webinars'), (2, 2, 'Initech'), (3, 3, 'Seminars');
 SELECT subscribe(1, 'cm_live', '1 month', 1, '2026-01-01') IS NOT NULL AS subscribed,
        subscribe(3, 'cm_live', '1 month', 1, '2026-01-01') IS NOT NULL AS subscribed;
 
@@ -93,7 +93,7 @@ SELECT account_id, count(*) AS polls, usage(account_id, 'polls') AS counted
 
 -- the extension's own one-row writes: a seat table with a stored generated
 -- column and a BEFORE trigger of its own, as a DBA might add them
-INSERT INTO member (id, account_id, external_id) VALUES (21, 2, 'gus'), (22, 2, 'hal'), (23, 2, 'ivy');
+INSERT INTO member (id, tenant_id, account_id, external_id) VALUES (21, 2, 2, 'gus'), (22, 2, 2, 'hal'), (23, 2, 2, 'ivy');
 SELECT subscribe(2, 'rb_business', '1 month', 3, '2026-01-01') AS business \gset
 SAVEPOINT own_tables;
 ALTER TABLE service_seat ADD COLUMN tag text GENERATED ALWAYS AS ('seat of ' || member_id) STORED;

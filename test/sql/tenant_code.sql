@@ -17,7 +17,7 @@ INSERT INTO plan_price (plan, cycle, amount) VALUES ('ch_starter', '1 month', 49
 INSERT INTO plan_limit (plan, feature, value) VALUES ('ch_starter', 'rooms', 1), ('ch_standard', 'rooms', 10),
     ('ch_starter', repeat('x', 70) || '_a', 1), ('ch_standard', repeat('x', 70) || '_a', 2),
     ('ch_starter', repeat('x', 70) || '_b', 1), ('ch_standard', repeat('x', 70) || '_b', 2);
-INSERT INTO account (id, name) VALUES (1, 'Blocks its trim'), (2, 'Renews');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Blocks its trim'), (2, 2, 'Renews');
 SELECT subscribe(1, 'ch_standard', '1 month', 1, '2026-01-01') AS first \gset
 SELECT subscribe(2, 'ch_standard', '1 month', 1, '2026-01-01') AS second \gset
 

@@ -16,9 +16,9 @@ INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES
 INSERT INTO addon (code, product, name, feature, units) VALUES ('zd_agents', 'zendesk', 'Extra agents', 'licenses', 1);
 INSERT INTO addon_price (addon, cycle, amount) VALUES ('zd_agents', '1 month', 15), ('zd_agents', '1 year', 150);
 INSERT INTO plan_addon (plan, addon) VALUES ('zd_team', 'zd_agents');
-INSERT INTO account (id, name) VALUES (1, 'Before the terms'), (2, 'New'), (3, 'Closed'), (4, 'Only renews');
-INSERT INTO member (id, account_id, external_id, role) VALUES
-    (11, 1, 'owner@one', 'owner'), (21, 2, 'owner@two', 'owner'), (22, 2, 'admin@two', 'admin');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Before the terms'), (2, 2, 'New'), (3, 3, 'Closed'), (4, 4, 'Only renews');
+INSERT INTO member (id, tenant_id, account_id, external_id, role) VALUES
+    (11, 1, 1, 'owner@one', 'owner'), (21, 2, 2, 'owner@two', 'owner'), (22, 2, 2, 'admin@two', 'admin');
 
 -- Z11: no terms version in effect: nothing to accept
 SELECT subscribe(1, 'zd_team', '1 year', 5, '2026-01-01') AS old_sub,

@@ -22,9 +22,9 @@ INSERT INTO plan_price (plan, cycle, amount, trial) VALUES
 INSERT INTO plan_limit (plan, feature, value) VALUES
     ('cm_free', 'rooms', 1), ('cm_live', 'rooms', 3),
     ('zd_free', 'rooms', 1), ('zd_team', 'rooms', 5), ('zd_pro', 'rooms', 3), ('nt_plus', 'rooms', 2);
-INSERT INTO account (id, name) VALUES (1, 'Webinars SA'), (2, 'Helpdesk Ltd'), (3, 'Scribes'), (4, 'Globex'), (5, 'Initech');
-INSERT INTO member (id, account_id, external_id, role) VALUES (50, 5, 'owner@initech', 'owner'), (51, 5, 'ann@initech', 'member'),
-    (10, 1, 'host@webinars', 'owner'), (11, 1, 'guest@webinars', 'member');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Webinars SA'), (2, 2, 'Helpdesk Ltd'), (3, 3, 'Scribes'), (4, 4, 'Globex'), (5, 5, 'Initech');
+INSERT INTO member (id, tenant_id, account_id, external_id, role) VALUES (50, 5, 5, 'owner@initech', 'owner'), (51, 5, 5, 'ann@initech', 'member'),
+    (10, 1, 1, 'host@webinars', 'owner'), (11, 1, 1, 'guest@webinars', 'member');
 
 CREATE TABLE public.room (id bigserial PRIMARY KEY, account_id bigint NOT NULL, activated_at timestamptz NOT NULL);
 SELECT enforce_limit('public.room', 'rooms', 'account_id', 'drop_newest', 'activated_at');

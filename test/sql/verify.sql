@@ -19,9 +19,9 @@ INSERT INTO plan_limit (plan, feature, value) VALUES ('team', 'rooms', 2), ('pro
 INSERT INTO addon (code, product, name, feature, units) VALUES ('seats5', 'desk', 'Five seats', 'licenses', 5);
 INSERT INTO addon_price (addon, cycle, amount) VALUES ('seats5', '1 month', 30);
 INSERT INTO plan_addon (plan, addon) VALUES ('team', 'seats5'), ('pro', 'seats5');
-INSERT INTO account (id, name) VALUES (1, 'Acme'), (2, 'Globex');
-INSERT INTO member (id, account_id, external_id, role) VALUES
-    (10, 1, 'ann', 'owner'), (11, 1, 'bob', 'member'), (20, 2, 'cat', 'owner');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Acme'), (2, 2, 'Globex');
+INSERT INTO member (id, tenant_id, account_id, external_id, role) VALUES
+    (10, 1, 1, 'ann', 'owner'), (11, 1, 1, 'bob', 'member'), (20, 2, 2, 'cat', 'owner');
 SELECT subscribe(1, 'team', '1 month', 2, '2026-01-01') AS acme \gset
 SELECT subscribe(2, 'team', '1 month', 1, '2026-01-01') AS globex \gset
 SELECT license_consume(:acme, 11);
@@ -32,7 +32,7 @@ CREATE TABLE public.room (id int PRIMARY KEY, account_id bigint NOT NULL);
 SELECT enforce_limit('public.room', 'rooms');
 SELECT enforce_limit('subscription.account', 'sub_accounts', 'parent_id');
 INSERT INTO public.room VALUES (1, 1), (2, 1), (3, 2);
-INSERT INTO account (id, name, parent_id) VALUES (3, 'Acme East', 1);
+INSERT INTO account (id, tenant_id, name, parent_id) VALUES (3, 1, 'Acme East', 1);
 
 SELECT * FROM verify();
 SELECT * FROM verify(1);
@@ -100,8 +100,8 @@ ROLLBACK TO SAVEPOINT broken;
 -- takes a default license, recorded)
 ALTER TABLE account DISABLE TRIGGER account_history;
 ALTER TABLE member DISABLE TRIGGER member_history;
-INSERT INTO account (id, name) VALUES (4, 'Quiet');
-INSERT INTO member (id, account_id, external_id) VALUES (12, 1, 'dan');
+INSERT INTO account (id, tenant_id, name) VALUES (4, 4, 'Quiet');
+INSERT INTO member (id, tenant_id, account_id, external_id) VALUES (12, 1, 1, 'dan');
 ALTER TABLE account ENABLE TRIGGER account_history;
 ALTER TABLE member ENABLE TRIGGER member_history;
 SELECT * FROM verify();

@@ -20,8 +20,8 @@ INSERT INTO plan_limit (plan, feature, value, per_license) VALUES
     ('lmi_pro', 'hosts', 1, true), ('central_basic', 'hosts', 1, true), ('central_premier', 'hosts', 1, true),
     ('lmi_pro', 'deployments', 5, false), ('central_basic', 'deployments', 0, false),
     ('central_premier', 'deployments', NULL, false), ('zd_pro', 'agents', 5, true), ('cm_live', 'rooms', 3, false);
-INSERT INTO account (id, name) VALUES (1, 'Helpdesk Ltd'), (2, 'Globex'), (3, 'Hosts & Co'), (4, 'Print Shop'),
-    (5, 'Initech'), (6, 'Webinars SA');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Helpdesk Ltd'), (2, 2, 'Globex'), (3, 3, 'Hosts & Co'), (4, 4, 'Print Shop'),
+    (5, 5, 'Initech'), (6, 6, 'Webinars SA');
 CREATE TABLE public.host (id bigserial PRIMARY KEY, account_id bigint NOT NULL, name text);
 CREATE TABLE public.deployment (id bigserial PRIMARY KEY, account_id bigint NOT NULL, created_at timestamptz NOT NULL);
 CREATE TABLE public.agent (id bigserial PRIMARY KEY, account_id bigint NOT NULL);
