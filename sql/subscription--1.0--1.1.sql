@@ -17721,6 +17721,109 @@ COMMENT ON FUNCTION subscription.renew_batch(timestamptz, integer, timestamptz, 
 REVOKE ALL ON FUNCTION subscription.renew_common(bigint[], timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.renew_common_group(bigint[], bigint[]) FROM PUBLIC;
 
+CREATE OR REPLACE FUNCTION subscription.renew_common(tenants bigint[], at timestamptz, OUT handled integer, OUT rest bigint[])
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    locked bigint[];
+    ts bigint[];
+    ids bigint[];
+    pos bigint[];
+    tenant bigint;
+    other bigint;
+    n integer := 0;
+    first_n integer;
+    left_to bigint[];
+BEGIN
+    handled := 0;
+    rest := '{}';
+    -- the tenants' locks, as renew_account takes them
+    locked := ARRAY(SELECT a.id FROM subscription.account AS a
+                     WHERE a.tenant_id = ANY (tenants) AND a.id = a.tenant_id
+                     ORDER BY a.id
+                       FOR NO KEY UPDATE SKIP LOCKED);
+    -- their due subscriptions, locked; the tenants all of whose due
+    -- subscriptions renew the common way
+    WITH due AS (
+        SELECT x.tenant_id, x.id, upper(x.period) AS e, x.plan, x.cycle, x.quantity, x.plan_version,
+               x.status = 'active' AND x.paused_at IS NULL AND NOT x.cancel_at_period_end AND x.renewal = 'always'
+               AND x.pending_plan IS NULL AND x.pending_cycle IS NULL AND x.pending_quantity IS NULL
+               AND NOT coalesce(x.migrate_at <= upper(x.period), false)
+               AND upper(subscription.nth_period(x.anchor, x.cycle, x.period_number + 1)) > at AS plain
+          FROM subscription.subscription AS x
+         WHERE x.tenant_id = ANY (locked) AND x.status IN ('active', 'trialing') AND upper(x.period) <= at
+           FOR NO KEY UPDATE OF x SKIP LOCKED),
+         -- each plan, cycle, quantity and version priced once
+         terms AS (
+        SELECT DISTINCT ON (d.plan, d.cycle::text, d.quantity, d.plan_version)
+               d.plan, d.cycle, d.quantity, d.plan_version,
+               (subscription.find_price(d.plan, d.cycle, d.quantity, d.plan_version)).problem IS NULL
+               AND pr.renewal_quantity = 'keep'
+               -- usage billed in arrears (issue 21): renew_period bills it
+               AND NOT EXISTS (SELECT FROM subscription.plan_usage_price AS up WHERE up.plan = d.plan) AS plain
+          FROM due AS d
+          JOIN subscription.plan AS p ON p.code = d.plan
+          JOIN subscription.product AS pr ON pr.code = p.product
+         WHERE d.plain),
+         checked AS (
+        SELECT d.tenant_id, d.id, d.e,
+               d.plain AND coalesce(tm.plain, false)
+               AND NOT EXISTS (SELECT FROM subscription.addon_batch AS b
+                                 JOIN subscription.addon AS a ON a.code = b.addon
+                                WHERE b.tenant_id = d.tenant_id AND b.subscription_id = d.id AND b.status = 'active'
+                                  AND (b.cancel_at_period_end
+                                       OR NOT a.one_time
+                                          AND NOT EXISTS (SELECT FROM subscription.addon_price AS ap
+                                                           WHERE ap.addon = a.code
+                                                             AND subscription.cycle_key(ap.cycle)
+                                                                 = subscription.cycle_key(d.cycle)))) AS plain
+          FROM due AS d
+          LEFT JOIN terms AS tm
+            ON tm.plan = d.plan AND tm.cycle::text = d.cycle::text AND tm.quantity = d.quantity
+           AND tm.plan_version = d.plan_version)
+    -- each tenant's in its order, as renew_account renews them
+    SELECT array_agg(c.tenant_id ORDER BY u.k, c.e, c.id), array_agg(c.id ORDER BY u.k, c.e, c.id),
+           array_agg(u.k ORDER BY u.k, c.e, c.id)
+      INTO ts, ids, pos
+      FROM checked AS c
+      JOIN unnest(tenants) WITH ORDINALITY AS u(tenant_id, k) ON u.tenant_id = c.tenant_id
+     WHERE c.tenant_id IN (SELECT x.tenant_id FROM checked AS x GROUP BY x.tenant_id HAVING bool_and(x.plain));
+    ts := coalesce(ts, '{}');
+
+    -- the tenants in their order; a NULL at the end renews the last group
+    FOREACH tenant IN ARRAY tenants || NULL::bigint LOOP
+        n := n + 1;
+        IF tenant = ANY (ts) THEN
+            first_n := coalesce(first_n, n);
+            CONTINUE;
+        END IF;
+        IF first_n IS NOT NULL THEN
+            PERFORM subscription.renew_common_group(
+                ARRAY(SELECT g.t FROM unnest(ts, ids, pos) AS g(t, id, k) WHERE g.k BETWEEN first_n AND n - 1),
+                ARRAY(SELECT g.id FROM unnest(ts, ids, pos) AS g(t, id, k) WHERE g.k BETWEEN first_n AND n - 1));
+            handled := handled + (SELECT count(*) FROM unnest(pos) AS g(k) WHERE g.k BETWEEN first_n AND n - 1);
+            -- a common tenant with a subscription still due: renew_account's
+            left_to := ARRAY(SELECT u.t FROM unnest(tenants) WITH ORDINALITY AS u(t, k)
+                              WHERE u.k BETWEEN first_n AND n - 1
+                                AND EXISTS (SELECT FROM subscription.subscription AS x
+                                             WHERE x.tenant_id = u.t AND x.status IN ('active', 'trialing')
+                                               AND upper(x.period) <= at)
+                              ORDER BY u.k);
+            FOREACH other IN ARRAY left_to LOOP
+                handled := handled + subscription.renew_account(other, at);
+            END LOOP;
+            rest := rest || left_to;
+            first_n := NULL;
+        END IF;
+        IF tenant IS NOT NULL THEN
+            handled := handled + subscription.renew_account(tenant, at);
+            rest := rest || tenant;
+        END IF;
+    END LOOP;
+END
+$$;
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves

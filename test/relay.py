@@ -104,6 +104,11 @@ def writer(account, subscription, log, stop):
             time.sleep(rnd.random() * 0.02)
 
 
+# what the writers log; their changes write other events too (an invoice
+# opened by a charge), which are delivered and checked like every event
+LOGGED = {"subscription.created", "license.assigned", "license.released", "subscription.quantity_changed"}
+
+
 def what_of(event):
     """An event as the writers log it."""
     payload = event["payload"]
@@ -181,8 +186,10 @@ def main():
 
     tap(1, kills >= 5 and position == last,
         "the relay, killed %d times during the storm, acknowledged every event (%s of %s)" % (kills, position, last))
-    tap(2, len(table) == committed and delivered == set(table),
-        "every event committed arrived at least once (%d events, %d changes logged)" % (len(table), committed),
+    logged_events = sum(1 for r in table.values() if r[1] in LOGGED)
+    tap(2, logged_events == committed and delivered == set(table),
+        "every event committed arrived at least once (%d events; the writers' %d changes, %d events of theirs)"
+        % (len(table), committed, logged_events),
         sorted(set(table) - delivered))
     invented = [e for e in got
                 if e["id"] not in table or "bad_key" in e
@@ -196,7 +203,7 @@ def main():
         first = []
         seen = set()
         for e in got:
-            if e["account_id"] == a and e["id"] not in seen:
+            if e["account_id"] == a and e["type"] in LOGGED and e["id"] not in seen:
                 seen.add(e["id"])
                 first.append(what_of(e))
         if first != logs[a]:

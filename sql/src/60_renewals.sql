@@ -526,7 +526,9 @@ BEGIN
         SELECT DISTINCT ON (d.plan, d.cycle::text, d.quantity, d.plan_version)
                d.plan, d.cycle, d.quantity, d.plan_version,
                (subscription.find_price(d.plan, d.cycle, d.quantity, d.plan_version)).problem IS NULL
-               AND pr.renewal_quantity = 'keep' AS plain
+               AND pr.renewal_quantity = 'keep'
+               -- usage billed in arrears (issue 21): renew_period bills it
+               AND NOT EXISTS (SELECT FROM subscription.plan_usage_price AS up WHERE up.plan = d.plan) AS plain
           FROM due AS d
           JOIN subscription.plan AS p ON p.code = d.plan
           JOIN subscription.product AS pr ON pr.code = p.product
