@@ -17824,6 +17824,61 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION subscription.invoice_document(invoice_id bigint, format text DEFAULT 'html')
+RETURNS text
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+    m subscription.payment_method;
+    a subscription.account;
+    lines text[] := '{}';
+    l record;
+    -- a value first: on Citus the lookup may not run inside the shard's query
+    tenant bigint := subscription.tenant_of_invoice(invoice_document.invoice_id);
+BEGIN
+    PERFORM subscription.require_arguments('invoice_document', '{invoice_id,format}',
+        ARRAY[invoice_id IS NULL, format IS NULL]);
+    SELECT * INTO i FROM subscription.invoice_record AS r
+     WHERE r.tenant_id = tenant AND r.id = invoice_document.invoice_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'invoice % does not exist', invoice_id USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(i.tenant_id, i.account_id, 'read', false);
+    SELECT * INTO a FROM subscription.account AS x WHERE x.tenant_id = i.tenant_id AND x.id = i.account_id;
+    SELECT * INTO m FROM subscription.payment_method AS x WHERE x.tenant_id = i.tenant_id AND x.id = i.payment_method_id;
+    FOR l IN SELECT x.kind, x.amount, x.item, x.period, x.description, p.name AS plan_name
+               FROM subscription.ledger AS x LEFT JOIN subscription.plan AS p ON p.code = x.plan
+              WHERE x.tenant_id = i.tenant_id AND x.invoice_id = i.id ORDER BY x.id LOOP
+        lines := lines || ARRAY[
+            CASE l.kind WHEN 'charge' THEN coalesce(l.plan_name, l.description)
+                        WHEN 'discount' THEN 'Coupon' WHEN 'credit_used' THEN 'Credit applied'
+                        WHEN 'refund' THEN 'Refund' ELSE 'Credit' END
+              || CASE WHEN l.kind = 'charge' AND l.item <> 'plan' THEN ' (' || l.item || ')' ELSE '' END,
+            concat_ws(', ',
+                CASE WHEN l.period IS NOT NULL
+                     THEN to_char(lower(l.period) AT TIME ZONE 'UTC', 'YYYY-MM-DD') || ' to '
+                          || to_char(upper(l.period) AT TIME ZONE 'UTC', 'YYYY-MM-DD') END,
+                CASE WHEN l.kind <> 'charge' OR l.plan_name IS NOT NULL THEN l.description END),
+            subscription.money_text(subscription.line_amount(l.kind, l.amount), i.currency)];
+    END LOOP;
+    RETURN subscription.render_document(format,
+        CASE WHEN i.corrects_invoice_id IS NOT NULL THEN 'Credit note ' ELSE 'Invoice ' END || i.document_number,
+        ARRAY['Issuer', coalesce((SELECT p.name FROM subscription.product AS p WHERE p.code = i.issuer), 'Account'),
+              'Billed to', coalesce(a.name, 'account ' || a.id),
+              'Date', to_char(i.at AT TIME ZONE 'UTC', 'YYYY-MM-DD'),
+              'Due', to_char(i.due_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'),
+              'Status', i.status],
+        lines,
+        ARRAY['Total', subscription.money_text(i.total, i.currency),
+              'Paid' || coalesce(' by ' || m.kind || coalesce(' ' || m.label, ''), ''),
+              subscription.money_text(i.paid, i.currency),
+              'Due', subscription.money_text(greatest(i.total - i.paid, 0), i.currency)]);
+END
+$$;
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves

@@ -700,12 +700,13 @@ DECLARE
     a subscription.account;
     lines text[] := '{}';
     l record;
+    -- a value first: on Citus the lookup may not run inside the shard's query
+    tenant bigint := subscription.tenant_of_invoice(invoice_document.invoice_id);
 BEGIN
     PERFORM subscription.require_arguments('invoice_document', '{invoice_id,format}',
         ARRAY[invoice_id IS NULL, format IS NULL]);
     SELECT * INTO i FROM subscription.invoice_record AS r
-     WHERE r.tenant_id = subscription.tenant_of_invoice(invoice_document.invoice_id)
-       AND r.id = invoice_document.invoice_id;
+     WHERE r.tenant_id = tenant AND r.id = invoice_document.invoice_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'invoice % does not exist', invoice_id USING ERRCODE = 'no_data_found';
     END IF;
