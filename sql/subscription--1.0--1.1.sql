@@ -17879,6 +17879,50 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION subscription.receipt_document(payment_id bigint, format text DEFAULT 'html')
+RETURNS text
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    billed_to text;
+    credited numeric;
+BEGIN
+    PERFORM subscription.require_arguments('receipt_document', '{payment_id,format}',
+        ARRAY[payment_id IS NULL, format IS NULL]);
+    SELECT p.*, i.document_number, i.issuer, i.total, i.paid AS invoice_paid, m.kind AS method, m.label
+      INTO r
+      FROM subscription.payment AS p
+      JOIN subscription.invoice_record AS i ON i.tenant_id = p.tenant_id AND i.id = p.invoice_id
+      LEFT JOIN subscription.payment_method AS m ON m.tenant_id = p.tenant_id AND m.id = p.payment_method_id
+     WHERE p.id = receipt_document.payment_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'payment % does not exist', payment_id USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(r.tenant_id, r.account_id, 'read', false);
+    -- the tenant's rows read first: on Citus a statement that reads one
+    -- may not also call what reads the catalog (money_text)
+    billed_to := coalesce((SELECT a.name FROM subscription.account AS a
+                            WHERE a.tenant_id = r.tenant_id AND a.id = r.account_id), 'account ' || r.account_id);
+    credited := (SELECT c.amount FROM subscription.ledger AS c WHERE c.tenant_id = r.tenant_id AND c.id = r.credit_line_id);
+    RETURN subscription.render_document(format, 'Receipt for invoice ' || r.document_number,
+        ARRAY['Issuer', coalesce((SELECT p.name FROM subscription.product AS p WHERE p.code = r.issuer), 'Account'),
+              'Billed to', billed_to,
+              'Paid on', to_char(r.at AT TIME ZONE 'UTC', 'YYYY-MM-DD'),
+              'Reference', r.reference,
+              'Method', coalesce(r.method || coalesce(' ' || r.label, ''), 'not recorded')],
+        ARRAY['Payment', 'invoice ' || r.document_number, subscription.money_text(r.amount, r.currency)]
+          || CASE WHEN r.credit_line_id IS NOT NULL
+                  THEN ARRAY['Credited to the account', 'above what was due',
+                             subscription.money_text(-credited, r.currency)]
+                  ELSE '{}' END,
+        ARRAY['Invoice total', subscription.money_text(r.total, r.currency),
+              'Paid on the invoice', subscription.money_text(r.invoice_paid, r.currency)]);
+END
+$$;
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves

@@ -755,6 +755,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     r record;
+    billed_to text;
+    credited numeric;
 BEGIN
     PERFORM subscription.require_arguments('receipt_document', '{payment_id,format}',
         ARRAY[payment_id IS NULL, format IS NULL]);
@@ -768,18 +770,21 @@ BEGIN
         RAISE EXCEPTION 'payment % does not exist', payment_id USING ERRCODE = 'no_data_found';
     END IF;
     PERFORM subscription.authorize(r.tenant_id, r.account_id, 'read', false);
+    -- the tenant's rows read first: on Citus a statement that reads one
+    -- may not also call what reads the catalog (money_text)
+    billed_to := coalesce((SELECT a.name FROM subscription.account AS a
+                            WHERE a.tenant_id = r.tenant_id AND a.id = r.account_id), 'account ' || r.account_id);
+    credited := (SELECT c.amount FROM subscription.ledger AS c WHERE c.tenant_id = r.tenant_id AND c.id = r.credit_line_id);
     RETURN subscription.render_document(format, 'Receipt for invoice ' || r.document_number,
         ARRAY['Issuer', coalesce((SELECT p.name FROM subscription.product AS p WHERE p.code = r.issuer), 'Account'),
-              'Billed to', coalesce((SELECT a.name FROM subscription.account AS a
-                                      WHERE a.tenant_id = r.tenant_id AND a.id = r.account_id), 'account ' || r.account_id),
+              'Billed to', billed_to,
               'Paid on', to_char(r.at AT TIME ZONE 'UTC', 'YYYY-MM-DD'),
               'Reference', r.reference,
               'Method', coalesce(r.method || coalesce(' ' || r.label, ''), 'not recorded')],
         ARRAY['Payment', 'invoice ' || r.document_number, subscription.money_text(r.amount, r.currency)]
           || CASE WHEN r.credit_line_id IS NOT NULL
                   THEN ARRAY['Credited to the account', 'above what was due',
-                             subscription.money_text(-(SELECT c.amount FROM subscription.ledger AS c
-                                                        WHERE c.tenant_id = r.tenant_id AND c.id = r.credit_line_id), r.currency)]
+                             subscription.money_text(-credited, r.currency)]
                   ELSE '{}' END,
         ARRAY['Invoice total', subscription.money_text(r.total, r.currency),
               'Paid on the invoice', subscription.money_text(r.invoice_paid, r.currency)]);
