@@ -8,8 +8,8 @@
  * remembers the answers it computed, per account: the first row of an
  * account runs the rule, subscription.feature_granted(), once; the next
  * rows cost a lookup.  The answers are kept while they cannot have changed:
- * the same transaction and command, under a snapshot that saw no other
- * transaction end since (a PL/pgSQL expression keeps its call site for the
+ * the same transaction and command, under a snapshot that sees the same
+ * transactions ended (a PL/pgSQL expression keeps its call site for the
  * whole transaction, across statements that change the plans).  The rule
  * itself stays in SQL, in one place (granted_limit, as the limits).
  *
@@ -46,7 +46,10 @@ typedef struct EntitlementCache
 	/* what the answers saw: they hold while these are the same */
 	LocalTransactionId lxid;
 	CommandId	curcid;
-	uint64		completions;	/* transactions ended, as the snapshot counts */
+	TransactionId xmin;
+	TransactionId xmax;
+	uint32		xcnt;
+	bool		saw_snapshot;
 	int64		last_account;	/* the previous row's answer, looked up first */
 	bool		last_granted;
 	bool		have_last;
@@ -103,8 +106,11 @@ ResetAccounts(EntitlementCache *cache, MemoryContext mcxt)
 
 /*
  * Whether the answers a call site keeps were given under what the current
- * snapshot sees; if not, they are forgotten and the current one noted.  A
- * snapshot that does not count the transactions ended (0) keeps none.
+ * snapshot sees; if not, they are forgotten and the current one noted.  Two
+ * snapshots of one transaction and command with the same xmin, xmax and
+ * number of running transactions see the same transactions ended: an id
+ * below xmax leaves the running set only by ending, and none joins it.
+ * Without an active snapshot nothing is kept.
  */
 static void
 ForgetStaleAnswers(EntitlementCache *cache, MemoryContext mcxt)
@@ -112,14 +118,22 @@ ForgetStaleAnswers(EntitlementCache *cache, MemoryContext mcxt)
 	Snapshot	snapshot = ActiveSnapshotSet() ? GetActiveSnapshot() : NULL;
 	LocalTransactionId lxid = MyLocalTransactionId();
 
-	if (snapshot != NULL && snapshot->snapXactCompletionCount != 0 &&
-		cache->lxid == lxid && cache->curcid == snapshot->curcid &&
-		cache->completions == snapshot->snapXactCompletionCount)
+	if (snapshot != NULL && cache->saw_snapshot && cache->lxid == lxid &&
+		cache->curcid == snapshot->curcid &&
+		TransactionIdEquals(cache->xmin, snapshot->xmin) &&
+		TransactionIdEquals(cache->xmax, snapshot->xmax) &&
+		cache->xcnt == snapshot->xcnt)
 		return;
 	ResetAccounts(cache, mcxt);
+	cache->saw_snapshot = snapshot != NULL;
 	cache->lxid = lxid;
-	cache->curcid = snapshot != NULL ? snapshot->curcid : InvalidCommandId;
-	cache->completions = snapshot != NULL ? snapshot->snapXactCompletionCount : 0;
+	if (snapshot != NULL)
+	{
+		cache->curcid = snapshot->curcid;
+		cache->xmin = snapshot->xmin;
+		cache->xmax = snapshot->xmax;
+		cache->xcnt = snapshot->xcnt;
+	}
 }
 
 /*
