@@ -7,6 +7,24 @@
 -- plus this script equals a fresh 1.1, object for object.
 
 ------------------------------------------------------------------------
+-- The billing clock (issue 20): first, because every section below calls
+-- it (defaults, views, bodies); the rest of the clock's step is in its
+-- section "The billing clock (issue 20)" before the Citus one.
+------------------------------------------------------------------------
+
+CREATE FUNCTION subscription.now()
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'subscription_now'
+LANGUAGE C STABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION subscription.now() IS
+'The billing clock: subscription.clock where subscription.allow_clock is on, else the transaction''s start';
+
+-- PUBLIC executes nothing; the application's and back-office's roles get
+-- it from role_rights(), given again to the roles granted at the end
+REVOKE ALL ON FUNCTION subscription.now() FROM PUBLIC;
+
+------------------------------------------------------------------------
 -- Who acts: database roles are the boundary (security model, README)
 ------------------------------------------------------------------------
 
@@ -25,7 +43,7 @@ COMMENT ON FUNCTION subscription.calling_role() IS
 CREATE TABLE subscription.granted_role (
     role       regrole NOT NULL,
     kind       text NOT NULL CHECK (kind IN ('application', 'backoffice')),
-    granted_at timestamptz NOT NULL DEFAULT now(),
+    granted_at timestamptz NOT NULL DEFAULT subscription.now(),
     PRIMARY KEY (role, kind)
 );
 SELECT pg_catalog.pg_extension_config_dump('subscription.granted_role', '');
@@ -384,7 +402,7 @@ SELECT s.id AS subscription_id,
    AND NOT s.cancel_at_period_end
    AND s.renewal OPERATOR(pg_catalog.<>) 'none'
    AND upper(s.period) OPERATOR(pg_catalog.<=)
-       (now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
+       (subscription.now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
    AND subscription.may_read(s.account_id);
 
 COMMENT ON VIEW subscription.license_holder IS
@@ -1055,8 +1073,8 @@ COMMENT ON FUNCTION subscription.sold_cycles(text, text) IS 'Internal: the cycle
 
 -- Bounds (issue 15), in C (src/bounds.c) so that they read their settings
 -- typed: a quantity from 1 to subscription.max_quantity, an amount up to
--- subscription.max_amount, a time from now() - subscription.max_backdate
--- (and for renewals up to now() + subscription.max_ahead).
+-- subscription.max_amount, a time from subscription.now() - subscription.max_backdate
+-- (and for renewals up to subscription.now() + subscription.max_ahead).
 CREATE OR REPLACE FUNCTION subscription.require_quantity(quantity integer)
 RETURNS void
 AS 'MODULE_PATHNAME', 'require_quantity'
@@ -1289,7 +1307,7 @@ CREATE OR REPLACE FUNCTION subscription.subscribe(
     plan text,
     cycle interval,
     quantity integer DEFAULT 1,
-    at timestamptz DEFAULT now(),
+    at timestamptz DEFAULT subscription.now(),
     renewal text DEFAULT 'always',
     coupon text DEFAULT NULL)
 RETURNS bigint
@@ -1377,7 +1395,7 @@ COMMENT ON FUNCTION subscription.subscribe(bigint, text, interval, integer, time
 -- the licenses above those already paid this period (prorate_refund's
 -- fraction, rounded once); fewer take effect now too, refund nothing, and
 -- cannot go below the licenses assigned (23514).  Returns the licenses left.
-CREATE OR REPLACE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT subscription.now())
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -1463,7 +1481,7 @@ COMMENT ON FUNCTION subscription.set_quantity(bigint, integer, timestamptz) IS '
 -- pending_plan for renew_due (C4); 'immediate' prorates like an upgrade
 -- and trims the account's data now through apply_downgrade.  Changing to
 -- the current plan drops a pending downgrade.
-CREATE OR REPLACE FUNCTION subscription.change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT subscription.now())
 RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -1568,7 +1586,7 @@ BEGIN
         ARRAY[subscription_id IS NULL, cycle IS NULL]);
     PERFORM subscription.require_cycle(cycle);
     s := subscription.subscription_for_change('change_cycle', subscription_id, 'change_cycle');
-    PERFORM subscription.require_terms(s.account_id, now());
+    PERFORM subscription.require_terms(s.account_id, subscription.now());
     -- the plan must sell this cycle for the quantity, and so must the
     -- add-ons that will renew with it (22023 otherwise)
     PERFORM subscription.period_price(n.plan, cycle, coalesce(s.pending_quantity, s.quantity), n.version)
@@ -1593,7 +1611,7 @@ COMMENT ON FUNCTION subscription.change_cycle(bigint, interval) IS 'A new billin
 
 -- L9: end a subscription now to consolidate it into the account's
 -- renewal: the unused days of what it paid become credit.
-CREATE OR REPLACE FUNCTION subscription.end_early(subscription_id bigint, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.end_early(subscription_id bigint, at timestamptz DEFAULT subscription.now())
 RETURNS numeric
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -1657,7 +1675,7 @@ COMMENT ON FUNCTION subscription.credit_account(bigint, numeric, text, text) IS 
 -- and renews with the plan; the ledger line names the full-cycle amount
 -- (K3).  A one-time add-on is charged in full, once (K2).
 CREATE OR REPLACE FUNCTION subscription.purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
-                                            at timestamptz DEFAULT now())
+                                            at timestamptz DEFAULT subscription.now())
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -1893,7 +1911,7 @@ COMMENT ON FUNCTION subscription.require_renewal_run(text, timestamptz) IS 'Inte
 -- "at", catching up missed periods, in one transaction; returns how many
 -- it handled.  Safe to run concurrently and repeatedly: a period is
 -- charged once whatever runs (C2).  Progress is a NOTICE every 10,000.
-CREATE OR REPLACE FUNCTION subscription.renew_due(at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.renew_due(at timestamptz DEFAULT subscription.now())
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -1934,7 +1952,7 @@ COMMENT ON FUNCTION subscription.renew_due(timestamptz) IS 'Renew, expire or can
 -- is schema-qualified, and the functions it calls pin their own.  It
 -- commits, which a SECURITY DEFINER procedure cannot: each of its batches
 -- (renew_batch) is SECURITY DEFINER instead.
-CREATE OR REPLACE PROCEDURE subscription.run_renewals(at timestamptz DEFAULT now(), batch_size integer DEFAULT 1000)
+CREATE OR REPLACE PROCEDURE subscription.run_renewals(at timestamptz DEFAULT subscription.now(), batch_size integer DEFAULT 1000)
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -1983,7 +2001,7 @@ SELECT s.id AS subscription_id,
        d.discount,
        least(subscription.credit_balance(s.account_id, price.currency),
              subscription.round_money(price.amount, price.currency) OPERATOR(pg_catalog.-) d.discount) AS credit,
-       upper(s.period) OPERATOR(pg_catalog.<=) now() AS overdue
+       upper(s.period) OPERATOR(pg_catalog.<=) subscription.now() AS overdue
   FROM subscription.subscription AS s
   CROSS JOIN LATERAL (
        SELECT coalesce(s.pending_plan, s.plan) AS plan,
@@ -1997,7 +2015,7 @@ SELECT s.id AS subscription_id,
    AND NOT s.cancel_at_period_end
    AND s.renewal OPERATOR(pg_catalog.<>) 'none'
    AND upper(s.period) OPERATOR(pg_catalog.<=)
-       (now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
+       (subscription.now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
    AND subscription.may_read(s.account_id);
 
 COMMENT ON VIEW subscription.renewal_notice IS
@@ -2561,7 +2579,7 @@ CREATE OR REPLACE FUNCTION subscription.subscribe(
     plan text,
     cycle interval,
     quantity integer DEFAULT 1,
-    at timestamptz DEFAULT now(),
+    at timestamptz DEFAULT subscription.now(),
     renewal text DEFAULT 'always',
     coupon text DEFAULT NULL)
 RETURNS bigint
@@ -2648,7 +2666,7 @@ $$;
 -- its add-on batches ended (end_early, L9); the seats are released; the
 -- account is marked closed (history records it, R8) and takes no new
 -- subscription.  Returns the subscriptions ended and what each credited.
-CREATE FUNCTION subscription.close_account(account_id bigint, at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.close_account(account_id bigint, at timestamptz DEFAULT subscription.now())
 RETURNS TABLE (subscription_id bigint, credited numeric)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -3976,7 +3994,7 @@ CREATE OR REPLACE FUNCTION subscription.subscribe(
     plan text,
     cycle interval,
     quantity integer DEFAULT 1,
-    at timestamptz DEFAULT now(),
+    at timestamptz DEFAULT subscription.now(),
     renewal text DEFAULT 'always',
     coupon text DEFAULT NULL)
 RETURNS bigint
@@ -4058,7 +4076,7 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT subscription.now())
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -4170,7 +4188,7 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION subscription.change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT subscription.now())
 RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -4256,7 +4274,7 @@ END
 $$;
 
 CREATE OR REPLACE FUNCTION subscription.purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
-                                            at timestamptz DEFAULT now())
+                                            at timestamptz DEFAULT subscription.now())
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -4451,7 +4469,7 @@ COMMENT ON FUNCTION subscription.authorize(bigint, text, boolean) IS
 '42501 unless the actor may do the action on the account (Z1, R9, K8, Z2); without an actor, unless the caller is back-office code';
 
 -- Z11: the terms check, and accepting them
-CREATE FUNCTION subscription.terms_in_effect(at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.terms_in_effect(at timestamptz DEFAULT subscription.now())
 RETURNS subscription.terms
 LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
@@ -4491,7 +4509,7 @@ $$;
 COMMENT ON FUNCTION subscription.require_terms(bigint, timestamptz) IS
 'Internal: 55000 unless the account accepted the terms version in effect at a time, or a later one (Z11)';
 
-CREATE FUNCTION subscription.accept_terms(account_id bigint, version text, at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.accept_terms(account_id bigint, version text, at timestamptz DEFAULT subscription.now())
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -4569,7 +4587,7 @@ CREATE OR REPLACE FUNCTION subscription.subscribe(
     plan text,
     cycle interval,
     quantity integer DEFAULT 1,
-    at timestamptz DEFAULT now(),
+    at timestamptz DEFAULT subscription.now(),
     renewal text DEFAULT 'always',
     coupon text DEFAULT NULL)
 RETURNS bigint
@@ -4653,7 +4671,7 @@ $$;
 
 COMMENT ON FUNCTION subscription.subscribe(bigint, text, interval, integer, timestamptz, text, text) IS 'Subscribe an account to a plan and charge the first period, prorated to the billing anchor (L4)';
 
-CREATE OR REPLACE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT subscription.now())
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -4744,7 +4762,7 @@ BEGIN
         ARRAY[subscription_id IS NULL, cycle IS NULL]);
     PERFORM subscription.require_cycle(cycle);
     s := subscription.subscription_for_change('change_cycle', subscription_id, 'change_cycle');
-    PERFORM subscription.require_terms(s.account_id, now());
+    PERFORM subscription.require_terms(s.account_id, subscription.now());
     -- the plan must sell this cycle for the quantity, and so must the
     -- add-ons that will renew with it (22023 otherwise)
     PERFORM subscription.period_price(n.plan, cycle, coalesce(s.pending_quantity, s.quantity), n.version)
@@ -4767,7 +4785,7 @@ $$;
 
 COMMENT ON FUNCTION subscription.change_cycle(bigint, interval) IS 'A new billing cycle from the next period (Z7); returns when it takes effect';
 
-CREATE OR REPLACE FUNCTION subscription.change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT subscription.now())
 RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -4856,7 +4874,7 @@ $$;
 COMMENT ON FUNCTION subscription.change_plan(bigint, text, timestamptz) IS 'Upgrade now (prorated or restarted) or downgrade at the period end (C1-C4, Z5)';
 
 CREATE OR REPLACE FUNCTION subscription.purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
-                                            at timestamptz DEFAULT now())
+                                            at timestamptz DEFAULT subscription.now())
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -5690,7 +5708,7 @@ CREATE TRIGGER suite_component_refresh_limits
 -- licenses hold the suite's.  All or nothing: 23514 names the products
 -- when the suite has fewer licenses than those members.
 CREATE FUNCTION subscription.bundle_into_suite(account_id bigint, suite_plan text, quantity integer DEFAULT NULL,
-                                               at timestamptz DEFAULT now())
+                                               at timestamptz DEFAULT subscription.now())
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -5836,7 +5854,7 @@ BEGIN ATOMIC
 END;
 
 CREATE FUNCTION subscription.preview_bundle_into_suite(account_id bigint, suite_plan text, quantity integer DEFAULT NULL,
-                                                       at timestamptz DEFAULT now())
+                                                       at timestamptz DEFAULT subscription.now())
 RETURNS SETOF subscription.ledger
 LANGUAGE sql
 SECURITY DEFINER
@@ -6403,7 +6421,7 @@ SELECT s.id AS subscription_id,
        d.discount,
        least(subscription.credit_balance(s.account_id, price.currency),
              subscription.round_money(price.amount, price.currency) OPERATOR(pg_catalog.-) d.discount) AS credit,
-       upper(s.period) OPERATOR(pg_catalog.<=) now() AS overdue
+       upper(s.period) OPERATOR(pg_catalog.<=) subscription.now() AS overdue
   FROM subscription.subscription AS s
   CROSS JOIN LATERAL subscription.renewal_terms(s.id) AS n
   CROSS JOIN LATERAL subscription.period_price(n.plan, n.cycle, n.quantity) AS price
@@ -6413,7 +6431,7 @@ SELECT s.id AS subscription_id,
    AND NOT s.cancel_at_period_end
    AND s.renewal OPERATOR(pg_catalog.<>) 'none'
    AND upper(s.period) OPERATOR(pg_catalog.<=)
-       (now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
+       (subscription.now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
    AND subscription.may_read(s.account_id);
 
 
@@ -6820,7 +6838,7 @@ CREATE OR REPLACE FUNCTION subscription.subscribe(
     plan text,
     cycle interval,
     quantity integer DEFAULT 1,
-    at timestamptz DEFAULT now(),
+    at timestamptz DEFAULT subscription.now(),
     renewal text DEFAULT 'always',
     coupon text DEFAULT NULL)
 RETURNS bigint
@@ -6908,7 +6926,7 @@ COMMENT ON FUNCTION subscription.subscribe(bigint, text, interval, integer, time
 -- the licenses above those already paid this period (prorate_refund's
 -- fraction, rounded once); fewer take effect now too, refund nothing, and
 -- cannot go below the licenses assigned (23514).  Returns the licenses left.
-CREATE OR REPLACE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT subscription.now())
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -7002,7 +7020,7 @@ BEGIN
         ARRAY[subscription_id IS NULL, cycle IS NULL]);
     PERFORM subscription.require_cycle(cycle);
     s := subscription.subscription_for_change('change_cycle', subscription_id, 'change_cycle');
-    PERFORM subscription.require_terms(s.account_id, now());
+    PERFORM subscription.require_terms(s.account_id, subscription.now());
     -- the plan must sell this cycle for the quantity, and so must the
     -- add-ons that will renew with it (22023 otherwise)
     PERFORM subscription.period_price(n.plan, cycle, coalesce(s.pending_quantity, s.quantity), n.version)
@@ -7030,7 +7048,7 @@ COMMENT ON FUNCTION subscription.change_cycle(bigint, interval) IS 'A new billin
 -- and renews with the plan; the ledger line names the full-cycle amount
 -- (K3).  A one-time add-on is charged in full, once (K2).
 CREATE OR REPLACE FUNCTION subscription.purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
-                                            at timestamptz DEFAULT now())
+                                            at timestamptz DEFAULT subscription.now())
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -7304,7 +7322,7 @@ SELECT s.id AS subscription_id,
        d.discount,
        least(subscription.credit_balance(s.account_id, price.currency),
              subscription.round_money(price.amount, price.currency) OPERATOR(pg_catalog.-) d.discount) AS credit,
-       upper(s.period) OPERATOR(pg_catalog.<=) now() AS overdue,
+       upper(s.period) OPERATOR(pg_catalog.<=) subscription.now() AS overdue,
        -- the version of the plan renewed into (grandfathering; a migration's)
        subscription.plan_version_or_current(n.plan, n.version) AS plan_version
   FROM subscription.subscription AS s
@@ -7316,7 +7334,7 @@ SELECT s.id AS subscription_id,
    AND NOT s.cancel_at_period_end
    AND s.renewal OPERATOR(pg_catalog.<>) 'none'
    AND upper(s.period) OPERATOR(pg_catalog.<=)
-       (now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
+       (subscription.now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
    AND subscription.may_read(s.account_id);
 
 COMMENT ON VIEW subscription.renewal_notice IS
@@ -7531,7 +7549,7 @@ DECLARE
     s subscription.subscription;
 BEGIN
     PERFORM subscription.require_arguments('cancel_migration', '{subscription_id}', ARRAY[subscription_id IS NULL]);
-    PERFORM subscription.require_renewal_run('cancel_migration', now());
+    PERFORM subscription.require_renewal_run('cancel_migration', subscription.now());
     SELECT * INTO s FROM subscription.subscription AS x WHERE x.id = cancel_migration.subscription_id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
@@ -8739,7 +8757,7 @@ BEGIN ATOMIC
 END;
 
 CREATE OR REPLACE FUNCTION subscription.preview_bundle_into_suite(account_id bigint, suite_plan text, quantity integer DEFAULT NULL,
-                                                       at timestamptz DEFAULT now())
+                                                       at timestamptz DEFAULT subscription.now())
 RETURNS SETOF subscription.ledger
 LANGUAGE sql
 SECURITY DEFINER
@@ -8748,7 +8766,7 @@ BEGIN ATOMIC
         format('SELECT subscription.bundle_into_suite(%L, %L, %L, %L)', account_id, suite_plan, quantity, at));
 END;
 
-CREATE OR REPLACE FUNCTION subscription.preview_change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.preview_change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT subscription.now())
 RETURNS SETOF subscription.ledger
 LANGUAGE sql
 SECURITY DEFINER
@@ -8758,7 +8776,7 @@ BEGIN ATOMIC
 END;
 
 CREATE OR REPLACE FUNCTION subscription.preview_purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
-                                                    at timestamptz DEFAULT now())
+                                                    at timestamptz DEFAULT subscription.now())
 RETURNS SETOF subscription.ledger
 LANGUAGE sql
 SECURITY DEFINER
@@ -8767,7 +8785,7 @@ BEGIN ATOMIC
         format('SELECT subscription.purchase_addon(%L, %L, %L, %L)', subscription_id, addon, quantity, at));
 END;
 
-CREATE OR REPLACE FUNCTION subscription.preview_set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.preview_set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT subscription.now())
 RETURNS SETOF subscription.ledger
 LANGUAGE sql
 SECURITY DEFINER
@@ -9219,7 +9237,7 @@ COMMENT ON FUNCTION subscription.accept_terms(bigint, bigint, text, timestamptz)
 'The account accepts a terms version; who accepted (the actor, else the session user) is recorded, in history too (Z11) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
-CREATE OR REPLACE FUNCTION subscription.accept_terms(account_id bigint, version text, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.accept_terms(account_id bigint, version text, at timestamptz DEFAULT subscription.now())
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -9320,7 +9338,7 @@ CREATE OR REPLACE FUNCTION subscription.subscribe(
     plan text,
     cycle interval,
     quantity integer DEFAULT 1,
-    at timestamptz DEFAULT now(),
+    at timestamptz DEFAULT subscription.now(),
     renewal text DEFAULT 'always',
     coupon text DEFAULT NULL)
 RETURNS bigint
@@ -9458,7 +9476,7 @@ COMMENT ON FUNCTION subscription.set_quantity(bigint, bigint, integer, timestamp
 'Change the licenses now: more are charged for the rest of the period, fewer refund nothing (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
-CREATE OR REPLACE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT subscription.now())
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -9484,7 +9502,7 @@ BEGIN
         ARRAY[subscription_id IS NULL, cycle IS NULL]);
     PERFORM subscription.require_cycle(cycle);
     s := subscription.subscription_for_change('change_cycle', subscription_id, 'change_cycle');
-    PERFORM subscription.require_terms(s.account_id, now());
+    PERFORM subscription.require_terms(s.account_id, subscription.now());
     -- the plan must sell this cycle for the quantity, and so must the
     -- add-ons that will renew with it (22023 otherwise)
     PERFORM subscription.period_price(n.plan, cycle, coalesce(s.pending_quantity, s.quantity), n.version)
@@ -9711,7 +9729,7 @@ COMMENT ON FUNCTION subscription.change_plan(bigint, bigint, text, timestamptz) 
 'Upgrade now (prorated or restarted) or downgrade at the period end (C1-C4, Z5) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
-CREATE OR REPLACE FUNCTION subscription.change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT subscription.now())
 RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -9832,7 +9850,7 @@ COMMENT ON FUNCTION subscription.bundle_into_suite(bigint, bigint, text, integer
 
 -- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
 CREATE OR REPLACE FUNCTION subscription.bundle_into_suite(account_id bigint, suite_plan text, quantity integer DEFAULT NULL,
-                                               at timestamptz DEFAULT now())
+                                               at timestamptz DEFAULT subscription.now())
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -9918,7 +9936,7 @@ COMMENT ON FUNCTION subscription.end_early(bigint, bigint, timestamptz) IS
 'End a subscription now; its unused days become credit (L9) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
-CREATE OR REPLACE FUNCTION subscription.end_early(subscription_id bigint, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.end_early(subscription_id bigint, at timestamptz DEFAULT subscription.now())
 RETURNS numeric
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -10011,7 +10029,7 @@ COMMENT ON FUNCTION subscription.purchase_addon(bigint, bigint, text, integer, t
 
 -- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
 CREATE OR REPLACE FUNCTION subscription.purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
-                                            at timestamptz DEFAULT now())
+                                            at timestamptz DEFAULT subscription.now())
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -10123,7 +10141,7 @@ COMMENT ON FUNCTION subscription.close_account(bigint, bigint, timestamptz) IS
 'Close an account: end every subscription (unused days credited, L9), release the seats, refuse new subscriptions (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
-CREATE OR REPLACE FUNCTION subscription.close_account(account_id bigint, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.close_account(account_id bigint, at timestamptz DEFAULT subscription.now())
 RETURNS TABLE (subscription_id bigint, credited numeric)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -10205,7 +10223,7 @@ DECLARE
 BEGIN
     PERFORM subscription.require_tenant('cancel_migration', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('cancel_migration', '{subscription_id}', ARRAY[subscription_id IS NULL]);
-    PERFORM subscription.require_renewal_run('cancel_migration', now());
+    PERFORM subscription.require_renewal_run('cancel_migration', subscription.now());
     SELECT * INTO s FROM subscription.subscription AS x WHERE x.tenant_id = cancel_migration.tenant_id AND x.id = cancel_migration.subscription_id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
@@ -10451,7 +10469,7 @@ END;
 
 COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription, subscription.period_terms) IS 'Internal: whether the next renewal can lower the account''s limits';
 
-CREATE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT subscription.now())
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -10625,7 +10643,7 @@ $$;
 COMMENT ON FUNCTION subscription.local_subscription_shards() IS
 'Internal: the shards of subscription.subscription on this node (Citus); {NULL} (the whole table) without Citus';
 
-CREATE OR REPLACE FUNCTION subscription.renew_due(at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.renew_due(at timestamptz DEFAULT subscription.now())
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -10695,7 +10713,7 @@ $$;
 COMMENT ON PROCEDURE subscription.renew_in_batches(text, timestamptz, integer, bigint[]) IS
 'Internal: the committed tenant batches of run_renewals and renew_local_tenants';
 
-CREATE OR REPLACE PROCEDURE subscription.run_renewals(at timestamptz DEFAULT now(), batch_size integer DEFAULT 1000)
+CREATE OR REPLACE PROCEDURE subscription.run_renewals(at timestamptz DEFAULT subscription.now(), batch_size integer DEFAULT 1000)
 LANGUAGE plpgsql
 AS $$
 BEGIN
@@ -10706,7 +10724,7 @@ $$;
 
 COMMENT ON PROCEDURE subscription.run_renewals(timestamptz, integer) IS 'renew_due in committed batches, for large runs; CALL it outside a transaction block';
 
-CREATE PROCEDURE subscription.renew_local_tenants(at timestamptz DEFAULT now(), batch integer DEFAULT 100)
+CREATE PROCEDURE subscription.renew_local_tenants(at timestamptz DEFAULT subscription.now(), batch integer DEFAULT 100)
 LANGUAGE plpgsql
 AS $$
 BEGIN
@@ -12574,7 +12592,7 @@ BEGIN
         ARRAY[subscription_id IS NULL, cycle IS NULL]);
     PERFORM subscription.require_cycle(cycle);
     s := subscription.subscription_for_change(change_cycle.tenant_id, 'change_cycle', subscription_id, 'change_cycle');
-    PERFORM subscription.require_terms(change_cycle.tenant_id, s.account_id, now());
+    PERFORM subscription.require_terms(change_cycle.tenant_id, s.account_id, subscription.now());
     -- the plan must sell this cycle for the quantity, and so must the
     -- add-ons that will renew with it (22023 otherwise)
     PERFORM subscription.period_price(n.plan, cycle, coalesce(s.pending_quantity, s.quantity), n.version)
@@ -13118,7 +13136,7 @@ BEGIN
                pg_catalog.jsonb_build_object('version', 1, 'renews_at', subscription.event_time(n.renews_at), 'plan', n.plan,
                    'plan_version', n.plan_version, 'cycle', n.cycle, 'quantity', n.quantity,
                    'amount', n.amount, 'currency', n.currency, 'discount', n.discount, 'credit', n.credit),
-               pg_catalog.now()) IS NOT NULL THEN
+               subscription.now()) IS NOT NULL THEN
             written := written + 1;
         END IF;
     END LOOP;
@@ -13173,7 +13191,7 @@ BEGIN
             RETURN;
         END IF;
     END IF;
-    IF k.claimed_until > pg_catalog.clock_timestamp() THEN
+    IF k.claimed_until > pg_catalog.clock_timestamp() THEN  -- wall time: a lease
         RETURN;
     END IF;
     RETURN QUERY
@@ -13185,7 +13203,7 @@ BEGIN
          LIMIT max),
     claim AS (
         UPDATE subscription.event_consumer AS x
-           SET claimed_up_to = b.up_to, claimed_until = pg_catalog.clock_timestamp() + lease
+           SET claimed_up_to = b.up_to, claimed_until = pg_catalog.clock_timestamp() + lease  -- wall time: a lease
           FROM (SELECT pg_catalog.max(batch.id) AS up_to FROM batch) AS b
          WHERE x.consumer = c AND b.up_to IS NOT NULL)
     SELECT * FROM batch ORDER BY batch.id;
@@ -13225,7 +13243,7 @@ BEGIN
                   HINT = 'Acknowledge the events claim_events() returned, up to the last one delivered.';
     END IF;
     UPDATE subscription.event_consumer AS x
-       SET position = up_to, acked_at = pg_catalog.clock_timestamp(),
+       SET position = up_to, acked_at = pg_catalog.clock_timestamp(),  -- wall time: when a consumer acknowledged
            claimed_up_to = CASE WHEN up_to < k.claimed_up_to THEN k.claimed_up_to END,
            claimed_until = CASE WHEN up_to < k.claimed_up_to THEN k.claimed_until END
      WHERE x.consumer = c;
@@ -13250,7 +13268,7 @@ BEGIN
     PERFORM subscription.event_next_xid();
     SELECT pg_catalog.min(k.position) INTO horizon FROM subscription.event_consumer AS k;
     DELETE FROM subscription.event AS e
-     WHERE e.at < pg_catalog.clock_timestamp() - pg_catalog.current_setting('subscription.event_retention')::interval
+     WHERE e.at < subscription.now() - pg_catalog.current_setting('subscription.event_retention')::interval
        AND (horizon IS NULL OR e.id <= horizon);
     GET DIAGNOSTICS pruned = ROW_COUNT;
 END
@@ -13393,7 +13411,7 @@ COMMENT ON FUNCTION subscription.pause(bigint, bigint, timestamptz, timestamptz,
 'Pause a subscription at a time, to resume at resume_at (NULL: by resume()), keeping access or freezing the account (issue 19) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
-CREATE FUNCTION subscription.pause(subscription_id bigint, at timestamptz DEFAULT now(),
+CREATE FUNCTION subscription.pause(subscription_id bigint, at timestamptz DEFAULT subscription.now(),
                                    resume_at timestamptz DEFAULT NULL, mode text DEFAULT 'keep_access')
 RETURNS timestamptz
 LANGUAGE plpgsql
@@ -13485,7 +13503,7 @@ COMMENT ON FUNCTION subscription.resume(bigint, bigint, timestamptz) IS
 'Resume a paused subscription; its period is extended by the time it was paused; returns when it ends (issue 19) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
-CREATE FUNCTION subscription.resume(subscription_id bigint, at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.resume(subscription_id bigint, at timestamptz DEFAULT subscription.now())
 RETURNS timestamptz
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -13777,7 +13795,7 @@ COMMENT ON FUNCTION subscription.subscription_for_change(bigint, text, bigint, t
 -- fails in the account's own code (a trigger of an application table).
 -- A period is charged once whatever runs (C2): a second call charges
 -- nothing.  Returns how many subscriptions it handled.
-CREATE OR REPLACE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT subscription.now())
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -14104,7 +14122,7 @@ SELECT s.id AS subscription_id,
        d.discount,
        least(subscription.credit_balance(s.account_id, price.currency),
              subscription.round_money(price.amount, price.currency) OPERATOR(pg_catalog.-) d.discount) AS credit,
-       upper(s.period) OPERATOR(pg_catalog.<=) now() AS overdue,
+       upper(s.period) OPERATOR(pg_catalog.<=) subscription.now() AS overdue,
        -- the version of the plan renewed into (grandfathering; a migration's)
        subscription.plan_version_or_current(n.plan, n.version) AS plan_version,
        -- a trial ending: what its product makes of it (issue 19), else NULL
@@ -14122,7 +14140,7 @@ SELECT s.id AS subscription_id,
    AND NOT s.cancel_at_period_end
    AND s.renewal OPERATOR(pg_catalog.<>) 'none'
    AND upper(s.period) OPERATOR(pg_catalog.<=)
-       (now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
+       (subscription.now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
    AND subscription.may_read(s.account_id);
 
 COMMENT ON VIEW subscription.renewal_notice IS
@@ -14298,7 +14316,7 @@ $$;
 COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription, subscription.period_terms) IS 'Internal: whether the next renewal can lower the account''s limits';
 
 
-CREATE OR REPLACE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT subscription.now())
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -14625,7 +14643,7 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT subscription.now())
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -15484,7 +15502,7 @@ CREATE TRIGGER addon_batch_refresh_limits_delete AFTER DELETE ON subscription.ad
 ALTER TABLE subscription.usage_counter
     ADD COLUMN peak bigint NOT NULL DEFAULT 0 CHECK (peak >= 0),
     ADD COLUMN integral numeric NOT NULL DEFAULT 0 CHECK (integral >= 0),
-    ADD COLUMN since timestamptz NOT NULL DEFAULT statement_timestamp();
+    ADD COLUMN since timestamptz NOT NULL DEFAULT subscription.now();
 
 COMMENT ON COLUMN subscription.usage_counter.peak IS
 'The largest use since the period began (a meter''s peak, issue 21)';
@@ -15966,7 +15984,7 @@ COMMENT ON FUNCTION subscription.record_usage(bigint, bigint, text, bigint, text
 
 -- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
 CREATE FUNCTION subscription.record_usage(account_id bigint, feature text, quantity bigint, key text,
-                                          at timestamptz DEFAULT now())
+                                          at timestamptz DEFAULT subscription.now())
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -16358,7 +16376,7 @@ CREATE TABLE subscription.payment_method (
     reference   text NOT NULL CHECK (reference <> ''),
     label       text,
     is_default  boolean NOT NULL DEFAULT false,
-    created_at  timestamptz NOT NULL DEFAULT now(),
+    created_at  timestamptz NOT NULL DEFAULT subscription.now(),
     tenant_id   bigint NOT NULL,
     CONSTRAINT payment_method_no_card_number
         CHECK (NOT subscription.has_card_number(reference) AND NOT subscription.has_card_number(label)),
@@ -16412,7 +16430,7 @@ CREATE TABLE subscription.invoice_record (
     -- an invoice of corrections (a void's reversing lines): the one it corrects
     corrects_invoice_id bigint,
     void_reason       text,
-    created_at        timestamptz NOT NULL DEFAULT now(),
+    created_at        timestamptz NOT NULL DEFAULT subscription.now(),
     -- the transaction that writes its lines: a later one writes another
     xact              xid8 NOT NULL DEFAULT pg_current_xact_id(),
     tenant_id         bigint NOT NULL,
@@ -16450,7 +16468,7 @@ CREATE TABLE subscription.payment (
     at                timestamptz NOT NULL,
     -- the part above what was due, credited to the account (L9)
     credit_line_id    bigint,
-    created_at        timestamptz NOT NULL DEFAULT now(),
+    created_at        timestamptz NOT NULL DEFAULT subscription.now(),
     tenant_id         bigint NOT NULL,
     CONSTRAINT payment_pkey PRIMARY KEY (tenant_id, id),
     CONSTRAINT payment_reference_key UNIQUE (tenant_id, reference),
@@ -16525,7 +16543,7 @@ END;
 
 COMMENT ON FUNCTION subscription.ledger_lines_of(bigint, text) IS 'Internal: the ledger lines a change would write, in a rolled-back subtransaction (Z9)';
 
-CREATE OR REPLACE FUNCTION subscription.preview_change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.preview_change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT subscription.now())
 RETURNS SETOF subscription.ledger
 LANGUAGE sql
 SECURITY DEFINER
@@ -16536,7 +16554,7 @@ END;
 
 COMMENT ON FUNCTION subscription.preview_change_plan(bigint, text, timestamptz) IS 'The ledger lines change_plan would write, without writing them (Z9)';
 
-CREATE OR REPLACE FUNCTION subscription.preview_set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.preview_set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT subscription.now())
 RETURNS SETOF subscription.ledger
 LANGUAGE sql
 SECURITY DEFINER
@@ -16548,7 +16566,7 @@ END;
 COMMENT ON FUNCTION subscription.preview_set_quantity(bigint, integer, timestamptz) IS 'The ledger lines set_quantity would write, without writing them (Z9)';
 
 CREATE OR REPLACE FUNCTION subscription.preview_purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
-                                                    at timestamptz DEFAULT now())
+                                                    at timestamptz DEFAULT subscription.now())
 RETURNS SETOF subscription.ledger
 LANGUAGE sql
 SECURITY DEFINER
@@ -16560,7 +16578,7 @@ END;
 COMMENT ON FUNCTION subscription.preview_purchase_addon(bigint, text, integer, timestamptz) IS 'The ledger lines purchase_addon would write, without writing them (Z9)';
 
 CREATE OR REPLACE FUNCTION subscription.preview_bundle_into_suite(account_id bigint, suite_plan text, quantity integer DEFAULT NULL,
-                                                       at timestamptz DEFAULT now())
+                                                       at timestamptz DEFAULT subscription.now())
 RETURNS SETOF subscription.ledger
 LANGUAGE sql
 SECURITY DEFINER
@@ -16877,7 +16895,7 @@ $$;
 COMMENT ON FUNCTION subscription.void_invoice(bigint, bigint, text, timestamptz) IS
 'Void an open unpaid invoice: a correcting invoice gives its charges back, nothing is deleted (I3) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
-CREATE FUNCTION subscription.void_invoice(invoice_id bigint, reason text, at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.void_invoice(invoice_id bigint, reason text, at timestamptz DEFAULT subscription.now())
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -16969,7 +16987,7 @@ COMMENT ON FUNCTION subscription.record_payment(bigint, bigint, numeric, text, t
 'Record a payment of an invoice: payments add up, an overpayment becomes credit, once per reference (I4, I5, L9) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 CREATE FUNCTION subscription.record_payment(invoice_id bigint, amount numeric, reference text,
-                                            at timestamptz DEFAULT now(), currency text DEFAULT NULL)
+                                            at timestamptz DEFAULT subscription.now(), currency text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -17019,7 +17037,7 @@ $$;
 COMMENT ON FUNCTION subscription.record_payment_failure(bigint, bigint, text, timestamptz) IS
 'Record a failed charge of an open invoice in history, and its event payment.failed (I6) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
-CREATE FUNCTION subscription.record_payment_failure(invoice_id bigint, reason text, at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.record_payment_failure(invoice_id bigint, reason text, at timestamptz DEFAULT subscription.now())
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -17923,6 +17941,21 @@ BEGIN
 END
 $$;
 
+------------------------------------------------------------------------
+-- The billing clock (issue 20): subscription.now() itself is created at
+-- the top of this script, since every section calls it; here, the 1.0
+-- objects that no earlier section replaces.
+------------------------------------------------------------------------
+
+ALTER TABLE subscription.account ALTER COLUMN created_at SET DEFAULT subscription.now();
+ALTER TABLE subscription.subscription ALTER COLUMN created_at SET DEFAULT subscription.now();
+ALTER TABLE subscription.license ALTER COLUMN assigned_at SET DEFAULT subscription.now();
+ALTER TABLE subscription.addon_batch ALTER COLUMN purchased_at SET DEFAULT subscription.now();
+ALTER TABLE subscription.ledger ALTER COLUMN created_at SET DEFAULT subscription.now();
+ALTER TABLE subscription.history ALTER COLUMN at SET DEFAULT subscription.now();
+ALTER TABLE subscription.trimmed ALTER COLUMN at SET DEFAULT subscription.now();
+ALTER TABLE subscription.limited_table ALTER COLUMN registered_at SET DEFAULT subscription.now();
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves
@@ -18292,7 +18325,7 @@ DECLARE
         cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
         cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
         renewal_terms,plan_version_or_current,next_plan,create_account,pause,resume,
-        invoice_document,receipt_document,add_payment_method,has_feature}';
+        invoice_document,receipt_document,add_payment_method,has_feature,now}';
     catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
     views text[] := '{license_holder,invoice,credit_statement,renewal_notice,receipt,open_balance}';
 BEGIN
