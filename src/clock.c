@@ -47,7 +47,9 @@ static pg_tz *cached_zone = NULL;
 static int	cached_order = -1;
 static TimestampTz cached_time;
 
-static pg_noreturn void
+pg_noreturn static void BadClock(const char *text, int dterr);
+
+static void
 BadClock(const char *text, int dterr)
 {
 	bool		range = (dterr == DTERR_FIELD_OVERFLOW || dterr == DTERR_MD_FIELD_OVERFLOW ||
