@@ -20,9 +20,21 @@ LANGUAGE C STABLE PARALLEL SAFE;
 COMMENT ON FUNCTION subscription.now() IS
 'The billing clock: subscription.clock where subscription.allow_clock is on, else the transaction''s start';
 
+-- The meters' clock (issue 21): the statement's start, so that a meter sees
+-- time pass between the statements of one transaction; subscription.clock
+-- where it is moved, as subscription.now().
+CREATE FUNCTION subscription.meter_now()
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'subscription_meter_now'
+LANGUAGE C STABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION subscription.meter_now() IS
+'The meters'' clock: subscription.clock where it is moved, else the statement''s start';
+
 -- PUBLIC executes nothing; the application's and back-office's roles get
--- it from role_rights(), given again to the roles granted at the end
+-- them from role_rights(), given again to the roles granted at the end
 REVOKE ALL ON FUNCTION subscription.now() FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.meter_now() FROM PUBLIC;
 
 ------------------------------------------------------------------------
 -- Who acts: database roles are the boundary (security model, README)
@@ -15502,7 +15514,7 @@ CREATE TRIGGER addon_batch_refresh_limits_delete AFTER DELETE ON subscription.ad
 ALTER TABLE subscription.usage_counter
     ADD COLUMN peak bigint NOT NULL DEFAULT 0 CHECK (peak >= 0),
     ADD COLUMN integral numeric NOT NULL DEFAULT 0 CHECK (integral >= 0),
-    ADD COLUMN since timestamptz NOT NULL DEFAULT subscription.now();
+    ADD COLUMN since timestamptz NOT NULL DEFAULT subscription.meter_now();
 
 COMMENT ON COLUMN subscription.usage_counter.peak IS
 'The largest use since the period began (a meter''s peak, issue 21)';
@@ -18325,7 +18337,7 @@ DECLARE
         cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
         cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
         renewal_terms,plan_version_or_current,next_plan,create_account,pause,resume,
-        invoice_document,receipt_document,add_payment_method,has_feature,now}';
+        invoice_document,receipt_document,add_payment_method,has_feature,now,meter_now}';
     catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
     views text[] := '{license_holder,invoice,credit_statement,renewal_notice,receipt,open_balance}';
 BEGIN

@@ -35,6 +35,7 @@
 #include "subscription.h"
 
 PG_FUNCTION_INFO_V1(subscription_now);
+PG_FUNCTION_INFO_V1(subscription_meter_now);
 
 bool		subscription_allow_clock = false;
 char	   *subscription_clock = NULL;
@@ -138,4 +139,26 @@ Datum
 subscription_now(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_TIMESTAMPTZ(SubscriptionNow());
+}
+
+/*
+ * The meters' clock (issue 21): the statement's start, so that a meter sees
+ * time pass between the statements of one transaction; the billing clock
+ * where a session moved it.
+ */
+TimestampTz
+SubscriptionMeterNow(void)
+{
+	if (subscription_clock == NULL || subscription_clock[0] == '\0')
+		return GetCurrentStatementStartTimestamp();	/* wall time: the meters' real clock (issue 21) */
+	return SubscriptionNow();
+}
+
+/*
+ * meter_now() returns timestamptz: SubscriptionMeterNow()
+ */
+Datum
+subscription_meter_now(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TIMESTAMPTZ(SubscriptionMeterNow());
 }

@@ -40,6 +40,7 @@ extern char *subscription_clock;
 /* clock.c: the billing clock, subscription.now() (issue 20) */
 #include "datatype/timestamp.h"
 extern TimestampTz SubscriptionNow(void);
+extern TimestampTz SubscriptionMeterNow(void);
 
 /* subscription.c: the actor written to history */
 extern text *CurrentActor(void);

@@ -12,3 +12,14 @@ LANGUAGE C STABLE PARALLEL SAFE;
 
 COMMENT ON FUNCTION subscription.now() IS
 'The billing clock: subscription.clock where subscription.allow_clock is on, else the transaction''s start';
+
+-- The meters' clock (issue 21): the statement's start, so that a meter sees
+-- time pass between the statements of one transaction; subscription.clock
+-- where it is moved, as subscription.now().
+CREATE FUNCTION subscription.meter_now()
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'subscription_meter_now'
+LANGUAGE C STABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION subscription.meter_now() IS
+'The meters'' clock: subscription.clock where it is moved, else the statement''s start';

@@ -17,9 +17,11 @@ SHOW subscription.clock;
 -- unset: the transaction's start, as now()
 BEGIN;
 SELECT subscription.now() = now() AS real_time;
+-- the meters' clock (issue 21): the statement's start, unless moved
+SELECT subscription.meter_now() = statement_timestamp() AS statement_time;
 -- set: the clock, for this transaction
 SET LOCAL subscription.clock = '2031-05-01 12:00+00';
-SELECT subscription.now();
+SELECT subscription.now(), subscription.meter_now() = subscription.now() AS meters_moved;
 -- moved again in the same transaction: the new time (the kept parse follows)
 SET LOCAL subscription.clock = '2031-06-01 00:00+00';
 SELECT subscription.now();
