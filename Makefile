@@ -16,7 +16,7 @@ EXTVERSION  = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" subscription.c
 # goes into both its step and its source file; test/upgrade.sh proves
 # that an upgrade and a fresh install give the same objects.
 SQL_SOURCES = $(addprefix sql/src/, \
-              00_values.sql 10_catalog.sql 11_tenants.sql 12_seats.sql 13_ledger.sql 13_invoices.sql \
+              00_values.sql 01_clock.sql 10_catalog.sql 11_tenants.sql 12_seats.sql 13_ledger.sql 13_invoices.sql \
               14_history.sql 15_limits.sql 15_usage.sql 16_roles.sql 17_tenant_keys.sql 18_events.sql 19_config_dump.sql \
               20_pricing.sql 21_periods.sql 22_checks.sql 23_actors.sql 24_keep.sql 25_keyed.sql \
               30_subscribe.sql 31_seats.sql 40_limits.sql 41_downgrade.sql 42_entitlements.sql \

@@ -7,6 +7,36 @@
 -- plus this script equals a fresh 1.1, object for object.
 
 ------------------------------------------------------------------------
+-- The billing clock (issue 20): first, because every section below calls
+-- it (defaults, views, bodies); the rest of the clock's step is in its
+-- section "The billing clock (issue 20)" before the Citus one.
+------------------------------------------------------------------------
+
+CREATE FUNCTION subscription.now()
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'subscription_now'
+LANGUAGE C STABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION subscription.now() IS
+'The billing clock: subscription.clock where subscription.allow_clock is on, else the transaction''s start';
+
+-- The meters' clock (issue 21): the statement's start, so that a meter sees
+-- time pass between the statements of one transaction; subscription.clock
+-- where it is moved, as subscription.now().
+CREATE FUNCTION subscription.meter_now()
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'subscription_meter_now'
+LANGUAGE C STABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION subscription.meter_now() IS
+'The meters'' clock: subscription.clock where it is moved, else the statement''s start';
+
+-- PUBLIC executes nothing; the application's and back-office's roles get
+-- them from role_rights(), given again to the roles granted at the end
+REVOKE ALL ON FUNCTION subscription.now() FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.meter_now() FROM PUBLIC;
+
+------------------------------------------------------------------------
 -- Who acts: database roles are the boundary (security model, README)
 ------------------------------------------------------------------------
 
@@ -25,7 +55,7 @@ COMMENT ON FUNCTION subscription.calling_role() IS
 CREATE TABLE subscription.granted_role (
     role       regrole NOT NULL,
     kind       text NOT NULL CHECK (kind IN ('application', 'backoffice')),
-    granted_at timestamptz NOT NULL DEFAULT now(),
+    granted_at timestamptz NOT NULL DEFAULT subscription.now(),
     PRIMARY KEY (role, kind)
 );
 SELECT pg_catalog.pg_extension_config_dump('subscription.granted_role', '');
@@ -384,7 +414,7 @@ SELECT s.id AS subscription_id,
    AND NOT s.cancel_at_period_end
    AND s.renewal OPERATOR(pg_catalog.<>) 'none'
    AND upper(s.period) OPERATOR(pg_catalog.<=)
-       (now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
+       (subscription.now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
    AND subscription.may_read(s.account_id);
 
 COMMENT ON VIEW subscription.license_holder IS
@@ -1055,8 +1085,8 @@ COMMENT ON FUNCTION subscription.sold_cycles(text, text) IS 'Internal: the cycle
 
 -- Bounds (issue 15), in C (src/bounds.c) so that they read their settings
 -- typed: a quantity from 1 to subscription.max_quantity, an amount up to
--- subscription.max_amount, a time from now() - subscription.max_backdate
--- (and for renewals up to now() + subscription.max_ahead).
+-- subscription.max_amount, a time from subscription.now() - subscription.max_backdate
+-- (and for renewals up to subscription.now() + subscription.max_ahead).
 CREATE OR REPLACE FUNCTION subscription.require_quantity(quantity integer)
 RETURNS void
 AS 'MODULE_PATHNAME', 'require_quantity'
@@ -1292,7 +1322,7 @@ CREATE OR REPLACE FUNCTION subscription.subscribe(
     plan text,
     cycle interval,
     quantity integer DEFAULT 1,
-    at timestamptz DEFAULT now(),
+    at timestamptz DEFAULT subscription.now(),
     renewal text DEFAULT 'always',
     coupon text DEFAULT NULL)
 RETURNS bigint
@@ -1380,7 +1410,7 @@ COMMENT ON FUNCTION subscription.subscribe(bigint, text, interval, integer, time
 -- the licenses above those already paid this period (prorate_refund's
 -- fraction, rounded once); fewer take effect now too, refund nothing, and
 -- cannot go below the licenses assigned (23514).  Returns the licenses left.
-CREATE OR REPLACE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT subscription.now())
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -1466,7 +1496,7 @@ COMMENT ON FUNCTION subscription.set_quantity(bigint, integer, timestamptz) IS '
 -- pending_plan for renew_due (C4); 'immediate' prorates like an upgrade
 -- and trims the account's data now through apply_downgrade.  Changing to
 -- the current plan drops a pending downgrade.
-CREATE OR REPLACE FUNCTION subscription.change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT subscription.now())
 RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -1571,7 +1601,7 @@ BEGIN
         ARRAY[subscription_id IS NULL, cycle IS NULL]);
     PERFORM subscription.require_cycle(cycle);
     s := subscription.subscription_for_change('change_cycle', subscription_id, 'change_cycle');
-    PERFORM subscription.require_terms(s.account_id, now());
+    PERFORM subscription.require_terms(s.account_id, subscription.now());
     -- the plan must sell this cycle for the quantity, and so must the
     -- add-ons that will renew with it (22023 otherwise)
     PERFORM subscription.period_price(n.plan, cycle, coalesce(s.pending_quantity, s.quantity), n.version)
@@ -1596,7 +1626,7 @@ COMMENT ON FUNCTION subscription.change_cycle(bigint, interval) IS 'A new billin
 
 -- L9: end a subscription now to consolidate it into the account's
 -- renewal: the unused days of what it paid become credit.
-CREATE OR REPLACE FUNCTION subscription.end_early(subscription_id bigint, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.end_early(subscription_id bigint, at timestamptz DEFAULT subscription.now())
 RETURNS numeric
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -1660,7 +1690,7 @@ COMMENT ON FUNCTION subscription.credit_account(bigint, numeric, text, text) IS 
 -- and renews with the plan; the ledger line names the full-cycle amount
 -- (K3).  A one-time add-on is charged in full, once (K2).
 CREATE OR REPLACE FUNCTION subscription.purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
-                                            at timestamptz DEFAULT now())
+                                            at timestamptz DEFAULT subscription.now())
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -1896,7 +1926,7 @@ COMMENT ON FUNCTION subscription.require_renewal_run(text, timestamptz) IS 'Inte
 -- "at", catching up missed periods, in one transaction; returns how many
 -- it handled.  Safe to run concurrently and repeatedly: a period is
 -- charged once whatever runs (C2).  Progress is a NOTICE every 10,000.
-CREATE OR REPLACE FUNCTION subscription.renew_due(at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.renew_due(at timestamptz DEFAULT subscription.now())
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -1937,7 +1967,7 @@ COMMENT ON FUNCTION subscription.renew_due(timestamptz) IS 'Renew, expire or can
 -- is schema-qualified, and the functions it calls pin their own.  It
 -- commits, which a SECURITY DEFINER procedure cannot: each of its batches
 -- (renew_batch) is SECURITY DEFINER instead.
-CREATE OR REPLACE PROCEDURE subscription.run_renewals(at timestamptz DEFAULT now(), batch_size integer DEFAULT 1000)
+CREATE OR REPLACE PROCEDURE subscription.run_renewals(at timestamptz DEFAULT subscription.now(), batch_size integer DEFAULT 1000)
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -1986,7 +2016,7 @@ SELECT s.id AS subscription_id,
        d.discount,
        least(subscription.credit_balance(s.account_id, price.currency),
              subscription.round_money(price.amount, price.currency) OPERATOR(pg_catalog.-) d.discount) AS credit,
-       upper(s.period) OPERATOR(pg_catalog.<=) now() AS overdue
+       upper(s.period) OPERATOR(pg_catalog.<=) subscription.now() AS overdue
   FROM subscription.subscription AS s
   CROSS JOIN LATERAL (
        SELECT coalesce(s.pending_plan, s.plan) AS plan,
@@ -2000,7 +2030,7 @@ SELECT s.id AS subscription_id,
    AND NOT s.cancel_at_period_end
    AND s.renewal OPERATOR(pg_catalog.<>) 'none'
    AND upper(s.period) OPERATOR(pg_catalog.<=)
-       (now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
+       (subscription.now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
    AND subscription.may_read(s.account_id);
 
 COMMENT ON VIEW subscription.renewal_notice IS
@@ -2564,7 +2594,7 @@ CREATE OR REPLACE FUNCTION subscription.subscribe(
     plan text,
     cycle interval,
     quantity integer DEFAULT 1,
-    at timestamptz DEFAULT now(),
+    at timestamptz DEFAULT subscription.now(),
     renewal text DEFAULT 'always',
     coupon text DEFAULT NULL)
 RETURNS bigint
@@ -2651,7 +2681,7 @@ $$;
 -- its add-on batches ended (end_early, L9); the seats are released; the
 -- account is marked closed (history records it, R8) and takes no new
 -- subscription.  Returns the subscriptions ended and what each credited.
-CREATE FUNCTION subscription.close_account(account_id bigint, at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.close_account(account_id bigint, at timestamptz DEFAULT subscription.now())
 RETURNS TABLE (subscription_id bigint, credited numeric)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -3979,7 +4009,7 @@ CREATE OR REPLACE FUNCTION subscription.subscribe(
     plan text,
     cycle interval,
     quantity integer DEFAULT 1,
-    at timestamptz DEFAULT now(),
+    at timestamptz DEFAULT subscription.now(),
     renewal text DEFAULT 'always',
     coupon text DEFAULT NULL)
 RETURNS bigint
@@ -4061,7 +4091,7 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT subscription.now())
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -4173,7 +4203,7 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION subscription.change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT subscription.now())
 RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -4259,7 +4289,7 @@ END
 $$;
 
 CREATE OR REPLACE FUNCTION subscription.purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
-                                            at timestamptz DEFAULT now())
+                                            at timestamptz DEFAULT subscription.now())
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -4454,7 +4484,7 @@ COMMENT ON FUNCTION subscription.authorize(bigint, text, boolean) IS
 '42501 unless the actor may do the action on the account (Z1, R9, K8, Z2); without an actor, unless the caller is back-office code';
 
 -- Z11: the terms check, and accepting them
-CREATE FUNCTION subscription.terms_in_effect(at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.terms_in_effect(at timestamptz DEFAULT subscription.now())
 RETURNS subscription.terms
 LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
@@ -4494,7 +4524,7 @@ $$;
 COMMENT ON FUNCTION subscription.require_terms(bigint, timestamptz) IS
 'Internal: 55000 unless the account accepted the terms version in effect at a time, or a later one (Z11)';
 
-CREATE FUNCTION subscription.accept_terms(account_id bigint, version text, at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.accept_terms(account_id bigint, version text, at timestamptz DEFAULT subscription.now())
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -4572,7 +4602,7 @@ CREATE OR REPLACE FUNCTION subscription.subscribe(
     plan text,
     cycle interval,
     quantity integer DEFAULT 1,
-    at timestamptz DEFAULT now(),
+    at timestamptz DEFAULT subscription.now(),
     renewal text DEFAULT 'always',
     coupon text DEFAULT NULL)
 RETURNS bigint
@@ -4656,7 +4686,7 @@ $$;
 
 COMMENT ON FUNCTION subscription.subscribe(bigint, text, interval, integer, timestamptz, text, text) IS 'Subscribe an account to a plan and charge the first period, prorated to the billing anchor (L4)';
 
-CREATE OR REPLACE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT subscription.now())
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -4747,7 +4777,7 @@ BEGIN
         ARRAY[subscription_id IS NULL, cycle IS NULL]);
     PERFORM subscription.require_cycle(cycle);
     s := subscription.subscription_for_change('change_cycle', subscription_id, 'change_cycle');
-    PERFORM subscription.require_terms(s.account_id, now());
+    PERFORM subscription.require_terms(s.account_id, subscription.now());
     -- the plan must sell this cycle for the quantity, and so must the
     -- add-ons that will renew with it (22023 otherwise)
     PERFORM subscription.period_price(n.plan, cycle, coalesce(s.pending_quantity, s.quantity), n.version)
@@ -4770,7 +4800,7 @@ $$;
 
 COMMENT ON FUNCTION subscription.change_cycle(bigint, interval) IS 'A new billing cycle from the next period (Z7); returns when it takes effect';
 
-CREATE OR REPLACE FUNCTION subscription.change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT subscription.now())
 RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -4859,7 +4889,7 @@ $$;
 COMMENT ON FUNCTION subscription.change_plan(bigint, text, timestamptz) IS 'Upgrade now (prorated or restarted) or downgrade at the period end (C1-C4, Z5)';
 
 CREATE OR REPLACE FUNCTION subscription.purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
-                                            at timestamptz DEFAULT now())
+                                            at timestamptz DEFAULT subscription.now())
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -5693,7 +5723,7 @@ CREATE TRIGGER suite_component_refresh_limits
 -- licenses hold the suite's.  All or nothing: 23514 names the products
 -- when the suite has fewer licenses than those members.
 CREATE FUNCTION subscription.bundle_into_suite(account_id bigint, suite_plan text, quantity integer DEFAULT NULL,
-                                               at timestamptz DEFAULT now())
+                                               at timestamptz DEFAULT subscription.now())
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -5839,7 +5869,7 @@ BEGIN ATOMIC
 END;
 
 CREATE FUNCTION subscription.preview_bundle_into_suite(account_id bigint, suite_plan text, quantity integer DEFAULT NULL,
-                                                       at timestamptz DEFAULT now())
+                                                       at timestamptz DEFAULT subscription.now())
 RETURNS SETOF subscription.ledger
 LANGUAGE sql
 SECURITY DEFINER
@@ -6406,7 +6436,7 @@ SELECT s.id AS subscription_id,
        d.discount,
        least(subscription.credit_balance(s.account_id, price.currency),
              subscription.round_money(price.amount, price.currency) OPERATOR(pg_catalog.-) d.discount) AS credit,
-       upper(s.period) OPERATOR(pg_catalog.<=) now() AS overdue
+       upper(s.period) OPERATOR(pg_catalog.<=) subscription.now() AS overdue
   FROM subscription.subscription AS s
   CROSS JOIN LATERAL subscription.renewal_terms(s.id) AS n
   CROSS JOIN LATERAL subscription.period_price(n.plan, n.cycle, n.quantity) AS price
@@ -6416,7 +6446,7 @@ SELECT s.id AS subscription_id,
    AND NOT s.cancel_at_period_end
    AND s.renewal OPERATOR(pg_catalog.<>) 'none'
    AND upper(s.period) OPERATOR(pg_catalog.<=)
-       (now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
+       (subscription.now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
    AND subscription.may_read(s.account_id);
 
 
@@ -6823,7 +6853,7 @@ CREATE OR REPLACE FUNCTION subscription.subscribe(
     plan text,
     cycle interval,
     quantity integer DEFAULT 1,
-    at timestamptz DEFAULT now(),
+    at timestamptz DEFAULT subscription.now(),
     renewal text DEFAULT 'always',
     coupon text DEFAULT NULL)
 RETURNS bigint
@@ -6911,7 +6941,7 @@ COMMENT ON FUNCTION subscription.subscribe(bigint, text, interval, integer, time
 -- the licenses above those already paid this period (prorate_refund's
 -- fraction, rounded once); fewer take effect now too, refund nothing, and
 -- cannot go below the licenses assigned (23514).  Returns the licenses left.
-CREATE OR REPLACE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT subscription.now())
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -7005,7 +7035,7 @@ BEGIN
         ARRAY[subscription_id IS NULL, cycle IS NULL]);
     PERFORM subscription.require_cycle(cycle);
     s := subscription.subscription_for_change('change_cycle', subscription_id, 'change_cycle');
-    PERFORM subscription.require_terms(s.account_id, now());
+    PERFORM subscription.require_terms(s.account_id, subscription.now());
     -- the plan must sell this cycle for the quantity, and so must the
     -- add-ons that will renew with it (22023 otherwise)
     PERFORM subscription.period_price(n.plan, cycle, coalesce(s.pending_quantity, s.quantity), n.version)
@@ -7033,7 +7063,7 @@ COMMENT ON FUNCTION subscription.change_cycle(bigint, interval) IS 'A new billin
 -- and renews with the plan; the ledger line names the full-cycle amount
 -- (K3).  A one-time add-on is charged in full, once (K2).
 CREATE OR REPLACE FUNCTION subscription.purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
-                                            at timestamptz DEFAULT now())
+                                            at timestamptz DEFAULT subscription.now())
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -7307,7 +7337,7 @@ SELECT s.id AS subscription_id,
        d.discount,
        least(subscription.credit_balance(s.account_id, price.currency),
              subscription.round_money(price.amount, price.currency) OPERATOR(pg_catalog.-) d.discount) AS credit,
-       upper(s.period) OPERATOR(pg_catalog.<=) now() AS overdue,
+       upper(s.period) OPERATOR(pg_catalog.<=) subscription.now() AS overdue,
        -- the version of the plan renewed into (grandfathering; a migration's)
        subscription.plan_version_or_current(n.plan, n.version) AS plan_version
   FROM subscription.subscription AS s
@@ -7319,7 +7349,7 @@ SELECT s.id AS subscription_id,
    AND NOT s.cancel_at_period_end
    AND s.renewal OPERATOR(pg_catalog.<>) 'none'
    AND upper(s.period) OPERATOR(pg_catalog.<=)
-       (now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
+       (subscription.now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
    AND subscription.may_read(s.account_id);
 
 COMMENT ON VIEW subscription.renewal_notice IS
@@ -7534,7 +7564,7 @@ DECLARE
     s subscription.subscription;
 BEGIN
     PERFORM subscription.require_arguments('cancel_migration', '{subscription_id}', ARRAY[subscription_id IS NULL]);
-    PERFORM subscription.require_renewal_run('cancel_migration', now());
+    PERFORM subscription.require_renewal_run('cancel_migration', subscription.now());
     SELECT * INTO s FROM subscription.subscription AS x WHERE x.id = cancel_migration.subscription_id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
@@ -8742,7 +8772,7 @@ BEGIN ATOMIC
 END;
 
 CREATE OR REPLACE FUNCTION subscription.preview_bundle_into_suite(account_id bigint, suite_plan text, quantity integer DEFAULT NULL,
-                                                       at timestamptz DEFAULT now())
+                                                       at timestamptz DEFAULT subscription.now())
 RETURNS SETOF subscription.ledger
 LANGUAGE sql
 SECURITY DEFINER
@@ -8751,7 +8781,7 @@ BEGIN ATOMIC
         format('SELECT subscription.bundle_into_suite(%L, %L, %L, %L)', account_id, suite_plan, quantity, at));
 END;
 
-CREATE OR REPLACE FUNCTION subscription.preview_change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.preview_change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT subscription.now())
 RETURNS SETOF subscription.ledger
 LANGUAGE sql
 SECURITY DEFINER
@@ -8761,7 +8791,7 @@ BEGIN ATOMIC
 END;
 
 CREATE OR REPLACE FUNCTION subscription.preview_purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
-                                                    at timestamptz DEFAULT now())
+                                                    at timestamptz DEFAULT subscription.now())
 RETURNS SETOF subscription.ledger
 LANGUAGE sql
 SECURITY DEFINER
@@ -8770,7 +8800,7 @@ BEGIN ATOMIC
         format('SELECT subscription.purchase_addon(%L, %L, %L, %L)', subscription_id, addon, quantity, at));
 END;
 
-CREATE OR REPLACE FUNCTION subscription.preview_set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.preview_set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT subscription.now())
 RETURNS SETOF subscription.ledger
 LANGUAGE sql
 SECURITY DEFINER
@@ -9222,7 +9252,7 @@ COMMENT ON FUNCTION subscription.accept_terms(bigint, bigint, text, timestamptz)
 'The account accepts a terms version; who accepted (the actor, else the session user) is recorded, in history too (Z11) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
-CREATE OR REPLACE FUNCTION subscription.accept_terms(account_id bigint, version text, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.accept_terms(account_id bigint, version text, at timestamptz DEFAULT subscription.now())
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -9323,7 +9353,7 @@ CREATE OR REPLACE FUNCTION subscription.subscribe(
     plan text,
     cycle interval,
     quantity integer DEFAULT 1,
-    at timestamptz DEFAULT now(),
+    at timestamptz DEFAULT subscription.now(),
     renewal text DEFAULT 'always',
     coupon text DEFAULT NULL)
 RETURNS bigint
@@ -9461,7 +9491,7 @@ COMMENT ON FUNCTION subscription.set_quantity(bigint, bigint, integer, timestamp
 'Change the licenses now: more are charged for the rest of the period, fewer refund nothing (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
-CREATE OR REPLACE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT subscription.now())
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -9487,7 +9517,7 @@ BEGIN
         ARRAY[subscription_id IS NULL, cycle IS NULL]);
     PERFORM subscription.require_cycle(cycle);
     s := subscription.subscription_for_change('change_cycle', subscription_id, 'change_cycle');
-    PERFORM subscription.require_terms(s.account_id, now());
+    PERFORM subscription.require_terms(s.account_id, subscription.now());
     -- the plan must sell this cycle for the quantity, and so must the
     -- add-ons that will renew with it (22023 otherwise)
     PERFORM subscription.period_price(n.plan, cycle, coalesce(s.pending_quantity, s.quantity), n.version)
@@ -9714,7 +9744,7 @@ COMMENT ON FUNCTION subscription.change_plan(bigint, bigint, text, timestamptz) 
 'Upgrade now (prorated or restarted) or downgrade at the period end (C1-C4, Z5) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
-CREATE OR REPLACE FUNCTION subscription.change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT subscription.now())
 RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -9835,7 +9865,7 @@ COMMENT ON FUNCTION subscription.bundle_into_suite(bigint, bigint, text, integer
 
 -- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
 CREATE OR REPLACE FUNCTION subscription.bundle_into_suite(account_id bigint, suite_plan text, quantity integer DEFAULT NULL,
-                                               at timestamptz DEFAULT now())
+                                               at timestamptz DEFAULT subscription.now())
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -9921,7 +9951,7 @@ COMMENT ON FUNCTION subscription.end_early(bigint, bigint, timestamptz) IS
 'End a subscription now; its unused days become credit (L9) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
-CREATE OR REPLACE FUNCTION subscription.end_early(subscription_id bigint, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.end_early(subscription_id bigint, at timestamptz DEFAULT subscription.now())
 RETURNS numeric
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -10014,7 +10044,7 @@ COMMENT ON FUNCTION subscription.purchase_addon(bigint, bigint, text, integer, t
 
 -- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
 CREATE OR REPLACE FUNCTION subscription.purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
-                                            at timestamptz DEFAULT now())
+                                            at timestamptz DEFAULT subscription.now())
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -10126,7 +10156,7 @@ COMMENT ON FUNCTION subscription.close_account(bigint, bigint, timestamptz) IS
 'Close an account: end every subscription (unused days credited, L9), release the seats, refuse new subscriptions (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
-CREATE OR REPLACE FUNCTION subscription.close_account(account_id bigint, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.close_account(account_id bigint, at timestamptz DEFAULT subscription.now())
 RETURNS TABLE (subscription_id bigint, credited numeric)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -10208,7 +10238,7 @@ DECLARE
 BEGIN
     PERFORM subscription.require_tenant('cancel_migration', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('cancel_migration', '{subscription_id}', ARRAY[subscription_id IS NULL]);
-    PERFORM subscription.require_renewal_run('cancel_migration', now());
+    PERFORM subscription.require_renewal_run('cancel_migration', subscription.now());
     SELECT * INTO s FROM subscription.subscription AS x WHERE x.tenant_id = cancel_migration.tenant_id AND x.id = cancel_migration.subscription_id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
@@ -10454,7 +10484,7 @@ END;
 
 COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription, subscription.period_terms) IS 'Internal: whether the next renewal can lower the account''s limits';
 
-CREATE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT subscription.now())
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -10628,7 +10658,7 @@ $$;
 COMMENT ON FUNCTION subscription.local_subscription_shards() IS
 'Internal: the shards of subscription.subscription on this node (Citus); {NULL} (the whole table) without Citus';
 
-CREATE OR REPLACE FUNCTION subscription.renew_due(at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.renew_due(at timestamptz DEFAULT subscription.now())
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -10698,7 +10728,7 @@ $$;
 COMMENT ON PROCEDURE subscription.renew_in_batches(text, timestamptz, integer, bigint[]) IS
 'Internal: the committed tenant batches of run_renewals and renew_local_tenants';
 
-CREATE OR REPLACE PROCEDURE subscription.run_renewals(at timestamptz DEFAULT now(), batch_size integer DEFAULT 1000)
+CREATE OR REPLACE PROCEDURE subscription.run_renewals(at timestamptz DEFAULT subscription.now(), batch_size integer DEFAULT 1000)
 LANGUAGE plpgsql
 AS $$
 BEGIN
@@ -10709,7 +10739,7 @@ $$;
 
 COMMENT ON PROCEDURE subscription.run_renewals(timestamptz, integer) IS 'renew_due in committed batches, for large runs; CALL it outside a transaction block';
 
-CREATE PROCEDURE subscription.renew_local_tenants(at timestamptz DEFAULT now(), batch integer DEFAULT 100)
+CREATE PROCEDURE subscription.renew_local_tenants(at timestamptz DEFAULT subscription.now(), batch integer DEFAULT 100)
 LANGUAGE plpgsql
 AS $$
 BEGIN
@@ -12577,7 +12607,7 @@ BEGIN
         ARRAY[subscription_id IS NULL, cycle IS NULL]);
     PERFORM subscription.require_cycle(cycle);
     s := subscription.subscription_for_change(change_cycle.tenant_id, 'change_cycle', subscription_id, 'change_cycle');
-    PERFORM subscription.require_terms(change_cycle.tenant_id, s.account_id, now());
+    PERFORM subscription.require_terms(change_cycle.tenant_id, s.account_id, subscription.now());
     -- the plan must sell this cycle for the quantity, and so must the
     -- add-ons that will renew with it (22023 otherwise)
     PERFORM subscription.period_price(n.plan, cycle, coalesce(s.pending_quantity, s.quantity), n.version)
@@ -13121,7 +13151,7 @@ BEGIN
                pg_catalog.jsonb_build_object('version', 1, 'renews_at', subscription.event_time(n.renews_at), 'plan', n.plan,
                    'plan_version', n.plan_version, 'cycle', n.cycle, 'quantity', n.quantity,
                    'amount', n.amount, 'currency', n.currency, 'discount', n.discount, 'credit', n.credit),
-               pg_catalog.now()) IS NOT NULL THEN
+               subscription.now()) IS NOT NULL THEN
             written := written + 1;
         END IF;
     END LOOP;
@@ -13176,7 +13206,7 @@ BEGIN
             RETURN;
         END IF;
     END IF;
-    IF k.claimed_until > pg_catalog.clock_timestamp() THEN
+    IF k.claimed_until > pg_catalog.clock_timestamp() THEN  -- wall time: a lease
         RETURN;
     END IF;
     RETURN QUERY
@@ -13188,7 +13218,7 @@ BEGIN
          LIMIT max),
     claim AS (
         UPDATE subscription.event_consumer AS x
-           SET claimed_up_to = b.up_to, claimed_until = pg_catalog.clock_timestamp() + lease
+           SET claimed_up_to = b.up_to, claimed_until = pg_catalog.clock_timestamp() + lease  -- wall time: a lease
           FROM (SELECT pg_catalog.max(batch.id) AS up_to FROM batch) AS b
          WHERE x.consumer = c AND b.up_to IS NOT NULL)
     SELECT * FROM batch ORDER BY batch.id;
@@ -13228,7 +13258,7 @@ BEGIN
                   HINT = 'Acknowledge the events claim_events() returned, up to the last one delivered.';
     END IF;
     UPDATE subscription.event_consumer AS x
-       SET position = up_to, acked_at = pg_catalog.clock_timestamp(),
+       SET position = up_to, acked_at = pg_catalog.clock_timestamp(),  -- wall time: when a consumer acknowledged
            claimed_up_to = CASE WHEN up_to < k.claimed_up_to THEN k.claimed_up_to END,
            claimed_until = CASE WHEN up_to < k.claimed_up_to THEN k.claimed_until END
      WHERE x.consumer = c;
@@ -13253,7 +13283,7 @@ BEGIN
     PERFORM subscription.event_next_xid();
     SELECT pg_catalog.min(k.position) INTO horizon FROM subscription.event_consumer AS k;
     DELETE FROM subscription.event AS e
-     WHERE e.at < pg_catalog.clock_timestamp() - pg_catalog.current_setting('subscription.event_retention')::interval
+     WHERE e.at < subscription.now() - pg_catalog.current_setting('subscription.event_retention')::interval
        AND (horizon IS NULL OR e.id <= horizon);
     GET DIAGNOSTICS pruned = ROW_COUNT;
 END
@@ -13396,7 +13426,7 @@ COMMENT ON FUNCTION subscription.pause(bigint, bigint, timestamptz, timestamptz,
 'Pause a subscription at a time, to resume at resume_at (NULL: by resume()), keeping access or freezing the account (issue 19) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
-CREATE FUNCTION subscription.pause(subscription_id bigint, at timestamptz DEFAULT now(),
+CREATE FUNCTION subscription.pause(subscription_id bigint, at timestamptz DEFAULT subscription.now(),
                                    resume_at timestamptz DEFAULT NULL, mode text DEFAULT 'keep_access')
 RETURNS timestamptz
 LANGUAGE plpgsql
@@ -13488,7 +13518,7 @@ COMMENT ON FUNCTION subscription.resume(bigint, bigint, timestamptz) IS
 'Resume a paused subscription; its period is extended by the time it was paused; returns when it ends (issue 19) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
-CREATE FUNCTION subscription.resume(subscription_id bigint, at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.resume(subscription_id bigint, at timestamptz DEFAULT subscription.now())
 RETURNS timestamptz
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -13780,7 +13810,7 @@ COMMENT ON FUNCTION subscription.subscription_for_change(bigint, text, bigint, t
 -- fails in the account's own code (a trigger of an application table).
 -- A period is charged once whatever runs (C2): a second call charges
 -- nothing.  Returns how many subscriptions it handled.
-CREATE OR REPLACE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT subscription.now())
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -14107,7 +14137,7 @@ SELECT s.id AS subscription_id,
        d.discount,
        least(subscription.credit_balance(s.account_id, price.currency),
              subscription.round_money(price.amount, price.currency) OPERATOR(pg_catalog.-) d.discount) AS credit,
-       upper(s.period) OPERATOR(pg_catalog.<=) now() AS overdue,
+       upper(s.period) OPERATOR(pg_catalog.<=) subscription.now() AS overdue,
        -- the version of the plan renewed into (grandfathering; a migration's)
        subscription.plan_version_or_current(n.plan, n.version) AS plan_version,
        -- a trial ending: what its product makes of it (issue 19), else NULL
@@ -14125,7 +14155,7 @@ SELECT s.id AS subscription_id,
    AND NOT s.cancel_at_period_end
    AND s.renewal OPERATOR(pg_catalog.<>) 'none'
    AND upper(s.period) OPERATOR(pg_catalog.<=)
-       (now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
+       (subscription.now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
    AND subscription.may_read(s.account_id);
 
 COMMENT ON VIEW subscription.renewal_notice IS
@@ -14301,7 +14331,7 @@ $$;
 COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription, subscription.period_terms) IS 'Internal: whether the next renewal can lower the account''s limits';
 
 
-CREATE OR REPLACE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT subscription.now())
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -14628,7 +14658,7 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT subscription.now())
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -15487,7 +15517,7 @@ CREATE TRIGGER addon_batch_refresh_limits_delete AFTER DELETE ON subscription.ad
 ALTER TABLE subscription.usage_counter
     ADD COLUMN peak bigint NOT NULL DEFAULT 0 CHECK (peak >= 0),
     ADD COLUMN integral numeric NOT NULL DEFAULT 0 CHECK (integral >= 0),
-    ADD COLUMN since timestamptz NOT NULL DEFAULT statement_timestamp();
+    ADD COLUMN since timestamptz NOT NULL DEFAULT subscription.meter_now();
 
 COMMENT ON COLUMN subscription.usage_counter.peak IS
 'The largest use since the period began (a meter''s peak, issue 21)';
@@ -15969,7 +15999,7 @@ COMMENT ON FUNCTION subscription.record_usage(bigint, bigint, text, bigint, text
 
 -- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
 CREATE FUNCTION subscription.record_usage(account_id bigint, feature text, quantity bigint, key text,
-                                          at timestamptz DEFAULT now())
+                                          at timestamptz DEFAULT subscription.now())
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -16361,7 +16391,7 @@ CREATE TABLE subscription.payment_method (
     reference   text NOT NULL CHECK (reference <> ''),
     label       text,
     is_default  boolean NOT NULL DEFAULT false,
-    created_at  timestamptz NOT NULL DEFAULT now(),
+    created_at  timestamptz NOT NULL DEFAULT subscription.now(),
     tenant_id   bigint NOT NULL,
     CONSTRAINT payment_method_no_card_number
         CHECK (NOT subscription.has_card_number(reference) AND NOT subscription.has_card_number(label)),
@@ -16415,7 +16445,7 @@ CREATE TABLE subscription.invoice_record (
     -- an invoice of corrections (a void's reversing lines): the one it corrects
     corrects_invoice_id bigint,
     void_reason       text,
-    created_at        timestamptz NOT NULL DEFAULT now(),
+    created_at        timestamptz NOT NULL DEFAULT subscription.now(),
     -- the transaction that writes its lines: a later one writes another
     xact              xid8 NOT NULL DEFAULT pg_current_xact_id(),
     tenant_id         bigint NOT NULL,
@@ -16453,7 +16483,7 @@ CREATE TABLE subscription.payment (
     at                timestamptz NOT NULL,
     -- the part above what was due, credited to the account (L9)
     credit_line_id    bigint,
-    created_at        timestamptz NOT NULL DEFAULT now(),
+    created_at        timestamptz NOT NULL DEFAULT subscription.now(),
     tenant_id         bigint NOT NULL,
     CONSTRAINT payment_pkey PRIMARY KEY (tenant_id, id),
     CONSTRAINT payment_reference_key UNIQUE (tenant_id, reference),
@@ -16528,7 +16558,7 @@ END;
 
 COMMENT ON FUNCTION subscription.ledger_lines_of(bigint, text) IS 'Internal: the ledger lines a change would write, in a rolled-back subtransaction (Z9)';
 
-CREATE OR REPLACE FUNCTION subscription.preview_change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.preview_change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT subscription.now())
 RETURNS SETOF subscription.ledger
 LANGUAGE sql
 SECURITY DEFINER
@@ -16539,7 +16569,7 @@ END;
 
 COMMENT ON FUNCTION subscription.preview_change_plan(bigint, text, timestamptz) IS 'The ledger lines change_plan would write, without writing them (Z9)';
 
-CREATE OR REPLACE FUNCTION subscription.preview_set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT now())
+CREATE OR REPLACE FUNCTION subscription.preview_set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT subscription.now())
 RETURNS SETOF subscription.ledger
 LANGUAGE sql
 SECURITY DEFINER
@@ -16551,7 +16581,7 @@ END;
 COMMENT ON FUNCTION subscription.preview_set_quantity(bigint, integer, timestamptz) IS 'The ledger lines set_quantity would write, without writing them (Z9)';
 
 CREATE OR REPLACE FUNCTION subscription.preview_purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
-                                                    at timestamptz DEFAULT now())
+                                                    at timestamptz DEFAULT subscription.now())
 RETURNS SETOF subscription.ledger
 LANGUAGE sql
 SECURITY DEFINER
@@ -16563,7 +16593,7 @@ END;
 COMMENT ON FUNCTION subscription.preview_purchase_addon(bigint, text, integer, timestamptz) IS 'The ledger lines purchase_addon would write, without writing them (Z9)';
 
 CREATE OR REPLACE FUNCTION subscription.preview_bundle_into_suite(account_id bigint, suite_plan text, quantity integer DEFAULT NULL,
-                                                       at timestamptz DEFAULT now())
+                                                       at timestamptz DEFAULT subscription.now())
 RETURNS SETOF subscription.ledger
 LANGUAGE sql
 SECURITY DEFINER
@@ -16880,7 +16910,7 @@ $$;
 COMMENT ON FUNCTION subscription.void_invoice(bigint, bigint, text, timestamptz) IS
 'Void an open unpaid invoice: a correcting invoice gives its charges back, nothing is deleted (I3) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
-CREATE FUNCTION subscription.void_invoice(invoice_id bigint, reason text, at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.void_invoice(invoice_id bigint, reason text, at timestamptz DEFAULT subscription.now())
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -16972,7 +17002,7 @@ COMMENT ON FUNCTION subscription.record_payment(bigint, bigint, numeric, text, t
 'Record a payment of an invoice: payments add up, an overpayment becomes credit, once per reference (I4, I5, L9) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 CREATE FUNCTION subscription.record_payment(invoice_id bigint, amount numeric, reference text,
-                                            at timestamptz DEFAULT now(), currency text DEFAULT NULL)
+                                            at timestamptz DEFAULT subscription.now(), currency text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -17022,7 +17052,7 @@ $$;
 COMMENT ON FUNCTION subscription.record_payment_failure(bigint, bigint, text, timestamptz) IS
 'Record a failed charge of an open invoice in history, and its event payment.failed (I6) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
-CREATE FUNCTION subscription.record_payment_failure(invoice_id bigint, reason text, at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.record_payment_failure(invoice_id bigint, reason text, at timestamptz DEFAULT subscription.now())
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -17926,6 +17956,21 @@ BEGIN
 END
 $$;
 
+------------------------------------------------------------------------
+-- The billing clock (issue 20): subscription.now() itself is created at
+-- the top of this script, since every section calls it; here, the 1.0
+-- objects that no earlier section replaces.
+------------------------------------------------------------------------
+
+ALTER TABLE subscription.account ALTER COLUMN created_at SET DEFAULT subscription.now();
+ALTER TABLE subscription.subscription ALTER COLUMN created_at SET DEFAULT subscription.now();
+ALTER TABLE subscription.license ALTER COLUMN assigned_at SET DEFAULT subscription.now();
+ALTER TABLE subscription.addon_batch ALTER COLUMN purchased_at SET DEFAULT subscription.now();
+ALTER TABLE subscription.ledger ALTER COLUMN created_at SET DEFAULT subscription.now();
+ALTER TABLE subscription.history ALTER COLUMN at SET DEFAULT subscription.now();
+ALTER TABLE subscription.trimmed ALTER COLUMN at SET DEFAULT subscription.now();
+ALTER TABLE subscription.limited_table ALTER COLUMN registered_at SET DEFAULT subscription.now();
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves
@@ -18295,7 +18340,7 @@ DECLARE
         cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
         cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
         renewal_terms,plan_version_or_current,next_plan,create_account,pause,resume,
-        invoice_document,receipt_document,add_payment_method,has_feature}';
+        invoice_document,receipt_document,add_payment_method,has_feature,now,meter_now}';
     catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
     views text[] := '{license_holder,invoice,credit_statement,renewal_notice,receipt,open_balance}';
 BEGIN

@@ -103,7 +103,7 @@ require_amount(PG_FUNCTION_ARGS)
  * A time given to fn(): finite (22023), before year 10000 (22008), not
  * further back than subscription.max_backdate (22023), and for a renewal
  * run, not further ahead than subscription.max_ahead (22023).  "Now" is
- * the transaction's start, as now() is.
+ * the billing clock, subscription.now() (issue 20).
  */
 Datum
 require_time(PG_FUNCTION_ARGS)
@@ -111,7 +111,7 @@ require_time(PG_FUNCTION_ARGS)
 	char	   *fn = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	TimestampTz at = PG_GETARG_TIMESTAMPTZ(1);
 	bool		renewal = PG_GETARG_BOOL(2);
-	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	TimestampTz now = SubscriptionNow();
 	TimestampTz last = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(LAST_TIME_TEXT),
 															   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
 	TimestampTz earliest;

@@ -847,7 +847,7 @@ MoveCitusUsage(Relation rel, int64 account, const char *feature, int64 delta, bo
 	values[0] = Int64GetDatum(account);
 	values[1] = CStringGetTextDatum(feature);
 	values[2] = Int64GetDatum(delta);
-	values[3] = TimestampTzGetDatum(GetCurrentStatementStartTimestamp());
+	values[3] = TimestampTzGetDatum(SubscriptionMeterNow());
 	values[4] = Int64GetDatum(tenant);
 	KeptPlan(&move_plan,
 			 "UPDATE subscription.usage_counter SET used = used + $3, " METER_ACCUMULATORS("", "$4")
@@ -977,8 +977,8 @@ MoveUsage(Relation rel, int64 account, const char *feature, int64 delta, bool de
 	values[1] = CStringGetTextDatum(feature);
 	values[2] = Int64GetDatum(delta);
 	values[3] = BoolGetDatum(detach);
-	/* the meters' clock (issue 21): the statement's start */
-	values[4] = TimestampTzGetDatum(GetCurrentStatementStartTimestamp());
+	/* the meters' clock (issue 21): the statement's start, or the moved clock (issue 20) */
+	values[4] = TimestampTzGetDatum(SubscriptionMeterNow());
 
 	/*
 	 * The counter row carries the limit (kept by subscription.refresh_limits

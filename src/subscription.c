@@ -104,7 +104,7 @@ _PG_init(void)
 
 	DefineCustomStringVariable("subscription.max_backdate",
 							   "How far back a time given to subscribe() and the other calls with \"at\" may be.",
-							   "A time before now() minus this interval is refused: a typo such as 0026 for 2026.",
+							   "A time before subscription.now() minus this interval is refused: a typo such as 0026 for 2026.",
 							   &subscription_max_backdate,
 							   "5 years",
 							   PGC_USERSET,
@@ -112,7 +112,7 @@ _PG_init(void)
 							   check_positive_interval, NULL, NULL);
 
 	DefineCustomStringVariable("subscription.max_ahead",
-							   "How far ahead of now() renew_due() and run_renewals() may renew.",
+							   "How far ahead of subscription.now() renew_due() and run_renewals() may renew.",
 							   "A later time is refused, so that a mistyped date cannot bill years in advance.",
 							   &subscription_max_ahead,
 							   "1 year",
@@ -164,6 +164,24 @@ _PG_init(void)
 							PGC_USERSET,
 							0,
 							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("subscription.allow_clock",
+							 "Whether sessions may move the billing clock with subscription.clock.",
+							 "For test servers only: set in the server's configuration, never by a session.",
+							 &subscription_allow_clock,
+							 false,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("subscription.clock",
+							   "The time subscription.now() returns, where subscription.allow_clock is on.",
+							   "Empty means the transaction's start.  Set it with SET LOCAL.",
+							   &subscription_clock,
+							   "",
+							   PGC_USERSET,
+							   0,
+							   NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("subscription");
 }

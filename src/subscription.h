@@ -34,6 +34,13 @@ extern char *subscription_max_ahead;
 extern int	subscription_max_catchup;
 extern int	subscription_max_quantity;
 extern int	subscription_max_amount;
+extern bool subscription_allow_clock;
+extern char *subscription_clock;
+
+/* clock.c: the billing clock, subscription.now() (issue 20) */
+#include "datatype/timestamp.h"
+extern TimestampTz SubscriptionNow(void);
+extern TimestampTz SubscriptionMeterNow(void);
 
 /* subscription.c: the actor written to history */
 extern text *CurrentActor(void);

@@ -86,6 +86,14 @@ tap dump bash test/dump_restore.sh
 say "upgrade from 1.0"
 tap upgrade bash test/upgrade.sh
 
+say "the billing clock: the lint, and a server that does not allow the clock"
+tap clock bash test/clock.sh
+
+# 1,000 subscriptions is the benchmark's run (test/bench/cases/simulation.sh);
+# the suite runs the same simulation over fewer, SIMULATE_SUBS of them
+say "three years of billing by the clock, ${SIMULATE_SUBS:-50} subscriptions"
+tap simulate env SUBS="${SIMULATE_SUBS:-50}" bash test/simulate.sh
+
 # storm NAME TITLE: run test/storm_NAME.sh and count its TAP lines
 storm() {
     say "storm: $2"

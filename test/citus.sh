@@ -160,7 +160,7 @@ for i in 0 1 2; do
     # no TCP: the nodes reach each other through the sockets in DIR (the
     # node's name in Citus's metadata is that directory)
     as_postgres "$PGBIN/pg_ctl" -D "$DIR/$node" -l "$DIR/$node.log" -w -s -t 120 \
-        -o "-c listen_addresses='' -p ${PORTS[$i]} -k $DIR -c fsync=off -c max_connections=100 -c shared_preload_libraries=citus -c max_prepared_transactions=100" start \
+        -o "-c listen_addresses='' -p ${PORTS[$i]} -k $DIR -c fsync=off -c max_connections=100 -c shared_preload_libraries=citus -c max_prepared_transactions=100 -c subscription.allow_clock=on" start \
         || bail "$node does not start: $(tail -5 "$DIR/$node.log")"
 done
 export PGHOST=$DIR PGUSER=postgres

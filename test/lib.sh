@@ -113,6 +113,9 @@ start_cluster() {
     say "starting a throwaway cluster in $dir"
     as_postgres "$PGBIN/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 \
         --locale=C.UTF-8 --no-sync >/dev/null
+    # a test server: sessions may move the billing clock (issue 20); in the
+    # configuration file, so that ALTER SYSTEM can turn it off (test/clock.sh)
+    echo "subscription.allow_clock = on" >> "$dir/data/postgresql.conf"
     as_postgres "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -s \
         -o "-c listen_addresses='' -k $dir -p 5432 $durability -c max_connections=60" start
     export PGHOST=$dir PGPORT=5432 PGUSER=postgres SUBSCRIPTION_OWN_CLUSTER=$dir

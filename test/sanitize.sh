@@ -76,6 +76,8 @@ fi
 
 chown -R postgres: "$DIR"
 as_postgres "$PGBIN/initdb" -D "$DIR/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 --no-sync >/dev/null || exit 1
+# a test server, as test/lib.sh's: sessions may move the billing clock (test/sql/clock.sql)
+echo "subscription.allow_clock = on" >> "$DIR/data/postgresql.conf"
 # the server inherits the sanitizer runtime and its options; reports go to
 # files in $DIR/reports and to the server's stderr (its log)
 as_postgres env LD_PRELOAD="$PRELOAD" \

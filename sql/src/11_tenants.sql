@@ -10,7 +10,7 @@ CREATE TABLE subscription.account (
     parent_id      bigint,
     billing_anchor timestamptz,
     managed        boolean NOT NULL DEFAULT false,
-    created_at     timestamptz NOT NULL DEFAULT now(),
+    created_at     timestamptz NOT NULL DEFAULT subscription.now(),
     -- close_account(): when it was closed (added in 1.1, hence last)
     closed_at      timestamptz,
     CONSTRAINT account_not_own_parent CHECK (parent_id <> id),
@@ -90,7 +90,7 @@ CREATE TABLE subscription.subscription (
     coupon               text REFERENCES subscription.coupon (code) ON UPDATE CASCADE,
     -- periods the coupon still reduces (NULL: forever)
     coupon_periods_left  integer CHECK (coupon_periods_left >= 0),
-    created_at           timestamptz NOT NULL DEFAULT now(),
+    created_at           timestamptz NOT NULL DEFAULT subscription.now(),
     -- added in 1.1, hence last: the version of its plan it was sold, whose
     -- prices and limits it keeps: subscribe() names the plan's current
     -- one, hold_plan_version() follows plan changes; 1 is what the rows of
@@ -177,7 +177,7 @@ CREATE TABLE subscription.addon_batch (
     subscription_id      bigint NOT NULL,
     addon                text NOT NULL REFERENCES subscription.addon (code) ON UPDATE CASCADE,
     quantity             integer NOT NULL CHECK (quantity > 0),
-    purchased_at         timestamptz NOT NULL DEFAULT now(),
+    purchased_at         timestamptz NOT NULL DEFAULT subscription.now(),
     cancel_at_period_end boolean NOT NULL DEFAULT false,
     status               text NOT NULL DEFAULT 'active'
                          CHECK (status IN ('active', 'cancelled', 'expired')),

@@ -7,7 +7,7 @@ CREATE TABLE subscription.license (
     -- cascade: a seat is what its member holds; deleting the member releases
     -- it as license_release() would (the guard counts it, history records it)
     member_id       bigint NOT NULL,
-    assigned_at     timestamptz NOT NULL DEFAULT now(),
+    assigned_at     timestamptz NOT NULL DEFAULT subscription.now(),
     tenant_id       bigint NOT NULL,
     CONSTRAINT license_pkey PRIMARY KEY (tenant_id, subscription_id, member_id),
     -- a member of another tenant is refused by the key (23503), one of

@@ -59,7 +59,7 @@ CREATE TABLE subscription.payment_method (
     reference   text NOT NULL CHECK (reference <> ''),
     label       text,
     is_default  boolean NOT NULL DEFAULT false,
-    created_at  timestamptz NOT NULL DEFAULT now(),
+    created_at  timestamptz NOT NULL DEFAULT subscription.now(),
     tenant_id   bigint NOT NULL,
     CONSTRAINT payment_method_no_card_number
         CHECK (NOT subscription.has_card_number(reference) AND NOT subscription.has_card_number(label)),
@@ -113,7 +113,7 @@ CREATE TABLE subscription.invoice_record (
     -- an invoice of corrections (a void's reversing lines): the one it corrects
     corrects_invoice_id bigint,
     void_reason       text,
-    created_at        timestamptz NOT NULL DEFAULT now(),
+    created_at        timestamptz NOT NULL DEFAULT subscription.now(),
     -- the transaction that writes its lines: a later one writes another
     xact              xid8 NOT NULL DEFAULT pg_current_xact_id(),
     tenant_id         bigint NOT NULL,
@@ -151,7 +151,7 @@ CREATE TABLE subscription.payment (
     at                timestamptz NOT NULL,
     -- the part above what was due, credited to the account (L9)
     credit_line_id    bigint,
-    created_at        timestamptz NOT NULL DEFAULT now(),
+    created_at        timestamptz NOT NULL DEFAULT subscription.now(),
     tenant_id         bigint NOT NULL,
     CONSTRAINT payment_pkey PRIMARY KEY (tenant_id, id),
     CONSTRAINT payment_reference_key UNIQUE (tenant_id, reference),

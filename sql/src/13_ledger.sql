@@ -21,7 +21,7 @@ CREATE TABLE subscription.ledger (
     -- one: check_reference() and refuse_delete_in_use() keep it (24_keep.sql)
     charge_id       bigint,
     description     text NOT NULL,
-    created_at      timestamptz NOT NULL DEFAULT now(),
+    created_at      timestamptz NOT NULL DEFAULT subscription.now(),
     CONSTRAINT ledger_batch_needs_subscription
         CHECK (addon_batch_id IS NULL OR subscription_id IS NOT NULL),
     CONSTRAINT ledger_charge_id_for_refunds_and_discounts

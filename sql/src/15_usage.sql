@@ -9,7 +9,7 @@
 ALTER TABLE subscription.usage_counter
     ADD COLUMN peak bigint NOT NULL DEFAULT 0 CHECK (peak >= 0),
     ADD COLUMN integral numeric NOT NULL DEFAULT 0 CHECK (integral >= 0),
-    ADD COLUMN since timestamptz NOT NULL DEFAULT statement_timestamp();
+    ADD COLUMN since timestamptz NOT NULL DEFAULT subscription.meter_now();
 
 COMMENT ON COLUMN subscription.usage_counter.peak IS
 'The largest use since the period began (a meter''s peak, issue 21)';

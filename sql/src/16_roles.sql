@@ -8,7 +8,7 @@
 CREATE TABLE subscription.granted_role (
     role       regrole NOT NULL,
     kind       text NOT NULL CHECK (kind IN ('application', 'backoffice', 'restore')),
-    granted_at timestamptz NOT NULL DEFAULT now(),
+    granted_at timestamptz NOT NULL DEFAULT subscription.now(),
     PRIMARY KEY (role, kind)
 );
 

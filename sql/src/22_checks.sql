@@ -52,8 +52,8 @@ COMMENT ON FUNCTION subscription.require_renewal(text) IS 'Internal: 22023 unles
 
 -- Bounds (issue 15), in C (src/bounds.c) so that they read their settings
 -- typed: a quantity from 1 to subscription.max_quantity, an amount up to
--- subscription.max_amount, a time from now() - subscription.max_backdate
--- (and for renewals up to now() + subscription.max_ahead).
+-- subscription.max_amount, a time from subscription.now() - subscription.max_backdate
+-- (and for renewals up to subscription.now() + subscription.max_ahead).
 CREATE FUNCTION subscription.require_quantity(quantity integer)
 RETURNS void
 AS 'MODULE_PATHNAME', 'require_quantity'

@@ -38,7 +38,7 @@ COMMENT ON FUNCTION subscription.redeemable_coupon(text, timestamptz, text) IS '
 
 -- Z11: the terms version in effect at a time: the one with the latest
 -- effective_at not after it (NULL when none is).
-CREATE FUNCTION subscription.terms_in_effect(at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.terms_in_effect(at timestamptz DEFAULT subscription.now())
 RETURNS subscription.terms
 LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
@@ -152,7 +152,7 @@ COMMENT ON FUNCTION subscription.accept_terms(bigint, bigint, text, timestamptz)
 'The account accepts a terms version; who accepted (the actor, else the session user) is recorded, in history too (Z11) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
-CREATE FUNCTION subscription.accept_terms(account_id bigint, version text, at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.accept_terms(account_id bigint, version text, at timestamptz DEFAULT subscription.now())
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -295,7 +295,7 @@ CREATE FUNCTION subscription.subscribe(
     plan text,
     cycle interval,
     quantity integer DEFAULT 1,
-    at timestamptz DEFAULT now(),
+    at timestamptz DEFAULT subscription.now(),
     renewal text DEFAULT 'always',
     coupon text DEFAULT NULL)
 RETURNS bigint

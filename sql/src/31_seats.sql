@@ -544,7 +544,7 @@ COMMENT ON FUNCTION subscription.set_quantity(bigint, bigint, integer, timestamp
 'Change the licenses now: more are charged for the rest of the period, fewer refund nothing (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
-CREATE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT subscription.now())
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER

@@ -112,7 +112,7 @@ BEGIN
         ARRAY[subscription_id IS NULL, cycle IS NULL]);
     PERFORM subscription.require_cycle(cycle);
     s := subscription.subscription_for_change(change_cycle.tenant_id, 'change_cycle', subscription_id, 'change_cycle');
-    PERFORM subscription.require_terms(change_cycle.tenant_id, s.account_id, now());
+    PERFORM subscription.require_terms(change_cycle.tenant_id, s.account_id, subscription.now());
     -- the plan must sell this cycle for the quantity, and so must the
     -- add-ons that will renew with it (22023 otherwise)
     PERFORM subscription.period_price(n.plan, cycle, coalesce(s.pending_quantity, s.quantity), n.version)
@@ -331,7 +331,7 @@ COMMENT ON FUNCTION subscription.pause(bigint, bigint, timestamptz, timestamptz,
 'Pause a subscription at a time, to resume at resume_at (NULL: by resume()), keeping access or freezing the account (issue 19) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
-CREATE FUNCTION subscription.pause(subscription_id bigint, at timestamptz DEFAULT now(),
+CREATE FUNCTION subscription.pause(subscription_id bigint, at timestamptz DEFAULT subscription.now(),
                                    resume_at timestamptz DEFAULT NULL, mode text DEFAULT 'keep_access')
 RETURNS timestamptz
 LANGUAGE plpgsql
@@ -423,7 +423,7 @@ COMMENT ON FUNCTION subscription.resume(bigint, bigint, timestamptz) IS
 'Resume a paused subscription; its period is extended by the time it was paused; returns when it ends (issue 19) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
-CREATE FUNCTION subscription.resume(subscription_id bigint, at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.resume(subscription_id bigint, at timestamptz DEFAULT subscription.now())
 RETURNS timestamptz
 LANGUAGE plpgsql
 SECURITY DEFINER

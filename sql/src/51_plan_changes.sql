@@ -154,7 +154,7 @@ COMMENT ON FUNCTION subscription.change_plan(bigint, bigint, text, timestamptz) 
 'Upgrade now (prorated or restarted) or downgrade at the period end (C1-C4, Z5) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
-CREATE FUNCTION subscription.change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT subscription.now())
 RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -285,7 +285,7 @@ COMMENT ON FUNCTION subscription.bundle_into_suite(bigint, bigint, text, integer
 
 -- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
 CREATE FUNCTION subscription.bundle_into_suite(account_id bigint, suite_plan text, quantity integer DEFAULT NULL,
-                                               at timestamptz DEFAULT now())
+                                               at timestamptz DEFAULT subscription.now())
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER

@@ -278,7 +278,7 @@ COMMENT ON FUNCTION subscription.end_early(bigint, bigint, timestamptz) IS
 'End a subscription now; its unused days become credit (L9) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
-CREATE FUNCTION subscription.end_early(subscription_id bigint, at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.end_early(subscription_id bigint, at timestamptz DEFAULT subscription.now())
 RETURNS numeric
 LANGUAGE plpgsql
 SECURITY DEFINER

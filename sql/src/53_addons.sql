@@ -113,7 +113,7 @@ COMMENT ON FUNCTION subscription.purchase_addon(bigint, bigint, text, integer, t
 
 -- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
 CREATE FUNCTION subscription.purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
-                                            at timestamptz DEFAULT now())
+                                            at timestamptz DEFAULT subscription.now())
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER

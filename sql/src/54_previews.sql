@@ -50,7 +50,7 @@ END;
 
 COMMENT ON FUNCTION subscription.ledger_lines_of(bigint, text) IS 'Internal: the ledger lines a change would write, in a rolled-back subtransaction (Z9)';
 
-CREATE FUNCTION subscription.preview_change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.preview_change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT subscription.now())
 RETURNS SETOF subscription.ledger
 LANGUAGE sql
 SECURITY DEFINER
@@ -61,7 +61,7 @@ END;
 
 COMMENT ON FUNCTION subscription.preview_change_plan(bigint, text, timestamptz) IS 'The ledger lines change_plan would write, without writing them (Z9)';
 
-CREATE FUNCTION subscription.preview_set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.preview_set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT subscription.now())
 RETURNS SETOF subscription.ledger
 LANGUAGE sql
 SECURITY DEFINER
@@ -73,7 +73,7 @@ END;
 COMMENT ON FUNCTION subscription.preview_set_quantity(bigint, integer, timestamptz) IS 'The ledger lines set_quantity would write, without writing them (Z9)';
 
 CREATE FUNCTION subscription.preview_purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
-                                                    at timestamptz DEFAULT now())
+                                                    at timestamptz DEFAULT subscription.now())
 RETURNS SETOF subscription.ledger
 LANGUAGE sql
 SECURITY DEFINER
@@ -85,7 +85,7 @@ END;
 COMMENT ON FUNCTION subscription.preview_purchase_addon(bigint, text, integer, timestamptz) IS 'The ledger lines purchase_addon would write, without writing them (Z9)';
 
 CREATE FUNCTION subscription.preview_bundle_into_suite(account_id bigint, suite_plan text, quantity integer DEFAULT NULL,
-                                                       at timestamptz DEFAULT now())
+                                                       at timestamptz DEFAULT subscription.now())
 RETURNS SETOF subscription.ledger
 LANGUAGE sql
 SECURITY DEFINER

@@ -64,7 +64,7 @@ COMMENT ON FUNCTION subscription.close_account(bigint, bigint, timestamptz) IS
 'Close an account: end every subscription (unused days credited, L9), release the seats, refuse new subscriptions (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
-CREATE FUNCTION subscription.close_account(account_id bigint, at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.close_account(account_id bigint, at timestamptz DEFAULT subscription.now())
 RETURNS TABLE (subscription_id bigint, credited numeric)
 LANGUAGE plpgsql
 SECURITY DEFINER

@@ -213,7 +213,7 @@ DECLARE
 BEGIN
     PERFORM subscription.require_tenant('cancel_migration', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('cancel_migration', '{subscription_id}', ARRAY[subscription_id IS NULL]);
-    PERFORM subscription.require_renewal_run('cancel_migration', now());
+    PERFORM subscription.require_renewal_run('cancel_migration', subscription.now());
     SELECT * INTO s FROM subscription.subscription AS x WHERE x.tenant_id = cancel_migration.tenant_id AND x.id = cancel_migration.subscription_id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';

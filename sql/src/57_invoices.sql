@@ -304,7 +304,7 @@ $$;
 COMMENT ON FUNCTION subscription.void_invoice(bigint, bigint, text, timestamptz) IS
 'Void an open unpaid invoice: a correcting invoice gives its charges back, nothing is deleted (I3) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
-CREATE FUNCTION subscription.void_invoice(invoice_id bigint, reason text, at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.void_invoice(invoice_id bigint, reason text, at timestamptz DEFAULT subscription.now())
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -396,7 +396,7 @@ COMMENT ON FUNCTION subscription.record_payment(bigint, bigint, numeric, text, t
 'Record a payment of an invoice: payments add up, an overpayment becomes credit, once per reference (I4, I5, L9) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 CREATE FUNCTION subscription.record_payment(invoice_id bigint, amount numeric, reference text,
-                                            at timestamptz DEFAULT now(), currency text DEFAULT NULL)
+                                            at timestamptz DEFAULT subscription.now(), currency text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -446,7 +446,7 @@ $$;
 COMMENT ON FUNCTION subscription.record_payment_failure(bigint, bigint, text, timestamptz) IS
 'Record a failed charge of an open invoice in history, and its event payment.failed (I6) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
-CREATE FUNCTION subscription.record_payment_failure(invoice_id bigint, reason text, at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.record_payment_failure(invoice_id bigint, reason text, at timestamptz DEFAULT subscription.now())
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER

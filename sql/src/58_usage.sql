@@ -389,7 +389,7 @@ COMMENT ON FUNCTION subscription.record_usage(bigint, bigint, text, bigint, text
 
 -- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
 CREATE FUNCTION subscription.record_usage(account_id bigint, feature text, quantity bigint, key text,
-                                          at timestamptz DEFAULT now())
+                                          at timestamptz DEFAULT subscription.now())
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER

@@ -365,7 +365,7 @@ COMMENT ON FUNCTION subscription.end_trial(subscription.subscription) IS
 -- fails in the account's own code (a trigger of an application table).
 -- A period is charged once whatever runs (C2): a second call charges
 -- nothing.  Returns how many subscriptions it handled.
-CREATE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT subscription.now())
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -808,7 +808,7 @@ COMMENT ON FUNCTION subscription.require_renewal_run(text, timestamptz) IS 'Inte
 -- how many it handled.  Safe to run concurrently and repeatedly: a tenant
 -- is renewed by one session at a time, and a period is charged once
 -- whatever runs (C2).  Progress is a NOTICE every 10,000.
-CREATE FUNCTION subscription.renew_due(at timestamptz DEFAULT now())
+CREATE FUNCTION subscription.renew_due(at timestamptz DEFAULT subscription.now())
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -888,7 +888,7 @@ COMMENT ON PROCEDURE subscription.renew_in_batches(text, timestamptz, integer, b
 
 -- renew_due() for large runs: the same tenant batches, each committed as
 -- it is done.  CALL it outside a transaction block.
-CREATE PROCEDURE subscription.run_renewals(at timestamptz DEFAULT now(), batch_size integer DEFAULT 1000)
+CREATE PROCEDURE subscription.run_renewals(at timestamptz DEFAULT subscription.now(), batch_size integer DEFAULT 1000)
 LANGUAGE plpgsql
 AS $$
 BEGIN
@@ -905,7 +905,7 @@ COMMENT ON PROCEDURE subscription.run_renewals(timestamptz, integer) IS 'renew_d
 -- "batch" due subscriptions; each tenant's renew_account then runs on
 -- this node.  Without Citus, or before the tables are distributed: every
 -- tenant, as run_renewals.  CALL it outside a transaction block.
-CREATE PROCEDURE subscription.renew_local_tenants(at timestamptz DEFAULT now(), batch integer DEFAULT 100)
+CREATE PROCEDURE subscription.renew_local_tenants(at timestamptz DEFAULT subscription.now(), batch integer DEFAULT 100)
 LANGUAGE plpgsql
 AS $$
 BEGIN
@@ -938,7 +938,7 @@ SELECT s.id AS subscription_id,
        d.discount,
        least(subscription.credit_balance(s.account_id, price.currency),
              subscription.round_money(price.amount, price.currency) OPERATOR(pg_catalog.-) d.discount) AS credit,
-       upper(s.period) OPERATOR(pg_catalog.<=) now() AS overdue,
+       upper(s.period) OPERATOR(pg_catalog.<=) subscription.now() AS overdue,
        -- the version of the plan renewed into (grandfathering; a migration's)
        subscription.plan_version_or_current(n.plan, n.version) AS plan_version,
        -- a trial ending: what its product makes of it (issue 19), else NULL
@@ -956,7 +956,7 @@ SELECT s.id AS subscription_id,
    AND NOT s.cancel_at_period_end
    AND s.renewal OPERATOR(pg_catalog.<>) 'none'
    AND upper(s.period) OPERATOR(pg_catalog.<=)
-       (now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
+       (subscription.now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
    AND subscription.may_read(s.account_id);
 
 COMMENT ON VIEW subscription.renewal_notice IS

@@ -240,7 +240,7 @@ BEGIN
                pg_catalog.jsonb_build_object('version', 1, 'renews_at', subscription.event_time(n.renews_at), 'plan', n.plan,
                    'plan_version', n.plan_version, 'cycle', n.cycle, 'quantity', n.quantity,
                    'amount', n.amount, 'currency', n.currency, 'discount', n.discount, 'credit', n.credit),
-               pg_catalog.now()) IS NOT NULL THEN
+               subscription.now()) IS NOT NULL THEN
             written := written + 1;
         END IF;
     END LOOP;
@@ -295,7 +295,7 @@ BEGIN
             RETURN;
         END IF;
     END IF;
-    IF k.claimed_until > pg_catalog.clock_timestamp() THEN
+    IF k.claimed_until > pg_catalog.clock_timestamp() THEN  -- wall time: a lease
         RETURN;
     END IF;
     RETURN QUERY
@@ -307,7 +307,7 @@ BEGIN
          LIMIT max),
     claim AS (
         UPDATE subscription.event_consumer AS x
-           SET claimed_up_to = b.up_to, claimed_until = pg_catalog.clock_timestamp() + lease
+           SET claimed_up_to = b.up_to, claimed_until = pg_catalog.clock_timestamp() + lease  -- wall time: a lease
           FROM (SELECT pg_catalog.max(batch.id) AS up_to FROM batch) AS b
          WHERE x.consumer = c AND b.up_to IS NOT NULL)
     SELECT * FROM batch ORDER BY batch.id;
@@ -347,7 +347,7 @@ BEGIN
                   HINT = 'Acknowledge the events claim_events() returned, up to the last one delivered.';
     END IF;
     UPDATE subscription.event_consumer AS x
-       SET position = up_to, acked_at = pg_catalog.clock_timestamp(),
+       SET position = up_to, acked_at = pg_catalog.clock_timestamp(),  -- wall time: when a consumer acknowledged
            claimed_up_to = CASE WHEN up_to < k.claimed_up_to THEN k.claimed_up_to END,
            claimed_until = CASE WHEN up_to < k.claimed_up_to THEN k.claimed_until END
      WHERE x.consumer = c;
@@ -372,7 +372,7 @@ BEGIN
     PERFORM subscription.event_next_xid();
     SELECT pg_catalog.min(k.position) INTO horizon FROM subscription.event_consumer AS k;
     DELETE FROM subscription.event AS e
-     WHERE e.at < pg_catalog.clock_timestamp() - pg_catalog.current_setting('subscription.event_retention')::interval
+     WHERE e.at < subscription.now() - pg_catalog.current_setting('subscription.event_retention')::interval
        AND (horizon IS NULL OR e.id <= horizon);
     GET DIAGNOSTICS pruned = ROW_COUNT;
 END
