@@ -202,6 +202,8 @@ check_guards() {
         has_lines "$out" 'history_update 42501' 'history_delete 42501'
     check "$1: the sub-account limit on subscription.account refuses (23514)" \
         has_lines "$out" 'sub_account_over 23514'
+    check "$1: has_feature() reads stored entitlements that are the rule's answers" \
+        has_lines "$out" 'entitlement_drift 0' 'entitlements_stored true'
     [ "$failed" -eq "$before" ] || sed 's/^/# guards: /' <<<"$out"
 }
 check_guards "after the update" $upgraded
