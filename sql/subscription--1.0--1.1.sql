@@ -17971,6 +17971,563 @@ ALTER TABLE subscription.history ALTER COLUMN at SET DEFAULT subscription.now();
 ALTER TABLE subscription.trimmed ALTER COLUMN at SET DEFAULT subscription.now();
 ALTER TABLE subscription.limited_table ALTER COLUMN registered_at SET DEFAULT subscription.now();
 
+-- Entitlements stored, has_feature() one index probe; the catalog's
+-- refresh_limits triggers per statement (issue 21 item 5, issue 18) ------
+
+-- The features each account's plans and add-ons grant (issue 21, item 5):
+-- one row per (account, feature) granted, that is whose granted_limit is
+-- above 0 or unlimited (granted_features), kept by refresh_account_limits in
+-- the transaction that changes what it is computed from, so that
+-- has_feature() answers with one index probe.  Derived data: it cascades
+-- with its account.
+CREATE TABLE subscription.entitlement (
+    tenant_id  bigint NOT NULL,
+    account_id bigint NOT NULL,
+    feature    text NOT NULL,
+    CONSTRAINT entitlement_pkey PRIMARY KEY (tenant_id, account_id, feature),
+    CONSTRAINT entitlement_account_id_fkey FOREIGN KEY (tenant_id, account_id)
+        REFERENCES subscription.account (tenant_id, id) ON DELETE CASCADE
+);
+-- has_feature() finds a row by its account and feature
+CREATE INDEX ON subscription.entitlement (account_id, feature);
+
+COMMENT ON TABLE subscription.entitlement IS 'The features each account''s plans and add-ons grant (has_feature), kept with the stored limits';
+
+SELECT pg_catalog.pg_extension_config_dump('subscription.entitlement', '');
+
+-- the rule in one place: granted_limits (of one feature, or all),
+-- granted_limit and granted_features read it
+DROP FUNCTION subscription.feature_granted(bigint, text);
+
+-- What an account's plans and add-ons grant, per feature (of one feature,
+-- or of all when feature is NULL): over its active subscriptions, each
+-- plan's value at the version the subscription holds (times the quantity
+-- when per license: LogMeIn hosts are the tier, L12), plus the units of
+-- active add-on batches (Z13, K1).  A suite subscription counts the values
+-- of the plans it includes besides its own (at their current versions), at
+-- its quantity, as if each were subscribed (Z3); with a separate
+-- subscription of an included product they add up, like any two.  NULL is
+-- unlimited: one unlimited plan makes the feature unlimited.  A trial has
+-- its plan's limits.  A feature no active subscription or add-on names has
+-- no row (name: the feature).  numeric, so that the caller's cast makes an overflow an error,
+-- not a wrap.  One statement, naming the tenant (issue 17); the limits ask
+-- it of one feature (granted_limit), the entitlements of all
+-- (refresh_entitlements).
+CREATE FUNCTION subscription.granted_limits(tenant_id bigint, account_id bigint, feature text)
+RETURNS TABLE (name text, value numeric)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY
+    SELECT x.feature, CASE WHEN bool_or(x.unlimited) THEN NULL ELSE coalesce(sum(x.units), 0) END
+      FROM (SELECT l.feature, l.value IS NULL AS unlimited,
+                   CASE WHEN l.per_license THEN l.value::numeric * s.quantity
+                        ELSE l.value::numeric END AS units
+              FROM subscription.subscription AS s
+              CROSS JOIN LATERAL (SELECT s.plan, s.plan_version
+                                  UNION ALL
+                                  SELECT sc.plan, ip.version
+                                    FROM subscription.suite_component AS sc
+                                    JOIN subscription.plan AS ip ON ip.code = sc.plan
+                                   WHERE sc.suite_plan = s.plan) AS p (plan, version)
+              JOIN subscription.plan_limit AS l
+                ON l.plan = p.plan
+               AND (granted_limits.feature IS NULL OR l.feature = granted_limits.feature)
+               -- the version of the plan the subscription holds (grandfathering)
+               AND l.versions @> p.version
+             WHERE s.tenant_id = granted_limits.tenant_id AND s.account_id = granted_limits.account_id
+               AND s.status IN ('active', 'trialing')
+            UNION ALL
+            SELECT a.feature, false, b.quantity::numeric * a.units
+              FROM subscription.subscription AS s
+              JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
+              JOIN subscription.addon AS a ON a.code = b.addon
+             WHERE s.tenant_id = granted_limits.tenant_id AND s.account_id = granted_limits.account_id
+               AND s.status IN ('active', 'trialing')
+               AND b.status = 'active'
+               -- an add-on without a feature grants none
+               AND a.feature IS NOT NULL
+               AND (granted_limits.feature IS NULL OR a.feature = granted_limits.feature)) AS x
+     GROUP BY x.feature;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.granted_limits(bigint, bigint, text) IS
+'Internal: what the account''s active plans and add-ons grant per feature (of one, or all; NULL: unlimited), frozen or not';
+
+-- What an account's plans and add-ons grant of a feature (granted_limits):
+-- 0 when nothing grants it, NULL when unlimited.
+CREATE OR REPLACE FUNCTION subscription.granted_limit(tenant_id bigint, account_id bigint, feature text)
+RETURNS bigint
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    granted numeric;
+BEGIN
+    SELECT g.value INTO granted
+      FROM subscription.granted_limits(granted_limit.tenant_id, granted_limit.account_id, granted_limit.feature) AS g;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    RETURN granted::bigint;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.granted_limit(bigint, bigint, text) IS
+'Internal: what the account''s active plans and add-ons grant of a feature (NULL: unlimited), frozen or not';
+
+-- The rule: a feature is included when what the account's active plans
+-- and add-ons grant of it (granted_limits, as the limits) is above 0 or
+-- unlimited; a freeze, which only stops growth, takes nothing away.  Of
+-- one feature, or of all when feature is NULL.  Only refresh_entitlements()
+-- asks it: has_feature() reads what it stored.
+CREATE FUNCTION subscription.granted_features(tenant_id bigint, account_id bigint, feature text)
+RETURNS SETOF text
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY
+    SELECT g.name
+      FROM subscription.granted_limits(granted_features.tenant_id, granted_features.account_id,
+                                       granted_features.feature) AS g
+     WHERE g.value IS DISTINCT FROM 0;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.granted_features(bigint, bigint, text) IS
+'Internal: the features the account''s active plans and add-ons grant (of one, or all): has_feature''s rule, stored by refresh_entitlements';
+
+-- One account's stored entitlements (of one feature, or all) follow the
+-- rule: called by refresh_account_limits, in the same transaction as the
+-- change of the account's subscriptions, add-on batches or of the catalog.
+-- What is stored and what the rule grants are compared; a row is written
+-- only where they differ.  Every statement names the tenant (issue 17).
+CREATE FUNCTION subscription.refresh_entitlements(tenant_id bigint, account_id bigint, feature text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    held text[];
+    granted text[];
+    f text;
+BEGIN
+    SELECT coalesce(array_agg(e.feature), '{}') INTO held
+      FROM subscription.entitlement AS e
+     WHERE e.tenant_id = refresh_entitlements.tenant_id AND e.account_id = refresh_entitlements.account_id
+       AND (refresh_entitlements.feature IS NULL OR e.feature = refresh_entitlements.feature);
+    SELECT coalesce(array_agg(g.feature ORDER BY g.feature), '{}') INTO granted
+      FROM subscription.granted_features(refresh_entitlements.tenant_id, refresh_entitlements.account_id,
+                                         refresh_entitlements.feature) AS g (feature);
+    IF held @> granted AND granted @> held THEN
+        RETURN;
+    END IF;
+    DELETE FROM subscription.entitlement AS e
+     WHERE e.tenant_id = refresh_entitlements.tenant_id AND e.account_id = refresh_entitlements.account_id
+       AND e.feature = ANY (held) AND e.feature <> ALL (granted);
+    -- a row at a time (on Citus an INSERT of the rows of a function is not
+    -- planned on the tenant's shard)
+    FOREACH f IN ARRAY granted LOOP
+        IF f <> ALL (held) THEN
+            INSERT INTO subscription.entitlement (tenant_id, account_id, feature)
+            VALUES (refresh_entitlements.tenant_id, refresh_entitlements.account_id, f);
+        END IF;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.refresh_entitlements(bigint, bigint, text) IS
+'Internal: one account''s stored entitlements (of a feature, or all) follow its plans and add-ons';
+
+COMMENT ON FUNCTION subscription.has_feature(bigint, text) IS
+'Whether the account''s plans and add-ons include the feature (a limit above 0, or unlimited): for row-level security policies';
+
+-- One account's stored limits (of one feature, or all) follow what they
+-- are computed from: the per-tenant refresh, one statement on the
+-- account's counters (colocated with the account on Citus), then its
+-- stored entitlements (refresh_entitlements).  It leaves
+-- limit_version as it is: a writer that waited for this row and whose
+-- snapshot predates the change still finds the version it knows, and
+-- checks against the limit stored here.
+CREATE OR REPLACE FUNCTION subscription.refresh_account_limits(tenant_id bigint, account_id bigint, feature text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    f text;
+    new_limit bigint;
+BEGIN
+    -- a counter at a time, the limit computed apart from the UPDATE: on
+    -- Citus no STABLE function takes a column in an UPDATE, and every
+    -- statement names the tenant (issue 17)
+    FOR f IN SELECT u.feature FROM subscription.usage_counter AS u
+              WHERE u.tenant_id = refresh_account_limits.tenant_id
+                AND u.account_id = refresh_account_limits.account_id
+                AND (refresh_account_limits.feature IS NULL OR u.feature = refresh_account_limits.feature)
+              ORDER BY u.feature LOOP
+        new_limit := subscription.limit_of(refresh_account_limits.tenant_id, refresh_account_limits.account_id, f);
+        UPDATE subscription.usage_counter AS u
+           SET limit_value = new_limit
+         WHERE u.tenant_id = refresh_account_limits.tenant_id
+           AND u.account_id = refresh_account_limits.account_id
+           AND u.feature = f
+           AND u.limit_value IS DISTINCT FROM new_limit;
+    END LOOP;
+    -- and the features it is entitled to (has_feature, issue 21)
+    PERFORM subscription.refresh_entitlements(refresh_account_limits.tenant_id, refresh_account_limits.account_id,
+                                              refresh_account_limits.feature);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.refresh_account_limits(bigint, bigint, text) IS
+'Internal: one account''s stored limits and entitlements (of a feature, or all) follow what they are computed from';
+
+-- The limits stored in the usage counters follow what they are computed
+-- from: an account's subscriptions and add-on batches (its own rows: its
+-- counters are refreshed at once), a plan's limits, an add-on's feature
+-- and units, a suite's plans (the catalog: on a single server each
+-- account concerned is refreshed, by refresh_account_limits; on Citus a
+-- trigger of a reference table writes no distributed table, and the
+-- guard recomputes a counter whose limit version is not the catalog's).
+-- Subscriptions and add-on batches per statement, over the transition
+-- tables (issue 18): the accounts the statement concerns are read into a
+-- local set first (on Citus a transition table is never joined with a
+-- distributed table), each refreshed once, in the order of their keys.  An
+-- UPDATE of subscriptions concerns the rows whose account, plan, quantity,
+-- status or plan version changed, and the rows it left as they were
+-- (refresh_freeze() names an account's subscriptions so that their limits
+-- follow a freeze): the old and the new account.  The catalog's rows per
+-- statement too (issue 18): the (plan, feature) of the plan limits the
+-- statement wrote, as they were and as they are, the suites of the suite
+-- components, the add-ons whose feature or units changed; then each
+-- account concerned once, of the feature concerned (all of them for a
+-- suite or an add-on).
+CREATE OR REPLACE FUNCTION subscription.refresh_limits()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    account bigint;
+    accounts bigint[];
+    tenants bigint[];
+    plans text[];
+    features text[];
+    addons text[];
+    -- the logical table, from the trigger's argument (issue 17)
+    logical text := TG_ARGV[0];
+BEGIN
+    IF logical IN ('subscription', 'addon_batch') THEN
+        -- the rows concerned, as they were and as they are: (tenant,
+        -- account) of a subscription, (tenant, subscription) of a batch
+        IF logical = 'subscription' AND TG_OP = 'INSERT' THEN
+            SELECT array_agg(n.tenant_id), array_agg(n.account_id) INTO tenants, accounts FROM new_rows AS n;
+        ELSIF logical = 'subscription' AND TG_OP = 'DELETE' THEN
+            SELECT array_agg(o.tenant_id), array_agg(o.account_id) INTO tenants, accounts FROM old_rows AS o;
+        ELSIF TG_OP = 'INSERT' THEN
+            SELECT array_agg(n.tenant_id), array_agg(n.subscription_id) INTO tenants, accounts FROM new_rows AS n;
+        ELSIF TG_OP = 'DELETE' THEN
+            SELECT array_agg(o.tenant_id), array_agg(o.subscription_id) INTO tenants, accounts FROM old_rows AS o;
+        ELSIF logical = 'subscription' THEN
+            SELECT array_agg(x.tenant_id), array_agg(x.account_id) INTO tenants, accounts
+              FROM old_rows AS o JOIN new_rows AS n ON n.tenant_id = o.tenant_id AND n.id = o.id
+             CROSS JOIN LATERAL (VALUES (o.tenant_id, o.account_id), (n.tenant_id, n.account_id)) AS x (tenant_id, account_id)
+             WHERE (o.account_id, o.plan, o.quantity, o.status, o.plan_version)
+                   IS DISTINCT FROM (n.account_id, n.plan, n.quantity, n.status, n.plan_version)
+                OR ROW(o.*) IS NOT DISTINCT FROM ROW(n.*);
+        ELSE
+            SELECT array_agg(x.tenant_id), array_agg(x.subscription_id) INTO tenants, accounts
+              FROM (SELECT o.tenant_id, o.subscription_id FROM old_rows AS o
+                    UNION ALL
+                    SELECT n.tenant_id, n.subscription_id FROM new_rows AS n) AS x;
+        END IF;
+        IF logical = 'addon_batch' THEN
+            -- a batch's subscription's account, by its tenant (a SELECT
+            -- INTO: Citus plans no assignment that reads a table)
+            FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
+                account := NULL;
+                SELECT s.account_id INTO account FROM subscription.subscription AS s
+                 WHERE s.tenant_id = tenants[k] AND s.id = accounts[k];
+                accounts[k] := account;
+            END LOOP;
+        END IF;
+        -- each account once, in the order of the keys
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.account_id), array_agg(x.account_id ORDER BY x.tenant_id, x.account_id)
+          INTO tenants, accounts
+          FROM (SELECT DISTINCT t.tenant_id, t.account_id FROM unnest(tenants, accounts) AS t (tenant_id, account_id)
+                 WHERE t.account_id IS NOT NULL) AS x;
+        FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
+            PERFORM subscription.refresh_account_limits(tenants[k], accounts[k], NULL);
+        END LOOP;
+        RETURN NULL;
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension AS e WHERE e.extname = 'citus') THEN
+        -- no fan-out from a reference table (issue 17): the limit version
+        RETURN NULL;
+    END IF;
+    -- the catalog rows the statement wrote, as they were and as they are
+    IF logical = 'plan_limit' THEN
+        IF TG_OP <> 'INSERT' THEN
+            SELECT array_agg(o.plan), array_agg(o.feature) INTO plans, features FROM old_rows AS o;
+        END IF;
+        IF TG_OP <> 'DELETE' THEN
+            SELECT coalesce(plans, '{}') || array_agg(n.plan), coalesce(features, '{}') || array_agg(n.feature)
+              INTO plans, features FROM new_rows AS n;
+        END IF;
+    ELSIF logical = 'suite_component' THEN
+        IF TG_OP <> 'INSERT' THEN
+            SELECT array_agg(o.suite_plan) INTO plans FROM old_rows AS o;
+        END IF;
+        IF TG_OP <> 'DELETE' THEN
+            SELECT coalesce(plans, '{}') || array_agg(n.suite_plan) INTO plans FROM new_rows AS n;
+        END IF;
+    ELSE
+        SELECT array_agg(n.code) INTO addons
+          FROM old_rows AS o JOIN new_rows AS n ON n.code = o.code
+         WHERE (o.feature, o.units) IS DISTINCT FROM (n.feature, n.units);
+    END IF;
+    -- the accounts concerned with their tenants, each (account, feature)
+    -- once, in the order of the keys: the subscriptions of a plan and of
+    -- the suites that include it (Z3), of a suite, of an add-on's batches
+    IF logical = 'plan_limit' THEN
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.account_id, x.feature),
+               array_agg(x.account_id ORDER BY x.tenant_id, x.account_id, x.feature),
+               array_agg(x.feature ORDER BY x.tenant_id, x.account_id, x.feature)
+          INTO tenants, accounts, features
+          FROM (SELECT DISTINCT s.tenant_id, s.account_id, p.feature
+                  FROM unnest(plans, features) AS p (plan, feature)
+                  JOIN subscription.subscription AS s
+                    ON s.plan = p.plan
+                    OR s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc
+                                   WHERE sc.plan = p.plan)) AS x;
+    ELSIF logical = 'suite_component' THEN
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.account_id),
+               array_agg(x.account_id ORDER BY x.tenant_id, x.account_id), NULL
+          INTO tenants, accounts, features
+          FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
+                 WHERE s.plan = ANY (plans)) AS x;
+    ELSE
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.account_id),
+               array_agg(x.account_id ORDER BY x.tenant_id, x.account_id), NULL
+          INTO tenants, accounts, features
+          FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
+                  JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
+                 WHERE b.addon = ANY (addons)) AS x;
+    END IF;
+    FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
+        PERFORM subscription.refresh_account_limits(tenants[k], accounts[k], features[k]);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.refresh_limits() IS 'Trigger: the limits stored in the usage counters follow what they are computed from';
+
+-- the catalog's triggers per statement, one per event
+DROP TRIGGER plan_limit_refresh_limits ON subscription.plan_limit;
+DROP TRIGGER suite_component_refresh_limits ON subscription.suite_component;
+DROP TRIGGER addon_refresh_limits ON subscription.addon;
+CREATE TRIGGER plan_limit_refresh_limits AFTER INSERT ON subscription.plan_limit
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.refresh_limits('plan_limit');
+CREATE TRIGGER plan_limit_refresh_limits_update AFTER UPDATE ON subscription.plan_limit
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.refresh_limits('plan_limit');
+CREATE TRIGGER plan_limit_refresh_limits_delete AFTER DELETE ON subscription.plan_limit
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.refresh_limits('plan_limit');
+CREATE TRIGGER suite_component_refresh_limits AFTER INSERT ON subscription.suite_component
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.refresh_limits('suite_component');
+CREATE TRIGGER suite_component_refresh_limits_update AFTER UPDATE ON subscription.suite_component
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.refresh_limits('suite_component');
+CREATE TRIGGER suite_component_refresh_limits_delete AFTER DELETE ON subscription.suite_component
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.refresh_limits('suite_component');
+CREATE TRIGGER addon_refresh_limits AFTER UPDATE ON subscription.addon
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.refresh_limits('addon');
+
+-- the add-ons' pricing rule in one place for both renewal paths (issue 18)
+-- The rule (issue 18: one for both renewal paths): of the add-ons given,
+-- those that renew (not one-time) and have no price for "cycle", as a
+-- list, or NULL.  Reads the catalog alone.  unpriced_addons asks it of a
+-- subscription's batches; renew_common of each add-on and cycle of its
+-- batch once.
+CREATE FUNCTION subscription.priceless_addons(addons text[], cycle interval)
+RETURNS text
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT string_agg(DISTINCT a.code, ', ')
+              FROM subscription.addon AS a
+             WHERE a.code = ANY (priceless_addons.addons) AND NOT a.one_time
+               AND NOT EXISTS (SELECT FROM subscription.addon_price AS ap
+                                WHERE ap.addon = a.code
+                                  AND subscription.cycle_key(ap.cycle) = subscription.cycle_key(priceless_addons.cycle)));
+END
+$$;
+
+COMMENT ON FUNCTION subscription.priceless_addons(text[], interval) IS
+'Internal: of the add-ons given, those that renew and have no price for a cycle (unpriced_addons, renew_common)';
+
+-- The add-ons of a subscription that renew with it (active, recurring,
+-- not cancelled) and have no price for "cycle", as a list, or NULL
+-- (priceless_addons).  In PL/pgSQL, the tenant named: Citus plans neither
+-- a SQL function's parameters nor a read of the batches by subscription
+-- alone (issue 17).
+CREATE OR REPLACE FUNCTION subscription.unpriced_addons(tenant_id bigint, subscription_id bigint, cycle interval)
+RETURNS text
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    batches text[];
+BEGIN
+    SELECT array_agg(DISTINCT b.addon) INTO batches
+      FROM subscription.addon_batch AS b
+     WHERE b.tenant_id = unpriced_addons.tenant_id AND b.subscription_id = unpriced_addons.subscription_id
+       AND b.status = 'active' AND NOT b.cancel_at_period_end;
+    RETURN subscription.priceless_addons(batches, unpriced_addons.cycle);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.unpriced_addons(bigint, bigint, interval) IS
+'Internal: the renewing add-ons of a subscription with no price for a cycle (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the set-based path asks it once per add-on and cycle
+CREATE OR REPLACE FUNCTION subscription.renew_common(tenants bigint[], at timestamptz, OUT handled integer, OUT rest bigint[])
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    locked bigint[];
+    ts bigint[];
+    ids bigint[];
+    pos bigint[];
+    tenant bigint;
+    other bigint;
+    n integer := 0;
+    first_n integer;
+    left_to bigint[];
+BEGIN
+    handled := 0;
+    rest := '{}';
+    -- the tenants' locks, as renew_account takes them
+    locked := ARRAY(SELECT a.id FROM subscription.account AS a
+                     WHERE a.tenant_id = ANY (tenants) AND a.id = a.tenant_id
+                     ORDER BY a.id
+                       FOR NO KEY UPDATE SKIP LOCKED);
+    -- their due subscriptions, locked; the tenants all of whose due
+    -- subscriptions renew the common way
+    WITH due AS (
+        SELECT x.tenant_id, x.id, upper(x.period) AS e, x.plan, x.cycle, x.quantity, x.plan_version,
+               x.status = 'active' AND x.paused_at IS NULL AND NOT x.cancel_at_period_end AND x.renewal = 'always'
+               AND x.pending_plan IS NULL AND x.pending_cycle IS NULL AND x.pending_quantity IS NULL
+               AND NOT coalesce(x.migrate_at <= upper(x.period), false)
+               AND upper(subscription.nth_period(x.anchor, x.cycle, x.period_number + 1)) > at AS plain
+          FROM subscription.subscription AS x
+         WHERE x.tenant_id = ANY (locked) AND x.status IN ('active', 'trialing') AND upper(x.period) <= at
+           FOR NO KEY UPDATE OF x SKIP LOCKED),
+         -- each plan, cycle, quantity and version priced once
+         terms AS (
+        SELECT DISTINCT ON (d.plan, d.cycle::text, d.quantity, d.plan_version)
+               d.plan, d.cycle, d.quantity, d.plan_version,
+               (subscription.find_price(d.plan, d.cycle, d.quantity, d.plan_version)).problem IS NULL
+               AND pr.renewal_quantity = 'keep'
+               -- usage billed in arrears (issue 21): renew_period bills it
+               AND NOT EXISTS (SELECT FROM subscription.plan_usage_price AS up WHERE up.plan = d.plan) AS plain
+          FROM due AS d
+          JOIN subscription.plan AS p ON p.code = d.plan
+          JOIN subscription.product AS pr ON pr.code = p.product
+         WHERE d.plain),
+         -- the active batches of the plain ones, and whether each add-on
+         -- renews priced at its cycle (priceless_addons, renewal_problem's
+         -- rule), asked once per add-on and cycle
+         batches AS (
+        SELECT d.tenant_id, d.id, b.addon, d.cycle, b.cancel_at_period_end
+          FROM due AS d
+          JOIN subscription.addon_batch AS b ON b.tenant_id = d.tenant_id AND b.subscription_id = d.id
+         WHERE d.plain AND b.status = 'active'),
+         addon_terms AS (
+        SELECT t.addon, t.cycle, subscription.priceless_addons(ARRAY[t.addon], t.cycle) IS NULL AS priced
+          FROM (SELECT DISTINCT ON (b.addon, b.cycle::text) b.addon, b.cycle FROM batches AS b) AS t),
+         checked AS (
+        SELECT d.tenant_id, d.id, d.e,
+               d.plain AND coalesce(tm.plain, false)
+               -- a batch cancelled for the period end (K4) goes to renew_account
+               AND NOT EXISTS (SELECT FROM batches AS b
+                                 JOIN addon_terms AS pt ON pt.addon = b.addon AND pt.cycle::text = b.cycle::text
+                                WHERE b.tenant_id = d.tenant_id AND b.id = d.id
+                                  AND (b.cancel_at_period_end OR NOT pt.priced)) AS plain
+          FROM due AS d
+          LEFT JOIN terms AS tm
+            ON tm.plan = d.plan AND tm.cycle::text = d.cycle::text AND tm.quantity = d.quantity
+           AND tm.plan_version = d.plan_version)
+    -- each tenant's in its order, as renew_account renews them
+    SELECT array_agg(c.tenant_id ORDER BY u.k, c.e, c.id), array_agg(c.id ORDER BY u.k, c.e, c.id),
+           array_agg(u.k ORDER BY u.k, c.e, c.id)
+      INTO ts, ids, pos
+      FROM checked AS c
+      JOIN unnest(tenants) WITH ORDINALITY AS u(tenant_id, k) ON u.tenant_id = c.tenant_id
+     WHERE c.tenant_id IN (SELECT x.tenant_id FROM checked AS x GROUP BY x.tenant_id HAVING bool_and(x.plain));
+    ts := coalesce(ts, '{}');
+
+    -- the tenants in their order; a NULL at the end renews the last group
+    FOREACH tenant IN ARRAY tenants || NULL::bigint LOOP
+        n := n + 1;
+        IF tenant = ANY (ts) THEN
+            first_n := coalesce(first_n, n);
+            CONTINUE;
+        END IF;
+        IF first_n IS NOT NULL THEN
+            PERFORM subscription.renew_common_group(
+                ARRAY(SELECT g.t FROM unnest(ts, ids, pos) AS g(t, id, k) WHERE g.k BETWEEN first_n AND n - 1),
+                ARRAY(SELECT g.id FROM unnest(ts, ids, pos) AS g(t, id, k) WHERE g.k BETWEEN first_n AND n - 1));
+            handled := handled + (SELECT count(*) FROM unnest(pos) AS g(k) WHERE g.k BETWEEN first_n AND n - 1);
+            -- a common tenant with a subscription still due: renew_account's
+            left_to := ARRAY(SELECT u.t FROM unnest(tenants) WITH ORDINALITY AS u(t, k)
+                              WHERE u.k BETWEEN first_n AND n - 1
+                                AND EXISTS (SELECT FROM subscription.subscription AS x
+                                             WHERE x.tenant_id = u.t AND x.status IN ('active', 'trialing')
+                                               AND upper(x.period) <= at)
+                              ORDER BY u.k);
+            FOREACH other IN ARRAY left_to LOOP
+                handled := handled + subscription.renew_account(other, at);
+            END LOOP;
+            rest := rest || left_to;
+            first_n := NULL;
+        END IF;
+        IF tenant IS NOT NULL THEN
+            handled := handled + subscription.renew_account(tenant, at);
+            rest := rest || tenant;
+        END IF;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_common(bigint[], timestamptz) IS
+'Internal: the renewals of one batch on a single server: its common ones set-based (renew_common_group), the others by renew_account';
+
+REVOKE ALL ON FUNCTION subscription.priceless_addons(text[], interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.granted_limits(bigint, bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.granted_features(bigint, bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.refresh_entitlements(bigint, bigint, text) FROM PUBLIC;
+
+-- every account's entitlements, as its plans and add-ons grant them now
+SELECT pg_catalog.count(subscription.refresh_entitlements(a.tenant_id, a.id, NULL))
+  FROM (SELECT a.tenant_id, a.id FROM subscription.account AS a ORDER BY a.tenant_id, a.id) AS a;
+
+-- end of: entitlements stored (issue 21 item 5, issue 18)
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves

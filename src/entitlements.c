@@ -4,20 +4,27 @@
  *	  has_feature(): whether an account's plans and add-ons include a
  *	  feature, fast enough for a row-level security policy (issue 21).
  *
- * A policy calls the function once per row it filters.  Each call site
- * remembers the answers it computed, per account: the first row of an
- * account runs the rule, subscription.feature_granted(), once; the next
- * rows cost a lookup.  The answers are kept while they cannot have changed:
- * the same transaction and command, under a snapshot that sees the same
- * transactions ended (a PL/pgSQL expression keeps its call site for the
- * whole transaction, across statements that change the plans).  The rule
- * itself stays in SQL, in one place (granted_limit, as the limits).
+ * A policy calls the function once per row it filters.  The answer is
+ * stored: subscription.entitlement holds a row per feature an account is
+ * granted, kept by refresh_entitlements() in the transaction that changes
+ * the account's plans, add-ons or the catalog, by the rule
+ * (granted_features: granted_limits, as the limits) in one place.  A call
+ * reads it with one probe of the (account_id, feature) index, under the
+ * active snapshot.  On Citus, where a catalog change refreshes no stored
+ * row, a call computes the rule instead.  Each call site also remembers the answers it read, per
+ * account, while they cannot have changed: the same transaction and
+ * command, under a snapshot that sees the same transactions ended (a
+ * PL/pgSQL expression keeps its call site for the whole transaction,
+ * across statements that change the plans).
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/table.h"
+#include "access/tableam.h"
 #include "catalog/pg_type.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
@@ -50,19 +57,54 @@ typedef struct EntitlementCache
 	TransactionId xmax;
 	uint32		xcnt;
 	bool		saw_snapshot;
+	bool		feature_known;	/* require_feature() passed under these */
+	Oid			entitlements;	/* subscription.entitlement */
 	int64		last_account;	/* the previous row's answer, looked up first */
 	bool		last_granted;
 	bool		have_last;
 } EntitlementCache;
 
-static SPIPlanPtr feature_granted_plan = NULL;
+static SPIPlanPtr require_feature_plan = NULL;
 
 /*
- * The rule, as the extension's owner (the policy runs as the querying
- * role, which reads none of the extension's tables), in a fixed statement.
+ * 42704 unless a plan limit or an add-on names the feature
+ * (require_feature), as the extension's owner: the policy runs as the
+ * querying role, which reads none of the extension's tables.  Asked on a
+ * refusal only (a feature something grants exists), once per call site
+ * and snapshot.
+ */
+static void
+RequireFeature(EntitlementCache *cache)
+{
+	IdentitySwitch identity;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+	SPIPlanPtr	plan;
+
+	if (cache->feature_known)
+		return;
+	BecomeExtensionOwner(&identity);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	plan = KeptPlan(&require_feature_plan, "SELECT subscription.require_feature($1)", 1, argtypes);
+	values[0] = PointerGetDatum(cache->feature);
+	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "subscription.require_feature() failed");
+	SPI_finish();
+	RestoreIdentity(&identity);
+	cache->feature_known = true;
+}
+
+static SPIPlanPtr granted_plan = NULL;
+
+/*
+ * On Citus: the rule itself (granted_features), as the extension's owner.
+ * There a catalog change writes no distributed table (issue 17: no fan-out
+ * from a reference table), so the stored rows may predate it; the answer
+ * is computed, as before the rows were stored.
  */
 static bool
-FeatureGranted(int64 account_id, text *feature)
+FeatureGrantedNow(EntitlementCache *cache, int64 account_id)
 {
 	IdentitySwitch identity;
 	Oid			argtypes[2] = {INT8OID, TEXTOID};
@@ -74,18 +116,45 @@ FeatureGranted(int64 account_id, text *feature)
 	BecomeExtensionOwner(&identity);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	plan = KeptPlan(&feature_granted_plan,
-					"SELECT subscription.feature_granted($1, $2)", 2, argtypes);
+	plan = KeptPlan(&granted_plan,
+					"SELECT EXISTS (SELECT FROM subscription.granted_features("
+					"subscription.tenant_of('account', $1), $1, $2))", 2, argtypes);
 	values[0] = Int64GetDatum(account_id);
-	values[1] = PointerGetDatum(feature);
+	values[1] = PointerGetDatum(cache->feature);
 	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "subscription.feature_granted() returned no row");
+		elog(ERROR, "subscription.granted_features() returned no row");
 	granted = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	if (isnull)
-		granted = false;
 	SPI_finish();
 	RestoreIdentity(&identity);
-	return granted;
+	return !isnull && granted;
+}
+
+/*
+ * Whether the account holds the feature: on a single server, one probe of
+ * the entitlement index by (account_id, feature) under the active
+ * snapshot; on Citus, the rule (FeatureGrantedNow).
+ */
+static bool
+FeatureEntitled(EntitlementCache *cache, int64 account_id)
+{
+	Relation	rel;
+	TupleTableSlot *slot;
+	Datum		keys[2];
+	Snapshot	snapshot = ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot();
+	bool		found;
+
+	if (CitusPresent())
+		return FeatureGrantedNow(cache, account_id);
+	if (!OidIsValid(cache->entitlements))
+		cache->entitlements = OwnTable("entitlement");
+	rel = table_open(cache->entitlements, AccessShareLock);
+	slot = table_slot_create(rel, NULL);
+	keys[0] = Int64GetDatum(account_id);
+	keys[1] = PointerGetDatum(cache->feature);
+	found = FetchRowByKey(rel, snapshot, 2, keys, slot);
+	ExecDropSingleTupleTableSlot(slot);
+	table_close(rel, AccessShareLock);
+	return found;
 }
 
 static void
@@ -102,6 +171,7 @@ ResetAccounts(EntitlementCache *cache, MemoryContext mcxt)
 	cache->accounts = hash_create("subscription entitlements", 64, &ctl,
 								  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	cache->have_last = false;
+	cache->feature_known = false;
 }
 
 /*
@@ -140,7 +210,7 @@ ForgetStaleAnswers(EntitlementCache *cache, MemoryContext mcxt)
  * has_feature(account_id bigint, feature text) RETURNS boolean
  *
  * True when the account's active plans and add-ons grant the feature: a
- * limit above 0, or unlimited.  A frozen account keeps its features (a
+ * limit above 0, or unlimited (its row in subscription.entitlement).  A frozen account keeps its features (a
  * freeze stops growth, not reading).  An unknown account has none; an
  * unknown feature is an error (42704), so that a misspelt policy fails
  * instead of hiding every row.
@@ -181,7 +251,9 @@ has_feature(PG_FUNCTION_ARGS)
 		granted = entry->granted;
 	else
 	{
-		granted = FeatureGranted(account_id, cache->feature);
+		granted = FeatureEntitled(cache, account_id);
+		if (!granted)
+			RequireFeature(cache);
 		if (hash_get_num_entries(cache->accounts) >= MAX_REMEMBERED_ACCOUNTS)
 			ResetAccounts(cache, mcxt);
 		entry = (GrantedEntry *) hash_search(cache->accounts, &account_id, HASH_ENTER, &found);

@@ -1070,7 +1070,7 @@ SQL
         "on account $acct (worker$([ "$acct" = "$DA" ] && echo 1 || echo 2)): has_feature() on the coordinator, as the limits say" "$out"
 done
 todo "has_feature() in a policy or a query of a distributed table (run on the table's shard)" 3 \
-    "on a worker, feature_granted reads the account's tenant by its id alone (tenant_of), a query Citus refuses inside a shard's query"
+    "on a worker, granted_features is asked with the account's tenant read by its id alone (tenant_of), a query Citus refuses inside a shard's query"
 
 # item 4: a renewal storm, in a database of its own with Citus on the
 # three nodes (the subscriptions above stay out of it).  12 accounts over

@@ -28,6 +28,25 @@ COMMENT ON TABLE subscription.usage_counter IS 'What each account uses of each l
 -- Added after the table (the tenant key's rework changes its definition).
 ALTER TABLE subscription.usage_counter ADD COLUMN limit_version bigint[];
 
+-- The features each account's plans and add-ons grant (issue 21, item 5):
+-- one row per (account, feature) granted, that is whose granted_limit is
+-- above 0 or unlimited (granted_features), kept by refresh_account_limits in
+-- the transaction that changes what it is computed from, so that
+-- has_feature() answers with one index probe.  Derived data: it cascades
+-- with its account.
+CREATE TABLE subscription.entitlement (
+    tenant_id  bigint NOT NULL,
+    account_id bigint NOT NULL,
+    feature    text NOT NULL,
+    CONSTRAINT entitlement_pkey PRIMARY KEY (tenant_id, account_id, feature),
+    CONSTRAINT entitlement_account_id_fkey FOREIGN KEY (tenant_id, account_id)
+        REFERENCES subscription.account (tenant_id, id) ON DELETE CASCADE
+);
+-- has_feature() finds a row by its account and feature
+CREATE INDEX ON subscription.entitlement (account_id, feature);
+
+COMMENT ON TABLE subscription.entitlement IS 'The features each account''s plans and add-ons grant (has_feature), kept with the stored limits';
+
 -- One row per (table, feature) the limit guard watches, in registration
 -- order (apply_downgrade trims features in that order).
 CREATE TABLE subscription.limited_table (

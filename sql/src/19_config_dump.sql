@@ -14,7 +14,7 @@ BEGIN
         'plan_addon', 'coupon', 'account', 'member', 'subscription', 'license',
         'addon_batch', 'ledger', 'history', 'trimmed', 'usage_counter', 'license_counter',
         'service_seat', 'limited_table', 'granted_role', 'terms', 'terms_acceptance', 'suite_component',
-        'payment_method', 'invoice_series', 'invoice_record', 'payment']
+        'payment_method', 'invoice_series', 'invoice_record', 'payment', 'entitlement']
     LOOP
         PERFORM pg_catalog.pg_extension_config_dump(('subscription.' || t)::pg_catalog.regclass, '');
     END LOOP;

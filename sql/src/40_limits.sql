@@ -23,29 +23,29 @@ $$;
 
 COMMENT ON FUNCTION subscription.require_feature(text) IS 'Internal: 42704 unless a plan limit or add-on names the feature';
 
--- What an account's plans and add-ons grant of a feature: over its active
--- subscriptions, each plan's value at the version the subscription holds
--- (times the quantity when per license: LogMeIn hosts are the tier, L12),
--- plus the units of active add-on batches (Z13, K1).  A suite subscription
--- counts the values of the plans it includes besides its own (at their
--- current versions), at its quantity, as if each were subscribed (Z3); with
--- a separate subscription of an included product they add up, like any
--- two.  NULL is unlimited: one unlimited plan makes the feature unlimited.
--- A trial has its plan's limits.  A feature no active subscription defines
--- has limit 0, plus its add-ons.  One
--- statement in PL/pgSQL, whose plan is cached per session: the limit
--- guard's hot path (a SQL function with a sub-select is planned per call).
-CREATE FUNCTION subscription.granted_limit(tenant_id bigint, account_id bigint, feature text)
-RETURNS bigint
+-- What an account's plans and add-ons grant, per feature (of one feature,
+-- or of all when feature is NULL): over its active subscriptions, each
+-- plan's value at the version the subscription holds (times the quantity
+-- when per license: LogMeIn hosts are the tier, L12), plus the units of
+-- active add-on batches (Z13, K1).  A suite subscription counts the values
+-- of the plans it includes besides its own (at their current versions), at
+-- its quantity, as if each were subscribed (Z3); with a separate
+-- subscription of an included product they add up, like any two.  NULL is
+-- unlimited: one unlimited plan makes the feature unlimited.  A trial has
+-- its plan's limits.  A feature no active subscription or add-on names has
+-- no row (name: the feature).  numeric, so that the caller's cast makes an overflow an error,
+-- not a wrap.  One statement, naming the tenant (issue 17); the limits ask
+-- it of one feature (granted_limit), the entitlements of all
+-- (refresh_entitlements).
+CREATE FUNCTION subscription.granted_limits(tenant_id bigint, account_id bigint, feature text)
+RETURNS TABLE (name text, value numeric)
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    RETURN (
-    SELECT CASE WHEN bool_or(x.unlimited) THEN NULL
-                -- numeric, so that an overflow is an error, not a wrap
-                ELSE coalesce(sum(x.units), 0)::bigint END
-      FROM (SELECT l.value IS NULL AS unlimited,
+    RETURN QUERY
+    SELECT x.feature, CASE WHEN bool_or(x.unlimited) THEN NULL ELSE coalesce(sum(x.units), 0) END
+      FROM (SELECT l.feature, l.value IS NULL AS unlimited,
                    CASE WHEN l.per_license THEN l.value::numeric * s.quantity
                         ELSE l.value::numeric END AS units
               FROM subscription.subscription AS s
@@ -56,20 +56,46 @@ BEGIN
                                     JOIN subscription.plan AS ip ON ip.code = sc.plan
                                    WHERE sc.suite_plan = s.plan) AS p (plan, version)
               JOIN subscription.plan_limit AS l
-                ON l.plan = p.plan AND l.feature = granted_limit.feature
+                ON l.plan = p.plan
+               AND (granted_limits.feature IS NULL OR l.feature = granted_limits.feature)
                -- the version of the plan the subscription holds (grandfathering)
                AND l.versions @> p.version
-             WHERE s.tenant_id = granted_limit.tenant_id AND s.account_id = granted_limit.account_id
+             WHERE s.tenant_id = granted_limits.tenant_id AND s.account_id = granted_limits.account_id
                AND s.status IN ('active', 'trialing')
             UNION ALL
-            SELECT false, b.quantity::numeric * a.units
+            SELECT a.feature, false, b.quantity::numeric * a.units
               FROM subscription.subscription AS s
               JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
               JOIN subscription.addon AS a ON a.code = b.addon
-             WHERE s.tenant_id = granted_limit.tenant_id AND s.account_id = granted_limit.account_id
+             WHERE s.tenant_id = granted_limits.tenant_id AND s.account_id = granted_limits.account_id
                AND s.status IN ('active', 'trialing')
                AND b.status = 'active'
-               AND a.feature = granted_limit.feature) AS x);
+               -- an add-on without a feature grants none
+               AND a.feature IS NOT NULL
+               AND (granted_limits.feature IS NULL OR a.feature = granted_limits.feature)) AS x
+     GROUP BY x.feature;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.granted_limits(bigint, bigint, text) IS
+'Internal: what the account''s active plans and add-ons grant per feature (of one, or all; NULL: unlimited), frozen or not';
+
+-- What an account's plans and add-ons grant of a feature (granted_limits):
+-- 0 when nothing grants it, NULL when unlimited.
+CREATE FUNCTION subscription.granted_limit(tenant_id bigint, account_id bigint, feature text)
+RETURNS bigint
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    granted numeric;
+BEGIN
+    SELECT g.value INTO granted
+      FROM subscription.granted_limits(granted_limit.tenant_id, granted_limit.account_id, granted_limit.feature) AS g;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    RETURN granted::bigint;
 END
 $$;
 
@@ -723,7 +749,8 @@ CREATE TRIGGER subscription_limit_sub_accounts_t AFTER TRUNCATE ON subscription.
 
 -- One account's stored limits (of one feature, or all) follow what they
 -- are computed from: the per-tenant refresh, one statement on the
--- account's counters (colocated with the account on Citus).  It leaves
+-- account's counters (colocated with the account on Citus), then its
+-- stored entitlements (refresh_entitlements).  It leaves
 -- limit_version as it is: a writer that waited for this row and whose
 -- snapshot predates the change still finds the version it knows, and
 -- checks against the limit stored here.
@@ -752,11 +779,14 @@ BEGIN
            AND u.feature = f
            AND u.limit_value IS DISTINCT FROM new_limit;
     END LOOP;
+    -- and the features it is entitled to (has_feature, issue 21)
+    PERFORM subscription.refresh_entitlements(refresh_account_limits.tenant_id, refresh_account_limits.account_id,
+                                              refresh_account_limits.feature);
 END
 $$;
 
 COMMENT ON FUNCTION subscription.refresh_account_limits(bigint, bigint, text) IS
-'Internal: one account''s stored limits (of a feature, or all) follow what they are computed from';
+'Internal: one account''s stored limits and entitlements (of a feature, or all) follow what they are computed from';
 
 -- The limits stored in the usage counters follow what they are computed
 -- from: an account's subscriptions and add-on batches (its own rows: its
@@ -772,8 +802,12 @@ COMMENT ON FUNCTION subscription.refresh_account_limits(bigint, bigint, text) IS
 -- UPDATE of subscriptions concerns the rows whose account, plan, quantity,
 -- status or plan version changed, and the rows it left as they were
 -- (refresh_freeze() names an account's subscriptions so that their limits
--- follow a freeze): the old and the new account.  The catalog's rows, per
--- row, as before.
+-- follow a freeze): the old and the new account.  The catalog's rows per
+-- statement too (issue 18): the (plan, feature) of the plan limits the
+-- statement wrote, as they were and as they are, the suites of the suite
+-- components, the add-ons whose feature or units changed; then each
+-- account concerned once, of the feature concerned (all of them for a
+-- suite or an add-on).
 CREATE FUNCTION subscription.refresh_limits()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -782,15 +816,16 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    r record;
     account bigint;
     accounts bigint[];
     tenants bigint[];
-    only_feature text;
+    plans text[];
+    features text[];
+    addons text[];
     -- the logical table, from the trigger's argument (issue 17)
     logical text := TG_ARGV[0];
 BEGIN
-    IF TG_LEVEL = 'STATEMENT' THEN
+    IF logical IN ('subscription', 'addon_batch') THEN
         -- the rows concerned, as they were and as they are: (tenant,
         -- account) of a subscription, (tenant, subscription) of a batch
         IF logical = 'subscription' AND TG_OP = 'INSERT' THEN
@@ -838,38 +873,57 @@ BEGIN
         -- no fan-out from a reference table (issue 17): the limit version
         RETURN NULL;
     END IF;
-    -- an UPDATE can move the row: refresh for its old and its new self
-    FOR i IN 1 .. CASE WHEN TG_OP = 'UPDATE' THEN 2 ELSE 1 END LOOP
-        IF i = 1 AND TG_OP <> 'INSERT' THEN
-            r := OLD;
-        ELSE
-            r := NEW;
+    -- the catalog rows the statement wrote, as they were and as they are
+    IF logical = 'plan_limit' THEN
+        IF TG_OP <> 'INSERT' THEN
+            SELECT array_agg(o.plan), array_agg(o.feature) INTO plans, features FROM old_rows AS o;
         END IF;
-        -- the accounts with their tenants, by account (issue 17)
-        IF logical = 'plan_limit' THEN
-            only_feature := r.feature;
-            -- the plan's subscriptions, and those of the suites that include it (Z3)
-            SELECT array_agg(x.account_id ORDER BY x.account_id), array_agg(x.tenant_id ORDER BY x.account_id)
-              INTO accounts, tenants
-              FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
-                     WHERE s.plan = r.plan
-                        OR s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc
-                                       WHERE sc.plan = r.plan)) AS x;
-        ELSIF logical = 'suite_component' THEN
-            SELECT array_agg(x.account_id ORDER BY x.account_id), array_agg(x.tenant_id ORDER BY x.account_id)
-              INTO accounts, tenants
-              FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
-                     WHERE s.plan = r.suite_plan) AS x;
-        ELSE
-            SELECT array_agg(x.account_id ORDER BY x.account_id), array_agg(x.tenant_id ORDER BY x.account_id)
-              INTO accounts, tenants
-              FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
-                      JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
-                     WHERE b.addon = r.code) AS x;
+        IF TG_OP <> 'DELETE' THEN
+            SELECT coalesce(plans, '{}') || array_agg(n.plan), coalesce(features, '{}') || array_agg(n.feature)
+              INTO plans, features FROM new_rows AS n;
         END IF;
-        FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
-            PERFORM subscription.refresh_account_limits(tenants[k], accounts[k], only_feature);
-        END LOOP;
+    ELSIF logical = 'suite_component' THEN
+        IF TG_OP <> 'INSERT' THEN
+            SELECT array_agg(o.suite_plan) INTO plans FROM old_rows AS o;
+        END IF;
+        IF TG_OP <> 'DELETE' THEN
+            SELECT coalesce(plans, '{}') || array_agg(n.suite_plan) INTO plans FROM new_rows AS n;
+        END IF;
+    ELSE
+        SELECT array_agg(n.code) INTO addons
+          FROM old_rows AS o JOIN new_rows AS n ON n.code = o.code
+         WHERE (o.feature, o.units) IS DISTINCT FROM (n.feature, n.units);
+    END IF;
+    -- the accounts concerned with their tenants, each (account, feature)
+    -- once, in the order of the keys: the subscriptions of a plan and of
+    -- the suites that include it (Z3), of a suite, of an add-on's batches
+    IF logical = 'plan_limit' THEN
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.account_id, x.feature),
+               array_agg(x.account_id ORDER BY x.tenant_id, x.account_id, x.feature),
+               array_agg(x.feature ORDER BY x.tenant_id, x.account_id, x.feature)
+          INTO tenants, accounts, features
+          FROM (SELECT DISTINCT s.tenant_id, s.account_id, p.feature
+                  FROM unnest(plans, features) AS p (plan, feature)
+                  JOIN subscription.subscription AS s
+                    ON s.plan = p.plan
+                    OR s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc
+                                   WHERE sc.plan = p.plan)) AS x;
+    ELSIF logical = 'suite_component' THEN
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.account_id),
+               array_agg(x.account_id ORDER BY x.tenant_id, x.account_id), NULL
+          INTO tenants, accounts, features
+          FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
+                 WHERE s.plan = ANY (plans)) AS x;
+    ELSE
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.account_id),
+               array_agg(x.account_id ORDER BY x.tenant_id, x.account_id), NULL
+          INTO tenants, accounts, features
+          FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
+                  JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
+                 WHERE b.addon = ANY (addons)) AS x;
+    END IF;
+    FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
+        PERFORM subscription.refresh_account_limits(tenants[k], accounts[k], features[k]);
     END LOOP;
     RETURN NULL;
 END
@@ -877,8 +931,9 @@ $$;
 
 COMMENT ON FUNCTION subscription.refresh_limits() IS 'Trigger: the limits stored in the usage counters follow what they are computed from';
 
--- subscriptions and add-on batches per statement, one trigger per event (a
--- trigger with transition tables fires on one); the catalog per row
+-- per statement, one trigger per event (a trigger with transition tables
+-- fires on one, and takes no column list: an add-on's UPDATE compares its
+-- feature and units)
 CREATE TRIGGER subscription_refresh_limits AFTER INSERT ON subscription.subscription
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION subscription.refresh_limits('subscription');
@@ -897,12 +952,24 @@ CREATE TRIGGER addon_batch_refresh_limits_update AFTER UPDATE ON subscription.ad
 CREATE TRIGGER addon_batch_refresh_limits_delete AFTER DELETE ON subscription.addon_batch
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION subscription.refresh_limits('addon_batch');
-CREATE TRIGGER plan_limit_refresh_limits
-    AFTER INSERT OR DELETE OR UPDATE ON subscription.plan_limit
-    FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits('plan_limit');
-CREATE TRIGGER suite_component_refresh_limits
-    AFTER INSERT OR DELETE OR UPDATE ON subscription.suite_component
-    FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits('suite_component');
-CREATE TRIGGER addon_refresh_limits
-    AFTER UPDATE OF feature, units ON subscription.addon
-    FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits('addon');
+CREATE TRIGGER plan_limit_refresh_limits AFTER INSERT ON subscription.plan_limit
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.refresh_limits('plan_limit');
+CREATE TRIGGER plan_limit_refresh_limits_update AFTER UPDATE ON subscription.plan_limit
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.refresh_limits('plan_limit');
+CREATE TRIGGER plan_limit_refresh_limits_delete AFTER DELETE ON subscription.plan_limit
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.refresh_limits('plan_limit');
+CREATE TRIGGER suite_component_refresh_limits AFTER INSERT ON subscription.suite_component
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.refresh_limits('suite_component');
+CREATE TRIGGER suite_component_refresh_limits_update AFTER UPDATE ON subscription.suite_component
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.refresh_limits('suite_component');
+CREATE TRIGGER suite_component_refresh_limits_delete AFTER DELETE ON subscription.suite_component
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.refresh_limits('suite_component');
+CREATE TRIGGER addon_refresh_limits AFTER UPDATE ON subscription.addon
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.refresh_limits('addon');

@@ -52,10 +52,34 @@ $$;
 
 COMMENT ON FUNCTION subscription.subscription_for_change(text, bigint, text) IS 'Internal: the subscription locked for a change, the actor''s right checked';
 
+-- The rule (issue 18: one for both renewal paths): of the add-ons given,
+-- those that renew (not one-time) and have no price for "cycle", as a
+-- list, or NULL.  Reads the catalog alone.  unpriced_addons asks it of a
+-- subscription's batches; renew_common of each add-on and cycle of its
+-- batch once.
+CREATE FUNCTION subscription.priceless_addons(addons text[], cycle interval)
+RETURNS text
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT string_agg(DISTINCT a.code, ', ')
+              FROM subscription.addon AS a
+             WHERE a.code = ANY (priceless_addons.addons) AND NOT a.one_time
+               AND NOT EXISTS (SELECT FROM subscription.addon_price AS ap
+                                WHERE ap.addon = a.code
+                                  AND subscription.cycle_key(ap.cycle) = subscription.cycle_key(priceless_addons.cycle)));
+END
+$$;
+
+COMMENT ON FUNCTION subscription.priceless_addons(text[], interval) IS
+'Internal: of the add-ons given, those that renew and have no price for a cycle (unpriced_addons, renew_common)';
+
 -- The add-ons of a subscription that renew with it (active, recurring,
--- not cancelled) and have no price for "cycle", as a list, or NULL.  In
--- PL/pgSQL, the tenant named: Citus plans neither a SQL function's
--- parameters nor a read of the batches by subscription alone (issue 17).
+-- not cancelled) and have no price for "cycle", as a list, or NULL
+-- (priceless_addons).  In PL/pgSQL, the tenant named: Citus plans neither
+-- a SQL function's parameters nor a read of the batches by subscription
+-- alone (issue 17).
 CREATE FUNCTION subscription.unpriced_addons(tenant_id bigint, subscription_id bigint, cycle interval)
 RETURNS text
 LANGUAGE plpgsql STABLE PARALLEL SAFE
@@ -68,12 +92,7 @@ BEGIN
       FROM subscription.addon_batch AS b
      WHERE b.tenant_id = unpriced_addons.tenant_id AND b.subscription_id = unpriced_addons.subscription_id
        AND b.status = 'active' AND NOT b.cancel_at_period_end;
-    RETURN (SELECT string_agg(DISTINCT a.code, ', ')
-              FROM subscription.addon AS a
-             WHERE a.code = ANY (batches) AND NOT a.one_time
-               AND NOT EXISTS (SELECT FROM subscription.addon_price AS ap
-                                WHERE ap.addon = a.code
-                                  AND subscription.cycle_key(ap.cycle) = subscription.cycle_key(unpriced_addons.cycle)));
+    RETURN subscription.priceless_addons(batches, unpriced_addons.cycle);
 END
 $$;
 

@@ -533,18 +533,25 @@ BEGIN
           JOIN subscription.plan AS p ON p.code = d.plan
           JOIN subscription.product AS pr ON pr.code = p.product
          WHERE d.plain),
+         -- the active batches of the plain ones, and whether each add-on
+         -- renews priced at its cycle (priceless_addons, renewal_problem's
+         -- rule), asked once per add-on and cycle
+         batches AS (
+        SELECT d.tenant_id, d.id, b.addon, d.cycle, b.cancel_at_period_end
+          FROM due AS d
+          JOIN subscription.addon_batch AS b ON b.tenant_id = d.tenant_id AND b.subscription_id = d.id
+         WHERE d.plain AND b.status = 'active'),
+         addon_terms AS (
+        SELECT t.addon, t.cycle, subscription.priceless_addons(ARRAY[t.addon], t.cycle) IS NULL AS priced
+          FROM (SELECT DISTINCT ON (b.addon, b.cycle::text) b.addon, b.cycle FROM batches AS b) AS t),
          checked AS (
         SELECT d.tenant_id, d.id, d.e,
                d.plain AND coalesce(tm.plain, false)
-               AND NOT EXISTS (SELECT FROM subscription.addon_batch AS b
-                                 JOIN subscription.addon AS a ON a.code = b.addon
-                                WHERE b.tenant_id = d.tenant_id AND b.subscription_id = d.id AND b.status = 'active'
-                                  AND (b.cancel_at_period_end
-                                       OR NOT a.one_time
-                                          AND NOT EXISTS (SELECT FROM subscription.addon_price AS ap
-                                                           WHERE ap.addon = a.code
-                                                             AND subscription.cycle_key(ap.cycle)
-                                                                 = subscription.cycle_key(d.cycle)))) AS plain
+               -- a batch cancelled for the period end (K4) goes to renew_account
+               AND NOT EXISTS (SELECT FROM batches AS b
+                                 JOIN addon_terms AS pt ON pt.addon = b.addon AND pt.cycle::text = b.cycle::text
+                                WHERE b.tenant_id = d.tenant_id AND b.id = d.id
+                                  AND (b.cancel_at_period_end OR NOT pt.priced)) AS plain
           FROM due AS d
           LEFT JOIN terms AS tm
             ON tm.plan = d.plan AND tm.cycle::text = d.cycle::text AND tm.quantity = d.quantity

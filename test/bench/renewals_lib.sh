@@ -23,3 +23,29 @@ SELECT count(purchase_addon(id, 'zd_collab', 1, '2026-01-10')) FROM subscription
 VACUUM ANALYZE;
 SQL
 }
+
+# floor_sql: the set-based floor of the writes renew_due makes for the
+# subscriptions due on 2026-02-01 (issue 18): one UPDATE moving every due
+# period as renew_period does, one INSERT of every plan and add-on charge
+# (the coupons' discounts and the credit checks by the ledger's trigger),
+# with every trigger, key and check of the extension firing; no choosing,
+# no locking of tenants, no pricing.  The one text renew_due.sh and
+# renew_floor.sh time.
+floor_sql() {
+    cat <<'SQL'
+UPDATE subscription.subscription AS x
+   SET period_number = x.period_number + 1, period = tstzrange(upper(x.period), upper(x.period) + x.cycle),
+       paid_quantity = x.quantity, pending_cycle = NULL, renewal = x.renewal
+ WHERE x.status = 'active' AND upper(x.period) <= '2026-02-01';
+INSERT INTO subscription.ledger
+       (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
+SELECT x.tenant_id, x.account_id, x.id, b.id, 'charge', CASE WHEN b.id IS NULL THEN 55.00 * x.quantity ELSE 10.00 END,
+       'EUR', x.period, CASE WHEN b.id IS NULL THEN 'plan' ELSE 'addon' END, x.plan, 'renewal'
+  FROM subscription.subscription AS x
+  CROSS JOIN LATERAL (SELECT NULL::bigint AS id
+                      UNION ALL
+                      SELECT b.id FROM subscription.addon_batch AS b
+                       WHERE b.tenant_id = x.tenant_id AND b.subscription_id = x.id) AS b
+ WHERE lower(x.period) = '2026-02-01';
+SQL
+}

@@ -9,6 +9,8 @@ SELECT tables_are('subscription', ARRAY[
     'plan_addon', 'coupon', 'account', 'member', 'subscription', 'license', 'addon_batch',
     'ledger', 'history', 'trimmed', 'usage_counter', 'license_counter', 'service_seat', 'granted_role',
     'limited_table', 'terms', 'terms_acceptance', 'suite_component',
+    -- the features each account is granted, for has_feature (issue 21)
+    'entitlement',
     -- the outbox (issue 20)
     'event', 'event_consumer',
     -- usage-based billing (issue 21)
@@ -116,7 +118,7 @@ SELECT is((SELECT string_agg(format('%s %s', c.conrelid::regclass, c.conname), '
 SELECT is((SELECT count(*)::int FROM pg_class AS r
             WHERE r.relnamespace = 'subscription'::regnamespace AND r.relkind = 'r'
               AND EXISTS (SELECT FROM pg_attribute AS t WHERE t.attrelid = r.oid AND t.attname = 'tenant_id' AND t.attnotnull)),
-          19, 'the 19 tenant tables carry tenant_id NOT NULL (usage''s two, issue 21; the invoices'' four, issue 19)');
+          20, 'the 20 tenant tables carry tenant_id NOT NULL (usage''s two and the entitlements, issue 21; the invoices'' four, issue 19)');
 SELECT is((SELECT string_agg(i.indexrelid::regclass::text, ', ')
              FROM pg_index AS i JOIN pg_attribute AS t ON t.attrelid = i.indrelid AND t.attname = 'tenant_id'
             WHERE i.indisunique AND i.indrelid::regclass::text LIKE 'subscription.%' AND i.indkey[0] <> t.attnum),
@@ -200,7 +202,9 @@ SELECT set_eq(
              -- invoices and payments (issue 19)
              ('subscription.payment_method'), ('subscription.invoice_series'), ('subscription.invoice_record'),
              ('subscription.payment'), ('subscription.payment_method_id_seq'), ('subscription.invoice_record_id_seq'),
-             ('subscription.payment_id_seq')$$,
+             ('subscription.payment_id_seq'),
+             -- the features each account is granted (issue 21)
+             ('subscription.entitlement')$$,
     'catalog, tenant tables and their sequences are registered with pg_extension_config_dump');
 
 -- functions: signatures, volatility, search_path pinned

@@ -21,7 +21,7 @@ SELECT is((SELECT count(*)::int FROM pg_trigger AS t JOIN pg_proc AS p ON p.oid 
             WHERE p.pronamespace = 'subscription'::regnamespace
               AND (p.prosrc LIKE '%TG\_ARGV[0]%' OR p.proname = 'record_history')
               AND NOT t.tgisinternal),
-          49, 'the 49 triggers of the 8 functions that read the logical table');
+          53, 'the 53 triggers of the 8 functions that read the logical table');
 SELECT is_empty($$
     SELECT t.tgname, t.tgrelid::regclass, t.tgnargs, encode(t.tgargs, 'escape')
       FROM pg_trigger AS t JOIN pg_proc AS p ON p.oid = t.tgfoid

@@ -110,4 +110,69 @@ SELECT pause(:plus, '2026-02-05', NULL, 'freeze') AS resume_at;
 SELECT paused_at, pause_mode FROM subscription WHERE id = :plus;
 SELECT limit_of(3, 'dashboards') AS frozen_limit, has_feature(3, 'dashboards') AS frozen_keeps_feature;
 
+
+-- Stored entitlements (issue 21, item 5): has_feature() reads one row of
+-- subscription.entitlement, kept by refresh_account_limits in the
+-- transaction of each change.  Drift: the accounts and catalog features
+-- whose stored row (or its absence) differs from the rule, or whose
+-- has_feature() answer does; 0 after every change below.
+CREATE FUNCTION pg_temp.entitlement_drift() RETURNS bigint
+LANGUAGE sql AS $f$
+    SELECT count(*)
+      FROM subscription.account AS a
+     CROSS JOIN (SELECT l.feature FROM subscription.plan_limit AS l
+                 UNION SELECT d.feature FROM subscription.addon AS d) AS f
+     WHERE subscription.has_feature(a.id, f.feature)
+           IS DISTINCT FROM EXISTS (SELECT FROM subscription.granted_features(a.tenant_id, a.id, f.feature))
+$f$;
+SELECT pg_temp.entitlement_drift() AS drift_after_the_above;
+-- the rows: one per granted feature, under the account's tenant
+SELECT tenant_id, account_id, feature FROM entitlement ORDER BY account_id, feature;
+-- has_feature() answers from the stored row (a row removed by hand is a feature gone)
+DELETE FROM entitlement WHERE account_id = 2 AND feature = 'dashboards';
+SELECT has_feature(2, 'dashboards') AS without_its_row;
+SELECT refresh_entitlements(2, 2, NULL);
+SELECT has_feature(2, 'dashboards') AS row_refreshed;
+-- the catalog, per statement (issue 18).  An UPDATE of a limit makes a
+-- new version (the subscriptions keep theirs: nothing changes); the rows
+-- deleted and inserted anew (as limit_version.sql does) reach the accounts
+-- holding them at once, in the same transaction.
+UPDATE plan_limit SET value = 0 WHERE plan = 'crm_premier' AND feature = 'dashboards';
+SELECT has_feature(6, 'dashboards') AS premier_keeps_its_version, pg_temp.entitlement_drift() AS drift;
+DELETE FROM plan_limit WHERE plan = 'crm_premier' AND feature = 'dashboards';
+SELECT has_feature(6, 'dashboards') AS premier_limit_deleted, pg_temp.entitlement_drift() AS drift;
+-- one statement over several plans: each account refreshed once
+DELETE FROM plan_limit WHERE feature = 'dashboards';
+SELECT count(*) AS dashboards_left FROM entitlement WHERE feature = 'dashboards';
+INSERT INTO plan_limit (plan, feature, value) VALUES ('crm_basic', 'dashboards', 1), ('crm_plus', 'dashboards', 0),
+    ('crm_premier', 'dashboards', NULL);
+SELECT has_feature(1, 'dashboards') AS basic_1, has_feature(3, 'dashboards') AS plus_0,
+       has_feature(6, 'dashboards') AS premier_unlimited, pg_temp.entitlement_drift() AS drift;
+-- an add-on's feature moved: its buyers lose the old one and gain the new one
+SELECT count(*) FROM purchase_addon(:basic, 'crm_reports', 1, '2026-02-02');
+SELECT has_feature(1, 'reports') AS addon_bought;
+UPDATE addon SET feature = 'exports' WHERE code = 'crm_reports';
+SELECT has_feature(1, 'reports') AS reports_moved, has_feature(1, 'exports') AS exports_now,
+       pg_temp.entitlement_drift() AS drift;
+UPDATE addon SET feature = 'reports' WHERE code = 'crm_reports';
+SELECT has_feature(1, 'reports') AS reports_back, pg_temp.entitlement_drift() AS drift;
+-- an add-on ended at once (end_early of its subscription): the feature goes with the subscription
+SELECT end_early(:basic, '2026-02-03') IS NOT NULL AS ended;
+SELECT has_feature(1, 'reports') AS after_end, has_feature(1, 'dashboards') AS dashboards_after_end,
+       pg_temp.entitlement_drift() AS drift;
+-- expiry: a subscription cancelled at its period's end keeps its features to then
+INSERT INTO account (id, name) VALUES (8, 'Leaving Co');
+SELECT subscribe(8, 'crm_premier', '1 month', 1, '2026-02-01') AS leaving \gset
+SELECT cancel(:leaving) AS ends_at;
+SELECT has_feature(8, 'reports') AS until_expiry;
+SELECT renew_due('2026-03-01') > 0 AS renewed;
+SELECT status FROM subscription WHERE id = :leaving;
+SELECT has_feature(8, 'reports') AS after_expiry, pg_temp.entitlement_drift() AS drift;
+-- K7: a sub-account is answered by its own plans, its row under its root's tenant
+INSERT INTO account (id, name, parent_id) VALUES (9, 'Premier Co / EU', 2);
+SELECT has_feature(9, 'reports') AS sub_account_without_plan;
+SELECT subscribe(9, 'crm_premier', '1 month', 1, '2026-02-01') IS NOT NULL AS sub_subscribed;
+SELECT has_feature(9, 'reports') AS sub_account_premier, has_feature(2, 'reports') AS parent_still_plus;
+SELECT tenant_id, account_id FROM entitlement WHERE account_id = 9 AND feature = 'reports';
+SELECT pg_temp.entitlement_drift() AS drift;
 ROLLBACK;

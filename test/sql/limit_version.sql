@@ -74,8 +74,12 @@ SELECT account_id, feature, used, limit_value, limit_version = limit_catalog_ver
 
 -- the catalog's triggers refresh no counter, as on Citus
 ALTER TABLE plan_limit DISABLE TRIGGER plan_limit_refresh_limits;
+ALTER TABLE plan_limit DISABLE TRIGGER plan_limit_refresh_limits_update;
+ALTER TABLE plan_limit DISABLE TRIGGER plan_limit_refresh_limits_delete;
 ALTER TABLE addon DISABLE TRIGGER addon_refresh_limits;
 ALTER TABLE suite_component DISABLE TRIGGER suite_component_refresh_limits;
+ALTER TABLE suite_component DISABLE TRIGGER suite_component_refresh_limits_update;
+ALTER TABLE suite_component DISABLE TRIGGER suite_component_refresh_limits_delete;
 
 -- a limit lowered: the counter still stores 2, the next write meets 1
 -- (the row held by the subscription goes, a new one from version 1 on)
@@ -126,8 +130,12 @@ SELECT * FROM verify();
 -- with the catalog's triggers on (a single server), the counters of the
 -- accounts concerned follow at once, one account at a time
 ALTER TABLE plan_limit ENABLE TRIGGER plan_limit_refresh_limits;
+ALTER TABLE plan_limit ENABLE TRIGGER plan_limit_refresh_limits_update;
+ALTER TABLE plan_limit ENABLE TRIGGER plan_limit_refresh_limits_delete;
 ALTER TABLE addon ENABLE TRIGGER addon_refresh_limits;
 ALTER TABLE suite_component ENABLE TRIGGER suite_component_refresh_limits;
+ALTER TABLE suite_component ENABLE TRIGGER suite_component_refresh_limits_update;
+ALTER TABLE suite_component ENABLE TRIGGER suite_component_refresh_limits_delete;
 UPDATE addon SET units = 2 WHERE code = 'ch_rooms5';
 SELECT limit_value AS stored_at_once FROM usage_counter WHERE account_id = 1 AND feature = 'rooms';
 DELETE FROM suite_component;

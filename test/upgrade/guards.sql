@@ -61,4 +61,15 @@ SELECT 'history_delete ' || pg_temp.sqlstate_of($$DELETE FROM subscription.histo
 SELECT 'sub_account_over ' || pg_temp.sqlstate_of($$
     INSERT INTO subscription.account (name, parent_id) VALUES ('Webinars Lyon', 5)$$);
 
+-- Entitlements (issue 21, item 5): the rows the update (or the restore's
+-- triggers) stored are the rule's answers, for every account and feature,
+-- and some feature is granted.
+SELECT 'entitlement_drift ' || count(*)
+  FROM subscription.account AS a
+ CROSS JOIN (SELECT l.feature FROM subscription.plan_limit AS l
+             UNION SELECT d.feature FROM subscription.addon AS d WHERE d.feature IS NOT NULL) AS f
+ WHERE subscription.has_feature(a.id, f.feature)
+       IS DISTINCT FROM EXISTS (SELECT FROM subscription.granted_features(a.tenant_id, a.id, f.feature));
+SELECT 'entitlements_stored ' || (count(*) > 0) FROM subscription.entitlement;
+
 ROLLBACK;

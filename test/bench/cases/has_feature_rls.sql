@@ -3,9 +3,11 @@
 -- rows in a table without a policy, asked the same question:
 --   1. one account's rows (by its key, 200 statements), the policy written
 --      as docs/limits.md shows it: the account from the setting, and
---      has_feature() in a sub-select, run once per statement.  Target 1.3x.
---   2. the same with has_feature(account_id, ...) on each row: answered
---      from the call site's memory after the first row.
+--      has_feature() in a sub-select, run once per statement: one index
+--      probe of subscription.entitlement.  Target 1.3x.
+--   2. the same with has_feature(account_id, ...) on each row: one probe
+--      of subscription.entitlement for the first row, the call site's
+--      memory after it.
 --   3. every row of every account (a back-office count): 1M calls.
 -- Serial plans, so that both sides do the same work.
 SET search_path = subscription, public;

@@ -40,32 +40,12 @@ run_workers() {
     echo "$(( (end - start) / 1000000 )) $peak"
 }
 
-# floor DB: ms for the set-based floor of the same writes, in a rolled-back
-# transaction: one UPDATE moving every due period as renew_period does, one
-# INSERT of every plan and add-on charge (the coupons' discounts and the
-# credit checks by the ledger's trigger), with every trigger, key and check
-# of the extension firing; no choosing, no locking of tenants, no pricing
+# floor DB: ms for the set-based floor of the same writes (floor_sql), in
+# a rolled-back transaction
 floor() {
     local db=$1 start end
     start=$(date +%s%N)
-    psql -X -qAt -v ON_ERROR_STOP=1 -d "$db" >/dev/null <<'SQL'
-BEGIN;
-UPDATE subscription.subscription AS x
-   SET period_number = x.period_number + 1, period = tstzrange(upper(x.period), upper(x.period) + x.cycle),
-       paid_quantity = x.quantity, pending_cycle = NULL, renewal = x.renewal
- WHERE x.status = 'active' AND upper(x.period) <= '2026-02-01';
-INSERT INTO subscription.ledger
-       (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
-SELECT x.tenant_id, x.account_id, x.id, b.id, 'charge', CASE WHEN b.id IS NULL THEN 55.00 * x.quantity ELSE 10.00 END,
-       'EUR', x.period, CASE WHEN b.id IS NULL THEN 'plan' ELSE 'addon' END, x.plan, 'renewal'
-  FROM subscription.subscription AS x
-  CROSS JOIN LATERAL (SELECT NULL::bigint AS id
-                      UNION ALL
-                      SELECT b.id FROM subscription.addon_batch AS b
-                       WHERE b.tenant_id = x.tenant_id AND b.subscription_id = x.id) AS b
- WHERE lower(x.period) = '2026-02-01';
-ROLLBACK;
-SQL
+    { echo "BEGIN;"; floor_sql; echo "ROLLBACK;"; } | psql -X -qAt -v ON_ERROR_STOP=1 -d "$db" >/dev/null
     end=$(date +%s%N)
     echo "$(( (end - start) / 1000000 ))"
 }

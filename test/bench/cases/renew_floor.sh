@@ -23,22 +23,8 @@ timed() {
     echo $(( (end - start) / 1000000 ))
 }
 
-floor_sql="
-UPDATE subscription.subscription AS x
-   SET period_number = x.period_number + 1, paid_quantity = x.quantity,
-       period = tstzrange(upper(x.period), upper(x.period) + x.cycle, '[)')
- WHERE x.status = 'active' AND upper(x.period) <= '2026-02-01';
-INSERT INTO subscription.ledger
-       (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
-SELECT s.tenant_id, s.account_id, s.id, NULL, 'charge', 55 * s.quantity, 'EUR', s.period, 'plan', s.plan,
-       'renewal: plan ' || s.plan
-  FROM subscription.subscription AS s WHERE lower(s.period) = '2026-02-01'
-UNION ALL
-SELECT s.tenant_id, s.account_id, s.id, b.id, 'charge', 10 * b.quantity, 'EUR', s.period, 'addon', s.plan,
-       'renewal: add-on ' || b.addon
-  FROM subscription.subscription AS s
-  JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
- WHERE lower(s.period) = '2026-02-01';"
+# the floor: the one text of renewals_lib.sh
+floor_sql=$(floor_sql)
 
 # the floor writes what renew_due writes: as many charge lines
 renewed=$(psql -X -qAt -d "$db" -c "BEGIN" -c "SELECT subscription.renew_due('2026-02-01')" \
