@@ -18528,6 +18528,275 @@ SELECT pg_catalog.count(subscription.refresh_entitlements(a.tenant_id, a.id, NUL
 
 -- end of: entitlements stored (issue 21 item 5, issue 18)
 
+-- Shard-safe lookups (issue 17): the views read by the row's tenant, ------
+-- cancel_account() cancels from a loop, the catalog's triggers read the
+-- tenant tables on the Citus coordinator's placement alone
+
+
+CREATE FUNCTION subscription.may_read(tenant_id bigint, account_id bigint)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF subscription.actor_named() THEN
+        IF NOT EXISTS (SELECT FROM subscription.member AS m
+                        WHERE m.tenant_id = may_read.tenant_id
+                          AND m.id::text = current_setting('subscription.actor', true)) THEN
+            RETURN false;
+        END IF;
+    END IF;
+    RETURN subscription.actor_refusal(may_read.tenant_id, may_read.account_id, 'read', false) IS NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.may_read(bigint, bigint) IS
+'Whether the actor (or back-office code without one) may read the account''s rows (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+REVOKE ALL ON FUNCTION subscription.may_read(bigint, bigint) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION subscription.may_read(account_id bigint)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.may_read(subscription.tenant_of('account', may_read.account_id), may_read.account_id);
+END
+$$;
+
+CREATE OR REPLACE VIEW subscription.license_holder WITH (security_barrier) AS
+SELECT l.subscription_id, s.plan, m.id AS member_id, m.external_id, m.role, l.assigned_at, s.account_id
+  FROM subscription.license AS l
+  -- joined and read by the tenant too: one shard group on Citus (issue 17)
+  JOIN subscription.member AS m ON m.tenant_id OPERATOR(pg_catalog.=) l.tenant_id AND m.id OPERATOR(pg_catalog.=) l.member_id
+  JOIN subscription.subscription AS s
+    ON s.tenant_id OPERATOR(pg_catalog.=) l.tenant_id AND s.id OPERATOR(pg_catalog.=) l.subscription_id
+ WHERE subscription.may_read(s.tenant_id, s.account_id);
+
+CREATE OR REPLACE VIEW subscription.credit_statement WITH (security_barrier) AS
+SELECT l.account_id,
+       l.id AS ledger_id,
+       l.created_at,
+       l.subscription_id,
+       l.kind,
+       CASE l.kind WHEN 'credit' THEN l.amount ELSE OPERATOR(pg_catalog.-) l.amount END AS change,
+       sum(CASE l.kind WHEN 'credit' THEN l.amount ELSE OPERATOR(pg_catalog.-) l.amount END)
+           OVER (PARTITION BY l.account_id, l.currency ORDER BY l.id) AS balance,
+       l.currency,
+       l.description
+  FROM subscription.ledger AS l
+ WHERE l.kind OPERATOR(pg_catalog.=) ANY ('{credit,credit_used}') AND subscription.may_read(l.tenant_id, l.account_id);
+
+CREATE OR REPLACE VIEW subscription.invoice WITH (security_barrier) AS
+SELECT i.account_id,
+       i.subscription_id,
+       i.at,
+       (array_agg(l.plan ORDER BY l.id DESC) FILTER (WHERE l.kind OPERATOR(pg_catalog.=) 'charge'))[1] AS plan,
+       i.currency,
+       coalesce(sum(l.amount) FILTER (WHERE l.kind OPERATOR(pg_catalog.=) 'charge'), 0)
+         OPERATOR(pg_catalog.-) coalesce(sum(l.amount) FILTER (WHERE l.kind OPERATOR(pg_catalog.=) 'discount'), 0) AS charged,
+       coalesce(sum(l.amount) FILTER (WHERE l.kind OPERATOR(pg_catalog.=) 'refund'), 0) AS refunded,
+       coalesce(sum(l.amount) FILTER (WHERE l.kind OPERATOR(pg_catalog.=) 'credit'), 0) AS credited,
+       i.total AS balance,
+       jsonb_agg(jsonb_build_object('kind', l.kind, 'amount', l.amount, 'item', l.item,
+                                    'period', l.period, 'description', l.description) ORDER BY l.id) AS lines,
+       i.id,
+       i.issuer,
+       i.number,
+       i.document_number,
+       i.status,
+       i.total,
+       i.paid,
+       i.due_at,
+       i.payment_method_id,
+       i.corrects_invoice_id
+  FROM subscription.invoice_record AS i
+  JOIN subscription.ledger AS l ON l.tenant_id OPERATOR(pg_catalog.=) i.tenant_id AND l.invoice_id OPERATOR(pg_catalog.=) i.id
+ WHERE subscription.may_read(i.tenant_id, i.account_id)
+ GROUP BY i.tenant_id, i.id;
+
+CREATE OR REPLACE VIEW subscription.receipt WITH (security_barrier) AS
+SELECT p.id AS payment_id,
+       p.account_id,
+       p.invoice_id,
+       i.document_number,
+       p.at,
+       p.amount,
+       p.currency,
+       p.reference,
+       m.kind AS payment_method,
+       m.label AS payment_method_label,
+       coalesce(c.amount, 0) AS credited,
+       i.total,
+       i.status
+  FROM subscription.payment AS p
+  JOIN subscription.invoice_record AS i ON i.tenant_id OPERATOR(pg_catalog.=) p.tenant_id AND i.id OPERATOR(pg_catalog.=) p.invoice_id
+  LEFT JOIN subscription.payment_method AS m
+    ON m.tenant_id OPERATOR(pg_catalog.=) p.tenant_id AND m.id OPERATOR(pg_catalog.=) p.payment_method_id
+  LEFT JOIN subscription.ledger AS c ON c.tenant_id OPERATOR(pg_catalog.=) p.tenant_id AND c.id OPERATOR(pg_catalog.=) p.credit_line_id
+ WHERE subscription.may_read(p.tenant_id, p.account_id);
+
+CREATE OR REPLACE VIEW subscription.open_balance WITH (security_barrier) AS
+SELECT i.account_id,
+       i.id AS invoice_id,
+       i.document_number,
+       i.at,
+       i.due_at,
+       i.currency,
+       i.total,
+       i.paid,
+       i.total OPERATOR(pg_catalog.-) i.paid AS due,
+       sum(i.total OPERATOR(pg_catalog.-) i.paid)
+           OVER (PARTITION BY i.account_id, i.currency ORDER BY i.due_at, i.id) AS balance
+  FROM subscription.invoice_record AS i
+ WHERE i.status OPERATOR(pg_catalog.=) 'open' AND subscription.may_read(i.tenant_id, i.account_id);
+
+CREATE OR REPLACE FUNCTION subscription.renewal_terms(subscription_id bigint)
+RETURNS TABLE (plan text, cycle interval, quantity integer, renewal text, needed bigint, version integer)
+LANGUAGE sql STABLE
+SECURITY DEFINER
+BEGIN ATOMIC
+    SELECT t.plan, t.cycle, t.quantity, t.renewal, t.needed, t.version
+      FROM subscription.subscription AS s
+     CROSS JOIN LATERAL subscription.next_terms(s) AS t
+     WHERE s.id OPERATOR(pg_catalog.=) renewal_terms.subscription_id
+       AND subscription.may_read(s.tenant_id, s.account_id);
+END;
+
+CREATE OR REPLACE VIEW subscription.renewal_notice WITH (security_barrier) AS
+SELECT s.id AS subscription_id,
+       s.account_id,
+       upper(s.period) AS renews_at,
+       n.plan,
+       n.cycle,
+       n.quantity,
+       CASE WHEN cardinality(subscription.plan_tiers(n.plan, n.version)) > 0 THEN n.quantity END AS tier,
+       subscription.round_money(price.amount, price.currency) AS amount,
+       price.currency,
+       d.discount,
+       least(subscription.credit_balance(s.account_id, price.currency),
+             subscription.round_money(price.amount, price.currency) OPERATOR(pg_catalog.-) d.discount) AS credit,
+       upper(s.period) OPERATOR(pg_catalog.<=) subscription.now() AS overdue,
+       -- the version of the plan renewed into (grandfathering; a migration's)
+       subscription.plan_version_or_current(n.plan, n.version) AS plan_version,
+       -- a trial ending: what its product makes of it (issue 19), else NULL
+       CASE WHEN s.status OPERATOR(pg_catalog.=) 'trialing'
+            THEN (SELECT pr.trial_end FROM subscription.plan AS p
+                    JOIN subscription.product AS pr ON pr.code OPERATOR(pg_catalog.=) p.product
+                   WHERE p.code OPERATOR(pg_catalog.=) s.plan) END AS trial_end
+  FROM subscription.subscription AS s
+  CROSS JOIN LATERAL subscription.renewal_terms(s.id) AS n
+  CROSS JOIN LATERAL subscription.period_price(n.plan, n.cycle, n.quantity, n.version) AS price
+  CROSS JOIN LATERAL subscription.coupon_discount(s.id, subscription.round_money(price.amount, price.currency),
+                                                  price.currency) AS d(discount)
+ WHERE s.status OPERATOR(pg_catalog.=) ANY ('{active,trialing}')
+   AND s.paused_at IS NULL
+   AND NOT s.cancel_at_period_end
+   AND s.renewal OPERATOR(pg_catalog.<>) 'none'
+   AND upper(s.period) OPERATOR(pg_catalog.<=)
+       (subscription.now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
+   AND subscription.may_read(s.tenant_id, s.account_id);
+
+CREATE OR REPLACE FUNCTION subscription.cancel_account(tenant_id bigint, account_id bigint)
+RETURNS TABLE (subscription_id bigint, ends_at timestamptz)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sub bigint;
+BEGIN
+    PERFORM subscription.require_tenant('cancel_account', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('cancel_account', '{account_id}', ARRAY[account_id IS NULL]);
+    PERFORM subscription.require_account(cancel_account.tenant_id, cancel_account.account_id);
+    PERFORM subscription.authorize(cancel_account.tenant_id, cancel_account.account_id, 'cancel', false);
+    -- each cancel() called from a loop, not from the query's target list:
+    -- on Citus a query of a shard may not run a function that reads the
+    -- tenant's tables (issue 17)
+    FOR sub IN
+        SELECT s.id FROM subscription.subscription AS s
+         WHERE s.tenant_id = cancel_account.tenant_id AND s.account_id = cancel_account.account_id
+           AND s.status = 'active'
+         ORDER BY s.id
+    LOOP
+        subscription_id := sub;
+        ends_at := subscription.cancel(cancel_account.tenant_id, sub);
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.sync_service_seats()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ids bigint[];
+    old_plans text[];
+    new_plans text[];
+    subs bigint[];
+BEGIN
+    -- the logical table, from the trigger's argument (issue 17)
+    IF TG_ARGV[0] IN ('plan', 'suite_component') AND NOT subscription.catalog_reads_tenants() THEN
+        -- a Citus worker's placement of the catalog: the coordinator's
+        -- rebuilds the seats, on every shard
+        RETURN NULL;
+    ELSIF TG_ARGV[0] = 'plan' THEN
+        -- the plans whose seat or product changed, read first
+        SELECT array_agg(n.code) FILTER (WHERE subscription.seat_product(o.kind, o.product) IS DISTINCT FROM
+                                                subscription.seat_product(n.kind, n.product)),
+               array_agg(n.code) FILTER (WHERE o.product IS DISTINCT FROM n.product)
+          INTO old_plans, new_plans
+          FROM old_rows AS o JOIN new_rows AS n ON n.code = o.code;
+        -- the plan's own subscriptions, and (Z3) those of the suites that include it
+        PERFORM subscription.reseat_licenses(ARRAY(
+            SELECT s.id FROM subscription.subscription AS s
+             WHERE s.plan = ANY (old_plans)
+                OR s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc
+                               WHERE sc.plan = ANY (new_plans))));
+    ELSIF TG_ARGV[0] = 'suite_component' THEN
+        -- Z3: a suite's licenses seat the products of the plans it includes
+        IF TG_OP = 'INSERT' THEN
+            SELECT array_agg(n.suite_plan) INTO old_plans FROM new_rows AS n;
+        ELSIF TG_OP = 'DELETE' THEN
+            SELECT array_agg(o.suite_plan) INTO old_plans FROM old_rows AS o;
+        ELSE
+            SELECT array_agg(x.suite_plan) INTO old_plans
+              FROM (SELECT o.suite_plan FROM old_rows AS o UNION SELECT n.suite_plan FROM new_rows AS n) AS x;
+        END IF;
+        PERFORM subscription.reseat_licenses(ARRAY(
+            SELECT s.id FROM subscription.subscription AS s WHERE s.plan = ANY (old_plans)));
+    ELSE
+        -- the subscriptions whose plan changed, read into a local set first
+        -- (on Citus a transition table is never joined with another table)
+        SELECT array_agg(n.id ORDER BY n.tenant_id, n.id), array_agg(o.plan ORDER BY n.tenant_id, n.id),
+               array_agg(n.plan ORDER BY n.tenant_id, n.id)
+          INTO ids, old_plans, new_plans
+          FROM old_rows AS o JOIN new_rows AS n ON n.tenant_id = o.tenant_id AND n.id = o.id
+         WHERE o.plan IS DISTINCT FROM n.plan;
+        FOR k IN 1 .. coalesce(cardinality(ids), 0) LOOP
+            IF (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = old_plans[k])
+               IS DISTINCT FROM
+               (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = new_plans[k])
+               -- Z3: from or to a suite, the included products may change
+               OR EXISTS (SELECT FROM subscription.suite_component AS sc
+                           WHERE sc.suite_plan IN (old_plans[k], new_plans[k])) THEN
+                subs := subs || ids[k];
+            END IF;
+        END LOOP;
+        IF subs IS NOT NULL THEN
+            PERFORM subscription.reseat_licenses(subs);
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves
@@ -18591,6 +18860,34 @@ $$;
 
 COMMENT ON FUNCTION subscription.distributed() IS
 'Internal: whether the extension''s tables are distributed on Citus (distribute() has run)';
+
+-- Whether a trigger on a catalog table reads the tenant tables where it
+-- fires.  On Citus the catalog is reference tables, written on every
+-- placement in one transaction: the coordinator's placement reads the
+-- tenant tables (their shards on every worker, over one connection per
+-- node, as Citus requires of reads before the catalog's changes), which a
+-- worker's placement may not (issue 17).  On a single server: always.
+CREATE FUNCTION subscription.catalog_reads_tenants()
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    coordinator boolean;
+BEGIN
+    IF NOT subscription.distributed() THEN
+        RETURN true;
+    END IF;
+    EXECUTE 'SELECT pg_catalog.citus_is_coordinator()' INTO coordinator;
+    IF coordinator THEN
+        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
+    RETURN coordinator;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.catalog_reads_tenants() IS
+'Internal: whether a trigger on a catalog table reads the tenant tables here (a single server, or the Citus coordinator''s placement)';
 
 -- The extension's tables and what each becomes on Citus, in an order that
 -- puts every table after the tables its foreign keys reference; then the
@@ -18746,6 +19043,7 @@ $$;
 COMMENT ON FUNCTION subscription.distribute() IS
 'Citus: make the catalog reference tables, distribute every tenant table by tenant_id, colocated with account, and register the keyed forms as functions distributed by tenant_id (docs/citus.md)';
 
+REVOKE ALL ON FUNCTION subscription.catalog_reads_tenants() FROM PUBLIC;
 -- The rows of account (its sub-accounts) or ledger (the lines of a charge)
 -- that name a row, read with the latest snapshot as a foreign key's check
 -- reads them (src/references.c): the references that are not foreign keys
@@ -18993,17 +19291,10 @@ DECLARE
     tenants_readable boolean := true;
     tenant_rows bigint;
 BEGIN
-    IF logical IN ('plan', 'plan_price', 'addon', 'addon_price', 'terms') AND subscription.distributed() THEN
-        -- on Citus the catalog is reference tables, deleted from on every
-        -- placement in one transaction: each placement checks the catalog,
-        -- and the coordinator's the tenant tables too (their shards on
-        -- every worker), which a worker's placement may not read (issue 17)
-        EXECUTE 'SELECT pg_catalog.citus_is_coordinator()' INTO tenants_readable;
-        IF tenants_readable THEN
-            -- its reads of every shard, and the catalog's changes after
-            -- them, over one connection per node, as Citus requires
-            PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
-        END IF;
+    IF logical IN ('plan', 'plan_price', 'addon', 'addon_price', 'terms') THEN
+        -- each placement of the catalog checks the catalog, and the
+        -- coordinator's the tenant tables too (issue 17)
+        tenants_readable := subscription.catalog_reads_tenants();
     END IF;
     CASE logical
     WHEN 'account' THEN

@@ -195,11 +195,44 @@ COMMENT ON FUNCTION subscription.authorize(bigint, text, boolean) IS
 
 -- What the views show: the actor's own account (owner or admin), or
 -- everything to back-office code.
+-- Keyed (issue 17): the views pass their row's tenant.  An actor that is
+-- no member of the tenant reads none of its rows (Z1), which the tenant's
+-- own members tell: actor_refusal() would look the actor up by its id
+-- alone, in every tenant, for the sentence of its refusal.  Without an
+-- actor nothing is read (on Citus, a view's query of a shard may call no
+-- function that reads a distributed table).
+CREATE FUNCTION subscription.may_read(tenant_id bigint, account_id bigint)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF subscription.actor_named() THEN
+        IF NOT EXISTS (SELECT FROM subscription.member AS m
+                        WHERE m.tenant_id = may_read.tenant_id
+                          AND m.id::text = current_setting('subscription.actor', true)) THEN
+            RETURN false;
+        END IF;
+    END IF;
+    RETURN subscription.actor_refusal(may_read.tenant_id, may_read.account_id, 'read', false) IS NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.may_read(bigint, bigint) IS
+'Whether the actor (or back-office code without one) may read the account''s rows (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- the tenant of the account, then the keyed form
 CREATE FUNCTION subscription.may_read(account_id bigint)
 RETURNS boolean
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SECURITY DEFINER
-RETURN subscription.actor_refusal(account_id, 'read') IS NULL;
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.may_read(subscription.tenant_of('account', may_read.account_id), may_read.account_id);
+END
+$$;
 
 COMMENT ON FUNCTION subscription.may_read(bigint) IS
 'Whether the actor (or back-office code without one) may read the account''s rows';

@@ -55,17 +55,10 @@ DECLARE
     tenants_readable boolean := true;
     tenant_rows bigint;
 BEGIN
-    IF logical IN ('plan', 'plan_price', 'addon', 'addon_price', 'terms') AND subscription.distributed() THEN
-        -- on Citus the catalog is reference tables, deleted from on every
-        -- placement in one transaction: each placement checks the catalog,
-        -- and the coordinator's the tenant tables too (their shards on
-        -- every worker), which a worker's placement may not read (issue 17)
-        EXECUTE 'SELECT pg_catalog.citus_is_coordinator()' INTO tenants_readable;
-        IF tenants_readable THEN
-            -- its reads of every shard, and the catalog's changes after
-            -- them, over one connection per node, as Citus requires
-            PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
-        END IF;
+    IF logical IN ('plan', 'plan_price', 'addon', 'addon_price', 'terms') THEN
+        -- each placement of the catalog checks the catalog, and the
+        -- coordinator's the tenant tables too (issue 17)
+        tenants_readable := subscription.catalog_reads_tenants();
     END IF;
     CASE logical
     WHEN 'account' THEN

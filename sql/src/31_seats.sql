@@ -203,7 +203,11 @@ DECLARE
     subs bigint[];
 BEGIN
     -- the logical table, from the trigger's argument (issue 17)
-    IF TG_ARGV[0] = 'plan' THEN
+    IF TG_ARGV[0] IN ('plan', 'suite_component') AND NOT subscription.catalog_reads_tenants() THEN
+        -- a Citus worker's placement of the catalog: the coordinator's
+        -- rebuilds the seats, on every shard
+        RETURN NULL;
+    ELSIF TG_ARGV[0] = 'plan' THEN
         -- the plans whose seat or product changed, read first
         SELECT array_agg(n.code) FILTER (WHERE subscription.seat_product(o.kind, o.product) IS DISTINCT FROM
                                                 subscription.seat_product(n.kind, n.product)),
@@ -453,9 +457,11 @@ COMMENT ON FUNCTION subscription.set_default(bigint) IS
 CREATE VIEW subscription.license_holder WITH (security_barrier) AS
 SELECT l.subscription_id, s.plan, m.id AS member_id, m.external_id, m.role, l.assigned_at, s.account_id
   FROM subscription.license AS l
-  JOIN subscription.member AS m ON m.id OPERATOR(pg_catalog.=) l.member_id
-  JOIN subscription.subscription AS s ON s.id OPERATOR(pg_catalog.=) l.subscription_id
- WHERE subscription.may_read(s.account_id);
+  -- joined and read by the tenant too: one shard group on Citus (issue 17)
+  JOIN subscription.member AS m ON m.tenant_id OPERATOR(pg_catalog.=) l.tenant_id AND m.id OPERATOR(pg_catalog.=) l.member_id
+  JOIN subscription.subscription AS s
+    ON s.tenant_id OPERATOR(pg_catalog.=) l.tenant_id AND s.id OPERATOR(pg_catalog.=) l.subscription_id
+ WHERE subscription.may_read(s.tenant_id, s.account_id);
 
 COMMENT ON VIEW subscription.license_holder IS
 'The members holding licenses of each subscription (R7), of the accounts the actor may read';

@@ -249,17 +249,26 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    sub bigint;
 BEGIN
     PERFORM subscription.require_tenant('cancel_account', tenant_id, 'account', account_id);
     PERFORM subscription.require_arguments('cancel_account', '{account_id}', ARRAY[account_id IS NULL]);
     PERFORM subscription.require_account(cancel_account.tenant_id, cancel_account.account_id);
     PERFORM subscription.authorize(cancel_account.tenant_id, cancel_account.account_id, 'cancel', false);
-    RETURN QUERY
-    SELECT s.id, subscription.cancel(cancel_account.tenant_id, s.id)
-      FROM subscription.subscription AS s
-     WHERE s.tenant_id = cancel_account.tenant_id AND s.account_id = cancel_account.account_id
-       AND s.status = 'active'
-     ORDER BY s.id;
+    -- each cancel() called from a loop, not from the query's target list:
+    -- on Citus a query of a shard may not run a function that reads the
+    -- tenant's tables (issue 17)
+    FOR sub IN
+        SELECT s.id FROM subscription.subscription AS s
+         WHERE s.tenant_id = cancel_account.tenant_id AND s.account_id = cancel_account.account_id
+           AND s.status = 'active'
+         ORDER BY s.id
+    LOOP
+        subscription_id := sub;
+        ends_at := subscription.cancel(cancel_account.tenant_id, sub);
+        RETURN NEXT;
+    END LOOP;
 END
 $$;
 

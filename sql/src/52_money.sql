@@ -304,7 +304,7 @@ SELECT l.account_id,
        l.currency,
        l.description
   FROM subscription.ledger AS l
- WHERE l.kind OPERATOR(pg_catalog.=) ANY ('{credit,credit_used}') AND subscription.may_read(l.account_id);
+ WHERE l.kind OPERATOR(pg_catalog.=) ANY ('{credit,credit_used}') AND subscription.may_read(l.tenant_id, l.account_id);
 
 COMMENT ON VIEW subscription.credit_statement IS
 'Credits and their uses per account, line by line, with the running balance (L10)';

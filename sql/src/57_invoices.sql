@@ -553,7 +553,7 @@ SELECT i.account_id,
        i.corrects_invoice_id
   FROM subscription.invoice_record AS i
   JOIN subscription.ledger AS l ON l.tenant_id OPERATOR(pg_catalog.=) i.tenant_id AND l.invoice_id OPERATOR(pg_catalog.=) i.id
- WHERE subscription.may_read(i.account_id)
+ WHERE subscription.may_read(i.tenant_id, i.account_id)
  GROUP BY i.tenant_id, i.id;
 
 COMMENT ON VIEW subscription.invoice IS
@@ -580,7 +580,7 @@ SELECT p.id AS payment_id,
   LEFT JOIN subscription.payment_method AS m
     ON m.tenant_id OPERATOR(pg_catalog.=) p.tenant_id AND m.id OPERATOR(pg_catalog.=) p.payment_method_id
   LEFT JOIN subscription.ledger AS c ON c.tenant_id OPERATOR(pg_catalog.=) p.tenant_id AND c.id OPERATOR(pg_catalog.=) p.credit_line_id
- WHERE subscription.may_read(p.account_id);
+ WHERE subscription.may_read(p.tenant_id, p.account_id);
 
 COMMENT ON VIEW subscription.receipt IS
 'One row per payment: its invoice, amount, method, and the part credited to the account (I6)';
@@ -600,7 +600,7 @@ SELECT i.account_id,
        sum(i.total OPERATOR(pg_catalog.-) i.paid)
            OVER (PARTITION BY i.account_id, i.currency ORDER BY i.due_at, i.id) AS balance
   FROM subscription.invoice_record AS i
- WHERE i.status OPERATOR(pg_catalog.=) 'open' AND subscription.may_read(i.account_id);
+ WHERE i.status OPERATOR(pg_catalog.=) 'open' AND subscription.may_read(i.tenant_id, i.account_id);
 
 COMMENT ON VIEW subscription.open_balance IS
 'Each account''s open invoices, what is due on each and the running balance, oldest due first (I6)';

@@ -124,7 +124,7 @@ BEGIN ATOMIC
       FROM subscription.subscription AS s
      CROSS JOIN LATERAL subscription.next_terms(s) AS t
      WHERE s.id OPERATOR(pg_catalog.=) renewal_terms.subscription_id
-       AND subscription.may_read(s.account_id);
+       AND subscription.may_read(s.tenant_id, s.account_id);
 END;
 
 COMMENT ON FUNCTION subscription.renewal_terms(bigint) IS
@@ -964,7 +964,7 @@ SELECT s.id AS subscription_id,
    AND s.renewal OPERATOR(pg_catalog.<>) 'none'
    AND upper(s.period) OPERATOR(pg_catalog.<=)
        (subscription.now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
-   AND subscription.may_read(s.account_id);
+   AND subscription.may_read(s.tenant_id, s.account_id);
 
 COMMENT ON VIEW subscription.renewal_notice IS
 'Subscriptions renewing within subscription.notice_days, and trials ending (trial_end), with the renewal''s plan, cycle, quantity and amount (L5, L8)';

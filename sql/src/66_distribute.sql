@@ -27,6 +27,34 @@ $$;
 COMMENT ON FUNCTION subscription.distributed() IS
 'Internal: whether the extension''s tables are distributed on Citus (distribute() has run)';
 
+-- Whether a trigger on a catalog table reads the tenant tables where it
+-- fires.  On Citus the catalog is reference tables, written on every
+-- placement in one transaction: the coordinator's placement reads the
+-- tenant tables (their shards on every worker, over one connection per
+-- node, as Citus requires of reads before the catalog's changes), which a
+-- worker's placement may not (issue 17).  On a single server: always.
+CREATE FUNCTION subscription.catalog_reads_tenants()
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    coordinator boolean;
+BEGIN
+    IF NOT subscription.distributed() THEN
+        RETURN true;
+    END IF;
+    EXECUTE 'SELECT pg_catalog.citus_is_coordinator()' INTO coordinator;
+    IF coordinator THEN
+        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
+    RETURN coordinator;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.catalog_reads_tenants() IS
+'Internal: whether a trigger on a catalog table reads the tenant tables here (a single server, or the Citus coordinator''s placement)';
+
 -- The extension's tables and what each becomes on Citus, in an order that
 -- puts every table after the tables its foreign keys reference; then the
 -- keyed forms (distributed_functions()), each a distributed function by

@@ -9,7 +9,9 @@ INSERT INTO product (code, name) VALUES ('desk', 'Desk');
 INSERT INTO plan (code, product, name, rank) VALUES ('team', 'desk', 'Team', 1);
 INSERT INTO plan_limit (plan, feature, value) VALUES ('team', 'rooms', 5);
 INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Acme');
-CREATE TABLE public.bad_room (id int PRIMARY KEY, account_id bigint NOT NULL);
+CREATE TABLE public.bad_room (id int, account_id bigint NOT NULL, PRIMARY KEY (account_id, id));
+\set app_tables public.bad_room
+\i test/sql/include/app_tables.psql
 SELECT enforce_limit('public.bad_room', 'rooms');
 
 -- recount_usage of an unknown account: P0002, not the raw foreign key

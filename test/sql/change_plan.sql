@@ -25,7 +25,9 @@ INSERT INTO plan_limit (plan, feature, value) VALUES ('zd_team', 'macros', 2), (
 INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Tickets Ltd'), (2, 2, 'Helpdesk Co'), (3, 3, 'Acme IT');
 INSERT INTO member (id, tenant_id, account_id, external_id, role, rights) VALUES
     (10, 1, 1, 'owner@tickets', 'owner', '{}'), (11, 1, 1, 'admin@tickets', 'admin', '{increase_licenses,change_renewal}');
-CREATE TABLE public.macro (id int PRIMARY KEY, account_id bigint NOT NULL, created_at timestamptz NOT NULL);
+CREATE TABLE public.macro (id int, account_id bigint NOT NULL, created_at timestamptz NOT NULL, PRIMARY KEY (account_id, id));
+\set app_tables public.macro
+\i test/sql/include/app_tables.psql
 SELECT enforce_limit('public.macro', 'macros', 'account_id', 'drop_newest', 'created_at');
 
 -- C1: Starter from March 1 (31 days); Standard on March 11: the 21 unused

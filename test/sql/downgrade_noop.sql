@@ -16,9 +16,12 @@ INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Tickets Ltd'), (2, 2, '
 SELECT subscribe(1, 'ch_starter', '1 month', 1, '2026-01-01') AS tickets \gset
 SELECT subscribe(2, 'ch_starter', '1 month', 1, '2026-01-01') AS gigs \gset
 
-CREATE TABLE public.room (id int PRIMARY KEY, account_id bigint NOT NULL, activated_at timestamptz,
-                          capacity integer NOT NULL, entry_rate integer NOT NULL, template_id int);
-CREATE TABLE public.api_key (id int PRIMARY KEY, account_id bigint NOT NULL);
+CREATE TABLE public.room (id int, account_id bigint NOT NULL, activated_at timestamptz,
+                          capacity integer NOT NULL, entry_rate integer NOT NULL, template_id int,
+                          PRIMARY KEY (account_id, id));
+CREATE TABLE public.api_key (id int, account_id bigint NOT NULL, PRIMARY KEY (account_id, id));
+\set app_tables 'public.room public.api_key'
+\i test/sql/include/app_tables.psql
 SELECT enforce_limit('public.room', 'rooms', 'account_id', 'drop_newest', 'activated_at');
 SELECT enforce_limit('public.room', 'room_capacity', 'account_id', 'scale', NULL, 'capacity');
 SELECT enforce_limit('public.room', 'entry_rate', 'account_id', 'cap', NULL, 'entry_rate');

@@ -90,6 +90,18 @@ SELECT coupon_discount(999, 2, 100, 'EUR') AS discount_other_tenant;
 SELECT pg_temp.error_of($$SELECT subscription_for_change(999, 'cancel', 2, 'cancel')$$) AS for_change_other_tenant;
 SELECT (subscription_for_change(tenant_of('subscription', 2), 'cancel', 2, 'cancel')).id AS for_change_keyed;
 
+-- may_read, keyed (the views pass their row's tenant, issue 17): as the
+-- unkeyed form; an actor reads no row of another tenant, nor of an account
+-- that is not of the tenant named (Z1)
+SET LOCAL subscription.actor = '1';
+SELECT may_read(1) AS own_unkeyed, may_read(1, 1) AS own_keyed,
+       may_read(3) AS other_unkeyed, may_read(3, 3) AS other_keyed, may_read(1, 3) AS not_of_tenant;
+RESET subscription.actor;
+SELECT may_read(3, 3) AS back_office_keyed;
+-- a trigger on the catalog reads the tenant tables on a single server
+-- (on Citus, on the coordinator's placement alone)
+SELECT catalog_reads_tenants() AS catalog_reads_tenants;
+
 -- tenant_of: the tenant of an id, NULL for an unknown one
 SELECT tenant_of('account', 2) AS of_account_2, tenant_of('subscription', 2) AS of_subscription_2,
        tenant_of('addon_batch', 1) AS of_batch_1, tenant_of('account', 999) AS of_unknown;

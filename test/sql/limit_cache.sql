@@ -17,7 +17,9 @@ INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Webinars');
 SELECT subscribe(1, 'cm_live', '1 month', 1, '2026-01-01') IS NOT NULL AS subscribed;
 
 -- an application table: the cached guard counts rows, then is gone
-CREATE TABLE public.room (id int PRIMARY KEY, account_id bigint NOT NULL, seats int NOT NULL DEFAULT 1);
+CREATE TABLE public.room (id int, account_id bigint NOT NULL, seats int NOT NULL DEFAULT 1, PRIMARY KEY (account_id, id));
+\set app_tables public.room
+\i test/sql/include/app_tables.psql
 SELECT enforce_limit('public.room', 'rooms');
 INSERT INTO public.room (id, account_id) VALUES (1, 1), (2, 1);
 SELECT pg_temp.error_of($$INSERT INTO public.room (id, account_id) VALUES (3, 1)$$);

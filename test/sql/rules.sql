@@ -35,8 +35,11 @@ INSERT INTO member (id, tenant_id, account_id, external_id, role) VALUES
 
 -- the application's tables: hosts of LogMeIn Central, running events of ClickMeeting
 CREATE SCHEMA app;
-CREATE TABLE app.host (id bigint PRIMARY KEY, account_id bigint NOT NULL, name text NOT NULL);
-CREATE TABLE app.live_event (id bigint PRIMARY KEY, account_id bigint NOT NULL, started_by bigint NOT NULL);
+CREATE TABLE app.host (id bigint, account_id bigint NOT NULL, name text NOT NULL, PRIMARY KEY (account_id, id));
+CREATE TABLE app.live_event (id bigint, account_id bigint NOT NULL, started_by bigint NOT NULL,
+                             PRIMARY KEY (account_id, id));
+\set app_tables 'app.host app.live_event'
+\i test/sql/include/app_tables.psql
 SELECT enforce_limit('app.host', 'hosts', 'account_id', 'drop_newest');
 SELECT enforce_limit('app.live_event', 'parallel_events', 'account_id', 'block');
 

@@ -44,13 +44,13 @@ SELECT amount, currency FROM ledger WHERE subscription_id = :central_id;
 SELECT subscribe(1, 'rainbow_business', '1 month', 3, '2026-03-01', 'once') AS r1 \gset
 SELECT subscribe(1, 'rainbow_business', '3 years', 2, '2026-03-01', 'to_monthly') AS r3 \gset
 SELECT s.cycle, s.renewal, s.period, l.amount
-  FROM subscription s JOIN ledger l ON l.subscription_id = s.id
+  FROM subscription s JOIN ledger l ON l.tenant_id = s.tenant_id AND l.subscription_id = s.id
  WHERE s.id IN (:r1, :r3) ORDER BY s.id;
 
 -- K2: 30-day and 365-day cycles are their own prices, not '1 month' or '1 year'
 SELECT subscribe(1, 'meet_live', '30 days', 1, '2026-01-31') AS m30 \gset
 SELECT subscribe(1, 'meet_live', '365 days', 1, '2028-01-01') AS m365 \gset
-SELECT s.cycle, s.period, l.amount FROM subscription s JOIN ledger l ON l.subscription_id = s.id
+SELECT s.cycle, s.period, l.amount FROM subscription s JOIN ledger l ON l.tenant_id = s.tenant_id AND l.subscription_id = s.id
  WHERE s.id IN (:m30, :m365) ORDER BY s.id;
 SELECT pg_temp.error_of($$SELECT subscribe(1, 'meet_live', '1 month', 1, '2026-01-01')$$);
 SELECT pg_temp.error_of($$SELECT subscribe(1, 'support_pro', '30 days', 1, '2026-01-01')$$);
@@ -88,7 +88,8 @@ SELECT pg_temp.error_of($$SELECT subscribe(1, 'support_pro', '1 month', 1, now()
 -- Z10: an unknown coupon is 42704 (coupons: test/sql/coupons_credits.sql)
 SELECT pg_temp.error_of($$SELECT subscribe(1, 'support_pro', '1 month', 1, now(), 'always', 'NOPE')$$);
 -- a refused call writes nothing
-SELECT count(*) AS subscriptions, (SELECT count(*) FROM ledger) AS ledger_lines FROM subscription;
+SELECT s.subscriptions, l.ledger_lines
+  FROM (SELECT count(*) AS subscriptions FROM subscription) AS s, (SELECT count(*) AS ledger_lines FROM ledger) AS l;
 
 -- C2: a period is charged at most once, by constraint
 SELECT pg_temp.error_of(format($$INSERT INTO ledger (account_id, subscription_id, kind, amount, currency, period, description)

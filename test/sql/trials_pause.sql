@@ -26,7 +26,9 @@ INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Webinars SA'), (2, 2, '
 INSERT INTO member (id, tenant_id, account_id, external_id, role) VALUES (50, 5, 5, 'owner@initech', 'owner'), (51, 5, 5, 'ann@initech', 'member'),
     (10, 1, 1, 'host@webinars', 'owner'), (11, 1, 1, 'guest@webinars', 'member');
 
-CREATE TABLE public.room (id bigserial PRIMARY KEY, account_id bigint NOT NULL, activated_at timestamptz NOT NULL);
+CREATE TABLE public.room (id bigserial, account_id bigint NOT NULL, activated_at timestamptz NOT NULL, PRIMARY KEY (account_id, id));
+\set app_tables public.room
+\i test/sql/include/app_tables.psql
 SELECT enforce_limit('public.room', 'rooms', 'account_id', 'drop_newest', 'activated_at');
 
 -- a trial: trialing, charged 0.00, with its plan's limits (3 rooms)

@@ -28,7 +28,9 @@ SELECT license_consume(:acme, 11);
 SELECT purchase_addon(:acme, 'seats5', 1, '2026-01-10') IS NOT NULL AS bought;
 SELECT refund, charge FROM change_plan(:globex, 'pro', '2026-01-15');
 SELECT renew_due('2026-03-01') AS renewed;
-CREATE TABLE public.room (id int PRIMARY KEY, account_id bigint NOT NULL);
+CREATE TABLE public.room (id int, account_id bigint NOT NULL, PRIMARY KEY (account_id, id));
+\set app_tables public.room
+\i test/sql/include/app_tables.psql
 SELECT enforce_limit('public.room', 'rooms');
 SELECT enforce_limit('subscription.account', 'sub_accounts', 'parent_id');
 INSERT INTO public.room VALUES (1, 1), (2, 1), (3, 2);

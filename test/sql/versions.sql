@@ -22,9 +22,12 @@ INSERT INTO plan_limit (plan, feature, value, per_license) VALUES
     ('central_premier', 'deployments', NULL, false), ('zd_pro', 'agents', 5, true), ('cm_live', 'rooms', 3, false);
 INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Helpdesk Ltd'), (2, 2, 'Globex'), (3, 3, 'Hosts & Co'), (4, 4, 'Print Shop'),
     (5, 5, 'Initech'), (6, 6, 'Webinars SA');
-CREATE TABLE public.host (id bigserial PRIMARY KEY, account_id bigint NOT NULL, name text);
-CREATE TABLE public.deployment (id bigserial PRIMARY KEY, account_id bigint NOT NULL, created_at timestamptz NOT NULL);
-CREATE TABLE public.agent (id bigserial PRIMARY KEY, account_id bigint NOT NULL);
+CREATE TABLE public.host (id bigserial, account_id bigint NOT NULL, name text, PRIMARY KEY (account_id, id));
+CREATE TABLE public.deployment (id bigserial, account_id bigint NOT NULL, created_at timestamptz NOT NULL,
+                                PRIMARY KEY (account_id, id));
+CREATE TABLE public.agent (id bigserial, account_id bigint NOT NULL, PRIMARY KEY (account_id, id));
+\set app_tables 'public.host public.deployment public.agent'
+\i test/sql/include/app_tables.psql
 SELECT enforce_limit('public.host', 'hosts');
 SELECT enforce_limit('public.deployment', 'deployments', 'account_id', 'drop_newest', 'created_at');
 SELECT enforce_limit('public.agent', 'agents');
