@@ -17,8 +17,8 @@ EXTVERSION  = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" subscription.c
 # that an upgrade and a fresh install give the same objects.
 SQL_SOURCES = $(addprefix sql/src/, \
               00_values.sql 01_clock.sql 10_catalog.sql 11_tenants.sql 12_seats.sql 13_ledger.sql 13_invoices.sql \
-              14_history.sql 15_limits.sql 15_usage.sql 16_roles.sql 17_tenant_keys.sql 18_events.sql 19_config_dump.sql \
-              20_pricing.sql 21_periods.sql 22_checks.sql 23_actors.sql 24_keep.sql 25_keyed.sql \
+              14_history.sql 15_limits.sql 15_usage.sql 16_roles.sql 17_tenant_keys.sql 18_events.sql 18_idempotency.sql 19_config_dump.sql \
+              20_pricing.sql 21_periods.sql 22_checks.sql 23_actors.sql 24_keep.sql 25_keyed.sql 26_idempotency.sql \
               30_subscribe.sql 31_seats.sql 40_limits.sql 41_downgrade.sql 42_entitlements.sql \
               50_lifecycle.sql 51_plan_changes.sql 52_money.sql 53_addons.sql \
               54_previews.sql 55_closing.sql 56_migrations.sql 57_invoices.sql 58_usage.sql 60_renewals.sql 62_events.sql 65_verify.sql 66_distribute.sql 70_rights.sql 99_public.sql)

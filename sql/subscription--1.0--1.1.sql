@@ -18797,6 +18797,1753 @@ BEGIN
 END
 $$;
 
+-- Idempotency keys (issue 20, item 4; docs/integrating.md#idempotency-keys) --
+-- the keys, each with the first call made under it (I1-I5)
+
+-- A tenant table (docs/design.md#tenant-keys): the key is the tenant's,
+-- and its actor's (current_actor()): another actor's call under it is
+-- another call, so a key never hands one actor's result to another.
+-- result: the first call's result as JSON (null for a void function, an
+-- array of its rows for a set-returning one); NULL while the call runs.
+CREATE TABLE subscription.idempotency_key (
+    tenant_id bigint NOT NULL,
+    key       text NOT NULL CHECK (key <> '' AND pg_catalog.length(key) <= 255),
+    function  text NOT NULL,
+    arguments jsonb NOT NULL,
+    actor     text NOT NULL,
+    result    jsonb,
+    at        timestamptz NOT NULL,
+    CONSTRAINT idempotency_key_pkey PRIMARY KEY (tenant_id, key)
+);
+-- prune_idempotency_keys reads by age, across tenants
+CREATE INDEX idempotency_key_at_idx ON subscription.idempotency_key (at);
+
+COMMENT ON TABLE subscription.idempotency_key IS
+'The first call made under each idempotency key: its function, arguments, actor and result (Q1-Q4, docs/integrating.md)';
+SELECT pg_catalog.pg_extension_config_dump('subscription.idempotency_key', '');
+
+
+-- Whether the call is made under a key (and is not the call idempotent()
+-- itself makes, which runs with the key cleared); in C, for the C
+-- functions too (src/licenses.c).
+CREATE FUNCTION subscription.idempotency_requested()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'idempotency_requested'
+LANGUAGE C STABLE;
+
+COMMENT ON FUNCTION subscription.idempotency_requested() IS
+'Internal: whether the call is made under subscription.idempotency_key (Q1)';
+
+-- Q1-Q4: the call of fn (a keyed form: the tenant first) with arguments
+-- (all of them, in order, as a JSON array), made under the request's key:
+--   Q1 the first call under a key runs fn, with the key cleared (a call it
+--      makes is its own, not a request), and keeps its arguments and result
+--      with the key, in the caller's transaction: a rollback keeps nothing;
+--   Q2 a later call under the key, with the same function and arguments
+--      (but at: a retry comes later), runs nothing and returns the kept
+--      result; a concurrent one waits for the first (the key's row) and
+--      then returns its result, or runs if the first rolled back;
+--   Q3 the key with another function, other arguments or another actor
+--      (current_actor()) is refused (23505), naming the first call;
+--   Q4 a key is not blank and at most 255 characters long (22023).
+-- Not SECURITY DEFINER: it runs fn with the caller's rights (the mutating
+-- functions call it as the extension's owner).
+CREATE FUNCTION subscription.idempotent(fn regprocedure, tenant bigint, arguments jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    request text := pg_catalog.current_setting('subscription.idempotency_key', true);
+    p record;
+    compared jsonb;
+    call text;
+    first record;
+    outcome jsonb;
+BEGIN
+    IF request IS NULL OR request = '' THEN
+        RAISE EXCEPTION 'idempotent() runs under subscription.idempotency_key only'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF fn IS NULL THEN
+        RAISE EXCEPTION 'argument "fn" of idempotent() must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    -- Q4
+    IF pg_catalog.btrim(request) = '' THEN
+        RAISE EXCEPTION 'an idempotency key must not be blank'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'RESET subscription.idempotency_key to call without a key.';
+    END IF;
+    IF pg_catalog.length(request) > 255 THEN
+        RAISE EXCEPTION 'an idempotency key is at most 255 characters long'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('subscription.idempotency_key has %s characters.', pg_catalog.length(request));
+    END IF;
+    SELECT pr.proname, pr.proargnames, pr.proargtypes::oid[] AS types, pr.proretset,
+           pr.prorettype, pr.pronargs
+      INTO p FROM pg_catalog.pg_proc AS pr WHERE pr.oid = fn;
+    -- the call, with its arguments cast back to their types
+    call := format('SELECT %s FROM subscription.%I(%s) AS r',
+                   CASE WHEN p.proretset OR p.prorettype = 'pg_catalog.record'::pg_catalog.regtype
+                        THEN 'COALESCE(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(r)), ''[]'')'
+                        WHEN p.prorettype = 'pg_catalog.void'::pg_catalog.regtype THEN '''null''::pg_catalog.jsonb'
+                        ELSE 'pg_catalog.to_jsonb(r)' END,
+                   p.proname,
+                   (SELECT pg_catalog.string_agg(format('($1 OPERATOR(pg_catalog.->>) %s)::%s', i - 1,
+                                                        pg_catalog.format_type(p.types[i - 1], NULL)), ', ' ORDER BY i)
+                      FROM pg_catalog.generate_series(1, p.pronargs) AS i));
+    -- a NULL tenant (an unknown id): the function's own error, nothing kept
+    IF idempotent.tenant IS NULL THEN
+        PERFORM pg_catalog.set_config('subscription.idempotency_key', '', true);
+        EXECUTE call INTO outcome USING arguments;
+        PERFORM pg_catalog.set_config('subscription.idempotency_key', request, true);
+        RETURN outcome;
+    END IF;
+    -- Q2: what a retry must repeat, the time of the call aside
+    SELECT pg_catalog.jsonb_agg(a.value ORDER BY a.n) INTO compared
+      FROM pg_catalog.jsonb_array_elements(arguments) WITH ORDINALITY AS a (value, n)
+     WHERE p.proargnames[a.n] IS DISTINCT FROM 'at';
+    -- the key's row: a concurrent call with the key waits here for the first
+    INSERT INTO subscription.idempotency_key AS k (tenant_id, key, function, arguments, actor, at)
+    VALUES (idempotent.tenant, request, fn::text, COALESCE(compared, '[]'), subscription.current_actor(), subscription.now())
+    ON CONFLICT ON CONSTRAINT idempotency_key_pkey DO NOTHING;
+    IF NOT FOUND THEN
+        SELECT k.function, k.arguments, k.actor, k.result, k.at INTO first
+          FROM subscription.idempotency_key AS k
+         WHERE k.tenant_id = idempotent.tenant AND k.key = request;
+        -- Q3
+        IF first.function <> fn::text OR first.arguments <> COALESCE(compared, '[]')
+           OR first.actor <> subscription.current_actor() THEN
+            RAISE EXCEPTION 'idempotency key "%" was used by another call', request
+                USING ERRCODE = 'unique_violation',
+                      DETAIL = format('The key was first used by %s with arguments %s, actor %s, at %s.',
+                                      first.function, first.arguments, first.actor, subscription.event_time(first.at)),
+                      HINT = 'A retry repeats the arguments of the first call; another call takes a new key.';
+        END IF;
+        -- Q2
+        RETURN first.result;
+    END IF;
+    -- Q1
+    PERFORM pg_catalog.set_config('subscription.idempotency_key', '', true);
+    EXECUTE call INTO outcome USING arguments;
+    PERFORM pg_catalog.set_config('subscription.idempotency_key', request, true);
+    UPDATE subscription.idempotency_key AS k SET result = outcome
+     WHERE k.tenant_id = idempotent.tenant AND k.key = request;
+    RETURN outcome;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.idempotent(regprocedure, bigint, jsonb) IS
+'Internal: a mutating function''s call under subscription.idempotency_key: run once and kept, or the kept result (Q1-Q4)';
+
+-- Q5: the keys older than subscription.idempotency_retention are deleted
+-- (a retry after that runs again).
+CREATE PROCEDURE subscription.prune_idempotency_keys(INOUT pruned bigint DEFAULT NULL)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- loads the module, which defines subscription.idempotency_retention
+    PERFORM subscription.event_next_xid();
+    DELETE FROM subscription.idempotency_key AS k
+     WHERE k.at < subscription.now() - pg_catalog.current_setting('subscription.idempotency_retention')::interval;
+    GET DIAGNOSTICS pruned = ROW_COUNT;
+END
+$$;
+
+COMMENT ON PROCEDURE subscription.prune_idempotency_keys(bigint) IS
+'Delete the idempotency keys older than subscription.idempotency_retention (Q5)';
+
+-- every mutating public function honours the key: its keyed form starts
+-- with the call of idempotent() (the C ones: src/licenses.c)
+CREATE OR REPLACE FUNCTION subscription.accept_terms(tenant_id bigint, account_id bigint, version text, at timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t subscription.terms;
+    current subscription.terms;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        PERFORM subscription.idempotent('subscription.accept_terms(bigint,bigint,text,timestamptz)', accept_terms.tenant_id,
+            pg_catalog.jsonb_build_array(accept_terms.tenant_id, accept_terms.account_id, accept_terms.version, accept_terms.at));
+        RETURN;
+    END IF;
+    PERFORM subscription.require_tenant('accept_terms', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('accept_terms', '{account_id,version,at}',
+        ARRAY[account_id IS NULL, version IS NULL, at IS NULL]);
+    PERFORM subscription.require_time('accept_terms', at, false);
+    PERFORM subscription.require_account(account_id);
+    PERFORM subscription.authorize(account_id, 'accept_terms');
+    PERFORM subscription.require_open_account(account_id);
+    SELECT * INTO t FROM subscription.terms AS x WHERE x.version = accept_terms.version;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'terms version "%" does not exist', version
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'The versions are the rows of subscription.terms.';
+    END IF;
+    current := subscription.terms_in_effect(at);
+    IF t.effective_at < current.effective_at THEN
+        RAISE EXCEPTION 'terms version "%" was replaced by version "%"', version, current.version
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Version "%s" is in effect since %s.', current.version, current.effective_at),
+                  HINT = format('Accept the version in effect: subscription.accept_terms(%s, %L).',
+                                account_id, current.version);
+    END IF;
+    INSERT INTO subscription.terms_acceptance AS a (tenant_id, account_id, version, accepted_at, accepted_by)
+    VALUES (accept_terms.tenant_id, accept_terms.account_id, t.version, accept_terms.at, subscription.current_actor())
+    ON CONFLICT ON CONSTRAINT terms_acceptance_pkey DO NOTHING;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.subscribe(tenant_id bigint, account_id bigint, plan text, cycle interval, quantity integer, at timestamptz, renewal text, coupon text)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    price     record;
+    period    tstzrange;
+    new_id    bigint;
+    anchor_at timestamptz;
+    k         integer;
+    full_period tstzrange;
+    plan_version integer;
+    is_default boolean;
+    coupon_cycles integer;
+    trial     interval;
+    product_plans text[];
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.subscribe(bigint,bigint,text,interval,integer,timestamptz,text,text)', subscribe.tenant_id,
+            pg_catalog.jsonb_build_array(subscribe.tenant_id, subscribe.account_id, subscribe.plan, subscribe.cycle, subscribe.quantity, subscribe.at, subscribe.renewal, subscribe.coupon)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    PERFORM subscription.require_tenant('subscribe', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('subscribe',
+        '{account_id,plan,cycle,quantity,at,renewal}',
+        ARRAY[account_id IS NULL, plan IS NULL, cycle IS NULL, quantity IS NULL,
+              at IS NULL, renewal IS NULL]);
+
+    PERFORM subscription.require_quantity(quantity);
+    PERFORM subscription.require_cycle(cycle);
+    PERFORM subscription.require_renewal(renewal);
+    PERFORM subscription.require_time('subscribe', at, false);
+
+    SELECT a.billing_anchor INTO anchor_at
+      FROM subscription.account AS a
+     WHERE a.tenant_id = subscribe.tenant_id AND a.id = subscribe.account_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account % does not exist', account_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(account_id, 'purchase');
+    PERFORM subscription.require_open_account(account_id);
+    PERFORM subscription.require_terms(tenant_id, account_id, at);
+    price := subscription.period_price(plan, cycle, quantity);
+    PERFORM subscription.require_amount(price.amount, price.currency);
+    IF coupon IS NOT NULL THEN
+        PERFORM subscription.redeemable_coupon(coupon, at, price.currency);
+    END IF;
+    IF anchor_at IS NULL THEN
+        k := 1;
+        anchor_at := at;
+    ELSE
+        -- L4: the first period runs to the account's next billing date, whose
+        -- period (of this cycle) it is part of, and is charged for its days
+        k := subscription.period_containing(anchor_at, cycle, at);
+    END IF;
+    full_period := subscription.nth_period(anchor_at, cycle, k);
+    period := tstzrange(at, upper(full_period), '[)');
+
+    -- a trial (issue 19): the plan's price for the cycle names it; the
+    -- subscription is 'trialing' to its end, charged nothing, with its
+    -- plan's seats and limits; renew_account ends it (end_trial).  Each
+    -- read a statement of its own (Citus, issue 17)
+    SELECT max(pp.trial) INTO trial
+      FROM subscription.plan_price AS pp
+      JOIN subscription.plan AS p ON p.code = pp.plan
+     WHERE pp.plan = subscribe.plan
+       AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(subscribe.cycle)
+       AND pp.versions @> p.version;
+    IF trial IS NOT NULL THEN
+        product_plans := ARRAY(SELECT o.code FROM subscription.plan AS p
+                                 JOIN subscription.plan AS o ON o.product = p.product
+                                WHERE p.code = subscribe.plan);
+        IF EXISTS (SELECT FROM subscription.subscription AS d
+                    WHERE d.tenant_id = subscribe.tenant_id AND d.account_id = subscribe.account_id
+                      AND d.trial_ends IS NOT NULL AND d.plan = ANY (product_plans)) THEN
+            RAISE EXCEPTION 'account % has had its trial of the product of plan "%"', account_id, plan
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'An account gets one trial per product.',
+                      HINT = 'Subscribe to a plan or cycle of the product whose price has no trial.';
+        END IF;
+        -- its first period starts at the trial's end (period_number 0 ends there)
+        anchor_at := at + trial;
+        k := 0;
+        full_period := tstzrange(at, anchor_at, '[)');
+        period := full_period;
+        price.amount := 0;
+    END IF;
+
+    -- R10: an account's first service subscription is its default one;
+    -- it holds the plan's current version (grandfathering).  Each read a
+    -- statement of its own, the catalog's apart from the tenant's: Citus
+    -- runs no correlated subquery beside a reference table (issue 17)
+    SELECT p.version, p.kind = 'service' INTO plan_version, is_default
+      FROM subscription.plan AS p WHERE p.code = subscribe.plan;
+    is_default := is_default AND NOT EXISTS (
+        SELECT FROM subscription.subscription AS d
+         WHERE d.tenant_id = subscribe.tenant_id AND d.account_id = subscribe.account_id AND d.is_default);
+    coupon_cycles := (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code = subscribe.coupon);
+    INSERT INTO subscription.subscription AS s
+           (tenant_id, account_id, plan, plan_version, cycle, quantity, paid_quantity, period, anchor, period_number, renewal,
+            is_default, coupon, coupon_periods_left, status, trial_ends)
+    VALUES (subscribe.tenant_id, subscribe.account_id, subscribe.plan, plan_version, subscribe.cycle, subscribe.quantity,
+            subscribe.quantity, period, anchor_at, k, subscribe.renewal, is_default, subscribe.coupon, coupon_cycles,
+            CASE WHEN trial IS NULL THEN 'active' ELSE 'trialing' END, CASE WHEN trial IS NOT NULL THEN anchor_at END)
+    RETURNING s.id INTO new_id;
+
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, kind, amount, currency, period, plan, description)
+    VALUES (subscribe.tenant_id, subscribe.account_id, new_id, 'charge',
+            CASE WHEN period = full_period
+                 THEN subscription.round_money(price.amount, price.currency)
+                 ELSE subscription.unused_part(price.amount, full_period, at, price.currency) END,
+            price.currency, period, plan,
+            format('%splan %s, cycle %s, quantity %s%s', CASE WHEN trial IS NOT NULL THEN 'trial: ' ELSE '' END,
+                   plan, cycle, quantity,
+                   CASE WHEN period = full_period THEN ''
+                        ELSE format(', to the billing date %s', upper(period)) END));
+
+    RETURN new_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.set_default(tenant_id bigint, subscription_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    account bigint;
+    s subscription.subscription;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        PERFORM subscription.idempotent('subscription.set_default(bigint,bigint)', set_default.tenant_id,
+            pg_catalog.jsonb_build_array(set_default.tenant_id, set_default.subscription_id));
+        RETURN;
+    END IF;
+    PERFORM subscription.require_tenant('set_default', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('set_default', '{subscription_id}', ARRAY[subscription_id IS NULL]);
+    SELECT x.account_id INTO account FROM subscription.subscription AS x
+     WHERE x.tenant_id = set_default.tenant_id AND x.id = set_default.subscription_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM FROM subscription.subscription AS x WHERE x.tenant_id = set_default.tenant_id AND x.account_id = account
+     ORDER BY x.id FOR NO KEY UPDATE;
+    s := subscription.subscription_for_change('set_default', subscription_id, 'set_default');
+    IF s.is_default THEN
+        RETURN;
+    END IF;
+    UPDATE subscription.subscription AS x SET is_default = false
+     WHERE x.tenant_id = set_default.tenant_id AND x.account_id = s.account_id AND x.is_default;
+    UPDATE subscription.subscription AS x SET is_default = true
+     WHERE x.tenant_id = set_default.tenant_id AND x.id = s.id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.set_quantity(tenant_id bigint, subscription_id bigint, quantity integer, at timestamptz)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    counter subscription.license_counter;
+    new_capacity integer;
+    paid integer;
+    monthly boolean;
+    old_price record;
+    new_price record;
+    charge numeric;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.set_quantity(bigint,bigint,integer,timestamptz)', set_quantity.tenant_id,
+            pg_catalog.jsonb_build_array(set_quantity.tenant_id, set_quantity.subscription_id, set_quantity.quantity, set_quantity.at)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    PERFORM subscription.require_tenant('set_quantity', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('set_quantity', '{subscription_id,quantity,at}',
+        ARRAY[subscription_id IS NULL, quantity IS NULL, at IS NULL]);
+    PERFORM subscription.require_quantity(quantity);
+    PERFORM subscription.require_time('set_quantity', at, false);
+
+    SELECT * INTO s FROM subscription.subscription AS x
+     WHERE x.tenant_id = set_quantity.tenant_id AND x.id = set_quantity.subscription_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    monthly := subscription.cycle_key(s.cycle) = '{1,0,0}';
+    PERFORM subscription.authorize(s.account_id,
+        CASE WHEN quantity > s.quantity THEN 'increase_licenses' ELSE 'decrease_licenses' END,
+        monthly);
+    IF s.status <> 'active' THEN
+        RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM subscription.require_in_period('set_quantity', s, at);
+    IF quantity = s.quantity THEN
+        RETURN subscription.licenses_left(subscription_id);
+    END IF;
+    PERFORM subscription.require_terms(set_quantity.tenant_id, s.account_id, at);
+
+    -- the counter row is what concurrent license writes wait on
+    SELECT * INTO counter FROM subscription.license_counter AS c
+     WHERE c.tenant_id = set_quantity.tenant_id AND c.subscription_id = set_quantity.subscription_id FOR NO KEY UPDATE;
+    -- the capacity keeps the add-on licenses and takes the new quantity
+    new_capacity := counter.capacity - s.quantity + quantity;
+    IF counter.used > new_capacity THEN
+        RAISE EXCEPTION 'subscription % cannot have fewer licenses than it has assigned', subscription_id
+            USING ERRCODE = 'check_violation',
+                  DETAIL = format('Limit %s, in use %s.', new_capacity, counter.used),
+                  HINT = 'Release licenses with subscription.license_release() first.';
+    END IF;
+
+    -- on a tiered plan the quantity is a tier (55000 otherwise)
+    -- at the version the subscription holds (grandfathering)
+    new_price := subscription.period_price(s.plan, s.cycle, quantity, s.plan_version);
+    PERFORM subscription.require_amount(new_price.amount, new_price.currency);
+    paid := coalesce(s.paid_quantity, s.quantity);
+    IF quantity > paid THEN
+        old_price := subscription.period_price(s.plan, s.cycle, paid, s.plan_version);
+        charge := subscription.unused_part(new_price.amount - old_price.amount, s.period, at,
+                                           new_price.currency);
+        INSERT INTO subscription.ledger
+               (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+        VALUES (set_quantity.tenant_id, s.account_id, s.id, 'charge', charge, new_price.currency,
+                tstzrange(at, upper(s.period), '[)'), format('licenses %s-%s', paid + 1, quantity), s.plan,
+                format('%s more licenses of plan %s for the rest of the period', quantity - paid, s.plan));
+    END IF;
+
+    UPDATE subscription.subscription AS x
+       SET quantity = set_quantity.quantity, paid_quantity = greatest(paid, set_quantity.quantity)
+     WHERE x.tenant_id = set_quantity.tenant_id AND x.id = s.id;
+    RETURN subscription.licenses_left(subscription_id);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.change_cycle(tenant_id bigint, subscription_id bigint, cycle interval)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    missing text;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.change_cycle(bigint,bigint,interval)', change_cycle.tenant_id,
+            pg_catalog.jsonb_build_array(change_cycle.tenant_id, change_cycle.subscription_id, change_cycle.cycle)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    PERFORM subscription.require_tenant('change_cycle', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('change_cycle', '{subscription_id,cycle}',
+        ARRAY[subscription_id IS NULL, cycle IS NULL]);
+    PERFORM subscription.require_cycle(cycle);
+    s := subscription.subscription_for_change(change_cycle.tenant_id, 'change_cycle', subscription_id, 'change_cycle');
+    PERFORM subscription.require_terms(change_cycle.tenant_id, s.account_id, subscription.now());
+    -- the plan must sell this cycle for the quantity, and so must the
+    -- add-ons that will renew with it (22023 otherwise)
+    PERFORM subscription.period_price(n.plan, cycle, coalesce(s.pending_quantity, s.quantity), n.version)
+       FROM subscription.next_plan(s) AS n;
+    missing := subscription.unpriced_addons(change_cycle.tenant_id, s.id, cycle);
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'add-on "%" has no price for cycle %', missing, subscription.cycle_text(cycle)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = subscription.sold_cycles('add-on', missing),
+                  HINT = 'The prices of an add-on are its rows in subscription.addon_price.';
+    END IF;
+    UPDATE subscription.subscription AS x
+       SET pending_cycle = CASE WHEN subscription.cycle_key(change_cycle.cycle)
+                                     = subscription.cycle_key(s.cycle)
+                                THEN NULL ELSE change_cycle.cycle END
+     WHERE x.tenant_id = change_cycle.tenant_id AND x.id = s.id;
+    RETURN upper(s.period);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.set_renewal(tenant_id bigint, subscription_id bigint, renewal text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        PERFORM subscription.idempotent('subscription.set_renewal(bigint,bigint,text)', set_renewal.tenant_id,
+            pg_catalog.jsonb_build_array(set_renewal.tenant_id, set_renewal.subscription_id, set_renewal.renewal));
+        RETURN;
+    END IF;
+    PERFORM subscription.require_tenant('set_renewal', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('set_renewal', '{subscription_id,renewal}',
+        ARRAY[subscription_id IS NULL, renewal IS NULL]);
+    PERFORM subscription.require_renewal(renewal);
+    PERFORM subscription.subscription_for_change(set_renewal.tenant_id, 'set_renewal', subscription_id, 'change_renewal');
+    UPDATE subscription.subscription AS x SET renewal = set_renewal.renewal
+     WHERE x.tenant_id = set_renewal.tenant_id AND x.id = set_renewal.subscription_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.cancel(tenant_id bigint, subscription_id bigint)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.cancel(bigint,bigint)', cancel.tenant_id,
+            pg_catalog.jsonb_build_array(cancel.tenant_id, cancel.subscription_id)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    PERFORM subscription.require_tenant('cancel', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('cancel', '{subscription_id}', ARRAY[subscription_id IS NULL]);
+    s := subscription.subscription_for_change(cancel.tenant_id, 'cancel', subscription_id, 'cancel');
+    UPDATE subscription.subscription AS x SET cancel_at_period_end = true
+     WHERE x.tenant_id = cancel.tenant_id AND x.id = s.id AND NOT x.cancel_at_period_end;
+    RETURN upper(s.period);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.cancel_account(tenant_id bigint, account_id bigint)
+RETURNS TABLE (subscription_id bigint, ends_at timestamptz)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sub bigint;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN QUERY SELECT * FROM pg_catalog.jsonb_to_recordset(subscription.idempotent('subscription.cancel_account(bigint,bigint)', cancel_account.tenant_id,
+            pg_catalog.jsonb_build_array(cancel_account.tenant_id, cancel_account.account_id)))
+            AS r (subscription_id bigint, ends_at timestamptz);
+        RETURN;
+    END IF;
+    PERFORM subscription.require_tenant('cancel_account', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('cancel_account', '{account_id}', ARRAY[account_id IS NULL]);
+    PERFORM subscription.require_account(cancel_account.tenant_id, cancel_account.account_id);
+    PERFORM subscription.authorize(cancel_account.tenant_id, cancel_account.account_id, 'cancel', false);
+    -- each cancel() called from a loop, not from the query's target list:
+    -- on Citus a query of a shard may not run a function that reads the
+    -- tenant's tables (issue 17)
+    FOR sub IN
+        SELECT s.id FROM subscription.subscription AS s
+         WHERE s.tenant_id = cancel_account.tenant_id AND s.account_id = cancel_account.account_id
+           AND s.status = 'active'
+         ORDER BY s.id
+    LOOP
+        subscription_id := sub;
+        ends_at := subscription.cancel(cancel_account.tenant_id, sub);
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.pause(tenant_id bigint, subscription_id bigint, at timestamptz, resume_at timestamptz, mode text)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.pause(bigint,bigint,timestamptz,timestamptz,text)', pause.tenant_id,
+            pg_catalog.jsonb_build_array(pause.tenant_id, pause.subscription_id, pause.at, pause.resume_at, pause.mode)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    PERFORM subscription.require_tenant('pause', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('pause', '{subscription_id,at,mode}',
+        ARRAY[subscription_id IS NULL, at IS NULL, mode IS NULL]);
+    IF mode NOT IN ('keep_access', 'freeze') THEN
+        RAISE EXCEPTION 'unknown pause mode "%"', mode
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The modes are keep_access and freeze.';
+    END IF;
+    PERFORM subscription.require_time('pause', at, false);
+    s := subscription.subscription_for_change(pause.tenant_id, 'pause', subscription_id, 'change_renewal');
+    PERFORM subscription.require_in_period('pause', s, at);
+    IF resume_at IS NOT NULL AND NOT resume_at > at THEN
+        RAISE EXCEPTION 'resume_at % is not after the pause at %', resume_at, at
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE subscription.subscription AS x
+       SET paused_at = pause.at, resume_at = pause.resume_at, pause_mode = pause.mode,
+           paused_period_end = upper(x.period),
+           period = tstzrange(lower(x.period), coalesce(pause.resume_at, 'infinity'), '[)')
+     WHERE x.tenant_id = pause.tenant_id AND x.id = s.id;
+    IF mode = 'freeze' THEN
+        PERFORM subscription.refresh_freeze(pause.tenant_id, s.account_id);
+    END IF;
+    RETURN resume_at;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.resume(tenant_id bigint, subscription_id bigint, at timestamptz)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.resume(bigint,bigint,timestamptz)', resume.tenant_id,
+            pg_catalog.jsonb_build_array(resume.tenant_id, resume.subscription_id, resume.at)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    PERFORM subscription.require_tenant('resume', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('resume', '{subscription_id,at}', ARRAY[subscription_id IS NULL, at IS NULL]);
+    PERFORM subscription.require_time('resume', at, false);
+    SELECT * INTO s FROM subscription.subscription AS x
+     WHERE x.tenant_id = resume.tenant_id AND x.id = resume.subscription_id
+       FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(s.account_id, 'change_renewal');
+    IF s.paused_at IS NULL THEN
+        RAISE EXCEPTION 'subscription % is not paused', subscription_id
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF at < s.paused_at OR at > s.resume_at THEN
+        RAISE EXCEPTION 'subscription % cannot be resumed at %', subscription_id, at
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('It is paused from %s%s.', s.paused_at,
+                                  coalesce(' to ' || s.resume_at, ''));
+    END IF;
+    s := subscription.unpause(s, at);
+    RETURN upper(s.period);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.change_plan(tenant_id bigint, subscription_id bigint, plan text, at timestamptz)
+RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    old_plan subscription.plan;
+    new_plan subscription.plan;
+    modes subscription.product;
+    price record;
+    new_period tstzrange;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN QUERY SELECT * FROM pg_catalog.jsonb_to_recordset(subscription.idempotent('subscription.change_plan(bigint,bigint,text,timestamptz)', change_plan.tenant_id,
+            pg_catalog.jsonb_build_array(change_plan.tenant_id, change_plan.subscription_id, change_plan.plan, change_plan.at)))
+            AS r (effective_at timestamptz, refund numeric, charge numeric);
+        RETURN;
+    END IF;
+    PERFORM subscription.require_tenant('change_plan', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('change_plan', '{subscription_id,plan,at}',
+        ARRAY[subscription_id IS NULL, plan IS NULL, at IS NULL]);
+    PERFORM subscription.require_time('change_plan', at, false);
+    SELECT * INTO new_plan FROM subscription.plan AS p WHERE p.code = change_plan.plan;
+    IF NOT FOUND THEN
+        PERFORM subscription.unknown_code('plan', plan);
+    END IF;
+    s := subscription.subscription_for_change(change_plan.tenant_id, 'change_plan', subscription_id, 'change_plan');
+    PERFORM subscription.require_in_period('change_plan', s, at);
+    PERFORM subscription.require_terms(change_plan.tenant_id, s.account_id, at);
+    SELECT * INTO old_plan FROM subscription.plan AS p WHERE p.code = s.plan;
+    IF new_plan.product <> old_plan.product THEN
+        RAISE EXCEPTION 'plan "%" is not a plan of product "%"', plan, old_plan.product
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Subscribe to the other product with subscription.subscribe().';
+    END IF;
+
+    effective_at := at;
+    refund := 0;
+    charge := 0;
+    IF new_plan.code = s.plan THEN
+        UPDATE subscription.subscription AS x SET pending_plan = NULL
+         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id AND x.pending_plan IS NOT NULL;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    SELECT * INTO modes FROM subscription.product AS p WHERE p.code = new_plan.product;
+    IF new_plan.rank < old_plan.rank AND modes.downgrade = 'end_of_period' THEN
+        -- C4: the current plan runs to the end of the period; the new one
+        -- must sell the cycle and quantity of the next (22023, 55000)
+        PERFORM subscription.period_price(new_plan.code, coalesce(s.pending_cycle, s.cycle),
+                                          coalesce(s.pending_quantity, s.quantity));
+        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
+        effective_at := upper(s.period);
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    -- the new plan must sell the cycle and the quantity (22023, 55000)
+    price := subscription.period_price(new_plan.code, s.cycle, s.quantity);
+    -- U3: the usage so far, at the old plan's usage prices
+    PERFORM subscription.bill_usage(s, at);
+    refund := subscription.give_back_unused(s, at, 'refund', format('change to plan %s', new_plan.code));
+    IF new_plan.rank >= old_plan.rank AND modes.upgrade = 'restart' THEN
+        -- C1: a new full period starts now
+        new_period := subscription.nth_period(at, s.cycle, 1);
+        charge := subscription.round_money(price.amount, price.currency);
+    ELSE
+        new_period := s.period;
+        charge := subscription.unused_part(price.amount, s.period, at, price.currency);
+    END IF;
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+    VALUES (change_plan.tenant_id, s.account_id, s.id, 'charge', charge, price.currency,
+            tstzrange(at, upper(new_period), '[)'), format('change to %s', new_plan.code), new_plan.code,
+            format('plan %s from %s, cycle %s, quantity %s', new_plan.code, at, s.cycle, s.quantity));
+
+    IF new_plan.rank < old_plan.rank THEN
+        -- immediate downgrade: apply_downgrade moves to the plan and trims
+        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code, paid_quantity = x.quantity
+         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
+        PERFORM FROM subscription.apply_downgrade(change_plan.tenant_id, s.id, false);
+    ELSE
+        UPDATE subscription.subscription AS x
+           SET plan = new_plan.code, pending_plan = NULL, paid_quantity = x.quantity,
+               period = new_period,
+               anchor = CASE WHEN new_period = s.period THEN x.anchor ELSE at END
+         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
+    END IF;
+    RETURN NEXT;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.bundle_into_suite(tenant_id bigint, account_id bigint, suite_plan text, quantity integer, at timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    suite subscription.plan;
+    included text[];
+    replaced subscription.subscription[];
+    ids bigint[];
+    members bigint[];
+    r subscription.subscription;
+    bundle_cycle interval;
+    was_default boolean;
+    credited numeric := 0;
+    new_id bigint;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.bundle_into_suite(bigint,bigint,text,integer,timestamptz)', bundle_into_suite.tenant_id,
+            pg_catalog.jsonb_build_array(bundle_into_suite.tenant_id, bundle_into_suite.account_id, bundle_into_suite.suite_plan, bundle_into_suite.quantity, bundle_into_suite.at)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    PERFORM subscription.require_tenant('bundle_into_suite', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('bundle_into_suite', '{account_id,suite_plan,at}',
+        ARRAY[account_id IS NULL, suite_plan IS NULL, at IS NULL]);
+    IF quantity IS NOT NULL THEN
+        PERFORM subscription.require_quantity(quantity);
+    END IF;
+    PERFORM subscription.require_time('bundle_into_suite', at, false);
+    PERFORM subscription.require_account(bundle_into_suite.tenant_id, bundle_into_suite.account_id);
+    PERFORM subscription.authorize(bundle_into_suite.tenant_id, bundle_into_suite.account_id, 'change_plan', false);
+    SELECT * INTO suite FROM subscription.plan AS p WHERE p.code = bundle_into_suite.suite_plan;
+    IF NOT FOUND THEN
+        PERFORM subscription.unknown_code('plan', suite_plan);
+    END IF;
+    SELECT array_agg(DISTINCT ip.product ORDER BY ip.product) INTO included
+      FROM subscription.suite_component AS sc
+      JOIN subscription.plan AS ip ON ip.code = sc.plan
+     WHERE sc.suite_plan = suite.code;
+    IF included IS NULL THEN
+        RAISE EXCEPTION 'plan "%" is not a suite', suite.code
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The plans a suite includes are its rows in subscription.suite_component.';
+    END IF;
+
+    -- the separate subscriptions, locked in id order
+    SELECT array_agg(x ORDER BY x.id) INTO replaced
+      FROM (SELECT x.* FROM subscription.subscription AS x
+              JOIN subscription.plan AS p ON p.code = x.plan
+             WHERE x.tenant_id = bundle_into_suite.tenant_id AND x.account_id = bundle_into_suite.account_id
+               AND x.status = 'active'
+               AND subscription.seat_product(p.kind, p.product) = ANY (included)
+             ORDER BY x.id
+               FOR NO KEY UPDATE OF x) AS x;
+    IF replaced IS NULL THEN
+        RAISE EXCEPTION 'account % has no subscription to bundle into suite "%"', account_id, suite.code
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('It has no active subscription of product %s.',
+                                  array_to_string(ARRAY(SELECT format('"%s"', i) FROM unnest(included) AS i), ', ')),
+                  HINT = 'Subscribe to the suite with subscription.subscribe().';
+    END IF;
+    ids := ARRAY(SELECT x.id FROM unnest(replaced) AS x);
+    quantity := coalesce(quantity, (SELECT max(x.quantity) FROM unnest(replaced) AS x));
+    bundle_cycle := (SELECT max(x.cycle) FROM unnest(replaced) AS x);
+    was_default := (SELECT bool_or(x.is_default) FROM unnest(replaced) AS x);
+
+    -- their seats go to the suite: a member holding a license of an included product
+    members := ARRAY(SELECT DISTINCT l.member_id FROM subscription.license AS l
+                      WHERE l.tenant_id = bundle_into_suite.tenant_id AND l.subscription_id = ANY (ids) ORDER BY 1);
+    IF cardinality(members) > quantity THEN
+        RAISE EXCEPTION 'suite "%" with % licenses cannot seat the % members holding a license of product %',
+                        suite.code, quantity, cardinality(members),
+                        (SELECT string_agg(DISTINCT format('"%s"', p.product), ', ' ORDER BY format('"%s"', p.product))
+                           FROM unnest(replaced) AS x
+                           JOIN subscription.license AS l ON l.tenant_id = bundle_into_suite.tenant_id AND l.subscription_id = x.id
+                           JOIN subscription.plan AS p ON p.code = x.plan)
+            USING ERRCODE = 'check_violation',
+                  DETAIL = format('Members %s hold a license of subscription %s.',
+                                  array_to_string(members, ', '), array_to_string(ids, ', ')),
+                  HINT = 'Bundle with a larger quantity, or release licenses first.';
+    END IF;
+
+    -- L9: each ends now, its unused days credited; its licenses released
+    FOREACH r IN ARRAY replaced LOOP
+        credited := credited + subscription.end_early(bundle_into_suite.tenant_id, r.id, at);
+    END LOOP;
+    DELETE FROM subscription.license AS l WHERE l.tenant_id = bundle_into_suite.tenant_id AND l.subscription_id = ANY (ids);
+    IF was_default THEN
+        UPDATE subscription.subscription AS x SET is_default = false
+         WHERE x.tenant_id = bundle_into_suite.tenant_id AND x.id = ANY (ids) AND x.is_default;
+    END IF;
+
+    -- the suite, charged as any subscription (the credit pays it first)
+    new_id := subscription.subscribe(bundle_into_suite.tenant_id, bundle_into_suite.account_id, suite.code, bundle_cycle, quantity, at,
+                                     'always', NULL);
+    IF was_default THEN
+        UPDATE subscription.subscription AS x SET is_default = true WHERE x.tenant_id = bundle_into_suite.tenant_id AND x.id = new_id AND NOT x.is_default;
+    END IF;
+    INSERT INTO subscription.license (tenant_id, subscription_id, member_id)
+    SELECT bundle_into_suite.tenant_id, new_id, m FROM unnest(members) AS m;
+
+    INSERT INTO subscription.history (tenant_id, actor, operation, account_id, subscription_id, details)
+    VALUES (bundle_into_suite.tenant_id, subscription.current_actor(), 'bundle_into_suite', bundle_into_suite.account_id, new_id,
+            jsonb_build_object('suite_plan', suite.code, 'quantity', quantity, 'replaced', to_jsonb(ids),
+                               'credited', credited, 'members', to_jsonb(members)));
+    RETURN new_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.credit_account(tenant_id bigint, account_id bigint, amount numeric, reason text, currency text)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    line bigint;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.credit_account(bigint,bigint,numeric,text,text)', credit_account.tenant_id,
+            pg_catalog.jsonb_build_array(credit_account.tenant_id, credit_account.account_id, credit_account.amount, credit_account.reason, credit_account.currency)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    PERFORM subscription.require_tenant('credit_account', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('credit_account', '{account_id,amount,reason,currency}',
+        ARRAY[account_id IS NULL, amount IS NULL, reason IS NULL, currency IS NULL]);
+    PERFORM subscription.require_account(credit_account.account_id);
+    PERFORM subscription.authorize(credit_account.account_id, 'pay');
+    PERFORM FROM subscription.currency AS c WHERE c.code = credit_account.currency;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'currency "%" does not exist', currency USING ERRCODE = 'undefined_object';
+    END IF;
+    IF amount <= 0 OR amount >= 'Infinity'
+       OR amount <> subscription.round_money(amount, currency) THEN
+        RAISE EXCEPTION 'a credit must be a positive amount in the minor unit of %', currency
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The amount was %s.', amount);
+    END IF;
+    PERFORM subscription.require_amount(amount, currency);
+    INSERT INTO subscription.ledger AS l (tenant_id, account_id, kind, amount, currency, item, description)
+    VALUES (credit_account.tenant_id, credit_account.account_id, 'credit', amount, currency, 'credit', reason)
+    RETURNING l.id INTO line;
+    RETURN line;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.end_early(tenant_id bigint, subscription_id bigint, at timestamptz)
+RETURNS numeric
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    credited numeric;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.end_early(bigint,bigint,timestamptz)', end_early.tenant_id,
+            pg_catalog.jsonb_build_array(end_early.tenant_id, end_early.subscription_id, end_early.at)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    PERFORM subscription.require_tenant('end_early', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('end_early', '{subscription_id,at}',
+        ARRAY[subscription_id IS NULL, at IS NULL]);
+    PERFORM subscription.require_time('end_early', at, false);
+    s := subscription.subscription_for_change(end_early.tenant_id, 'end_early', subscription_id, 'cancel');
+    PERFORM subscription.require_in_period('end_early', s, at);
+    -- U3: the usage up to the end
+    PERFORM subscription.bill_usage(s, at);
+    credited := subscription.give_back_unused(s, at, 'credit', 'consolidation');
+    UPDATE subscription.addon_batch AS b SET status = 'expired'
+     WHERE b.tenant_id = end_early.tenant_id AND b.subscription_id = s.id AND b.status = 'active';
+    UPDATE subscription.subscription AS x SET status = 'cancelled' WHERE x.tenant_id = end_early.tenant_id AND x.id = s.id;
+    RETURN credited;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.purchase_addon(tenant_id bigint, subscription_id bigint, addon text, quantity integer, at timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    a subscription.addon;
+    offer subscription.plan_addon;
+    price record;
+    plan_price record;
+    batch bigint;
+    one_time boolean;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.purchase_addon(bigint,bigint,text,integer,timestamptz)', purchase_addon.tenant_id,
+            pg_catalog.jsonb_build_array(purchase_addon.tenant_id, purchase_addon.subscription_id, purchase_addon.addon, purchase_addon.quantity, purchase_addon.at)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    PERFORM subscription.require_tenant('purchase_addon', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('purchase_addon', '{subscription_id,addon,quantity,at}',
+        ARRAY[subscription_id IS NULL, addon IS NULL, quantity IS NULL, at IS NULL]);
+    PERFORM subscription.require_quantity(quantity);
+    PERFORM subscription.require_time('purchase_addon', at, false);
+    SELECT * INTO a FROM subscription.addon AS x WHERE x.code = purchase_addon.addon;
+    IF NOT FOUND THEN
+        PERFORM subscription.unknown_code('add-on', addon);
+    END IF;
+    -- K8: members of a sub-account do not buy
+    s := subscription.subscription_for_change(purchase_addon.tenant_id, 'purchase_addon', subscription_id, 'purchase');
+    PERFORM subscription.require_in_period('purchase_addon', s, at);
+    PERFORM subscription.require_terms(purchase_addon.tenant_id, s.account_id, at);
+
+    SELECT * INTO offer FROM subscription.plan_addon AS o
+     WHERE o.plan = s.plan AND o.addon = a.code;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'add-on "%" is not sold with plan "%"', a.code, s.plan
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'The add-ons a plan may buy are its rows in subscription.plan_addon.';
+    ELSIF offer.included THEN
+        RAISE EXCEPTION 'add-on "%" is already included in plan "%"', a.code, s.plan   -- Z6
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Plan "%s" gives what add-on "%s" sells: there is nothing to buy.', s.plan, a.code);
+    END IF;
+    plan_price := subscription.period_price(s.plan, s.cycle, s.quantity, s.plan_version);
+    IF plan_price.amount = 0 THEN
+        RAISE EXCEPTION 'add-ons are sold on paid plans only'                            -- K1
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Plan "%s" is free.', s.plan);
+    END IF;
+
+    one_time := a.one_time;
+    price := subscription.addon_period_price(a.code, CASE WHEN one_time THEN NULL ELSE s.cycle END, quantity);
+    PERFORM subscription.require_amount(price.amount, price.currency);
+    -- the seats it adds stay within the largest quantity (an integer)
+    IF a.feature = 'licenses'
+       AND subscription.license_capacity(purchase_addon.tenant_id, s.id)::bigint + (quantity::bigint * a.units)
+           > current_setting('subscription.max_quantity')::bigint THEN
+        RAISE EXCEPTION 'subscription % would hold more licenses than the largest quantity allowed', s.id
+            USING ERRCODE = 'numeric_value_out_of_range',
+                  DETAIL = format('It holds %s; %s x %s more would pass subscription.max_quantity (%s).',
+                                  subscription.license_capacity(purchase_addon.tenant_id, s.id), quantity, a.units,
+                                  current_setting('subscription.max_quantity'));
+    END IF;
+    INSERT INTO subscription.addon_batch AS b (tenant_id, subscription_id, addon, quantity, purchased_at)
+    VALUES (purchase_addon.tenant_id, s.id, a.code, quantity, at)
+    RETURNING b.id INTO batch;
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
+    SELECT purchase_addon.tenant_id, s.account_id, s.id, batch, 'charge', c.amount, price.currency,
+           CASE WHEN one_time THEN NULL ELSE tstzrange(at, upper(s.period), '[)') END, 'addon', s.plan,
+           CASE WHEN one_time
+                THEN format('add-on %s x %s, one-time', a.code, quantity)
+                ELSE format('add-on %s x %s for the rest of the period; full cycle %s %s', a.code, quantity,
+                            subscription.round_money(price.amount, price.currency), price.currency) END
+      FROM (SELECT CASE WHEN one_time THEN subscription.round_money(price.amount, price.currency)
+                        ELSE subscription.unused_part(price.amount, s.period, at, price.currency) END) AS c(amount);
+    RETURN batch;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.cancel_addon(tenant_id bigint, batch_id bigint)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    b subscription.addon_batch;
+    s subscription.subscription;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.cancel_addon(bigint,bigint)', cancel_addon.tenant_id,
+            pg_catalog.jsonb_build_array(cancel_addon.tenant_id, cancel_addon.batch_id)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    PERFORM subscription.require_tenant('cancel_addon', tenant_id, 'addon_batch', batch_id);
+    PERFORM subscription.require_arguments('cancel_addon', '{batch_id}', ARRAY[batch_id IS NULL]);
+    SELECT * INTO b FROM subscription.addon_batch AS x WHERE x.tenant_id = cancel_addon.tenant_id AND x.id = cancel_addon.batch_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'add-on batch % does not exist', batch_id USING ERRCODE = 'no_data_found';
+    END IF;
+    s := subscription.subscription_for_change(cancel_addon.tenant_id, 'cancel_addon', b.subscription_id, 'cancel');
+    IF b.status <> 'active' THEN
+        RAISE EXCEPTION 'add-on batch % is %', batch_id, b.status USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF (SELECT x.one_time FROM subscription.addon AS x WHERE x.code = b.addon) THEN
+        RAISE EXCEPTION 'add-on batch % was a one-time purchase', batch_id
+            USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = 'Nothing renews, so nothing can be cancelled.';
+    END IF;
+    UPDATE subscription.addon_batch AS x SET cancel_at_period_end = true
+     WHERE x.tenant_id = cancel_addon.tenant_id AND x.id = b.id AND NOT x.cancel_at_period_end;
+    RETURN upper(s.period);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.close_account(tenant_id bigint, account_id bigint, at timestamptz)
+RETURNS TABLE (subscription_id bigint, credited numeric)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    closed timestamptz;
+    open_children text;
+    s bigint;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN QUERY SELECT * FROM pg_catalog.jsonb_to_recordset(subscription.idempotent('subscription.close_account(bigint,bigint,timestamptz)', close_account.tenant_id,
+            pg_catalog.jsonb_build_array(close_account.tenant_id, close_account.account_id, close_account.at)))
+            AS r (subscription_id bigint, credited numeric);
+        RETURN;
+    END IF;
+    PERFORM subscription.require_tenant('close_account', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('close_account', '{account_id,at}',
+        ARRAY[account_id IS NULL, at IS NULL]);
+    PERFORM subscription.require_account(close_account.account_id);
+    PERFORM subscription.authorize(close_account.account_id, 'cancel');
+    PERFORM subscription.require_time('close_account', at, false);
+    SELECT a.closed_at INTO closed FROM subscription.account AS a
+     WHERE a.tenant_id = close_account.tenant_id AND a.id = close_account.account_id FOR NO KEY UPDATE;
+    IF closed IS NOT NULL THEN
+        RAISE EXCEPTION 'account % is already closed', account_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('It was closed at %s.', closed);
+    END IF;
+    -- K9: a sub-account is closed by whom may act on it (Z1, K8), first
+    SELECT string_agg(a.id::text, ', ' ORDER BY a.id) INTO open_children FROM subscription.account AS a
+     WHERE a.tenant_id = close_account.tenant_id AND a.parent_id = close_account.account_id AND a.closed_at IS NULL;
+    IF open_children IS NOT NULL THEN
+        RAISE EXCEPTION 'account % has open sub-accounts', account_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Sub-accounts %s are open.', open_children),
+                  HINT = 'Close them first with subscription.close_account().';
+    END IF;
+    FOR s IN SELECT x.id FROM subscription.subscription AS x
+              WHERE x.tenant_id = close_account.tenant_id AND x.account_id = close_account.account_id
+                AND x.status = 'active'
+              ORDER BY x.id LOOP
+        subscription_id := s;
+        credited := subscription.end_early(close_account.tenant_id, s, at);
+        RETURN NEXT;
+    END LOOP;
+    -- the seats of every subscription of the account, through the license guard
+    DELETE FROM subscription.license AS l
+     USING subscription.subscription AS x
+     WHERE l.tenant_id = close_account.tenant_id
+       AND x.tenant_id = close_account.tenant_id AND x.id = l.subscription_id
+       AND x.account_id = close_account.account_id;
+    UPDATE subscription.account AS a SET closed_at = close_account.at
+     WHERE a.tenant_id = close_account.tenant_id AND a.id = close_account.account_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.erase_account(tenant_id bigint, account_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    closed timestamptz;
+    child bigint;
+    members bigint;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        PERFORM subscription.idempotent('subscription.erase_account(bigint,bigint)', erase_account.tenant_id,
+            pg_catalog.jsonb_build_array(erase_account.tenant_id, erase_account.account_id));
+        RETURN;
+    END IF;
+    PERFORM subscription.require_tenant('erase_account', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('erase_account', '{account_id}', ARRAY[account_id IS NULL]);
+    IF coalesce(current_setting('subscription.actor', true), '') <> ''
+       OR NOT subscription.caller_is_trusted() THEN
+        RAISE EXCEPTION 'erase_account() is for back-office code'
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'Erasing an account is not an action of a member.',
+                  HINT = 'Call it without subscription.actor, as a role given subscription.grant_backoffice().';
+    END IF;
+    PERFORM subscription.require_account(erase_account.account_id);
+    SELECT a.closed_at INTO closed FROM subscription.account AS a
+     WHERE a.tenant_id = erase_account.tenant_id AND a.id = erase_account.account_id FOR NO KEY UPDATE;
+    IF closed IS NULL THEN
+        RAISE EXCEPTION 'account % is not closed', account_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Close it first with subscription.close_account().';
+    END IF;
+    FOR child IN SELECT a.id FROM subscription.account AS a
+                  WHERE a.tenant_id = erase_account.tenant_id AND a.parent_id = erase_account.account_id ORDER BY a.id LOOP
+        PERFORM subscription.erase_account(erase_account.tenant_id, child);
+    END LOOP;
+    DELETE FROM subscription.member AS m WHERE m.tenant_id = erase_account.tenant_id AND m.account_id = erase_account.account_id;
+    GET DIAGNOSTICS members = ROW_COUNT;
+    UPDATE subscription.account AS a SET name = 'erased'
+     WHERE a.tenant_id = erase_account.tenant_id AND a.id = erase_account.account_id;
+    -- the one change history allows (refuse_history_change)
+    UPDATE subscription.history AS h SET details = subscription.erased_details(h.details)
+     WHERE h.tenant_id = erase_account.tenant_id AND h.account_id = erase_account.account_id
+       AND h.details <> subscription.erased_details(h.details);
+    PERFORM subscription.write_history('account_erase', erase_account.account_id, NULL,
+                                       jsonb_build_object('members', members));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.cancel_migration(tenant_id bigint, subscription_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        PERFORM subscription.idempotent('subscription.cancel_migration(bigint,bigint)', cancel_migration.tenant_id,
+            pg_catalog.jsonb_build_array(cancel_migration.tenant_id, cancel_migration.subscription_id));
+        RETURN;
+    END IF;
+    PERFORM subscription.require_tenant('cancel_migration', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('cancel_migration', '{subscription_id}', ARRAY[subscription_id IS NULL]);
+    PERFORM subscription.require_renewal_run('cancel_migration', subscription.now());
+    SELECT * INTO s FROM subscription.subscription AS x WHERE x.tenant_id = cancel_migration.tenant_id AND x.id = cancel_migration.subscription_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    IF s.migrate_to IS NULL THEN
+        RAISE EXCEPTION 'subscription % has no pending migration', subscription_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('It holds version %s of plan "%s".', s.plan_version, s.plan);
+    END IF;
+    UPDATE subscription.subscription AS x
+       SET migrate_to = NULL, migrate_version = NULL, migrate_at = NULL, migrate_trim = NULL
+     WHERE x.tenant_id = cancel_migration.tenant_id AND x.id = s.id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.void_invoice(tenant_id bigint, invoice_id bigint, reason text, at timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+    correction bigint;
+    c record;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.void_invoice(bigint,bigint,text,timestamptz)', void_invoice.tenant_id,
+            pg_catalog.jsonb_build_array(void_invoice.tenant_id, void_invoice.invoice_id, void_invoice.reason, void_invoice.at)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    PERFORM subscription.require_arguments('void_invoice', '{invoice_id,reason,at}',
+        ARRAY[invoice_id IS NULL, reason IS NULL, at IS NULL]);
+    i := subscription.invoice_for_change('void_invoice', tenant_id, invoice_id);
+    PERFORM subscription.authorize(i.tenant_id, i.account_id, 'pay', false);
+    PERFORM subscription.require_time('void_invoice', at, false);
+    IF btrim(reason) = '' THEN
+        RAISE EXCEPTION 'a void needs a reason' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF i.status <> 'open' OR i.paid > 0 THEN
+        RAISE EXCEPTION 'invoice % is %', i.document_number,
+                        CASE WHEN i.status = 'open' THEN 'partly paid' ELSE i.status END
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Only an open invoice without payments can be voided; give money back with a refund or a credit.';
+    END IF;
+    IF EXISTS (SELECT FROM subscription.ledger AS l
+                WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id AND l.kind NOT IN ('charge', 'discount'))
+       OR EXISTS (SELECT FROM subscription.ledger AS l JOIN subscription.ledger AS g
+                    ON g.tenant_id = l.tenant_id AND g.charge_id = l.id AND g.kind IN ('refund', 'credit')
+                   WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id) THEN
+        RAISE EXCEPTION 'invoice % has credits, refunds or credit used', i.document_number
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Only charges and their coupons can be voided; give money back with a refund or a credit.';
+    END IF;
+    correction := subscription.open_invoice(i.tenant_id, i.account_id, i.subscription_id, i.currency,
+                                            void_invoice.at, NULL, i.id);
+    FOR c IN SELECT l.*, coalesce((SELECT d.amount FROM subscription.ledger AS d
+                                    WHERE d.tenant_id = l.tenant_id AND d.charge_id = l.id AND d.kind = 'discount'), 0) AS off
+               FROM subscription.ledger AS l
+              WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id AND l.kind = 'charge'
+              ORDER BY l.id LOOP
+        IF c.amount - c.off > 0 THEN
+            INSERT INTO subscription.ledger
+                   (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan,
+                    charge_id, description, invoice_id, corrects_invoice_id)
+            VALUES (i.tenant_id, i.account_id, c.subscription_id, c.addon_batch_id, 'refund', c.amount - c.off,
+                    c.currency, c.period, c.item, c.plan, c.id,
+                    format('void of invoice %s: %s', i.document_number, reason), correction, i.id);
+        END IF;
+    END LOOP;
+    UPDATE subscription.invoice_record AS r SET status = 'void', void_reason = reason
+     WHERE r.tenant_id = i.tenant_id AND r.id = i.id;
+    PERFORM subscription.write_history('invoice_status', i.account_id, i.subscription_id,
+        jsonb_build_object('invoice_id', i.id, 'issuer', i.issuer, 'number', i.number,
+                           'status', jsonb_build_object('old', i.status, 'new', 'void'), 'reason', reason,
+                           'correcting_invoice_id', correction, 'total', i.total, 'paid', i.paid,
+                           'currency', i.currency, 'at', void_invoice.at),
+        i.tenant_id);
+    RETURN correction;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.record_payment(tenant_id bigint, invoice_id bigint, amount numeric, reference text,
+                                            at timestamptz, currency text)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+    earlier subscription.payment;
+    excess numeric;
+    credit_line bigint;
+    new_id bigint;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.record_payment(bigint,bigint,numeric,text,timestamptz,text)', record_payment.tenant_id,
+            pg_catalog.jsonb_build_array(record_payment.tenant_id, record_payment.invoice_id, record_payment.amount, record_payment.reference, record_payment.at, record_payment.currency)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    PERFORM subscription.require_arguments('record_payment', '{invoice_id,amount,reference,at}',
+        ARRAY[invoice_id IS NULL, amount IS NULL, reference IS NULL, at IS NULL]);
+    i := subscription.invoice_for_change('record_payment', tenant_id, invoice_id);
+    PERFORM subscription.authorize(i.tenant_id, i.account_id, 'pay', false);
+    -- I5: once per reference
+    SELECT * INTO earlier FROM subscription.payment AS p
+     WHERE p.tenant_id = i.tenant_id AND p.reference = record_payment.reference;
+    IF FOUND THEN
+        IF earlier.invoice_id <> i.id THEN
+            RAISE EXCEPTION 'payment reference "%" is already recorded for another invoice', reference
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('Payment %s of invoice %s has it.', earlier.id, earlier.invoice_id);
+        END IF;
+        RETURN earlier.id;
+    END IF;
+    PERFORM subscription.require_time('record_payment', at, false);
+    IF currency IS NOT NULL AND currency <> i.currency THEN
+        RAISE EXCEPTION 'invoice % is in %, not %', i.document_number, i.currency, currency
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Record the payment in the invoice''s currency.';
+    END IF;
+    IF amount <= 0 OR amount >= 'Infinity' OR amount <> subscription.round_money(amount, i.currency) THEN
+        RAISE EXCEPTION 'a payment must be a positive amount in the minor unit of %', i.currency
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The amount was %s.', amount);
+    END IF;
+    PERFORM subscription.require_amount(amount, i.currency);
+    IF btrim(reference) = '' THEN
+        RAISE EXCEPTION 'a payment needs the provider''s reference' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF i.status IN ('void', 'uncollectible') THEN
+        RAISE EXCEPTION 'invoice % is %', i.document_number, i.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    excess := amount - greatest(i.total - i.paid, 0);
+    IF excess > 0 THEN
+        INSERT INTO subscription.ledger AS l
+               (tenant_id, account_id, kind, amount, currency, item, description, corrects_invoice_id)
+        VALUES (i.tenant_id, i.account_id, 'credit', excess, i.currency, 'credit',
+                format('overpayment of invoice %s (%s)', i.document_number, reference), i.id)
+        RETURNING l.id INTO credit_line;
+    END IF;
+    INSERT INTO subscription.payment AS p
+           (tenant_id, invoice_id, account_id, amount, currency, reference, payment_method_id, at, credit_line_id)
+    VALUES (i.tenant_id, i.id, i.account_id, amount, i.currency, reference, i.payment_method_id, at, credit_line)
+    RETURNING p.id INTO new_id;
+    UPDATE subscription.invoice_record AS r SET paid = r.paid + amount - greatest(excess, 0)
+     WHERE r.tenant_id = i.tenant_id AND r.id = i.id;
+    PERFORM subscription.write_history('payment', i.account_id, i.subscription_id,
+        jsonb_build_object('payment_id', new_id, 'invoice_id', i.id, 'amount', amount, 'currency', i.currency,
+                           'reference', reference, 'credited', greatest(excess, 0)),
+        i.tenant_id);
+    PERFORM subscription.settle_invoice(i.tenant_id, i.id, false, at);
+    RETURN new_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.record_payment_failure(tenant_id bigint, invoice_id bigint, reason text, at timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        PERFORM subscription.idempotent('subscription.record_payment_failure(bigint,bigint,text,timestamptz)', record_payment_failure.tenant_id,
+            pg_catalog.jsonb_build_array(record_payment_failure.tenant_id, record_payment_failure.invoice_id, record_payment_failure.reason, record_payment_failure.at));
+        RETURN;
+    END IF;
+    PERFORM subscription.require_arguments('record_payment_failure', '{invoice_id,reason,at}',
+        ARRAY[invoice_id IS NULL, reason IS NULL, at IS NULL]);
+    i := subscription.invoice_for_change('record_payment_failure', tenant_id, invoice_id);
+    PERFORM subscription.authorize(i.tenant_id, i.account_id, 'pay', false);
+    PERFORM subscription.require_time('record_payment_failure', at, false);
+    IF i.status <> 'open' THEN
+        RAISE EXCEPTION 'invoice % is %', i.document_number, i.status
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Only an open invoice can fail to be paid.';
+    END IF;
+    PERFORM subscription.write_history('payment_failure', i.account_id, i.subscription_id,
+        jsonb_build_object('invoice_id', i.id, 'reason', reason, 'at', at, 'payment_method_id', i.payment_method_id,
+                           'due', i.total - i.paid, 'currency', i.currency,
+                           'attempt', 1 + (SELECT count(*) FROM subscription.history AS h
+                                            WHERE h.tenant_id = i.tenant_id AND h.account_id = i.account_id
+                                              AND h.operation = 'payment_failure'
+                                              AND h.details -> 'invoice_id' = to_jsonb(i.id))),
+        i.tenant_id);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.add_payment_method(tenant_id bigint, account_id bigint, kind text, reference text,
+                                                label text, is_default boolean)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    new_id bigint;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.add_payment_method(bigint,bigint,text,text,text,boolean)', add_payment_method.tenant_id,
+            pg_catalog.jsonb_build_array(add_payment_method.tenant_id, add_payment_method.account_id, add_payment_method.kind, add_payment_method.reference, add_payment_method.label, add_payment_method.is_default)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    PERFORM subscription.require_tenant('add_payment_method', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('add_payment_method', '{account_id,kind,reference,is_default}',
+        ARRAY[account_id IS NULL, kind IS NULL, reference IS NULL, is_default IS NULL]);
+    PERFORM subscription.require_account(add_payment_method.tenant_id, add_payment_method.account_id);
+    PERFORM subscription.authorize(add_payment_method.tenant_id, add_payment_method.account_id, 'pay', false);
+    IF subscription.has_card_number(reference) OR subscription.has_card_number(label) THEN
+        RAISE EXCEPTION 'a payment method must not hold a card number'
+            USING ERRCODE = 'check_violation',
+                  DETAIL = 'The reference or the label holds a Luhn-valid run of 13 to 19 digits.',
+                  HINT = 'Store the payment provider''s token, and at most the last four digits in the label.';
+    END IF;
+    IF kind !~ '^[a-z][a-z_]*$' OR btrim(reference) = '' THEN
+        RAISE EXCEPTION 'a payment method needs a kind in lower case and the provider''s reference'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The kind was "%s".', kind);
+    END IF;
+    IF is_default THEN
+        -- the account's row first: two new defaults of one account one after the other
+        PERFORM FROM subscription.account AS a
+         WHERE a.tenant_id = add_payment_method.tenant_id AND a.id = add_payment_method.account_id FOR NO KEY UPDATE;
+        UPDATE subscription.payment_method AS m SET is_default = false
+         WHERE m.tenant_id = add_payment_method.tenant_id AND m.account_id = add_payment_method.account_id
+           AND m.is_default;
+    END IF;
+    INSERT INTO subscription.payment_method AS m (tenant_id, account_id, kind, reference, label, is_default)
+    VALUES (add_payment_method.tenant_id, add_payment_method.account_id, kind, reference, label, is_default)
+    RETURNING m.id INTO new_id;
+    RETURN new_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.record_usage(tenant_id bigint, account_id bigint, feature text, quantity bigint, key text,
+                                          at timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    new_total bigint;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.record_usage(bigint,bigint,text,bigint,text,timestamptz)', record_usage.tenant_id,
+            pg_catalog.jsonb_build_array(record_usage.tenant_id, record_usage.account_id, record_usage.feature, record_usage.quantity, record_usage.key, record_usage.at)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    PERFORM subscription.require_tenant('record_usage', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('record_usage', '{account_id,feature,quantity,key,at}',
+        ARRAY[account_id IS NULL, feature IS NULL, quantity IS NULL, key IS NULL, at IS NULL]);
+    PERFORM subscription.require_account(record_usage.tenant_id, record_usage.account_id);
+    -- usage becomes a charge: as paying, Z1
+    PERFORM subscription.authorize(record_usage.tenant_id, record_usage.account_id, 'pay', false);
+    PERFORM subscription.require_recorded_feature('record_usage', feature);
+    IF quantity < 0 THEN
+        RAISE EXCEPTION 'a quantity of usage must be 0 or more'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('It was %s.', quantity),
+                  HINT = 'subscription.correct_usage() corrects a quantity recorded, with its reason.';
+    END IF;
+    INSERT INTO subscription.usage_record AS r (tenant_id, account_id, feature, key, quantity, total, at)
+    VALUES (record_usage.tenant_id, record_usage.account_id, record_usage.feature, record_usage.key,
+            record_usage.quantity, 0, record_usage.at)
+    ON CONFLICT ON CONSTRAINT usage_record_pkey DO NOTHING;
+    IF NOT FOUND THEN
+        SELECT r.total INTO new_total FROM subscription.usage_record AS r
+         WHERE r.tenant_id = record_usage.tenant_id AND r.account_id = record_usage.account_id
+           AND r.feature = record_usage.feature AND r.key = record_usage.key;
+        RETURN new_total;
+    END IF;
+    -- a query, not an expression: the counter's triggers fire at its end
+    SELECT subscription.move_usage(record_usage.account_id, record_usage.feature, record_usage.quantity,
+                                   record_usage.tenant_id) INTO new_total;
+    UPDATE subscription.usage_record AS r SET total = new_total
+     WHERE r.tenant_id = record_usage.tenant_id AND r.account_id = record_usage.account_id
+       AND r.feature = record_usage.feature AND r.key = record_usage.key;
+    RETURN new_total;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.correct_usage(tenant_id bigint, account_id bigint, feature text, key text, quantity bigint,
+                                           reason text)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r subscription.usage_record;
+    used bigint;
+    new_total bigint;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.correct_usage(bigint,bigint,text,text,bigint,text)', correct_usage.tenant_id,
+            pg_catalog.jsonb_build_array(correct_usage.tenant_id, correct_usage.account_id, correct_usage.feature, correct_usage.key, correct_usage.quantity, correct_usage.reason)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    PERFORM subscription.require_tenant('correct_usage', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('correct_usage', '{account_id,feature,key,quantity,reason}',
+        ARRAY[account_id IS NULL, feature IS NULL, key IS NULL, quantity IS NULL, reason IS NULL]);
+    PERFORM subscription.require_account(correct_usage.tenant_id, correct_usage.account_id);
+    PERFORM subscription.authorize(correct_usage.tenant_id, correct_usage.account_id, 'pay', false);
+    PERFORM subscription.require_recorded_feature('correct_usage', feature);
+    IF quantity < 0 THEN
+        RAISE EXCEPTION 'a quantity of usage must be 0 or more'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('It was %s.', quantity);
+    END IF;
+    SELECT x.* INTO r FROM subscription.usage_record AS x
+     WHERE x.tenant_id = correct_usage.tenant_id AND x.account_id = correct_usage.account_id
+       AND x.feature = correct_usage.feature AND x.key = correct_usage.key
+       FOR UPDATE OF x;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no usage of feature "%" was recorded with key "%" for account %', feature, key, account_id
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'Keys are kept for their period and subscription.usage_key_grace after it.';
+    END IF;
+    SELECT u.used INTO used FROM subscription.usage_counter AS u
+     WHERE u.tenant_id = correct_usage.tenant_id AND u.account_id = correct_usage.account_id
+       AND u.feature = correct_usage.feature;
+    IF coalesce(used, 0) + quantity - r.quantity < 0 THEN
+        RAISE EXCEPTION 'the usage recorded with key "%" was billed already', key
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('The period''s counter holds %s; the correction takes away %s.', coalesce(used, 0),
+                                  r.quantity - quantity),
+                  HINT = 'Give the difference back with subscription.credit_account().';
+    END IF;
+    SELECT subscription.move_usage(correct_usage.account_id, correct_usage.feature, correct_usage.quantity - r.quantity,
+                                   correct_usage.tenant_id) INTO new_total;
+    UPDATE subscription.usage_record AS x SET quantity = correct_usage.quantity, total = new_total
+     WHERE x.tenant_id = correct_usage.tenant_id AND x.account_id = correct_usage.account_id
+       AND x.feature = correct_usage.feature AND x.key = correct_usage.key;
+    PERFORM subscription.write_history('correct_usage', account_id, NULL,
+        jsonb_build_object('feature', feature, 'key', key, 'from', r.quantity, 'to', quantity, 'reason', reason),
+        correct_usage.tenant_id);
+    RETURN new_total;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT subscription.now())
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t bigint := renew_account.tenant_id;
+    s subscription.subscription;
+    n subscription.period_terms;
+    status text;
+    problem text;
+    may_trim boolean;
+    most integer;
+    renewed integer;
+    handled integer := 0;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.renew_account(bigint,timestamptz)', renew_account.tenant_id,
+            pg_catalog.jsonb_build_array(renew_account.tenant_id, renew_account.at)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    PERFORM subscription.require_arguments('renew_account', '{tenant_id,at}', ARRAY[t IS NULL, at IS NULL]);
+    PERFORM subscription.require_renewal_run('renew_account', at);
+    -- read once the checks (C) have loaded the module that defines it
+    most := current_setting('subscription.max_catchup')::integer;
+    -- the tenant's lock: its root account's row, on the node of its shards
+    -- (on Citus, the coordinator's renew_due and each node's
+    -- renew_local_tenants meet there)
+    PERFORM FROM subscription.account AS a WHERE a.tenant_id = t AND a.id = t FOR NO KEY UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        IF NOT EXISTS (SELECT FROM subscription.account AS a WHERE a.tenant_id = t AND a.id = t) THEN
+            RAISE EXCEPTION 'tenant % does not exist', t
+                USING ERRCODE = 'no_data_found',
+                      HINT = 'A tenant is a root account: its id is the tenant_id of its sub-accounts and of everything they hold.';
+        END IF;
+        RAISE DEBUG 'tenant % is being renewed by another session', t;
+        RETURN 0;
+    END IF;
+    FOR s IN
+        SELECT * FROM subscription.subscription AS x
+         WHERE x.tenant_id = t AND x.status IN ('active', 'trialing') AND upper(x.period) <= at
+         ORDER BY upper(x.period), x.id
+           FOR NO KEY UPDATE SKIP LOCKED
+    LOOP
+        renewed := 0;
+        LOOP
+            -- issue 19: a pause ends at its resume_at (its period ends
+            -- there while paused), a trial at its end
+            IF s.paused_at IS NOT NULL THEN
+                s := subscription.unpause(s, s.resume_at);
+                EXIT WHEN upper(s.period) > at;
+            END IF;
+            IF s.status = 'trialing' THEN
+                s := subscription.end_trial(s);
+                EXIT WHEN s.status <> 'active';
+            END IF;
+            -- the next period's terms, asked once (issue 15, fold 8; L7)
+            n := subscription.next_terms(s);
+            problem := subscription.renewal_problem(s, n);
+            -- asked before anything moves: the batches it ends are part of the answer
+            may_trim := problem IS NULL AND subscription.renewal_may_trim(s, n);
+            IF may_trim THEN
+                -- only here can the renewal be refused after writing: a subtransaction
+                BEGIN
+                    status := subscription.renew_period(s, n, true);
+                EXCEPTION WHEN check_violation THEN
+                    problem := SQLERRM;
+                WHEN OTHERS THEN
+                    -- the trim ran the account's own triggers: whatever they
+                    -- raise holds back this renewal only, never the others'
+                    -- (a lost race is still the caller's to retry)
+                    IF SQLSTATE LIKE '40%' THEN
+                        RAISE;
+                    END IF;
+                    problem := format('its trimming failed: %s (SQLSTATE %s)', SQLERRM, SQLSTATE);
+                END;
+            ELSIF problem IS NULL THEN
+                status := subscription.renew_period(s, n, false);
+            END IF;
+            IF problem IS NOT NULL THEN
+                RAISE WARNING 'subscription % was not renewed: %', s.id, problem
+                    USING DETAIL = 'It stays due; renew_due() tries again on its next run.';
+                EXIT;
+            END IF;
+            EXIT WHEN status <> 'active';
+            SELECT * INTO s FROM subscription.subscription AS x WHERE x.tenant_id = t AND x.id = s.id;
+            EXIT WHEN upper(s.period) > at;
+            renewed := renewed + 1;
+            IF renewed >= most THEN
+                RAISE WARNING 'subscription % caught up % periods, the most of one call', s.id, renewed
+                    USING DETAIL = format('It stays due from %s; the next renewal run goes on from there.', upper(s.period)),
+                          HINT = 'subscription.max_catchup sets how many periods one call catches up.';
+                EXIT;
+            END IF;
+        END LOOP;
+        IF problem IS NULL THEN
+            handled := handled + 1;
+        END IF;
+    END LOOP;
+    RETURN handled;
+END
+$$;
+
+-- addon.ended names its batch (issue 20): the batch_id that an add-on
+-- batch's UPDATE adds to its history row (src/history.c)
+CREATE OR REPLACE FUNCTION subscription.history_events(operation text, details jsonb)
+RETURNS TABLE (type text, payload jsonb)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT x.type, pg_catalog.jsonb_build_object('version', 1) OPERATOR(pg_catalog.||) x.payload
+  FROM (
+    SELECT 'subscription.created', pg_catalog.jsonb_build_object(
+               'plan', details -> 'plan', 'cycle', details -> 'cycle', 'quantity', details -> 'quantity',
+               'status', details -> 'status', 'renewal', details -> 'renewal',
+               'period_start', subscription.event_time(pg_catalog.lower((details OPERATOR(pg_catalog.->>) 'period')::pg_catalog.tstzrange)),
+               'period_end', subscription.event_time(pg_catalog.upper((details OPERATOR(pg_catalog.->>) 'period')::pg_catalog.tstzrange)))
+     WHERE operation = 'subscription_insert'
+    UNION ALL
+    SELECT 'subscription.renewed', pg_catalog.jsonb_build_object(
+               'period_number', details -> 'period_number' -> 'new',
+               'period_start', subscription.event_time(pg_catalog.lower((details -> 'period' OPERATOR(pg_catalog.->>) 'new')::pg_catalog.tstzrange)),
+               'period_end', subscription.event_time(pg_catalog.upper((details -> 'period' OPERATOR(pg_catalog.->>) 'new')::pg_catalog.tstzrange)))
+     WHERE operation = 'subscription_update'
+       AND (details -> 'period_number' OPERATOR(pg_catalog.->>) 'new')::integer
+           OPERATOR(pg_catalog.>) (details -> 'period_number' OPERATOR(pg_catalog.->>) 'old')::integer
+    UNION ALL
+    SELECT 'subscription.plan_changed', pg_catalog.jsonb_build_object(
+               'from', details -> 'plan' -> 'old', 'to', details -> 'plan' -> 'new')
+     WHERE operation = 'subscription_update' AND details ? 'plan'
+    UNION ALL
+    SELECT 'subscription.quantity_changed', pg_catalog.jsonb_build_object(
+               'from', details -> 'quantity' -> 'old', 'to', details -> 'quantity' -> 'new')
+     WHERE operation = 'subscription_update' AND details ? 'quantity'
+    UNION ALL
+    SELECT 'subscription.' || (details -> 'status' OPERATOR(pg_catalog.->>) 'new'),
+           pg_catalog.jsonb_build_object('previous_status', details -> 'status' -> 'old')
+     WHERE operation = 'subscription_update'
+       AND details -> 'status' OPERATOR(pg_catalog.->>) 'new' IN ('cancelled', 'expired')
+    UNION ALL
+    SELECT 'addon.purchased', pg_catalog.jsonb_build_object(
+               'batch_id', details -> 'id', 'addon', details -> 'addon', 'quantity', details -> 'quantity')
+     WHERE operation = 'addon_batch_insert'
+    UNION ALL
+    SELECT 'addon.ended', pg_catalog.jsonb_build_object(
+               'batch_id', details -> 'batch_id', 'status', details -> 'status' -> 'new')
+     WHERE operation = 'addon_batch_update'
+       AND details -> 'status' OPERATOR(pg_catalog.->>) 'new' IN ('cancelled', 'expired')
+    UNION ALL
+    SELECT CASE operation WHEN 'license_assign' THEN 'license.assigned' ELSE 'license.released' END,
+           pg_catalog.jsonb_build_object('members', details -> 'members')
+     WHERE operation IN ('license_assign', 'license_release')
+    UNION ALL
+    -- invoices and payments (issue 19, I3, I6; the payloads docs/integrating.md reserved)
+    SELECT 'invoice.opened', pg_catalog.jsonb_build_object(
+               'invoice_id', details -> 'invoice_id', 'issuer', details -> 'issuer', 'number', details -> 'number',
+               'currency', details -> 'currency',
+               'due_at', subscription.event_time((details OPERATOR(pg_catalog.->>) 'due_at')::pg_catalog.timestamptz),
+               'corrects_invoice_id', details -> 'corrects_invoice_id')
+     WHERE operation = 'invoice_open'
+    UNION ALL
+    SELECT 'invoice.' || (details -> 'status' OPERATOR(pg_catalog.->>) 'new'), pg_catalog.jsonb_build_object(
+               'invoice_id', details -> 'invoice_id', 'issuer', details -> 'issuer', 'number', details -> 'number',
+               'amount', details -> 'total', 'paid', details -> 'paid', 'currency', details -> 'currency',
+               CASE details -> 'status' OPERATOR(pg_catalog.->>) 'new' WHEN 'paid' THEN 'paid_at' ELSE 'void_at' END,
+               subscription.event_time((details OPERATOR(pg_catalog.->>) 'at')::pg_catalog.timestamptz))
+     WHERE operation = 'invoice_status' AND details -> 'status' OPERATOR(pg_catalog.->>) 'new' IN ('paid', 'void')
+    UNION ALL
+    SELECT 'payment.recorded', pg_catalog.jsonb_build_object(
+               'payment_id', details -> 'payment_id', 'invoice_id', details -> 'invoice_id', 'amount', details -> 'amount',
+               'currency', details -> 'currency', 'reference', details -> 'reference', 'credited', details -> 'credited')
+     WHERE operation = 'payment'
+    UNION ALL
+    SELECT 'payment.failed', pg_catalog.jsonb_build_object(
+               'invoice_id', details -> 'invoice_id', 'amount', details -> 'due', 'currency', details -> 'currency',
+               'attempt', details -> 'attempt', 'reason', details -> 'reason')
+     WHERE operation = 'payment_failure'
+  ) AS x (type, payload)
+$$;
+
+-- trial.ending (issue 20): announce_renewals writes it once per trial
+CREATE UNIQUE INDEX event_trial_ending_key ON subscription.event (tenant_id, subscription_id)
+    WHERE type = 'trial.ending';
+
+CREATE OR REPLACE FUNCTION subscription.announce_renewals()
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n record;
+    written integer := 0;
+BEGIN
+    FOR n IN SELECT r.*, s.tenant_id
+               FROM subscription.renewal_notice AS r
+               JOIN subscription.subscription AS s ON s.id = r.subscription_id
+              WHERE NOT r.overdue
+                AND NOT EXISTS (SELECT FROM subscription.event AS e
+                                 WHERE e.tenant_id = s.tenant_id AND e.subscription_id = s.id
+                                   AND e.type = 'renewal.upcoming'
+                                   AND e.payload ->> 'renews_at' = subscription.event_time(r.renews_at))
+              ORDER BY s.tenant_id, r.account_id, r.subscription_id LOOP
+        IF subscription.write_event(n.tenant_id, 'renewal.upcoming', n.account_id, n.subscription_id,
+               pg_catalog.jsonb_build_object('version', 1, 'renews_at', subscription.event_time(n.renews_at), 'plan', n.plan,
+                   'plan_version', n.plan_version, 'cycle', n.cycle, 'quantity', n.quantity,
+                   'amount', n.amount, 'currency', n.currency, 'discount', n.discount, 'credit', n.credit),
+               subscription.now()) IS NOT NULL THEN
+            written := written + 1;
+        END IF;
+    END LOOP;
+    -- trial.ending: once per trial (one per subscription), when its end
+    -- enters the notice window; then, what its product makes of it
+    FOR n IN SELECT r.*, s.tenant_id, s.plan AS trial_plan
+               FROM subscription.renewal_notice AS r
+               JOIN subscription.subscription AS s ON s.id = r.subscription_id
+              WHERE NOT r.overdue AND r.trial_end IS NOT NULL
+                AND NOT EXISTS (SELECT FROM subscription.event AS e
+                                 WHERE e.tenant_id = s.tenant_id AND e.subscription_id = s.id
+                                   AND e.type = 'trial.ending')
+              ORDER BY s.tenant_id, r.account_id, r.subscription_id LOOP
+        PERFORM subscription.write_event(n.tenant_id, 'trial.ending', n.account_id, n.subscription_id,
+            pg_catalog.jsonb_build_object('version', 1, 'trial_end', subscription.event_time(n.renews_at),
+                'plan', n.trial_plan, 'then', n.trial_end),
+            subscription.now());
+        written := written + 1;
+    END LOOP;
+    RETURN written;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.announce_renewals() IS
+'Write renewal.upcoming once per subscription and period, and trial.ending once per trial, entering the notice window (renewal_notice); idempotent (E5)';
+
+-- PUBLIC executes nothing; the granted roles get the new functions
+REVOKE ALL ON FUNCTION subscription.idempotency_requested(), subscription.idempotent(regprocedure, bigint, jsonb) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE subscription.prune_idempotency_keys(bigint) FROM PUBLIC;
+SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g;
+-- end of: idempotency keys (issue 20)
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves

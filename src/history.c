@@ -178,21 +178,29 @@ static const struct
 	const char *table;
 	const char *account;		/* of the row as jsonb, x.r */
 	const char *subscription;
+	const char *updated;		/* an UPDATE's details: the changed columns, d.changed */
 }			history_tables[HISTORY_NUM_TABLES] =
 {
-	{"account", "(x.r ->> 'id')::bigint", "NULL::bigint"},
-	{"member", "(x.r ->> 'account_id')::bigint", "NULL::bigint"},
-	{"subscription", "(x.r ->> 'account_id')::bigint", "(x.r ->> 'id')::bigint"},
-	/* the subscription's account, looked up by RecordQueriedHistory() */
-	{"addon_batch", "NULL::bigint", "(x.r ->> 'subscription_id')::bigint"},
-	{"terms_acceptance", "(x.r ->> 'account_id')::bigint", "NULL::bigint"},
+	{"account", "(x.r ->> 'id')::bigint", "NULL::bigint", "d.changed"},
+	{"member", "(x.r ->> 'account_id')::bigint", "NULL::bigint", "d.changed"},
+	{"subscription", "(x.r ->> 'account_id')::bigint", "(x.r ->> 'id')::bigint", "d.changed"},
+
+	/*
+	 * the subscription's account, looked up by RecordQueriedHistory(); an
+	 * UPDATE also names the batch, which the subscription does not (the
+	 * addon.ended event's batch_id, issue 20)
+	 */
+	{"addon_batch", "NULL::bigint", "(x.r ->> 'subscription_id')::bigint",
+	"d.changed OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('batch_id', x.r -> 'id')"},
+	{"terms_acceptance", "(x.r ->> 'account_id')::bigint", "NULL::bigint", "d.changed"},
 };
 
 /*
  * The query of a table's history rows for one event, over the transition
  * tables, in the order the statement changed the rows: the row as the
  * application knows it (its tenant key is the history row's own), on an
- * UPDATE only the changed columns as {"column": {"old": .., "new": ..}},
+ * UPDATE only the changed columns as {"column": {"old": .., "new": ..}}
+ * (an add-on batch's with its "batch_id"),
  * and no row for an UPDATE that changed nothing.  A restore ($1) copies a
  * row's history with it (restored_copy); a row without an id of its own
  * (terms_acceptance) is copied whole by the restoring role.  It reads the
@@ -205,7 +213,7 @@ HistoryQuery(int t, GuardedEvent event)
 	const char *table = history_tables[t].table;
 
 	if (event == GUARDED_UPDATE)
-		return psprintf("SELECT '%s_update', %s, %s, d.changed, x.tenant_id"
+		return psprintf("SELECT '%s_update', %s, %s, %s, x.tenant_id"
 						"  FROM (SELECT row_number() OVER () AS i, to_jsonb(o) - 'tenant_id' AS r"
 						"          FROM old_rows AS o) AS o"
 						"  JOIN (SELECT row_number() OVER () AS i, n.tenant_id, to_jsonb(n) - 'tenant_id' AS r"
@@ -217,7 +225,8 @@ HistoryQuery(int t, GuardedEvent event)
 						"         WHERE k.value IS DISTINCT FROM o.r -> k.key) AS d"
 						" WHERE d.changed IS NOT NULL"
 						" ORDER BY i",
-						table, history_tables[t].account, history_tables[t].subscription);
+						table, history_tables[t].account, history_tables[t].subscription,
+						history_tables[t].updated);
 	return psprintf("SELECT '%s_%s', %s, %s, x.r, x.tenant_id"
 					"  FROM (SELECT t.tenant_id, to_jsonb(t) - 'tenant_id' AS r FROM %s AS t) AS x"
 					" WHERE NOT ($1 AND (NOT x.r ? 'id'"

@@ -48,6 +48,7 @@
 #include "miscadmin.h"
 #include "storage/proc.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/numeric.h"
@@ -1332,6 +1333,53 @@ PrecheckLicense(const char *fn, const int64 *tenant, int64 subscription_id, int6
 				 errhint("%s() releases only assigned licenses.", fn)));
 }
 
+/*
+ * Q1: whether the call is made under subscription.idempotency_key (not
+ * empty); idempotent() clears it for the call it makes.  SQL:
+ * idempotency_requested() returns boolean.
+ */
+PG_FUNCTION_INFO_V1(idempotency_requested);
+
+static bool
+IdempotencyRequested(void)
+{
+	const char *key = GetConfigOption("subscription.idempotency_key", true, false);
+
+	return key != NULL && key[0] != '\0';
+}
+
+Datum
+idempotency_requested(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(IdempotencyRequested());
+}
+
+/*
+ * The keyed form's call through idempotent() (Q1-Q4): values and nulls are
+ * subscription_id, member_id and the tenant, as WriteLicense has them.
+ */
+static int32
+IdempotentLicenseCall(bool assigning, Datum *values, char *nulls)
+{
+	Oid			argtypes[3] = {INT8OID, INT8OID, INT8OID};
+	Datum		args[3] = {values[2], values[0], values[1]};
+	char		argnulls[3] = {nulls[2], nulls[0], nulls[1]};
+	bool		isnull;
+	Datum		kept;
+
+	if (SPI_execute_with_args(assigning
+							  ? "SELECT (subscription.idempotent('subscription.license_consume(bigint,bigint,bigint)', $1, "
+							  "pg_catalog.jsonb_build_array($1, $2, $3)) OPERATOR(pg_catalog.#>>) '{}')::integer"
+							  : "SELECT (subscription.idempotent('subscription.license_release(bigint,bigint,bigint)', $1, "
+							  "pg_catalog.jsonb_build_array($1, $2, $3)) OPERATOR(pg_catalog.#>>) '{}')::integer",
+							  3, argtypes, args, argnulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "idempotent() of a license failed");
+	kept = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+		elog(ERROR, "idempotent() of a license returned no count");
+	return DatumGetInt32(kept);
+}
+
 /* assign (or release) through a plain INSERT (DELETE): the guard does the rest */
 static int32
 WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
@@ -1380,6 +1428,20 @@ WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
 	else if (!keyed || !TenantOf("subscription", subscription_id, &tenant))
 		nulls[2] = 'n';
 	values[2] = Int64GetDatum(tenant);
+
+	/*
+	 * Q1-Q4 (docs/integrating.md#idempotency-keys): under a key, the call is
+	 * idempotent()'s, which runs the keyed form once and keeps its result,
+	 * or returns the result kept.
+	 */
+	if (IdempotencyRequested())
+	{
+		int32		kept = IdempotentLicenseCall(assigning, values, nulls);
+
+		SPI_finish();
+		UnpinSearchPath(nest_level);
+		return kept;
+	}
 	/* the lookups below name it too, when the schema has it (issue 17) */
 	known_tenant = keyed && nulls[2] != 'n' ? &tenant : NULL;
 

@@ -32,6 +32,8 @@ char	   *subscription_max_backdate = NULL;
 char	   *subscription_max_ahead = NULL;
 static char *subscription_event_retention = NULL;
 static char *subscription_usage_key_grace = NULL;
+static char *subscription_idempotency_key = NULL;
+static char *subscription_idempotency_retention = NULL;
 int			subscription_max_catchup = 120;
 int			subscription_max_quantity = 1000000;
 int			subscription_max_amount = 1000000000;
@@ -125,6 +127,25 @@ _PG_init(void)
 							   "prune_events() deletes acknowledged events older than this interval.",
 							   &subscription_event_retention,
 							   "7 days",
+							   PGC_USERSET,
+							   0,
+							   check_positive_interval, NULL, NULL);
+
+	/* Q1-Q5: checked where it is used (idempotent()), loaded or not */
+	DefineCustomStringVariable("subscription.idempotency_key",
+							   "The idempotency key of the request (SET LOCAL per transaction).",
+							   "A mutating function called again under the same key returns its first result and writes nothing.",
+							   &subscription_idempotency_key,
+							   "",
+							   PGC_USERSET,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("subscription.idempotency_retention",
+							   "How long an idempotency key is kept.",
+							   "prune_idempotency_keys() deletes the keys older than this interval.",
+							   &subscription_idempotency_retention,
+							   "24 hours",
 							   PGC_USERSET,
 							   0,
 							   check_positive_interval, NULL, NULL);

@@ -447,6 +447,16 @@ SELECT 'set_quantity unkeyed: ' || subscription.set_quantity(:s2, 4, '2026-01-15
 SELECT subscription.purchase_addon(:t, :s1, 'citus-seats', 1, '2026-01-20') AS r \\gset
 SELECT 'purchase_addon keyed: ' || (:r IS NOT NULL);
 SELECT 'purchase_addon unkeyed: ' || (subscription.purchase_addon(:s2, 'citus-seats', 2, '2026-01-20') IS NOT NULL);
+-- an idempotency key (issue 20, item 4): the retries, keyed or not, return
+-- the first batch and write nothing (SET LOCAL: in a transaction block,
+-- the calls run from the coordinator, their statements routed)
+BEGIN;
+SET LOCAL subscription.idempotency_key = 'citus-retry';
+SELECT subscription.purchase_addon(:s2, 'citus-seats', 1, '2026-01-21') AS k1 \\gset
+SELECT 'purchase_addon retried under a key: ' || (subscription.purchase_addon(:s2, 'citus-seats', 1, '2026-01-21') = :k1)
+       || ' ' || (subscription.purchase_addon(:t, :s2, 'citus-seats', 1, '2026-01-21') = :k1);
+COMMIT;
+SELECT 'idempotency keys: ' || string_agg(format('%s %s', key, function), '; ') FROM subscription.idempotency_key WHERE tenant_id = :t;
 SELECT subscription.cancel(:t, :s1) AS r \\gset
 SELECT 'cancel keyed: ' || :'r';
 SELECT 'cancel unkeyed: ' || subscription.cancel(:s2);

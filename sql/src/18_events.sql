@@ -21,6 +21,9 @@ CREATE INDEX event_id_idx ON subscription.event (id);
 -- renewal.upcoming: once per subscription and period (announce_renewals)
 CREATE UNIQUE INDEX event_renewal_upcoming_key ON subscription.event (tenant_id, subscription_id, (payload ->> 'renews_at'))
     WHERE type = 'renewal.upcoming';
+-- trial.ending: once per subscription (one trial each; announce_renewals)
+CREATE UNIQUE INDEX event_trial_ending_key ON subscription.event (tenant_id, subscription_id)
+    WHERE type = 'trial.ending';
 
 COMMENT ON TABLE subscription.event IS
 'The outbox: billing events, written in the transaction of the change (docs/integrating.md)';

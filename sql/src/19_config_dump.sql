@@ -35,6 +35,8 @@ $$;
 SELECT pg_catalog.pg_extension_config_dump('subscription.event', '');
 SELECT pg_catalog.pg_extension_config_dump('subscription.event_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('subscription.event_consumer', '');
+-- idempotency keys (issue 20, item 4)
+SELECT pg_catalog.pg_extension_config_dump('subscription.idempotency_key', '');
 -- usage-based billing (issue 21): meters, usage prices, keys, snapshots
 SELECT pg_catalog.pg_extension_config_dump('subscription.meter', '');
 SELECT pg_catalog.pg_extension_config_dump('subscription.plan_usage_price', '');

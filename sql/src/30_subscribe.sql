@@ -121,6 +121,12 @@ DECLARE
     t subscription.terms;
     current subscription.terms;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        PERFORM subscription.idempotent('subscription.accept_terms(bigint,bigint,text,timestamptz)', accept_terms.tenant_id,
+            pg_catalog.jsonb_build_array(accept_terms.tenant_id, accept_terms.account_id, accept_terms.version, accept_terms.at));
+        RETURN;
+    END IF;
     PERFORM subscription.require_tenant('accept_terms', tenant_id, 'account', account_id);
     PERFORM subscription.require_arguments('accept_terms', '{account_id,version,at}',
         ARRAY[account_id IS NULL, version IS NULL, at IS NULL]);
@@ -185,6 +191,11 @@ DECLARE
     trial     interval;
     product_plans text[];
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.subscribe(bigint,bigint,text,interval,integer,timestamptz,text,text)', subscribe.tenant_id,
+            pg_catalog.jsonb_build_array(subscribe.tenant_id, subscribe.account_id, subscribe.plan, subscribe.cycle, subscribe.quantity, subscribe.at, subscribe.renewal, subscribe.coupon)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_tenant('subscribe', tenant_id, 'account', account_id);
     PERFORM subscription.require_arguments('subscribe',
         '{account_id,plan,cycle,quantity,at,renewal}',

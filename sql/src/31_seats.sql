@@ -415,6 +415,12 @@ DECLARE
     account bigint;
     s subscription.subscription;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        PERFORM subscription.idempotent('subscription.set_default(bigint,bigint)', set_default.tenant_id,
+            pg_catalog.jsonb_build_array(set_default.tenant_id, set_default.subscription_id));
+        RETURN;
+    END IF;
     PERFORM subscription.require_tenant('set_default', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('set_default', '{subscription_id}', ARRAY[subscription_id IS NULL]);
     SELECT x.account_id INTO account FROM subscription.subscription AS x
@@ -486,6 +492,11 @@ DECLARE
     new_price record;
     charge numeric;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.set_quantity(bigint,bigint,integer,timestamptz)', set_quantity.tenant_id,
+            pg_catalog.jsonb_build_array(set_quantity.tenant_id, set_quantity.subscription_id, set_quantity.quantity, set_quantity.at)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_tenant('set_quantity', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('set_quantity', '{subscription_id,quantity,at}',
         ARRAY[subscription_id IS NULL, quantity IS NULL, at IS NULL]);

@@ -126,6 +126,11 @@ DECLARE
     s subscription.subscription;
     missing text;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.change_cycle(bigint,bigint,interval)', change_cycle.tenant_id,
+            pg_catalog.jsonb_build_array(change_cycle.tenant_id, change_cycle.subscription_id, change_cycle.cycle)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_tenant('change_cycle', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('change_cycle', '{subscription_id,cycle}',
         ARRAY[subscription_id IS NULL, cycle IS NULL]);
@@ -177,6 +182,12 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        PERFORM subscription.idempotent('subscription.set_renewal(bigint,bigint,text)', set_renewal.tenant_id,
+            pg_catalog.jsonb_build_array(set_renewal.tenant_id, set_renewal.subscription_id, set_renewal.renewal));
+        RETURN;
+    END IF;
     PERFORM subscription.require_tenant('set_renewal', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('set_renewal', '{subscription_id,renewal}',
         ARRAY[subscription_id IS NULL, renewal IS NULL]);
@@ -216,6 +227,11 @@ AS $$
 DECLARE
     s subscription.subscription;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.cancel(bigint,bigint)', cancel.tenant_id,
+            pg_catalog.jsonb_build_array(cancel.tenant_id, cancel.subscription_id)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_tenant('cancel', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('cancel', '{subscription_id}', ARRAY[subscription_id IS NULL]);
     s := subscription.subscription_for_change(cancel.tenant_id, 'cancel', subscription_id, 'cancel');
@@ -252,6 +268,13 @@ AS $$
 DECLARE
     sub bigint;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN QUERY SELECT * FROM pg_catalog.jsonb_to_recordset(subscription.idempotent('subscription.cancel_account(bigint,bigint)', cancel_account.tenant_id,
+            pg_catalog.jsonb_build_array(cancel_account.tenant_id, cancel_account.account_id)))
+            AS r (subscription_id bigint, ends_at timestamptz);
+        RETURN;
+    END IF;
     PERFORM subscription.require_tenant('cancel_account', tenant_id, 'account', account_id);
     PERFORM subscription.require_arguments('cancel_account', '{account_id}', ARRAY[account_id IS NULL]);
     PERFORM subscription.require_account(cancel_account.tenant_id, cancel_account.account_id);
@@ -329,6 +352,11 @@ AS $$
 DECLARE
     s subscription.subscription;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.pause(bigint,bigint,timestamptz,timestamptz,text)', pause.tenant_id,
+            pg_catalog.jsonb_build_array(pause.tenant_id, pause.subscription_id, pause.at, pause.resume_at, pause.mode)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_tenant('pause', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('pause', '{subscription_id,at,mode}',
         ARRAY[subscription_id IS NULL, at IS NULL, mode IS NULL]);
@@ -422,6 +450,11 @@ AS $$
 DECLARE
     s subscription.subscription;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.resume(bigint,bigint,timestamptz)', resume.tenant_id,
+            pg_catalog.jsonb_build_array(resume.tenant_id, resume.subscription_id, resume.at)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_tenant('resume', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('resume', '{subscription_id,at}', ARRAY[subscription_id IS NULL, at IS NULL]);
     PERFORM subscription.require_time('resume', at, false);

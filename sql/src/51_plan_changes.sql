@@ -75,6 +75,13 @@ DECLARE
     price record;
     new_period tstzrange;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN QUERY SELECT * FROM pg_catalog.jsonb_to_recordset(subscription.idempotent('subscription.change_plan(bigint,bigint,text,timestamptz)', change_plan.tenant_id,
+            pg_catalog.jsonb_build_array(change_plan.tenant_id, change_plan.subscription_id, change_plan.plan, change_plan.at)))
+            AS r (effective_at timestamptz, refund numeric, charge numeric);
+        RETURN;
+    END IF;
     PERFORM subscription.require_tenant('change_plan', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('change_plan', '{subscription_id,plan,at}',
         ARRAY[subscription_id IS NULL, plan IS NULL, at IS NULL]);
@@ -193,6 +200,11 @@ DECLARE
     credited numeric := 0;
     new_id bigint;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.bundle_into_suite(bigint,bigint,text,integer,timestamptz)', bundle_into_suite.tenant_id,
+            pg_catalog.jsonb_build_array(bundle_into_suite.tenant_id, bundle_into_suite.account_id, bundle_into_suite.suite_plan, bundle_into_suite.quantity, bundle_into_suite.at)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_tenant('bundle_into_suite', tenant_id, 'account', account_id);
     PERFORM subscription.require_arguments('bundle_into_suite', '{account_id,suite_plan,at}',
         ARRAY[account_id IS NULL, suite_plan IS NULL, at IS NULL]);

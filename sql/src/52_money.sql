@@ -206,6 +206,11 @@ AS $$
 DECLARE
     line bigint;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.credit_account(bigint,bigint,numeric,text,text)', credit_account.tenant_id,
+            pg_catalog.jsonb_build_array(credit_account.tenant_id, credit_account.account_id, credit_account.amount, credit_account.reason, credit_account.currency)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_tenant('credit_account', tenant_id, 'account', account_id);
     PERFORM subscription.require_arguments('credit_account', '{account_id,amount,reason,currency}',
         ARRAY[account_id IS NULL, amount IS NULL, reason IS NULL, currency IS NULL]);
@@ -258,6 +263,11 @@ DECLARE
     s subscription.subscription;
     credited numeric;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.end_early(bigint,bigint,timestamptz)', end_early.tenant_id,
+            pg_catalog.jsonb_build_array(end_early.tenant_id, end_early.subscription_id, end_early.at)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_tenant('end_early', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('end_early', '{subscription_id,at}',
         ARRAY[subscription_id IS NULL, at IS NULL]);

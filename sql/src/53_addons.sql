@@ -46,6 +46,11 @@ DECLARE
     batch bigint;
     one_time boolean;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.purchase_addon(bigint,bigint,text,integer,timestamptz)', purchase_addon.tenant_id,
+            pg_catalog.jsonb_build_array(purchase_addon.tenant_id, purchase_addon.subscription_id, purchase_addon.addon, purchase_addon.quantity, purchase_addon.at)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_tenant('purchase_addon', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('purchase_addon', '{subscription_id,addon,quantity,at}',
         ARRAY[subscription_id IS NULL, addon IS NULL, quantity IS NULL, at IS NULL]);
@@ -138,6 +143,11 @@ DECLARE
     b subscription.addon_batch;
     s subscription.subscription;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.cancel_addon(bigint,bigint)', cancel_addon.tenant_id,
+            pg_catalog.jsonb_build_array(cancel_addon.tenant_id, cancel_addon.batch_id)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_tenant('cancel_addon', tenant_id, 'addon_batch', batch_id);
     PERFORM subscription.require_arguments('cancel_addon', '{batch_id}', ARRAY[batch_id IS NULL]);
     SELECT * INTO b FROM subscription.addon_batch AS x WHERE x.tenant_id = cancel_addon.tenant_id AND x.id = cancel_addon.batch_id;

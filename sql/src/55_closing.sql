@@ -19,6 +19,13 @@ DECLARE
     open_children text;
     s bigint;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN QUERY SELECT * FROM pg_catalog.jsonb_to_recordset(subscription.idempotent('subscription.close_account(bigint,bigint,timestamptz)', close_account.tenant_id,
+            pg_catalog.jsonb_build_array(close_account.tenant_id, close_account.account_id, close_account.at)))
+            AS r (subscription_id bigint, credited numeric);
+        RETURN;
+    END IF;
     PERFORM subscription.require_tenant('close_account', tenant_id, 'account', account_id);
     PERFORM subscription.require_arguments('close_account', '{account_id,at}',
         ARRAY[account_id IS NULL, at IS NULL]);
@@ -93,6 +100,12 @@ DECLARE
     child bigint;
     members bigint;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        PERFORM subscription.idempotent('subscription.erase_account(bigint,bigint)', erase_account.tenant_id,
+            pg_catalog.jsonb_build_array(erase_account.tenant_id, erase_account.account_id));
+        RETURN;
+    END IF;
     PERFORM subscription.require_tenant('erase_account', tenant_id, 'account', account_id);
     PERFORM subscription.require_arguments('erase_account', '{account_id}', ARRAY[account_id IS NULL]);
     IF coalesce(current_setting('subscription.actor', true), '') <> ''

@@ -211,6 +211,12 @@ AS $$
 DECLARE
     s subscription.subscription;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        PERFORM subscription.idempotent('subscription.cancel_migration(bigint,bigint)', cancel_migration.tenant_id,
+            pg_catalog.jsonb_build_array(cancel_migration.tenant_id, cancel_migration.subscription_id));
+        RETURN;
+    END IF;
     PERFORM subscription.require_tenant('cancel_migration', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('cancel_migration', '{subscription_id}', ARRAY[subscription_id IS NULL]);
     PERFORM subscription.require_renewal_run('cancel_migration', subscription.now());

@@ -250,6 +250,11 @@ DECLARE
     correction bigint;
     c record;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.void_invoice(bigint,bigint,text,timestamptz)', void_invoice.tenant_id,
+            pg_catalog.jsonb_build_array(void_invoice.tenant_id, void_invoice.invoice_id, void_invoice.reason, void_invoice.at)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_arguments('void_invoice', '{invoice_id,reason,at}',
         ARRAY[invoice_id IS NULL, reason IS NULL, at IS NULL]);
     i := subscription.invoice_for_change('void_invoice', tenant_id, invoice_id);
@@ -337,6 +342,11 @@ DECLARE
     credit_line bigint;
     new_id bigint;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.record_payment(bigint,bigint,numeric,text,timestamptz,text)', record_payment.tenant_id,
+            pg_catalog.jsonb_build_array(record_payment.tenant_id, record_payment.invoice_id, record_payment.amount, record_payment.reference, record_payment.at, record_payment.currency)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_arguments('record_payment', '{invoice_id,amount,reference,at}',
         ARRAY[invoice_id IS NULL, amount IS NULL, reference IS NULL, at IS NULL]);
     i := subscription.invoice_for_change('record_payment', tenant_id, invoice_id);
@@ -423,6 +433,12 @@ AS $$
 DECLARE
     i subscription.invoice_record;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        PERFORM subscription.idempotent('subscription.record_payment_failure(bigint,bigint,text,timestamptz)', record_payment_failure.tenant_id,
+            pg_catalog.jsonb_build_array(record_payment_failure.tenant_id, record_payment_failure.invoice_id, record_payment_failure.reason, record_payment_failure.at));
+        RETURN;
+    END IF;
     PERFORM subscription.require_arguments('record_payment_failure', '{invoice_id,reason,at}',
         ARRAY[invoice_id IS NULL, reason IS NULL, at IS NULL]);
     i := subscription.invoice_for_change('record_payment_failure', tenant_id, invoice_id);
@@ -474,6 +490,11 @@ AS $$
 DECLARE
     new_id bigint;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.add_payment_method(bigint,bigint,text,text,text,boolean)', add_payment_method.tenant_id,
+            pg_catalog.jsonb_build_array(add_payment_method.tenant_id, add_payment_method.account_id, add_payment_method.kind, add_payment_method.reference, add_payment_method.label, add_payment_method.is_default)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_tenant('add_payment_method', tenant_id, 'account', account_id);
     PERFORM subscription.require_arguments('add_payment_method', '{account_id,kind,reference,is_default}',
         ARRAY[account_id IS NULL, kind IS NULL, reference IS NULL, is_default IS NULL]);

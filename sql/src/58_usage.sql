@@ -352,6 +352,11 @@ AS $$
 DECLARE
     new_total bigint;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.record_usage(bigint,bigint,text,bigint,text,timestamptz)', record_usage.tenant_id,
+            pg_catalog.jsonb_build_array(record_usage.tenant_id, record_usage.account_id, record_usage.feature, record_usage.quantity, record_usage.key, record_usage.at)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_tenant('record_usage', tenant_id, 'account', account_id);
     PERFORM subscription.require_arguments('record_usage', '{account_id,feature,quantity,key,at}',
         ARRAY[account_id IS NULL, feature IS NULL, quantity IS NULL, key IS NULL, at IS NULL]);
@@ -419,6 +424,11 @@ DECLARE
     used bigint;
     new_total bigint;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.correct_usage(bigint,bigint,text,text,bigint,text)', correct_usage.tenant_id,
+            pg_catalog.jsonb_build_array(correct_usage.tenant_id, correct_usage.account_id, correct_usage.feature, correct_usage.key, correct_usage.quantity, correct_usage.reason)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_tenant('correct_usage', tenant_id, 'account', account_id);
     PERFORM subscription.require_arguments('correct_usage', '{account_id,feature,key,quantity,reason}',
         ARRAY[account_id IS NULL, feature IS NULL, key IS NULL, quantity IS NULL, reason IS NULL]);

@@ -382,6 +382,11 @@ DECLARE
     renewed integer;
     handled integer := 0;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.renew_account(bigint,timestamptz)', renew_account.tenant_id,
+            pg_catalog.jsonb_build_array(renew_account.tenant_id, renew_account.at)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_arguments('renew_account', '{tenant_id,at}', ARRAY[t IS NULL, at IS NULL]);
     PERFORM subscription.require_renewal_run('renew_account', at);
     -- read once the checks (C) have loaded the module that defines it

@@ -114,7 +114,8 @@ SELECT x.type, pg_catalog.jsonb_build_object('version', 1) OPERATOR(pg_catalog.|
                'batch_id', details -> 'id', 'addon', details -> 'addon', 'quantity', details -> 'quantity')
      WHERE operation = 'addon_batch_insert'
     UNION ALL
-    SELECT 'addon.ended', pg_catalog.jsonb_build_object('status', details -> 'status' -> 'new')
+    SELECT 'addon.ended', pg_catalog.jsonb_build_object(
+               'batch_id', details -> 'batch_id', 'status', details -> 'status' -> 'new')
      WHERE operation = 'addon_batch_update'
        AND details -> 'status' OPERATOR(pg_catalog.->>) 'new' IN ('cancelled', 'expired')
     UNION ALL
@@ -244,12 +245,28 @@ BEGIN
             written := written + 1;
         END IF;
     END LOOP;
+    -- trial.ending: once per trial (one per subscription), when its end
+    -- enters the notice window; then, what its product makes of it
+    FOR n IN SELECT r.*, s.tenant_id, s.plan AS trial_plan
+               FROM subscription.renewal_notice AS r
+               JOIN subscription.subscription AS s ON s.id = r.subscription_id
+              WHERE NOT r.overdue AND r.trial_end IS NOT NULL
+                AND NOT EXISTS (SELECT FROM subscription.event AS e
+                                 WHERE e.tenant_id = s.tenant_id AND e.subscription_id = s.id
+                                   AND e.type = 'trial.ending')
+              ORDER BY s.tenant_id, r.account_id, r.subscription_id LOOP
+        PERFORM subscription.write_event(n.tenant_id, 'trial.ending', n.account_id, n.subscription_id,
+            pg_catalog.jsonb_build_object('version', 1, 'trial_end', subscription.event_time(n.renews_at),
+                'plan', n.trial_plan, 'then', n.trial_end),
+            subscription.now());
+        written := written + 1;
+    END LOOP;
     RETURN written;
 END
 $$;
 
 COMMENT ON FUNCTION subscription.announce_renewals() IS
-'Write renewal.upcoming once per subscription and period entering the notice window (renewal_notice); idempotent (E5)';
+'Write renewal.upcoming once per subscription and period, and trial.ending once per trial, entering the notice window (renewal_notice); idempotent (E5)';
 
 -- E4: hand out the next events of a consumer: those after its position
 -- whose every earlier id has committed or ended (next_xid below the

@@ -40,6 +40,7 @@ INSERT INTO not_keyed VALUES
     ('claim_events', 'a consumer''s position is across tenants: event_consumer is not a tenant table'),
     ('ack_events', 'a consumer''s position is across tenants: event_consumer is not a tenant table'),
     ('prune_events', 'the events every consumer acknowledged, of every tenant'),
+    ('prune_idempotency_keys', 'the idempotency keys past their retention, of every tenant'),
     ('announce_renewals', 'every tenant''s subscriptions entering the notice window, as renew_due'),
     -- usage-based billing (issue 21): the catalog
     ('meter', 'a meter is of a registered table, for every tenant: no tenant row'),

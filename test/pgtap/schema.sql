@@ -13,6 +13,8 @@ SELECT tables_are('subscription', ARRAY[
     'entitlement',
     -- the outbox (issue 20)
     'event', 'event_consumer',
+    -- idempotency keys (issue 20, item 4)
+    'idempotency_key',
     -- usage-based billing (issue 21)
     'meter', 'plan_usage_price', 'usage_record', 'usage_period',
     -- invoices and payments (issue 19)
@@ -118,7 +120,7 @@ SELECT is((SELECT string_agg(format('%s %s', c.conrelid::regclass, c.conname), '
 SELECT is((SELECT count(*)::int FROM pg_class AS r
             WHERE r.relnamespace = 'subscription'::regnamespace AND r.relkind = 'r'
               AND EXISTS (SELECT FROM pg_attribute AS t WHERE t.attrelid = r.oid AND t.attname = 'tenant_id' AND t.attnotnull)),
-          20, 'the 20 tenant tables carry tenant_id NOT NULL (usage''s two and the entitlements, issue 21; the invoices'' four, issue 19)');
+          21, 'the 21 tenant tables carry tenant_id NOT NULL (usage''s two and the entitlements, issue 21; the invoices'' four, issue 19; idempotency keys, issue 20)');
 SELECT is((SELECT string_agg(i.indexrelid::regclass::text, ', ')
              FROM pg_index AS i JOIN pg_attribute AS t ON t.attrelid = i.indrelid AND t.attname = 'tenant_id'
             WHERE i.indisunique AND i.indrelid::regclass::text LIKE 'subscription.%' AND i.indkey[0] <> t.attnum),
@@ -196,6 +198,7 @@ SELECT set_eq(
              ('subscription.trimmed_id_seq'), ('subscription.limited_table_position_seq'),
              -- the outbox and its consumers' positions (issue 20)
              ('subscription.event'), ('subscription.event_id_seq'), ('subscription.event_consumer'),
+             ('subscription.idempotency_key'),
              -- usage-based billing (issue 21)
              ('subscription.meter'), ('subscription.plan_usage_price'), ('subscription.usage_record'),
              ('subscription.usage_period'),

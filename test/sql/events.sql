@@ -124,5 +124,35 @@ SELECT type, account_id, subscription_id, payload FROM event WHERE type IN ('dat
    AND id > :last ORDER BY id;
 SELECT count(*) AS rooms_left FROM public.room;
 
+-- E1: each type from each change the catalogue names for it
+-- (docs/integrating.md#event-catalogue), beyond those above: a pending plan
+-- applied at renewal (plan_changed), an add-on batch cancelled, which ends
+-- with the period (addon.ended, its batch_id), cancel_account and end_early
+-- (cancelled), a migration
+-- (plan_changed)
+SELECT max(id) AS last FROM event \gset
+INSERT INTO product (code, name, downgrade) VALUES ('books', 'Bookkeeping', 'end_of_period');
+INSERT INTO plan (code, product, name, rank) VALUES ('bk_basic', 'books', 'Basic', 1), ('bk_plus', 'books', 'Plus', 2);
+INSERT INTO plan_price (plan, cycle, amount) VALUES ('bk_basic', '1 month', 10), ('bk_plus', '1 month', 20);
+INSERT INTO addon (code, product, name, one_time, feature, units) VALUES ('bk_payroll', 'books', 'Payroll', false, NULL, 1);
+INSERT INTO addon_price (addon, cycle, amount) VALUES ('bk_payroll', '1 month', 5);
+INSERT INTO plan_addon (plan, addon) VALUES ('bk_plus', 'bk_payroll'), ('bk_basic', 'bk_payroll');
+INSERT INTO account (id, tenant_id, name) VALUES (5, 5, 'Stark'), (6, 6, 'Wayne'), (7, 7, 'Acme'), (8, 8, 'Tyrell');
+SELECT subscribe(5, 'bk_plus', '1 month', 1, '2027-01-01') AS books \gset
+SELECT purchase_addon(:books, 'bk_payroll', 1, '2027-01-02') AS payroll \gset
+SELECT cancel_addon(:payroll) AS payroll_ends;
+SELECT effective_at FROM change_plan(:books, 'bk_basic', '2027-01-03');
+SELECT subscribe(6, 'bk_basic', '1 month', 1, '2027-01-01') AS wayne \gset
+SELECT * FROM cancel_account(6);
+SELECT subscribe(7, 'bk_basic', '1 month', 1, '2027-01-01') AS acme \gset
+SELECT end_early(:acme, '2027-01-10') AS refund;
+SELECT subscribe(8, 'bk_basic', '1 month', 1, '2027-01-01') AS tyrell \gset
+SELECT migrate_subscriptions('bk_basic', 'bk_plus', '2027-01-05', '0 days') AS migrating;
+SELECT renew_due('2027-02-01') > 0 AS renewed;
+SELECT account_id, type, payload - 'version' AS payload FROM event
+ WHERE id > :last AND type IN ('subscription.plan_changed', 'addon.ended', 'subscription.cancelled')
+ ORDER BY account_id, id;
+SELECT (SELECT payload -> 'batch_id' FROM event WHERE id > :last AND type = 'addon.ended') = to_jsonb(:payroll) AS names_its_batch;
+
 \c :regress_db
 DROP DATABASE subscription_events;

@@ -153,5 +153,18 @@ SELECT (SELECT count(*) FROM history) - :history_paused AS history_written,
 SELECT resume(4, :team, '2026-03-05') AS period_ends;
 SELECT amount, period, description FROM ledger WHERE subscription_id = :team ORDER BY id DESC LIMIT 1;
 
+-- trial.ending (issue 20, E5): announce_renewals writes it once per trial,
+-- when the trial's end enters the notice window (renewal_notice reads now():
+-- a trial started today), with the renewal.upcoming of its first charge
+INSERT INTO account (id, tenant_id, name) VALUES (6, 6, 'Hooli');
+SELECT subscribe(6, 'nt_plus', '30 days', 1, now()) AS trial \gset
+SET subscription.notice_days = 15;
+SELECT announce_renewals() AS announced;
+SELECT announce_renewals() AS announced_again;
+SELECT type, subscription_id = :trial AS the_trial, payload - 'trial_end' - 'renews_at' AS payload,
+       coalesce(payload ->> 'trial_end', payload ->> 'renews_at')::timestamptz = now() + interval '10 days' AS at_trial_end
+  FROM event WHERE account_id = 6 AND type IN ('trial.ending', 'renewal.upcoming') ORDER BY type;
+RESET subscription.notice_days;
+
 SELECT * FROM verify();
 ROLLBACK;

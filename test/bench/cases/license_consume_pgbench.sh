@@ -4,7 +4,9 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../pgbench_compare.sh"
 
-q -v keep_slivers="${BENCH_KEEP_SLIVERS:-0}" >/dev/null <<'SQL'
+# BENCH_MEMBERS: members per client to assign (500,000; fewer for a shorter
+# setup, as long as the timed runs do not use them all up)
+q -v keep_slivers="${BENCH_KEEP_SLIVERS:-0}" -v members="${BENCH_MEMBERS:-500000}" >/dev/null <<'SQL'
 SET search_path = subscription, public;
 INSERT INTO product (code, name) VALUES ('seats', 'Seats');
 INSERT INTO plan (code, product, name, kind) VALUES ('seats_service', 'seats', 'Service', 'service');
@@ -12,7 +14,7 @@ INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES ('seats_service
 INSERT INTO account (id, name) SELECT 200 + c, 'client ' || c FROM generate_series(0, 3) AS c;
 -- members first: no default license is assigned on creation
 INSERT INTO member (id, account_id, external_id)
-SELECT 2000000 + c * 1000000 + g, 200 + c, 'm' || g FROM generate_series(0, 3) AS c, generate_series(1, 500000) AS g;
+SELECT 2000000 + c * 1000000 + g, 200 + c, 'm' || g FROM generate_series(0, 3) AS c, generate_series(1, :members) AS g;
 SELECT setval(pg_get_serial_sequence('subscription.subscription', 'id'), 1000, false);
 SELECT subscribe(200 + c, 'seats_service', '1 month', 1000000, '2026-01-01') FROM generate_series(0, 3) AS c;
 CREATE TABLE bench.bare_license_one (
