@@ -31,7 +31,7 @@ COMMENT ON FUNCTION subscription.require_feature(text) IS 'Internal: 42704 unles
 -- current versions), at its quantity, as if each were subscribed (Z3); with
 -- a separate subscription of an included product they add up, like any
 -- two.  NULL is unlimited: one unlimited plan makes the feature unlimited.
--- A trial has its plan's limits.  A feature no active subscription defines
+-- A trial has its plan's limits, and so has a past-due subscription (D2).  A feature no active subscription defines
 -- has limit 0, plus its add-ons.  One
 -- statement in PL/pgSQL, whose plan is cached per session: the limit
 -- guard's hot path (a SQL function with a sub-select is planned per call).
@@ -60,14 +60,14 @@ BEGIN
                -- the version of the plan the subscription holds (grandfathering)
                AND l.versions @> p.version
              WHERE s.tenant_id = granted_limit.tenant_id AND s.account_id = granted_limit.account_id
-               AND s.status IN ('active', 'trialing')
+               AND s.status IN ('active', 'trialing', 'past_due')
             UNION ALL
             SELECT false, b.quantity::numeric * a.units
               FROM subscription.subscription AS s
               JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
               JOIN subscription.addon AS a ON a.code = b.addon
              WHERE s.tenant_id = granted_limit.tenant_id AND s.account_id = granted_limit.account_id
-               AND s.status IN ('active', 'trialing')
+               AND s.status IN ('active', 'trialing', 'past_due')
                AND b.status = 'active'
                AND a.feature = granted_limit.feature) AS x);
 END

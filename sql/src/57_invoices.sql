@@ -70,7 +70,8 @@ COMMENT ON FUNCTION subscription.open_invoice(bigint, bigint, bigint, text, time
 
 -- I3: an invoice's status from its total and what was paid: paid once
 -- nothing is due; a void or uncollectible invoice stays so.  A change of
--- status is a history row (and its event, E1).
+-- status is a history row (and its event, E1).  Paid: the subscription
+-- past due for it is active again, in this transaction (D5).
 CREATE FUNCTION subscription.settle_invoice(tenant_id bigint, invoice_id bigint, quiet boolean DEFAULT false,
                                             at timestamptz DEFAULT NULL)
 RETURNS text
@@ -98,6 +99,9 @@ BEGIN
                                'total', i.total, 'paid', i.paid, 'currency', i.currency,
                                'at', coalesce(settle_invoice.at, i.at)),
             i.tenant_id);
+        IF new_status = 'paid' AND i.subscription_id IS NOT NULL THEN
+            PERFORM subscription.end_past_due(i.tenant_id, i.subscription_id, i.id);
+        END IF;
     END IF;
     RETURN new_status;
 END
@@ -297,6 +301,10 @@ BEGIN
                            'correcting_invoice_id', correction, 'total', i.total, 'paid', i.paid,
                            'currency', i.currency, 'at', void_invoice.at),
         i.tenant_id);
+    -- D5: nothing is owed on it any more
+    IF i.subscription_id IS NOT NULL THEN
+        PERFORM subscription.end_past_due(i.tenant_id, i.subscription_id, i.id);
+    END IF;
     RETURN correction;
 END
 $$;
@@ -413,7 +421,8 @@ COMMENT ON FUNCTION subscription.record_payment(bigint, numeric, text, timestamp
 'Record a payment of an invoice: payments add up, an overpayment becomes credit, once per reference (I4, I5, L9)';
 
 -- I6: a failed attempt to charge an invoice, in history (and its event
--- payment.failed, E1); what follows a failure is the dunning's.
+-- payment.failed, E1); its subscription is past due from then on (D1), and
+-- what follows is the dunning's (61_dunning.sql).
 CREATE FUNCTION subscription.record_payment_failure(tenant_id bigint, invoice_id bigint, reason text, at timestamptz)
 RETURNS void
 LANGUAGE plpgsql
@@ -440,6 +449,10 @@ BEGIN
                                               AND h.operation = 'payment_failure'
                                               AND h.details -> 'invoice_id' = to_jsonb(i.id))),
         i.tenant_id);
+    -- D1: a failed charge makes the subscription past due at once
+    IF i.subscription_id IS NOT NULL THEN
+        PERFORM subscription.enter_past_due(i.tenant_id, i.subscription_id, i.id, at);
+    END IF;
 END
 $$;
 
