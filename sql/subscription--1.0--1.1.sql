@@ -18167,8 +18167,11 @@ COMMENT ON FUNCTION subscription.settle_invoice(bigint, bigint, boolean, timesta
 'Internal: an invoice''s status from its total and payments, its change recorded in history unless quiet (I3)';
 
 -- I3: void an open invoice that nothing paid: a correcting invoice gives
--- each charge back net of its coupon (a refund line naming it), and the
--- invoice is void.  No line is deleted.
+-- each charge back net of what was already taken off it (its coupon, the
+-- credit that paid part of it, a refund or credit of it given before: a
+-- refund line naming it), returns to the account as credit what the
+-- invoice took off with the account's credit or gave back of earlier
+-- charges (one credit line), and the invoice is void.  No line is deleted.
 CREATE OR REPLACE FUNCTION subscription.void_invoice(tenant_id bigint, invoice_id bigint, reason text, at timestamptz)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -18179,6 +18182,7 @@ DECLARE
     i subscription.invoice_record;
     correction bigint;
     c record;
+    returned numeric;
 BEGIN
     PERFORM subscription.require_arguments('void_invoice', '{invoice_id,reason,at}',
         ARRAY[invoice_id IS NULL, reason IS NULL, at IS NULL]);
@@ -18194,19 +18198,17 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Only an open invoice without payments can be voided; give money back with a refund or a credit.';
     END IF;
-    IF EXISTS (SELECT FROM subscription.ledger AS l
-                WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id AND l.kind NOT IN ('charge', 'discount'))
-       OR EXISTS (SELECT FROM subscription.ledger AS l JOIN subscription.ledger AS g
-                    ON g.tenant_id = l.tenant_id AND g.charge_id = l.id AND g.kind IN ('refund', 'credit')
-                   WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id) THEN
-        RAISE EXCEPTION 'invoice % has credits, refunds or credit used', i.document_number
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'Only charges and their coupons can be voided; give money back with a refund or a credit.';
-    END IF;
     correction := subscription.open_invoice(i.tenant_id, i.account_id, i.subscription_id, i.currency,
                                             void_invoice.at, NULL, i.id);
-    FOR c IN SELECT l.*, coalesce((SELECT d.amount FROM subscription.ledger AS d
-                                    WHERE d.tenant_id = l.tenant_id AND d.charge_id = l.id AND d.kind = 'discount'), 0) AS off
+    -- each charge, net of what its coupon, the credit that paid it and
+    -- the refunds and credits of it given before took off
+    FOR c IN SELECT l.*, coalesce((SELECT sum(d.amount) FROM subscription.ledger AS d
+                                    WHERE d.tenant_id = l.tenant_id AND d.charge_id = l.id
+                                      AND d.kind IN ('discount', 'credit_used', 'refund', 'credit')), 0) AS off,
+                    -- a charge is given back once by a line naming it (ledger_one_refund_per_charge)
+                    EXISTS (SELECT FROM subscription.ledger AS g
+                             WHERE g.tenant_id = l.tenant_id AND g.charge_id = l.id
+                               AND g.kind IN ('refund', 'credit')) AS given_back
                FROM subscription.ledger AS l
               WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id AND l.kind = 'charge'
               ORDER BY l.id LOOP
@@ -18215,10 +18217,25 @@ BEGIN
                    (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan,
                     charge_id, description, invoice_id, corrects_invoice_id)
             VALUES (i.tenant_id, i.account_id, c.subscription_id, c.addon_batch_id, 'refund', c.amount - c.off,
-                    c.currency, c.period, c.item, c.plan, c.id,
-                    format('void of invoice %s: %s', i.document_number, reason), correction, i.id);
+                    c.currency, c.period, c.item, c.plan, CASE WHEN NOT c.given_back THEN c.id END,
+                    format('void of invoice %s: %s', i.document_number, reason)
+                      || CASE WHEN c.given_back THEN format(' (the rest of charge %s)', c.id) ELSE '' END,
+                    correction, i.id);
         END IF;
     END LOOP;
+    -- the account's credit this invoice used, and what it gave back of
+    -- earlier charges, stay the account's: one credit line (L9)
+    returned := (SELECT sum(l.amount) FROM subscription.ledger AS l
+                  WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id AND l.kind IN ('credit_used', 'refund', 'credit'));
+    IF returned > 0 THEN
+        INSERT INTO subscription.ledger
+               (tenant_id, account_id, subscription_id, kind, amount, currency, item, description, invoice_id,
+                corrects_invoice_id)
+        VALUES (i.tenant_id, i.account_id, i.subscription_id, 'credit', subscription.round_money(returned, i.currency),
+                i.currency, 'credit',
+                format('void of invoice %s: credit used and given back returned to the account (%s)',
+                       i.document_number, reason), correction, i.id);
+    END IF;
     UPDATE subscription.invoice_record AS r SET status = 'void', void_reason = reason
      WHERE r.tenant_id = i.tenant_id AND r.id = i.id;
     PERFORM subscription.write_history('invoice_status', i.account_id, i.subscription_id,
@@ -18236,7 +18253,10 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.void_invoice(bigint, bigint, text, timestamptz) IS
-'Void an open unpaid invoice: a correcting invoice gives its charges back, nothing is deleted (I3) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+'Void an open unpaid invoice: a correcting invoice gives its charges back and returns credit used or given back to the account, nothing is deleted (I3) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+COMMENT ON FUNCTION subscription.void_invoice(bigint, text, timestamptz) IS
+'Void an open unpaid invoice: a correcting invoice gives its charges back and returns credit used or given back to the account, nothing is deleted (I3)';
 
 -- I6: a failed attempt to charge an invoice, in history (and its event
 -- payment.failed, E1); its subscription is past due from then on (D1), and
@@ -18318,7 +18338,6 @@ SELECT x.type, pg_catalog.jsonb_build_object('version', 1) OPERATOR(pg_catalog.|
     UNION ALL
     -- past due and its end (issue 19, D1, D5)
     SELECT 'subscription.past_due', pg_catalog.jsonb_build_object(
-               'previous_status', details -> 'status' -> 'old',
                'invoice_id', details -> 'past_due_invoice_id' -> 'new',
                'since', subscription.event_time((details -> 'past_due_since' OPERATOR(pg_catalog.->>) 'new')::pg_catalog.timestamptz))
      WHERE operation = 'subscription_update'
@@ -18401,6 +18420,8 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM subscription.require_arguments('enter_past_due', '{tenant_id,subscription_id,invoice_id,since}',
+        ARRAY[tenant_id IS NULL, subscription_id IS NULL, invoice_id IS NULL, since IS NULL]);
     UPDATE subscription.subscription AS x
        SET status = 'past_due', past_due_since = enter_past_due.since,
            past_due_invoice_id = enter_past_due.invoice_id, dunning_step = 0
@@ -18459,6 +18480,12 @@ AS $$
 DECLARE
     free text;
 BEGIN
+    PERFORM subscription.require_arguments('dunning_final', '{s,i,action,at}',
+        ARRAY[(s).id IS NULL, (i).id IS NULL, action IS NULL, at IS NULL]);
+    IF action NOT IN ('cancel', 'freeze', 'downgrade', 'keep') THEN
+        RAISE EXCEPTION 'unknown final action of a dunning "%"', action
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The final actions are cancel, freeze, downgrade and keep.';
+    END IF;
     IF action = 'freeze' THEN
         UPDATE subscription.subscription AS x SET dunning_frozen = true
          WHERE x.tenant_id = s.tenant_id AND x.id = s.id;

@@ -30,6 +30,8 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM subscription.require_arguments('enter_past_due', '{tenant_id,subscription_id,invoice_id,since}',
+        ARRAY[tenant_id IS NULL, subscription_id IS NULL, invoice_id IS NULL, since IS NULL]);
     UPDATE subscription.subscription AS x
        SET status = 'past_due', past_due_since = enter_past_due.since,
            past_due_invoice_id = enter_past_due.invoice_id, dunning_step = 0
@@ -88,6 +90,12 @@ AS $$
 DECLARE
     free text;
 BEGIN
+    PERFORM subscription.require_arguments('dunning_final', '{s,i,action,at}',
+        ARRAY[(s).id IS NULL, (i).id IS NULL, action IS NULL, at IS NULL]);
+    IF action NOT IN ('cancel', 'freeze', 'downgrade', 'keep') THEN
+        RAISE EXCEPTION 'unknown final action of a dunning "%"', action
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The final actions are cancel, freeze, downgrade and keep.';
+    END IF;
     IF action = 'freeze' THEN
         UPDATE subscription.subscription AS x SET dunning_frozen = true
          WHERE x.tenant_id = s.tenant_id AND x.id = s.id;

@@ -112,7 +112,6 @@ SELECT x.type, pg_catalog.jsonb_build_object('version', 1) OPERATOR(pg_catalog.|
     UNION ALL
     -- past due and its end (issue 19, D1, D5)
     SELECT 'subscription.past_due', pg_catalog.jsonb_build_object(
-               'previous_status', details -> 'status' -> 'old',
                'invoice_id', details -> 'past_due_invoice_id' -> 'new',
                'since', subscription.event_time((details -> 'past_due_since' OPERATOR(pg_catalog.->>) 'new')::pg_catalog.timestamptz))
      WHERE operation = 'subscription_update'
