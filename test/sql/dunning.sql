@@ -5,6 +5,8 @@
 -- the events; bad input with its SQLSTATE and nothing written.
 \set VERBOSITY default
 \i test/sql/include/setup.psql
+-- the invoices' ids too start at 1 (events and hints name them)
+SELECT setval(pg_get_serial_sequence('subscription.invoice_record', 'id'), 1, false) IS NOT NULL AS reset;
 SET search_path = subscription, public;
 SET TimeZone = 'UTC';
 BEGIN;
