@@ -21,7 +21,7 @@ SQL_SOURCES = $(addprefix sql/src/, \
               20_pricing.sql 21_periods.sql 22_checks.sql 23_actors.sql 24_keep.sql 25_keyed.sql 26_idempotency.sql \
               30_subscribe.sql 31_seats.sql 40_limits.sql 41_downgrade.sql 42_entitlements.sql \
               50_lifecycle.sql 51_plan_changes.sql 52_money.sql 53_addons.sql \
-              54_previews.sql 55_closing.sql 56_migrations.sql 57_invoices.sql 58_usage.sql 60_renewals.sql 62_events.sql 65_verify.sql 66_distribute.sql 70_rights.sql 99_public.sql)
+              54_previews.sql 55_closing.sql 56_migrations.sql 57_invoices.sql 58_usage.sql 60_renewals.sql 61_dunning.sql 62_events.sql 65_verify.sql 66_distribute.sql 70_rights.sql 99_public.sql)
 # a file under sql/src left out of the list would be left out of the script
 ifneq ($(filter-out $(SQL_SOURCES),$(wildcard sql/src/*.sql)),)
 $(error sql/src files missing from SQL_SOURCES: $(filter-out $(SQL_SOURCES),$(wildcard sql/src/*.sql)))

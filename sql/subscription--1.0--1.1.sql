@@ -18037,14 +18037,14 @@ BEGIN
                -- the version of the plan the subscription holds (grandfathering)
                AND l.versions @> p.version
              WHERE s.tenant_id = granted_limits.tenant_id AND s.account_id = granted_limits.account_id
-               AND s.status IN ('active', 'trialing')
+               AND s.status IN ('active', 'trialing', 'past_due')
             UNION ALL
             SELECT a.feature, false, b.quantity::numeric * a.units
               FROM subscription.subscription AS s
               JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
               JOIN subscription.addon AS a ON a.code = b.addon
              WHERE s.tenant_id = granted_limits.tenant_id AND s.account_id = granted_limits.account_id
-               AND s.status IN ('active', 'trialing')
+               AND s.status IN ('active', 'trialing', 'past_due')
                AND b.status = 'active'
                -- an add-on without a feature grants none
                AND a.feature IS NOT NULL
@@ -20543,6 +20543,778 @@ REVOKE ALL ON FUNCTION subscription.idempotency_requested(), subscription.idempo
 REVOKE ALL ON PROCEDURE subscription.prune_idempotency_keys(bigint) FROM PUBLIC;
 SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g;
 -- end of: idempotency keys (issue 20)
+
+-- Past due and dunning (issue 19, item 5, docs/dunning.md) ------------------
+-- A subscription past due for an invoice unpaid after its due date or
+-- whose charge failed (D1), keeping its access (D2), moved along its
+-- product's ladder by run_dunning (D3) to the final action (D4), active
+-- again once the invoice is paid or void (D5).
+ALTER TABLE subscription.product
+    ADD COLUMN dunning_days integer[] NOT NULL DEFAULT '{3,5,7}'
+              CHECK (cardinality(dunning_days) BETWEEN 1 AND 20 AND array_position(dunning_days, NULL) IS NULL
+                     AND 0 < ALL (dunning_days) AND 366 >= ALL (dunning_days)),
+    ADD COLUMN dunning_action text NOT NULL DEFAULT 'keep'
+              CHECK (dunning_action IN ('cancel', 'freeze', 'downgrade', 'keep'));
+ALTER TABLE subscription.subscription DROP CONSTRAINT subscription_status_check;
+ALTER TABLE subscription.subscription ADD CONSTRAINT subscription_status_check
+    CHECK (status IN ('active', 'trialing', 'cancelled', 'expired', 'past_due'));
+ALTER TABLE subscription.subscription
+    ADD COLUMN past_due_since timestamptz,
+    ADD COLUMN past_due_invoice_id bigint,
+    ADD COLUMN dunning_step integer NOT NULL DEFAULT 0 CHECK (dunning_step >= 0),
+    ADD COLUMN dunning_frozen boolean NOT NULL DEFAULT false,
+    ADD CONSTRAINT subscription_past_due_whole
+        CHECK ((status = 'past_due') = (past_due_since IS NOT NULL)
+               AND (past_due_since IS NULL) = (past_due_invoice_id IS NULL)
+               AND (status = 'past_due' OR (dunning_step = 0 AND NOT dunning_frozen)));
+
+-- The paused subscription that freezes an account (pause(..., mode =>
+-- 'freeze'), issue 19), or the past-due one whose dunning ladder froze it
+-- (D4), or NULL: while one does, the account's limits are 0
+-- (limit_of) and its seat counters closed (assigns_licenses), so that the
+-- guards refuse every growing write from the counter rows they already
+-- lock, and only their refusals call this to say why (55000, with a HINT to
+-- resume).  PL/pgSQL, as Citus plans no statement of a SQL function with
+-- parameters.
+CREATE OR REPLACE FUNCTION subscription.freezing_subscription(tenant_id bigint, account_id bigint)
+RETURNS bigint
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT min(s.id) FROM subscription.subscription AS s
+             WHERE s.tenant_id OPERATOR(pg_catalog.=) freezing_subscription.tenant_id
+               AND s.account_id OPERATOR(pg_catalog.=) freezing_subscription.account_id
+               AND (s.pause_mode OPERATOR(pg_catalog.=) 'freeze' OR s.dunning_frozen));
+END
+$$;
+
+COMMENT ON FUNCTION subscription.freezing_subscription(bigint, bigint) IS
+'Internal: the paused subscription that freezes the account (pause mode freeze), or the past-due one its dunning froze (D4), or NULL';
+
+-- D4: the invoice whose dunning froze an account (its ladder's final
+-- action 'freeze'), or NULL (not frozen, or frozen by a pause): what the
+-- guards' refusals name as the way out.  Read only on the way to a refusal.
+CREATE FUNCTION subscription.dunning_freeze_invoice(tenant_id bigint, account_id bigint)
+RETURNS bigint
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT s.past_due_invoice_id FROM subscription.subscription AS s
+             WHERE s.tenant_id OPERATOR(pg_catalog.=) dunning_freeze_invoice.tenant_id
+               AND s.account_id OPERATOR(pg_catalog.=) dunning_freeze_invoice.account_id
+               AND s.dunning_frozen AND s.pause_mode IS NULL
+             ORDER BY s.id LIMIT 1);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.dunning_freeze_invoice(bigint, bigint) IS
+'Internal: the past-due invoice whose dunning froze the account (D4), or NULL';
+
+-- Whether a subscription assigns licenses: it is active, trialing or past
+-- due (D2), and its account is not frozen.  Its seat counter's "active", which the
+-- license guard reads.  Of columns, not of the row: on Citus a trigger on
+-- a shard reads rows of the shard's own row type (issue 17).
+CREATE OR REPLACE FUNCTION subscription.assigns_licenses(tenant_id bigint, account_id bigint, status text)
+RETURNS boolean
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN assigns_licenses.status IN ('active', 'trialing', 'past_due')
+           AND subscription.freezing_subscription(assigns_licenses.tenant_id, assigns_licenses.account_id) IS NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.assigns_licenses(bigint, bigint, text) IS
+'Internal: whether a subscription assigns licenses (active, trialing or past due, its account not frozen): its seat counter''s "active"';
+
+-- What an account's plans and add-ons grant of a feature: over its active
+-- subscriptions, each plan's value at the version the subscription holds
+-- (times the quantity when per license: LogMeIn hosts are the tier, L12),
+-- plus the units of active add-on batches (Z13, K1).  A suite subscription
+-- counts the values of the plans it includes besides its own (at their
+-- current versions), at its quantity, as if each were subscribed (Z3); with
+-- a separate subscription of an included product they add up, like any
+-- two.  NULL is unlimited: one unlimited plan makes the feature unlimited.
+-- A trial has its plan's limits, and so has a past-due subscription (D2).  A feature no active subscription defines
+-- has limit 0, plus its add-ons.  One
+-- statement in PL/pgSQL, whose plan is cached per session: the limit
+-- guard's hot path (a SQL function with a sub-select is planned per call).
+CREATE OR REPLACE FUNCTION subscription.granted_limit(tenant_id bigint, account_id bigint, feature text)
+RETURNS bigint
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    granted numeric;
+BEGIN
+    SELECT g.value INTO granted
+      FROM subscription.granted_limits(granted_limit.tenant_id, granted_limit.account_id, granted_limit.feature) AS g;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    RETURN granted::bigint;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.granted_limit(bigint, bigint, text) IS
+'Internal: what the account''s active plans and add-ons grant of a feature (NULL: unlimited), frozen or not';
+
+-- The free plan of a plan's product for a cycle: its lowest-ranked
+-- service plan priced 0 for the cycle, or NULL.  Where a trial's
+-- 'downgrade' (end_trial) and a dunning's (D4, dunning_final) go.
+CREATE FUNCTION subscription.free_plan(plan text, cycle interval)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT f.code
+              FROM subscription.plan AS p
+              JOIN subscription.plan AS f ON f.product = p.product AND f.kind = 'service'
+              JOIN subscription.plan_price AS pp
+                ON pp.plan = f.code AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(free_plan.cycle)
+               AND pp.versions @> f.version AND pp.amount = 0
+             WHERE p.code = free_plan.plan
+             ORDER BY f.rank, f.code
+             LIMIT 1);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.free_plan(text, interval) IS
+'Internal: the free plan of a plan''s product for a cycle (its lowest-ranked service plan priced 0), or NULL';
+
+-- A trial at its end (issue 19), by its product's trial_end: 'convert'
+-- makes it active, and renew_period charges its first period (from the
+-- trial's end: anchor, period 0); 'downgrade' does the same toward the
+-- product's free plan (free_plan), a pending change that renew_period makes through
+-- apply_downgrade, trimming by the tables' rules; 'expire' (or a downgrade
+-- with no free plan, with a WARNING) expires it.  Returns the subscription.
+CREATE OR REPLACE FUNCTION subscription.end_trial(s subscription.subscription)
+RETURNS subscription.subscription
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    trial_end text;
+    free_plan text;
+BEGIN
+    SELECT pr.trial_end INTO trial_end
+      FROM subscription.plan AS p JOIN subscription.product AS pr ON pr.code = p.product
+     WHERE p.code = s.plan;
+    IF trial_end = 'downgrade' THEN
+        free_plan := subscription.free_plan(s.plan, s.cycle);
+        IF free_plan IS NULL THEN
+            RAISE WARNING 'subscription % expires at the end of its trial: plan "%" has no free plan for cycle %',
+                          s.id, s.plan, subscription.cycle_text(s.cycle);
+            trial_end := 'expire';
+        END IF;
+    END IF;
+    UPDATE subscription.subscription AS x
+       SET status = CASE WHEN trial_end = 'expire' THEN 'expired' ELSE 'active' END,
+           pending_plan = CASE WHEN free_plan <> x.plan THEN free_plan ELSE x.pending_plan END
+     WHERE x.tenant_id = s.tenant_id AND x.id = s.id
+    RETURNING * INTO s;
+    RETURN s;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.end_trial(subscription.subscription) IS
+'Internal: a trial at its end, by its product''s trial_end: converted, downgraded to the free plan, or expired (issue 19)';
+
+-- I3: an invoice's status from its total and what was paid: paid once
+-- nothing is due; a void or uncollectible invoice stays so.  A change of
+-- status is a history row (and its event, E1).  Paid: the subscription
+-- past due for it is active again, in this transaction (D5).
+CREATE OR REPLACE FUNCTION subscription.settle_invoice(tenant_id bigint, invoice_id bigint, quiet boolean DEFAULT false,
+                                            at timestamptz DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+    new_status text;
+BEGIN
+    SELECT * INTO i FROM subscription.invoice_record AS r
+     WHERE r.tenant_id = settle_invoice.tenant_id AND r.id = settle_invoice.invoice_id;
+    new_status := CASE WHEN i.status IN ('void', 'uncollectible') THEN i.status
+                       WHEN i.total - i.paid <= 0 THEN 'paid' ELSE 'open' END;
+    IF new_status IS DISTINCT FROM i.status THEN
+        UPDATE subscription.invoice_record AS r SET status = new_status
+         WHERE r.tenant_id = settle_invoice.tenant_id AND r.id = settle_invoice.invoice_id;
+        IF quiet THEN
+            RETURN new_status;
+        END IF;
+        PERFORM subscription.write_history('invoice_status', i.account_id, i.subscription_id,
+            jsonb_build_object('invoice_id', i.id, 'issuer', i.issuer, 'number', i.number,
+                               'status', jsonb_build_object('old', i.status, 'new', new_status),
+                               'total', i.total, 'paid', i.paid, 'currency', i.currency,
+                               'at', coalesce(settle_invoice.at, i.at)),
+            i.tenant_id);
+        IF new_status = 'paid' AND i.subscription_id IS NOT NULL THEN
+            PERFORM subscription.end_past_due(i.tenant_id, i.subscription_id, i.id);
+        END IF;
+    END IF;
+    RETURN new_status;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.settle_invoice(bigint, bigint, boolean, timestamptz) IS
+'Internal: an invoice''s status from its total and payments, its change recorded in history unless quiet (I3)';
+
+-- I3: void an open invoice that nothing paid: a correcting invoice gives
+-- each charge back net of what was already taken off it (its coupon, the
+-- credit that paid part of it, a refund or credit of it given before: a
+-- refund line naming it), returns to the account as credit what the
+-- invoice took off with the account's credit or gave back of earlier
+-- charges (one credit line), and the invoice is void.  No line is deleted.
+CREATE OR REPLACE FUNCTION subscription.void_invoice(tenant_id bigint, invoice_id bigint, reason text, at timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+    correction bigint;
+    c record;
+    returned numeric;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.void_invoice(bigint,bigint,text,timestamptz)', void_invoice.tenant_id,
+            pg_catalog.jsonb_build_array(void_invoice.tenant_id, void_invoice.invoice_id, void_invoice.reason, void_invoice.at)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    PERFORM subscription.require_arguments('void_invoice', '{invoice_id,reason,at}',
+        ARRAY[invoice_id IS NULL, reason IS NULL, at IS NULL]);
+    i := subscription.invoice_for_change('void_invoice', tenant_id, invoice_id);
+    PERFORM subscription.authorize(i.tenant_id, i.account_id, 'pay', false);
+    PERFORM subscription.require_time('void_invoice', at, false);
+    IF btrim(reason) = '' THEN
+        RAISE EXCEPTION 'a void needs a reason' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF i.status <> 'open' OR i.paid > 0 THEN
+        RAISE EXCEPTION 'invoice % is %', i.document_number,
+                        CASE WHEN i.status = 'open' THEN 'partly paid' ELSE i.status END
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Only an open invoice without payments can be voided; give money back with a refund or a credit.';
+    END IF;
+    correction := subscription.open_invoice(i.tenant_id, i.account_id, i.subscription_id, i.currency,
+                                            void_invoice.at, NULL, i.id);
+    -- each charge, net of what its coupon, the credit that paid it and
+    -- the refunds and credits of it given before took off
+    FOR c IN SELECT l.*, coalesce((SELECT sum(d.amount) FROM subscription.ledger AS d
+                                    WHERE d.tenant_id = l.tenant_id AND d.charge_id = l.id
+                                      AND d.kind IN ('discount', 'credit_used', 'refund', 'credit')), 0) AS off,
+                    -- a charge is given back once by a line naming it (ledger_one_refund_per_charge)
+                    EXISTS (SELECT FROM subscription.ledger AS g
+                             WHERE g.tenant_id = l.tenant_id AND g.charge_id = l.id
+                               AND g.kind IN ('refund', 'credit')) AS given_back
+               FROM subscription.ledger AS l
+              WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id AND l.kind = 'charge'
+              ORDER BY l.id LOOP
+        IF c.amount - c.off > 0 THEN
+            INSERT INTO subscription.ledger
+                   (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan,
+                    charge_id, description, invoice_id, corrects_invoice_id)
+            VALUES (i.tenant_id, i.account_id, c.subscription_id, c.addon_batch_id, 'refund', c.amount - c.off,
+                    c.currency, c.period, c.item, c.plan, CASE WHEN NOT c.given_back THEN c.id END,
+                    format('void of invoice %s: %s', i.document_number, reason)
+                      || CASE WHEN c.given_back THEN format(' (the rest of charge %s)', c.id) ELSE '' END,
+                    correction, i.id);
+        END IF;
+    END LOOP;
+    -- the account's credit this invoice used, and what it gave back of
+    -- earlier charges, stay the account's: one credit line (L9)
+    returned := (SELECT sum(l.amount) FROM subscription.ledger AS l
+                  WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id AND l.kind IN ('credit_used', 'refund', 'credit'));
+    IF returned > 0 THEN
+        INSERT INTO subscription.ledger
+               (tenant_id, account_id, subscription_id, kind, amount, currency, item, description, invoice_id,
+                corrects_invoice_id)
+        VALUES (i.tenant_id, i.account_id, i.subscription_id, 'credit', subscription.round_money(returned, i.currency),
+                i.currency, 'credit',
+                format('void of invoice %s: credit used and given back returned to the account (%s)',
+                       i.document_number, reason), correction, i.id);
+    END IF;
+    UPDATE subscription.invoice_record AS r SET status = 'void', void_reason = reason
+     WHERE r.tenant_id = i.tenant_id AND r.id = i.id;
+    PERFORM subscription.write_history('invoice_status', i.account_id, i.subscription_id,
+        jsonb_build_object('invoice_id', i.id, 'issuer', i.issuer, 'number', i.number,
+                           'status', jsonb_build_object('old', i.status, 'new', 'void'), 'reason', reason,
+                           'correcting_invoice_id', correction, 'total', i.total, 'paid', i.paid,
+                           'currency', i.currency, 'at', void_invoice.at),
+        i.tenant_id);
+    -- D5: nothing is owed on it any more
+    IF i.subscription_id IS NOT NULL THEN
+        PERFORM subscription.end_past_due(i.tenant_id, i.subscription_id, i.id);
+    END IF;
+    RETURN correction;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.void_invoice(bigint, bigint, text, timestamptz) IS
+'Void an open unpaid invoice: a correcting invoice gives its charges back and returns credit used or given back to the account, nothing is deleted (I3) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+COMMENT ON FUNCTION subscription.void_invoice(bigint, text, timestamptz) IS
+'Void an open unpaid invoice: a correcting invoice gives its charges back and returns credit used or given back to the account, nothing is deleted (I3)';
+
+-- I6: a failed attempt to charge an invoice, in history (and its event
+-- payment.failed, E1); its subscription is past due from then on (D1), and
+-- what follows is the dunning's (61_dunning.sql).
+CREATE OR REPLACE FUNCTION subscription.record_payment_failure(tenant_id bigint, invoice_id bigint, reason text, at timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        PERFORM subscription.idempotent('subscription.record_payment_failure(bigint,bigint,text,timestamptz)', record_payment_failure.tenant_id,
+            pg_catalog.jsonb_build_array(record_payment_failure.tenant_id, record_payment_failure.invoice_id, record_payment_failure.reason, record_payment_failure.at));
+        RETURN;
+    END IF;
+    PERFORM subscription.require_arguments('record_payment_failure', '{invoice_id,reason,at}',
+        ARRAY[invoice_id IS NULL, reason IS NULL, at IS NULL]);
+    i := subscription.invoice_for_change('record_payment_failure', tenant_id, invoice_id);
+    PERFORM subscription.authorize(i.tenant_id, i.account_id, 'pay', false);
+    PERFORM subscription.require_time('record_payment_failure', at, false);
+    IF i.status <> 'open' THEN
+        RAISE EXCEPTION 'invoice % is %', i.document_number, i.status
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Only an open invoice can fail to be paid.';
+    END IF;
+    PERFORM subscription.write_history('payment_failure', i.account_id, i.subscription_id,
+        jsonb_build_object('invoice_id', i.id, 'reason', reason, 'at', at, 'payment_method_id', i.payment_method_id,
+                           'due', i.total - i.paid, 'currency', i.currency,
+                           'attempt', 1 + (SELECT count(*) FROM subscription.history AS h
+                                            WHERE h.tenant_id = i.tenant_id AND h.account_id = i.account_id
+                                              AND h.operation = 'payment_failure'
+                                              AND h.details -> 'invoice_id' = to_jsonb(i.id))),
+        i.tenant_id);
+    -- D1: a failed charge makes the subscription past due at once
+    IF i.subscription_id IS NOT NULL THEN
+        PERFORM subscription.enter_past_due(i.tenant_id, i.subscription_id, i.id, at);
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.record_payment_failure(bigint, bigint, text, timestamptz) IS
+'Record a failed charge of an open invoice in history, and its event payment.failed (I6) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+-- The events of a history row (E1): one place for the mapping of an
+-- operation to event types and versioned payloads (docs/integrating.md).
+-- details is the history row's: the row on insert, {"column": {"old",
+-- "new"}} on update, {"members": [...]} for licenses.
+CREATE OR REPLACE FUNCTION subscription.history_events(operation text, details jsonb)
+RETURNS TABLE (type text, payload jsonb)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT x.type, pg_catalog.jsonb_build_object('version', 1) OPERATOR(pg_catalog.||) x.payload
+  FROM (
+    SELECT 'subscription.created', pg_catalog.jsonb_build_object(
+               'plan', details -> 'plan', 'cycle', details -> 'cycle', 'quantity', details -> 'quantity',
+               'status', details -> 'status', 'renewal', details -> 'renewal',
+               'period_start', subscription.event_time(pg_catalog.lower((details OPERATOR(pg_catalog.->>) 'period')::pg_catalog.tstzrange)),
+               'period_end', subscription.event_time(pg_catalog.upper((details OPERATOR(pg_catalog.->>) 'period')::pg_catalog.tstzrange)))
+     WHERE operation = 'subscription_insert'
+    UNION ALL
+    SELECT 'subscription.renewed', pg_catalog.jsonb_build_object(
+               'period_number', details -> 'period_number' -> 'new',
+               'period_start', subscription.event_time(pg_catalog.lower((details -> 'period' OPERATOR(pg_catalog.->>) 'new')::pg_catalog.tstzrange)),
+               'period_end', subscription.event_time(pg_catalog.upper((details -> 'period' OPERATOR(pg_catalog.->>) 'new')::pg_catalog.tstzrange)))
+     WHERE operation = 'subscription_update'
+       AND (details -> 'period_number' OPERATOR(pg_catalog.->>) 'new')::integer
+           OPERATOR(pg_catalog.>) (details -> 'period_number' OPERATOR(pg_catalog.->>) 'old')::integer
+    UNION ALL
+    SELECT 'subscription.plan_changed', pg_catalog.jsonb_build_object(
+               'from', details -> 'plan' -> 'old', 'to', details -> 'plan' -> 'new')
+     WHERE operation = 'subscription_update' AND details ? 'plan'
+    UNION ALL
+    SELECT 'subscription.quantity_changed', pg_catalog.jsonb_build_object(
+               'from', details -> 'quantity' -> 'old', 'to', details -> 'quantity' -> 'new')
+     WHERE operation = 'subscription_update' AND details ? 'quantity'
+    UNION ALL
+    SELECT 'subscription.' || (details -> 'status' OPERATOR(pg_catalog.->>) 'new'),
+           pg_catalog.jsonb_build_object('previous_status', details -> 'status' -> 'old')
+     WHERE operation = 'subscription_update'
+       AND details -> 'status' OPERATOR(pg_catalog.->>) 'new' IN ('cancelled', 'expired')
+    UNION ALL
+    -- past due and its end (issue 19, D1, D5)
+    SELECT 'subscription.past_due', pg_catalog.jsonb_build_object(
+               'invoice_id', details -> 'past_due_invoice_id' -> 'new',
+               'since', subscription.event_time((details -> 'past_due_since' OPERATOR(pg_catalog.->>) 'new')::pg_catalog.timestamptz))
+     WHERE operation = 'subscription_update'
+       AND details -> 'status' OPERATOR(pg_catalog.->>) 'new' = 'past_due'
+    UNION ALL
+    SELECT 'subscription.past_due_ended', pg_catalog.jsonb_build_object(
+               'status', details -> 'status' -> 'new', 'invoice_id', details -> 'past_due_invoice_id' -> 'old')
+     WHERE operation = 'subscription_update'
+       AND details -> 'status' OPERATOR(pg_catalog.->>) 'old' = 'past_due'
+    UNION ALL
+    SELECT 'subscription.dunning_step', pg_catalog.jsonb_build_object(
+               'invoice_id', details -> 'invoice_id', 'step', details -> 'step', 'steps', details -> 'steps',
+               'action', details -> 'action', 'amount', details -> 'due', 'currency', details -> 'currency',
+               'step_at', subscription.event_time((details OPERATOR(pg_catalog.->>) 'at')::pg_catalog.timestamptz))
+     WHERE operation = 'dunning_step'
+    UNION ALL
+    SELECT 'addon.purchased', pg_catalog.jsonb_build_object(
+               'batch_id', details -> 'id', 'addon', details -> 'addon', 'quantity', details -> 'quantity')
+     WHERE operation = 'addon_batch_insert'
+    UNION ALL
+    SELECT 'addon.ended', pg_catalog.jsonb_build_object(
+               'batch_id', details -> 'batch_id', 'status', details -> 'status' -> 'new')
+     WHERE operation = 'addon_batch_update'
+       AND details -> 'status' OPERATOR(pg_catalog.->>) 'new' IN ('cancelled', 'expired')
+    UNION ALL
+    SELECT CASE operation WHEN 'license_assign' THEN 'license.assigned' ELSE 'license.released' END,
+           pg_catalog.jsonb_build_object('members', details -> 'members')
+     WHERE operation IN ('license_assign', 'license_release')
+    UNION ALL
+    -- invoices and payments (issue 19, I3, I6; the payloads docs/integrating.md reserved)
+    SELECT 'invoice.opened', pg_catalog.jsonb_build_object(
+               'invoice_id', details -> 'invoice_id', 'issuer', details -> 'issuer', 'number', details -> 'number',
+               'currency', details -> 'currency',
+               'due_at', subscription.event_time((details OPERATOR(pg_catalog.->>) 'due_at')::pg_catalog.timestamptz),
+               'corrects_invoice_id', details -> 'corrects_invoice_id')
+     WHERE operation = 'invoice_open'
+    UNION ALL
+    SELECT 'invoice.' || (details -> 'status' OPERATOR(pg_catalog.->>) 'new'), pg_catalog.jsonb_build_object(
+               'invoice_id', details -> 'invoice_id', 'issuer', details -> 'issuer', 'number', details -> 'number',
+               'amount', details -> 'total', 'paid', details -> 'paid', 'currency', details -> 'currency',
+               (details -> 'status' OPERATOR(pg_catalog.->>) 'new') OPERATOR(pg_catalog.||) '_at',
+               subscription.event_time((details OPERATOR(pg_catalog.->>) 'at')::pg_catalog.timestamptz))
+     WHERE operation = 'invoice_status'
+       AND details -> 'status' OPERATOR(pg_catalog.->>) 'new' IN ('paid', 'void', 'uncollectible')
+    UNION ALL
+    SELECT 'payment.recorded', pg_catalog.jsonb_build_object(
+               'payment_id', details -> 'payment_id', 'invoice_id', details -> 'invoice_id', 'amount', details -> 'amount',
+               'currency', details -> 'currency', 'reference', details -> 'reference', 'credited', details -> 'credited')
+     WHERE operation = 'payment'
+    UNION ALL
+    SELECT 'payment.failed', pg_catalog.jsonb_build_object(
+               'invoice_id', details -> 'invoice_id', 'amount', details -> 'due', 'currency', details -> 'currency',
+               'attempt', details -> 'attempt', 'reason', details -> 'reason')
+     WHERE operation = 'payment_failure'
+  ) AS x (type, payload)
+$$;
+
+COMMENT ON FUNCTION subscription.history_events(text, jsonb) IS
+'The events of a history row: event types and versioned payloads per operation (E1, docs/integrating.md)';
+
+-- D3: when step k of a ladder falls: "since" plus the days of its first k
+-- steps (each the days from the step before).
+CREATE FUNCTION subscription.dunning_step_at(since timestamptz, days integer[], k integer)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN dunning_step_at.since OPERATOR(pg_catalog.+)
+       pg_catalog.make_interval(days => (SELECT coalesce(pg_catalog.sum(d), 0)::integer
+                                           FROM pg_catalog.unnest(dunning_step_at.days[1:dunning_step_at.k]) AS d));
+
+COMMENT ON FUNCTION subscription.dunning_step_at(timestamptz, integer[], integer) IS
+'Internal: when step k of a dunning ladder falls, from the time the subscription became past due (D3)';
+
+-- D1: an active subscription becomes past due for an invoice, since a
+-- time (the invoice's due date, or the failed charge).  Its status change
+-- is a history row, and the event subscription.past_due (E1).  Returns
+-- whether it did (a paused, trialing, ended or already past-due one does not).
+CREATE FUNCTION subscription.enter_past_due(tenant_id bigint, subscription_id bigint, invoice_id bigint,
+                                            since timestamptz)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.require_arguments('enter_past_due', '{tenant_id,subscription_id,invoice_id,since}',
+        ARRAY[tenant_id IS NULL, subscription_id IS NULL, invoice_id IS NULL, since IS NULL]);
+    UPDATE subscription.subscription AS x
+       SET status = 'past_due', past_due_since = enter_past_due.since,
+           past_due_invoice_id = enter_past_due.invoice_id, dunning_step = 0
+     WHERE x.tenant_id = enter_past_due.tenant_id AND x.id = enter_past_due.subscription_id
+       AND x.status = 'active' AND x.paused_at IS NULL;
+    RETURN FOUND;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.enter_past_due(bigint, bigint, bigint, timestamptz) IS
+'Internal: an active subscription past due for an invoice since a time (D1)';
+
+-- D5: the invoice a subscription is past due for is paid in full or void:
+-- the subscription is active again and a freeze of its dunning lifted,
+-- in the caller's transaction.  settle_invoice and void_invoice call it.
+CREATE FUNCTION subscription.end_past_due(tenant_id bigint, subscription_id bigint, invoice_id bigint)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    UPDATE subscription.subscription AS x
+       SET status = 'active', past_due_since = NULL, past_due_invoice_id = NULL, dunning_step = 0,
+           dunning_frozen = false
+     WHERE x.tenant_id = end_past_due.tenant_id AND x.id = end_past_due.subscription_id
+       AND x.status = 'past_due' AND x.past_due_invoice_id = end_past_due.invoice_id
+    RETURNING * INTO s;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    -- the account's limits and seat counters as they were (a freeze's end)
+    PERFORM subscription.refresh_freeze(s.tenant_id, s.account_id);
+    RETURN true;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.end_past_due(bigint, bigint, bigint) IS
+'Internal: a past-due subscription active again once its invoice is paid or void, its dunning''s freeze lifted (D5)';
+
+-- D4: the last step of a subscription's ladder: its product's final action.
+--   cancel:    the subscription is cancelled now, the invoice uncollectible;
+--   freeze:    it stays past due and the account is frozen (as a pause in
+--              mode freeze: limits 0, seat counters closed) until paid;
+--   downgrade: it moves to the product's free plan now (apply_downgrade,
+--              trimming by the tables' rules), the invoice uncollectible
+--              (no free plan for its cycle: cancelled, with a WARNING);
+--   keep:      it is active again with its access, the invoice uncollectible.
+CREATE FUNCTION subscription.dunning_final(s subscription.subscription, i subscription.invoice_record,
+                                           action text, at timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    free text;
+BEGIN
+    PERFORM subscription.require_arguments('dunning_final', '{s,i,action,at}',
+        ARRAY[(s).id IS NULL, (i).id IS NULL, action IS NULL, at IS NULL]);
+    IF action NOT IN ('cancel', 'freeze', 'downgrade', 'keep') THEN
+        RAISE EXCEPTION 'unknown final action of a dunning "%"', action
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The final actions are cancel, freeze, downgrade and keep.';
+    END IF;
+    IF action = 'freeze' THEN
+        UPDATE subscription.subscription AS x SET dunning_frozen = true
+         WHERE x.tenant_id = s.tenant_id AND x.id = s.id;
+        PERFORM subscription.refresh_freeze(s.tenant_id, s.account_id);
+        RETURN;
+    END IF;
+    IF action = 'downgrade' THEN
+        free := subscription.free_plan(s.plan, s.cycle);
+        IF free IS NULL THEN
+            RAISE WARNING 'subscription % is cancelled at the end of its dunning: plan "%" has no free plan for cycle %',
+                          s.id, s.plan, subscription.cycle_text(s.cycle);
+            action := 'cancel';
+        END IF;
+    END IF;
+    UPDATE subscription.invoice_record AS r SET status = 'uncollectible'
+     WHERE r.tenant_id = i.tenant_id AND r.id = i.id;
+    PERFORM subscription.write_history('invoice_status', i.account_id, i.subscription_id,
+        jsonb_build_object('invoice_id', i.id, 'issuer', i.issuer, 'number', i.number,
+                           'status', jsonb_build_object('old', i.status, 'new', 'uncollectible'),
+                           'total', i.total, 'paid', i.paid, 'currency', i.currency, 'at', dunning_final.at),
+        i.tenant_id);
+    UPDATE subscription.subscription AS x
+       SET status = CASE WHEN action = 'cancel' THEN 'cancelled' ELSE 'active' END,
+           past_due_since = NULL, past_due_invoice_id = NULL, dunning_step = 0,
+           pending_plan = CASE WHEN action = 'downgrade' AND free <> x.plan THEN free ELSE x.pending_plan END
+     WHERE x.tenant_id = s.tenant_id AND x.id = s.id;
+    IF action = 'downgrade' AND free <> s.plan THEN
+        PERFORM FROM subscription.apply_downgrade(s.tenant_id, s.id, false);
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.dunning_final(subscription.subscription, subscription.invoice_record, text, timestamptz) IS
+'Internal: the final action of a dunning ladder: cancel, freeze, downgrade to the free plan, or keep (D4)';
+
+-- D1, D3, D4: one tenant's dunning up to a time.  The subscriptions with
+-- an open invoice due by then become past due (since its due date); each
+-- past-due one takes the steps of its product's ladder that have fallen
+-- by then, each once: a history row 'dunning_step' (the event
+-- subscription.dunning_step), every step but the last a retry that the
+-- view dunning_retry lists, the last the final action.  A subscription or
+-- invoice another session holds is skipped (SKIP LOCKED: that session is
+-- paying it, or another worker runs it) and taken by a later run; the
+-- steps taken are in the subscription's row, so a run again takes none
+-- twice.  Returns how many moves it made (a subscription becoming past
+-- due; one taking the steps that fell).  Every statement names
+-- the tenant (Citus: one shard group).
+CREATE FUNCTION subscription.run_dunning_tenant(tenant_id bigint, at timestamptz)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    s subscription.subscription;
+    i subscription.invoice_record;
+    ladder integer[];
+    action text;
+    k integer;
+    step_at timestamptz;
+    moved integer := 0;
+BEGIN
+    PERFORM subscription.require_arguments('run_dunning_tenant', '{tenant_id,at}',
+        ARRAY[tenant_id IS NULL, at IS NULL]);
+    PERFORM subscription.require_renewal_run('run_dunning_tenant', at);
+    -- D1: the oldest open invoice due by "at" of each active subscription
+    FOR r IN SELECT DISTINCT ON (v.subscription_id) v.subscription_id, v.id, v.due_at
+               FROM subscription.invoice_record AS v
+              WHERE v.tenant_id = run_dunning_tenant.tenant_id AND v.status = 'open'
+                AND v.due_at <= run_dunning_tenant.at AND v.subscription_id IS NOT NULL
+              ORDER BY v.subscription_id, v.due_at, v.id LOOP
+        -- the subscription, then its invoice, as record_payment takes them
+        -- the other way round: neither waits, so neither deadlocks
+        SELECT * INTO s FROM subscription.subscription AS x
+         WHERE x.tenant_id = run_dunning_tenant.tenant_id AND x.id = r.subscription_id
+           AND x.status = 'active' AND x.paused_at IS NULL
+           FOR NO KEY UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        PERFORM FROM subscription.invoice_record AS v
+         WHERE v.tenant_id = run_dunning_tenant.tenant_id AND v.id = r.id AND v.status = 'open'
+           FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        IF subscription.enter_past_due(run_dunning_tenant.tenant_id, s.id, r.id, r.due_at) THEN
+            moved := moved + 1;
+        END IF;
+    END LOOP;
+    -- D3, D4: the ladder's steps that have fallen
+    FOR r IN SELECT x.id FROM subscription.subscription AS x
+              WHERE x.tenant_id = run_dunning_tenant.tenant_id AND x.status = 'past_due' AND NOT x.dunning_frozen
+              ORDER BY x.id LOOP
+        SELECT * INTO s FROM subscription.subscription AS x
+         WHERE x.tenant_id = run_dunning_tenant.tenant_id AND x.id = r.id
+           AND x.status = 'past_due' AND NOT x.dunning_frozen
+           FOR NO KEY UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        SELECT * INTO i FROM subscription.invoice_record AS v
+         WHERE v.tenant_id = run_dunning_tenant.tenant_id AND v.id = s.past_due_invoice_id AND v.status = 'open'
+           FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        SELECT pr.dunning_days, pr.dunning_action INTO ladder, action
+          FROM subscription.plan AS p JOIN subscription.product AS pr ON pr.code = p.product
+         WHERE p.code = s.plan;
+        IF s.dunning_step < cardinality(ladder)
+           AND subscription.dunning_step_at(s.past_due_since, ladder, s.dunning_step + 1) <= run_dunning_tenant.at THEN
+            moved := moved + 1;
+        END IF;
+        WHILE s.dunning_step < cardinality(ladder) LOOP
+            k := s.dunning_step + 1;
+            step_at := subscription.dunning_step_at(s.past_due_since, ladder, k);
+            EXIT WHEN step_at > run_dunning_tenant.at;
+            PERFORM subscription.write_history('dunning_step', s.account_id, s.id,
+                jsonb_build_object('invoice_id', i.id, 'step', k, 'steps', cardinality(ladder),
+                                   'action', CASE WHEN k < cardinality(ladder) THEN 'retry' ELSE action END,
+                                   'due', i.total - i.paid, 'currency', i.currency, 'at', step_at),
+                s.tenant_id);
+            IF k < cardinality(ladder) THEN
+                UPDATE subscription.subscription AS x SET dunning_step = k
+                 WHERE x.tenant_id = run_dunning_tenant.tenant_id AND x.id = s.id
+                RETURNING * INTO s;
+            ELSE
+                UPDATE subscription.subscription AS x SET dunning_step = k
+                 WHERE x.tenant_id = run_dunning_tenant.tenant_id AND x.id = s.id
+                RETURNING * INTO s;
+                PERFORM subscription.dunning_final(s, i, action, step_at);
+                EXIT;
+            END IF;
+        END LOOP;
+    END LOOP;
+    RETURN moved;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.run_dunning_tenant(bigint, timestamptz) IS
+'One tenant''s dunning up to a time: overdue subscriptions past due, each ladder''s fallen steps taken once, to the final action (D1, D3, D4); returns how many moves it made';
+
+-- run_dunning_tenant for every tenant with an open invoice due by "at", in
+-- committed batches of batch_size tenants, by the keyset of their ids: a
+-- run reads no tenant twice, and several workers may run at once (each
+-- subscription a worker holds, another skips).  For pg_cron, next to
+-- run_renewals.  CALL it outside a transaction block.
+CREATE PROCEDURE subscription.run_dunning(at timestamptz DEFAULT subscription.now(), batch_size integer DEFAULT 1000)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    tenants bigint[];
+    t bigint;
+    after_tenant bigint := -1;
+BEGIN
+    PERFORM subscription.require_arguments('run_dunning', '{at,batch_size}',
+        ARRAY[run_dunning.at IS NULL, run_dunning.batch_size IS NULL]);
+    PERFORM subscription.require_renewal_run('run_dunning', run_dunning.at);
+    IF run_dunning.batch_size OPERATOR(pg_catalog.<) 1 THEN
+        RAISE EXCEPTION 'batch_size must be positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    LOOP
+        tenants := ARRAY(SELECT DISTINCT v.tenant_id FROM subscription.invoice_record AS v
+                          WHERE v.status OPERATOR(pg_catalog.=) 'open' AND v.due_at OPERATOR(pg_catalog.<=) run_dunning.at
+                            AND v.subscription_id IS NOT NULL AND v.tenant_id OPERATOR(pg_catalog.>) after_tenant
+                          ORDER BY v.tenant_id LIMIT run_dunning.batch_size);
+        EXIT WHEN pg_catalog.cardinality(tenants) OPERATOR(pg_catalog.=) 0;
+        FOREACH t IN ARRAY tenants LOOP
+            PERFORM subscription.run_dunning_tenant(t, run_dunning.at);
+        END LOOP;
+        after_tenant := tenants[pg_catalog.cardinality(tenants)];
+        COMMIT;
+    END LOOP;
+END
+$$;
+
+COMMENT ON PROCEDURE subscription.run_dunning(timestamptz, integer) IS
+'Dunning for every tenant (run_dunning_tenant) in committed batches, for pg_cron; CALL it outside a transaction block (D3)';
+
+-- D3: the retries due, for the application's payment job: each past-due
+-- subscription whose ladder's latest step is a retry that no failure
+-- recorded since (record_payment_failure) has answered, with what to charge.
+CREATE VIEW subscription.dunning_retry WITH (security_barrier) AS
+SELECT s.id AS subscription_id,
+       s.account_id,
+       i.id AS invoice_id,
+       i.document_number,
+       i.total OPERATOR(pg_catalog.-) i.paid AS due,
+       i.currency,
+       i.payment_method_id,
+       s.dunning_step AS step,
+       pg_catalog.cardinality(pr.dunning_days) AS steps,
+       s.past_due_since,
+       subscription.dunning_step_at(s.past_due_since, pr.dunning_days, s.dunning_step) AS retry_at
+  FROM subscription.subscription AS s
+  JOIN subscription.invoice_record AS i
+    ON i.tenant_id OPERATOR(pg_catalog.=) s.tenant_id AND i.id OPERATOR(pg_catalog.=) s.past_due_invoice_id
+  JOIN subscription.plan AS p ON p.code OPERATOR(pg_catalog.=) s.plan
+  JOIN subscription.product AS pr ON pr.code OPERATOR(pg_catalog.=) p.product
+ WHERE s.status OPERATOR(pg_catalog.=) 'past_due' AND NOT s.dunning_frozen
+   AND s.dunning_step OPERATOR(pg_catalog.>=) 1
+   AND i.status OPERATOR(pg_catalog.=) 'open'
+   AND NOT EXISTS (SELECT FROM subscription.history AS h
+                    WHERE h.tenant_id OPERATOR(pg_catalog.=) s.tenant_id
+                      AND h.subscription_id OPERATOR(pg_catalog.=) s.id
+                      AND h.operation OPERATOR(pg_catalog.=) 'payment_failure'
+                      AND h.details OPERATOR(pg_catalog.->) 'invoice_id' OPERATOR(pg_catalog.=) pg_catalog.to_jsonb(i.id)
+                      AND (h.details OPERATOR(pg_catalog.->>) 'at')::pg_catalog.timestamptz
+                          OPERATOR(pg_catalog.>=) subscription.dunning_step_at(s.past_due_since, pr.dunning_days, s.dunning_step))
+   AND subscription.may_read(s.account_id);
+
+COMMENT ON VIEW subscription.dunning_retry IS
+'The retries due: past-due subscriptions whose dunning step is a retry not yet answered by a recorded failure, with the invoice and what is due (D3)';
+
+REVOKE ALL ON FUNCTION subscription.dunning_freeze_invoice(bigint, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.free_plan(text, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.dunning_step_at(timestamptz, integer[], integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.enter_past_due(bigint, bigint, bigint, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.end_past_due(bigint, bigint, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.dunning_final(subscription.subscription, subscription.invoice_record, text, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.run_dunning_tenant(bigint, timestamptz) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE subscription.run_dunning(timestamptz, integer) FROM PUBLIC;
+-- end of: past due and dunning (issue 19)
 
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus

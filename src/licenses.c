@@ -292,14 +292,18 @@ FrozenRefusal(Relation rel, const int64 *tenant, int64 subscription_id)
 	Datum		values[2] = {Int64GetDatum(subscription_id), Int64GetDatum(tenant ? *tenant : 0)};
 	SPIPlanPtr *plan = tenant ? &frozen_tenant_plan : &frozen_plan;
 	bool		isnull;
+	bool		paused;
 	int64		account;
 	int64		pausing;
+	int64		invoice;
 
 	KeptPlan(plan,
 			 tenant
-			 ? "SELECT s.account_id, subscription.freezing_subscription(s.tenant_id, s.account_id)"
+			 ? "SELECT s.account_id, subscription.freezing_subscription(s.tenant_id, s.account_id),"
+			 "       subscription.dunning_freeze_invoice(s.tenant_id, s.account_id)"
 			 "  FROM subscription.subscription AS s WHERE s.tenant_id = $2 AND s.id = $1"
-			 : "SELECT s.account_id, subscription.freezing_subscription(s.tenant_id, s.account_id)"
+			 : "SELECT s.account_id, subscription.freezing_subscription(s.tenant_id, s.account_id),"
+			 "       subscription.dunning_freeze_invoice(s.tenant_id, s.account_id)"
 			 "  FROM subscription.subscription AS s WHERE s.id = $1",
 			 tenant ? 2 : 1, argtypes);
 	if (SPI_execute_plan(*plan, values, NULL, true, 1) != SPI_OK_SELECT)
@@ -310,6 +314,15 @@ FrozenRefusal(Relation rel, const int64 *tenant, int64 subscription_id)
 	pausing = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	if (isnull)
 		return;
+	invoice = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &paused));
+	/* D4: frozen by its dunning ladder's final action, not by a pause */
+	if (!paused)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("account " INT64_FORMAT " is frozen", account),
+				 errdetail("Subscription " INT64_FORMAT " is past due: no license is assigned.", pausing),
+				 errhint("Pay invoice " INT64_FORMAT " with subscription.record_payment().", invoice),
+				 errtable(rel)));
 	ereport(ERROR,
 			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 			 errmsg("account " INT64_FORMAT " is frozen", account),
@@ -1315,7 +1328,9 @@ PrecheckLicense(const char *fn, const int64 *tenant, int64 subscription_id, int6
 
 	/* L11: a member that does not exist (P0002), or of another account (22023) */
 	CheckOneMember(snapshot, NULL, tenant, subscription_id, account, member_id);
-	if (assigning && strcmp(status, "active") != 0 && strcmp(status, "trialing") != 0)
+	/* D2: a past-due subscription keeps its seats until its ladder's end */
+	if (assigning && strcmp(status, "active") != 0 && strcmp(status, "trialing") != 0
+		&& strcmp(status, "past_due") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("subscription " INT64_FORMAT " is %s", subscription_id, status),
@@ -1485,14 +1500,14 @@ WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
 				 " SELECT $3, $1, $2"
 				 "   FROM subscription.subscription AS s"
 				 "   JOIN subscription.member AS m ON m.tenant_id = $3 AND m.id = $2"
-				 "  WHERE s.tenant_id = $3 AND s.id = $1 AND s.status IN ('active', 'trialing')"
+				 "  WHERE s.tenant_id = $3 AND s.id = $1 AND s.status IN ('active', 'trialing', 'past_due')"
 				 " ON CONFLICT DO NOTHING RETURNING 1) SELECT FROM inserted"
 				 : "WITH inserted AS ("
 				 "INSERT INTO subscription.license (subscription_id, member_id)"
 				 " SELECT $1, $2"
 				 "   FROM subscription.subscription AS s"
 				 "   JOIN subscription.member AS m ON m.id = $2"
-				 "  WHERE s.id = $1 AND s.status IN ('active', 'trialing')"
+				 "  WHERE s.id = $1 AND s.status IN ('active', 'trialing', 'past_due')"
 				 " ON CONFLICT DO NOTHING RETURNING 1) SELECT FROM inserted",
 				 3, argtypes);
 		/*

@@ -558,15 +558,27 @@ FrozenLimitRefusal(Relation rel, int64 account)
 	Oid			argtypes[1] = {INT8OID};
 	Datum		values[1] = {Int64GetDatum(account)};
 	bool		isnull;
+	bool		paused;
 	int64		pausing;
+	int64		invoice;
 
-	KeptPlan(&frozen_plan, "SELECT subscription.freezing_subscription(subscription.tenant_of('account', $1), $1)",
+	KeptPlan(&frozen_plan, "SELECT subscription.freezing_subscription(t.t, $1), subscription.dunning_freeze_invoice(t.t, $1)"
+			 "  FROM subscription.tenant_of('account', $1) AS t (t)",
 			 1, argtypes);
 	if (SPI_execute_plan(frozen_plan, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		return;
 	pausing = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	if (isnull)
 		return;
+	invoice = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &paused));
+	/* D4: frozen by its dunning ladder's final action, not by a pause */
+	if (!paused)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("account " INT64_FORMAT " is frozen", account),
+				 errdetail("Subscription " INT64_FORMAT " is past due: nothing more is written.", pausing),
+				 errhint("Pay invoice " INT64_FORMAT " with subscription.record_payment().", invoice),
+				 rel != NULL ? errtable(rel) : 0));
 	ereport(ERROR,
 			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 			 errmsg("account " INT64_FORMAT " is frozen", account),

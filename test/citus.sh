@@ -1067,6 +1067,12 @@ for acct in "$DA" "$DB"; do
         "$(diff <(echo "$single") <(echo "$out"))"
 done
 
+# issue 19 (D1, D3, D4, D5): dunning on an account of each worker (a
+# failure, then run_dunning_tenant, a keyed form, to the final action, as
+# on a single server): not run on Citus yet
+TODO_REASON="issue 19 item 5: run_dunning_tenant on an account of each worker, compared with a single server, is not written yet" \
+    tap 0 "run_dunning on accounts of both workers"
+
 # issue 21 (A1): has_feature() on an account of each worker, on the
 # coordinator: desks is granted (the plan's 2), k7rooms is not; the
 # answers are the limits' (limit_of above 0 or unlimited).

@@ -65,7 +65,17 @@ CREATE TABLE subscription.product (
     -- period, charged ('convert'), the product's free plan through
     -- apply_downgrade ('downgrade'), or nothing ('expire')
     trial_end text NOT NULL DEFAULT 'convert'
-              CHECK (trial_end IN ('convert', 'downgrade', 'expire'))
+              CHECK (trial_end IN ('convert', 'downgrade', 'expire')),
+    -- the dunning ladder (issue 19, D3): the days from a subscription's
+    -- becoming past due to its first step, then from each step to the
+    -- next; every step but the last is a retry and a notice, the last
+    -- takes the final action (D4): 'cancel', 'freeze', 'downgrade' (to the
+    -- free plan) or 'keep'
+    dunning_days integer[] NOT NULL DEFAULT '{3,5,7}'
+              CHECK (cardinality(dunning_days) BETWEEN 1 AND 20 AND array_position(dunning_days, NULL) IS NULL
+                     AND 0 < ALL (dunning_days) AND 366 >= ALL (dunning_days)),
+    dunning_action text NOT NULL DEFAULT 'keep'
+              CHECK (dunning_action IN ('cancel', 'freeze', 'downgrade', 'keep'))
 );
 
 COMMENT ON TABLE subscription.product IS 'Products sold, with how their upgrades (restart, prorate) and downgrades (end_of_period, immediate) take effect, and what quantity their renewals take (keep, from_usage: L7)';

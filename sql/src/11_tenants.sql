@@ -78,7 +78,7 @@ CREATE TABLE subscription.subscription (
     renewal              text NOT NULL DEFAULT 'always'
                          CHECK (renewal = ANY (subscription.renewal_options())),
     status               text NOT NULL DEFAULT 'active'
-                         CHECK (status IN ('active', 'trialing', 'cancelled', 'expired')),
+                         CHECK (status IN ('active', 'trialing', 'cancelled', 'expired', 'past_due')),
     cancel_at_period_end boolean NOT NULL DEFAULT false,
     pending_plan         text REFERENCES subscription.plan (code) ON UPDATE CASCADE,
     pending_cycle        interval CHECK (subscription.is_valid_cycle(pending_cycle)),
@@ -118,6 +118,17 @@ CREATE TABLE subscription.subscription (
     CONSTRAINT subscription_pause_whole
         CHECK (num_nulls(paused_at, pause_mode, paused_period_end) IN (0, 3)
                AND (resume_at IS NULL OR paused_at IS NOT NULL)),
+    -- added in 1.1 (issue 19, D1-D5), hence last: past due since when, for
+    -- which invoice, the steps of its product's dunning ladder taken, and
+    -- whether the last one froze the account (as a pause in mode freeze)
+    past_due_since       timestamptz,
+    past_due_invoice_id  bigint,
+    dunning_step         integer NOT NULL DEFAULT 0 CHECK (dunning_step >= 0),
+    dunning_frozen       boolean NOT NULL DEFAULT false,
+    CONSTRAINT subscription_past_due_whole
+        CHECK ((status = 'past_due') = (past_due_since IS NOT NULL)
+               AND (past_due_since IS NULL) = (past_due_invoice_id IS NULL)
+               AND (status = 'past_due' OR (dunning_step = 0 AND NOT dunning_frozen))),
     CONSTRAINT subscription_pkey PRIMARY KEY (tenant_id, id),
     CONSTRAINT subscription_account_id_fkey FOREIGN KEY (tenant_id, account_id)
         REFERENCES subscription.account (tenant_id, id),

@@ -40,7 +40,8 @@ RETURN subscription.license_capacity(subscription.tenant_of('subscription', lice
 COMMENT ON FUNCTION subscription.license_capacity(bigint) IS 'Licenses a subscription may assign: its quantity plus license add-ons';
 
 -- The paused subscription that freezes an account (pause(..., mode =>
--- 'freeze'), issue 19), or NULL: while one does, the account's limits are 0
+-- 'freeze'), issue 19), or the past-due one whose dunning ladder froze it
+-- (D4), or NULL: while one does, the account's limits are 0
 -- (limit_of) and its seat counters closed (assigns_licenses), so that the
 -- guards refuse every growing write from the counter rows they already
 -- lock, and only their refusals call this to say why (55000, with a HINT to
@@ -55,15 +56,35 @@ BEGIN
     RETURN (SELECT min(s.id) FROM subscription.subscription AS s
              WHERE s.tenant_id OPERATOR(pg_catalog.=) freezing_subscription.tenant_id
                AND s.account_id OPERATOR(pg_catalog.=) freezing_subscription.account_id
-               AND s.pause_mode OPERATOR(pg_catalog.=) 'freeze');
+               AND (s.pause_mode OPERATOR(pg_catalog.=) 'freeze' OR s.dunning_frozen));
 END
 $$;
 
 COMMENT ON FUNCTION subscription.freezing_subscription(bigint, bigint) IS
-'Internal: the paused subscription that freezes the account (pause mode freeze), or NULL';
+'Internal: the paused subscription that freezes the account (pause mode freeze), or the past-due one its dunning froze (D4), or NULL';
 
--- Whether a subscription assigns licenses: it is active or trialing, and
--- its account is not frozen.  Its seat counter's "active", which the
+-- D4: the invoice whose dunning froze an account (its ladder's final
+-- action 'freeze'), or NULL (not frozen, or frozen by a pause): what the
+-- guards' refusals name as the way out.  Read only on the way to a refusal.
+CREATE FUNCTION subscription.dunning_freeze_invoice(tenant_id bigint, account_id bigint)
+RETURNS bigint
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT s.past_due_invoice_id FROM subscription.subscription AS s
+             WHERE s.tenant_id OPERATOR(pg_catalog.=) dunning_freeze_invoice.tenant_id
+               AND s.account_id OPERATOR(pg_catalog.=) dunning_freeze_invoice.account_id
+               AND s.dunning_frozen AND s.pause_mode IS NULL
+             ORDER BY s.id LIMIT 1);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.dunning_freeze_invoice(bigint, bigint) IS
+'Internal: the past-due invoice whose dunning froze the account (D4), or NULL';
+
+-- Whether a subscription assigns licenses: it is active, trialing or past
+-- due (D2), and its account is not frozen.  Its seat counter's "active", which the
 -- license guard reads.  Of columns, not of the row: on Citus a trigger on
 -- a shard reads rows of the shard's own row type (issue 17).
 CREATE FUNCTION subscription.assigns_licenses(tenant_id bigint, account_id bigint, status text)
@@ -72,13 +93,13 @@ LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    RETURN assigns_licenses.status IN ('active', 'trialing')
+    RETURN assigns_licenses.status IN ('active', 'trialing', 'past_due')
            AND subscription.freezing_subscription(assigns_licenses.tenant_id, assigns_licenses.account_id) IS NULL;
 END
 $$;
 
 COMMENT ON FUNCTION subscription.assigns_licenses(bigint, bigint, text) IS
-'Internal: whether a subscription assigns licenses (active or trialing, its account not frozen): its seat counter''s "active"';
+'Internal: whether a subscription assigns licenses (active, trialing or past due, its account not frozen): its seat counter''s "active"';
 
 -- Keeps a subscription's seat counter in step with its quantity, status and
 -- add-on batches.  Lowering the capacity below the licenses in use fails on

@@ -32,7 +32,7 @@ COMMENT ON FUNCTION subscription.require_feature(text) IS 'Internal: 42704 unles
 -- its quantity, as if each were subscribed (Z3); with a separate
 -- subscription of an included product they add up, like any two.  NULL is
 -- unlimited: one unlimited plan makes the feature unlimited.  A trial has
--- its plan's limits.  A feature no active subscription or add-on names has
+-- its plan's limits, and so has a past-due subscription (D2).  A feature no active subscription or add-on names has
 -- no row (name: the feature).  numeric, so that the caller's cast makes an overflow an error,
 -- not a wrap.  One statement, naming the tenant (issue 17); the limits ask
 -- it of one feature (granted_limit), the entitlements of all
@@ -61,14 +61,14 @@ BEGIN
                -- the version of the plan the subscription holds (grandfathering)
                AND l.versions @> p.version
              WHERE s.tenant_id = granted_limits.tenant_id AND s.account_id = granted_limits.account_id
-               AND s.status IN ('active', 'trialing')
+               AND s.status IN ('active', 'trialing', 'past_due')
             UNION ALL
             SELECT a.feature, false, b.quantity::numeric * a.units
               FROM subscription.subscription AS s
               JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
               JOIN subscription.addon AS a ON a.code = b.addon
              WHERE s.tenant_id = granted_limits.tenant_id AND s.account_id = granted_limits.account_id
-               AND s.status IN ('active', 'trialing')
+               AND s.status IN ('active', 'trialing', 'past_due')
                AND b.status = 'active'
                -- an add-on without a feature grants none
                AND a.feature IS NOT NULL

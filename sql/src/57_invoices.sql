@@ -70,7 +70,8 @@ COMMENT ON FUNCTION subscription.open_invoice(bigint, bigint, bigint, text, time
 
 -- I3: an invoice's status from its total and what was paid: paid once
 -- nothing is due; a void or uncollectible invoice stays so.  A change of
--- status is a history row (and its event, E1).
+-- status is a history row (and its event, E1).  Paid: the subscription
+-- past due for it is active again, in this transaction (D5).
 CREATE FUNCTION subscription.settle_invoice(tenant_id bigint, invoice_id bigint, quiet boolean DEFAULT false,
                                             at timestamptz DEFAULT NULL)
 RETURNS text
@@ -98,6 +99,9 @@ BEGIN
                                'total', i.total, 'paid', i.paid, 'currency', i.currency,
                                'at', coalesce(settle_invoice.at, i.at)),
             i.tenant_id);
+        IF new_status = 'paid' AND i.subscription_id IS NOT NULL THEN
+            PERFORM subscription.end_past_due(i.tenant_id, i.subscription_id, i.id);
+        END IF;
     END IF;
     RETURN new_status;
 END
@@ -237,8 +241,11 @@ COMMENT ON FUNCTION subscription.line_amount(text, numeric) IS
 'Internal: a ledger line''s part of its invoice''s total: a charge adds, every other kind takes off (I2)';
 
 -- I3: void an open invoice that nothing paid: a correcting invoice gives
--- each charge back net of its coupon (a refund line naming it), and the
--- invoice is void.  No line is deleted.
+-- each charge back net of what was already taken off it (its coupon, the
+-- credit that paid part of it, a refund or credit of it given before: a
+-- refund line naming it), returns to the account as credit what the
+-- invoice took off with the account's credit or gave back of earlier
+-- charges (one credit line), and the invoice is void.  No line is deleted.
 CREATE FUNCTION subscription.void_invoice(tenant_id bigint, invoice_id bigint, reason text, at timestamptz)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -249,6 +256,7 @@ DECLARE
     i subscription.invoice_record;
     correction bigint;
     c record;
+    returned numeric;
 BEGIN
     -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
     IF subscription.idempotency_requested() THEN
@@ -269,19 +277,17 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Only an open invoice without payments can be voided; give money back with a refund or a credit.';
     END IF;
-    IF EXISTS (SELECT FROM subscription.ledger AS l
-                WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id AND l.kind NOT IN ('charge', 'discount'))
-       OR EXISTS (SELECT FROM subscription.ledger AS l JOIN subscription.ledger AS g
-                    ON g.tenant_id = l.tenant_id AND g.charge_id = l.id AND g.kind IN ('refund', 'credit')
-                   WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id) THEN
-        RAISE EXCEPTION 'invoice % has credits, refunds or credit used', i.document_number
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'Only charges and their coupons can be voided; give money back with a refund or a credit.';
-    END IF;
     correction := subscription.open_invoice(i.tenant_id, i.account_id, i.subscription_id, i.currency,
                                             void_invoice.at, NULL, i.id);
-    FOR c IN SELECT l.*, coalesce((SELECT d.amount FROM subscription.ledger AS d
-                                    WHERE d.tenant_id = l.tenant_id AND d.charge_id = l.id AND d.kind = 'discount'), 0) AS off
+    -- each charge, net of what its coupon, the credit that paid it and
+    -- the refunds and credits of it given before took off
+    FOR c IN SELECT l.*, coalesce((SELECT sum(d.amount) FROM subscription.ledger AS d
+                                    WHERE d.tenant_id = l.tenant_id AND d.charge_id = l.id
+                                      AND d.kind IN ('discount', 'credit_used', 'refund', 'credit')), 0) AS off,
+                    -- a charge is given back once by a line naming it (ledger_one_refund_per_charge)
+                    EXISTS (SELECT FROM subscription.ledger AS g
+                             WHERE g.tenant_id = l.tenant_id AND g.charge_id = l.id
+                               AND g.kind IN ('refund', 'credit')) AS given_back
                FROM subscription.ledger AS l
               WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id AND l.kind = 'charge'
               ORDER BY l.id LOOP
@@ -290,10 +296,25 @@ BEGIN
                    (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan,
                     charge_id, description, invoice_id, corrects_invoice_id)
             VALUES (i.tenant_id, i.account_id, c.subscription_id, c.addon_batch_id, 'refund', c.amount - c.off,
-                    c.currency, c.period, c.item, c.plan, c.id,
-                    format('void of invoice %s: %s', i.document_number, reason), correction, i.id);
+                    c.currency, c.period, c.item, c.plan, CASE WHEN NOT c.given_back THEN c.id END,
+                    format('void of invoice %s: %s', i.document_number, reason)
+                      || CASE WHEN c.given_back THEN format(' (the rest of charge %s)', c.id) ELSE '' END,
+                    correction, i.id);
         END IF;
     END LOOP;
+    -- the account's credit this invoice used, and what it gave back of
+    -- earlier charges, stay the account's: one credit line (L9)
+    returned := (SELECT sum(l.amount) FROM subscription.ledger AS l
+                  WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id AND l.kind IN ('credit_used', 'refund', 'credit'));
+    IF returned > 0 THEN
+        INSERT INTO subscription.ledger
+               (tenant_id, account_id, subscription_id, kind, amount, currency, item, description, invoice_id,
+                corrects_invoice_id)
+        VALUES (i.tenant_id, i.account_id, i.subscription_id, 'credit', subscription.round_money(returned, i.currency),
+                i.currency, 'credit',
+                format('void of invoice %s: credit used and given back returned to the account (%s)',
+                       i.document_number, reason), correction, i.id);
+    END IF;
     UPDATE subscription.invoice_record AS r SET status = 'void', void_reason = reason
      WHERE r.tenant_id = i.tenant_id AND r.id = i.id;
     PERFORM subscription.write_history('invoice_status', i.account_id, i.subscription_id,
@@ -302,12 +323,16 @@ BEGIN
                            'correcting_invoice_id', correction, 'total', i.total, 'paid', i.paid,
                            'currency', i.currency, 'at', void_invoice.at),
         i.tenant_id);
+    -- D5: nothing is owed on it any more
+    IF i.subscription_id IS NOT NULL THEN
+        PERFORM subscription.end_past_due(i.tenant_id, i.subscription_id, i.id);
+    END IF;
     RETURN correction;
 END
 $$;
 
 COMMENT ON FUNCTION subscription.void_invoice(bigint, bigint, text, timestamptz) IS
-'Void an open unpaid invoice: a correcting invoice gives its charges back, nothing is deleted (I3) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+'Void an open unpaid invoice: a correcting invoice gives its charges back and returns credit used or given back to the account, nothing is deleted (I3) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 CREATE FUNCTION subscription.void_invoice(invoice_id bigint, reason text, at timestamptz DEFAULT subscription.now())
 RETURNS bigint
@@ -322,7 +347,7 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.void_invoice(bigint, text, timestamptz) IS
-'Void an open unpaid invoice: a correcting invoice gives its charges back, nothing is deleted (I3)';
+'Void an open unpaid invoice: a correcting invoice gives its charges back and returns credit used or given back to the account, nothing is deleted (I3)';
 
 -- I4, I5: money received for an invoice.  Payments add up; what is above
 -- what was due becomes the account's credit (L9: a credit line the next
@@ -423,7 +448,8 @@ COMMENT ON FUNCTION subscription.record_payment(bigint, numeric, text, timestamp
 'Record a payment of an invoice: payments add up, an overpayment becomes credit, once per reference (I4, I5, L9)';
 
 -- I6: a failed attempt to charge an invoice, in history (and its event
--- payment.failed, E1); what follows a failure is the dunning's.
+-- payment.failed, E1); its subscription is past due from then on (D1), and
+-- what follows is the dunning's (61_dunning.sql).
 CREATE FUNCTION subscription.record_payment_failure(tenant_id bigint, invoice_id bigint, reason text, at timestamptz)
 RETURNS void
 LANGUAGE plpgsql
@@ -456,6 +482,10 @@ BEGIN
                                               AND h.operation = 'payment_failure'
                                               AND h.details -> 'invoice_id' = to_jsonb(i.id))),
         i.tenant_id);
+    -- D1: a failed charge makes the subscription past due at once
+    IF i.subscription_id IS NOT NULL THEN
+        PERFORM subscription.enter_past_due(i.tenant_id, i.subscription_id, i.id, at);
+    END IF;
 END
 $$;
 

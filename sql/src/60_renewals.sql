@@ -300,11 +300,34 @@ $$;
 
 COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription, subscription.period_terms) IS 'Internal: whether the next renewal can lower the account''s limits';
 
+-- The free plan of a plan's product for a cycle: its lowest-ranked
+-- service plan priced 0 for the cycle, or NULL.  Where a trial's
+-- 'downgrade' (end_trial) and a dunning's (D4, dunning_final) go.
+CREATE FUNCTION subscription.free_plan(plan text, cycle interval)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT f.code
+              FROM subscription.plan AS p
+              JOIN subscription.plan AS f ON f.product = p.product AND f.kind = 'service'
+              JOIN subscription.plan_price AS pp
+                ON pp.plan = f.code AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(free_plan.cycle)
+               AND pp.versions @> f.version AND pp.amount = 0
+             WHERE p.code = free_plan.plan
+             ORDER BY f.rank, f.code
+             LIMIT 1);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.free_plan(text, interval) IS
+'Internal: the free plan of a plan''s product for a cycle (its lowest-ranked service plan priced 0), or NULL';
+
 -- A trial at its end (issue 19), by its product's trial_end: 'convert'
 -- makes it active, and renew_period charges its first period (from the
 -- trial's end: anchor, period 0); 'downgrade' does the same toward the
--- product's free plan (its lowest-ranked service plan priced 0 for the
--- cycle), a pending change that renew_period makes through
+-- product's free plan (free_plan), a pending change that renew_period makes through
 -- apply_downgrade, trimming by the tables' rules; 'expire' (or a downgrade
 -- with no free plan, with a WARNING) expires it.  Returns the subscription.
 CREATE FUNCTION subscription.end_trial(s subscription.subscription)
@@ -320,15 +343,7 @@ BEGIN
       FROM subscription.plan AS p JOIN subscription.product AS pr ON pr.code = p.product
      WHERE p.code = s.plan;
     IF trial_end = 'downgrade' THEN
-        SELECT f.code INTO free_plan
-          FROM subscription.plan AS p
-          JOIN subscription.plan AS f ON f.product = p.product AND f.kind = 'service'
-          JOIN subscription.plan_price AS pp
-            ON pp.plan = f.code AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(s.cycle)
-           AND pp.versions @> f.version AND pp.amount = 0
-         WHERE p.code = s.plan
-         ORDER BY f.rank, f.code
-         LIMIT 1;
+        free_plan := subscription.free_plan(s.plan, s.cycle);
         IF free_plan IS NULL THEN
             RAISE WARNING 'subscription % expires at the end of its trial: plan "%" has no free plan for cycle %',
                           s.id, s.plan, subscription.cycle_text(s.cycle);

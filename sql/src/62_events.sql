@@ -110,6 +110,24 @@ SELECT x.type, pg_catalog.jsonb_build_object('version', 1) OPERATOR(pg_catalog.|
      WHERE operation = 'subscription_update'
        AND details -> 'status' OPERATOR(pg_catalog.->>) 'new' IN ('cancelled', 'expired')
     UNION ALL
+    -- past due and its end (issue 19, D1, D5)
+    SELECT 'subscription.past_due', pg_catalog.jsonb_build_object(
+               'invoice_id', details -> 'past_due_invoice_id' -> 'new',
+               'since', subscription.event_time((details -> 'past_due_since' OPERATOR(pg_catalog.->>) 'new')::pg_catalog.timestamptz))
+     WHERE operation = 'subscription_update'
+       AND details -> 'status' OPERATOR(pg_catalog.->>) 'new' = 'past_due'
+    UNION ALL
+    SELECT 'subscription.past_due_ended', pg_catalog.jsonb_build_object(
+               'status', details -> 'status' -> 'new', 'invoice_id', details -> 'past_due_invoice_id' -> 'old')
+     WHERE operation = 'subscription_update'
+       AND details -> 'status' OPERATOR(pg_catalog.->>) 'old' = 'past_due'
+    UNION ALL
+    SELECT 'subscription.dunning_step', pg_catalog.jsonb_build_object(
+               'invoice_id', details -> 'invoice_id', 'step', details -> 'step', 'steps', details -> 'steps',
+               'action', details -> 'action', 'amount', details -> 'due', 'currency', details -> 'currency',
+               'step_at', subscription.event_time((details OPERATOR(pg_catalog.->>) 'at')::pg_catalog.timestamptz))
+     WHERE operation = 'dunning_step'
+    UNION ALL
     SELECT 'addon.purchased', pg_catalog.jsonb_build_object(
                'batch_id', details -> 'id', 'addon', details -> 'addon', 'quantity', details -> 'quantity')
      WHERE operation = 'addon_batch_insert'
@@ -134,9 +152,10 @@ SELECT x.type, pg_catalog.jsonb_build_object('version', 1) OPERATOR(pg_catalog.|
     SELECT 'invoice.' || (details -> 'status' OPERATOR(pg_catalog.->>) 'new'), pg_catalog.jsonb_build_object(
                'invoice_id', details -> 'invoice_id', 'issuer', details -> 'issuer', 'number', details -> 'number',
                'amount', details -> 'total', 'paid', details -> 'paid', 'currency', details -> 'currency',
-               CASE details -> 'status' OPERATOR(pg_catalog.->>) 'new' WHEN 'paid' THEN 'paid_at' ELSE 'void_at' END,
+               (details -> 'status' OPERATOR(pg_catalog.->>) 'new') OPERATOR(pg_catalog.||) '_at',
                subscription.event_time((details OPERATOR(pg_catalog.->>) 'at')::pg_catalog.timestamptz))
-     WHERE operation = 'invoice_status' AND details -> 'status' OPERATOR(pg_catalog.->>) 'new' IN ('paid', 'void')
+     WHERE operation = 'invoice_status'
+       AND details -> 'status' OPERATOR(pg_catalog.->>) 'new' IN ('paid', 'void', 'uncollectible')
     UNION ALL
     SELECT 'payment.recorded', pg_catalog.jsonb_build_object(
                'payment_id', details -> 'payment_id', 'invoice_id', details -> 'invoice_id', 'amount', details -> 'amount',

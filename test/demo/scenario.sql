@@ -308,3 +308,42 @@ SELECT s.id, a.name AS account, s.plan, l.amount AS renewal_2028, effective_limi
   FROM subscription AS s JOIN account AS a ON a.id = s.account_id
   JOIN ledger AS l ON l.subscription_id = s.id AND l.kind = 'charge' AND lower(l.period) = '2028-01-01'
  WHERE s.id IN (:pro_hosts_only, :pro_automating) ORDER BY s.id;
+
+\echo
+\echo '=== 19. Trials and dunning (issue 19): a ClickMeeting trial converts; a Zendesk account falls past due, is frozen, then pays'
+\echo 'ClickMeeting Live with a 14-day trial: trialing, charged nothing, converted at its end and charged its first period'
+UPDATE plan_price SET trial = '14 days' WHERE plan = 'cm_live' AND cycle = '30 days';
+INSERT INTO account (id, name) VALUES (60, 'Webinar Works') RETURNING id AS webinar_works \gset
+SELECT accept_terms(:webinar_works, '2027-03', '2028-01-01');
+SELECT subscribe(:webinar_works, 'cm_live', '30 days', 1, '2028-01-01') AS trial \gset
+SELECT status, trial_ends::date, (SELECT sum(amount) FROM ledger WHERE subscription_id = :trial) AS charged
+  FROM subscription WHERE id = :trial;
+SELECT renew_account(:webinar_works, '2028-01-15') AS converted;
+SELECT status, period, (SELECT sum(amount) FROM ledger WHERE subscription_id = :trial) AS charged
+  FROM subscription WHERE id = :trial;
+\echo 'Zendesk Team for 3 agents, due 7 days later; the ladder: a retry 3 days after the failure, another 5 days later, a freeze 7 days after that (D1-D4)'
+UPDATE product SET dunning_days = '{3,5,7}', dunning_action = 'freeze' WHERE code = 'support';
+SET subscription.payment_terms = 7;
+INSERT INTO account (id, name) VALUES (61, 'Helpdesk Heroes') RETURNING id AS heroes \gset
+SELECT accept_terms(:heroes, '2027-03', '2028-01-01');
+INSERT INTO member (id, account_id, external_id, role) VALUES (610, :heroes, 'lead@heroes', 'owner') RETURNING id AS lead \gset
+INSERT INTO member (id, account_id, external_id, role) VALUES (611, :heroes, 'agent@heroes', 'member') RETURNING id AS agent \gset
+SELECT subscribe(:heroes, 'zd_team', '1 month', 3, '2028-01-01') AS heroes_team \gset
+SELECT license_consume(:heroes_team, :lead) AS seats_left;
+SELECT id AS heroes_invoice, document_number, total, due_at::date FROM invoice_record WHERE subscription_id = :heroes_team \gset
+\echo 'The charge on the due date fails: past due at once, still with its seats'
+SELECT record_payment_failure(:heroes_invoice, 'card_declined', '2028-01-08');
+SELECT status, past_due_since::date, licenses_left(:heroes_team) AS seats_left FROM subscription WHERE id = :heroes_team;
+SELECT run_dunning_tenant(:heroes, '2028-01-11') AS moved;
+SELECT document_number, due, step, steps, retry_at::date FROM dunning_retry WHERE account_id = :heroes;
+SELECT record_payment_failure(:heroes_invoice, 'card_declined', '2028-01-11 09:00');
+\echo 'The last step (January 23rd) freezes the account: no seat is assigned until it pays'
+SELECT run_dunning_tenant(:heroes, '2028-01-23') AS moved;
+SELECT status, dunning_step, dunning_frozen FROM subscription WHERE id = :heroes_team;
+SELECT pg_temp.show_error(format('SELECT license_consume(%s, %s)', :heroes_team, :agent)) AS frozen_seat;
+\echo 'It pays in full: active again and the freeze lifted in the same transaction (D5)'
+SELECT record_payment(:heroes_invoice, :total, 'ch_heroes_1', '2028-01-24') IS NOT NULL AS paid;
+SELECT status, dunning_frozen FROM subscription WHERE id = :heroes_team;
+SELECT license_consume(:heroes_team, :agent) AS seats_left;
+SELECT type FROM event WHERE account_id = :heroes AND (type LIKE 'subscription.%' OR type LIKE 'payment.%' OR type LIKE 'invoice.paid')
+ ORDER BY id;

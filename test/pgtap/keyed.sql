@@ -23,6 +23,7 @@ INSERT INTO not_keyed VALUES
     ('preview_migration', 'every subscription of a plan, across tenants; writes nothing'),
     ('renew_due', 'every tenant''s due renewals; renew_account is the per-tenant form (issue 17, item 4)'),
     ('run_renewals', 'every tenant''s due renewals, in batches; renew_account is the per-tenant form'),
+    ('run_dunning', 'every tenant''s dunning, in batches; run_dunning_tenant is the per-tenant form (issue 19, D3)'),
     ('preview_change_plan', 'writes nothing: the change runs in a subtransaction that is rolled back'),
     ('preview_set_quantity', 'writes nothing: the change runs in a subtransaction that is rolled back'),
     ('preview_purchase_addon', 'writes nothing: the change runs in a subtransaction that is rolled back'),

@@ -257,7 +257,8 @@ SELECT is_empty(
          -- a procedure that commits cannot carry SET; it qualifies everything
          AND p.oid NOT IN ('subscription.run_renewals(timestamptz, integer)'::regprocedure,
                            'subscription.renew_local_tenants(timestamptz, integer)'::regprocedure,
-                           'subscription.renew_in_batches(text, timestamptz, integer, bigint[])'::regprocedure)$$,
+                           'subscription.renew_in_batches(text, timestamptz, integer, bigint[])'::regprocedure,
+                           'subscription.run_dunning(timestamptz, integer)'::regprocedure)$$,
     'every SQL and PL/pgSQL function with a body in a string pins search_path to pg_catalog, pg_temp');
 SELECT is_empty(
     $$SELECT p.oid::regprocedure::text FROM pg_proc AS p
