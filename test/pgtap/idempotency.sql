@@ -21,6 +21,8 @@ INSERT INTO not_idempotent VALUES
     ('renew_due', 'across tenants; renews each period once by itself (R1): a second run renews nothing'),
     ('run_renewals', 'across tenants; renews each period once by itself'),
     ('renew_local_tenants', 'across tenants; renews each period once by itself'),
+    ('run_dunning', 'across tenants; takes each step of a ladder once by itself (D3)'),
+    ('run_dunning_tenant', 'takes each step of a ladder once by itself (D3): a second run takes none'),
     ('preview_change_plan', 'writes nothing'),
     ('preview_set_quantity', 'writes nothing'),
     ('preview_purchase_addon', 'writes nothing'),
