@@ -21316,6 +21316,373 @@ REVOKE ALL ON FUNCTION subscription.run_dunning_tenant(bigint, timestamptz) FROM
 REVOKE ALL ON PROCEDURE subscription.run_dunning(timestamptz, integer) FROM PUBLIC;
 -- end of: past due and dunning (issue 19)
 
+-- Usage previews, restart's period number (issue 21, items 4 and 2) ---
+-- bill_usage's computation moved into usage_due(), which the previews share
+
+-- U1: a counter's integral (row-seconds) carried from since to t at its
+-- use: the SQL readers' one form of the guard's accumulation (the guard's
+-- own is METER_ACCUMULATORS in src/limits.c, in its one UPDATE).
+CREATE FUNCTION subscription.integral_at(integral numeric, used bigint, since timestamptz, t timestamptz)
+RETURNS numeric
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN integral + used * extract(epoch FROM greatest(t, since) - since);
+
+COMMENT ON FUNCTION subscription.integral_at(numeric, bigint, timestamptz, timestamptz) IS
+'Internal: a usage counter''s integral in row-seconds carried from since to a later time at its use (U1)';
+
+-- U3: what the usage of a subscription's period, from its start until
+-- "until", comes to, per usage price of its plan: the one computation of
+-- the bill (bill_usage, which locks the counters first) and of its preview
+-- (preview_usage, renewal_notice, current_usage's open figures).  For each
+-- price: its counter's figure for the period (the meter's aggregation; the
+-- recorded total without rows), price(aggregate - included) rounded once
+-- to the currency.  What is billed runs from the period's start, or from
+-- the end of its last bill (a plan change mid-period billed up to then);
+-- a price billed up to until already gives no row.  The time-weighted
+-- figure runs to until (the current use held until then), or to the
+-- counter's last change when that came later (nothing is counted twice:
+-- the next period starts there).
+CREATE FUNCTION subscription.usage_due(s subscription.subscription, until timestamptz)
+RETURNS TABLE(feature text, aggregation text, from_rows boolean, period tstzrange, upto timestamptz,
+              used bigint, peak bigint, integral numeric, aggregate numeric, included bigint, billable numeric,
+              amount numeric, currency text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p record;
+    c record;
+    starts timestamptz;
+BEGIN
+    FOR p IN
+        SELECT u.feature, u.included, u.unit_amount, u.tiers, u.mode, u.currency,
+               coalesce(m.aggregation, CASE WHEN t.feature IS NULL THEN 'recorded' ELSE 'count' END) AS aggregation,
+               coalesce(m.unit, interval '1 day') AS unit, t.feature IS NOT NULL AS from_rows
+          FROM subscription.plan_usage_price AS u
+          LEFT JOIN subscription.limited_table AS t ON t.feature = u.feature
+          LEFT JOIN subscription.meter AS m ON m.feature = u.feature
+         WHERE u.plan = s.plan
+         ORDER BY u.feature
+    LOOP
+        -- from the period's start, or where a bill of this period ended (a
+        -- plan change mid-period); nothing left: billed already
+        SELECT coalesce(max(upper(x.period)), lower(s.period)) INTO starts
+          FROM subscription.usage_period AS x
+         WHERE x.tenant_id = s.tenant_id AND x.subscription_id = s.id AND x.feature = p.feature
+           AND x.period && tstzrange(lower(s.period), until, '[]');
+        CONTINUE WHEN starts >= until;
+        SELECT u.used, u.peak, u.integral, u.since INTO c
+          FROM subscription.usage_counter AS u
+         WHERE u.tenant_id = s.tenant_id AND u.account_id = s.account_id AND u.feature = p.feature;
+        feature := p.feature;
+        aggregation := p.aggregation;
+        from_rows := p.from_rows;
+        period := tstzrange(starts, until);
+        upto := greatest(coalesce(c.since, until), until);
+        used := coalesce(c.used, 0);
+        peak := coalesce(greatest(c.peak, c.used), 0);
+        integral := subscription.integral_at(coalesce(c.integral, 0), coalesce(c.used, 0), coalesce(c.since, until), upto);
+        aggregate := coalesce(CASE p.aggregation
+                              WHEN 'peak' THEN greatest(c.peak, c.used)
+                              WHEN 'time_weighted' THEN integral / extract(epoch FROM p.unit)
+                              ELSE c.used END, 0);
+        included := p.included;
+        billable := greatest(aggregate - p.included, 0);
+        amount := subscription.round_money(subscription.usage_amount(billable, p.unit_amount, p.tiers, p.mode), p.currency);
+        currency := p.currency;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.usage_due(subscription.subscription, timestamptz) IS
+'Internal: what a subscription''s usage comes to up to a time, per usage price, not yet billed: the one computation of bill_usage and its previews (U3, U6)';
+
+-- U3: bill the usage of a subscription's period, from its start until
+-- "until" (its end at a renewal; the moment of a cancellation or plan
+-- change mid-period): the counters of its plan's usage prices locked (the
+-- guard's writers queue behind them), then for each line of usage_due one
+-- charge line 'usage <feature>' through ledger_one_charge_per_period, the
+-- period's snapshot in usage_period, and the counter's accumulators reset
+-- for the next period, all in the caller's transaction.  A period billed
+-- up to until already is skipped: a renewal run twice bills once.
+-- Renewals (renew_period) call it before the period moves.
+CREATE OR REPLACE FUNCTION subscription.bill_usage(s subscription.subscription, until timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d record;
+    line bigint;
+    -- a value first: on Citus the catalog's lookup may not run inside the shard's query
+    features text[] := ARRAY(SELECT x.feature FROM subscription.plan_usage_price AS x WHERE x.plan = s.plan);
+BEGIN
+    -- the counters first, in the order of the features (as usage_due reads them)
+    PERFORM FROM subscription.usage_counter AS u
+     WHERE u.tenant_id = s.tenant_id AND u.account_id = s.account_id AND u.feature = ANY (features)
+     ORDER BY u.feature
+       FOR UPDATE OF u;
+    FOR d IN SELECT * FROM subscription.usage_due(s, until) LOOP
+        line := NULL;
+        IF d.amount > 0 THEN
+            INSERT INTO subscription.ledger AS l
+                   (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+            VALUES (s.tenant_id, s.account_id, s.id, 'charge', d.amount, d.currency, d.period, 'usage ' || d.feature, s.plan,
+                    format('overage: %s %s of %s, %s included', round(d.aggregate, 6), d.aggregation, d.feature, d.included))
+            ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
+               WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING
+            RETURNING l.id INTO line;
+        END IF;
+        INSERT INTO subscription.usage_period
+               (tenant_id, subscription_id, account_id, feature, period, plan, aggregation, used, peak, integral,
+                aggregate, included, billable, amount, currency, ledger_id)
+        VALUES (s.tenant_id, s.id, s.account_id, d.feature, d.period, s.plan, d.aggregation, d.used,
+                d.peak, d.integral, d.aggregate, d.included, d.billable, d.amount, d.currency, line);
+        -- the next period's accumulators: rows stay, recorded usage starts again
+        UPDATE subscription.usage_counter AS u
+           SET used = CASE WHEN d.from_rows THEN d.used ELSE 0 END,
+               peak = CASE WHEN d.from_rows THEN d.used ELSE 0 END,
+               integral = 0, since = d.upto
+         WHERE u.tenant_id = s.tenant_id AND u.account_id = s.account_id AND u.feature = d.feature;
+        IF NOT d.from_rows THEN
+            -- keys are kept for the period and the grace after it
+            DELETE FROM subscription.usage_record AS r
+             WHERE r.tenant_id = s.tenant_id AND r.account_id = s.account_id AND r.feature = d.feature
+               AND r.at < lower(s.period) - current_setting('subscription.usage_key_grace')::interval;
+        END IF;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.bill_usage(subscription.subscription, timestamptz) IS
+'Internal: bill the usage of a subscription''s period up to a time, once, and reset the counters'' accumulators (U3)';
+
+-- U6: what the next renewal of each of an account's subscriptions would
+-- bill of its usage: usage_due up to the period's end, the use of now
+-- held until then (the time-weighted figure projected).  The bill's own
+-- computation, nothing written.
+CREATE FUNCTION subscription.preview_usage(account_id bigint)
+RETURNS TABLE(subscription_id bigint, feature text, aggregate numeric, included bigint, billable numeric,
+              amount numeric, currency text, period tstzrange)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tenant bigint;
+    s subscription.subscription;
+BEGIN
+    PERFORM subscription.require_arguments('preview_usage', '{account_id}', ARRAY[account_id IS NULL]);
+    tenant := subscription.tenant_of('account', preview_usage.account_id);
+    PERFORM subscription.require_account(tenant, preview_usage.account_id);
+    PERFORM subscription.authorize(tenant, preview_usage.account_id, 'read', false);
+    FOR s IN SELECT x.* FROM subscription.subscription AS x
+              WHERE x.tenant_id = tenant AND x.account_id = preview_usage.account_id
+                AND x.status IN ('active', 'trialing')
+              ORDER BY x.id LOOP
+        RETURN QUERY
+        SELECT s.id, d.feature, d.aggregate, d.included, d.billable, d.amount, d.currency, d.period
+          FROM subscription.usage_due(s, upper(s.period)) AS d;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.preview_usage(bigint) IS
+'What the next renewal of each of an account''s subscriptions would bill of its usage, by the bill''s own computation (U6)';
+
+-- U6: the open period's figures of every usage counter, now: used, the
+-- peak, the integral carried to now (row-seconds) and, with a meter, the
+-- time-weighted figure in its unit.
+CREATE VIEW subscription.current_usage WITH (security_barrier) AS
+SELECT u.account_id,
+       u.feature,
+       m.aggregation,
+       u.used,
+       greatest(u.peak, u.used) AS peak,
+       subscription.integral_at(u.integral, u.used, u.since, subscription.now()) AS integral,
+       subscription.integral_at(u.integral, u.used, u.since, subscription.now())
+           OPERATOR(pg_catalog./) extract(epoch FROM coalesce(m.unit, interval '1 day')) AS time_weighted,
+       coalesce(m.unit, interval '1 day') AS unit
+  FROM subscription.usage_counter AS u
+  LEFT JOIN subscription.meter AS m ON m.feature OPERATOR(pg_catalog.=) u.feature
+ WHERE subscription.may_read(u.account_id);
+
+COMMENT ON VIEW subscription.current_usage IS
+'Per account and feature, the open period''s usage: used, peak, and the time-weighted figure carried to now (U6)';
+
+-- L5, L8: the subscriptions that renew within subscription.notice_days
+-- (default 30), with what the renewal will be (next_terms): plan (at the
+-- version held, or a migration's when it takes effect then), cycle,
+-- quantity (the tier on a tiered plan; from the current use on a
+-- 'from_usage' product, L7), the amount to be charged and the credit that
+-- will apply (L10), after the coupon's discount (Z10).  A prepaid term renewed
+-- "to_monthly" continues monthly; "none" and cancelled ones do not renew.
+-- overdue: the renewal's time has passed and renew_due has not run yet.
+CREATE OR REPLACE VIEW subscription.renewal_notice WITH (security_barrier) AS
+SELECT s.id AS subscription_id,
+       s.account_id,
+       upper(s.period) AS renews_at,
+       n.plan,
+       n.cycle,
+       n.quantity,
+       CASE WHEN cardinality(subscription.plan_tiers(n.plan, n.version)) > 0 THEN n.quantity END AS tier,
+       subscription.round_money(price.amount, price.currency) AS amount,
+       price.currency,
+       d.discount,
+       least(subscription.credit_balance(s.account_id, price.currency),
+             subscription.round_money(price.amount, price.currency) OPERATOR(pg_catalog.-) d.discount) AS credit,
+       upper(s.period) OPERATOR(pg_catalog.<=) subscription.now() AS overdue,
+       -- the version of the plan renewed into (grandfathering; a migration's)
+       subscription.plan_version_or_current(n.plan, n.version) AS plan_version,
+       -- a trial ending: what its product makes of it (issue 19), else NULL
+       CASE WHEN s.status OPERATOR(pg_catalog.=) 'trialing'
+            THEN (SELECT pr.trial_end FROM subscription.plan AS p
+                    JOIN subscription.product AS pr ON pr.code OPERATOR(pg_catalog.=) p.product
+                   WHERE p.code OPERATOR(pg_catalog.=) s.plan) END AS trial_end,
+       -- U6: the usage the renewal bills of the ending period (preview_usage),
+       -- its amount in the renewal's currency and its lines
+       u.usage_amount,
+       u.usage
+  FROM subscription.subscription AS s
+  CROSS JOIN LATERAL subscription.renewal_terms(s.id) AS n
+  CROSS JOIN LATERAL subscription.period_price(n.plan, n.cycle, n.quantity, n.version) AS price
+  CROSS JOIN LATERAL subscription.coupon_discount(s.id, subscription.round_money(price.amount, price.currency),
+                                                  price.currency) AS d(discount)
+  CROSS JOIN LATERAL (
+      SELECT coalesce(sum(p.amount) FILTER (WHERE p.currency OPERATOR(pg_catalog.=) price.currency), 0) AS usage_amount,
+             jsonb_agg(jsonb_build_object('feature', p.feature, 'aggregate', p.aggregate, 'included', p.included,
+                                          'billable', p.billable, 'amount', p.amount, 'currency', p.currency)
+                       ORDER BY p.feature) AS usage
+        FROM subscription.preview_usage(s.account_id) AS p
+       WHERE p.subscription_id OPERATOR(pg_catalog.=) s.id) AS u
+ WHERE s.status OPERATOR(pg_catalog.=) ANY ('{active,trialing}')
+   AND s.paused_at IS NULL
+   AND NOT s.cancel_at_period_end
+   AND s.renewal OPERATOR(pg_catalog.<>) 'none'
+   AND upper(s.period) OPERATOR(pg_catalog.<=)
+       (subscription.now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
+   AND subscription.may_read(s.tenant_id, s.account_id);
+
+COMMENT ON VIEW subscription.renewal_notice IS
+'Subscriptions renewing within subscription.notice_days, and trials ending (trial_end), with the renewal''s plan, cycle, quantity and amount (L5, L8), and the usage it bills (usage_amount, usage: U6)';
+
+-- a restart (C1) starts the period count again (its period_number was kept)
+-- C1-C4, Z5.  A higher (or equal) rank is an upgrade, by the product's
+-- upgrade mode: 'restart' gives back the unused part of what was paid and
+-- starts a new full period now at the new price (C1); 'prorate' keeps the
+-- period, gives back the unused part and charges the new price for the
+-- rest of it.  An upgrade drops a pending downgrade.  A lower rank is a
+-- downgrade, by the downgrade mode: 'end_of_period' stores it as
+-- pending_plan for renew_due (C4); 'immediate' prorates like an upgrade
+-- and trims the account's data now through apply_downgrade.  Changing to
+-- the current plan drops a pending downgrade.
+CREATE OR REPLACE FUNCTION subscription.change_plan(tenant_id bigint, subscription_id bigint, plan text, at timestamptz)
+RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    old_plan subscription.plan;
+    new_plan subscription.plan;
+    modes subscription.product;
+    price record;
+    new_period tstzrange;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN QUERY SELECT * FROM pg_catalog.jsonb_to_recordset(subscription.idempotent('subscription.change_plan(bigint,bigint,text,timestamptz)', change_plan.tenant_id,
+            pg_catalog.jsonb_build_array(change_plan.tenant_id, change_plan.subscription_id, change_plan.plan, change_plan.at)))
+            AS r (effective_at timestamptz, refund numeric, charge numeric);
+        RETURN;
+    END IF;
+    PERFORM subscription.require_tenant('change_plan', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('change_plan', '{subscription_id,plan,at}',
+        ARRAY[subscription_id IS NULL, plan IS NULL, at IS NULL]);
+    PERFORM subscription.require_time('change_plan', at, false);
+    SELECT * INTO new_plan FROM subscription.plan AS p WHERE p.code = change_plan.plan;
+    IF NOT FOUND THEN
+        PERFORM subscription.unknown_code('plan', plan);
+    END IF;
+    s := subscription.subscription_for_change(change_plan.tenant_id, 'change_plan', subscription_id, 'change_plan');
+    PERFORM subscription.require_in_period('change_plan', s, at);
+    PERFORM subscription.require_terms(change_plan.tenant_id, s.account_id, at);
+    SELECT * INTO old_plan FROM subscription.plan AS p WHERE p.code = s.plan;
+    IF new_plan.product <> old_plan.product THEN
+        RAISE EXCEPTION 'plan "%" is not a plan of product "%"', plan, old_plan.product
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Subscribe to the other product with subscription.subscribe().';
+    END IF;
+
+    effective_at := at;
+    refund := 0;
+    charge := 0;
+    IF new_plan.code = s.plan THEN
+        UPDATE subscription.subscription AS x SET pending_plan = NULL
+         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id AND x.pending_plan IS NOT NULL;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    SELECT * INTO modes FROM subscription.product AS p WHERE p.code = new_plan.product;
+    IF new_plan.rank < old_plan.rank AND modes.downgrade = 'end_of_period' THEN
+        -- C4: the current plan runs to the end of the period; the new one
+        -- must sell the cycle and quantity of the next (22023, 55000)
+        PERFORM subscription.period_price(new_plan.code, coalesce(s.pending_cycle, s.cycle),
+                                          coalesce(s.pending_quantity, s.quantity));
+        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
+        effective_at := upper(s.period);
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    -- the new plan must sell the cycle and the quantity (22023, 55000)
+    price := subscription.period_price(new_plan.code, s.cycle, s.quantity);
+    -- U3: the usage so far, at the old plan's usage prices
+    PERFORM subscription.bill_usage(s, at);
+    refund := subscription.give_back_unused(s, at, 'refund', format('change to plan %s', new_plan.code));
+    IF new_plan.rank >= old_plan.rank AND modes.upgrade = 'restart' THEN
+        -- C1: a new full period starts now
+        new_period := subscription.nth_period(at, s.cycle, 1);
+        charge := subscription.round_money(price.amount, price.currency);
+    ELSE
+        new_period := s.period;
+        charge := subscription.unused_part(price.amount, s.period, at, price.currency);
+    END IF;
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+    VALUES (change_plan.tenant_id, s.account_id, s.id, 'charge', charge, price.currency,
+            tstzrange(at, upper(new_period), '[)'), format('change to %s', new_plan.code), new_plan.code,
+            format('plan %s from %s, cycle %s, quantity %s', new_plan.code, at, s.cycle, s.quantity));
+
+    IF new_plan.rank < old_plan.rank THEN
+        -- immediate downgrade: apply_downgrade moves to the plan and trims
+        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code, paid_quantity = x.quantity
+         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
+        PERFORM FROM subscription.apply_downgrade(change_plan.tenant_id, s.id, false);
+    ELSE
+        UPDATE subscription.subscription AS x
+           SET plan = new_plan.code, pending_plan = NULL, paid_quantity = x.quantity,
+               period = new_period,
+               -- a restart (C1): its period is the first of the new anchor's
+               anchor = CASE WHEN new_period = s.period THEN x.anchor ELSE at END,
+               period_number = CASE WHEN new_period = s.period THEN x.period_number ELSE 1 END
+         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
+    END IF;
+    RETURN NEXT;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.change_plan(bigint, bigint, text, timestamptz) IS
+'Upgrade now (prorated or restarted) or downgrade at the period end (C1-C4, Z5) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+REVOKE ALL ON FUNCTION subscription.integral_at(numeric, bigint, timestamptz, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.usage_due(subscription.subscription, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.preview_usage(bigint) FROM PUBLIC;
+-- end of the usage previews (issue 21, item 4)
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves
@@ -21714,9 +22081,9 @@ DECLARE
         cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
         cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
         renewal_terms,plan_version_or_current,next_plan,create_account,pause,resume,
-        invoice_document,receipt_document,add_payment_method,has_feature,now,meter_now}';
+        invoice_document,receipt_document,add_payment_method,has_feature,now,meter_now,preview_usage,integral_at}';
     catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
-    views text[] := '{license_holder,invoice,credit_statement,renewal_notice,receipt,open_balance}';
+    views text[] := '{license_holder,invoice,credit_statement,renewal_notice,receipt,open_balance,current_usage}';
 BEGIN
     IF kind NOT IN ('application', 'backoffice', 'restore') THEN
         RAISE EXCEPTION 'unknown kind of role "%"', kind

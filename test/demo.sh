@@ -17,6 +17,11 @@ psql -X -q -d demo -v ON_ERROR_STOP=1 -f "$ROOT/test/demo/catalog.sql" >/dev/nul
 say "the scenario (test/demo/scenario.sql)"
 psql -X -q -d demo -v ON_ERROR_STOP=1 -f "$ROOT/test/demo/scenario.sql"
 
+# --- usage-based billing (issue 21, item 8): meters, recorded usage, previews
+say "usage-based billing (test/demo/usage.sql)"
+psql -X -q -d demo -v ON_ERROR_STOP=1 -f "$ROOT/test/demo/usage.sql"
+# --- end of usage-based billing
+
 say "connect"
 if [ -n "${SUBSCRIPTION_OWN_CLUSTER:-}" ]; then
     cat <<TXT

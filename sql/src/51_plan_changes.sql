@@ -150,7 +150,9 @@ BEGIN
         UPDATE subscription.subscription AS x
            SET plan = new_plan.code, pending_plan = NULL, paid_quantity = x.quantity,
                period = new_period,
-               anchor = CASE WHEN new_period = s.period THEN x.anchor ELSE at END
+               -- a restart (C1): its period is the first of the new anchor's
+               anchor = CASE WHEN new_period = s.period THEN x.anchor ELSE at END,
+               period_number = CASE WHEN new_period = s.period THEN x.period_number ELSE 1 END
          WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
     END IF;
     RETURN NEXT;

@@ -220,36 +220,40 @@ $$;
 COMMENT ON FUNCTION subscription.plan_usage_price(text, text, bigint, numeric, jsonb, text, text) IS
 'Set a plan''s price of the use of a feature beyond what it includes: graduated, volume or package, billed in arrears at each renewal (U2)';
 
--- U3: bill the usage of a subscription's period, from its start until
--- "until" (its end at a renewal; the moment of a cancellation or plan
--- change mid-period), for each usage price of its plan: the counter read
--- and locked (the guard's writers queue behind it), its figure for the
--- period (the meter's aggregation; the recorded total without rows),
--- price(aggregate - included) rounded once to the currency, one charge
--- line 'usage <feature>' through ledger_one_charge_per_period, the
--- period's snapshot in usage_period, and the counter's accumulators reset
--- for the next period, all in the caller's transaction.  What is billed
--- runs from the period's start, or from the end of its last bill (a plan
--- change mid-period billed up to then); a period billed up to until
--- already is skipped: a renewal run twice bills once.  The time-weighted figure runs to until, or to the counter's last
--- change when that came later (nothing is counted twice: the next period
--- starts there).  Renewals (renew_period) call it before the period moves.
-CREATE FUNCTION subscription.bill_usage(s subscription.subscription, until timestamptz)
-RETURNS void
-LANGUAGE plpgsql
+-- U1: a counter's integral (row-seconds) carried from since to t at its
+-- use: the SQL readers' one form of the guard's accumulation (the guard's
+-- own is METER_ACCUMULATORS in src/limits.c, in its one UPDATE).
+CREATE FUNCTION subscription.integral_at(integral numeric, used bigint, since timestamptz, t timestamptz)
+RETURNS numeric
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN integral + used * extract(epoch FROM greatest(t, since) - since);
+
+COMMENT ON FUNCTION subscription.integral_at(numeric, bigint, timestamptz, timestamptz) IS
+'Internal: a usage counter''s integral in row-seconds carried from since to a later time at its use (U1)';
+
+-- U3: what the usage of a subscription's period, from its start until
+-- "until", comes to, per usage price of its plan: the one computation of
+-- the bill (bill_usage, which locks the counters first) and of its preview
+-- (preview_usage, renewal_notice, current_usage's open figures).  For each
+-- price: its counter's figure for the period (the meter's aggregation; the
+-- recorded total without rows), price(aggregate - included) rounded once
+-- to the currency.  What is billed runs from the period's start, or from
+-- the end of its last bill (a plan change mid-period billed up to then);
+-- a price billed up to until already gives no row.  The time-weighted
+-- figure runs to until (the current use held until then), or to the
+-- counter's last change when that came later (nothing is counted twice:
+-- the next period starts there).
+CREATE FUNCTION subscription.usage_due(s subscription.subscription, until timestamptz)
+RETURNS TABLE(feature text, aggregation text, from_rows boolean, period tstzrange, upto timestamptz,
+              used bigint, peak bigint, integral numeric, aggregate numeric, included bigint, billable numeric,
+              amount numeric, currency text)
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     p record;
     c record;
-    billed tstzrange;
     starts timestamptz;
-    upto timestamptz;
-    integral numeric;
-    aggregate numeric;
-    billable numeric;
-    amount numeric;
-    line bigint;
 BEGIN
     FOR p IN
         SELECT u.feature, u.included, u.unit_amount, u.tiers, u.mode, u.currency,
@@ -268,26 +272,65 @@ BEGIN
          WHERE x.tenant_id = s.tenant_id AND x.subscription_id = s.id AND x.feature = p.feature
            AND x.period && tstzrange(lower(s.period), until, '[]');
         CONTINUE WHEN starts >= until;
-        billed := tstzrange(starts, until);
         SELECT u.used, u.peak, u.integral, u.since INTO c
           FROM subscription.usage_counter AS u
-         WHERE u.tenant_id = s.tenant_id AND u.account_id = s.account_id AND u.feature = p.feature
-           FOR UPDATE OF u;
+         WHERE u.tenant_id = s.tenant_id AND u.account_id = s.account_id AND u.feature = p.feature;
+        feature := p.feature;
+        aggregation := p.aggregation;
+        from_rows := p.from_rows;
+        period := tstzrange(starts, until);
         upto := greatest(coalesce(c.since, until), until);
-        integral := coalesce(c.integral, 0) + coalesce(c.used, 0) * extract(epoch FROM upto - coalesce(c.since, until));
-        aggregate := CASE p.aggregation
-                     WHEN 'peak' THEN greatest(c.peak, c.used)
-                     WHEN 'time_weighted' THEN integral / extract(epoch FROM p.unit)
-                     ELSE c.used END;
-        aggregate := coalesce(aggregate, 0);
+        used := coalesce(c.used, 0);
+        peak := coalesce(greatest(c.peak, c.used), 0);
+        integral := subscription.integral_at(coalesce(c.integral, 0), coalesce(c.used, 0), coalesce(c.since, until), upto);
+        aggregate := coalesce(CASE p.aggregation
+                              WHEN 'peak' THEN greatest(c.peak, c.used)
+                              WHEN 'time_weighted' THEN integral / extract(epoch FROM p.unit)
+                              ELSE c.used END, 0);
+        included := p.included;
         billable := greatest(aggregate - p.included, 0);
         amount := subscription.round_money(subscription.usage_amount(billable, p.unit_amount, p.tiers, p.mode), p.currency);
+        currency := p.currency;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.usage_due(subscription.subscription, timestamptz) IS
+'Internal: what a subscription''s usage comes to up to a time, per usage price, not yet billed: the one computation of bill_usage and its previews (U3, U6)';
+
+-- U3: bill the usage of a subscription's period, from its start until
+-- "until" (its end at a renewal; the moment of a cancellation or plan
+-- change mid-period): the counters of its plan's usage prices locked (the
+-- guard's writers queue behind them), then for each line of usage_due one
+-- charge line 'usage <feature>' through ledger_one_charge_per_period, the
+-- period's snapshot in usage_period, and the counter's accumulators reset
+-- for the next period, all in the caller's transaction.  A period billed
+-- up to until already is skipped: a renewal run twice bills once.
+-- Renewals (renew_period) call it before the period moves.
+CREATE FUNCTION subscription.bill_usage(s subscription.subscription, until timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d record;
+    line bigint;
+    -- a value first: on Citus the catalog's lookup may not run inside the shard's query
+    features text[] := ARRAY(SELECT x.feature FROM subscription.plan_usage_price AS x WHERE x.plan = s.plan);
+BEGIN
+    -- the counters first, in the order of the features (as usage_due reads them)
+    PERFORM FROM subscription.usage_counter AS u
+     WHERE u.tenant_id = s.tenant_id AND u.account_id = s.account_id AND u.feature = ANY (features)
+     ORDER BY u.feature
+       FOR UPDATE OF u;
+    FOR d IN SELECT * FROM subscription.usage_due(s, until) LOOP
         line := NULL;
-        IF amount > 0 THEN
+        IF d.amount > 0 THEN
             INSERT INTO subscription.ledger AS l
                    (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
-            VALUES (s.tenant_id, s.account_id, s.id, 'charge', amount, p.currency, billed, 'usage ' || p.feature, s.plan,
-                    format('overage: %s %s of %s, %s included', round(aggregate, 6), p.aggregation, p.feature, p.included))
+            VALUES (s.tenant_id, s.account_id, s.id, 'charge', d.amount, d.currency, d.period, 'usage ' || d.feature, s.plan,
+                    format('overage: %s %s of %s, %s included', round(d.aggregate, 6), d.aggregation, d.feature, d.included))
             ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
                WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING
             RETURNING l.id INTO line;
@@ -295,18 +338,18 @@ BEGIN
         INSERT INTO subscription.usage_period
                (tenant_id, subscription_id, account_id, feature, period, plan, aggregation, used, peak, integral,
                 aggregate, included, billable, amount, currency, ledger_id)
-        VALUES (s.tenant_id, s.id, s.account_id, p.feature, billed, s.plan, p.aggregation, coalesce(c.used, 0),
-                coalesce(greatest(c.peak, c.used), 0), integral, aggregate, p.included, billable, amount, p.currency, line);
+        VALUES (s.tenant_id, s.id, s.account_id, d.feature, d.period, s.plan, d.aggregation, d.used,
+                d.peak, d.integral, d.aggregate, d.included, d.billable, d.amount, d.currency, line);
         -- the next period's accumulators: rows stay, recorded usage starts again
         UPDATE subscription.usage_counter AS u
-           SET used = CASE WHEN p.from_rows THEN c.used ELSE 0 END,
-               peak = CASE WHEN p.from_rows THEN c.used ELSE 0 END,
-               integral = 0, since = upto
-         WHERE u.tenant_id = s.tenant_id AND u.account_id = s.account_id AND u.feature = p.feature;
-        IF NOT p.from_rows THEN
+           SET used = CASE WHEN d.from_rows THEN d.used ELSE 0 END,
+               peak = CASE WHEN d.from_rows THEN d.used ELSE 0 END,
+               integral = 0, since = d.upto
+         WHERE u.tenant_id = s.tenant_id AND u.account_id = s.account_id AND u.feature = d.feature;
+        IF NOT d.from_rows THEN
             -- keys are kept for the period and the grace after it
             DELETE FROM subscription.usage_record AS r
-             WHERE r.tenant_id = s.tenant_id AND r.account_id = s.account_id AND r.feature = p.feature
+             WHERE r.tenant_id = s.tenant_id AND r.account_id = s.account_id AND r.feature = d.feature
                AND r.at < lower(s.period) - current_setting('subscription.usage_key_grace')::interval;
         END IF;
     END LOOP;
@@ -315,6 +358,59 @@ $$;
 
 COMMENT ON FUNCTION subscription.bill_usage(subscription.subscription, timestamptz) IS
 'Internal: bill the usage of a subscription''s period up to a time, once, and reset the counters'' accumulators (U3)';
+
+-- U6: what the next renewal of each of an account's subscriptions would
+-- bill of its usage: usage_due up to the period's end, the use of now
+-- held until then (the time-weighted figure projected).  The bill's own
+-- computation, nothing written.
+CREATE FUNCTION subscription.preview_usage(account_id bigint)
+RETURNS TABLE(subscription_id bigint, feature text, aggregate numeric, included bigint, billable numeric,
+              amount numeric, currency text, period tstzrange)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tenant bigint;
+    s subscription.subscription;
+BEGIN
+    PERFORM subscription.require_arguments('preview_usage', '{account_id}', ARRAY[account_id IS NULL]);
+    tenant := subscription.tenant_of('account', preview_usage.account_id);
+    PERFORM subscription.require_account(tenant, preview_usage.account_id);
+    PERFORM subscription.authorize(tenant, preview_usage.account_id, 'read', false);
+    FOR s IN SELECT x.* FROM subscription.subscription AS x
+              WHERE x.tenant_id = tenant AND x.account_id = preview_usage.account_id
+                AND x.status IN ('active', 'trialing')
+              ORDER BY x.id LOOP
+        RETURN QUERY
+        SELECT s.id, d.feature, d.aggregate, d.included, d.billable, d.amount, d.currency, d.period
+          FROM subscription.usage_due(s, upper(s.period)) AS d;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.preview_usage(bigint) IS
+'What the next renewal of each of an account''s subscriptions would bill of its usage, by the bill''s own computation (U6)';
+
+-- U6: the open period's figures of every usage counter, now: used, the
+-- peak, the integral carried to now (row-seconds) and, with a meter, the
+-- time-weighted figure in its unit.
+CREATE VIEW subscription.current_usage WITH (security_barrier) AS
+SELECT u.account_id,
+       u.feature,
+       m.aggregation,
+       u.used,
+       greatest(u.peak, u.used) AS peak,
+       subscription.integral_at(u.integral, u.used, u.since, subscription.now()) AS integral,
+       subscription.integral_at(u.integral, u.used, u.since, subscription.now())
+           OPERATOR(pg_catalog./) extract(epoch FROM coalesce(m.unit, interval '1 day')) AS time_weighted,
+       coalesce(m.unit, interval '1 day') AS unit
+  FROM subscription.usage_counter AS u
+  LEFT JOIN subscription.meter AS m ON m.feature OPERATOR(pg_catalog.=) u.feature
+ WHERE subscription.may_read(u.account_id);
+
+COMMENT ON VIEW subscription.current_usage IS
+'Per account and feature, the open period''s usage: used, peak, and the time-weighted figure carried to now (U6)';
 
 -- U4: a feature used without rows (API calls, tokens, minutes): 42704
 -- for an unknown feature, 22023 for one counted from a table's rows.

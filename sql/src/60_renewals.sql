@@ -972,12 +972,23 @@ SELECT s.id AS subscription_id,
        CASE WHEN s.status OPERATOR(pg_catalog.=) 'trialing'
             THEN (SELECT pr.trial_end FROM subscription.plan AS p
                     JOIN subscription.product AS pr ON pr.code OPERATOR(pg_catalog.=) p.product
-                   WHERE p.code OPERATOR(pg_catalog.=) s.plan) END AS trial_end
+                   WHERE p.code OPERATOR(pg_catalog.=) s.plan) END AS trial_end,
+       -- U6: the usage the renewal bills of the ending period (preview_usage),
+       -- its amount in the renewal's currency and its lines
+       u.usage_amount,
+       u.usage
   FROM subscription.subscription AS s
   CROSS JOIN LATERAL subscription.renewal_terms(s.id) AS n
   CROSS JOIN LATERAL subscription.period_price(n.plan, n.cycle, n.quantity, n.version) AS price
   CROSS JOIN LATERAL subscription.coupon_discount(s.id, subscription.round_money(price.amount, price.currency),
                                                   price.currency) AS d(discount)
+  CROSS JOIN LATERAL (
+      SELECT coalesce(sum(p.amount) FILTER (WHERE p.currency OPERATOR(pg_catalog.=) price.currency), 0) AS usage_amount,
+             jsonb_agg(jsonb_build_object('feature', p.feature, 'aggregate', p.aggregate, 'included', p.included,
+                                          'billable', p.billable, 'amount', p.amount, 'currency', p.currency)
+                       ORDER BY p.feature) AS usage
+        FROM subscription.preview_usage(s.account_id) AS p
+       WHERE p.subscription_id OPERATOR(pg_catalog.=) s.id) AS u
  WHERE s.status OPERATOR(pg_catalog.=) ANY ('{active,trialing}')
    AND s.paused_at IS NULL
    AND NOT s.cancel_at_period_end
@@ -987,4 +998,4 @@ SELECT s.id AS subscription_id,
    AND subscription.may_read(s.tenant_id, s.account_id);
 
 COMMENT ON VIEW subscription.renewal_notice IS
-'Subscriptions renewing within subscription.notice_days, and trials ending (trial_end), with the renewal''s plan, cycle, quantity and amount (L5, L8)';
+'Subscriptions renewing within subscription.notice_days, and trials ending (trial_end), with the renewal''s plan, cycle, quantity and amount (L5, L8), and the usage it bills (usage_amount, usage: U6)';

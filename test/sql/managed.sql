@@ -79,6 +79,7 @@ INSERT INTO call VALUES
     ('correct_usage',          $$SELECT subscription.record_usage({a}, 'triggers', 1, 'call-2'), subscription.correct_usage({a}, 'triggers', 'call-2', 0, 'a test call')$$),
     ('preview_change_plan',    $$SELECT subscription.preview_change_plan({s}, 'zd_pro', '2026-01-05')$$),
     ('preview_set_quantity',   $$SELECT subscription.preview_set_quantity({s}, 7, '2026-01-05')$$),
+    ('preview_usage',          $$SELECT count(*) FROM subscription.preview_usage({a})$$),
     ('preview_purchase_addon', $$SELECT subscription.preview_purchase_addon({s}, 'zd_agents', 1, '2026-01-05')$$),
     ('apply_downgrade',        $$SELECT subscription.apply_downgrade({s}, true)$$),
     ('change_cycle',           $$SELECT subscription.change_cycle({s}, '1 year')$$),

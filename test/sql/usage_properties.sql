@@ -1,6 +1,6 @@
--- Property (issue 21, U1-U3): 5,000 random inserts, updates and deletes
--- of registered rows, one statement each (the meters' clock is the
--- statement's start), some of several rows.  The meters' figures kept by
+-- Property (issue 21, U1-U3): 100,000 random inserts, updates and deletes
+-- of registered rows, in statements of many rows (the meters' clock is the
+-- statement's start).  The meters' figures kept by
 -- the guard (count, peak, time_weighted, sum) equal an independent replay
 -- of the row log, and the bill of the period equals the tier formula,
 -- rounded once.
@@ -45,26 +45,47 @@ END $$;
 CREATE TRIGGER obj_stmt BEFORE INSERT OR UPDATE OR DELETE ON public.obj FOR EACH STATEMENT EXECUTE FUNCTION public.obj_stmt();
 CREATE TRIGGER obj_log AFTER INSERT OR UPDATE OR DELETE ON public.obj FOR EACH ROW EXECUTE FUNCTION public.obj_log();
 
--- 5,000 statements (in one transaction, whose row versions no statement
--- can prune: 100,000 is for a run that commits each): inserts (one row or three), updates of a row's size
--- or account, deletes (one row or a range), on three accounts
+-- :ops random row operations (100,000 here; test/bench/cases/
+-- usage_properties.sh runs 1,000,000), generated set-based and run as
+-- statements of many rows each (a batch of 1 to 99 operations of one
+-- kind), so that the run takes few statements: inserts (of 1 to 9 GB),
+-- updates of a row's size (a batch) or of its account (one row per
+-- statement, so that a row moving between accounts is one statement's
+-- change), deletes (a batch, some of a range of ids), on three accounts.
+-- In one transaction: the file rolls back what it made.
+\if :{?ops}
+\else
+\set ops 100000
+\endif
 SELECT setseed(0.21);
+CREATE TEMP TABLE batch AS
+WITH b AS (
+    SELECT g AS batch, random() AS kind, 1 + floor(random() * 99)::int AS size FROM generate_series(1, :ops / 25) AS g),
+s AS (
+    SELECT b.batch, CASE WHEN b.kind < 0.42 THEN 'insert' WHEN b.kind < 0.62 THEN 'size'
+                         WHEN b.kind < 0.70 THEN 'move' ELSE 'delete' END AS kind,
+           CASE WHEN b.kind >= 0.62 AND b.kind < 0.70 THEN 1 ELSE b.size END AS size,
+           sum(CASE WHEN b.kind >= 0.62 AND b.kind < 0.70 THEN 1 ELSE b.size END) OVER (ORDER BY b.batch) AS ops_so_far
+      FROM b)
+SELECT * FROM s WHERE s.ops_so_far - s.size < :ops;
 CREATE TEMP TABLE op AS
-SELECT n, random() AS kind, 1 + floor(random() * 3)::int AS account, floor(random() * 10)::int AS gb,
-       floor(random() * n)::int AS target
-  FROM generate_series(1, 5000) AS n;
+SELECT b.batch, b.kind, 1 + floor(random() * 3)::int AS account, floor(random() * 10)::int AS gb,
+       -- an id among those inserted so far (about 4 in 10 operations insert)
+       1 + floor(random() * greatest(b.ops_so_far * 0.42, 1))::bigint AS target, random() < 0.1 AS ranged
+  FROM batch AS b CROSS JOIN LATERAL generate_series(1, b.size) AS k;
+CREATE INDEX ON op (batch);
+ANALYZE op;
+SELECT count(*) >= :ops AS enough_operations, count(DISTINCT batch) < :ops / 20 AS few_statements FROM op;
 \set ECHO none
-SELECT CASE WHEN o.kind < 0.40 THEN format('INSERT INTO public.obj (account_id, gb) VALUES (%s, %s)', o.account, o.gb)
-            WHEN o.kind < 0.45 THEN format('INSERT INTO public.obj (account_id, gb) VALUES (%s, %s), (%s, 1), (1, %s)',
-                                           o.account, o.gb, o.account, o.gb)
-            WHEN o.kind < 0.65 THEN format('UPDATE public.obj SET gb = %s WHERE id = %s', o.gb, o.target)
-            WHEN o.kind < 0.72 THEN format('UPDATE public.obj SET account_id = %s WHERE id = %s', o.account, o.target)
-            WHEN o.kind < 0.97 THEN format('DELETE FROM public.obj WHERE id = %s', o.target)
-            ELSE format('DELETE FROM public.obj WHERE id BETWEEN %s AND %s', o.target, o.target + 5) END
-  FROM op AS o ORDER BY o.n
+SELECT CASE b.kind
+       WHEN 'insert' THEN format('INSERT INTO public.obj (account_id, gb) SELECT account, gb FROM pg_temp.op WHERE batch = %s', b.batch)
+       WHEN 'size' THEN format('UPDATE public.obj AS o SET gb = p.gb FROM pg_temp.op AS p WHERE p.batch = %s AND o.id = p.target', b.batch)
+       WHEN 'move' THEN format('UPDATE public.obj AS o SET account_id = p.account FROM pg_temp.op AS p WHERE p.batch = %s AND o.id = p.target', b.batch)
+       ELSE format('DELETE FROM public.obj AS o USING pg_temp.op AS p WHERE p.batch = %s AND o.id BETWEEN p.target AND p.target + CASE WHEN p.ranged THEN 5 ELSE 0 END', b.batch) END
+  FROM batch AS b ORDER BY b.batch
 \gexec
 \set ECHO all
-SELECT count(*) > 1500 AS many_rows_logged, count(DISTINCT stmt) > 2500 AS many_statements FROM public.obj_log;
+SELECT count(*) > :ops / 2 AS many_rows_logged, count(DISTINCT stmt) > :ops / 60 AS many_statements FROM public.obj_log;
 
 -- the replay: per account, the totals after each statement that changed them
 CREATE TEMP TABLE replay AS
