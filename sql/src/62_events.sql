@@ -77,9 +77,13 @@ COMMENT ON FUNCTION subscription.event_time(timestamptz) IS
 -- "new"}} on update, {"members": [...]} for licenses.
 CREATE FUNCTION subscription.history_events(operation text, details jsonb)
 RETURNS TABLE (type text, payload jsonb)
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+    -- PL/pgSQL keeps this statement's plan for the session; a SQL function
+    -- with SET planned the whole union again for every history row
+    RETURN QUERY
 SELECT x.type, pg_catalog.jsonb_build_object('version', 1) OPERATOR(pg_catalog.||) x.payload
   FROM (
     SELECT 'subscription.created', pg_catalog.jsonb_build_object(
@@ -166,7 +170,8 @@ SELECT x.type, pg_catalog.jsonb_build_object('version', 1) OPERATOR(pg_catalog.|
                'invoice_id', details -> 'invoice_id', 'amount', details -> 'due', 'currency', details -> 'currency',
                'attempt', details -> 'attempt', 'reason', details -> 'reason')
      WHERE operation = 'payment_failure'
-  ) AS x (type, payload)
+  ) AS x (type, payload);
+END
 $$;
 
 COMMENT ON FUNCTION subscription.history_events(text, jsonb) IS
