@@ -175,4 +175,26 @@ SELECT subscribe(9, 'crm_premier', '1 month', 1, '2026-02-01') IS NOT NULL AS su
 SELECT has_feature(9, 'reports') AS sub_account_premier, has_feature(2, 'reports') AS parent_still_plus;
 SELECT tenant_id, account_id FROM entitlement WHERE account_id = 9 AND feature = 'reports';
 SELECT pg_temp.entitlement_drift() AS drift;
+-- Z3: a suite answers by its included plans at their current version.  A
+-- limit change that a direct subscriber holds makes the included plan a
+-- new version: the suite's account follows it in the same statement, the
+-- direct subscriber keeps its own
+INSERT INTO product (code, name) VALUES ('wiki', 'Wiki'), ('office', 'Office suite');
+INSERT INTO plan (code, product, name, rank) VALUES ('wiki_pro', 'wiki', 'Wiki Pro', 2), ('office_pro', 'office', 'Office Pro', 2);
+INSERT INTO plan_price (plan, cycle, amount) VALUES ('wiki_pro', '1 month', 8), ('office_pro', '1 month', 30);
+INSERT INTO plan_limit (plan, feature, value) VALUES ('wiki_pro', 'pages', 5);
+INSERT INTO suite_component (suite_plan, plan) VALUES ('office_pro', 'wiki_pro');
+INSERT INTO account (id, name) VALUES (10, 'Suite Co'), (11, 'Wiki Co');
+SELECT subscribe(10, 'office_pro', '1 month', 1, '2026-02-01') IS NOT NULL AS suite_subscribed,
+       subscribe(11, 'wiki_pro', '1 month', 1, '2026-02-01') IS NOT NULL AS wiki_subscribed;
+SELECT has_feature(10, 'pages') AS suite_pages, has_feature(11, 'pages') AS wiki_pages;
+UPDATE plan_limit SET value = 0 WHERE plan = 'wiki_pro' AND feature = 'pages';
+SELECT version FROM plan WHERE code = 'wiki_pro';
+SELECT has_feature(10, 'pages') AS suite_at_version_2, has_feature(11, 'pages') AS wiki_keeps_version_1,
+       pg_temp.entitlement_drift() AS drift;
+-- the suite no longer includes the plan: the feature goes with it
+UPDATE plan_limit SET value = 3 WHERE plan = 'wiki_pro' AND feature = 'pages' AND upper_inf(versions);
+SELECT has_feature(10, 'pages') AS suite_back_at_3;
+DELETE FROM suite_component WHERE suite_plan = 'office_pro';
+SELECT has_feature(10, 'pages') AS suite_without_wiki, pg_temp.entitlement_drift() AS drift;
 ROLLBACK;
