@@ -105,8 +105,10 @@ DECLARE
     ranks bigint[];
     discounts numeric[];
     notes text[];
-    balances jsonb := '{}';
-    account_key text;
+    i integer;
+    -- the charges in the order of their accounts, then ids (L10 below)
+    by_account integer[];
+    credits_used numeric[];
     balance numeric;
     discount numeric;
     used numeric;
@@ -154,18 +156,19 @@ BEGIN
         END LOOP;
     END LOOP;
 
-    FOR i IN 1 .. cardinality(ids) LOOP
-        IF discounts[i] > 0 THEN
-            INSERT INTO subscription.ledger
-                   (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, charge_id, description)
-            VALUES (tenants[i], accounts[i], subs[i], 'discount', discounts[i], currencies[i], periods[i], items[i],
-                    plans[i], ids[i], notes[i]);
-        END IF;
-        -- L10: an account's credit in a currency, read once per statement,
-        -- without a lock first (the common case is none); what one charge
-        -- uses is gone for the next
-        account_key := tenants[i] || ' ' || accounts[i] || ' ' || currencies[i];
-        IF NOT balances ? account_key THEN
+    -- L10: an account's credit in a currency, read once per statement,
+    -- without a lock first (the common case is none); what one charge uses
+    -- is gone for the next.  Accounts are independent, so one pass over
+    -- the charges sorted by account (ids in order within each) gives each
+    -- charge what the id order would, at a cost that grows with the
+    -- charges, not with their square; the lines follow in the ids' order.
+    credits_used := array_fill(0::numeric, ARRAY[cardinality(ids)]);
+    SELECT array_agg(o ORDER BY tenants[o], accounts[o], currencies[o], o) INTO by_account
+      FROM generate_subscripts(ids, 1) AS o;
+    FOR k IN 1 .. cardinality(by_account) LOOP
+        i := by_account[k];
+        IF k = 1 OR (tenants[i], accounts[i], currencies[i])
+                    IS DISTINCT FROM (tenants[by_account[k - 1]], accounts[by_account[k - 1]], currencies[by_account[k - 1]]) THEN
             balance := subscription.credit_balance(tenants[i], accounts[i], currencies[i]);
             IF balance > 0 THEN
                 -- concurrent charges of the account take its credit one at a time
@@ -173,17 +176,27 @@ BEGIN
                     FOR NO KEY UPDATE;
                 balance := subscription.credit_balance(tenants[i], accounts[i], currencies[i]);
             END IF;
-            balances := balances || jsonb_build_object(account_key, balance);
         END IF;
-        balance := (balances ->> account_key)::numeric;
         used := least(balance, amounts[i] - discounts[i]);
         IF used > 0 THEN
+            credits_used[i] := used;
+            balance := balance - used;
+        END IF;
+    END LOOP;
+
+    FOR i IN 1 .. cardinality(ids) LOOP
+        IF discounts[i] > 0 THEN
+            INSERT INTO subscription.ledger
+                   (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, charge_id, description)
+            VALUES (tenants[i], accounts[i], subs[i], 'discount', discounts[i], currencies[i], periods[i], items[i],
+                    plans[i], ids[i], notes[i]);
+        END IF;
+        IF credits_used[i] > 0 THEN
             INSERT INTO subscription.ledger
                    (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan,
                     charge_id, description)
-            VALUES (tenants[i], accounts[i], subs[i], batches[i], 'credit_used', used, currencies[i],
+            VALUES (tenants[i], accounts[i], subs[i], batches[i], 'credit_used', credits_used[i], currencies[i],
                     periods[i], items[i], plans[i], ids[i], format('credit pays charge %s', ids[i]));
-            balances := balances || jsonb_build_object(account_key, balance - used);
         END IF;
     END LOOP;
     RETURN NULL;

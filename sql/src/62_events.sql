@@ -63,9 +63,12 @@ COMMENT ON FUNCTION subscription.write_event(bigint, text, bigint, bigint, jsonb
 
 -- A time in an event's payload: UTC, ISO 8601 with a Z, whatever the
 -- session's TimeZone, so that a payload is the same for every reader.
+-- STABLE as to_jsonb() is, so that it is inlined where it is called: an
+-- IMMUTABLE SQL function over a STABLE one is not, and its body was read
+-- and parsed again on each call (about 0.1 ms, three times per event)
 CREATE FUNCTION subscription.event_time(t timestamptz)
 RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+LANGUAGE sql STABLE PARALLEL SAFE
 RETURN (pg_catalog.to_jsonb(t AT TIME ZONE 'UTC') OPERATOR(pg_catalog.#>>) '{}') OPERATOR(pg_catalog.||) 'Z';
 
 COMMENT ON FUNCTION subscription.event_time(timestamptz) IS

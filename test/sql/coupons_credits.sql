@@ -93,4 +93,18 @@ SELECT renew_due('2026-07-01') >= 1 AS renewed;
 SELECT period, period_number FROM subscription WHERE id = :early;
 SELECT amount, period FROM ledger WHERE subscription_id = :early ORDER BY id;
 
+-- L10 in one statement of charges of two accounts, their ids interleaved:
+-- each account's credit goes to its own charges in the order of their ids
+-- (Globex 2: 30 of credit pays 20, then 10; Initech 2: 50 pays 20 and 20)
+INSERT INTO account (id, tenant_id, name) VALUES (4, 4, 'Globex 2'), (5, 5, 'Initech 2');
+SELECT subscribe(4, 'zd_team', '1 month', 1, '2026-01-01') AS g2, subscribe(5, 'zd_team', '1 month', 1, '2026-01-01') AS i2 \gset
+SELECT credit_account(4, 30, 'goodwill') IS NOT NULL AND credit_account(5, 50, 'goodwill') IS NOT NULL AS credited;
+INSERT INTO ledger (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+SELECT x.account_id, x.sub, 'charge', 20, 'EUR', tstzrange(x.starts, x.starts + interval '1 day'), 'plan', 'zd_team', 'a test charge'
+  FROM (VALUES (4, :g2, timestamptz '2026-01-05'), (5, :i2, '2026-01-05'), (4, :g2, '2026-01-06'),
+               (5, :i2, '2026-01-06')) AS x (account_id, sub, starts);
+SELECT account_id, lower(period) AS charge_of, amount FROM ledger
+ WHERE account_id IN (4, 5) AND kind = 'credit_used' ORDER BY account_id, charge_id;
+SELECT credit_balance(4) AS globex2_left, credit_balance(5) AS initech2_left;
+
 ROLLBACK;
