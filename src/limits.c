@@ -975,6 +975,8 @@ RefuseOnlyWhatWeSee(SPIPlanPtr read_usage, int64 used, bool limit_null, int64 li
  * the counter's new use (0 when there is no counter to count down).  rel
  * is the table written, or NULL for record_usage (no table): outside a
  * trigger, the counter's own triggers fire at the end of the UPDATE.
+ * tenant: the account's tenant where rel is NULL (record_usage names it;
+ * Citus needs it, there being no table's shard to find it from), else 0.
  */
 static int64
 MoveUsage(Relation rel, int64 tenant, int64 account, const char *feature, int64 delta, bool detach)
