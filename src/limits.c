@@ -840,19 +840,24 @@ ReadCitusCounter(int64 tenant, int64 account, const char *feature, bool exclusiv
 	elog(ERROR, "could not create the usage counter of account " INT64_FORMAT, account);
 }
 
-/* MoveUsage() on Citus: the counter read and locked, then moved */
+/*
+ * MoveUsage() on Citus: the counter read and locked, then moved.  tenant:
+ * the account's tenant where the caller knows it (record_usage, rel NULL),
+ * else found from the shard of account colocated with rel's.
+ */
 static int64
-MoveCitusUsage(Relation rel, int64 account, const char *feature, int64 delta, bool detach)
+MoveCitusUsage(Relation rel, int64 tenant, int64 account, const char *feature, int64 delta, bool detach)
 {
 	static SPIPlanPtr move_plan = NULL;
 	Oid			argtypes[5] = {INT8OID, TEXTOID, INT8OID, TIMESTAMPTZOID, INT8OID};
 	Datum		values[5];
-	int64		tenant = AccountTenant(RelationGetRelid(rel), account);
 	int64		used;
 	int64		limit;
 	bool		limit_null;
 	Datum		version;
 
+	if (rel != NULL)
+		tenant = AccountTenant(RelationGetRelid(rel), account);
 	ReadCitusCounter(tenant, account, feature, true, &used, &limit, &limit_null, &version);
 	if (delta > 0 && !limit_null && (detach ? !(limit > 0) : used + delta > limit))
 		LimitRefusal(rel, account, feature, used, delta, limit_null, limit, false);
@@ -970,9 +975,11 @@ RefuseOnlyWhatWeSee(SPIPlanPtr read_usage, int64 used, bool limit_null, int64 li
  * the counter's new use (0 when there is no counter to count down).  rel
  * is the table written, or NULL for record_usage (no table): outside a
  * trigger, the counter's own triggers fire at the end of the UPDATE.
+ * tenant: the account's tenant where rel is NULL (record_usage names it;
+ * Citus needs it, there being no table's shard to find it from), else 0.
  */
 static int64
-MoveUsage(Relation rel, int64 account, const char *feature, int64 delta, bool detach)
+MoveUsage(Relation rel, int64 tenant, int64 account, const char *feature, int64 delta, bool detach)
 {
 	Oid			argtypes[5] = {INT8OID, TEXTOID, INT8OID, BOOLOID, TIMESTAMPTZOID};
 	Datum		values[5];
@@ -984,7 +991,7 @@ MoveUsage(Relation rel, int64 account, const char *feature, int64 delta, bool de
 	int			v = LimitsVersioned();
 
 	if (v && CountersOnCitus())
-		return MoveCitusUsage(rel, account, feature, delta, detach);
+		return MoveCitusUsage(rel, tenant, account, feature, delta, detach);
 	values[0] = Int64GetDatum(account);
 	values[1] = CStringGetTextDatum(feature);
 	values[2] = Int64GetDatum(delta);
@@ -1080,7 +1087,7 @@ move_usage(PG_FUNCTION_ARGS)
 		if (SPI_execute_plan(account_plan, values, NULL, true, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not look up account " INT64_FORMAT, PG_GETARG_INT64(0));
 	}
-	used = MoveUsage(NULL, PG_GETARG_INT64(0), text_to_cstring(PG_GETARG_TEXT_PP(1)), PG_GETARG_INT64(2), false);
+	used = MoveUsage(NULL, PG_GETARG_INT64(3), PG_GETARG_INT64(0), text_to_cstring(PG_GETARG_TEXT_PP(1)), PG_GETARG_INT64(2), false);
 	SPI_finish();
 	PG_RETURN_INT64(used);
 }
@@ -1184,7 +1191,7 @@ GuardOneRow(Relation rel, LimitEntry *entry, const char *feature,
 	if (c->policy == POLICY_SCALE && has_value && value < 0)
 		RefuseNegativeValue(rel, account, feature, value);
 	if (units != 0)
-		MoveUsage(rel, account, feature, inserting ? units : -units, c->policy == POLICY_DETACH);
+		MoveUsage(rel, 0, account, feature, inserting ? units : -units, c->policy == POLICY_DETACH);
 }
 
 /*
@@ -1380,7 +1387,7 @@ limit_guard(PG_FUNCTION_ARGS)
 					CheckCap(rel, accounts[i], feature, largest[i]);
 			}
 			else
-				MoveUsage(rel, accounts[i], feature, deltas[i], entry->counting.policy == POLICY_DETACH);
+				MoveUsage(rel, 0, accounts[i], feature, deltas[i], entry->counting.policy == POLICY_DETACH);
 		}
 	}
 
