@@ -21754,6 +21754,633 @@ REVOKE ALL ON FUNCTION subscription.usage_due(subscription.subscription, timesta
 REVOKE ALL ON FUNCTION subscription.preview_usage(bigint) FROM PUBLIC;
 -- end of the usage previews (issue 21, item 4)
 
+-- invoice.opened at the commit, dunning security, batching (issue 19) ------
+
+-- I8: an invoice's opening is written once, at the commit of the
+-- transaction that wrote it, with its total; the invoices before the
+-- upgrade have theirs already
+ALTER TABLE subscription.invoice_record ADD COLUMN announced boolean NOT NULL DEFAULT true;
+ALTER TABLE subscription.invoice_record ALTER COLUMN announced SET DEFAULT false;
+
+CREATE FUNCTION subscription.invoice_status_history(i subscription.invoice_record, new_status text, at timestamptz,
+                                                    extra jsonb, at_commit boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.require_arguments('invoice_status_history', '{i,new_status,at,extra,at_commit}',
+        ARRAY[(i).id IS NULL, new_status IS NULL, at IS NULL, extra IS NULL, at_commit IS NULL]);
+    IF NOT at_commit AND NOT i.announced THEN
+        RETURN;
+    END IF;
+    PERFORM subscription.write_history('invoice_status', i.account_id, i.subscription_id,
+        jsonb_build_object('invoice_id', i.id, 'issuer', i.issuer, 'number', i.number,
+                           'status', jsonb_build_object('old', CASE WHEN at_commit THEN 'open' ELSE i.status END,
+                                                        'new', new_status),
+                           'total', i.total, 'paid', i.paid, 'currency', i.currency, 'at', at) || extra,
+        i.tenant_id);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.invoice_status_history(subscription.invoice_record, text, timestamptz, jsonb, boolean) IS
+'Internal: the history row of an invoice''s change of status; for an invoice of this transaction, written at its commit (I3, I8)';
+
+CREATE FUNCTION subscription.announce_invoice(tenant_id bigint, invoice_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+    lines bigint;
+BEGIN
+    PERFORM subscription.require_arguments('announce_invoice', '{tenant_id,invoice_id}',
+        ARRAY[tenant_id IS NULL, invoice_id IS NULL]);
+    -- once: a restore copies rows already announced, and announces
+    -- without history the invoices of a dump from before 1.1
+    UPDATE subscription.invoice_record AS r SET announced = true
+     WHERE r.tenant_id = announce_invoice.tenant_id AND r.id = announce_invoice.invoice_id AND NOT r.announced
+    RETURNING * INTO i;
+    IF NOT FOUND OR subscription.restoring_role() THEN
+        RETURN;
+    END IF;
+    lines := (SELECT count(*) FROM subscription.ledger AS l
+               WHERE l.tenant_id = announce_invoice.tenant_id AND l.invoice_id = announce_invoice.invoice_id);
+    PERFORM subscription.write_history('invoice_open', i.account_id, i.subscription_id,
+        jsonb_build_object('invoice_id', i.id, 'issuer', i.issuer, 'number', i.number,
+                           'currency', i.currency, 'corrects_invoice_id', i.corrects_invoice_id,
+                           'due_at', i.due_at, 'total', i.total, 'lines', lines),
+        i.tenant_id);
+    IF i.status <> 'open' THEN
+        PERFORM subscription.invoice_status_history(i, i.status,
+            CASE i.status WHEN 'paid' THEN coalesce((SELECT max(p.at) FROM subscription.payment AS p
+                                                      WHERE p.tenant_id = announce_invoice.tenant_id
+                                                        AND p.invoice_id = announce_invoice.invoice_id), i.at)
+                          ELSE i.at END,
+            CASE WHEN i.status = 'void' THEN
+                jsonb_build_object('reason', i.void_reason, 'correcting_invoice_id',
+                                   (SELECT c.id FROM subscription.invoice_record AS c
+                                     WHERE c.tenant_id = announce_invoice.tenant_id
+                                       AND c.corrects_invoice_id = announce_invoice.invoice_id))
+                 ELSE '{}' END,
+            true);
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.announce_invoice(bigint, bigint) IS
+'Internal: an invoice''s opening with its total and lines (the event invoice.opened), then a status its transaction reached, once (I8)';
+
+CREATE FUNCTION subscription.invoice_opened()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.announce_invoice(NEW.tenant_id, NEW.id);
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.invoice_opened() IS
+'Trigger, at the commit: an invoice''s opening with its total and lines (announce_invoice, I8)';
+
+CREATE OR REPLACE FUNCTION subscription.open_invoice(tenant_id bigint, account_id bigint, subscription_id bigint,
+                                          currency text, at timestamptz, plan text, corrects bigint,
+                                          quiet boolean DEFAULT false)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    the_issuer text;
+    next_number bigint;
+    new_id bigint;
+    method bigint;
+    due timestamptz := at + make_interval(days => coalesce(current_setting('subscription.payment_terms', true), '0')::integer);
+BEGIN
+    PERFORM subscription.require_arguments('open_invoice', '{tenant_id,account_id,currency,at}',
+        ARRAY[tenant_id IS NULL, account_id IS NULL, currency IS NULL, at IS NULL]);
+    PERFORM subscription.require_account(open_invoice.tenant_id, open_invoice.account_id);
+    IF subscription_id IS NOT NULL
+       AND NOT EXISTS (SELECT FROM subscription.subscription AS s
+                        WHERE s.tenant_id = open_invoice.tenant_id AND s.id = open_invoice.subscription_id) THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    IF NOT EXISTS (SELECT FROM subscription.currency AS c WHERE c.code = open_invoice.currency) THEN
+        RAISE EXCEPTION 'currency "%" does not exist', currency USING ERRCODE = 'undefined_object';
+    END IF;
+    -- every statement names the tenant, or reads the catalog alone: on
+    -- Citus this runs in the ledger's trigger on the tenant's shard
+    IF plan IS NULL AND subscription_id IS NOT NULL THEN
+        plan := (SELECT s.plan FROM subscription.subscription AS s
+                  WHERE s.tenant_id = open_invoice.tenant_id AND s.id = open_invoice.subscription_id);
+    END IF;
+    the_issuer := coalesce((SELECT p.product FROM subscription.plan AS p WHERE p.code = open_invoice.plan), '');
+    INSERT INTO subscription.invoice_series AS x (tenant_id, issuer, last_number)
+    VALUES (open_invoice.tenant_id, the_issuer, 1)
+    ON CONFLICT ON CONSTRAINT invoice_series_pkey DO UPDATE SET last_number = x.last_number + 1
+    RETURNING x.last_number INTO next_number;
+    -- no subquery in INSERT ... VALUES: Citus refuses it
+    method := (SELECT m.id FROM subscription.payment_method AS m
+                WHERE m.tenant_id = open_invoice.tenant_id AND m.account_id = open_invoice.account_id AND m.is_default);
+    INSERT INTO subscription.invoice_record AS i
+           (tenant_id, account_id, subscription_id, issuer, number, at, currency, due_at, payment_method_id,
+            corrects_invoice_id)
+    VALUES (open_invoice.tenant_id, open_invoice.account_id, open_invoice.subscription_id, the_issuer, next_number,
+            open_invoice.at, open_invoice.currency, due, method, open_invoice.corrects)
+    RETURNING i.id INTO new_id;
+    -- its history row and event invoice.opened are written at the commit,
+    -- once its lines are all there (invoice_opened, I8)
+    RETURN new_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.open_invoice(bigint, bigint, bigint, text, timestamptz, text, bigint, boolean) IS
+'Internal: a new invoice, numbered gapless in its issuer''s series in this transaction, due after subscription.payment_terms days; its opening recorded at the commit (I1, I3, I8)';
+
+CREATE OR REPLACE FUNCTION subscription.settle_invoice(tenant_id bigint, invoice_id bigint, quiet boolean DEFAULT false,
+                                            at timestamptz DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+    new_status text;
+BEGIN
+    SELECT * INTO i FROM subscription.invoice_record AS r
+     WHERE r.tenant_id = settle_invoice.tenant_id AND r.id = settle_invoice.invoice_id;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    new_status := CASE WHEN i.status IN ('void', 'uncollectible') THEN i.status
+                       WHEN i.total - i.paid <= 0 THEN 'paid' ELSE 'open' END;
+    IF new_status IS DISTINCT FROM i.status THEN
+        UPDATE subscription.invoice_record AS r SET status = new_status
+         WHERE r.tenant_id = settle_invoice.tenant_id AND r.id = settle_invoice.invoice_id;
+        IF quiet THEN
+            RETURN new_status;
+        END IF;
+        PERFORM subscription.invoice_status_history(i, new_status, coalesce(settle_invoice.at, i.at), '{}', false);
+        IF new_status = 'paid' AND i.subscription_id IS NOT NULL THEN
+            PERFORM subscription.end_past_due(i.tenant_id, i.subscription_id, i.id);
+        END IF;
+    END IF;
+    RETURN new_status;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.settle_invoice(bigint, bigint, boolean, timestamptz) IS
+'Internal: an invoice''s status from its total and payments, its change recorded in history unless quiet (I3)';
+
+CREATE OR REPLACE FUNCTION subscription.invoice_for_change(fn text, tenant bigint, invoice_id bigint)
+RETURNS subscription.invoice_record
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+    owner bigint;
+BEGIN
+    SELECT * INTO i FROM subscription.invoice_record AS r
+     WHERE r.tenant_id = invoice_for_change.tenant AND r.id = invoice_for_change.invoice_id FOR UPDATE;
+    IF FOUND AND NOT i.announced THEN
+        -- I8: opened in this transaction: its opening before the change's events
+        PERFORM subscription.announce_invoice(i.tenant_id, i.id);
+        SELECT * INTO i FROM subscription.invoice_record AS r WHERE r.tenant_id = i.tenant_id AND r.id = i.id;
+    END IF;
+    IF FOUND THEN
+        RETURN i;
+    END IF;
+    owner := subscription.tenant_of_invoice(invoice_id);
+    IF owner IS NULL THEN
+        RAISE EXCEPTION 'invoice % does not exist', invoice_id USING ERRCODE = 'no_data_found';
+    END IF;
+    IF invoice_for_change.tenant IS NULL THEN
+        RAISE EXCEPTION 'argument "tenant_id" of %() must not be null', fn USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    RAISE EXCEPTION 'invoice % is not of tenant %', invoice_id, invoice_for_change.tenant
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = format('subscription.%s(invoice_id, ...) without the tenant finds it.', fn);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.invoice_for_change(text, bigint, bigint) IS
+'Internal: an invoice of the tenant, locked (P0002 unless it exists, 22023 if another tenant''s)';
+
+CREATE OR REPLACE FUNCTION subscription.void_invoice(tenant_id bigint, invoice_id bigint, reason text, at timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+    correction bigint;
+    c record;
+    returned numeric;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.void_invoice(bigint,bigint,text,timestamptz)', void_invoice.tenant_id,
+            pg_catalog.jsonb_build_array(void_invoice.tenant_id, void_invoice.invoice_id, void_invoice.reason, void_invoice.at)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    PERFORM subscription.require_arguments('void_invoice', '{invoice_id,reason,at}',
+        ARRAY[invoice_id IS NULL, reason IS NULL, at IS NULL]);
+    i := subscription.invoice_for_change('void_invoice', tenant_id, invoice_id);
+    PERFORM subscription.authorize(i.tenant_id, i.account_id, 'pay', false);
+    PERFORM subscription.require_time('void_invoice', at, false);
+    IF btrim(reason) = '' THEN
+        RAISE EXCEPTION 'a void needs a reason' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF i.status <> 'open' OR i.paid > 0 THEN
+        RAISE EXCEPTION 'invoice % is %', i.document_number,
+                        CASE WHEN i.status = 'open' THEN 'partly paid' ELSE i.status END
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Only an open invoice without payments can be voided; give money back with a refund or a credit.';
+    END IF;
+    correction := subscription.open_invoice(i.tenant_id, i.account_id, i.subscription_id, i.currency,
+                                            void_invoice.at, NULL, i.id);
+    -- each charge, net of what its coupon, the credit that paid it and
+    -- the refunds and credits of it given before took off
+    FOR c IN SELECT l.*, coalesce((SELECT sum(d.amount) FROM subscription.ledger AS d
+                                    WHERE d.tenant_id = l.tenant_id AND d.charge_id = l.id
+                                      AND d.kind IN ('discount', 'credit_used', 'refund', 'credit')), 0) AS off,
+                    -- a charge is given back once by a line naming it (ledger_one_refund_per_charge)
+                    EXISTS (SELECT FROM subscription.ledger AS g
+                             WHERE g.tenant_id = l.tenant_id AND g.charge_id = l.id
+                               AND g.kind IN ('refund', 'credit')) AS given_back
+               FROM subscription.ledger AS l
+              WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id AND l.kind = 'charge'
+              ORDER BY l.id LOOP
+        IF c.amount - c.off > 0 THEN
+            INSERT INTO subscription.ledger
+                   (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan,
+                    charge_id, description, invoice_id, corrects_invoice_id)
+            VALUES (i.tenant_id, i.account_id, c.subscription_id, c.addon_batch_id, 'refund', c.amount - c.off,
+                    c.currency, c.period, c.item, c.plan, CASE WHEN NOT c.given_back THEN c.id END,
+                    format('void of invoice %s: %s', i.document_number, reason)
+                      || CASE WHEN c.given_back THEN format(' (the rest of charge %s)', c.id) ELSE '' END,
+                    correction, i.id);
+        END IF;
+    END LOOP;
+    -- the account's credit this invoice used, and what it gave back of
+    -- earlier charges, stay the account's: one credit line (L9)
+    returned := (SELECT sum(l.amount) FROM subscription.ledger AS l
+                  WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id AND l.kind IN ('credit_used', 'refund', 'credit'));
+    IF returned > 0 THEN
+        INSERT INTO subscription.ledger
+               (tenant_id, account_id, subscription_id, kind, amount, currency, item, description, invoice_id,
+                corrects_invoice_id)
+        VALUES (i.tenant_id, i.account_id, i.subscription_id, 'credit', subscription.round_money(returned, i.currency),
+                i.currency, 'credit',
+                format('void of invoice %s: credit used and given back returned to the account (%s)',
+                       i.document_number, reason), correction, i.id);
+    END IF;
+    UPDATE subscription.invoice_record AS r SET status = 'void', void_reason = reason
+     WHERE r.tenant_id = i.tenant_id AND r.id = i.id;
+    PERFORM subscription.invoice_status_history(i, 'void', void_invoice.at,
+        jsonb_build_object('reason', reason, 'correcting_invoice_id', correction), false);
+    -- D5: nothing is owed on it any more
+    IF i.subscription_id IS NOT NULL THEN
+        PERFORM subscription.end_past_due(i.tenant_id, i.subscription_id, i.id);
+    END IF;
+    RETURN correction;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.void_invoice(bigint, bigint, text, timestamptz) IS
+'Void an open unpaid invoice: a correcting invoice gives its charges back and returns credit used or given back to the account, nothing is deleted (I3) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.history_events(operation text, details jsonb)
+RETURNS TABLE (type text, payload jsonb)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- PL/pgSQL keeps this statement's plan for the session; a SQL function
+    -- with SET planned the whole union again for every history row
+    RETURN QUERY
+SELECT x.type, pg_catalog.jsonb_build_object('version', 1) OPERATOR(pg_catalog.||) x.payload
+  FROM (
+    SELECT 'subscription.created', pg_catalog.jsonb_build_object(
+               'plan', details -> 'plan', 'cycle', details -> 'cycle', 'quantity', details -> 'quantity',
+               'status', details -> 'status', 'renewal', details -> 'renewal',
+               'period_start', subscription.event_time(pg_catalog.lower((details OPERATOR(pg_catalog.->>) 'period')::pg_catalog.tstzrange)),
+               'period_end', subscription.event_time(pg_catalog.upper((details OPERATOR(pg_catalog.->>) 'period')::pg_catalog.tstzrange)))
+     WHERE operation = 'subscription_insert'
+    UNION ALL
+    SELECT 'subscription.renewed', pg_catalog.jsonb_build_object(
+               'period_number', details -> 'period_number' -> 'new',
+               'period_start', subscription.event_time(pg_catalog.lower((details -> 'period' OPERATOR(pg_catalog.->>) 'new')::pg_catalog.tstzrange)),
+               'period_end', subscription.event_time(pg_catalog.upper((details -> 'period' OPERATOR(pg_catalog.->>) 'new')::pg_catalog.tstzrange)))
+     WHERE operation = 'subscription_update'
+       AND (details -> 'period_number' OPERATOR(pg_catalog.->>) 'new')::integer
+           OPERATOR(pg_catalog.>) (details -> 'period_number' OPERATOR(pg_catalog.->>) 'old')::integer
+    UNION ALL
+    SELECT 'subscription.plan_changed', pg_catalog.jsonb_build_object(
+               'from', details -> 'plan' -> 'old', 'to', details -> 'plan' -> 'new')
+     WHERE operation = 'subscription_update' AND details ? 'plan'
+    UNION ALL
+    SELECT 'subscription.quantity_changed', pg_catalog.jsonb_build_object(
+               'from', details -> 'quantity' -> 'old', 'to', details -> 'quantity' -> 'new')
+     WHERE operation = 'subscription_update' AND details ? 'quantity'
+    UNION ALL
+    SELECT 'subscription.' || (details -> 'status' OPERATOR(pg_catalog.->>) 'new'),
+           pg_catalog.jsonb_build_object('previous_status', details -> 'status' -> 'old')
+     WHERE operation = 'subscription_update'
+       AND details -> 'status' OPERATOR(pg_catalog.->>) 'new' IN ('cancelled', 'expired')
+    UNION ALL
+    -- past due and its end (issue 19, D1, D5)
+    SELECT 'subscription.past_due', pg_catalog.jsonb_build_object(
+               'invoice_id', details -> 'past_due_invoice_id' -> 'new',
+               'since', subscription.event_time((details -> 'past_due_since' OPERATOR(pg_catalog.->>) 'new')::pg_catalog.timestamptz))
+     WHERE operation = 'subscription_update'
+       AND details -> 'status' OPERATOR(pg_catalog.->>) 'new' = 'past_due'
+    UNION ALL
+    SELECT 'subscription.past_due_ended', pg_catalog.jsonb_build_object(
+               'status', details -> 'status' -> 'new', 'invoice_id', details -> 'past_due_invoice_id' -> 'old')
+     WHERE operation = 'subscription_update'
+       AND details -> 'status' OPERATOR(pg_catalog.->>) 'old' = 'past_due'
+    UNION ALL
+    SELECT 'subscription.dunning_step', pg_catalog.jsonb_build_object(
+               'invoice_id', details -> 'invoice_id', 'step', details -> 'step', 'steps', details -> 'steps',
+               'action', details -> 'action', 'amount', details -> 'due', 'currency', details -> 'currency',
+               'step_at', subscription.event_time((details OPERATOR(pg_catalog.->>) 'at')::pg_catalog.timestamptz))
+     WHERE operation = 'dunning_step'
+    UNION ALL
+    SELECT 'addon.purchased', pg_catalog.jsonb_build_object(
+               'batch_id', details -> 'id', 'addon', details -> 'addon', 'quantity', details -> 'quantity')
+     WHERE operation = 'addon_batch_insert'
+    UNION ALL
+    SELECT 'addon.ended', pg_catalog.jsonb_build_object(
+               'batch_id', details -> 'batch_id', 'status', details -> 'status' -> 'new')
+     WHERE operation = 'addon_batch_update'
+       AND details -> 'status' OPERATOR(pg_catalog.->>) 'new' IN ('cancelled', 'expired')
+    UNION ALL
+    SELECT CASE operation WHEN 'license_assign' THEN 'license.assigned' ELSE 'license.released' END,
+           pg_catalog.jsonb_build_object('members', details -> 'members')
+     WHERE operation IN ('license_assign', 'license_release')
+    UNION ALL
+    -- invoices and payments (issue 19, I3, I6; the payloads docs/integrating.md reserved)
+    -- version 2 (I8): written at the commit, with the invoice's total and lines
+    SELECT 'invoice.opened', pg_catalog.jsonb_build_object(
+               'version', 2,
+               'invoice_id', details -> 'invoice_id', 'issuer', details -> 'issuer', 'number', details -> 'number',
+               'total', details -> 'total', 'lines', details -> 'lines', 'currency', details -> 'currency',
+               'due_at', subscription.event_time((details OPERATOR(pg_catalog.->>) 'due_at')::pg_catalog.timestamptz),
+               'corrects_invoice_id', details -> 'corrects_invoice_id')
+     WHERE operation = 'invoice_open'
+    UNION ALL
+    SELECT 'invoice.' || (details -> 'status' OPERATOR(pg_catalog.->>) 'new'), pg_catalog.jsonb_build_object(
+               'invoice_id', details -> 'invoice_id', 'issuer', details -> 'issuer', 'number', details -> 'number',
+               'amount', details -> 'total', 'paid', details -> 'paid', 'currency', details -> 'currency',
+               (details -> 'status' OPERATOR(pg_catalog.->>) 'new') OPERATOR(pg_catalog.||) '_at',
+               subscription.event_time((details OPERATOR(pg_catalog.->>) 'at')::pg_catalog.timestamptz))
+     WHERE operation = 'invoice_status'
+       AND details -> 'status' OPERATOR(pg_catalog.->>) 'new' IN ('paid', 'void', 'uncollectible')
+    UNION ALL
+    SELECT 'payment.recorded', pg_catalog.jsonb_build_object(
+               'payment_id', details -> 'payment_id', 'invoice_id', details -> 'invoice_id', 'amount', details -> 'amount',
+               'currency', details -> 'currency', 'reference', details -> 'reference', 'credited', details -> 'credited')
+     WHERE operation = 'payment'
+    UNION ALL
+    SELECT 'payment.failed', pg_catalog.jsonb_build_object(
+               'invoice_id', details -> 'invoice_id', 'amount', details -> 'due', 'currency', details -> 'currency',
+               'attempt', details -> 'attempt', 'reason', details -> 'reason')
+     WHERE operation = 'payment_failure'
+  ) AS x (type, payload);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.history_events(text, jsonb) IS
+'The events of a history row: event types and versioned payloads per operation (E1, docs/integrating.md)';
+
+CREATE OR REPLACE FUNCTION subscription.dunning_final(s subscription.subscription, i subscription.invoice_record,
+                                           action text, at timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    free text;
+BEGIN
+    PERFORM subscription.require_arguments('dunning_final', '{s,i,action,at}',
+        ARRAY[(s).id IS NULL, (i).id IS NULL, action IS NULL, at IS NULL]);
+    IF action NOT IN ('cancel', 'freeze', 'downgrade', 'keep') THEN
+        RAISE EXCEPTION 'unknown final action of a dunning "%"', action
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The final actions are cancel, freeze, downgrade and keep.';
+    END IF;
+    IF action = 'freeze' THEN
+        UPDATE subscription.subscription AS x SET dunning_frozen = true
+         WHERE x.tenant_id = s.tenant_id AND x.id = s.id;
+        PERFORM subscription.refresh_freeze(s.tenant_id, s.account_id);
+        RETURN;
+    END IF;
+    IF action = 'downgrade' THEN
+        free := subscription.free_plan(s.plan, s.cycle);
+        IF free IS NULL THEN
+            RAISE WARNING 'subscription % is cancelled at the end of its dunning: plan "%" has no free plan for cycle %',
+                          s.id, s.plan, subscription.cycle_text(s.cycle);
+            action := 'cancel';
+        END IF;
+    END IF;
+    UPDATE subscription.invoice_record AS r SET status = 'uncollectible'
+     WHERE r.tenant_id = i.tenant_id AND r.id = i.id;
+    PERFORM subscription.invoice_status_history(i, 'uncollectible', dunning_final.at, '{}', false);
+    UPDATE subscription.subscription AS x
+       SET status = CASE WHEN action = 'cancel' THEN 'cancelled' ELSE 'active' END,
+           past_due_since = NULL, past_due_invoice_id = NULL, dunning_step = 0,
+           pending_plan = CASE WHEN action = 'downgrade' AND free <> x.plan THEN free ELSE x.pending_plan END
+     WHERE x.tenant_id = s.tenant_id AND x.id = s.id;
+    IF action = 'downgrade' AND free <> s.plan THEN
+        PERFORM FROM subscription.apply_downgrade(s.tenant_id, s.id, false);
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.dunning_final(subscription.subscription, subscription.invoice_record, text, timestamptz) IS
+'Internal: the final action of a dunning ladder: cancel, freeze, downgrade to the free plan, or keep (D4)';
+
+CREATE FUNCTION subscription.dunning_batch(
+    at timestamptz, batch_size integer, after_id bigint,
+    OUT taken integer, OUT handled integer, OUT last_end timestamptz, OUT last_id bigint, OUT left_due bigint[])
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tenants bigint[];
+    t bigint;
+BEGIN
+    PERFORM subscription.require_arguments('dunning_batch', '{at,batch_size,after_id}',
+        ARRAY[at IS NULL, batch_size IS NULL, after_id IS NULL]);
+    tenants := ARRAY(SELECT DISTINCT v.tenant_id FROM subscription.invoice_record AS v
+                      WHERE v.status = 'open' AND v.due_at <= dunning_batch.at
+                        AND v.subscription_id IS NOT NULL AND v.tenant_id > dunning_batch.after_id
+                      ORDER BY v.tenant_id LIMIT dunning_batch.batch_size);
+    taken := cardinality(tenants);
+    handled := 0;
+    last_id := coalesce(tenants[taken], after_id);
+    left_due := '{}';
+    FOREACH t IN ARRAY tenants LOOP
+        handled := handled + subscription.run_dunning_tenant(t, dunning_batch.at);
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.dunning_batch(timestamptz, integer, bigint) IS
+'Internal: one batch of run_dunning: the next tenants with an open invoice due, each by run_dunning_tenant';
+
+CREATE OR REPLACE PROCEDURE subscription.renew_in_batches(fn text, at timestamptz, batch_size integer, shards bigint[])
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    b record;
+    total bigint := 0;
+    after_end timestamptz;
+    after_id bigint;
+    skip bigint[];
+    shard bigint;
+    -- run_dunning's batches are dunning_batch's, without a NOTICE
+    dunning boolean := fn OPERATOR(pg_catalog.=) 'run_dunning';
+BEGIN
+    PERFORM subscription.require_renewal_run(fn, at);
+    IF batch_size OPERATOR(pg_catalog.<) 1 THEN
+        RAISE EXCEPTION 'batch size must be at least 1' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOREACH shard IN ARRAY shards LOOP
+        after_end := '-infinity';
+        after_id := 0;
+        skip := '{}';
+        LOOP
+            IF dunning THEN
+                b := subscription.dunning_batch(at, batch_size, after_id);
+            ELSE
+                b := subscription.renew_batch(at, batch_size, after_end, after_id, skip, shard);
+            END IF;
+            COMMIT;
+            EXIT WHEN b.taken OPERATOR(pg_catalog.=) 0;
+            skip := skip OPERATOR(pg_catalog.||) b.left_due;
+            total := total OPERATOR(pg_catalog.+) b.handled;
+            after_end := b.last_end;
+            after_id := b.last_id;
+            IF NOT dunning THEN
+                RAISE NOTICE '%: % subscriptions handled', fn, total;
+            END IF;
+        END LOOP;
+    END LOOP;
+END
+$$;
+
+COMMENT ON PROCEDURE subscription.renew_in_batches(text, timestamptz, integer, bigint[]) IS
+'Internal: the committed tenant batches of run_renewals, renew_local_tenants and run_dunning';
+
+CREATE OR REPLACE PROCEDURE subscription.run_dunning(at timestamptz DEFAULT subscription.now(), batch_size integer DEFAULT 1000)
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM subscription.require_arguments('run_dunning', '{at,batch_size}',
+        ARRAY[run_dunning.at IS NULL, run_dunning.batch_size IS NULL]);
+    CALL subscription.renew_in_batches('run_dunning', run_dunning.at, run_dunning.batch_size, '{NULL}');
+END
+$$;
+
+COMMENT ON PROCEDURE subscription.run_dunning(timestamptz, integer) IS
+'Dunning for every tenant (run_dunning_tenant) in committed batches, for pg_cron; CALL it outside a transaction block (D3)';
+
+CREATE OR REPLACE FUNCTION subscription.close_account(tenant_id bigint, account_id bigint, at timestamptz)
+RETURNS TABLE (subscription_id bigint, credited numeric)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    closed timestamptz;
+    open_children text;
+    s bigint;
+    st text;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN QUERY SELECT * FROM pg_catalog.jsonb_to_recordset(subscription.idempotent('subscription.close_account(bigint,bigint,timestamptz)', close_account.tenant_id,
+            pg_catalog.jsonb_build_array(close_account.tenant_id, close_account.account_id, close_account.at)))
+            AS r (subscription_id bigint, credited numeric);
+        RETURN;
+    END IF;
+    PERFORM subscription.require_tenant('close_account', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('close_account', '{account_id,at}',
+        ARRAY[account_id IS NULL, at IS NULL]);
+    PERFORM subscription.require_account(close_account.account_id);
+    PERFORM subscription.authorize(close_account.account_id, 'cancel');
+    PERFORM subscription.require_time('close_account', at, false);
+    SELECT a.closed_at INTO closed FROM subscription.account AS a
+     WHERE a.tenant_id = close_account.tenant_id AND a.id = close_account.account_id FOR NO KEY UPDATE;
+    IF closed IS NOT NULL THEN
+        RAISE EXCEPTION 'account % is already closed', account_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('It was closed at %s.', closed);
+    END IF;
+    -- K9: a sub-account is closed by whom may act on it (Z1, K8), first
+    SELECT string_agg(a.id::text, ', ' ORDER BY a.id) INTO open_children FROM subscription.account AS a
+     WHERE a.tenant_id = close_account.tenant_id AND a.parent_id = close_account.account_id AND a.closed_at IS NULL;
+    IF open_children IS NOT NULL THEN
+        RAISE EXCEPTION 'account % has open sub-accounts', account_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Sub-accounts %s are open.', open_children),
+                  HINT = 'Close them first with subscription.close_account().';
+    END IF;
+    FOR s, st IN SELECT x.id, x.status FROM subscription.subscription AS x
+              WHERE x.tenant_id = close_account.tenant_id AND x.account_id = close_account.account_id
+                AND x.status IN ('active', 'past_due')
+              ORDER BY x.id LOOP
+        subscription_id := s;
+        IF st = 'past_due' THEN
+            -- D6: ended too, without credit (its unpaid period gives nothing
+            -- back); its invoice stays open, still owed, and its dunning stops
+            UPDATE subscription.addon_batch AS b SET status = 'expired'
+             WHERE b.tenant_id = close_account.tenant_id AND b.subscription_id = s AND b.status = 'active';
+            UPDATE subscription.subscription AS x
+               SET status = 'cancelled', past_due_since = NULL, past_due_invoice_id = NULL, dunning_step = 0,
+                   dunning_frozen = false
+             WHERE x.tenant_id = close_account.tenant_id AND x.id = s;
+            credited := 0;
+        ELSE
+            credited := subscription.end_early(close_account.tenant_id, s, at);
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+    -- the seats of every subscription of the account, through the license guard
+    DELETE FROM subscription.license AS l
+     USING subscription.subscription AS x
+     WHERE l.tenant_id = close_account.tenant_id
+       AND x.tenant_id = close_account.tenant_id AND x.id = l.subscription_id
+       AND x.account_id = close_account.account_id;
+    UPDATE subscription.account AS a SET closed_at = close_account.at
+     WHERE a.tenant_id = close_account.tenant_id AND a.id = close_account.account_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.close_account(bigint, bigint, timestamptz) IS
+'Close an account: end every subscription (unused days credited, L9), release the seats, refuse new subscriptions (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+
+CREATE CONSTRAINT TRIGGER invoice_record_opened AFTER INSERT ON subscription.invoice_record
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION subscription.invoice_opened();
+
+REVOKE ALL ON FUNCTION subscription.invoice_status_history(subscription.invoice_record, text, timestamptz, jsonb, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.announce_invoice(bigint, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.invoice_opened() FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.dunning_batch(timestamptz, integer, bigint) FROM PUBLIC;
+
+-- end of: invoice.opened at the commit, dunning security, batching (issue 19)
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves

@@ -121,6 +121,9 @@ CREATE TABLE subscription.invoice_record (
     document_number   text GENERATED ALWAYS AS
                       (upper(CASE issuer WHEN '' THEN 'CR' ELSE issuer END) || '-' || tenant_id::text || '-'
                        || lpad(number::text, 6, '0')) STORED,
+    -- its opening written (history invoice_open, the event invoice.opened):
+    -- at the commit of the transaction that wrote it (invoice_opened, I8)
+    announced         boolean NOT NULL DEFAULT false,
     CONSTRAINT invoice_record_void_has_reason CHECK ((status = 'void') = (void_reason IS NOT NULL)),
     CONSTRAINT invoice_record_pkey PRIMARY KEY (tenant_id, id),
     CONSTRAINT invoice_record_number_key UNIQUE (tenant_id, issuer, number),

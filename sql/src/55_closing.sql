@@ -5,7 +5,9 @@
 
 -- End everything of an account (once its sub-accounts are closed, K9) at
 -- a time: every active subscription ends then, its unused days credited and
--- its add-on batches ended (end_early, L9); the seats are released; the
+-- its add-on batches ended (end_early, L9); a past-due one ends then too,
+-- its add-on batches ended, without credit, its invoice still owed (D6);
+-- the seats are released; the
 -- account is marked closed (history records it, R8) and takes no new
 -- subscription.  Returns the subscriptions ended and what each credited.
 CREATE FUNCTION subscription.close_account(tenant_id bigint, account_id bigint, at timestamptz)
@@ -18,6 +20,7 @@ DECLARE
     closed timestamptz;
     open_children text;
     s bigint;
+    st text;
 BEGIN
     -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
     IF subscription.idempotency_requested() THEN
@@ -48,12 +51,24 @@ BEGIN
                   DETAIL = format('Sub-accounts %s are open.', open_children),
                   HINT = 'Close them first with subscription.close_account().';
     END IF;
-    FOR s IN SELECT x.id FROM subscription.subscription AS x
+    FOR s, st IN SELECT x.id, x.status FROM subscription.subscription AS x
               WHERE x.tenant_id = close_account.tenant_id AND x.account_id = close_account.account_id
-                AND x.status = 'active'
+                AND x.status IN ('active', 'past_due')
               ORDER BY x.id LOOP
         subscription_id := s;
-        credited := subscription.end_early(close_account.tenant_id, s, at);
+        IF st = 'past_due' THEN
+            -- D6: ended too, without credit (its unpaid period gives nothing
+            -- back); its invoice stays open, still owed, and its dunning stops
+            UPDATE subscription.addon_batch AS b SET status = 'expired'
+             WHERE b.tenant_id = close_account.tenant_id AND b.subscription_id = s AND b.status = 'active';
+            UPDATE subscription.subscription AS x
+               SET status = 'cancelled', past_due_since = NULL, past_due_invoice_id = NULL, dunning_step = 0,
+                   dunning_frozen = false
+             WHERE x.tenant_id = close_account.tenant_id AND x.id = s;
+            credited := 0;
+        ELSE
+            credited := subscription.end_early(close_account.tenant_id, s, at);
+        END IF;
         RETURN NEXT;
     END LOOP;
     -- the seats of every subscription of the account, through the license guard

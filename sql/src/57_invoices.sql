@@ -6,7 +6,10 @@
 -- transaction: the series row stays locked until the commit, so a
 -- concurrent invoice of the series waits and takes the next number, and a
 -- rollback gives the number back.  Its due date is subscription.payment_terms
--- days later; the method to charge is the account's default now.
+-- days later; the method to charge is the account's default now.  Its
+-- opening is recorded at the commit (invoice_opened, I8), with its total;
+-- quiet (a restore) records nothing, which invoice_opened sees by itself
+-- (a restoring role).
 CREATE FUNCTION subscription.open_invoice(tenant_id bigint, account_id bigint, subscription_id bigint,
                                           currency text, at timestamptz, plan text, corrects bigint,
                                           quiet boolean DEFAULT false)
@@ -53,20 +56,123 @@ BEGIN
     VALUES (open_invoice.tenant_id, open_invoice.account_id, open_invoice.subscription_id, the_issuer, next_number,
             open_invoice.at, open_invoice.currency, due, method, open_invoice.corrects)
     RETURNING i.id INTO new_id;
-    IF quiet THEN
-        RETURN new_id;
-    END IF;
-    PERFORM subscription.write_history('invoice_open', open_invoice.account_id, open_invoice.subscription_id,
-        jsonb_build_object('invoice_id', new_id, 'issuer', the_issuer, 'number', next_number,
-                           'currency', open_invoice.currency, 'corrects_invoice_id', open_invoice.corrects,
-                           'due_at', due),
-        open_invoice.tenant_id);
+    -- its history row and event invoice.opened are written at the commit,
+    -- once its lines are all there (invoice_opened, I8)
     RETURN new_id;
 END
 $$;
 
 COMMENT ON FUNCTION subscription.open_invoice(bigint, bigint, bigint, text, timestamptz, text, bigint, boolean) IS
-'Internal: a new invoice, numbered gapless in its issuer''s series in this transaction, due after subscription.payment_terms days; quiet: no history (a restore) (I1, I3)';
+'Internal: a new invoice, numbered gapless in its issuer''s series in this transaction, due after subscription.payment_terms days; its opening recorded at the commit (I1, I3, I8)';
+
+-- I3, E1: the history row of an invoice's change of status (and its event
+-- invoice.paid, .void or .uncollectible).  An invoice whose opening is not
+-- written yet (opened in this transaction) has its status written at the
+-- commit, after its opening (invoice_opened, I8), so that a consumer never
+-- reads a status before the opening: here nothing, unless at_commit
+-- (invoice_opened itself).
+CREATE FUNCTION subscription.invoice_status_history(i subscription.invoice_record, new_status text, at timestamptz,
+                                                    extra jsonb, at_commit boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.require_arguments('invoice_status_history', '{i,new_status,at,extra,at_commit}',
+        ARRAY[(i).id IS NULL, new_status IS NULL, at IS NULL, extra IS NULL, at_commit IS NULL]);
+    IF NOT at_commit AND NOT i.announced THEN
+        RETURN;
+    END IF;
+    PERFORM subscription.write_history('invoice_status', i.account_id, i.subscription_id,
+        jsonb_build_object('invoice_id', i.id, 'issuer', i.issuer, 'number', i.number,
+                           'status', jsonb_build_object('old', CASE WHEN at_commit THEN 'open' ELSE i.status END,
+                                                        'new', new_status),
+                           'total', i.total, 'paid', i.paid, 'currency', i.currency, 'at', at) || extra,
+        i.tenant_id);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.invoice_status_history(subscription.invoice_record, text, timestamptz, jsonb, boolean) IS
+'Internal: the history row of an invoice''s change of status; for an invoice of this transaction, written at its commit (I3, I8)';
+
+-- I8: an invoice's opening, written once, when its lines are all there:
+-- the history row invoice_open with its total, number of lines, currency
+-- and due date (the event invoice.opened, version 2), then, if its
+-- transaction also paid, voided or wrote it off, that status
+-- (invoice_status_history).  At the commit of the transaction that wrote
+-- it (the trigger invoice_record_opened), or before a payment, a failure
+-- or a void of it in that transaction (invoice_for_change), so that their
+-- events follow it.  A restore (a restoring role) marks it without
+-- history.  Every statement names the tenant (Citus: on its shard).
+CREATE FUNCTION subscription.announce_invoice(tenant_id bigint, invoice_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+    lines bigint;
+BEGIN
+    PERFORM subscription.require_arguments('announce_invoice', '{tenant_id,invoice_id}',
+        ARRAY[tenant_id IS NULL, invoice_id IS NULL]);
+    -- once: a restore copies rows already announced, and announces
+    -- without history the invoices of a dump from before 1.1
+    UPDATE subscription.invoice_record AS r SET announced = true
+     WHERE r.tenant_id = announce_invoice.tenant_id AND r.id = announce_invoice.invoice_id AND NOT r.announced
+    RETURNING * INTO i;
+    IF NOT FOUND OR subscription.restoring_role() THEN
+        RETURN;
+    END IF;
+    lines := (SELECT count(*) FROM subscription.ledger AS l
+               WHERE l.tenant_id = announce_invoice.tenant_id AND l.invoice_id = announce_invoice.invoice_id);
+    PERFORM subscription.write_history('invoice_open', i.account_id, i.subscription_id,
+        jsonb_build_object('invoice_id', i.id, 'issuer', i.issuer, 'number', i.number,
+                           'currency', i.currency, 'corrects_invoice_id', i.corrects_invoice_id,
+                           'due_at', i.due_at, 'total', i.total, 'lines', lines),
+        i.tenant_id);
+    IF i.status <> 'open' THEN
+        PERFORM subscription.invoice_status_history(i, i.status,
+            CASE i.status WHEN 'paid' THEN coalesce((SELECT max(p.at) FROM subscription.payment AS p
+                                                      WHERE p.tenant_id = announce_invoice.tenant_id
+                                                        AND p.invoice_id = announce_invoice.invoice_id), i.at)
+                          ELSE i.at END,
+            CASE WHEN i.status = 'void' THEN
+                jsonb_build_object('reason', i.void_reason, 'correcting_invoice_id',
+                                   (SELECT c.id FROM subscription.invoice_record AS c
+                                     WHERE c.tenant_id = announce_invoice.tenant_id
+                                       AND c.corrects_invoice_id = announce_invoice.invoice_id))
+                 ELSE '{}' END,
+            true);
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.announce_invoice(bigint, bigint) IS
+'Internal: an invoice''s opening with its total and lines (the event invoice.opened), then a status its transaction reached, once (I8)';
+
+-- I8: at the commit of the transaction that wrote an invoice (a deferred
+-- constraint trigger, once per invoice), its opening, whatever statements
+-- wrote its lines.  A rollback writes nothing.  SET CONSTRAINTS
+-- invoice_record_opened IMMEDIATE writes it at the end of each statement
+-- instead.
+CREATE FUNCTION subscription.invoice_opened()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.announce_invoice(NEW.tenant_id, NEW.id);
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.invoice_opened() IS
+'Trigger, at the commit: an invoice''s opening with its total and lines (announce_invoice, I8)';
+
+CREATE CONSTRAINT TRIGGER invoice_record_opened AFTER INSERT ON subscription.invoice_record
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION subscription.invoice_opened();
 
 -- I3: an invoice's status from its total and what was paid: paid once
 -- nothing is due; a void or uncollectible invoice stays so.  A change of
@@ -85,6 +191,9 @@ DECLARE
 BEGIN
     SELECT * INTO i FROM subscription.invoice_record AS r
      WHERE r.tenant_id = settle_invoice.tenant_id AND r.id = settle_invoice.invoice_id;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
     new_status := CASE WHEN i.status IN ('void', 'uncollectible') THEN i.status
                        WHEN i.total - i.paid <= 0 THEN 'paid' ELSE 'open' END;
     IF new_status IS DISTINCT FROM i.status THEN
@@ -93,12 +202,7 @@ BEGIN
         IF quiet THEN
             RETURN new_status;
         END IF;
-        PERFORM subscription.write_history('invoice_status', i.account_id, i.subscription_id,
-            jsonb_build_object('invoice_id', i.id, 'issuer', i.issuer, 'number', i.number,
-                               'status', jsonb_build_object('old', i.status, 'new', new_status),
-                               'total', i.total, 'paid', i.paid, 'currency', i.currency,
-                               'at', coalesce(settle_invoice.at, i.at)),
-            i.tenant_id);
+        PERFORM subscription.invoice_status_history(i, new_status, coalesce(settle_invoice.at, i.at), '{}', false);
         IF new_status = 'paid' AND i.subscription_id IS NOT NULL THEN
             PERFORM subscription.end_past_due(i.tenant_id, i.subscription_id, i.id);
         END IF;
@@ -199,7 +303,8 @@ $$;
 COMMENT ON FUNCTION subscription.tenant_of_invoice(bigint) IS 'Internal: the tenant of an invoice, by its id (NULL if unknown)';
 
 -- An invoice of the tenant, locked for a change: P0002 unless it exists,
--- 22023 if it is another tenant's.
+-- 22023 if it is another tenant's.  One this transaction opened has its
+-- opening written first (announce_invoice, I8).
 CREATE FUNCTION subscription.invoice_for_change(fn text, tenant bigint, invoice_id bigint)
 RETURNS subscription.invoice_record
 LANGUAGE plpgsql
@@ -211,6 +316,11 @@ DECLARE
 BEGIN
     SELECT * INTO i FROM subscription.invoice_record AS r
      WHERE r.tenant_id = invoice_for_change.tenant AND r.id = invoice_for_change.invoice_id FOR UPDATE;
+    IF FOUND AND NOT i.announced THEN
+        -- I8: opened in this transaction: its opening before the change's events
+        PERFORM subscription.announce_invoice(i.tenant_id, i.id);
+        SELECT * INTO i FROM subscription.invoice_record AS r WHERE r.tenant_id = i.tenant_id AND r.id = i.id;
+    END IF;
     IF FOUND THEN
         RETURN i;
     END IF;
@@ -317,12 +427,8 @@ BEGIN
     END IF;
     UPDATE subscription.invoice_record AS r SET status = 'void', void_reason = reason
      WHERE r.tenant_id = i.tenant_id AND r.id = i.id;
-    PERFORM subscription.write_history('invoice_status', i.account_id, i.subscription_id,
-        jsonb_build_object('invoice_id', i.id, 'issuer', i.issuer, 'number', i.number,
-                           'status', jsonb_build_object('old', i.status, 'new', 'void'), 'reason', reason,
-                           'correcting_invoice_id', correction, 'total', i.total, 'paid', i.paid,
-                           'currency', i.currency, 'at', void_invoice.at),
-        i.tenant_id);
+    PERFORM subscription.invoice_status_history(i, 'void', void_invoice.at,
+        jsonb_build_object('reason', reason, 'correcting_invoice_id', correction), false);
     -- D5: nothing is owed on it any more
     IF i.subscription_id IS NOT NULL THEN
         PERFORM subscription.end_past_due(i.tenant_id, i.subscription_id, i.id);

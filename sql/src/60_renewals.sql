@@ -869,11 +869,13 @@ $$;
 
 COMMENT ON FUNCTION subscription.renew_due(timestamptz) IS 'Renew, expire or cancel every subscription due by a time, catching up missed periods; back-office work';
 
--- The committed batches of run_renewals and renew_local_tenants (fn, for
--- the NOTICE), over the shards given (local_subscription_shards; NULL:
--- the whole table).  Each batch is renew_batch's, committed as it is
--- done, so that memory and locks stay bounded by one batch however many
--- subscriptions are due.  A procedure that commits cannot carry SET
+-- The committed batches of run_renewals, renew_local_tenants and
+-- run_dunning (fn, for the NOTICE), over the shards given
+-- (local_subscription_shards; NULL: the whole table).  Each batch is
+-- renew_batch's (run_dunning: dunning_batch's, of the same shape), by a
+-- keyset that SKIP LOCKED leaves no row behind, committed as it is done,
+-- so that memory and locks stay bounded by one batch however many
+-- subscriptions are due: the one loop of both procedures.  A procedure that commits cannot carry SET
 -- search_path: everything in it is schema-qualified, and the functions it
 -- calls pin their own.  It commits, which a SECURITY DEFINER procedure
 -- cannot: each of its batches (renew_batch) is SECURITY DEFINER instead.
@@ -887,6 +889,8 @@ DECLARE
     after_id bigint;
     skip bigint[];
     shard bigint;
+    -- run_dunning's batches are dunning_batch's, without a NOTICE
+    dunning boolean := fn OPERATOR(pg_catalog.=) 'run_dunning';
 BEGIN
     PERFORM subscription.require_renewal_run(fn, at);
     IF batch_size OPERATOR(pg_catalog.<) 1 THEN
@@ -897,21 +901,27 @@ BEGIN
         after_id := 0;
         skip := '{}';
         LOOP
-            b := subscription.renew_batch(at, batch_size, after_end, after_id, skip, shard);
+            IF dunning THEN
+                b := subscription.dunning_batch(at, batch_size, after_id);
+            ELSE
+                b := subscription.renew_batch(at, batch_size, after_end, after_id, skip, shard);
+            END IF;
             COMMIT;
             EXIT WHEN b.taken OPERATOR(pg_catalog.=) 0;
             skip := skip OPERATOR(pg_catalog.||) b.left_due;
             total := total OPERATOR(pg_catalog.+) b.handled;
             after_end := b.last_end;
             after_id := b.last_id;
-            RAISE NOTICE '%: % subscriptions handled', fn, total;
+            IF NOT dunning THEN
+                RAISE NOTICE '%: % subscriptions handled', fn, total;
+            END IF;
         END LOOP;
     END LOOP;
 END
 $$;
 
 COMMENT ON PROCEDURE subscription.renew_in_batches(text, timestamptz, integer, bigint[]) IS
-'Internal: the committed tenant batches of run_renewals and renew_local_tenants';
+'Internal: the committed tenant batches of run_renewals, renew_local_tenants and run_dunning';
 
 -- renew_due() for large runs: the same tenant batches, each committed as
 -- it is done.  CALL it outside a transaction block.

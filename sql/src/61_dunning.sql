@@ -112,11 +112,7 @@ BEGIN
     END IF;
     UPDATE subscription.invoice_record AS r SET status = 'uncollectible'
      WHERE r.tenant_id = i.tenant_id AND r.id = i.id;
-    PERFORM subscription.write_history('invoice_status', i.account_id, i.subscription_id,
-        jsonb_build_object('invoice_id', i.id, 'issuer', i.issuer, 'number', i.number,
-                           'status', jsonb_build_object('old', i.status, 'new', 'uncollectible'),
-                           'total', i.total, 'paid', i.paid, 'currency', i.currency, 'at', dunning_final.at),
-        i.tenant_id);
+    PERFORM subscription.invoice_status_history(i, 'uncollectible', dunning_final.at, '{}', false);
     UPDATE subscription.subscription AS x
        SET status = CASE WHEN action = 'cancel' THEN 'cancelled' ELSE 'active' END,
            past_due_since = NULL, past_due_invoice_id = NULL, dunning_step = 0,
@@ -232,37 +228,55 @@ $$;
 COMMENT ON FUNCTION subscription.run_dunning_tenant(bigint, timestamptz) IS
 'One tenant''s dunning up to a time: overdue subscriptions past due, each ladder''s fallen steps taken once, to the final action (D1, D3, D4); returns how many moves it made';
 
--- run_dunning_tenant for every tenant with an open invoice due by "at", in
--- committed batches of batch_size tenants, by the keyset of their ids: a
--- run reads no tenant twice, and several workers may run at once (each
--- subscription a worker holds, another skips).  For pg_cron, next to
--- run_renewals.  CALL it outside a transaction block.
-CREATE PROCEDURE subscription.run_dunning(at timestamptz DEFAULT subscription.now(), batch_size integer DEFAULT 1000)
+-- One batch of run_dunning: the next batch_size tenants after after_id,
+-- by the keyset of their ids, with an open invoice of a subscription due
+-- by "at", each by run_dunning_tenant.  The shape of renew_batch, so that
+-- one loop commits both (renew_in_batches): how many tenants it read (0:
+-- the run is over), the moves made, and where the next batch starts
+-- (last_id; last_end and left_due are renew_batch's, unused here).
+CREATE FUNCTION subscription.dunning_batch(
+    at timestamptz, batch_size integer, after_id bigint,
+    OUT taken integer, OUT handled integer, OUT last_end timestamptz, OUT last_id bigint, OUT left_due bigint[])
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     tenants bigint[];
     t bigint;
-    after_tenant bigint := -1;
+BEGIN
+    PERFORM subscription.require_arguments('dunning_batch', '{at,batch_size,after_id}',
+        ARRAY[at IS NULL, batch_size IS NULL, after_id IS NULL]);
+    tenants := ARRAY(SELECT DISTINCT v.tenant_id FROM subscription.invoice_record AS v
+                      WHERE v.status = 'open' AND v.due_at <= dunning_batch.at
+                        AND v.subscription_id IS NOT NULL AND v.tenant_id > dunning_batch.after_id
+                      ORDER BY v.tenant_id LIMIT dunning_batch.batch_size);
+    taken := cardinality(tenants);
+    handled := 0;
+    last_id := coalesce(tenants[taken], after_id);
+    left_due := '{}';
+    FOREACH t IN ARRAY tenants LOOP
+        handled := handled + subscription.run_dunning_tenant(t, dunning_batch.at);
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.dunning_batch(timestamptz, integer, bigint) IS
+'Internal: one batch of run_dunning: the next tenants with an open invoice due, each by run_dunning_tenant';
+
+-- run_dunning_tenant for every tenant with an open invoice due by "at", in
+-- committed batches of batch_size tenants (dunning_batch), by the keyset
+-- of their ids: a run reads no tenant twice, and several workers may run
+-- at once (each subscription a worker holds, another skips).  The loop
+-- that commits is run_renewals' (renew_in_batches).  For pg_cron, next to
+-- run_renewals.  CALL it outside a transaction block.
+CREATE PROCEDURE subscription.run_dunning(at timestamptz DEFAULT subscription.now(), batch_size integer DEFAULT 1000)
+LANGUAGE plpgsql
+AS $$
 BEGIN
     PERFORM subscription.require_arguments('run_dunning', '{at,batch_size}',
         ARRAY[run_dunning.at IS NULL, run_dunning.batch_size IS NULL]);
-    PERFORM subscription.require_renewal_run('run_dunning', run_dunning.at);
-    IF run_dunning.batch_size OPERATOR(pg_catalog.<) 1 THEN
-        RAISE EXCEPTION 'batch_size must be positive' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    LOOP
-        tenants := ARRAY(SELECT DISTINCT v.tenant_id FROM subscription.invoice_record AS v
-                          WHERE v.status OPERATOR(pg_catalog.=) 'open' AND v.due_at OPERATOR(pg_catalog.<=) run_dunning.at
-                            AND v.subscription_id IS NOT NULL AND v.tenant_id OPERATOR(pg_catalog.>) after_tenant
-                          ORDER BY v.tenant_id LIMIT run_dunning.batch_size);
-        EXIT WHEN pg_catalog.cardinality(tenants) OPERATOR(pg_catalog.=) 0;
-        FOREACH t IN ARRAY tenants LOOP
-            PERFORM subscription.run_dunning_tenant(t, run_dunning.at);
-        END LOOP;
-        after_tenant := tenants[pg_catalog.cardinality(tenants)];
-        COMMIT;
-    END LOOP;
+    CALL subscription.renew_in_batches('run_dunning', run_dunning.at, run_dunning.batch_size, '{NULL}');
 END
 $$;
 

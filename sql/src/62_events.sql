@@ -149,9 +149,11 @@ SELECT x.type, pg_catalog.jsonb_build_object('version', 1) OPERATOR(pg_catalog.|
      WHERE operation IN ('license_assign', 'license_release')
     UNION ALL
     -- invoices and payments (issue 19, I3, I6; the payloads docs/integrating.md reserved)
+    -- version 2 (I8): written at the commit, with the invoice's total and lines
     SELECT 'invoice.opened', pg_catalog.jsonb_build_object(
+               'version', 2,
                'invoice_id', details -> 'invoice_id', 'issuer', details -> 'issuer', 'number', details -> 'number',
-               'currency', details -> 'currency',
+               'total', details -> 'total', 'lines', details -> 'lines', 'currency', details -> 'currency',
                'due_at', subscription.event_time((details OPERATOR(pg_catalog.->>) 'due_at')::pg_catalog.timestamptz),
                'corrects_invoice_id', details -> 'corrects_invoice_id')
      WHERE operation = 'invoice_open'

@@ -37,6 +37,9 @@ SELECT subscription.now() = now() AS real_time_again;
 
 -- defaults, bodies and views follow it
 BEGIN;
+-- I8: in one transaction, each invoice's opening is written at the end of
+-- its statement (as at a commit), so that its history row is counted here
+SET CONSTRAINTS subscription.invoice_record_opened IMMEDIATE;
 SET LOCAL subscription.clock = '2031-01-10 00:00+00';
 INSERT INTO product (code, name) VALUES ('clocked', 'Clocked');
 INSERT INTO plan (code, product, name) VALUES ('clk', 'clocked', 'Clocked');

@@ -101,6 +101,24 @@ SELECT pg_temp.error_of($$UPDATE history SET details = '{}' WHERE account_id = 1
 SELECT pg_temp.error_of($$UPDATE history SET operation = 'x', details = erased_details(details) WHERE account_id = 1$$);
 SELECT erased_details('{"name": "A", "x": [{"external_id": "e"}], "name2": {"name": null}}');
 
+-- D6 (issue 19): a past-due subscription is ended too, without credit (its
+-- unpaid period gives nothing back); its invoice stays open, still owed,
+-- its dunning stops, and a later payment settles it
+UPDATE product SET dunning_days = '{3,5,7}', dunning_action = 'keep' WHERE code = 'desk';
+INSERT INTO account (id, tenant_id, name) VALUES (4, 4, 'Hooli');
+SELECT subscribe(4, 'zd_team', '1 month', 1, '2026-02-01') AS owing \gset
+SELECT run_dunning_tenant(4, '2026-02-02') AS past_due;
+SELECT * FROM close_account(4, '2026-02-05');
+SELECT s.status, s.past_due_invoice_id, s.dunning_step, i.status AS invoice, i.total - i.paid AS owed,
+       credit_balance(4) AS credit
+  FROM subscription AS s JOIN invoice_record AS i ON i.subscription_id = s.id WHERE s.id = :owing;
+SELECT run_dunning_tenant(4, '2026-03-01') AS dunning_after_close,
+       (SELECT count(*) FROM history WHERE subscription_id = :owing AND operation = 'dunning_step') AS steps;
+SELECT record_payment(i.id, 49, 'paid-after-close', '2026-03-02') IS NOT NULL AS paid
+  FROM invoice_record AS i WHERE i.subscription_id = :owing;
+SELECT s.status, i.status AS invoice FROM subscription AS s JOIN invoice_record AS i ON i.subscription_id = s.id
+ WHERE s.id = :owing;
+
 -- the rights: close_account like cancel, erase_account for back-office only
 SELECT r.kind, p.object FROM unnest('{application,backoffice}'::text[]) AS r(kind),
        LATERAL role_rights(r.kind) AS p

@@ -11,6 +11,9 @@ SET search_path = subscription, public;
 SET TimeZone = 'UTC';
 BEGIN;
 SET LOCAL subscription.payment_terms = 7;
+-- I8: the case runs in one transaction: each invoice's opening (and the
+-- status it reached) is written at the end of its statement, not at the commit
+SET CONSTRAINTS subscription.invoice_record_opened IMMEDIATE;
 
 INSERT INTO product (code, name, dunning_days, dunning_action) VALUES
     ('desk', 'Zendesk Support', '{3,5,7}', 'freeze'),

@@ -46,8 +46,33 @@ SELECT max(id) AS last FROM event \gset
 BEGIN;
 SELECT set_quantity(:team, 5, '2026-03-02');
 SELECT count(*) AS inside FROM event WHERE id > :last;
+-- I8: the invoice is there, its invoice.opened not yet (written at the commit)
+SELECT (SELECT count(*) FROM invoice_record WHERE NOT announced) AS unannounced_invoices,
+       (SELECT count(*) FROM event WHERE id > :last AND type = 'invoice.opened') AS opened_inside;
 ROLLBACK;
 SELECT count(*) AS after_rollback FROM event WHERE id > :last;
+SELECT count(*) AS unannounced_after_rollback FROM invoice_record WHERE NOT announced;
+-- I8: an invoice that gets lines in two statements of one transaction: one
+-- invoice.opened, at the commit, with the total and lines of both; a
+-- payment in the same transaction: invoice.paid after it, never before
+BEGIN;
+SELECT set_quantity(:team, 4, '2026-03-05');
+SELECT count(*) FROM purchase_addon(:team, 'zd_collab', 1, '2026-03-05');
+SELECT max(id) AS opened_invoice FROM invoice_record WHERE subscription_id = :team \gset
+-- the lines of both statements, on one invoice
+SELECT kind, item, amount FROM ledger WHERE invoice_id = :opened_invoice ORDER BY id;
+SELECT count(*) AS opened_inside FROM event WHERE id > :last AND type = 'invoice.opened';
+COMMIT;
+SELECT type, payload FROM event WHERE id > :last AND payload -> 'invoice_id' = to_jsonb(:opened_invoice) ORDER BY id;
+SELECT (SELECT (payload ->> 'total')::numeric FROM event WHERE type = 'invoice.opened' AND payload -> 'invoice_id' = to_jsonb(:opened_invoice))
+       = (SELECT sum(line_amount(kind, amount)) FROM ledger WHERE invoice_id = :opened_invoice) AS total_of_all_lines;
+SELECT max(id) AS last FROM event \gset
+BEGIN;
+SELECT set_quantity(:team, 5, '2026-03-06');
+SELECT max(id) AS paid_invoice FROM invoice_record WHERE subscription_id = :team \gset
+SELECT record_payment(:paid_invoice, total, 'evt-i8', '2026-03-06') IS NOT NULL AS paid FROM invoice_record WHERE id = :paid_invoice;
+COMMIT;
+SELECT type, payload FROM event WHERE id > :last AND type ~ '^(invoice|payment)[.]' ORDER BY id;
 -- a change that fails leaves none either
 SELECT pg_temp.error_of(format('SELECT set_quantity(%s, 0)', :team)) AS failed_change;
 SELECT count(*) AS after_error FROM event WHERE id > :last;

@@ -7,6 +7,9 @@ SET search_path = subscription, public;
 SET TimeZone = 'UTC';
 BEGIN;
 SET LOCAL subscription.payment_terms = 14;
+-- I8: the case runs in one transaction: each invoice's opening (and the
+-- status it reached) is written at the end of its statement, not at the commit
+SET CONSTRAINTS subscription.invoice_record_opened IMMEDIATE;
 SELECT count(setval(pg_get_serial_sequence('subscription.' || t, 'id'), 1, false)) AS ids_from_1
   FROM unnest('{invoice_record,payment,payment_method}'::text[]) AS t;
 

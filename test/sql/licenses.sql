@@ -6,6 +6,9 @@
 SET search_path = subscription, public;
 SET TimeZone = 'UTC';
 BEGIN;
+-- I8: in one transaction, each invoice's opening is written at the end of
+-- its statement (as at a commit), so that its history row is counted here
+SET CONSTRAINTS subscription.invoice_record_opened IMMEDIATE;
 -- R11's unique key: a seat for each service license, and nothing else
 CREATE VIEW pg_temp.seats_check AS
 WITH service_license AS (

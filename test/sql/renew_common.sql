@@ -10,6 +10,9 @@ SET search_path = subscription, public;
 SET TimeZone = 'UTC';
 SET client_min_messages = warning;
 BEGIN;
+-- I8: in one transaction, each invoice's opening is written at the end of
+-- its statement (as at a commit), so that its history row is counted here
+SET CONSTRAINTS subscription.invoice_record_opened IMMEDIATE;
 
 INSERT INTO product (code, name) VALUES ('desk', 'Zendesk Support');
 INSERT INTO plan (code, product, name, rank) VALUES ('zd_team', 'desk', 'Team', 1), ('zd_pro', 'desk', 'Professional', 2);
