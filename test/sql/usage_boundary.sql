@@ -57,6 +57,9 @@ SELECT feature, used, peak, integral, since, closes, closed_at, closed_used, clo
 SELECT record_usage(1, 'api_calls', 7, 'march-2', '2026-03-31 23:59') AS calls;
 SELECT record_usage(1, 'api_calls', 50, 'april-1', '2026-04-01') AS calls;
 SELECT feature, used, peak, closed_at, closed_used FROM usage_counter WHERE account_id = 1 AND feature = 'api_calls';
+-- a usage at an infinite time is in no period: 22008, nothing written
+SELECT pg_temp.error_of($$SELECT subscription.record_usage(1, 'api_calls', 5, 'never', 'infinity')$$);
+SELECT count(*) AS never_recorded FROM usage_record WHERE key = 'never';
 
 -- U6: the preview of the ending period is March's figures
 SELECT feature, aggregate, amount, period FROM preview_usage(1) ORDER BY feature;
