@@ -22381,6 +22381,937 @@ REVOKE ALL ON FUNCTION subscription.dunning_batch(timestamptz, integer, bigint) 
 
 -- end of: invoice.opened at the commit, dunning security, batching (issue 19)
 
+-- Usage written after the period's end, usage in the set-based renewals (issue 21, U3) --
+-- The counter knows where its period closes; the guard's UPDATE that
+-- crosses it snapshots the ending period (src/limits.c, METER_ACCUMULATORS),
+-- which bill_usage bills; renew_common_group bills usage (bill_usage).
+-- U3: the end of the counter's billing period (closes), and the ending
+-- period's figures that the guard's UPDATE snapshots when a write comes
+-- at or after it and before the renewal ran (closed_at: the snapshot's
+-- end; NULL: none).  bill_usage bills the snapshot; open_usage sets closes.
+ALTER TABLE subscription.usage_counter
+    ADD COLUMN closes timestamptz,
+    ADD COLUMN closed_at timestamptz,
+    ADD COLUMN closed_used bigint CHECK (closed_used >= 0),
+    ADD COLUMN closed_peak bigint CHECK (closed_peak >= 0),
+    ADD COLUMN closed_integral numeric CHECK (closed_integral >= 0);
+
+COMMENT ON COLUMN subscription.usage_counter.closes IS
+'The end of the billing period of the feature''s usage price (U3): a write at or after it snapshots the period''s figures first';
+COMMENT ON COLUMN subscription.usage_counter.closed_at IS
+'The end of the ended period whose figures are kept in closed_used, closed_peak and closed_integral until its renewal bills them (U3)';
+COMMENT ON COLUMN subscription.usage_counter.closed_used IS
+'The use at closed_at: the ended period''s count or sum (U3)';
+COMMENT ON COLUMN subscription.usage_counter.closed_peak IS
+'The ended period''s peak (U3)';
+COMMENT ON COLUMN subscription.usage_counter.closed_integral IS
+'The ended period''s integral in row-seconds, up to closed_at (U3)';
+
+-- move_usage takes the usage's time (record_usage's at)
+DROP FUNCTION subscription.move_usage(bigint, text, bigint, bigint);
+CREATE FUNCTION subscription.move_usage(account_id bigint, feature text, delta bigint, in_tenant bigint, at timestamptz)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'move_usage'
+LANGUAGE C;
+
+COMMENT ON FUNCTION subscription.move_usage(bigint, text, bigint, bigint, timestamptz) IS
+'Internal (C): move an account''s usage counter (of tenant in_tenant) by delta at a time under its limit, as the limit guard does; the new use';
+
+CREATE OR REPLACE FUNCTION subscription.usage_closes(tenant_id bigint, account_id bigint, feature text)
+RETURNS timestamptz
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    plans text[] := ARRAY(SELECT p.plan FROM subscription.plan_usage_price AS p WHERE p.feature = usage_closes.feature);
+BEGIN
+    IF cardinality(plans) = 0 THEN
+        RETURN NULL;
+    END IF;
+    RETURN (SELECT min(upper(s.period)) FROM subscription.subscription AS s
+             WHERE s.tenant_id = usage_closes.tenant_id AND s.account_id = usage_closes.account_id
+               AND s.status IN ('active', 'trialing') AND s.plan = ANY (plans));
+END
+$$;
+
+COMMENT ON FUNCTION subscription.usage_closes(bigint, bigint, text) IS
+'Internal: where an account''s usage counter of a feature closes its billing period: the earliest period end of the subscriptions that price its usage (U3)';
+
+CREATE OR REPLACE FUNCTION subscription.open_usage(tenant_id bigint, account_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    features text[] := ARRAY(SELECT DISTINCT p.feature FROM subscription.plan_usage_price AS p);
+    f text;
+    ends timestamptz;
+BEGIN
+    IF cardinality(features) = 0 THEN
+        RETURN;
+    END IF;
+    FOR f IN SELECT u.feature FROM subscription.usage_counter AS u
+              WHERE u.tenant_id = open_usage.tenant_id AND u.account_id = open_usage.account_id
+                AND u.feature = ANY (features)
+              ORDER BY u.feature LOOP
+        ends := subscription.usage_closes(open_usage.tenant_id, open_usage.account_id, f);
+        UPDATE subscription.usage_counter AS u SET closes = ends
+         WHERE u.tenant_id = open_usage.tenant_id AND u.account_id = open_usage.account_id AND u.feature = f
+           AND u.closes IS DISTINCT FROM ends;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.open_usage(bigint, bigint) IS
+'Internal: set where an account''s usage counters close their billing period, after a period moved (U3)';
+
+CREATE OR REPLACE FUNCTION subscription.usage_due(s subscription.subscription, until timestamptz)
+RETURNS TABLE(feature text, aggregation text, from_rows boolean, period tstzrange, upto timestamptz,
+              used bigint, peak bigint, integral numeric, aggregate numeric, included bigint, billable numeric,
+              amount numeric, currency text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p record;
+    c record;
+    starts timestamptz;
+BEGIN
+    FOR p IN
+        SELECT u.feature, u.included, u.unit_amount, u.tiers, u.mode, u.currency,
+               coalesce(m.aggregation, CASE WHEN t.feature IS NULL THEN 'recorded' ELSE 'count' END) AS aggregation,
+               coalesce(m.unit, interval '1 day') AS unit, t.feature IS NOT NULL AS from_rows
+          FROM subscription.plan_usage_price AS u
+          LEFT JOIN subscription.limited_table AS t ON t.feature = u.feature
+          LEFT JOIN subscription.meter AS m ON m.feature = u.feature
+         WHERE u.plan = s.plan
+         ORDER BY u.feature
+    LOOP
+        -- from the period's start, or where a bill of this period ended (a
+        -- plan change mid-period); nothing left: billed already
+        SELECT coalesce(max(upper(x.period)), lower(s.period)) INTO starts
+          FROM subscription.usage_period AS x
+         WHERE x.tenant_id = s.tenant_id AND x.subscription_id = s.id AND x.feature = p.feature
+           AND x.period && tstzrange(lower(s.period), until, '[]');
+        CONTINUE WHEN starts >= until;
+        SELECT u.used, u.peak, u.integral, u.since, u.closed_at, u.closed_used, u.closed_peak, u.closed_integral INTO c
+          FROM subscription.usage_counter AS u
+         WHERE u.tenant_id = s.tenant_id AND u.account_id = s.account_id AND u.feature = p.feature;
+        IF c.closed_at IS NOT NULL THEN
+            -- U3: a write at or after the period's end began the next
+            -- period in the counter: the ending period's figures are the
+            -- snapshot that write took, up to the end
+            c.used := c.closed_used;
+            c.peak := c.closed_peak;
+            c.integral := c.closed_integral;
+            c.since := c.closed_at;
+        END IF;
+        feature := p.feature;
+        aggregation := p.aggregation;
+        from_rows := p.from_rows;
+        period := tstzrange(starts, until);
+        upto := greatest(coalesce(c.since, until), until);
+        used := coalesce(c.used, 0);
+        peak := coalesce(greatest(c.peak, c.used), 0);
+        integral := subscription.integral_at(coalesce(c.integral, 0), coalesce(c.used, 0), coalesce(c.since, until), upto);
+        aggregate := coalesce(CASE p.aggregation
+                              WHEN 'peak' THEN greatest(c.peak, c.used)
+                              WHEN 'time_weighted' THEN integral / extract(epoch FROM p.unit)
+                              ELSE c.used END, 0);
+        included := p.included;
+        billable := greatest(aggregate - p.included, 0);
+        amount := subscription.round_money(subscription.usage_amount(billable, p.unit_amount, p.tiers, p.mode), p.currency);
+        currency := p.currency;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.usage_due(subscription.subscription, timestamptz) IS
+'Internal: what a subscription''s usage comes to up to a time, per usage price, not yet billed: the one computation of bill_usage and its previews (U3, U6)';
+
+CREATE OR REPLACE FUNCTION subscription.bill_usage(s subscription.subscription, until timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d record;
+    line bigint;
+    -- a value first: on Citus the catalog's lookup may not run inside the shard's query
+    features text[] := ARRAY(SELECT x.feature FROM subscription.plan_usage_price AS x WHERE x.plan = s.plan);
+BEGIN
+    -- the counters first, in the order of the features (as usage_due reads them)
+    PERFORM FROM subscription.usage_counter AS u
+     WHERE u.tenant_id = s.tenant_id AND u.account_id = s.account_id AND u.feature = ANY (features)
+     ORDER BY u.feature
+       FOR UPDATE OF u;
+    FOR d IN SELECT * FROM subscription.usage_due(s, until) LOOP
+        line := NULL;
+        IF d.amount > 0 THEN
+            INSERT INTO subscription.ledger AS l
+                   (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+            VALUES (s.tenant_id, s.account_id, s.id, 'charge', d.amount, d.currency, d.period, 'usage ' || d.feature, s.plan,
+                    format('overage: %s %s of %s, %s included', round(d.aggregate, 6), d.aggregation, d.feature, d.included))
+            ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
+               WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING
+            RETURNING l.id INTO line;
+        END IF;
+        INSERT INTO subscription.usage_period
+               (tenant_id, subscription_id, account_id, feature, period, plan, aggregation, used, peak, integral,
+                aggregate, included, billable, amount, currency, ledger_id)
+        VALUES (s.tenant_id, s.id, s.account_id, d.feature, d.period, s.plan, d.aggregation, d.used,
+                d.peak, d.integral, d.aggregate, d.included, d.billable, d.amount, d.currency, line);
+        -- the next period's accumulators: rows stay, recorded usage starts
+        -- again; a snapshot billed (U3): the counter is in the next period
+        -- already, its snapshot goes; the period's end is open_usage's
+        UPDATE subscription.usage_counter AS u
+           SET used = CASE WHEN u.closed_at IS NOT NULL THEN u.used WHEN d.from_rows THEN d.used ELSE 0 END,
+               peak = CASE WHEN u.closed_at IS NOT NULL THEN u.peak WHEN d.from_rows THEN d.used ELSE 0 END,
+               integral = CASE WHEN u.closed_at IS NOT NULL THEN u.integral ELSE 0 END,
+               since = CASE WHEN u.closed_at IS NOT NULL THEN u.since ELSE d.upto END,
+               closes = NULL, closed_at = NULL, closed_used = NULL, closed_peak = NULL, closed_integral = NULL
+         WHERE u.tenant_id = s.tenant_id AND u.account_id = s.account_id AND u.feature = d.feature;
+        IF NOT d.from_rows THEN
+            -- keys are kept for the period and the grace after it
+            DELETE FROM subscription.usage_record AS r
+             WHERE r.tenant_id = s.tenant_id AND r.account_id = s.account_id AND r.feature = d.feature
+               AND r.at < lower(s.period) - current_setting('subscription.usage_key_grace')::interval;
+        END IF;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.bill_usage(subscription.subscription, timestamptz) IS
+'Internal: bill the usage of a subscription''s period up to a time, once, and reset the counters'' accumulators (U3)';
+
+CREATE OR REPLACE FUNCTION subscription.record_usage(tenant_id bigint, account_id bigint, feature text, quantity bigint, key text,
+                                          at timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    new_total bigint;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.record_usage(bigint,bigint,text,bigint,text,timestamptz)', record_usage.tenant_id,
+            pg_catalog.jsonb_build_array(record_usage.tenant_id, record_usage.account_id, record_usage.feature, record_usage.quantity, record_usage.key, record_usage.at)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    PERFORM subscription.require_tenant('record_usage', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('record_usage', '{account_id,feature,quantity,key,at}',
+        ARRAY[account_id IS NULL, feature IS NULL, quantity IS NULL, key IS NULL, at IS NULL]);
+    PERFORM subscription.require_account(record_usage.tenant_id, record_usage.account_id);
+    -- usage becomes a charge: as paying, Z1
+    PERFORM subscription.authorize(record_usage.tenant_id, record_usage.account_id, 'pay', false);
+    PERFORM subscription.require_recorded_feature('record_usage', feature);
+    IF quantity < 0 THEN
+        RAISE EXCEPTION 'a quantity of usage must be 0 or more'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('It was %s.', quantity),
+                  HINT = 'subscription.correct_usage() corrects a quantity recorded, with its reason.';
+    END IF;
+    INSERT INTO subscription.usage_record AS r (tenant_id, account_id, feature, key, quantity, total, at)
+    VALUES (record_usage.tenant_id, record_usage.account_id, record_usage.feature, record_usage.key,
+            record_usage.quantity, 0, record_usage.at)
+    ON CONFLICT ON CONSTRAINT usage_record_pkey DO NOTHING;
+    IF NOT FOUND THEN
+        SELECT r.total INTO new_total FROM subscription.usage_record AS r
+         WHERE r.tenant_id = record_usage.tenant_id AND r.account_id = record_usage.account_id
+           AND r.feature = record_usage.feature AND r.key = record_usage.key;
+        RETURN new_total;
+    END IF;
+    -- a query, not an expression: the counter's triggers fire at its end
+    SELECT subscription.move_usage(record_usage.account_id, record_usage.feature, record_usage.quantity,
+                                   record_usage.tenant_id, record_usage.at) INTO new_total;
+    UPDATE subscription.usage_record AS r SET total = new_total
+     WHERE r.tenant_id = record_usage.tenant_id AND r.account_id = record_usage.account_id
+       AND r.feature = record_usage.feature AND r.key = record_usage.key;
+    RETURN new_total;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.record_usage(bigint, bigint, text, bigint, text, timestamptz) IS
+'Record usage without rows once per key, under the feature''s limit; the new total (U4) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.correct_usage(tenant_id bigint, account_id bigint, feature text, key text, quantity bigint,
+                                           reason text)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r subscription.usage_record;
+    used bigint;
+    new_total bigint;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.correct_usage(bigint,bigint,text,text,bigint,text)', correct_usage.tenant_id,
+            pg_catalog.jsonb_build_array(correct_usage.tenant_id, correct_usage.account_id, correct_usage.feature, correct_usage.key, correct_usage.quantity, correct_usage.reason)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    PERFORM subscription.require_tenant('correct_usage', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('correct_usage', '{account_id,feature,key,quantity,reason}',
+        ARRAY[account_id IS NULL, feature IS NULL, key IS NULL, quantity IS NULL, reason IS NULL]);
+    PERFORM subscription.require_account(correct_usage.tenant_id, correct_usage.account_id);
+    PERFORM subscription.authorize(correct_usage.tenant_id, correct_usage.account_id, 'pay', false);
+    PERFORM subscription.require_recorded_feature('correct_usage', feature);
+    IF quantity < 0 THEN
+        RAISE EXCEPTION 'a quantity of usage must be 0 or more'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('It was %s.', quantity);
+    END IF;
+    SELECT x.* INTO r FROM subscription.usage_record AS x
+     WHERE x.tenant_id = correct_usage.tenant_id AND x.account_id = correct_usage.account_id
+       AND x.feature = correct_usage.feature AND x.key = correct_usage.key
+       FOR UPDATE OF x;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no usage of feature "%" was recorded with key "%" for account %', feature, key, account_id
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'Keys are kept for their period and subscription.usage_key_grace after it.';
+    END IF;
+    SELECT u.used INTO used FROM subscription.usage_counter AS u
+     WHERE u.tenant_id = correct_usage.tenant_id AND u.account_id = correct_usage.account_id
+       AND u.feature = correct_usage.feature;
+    IF coalesce(used, 0) + quantity - r.quantity < 0 THEN
+        RAISE EXCEPTION 'the usage recorded with key "%" was billed already', key
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('The period''s counter holds %s; the correction takes away %s.', coalesce(used, 0),
+                                  r.quantity - quantity),
+                  HINT = 'Give the difference back with subscription.credit_account().';
+    END IF;
+    SELECT subscription.move_usage(correct_usage.account_id, correct_usage.feature, correct_usage.quantity - r.quantity,
+                                   correct_usage.tenant_id, r.at) INTO new_total;
+    UPDATE subscription.usage_record AS x SET quantity = correct_usage.quantity, total = new_total
+     WHERE x.tenant_id = correct_usage.tenant_id AND x.account_id = correct_usage.account_id
+       AND x.feature = correct_usage.feature AND x.key = correct_usage.key;
+    PERFORM subscription.write_history('correct_usage', account_id, NULL,
+        jsonb_build_object('feature', feature, 'key', key, 'from', r.quantity, 'to', quantity, 'reason', reason),
+        correct_usage.tenant_id);
+    RETURN new_total;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.correct_usage(bigint, bigint, text, text, bigint, text) IS
+'Correct the quantity recorded with a key, with the reason in history; the new total (U5) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.subscribe(tenant_id bigint, account_id bigint, plan text, cycle interval, quantity integer, at timestamptz, renewal text, coupon text)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    price     record;
+    period    tstzrange;
+    new_id    bigint;
+    anchor_at timestamptz;
+    k         integer;
+    full_period tstzrange;
+    plan_version integer;
+    is_default boolean;
+    coupon_cycles integer;
+    trial     interval;
+    product_plans text[];
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.subscribe(bigint,bigint,text,interval,integer,timestamptz,text,text)', subscribe.tenant_id,
+            pg_catalog.jsonb_build_array(subscribe.tenant_id, subscribe.account_id, subscribe.plan, subscribe.cycle, subscribe.quantity, subscribe.at, subscribe.renewal, subscribe.coupon)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    PERFORM subscription.require_tenant('subscribe', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('subscribe',
+        '{account_id,plan,cycle,quantity,at,renewal}',
+        ARRAY[account_id IS NULL, plan IS NULL, cycle IS NULL, quantity IS NULL,
+              at IS NULL, renewal IS NULL]);
+
+    PERFORM subscription.require_quantity(quantity);
+    PERFORM subscription.require_cycle(cycle);
+    PERFORM subscription.require_renewal(renewal);
+    PERFORM subscription.require_time('subscribe', at, false);
+
+    SELECT a.billing_anchor INTO anchor_at
+      FROM subscription.account AS a
+     WHERE a.tenant_id = subscribe.tenant_id AND a.id = subscribe.account_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account % does not exist', account_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(account_id, 'purchase');
+    PERFORM subscription.require_open_account(account_id);
+    PERFORM subscription.require_terms(tenant_id, account_id, at);
+    price := subscription.period_price(plan, cycle, quantity);
+    PERFORM subscription.require_amount(price.amount, price.currency);
+    IF coupon IS NOT NULL THEN
+        PERFORM subscription.redeemable_coupon(coupon, at, price.currency);
+    END IF;
+    IF anchor_at IS NULL THEN
+        k := 1;
+        anchor_at := at;
+    ELSE
+        -- L4: the first period runs to the account's next billing date, whose
+        -- period (of this cycle) it is part of, and is charged for its days
+        k := subscription.period_containing(anchor_at, cycle, at);
+    END IF;
+    full_period := subscription.nth_period(anchor_at, cycle, k);
+    period := tstzrange(at, upper(full_period), '[)');
+
+    -- a trial (issue 19): the plan's price for the cycle names it; the
+    -- subscription is 'trialing' to its end, charged nothing, with its
+    -- plan's seats and limits; renew_account ends it (end_trial).  Each
+    -- read a statement of its own (Citus, issue 17)
+    SELECT max(pp.trial) INTO trial
+      FROM subscription.plan_price AS pp
+      JOIN subscription.plan AS p ON p.code = pp.plan
+     WHERE pp.plan = subscribe.plan
+       AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(subscribe.cycle)
+       AND pp.versions @> p.version;
+    IF trial IS NOT NULL THEN
+        product_plans := ARRAY(SELECT o.code FROM subscription.plan AS p
+                                 JOIN subscription.plan AS o ON o.product = p.product
+                                WHERE p.code = subscribe.plan);
+        IF EXISTS (SELECT FROM subscription.subscription AS d
+                    WHERE d.tenant_id = subscribe.tenant_id AND d.account_id = subscribe.account_id
+                      AND d.trial_ends IS NOT NULL AND d.plan = ANY (product_plans)) THEN
+            RAISE EXCEPTION 'account % has had its trial of the product of plan "%"', account_id, plan
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'An account gets one trial per product.',
+                      HINT = 'Subscribe to a plan or cycle of the product whose price has no trial.';
+        END IF;
+        -- its first period starts at the trial's end (period_number 0 ends there)
+        anchor_at := at + trial;
+        k := 0;
+        full_period := tstzrange(at, anchor_at, '[)');
+        period := full_period;
+        price.amount := 0;
+    END IF;
+
+    -- R10: an account's first service subscription is its default one;
+    -- it holds the plan's current version (grandfathering).  Each read a
+    -- statement of its own, the catalog's apart from the tenant's: Citus
+    -- runs no correlated subquery beside a reference table (issue 17)
+    SELECT p.version, p.kind = 'service' INTO plan_version, is_default
+      FROM subscription.plan AS p WHERE p.code = subscribe.plan;
+    is_default := is_default AND NOT EXISTS (
+        SELECT FROM subscription.subscription AS d
+         WHERE d.tenant_id = subscribe.tenant_id AND d.account_id = subscribe.account_id AND d.is_default);
+    coupon_cycles := (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code = subscribe.coupon);
+    INSERT INTO subscription.subscription AS s
+           (tenant_id, account_id, plan, plan_version, cycle, quantity, paid_quantity, period, anchor, period_number, renewal,
+            is_default, coupon, coupon_periods_left, status, trial_ends)
+    VALUES (subscribe.tenant_id, subscribe.account_id, subscribe.plan, plan_version, subscribe.cycle, subscribe.quantity,
+            subscribe.quantity, period, anchor_at, k, subscribe.renewal, is_default, subscribe.coupon, coupon_cycles,
+            CASE WHEN trial IS NULL THEN 'active' ELSE 'trialing' END, CASE WHEN trial IS NOT NULL THEN anchor_at END)
+    RETURNING s.id INTO new_id;
+
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, kind, amount, currency, period, plan, description)
+    VALUES (subscribe.tenant_id, subscribe.account_id, new_id, 'charge',
+            CASE WHEN period = full_period
+                 THEN subscription.round_money(price.amount, price.currency)
+                 ELSE subscription.unused_part(price.amount, full_period, at, price.currency) END,
+            price.currency, period, plan,
+            format('%splan %s, cycle %s, quantity %s%s', CASE WHEN trial IS NOT NULL THEN 'trial: ' ELSE '' END,
+                   plan, cycle, quantity,
+                   CASE WHEN period = full_period THEN ''
+                        ELSE format(', to the billing date %s', upper(period)) END));
+    -- U3: the usage counters close with its period
+    PERFORM subscription.open_usage(subscribe.tenant_id, subscribe.account_id);
+
+    RETURN new_id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.subscribe(bigint, bigint, text, interval, integer, timestamptz, text, text) IS
+'Subscribe an account to a plan and charge the first period, prorated to the billing anchor (L4) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.pause(tenant_id bigint, subscription_id bigint, at timestamptz, resume_at timestamptz, mode text)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.pause(bigint,bigint,timestamptz,timestamptz,text)', pause.tenant_id,
+            pg_catalog.jsonb_build_array(pause.tenant_id, pause.subscription_id, pause.at, pause.resume_at, pause.mode)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    PERFORM subscription.require_tenant('pause', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('pause', '{subscription_id,at,mode}',
+        ARRAY[subscription_id IS NULL, at IS NULL, mode IS NULL]);
+    IF mode NOT IN ('keep_access', 'freeze') THEN
+        RAISE EXCEPTION 'unknown pause mode "%"', mode
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The modes are keep_access and freeze.';
+    END IF;
+    PERFORM subscription.require_time('pause', at, false);
+    s := subscription.subscription_for_change(pause.tenant_id, 'pause', subscription_id, 'change_renewal');
+    PERFORM subscription.require_in_period('pause', s, at);
+    IF resume_at IS NOT NULL AND NOT resume_at > at THEN
+        RAISE EXCEPTION 'resume_at % is not after the pause at %', resume_at, at
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE subscription.subscription AS x
+       SET paused_at = pause.at, resume_at = pause.resume_at, pause_mode = pause.mode,
+           paused_period_end = upper(x.period),
+           period = tstzrange(lower(x.period), coalesce(pause.resume_at, 'infinity'), '[)')
+     WHERE x.tenant_id = pause.tenant_id AND x.id = s.id;
+    -- U3: the usage counters close with the paused period
+    PERFORM subscription.open_usage(pause.tenant_id, s.account_id);
+    IF mode = 'freeze' THEN
+        PERFORM subscription.refresh_freeze(pause.tenant_id, s.account_id);
+    END IF;
+    RETURN resume_at;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.pause(bigint, bigint, timestamptz, timestamptz, text) IS
+'Pause a subscription at a time, to resume at resume_at (NULL: by resume()), keeping access or freezing the account (issue 19) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.unpause(s subscription.subscription, at timestamptz)
+RETURNS subscription.subscription
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    paused interval := at - s.paused_at;
+    ends timestamptz := s.paused_period_end + paused;
+    frozen boolean := s.pause_mode = 'freeze';
+BEGIN
+    UPDATE subscription.subscription AS x
+       SET period = tstzrange(lower(x.period), ends, '[)'), anchor = ends, period_number = 0,
+           paused_at = NULL, resume_at = NULL, pause_mode = NULL, paused_period_end = NULL
+     WHERE x.tenant_id = s.tenant_id AND x.id = s.id
+    RETURNING * INTO s;
+    -- U3: the usage counters close with the extended period
+    PERFORM subscription.open_usage(s.tenant_id, s.account_id);
+    -- C2: the extension is a period of its own, charged 0.00 once
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+    SELECT s.tenant_id, s.account_id, s.id, 'charge', subscription.round_money(0, l.currency), l.currency,
+           tstzrange(ends - paused, ends, '[)'), 'plan', s.plan, format('pause: period extended by %s', paused)
+      FROM subscription.ledger AS l
+     WHERE l.tenant_id = s.tenant_id AND l.subscription_id = s.id AND l.kind = 'charge'
+     ORDER BY l.id DESC LIMIT 1;
+    IF frozen THEN
+        PERFORM subscription.refresh_freeze(s.tenant_id, s.account_id);
+    END IF;
+    RETURN s;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.unpause(subscription.subscription, timestamptz) IS
+'Internal: a paused subscription resumed at a time, its period extended by the time it was paused (issue 19)';
+
+CREATE OR REPLACE FUNCTION subscription.change_plan(tenant_id bigint, subscription_id bigint, plan text, at timestamptz)
+RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    old_plan subscription.plan;
+    new_plan subscription.plan;
+    modes subscription.product;
+    price record;
+    new_period tstzrange;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN QUERY SELECT * FROM pg_catalog.jsonb_to_recordset(subscription.idempotent('subscription.change_plan(bigint,bigint,text,timestamptz)', change_plan.tenant_id,
+            pg_catalog.jsonb_build_array(change_plan.tenant_id, change_plan.subscription_id, change_plan.plan, change_plan.at)))
+            AS r (effective_at timestamptz, refund numeric, charge numeric);
+        RETURN;
+    END IF;
+    PERFORM subscription.require_tenant('change_plan', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('change_plan', '{subscription_id,plan,at}',
+        ARRAY[subscription_id IS NULL, plan IS NULL, at IS NULL]);
+    PERFORM subscription.require_time('change_plan', at, false);
+    SELECT * INTO new_plan FROM subscription.plan AS p WHERE p.code = change_plan.plan;
+    IF NOT FOUND THEN
+        PERFORM subscription.unknown_code('plan', plan);
+    END IF;
+    s := subscription.subscription_for_change(change_plan.tenant_id, 'change_plan', subscription_id, 'change_plan');
+    PERFORM subscription.require_in_period('change_plan', s, at);
+    PERFORM subscription.require_terms(change_plan.tenant_id, s.account_id, at);
+    SELECT * INTO old_plan FROM subscription.plan AS p WHERE p.code = s.plan;
+    IF new_plan.product <> old_plan.product THEN
+        RAISE EXCEPTION 'plan "%" is not a plan of product "%"', plan, old_plan.product
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Subscribe to the other product with subscription.subscribe().';
+    END IF;
+
+    effective_at := at;
+    refund := 0;
+    charge := 0;
+    IF new_plan.code = s.plan THEN
+        UPDATE subscription.subscription AS x SET pending_plan = NULL
+         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id AND x.pending_plan IS NOT NULL;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    SELECT * INTO modes FROM subscription.product AS p WHERE p.code = new_plan.product;
+    IF new_plan.rank < old_plan.rank AND modes.downgrade = 'end_of_period' THEN
+        -- C4: the current plan runs to the end of the period; the new one
+        -- must sell the cycle and quantity of the next (22023, 55000)
+        PERFORM subscription.period_price(new_plan.code, coalesce(s.pending_cycle, s.cycle),
+                                          coalesce(s.pending_quantity, s.quantity));
+        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
+        effective_at := upper(s.period);
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    -- the new plan must sell the cycle and the quantity (22023, 55000)
+    price := subscription.period_price(new_plan.code, s.cycle, s.quantity);
+    -- U3: the usage so far, at the old plan's usage prices
+    PERFORM subscription.bill_usage(s, at);
+    refund := subscription.give_back_unused(s, at, 'refund', format('change to plan %s', new_plan.code));
+    IF new_plan.rank >= old_plan.rank AND modes.upgrade = 'restart' THEN
+        -- C1: a new full period starts now
+        new_period := subscription.nth_period(at, s.cycle, 1);
+        charge := subscription.round_money(price.amount, price.currency);
+    ELSE
+        new_period := s.period;
+        charge := subscription.unused_part(price.amount, s.period, at, price.currency);
+    END IF;
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+    VALUES (change_plan.tenant_id, s.account_id, s.id, 'charge', charge, price.currency,
+            tstzrange(at, upper(new_period), '[)'), format('change to %s', new_plan.code), new_plan.code,
+            format('plan %s from %s, cycle %s, quantity %s', new_plan.code, at, s.cycle, s.quantity));
+
+    IF new_plan.rank < old_plan.rank THEN
+        -- immediate downgrade: apply_downgrade moves to the plan and trims
+        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code, paid_quantity = x.quantity
+         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
+        PERFORM FROM subscription.apply_downgrade(change_plan.tenant_id, s.id, false);
+    ELSE
+        UPDATE subscription.subscription AS x
+           SET plan = new_plan.code, pending_plan = NULL, paid_quantity = x.quantity,
+               period = new_period,
+               -- a restart (C1): its period is the first of the new anchor's
+               anchor = CASE WHEN new_period = s.period THEN x.anchor ELSE at END,
+               period_number = CASE WHEN new_period = s.period THEN x.period_number ELSE 1 END
+         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
+    END IF;
+    -- U3: the usage counters close with the new plan's period
+    PERFORM subscription.open_usage(change_plan.tenant_id, s.account_id);
+    RETURN NEXT;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.change_plan(bigint, bigint, text, timestamptz) IS
+'Upgrade now (prorated or restarted) or downgrade at the period end (C1-C4, Z5) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.renew_period(s subscription.subscription, n subscription.period_terms, may_trim boolean)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ends timestamptz := upper(s.period);
+    same_cycle boolean;
+    next_period tstzrange;
+    price record;
+    batch record;
+BEGIN
+    -- U3: the ending period's usage, billed in arrears
+    PERFORM subscription.bill_usage(s, ends);
+    UPDATE subscription.addon_batch AS b SET status = 'expired'
+     WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
+       AND (b.cancel_at_period_end OR s.cancel_at_period_end OR s.renewal = 'none');
+    IF s.cancel_at_period_end OR s.renewal = 'none' THEN
+        UPDATE subscription.subscription AS x
+           SET status = CASE WHEN s.cancel_at_period_end THEN 'cancelled' ELSE 'expired' END
+         WHERE x.tenant_id = s.tenant_id AND x.id = s.id
+        RETURNING x.status INTO s.status;
+        PERFORM subscription.open_usage(s.tenant_id, s.account_id);
+        RETURN s.status;
+    END IF;
+    -- L6: a migration never takes away a feature in use; one that would
+    -- now (the account's use grew since it was scheduled) is dropped
+    IF coalesce(s.pending_plan IS NULL AND s.migrate_at <= ends AND NOT s.migrate_trim, false)
+       AND EXISTS (SELECT FROM subscription.migration_shortfall(s.id, s.migrate_to, s.migrate_version)) THEN
+        RAISE WARNING 'subscription % stays on its version of plan "%": plan "%" would take away features in use',
+                      s.id, s.plan, s.migrate_to
+            USING DETAIL = 'Its migration is dropped; subscription.preview_migration() lists the features.';
+        UPDATE subscription.subscription AS x
+           SET migrate_to = NULL, migrate_version = NULL, migrate_at = NULL, migrate_trim = NULL
+         WHERE x.tenant_id = s.tenant_id AND x.id = s.id
+        RETURNING * INTO s;
+        n := subscription.next_terms(s);
+    END IF;
+
+    -- L7: a use above the largest tier renews at the largest tier
+    IF n.needed > n.quantity THEN
+        RAISE WARNING 'subscription % uses more than the largest tier of plan "%"', s.id, n.plan
+            USING DETAIL = format('Its use needs %s licenses; it renews at the largest tier, %s.', n.needed, n.quantity),
+                  HINT = format('Contact sales for a plan above %s hosts.', n.quantity);
+    END IF;
+    same_cycle := subscription.cycle_key(n.cycle) = subscription.cycle_key(s.cycle);
+    -- a new cycle counts from the start of its first period (Z7)
+    next_period := subscription.nth_period(CASE WHEN same_cycle THEN s.anchor ELSE ends END, n.cycle,
+                                           CASE WHEN same_cycle THEN s.period_number + 1 ELSE 1 END);
+    price := subscription.period_price(n.plan, n.cycle, n.quantity, n.version);
+    IF same_cycle AND n.plan = s.plan AND n.version = s.plan_version AND n.quantity = s.quantity
+       AND s.pending_plan IS NULL AND s.pending_quantity IS NULL THEN
+        -- the common renewal: only the period moves, and the triggers on
+        -- plan, quantity and status (limits, seats) have nothing to do
+        UPDATE subscription.subscription AS x
+           SET period_number = x.period_number + 1, period = next_period,
+               paid_quantity = n.quantity, pending_cycle = NULL, renewal = n.renewal
+         WHERE x.tenant_id = s.tenant_id AND x.id = s.id;
+    ELSE
+        UPDATE subscription.subscription AS x
+           SET plan = n.plan, plan_version = n.version,
+               cycle = n.cycle, quantity = n.quantity, paid_quantity = n.quantity,
+               pending_plan = NULL, pending_cycle = NULL, pending_quantity = NULL,
+               anchor = CASE WHEN same_cycle THEN x.anchor ELSE ends END,
+               period_number = CASE WHEN same_cycle THEN x.period_number + 1 ELSE 1 END,
+               period = next_period, renewal = n.renewal
+         WHERE x.tenant_id = s.tenant_id AND x.id = s.id;
+    END IF;
+    -- U3: the usage counters close with the new period
+    PERFORM subscription.open_usage(s.tenant_id, s.account_id);
+
+    -- C2: the constraint makes a second charge of the period impossible
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+    VALUES (s.tenant_id, s.account_id, s.id, 'charge', subscription.round_money(price.amount, price.currency), price.currency,
+            next_period, 'plan', n.plan,
+            format('renewal: plan %s, cycle %s, quantity %s', n.plan, n.cycle, n.quantity))
+    ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
+       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+    -- each batch priced apart from the statement that reads the batches:
+    -- on Citus that one runs on the shard, where no other table is read
+    FOR batch IN
+        SELECT b.id, b.addon, b.quantity
+          FROM subscription.addon_batch AS b
+          JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time
+         WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
+         ORDER BY b.id
+    LOOP
+        price := subscription.addon_period_price(batch.addon, n.cycle, batch.quantity);
+        INSERT INTO subscription.ledger
+               (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
+        VALUES (s.tenant_id, s.account_id, s.id, batch.id, 'charge', subscription.round_money(price.amount, price.currency),
+                price.currency, next_period, 'addon', n.plan,
+                format('renewal: add-on %s x %s, cycle %s', batch.addon, batch.quantity, n.cycle))
+        ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
+           WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+    END LOOP;
+
+    IF may_trim THEN
+        PERFORM FROM subscription.apply_downgrade(s.id);
+    END IF;
+    RETURN 'active';
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_period(subscription.subscription, subscription.period_terms, boolean) IS 'Internal: one period of one due subscription';
+
+CREATE OR REPLACE FUNCTION subscription.renew_common(tenants bigint[], at timestamptz, OUT handled integer, OUT rest bigint[])
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    locked bigint[];
+    ts bigint[];
+    ids bigint[];
+    pos bigint[];
+    tenant bigint;
+    other bigint;
+    n integer := 0;
+    first_n integer;
+    left_to bigint[];
+BEGIN
+    handled := 0;
+    rest := '{}';
+    -- the tenants' locks, as renew_account takes them
+    locked := ARRAY(SELECT a.id FROM subscription.account AS a
+                     WHERE a.tenant_id = ANY (tenants) AND a.id = a.tenant_id
+                     ORDER BY a.id
+                       FOR NO KEY UPDATE SKIP LOCKED);
+    -- their due subscriptions, locked; the tenants all of whose due
+    -- subscriptions renew the common way
+    WITH due AS (
+        SELECT x.tenant_id, x.id, upper(x.period) AS e, x.plan, x.cycle, x.quantity, x.plan_version,
+               x.status = 'active' AND x.paused_at IS NULL AND NOT x.cancel_at_period_end AND x.renewal = 'always'
+               AND x.pending_plan IS NULL AND x.pending_cycle IS NULL AND x.pending_quantity IS NULL
+               AND NOT coalesce(x.migrate_at <= upper(x.period), false)
+               AND upper(subscription.nth_period(x.anchor, x.cycle, x.period_number + 1)) > at AS plain
+          FROM subscription.subscription AS x
+         WHERE x.tenant_id = ANY (locked) AND x.status IN ('active', 'trialing') AND upper(x.period) <= at
+           FOR NO KEY UPDATE OF x SKIP LOCKED),
+         -- each plan, cycle, quantity and version priced once
+         terms AS (
+        SELECT DISTINCT ON (d.plan, d.cycle::text, d.quantity, d.plan_version)
+               d.plan, d.cycle, d.quantity, d.plan_version,
+               (subscription.find_price(d.plan, d.cycle, d.quantity, d.plan_version)).problem IS NULL
+               AND pr.renewal_quantity = 'keep' AS plain,
+               -- usage billed in arrears (issue 21): renew_common_group bills it
+               EXISTS (SELECT FROM subscription.plan_usage_price AS up WHERE up.plan = d.plan) AS metered
+          FROM due AS d
+          JOIN subscription.plan AS p ON p.code = d.plan
+          JOIN subscription.product AS pr ON pr.code = p.product
+         WHERE d.plain),
+         -- the active batches of the plain ones, and whether each add-on
+         -- renews priced at its cycle (priceless_addons, renewal_problem's
+         -- rule), asked once per add-on and cycle
+         batches AS (
+        SELECT d.tenant_id, d.id, b.addon, d.cycle, b.cancel_at_period_end
+          FROM due AS d
+          JOIN subscription.addon_batch AS b ON b.tenant_id = d.tenant_id AND b.subscription_id = d.id
+         WHERE d.plain AND b.status = 'active'),
+         addon_terms AS (
+        SELECT t.addon, t.cycle, subscription.priceless_addons(ARRAY[t.addon], t.cycle) IS NULL AS priced
+          FROM (SELECT DISTINCT ON (b.addon, b.cycle::text) b.addon, b.cycle FROM batches AS b) AS t),
+         checked AS (
+        SELECT d.tenant_id, d.id, d.e, coalesce(tm.metered, false) AS metered,
+               d.plain AND coalesce(tm.plain, false)
+               -- a batch cancelled for the period end (K4) goes to renew_account
+               AND NOT EXISTS (SELECT FROM batches AS b
+                                 JOIN addon_terms AS pt ON pt.addon = b.addon AND pt.cycle::text = b.cycle::text
+                                WHERE b.tenant_id = d.tenant_id AND b.id = d.id
+                                  AND (b.cancel_at_period_end OR NOT pt.priced)) AS plain
+          FROM due AS d
+          LEFT JOIN terms AS tm
+            ON tm.plan = d.plan AND tm.cycle::text = d.cycle::text AND tm.quantity = d.quantity
+           AND tm.plan_version = d.plan_version)
+    -- each tenant's in its order, as renew_account renews them
+    SELECT array_agg(c.tenant_id ORDER BY u.k, c.e, c.id), array_agg(c.id ORDER BY u.k, c.e, c.id),
+           array_agg(u.k ORDER BY u.k, c.e, c.id)
+      INTO ts, ids, pos
+      FROM checked AS c
+      JOIN unnest(tenants) WITH ORDINALITY AS u(tenant_id, k) ON u.tenant_id = c.tenant_id
+     WHERE c.tenant_id IN (SELECT x.tenant_id FROM checked AS x GROUP BY x.tenant_id
+                            -- a metered one renews set-based alone in its tenant: its usage line
+                            -- comes first, as renew_period writes it (credit pays in that order)
+                            HAVING bool_and(x.plain) AND (count(*) = 1 OR NOT bool_or(x.metered)));
+    ts := coalesce(ts, '{}');
+
+    -- the tenants in their order; a NULL at the end renews the last group
+    FOREACH tenant IN ARRAY tenants || NULL::bigint LOOP
+        n := n + 1;
+        IF tenant = ANY (ts) THEN
+            first_n := coalesce(first_n, n);
+            CONTINUE;
+        END IF;
+        IF first_n IS NOT NULL THEN
+            PERFORM subscription.renew_common_group(
+                ARRAY(SELECT g.t FROM unnest(ts, ids, pos) AS g(t, id, k) WHERE g.k BETWEEN first_n AND n - 1),
+                ARRAY(SELECT g.id FROM unnest(ts, ids, pos) AS g(t, id, k) WHERE g.k BETWEEN first_n AND n - 1));
+            handled := handled + (SELECT count(*) FROM unnest(pos) AS g(k) WHERE g.k BETWEEN first_n AND n - 1);
+            -- a common tenant with a subscription still due: renew_account's
+            left_to := ARRAY(SELECT u.t FROM unnest(tenants) WITH ORDINALITY AS u(t, k)
+                              WHERE u.k BETWEEN first_n AND n - 1
+                                AND EXISTS (SELECT FROM subscription.subscription AS x
+                                             WHERE x.tenant_id = u.t AND x.status IN ('active', 'trialing')
+                                               AND upper(x.period) <= at)
+                              ORDER BY u.k);
+            FOREACH other IN ARRAY left_to LOOP
+                handled := handled + subscription.renew_account(other, at);
+            END LOOP;
+            rest := rest || left_to;
+            first_n := NULL;
+        END IF;
+        IF tenant IS NOT NULL THEN
+            handled := handled + subscription.renew_account(tenant, at);
+            rest := rest || tenant;
+        END IF;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_common(bigint[], timestamptz) IS
+'Internal: the renewals of one batch on a single server: its common ones set-based (renew_common_group), the others by renew_account';
+
+CREATE OR REPLACE FUNCTION subscription.renew_common_group(t bigint[], ids bigint[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+DECLARE
+    due subscription.subscription;
+    metered subscription.subscription[] := '{}';
+BEGIN
+    -- U3: the ending periods' usage, billed in arrears as renew_period
+    -- bills it (bill_usage: usage_due's pricing), in renewal order
+    FOR due IN SELECT x.* FROM unnest(t, ids) WITH ORDINALITY AS r(tenant_id, id, k)
+               JOIN subscription.subscription AS x ON x.tenant_id = r.tenant_id AND x.id = r.id
+              WHERE x.plan IN (SELECT up.plan FROM subscription.plan_usage_price AS up)
+              ORDER BY r.k LOOP
+        PERFORM subscription.bill_usage(due, upper(due.period));
+        metered := metered || due;
+    END LOOP;
+    -- the periods move (renew_period's common renewal)
+    UPDATE subscription.subscription AS x
+       SET period_number = x.period_number + 1,
+           period = subscription.nth_period(x.anchor, x.cycle, x.period_number + 1),
+           paid_quantity = x.quantity, pending_cycle = NULL, renewal = x.renewal
+      FROM (SELECT r.tenant_id, r.id FROM unnest(t, ids) WITH ORDINALITY AS r(tenant_id, id, k) ORDER BY r.k) AS r
+     WHERE x.tenant_id = r.tenant_id AND x.id = r.id;
+
+    -- C2: the constraint makes a second charge of the period impossible;
+    -- each subscription's plan line, then its batches', in renewal order
+    WITH r AS (SELECT r.tenant_id, r.id, r.k FROM unnest(t, ids) WITH ORDINALITY AS r(tenant_id, id, k)),
+         s AS (SELECT x.*, r.k FROM r JOIN subscription.subscription AS x ON x.tenant_id = r.tenant_id AND x.id = r.id),
+         prices AS (
+        SELECT DISTINCT ON (s.plan, s.cycle::text, s.quantity, s.plan_version)
+               s.plan, s.cycle, s.quantity, s.plan_version, pp.amount, pp.currency
+          FROM s CROSS JOIN LATERAL subscription.period_price(s.plan, s.cycle, s.quantity, s.plan_version) AS pp),
+         batches AS (
+        SELECT s.k, b.id, b.addon, b.quantity, s.cycle
+          FROM s
+          JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
+          JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time),
+         addon_prices AS (
+        SELECT DISTINCT ON (b.addon, b.cycle::text, b.quantity) b.addon, b.cycle, b.quantity, ap.amount, ap.currency
+          FROM batches AS b CROSS JOIN LATERAL subscription.addon_period_price(b.addon, b.cycle, b.quantity) AS ap)
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
+    SELECT l.tenant_id, l.account_id, l.subscription_id, l.addon_batch_id, 'charge', l.amount, l.currency, l.period,
+           l.item, l.plan, l.description
+      FROM (SELECT s.k, 0::bigint AS batch_order, s.tenant_id, s.account_id, s.id AS subscription_id,
+                   NULL::bigint AS addon_batch_id, subscription.round_money(p.amount, p.currency) AS amount, p.currency,
+                   s.period, 'plan' AS item, s.plan,
+                   format('renewal: plan %s, cycle %s, quantity %s', s.plan, s.cycle, s.quantity) AS description
+              FROM s JOIN prices AS p
+                ON p.plan = s.plan AND p.cycle::text = s.cycle::text AND p.quantity = s.quantity
+               AND p.plan_version = s.plan_version
+            UNION ALL
+            SELECT s.k, b.id, s.tenant_id, s.account_id, s.id, b.id,
+                   subscription.round_money(ap.amount, ap.currency), ap.currency, s.period, 'addon', s.plan,
+                   format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, s.cycle)
+              FROM s
+              JOIN batches AS b ON b.k = s.k
+              JOIN addon_prices AS ap ON ap.addon = b.addon AND ap.cycle::text = b.cycle::text AND ap.quantity = b.quantity)
+           AS l
+     ORDER BY l.k, l.batch_order
+    ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
+       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+    -- U3: their usage counters close with the new periods
+    PERFORM subscription.open_usage(m.tenant_id, m.account_id)
+       FROM (SELECT DISTINCT m.tenant_id, m.account_id FROM unnest(metered) AS m ORDER BY m.tenant_id, m.account_id) AS m;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_common_group(bigint[], bigint[]) IS
+'Internal: one group of common renewals, set-based: one UPDATE moving the periods, one INSERT of the charges';
+
+REVOKE ALL ON FUNCTION subscription.move_usage(bigint, text, bigint, bigint, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.usage_closes(bigint, bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.open_usage(bigint, bigint) FROM PUBLIC;
+-- end of: usage written after the period's end (issue 21, U3)
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves

@@ -73,11 +73,35 @@ PG_FUNCTION_INFO_V1(move_usage);
  * the use over time (row-seconds) up to t, the later of the last change and
  * the statement's start (NOW), so that it never runs backwards when writers
  * queue on the counter.  O(1): no other row, no other statement.
+ *
+ * U3: a write at or after the end of the counter's billing period (closes,
+ * set by subscription.open_usage) before the renewal billed it crosses the
+ * boundary in the same UPDATE: the ending period's figures are kept as
+ * they were at closes (closed_at, closed_used, closed_peak, and the
+ * integral carried to closes), which the renewal's bill_usage bills, and
+ * the write counts in the next period, whose accumulators start at closes
+ * from the use then (METER_BASE: the rows stay; recorded usage, ROWS
+ * false, starts from 0 as bill_usage starts it).  closes is then NULL
+ * until the renewal opens the next period: one crossing per period.
  */
-#define METER_ACCUMULATORS(U, NOW) \
-	"peak = greatest(" U "peak, " U "used + $3)," \
-	" integral = " U "integral + " U "used * extract(epoch FROM greatest(" U "since, " NOW ") - " U "since)," \
-	" since = greatest(" U "since, " NOW ")"
+#define METER_CROSSES(U, NOW) "(" U "closes <= " NOW " AND " U "closed_at IS NULL)"
+#define METER_BASE(U, NOW, ROWS) \
+	"(CASE WHEN " METER_CROSSES(U, NOW) " AND NOT " ROWS " THEN 0 ELSE " U "used END)"
+#define METER_ACCUMULATORS(U, NOW, ROWS) \
+	"peak = CASE WHEN " METER_CROSSES(U, NOW) \
+	"  THEN greatest(" METER_BASE(U, NOW, ROWS) ", " METER_BASE(U, NOW, ROWS) " + $3)" \
+	"  ELSE greatest(" U "peak, " U "used + $3) END," \
+	" integral = CASE WHEN " METER_CROSSES(U, NOW) \
+	"  THEN " METER_BASE(U, NOW, ROWS) " * extract(epoch FROM greatest(" U "since, " NOW ") - greatest(" U "since, " U "closes))" \
+	"  ELSE " U "integral + " U "used * extract(epoch FROM greatest(" U "since, " NOW ") - " U "since) END," \
+	" since = greatest(" U "since, " NOW ")," \
+	" closed_at = CASE WHEN " METER_CROSSES(U, NOW) " THEN " U "closes ELSE " U "closed_at END," \
+	" closed_used = CASE WHEN " METER_CROSSES(U, NOW) " THEN " U "used ELSE " U "closed_used END," \
+	" closed_peak = CASE WHEN " METER_CROSSES(U, NOW) " THEN greatest(" U "peak, " U "used) ELSE " U "closed_peak END," \
+	" closed_integral = CASE WHEN " METER_CROSSES(U, NOW) \
+	"  THEN " U "integral + " U "used * extract(epoch FROM greatest(" U "since, " U "closes) - " U "since)" \
+	"  ELSE " U "closed_integral END," \
+	" closes = CASE WHEN " METER_CROSSES(U, NOW) " THEN NULL ELSE " U "closes END"
 
 /* INSERT, UPDATE, DELETE: the GuardedEvent values that carry rows */
 #define LIMIT_NUM_EVENTS 3
@@ -846,11 +870,12 @@ ReadCitusCounter(int64 tenant, int64 account, const char *feature, bool exclusiv
  * else found from the shard of account colocated with rel's.
  */
 static int64
-MoveCitusUsage(Relation rel, int64 tenant, int64 account, const char *feature, int64 delta, bool detach)
+MoveCitusUsage(Relation rel, int64 tenant, int64 account, const char *feature, int64 delta, bool detach,
+			   TimestampTz at)
 {
 	static SPIPlanPtr move_plan = NULL;
-	Oid			argtypes[5] = {INT8OID, TEXTOID, INT8OID, TIMESTAMPTZOID, INT8OID};
-	Datum		values[5];
+	Oid			argtypes[6] = {INT8OID, TEXTOID, INT8OID, TIMESTAMPTZOID, INT8OID, BOOLOID};
+	Datum		values[6];
 	int64		used;
 	int64		limit;
 	bool		limit_null;
@@ -864,11 +889,13 @@ MoveCitusUsage(Relation rel, int64 tenant, int64 account, const char *feature, i
 	values[0] = Int64GetDatum(account);
 	values[1] = CStringGetTextDatum(feature);
 	values[2] = Int64GetDatum(delta);
-	values[3] = TimestampTzGetDatum(SubscriptionMeterNow());
+	values[3] = TimestampTzGetDatum(at);
 	values[4] = Int64GetDatum(tenant);
+	values[5] = BoolGetDatum(rel != NULL);
 	KeptPlan(&move_plan,
-			 "UPDATE subscription.usage_counter SET used = used + $3, " METER_ACCUMULATORS("", "$4")
-			 " WHERE tenant_id = $5 AND account_id = $1 AND feature = $2", 5, argtypes);
+			 "UPDATE subscription.usage_counter SET used = " METER_BASE("", "$4", "$6") " + $3, "
+			 METER_ACCUMULATORS("", "$4", "$6")
+			 " WHERE tenant_id = $5 AND account_id = $1 AND feature = $2", 6, argtypes);
 	if (SPI_execute_plan(move_plan, values, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not move the usage counter");
 	return used + delta;
@@ -936,8 +963,12 @@ EnsureCounter(Datum *values)
 	"INSERT INTO subscription.usage_counter (account_id, feature, limit_value" COLUMN ")" \
 	" SELECT $1, $2, subscription.limit_of($1, $2)" VALUE FROM \
 	" ON CONFLICT DO NOTHING"
+	/* U3: a new counter closes with the period of the usage price's subscription */
 	KeptPlan(&ensure_counter_plan[v],
-			 v ? ENSURE_COUNTER_SQL(", limit_version", ", c.version", " FROM " CATALOG_LIMIT_VERSION)
+			 v ? ENSURE_COUNTER_SQL(", limit_version, closes",
+									", c.version, subscription.usage_closes("
+									"(SELECT a.tenant_id FROM subscription.account AS a WHERE a.id = $1), $1, $2)",
+									" FROM " CATALOG_LIMIT_VERSION)
 			 : ENSURE_COUNTER_SQL("", "", ""), 2, argtypes);
 	if (SPI_execute_plan(ensure_counter_plan[v], values, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not create the usage counter");
@@ -979,10 +1010,10 @@ RefuseOnlyWhatWeSee(SPIPlanPtr read_usage, int64 used, bool limit_null, int64 li
  * Citus needs it, there being no table's shard to find it from), else 0.
  */
 static int64
-MoveUsage(Relation rel, int64 tenant, int64 account, const char *feature, int64 delta, bool detach)
+MoveUsage(Relation rel, int64 tenant, int64 account, const char *feature, int64 delta, bool detach, TimestampTz at)
 {
-	Oid			argtypes[5] = {INT8OID, TEXTOID, INT8OID, BOOLOID, TIMESTAMPTZOID};
-	Datum		values[5];
+	Oid			argtypes[6] = {INT8OID, TEXTOID, INT8OID, BOOLOID, TIMESTAMPTZOID, BOOLOID};
+	Datum		values[6];
 	bool		isnull;
 	int64		used;
 	int64		limit;
@@ -991,13 +1022,15 @@ MoveUsage(Relation rel, int64 tenant, int64 account, const char *feature, int64 
 	int			v = LimitsVersioned();
 
 	if (v && CountersOnCitus())
-		return MoveCitusUsage(rel, tenant, account, feature, delta, detach);
+		return MoveCitusUsage(rel, tenant, account, feature, delta, detach, at);
 	values[0] = Int64GetDatum(account);
 	values[1] = CStringGetTextDatum(feature);
 	values[2] = Int64GetDatum(delta);
 	values[3] = BoolGetDatum(detach);
-	/* the meters' clock (issue 21): the statement's start, or the moved clock (issue 20) */
-	values[4] = TimestampTzGetDatum(SubscriptionMeterNow());
+	/* the meters' time: the write's (see the callers) */
+	values[4] = TimestampTzGetDatum(at);
+	/* U3: whether the use is rows (they stay counted in the next period) */
+	values[5] = BoolGetDatum(rel != NULL);
 
 	/*
 	 * The counter row carries the limit (kept by subscription.refresh_limits
@@ -1009,18 +1042,19 @@ MoveUsage(Relation rel, int64 tenant, int64 account, const char *feature, int64 
 	 * again if the row is re-checked after a concurrent update.  detach limits nothing but inclusion: any
 	 * non-NULL value where the feature is included (limit NULL or above 0).
 	 */
-#define MOVE_USAGE_SQL(SET, FROM, LIMIT) \
-	"UPDATE subscription.usage_counter AS u SET used = u.used + $3" SET FROM \
+#define MOVE_USAGE_SQL(USED, SET, FROM, LIMIT) \
+	"UPDATE subscription.usage_counter AS u SET used = " USED " + $3" SET FROM \
 	" WHERE u.account_id = $1 AND u.feature = $2" \
 	"   AND ($3 <= 0 OR " LIMIT " IS NULL" \
-	"        OR CASE WHEN $4 THEN " LIMIT " > 0 ELSE u.used + $3 <= " LIMIT " END)" \
+	"        OR CASE WHEN $4 THEN " LIMIT " > 0 ELSE " USED " + $3 <= " LIMIT " END)" \
 	" RETURNING u.used"
 	KeptPlan(&move_usage_plan[v],
-			 v ? MOVE_USAGE_SQL(", limit_value = " COUNTER_LIMIT ", limit_version = c.version, "
-								METER_ACCUMULATORS("u.", "$5"),
+			 v ? MOVE_USAGE_SQL(METER_BASE("u.", "$5", "$6"),
+								", limit_value = " COUNTER_LIMIT ", limit_version = c.version, "
+								METER_ACCUMULATORS("u.", "$5", "$6"),
 								" FROM " CATALOG_LIMIT_VERSION, COUNTER_LIMIT)
-			 : MOVE_USAGE_SQL("", "", "u.limit_value"),
-			 5, argtypes);
+			 : MOVE_USAGE_SQL("u.used", "", "", "u.limit_value"),
+			 6, argtypes);
 	for (attempt = 0; attempt < 2; attempt++)
 	{
 		if (SPI_execute_snapshot(move_usage_plan[v], values, NULL, GetLatestSnapshot(), GuardCrosscheckSnapshot(),
@@ -1056,7 +1090,7 @@ MoveUsage(Relation rel, int64 tenant, int64 account, const char *feature, int64 
 }
 
 /*
- * move_usage(account_id bigint, feature text, delta bigint, in_tenant bigint) returns bigint
+ * move_usage(account_id bigint, feature text, delta bigint, in_tenant bigint, at timestamptz) returns bigint
  *
  * record_usage() and correct_usage() (issue 21): the counter of a feature
  * used without rows moved by the guard's own code (MoveUsage), under the
@@ -1072,6 +1106,11 @@ move_usage(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("the arguments of move_usage() must not be null")));
+	/* U3: the usage's time places it in a period; an infinite one in none */
+	if (PG_NARGS() > 4 && !PG_ARGISNULL(4) && TIMESTAMP_NOT_FINITE(PG_GETARG_TIMESTAMPTZ(4)))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("the time of usage must be finite")));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	/*
@@ -1087,7 +1126,13 @@ move_usage(PG_FUNCTION_ARGS)
 		if (SPI_execute_plan(account_plan, values, NULL, true, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not look up account " INT64_FORMAT, PG_GETARG_INT64(0));
 	}
-	used = MoveUsage(NULL, PG_GETARG_INT64(3), PG_GETARG_INT64(0), text_to_cstring(PG_GETARG_TEXT_PP(1)), PG_GETARG_INT64(2), false);
+	/*
+	 * the usage's time (record_usage's at): a backfill before the period's
+	 * end counts in it (U3); none, the meters' clock
+	 */
+	used = MoveUsage(NULL, PG_GETARG_INT64(3), PG_GETARG_INT64(0), text_to_cstring(PG_GETARG_TEXT_PP(1)),
+					 PG_GETARG_INT64(2), false,
+					 PG_NARGS() > 4 && !PG_ARGISNULL(4) ? PG_GETARG_TIMESTAMPTZ(4) : SubscriptionMeterNow());
 	SPI_finish();
 	PG_RETURN_INT64(used);
 }
@@ -1191,7 +1236,8 @@ GuardOneRow(Relation rel, LimitEntry *entry, const char *feature,
 	if (c->policy == POLICY_SCALE && has_value && value < 0)
 		RefuseNegativeValue(rel, account, feature, value);
 	if (units != 0)
-		MoveUsage(rel, 0, account, feature, inserting ? units : -units, c->policy == POLICY_DETACH);
+		MoveUsage(rel, 0, account, feature, inserting ? units : -units, c->policy == POLICY_DETACH,
+				  SubscriptionMeterNow());
 }
 
 /*
@@ -1387,7 +1433,8 @@ limit_guard(PG_FUNCTION_ARGS)
 					CheckCap(rel, accounts[i], feature, largest[i]);
 			}
 			else
-				MoveUsage(rel, 0, accounts[i], feature, deltas[i], entry->counting.policy == POLICY_DETACH);
+				MoveUsage(rel, 0, accounts[i], feature, deltas[i], entry->counting.policy == POLICY_DETACH,
+						  SubscriptionMeterNow());
 		}
 	}
 

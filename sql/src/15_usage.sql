@@ -18,6 +18,28 @@ COMMENT ON COLUMN subscription.usage_counter.integral IS
 COMMENT ON COLUMN subscription.usage_counter.since IS
 'When the use last changed, or the period began: the integral runs to here';
 
+-- U3: the end of the counter's billing period (closes), and the ending
+-- period's figures that the guard's UPDATE snapshots when a write comes
+-- at or after it and before the renewal ran (closed_at: the snapshot's
+-- end; NULL: none).  bill_usage bills the snapshot; open_usage sets closes.
+ALTER TABLE subscription.usage_counter
+    ADD COLUMN closes timestamptz,
+    ADD COLUMN closed_at timestamptz,
+    ADD COLUMN closed_used bigint CHECK (closed_used >= 0),
+    ADD COLUMN closed_peak bigint CHECK (closed_peak >= 0),
+    ADD COLUMN closed_integral numeric CHECK (closed_integral >= 0);
+
+COMMENT ON COLUMN subscription.usage_counter.closes IS
+'The end of the billing period of the feature''s usage price (U3): a write at or after it snapshots the period''s figures first';
+COMMENT ON COLUMN subscription.usage_counter.closed_at IS
+'The end of the ended period whose figures are kept in closed_used, closed_peak and closed_integral until its renewal bills them (U3)';
+COMMENT ON COLUMN subscription.usage_counter.closed_used IS
+'The use at closed_at: the ended period''s count or sum (U3)';
+COMMENT ON COLUMN subscription.usage_counter.closed_peak IS
+'The ended period''s peak (U3)';
+COMMENT ON COLUMN subscription.usage_counter.closed_integral IS
+'The ended period''s integral in row-seconds, up to closed_at (U3)';
+
 -- A meter: what of a registered table's counter a usage price bills
 -- (issue 21).  One per feature, on the feature's registration.
 CREATE TABLE subscription.meter (

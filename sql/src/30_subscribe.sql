@@ -292,6 +292,8 @@ BEGIN
                    plan, cycle, quantity,
                    CASE WHEN period = full_period THEN ''
                         ELSE format(', to the billing date %s', upper(period)) END));
+    -- U3: the usage counters close with its period
+    PERFORM subscription.open_usage(subscribe.tenant_id, subscribe.account_id);
 
     RETURN new_id;
 END

@@ -376,6 +376,8 @@ BEGIN
            paused_period_end = upper(x.period),
            period = tstzrange(lower(x.period), coalesce(pause.resume_at, 'infinity'), '[)')
      WHERE x.tenant_id = pause.tenant_id AND x.id = s.id;
+    -- U3: the usage counters close with the paused period
+    PERFORM subscription.open_usage(pause.tenant_id, s.account_id);
     IF mode = 'freeze' THEN
         PERFORM subscription.refresh_freeze(pause.tenant_id, s.account_id);
     END IF;
@@ -423,6 +425,8 @@ BEGIN
            paused_at = NULL, resume_at = NULL, pause_mode = NULL, paused_period_end = NULL
      WHERE x.tenant_id = s.tenant_id AND x.id = s.id
     RETURNING * INTO s;
+    -- U3: the usage counters close with the extended period
+    PERFORM subscription.open_usage(s.tenant_id, s.account_id);
     -- C2: the extension is a period of its own, charged 0.00 once
     INSERT INTO subscription.ledger
            (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)

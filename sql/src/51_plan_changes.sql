@@ -155,6 +155,8 @@ BEGIN
                period_number = CASE WHEN new_period = s.period THEN x.period_number ELSE 1 END
          WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
     END IF;
+    -- U3: the usage counters close with the new plan's period
+    PERFORM subscription.open_usage(change_plan.tenant_id, s.account_id);
     RETURN NEXT;
 END
 $$;

@@ -4,14 +4,16 @@
 -- The counter moved by the limit guard's own code (src/limits.c,
 -- MoveUsage): the same limit (23514) and the same meter accumulators as a
 -- write of a registered table.  Returns the new use.  in_tenant: the
--- account's tenant, where an unknown account is P0002.
-CREATE FUNCTION subscription.move_usage(account_id bigint, feature text, delta bigint, in_tenant bigint)
+-- account's tenant, where an unknown account is P0002.  at: the usage's
+-- time, which the meters and the period's end (U3) take; NULL: the
+-- meters' clock.
+CREATE FUNCTION subscription.move_usage(account_id bigint, feature text, delta bigint, in_tenant bigint, at timestamptz)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'move_usage'
 LANGUAGE C;
 
-COMMENT ON FUNCTION subscription.move_usage(bigint, text, bigint, bigint) IS
-'Internal (C): move an account''s usage counter (of tenant in_tenant) by delta under its limit, as the limit guard does; the new use';
+COMMENT ON FUNCTION subscription.move_usage(bigint, text, bigint, bigint, timestamptz) IS
+'Internal (C): move an account''s usage counter (of tenant in_tenant) by delta at a time under its limit, as the limit guard does; the new use';
 
 -- U1: a meter on a feature registered with enforce_limit (its limit may
 -- be unlimited): which figure of the feature's counter a usage price
@@ -231,6 +233,65 @@ RETURN integral + used * extract(epoch FROM greatest(t, since) - since);
 COMMENT ON FUNCTION subscription.integral_at(numeric, bigint, timestamptz, timestamptz) IS
 'Internal: a usage counter''s integral in row-seconds carried from since to a later time at its use (U1)';
 
+-- U3: where an account's counter of a feature closes its billing period:
+-- the earliest end of the periods of the account's active subscriptions
+-- whose plan prices the feature's usage, or NULL (nothing to close).  The
+-- guard stores it in a counter it creates (EnsureCounter in
+-- src/limits.c), open_usage in the counters that exist.  PL/pgSQL, the
+-- catalog read first: Citus plans no SQL function with parameters.
+CREATE FUNCTION subscription.usage_closes(tenant_id bigint, account_id bigint, feature text)
+RETURNS timestamptz
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    plans text[] := ARRAY(SELECT p.plan FROM subscription.plan_usage_price AS p WHERE p.feature = usage_closes.feature);
+BEGIN
+    IF cardinality(plans) = 0 THEN
+        RETURN NULL;
+    END IF;
+    RETURN (SELECT min(upper(s.period)) FROM subscription.subscription AS s
+             WHERE s.tenant_id = usage_closes.tenant_id AND s.account_id = usage_closes.account_id
+               AND s.status IN ('active', 'trialing') AND s.plan = ANY (plans));
+END
+$$;
+
+COMMENT ON FUNCTION subscription.usage_closes(bigint, bigint, text) IS
+'Internal: where an account''s usage counter of a feature closes its billing period: the earliest period end of the subscriptions that price its usage (U3)';
+
+-- U3: the account's usage counters of priced features told where their
+-- period now closes (usage_closes), after a period moved (subscribe,
+-- renew_period, renew_common_group, change_plan, pause, unpause).  One
+-- UPDATE per counter whose end moved, each naming its tenant (a router
+-- query on Citus).
+CREATE FUNCTION subscription.open_usage(tenant_id bigint, account_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    features text[] := ARRAY(SELECT DISTINCT p.feature FROM subscription.plan_usage_price AS p);
+    f text;
+    ends timestamptz;
+BEGIN
+    IF cardinality(features) = 0 THEN
+        RETURN;
+    END IF;
+    FOR f IN SELECT u.feature FROM subscription.usage_counter AS u
+              WHERE u.tenant_id = open_usage.tenant_id AND u.account_id = open_usage.account_id
+                AND u.feature = ANY (features)
+              ORDER BY u.feature LOOP
+        ends := subscription.usage_closes(open_usage.tenant_id, open_usage.account_id, f);
+        UPDATE subscription.usage_counter AS u SET closes = ends
+         WHERE u.tenant_id = open_usage.tenant_id AND u.account_id = open_usage.account_id AND u.feature = f
+           AND u.closes IS DISTINCT FROM ends;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.open_usage(bigint, bigint) IS
+'Internal: set where an account''s usage counters close their billing period, after a period moved (U3)';
+
 -- U3: what the usage of a subscription's period, from its start until
 -- "until", comes to, per usage price of its plan: the one computation of
 -- the bill (bill_usage, which locks the counters first) and of its preview
@@ -272,9 +333,18 @@ BEGIN
          WHERE x.tenant_id = s.tenant_id AND x.subscription_id = s.id AND x.feature = p.feature
            AND x.period && tstzrange(lower(s.period), until, '[]');
         CONTINUE WHEN starts >= until;
-        SELECT u.used, u.peak, u.integral, u.since INTO c
+        SELECT u.used, u.peak, u.integral, u.since, u.closed_at, u.closed_used, u.closed_peak, u.closed_integral INTO c
           FROM subscription.usage_counter AS u
          WHERE u.tenant_id = s.tenant_id AND u.account_id = s.account_id AND u.feature = p.feature;
+        IF c.closed_at IS NOT NULL THEN
+            -- U3: a write at or after the period's end began the next
+            -- period in the counter: the ending period's figures are the
+            -- snapshot that write took, up to the end
+            c.used := c.closed_used;
+            c.peak := c.closed_peak;
+            c.integral := c.closed_integral;
+            c.since := c.closed_at;
+        END IF;
         feature := p.feature;
         aggregation := p.aggregation;
         from_rows := p.from_rows;
@@ -340,11 +410,15 @@ BEGIN
                 aggregate, included, billable, amount, currency, ledger_id)
         VALUES (s.tenant_id, s.id, s.account_id, d.feature, d.period, s.plan, d.aggregation, d.used,
                 d.peak, d.integral, d.aggregate, d.included, d.billable, d.amount, d.currency, line);
-        -- the next period's accumulators: rows stay, recorded usage starts again
+        -- the next period's accumulators: rows stay, recorded usage starts
+        -- again; a snapshot billed (U3): the counter is in the next period
+        -- already, its snapshot goes; the period's end is open_usage's
         UPDATE subscription.usage_counter AS u
-           SET used = CASE WHEN d.from_rows THEN d.used ELSE 0 END,
-               peak = CASE WHEN d.from_rows THEN d.used ELSE 0 END,
-               integral = 0, since = d.upto
+           SET used = CASE WHEN u.closed_at IS NOT NULL THEN u.used WHEN d.from_rows THEN d.used ELSE 0 END,
+               peak = CASE WHEN u.closed_at IS NOT NULL THEN u.peak WHEN d.from_rows THEN d.used ELSE 0 END,
+               integral = CASE WHEN u.closed_at IS NOT NULL THEN u.integral ELSE 0 END,
+               since = CASE WHEN u.closed_at IS NOT NULL THEN u.since ELSE d.upto END,
+               closes = NULL, closed_at = NULL, closed_used = NULL, closed_peak = NULL, closed_integral = NULL
          WHERE u.tenant_id = s.tenant_id AND u.account_id = s.account_id AND u.feature = d.feature;
         IF NOT d.from_rows THEN
             -- keys are kept for the period and the grace after it
@@ -477,7 +551,7 @@ BEGIN
     END IF;
     -- a query, not an expression: the counter's triggers fire at its end
     SELECT subscription.move_usage(record_usage.account_id, record_usage.feature, record_usage.quantity,
-                                   record_usage.tenant_id) INTO new_total;
+                                   record_usage.tenant_id, record_usage.at) INTO new_total;
     UPDATE subscription.usage_record AS r SET total = new_total
      WHERE r.tenant_id = record_usage.tenant_id AND r.account_id = record_usage.account_id
        AND r.feature = record_usage.feature AND r.key = record_usage.key;
@@ -555,7 +629,7 @@ BEGIN
                   HINT = 'Give the difference back with subscription.credit_account().';
     END IF;
     SELECT subscription.move_usage(correct_usage.account_id, correct_usage.feature, correct_usage.quantity - r.quantity,
-                                   correct_usage.tenant_id) INTO new_total;
+                                   correct_usage.tenant_id, r.at) INTO new_total;
     UPDATE subscription.usage_record AS x SET quantity = correct_usage.quantity, total = new_total
      WHERE x.tenant_id = correct_usage.tenant_id AND x.account_id = correct_usage.account_id
        AND x.feature = correct_usage.feature AND x.key = correct_usage.key;

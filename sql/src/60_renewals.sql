@@ -165,6 +165,7 @@ BEGIN
            SET status = CASE WHEN s.cancel_at_period_end THEN 'cancelled' ELSE 'expired' END
          WHERE x.tenant_id = s.tenant_id AND x.id = s.id
         RETURNING x.status INTO s.status;
+        PERFORM subscription.open_usage(s.tenant_id, s.account_id);
         RETURN s.status;
     END IF;
     -- L6: a migration never takes away a feature in use; one that would
@@ -210,6 +211,8 @@ BEGIN
                period = next_period, renewal = n.renewal
          WHERE x.tenant_id = s.tenant_id AND x.id = s.id;
     END IF;
+    -- U3: the usage counters close with the new period
+    PERFORM subscription.open_usage(s.tenant_id, s.account_id);
 
     -- C2: the constraint makes a second charge of the period impossible
     INSERT INTO subscription.ledger
@@ -546,9 +549,9 @@ BEGIN
         SELECT DISTINCT ON (d.plan, d.cycle::text, d.quantity, d.plan_version)
                d.plan, d.cycle, d.quantity, d.plan_version,
                (subscription.find_price(d.plan, d.cycle, d.quantity, d.plan_version)).problem IS NULL
-               AND pr.renewal_quantity = 'keep'
-               -- usage billed in arrears (issue 21): renew_period bills it
-               AND NOT EXISTS (SELECT FROM subscription.plan_usage_price AS up WHERE up.plan = d.plan) AS plain
+               AND pr.renewal_quantity = 'keep' AS plain,
+               -- usage billed in arrears (issue 21): renew_common_group bills it
+               EXISTS (SELECT FROM subscription.plan_usage_price AS up WHERE up.plan = d.plan) AS metered
           FROM due AS d
           JOIN subscription.plan AS p ON p.code = d.plan
           JOIN subscription.product AS pr ON pr.code = p.product
@@ -565,7 +568,7 @@ BEGIN
         SELECT t.addon, t.cycle, subscription.priceless_addons(ARRAY[t.addon], t.cycle) IS NULL AS priced
           FROM (SELECT DISTINCT ON (b.addon, b.cycle::text) b.addon, b.cycle FROM batches AS b) AS t),
          checked AS (
-        SELECT d.tenant_id, d.id, d.e,
+        SELECT d.tenant_id, d.id, d.e, coalesce(tm.metered, false) AS metered,
                d.plain AND coalesce(tm.plain, false)
                -- a batch cancelled for the period end (K4) goes to renew_account
                AND NOT EXISTS (SELECT FROM batches AS b
@@ -582,7 +585,10 @@ BEGIN
       INTO ts, ids, pos
       FROM checked AS c
       JOIN unnest(tenants) WITH ORDINALITY AS u(tenant_id, k) ON u.tenant_id = c.tenant_id
-     WHERE c.tenant_id IN (SELECT x.tenant_id FROM checked AS x GROUP BY x.tenant_id HAVING bool_and(x.plain));
+     WHERE c.tenant_id IN (SELECT x.tenant_id FROM checked AS x GROUP BY x.tenant_id
+                            -- a metered one renews set-based alone in its tenant: its usage line
+                            -- comes first, as renew_period writes it (credit pays in that order)
+                            HAVING bool_and(x.plain) AND (count(*) = 1 OR NOT bool_or(x.metered)));
     ts := coalesce(ts, '{}');
 
     -- the tenants in their order; a NULL at the end renews the last group
@@ -635,7 +641,19 @@ SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off
 SET enable_mergejoin = off
 AS $$
+DECLARE
+    due subscription.subscription;
+    metered subscription.subscription[] := '{}';
 BEGIN
+    -- U3: the ending periods' usage, billed in arrears as renew_period
+    -- bills it (bill_usage: usage_due's pricing), in renewal order
+    FOR due IN SELECT x.* FROM unnest(t, ids) WITH ORDINALITY AS r(tenant_id, id, k)
+               JOIN subscription.subscription AS x ON x.tenant_id = r.tenant_id AND x.id = r.id
+              WHERE x.plan IN (SELECT up.plan FROM subscription.plan_usage_price AS up)
+              ORDER BY r.k LOOP
+        PERFORM subscription.bill_usage(due, upper(due.period));
+        metered := metered || due;
+    END LOOP;
     -- the periods move (renew_period's common renewal)
     UPDATE subscription.subscription AS x
        SET period_number = x.period_number + 1,
@@ -682,6 +700,9 @@ BEGIN
      ORDER BY l.k, l.batch_order
     ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
        WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+    -- U3: their usage counters close with the new periods
+    PERFORM subscription.open_usage(m.tenant_id, m.account_id)
+       FROM (SELECT DISTINCT m.tenant_id, m.account_id FROM unnest(metered) AS m ORDER BY m.tenant_id, m.account_id) AS m;
 END
 $$;
 

@@ -62,11 +62,26 @@ SELECT cancel(id) IS NOT NULL AS cancelled FROM subscription WHERE account_id = 
 SELECT cancel_addon(b.id) IS NOT NULL AS batch_cancelled
   FROM addon_batch AS b JOIN subscription AS s ON s.id = b.subscription_id WHERE s.account_id = 10 AND b.addon = 'light';
 SELECT change_cycle(id, '1 year') IS NOT NULL AS cycle_changed FROM subscription WHERE account_id = 11;
+-- usage billed in arrears (issue 21, U3): tenant 12's one metered
+-- subscription renews set-based (renew_common_group bills its usage by
+-- bill_usage); tenant 13's two (with credit, paid in renewal order) one by one
+INSERT INTO plan (code, product, name, rank) VALUES ('zd_metered', 'desk', 'Metered', 3);
+INSERT INTO plan_price (plan, cycle, amount) VALUES ('zd_metered', '1 month', 20);
+INSERT INTO plan_limit (plan, feature, value) VALUES ('zd_metered', 'api_calls', NULL);
+SELECT plan_usage_price('zd_metered', 'api_calls', 1000, 0.01);
+INSERT INTO account (id, name) VALUES (12, 'tenant 12'), (13, 'tenant 13');
+SELECT count(*) AS metered FROM (
+    SELECT subscribe(12, 'zd_metered', '1 month', 1, '2026-01-03'),
+           subscribe(13, 'zd_metered', '1 month', 1, '2026-01-04'),
+           subscribe(13, 'zd_metered', '1 month', 1, '2026-01-06')) AS s;
+SELECT record_usage(12, 'api_calls', 3000, 'k12', '2026-01-20') AS calls_12,
+       record_usage(13, 'api_calls', 2500, 'k13', '2026-01-20') AS calls_13,
+       credit_account(13, 25, 'goodwill') IS NOT NULL AS credited;
 
--- what renews which way: renew_common renews tenants 1-5 set-based and
+-- what renews which way: renew_common renews tenants 1-5 and 12 set-based and
 -- the others (and 3, not due) by renew_account
 SAVEPOINT ways;
-SELECT * FROM renew_common('{1,2,3,4,5,6,7,8,9,10,11}', '2026-02-12');
+SELECT * FROM renew_common('{1,2,3,4,5,6,7,8,9,10,11,12,13}', '2026-02-12');
 ROLLBACK TO ways;
 
 -- every row that a renewal writes, without its ids and clock times
@@ -97,6 +112,13 @@ CREATE FUNCTION pg_temp.written() RETURNS SETOF text LANGUAGE sql AS $$
       FROM invoice_record AS i
     UNION ALL
     SELECT format('subscription %s', s) FROM subscription AS s
+    UNION ALL
+    SELECT format('usage %s', row(p.tenant_id, p.subscription_id, p.feature, p.period, p.used, p.aggregate, p.amount,
+                                  p.ledger_id IS NULL))
+      FROM usage_period AS p
+    UNION ALL
+    SELECT format('counter %s', row(c.tenant_id, c.account_id, c.feature, c.used, c.peak, c.closes, c.closed_at))
+      FROM usage_counter AS c
 $$;
 CREATE TEMP TABLE ways (way text, line text);
 DO $$

@@ -26,9 +26,12 @@ SELECT plan_usage_price('meet_live', 'attendee_minutes', 100, 0,
                         '[{"up_to": 1000, "unit_amount": 0.05}, {"up_to": null, "unit_amount": 0.03, "flat_amount": 5}]',
                         'graduated', 'EUR');
 
+-- the hosts written in the period (the meters' clock moved there: a
+-- write after the period's end would count in the next one, U3)
+SET subscription.clock = '2026-01-01';
 INSERT INTO host (account_id) SELECT 1 FROM generate_series(1, 12);
--- the guard's clock is the server's: set the period's figures exactly,
--- 12 hosts since the period began
+RESET subscription.clock;
+-- set the period's figures exactly, 12 hosts since the period began
 UPDATE usage_counter SET since = '2026-01-01', integral = 0 WHERE account_id = 1 AND feature = 'hosts';
 SELECT record_usage(2, 'attendee_minutes', 1200, 'webinar-1', '2026-01-10') AS total;
 SELECT record_usage(2, 'attendee_minutes', 800, 'webinar-2', '2026-01-20') AS total;

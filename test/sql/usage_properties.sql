@@ -1,8 +1,11 @@
 -- Property (issue 21, U1-U3): 100,000 random inserts, updates and deletes
--- of registered rows, in statements of many rows (the meters' clock is the
--- statement's start).  The meters' figures kept by
--- the guard (count, peak, time_weighted, sum) equal an independent replay
--- of the row log, and the bill of the period equals the tier formula,
+-- of registered rows, in statements of many rows, at random times over 45
+-- days (the billing clock moved before each statement) across the end of
+-- the first period (2026-02-01), before its renewal runs.  The meters'
+-- figures kept by the guard (count, peak, time_weighted, sum) equal an
+-- independent replay of the row log, each period's apart (U3: each row
+-- change in exactly one period's figures, a write at or after the end in
+-- the next one), and the bill of the period equals the tier formula,
 -- rounded once.
 \set VERBOSITY default
 \i test/sql/include/setup.psql
@@ -35,10 +38,10 @@ BEGIN PERFORM nextval('public.stmt'); RETURN NULL; END $$;
 CREATE FUNCTION public.obj_log() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        INSERT INTO public.obj_log VALUES (currval('public.stmt'), statement_timestamp(), OLD.account_id, -1, -OLD.gb);
+        INSERT INTO public.obj_log VALUES (currval('public.stmt'), current_setting('subscription.clock')::timestamptz, OLD.account_id, -1, -OLD.gb);
     END IF;
     IF TG_OP IN ('UPDATE', 'INSERT') THEN
-        INSERT INTO public.obj_log VALUES (currval('public.stmt'), statement_timestamp(), NEW.account_id, 1, NEW.gb);
+        INSERT INTO public.obj_log VALUES (currval('public.stmt'), current_setting('subscription.clock')::timestamptz, NEW.account_id, 1, NEW.gb);
     END IF;
     RETURN NULL;
 END $$;
@@ -76,8 +79,14 @@ SELECT b.batch, b.kind, 1 + floor(random() * 3)::int AS account, floor(random() 
 CREATE INDEX ON op (batch);
 ANALYZE op;
 SELECT count(*) >= :ops AS enough_operations, count(DISTINCT batch) < :ops / 20 AS few_statements FROM op;
+-- each statement's time, in whole seconds, rising over 45 days from the
+-- period's start: about 3 in 10 after its end (2026-02-01)
+ALTER TABLE batch ADD COLUMN at timestamptz;
+UPDATE batch SET at = timestamptz '2026-01-01' + (batch::bigint * (45 * 86400) / (SELECT max(batch) FROM batch)) * interval '1 second';
+SELECT count(*) FILTER (WHERE at < '2026-02-01') > 0 AND count(*) FILTER (WHERE at >= '2026-02-01') > count(*) / 5
+       AS both_periods_written FROM batch;
 \set ECHO none
-SELECT CASE b.kind
+SELECT format('SET subscription.clock = %L', b.at), CASE b.kind
        WHEN 'insert' THEN format('INSERT INTO public.obj (account_id, gb) SELECT account, gb FROM pg_temp.op WHERE batch = %s', b.batch)
        WHEN 'size' THEN format('UPDATE public.obj AS o SET gb = p.gb FROM pg_temp.op AS p WHERE p.batch = %s AND o.id = p.target', b.batch)
        WHEN 'move' THEN format('UPDATE public.obj AS o SET account_id = p.account FROM pg_temp.op AS p WHERE p.batch = %s AND o.id = p.target', b.batch)
@@ -85,47 +94,61 @@ SELECT CASE b.kind
   FROM batch AS b ORDER BY b.batch
 \gexec
 \set ECHO all
+RESET subscription.clock;
 SELECT count(*) > :ops / 2 AS many_rows_logged, count(DISTINCT stmt) > :ops / 60 AS many_statements FROM public.obj_log;
 
--- the replay: per account, the totals after each statement that changed them
+-- the replay: per account and period (the first ends at 2026-02-01, the
+-- second runs on), from the totals after each statement that changed them
 CREATE TEMP TABLE replay AS
 WITH s AS (
     SELECT l.account_id, l.stmt, min(l.at) AS at, sum(l.objects) AS d_objects, sum(l.gb) AS d_gb
       FROM public.obj_log AS l GROUP BY 1, 2),
 t AS (
-    SELECT s.*, sum(s.d_objects) OVER w AS objects, sum(s.d_gb) OVER w AS gb
+    SELECT s.*, sum(s.d_objects) OVER w AS objects, sum(s.d_gb) OVER w AS gb, s.at >= '2026-02-01' AS later
       FROM s WINDOW w AS (PARTITION BY s.account_id ORDER BY s.stmt)),
--- the integral of the objects counter: it moves on statements that change it
+-- the objects counter moves on the statements that change it
 c AS (
-    SELECT t.account_id, t.at, t.objects,
+    SELECT t.account_id, t.at, t.later, t.objects,
            lag(t.objects, 1, 0::numeric) OVER (PARTITION BY t.account_id ORDER BY t.stmt) AS before,
            lag(t.at) OVER (PARTITION BY t.account_id ORDER BY t.stmt) AS previous
-      FROM t WHERE t.d_objects <> 0)
-SELECT t.account_id,
-       (SELECT c.objects FROM c WHERE c.account_id = t.account_id ORDER BY c.at DESC LIMIT 1) AS objects,
-       greatest(max(t.objects) FILTER (WHERE t.d_objects <> 0), 0) AS objects_peak,
-       (SELECT coalesce(sum(c.before * extract(epoch FROM c.at - c.previous)), 0) FROM c WHERE c.account_id = t.account_id) AS objects_seconds,
-       (SELECT t2.gb FROM t AS t2 WHERE t2.account_id = t.account_id ORDER BY t2.stmt DESC LIMIT 1) AS gb,
-       greatest(max(t.gb) FILTER (WHERE t.d_gb <> 0), 0) AS gb_peak
-  FROM t GROUP BY t.account_id;
+      FROM t WHERE t.d_objects <> 0),
+-- each period's end figures: the first's at its end, the second's at the last statement
+e AS (
+    SELECT a.account_id, p.later,
+           coalesce((SELECT c.objects FROM c WHERE c.account_id = a.account_id AND c.later <= p.later
+                      ORDER BY c.at DESC LIMIT 1), 0) AS objects,
+           coalesce((SELECT c.at FROM c WHERE c.account_id = a.account_id AND c.later <= p.later
+                      ORDER BY c.at DESC LIMIT 1), '2026-01-01') AS last_change,
+           coalesce((SELECT t.gb FROM t WHERE t.account_id = a.account_id AND t.later <= p.later
+                      ORDER BY t.stmt DESC LIMIT 1), 0) AS gb
+      FROM (SELECT DISTINCT t.account_id FROM t) AS a CROSS JOIN (VALUES (false), (true)) AS p(later))
+SELECT e.account_id, e.later, e.objects, e.gb,
+       -- the peak: the second period's starts from the use at the first's end
+       greatest(max(t.objects) FILTER (WHERE t.d_objects <> 0 AND t.later = e.later),
+                CASE WHEN e.later THEN first.objects ELSE 0 END) AS objects_peak,
+       greatest(max(t.gb) FILTER (WHERE t.d_gb <> 0 AND t.later = e.later),
+                CASE WHEN e.later THEN first.gb ELSE 0 END) AS gb_peak,
+       -- the integral over the period: each change's use before it, from
+       -- the previous change (or the period's start); the first period's
+       -- last use held to its end
+       CASE WHEN e.later
+            THEN (SELECT coalesce(sum(c.before * extract(epoch FROM c.at - greatest(c.previous, '2026-02-01'))), 0)
+                    FROM c WHERE c.account_id = e.account_id AND c.later)
+            ELSE (SELECT coalesce(sum(c.before * extract(epoch FROM c.at - c.previous)), 0)
+                    FROM c WHERE c.account_id = e.account_id AND NOT c.later)
+                 + e.objects * extract(epoch FROM timestamptz '2026-02-01' - e.last_change) END AS objects_seconds
+  FROM e
+  JOIN e AS first ON first.account_id = e.account_id AND NOT first.later
+  JOIN t ON t.account_id = e.account_id
+ GROUP BY e.account_id, e.later, e.objects, e.gb, e.last_change, first.objects, first.gb;
 
--- U1: the guard's figures equal the replay, for every account
-SELECT r.account_id,
-       o.used = r.objects AND o.used = (SELECT count(*) FROM public.obj WHERE account_id = r.account_id) AS count_ok,
-       o.peak = r.objects_peak AS peak_ok,
-       o.integral = r.objects_seconds AS time_weighted_ok,
-       g.used = r.gb AND g.used = (SELECT sum(gb) FROM public.obj WHERE account_id = r.account_id) AS sum_ok,
-       g.peak = r.gb_peak AS sum_peak_ok,
-       o.integral > 0 AS time_passed
-  FROM replay AS r
-  JOIN usage_counter AS o ON o.account_id = r.account_id AND o.feature = 'objects'
-  JOIN usage_counter AS g ON g.account_id = r.account_id AND g.feature = 'object_gb'
- ORDER BY 1;
-
--- U2, U3: the renewal bills the period: the aggregate of the replay, priced
--- by the tier formula written out here, rounded once
+-- U2, U3: the renewal, after the writes past the period's end, bills the
+-- first period: the aggregate of its replay, priced by the tier formula
+-- written out here, rounded once
 SELECT renew_due('2026-02-01') AS renewed;
 SELECT p.account_id, p.feature, p.aggregate = CASE p.feature WHEN 'objects' THEN r.objects_seconds ELSE r.gb END AS aggregate_ok,
+       p.used = CASE p.feature WHEN 'objects' THEN r.objects ELSE r.gb END AS count_ok,
+       p.peak = CASE p.feature WHEN 'objects' THEN r.objects_peak ELSE r.gb_peak END AS peak_ok,
        p.amount = round(CASE p.feature
            WHEN 'objects' THEN
                CASE WHEN p.billable <= 0 THEN 0
@@ -134,11 +157,26 @@ SELECT p.account_id, p.feature, p.aggregate = CASE p.feature WHEN 'objects' THEN
            ELSE 0.013 * least(p.billable, 100) + 0.007 * greatest(least(p.billable, 1000) - 100, 0)
                 + 0.0031 * greatest(p.billable - 1000, 0) + CASE WHEN p.billable > 1000 THEN 1 ELSE 0 END
            END, 2) AS amount_ok,
-       -- a line when there is something to bill (the time-weighted figure
-       -- follows the statements' real times, so it may stay within what is included)
        CASE WHEN p.amount > 0 THEN p.amount = (SELECT l.amount FROM ledger AS l WHERE l.id = p.ledger_id)
-            ELSE p.ledger_id IS NULL END AS ledger_ok
-  FROM usage_period AS p JOIN replay AS r ON r.account_id = p.account_id
+            ELSE p.ledger_id IS NULL END AS ledger_ok,
+       p.amount > 0 AS billed
+  FROM usage_period AS p JOIN replay AS r ON r.account_id = p.account_id AND NOT r.later
  ORDER BY 1, 2;
-ROLLBACK;
 
+-- U1, U3: the counters hold the second period's figures exactly (the rows
+-- written after the first's end, from its end), the snapshot billed
+SELECT r.account_id,
+       o.used = r.objects AND o.used = (SELECT count(*) FROM public.obj WHERE account_id = r.account_id) AS count_ok,
+       o.peak = r.objects_peak AS peak_ok,
+       o.integral = r.objects_seconds AS time_weighted_ok,
+       g.used = r.gb AND g.used = (SELECT sum(gb) FROM public.obj WHERE account_id = r.account_id) AS sum_ok,
+       g.peak = r.gb_peak AS sum_peak_ok,
+       o.integral > 0 AS time_passed,
+       o.closed_at IS NULL AND g.closed_at IS NULL AS snapshot_billed,
+       o.closes = '2026-03-01' AND g.closes = '2026-03-01' AS next_end
+  FROM replay AS r
+  JOIN usage_counter AS o ON o.account_id = r.account_id AND o.feature = 'objects'
+  JOIN usage_counter AS g ON g.account_id = r.account_id AND g.feature = 'object_gb'
+ WHERE r.later
+ ORDER BY 1;
+ROLLBACK;
