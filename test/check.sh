@@ -91,8 +91,8 @@ tap clock bash test/clock.sh
 
 # 1,000 subscriptions is the benchmark's run (test/bench/cases/simulation.sh);
 # the suite runs the same simulation over fewer, SIMULATE_SUBS of them: 200,
-# about 75 s on a loaded 2-core machine, once per PostgreSQL version in CI
-# (1,000 took 591 s there: docs/benchmarks.md)
+# 74 s at a load of 5 on the 2-core machine, 165-203 s at a load of 12-16,
+# once per PostgreSQL version in CI (1,000 took 591 s: docs/benchmarks.md)
 say "three years of billing by the clock, ${SIMULATE_SUBS:-200} subscriptions"
 tap simulate env SUBS="${SIMULATE_SUBS:-200}" bash test/simulate.sh
 
