@@ -23312,6 +23312,95 @@ REVOKE ALL ON FUNCTION subscription.usage_closes(bigint, bigint, text) FROM PUBL
 REVOKE ALL ON FUNCTION subscription.open_usage(bigint, bigint) FROM PUBLIC;
 -- end of: usage written after the period's end (issue 21, U3)
 
+-- Simulation speed: the renewal path at 1,000 subscriptions (issue 20, items 5 and 7) ---
+CREATE OR REPLACE FUNCTION subscription.announce_renewals()
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n record;
+    written integer := 0;
+    unannounced bigint[];
+    trials bigint[];
+BEGIN
+    -- E5: renewal_notice (the window, the amounts) is read for the
+    -- subscriptions not announced yet alone: its usage and prices cost
+    -- a call per subscription, and every monthly subscription is in a
+    -- 30-day window at every step (the 3-year simulation, issue 20)
+    unannounced := ARRAY(SELECT s.id FROM subscription.subscription AS s
+                          WHERE NOT EXISTS (SELECT FROM subscription.event AS e
+                                             WHERE e.tenant_id = s.tenant_id AND e.subscription_id = s.id
+                                               AND e.type = 'renewal.upcoming'
+                                               AND e.payload ->> 'renews_at' = subscription.event_time(upper(s.period))));
+    FOR n IN SELECT r.*, s.tenant_id
+               FROM subscription.renewal_notice AS r
+               JOIN subscription.subscription AS s ON s.id = r.subscription_id
+              WHERE NOT r.overdue AND r.subscription_id = ANY (unannounced)
+              ORDER BY s.tenant_id, r.account_id, r.subscription_id LOOP
+        IF subscription.write_event(n.tenant_id, 'renewal.upcoming', n.account_id, n.subscription_id,
+               pg_catalog.jsonb_build_object('version', 1, 'renews_at', subscription.event_time(n.renews_at), 'plan', n.plan,
+                   'plan_version', n.plan_version, 'cycle', n.cycle, 'quantity', n.quantity,
+                   'amount', n.amount, 'currency', n.currency, 'discount', n.discount, 'credit', n.credit),
+               subscription.now()) IS NOT NULL THEN
+            written := written + 1;
+        END IF;
+    END LOOP;
+    -- trial.ending: once per trial (one per subscription), when its end
+    -- enters the notice window; then, what its product makes of it.  The
+    -- view is read for the trials not announced yet alone.
+    trials := ARRAY(SELECT s.id FROM subscription.subscription AS s
+                     WHERE s.status = 'trialing'
+                       AND NOT EXISTS (SELECT FROM subscription.event AS e
+                                        WHERE e.tenant_id = s.tenant_id AND e.subscription_id = s.id
+                                          AND e.type = 'trial.ending'));
+    FOR n IN SELECT r.*, s.tenant_id, s.plan AS trial_plan
+               FROM subscription.renewal_notice AS r
+               JOIN subscription.subscription AS s ON s.id = r.subscription_id
+              WHERE NOT r.overdue AND r.trial_end IS NOT NULL AND r.subscription_id = ANY (trials)
+              ORDER BY s.tenant_id, r.account_id, r.subscription_id LOOP
+        PERFORM subscription.write_event(n.tenant_id, 'trial.ending', n.account_id, n.subscription_id,
+            pg_catalog.jsonb_build_object('version', 1, 'trial_end', subscription.event_time(n.renews_at),
+                'plan', n.trial_plan, 'then', n.trial_end),
+            subscription.now());
+        written := written + 1;
+    END LOOP;
+    RETURN written;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.end_past_due(tenant_id bigint, subscription_id bigint, invoice_id bigint)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    -- looked up (and locked) before the UPDATE: an UPDATE of no row still
+    -- fires the table's statement triggers (history, limits, seats), and
+    -- most paid invoices are of a subscription that is not past due
+    PERFORM FROM subscription.subscription AS x
+      WHERE x.tenant_id = end_past_due.tenant_id AND x.id = end_past_due.subscription_id
+        AND x.status = 'past_due' AND x.past_due_invoice_id = end_past_due.invoice_id
+        FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    UPDATE subscription.subscription AS x
+       SET status = 'active', past_due_since = NULL, past_due_invoice_id = NULL, dunning_step = 0,
+           dunning_frozen = false
+     WHERE x.tenant_id = end_past_due.tenant_id AND x.id = end_past_due.subscription_id
+    RETURNING * INTO s;
+    -- the account's limits and seat counters as they were (a freeze's end)
+    PERFORM subscription.refresh_freeze(s.tenant_id, s.account_id);
+    RETURN true;
+END
+$$;
+
+-- end of the simulation speed (issue 20)
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves

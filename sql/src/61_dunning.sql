@@ -55,15 +55,21 @@ AS $$
 DECLARE
     s subscription.subscription;
 BEGIN
+    -- looked up (and locked) before the UPDATE: an UPDATE of no row still
+    -- fires the table's statement triggers (history, limits, seats), and
+    -- most paid invoices are of a subscription that is not past due
+    PERFORM FROM subscription.subscription AS x
+      WHERE x.tenant_id = end_past_due.tenant_id AND x.id = end_past_due.subscription_id
+        AND x.status = 'past_due' AND x.past_due_invoice_id = end_past_due.invoice_id
+        FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
     UPDATE subscription.subscription AS x
        SET status = 'active', past_due_since = NULL, past_due_invoice_id = NULL, dunning_step = 0,
            dunning_frozen = false
      WHERE x.tenant_id = end_past_due.tenant_id AND x.id = end_past_due.subscription_id
-       AND x.status = 'past_due' AND x.past_due_invoice_id = end_past_due.invoice_id
     RETURNING * INTO s;
-    IF NOT FOUND THEN
-        RETURN false;
-    END IF;
     -- the account's limits and seat counters as they were (a freeze's end)
     PERFORM subscription.refresh_freeze(s.tenant_id, s.account_id);
     RETURN true;
