@@ -761,6 +761,20 @@ CitusLimitOf(Datum tenant, Datum account, Datum feature, bool *isnull)
 	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, isnull);
 }
 
+/* U3: where the new counter of (account, feature) closes its period (usage_closes) */
+static Datum
+CitusUsageCloses(Datum tenant, Datum account, Datum feature, bool *isnull)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[3] = {INT8OID, TEXTOID, INT8OID};
+	Datum		values[3] = {account, feature, tenant};
+
+	KeptPlan(&plan, "SELECT subscription.usage_closes($3, $1, $2)", 3, argtypes);
+	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not find where the usage period of account " INT64_FORMAT " closes", DatumGetInt64(account));
+	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, isnull);
+}
+
 /*
  * The limit of a counter of the tenant (account, feature) whose stored
  * limit was computed at another version of the catalog: counter_limit(),
@@ -808,9 +822,9 @@ ReadCitusCounter(int64 tenant, int64 account, const char *feature, bool exclusiv
 {
 	static SPIPlanPtr read_plan[2];
 	static SPIPlanPtr create_plan = NULL;
-	Oid			argtypes[5] = {INT8OID, TEXTOID, INT8ARRAYOID, INT8OID, INT8OID};
-	Datum		values[5] = {Int64GetDatum(account), CStringGetTextDatum(feature), 0, 0, Int64GetDatum(tenant)};
-	char		nulls[5] = {' ', ' ', 'n', ' ', ' '};
+	Oid			argtypes[6] = {INT8OID, TEXTOID, INT8ARRAYOID, INT8OID, INT8OID, TIMESTAMPTZOID};
+	Datum		values[6] = {Int64GetDatum(account), CStringGetTextDatum(feature), 0, 0, Int64GetDatum(tenant), 0};
+	char		nulls[6] = {' ', ' ', 'n', ' ', ' ', 'n'};
 	bool		isnull;
 	int			attempt;
 
@@ -855,9 +869,12 @@ ReadCitusCounter(int64 tenant, int64 account, const char *feature, bool exclusiv
 		nulls[2] = ' ';
 		values[3] = CitusLimitOf(values[4], values[0], values[1], &isnull);
 		nulls[3] = isnull ? 'n' : ' ';
+		/* U3: as on a single server (EnsureCounter), it closes with its period */
+		values[5] = CitusUsageCloses(values[4], values[0], values[1], &isnull);
+		nulls[5] = isnull ? 'n' : ' ';
 		KeptPlan(&create_plan,
-				 "INSERT INTO subscription.usage_counter (tenant_id, account_id, feature, limit_version, limit_value)"
-				 " VALUES ($5, $1, $2, $3, $4) ON CONFLICT DO NOTHING", 5, argtypes);
+				 "INSERT INTO subscription.usage_counter (tenant_id, account_id, feature, limit_version, limit_value, closes)"
+				 " VALUES ($5, $1, $2, $3, $4, $6) ON CONFLICT DO NOTHING", 6, argtypes);
 		if (SPI_execute_plan(create_plan, values, nulls, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not create the usage counter");
 	}

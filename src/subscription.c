@@ -31,6 +31,7 @@ static int	subscription_payment_terms = 0;
 char	   *subscription_max_backdate = NULL;
 char	   *subscription_max_ahead = NULL;
 static char *subscription_event_retention = NULL;
+static bool subscription_notify_events = true;
 static char *subscription_usage_key_grace = NULL;
 static char *subscription_idempotency_key = NULL;
 static char *subscription_idempotency_retention = NULL;
@@ -130,6 +131,21 @@ _PG_init(void)
 							   PGC_USERSET,
 							   0,
 							   check_positive_interval, NULL, NULL);
+
+	/*
+	 * E1: read where it is used (write_event()).  A transaction that
+	 * notified holds PostgreSQL's notification lock through its commit's
+	 * flush, so notifying writers no longer share flushes: relays that
+	 * poll may turn it off.
+	 */
+	DefineCustomBoolVariable("subscription.notify_events",
+							 "Whether a transaction that writes events sends NOTIFY subscription_events on commit.",
+							 "Off for relays that poll claim_events(): commits that notify are serialized by PostgreSQL.",
+							 &subscription_notify_events,
+							 true,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
 
 	/* Q1-Q5: checked where it is used (idempotent()), loaded or not */
 	DefineCustomStringVariable("subscription.idempotency_key",

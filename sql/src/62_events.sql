@@ -50,8 +50,10 @@ BEGIN
         RETURN NULL;
     END IF;
     -- a Citus worker commits its part of a distributed transaction with
-    -- PREPARE TRANSACTION, which refuses a NOTIFY: there consumers poll
-    IF NOT subscription.on_citus_worker() THEN
+    -- PREPARE TRANSACTION, which refuses a NOTIFY: there consumers poll;
+    -- and so do they where subscription.notify_events is off
+    IF pg_catalog.current_setting('subscription.notify_events', true) IS DISTINCT FROM 'off'
+       AND NOT subscription.on_citus_worker() THEN
         PERFORM pg_catalog.pg_notify('subscription_events', new_id::text);
     END IF;
     RETURN new_id;
