@@ -112,86 +112,24 @@ RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    actor text := current_setting('subscription.actor', true);
-    who record;
 BEGIN
-    IF coalesce(actor, '') = '' THEN
-        RETURN CASE WHEN subscription.caller_is_trusted() THEN NULL ELSE 'is not named' END;
-    END IF;
-    SELECT m.id, m.account_id, m.role, m.rights, a.parent_id INTO who
-      FROM subscription.member AS m JOIN subscription.account AS a ON a.id = m.account_id
-     WHERE m.id::text = actor;
-    IF NOT FOUND THEN
-        RETURN 'is not a member';
-    ELSIF who.account_id IS DISTINCT FROM actor_refusal.account_id THEN
-        RETURN format('belongs to account %s, not to account %s', who.account_id, actor_refusal.account_id);
-    ELSIF who.parent_id IS NOT NULL AND action = ANY ('{purchase,pay,increase_licenses}') THEN
-        RETURN 'is a member of a sub-account, and only the main account buys and pays (K8)';
-    ELSIF who.role = 'owner' THEN
-        RETURN NULL;
-    ELSIF who.role = 'admin' AND (
-            action = ANY ('{read,assign_licenses}')
-            OR action = ANY (who.rights)
-            OR (action = 'decrease_licenses' AND monthly AND 'decrease_monthly_licenses' = ANY (who.rights))) THEN
-        RETURN NULL;
-    ELSIF action = ANY ('{increase_licenses,decrease_licenses,change_renewal}') THEN
-        RETURN format('is %s %s without the right "%s"',
-                      CASE who.role WHEN 'admin' THEN 'an' ELSE 'a' END, who.role,
-                      CASE WHEN action = 'decrease_licenses' AND monthly
-                           THEN 'decrease_licenses" or "decrease_monthly_licenses'
-                           ELSE action END);
-    END IF;
-    RETURN format('is %s %s; only the account owner%s may %s',
-                  CASE who.role WHEN 'admin' THEN 'an' ELSE 'a' END, who.role,
-                  CASE WHEN action = ANY ('{read,assign_licenses}') THEN ' or an admin' ELSE '' END,
-                  replace(action, '_', ' '));
+    RETURN subscription.actor_refusal(subscription.tenant_of('account', actor_refusal.account_id),
+                                      actor_refusal.account_id, actor_refusal.action, actor_refusal.monthly);
 END
 $$;
-
-COMMENT ON FUNCTION subscription.actor_refusal(bigint, text, boolean) IS
-'Why the actor may not do an action on an account, or NULL when it may (Z1, R9, K8)';
-
--- The one permission check every function calls.  Without an actor the
--- caller must be back-office code (42501 otherwise).
-CREATE OR REPLACE FUNCTION subscription.authorize(account_id bigint, action text, monthly boolean DEFAULT false)
-RETURNS void
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    actor text := current_setting('subscription.actor', true);
-    refusal text;
-BEGIN
-    IF coalesce(actor, '') = '' THEN
-        PERFORM subscription.require_trusted_caller();
-        RETURN;
-    END IF;
-    refusal := subscription.actor_refusal(account_id, action, monthly);
-    IF refusal IS NULL THEN
-        RETURN;
-    END IF;
-    -- a refused transaction rolls back, so the refusal cannot stay in history
-    RAISE LOG 'subscription: actor % refused % on account %: %', actor, action, account_id, refusal;
-    RAISE EXCEPTION 'actor % may not % on account %', actor, replace(action, '_', ' '), account_id
-        USING ERRCODE = 'insufficient_privilege',
-              DETAIL = format('Actor %s %s.', actor, refusal),
-              HINT = CASE WHEN action = ANY ('{increase_licenses,decrease_licenses,change_renewal}')
-                          THEN 'The account owner can do it, or grant the right in subscription.member.rights.'
-                          ELSE 'The account owner can do it.' END;
-END
-$$;
-
-COMMENT ON FUNCTION subscription.authorize(bigint, text, boolean) IS
-'42501 unless the actor may do the action on the account (Z1, R9, K8); without an actor, unless the caller is back-office code';
 
 -- What the views show: the actor's own account (owner or admin), or
 -- everything to back-office code.
 CREATE FUNCTION subscription.may_read(account_id bigint)
 RETURNS boolean
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SECURITY DEFINER
-RETURN subscription.actor_refusal(account_id, 'read') IS NULL;
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.may_read(subscription.tenant_of('account', may_read.account_id), may_read.account_id);
+END
+$$;
 
 COMMENT ON FUNCTION subscription.may_read(bigint) IS
 'Whether the actor (or back-office code without one) may read the account''s rows';
@@ -276,27 +214,6 @@ BEGIN
 END
 $$;
 
--- Renewals are back-office work: no actor, and a trusted role.
-CREATE OR REPLACE FUNCTION subscription.require_renewal_run(fn text, at timestamptz)
-RETURNS void
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF NOT isfinite(at) THEN
-        RAISE EXCEPTION 'renewal time must be finite'
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('%s() was given %s.', fn, at);
-    END IF;
-    IF coalesce(current_setting('subscription.actor', true), '') <> '' THEN
-        RAISE EXCEPTION '%() is back-office work', fn
-            USING ERRCODE = 'insufficient_privilege',
-                  DETAIL = format('subscription.actor is set to %s.', current_setting('subscription.actor')),
-                  HINT = 'Run it with subscription.actor empty.';
-    END IF;
-    PERFORM subscription.require_trusted_caller();
-END
-$$;
-
 ------------------------------------------------------------------------
 -- Reads follow the actor (S7)
 ------------------------------------------------------------------------
@@ -331,22 +248,6 @@ BEGIN
     END IF;
     PERFORM subscription.require_feature(usage.feature);
     RETURN 0;
-END
-$$;
-
--- The account's credit not used yet, in a currency (L10).
-CREATE OR REPLACE FUNCTION subscription.credit_balance(account_id bigint, currency text DEFAULT 'EUR')
-RETURNS numeric
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    PERFORM subscription.authorize(credit_balance.account_id, 'read');
-    RETURN (SELECT coalesce(sum(CASE l.kind WHEN 'credit' THEN l.amount ELSE -l.amount END), 0)
-              FROM subscription.ledger AS l
-             WHERE l.account_id = credit_balance.account_id
-               AND l.currency = credit_balance.currency
-               AND l.kind = ANY ('{credit,credit_used}'));
 END
 $$;
 
@@ -594,153 +495,6 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION subscription.enforce_limit(
-    relation regclass,
-    feature text,
-    account_column name DEFAULT 'account_id',
-    on_downgrade text DEFAULT 'drop_newest',
-    order_column name DEFAULT NULL,
-    value_column name DEFAULT NULL)
-RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    trigger_name text := subscription.guard_name(feature);
-    target pg_catalog.pg_class;
-    own_guard boolean;
-BEGIN
-    PERFORM subscription.require_arguments('enforce_limit', '{relation,feature,account_column,on_downgrade}',
-        ARRAY[relation IS NULL, feature IS NULL, account_column IS NULL, on_downgrade IS NULL]);
-    IF on_downgrade <> ALL ('{drop_newest,keep_most_referenced,scale,cap,detach,block}') THEN
-        RAISE EXCEPTION 'unknown downgrade policy "%"', on_downgrade
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'The policies are drop_newest, keep_most_referenced, scale, cap, detach and block.';
-    END IF;
-    SELECT * INTO target FROM pg_catalog.pg_class AS c WHERE c.oid = relation;
-    IF target.relkind = 'p' OR target.relispartition
-       OR EXISTS (SELECT FROM pg_catalog.pg_inherits AS i WHERE i.inhrelid = relation OR i.inhparent = relation) THEN
-        -- a statement naming another table of the tree would skip the guards (S6)
-        RAISE EXCEPTION 'table % is part of a partition or inheritance tree', relation
-            USING ERRCODE = 'feature_not_supported',
-                  DETAIL = 'A statement on another table of the tree would not fire its guards.',
-                  HINT = 'Limit a plain table.';
-    ELSIF target.relkind <> 'r' THEN
-        RAISE EXCEPTION '% is not a table', relation USING ERRCODE = 'wrong_object_type';
-    ELSIF target.relpersistence = 't' THEN
-        RAISE EXCEPTION 'temporary table % cannot be limited', relation
-            USING ERRCODE = 'wrong_object_type',
-                  DETAIL = 'Its registration would outlive the session that sees it.';
-    END IF;
-    PERFORM subscription.require_table_owner(relation);
-    -- K7, K10: the one limit on the extension's own tables, sub-accounts
-    -- per parent account, whose guard the extension attaches itself
-    own_guard := relation = 'subscription.account'::pg_catalog.regclass
-                 AND feature = 'sub_accounts'
-                 AND account_column = 'parent_id';
-    IF NOT own_guard AND target.relnamespace = 'subscription'::regnamespace THEN
-        RAISE EXCEPTION 'the extension''s own table % cannot be limited this way', relation
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Sub-accounts are limited with enforce_limit(''subscription.account'', ''sub_accounts'', ''parent_id'', ...).';
-    END IF;
-    PERFORM subscription.require_feature(enforce_limit.feature);
-
-    PERFORM subscription.limited_column(relation, account_column, 'account column', true);
-    IF on_downgrade = ANY ('{scale,cap,detach}') THEN
-        IF value_column IS NULL THEN
-            RAISE EXCEPTION 'policy % needs a value column', on_downgrade
-                USING ERRCODE = 'null_value_not_allowed';
-        END IF;
-        PERFORM subscription.limited_column(relation, value_column, 'value column', on_downgrade <> 'detach');
-    ELSIF value_column IS NOT NULL THEN
-        PERFORM subscription.limited_column(relation, value_column, 'value column', false);
-    END IF;
-    IF order_column IS NOT NULL THEN
-        PERFORM subscription.limited_column(relation, order_column, 'order column', false);
-    END IF;
-    IF on_downgrade = 'keep_most_referenced' THEN
-        IF (SELECT cardinality(c.conkey) FROM pg_catalog.pg_constraint AS c
-             WHERE c.conrelid = relation AND c.contype = 'p')
-           IS DISTINCT FROM 1 THEN
-            RAISE EXCEPTION 'policy keep_most_referenced needs a single-column primary key on %', relation
-                USING ERRCODE = 'invalid_table_definition';
-        END IF;
-        PERFORM FROM pg_catalog.pg_constraint AS c
-         WHERE c.confrelid = relation AND c.contype = 'f';
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'policy keep_most_referenced needs a foreign key into %', relation
-                USING ERRCODE = 'invalid_table_definition',
-                      DETAIL = 'The rows kept are those most referenced through it (C5).';
-        END IF;
-    END IF;
-
-    -- registering twice is refused: unenforce_limit first to change the options;
-    -- a feature is one counter per account, so it lives on one table
-    PERFORM FROM subscription.limited_table AS t WHERE t.feature = enforce_limit.feature;
-    IF FOUND THEN
-        RAISE EXCEPTION 'feature "%" is already enforced', feature
-            USING ERRCODE = 'duplicate_object',
-                  HINT = 'subscription.unenforce_limit() removes a registration, to register it again with other options.';
-    END IF;
-
-    INSERT INTO subscription.limited_table AS t (relation, feature, account_column, on_downgrade, order_column, value_column)
-    VALUES (relation, feature, account_column, on_downgrade, order_column, value_column);
-
-    -- lock the table against writes while the existing rows are counted
-    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', relation);
-    PERFORM subscription.recount_usage(relation, feature);
-
-    IF own_guard THEN
-        RETURN;                 -- the extension attached its guard already
-    END IF;
-    EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows
-                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
-                   trigger_name || '_i', relation, feature);
-    EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
-                   trigger_name || '_u', relation, feature);
-    EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows
-                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
-                   trigger_name || '_d', relation, feature);
-    EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s
-                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
-                   trigger_name || '_t', relation, feature);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.unenforce_limit(relation regclass, feature text)
-RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    guard name;
-    qualified text;
-BEGIN
-    PERFORM subscription.require_arguments('unenforce_limit', '{relation,feature}',
-        ARRAY[relation IS NULL, feature IS NULL]);
-    PERFORM subscription.require_table_owner(relation);
-    DELETE FROM subscription.limited_table AS t
-     WHERE t.relation = unenforce_limit.relation
-       AND t.feature = unenforce_limit.feature;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'feature "%" is not enforced on %', feature, relation USING ERRCODE = 'undefined_object';
-    END IF;
-    -- the extension's own guards stay attached, idle until registered again
-    SELECT format('%I.%I', n.nspname, c.relname) INTO qualified
-      FROM pg_catalog.pg_class AS c JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
-     WHERE c.oid = relation AND n.nspname <> 'subscription';
-    IF qualified IS NOT NULL THEN
-        FOR guard IN SELECT g.name FROM subscription.guard_triggers(relation, feature) AS g LOOP
-            EXECUTE format('DROP TRIGGER %I ON %s', guard, qualified);
-        END LOOP;
-    END IF;
-    DELETE FROM subscription.usage_counter AS u WHERE u.feature = unenforce_limit.feature;
-END
-$$;
-
 ------------------------------------------------------------------------
 -- The functions are the only write path (S5)
 ------------------------------------------------------------------------
@@ -787,6 +541,16 @@ ALTER FUNCTION subscription.coupon_discount(bigint, numeric, text) SECURITY DEFI
 --     and the catalog, accounts and members to write.
 -- Neither writes subscriptions, licenses, the ledger, the counters, the
 -- archive or history: the functions do, as the extension's owner.
+-- The exact rights of each kind of role, one row per object: the single
+-- list that grant_*, revoke_* and the ACL test read.
+--   application: EXECUTE on what a member acting through the application
+--     calls, and on what the views it reads call; SELECT on the catalog
+--     and the views; new accounts and members, and their ids.
+--   backoffice: the application's rights, EXECUTE on every function but
+--     these grants, SELECT on every table and sequence (reports, pg_dump),
+--     and the catalog, accounts and members to write.
+-- Neither writes subscriptions, licenses, the ledger, the counters, the
+-- archive or history: the functions do, as the extension's owner.
 CREATE FUNCTION subscription.role_rights(kind text)
 RETURNS TABLE (object_type text, object text, privileges text)
 LANGUAGE plpgsql STABLE
@@ -796,14 +560,17 @@ DECLARE
     application_routines text[] := '{subscribe,set_quantity,change_plan,change_cycle,set_renewal,cancel,
         cancel_account,close_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
         apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
+        bundle_into_suite,preview_bundle_into_suite,
         effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
-        cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period}';
-    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency}';
+        cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
+        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
+        renewal_terms,plan_version_or_current,next_plan}';
+    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
     views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
 BEGIN
-    IF kind NOT IN ('application', 'backoffice') THEN
+    IF kind NOT IN ('application', 'backoffice', 'restore') THEN
         RAISE EXCEPTION 'unknown kind of role "%"', kind
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'The kinds are application and backoffice.';
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The kinds are application, backoffice and restore.';
     END IF;
     RETURN QUERY
     SELECT 'SCHEMA', 'subscription', 'USAGE'
@@ -812,15 +579,21 @@ BEGIN
       FROM pg_catalog.pg_proc AS p
      WHERE p.pronamespace = 'subscription'::regnamespace
        AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
-                     -- granting is for the extension's owner alone
-                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice)|change_rights|set_role_kind)$' END
+                     -- granting, and writing history, are for the extension's owner alone
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_history)$' END
     UNION ALL
     SELECT 'TABLE', 'subscription.' || c.relname,
-           CASE WHEN kind = 'backoffice' AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
-                THEN 'SELECT, INSERT, UPDATE, DELETE' ELSE 'SELECT' END
+           CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
+                THEN 'SELECT, INSERT, UPDATE, DELETE'
+                WHEN kind = 'restore' AND c.relkind = 'r' THEN 'SELECT, INSERT'
+                WHEN kind = 'restore' AND c.relkind = 'S' THEN 'SELECT, UPDATE'
+                ELSE 'SELECT' END
       FROM pg_catalog.pg_class AS c
-     WHERE c.relnamespace = 'subscription'::regnamespace AND c.relkind IN ('r', 'v', 'S')
-       AND (kind = 'backoffice' OR c.relname = ANY (catalog || views))
+     WHERE c.relnamespace = 'subscription'::regnamespace
+       AND c.relkind IN ('r', 'v', 'S')
+       AND CASE kind WHEN 'backoffice' THEN true
+                     WHEN 'restore' THEN c.relkind IN ('r', 'S')
+                     ELSE c.relname = ANY (catalog || views) END
     UNION ALL
     SELECT 'TABLE', 'subscription.' || t, 'INSERT, UPDATE' || CASE t WHEN 'member' THEN ', DELETE' ELSE '' END
       FROM unnest('{account,member}'::text[]) AS t
@@ -832,9 +605,6 @@ BEGIN
      ORDER BY 1, 2;
 END
 $$;
-
-COMMENT ON FUNCTION subscription.role_rights(text) IS
-'The exact rights grant_application() (kind application) and grant_backoffice() (kind backoffice) give';
 
 -- GRANT (or REVOKE) the rights of a kind of role.
 CREATE FUNCTION subscription.change_rights(role regrole, kind text, give boolean)
@@ -960,15 +730,10 @@ COMMENT ON FUNCTION subscription.assign_default_license() IS 'Trigger: a new mem
 COMMENT ON FUNCTION subscription.cancel(bigint) IS 'Cancel at the end of the period (Z8); returns when it ends';
 COMMENT ON FUNCTION subscription.cancel_account(bigint) IS 'Cancel every active subscription of the account, each at its period end (Z8)';
 COMMENT ON FUNCTION subscription.cancel_addon(bigint) IS 'End an add-on batch with the period (K4, K5); returns when it ends';
-COMMENT ON FUNCTION subscription.change_cycle(bigint, interval) IS 'A new billing cycle from the next period (Z7); returns when it takes effect';
-COMMENT ON FUNCTION subscription.change_plan(bigint, text, timestamptz) IS 'Upgrade now (prorated or restarted) or downgrade at the period end (C1-C4, Z5)';
 COMMENT ON FUNCTION subscription.change_rights(regrole, text, boolean) IS 'Internal: GRANT or REVOKE the rights of a kind of role (role_rights)';
 COMMENT ON FUNCTION subscription.check_plan_price_tiering() IS 'Trigger: a plan''s prices all name a tier, or none does (L12)';
 COMMENT ON FUNCTION subscription.coupon_discount(bigint, numeric, text) IS 'What the subscription''s coupon takes off a plan charge, rounded once (Z10)';
-COMMENT ON FUNCTION subscription.credit_account(bigint, numeric, text, text) IS 'Credit an account with a reason; the next charges use it (L9, L10)';
-COMMENT ON FUNCTION subscription.credit_balance(bigint, text) IS 'The account''s credit not used yet, in a currency (L10)';
 COMMENT ON FUNCTION subscription.current_actor() IS 'The actor written to history: subscription.actor, else the session user';
-COMMENT ON FUNCTION subscription.end_early(bigint, timestamptz) IS 'End a subscription now; its unused days become credit (L9)';
 COMMENT ON FUNCTION subscription.find_price(text, interval, integer) IS 'A plan''s price for a cycle and quantity, or why there is none (not_a_tier, no_price)';
 COMMENT ON FUNCTION subscription.forget_dropped_tables() IS 'Event trigger: a dropped table takes its registrations along; a guard of a registered table cannot be dropped';
 COMMENT ON FUNCTION subscription.give_back_unused(subscription.subscription, timestamptz, text, text) IS 'Internal: refund or credit the unused part of the period''s open charges, once per charge';
@@ -1007,15 +772,12 @@ COMMENT ON FUNCTION subscription.require_arguments(text, text[], boolean[]) IS '
 COMMENT ON FUNCTION subscription.require_cycle(interval) IS 'Internal: 22023 unless a positive billing cycle';
 COMMENT ON FUNCTION subscription.require_feature(text) IS 'Internal: 42704 unless a plan limit or add-on names the feature';
 COMMENT ON FUNCTION subscription.require_renewal(text) IS 'Internal: 22023 unless a renewal option (R6)';
-COMMENT ON FUNCTION subscription.require_renewal_run(text, timestamptz) IS 'Internal: renewals run up to a finite time, as back-office code';
 COMMENT ON FUNCTION subscription.require_table_owner(regclass) IS 'Internal: 42501 unless the calling role owns the table';
 COMMENT ON FUNCTION subscription.reseat_licenses(bigint[]) IS 'Internal (C): rebuild the service seats of subscriptions whose plan changed kind or product (R11)';
 COMMENT ON FUNCTION subscription.round_money(numeric, text) IS 'Round an amount to its currency''s minor unit, half away from zero';
 COMMENT ON PROCEDURE subscription.run_renewals(timestamptz, integer) IS 'renew_due in committed batches, for large runs; CALL it outside a transaction block';
-COMMENT ON FUNCTION subscription.set_quantity(bigint, integer, timestamptz) IS 'Change the licenses now: more are charged for the rest of the period, fewer refund nothing';
 COMMENT ON FUNCTION subscription.set_renewal(bigint, text) IS 'The renewal option: none, once, always, to_monthly (R6)';
 COMMENT ON FUNCTION subscription.set_role_kind(regrole, text, boolean) IS 'Internal: what grant_* and revoke_* do';
-COMMENT ON FUNCTION subscription.subscribe(bigint, text, interval, integer, timestamptz, text, text) IS 'Subscribe an account to a plan and charge the first period, prorated to the billing anchor (L4)';
 COMMENT ON FUNCTION subscription.subscription_for_change(text, bigint, text) IS 'Internal: the subscription locked for a change, the actor''s right checked';
 COMMENT ON FUNCTION subscription.sync_license_counter() IS 'Trigger: seat capacities follow quantities, statuses and add-on batches';
 COMMENT ON FUNCTION subscription.sync_service_seats() IS 'Trigger: service seats follow plan changes (R11)';
@@ -1317,371 +1079,7 @@ $$;
 
 COMMENT ON FUNCTION subscription.addon_period_price(text, interval, integer) IS 'The price of units of an add-on for a cycle (NULL: one-time); 22023 when not sold so';
 
-CREATE OR REPLACE FUNCTION subscription.subscribe(
-    account_id bigint,
-    plan text,
-    cycle interval,
-    quantity integer DEFAULT 1,
-    at timestamptz DEFAULT subscription.now(),
-    renewal text DEFAULT 'always',
-    coupon text DEFAULT NULL)
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    price     record;
-    period    tstzrange;
-    new_id    bigint;
-    anchor_at timestamptz;
-    k         integer;
-    full_period tstzrange;
-BEGIN
-    PERFORM subscription.require_arguments('subscribe',
-        '{account_id,plan,cycle,quantity,at,renewal}',
-        ARRAY[account_id IS NULL, plan IS NULL, cycle IS NULL, quantity IS NULL,
-              at IS NULL, renewal IS NULL]);
-
-    PERFORM subscription.require_quantity(quantity);
-    PERFORM subscription.require_cycle(cycle);
-    PERFORM subscription.require_renewal(renewal);
-    PERFORM subscription.require_time('subscribe', at, false);
-
-    SELECT a.billing_anchor INTO anchor_at
-      FROM subscription.account AS a
-     WHERE a.id = subscribe.account_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'account % does not exist', account_id
-            USING ERRCODE = 'no_data_found';
-    END IF;
-    PERFORM subscription.authorize(account_id, 'purchase');
-    PERFORM subscription.require_open_account(account_id);
-    PERFORM subscription.require_terms(account_id, at);
-    price := subscription.period_price(plan, cycle, quantity);
-    PERFORM subscription.require_amount(price.amount, price.currency);
-    IF coupon IS NOT NULL THEN
-        PERFORM subscription.redeemable_coupon(coupon, at, price.currency);
-    END IF;
-    IF anchor_at IS NULL THEN
-        k := 1;
-        anchor_at := at;
-    ELSE
-        -- L4: the first period runs to the account's next billing date, whose
-        -- period (of this cycle) it is part of, and is charged for its days
-        k := subscription.period_containing(anchor_at, cycle, at);
-    END IF;
-    full_period := subscription.nth_period(anchor_at, cycle, k);
-    period := tstzrange(at, upper(full_period), '[)');
-
-    -- R10: an account's first service subscription is its default one;
-    -- it holds the plan's current version (grandfathering)
-    INSERT INTO subscription.subscription AS s
-           (account_id, plan, plan_version, cycle, quantity, paid_quantity, period, anchor, period_number, renewal,
-            is_default, coupon, coupon_periods_left)
-    SELECT subscribe.account_id, subscribe.plan, p.version, subscribe.cycle, subscribe.quantity, subscribe.quantity,
-           period, anchor_at, k, subscribe.renewal,
-           p.kind = 'service' AND NOT EXISTS (
-               SELECT FROM subscription.subscription AS d
-                WHERE d.account_id = subscribe.account_id AND d.is_default),
-           subscribe.coupon, (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code = subscribe.coupon)
-      FROM subscription.plan AS p
-     WHERE p.code = subscribe.plan
-    RETURNING s.id INTO new_id;
-
-    INSERT INTO subscription.ledger
-           (account_id, subscription_id, kind, amount, currency, period, plan, description)
-    VALUES (subscribe.account_id, new_id, 'charge',
-            CASE WHEN period = full_period
-                 THEN subscription.round_money(price.amount, price.currency)
-                 ELSE subscription.unused_part(price.amount, full_period, at, price.currency) END,
-            price.currency, period, plan,
-            format('plan %s, cycle %s, quantity %s%s', plan, cycle, quantity,
-                   CASE WHEN period = full_period THEN ''
-                        ELSE format(', to the billing date %s', upper(period)) END));
-
-    RETURN new_id;
-END
-$$;
-
-COMMENT ON FUNCTION subscription.subscribe(bigint, text, interval, integer, timestamptz, text, text) IS 'Subscribe an account to a plan and charge the first period, prorated to the billing anchor (L4)';
-
--- More licenses take effect now and the rest of the period is charged for
--- the licenses above those already paid this period (prorate_refund's
--- fraction, rounded once); fewer take effect now too, refund nothing, and
--- cannot go below the licenses assigned (23514).  Returns the licenses left.
-CREATE OR REPLACE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT subscription.now())
-RETURNS integer
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-    counter subscription.license_counter;
-    new_capacity integer;
-    paid integer;
-    monthly boolean;
-    old_price record;
-    new_price record;
-    charge numeric;
-BEGIN
-    PERFORM subscription.require_arguments('set_quantity', '{subscription_id,quantity,at}',
-        ARRAY[subscription_id IS NULL, quantity IS NULL, at IS NULL]);
-    PERFORM subscription.require_quantity(quantity);
-    PERFORM subscription.require_time('set_quantity', at, false);
-
-    SELECT * INTO s FROM subscription.subscription AS x
-     WHERE x.id = set_quantity.subscription_id FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
-    END IF;
-    monthly := subscription.cycle_key(s.cycle) = '{1,0,0}';
-    PERFORM subscription.authorize(s.account_id,
-        CASE WHEN quantity > s.quantity THEN 'increase_licenses' ELSE 'decrease_licenses' END,
-        monthly);
-    IF s.status <> 'active' THEN
-        RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
-            USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
-    PERFORM subscription.require_in_period('set_quantity', s, at);
-    IF quantity = s.quantity THEN
-        RETURN subscription.licenses_left(subscription_id);
-    END IF;
-    PERFORM subscription.require_terms(s.account_id, at);
-
-    -- the counter row is what concurrent license writes wait on
-    SELECT * INTO counter FROM subscription.license_counter AS c
-     WHERE c.subscription_id = set_quantity.subscription_id FOR NO KEY UPDATE;
-    -- the capacity keeps the add-on licenses and takes the new quantity
-    new_capacity := counter.capacity - s.quantity + quantity;
-    IF counter.used > new_capacity THEN
-        RAISE EXCEPTION 'subscription % cannot have fewer licenses than it has assigned', subscription_id
-            USING ERRCODE = 'check_violation',
-                  DETAIL = format('Limit %s, in use %s.', new_capacity, counter.used),
-                  HINT = 'Release licenses with subscription.license_release() first.';
-    END IF;
-
-    -- on a tiered plan the quantity is a tier (55000 otherwise)
-    -- at the version the subscription holds (grandfathering)
-    new_price := subscription.period_price(s.plan, s.cycle, quantity, s.plan_version);
-    PERFORM subscription.require_amount(new_price.amount, new_price.currency);
-    paid := coalesce(s.paid_quantity, s.quantity);
-    IF quantity > paid THEN
-        old_price := subscription.period_price(s.plan, s.cycle, paid, s.plan_version);
-        charge := subscription.unused_part(new_price.amount - old_price.amount, s.period, at,
-                                           new_price.currency);
-        INSERT INTO subscription.ledger
-               (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
-        VALUES (s.account_id, s.id, 'charge', charge, new_price.currency,
-                tstzrange(at, upper(s.period), '[)'), format('licenses %s-%s', paid + 1, quantity), s.plan,
-                format('%s more licenses of plan %s for the rest of the period', quantity - paid, s.plan));
-    END IF;
-
-    UPDATE subscription.subscription AS x
-       SET quantity = set_quantity.quantity, paid_quantity = greatest(paid, set_quantity.quantity)
-     WHERE x.id = s.id;
-    RETURN subscription.licenses_left(subscription_id);
-END
-$$;
-
-COMMENT ON FUNCTION subscription.set_quantity(bigint, integer, timestamptz) IS 'Change the licenses now: more are charged for the rest of the period, fewer refund nothing';
-
--- C1-C4, Z5.  A higher (or equal) rank is an upgrade, by the product's
--- upgrade mode: 'restart' gives back the unused part of what was paid and
--- starts a new full period now at the new price (C1); 'prorate' keeps the
--- period, gives back the unused part and charges the new price for the
--- rest of it.  An upgrade drops a pending downgrade.  A lower rank is a
--- downgrade, by the downgrade mode: 'end_of_period' stores it as
--- pending_plan for renew_due (C4); 'immediate' prorates like an upgrade
--- and trims the account's data now through apply_downgrade.  Changing to
--- the current plan drops a pending downgrade.
-CREATE OR REPLACE FUNCTION subscription.change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT subscription.now())
-RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-    old_plan subscription.plan;
-    new_plan subscription.plan;
-    modes subscription.product;
-    price record;
-    new_period tstzrange;
-BEGIN
-    PERFORM subscription.require_arguments('change_plan', '{subscription_id,plan,at}',
-        ARRAY[subscription_id IS NULL, plan IS NULL, at IS NULL]);
-    PERFORM subscription.require_time('change_plan', at, false);
-    SELECT * INTO new_plan FROM subscription.plan AS p WHERE p.code = change_plan.plan;
-    IF NOT FOUND THEN
-        PERFORM subscription.unknown_code('plan', plan);
-    END IF;
-    s := subscription.subscription_for_change('change_plan', subscription_id, 'change_plan');
-    PERFORM subscription.require_in_period('change_plan', s, at);
-    SELECT * INTO old_plan FROM subscription.plan AS p WHERE p.code = s.plan;
-    IF new_plan.product <> old_plan.product THEN
-        RAISE EXCEPTION 'plan "%" is not a plan of product "%"', plan, old_plan.product
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Subscribe to the other product with subscription.subscribe().';
-    END IF;
-
-    effective_at := at;
-    refund := 0;
-    charge := 0;
-    IF new_plan.code = s.plan THEN
-        UPDATE subscription.subscription AS x SET pending_plan = NULL
-         WHERE x.id = s.id AND x.pending_plan IS NOT NULL;
-        RETURN NEXT;
-        RETURN;
-    END IF;
-
-    SELECT * INTO modes FROM subscription.product AS p WHERE p.code = new_plan.product;
-    IF new_plan.rank < old_plan.rank AND modes.downgrade = 'end_of_period' THEN
-        -- C4: the current plan runs to the end of the period; the new one
-        -- must sell the cycle and quantity of the next (22023, 55000)
-        PERFORM subscription.period_price(new_plan.code, coalesce(s.pending_cycle, s.cycle),
-                                          coalesce(s.pending_quantity, s.quantity));
-        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code WHERE x.id = s.id;
-        effective_at := upper(s.period);
-        RETURN NEXT;
-        RETURN;
-    END IF;
-
-    -- the new plan must sell the cycle and the quantity (22023, 55000)
-    price := subscription.period_price(new_plan.code, s.cycle, s.quantity);
-    refund := subscription.give_back_unused(s, at, 'refund', format('change to plan %s', new_plan.code));
-    IF new_plan.rank >= old_plan.rank AND modes.upgrade = 'restart' THEN
-        -- C1: a new full period starts now
-        new_period := subscription.nth_period(at, s.cycle, 1);
-        charge := subscription.round_money(price.amount, price.currency);
-    ELSE
-        new_period := s.period;
-        charge := subscription.prorate_refund(price.amount, lower(s.period), upper(s.period), at, 'day',
-                                              subscription.money_scale(price.currency));
-    END IF;
-    INSERT INTO subscription.ledger
-           (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
-    VALUES (s.account_id, s.id, 'charge', charge, price.currency,
-            tstzrange(at, upper(new_period), '[)'), format('change to %s', new_plan.code), new_plan.code,
-            format('plan %s from %s, cycle %s, quantity %s', new_plan.code, at, s.cycle, s.quantity));
-
-    IF new_plan.rank < old_plan.rank THEN
-        -- immediate downgrade: apply_downgrade moves to the plan and trims
-        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code, paid_quantity = x.quantity
-         WHERE x.id = s.id;
-        PERFORM FROM subscription.apply_downgrade(s.id);
-    ELSE
-        UPDATE subscription.subscription AS x
-           SET plan = new_plan.code, pending_plan = NULL, paid_quantity = x.quantity,
-               period = new_period,
-               anchor = CASE WHEN new_period = s.period THEN x.anchor ELSE at END
-         WHERE x.id = s.id;
-    END IF;
-    RETURN NEXT;
-END
-$$;
-
-COMMENT ON FUNCTION subscription.change_plan(bigint, text, timestamptz) IS 'Upgrade now (prorated or restarted) or downgrade at the period end (C1-C4, Z5)';
-
--- Z7: a new cycle takes effect when the next period starts (switching an
--- annual plan to monthly in its first month takes effect eleven months
--- later); the plan must have a price for it.  Returns when it takes effect.
-CREATE OR REPLACE FUNCTION subscription.change_cycle(subscription_id bigint, cycle interval)
-RETURNS timestamptz
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-    missing text;
-BEGIN
-    PERFORM subscription.require_arguments('change_cycle', '{subscription_id,cycle}',
-        ARRAY[subscription_id IS NULL, cycle IS NULL]);
-    PERFORM subscription.require_cycle(cycle);
-    s := subscription.subscription_for_change('change_cycle', subscription_id, 'change_cycle');
-    PERFORM subscription.require_terms(s.account_id, subscription.now());
-    -- the plan must sell this cycle for the quantity, and so must the
-    -- add-ons that will renew with it (22023 otherwise)
-    PERFORM subscription.period_price(n.plan, cycle, coalesce(s.pending_quantity, s.quantity), n.version)
-       FROM subscription.next_plan(s) AS n;
-    missing := subscription.unpriced_addons(s.id, cycle);
-    IF missing IS NOT NULL THEN
-        RAISE EXCEPTION 'add-on "%" has no price for cycle %', missing, subscription.cycle_text(cycle)
-            USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = subscription.sold_cycles('add-on', missing),
-                  HINT = 'The prices of an add-on are its rows in subscription.addon_price.';
-    END IF;
-    UPDATE subscription.subscription AS x
-       SET pending_cycle = CASE WHEN subscription.cycle_key(change_cycle.cycle)
-                                     = subscription.cycle_key(s.cycle)
-                                THEN NULL ELSE change_cycle.cycle END
-     WHERE x.id = s.id;
-    RETURN upper(s.period);
-END
-$$;
-
-COMMENT ON FUNCTION subscription.change_cycle(bigint, interval) IS 'A new billing cycle from the next period (Z7); returns when it takes effect';
-
--- L9: end a subscription now to consolidate it into the account's
--- renewal: the unused days of what it paid become credit.
-CREATE OR REPLACE FUNCTION subscription.end_early(subscription_id bigint, at timestamptz DEFAULT subscription.now())
-RETURNS numeric
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-    credited numeric;
-BEGIN
-    PERFORM subscription.require_arguments('end_early', '{subscription_id,at}',
-        ARRAY[subscription_id IS NULL, at IS NULL]);
-    PERFORM subscription.require_time('end_early', at, false);
-    s := subscription.subscription_for_change('end_early', subscription_id, 'cancel');
-    PERFORM subscription.require_in_period('end_early', s, at);
-    credited := subscription.give_back_unused(s, at, 'credit', 'consolidation');
-    UPDATE subscription.addon_batch AS b SET status = 'expired'
-     WHERE b.subscription_id = s.id AND b.status = 'active';
-    UPDATE subscription.subscription AS x SET status = 'cancelled' WHERE x.id = s.id;
-    RETURN credited;
-END
-$$;
-
 COMMENT ON FUNCTION subscription.end_early(bigint, timestamptz) IS 'End a subscription now; its unused days become credit (L9)';
-
--- L9, L10: credit an account, with a reason; the next charges use it.
-CREATE OR REPLACE FUNCTION subscription.credit_account(account_id bigint, amount numeric, reason text,
-                                            currency text DEFAULT 'EUR')
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    line bigint;
-BEGIN
-    PERFORM subscription.require_arguments('credit_account', '{account_id,amount,reason,currency}',
-        ARRAY[account_id IS NULL, amount IS NULL, reason IS NULL, currency IS NULL]);
-    PERFORM subscription.require_account(credit_account.account_id);
-    PERFORM subscription.authorize(credit_account.account_id, 'pay');
-    PERFORM FROM subscription.currency AS c WHERE c.code = credit_account.currency;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'currency "%" does not exist', currency USING ERRCODE = 'undefined_object';
-    END IF;
-    IF amount <= 0 OR amount >= 'Infinity'
-       OR amount <> subscription.round_money(amount, currency) THEN
-        RAISE EXCEPTION 'a credit must be a positive amount in the minor unit of %', currency
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The amount was %s.', amount);
-    END IF;
-    PERFORM subscription.require_amount(amount, currency);
-    INSERT INTO subscription.ledger AS l (account_id, kind, amount, currency, item, description)
-    VALUES (credit_account.account_id, 'credit', amount, currency, 'credit', reason)
-    RETURNING l.id INTO line;
-    RETURN line;
-END
-$$;
 
 COMMENT ON FUNCTION subscription.credit_account(bigint, numeric, text, text) IS 'Credit an account with a reason; the next charges use it (L9, L10)';
 
@@ -2036,76 +1434,6 @@ SELECT s.id AS subscription_id,
 COMMENT ON VIEW subscription.renewal_notice IS
 'Subscriptions renewing within subscription.notice_days, with the renewal''s plan, cycle, quantity and amount (L5, L8)';
 
--- The exact rights of each kind of role, one row per object: the single
--- list that grant_*, revoke_* and the ACL test read.
---   application: EXECUTE on what a member acting through the application
---     calls, and on what the views it reads call; SELECT on the catalog
---     and the views; new accounts and members, and their ids.
---   backoffice: the application's rights, EXECUTE on every function but
---     these grants, SELECT on every table and sequence (reports, pg_dump),
---     and the catalog, accounts and members to write.
--- Neither writes subscriptions, licenses, the ledger, the counters, the
--- archive or history: the functions do, as the extension's owner.
-CREATE OR REPLACE FUNCTION subscription.role_rights(kind text)
-RETURNS TABLE (object_type text, object text, privileges text)
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    application_routines text[] := '{subscribe,set_quantity,change_plan,change_cycle,set_renewal,cancel,
-        cancel_account,close_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
-        apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
-        bundle_into_suite,preview_bundle_into_suite,
-        effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
-        cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
-        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
-        renewal_terms,plan_version_or_current,next_plan}';
-    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
-    views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
-BEGIN
-    IF kind NOT IN ('application', 'backoffice', 'restore') THEN
-        RAISE EXCEPTION 'unknown kind of role "%"', kind
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'The kinds are application, backoffice and restore.';
-    END IF;
-    RETURN QUERY
-    SELECT 'SCHEMA', 'subscription', 'USAGE'
-    UNION ALL
-    SELECT 'ROUTINE', p.oid::regprocedure::text, 'EXECUTE'
-      FROM pg_catalog.pg_proc AS p
-     WHERE p.pronamespace = 'subscription'::regnamespace
-       AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
-                     -- granting, and writing history, are for the extension's owner alone
-                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_history)$' END
-    UNION ALL
-    SELECT 'TABLE', 'subscription.' || c.relname,
-           CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
-                THEN 'SELECT, INSERT, UPDATE, DELETE'
-                WHEN kind = 'restore' AND c.relkind = 'r' THEN 'SELECT, INSERT'
-                WHEN kind = 'restore' AND c.relkind = 'S' THEN 'SELECT, UPDATE'
-                ELSE 'SELECT' END
-      FROM pg_catalog.pg_class AS c
-     WHERE c.relnamespace = 'subscription'::regnamespace
-       AND c.relkind IN ('r', 'v', 'S')
-       AND CASE kind WHEN 'backoffice' THEN true
-                     WHEN 'restore' THEN c.relkind IN ('r', 'S')
-                     ELSE c.relname = ANY (catalog || views) END
-    UNION ALL
-    SELECT 'TABLE', 'subscription.' || t, 'INSERT, UPDATE' || CASE t WHEN 'member' THEN ', DELETE' ELSE '' END
-      FROM unnest('{account,member}'::text[]) AS t
-     WHERE kind = 'application'
-    UNION ALL
-    SELECT 'COLUMNS', 'subscription.' || t, 'SELECT (id)'
-      FROM unnest('{account,member}'::text[]) AS t
-     WHERE kind = 'application'
-     ORDER BY 1, 2;
-END
-$$;
-
-COMMENT ON FUNCTION subscription.role_rights(text) IS
-'The exact rights grant_application() (kind application) and grant_backoffice() (kind backoffice) give';
-
-
-
 -- PUBLIC executes none of the new functions; the roles given their rights
 -- before get the new ones of their kind
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA subscription FROM PUBLIC;
@@ -2125,122 +1453,6 @@ COMMENT ON FUNCTION subscription.invalidate_limit_cache(regclass) IS
 'Internal (C): every backend drops its cached limit registrations of a table at commit';
 
 REVOKE ALL ON FUNCTION subscription.invalidate_limit_cache(regclass) FROM PUBLIC;
-
-CREATE OR REPLACE FUNCTION subscription.enforce_limit(
-    relation regclass,
-    feature text,
-    account_column name DEFAULT 'account_id',
-    on_downgrade text DEFAULT 'drop_newest',
-    order_column name DEFAULT NULL,
-    value_column name DEFAULT NULL)
-RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    trigger_name text := subscription.guard_name(feature);
-    target pg_catalog.pg_class;
-    own_guard boolean;
-BEGIN
-    PERFORM subscription.require_arguments('enforce_limit', '{relation,feature,account_column,on_downgrade}',
-        ARRAY[relation IS NULL, feature IS NULL, account_column IS NULL, on_downgrade IS NULL]);
-    IF on_downgrade <> ALL ('{drop_newest,keep_most_referenced,scale,cap,detach,block}') THEN
-        RAISE EXCEPTION 'unknown downgrade policy "%"', on_downgrade
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'The policies are drop_newest, keep_most_referenced, scale, cap, detach and block.';
-    END IF;
-    SELECT * INTO target FROM pg_catalog.pg_class AS c WHERE c.oid = relation;
-    IF target.relkind = 'p' OR target.relispartition
-       OR EXISTS (SELECT FROM pg_catalog.pg_inherits AS i WHERE i.inhrelid = relation OR i.inhparent = relation) THEN
-        -- a statement naming another table of the tree would skip the guards (S6)
-        RAISE EXCEPTION 'table % is part of a partition or inheritance tree', relation
-            USING ERRCODE = 'feature_not_supported',
-                  DETAIL = 'A statement on another table of the tree would not fire its guards.',
-                  HINT = 'Limit a plain table.';
-    ELSIF target.relkind <> 'r' THEN
-        RAISE EXCEPTION '% is not a table', relation USING ERRCODE = 'wrong_object_type';
-    ELSIF target.relpersistence = 't' THEN
-        RAISE EXCEPTION 'temporary table % cannot be limited', relation
-            USING ERRCODE = 'wrong_object_type',
-                  DETAIL = 'Its registration would outlive the session that sees it.';
-    END IF;
-    PERFORM subscription.require_table_owner(relation);
-    -- K7, K10: the one limit on the extension's own tables, sub-accounts
-    -- per parent account, whose guard the extension attaches itself
-    own_guard := relation = 'subscription.account'::pg_catalog.regclass
-                 AND feature = 'sub_accounts'
-                 AND account_column = 'parent_id';
-    IF NOT own_guard AND target.relnamespace = 'subscription'::regnamespace THEN
-        RAISE EXCEPTION 'the extension''s own table % cannot be limited this way', relation
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Sub-accounts are limited with enforce_limit(''subscription.account'', ''sub_accounts'', ''parent_id'', ...).';
-    END IF;
-    PERFORM subscription.require_feature(enforce_limit.feature);
-
-    PERFORM subscription.limited_column(relation, account_column, 'account column', true);
-    IF on_downgrade = ANY ('{scale,cap,detach}') THEN
-        IF value_column IS NULL THEN
-            RAISE EXCEPTION 'policy % needs a value column', on_downgrade
-                USING ERRCODE = 'null_value_not_allowed';
-        END IF;
-        PERFORM subscription.limited_column(relation, value_column, 'value column', on_downgrade <> 'detach');
-    ELSIF value_column IS NOT NULL THEN
-        PERFORM subscription.limited_column(relation, value_column, 'value column', false);
-    END IF;
-    IF order_column IS NOT NULL THEN
-        PERFORM subscription.limited_column(relation, order_column, 'order column', false);
-    END IF;
-    IF on_downgrade = 'keep_most_referenced' THEN
-        IF (SELECT cardinality(c.conkey) FROM pg_catalog.pg_constraint AS c
-             WHERE c.conrelid = relation AND c.contype = 'p')
-           IS DISTINCT FROM 1 THEN
-            RAISE EXCEPTION 'policy keep_most_referenced needs a single-column primary key on %', relation
-                USING ERRCODE = 'invalid_table_definition';
-        END IF;
-        PERFORM FROM pg_catalog.pg_constraint AS c
-         WHERE c.confrelid = relation AND c.contype = 'f';
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'policy keep_most_referenced needs a foreign key into %', relation
-                USING ERRCODE = 'invalid_table_definition',
-                      DETAIL = 'The rows kept are those most referenced through it (C5).';
-        END IF;
-    END IF;
-
-    -- registering twice is refused: unenforce_limit first to change the options;
-    -- a feature is one counter per account, so it lives on one table
-    PERFORM FROM subscription.limited_table AS t WHERE t.feature = enforce_limit.feature;
-    IF FOUND THEN
-        RAISE EXCEPTION 'feature "%" is already enforced', feature
-            USING ERRCODE = 'duplicate_object',
-                  HINT = 'subscription.unenforce_limit() removes a registration, to register it again with other options.';
-    END IF;
-
-    INSERT INTO subscription.limited_table AS t (relation, feature, account_column, on_downgrade, order_column, value_column)
-    VALUES (relation, feature, account_column, on_downgrade, order_column, value_column);
-
-    -- lock the table against writes while the existing rows are counted
-    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', relation);
-    PERFORM subscription.recount_usage(relation, feature);
-    PERFORM subscription.invalidate_limit_cache(relation);
-
-    IF own_guard THEN
-        RETURN;                 -- the extension attached its guard already
-    END IF;
-    EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows
-                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
-                   trigger_name || '_i', relation, feature);
-    EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
-                   trigger_name || '_u', relation, feature);
-    EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows
-                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
-                   trigger_name || '_d', relation, feature);
-    EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s
-                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
-                   trigger_name || '_t', relation, feature);
-END
-$$;
 
 CREATE OR REPLACE FUNCTION subscription.unenforce_limit(relation regclass, feature text)
 RETURNS void
@@ -2588,93 +1800,6 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.require_open_account(bigint) IS 'Internal: P0002 unless the account exists, 55000 if it is closed';
-
-CREATE OR REPLACE FUNCTION subscription.subscribe(
-    account_id bigint,
-    plan text,
-    cycle interval,
-    quantity integer DEFAULT 1,
-    at timestamptz DEFAULT subscription.now(),
-    renewal text DEFAULT 'always',
-    coupon text DEFAULT NULL)
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    price     record;
-    period    tstzrange;
-    new_id    bigint;
-    anchor_at timestamptz;
-    k         integer;
-    full_period tstzrange;
-BEGIN
-    PERFORM subscription.require_arguments('subscribe',
-        '{account_id,plan,cycle,quantity,at,renewal}',
-        ARRAY[account_id IS NULL, plan IS NULL, cycle IS NULL, quantity IS NULL,
-              at IS NULL, renewal IS NULL]);
-
-    PERFORM subscription.require_quantity(quantity);
-    PERFORM subscription.require_cycle(cycle);
-    PERFORM subscription.require_renewal(renewal);
-    PERFORM subscription.require_time('subscribe', at, false);
-
-    SELECT a.billing_anchor INTO anchor_at
-      FROM subscription.account AS a
-     WHERE a.id = subscribe.account_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'account % does not exist', account_id
-            USING ERRCODE = 'no_data_found';
-    END IF;
-    PERFORM subscription.authorize(account_id, 'purchase');
-    PERFORM subscription.require_open_account(account_id);
-    PERFORM subscription.require_terms(account_id, at);
-    price := subscription.period_price(plan, cycle, quantity);
-    PERFORM subscription.require_amount(price.amount, price.currency);
-    IF coupon IS NOT NULL THEN
-        PERFORM subscription.redeemable_coupon(coupon, at, price.currency);
-    END IF;
-    IF anchor_at IS NULL THEN
-        k := 1;
-        anchor_at := at;
-    ELSE
-        -- L4: the first period runs to the account's next billing date, whose
-        -- period (of this cycle) it is part of, and is charged for its days
-        k := subscription.period_containing(anchor_at, cycle, at);
-    END IF;
-    full_period := subscription.nth_period(anchor_at, cycle, k);
-    period := tstzrange(at, upper(full_period), '[)');
-
-    -- R10: an account's first service subscription is its default one;
-    -- it holds the plan's current version (grandfathering)
-    INSERT INTO subscription.subscription AS s
-           (account_id, plan, plan_version, cycle, quantity, paid_quantity, period, anchor, period_number, renewal,
-            is_default, coupon, coupon_periods_left)
-    SELECT subscribe.account_id, subscribe.plan, p.version, subscribe.cycle, subscribe.quantity, subscribe.quantity,
-           period, anchor_at, k, subscribe.renewal,
-           p.kind = 'service' AND NOT EXISTS (
-               SELECT FROM subscription.subscription AS d
-                WHERE d.account_id = subscribe.account_id AND d.is_default),
-           subscribe.coupon, (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code = subscribe.coupon)
-      FROM subscription.plan AS p
-     WHERE p.code = subscribe.plan
-    RETURNING s.id INTO new_id;
-
-    INSERT INTO subscription.ledger
-           (account_id, subscription_id, kind, amount, currency, period, plan, description)
-    VALUES (subscribe.account_id, new_id, 'charge',
-            CASE WHEN period = full_period
-                 THEN subscription.round_money(price.amount, price.currency)
-                 ELSE subscription.unused_part(price.amount, full_period, at, price.currency) END,
-            price.currency, period, plan,
-            format('plan %s, cycle %s, quantity %s%s', plan, cycle, quantity,
-                   CASE WHEN period = full_period THEN ''
-                        ELSE format(', to the billing date %s', upper(period)) END));
-
-    RETURN new_id;
-END
-$$;
 
 -- End everything of an account (once its sub-accounts are closed, K9) at
 -- a time: every active subscription ends then, its unused days credited and
@@ -3727,124 +2852,6 @@ ALTER TABLE subscription.limited_table
     ADD CONSTRAINT limited_table_value_column_needed
         CHECK (value_column IS NOT NULL OR on_downgrade <> ALL (subscription.value_policies()));
 
-CREATE OR REPLACE FUNCTION subscription.enforce_limit(
-    relation regclass,
-    feature text,
-    account_column name DEFAULT 'account_id',
-    on_downgrade text DEFAULT 'drop_newest',
-    order_column name DEFAULT NULL,
-    value_column name DEFAULT NULL)
-RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    trigger_name text := subscription.guard_name(feature);
-    target pg_catalog.pg_class;
-    own_guard boolean;
-BEGIN
-    PERFORM subscription.require_arguments('enforce_limit', '{relation,feature,account_column,on_downgrade}',
-        ARRAY[relation IS NULL, feature IS NULL, account_column IS NULL, on_downgrade IS NULL]);
-    IF on_downgrade <> ALL (subscription.downgrade_policies()) THEN
-        RAISE EXCEPTION 'unknown downgrade policy "%"', on_downgrade
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = format('The policies are %s and %s.',
-                                array_to_string(trim_array(subscription.downgrade_policies(), 1), ', '),
-                                (subscription.downgrade_policies())[cardinality(subscription.downgrade_policies())]);
-    END IF;
-    SELECT * INTO target FROM pg_catalog.pg_class AS c WHERE c.oid = relation;
-    IF target.relkind = 'p' OR target.relispartition
-       OR EXISTS (SELECT FROM pg_catalog.pg_inherits AS i WHERE i.inhrelid = relation OR i.inhparent = relation) THEN
-        -- a statement naming another table of the tree would skip the guards (S6)
-        RAISE EXCEPTION 'table % is part of a partition or inheritance tree', relation
-            USING ERRCODE = 'feature_not_supported',
-                  DETAIL = 'A statement on another table of the tree would not fire its guards.',
-                  HINT = 'Limit a plain table.';
-    ELSIF target.relkind <> 'r' THEN
-        RAISE EXCEPTION '% is not a table', relation USING ERRCODE = 'wrong_object_type';
-    ELSIF target.relpersistence = 't' THEN
-        RAISE EXCEPTION 'temporary table % cannot be limited', relation
-            USING ERRCODE = 'wrong_object_type',
-                  DETAIL = 'Its registration would outlive the session that sees it.';
-    END IF;
-    PERFORM subscription.require_table_owner(relation);
-    -- K7, K10: the one limit on the extension's own tables, sub-accounts
-    -- per parent account, whose guard the extension attaches itself
-    own_guard := relation = 'subscription.account'::pg_catalog.regclass
-                 AND feature = 'sub_accounts'
-                 AND account_column = 'parent_id';
-    IF NOT own_guard AND target.relnamespace = 'subscription'::regnamespace THEN
-        RAISE EXCEPTION 'the extension''s own table % cannot be limited this way', relation
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Sub-accounts are limited with enforce_limit(''subscription.account'', ''sub_accounts'', ''parent_id'', ...).';
-    END IF;
-    PERFORM subscription.require_feature(enforce_limit.feature);
-
-    PERFORM subscription.limited_column(relation, account_column, 'account column', true);
-    IF on_downgrade = ANY (subscription.value_policies()) THEN
-        IF value_column IS NULL THEN
-            RAISE EXCEPTION 'policy % needs a value column', on_downgrade
-                USING ERRCODE = 'null_value_not_allowed';
-        END IF;
-        PERFORM subscription.limited_column(relation, value_column, 'value column', on_downgrade <> 'detach');
-    ELSIF value_column IS NOT NULL THEN
-        PERFORM subscription.limited_column(relation, value_column, 'value column', false);
-    END IF;
-    IF order_column IS NOT NULL THEN
-        PERFORM subscription.limited_column(relation, order_column, 'order column', false);
-    END IF;
-    IF on_downgrade = 'keep_most_referenced' THEN
-        IF (SELECT cardinality(c.conkey) FROM pg_catalog.pg_constraint AS c
-             WHERE c.conrelid = relation AND c.contype = 'p')
-           IS DISTINCT FROM 1 THEN
-            RAISE EXCEPTION 'policy keep_most_referenced needs a single-column primary key on %', relation
-                USING ERRCODE = 'invalid_table_definition';
-        END IF;
-        PERFORM FROM pg_catalog.pg_constraint AS c
-         WHERE c.confrelid = relation AND c.contype = 'f';
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'policy keep_most_referenced needs a foreign key into %', relation
-                USING ERRCODE = 'invalid_table_definition',
-                      DETAIL = 'The rows kept are those most referenced through it (C5).';
-        END IF;
-    END IF;
-
-    -- registering twice is refused: unenforce_limit first to change the options;
-    -- a feature is one counter per account, so it lives on one table
-    PERFORM FROM subscription.limited_table AS t WHERE t.feature = enforce_limit.feature;
-    IF FOUND THEN
-        RAISE EXCEPTION 'feature "%" is already enforced', feature
-            USING ERRCODE = 'duplicate_object',
-                  HINT = 'subscription.unenforce_limit() removes a registration, to register it again with other options.';
-    END IF;
-
-    INSERT INTO subscription.limited_table AS t (relation, feature, account_column, on_downgrade, order_column, value_column)
-    VALUES (relation, feature, account_column, on_downgrade, order_column, value_column);
-
-    -- lock the table against writes while the existing rows are counted
-    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', relation);
-    PERFORM subscription.recount_usage(relation, feature);
-    PERFORM subscription.invalidate_limit_cache(relation);
-
-    IF own_guard THEN
-        RETURN;                 -- the extension attached its guard already
-    END IF;
-    EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows
-                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
-                   trigger_name || '_i', relation, feature);
-    EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
-                   trigger_name || '_u', relation, feature);
-    EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows
-                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
-                   trigger_name || '_d', relation, feature);
-    EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s
-                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
-                   trigger_name || '_t', relation, feature);
-END
-$$;
-
 -- "An empty actor is trusted", for back-office code only, is stated once
 -- in C (src/identity.c): authorize and actor_refusal ask it.
 CREATE FUNCTION subscription.actor_named()
@@ -3863,75 +2870,6 @@ COMMENT ON FUNCTION subscription.trusted_without_actor() IS
 'True when no actor is named and the calling role is back-office code, 42501 when it is not, false when an actor is named';
 
 REVOKE ALL ON FUNCTION subscription.actor_named(), subscription.trusted_without_actor() FROM PUBLIC;
-
-CREATE OR REPLACE FUNCTION subscription.actor_refusal(account_id bigint, action text, monthly boolean DEFAULT false)
-RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    actor text := current_setting('subscription.actor', true);
-    who record;
-BEGIN
-    IF NOT subscription.actor_named() THEN
-        RETURN CASE WHEN subscription.caller_is_trusted() THEN NULL ELSE 'is not named' END;
-    END IF;
-    SELECT m.id, m.account_id, m.role, m.rights, a.parent_id INTO who
-      FROM subscription.member AS m JOIN subscription.account AS a ON a.id = m.account_id
-     WHERE m.id::text = actor;
-    IF NOT FOUND THEN
-        RETURN 'is not a member';
-    ELSIF who.account_id IS DISTINCT FROM actor_refusal.account_id THEN
-        RETURN format('belongs to account %s, not to account %s', who.account_id, actor_refusal.account_id);
-    ELSIF who.parent_id IS NOT NULL AND action = ANY ('{purchase,pay,increase_licenses}') THEN
-        RETURN 'is a member of a sub-account, and only the main account buys and pays (K8)';
-    ELSIF who.role = 'owner' THEN
-        RETURN NULL;
-    ELSIF who.role = 'admin' AND (
-            action = ANY ('{read,assign_licenses}')
-            OR action = ANY (who.rights)
-            OR (action = 'decrease_licenses' AND monthly AND 'decrease_monthly_licenses' = ANY (who.rights))) THEN
-        RETURN NULL;
-    ELSIF action = ANY ('{increase_licenses,decrease_licenses,change_renewal}') THEN
-        RETURN format('is %s %s without the right "%s"',
-                      CASE who.role WHEN 'admin' THEN 'an' ELSE 'a' END, who.role,
-                      CASE WHEN action = 'decrease_licenses' AND monthly
-                           THEN 'decrease_licenses" or "decrease_monthly_licenses'
-                           ELSE action END);
-    END IF;
-    RETURN format('is %s %s; only the account owner%s may %s',
-                  CASE who.role WHEN 'admin' THEN 'an' ELSE 'a' END, who.role,
-                  CASE WHEN action = ANY ('{read,assign_licenses}') THEN ' or an admin' ELSE '' END,
-                  replace(action, '_', ' '));
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.authorize(account_id bigint, action text, monthly boolean DEFAULT false)
-RETURNS void
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    actor text := current_setting('subscription.actor', true);
-    refusal text;
-BEGIN
-    IF subscription.trusted_without_actor() THEN
-        RETURN;
-    END IF;
-    refusal := subscription.actor_refusal(account_id, action, monthly);
-    IF refusal IS NULL THEN
-        RETURN;
-    END IF;
-    -- a refused transaction rolls back, so the refusal cannot stay in history
-    RAISE LOG 'subscription: actor % refused % on account %: %', actor, action, account_id, refusal;
-    RAISE EXCEPTION 'actor % may not % on account %', actor, replace(action, '_', ' '), account_id
-        USING ERRCODE = 'insufficient_privilege',
-              DETAIL = format('Actor %s %s.', actor, refusal),
-              HINT = CASE WHEN action = ANY ('{increase_licenses,decrease_licenses,change_renewal}')
-                          THEN 'The account owner can do it, or grant the right in subscription.member.rights.'
-                          ELSE 'The account owner can do it.' END;
-END
-$$;
 
 -- Hardening: each rule in one place, continued (issue 15, item 7)
 -- R11, "a service plan takes a seat", said once in C (src/licenses.c): the
@@ -4004,168 +2942,6 @@ COMMENT ON FUNCTION subscription.unused_part(numeric, tstzrange, timestamptz, te
 
 REVOKE ALL ON FUNCTION subscription.unused_part(numeric, tstzrange, timestamptz, text) FROM PUBLIC;
 
-CREATE OR REPLACE FUNCTION subscription.subscribe(
-    account_id bigint,
-    plan text,
-    cycle interval,
-    quantity integer DEFAULT 1,
-    at timestamptz DEFAULT subscription.now(),
-    renewal text DEFAULT 'always',
-    coupon text DEFAULT NULL)
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    price     record;
-    period    tstzrange;
-    new_id    bigint;
-    anchor_at timestamptz;
-    k         integer;
-    full_period tstzrange;
-BEGIN
-    PERFORM subscription.require_arguments('subscribe',
-        '{account_id,plan,cycle,quantity,at,renewal}',
-        ARRAY[account_id IS NULL, plan IS NULL, cycle IS NULL, quantity IS NULL,
-              at IS NULL, renewal IS NULL]);
-
-    PERFORM subscription.require_quantity(quantity);
-    PERFORM subscription.require_cycle(cycle);
-    PERFORM subscription.require_renewal(renewal);
-    PERFORM subscription.require_time('subscribe', at, false);
-
-    SELECT a.billing_anchor INTO anchor_at
-      FROM subscription.account AS a
-     WHERE a.id = subscribe.account_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'account % does not exist', account_id
-            USING ERRCODE = 'no_data_found';
-    END IF;
-    PERFORM subscription.authorize(account_id, 'purchase');
-    PERFORM subscription.require_open_account(account_id);
-    PERFORM subscription.require_terms(account_id, at);
-    price := subscription.period_price(plan, cycle, quantity);
-    PERFORM subscription.require_amount(price.amount, price.currency);
-    IF coupon IS NOT NULL THEN
-        PERFORM subscription.redeemable_coupon(coupon, at, price.currency);
-    END IF;
-    IF anchor_at IS NULL THEN
-        k := 1;
-        anchor_at := at;
-    ELSE
-        -- L4: the first period runs to the account's next billing date, whose
-        -- period (of this cycle) it is part of, and is charged for its days
-        k := subscription.period_containing(anchor_at, cycle, at);
-    END IF;
-    full_period := subscription.nth_period(anchor_at, cycle, k);
-    period := tstzrange(at, upper(full_period), '[)');
-
-    -- R10: an account's first service subscription is its default one;
-    -- it holds the plan's current version (grandfathering)
-    INSERT INTO subscription.subscription AS s
-           (account_id, plan, plan_version, cycle, quantity, paid_quantity, period, anchor, period_number, renewal,
-            is_default, coupon, coupon_periods_left)
-    SELECT subscribe.account_id, subscribe.plan, p.version, subscribe.cycle, subscribe.quantity, subscribe.quantity,
-           period, anchor_at, k, subscribe.renewal,
-           p.kind = 'service' AND NOT EXISTS (
-               SELECT FROM subscription.subscription AS d
-                WHERE d.account_id = subscribe.account_id AND d.is_default),
-           subscribe.coupon, (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code = subscribe.coupon)
-      FROM subscription.plan AS p
-     WHERE p.code = subscribe.plan
-    RETURNING s.id INTO new_id;
-
-    INSERT INTO subscription.ledger
-           (account_id, subscription_id, kind, amount, currency, period, plan, description)
-    VALUES (subscribe.account_id, new_id, 'charge',
-            CASE WHEN period = full_period
-                 THEN subscription.round_money(price.amount, price.currency)
-                 ELSE subscription.unused_part(price.amount, full_period, at, price.currency) END,
-            price.currency, period, plan,
-            format('plan %s, cycle %s, quantity %s%s', plan, cycle, quantity,
-                   CASE WHEN period = full_period THEN ''
-                        ELSE format(', to the billing date %s', upper(period)) END));
-
-    RETURN new_id;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT subscription.now())
-RETURNS integer
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-    counter subscription.license_counter;
-    new_capacity integer;
-    paid integer;
-    monthly boolean;
-    old_price record;
-    new_price record;
-    charge numeric;
-BEGIN
-    PERFORM subscription.require_arguments('set_quantity', '{subscription_id,quantity,at}',
-        ARRAY[subscription_id IS NULL, quantity IS NULL, at IS NULL]);
-    PERFORM subscription.require_quantity(quantity);
-    PERFORM subscription.require_time('set_quantity', at, false);
-
-    SELECT * INTO s FROM subscription.subscription AS x
-     WHERE x.id = set_quantity.subscription_id FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
-    END IF;
-    monthly := subscription.cycle_key(s.cycle) = '{1,0,0}';
-    PERFORM subscription.authorize(s.account_id,
-        CASE WHEN quantity > s.quantity THEN 'increase_licenses' ELSE 'decrease_licenses' END,
-        monthly);
-    IF s.status <> 'active' THEN
-        RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
-            USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
-    PERFORM subscription.require_in_period('set_quantity', s, at);
-    IF quantity = s.quantity THEN
-        RETURN subscription.licenses_left(subscription_id);
-    END IF;
-    PERFORM subscription.require_terms(s.account_id, at);
-
-    -- the counter row is what concurrent license writes wait on
-    SELECT * INTO counter FROM subscription.license_counter AS c
-     WHERE c.subscription_id = set_quantity.subscription_id FOR NO KEY UPDATE;
-    -- the capacity keeps the add-on licenses and takes the new quantity
-    new_capacity := counter.capacity - s.quantity + quantity;
-    IF counter.used > new_capacity THEN
-        RAISE EXCEPTION 'subscription % cannot have fewer licenses than it has assigned', subscription_id
-            USING ERRCODE = 'check_violation',
-                  DETAIL = format('Limit %s, in use %s.', new_capacity, counter.used),
-                  HINT = 'Release licenses with subscription.license_release() first.';
-    END IF;
-
-    -- on a tiered plan the quantity is a tier (55000 otherwise)
-    -- at the version the subscription holds (grandfathering)
-    new_price := subscription.period_price(s.plan, s.cycle, quantity, s.plan_version);
-    PERFORM subscription.require_amount(new_price.amount, new_price.currency);
-    paid := coalesce(s.paid_quantity, s.quantity);
-    IF quantity > paid THEN
-        old_price := subscription.period_price(s.plan, s.cycle, paid, s.plan_version);
-        charge := subscription.unused_part(new_price.amount - old_price.amount, s.period, at,
-                                           new_price.currency);
-        INSERT INTO subscription.ledger
-               (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
-        VALUES (s.account_id, s.id, 'charge', charge, new_price.currency,
-                tstzrange(at, upper(s.period), '[)'), format('licenses %s-%s', paid + 1, quantity), s.plan,
-                format('%s more licenses of plan %s for the rest of the period', quantity - paid, s.plan));
-    END IF;
-
-    UPDATE subscription.subscription AS x
-       SET quantity = set_quantity.quantity, paid_quantity = greatest(paid, set_quantity.quantity)
-     WHERE x.id = s.id;
-    RETURN subscription.licenses_left(subscription_id);
-END
-$$;
-
 CREATE OR REPLACE FUNCTION subscription.give_back_unused(s subscription.subscription, at timestamptz, kind text, reason text)
 RETURNS numeric
 LANGUAGE plpgsql
@@ -4200,91 +2976,6 @@ BEGIN
         RETURNING l.amount)
     SELECT coalesce(sum(g.amount), 0) INTO total FROM given AS g;
     RETURN total;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT subscription.now())
-RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-    old_plan subscription.plan;
-    new_plan subscription.plan;
-    modes subscription.product;
-    price record;
-    new_period tstzrange;
-BEGIN
-    PERFORM subscription.require_arguments('change_plan', '{subscription_id,plan,at}',
-        ARRAY[subscription_id IS NULL, plan IS NULL, at IS NULL]);
-    PERFORM subscription.require_time('change_plan', at, false);
-    SELECT * INTO new_plan FROM subscription.plan AS p WHERE p.code = change_plan.plan;
-    IF NOT FOUND THEN
-        PERFORM subscription.unknown_code('plan', plan);
-    END IF;
-    s := subscription.subscription_for_change('change_plan', subscription_id, 'change_plan');
-    PERFORM subscription.require_in_period('change_plan', s, at);
-    SELECT * INTO old_plan FROM subscription.plan AS p WHERE p.code = s.plan;
-    IF new_plan.product <> old_plan.product THEN
-        RAISE EXCEPTION 'plan "%" is not a plan of product "%"', plan, old_plan.product
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Subscribe to the other product with subscription.subscribe().';
-    END IF;
-
-    effective_at := at;
-    refund := 0;
-    charge := 0;
-    IF new_plan.code = s.plan THEN
-        UPDATE subscription.subscription AS x SET pending_plan = NULL
-         WHERE x.id = s.id AND x.pending_plan IS NOT NULL;
-        RETURN NEXT;
-        RETURN;
-    END IF;
-
-    SELECT * INTO modes FROM subscription.product AS p WHERE p.code = new_plan.product;
-    IF new_plan.rank < old_plan.rank AND modes.downgrade = 'end_of_period' THEN
-        -- C4: the current plan runs to the end of the period; the new one
-        -- must sell the cycle and quantity of the next (22023, 55000)
-        PERFORM subscription.period_price(new_plan.code, coalesce(s.pending_cycle, s.cycle),
-                                          coalesce(s.pending_quantity, s.quantity));
-        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code WHERE x.id = s.id;
-        effective_at := upper(s.period);
-        RETURN NEXT;
-        RETURN;
-    END IF;
-
-    -- the new plan must sell the cycle and the quantity (22023, 55000)
-    price := subscription.period_price(new_plan.code, s.cycle, s.quantity);
-    refund := subscription.give_back_unused(s, at, 'refund', format('change to plan %s', new_plan.code));
-    IF new_plan.rank >= old_plan.rank AND modes.upgrade = 'restart' THEN
-        -- C1: a new full period starts now
-        new_period := subscription.nth_period(at, s.cycle, 1);
-        charge := subscription.round_money(price.amount, price.currency);
-    ELSE
-        new_period := s.period;
-        charge := subscription.unused_part(price.amount, s.period, at, price.currency);
-    END IF;
-    INSERT INTO subscription.ledger
-           (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
-    VALUES (s.account_id, s.id, 'charge', charge, price.currency,
-            tstzrange(at, upper(new_period), '[)'), format('change to %s', new_plan.code), new_plan.code,
-            format('plan %s from %s, cycle %s, quantity %s', new_plan.code, at, s.cycle, s.quantity));
-
-    IF new_plan.rank < old_plan.rank THEN
-        -- immediate downgrade: apply_downgrade moves to the plan and trims
-        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code, paid_quantity = x.quantity
-         WHERE x.id = s.id;
-        PERFORM FROM subscription.apply_downgrade(s.id);
-    ELSE
-        UPDATE subscription.subscription AS x
-           SET plan = new_plan.code, pending_plan = NULL, paid_quantity = x.quantity,
-               period = new_period,
-               anchor = CASE WHEN new_period = s.period THEN x.anchor ELSE at END
-         WHERE x.id = s.id;
-    END IF;
-    RETURN NEXT;
 END
 $$;
 
@@ -4365,7 +3056,6 @@ BEGIN
 END
 $$;
 
-
 -- Default license, managed accounts, terms (issue 16: R10, Z2, Z11)
 
 -- Z11: the terms versions, and who accepted which (user data: dumped)
@@ -4395,93 +3085,6 @@ CREATE TRIGGER terms_acceptance_history AFTER INSERT OR UPDATE OR DELETE ON subs
     FOR EACH ROW EXECUTE FUNCTION subscription.record_history();
 
 COMMENT ON FUNCTION subscription.record_history() IS 'Trigger: one history row per change of accounts, members, subscriptions, add-on batches and terms acceptances (R8, Z11)';
-
--- R10: admins may choose the default; Z2: the managed accounts' refusals
-CREATE OR REPLACE FUNCTION subscription.actor_refusal(account_id bigint, action text, monthly boolean DEFAULT false)
-RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    actor text := current_setting('subscription.actor', true);
-    who record;
-BEGIN
-    IF NOT subscription.actor_named() THEN
-        RETURN CASE WHEN subscription.caller_is_trusted() THEN NULL ELSE 'is not named' END;
-    END IF;
-    SELECT m.id, m.account_id, m.role, m.rights, a.parent_id INTO who
-      FROM subscription.member AS m JOIN subscription.account AS a ON a.id = m.account_id
-     WHERE m.id::text = actor;
-    IF NOT FOUND THEN
-        RETURN 'is not a member';
-    ELSIF who.account_id IS DISTINCT FROM actor_refusal.account_id THEN
-        RETURN format('belongs to account %s, not to account %s', who.account_id, actor_refusal.account_id);
-    ELSIF who.parent_id IS NOT NULL AND action = ANY ('{purchase,pay,increase_licenses}') THEN
-        RETURN 'is a member of a sub-account, and only the main account buys and pays (K8)';
-    ELSIF who.role = 'owner' THEN
-        RETURN NULL;
-    ELSIF who.role = 'admin' AND (
-            action = ANY ('{read,assign_licenses,set_default}')
-            OR action = ANY (who.rights)
-            OR (action = 'decrease_licenses' AND monthly AND 'decrease_monthly_licenses' = ANY (who.rights))) THEN
-        RETURN NULL;
-    ELSIF action = ANY ('{increase_licenses,decrease_licenses,change_renewal}') THEN
-        RETURN format('is %s %s without the right "%s"',
-                      CASE who.role WHEN 'admin' THEN 'an' ELSE 'a' END, who.role,
-                      CASE WHEN action = 'decrease_licenses' AND monthly
-                           THEN 'decrease_licenses" or "decrease_monthly_licenses'
-                           ELSE action END);
-    END IF;
-    RETURN format('is %s %s; only the account owner%s may %s',
-                  CASE who.role WHEN 'admin' THEN 'an' ELSE 'a' END, who.role,
-                  CASE WHEN action = ANY ('{read,assign_licenses,set_default}') THEN ' or an admin' ELSE '' END,
-                  replace(action, '_', ' '));
-END
-$$;
-
-COMMENT ON FUNCTION subscription.actor_refusal(bigint, text, boolean) IS
-'Why the actor may not do an action on an account, or NULL when it may (Z1, R9, K8)';
-
-CREATE OR REPLACE FUNCTION subscription.authorize(account_id bigint, action text, monthly boolean DEFAULT false)
-RETURNS void
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    actor text := current_setting('subscription.actor', true);
-    refusal text;
-BEGIN
-    IF subscription.trusted_without_actor() THEN
-        RETURN;
-    END IF;
-    refusal := subscription.actor_refusal(account_id, action, monthly);
-    IF refusal IS NULL THEN
-        -- Z2: a managed account's cycle, renewal and cancellations are the
-        -- sales representative's
-        IF action = ANY ('{change_cycle,change_renewal,cancel}')
-           AND EXISTS (SELECT FROM subscription.account AS a WHERE a.id = authorize.account_id AND a.managed) THEN
-            RAISE LOG 'subscription: actor % refused % on managed account %', actor, action, account_id;
-            RAISE EXCEPTION 'actor % may not % on managed account %', actor, replace(action, '_', ' '), account_id
-                USING ERRCODE = 'insufficient_privilege',
-                      DETAIL = format('Account %s is managed: its billing cycle, renewal and cancellations are agreed with sales (Z2).',
-                                      account_id),
-                      HINT = 'A sales representative makes this change, from back-office code without subscription.actor.';
-        END IF;
-        RETURN;
-    END IF;
-    -- a refused transaction rolls back, so the refusal cannot stay in history
-    RAISE LOG 'subscription: actor % refused % on account %: %', actor, action, account_id, refusal;
-    RAISE EXCEPTION 'actor % may not % on account %', actor, replace(action, '_', ' '), account_id
-        USING ERRCODE = 'insufficient_privilege',
-              DETAIL = format('Actor %s %s.', actor, refusal),
-              HINT = CASE WHEN action = ANY ('{increase_licenses,decrease_licenses,change_renewal}')
-                          THEN 'The account owner can do it, or grant the right in subscription.member.rights.'
-                          ELSE 'The account owner can do it.' END;
-END
-$$;
-
-COMMENT ON FUNCTION subscription.authorize(bigint, text, boolean) IS
-'42501 unless the actor may do the action on the account (Z1, R9, K8, Z2); without an actor, unless the caller is back-office code';
 
 -- Z11: the terms check, and accepting them
 CREATE FUNCTION subscription.terms_in_effect(at timestamptz DEFAULT subscription.now())
@@ -4596,296 +3199,6 @@ $$;
 COMMENT ON FUNCTION subscription.set_default(bigint) IS
 'Make an active subscription the account''s default one, whose licenses new members get (R10)';
 
--- Z11: the changes that ask for the terms in effect; Z2: change_cycle's own action
-CREATE OR REPLACE FUNCTION subscription.subscribe(
-    account_id bigint,
-    plan text,
-    cycle interval,
-    quantity integer DEFAULT 1,
-    at timestamptz DEFAULT subscription.now(),
-    renewal text DEFAULT 'always',
-    coupon text DEFAULT NULL)
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    price     record;
-    period    tstzrange;
-    new_id    bigint;
-    anchor_at timestamptz;
-    k         integer;
-    full_period tstzrange;
-BEGIN
-    PERFORM subscription.require_arguments('subscribe',
-        '{account_id,plan,cycle,quantity,at,renewal}',
-        ARRAY[account_id IS NULL, plan IS NULL, cycle IS NULL, quantity IS NULL,
-              at IS NULL, renewal IS NULL]);
-
-    PERFORM subscription.require_quantity(quantity);
-    PERFORM subscription.require_cycle(cycle);
-    PERFORM subscription.require_renewal(renewal);
-    PERFORM subscription.require_time('subscribe', at, false);
-
-    SELECT a.billing_anchor INTO anchor_at
-      FROM subscription.account AS a
-     WHERE a.id = subscribe.account_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'account % does not exist', account_id
-            USING ERRCODE = 'no_data_found';
-    END IF;
-    PERFORM subscription.authorize(account_id, 'purchase');
-    PERFORM subscription.require_open_account(account_id);
-    PERFORM subscription.require_terms(account_id, at);
-    price := subscription.period_price(plan, cycle, quantity);
-    PERFORM subscription.require_amount(price.amount, price.currency);
-    IF coupon IS NOT NULL THEN
-        PERFORM subscription.redeemable_coupon(coupon, at, price.currency);
-    END IF;
-    IF anchor_at IS NULL THEN
-        k := 1;
-        anchor_at := at;
-    ELSE
-        -- L4: the first period runs to the account's next billing date, whose
-        -- period (of this cycle) it is part of, and is charged for its days
-        k := subscription.period_containing(anchor_at, cycle, at);
-    END IF;
-    full_period := subscription.nth_period(anchor_at, cycle, k);
-    period := tstzrange(at, upper(full_period), '[)');
-
-    -- R10: an account's first service subscription is its default one;
-    -- it holds the plan's current version (grandfathering)
-    INSERT INTO subscription.subscription AS s
-           (account_id, plan, plan_version, cycle, quantity, paid_quantity, period, anchor, period_number, renewal,
-            is_default, coupon, coupon_periods_left)
-    SELECT subscribe.account_id, subscribe.plan, p.version, subscribe.cycle, subscribe.quantity, subscribe.quantity,
-           period, anchor_at, k, subscribe.renewal,
-           p.kind = 'service' AND NOT EXISTS (
-               SELECT FROM subscription.subscription AS d
-                WHERE d.account_id = subscribe.account_id AND d.is_default),
-           subscribe.coupon, (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code = subscribe.coupon)
-      FROM subscription.plan AS p
-     WHERE p.code = subscribe.plan
-    RETURNING s.id INTO new_id;
-
-    INSERT INTO subscription.ledger
-           (account_id, subscription_id, kind, amount, currency, period, plan, description)
-    VALUES (subscribe.account_id, new_id, 'charge',
-            CASE WHEN period = full_period
-                 THEN subscription.round_money(price.amount, price.currency)
-                 ELSE subscription.unused_part(price.amount, full_period, at, price.currency) END,
-            price.currency, period, plan,
-            format('plan %s, cycle %s, quantity %s%s', plan, cycle, quantity,
-                   CASE WHEN period = full_period THEN ''
-                        ELSE format(', to the billing date %s', upper(period)) END));
-
-    RETURN new_id;
-END
-$$;
-
-COMMENT ON FUNCTION subscription.subscribe(bigint, text, interval, integer, timestamptz, text, text) IS 'Subscribe an account to a plan and charge the first period, prorated to the billing anchor (L4)';
-
-CREATE OR REPLACE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT subscription.now())
-RETURNS integer
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-    counter subscription.license_counter;
-    new_capacity integer;
-    paid integer;
-    monthly boolean;
-    old_price record;
-    new_price record;
-    charge numeric;
-BEGIN
-    PERFORM subscription.require_arguments('set_quantity', '{subscription_id,quantity,at}',
-        ARRAY[subscription_id IS NULL, quantity IS NULL, at IS NULL]);
-    PERFORM subscription.require_quantity(quantity);
-    PERFORM subscription.require_time('set_quantity', at, false);
-
-    SELECT * INTO s FROM subscription.subscription AS x
-     WHERE x.id = set_quantity.subscription_id FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
-    END IF;
-    monthly := subscription.cycle_key(s.cycle) = '{1,0,0}';
-    PERFORM subscription.authorize(s.account_id,
-        CASE WHEN quantity > s.quantity THEN 'increase_licenses' ELSE 'decrease_licenses' END,
-        monthly);
-    IF s.status <> 'active' THEN
-        RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
-            USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
-    PERFORM subscription.require_in_period('set_quantity', s, at);
-    IF quantity = s.quantity THEN
-        RETURN subscription.licenses_left(subscription_id);
-    END IF;
-    PERFORM subscription.require_terms(s.account_id, at);
-
-    -- the counter row is what concurrent license writes wait on
-    SELECT * INTO counter FROM subscription.license_counter AS c
-     WHERE c.subscription_id = set_quantity.subscription_id FOR NO KEY UPDATE;
-    -- the capacity keeps the add-on licenses and takes the new quantity
-    new_capacity := counter.capacity - s.quantity + quantity;
-    IF counter.used > new_capacity THEN
-        RAISE EXCEPTION 'subscription % cannot have fewer licenses than it has assigned', subscription_id
-            USING ERRCODE = 'check_violation',
-                  DETAIL = format('Limit %s, in use %s.', new_capacity, counter.used),
-                  HINT = 'Release licenses with subscription.license_release() first.';
-    END IF;
-
-    -- on a tiered plan the quantity is a tier (55000 otherwise)
-    -- at the version the subscription holds (grandfathering)
-    new_price := subscription.period_price(s.plan, s.cycle, quantity, s.plan_version);
-    PERFORM subscription.require_amount(new_price.amount, new_price.currency);
-    paid := coalesce(s.paid_quantity, s.quantity);
-    IF quantity > paid THEN
-        old_price := subscription.period_price(s.plan, s.cycle, paid, s.plan_version);
-        charge := subscription.unused_part(new_price.amount - old_price.amount, s.period, at,
-                                           new_price.currency);
-        INSERT INTO subscription.ledger
-               (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
-        VALUES (s.account_id, s.id, 'charge', charge, new_price.currency,
-                tstzrange(at, upper(s.period), '[)'), format('licenses %s-%s', paid + 1, quantity), s.plan,
-                format('%s more licenses of plan %s for the rest of the period', quantity - paid, s.plan));
-    END IF;
-
-    UPDATE subscription.subscription AS x
-       SET quantity = set_quantity.quantity, paid_quantity = greatest(paid, set_quantity.quantity)
-     WHERE x.id = s.id;
-    RETURN subscription.licenses_left(subscription_id);
-END
-$$;
-
-COMMENT ON FUNCTION subscription.set_quantity(bigint, integer, timestamptz) IS 'Change the licenses now: more are charged for the rest of the period, fewer refund nothing';
-
-CREATE OR REPLACE FUNCTION subscription.change_cycle(subscription_id bigint, cycle interval)
-RETURNS timestamptz
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-    missing text;
-BEGIN
-    PERFORM subscription.require_arguments('change_cycle', '{subscription_id,cycle}',
-        ARRAY[subscription_id IS NULL, cycle IS NULL]);
-    PERFORM subscription.require_cycle(cycle);
-    s := subscription.subscription_for_change('change_cycle', subscription_id, 'change_cycle');
-    PERFORM subscription.require_terms(s.account_id, subscription.now());
-    -- the plan must sell this cycle for the quantity, and so must the
-    -- add-ons that will renew with it (22023 otherwise)
-    PERFORM subscription.period_price(n.plan, cycle, coalesce(s.pending_quantity, s.quantity), n.version)
-       FROM subscription.next_plan(s) AS n;
-    missing := subscription.unpriced_addons(s.id, cycle);
-    IF missing IS NOT NULL THEN
-        RAISE EXCEPTION 'add-on "%" has no price for cycle %', missing, subscription.cycle_text(cycle)
-            USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = subscription.sold_cycles('add-on', missing),
-                  HINT = 'The prices of an add-on are its rows in subscription.addon_price.';
-    END IF;
-    UPDATE subscription.subscription AS x
-       SET pending_cycle = CASE WHEN subscription.cycle_key(change_cycle.cycle)
-                                     = subscription.cycle_key(s.cycle)
-                                THEN NULL ELSE change_cycle.cycle END
-     WHERE x.id = s.id;
-    RETURN upper(s.period);
-END
-$$;
-
-COMMENT ON FUNCTION subscription.change_cycle(bigint, interval) IS 'A new billing cycle from the next period (Z7); returns when it takes effect';
-
-CREATE OR REPLACE FUNCTION subscription.change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT subscription.now())
-RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-    old_plan subscription.plan;
-    new_plan subscription.plan;
-    modes subscription.product;
-    price record;
-    new_period tstzrange;
-BEGIN
-    PERFORM subscription.require_arguments('change_plan', '{subscription_id,plan,at}',
-        ARRAY[subscription_id IS NULL, plan IS NULL, at IS NULL]);
-    PERFORM subscription.require_time('change_plan', at, false);
-    SELECT * INTO new_plan FROM subscription.plan AS p WHERE p.code = change_plan.plan;
-    IF NOT FOUND THEN
-        PERFORM subscription.unknown_code('plan', plan);
-    END IF;
-    s := subscription.subscription_for_change('change_plan', subscription_id, 'change_plan');
-    PERFORM subscription.require_in_period('change_plan', s, at);
-    PERFORM subscription.require_terms(s.account_id, at);
-    SELECT * INTO old_plan FROM subscription.plan AS p WHERE p.code = s.plan;
-    IF new_plan.product <> old_plan.product THEN
-        RAISE EXCEPTION 'plan "%" is not a plan of product "%"', plan, old_plan.product
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Subscribe to the other product with subscription.subscribe().';
-    END IF;
-
-    effective_at := at;
-    refund := 0;
-    charge := 0;
-    IF new_plan.code = s.plan THEN
-        UPDATE subscription.subscription AS x SET pending_plan = NULL
-         WHERE x.id = s.id AND x.pending_plan IS NOT NULL;
-        RETURN NEXT;
-        RETURN;
-    END IF;
-
-    SELECT * INTO modes FROM subscription.product AS p WHERE p.code = new_plan.product;
-    IF new_plan.rank < old_plan.rank AND modes.downgrade = 'end_of_period' THEN
-        -- C4: the current plan runs to the end of the period; the new one
-        -- must sell the cycle and quantity of the next (22023, 55000)
-        PERFORM subscription.period_price(new_plan.code, coalesce(s.pending_cycle, s.cycle),
-                                          coalesce(s.pending_quantity, s.quantity));
-        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code WHERE x.id = s.id;
-        effective_at := upper(s.period);
-        RETURN NEXT;
-        RETURN;
-    END IF;
-
-    -- the new plan must sell the cycle and the quantity (22023, 55000)
-    price := subscription.period_price(new_plan.code, s.cycle, s.quantity);
-    refund := subscription.give_back_unused(s, at, 'refund', format('change to plan %s', new_plan.code));
-    IF new_plan.rank >= old_plan.rank AND modes.upgrade = 'restart' THEN
-        -- C1: a new full period starts now
-        new_period := subscription.nth_period(at, s.cycle, 1);
-        charge := subscription.round_money(price.amount, price.currency);
-    ELSE
-        new_period := s.period;
-        charge := subscription.unused_part(price.amount, s.period, at, price.currency);
-    END IF;
-    INSERT INTO subscription.ledger
-           (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
-    VALUES (s.account_id, s.id, 'charge', charge, price.currency,
-            tstzrange(at, upper(new_period), '[)'), format('change to %s', new_plan.code), new_plan.code,
-            format('plan %s from %s, cycle %s, quantity %s', new_plan.code, at, s.cycle, s.quantity));
-
-    IF new_plan.rank < old_plan.rank THEN
-        -- immediate downgrade: apply_downgrade moves to the plan and trims
-        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code, paid_quantity = x.quantity
-         WHERE x.id = s.id;
-        PERFORM FROM subscription.apply_downgrade(s.id);
-    ELSE
-        UPDATE subscription.subscription AS x
-           SET plan = new_plan.code, pending_plan = NULL, paid_quantity = x.quantity,
-               period = new_period,
-               anchor = CASE WHEN new_period = s.period THEN x.anchor ELSE at END
-         WHERE x.id = s.id;
-    END IF;
-    RETURN NEXT;
-END
-$$;
-
 COMMENT ON FUNCTION subscription.change_plan(bigint, text, timestamptz) IS 'Upgrade now (prorated or restarted) or downgrade at the period end (C1-C4, Z5)';
 
 CREATE OR REPLACE FUNCTION subscription.purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
@@ -4966,65 +3279,6 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.purchase_addon(bigint, text, integer, timestamptz) IS 'Buy add-on units for the rest of the period, or once (K1-K3, Z6)';
-
--- the application calls set_default and accept_terms, and reads the terms
-CREATE OR REPLACE FUNCTION subscription.role_rights(kind text)
-RETURNS TABLE (object_type text, object text, privileges text)
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    application_routines text[] := '{subscribe,set_quantity,change_plan,change_cycle,set_renewal,cancel,
-        cancel_account,close_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
-        apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
-        bundle_into_suite,preview_bundle_into_suite,
-        effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
-        cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
-        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
-        renewal_terms,plan_version_or_current,next_plan}';
-    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
-    views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
-BEGIN
-    IF kind NOT IN ('application', 'backoffice', 'restore') THEN
-        RAISE EXCEPTION 'unknown kind of role "%"', kind
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'The kinds are application, backoffice and restore.';
-    END IF;
-    RETURN QUERY
-    SELECT 'SCHEMA', 'subscription', 'USAGE'
-    UNION ALL
-    SELECT 'ROUTINE', p.oid::regprocedure::text, 'EXECUTE'
-      FROM pg_catalog.pg_proc AS p
-     WHERE p.pronamespace = 'subscription'::regnamespace
-       AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
-                     -- granting, and writing history, are for the extension's owner alone
-                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_history)$' END
-    UNION ALL
-    SELECT 'TABLE', 'subscription.' || c.relname,
-           CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
-                THEN 'SELECT, INSERT, UPDATE, DELETE'
-                WHEN kind = 'restore' AND c.relkind = 'r' THEN 'SELECT, INSERT'
-                WHEN kind = 'restore' AND c.relkind = 'S' THEN 'SELECT, UPDATE'
-                ELSE 'SELECT' END
-      FROM pg_catalog.pg_class AS c
-     WHERE c.relnamespace = 'subscription'::regnamespace
-       AND c.relkind IN ('r', 'v', 'S')
-       AND CASE kind WHEN 'backoffice' THEN true
-                     WHEN 'restore' THEN c.relkind IN ('r', 'S')
-                     ELSE c.relname = ANY (catalog || views) END
-    UNION ALL
-    SELECT 'TABLE', 'subscription.' || t, 'INSERT, UPDATE' || CASE t WHEN 'member' THEN ', DELETE' ELSE '' END
-      FROM unnest('{account,member}'::text[]) AS t
-     WHERE kind = 'application'
-    UNION ALL
-    SELECT 'COLUMNS', 'subscription.' || t, 'SELECT (id)'
-      FROM unnest('{account,member}'::text[]) AS t
-     WHERE kind = 'application'
-     ORDER BY 1, 2;
-END
-$$;
-
-COMMENT ON FUNCTION subscription.role_rights(text) IS
-'The exact rights grant_application() (kind application) and grant_backoffice() (kind backoffice) give';
 
 -- PUBLIC executes none of the new functions; the roles given their rights
 -- before get the new ones of their kind
@@ -5275,64 +3529,6 @@ BEGIN
     END LOOP;
 END
 $$;
-
-CREATE OR REPLACE FUNCTION subscription.role_rights(kind text)
-RETURNS TABLE (object_type text, object text, privileges text)
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    application_routines text[] := '{subscribe,set_quantity,change_plan,change_cycle,set_renewal,cancel,
-        cancel_account,close_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
-        apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
-        bundle_into_suite,preview_bundle_into_suite,
-        effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
-        cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
-        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
-        renewal_terms,plan_version_or_current,next_plan}';
-    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
-    views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
-BEGIN
-    IF kind NOT IN ('application', 'backoffice', 'restore') THEN
-        RAISE EXCEPTION 'unknown kind of role "%"', kind
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'The kinds are application, backoffice and restore.';
-    END IF;
-    RETURN QUERY
-    SELECT 'SCHEMA', 'subscription', 'USAGE'
-    UNION ALL
-    SELECT 'ROUTINE', p.oid::regprocedure::text, 'EXECUTE'
-      FROM pg_catalog.pg_proc AS p
-     WHERE p.pronamespace = 'subscription'::regnamespace
-       AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
-                     -- granting, and writing history, are for the extension's owner alone
-                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_history)$' END
-    UNION ALL
-    SELECT 'TABLE', 'subscription.' || c.relname,
-           CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
-                THEN 'SELECT, INSERT, UPDATE, DELETE'
-                WHEN kind = 'restore' AND c.relkind = 'r' THEN 'SELECT, INSERT'
-                WHEN kind = 'restore' AND c.relkind = 'S' THEN 'SELECT, UPDATE'
-                ELSE 'SELECT' END
-      FROM pg_catalog.pg_class AS c
-     WHERE c.relnamespace = 'subscription'::regnamespace
-       AND c.relkind IN ('r', 'v', 'S')
-       AND CASE kind WHEN 'backoffice' THEN true
-                     WHEN 'restore' THEN c.relkind IN ('r', 'S')
-                     ELSE c.relname = ANY (catalog || views) END
-    UNION ALL
-    SELECT 'TABLE', 'subscription.' || t, 'INSERT, UPDATE' || CASE t WHEN 'member' THEN ', DELETE' ELSE '' END
-      FROM unnest('{account,member}'::text[]) AS t
-     WHERE kind = 'application'
-    UNION ALL
-    SELECT 'COLUMNS', 'subscription.' || t, 'SELECT (id)'
-      FROM unnest('{account,member}'::text[]) AS t
-     WHERE kind = 'application'
-     ORDER BY 1, 2;
-END
-$$;
-
-COMMENT ON FUNCTION subscription.role_rights(text) IS
-'The exact rights grant_application() (kind application), grant_backoffice() (kind backoffice) and grant_restore() (kind restore) give';
 
 CREATE FUNCTION subscription.grant_restore(role regrole)
 RETURNS void
@@ -5880,61 +4076,6 @@ END;
 
 COMMENT ON FUNCTION subscription.preview_bundle_into_suite(bigint, text, integer, timestamptz) IS 'The ledger lines bundle_into_suite would write, without writing them (Z9)';
 
-CREATE OR REPLACE FUNCTION subscription.role_rights(kind text)
-RETURNS TABLE (object_type text, object text, privileges text)
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    application_routines text[] := '{subscribe,set_quantity,change_plan,change_cycle,set_renewal,cancel,
-        cancel_account,close_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
-        apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
-        bundle_into_suite,preview_bundle_into_suite,
-        effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
-        cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
-        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
-        renewal_terms,plan_version_or_current,next_plan}';
-    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
-    views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
-BEGIN
-    IF kind NOT IN ('application', 'backoffice', 'restore') THEN
-        RAISE EXCEPTION 'unknown kind of role "%"', kind
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'The kinds are application, backoffice and restore.';
-    END IF;
-    RETURN QUERY
-    SELECT 'SCHEMA', 'subscription', 'USAGE'
-    UNION ALL
-    SELECT 'ROUTINE', p.oid::regprocedure::text, 'EXECUTE'
-      FROM pg_catalog.pg_proc AS p
-     WHERE p.pronamespace = 'subscription'::regnamespace
-       AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
-                     -- granting, and writing history, are for the extension's owner alone
-                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_history)$' END
-    UNION ALL
-    SELECT 'TABLE', 'subscription.' || c.relname,
-           CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
-                THEN 'SELECT, INSERT, UPDATE, DELETE'
-                WHEN kind = 'restore' AND c.relkind = 'r' THEN 'SELECT, INSERT'
-                WHEN kind = 'restore' AND c.relkind = 'S' THEN 'SELECT, UPDATE'
-                ELSE 'SELECT' END
-      FROM pg_catalog.pg_class AS c
-     WHERE c.relnamespace = 'subscription'::regnamespace
-       AND c.relkind IN ('r', 'v', 'S')
-       AND CASE kind WHEN 'backoffice' THEN true
-                     WHEN 'restore' THEN c.relkind IN ('r', 'S')
-                     ELSE c.relname = ANY (catalog || views) END
-    UNION ALL
-    SELECT 'TABLE', 'subscription.' || t, 'INSERT, UPDATE' || CASE t WHEN 'member' THEN ', DELETE' ELSE '' END
-      FROM unnest('{account,member}'::text[]) AS t
-     WHERE kind = 'application'
-    UNION ALL
-    SELECT 'COLUMNS', 'subscription.' || t, 'SELECT (id)'
-      FROM unnest('{account,member}'::text[]) AS t
-     WHERE kind = 'application'
-     ORDER BY 1, 2;
-END
-$$;
-
 REVOKE ALL ON FUNCTION subscription.suite_problem(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.check_suite_component() FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.bundle_into_suite(bigint, text, integer, timestamptz) FROM PUBLIC;
@@ -6064,60 +4205,6 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION subscription.role_rights(kind text)
-RETURNS TABLE (object_type text, object text, privileges text)
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    application_routines text[] := '{subscribe,set_quantity,change_plan,change_cycle,set_renewal,cancel,
-        cancel_account,close_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
-        apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
-        bundle_into_suite,preview_bundle_into_suite,
-        effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
-        cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
-        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
-        renewal_terms,plan_version_or_current,next_plan}';
-    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
-    views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
-BEGIN
-    IF kind NOT IN ('application', 'backoffice', 'restore') THEN
-        RAISE EXCEPTION 'unknown kind of role "%"', kind
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'The kinds are application, backoffice and restore.';
-    END IF;
-    RETURN QUERY
-    SELECT 'SCHEMA', 'subscription', 'USAGE'
-    UNION ALL
-    SELECT 'ROUTINE', p.oid::regprocedure::text, 'EXECUTE'
-      FROM pg_catalog.pg_proc AS p
-     WHERE p.pronamespace = 'subscription'::regnamespace
-       AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
-                     -- granting, and writing history, are for the extension's owner alone
-                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_history)$' END
-    UNION ALL
-    SELECT 'TABLE', 'subscription.' || c.relname,
-           CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
-                THEN 'SELECT, INSERT, UPDATE, DELETE'
-                WHEN kind = 'restore' AND c.relkind = 'r' THEN 'SELECT, INSERT'
-                WHEN kind = 'restore' AND c.relkind = 'S' THEN 'SELECT, UPDATE'
-                ELSE 'SELECT' END
-      FROM pg_catalog.pg_class AS c
-     WHERE c.relnamespace = 'subscription'::regnamespace
-       AND c.relkind IN ('r', 'v', 'S')
-       AND CASE kind WHEN 'backoffice' THEN true
-                     WHEN 'restore' THEN c.relkind IN ('r', 'S')
-                     ELSE c.relname = ANY (catalog || views) END
-    UNION ALL
-    SELECT 'TABLE', 'subscription.' || t, 'INSERT, UPDATE' || CASE t WHEN 'member' THEN ', DELETE' ELSE '' END
-      FROM unnest('{account,member}'::text[]) AS t
-     WHERE kind = 'application'
-    UNION ALL
-    SELECT 'COLUMNS', 'subscription.' || t, 'SELECT (id)'
-      FROM unnest('{account,member}'::text[]) AS t
-     WHERE kind = 'application'
-     ORDER BY 1, 2;
-END
-$$;
 ------------------------------------------------------------------------
 -- The next terms of a renewal in one place (issue 15, item 7, fold 8),
 -- and L7: renewal quantities from the account's use (issue 16, item 5).
@@ -6133,12 +4220,10 @@ ALTER TABLE subscription.product ADD COLUMN renewal_quantity text NOT NULL DEFAU
 
 COMMENT ON TABLE subscription.product IS 'Products sold, with how their upgrades (restart, prorate) and downgrades (end_of_period, immediate) take effect, and what quantity their renewals take (keep, from_usage: L7)';
 
-
 CREATE TYPE subscription.period_terms AS (plan text, cycle interval, quantity integer, renewal text, needed bigint,
                                          version integer);
 
 COMMENT ON TYPE subscription.period_terms IS 'The plan, cycle, quantity and renewal option of a next period, and the plan''s version (next_terms)';
-
 
 CREATE FUNCTION subscription.next_terms(s subscription.subscription)
 RETURNS subscription.period_terms
@@ -6196,7 +4281,6 @@ $$;
 COMMENT ON FUNCTION subscription.next_terms(subscription.subscription) IS
 'Internal: the plan, cycle, quantity (L7: from the use on a ''from_usage'' product) and renewal option of a subscription''s next period';
 
-
 CREATE FUNCTION subscription.renewal_terms(subscription_id bigint)
 RETURNS TABLE (plan text, cycle interval, quantity integer, renewal text, needed bigint, version integer)
 LANGUAGE sql STABLE
@@ -6211,7 +4295,6 @@ END;
 
 COMMENT ON FUNCTION subscription.renewal_terms(bigint) IS
 'The plan, cycle, quantity (L7: from the use on a ''from_usage'' product), renewal option and plan version of a subscription''s next period';
-
 
 -- the renewal's steps take the terms that renew_batch asked once
 DROP FUNCTION subscription.renew_period(subscription.subscription, boolean);
@@ -6297,7 +4380,6 @@ $$;
 
 COMMENT ON FUNCTION subscription.renew_period(subscription.subscription, subscription.period_terms, boolean) IS 'Internal: one period of one due subscription';
 
-
 CREATE FUNCTION subscription.renewal_problem(s subscription.subscription, n subscription.period_terms)
 RETURNS text
 LANGUAGE plpgsql STABLE
@@ -6326,7 +4408,6 @@ $$;
 
 COMMENT ON FUNCTION subscription.renewal_problem(subscription.subscription, subscription.period_terms) IS 'Internal: why the next renewal could not be charged, or NULL';
 
-
 CREATE FUNCTION subscription.renewal_may_trim(s subscription.subscription, n subscription.period_terms)
 RETURNS boolean
 LANGUAGE sql STABLE
@@ -6339,7 +4420,6 @@ BEGIN ATOMIC
 END;
 
 COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription, subscription.period_terms) IS 'Internal: whether the next renewal can lower the account''s limits';
-
 
 CREATE OR REPLACE FUNCTION subscription.renew_batch(
     at timestamptz, batch_size integer, after_end timestamptz, after_id bigint, skip bigint[],
@@ -6448,62 +4528,6 @@ SELECT s.id AS subscription_id,
    AND upper(s.period) OPERATOR(pg_catalog.<=)
        (subscription.now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
    AND subscription.may_read(s.account_id);
-
-
-CREATE OR REPLACE FUNCTION subscription.role_rights(kind text)
-RETURNS TABLE (object_type text, object text, privileges text)
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    application_routines text[] := '{subscribe,set_quantity,change_plan,change_cycle,set_renewal,cancel,
-        cancel_account,close_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
-        apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
-        bundle_into_suite,preview_bundle_into_suite,
-        effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
-        cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
-        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
-        renewal_terms,plan_version_or_current,next_plan}';
-    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
-    views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
-BEGIN
-    IF kind NOT IN ('application', 'backoffice', 'restore') THEN
-        RAISE EXCEPTION 'unknown kind of role "%"', kind
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'The kinds are application, backoffice and restore.';
-    END IF;
-    RETURN QUERY
-    SELECT 'SCHEMA', 'subscription', 'USAGE'
-    UNION ALL
-    SELECT 'ROUTINE', p.oid::regprocedure::text, 'EXECUTE'
-      FROM pg_catalog.pg_proc AS p
-     WHERE p.pronamespace = 'subscription'::regnamespace
-       AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
-                     -- granting, and writing history, are for the extension's owner alone
-                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_history)$' END
-    UNION ALL
-    SELECT 'TABLE', 'subscription.' || c.relname,
-           CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
-                THEN 'SELECT, INSERT, UPDATE, DELETE'
-                WHEN kind = 'restore' AND c.relkind = 'r' THEN 'SELECT, INSERT'
-                WHEN kind = 'restore' AND c.relkind = 'S' THEN 'SELECT, UPDATE'
-                ELSE 'SELECT' END
-      FROM pg_catalog.pg_class AS c
-     WHERE c.relnamespace = 'subscription'::regnamespace
-       AND c.relkind IN ('r', 'v', 'S')
-       AND CASE kind WHEN 'backoffice' THEN true
-                     WHEN 'restore' THEN c.relkind IN ('r', 'S')
-                     ELSE c.relname = ANY (catalog || views) END
-    UNION ALL
-    SELECT 'TABLE', 'subscription.' || t, 'INSERT, UPDATE' || CASE t WHEN 'member' THEN ', DELETE' ELSE '' END
-      FROM unnest('{account,member}'::text[]) AS t
-     WHERE kind = 'application'
-    UNION ALL
-    SELECT 'COLUMNS', 'subscription.' || t, 'SELECT (id)'
-      FROM unnest('{account,member}'::text[]) AS t
-     WHERE kind = 'application'
-     ORDER BY 1, 2;
-END
-$$;
 
 REVOKE ALL ON FUNCTION subscription.next_terms(subscription.subscription),
     subscription.renewal_terms(bigint),
@@ -6848,213 +4872,9 @@ $$;
 
 COMMENT ON FUNCTION subscription.limit_of(bigint, text) IS 'Internal: the account''s limit of a feature, unchecked (effective_limit checks)';
 
-CREATE OR REPLACE FUNCTION subscription.subscribe(
-    account_id bigint,
-    plan text,
-    cycle interval,
-    quantity integer DEFAULT 1,
-    at timestamptz DEFAULT subscription.now(),
-    renewal text DEFAULT 'always',
-    coupon text DEFAULT NULL)
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    price     record;
-    period    tstzrange;
-    new_id    bigint;
-    anchor_at timestamptz;
-    k         integer;
-    full_period tstzrange;
-BEGIN
-    PERFORM subscription.require_arguments('subscribe',
-        '{account_id,plan,cycle,quantity,at,renewal}',
-        ARRAY[account_id IS NULL, plan IS NULL, cycle IS NULL, quantity IS NULL,
-              at IS NULL, renewal IS NULL]);
-
-    PERFORM subscription.require_quantity(quantity);
-    PERFORM subscription.require_cycle(cycle);
-    PERFORM subscription.require_renewal(renewal);
-    PERFORM subscription.require_time('subscribe', at, false);
-
-    SELECT a.billing_anchor INTO anchor_at
-      FROM subscription.account AS a
-     WHERE a.id = subscribe.account_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'account % does not exist', account_id
-            USING ERRCODE = 'no_data_found';
-    END IF;
-    PERFORM subscription.authorize(account_id, 'purchase');
-    PERFORM subscription.require_open_account(account_id);
-    PERFORM subscription.require_terms(account_id, at);
-    price := subscription.period_price(plan, cycle, quantity);
-    PERFORM subscription.require_amount(price.amount, price.currency);
-    IF coupon IS NOT NULL THEN
-        PERFORM subscription.redeemable_coupon(coupon, at, price.currency);
-    END IF;
-    IF anchor_at IS NULL THEN
-        k := 1;
-        anchor_at := at;
-    ELSE
-        -- L4: the first period runs to the account's next billing date, whose
-        -- period (of this cycle) it is part of, and is charged for its days
-        k := subscription.period_containing(anchor_at, cycle, at);
-    END IF;
-    full_period := subscription.nth_period(anchor_at, cycle, k);
-    period := tstzrange(at, upper(full_period), '[)');
-
-    -- R10: an account's first service subscription is its default one;
-    -- it holds the plan's current version (grandfathering)
-    INSERT INTO subscription.subscription AS s
-           (account_id, plan, plan_version, cycle, quantity, paid_quantity, period, anchor, period_number, renewal,
-            is_default, coupon, coupon_periods_left)
-    SELECT subscribe.account_id, subscribe.plan, p.version, subscribe.cycle, subscribe.quantity, subscribe.quantity,
-           period, anchor_at, k, subscribe.renewal,
-           p.kind = 'service' AND NOT EXISTS (
-               SELECT FROM subscription.subscription AS d
-                WHERE d.account_id = subscribe.account_id AND d.is_default),
-           subscribe.coupon, (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code = subscribe.coupon)
-      FROM subscription.plan AS p
-     WHERE p.code = subscribe.plan
-    RETURNING s.id INTO new_id;
-
-    INSERT INTO subscription.ledger
-           (account_id, subscription_id, kind, amount, currency, period, plan, description)
-    VALUES (subscribe.account_id, new_id, 'charge',
-            CASE WHEN period = full_period
-                 THEN subscription.round_money(price.amount, price.currency)
-                 ELSE subscription.unused_part(price.amount, full_period, at, price.currency) END,
-            price.currency, period, plan,
-            format('plan %s, cycle %s, quantity %s%s', plan, cycle, quantity,
-                   CASE WHEN period = full_period THEN ''
-                        ELSE format(', to the billing date %s', upper(period)) END));
-
-    RETURN new_id;
-END
-$$;
-
 COMMENT ON FUNCTION subscription.subscribe(bigint, text, interval, integer, timestamptz, text, text) IS 'Subscribe an account to a plan and charge the first period, prorated to the billing anchor (L4)';
 
--- More licenses take effect now and the rest of the period is charged for
--- the licenses above those already paid this period (prorate_refund's
--- fraction, rounded once); fewer take effect now too, refund nothing, and
--- cannot go below the licenses assigned (23514).  Returns the licenses left.
-CREATE OR REPLACE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT subscription.now())
-RETURNS integer
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-    counter subscription.license_counter;
-    new_capacity integer;
-    paid integer;
-    monthly boolean;
-    old_price record;
-    new_price record;
-    charge numeric;
-BEGIN
-    PERFORM subscription.require_arguments('set_quantity', '{subscription_id,quantity,at}',
-        ARRAY[subscription_id IS NULL, quantity IS NULL, at IS NULL]);
-    PERFORM subscription.require_quantity(quantity);
-    PERFORM subscription.require_time('set_quantity', at, false);
-
-    SELECT * INTO s FROM subscription.subscription AS x
-     WHERE x.id = set_quantity.subscription_id FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
-    END IF;
-    monthly := subscription.cycle_key(s.cycle) = '{1,0,0}';
-    PERFORM subscription.authorize(s.account_id,
-        CASE WHEN quantity > s.quantity THEN 'increase_licenses' ELSE 'decrease_licenses' END,
-        monthly);
-    IF s.status <> 'active' THEN
-        RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
-            USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
-    PERFORM subscription.require_in_period('set_quantity', s, at);
-    IF quantity = s.quantity THEN
-        RETURN subscription.licenses_left(subscription_id);
-    END IF;
-    PERFORM subscription.require_terms(s.account_id, at);
-
-    -- the counter row is what concurrent license writes wait on
-    SELECT * INTO counter FROM subscription.license_counter AS c
-     WHERE c.subscription_id = set_quantity.subscription_id FOR NO KEY UPDATE;
-    -- the capacity keeps the add-on licenses and takes the new quantity
-    new_capacity := counter.capacity - s.quantity + quantity;
-    IF counter.used > new_capacity THEN
-        RAISE EXCEPTION 'subscription % cannot have fewer licenses than it has assigned', subscription_id
-            USING ERRCODE = 'check_violation',
-                  DETAIL = format('Limit %s, in use %s.', new_capacity, counter.used),
-                  HINT = 'Release licenses with subscription.license_release() first.';
-    END IF;
-
-    -- on a tiered plan the quantity is a tier (55000 otherwise)
-    -- at the version the subscription holds (grandfathering)
-    new_price := subscription.period_price(s.plan, s.cycle, quantity, s.plan_version);
-    PERFORM subscription.require_amount(new_price.amount, new_price.currency);
-    paid := coalesce(s.paid_quantity, s.quantity);
-    IF quantity > paid THEN
-        old_price := subscription.period_price(s.plan, s.cycle, paid, s.plan_version);
-        charge := subscription.unused_part(new_price.amount - old_price.amount, s.period, at,
-                                           new_price.currency);
-        INSERT INTO subscription.ledger
-               (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
-        VALUES (s.account_id, s.id, 'charge', charge, new_price.currency,
-                tstzrange(at, upper(s.period), '[)'), format('licenses %s-%s', paid + 1, quantity), s.plan,
-                format('%s more licenses of plan %s for the rest of the period', quantity - paid, s.plan));
-    END IF;
-
-    UPDATE subscription.subscription AS x
-       SET quantity = set_quantity.quantity, paid_quantity = greatest(paid, set_quantity.quantity)
-     WHERE x.id = s.id;
-    RETURN subscription.licenses_left(subscription_id);
-END
-$$;
-
 COMMENT ON FUNCTION subscription.set_quantity(bigint, integer, timestamptz) IS 'Change the licenses now: more are charged for the rest of the period, fewer refund nothing';
-
--- Z7: a new cycle takes effect when the next period starts (switching an
--- annual plan to monthly in its first month takes effect eleven months
--- later); the plan must have a price for it.  Returns when it takes effect.
-CREATE OR REPLACE FUNCTION subscription.change_cycle(subscription_id bigint, cycle interval)
-RETURNS timestamptz
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-    missing text;
-BEGIN
-    PERFORM subscription.require_arguments('change_cycle', '{subscription_id,cycle}',
-        ARRAY[subscription_id IS NULL, cycle IS NULL]);
-    PERFORM subscription.require_cycle(cycle);
-    s := subscription.subscription_for_change('change_cycle', subscription_id, 'change_cycle');
-    PERFORM subscription.require_terms(s.account_id, subscription.now());
-    -- the plan must sell this cycle for the quantity, and so must the
-    -- add-ons that will renew with it (22023 otherwise)
-    PERFORM subscription.period_price(n.plan, cycle, coalesce(s.pending_quantity, s.quantity), n.version)
-       FROM subscription.next_plan(s) AS n;
-    missing := subscription.unpriced_addons(s.id, cycle);
-    IF missing IS NOT NULL THEN
-        RAISE EXCEPTION 'add-on "%" has no price for cycle %', missing, subscription.cycle_text(cycle)
-            USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = subscription.sold_cycles('add-on', missing),
-                  HINT = 'The prices of an add-on are its rows in subscription.addon_price.';
-    END IF;
-    UPDATE subscription.subscription AS x
-       SET pending_cycle = CASE WHEN subscription.cycle_key(change_cycle.cycle)
-                                     = subscription.cycle_key(s.cycle)
-                                THEN NULL ELSE change_cycle.cycle END
-     WHERE x.id = s.id;
-    RETURN upper(s.period);
-END
-$$;
 
 COMMENT ON FUNCTION subscription.change_cycle(bigint, interval) IS 'A new billing cycle from the next period (Z7); returns when it takes effect';
 
@@ -7582,71 +5402,6 @@ $$;
 
 COMMENT ON FUNCTION subscription.cancel_migration(bigint) IS 'Cancel a subscription''s pending migration: it keeps the plan version it holds';
 
--- The exact rights of each kind of role, one row per object: the single
--- list that grant_*, revoke_* and the ACL test read.
---   application: EXECUTE on what a member acting through the application
---     calls, and on what the views it reads call; SELECT on the catalog
---     and the views; new accounts and members, and their ids.
---   backoffice: the application's rights, EXECUTE on every function but
---     these grants, SELECT on every table and sequence (reports, pg_dump),
---     and the catalog, accounts and members to write.
--- Neither writes subscriptions, licenses, the ledger, the counters, the
--- archive or history: the functions do, as the extension's owner.
-CREATE OR REPLACE FUNCTION subscription.role_rights(kind text)
-RETURNS TABLE (object_type text, object text, privileges text)
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    application_routines text[] := '{subscribe,set_quantity,change_plan,change_cycle,set_renewal,cancel,
-        cancel_account,close_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
-        apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
-        bundle_into_suite,preview_bundle_into_suite,
-        effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
-        cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
-        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
-        renewal_terms,plan_version_or_current,next_plan}';
-    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
-    views text[] := '{license_holder,invoice,credit_statement,renewal_notice}';
-BEGIN
-    IF kind NOT IN ('application', 'backoffice', 'restore') THEN
-        RAISE EXCEPTION 'unknown kind of role "%"', kind
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'The kinds are application, backoffice and restore.';
-    END IF;
-    RETURN QUERY
-    SELECT 'SCHEMA', 'subscription', 'USAGE'
-    UNION ALL
-    SELECT 'ROUTINE', p.oid::regprocedure::text, 'EXECUTE'
-      FROM pg_catalog.pg_proc AS p
-     WHERE p.pronamespace = 'subscription'::regnamespace
-       AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
-                     -- granting, and writing history, are for the extension's owner alone
-                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_history)$' END
-    UNION ALL
-    SELECT 'TABLE', 'subscription.' || c.relname,
-           CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
-                THEN 'SELECT, INSERT, UPDATE, DELETE'
-                WHEN kind = 'restore' AND c.relkind = 'r' THEN 'SELECT, INSERT'
-                WHEN kind = 'restore' AND c.relkind = 'S' THEN 'SELECT, UPDATE'
-                ELSE 'SELECT' END
-      FROM pg_catalog.pg_class AS c
-     WHERE c.relnamespace = 'subscription'::regnamespace
-       AND c.relkind IN ('r', 'v', 'S')
-       AND CASE kind WHEN 'backoffice' THEN true
-                     WHEN 'restore' THEN c.relkind IN ('r', 'S')
-                     ELSE c.relname = ANY (catalog || views) END
-    UNION ALL
-    SELECT 'TABLE', 'subscription.' || t, 'INSERT, UPDATE' || CASE t WHEN 'member' THEN ', DELETE' ELSE '' END
-      FROM unnest('{account,member}'::text[]) AS t
-     WHERE kind = 'application'
-    UNION ALL
-    SELECT 'COLUMNS', 'subscription.' || t, 'SELECT (id)'
-      FROM unnest('{account,member}'::text[]) AS t
-     WHERE kind = 'application'
-     ORDER BY 1, 2;
-END
-$$;
-
 COMMENT ON FUNCTION subscription.role_rights(text) IS
 'The exact rights grant_application() (kind application), grant_backoffice() (kind backoffice) and grant_restore() (kind restore) give';
 
@@ -7661,52 +5416,10 @@ CREATE TRIGGER subscription_refresh_limits
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA subscription FROM PUBLIC;
 SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g;
 
-
 -- ---------------------------------------------------------------------------
 -- K8: a sub-account's members do not change the plan either (an upgrade is
 -- charged at once; the main account decides)
 -- ---------------------------------------------------------------------------
-CREATE OR REPLACE FUNCTION subscription.actor_refusal(account_id bigint, action text, monthly boolean DEFAULT false)
-RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    actor text := current_setting('subscription.actor', true);
-    who record;
-BEGIN
-    IF NOT subscription.actor_named() THEN
-        RETURN CASE WHEN subscription.caller_is_trusted() THEN NULL ELSE 'is not named' END;
-    END IF;
-    SELECT m.id, m.account_id, m.role, m.rights, a.parent_id INTO who
-      FROM subscription.member AS m JOIN subscription.account AS a ON a.id = m.account_id
-     WHERE m.id::text = actor;
-    IF NOT FOUND THEN
-        RETURN 'is not a member';
-    ELSIF who.account_id IS DISTINCT FROM actor_refusal.account_id THEN
-        RETURN format('belongs to account %s, not to account %s', who.account_id, actor_refusal.account_id);
-    ELSIF who.parent_id IS NOT NULL AND action = ANY ('{purchase,pay,increase_licenses,change_plan}') THEN
-        RETURN 'is a member of a sub-account, and only the main account buys and pays (K8)';
-    ELSIF who.role = 'owner' THEN
-        RETURN NULL;
-    ELSIF who.role = 'admin' AND (
-            action = ANY ('{read,assign_licenses,set_default}')
-            OR action = ANY (who.rights)
-            OR (action = 'decrease_licenses' AND monthly AND 'decrease_monthly_licenses' = ANY (who.rights))) THEN
-        RETURN NULL;
-    ELSIF action = ANY ('{increase_licenses,decrease_licenses,change_renewal}') THEN
-        RETURN format('is %s %s without the right "%s"',
-                      CASE who.role WHEN 'admin' THEN 'an' ELSE 'a' END, who.role,
-                      CASE WHEN action = 'decrease_licenses' AND monthly
-                           THEN 'decrease_licenses" or "decrease_monthly_licenses'
-                           ELSE action END);
-    END IF;
-    RETURN format('is %s %s; only the account owner%s may %s',
-                  CASE who.role WHEN 'admin' THEN 'an' ELSE 'a' END, who.role,
-                  CASE WHEN action = ANY ('{read,assign_licenses,set_default}') THEN ' or an admin' ELSE '' END,
-                  replace(action, '_', ' '));
-END
-$$;
 
 -- Triggers that do not branch on a table's name (issue 17, item 3): each
 -- trigger function reads the logical table from its trigger's argument
@@ -8232,45 +5945,6 @@ CREATE TRIGGER terms_refuse_delete_in_use BEFORE DELETE ON subscription.terms
 -- K8: a refusal to a sub-account's member names who can do it: the owner of
 -- the main account
 -- ---------------------------------------------------------------------------
-CREATE OR REPLACE FUNCTION subscription.authorize(account_id bigint, action text, monthly boolean DEFAULT false)
-RETURNS void
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    actor text := current_setting('subscription.actor', true);
-    refusal text;
-BEGIN
-    IF subscription.trusted_without_actor() THEN
-        RETURN;
-    END IF;
-    refusal := subscription.actor_refusal(account_id, action, monthly);
-    IF refusal IS NULL THEN
-        -- Z2: a managed account's cycle, renewal and cancellations are the
-        -- sales representative's
-        IF action = ANY ('{change_cycle,change_renewal,cancel}')
-           AND EXISTS (SELECT FROM subscription.account AS a WHERE a.id = authorize.account_id AND a.managed) THEN
-            RAISE LOG 'subscription: actor % refused % on managed account %', actor, action, account_id;
-            RAISE EXCEPTION 'actor % may not % on managed account %', actor, replace(action, '_', ' '), account_id
-                USING ERRCODE = 'insufficient_privilege',
-                      DETAIL = format('Account %s is managed: its billing cycle, renewal and cancellations are agreed with sales (Z2).',
-                                      account_id),
-                      HINT = 'A sales representative makes this change, from back-office code without subscription.actor.';
-        END IF;
-        RETURN;
-    END IF;
-    -- a refused transaction rolls back, so the refusal cannot stay in history
-    RAISE LOG 'subscription: actor % refused % on account %: %', actor, action, account_id, refusal;
-    RAISE EXCEPTION 'actor % may not % on account %', actor, replace(action, '_', ' '), account_id
-        USING ERRCODE = 'insufficient_privilege',
-              DETAIL = format('Actor %s %s.', actor, refusal),
-              HINT = CASE WHEN refusal LIKE '%(K8)'
-                          THEN 'The owner of the main account (the sub-account''s parent) can do it.'
-                          WHEN action = ANY ('{increase_licenses,decrease_licenses,change_renewal}')
-                          THEN 'The account owner can do it, or grant the right in subscription.member.rights.'
-                          ELSE 'The account owner can do it.' END;
-END
-$$;
 
 -- ---------------------------------------------------------------------------
 -- Grandfathering (issue 16), reading its logical table from its trigger
@@ -8812,8 +6486,6 @@ END;
 -- PUBLIC executes nothing (99_public.sql)
 REVOKE ALL ON FUNCTION subscription.fill_tenant_id() FROM PUBLIC;
 
-
-
 -- ---------------------------------------------------------------------------
 -- The guards on Citus shards (issue 17, item 3): limited_table names its
 -- tables (relation_name, compared on the workers, where a regclass is
@@ -9000,131 +6672,10 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION subscription.enforce_limit(
-    relation regclass,
-    feature text,
-    account_column name DEFAULT 'account_id',
-    on_downgrade text DEFAULT 'drop_newest',
-    order_column name DEFAULT NULL,
-    value_column name DEFAULT NULL)
-RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    trigger_name text := subscription.guard_name(feature);
-    target pg_catalog.pg_class;
-    own_guard boolean;
-BEGIN
-    PERFORM subscription.require_arguments('enforce_limit', '{relation,feature,account_column,on_downgrade}',
-        ARRAY[relation IS NULL, feature IS NULL, account_column IS NULL, on_downgrade IS NULL]);
-    IF on_downgrade <> ALL (subscription.downgrade_policies()) THEN
-        RAISE EXCEPTION 'unknown downgrade policy "%"', on_downgrade
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = format('The policies are %s and %s.',
-                                array_to_string(trim_array(subscription.downgrade_policies(), 1), ', '),
-                                (subscription.downgrade_policies())[cardinality(subscription.downgrade_policies())]);
-    END IF;
-    SELECT * INTO target FROM pg_catalog.pg_class AS c WHERE c.oid = relation;
-    IF target.relkind = 'p' OR target.relispartition
-       OR EXISTS (SELECT FROM pg_catalog.pg_inherits AS i WHERE i.inhrelid = relation OR i.inhparent = relation) THEN
-        -- a statement naming another table of the tree would skip the guards (S6)
-        RAISE EXCEPTION 'table % is part of a partition or inheritance tree', relation
-            USING ERRCODE = 'feature_not_supported',
-                  DETAIL = 'A statement on another table of the tree would not fire its guards.',
-                  HINT = 'Limit a plain table.';
-    ELSIF target.relkind <> 'r' THEN
-        RAISE EXCEPTION '% is not a table', relation USING ERRCODE = 'wrong_object_type';
-    ELSIF target.relpersistence = 't' THEN
-        RAISE EXCEPTION 'temporary table % cannot be limited', relation
-            USING ERRCODE = 'wrong_object_type',
-                  DETAIL = 'Its registration would outlive the session that sees it.';
-    END IF;
-    PERFORM subscription.require_table_owner(relation);
-    -- K7, K10: the one limit on the extension's own tables, sub-accounts
-    -- per parent account, whose guard the extension attaches itself
-    own_guard := relation = 'subscription.account'::pg_catalog.regclass
-                 AND feature = 'sub_accounts'
-                 AND account_column = 'parent_id';
-    IF NOT own_guard AND target.relnamespace = 'subscription'::regnamespace THEN
-        RAISE EXCEPTION 'the extension''s own table % cannot be limited this way', relation
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Sub-accounts are limited with enforce_limit(''subscription.account'', ''sub_accounts'', ''parent_id'', ...).';
-    END IF;
-    PERFORM subscription.require_feature(enforce_limit.feature);
-
-    PERFORM subscription.limited_column(relation, account_column, 'account column', true);
-    IF on_downgrade = ANY (subscription.value_policies()) THEN
-        IF value_column IS NULL THEN
-            RAISE EXCEPTION 'policy % needs a value column', on_downgrade
-                USING ERRCODE = 'null_value_not_allowed';
-        END IF;
-        PERFORM subscription.limited_column(relation, value_column, 'value column', on_downgrade <> 'detach');
-    ELSIF value_column IS NOT NULL THEN
-        PERFORM subscription.limited_column(relation, value_column, 'value column', false);
-    END IF;
-    IF order_column IS NOT NULL THEN
-        PERFORM subscription.limited_column(relation, order_column, 'order column', false);
-    END IF;
-    IF on_downgrade = 'keep_most_referenced' THEN
-        IF (SELECT cardinality(c.conkey) FROM pg_catalog.pg_constraint AS c
-             WHERE c.conrelid = relation AND c.contype = 'p')
-           IS DISTINCT FROM 1 THEN
-            RAISE EXCEPTION 'policy keep_most_referenced needs a single-column primary key on %', relation
-                USING ERRCODE = 'invalid_table_definition';
-        END IF;
-        PERFORM FROM pg_catalog.pg_constraint AS c
-         WHERE c.confrelid = relation AND c.contype = 'f';
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'policy keep_most_referenced needs a foreign key into %', relation
-                USING ERRCODE = 'invalid_table_definition',
-                      DETAIL = 'The rows kept are those most referenced through it (C5).';
-        END IF;
-    END IF;
-
-    -- registering twice is refused: unenforce_limit first to change the options;
-    -- a feature is one counter per account, so it lives on one table
-    PERFORM FROM subscription.limited_table AS t WHERE t.feature = enforce_limit.feature;
-    IF FOUND THEN
-        RAISE EXCEPTION 'feature "%" is already enforced', feature
-            USING ERRCODE = 'duplicate_object',
-                  HINT = 'subscription.unenforce_limit() removes a registration, to register it again with other options.';
-    END IF;
-
-    INSERT INTO subscription.limited_table AS t (relation, feature, account_column, on_downgrade, order_column, value_column,
-                                                 relation_name)
-    VALUES (relation, feature, account_column, on_downgrade, order_column, value_column,
-            subscription.relation_name(relation));
-
-    -- lock the table against writes while the existing rows are counted
-    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', relation);
-    PERFORM subscription.recount_usage(relation, feature);
-    PERFORM subscription.invalidate_limit_cache(relation);
-
-    IF own_guard THEN
-        RETURN;                 -- the extension attached its guard already
-    END IF;
-    EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows
-                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
-                   trigger_name || '_i', relation, feature);
-    EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
-                   trigger_name || '_u', relation, feature);
-    EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows
-                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
-                   trigger_name || '_d', relation, feature);
-    EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s
-                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
-                   trigger_name || '_t', relation, feature);
-END
-$$;
-
 -- PUBLIC executes none of the new functions; the roles given their rights
 -- before get the new ones of their kind
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA subscription FROM PUBLIC;
 SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g;
-
 
 -- Keyed forms (issue 17, item 2): every public function that writes has a
 -- form whose first argument is the tenant, whose statements name it; the
@@ -10309,7 +7860,6 @@ COMMENT ON FUNCTION subscription.apply_downgrade(bigint, bigint, boolean) IS
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA subscription FROM PUBLIC;
 SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g;
 
-
 -- ---------------------------------------------------------------------------
 -- Renewals per tenant (issue 17, item 4): renew_account(tenant_id, at)
 -- renews one tenant's due subscriptions, every statement naming the
@@ -10759,7 +8309,6 @@ REVOKE ALL ON FUNCTION subscription.local_subscription_shards() FROM PUBLIC;
 REVOKE ALL ON PROCEDURE subscription.renew_in_batches(text, timestamptz, integer, bigint[]) FROM PUBLIC;
 REVOKE ALL ON PROCEDURE subscription.renew_local_tenants(timestamptz, integer) FROM PUBLIC;
 SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g ORDER BY g.role, g.kind;
-
 
 -- ---------------------------------------------------------------------------
 -- Catalog triggers without cross-node row locks, and limit changes without
@@ -11340,7 +8889,6 @@ $$;
 
 COMMENT ON FUNCTION subscription.verify(bigint) IS
 'The invariants of seats, usage, periods, money and history: one row per broken one (of an account, or of all), nothing when all hold';
-
 
 -- PUBLIC executes none of the new functions; the roles given their rights
 -- before get the new ones of their kind (and the new sequence to read)
@@ -12273,17 +9821,6 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.require_account(bigint) IS 'Internal: P0002 unless the account exists';
-
-CREATE OR REPLACE FUNCTION subscription.actor_refusal(account_id bigint, action text, monthly boolean DEFAULT false)
-RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RETURN subscription.actor_refusal(subscription.tenant_of('account', actor_refusal.account_id),
-                                      actor_refusal.account_id, actor_refusal.action, actor_refusal.monthly);
-END
-$$;
 
 COMMENT ON FUNCTION subscription.actor_refusal(bigint, text, boolean) IS
 'Why the actor may not do an action on an account, or NULL when it may (Z1, R9, K8)';
@@ -14283,7 +11820,6 @@ $$;
 
 COMMENT ON FUNCTION subscription.renew_period(subscription.subscription, subscription.period_terms, boolean) IS 'Internal: one period of one due subscription';
 
-
 CREATE OR REPLACE FUNCTION subscription.renewal_problem(s subscription.subscription, n subscription.period_terms)
 RETURNS text
 LANGUAGE plpgsql STABLE
@@ -14312,7 +11848,6 @@ $$;
 
 COMMENT ON FUNCTION subscription.renewal_problem(subscription.subscription, subscription.period_terms) IS 'Internal: why the next renewal could not be charged, or NULL';
 
-
 CREATE OR REPLACE FUNCTION subscription.renewal_may_trim(s subscription.subscription, n subscription.period_terms)
 RETURNS boolean
 LANGUAGE plpgsql STABLE
@@ -14329,7 +11864,6 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription, subscription.period_terms) IS 'Internal: whether the next renewal can lower the account''s limits';
-
 
 CREATE OR REPLACE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT subscription.now())
 RETURNS integer
@@ -14422,7 +11956,6 @@ $$;
 
 COMMENT ON FUNCTION subscription.renew_account(bigint, timestamptz) IS
 'Renew, expire or cancel every due subscription of a tenant (a root account and its sub-accounts), catching up missed periods; back-office work';
-
 
 -- The checks are one query over the extension's tables, run by EXECUTE
 -- over the tables themselves on a single server.  On Citus (after
@@ -15192,7 +12725,6 @@ $$;
 CREATE TRIGGER ledger_reduce_charge AFTER INSERT ON subscription.ledger
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION subscription.reduce_charge();
-
 
 -- sync_license_counter(): per statement over subscriptions and add-on batches
 DROP TRIGGER subscription_license_counter ON subscription.subscription;
@@ -18532,7 +16064,6 @@ SELECT pg_catalog.count(subscription.refresh_entitlements(a.tenant_id, a.id, NUL
 -- cancel_account() cancels from a loop, the catalog's triggers read the
 -- tenant tables on the Citus coordinator's placement alone
 
-
 CREATE FUNCTION subscription.may_read(tenant_id bigint, account_id bigint)
 RETURNS boolean
 LANGUAGE plpgsql STABLE
@@ -18555,17 +16086,6 @@ COMMENT ON FUNCTION subscription.may_read(bigint, bigint) IS
 'Whether the actor (or back-office code without one) may read the account''s rows (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 REVOKE ALL ON FUNCTION subscription.may_read(bigint, bigint) FROM PUBLIC;
-
-CREATE OR REPLACE FUNCTION subscription.may_read(account_id bigint)
-RETURNS boolean
-LANGUAGE plpgsql STABLE
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RETURN subscription.may_read(subscription.tenant_of('account', may_read.account_id), may_read.account_id);
-END
-$$;
 
 CREATE OR REPLACE VIEW subscription.license_holder WITH (security_barrier) AS
 SELECT l.subscription_id, s.plan, m.id AS member_id, m.external_id, m.role, l.assigned_at, s.account_id
@@ -18821,7 +16341,6 @@ CREATE INDEX idempotency_key_at_idx ON subscription.idempotency_key (at);
 COMMENT ON TABLE subscription.idempotency_key IS
 'The first call made under each idempotency key: its function, arguments, actor and result (Q1-Q4, docs/integrating.md)';
 SELECT pg_catalog.pg_extension_config_dump('subscription.idempotency_key', '');
-
 
 -- Whether the call is made under a key (and is not the call idempotent()
 -- itself makes, which runs with the key cleared); in C, for the C
@@ -21950,7 +19469,6 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION subscription.self_referrers(text, bigint, bigint) IS
 'Internal (C): the sub-accounts of an account, or the lines of a charge, read with the latest snapshot, in a tenant or all';
 
-
 -- history in its tenant: write_history() is given it
 DROP FUNCTION subscription.write_history(text, bigint, bigint, jsonb);
 CREATE FUNCTION subscription.write_history(operation text, account_id bigint, subscription_id bigint, details jsonb,
@@ -22365,7 +19883,6 @@ LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
     SELECT v.version FROM subscription.limit_catalog_versions AS v;
 END;
-
 
 CREATE OR REPLACE FUNCTION subscription.limit_of(tenant_id bigint, account_id bigint, feature text)
 RETURNS bigint
