@@ -731,7 +731,6 @@ COMMENT ON FUNCTION subscription.cancel(bigint) IS 'Cancel at the end of the per
 COMMENT ON FUNCTION subscription.cancel_account(bigint) IS 'Cancel every active subscription of the account, each at its period end (Z8)';
 COMMENT ON FUNCTION subscription.cancel_addon(bigint) IS 'End an add-on batch with the period (K4, K5); returns when it ends';
 COMMENT ON FUNCTION subscription.change_rights(regrole, text, boolean) IS 'Internal: GRANT or REVOKE the rights of a kind of role (role_rights)';
-COMMENT ON FUNCTION subscription.check_plan_price_tiering() IS 'Trigger: a plan''s prices all name a tier, or none does (L12)';
 COMMENT ON FUNCTION subscription.coupon_discount(bigint, numeric, text) IS 'What the subscription''s coupon takes off a plan charge, rounded once (Z10)';
 COMMENT ON FUNCTION subscription.current_actor() IS 'The actor written to history: subscription.actor, else the session user';
 COMMENT ON FUNCTION subscription.find_price(text, interval, integer) IS 'A plan''s price for a cycle and quantity, or why there is none (not_a_tier, no_price)';
@@ -745,7 +744,6 @@ COMMENT ON FUNCTION subscription.ledger_lines_of(bigint, text) IS 'Internal: the
 COMMENT ON FUNCTION subscription.license_capacity(bigint) IS 'Licenses a subscription may assign: its quantity plus license add-ons';
 COMMENT ON FUNCTION subscription.license_guard() IS 'Trigger (C): checks and counts every write of subscription.license';
 COMMENT ON FUNCTION subscription.limit_guard() IS 'Trigger (C): keeps an account''s usage of a feature within its limit on an application table';
-COMMENT ON FUNCTION subscription.limit_of(bigint, text) IS 'Internal: the account''s limit of a feature, unchecked (effective_limit checks)';
 COMMENT ON FUNCTION subscription.limited_column(regclass, name, text, boolean) IS 'Internal: the column of a registration exists, and is an integer where needed';
 COMMENT ON FUNCTION subscription.money_scale(text) IS 'The digits of a currency''s minor unit';
 COMMENT ON FUNCTION subscription.nth_period(timestamptz, interval, integer) IS 'The k-th period of an anchored cycle, computed from the anchor';
@@ -755,19 +753,15 @@ COMMENT ON FUNCTION subscription.plan_tiers(text) IS 'A plan''s host tiers ({} w
 COMMENT ON FUNCTION subscription.preview_change_plan(bigint, text, timestamptz) IS 'The ledger lines change_plan would write, without writing them (Z9)';
 COMMENT ON FUNCTION subscription.preview_purchase_addon(bigint, text, integer, timestamptz) IS 'The ledger lines purchase_addon would write, without writing them (Z9)';
 COMMENT ON FUNCTION subscription.preview_set_quantity(bigint, integer, timestamptz) IS 'The ledger lines set_quantity would write, without writing them (Z9)';
-COMMENT ON FUNCTION subscription.purchase_addon(bigint, text, integer, timestamptz) IS 'Buy add-on units for the rest of the period, or once (K1-K3, Z6)';
-COMMENT ON FUNCTION subscription.record_history() IS 'Trigger: one history row per change of accounts, members, subscriptions and add-on batches (R8)';
 COMMENT ON FUNCTION subscription.redeemable_coupon(text, timestamptz, text) IS 'Internal: the Z10 checks of a coupon, locking it';
 COMMENT ON FUNCTION subscription.reduce_charge() IS 'Trigger: a coupon''s discount and the account''s credit on every charge line';
 COMMENT ON FUNCTION subscription.refresh_limits() IS 'Trigger: the limits stored in the usage counters follow what they are computed from';
 COMMENT ON FUNCTION subscription.refuse_history_change() IS 'Trigger: history is append-only';
 COMMENT ON FUNCTION subscription.registration_problem(subscription.limited_table) IS 'What is wrong with a limit registration (tree, columns, guards), or NULL';
 COMMENT ON FUNCTION subscription.renew_batch(timestamptz, integer, timestamptz, bigint) IS 'Internal: one batch of renew_due and run_renewals';
-COMMENT ON FUNCTION subscription.renew_due(timestamptz) IS 'Renew, expire or cancel every subscription due by a time, catching up missed periods; back-office work';
 COMMENT ON FUNCTION subscription.renew_period(subscription.subscription, boolean) IS 'Internal: one period of one due subscription';
 COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription) IS 'Internal: whether the next renewal can lower the account''s limits';
 COMMENT ON FUNCTION subscription.renewal_problem(subscription.subscription) IS 'Internal: why the next renewal could not be charged, or NULL';
-COMMENT ON FUNCTION subscription.require_account(bigint) IS 'Internal: P0002 unless the account exists';
 COMMENT ON FUNCTION subscription.require_arguments(text, text[], boolean[]) IS 'Internal: 22004 for a NULL required argument';
 COMMENT ON FUNCTION subscription.require_cycle(interval) IS 'Internal: 22023 unless a positive billing cycle';
 COMMENT ON FUNCTION subscription.require_feature(text) IS 'Internal: 42704 unless a plan limit or add-on names the feature';
@@ -775,12 +769,9 @@ COMMENT ON FUNCTION subscription.require_renewal(text) IS 'Internal: 22023 unles
 COMMENT ON FUNCTION subscription.require_table_owner(regclass) IS 'Internal: 42501 unless the calling role owns the table';
 COMMENT ON FUNCTION subscription.reseat_licenses(bigint[]) IS 'Internal (C): rebuild the service seats of subscriptions whose plan changed kind or product (R11)';
 COMMENT ON FUNCTION subscription.round_money(numeric, text) IS 'Round an amount to its currency''s minor unit, half away from zero';
-COMMENT ON PROCEDURE subscription.run_renewals(timestamptz, integer) IS 'renew_due in committed batches, for large runs; CALL it outside a transaction block';
 COMMENT ON FUNCTION subscription.set_renewal(bigint, text) IS 'The renewal option: none, once, always, to_monthly (R6)';
 COMMENT ON FUNCTION subscription.set_role_kind(regrole, text, boolean) IS 'Internal: what grant_* and revoke_* do';
 COMMENT ON FUNCTION subscription.subscription_for_change(text, bigint, text) IS 'Internal: the subscription locked for a change, the actor''s right checked';
-COMMENT ON FUNCTION subscription.sync_license_counter() IS 'Trigger: seat capacities follow quantities, statuses and add-on batches';
-COMMENT ON FUNCTION subscription.sync_service_seats() IS 'Trigger: service seats follow plan changes (R11)';
 COMMENT ON FUNCTION subscription.unenforce_limit(regclass, text) IS 'Remove a feature''s limit guard from a table, with its counters';
 COMMENT ON FUNCTION subscription.unpriced_addons(bigint, interval) IS 'Internal: the renewing add-ons of a subscription with no price for a cycle';
 
@@ -1083,89 +1074,6 @@ COMMENT ON FUNCTION subscription.end_early(bigint, timestamptz) IS 'End a subscr
 
 COMMENT ON FUNCTION subscription.credit_account(bigint, numeric, text, text) IS 'Credit an account with a reason; the next charges use it (L9, L10)';
 
--- K1-K3, Z6: a batch of add-on units for the subscription.  A recurring
--- add-on is charged for the rest of the current period, prorated by day,
--- and renews with the plan; the ledger line names the full-cycle amount
--- (K3).  A one-time add-on is charged in full, once (K2).
-CREATE OR REPLACE FUNCTION subscription.purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
-                                            at timestamptz DEFAULT subscription.now())
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-    a subscription.addon;
-    offer subscription.plan_addon;
-    price record;
-    plan_price record;
-    batch bigint;
-    one_time boolean;
-BEGIN
-    PERFORM subscription.require_arguments('purchase_addon', '{subscription_id,addon,quantity,at}',
-        ARRAY[subscription_id IS NULL, addon IS NULL, quantity IS NULL, at IS NULL]);
-    PERFORM subscription.require_quantity(quantity);
-    PERFORM subscription.require_time('purchase_addon', at, false);
-    SELECT * INTO a FROM subscription.addon AS x WHERE x.code = purchase_addon.addon;
-    IF NOT FOUND THEN
-        PERFORM subscription.unknown_code('add-on', addon);
-    END IF;
-    -- K8: members of a sub-account do not buy
-    s := subscription.subscription_for_change('purchase_addon', subscription_id, 'purchase');
-    PERFORM subscription.require_in_period('purchase_addon', s, at);
-    PERFORM subscription.require_terms(s.account_id, at);
-
-    SELECT * INTO offer FROM subscription.plan_addon AS o
-     WHERE o.plan = s.plan AND o.addon = a.code;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'add-on "%" is not sold with plan "%"', a.code, s.plan
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'The add-ons a plan may buy are its rows in subscription.plan_addon.';
-    ELSIF offer.included THEN
-        RAISE EXCEPTION 'add-on "%" is already included in plan "%"', a.code, s.plan   -- Z6
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = format('Plan "%s" gives what add-on "%s" sells: there is nothing to buy.', s.plan, a.code);
-    END IF;
-    plan_price := subscription.period_price(s.plan, s.cycle, s.quantity, s.plan_version);
-    IF plan_price.amount = 0 THEN
-        RAISE EXCEPTION 'add-ons are sold on paid plans only'                            -- K1
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('Plan "%s" is free.', s.plan);
-    END IF;
-
-    one_time := a.one_time;
-    price := subscription.addon_period_price(a.code, CASE WHEN one_time THEN NULL ELSE s.cycle END, quantity);
-    PERFORM subscription.require_amount(price.amount, price.currency);
-    -- the seats it adds stay within the largest quantity (an integer)
-    IF a.feature = 'licenses'
-       AND subscription.license_capacity(s.id)::bigint + (quantity::bigint * a.units)
-           > current_setting('subscription.max_quantity')::bigint THEN
-        RAISE EXCEPTION 'subscription % would hold more licenses than the largest quantity allowed', s.id
-            USING ERRCODE = 'numeric_value_out_of_range',
-                  DETAIL = format('It holds %s; %s x %s more would pass subscription.max_quantity (%s).',
-                                  subscription.license_capacity(s.id), quantity, a.units,
-                                  current_setting('subscription.max_quantity'));
-    END IF;
-    INSERT INTO subscription.addon_batch AS b (subscription_id, addon, quantity, purchased_at)
-    VALUES (s.id, a.code, quantity, at)
-    RETURNING b.id INTO batch;
-    INSERT INTO subscription.ledger
-           (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
-    SELECT s.account_id, s.id, batch, 'charge', c.amount, price.currency,
-           CASE WHEN one_time THEN NULL ELSE tstzrange(at, upper(s.period), '[)') END, 'addon', s.plan,
-           CASE WHEN one_time
-                THEN format('add-on %s x %s, one-time', a.code, quantity)
-                ELSE format('add-on %s x %s for the rest of the period; full cycle %s %s', a.code, quantity,
-                            subscription.round_money(price.amount, price.currency), price.currency) END
-      FROM (SELECT CASE WHEN one_time THEN subscription.round_money(price.amount, price.currency)
-                        ELSE subscription.unused_part(price.amount, s.period, at, price.currency) END) AS c(amount);
-    RETURN batch;
-END
-$$;
-
-COMMENT ON FUNCTION subscription.purchase_addon(bigint, text, integer, timestamptz) IS 'Buy add-on units for the rest of the period, or once (K1-K3, Z6)';
-
 -- Why the next renewal of a subscription would fail (no price for its
 -- plan, cycle and quantity, or for one of its add-on batches), or NULL.
 -- A plain lookup: renew_due() checks every subscription without a
@@ -1217,7 +1125,7 @@ COMMENT ON FUNCTION subscription.renewal_problem(subscription.subscription) IS '
 -- period end does not bring it back in this run), and the next run goes on
 -- from there.  Returns how many it took and handled, and where the next
 -- batch starts.
-CREATE OR REPLACE FUNCTION subscription.renew_batch(
+CREATE FUNCTION subscription.renew_batch(
     at timestamptz, batch_size integer, after_end timestamptz, after_id bigint, skip bigint[],
     OUT taken integer, OUT handled integer, OUT last_end timestamptz, OUT last_id bigint, OUT capped bigint[])
 LANGUAGE plpgsql
@@ -1226,6 +1134,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     s subscription.subscription;
+    n subscription.period_terms;
     status text;
     problem text;
     may_trim boolean;
@@ -1251,13 +1160,15 @@ BEGIN
         last_id := s.id;
         renewed := 0;
         LOOP
-            problem := subscription.renewal_problem(s);
+            -- the next period's terms, asked once (issue 15, fold 8; L7)
+            n := subscription.next_terms(s);
+            problem := subscription.renewal_problem(s, n);
             -- asked before anything moves: the batches it ends are part of the answer
-            may_trim := problem IS NULL AND subscription.renewal_may_trim(s);
+            may_trim := problem IS NULL AND subscription.renewal_may_trim(s, n);
             IF may_trim THEN
                 -- only here can the renewal be refused after writing: a subtransaction
                 BEGIN
-                    status := subscription.renew_period(s, true);
+                    status := subscription.renew_period(s, n, true);
                 EXCEPTION WHEN check_violation THEN
                     problem := SQLERRM;
                 WHEN OTHERS THEN
@@ -1270,7 +1181,7 @@ BEGIN
                     problem := format('its trimming failed: %s (SQLSTATE %s)', SQLERRM, SQLSTATE);
                 END;
             ELSIF problem IS NULL THEN
-                status := subscription.renew_period(s, false);
+                status := subscription.renew_period(s, n, false);
             END IF;
             IF problem IS NOT NULL THEN
                 RAISE WARNING 'subscription % was not renewed: %', s.id, problem
@@ -1319,81 +1230,6 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.require_renewal_run(text, timestamptz) IS 'Internal: renewals run up to a time within the bounds, as back-office code';
-
--- Renews, expires or cancels every subscription whose period ended by
--- "at", catching up missed periods, in one transaction; returns how many
--- it handled.  Safe to run concurrently and repeatedly: a period is
--- charged once whatever runs (C2).  Progress is a NOTICE every 10,000.
-CREATE OR REPLACE FUNCTION subscription.renew_due(at timestamptz DEFAULT subscription.now())
-RETURNS integer
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    b record;
-    total integer := 0;
-    next_notice integer := 10000;
-    after_end timestamptz := '-infinity';
-    after_id bigint := 0;
-    capped bigint[] := '{}';
-BEGIN
-    PERFORM subscription.require_arguments('renew_due', '{at}', ARRAY[at IS NULL]);
-    PERFORM subscription.require_renewal_run('renew_due', at);
-    LOOP
-        b := subscription.renew_batch(at, 500, after_end, after_id, capped);
-        EXIT WHEN b.taken = 0;
-        capped := capped || b.capped;
-        total := total + b.handled;
-        IF total >= next_notice THEN
-            RAISE NOTICE 'renew_due: % subscriptions handled', total;
-            next_notice := next_notice + 10000;
-        END IF;
-        after_end := b.last_end;
-        after_id := b.last_id;
-    END LOOP;
-    RETURN total;
-END
-$$;
-
-COMMENT ON FUNCTION subscription.renew_due(timestamptz) IS 'Renew, expire or cancel every subscription due by a time, catching up missed periods; back-office work';
-
--- renew_due() for large runs: the same batches, each committed as it is
--- done, so that memory and locks stay bounded by one batch however many
--- subscriptions are due.  CALL it outside a transaction block.  A
--- procedure that commits cannot carry SET search_path: everything in it
--- is schema-qualified, and the functions it calls pin their own.  It
--- commits, which a SECURITY DEFINER procedure cannot: each of its batches
--- (renew_batch) is SECURITY DEFINER instead.
-CREATE OR REPLACE PROCEDURE subscription.run_renewals(at timestamptz DEFAULT subscription.now(), batch_size integer DEFAULT 1000)
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    b record;
-    total bigint := 0;
-    after_end timestamptz := '-infinity';
-    after_id bigint := 0;
-    capped bigint[] := '{}';
-BEGIN
-    PERFORM subscription.require_arguments('run_renewals', '{at,batch_size}', ARRAY[at IS NULL, batch_size IS NULL]);
-    PERFORM subscription.require_renewal_run('run_renewals', at);
-    IF batch_size OPERATOR(pg_catalog.<) 1 THEN
-        RAISE EXCEPTION 'batch size must be at least 1' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    LOOP
-        b := subscription.renew_batch(at, batch_size, after_end, after_id, capped);
-        COMMIT;
-        EXIT WHEN b.taken OPERATOR(pg_catalog.=) 0;
-        capped := capped OPERATOR(pg_catalog.||) b.capped;
-        total := total OPERATOR(pg_catalog.+) b.handled;
-        after_end := b.last_end;
-        after_id := b.last_id;
-        RAISE NOTICE 'run_renewals: % subscriptions handled', total;
-    END LOOP;
-END
-$$;
-
-COMMENT ON PROCEDURE subscription.run_renewals(timestamptz, integer) IS 'renew_due in committed batches, for large runs; CALL it outside a transaction block';
 
 -- L5, L8: the subscriptions that renew within subscription.notice_days
 -- (default 30), with what the renewal will be: plan, cycle, quantity (the
@@ -1806,53 +1642,15 @@ COMMENT ON FUNCTION subscription.require_open_account(bigint) IS 'Internal: P000
 -- its add-on batches ended (end_early, L9); the seats are released; the
 -- account is marked closed (history records it, R8) and takes no new
 -- subscription.  Returns the subscriptions ended and what each credited.
+-- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
 CREATE FUNCTION subscription.close_account(account_id bigint, at timestamptz DEFAULT subscription.now())
 RETURNS TABLE (subscription_id bigint, credited numeric)
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    closed timestamptz;
-    open_children text;
-    s bigint;
 BEGIN
-    PERFORM subscription.require_arguments('close_account', '{account_id,at}',
-        ARRAY[account_id IS NULL, at IS NULL]);
-    PERFORM subscription.require_account(close_account.account_id);
-    PERFORM subscription.authorize(close_account.account_id, 'cancel');
-    PERFORM subscription.require_time('close_account', at, false);
-    SELECT a.closed_at INTO closed FROM subscription.account AS a
-     WHERE a.id = close_account.account_id FOR NO KEY UPDATE;
-    IF closed IS NOT NULL THEN
-        RAISE EXCEPTION 'account % is already closed', account_id
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('It was closed at %s.', closed);
-    END IF;
-    -- K9: a sub-account is closed by whom may act on it (Z1, K8), first
-    SELECT string_agg(a.id::text, ', ' ORDER BY a.id) INTO open_children FROM subscription.account AS a
-     WHERE a.parent_id = close_account.account_id AND a.closed_at IS NULL;
-    IF open_children IS NOT NULL THEN
-        RAISE EXCEPTION 'account % has open sub-accounts', account_id
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('Sub-accounts %s are open.', open_children),
-                  HINT = 'Close them first with subscription.close_account().';
-    END IF;
-    FOR s IN SELECT x.id FROM subscription.subscription AS x
-              WHERE x.account_id = close_account.account_id
-                AND x.status = 'active'
-              ORDER BY x.id LOOP
-        subscription_id := s;
-        credited := subscription.end_early(s, at);
-        RETURN NEXT;
-    END LOOP;
-    -- the seats of every subscription of the account, through the license guard
-    DELETE FROM subscription.license AS l
-     USING subscription.subscription AS x
-     WHERE x.id = l.subscription_id
-       AND x.account_id = close_account.account_id;
-    UPDATE subscription.account AS a SET closed_at = close_account.at
-     WHERE a.id = close_account.account_id;
+    RETURN QUERY SELECT * FROM subscription.close_account(subscription.tenant_of('account', close_account.account_id), close_account.account_id, close_account.at);
 END
 $$;
 
@@ -1863,48 +1661,15 @@ COMMENT ON FUNCTION subscription.close_account(bigint, timestamptz) IS
 -- its name, its members (and their external ids), and these fields in its
 -- history.  The ledger keeps every line, its amounts and dates.  Back-office
 -- code only: a member does not erase an account.
+-- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
 CREATE FUNCTION subscription.erase_account(account_id bigint)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    closed timestamptz;
-    child bigint;
-    members bigint;
 BEGIN
-    PERFORM subscription.require_arguments('erase_account', '{account_id}', ARRAY[account_id IS NULL]);
-    IF coalesce(current_setting('subscription.actor', true), '') <> ''
-       OR NOT subscription.caller_is_trusted() THEN
-        RAISE EXCEPTION 'erase_account() is for back-office code'
-            USING ERRCODE = 'insufficient_privilege',
-                  DETAIL = 'Erasing an account is not an action of a member.',
-                  HINT = 'Call it without subscription.actor, as a role given subscription.grant_backoffice().';
-    END IF;
-    PERFORM subscription.require_account(erase_account.account_id);
-    SELECT a.closed_at INTO closed FROM subscription.account AS a
-     WHERE a.id = erase_account.account_id FOR NO KEY UPDATE;
-    IF closed IS NULL THEN
-        RAISE EXCEPTION 'account % is not closed', account_id
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'Close it first with subscription.close_account().';
-    END IF;
-    FOR child IN SELECT a.id FROM subscription.account AS a
-                  WHERE a.parent_id = erase_account.account_id ORDER BY a.id LOOP
-        PERFORM subscription.erase_account(child);
-    END LOOP;
-    DELETE FROM subscription.member AS m WHERE m.account_id = erase_account.account_id;
-    GET DIAGNOSTICS members = ROW_COUNT;
-    UPDATE subscription.account AS a SET name = 'erased'
-     WHERE a.id = erase_account.account_id;
-    -- the one change history allows (refuse_history_change)
-    UPDATE subscription.history AS h SET details = subscription.erased_details(h.details)
-     WHERE h.account_id = erase_account.account_id
-       AND h.details <> subscription.erased_details(h.details);
-    INSERT INTO subscription.history (actor, operation, account_id, details)
-    VALUES (subscription.current_actor(), 'account_erase', erase_account.account_id,
-            jsonb_build_object('members', members));
+    PERFORM subscription.erase_account(subscription.tenant_of('account', erase_account.account_id), erase_account.account_id);
 END
 $$;
 
@@ -1943,147 +1708,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT subscription.require_account($1) WHERE $1 IS NOT NULL;
-SELECT v.* FROM (
-    -- seats: the counter is the licenses held, its capacity the subscription's,
-    -- and no subscription holds more than its capacity
-    SELECT x.check_name, t.account_id, x.detail
-      FROM (SELECT s.account_id, s.id, c.subscription_id IS NOT NULL AS has_counter, c.used, c.capacity, c.active,
-                   subscription.license_capacity(s.id) AS capacity_now,
-                   s.status = 'active' AS active_now,
-                   (SELECT count(*) FROM subscription.license AS l
-                     WHERE l.subscription_id = s.id) AS held
-              FROM subscription.subscription AS s
-              LEFT JOIN subscription.license_counter AS c ON c.subscription_id = s.id
-             WHERE $1 IS NULL OR s.account_id = $1) AS t,
-           LATERAL (VALUES
-               ('license_counter',
-                CASE WHEN NOT t.has_counter THEN format('subscription %s has no seat counter', t.id)
-                     WHEN t.used <> t.held
-                     THEN format('subscription %s: the seat counter says %s used, %s licenses are held', t.id, t.used, t.held) END),
-               ('license_capacity',
-                CASE WHEN t.has_counter AND (t.capacity, t.active) IS DISTINCT FROM (t.capacity_now, t.active_now)
-                     THEN format('subscription %s: the seat counter has capacity %s (active %s), the subscription %s (active %s)',
-                                 t.id, t.capacity, t.active, t.capacity_now, t.active_now) END),
-               ('seats_over_capacity',
-                CASE WHEN t.held > t.capacity_now
-                     THEN format('subscription %s holds %s licenses, its capacity is %s', t.id, t.held, t.capacity_now) END))
-               AS x(check_name, detail)
-     WHERE x.detail IS NOT NULL
-    UNION ALL
-    -- usage: each counter is its table's rows, counted as recount_usage counts
-    -- them (cap counts nothing) ...
-    SELECT 'usage_counter', d.account_id,
-           format('%s of %s: the counter says %s, the table has %s', t.feature, t.relation, d.stored, d.counted)
-      FROM subscription.limited_table AS t,
-           LATERAL subscription.usage_drift(t.relation, t.feature, $1) AS d
-    UNION ALL
-    -- ... and carries the account's limit; no counter outlives its registration
-    SELECT CASE WHEN t.feature IS NULL THEN 'usage_counter' ELSE 'usage_limit' END, u.account_id,
-           CASE WHEN t.feature IS NULL
-                THEN format('a counter of feature %s remains, and no table is registered for it', u.feature)
-                ELSE format('%s: the counter''s limit is %s, the account''s limit %s', u.feature,
-                            coalesce(u.limit_value::text, 'unlimited'),
-                            coalesce(subscription.limit_of(u.account_id, u.feature)::text, 'unlimited')) END
-      FROM subscription.usage_counter AS u
-      LEFT JOIN subscription.limited_table AS t ON t.feature = u.feature
-     WHERE ($1 IS NULL OR u.account_id = $1)
-       AND (t.feature IS NULL
-            OR u.limit_value IS DISTINCT FROM subscription.limit_of(u.account_id, u.feature))
-    UNION ALL
-    -- periods (C2): the plan charges of a subscription, less what was given
-    -- back, follow each other with no gap and no overlap ...
-    SELECT CASE WHEN p.next_lower > p.charged_upper THEN 'period_gap' ELSE 'period_overlap' END,
-           p.account_id,
-           format('subscription %s: charge %s covers %s to %s, charge %s starts at %s',
-                  p.subscription_id, p.id, p.charged_lower, p.charged_upper, p.next_id, p.next_lower)
-      FROM (SELECT c.*,
-                   lead(c.charged_lower) OVER w AS next_lower,
-                   lead(c.id) OVER w AS next_id
-              FROM (SELECT l.id, l.account_id, l.subscription_id, lower(l.period) AS charged_lower,
-                           coalesce(lower(g.period), upper(l.period)) AS charged_upper
-                      FROM subscription.ledger AS l
-                      LEFT JOIN subscription.ledger AS g
-                        ON g.charge_id = l.id AND g.kind IN ('refund', 'credit')
-                     WHERE l.kind = 'charge' AND l.addon_batch_id IS NULL
-                       AND (l.item = 'plan' OR l.item ~~ 'change to %')
-                       AND ($1 IS NULL OR l.account_id = $1)) AS c
-             WHERE c.charged_lower < c.charged_upper
-            WINDOW w AS (PARTITION BY c.subscription_id ORDER BY c.charged_lower, c.id)) AS p
-     WHERE p.next_lower <> p.charged_upper
-    UNION ALL
-    -- ... and an active subscription's current period is charged to its end
-    SELECT 'period_uncharged', s.account_id,
-           format('subscription %s: its current period %s is charged up to %s', s.id, s.period,
-                  coalesce(c.charged_to::text, 'nothing'))
-      FROM subscription.subscription AS s
-      LEFT JOIN LATERAL (
-           SELECT max(coalesce(lower(g.period), upper(l.period))) AS charged_to
-             FROM subscription.ledger AS l
-             LEFT JOIN subscription.ledger AS g
-               ON g.charge_id = l.id AND g.kind IN ('refund', 'credit')
-            WHERE l.subscription_id = s.id AND l.kind = 'charge'
-              AND l.addon_batch_id IS NULL
-              AND (l.item = 'plan' OR l.item ~~ 'change to %')) AS c ON true
-     WHERE s.status = 'active'
-       AND ($1 IS NULL OR s.account_id = $1)
-       AND (c.charged_to IS NULL OR c.charged_to < upper(s.period))
-    UNION ALL
-    -- money: what is given back or taken off a charge never exceeds it
-    SELECT 'refund_over_charge', l.account_id,
-           format('charge %s of %s %s: %s given back or taken off', l.id, l.amount, l.currency, g.total)
-      FROM subscription.ledger AS l
-      JOIN (SELECT g.charge_id, sum(g.amount) AS total FROM subscription.ledger AS g
-             WHERE g.kind IN ('refund', 'credit', 'discount') GROUP BY g.charge_id) AS g
-        ON g.charge_id = l.id
-     WHERE l.kind = 'charge' AND g.total > l.amount
-       AND ($1 IS NULL OR l.account_id = $1)
-    UNION ALL
-    -- history (R8): every account, member, subscription, add-on batch and
-    -- license has the history row that created it
-    SELECT 'history_missing', h.account_id, h.detail
-      FROM (SELECT a.id AS account_id, format('account %s has no account_insert row', a.id) AS detail
-              FROM subscription.account AS a
-             WHERE NOT EXISTS (SELECT FROM subscription.history AS h
-                                WHERE h.account_id = a.id
-                                  AND h.operation = 'account_insert')
-            UNION ALL
-            SELECT m.account_id, format('member %s has no member_insert row', m.id)
-              FROM subscription.member AS m
-             WHERE NOT EXISTS (SELECT FROM subscription.history AS h
-                                WHERE h.account_id = m.account_id
-                                  AND h.operation = 'member_insert'
-                                  AND h.details ->> 'id' = m.id::text)
-            UNION ALL
-            SELECT s.account_id, format('subscription %s has no subscription_insert row', s.id)
-              FROM subscription.subscription AS s
-             WHERE NOT EXISTS (SELECT FROM subscription.history AS h
-                                WHERE h.subscription_id = s.id
-                                  AND h.operation = 'subscription_insert')
-            UNION ALL
-            SELECT s.account_id, format('add-on batch %s has no addon_batch_insert row', b.id)
-              FROM subscription.addon_batch AS b
-              JOIN subscription.subscription AS s ON s.id = b.subscription_id
-             WHERE NOT EXISTS (SELECT FROM subscription.history AS h
-                                WHERE h.subscription_id = b.subscription_id
-                                  AND h.operation = 'addon_batch_insert'
-                                  AND h.details ->> 'id' = b.id::text)
-            UNION ALL
-            SELECT s.account_id, format('the license of member %s on subscription %s has no license_assign row',
-                                        l.member_id, l.subscription_id)
-              FROM subscription.license AS l
-              JOIN subscription.subscription AS s ON s.id = l.subscription_id
-             WHERE NOT EXISTS (SELECT FROM subscription.history AS h
-                                WHERE h.subscription_id = l.subscription_id
-                                  AND h.operation = 'license_assign'
-                                  AND h.details -> 'members'
-                                      @> pg_catalog.jsonb_build_array(l.member_id))) AS h
-     WHERE $1 IS NULL OR h.account_id = $1
-) AS v("check", account_id, detail)
-ORDER BY 1, 2, 3
+SELECT * FROM subscription.verify_findings($1)
 $$;
-
-COMMENT ON FUNCTION subscription.verify(bigint) IS
-'The invariants of seats, usage, periods, money and history: one row per broken one (of an account, or of all), nothing when all hold';
 
 REVOKE ALL ON FUNCTION subscription.usage_drift(regclass, text, bigint), subscription.verify(bigint) FROM PUBLIC;
 
@@ -2098,69 +1724,6 @@ REVOKE ALL ON FUNCTION subscription.usage_drift(regclass, text, bigint), subscri
 -- and the procedure run_renewals.  CREATE OR REPLACE keeps their rights
 -- and comments.
 
-CREATE OR REPLACE FUNCTION subscription.check_plan_price_tiering()
-RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    -- serialize concurrent price writes of the same plan
-    PERFORM FROM subscription.plan AS p WHERE p.code = NEW.plan FOR UPDATE;
-    PERFORM FROM subscription.plan_price AS pp
-     WHERE pp.plan = NEW.plan
-       AND (pp.tier IS NULL) <> (NEW.tier IS NULL);
-    IF FOUND THEN
-        RAISE EXCEPTION 'plan "%" cannot mix tiered and untiered prices', NEW.plan
-            USING ERRCODE = 'check_violation',
-                  DETAIL = CASE WHEN NEW.tier IS NULL
-                                THEN 'Its other prices name tiers; this one does not.'
-                                ELSE 'Its other prices name no tier; this one names tier ' || NEW.tier || '.' END,
-                  HINT = 'Give every price of a tiered plan a tier, or none.',
-                  TABLE = 'plan_price', SCHEMA = 'subscription';
-    END IF;
-    RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.round_money(amount numeric, currency text)
-RETURNS numeric
-LANGUAGE plpgsql STRICT STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    digits integer;
-BEGIN
-    SELECT c.exponent INTO digits
-      FROM subscription.currency AS c
-     WHERE c.code = round_money.currency;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'currency "%" does not exist', currency
-            USING ERRCODE = 'undefined_object';
-    END IF;
-    RETURN round(amount, digits);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.period_containing(anchor timestamptz, cycle interval, at timestamptz)
-RETURNS integer
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    -- a guess from the average length, then exact steps (months vary)
-    k integer := floor(extract(epoch FROM at - anchor)
-                       / extract(epoch FROM cycle))::integer + 1;
-BEGIN
-    WHILE anchor + ((k - 1) * cycle) > at LOOP
-        k := k - 1;
-    END LOOP;
-    WHILE anchor + (k * cycle) <= at LOOP
-        k := k + 1;
-    END LOOP;
-    RETURN greatest(k, 0);
-END
-$$;
-
 CREATE OR REPLACE FUNCTION subscription.require_renewal(renewal text)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
@@ -2172,79 +1735,6 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = format('The renewal options are %s.', subscription.renewal_options());
     END IF;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.require_account(account_id bigint)
-RETURNS void
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    PERFORM FROM subscription.account AS a WHERE a.id = require_account.account_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'account % does not exist', account_id USING ERRCODE = 'no_data_found';
-    END IF;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.record_history()
-RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the writer needs no right on its tables
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    old_row jsonb;
-    new_row jsonb;
-    row_now jsonb;
-    changed jsonb;
-    account bigint;
-    sub bigint;
-BEGIN
-    IF TG_OP <> 'INSERT' THEN
-        old_row := to_jsonb(OLD);
-    END IF;
-    IF TG_OP <> 'DELETE' THEN
-        new_row := to_jsonb(NEW);
-    END IF;
-    -- a restore copies the row's history with it (restored_copy); a row
-    -- without an id of its own (terms_acceptance) is copied whole by the
-    -- restoring role.  Other roles pay one cached check.
-    IF TG_OP = 'INSERT' AND subscription.restoring_role()
-       AND (NOT new_row ? 'id'
-            OR subscription.restored_copy(pg_catalog.format('subscription.%I', TG_TABLE_NAME || '_id_seq')::regclass,
-                                          (new_row ->> 'id')::bigint)) THEN
-        RETURN NULL;
-    END IF;
-    row_now := coalesce(new_row, old_row);
-    changed := row_now;
-    IF TG_OP = 'UPDATE' THEN
-        SELECT jsonb_object_agg(n.key, jsonb_build_object('old', old_row -> n.key, 'new', n.value))
-          INTO changed
-          FROM jsonb_each(new_row) AS n
-         WHERE n.value IS DISTINCT FROM old_row -> n.key;
-        IF changed IS NULL THEN
-            RETURN NULL;
-        END IF;
-    END IF;
-
-    CASE TG_TABLE_NAME
-        WHEN 'account' THEN
-            account := (row_now ->> 'id')::bigint;
-        WHEN 'subscription' THEN
-            account := (row_now ->> 'account_id')::bigint;
-            sub := (row_now ->> 'id')::bigint;
-        WHEN 'addon_batch' THEN
-            sub := (row_now ->> 'subscription_id')::bigint;
-            SELECT s.account_id INTO account FROM subscription.subscription AS s WHERE s.id = sub;
-        ELSE
-            account := (row_now ->> 'account_id')::bigint;
-    END CASE;
-
-    PERFORM subscription.write_history(TG_TABLE_NAME || '_' || lower(TG_OP), account, sub, changed);
-    RETURN NULL;
 END
 $$;
 
@@ -2277,79 +1767,6 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION subscription.sync_license_counter()
-RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the writer needs no right on its tables
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    sub bigint;
-BEGIN
-    IF TG_TABLE_NAME = 'subscription' THEN
-        sub := NEW.id;
-    ELSIF TG_OP = 'DELETE' THEN
-        sub := OLD.subscription_id;
-    ELSE
-        sub := NEW.subscription_id;
-    END IF;
-    INSERT INTO subscription.license_counter AS c (subscription_id, capacity, active)
-    SELECT s.id, subscription.license_capacity(s.id), s.status = 'active'
-      FROM subscription.subscription AS s WHERE s.id = sub
-    ON CONFLICT (subscription_id) DO UPDATE
-       SET capacity = excluded.capacity, active = excluded.active
-     WHERE (c.capacity, c.active) IS DISTINCT FROM (excluded.capacity, excluded.active);
-    RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.sync_service_seats()
-RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF TG_TABLE_NAME = 'plan' THEN
-        PERFORM subscription.reseat_licenses(ARRAY(
-            SELECT s.id FROM subscription.subscription AS s WHERE s.plan = NEW.code));
-    ELSIF (SELECT (p.kind, p.product) FROM subscription.plan AS p WHERE p.code = OLD.plan)
-          IS DISTINCT FROM
-          (SELECT (p.kind, p.product) FROM subscription.plan AS p WHERE p.code = NEW.plan) THEN
-        PERFORM subscription.reseat_licenses(ARRAY[NEW.id]);
-    END IF;
-    RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.assign_default_license()
-RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the writer needs no right on its tables
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    sub bigint;
-BEGIN
-    SELECT s.id INTO sub FROM subscription.subscription AS s
-     WHERE s.account_id = NEW.account_id AND s.is_default
-       AND s.status = 'active';
-    IF NOT FOUND THEN
-        RETURN NULL;
-    END IF;
-    BEGIN
-        INSERT INTO subscription.license (subscription_id, member_id) VALUES (sub, NEW.id);
-    EXCEPTION WHEN check_violation THEN
-        RAISE WARNING 'member % was created without a license', NEW.id
-            USING DETAIL = SQLERRM,
-                  HINT = format('Raise the quantity of default subscription %s, or release a license.', sub);
-    END;
-    RETURN NULL;
-END
-$$;
-
 CREATE OR REPLACE FUNCTION subscription.require_feature(feature text)
 RETURNS void
 LANGUAGE plpgsql STABLE
@@ -2364,44 +1781,6 @@ BEGIN
             USING ERRCODE = 'undefined_object',
                   HINT = 'Features are those of subscription.plan_limit and subscription.addon.';
     END IF;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.limit_of(account_id bigint, feature text)
-RETURNS bigint
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RETURN (
-    SELECT CASE WHEN bool_or(x.unlimited) THEN NULL
-                -- numeric, so that an overflow is an error, not a wrap
-                ELSE coalesce(sum(x.units), 0)::bigint END
-      FROM (SELECT l.value IS NULL AS unlimited,
-                   CASE WHEN l.per_license THEN l.value::numeric * s.quantity
-                        ELSE l.value::numeric END AS units
-              FROM subscription.subscription AS s
-              CROSS JOIN LATERAL (SELECT s.plan, s.plan_version
-                                  UNION ALL
-                                  SELECT sc.plan, ip.version
-                                    FROM subscription.suite_component AS sc
-                                    JOIN subscription.plan AS ip ON ip.code = sc.plan
-                                   WHERE sc.suite_plan = s.plan) AS p (plan, version)
-              JOIN subscription.plan_limit AS l
-                ON l.plan = p.plan AND l.feature = limit_of.feature
-               -- the version of the plan the subscription holds (grandfathering)
-               AND l.versions @> p.version
-             WHERE s.account_id = limit_of.account_id
-               AND s.status = 'active'
-            UNION ALL
-            SELECT false, b.quantity::numeric * a.units
-              FROM subscription.subscription AS s
-              JOIN subscription.addon_batch AS b ON b.subscription_id = s.id
-              JOIN subscription.addon AS a ON a.code = b.addon
-             WHERE s.account_id = limit_of.account_id
-               AND s.status = 'active'
-               AND b.status = 'active'
-               AND a.feature = limit_of.feature) AS x);
 END
 $$;
 
@@ -2885,28 +2264,6 @@ COMMENT ON FUNCTION subscription.seat_product(text, text) IS
 
 REVOKE ALL ON FUNCTION subscription.seat_product(text, text) FROM PUBLIC;
 
-CREATE OR REPLACE FUNCTION subscription.sync_service_seats()
-RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF TG_TABLE_NAME = 'plan' THEN
-        IF subscription.seat_product(OLD.kind, OLD.product) IS DISTINCT FROM
-           subscription.seat_product(NEW.kind, NEW.product) THEN
-            PERFORM subscription.reseat_licenses(ARRAY(
-                SELECT s.id FROM subscription.subscription AS s WHERE s.plan = NEW.code));
-        END IF;
-    ELSIF (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = OLD.plan)
-          IS DISTINCT FROM
-          (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = NEW.plan) THEN
-        PERFORM subscription.reseat_licenses(ARRAY[NEW.id]);
-    END IF;
-    RETURN NULL;
-END
-$$;
-
 -- Hardening: each rule in one place, the money (issue 15, item 7)
 -- round_money reads the currency's digits through money_scale, the one reader
 -- of the rounding rule; unused_part() is "the part of a charge for its
@@ -2976,83 +2333,6 @@ BEGIN
         RETURNING l.amount)
     SELECT coalesce(sum(g.amount), 0) INTO total FROM given AS g;
     RETURN total;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
-                                            at timestamptz DEFAULT subscription.now())
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-    a subscription.addon;
-    offer subscription.plan_addon;
-    price record;
-    plan_price record;
-    batch bigint;
-    one_time boolean;
-BEGIN
-    PERFORM subscription.require_arguments('purchase_addon', '{subscription_id,addon,quantity,at}',
-        ARRAY[subscription_id IS NULL, addon IS NULL, quantity IS NULL, at IS NULL]);
-    PERFORM subscription.require_quantity(quantity);
-    PERFORM subscription.require_time('purchase_addon', at, false);
-    SELECT * INTO a FROM subscription.addon AS x WHERE x.code = purchase_addon.addon;
-    IF NOT FOUND THEN
-        PERFORM subscription.unknown_code('add-on', addon);
-    END IF;
-    -- K8: members of a sub-account do not buy
-    s := subscription.subscription_for_change('purchase_addon', subscription_id, 'purchase');
-    PERFORM subscription.require_in_period('purchase_addon', s, at);
-    PERFORM subscription.require_terms(s.account_id, at);
-
-    SELECT * INTO offer FROM subscription.plan_addon AS o
-     WHERE o.plan = s.plan AND o.addon = a.code;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'add-on "%" is not sold with plan "%"', a.code, s.plan
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'The add-ons a plan may buy are its rows in subscription.plan_addon.';
-    ELSIF offer.included THEN
-        RAISE EXCEPTION 'add-on "%" is already included in plan "%"', a.code, s.plan   -- Z6
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = format('Plan "%s" gives what add-on "%s" sells: there is nothing to buy.', s.plan, a.code);
-    END IF;
-    plan_price := subscription.period_price(s.plan, s.cycle, s.quantity, s.plan_version);
-    IF plan_price.amount = 0 THEN
-        RAISE EXCEPTION 'add-ons are sold on paid plans only'                            -- K1
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('Plan "%s" is free.', s.plan);
-    END IF;
-
-    one_time := a.one_time;
-    price := subscription.addon_period_price(a.code, CASE WHEN one_time THEN NULL ELSE s.cycle END, quantity);
-    PERFORM subscription.require_amount(price.amount, price.currency);
-    -- the seats it adds stay within the largest quantity (an integer)
-    IF a.feature = 'licenses'
-       AND subscription.license_capacity(s.id)::bigint + (quantity::bigint * a.units)
-           > current_setting('subscription.max_quantity')::bigint THEN
-        RAISE EXCEPTION 'subscription % would hold more licenses than the largest quantity allowed', s.id
-            USING ERRCODE = 'numeric_value_out_of_range',
-                  DETAIL = format('It holds %s; %s x %s more would pass subscription.max_quantity (%s).',
-                                  subscription.license_capacity(s.id), quantity, a.units,
-                                  current_setting('subscription.max_quantity'));
-    END IF;
-    INSERT INTO subscription.addon_batch AS b (subscription_id, addon, quantity, purchased_at)
-    VALUES (s.id, a.code, quantity, at)
-    RETURNING b.id INTO batch;
-    INSERT INTO subscription.ledger
-           (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
-    SELECT s.account_id, s.id, batch, 'charge', c.amount, price.currency,
-           CASE WHEN one_time THEN NULL ELSE tstzrange(at, upper(s.period), '[)') END, 'addon', s.plan,
-           CASE WHEN one_time
-                THEN format('add-on %s x %s, one-time', a.code, quantity)
-                ELSE format('add-on %s x %s for the rest of the period; full cycle %s %s', a.code, quantity,
-                            subscription.round_money(price.amount, price.currency), price.currency) END
-      FROM (SELECT CASE WHEN one_time THEN subscription.round_money(price.amount, price.currency)
-                        ELSE subscription.unused_part(price.amount, s.period, at, price.currency) END) AS c(amount);
-    RETURN batch;
 END
 $$;
 
@@ -3201,85 +2481,6 @@ COMMENT ON FUNCTION subscription.set_default(bigint) IS
 
 COMMENT ON FUNCTION subscription.change_plan(bigint, text, timestamptz) IS 'Upgrade now (prorated or restarted) or downgrade at the period end (C1-C4, Z5)';
 
-CREATE OR REPLACE FUNCTION subscription.purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
-                                            at timestamptz DEFAULT subscription.now())
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-    a subscription.addon;
-    offer subscription.plan_addon;
-    price record;
-    plan_price record;
-    batch bigint;
-    one_time boolean;
-BEGIN
-    PERFORM subscription.require_arguments('purchase_addon', '{subscription_id,addon,quantity,at}',
-        ARRAY[subscription_id IS NULL, addon IS NULL, quantity IS NULL, at IS NULL]);
-    PERFORM subscription.require_quantity(quantity);
-    PERFORM subscription.require_time('purchase_addon', at, false);
-    SELECT * INTO a FROM subscription.addon AS x WHERE x.code = purchase_addon.addon;
-    IF NOT FOUND THEN
-        PERFORM subscription.unknown_code('add-on', addon);
-    END IF;
-    -- K8: members of a sub-account do not buy
-    s := subscription.subscription_for_change('purchase_addon', subscription_id, 'purchase');
-    PERFORM subscription.require_in_period('purchase_addon', s, at);
-    PERFORM subscription.require_terms(s.account_id, at);
-
-    SELECT * INTO offer FROM subscription.plan_addon AS o
-     WHERE o.plan = s.plan AND o.addon = a.code;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'add-on "%" is not sold with plan "%"', a.code, s.plan
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'The add-ons a plan may buy are its rows in subscription.plan_addon.';
-    ELSIF offer.included THEN
-        RAISE EXCEPTION 'add-on "%" is already included in plan "%"', a.code, s.plan   -- Z6
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = format('Plan "%s" gives what add-on "%s" sells: there is nothing to buy.', s.plan, a.code);
-    END IF;
-    plan_price := subscription.period_price(s.plan, s.cycle, s.quantity, s.plan_version);
-    IF plan_price.amount = 0 THEN
-        RAISE EXCEPTION 'add-ons are sold on paid plans only'                            -- K1
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('Plan "%s" is free.', s.plan);
-    END IF;
-
-    one_time := a.one_time;
-    price := subscription.addon_period_price(a.code, CASE WHEN one_time THEN NULL ELSE s.cycle END, quantity);
-    PERFORM subscription.require_amount(price.amount, price.currency);
-    -- the seats it adds stay within the largest quantity (an integer)
-    IF a.feature = 'licenses'
-       AND subscription.license_capacity(s.id)::bigint + (quantity::bigint * a.units)
-           > current_setting('subscription.max_quantity')::bigint THEN
-        RAISE EXCEPTION 'subscription % would hold more licenses than the largest quantity allowed', s.id
-            USING ERRCODE = 'numeric_value_out_of_range',
-                  DETAIL = format('It holds %s; %s x %s more would pass subscription.max_quantity (%s).',
-                                  subscription.license_capacity(s.id), quantity, a.units,
-                                  current_setting('subscription.max_quantity'));
-    END IF;
-    INSERT INTO subscription.addon_batch AS b (subscription_id, addon, quantity, purchased_at)
-    VALUES (s.id, a.code, quantity, at)
-    RETURNING b.id INTO batch;
-    INSERT INTO subscription.ledger
-           (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
-    SELECT s.account_id, s.id, batch, 'charge', c.amount, price.currency,
-           CASE WHEN one_time THEN NULL ELSE tstzrange(at, upper(s.period), '[)') END, 'addon', s.plan,
-           CASE WHEN one_time
-                THEN format('add-on %s x %s, one-time', a.code, quantity)
-                ELSE format('add-on %s x %s for the rest of the period; full cycle %s %s', a.code, quantity,
-                            subscription.round_money(price.amount, price.currency), price.currency) END
-      FROM (SELECT CASE WHEN one_time THEN subscription.round_money(price.amount, price.currency)
-                        ELSE subscription.unused_part(price.amount, s.period, at, price.currency) END) AS c(amount);
-    RETURN batch;
-END
-$$;
-
-COMMENT ON FUNCTION subscription.purchase_addon(bigint, text, integer, timestamptz) IS 'Buy add-on units for the rest of the period, or once (K1-K3, Z6)';
-
 -- PUBLIC executes none of the new functions; the roles given their rights
 -- before get the new ones of their kind
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA subscription FROM PUBLIC;
@@ -3317,130 +2518,6 @@ RETURN CASE WHEN subscription.restoring_role()
 
 COMMENT ON FUNCTION subscription.restored_copy(regclass, bigint) IS
 'Internal: whether a row is copied in by a restore (a restoring role, an id its sequence has not issued)';
-
-CREATE OR REPLACE FUNCTION subscription.record_history()
-RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the writer needs no right on its tables
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    old_row jsonb;
-    new_row jsonb;
-    row_now jsonb;
-    changed jsonb;
-    account bigint;
-    sub bigint;
-BEGIN
-    IF TG_OP <> 'INSERT' THEN
-        old_row := to_jsonb(OLD);
-    END IF;
-    IF TG_OP <> 'DELETE' THEN
-        new_row := to_jsonb(NEW);
-    END IF;
-    -- a restore copies the row's history with it (restored_copy); a row
-    -- without an id of its own (terms_acceptance) is copied whole by the
-    -- restoring role.  Other roles pay one cached check.
-    IF TG_OP = 'INSERT' AND subscription.restoring_role()
-       AND (NOT new_row ? 'id'
-            OR subscription.restored_copy(pg_catalog.format('subscription.%I', TG_TABLE_NAME || '_id_seq')::regclass,
-                                          (new_row ->> 'id')::bigint)) THEN
-        RETURN NULL;
-    END IF;
-    row_now := coalesce(new_row, old_row);
-    changed := row_now;
-    IF TG_OP = 'UPDATE' THEN
-        SELECT jsonb_object_agg(n.key, jsonb_build_object('old', old_row -> n.key, 'new', n.value))
-          INTO changed
-          FROM jsonb_each(new_row) AS n
-         WHERE n.value IS DISTINCT FROM old_row -> n.key;
-        IF changed IS NULL THEN
-            RETURN NULL;
-        END IF;
-    END IF;
-
-    CASE TG_TABLE_NAME
-        WHEN 'account' THEN
-            account := (row_now ->> 'id')::bigint;
-        WHEN 'subscription' THEN
-            account := (row_now ->> 'account_id')::bigint;
-            sub := (row_now ->> 'id')::bigint;
-        WHEN 'addon_batch' THEN
-            sub := (row_now ->> 'subscription_id')::bigint;
-            SELECT s.account_id INTO account FROM subscription.subscription AS s WHERE s.id = sub;
-        ELSE
-            account := (row_now ->> 'account_id')::bigint;
-    END CASE;
-
-    PERFORM subscription.write_history(TG_TABLE_NAME || '_' || lower(TG_OP), account, sub, changed);
-    RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.sync_license_counter()
-RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the writer needs no right on its tables
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    sub bigint;
-BEGIN
-    -- a restore copies the counter (restored_copy): the copy is trusted,
-    -- and verify() compares it with the licenses afterwards
-    IF TG_OP = 'INSERT'
-       AND subscription.restored_copy(pg_catalog.format('subscription.%I', TG_TABLE_NAME || '_id_seq')::regclass, NEW.id) THEN
-        RETURN NULL;
-    END IF;
-    IF TG_TABLE_NAME = 'subscription' THEN
-        sub := NEW.id;
-    ELSIF TG_OP = 'DELETE' THEN
-        sub := OLD.subscription_id;
-    ELSE
-        sub := NEW.subscription_id;
-    END IF;
-    INSERT INTO subscription.license_counter AS c (subscription_id, capacity, active)
-    SELECT s.id, subscription.license_capacity(s.id), s.status = 'active'
-      FROM subscription.subscription AS s WHERE s.id = sub
-    ON CONFLICT (subscription_id) DO UPDATE
-       SET capacity = excluded.capacity, active = excluded.active
-     WHERE (c.capacity, c.active) IS DISTINCT FROM (excluded.capacity, excluded.active);
-    RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.assign_default_license()
-RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the writer needs no right on its tables
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    sub bigint;
-BEGIN
-    -- a restore copies the member's licenses with it (restored_copy)
-    IF subscription.restored_copy('subscription.member_id_seq', NEW.id) THEN
-        RETURN NULL;
-    END IF;
-    SELECT s.id INTO sub FROM subscription.subscription AS s
-     WHERE s.account_id = NEW.account_id AND s.is_default
-       AND s.status = 'active';
-    IF NOT FOUND THEN
-        RETURN NULL;
-    END IF;
-    BEGIN
-        INSERT INTO subscription.license (subscription_id, member_id) VALUES (sub, NEW.id);
-    EXCEPTION WHEN check_violation THEN
-        RAISE WARNING 'member % was created without a license', NEW.id
-            USING DETAIL = SQLERRM,
-                  HINT = format('Raise the quantity of default subscription %s, or release a license.', sub);
-    END;
-    RETURN NULL;
-END
-$$;
 
 CREATE OR REPLACE FUNCTION subscription.reduce_charge()
 RETURNS trigger
@@ -3661,200 +2738,9 @@ CREATE CONSTRAINT TRIGGER plan_suite_component_valid
 
 SELECT pg_catalog.pg_extension_config_dump('subscription.suite_component', '');
 
-CREATE OR REPLACE FUNCTION subscription.refuse_delete_in_use()
-RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the deleter needs no right on the ledger
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    what text;
-    held text[];
-    hint text;
-    ledger_lines bigint;
-BEGIN
-    CASE TG_TABLE_NAME
-    WHEN 'account' THEN
-        PERFORM FROM subscription.account AS a WHERE a.id = OLD.id FOR UPDATE;
-        what := format('account %s', OLD.id);
-        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.account_id = OLD.id;
-        held := ARRAY[
-            subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
-            (SELECT subscription.count_phrase(count(*), 'active subscription', 'active subscriptions')
-               FROM subscription.subscription AS s
-              WHERE s.account_id = OLD.id AND s.status = 'active'),
-            (SELECT subscription.count_phrase(count(*), 'ended subscription', 'ended subscriptions')
-               FROM subscription.subscription AS s
-              WHERE s.account_id = OLD.id AND s.status <> 'active'),
-            (SELECT subscription.count_phrase(count(*), 'member', 'members')
-               FROM subscription.member AS m WHERE m.account_id = OLD.id),
-            subscription.count_phrase(subscription.self_referrers('account', OLD.id), 'sub-account', 'sub-accounts'),
-            (SELECT subscription.count_phrase(count(*), 'archived row', 'archived rows')
-               FROM subscription.trimmed AS t WHERE t.account_id = OLD.id)];
-        hint := 'Close it with subscription.close_account(); subscription.erase_account() then removes its personal data and keeps the ledger.';
-    WHEN 'subscription' THEN
-        what := format('subscription %s', OLD.id);
-        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.subscription_id = OLD.id;
-        held := ARRAY[
-            subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
-            (SELECT subscription.count_phrase(count(*), 'add-on batch', 'add-on batches')
-               FROM subscription.addon_batch AS b WHERE b.subscription_id = OLD.id),
-            (SELECT subscription.count_phrase(count(*), 'license', 'licenses')
-               FROM subscription.license AS x WHERE x.subscription_id = OLD.id)];
-        hint := 'End it with subscription.cancel() or subscription.end_early(), or close its account; the ledger keeps its lines.';
-    WHEN 'addon_batch' THEN
-        what := format('add-on batch %s', OLD.id);
-        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.addon_batch_id = OLD.id;
-        held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
-        hint := 'End it with subscription.cancel_addon(); the ledger keeps its lines.';
-    WHEN 'ledger' THEN
-        what := format('ledger line %s', OLD.id);
-        ledger_lines := subscription.self_referrers('ledger', OLD.id);
-        held := ARRAY[subscription.count_phrase(ledger_lines, 'line that gives back or pays it', 'lines that give back or pay it')];
-        hint := 'The ledger is a record: correct it with a new line.';
-    WHEN 'plan' THEN
-        what := format('plan "%s"', OLD.code);
-        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.plan = OLD.code;
-        held := ARRAY[
-            subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
-            (SELECT subscription.count_phrase(count(*), 'subscription', 'subscriptions')
-               FROM subscription.subscription AS s
-              WHERE s.plan = OLD.code OR s.pending_plan = OLD.code),
-            (SELECT subscription.count_phrase(count(*), 'price', 'prices')
-               FROM subscription.plan_price AS pp WHERE pp.plan = OLD.code),
-            (SELECT subscription.count_phrase(count(*), 'limit', 'limits')
-               FROM subscription.plan_limit AS pl WHERE pl.plan = OLD.code),
-            (SELECT subscription.count_phrase(count(*), 'add-on', 'add-ons')
-               FROM subscription.plan_addon AS pa WHERE pa.plan = OLD.code),
-            -- Z3: the suite it is, or the suites it is in
-            (SELECT subscription.count_phrase(count(*), 'suite component', 'suite components')
-               FROM subscription.suite_component AS sc WHERE OLD.code IN (sc.suite_plan, sc.plan))];
-        hint := CASE WHEN ledger_lines > 0
-                     THEN 'A plan that was billed stays in the catalog: the ledger names it.'
-                     ELSE 'Delete its prices, limits and add-ons first.' END;
-    WHEN 'plan_price' THEN
-        what := format('a price of plan "%s" in %s%s', OLD.plan, OLD.currency,
-                       CASE WHEN OLD.tier IS NOT NULL THEN format(' (tier %s)', OLD.tier) ELSE '' END);
-        -- the lines charged for this plan, in this currency, to a subscription of this cycle
-        SELECT count(*) INTO ledger_lines
-          FROM subscription.ledger AS l
-          JOIN subscription.subscription AS s ON s.id = l.subscription_id
-         WHERE l.plan = OLD.plan AND l.currency = OLD.currency
-           AND l.addon_batch_id IS NULL
-           AND subscription.cycle_key(s.cycle) = subscription.cycle_key(OLD.cycle);
-        held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
-        hint := 'A price that was billed stays; change its amount, which applies from the next charge.';
-    WHEN 'addon' THEN
-        what := format('add-on "%s"', OLD.code);
-        held := ARRAY[
-            (SELECT subscription.count_phrase(count(*), 'batch', 'batches')
-               FROM subscription.addon_batch AS b WHERE b.addon = OLD.code),
-            (SELECT subscription.count_phrase(count(*), 'price', 'prices')
-               FROM subscription.addon_price AS ap WHERE ap.addon = OLD.code),
-            (SELECT subscription.count_phrase(count(*), 'plan', 'plans')
-               FROM subscription.plan_addon AS pa WHERE pa.addon = OLD.code)];
-        hint := 'An add-on that was sold stays in the catalog; delete the prices and plans of one that was not first.';
-    WHEN 'addon_price' THEN
-        what := format('a price of add-on "%s" in %s', OLD.addon, OLD.currency);
-        SELECT count(*) INTO ledger_lines
-          FROM subscription.ledger AS l
-          JOIN subscription.addon_batch AS b ON b.id = l.addon_batch_id
-         WHERE b.addon = OLD.addon AND l.currency = OLD.currency;
-        held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
-        hint := 'A price that was billed stays; change its amount, which applies from the next charge.';
-    END CASE;
-    held := array_remove(held, NULL);
-    IF cardinality(held) > 0 THEN
-        RAISE EXCEPTION '% cannot be deleted', what
-            USING ERRCODE = 'dependent_objects_still_exist',
-                  DETAIL = format('It still has %s.',
-                                  CASE WHEN cardinality(held) = 1 THEN held[1]
-                                       ELSE array_to_string(held[1:cardinality(held) - 1], ', ')
-                                            || ' and ' || held[cardinality(held)] END),
-                  HINT = hint, TABLE = TG_TABLE_NAME, SCHEMA = 'subscription';
-    END IF;
-    RETURN OLD;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.sync_service_seats()
-RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF TG_TABLE_NAME = 'plan' THEN
-        -- the plan's own subscriptions, and (Z3) those of the suites that include it
-        PERFORM subscription.reseat_licenses(ARRAY(
-            SELECT s.id FROM subscription.subscription AS s
-             WHERE (s.plan = NEW.code
-                    AND subscription.seat_product(OLD.kind, OLD.product) IS DISTINCT FROM
-                        subscription.seat_product(NEW.kind, NEW.product))
-                OR (OLD.product IS DISTINCT FROM NEW.product
-                    AND s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc
-                                    WHERE sc.plan = NEW.code))));
-    ELSIF TG_TABLE_NAME = 'suite_component' THEN
-        -- Z3: a suite's licenses seat the products of the plans it includes
-        PERFORM subscription.reseat_licenses(ARRAY(
-            SELECT s.id FROM subscription.subscription AS s
-             WHERE s.plan IN (CASE WHEN TG_OP <> 'INSERT' THEN OLD.suite_plan END,
-                              CASE WHEN TG_OP <> 'DELETE' THEN NEW.suite_plan END)));
-    ELSIF (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = OLD.plan)
-          IS DISTINCT FROM
-          (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = NEW.plan)
-          -- Z3: from or to a suite, the included products may change
-          OR EXISTS (SELECT FROM subscription.suite_component AS sc WHERE sc.suite_plan IN (OLD.plan, NEW.plan)) THEN
-        PERFORM subscription.reseat_licenses(ARRAY[NEW.id]);
-    END IF;
-    RETURN NULL;
-END
-$$;
-
-COMMENT ON FUNCTION subscription.sync_service_seats() IS 'Trigger: service seats follow plan and suite changes (R11, Z3)';
-
 CREATE TRIGGER suite_component_service_seats
     AFTER INSERT OR UPDATE OR DELETE ON subscription.suite_component
     FOR EACH ROW EXECUTE FUNCTION subscription.sync_service_seats();
-
-CREATE OR REPLACE FUNCTION subscription.limit_of(account_id bigint, feature text)
-RETURNS bigint
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RETURN (
-    SELECT CASE WHEN bool_or(x.unlimited) THEN NULL
-                -- numeric, so that an overflow is an error, not a wrap
-                ELSE coalesce(sum(x.units), 0)::bigint END
-      FROM (SELECT l.value IS NULL AS unlimited,
-                   CASE WHEN l.per_license THEN l.value::numeric * s.quantity
-                        ELSE l.value::numeric END AS units
-              FROM subscription.subscription AS s
-              CROSS JOIN LATERAL (SELECT s.plan, s.plan_version
-                                  UNION ALL
-                                  SELECT sc.plan, ip.version
-                                    FROM subscription.suite_component AS sc
-                                    JOIN subscription.plan AS ip ON ip.code = sc.plan
-                                   WHERE sc.suite_plan = s.plan) AS p (plan, version)
-              JOIN subscription.plan_limit AS l
-                ON l.plan = p.plan AND l.feature = limit_of.feature
-               -- the version of the plan the subscription holds (grandfathering)
-               AND l.versions @> p.version
-             WHERE s.account_id = limit_of.account_id
-               AND s.status = 'active'
-            UNION ALL
-            SELECT false, b.quantity::numeric * a.units
-              FROM subscription.subscription AS s
-              JOIN subscription.addon_batch AS b ON b.subscription_id = s.id
-              JOIN subscription.addon AS a ON a.code = b.addon
-             WHERE s.account_id = limit_of.account_id
-               AND s.status = 'active'
-               AND b.status = 'active'
-               AND a.feature = limit_of.feature) AS x);
-END
-$$;
 
 CREATE OR REPLACE FUNCTION subscription.refresh_limits()
 RETURNS trigger
@@ -4101,110 +2987,6 @@ COMMENT ON FUNCTION subscription.write_history(text, bigint, bigint, jsonb) IS
 
 REVOKE ALL ON FUNCTION subscription.write_history(text, bigint, bigint, jsonb) FROM PUBLIC;
 
-CREATE OR REPLACE FUNCTION subscription.record_history()
-RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the writer needs no right on its tables
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    old_row jsonb;
-    new_row jsonb;
-    row_now jsonb;
-    changed jsonb;
-    account bigint;
-    sub bigint;
-BEGIN
-    IF TG_OP <> 'INSERT' THEN
-        old_row := to_jsonb(OLD);
-    END IF;
-    IF TG_OP <> 'DELETE' THEN
-        new_row := to_jsonb(NEW);
-    END IF;
-    -- a restore copies the row's history with it (restored_copy); a row
-    -- without an id of its own (terms_acceptance) is copied whole by the
-    -- restoring role.  Other roles pay one cached check.
-    IF TG_OP = 'INSERT' AND subscription.restoring_role()
-       AND (NOT new_row ? 'id'
-            OR subscription.restored_copy(pg_catalog.format('subscription.%I', TG_TABLE_NAME || '_id_seq')::regclass,
-                                          (new_row ->> 'id')::bigint)) THEN
-        RETURN NULL;
-    END IF;
-    row_now := coalesce(new_row, old_row);
-    changed := row_now;
-    IF TG_OP = 'UPDATE' THEN
-        SELECT jsonb_object_agg(n.key, jsonb_build_object('old', old_row -> n.key, 'new', n.value))
-          INTO changed
-          FROM jsonb_each(new_row) AS n
-         WHERE n.value IS DISTINCT FROM old_row -> n.key;
-        IF changed IS NULL THEN
-            RETURN NULL;
-        END IF;
-    END IF;
-
-    CASE TG_TABLE_NAME
-        WHEN 'account' THEN
-            account := (row_now ->> 'id')::bigint;
-        WHEN 'subscription' THEN
-            account := (row_now ->> 'account_id')::bigint;
-            sub := (row_now ->> 'id')::bigint;
-        WHEN 'addon_batch' THEN
-            sub := (row_now ->> 'subscription_id')::bigint;
-            SELECT s.account_id INTO account FROM subscription.subscription AS s WHERE s.id = sub;
-        ELSE
-            account := (row_now ->> 'account_id')::bigint;
-    END CASE;
-
-    PERFORM subscription.write_history(TG_TABLE_NAME || '_' || lower(TG_OP), account, sub, changed);
-    RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.erase_account(account_id bigint)
-RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    closed timestamptz;
-    child bigint;
-    members bigint;
-BEGIN
-    PERFORM subscription.require_arguments('erase_account', '{account_id}', ARRAY[account_id IS NULL]);
-    IF coalesce(current_setting('subscription.actor', true), '') <> ''
-       OR NOT subscription.caller_is_trusted() THEN
-        RAISE EXCEPTION 'erase_account() is for back-office code'
-            USING ERRCODE = 'insufficient_privilege',
-                  DETAIL = 'Erasing an account is not an action of a member.',
-                  HINT = 'Call it without subscription.actor, as a role given subscription.grant_backoffice().';
-    END IF;
-    PERFORM subscription.require_account(erase_account.account_id);
-    SELECT a.closed_at INTO closed FROM subscription.account AS a
-     WHERE a.id = erase_account.account_id FOR NO KEY UPDATE;
-    IF closed IS NULL THEN
-        RAISE EXCEPTION 'account % is not closed', account_id
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'Close it first with subscription.close_account().';
-    END IF;
-    FOR child IN SELECT a.id FROM subscription.account AS a
-                  WHERE a.parent_id = erase_account.account_id ORDER BY a.id LOOP
-        PERFORM subscription.erase_account(child);
-    END LOOP;
-    DELETE FROM subscription.member AS m WHERE m.account_id = erase_account.account_id;
-    GET DIAGNOSTICS members = ROW_COUNT;
-    UPDATE subscription.account AS a SET name = 'erased'
-     WHERE a.id = erase_account.account_id;
-    -- the one change history allows (refuse_history_change)
-    UPDATE subscription.history AS h SET details = subscription.erased_details(h.details)
-     WHERE h.account_id = erase_account.account_id
-       AND h.details <> subscription.erased_details(h.details);
-    PERFORM subscription.write_history('account_erase', erase_account.account_id, NULL,
-                                       jsonb_build_object('members', members));
-END
-$$;
-
 ------------------------------------------------------------------------
 -- The next terms of a renewal in one place (issue 15, item 7, fold 8),
 -- and L7: renewal quantities from the account's use (issue 16, item 5).
@@ -4420,88 +3202,6 @@ BEGIN ATOMIC
 END;
 
 COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription, subscription.period_terms) IS 'Internal: whether the next renewal can lower the account''s limits';
-
-CREATE OR REPLACE FUNCTION subscription.renew_batch(
-    at timestamptz, batch_size integer, after_end timestamptz, after_id bigint, skip bigint[],
-    OUT taken integer, OUT handled integer, OUT last_end timestamptz, OUT last_id bigint, OUT capped bigint[])
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-    n subscription.period_terms;
-    status text;
-    problem text;
-    may_trim boolean;
-    most integer := current_setting('subscription.max_catchup')::integer;
-    renewed integer;
-BEGIN
-    taken := 0;
-    handled := 0;
-    last_end := after_end;
-    last_id := after_id;
-    capped := '{}';
-    FOR s IN
-        SELECT * FROM subscription.subscription AS x
-         WHERE x.status = 'active' AND upper(x.period) <= at
-           AND (upper(x.period), x.id) > (after_end, after_id)
-           AND NOT x.id = ANY (skip)
-         ORDER BY upper(x.period), x.id
-         LIMIT batch_size
-           FOR NO KEY UPDATE SKIP LOCKED
-    LOOP
-        taken := taken + 1;
-        last_end := upper(s.period);
-        last_id := s.id;
-        renewed := 0;
-        LOOP
-            -- the next period's terms, asked once (issue 15, fold 8; L7)
-            n := subscription.next_terms(s);
-            problem := subscription.renewal_problem(s, n);
-            -- asked before anything moves: the batches it ends are part of the answer
-            may_trim := problem IS NULL AND subscription.renewal_may_trim(s, n);
-            IF may_trim THEN
-                -- only here can the renewal be refused after writing: a subtransaction
-                BEGIN
-                    status := subscription.renew_period(s, n, true);
-                EXCEPTION WHEN check_violation THEN
-                    problem := SQLERRM;
-                WHEN OTHERS THEN
-                    -- the trim ran the account's own triggers: whatever they
-                    -- raise holds back this renewal only, never the others'
-                    -- (a lost race is still the caller's to retry)
-                    IF SQLSTATE LIKE '40%' THEN
-                        RAISE;
-                    END IF;
-                    problem := format('its trimming failed: %s (SQLSTATE %s)', SQLERRM, SQLSTATE);
-                END;
-            ELSIF problem IS NULL THEN
-                status := subscription.renew_period(s, n, false);
-            END IF;
-            IF problem IS NOT NULL THEN
-                RAISE WARNING 'subscription % was not renewed: %', s.id, problem
-                    USING DETAIL = 'It stays due; renew_due() tries again on its next run.';
-                EXIT;
-            END IF;
-            EXIT WHEN status <> 'active';
-            SELECT * INTO s FROM subscription.subscription AS x WHERE x.id = s.id;
-            EXIT WHEN upper(s.period) > at;
-            renewed := renewed + 1;
-            IF renewed >= most THEN
-                RAISE WARNING 'subscription % caught up % periods, the most of one call', s.id, renewed
-                    USING DETAIL = format('It stays due from %s; the next renewal run goes on from there.', upper(s.period)),
-                          HINT = 'subscription.max_catchup sets how many periods one call catches up.';
-                capped := capped || s.id;
-                EXIT;
-            END IF;
-        END LOOP;
-        IF problem IS NULL THEN
-            handled := handled + 1;
-        END IF;
-    END LOOP;
-END
-$$;
 
 CREATE OR REPLACE VIEW subscription.renewal_notice WITH (security_barrier) AS
 SELECT s.id AS subscription_id,
@@ -4825,139 +3525,11 @@ $$;
 
 COMMENT ON FUNCTION subscription.period_price(text, interval, integer, integer) IS 'The exact price of one period of a plan for a quantity at a version (default current), or an error saying why not';
 
--- The account's limit of a feature: over its active subscriptions, each
--- plan's value at the version the subscription holds (times the quantity when per license: LogMeIn hosts are the
--- tier, L12), plus the units of active add-on batches (Z13, K1).  NULL is
--- unlimited: one unlimited plan makes the feature unlimited.  A feature no
--- active subscription defines has limit 0, plus its add-ons.  One
--- statement in PL/pgSQL, whose plan is cached per session: the limit
--- guard's hot path (a SQL function with a sub-select is planned per call).
-CREATE OR REPLACE FUNCTION subscription.limit_of(account_id bigint, feature text)
-RETURNS bigint
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RETURN (
-    SELECT CASE WHEN bool_or(x.unlimited) THEN NULL
-                -- numeric, so that an overflow is an error, not a wrap
-                ELSE coalesce(sum(x.units), 0)::bigint END
-      FROM (SELECT l.value IS NULL AS unlimited,
-                   CASE WHEN l.per_license THEN l.value::numeric * s.quantity
-                        ELSE l.value::numeric END AS units
-              FROM subscription.subscription AS s
-              CROSS JOIN LATERAL (SELECT s.plan, s.plan_version
-                                  UNION ALL
-                                  SELECT sc.plan, ip.version
-                                    FROM subscription.suite_component AS sc
-                                    JOIN subscription.plan AS ip ON ip.code = sc.plan
-                                   WHERE sc.suite_plan = s.plan) AS p (plan, version)
-              JOIN subscription.plan_limit AS l
-                ON l.plan = p.plan AND l.feature = limit_of.feature
-               -- the version of the plan the subscription holds (grandfathering)
-               AND l.versions @> p.version
-             WHERE s.account_id = limit_of.account_id
-               AND s.status = 'active'
-            UNION ALL
-            SELECT false, b.quantity::numeric * a.units
-              FROM subscription.subscription AS s
-              JOIN subscription.addon_batch AS b ON b.subscription_id = s.id
-              JOIN subscription.addon AS a ON a.code = b.addon
-             WHERE s.account_id = limit_of.account_id
-               AND s.status = 'active'
-               AND b.status = 'active'
-               AND a.feature = limit_of.feature) AS x);
-END
-$$;
-
-COMMENT ON FUNCTION subscription.limit_of(bigint, text) IS 'Internal: the account''s limit of a feature, unchecked (effective_limit checks)';
-
 COMMENT ON FUNCTION subscription.subscribe(bigint, text, interval, integer, timestamptz, text, text) IS 'Subscribe an account to a plan and charge the first period, prorated to the billing anchor (L4)';
 
 COMMENT ON FUNCTION subscription.set_quantity(bigint, integer, timestamptz) IS 'Change the licenses now: more are charged for the rest of the period, fewer refund nothing';
 
 COMMENT ON FUNCTION subscription.change_cycle(bigint, interval) IS 'A new billing cycle from the next period (Z7); returns when it takes effect';
-
--- K1-K3, Z6: a batch of add-on units for the subscription.  A recurring
--- add-on is charged for the rest of the current period, prorated by day,
--- and renews with the plan; the ledger line names the full-cycle amount
--- (K3).  A one-time add-on is charged in full, once (K2).
-CREATE OR REPLACE FUNCTION subscription.purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
-                                            at timestamptz DEFAULT subscription.now())
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-    a subscription.addon;
-    offer subscription.plan_addon;
-    price record;
-    plan_price record;
-    batch bigint;
-    one_time boolean;
-BEGIN
-    PERFORM subscription.require_arguments('purchase_addon', '{subscription_id,addon,quantity,at}',
-        ARRAY[subscription_id IS NULL, addon IS NULL, quantity IS NULL, at IS NULL]);
-    PERFORM subscription.require_quantity(quantity);
-    PERFORM subscription.require_time('purchase_addon', at, false);
-    SELECT * INTO a FROM subscription.addon AS x WHERE x.code = purchase_addon.addon;
-    IF NOT FOUND THEN
-        PERFORM subscription.unknown_code('add-on', addon);
-    END IF;
-    -- K8: members of a sub-account do not buy
-    s := subscription.subscription_for_change('purchase_addon', subscription_id, 'purchase');
-    PERFORM subscription.require_in_period('purchase_addon', s, at);
-    PERFORM subscription.require_terms(s.account_id, at);
-
-    SELECT * INTO offer FROM subscription.plan_addon AS o
-     WHERE o.plan = s.plan AND o.addon = a.code;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'add-on "%" is not sold with plan "%"', a.code, s.plan
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'The add-ons a plan may buy are its rows in subscription.plan_addon.';
-    ELSIF offer.included THEN
-        RAISE EXCEPTION 'add-on "%" is already included in plan "%"', a.code, s.plan   -- Z6
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = format('Plan "%s" gives what add-on "%s" sells: there is nothing to buy.', s.plan, a.code);
-    END IF;
-    plan_price := subscription.period_price(s.plan, s.cycle, s.quantity, s.plan_version);
-    IF plan_price.amount = 0 THEN
-        RAISE EXCEPTION 'add-ons are sold on paid plans only'                            -- K1
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('Plan "%s" is free.', s.plan);
-    END IF;
-
-    one_time := a.one_time;
-    price := subscription.addon_period_price(a.code, CASE WHEN one_time THEN NULL ELSE s.cycle END, quantity);
-    PERFORM subscription.require_amount(price.amount, price.currency);
-    -- the seats it adds stay within the largest quantity (an integer)
-    IF a.feature = 'licenses'
-       AND subscription.license_capacity(s.id)::bigint + (quantity::bigint * a.units)
-           > current_setting('subscription.max_quantity')::bigint THEN
-        RAISE EXCEPTION 'subscription % would hold more licenses than the largest quantity allowed', s.id
-            USING ERRCODE = 'numeric_value_out_of_range',
-                  DETAIL = format('It holds %s; %s x %s more would pass subscription.max_quantity (%s).',
-                                  subscription.license_capacity(s.id), quantity, a.units,
-                                  current_setting('subscription.max_quantity'));
-    END IF;
-    INSERT INTO subscription.addon_batch AS b (subscription_id, addon, quantity, purchased_at)
-    VALUES (s.id, a.code, quantity, at)
-    RETURNING b.id INTO batch;
-    INSERT INTO subscription.ledger
-           (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
-    SELECT s.account_id, s.id, batch, 'charge', c.amount, price.currency,
-           CASE WHEN one_time THEN NULL ELSE tstzrange(at, upper(s.period), '[)') END, 'addon', s.plan,
-           CASE WHEN one_time
-                THEN format('add-on %s x %s, one-time', a.code, quantity)
-                ELSE format('add-on %s x %s for the rest of the period; full cycle %s %s', a.code, quantity,
-                            subscription.round_money(price.amount, price.currency), price.currency) END
-      FROM (SELECT CASE WHEN one_time THEN subscription.round_money(price.amount, price.currency)
-                        ELSE subscription.unused_part(price.amount, s.period, at, price.currency) END) AS c(amount);
-    RETURN batch;
-END
-$$;
 
 COMMENT ON FUNCTION subscription.purchase_addon(bigint, text, integer, timestamptz) IS 'Buy add-on units for the rest of the period, or once (K1-K3, Z6)';
 
@@ -5463,294 +4035,6 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION subscription.record_history()
-RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the writer needs no right on its tables
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    old_row jsonb;
-    new_row jsonb;
-    row_now jsonb;
-    changed jsonb;
-    account bigint;
-    sub bigint;
-    -- the logical table, from the trigger's argument: on Citus a shard's
-    -- own name is not the table's (issue 17)
-    logical text := TG_ARGV[0];
-BEGIN
-    IF TG_OP <> 'INSERT' THEN
-        old_row := to_jsonb(OLD);
-    END IF;
-    IF TG_OP <> 'DELETE' THEN
-        new_row := to_jsonb(NEW);
-    END IF;
-    -- a restore copies the row's history with it (restored_copy); a row
-    -- without an id of its own (terms_acceptance) is copied whole by the
-    -- restoring role.  Other roles pay one cached check.
-    IF TG_OP = 'INSERT' AND subscription.restoring_role()
-       AND (NOT new_row ? 'id'
-            OR subscription.restored_copy(pg_catalog.format('subscription.%I', logical || '_id_seq')::regclass,
-                                          (new_row ->> 'id')::bigint)) THEN
-        RETURN NULL;
-    END IF;
-    row_now := coalesce(new_row, old_row);
-    changed := row_now;
-    IF TG_OP = 'UPDATE' THEN
-        SELECT jsonb_object_agg(n.key, jsonb_build_object('old', old_row -> n.key, 'new', n.value))
-          INTO changed
-          FROM jsonb_each(new_row) AS n
-         WHERE n.value IS DISTINCT FROM old_row -> n.key;
-        IF changed IS NULL THEN
-            RETURN NULL;
-        END IF;
-    END IF;
-
-    CASE logical
-        WHEN 'account' THEN
-            account := (row_now ->> 'id')::bigint;
-        WHEN 'subscription' THEN
-            account := (row_now ->> 'account_id')::bigint;
-            sub := (row_now ->> 'id')::bigint;
-        WHEN 'addon_batch' THEN
-            sub := (row_now ->> 'subscription_id')::bigint;
-            SELECT s.account_id INTO account FROM subscription.subscription AS s WHERE s.id = sub;
-        ELSE
-            account := (row_now ->> 'account_id')::bigint;
-    END CASE;
-
-    PERFORM subscription.write_history(logical || '_' || lower(TG_OP), account, sub, changed);
-    RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.refuse_delete_in_use()
-RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the deleter needs no right on the ledger
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    what text;
-    held text[];
-    hint text;
-    ledger_lines bigint;
-    -- the logical table, from the trigger's argument (issue 17: a shard's
-    -- name is not its table's)
-    logical text := TG_ARGV[0];
-BEGIN
-    CASE logical
-    WHEN 'account' THEN
-        PERFORM FROM subscription.account AS a WHERE a.id = OLD.id FOR UPDATE;
-        what := format('account %s', OLD.id);
-        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.account_id = OLD.id;
-        held := ARRAY[
-            subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
-            (SELECT subscription.count_phrase(count(*), 'active subscription', 'active subscriptions')
-               FROM subscription.subscription AS s
-              WHERE s.account_id = OLD.id AND s.status = 'active'),
-            (SELECT subscription.count_phrase(count(*), 'ended subscription', 'ended subscriptions')
-               FROM subscription.subscription AS s
-              WHERE s.account_id = OLD.id AND s.status <> 'active'),
-            (SELECT subscription.count_phrase(count(*), 'member', 'members')
-               FROM subscription.member AS m WHERE m.account_id = OLD.id),
-            subscription.count_phrase(subscription.self_referrers('account', OLD.id), 'sub-account', 'sub-accounts'),
-            (SELECT subscription.count_phrase(count(*), 'archived row', 'archived rows')
-               FROM subscription.trimmed AS t WHERE t.account_id = OLD.id)];
-        hint := 'Close it with subscription.close_account(); subscription.erase_account() then removes its personal data and keeps the ledger.';
-    WHEN 'subscription' THEN
-        what := format('subscription %s', OLD.id);
-        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.subscription_id = OLD.id;
-        held := ARRAY[
-            subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
-            (SELECT subscription.count_phrase(count(*), 'add-on batch', 'add-on batches')
-               FROM subscription.addon_batch AS b WHERE b.subscription_id = OLD.id),
-            (SELECT subscription.count_phrase(count(*), 'license', 'licenses')
-               FROM subscription.license AS x WHERE x.subscription_id = OLD.id)];
-        hint := 'End it with subscription.cancel() or subscription.end_early(), or close its account; the ledger keeps its lines.';
-    WHEN 'addon_batch' THEN
-        what := format('add-on batch %s', OLD.id);
-        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.addon_batch_id = OLD.id;
-        held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
-        hint := 'End it with subscription.cancel_addon(); the ledger keeps its lines.';
-    WHEN 'ledger' THEN
-        what := format('ledger line %s', OLD.id);
-        ledger_lines := subscription.self_referrers('ledger', OLD.id);
-        held := ARRAY[subscription.count_phrase(ledger_lines, 'line that gives back or pays it', 'lines that give back or pay it')];
-        hint := 'The ledger is a record: correct it with a new line.';
-    WHEN 'plan' THEN
-        what := format('plan "%s"', OLD.code);
-        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.plan = OLD.code;
-        held := ARRAY[
-            subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
-            (SELECT subscription.count_phrase(count(*), 'subscription', 'subscriptions')
-               FROM subscription.subscription AS s
-              WHERE s.plan = OLD.code OR s.pending_plan = OLD.code OR s.migrate_to = OLD.code),
-            (SELECT subscription.count_phrase(count(*), 'price', 'prices')
-               FROM subscription.plan_price AS pp WHERE pp.plan = OLD.code),
-            (SELECT subscription.count_phrase(count(*), 'limit', 'limits')
-               FROM subscription.plan_limit AS pl WHERE pl.plan = OLD.code),
-            (SELECT subscription.count_phrase(count(*), 'add-on', 'add-ons')
-               FROM subscription.plan_addon AS pa WHERE pa.plan = OLD.code),
-            -- Z3: the suite it is, or the suites it is in
-            (SELECT subscription.count_phrase(count(*), 'suite component', 'suite components')
-               FROM subscription.suite_component AS sc WHERE OLD.code IN (sc.suite_plan, sc.plan))];
-        hint := CASE WHEN ledger_lines > 0
-                     THEN 'A plan that was billed stays in the catalog: the ledger names it.'
-                     ELSE 'Delete its prices, limits and add-ons first.' END;
-    WHEN 'plan_price' THEN
-        what := format('a price of plan "%s" in %s%s', OLD.plan, OLD.currency,
-                       CASE WHEN OLD.tier IS NOT NULL THEN format(' (tier %s)', OLD.tier) ELSE '' END);
-        -- the lines charged for this plan, in this currency, to a subscription of this cycle
-        SELECT count(*) INTO ledger_lines
-          FROM subscription.ledger AS l
-          JOIN subscription.subscription AS s ON s.id = l.subscription_id
-         WHERE l.plan = OLD.plan AND l.currency = OLD.currency
-           AND l.addon_batch_id IS NULL
-           AND subscription.cycle_key(s.cycle) = subscription.cycle_key(OLD.cycle);
-        held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
-        hint := 'A price that was billed stays; change its amount, which applies from the next charge.';
-    WHEN 'addon' THEN
-        what := format('add-on "%s"', OLD.code);
-        held := ARRAY[
-            (SELECT subscription.count_phrase(count(*), 'batch', 'batches')
-               FROM subscription.addon_batch AS b WHERE b.addon = OLD.code),
-            (SELECT subscription.count_phrase(count(*), 'price', 'prices')
-               FROM subscription.addon_price AS ap WHERE ap.addon = OLD.code),
-            (SELECT subscription.count_phrase(count(*), 'plan', 'plans')
-               FROM subscription.plan_addon AS pa WHERE pa.addon = OLD.code)];
-        hint := 'An add-on that was sold stays in the catalog; delete the prices and plans of one that was not first.';
-    WHEN 'addon_price' THEN
-        what := format('a price of add-on "%s" in %s', OLD.addon, OLD.currency);
-        SELECT count(*) INTO ledger_lines
-          FROM subscription.ledger AS l
-          JOIN subscription.addon_batch AS b ON b.id = l.addon_batch_id
-         WHERE b.addon = OLD.addon AND l.currency = OLD.currency;
-        held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
-        hint := 'A price that was billed stays; change its amount, which applies from the next charge.';
-    WHEN 'terms' THEN
-        -- Z11: who accepted a version is a record
-        what := format('terms version "%s"', OLD.version);
-        held := ARRAY[(SELECT subscription.count_phrase(count(*), 'acceptance', 'acceptances')
-                         FROM subscription.terms_acceptance AS t WHERE t.version = OLD.version)];
-        hint := 'Terms that were accepted stay; publish a new version instead.';
-    END CASE;
-    held := array_remove(held, NULL);
-    IF cardinality(held) > 0 THEN
-        RAISE EXCEPTION '% cannot be deleted', what
-            USING ERRCODE = 'dependent_objects_still_exist',
-                  DETAIL = format('It still has %s.',
-                                  CASE WHEN cardinality(held) = 1 THEN held[1]
-                                       ELSE array_to_string(held[1:cardinality(held) - 1], ', ')
-                                            || ' and ' || held[cardinality(held)] END),
-                  HINT = hint, TABLE = logical, SCHEMA = 'subscription';
-    END IF;
-    RETURN OLD;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.check_reference()
-RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    -- the logical table, from the trigger's argument (issue 17)
-    IF TG_ARGV[0] = 'account' THEN
-        PERFORM FROM subscription.account AS a WHERE a.id = NEW.parent_id FOR KEY SHARE;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'parent account % does not exist', NEW.parent_id
-                USING ERRCODE = 'foreign_key_violation',
-                      DETAIL = format('Account %s names it as its parent (parent_id).', NEW.id),
-                      TABLE = 'account', SCHEMA = 'subscription';
-        END IF;
-    ELSE
-        PERFORM FROM subscription.ledger AS l WHERE l.id = NEW.charge_id FOR KEY SHARE;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'ledger line % does not exist', NEW.charge_id
-                USING ERRCODE = 'foreign_key_violation',
-                      DETAIL = format('Ledger line %s names it as its charge (charge_id).', NEW.id),
-                      TABLE = 'ledger', SCHEMA = 'subscription';
-        END IF;
-    END IF;
-    RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.sync_license_counter()
-RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the writer needs no right on its tables
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    sub bigint;
-    -- the logical table, from the trigger's argument (issue 17)
-    logical text := TG_ARGV[0];
-BEGIN
-    -- a restore copies the counter (restored_copy): the copy is trusted,
-    -- and verify() compares it with the licenses afterwards
-    IF TG_OP = 'INSERT'
-       AND subscription.restored_copy(pg_catalog.format('subscription.%I', logical || '_id_seq')::regclass, NEW.id) THEN
-        RETURN NULL;
-    END IF;
-    IF logical = 'subscription' THEN
-        sub := NEW.id;
-    ELSIF TG_OP = 'DELETE' THEN
-        sub := OLD.subscription_id;
-    ELSE
-        sub := NEW.subscription_id;
-    END IF;
-    INSERT INTO subscription.license_counter AS c (subscription_id, capacity, active)
-    SELECT s.id, subscription.license_capacity(s.id), s.status = 'active'
-      FROM subscription.subscription AS s WHERE s.id = sub
-    ON CONFLICT (subscription_id) DO UPDATE
-       SET capacity = excluded.capacity, active = excluded.active
-     WHERE (c.capacity, c.active) IS DISTINCT FROM (excluded.capacity, excluded.active);
-    RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.sync_service_seats()
-RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    -- the logical table, from the trigger's argument (issue 17)
-    IF TG_ARGV[0] = 'plan' THEN
-        -- the plan's own subscriptions, and (Z3) those of the suites that include it
-        PERFORM subscription.reseat_licenses(ARRAY(
-            SELECT s.id FROM subscription.subscription AS s
-             WHERE (s.plan = NEW.code
-                    AND subscription.seat_product(OLD.kind, OLD.product) IS DISTINCT FROM
-                        subscription.seat_product(NEW.kind, NEW.product))
-                OR (OLD.product IS DISTINCT FROM NEW.product
-                    AND s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc
-                                    WHERE sc.plan = NEW.code))));
-    ELSIF TG_ARGV[0] = 'suite_component' THEN
-        -- Z3: a suite's licenses seat the products of the plans it includes
-        PERFORM subscription.reseat_licenses(ARRAY(
-            SELECT s.id FROM subscription.subscription AS s
-             WHERE s.plan IN (CASE WHEN TG_OP <> 'INSERT' THEN OLD.suite_plan END,
-                              CASE WHEN TG_OP <> 'DELETE' THEN NEW.suite_plan END)));
-    ELSIF (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = OLD.plan)
-          IS DISTINCT FROM
-          (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = NEW.plan)
-          -- Z3: from or to a suite, the included products may change
-          OR EXISTS (SELECT FROM subscription.suite_component AS sc WHERE sc.suite_plan IN (OLD.plan, NEW.plan)) THEN
-        PERFORM subscription.reseat_licenses(ARRAY[NEW.id]);
-    END IF;
-    RETURN NULL;
-END
-$$;
-
 CREATE OR REPLACE FUNCTION subscription.refresh_limits()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -6245,106 +4529,6 @@ ALTER TABLE subscription.ledger ENABLE ALWAYS TRIGGER ledger_fill_tenant_id;
 ALTER TABLE subscription.history ENABLE ALWAYS TRIGGER history_fill_tenant_id;
 ALTER TABLE subscription.usage_counter ENABLE ALWAYS TRIGGER usage_counter_fill_tenant_id;
 ALTER TABLE subscription.trimmed ENABLE ALWAYS TRIGGER trimmed_fill_tenant_id;
-
-CREATE OR REPLACE FUNCTION subscription.record_history()
-RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the writer needs no right on its tables
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    old_row jsonb;
-    new_row jsonb;
-    row_now jsonb;
-    changed jsonb;
-    account bigint;
-    sub bigint;
-    -- the logical table, from the trigger's argument: on Citus a shard's
-    -- own name is not the table's (issue 17)
-    logical text := TG_ARGV[0];
-BEGIN
-    -- the row as the application knows it: the tenant key is the history
-    -- row's own (tenant_id)
-    IF TG_OP <> 'INSERT' THEN
-        old_row := to_jsonb(OLD) - 'tenant_id';
-    END IF;
-    IF TG_OP <> 'DELETE' THEN
-        new_row := to_jsonb(NEW) - 'tenant_id';
-    END IF;
-    -- a restore copies the row's history with it (restored_copy); a row
-    -- without an id of its own (terms_acceptance) is copied whole by the
-    -- restoring role.  Other roles pay one cached check.
-    IF TG_OP = 'INSERT' AND subscription.restoring_role()
-       AND (NOT new_row ? 'id'
-            OR subscription.restored_copy(pg_catalog.format('subscription.%I', logical || '_id_seq')::regclass,
-                                          (new_row ->> 'id')::bigint)) THEN
-        RETURN NULL;
-    END IF;
-    row_now := coalesce(new_row, old_row);
-    changed := row_now;
-    IF TG_OP = 'UPDATE' THEN
-        SELECT jsonb_object_agg(n.key, jsonb_build_object('old', old_row -> n.key, 'new', n.value))
-          INTO changed
-          FROM jsonb_each(new_row) AS n
-         WHERE n.value IS DISTINCT FROM old_row -> n.key;
-        IF changed IS NULL THEN
-            RETURN NULL;
-        END IF;
-    END IF;
-
-    CASE logical
-        WHEN 'account' THEN
-            account := (row_now ->> 'id')::bigint;
-        WHEN 'subscription' THEN
-            account := (row_now ->> 'account_id')::bigint;
-            sub := (row_now ->> 'id')::bigint;
-        WHEN 'addon_batch' THEN
-            sub := (row_now ->> 'subscription_id')::bigint;
-            SELECT s.account_id INTO account FROM subscription.subscription AS s WHERE s.id = sub;
-        ELSE
-            account := (row_now ->> 'account_id')::bigint;
-    END CASE;
-
-    PERFORM subscription.write_history(logical || '_' || lower(TG_OP), account, sub, changed);
-    RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.sync_license_counter()
-RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the writer needs no right on its tables
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    sub bigint;
-    -- the logical table, from the trigger's argument (issue 17)
-    logical text := TG_ARGV[0];
-BEGIN
-    -- a restore copies the counter (restored_copy): the copy is trusted,
-    -- and verify() compares it with the licenses afterwards
-    IF TG_OP = 'INSERT'
-       AND subscription.restored_copy(pg_catalog.format('subscription.%I', logical || '_id_seq')::regclass, NEW.id) THEN
-        RETURN NULL;
-    END IF;
-    IF logical = 'subscription' THEN
-        sub := NEW.id;
-    ELSIF TG_OP = 'DELETE' THEN
-        sub := OLD.subscription_id;
-    ELSE
-        sub := NEW.subscription_id;
-    END IF;
-    INSERT INTO subscription.license_counter AS c (tenant_id, subscription_id, capacity, active)
-    SELECT s.tenant_id, s.id, subscription.license_capacity(s.id), s.status = 'active'
-      FROM subscription.subscription AS s WHERE s.id = sub
-    ON CONFLICT (tenant_id, subscription_id) DO UPDATE
-       SET capacity = excluded.capacity, active = excluded.active
-     WHERE (c.capacity, c.active) IS DISTINCT FROM (excluded.capacity, excluded.active);
-    RETURN NULL;
-END
-$$;
 
 CREATE OR REPLACE FUNCTION subscription.renew_period(s subscription.subscription, n subscription.period_terms, may_trim boolean)
 RETURNS text
@@ -7706,18 +5890,6 @@ $$;
 COMMENT ON FUNCTION subscription.close_account(bigint, bigint, timestamptz) IS
 'Close an account: end every subscription (unused days credited, L9), release the seats, refuse new subscriptions (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
--- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
-CREATE OR REPLACE FUNCTION subscription.close_account(account_id bigint, at timestamptz DEFAULT subscription.now())
-RETURNS TABLE (subscription_id bigint, credited numeric)
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RETURN QUERY SELECT * FROM subscription.close_account(subscription.tenant_of('account', close_account.account_id), close_account.account_id, close_account.at);
-END
-$$;
-
 CREATE FUNCTION subscription.erase_account(tenant_id bigint, account_id bigint)
 RETURNS void
 LANGUAGE plpgsql
@@ -7765,18 +5937,6 @@ $$;
 
 COMMENT ON FUNCTION subscription.erase_account(bigint, bigint) IS
 'GDPR: erase the personal data (name, members, their external ids, in history too) of a closed account; the ledger stays (keyed form: the tenant first, docs/design.md#keyed-forms)';
-
--- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
-CREATE OR REPLACE FUNCTION subscription.erase_account(account_id bigint)
-RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    PERFORM subscription.erase_account(subscription.tenant_of('account', erase_account.account_id), erase_account.account_id);
-END
-$$;
 
 CREATE FUNCTION subscription.cancel_migration(tenant_id bigint, subscription_id bigint)
 RETURNS void
@@ -8737,159 +6897,6 @@ $$;
 COMMENT ON FUNCTION subscription.migration_candidates(text, text, text, timestamptz, interval) IS
 'Internal: the subscriptions a migration moves, when, and to which version';
 
-CREATE OR REPLACE FUNCTION subscription.verify(account_id bigint DEFAULT NULL)
-RETURNS TABLE ("check" text, account_id bigint, detail text)
-LANGUAGE sql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-SELECT subscription.require_account($1) WHERE $1 IS NOT NULL;
-SELECT v.* FROM (
-    -- seats: the counter is the licenses held, its capacity the subscription's,
-    -- and no subscription holds more than its capacity
-    SELECT x.check_name, t.account_id, x.detail
-      FROM (SELECT s.account_id, s.id, c.subscription_id IS NOT NULL AS has_counter, c.used, c.capacity, c.active,
-                   subscription.license_capacity(s.id) AS capacity_now,
-                   s.status = 'active' AS active_now,
-                   (SELECT count(*) FROM subscription.license AS l
-                     WHERE l.subscription_id = s.id) AS held
-              FROM subscription.subscription AS s
-              LEFT JOIN subscription.license_counter AS c ON c.subscription_id = s.id
-             WHERE $1 IS NULL OR s.account_id = $1) AS t,
-           LATERAL (VALUES
-               ('license_counter',
-                CASE WHEN NOT t.has_counter THEN format('subscription %s has no seat counter', t.id)
-                     WHEN t.used <> t.held
-                     THEN format('subscription %s: the seat counter says %s used, %s licenses are held', t.id, t.used, t.held) END),
-               ('license_capacity',
-                CASE WHEN t.has_counter AND (t.capacity, t.active) IS DISTINCT FROM (t.capacity_now, t.active_now)
-                     THEN format('subscription %s: the seat counter has capacity %s (active %s), the subscription %s (active %s)',
-                                 t.id, t.capacity, t.active, t.capacity_now, t.active_now) END),
-               ('seats_over_capacity',
-                CASE WHEN t.held > t.capacity_now
-                     THEN format('subscription %s holds %s licenses, its capacity is %s', t.id, t.held, t.capacity_now) END))
-               AS x(check_name, detail)
-     WHERE x.detail IS NOT NULL
-    UNION ALL
-    -- usage: each counter is its table's rows, counted as recount_usage counts
-    -- them (cap counts nothing) ...
-    SELECT 'usage_counter', d.account_id,
-           format('%s of %s: the counter says %s, the table has %s', t.feature, t.relation, d.stored, d.counted)
-      FROM subscription.limited_table AS t,
-           LATERAL subscription.usage_drift(t.relation, t.feature, $1) AS d
-    UNION ALL
-    -- ... and carries the account's limit; no counter outlives its registration
-    SELECT CASE WHEN t.feature IS NULL THEN 'usage_counter' ELSE 'usage_limit' END, u.account_id,
-           CASE WHEN t.feature IS NULL
-                THEN format('a counter of feature %s remains, and no table is registered for it', u.feature)
-                ELSE format('%s: the counter''s limit is %s, the account''s limit %s', u.feature,
-                            coalesce(u.limit_value::text, 'unlimited'),
-                            coalesce(subscription.limit_of(u.account_id, u.feature)::text, 'unlimited')) END
-      FROM subscription.usage_counter AS u
-      LEFT JOIN subscription.limited_table AS t ON t.feature = u.feature
-     WHERE ($1 IS NULL OR u.account_id = $1)
-       AND (t.feature IS NULL
-            -- the limit the guard checks: a counter computed at an older
-            -- catalog limit version is recomputed by it (issue 17)
-            OR subscription.counter_limit(u.account_id, u.feature, u.limit_value, u.limit_version,
-                                          (SELECT c.version FROM subscription.limit_catalog_version() AS c (version)))
-               IS DISTINCT FROM subscription.limit_of(u.account_id, u.feature))
-    UNION ALL
-    -- periods (C2): the plan charges of a subscription, less what was given
-    -- back, follow each other with no gap and no overlap ...
-    SELECT CASE WHEN p.next_lower > p.charged_upper THEN 'period_gap' ELSE 'period_overlap' END,
-           p.account_id,
-           format('subscription %s: charge %s covers %s to %s, charge %s starts at %s',
-                  p.subscription_id, p.id, p.charged_lower, p.charged_upper, p.next_id, p.next_lower)
-      FROM (SELECT c.*,
-                   lead(c.charged_lower) OVER w AS next_lower,
-                   lead(c.id) OVER w AS next_id
-              FROM (SELECT l.id, l.account_id, l.subscription_id, lower(l.period) AS charged_lower,
-                           coalesce(lower(g.period), upper(l.period)) AS charged_upper
-                      FROM subscription.ledger AS l
-                      LEFT JOIN subscription.ledger AS g
-                        ON g.charge_id = l.id AND g.kind IN ('refund', 'credit')
-                     WHERE l.kind = 'charge' AND l.addon_batch_id IS NULL
-                       AND (l.item = 'plan' OR l.item ~~ 'change to %')
-                       AND ($1 IS NULL OR l.account_id = $1)) AS c
-             WHERE c.charged_lower < c.charged_upper
-            WINDOW w AS (PARTITION BY c.subscription_id ORDER BY c.charged_lower, c.id)) AS p
-     WHERE p.next_lower <> p.charged_upper
-    UNION ALL
-    -- ... and an active subscription's current period is charged to its end
-    SELECT 'period_uncharged', s.account_id,
-           format('subscription %s: its current period %s is charged up to %s', s.id, s.period,
-                  coalesce(c.charged_to::text, 'nothing'))
-      FROM subscription.subscription AS s
-      LEFT JOIN LATERAL (
-           SELECT max(coalesce(lower(g.period), upper(l.period))) AS charged_to
-             FROM subscription.ledger AS l
-             LEFT JOIN subscription.ledger AS g
-               ON g.charge_id = l.id AND g.kind IN ('refund', 'credit')
-            WHERE l.subscription_id = s.id AND l.kind = 'charge'
-              AND l.addon_batch_id IS NULL
-              AND (l.item = 'plan' OR l.item ~~ 'change to %')) AS c ON true
-     WHERE s.status = 'active'
-       AND ($1 IS NULL OR s.account_id = $1)
-       AND (c.charged_to IS NULL OR c.charged_to < upper(s.period))
-    UNION ALL
-    -- money: what is given back or taken off a charge never exceeds it
-    SELECT 'refund_over_charge', l.account_id,
-           format('charge %s of %s %s: %s given back or taken off', l.id, l.amount, l.currency, g.total)
-      FROM subscription.ledger AS l
-      JOIN (SELECT g.charge_id, sum(g.amount) AS total FROM subscription.ledger AS g
-             WHERE g.kind IN ('refund', 'credit', 'discount') GROUP BY g.charge_id) AS g
-        ON g.charge_id = l.id
-     WHERE l.kind = 'charge' AND g.total > l.amount
-       AND ($1 IS NULL OR l.account_id = $1)
-    UNION ALL
-    -- history (R8): every account, member, subscription, add-on batch and
-    -- license has the history row that created it
-    SELECT 'history_missing', h.account_id, h.detail
-      FROM (SELECT a.id AS account_id, format('account %s has no account_insert row', a.id) AS detail
-              FROM subscription.account AS a
-             WHERE NOT EXISTS (SELECT FROM subscription.history AS h
-                                WHERE h.account_id = a.id
-                                  AND h.operation = 'account_insert')
-            UNION ALL
-            SELECT m.account_id, format('member %s has no member_insert row', m.id)
-              FROM subscription.member AS m
-             WHERE NOT EXISTS (SELECT FROM subscription.history AS h
-                                WHERE h.account_id = m.account_id
-                                  AND h.operation = 'member_insert'
-                                  AND h.details ->> 'id' = m.id::text)
-            UNION ALL
-            SELECT s.account_id, format('subscription %s has no subscription_insert row', s.id)
-              FROM subscription.subscription AS s
-             WHERE NOT EXISTS (SELECT FROM subscription.history AS h
-                                WHERE h.subscription_id = s.id
-                                  AND h.operation = 'subscription_insert')
-            UNION ALL
-            SELECT s.account_id, format('add-on batch %s has no addon_batch_insert row', b.id)
-              FROM subscription.addon_batch AS b
-              JOIN subscription.subscription AS s ON s.id = b.subscription_id
-             WHERE NOT EXISTS (SELECT FROM subscription.history AS h
-                                WHERE h.subscription_id = b.subscription_id
-                                  AND h.operation = 'addon_batch_insert'
-                                  AND h.details ->> 'id' = b.id::text)
-            UNION ALL
-            SELECT s.account_id, format('the license of member %s on subscription %s has no license_assign row',
-                                        l.member_id, l.subscription_id)
-              FROM subscription.license AS l
-              JOIN subscription.subscription AS s ON s.id = l.subscription_id
-             WHERE NOT EXISTS (SELECT FROM subscription.history AS h
-                                WHERE h.subscription_id = l.subscription_id
-                                  AND h.operation = 'license_assign'
-                                  AND h.details -> 'members'
-                                      @> pg_catalog.jsonb_build_array(l.member_id))) AS h
-     WHERE $1 IS NULL OR h.account_id = $1
-) AS v("check", account_id, detail)
-ORDER BY 1, 2, 3
-$$;
-
-COMMENT ON FUNCTION subscription.verify(bigint) IS
-'The invariants of seats, usage, periods, money and history: one row per broken one (of an account, or of all), nothing when all hold';
-
 -- PUBLIC executes none of the new functions; the roles given their rights
 -- before get the new ones of their kind (and the new sequence to read)
 REVOKE ALL ON FUNCTION subscription.lock_catalog(text, boolean), subscription.stamp_limit_change(),
@@ -9075,56 +7082,6 @@ RETURN subscription.license_capacity(subscription.tenant_of('subscription', lice
 
 COMMENT ON FUNCTION subscription.license_capacity(bigint) IS 'Licenses a subscription may assign: its quantity plus license add-ons';
 
-CREATE OR REPLACE FUNCTION subscription.sync_license_counter()
-RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the writer needs no right on its tables
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    sub bigint;
-    tenant bigint;
-    is_active boolean;
-    capacity integer;
-    -- the logical table, from the trigger's argument (issue 17)
-    logical text := TG_ARGV[0];
-BEGIN
-    -- a restore copies the counter (restored_copy): the copy is trusted,
-    -- and verify() compares it with the licenses afterwards
-    IF TG_OP = 'INSERT'
-       AND subscription.restored_copy(pg_catalog.format('subscription.%I', logical || '_id_seq')::regclass, NEW.id) THEN
-        RETURN NULL;
-    END IF;
-    IF logical = 'subscription' THEN
-        sub := NEW.id;
-        tenant := NEW.tenant_id;
-    ELSIF TG_OP = 'DELETE' THEN
-        sub := OLD.subscription_id;
-        tenant := OLD.tenant_id;
-    ELSE
-        sub := NEW.subscription_id;
-        tenant := NEW.tenant_id;
-    END IF;
-    -- each statement names the tenant: on Citus a trigger on a shard runs
-    -- only statements on its own node (issue 17)
-    SELECT s.status = 'active' INTO is_active
-      FROM subscription.subscription AS s WHERE s.tenant_id = tenant AND s.id = sub;
-    IF NOT FOUND THEN
-        RETURN NULL;
-    END IF;
-    capacity := subscription.license_capacity(tenant, sub);
-    INSERT INTO subscription.license_counter AS c (tenant_id, subscription_id, capacity, active)
-    VALUES (tenant, sub, capacity, is_active)
-    ON CONFLICT (tenant_id, subscription_id) DO UPDATE
-       SET capacity = excluded.capacity, active = excluded.active
-     WHERE (c.capacity, c.active) IS DISTINCT FROM (excluded.capacity, excluded.active);
-    RETURN NULL;
-END
-$$;
-
-COMMENT ON FUNCTION subscription.sync_license_counter() IS 'Trigger: seat capacities follow quantities, statuses and add-on batches';
-
 CREATE OR REPLACE FUNCTION subscription.set_quantity(tenant_id bigint, subscription_id bigint, quantity integer, at timestamptz)
 RETURNS integer
 LANGUAGE plpgsql
@@ -9244,16 +7201,6 @@ $$;
 
 COMMENT ON FUNCTION subscription.limit_of(bigint, bigint, text) IS
 'Internal: the account''s limit of a feature, unchecked (effective_limit checks) (keyed form: the tenant first, docs/design.md#keyed-forms)';
-
-CREATE OR REPLACE FUNCTION subscription.limit_of(account_id bigint, feature text)
-RETURNS bigint
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RETURN subscription.limit_of(subscription.tenant_of('account', limit_of.account_id), limit_of.account_id, limit_of.feature);
-END
-$$;
 
 COMMENT ON FUNCTION subscription.limit_of(bigint, text) IS 'Internal: the account''s limit of a feature, unchecked (effective_limit checks)';
 
@@ -11240,59 +9187,6 @@ $$;
 COMMENT ON FUNCTION subscription.subscribe(bigint, bigint, text, interval, integer, timestamptz, text, text) IS
 'Subscribe an account to a plan and charge the first period, prorated to the billing anchor (L4) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
--- Keeps a subscription's seat counter in step with its quantity, status and
--- add-on batches.  Lowering the capacity below the licenses in use fails on
--- the counter's CHECK (23514): release licenses first.
-CREATE OR REPLACE FUNCTION subscription.sync_license_counter()
-RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the writer needs no right on its tables
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    sub bigint;
-    tenant bigint;
-    is_active boolean;
-    capacity integer;
-    -- the logical table, from the trigger's argument (issue 17)
-    logical text := TG_ARGV[0];
-BEGIN
-    -- a restore copies the counter (restored_copy): the copy is trusted,
-    -- and verify() compares it with the licenses afterwards
-    IF TG_OP = 'INSERT'
-       AND subscription.restored_copy(pg_catalog.format('subscription.%I', logical || '_id_seq')::regclass, NEW.id) THEN
-        RETURN NULL;
-    END IF;
-    IF logical = 'subscription' THEN
-        sub := NEW.id;
-        tenant := NEW.tenant_id;
-    ELSIF TG_OP = 'DELETE' THEN
-        sub := OLD.subscription_id;
-        tenant := OLD.tenant_id;
-    ELSE
-        sub := NEW.subscription_id;
-        tenant := NEW.tenant_id;
-    END IF;
-    -- each statement names the tenant: on Citus a trigger on a shard runs
-    -- only statements on its own node (issue 17)
-    SELECT subscription.assigns_licenses(s.tenant_id, s.account_id, s.status) INTO is_active
-      FROM subscription.subscription AS s WHERE s.tenant_id = tenant AND s.id = sub;
-    IF NOT FOUND THEN
-        RETURN NULL;
-    END IF;
-    capacity := subscription.license_capacity(tenant, sub);
-    INSERT INTO subscription.license_counter AS c (tenant_id, subscription_id, capacity, active)
-    VALUES (tenant, sub, capacity, is_active)
-    ON CONFLICT (tenant_id, subscription_id) DO UPDATE
-       SET capacity = excluded.capacity, active = excluded.active
-     WHERE (c.capacity, c.active) IS DISTINCT FROM (excluded.capacity, excluded.active);
-    RETURN NULL;
-END
-$$;
-
-COMMENT ON FUNCTION subscription.sync_license_counter() IS 'Trigger: seat capacities follow quantities, statuses and add-on batches';
-
 -- The subscription, locked for a change, with the actor's right checked;
 -- 55000 unless it is active.
 CREATE OR REPLACE FUNCTION subscription.subscription_for_change(tenant_id bigint, fn text, subscription_id bigint, action text)
@@ -11499,159 +9393,6 @@ $$;
 
 COMMENT ON FUNCTION subscription.renew_batch(timestamptz, integer, timestamptz, bigint, bigint[], bigint) IS
 'Internal: one batch of renew_due, run_renewals and renew_local_tenants: the tenants of the next due subscriptions, each by renew_account';
-
-CREATE OR REPLACE FUNCTION subscription.verify(account_id bigint DEFAULT NULL)
-RETURNS TABLE ("check" text, account_id bigint, detail text)
-LANGUAGE sql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-SELECT subscription.require_account($1) WHERE $1 IS NOT NULL;
-SELECT v.* FROM (
-    -- seats: the counter is the licenses held, its capacity the subscription's,
-    -- and no subscription holds more than its capacity
-    SELECT x.check_name, t.account_id, x.detail
-      FROM (SELECT s.account_id, s.id, c.subscription_id IS NOT NULL AS has_counter, c.used, c.capacity, c.active,
-                   subscription.license_capacity(s.id) AS capacity_now,
-                   subscription.assigns_licenses(s.tenant_id, s.account_id, s.status) AS active_now,
-                   (SELECT count(*) FROM subscription.license AS l
-                     WHERE l.subscription_id = s.id) AS held
-              FROM subscription.subscription AS s
-              LEFT JOIN subscription.license_counter AS c ON c.subscription_id = s.id
-             WHERE $1 IS NULL OR s.account_id = $1) AS t,
-           LATERAL (VALUES
-               ('license_counter',
-                CASE WHEN NOT t.has_counter THEN format('subscription %s has no seat counter', t.id)
-                     WHEN t.used <> t.held
-                     THEN format('subscription %s: the seat counter says %s used, %s licenses are held', t.id, t.used, t.held) END),
-               ('license_capacity',
-                CASE WHEN t.has_counter AND (t.capacity, t.active) IS DISTINCT FROM (t.capacity_now, t.active_now)
-                     THEN format('subscription %s: the seat counter has capacity %s (active %s), the subscription %s (active %s)',
-                                 t.id, t.capacity, t.active, t.capacity_now, t.active_now) END),
-               ('seats_over_capacity',
-                CASE WHEN t.held > t.capacity_now
-                     THEN format('subscription %s holds %s licenses, its capacity is %s', t.id, t.held, t.capacity_now) END))
-               AS x(check_name, detail)
-     WHERE x.detail IS NOT NULL
-    UNION ALL
-    -- usage: each counter is its table's rows, counted as recount_usage counts
-    -- them (cap counts nothing) ...
-    SELECT 'usage_counter', d.account_id,
-           format('%s of %s: the counter says %s, the table has %s', t.feature, t.relation, d.stored, d.counted)
-      FROM subscription.limited_table AS t,
-           LATERAL subscription.usage_drift(t.relation, t.feature, $1) AS d
-    UNION ALL
-    -- ... and carries the account's limit; no counter outlives its registration
-    SELECT CASE WHEN t.feature IS NULL THEN 'usage_counter' ELSE 'usage_limit' END, u.account_id,
-           CASE WHEN t.feature IS NULL
-                THEN format('a counter of feature %s remains, and no table is registered for it', u.feature)
-                ELSE format('%s: the counter''s limit is %s, the account''s limit %s', u.feature,
-                            coalesce(u.limit_value::text, 'unlimited'),
-                            coalesce(subscription.limit_of(u.account_id, u.feature)::text, 'unlimited')) END
-      FROM subscription.usage_counter AS u
-      LEFT JOIN subscription.limited_table AS t ON t.feature = u.feature
-     WHERE ($1 IS NULL OR u.account_id = $1)
-       AND (t.feature IS NULL
-            -- the limit the guard checks: a counter computed at an older
-            -- catalog limit version is recomputed by it (issue 17)
-            OR subscription.counter_limit(u.account_id, u.feature, u.limit_value, u.limit_version,
-                                          (SELECT c.version FROM subscription.limit_catalog_version() AS c (version)))
-               IS DISTINCT FROM subscription.limit_of(u.account_id, u.feature))
-    UNION ALL
-    -- periods (C2): the plan charges of a subscription, less what was given
-    -- back, follow each other with no gap and no overlap ...
-    SELECT CASE WHEN p.next_lower > p.charged_upper THEN 'period_gap' ELSE 'period_overlap' END,
-           p.account_id,
-           format('subscription %s: charge %s covers %s to %s, charge %s starts at %s',
-                  p.subscription_id, p.id, p.charged_lower, p.charged_upper, p.next_id, p.next_lower)
-      FROM (SELECT c.*,
-                   lead(c.charged_lower) OVER w AS next_lower,
-                   lead(c.id) OVER w AS next_id
-              FROM (SELECT l.id, l.account_id, l.subscription_id, lower(l.period) AS charged_lower,
-                           coalesce(lower(g.period), upper(l.period)) AS charged_upper
-                      FROM subscription.ledger AS l
-                      LEFT JOIN subscription.ledger AS g
-                        ON g.charge_id = l.id AND g.kind IN ('refund', 'credit')
-                     WHERE l.kind = 'charge' AND l.addon_batch_id IS NULL
-                       AND (l.item = 'plan' OR l.item ~~ 'change to %')
-                       AND ($1 IS NULL OR l.account_id = $1)) AS c
-             WHERE c.charged_lower < c.charged_upper
-            WINDOW w AS (PARTITION BY c.subscription_id ORDER BY c.charged_lower, c.id)) AS p
-     WHERE p.next_lower <> p.charged_upper
-    UNION ALL
-    -- ... and an active subscription's current period is charged to its end
-    SELECT 'period_uncharged', s.account_id,
-           format('subscription %s: its current period %s is charged up to %s', s.id, s.period,
-                  coalesce(c.charged_to::text, 'nothing'))
-      FROM subscription.subscription AS s
-      LEFT JOIN LATERAL (
-           SELECT max(coalesce(lower(g.period), upper(l.period))) AS charged_to
-             FROM subscription.ledger AS l
-             LEFT JOIN subscription.ledger AS g
-               ON g.charge_id = l.id AND g.kind IN ('refund', 'credit')
-            WHERE l.subscription_id = s.id AND l.kind = 'charge'
-              AND l.addon_batch_id IS NULL
-              AND (l.item = 'plan' OR l.item ~~ 'change to %')) AS c ON true
-     WHERE s.status = 'active' AND s.paused_at IS NULL
-       AND ($1 IS NULL OR s.account_id = $1)
-       AND (c.charged_to IS NULL OR c.charged_to < upper(s.period))
-    UNION ALL
-    -- money: what is given back or taken off a charge never exceeds it
-    SELECT 'refund_over_charge', l.account_id,
-           format('charge %s of %s %s: %s given back or taken off', l.id, l.amount, l.currency, g.total)
-      FROM subscription.ledger AS l
-      JOIN (SELECT g.charge_id, sum(g.amount) AS total FROM subscription.ledger AS g
-             WHERE g.kind IN ('refund', 'credit', 'discount') GROUP BY g.charge_id) AS g
-        ON g.charge_id = l.id
-     WHERE l.kind = 'charge' AND g.total > l.amount
-       AND ($1 IS NULL OR l.account_id = $1)
-    UNION ALL
-    -- history (R8): every account, member, subscription, add-on batch and
-    -- license has the history row that created it
-    SELECT 'history_missing', h.account_id, h.detail
-      FROM (SELECT a.id AS account_id, format('account %s has no account_insert row', a.id) AS detail
-              FROM subscription.account AS a
-             WHERE NOT EXISTS (SELECT FROM subscription.history AS h
-                                WHERE h.account_id = a.id
-                                  AND h.operation = 'account_insert')
-            UNION ALL
-            SELECT m.account_id, format('member %s has no member_insert row', m.id)
-              FROM subscription.member AS m
-             WHERE NOT EXISTS (SELECT FROM subscription.history AS h
-                                WHERE h.account_id = m.account_id
-                                  AND h.operation = 'member_insert'
-                                  AND h.details ->> 'id' = m.id::text)
-            UNION ALL
-            SELECT s.account_id, format('subscription %s has no subscription_insert row', s.id)
-              FROM subscription.subscription AS s
-             WHERE NOT EXISTS (SELECT FROM subscription.history AS h
-                                WHERE h.subscription_id = s.id
-                                  AND h.operation = 'subscription_insert')
-            UNION ALL
-            SELECT s.account_id, format('add-on batch %s has no addon_batch_insert row', b.id)
-              FROM subscription.addon_batch AS b
-              JOIN subscription.subscription AS s ON s.id = b.subscription_id
-             WHERE NOT EXISTS (SELECT FROM subscription.history AS h
-                                WHERE h.subscription_id = b.subscription_id
-                                  AND h.operation = 'addon_batch_insert'
-                                  AND h.details ->> 'id' = b.id::text)
-            UNION ALL
-            SELECT s.account_id, format('the license of member %s on subscription %s has no license_assign row',
-                                        l.member_id, l.subscription_id)
-              FROM subscription.license AS l
-              JOIN subscription.subscription AS s ON s.id = l.subscription_id
-             WHERE NOT EXISTS (SELECT FROM subscription.history AS h
-                                WHERE h.subscription_id = l.subscription_id
-                                  AND h.operation = 'license_assign'
-                                  AND h.details -> 'members'
-                                      @> pg_catalog.jsonb_build_array(l.member_id))) AS h
-     WHERE $1 IS NULL OR h.account_id = $1
-) AS v("check", account_id, detail)
-ORDER BY 1, 2, 3
-$$;
-
-COMMENT ON FUNCTION subscription.verify(bigint) IS
-'The invariants of seats, usage, periods, money and history: one row per broken one (of an account, or of all), nothing when all hold';
 
 -- L5, L8: the subscriptions that renew within subscription.notice_days
 -- (default 30), with what the renewal will be (next_terms): plan (at the
@@ -12140,16 +9881,6 @@ $$;
 
 COMMENT ON FUNCTION subscription.verify_findings(bigint) IS
 'Internal: verify()''s checks, over the tables (a single server) or over copies of them on the coordinator (Citus)';
-
-CREATE OR REPLACE FUNCTION subscription.verify(account_id bigint DEFAULT NULL)
-RETURNS TABLE ("check" text, account_id bigint, detail text)
-LANGUAGE sql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-SELECT subscription.require_account($1) WHERE $1 IS NOT NULL;
-SELECT * FROM subscription.verify_findings($1)
-$$;
 
 COMMENT ON FUNCTION subscription.verify(bigint) IS
 'The invariants of seats, usage, periods, money and history: one row per broken one (of an account, or of all), nothing when all hold';
@@ -12813,69 +10544,6 @@ DROP TRIGGER plan_service_seats ON subscription.plan;
 DROP TRIGGER suite_component_service_seats ON subscription.suite_component;
 -- Per statement over the transition tables (issue 18): the subscriptions
 -- whose seats are rebuilt are gathered first, then rebuilt in one call.
-CREATE OR REPLACE FUNCTION subscription.sync_service_seats()
-RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    ids bigint[];
-    old_plans text[];
-    new_plans text[];
-    subs bigint[];
-BEGIN
-    -- the logical table, from the trigger's argument (issue 17)
-    IF TG_ARGV[0] = 'plan' THEN
-        -- the plans whose seat or product changed, read first
-        SELECT array_agg(n.code) FILTER (WHERE subscription.seat_product(o.kind, o.product) IS DISTINCT FROM
-                                                subscription.seat_product(n.kind, n.product)),
-               array_agg(n.code) FILTER (WHERE o.product IS DISTINCT FROM n.product)
-          INTO old_plans, new_plans
-          FROM old_rows AS o JOIN new_rows AS n ON n.code = o.code;
-        -- the plan's own subscriptions, and (Z3) those of the suites that include it
-        PERFORM subscription.reseat_licenses(ARRAY(
-            SELECT s.id FROM subscription.subscription AS s
-             WHERE s.plan = ANY (old_plans)
-                OR s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc
-                               WHERE sc.plan = ANY (new_plans))));
-    ELSIF TG_ARGV[0] = 'suite_component' THEN
-        -- Z3: a suite's licenses seat the products of the plans it includes
-        IF TG_OP = 'INSERT' THEN
-            SELECT array_agg(n.suite_plan) INTO old_plans FROM new_rows AS n;
-        ELSIF TG_OP = 'DELETE' THEN
-            SELECT array_agg(o.suite_plan) INTO old_plans FROM old_rows AS o;
-        ELSE
-            SELECT array_agg(x.suite_plan) INTO old_plans
-              FROM (SELECT o.suite_plan FROM old_rows AS o UNION SELECT n.suite_plan FROM new_rows AS n) AS x;
-        END IF;
-        PERFORM subscription.reseat_licenses(ARRAY(
-            SELECT s.id FROM subscription.subscription AS s WHERE s.plan = ANY (old_plans)));
-    ELSE
-        -- the subscriptions whose plan changed, read into a local set first
-        -- (on Citus a transition table is never joined with another table)
-        SELECT array_agg(n.id ORDER BY n.tenant_id, n.id), array_agg(o.plan ORDER BY n.tenant_id, n.id),
-               array_agg(n.plan ORDER BY n.tenant_id, n.id)
-          INTO ids, old_plans, new_plans
-          FROM old_rows AS o JOIN new_rows AS n ON n.tenant_id = o.tenant_id AND n.id = o.id
-         WHERE o.plan IS DISTINCT FROM n.plan;
-        FOR k IN 1 .. coalesce(cardinality(ids), 0) LOOP
-            IF (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = old_plans[k])
-               IS DISTINCT FROM
-               (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = new_plans[k])
-               -- Z3: from or to a suite, the included products may change
-               OR EXISTS (SELECT FROM subscription.suite_component AS sc
-                           WHERE sc.suite_plan IN (old_plans[k], new_plans[k])) THEN
-                subs := subs || ids[k];
-            END IF;
-        END LOOP;
-        IF subs IS NOT NULL THEN
-            PERFORM subscription.reseat_licenses(subs);
-        END IF;
-    END IF;
-    RETURN NULL;
-END
-$$;
 
 COMMENT ON FUNCTION subscription.sync_service_seats() IS 'Trigger: service seats follow plan and suite changes (R11, Z3)';
 
