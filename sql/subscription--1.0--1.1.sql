@@ -551,6 +551,7 @@ ALTER FUNCTION subscription.coupon_discount(bigint, numeric, text) SECURITY DEFI
 --     and the catalog, accounts and members to write.
 -- Neither writes subscriptions, licenses, the ledger, the counters, the
 -- archive or history: the functions do, as the extension's owner.
+-- (kept: SELECT subscription.change_rights() below runs this text before its next one, in section "Citus: create_account(), distribute()")
 CREATE FUNCTION subscription.role_rights(kind text)
 RETURNS TABLE (object_type text, object text, privileges text)
 LANGUAGE plpgsql STABLE
@@ -607,6 +608,7 @@ END
 $$;
 
 -- GRANT (or REVOKE) the rights of a kind of role.
+-- (kept: SELECT subscription.change_rights() below runs this text before its next one, in section "Hardening: what the bad-input suite found")
 CREATE FUNCTION subscription.change_rights(role regrole, kind text, give boolean)
 RETURNS void
 LANGUAGE plpgsql
@@ -735,12 +737,10 @@ COMMENT ON FUNCTION subscription.coupon_discount(bigint, numeric, text) IS 'What
 COMMENT ON FUNCTION subscription.current_actor() IS 'The actor written to history: subscription.actor, else the session user';
 COMMENT ON FUNCTION subscription.find_price(text, interval, integer) IS 'A plan''s price for a cycle and quantity, or why there is none (not_a_tier, no_price)';
 COMMENT ON FUNCTION subscription.forget_dropped_tables() IS 'Event trigger: a dropped table takes its registrations along; a guard of a registered table cannot be dropped';
-COMMENT ON FUNCTION subscription.give_back_unused(subscription.subscription, timestamptz, text, text) IS 'Internal: refund or credit the unused part of the period''s open charges, once per charge';
 COMMENT ON FUNCTION subscription.guard_name(text) IS 'The limit guards'' trigger name for a feature, with a hash so long names never collide';
 COMMENT ON FUNCTION subscription.guard_triggers(regclass, text) IS 'The limit guard triggers of a registration, found by function and argument';
 COMMENT ON FUNCTION subscription.is_valid_cycle(interval) IS 'Whether an interval is a positive billing cycle';
 COMMENT ON FUNCTION subscription.keep_limited_tables() IS 'Event trigger: refuses DDL that would break a limited table''s guards';
-COMMENT ON FUNCTION subscription.ledger_lines_of(bigint, text) IS 'Internal: the ledger lines a change would write, in a rolled-back subtransaction (Z9)';
 COMMENT ON FUNCTION subscription.license_capacity(bigint) IS 'Licenses a subscription may assign: its quantity plus license add-ons';
 COMMENT ON FUNCTION subscription.license_guard() IS 'Trigger (C): checks and counts every write of subscription.license';
 COMMENT ON FUNCTION subscription.limit_guard() IS 'Trigger (C): keeps an account''s usage of a feature within its limit on an application table';
@@ -750,12 +750,7 @@ COMMENT ON FUNCTION subscription.nth_period(timestamptz, interval, integer) IS '
 COMMENT ON FUNCTION subscription.period_containing(timestamptz, interval, timestamptz) IS 'The k of the anchored period that holds a time (L4)';
 COMMENT ON FUNCTION subscription.period_price(text, interval, integer) IS 'The exact price of one period of a plan for a quantity, or an error saying why not';
 COMMENT ON FUNCTION subscription.plan_tiers(text) IS 'A plan''s host tiers ({} when untiered)';
-COMMENT ON FUNCTION subscription.preview_change_plan(bigint, text, timestamptz) IS 'The ledger lines change_plan would write, without writing them (Z9)';
-COMMENT ON FUNCTION subscription.preview_purchase_addon(bigint, text, integer, timestamptz) IS 'The ledger lines purchase_addon would write, without writing them (Z9)';
-COMMENT ON FUNCTION subscription.preview_set_quantity(bigint, integer, timestamptz) IS 'The ledger lines set_quantity would write, without writing them (Z9)';
 COMMENT ON FUNCTION subscription.redeemable_coupon(text, timestamptz, text) IS 'Internal: the Z10 checks of a coupon, locking it';
-COMMENT ON FUNCTION subscription.reduce_charge() IS 'Trigger: a coupon''s discount and the account''s credit on every charge line';
-COMMENT ON FUNCTION subscription.refresh_limits() IS 'Trigger: the limits stored in the usage counters follow what they are computed from';
 COMMENT ON FUNCTION subscription.refuse_history_change() IS 'Trigger: history is append-only';
 COMMENT ON FUNCTION subscription.registration_problem(subscription.limited_table) IS 'What is wrong with a limit registration (tree, columns, guards), or NULL';
 COMMENT ON FUNCTION subscription.renew_batch(timestamptz, integer, timestamptz, bigint) IS 'Internal: one batch of renew_due and run_renewals';
@@ -771,7 +766,6 @@ COMMENT ON FUNCTION subscription.reseat_licenses(bigint[]) IS 'Internal (C): reb
 COMMENT ON FUNCTION subscription.round_money(numeric, text) IS 'Round an amount to its currency''s minor unit, half away from zero';
 COMMENT ON FUNCTION subscription.set_renewal(bigint, text) IS 'The renewal option: none, once, always, to_monthly (R6)';
 COMMENT ON FUNCTION subscription.set_role_kind(regrole, text, boolean) IS 'Internal: what grant_* and revoke_* do';
-COMMENT ON FUNCTION subscription.subscription_for_change(text, bigint, text) IS 'Internal: the subscription locked for a change, the actor''s right checked';
 COMMENT ON FUNCTION subscription.unenforce_limit(regclass, text) IS 'Remove a feature''s limit guard from a table, with its counters';
 COMMENT ON FUNCTION subscription.unpriced_addons(bigint, interval) IS 'Internal: the renewing add-ons of a subscription with no price for a cycle';
 
@@ -1394,6 +1388,7 @@ COMMENT ON FUNCTION subscription.self_referrers(text, bigint) IS
 -- plan_price, addon or addon_price is deleted: 2BP01 naming what still
 -- refers to it.  The row is locked first, so that a writer that names it
 -- (its foreign key check holds FOR KEY SHARE) commits before the count.
+-- (kept: the statements below need refuse_delete_in_use() before its final text, section "Citus: create_account(), distribute()")
 CREATE FUNCTION subscription.refuse_delete_in_use()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -1534,6 +1529,7 @@ CREATE TRIGGER addon_price_refuse_delete_in_use BEFORE DELETE ON subscription.ad
 -- that refuse_delete_in_use() of a concurrent delete waits for us.  An
 -- AFTER ROW trigger runs at the end of the statement, so that one COPY or
 -- INSERT may hold both rows in any order.
+-- (kept: the statements below need check_reference() before its final text, section "Citus: create_account(), distribute()")
 CREATE FUNCTION subscription.check_reference()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -1807,267 +1803,6 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION subscription.refresh_limits()
-RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the writer needs no right on its tables
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    r record;
-    accounts bigint[];
-    only_feature text;
-BEGIN
-    -- an UPDATE can move the row: refresh for its old and its new self
-    FOR i IN 1 .. CASE WHEN TG_OP = 'UPDATE' THEN 2 ELSE 1 END LOOP
-        IF i = 1 AND TG_OP <> 'INSERT' THEN
-            r := OLD;
-        ELSE
-            r := NEW;
-        END IF;
-        IF TG_TABLE_NAME = 'subscription' THEN
-            accounts := ARRAY[r.account_id];
-        ELSIF TG_TABLE_NAME = 'addon_batch' THEN
-            SELECT array_agg(s.account_id) INTO accounts
-              FROM subscription.subscription AS s WHERE s.id = r.subscription_id;
-        ELSIF TG_TABLE_NAME = 'plan_limit' THEN
-            only_feature := r.feature;
-            SELECT array_agg(DISTINCT s.account_id) INTO accounts
-              FROM subscription.subscription AS s WHERE s.plan = r.plan;
-        ELSE
-            SELECT array_agg(DISTINCT s.account_id) INTO accounts
-              FROM subscription.subscription AS s
-              JOIN subscription.addon_batch AS b ON b.subscription_id = s.id
-             WHERE b.addon = r.code;
-        END IF;
-        UPDATE subscription.usage_counter AS u
-           SET limit_value = subscription.limit_of(u.account_id, u.feature)
-         WHERE u.account_id = ANY (accounts)
-           AND (only_feature IS NULL OR u.feature = only_feature)
-           AND u.limit_value IS DISTINCT FROM subscription.limit_of(u.account_id, u.feature);
-    END LOOP;
-    RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.subscription_for_change(fn text, subscription_id bigint, action text)
-RETURNS subscription.subscription
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-BEGIN
-    SELECT * INTO s FROM subscription.subscription AS x
-     WHERE x.id = subscription_for_change.subscription_id FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
-    END IF;
-    PERFORM subscription.authorize(s.account_id, action);
-    IF s.status <> 'active' THEN
-        RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('%s() changes active subscriptions only.', fn);
-    END IF;
-    RETURN s;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.set_renewal(subscription_id bigint, renewal text)
-RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    PERFORM subscription.require_arguments('set_renewal', '{subscription_id,renewal}',
-        ARRAY[subscription_id IS NULL, renewal IS NULL]);
-    PERFORM subscription.require_renewal(renewal);
-    PERFORM subscription.subscription_for_change('set_renewal', subscription_id, 'change_renewal');
-    UPDATE subscription.subscription AS x SET renewal = set_renewal.renewal
-     WHERE x.id = set_renewal.subscription_id;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.cancel(subscription_id bigint)
-RETURNS timestamptz
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-BEGIN
-    PERFORM subscription.require_arguments('cancel', '{subscription_id}', ARRAY[subscription_id IS NULL]);
-    s := subscription.subscription_for_change('cancel', subscription_id, 'cancel');
-    UPDATE subscription.subscription AS x SET cancel_at_period_end = true
-     WHERE x.id = s.id AND NOT x.cancel_at_period_end;
-    RETURN upper(s.period);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.cancel_account(account_id bigint)
-RETURNS TABLE (subscription_id bigint, ends_at timestamptz)
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    PERFORM subscription.require_arguments('cancel_account', '{account_id}', ARRAY[account_id IS NULL]);
-    PERFORM subscription.require_account(cancel_account.account_id);
-    PERFORM subscription.authorize(account_id, 'cancel');
-    RETURN QUERY
-    SELECT s.id, subscription.cancel(s.id)
-      FROM subscription.subscription AS s
-     WHERE s.account_id = cancel_account.account_id
-       AND s.status = 'active'
-     ORDER BY s.id;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.give_back_unused(s subscription.subscription, at timestamptz, kind text, reason text)
-RETURNS numeric
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    total numeric;
-BEGIN
-    WITH open_charges AS (
-        SELECT c.id, c.currency, c.period, c.plan, c.item,
-               c.amount - coalesce((
-                   SELECT sum(d.amount) FROM subscription.ledger AS d
-                    WHERE d.charge_id = c.id
-                      AND d.kind = 'discount'), 0) AS paid
-          FROM subscription.ledger AS c
-         WHERE c.subscription_id = s.id
-           AND c.kind = 'charge'
-           AND c.addon_batch_id IS NULL
-           AND c.period && s.period
-           AND NOT EXISTS (SELECT FROM subscription.ledger AS r
-                            WHERE r.charge_id = c.id
-                              AND r.kind = ANY ('{refund,credit}'))),
-    given AS (
-        INSERT INTO subscription.ledger AS l
-               (account_id, subscription_id, kind, amount, currency, period, item, plan, charge_id, description)
-        SELECT s.account_id, s.id, give_back_unused.kind,
-               subscription.prorate_refund(o.paid, lower(o.period), upper(o.period), at, 'day',
-                                           subscription.money_scale(o.currency)),
-               o.currency, tstzrange(at, upper(o.period), '[)'), o.item, o.plan, o.id,
-               format('%s: unused part of charge %s (plan %s)', reason, o.id, o.plan)
-          FROM open_charges AS o
-         WHERE o.paid > 0 AND at < upper(o.period)
-        RETURNING l.amount)
-    SELECT coalesce(sum(g.amount), 0) INTO total FROM given AS g;
-    RETURN total;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.reduce_charge()
-RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the writer needs no right on its tables
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    c subscription.coupon;
-    discount numeric := 0;
-    balance numeric;
-    used numeric;
-BEGIN
-    IF NEW.subscription_id IS NOT NULL AND NEW.item = 'plan' THEN
-        discount := subscription.coupon_discount(NEW.subscription_id, NEW.amount, NEW.currency);
-        IF discount > 0 THEN
-            SELECT x.* INTO c FROM subscription.subscription AS s
-              JOIN subscription.coupon AS x ON x.code = s.coupon
-             WHERE s.id = NEW.subscription_id;
-            INSERT INTO subscription.ledger
-                   (account_id, subscription_id, kind, amount, currency, period, item, plan, charge_id, description)
-            VALUES (NEW.account_id, NEW.subscription_id, 'discount', discount, NEW.currency, NEW.period, NEW.item,
-                    NEW.plan, NEW.id,
-                    format('coupon %s: %s off', c.code,
-                           coalesce(c.percent_off::text || '%', c.amount_off::text || ' ' || c.currency)));
-            UPDATE subscription.subscription AS s
-               SET coupon_periods_left = s.coupon_periods_left - 1
-             WHERE s.id = NEW.subscription_id AND s.coupon_periods_left IS NOT NULL;
-        END IF;
-    END IF;
-
-    -- credit: read without a lock first, the common case is none
-    IF subscription.credit_balance(NEW.account_id, NEW.currency) > 0 THEN
-        -- concurrent charges of the account take its credit one at a time
-        PERFORM FROM subscription.account AS a WHERE a.id = NEW.account_id FOR NO KEY UPDATE;
-        balance := subscription.credit_balance(NEW.account_id, NEW.currency);
-        used := least(balance, NEW.amount - discount);
-        IF used > 0 THEN
-            INSERT INTO subscription.ledger
-                   (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan,
-                    charge_id, description)
-            VALUES (NEW.account_id, NEW.subscription_id, NEW.addon_batch_id, 'credit_used', used, NEW.currency,
-                    NEW.period, NEW.item, NEW.plan, NEW.id, format('credit pays charge %s', NEW.id));
-        END IF;
-    END IF;
-    RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.cancel_addon(batch_id bigint)
-RETURNS timestamptz
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    b subscription.addon_batch;
-    s subscription.subscription;
-BEGIN
-    PERFORM subscription.require_arguments('cancel_addon', '{batch_id}', ARRAY[batch_id IS NULL]);
-    SELECT * INTO b FROM subscription.addon_batch AS x WHERE x.id = cancel_addon.batch_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'add-on batch % does not exist', batch_id USING ERRCODE = 'no_data_found';
-    END IF;
-    s := subscription.subscription_for_change('cancel_addon', b.subscription_id, 'cancel');
-    IF b.status <> 'active' THEN
-        RAISE EXCEPTION 'add-on batch % is %', batch_id, b.status USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
-    IF (SELECT x.one_time FROM subscription.addon AS x WHERE x.code = b.addon) THEN
-        RAISE EXCEPTION 'add-on batch % was a one-time purchase', batch_id
-            USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = 'Nothing renews, so nothing can be cancelled.';
-    END IF;
-    UPDATE subscription.addon_batch AS x SET cancel_at_period_end = true
-     WHERE x.id = b.id AND NOT x.cancel_at_period_end;
-    RETURN upper(s.period);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.ledger_lines_of(subscription_id bigint, change text)
-RETURNS SETOF subscription.ledger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    last_line bigint;
-    lines subscription.ledger[];
-BEGIN
-    PERFORM FROM subscription.subscription AS s
-     WHERE s.id = ledger_lines_of.subscription_id FOR NO KEY UPDATE;
-    SELECT coalesce(max(l.id), 0) INTO last_line FROM subscription.ledger AS l
-     WHERE l.subscription_id = ledger_lines_of.subscription_id;
-    BEGIN
-        EXECUTE change;
-        SELECT array_agg(l ORDER BY l.id) INTO lines FROM subscription.ledger AS l
-         WHERE l.subscription_id = ledger_lines_of.subscription_id
-           AND l.id > last_line;
-        RAISE EXCEPTION 'preview' USING ERRCODE = 'SBPRV';  -- undoes the change
-    EXCEPTION WHEN SQLSTATE 'SBPRV' THEN
-        NULL;
-    END;
-    RETURN QUERY SELECT * FROM unnest(lines);
-END
-$$;
-
 CREATE OR REPLACE FUNCTION subscription.renew_period(s subscription.subscription, may_trim boolean)
 RETURNS text
 LANGUAGE plpgsql
@@ -2299,43 +2034,6 @@ COMMENT ON FUNCTION subscription.unused_part(numeric, tstzrange, timestamptz, te
 
 REVOKE ALL ON FUNCTION subscription.unused_part(numeric, tstzrange, timestamptz, text) FROM PUBLIC;
 
-CREATE OR REPLACE FUNCTION subscription.give_back_unused(s subscription.subscription, at timestamptz, kind text, reason text)
-RETURNS numeric
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    total numeric;
-BEGIN
-    WITH open_charges AS (
-        SELECT c.id, c.currency, c.period, c.plan, c.item,
-               c.amount - coalesce((
-                   SELECT sum(d.amount) FROM subscription.ledger AS d
-                    WHERE d.charge_id = c.id
-                      AND d.kind = 'discount'), 0) AS paid
-          FROM subscription.ledger AS c
-         WHERE c.subscription_id = s.id
-           AND c.kind = 'charge'
-           AND c.addon_batch_id IS NULL
-           AND c.period && s.period
-           AND NOT EXISTS (SELECT FROM subscription.ledger AS r
-                            WHERE r.charge_id = c.id
-                              AND r.kind = ANY ('{refund,credit}'))),
-    given AS (
-        INSERT INTO subscription.ledger AS l
-               (account_id, subscription_id, kind, amount, currency, period, item, plan, charge_id, description)
-        SELECT s.account_id, s.id, give_back_unused.kind,
-               subscription.unused_part(o.paid, o.period, at, o.currency),
-               o.currency, tstzrange(at, upper(o.period), '[)'), o.item, o.plan, o.id,
-               format('%s: unused part of charge %s (plan %s)', reason, o.id, o.plan)
-          FROM open_charges AS o
-         WHERE o.paid > 0 AND at < upper(o.period)
-        RETURNING l.amount)
-    SELECT coalesce(sum(g.amount), 0) INTO total FROM given AS g;
-    RETURN total;
-END
-$$;
-
 -- Default license, managed accounts, terms (issue 16: R10, Z2, Z11)
 
 -- Z11: the terms versions, and who accepted which (user data: dumped)
@@ -2385,61 +2083,21 @@ RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    t subscription.terms;
 BEGIN
-    t := subscription.terms_in_effect(at);
-    IF t.version IS NULL OR EXISTS (
-            SELECT FROM subscription.terms_acceptance AS a
-              JOIN subscription.terms AS y ON y.version = a.version
-             WHERE a.account_id = require_terms.account_id AND y.effective_at >= t.effective_at) THEN
-        RETURN;
-    END IF;
-    RAISE EXCEPTION 'account % has not accepted the terms in effect', account_id
-        USING ERRCODE = 'object_not_in_prerequisite_state',
-              DETAIL = format('Terms version "%s" is in effect%s.', t.version,
-                              coalesce(format(' (%s)', t.url), '')),
-              HINT = format('Once the account accepts them, call subscription.accept_terms(%s, %L).',
-                            account_id, t.version);
+    PERFORM subscription.require_terms(subscription.tenant_of('account', require_terms.account_id),
+                                       require_terms.account_id, require_terms.at);
 END
 $$;
 
-COMMENT ON FUNCTION subscription.require_terms(bigint, timestamptz) IS
-'Internal: 55000 unless the account accepted the terms version in effect at a time, or a later one (Z11)';
-
+-- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
 CREATE FUNCTION subscription.accept_terms(account_id bigint, version text, at timestamptz DEFAULT subscription.now())
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    t subscription.terms;
-    current subscription.terms;
 BEGIN
-    PERFORM subscription.require_arguments('accept_terms', '{account_id,version,at}',
-        ARRAY[account_id IS NULL, version IS NULL, at IS NULL]);
-    PERFORM subscription.require_time('accept_terms', at, false);
-    PERFORM subscription.require_account(account_id);
-    PERFORM subscription.authorize(account_id, 'accept_terms');
-    PERFORM subscription.require_open_account(account_id);
-    SELECT * INTO t FROM subscription.terms AS x WHERE x.version = accept_terms.version;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'terms version "%" does not exist', version
-            USING ERRCODE = 'undefined_object',
-                  HINT = 'The versions are the rows of subscription.terms.';
-    END IF;
-    current := subscription.terms_in_effect(at);
-    IF t.effective_at < current.effective_at THEN
-        RAISE EXCEPTION 'terms version "%" was replaced by version "%"', version, current.version
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('Version "%s" is in effect since %s.', current.version, current.effective_at),
-                  HINT = format('Accept the version in effect: subscription.accept_terms(%s, %L).',
-                                account_id, current.version);
-    END IF;
-    INSERT INTO subscription.terms_acceptance AS a (account_id, version, accepted_at, accepted_by)
-    VALUES (accept_terms.account_id, t.version, accept_terms.at, subscription.current_actor())
-    ON CONFLICT ON CONSTRAINT terms_acceptance_pkey DO NOTHING;
+    PERFORM subscription.accept_terms(subscription.tenant_of('account', accept_terms.account_id), accept_terms.account_id, accept_terms.version, accept_terms.at);
 END
 $$;
 
@@ -2447,32 +2105,15 @@ COMMENT ON FUNCTION subscription.accept_terms(bigint, text, timestamptz) IS
 'The account accepts a terms version; who accepted (the actor, else the session user) is recorded, in history too (Z11)';
 
 -- R10: choosing the default subscription
+-- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
 CREATE FUNCTION subscription.set_default(subscription_id bigint)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    account bigint;
-    s subscription.subscription;
 BEGIN
-    PERFORM subscription.require_arguments('set_default', '{subscription_id}', ARRAY[subscription_id IS NULL]);
-    SELECT x.account_id INTO account FROM subscription.subscription AS x
-     WHERE x.id = set_default.subscription_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
-    END IF;
-    PERFORM FROM subscription.subscription AS x WHERE x.account_id = account
-     ORDER BY x.id FOR NO KEY UPDATE;
-    s := subscription.subscription_for_change('set_default', subscription_id, 'set_default');
-    IF s.is_default THEN
-        RETURN;
-    END IF;
-    UPDATE subscription.subscription AS x SET is_default = false
-     WHERE x.account_id = s.account_id AND x.is_default;
-    UPDATE subscription.subscription AS x SET is_default = true
-     WHERE x.id = s.id;
+    PERFORM subscription.set_default(subscription.tenant_of('subscription', set_default.subscription_id), set_default.subscription_id);
 END
 $$;
 
@@ -2518,60 +2159,6 @@ RETURN CASE WHEN subscription.restoring_role()
 
 COMMENT ON FUNCTION subscription.restored_copy(regclass, bigint) IS
 'Internal: whether a row is copied in by a restore (a restoring role, an id its sequence has not issued)';
-
-CREATE OR REPLACE FUNCTION subscription.reduce_charge()
-RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the writer needs no right on its tables
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    c subscription.coupon;
-    discount numeric := 0;
-    balance numeric;
-    used numeric;
-BEGIN
-    -- a restore copies the charge's discount and credit lines, and the
-    -- coupon's periods left, with it (restored_copy)
-    IF subscription.restored_copy('subscription.ledger_id_seq', NEW.id) THEN
-        RETURN NULL;
-    END IF;
-    IF NEW.subscription_id IS NOT NULL AND NEW.item = 'plan' THEN
-        discount := subscription.coupon_discount(NEW.subscription_id, NEW.amount, NEW.currency);
-        IF discount > 0 THEN
-            SELECT x.* INTO c FROM subscription.subscription AS s
-              JOIN subscription.coupon AS x ON x.code = s.coupon
-             WHERE s.id = NEW.subscription_id;
-            INSERT INTO subscription.ledger
-                   (account_id, subscription_id, kind, amount, currency, period, item, plan, charge_id, description)
-            VALUES (NEW.account_id, NEW.subscription_id, 'discount', discount, NEW.currency, NEW.period, NEW.item,
-                    NEW.plan, NEW.id,
-                    format('coupon %s: %s off', c.code,
-                           coalesce(c.percent_off::text || '%', c.amount_off::text || ' ' || c.currency)));
-            UPDATE subscription.subscription AS s
-               SET coupon_periods_left = s.coupon_periods_left - 1
-             WHERE s.id = NEW.subscription_id AND s.coupon_periods_left IS NOT NULL;
-        END IF;
-    END IF;
-
-    -- credit: read without a lock first, the common case is none
-    IF subscription.credit_balance(NEW.account_id, NEW.currency) > 0 THEN
-        -- concurrent charges of the account take its credit one at a time
-        PERFORM FROM subscription.account AS a WHERE a.id = NEW.account_id FOR NO KEY UPDATE;
-        balance := subscription.credit_balance(NEW.account_id, NEW.currency);
-        used := least(balance, NEW.amount - discount);
-        IF used > 0 THEN
-            INSERT INTO subscription.ledger
-                   (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan,
-                    charge_id, description)
-            VALUES (NEW.account_id, NEW.subscription_id, NEW.addon_batch_id, 'credit_used', used, NEW.currency,
-                    NEW.period, NEW.item, NEW.plan, NEW.id, format('credit pays charge %s', NEW.id));
-        END IF;
-    END IF;
-    RETURN NULL;
-END
-$$;
 
 CREATE OR REPLACE FUNCTION subscription.keep_limited_tables()
 RETURNS event_trigger
@@ -2699,17 +2286,22 @@ DECLARE
     r record;
     a text;
     b text;
+    c text;
 BEGIN
-    -- a suite row, or a plan that moved to another product
-    IF TG_TABLE_NAME = 'plan' THEN
+    -- a suite row, or a plan that moved to another product (the logical
+    -- table, from the trigger's argument: issue 17)
+    IF TG_ARGV[0] = 'plan' THEN
         a := NEW.code;
         b := NEW.code;
     ELSE
         a := NEW.suite_plan;
         b := NEW.plan;
     END IF;
-    -- serialize concurrent changes of the suites that involve these plans
-    PERFORM FROM subscription.plan AS p WHERE p.code IN (a, b) ORDER BY p.code FOR UPDATE;
+    -- serialize concurrent changes of the suites that involve these plans,
+    -- in code order, by their advisory locks (no row lock: issue 17)
+    FOR c IN SELECT DISTINCT x FROM unnest(ARRAY[a, b]) AS x ORDER BY 1 LOOP
+        PERFORM subscription.lock_catalog('plan ' || c, false);
+    END LOOP;
     FOR r IN SELECT sc.suite_plan, sc.plan, subscription.suite_problem(sc.suite_plan, sc.plan) AS problem
                FROM subscription.suite_component AS sc
               WHERE sc.suite_plan IN (a, b) OR sc.plan IN (a, b)
@@ -2726,8 +2318,6 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION subscription.check_suite_component() IS 'Trigger: a suite includes plans of other products, one per product, and no suite (Z3)';
-
 CREATE CONSTRAINT TRIGGER suite_component_valid
     AFTER INSERT OR UPDATE ON subscription.suite_component
     FOR EACH ROW EXECUTE FUNCTION subscription.check_suite_component();
@@ -2742,56 +2332,6 @@ CREATE TRIGGER suite_component_service_seats
     AFTER INSERT OR UPDATE OR DELETE ON subscription.suite_component
     FOR EACH ROW EXECUTE FUNCTION subscription.sync_service_seats();
 
-CREATE OR REPLACE FUNCTION subscription.refresh_limits()
-RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the writer needs no right on its tables
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    r record;
-    accounts bigint[];
-    only_feature text;
-BEGIN
-    -- an UPDATE can move the row: refresh for its old and its new self
-    FOR i IN 1 .. CASE WHEN TG_OP = 'UPDATE' THEN 2 ELSE 1 END LOOP
-        IF i = 1 AND TG_OP <> 'INSERT' THEN
-            r := OLD;
-        ELSE
-            r := NEW;
-        END IF;
-        IF TG_TABLE_NAME = 'subscription' THEN
-            accounts := ARRAY[r.account_id];
-        ELSIF TG_TABLE_NAME = 'addon_batch' THEN
-            SELECT array_agg(s.account_id) INTO accounts
-              FROM subscription.subscription AS s WHERE s.id = r.subscription_id;
-        ELSIF TG_TABLE_NAME = 'plan_limit' THEN
-            only_feature := r.feature;
-            -- the plan's subscriptions, and those of the suites that include it (Z3)
-            SELECT array_agg(DISTINCT s.account_id) INTO accounts
-              FROM subscription.subscription AS s
-             WHERE s.plan = r.plan
-                OR s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc WHERE sc.plan = r.plan);
-        ELSIF TG_TABLE_NAME = 'suite_component' THEN
-            SELECT array_agg(DISTINCT s.account_id) INTO accounts
-              FROM subscription.subscription AS s WHERE s.plan = r.suite_plan;
-        ELSE
-            SELECT array_agg(DISTINCT s.account_id) INTO accounts
-              FROM subscription.subscription AS s
-              JOIN subscription.addon_batch AS b ON b.subscription_id = s.id
-             WHERE b.addon = r.code;
-        END IF;
-        UPDATE subscription.usage_counter AS u
-           SET limit_value = subscription.limit_of(u.account_id, u.feature)
-         WHERE u.account_id = ANY (accounts)
-           AND (only_feature IS NULL OR u.feature = only_feature)
-           AND u.limit_value IS DISTINCT FROM subscription.limit_of(u.account_id, u.feature);
-    END LOOP;
-    RETURN NULL;
-END
-$$;
-
 CREATE TRIGGER suite_component_refresh_limits
     AFTER INSERT OR DELETE OR UPDATE ON subscription.suite_component
     FOR EACH ROW EXECUTE FUNCTION subscription.refresh_limits();
@@ -2804,6 +2344,7 @@ CREATE TRIGGER suite_component_refresh_limits
 -- credit pays the suite's first charge (L10); the members holding their
 -- licenses hold the suite's.  All or nothing: 23514 names the products
 -- when the suite has fewer licenses than those members.
+-- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
 CREATE FUNCTION subscription.bundle_into_suite(account_id bigint, suite_plan text, quantity integer DEFAULT NULL,
                                                at timestamptz DEFAULT subscription.now())
 RETURNS bigint
@@ -2811,100 +2352,8 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    suite subscription.plan;
-    included text[];
-    replaced subscription.subscription[];
-    ids bigint[];
-    members bigint[];
-    r subscription.subscription;
-    bundle_cycle interval;
-    was_default boolean;
-    credited numeric := 0;
-    new_id bigint;
 BEGIN
-    PERFORM subscription.require_arguments('bundle_into_suite', '{account_id,suite_plan,at}',
-        ARRAY[account_id IS NULL, suite_plan IS NULL, at IS NULL]);
-    IF quantity IS NOT NULL THEN
-        PERFORM subscription.require_quantity(quantity);
-    END IF;
-    PERFORM subscription.require_time('bundle_into_suite', at, false);
-    PERFORM subscription.require_account(bundle_into_suite.account_id);
-    PERFORM subscription.authorize(bundle_into_suite.account_id, 'change_plan');
-    SELECT * INTO suite FROM subscription.plan AS p WHERE p.code = bundle_into_suite.suite_plan;
-    IF NOT FOUND THEN
-        PERFORM subscription.unknown_code('plan', suite_plan);
-    END IF;
-    SELECT array_agg(DISTINCT ip.product ORDER BY ip.product) INTO included
-      FROM subscription.suite_component AS sc
-      JOIN subscription.plan AS ip ON ip.code = sc.plan
-     WHERE sc.suite_plan = suite.code;
-    IF included IS NULL THEN
-        RAISE EXCEPTION 'plan "%" is not a suite', suite.code
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'The plans a suite includes are its rows in subscription.suite_component.';
-    END IF;
-
-    -- the separate subscriptions, locked in id order
-    SELECT array_agg(x ORDER BY x.id) INTO replaced
-      FROM (SELECT x.* FROM subscription.subscription AS x
-              JOIN subscription.plan AS p ON p.code = x.plan
-             WHERE x.account_id = bundle_into_suite.account_id
-               AND x.status = 'active'
-               AND subscription.seat_product(p.kind, p.product) = ANY (included)
-             ORDER BY x.id
-               FOR NO KEY UPDATE OF x) AS x;
-    IF replaced IS NULL THEN
-        RAISE EXCEPTION 'account % has no subscription to bundle into suite "%"', account_id, suite.code
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('It has no active subscription of product %s.',
-                                  array_to_string(ARRAY(SELECT format('"%s"', i) FROM unnest(included) AS i), ', ')),
-                  HINT = 'Subscribe to the suite with subscription.subscribe().';
-    END IF;
-    ids := ARRAY(SELECT x.id FROM unnest(replaced) AS x);
-    quantity := coalesce(quantity, (SELECT max(x.quantity) FROM unnest(replaced) AS x));
-    bundle_cycle := (SELECT max(x.cycle) FROM unnest(replaced) AS x);
-    was_default := (SELECT bool_or(x.is_default) FROM unnest(replaced) AS x);
-
-    -- their seats go to the suite: a member holding a license of an included product
-    members := ARRAY(SELECT DISTINCT l.member_id FROM subscription.license AS l
-                      WHERE l.subscription_id = ANY (ids) ORDER BY 1);
-    IF cardinality(members) > quantity THEN
-        RAISE EXCEPTION 'suite "%" with % licenses cannot seat the % members holding a license of product %',
-                        suite.code, quantity, cardinality(members),
-                        (SELECT string_agg(DISTINCT format('"%s"', p.product), ', ' ORDER BY format('"%s"', p.product))
-                           FROM unnest(replaced) AS x
-                           JOIN subscription.license AS l ON l.subscription_id = x.id
-                           JOIN subscription.plan AS p ON p.code = x.plan)
-            USING ERRCODE = 'check_violation',
-                  DETAIL = format('Members %s hold a license of subscription %s.',
-                                  array_to_string(members, ', '), array_to_string(ids, ', ')),
-                  HINT = 'Bundle with a larger quantity, or release licenses first.';
-    END IF;
-
-    -- L9: each ends now, its unused days credited; its licenses released
-    FOREACH r IN ARRAY replaced LOOP
-        credited := credited + subscription.end_early(r.id, at);
-    END LOOP;
-    DELETE FROM subscription.license AS l WHERE l.subscription_id = ANY (ids);
-    IF was_default THEN
-        UPDATE subscription.subscription AS x SET is_default = false
-         WHERE x.id = ANY (ids) AND x.is_default;
-    END IF;
-
-    -- the suite, charged as any subscription (the credit pays it first)
-    new_id := subscription.subscribe(bundle_into_suite.account_id, suite.code, bundle_cycle, quantity, at);
-    IF was_default THEN
-        UPDATE subscription.subscription AS x SET is_default = true WHERE x.id = new_id AND NOT x.is_default;
-    END IF;
-    INSERT INTO subscription.license (subscription_id, member_id)
-    SELECT new_id, m FROM unnest(members) AS m;
-
-    INSERT INTO subscription.history (actor, operation, account_id, subscription_id, details)
-    VALUES (subscription.current_actor(), 'bundle_into_suite', bundle_into_suite.account_id, new_id,
-            jsonb_build_object('suite_plan', suite.code, 'quantity', quantity, 'replaced', to_jsonb(ids),
-                               'credited', credited, 'members', to_jsonb(members)));
-    RETURN new_id;
+    RETURN subscription.bundle_into_suite(subscription.tenant_of('account', bundle_into_suite.account_id), bundle_into_suite.account_id, bundle_into_suite.suite_plan, bundle_into_suite.quantity, bundle_into_suite.at);
 END
 $$;
 
@@ -2943,13 +2392,7 @@ $$;
 
 COMMENT ON FUNCTION subscription.lines_of_change(bigint, bigint, text) IS 'Internal: the ledger lines a change would write for a subscription or an account, in a rolled-back subtransaction (Z9)';
 
-CREATE OR REPLACE FUNCTION subscription.ledger_lines_of(subscription_id bigint, change text)
-RETURNS SETOF subscription.ledger
-LANGUAGE sql
-BEGIN ATOMIC
-    SELECT * FROM subscription.lines_of_change(NULL, subscription_id, change);
-END;
-
+-- (kept: the statements below need preview_bundle_into_suite() before its final text, section "Invoices as documents and payments")
 CREATE FUNCTION subscription.preview_bundle_into_suite(account_id bigint, suite_plan text, quantity integer DEFAULT NULL,
                                                        at timestamptz DEFAULT subscription.now())
 RETURNS SETOF subscription.ledger
@@ -2959,8 +2402,6 @@ BEGIN ATOMIC
     SELECT * FROM subscription.lines_of_change(account_id, NULL,
         format('SELECT subscription.bundle_into_suite(%L, %L, %L, %L)', account_id, suite_plan, quantity, at));
 END;
-
-COMMENT ON FUNCTION subscription.preview_bundle_into_suite(bigint, text, integer, timestamptz) IS 'The ledger lines bundle_into_suite would write, without writing them (Z9)';
 
 REVOKE ALL ON FUNCTION subscription.suite_problem(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.check_suite_component() FROM PUBLIC;
@@ -3035,19 +2476,20 @@ BEGIN
                (SELECT sum(b.quantity::bigint * a.units)
                   FROM subscription.addon_batch AS b
                   JOIN subscription.addon AS a ON a.code = b.addon
-                 WHERE b.subscription_id = s.id AND b.status = 'active' AND NOT b.cancel_at_period_end
-                   AND a.feature = f.feature), 0), 0)::numeric / f.per_license))::bigint
+                 WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
+                   AND NOT b.cancel_at_period_end AND a.feature = f.feature), 0), 0)::numeric / f.per_license))::bigint
       INTO n.needed
       FROM (-- a tiered plan: its per-license features whose use is counted
             SELECT pl.feature, c.used, pl.value
               FROM subscription.plan_limit AS pl
-              JOIN subscription.usage_counter AS c ON c.account_id = s.account_id AND c.feature = pl.feature
+              JOIN subscription.usage_counter AS c
+                ON c.tenant_id = s.tenant_id AND c.account_id = s.account_id AND c.feature = pl.feature
              WHERE cardinality(tiers) > 0 AND pl.plan = n.plan AND pl.versions @> v AND pl.per_license AND pl.value > 0
             UNION ALL
             -- a plan priced per license: the licenses assigned
             SELECT 'licenses', lc.used, 1
               FROM subscription.license_counter AS lc
-             WHERE cardinality(tiers) = 0 AND lc.subscription_id = s.id
+             WHERE cardinality(tiers) = 0 AND lc.tenant_id = s.tenant_id AND lc.subscription_id = s.id
                AND EXISTS (SELECT FROM subscription.plan_price AS pp
                             WHERE pp.plan = n.plan AND pp.versions @> v AND pp.per_license))
            AS f(feature, used, per_license);
@@ -3060,9 +2502,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION subscription.next_terms(subscription.subscription) IS
-'Internal: the plan, cycle, quantity (L7: from the use on a ''from_usage'' product) and renewal option of a subscription''s next period';
-
+-- (kept: the statements below need renewal_terms() before its final text, section "Shard-safe lookups")
 CREATE FUNCTION subscription.renewal_terms(subscription_id bigint)
 RETURNS TABLE (plan text, cycle interval, quantity integer, renewal text, needed bigint, version integer)
 LANGUAGE sql STABLE
@@ -3083,6 +2523,7 @@ DROP FUNCTION subscription.renew_period(subscription.subscription, boolean);
 DROP FUNCTION subscription.renewal_problem(subscription.subscription);
 DROP FUNCTION subscription.renewal_may_trim(subscription.subscription);
 
+-- R12: renewals, plan changes and early ends bill the usage of the period
 CREATE FUNCTION subscription.renew_period(s subscription.subscription, n subscription.period_terms, may_trim boolean)
 RETURNS text
 LANGUAGE plpgsql
@@ -3093,16 +2534,32 @@ DECLARE
     same_cycle boolean;
     next_period tstzrange;
     price record;
+    batch record;
 BEGIN
+    -- U3: the ending period's usage, billed in arrears
+    PERFORM subscription.bill_usage(s, ends);
     UPDATE subscription.addon_batch AS b SET status = 'expired'
-     WHERE b.subscription_id = s.id AND b.status = 'active'
+     WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
        AND (b.cancel_at_period_end OR s.cancel_at_period_end OR s.renewal = 'none');
     IF s.cancel_at_period_end OR s.renewal = 'none' THEN
         UPDATE subscription.subscription AS x
            SET status = CASE WHEN s.cancel_at_period_end THEN 'cancelled' ELSE 'expired' END
-         WHERE x.id = s.id
+         WHERE x.tenant_id = s.tenant_id AND x.id = s.id
         RETURNING x.status INTO s.status;
         RETURN s.status;
+    END IF;
+    -- L6: a migration never takes away a feature in use; one that would
+    -- now (the account's use grew since it was scheduled) is dropped
+    IF coalesce(s.pending_plan IS NULL AND s.migrate_at <= ends AND NOT s.migrate_trim, false)
+       AND EXISTS (SELECT FROM subscription.migration_shortfall(s.id, s.migrate_to, s.migrate_version)) THEN
+        RAISE WARNING 'subscription % stays on its version of plan "%": plan "%" would take away features in use',
+                      s.id, s.plan, s.migrate_to
+            USING DETAIL = 'Its migration is dropped; subscription.preview_migration() lists the features.';
+        UPDATE subscription.subscription AS x
+           SET migrate_to = NULL, migrate_version = NULL, migrate_at = NULL, migrate_trim = NULL
+         WHERE x.tenant_id = s.tenant_id AND x.id = s.id
+        RETURNING * INTO s;
+        n := subscription.next_terms(s);
     END IF;
 
     -- L7: a use above the largest tier renews at the largest tier
@@ -3115,43 +2572,52 @@ BEGIN
     -- a new cycle counts from the start of its first period (Z7)
     next_period := subscription.nth_period(CASE WHEN same_cycle THEN s.anchor ELSE ends END, n.cycle,
                                            CASE WHEN same_cycle THEN s.period_number + 1 ELSE 1 END);
-    price := subscription.period_price(n.plan, n.cycle, n.quantity);
-    IF same_cycle AND s.pending_plan IS NULL AND s.pending_quantity IS NULL AND n.quantity = s.quantity THEN
+    price := subscription.period_price(n.plan, n.cycle, n.quantity, n.version);
+    IF same_cycle AND n.plan = s.plan AND n.version = s.plan_version AND n.quantity = s.quantity
+       AND s.pending_plan IS NULL AND s.pending_quantity IS NULL THEN
         -- the common renewal: only the period moves, and the triggers on
         -- plan, quantity and status (limits, seats) have nothing to do
         UPDATE subscription.subscription AS x
            SET period_number = x.period_number + 1, period = next_period,
                paid_quantity = n.quantity, pending_cycle = NULL, renewal = n.renewal
-         WHERE x.id = s.id;
+         WHERE x.tenant_id = s.tenant_id AND x.id = s.id;
     ELSE
         UPDATE subscription.subscription AS x
-           SET plan = n.plan, cycle = n.cycle, quantity = n.quantity, paid_quantity = n.quantity,
+           SET plan = n.plan, plan_version = n.version,
+               cycle = n.cycle, quantity = n.quantity, paid_quantity = n.quantity,
                pending_plan = NULL, pending_cycle = NULL, pending_quantity = NULL,
                anchor = CASE WHEN same_cycle THEN x.anchor ELSE ends END,
                period_number = CASE WHEN same_cycle THEN x.period_number + 1 ELSE 1 END,
                period = next_period, renewal = n.renewal
-         WHERE x.id = s.id;
+         WHERE x.tenant_id = s.tenant_id AND x.id = s.id;
     END IF;
 
     -- C2: the constraint makes a second charge of the period impossible
     INSERT INTO subscription.ledger
-           (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
-    VALUES (s.account_id, s.id, 'charge', subscription.round_money(price.amount, price.currency), price.currency,
+           (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+    VALUES (s.tenant_id, s.account_id, s.id, 'charge', subscription.round_money(price.amount, price.currency), price.currency,
             next_period, 'plan', n.plan,
             format('renewal: plan %s, cycle %s, quantity %s', n.plan, n.cycle, n.quantity))
-    ON CONFLICT (subscription_id, addon_batch_id, period, item)
+    ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
        WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
-    INSERT INTO subscription.ledger
-           (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
-    SELECT s.account_id, s.id, b.id, 'charge', subscription.round_money(p.amount, p.currency), p.currency,
-           next_period, 'addon', n.plan, format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, n.cycle)
-      FROM subscription.addon_batch AS b
-      JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time
-     CROSS JOIN LATERAL subscription.addon_period_price(b.addon, n.cycle, b.quantity) AS p
-     WHERE b.subscription_id = s.id AND b.status = 'active'
-     ORDER BY b.id
-    ON CONFLICT (subscription_id, addon_batch_id, period, item)
-       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+    -- each batch priced apart from the statement that reads the batches:
+    -- on Citus that one runs on the shard, where no other table is read
+    FOR batch IN
+        SELECT b.id, b.addon, b.quantity
+          FROM subscription.addon_batch AS b
+          JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time
+         WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
+         ORDER BY b.id
+    LOOP
+        price := subscription.addon_period_price(batch.addon, n.cycle, batch.quantity);
+        INSERT INTO subscription.ledger
+               (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
+        VALUES (s.tenant_id, s.account_id, s.id, batch.id, 'charge', subscription.round_money(price.amount, price.currency),
+                price.currency, next_period, 'addon', n.plan,
+                format('renewal: add-on %s x %s, cycle %s', batch.addon, batch.quantity, n.cycle))
+        ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
+           WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+    END LOOP;
 
     IF may_trim THEN
         PERFORM FROM subscription.apply_downgrade(s.id);
@@ -3159,8 +2625,6 @@ BEGIN
     RETURN 'active';
 END
 $$;
-
-COMMENT ON FUNCTION subscription.renew_period(subscription.subscription, subscription.period_terms, boolean) IS 'Internal: one period of one due subscription';
 
 CREATE FUNCTION subscription.renewal_problem(s subscription.subscription, n subscription.period_terms)
 RETURNS text
@@ -3173,22 +2637,20 @@ BEGIN
     IF s.cancel_at_period_end OR s.renewal = 'none' THEN
         RETURN NULL;
     END IF;
-    CASE (subscription.find_price(n.plan, n.cycle, n.quantity)).problem
+    CASE (subscription.find_price(n.plan, n.cycle, n.quantity, n.version)).problem
         WHEN 'not_a_tier' THEN
             RETURN format('quantity %s is not a tier of plan "%s"', n.quantity, n.plan);
         WHEN 'no_price' THEN
             RETURN format('plan "%s" has no price for cycle %s', n.plan, subscription.cycle_text(n.cycle));
         ELSE
     END CASE;
-    missing := subscription.unpriced_addons(s.id, n.cycle);
+    missing := subscription.unpriced_addons(s.tenant_id, s.id, n.cycle);
     IF missing IS NOT NULL THEN
         RETURN format('add-on %s has no price for cycle %s', missing, subscription.cycle_text(n.cycle));
     END IF;
     RETURN NULL;
 END
 $$;
-
-COMMENT ON FUNCTION subscription.renewal_problem(subscription.subscription, subscription.period_terms) IS 'Internal: why the next renewal could not be charged, or NULL';
 
 CREATE FUNCTION subscription.renewal_may_trim(s subscription.subscription, n subscription.period_terms)
 RETURNS boolean
@@ -3287,19 +2749,23 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    what text := CASE TG_TABLE_NAME WHEN 'plan_price' THEN 'price' ELSE 'limit' END;
+    -- the logical table, as a trigger argument: a Citus shard has another name
+    logical text := TG_ARGV[0];
+    what text := CASE logical WHEN 'plan_price' THEN 'price' ELSE 'limit' END;
     current_version integer;
     held boolean;
     held_current boolean;
     new_version integer;
 BEGIN
-    -- serialize the version changes of a plan, and its migrations
-    SELECT p.version INTO current_version FROM subscription.plan AS p WHERE p.code = NEW.plan FOR UPDATE;
     -- the new version's row, inserted below while the old one is still open
     IF TG_OP = 'INSERT' AND pg_trigger_depth() > 1 THEN
         RETURN NEW;
     ELSIF TG_OP = 'INSERT' THEN
-        IF TG_TABLE_NAME = 'plan_price' THEN
+        -- no row lock (an INSERT makes no version; on Citus the rows of a
+        -- reference table are copied through this trigger): two new rows
+        -- of one price or limit from the same version meet in the unique
+        -- index of their lower bound
+        IF logical = 'plan_price' THEN
             PERFORM FROM subscription.plan_price AS pp
              WHERE pp.plan = NEW.plan AND pp.versions && NEW.versions
                AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(NEW.cycle)
@@ -3312,8 +2778,8 @@ BEGIN
             RAISE EXCEPTION 'plan "%" already has this %', NEW.plan, what
                 USING ERRCODE = 'unique_violation',
                       DETAIL = format('A row of the same %s holds versions overlapping %s.', what, NEW.versions),
-                      HINT = format('UPDATE the current row of subscription.%s: a change that subscriptions hold makes a new version.', TG_TABLE_NAME),
-                      TABLE = TG_TABLE_NAME, SCHEMA = 'subscription';
+                      HINT = format('UPDATE the current row of subscription.%s: a change that subscriptions hold makes a new version.', logical),
+                      TABLE = logical, SCHEMA = 'subscription';
         END IF;
         RETURN NEW;
     END IF;
@@ -3325,8 +2791,13 @@ BEGIN
         RAISE EXCEPTION 'the plan and versions of a % are not changed with its terms', what
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Update the terms of the current row alone; the new version is made for you.',
-                  TABLE = TG_TABLE_NAME, SCHEMA = 'subscription';
+                  TABLE = logical, SCHEMA = 'subscription';
     END IF;
+    -- serialize the version changes of a plan, and its migrations, by the
+    -- plan's advisory lock, not a row lock on plan (issue 17); each
+    -- statement below reads what the previous holder committed
+    PERFORM subscription.lock_catalog('plan ' || OLD.plan, false);
+    SELECT p.version INTO current_version FROM subscription.plan AS p WHERE p.code = OLD.plan;
     SELECT coalesce(bool_or(true), false), coalesce(bool_or(h.version = current_version), false)
       INTO held, held_current
       FROM (SELECT s.plan_version AS version FROM subscription.subscription AS s
@@ -3343,7 +2814,7 @@ BEGIN
     new_version := current_version + CASE WHEN held_current THEN 1 ELSE 0 END;
     UPDATE subscription.plan AS p SET version = new_version WHERE p.code = OLD.plan AND p.version <> new_version;
     NEW.versions := int4range(new_version, NULL);
-    IF TG_TABLE_NAME = 'plan_price' THEN
+    IF logical = 'plan_price' THEN
         INSERT INTO subscription.plan_price SELECT (NEW::subscription.plan_price).*;
     ELSE
         INSERT INTO subscription.plan_limit SELECT (NEW::subscription.plan_limit).*;
@@ -3352,9 +2823,6 @@ BEGIN
     RETURN OLD;
 END
 $$;
-
-COMMENT ON FUNCTION subscription.version_catalog_row() IS
-'Trigger: a price or limit that subscriptions hold changes by a new plan version; the old row is kept and closed (grandfathering)';
 
 CREATE TRIGGER plan_price_versions
     BEFORE INSERT OR UPDATE OF cycle, tier, amount, per_license, currency, versions ON subscription.plan_price
@@ -3557,142 +3025,6 @@ $$;
 COMMENT ON FUNCTION subscription.next_plan(subscription.subscription) IS
 'Internal: the plan and version a subscription renews into (NULL version: the plan''s current one)';
 
--- One period of one due subscription, locked by the caller: the batches
--- cancelled for this period end (K4); a cancelled subscription (Z8) or
--- one that does not renew (R6 'none') ends; otherwise the pending plan,
--- cycle and quantity take effect (C4, Z7), the renewal option moves on
--- ('once' becomes 'none', 'to_monthly' continues monthly), a migration
--- due takes effect unless it would take away a feature in use (L6), the new period
--- is charged, the plan and each recurring add-on batch once (C2), and when
--- the limits may have dropped (may_trim: renewal_may_trim() asked by the
--- caller before anything moved), apply_downgrade trims the account's data
--- (C5-C11, K10).  Returns the new status.
-CREATE OR REPLACE FUNCTION subscription.renew_period(s subscription.subscription, n subscription.period_terms, may_trim boolean)
-RETURNS text
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    ends timestamptz := upper(s.period);
-    same_cycle boolean;
-    next_period tstzrange;
-    price record;
-BEGIN
-    UPDATE subscription.addon_batch AS b SET status = 'expired'
-     WHERE b.subscription_id = s.id AND b.status = 'active'
-       AND (b.cancel_at_period_end OR s.cancel_at_period_end OR s.renewal = 'none');
-    IF s.cancel_at_period_end OR s.renewal = 'none' THEN
-        UPDATE subscription.subscription AS x
-           SET status = CASE WHEN s.cancel_at_period_end THEN 'cancelled' ELSE 'expired' END
-         WHERE x.id = s.id
-        RETURNING x.status INTO s.status;
-        RETURN s.status;
-    END IF;
-    -- L6: a migration never takes away a feature in use; one that would
-    -- now (the account's use grew since it was scheduled) is dropped
-    IF coalesce(s.pending_plan IS NULL AND s.migrate_at <= ends AND NOT s.migrate_trim, false)
-       AND EXISTS (SELECT FROM subscription.migration_shortfall(s.id, s.migrate_to, s.migrate_version)) THEN
-        RAISE WARNING 'subscription % stays on its version of plan "%": plan "%" would take away features in use',
-                      s.id, s.plan, s.migrate_to
-            USING DETAIL = 'Its migration is dropped; subscription.preview_migration() lists the features.';
-        UPDATE subscription.subscription AS x
-           SET migrate_to = NULL, migrate_version = NULL, migrate_at = NULL, migrate_trim = NULL
-         WHERE x.id = s.id
-        RETURNING * INTO s;
-        n := subscription.next_terms(s);
-    END IF;
-
-    -- L7: a use above the largest tier renews at the largest tier
-    IF n.needed > n.quantity THEN
-        RAISE WARNING 'subscription % uses more than the largest tier of plan "%"', s.id, n.plan
-            USING DETAIL = format('Its use needs %s licenses; it renews at the largest tier, %s.', n.needed, n.quantity),
-                  HINT = format('Contact sales for a plan above %s hosts.', n.quantity);
-    END IF;
-    same_cycle := subscription.cycle_key(n.cycle) = subscription.cycle_key(s.cycle);
-    -- a new cycle counts from the start of its first period (Z7)
-    next_period := subscription.nth_period(CASE WHEN same_cycle THEN s.anchor ELSE ends END, n.cycle,
-                                           CASE WHEN same_cycle THEN s.period_number + 1 ELSE 1 END);
-    price := subscription.period_price(n.plan, n.cycle, n.quantity, n.version);
-    IF same_cycle AND n.plan = s.plan AND n.version = s.plan_version AND n.quantity = s.quantity
-       AND s.pending_plan IS NULL AND s.pending_quantity IS NULL THEN
-        -- the common renewal: only the period moves, and the triggers on
-        -- plan, quantity and status (limits, seats) have nothing to do
-        UPDATE subscription.subscription AS x
-           SET period_number = x.period_number + 1, period = next_period,
-               paid_quantity = n.quantity, pending_cycle = NULL, renewal = n.renewal
-         WHERE x.id = s.id;
-    ELSE
-        UPDATE subscription.subscription AS x
-           SET plan = n.plan, plan_version = n.version,
-               cycle = n.cycle, quantity = n.quantity, paid_quantity = n.quantity,
-               pending_plan = NULL, pending_cycle = NULL, pending_quantity = NULL,
-               anchor = CASE WHEN same_cycle THEN x.anchor ELSE ends END,
-               period_number = CASE WHEN same_cycle THEN x.period_number + 1 ELSE 1 END,
-               period = next_period, renewal = n.renewal
-         WHERE x.id = s.id;
-    END IF;
-
-    -- C2: the constraint makes a second charge of the period impossible
-    INSERT INTO subscription.ledger
-           (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
-    VALUES (s.account_id, s.id, 'charge', subscription.round_money(price.amount, price.currency), price.currency,
-            next_period, 'plan', n.plan,
-            format('renewal: plan %s, cycle %s, quantity %s', n.plan, n.cycle, n.quantity))
-    ON CONFLICT (subscription_id, addon_batch_id, period, item)
-       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
-    INSERT INTO subscription.ledger
-           (account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
-    SELECT s.account_id, s.id, b.id, 'charge', subscription.round_money(p.amount, p.currency), p.currency,
-           next_period, 'addon', n.plan, format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, n.cycle)
-      FROM subscription.addon_batch AS b
-      JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time
-     CROSS JOIN LATERAL subscription.addon_period_price(b.addon, n.cycle, b.quantity) AS p
-     WHERE b.subscription_id = s.id AND b.status = 'active'
-     ORDER BY b.id
-    ON CONFLICT (subscription_id, addon_batch_id, period, item)
-       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
-
-    IF may_trim THEN
-        PERFORM FROM subscription.apply_downgrade(s.id);
-    END IF;
-    RETURN 'active';
-END
-$$;
-
-COMMENT ON FUNCTION subscription.renew_period(subscription.subscription, subscription.period_terms, boolean) IS 'Internal: one period of one due subscription';
-
--- Why the next renewal of a subscription would fail (no price for its
--- plan, cycle and quantity, or for one of its add-on batches), or NULL.
--- A plain lookup: renew_due() checks every subscription without a
--- subtransaction.
-CREATE OR REPLACE FUNCTION subscription.renewal_problem(s subscription.subscription, n subscription.period_terms)
-RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    missing text;
-BEGIN
-    IF s.cancel_at_period_end OR s.renewal = 'none' THEN
-        RETURN NULL;
-    END IF;
-    CASE (subscription.find_price(n.plan, n.cycle, n.quantity, n.version)).problem
-        WHEN 'not_a_tier' THEN
-            RETURN format('quantity %s is not a tier of plan "%s"', n.quantity, n.plan);
-        WHEN 'no_price' THEN
-            RETURN format('plan "%s" has no price for cycle %s', n.plan, subscription.cycle_text(n.cycle));
-        ELSE
-    END CASE;
-    missing := subscription.unpriced_addons(s.id, n.cycle);
-    IF missing IS NOT NULL THEN
-        RETURN format('add-on %s has no price for cycle %s', missing, subscription.cycle_text(n.cycle));
-    END IF;
-    RETURN NULL;
-END
-$$;
-
-COMMENT ON FUNCTION subscription.renewal_problem(subscription.subscription, subscription.period_terms) IS 'Internal: why the next renewal could not be charged, or NULL';
-
 -- Can the next renewal lower the account's limits (and so trim, or be
 -- refused by a 'block' limit)?
 CREATE FUNCTION subscription.renewal_may_trim(s subscription.subscription, n subscription.period_terms)
@@ -3824,8 +3156,10 @@ BEGIN
     IF NOT FOUND THEN
         PERFORM subscription.unknown_code('plan', from_plan);
     END IF;
-    -- the target's version cannot move while its subscriptions are chosen
-    SELECT * INTO target FROM subscription.plan AS p WHERE p.code = to_plan FOR SHARE;
+    -- the target's version cannot move while its subscriptions are chosen:
+    -- the plan's lock, shared (version_catalog_row takes it alone; issue 17)
+    PERFORM subscription.lock_catalog('plan ' || to_plan, true);
+    SELECT * INTO target FROM subscription.plan AS p WHERE p.code = to_plan;
     IF NOT FOUND THEN
         PERFORM subscription.unknown_code('plan', to_plan);
     END IF;
@@ -3850,9 +3184,6 @@ BEGIN
      ORDER BY s.id;
 END
 $$;
-
-COMMENT ON FUNCTION subscription.migration_candidates(text, text, text, timestamptz, interval) IS
-'Internal: the subscriptions a migration moves, when, and to which version';
 
 -- Moves every subscription migration_candidates() names to to_plan's
 -- current version at its first renewal at least notice after at: stored
@@ -3946,29 +3277,15 @@ COMMENT ON FUNCTION subscription.preview_migration(text, text, timestamptz, inte
 
 -- Cancels a subscription's pending migration before it takes effect: it
 -- keeps the version it holds.  Back-office work, as the migration.
+-- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
 CREATE FUNCTION subscription.cancel_migration(subscription_id bigint)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    s subscription.subscription;
 BEGIN
-    PERFORM subscription.require_arguments('cancel_migration', '{subscription_id}', ARRAY[subscription_id IS NULL]);
-    PERFORM subscription.require_renewal_run('cancel_migration', subscription.now());
-    SELECT * INTO s FROM subscription.subscription AS x WHERE x.id = cancel_migration.subscription_id FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
-    END IF;
-    IF s.migrate_to IS NULL THEN
-        RAISE EXCEPTION 'subscription % has no pending migration', subscription_id
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('It holds version %s of plan "%s".', s.plan_version, s.plan);
-    END IF;
-    UPDATE subscription.subscription AS x
-       SET migrate_to = NULL, migrate_version = NULL, migrate_at = NULL, migrate_trim = NULL
-     WHERE x.id = s.id;
+    PERFORM subscription.cancel_migration(subscription.tenant_of('subscription', cancel_migration.subscription_id), cancel_migration.subscription_id);
 END
 $$;
 
@@ -3997,95 +3314,6 @@ SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.grante
 -- trigger function reads the logical table from its trigger's argument
 -- (TG_ARGV[0]), not TG_TABLE_NAME, which on Citus is a shard's name.  The
 -- history rows' operations stay as they were (account_insert, ...).
-
-CREATE OR REPLACE FUNCTION subscription.check_suite_component()
-RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    r record;
-    a text;
-    b text;
-BEGIN
-    -- a suite row, or a plan that moved to another product (the logical
-    -- table, from the trigger's argument: issue 17)
-    IF TG_ARGV[0] = 'plan' THEN
-        a := NEW.code;
-        b := NEW.code;
-    ELSE
-        a := NEW.suite_plan;
-        b := NEW.plan;
-    END IF;
-    -- serialize concurrent changes of the suites that involve these plans
-    PERFORM FROM subscription.plan AS p WHERE p.code IN (a, b) ORDER BY p.code FOR UPDATE;
-    FOR r IN SELECT sc.suite_plan, sc.plan, subscription.suite_problem(sc.suite_plan, sc.plan) AS problem
-               FROM subscription.suite_component AS sc
-              WHERE sc.suite_plan IN (a, b) OR sc.plan IN (a, b)
-              -- the row written first: its problem is the one to tell
-              ORDER BY (sc.suite_plan, sc.plan) = (a, b) DESC, 1, 2 LOOP
-        IF r.problem IS NOT NULL THEN
-            RAISE EXCEPTION '%', r.problem
-                USING ERRCODE = 'check_violation',
-                      DETAIL = 'A suite includes plans of other products, one per product, and no suite.',
-                      TABLE = 'suite_component', SCHEMA = 'subscription';
-        END IF;
-    END LOOP;
-    RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.refresh_limits()
-RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the writer needs no right on its tables
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    r record;
-    accounts bigint[];
-    only_feature text;
-    -- the logical table, from the trigger's argument (issue 17)
-    logical text := TG_ARGV[0];
-BEGIN
-    -- an UPDATE can move the row: refresh for its old and its new self
-    FOR i IN 1 .. CASE WHEN TG_OP = 'UPDATE' THEN 2 ELSE 1 END LOOP
-        IF i = 1 AND TG_OP <> 'INSERT' THEN
-            r := OLD;
-        ELSE
-            r := NEW;
-        END IF;
-        IF logical = 'subscription' THEN
-            accounts := ARRAY[r.account_id];
-        ELSIF logical = 'addon_batch' THEN
-            SELECT array_agg(s.account_id) INTO accounts
-              FROM subscription.subscription AS s WHERE s.id = r.subscription_id;
-        ELSIF logical = 'plan_limit' THEN
-            only_feature := r.feature;
-            -- the plan's subscriptions, and those of the suites that include it (Z3)
-            SELECT array_agg(DISTINCT s.account_id) INTO accounts
-              FROM subscription.subscription AS s
-             WHERE s.plan = r.plan
-                OR s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc WHERE sc.plan = r.plan);
-        ELSIF logical = 'suite_component' THEN
-            SELECT array_agg(DISTINCT s.account_id) INTO accounts
-              FROM subscription.subscription AS s WHERE s.plan = r.suite_plan;
-        ELSE
-            SELECT array_agg(DISTINCT s.account_id) INTO accounts
-              FROM subscription.subscription AS s
-              JOIN subscription.addon_batch AS b ON b.subscription_id = s.id
-             WHERE b.addon = r.code;
-        END IF;
-        UPDATE subscription.usage_counter AS u
-           SET limit_value = subscription.limit_of(u.account_id, u.feature)
-         WHERE u.account_id = ANY (accounts)
-           AND (only_feature IS NULL OR u.feature = only_feature)
-           AND u.limit_value IS DISTINCT FROM subscription.limit_of(u.account_id, u.feature);
-    END LOOP;
-    RETURN NULL;
-END
-$$;
 
 DROP TRIGGER suite_component_valid ON subscription.suite_component;
 CREATE CONSTRAINT TRIGGER suite_component_valid
@@ -4236,85 +3464,6 @@ CREATE TRIGGER terms_refuse_delete_in_use BEFORE DELETE ON subscription.terms
 -- version: an INSERT locks nothing, so Citus can copy a reference table's
 -- rows through the trigger (issue 17)
 -- ---------------------------------------------------------------------------
-CREATE OR REPLACE FUNCTION subscription.version_catalog_row()
-RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the catalog admin reads no subscription
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    -- the logical table, as a trigger argument: a Citus shard has another name
-    logical text := TG_ARGV[0];
-    what text := CASE logical WHEN 'plan_price' THEN 'price' ELSE 'limit' END;
-    current_version integer;
-    held boolean;
-    held_current boolean;
-    new_version integer;
-BEGIN
-    -- the new version's row, inserted below while the old one is still open
-    IF TG_OP = 'INSERT' AND pg_trigger_depth() > 1 THEN
-        RETURN NEW;
-    ELSIF TG_OP = 'INSERT' THEN
-        -- no row lock (an INSERT makes no version; on Citus the rows of a
-        -- reference table are copied through this trigger): two new rows
-        -- of one price or limit from the same version meet in the unique
-        -- index of their lower bound
-        IF logical = 'plan_price' THEN
-            PERFORM FROM subscription.plan_price AS pp
-             WHERE pp.plan = NEW.plan AND pp.versions && NEW.versions
-               AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(NEW.cycle)
-               AND pp.tier IS NOT DISTINCT FROM NEW.tier;
-        ELSE
-            PERFORM FROM subscription.plan_limit AS pl
-             WHERE pl.plan = NEW.plan AND pl.versions && NEW.versions AND pl.feature = NEW.feature;
-        END IF;
-        IF FOUND THEN
-            RAISE EXCEPTION 'plan "%" already has this %', NEW.plan, what
-                USING ERRCODE = 'unique_violation',
-                      DETAIL = format('A row of the same %s holds versions overlapping %s.', what, NEW.versions),
-                      HINT = format('UPDATE the current row of subscription.%s: a change that subscriptions hold makes a new version.', logical),
-                      TABLE = logical, SCHEMA = 'subscription';
-        END IF;
-        RETURN NEW;
-    END IF;
-    IF NOT upper_inf(OLD.versions) THEN
-        -- a closed row is history: an UPDATE changes the current rows only
-        RETURN NULL;
-    END IF;
-    IF NEW.versions IS DISTINCT FROM OLD.versions OR NEW.plan IS DISTINCT FROM OLD.plan THEN
-        RAISE EXCEPTION 'the plan and versions of a % are not changed with its terms', what
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'Update the terms of the current row alone; the new version is made for you.',
-                  TABLE = logical, SCHEMA = 'subscription';
-    END IF;
-    -- serialize the version changes of a plan, and its migrations
-    SELECT p.version INTO current_version FROM subscription.plan AS p WHERE p.code = OLD.plan FOR UPDATE;
-    SELECT coalesce(bool_or(true), false), coalesce(bool_or(h.version = current_version), false)
-      INTO held, held_current
-      FROM (SELECT s.plan_version AS version FROM subscription.subscription AS s
-             WHERE s.plan = OLD.plan AND s.status = 'active'
-            UNION ALL
-            SELECT s.migrate_version FROM subscription.subscription AS s
-             WHERE s.migrate_to = OLD.plan AND s.status = 'active') AS h
-     WHERE OLD.versions @> h.version;
-    IF NOT held THEN
-        RETURN NEW;
-    END IF;
-    -- the versions held keep the old row; the change makes a new version
-    -- unless the current one is held by nobody yet
-    new_version := current_version + CASE WHEN held_current THEN 1 ELSE 0 END;
-    UPDATE subscription.plan AS p SET version = new_version WHERE p.code = OLD.plan AND p.version <> new_version;
-    NEW.versions := int4range(new_version, NULL);
-    IF logical = 'plan_price' THEN
-        INSERT INTO subscription.plan_price SELECT (NEW::subscription.plan_price).*;
-    ELSE
-        INSERT INTO subscription.plan_limit SELECT (NEW::subscription.plan_limit).*;
-    END IF;
-    OLD.versions := int4range(lower(OLD.versions), new_version);
-    RETURN OLD;
-END
-$$;
 
 -- Tenant keys (issue 17, docs/design.md#tenant-keys) ----------------------
 -- Every tenant table gets tenant_id, the root account's id, first in its
@@ -4529,143 +3678,6 @@ ALTER TABLE subscription.ledger ENABLE ALWAYS TRIGGER ledger_fill_tenant_id;
 ALTER TABLE subscription.history ENABLE ALWAYS TRIGGER history_fill_tenant_id;
 ALTER TABLE subscription.usage_counter ENABLE ALWAYS TRIGGER usage_counter_fill_tenant_id;
 ALTER TABLE subscription.trimmed ENABLE ALWAYS TRIGGER trimmed_fill_tenant_id;
-
-CREATE OR REPLACE FUNCTION subscription.renew_period(s subscription.subscription, n subscription.period_terms, may_trim boolean)
-RETURNS text
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    ends timestamptz := upper(s.period);
-    same_cycle boolean;
-    next_period tstzrange;
-    price record;
-BEGIN
-    UPDATE subscription.addon_batch AS b SET status = 'expired'
-     WHERE b.subscription_id = s.id AND b.status = 'active'
-       AND (b.cancel_at_period_end OR s.cancel_at_period_end OR s.renewal = 'none');
-    IF s.cancel_at_period_end OR s.renewal = 'none' THEN
-        UPDATE subscription.subscription AS x
-           SET status = CASE WHEN s.cancel_at_period_end THEN 'cancelled' ELSE 'expired' END
-         WHERE x.id = s.id
-        RETURNING x.status INTO s.status;
-        RETURN s.status;
-    END IF;
-    -- L6: a migration never takes away a feature in use; one that would
-    -- now (the account's use grew since it was scheduled) is dropped
-    IF coalesce(s.pending_plan IS NULL AND s.migrate_at <= ends AND NOT s.migrate_trim, false)
-       AND EXISTS (SELECT FROM subscription.migration_shortfall(s.id, s.migrate_to, s.migrate_version)) THEN
-        RAISE WARNING 'subscription % stays on its version of plan "%": plan "%" would take away features in use',
-                      s.id, s.plan, s.migrate_to
-            USING DETAIL = 'Its migration is dropped; subscription.preview_migration() lists the features.';
-        UPDATE subscription.subscription AS x
-           SET migrate_to = NULL, migrate_version = NULL, migrate_at = NULL, migrate_trim = NULL
-         WHERE x.id = s.id
-        RETURNING * INTO s;
-        n := subscription.next_terms(s);
-    END IF;
-
-    -- L7: a use above the largest tier renews at the largest tier
-    IF n.needed > n.quantity THEN
-        RAISE WARNING 'subscription % uses more than the largest tier of plan "%"', s.id, n.plan
-            USING DETAIL = format('Its use needs %s licenses; it renews at the largest tier, %s.', n.needed, n.quantity),
-                  HINT = format('Contact sales for a plan above %s hosts.', n.quantity);
-    END IF;
-    same_cycle := subscription.cycle_key(n.cycle) = subscription.cycle_key(s.cycle);
-    -- a new cycle counts from the start of its first period (Z7)
-    next_period := subscription.nth_period(CASE WHEN same_cycle THEN s.anchor ELSE ends END, n.cycle,
-                                           CASE WHEN same_cycle THEN s.period_number + 1 ELSE 1 END);
-    price := subscription.period_price(n.plan, n.cycle, n.quantity, n.version);
-    IF same_cycle AND n.plan = s.plan AND n.version = s.plan_version AND n.quantity = s.quantity
-       AND s.pending_plan IS NULL AND s.pending_quantity IS NULL THEN
-        -- the common renewal: only the period moves, and the triggers on
-        -- plan, quantity and status (limits, seats) have nothing to do
-        UPDATE subscription.subscription AS x
-           SET period_number = x.period_number + 1, period = next_period,
-               paid_quantity = n.quantity, pending_cycle = NULL, renewal = n.renewal
-         WHERE x.id = s.id;
-    ELSE
-        UPDATE subscription.subscription AS x
-           SET plan = n.plan, plan_version = n.version,
-               cycle = n.cycle, quantity = n.quantity, paid_quantity = n.quantity,
-               pending_plan = NULL, pending_cycle = NULL, pending_quantity = NULL,
-               anchor = CASE WHEN same_cycle THEN x.anchor ELSE ends END,
-               period_number = CASE WHEN same_cycle THEN x.period_number + 1 ELSE 1 END,
-               period = next_period, renewal = n.renewal
-         WHERE x.id = s.id;
-    END IF;
-
-    -- C2: the constraint makes a second charge of the period impossible
-    INSERT INTO subscription.ledger
-           (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
-    VALUES (s.tenant_id, s.account_id, s.id, 'charge', subscription.round_money(price.amount, price.currency), price.currency,
-            next_period, 'plan', n.plan,
-            format('renewal: plan %s, cycle %s, quantity %s', n.plan, n.cycle, n.quantity))
-    ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
-       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
-    INSERT INTO subscription.ledger
-           (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
-    SELECT s.tenant_id, s.account_id, s.id, b.id, 'charge', subscription.round_money(p.amount, p.currency), p.currency,
-           next_period, 'addon', n.plan, format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, n.cycle)
-      FROM subscription.addon_batch AS b
-      JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time
-     CROSS JOIN LATERAL subscription.addon_period_price(b.addon, n.cycle, b.quantity) AS p
-     WHERE b.subscription_id = s.id AND b.status = 'active'
-     ORDER BY b.id
-    ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
-       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
-
-    IF may_trim THEN
-        PERFORM FROM subscription.apply_downgrade(s.id);
-    END IF;
-    RETURN 'active';
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.ledger_lines_of(subscription_id bigint, change text)
-RETURNS SETOF subscription.ledger
-LANGUAGE sql
-BEGIN ATOMIC
-    SELECT * FROM subscription.lines_of_change(NULL, subscription_id, change);
-END;
-
-CREATE OR REPLACE FUNCTION subscription.preview_bundle_into_suite(account_id bigint, suite_plan text, quantity integer DEFAULT NULL,
-                                                       at timestamptz DEFAULT subscription.now())
-RETURNS SETOF subscription.ledger
-LANGUAGE sql
-SECURITY DEFINER
-BEGIN ATOMIC
-    SELECT * FROM subscription.lines_of_change(account_id, NULL,
-        format('SELECT subscription.bundle_into_suite(%L, %L, %L, %L)', account_id, suite_plan, quantity, at));
-END;
-
-CREATE OR REPLACE FUNCTION subscription.preview_change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT subscription.now())
-RETURNS SETOF subscription.ledger
-LANGUAGE sql
-SECURITY DEFINER
-BEGIN ATOMIC
-    SELECT * FROM subscription.ledger_lines_of(subscription_id,
-        format('SELECT * FROM subscription.change_plan(%L, %L, %L)', subscription_id, plan, at));
-END;
-
-CREATE OR REPLACE FUNCTION subscription.preview_purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
-                                                    at timestamptz DEFAULT subscription.now())
-RETURNS SETOF subscription.ledger
-LANGUAGE sql
-SECURITY DEFINER
-BEGIN ATOMIC
-    SELECT * FROM subscription.ledger_lines_of(subscription_id,
-        format('SELECT subscription.purchase_addon(%L, %L, %L, %L)', subscription_id, addon, quantity, at));
-END;
-
-CREATE OR REPLACE FUNCTION subscription.preview_set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT subscription.now())
-RETURNS SETOF subscription.ledger
-LANGUAGE sql
-SECURITY DEFINER
-BEGIN ATOMIC
-    SELECT * FROM subscription.ledger_lines_of(subscription_id,
-        format('SELECT subscription.set_quantity(%L, %L, %L)', subscription_id, quantity, at));
-END;
 
 -- PUBLIC executes nothing (99_public.sql)
 REVOKE ALL ON FUNCTION subscription.fill_tenant_id() FROM PUBLIC;
@@ -4946,6 +3958,8 @@ $$;
 COMMENT ON FUNCTION subscription.distributed_functions() IS
 'The keyed forms (first argument tenant_id) that Citus distributes with subscription.account: create_distributed_function(function, tenant_argument, colocate_with := ''subscription.account'')';
 
+-- every mutating public function honours the key: its keyed form starts
+-- with the call of idempotent() (the C ones: src/licenses.c)
 CREATE FUNCTION subscription.accept_terms(tenant_id bigint, account_id bigint, version text, at timestamptz)
 RETURNS void
 LANGUAGE plpgsql
@@ -4956,6 +3970,12 @@ DECLARE
     t subscription.terms;
     current subscription.terms;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        PERFORM subscription.idempotent('subscription.accept_terms(bigint,bigint,text,timestamptz)', accept_terms.tenant_id,
+            pg_catalog.jsonb_build_array(accept_terms.tenant_id, accept_terms.account_id, accept_terms.version, accept_terms.at));
+        RETURN;
+    END IF;
     PERFORM subscription.require_tenant('accept_terms', tenant_id, 'account', account_id);
     PERFORM subscription.require_arguments('accept_terms', '{account_id,version,at}',
         ARRAY[account_id IS NULL, version IS NULL, at IS NULL]);
@@ -4986,18 +4006,6 @@ $$;
 COMMENT ON FUNCTION subscription.accept_terms(bigint, bigint, text, timestamptz) IS
 'The account accepts a terms version; who accepted (the actor, else the session user) is recorded, in history too (Z11) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
--- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
-CREATE OR REPLACE FUNCTION subscription.accept_terms(account_id bigint, version text, at timestamptz DEFAULT subscription.now())
-RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    PERFORM subscription.accept_terms(subscription.tenant_of('account', accept_terms.account_id), accept_terms.account_id, accept_terms.version, accept_terms.at);
-END
-$$;
-
 CREATE FUNCTION subscription.subscribe(tenant_id bigint, account_id bigint, plan text, cycle interval, quantity integer, at timestamptz, renewal text, coupon text)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -5011,7 +4019,17 @@ DECLARE
     anchor_at timestamptz;
     k         integer;
     full_period tstzrange;
+    plan_version integer;
+    is_default boolean;
+    coupon_cycles integer;
+    trial     interval;
+    product_plans text[];
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.subscribe(bigint,bigint,text,interval,integer,timestamptz,text,text)', subscribe.tenant_id,
+            pg_catalog.jsonb_build_array(subscribe.tenant_id, subscribe.account_id, subscribe.plan, subscribe.cycle, subscribe.quantity, subscribe.at, subscribe.renewal, subscribe.coupon)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_tenant('subscribe', tenant_id, 'account', account_id);
     PERFORM subscription.require_arguments('subscribe',
         '{account_id,plan,cycle,quantity,at,renewal}',
@@ -5032,7 +4050,7 @@ BEGIN
     END IF;
     PERFORM subscription.authorize(account_id, 'purchase');
     PERFORM subscription.require_open_account(account_id);
-    PERFORM subscription.require_terms(account_id, at);
+    PERFORM subscription.require_terms(tenant_id, account_id, at);
     price := subscription.period_price(plan, cycle, quantity);
     PERFORM subscription.require_amount(price.amount, price.currency);
     IF coupon IS NOT NULL THEN
@@ -5049,19 +4067,52 @@ BEGIN
     full_period := subscription.nth_period(anchor_at, cycle, k);
     period := tstzrange(at, upper(full_period), '[)');
 
+    -- a trial (issue 19): the plan's price for the cycle names it; the
+    -- subscription is 'trialing' to its end, charged nothing, with its
+    -- plan's seats and limits; renew_account ends it (end_trial).  Each
+    -- read a statement of its own (Citus, issue 17)
+    SELECT max(pp.trial) INTO trial
+      FROM subscription.plan_price AS pp
+      JOIN subscription.plan AS p ON p.code = pp.plan
+     WHERE pp.plan = subscribe.plan
+       AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(subscribe.cycle)
+       AND pp.versions @> p.version;
+    IF trial IS NOT NULL THEN
+        product_plans := ARRAY(SELECT o.code FROM subscription.plan AS p
+                                 JOIN subscription.plan AS o ON o.product = p.product
+                                WHERE p.code = subscribe.plan);
+        IF EXISTS (SELECT FROM subscription.subscription AS d
+                    WHERE d.tenant_id = subscribe.tenant_id AND d.account_id = subscribe.account_id
+                      AND d.trial_ends IS NOT NULL AND d.plan = ANY (product_plans)) THEN
+            RAISE EXCEPTION 'account % has had its trial of the product of plan "%"', account_id, plan
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'An account gets one trial per product.',
+                      HINT = 'Subscribe to a plan or cycle of the product whose price has no trial.';
+        END IF;
+        -- its first period starts at the trial's end (period_number 0 ends there)
+        anchor_at := at + trial;
+        k := 0;
+        full_period := tstzrange(at, anchor_at, '[)');
+        period := full_period;
+        price.amount := 0;
+    END IF;
+
     -- R10: an account's first service subscription is its default one;
-    -- it holds the plan's current version (grandfathering)
+    -- it holds the plan's current version (grandfathering).  Each read a
+    -- statement of its own, the catalog's apart from the tenant's: Citus
+    -- runs no correlated subquery beside a reference table (issue 17)
+    SELECT p.version, p.kind = 'service' INTO plan_version, is_default
+      FROM subscription.plan AS p WHERE p.code = subscribe.plan;
+    is_default := is_default AND NOT EXISTS (
+        SELECT FROM subscription.subscription AS d
+         WHERE d.tenant_id = subscribe.tenant_id AND d.account_id = subscribe.account_id AND d.is_default);
+    coupon_cycles := (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code = subscribe.coupon);
     INSERT INTO subscription.subscription AS s
            (tenant_id, account_id, plan, plan_version, cycle, quantity, paid_quantity, period, anchor, period_number, renewal,
-            is_default, coupon, coupon_periods_left)
-    SELECT subscribe.tenant_id, subscribe.account_id, subscribe.plan, p.version, subscribe.cycle, subscribe.quantity, subscribe.quantity,
-           period, anchor_at, k, subscribe.renewal,
-           p.kind = 'service' AND NOT EXISTS (
-               SELECT FROM subscription.subscription AS d
-                WHERE d.tenant_id = subscribe.tenant_id AND d.account_id = subscribe.account_id AND d.is_default),
-           subscribe.coupon, (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code = subscribe.coupon)
-      FROM subscription.plan AS p
-     WHERE p.code = subscribe.plan
+            is_default, coupon, coupon_periods_left, status, trial_ends)
+    VALUES (subscribe.tenant_id, subscribe.account_id, subscribe.plan, plan_version, subscribe.cycle, subscribe.quantity,
+            subscribe.quantity, period, anchor_at, k, subscribe.renewal, is_default, subscribe.coupon, coupon_cycles,
+            CASE WHEN trial IS NULL THEN 'active' ELSE 'trialing' END, CASE WHEN trial IS NOT NULL THEN anchor_at END)
     RETURNING s.id INTO new_id;
 
     INSERT INTO subscription.ledger
@@ -5071,16 +4122,14 @@ BEGIN
                  THEN subscription.round_money(price.amount, price.currency)
                  ELSE subscription.unused_part(price.amount, full_period, at, price.currency) END,
             price.currency, period, plan,
-            format('plan %s, cycle %s, quantity %s%s', plan, cycle, quantity,
+            format('%splan %s, cycle %s, quantity %s%s', CASE WHEN trial IS NOT NULL THEN 'trial: ' ELSE '' END,
+                   plan, cycle, quantity,
                    CASE WHEN period = full_period THEN ''
                         ELSE format(', to the billing date %s', upper(period)) END));
 
     RETURN new_id;
 END
 $$;
-
-COMMENT ON FUNCTION subscription.subscribe(bigint, bigint, text, interval, integer, timestamptz, text, text) IS
-'Subscribe an account to a plan and charge the first period, prorated to the billing anchor (L4) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
 CREATE OR REPLACE FUNCTION subscription.subscribe(
@@ -5111,6 +4160,12 @@ DECLARE
     account bigint;
     s subscription.subscription;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        PERFORM subscription.idempotent('subscription.set_default(bigint,bigint)', set_default.tenant_id,
+            pg_catalog.jsonb_build_array(set_default.tenant_id, set_default.subscription_id));
+        RETURN;
+    END IF;
     PERFORM subscription.require_tenant('set_default', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('set_default', '{subscription_id}', ARRAY[subscription_id IS NULL]);
     SELECT x.account_id INTO account FROM subscription.subscription AS x
@@ -5134,18 +4189,6 @@ $$;
 COMMENT ON FUNCTION subscription.set_default(bigint, bigint) IS
 'Make an active subscription the account''s default one, whose licenses new members get (R10) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
--- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
-CREATE OR REPLACE FUNCTION subscription.set_default(subscription_id bigint)
-RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    PERFORM subscription.set_default(subscription.tenant_of('subscription', set_default.subscription_id), set_default.subscription_id);
-END
-$$;
-
 CREATE FUNCTION subscription.set_quantity(tenant_id bigint, subscription_id bigint, quantity integer, at timestamptz)
 RETURNS integer
 LANGUAGE plpgsql
@@ -5162,6 +4205,11 @@ DECLARE
     new_price record;
     charge numeric;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.set_quantity(bigint,bigint,integer,timestamptz)', set_quantity.tenant_id,
+            pg_catalog.jsonb_build_array(set_quantity.tenant_id, set_quantity.subscription_id, set_quantity.quantity, set_quantity.at)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_tenant('set_quantity', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('set_quantity', '{subscription_id,quantity,at}',
         ARRAY[subscription_id IS NULL, quantity IS NULL, at IS NULL]);
@@ -5185,7 +4233,7 @@ BEGIN
     IF quantity = s.quantity THEN
         RETURN subscription.licenses_left(subscription_id);
     END IF;
-    PERFORM subscription.require_terms(s.account_id, at);
+    PERFORM subscription.require_terms(set_quantity.tenant_id, s.account_id, at);
 
     -- the counter row is what concurrent license writes wait on
     SELECT * INTO counter FROM subscription.license_counter AS c
@@ -5222,9 +4270,6 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION subscription.set_quantity(bigint, bigint, integer, timestamptz) IS
-'Change the licenses now: more are charged for the rest of the period, fewer refund nothing (keyed form: the tenant first, docs/design.md#keyed-forms)';
-
 -- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
 CREATE OR REPLACE FUNCTION subscription.set_quantity(subscription_id bigint, quantity integer, at timestamptz DEFAULT subscription.now())
 RETURNS integer
@@ -5247,17 +4292,22 @@ DECLARE
     s subscription.subscription;
     missing text;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.change_cycle(bigint,bigint,interval)', change_cycle.tenant_id,
+            pg_catalog.jsonb_build_array(change_cycle.tenant_id, change_cycle.subscription_id, change_cycle.cycle)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_tenant('change_cycle', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('change_cycle', '{subscription_id,cycle}',
         ARRAY[subscription_id IS NULL, cycle IS NULL]);
     PERFORM subscription.require_cycle(cycle);
-    s := subscription.subscription_for_change('change_cycle', subscription_id, 'change_cycle');
-    PERFORM subscription.require_terms(s.account_id, subscription.now());
+    s := subscription.subscription_for_change(change_cycle.tenant_id, 'change_cycle', subscription_id, 'change_cycle');
+    PERFORM subscription.require_terms(change_cycle.tenant_id, s.account_id, subscription.now());
     -- the plan must sell this cycle for the quantity, and so must the
     -- add-ons that will renew with it (22023 otherwise)
     PERFORM subscription.period_price(n.plan, cycle, coalesce(s.pending_quantity, s.quantity), n.version)
        FROM subscription.next_plan(s) AS n;
-    missing := subscription.unpriced_addons(s.id, cycle);
+    missing := subscription.unpriced_addons(change_cycle.tenant_id, s.id, cycle);
     IF missing IS NOT NULL THEN
         RAISE EXCEPTION 'add-on "%" has no price for cycle %', missing, subscription.cycle_text(cycle)
             USING ERRCODE = 'invalid_parameter_value',
@@ -5272,9 +4322,6 @@ BEGIN
     RETURN upper(s.period);
 END
 $$;
-
-COMMENT ON FUNCTION subscription.change_cycle(bigint, bigint, interval) IS
-'A new billing cycle from the next period (Z7); returns when it takes effect (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
 CREATE OR REPLACE FUNCTION subscription.change_cycle(subscription_id bigint, cycle interval)
@@ -5295,18 +4342,21 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        PERFORM subscription.idempotent('subscription.set_renewal(bigint,bigint,text)', set_renewal.tenant_id,
+            pg_catalog.jsonb_build_array(set_renewal.tenant_id, set_renewal.subscription_id, set_renewal.renewal));
+        RETURN;
+    END IF;
     PERFORM subscription.require_tenant('set_renewal', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('set_renewal', '{subscription_id,renewal}',
         ARRAY[subscription_id IS NULL, renewal IS NULL]);
     PERFORM subscription.require_renewal(renewal);
-    PERFORM subscription.subscription_for_change('set_renewal', subscription_id, 'change_renewal');
+    PERFORM subscription.subscription_for_change(set_renewal.tenant_id, 'set_renewal', subscription_id, 'change_renewal');
     UPDATE subscription.subscription AS x SET renewal = set_renewal.renewal
      WHERE x.tenant_id = set_renewal.tenant_id AND x.id = set_renewal.subscription_id;
 END
 $$;
-
-COMMENT ON FUNCTION subscription.set_renewal(bigint, bigint, text) IS
-'The renewal option: none, once, always, to_monthly (R6) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
 CREATE OR REPLACE FUNCTION subscription.set_renewal(subscription_id bigint, renewal text)
@@ -5329,17 +4379,19 @@ AS $$
 DECLARE
     s subscription.subscription;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.cancel(bigint,bigint)', cancel.tenant_id,
+            pg_catalog.jsonb_build_array(cancel.tenant_id, cancel.subscription_id)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_tenant('cancel', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('cancel', '{subscription_id}', ARRAY[subscription_id IS NULL]);
-    s := subscription.subscription_for_change('cancel', subscription_id, 'cancel');
+    s := subscription.subscription_for_change(cancel.tenant_id, 'cancel', subscription_id, 'cancel');
     UPDATE subscription.subscription AS x SET cancel_at_period_end = true
      WHERE x.tenant_id = cancel.tenant_id AND x.id = s.id AND NOT x.cancel_at_period_end;
     RETURN upper(s.period);
 END
 $$;
-
-COMMENT ON FUNCTION subscription.cancel(bigint, bigint) IS
-'Cancel at the end of the period (Z8); returns when it ends (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
 CREATE OR REPLACE FUNCTION subscription.cancel(subscription_id bigint)
@@ -5359,22 +4411,35 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    sub bigint;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN QUERY SELECT * FROM pg_catalog.jsonb_to_recordset(subscription.idempotent('subscription.cancel_account(bigint,bigint)', cancel_account.tenant_id,
+            pg_catalog.jsonb_build_array(cancel_account.tenant_id, cancel_account.account_id)))
+            AS r (subscription_id bigint, ends_at timestamptz);
+        RETURN;
+    END IF;
     PERFORM subscription.require_tenant('cancel_account', tenant_id, 'account', account_id);
     PERFORM subscription.require_arguments('cancel_account', '{account_id}', ARRAY[account_id IS NULL]);
-    PERFORM subscription.require_account(cancel_account.account_id);
-    PERFORM subscription.authorize(account_id, 'cancel');
-    RETURN QUERY
-    SELECT s.id, subscription.cancel(s.id)
-      FROM subscription.subscription AS s
-     WHERE s.tenant_id = cancel_account.tenant_id AND s.account_id = cancel_account.account_id
-       AND s.status = 'active'
-     ORDER BY s.id;
+    PERFORM subscription.require_account(cancel_account.tenant_id, cancel_account.account_id);
+    PERFORM subscription.authorize(cancel_account.tenant_id, cancel_account.account_id, 'cancel', false);
+    -- each cancel() called from a loop, not from the query's target list:
+    -- on Citus a query of a shard may not run a function that reads the
+    -- tenant's tables (issue 17)
+    FOR sub IN
+        SELECT s.id FROM subscription.subscription AS s
+         WHERE s.tenant_id = cancel_account.tenant_id AND s.account_id = cancel_account.account_id
+           AND s.status = 'active'
+         ORDER BY s.id
+    LOOP
+        subscription_id := sub;
+        ends_at := subscription.cancel(cancel_account.tenant_id, sub);
+        RETURN NEXT;
+    END LOOP;
 END
 $$;
-
-COMMENT ON FUNCTION subscription.cancel_account(bigint, bigint) IS
-'Cancel every active subscription of the account, each at its period end (Z8) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
 CREATE OR REPLACE FUNCTION subscription.cancel_account(account_id bigint)
@@ -5388,6 +4453,7 @@ BEGIN
 END
 $$;
 
+-- (kept: the statements below need change_plan() before its final text, section "Usage previews, restart's period number")
 CREATE FUNCTION subscription.change_plan(tenant_id bigint, subscription_id bigint, plan text, at timestamptz)
 RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
 LANGUAGE plpgsql
@@ -5475,9 +4541,6 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION subscription.change_plan(bigint, bigint, text, timestamptz) IS
-'Upgrade now (prorated or restarted) or downgrade at the period end (C1-C4, Z5) (keyed form: the tenant first, docs/design.md#keyed-forms)';
-
 -- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
 CREATE OR REPLACE FUNCTION subscription.change_plan(subscription_id bigint, plan text, at timestamptz DEFAULT subscription.now())
 RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
@@ -5508,6 +4571,11 @@ DECLARE
     credited numeric := 0;
     new_id bigint;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.bundle_into_suite(bigint,bigint,text,integer,timestamptz)', bundle_into_suite.tenant_id,
+            pg_catalog.jsonb_build_array(bundle_into_suite.tenant_id, bundle_into_suite.account_id, bundle_into_suite.suite_plan, bundle_into_suite.quantity, bundle_into_suite.at)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_tenant('bundle_into_suite', tenant_id, 'account', account_id);
     PERFORM subscription.require_arguments('bundle_into_suite', '{account_id,suite_plan,at}',
         ARRAY[account_id IS NULL, suite_plan IS NULL, at IS NULL]);
@@ -5515,8 +4583,8 @@ BEGIN
         PERFORM subscription.require_quantity(quantity);
     END IF;
     PERFORM subscription.require_time('bundle_into_suite', at, false);
-    PERFORM subscription.require_account(bundle_into_suite.account_id);
-    PERFORM subscription.authorize(bundle_into_suite.account_id, 'change_plan');
+    PERFORM subscription.require_account(bundle_into_suite.tenant_id, bundle_into_suite.account_id);
+    PERFORM subscription.authorize(bundle_into_suite.tenant_id, bundle_into_suite.account_id, 'change_plan', false);
     SELECT * INTO suite FROM subscription.plan AS p WHERE p.code = bundle_into_suite.suite_plan;
     IF NOT FOUND THEN
         PERFORM subscription.unknown_code('plan', suite_plan);
@@ -5595,22 +4663,6 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION subscription.bundle_into_suite(bigint, bigint, text, integer, timestamptz) IS
-'Move the account''s separate subscriptions of a suite''s products into one suite subscription, their unused days credited (Z3, L9) (keyed form: the tenant first, docs/design.md#keyed-forms)';
-
--- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
-CREATE OR REPLACE FUNCTION subscription.bundle_into_suite(account_id bigint, suite_plan text, quantity integer DEFAULT NULL,
-                                               at timestamptz DEFAULT subscription.now())
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RETURN subscription.bundle_into_suite(subscription.tenant_of('account', bundle_into_suite.account_id), bundle_into_suite.account_id, bundle_into_suite.suite_plan, bundle_into_suite.quantity, bundle_into_suite.at);
-END
-$$;
-
 CREATE FUNCTION subscription.credit_account(tenant_id bigint, account_id bigint, amount numeric, reason text, currency text)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -5620,6 +4672,11 @@ AS $$
 DECLARE
     line bigint;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.credit_account(bigint,bigint,numeric,text,text)', credit_account.tenant_id,
+            pg_catalog.jsonb_build_array(credit_account.tenant_id, credit_account.account_id, credit_account.amount, credit_account.reason, credit_account.currency)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_tenant('credit_account', tenant_id, 'account', account_id);
     PERFORM subscription.require_arguments('credit_account', '{account_id,amount,reason,currency}',
         ARRAY[account_id IS NULL, amount IS NULL, reason IS NULL, currency IS NULL]);
@@ -5968,18 +5025,6 @@ $$;
 COMMENT ON FUNCTION subscription.cancel_migration(bigint, bigint) IS
 'Cancel a subscription''s pending migration: it keeps the plan version it holds (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
--- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
-CREATE OR REPLACE FUNCTION subscription.cancel_migration(subscription_id bigint)
-RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    PERFORM subscription.cancel_migration(subscription.tenant_of('subscription', cancel_migration.subscription_id), cancel_migration.subscription_id);
-END
-$$;
-
 -- The keyed forms (docs/design.md#keyed-forms): the same code, given the
 -- tenant first; the unkeyed forms look it up (src/licenses.c).
 CREATE FUNCTION subscription.license_consume(tenant_id bigint, subscription_id bigint, member_id bigint)
@@ -6029,156 +5074,8 @@ SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.grante
 -- ---------------------------------------------------------------------------
 DROP FUNCTION subscription.renew_batch(timestamptz, integer, timestamptz, bigint, bigint[]);
 
-CREATE OR REPLACE FUNCTION subscription.next_terms(s subscription.subscription)
-RETURNS subscription.period_terms
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    n subscription.period_terms;
-    tiers integer[];
-    v integer;
-BEGIN
-    SELECT np.plan, np.version INTO n.plan, n.version FROM subscription.next_plan(s) AS np;
-    n.cycle := CASE WHEN s.renewal = 'to_monthly' THEN interval '1 month' ELSE coalesce(s.pending_cycle, s.cycle) END;
-    n.quantity := coalesce(s.pending_quantity, s.quantity);
-    n.renewal := CASE s.renewal WHEN 'once' THEN 'none' WHEN 'to_monthly' THEN 'always' ELSE s.renewal END;
-    IF s.pending_quantity IS NOT NULL
-       OR NOT EXISTS (SELECT FROM subscription.plan AS p
-                        JOIN subscription.product AS pr ON pr.code = p.product
-                       WHERE p.code = n.plan AND pr.renewal_quantity = 'from_usage') THEN
-        RETURN n;
-    END IF;
-    -- L7: the licenses each used feature needs, beyond the units of the
-    -- add-on batches that renew with the subscription
-    tiers := subscription.plan_tiers(n.plan, n.version);
-    v := subscription.plan_version_or_current(n.plan, n.version);
-    SELECT max(ceil(greatest(f.used - coalesce(
-               (SELECT sum(b.quantity::bigint * a.units)
-                  FROM subscription.addon_batch AS b
-                  JOIN subscription.addon AS a ON a.code = b.addon
-                 WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
-                   AND NOT b.cancel_at_period_end AND a.feature = f.feature), 0), 0)::numeric / f.per_license))::bigint
-      INTO n.needed
-      FROM (-- a tiered plan: its per-license features whose use is counted
-            SELECT pl.feature, c.used, pl.value
-              FROM subscription.plan_limit AS pl
-              JOIN subscription.usage_counter AS c
-                ON c.tenant_id = s.tenant_id AND c.account_id = s.account_id AND c.feature = pl.feature
-             WHERE cardinality(tiers) > 0 AND pl.plan = n.plan AND pl.versions @> v AND pl.per_license AND pl.value > 0
-            UNION ALL
-            -- a plan priced per license: the licenses assigned
-            SELECT 'licenses', lc.used, 1
-              FROM subscription.license_counter AS lc
-             WHERE cardinality(tiers) = 0 AND lc.tenant_id = s.tenant_id AND lc.subscription_id = s.id
-               AND EXISTS (SELECT FROM subscription.plan_price AS pp
-                            WHERE pp.plan = n.plan AND pp.versions @> v AND pp.per_license))
-           AS f(feature, used, per_license);
-    IF n.needed IS NOT NULL THEN
-        n.quantity := CASE WHEN cardinality(tiers) > 0
-                           THEN subscription.tier_for_hosts(least(n.needed, tiers[cardinality(tiers)])::integer, tiers)
-                           ELSE greatest(n.needed, 1)::integer END;
-    END IF;
-    RETURN n;
-END
-$$;
-
 COMMENT ON FUNCTION subscription.next_terms(subscription.subscription) IS
 'Internal: the plan, cycle, quantity (L7: from the use on a ''from_usage'' product) and renewal option of a subscription''s next period';
-
-CREATE OR REPLACE FUNCTION subscription.renew_period(s subscription.subscription, n subscription.period_terms, may_trim boolean)
-RETURNS text
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    ends timestamptz := upper(s.period);
-    same_cycle boolean;
-    next_period tstzrange;
-    price record;
-BEGIN
-    UPDATE subscription.addon_batch AS b SET status = 'expired'
-     WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
-       AND (b.cancel_at_period_end OR s.cancel_at_period_end OR s.renewal = 'none');
-    IF s.cancel_at_period_end OR s.renewal = 'none' THEN
-        UPDATE subscription.subscription AS x
-           SET status = CASE WHEN s.cancel_at_period_end THEN 'cancelled' ELSE 'expired' END
-         WHERE x.tenant_id = s.tenant_id AND x.id = s.id
-        RETURNING x.status INTO s.status;
-        RETURN s.status;
-    END IF;
-    -- L6: a migration never takes away a feature in use; one that would
-    -- now (the account's use grew since it was scheduled) is dropped
-    IF coalesce(s.pending_plan IS NULL AND s.migrate_at <= ends AND NOT s.migrate_trim, false)
-       AND EXISTS (SELECT FROM subscription.migration_shortfall(s.id, s.migrate_to, s.migrate_version)) THEN
-        RAISE WARNING 'subscription % stays on its version of plan "%": plan "%" would take away features in use',
-                      s.id, s.plan, s.migrate_to
-            USING DETAIL = 'Its migration is dropped; subscription.preview_migration() lists the features.';
-        UPDATE subscription.subscription AS x
-           SET migrate_to = NULL, migrate_version = NULL, migrate_at = NULL, migrate_trim = NULL
-         WHERE x.tenant_id = s.tenant_id AND x.id = s.id
-        RETURNING * INTO s;
-        n := subscription.next_terms(s);
-    END IF;
-
-    -- L7: a use above the largest tier renews at the largest tier
-    IF n.needed > n.quantity THEN
-        RAISE WARNING 'subscription % uses more than the largest tier of plan "%"', s.id, n.plan
-            USING DETAIL = format('Its use needs %s licenses; it renews at the largest tier, %s.', n.needed, n.quantity),
-                  HINT = format('Contact sales for a plan above %s hosts.', n.quantity);
-    END IF;
-    same_cycle := subscription.cycle_key(n.cycle) = subscription.cycle_key(s.cycle);
-    -- a new cycle counts from the start of its first period (Z7)
-    next_period := subscription.nth_period(CASE WHEN same_cycle THEN s.anchor ELSE ends END, n.cycle,
-                                           CASE WHEN same_cycle THEN s.period_number + 1 ELSE 1 END);
-    price := subscription.period_price(n.plan, n.cycle, n.quantity, n.version);
-    IF same_cycle AND n.plan = s.plan AND n.version = s.plan_version AND n.quantity = s.quantity
-       AND s.pending_plan IS NULL AND s.pending_quantity IS NULL THEN
-        -- the common renewal: only the period moves, and the triggers on
-        -- plan, quantity and status (limits, seats) have nothing to do
-        UPDATE subscription.subscription AS x
-           SET period_number = x.period_number + 1, period = next_period,
-               paid_quantity = n.quantity, pending_cycle = NULL, renewal = n.renewal
-         WHERE x.tenant_id = s.tenant_id AND x.id = s.id;
-    ELSE
-        UPDATE subscription.subscription AS x
-           SET plan = n.plan, plan_version = n.version,
-               cycle = n.cycle, quantity = n.quantity, paid_quantity = n.quantity,
-               pending_plan = NULL, pending_cycle = NULL, pending_quantity = NULL,
-               anchor = CASE WHEN same_cycle THEN x.anchor ELSE ends END,
-               period_number = CASE WHEN same_cycle THEN x.period_number + 1 ELSE 1 END,
-               period = next_period, renewal = n.renewal
-         WHERE x.tenant_id = s.tenant_id AND x.id = s.id;
-    END IF;
-
-    -- C2: the constraint makes a second charge of the period impossible
-    INSERT INTO subscription.ledger
-           (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
-    VALUES (s.tenant_id, s.account_id, s.id, 'charge', subscription.round_money(price.amount, price.currency), price.currency,
-            next_period, 'plan', n.plan,
-            format('renewal: plan %s, cycle %s, quantity %s', n.plan, n.cycle, n.quantity))
-    ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
-       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
-    INSERT INTO subscription.ledger
-           (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
-    SELECT s.tenant_id, s.account_id, s.id, b.id, 'charge', subscription.round_money(p.amount, p.currency), p.currency,
-           next_period, 'addon', n.plan, format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, n.cycle)
-      FROM subscription.addon_batch AS b
-      JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time
-     CROSS JOIN LATERAL subscription.addon_period_price(b.addon, n.cycle, b.quantity) AS p
-     WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
-     ORDER BY b.id
-    ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
-       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
-
-    IF may_trim THEN
-        PERFORM FROM subscription.apply_downgrade(s.id);
-    END IF;
-    RETURN 'active';
-END
-$$;
-
-COMMENT ON FUNCTION subscription.renew_period(subscription.subscription, subscription.period_terms, boolean) IS 'Internal: one period of one due subscription';
 
 CREATE OR REPLACE FUNCTION subscription.renewal_may_trim(s subscription.subscription, n subscription.period_terms)
 RETURNS boolean
@@ -6535,132 +5432,8 @@ $$;
 
 COMMENT ON FUNCTION subscription.check_plan_price_tiering() IS 'Trigger: a plan''s prices all name a tier, or none does (L12)';
 
-CREATE OR REPLACE FUNCTION subscription.version_catalog_row()
-RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the catalog admin reads no subscription
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    -- the logical table, as a trigger argument: a Citus shard has another name
-    logical text := TG_ARGV[0];
-    what text := CASE logical WHEN 'plan_price' THEN 'price' ELSE 'limit' END;
-    current_version integer;
-    held boolean;
-    held_current boolean;
-    new_version integer;
-BEGIN
-    -- the new version's row, inserted below while the old one is still open
-    IF TG_OP = 'INSERT' AND pg_trigger_depth() > 1 THEN
-        RETURN NEW;
-    ELSIF TG_OP = 'INSERT' THEN
-        -- no row lock (an INSERT makes no version; on Citus the rows of a
-        -- reference table are copied through this trigger): two new rows
-        -- of one price or limit from the same version meet in the unique
-        -- index of their lower bound
-        IF logical = 'plan_price' THEN
-            PERFORM FROM subscription.plan_price AS pp
-             WHERE pp.plan = NEW.plan AND pp.versions && NEW.versions
-               AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(NEW.cycle)
-               AND pp.tier IS NOT DISTINCT FROM NEW.tier;
-        ELSE
-            PERFORM FROM subscription.plan_limit AS pl
-             WHERE pl.plan = NEW.plan AND pl.versions && NEW.versions AND pl.feature = NEW.feature;
-        END IF;
-        IF FOUND THEN
-            RAISE EXCEPTION 'plan "%" already has this %', NEW.plan, what
-                USING ERRCODE = 'unique_violation',
-                      DETAIL = format('A row of the same %s holds versions overlapping %s.', what, NEW.versions),
-                      HINT = format('UPDATE the current row of subscription.%s: a change that subscriptions hold makes a new version.', logical),
-                      TABLE = logical, SCHEMA = 'subscription';
-        END IF;
-        RETURN NEW;
-    END IF;
-    IF NOT upper_inf(OLD.versions) THEN
-        -- a closed row is history: an UPDATE changes the current rows only
-        RETURN NULL;
-    END IF;
-    IF NEW.versions IS DISTINCT FROM OLD.versions OR NEW.plan IS DISTINCT FROM OLD.plan THEN
-        RAISE EXCEPTION 'the plan and versions of a % are not changed with its terms', what
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'Update the terms of the current row alone; the new version is made for you.',
-                  TABLE = logical, SCHEMA = 'subscription';
-    END IF;
-    -- serialize the version changes of a plan, and its migrations, by the
-    -- plan's advisory lock, not a row lock on plan (issue 17); each
-    -- statement below reads what the previous holder committed
-    PERFORM subscription.lock_catalog('plan ' || OLD.plan, false);
-    SELECT p.version INTO current_version FROM subscription.plan AS p WHERE p.code = OLD.plan;
-    SELECT coalesce(bool_or(true), false), coalesce(bool_or(h.version = current_version), false)
-      INTO held, held_current
-      FROM (SELECT s.plan_version AS version FROM subscription.subscription AS s
-             WHERE s.plan = OLD.plan AND s.status = 'active'
-            UNION ALL
-            SELECT s.migrate_version FROM subscription.subscription AS s
-             WHERE s.migrate_to = OLD.plan AND s.status = 'active') AS h
-     WHERE OLD.versions @> h.version;
-    IF NOT held THEN
-        RETURN NEW;
-    END IF;
-    -- the versions held keep the old row; the change makes a new version
-    -- unless the current one is held by nobody yet
-    new_version := current_version + CASE WHEN held_current THEN 1 ELSE 0 END;
-    UPDATE subscription.plan AS p SET version = new_version WHERE p.code = OLD.plan AND p.version <> new_version;
-    NEW.versions := int4range(new_version, NULL);
-    IF logical = 'plan_price' THEN
-        INSERT INTO subscription.plan_price SELECT (NEW::subscription.plan_price).*;
-    ELSE
-        INSERT INTO subscription.plan_limit SELECT (NEW::subscription.plan_limit).*;
-    END IF;
-    OLD.versions := int4range(lower(OLD.versions), new_version);
-    RETURN OLD;
-END
-$$;
-
 COMMENT ON FUNCTION subscription.version_catalog_row() IS
 'Trigger: a price or limit that subscriptions hold changes by a new plan version; the old row is kept and closed (grandfathering)';
-
-CREATE OR REPLACE FUNCTION subscription.check_suite_component()
-RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    r record;
-    a text;
-    b text;
-    c text;
-BEGIN
-    -- a suite row, or a plan that moved to another product (the logical
-    -- table, from the trigger's argument: issue 17)
-    IF TG_ARGV[0] = 'plan' THEN
-        a := NEW.code;
-        b := NEW.code;
-    ELSE
-        a := NEW.suite_plan;
-        b := NEW.plan;
-    END IF;
-    -- serialize concurrent changes of the suites that involve these plans,
-    -- in code order, by their advisory locks (no row lock: issue 17)
-    FOR c IN SELECT DISTINCT x FROM unnest(ARRAY[a, b]) AS x ORDER BY 1 LOOP
-        PERFORM subscription.lock_catalog('plan ' || c, false);
-    END LOOP;
-    FOR r IN SELECT sc.suite_plan, sc.plan, subscription.suite_problem(sc.suite_plan, sc.plan) AS problem
-               FROM subscription.suite_component AS sc
-              WHERE sc.suite_plan IN (a, b) OR sc.plan IN (a, b)
-              -- the row written first: its problem is the one to tell
-              ORDER BY (sc.suite_plan, sc.plan) = (a, b) DESC, 1, 2 LOOP
-        IF r.problem IS NOT NULL THEN
-            RAISE EXCEPTION '%', r.problem
-                USING ERRCODE = 'check_violation',
-                      DETAIL = 'A suite includes plans of other products, one per product, and no suite.',
-                      TABLE = 'suite_component', SCHEMA = 'subscription';
-        END IF;
-    END LOOP;
-    RETURN NULL;
-END
-$$;
 
 COMMENT ON FUNCTION subscription.check_suite_component() IS 'Trigger: a suite includes plans of other products, one per product, and no suite (Z3)';
 
@@ -6786,114 +5559,6 @@ $$;
 COMMENT ON FUNCTION subscription.refresh_account_limits(bigint, text) IS
 'Internal: one account''s stored limits (of a feature, or all) follow what they are computed from';
 
-CREATE OR REPLACE FUNCTION subscription.refresh_limits()
-RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the writer needs no right on its tables
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    r record;
-    accounts bigint[];
-    account bigint;
-    only_feature text;
-    -- the logical table, from the trigger's argument (issue 17)
-    logical text := TG_ARGV[0];
-BEGIN
-    IF logical NOT IN ('subscription', 'addon_batch')
-       AND EXISTS (SELECT FROM pg_catalog.pg_extension AS e WHERE e.extname = 'citus') THEN
-        -- no fan-out from a reference table (issue 17): the limit version
-        RETURN NULL;
-    END IF;
-    -- an UPDATE can move the row: refresh for its old and its new self
-    FOR i IN 1 .. CASE WHEN TG_OP = 'UPDATE' THEN 2 ELSE 1 END LOOP
-        IF i = 1 AND TG_OP <> 'INSERT' THEN
-            r := OLD;
-        ELSE
-            r := NEW;
-        END IF;
-        IF logical = 'subscription' THEN
-            accounts := ARRAY[r.account_id];
-        ELSIF logical = 'addon_batch' THEN
-            SELECT array_agg(s.account_id) INTO accounts
-              FROM subscription.subscription AS s WHERE s.id = r.subscription_id;
-        ELSIF logical = 'plan_limit' THEN
-            only_feature := r.feature;
-            -- the plan's subscriptions, and those of the suites that include it (Z3)
-            SELECT array_agg(DISTINCT s.account_id ORDER BY s.account_id) INTO accounts
-              FROM subscription.subscription AS s
-             WHERE s.plan = r.plan
-                OR s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc WHERE sc.plan = r.plan);
-        ELSIF logical = 'suite_component' THEN
-            SELECT array_agg(DISTINCT s.account_id ORDER BY s.account_id) INTO accounts
-              FROM subscription.subscription AS s WHERE s.plan = r.suite_plan;
-        ELSE
-            SELECT array_agg(DISTINCT s.account_id ORDER BY s.account_id) INTO accounts
-              FROM subscription.subscription AS s
-              JOIN subscription.addon_batch AS b ON b.subscription_id = s.id
-             WHERE b.addon = r.code;
-        END IF;
-        FOREACH account IN ARRAY coalesce(accounts, '{}') LOOP
-            PERFORM subscription.refresh_account_limits(account, only_feature);
-        END LOOP;
-    END LOOP;
-    RETURN NULL;
-END
-$$;
-
-COMMENT ON FUNCTION subscription.refresh_limits() IS 'Trigger: the limits stored in the usage counters follow what they are computed from';
-
-CREATE OR REPLACE FUNCTION subscription.migration_candidates(fn text, from_plan text, to_plan text, at timestamptz,
-                                                  notice interval)
-RETURNS TABLE (subscription_id bigint, takes_effect_at timestamptz, version integer)
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    from_product text;
-    target subscription.plan;
-BEGIN
-    PERFORM subscription.require_arguments(fn, '{from_plan,to_plan,at,notice}',
-        ARRAY[from_plan IS NULL, to_plan IS NULL, at IS NULL, notice IS NULL]);
-    PERFORM subscription.require_renewal_run(fn, at);
-    IF notice < interval '0' THEN
-        RAISE EXCEPTION 'the notice of a migration cannot be negative'
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('%s() was given %s.', fn, notice);
-    END IF;
-    SELECT p.product INTO from_product FROM subscription.plan AS p WHERE p.code = from_plan;
-    IF NOT FOUND THEN
-        PERFORM subscription.unknown_code('plan', from_plan);
-    END IF;
-    -- the target's version cannot move while its subscriptions are chosen:
-    -- the plan's lock, shared (version_catalog_row takes it alone; issue 17)
-    PERFORM subscription.lock_catalog('plan ' || to_plan, true);
-    SELECT * INTO target FROM subscription.plan AS p WHERE p.code = to_plan;
-    IF NOT FOUND THEN
-        PERFORM subscription.unknown_code('plan', to_plan);
-    END IF;
-    IF target.product <> from_product THEN
-        RAISE EXCEPTION 'plan "%" is not a plan of product "%"', to_plan, from_product
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'A migration moves subscriptions between the plans of one product.';
-    END IF;
-    RETURN QUERY
-    SELECT s.id,
-           CASE WHEN upper(s.period) >= at + notice THEN upper(s.period)
-                WHEN lower(p.period) = at + notice THEN at + notice
-                ELSE upper(p.period) END,
-           target.version
-      FROM subscription.subscription AS s
-     CROSS JOIN LATERAL (SELECT subscription.nth_period(s.anchor, s.cycle,
-                                    subscription.period_containing(s.anchor, s.cycle, at + notice))) AS p(period)
-     WHERE s.status = 'active' AND s.plan = from_plan
-       AND (to_plan <> from_plan OR s.plan_version < target.version)
-       AND NOT s.cancel_at_period_end AND s.renewal <> 'none'
-       AND s.pending_plan IS NULL AND s.migrate_to IS NULL
-     ORDER BY s.id;
-END
-$$;
-
 COMMENT ON FUNCTION subscription.migration_candidates(text, text, text, timestamptz, interval) IS
 'Internal: the subscriptions a migration moves, when, and to which version';
 
@@ -6948,108 +5613,8 @@ $$;
 COMMENT ON FUNCTION subscription.require_terms(bigint, bigint, timestamptz) IS
 'Internal: 55000 unless the account accepted the terms version in effect at a time, or a later one (Z11) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
-CREATE OR REPLACE FUNCTION subscription.require_terms(account_id bigint, at timestamptz)
-RETURNS void
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    PERFORM subscription.require_terms(subscription.tenant_of('account', require_terms.account_id),
-                                       require_terms.account_id, require_terms.at);
-END
-$$;
-
 COMMENT ON FUNCTION subscription.require_terms(bigint, timestamptz) IS
 'Internal: 55000 unless the account accepted the terms version in effect at a time, or a later one (Z11)';
-
-CREATE OR REPLACE FUNCTION subscription.subscribe(tenant_id bigint, account_id bigint, plan text, cycle interval, quantity integer, at timestamptz, renewal text, coupon text)
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    price     record;
-    period    tstzrange;
-    new_id    bigint;
-    anchor_at timestamptz;
-    k         integer;
-    full_period tstzrange;
-    plan_version integer;
-    is_default boolean;
-    coupon_cycles integer;
-BEGIN
-    PERFORM subscription.require_tenant('subscribe', tenant_id, 'account', account_id);
-    PERFORM subscription.require_arguments('subscribe',
-        '{account_id,plan,cycle,quantity,at,renewal}',
-        ARRAY[account_id IS NULL, plan IS NULL, cycle IS NULL, quantity IS NULL,
-              at IS NULL, renewal IS NULL]);
-
-    PERFORM subscription.require_quantity(quantity);
-    PERFORM subscription.require_cycle(cycle);
-    PERFORM subscription.require_renewal(renewal);
-    PERFORM subscription.require_time('subscribe', at, false);
-
-    SELECT a.billing_anchor INTO anchor_at
-      FROM subscription.account AS a
-     WHERE a.tenant_id = subscribe.tenant_id AND a.id = subscribe.account_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'account % does not exist', account_id
-            USING ERRCODE = 'no_data_found';
-    END IF;
-    PERFORM subscription.authorize(account_id, 'purchase');
-    PERFORM subscription.require_open_account(account_id);
-    PERFORM subscription.require_terms(tenant_id, account_id, at);
-    price := subscription.period_price(plan, cycle, quantity);
-    PERFORM subscription.require_amount(price.amount, price.currency);
-    IF coupon IS NOT NULL THEN
-        PERFORM subscription.redeemable_coupon(coupon, at, price.currency);
-    END IF;
-    IF anchor_at IS NULL THEN
-        k := 1;
-        anchor_at := at;
-    ELSE
-        -- L4: the first period runs to the account's next billing date, whose
-        -- period (of this cycle) it is part of, and is charged for its days
-        k := subscription.period_containing(anchor_at, cycle, at);
-    END IF;
-    full_period := subscription.nth_period(anchor_at, cycle, k);
-    period := tstzrange(at, upper(full_period), '[)');
-
-    -- R10: an account's first service subscription is its default one;
-    -- it holds the plan's current version (grandfathering).  Each read a
-    -- statement of its own, the catalog's apart from the tenant's: Citus
-    -- runs no correlated subquery beside a reference table (issue 17)
-    SELECT p.version, p.kind = 'service' INTO plan_version, is_default
-      FROM subscription.plan AS p WHERE p.code = subscribe.plan;
-    is_default := is_default AND NOT EXISTS (
-        SELECT FROM subscription.subscription AS d
-         WHERE d.tenant_id = subscribe.tenant_id AND d.account_id = subscribe.account_id AND d.is_default);
-    coupon_cycles := (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code = subscribe.coupon);
-    INSERT INTO subscription.subscription AS s
-           (tenant_id, account_id, plan, plan_version, cycle, quantity, paid_quantity, period, anchor, period_number, renewal,
-            is_default, coupon, coupon_periods_left)
-    VALUES (subscribe.tenant_id, subscribe.account_id, subscribe.plan, plan_version, subscribe.cycle, subscribe.quantity,
-            subscribe.quantity, period, anchor_at, k, subscribe.renewal, is_default, subscribe.coupon, coupon_cycles)
-    RETURNING s.id INTO new_id;
-
-    INSERT INTO subscription.ledger
-           (tenant_id, account_id, subscription_id, kind, amount, currency, period, plan, description)
-    VALUES (subscribe.tenant_id, subscribe.account_id, new_id, 'charge',
-            CASE WHEN period = full_period
-                 THEN subscription.round_money(price.amount, price.currency)
-                 ELSE subscription.unused_part(price.amount, full_period, at, price.currency) END,
-            price.currency, period, plan,
-            format('plan %s, cycle %s, quantity %s%s', plan, cycle, quantity,
-                   CASE WHEN period = full_period THEN ''
-                        ELSE format(', to the billing date %s', upper(period)) END));
-
-    RETURN new_id;
-END
-$$;
-
-COMMENT ON FUNCTION subscription.subscribe(bigint, bigint, text, interval, integer, timestamptz, text, text) IS
-'Subscribe an account to a plan and charge the first period, prorated to the billing anchor (L4) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 CREATE FUNCTION subscription.license_capacity(tenant_id bigint, subscription_id bigint)
 RETURNS integer
@@ -7081,82 +5646,6 @@ RETURN subscription.license_capacity(subscription.tenant_of('subscription', lice
                                      license_capacity.subscription_id);
 
 COMMENT ON FUNCTION subscription.license_capacity(bigint) IS 'Licenses a subscription may assign: its quantity plus license add-ons';
-
-CREATE OR REPLACE FUNCTION subscription.set_quantity(tenant_id bigint, subscription_id bigint, quantity integer, at timestamptz)
-RETURNS integer
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-    counter subscription.license_counter;
-    new_capacity integer;
-    paid integer;
-    monthly boolean;
-    old_price record;
-    new_price record;
-    charge numeric;
-BEGIN
-    PERFORM subscription.require_tenant('set_quantity', tenant_id, 'subscription', subscription_id);
-    PERFORM subscription.require_arguments('set_quantity', '{subscription_id,quantity,at}',
-        ARRAY[subscription_id IS NULL, quantity IS NULL, at IS NULL]);
-    PERFORM subscription.require_quantity(quantity);
-    PERFORM subscription.require_time('set_quantity', at, false);
-
-    SELECT * INTO s FROM subscription.subscription AS x
-     WHERE x.tenant_id = set_quantity.tenant_id AND x.id = set_quantity.subscription_id FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
-    END IF;
-    monthly := subscription.cycle_key(s.cycle) = '{1,0,0}';
-    PERFORM subscription.authorize(s.account_id,
-        CASE WHEN quantity > s.quantity THEN 'increase_licenses' ELSE 'decrease_licenses' END,
-        monthly);
-    IF s.status <> 'active' THEN
-        RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
-            USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
-    PERFORM subscription.require_in_period('set_quantity', s, at);
-    IF quantity = s.quantity THEN
-        RETURN subscription.licenses_left(subscription_id);
-    END IF;
-    PERFORM subscription.require_terms(set_quantity.tenant_id, s.account_id, at);
-
-    -- the counter row is what concurrent license writes wait on
-    SELECT * INTO counter FROM subscription.license_counter AS c
-     WHERE c.tenant_id = set_quantity.tenant_id AND c.subscription_id = set_quantity.subscription_id FOR NO KEY UPDATE;
-    -- the capacity keeps the add-on licenses and takes the new quantity
-    new_capacity := counter.capacity - s.quantity + quantity;
-    IF counter.used > new_capacity THEN
-        RAISE EXCEPTION 'subscription % cannot have fewer licenses than it has assigned', subscription_id
-            USING ERRCODE = 'check_violation',
-                  DETAIL = format('Limit %s, in use %s.', new_capacity, counter.used),
-                  HINT = 'Release licenses with subscription.license_release() first.';
-    END IF;
-
-    -- on a tiered plan the quantity is a tier (55000 otherwise)
-    -- at the version the subscription holds (grandfathering)
-    new_price := subscription.period_price(s.plan, s.cycle, quantity, s.plan_version);
-    PERFORM subscription.require_amount(new_price.amount, new_price.currency);
-    paid := coalesce(s.paid_quantity, s.quantity);
-    IF quantity > paid THEN
-        old_price := subscription.period_price(s.plan, s.cycle, paid, s.plan_version);
-        charge := subscription.unused_part(new_price.amount - old_price.amount, s.period, at,
-                                           new_price.currency);
-        INSERT INTO subscription.ledger
-               (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
-        VALUES (set_quantity.tenant_id, s.account_id, s.id, 'charge', charge, new_price.currency,
-                tstzrange(at, upper(s.period), '[)'), format('licenses %s-%s', paid + 1, quantity), s.plan,
-                format('%s more licenses of plan %s for the rest of the period', quantity - paid, s.plan));
-    END IF;
-
-    UPDATE subscription.subscription AS x
-       SET quantity = set_quantity.quantity, paid_quantity = greatest(paid, set_quantity.quantity)
-     WHERE x.tenant_id = set_quantity.tenant_id AND x.id = s.id;
-    RETURN subscription.licenses_left(subscription_id);
-END
-$$;
 
 COMMENT ON FUNCTION subscription.set_quantity(bigint, bigint, integer, timestamptz) IS
 'Change the licenses now: more are charged for the rest of the period, fewer refund nothing (keyed form: the tenant first, docs/design.md#keyed-forms)';
@@ -7235,71 +5724,6 @@ $$;
 COMMENT ON FUNCTION subscription.refresh_account_limits(bigint, bigint, text) IS
 'Internal: one account''s stored limits (of a feature, or all) follow what they are computed from';
 
-CREATE OR REPLACE FUNCTION subscription.refresh_limits()
-RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the writer needs no right on its tables
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    r record;
-    accounts bigint[];
-    tenants bigint[];
-    only_feature text;
-    -- the logical table, from the trigger's argument (issue 17)
-    logical text := TG_ARGV[0];
-BEGIN
-    IF logical NOT IN ('subscription', 'addon_batch')
-       AND EXISTS (SELECT FROM pg_catalog.pg_extension AS e WHERE e.extname = 'citus') THEN
-        -- no fan-out from a reference table (issue 17): the limit version
-        RETURN NULL;
-    END IF;
-    -- an UPDATE can move the row: refresh for its old and its new self
-    FOR i IN 1 .. CASE WHEN TG_OP = 'UPDATE' THEN 2 ELSE 1 END LOOP
-        IF i = 1 AND TG_OP <> 'INSERT' THEN
-            r := OLD;
-        ELSE
-            r := NEW;
-        END IF;
-        -- the accounts with their tenants, by account (issue 17)
-        IF logical = 'subscription' THEN
-            accounts := ARRAY[r.account_id];
-            tenants := ARRAY[r.tenant_id];
-        ELSIF logical = 'addon_batch' THEN
-            SELECT array_agg(s.account_id), array_agg(s.tenant_id) INTO accounts, tenants
-              FROM subscription.subscription AS s WHERE s.tenant_id = r.tenant_id AND s.id = r.subscription_id;
-        ELSIF logical = 'plan_limit' THEN
-            only_feature := r.feature;
-            -- the plan's subscriptions, and those of the suites that include it (Z3)
-            SELECT array_agg(x.account_id ORDER BY x.account_id), array_agg(x.tenant_id ORDER BY x.account_id)
-              INTO accounts, tenants
-              FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
-                     WHERE s.plan = r.plan
-                        OR s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc
-                                       WHERE sc.plan = r.plan)) AS x;
-        ELSIF logical = 'suite_component' THEN
-            SELECT array_agg(x.account_id ORDER BY x.account_id), array_agg(x.tenant_id ORDER BY x.account_id)
-              INTO accounts, tenants
-              FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
-                     WHERE s.plan = r.suite_plan) AS x;
-        ELSE
-            SELECT array_agg(x.account_id ORDER BY x.account_id), array_agg(x.tenant_id ORDER BY x.account_id)
-              INTO accounts, tenants
-              FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
-                      JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
-                     WHERE b.addon = r.code) AS x;
-        END IF;
-        FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
-            PERFORM subscription.refresh_account_limits(tenants[k], accounts[k], only_feature);
-        END LOOP;
-    END LOOP;
-    RETURN NULL;
-END
-$$;
-
-COMMENT ON FUNCTION subscription.refresh_limits() IS 'Trigger: the limits stored in the usage counters follow what they are computed from';
-
 CREATE FUNCTION subscription.subscription_for_change(tenant_id bigint, fn text, subscription_id bigint, action text)
 RETURNS subscription.subscription
 LANGUAGE plpgsql
@@ -7341,24 +5765,6 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.subscription_for_change(text, bigint, text) IS 'Internal: the subscription locked for a change, the actor''s right checked';
-
-CREATE OR REPLACE FUNCTION subscription.cancel(tenant_id bigint, subscription_id bigint)
-RETURNS timestamptz
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-BEGIN
-    PERFORM subscription.require_tenant('cancel', tenant_id, 'subscription', subscription_id);
-    PERFORM subscription.require_arguments('cancel', '{subscription_id}', ARRAY[subscription_id IS NULL]);
-    s := subscription.subscription_for_change(cancel.tenant_id, 'cancel', subscription_id, 'cancel');
-    UPDATE subscription.subscription AS x SET cancel_at_period_end = true
-     WHERE x.tenant_id = cancel.tenant_id AND x.id = s.id AND NOT x.cancel_at_period_end;
-    RETURN upper(s.period);
-END
-$$;
 
 COMMENT ON FUNCTION subscription.cancel(bigint, bigint) IS
 'Cancel at the end of the period (Z8); returns when it ends (keyed form: the tenant first, docs/design.md#keyed-forms)';
@@ -7430,63 +5836,6 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.credit_balance(bigint, text) IS 'The account''s credit not used yet, in a currency (L10)';
-
-CREATE OR REPLACE FUNCTION subscription.reduce_charge()
-RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the writer needs no right on its tables
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    c subscription.coupon;
-    discount numeric := 0;
-    balance numeric;
-    used numeric;
-BEGIN
-    -- a restore copies the charge's discount and credit lines, and the
-    -- coupon's periods left, with it (restored_copy)
-    IF subscription.restored_copy('subscription.ledger_id_seq', NEW.id) THEN
-        RETURN NULL;
-    END IF;
-    IF NEW.subscription_id IS NOT NULL AND NEW.item = 'plan' THEN
-        discount := subscription.coupon_discount(NEW.tenant_id, NEW.subscription_id, NEW.amount, NEW.currency);
-        IF discount > 0 THEN
-            SELECT x.* INTO c FROM subscription.subscription AS s
-              JOIN subscription.coupon AS x ON x.code = s.coupon
-             WHERE s.tenant_id = NEW.tenant_id AND s.id = NEW.subscription_id;
-            INSERT INTO subscription.ledger
-                   (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, charge_id, description)
-            VALUES (NEW.tenant_id, NEW.account_id, NEW.subscription_id, 'discount', discount, NEW.currency, NEW.period, NEW.item,
-                    NEW.plan, NEW.id,
-                    format('coupon %s: %s off', c.code,
-                           coalesce(c.percent_off::text || '%', c.amount_off::text || ' ' || c.currency)));
-            UPDATE subscription.subscription AS s
-               SET coupon_periods_left = s.coupon_periods_left - 1
-             WHERE s.tenant_id = NEW.tenant_id AND s.id = NEW.subscription_id AND s.coupon_periods_left IS NOT NULL;
-        END IF;
-    END IF;
-
-    -- credit: read without a lock first, the common case is none
-    -- every statement names the tenant: on Citus this trigger runs on the
-    -- ledger's shard (issue 17)
-    IF subscription.credit_balance(NEW.tenant_id, NEW.account_id, NEW.currency) > 0 THEN
-        -- concurrent charges of the account take its credit one at a time
-        PERFORM FROM subscription.account AS a WHERE a.tenant_id = NEW.tenant_id AND a.id = NEW.account_id
-            FOR NO KEY UPDATE;
-        balance := subscription.credit_balance(NEW.tenant_id, NEW.account_id, NEW.currency);
-        used := least(balance, NEW.amount - discount);
-        IF used > 0 THEN
-            INSERT INTO subscription.ledger
-                   (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan,
-                    charge_id, description)
-            VALUES (NEW.tenant_id, NEW.account_id, NEW.subscription_id, NEW.addon_batch_id, 'credit_used', used, NEW.currency,
-                    NEW.period, NEW.item, NEW.plan, NEW.id, format('credit pays charge %s', NEW.id));
-        END IF;
-    END IF;
-    RETURN NULL;
-END
-$$;
 
 COMMENT ON FUNCTION subscription.reduce_charge() IS 'Trigger: a coupon''s discount and the account''s credit on every charge line';
 
@@ -7878,282 +6227,14 @@ $$;
 
 COMMENT ON FUNCTION subscription.give_back_unused(subscription.subscription, timestamptz, text, text) IS 'Internal: refund or credit the unused part of the period''s open charges, once per charge';
 
-CREATE OR REPLACE FUNCTION subscription.change_plan(tenant_id bigint, subscription_id bigint, plan text, at timestamptz)
-RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-    old_plan subscription.plan;
-    new_plan subscription.plan;
-    modes subscription.product;
-    price record;
-    new_period tstzrange;
-BEGIN
-    PERFORM subscription.require_tenant('change_plan', tenant_id, 'subscription', subscription_id);
-    PERFORM subscription.require_arguments('change_plan', '{subscription_id,plan,at}',
-        ARRAY[subscription_id IS NULL, plan IS NULL, at IS NULL]);
-    PERFORM subscription.require_time('change_plan', at, false);
-    SELECT * INTO new_plan FROM subscription.plan AS p WHERE p.code = change_plan.plan;
-    IF NOT FOUND THEN
-        PERFORM subscription.unknown_code('plan', plan);
-    END IF;
-    s := subscription.subscription_for_change(change_plan.tenant_id, 'change_plan', subscription_id, 'change_plan');
-    PERFORM subscription.require_in_period('change_plan', s, at);
-    PERFORM subscription.require_terms(change_plan.tenant_id, s.account_id, at);
-    SELECT * INTO old_plan FROM subscription.plan AS p WHERE p.code = s.plan;
-    IF new_plan.product <> old_plan.product THEN
-        RAISE EXCEPTION 'plan "%" is not a plan of product "%"', plan, old_plan.product
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Subscribe to the other product with subscription.subscribe().';
-    END IF;
-
-    effective_at := at;
-    refund := 0;
-    charge := 0;
-    IF new_plan.code = s.plan THEN
-        UPDATE subscription.subscription AS x SET pending_plan = NULL
-         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id AND x.pending_plan IS NOT NULL;
-        RETURN NEXT;
-        RETURN;
-    END IF;
-
-    SELECT * INTO modes FROM subscription.product AS p WHERE p.code = new_plan.product;
-    IF new_plan.rank < old_plan.rank AND modes.downgrade = 'end_of_period' THEN
-        -- C4: the current plan runs to the end of the period; the new one
-        -- must sell the cycle and quantity of the next (22023, 55000)
-        PERFORM subscription.period_price(new_plan.code, coalesce(s.pending_cycle, s.cycle),
-                                          coalesce(s.pending_quantity, s.quantity));
-        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
-        effective_at := upper(s.period);
-        RETURN NEXT;
-        RETURN;
-    END IF;
-
-    -- the new plan must sell the cycle and the quantity (22023, 55000)
-    price := subscription.period_price(new_plan.code, s.cycle, s.quantity);
-    refund := subscription.give_back_unused(s, at, 'refund', format('change to plan %s', new_plan.code));
-    IF new_plan.rank >= old_plan.rank AND modes.upgrade = 'restart' THEN
-        -- C1: a new full period starts now
-        new_period := subscription.nth_period(at, s.cycle, 1);
-        charge := subscription.round_money(price.amount, price.currency);
-    ELSE
-        new_period := s.period;
-        charge := subscription.unused_part(price.amount, s.period, at, price.currency);
-    END IF;
-    INSERT INTO subscription.ledger
-           (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
-    VALUES (change_plan.tenant_id, s.account_id, s.id, 'charge', charge, price.currency,
-            tstzrange(at, upper(new_period), '[)'), format('change to %s', new_plan.code), new_plan.code,
-            format('plan %s from %s, cycle %s, quantity %s', new_plan.code, at, s.cycle, s.quantity));
-
-    IF new_plan.rank < old_plan.rank THEN
-        -- immediate downgrade: apply_downgrade moves to the plan and trims
-        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code, paid_quantity = x.quantity
-         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
-        PERFORM FROM subscription.apply_downgrade(change_plan.tenant_id, s.id, false);
-    ELSE
-        UPDATE subscription.subscription AS x
-           SET plan = new_plan.code, pending_plan = NULL, paid_quantity = x.quantity,
-               period = new_period,
-               anchor = CASE WHEN new_period = s.period THEN x.anchor ELSE at END
-         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
-    END IF;
-    RETURN NEXT;
-END
-$$;
-
-COMMENT ON FUNCTION subscription.change_plan(bigint, bigint, text, timestamptz) IS
-'Upgrade now (prorated or restarted) or downgrade at the period end (C1-C4, Z5) (keyed form: the tenant first, docs/design.md#keyed-forms)';
-
-CREATE OR REPLACE FUNCTION subscription.bundle_into_suite(tenant_id bigint, account_id bigint, suite_plan text, quantity integer, at timestamptz)
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    suite subscription.plan;
-    included text[];
-    replaced subscription.subscription[];
-    ids bigint[];
-    members bigint[];
-    r subscription.subscription;
-    bundle_cycle interval;
-    was_default boolean;
-    credited numeric := 0;
-    new_id bigint;
-BEGIN
-    PERFORM subscription.require_tenant('bundle_into_suite', tenant_id, 'account', account_id);
-    PERFORM subscription.require_arguments('bundle_into_suite', '{account_id,suite_plan,at}',
-        ARRAY[account_id IS NULL, suite_plan IS NULL, at IS NULL]);
-    IF quantity IS NOT NULL THEN
-        PERFORM subscription.require_quantity(quantity);
-    END IF;
-    PERFORM subscription.require_time('bundle_into_suite', at, false);
-    PERFORM subscription.require_account(bundle_into_suite.tenant_id, bundle_into_suite.account_id);
-    PERFORM subscription.authorize(bundle_into_suite.tenant_id, bundle_into_suite.account_id, 'change_plan', false);
-    SELECT * INTO suite FROM subscription.plan AS p WHERE p.code = bundle_into_suite.suite_plan;
-    IF NOT FOUND THEN
-        PERFORM subscription.unknown_code('plan', suite_plan);
-    END IF;
-    SELECT array_agg(DISTINCT ip.product ORDER BY ip.product) INTO included
-      FROM subscription.suite_component AS sc
-      JOIN subscription.plan AS ip ON ip.code = sc.plan
-     WHERE sc.suite_plan = suite.code;
-    IF included IS NULL THEN
-        RAISE EXCEPTION 'plan "%" is not a suite', suite.code
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'The plans a suite includes are its rows in subscription.suite_component.';
-    END IF;
-
-    -- the separate subscriptions, locked in id order
-    SELECT array_agg(x ORDER BY x.id) INTO replaced
-      FROM (SELECT x.* FROM subscription.subscription AS x
-              JOIN subscription.plan AS p ON p.code = x.plan
-             WHERE x.tenant_id = bundle_into_suite.tenant_id AND x.account_id = bundle_into_suite.account_id
-               AND x.status = 'active'
-               AND subscription.seat_product(p.kind, p.product) = ANY (included)
-             ORDER BY x.id
-               FOR NO KEY UPDATE OF x) AS x;
-    IF replaced IS NULL THEN
-        RAISE EXCEPTION 'account % has no subscription to bundle into suite "%"', account_id, suite.code
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('It has no active subscription of product %s.',
-                                  array_to_string(ARRAY(SELECT format('"%s"', i) FROM unnest(included) AS i), ', ')),
-                  HINT = 'Subscribe to the suite with subscription.subscribe().';
-    END IF;
-    ids := ARRAY(SELECT x.id FROM unnest(replaced) AS x);
-    quantity := coalesce(quantity, (SELECT max(x.quantity) FROM unnest(replaced) AS x));
-    bundle_cycle := (SELECT max(x.cycle) FROM unnest(replaced) AS x);
-    was_default := (SELECT bool_or(x.is_default) FROM unnest(replaced) AS x);
-
-    -- their seats go to the suite: a member holding a license of an included product
-    members := ARRAY(SELECT DISTINCT l.member_id FROM subscription.license AS l
-                      WHERE l.tenant_id = bundle_into_suite.tenant_id AND l.subscription_id = ANY (ids) ORDER BY 1);
-    IF cardinality(members) > quantity THEN
-        RAISE EXCEPTION 'suite "%" with % licenses cannot seat the % members holding a license of product %',
-                        suite.code, quantity, cardinality(members),
-                        (SELECT string_agg(DISTINCT format('"%s"', p.product), ', ' ORDER BY format('"%s"', p.product))
-                           FROM unnest(replaced) AS x
-                           JOIN subscription.license AS l ON l.tenant_id = bundle_into_suite.tenant_id AND l.subscription_id = x.id
-                           JOIN subscription.plan AS p ON p.code = x.plan)
-            USING ERRCODE = 'check_violation',
-                  DETAIL = format('Members %s hold a license of subscription %s.',
-                                  array_to_string(members, ', '), array_to_string(ids, ', ')),
-                  HINT = 'Bundle with a larger quantity, or release licenses first.';
-    END IF;
-
-    -- L9: each ends now, its unused days credited; its licenses released
-    FOREACH r IN ARRAY replaced LOOP
-        credited := credited + subscription.end_early(bundle_into_suite.tenant_id, r.id, at);
-    END LOOP;
-    DELETE FROM subscription.license AS l WHERE l.tenant_id = bundle_into_suite.tenant_id AND l.subscription_id = ANY (ids);
-    IF was_default THEN
-        UPDATE subscription.subscription AS x SET is_default = false
-         WHERE x.tenant_id = bundle_into_suite.tenant_id AND x.id = ANY (ids) AND x.is_default;
-    END IF;
-
-    -- the suite, charged as any subscription (the credit pays it first)
-    new_id := subscription.subscribe(bundle_into_suite.tenant_id, bundle_into_suite.account_id, suite.code, bundle_cycle, quantity, at,
-                                     'always', NULL);
-    IF was_default THEN
-        UPDATE subscription.subscription AS x SET is_default = true WHERE x.tenant_id = bundle_into_suite.tenant_id AND x.id = new_id AND NOT x.is_default;
-    END IF;
-    INSERT INTO subscription.license (tenant_id, subscription_id, member_id)
-    SELECT bundle_into_suite.tenant_id, new_id, m FROM unnest(members) AS m;
-
-    INSERT INTO subscription.history (tenant_id, actor, operation, account_id, subscription_id, details)
-    VALUES (bundle_into_suite.tenant_id, subscription.current_actor(), 'bundle_into_suite', bundle_into_suite.account_id, new_id,
-            jsonb_build_object('suite_plan', suite.code, 'quantity', quantity, 'replaced', to_jsonb(ids),
-                               'credited', credited, 'members', to_jsonb(members)));
-    RETURN new_id;
-END
-$$;
-
 COMMENT ON FUNCTION subscription.bundle_into_suite(bigint, bigint, text, integer, timestamptz) IS
 'Move the account''s separate subscriptions of a suite''s products into one suite subscription, their unused days credited (Z3, L9) (keyed form: the tenant first, docs/design.md#keyed-forms)';
-
-CREATE OR REPLACE FUNCTION subscription.change_cycle(tenant_id bigint, subscription_id bigint, cycle interval)
-RETURNS timestamptz
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-    missing text;
-BEGIN
-    PERFORM subscription.require_tenant('change_cycle', tenant_id, 'subscription', subscription_id);
-    PERFORM subscription.require_arguments('change_cycle', '{subscription_id,cycle}',
-        ARRAY[subscription_id IS NULL, cycle IS NULL]);
-    PERFORM subscription.require_cycle(cycle);
-    s := subscription.subscription_for_change(change_cycle.tenant_id, 'change_cycle', subscription_id, 'change_cycle');
-    PERFORM subscription.require_terms(change_cycle.tenant_id, s.account_id, subscription.now());
-    -- the plan must sell this cycle for the quantity, and so must the
-    -- add-ons that will renew with it (22023 otherwise)
-    PERFORM subscription.period_price(n.plan, cycle, coalesce(s.pending_quantity, s.quantity), n.version)
-       FROM subscription.next_plan(s) AS n;
-    missing := subscription.unpriced_addons(change_cycle.tenant_id, s.id, cycle);
-    IF missing IS NOT NULL THEN
-        RAISE EXCEPTION 'add-on "%" has no price for cycle %', missing, subscription.cycle_text(cycle)
-            USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = subscription.sold_cycles('add-on', missing),
-                  HINT = 'The prices of an add-on are its rows in subscription.addon_price.';
-    END IF;
-    UPDATE subscription.subscription AS x
-       SET pending_cycle = CASE WHEN subscription.cycle_key(change_cycle.cycle)
-                                     = subscription.cycle_key(s.cycle)
-                                THEN NULL ELSE change_cycle.cycle END
-     WHERE x.tenant_id = change_cycle.tenant_id AND x.id = s.id;
-    RETURN upper(s.period);
-END
-$$;
 
 COMMENT ON FUNCTION subscription.change_cycle(bigint, bigint, interval) IS
 'A new billing cycle from the next period (Z7); returns when it takes effect (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
-CREATE OR REPLACE FUNCTION subscription.set_renewal(tenant_id bigint, subscription_id bigint, renewal text)
-RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    PERFORM subscription.require_tenant('set_renewal', tenant_id, 'subscription', subscription_id);
-    PERFORM subscription.require_arguments('set_renewal', '{subscription_id,renewal}',
-        ARRAY[subscription_id IS NULL, renewal IS NULL]);
-    PERFORM subscription.require_renewal(renewal);
-    PERFORM subscription.subscription_for_change(set_renewal.tenant_id, 'set_renewal', subscription_id, 'change_renewal');
-    UPDATE subscription.subscription AS x SET renewal = set_renewal.renewal
-     WHERE x.tenant_id = set_renewal.tenant_id AND x.id = set_renewal.subscription_id;
-END
-$$;
-
 COMMENT ON FUNCTION subscription.set_renewal(bigint, bigint, text) IS
 'The renewal option: none, once, always, to_monthly (R6) (keyed form: the tenant first, docs/design.md#keyed-forms)';
-
-CREATE OR REPLACE FUNCTION subscription.cancel_account(tenant_id bigint, account_id bigint)
-RETURNS TABLE (subscription_id bigint, ends_at timestamptz)
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    PERFORM subscription.require_tenant('cancel_account', tenant_id, 'account', account_id);
-    PERFORM subscription.require_arguments('cancel_account', '{account_id}', ARRAY[account_id IS NULL]);
-    PERFORM subscription.require_account(cancel_account.tenant_id, cancel_account.account_id);
-    PERFORM subscription.authorize(cancel_account.tenant_id, cancel_account.account_id, 'cancel', false);
-    RETURN QUERY
-    SELECT s.id, subscription.cancel(cancel_account.tenant_id, s.id)
-      FROM subscription.subscription AS s
-     WHERE s.tenant_id = cancel_account.tenant_id AND s.account_id = cancel_account.account_id
-       AND s.status = 'active'
-     ORDER BY s.id;
-END
-$$;
 
 COMMENT ON FUNCTION subscription.cancel_account(bigint, bigint) IS
 'Cancel every active subscription of the account, each at its period end (Z8) (keyed form: the tenant first, docs/design.md#keyed-forms)';
@@ -9064,126 +7145,6 @@ $$;
 COMMENT ON FUNCTION subscription.end_trial(subscription.subscription) IS
 'Internal: a trial at its end, by its product''s trial_end: converted, downgraded to the free plan, or expired (issue 19)';
 
-CREATE OR REPLACE FUNCTION subscription.subscribe(tenant_id bigint, account_id bigint, plan text, cycle interval, quantity integer, at timestamptz, renewal text, coupon text)
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    price     record;
-    period    tstzrange;
-    new_id    bigint;
-    anchor_at timestamptz;
-    k         integer;
-    full_period tstzrange;
-    plan_version integer;
-    is_default boolean;
-    coupon_cycles integer;
-    trial     interval;
-    product_plans text[];
-BEGIN
-    PERFORM subscription.require_tenant('subscribe', tenant_id, 'account', account_id);
-    PERFORM subscription.require_arguments('subscribe',
-        '{account_id,plan,cycle,quantity,at,renewal}',
-        ARRAY[account_id IS NULL, plan IS NULL, cycle IS NULL, quantity IS NULL,
-              at IS NULL, renewal IS NULL]);
-
-    PERFORM subscription.require_quantity(quantity);
-    PERFORM subscription.require_cycle(cycle);
-    PERFORM subscription.require_renewal(renewal);
-    PERFORM subscription.require_time('subscribe', at, false);
-
-    SELECT a.billing_anchor INTO anchor_at
-      FROM subscription.account AS a
-     WHERE a.tenant_id = subscribe.tenant_id AND a.id = subscribe.account_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'account % does not exist', account_id
-            USING ERRCODE = 'no_data_found';
-    END IF;
-    PERFORM subscription.authorize(account_id, 'purchase');
-    PERFORM subscription.require_open_account(account_id);
-    PERFORM subscription.require_terms(tenant_id, account_id, at);
-    price := subscription.period_price(plan, cycle, quantity);
-    PERFORM subscription.require_amount(price.amount, price.currency);
-    IF coupon IS NOT NULL THEN
-        PERFORM subscription.redeemable_coupon(coupon, at, price.currency);
-    END IF;
-    IF anchor_at IS NULL THEN
-        k := 1;
-        anchor_at := at;
-    ELSE
-        -- L4: the first period runs to the account's next billing date, whose
-        -- period (of this cycle) it is part of, and is charged for its days
-        k := subscription.period_containing(anchor_at, cycle, at);
-    END IF;
-    full_period := subscription.nth_period(anchor_at, cycle, k);
-    period := tstzrange(at, upper(full_period), '[)');
-
-    -- a trial (issue 19): the plan's price for the cycle names it; the
-    -- subscription is 'trialing' to its end, charged nothing, with its
-    -- plan's seats and limits; renew_account ends it (end_trial).  Each
-    -- read a statement of its own (Citus, issue 17)
-    SELECT max(pp.trial) INTO trial
-      FROM subscription.plan_price AS pp
-      JOIN subscription.plan AS p ON p.code = pp.plan
-     WHERE pp.plan = subscribe.plan
-       AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(subscribe.cycle)
-       AND pp.versions @> p.version;
-    IF trial IS NOT NULL THEN
-        product_plans := ARRAY(SELECT o.code FROM subscription.plan AS p
-                                 JOIN subscription.plan AS o ON o.product = p.product
-                                WHERE p.code = subscribe.plan);
-        IF EXISTS (SELECT FROM subscription.subscription AS d
-                    WHERE d.tenant_id = subscribe.tenant_id AND d.account_id = subscribe.account_id
-                      AND d.trial_ends IS NOT NULL AND d.plan = ANY (product_plans)) THEN
-            RAISE EXCEPTION 'account % has had its trial of the product of plan "%"', account_id, plan
-                USING ERRCODE = 'object_not_in_prerequisite_state',
-                      DETAIL = 'An account gets one trial per product.',
-                      HINT = 'Subscribe to a plan or cycle of the product whose price has no trial.';
-        END IF;
-        -- its first period starts at the trial's end (period_number 0 ends there)
-        anchor_at := at + trial;
-        k := 0;
-        full_period := tstzrange(at, anchor_at, '[)');
-        period := full_period;
-        price.amount := 0;
-    END IF;
-
-    -- R10: an account's first service subscription is its default one;
-    -- it holds the plan's current version (grandfathering).  Each read a
-    -- statement of its own, the catalog's apart from the tenant's: Citus
-    -- runs no correlated subquery beside a reference table (issue 17)
-    SELECT p.version, p.kind = 'service' INTO plan_version, is_default
-      FROM subscription.plan AS p WHERE p.code = subscribe.plan;
-    is_default := is_default AND NOT EXISTS (
-        SELECT FROM subscription.subscription AS d
-         WHERE d.tenant_id = subscribe.tenant_id AND d.account_id = subscribe.account_id AND d.is_default);
-    coupon_cycles := (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code = subscribe.coupon);
-    INSERT INTO subscription.subscription AS s
-           (tenant_id, account_id, plan, plan_version, cycle, quantity, paid_quantity, period, anchor, period_number, renewal,
-            is_default, coupon, coupon_periods_left, status, trial_ends)
-    VALUES (subscribe.tenant_id, subscribe.account_id, subscribe.plan, plan_version, subscribe.cycle, subscribe.quantity,
-            subscribe.quantity, period, anchor_at, k, subscribe.renewal, is_default, subscribe.coupon, coupon_cycles,
-            CASE WHEN trial IS NULL THEN 'active' ELSE 'trialing' END, CASE WHEN trial IS NOT NULL THEN anchor_at END)
-    RETURNING s.id INTO new_id;
-
-    INSERT INTO subscription.ledger
-           (tenant_id, account_id, subscription_id, kind, amount, currency, period, plan, description)
-    VALUES (subscribe.tenant_id, subscribe.account_id, new_id, 'charge',
-            CASE WHEN period = full_period
-                 THEN subscription.round_money(price.amount, price.currency)
-                 ELSE subscription.unused_part(price.amount, full_period, at, price.currency) END,
-            price.currency, period, plan,
-            format('%splan %s, cycle %s, quantity %s%s', CASE WHEN trial IS NOT NULL THEN 'trial: ' ELSE '' END,
-                   plan, cycle, quantity,
-                   CASE WHEN period = full_period THEN ''
-                        ELSE format(', to the billing date %s', upper(period)) END));
-
-    RETURN new_id;
-END
-$$;
-
 COMMENT ON FUNCTION subscription.subscribe(bigint, bigint, text, interval, integer, timestamptz, text, text) IS
 'Subscribe an account to a plan and charge the first period, prorated to the billing anchor (L4) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
@@ -9458,134 +7419,6 @@ REVOKE ALL ON FUNCTION subscription.end_trial(subscription.subscription) FROM PU
 -- tenant's lock the root account's row instead of an advisory lock of the
 -- node that runs the call.  verify() runs on the coordinator after
 -- distribute(), over copies of the tables (verify_findings).
-
-CREATE OR REPLACE FUNCTION subscription.renew_period(s subscription.subscription, n subscription.period_terms, may_trim boolean)
-RETURNS text
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    ends timestamptz := upper(s.period);
-    same_cycle boolean;
-    next_period tstzrange;
-    price record;
-    batch record;
-BEGIN
-    UPDATE subscription.addon_batch AS b SET status = 'expired'
-     WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
-       AND (b.cancel_at_period_end OR s.cancel_at_period_end OR s.renewal = 'none');
-    IF s.cancel_at_period_end OR s.renewal = 'none' THEN
-        UPDATE subscription.subscription AS x
-           SET status = CASE WHEN s.cancel_at_period_end THEN 'cancelled' ELSE 'expired' END
-         WHERE x.tenant_id = s.tenant_id AND x.id = s.id
-        RETURNING x.status INTO s.status;
-        RETURN s.status;
-    END IF;
-    -- L6: a migration never takes away a feature in use; one that would
-    -- now (the account's use grew since it was scheduled) is dropped
-    IF coalesce(s.pending_plan IS NULL AND s.migrate_at <= ends AND NOT s.migrate_trim, false)
-       AND EXISTS (SELECT FROM subscription.migration_shortfall(s.id, s.migrate_to, s.migrate_version)) THEN
-        RAISE WARNING 'subscription % stays on its version of plan "%": plan "%" would take away features in use',
-                      s.id, s.plan, s.migrate_to
-            USING DETAIL = 'Its migration is dropped; subscription.preview_migration() lists the features.';
-        UPDATE subscription.subscription AS x
-           SET migrate_to = NULL, migrate_version = NULL, migrate_at = NULL, migrate_trim = NULL
-         WHERE x.tenant_id = s.tenant_id AND x.id = s.id
-        RETURNING * INTO s;
-        n := subscription.next_terms(s);
-    END IF;
-
-    -- L7: a use above the largest tier renews at the largest tier
-    IF n.needed > n.quantity THEN
-        RAISE WARNING 'subscription % uses more than the largest tier of plan "%"', s.id, n.plan
-            USING DETAIL = format('Its use needs %s licenses; it renews at the largest tier, %s.', n.needed, n.quantity),
-                  HINT = format('Contact sales for a plan above %s hosts.', n.quantity);
-    END IF;
-    same_cycle := subscription.cycle_key(n.cycle) = subscription.cycle_key(s.cycle);
-    -- a new cycle counts from the start of its first period (Z7)
-    next_period := subscription.nth_period(CASE WHEN same_cycle THEN s.anchor ELSE ends END, n.cycle,
-                                           CASE WHEN same_cycle THEN s.period_number + 1 ELSE 1 END);
-    price := subscription.period_price(n.plan, n.cycle, n.quantity, n.version);
-    IF same_cycle AND n.plan = s.plan AND n.version = s.plan_version AND n.quantity = s.quantity
-       AND s.pending_plan IS NULL AND s.pending_quantity IS NULL THEN
-        -- the common renewal: only the period moves, and the triggers on
-        -- plan, quantity and status (limits, seats) have nothing to do
-        UPDATE subscription.subscription AS x
-           SET period_number = x.period_number + 1, period = next_period,
-               paid_quantity = n.quantity, pending_cycle = NULL, renewal = n.renewal
-         WHERE x.tenant_id = s.tenant_id AND x.id = s.id;
-    ELSE
-        UPDATE subscription.subscription AS x
-           SET plan = n.plan, plan_version = n.version,
-               cycle = n.cycle, quantity = n.quantity, paid_quantity = n.quantity,
-               pending_plan = NULL, pending_cycle = NULL, pending_quantity = NULL,
-               anchor = CASE WHEN same_cycle THEN x.anchor ELSE ends END,
-               period_number = CASE WHEN same_cycle THEN x.period_number + 1 ELSE 1 END,
-               period = next_period, renewal = n.renewal
-         WHERE x.tenant_id = s.tenant_id AND x.id = s.id;
-    END IF;
-
-    -- C2: the constraint makes a second charge of the period impossible
-    INSERT INTO subscription.ledger
-           (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
-    VALUES (s.tenant_id, s.account_id, s.id, 'charge', subscription.round_money(price.amount, price.currency), price.currency,
-            next_period, 'plan', n.plan,
-            format('renewal: plan %s, cycle %s, quantity %s', n.plan, n.cycle, n.quantity))
-    ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
-       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
-    -- each batch priced apart from the statement that reads the batches:
-    -- on Citus that one runs on the shard, where no other table is read
-    FOR batch IN
-        SELECT b.id, b.addon, b.quantity
-          FROM subscription.addon_batch AS b
-          JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time
-         WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
-         ORDER BY b.id
-    LOOP
-        price := subscription.addon_period_price(batch.addon, n.cycle, batch.quantity);
-        INSERT INTO subscription.ledger
-               (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
-        VALUES (s.tenant_id, s.account_id, s.id, batch.id, 'charge', subscription.round_money(price.amount, price.currency),
-                price.currency, next_period, 'addon', n.plan,
-                format('renewal: add-on %s x %s, cycle %s', batch.addon, batch.quantity, n.cycle))
-        ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
-           WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
-    END LOOP;
-
-    IF may_trim THEN
-        PERFORM FROM subscription.apply_downgrade(s.id);
-    END IF;
-    RETURN 'active';
-END
-$$;
-
-COMMENT ON FUNCTION subscription.renew_period(subscription.subscription, subscription.period_terms, boolean) IS 'Internal: one period of one due subscription';
-
-CREATE OR REPLACE FUNCTION subscription.renewal_problem(s subscription.subscription, n subscription.period_terms)
-RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    missing text;
-BEGIN
-    IF s.cancel_at_period_end OR s.renewal = 'none' THEN
-        RETURN NULL;
-    END IF;
-    CASE (subscription.find_price(n.plan, n.cycle, n.quantity, n.version)).problem
-        WHEN 'not_a_tier' THEN
-            RETURN format('quantity %s is not a tier of plan "%s"', n.quantity, n.plan);
-        WHEN 'no_price' THEN
-            RETURN format('plan "%s" has no price for cycle %s', n.plan, subscription.cycle_text(n.cycle));
-        ELSE
-    END CASE;
-    missing := subscription.unpriced_addons(s.tenant_id, s.id, n.cycle);
-    IF missing IS NOT NULL THEN
-        RETURN format('add-on %s has no price for cycle %s', missing, subscription.cycle_text(n.cycle));
-    END IF;
-    RETURN NULL;
-END
-$$;
 
 COMMENT ON FUNCTION subscription.renewal_problem(subscription.subscription, subscription.period_terms) IS 'Internal: why the next renewal could not be charged, or NULL';
 
@@ -10583,108 +8416,6 @@ DROP TRIGGER addon_batch_refresh_limits ON subscription.addon_batch;
 -- (refresh_freeze() names an account's subscriptions so that their limits
 -- follow a freeze): the old and the new account.  The catalog's rows, per
 -- row, as before.
-CREATE OR REPLACE FUNCTION subscription.refresh_limits()
-RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the writer needs no right on its tables
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    r record;
-    account bigint;
-    accounts bigint[];
-    tenants bigint[];
-    only_feature text;
-    -- the logical table, from the trigger's argument (issue 17)
-    logical text := TG_ARGV[0];
-BEGIN
-    IF TG_LEVEL = 'STATEMENT' THEN
-        -- the rows concerned, as they were and as they are: (tenant,
-        -- account) of a subscription, (tenant, subscription) of a batch
-        IF logical = 'subscription' AND TG_OP = 'INSERT' THEN
-            SELECT array_agg(n.tenant_id), array_agg(n.account_id) INTO tenants, accounts FROM new_rows AS n;
-        ELSIF logical = 'subscription' AND TG_OP = 'DELETE' THEN
-            SELECT array_agg(o.tenant_id), array_agg(o.account_id) INTO tenants, accounts FROM old_rows AS o;
-        ELSIF TG_OP = 'INSERT' THEN
-            SELECT array_agg(n.tenant_id), array_agg(n.subscription_id) INTO tenants, accounts FROM new_rows AS n;
-        ELSIF TG_OP = 'DELETE' THEN
-            SELECT array_agg(o.tenant_id), array_agg(o.subscription_id) INTO tenants, accounts FROM old_rows AS o;
-        ELSIF logical = 'subscription' THEN
-            SELECT array_agg(x.tenant_id), array_agg(x.account_id) INTO tenants, accounts
-              FROM old_rows AS o JOIN new_rows AS n ON n.tenant_id = o.tenant_id AND n.id = o.id
-             CROSS JOIN LATERAL (VALUES (o.tenant_id, o.account_id), (n.tenant_id, n.account_id)) AS x (tenant_id, account_id)
-             WHERE (o.account_id, o.plan, o.quantity, o.status, o.plan_version)
-                   IS DISTINCT FROM (n.account_id, n.plan, n.quantity, n.status, n.plan_version)
-                OR ROW(o.*) IS NOT DISTINCT FROM ROW(n.*);
-        ELSE
-            SELECT array_agg(x.tenant_id), array_agg(x.subscription_id) INTO tenants, accounts
-              FROM (SELECT o.tenant_id, o.subscription_id FROM old_rows AS o
-                    UNION ALL
-                    SELECT n.tenant_id, n.subscription_id FROM new_rows AS n) AS x;
-        END IF;
-        IF logical = 'addon_batch' THEN
-            -- a batch's subscription's account, by its tenant (a SELECT
-            -- INTO: Citus plans no assignment that reads a table)
-            FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
-                account := NULL;
-                SELECT s.account_id INTO account FROM subscription.subscription AS s
-                 WHERE s.tenant_id = tenants[k] AND s.id = accounts[k];
-                accounts[k] := account;
-            END LOOP;
-        END IF;
-        -- each account once, in the order of the keys
-        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.account_id), array_agg(x.account_id ORDER BY x.tenant_id, x.account_id)
-          INTO tenants, accounts
-          FROM (SELECT DISTINCT t.tenant_id, t.account_id FROM unnest(tenants, accounts) AS t (tenant_id, account_id)
-                 WHERE t.account_id IS NOT NULL) AS x;
-        FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
-            PERFORM subscription.refresh_account_limits(tenants[k], accounts[k], NULL);
-        END LOOP;
-        RETURN NULL;
-    END IF;
-    IF EXISTS (SELECT FROM pg_catalog.pg_extension AS e WHERE e.extname = 'citus') THEN
-        -- no fan-out from a reference table (issue 17): the limit version
-        RETURN NULL;
-    END IF;
-    -- an UPDATE can move the row: refresh for its old and its new self
-    FOR i IN 1 .. CASE WHEN TG_OP = 'UPDATE' THEN 2 ELSE 1 END LOOP
-        IF i = 1 AND TG_OP <> 'INSERT' THEN
-            r := OLD;
-        ELSE
-            r := NEW;
-        END IF;
-        -- the accounts with their tenants, by account (issue 17)
-        IF logical = 'plan_limit' THEN
-            only_feature := r.feature;
-            -- the plan's subscriptions, and those of the suites that include it (Z3)
-            SELECT array_agg(x.account_id ORDER BY x.account_id), array_agg(x.tenant_id ORDER BY x.account_id)
-              INTO accounts, tenants
-              FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
-                     WHERE s.plan = r.plan
-                        OR s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc
-                                       WHERE sc.plan = r.plan)) AS x;
-        ELSIF logical = 'suite_component' THEN
-            SELECT array_agg(x.account_id ORDER BY x.account_id), array_agg(x.tenant_id ORDER BY x.account_id)
-              INTO accounts, tenants
-              FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
-                     WHERE s.plan = r.suite_plan) AS x;
-        ELSE
-            SELECT array_agg(x.account_id ORDER BY x.account_id), array_agg(x.tenant_id ORDER BY x.account_id)
-              INTO accounts, tenants
-              FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
-                      JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
-                     WHERE b.addon = r.code) AS x;
-        END IF;
-        FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
-            PERFORM subscription.refresh_account_limits(tenants[k], accounts[k], only_feature);
-        END LOOP;
-    END LOOP;
-    RETURN NULL;
-END
-$$;
-
-COMMENT ON FUNCTION subscription.refresh_limits() IS 'Trigger: the limits stored in the usage counters follow what they are computed from';
 
 -- subscriptions and add-on batches per statement, one trigger per event (a
 -- trigger with transition tables fires on one); the catalog per row
@@ -11289,202 +9020,7 @@ $$;
 COMMENT ON FUNCTION subscription.correct_usage(bigint, text, text, bigint, text) IS
 'Correct the quantity recorded with a key, with the reason in history; the new total (U5)';
 
--- R12: renewals, plan changes and early ends bill the usage of the period
-CREATE OR REPLACE FUNCTION subscription.renew_period(s subscription.subscription, n subscription.period_terms, may_trim boolean)
-RETURNS text
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    ends timestamptz := upper(s.period);
-    same_cycle boolean;
-    next_period tstzrange;
-    price record;
-    batch record;
-BEGIN
-    -- U3: the ending period's usage, billed in arrears
-    PERFORM subscription.bill_usage(s, ends);
-    UPDATE subscription.addon_batch AS b SET status = 'expired'
-     WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
-       AND (b.cancel_at_period_end OR s.cancel_at_period_end OR s.renewal = 'none');
-    IF s.cancel_at_period_end OR s.renewal = 'none' THEN
-        UPDATE subscription.subscription AS x
-           SET status = CASE WHEN s.cancel_at_period_end THEN 'cancelled' ELSE 'expired' END
-         WHERE x.tenant_id = s.tenant_id AND x.id = s.id
-        RETURNING x.status INTO s.status;
-        RETURN s.status;
-    END IF;
-    -- L6: a migration never takes away a feature in use; one that would
-    -- now (the account's use grew since it was scheduled) is dropped
-    IF coalesce(s.pending_plan IS NULL AND s.migrate_at <= ends AND NOT s.migrate_trim, false)
-       AND EXISTS (SELECT FROM subscription.migration_shortfall(s.id, s.migrate_to, s.migrate_version)) THEN
-        RAISE WARNING 'subscription % stays on its version of plan "%": plan "%" would take away features in use',
-                      s.id, s.plan, s.migrate_to
-            USING DETAIL = 'Its migration is dropped; subscription.preview_migration() lists the features.';
-        UPDATE subscription.subscription AS x
-           SET migrate_to = NULL, migrate_version = NULL, migrate_at = NULL, migrate_trim = NULL
-         WHERE x.tenant_id = s.tenant_id AND x.id = s.id
-        RETURNING * INTO s;
-        n := subscription.next_terms(s);
-    END IF;
-
-    -- L7: a use above the largest tier renews at the largest tier
-    IF n.needed > n.quantity THEN
-        RAISE WARNING 'subscription % uses more than the largest tier of plan "%"', s.id, n.plan
-            USING DETAIL = format('Its use needs %s licenses; it renews at the largest tier, %s.', n.needed, n.quantity),
-                  HINT = format('Contact sales for a plan above %s hosts.', n.quantity);
-    END IF;
-    same_cycle := subscription.cycle_key(n.cycle) = subscription.cycle_key(s.cycle);
-    -- a new cycle counts from the start of its first period (Z7)
-    next_period := subscription.nth_period(CASE WHEN same_cycle THEN s.anchor ELSE ends END, n.cycle,
-                                           CASE WHEN same_cycle THEN s.period_number + 1 ELSE 1 END);
-    price := subscription.period_price(n.plan, n.cycle, n.quantity, n.version);
-    IF same_cycle AND n.plan = s.plan AND n.version = s.plan_version AND n.quantity = s.quantity
-       AND s.pending_plan IS NULL AND s.pending_quantity IS NULL THEN
-        -- the common renewal: only the period moves, and the triggers on
-        -- plan, quantity and status (limits, seats) have nothing to do
-        UPDATE subscription.subscription AS x
-           SET period_number = x.period_number + 1, period = next_period,
-               paid_quantity = n.quantity, pending_cycle = NULL, renewal = n.renewal
-         WHERE x.tenant_id = s.tenant_id AND x.id = s.id;
-    ELSE
-        UPDATE subscription.subscription AS x
-           SET plan = n.plan, plan_version = n.version,
-               cycle = n.cycle, quantity = n.quantity, paid_quantity = n.quantity,
-               pending_plan = NULL, pending_cycle = NULL, pending_quantity = NULL,
-               anchor = CASE WHEN same_cycle THEN x.anchor ELSE ends END,
-               period_number = CASE WHEN same_cycle THEN x.period_number + 1 ELSE 1 END,
-               period = next_period, renewal = n.renewal
-         WHERE x.tenant_id = s.tenant_id AND x.id = s.id;
-    END IF;
-
-    -- C2: the constraint makes a second charge of the period impossible
-    INSERT INTO subscription.ledger
-           (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
-    VALUES (s.tenant_id, s.account_id, s.id, 'charge', subscription.round_money(price.amount, price.currency), price.currency,
-            next_period, 'plan', n.plan,
-            format('renewal: plan %s, cycle %s, quantity %s', n.plan, n.cycle, n.quantity))
-    ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
-       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
-    -- each batch priced apart from the statement that reads the batches:
-    -- on Citus that one runs on the shard, where no other table is read
-    FOR batch IN
-        SELECT b.id, b.addon, b.quantity
-          FROM subscription.addon_batch AS b
-          JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time
-         WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
-         ORDER BY b.id
-    LOOP
-        price := subscription.addon_period_price(batch.addon, n.cycle, batch.quantity);
-        INSERT INTO subscription.ledger
-               (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
-        VALUES (s.tenant_id, s.account_id, s.id, batch.id, 'charge', subscription.round_money(price.amount, price.currency),
-                price.currency, next_period, 'addon', n.plan,
-                format('renewal: add-on %s x %s, cycle %s', batch.addon, batch.quantity, n.cycle))
-        ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
-           WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
-    END LOOP;
-
-    IF may_trim THEN
-        PERFORM FROM subscription.apply_downgrade(s.id);
-    END IF;
-    RETURN 'active';
-END
-$$;
-
 COMMENT ON FUNCTION subscription.renew_period(subscription.subscription, subscription.period_terms, boolean) IS 'Internal: one period of one due subscription';
-
-CREATE OR REPLACE FUNCTION subscription.change_plan(tenant_id bigint, subscription_id bigint, plan text, at timestamptz)
-RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-    old_plan subscription.plan;
-    new_plan subscription.plan;
-    modes subscription.product;
-    price record;
-    new_period tstzrange;
-BEGIN
-    PERFORM subscription.require_tenant('change_plan', tenant_id, 'subscription', subscription_id);
-    PERFORM subscription.require_arguments('change_plan', '{subscription_id,plan,at}',
-        ARRAY[subscription_id IS NULL, plan IS NULL, at IS NULL]);
-    PERFORM subscription.require_time('change_plan', at, false);
-    SELECT * INTO new_plan FROM subscription.plan AS p WHERE p.code = change_plan.plan;
-    IF NOT FOUND THEN
-        PERFORM subscription.unknown_code('plan', plan);
-    END IF;
-    s := subscription.subscription_for_change(change_plan.tenant_id, 'change_plan', subscription_id, 'change_plan');
-    PERFORM subscription.require_in_period('change_plan', s, at);
-    PERFORM subscription.require_terms(change_plan.tenant_id, s.account_id, at);
-    SELECT * INTO old_plan FROM subscription.plan AS p WHERE p.code = s.plan;
-    IF new_plan.product <> old_plan.product THEN
-        RAISE EXCEPTION 'plan "%" is not a plan of product "%"', plan, old_plan.product
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Subscribe to the other product with subscription.subscribe().';
-    END IF;
-
-    effective_at := at;
-    refund := 0;
-    charge := 0;
-    IF new_plan.code = s.plan THEN
-        UPDATE subscription.subscription AS x SET pending_plan = NULL
-         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id AND x.pending_plan IS NOT NULL;
-        RETURN NEXT;
-        RETURN;
-    END IF;
-
-    SELECT * INTO modes FROM subscription.product AS p WHERE p.code = new_plan.product;
-    IF new_plan.rank < old_plan.rank AND modes.downgrade = 'end_of_period' THEN
-        -- C4: the current plan runs to the end of the period; the new one
-        -- must sell the cycle and quantity of the next (22023, 55000)
-        PERFORM subscription.period_price(new_plan.code, coalesce(s.pending_cycle, s.cycle),
-                                          coalesce(s.pending_quantity, s.quantity));
-        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
-        effective_at := upper(s.period);
-        RETURN NEXT;
-        RETURN;
-    END IF;
-
-    -- the new plan must sell the cycle and the quantity (22023, 55000)
-    price := subscription.period_price(new_plan.code, s.cycle, s.quantity);
-    -- U3: the usage so far, at the old plan's usage prices
-    PERFORM subscription.bill_usage(s, at);
-    refund := subscription.give_back_unused(s, at, 'refund', format('change to plan %s', new_plan.code));
-    IF new_plan.rank >= old_plan.rank AND modes.upgrade = 'restart' THEN
-        -- C1: a new full period starts now
-        new_period := subscription.nth_period(at, s.cycle, 1);
-        charge := subscription.round_money(price.amount, price.currency);
-    ELSE
-        new_period := s.period;
-        charge := subscription.unused_part(price.amount, s.period, at, price.currency);
-    END IF;
-    INSERT INTO subscription.ledger
-           (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
-    VALUES (change_plan.tenant_id, s.account_id, s.id, 'charge', charge, price.currency,
-            tstzrange(at, upper(new_period), '[)'), format('change to %s', new_plan.code), new_plan.code,
-            format('plan %s from %s, cycle %s, quantity %s', new_plan.code, at, s.cycle, s.quantity));
-
-    IF new_plan.rank < old_plan.rank THEN
-        -- immediate downgrade: apply_downgrade moves to the plan and trims
-        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code, paid_quantity = x.quantity
-         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
-        PERFORM FROM subscription.apply_downgrade(change_plan.tenant_id, s.id, false);
-    ELSE
-        UPDATE subscription.subscription AS x
-           SET plan = new_plan.code, pending_plan = NULL, paid_quantity = x.quantity,
-               period = new_period,
-               anchor = CASE WHEN new_period = s.period THEN x.anchor ELSE at END
-         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
-    END IF;
-    RETURN NEXT;
-END
-$$;
-
-COMMENT ON FUNCTION subscription.change_plan(bigint, bigint, text, timestamptz) IS
-'Upgrade now (prorated or restarted) or downgrade at the period end (C1-C4, Z5) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 CREATE OR REPLACE FUNCTION subscription.end_early(tenant_id bigint, subscription_id bigint, at timestamptz)
 RETURNS numeric
@@ -13888,35 +11424,6 @@ SELECT s.id AS subscription_id,
        (subscription.now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
    AND subscription.may_read(s.tenant_id, s.account_id);
 
-CREATE OR REPLACE FUNCTION subscription.cancel_account(tenant_id bigint, account_id bigint)
-RETURNS TABLE (subscription_id bigint, ends_at timestamptz)
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    sub bigint;
-BEGIN
-    PERFORM subscription.require_tenant('cancel_account', tenant_id, 'account', account_id);
-    PERFORM subscription.require_arguments('cancel_account', '{account_id}', ARRAY[account_id IS NULL]);
-    PERFORM subscription.require_account(cancel_account.tenant_id, cancel_account.account_id);
-    PERFORM subscription.authorize(cancel_account.tenant_id, cancel_account.account_id, 'cancel', false);
-    -- each cancel() called from a loop, not from the query's target list:
-    -- on Citus a query of a shard may not run a function that reads the
-    -- tenant's tables (issue 17)
-    FOR sub IN
-        SELECT s.id FROM subscription.subscription AS s
-         WHERE s.tenant_id = cancel_account.tenant_id AND s.account_id = cancel_account.account_id
-           AND s.status = 'active'
-         ORDER BY s.id
-    LOOP
-        subscription_id := sub;
-        ends_at := subscription.cancel(cancel_account.tenant_id, sub);
-        RETURN NEXT;
-    END LOOP;
-END
-$$;
-
 CREATE OR REPLACE FUNCTION subscription.sync_service_seats()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -14142,416 +11649,6 @@ $$;
 COMMENT ON PROCEDURE subscription.prune_idempotency_keys(bigint) IS
 'Delete the idempotency keys older than subscription.idempotency_retention (Q5)';
 
--- every mutating public function honours the key: its keyed form starts
--- with the call of idempotent() (the C ones: src/licenses.c)
-CREATE OR REPLACE FUNCTION subscription.accept_terms(tenant_id bigint, account_id bigint, version text, at timestamptz)
-RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t subscription.terms;
-    current subscription.terms;
-BEGIN
-    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
-    IF subscription.idempotency_requested() THEN
-        PERFORM subscription.idempotent('subscription.accept_terms(bigint,bigint,text,timestamptz)', accept_terms.tenant_id,
-            pg_catalog.jsonb_build_array(accept_terms.tenant_id, accept_terms.account_id, accept_terms.version, accept_terms.at));
-        RETURN;
-    END IF;
-    PERFORM subscription.require_tenant('accept_terms', tenant_id, 'account', account_id);
-    PERFORM subscription.require_arguments('accept_terms', '{account_id,version,at}',
-        ARRAY[account_id IS NULL, version IS NULL, at IS NULL]);
-    PERFORM subscription.require_time('accept_terms', at, false);
-    PERFORM subscription.require_account(account_id);
-    PERFORM subscription.authorize(account_id, 'accept_terms');
-    PERFORM subscription.require_open_account(account_id);
-    SELECT * INTO t FROM subscription.terms AS x WHERE x.version = accept_terms.version;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'terms version "%" does not exist', version
-            USING ERRCODE = 'undefined_object',
-                  HINT = 'The versions are the rows of subscription.terms.';
-    END IF;
-    current := subscription.terms_in_effect(at);
-    IF t.effective_at < current.effective_at THEN
-        RAISE EXCEPTION 'terms version "%" was replaced by version "%"', version, current.version
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('Version "%s" is in effect since %s.', current.version, current.effective_at),
-                  HINT = format('Accept the version in effect: subscription.accept_terms(%s, %L).',
-                                account_id, current.version);
-    END IF;
-    INSERT INTO subscription.terms_acceptance AS a (tenant_id, account_id, version, accepted_at, accepted_by)
-    VALUES (accept_terms.tenant_id, accept_terms.account_id, t.version, accept_terms.at, subscription.current_actor())
-    ON CONFLICT ON CONSTRAINT terms_acceptance_pkey DO NOTHING;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.subscribe(tenant_id bigint, account_id bigint, plan text, cycle interval, quantity integer, at timestamptz, renewal text, coupon text)
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    price     record;
-    period    tstzrange;
-    new_id    bigint;
-    anchor_at timestamptz;
-    k         integer;
-    full_period tstzrange;
-    plan_version integer;
-    is_default boolean;
-    coupon_cycles integer;
-    trial     interval;
-    product_plans text[];
-BEGIN
-    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
-    IF subscription.idempotency_requested() THEN
-        RETURN subscription.idempotent('subscription.subscribe(bigint,bigint,text,interval,integer,timestamptz,text,text)', subscribe.tenant_id,
-            pg_catalog.jsonb_build_array(subscribe.tenant_id, subscribe.account_id, subscribe.plan, subscribe.cycle, subscribe.quantity, subscribe.at, subscribe.renewal, subscribe.coupon)) OPERATOR(pg_catalog.#>>) '{}';
-    END IF;
-    PERFORM subscription.require_tenant('subscribe', tenant_id, 'account', account_id);
-    PERFORM subscription.require_arguments('subscribe',
-        '{account_id,plan,cycle,quantity,at,renewal}',
-        ARRAY[account_id IS NULL, plan IS NULL, cycle IS NULL, quantity IS NULL,
-              at IS NULL, renewal IS NULL]);
-
-    PERFORM subscription.require_quantity(quantity);
-    PERFORM subscription.require_cycle(cycle);
-    PERFORM subscription.require_renewal(renewal);
-    PERFORM subscription.require_time('subscribe', at, false);
-
-    SELECT a.billing_anchor INTO anchor_at
-      FROM subscription.account AS a
-     WHERE a.tenant_id = subscribe.tenant_id AND a.id = subscribe.account_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'account % does not exist', account_id
-            USING ERRCODE = 'no_data_found';
-    END IF;
-    PERFORM subscription.authorize(account_id, 'purchase');
-    PERFORM subscription.require_open_account(account_id);
-    PERFORM subscription.require_terms(tenant_id, account_id, at);
-    price := subscription.period_price(plan, cycle, quantity);
-    PERFORM subscription.require_amount(price.amount, price.currency);
-    IF coupon IS NOT NULL THEN
-        PERFORM subscription.redeemable_coupon(coupon, at, price.currency);
-    END IF;
-    IF anchor_at IS NULL THEN
-        k := 1;
-        anchor_at := at;
-    ELSE
-        -- L4: the first period runs to the account's next billing date, whose
-        -- period (of this cycle) it is part of, and is charged for its days
-        k := subscription.period_containing(anchor_at, cycle, at);
-    END IF;
-    full_period := subscription.nth_period(anchor_at, cycle, k);
-    period := tstzrange(at, upper(full_period), '[)');
-
-    -- a trial (issue 19): the plan's price for the cycle names it; the
-    -- subscription is 'trialing' to its end, charged nothing, with its
-    -- plan's seats and limits; renew_account ends it (end_trial).  Each
-    -- read a statement of its own (Citus, issue 17)
-    SELECT max(pp.trial) INTO trial
-      FROM subscription.plan_price AS pp
-      JOIN subscription.plan AS p ON p.code = pp.plan
-     WHERE pp.plan = subscribe.plan
-       AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(subscribe.cycle)
-       AND pp.versions @> p.version;
-    IF trial IS NOT NULL THEN
-        product_plans := ARRAY(SELECT o.code FROM subscription.plan AS p
-                                 JOIN subscription.plan AS o ON o.product = p.product
-                                WHERE p.code = subscribe.plan);
-        IF EXISTS (SELECT FROM subscription.subscription AS d
-                    WHERE d.tenant_id = subscribe.tenant_id AND d.account_id = subscribe.account_id
-                      AND d.trial_ends IS NOT NULL AND d.plan = ANY (product_plans)) THEN
-            RAISE EXCEPTION 'account % has had its trial of the product of plan "%"', account_id, plan
-                USING ERRCODE = 'object_not_in_prerequisite_state',
-                      DETAIL = 'An account gets one trial per product.',
-                      HINT = 'Subscribe to a plan or cycle of the product whose price has no trial.';
-        END IF;
-        -- its first period starts at the trial's end (period_number 0 ends there)
-        anchor_at := at + trial;
-        k := 0;
-        full_period := tstzrange(at, anchor_at, '[)');
-        period := full_period;
-        price.amount := 0;
-    END IF;
-
-    -- R10: an account's first service subscription is its default one;
-    -- it holds the plan's current version (grandfathering).  Each read a
-    -- statement of its own, the catalog's apart from the tenant's: Citus
-    -- runs no correlated subquery beside a reference table (issue 17)
-    SELECT p.version, p.kind = 'service' INTO plan_version, is_default
-      FROM subscription.plan AS p WHERE p.code = subscribe.plan;
-    is_default := is_default AND NOT EXISTS (
-        SELECT FROM subscription.subscription AS d
-         WHERE d.tenant_id = subscribe.tenant_id AND d.account_id = subscribe.account_id AND d.is_default);
-    coupon_cycles := (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code = subscribe.coupon);
-    INSERT INTO subscription.subscription AS s
-           (tenant_id, account_id, plan, plan_version, cycle, quantity, paid_quantity, period, anchor, period_number, renewal,
-            is_default, coupon, coupon_periods_left, status, trial_ends)
-    VALUES (subscribe.tenant_id, subscribe.account_id, subscribe.plan, plan_version, subscribe.cycle, subscribe.quantity,
-            subscribe.quantity, period, anchor_at, k, subscribe.renewal, is_default, subscribe.coupon, coupon_cycles,
-            CASE WHEN trial IS NULL THEN 'active' ELSE 'trialing' END, CASE WHEN trial IS NOT NULL THEN anchor_at END)
-    RETURNING s.id INTO new_id;
-
-    INSERT INTO subscription.ledger
-           (tenant_id, account_id, subscription_id, kind, amount, currency, period, plan, description)
-    VALUES (subscribe.tenant_id, subscribe.account_id, new_id, 'charge',
-            CASE WHEN period = full_period
-                 THEN subscription.round_money(price.amount, price.currency)
-                 ELSE subscription.unused_part(price.amount, full_period, at, price.currency) END,
-            price.currency, period, plan,
-            format('%splan %s, cycle %s, quantity %s%s', CASE WHEN trial IS NOT NULL THEN 'trial: ' ELSE '' END,
-                   plan, cycle, quantity,
-                   CASE WHEN period = full_period THEN ''
-                        ELSE format(', to the billing date %s', upper(period)) END));
-
-    RETURN new_id;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.set_default(tenant_id bigint, subscription_id bigint)
-RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    account bigint;
-    s subscription.subscription;
-BEGIN
-    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
-    IF subscription.idempotency_requested() THEN
-        PERFORM subscription.idempotent('subscription.set_default(bigint,bigint)', set_default.tenant_id,
-            pg_catalog.jsonb_build_array(set_default.tenant_id, set_default.subscription_id));
-        RETURN;
-    END IF;
-    PERFORM subscription.require_tenant('set_default', tenant_id, 'subscription', subscription_id);
-    PERFORM subscription.require_arguments('set_default', '{subscription_id}', ARRAY[subscription_id IS NULL]);
-    SELECT x.account_id INTO account FROM subscription.subscription AS x
-     WHERE x.tenant_id = set_default.tenant_id AND x.id = set_default.subscription_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
-    END IF;
-    PERFORM FROM subscription.subscription AS x WHERE x.tenant_id = set_default.tenant_id AND x.account_id = account
-     ORDER BY x.id FOR NO KEY UPDATE;
-    s := subscription.subscription_for_change('set_default', subscription_id, 'set_default');
-    IF s.is_default THEN
-        RETURN;
-    END IF;
-    UPDATE subscription.subscription AS x SET is_default = false
-     WHERE x.tenant_id = set_default.tenant_id AND x.account_id = s.account_id AND x.is_default;
-    UPDATE subscription.subscription AS x SET is_default = true
-     WHERE x.tenant_id = set_default.tenant_id AND x.id = s.id;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.set_quantity(tenant_id bigint, subscription_id bigint, quantity integer, at timestamptz)
-RETURNS integer
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-    counter subscription.license_counter;
-    new_capacity integer;
-    paid integer;
-    monthly boolean;
-    old_price record;
-    new_price record;
-    charge numeric;
-BEGIN
-    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
-    IF subscription.idempotency_requested() THEN
-        RETURN subscription.idempotent('subscription.set_quantity(bigint,bigint,integer,timestamptz)', set_quantity.tenant_id,
-            pg_catalog.jsonb_build_array(set_quantity.tenant_id, set_quantity.subscription_id, set_quantity.quantity, set_quantity.at)) OPERATOR(pg_catalog.#>>) '{}';
-    END IF;
-    PERFORM subscription.require_tenant('set_quantity', tenant_id, 'subscription', subscription_id);
-    PERFORM subscription.require_arguments('set_quantity', '{subscription_id,quantity,at}',
-        ARRAY[subscription_id IS NULL, quantity IS NULL, at IS NULL]);
-    PERFORM subscription.require_quantity(quantity);
-    PERFORM subscription.require_time('set_quantity', at, false);
-
-    SELECT * INTO s FROM subscription.subscription AS x
-     WHERE x.tenant_id = set_quantity.tenant_id AND x.id = set_quantity.subscription_id FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
-    END IF;
-    monthly := subscription.cycle_key(s.cycle) = '{1,0,0}';
-    PERFORM subscription.authorize(s.account_id,
-        CASE WHEN quantity > s.quantity THEN 'increase_licenses' ELSE 'decrease_licenses' END,
-        monthly);
-    IF s.status <> 'active' THEN
-        RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
-            USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
-    PERFORM subscription.require_in_period('set_quantity', s, at);
-    IF quantity = s.quantity THEN
-        RETURN subscription.licenses_left(subscription_id);
-    END IF;
-    PERFORM subscription.require_terms(set_quantity.tenant_id, s.account_id, at);
-
-    -- the counter row is what concurrent license writes wait on
-    SELECT * INTO counter FROM subscription.license_counter AS c
-     WHERE c.tenant_id = set_quantity.tenant_id AND c.subscription_id = set_quantity.subscription_id FOR NO KEY UPDATE;
-    -- the capacity keeps the add-on licenses and takes the new quantity
-    new_capacity := counter.capacity - s.quantity + quantity;
-    IF counter.used > new_capacity THEN
-        RAISE EXCEPTION 'subscription % cannot have fewer licenses than it has assigned', subscription_id
-            USING ERRCODE = 'check_violation',
-                  DETAIL = format('Limit %s, in use %s.', new_capacity, counter.used),
-                  HINT = 'Release licenses with subscription.license_release() first.';
-    END IF;
-
-    -- on a tiered plan the quantity is a tier (55000 otherwise)
-    -- at the version the subscription holds (grandfathering)
-    new_price := subscription.period_price(s.plan, s.cycle, quantity, s.plan_version);
-    PERFORM subscription.require_amount(new_price.amount, new_price.currency);
-    paid := coalesce(s.paid_quantity, s.quantity);
-    IF quantity > paid THEN
-        old_price := subscription.period_price(s.plan, s.cycle, paid, s.plan_version);
-        charge := subscription.unused_part(new_price.amount - old_price.amount, s.period, at,
-                                           new_price.currency);
-        INSERT INTO subscription.ledger
-               (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
-        VALUES (set_quantity.tenant_id, s.account_id, s.id, 'charge', charge, new_price.currency,
-                tstzrange(at, upper(s.period), '[)'), format('licenses %s-%s', paid + 1, quantity), s.plan,
-                format('%s more licenses of plan %s for the rest of the period', quantity - paid, s.plan));
-    END IF;
-
-    UPDATE subscription.subscription AS x
-       SET quantity = set_quantity.quantity, paid_quantity = greatest(paid, set_quantity.quantity)
-     WHERE x.tenant_id = set_quantity.tenant_id AND x.id = s.id;
-    RETURN subscription.licenses_left(subscription_id);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.change_cycle(tenant_id bigint, subscription_id bigint, cycle interval)
-RETURNS timestamptz
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-    missing text;
-BEGIN
-    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
-    IF subscription.idempotency_requested() THEN
-        RETURN subscription.idempotent('subscription.change_cycle(bigint,bigint,interval)', change_cycle.tenant_id,
-            pg_catalog.jsonb_build_array(change_cycle.tenant_id, change_cycle.subscription_id, change_cycle.cycle)) OPERATOR(pg_catalog.#>>) '{}';
-    END IF;
-    PERFORM subscription.require_tenant('change_cycle', tenant_id, 'subscription', subscription_id);
-    PERFORM subscription.require_arguments('change_cycle', '{subscription_id,cycle}',
-        ARRAY[subscription_id IS NULL, cycle IS NULL]);
-    PERFORM subscription.require_cycle(cycle);
-    s := subscription.subscription_for_change(change_cycle.tenant_id, 'change_cycle', subscription_id, 'change_cycle');
-    PERFORM subscription.require_terms(change_cycle.tenant_id, s.account_id, subscription.now());
-    -- the plan must sell this cycle for the quantity, and so must the
-    -- add-ons that will renew with it (22023 otherwise)
-    PERFORM subscription.period_price(n.plan, cycle, coalesce(s.pending_quantity, s.quantity), n.version)
-       FROM subscription.next_plan(s) AS n;
-    missing := subscription.unpriced_addons(change_cycle.tenant_id, s.id, cycle);
-    IF missing IS NOT NULL THEN
-        RAISE EXCEPTION 'add-on "%" has no price for cycle %', missing, subscription.cycle_text(cycle)
-            USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = subscription.sold_cycles('add-on', missing),
-                  HINT = 'The prices of an add-on are its rows in subscription.addon_price.';
-    END IF;
-    UPDATE subscription.subscription AS x
-       SET pending_cycle = CASE WHEN subscription.cycle_key(change_cycle.cycle)
-                                     = subscription.cycle_key(s.cycle)
-                                THEN NULL ELSE change_cycle.cycle END
-     WHERE x.tenant_id = change_cycle.tenant_id AND x.id = s.id;
-    RETURN upper(s.period);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.set_renewal(tenant_id bigint, subscription_id bigint, renewal text)
-RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
-    IF subscription.idempotency_requested() THEN
-        PERFORM subscription.idempotent('subscription.set_renewal(bigint,bigint,text)', set_renewal.tenant_id,
-            pg_catalog.jsonb_build_array(set_renewal.tenant_id, set_renewal.subscription_id, set_renewal.renewal));
-        RETURN;
-    END IF;
-    PERFORM subscription.require_tenant('set_renewal', tenant_id, 'subscription', subscription_id);
-    PERFORM subscription.require_arguments('set_renewal', '{subscription_id,renewal}',
-        ARRAY[subscription_id IS NULL, renewal IS NULL]);
-    PERFORM subscription.require_renewal(renewal);
-    PERFORM subscription.subscription_for_change(set_renewal.tenant_id, 'set_renewal', subscription_id, 'change_renewal');
-    UPDATE subscription.subscription AS x SET renewal = set_renewal.renewal
-     WHERE x.tenant_id = set_renewal.tenant_id AND x.id = set_renewal.subscription_id;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.cancel(tenant_id bigint, subscription_id bigint)
-RETURNS timestamptz
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-BEGIN
-    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
-    IF subscription.idempotency_requested() THEN
-        RETURN subscription.idempotent('subscription.cancel(bigint,bigint)', cancel.tenant_id,
-            pg_catalog.jsonb_build_array(cancel.tenant_id, cancel.subscription_id)) OPERATOR(pg_catalog.#>>) '{}';
-    END IF;
-    PERFORM subscription.require_tenant('cancel', tenant_id, 'subscription', subscription_id);
-    PERFORM subscription.require_arguments('cancel', '{subscription_id}', ARRAY[subscription_id IS NULL]);
-    s := subscription.subscription_for_change(cancel.tenant_id, 'cancel', subscription_id, 'cancel');
-    UPDATE subscription.subscription AS x SET cancel_at_period_end = true
-     WHERE x.tenant_id = cancel.tenant_id AND x.id = s.id AND NOT x.cancel_at_period_end;
-    RETURN upper(s.period);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.cancel_account(tenant_id bigint, account_id bigint)
-RETURNS TABLE (subscription_id bigint, ends_at timestamptz)
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    sub bigint;
-BEGIN
-    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
-    IF subscription.idempotency_requested() THEN
-        RETURN QUERY SELECT * FROM pg_catalog.jsonb_to_recordset(subscription.idempotent('subscription.cancel_account(bigint,bigint)', cancel_account.tenant_id,
-            pg_catalog.jsonb_build_array(cancel_account.tenant_id, cancel_account.account_id)))
-            AS r (subscription_id bigint, ends_at timestamptz);
-        RETURN;
-    END IF;
-    PERFORM subscription.require_tenant('cancel_account', tenant_id, 'account', account_id);
-    PERFORM subscription.require_arguments('cancel_account', '{account_id}', ARRAY[account_id IS NULL]);
-    PERFORM subscription.require_account(cancel_account.tenant_id, cancel_account.account_id);
-    PERFORM subscription.authorize(cancel_account.tenant_id, cancel_account.account_id, 'cancel', false);
-    -- each cancel() called from a loop, not from the query's target list:
-    -- on Citus a query of a shard may not run a function that reads the
-    -- tenant's tables (issue 17)
-    FOR sub IN
-        SELECT s.id FROM subscription.subscription AS s
-         WHERE s.tenant_id = cancel_account.tenant_id AND s.account_id = cancel_account.account_id
-           AND s.status = 'active'
-         ORDER BY s.id
-    LOOP
-        subscription_id := sub;
-        ends_at := subscription.cancel(cancel_account.tenant_id, sub);
-        RETURN NEXT;
-    END LOOP;
-END
-$$;
-
 CREATE OR REPLACE FUNCTION subscription.pause(tenant_id bigint, subscription_id bigint, at timestamptz, resume_at timestamptz, mode text)
 RETURNS timestamptz
 LANGUAGE plpgsql
@@ -14628,248 +11725,6 @@ BEGIN
     END IF;
     s := subscription.unpause(s, at);
     RETURN upper(s.period);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.change_plan(tenant_id bigint, subscription_id bigint, plan text, at timestamptz)
-RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-    old_plan subscription.plan;
-    new_plan subscription.plan;
-    modes subscription.product;
-    price record;
-    new_period tstzrange;
-BEGIN
-    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
-    IF subscription.idempotency_requested() THEN
-        RETURN QUERY SELECT * FROM pg_catalog.jsonb_to_recordset(subscription.idempotent('subscription.change_plan(bigint,bigint,text,timestamptz)', change_plan.tenant_id,
-            pg_catalog.jsonb_build_array(change_plan.tenant_id, change_plan.subscription_id, change_plan.plan, change_plan.at)))
-            AS r (effective_at timestamptz, refund numeric, charge numeric);
-        RETURN;
-    END IF;
-    PERFORM subscription.require_tenant('change_plan', tenant_id, 'subscription', subscription_id);
-    PERFORM subscription.require_arguments('change_plan', '{subscription_id,plan,at}',
-        ARRAY[subscription_id IS NULL, plan IS NULL, at IS NULL]);
-    PERFORM subscription.require_time('change_plan', at, false);
-    SELECT * INTO new_plan FROM subscription.plan AS p WHERE p.code = change_plan.plan;
-    IF NOT FOUND THEN
-        PERFORM subscription.unknown_code('plan', plan);
-    END IF;
-    s := subscription.subscription_for_change(change_plan.tenant_id, 'change_plan', subscription_id, 'change_plan');
-    PERFORM subscription.require_in_period('change_plan', s, at);
-    PERFORM subscription.require_terms(change_plan.tenant_id, s.account_id, at);
-    SELECT * INTO old_plan FROM subscription.plan AS p WHERE p.code = s.plan;
-    IF new_plan.product <> old_plan.product THEN
-        RAISE EXCEPTION 'plan "%" is not a plan of product "%"', plan, old_plan.product
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Subscribe to the other product with subscription.subscribe().';
-    END IF;
-
-    effective_at := at;
-    refund := 0;
-    charge := 0;
-    IF new_plan.code = s.plan THEN
-        UPDATE subscription.subscription AS x SET pending_plan = NULL
-         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id AND x.pending_plan IS NOT NULL;
-        RETURN NEXT;
-        RETURN;
-    END IF;
-
-    SELECT * INTO modes FROM subscription.product AS p WHERE p.code = new_plan.product;
-    IF new_plan.rank < old_plan.rank AND modes.downgrade = 'end_of_period' THEN
-        -- C4: the current plan runs to the end of the period; the new one
-        -- must sell the cycle and quantity of the next (22023, 55000)
-        PERFORM subscription.period_price(new_plan.code, coalesce(s.pending_cycle, s.cycle),
-                                          coalesce(s.pending_quantity, s.quantity));
-        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
-        effective_at := upper(s.period);
-        RETURN NEXT;
-        RETURN;
-    END IF;
-
-    -- the new plan must sell the cycle and the quantity (22023, 55000)
-    price := subscription.period_price(new_plan.code, s.cycle, s.quantity);
-    -- U3: the usage so far, at the old plan's usage prices
-    PERFORM subscription.bill_usage(s, at);
-    refund := subscription.give_back_unused(s, at, 'refund', format('change to plan %s', new_plan.code));
-    IF new_plan.rank >= old_plan.rank AND modes.upgrade = 'restart' THEN
-        -- C1: a new full period starts now
-        new_period := subscription.nth_period(at, s.cycle, 1);
-        charge := subscription.round_money(price.amount, price.currency);
-    ELSE
-        new_period := s.period;
-        charge := subscription.unused_part(price.amount, s.period, at, price.currency);
-    END IF;
-    INSERT INTO subscription.ledger
-           (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
-    VALUES (change_plan.tenant_id, s.account_id, s.id, 'charge', charge, price.currency,
-            tstzrange(at, upper(new_period), '[)'), format('change to %s', new_plan.code), new_plan.code,
-            format('plan %s from %s, cycle %s, quantity %s', new_plan.code, at, s.cycle, s.quantity));
-
-    IF new_plan.rank < old_plan.rank THEN
-        -- immediate downgrade: apply_downgrade moves to the plan and trims
-        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code, paid_quantity = x.quantity
-         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
-        PERFORM FROM subscription.apply_downgrade(change_plan.tenant_id, s.id, false);
-    ELSE
-        UPDATE subscription.subscription AS x
-           SET plan = new_plan.code, pending_plan = NULL, paid_quantity = x.quantity,
-               period = new_period,
-               anchor = CASE WHEN new_period = s.period THEN x.anchor ELSE at END
-         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
-    END IF;
-    RETURN NEXT;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.bundle_into_suite(tenant_id bigint, account_id bigint, suite_plan text, quantity integer, at timestamptz)
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    suite subscription.plan;
-    included text[];
-    replaced subscription.subscription[];
-    ids bigint[];
-    members bigint[];
-    r subscription.subscription;
-    bundle_cycle interval;
-    was_default boolean;
-    credited numeric := 0;
-    new_id bigint;
-BEGIN
-    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
-    IF subscription.idempotency_requested() THEN
-        RETURN subscription.idempotent('subscription.bundle_into_suite(bigint,bigint,text,integer,timestamptz)', bundle_into_suite.tenant_id,
-            pg_catalog.jsonb_build_array(bundle_into_suite.tenant_id, bundle_into_suite.account_id, bundle_into_suite.suite_plan, bundle_into_suite.quantity, bundle_into_suite.at)) OPERATOR(pg_catalog.#>>) '{}';
-    END IF;
-    PERFORM subscription.require_tenant('bundle_into_suite', tenant_id, 'account', account_id);
-    PERFORM subscription.require_arguments('bundle_into_suite', '{account_id,suite_plan,at}',
-        ARRAY[account_id IS NULL, suite_plan IS NULL, at IS NULL]);
-    IF quantity IS NOT NULL THEN
-        PERFORM subscription.require_quantity(quantity);
-    END IF;
-    PERFORM subscription.require_time('bundle_into_suite', at, false);
-    PERFORM subscription.require_account(bundle_into_suite.tenant_id, bundle_into_suite.account_id);
-    PERFORM subscription.authorize(bundle_into_suite.tenant_id, bundle_into_suite.account_id, 'change_plan', false);
-    SELECT * INTO suite FROM subscription.plan AS p WHERE p.code = bundle_into_suite.suite_plan;
-    IF NOT FOUND THEN
-        PERFORM subscription.unknown_code('plan', suite_plan);
-    END IF;
-    SELECT array_agg(DISTINCT ip.product ORDER BY ip.product) INTO included
-      FROM subscription.suite_component AS sc
-      JOIN subscription.plan AS ip ON ip.code = sc.plan
-     WHERE sc.suite_plan = suite.code;
-    IF included IS NULL THEN
-        RAISE EXCEPTION 'plan "%" is not a suite', suite.code
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'The plans a suite includes are its rows in subscription.suite_component.';
-    END IF;
-
-    -- the separate subscriptions, locked in id order
-    SELECT array_agg(x ORDER BY x.id) INTO replaced
-      FROM (SELECT x.* FROM subscription.subscription AS x
-              JOIN subscription.plan AS p ON p.code = x.plan
-             WHERE x.tenant_id = bundle_into_suite.tenant_id AND x.account_id = bundle_into_suite.account_id
-               AND x.status = 'active'
-               AND subscription.seat_product(p.kind, p.product) = ANY (included)
-             ORDER BY x.id
-               FOR NO KEY UPDATE OF x) AS x;
-    IF replaced IS NULL THEN
-        RAISE EXCEPTION 'account % has no subscription to bundle into suite "%"', account_id, suite.code
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('It has no active subscription of product %s.',
-                                  array_to_string(ARRAY(SELECT format('"%s"', i) FROM unnest(included) AS i), ', ')),
-                  HINT = 'Subscribe to the suite with subscription.subscribe().';
-    END IF;
-    ids := ARRAY(SELECT x.id FROM unnest(replaced) AS x);
-    quantity := coalesce(quantity, (SELECT max(x.quantity) FROM unnest(replaced) AS x));
-    bundle_cycle := (SELECT max(x.cycle) FROM unnest(replaced) AS x);
-    was_default := (SELECT bool_or(x.is_default) FROM unnest(replaced) AS x);
-
-    -- their seats go to the suite: a member holding a license of an included product
-    members := ARRAY(SELECT DISTINCT l.member_id FROM subscription.license AS l
-                      WHERE l.tenant_id = bundle_into_suite.tenant_id AND l.subscription_id = ANY (ids) ORDER BY 1);
-    IF cardinality(members) > quantity THEN
-        RAISE EXCEPTION 'suite "%" with % licenses cannot seat the % members holding a license of product %',
-                        suite.code, quantity, cardinality(members),
-                        (SELECT string_agg(DISTINCT format('"%s"', p.product), ', ' ORDER BY format('"%s"', p.product))
-                           FROM unnest(replaced) AS x
-                           JOIN subscription.license AS l ON l.tenant_id = bundle_into_suite.tenant_id AND l.subscription_id = x.id
-                           JOIN subscription.plan AS p ON p.code = x.plan)
-            USING ERRCODE = 'check_violation',
-                  DETAIL = format('Members %s hold a license of subscription %s.',
-                                  array_to_string(members, ', '), array_to_string(ids, ', ')),
-                  HINT = 'Bundle with a larger quantity, or release licenses first.';
-    END IF;
-
-    -- L9: each ends now, its unused days credited; its licenses released
-    FOREACH r IN ARRAY replaced LOOP
-        credited := credited + subscription.end_early(bundle_into_suite.tenant_id, r.id, at);
-    END LOOP;
-    DELETE FROM subscription.license AS l WHERE l.tenant_id = bundle_into_suite.tenant_id AND l.subscription_id = ANY (ids);
-    IF was_default THEN
-        UPDATE subscription.subscription AS x SET is_default = false
-         WHERE x.tenant_id = bundle_into_suite.tenant_id AND x.id = ANY (ids) AND x.is_default;
-    END IF;
-
-    -- the suite, charged as any subscription (the credit pays it first)
-    new_id := subscription.subscribe(bundle_into_suite.tenant_id, bundle_into_suite.account_id, suite.code, bundle_cycle, quantity, at,
-                                     'always', NULL);
-    IF was_default THEN
-        UPDATE subscription.subscription AS x SET is_default = true WHERE x.tenant_id = bundle_into_suite.tenant_id AND x.id = new_id AND NOT x.is_default;
-    END IF;
-    INSERT INTO subscription.license (tenant_id, subscription_id, member_id)
-    SELECT bundle_into_suite.tenant_id, new_id, m FROM unnest(members) AS m;
-
-    INSERT INTO subscription.history (tenant_id, actor, operation, account_id, subscription_id, details)
-    VALUES (bundle_into_suite.tenant_id, subscription.current_actor(), 'bundle_into_suite', bundle_into_suite.account_id, new_id,
-            jsonb_build_object('suite_plan', suite.code, 'quantity', quantity, 'replaced', to_jsonb(ids),
-                               'credited', credited, 'members', to_jsonb(members)));
-    RETURN new_id;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.credit_account(tenant_id bigint, account_id bigint, amount numeric, reason text, currency text)
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    line bigint;
-BEGIN
-    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
-    IF subscription.idempotency_requested() THEN
-        RETURN subscription.idempotent('subscription.credit_account(bigint,bigint,numeric,text,text)', credit_account.tenant_id,
-            pg_catalog.jsonb_build_array(credit_account.tenant_id, credit_account.account_id, credit_account.amount, credit_account.reason, credit_account.currency)) OPERATOR(pg_catalog.#>>) '{}';
-    END IF;
-    PERFORM subscription.require_tenant('credit_account', tenant_id, 'account', account_id);
-    PERFORM subscription.require_arguments('credit_account', '{account_id,amount,reason,currency}',
-        ARRAY[account_id IS NULL, amount IS NULL, reason IS NULL, currency IS NULL]);
-    PERFORM subscription.require_account(credit_account.account_id);
-    PERFORM subscription.authorize(credit_account.account_id, 'pay');
-    PERFORM FROM subscription.currency AS c WHERE c.code = credit_account.currency;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'currency "%" does not exist', currency USING ERRCODE = 'undefined_object';
-    END IF;
-    IF amount <= 0 OR amount >= 'Infinity'
-       OR amount <> subscription.round_money(amount, currency) THEN
-        RAISE EXCEPTION 'a credit must be a positive amount in the minor unit of %', currency
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The amount was %s.', amount);
-    END IF;
-    PERFORM subscription.require_amount(amount, currency);
-    INSERT INTO subscription.ledger AS l (tenant_id, account_id, kind, amount, currency, item, description)
-    VALUES (credit_account.tenant_id, credit_account.account_id, 'credit', amount, currency, 'credit', reason)
-    RETURNING l.id INTO line;
-    RETURN line;
 END
 $$;
 
