@@ -4725,12 +4725,19 @@ DECLARE
     s subscription.subscription;
     credited numeric;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.end_early(bigint,bigint,timestamptz)', end_early.tenant_id,
+            pg_catalog.jsonb_build_array(end_early.tenant_id, end_early.subscription_id, end_early.at)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_tenant('end_early', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('end_early', '{subscription_id,at}',
         ARRAY[subscription_id IS NULL, at IS NULL]);
     PERFORM subscription.require_time('end_early', at, false);
-    s := subscription.subscription_for_change('end_early', subscription_id, 'cancel');
+    s := subscription.subscription_for_change(end_early.tenant_id, 'end_early', subscription_id, 'cancel');
     PERFORM subscription.require_in_period('end_early', s, at);
+    -- U3: the usage up to the end
+    PERFORM subscription.bill_usage(s, at);
     credited := subscription.give_back_unused(s, at, 'credit', 'consolidation');
     UPDATE subscription.addon_batch AS b SET status = 'expired'
      WHERE b.tenant_id = end_early.tenant_id AND b.subscription_id = s.id AND b.status = 'active';
@@ -4738,9 +4745,6 @@ BEGIN
     RETURN credited;
 END
 $$;
-
-COMMENT ON FUNCTION subscription.end_early(bigint, bigint, timestamptz) IS
-'End a subscription now; its unused days become credit (L9) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
 CREATE OR REPLACE FUNCTION subscription.end_early(subscription_id bigint, at timestamptz DEFAULT subscription.now())
@@ -4769,6 +4773,11 @@ DECLARE
     batch bigint;
     one_time boolean;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.purchase_addon(bigint,bigint,text,integer,timestamptz)', purchase_addon.tenant_id,
+            pg_catalog.jsonb_build_array(purchase_addon.tenant_id, purchase_addon.subscription_id, purchase_addon.addon, purchase_addon.quantity, purchase_addon.at)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_tenant('purchase_addon', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('purchase_addon', '{subscription_id,addon,quantity,at}',
         ARRAY[subscription_id IS NULL, addon IS NULL, quantity IS NULL, at IS NULL]);
@@ -4779,9 +4788,9 @@ BEGIN
         PERFORM subscription.unknown_code('add-on', addon);
     END IF;
     -- K8: members of a sub-account do not buy
-    s := subscription.subscription_for_change('purchase_addon', subscription_id, 'purchase');
+    s := subscription.subscription_for_change(purchase_addon.tenant_id, 'purchase_addon', subscription_id, 'purchase');
     PERFORM subscription.require_in_period('purchase_addon', s, at);
-    PERFORM subscription.require_terms(s.account_id, at);
+    PERFORM subscription.require_terms(purchase_addon.tenant_id, s.account_id, at);
 
     SELECT * INTO offer FROM subscription.plan_addon AS o
      WHERE o.plan = s.plan AND o.addon = a.code;
@@ -4806,12 +4815,12 @@ BEGIN
     PERFORM subscription.require_amount(price.amount, price.currency);
     -- the seats it adds stay within the largest quantity (an integer)
     IF a.feature = 'licenses'
-       AND subscription.license_capacity(s.id)::bigint + (quantity::bigint * a.units)
+       AND subscription.license_capacity(purchase_addon.tenant_id, s.id)::bigint + (quantity::bigint * a.units)
            > current_setting('subscription.max_quantity')::bigint THEN
         RAISE EXCEPTION 'subscription % would hold more licenses than the largest quantity allowed', s.id
             USING ERRCODE = 'numeric_value_out_of_range',
                   DETAIL = format('It holds %s; %s x %s more would pass subscription.max_quantity (%s).',
-                                  subscription.license_capacity(s.id), quantity, a.units,
+                                  subscription.license_capacity(purchase_addon.tenant_id, s.id), quantity, a.units,
                                   current_setting('subscription.max_quantity'));
     END IF;
     INSERT INTO subscription.addon_batch AS b (tenant_id, subscription_id, addon, quantity, purchased_at)
@@ -4830,9 +4839,6 @@ BEGIN
     RETURN batch;
 END
 $$;
-
-COMMENT ON FUNCTION subscription.purchase_addon(bigint, bigint, text, integer, timestamptz) IS
-'Buy add-on units for the rest of the period, or once (K1-K3, Z6) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the subscription, then the keyed form (docs/design.md#keyed-forms)
 CREATE OR REPLACE FUNCTION subscription.purchase_addon(subscription_id bigint, addon text, quantity integer DEFAULT 1,
@@ -4857,13 +4863,18 @@ DECLARE
     b subscription.addon_batch;
     s subscription.subscription;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.cancel_addon(bigint,bigint)', cancel_addon.tenant_id,
+            pg_catalog.jsonb_build_array(cancel_addon.tenant_id, cancel_addon.batch_id)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_tenant('cancel_addon', tenant_id, 'addon_batch', batch_id);
     PERFORM subscription.require_arguments('cancel_addon', '{batch_id}', ARRAY[batch_id IS NULL]);
     SELECT * INTO b FROM subscription.addon_batch AS x WHERE x.tenant_id = cancel_addon.tenant_id AND x.id = cancel_addon.batch_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'add-on batch % does not exist', batch_id USING ERRCODE = 'no_data_found';
     END IF;
-    s := subscription.subscription_for_change('cancel_addon', b.subscription_id, 'cancel');
+    s := subscription.subscription_for_change(cancel_addon.tenant_id, 'cancel_addon', b.subscription_id, 'cancel');
     IF b.status <> 'active' THEN
         RAISE EXCEPTION 'add-on batch % is %', batch_id, b.status USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
@@ -4876,9 +4887,6 @@ BEGIN
     RETURN upper(s.period);
 END
 $$;
-
-COMMENT ON FUNCTION subscription.cancel_addon(bigint, bigint) IS
-'End an add-on batch with the period (K4, K5); returns when it ends (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the addon batch, then the keyed form (docs/design.md#keyed-forms)
 CREATE OR REPLACE FUNCTION subscription.cancel_addon(batch_id bigint)
@@ -4903,6 +4911,13 @@ DECLARE
     open_children text;
     s bigint;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN QUERY SELECT * FROM pg_catalog.jsonb_to_recordset(subscription.idempotent('subscription.close_account(bigint,bigint,timestamptz)', close_account.tenant_id,
+            pg_catalog.jsonb_build_array(close_account.tenant_id, close_account.account_id, close_account.at)))
+            AS r (subscription_id bigint, credited numeric);
+        RETURN;
+    END IF;
     PERFORM subscription.require_tenant('close_account', tenant_id, 'account', account_id);
     PERFORM subscription.require_arguments('close_account', '{account_id,at}',
         ARRAY[account_id IS NULL, at IS NULL]);
@@ -4958,6 +4973,12 @@ DECLARE
     child bigint;
     members bigint;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        PERFORM subscription.idempotent('subscription.erase_account(bigint,bigint)', erase_account.tenant_id,
+            pg_catalog.jsonb_build_array(erase_account.tenant_id, erase_account.account_id));
+        RETURN;
+    END IF;
     PERFORM subscription.require_tenant('erase_account', tenant_id, 'account', account_id);
     PERFORM subscription.require_arguments('erase_account', '{account_id}', ARRAY[account_id IS NULL]);
     IF coalesce(current_setting('subscription.actor', true), '') <> ''
@@ -5004,6 +5025,12 @@ AS $$
 DECLARE
     s subscription.subscription;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        PERFORM subscription.idempotent('subscription.cancel_migration(bigint,bigint)', cancel_migration.tenant_id,
+            pg_catalog.jsonb_build_array(cancel_migration.tenant_id, cancel_migration.subscription_id));
+        RETURN;
+    END IF;
     PERFORM subscription.require_tenant('cancel_migration', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('cancel_migration', '{subscription_id}', ARRAY[subscription_id IS NULL]);
     PERFORM subscription.require_renewal_run('cancel_migration', subscription.now());
@@ -5108,27 +5135,46 @@ DECLARE
     renewed integer;
     handled integer := 0;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.renew_account(bigint,timestamptz)', renew_account.tenant_id,
+            pg_catalog.jsonb_build_array(renew_account.tenant_id, renew_account.at)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_arguments('renew_account', '{tenant_id,at}', ARRAY[t IS NULL, at IS NULL]);
     PERFORM subscription.require_renewal_run('renew_account', at);
     -- read once the checks (C) have loaded the module that defines it
     most := current_setting('subscription.max_catchup')::integer;
-    IF NOT EXISTS (SELECT FROM subscription.account AS a WHERE a.tenant_id = t AND a.id = t) THEN
-        RAISE EXCEPTION 'tenant % does not exist', t
-            USING ERRCODE = 'no_data_found',
-                  HINT = 'A tenant is a root account: its id is the tenant_id of its sub-accounts and of everything they hold.';
-    END IF;
-    IF NOT pg_try_advisory_xact_lock(1937072755 # (t >> 32)::integer, ((t & 4294967295) - 2147483648)::integer) THEN
+    -- the tenant's lock: its root account's row, on the node of its shards
+    -- (on Citus, the coordinator's renew_due and each node's
+    -- renew_local_tenants meet there)
+    PERFORM FROM subscription.account AS a WHERE a.tenant_id = t AND a.id = t FOR NO KEY UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        IF NOT EXISTS (SELECT FROM subscription.account AS a WHERE a.tenant_id = t AND a.id = t) THEN
+            RAISE EXCEPTION 'tenant % does not exist', t
+                USING ERRCODE = 'no_data_found',
+                      HINT = 'A tenant is a root account: its id is the tenant_id of its sub-accounts and of everything they hold.';
+        END IF;
         RAISE DEBUG 'tenant % is being renewed by another session', t;
         RETURN 0;
     END IF;
     FOR s IN
         SELECT * FROM subscription.subscription AS x
-         WHERE x.tenant_id = t AND x.status = 'active' AND upper(x.period) <= at
+         WHERE x.tenant_id = t AND x.status IN ('active', 'trialing') AND upper(x.period) <= at
          ORDER BY upper(x.period), x.id
            FOR NO KEY UPDATE SKIP LOCKED
     LOOP
         renewed := 0;
         LOOP
+            -- issue 19: a pause ends at its resume_at (its period ends
+            -- there while paused), a trial at its end
+            IF s.paused_at IS NOT NULL THEN
+                s := subscription.unpause(s, s.resume_at);
+                EXIT WHEN upper(s.period) > at;
+            END IF;
+            IF s.status = 'trialing' THEN
+                s := subscription.end_trial(s);
+                EXIT WHEN s.status <> 'active';
+            END IF;
             -- the next period's terms, asked once (issue 15, fold 8; L7)
             n := subscription.next_terms(s);
             problem := subscription.renewal_problem(s, n);
@@ -5176,9 +5222,6 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION subscription.renew_account(bigint, timestamptz) IS
-'Renew, expire or cancel every due subscription of a tenant (a root account and its sub-accounts), catching up missed periods; back-office work';
-
 CREATE FUNCTION subscription.renew_batch(
     at timestamptz, batch_size integer, after_end timestamptz, after_id bigint, skip bigint[], shard bigint,
     OUT taken integer, OUT handled integer, OUT last_end timestamptz, OUT last_id bigint, OUT left_due bigint[])
@@ -5189,13 +5232,15 @@ AS $$
 DECLARE
     tenants bigint[];
     t bigint;
+    common record;
+    single boolean := shard IS NULL AND subscription.local_subscription_shards() = '{NULL}';
 BEGIN
     handled := 0;
     left_due := '{}';
     EXECUTE format(
         $q$WITH d AS (SELECT x.tenant_id, upper(x.period) AS e, x.id
                         FROM %s AS x
-                       WHERE x.status = 'active' AND upper(x.period) <= $1
+                       WHERE x.status IN ('active', 'trialing') AND upper(x.period) <= $1
                          AND (upper(x.period), x.id) > ($2, $3) AND NOT x.id = ANY ($4)
                        ORDER BY upper(x.period), x.id
                        LIMIT $5),
@@ -5209,16 +5254,22 @@ BEGIN
              ELSE subscription.subscription_shard(shard) END)
       INTO taken, last_end, last_id, tenants
       USING at, after_end, after_id, skip, batch_size;
+    IF single THEN
+        common := subscription.renew_common(coalesce(tenants, '{}'), at);
+        handled := common.handled;
+        -- the tenants renew_account had
+        tenants := common.rest;
+    END IF;
     FOREACH t IN ARRAY coalesce(tenants, '{}') LOOP
-        handled := handled + subscription.renew_account(t, at);
+        IF NOT single THEN
+            handled := handled + subscription.renew_account(t, at);
+        END IF;
         left_due := left_due || ARRAY(SELECT x.id FROM subscription.subscription AS x
-                                       WHERE x.tenant_id = t AND x.status = 'active' AND upper(x.period) <= at);
+                                       WHERE x.tenant_id = t AND x.status IN ('active', 'trialing')
+                                         AND upper(x.period) <= at);
     END LOOP;
 END
 $$;
-
-COMMENT ON FUNCTION subscription.renew_batch(timestamptz, integer, timestamptz, bigint, bigint[], bigint) IS
-'Internal: one batch of renew_due, run_renewals and renew_local_tenants: the tenants of the next due subscriptions, each by renew_account';
 
 CREATE FUNCTION subscription.subscription_shard(shard bigint)
 RETURNS text
@@ -5457,40 +5508,16 @@ COMMENT ON SEQUENCE subscription.limit_stamp IS 'The stamps of the catalog''s li
 CREATE FUNCTION subscription.stamp_limit_change()
 RETURNS trigger
 LANGUAGE plpgsql
--- the extension's own bookkeeping: the catalog admin needs no right on the sequence
-SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    -- the logical table, from the trigger's argument: a Citus shard has another name
-    logical text := TG_ARGV[0];
-    plans text[] := '{}';
-    c text;
 BEGIN
-    -- a restore copies the row with its stamp (a stamp the sequence has not
-    -- issued: the sequence is set after the rows), as history does
-    IF TG_OP = 'INSERT' AND subscription.restored_copy('subscription.limit_stamp'::pg_catalog.regclass, NEW.limit_stamp) THEN
-        RETURN NEW;
-    END IF;
-    IF logical = 'plan_limit' THEN
-        plans := ARRAY[NEW.plan];
-    ELSIF logical = 'suite_component' THEN
-        plans := ARRAY[NEW.suite_plan, NEW.plan];
-    ELSIF logical = 'plan' THEN
-        plans := ARRAY[NEW.code];
-    END IF;
-    -- the plans' locks first, in code order, as the plans' own rules take them
-    FOR c IN SELECT DISTINCT x FROM unnest(plans) AS x ORDER BY 1 LOOP
-        PERFORM subscription.lock_catalog('plan ' || c, false);
-    END LOOP;
-    PERFORM subscription.lock_catalog('limits', false);
-    NEW.limit_stamp := pg_catalog.nextval('subscription.limit_stamp');
+    -- by column name (jsonb), so that a table whose columns were added in
+    -- another order (an upgraded database) stamps the same row alike
+    NEW.limit_stamp := pg_catalog.hashtextextended(
+        (pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.-) 'limit_stamp'::text)::text, 0);
     RETURN NEW;
 END
 $$;
-
-COMMENT ON FUNCTION subscription.stamp_limit_change() IS
-'Trigger: a catalog row a limit is computed from gets a new stamp of the catalog''s limit version, in commit order';
 
 -- after version_catalog_row (BEFORE triggers fire in name order): the row
 -- it closes is stamped too
@@ -5513,6 +5540,7 @@ CREATE TRIGGER plan_with_stamp
 -- theirs, and new stamps come after them
 SELECT pg_catalog.pg_extension_config_dump('subscription.limit_stamp', '');
 
+-- (kept: the statements below need limit_catalog_version() before its final text, section "the limit of an account of a tenant")
 CREATE FUNCTION subscription.limit_catalog_version()
 RETURNS SETOF bigint[]
 LANGUAGE sql STABLE PARALLEL SAFE
@@ -5528,9 +5556,6 @@ BEGIN ATOMIC
             UNION ALL
             SELECT p.limit_stamp FROM subscription.plan AS p) AS x (stamp);
 END;
-
-COMMENT ON FUNCTION subscription.limit_catalog_version() IS
-'Internal: the catalog''s limit version (rows, last stamp) of the tables limit_of() reads';
 
 CREATE FUNCTION subscription.counter_limit(account_id bigint, feature text, stored bigint,
                                            stored_version bigint[], catalog_version bigint[])
@@ -5650,6 +5675,7 @@ COMMENT ON FUNCTION subscription.license_capacity(bigint) IS 'Licenses a subscri
 COMMENT ON FUNCTION subscription.set_quantity(bigint, bigint, integer, timestamptz) IS
 'Change the licenses now: more are charged for the rest of the period, fewer refund nothing (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
+-- (kept: the statements below need limit_of() before its final text, section "the limit of an account of a tenant")
 CREATE FUNCTION subscription.limit_of(tenant_id bigint, account_id bigint, feature text)
 RETURNS bigint
 LANGUAGE plpgsql STABLE PARALLEL SAFE
@@ -5688,11 +5714,15 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION subscription.limit_of(bigint, bigint, text) IS
-'Internal: the account''s limit of a feature, unchecked (effective_limit checks) (keyed form: the tenant first, docs/design.md#keyed-forms)';
-
 COMMENT ON FUNCTION subscription.limit_of(bigint, text) IS 'Internal: the account''s limit of a feature, unchecked (effective_limit checks)';
 
+-- One account's stored limits (of one feature, or all) follow what they
+-- are computed from: the per-tenant refresh, one statement on the
+-- account's counters (colocated with the account on Citus), then its
+-- stored entitlements (refresh_entitlements).  It leaves
+-- limit_version as it is: a writer that waited for this row and whose
+-- snapshot predates the change still finds the version it knows, and
+-- checks against the limit stored here.
 CREATE FUNCTION subscription.refresh_account_limits(tenant_id bigint, account_id bigint, feature text)
 RETURNS void
 LANGUAGE plpgsql
@@ -5718,11 +5748,11 @@ BEGIN
            AND u.feature = f
            AND u.limit_value IS DISTINCT FROM new_limit;
     END LOOP;
+    -- and the features it is entitled to (has_feature, issue 21)
+    PERFORM subscription.refresh_entitlements(refresh_account_limits.tenant_id, refresh_account_limits.account_id,
+                                              refresh_account_limits.feature);
 END
 $$;
-
-COMMENT ON FUNCTION subscription.refresh_account_limits(bigint, bigint, text) IS
-'Internal: one account''s stored limits (of a feature, or all) follow what they are computed from';
 
 CREATE FUNCTION subscription.subscription_for_change(tenant_id bigint, fn text, subscription_id bigint, action text)
 RETURNS subscription.subscription
@@ -5739,18 +5769,22 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
     END IF;
-    PERFORM subscription.authorize(s.account_id, action);
+    PERFORM subscription.authorize(subscription_for_change.tenant_id, s.account_id, action, false);
     IF s.status <> 'active' THEN
         RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = format('%s() changes active subscriptions only.', fn);
     END IF;
+    -- issue 19: a paused subscription changes nothing until it is resumed
+    IF s.paused_at IS NOT NULL THEN
+        RAISE EXCEPTION 'subscription % is paused', subscription_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('%s() changes subscriptions that are not paused only.', fn),
+                  HINT = format('Resume it first: subscription.resume(%s).', subscription_id);
+    END IF;
     RETURN s;
 END
 $$;
-
-COMMENT ON FUNCTION subscription.subscription_for_change(bigint, text, bigint, text) IS
-'Internal: the subscription locked for a change, the actor''s right checked (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 CREATE OR REPLACE FUNCTION subscription.subscription_for_change(fn text, subscription_id bigint, action text)
 RETURNS subscription.subscription
@@ -5810,7 +5844,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM subscription.authorize(credit_balance.account_id, 'read');
+    PERFORM subscription.authorize(credit_balance.tenant_id, credit_balance.account_id, 'read', false);
     RETURN (SELECT coalesce(sum(CASE l.kind WHEN 'credit' THEN l.amount ELSE -l.amount END), 0)
               FROM subscription.ledger AS l
              WHERE l.tenant_id = credit_balance.tenant_id
@@ -5819,9 +5853,6 @@ BEGIN
                AND l.kind = ANY ('{credit,credit_used}'));
 END
 $$;
-
-COMMENT ON FUNCTION subscription.credit_balance(bigint, bigint, text) IS
-'The account''s credit not used yet, in a currency (L10) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 CREATE OR REPLACE FUNCTION subscription.credit_balance(account_id bigint, currency text DEFAULT 'EUR')
 RETURNS numeric
@@ -5839,89 +5870,11 @@ COMMENT ON FUNCTION subscription.credit_balance(bigint, text) IS 'The account''s
 
 COMMENT ON FUNCTION subscription.reduce_charge() IS 'Trigger: a coupon''s discount and the account''s credit on every charge line';
 
-CREATE OR REPLACE FUNCTION subscription.purchase_addon(tenant_id bigint, subscription_id bigint, addon text, quantity integer, at timestamptz)
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-    a subscription.addon;
-    offer subscription.plan_addon;
-    price record;
-    plan_price record;
-    batch bigint;
-    one_time boolean;
-BEGIN
-    PERFORM subscription.require_tenant('purchase_addon', tenant_id, 'subscription', subscription_id);
-    PERFORM subscription.require_arguments('purchase_addon', '{subscription_id,addon,quantity,at}',
-        ARRAY[subscription_id IS NULL, addon IS NULL, quantity IS NULL, at IS NULL]);
-    PERFORM subscription.require_quantity(quantity);
-    PERFORM subscription.require_time('purchase_addon', at, false);
-    SELECT * INTO a FROM subscription.addon AS x WHERE x.code = purchase_addon.addon;
-    IF NOT FOUND THEN
-        PERFORM subscription.unknown_code('add-on', addon);
-    END IF;
-    -- K8: members of a sub-account do not buy
-    s := subscription.subscription_for_change(purchase_addon.tenant_id, 'purchase_addon', subscription_id, 'purchase');
-    PERFORM subscription.require_in_period('purchase_addon', s, at);
-    PERFORM subscription.require_terms(purchase_addon.tenant_id, s.account_id, at);
-
-    SELECT * INTO offer FROM subscription.plan_addon AS o
-     WHERE o.plan = s.plan AND o.addon = a.code;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'add-on "%" is not sold with plan "%"', a.code, s.plan
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'The add-ons a plan may buy are its rows in subscription.plan_addon.';
-    ELSIF offer.included THEN
-        RAISE EXCEPTION 'add-on "%" is already included in plan "%"', a.code, s.plan   -- Z6
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = format('Plan "%s" gives what add-on "%s" sells: there is nothing to buy.', s.plan, a.code);
-    END IF;
-    plan_price := subscription.period_price(s.plan, s.cycle, s.quantity, s.plan_version);
-    IF plan_price.amount = 0 THEN
-        RAISE EXCEPTION 'add-ons are sold on paid plans only'                            -- K1
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('Plan "%s" is free.', s.plan);
-    END IF;
-
-    one_time := a.one_time;
-    price := subscription.addon_period_price(a.code, CASE WHEN one_time THEN NULL ELSE s.cycle END, quantity);
-    PERFORM subscription.require_amount(price.amount, price.currency);
-    -- the seats it adds stay within the largest quantity (an integer)
-    IF a.feature = 'licenses'
-       AND subscription.license_capacity(purchase_addon.tenant_id, s.id)::bigint + (quantity::bigint * a.units)
-           > current_setting('subscription.max_quantity')::bigint THEN
-        RAISE EXCEPTION 'subscription % would hold more licenses than the largest quantity allowed', s.id
-            USING ERRCODE = 'numeric_value_out_of_range',
-                  DETAIL = format('It holds %s; %s x %s more would pass subscription.max_quantity (%s).',
-                                  subscription.license_capacity(purchase_addon.tenant_id, s.id), quantity, a.units,
-                                  current_setting('subscription.max_quantity'));
-    END IF;
-    INSERT INTO subscription.addon_batch AS b (tenant_id, subscription_id, addon, quantity, purchased_at)
-    VALUES (purchase_addon.tenant_id, s.id, a.code, quantity, at)
-    RETURNING b.id INTO batch;
-    INSERT INTO subscription.ledger
-           (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
-    SELECT purchase_addon.tenant_id, s.account_id, s.id, batch, 'charge', c.amount, price.currency,
-           CASE WHEN one_time THEN NULL ELSE tstzrange(at, upper(s.period), '[)') END, 'addon', s.plan,
-           CASE WHEN one_time
-                THEN format('add-on %s x %s, one-time', a.code, quantity)
-                ELSE format('add-on %s x %s for the rest of the period; full cycle %s %s', a.code, quantity,
-                            subscription.round_money(price.amount, price.currency), price.currency) END
-      FROM (SELECT CASE WHEN one_time THEN subscription.round_money(price.amount, price.currency)
-                        ELSE subscription.unused_part(price.amount, s.period, at, price.currency) END) AS c(amount);
-    RETURN batch;
-END
-$$;
-
 COMMENT ON FUNCTION subscription.purchase_addon(bigint, bigint, text, integer, timestamptz) IS
 'Buy add-on units for the rest of the period, or once (K1-K3, Z6) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 REVOKE ALL ON FUNCTION subscription.require_terms(bigint, bigint, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.license_capacity(bigint, bigint) FROM PUBLIC;
-REVOKE ALL ON FUNCTION subscription.limit_of(bigint, bigint, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.refresh_account_limits(bigint, bigint, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.subscription_for_change(bigint, text, bigint, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.coupon_discount(bigint, bigint, numeric, text) FROM PUBLIC;
@@ -5932,19 +5885,6 @@ REVOKE ALL ON FUNCTION subscription.credit_balance(bigint, bigint, text) FROM PU
 -- node, and the catalog's version (rows, exclusive or of the stamps): a
 -- limit change made on the coordinator reaches the guards on the workers,
 -- which compare it.  The stamps' sequence goes.
-CREATE OR REPLACE FUNCTION subscription.stamp_limit_change()
-RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    -- by column name (jsonb), so that a table whose columns were added in
-    -- another order (an upgraded database) stamps the same row alike
-    NEW.limit_stamp := pg_catalog.hashtextextended(
-        (pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.-) 'limit_stamp'::text)::text, 0);
-    RETURN NEW;
-END
-$$;
 
 COMMENT ON FUNCTION subscription.stamp_limit_change() IS
 'Trigger: a catalog row a limit is computed from is stamped with a hash of its content, for the catalog''s limit version';
@@ -6093,17 +6033,9 @@ BEGIN
       FROM subscription.addon_batch AS b
      WHERE b.tenant_id = unpriced_addons.tenant_id AND b.subscription_id = unpriced_addons.subscription_id
        AND b.status = 'active' AND NOT b.cancel_at_period_end;
-    RETURN (SELECT string_agg(DISTINCT a.code, ', ')
-              FROM subscription.addon AS a
-             WHERE a.code = ANY (batches) AND NOT a.one_time
-               AND NOT EXISTS (SELECT FROM subscription.addon_price AS ap
-                                WHERE ap.addon = a.code
-                                  AND subscription.cycle_key(ap.cycle) = subscription.cycle_key(unpriced_addons.cycle)));
+    RETURN subscription.priceless_addons(batches, unpriced_addons.cycle);
 END
 $$;
-
-COMMENT ON FUNCTION subscription.unpriced_addons(bigint, bigint, interval) IS
-'Internal: the renewing add-ons of a subscription with no price for a cycle (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 CREATE OR REPLACE FUNCTION subscription.require_account(account_id bigint)
 RETURNS void
@@ -6152,34 +6084,6 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.unpriced_addons(bigint, interval) IS 'Internal: the renewing add-ons of a subscription with no price for a cycle';
-
-CREATE OR REPLACE FUNCTION subscription.subscription_for_change(tenant_id bigint, fn text, subscription_id bigint, action text)
-RETURNS subscription.subscription
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-BEGIN
-    -- the tenant named: on Citus the row is locked on its shard (issue 17)
-    SELECT * INTO s FROM subscription.subscription AS x
-     WHERE x.tenant_id = subscription_for_change.tenant_id AND x.id = subscription_for_change.subscription_id
-       FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
-    END IF;
-    PERFORM subscription.authorize(subscription_for_change.tenant_id, s.account_id, action, false);
-    IF s.status <> 'active' THEN
-        RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('%s() changes active subscriptions only.', fn);
-    END IF;
-    RETURN s;
-END
-$$;
-
-COMMENT ON FUNCTION subscription.subscription_for_change(bigint, text, bigint, text) IS
-'Internal: the subscription locked for a change, the actor''s right checked (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 CREATE OR REPLACE FUNCTION subscription.give_back_unused(s subscription.subscription, at timestamptz, kind text, reason text)
 RETURNS numeric
@@ -6239,82 +6143,8 @@ COMMENT ON FUNCTION subscription.set_renewal(bigint, bigint, text) IS
 COMMENT ON FUNCTION subscription.cancel_account(bigint, bigint) IS
 'Cancel every active subscription of the account, each at its period end (Z8) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
-CREATE OR REPLACE FUNCTION subscription.credit_balance(tenant_id bigint, account_id bigint, currency text)
-RETURNS numeric
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    PERFORM subscription.authorize(credit_balance.tenant_id, credit_balance.account_id, 'read', false);
-    RETURN (SELECT coalesce(sum(CASE l.kind WHEN 'credit' THEN l.amount ELSE -l.amount END), 0)
-              FROM subscription.ledger AS l
-             WHERE l.tenant_id = credit_balance.tenant_id
-               AND l.account_id = credit_balance.account_id
-               AND l.currency = credit_balance.currency
-               AND l.kind = ANY ('{credit,credit_used}'));
-END
-$$;
-
 COMMENT ON FUNCTION subscription.credit_balance(bigint, bigint, text) IS
 'The account''s credit not used yet, in a currency (L10) (keyed form: the tenant first, docs/design.md#keyed-forms)';
-
-CREATE OR REPLACE FUNCTION subscription.end_early(tenant_id bigint, subscription_id bigint, at timestamptz)
-RETURNS numeric
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-    credited numeric;
-BEGIN
-    PERFORM subscription.require_tenant('end_early', tenant_id, 'subscription', subscription_id);
-    PERFORM subscription.require_arguments('end_early', '{subscription_id,at}',
-        ARRAY[subscription_id IS NULL, at IS NULL]);
-    PERFORM subscription.require_time('end_early', at, false);
-    s := subscription.subscription_for_change(end_early.tenant_id, 'end_early', subscription_id, 'cancel');
-    PERFORM subscription.require_in_period('end_early', s, at);
-    credited := subscription.give_back_unused(s, at, 'credit', 'consolidation');
-    UPDATE subscription.addon_batch AS b SET status = 'expired'
-     WHERE b.tenant_id = end_early.tenant_id AND b.subscription_id = s.id AND b.status = 'active';
-    UPDATE subscription.subscription AS x SET status = 'cancelled' WHERE x.tenant_id = end_early.tenant_id AND x.id = s.id;
-    RETURN credited;
-END
-$$;
-
-COMMENT ON FUNCTION subscription.end_early(bigint, bigint, timestamptz) IS
-'End a subscription now; its unused days become credit (L9) (keyed form: the tenant first, docs/design.md#keyed-forms)';
-
-CREATE OR REPLACE FUNCTION subscription.cancel_addon(tenant_id bigint, batch_id bigint)
-RETURNS timestamptz
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    b subscription.addon_batch;
-    s subscription.subscription;
-BEGIN
-    PERFORM subscription.require_tenant('cancel_addon', tenant_id, 'addon_batch', batch_id);
-    PERFORM subscription.require_arguments('cancel_addon', '{batch_id}', ARRAY[batch_id IS NULL]);
-    SELECT * INTO b FROM subscription.addon_batch AS x WHERE x.tenant_id = cancel_addon.tenant_id AND x.id = cancel_addon.batch_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'add-on batch % does not exist', batch_id USING ERRCODE = 'no_data_found';
-    END IF;
-    s := subscription.subscription_for_change(cancel_addon.tenant_id, 'cancel_addon', b.subscription_id, 'cancel');
-    IF b.status <> 'active' THEN
-        RAISE EXCEPTION 'add-on batch % is %', batch_id, b.status USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
-    IF (SELECT x.one_time FROM subscription.addon AS x WHERE x.code = b.addon) THEN
-        RAISE EXCEPTION 'add-on batch % was a one-time purchase', batch_id
-            USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = 'Nothing renews, so nothing can be cancelled.';
-    END IF;
-    UPDATE subscription.addon_batch AS x SET cancel_at_period_end = true
-     WHERE x.tenant_id = cancel_addon.tenant_id AND x.id = b.id AND NOT x.cancel_at_period_end;
-    RETURN upper(s.period);
-END
-$$;
 
 COMMENT ON FUNCTION subscription.cancel_addon(bigint, bigint) IS
 'End an add-on batch with the period (K4, K5); returns when it ends (keyed form: the tenant first, docs/design.md#keyed-forms)';
@@ -6451,7 +6281,6 @@ COMMENT ON FUNCTION subscription.enforce_limit(regclass, text, name, text, name,
 REVOKE ALL ON FUNCTION subscription.require_account(bigint, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.actor_refusal(bigint, bigint, text, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.authorize(bigint, bigint, text, boolean) FROM PUBLIC;
-REVOKE ALL ON FUNCTION subscription.unpriced_addons(bigint, bigint, interval) FROM PUBLIC;
 SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g;
 
 -- The outbox of billing events and its consumers (issue 20, docs/integrating.md) --
@@ -6576,6 +6405,7 @@ COMMENT ON FUNCTION subscription.event_time(timestamptz) IS
 -- operation to event types and versioned payloads (docs/integrating.md).
 -- details is the history row's: the row on insert, {"column": {"old",
 -- "new"}} on update, {"members": [...]} for licenses.
+-- (kept: the statements below need history_events() before its final text, section "A trial at its end")
 CREATE FUNCTION subscription.history_events(operation text, details jsonb)
 RETURNS TABLE (type text, payload jsonb)
 LANGUAGE sql STABLE
@@ -6624,9 +6454,6 @@ SELECT x.type, pg_catalog.jsonb_build_object('version', 1) OPERATOR(pg_catalog.|
      WHERE operation IN ('license_assign', 'license_release')
   ) AS x (type, payload)
 $$;
-
-COMMENT ON FUNCTION subscription.history_events(text, jsonb) IS
-'The events of a history row: event types and versioned payloads per operation (E1, docs/integrating.md)';
 
 -- Trigger: the events of each history row, in its transaction (E1).  A
 -- restore copies the events with the history: none is written again.
@@ -6693,6 +6520,7 @@ CREATE TRIGGER trimmed_events AFTER INSERT ON subscription.trimmed
 -- the notice window, that is when it appears in renewal_notice (the one
 -- definition of the window).  Idempotent: run it with the renewals, as
 -- often as wanted.  Returns how many events it wrote.
+-- (kept: the statements below need announce_renewals() before its final text, section "trial.ending")
 CREATE FUNCTION subscription.announce_renewals()
 RETURNS integer
 LANGUAGE plpgsql
@@ -6723,9 +6551,6 @@ BEGIN
     RETURN written;
 END
 $$;
-
-COMMENT ON FUNCTION subscription.announce_renewals() IS
-'Write renewal.upcoming once per subscription and period entering the notice window (renewal_notice); idempotent (E5)';
 
 -- E4: hand out the next events of a consumer: those after its position
 -- whose every earlier id has committed or ended (next_xid below the
@@ -6902,6 +6727,7 @@ CREATE INDEX ON subscription.subscription (upper(period), id) WHERE status IN ('
 -- lock, and only their refusals call this to say why (55000, with a HINT to
 -- resume).  PL/pgSQL, as Citus plans no statement of a SQL function with
 -- parameters.
+-- (kept: the statements below need freezing_subscription() before its final text, section "Past due and dunning")
 CREATE FUNCTION subscription.freezing_subscription(tenant_id bigint, account_id bigint)
 RETURNS bigint
 LANGUAGE plpgsql STABLE PARALLEL SAFE
@@ -6915,13 +6741,11 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION subscription.freezing_subscription(bigint, bigint) IS
-'Internal: the paused subscription that freezes the account (pause mode freeze), or NULL';
-
 -- Whether a subscription assigns licenses: it is active or trialing, and
 -- its account is not frozen.  Its seat counter's "active", which the
 -- license guard reads.  Of columns, not of the row: on Citus a trigger on
 -- a shard reads rows of the shard's own row type (issue 17).
+-- (kept: the statements below need assigns_licenses() before its final text, section "Past due and dunning")
 CREATE FUNCTION subscription.assigns_licenses(tenant_id bigint, account_id bigint, status text)
 RETURNS boolean
 LANGUAGE plpgsql STABLE PARALLEL SAFE
@@ -6932,9 +6756,6 @@ BEGIN
            AND subscription.freezing_subscription(assigns_licenses.tenant_id, assigns_licenses.account_id) IS NULL;
 END
 $$;
-
-COMMENT ON FUNCTION subscription.assigns_licenses(bigint, bigint, text) IS
-'Internal: whether a subscription assigns licenses (active or trialing, its account not frozen): its seat counter''s "active"';
 
 -- The account's stored limits and seat counters follow a freeze or its
 -- end: its subscriptions' triggers on status recompute them.
@@ -6961,6 +6782,11 @@ AS $$
 DECLARE
     s subscription.subscription;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.pause(bigint,bigint,timestamptz,timestamptz,text)', pause.tenant_id,
+            pg_catalog.jsonb_build_array(pause.tenant_id, pause.subscription_id, pause.at, pause.resume_at, pause.mode)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_tenant('pause', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('pause', '{subscription_id,at,mode}',
         ARRAY[subscription_id IS NULL, at IS NULL, mode IS NULL]);
@@ -7054,6 +6880,11 @@ AS $$
 DECLARE
     s subscription.subscription;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.resume(bigint,bigint,timestamptz)', resume.tenant_id,
+            pg_catalog.jsonb_build_array(resume.tenant_id, resume.subscription_id, resume.at)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_tenant('resume', tenant_id, 'subscription', subscription_id);
     PERFORM subscription.require_arguments('resume', '{subscription_id,at}', ARRAY[subscription_id IS NULL, at IS NULL]);
     PERFORM subscription.require_time('resume', at, false);
@@ -7105,6 +6936,7 @@ COMMENT ON FUNCTION subscription.resume(bigint, timestamptz) IS
 -- cycle), a pending change that renew_period makes through
 -- apply_downgrade, trimming by the tables' rules; 'expire' (or a downgrade
 -- with no free plan, with a WARNING) expires it.  Returns the subscription.
+-- (kept: the statements below need end_trial() before its final text, section "A trial at its end")
 CREATE FUNCTION subscription.end_trial(s subscription.subscription)
 RETURNS subscription.subscription
 LANGUAGE plpgsql
@@ -7142,218 +6974,11 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION subscription.end_trial(subscription.subscription) IS
-'Internal: a trial at its end, by its product''s trial_end: converted, downgraded to the free plan, or expired (issue 19)';
-
 COMMENT ON FUNCTION subscription.subscribe(bigint, bigint, text, interval, integer, timestamptz, text, text) IS
 'Subscribe an account to a plan and charge the first period, prorated to the billing anchor (L4) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
--- The subscription, locked for a change, with the actor's right checked;
--- 55000 unless it is active.
-CREATE OR REPLACE FUNCTION subscription.subscription_for_change(tenant_id bigint, fn text, subscription_id bigint, action text)
-RETURNS subscription.subscription
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-BEGIN
-    -- the tenant named: on Citus the row is locked on its shard (issue 17)
-    SELECT * INTO s FROM subscription.subscription AS x
-     WHERE x.tenant_id = subscription_for_change.tenant_id AND x.id = subscription_for_change.subscription_id
-       FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
-    END IF;
-    PERFORM subscription.authorize(s.account_id, action);
-    IF s.status <> 'active' THEN
-        RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('%s() changes active subscriptions only.', fn);
-    END IF;
-    -- issue 19: a paused subscription changes nothing until it is resumed
-    IF s.paused_at IS NOT NULL THEN
-        RAISE EXCEPTION 'subscription % is paused', subscription_id
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('%s() changes subscriptions that are not paused only.', fn),
-                  HINT = format('Resume it first: subscription.resume(%s).', subscription_id);
-    END IF;
-    RETURN s;
-END
-$$;
-
 COMMENT ON FUNCTION subscription.subscription_for_change(bigint, text, bigint, text) IS
 'Internal: the subscription locked for a change, the actor''s right checked (keyed form: the tenant first, docs/design.md#keyed-forms)';
-
--- Renews every due subscription of one tenant (docs/design.md#tenant-keys:
--- the root account and its sub-accounts, K7), as renew_due() does: each,
--- in (period end, id) order, caught up one period at a time by
--- renew_period, at most subscription.max_catchup periods a call.  Every
--- statement it runs names the tenant, so that on Citus it is a function
--- distributed by its first argument, colocated with subscription.account,
--- that runs on the node holding the tenant's shards.
--- One session renews a tenant at a time: the tenant's advisory lock (an
--- injective key in the extension's class, 0x73756273 'subs', held to the
--- end of the transaction); a tenant another session holds is left to it
--- (0 renewed, nothing waits), and so is a subscription another
--- transaction holds (FOR NO KEY UPDATE SKIP LOCKED), as in renew_due.  A
--- subscription whose renewal cannot be done (a price missing, a 'block'
--- limit exceeded) stays due, with a WARNING; so does one whose trimming
--- fails in the account's own code (a trigger of an application table).
--- A period is charged once whatever runs (C2): a second call charges
--- nothing.  Returns how many subscriptions it handled.
-CREATE OR REPLACE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT subscription.now())
-RETURNS integer
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t bigint := renew_account.tenant_id;
-    s subscription.subscription;
-    n subscription.period_terms;
-    status text;
-    problem text;
-    may_trim boolean;
-    most integer;
-    renewed integer;
-    handled integer := 0;
-BEGIN
-    PERFORM subscription.require_arguments('renew_account', '{tenant_id,at}', ARRAY[t IS NULL, at IS NULL]);
-    PERFORM subscription.require_renewal_run('renew_account', at);
-    -- read once the checks (C) have loaded the module that defines it
-    most := current_setting('subscription.max_catchup')::integer;
-    IF NOT EXISTS (SELECT FROM subscription.account AS a WHERE a.tenant_id = t AND a.id = t) THEN
-        RAISE EXCEPTION 'tenant % does not exist', t
-            USING ERRCODE = 'no_data_found',
-                  HINT = 'A tenant is a root account: its id is the tenant_id of its sub-accounts and of everything they hold.';
-    END IF;
-    IF NOT pg_try_advisory_xact_lock(1937072755 # (t >> 32)::integer, ((t & 4294967295) - 2147483648)::integer) THEN
-        RAISE DEBUG 'tenant % is being renewed by another session', t;
-        RETURN 0;
-    END IF;
-    FOR s IN
-        SELECT * FROM subscription.subscription AS x
-         WHERE x.tenant_id = t AND x.status IN ('active', 'trialing') AND upper(x.period) <= at
-         ORDER BY upper(x.period), x.id
-           FOR NO KEY UPDATE SKIP LOCKED
-    LOOP
-        renewed := 0;
-        LOOP
-            -- issue 19: a pause ends at its resume_at (its period ends
-            -- there while paused), a trial at its end
-            IF s.paused_at IS NOT NULL THEN
-                s := subscription.unpause(s, s.resume_at);
-                EXIT WHEN upper(s.period) > at;
-            END IF;
-            IF s.status = 'trialing' THEN
-                s := subscription.end_trial(s);
-                EXIT WHEN s.status <> 'active';
-            END IF;
-            -- the next period's terms, asked once (issue 15, fold 8; L7)
-            n := subscription.next_terms(s);
-            problem := subscription.renewal_problem(s, n);
-            -- asked before anything moves: the batches it ends are part of the answer
-            may_trim := problem IS NULL AND subscription.renewal_may_trim(s, n);
-            IF may_trim THEN
-                -- only here can the renewal be refused after writing: a subtransaction
-                BEGIN
-                    status := subscription.renew_period(s, n, true);
-                EXCEPTION WHEN check_violation THEN
-                    problem := SQLERRM;
-                WHEN OTHERS THEN
-                    -- the trim ran the account's own triggers: whatever they
-                    -- raise holds back this renewal only, never the others'
-                    -- (a lost race is still the caller's to retry)
-                    IF SQLSTATE LIKE '40%' THEN
-                        RAISE;
-                    END IF;
-                    problem := format('its trimming failed: %s (SQLSTATE %s)', SQLERRM, SQLSTATE);
-                END;
-            ELSIF problem IS NULL THEN
-                status := subscription.renew_period(s, n, false);
-            END IF;
-            IF problem IS NOT NULL THEN
-                RAISE WARNING 'subscription % was not renewed: %', s.id, problem
-                    USING DETAIL = 'It stays due; renew_due() tries again on its next run.';
-                EXIT;
-            END IF;
-            EXIT WHEN status <> 'active';
-            SELECT * INTO s FROM subscription.subscription AS x WHERE x.tenant_id = t AND x.id = s.id;
-            EXIT WHEN upper(s.period) > at;
-            renewed := renewed + 1;
-            IF renewed >= most THEN
-                RAISE WARNING 'subscription % caught up % periods, the most of one call', s.id, renewed
-                    USING DETAIL = format('It stays due from %s; the next renewal run goes on from there.', upper(s.period)),
-                          HINT = 'subscription.max_catchup sets how many periods one call catches up.';
-                EXIT;
-            END IF;
-        END LOOP;
-        IF problem IS NULL THEN
-            handled := handled + 1;
-        END IF;
-    END LOOP;
-    RETURN handled;
-END
-$$;
-
-COMMENT ON FUNCTION subscription.renew_account(bigint, timestamptz) IS
-'Renew, expire or cancel every due subscription of a tenant (a root account and its sub-accounts), catching up missed periods; back-office work';
-
--- One batch of renew_due, run_renewals and renew_local_tenants, by
--- tenant: the next batch_size due subscriptions after (after_end,
--- after_id) in (period end, id) order, by the keyset on the due index of
--- subscription.subscription, or of its Citus shard "shard" (its tenants'
--- rows only: renew_local_tenants); each of their tenants, in the order of
--- its first due subscription, renewed by one renew_account call.  A
--- subscription a tenant's call left due (not renewable, capped at
--- subscription.max_catchup, held by another worker, its tenant held by
--- another session) is returned in left_due: the caller's later batches
--- pass it back in skip, so that the run does not take its tenant twice
--- (the next run does).  The keyset means that no subscription is read
--- twice.  Returns how many subscriptions it read (0: the run is over) and
--- handled, and where the next batch starts.
-CREATE OR REPLACE FUNCTION subscription.renew_batch(
-    at timestamptz, batch_size integer, after_end timestamptz, after_id bigint, skip bigint[], shard bigint,
-    OUT taken integer, OUT handled integer, OUT last_end timestamptz, OUT last_id bigint, OUT left_due bigint[])
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    tenants bigint[];
-    t bigint;
-BEGIN
-    handled := 0;
-    left_due := '{}';
-    EXECUTE format(
-        $q$WITH d AS (SELECT x.tenant_id, upper(x.period) AS e, x.id
-                        FROM %s AS x
-                       WHERE x.status IN ('active', 'trialing') AND upper(x.period) <= $1
-                         AND (upper(x.period), x.id) > ($2, $3) AND NOT x.id = ANY ($4)
-                       ORDER BY upper(x.period), x.id
-                       LIMIT $5),
-              k AS (SELECT d.*, row_number() OVER (ORDER BY d.e, d.id) AS k FROM d)
-           SELECT (SELECT count(*) FROM k)::integer,
-                  coalesce((SELECT k.e FROM k ORDER BY k.k DESC LIMIT 1), $2),
-                  coalesce((SELECT k.id FROM k ORDER BY k.k DESC LIMIT 1), $3),
-                  (SELECT array_agg(f.tenant_id ORDER BY f.first)
-                     FROM (SELECT k.tenant_id, min(k.k) AS first FROM k GROUP BY k.tenant_id) AS f)$q$,
-        CASE WHEN shard IS NULL THEN 'subscription.subscription'
-             ELSE subscription.subscription_shard(shard) END)
-      INTO taken, last_end, last_id, tenants
-      USING at, after_end, after_id, skip, batch_size;
-    FOREACH t IN ARRAY coalesce(tenants, '{}') LOOP
-        handled := handled + subscription.renew_account(t, at);
-        left_due := left_due || ARRAY(SELECT x.id FROM subscription.subscription AS x
-                                       WHERE x.tenant_id = t AND x.status IN ('active', 'trialing')
-                                         AND upper(x.period) <= at);
-    END LOOP;
-END
-$$;
-
-COMMENT ON FUNCTION subscription.renew_batch(timestamptz, integer, timestamptz, bigint, bigint[], bigint) IS
-'Internal: one batch of renew_due, run_renewals and renew_local_tenants: the tenants of the next due subscriptions, each by renew_account';
 
 -- L5, L8: the subscriptions that renew within subscription.notice_days
 -- (default 30), with what the renewal will be (next_terms): plan (at the
@@ -7439,95 +7064,6 @@ $$;
 
 COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription, subscription.period_terms) IS 'Internal: whether the next renewal can lower the account''s limits';
 
-CREATE OR REPLACE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT subscription.now())
-RETURNS integer
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t bigint := renew_account.tenant_id;
-    s subscription.subscription;
-    n subscription.period_terms;
-    status text;
-    problem text;
-    may_trim boolean;
-    most integer;
-    renewed integer;
-    handled integer := 0;
-BEGIN
-    PERFORM subscription.require_arguments('renew_account', '{tenant_id,at}', ARRAY[t IS NULL, at IS NULL]);
-    PERFORM subscription.require_renewal_run('renew_account', at);
-    -- read once the checks (C) have loaded the module that defines it
-    most := current_setting('subscription.max_catchup')::integer;
-    -- the tenant's lock: its root account's row, on the node of its shards
-    -- (on Citus, the coordinator's renew_due and each node's
-    -- renew_local_tenants meet there)
-    PERFORM FROM subscription.account AS a WHERE a.tenant_id = t AND a.id = t FOR NO KEY UPDATE SKIP LOCKED;
-    IF NOT FOUND THEN
-        IF NOT EXISTS (SELECT FROM subscription.account AS a WHERE a.tenant_id = t AND a.id = t) THEN
-            RAISE EXCEPTION 'tenant % does not exist', t
-                USING ERRCODE = 'no_data_found',
-                      HINT = 'A tenant is a root account: its id is the tenant_id of its sub-accounts and of everything they hold.';
-        END IF;
-        RAISE DEBUG 'tenant % is being renewed by another session', t;
-        RETURN 0;
-    END IF;
-    FOR s IN
-        SELECT * FROM subscription.subscription AS x
-         WHERE x.tenant_id = t AND x.status = 'active' AND upper(x.period) <= at
-         ORDER BY upper(x.period), x.id
-           FOR NO KEY UPDATE SKIP LOCKED
-    LOOP
-        renewed := 0;
-        LOOP
-            -- the next period's terms, asked once (issue 15, fold 8; L7)
-            n := subscription.next_terms(s);
-            problem := subscription.renewal_problem(s, n);
-            -- asked before anything moves: the batches it ends are part of the answer
-            may_trim := problem IS NULL AND subscription.renewal_may_trim(s, n);
-            IF may_trim THEN
-                -- only here can the renewal be refused after writing: a subtransaction
-                BEGIN
-                    status := subscription.renew_period(s, n, true);
-                EXCEPTION WHEN check_violation THEN
-                    problem := SQLERRM;
-                WHEN OTHERS THEN
-                    -- the trim ran the account's own triggers: whatever they
-                    -- raise holds back this renewal only, never the others'
-                    -- (a lost race is still the caller's to retry)
-                    IF SQLSTATE LIKE '40%' THEN
-                        RAISE;
-                    END IF;
-                    problem := format('its trimming failed: %s (SQLSTATE %s)', SQLERRM, SQLSTATE);
-                END;
-            ELSIF problem IS NULL THEN
-                status := subscription.renew_period(s, n, false);
-            END IF;
-            IF problem IS NOT NULL THEN
-                RAISE WARNING 'subscription % was not renewed: %', s.id, problem
-                    USING DETAIL = 'It stays due; renew_due() tries again on its next run.';
-                EXIT;
-            END IF;
-            EXIT WHEN status <> 'active';
-            SELECT * INTO s FROM subscription.subscription AS x WHERE x.tenant_id = t AND x.id = s.id;
-            EXIT WHEN upper(s.period) > at;
-            renewed := renewed + 1;
-            IF renewed >= most THEN
-                RAISE WARNING 'subscription % caught up % periods, the most of one call', s.id, renewed
-                    USING DETAIL = format('It stays due from %s; the next renewal run goes on from there.', upper(s.period)),
-                          HINT = 'subscription.max_catchup sets how many periods one call catches up.';
-                EXIT;
-            END IF;
-        END LOOP;
-        IF problem IS NULL THEN
-            handled := handled + 1;
-        END IF;
-    END LOOP;
-    RETURN handled;
-END
-$$;
-
 COMMENT ON FUNCTION subscription.renew_account(bigint, timestamptz) IS
 'Renew, expire or cancel every due subscription of a tenant (a root account and its sub-accounts), catching up missed periods; back-office work';
 
@@ -7542,319 +7078,6 @@ COMMENT ON FUNCTION subscription.renew_account(bigint, timestamptz) IS
 -- verify()'s checks (a PL/pgSQL function cannot name a parameter as its
 -- result column, account_id).
 CREATE FUNCTION subscription.verify_findings(account bigint)
-RETURNS TABLE (check_name text, account_id bigint, detail text)
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    src text := 'subscription';
-    tbl text;
-    tenant bigint;
-BEGIN
-    IF subscription.distributed() THEN
-        src := 'pg_temp';
-        IF verify_findings.account IS NOT NULL THEN
-            tenant := subscription.tenant_of('account', verify_findings.account);
-        END IF;
-        FOREACH tbl IN ARRAY ARRAY['account', 'member', 'subscription', 'addon_batch', 'license', 'license_counter',
-                                   'usage_counter', 'ledger', 'history', 'limited_table'] LOOP
-            IF to_regclass(format('pg_temp.%I', tbl)) IS NOT NULL THEN
-                EXECUTE format('DROP TABLE pg_temp.%I', tbl);
-            END IF;
-            EXECUTE format('CREATE TEMPORARY TABLE %I ON COMMIT DROP AS SELECT * FROM subscription.%I AS x %s', tbl, tbl,
-                           CASE WHEN tenant IS NOT NULL AND tbl <> 'limited_table' THEN 'WHERE x.tenant_id = $1' ELSE '' END)
-              USING tenant;
-        END LOOP;
-    END IF;
-    RETURN QUERY EXECUTE replace($q$
-        SELECT v.* FROM (
-            -- seats: the counter is the licenses held, its capacity the subscription's,
-            -- and no subscription holds more than its capacity
-            SELECT x.check_name, t.account_id, x.detail
-              FROM (SELECT s.account_id, s.id, c.subscription_id IS NOT NULL AS has_counter, c.used, c.capacity, c.active,
-                           subscription.license_capacity(s.id) AS capacity_now,
-                           s.status = 'active' AS active_now,
-                           (SELECT count(*) FROM @@.license AS l
-                             WHERE l.subscription_id = s.id) AS held
-                      FROM @@.subscription AS s
-                      LEFT JOIN @@.license_counter AS c ON c.subscription_id = s.id
-                     WHERE $1 IS NULL OR s.account_id = $1) AS t,
-                   LATERAL (VALUES
-                       ('license_counter',
-                        CASE WHEN NOT t.has_counter THEN format('subscription %s has no seat counter', t.id)
-                             WHEN t.used <> t.held
-                             THEN format('subscription %s: the seat counter says %s used, %s licenses are held', t.id, t.used, t.held) END),
-                       ('license_capacity',
-                        CASE WHEN t.has_counter AND (t.capacity, t.active) IS DISTINCT FROM (t.capacity_now, t.active_now)
-                             THEN format('subscription %s: the seat counter has capacity %s (active %s), the subscription %s (active %s)',
-                                         t.id, t.capacity, t.active, t.capacity_now, t.active_now) END),
-                       ('seats_over_capacity',
-                        CASE WHEN t.held > t.capacity_now
-                             THEN format('subscription %s holds %s licenses, its capacity is %s', t.id, t.held, t.capacity_now) END))
-                       AS x(check_name, detail)
-             WHERE x.detail IS NOT NULL
-            UNION ALL
-            -- usage: each counter is its table's rows, counted as recount_usage counts
-            -- them (cap counts nothing) ...
-            SELECT 'usage_counter', d.account_id,
-                   format('%s of %s: the counter says %s, the table has %s', t.feature, t.relation, d.stored, d.counted)
-              FROM @@.limited_table AS t,
-                   LATERAL subscription.usage_drift(t.relation, t.feature, $1) AS d
-            UNION ALL
-            -- ... and carries the account's limit; no counter outlives its registration
-            SELECT CASE WHEN t.feature IS NULL THEN 'usage_counter' ELSE 'usage_limit' END, u.account_id,
-                   CASE WHEN t.feature IS NULL
-                        THEN format('a counter of feature %s remains, and no table is registered for it', u.feature)
-                        ELSE format('%s: the counter''s limit is %s, the account''s limit %s', u.feature,
-                                    coalesce(u.limit_value::text, 'unlimited'),
-                                    coalesce(subscription.limit_of(u.account_id, u.feature)::text, 'unlimited')) END
-              FROM @@.usage_counter AS u
-              LEFT JOIN @@.limited_table AS t ON t.feature = u.feature
-             WHERE ($1 IS NULL OR u.account_id = $1)
-               AND (t.feature IS NULL
-                    -- the limit the guard checks: a counter computed at an older
-                    -- catalog limit version is recomputed by it (issue 17)
-                    OR subscription.counter_limit(u.account_id, u.feature, u.limit_value, u.limit_version,
-                                                  (SELECT c.version FROM subscription.limit_catalog_version() AS c (version)))
-                       IS DISTINCT FROM subscription.limit_of(u.account_id, u.feature))
-            UNION ALL
-            -- periods (C2): the plan charges of a subscription, less what was given
-            -- back, follow each other with no gap and no overlap ...
-            SELECT CASE WHEN p.next_lower > p.charged_upper THEN 'period_gap' ELSE 'period_overlap' END,
-                   p.account_id,
-                   format('subscription %s: charge %s covers %s to %s, charge %s starts at %s',
-                          p.subscription_id, p.id, p.charged_lower, p.charged_upper, p.next_id, p.next_lower)
-              FROM (SELECT c.*,
-                           lead(c.charged_lower) OVER w AS next_lower,
-                           lead(c.id) OVER w AS next_id
-                      FROM (SELECT l.id, l.account_id, l.subscription_id, lower(l.period) AS charged_lower,
-                                   coalesce(lower(g.period), upper(l.period)) AS charged_upper
-                              FROM @@.ledger AS l
-                              LEFT JOIN @@.ledger AS g
-                                ON g.charge_id = l.id AND g.kind IN ('refund', 'credit')
-                             WHERE l.kind = 'charge' AND l.addon_batch_id IS NULL
-                               AND (l.item = 'plan' OR l.item ~~ 'change to %')
-                               AND ($1 IS NULL OR l.account_id = $1)) AS c
-                     WHERE c.charged_lower < c.charged_upper
-                    WINDOW w AS (PARTITION BY c.subscription_id ORDER BY c.charged_lower, c.id)) AS p
-             WHERE p.next_lower <> p.charged_upper
-            UNION ALL
-            -- ... and an active subscription's current period is charged to its end
-            SELECT 'period_uncharged', s.account_id,
-                   format('subscription %s: its current period %s is charged up to %s', s.id, s.period,
-                          coalesce(c.charged_to::text, 'nothing'))
-              FROM @@.subscription AS s
-              LEFT JOIN LATERAL (
-                   SELECT max(coalesce(lower(g.period), upper(l.period))) AS charged_to
-                     FROM @@.ledger AS l
-                     LEFT JOIN @@.ledger AS g
-                       ON g.charge_id = l.id AND g.kind IN ('refund', 'credit')
-                    WHERE l.subscription_id = s.id AND l.kind = 'charge'
-                      AND l.addon_batch_id IS NULL
-                      AND (l.item = 'plan' OR l.item ~~ 'change to %')) AS c ON true
-             WHERE s.status = 'active'
-               AND ($1 IS NULL OR s.account_id = $1)
-               AND (c.charged_to IS NULL OR c.charged_to < upper(s.period))
-            UNION ALL
-            -- money: what is given back or taken off a charge never exceeds it
-            SELECT 'refund_over_charge', l.account_id,
-                   format('charge %s of %s %s: %s given back or taken off', l.id, l.amount, l.currency, g.total)
-              FROM @@.ledger AS l
-              JOIN (SELECT g.charge_id, sum(g.amount) AS total FROM @@.ledger AS g
-                     WHERE g.kind IN ('refund', 'credit', 'discount') GROUP BY g.charge_id) AS g
-                ON g.charge_id = l.id
-             WHERE l.kind = 'charge' AND g.total > l.amount
-               AND ($1 IS NULL OR l.account_id = $1)
-            UNION ALL
-            -- history (R8): every account, member, subscription, add-on batch and
-            -- license has the history row that created it
-            SELECT 'history_missing', h.account_id, h.detail
-              FROM (SELECT a.id AS account_id, format('account %s has no account_insert row', a.id) AS detail
-                      FROM @@.account AS a
-                     WHERE NOT EXISTS (SELECT FROM @@.history AS h
-                                        WHERE h.account_id = a.id
-                                          AND h.operation = 'account_insert')
-                    UNION ALL
-                    SELECT m.account_id, format('member %s has no member_insert row', m.id)
-                      FROM @@.member AS m
-                     WHERE NOT EXISTS (SELECT FROM @@.history AS h
-                                        WHERE h.account_id = m.account_id
-                                          AND h.operation = 'member_insert'
-                                          AND h.details ->> 'id' = m.id::text)
-                    UNION ALL
-                    SELECT s.account_id, format('subscription %s has no subscription_insert row', s.id)
-                      FROM @@.subscription AS s
-                     WHERE NOT EXISTS (SELECT FROM @@.history AS h
-                                        WHERE h.subscription_id = s.id
-                                          AND h.operation = 'subscription_insert')
-                    UNION ALL
-                    SELECT s.account_id, format('add-on batch %s has no addon_batch_insert row', b.id)
-                      FROM @@.addon_batch AS b
-                      JOIN @@.subscription AS s ON s.id = b.subscription_id
-                     WHERE NOT EXISTS (SELECT FROM @@.history AS h
-                                        WHERE h.subscription_id = b.subscription_id
-                                          AND h.operation = 'addon_batch_insert'
-                                          AND h.details ->> 'id' = b.id::text)
-                    UNION ALL
-                    SELECT s.account_id, format('the license of member %s on subscription %s has no license_assign row',
-                                                l.member_id, l.subscription_id)
-                      FROM @@.license AS l
-                      JOIN @@.subscription AS s ON s.id = l.subscription_id
-                     WHERE NOT EXISTS (SELECT FROM @@.history AS h
-                                        WHERE h.subscription_id = l.subscription_id
-                                          AND h.operation = 'license_assign'
-                                          AND h.details -> 'members'
-                                              @> pg_catalog.jsonb_build_array(l.member_id))) AS h
-             WHERE $1 IS NULL OR h.account_id = $1
-        ) AS v("check", account_id, detail)
-        ORDER BY 1, 2, 3
-$q$, '@@', src) USING verify_findings.account;
-END
-$$;
-
-COMMENT ON FUNCTION subscription.verify_findings(bigint) IS
-'Internal: verify()''s checks, over the tables (a single server) or over copies of them on the coordinator (Citus)';
-
-COMMENT ON FUNCTION subscription.verify(bigint) IS
-'The invariants of seats, usage, periods, money and history: one row per broken one (of an account, or of all), nothing when all hold';
-
-REVOKE ALL ON FUNCTION subscription.unpriced_addons(bigint, bigint, interval) FROM PUBLIC;
-REVOKE ALL ON FUNCTION subscription.verify_findings(bigint) FROM PUBLIC;
-
--- After the merges: the final text of functions that several sections above replace
-
-CREATE OR REPLACE FUNCTION subscription.subscription_for_change(tenant_id bigint, fn text, subscription_id bigint, action text)
-RETURNS subscription.subscription
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-BEGIN
-    -- the tenant named: on Citus the row is locked on its shard (issue 17)
-    SELECT * INTO s FROM subscription.subscription AS x
-     WHERE x.tenant_id = subscription_for_change.tenant_id AND x.id = subscription_for_change.subscription_id
-       FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
-    END IF;
-    PERFORM subscription.authorize(subscription_for_change.tenant_id, s.account_id, action, false);
-    IF s.status <> 'active' THEN
-        RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('%s() changes active subscriptions only.', fn);
-    END IF;
-    -- issue 19: a paused subscription changes nothing until it is resumed
-    IF s.paused_at IS NOT NULL THEN
-        RAISE EXCEPTION 'subscription % is paused', subscription_id
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('%s() changes subscriptions that are not paused only.', fn),
-                  HINT = format('Resume it first: subscription.resume(%s).', subscription_id);
-    END IF;
-    RETURN s;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT subscription.now())
-RETURNS integer
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t bigint := renew_account.tenant_id;
-    s subscription.subscription;
-    n subscription.period_terms;
-    status text;
-    problem text;
-    may_trim boolean;
-    most integer;
-    renewed integer;
-    handled integer := 0;
-BEGIN
-    PERFORM subscription.require_arguments('renew_account', '{tenant_id,at}', ARRAY[t IS NULL, at IS NULL]);
-    PERFORM subscription.require_renewal_run('renew_account', at);
-    -- read once the checks (C) have loaded the module that defines it
-    most := current_setting('subscription.max_catchup')::integer;
-    -- the tenant's lock: its root account's row, on the node of its shards
-    -- (on Citus, the coordinator's renew_due and each node's
-    -- renew_local_tenants meet there)
-    PERFORM FROM subscription.account AS a WHERE a.tenant_id = t AND a.id = t FOR NO KEY UPDATE SKIP LOCKED;
-    IF NOT FOUND THEN
-        IF NOT EXISTS (SELECT FROM subscription.account AS a WHERE a.tenant_id = t AND a.id = t) THEN
-            RAISE EXCEPTION 'tenant % does not exist', t
-                USING ERRCODE = 'no_data_found',
-                      HINT = 'A tenant is a root account: its id is the tenant_id of its sub-accounts and of everything they hold.';
-        END IF;
-        RAISE DEBUG 'tenant % is being renewed by another session', t;
-        RETURN 0;
-    END IF;
-    FOR s IN
-        SELECT * FROM subscription.subscription AS x
-         WHERE x.tenant_id = t AND x.status IN ('active', 'trialing') AND upper(x.period) <= at
-         ORDER BY upper(x.period), x.id
-           FOR NO KEY UPDATE SKIP LOCKED
-    LOOP
-        renewed := 0;
-        LOOP
-            -- issue 19: a pause ends at its resume_at (its period ends
-            -- there while paused), a trial at its end
-            IF s.paused_at IS NOT NULL THEN
-                s := subscription.unpause(s, s.resume_at);
-                EXIT WHEN upper(s.period) > at;
-            END IF;
-            IF s.status = 'trialing' THEN
-                s := subscription.end_trial(s);
-                EXIT WHEN s.status <> 'active';
-            END IF;
-            -- the next period's terms, asked once (issue 15, fold 8; L7)
-            n := subscription.next_terms(s);
-            problem := subscription.renewal_problem(s, n);
-            -- asked before anything moves: the batches it ends are part of the answer
-            may_trim := problem IS NULL AND subscription.renewal_may_trim(s, n);
-            IF may_trim THEN
-                -- only here can the renewal be refused after writing: a subtransaction
-                BEGIN
-                    status := subscription.renew_period(s, n, true);
-                EXCEPTION WHEN check_violation THEN
-                    problem := SQLERRM;
-                WHEN OTHERS THEN
-                    -- the trim ran the account's own triggers: whatever they
-                    -- raise holds back this renewal only, never the others'
-                    -- (a lost race is still the caller's to retry)
-                    IF SQLSTATE LIKE '40%' THEN
-                        RAISE;
-                    END IF;
-                    problem := format('its trimming failed: %s (SQLSTATE %s)', SQLERRM, SQLSTATE);
-                END;
-            ELSIF problem IS NULL THEN
-                status := subscription.renew_period(s, n, false);
-            END IF;
-            IF problem IS NOT NULL THEN
-                RAISE WARNING 'subscription % was not renewed: %', s.id, problem
-                    USING DETAIL = 'It stays due; renew_due() tries again on its next run.';
-                EXIT;
-            END IF;
-            EXIT WHEN status <> 'active';
-            SELECT * INTO s FROM subscription.subscription AS x WHERE x.tenant_id = t AND x.id = s.id;
-            EXIT WHEN upper(s.period) > at;
-            renewed := renewed + 1;
-            IF renewed >= most THEN
-                RAISE WARNING 'subscription % caught up % periods, the most of one call', s.id, renewed
-                    USING DETAIL = format('It stays due from %s; the next renewal run goes on from there.', upper(s.period)),
-                          HINT = 'subscription.max_catchup sets how many periods one call catches up.';
-                EXIT;
-            END IF;
-        END LOOP;
-        IF problem IS NULL THEN
-            handled := handled + 1;
-        END IF;
-    END LOOP;
-    RETURN handled;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.verify_findings(account bigint)
 RETURNS TABLE (check_name text, account_id bigint, detail text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -8025,6 +7248,17 @@ $q$, '@@', src) USING verify_findings.account;
 END
 $$;
 
+COMMENT ON FUNCTION subscription.verify_findings(bigint) IS
+'Internal: verify()''s checks, over the tables (a single server) or over copies of them on the coordinator (Citus)';
+
+COMMENT ON FUNCTION subscription.verify(bigint) IS
+'The invariants of seats, usage, periods, money and history: one row per broken one (of an account, or of all), nothing when all hold';
+
+REVOKE ALL ON FUNCTION subscription.unpriced_addons(bigint, bigint, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.verify_findings(bigint) FROM PUBLIC;
+
+-- After the merges: the final text of functions that several sections above replace
+
 -- Entitlements for row-level security (issue 21, item 5) -----------------
 -- what plans and add-ons grant, apart from a freeze: limit_of() (below,
 -- in the Citus section) and has_feature() both read it
@@ -8040,6 +7274,7 @@ $$;
 -- has limit 0, plus its add-ons.  One
 -- statement in PL/pgSQL, whose plan is cached per session: the limit
 -- guard's hot path (a SQL function with a sub-select is planned per call).
+-- (kept: the statements below need granted_limit() before its final text, section "Past due and dunning")
 CREATE FUNCTION subscription.granted_limit(tenant_id bigint, account_id bigint, feature text)
 RETURNS bigint
 LANGUAGE plpgsql STABLE PARALLEL SAFE
@@ -8077,9 +7312,6 @@ BEGIN
                AND a.feature = granted_limit.feature) AS x);
 END
 $$;
-
-COMMENT ON FUNCTION subscription.granted_limit(bigint, bigint, text) IS
-'Internal: what the account''s active plans and add-ons grant of a feature (NULL: unlimited), frozen or not';
 
 -- The rule: a feature is included when what the account's active plans
 -- and add-ons grant of it (granted_limit, as the limits) is above 0 or
@@ -8775,6 +8007,7 @@ COMMENT ON FUNCTION subscription.plan_usage_price(text, text, bigint, numeric, j
 -- already is skipped: a renewal run twice bills once.  The time-weighted figure runs to until, or to the counter's last
 -- change when that came later (nothing is counted twice: the next period
 -- starts there).  Renewals (renew_period) call it before the period moves.
+-- (kept: the statements below need bill_usage() before its final text, section "Usage previews, restart's period number")
 CREATE FUNCTION subscription.bill_usage(s subscription.subscription, until timestamptz)
 RETURNS void
 LANGUAGE plpgsql
@@ -8854,9 +8087,6 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION subscription.bill_usage(subscription.subscription, timestamptz) IS
-'Internal: bill the usage of a subscription''s period up to a time, once, and reset the counters'' accumulators (U3)';
-
 -- U4: a feature used without rows (API calls, tokens, minutes): 42704
 -- for an unknown feature, 22023 for one counted from a table's rows.
 CREATE FUNCTION subscription.require_recorded_feature(fn text, feature text)
@@ -8893,6 +8123,11 @@ AS $$
 DECLARE
     new_total bigint;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.record_usage(bigint,bigint,text,bigint,text,timestamptz)', record_usage.tenant_id,
+            pg_catalog.jsonb_build_array(record_usage.tenant_id, record_usage.account_id, record_usage.feature, record_usage.quantity, record_usage.key, record_usage.at)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_tenant('record_usage', tenant_id, 'account', account_id);
     PERFORM subscription.require_arguments('record_usage', '{account_id,feature,quantity,key,at}',
         ARRAY[account_id IS NULL, feature IS NULL, quantity IS NULL, key IS NULL, at IS NULL]);
@@ -8960,6 +8195,11 @@ DECLARE
     used bigint;
     new_total bigint;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.correct_usage(bigint,bigint,text,text,bigint,text)', correct_usage.tenant_id,
+            pg_catalog.jsonb_build_array(correct_usage.tenant_id, correct_usage.account_id, correct_usage.feature, correct_usage.key, correct_usage.quantity, correct_usage.reason)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_tenant('correct_usage', tenant_id, 'account', account_id);
     PERFORM subscription.require_arguments('correct_usage', '{account_id,feature,key,quantity,reason}',
         ARRAY[account_id IS NULL, feature IS NULL, key IS NULL, quantity IS NULL, reason IS NULL]);
@@ -9021,32 +8261,6 @@ COMMENT ON FUNCTION subscription.correct_usage(bigint, text, text, bigint, text)
 'Correct the quantity recorded with a key, with the reason in history; the new total (U5)';
 
 COMMENT ON FUNCTION subscription.renew_period(subscription.subscription, subscription.period_terms, boolean) IS 'Internal: one period of one due subscription';
-
-CREATE OR REPLACE FUNCTION subscription.end_early(tenant_id bigint, subscription_id bigint, at timestamptz)
-RETURNS numeric
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-    credited numeric;
-BEGIN
-    PERFORM subscription.require_tenant('end_early', tenant_id, 'subscription', subscription_id);
-    PERFORM subscription.require_arguments('end_early', '{subscription_id,at}',
-        ARRAY[subscription_id IS NULL, at IS NULL]);
-    PERFORM subscription.require_time('end_early', at, false);
-    s := subscription.subscription_for_change(end_early.tenant_id, 'end_early', subscription_id, 'cancel');
-    PERFORM subscription.require_in_period('end_early', s, at);
-    -- U3: the usage up to the end
-    PERFORM subscription.bill_usage(s, at);
-    credited := subscription.give_back_unused(s, at, 'credit', 'consolidation');
-    UPDATE subscription.addon_batch AS b SET status = 'expired'
-     WHERE b.tenant_id = end_early.tenant_id AND b.subscription_id = s.id AND b.status = 'active';
-    UPDATE subscription.subscription AS x SET status = 'cancelled' WHERE x.tenant_id = end_early.tenant_id AND x.id = s.id;
-    RETURN credited;
-END
-$$;
 
 COMMENT ON FUNCTION subscription.end_early(bigint, bigint, timestamptz) IS
 'End a subscription now; its unused days become credit (L9) (keyed form: the tenant first, docs/design.md#keyed-forms)';
@@ -9413,6 +8627,7 @@ COMMENT ON FUNCTION subscription.open_invoice(bigint, bigint, bigint, text, time
 -- I3: an invoice's status from its total and what was paid: paid once
 -- nothing is due; a void or uncollectible invoice stays so.  A change of
 -- status is a history row (and its event, E1).
+-- (kept: the statements below need settle_invoice() before its final text, section "A trial at its end")
 CREATE FUNCTION subscription.settle_invoice(tenant_id bigint, invoice_id bigint, quiet boolean DEFAULT false,
                                             at timestamptz DEFAULT NULL)
 RETURNS text
@@ -9444,9 +8659,6 @@ BEGIN
     RETURN new_status;
 END
 $$;
-
-COMMENT ON FUNCTION subscription.settle_invoice(bigint, bigint, boolean, timestamptz) IS
-'Internal: an invoice''s status from its total and payments, its change recorded in history unless quiet (I3)';
 
 -- I2: before each ledger line, the invoice it belongs to: the one this
 -- transaction opened for the same account, subscription, time and
@@ -9581,6 +8793,7 @@ COMMENT ON FUNCTION subscription.line_amount(text, numeric) IS
 -- I3: void an open invoice that nothing paid: a correcting invoice gives
 -- each charge back net of its coupon (a refund line naming it), and the
 -- invoice is void.  No line is deleted.
+-- (kept: the statements below need void_invoice() before its final text, section "A trial at its end")
 CREATE FUNCTION subscription.void_invoice(tenant_id bigint, invoice_id bigint, reason text, at timestamptz)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -9643,9 +8856,6 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION subscription.void_invoice(bigint, bigint, text, timestamptz) IS
-'Void an open unpaid invoice: a correcting invoice gives its charges back, nothing is deleted (I3) (keyed form: the tenant first, docs/design.md#keyed-forms)';
-
 CREATE FUNCTION subscription.void_invoice(invoice_id bigint, reason text, at timestamptz DEFAULT subscription.now())
 RETURNS bigint
 LANGUAGE plpgsql
@@ -9679,6 +8889,11 @@ DECLARE
     credit_line bigint;
     new_id bigint;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.record_payment(bigint,bigint,numeric,text,timestamptz,text)', record_payment.tenant_id,
+            pg_catalog.jsonb_build_array(record_payment.tenant_id, record_payment.invoice_id, record_payment.amount, record_payment.reference, record_payment.at, record_payment.currency)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_arguments('record_payment', '{invoice_id,amount,reference,at}',
         ARRAY[invoice_id IS NULL, amount IS NULL, reference IS NULL, at IS NULL]);
     i := subscription.invoice_for_change('record_payment', tenant_id, invoice_id);
@@ -9756,6 +8971,7 @@ COMMENT ON FUNCTION subscription.record_payment(bigint, numeric, text, timestamp
 
 -- I6: a failed attempt to charge an invoice, in history (and its event
 -- payment.failed, E1); what follows a failure is the dunning's.
+-- (kept: the statements below need record_payment_failure() before its final text, section "A trial at its end")
 CREATE FUNCTION subscription.record_payment_failure(tenant_id bigint, invoice_id bigint, reason text, at timestamptz)
 RETURNS void
 LANGUAGE plpgsql
@@ -9785,9 +9001,6 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION subscription.record_payment_failure(bigint, bigint, text, timestamptz) IS
-'Record a failed charge of an open invoice in history, and its event payment.failed (I6) (keyed form: the tenant first, docs/design.md#keyed-forms)';
-
 CREATE FUNCTION subscription.record_payment_failure(invoice_id bigint, reason text, at timestamptz DEFAULT subscription.now())
 RETURNS void
 LANGUAGE plpgsql
@@ -9816,6 +9029,11 @@ AS $$
 DECLARE
     new_id bigint;
 BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.add_payment_method(bigint,bigint,text,text,text,boolean)', add_payment_method.tenant_id,
+            pg_catalog.jsonb_build_array(add_payment_method.tenant_id, add_payment_method.account_id, add_payment_method.kind, add_payment_method.reference, add_payment_method.label, add_payment_method.is_default)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
     PERFORM subscription.require_tenant('add_payment_method', tenant_id, 'account', account_id);
     PERFORM subscription.require_arguments('add_payment_method', '{account_id,kind,reference,is_default}',
         ARRAY[account_id IS NULL, kind IS NULL, reference IS NULL, is_default IS NULL]);
@@ -10042,12 +9260,13 @@ DECLARE
     a subscription.account;
     lines text[] := '{}';
     l record;
+    -- a value first: on Citus the lookup may not run inside the shard's query
+    tenant bigint := subscription.tenant_of_invoice(invoice_document.invoice_id);
 BEGIN
     PERFORM subscription.require_arguments('invoice_document', '{invoice_id,format}',
         ARRAY[invoice_id IS NULL, format IS NULL]);
     SELECT * INTO i FROM subscription.invoice_record AS r
-     WHERE r.tenant_id = subscription.tenant_of_invoice(invoice_document.invoice_id)
-       AND r.id = invoice_document.invoice_id;
+     WHERE r.tenant_id = tenant AND r.id = invoice_document.invoice_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'invoice % does not exist', invoice_id USING ERRCODE = 'no_data_found';
     END IF;
@@ -10096,6 +9315,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     r record;
+    billed_to text;
+    credited numeric;
 BEGIN
     PERFORM subscription.require_arguments('receipt_document', '{payment_id,format}',
         ARRAY[payment_id IS NULL, format IS NULL]);
@@ -10109,18 +9330,21 @@ BEGIN
         RAISE EXCEPTION 'payment % does not exist', payment_id USING ERRCODE = 'no_data_found';
     END IF;
     PERFORM subscription.authorize(r.tenant_id, r.account_id, 'read', false);
+    -- the tenant's rows read first: on Citus a statement that reads one
+    -- may not also call what reads the catalog (money_text)
+    billed_to := coalesce((SELECT a.name FROM subscription.account AS a
+                            WHERE a.tenant_id = r.tenant_id AND a.id = r.account_id), 'account ' || r.account_id);
+    credited := (SELECT c.amount FROM subscription.ledger AS c WHERE c.tenant_id = r.tenant_id AND c.id = r.credit_line_id);
     RETURN subscription.render_document(format, 'Receipt for invoice ' || r.document_number,
         ARRAY['Issuer', coalesce((SELECT p.name FROM subscription.product AS p WHERE p.code = r.issuer), 'Account'),
-              'Billed to', coalesce((SELECT a.name FROM subscription.account AS a
-                                      WHERE a.tenant_id = r.tenant_id AND a.id = r.account_id), 'account ' || r.account_id),
+              'Billed to', billed_to,
               'Paid on', to_char(r.at AT TIME ZONE 'UTC', 'YYYY-MM-DD'),
               'Reference', r.reference,
               'Method', coalesce(r.method || coalesce(' ' || r.label, ''), 'not recorded')],
         ARRAY['Payment', 'invoice ' || r.document_number, subscription.money_text(r.amount, r.currency)]
           || CASE WHEN r.credit_line_id IS NOT NULL
                   THEN ARRAY['Credited to the account', 'above what was due',
-                             subscription.money_text(-(SELECT c.amount FROM subscription.ledger AS c
-                                                        WHERE c.tenant_id = r.tenant_id AND c.id = r.credit_line_id), r.currency)]
+                             subscription.money_text(-credited, r.currency)]
                   ELSE '{}' END,
         ARRAY['Invoice total', subscription.money_text(r.total, r.currency),
               'Paid on the invoice', subscription.money_text(r.invoice_paid, r.currency)]);
@@ -10129,84 +9353,6 @@ $$;
 
 COMMENT ON FUNCTION subscription.receipt_document(bigint, text) IS
 'The receipt of a payment, as a self-contained HTML page or as text (I6)';
-
--- the events of invoices and payments (E1)
-CREATE OR REPLACE FUNCTION subscription.history_events(operation text, details jsonb)
-RETURNS TABLE (type text, payload jsonb)
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-SELECT x.type, pg_catalog.jsonb_build_object('version', 1) OPERATOR(pg_catalog.||) x.payload
-  FROM (
-    SELECT 'subscription.created', pg_catalog.jsonb_build_object(
-               'plan', details -> 'plan', 'cycle', details -> 'cycle', 'quantity', details -> 'quantity',
-               'status', details -> 'status', 'renewal', details -> 'renewal',
-               'period_start', subscription.event_time(pg_catalog.lower((details OPERATOR(pg_catalog.->>) 'period')::pg_catalog.tstzrange)),
-               'period_end', subscription.event_time(pg_catalog.upper((details OPERATOR(pg_catalog.->>) 'period')::pg_catalog.tstzrange)))
-     WHERE operation = 'subscription_insert'
-    UNION ALL
-    SELECT 'subscription.renewed', pg_catalog.jsonb_build_object(
-               'period_number', details -> 'period_number' -> 'new',
-               'period_start', subscription.event_time(pg_catalog.lower((details -> 'period' OPERATOR(pg_catalog.->>) 'new')::pg_catalog.tstzrange)),
-               'period_end', subscription.event_time(pg_catalog.upper((details -> 'period' OPERATOR(pg_catalog.->>) 'new')::pg_catalog.tstzrange)))
-     WHERE operation = 'subscription_update'
-       AND (details -> 'period_number' OPERATOR(pg_catalog.->>) 'new')::integer
-           OPERATOR(pg_catalog.>) (details -> 'period_number' OPERATOR(pg_catalog.->>) 'old')::integer
-    UNION ALL
-    SELECT 'subscription.plan_changed', pg_catalog.jsonb_build_object(
-               'from', details -> 'plan' -> 'old', 'to', details -> 'plan' -> 'new')
-     WHERE operation = 'subscription_update' AND details ? 'plan'
-    UNION ALL
-    SELECT 'subscription.quantity_changed', pg_catalog.jsonb_build_object(
-               'from', details -> 'quantity' -> 'old', 'to', details -> 'quantity' -> 'new')
-     WHERE operation = 'subscription_update' AND details ? 'quantity'
-    UNION ALL
-    SELECT 'subscription.' || (details -> 'status' OPERATOR(pg_catalog.->>) 'new'),
-           pg_catalog.jsonb_build_object('previous_status', details -> 'status' -> 'old')
-     WHERE operation = 'subscription_update'
-       AND details -> 'status' OPERATOR(pg_catalog.->>) 'new' IN ('cancelled', 'expired')
-    UNION ALL
-    SELECT 'addon.purchased', pg_catalog.jsonb_build_object(
-               'batch_id', details -> 'id', 'addon', details -> 'addon', 'quantity', details -> 'quantity')
-     WHERE operation = 'addon_batch_insert'
-    UNION ALL
-    SELECT 'addon.ended', pg_catalog.jsonb_build_object('status', details -> 'status' -> 'new')
-     WHERE operation = 'addon_batch_update'
-       AND details -> 'status' OPERATOR(pg_catalog.->>) 'new' IN ('cancelled', 'expired')
-    UNION ALL
-    SELECT CASE operation WHEN 'license_assign' THEN 'license.assigned' ELSE 'license.released' END,
-           pg_catalog.jsonb_build_object('members', details -> 'members')
-     WHERE operation IN ('license_assign', 'license_release')
-    UNION ALL
-    -- invoices and payments (issue 19, I3, I6; the payloads docs/integrating.md reserved)
-    SELECT 'invoice.opened', pg_catalog.jsonb_build_object(
-               'invoice_id', details -> 'invoice_id', 'issuer', details -> 'issuer', 'number', details -> 'number',
-               'currency', details -> 'currency',
-               'due_at', subscription.event_time((details OPERATOR(pg_catalog.->>) 'due_at')::pg_catalog.timestamptz),
-               'corrects_invoice_id', details -> 'corrects_invoice_id')
-     WHERE operation = 'invoice_open'
-    UNION ALL
-    SELECT 'invoice.' || (details -> 'status' OPERATOR(pg_catalog.->>) 'new'), pg_catalog.jsonb_build_object(
-               'invoice_id', details -> 'invoice_id', 'issuer', details -> 'issuer', 'number', details -> 'number',
-               'amount', details -> 'total', 'paid', details -> 'paid', 'currency', details -> 'currency',
-               CASE details -> 'status' OPERATOR(pg_catalog.->>) 'new' WHEN 'paid' THEN 'paid_at' ELSE 'void_at' END,
-               subscription.event_time((details OPERATOR(pg_catalog.->>) 'at')::pg_catalog.timestamptz))
-     WHERE operation = 'invoice_status' AND details -> 'status' OPERATOR(pg_catalog.->>) 'new' IN ('paid', 'void')
-    UNION ALL
-    SELECT 'payment.recorded', pg_catalog.jsonb_build_object(
-               'payment_id', details -> 'payment_id', 'invoice_id', details -> 'invoice_id', 'amount', details -> 'amount',
-               'currency', details -> 'currency', 'reference', details -> 'reference', 'credited', details -> 'credited')
-     WHERE operation = 'payment'
-    UNION ALL
-    SELECT 'payment.failed', pg_catalog.jsonb_build_object(
-               'invoice_id', details -> 'invoice_id', 'amount', details -> 'due', 'currency', details -> 'currency',
-               'attempt', details -> 'attempt', 'reason', details -> 'reason')
-     WHERE operation = 'payment_failure'
-  ) AS x (type, payload)
-$$;
-
-COMMENT ON FUNCTION subscription.history_events(text, jsonb) IS
-'The events of a history row: event types and versioned payloads per operation (E1, docs/integrating.md)';
 
 -- pg_dump keeps the invoices, payments and payment methods (issue 19)
 SELECT pg_catalog.pg_extension_config_dump('subscription.payment_method', '');
@@ -10263,6 +9409,7 @@ REVOKE ALL ON FUNCTION subscription.receipt_document(bigint, text) FROM PUBLIC;
 -- renew_account had (whose subscriptions may be left due).  Single server:
 -- on Citus each tenant is renewed by renew_account on the node of its
 -- shards (docs/citus.md).
+-- the set-based path asks it once per add-on and cycle
 CREATE FUNCTION subscription.renew_common(tenants bigint[], at timestamptz, OUT handled integer, OUT rest bigint[])
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -10301,23 +9448,32 @@ BEGIN
         SELECT DISTINCT ON (d.plan, d.cycle::text, d.quantity, d.plan_version)
                d.plan, d.cycle, d.quantity, d.plan_version,
                (subscription.find_price(d.plan, d.cycle, d.quantity, d.plan_version)).problem IS NULL
-               AND pr.renewal_quantity = 'keep' AS plain
+               AND pr.renewal_quantity = 'keep'
+               -- usage billed in arrears (issue 21): renew_period bills it
+               AND NOT EXISTS (SELECT FROM subscription.plan_usage_price AS up WHERE up.plan = d.plan) AS plain
           FROM due AS d
           JOIN subscription.plan AS p ON p.code = d.plan
           JOIN subscription.product AS pr ON pr.code = p.product
          WHERE d.plain),
+         -- the active batches of the plain ones, and whether each add-on
+         -- renews priced at its cycle (priceless_addons, renewal_problem's
+         -- rule), asked once per add-on and cycle
+         batches AS (
+        SELECT d.tenant_id, d.id, b.addon, d.cycle, b.cancel_at_period_end
+          FROM due AS d
+          JOIN subscription.addon_batch AS b ON b.tenant_id = d.tenant_id AND b.subscription_id = d.id
+         WHERE d.plain AND b.status = 'active'),
+         addon_terms AS (
+        SELECT t.addon, t.cycle, subscription.priceless_addons(ARRAY[t.addon], t.cycle) IS NULL AS priced
+          FROM (SELECT DISTINCT ON (b.addon, b.cycle::text) b.addon, b.cycle FROM batches AS b) AS t),
          checked AS (
         SELECT d.tenant_id, d.id, d.e,
                d.plain AND coalesce(tm.plain, false)
-               AND NOT EXISTS (SELECT FROM subscription.addon_batch AS b
-                                 JOIN subscription.addon AS a ON a.code = b.addon
-                                WHERE b.tenant_id = d.tenant_id AND b.subscription_id = d.id AND b.status = 'active'
-                                  AND (b.cancel_at_period_end
-                                       OR NOT a.one_time
-                                          AND NOT EXISTS (SELECT FROM subscription.addon_price AS ap
-                                                           WHERE ap.addon = a.code
-                                                             AND subscription.cycle_key(ap.cycle)
-                                                                 = subscription.cycle_key(d.cycle)))) AS plain
+               -- a batch cancelled for the period end (K4) goes to renew_account
+               AND NOT EXISTS (SELECT FROM batches AS b
+                                 JOIN addon_terms AS pt ON pt.addon = b.addon AND pt.cycle::text = b.cycle::text
+                                WHERE b.tenant_id = d.tenant_id AND b.id = d.id
+                                  AND (b.cancel_at_period_end OR NOT pt.priced)) AS plain
           FROM due AS d
           LEFT JOIN terms AS tm
             ON tm.plan = d.plan AND tm.cycle::text = d.cycle::text AND tm.quantity = d.quantity
@@ -10363,9 +9519,6 @@ BEGIN
     END LOOP;
 END
 $$;
-
-COMMENT ON FUNCTION subscription.renew_common(bigint[], timestamptz) IS
-'Internal: the renewals of one batch on a single server: its common ones set-based (renew_common_group), the others by renew_account';
 
 -- One group of common renewals of renew_common (issue 18), subscriptions
 -- given in renewal order and locked: one UPDATE moving their periods as
@@ -10434,263 +9587,12 @@ $$;
 COMMENT ON FUNCTION subscription.renew_common_group(bigint[], bigint[]) IS
 'Internal: one group of common renewals, set-based: one UPDATE moving the periods, one INSERT of the charges';
 
-CREATE OR REPLACE FUNCTION subscription.renew_batch(
-    at timestamptz, batch_size integer, after_end timestamptz, after_id bigint, skip bigint[], shard bigint,
-    OUT taken integer, OUT handled integer, OUT last_end timestamptz, OUT last_id bigint, OUT left_due bigint[])
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    tenants bigint[];
-    t bigint;
-    common record;
-    single boolean := shard IS NULL AND subscription.local_subscription_shards() = '{NULL}';
-BEGIN
-    handled := 0;
-    left_due := '{}';
-    EXECUTE format(
-        $q$WITH d AS (SELECT x.tenant_id, upper(x.period) AS e, x.id
-                        FROM %s AS x
-                       WHERE x.status IN ('active', 'trialing') AND upper(x.period) <= $1
-                         AND (upper(x.period), x.id) > ($2, $3) AND NOT x.id = ANY ($4)
-                       ORDER BY upper(x.period), x.id
-                       LIMIT $5),
-              k AS (SELECT d.*, row_number() OVER (ORDER BY d.e, d.id) AS k FROM d)
-           SELECT (SELECT count(*) FROM k)::integer,
-                  coalesce((SELECT k.e FROM k ORDER BY k.k DESC LIMIT 1), $2),
-                  coalesce((SELECT k.id FROM k ORDER BY k.k DESC LIMIT 1), $3),
-                  (SELECT array_agg(f.tenant_id ORDER BY f.first)
-                     FROM (SELECT k.tenant_id, min(k.k) AS first FROM k GROUP BY k.tenant_id) AS f)$q$,
-        CASE WHEN shard IS NULL THEN 'subscription.subscription'
-             ELSE subscription.subscription_shard(shard) END)
-      INTO taken, last_end, last_id, tenants
-      USING at, after_end, after_id, skip, batch_size;
-    IF single THEN
-        common := subscription.renew_common(coalesce(tenants, '{}'), at);
-        handled := common.handled;
-        -- the tenants renew_account had
-        tenants := common.rest;
-    END IF;
-    FOREACH t IN ARRAY coalesce(tenants, '{}') LOOP
-        IF NOT single THEN
-            handled := handled + subscription.renew_account(t, at);
-        END IF;
-        left_due := left_due || ARRAY(SELECT x.id FROM subscription.subscription AS x
-                                       WHERE x.tenant_id = t AND x.status IN ('active', 'trialing')
-                                         AND upper(x.period) <= at);
-    END LOOP;
-END
-$$;
-
 COMMENT ON FUNCTION subscription.renew_batch(timestamptz, integer, timestamptz, bigint, bigint[], bigint) IS
 'Internal: one batch of renew_due, run_renewals and renew_local_tenants: the tenants of the next due subscriptions, each by renew_account';
 
 -- PUBLIC executes nothing (99_public.sql)
 REVOKE ALL ON FUNCTION subscription.renew_common(bigint[], timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.renew_common_group(bigint[], bigint[]) FROM PUBLIC;
-
-CREATE OR REPLACE FUNCTION subscription.renew_common(tenants bigint[], at timestamptz, OUT handled integer, OUT rest bigint[])
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    locked bigint[];
-    ts bigint[];
-    ids bigint[];
-    pos bigint[];
-    tenant bigint;
-    other bigint;
-    n integer := 0;
-    first_n integer;
-    left_to bigint[];
-BEGIN
-    handled := 0;
-    rest := '{}';
-    -- the tenants' locks, as renew_account takes them
-    locked := ARRAY(SELECT a.id FROM subscription.account AS a
-                     WHERE a.tenant_id = ANY (tenants) AND a.id = a.tenant_id
-                     ORDER BY a.id
-                       FOR NO KEY UPDATE SKIP LOCKED);
-    -- their due subscriptions, locked; the tenants all of whose due
-    -- subscriptions renew the common way
-    WITH due AS (
-        SELECT x.tenant_id, x.id, upper(x.period) AS e, x.plan, x.cycle, x.quantity, x.plan_version,
-               x.status = 'active' AND x.paused_at IS NULL AND NOT x.cancel_at_period_end AND x.renewal = 'always'
-               AND x.pending_plan IS NULL AND x.pending_cycle IS NULL AND x.pending_quantity IS NULL
-               AND NOT coalesce(x.migrate_at <= upper(x.period), false)
-               AND upper(subscription.nth_period(x.anchor, x.cycle, x.period_number + 1)) > at AS plain
-          FROM subscription.subscription AS x
-         WHERE x.tenant_id = ANY (locked) AND x.status IN ('active', 'trialing') AND upper(x.period) <= at
-           FOR NO KEY UPDATE OF x SKIP LOCKED),
-         -- each plan, cycle, quantity and version priced once
-         terms AS (
-        SELECT DISTINCT ON (d.plan, d.cycle::text, d.quantity, d.plan_version)
-               d.plan, d.cycle, d.quantity, d.plan_version,
-               (subscription.find_price(d.plan, d.cycle, d.quantity, d.plan_version)).problem IS NULL
-               AND pr.renewal_quantity = 'keep'
-               -- usage billed in arrears (issue 21): renew_period bills it
-               AND NOT EXISTS (SELECT FROM subscription.plan_usage_price AS up WHERE up.plan = d.plan) AS plain
-          FROM due AS d
-          JOIN subscription.plan AS p ON p.code = d.plan
-          JOIN subscription.product AS pr ON pr.code = p.product
-         WHERE d.plain),
-         checked AS (
-        SELECT d.tenant_id, d.id, d.e,
-               d.plain AND coalesce(tm.plain, false)
-               AND NOT EXISTS (SELECT FROM subscription.addon_batch AS b
-                                 JOIN subscription.addon AS a ON a.code = b.addon
-                                WHERE b.tenant_id = d.tenant_id AND b.subscription_id = d.id AND b.status = 'active'
-                                  AND (b.cancel_at_period_end
-                                       OR NOT a.one_time
-                                          AND NOT EXISTS (SELECT FROM subscription.addon_price AS ap
-                                                           WHERE ap.addon = a.code
-                                                             AND subscription.cycle_key(ap.cycle)
-                                                                 = subscription.cycle_key(d.cycle)))) AS plain
-          FROM due AS d
-          LEFT JOIN terms AS tm
-            ON tm.plan = d.plan AND tm.cycle::text = d.cycle::text AND tm.quantity = d.quantity
-           AND tm.plan_version = d.plan_version)
-    -- each tenant's in its order, as renew_account renews them
-    SELECT array_agg(c.tenant_id ORDER BY u.k, c.e, c.id), array_agg(c.id ORDER BY u.k, c.e, c.id),
-           array_agg(u.k ORDER BY u.k, c.e, c.id)
-      INTO ts, ids, pos
-      FROM checked AS c
-      JOIN unnest(tenants) WITH ORDINALITY AS u(tenant_id, k) ON u.tenant_id = c.tenant_id
-     WHERE c.tenant_id IN (SELECT x.tenant_id FROM checked AS x GROUP BY x.tenant_id HAVING bool_and(x.plain));
-    ts := coalesce(ts, '{}');
-
-    -- the tenants in their order; a NULL at the end renews the last group
-    FOREACH tenant IN ARRAY tenants || NULL::bigint LOOP
-        n := n + 1;
-        IF tenant = ANY (ts) THEN
-            first_n := coalesce(first_n, n);
-            CONTINUE;
-        END IF;
-        IF first_n IS NOT NULL THEN
-            PERFORM subscription.renew_common_group(
-                ARRAY(SELECT g.t FROM unnest(ts, ids, pos) AS g(t, id, k) WHERE g.k BETWEEN first_n AND n - 1),
-                ARRAY(SELECT g.id FROM unnest(ts, ids, pos) AS g(t, id, k) WHERE g.k BETWEEN first_n AND n - 1));
-            handled := handled + (SELECT count(*) FROM unnest(pos) AS g(k) WHERE g.k BETWEEN first_n AND n - 1);
-            -- a common tenant with a subscription still due: renew_account's
-            left_to := ARRAY(SELECT u.t FROM unnest(tenants) WITH ORDINALITY AS u(t, k)
-                              WHERE u.k BETWEEN first_n AND n - 1
-                                AND EXISTS (SELECT FROM subscription.subscription AS x
-                                             WHERE x.tenant_id = u.t AND x.status IN ('active', 'trialing')
-                                               AND upper(x.period) <= at)
-                              ORDER BY u.k);
-            FOREACH other IN ARRAY left_to LOOP
-                handled := handled + subscription.renew_account(other, at);
-            END LOOP;
-            rest := rest || left_to;
-            first_n := NULL;
-        END IF;
-        IF tenant IS NOT NULL THEN
-            handled := handled + subscription.renew_account(tenant, at);
-            rest := rest || tenant;
-        END IF;
-    END LOOP;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.invoice_document(invoice_id bigint, format text DEFAULT 'html')
-RETURNS text
-LANGUAGE plpgsql STABLE
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    i subscription.invoice_record;
-    m subscription.payment_method;
-    a subscription.account;
-    lines text[] := '{}';
-    l record;
-    -- a value first: on Citus the lookup may not run inside the shard's query
-    tenant bigint := subscription.tenant_of_invoice(invoice_document.invoice_id);
-BEGIN
-    PERFORM subscription.require_arguments('invoice_document', '{invoice_id,format}',
-        ARRAY[invoice_id IS NULL, format IS NULL]);
-    SELECT * INTO i FROM subscription.invoice_record AS r
-     WHERE r.tenant_id = tenant AND r.id = invoice_document.invoice_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'invoice % does not exist', invoice_id USING ERRCODE = 'no_data_found';
-    END IF;
-    PERFORM subscription.authorize(i.tenant_id, i.account_id, 'read', false);
-    SELECT * INTO a FROM subscription.account AS x WHERE x.tenant_id = i.tenant_id AND x.id = i.account_id;
-    SELECT * INTO m FROM subscription.payment_method AS x WHERE x.tenant_id = i.tenant_id AND x.id = i.payment_method_id;
-    FOR l IN SELECT x.kind, x.amount, x.item, x.period, x.description, p.name AS plan_name
-               FROM subscription.ledger AS x LEFT JOIN subscription.plan AS p ON p.code = x.plan
-              WHERE x.tenant_id = i.tenant_id AND x.invoice_id = i.id ORDER BY x.id LOOP
-        lines := lines || ARRAY[
-            CASE l.kind WHEN 'charge' THEN coalesce(l.plan_name, l.description)
-                        WHEN 'discount' THEN 'Coupon' WHEN 'credit_used' THEN 'Credit applied'
-                        WHEN 'refund' THEN 'Refund' ELSE 'Credit' END
-              || CASE WHEN l.kind = 'charge' AND l.item <> 'plan' THEN ' (' || l.item || ')' ELSE '' END,
-            concat_ws(', ',
-                CASE WHEN l.period IS NOT NULL
-                     THEN to_char(lower(l.period) AT TIME ZONE 'UTC', 'YYYY-MM-DD') || ' to '
-                          || to_char(upper(l.period) AT TIME ZONE 'UTC', 'YYYY-MM-DD') END,
-                CASE WHEN l.kind <> 'charge' OR l.plan_name IS NOT NULL THEN l.description END),
-            subscription.money_text(subscription.line_amount(l.kind, l.amount), i.currency)];
-    END LOOP;
-    RETURN subscription.render_document(format,
-        CASE WHEN i.corrects_invoice_id IS NOT NULL THEN 'Credit note ' ELSE 'Invoice ' END || i.document_number,
-        ARRAY['Issuer', coalesce((SELECT p.name FROM subscription.product AS p WHERE p.code = i.issuer), 'Account'),
-              'Billed to', coalesce(a.name, 'account ' || a.id),
-              'Date', to_char(i.at AT TIME ZONE 'UTC', 'YYYY-MM-DD'),
-              'Due', to_char(i.due_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'),
-              'Status', i.status],
-        lines,
-        ARRAY['Total', subscription.money_text(i.total, i.currency),
-              'Paid' || coalesce(' by ' || m.kind || coalesce(' ' || m.label, ''), ''),
-              subscription.money_text(i.paid, i.currency),
-              'Due', subscription.money_text(greatest(i.total - i.paid, 0), i.currency)]);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.receipt_document(payment_id bigint, format text DEFAULT 'html')
-RETURNS text
-LANGUAGE plpgsql STABLE
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    r record;
-    billed_to text;
-    credited numeric;
-BEGIN
-    PERFORM subscription.require_arguments('receipt_document', '{payment_id,format}',
-        ARRAY[payment_id IS NULL, format IS NULL]);
-    SELECT p.*, i.document_number, i.issuer, i.total, i.paid AS invoice_paid, m.kind AS method, m.label
-      INTO r
-      FROM subscription.payment AS p
-      JOIN subscription.invoice_record AS i ON i.tenant_id = p.tenant_id AND i.id = p.invoice_id
-      LEFT JOIN subscription.payment_method AS m ON m.tenant_id = p.tenant_id AND m.id = p.payment_method_id
-     WHERE p.id = receipt_document.payment_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'payment % does not exist', payment_id USING ERRCODE = 'no_data_found';
-    END IF;
-    PERFORM subscription.authorize(r.tenant_id, r.account_id, 'read', false);
-    -- the tenant's rows read first: on Citus a statement that reads one
-    -- may not also call what reads the catalog (money_text)
-    billed_to := coalesce((SELECT a.name FROM subscription.account AS a
-                            WHERE a.tenant_id = r.tenant_id AND a.id = r.account_id), 'account ' || r.account_id);
-    credited := (SELECT c.amount FROM subscription.ledger AS c WHERE c.tenant_id = r.tenant_id AND c.id = r.credit_line_id);
-    RETURN subscription.render_document(format, 'Receipt for invoice ' || r.document_number,
-        ARRAY['Issuer', coalesce((SELECT p.name FROM subscription.product AS p WHERE p.code = r.issuer), 'Account'),
-              'Billed to', billed_to,
-              'Paid on', to_char(r.at AT TIME ZONE 'UTC', 'YYYY-MM-DD'),
-              'Reference', r.reference,
-              'Method', coalesce(r.method || coalesce(' ' || r.label, ''), 'not recorded')],
-        ARRAY['Payment', 'invoice ' || r.document_number, subscription.money_text(r.amount, r.currency)]
-          || CASE WHEN r.credit_line_id IS NOT NULL
-                  THEN ARRAY['Credited to the account', 'above what was due',
-                             subscription.money_text(-credited, r.currency)]
-                  ELSE '{}' END,
-        ARRAY['Invoice total', subscription.money_text(r.total, r.currency),
-              'Paid on the invoice', subscription.money_text(r.invoice_paid, r.currency)]);
-END
-$$;
 
 ------------------------------------------------------------------------
 -- The billing clock (issue 20): subscription.now() itself is created at
@@ -10792,28 +9694,6 @@ $$;
 COMMENT ON FUNCTION subscription.granted_limits(bigint, bigint, text) IS
 'Internal: what the account''s active plans and add-ons grant per feature (of one, or all; NULL: unlimited), frozen or not';
 
--- What an account's plans and add-ons grant of a feature (granted_limits):
--- 0 when nothing grants it, NULL when unlimited.
-CREATE OR REPLACE FUNCTION subscription.granted_limit(tenant_id bigint, account_id bigint, feature text)
-RETURNS bigint
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    granted numeric;
-BEGIN
-    SELECT g.value INTO granted
-      FROM subscription.granted_limits(granted_limit.tenant_id, granted_limit.account_id, granted_limit.feature) AS g;
-    IF NOT FOUND THEN
-        RETURN 0;
-    END IF;
-    RETURN granted::bigint;
-END
-$$;
-
-COMMENT ON FUNCTION subscription.granted_limit(bigint, bigint, text) IS
-'Internal: what the account''s active plans and add-ons grant of a feature (NULL: unlimited), frozen or not';
-
 -- The rule: a feature is included when what the account's active plans
 -- and add-ons grant of it (granted_limits, as the limits) is above 0 or
 -- unlimited; a freeze, which only stops growth, takes nothing away.  Of
@@ -10880,44 +9760,6 @@ COMMENT ON FUNCTION subscription.refresh_entitlements(bigint, bigint, text) IS
 
 COMMENT ON FUNCTION subscription.has_feature(bigint, text) IS
 'Whether the account''s plans and add-ons include the feature (a limit above 0, or unlimited): for row-level security policies';
-
--- One account's stored limits (of one feature, or all) follow what they
--- are computed from: the per-tenant refresh, one statement on the
--- account's counters (colocated with the account on Citus), then its
--- stored entitlements (refresh_entitlements).  It leaves
--- limit_version as it is: a writer that waited for this row and whose
--- snapshot predates the change still finds the version it knows, and
--- checks against the limit stored here.
-CREATE OR REPLACE FUNCTION subscription.refresh_account_limits(tenant_id bigint, account_id bigint, feature text)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    f text;
-    new_limit bigint;
-BEGIN
-    -- a counter at a time, the limit computed apart from the UPDATE: on
-    -- Citus no STABLE function takes a column in an UPDATE, and every
-    -- statement names the tenant (issue 17)
-    FOR f IN SELECT u.feature FROM subscription.usage_counter AS u
-              WHERE u.tenant_id = refresh_account_limits.tenant_id
-                AND u.account_id = refresh_account_limits.account_id
-                AND (refresh_account_limits.feature IS NULL OR u.feature = refresh_account_limits.feature)
-              ORDER BY u.feature LOOP
-        new_limit := subscription.limit_of(refresh_account_limits.tenant_id, refresh_account_limits.account_id, f);
-        UPDATE subscription.usage_counter AS u
-           SET limit_value = new_limit
-         WHERE u.tenant_id = refresh_account_limits.tenant_id
-           AND u.account_id = refresh_account_limits.account_id
-           AND u.feature = f
-           AND u.limit_value IS DISTINCT FROM new_limit;
-    END LOOP;
-    -- and the features it is entitled to (has_feature, issue 21)
-    PERFORM subscription.refresh_entitlements(refresh_account_limits.tenant_id, refresh_account_limits.account_id,
-                                              refresh_account_limits.feature);
-END
-$$;
 
 COMMENT ON FUNCTION subscription.refresh_account_limits(bigint, bigint, text) IS
 'Internal: one account''s stored limits and entitlements (of a feature, or all) follow what they are computed from';
@@ -11120,135 +9962,9 @@ COMMENT ON FUNCTION subscription.priceless_addons(text[], interval) IS
 -- (priceless_addons).  In PL/pgSQL, the tenant named: Citus plans neither
 -- a SQL function's parameters nor a read of the batches by subscription
 -- alone (issue 17).
-CREATE OR REPLACE FUNCTION subscription.unpriced_addons(tenant_id bigint, subscription_id bigint, cycle interval)
-RETURNS text
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    batches text[];
-BEGIN
-    SELECT array_agg(DISTINCT b.addon) INTO batches
-      FROM subscription.addon_batch AS b
-     WHERE b.tenant_id = unpriced_addons.tenant_id AND b.subscription_id = unpriced_addons.subscription_id
-       AND b.status = 'active' AND NOT b.cancel_at_period_end;
-    RETURN subscription.priceless_addons(batches, unpriced_addons.cycle);
-END
-$$;
 
 COMMENT ON FUNCTION subscription.unpriced_addons(bigint, bigint, interval) IS
 'Internal: the renewing add-ons of a subscription with no price for a cycle (keyed form: the tenant first, docs/design.md#keyed-forms)';
-
--- the set-based path asks it once per add-on and cycle
-CREATE OR REPLACE FUNCTION subscription.renew_common(tenants bigint[], at timestamptz, OUT handled integer, OUT rest bigint[])
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    locked bigint[];
-    ts bigint[];
-    ids bigint[];
-    pos bigint[];
-    tenant bigint;
-    other bigint;
-    n integer := 0;
-    first_n integer;
-    left_to bigint[];
-BEGIN
-    handled := 0;
-    rest := '{}';
-    -- the tenants' locks, as renew_account takes them
-    locked := ARRAY(SELECT a.id FROM subscription.account AS a
-                     WHERE a.tenant_id = ANY (tenants) AND a.id = a.tenant_id
-                     ORDER BY a.id
-                       FOR NO KEY UPDATE SKIP LOCKED);
-    -- their due subscriptions, locked; the tenants all of whose due
-    -- subscriptions renew the common way
-    WITH due AS (
-        SELECT x.tenant_id, x.id, upper(x.period) AS e, x.plan, x.cycle, x.quantity, x.plan_version,
-               x.status = 'active' AND x.paused_at IS NULL AND NOT x.cancel_at_period_end AND x.renewal = 'always'
-               AND x.pending_plan IS NULL AND x.pending_cycle IS NULL AND x.pending_quantity IS NULL
-               AND NOT coalesce(x.migrate_at <= upper(x.period), false)
-               AND upper(subscription.nth_period(x.anchor, x.cycle, x.period_number + 1)) > at AS plain
-          FROM subscription.subscription AS x
-         WHERE x.tenant_id = ANY (locked) AND x.status IN ('active', 'trialing') AND upper(x.period) <= at
-           FOR NO KEY UPDATE OF x SKIP LOCKED),
-         -- each plan, cycle, quantity and version priced once
-         terms AS (
-        SELECT DISTINCT ON (d.plan, d.cycle::text, d.quantity, d.plan_version)
-               d.plan, d.cycle, d.quantity, d.plan_version,
-               (subscription.find_price(d.plan, d.cycle, d.quantity, d.plan_version)).problem IS NULL
-               AND pr.renewal_quantity = 'keep'
-               -- usage billed in arrears (issue 21): renew_period bills it
-               AND NOT EXISTS (SELECT FROM subscription.plan_usage_price AS up WHERE up.plan = d.plan) AS plain
-          FROM due AS d
-          JOIN subscription.plan AS p ON p.code = d.plan
-          JOIN subscription.product AS pr ON pr.code = p.product
-         WHERE d.plain),
-         -- the active batches of the plain ones, and whether each add-on
-         -- renews priced at its cycle (priceless_addons, renewal_problem's
-         -- rule), asked once per add-on and cycle
-         batches AS (
-        SELECT d.tenant_id, d.id, b.addon, d.cycle, b.cancel_at_period_end
-          FROM due AS d
-          JOIN subscription.addon_batch AS b ON b.tenant_id = d.tenant_id AND b.subscription_id = d.id
-         WHERE d.plain AND b.status = 'active'),
-         addon_terms AS (
-        SELECT t.addon, t.cycle, subscription.priceless_addons(ARRAY[t.addon], t.cycle) IS NULL AS priced
-          FROM (SELECT DISTINCT ON (b.addon, b.cycle::text) b.addon, b.cycle FROM batches AS b) AS t),
-         checked AS (
-        SELECT d.tenant_id, d.id, d.e,
-               d.plain AND coalesce(tm.plain, false)
-               -- a batch cancelled for the period end (K4) goes to renew_account
-               AND NOT EXISTS (SELECT FROM batches AS b
-                                 JOIN addon_terms AS pt ON pt.addon = b.addon AND pt.cycle::text = b.cycle::text
-                                WHERE b.tenant_id = d.tenant_id AND b.id = d.id
-                                  AND (b.cancel_at_period_end OR NOT pt.priced)) AS plain
-          FROM due AS d
-          LEFT JOIN terms AS tm
-            ON tm.plan = d.plan AND tm.cycle::text = d.cycle::text AND tm.quantity = d.quantity
-           AND tm.plan_version = d.plan_version)
-    -- each tenant's in its order, as renew_account renews them
-    SELECT array_agg(c.tenant_id ORDER BY u.k, c.e, c.id), array_agg(c.id ORDER BY u.k, c.e, c.id),
-           array_agg(u.k ORDER BY u.k, c.e, c.id)
-      INTO ts, ids, pos
-      FROM checked AS c
-      JOIN unnest(tenants) WITH ORDINALITY AS u(tenant_id, k) ON u.tenant_id = c.tenant_id
-     WHERE c.tenant_id IN (SELECT x.tenant_id FROM checked AS x GROUP BY x.tenant_id HAVING bool_and(x.plain));
-    ts := coalesce(ts, '{}');
-
-    -- the tenants in their order; a NULL at the end renews the last group
-    FOREACH tenant IN ARRAY tenants || NULL::bigint LOOP
-        n := n + 1;
-        IF tenant = ANY (ts) THEN
-            first_n := coalesce(first_n, n);
-            CONTINUE;
-        END IF;
-        IF first_n IS NOT NULL THEN
-            PERFORM subscription.renew_common_group(
-                ARRAY(SELECT g.t FROM unnest(ts, ids, pos) AS g(t, id, k) WHERE g.k BETWEEN first_n AND n - 1),
-                ARRAY(SELECT g.id FROM unnest(ts, ids, pos) AS g(t, id, k) WHERE g.k BETWEEN first_n AND n - 1));
-            handled := handled + (SELECT count(*) FROM unnest(pos) AS g(k) WHERE g.k BETWEEN first_n AND n - 1);
-            -- a common tenant with a subscription still due: renew_account's
-            left_to := ARRAY(SELECT u.t FROM unnest(tenants) WITH ORDINALITY AS u(t, k)
-                              WHERE u.k BETWEEN first_n AND n - 1
-                                AND EXISTS (SELECT FROM subscription.subscription AS x
-                                             WHERE x.tenant_id = u.t AND x.status IN ('active', 'trialing')
-                                               AND upper(x.period) <= at)
-                              ORDER BY u.k);
-            FOREACH other IN ARRAY left_to LOOP
-                handled := handled + subscription.renew_account(other, at);
-            END LOOP;
-            rest := rest || left_to;
-            first_n := NULL;
-        END IF;
-        IF tenant IS NOT NULL THEN
-            handled := handled + subscription.renew_account(tenant, at);
-            rest := rest || tenant;
-        END IF;
-    END LOOP;
-END
-$$;
 
 COMMENT ON FUNCTION subscription.renew_common(bigint[], timestamptz) IS
 'Internal: the renewals of one batch on a single server: its common ones set-based (renew_common_group), the others by renew_account';
@@ -11649,882 +10365,8 @@ $$;
 COMMENT ON PROCEDURE subscription.prune_idempotency_keys(bigint) IS
 'Delete the idempotency keys older than subscription.idempotency_retention (Q5)';
 
-CREATE OR REPLACE FUNCTION subscription.pause(tenant_id bigint, subscription_id bigint, at timestamptz, resume_at timestamptz, mode text)
-RETURNS timestamptz
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-BEGIN
-    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
-    IF subscription.idempotency_requested() THEN
-        RETURN subscription.idempotent('subscription.pause(bigint,bigint,timestamptz,timestamptz,text)', pause.tenant_id,
-            pg_catalog.jsonb_build_array(pause.tenant_id, pause.subscription_id, pause.at, pause.resume_at, pause.mode)) OPERATOR(pg_catalog.#>>) '{}';
-    END IF;
-    PERFORM subscription.require_tenant('pause', tenant_id, 'subscription', subscription_id);
-    PERFORM subscription.require_arguments('pause', '{subscription_id,at,mode}',
-        ARRAY[subscription_id IS NULL, at IS NULL, mode IS NULL]);
-    IF mode NOT IN ('keep_access', 'freeze') THEN
-        RAISE EXCEPTION 'unknown pause mode "%"', mode
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'The modes are keep_access and freeze.';
-    END IF;
-    PERFORM subscription.require_time('pause', at, false);
-    s := subscription.subscription_for_change(pause.tenant_id, 'pause', subscription_id, 'change_renewal');
-    PERFORM subscription.require_in_period('pause', s, at);
-    IF resume_at IS NOT NULL AND NOT resume_at > at THEN
-        RAISE EXCEPTION 'resume_at % is not after the pause at %', resume_at, at
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    UPDATE subscription.subscription AS x
-       SET paused_at = pause.at, resume_at = pause.resume_at, pause_mode = pause.mode,
-           paused_period_end = upper(x.period),
-           period = tstzrange(lower(x.period), coalesce(pause.resume_at, 'infinity'), '[)')
-     WHERE x.tenant_id = pause.tenant_id AND x.id = s.id;
-    IF mode = 'freeze' THEN
-        PERFORM subscription.refresh_freeze(pause.tenant_id, s.account_id);
-    END IF;
-    RETURN resume_at;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.resume(tenant_id bigint, subscription_id bigint, at timestamptz)
-RETURNS timestamptz
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-BEGIN
-    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
-    IF subscription.idempotency_requested() THEN
-        RETURN subscription.idempotent('subscription.resume(bigint,bigint,timestamptz)', resume.tenant_id,
-            pg_catalog.jsonb_build_array(resume.tenant_id, resume.subscription_id, resume.at)) OPERATOR(pg_catalog.#>>) '{}';
-    END IF;
-    PERFORM subscription.require_tenant('resume', tenant_id, 'subscription', subscription_id);
-    PERFORM subscription.require_arguments('resume', '{subscription_id,at}', ARRAY[subscription_id IS NULL, at IS NULL]);
-    PERFORM subscription.require_time('resume', at, false);
-    SELECT * INTO s FROM subscription.subscription AS x
-     WHERE x.tenant_id = resume.tenant_id AND x.id = resume.subscription_id
-       FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
-    END IF;
-    PERFORM subscription.authorize(s.account_id, 'change_renewal');
-    IF s.paused_at IS NULL THEN
-        RAISE EXCEPTION 'subscription % is not paused', subscription_id
-            USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
-    IF at < s.paused_at OR at > s.resume_at THEN
-        RAISE EXCEPTION 'subscription % cannot be resumed at %', subscription_id, at
-            USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = format('It is paused from %s%s.', s.paused_at,
-                                  coalesce(' to ' || s.resume_at, ''));
-    END IF;
-    s := subscription.unpause(s, at);
-    RETURN upper(s.period);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.end_early(tenant_id bigint, subscription_id bigint, at timestamptz)
-RETURNS numeric
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-    credited numeric;
-BEGIN
-    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
-    IF subscription.idempotency_requested() THEN
-        RETURN subscription.idempotent('subscription.end_early(bigint,bigint,timestamptz)', end_early.tenant_id,
-            pg_catalog.jsonb_build_array(end_early.tenant_id, end_early.subscription_id, end_early.at)) OPERATOR(pg_catalog.#>>) '{}';
-    END IF;
-    PERFORM subscription.require_tenant('end_early', tenant_id, 'subscription', subscription_id);
-    PERFORM subscription.require_arguments('end_early', '{subscription_id,at}',
-        ARRAY[subscription_id IS NULL, at IS NULL]);
-    PERFORM subscription.require_time('end_early', at, false);
-    s := subscription.subscription_for_change(end_early.tenant_id, 'end_early', subscription_id, 'cancel');
-    PERFORM subscription.require_in_period('end_early', s, at);
-    -- U3: the usage up to the end
-    PERFORM subscription.bill_usage(s, at);
-    credited := subscription.give_back_unused(s, at, 'credit', 'consolidation');
-    UPDATE subscription.addon_batch AS b SET status = 'expired'
-     WHERE b.tenant_id = end_early.tenant_id AND b.subscription_id = s.id AND b.status = 'active';
-    UPDATE subscription.subscription AS x SET status = 'cancelled' WHERE x.tenant_id = end_early.tenant_id AND x.id = s.id;
-    RETURN credited;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.purchase_addon(tenant_id bigint, subscription_id bigint, addon text, quantity integer, at timestamptz)
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-    a subscription.addon;
-    offer subscription.plan_addon;
-    price record;
-    plan_price record;
-    batch bigint;
-    one_time boolean;
-BEGIN
-    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
-    IF subscription.idempotency_requested() THEN
-        RETURN subscription.idempotent('subscription.purchase_addon(bigint,bigint,text,integer,timestamptz)', purchase_addon.tenant_id,
-            pg_catalog.jsonb_build_array(purchase_addon.tenant_id, purchase_addon.subscription_id, purchase_addon.addon, purchase_addon.quantity, purchase_addon.at)) OPERATOR(pg_catalog.#>>) '{}';
-    END IF;
-    PERFORM subscription.require_tenant('purchase_addon', tenant_id, 'subscription', subscription_id);
-    PERFORM subscription.require_arguments('purchase_addon', '{subscription_id,addon,quantity,at}',
-        ARRAY[subscription_id IS NULL, addon IS NULL, quantity IS NULL, at IS NULL]);
-    PERFORM subscription.require_quantity(quantity);
-    PERFORM subscription.require_time('purchase_addon', at, false);
-    SELECT * INTO a FROM subscription.addon AS x WHERE x.code = purchase_addon.addon;
-    IF NOT FOUND THEN
-        PERFORM subscription.unknown_code('add-on', addon);
-    END IF;
-    -- K8: members of a sub-account do not buy
-    s := subscription.subscription_for_change(purchase_addon.tenant_id, 'purchase_addon', subscription_id, 'purchase');
-    PERFORM subscription.require_in_period('purchase_addon', s, at);
-    PERFORM subscription.require_terms(purchase_addon.tenant_id, s.account_id, at);
-
-    SELECT * INTO offer FROM subscription.plan_addon AS o
-     WHERE o.plan = s.plan AND o.addon = a.code;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'add-on "%" is not sold with plan "%"', a.code, s.plan
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'The add-ons a plan may buy are its rows in subscription.plan_addon.';
-    ELSIF offer.included THEN
-        RAISE EXCEPTION 'add-on "%" is already included in plan "%"', a.code, s.plan   -- Z6
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = format('Plan "%s" gives what add-on "%s" sells: there is nothing to buy.', s.plan, a.code);
-    END IF;
-    plan_price := subscription.period_price(s.plan, s.cycle, s.quantity, s.plan_version);
-    IF plan_price.amount = 0 THEN
-        RAISE EXCEPTION 'add-ons are sold on paid plans only'                            -- K1
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('Plan "%s" is free.', s.plan);
-    END IF;
-
-    one_time := a.one_time;
-    price := subscription.addon_period_price(a.code, CASE WHEN one_time THEN NULL ELSE s.cycle END, quantity);
-    PERFORM subscription.require_amount(price.amount, price.currency);
-    -- the seats it adds stay within the largest quantity (an integer)
-    IF a.feature = 'licenses'
-       AND subscription.license_capacity(purchase_addon.tenant_id, s.id)::bigint + (quantity::bigint * a.units)
-           > current_setting('subscription.max_quantity')::bigint THEN
-        RAISE EXCEPTION 'subscription % would hold more licenses than the largest quantity allowed', s.id
-            USING ERRCODE = 'numeric_value_out_of_range',
-                  DETAIL = format('It holds %s; %s x %s more would pass subscription.max_quantity (%s).',
-                                  subscription.license_capacity(purchase_addon.tenant_id, s.id), quantity, a.units,
-                                  current_setting('subscription.max_quantity'));
-    END IF;
-    INSERT INTO subscription.addon_batch AS b (tenant_id, subscription_id, addon, quantity, purchased_at)
-    VALUES (purchase_addon.tenant_id, s.id, a.code, quantity, at)
-    RETURNING b.id INTO batch;
-    INSERT INTO subscription.ledger
-           (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
-    SELECT purchase_addon.tenant_id, s.account_id, s.id, batch, 'charge', c.amount, price.currency,
-           CASE WHEN one_time THEN NULL ELSE tstzrange(at, upper(s.period), '[)') END, 'addon', s.plan,
-           CASE WHEN one_time
-                THEN format('add-on %s x %s, one-time', a.code, quantity)
-                ELSE format('add-on %s x %s for the rest of the period; full cycle %s %s', a.code, quantity,
-                            subscription.round_money(price.amount, price.currency), price.currency) END
-      FROM (SELECT CASE WHEN one_time THEN subscription.round_money(price.amount, price.currency)
-                        ELSE subscription.unused_part(price.amount, s.period, at, price.currency) END) AS c(amount);
-    RETURN batch;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.cancel_addon(tenant_id bigint, batch_id bigint)
-RETURNS timestamptz
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    b subscription.addon_batch;
-    s subscription.subscription;
-BEGIN
-    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
-    IF subscription.idempotency_requested() THEN
-        RETURN subscription.idempotent('subscription.cancel_addon(bigint,bigint)', cancel_addon.tenant_id,
-            pg_catalog.jsonb_build_array(cancel_addon.tenant_id, cancel_addon.batch_id)) OPERATOR(pg_catalog.#>>) '{}';
-    END IF;
-    PERFORM subscription.require_tenant('cancel_addon', tenant_id, 'addon_batch', batch_id);
-    PERFORM subscription.require_arguments('cancel_addon', '{batch_id}', ARRAY[batch_id IS NULL]);
-    SELECT * INTO b FROM subscription.addon_batch AS x WHERE x.tenant_id = cancel_addon.tenant_id AND x.id = cancel_addon.batch_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'add-on batch % does not exist', batch_id USING ERRCODE = 'no_data_found';
-    END IF;
-    s := subscription.subscription_for_change(cancel_addon.tenant_id, 'cancel_addon', b.subscription_id, 'cancel');
-    IF b.status <> 'active' THEN
-        RAISE EXCEPTION 'add-on batch % is %', batch_id, b.status USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
-    IF (SELECT x.one_time FROM subscription.addon AS x WHERE x.code = b.addon) THEN
-        RAISE EXCEPTION 'add-on batch % was a one-time purchase', batch_id
-            USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = 'Nothing renews, so nothing can be cancelled.';
-    END IF;
-    UPDATE subscription.addon_batch AS x SET cancel_at_period_end = true
-     WHERE x.tenant_id = cancel_addon.tenant_id AND x.id = b.id AND NOT x.cancel_at_period_end;
-    RETURN upper(s.period);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.close_account(tenant_id bigint, account_id bigint, at timestamptz)
-RETURNS TABLE (subscription_id bigint, credited numeric)
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    closed timestamptz;
-    open_children text;
-    s bigint;
-BEGIN
-    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
-    IF subscription.idempotency_requested() THEN
-        RETURN QUERY SELECT * FROM pg_catalog.jsonb_to_recordset(subscription.idempotent('subscription.close_account(bigint,bigint,timestamptz)', close_account.tenant_id,
-            pg_catalog.jsonb_build_array(close_account.tenant_id, close_account.account_id, close_account.at)))
-            AS r (subscription_id bigint, credited numeric);
-        RETURN;
-    END IF;
-    PERFORM subscription.require_tenant('close_account', tenant_id, 'account', account_id);
-    PERFORM subscription.require_arguments('close_account', '{account_id,at}',
-        ARRAY[account_id IS NULL, at IS NULL]);
-    PERFORM subscription.require_account(close_account.account_id);
-    PERFORM subscription.authorize(close_account.account_id, 'cancel');
-    PERFORM subscription.require_time('close_account', at, false);
-    SELECT a.closed_at INTO closed FROM subscription.account AS a
-     WHERE a.tenant_id = close_account.tenant_id AND a.id = close_account.account_id FOR NO KEY UPDATE;
-    IF closed IS NOT NULL THEN
-        RAISE EXCEPTION 'account % is already closed', account_id
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('It was closed at %s.', closed);
-    END IF;
-    -- K9: a sub-account is closed by whom may act on it (Z1, K8), first
-    SELECT string_agg(a.id::text, ', ' ORDER BY a.id) INTO open_children FROM subscription.account AS a
-     WHERE a.tenant_id = close_account.tenant_id AND a.parent_id = close_account.account_id AND a.closed_at IS NULL;
-    IF open_children IS NOT NULL THEN
-        RAISE EXCEPTION 'account % has open sub-accounts', account_id
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('Sub-accounts %s are open.', open_children),
-                  HINT = 'Close them first with subscription.close_account().';
-    END IF;
-    FOR s IN SELECT x.id FROM subscription.subscription AS x
-              WHERE x.tenant_id = close_account.tenant_id AND x.account_id = close_account.account_id
-                AND x.status = 'active'
-              ORDER BY x.id LOOP
-        subscription_id := s;
-        credited := subscription.end_early(close_account.tenant_id, s, at);
-        RETURN NEXT;
-    END LOOP;
-    -- the seats of every subscription of the account, through the license guard
-    DELETE FROM subscription.license AS l
-     USING subscription.subscription AS x
-     WHERE l.tenant_id = close_account.tenant_id
-       AND x.tenant_id = close_account.tenant_id AND x.id = l.subscription_id
-       AND x.account_id = close_account.account_id;
-    UPDATE subscription.account AS a SET closed_at = close_account.at
-     WHERE a.tenant_id = close_account.tenant_id AND a.id = close_account.account_id;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.erase_account(tenant_id bigint, account_id bigint)
-RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    closed timestamptz;
-    child bigint;
-    members bigint;
-BEGIN
-    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
-    IF subscription.idempotency_requested() THEN
-        PERFORM subscription.idempotent('subscription.erase_account(bigint,bigint)', erase_account.tenant_id,
-            pg_catalog.jsonb_build_array(erase_account.tenant_id, erase_account.account_id));
-        RETURN;
-    END IF;
-    PERFORM subscription.require_tenant('erase_account', tenant_id, 'account', account_id);
-    PERFORM subscription.require_arguments('erase_account', '{account_id}', ARRAY[account_id IS NULL]);
-    IF coalesce(current_setting('subscription.actor', true), '') <> ''
-       OR NOT subscription.caller_is_trusted() THEN
-        RAISE EXCEPTION 'erase_account() is for back-office code'
-            USING ERRCODE = 'insufficient_privilege',
-                  DETAIL = 'Erasing an account is not an action of a member.',
-                  HINT = 'Call it without subscription.actor, as a role given subscription.grant_backoffice().';
-    END IF;
-    PERFORM subscription.require_account(erase_account.account_id);
-    SELECT a.closed_at INTO closed FROM subscription.account AS a
-     WHERE a.tenant_id = erase_account.tenant_id AND a.id = erase_account.account_id FOR NO KEY UPDATE;
-    IF closed IS NULL THEN
-        RAISE EXCEPTION 'account % is not closed', account_id
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'Close it first with subscription.close_account().';
-    END IF;
-    FOR child IN SELECT a.id FROM subscription.account AS a
-                  WHERE a.tenant_id = erase_account.tenant_id AND a.parent_id = erase_account.account_id ORDER BY a.id LOOP
-        PERFORM subscription.erase_account(erase_account.tenant_id, child);
-    END LOOP;
-    DELETE FROM subscription.member AS m WHERE m.tenant_id = erase_account.tenant_id AND m.account_id = erase_account.account_id;
-    GET DIAGNOSTICS members = ROW_COUNT;
-    UPDATE subscription.account AS a SET name = 'erased'
-     WHERE a.tenant_id = erase_account.tenant_id AND a.id = erase_account.account_id;
-    -- the one change history allows (refuse_history_change)
-    UPDATE subscription.history AS h SET details = subscription.erased_details(h.details)
-     WHERE h.tenant_id = erase_account.tenant_id AND h.account_id = erase_account.account_id
-       AND h.details <> subscription.erased_details(h.details);
-    PERFORM subscription.write_history('account_erase', erase_account.account_id, NULL,
-                                       jsonb_build_object('members', members));
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.cancel_migration(tenant_id bigint, subscription_id bigint)
-RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s subscription.subscription;
-BEGIN
-    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
-    IF subscription.idempotency_requested() THEN
-        PERFORM subscription.idempotent('subscription.cancel_migration(bigint,bigint)', cancel_migration.tenant_id,
-            pg_catalog.jsonb_build_array(cancel_migration.tenant_id, cancel_migration.subscription_id));
-        RETURN;
-    END IF;
-    PERFORM subscription.require_tenant('cancel_migration', tenant_id, 'subscription', subscription_id);
-    PERFORM subscription.require_arguments('cancel_migration', '{subscription_id}', ARRAY[subscription_id IS NULL]);
-    PERFORM subscription.require_renewal_run('cancel_migration', subscription.now());
-    SELECT * INTO s FROM subscription.subscription AS x WHERE x.tenant_id = cancel_migration.tenant_id AND x.id = cancel_migration.subscription_id FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
-    END IF;
-    IF s.migrate_to IS NULL THEN
-        RAISE EXCEPTION 'subscription % has no pending migration', subscription_id
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('It holds version %s of plan "%s".', s.plan_version, s.plan);
-    END IF;
-    UPDATE subscription.subscription AS x
-       SET migrate_to = NULL, migrate_version = NULL, migrate_at = NULL, migrate_trim = NULL
-     WHERE x.tenant_id = cancel_migration.tenant_id AND x.id = s.id;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.void_invoice(tenant_id bigint, invoice_id bigint, reason text, at timestamptz)
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    i subscription.invoice_record;
-    correction bigint;
-    c record;
-BEGIN
-    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
-    IF subscription.idempotency_requested() THEN
-        RETURN subscription.idempotent('subscription.void_invoice(bigint,bigint,text,timestamptz)', void_invoice.tenant_id,
-            pg_catalog.jsonb_build_array(void_invoice.tenant_id, void_invoice.invoice_id, void_invoice.reason, void_invoice.at)) OPERATOR(pg_catalog.#>>) '{}';
-    END IF;
-    PERFORM subscription.require_arguments('void_invoice', '{invoice_id,reason,at}',
-        ARRAY[invoice_id IS NULL, reason IS NULL, at IS NULL]);
-    i := subscription.invoice_for_change('void_invoice', tenant_id, invoice_id);
-    PERFORM subscription.authorize(i.tenant_id, i.account_id, 'pay', false);
-    PERFORM subscription.require_time('void_invoice', at, false);
-    IF btrim(reason) = '' THEN
-        RAISE EXCEPTION 'a void needs a reason' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF i.status <> 'open' OR i.paid > 0 THEN
-        RAISE EXCEPTION 'invoice % is %', i.document_number,
-                        CASE WHEN i.status = 'open' THEN 'partly paid' ELSE i.status END
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'Only an open invoice without payments can be voided; give money back with a refund or a credit.';
-    END IF;
-    IF EXISTS (SELECT FROM subscription.ledger AS l
-                WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id AND l.kind NOT IN ('charge', 'discount'))
-       OR EXISTS (SELECT FROM subscription.ledger AS l JOIN subscription.ledger AS g
-                    ON g.tenant_id = l.tenant_id AND g.charge_id = l.id AND g.kind IN ('refund', 'credit')
-                   WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id) THEN
-        RAISE EXCEPTION 'invoice % has credits, refunds or credit used', i.document_number
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'Only charges and their coupons can be voided; give money back with a refund or a credit.';
-    END IF;
-    correction := subscription.open_invoice(i.tenant_id, i.account_id, i.subscription_id, i.currency,
-                                            void_invoice.at, NULL, i.id);
-    FOR c IN SELECT l.*, coalesce((SELECT d.amount FROM subscription.ledger AS d
-                                    WHERE d.tenant_id = l.tenant_id AND d.charge_id = l.id AND d.kind = 'discount'), 0) AS off
-               FROM subscription.ledger AS l
-              WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id AND l.kind = 'charge'
-              ORDER BY l.id LOOP
-        IF c.amount - c.off > 0 THEN
-            INSERT INTO subscription.ledger
-                   (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan,
-                    charge_id, description, invoice_id, corrects_invoice_id)
-            VALUES (i.tenant_id, i.account_id, c.subscription_id, c.addon_batch_id, 'refund', c.amount - c.off,
-                    c.currency, c.period, c.item, c.plan, c.id,
-                    format('void of invoice %s: %s', i.document_number, reason), correction, i.id);
-        END IF;
-    END LOOP;
-    UPDATE subscription.invoice_record AS r SET status = 'void', void_reason = reason
-     WHERE r.tenant_id = i.tenant_id AND r.id = i.id;
-    PERFORM subscription.write_history('invoice_status', i.account_id, i.subscription_id,
-        jsonb_build_object('invoice_id', i.id, 'issuer', i.issuer, 'number', i.number,
-                           'status', jsonb_build_object('old', i.status, 'new', 'void'), 'reason', reason,
-                           'correcting_invoice_id', correction, 'total', i.total, 'paid', i.paid,
-                           'currency', i.currency, 'at', void_invoice.at),
-        i.tenant_id);
-    RETURN correction;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.record_payment(tenant_id bigint, invoice_id bigint, amount numeric, reference text,
-                                            at timestamptz, currency text)
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    i subscription.invoice_record;
-    earlier subscription.payment;
-    excess numeric;
-    credit_line bigint;
-    new_id bigint;
-BEGIN
-    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
-    IF subscription.idempotency_requested() THEN
-        RETURN subscription.idempotent('subscription.record_payment(bigint,bigint,numeric,text,timestamptz,text)', record_payment.tenant_id,
-            pg_catalog.jsonb_build_array(record_payment.tenant_id, record_payment.invoice_id, record_payment.amount, record_payment.reference, record_payment.at, record_payment.currency)) OPERATOR(pg_catalog.#>>) '{}';
-    END IF;
-    PERFORM subscription.require_arguments('record_payment', '{invoice_id,amount,reference,at}',
-        ARRAY[invoice_id IS NULL, amount IS NULL, reference IS NULL, at IS NULL]);
-    i := subscription.invoice_for_change('record_payment', tenant_id, invoice_id);
-    PERFORM subscription.authorize(i.tenant_id, i.account_id, 'pay', false);
-    -- I5: once per reference
-    SELECT * INTO earlier FROM subscription.payment AS p
-     WHERE p.tenant_id = i.tenant_id AND p.reference = record_payment.reference;
-    IF FOUND THEN
-        IF earlier.invoice_id <> i.id THEN
-            RAISE EXCEPTION 'payment reference "%" is already recorded for another invoice', reference
-                USING ERRCODE = 'invalid_parameter_value',
-                      DETAIL = format('Payment %s of invoice %s has it.', earlier.id, earlier.invoice_id);
-        END IF;
-        RETURN earlier.id;
-    END IF;
-    PERFORM subscription.require_time('record_payment', at, false);
-    IF currency IS NOT NULL AND currency <> i.currency THEN
-        RAISE EXCEPTION 'invoice % is in %, not %', i.document_number, i.currency, currency
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Record the payment in the invoice''s currency.';
-    END IF;
-    IF amount <= 0 OR amount >= 'Infinity' OR amount <> subscription.round_money(amount, i.currency) THEN
-        RAISE EXCEPTION 'a payment must be a positive amount in the minor unit of %', i.currency
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The amount was %s.', amount);
-    END IF;
-    PERFORM subscription.require_amount(amount, i.currency);
-    IF btrim(reference) = '' THEN
-        RAISE EXCEPTION 'a payment needs the provider''s reference' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF i.status IN ('void', 'uncollectible') THEN
-        RAISE EXCEPTION 'invoice % is %', i.document_number, i.status
-            USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
-    excess := amount - greatest(i.total - i.paid, 0);
-    IF excess > 0 THEN
-        INSERT INTO subscription.ledger AS l
-               (tenant_id, account_id, kind, amount, currency, item, description, corrects_invoice_id)
-        VALUES (i.tenant_id, i.account_id, 'credit', excess, i.currency, 'credit',
-                format('overpayment of invoice %s (%s)', i.document_number, reference), i.id)
-        RETURNING l.id INTO credit_line;
-    END IF;
-    INSERT INTO subscription.payment AS p
-           (tenant_id, invoice_id, account_id, amount, currency, reference, payment_method_id, at, credit_line_id)
-    VALUES (i.tenant_id, i.id, i.account_id, amount, i.currency, reference, i.payment_method_id, at, credit_line)
-    RETURNING p.id INTO new_id;
-    UPDATE subscription.invoice_record AS r SET paid = r.paid + amount - greatest(excess, 0)
-     WHERE r.tenant_id = i.tenant_id AND r.id = i.id;
-    PERFORM subscription.write_history('payment', i.account_id, i.subscription_id,
-        jsonb_build_object('payment_id', new_id, 'invoice_id', i.id, 'amount', amount, 'currency', i.currency,
-                           'reference', reference, 'credited', greatest(excess, 0)),
-        i.tenant_id);
-    PERFORM subscription.settle_invoice(i.tenant_id, i.id, false, at);
-    RETURN new_id;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.record_payment_failure(tenant_id bigint, invoice_id bigint, reason text, at timestamptz)
-RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    i subscription.invoice_record;
-BEGIN
-    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
-    IF subscription.idempotency_requested() THEN
-        PERFORM subscription.idempotent('subscription.record_payment_failure(bigint,bigint,text,timestamptz)', record_payment_failure.tenant_id,
-            pg_catalog.jsonb_build_array(record_payment_failure.tenant_id, record_payment_failure.invoice_id, record_payment_failure.reason, record_payment_failure.at));
-        RETURN;
-    END IF;
-    PERFORM subscription.require_arguments('record_payment_failure', '{invoice_id,reason,at}',
-        ARRAY[invoice_id IS NULL, reason IS NULL, at IS NULL]);
-    i := subscription.invoice_for_change('record_payment_failure', tenant_id, invoice_id);
-    PERFORM subscription.authorize(i.tenant_id, i.account_id, 'pay', false);
-    PERFORM subscription.require_time('record_payment_failure', at, false);
-    IF i.status <> 'open' THEN
-        RAISE EXCEPTION 'invoice % is %', i.document_number, i.status
-            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Only an open invoice can fail to be paid.';
-    END IF;
-    PERFORM subscription.write_history('payment_failure', i.account_id, i.subscription_id,
-        jsonb_build_object('invoice_id', i.id, 'reason', reason, 'at', at, 'payment_method_id', i.payment_method_id,
-                           'due', i.total - i.paid, 'currency', i.currency,
-                           'attempt', 1 + (SELECT count(*) FROM subscription.history AS h
-                                            WHERE h.tenant_id = i.tenant_id AND h.account_id = i.account_id
-                                              AND h.operation = 'payment_failure'
-                                              AND h.details -> 'invoice_id' = to_jsonb(i.id))),
-        i.tenant_id);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.add_payment_method(tenant_id bigint, account_id bigint, kind text, reference text,
-                                                label text, is_default boolean)
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    new_id bigint;
-BEGIN
-    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
-    IF subscription.idempotency_requested() THEN
-        RETURN subscription.idempotent('subscription.add_payment_method(bigint,bigint,text,text,text,boolean)', add_payment_method.tenant_id,
-            pg_catalog.jsonb_build_array(add_payment_method.tenant_id, add_payment_method.account_id, add_payment_method.kind, add_payment_method.reference, add_payment_method.label, add_payment_method.is_default)) OPERATOR(pg_catalog.#>>) '{}';
-    END IF;
-    PERFORM subscription.require_tenant('add_payment_method', tenant_id, 'account', account_id);
-    PERFORM subscription.require_arguments('add_payment_method', '{account_id,kind,reference,is_default}',
-        ARRAY[account_id IS NULL, kind IS NULL, reference IS NULL, is_default IS NULL]);
-    PERFORM subscription.require_account(add_payment_method.tenant_id, add_payment_method.account_id);
-    PERFORM subscription.authorize(add_payment_method.tenant_id, add_payment_method.account_id, 'pay', false);
-    IF subscription.has_card_number(reference) OR subscription.has_card_number(label) THEN
-        RAISE EXCEPTION 'a payment method must not hold a card number'
-            USING ERRCODE = 'check_violation',
-                  DETAIL = 'The reference or the label holds a Luhn-valid run of 13 to 19 digits.',
-                  HINT = 'Store the payment provider''s token, and at most the last four digits in the label.';
-    END IF;
-    IF kind !~ '^[a-z][a-z_]*$' OR btrim(reference) = '' THEN
-        RAISE EXCEPTION 'a payment method needs a kind in lower case and the provider''s reference'
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The kind was "%s".', kind);
-    END IF;
-    IF is_default THEN
-        -- the account's row first: two new defaults of one account one after the other
-        PERFORM FROM subscription.account AS a
-         WHERE a.tenant_id = add_payment_method.tenant_id AND a.id = add_payment_method.account_id FOR NO KEY UPDATE;
-        UPDATE subscription.payment_method AS m SET is_default = false
-         WHERE m.tenant_id = add_payment_method.tenant_id AND m.account_id = add_payment_method.account_id
-           AND m.is_default;
-    END IF;
-    INSERT INTO subscription.payment_method AS m (tenant_id, account_id, kind, reference, label, is_default)
-    VALUES (add_payment_method.tenant_id, add_payment_method.account_id, kind, reference, label, is_default)
-    RETURNING m.id INTO new_id;
-    RETURN new_id;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.record_usage(tenant_id bigint, account_id bigint, feature text, quantity bigint, key text,
-                                          at timestamptz)
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    new_total bigint;
-BEGIN
-    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
-    IF subscription.idempotency_requested() THEN
-        RETURN subscription.idempotent('subscription.record_usage(bigint,bigint,text,bigint,text,timestamptz)', record_usage.tenant_id,
-            pg_catalog.jsonb_build_array(record_usage.tenant_id, record_usage.account_id, record_usage.feature, record_usage.quantity, record_usage.key, record_usage.at)) OPERATOR(pg_catalog.#>>) '{}';
-    END IF;
-    PERFORM subscription.require_tenant('record_usage', tenant_id, 'account', account_id);
-    PERFORM subscription.require_arguments('record_usage', '{account_id,feature,quantity,key,at}',
-        ARRAY[account_id IS NULL, feature IS NULL, quantity IS NULL, key IS NULL, at IS NULL]);
-    PERFORM subscription.require_account(record_usage.tenant_id, record_usage.account_id);
-    -- usage becomes a charge: as paying, Z1
-    PERFORM subscription.authorize(record_usage.tenant_id, record_usage.account_id, 'pay', false);
-    PERFORM subscription.require_recorded_feature('record_usage', feature);
-    IF quantity < 0 THEN
-        RAISE EXCEPTION 'a quantity of usage must be 0 or more'
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('It was %s.', quantity),
-                  HINT = 'subscription.correct_usage() corrects a quantity recorded, with its reason.';
-    END IF;
-    INSERT INTO subscription.usage_record AS r (tenant_id, account_id, feature, key, quantity, total, at)
-    VALUES (record_usage.tenant_id, record_usage.account_id, record_usage.feature, record_usage.key,
-            record_usage.quantity, 0, record_usage.at)
-    ON CONFLICT ON CONSTRAINT usage_record_pkey DO NOTHING;
-    IF NOT FOUND THEN
-        SELECT r.total INTO new_total FROM subscription.usage_record AS r
-         WHERE r.tenant_id = record_usage.tenant_id AND r.account_id = record_usage.account_id
-           AND r.feature = record_usage.feature AND r.key = record_usage.key;
-        RETURN new_total;
-    END IF;
-    -- a query, not an expression: the counter's triggers fire at its end
-    SELECT subscription.move_usage(record_usage.account_id, record_usage.feature, record_usage.quantity,
-                                   record_usage.tenant_id) INTO new_total;
-    UPDATE subscription.usage_record AS r SET total = new_total
-     WHERE r.tenant_id = record_usage.tenant_id AND r.account_id = record_usage.account_id
-       AND r.feature = record_usage.feature AND r.key = record_usage.key;
-    RETURN new_total;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.correct_usage(tenant_id bigint, account_id bigint, feature text, key text, quantity bigint,
-                                           reason text)
-RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    r subscription.usage_record;
-    used bigint;
-    new_total bigint;
-BEGIN
-    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
-    IF subscription.idempotency_requested() THEN
-        RETURN subscription.idempotent('subscription.correct_usage(bigint,bigint,text,text,bigint,text)', correct_usage.tenant_id,
-            pg_catalog.jsonb_build_array(correct_usage.tenant_id, correct_usage.account_id, correct_usage.feature, correct_usage.key, correct_usage.quantity, correct_usage.reason)) OPERATOR(pg_catalog.#>>) '{}';
-    END IF;
-    PERFORM subscription.require_tenant('correct_usage', tenant_id, 'account', account_id);
-    PERFORM subscription.require_arguments('correct_usage', '{account_id,feature,key,quantity,reason}',
-        ARRAY[account_id IS NULL, feature IS NULL, key IS NULL, quantity IS NULL, reason IS NULL]);
-    PERFORM subscription.require_account(correct_usage.tenant_id, correct_usage.account_id);
-    PERFORM subscription.authorize(correct_usage.tenant_id, correct_usage.account_id, 'pay', false);
-    PERFORM subscription.require_recorded_feature('correct_usage', feature);
-    IF quantity < 0 THEN
-        RAISE EXCEPTION 'a quantity of usage must be 0 or more'
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('It was %s.', quantity);
-    END IF;
-    SELECT x.* INTO r FROM subscription.usage_record AS x
-     WHERE x.tenant_id = correct_usage.tenant_id AND x.account_id = correct_usage.account_id
-       AND x.feature = correct_usage.feature AND x.key = correct_usage.key
-       FOR UPDATE OF x;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'no usage of feature "%" was recorded with key "%" for account %', feature, key, account_id
-            USING ERRCODE = 'no_data_found',
-                  HINT = 'Keys are kept for their period and subscription.usage_key_grace after it.';
-    END IF;
-    SELECT u.used INTO used FROM subscription.usage_counter AS u
-     WHERE u.tenant_id = correct_usage.tenant_id AND u.account_id = correct_usage.account_id
-       AND u.feature = correct_usage.feature;
-    IF coalesce(used, 0) + quantity - r.quantity < 0 THEN
-        RAISE EXCEPTION 'the usage recorded with key "%" was billed already', key
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('The period''s counter holds %s; the correction takes away %s.', coalesce(used, 0),
-                                  r.quantity - quantity),
-                  HINT = 'Give the difference back with subscription.credit_account().';
-    END IF;
-    SELECT subscription.move_usage(correct_usage.account_id, correct_usage.feature, correct_usage.quantity - r.quantity,
-                                   correct_usage.tenant_id) INTO new_total;
-    UPDATE subscription.usage_record AS x SET quantity = correct_usage.quantity, total = new_total
-     WHERE x.tenant_id = correct_usage.tenant_id AND x.account_id = correct_usage.account_id
-       AND x.feature = correct_usage.feature AND x.key = correct_usage.key;
-    PERFORM subscription.write_history('correct_usage', account_id, NULL,
-        jsonb_build_object('feature', feature, 'key', key, 'from', r.quantity, 'to', quantity, 'reason', reason),
-        correct_usage.tenant_id);
-    RETURN new_total;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT subscription.now())
-RETURNS integer
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t bigint := renew_account.tenant_id;
-    s subscription.subscription;
-    n subscription.period_terms;
-    status text;
-    problem text;
-    may_trim boolean;
-    most integer;
-    renewed integer;
-    handled integer := 0;
-BEGIN
-    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
-    IF subscription.idempotency_requested() THEN
-        RETURN subscription.idempotent('subscription.renew_account(bigint,timestamptz)', renew_account.tenant_id,
-            pg_catalog.jsonb_build_array(renew_account.tenant_id, renew_account.at)) OPERATOR(pg_catalog.#>>) '{}';
-    END IF;
-    PERFORM subscription.require_arguments('renew_account', '{tenant_id,at}', ARRAY[t IS NULL, at IS NULL]);
-    PERFORM subscription.require_renewal_run('renew_account', at);
-    -- read once the checks (C) have loaded the module that defines it
-    most := current_setting('subscription.max_catchup')::integer;
-    -- the tenant's lock: its root account's row, on the node of its shards
-    -- (on Citus, the coordinator's renew_due and each node's
-    -- renew_local_tenants meet there)
-    PERFORM FROM subscription.account AS a WHERE a.tenant_id = t AND a.id = t FOR NO KEY UPDATE SKIP LOCKED;
-    IF NOT FOUND THEN
-        IF NOT EXISTS (SELECT FROM subscription.account AS a WHERE a.tenant_id = t AND a.id = t) THEN
-            RAISE EXCEPTION 'tenant % does not exist', t
-                USING ERRCODE = 'no_data_found',
-                      HINT = 'A tenant is a root account: its id is the tenant_id of its sub-accounts and of everything they hold.';
-        END IF;
-        RAISE DEBUG 'tenant % is being renewed by another session', t;
-        RETURN 0;
-    END IF;
-    FOR s IN
-        SELECT * FROM subscription.subscription AS x
-         WHERE x.tenant_id = t AND x.status IN ('active', 'trialing') AND upper(x.period) <= at
-         ORDER BY upper(x.period), x.id
-           FOR NO KEY UPDATE SKIP LOCKED
-    LOOP
-        renewed := 0;
-        LOOP
-            -- issue 19: a pause ends at its resume_at (its period ends
-            -- there while paused), a trial at its end
-            IF s.paused_at IS NOT NULL THEN
-                s := subscription.unpause(s, s.resume_at);
-                EXIT WHEN upper(s.period) > at;
-            END IF;
-            IF s.status = 'trialing' THEN
-                s := subscription.end_trial(s);
-                EXIT WHEN s.status <> 'active';
-            END IF;
-            -- the next period's terms, asked once (issue 15, fold 8; L7)
-            n := subscription.next_terms(s);
-            problem := subscription.renewal_problem(s, n);
-            -- asked before anything moves: the batches it ends are part of the answer
-            may_trim := problem IS NULL AND subscription.renewal_may_trim(s, n);
-            IF may_trim THEN
-                -- only here can the renewal be refused after writing: a subtransaction
-                BEGIN
-                    status := subscription.renew_period(s, n, true);
-                EXCEPTION WHEN check_violation THEN
-                    problem := SQLERRM;
-                WHEN OTHERS THEN
-                    -- the trim ran the account's own triggers: whatever they
-                    -- raise holds back this renewal only, never the others'
-                    -- (a lost race is still the caller's to retry)
-                    IF SQLSTATE LIKE '40%' THEN
-                        RAISE;
-                    END IF;
-                    problem := format('its trimming failed: %s (SQLSTATE %s)', SQLERRM, SQLSTATE);
-                END;
-            ELSIF problem IS NULL THEN
-                status := subscription.renew_period(s, n, false);
-            END IF;
-            IF problem IS NOT NULL THEN
-                RAISE WARNING 'subscription % was not renewed: %', s.id, problem
-                    USING DETAIL = 'It stays due; renew_due() tries again on its next run.';
-                EXIT;
-            END IF;
-            EXIT WHEN status <> 'active';
-            SELECT * INTO s FROM subscription.subscription AS x WHERE x.tenant_id = t AND x.id = s.id;
-            EXIT WHEN upper(s.period) > at;
-            renewed := renewed + 1;
-            IF renewed >= most THEN
-                RAISE WARNING 'subscription % caught up % periods, the most of one call', s.id, renewed
-                    USING DETAIL = format('It stays due from %s; the next renewal run goes on from there.', upper(s.period)),
-                          HINT = 'subscription.max_catchup sets how many periods one call catches up.';
-                EXIT;
-            END IF;
-        END LOOP;
-        IF problem IS NULL THEN
-            handled := handled + 1;
-        END IF;
-    END LOOP;
-    RETURN handled;
-END
-$$;
-
 -- addon.ended names its batch (issue 20): the batch_id that an add-on
 -- batch's UPDATE adds to its history row (src/history.c)
-CREATE OR REPLACE FUNCTION subscription.history_events(operation text, details jsonb)
-RETURNS TABLE (type text, payload jsonb)
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-SELECT x.type, pg_catalog.jsonb_build_object('version', 1) OPERATOR(pg_catalog.||) x.payload
-  FROM (
-    SELECT 'subscription.created', pg_catalog.jsonb_build_object(
-               'plan', details -> 'plan', 'cycle', details -> 'cycle', 'quantity', details -> 'quantity',
-               'status', details -> 'status', 'renewal', details -> 'renewal',
-               'period_start', subscription.event_time(pg_catalog.lower((details OPERATOR(pg_catalog.->>) 'period')::pg_catalog.tstzrange)),
-               'period_end', subscription.event_time(pg_catalog.upper((details OPERATOR(pg_catalog.->>) 'period')::pg_catalog.tstzrange)))
-     WHERE operation = 'subscription_insert'
-    UNION ALL
-    SELECT 'subscription.renewed', pg_catalog.jsonb_build_object(
-               'period_number', details -> 'period_number' -> 'new',
-               'period_start', subscription.event_time(pg_catalog.lower((details -> 'period' OPERATOR(pg_catalog.->>) 'new')::pg_catalog.tstzrange)),
-               'period_end', subscription.event_time(pg_catalog.upper((details -> 'period' OPERATOR(pg_catalog.->>) 'new')::pg_catalog.tstzrange)))
-     WHERE operation = 'subscription_update'
-       AND (details -> 'period_number' OPERATOR(pg_catalog.->>) 'new')::integer
-           OPERATOR(pg_catalog.>) (details -> 'period_number' OPERATOR(pg_catalog.->>) 'old')::integer
-    UNION ALL
-    SELECT 'subscription.plan_changed', pg_catalog.jsonb_build_object(
-               'from', details -> 'plan' -> 'old', 'to', details -> 'plan' -> 'new')
-     WHERE operation = 'subscription_update' AND details ? 'plan'
-    UNION ALL
-    SELECT 'subscription.quantity_changed', pg_catalog.jsonb_build_object(
-               'from', details -> 'quantity' -> 'old', 'to', details -> 'quantity' -> 'new')
-     WHERE operation = 'subscription_update' AND details ? 'quantity'
-    UNION ALL
-    SELECT 'subscription.' || (details -> 'status' OPERATOR(pg_catalog.->>) 'new'),
-           pg_catalog.jsonb_build_object('previous_status', details -> 'status' -> 'old')
-     WHERE operation = 'subscription_update'
-       AND details -> 'status' OPERATOR(pg_catalog.->>) 'new' IN ('cancelled', 'expired')
-    UNION ALL
-    SELECT 'addon.purchased', pg_catalog.jsonb_build_object(
-               'batch_id', details -> 'id', 'addon', details -> 'addon', 'quantity', details -> 'quantity')
-     WHERE operation = 'addon_batch_insert'
-    UNION ALL
-    SELECT 'addon.ended', pg_catalog.jsonb_build_object(
-               'batch_id', details -> 'batch_id', 'status', details -> 'status' -> 'new')
-     WHERE operation = 'addon_batch_update'
-       AND details -> 'status' OPERATOR(pg_catalog.->>) 'new' IN ('cancelled', 'expired')
-    UNION ALL
-    SELECT CASE operation WHEN 'license_assign' THEN 'license.assigned' ELSE 'license.released' END,
-           pg_catalog.jsonb_build_object('members', details -> 'members')
-     WHERE operation IN ('license_assign', 'license_release')
-    UNION ALL
-    -- invoices and payments (issue 19, I3, I6; the payloads docs/integrating.md reserved)
-    SELECT 'invoice.opened', pg_catalog.jsonb_build_object(
-               'invoice_id', details -> 'invoice_id', 'issuer', details -> 'issuer', 'number', details -> 'number',
-               'currency', details -> 'currency',
-               'due_at', subscription.event_time((details OPERATOR(pg_catalog.->>) 'due_at')::pg_catalog.timestamptz),
-               'corrects_invoice_id', details -> 'corrects_invoice_id')
-     WHERE operation = 'invoice_open'
-    UNION ALL
-    SELECT 'invoice.' || (details -> 'status' OPERATOR(pg_catalog.->>) 'new'), pg_catalog.jsonb_build_object(
-               'invoice_id', details -> 'invoice_id', 'issuer', details -> 'issuer', 'number', details -> 'number',
-               'amount', details -> 'total', 'paid', details -> 'paid', 'currency', details -> 'currency',
-               CASE details -> 'status' OPERATOR(pg_catalog.->>) 'new' WHEN 'paid' THEN 'paid_at' ELSE 'void_at' END,
-               subscription.event_time((details OPERATOR(pg_catalog.->>) 'at')::pg_catalog.timestamptz))
-     WHERE operation = 'invoice_status' AND details -> 'status' OPERATOR(pg_catalog.->>) 'new' IN ('paid', 'void')
-    UNION ALL
-    SELECT 'payment.recorded', pg_catalog.jsonb_build_object(
-               'payment_id', details -> 'payment_id', 'invoice_id', details -> 'invoice_id', 'amount', details -> 'amount',
-               'currency', details -> 'currency', 'reference', details -> 'reference', 'credited', details -> 'credited')
-     WHERE operation = 'payment'
-    UNION ALL
-    SELECT 'payment.failed', pg_catalog.jsonb_build_object(
-               'invoice_id', details -> 'invoice_id', 'amount', details -> 'due', 'currency', details -> 'currency',
-               'attempt', details -> 'attempt', 'reason', details -> 'reason')
-     WHERE operation = 'payment_failure'
-  ) AS x (type, payload)
-$$;
 
 -- trial.ending (issue 20): announce_renewals writes it once per trial
 CREATE UNIQUE INDEX event_trial_ending_key ON subscription.event (tenant_id, subscription_id)
