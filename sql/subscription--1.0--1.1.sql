@@ -2652,16 +2652,24 @@ BEGIN
 END
 $$;
 
+-- Can the next renewal lower the account's limits (and so trim, or be
+-- refused by a 'block' limit)?  In PL/pgSQL: Citus plans no SQL function
+-- with parameters, and an SQL-standard body that takes the row type would
+-- keep the columns added below from being added.
 CREATE FUNCTION subscription.renewal_may_trim(s subscription.subscription, n subscription.period_terms)
 RETURNS boolean
-LANGUAGE sql STABLE
-BEGIN ATOMIC
-    SELECT s.pending_plan IS NOT NULL OR n.quantity OPERATOR(pg_catalog.<) s.quantity
-        OR s.cancel_at_period_end OR s.renewal OPERATOR(pg_catalog.=) 'none'
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN s.pending_plan IS NOT NULL OR n.quantity < s.quantity
+        OR s.migrate_at <= upper(s.period)
+        OR s.cancel_at_period_end OR s.renewal = 'none'
         OR EXISTS (SELECT FROM subscription.addon_batch AS b
-                    WHERE b.subscription_id OPERATOR(pg_catalog.=) s.id
-                      AND b.status OPERATOR(pg_catalog.=) 'active' AND b.cancel_at_period_end);
-END;
+                    WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id
+                      AND b.status = 'active' AND b.cancel_at_period_end);
+END
+$$;
 
 COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription, subscription.period_terms) IS 'Internal: whether the next renewal can lower the account''s limits';
 
@@ -2719,10 +2727,7 @@ ALTER TABLE subscription.plan_limit
     DROP CONSTRAINT plan_limit_pkey,
     ADD CONSTRAINT plan_limit_pkey PRIMARY KEY (plan, feature, versions);
 COMMENT ON TABLE subscription.plan_limit IS 'How much of a feature a plan allows (NULL unlimited, 0 not included), optionally per license, for a range of plan versions';
--- a default, not an UPDATE: no row goes through the triggers.  A function
--- with an SQL-standard body that takes the row type keeps PostgreSQL 17
--- from adding columns: renewal_may_trim is made again below.
-DROP FUNCTION subscription.renewal_may_trim(subscription.subscription, subscription.period_terms);
+-- a default, not an UPDATE: no row goes through the triggers.
 ALTER TABLE subscription.subscription
     ADD COLUMN plan_version integer NOT NULL DEFAULT 1 CHECK (plan_version > 0),
     ADD COLUMN migrate_to text REFERENCES subscription.plan (code) ON UPDATE CASCADE,
@@ -3024,22 +3029,6 @@ $$;
 
 COMMENT ON FUNCTION subscription.next_plan(subscription.subscription) IS
 'Internal: the plan and version a subscription renews into (NULL version: the plan''s current one)';
-
--- Can the next renewal lower the account's limits (and so trim, or be
--- refused by a 'block' limit)?
-CREATE FUNCTION subscription.renewal_may_trim(s subscription.subscription, n subscription.period_terms)
-RETURNS boolean
-LANGUAGE sql STABLE
-BEGIN ATOMIC
-    SELECT s.pending_plan IS NOT NULL OR n.quantity OPERATOR(pg_catalog.<) s.quantity
-        OR s.migrate_at OPERATOR(pg_catalog.<=) upper(s.period)
-        OR s.cancel_at_period_end OR s.renewal OPERATOR(pg_catalog.=) 'none'
-        OR EXISTS (SELECT FROM subscription.addon_batch AS b
-                    WHERE b.subscription_id OPERATOR(pg_catalog.=) s.id
-                      AND b.status OPERATOR(pg_catalog.=) 'active' AND b.cancel_at_period_end);
-END;
-
-COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription, subscription.period_terms) IS 'Internal: whether the next renewal can lower the account''s limits';
 
 -- L5, L8: the subscriptions that renew within subscription.notice_days
 -- (default 30), with what the renewal will be: plan (at the version held,
@@ -5104,20 +5093,6 @@ DROP FUNCTION subscription.renew_batch(timestamptz, integer, timestamptz, bigint
 COMMENT ON FUNCTION subscription.next_terms(subscription.subscription) IS
 'Internal: the plan, cycle, quantity (L7: from the use on a ''from_usage'' product) and renewal option of a subscription''s next period';
 
-CREATE OR REPLACE FUNCTION subscription.renewal_may_trim(s subscription.subscription, n subscription.period_terms)
-RETURNS boolean
-LANGUAGE sql STABLE
-BEGIN ATOMIC
-    SELECT s.pending_plan IS NOT NULL OR n.quantity OPERATOR(pg_catalog.<) s.quantity
-        OR s.migrate_at OPERATOR(pg_catalog.<=) upper(s.period)
-        OR s.cancel_at_period_end OR s.renewal OPERATOR(pg_catalog.=) 'none'
-        OR EXISTS (SELECT FROM subscription.addon_batch AS b
-                    WHERE b.tenant_id OPERATOR(pg_catalog.=) s.tenant_id AND b.subscription_id OPERATOR(pg_catalog.=) s.id
-                      AND b.status OPERATOR(pg_catalog.=) 'active' AND b.cancel_at_period_end);
-END;
-
-COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription, subscription.period_terms) IS 'Internal: whether the next renewal can lower the account''s limits';
-
 CREATE FUNCTION subscription.renew_account(tenant_id bigint, at timestamptz DEFAULT subscription.now())
 RETURNS integer
 LANGUAGE plpgsql
@@ -7046,23 +7021,6 @@ REVOKE ALL ON FUNCTION subscription.end_trial(subscription.subscription) FROM PU
 -- distribute(), over copies of the tables (verify_findings).
 
 COMMENT ON FUNCTION subscription.renewal_problem(subscription.subscription, subscription.period_terms) IS 'Internal: why the next renewal could not be charged, or NULL';
-
-CREATE OR REPLACE FUNCTION subscription.renewal_may_trim(s subscription.subscription, n subscription.period_terms)
-RETURNS boolean
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RETURN s.pending_plan IS NOT NULL OR n.quantity < s.quantity
-        OR s.migrate_at <= upper(s.period)
-        OR s.cancel_at_period_end OR s.renewal = 'none'
-        OR EXISTS (SELECT FROM subscription.addon_batch AS b
-                    WHERE b.tenant_id = s.tenant_id AND b.subscription_id = s.id
-                      AND b.status = 'active' AND b.cancel_at_period_end);
-END
-$$;
-
-COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription, subscription.period_terms) IS 'Internal: whether the next renewal can lower the account''s limits';
 
 COMMENT ON FUNCTION subscription.renew_account(bigint, timestamptz) IS
 'Renew, expire or cancel every due subscription of a tenant (a root account and its sub-accounts), catching up missed periods; back-office work';
