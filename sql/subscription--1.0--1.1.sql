@@ -608,7 +608,6 @@ END
 $$;
 
 -- GRANT (or REVOKE) the rights of a kind of role.
--- (kept: SELECT subscription.change_rights() below runs this text before its next one, in section "Hardening: what the bad-input suite found")
 CREATE FUNCTION subscription.change_rights(role regrole, kind text, give boolean)
 RETURNS void
 LANGUAGE plpgsql
@@ -617,6 +616,8 @@ AS $$
 DECLARE
     r record;
 BEGIN
+    PERFORM subscription.require_arguments('change_rights', '{role,kind,give}',
+        ARRAY[role IS NULL, kind IS NULL, give IS NULL]);
     FOR r IN SELECT * FROM subscription.role_rights(kind) LOOP
         IF r.object_type = 'COLUMNS' THEN
             EXECUTE format(CASE WHEN give THEN 'GRANT %s ON TABLE %s TO %s' ELSE 'REVOKE %s ON TABLE %s FROM %s' END,
@@ -1911,28 +1912,6 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION subscription.change_rights(role regrole, kind text, give boolean)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    r record;
-BEGIN
-    PERFORM subscription.require_arguments('change_rights', '{role,kind,give}',
-        ARRAY[role IS NULL, kind IS NULL, give IS NULL]);
-    FOR r IN SELECT * FROM subscription.role_rights(kind) LOOP
-        IF r.object_type = 'COLUMNS' THEN
-            EXECUTE format(CASE WHEN give THEN 'GRANT %s ON TABLE %s TO %s' ELSE 'REVOKE %s ON TABLE %s FROM %s' END,
-                           r.privileges, r.object, role);
-        ELSE
-            EXECUTE format(CASE WHEN give THEN 'GRANT %s ON %s %s TO %s' ELSE 'REVOKE %s ON %s %s FROM %s' END,
-                           r.privileges, r.object_type, r.object, role);
-        END IF;
-    END LOOP;
-END
-$$;
-
 ------------------------------------------------------------------------
 -- Hardening: each rule in one place (issue 15, item 7)
 ------------------------------------------------------------------------
@@ -2392,7 +2371,8 @@ $$;
 
 COMMENT ON FUNCTION subscription.lines_of_change(bigint, bigint, text) IS 'Internal: the ledger lines a change would write for a subscription or an account, in a rolled-back subtransaction (Z9)';
 
--- (kept: the statements below need preview_bundle_into_suite() before its final text, section "Invoices as documents and payments")
+-- (kept: the statements below need preview_bundle_into_suite(); its final text, the same, is made again
+-- in section "Invoices as documents and payments" so that its SELECT * has the ledger's later columns)
 CREATE FUNCTION subscription.preview_bundle_into_suite(account_id bigint, suite_plan text, quantity integer DEFAULT NULL,
                                                        at timestamptz DEFAULT subscription.now())
 RETURNS SETOF subscription.ledger
