@@ -399,6 +399,8 @@ $$;
 
 -- ddl_command_end: a registered table keeps what its guard relies on.  The
 -- DDL that would break it is refused (the owner can unenforce_limit first).
+-- (kept: the event trigger subscription_keep_limited_tables runs this text on the
+-- DDL below; its next text, in "Restores by a role that is not a superuser", calls later functions)
 CREATE FUNCTION subscription.keep_limited_tables()
 RETURNS event_trigger
 LANGUAGE plpgsql
@@ -435,6 +437,8 @@ CREATE EVENT TRIGGER subscription_keep_limited_tables ON ddl_command_end
 
 -- sql_drop: a dropped table takes its registrations and counters along;
 -- a guard trigger of a table still registered cannot be dropped.
+-- (kept: the event trigger subscription_forget_dropped_tables runs this text on the
+-- DDL below; its next text, in "The guards on Citus shards", reads columns added later)
 CREATE OR REPLACE FUNCTION subscription.forget_dropped_tables()
 RETURNS event_trigger
 LANGUAGE plpgsql
@@ -551,7 +555,8 @@ ALTER FUNCTION subscription.coupon_discount(bigint, numeric, text) SECURITY DEFI
 --     and the catalog, accounts and members to write.
 -- Neither writes subscriptions, licenses, the ledger, the counters, the
 -- archive or history: the functions do, as the extension's owner.
--- (kept: SELECT subscription.change_rights() below runs this text before its next one, in section "Citus: create_account(), distribute()")
+-- (kept: the SELECT subscription.change_rights() calls below run this text;
+-- its final text follows in section "Citus: create_account(), distribute()")
 CREATE FUNCTION subscription.role_rights(kind text)
 RETURNS TABLE (object_type text, object text, privileges text)
 LANGUAGE plpgsql STABLE
@@ -1389,7 +1394,8 @@ COMMENT ON FUNCTION subscription.self_referrers(text, bigint) IS
 -- plan_price, addon or addon_price is deleted: 2BP01 naming what still
 -- refers to it.  The row is locked first, so that a writer that names it
 -- (its foreign key check holds FOR KEY SHARE) commits before the count.
--- (kept: the statements below need refuse_delete_in_use() before its final text, section "Citus: create_account(), distribute()")
+-- (kept: the statements below need refuse_delete_in_use(); its final text follows
+-- in section "Citus: create_account(), distribute()")
 CREATE FUNCTION subscription.refuse_delete_in_use()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -1530,7 +1536,8 @@ CREATE TRIGGER addon_price_refuse_delete_in_use BEFORE DELETE ON subscription.ad
 -- that refuse_delete_in_use() of a concurrent delete waits for us.  An
 -- AFTER ROW trigger runs at the end of the statement, so that one COPY or
 -- INSERT may hold both rows in any order.
--- (kept: the statements below need check_reference() before its final text, section "Citus: create_account(), distribute()")
+-- (kept: the statements below need check_reference(); its final text follows
+-- in section "Citus: create_account(), distribute()")
 CREATE FUNCTION subscription.check_reference()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -2139,6 +2146,8 @@ RETURN CASE WHEN subscription.restoring_role()
 COMMENT ON FUNCTION subscription.restored_copy(regclass, bigint) IS
 'Internal: whether a row is copied in by a restore (a restoring role, an id its sequence has not issued)';
 
+-- (kept: the event trigger subscription_keep_limited_tables runs this text on the
+-- DDL below; its next text, in "The guards on Citus shards", reads columns added later)
 CREATE OR REPLACE FUNCTION subscription.keep_limited_tables()
 RETURNS event_trigger
 LANGUAGE plpgsql
@@ -2482,7 +2491,8 @@ BEGIN
 END
 $$;
 
--- (kept: the statements below need renewal_terms() before its final text, section "Shard-safe lookups")
+-- (kept: the statements below need renewal_terms(); its final text follows
+-- in section "Shard-safe lookups")
 CREATE FUNCTION subscription.renewal_terms(subscription_id bigint)
 RETURNS TABLE (plan text, cycle interval, quantity integer, renewal text, needed bigint, version integer)
 LANGUAGE sql STABLE
@@ -4422,7 +4432,8 @@ BEGIN
 END
 $$;
 
--- (kept: the statements below need change_plan() before its final text, section "Usage previews, restart's period number")
+-- (kept: the statements below need change_plan(); its final text follows
+-- in section "Usage previews, restart's period number")
 CREATE FUNCTION subscription.change_plan(tenant_id bigint, subscription_id bigint, plan text, at timestamptz)
 RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
 LANGUAGE plpgsql
@@ -5495,7 +5506,8 @@ CREATE TRIGGER plan_with_stamp
 -- theirs, and new stamps come after them
 SELECT pg_catalog.pg_extension_config_dump('subscription.limit_stamp', '');
 
--- (kept: the statements below need limit_catalog_version() before its final text, section "the limit of an account of a tenant")
+-- (kept: the statements below need limit_catalog_version(); its final text follows
+-- in section "Citus: create_account(), distribute()")
 CREATE FUNCTION subscription.limit_catalog_version()
 RETURNS SETOF bigint[]
 LANGUAGE sql STABLE PARALLEL SAFE
@@ -5630,7 +5642,8 @@ COMMENT ON FUNCTION subscription.license_capacity(bigint) IS 'Licenses a subscri
 COMMENT ON FUNCTION subscription.set_quantity(bigint, bigint, integer, timestamptz) IS
 'Change the licenses now: more are charged for the rest of the period, fewer refund nothing (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
--- (kept: the statements below need limit_of() before its final text, section "the limit of an account of a tenant")
+-- (kept: the statements below need limit_of(); its final text follows
+-- in section "Citus: create_account(), distribute()")
 CREATE FUNCTION subscription.limit_of(tenant_id bigint, account_id bigint, feature text)
 RETURNS bigint
 LANGUAGE plpgsql STABLE PARALLEL SAFE
@@ -6360,7 +6373,8 @@ COMMENT ON FUNCTION subscription.event_time(timestamptz) IS
 -- operation to event types and versioned payloads (docs/integrating.md).
 -- details is the history row's: the row on insert, {"column": {"old",
 -- "new"}} on update, {"members": [...]} for licenses.
--- (kept: the statements below need history_events() before its final text, section "A trial at its end")
+-- (kept: the statements below need history_events(); its final text follows
+-- in section "Past due and dunning")
 CREATE FUNCTION subscription.history_events(operation text, details jsonb)
 RETURNS TABLE (type text, payload jsonb)
 LANGUAGE sql STABLE
@@ -6475,7 +6489,8 @@ CREATE TRIGGER trimmed_events AFTER INSERT ON subscription.trimmed
 -- the notice window, that is when it appears in renewal_notice (the one
 -- definition of the window).  Idempotent: run it with the renewals, as
 -- often as wanted.  Returns how many events it wrote.
--- (kept: the statements below need announce_renewals() before its final text, section "trial.ending")
+-- (kept: the statements below need announce_renewals(); its final text follows
+-- in section "Idempotency keys")
 CREATE FUNCTION subscription.announce_renewals()
 RETURNS integer
 LANGUAGE plpgsql
@@ -6682,7 +6697,8 @@ CREATE INDEX ON subscription.subscription (upper(period), id) WHERE status IN ('
 -- lock, and only their refusals call this to say why (55000, with a HINT to
 -- resume).  PL/pgSQL, as Citus plans no statement of a SQL function with
 -- parameters.
--- (kept: the statements below need freezing_subscription() before its final text, section "Past due and dunning")
+-- (kept: the statements below need freezing_subscription(); its final text follows
+-- in section "Past due and dunning")
 CREATE FUNCTION subscription.freezing_subscription(tenant_id bigint, account_id bigint)
 RETURNS bigint
 LANGUAGE plpgsql STABLE PARALLEL SAFE
@@ -6700,7 +6716,8 @@ $$;
 -- its account is not frozen.  Its seat counter's "active", which the
 -- license guard reads.  Of columns, not of the row: on Citus a trigger on
 -- a shard reads rows of the shard's own row type (issue 17).
--- (kept: the statements below need assigns_licenses() before its final text, section "Past due and dunning")
+-- (kept: the statements below need assigns_licenses(); its final text follows
+-- in section "Past due and dunning")
 CREATE FUNCTION subscription.assigns_licenses(tenant_id bigint, account_id bigint, status text)
 RETURNS boolean
 LANGUAGE plpgsql STABLE PARALLEL SAFE
@@ -6891,7 +6908,8 @@ COMMENT ON FUNCTION subscription.resume(bigint, timestamptz) IS
 -- cycle), a pending change that renew_period makes through
 -- apply_downgrade, trimming by the tables' rules; 'expire' (or a downgrade
 -- with no free plan, with a WARNING) expires it.  Returns the subscription.
--- (kept: the statements below need end_trial() before its final text, section "A trial at its end")
+-- (kept: the statements below need end_trial(); its final text follows
+-- in section "Past due and dunning")
 CREATE FUNCTION subscription.end_trial(s subscription.subscription)
 RETURNS subscription.subscription
 LANGUAGE plpgsql
@@ -7212,7 +7230,8 @@ REVOKE ALL ON FUNCTION subscription.verify_findings(bigint) FROM PUBLIC;
 -- has limit 0, plus its add-ons.  One
 -- statement in PL/pgSQL, whose plan is cached per session: the limit
 -- guard's hot path (a SQL function with a sub-select is planned per call).
--- (kept: the statements below need granted_limit() before its final text, section "Past due and dunning")
+-- (kept: the statements below need granted_limit(); its final text follows
+-- in section "Past due and dunning")
 CREATE FUNCTION subscription.granted_limit(tenant_id bigint, account_id bigint, feature text)
 RETURNS bigint
 LANGUAGE plpgsql STABLE PARALLEL SAFE
@@ -7945,7 +7964,8 @@ COMMENT ON FUNCTION subscription.plan_usage_price(text, text, bigint, numeric, j
 -- already is skipped: a renewal run twice bills once.  The time-weighted figure runs to until, or to the counter's last
 -- change when that came later (nothing is counted twice: the next period
 -- starts there).  Renewals (renew_period) call it before the period moves.
--- (kept: the statements below need bill_usage() before its final text, section "Usage previews, restart's period number")
+-- (kept: the statements below need bill_usage(); its final text follows
+-- in section "Usage previews, restart's period number")
 CREATE FUNCTION subscription.bill_usage(s subscription.subscription, until timestamptz)
 RETURNS void
 LANGUAGE plpgsql
@@ -8565,7 +8585,8 @@ COMMENT ON FUNCTION subscription.open_invoice(bigint, bigint, bigint, text, time
 -- I3: an invoice's status from its total and what was paid: paid once
 -- nothing is due; a void or uncollectible invoice stays so.  A change of
 -- status is a history row (and its event, E1).
--- (kept: the statements below need settle_invoice() before its final text, section "A trial at its end")
+-- (kept: the statements below need settle_invoice(); its final text follows
+-- in section "Past due and dunning")
 CREATE FUNCTION subscription.settle_invoice(tenant_id bigint, invoice_id bigint, quiet boolean DEFAULT false,
                                             at timestamptz DEFAULT NULL)
 RETURNS text
@@ -8731,7 +8752,8 @@ COMMENT ON FUNCTION subscription.line_amount(text, numeric) IS
 -- I3: void an open invoice that nothing paid: a correcting invoice gives
 -- each charge back net of its coupon (a refund line naming it), and the
 -- invoice is void.  No line is deleted.
--- (kept: the statements below need void_invoice() before its final text, section "A trial at its end")
+-- (kept: the statements below need void_invoice(); its final text follows
+-- in section "Past due and dunning")
 CREATE FUNCTION subscription.void_invoice(tenant_id bigint, invoice_id bigint, reason text, at timestamptz)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -8909,7 +8931,8 @@ COMMENT ON FUNCTION subscription.record_payment(bigint, numeric, text, timestamp
 
 -- I6: a failed attempt to charge an invoice, in history (and its event
 -- payment.failed, E1); what follows a failure is the dunning's.
--- (kept: the statements below need record_payment_failure() before its final text, section "A trial at its end")
+-- (kept: the statements below need record_payment_failure(); its final text follows
+-- in section "Past due and dunning")
 CREATE FUNCTION subscription.record_payment_failure(tenant_id bigint, invoice_id bigint, reason text, at timestamptz)
 RETURNS void
 LANGUAGE plpgsql
