@@ -60,9 +60,6 @@ CREATE TABLE subscription.granted_role (
 );
 SELECT pg_catalog.pg_extension_config_dump('subscription.granted_role', '');
 
-COMMENT ON TABLE subscription.granted_role IS
-'Roles set up by grant_application() and grant_backoffice(); back-office roles are trusted without an actor';
-
 CREATE FUNCTION subscription.caller_is_trusted()
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'caller_is_trusted'
@@ -646,15 +643,11 @@ REVOKE ALL ON ALL PROCEDURES IN SCHEMA subscription FROM PUBLIC;
 ------------------------------------------------------------------------
 
 COMMENT ON TABLE subscription.currency IS 'Currencies and the digits of their minor unit (ISO 4217 seeded; add your own with iso4217 = false)';
-COMMENT ON TABLE subscription.product IS 'Products sold, with how their upgrades (restart, prorate) and downgrades (end_of_period, immediate) take effect';
 COMMENT ON TABLE subscription.plan IS 'Plans (editions) of a product, ranked; kind service or option (R11)';
-COMMENT ON TABLE subscription.plan_price IS 'A plan''s price per billing cycle, per license or flat, or per host tier (L12)';
-COMMENT ON TABLE subscription.plan_limit IS 'How much of a feature a plan allows (NULL unlimited, 0 not included), optionally per license';
 COMMENT ON TABLE subscription.addon IS 'Add-ons of a product: units of a feature, recurring or one-time (K1-K5)';
 COMMENT ON TABLE subscription.addon_price IS 'An add-on''s price per cycle (NULL cycle: one-time)';
 COMMENT ON TABLE subscription.plan_addon IS 'The add-ons a plan may buy, or includes (Z6)';
 COMMENT ON TABLE subscription.coupon IS 'Coupons: a percentage or an amount off, for some cycles, until a date, a number of times (Z10)';
-COMMENT ON TABLE subscription.account IS 'Tenants; parent_id makes a sub-account (K7), and deleting an account deletes all its rows (K9)';
 COMMENT ON TABLE subscription.member IS 'The people of an account: owner, admin (with rights, R9) or member';
 COMMENT ON TABLE subscription.subscription IS 'An account''s plan, cycle, quantity and current period, with what takes effect at the next one';
 COMMENT ON TABLE subscription.license IS 'Seats of a subscription held by members; guarded on every write path (Z4, R11)';
@@ -666,38 +659,28 @@ COMMENT ON TABLE subscription.trimmed IS 'Rows removed or changed by a downgrade
 COMMENT ON TABLE subscription.usage_counter IS 'What each account uses of each limited feature, with its limit, kept by the guards';
 COMMENT ON TABLE subscription.limited_table IS 'The application tables whose rows count against a feature''s limit (enforce_limit)';
 
-COMMENT ON FUNCTION subscription.addon_period_price(text, interval, integer) IS 'The price of units of an add-on for a cycle (NULL: one-time); 22023 when not sold so';
 COMMENT ON FUNCTION subscription.assign_default_license() IS 'Trigger: a new member gets a license of the account''s default subscription when one is free (R10)';
 COMMENT ON FUNCTION subscription.cancel(bigint) IS 'Cancel at the end of the period (Z8); returns when it ends';
 COMMENT ON FUNCTION subscription.cancel_account(bigint) IS 'Cancel every active subscription of the account, each at its period end (Z8)';
 COMMENT ON FUNCTION subscription.cancel_addon(bigint) IS 'End an add-on batch with the period (K4, K5); returns when it ends';
 COMMENT ON FUNCTION subscription.change_rights(regrole, text, boolean) IS 'Internal: GRANT or REVOKE the rights of a kind of role (role_rights)';
-COMMENT ON FUNCTION subscription.coupon_discount(bigint, numeric, text) IS 'What the subscription''s coupon takes off a plan charge, rounded once (Z10)';
 COMMENT ON FUNCTION subscription.current_actor() IS 'The actor written to history: subscription.actor, else the session user';
-COMMENT ON FUNCTION subscription.find_price(text, interval, integer) IS 'A plan''s price for a cycle and quantity, or why there is none (not_a_tier, no_price)';
 COMMENT ON FUNCTION subscription.forget_dropped_tables() IS 'Event trigger: a dropped table takes its registrations along; a guard of a registered table cannot be dropped';
 COMMENT ON FUNCTION subscription.guard_name(text) IS 'The limit guards'' trigger name for a feature, with a hash so long names never collide';
 COMMENT ON FUNCTION subscription.guard_triggers(regclass, text) IS 'The limit guard triggers of a registration, found by function and argument';
 COMMENT ON FUNCTION subscription.is_valid_cycle(interval) IS 'Whether an interval is a positive billing cycle';
 COMMENT ON FUNCTION subscription.keep_limited_tables() IS 'Event trigger: refuses DDL that would break a limited table''s guards';
-COMMENT ON FUNCTION subscription.license_capacity(bigint) IS 'Licenses a subscription may assign: its quantity plus license add-ons';
 COMMENT ON FUNCTION subscription.license_guard() IS 'Trigger (C): checks and counts every write of subscription.license';
 COMMENT ON FUNCTION subscription.limit_guard() IS 'Trigger (C): keeps an account''s usage of a feature within its limit on an application table';
 COMMENT ON FUNCTION subscription.limited_column(regclass, name, text, boolean) IS 'Internal: the column of a registration exists, and is an integer where needed';
 COMMENT ON FUNCTION subscription.money_scale(text) IS 'The digits of a currency''s minor unit';
-COMMENT ON FUNCTION subscription.nth_period(timestamptz, interval, integer) IS 'The k-th period of an anchored cycle, computed from the anchor';
 COMMENT ON FUNCTION subscription.period_containing(timestamptz, interval, timestamptz) IS 'The k of the anchored period that holds a time (L4)';
-COMMENT ON FUNCTION subscription.period_price(text, interval, integer) IS 'The exact price of one period of a plan for a quantity, or an error saying why not';
-COMMENT ON FUNCTION subscription.plan_tiers(text) IS 'A plan''s host tiers ({} when untiered)';
 COMMENT ON FUNCTION subscription.redeemable_coupon(text, timestamptz, text) IS 'Internal: the Z10 checks of a coupon, locking it';
-COMMENT ON FUNCTION subscription.refuse_history_change() IS 'Trigger: history is append-only';
 COMMENT ON FUNCTION subscription.registration_problem(subscription.limited_table) IS 'What is wrong with a limit registration (tree, columns, guards), or NULL';
 COMMENT ON FUNCTION subscription.renew_batch(timestamptz, integer, timestamptz, bigint) IS 'Internal: one batch of renew_due and run_renewals';
 COMMENT ON FUNCTION subscription.renew_period(subscription.subscription, boolean) IS 'Internal: one period of one due subscription';
 COMMENT ON FUNCTION subscription.renewal_may_trim(subscription.subscription) IS 'Internal: whether the next renewal can lower the account''s limits';
-COMMENT ON FUNCTION subscription.renewal_problem(subscription.subscription) IS 'Internal: why the next renewal could not be charged, or NULL';
 COMMENT ON FUNCTION subscription.require_arguments(text, text[], boolean[]) IS 'Internal: 22004 for a NULL required argument';
-COMMENT ON FUNCTION subscription.require_cycle(interval) IS 'Internal: 22023 unless a positive billing cycle';
 COMMENT ON FUNCTION subscription.require_feature(text) IS 'Internal: 42704 unless a plan limit or add-on names the feature';
 COMMENT ON FUNCTION subscription.require_renewal(text) IS 'Internal: 22023 unless a renewal option (R6)';
 COMMENT ON FUNCTION subscription.require_table_owner(regclass) IS 'Internal: 42501 unless the calling role owns the table';
@@ -706,7 +689,6 @@ COMMENT ON FUNCTION subscription.round_money(numeric, text) IS 'Round an amount 
 COMMENT ON FUNCTION subscription.set_renewal(bigint, text) IS 'The renewal option: none, once, always, to_monthly (R6)';
 COMMENT ON FUNCTION subscription.set_role_kind(regrole, text, boolean) IS 'Internal: what grant_* and revoke_* do';
 COMMENT ON FUNCTION subscription.unenforce_limit(regclass, text) IS 'Remove a feature''s limit guard from a table, with its counters';
-COMMENT ON FUNCTION subscription.unpriced_addons(bigint, interval) IS 'Internal: the renewing add-ons of a subscription with no price for a cycle';
 
 ------------------------------------------------------------------------
 -- Hardening: errors as a user wants them, bounds on time and amounts (issue 15)
@@ -5287,9 +5269,6 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION subscription.lock_catalog(text, boolean) IS
-'Internal: the advisory transaction lock that serializes the writers of a part of the catalog (''plan <code>'', ''limits'')';
-
 CREATE OR REPLACE FUNCTION subscription.check_plan_price_tiering()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -7119,9 +7098,6 @@ RETURNS boolean
 AS 'MODULE_PATHNAME', 'has_feature'
 LANGUAGE C STRICT STABLE PARALLEL SAFE;
 
-COMMENT ON FUNCTION subscription.has_feature(bigint, text) IS
-'Whether the account''s plans and add-ons include the feature (a limit above 0, or unlimited): for row-level security policies';
-
 REVOKE ALL ON FUNCTION subscription.granted_limit(bigint, bigint, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.feature_granted(bigint, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.has_feature(bigint, text) FROM PUBLIC;
@@ -8649,9 +8625,6 @@ BEGIN
                                      void_invoice.reason, void_invoice.at);
 END
 $$;
-
-COMMENT ON FUNCTION subscription.void_invoice(bigint, text, timestamptz) IS
-'Void an open unpaid invoice: a correcting invoice gives its charges back, nothing is deleted (I3)';
 
 -- I4, I5: money received for an invoice.  Payments add up; what is above
 -- what was due becomes the account's credit (L9: a credit line the next
