@@ -2586,6 +2586,10 @@ ALTER TABLE subscription.subscription
 -- row no subscription holds is updated in place; a closed row is history,
 -- which an UPDATE leaves (its row count says so).  An INSERT may not overlap the versions of a row of the same
 -- price or limit (23505).  Renaming a plan is no change of price.
+-- Grandfathering (issue 16), reading its logical table from its trigger
+-- argument (issue 17), takes its plan lock only when an UPDATE makes a
+-- version: an INSERT locks nothing, so Citus can copy a reference table's
+-- rows through the trigger (issue 17)
 CREATE FUNCTION subscription.version_catalog_row()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -3133,11 +3137,6 @@ CREATE TRIGGER subscription_refresh_limits
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA subscription FROM PUBLIC;
 SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g;
 
--- ---------------------------------------------------------------------------
--- K8: a sub-account's members do not change the plan either (an upgrade is
--- charged at once; the main account decides)
--- ---------------------------------------------------------------------------
-
 -- Triggers that do not branch on a table's name (issue 17, item 3): each
 -- trigger function reads the logical table from its trigger's argument
 -- (TG_ARGV[0]), not TG_TABLE_NAME, which on Citus is a shard's name.  The
@@ -3280,18 +3279,6 @@ CREATE TRIGGER plan_limit_versions
 -- Z11: an accepted terms version is refused like the rest of the catalog (2BP01)
 CREATE TRIGGER terms_refuse_delete_in_use BEFORE DELETE ON subscription.terms
     FOR EACH ROW EXECUTE FUNCTION subscription.refuse_delete_in_use('terms');
-
--- ---------------------------------------------------------------------------
--- K8: a refusal to a sub-account's member names who can do it: the owner of
--- the main account
--- ---------------------------------------------------------------------------
-
--- ---------------------------------------------------------------------------
--- Grandfathering (issue 16), reading its logical table from its trigger
--- argument (issue 17), takes its plan lock only when an UPDATE makes a
--- version: an INSERT locks nothing, so Citus can copy a reference table's
--- rows through the trigger (issue 17)
--- ---------------------------------------------------------------------------
 
 -- Tenant keys (issue 17, docs/design.md#tenant-keys) ----------------------
 -- Every tenant table gets tenant_id, the root account's id, first in its
@@ -5835,6 +5822,11 @@ $$;
 COMMENT ON FUNCTION subscription.authorize(bigint, bigint, text, boolean) IS
 '42501 unless the actor may do the action on the account (Z1, R9, K8, Z2); without an actor, unless the caller is back-office code (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
+-- The add-ons of a subscription that renew with it (active, recurring,
+-- not cancelled) and have no price for "cycle", as a list, or NULL
+-- (priceless_addons).  In PL/pgSQL, the tenant named: Citus plans neither
+-- a SQL function's parameters nor a read of the batches by subscription
+-- alone (issue 17).
 CREATE FUNCTION subscription.unpriced_addons(tenant_id bigint, subscription_id bigint, cycle interval)
 RETURNS text
 LANGUAGE plpgsql STABLE PARALLEL SAFE
@@ -7362,9 +7354,6 @@ CREATE TRIGGER addon_batch_license_counter_delete AFTER DELETE ON subscription.a
 DROP TRIGGER subscription_service_seats ON subscription.subscription;
 DROP TRIGGER plan_service_seats ON subscription.plan;
 DROP TRIGGER suite_component_service_seats ON subscription.suite_component;
--- Per statement over the transition tables (issue 18): the subscriptions
--- whose seats are rebuilt are gathered first, then rebuilt in one call.
-
 COMMENT ON FUNCTION subscription.sync_service_seats() IS 'Trigger: service seats follow plan and suite changes (R11, Z3)';
 
 -- one trigger per event: a trigger with transition tables fires on one
@@ -7387,23 +7376,6 @@ CREATE TRIGGER suite_component_service_seats_delete AFTER DELETE ON subscription
 -- refresh_limits(): subscriptions and add-on batches per statement
 DROP TRIGGER subscription_refresh_limits ON subscription.subscription;
 DROP TRIGGER addon_batch_refresh_limits ON subscription.addon_batch;
--- The limits stored in the usage counters follow what they are computed
--- from: an account's subscriptions and add-on batches (its own rows: its
--- counters are refreshed at once), a plan's limits, an add-on's feature
--- and units, a suite's plans (the catalog: on a single server each
--- account concerned is refreshed, by refresh_account_limits; on Citus a
--- trigger of a reference table writes no distributed table, and the
--- guard recomputes a counter whose limit version is not the catalog's).
--- Subscriptions and add-on batches per statement, over the transition
--- tables (issue 18): the accounts the statement concerns are read into a
--- local set first (on Citus a transition table is never joined with a
--- distributed table), each refreshed once, in the order of their keys.  An
--- UPDATE of subscriptions concerns the rows whose account, plan, quantity,
--- status or plan version changed, and the rows it left as they were
--- (refresh_freeze() names an account's subscriptions so that their limits
--- follow a freeze): the old and the new account.  The catalog's rows, per
--- row, as before.
-
 -- subscriptions and add-on batches per statement, one trigger per event (a
 -- trigger with transition tables fires on one); the catalog per row
 CREATE TRIGGER subscription_refresh_limits AFTER INSERT ON subscription.subscription
@@ -9683,12 +9655,6 @@ $$;
 COMMENT ON FUNCTION subscription.priceless_addons(text[], interval) IS
 'Internal: of the add-ons given, those that renew and have no price for a cycle (unpriced_addons, renew_common)';
 
--- The add-ons of a subscription that renew with it (active, recurring,
--- not cancelled) and have no price for "cycle", as a list, or NULL
--- (priceless_addons).  In PL/pgSQL, the tenant named: Citus plans neither
--- a SQL function's parameters nor a read of the batches by subscription
--- alone (issue 17).
-
 COMMENT ON FUNCTION subscription.unpriced_addons(bigint, bigint, interval) IS
 'Internal: the renewing add-ons of a subscription with no price for a cycle (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
@@ -9835,6 +9801,9 @@ BEGIN ATOMIC
        AND subscription.may_read(s.tenant_id, s.account_id);
 END;
 
+-- Service seats follow plan and suite changes (R11, Z3), per statement over
+-- the transition tables (issue 18): the subscriptions whose seats are
+-- rebuilt are gathered first, then rebuilt in one call.
 CREATE OR REPLACE FUNCTION subscription.sync_service_seats()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -10059,9 +10028,6 @@ $$;
 
 COMMENT ON PROCEDURE subscription.prune_idempotency_keys(bigint) IS
 'Delete the idempotency keys older than subscription.idempotency_retention (Q5)';
-
--- addon.ended names its batch (issue 20): the batch_id that an add-on
--- batch's UPDATE adds to its history row (src/history.c)
 
 -- trial.ending (issue 20): announce_renewals writes it once per trial
 CREATE UNIQUE INDEX event_trial_ending_key ON subscription.event (tenant_id, subscription_id)
