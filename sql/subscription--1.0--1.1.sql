@@ -11495,6 +11495,7 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION subscription.self_referrers(text, bigint, bigint) IS
 'Internal (C): the sub-accounts of an account, or the lines of a charge, read with the latest snapshot, in a tenant or all';
 
+
 -- history in its tenant: write_history() is given it
 DROP FUNCTION subscription.write_history(text, bigint, bigint, jsonb);
 CREATE FUNCTION subscription.write_history(operation text, account_id bigint, subscription_id bigint, details jsonb,
@@ -11909,6 +11910,7 @@ LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
     SELECT v.version FROM subscription.limit_catalog_versions AS v;
 END;
+
 
 CREATE OR REPLACE FUNCTION subscription.limit_of(tenant_id bigint, account_id bigint, feature text)
 RETURNS bigint
