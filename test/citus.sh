@@ -1232,8 +1232,14 @@ usage() {  # USAGE T
 \\set t $1
 SET client_min_messages = error;
 SELECT subscription.subscribe(:t, :t, 'citus-use-p', '1 month', 1, '2026-03-01', 'always', NULL) AS s \\gset
+-- U3: the rows are written in the period they are billed for, by the
+-- clock (propagated to the workers' guards)
+BEGIN;
+SET LOCAL citus.propagate_set_commands = 'local';
+SET LOCAL subscription.clock = '2026-03-05';
 INSERT INTO public.hosts SELECT :t, i FROM generate_series(1, 5) AS i;
 DELETE FROM public.hosts WHERE account_id = :t AND id > 3;
+COMMIT;
 SELECT 'recorded: ' || subscription.record_usage(:t, :t, 'calls', 600, 'k1', '2026-03-10');
 SELECT 'again: ' || subscription.record_usage(:t, :t, 'calls', 600, 'k1', '2026-03-10');
 SELECT 'unkeyed: ' || subscription.record_usage(:t, 'calls', 250, 'k2', '2026-03-20');
