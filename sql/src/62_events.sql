@@ -85,99 +85,117 @@ RETURNS TABLE (type text, payload jsonb)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v1 CONSTANT jsonb := '{"version": 1}';
 BEGIN
-    -- PL/pgSQL keeps this statement's plan for the session; a SQL function
-    -- with SET planned the whole union again for every history row
-    RETURN QUERY
-SELECT x.type, pg_catalog.jsonb_build_object('version', 1) OPERATOR(pg_catalog.||) x.payload
-  FROM (
-    SELECT 'subscription.created', pg_catalog.jsonb_build_object(
-               'plan', details -> 'plan', 'cycle', details -> 'cycle', 'quantity', details -> 'quantity',
-               'status', details -> 'status', 'renewal', details -> 'renewal',
-               'period_start', subscription.event_time(pg_catalog.lower((details OPERATOR(pg_catalog.->>) 'period')::pg_catalog.tstzrange)),
-               'period_end', subscription.event_time(pg_catalog.upper((details OPERATOR(pg_catalog.->>) 'period')::pg_catalog.tstzrange)))
-     WHERE operation = 'subscription_insert'
-    UNION ALL
-    SELECT 'subscription.renewed', pg_catalog.jsonb_build_object(
-               'period_number', details -> 'period_number' -> 'new',
-               'period_start', subscription.event_time(pg_catalog.lower((details -> 'period' OPERATOR(pg_catalog.->>) 'new')::pg_catalog.tstzrange)),
-               'period_end', subscription.event_time(pg_catalog.upper((details -> 'period' OPERATOR(pg_catalog.->>) 'new')::pg_catalog.tstzrange)))
-     WHERE operation = 'subscription_update'
-       AND (details -> 'period_number' OPERATOR(pg_catalog.->>) 'new')::integer
-           OPERATOR(pg_catalog.>) (details -> 'period_number' OPERATOR(pg_catalog.->>) 'old')::integer
-    UNION ALL
-    SELECT 'subscription.plan_changed', pg_catalog.jsonb_build_object(
-               'from', details -> 'plan' -> 'old', 'to', details -> 'plan' -> 'new')
-     WHERE operation = 'subscription_update' AND details ? 'plan'
-    UNION ALL
-    SELECT 'subscription.quantity_changed', pg_catalog.jsonb_build_object(
-               'from', details -> 'quantity' -> 'old', 'to', details -> 'quantity' -> 'new')
-     WHERE operation = 'subscription_update' AND details ? 'quantity'
-    UNION ALL
-    SELECT 'subscription.' || (details -> 'status' OPERATOR(pg_catalog.->>) 'new'),
-           pg_catalog.jsonb_build_object('previous_status', details -> 'status' -> 'old')
-     WHERE operation = 'subscription_update'
-       AND details -> 'status' OPERATOR(pg_catalog.->>) 'new' IN ('cancelled', 'expired')
-    UNION ALL
-    -- past due and its end (issue 19, D1, D5)
-    SELECT 'subscription.past_due', pg_catalog.jsonb_build_object(
-               'invoice_id', details -> 'past_due_invoice_id' -> 'new',
-               'since', subscription.event_time((details -> 'past_due_since' OPERATOR(pg_catalog.->>) 'new')::pg_catalog.timestamptz))
-     WHERE operation = 'subscription_update'
-       AND details -> 'status' OPERATOR(pg_catalog.->>) 'new' = 'past_due'
-    UNION ALL
-    SELECT 'subscription.past_due_ended', pg_catalog.jsonb_build_object(
-               'status', details -> 'status' -> 'new', 'invoice_id', details -> 'past_due_invoice_id' -> 'old')
-     WHERE operation = 'subscription_update'
-       AND details -> 'status' OPERATOR(pg_catalog.->>) 'old' = 'past_due'
-    UNION ALL
-    SELECT 'subscription.dunning_step', pg_catalog.jsonb_build_object(
-               'invoice_id', details -> 'invoice_id', 'step', details -> 'step', 'steps', details -> 'steps',
-               'action', details -> 'action', 'amount', details -> 'due', 'currency', details -> 'currency',
-               'step_at', subscription.event_time((details OPERATOR(pg_catalog.->>) 'at')::pg_catalog.timestamptz))
-     WHERE operation = 'dunning_step'
-    UNION ALL
-    SELECT 'addon.purchased', pg_catalog.jsonb_build_object(
-               'batch_id', details -> 'id', 'addon', details -> 'addon', 'quantity', details -> 'quantity')
-     WHERE operation = 'addon_batch_insert'
-    UNION ALL
-    SELECT 'addon.ended', pg_catalog.jsonb_build_object(
-               'batch_id', details -> 'batch_id', 'status', details -> 'status' -> 'new')
-     WHERE operation = 'addon_batch_update'
-       AND details -> 'status' OPERATOR(pg_catalog.->>) 'new' IN ('cancelled', 'expired')
-    UNION ALL
-    SELECT CASE operation WHEN 'license_assign' THEN 'license.assigned' ELSE 'license.released' END,
-           pg_catalog.jsonb_build_object('members', details -> 'members')
-     WHERE operation IN ('license_assign', 'license_release')
-    UNION ALL
+    -- a branch per operation, of simple expressions that PL/pgSQL evaluates
+    -- without starting an executor: a union of every event type, filtered
+    -- by operation, started one for each history row (about half of what
+    -- the outbox cost license_consume)
+    CASE operation
+    WHEN 'subscription_insert' THEN
+        type := 'subscription.created';
+        payload := v1 || jsonb_build_object(
+            'plan', details -> 'plan', 'cycle', details -> 'cycle', 'quantity', details -> 'quantity',
+            'status', details -> 'status', 'renewal', details -> 'renewal',
+            'period_start', subscription.event_time(lower((details ->> 'period')::tstzrange)),
+            'period_end', subscription.event_time(upper((details ->> 'period')::tstzrange)));
+        RETURN NEXT;
+    WHEN 'subscription_update' THEN
+        IF (details -> 'period_number' ->> 'new')::integer > (details -> 'period_number' ->> 'old')::integer THEN
+            type := 'subscription.renewed';
+            payload := v1 || jsonb_build_object(
+                'period_number', details -> 'period_number' -> 'new',
+                'period_start', subscription.event_time(lower((details -> 'period' ->> 'new')::tstzrange)),
+                'period_end', subscription.event_time(upper((details -> 'period' ->> 'new')::tstzrange)));
+            RETURN NEXT;
+        END IF;
+        IF details ? 'plan' THEN
+            type := 'subscription.plan_changed';
+            payload := v1 || jsonb_build_object('from', details -> 'plan' -> 'old', 'to', details -> 'plan' -> 'new');
+            RETURN NEXT;
+        END IF;
+        IF details ? 'quantity' THEN
+            type := 'subscription.quantity_changed';
+            payload := v1 || jsonb_build_object('from', details -> 'quantity' -> 'old', 'to', details -> 'quantity' -> 'new');
+            RETURN NEXT;
+        END IF;
+        IF details -> 'status' ->> 'new' IN ('cancelled', 'expired') THEN
+            type := 'subscription.' || (details -> 'status' ->> 'new');
+            payload := v1 || jsonb_build_object('previous_status', details -> 'status' -> 'old');
+            RETURN NEXT;
+        END IF;
+        -- past due and its end (issue 19, D1, D5)
+        IF details -> 'status' ->> 'new' = 'past_due' THEN
+            type := 'subscription.past_due';
+            payload := v1 || jsonb_build_object(
+                'invoice_id', details -> 'past_due_invoice_id' -> 'new',
+                'since', subscription.event_time((details -> 'past_due_since' ->> 'new')::timestamptz));
+            RETURN NEXT;
+        END IF;
+        IF details -> 'status' ->> 'old' = 'past_due' THEN
+            type := 'subscription.past_due_ended';
+            payload := v1 || jsonb_build_object(
+                'status', details -> 'status' -> 'new', 'invoice_id', details -> 'past_due_invoice_id' -> 'old');
+            RETURN NEXT;
+        END IF;
+    WHEN 'dunning_step' THEN
+        type := 'subscription.dunning_step';
+        payload := v1 || jsonb_build_object(
+            'invoice_id', details -> 'invoice_id', 'step', details -> 'step', 'steps', details -> 'steps',
+            'action', details -> 'action', 'amount', details -> 'due', 'currency', details -> 'currency',
+            'step_at', subscription.event_time((details ->> 'at')::timestamptz));
+        RETURN NEXT;
+    WHEN 'addon_batch_insert' THEN
+        type := 'addon.purchased';
+        payload := v1 || jsonb_build_object(
+            'batch_id', details -> 'id', 'addon', details -> 'addon', 'quantity', details -> 'quantity');
+        RETURN NEXT;
+    WHEN 'addon_batch_update' THEN
+        IF details -> 'status' ->> 'new' IN ('cancelled', 'expired') THEN
+            type := 'addon.ended';
+            payload := v1 || jsonb_build_object('batch_id', details -> 'batch_id', 'status', details -> 'status' -> 'new');
+            RETURN NEXT;
+        END IF;
+    WHEN 'license_assign', 'license_release' THEN
+        type := CASE operation WHEN 'license_assign' THEN 'license.assigned' ELSE 'license.released' END;
+        payload := v1 || jsonb_build_object('members', details -> 'members');
+        RETURN NEXT;
     -- invoices and payments (issue 19, I3, I6; the payloads docs/integrating.md reserved)
-    -- version 2 (I8): written at the commit, with the invoice's total and lines
-    SELECT 'invoice.opened', pg_catalog.jsonb_build_object(
-               'version', 2,
-               'invoice_id', details -> 'invoice_id', 'issuer', details -> 'issuer', 'number', details -> 'number',
-               'total', details -> 'total', 'lines', details -> 'lines', 'currency', details -> 'currency',
-               'due_at', subscription.event_time((details OPERATOR(pg_catalog.->>) 'due_at')::pg_catalog.timestamptz),
-               'corrects_invoice_id', details -> 'corrects_invoice_id')
-     WHERE operation = 'invoice_open'
-    UNION ALL
-    SELECT 'invoice.' || (details -> 'status' OPERATOR(pg_catalog.->>) 'new'), pg_catalog.jsonb_build_object(
-               'invoice_id', details -> 'invoice_id', 'issuer', details -> 'issuer', 'number', details -> 'number',
-               'amount', details -> 'total', 'paid', details -> 'paid', 'currency', details -> 'currency',
-               (details -> 'status' OPERATOR(pg_catalog.->>) 'new') OPERATOR(pg_catalog.||) '_at',
-               subscription.event_time((details OPERATOR(pg_catalog.->>) 'at')::pg_catalog.timestamptz))
-     WHERE operation = 'invoice_status'
-       AND details -> 'status' OPERATOR(pg_catalog.->>) 'new' IN ('paid', 'void', 'uncollectible')
-    UNION ALL
-    SELECT 'payment.recorded', pg_catalog.jsonb_build_object(
-               'payment_id', details -> 'payment_id', 'invoice_id', details -> 'invoice_id', 'amount', details -> 'amount',
-               'currency', details -> 'currency', 'reference', details -> 'reference', 'credited', details -> 'credited')
-     WHERE operation = 'payment'
-    UNION ALL
-    SELECT 'payment.failed', pg_catalog.jsonb_build_object(
-               'invoice_id', details -> 'invoice_id', 'amount', details -> 'due', 'currency', details -> 'currency',
-               'attempt', details -> 'attempt', 'reason', details -> 'reason')
-     WHERE operation = 'payment_failure'
-  ) AS x (type, payload);
+    WHEN 'invoice_open' THEN
+        -- version 2 (I8): written at the commit, with the invoice's total and lines
+        type := 'invoice.opened';
+        payload := jsonb_build_object(
+            'version', 2,
+            'invoice_id', details -> 'invoice_id', 'issuer', details -> 'issuer', 'number', details -> 'number',
+            'total', details -> 'total', 'lines', details -> 'lines', 'currency', details -> 'currency',
+            'due_at', subscription.event_time((details ->> 'due_at')::timestamptz),
+            'corrects_invoice_id', details -> 'corrects_invoice_id');
+        RETURN NEXT;
+    WHEN 'invoice_status' THEN
+        IF details -> 'status' ->> 'new' IN ('paid', 'void', 'uncollectible') THEN
+            type := 'invoice.' || (details -> 'status' ->> 'new');
+            payload := v1 || jsonb_build_object(
+                'invoice_id', details -> 'invoice_id', 'issuer', details -> 'issuer', 'number', details -> 'number',
+                'amount', details -> 'total', 'paid', details -> 'paid', 'currency', details -> 'currency',
+                (details -> 'status' ->> 'new') || '_at', subscription.event_time((details ->> 'at')::timestamptz));
+            RETURN NEXT;
+        END IF;
+    WHEN 'payment' THEN
+        type := 'payment.recorded';
+        payload := v1 || jsonb_build_object(
+            'payment_id', details -> 'payment_id', 'invoice_id', details -> 'invoice_id', 'amount', details -> 'amount',
+            'currency', details -> 'currency', 'reference', details -> 'reference', 'credited', details -> 'credited');
+        RETURN NEXT;
+    WHEN 'payment_failure' THEN
+        type := 'payment.failed';
+        payload := v1 || jsonb_build_object(
+            'invoice_id', details -> 'invoice_id', 'amount', details -> 'due', 'currency', details -> 'currency',
+            'attempt', details -> 'attempt', 'reason', details -> 'reason');
+        RETURN NEXT;
+    ELSE
+        NULL;  -- an operation without events
+    END CASE;
 END
 $$;
 
