@@ -22,26 +22,7 @@ INSERT INTO subscription.plan_limit (plan, feature, value) VALUES ('sec_free', '
 
 -- the tenant's table, with code that the trim fires
 SET ROLE tenant_a;
-CREATE TABLE public.s11_box (id int PRIMARY KEY, account_id bigint NOT NULL,
-                             opened_at timestamptz NOT NULL DEFAULT '2026-01-01');
-CREATE FUNCTION public.s11_trap() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM security_test.witness('tenant_a');
-    PERFORM security_test.poison();
-    BEGIN
-        EXECUTE 'SET ROLE postgres';
-    EXCEPTION WHEN OTHERS THEN
-        NULL;
-    END;
-    BEGIN
-        CREATE TEMP TABLE s11_leftover (x int);
-    EXCEPTION WHEN OTHERS THEN
-        NULL;
-    END;
-    RETURN coalesce(NEW, OLD);
-END
-$$;
-CREATE TRIGGER s11_trap BEFORE DELETE OR UPDATE ON public.s11_box FOR EACH ROW EXECUTE FUNCTION public.s11_trap();
+SELECT security_test.trapped_table('s11_box', $$opened_at timestamptz NOT NULL DEFAULT '2026-01-01'$$);
 RESET ROLE;
 SELECT subscription.enforce_limit('public.s11_box', 'boxes');
 INSERT INTO public.s11_box (id, account_id) SELECT i, 1 FROM generate_series(1, 5) AS i;
@@ -89,7 +70,7 @@ SELECT * FROM security_test.no_escalation('S11: run_dunning_tenant by the superu
 SELECT is((SELECT s.plan || ' ' || (SELECT count(*) FROM public.s11_box WHERE account_id = 1)
              FROM subscription.subscription AS s WHERE s.id = :s1),
           'sec_free 1', 'S11: the downgrade to the free plan trimmed the table to its limit');
-SELECT is(to_regclass('pg_temp.s11_leftover'), NULL,
+SELECT is(to_regclass('pg_temp.s11_box_leftover'), NULL,
           'S11: the tenant''s code made no temporary table in the caller''s session');
 SELECT subscription.run_dunning_tenant(4, '2026-01-03') AS moved \gset
 SELECT is((:moved, (SELECT s.dunning_frozen FROM subscription.subscription AS s WHERE s.id = :s4))::text,

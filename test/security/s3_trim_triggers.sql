@@ -9,27 +9,8 @@ SELECT plan(10);
 SELECT security_test.fixture();
 
 SET ROLE tenant_a;
-CREATE TABLE public.s3_box (id int PRIMARY KEY, account_id bigint NOT NULL, volume int NOT NULL DEFAULT 10,
-                            speed int NOT NULL DEFAULT 5);
-CREATE FUNCTION public.s3_trap() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM security_test.witness('tenant_a');
-    PERFORM security_test.poison();
-    -- what a restricted operation refuses
-    BEGIN
-        EXECUTE 'SET ROLE postgres';
-    EXCEPTION WHEN OTHERS THEN
-        NULL;
-    END;
-    BEGIN
-        CREATE TEMP TABLE s3_leftover (x int);
-    EXCEPTION WHEN OTHERS THEN
-        NULL;
-    END;
-    RETURN coalesce(NEW, OLD);
-END
-$$;
-CREATE TRIGGER s3_trap BEFORE DELETE OR UPDATE ON public.s3_box FOR EACH ROW EXECUTE FUNCTION public.s3_trap();
+SELECT security_test.trapped_table('s3_box', $$volume int NOT NULL DEFAULT 10,
+                            speed int NOT NULL DEFAULT 5$$);
 RESET ROLE;
 SELECT subscription.enforce_limit('public.s3_box', 'boxes');
 INSERT INTO public.s3_box (id, account_id) SELECT i, 1 FROM generate_series(1, 5) AS i;
@@ -50,7 +31,7 @@ SELECT * FROM security_test.settings_kept('S3: renew_due by the back office');
 SELECT subscription.renew_due('2026-02-01');
 SELECT * FROM security_test.no_escalation('S3: renew_due by the superuser');
 SELECT is((SELECT count(*) FROM public.s3_box WHERE account_id = 1), 2::bigint, 'S3: the trim happened');
-SELECT is(to_regclass('pg_temp.s3_leftover'), NULL, 'S3: the tenant''s code made no temporary table in the caller''s session');
+SELECT is(to_regclass('pg_temp.s3_box_leftover'), NULL, 'S3: the tenant''s code made no temporary table in the caller''s session');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -19,6 +19,7 @@
 --   security_test.no_escalation(what) the outcome checks after an attack (two pgTAP lines)
 --   security_test.attempt(statement) an attack step whose own success does not matter
 --   security_test.sub_of(account)    the account's first subscription
+--   security_test.trapped_table(name, columns) a limited table whose trigger is the attacker's
 -- The test files run one at a time (pg_prove without -j): the witness's
 -- counters are shared.
 
@@ -271,6 +272,40 @@ BEGIN
     PERFORM setval('security_test.settings_changed', 1, false);
 END
 $$;
+
+-- A limited application table whose BEFORE DELETE OR UPDATE trigger is the
+-- attacker's: it calls the witness, poisons the session, and tries what a
+-- restricted operation refuses (SET ROLE, a temporary table NAME_leftover).
+-- Call it as the owner to be (SET ROLE tenant_a): the table, its trigger
+-- function and its trigger are theirs.
+CREATE FUNCTION security_test.trapped_table(name text, more_columns text)
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    EXECUTE format('CREATE TABLE public.%I (id int PRIMARY KEY, account_id bigint NOT NULL, %s)', name, more_columns);
+    EXECUTE format($f$
+        CREATE FUNCTION public.%I() RETURNS trigger LANGUAGE plpgsql AS $t$
+        BEGIN
+            PERFORM security_test.witness(%L);
+            PERFORM security_test.poison();
+            BEGIN
+                EXECUTE 'SET ROLE postgres';
+            EXCEPTION WHEN OTHERS THEN
+                NULL;
+            END;
+            BEGIN
+                CREATE TEMP TABLE %I (x int);
+            EXCEPTION WHEN OTHERS THEN
+                NULL;
+            END;
+            RETURN coalesce(NEW, OLD);
+        END
+        $t$$f$, name || '_trap', current_user, name || '_leftover');
+    EXECUTE format('CREATE TRIGGER %I BEFORE DELETE OR UPDATE ON public.%I FOR EACH ROW EXECUTE FUNCTION public.%I()',
+                   name || '_trap', name, name || '_trap');
+END
+$fn$;
 
 -- The SQLSTATE a statement raises, '00000' if none.
 CREATE FUNCTION security_test.sqlstate_of(statement text)
