@@ -12860,6 +12860,426 @@ $$;
 
 -- end of the simulation speed (issue 20)
 
+-- Invoice lines per statement (issue 18, docs/invoices.md, docs/benchmarks.md) ---
+-- invoice_line keeps per line only the invoice a line belongs to (opened by
+-- open_invoices, without open_invoice's checks, which the line's foreign
+-- keys make); the totals and the status follow per statement (invoice_totals,
+-- the trigger ledger_invoice_total); the status rule in one place
+-- (invoice_status); renew_common_group opens its batch's invoices
+-- set-based per tenant (open_invoices) and names them in its INSERT.
+
+CREATE FUNCTION subscription.open_invoices(tenant_id bigint, account_ids bigint[], subscription_ids bigint[],
+                                           currencies text[], ats timestamptz[], plans text[], corrects bigint[])
+RETURNS bigint[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer := cardinality(account_ids);
+    terms interval := make_interval(days => coalesce(current_setting('subscription.payment_terms', true), '0')::integer);
+    issuers text[];
+    numbers bigint[];
+    ids bigint[];
+    methods bigint[];
+    sub bigint;
+    plan text;
+    issuer text;
+    last bigint;
+    taken integer;
+    made record;
+BEGIN
+    PERFORM subscription.require_arguments('open_invoices', '{tenant_id,account_ids,currencies,ats}',
+        ARRAY[tenant_id IS NULL, account_ids IS NULL, currencies IS NULL, ats IS NULL]);
+    IF n = 0 THEN
+        RETURN '{}';
+    END IF;
+    IF cardinality(currencies) <> n OR cardinality(ats) <> n
+       OR cardinality(coalesce(subscription_ids, '{}')) NOT IN (0, n) OR cardinality(coalesce(plans, '{}')) NOT IN (0, n)
+       OR cardinality(coalesce(corrects, '{}')) NOT IN (0, n) THEN
+        RAISE EXCEPTION 'the arrays of open_invoices() must be of one length' USING ERRCODE = 'array_subscript_error';
+    END IF;
+    plans := coalesce(plans, array_fill(NULL::text, ARRAY[n]));
+    FOR k IN 1 .. n LOOP
+        IF plans[k] IS NULL AND subscription_ids[k] IS NOT NULL THEN
+            -- a scalar first: Citus fails to parse an array element
+            -- assigned a query of a distributed table
+            sub := subscription_ids[k];
+            plan := (SELECT s.plan FROM subscription.subscription AS s
+                      WHERE s.tenant_id = open_invoices.tenant_id AND s.id = sub);
+            plans[k] := plan;
+        END IF;
+    END LOOP;
+    -- the issuer of each, and the method to charge: its account's default now
+    SELECT array_agg(coalesce(p.product, '') ORDER BY e.k), array_agg(m.id ORDER BY e.k) INTO issuers, methods
+      FROM unnest(plans, account_ids) WITH ORDINALITY AS e(plan, account_id, k)
+      LEFT JOIN subscription.plan AS p ON p.code = e.plan
+      LEFT JOIN subscription.payment_method AS m
+        ON m.tenant_id = open_invoices.tenant_id AND m.account_id = e.account_id AND m.is_default;
+    -- each issuer's numbers: the series moved once by the count, then the
+    -- invoices of the issuer numbered in their order
+    numbers := array_fill(NULL::bigint, ARRAY[n]);
+    FOR issuer, taken IN SELECT i.issuer, count(*) FROM unnest(issuers) AS i(issuer) GROUP BY i.issuer ORDER BY i.issuer LOOP
+        INSERT INTO subscription.invoice_series AS x (tenant_id, issuer, last_number)
+        VALUES (open_invoices.tenant_id, issuer, taken)
+        ON CONFLICT ON CONSTRAINT invoice_series_pkey DO UPDATE SET last_number = x.last_number + taken
+        RETURNING x.last_number INTO last;
+        last := last - taken;
+        FOR k IN 1 .. n LOOP
+            IF issuers[k] = issuer THEN
+                last := last + 1;
+                numbers[k] := last;
+            END IF;
+        END LOOP;
+    END LOOP;
+    -- one INSERT, its rows (and so RETURNING's) in the order given; on
+    -- Citus from no distributed table, no subquery
+    ids := '{}';
+    FOR made IN
+        INSERT INTO subscription.invoice_record AS i
+               (tenant_id, account_id, subscription_id, issuer, number, at, currency, due_at, payment_method_id,
+                corrects_invoice_id)
+        SELECT open_invoices.tenant_id, e.account_id, e.subscription_id, e.issuer, e.number, e.at, e.currency,
+               e.at + terms, e.method, e.corrects
+          FROM unnest(account_ids, coalesce(subscription_ids, array_fill(NULL::bigint, ARRAY[n])), issuers, numbers, ats,
+                      currencies, methods, coalesce(corrects, array_fill(NULL::bigint, ARRAY[n])))
+               WITH ORDINALITY AS e(account_id, subscription_id, issuer, number, at, currency, method, corrects, k)
+         ORDER BY e.k
+        RETURNING i.id, i.issuer, i.number
+    LOOP
+        ids := ids || made.id;
+        IF (made.issuer, made.number) IS DISTINCT FROM (issuers[cardinality(ids)], numbers[cardinality(ids)]) THEN
+            RAISE EXCEPTION 'open_invoices(): invoice % returned out of order', made.id USING ERRCODE = 'internal_error';
+        END IF;
+    END LOOP;
+    -- their history rows and events invoice.opened are written at the
+    -- commit, once their lines are all there (invoice_opened, I8)
+    RETURN ids;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.open_invoices(bigint, bigint[], bigint[], text[], timestamptz[], text[], bigint[]) IS
+'Internal: new invoices of one tenant, numbered gapless in their issuers'' series in the order given, one series update per issuer and one INSERT (I1, I3)';
+
+CREATE OR REPLACE FUNCTION subscription.open_invoice(tenant_id bigint, account_id bigint, subscription_id bigint,
+                                          currency text, at timestamptz, plan text, corrects bigint,
+                                          quiet boolean DEFAULT false)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.require_arguments('open_invoice', '{tenant_id,account_id,currency,at}',
+        ARRAY[tenant_id IS NULL, account_id IS NULL, currency IS NULL, at IS NULL]);
+    PERFORM subscription.require_account(open_invoice.tenant_id, open_invoice.account_id);
+    IF subscription_id IS NOT NULL
+       AND NOT EXISTS (SELECT FROM subscription.subscription AS s
+                        WHERE s.tenant_id = open_invoice.tenant_id AND s.id = open_invoice.subscription_id) THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    IF NOT EXISTS (SELECT FROM subscription.currency AS c WHERE c.code = open_invoice.currency) THEN
+        RAISE EXCEPTION 'currency "%" does not exist', currency USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN (subscription.open_invoices(open_invoice.tenant_id, ARRAY[open_invoice.account_id],
+                                       ARRAY[open_invoice.subscription_id], ARRAY[open_invoice.currency],
+                                       ARRAY[open_invoice.at], ARRAY[open_invoice.plan], ARRAY[open_invoice.corrects]))[1];
+END
+$$;
+
+COMMENT ON FUNCTION subscription.open_invoice(bigint, bigint, bigint, text, timestamptz, text, bigint, boolean) IS
+'Internal: a new invoice, numbered gapless in its issuer''s series in this transaction, due after subscription.payment_terms days; its opening recorded at the commit (I1, I3, I8)';
+
+CREATE FUNCTION subscription.invoice_status(status text, total numeric, paid numeric)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN invoice_status.status OPERATOR(pg_catalog.=) ANY ('{void,uncollectible}'::text[]) THEN invoice_status.status
+            WHEN invoice_status.total OPERATOR(pg_catalog.-) invoice_status.paid OPERATOR(pg_catalog.<=) 0 THEN 'paid'
+            ELSE 'open' END;
+
+COMMENT ON FUNCTION subscription.invoice_status(text, numeric, numeric) IS
+'Internal: an invoice''s status from its status, total and payments: paid once nothing is due, void and uncollectible stay (I3)';
+
+CREATE OR REPLACE FUNCTION subscription.settle_invoice(tenant_id bigint, invoice_id bigint, quiet boolean DEFAULT false,
+                                            at timestamptz DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+    new_status text;
+BEGIN
+    SELECT * INTO i FROM subscription.invoice_record AS r
+     WHERE r.tenant_id = settle_invoice.tenant_id AND r.id = settle_invoice.invoice_id;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    new_status := subscription.invoice_status(i.status, i.total, i.paid);
+    IF new_status IS DISTINCT FROM i.status THEN
+        UPDATE subscription.invoice_record AS r SET status = new_status
+         WHERE r.tenant_id = settle_invoice.tenant_id AND r.id = settle_invoice.invoice_id;
+        IF quiet THEN
+            RETURN new_status;
+        END IF;
+        PERFORM subscription.invoice_status_history(i, new_status, coalesce(settle_invoice.at, i.at), '{}', false);
+        IF new_status = 'paid' AND i.subscription_id IS NOT NULL THEN
+            PERFORM subscription.end_past_due(i.tenant_id, i.subscription_id, i.id);
+        END IF;
+    END IF;
+    RETURN new_status;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.settle_invoice(bigint, bigint, boolean, timestamptz) IS
+'Internal: an invoice''s status from its total and payments, its change recorded in history unless quiet (I3)';
+
+CREATE OR REPLACE FUNCTION subscription.invoice_line()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    line_at timestamptz;
+BEGIN
+    -- a restore copies the invoices with their lines and totals; the lines
+    -- of a dump from before 1.1 get theirs, as the upgrade gives them,
+    -- without history (the dump's history is restored as it was); a
+    -- restore, by a restoring role, or as the docs say, with
+    -- session_replication_role = replica (this trigger fires ALWAYS)
+    IF NEW.invoice_id IS NOT NULL
+       AND (current_setting('session_replication_role') = 'replica'
+            OR subscription.restored_copy('subscription.ledger_id_seq', NEW.id)) THEN
+        RETURN NEW;
+    END IF;
+    IF NEW.corrects_invoice_id IS NULL AND NEW.charge_id IS NOT NULL AND NEW.kind IN ('refund', 'credit') THEN
+        NEW.corrects_invoice_id := (SELECT l.invoice_id FROM subscription.ledger AS l
+                                     WHERE l.tenant_id = NEW.tenant_id AND l.id = NEW.charge_id);
+    END IF;
+    IF NEW.invoice_id IS NOT NULL THEN
+        RETURN NEW;
+    END IF;
+    line_at := coalesce(lower(NEW.period), NEW.created_at);
+    NEW.invoice_id := (SELECT i.id FROM subscription.invoice_record AS i
+                        WHERE i.tenant_id = NEW.tenant_id AND i.account_id = NEW.account_id
+                          AND i.at = line_at AND i.currency = NEW.currency
+                          AND i.subscription_id IS NOT DISTINCT FROM NEW.subscription_id
+                          AND i.corrects_invoice_id IS NULL
+                          AND i.xact = pg_current_xact_id()
+                        ORDER BY i.id DESC LIMIT 1);
+    IF NEW.invoice_id IS NULL THEN
+        -- the line's foreign keys check its account, subscription and
+        -- currency: no need to check them again here (open_invoice does)
+        NEW.invoice_id := (subscription.open_invoices(NEW.tenant_id, ARRAY[NEW.account_id], ARRAY[NEW.subscription_id],
+                                                      ARRAY[NEW.currency], ARRAY[line_at], ARRAY[NEW.plan], NULL))[1];
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.invoice_line() IS
+'Trigger: the invoice each ledger line belongs to, opened by the billing event''s first line (I1, I2)';
+
+CREATE FUNCTION subscription.invoice_totals()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    replica boolean := current_setting('session_replication_role') = 'replica';
+    t record;
+    changed record;
+    -- the invoices of the tenant whose status changes, by first line
+    settle bigint[];
+    k bigint;
+BEGIN
+    -- per tenant, in the order of its first line, its invoices in the
+    -- order of theirs: each one's lines' sum, the time of its last line
+    -- (what settle_invoice records), whether all are a restore's
+    FOR t IN
+        SELECT x.tenant_id, array_agg(x.invoice_id ORDER BY x.first) AS invoices,
+               array_agg(x.part ORDER BY x.first) AS parts, array_agg(x.at ORDER BY x.first) AS ats,
+               array_agg(x.quiet ORDER BY x.first) AS quiets
+          FROM (SELECT n.tenant_id, n.invoice_id, min(n.id) AS first,
+                       sum(subscription.line_amount(n.kind, n.amount)) AS part,
+                       (array_agg(coalesce(lower(n.period), n.created_at) ORDER BY n.id DESC))[1] AS at,
+                       bool_and(replica OR subscription.restored_copy('subscription.ledger_id_seq', n.id)) AS quiet
+                  FROM new_rows AS n
+                 GROUP BY n.tenant_id, n.invoice_id) AS x
+         GROUP BY x.tenant_id
+         ORDER BY min(x.first)
+    LOOP
+        settle := '{}';
+        FOR changed IN
+            UPDATE subscription.invoice_record AS i
+               SET total = i.total + d.part
+              FROM unnest(t.invoices, t.parts, t.quiets) WITH ORDINALITY AS d(invoice_id, part, quiet, k)
+             WHERE i.tenant_id = t.tenant_id AND i.id = d.invoice_id
+               AND (NOT d.quiet OR i.xact = pg_current_xact_id())
+            RETURNING i.status, i.total, i.paid, d.k
+        LOOP
+            IF subscription.invoice_status(changed.status, changed.total, changed.paid) IS DISTINCT FROM changed.status THEN
+                settle := settle || changed.k;
+            END IF;
+        END LOOP;
+        FOREACH k IN ARRAY (SELECT coalesce(array_agg(x ORDER BY x), '{}') FROM unnest(settle) AS x) LOOP
+            PERFORM subscription.settle_invoice(t.tenant_id, t.invoices[k], t.quiets[k], t.ats[k]);
+        END LOOP;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.invoice_totals() IS
+'Trigger, per statement: the totals of the invoices of the statement''s ledger lines, and the status of those it changes (I2, I3)';
+
+CREATE TRIGGER ledger_invoice_total AFTER INSERT ON subscription.ledger
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.invoice_totals();
+ALTER TABLE subscription.ledger ENABLE ALWAYS TRIGGER ledger_invoice_total;
+
+CREATE OR REPLACE FUNCTION subscription.renew_common_group(t bigint[], ids bigint[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+DECLARE
+    due subscription.subscription;
+    metered subscription.subscription[] := '{}';
+    -- the charge lines, in renewal order
+    lt bigint[]; la bigint[]; ls bigint[]; lb bigint[]; lamount numeric[]; lcurrency text[];
+    lperiod tstzrange[]; litem text[]; lplan text[]; ldescription text[];
+    -- their billing events, in the order of their first lines, and invoices
+    et bigint[]; ea bigint[]; es bigint[]; ecurrency text[]; eat timestamptz[]; eplan text[]; einvoice bigint[];
+    -- the billing event of each line, whether it is the event's first
+    levent bigint[];
+    lfirst boolean[];
+    g record;
+    opened bigint[];
+BEGIN
+    -- U3: the ending periods' usage, billed in arrears as renew_period
+    -- bills it (bill_usage: usage_due's pricing), in renewal order
+    FOR due IN SELECT x.* FROM unnest(t, ids) WITH ORDINALITY AS r(tenant_id, id, k)
+               JOIN subscription.subscription AS x ON x.tenant_id = r.tenant_id AND x.id = r.id
+              WHERE x.plan IN (SELECT up.plan FROM subscription.plan_usage_price AS up)
+              ORDER BY r.k LOOP
+        PERFORM subscription.bill_usage(due, upper(due.period));
+        metered := metered || due;
+    END LOOP;
+    -- the periods move (renew_period's common renewal)
+    UPDATE subscription.subscription AS x
+       SET period_number = x.period_number + 1,
+           period = subscription.nth_period(x.anchor, x.cycle, x.period_number + 1),
+           paid_quantity = x.quantity, pending_cycle = NULL, renewal = x.renewal
+      FROM (SELECT r.tenant_id, r.id FROM unnest(t, ids) WITH ORDINALITY AS r(tenant_id, id, k) ORDER BY r.k) AS r
+     WHERE x.tenant_id = r.tenant_id AND x.id = r.id;
+
+    -- each subscription's plan line, then its batches', in renewal order
+    WITH r AS (SELECT r.tenant_id, r.id, r.k FROM unnest(t, ids) WITH ORDINALITY AS r(tenant_id, id, k)),
+         s AS (SELECT x.*, r.k FROM r JOIN subscription.subscription AS x ON x.tenant_id = r.tenant_id AND x.id = r.id),
+         prices AS (
+        SELECT DISTINCT ON (s.plan, s.cycle::text, s.quantity, s.plan_version)
+               s.plan, s.cycle, s.quantity, s.plan_version, pp.amount, pp.currency
+          FROM s CROSS JOIN LATERAL subscription.period_price(s.plan, s.cycle, s.quantity, s.plan_version) AS pp),
+         batches AS (
+        SELECT s.k, b.id, b.addon, b.quantity, s.cycle
+          FROM s
+          JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
+          JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time),
+         addon_prices AS (
+        SELECT DISTINCT ON (b.addon, b.cycle::text, b.quantity) b.addon, b.cycle, b.quantity, ap.amount, ap.currency
+          FROM batches AS b CROSS JOIN LATERAL subscription.addon_period_price(b.addon, b.cycle, b.quantity) AS ap)
+    SELECT array_agg(l.tenant_id ORDER BY l.k, l.batch_order), array_agg(l.account_id ORDER BY l.k, l.batch_order),
+           array_agg(l.subscription_id ORDER BY l.k, l.batch_order), array_agg(l.addon_batch_id ORDER BY l.k, l.batch_order),
+           array_agg(l.amount ORDER BY l.k, l.batch_order), array_agg(l.currency ORDER BY l.k, l.batch_order),
+           array_agg(l.period ORDER BY l.k, l.batch_order), array_agg(l.item ORDER BY l.k, l.batch_order),
+           array_agg(l.plan ORDER BY l.k, l.batch_order), array_agg(l.description ORDER BY l.k, l.batch_order)
+      INTO lt, la, ls, lb, lamount, lcurrency, lperiod, litem, lplan, ldescription
+      FROM (SELECT s.k, 0::bigint AS batch_order, s.tenant_id, s.account_id, s.id AS subscription_id,
+                   NULL::bigint AS addon_batch_id, subscription.round_money(p.amount, p.currency) AS amount, p.currency,
+                   s.period, 'plan' AS item, s.plan,
+                   format('renewal: plan %s, cycle %s, quantity %s', s.plan, s.cycle, s.quantity) AS description
+              FROM s JOIN prices AS p
+                ON p.plan = s.plan AND p.cycle::text = s.cycle::text AND p.quantity = s.quantity
+               AND p.plan_version = s.plan_version
+            UNION ALL
+            SELECT s.k, b.id, s.tenant_id, s.account_id, s.id, b.id,
+                   subscription.round_money(ap.amount, ap.currency), ap.currency, s.period, 'addon', s.plan,
+                   format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, s.cycle)
+              FROM s
+              JOIN batches AS b ON b.k = s.k
+              JOIN addon_prices AS ap ON ap.addon = b.addon AND ap.cycle::text = b.cycle::text AND ap.quantity = b.quantity)
+           AS l;
+    -- I1, I2: the invoice of each billing event (a subscription's lines at
+    -- the period's start, in a currency), as invoice_line would find or
+    -- open it for the event's first line: one this transaction opened, or
+    -- new ones, opened set-based per tenant (open_invoices), numbered in
+    -- the lines' order; the lines name them (issue 18)
+    SELECT array_agg(l.event ORDER BY l.n), array_agg(l.n = l.first ORDER BY l.n) INTO levent, lfirst
+      FROM (SELECT l.n, l.first, dense_rank() OVER (ORDER BY l.first) AS event
+              FROM (SELECT l.n, min(l.n) OVER (PARTITION BY l.tenant_id, l.account_id, l.subscription_id, l.currency,
+                                                            lower(l.period)) AS first
+                      FROM unnest(lt, la, ls, lcurrency, lperiod) WITH ORDINALITY
+                           AS l(tenant_id, account_id, subscription_id, currency, period, n)) AS l) AS l;
+    SELECT array_agg(l.tenant_id ORDER BY l.n), array_agg(l.account_id ORDER BY l.n),
+           array_agg(l.subscription_id ORDER BY l.n), array_agg(l.currency ORDER BY l.n),
+           array_agg(lower(l.period) ORDER BY l.n), array_agg(l.plan ORDER BY l.n),
+           array_agg((SELECT i.id FROM subscription.invoice_record AS i
+                       WHERE i.tenant_id = l.tenant_id AND i.account_id = l.account_id AND i.at = lower(l.period)
+                         AND i.currency = l.currency AND i.subscription_id = l.subscription_id
+                         AND i.corrects_invoice_id IS NULL AND i.xact = pg_current_xact_id()
+                       ORDER BY i.id DESC LIMIT 1) ORDER BY l.n)
+      INTO et, ea, es, ecurrency, eat, eplan, einvoice
+      FROM unnest(lt, la, ls, lcurrency, lperiod, lplan, lfirst) WITH ORDINALITY
+           AS l(tenant_id, account_id, subscription_id, currency, period, plan, first, n)
+     -- each event's first line
+     WHERE l.first;
+    FOR g IN
+        SELECT e.tenant_id, array_agg(e.k ORDER BY e.k) AS ks, array_agg(e.account_id ORDER BY e.k) AS accounts,
+               array_agg(e.subscription_id ORDER BY e.k) AS subs, array_agg(e.currency ORDER BY e.k) AS currencies,
+               array_agg(e.at ORDER BY e.k) AS ats, array_agg(e.plan ORDER BY e.k) AS plans
+          FROM unnest(et, ea, es, ecurrency, eat, eplan, einvoice) WITH ORDINALITY
+               AS e(tenant_id, account_id, subscription_id, currency, at, plan, invoice_id, k)
+         WHERE e.invoice_id IS NULL
+         GROUP BY e.tenant_id ORDER BY min(e.k)
+    LOOP
+        opened := subscription.open_invoices(g.tenant_id, g.accounts, g.subs, g.currencies, g.ats, g.plans, NULL);
+        FOR o IN 1 .. cardinality(g.ks) LOOP
+            einvoice[g.ks[o]] := opened[o];
+        END LOOP;
+    END LOOP;
+    -- C2: the constraint makes a second charge of the period impossible
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description,
+            invoice_id)
+    SELECT l.tenant_id, l.account_id, l.subscription_id, l.addon_batch_id, 'charge', l.amount, l.currency, l.period,
+           l.item, l.plan, l.description, einvoice[l.event]
+      FROM unnest(lt, la, ls, lb, lamount, lcurrency, lperiod, litem, lplan, ldescription, levent) WITH ORDINALITY
+           AS l(tenant_id, account_id, subscription_id, addon_batch_id, amount, currency, period, item, plan, description,
+                event, n)
+     ORDER BY l.n
+    ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
+       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+    -- U3: their usage counters close with the new periods
+    PERFORM subscription.open_usage(m.tenant_id, m.account_id)
+       FROM (SELECT DISTINCT m.tenant_id, m.account_id FROM unnest(metered) AS m ORDER BY m.tenant_id, m.account_id) AS m;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_common_group(bigint[], bigint[]) IS
+'Internal: one group of common renewals, set-based: one UPDATE moving the periods, one INSERT of the charges';
+
+REVOKE ALL ON FUNCTION subscription.open_invoices(bigint, bigint[], bigint[], text[], timestamptz[], text[], bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.invoice_status(text, numeric, numeric) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.invoice_totals() FROM PUBLIC;
+
+-- end of: invoice lines per statement (issue 18)
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves

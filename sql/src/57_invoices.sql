@@ -9,7 +9,7 @@
 -- days later; the method to charge is the account's default now.  Its
 -- opening is recorded at the commit (invoice_opened, I8), with its total;
 -- quiet (a restore) records nothing, which invoice_opened sees by itself
--- (a restoring role).
+-- (a restoring role).  The checks of its arguments, then open_invoices.
 CREATE FUNCTION subscription.open_invoice(tenant_id bigint, account_id bigint, subscription_id bigint,
                                           currency text, at timestamptz, plan text, corrects bigint,
                                           quiet boolean DEFAULT false)
@@ -18,12 +18,6 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    the_issuer text;
-    next_number bigint;
-    new_id bigint;
-    method bigint;
-    due timestamptz := at + make_interval(days => coalesce(current_setting('subscription.payment_terms', true), '0')::integer);
 BEGIN
     PERFORM subscription.require_arguments('open_invoice', '{tenant_id,account_id,currency,at}',
         ARRAY[tenant_id IS NULL, account_id IS NULL, currency IS NULL, at IS NULL]);
@@ -36,34 +30,120 @@ BEGIN
     IF NOT EXISTS (SELECT FROM subscription.currency AS c WHERE c.code = open_invoice.currency) THEN
         RAISE EXCEPTION 'currency "%" does not exist', currency USING ERRCODE = 'undefined_object';
     END IF;
-    -- every statement names the tenant, or reads the catalog alone: on
-    -- Citus this runs in the ledger's trigger on the tenant's shard
-    IF plan IS NULL AND subscription_id IS NOT NULL THEN
-        plan := (SELECT s.plan FROM subscription.subscription AS s
-                  WHERE s.tenant_id = open_invoice.tenant_id AND s.id = open_invoice.subscription_id);
-    END IF;
-    the_issuer := coalesce((SELECT p.product FROM subscription.plan AS p WHERE p.code = open_invoice.plan), '');
-    INSERT INTO subscription.invoice_series AS x (tenant_id, issuer, last_number)
-    VALUES (open_invoice.tenant_id, the_issuer, 1)
-    ON CONFLICT ON CONSTRAINT invoice_series_pkey DO UPDATE SET last_number = x.last_number + 1
-    RETURNING x.last_number INTO next_number;
-    -- no subquery in INSERT ... VALUES: Citus refuses it
-    method := (SELECT m.id FROM subscription.payment_method AS m
-                WHERE m.tenant_id = open_invoice.tenant_id AND m.account_id = open_invoice.account_id AND m.is_default);
-    INSERT INTO subscription.invoice_record AS i
-           (tenant_id, account_id, subscription_id, issuer, number, at, currency, due_at, payment_method_id,
-            corrects_invoice_id)
-    VALUES (open_invoice.tenant_id, open_invoice.account_id, open_invoice.subscription_id, the_issuer, next_number,
-            open_invoice.at, open_invoice.currency, due, method, open_invoice.corrects)
-    RETURNING i.id INTO new_id;
-    -- its history row and event invoice.opened are written at the commit,
-    -- once its lines are all there (invoice_opened, I8)
-    RETURN new_id;
+    RETURN (subscription.open_invoices(open_invoice.tenant_id, ARRAY[open_invoice.account_id],
+                                       ARRAY[open_invoice.subscription_id], ARRAY[open_invoice.currency],
+                                       ARRAY[open_invoice.at], ARRAY[open_invoice.plan], ARRAY[open_invoice.corrects]))[1];
 END
 $$;
 
 COMMENT ON FUNCTION subscription.open_invoice(bigint, bigint, bigint, text, timestamptz, text, bigint, boolean) IS
 'Internal: a new invoice, numbered gapless in its issuer''s series in this transaction, due after subscription.payment_terms days; its opening recorded at the commit (I1, I3, I8)';
+
+-- I1: new invoices of one tenant, numbered in their issuers' series in
+-- this transaction in the order given: one series update per issuer (its
+-- row stays locked until the commit, so a concurrent invoice of the series
+-- waits and takes the next number, and a rollback gives the numbers back:
+-- gapless, in order), one INSERT of the invoices.  Each is due
+-- subscription.payment_terms days after its time; the method to charge is
+-- its account's default now; its issuer the product of its plan (the
+-- subscription's plan when none is named).  Their openings are recorded
+-- at the commit (invoice_opened, I8).  Every statement names the tenant,
+-- or reads the catalog alone.  No checks of the accounts, subscriptions
+-- and currencies: the invoices' foreign keys refuse them (open_invoice
+-- checks them first).  renew_common_group opens a batch's invoices with it
+-- (issue 18), invoice_line and open_invoice one.
+CREATE FUNCTION subscription.open_invoices(tenant_id bigint, account_ids bigint[], subscription_ids bigint[],
+                                           currencies text[], ats timestamptz[], plans text[], corrects bigint[])
+RETURNS bigint[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer := cardinality(account_ids);
+    terms interval := make_interval(days => coalesce(current_setting('subscription.payment_terms', true), '0')::integer);
+    issuers text[];
+    numbers bigint[];
+    ids bigint[];
+    methods bigint[];
+    sub bigint;
+    plan text;
+    issuer text;
+    last bigint;
+    taken integer;
+    made record;
+BEGIN
+    PERFORM subscription.require_arguments('open_invoices', '{tenant_id,account_ids,currencies,ats}',
+        ARRAY[tenant_id IS NULL, account_ids IS NULL, currencies IS NULL, ats IS NULL]);
+    IF n = 0 THEN
+        RETURN '{}';
+    END IF;
+    IF cardinality(currencies) <> n OR cardinality(ats) <> n
+       OR cardinality(coalesce(subscription_ids, '{}')) NOT IN (0, n) OR cardinality(coalesce(plans, '{}')) NOT IN (0, n)
+       OR cardinality(coalesce(corrects, '{}')) NOT IN (0, n) THEN
+        RAISE EXCEPTION 'the arrays of open_invoices() must be of one length' USING ERRCODE = 'array_subscript_error';
+    END IF;
+    plans := coalesce(plans, array_fill(NULL::text, ARRAY[n]));
+    FOR k IN 1 .. n LOOP
+        IF plans[k] IS NULL AND subscription_ids[k] IS NOT NULL THEN
+            -- a scalar first: Citus fails to parse an array element
+            -- assigned a query of a distributed table
+            sub := subscription_ids[k];
+            plan := (SELECT s.plan FROM subscription.subscription AS s
+                      WHERE s.tenant_id = open_invoices.tenant_id AND s.id = sub);
+            plans[k] := plan;
+        END IF;
+    END LOOP;
+    -- the issuer of each, and the method to charge: its account's default now
+    SELECT array_agg(coalesce(p.product, '') ORDER BY e.k), array_agg(m.id ORDER BY e.k) INTO issuers, methods
+      FROM unnest(plans, account_ids) WITH ORDINALITY AS e(plan, account_id, k)
+      LEFT JOIN subscription.plan AS p ON p.code = e.plan
+      LEFT JOIN subscription.payment_method AS m
+        ON m.tenant_id = open_invoices.tenant_id AND m.account_id = e.account_id AND m.is_default;
+    -- each issuer's numbers: the series moved once by the count, then the
+    -- invoices of the issuer numbered in their order
+    numbers := array_fill(NULL::bigint, ARRAY[n]);
+    FOR issuer, taken IN SELECT i.issuer, count(*) FROM unnest(issuers) AS i(issuer) GROUP BY i.issuer ORDER BY i.issuer LOOP
+        INSERT INTO subscription.invoice_series AS x (tenant_id, issuer, last_number)
+        VALUES (open_invoices.tenant_id, issuer, taken)
+        ON CONFLICT ON CONSTRAINT invoice_series_pkey DO UPDATE SET last_number = x.last_number + taken
+        RETURNING x.last_number INTO last;
+        last := last - taken;
+        FOR k IN 1 .. n LOOP
+            IF issuers[k] = issuer THEN
+                last := last + 1;
+                numbers[k] := last;
+            END IF;
+        END LOOP;
+    END LOOP;
+    -- one INSERT, its rows (and so RETURNING's) in the order given; on
+    -- Citus from no distributed table, no subquery
+    ids := '{}';
+    FOR made IN
+        INSERT INTO subscription.invoice_record AS i
+               (tenant_id, account_id, subscription_id, issuer, number, at, currency, due_at, payment_method_id,
+                corrects_invoice_id)
+        SELECT open_invoices.tenant_id, e.account_id, e.subscription_id, e.issuer, e.number, e.at, e.currency,
+               e.at + terms, e.method, e.corrects
+          FROM unnest(account_ids, coalesce(subscription_ids, array_fill(NULL::bigint, ARRAY[n])), issuers, numbers, ats,
+                      currencies, methods, coalesce(corrects, array_fill(NULL::bigint, ARRAY[n])))
+               WITH ORDINALITY AS e(account_id, subscription_id, issuer, number, at, currency, method, corrects, k)
+         ORDER BY e.k
+        RETURNING i.id, i.issuer, i.number
+    LOOP
+        ids := ids || made.id;
+        IF (made.issuer, made.number) IS DISTINCT FROM (issuers[cardinality(ids)], numbers[cardinality(ids)]) THEN
+            RAISE EXCEPTION 'open_invoices(): invoice % returned out of order', made.id USING ERRCODE = 'internal_error';
+        END IF;
+    END LOOP;
+    -- their history rows and events invoice.opened are written at the
+    -- commit, once their lines are all there (invoice_opened, I8)
+    RETURN ids;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.open_invoices(bigint, bigint[], bigint[], text[], timestamptz[], text[], bigint[]) IS
+'Internal: new invoices of one tenant, numbered gapless in their issuers'' series in the order given, one series update per issuer and one INSERT (I1, I3)';
 
 -- I3, E1: the history row of an invoice's change of status (and its event
 -- invoice.paid, .void or .uncollectible).  An invoice whose opening is not
@@ -175,7 +255,20 @@ CREATE CONSTRAINT TRIGGER invoice_record_opened AFTER INSERT ON subscription.inv
     FOR EACH ROW EXECUTE FUNCTION subscription.invoice_opened();
 
 -- I3: an invoice's status from its total and what was paid: paid once
--- nothing is due; a void or uncollectible invoice stays so.  A change of
+-- nothing is due; a void or uncollectible invoice stays so.  The one place
+-- of the rule: settle_invoice and invoice_totals read it.
+CREATE FUNCTION subscription.invoice_status(status text, total numeric, paid numeric)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN invoice_status.status OPERATOR(pg_catalog.=) ANY ('{void,uncollectible}'::text[]) THEN invoice_status.status
+            WHEN invoice_status.total OPERATOR(pg_catalog.-) invoice_status.paid OPERATOR(pg_catalog.<=) 0 THEN 'paid'
+            ELSE 'open' END;
+
+COMMENT ON FUNCTION subscription.invoice_status(text, numeric, numeric) IS
+'Internal: an invoice''s status from its status, total and payments: paid once nothing is due, void and uncollectible stay (I3)';
+
+-- I3: an invoice's status from its total and what was paid
+-- (invoice_status).  A change of
 -- status is a history row (and its event, E1).  Paid: the subscription
 -- past due for it is active again, in this transaction (D5).
 CREATE FUNCTION subscription.settle_invoice(tenant_id bigint, invoice_id bigint, quiet boolean DEFAULT false,
@@ -194,8 +287,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    new_status := CASE WHEN i.status IN ('void', 'uncollectible') THEN i.status
-                       WHEN i.total - i.paid <= 0 THEN 'paid' ELSE 'open' END;
+    new_status := subscription.invoice_status(i.status, i.total, i.paid);
     IF new_status IS DISTINCT FROM i.status THEN
         UPDATE subscription.invoice_record AS r SET status = new_status
          WHERE r.tenant_id = settle_invoice.tenant_id AND r.id = settle_invoice.invoice_id;
@@ -217,8 +309,10 @@ COMMENT ON FUNCTION subscription.settle_invoice(bigint, bigint, boolean, timesta
 -- I2: before each ledger line, the invoice it belongs to: the one this
 -- transaction opened for the same account, subscription, time and
 -- currency, or a new one; a refund or credit of a charge names the
--- charge's invoice as the one it corrects.  The invoice's total follows.
--- The one place lines meet invoices, whatever function writes them.
+-- charge's invoice as the one it corrects.  The one place lines meet
+-- invoices, whatever function writes them.  Only what must be per line:
+-- the invoice's total and status follow per statement (invoice_totals,
+-- issue 18).
 CREATE FUNCTION subscription.invoice_line()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -226,53 +320,120 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    line_at timestamptz := coalesce(lower(NEW.period), NEW.created_at);
-    part numeric;
-    -- a restore: by a restoring role, or as the docs say, with
-    -- session_replication_role = replica (this trigger fires ALWAYS)
-    restored boolean := current_setting('session_replication_role') = 'replica'
-                        OR subscription.restored_copy('subscription.ledger_id_seq', NEW.id);
+    line_at timestamptz;
 BEGIN
     -- a restore copies the invoices with their lines and totals; the lines
     -- of a dump from before 1.1 get theirs, as the upgrade gives them,
-    -- without history (the dump's history is restored as it was)
-    IF restored AND NEW.invoice_id IS NOT NULL THEN
+    -- without history (the dump's history is restored as it was); a
+    -- restore, by a restoring role, or as the docs say, with
+    -- session_replication_role = replica (this trigger fires ALWAYS)
+    IF NEW.invoice_id IS NOT NULL
+       AND (current_setting('session_replication_role') = 'replica'
+            OR subscription.restored_copy('subscription.ledger_id_seq', NEW.id)) THEN
         RETURN NEW;
     END IF;
     IF NEW.corrects_invoice_id IS NULL AND NEW.charge_id IS NOT NULL AND NEW.kind IN ('refund', 'credit') THEN
         NEW.corrects_invoice_id := (SELECT l.invoice_id FROM subscription.ledger AS l
                                      WHERE l.tenant_id = NEW.tenant_id AND l.id = NEW.charge_id);
     END IF;
-    IF NEW.invoice_id IS NULL THEN
-        NEW.invoice_id := (SELECT i.id FROM subscription.invoice_record AS i
-                            WHERE i.tenant_id = NEW.tenant_id AND i.account_id = NEW.account_id
-                              AND i.at = line_at AND i.currency = NEW.currency
-                              AND i.subscription_id IS NOT DISTINCT FROM NEW.subscription_id
-                              AND i.corrects_invoice_id IS NULL
-                              AND i.xact = pg_current_xact_id()
-                            ORDER BY i.id DESC LIMIT 1);
+    IF NEW.invoice_id IS NOT NULL THEN
+        RETURN NEW;
     END IF;
+    line_at := coalesce(lower(NEW.period), NEW.created_at);
+    NEW.invoice_id := (SELECT i.id FROM subscription.invoice_record AS i
+                        WHERE i.tenant_id = NEW.tenant_id AND i.account_id = NEW.account_id
+                          AND i.at = line_at AND i.currency = NEW.currency
+                          AND i.subscription_id IS NOT DISTINCT FROM NEW.subscription_id
+                          AND i.corrects_invoice_id IS NULL
+                          AND i.xact = pg_current_xact_id()
+                        ORDER BY i.id DESC LIMIT 1);
     IF NEW.invoice_id IS NULL THEN
-        NEW.invoice_id := subscription.open_invoice(NEW.tenant_id, NEW.account_id, NEW.subscription_id, NEW.currency,
-                                                    line_at, NEW.plan, NULL, restored);
+        -- the line's foreign keys check its account, subscription and
+        -- currency: no need to check them again here (open_invoice does)
+        NEW.invoice_id := (subscription.open_invoices(NEW.tenant_id, ARRAY[NEW.account_id], ARRAY[NEW.subscription_id],
+                                                      ARRAY[NEW.currency], ARRAY[line_at], ARRAY[NEW.plan], NULL))[1];
     END IF;
-    -- a value, not the (inlined) expression: Citus deparses an inlined
-    -- CASE of parameters in an UPDATE wrongly
-    part := subscription.line_amount(NEW.kind, NEW.amount);
-    UPDATE subscription.invoice_record AS i
-       SET total = i.total + part
-     WHERE i.tenant_id = NEW.tenant_id AND i.id = NEW.invoice_id;
-    PERFORM subscription.settle_invoice(NEW.tenant_id, NEW.invoice_id, restored, line_at);
     RETURN NEW;
 END
 $$;
 
 COMMENT ON FUNCTION subscription.invoice_line() IS
-'Trigger: the invoice each ledger line belongs to, opened by the billing event''s first line, and its total (I1, I2)';
+'Trigger: the invoice each ledger line belongs to, opened by the billing event''s first line (I1, I2)';
 
 CREATE TRIGGER ledger_invoice BEFORE INSERT ON subscription.ledger
     FOR EACH ROW EXECUTE FUNCTION subscription.invoice_line();
 ALTER TABLE subscription.ledger ENABLE ALWAYS TRIGGER ledger_invoice;
+
+-- I2, I3: after each statement writing ledger lines, what invoice_line did
+-- per line before issue 18, per statement: the statement's lines read from
+-- the transition table grouped by invoice, then per tenant (on Citus every
+-- statement names its tenant, and a transition table is never joined with
+-- a distributed table) one UPDATE adding each invoice's lines to its total,
+-- and settle_invoice for the invoices whose status that changes
+-- (invoice_status), in the order of their first lines.  A restore's lines
+-- (copied with their invoice and its total) add nothing, except to the
+-- invoices opened for them in this transaction (a dump from before 1.1);
+-- settled quietly.  Fires before ledger_reduce_charge: the discount and
+-- credit lines it writes follow the charges' totals, in statements of
+-- their own.
+CREATE FUNCTION subscription.invoice_totals()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    replica boolean := current_setting('session_replication_role') = 'replica';
+    t record;
+    changed record;
+    -- the invoices of the tenant whose status changes, by first line
+    settle bigint[];
+    k bigint;
+BEGIN
+    -- per tenant, in the order of its first line, its invoices in the
+    -- order of theirs: each one's lines' sum, the time of its last line
+    -- (what settle_invoice records), whether all are a restore's
+    FOR t IN
+        SELECT x.tenant_id, array_agg(x.invoice_id ORDER BY x.first) AS invoices,
+               array_agg(x.part ORDER BY x.first) AS parts, array_agg(x.at ORDER BY x.first) AS ats,
+               array_agg(x.quiet ORDER BY x.first) AS quiets
+          FROM (SELECT n.tenant_id, n.invoice_id, min(n.id) AS first,
+                       sum(subscription.line_amount(n.kind, n.amount)) AS part,
+                       (array_agg(coalesce(lower(n.period), n.created_at) ORDER BY n.id DESC))[1] AS at,
+                       bool_and(replica OR subscription.restored_copy('subscription.ledger_id_seq', n.id)) AS quiet
+                  FROM new_rows AS n
+                 GROUP BY n.tenant_id, n.invoice_id) AS x
+         GROUP BY x.tenant_id
+         ORDER BY min(x.first)
+    LOOP
+        settle := '{}';
+        FOR changed IN
+            UPDATE subscription.invoice_record AS i
+               SET total = i.total + d.part
+              FROM unnest(t.invoices, t.parts, t.quiets) WITH ORDINALITY AS d(invoice_id, part, quiet, k)
+             WHERE i.tenant_id = t.tenant_id AND i.id = d.invoice_id
+               AND (NOT d.quiet OR i.xact = pg_current_xact_id())
+            RETURNING i.status, i.total, i.paid, d.k
+        LOOP
+            IF subscription.invoice_status(changed.status, changed.total, changed.paid) IS DISTINCT FROM changed.status THEN
+                settle := settle || changed.k;
+            END IF;
+        END LOOP;
+        FOREACH k IN ARRAY (SELECT coalesce(array_agg(x ORDER BY x), '{}') FROM unnest(settle) AS x) LOOP
+            PERFORM subscription.settle_invoice(t.tenant_id, t.invoices[k], t.quiets[k], t.ats[k]);
+        END LOOP;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.invoice_totals() IS
+'Trigger, per statement: the totals of the invoices of the statement''s ledger lines, and the status of those it changes (I2, I3)';
+
+CREATE TRIGGER ledger_invoice_total AFTER INSERT ON subscription.ledger
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.invoice_totals();
+ALTER TABLE subscription.ledger ENABLE ALWAYS TRIGGER ledger_invoice_total;
 
 -- the tenant of a row written without one, from its account (as the other
 -- tenant tables, 17_tenant_keys.sql)

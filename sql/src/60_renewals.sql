@@ -644,6 +644,16 @@ AS $$
 DECLARE
     due subscription.subscription;
     metered subscription.subscription[] := '{}';
+    -- the charge lines, in renewal order
+    lt bigint[]; la bigint[]; ls bigint[]; lb bigint[]; lamount numeric[]; lcurrency text[];
+    lperiod tstzrange[]; litem text[]; lplan text[]; ldescription text[];
+    -- their billing events, in the order of their first lines, and invoices
+    et bigint[]; ea bigint[]; es bigint[]; ecurrency text[]; eat timestamptz[]; eplan text[]; einvoice bigint[];
+    -- the billing event of each line, whether it is the event's first
+    levent bigint[];
+    lfirst boolean[];
+    g record;
+    opened bigint[];
 BEGIN
     -- U3: the ending periods' usage, billed in arrears as renew_period
     -- bills it (bill_usage: usage_due's pricing), in renewal order
@@ -662,7 +672,6 @@ BEGIN
       FROM (SELECT r.tenant_id, r.id FROM unnest(t, ids) WITH ORDINALITY AS r(tenant_id, id, k) ORDER BY r.k) AS r
      WHERE x.tenant_id = r.tenant_id AND x.id = r.id;
 
-    -- C2: the constraint makes a second charge of the period impossible;
     -- each subscription's plan line, then its batches', in renewal order
     WITH r AS (SELECT r.tenant_id, r.id, r.k FROM unnest(t, ids) WITH ORDINALITY AS r(tenant_id, id, k)),
          s AS (SELECT x.*, r.k FROM r JOIN subscription.subscription AS x ON x.tenant_id = r.tenant_id AND x.id = r.id),
@@ -678,10 +687,12 @@ BEGIN
          addon_prices AS (
         SELECT DISTINCT ON (b.addon, b.cycle::text, b.quantity) b.addon, b.cycle, b.quantity, ap.amount, ap.currency
           FROM batches AS b CROSS JOIN LATERAL subscription.addon_period_price(b.addon, b.cycle, b.quantity) AS ap)
-    INSERT INTO subscription.ledger
-           (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
-    SELECT l.tenant_id, l.account_id, l.subscription_id, l.addon_batch_id, 'charge', l.amount, l.currency, l.period,
-           l.item, l.plan, l.description
+    SELECT array_agg(l.tenant_id ORDER BY l.k, l.batch_order), array_agg(l.account_id ORDER BY l.k, l.batch_order),
+           array_agg(l.subscription_id ORDER BY l.k, l.batch_order), array_agg(l.addon_batch_id ORDER BY l.k, l.batch_order),
+           array_agg(l.amount ORDER BY l.k, l.batch_order), array_agg(l.currency ORDER BY l.k, l.batch_order),
+           array_agg(l.period ORDER BY l.k, l.batch_order), array_agg(l.item ORDER BY l.k, l.batch_order),
+           array_agg(l.plan ORDER BY l.k, l.batch_order), array_agg(l.description ORDER BY l.k, l.batch_order)
+      INTO lt, la, ls, lb, lamount, lcurrency, lperiod, litem, lplan, ldescription
       FROM (SELECT s.k, 0::bigint AS batch_order, s.tenant_id, s.account_id, s.id AS subscription_id,
                    NULL::bigint AS addon_batch_id, subscription.round_money(p.amount, p.currency) AS amount, p.currency,
                    s.period, 'plan' AS item, s.plan,
@@ -696,8 +707,55 @@ BEGIN
               FROM s
               JOIN batches AS b ON b.k = s.k
               JOIN addon_prices AS ap ON ap.addon = b.addon AND ap.cycle::text = b.cycle::text AND ap.quantity = b.quantity)
-           AS l
-     ORDER BY l.k, l.batch_order
+           AS l;
+    -- I1, I2: the invoice of each billing event (a subscription's lines at
+    -- the period's start, in a currency), as invoice_line would find or
+    -- open it for the event's first line: one this transaction opened, or
+    -- new ones, opened set-based per tenant (open_invoices), numbered in
+    -- the lines' order; the lines name them (issue 18)
+    SELECT array_agg(l.event ORDER BY l.n), array_agg(l.n = l.first ORDER BY l.n) INTO levent, lfirst
+      FROM (SELECT l.n, l.first, dense_rank() OVER (ORDER BY l.first) AS event
+              FROM (SELECT l.n, min(l.n) OVER (PARTITION BY l.tenant_id, l.account_id, l.subscription_id, l.currency,
+                                                            lower(l.period)) AS first
+                      FROM unnest(lt, la, ls, lcurrency, lperiod) WITH ORDINALITY
+                           AS l(tenant_id, account_id, subscription_id, currency, period, n)) AS l) AS l;
+    SELECT array_agg(l.tenant_id ORDER BY l.n), array_agg(l.account_id ORDER BY l.n),
+           array_agg(l.subscription_id ORDER BY l.n), array_agg(l.currency ORDER BY l.n),
+           array_agg(lower(l.period) ORDER BY l.n), array_agg(l.plan ORDER BY l.n),
+           array_agg((SELECT i.id FROM subscription.invoice_record AS i
+                       WHERE i.tenant_id = l.tenant_id AND i.account_id = l.account_id AND i.at = lower(l.period)
+                         AND i.currency = l.currency AND i.subscription_id = l.subscription_id
+                         AND i.corrects_invoice_id IS NULL AND i.xact = pg_current_xact_id()
+                       ORDER BY i.id DESC LIMIT 1) ORDER BY l.n)
+      INTO et, ea, es, ecurrency, eat, eplan, einvoice
+      FROM unnest(lt, la, ls, lcurrency, lperiod, lplan, lfirst) WITH ORDINALITY
+           AS l(tenant_id, account_id, subscription_id, currency, period, plan, first, n)
+     -- each event's first line
+     WHERE l.first;
+    FOR g IN
+        SELECT e.tenant_id, array_agg(e.k ORDER BY e.k) AS ks, array_agg(e.account_id ORDER BY e.k) AS accounts,
+               array_agg(e.subscription_id ORDER BY e.k) AS subs, array_agg(e.currency ORDER BY e.k) AS currencies,
+               array_agg(e.at ORDER BY e.k) AS ats, array_agg(e.plan ORDER BY e.k) AS plans
+          FROM unnest(et, ea, es, ecurrency, eat, eplan, einvoice) WITH ORDINALITY
+               AS e(tenant_id, account_id, subscription_id, currency, at, plan, invoice_id, k)
+         WHERE e.invoice_id IS NULL
+         GROUP BY e.tenant_id ORDER BY min(e.k)
+    LOOP
+        opened := subscription.open_invoices(g.tenant_id, g.accounts, g.subs, g.currencies, g.ats, g.plans, NULL);
+        FOR o IN 1 .. cardinality(g.ks) LOOP
+            einvoice[g.ks[o]] := opened[o];
+        END LOOP;
+    END LOOP;
+    -- C2: the constraint makes a second charge of the period impossible
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description,
+            invoice_id)
+    SELECT l.tenant_id, l.account_id, l.subscription_id, l.addon_batch_id, 'charge', l.amount, l.currency, l.period,
+           l.item, l.plan, l.description, einvoice[l.event]
+      FROM unnest(lt, la, ls, lb, lamount, lcurrency, lperiod, litem, lplan, ldescription, levent) WITH ORDINALITY
+           AS l(tenant_id, account_id, subscription_id, addon_batch_id, amount, currency, period, item, plan, description,
+                event, n)
+     ORDER BY l.n
     ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
        WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
     -- U3: their usage counters close with the new periods
