@@ -12998,7 +12998,7 @@ BEGIN
     -- an infinite time ends every period: in none (as move_usage)
     IF NOT isfinite(at) THEN
         RAISE EXCEPTION 'the time of usage must be finite'
-            USING ERRCODE = 'datetime_value_out_of_range';
+            USING ERRCODE = 'datetime_field_overflow';
     END IF;
     IF tenant IS NULL THEN
         -- the guard's write of a registered table (a single server)
@@ -13046,6 +13046,7 @@ $$;
 
 COMMENT ON FUNCTION subscription.close_usage(bigint, bigint, text, timestamptz, boolean) IS
 'Internal: keep the figures of each period a usage counter''s write at a time comes after, and start the period that holds it (U3)';
+REVOKE ALL ON FUNCTION subscription.close_usage(bigint, bigint, text, timestamptz, boolean) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION subscription.usage_due(s subscription.subscription, until timestamptz)
 RETURNS TABLE(feature text, aggregation text, from_rows boolean, period tstzrange, upto timestamptz,

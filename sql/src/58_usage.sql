@@ -334,7 +334,7 @@ BEGIN
     -- an infinite time ends every period: in none (as move_usage)
     IF NOT isfinite(at) THEN
         RAISE EXCEPTION 'the time of usage must be finite'
-            USING ERRCODE = 'datetime_value_out_of_range';
+            USING ERRCODE = 'datetime_field_overflow';
     END IF;
     IF tenant IS NULL THEN
         -- the guard's write of a registered table (a single server)

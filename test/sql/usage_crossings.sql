@@ -103,4 +103,10 @@ SELECT renew_due('2026-07-01') AS renewed;
 SELECT p.feature, p.period, p.used, p.peak, p.aggregate, p.amount FROM usage_period AS p
   JOIN subscription AS s ON s.id = p.subscription_id
  WHERE s.account_id = 1 AND lower(p.period) = '2026-06-01' ORDER BY p.feature;
+
+-- close_usage (internal, the guard's): an infinite time ends every period,
+-- so it is in none (22008); NULLs are 22004; nothing written
+SELECT pg_temp.error_of($$SELECT subscription.close_usage(1, 1, 'vms', 'infinity', true)$$);
+SELECT pg_temp.error_of($$SELECT subscription.close_usage(1, 1, 'vms', '2026-08-01', NULL)$$);
+SELECT count(*) AS none_kept FROM usage_counter WHERE closed_at IS NOT NULL;
 ROLLBACK;
