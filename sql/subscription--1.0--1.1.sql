@@ -13280,6 +13280,322 @@ REVOKE ALL ON FUNCTION subscription.invoice_totals() FROM PUBLIC;
 
 -- end of: invoice lines per statement (issue 18)
 
+-- record_usage throughput and several period crossings (issue 21) -------
+-- require_tenant: a statement per kind (planned once, not at every call)
+CREATE OR REPLACE FUNCTION subscription.require_tenant(fn text, tenant_id bigint, kind text, id bigint)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    owner bigint;
+    found_by_key boolean;
+BEGIN
+    IF id IS NULL THEN
+        RETURN;
+    END IF;
+    -- a statement per kind: one CASE of the three made a plan whose custom
+    -- form (kind known) always looked cheaper than its generic one, so it
+    -- was planned again at every call (about 0.1 ms, issue 21)
+    IF kind = 'account' THEN
+        found_by_key := EXISTS (SELECT FROM subscription.account AS a
+                                 WHERE a.tenant_id = require_tenant.tenant_id AND a.id = require_tenant.id);
+    ELSIF kind = 'subscription' THEN
+        found_by_key := EXISTS (SELECT FROM subscription.subscription AS s
+                                 WHERE s.tenant_id = require_tenant.tenant_id AND s.id = require_tenant.id);
+    ELSIF kind = 'addon_batch' THEN
+        found_by_key := EXISTS (SELECT FROM subscription.addon_batch AS b
+                                 WHERE b.tenant_id = require_tenant.tenant_id AND b.id = require_tenant.id);
+    END IF;
+    IF found_by_key THEN
+        RETURN;
+    END IF;
+    -- only on the way to an error: the id alone
+    owner := subscription.tenant_of(kind, id);
+    IF owner IS NULL THEN
+        RETURN;
+    END IF;
+    IF require_tenant.tenant_id IS NULL THEN
+        RAISE EXCEPTION 'argument "tenant_id" of %() must not be null', fn
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    RAISE EXCEPTION '% % is not of tenant %', CASE kind WHEN 'addon_batch' THEN 'add-on batch' ELSE kind END,
+                    id, require_tenant.tenant_id
+        USING ERRCODE = 'invalid_parameter_value',
+              DETAIL = format('%s() was given tenant %s and the id of a row of another tenant.', fn, require_tenant.tenant_id),
+              HINT = format('The tenant is the root account''s id: subscription.%s(tenant_id, ...) takes the tenant of the %s first, or subscription.%s() without it finds it.',
+                            fn, CASE kind WHEN 'addon_batch' THEN 'add-on batch' ELSE kind END, fn);
+END
+$$;
+
+-- usage_record: no index on at (record_usage's UPDATE of the key's total
+-- took it in its generic plan and scanned every key of the account)
+DROP INDEX subscription.usage_record_tenant_id_account_id_feature_at_idx;
+
+-- usage_counter: the figures of every ended period not billed yet, one
+-- element each (U3: close_usage keeps them, bill_usage bills the first)
+ALTER TABLE subscription.usage_counter
+    DROP CONSTRAINT usage_counter_closed_used_check,
+    DROP CONSTRAINT usage_counter_closed_peak_check,
+    DROP CONSTRAINT usage_counter_closed_integral_check;
+ALTER TABLE subscription.usage_counter
+    ALTER COLUMN closed_at TYPE timestamptz[] USING CASE WHEN closed_at IS NOT NULL THEN ARRAY[closed_at] END,
+    ALTER COLUMN closed_used TYPE bigint[] USING CASE WHEN closed_at IS NOT NULL THEN ARRAY[closed_used] END,
+    ALTER COLUMN closed_peak TYPE bigint[] USING CASE WHEN closed_at IS NOT NULL THEN ARRAY[closed_peak] END,
+    ALTER COLUMN closed_integral TYPE numeric[] USING CASE WHEN closed_at IS NOT NULL THEN ARRAY[closed_integral] END;
+ALTER TABLE subscription.usage_counter
+    ADD CONSTRAINT usage_counter_closed_used_check CHECK (0 <= ALL (closed_used)),
+    ADD CONSTRAINT usage_counter_closed_peak_check CHECK (0 <= ALL (closed_peak)),
+    ADD CONSTRAINT usage_counter_closed_integral_check CHECK (0 <= ALL (closed_integral));
+
+COMMENT ON COLUMN subscription.usage_counter.closes IS
+'The end of the billing period of the feature''s usage price (U3): a write at or after it keeps the ended periods'' figures first';
+COMMENT ON COLUMN subscription.usage_counter.closed_at IS
+'The ends of the ended periods whose figures are kept in closed_used, closed_peak and closed_integral until their renewals bill them, in order (U3)';
+COMMENT ON COLUMN subscription.usage_counter.closed_used IS
+'The use at each end of closed_at: each ended period''s count or sum (U3)';
+COMMENT ON COLUMN subscription.usage_counter.closed_peak IS
+'Each ended period''s peak (U3)';
+COMMENT ON COLUMN subscription.usage_counter.closed_integral IS
+'Each ended period''s integral in row-seconds, up to its end (U3)';
+
+-- U3: several period ends crossed by one write (close_usage), each
+-- ended period billed from its own figures
+CREATE OR REPLACE FUNCTION subscription.open_usage(tenant_id bigint, account_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    features text[] := ARRAY(SELECT DISTINCT p.feature FROM subscription.plan_usage_price AS p);
+    f text;
+    ends timestamptz;
+BEGIN
+    IF cardinality(features) = 0 THEN
+        RETURN;
+    END IF;
+    FOR f IN SELECT u.feature FROM subscription.usage_counter AS u
+              WHERE u.tenant_id = open_usage.tenant_id AND u.account_id = open_usage.account_id
+                AND u.feature = ANY (features)
+              ORDER BY u.feature LOOP
+        ends := subscription.usage_closes(open_usage.tenant_id, open_usage.account_id, f);
+        -- a counter whose later periods ended already (close_usage) stays
+        -- where it closes until the renewals reach its period
+        UPDATE subscription.usage_counter AS u SET closes = ends
+         WHERE u.tenant_id = open_usage.tenant_id AND u.account_id = open_usage.account_id AND u.feature = f
+           AND u.closes IS DISTINCT FROM ends
+           AND (u.closed_at IS NULL OR ends > u.closed_at[cardinality(u.closed_at)]);
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.open_usage(bigint, bigint) IS
+'Internal: set where an account''s usage counters close their billing period, after a period moved (U3)';
+
+CREATE FUNCTION subscription.close_usage(tenant_id bigint, account_id bigint, feature text, at timestamptz,
+                                         from_rows boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- a value first: on Citus the catalog's lookup may not run inside the shard's query
+    plans text[] := ARRAY(SELECT p.plan FROM subscription.plan_usage_price AS p WHERE p.feature = close_usage.feature);
+    tenant bigint := close_usage.tenant_id;
+    c record;
+    s record;
+    ends timestamptz;
+    next_end timestamptz;
+    base bigint;
+    k integer := 1;
+    at_ends timestamptz[];
+    used_ends bigint[];
+    peak_ends bigint[];
+    integral_ends numeric[];
+BEGIN
+    PERFORM subscription.require_arguments('close_usage', '{account_id,feature,at,from_rows}',
+        ARRAY[account_id IS NULL, feature IS NULL, at IS NULL, from_rows IS NULL]);
+    -- an infinite time ends every period: in none (as move_usage)
+    IF NOT isfinite(at) THEN
+        RAISE EXCEPTION 'the time of usage must be finite'
+            USING ERRCODE = 'datetime_field_overflow';
+    END IF;
+    IF tenant IS NULL THEN
+        -- the guard's write of a registered table (a single server)
+        SELECT a.tenant_id INTO tenant FROM subscription.account AS a WHERE a.id = close_usage.account_id;
+    END IF;
+    SELECT u.used, u.peak, u.integral, u.since, u.closes INTO c
+      FROM subscription.usage_counter AS u
+     WHERE u.tenant_id = tenant AND u.account_id = close_usage.account_id AND u.feature = close_usage.feature
+       FOR UPDATE OF u;
+    IF NOT FOUND OR c.closes IS NULL OR c.closes > at THEN
+        RETURN;
+    END IF;
+    SELECT x.anchor, x.cycle, x.period_number INTO s
+      FROM subscription.subscription AS x
+     WHERE x.tenant_id = tenant AND x.account_id = close_usage.account_id
+       AND x.status IN ('active', 'trialing') AND x.plan = ANY (plans) AND upper(x.period) = c.closes
+     ORDER BY x.id
+     LIMIT 1;
+    -- the period that ends at closes: its accumulators
+    ends := c.closes;
+    base := CASE WHEN from_rows THEN c.used ELSE 0 END;
+    at_ends := ARRAY[ends];
+    used_ends := ARRAY[c.used];
+    peak_ends := ARRAY[greatest(c.peak, c.used)];
+    integral_ends := ARRAY[subscription.integral_at(c.integral, c.used, c.since, ends)];
+    LOOP
+        next_end := upper(subscription.nth_period(s.anchor, s.cycle, s.period_number + k));
+        EXIT WHEN next_end IS NULL OR next_end > at;
+        -- a period that no write reached: the use held through it
+        at_ends := at_ends || next_end;
+        used_ends := used_ends || base;
+        peak_ends := peak_ends || base;
+        integral_ends := integral_ends || subscription.integral_at(0, base, ends, next_end);
+        ends := next_end;
+        k := k + 1;
+    END LOOP;
+    UPDATE subscription.usage_counter AS u
+       SET used = base, peak = base, integral = 0, since = greatest(u.since, ends), closes = next_end,
+           closed_at = coalesce(u.closed_at, '{}') || at_ends, closed_used = coalesce(u.closed_used, '{}') || used_ends,
+           closed_peak = coalesce(u.closed_peak, '{}') || peak_ends,
+           closed_integral = coalesce(u.closed_integral, '{}') || integral_ends
+     WHERE u.tenant_id = tenant AND u.account_id = close_usage.account_id AND u.feature = close_usage.feature;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.close_usage(bigint, bigint, text, timestamptz, boolean) IS
+'Internal: keep the figures of each period a usage counter''s write at a time comes after, and start the period that holds it (U3)';
+REVOKE ALL ON FUNCTION subscription.close_usage(bigint, bigint, text, timestamptz, boolean) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION subscription.usage_due(s subscription.subscription, until timestamptz)
+RETURNS TABLE(feature text, aggregation text, from_rows boolean, period tstzrange, upto timestamptz,
+              used bigint, peak bigint, integral numeric, aggregate numeric, included bigint, billable numeric,
+              amount numeric, currency text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p record;
+    c record;
+    starts timestamptz;
+BEGIN
+    FOR p IN
+        SELECT u.feature, u.included, u.unit_amount, u.tiers, u.mode, u.currency,
+               coalesce(m.aggregation, CASE WHEN t.feature IS NULL THEN 'recorded' ELSE 'count' END) AS aggregation,
+               coalesce(m.unit, interval '1 day') AS unit, t.feature IS NOT NULL AS from_rows
+          FROM subscription.plan_usage_price AS u
+          LEFT JOIN subscription.limited_table AS t ON t.feature = u.feature
+          LEFT JOIN subscription.meter AS m ON m.feature = u.feature
+         WHERE u.plan = s.plan
+         ORDER BY u.feature
+    LOOP
+        -- from the period's start, or where a bill of this period ended (a
+        -- plan change mid-period); nothing left: billed already
+        SELECT coalesce(max(upper(x.period)), lower(s.period)) INTO starts
+          FROM subscription.usage_period AS x
+         WHERE x.tenant_id = s.tenant_id AND x.subscription_id = s.id AND x.feature = p.feature
+           AND x.period && tstzrange(lower(s.period), until, '[]');
+        CONTINUE WHEN starts >= until;
+        SELECT u.used, u.peak, u.integral, u.since, u.closed_at, u.closed_used, u.closed_peak, u.closed_integral INTO c
+          FROM subscription.usage_counter AS u
+         WHERE u.tenant_id = s.tenant_id AND u.account_id = s.account_id AND u.feature = p.feature;
+        IF c.closed_at[1] <= until THEN
+            -- U3: a write after the period's end began a later period in
+            -- the counter: the ending period's figures are the first
+            -- ended period's kept (close_usage), up to its end
+            c.used := c.closed_used[1];
+            c.peak := c.closed_peak[1];
+            c.integral := c.closed_integral[1];
+            c.since := c.closed_at[1];
+        END IF;
+        feature := p.feature;
+        aggregation := p.aggregation;
+        from_rows := p.from_rows;
+        period := tstzrange(starts, until);
+        upto := greatest(coalesce(c.since, until), until);
+        used := coalesce(c.used, 0);
+        peak := coalesce(greatest(c.peak, c.used), 0);
+        integral := subscription.integral_at(coalesce(c.integral, 0), coalesce(c.used, 0), coalesce(c.since, until), upto);
+        aggregate := coalesce(CASE p.aggregation
+                              WHEN 'peak' THEN greatest(c.peak, c.used)
+                              WHEN 'time_weighted' THEN integral / extract(epoch FROM p.unit)
+                              ELSE c.used END, 0);
+        included := p.included;
+        billable := greatest(aggregate - p.included, 0);
+        amount := subscription.round_money(subscription.usage_amount(billable, p.unit_amount, p.tiers, p.mode), p.currency);
+        currency := p.currency;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.usage_due(subscription.subscription, timestamptz) IS
+'Internal: what a subscription''s usage comes to up to a time, per usage price, not yet billed: the one computation of bill_usage and its previews (U3, U6)';
+
+CREATE OR REPLACE FUNCTION subscription.bill_usage(s subscription.subscription, until timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d record;
+    line bigint;
+    -- a value first: on Citus the catalog's lookup may not run inside the shard's query
+    features text[] := ARRAY(SELECT x.feature FROM subscription.plan_usage_price AS x WHERE x.plan = s.plan);
+BEGIN
+    -- the counters first, in the order of the features (as usage_due reads them)
+    PERFORM FROM subscription.usage_counter AS u
+     WHERE u.tenant_id = s.tenant_id AND u.account_id = s.account_id AND u.feature = ANY (features)
+     ORDER BY u.feature
+       FOR UPDATE OF u;
+    FOR d IN SELECT * FROM subscription.usage_due(s, until) LOOP
+        line := NULL;
+        IF d.amount > 0 THEN
+            INSERT INTO subscription.ledger AS l
+                   (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+            VALUES (s.tenant_id, s.account_id, s.id, 'charge', d.amount, d.currency, d.period, 'usage ' || d.feature, s.plan,
+                    format('overage: %s %s of %s, %s included', round(d.aggregate, 6), d.aggregation, d.feature, d.included))
+            ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
+               WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING
+            RETURNING l.id INTO line;
+        END IF;
+        INSERT INTO subscription.usage_period
+               (tenant_id, subscription_id, account_id, feature, period, plan, aggregation, used, peak, integral,
+                aggregate, included, billable, amount, currency, ledger_id)
+        VALUES (s.tenant_id, s.id, s.account_id, d.feature, d.period, s.plan, d.aggregation, d.used,
+                d.peak, d.integral, d.aggregate, d.included, d.billable, d.amount, d.currency, line);
+        -- the next period's accumulators: rows stay, recorded usage starts
+        -- again; an ended period's figures billed (U3): the counter is in
+        -- a later period already, the first figures kept go, and it keeps
+        -- where it closes while later ones are kept; the period's end is
+        -- open_usage's
+        UPDATE subscription.usage_counter AS u
+           SET used = CASE WHEN u.closed_at[1] <= until THEN u.used WHEN d.from_rows THEN d.used ELSE 0 END,
+               peak = CASE WHEN u.closed_at[1] <= until THEN u.peak WHEN d.from_rows THEN d.used ELSE 0 END,
+               integral = CASE WHEN u.closed_at[1] <= until THEN u.integral ELSE 0 END,
+               since = CASE WHEN u.closed_at[1] <= until THEN u.since ELSE d.upto END,
+               closes = CASE WHEN cardinality(u.closed_at) > 1 THEN u.closes END,
+               closed_at = CASE WHEN u.closed_at[1] <= until THEN nullif(u.closed_at[2:], '{}') END,
+               closed_used = CASE WHEN u.closed_at[1] <= until THEN nullif(u.closed_used[2:], '{}') END,
+               closed_peak = CASE WHEN u.closed_at[1] <= until THEN nullif(u.closed_peak[2:], '{}') END,
+               closed_integral = CASE WHEN u.closed_at[1] <= until THEN nullif(u.closed_integral[2:], '{}') END
+         WHERE u.tenant_id = s.tenant_id AND u.account_id = s.account_id AND u.feature = d.feature;
+        IF NOT d.from_rows THEN
+            -- keys are kept for the period and the grace after it
+            DELETE FROM subscription.usage_record AS r
+             WHERE r.tenant_id = s.tenant_id AND r.account_id = s.account_id AND r.feature = d.feature
+               AND r.at < lower(s.period) - current_setting('subscription.usage_key_grace')::interval;
+        END IF;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.bill_usage(subscription.subscription, timestamptz) IS
+'Internal: bill the usage of a subscription''s period up to a time, once, and reset the counters'' accumulators (U3)';
+
+-- end of record_usage throughput and several period crossings (issue 21)
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves

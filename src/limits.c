@@ -75,33 +75,18 @@ PG_FUNCTION_INFO_V1(move_usage);
  * queue on the counter.  O(1): no other row, no other statement.
  *
  * U3: a write at or after the end of the counter's billing period (closes,
- * set by subscription.open_usage) before the renewal billed it crosses the
- * boundary in the same UPDATE: the ending period's figures are kept as
- * they were at closes (closed_at, closed_used, closed_peak, and the
- * integral carried to closes), which the renewal's bill_usage bills, and
- * the write counts in the next period, whose accumulators start at closes
- * from the use then (METER_BASE: the rows stay; recorded usage, ROWS
- * false, starts from 0 as bill_usage starts it).  closes is then NULL
- * until the renewal opens the next period: one crossing per period.
+ * set by subscription.open_usage) before the renewal billed it is kept out
+ * of the UPDATE (METER_IN_PERIOD): the guard first calls
+ * subscription.close_usage (CloseUsage), which keeps the figures of each
+ * period ended since and starts the counter in the period that holds the
+ * write, and moves it then.  The writes that stay in the period, all but
+ * one per period end, pay only that condition on the row.
  */
-#define METER_CROSSES(U, NOW) "(" U "closes <= " NOW " AND " U "closed_at IS NULL)"
-#define METER_BASE(U, NOW, ROWS) \
-	"(CASE WHEN " METER_CROSSES(U, NOW) " AND NOT " ROWS " THEN 0 ELSE " U "used END)"
-#define METER_ACCUMULATORS(U, NOW, ROWS) \
-	"peak = CASE WHEN " METER_CROSSES(U, NOW) \
-	"  THEN greatest(" METER_BASE(U, NOW, ROWS) ", " METER_BASE(U, NOW, ROWS) " + $3)" \
-	"  ELSE greatest(" U "peak, " U "used + $3) END," \
-	" integral = CASE WHEN " METER_CROSSES(U, NOW) \
-	"  THEN " METER_BASE(U, NOW, ROWS) " * extract(epoch FROM greatest(" U "since, " NOW ") - greatest(" U "since, " U "closes))" \
-	"  ELSE " U "integral + " U "used * extract(epoch FROM greatest(" U "since, " NOW ") - " U "since) END," \
-	" since = greatest(" U "since, " NOW ")," \
-	" closed_at = CASE WHEN " METER_CROSSES(U, NOW) " THEN " U "closes ELSE " U "closed_at END," \
-	" closed_used = CASE WHEN " METER_CROSSES(U, NOW) " THEN " U "used ELSE " U "closed_used END," \
-	" closed_peak = CASE WHEN " METER_CROSSES(U, NOW) " THEN greatest(" U "peak, " U "used) ELSE " U "closed_peak END," \
-	" closed_integral = CASE WHEN " METER_CROSSES(U, NOW) \
-	"  THEN " U "integral + " U "used * extract(epoch FROM greatest(" U "since, " U "closes) - " U "since)" \
-	"  ELSE " U "closed_integral END," \
-	" closes = CASE WHEN " METER_CROSSES(U, NOW) " THEN NULL ELSE " U "closes END"
+#define METER_IN_PERIOD(U, NOW) "(" U "closes IS NULL OR " U "closes > " NOW ")"
+#define METER_ACCUMULATORS(U, NOW) \
+	"peak = greatest(" U "peak, " U "used + $3)," \
+	" integral = " U "integral + " U "used * extract(epoch FROM greatest(" U "since, " NOW ") - " U "since)," \
+	" since = greatest(" U "since, " NOW ")"
 
 /* INSERT, UPDATE, DELETE: the GuardedEvent values that carry rows */
 #define LIMIT_NUM_EVENTS 3
@@ -881,6 +866,27 @@ ReadCitusCounter(int64 tenant, int64 account, const char *feature, bool exclusiv
 	elog(ERROR, "could not create the usage counter of account " INT64_FORMAT, account);
 }
 
+static void RequireAccount(int64 tenant, int64 account);
+
+/*
+ * U3: subscription.close_usage(): the counter of (account, feature), whose
+ * period ends at or before at, keeps the figures of each period ended and
+ * starts the one that holds at.  tenant: NULL where the caller does not
+ * know it (a registered table's write on a single server).
+ */
+static void
+CloseUsage(Datum tenant, bool no_tenant, Datum account, Datum feature, Datum at, bool rows)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[5] = {INT8OID, INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID};
+	Datum		values[5] = {tenant, account, feature, at, BoolGetDatum(rows)};
+	char		nulls[5] = {no_tenant ? 'n' : ' ', ' ', ' ', ' ', ' '};
+
+	KeptPlan(&plan, "SELECT subscription.close_usage($1, $2, $3, $4, $5)", 5, argtypes);
+	if (SPI_execute_plan(plan, values, nulls, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not close the usage period of account " INT64_FORMAT, DatumGetInt64(account));
+}
+
 /*
  * MoveUsage() on Citus: the counter read and locked, then moved.  tenant:
  * the account's tenant where the caller knows it (record_usage, rel NULL),
@@ -897,9 +903,13 @@ MoveCitusUsage(Relation rel, int64 tenant, int64 account, const char *feature, i
 	int64		limit;
 	bool		limit_null;
 	Datum		version;
+	bool		isnull;
+	int			attempt;
 
 	if (rel != NULL)
 		tenant = AccountTenant(RelationGetRelid(rel), account);
+	else
+		RequireAccount(tenant, account);
 	ReadCitusCounter(tenant, account, feature, true, &used, &limit, &limit_null, &version);
 	if (delta > 0 && !limit_null && (detach ? !(limit > 0) : used + delta > limit))
 		LimitRefusal(rel, account, feature, used, delta, limit_null, limit, false);
@@ -910,12 +920,20 @@ MoveCitusUsage(Relation rel, int64 tenant, int64 account, const char *feature, i
 	values[4] = Int64GetDatum(tenant);
 	values[5] = BoolGetDatum(rel != NULL);
 	KeptPlan(&move_plan,
-			 "UPDATE subscription.usage_counter SET used = " METER_BASE("", "$4", "$6") " + $3, "
-			 METER_ACCUMULATORS("", "$4", "$6")
-			 " WHERE tenant_id = $5 AND account_id = $1 AND feature = $2", 6, argtypes);
-	if (SPI_execute_plan(move_plan, values, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not move the usage counter");
-	return used + delta;
+			 "UPDATE subscription.usage_counter SET used = used + $3, " METER_ACCUMULATORS("", "$4")
+			 " WHERE tenant_id = $5 AND account_id = $1 AND feature = $2 AND " METER_IN_PERIOD("", "$4")
+			 " RETURNING used", 6, argtypes);
+	for (attempt = 0; attempt < 2; attempt++)
+	{
+		if (SPI_execute_plan(move_plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "could not move the usage counter");
+		if (SPI_processed == 1)
+			return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		/* U3: the write comes after the period's end (the row is locked) */
+		CloseUsage(values[4], false, values[0], values[1], values[3], rel != NULL);
+	}
+	elog(ERROR, "could not move the usage counter of account " INT64_FORMAT, account);
+	return 0;					/* keep the compiler quiet */
 }
 
 /*
@@ -1019,6 +1037,24 @@ RefuseOnlyWhatWeSee(SPIPlanPtr read_usage, int64 used, bool limit_null, int64 li
 }
 
 /*
+ * move_usage's account (rel NULL): an unknown one is P0002 as everywhere,
+ * not the counter's foreign key; looked up in its tenant (one shard on
+ * Citus).  Only where no counter was moved: a counter is of an account
+ * that exists, and the callers (record_usage, correct_usage) checked it.
+ */
+static void
+RequireAccount(int64 tenant, int64 account)
+{
+	static SPIPlanPtr account_plan = NULL;
+	Oid			argtypes[2] = {INT8OID, INT8OID};
+	Datum		values[2] = {Int64GetDatum(tenant), Int64GetDatum(account)};
+
+	KeptPlan(&account_plan, "SELECT subscription.require_account($1, $2)", 2, argtypes);
+	if (SPI_execute_plan(account_plan, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up account " INT64_FORMAT, account);
+}
+
+/*
  * Move one account's counter by delta under its limit, or refuse; returns
  * the counter's new use (0 when there is no counter to count down).  rel
  * is the table written, or NULL for record_usage (no table): outside a
@@ -1059,45 +1095,57 @@ MoveUsage(Relation rel, int64 tenant, int64 account, const char *feature, int64 
 	 * again if the row is re-checked after a concurrent update.  detach limits nothing but inclusion: any
 	 * non-NULL value where the feature is included (limit NULL or above 0).
 	 */
-#define MOVE_USAGE_SQL(USED, SET, FROM, LIMIT) \
+#define MOVE_USAGE_SQL(USED, SET, FROM, LIMIT, IN_PERIOD) \
 	"UPDATE subscription.usage_counter AS u SET used = " USED " + $3" SET FROM \
-	" WHERE u.account_id = $1 AND u.feature = $2" \
+	" WHERE u.account_id = $1 AND u.feature = $2" IN_PERIOD \
 	"   AND ($3 <= 0 OR " LIMIT " IS NULL" \
 	"        OR CASE WHEN $4 THEN " LIMIT " > 0 ELSE " USED " + $3 <= " LIMIT " END)" \
 	" RETURNING u.used"
 	KeptPlan(&move_usage_plan[v],
-			 v ? MOVE_USAGE_SQL(METER_BASE("u.", "$5", "$6"),
+			 v ? MOVE_USAGE_SQL("u.used",
 								", limit_value = " COUNTER_LIMIT ", limit_version = c.version, "
-								METER_ACCUMULATORS("u.", "$5", "$6"),
-								" FROM " CATALOG_LIMIT_VERSION, COUNTER_LIMIT)
-			 : MOVE_USAGE_SQL("u.used", "", "", "u.limit_value"),
+								METER_ACCUMULATORS("u.", "$5"),
+								" FROM " CATALOG_LIMIT_VERSION, COUNTER_LIMIT, " AND " METER_IN_PERIOD("u.", "$5"))
+			 : MOVE_USAGE_SQL("u.used", "", "", "u.limit_value", ""),
 			 6, argtypes);
-	for (attempt = 0; attempt < 2; attempt++)
+	/* at most: create the counter, close its ended periods, move it */
+	for (attempt = 0; attempt < 3; attempt++)
 	{
 		if (SPI_execute_snapshot(move_usage_plan[v], values, NULL, GetLatestSnapshot(), GuardCrosscheckSnapshot(),
 								 false, rel == NULL, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not move the usage counter");
 		if (SPI_processed == 1)
 			return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		if (delta <= 0)
-			return 0;			/* no counter to count down: its account is going */
 
-#define READ_USAGE_SQL(FROM, LIMIT) \
-	"SELECT u.used, " LIMIT " FROM subscription.usage_counter AS u" FROM \
+#define READ_USAGE_SQL(FROM, LIMIT, ENDED) \
+	"SELECT u.used, " LIMIT ", " ENDED " FROM subscription.usage_counter AS u" FROM \
 	" WHERE u.account_id = $1 AND u.feature = $2"
 		KeptPlan(&read_usage_plan[v],
-				 v ? READ_USAGE_SQL(", " CATALOG_LIMIT_VERSION, COUNTER_LIMIT)
-				 : READ_USAGE_SQL("", "u.limit_value"), 2, argtypes);
+				 v ? READ_USAGE_SQL(", " CATALOG_LIMIT_VERSION, COUNTER_LIMIT, "NOT " METER_IN_PERIOD("u.", "$5"))
+				 : READ_USAGE_SQL("", "u.limit_value", "false"), 6, argtypes);
 		if (SPI_execute_snapshot(read_usage_plan[v], values, NULL, GetLatestSnapshot(), InvalidSnapshot,
 								 true, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not read the usage counter");
 		if (SPI_processed == 1)
 		{
+			bool		ended;
+
 			used = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 			limit = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &limit_null));
+			ended = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+			if (ended)
+			{
+				/* U3: the write comes after the period's end: close it, then move */
+				CloseUsage(Int64GetDatum(tenant), rel != NULL, values[0], values[1], values[4], rel != NULL);
+				continue;
+			}
 			RefuseOnlyWhatWeSee(read_usage_plan[v], used, limit_null, limit, values);
 			LimitRefusal(rel, account, feature, used, delta, limit_null, limit, false);
 		}
+		if (rel == NULL)
+			RequireAccount(tenant, account);
+		if (delta <= 0)
+			return 0;			/* no counter to count down: its account is going */
 
 		/* the account's first write of the feature: create its counter, then move it */
 		EnsureCounter(values);
@@ -1130,19 +1178,6 @@ move_usage(PG_FUNCTION_ARGS)
 				 errmsg("the time of usage must be finite")));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	/*
-	 * an unknown account: P0002 as everywhere, not the counter's foreign
-	 * key; looked up in its tenant (one shard on Citus)
-	 */
-	{
-		static SPIPlanPtr account_plan = NULL;
-		Oid			argtypes[2] = {INT8OID, INT8OID};
-		Datum		values[2] = {PG_GETARG_DATUM(3), PG_GETARG_DATUM(0)};
-
-		KeptPlan(&account_plan, "SELECT subscription.require_account($1, $2)", 2, argtypes);
-		if (SPI_execute_plan(account_plan, values, NULL, true, 1) != SPI_OK_SELECT)
-			elog(ERROR, "could not look up account " INT64_FORMAT, PG_GETARG_INT64(0));
-	}
 	/*
 	 * the usage's time (record_usage's at): a backfill before the period's
 	 * end counts in it (U3); none, the meters' clock

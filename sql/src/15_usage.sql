@@ -18,27 +18,30 @@ COMMENT ON COLUMN subscription.usage_counter.integral IS
 COMMENT ON COLUMN subscription.usage_counter.since IS
 'When the use last changed, or the period began: the integral runs to here';
 
--- U3: the end of the counter's billing period (closes), and the ending
--- period's figures that the guard's UPDATE snapshots when a write comes
--- at or after it and before the renewal ran (closed_at: the snapshot's
--- end; NULL: none).  bill_usage bills the snapshot; open_usage sets closes.
+-- U3: the end of the counter's billing period (closes), and the figures
+-- of each period that ended before its renewal billed it: when a write
+-- comes at or after closes, subscription.close_usage keeps them, one
+-- element per ended period in the order of their ends (closed_at: the
+-- period's end; NULL: none pending), and the counter goes on in the period
+-- that holds the write.  bill_usage bills the first and takes it off;
+-- open_usage sets closes.
 ALTER TABLE subscription.usage_counter
     ADD COLUMN closes timestamptz,
-    ADD COLUMN closed_at timestamptz,
-    ADD COLUMN closed_used bigint CHECK (closed_used >= 0),
-    ADD COLUMN closed_peak bigint CHECK (closed_peak >= 0),
-    ADD COLUMN closed_integral numeric CHECK (closed_integral >= 0);
+    ADD COLUMN closed_at timestamptz[],
+    ADD COLUMN closed_used bigint[] CHECK (0 <= ALL (closed_used)),
+    ADD COLUMN closed_peak bigint[] CHECK (0 <= ALL (closed_peak)),
+    ADD COLUMN closed_integral numeric[] CHECK (0 <= ALL (closed_integral));
 
 COMMENT ON COLUMN subscription.usage_counter.closes IS
-'The end of the billing period of the feature''s usage price (U3): a write at or after it snapshots the period''s figures first';
+'The end of the billing period of the feature''s usage price (U3): a write at or after it keeps the ended periods'' figures first';
 COMMENT ON COLUMN subscription.usage_counter.closed_at IS
-'The end of the ended period whose figures are kept in closed_used, closed_peak and closed_integral until its renewal bills them (U3)';
+'The ends of the ended periods whose figures are kept in closed_used, closed_peak and closed_integral until their renewals bill them, in order (U3)';
 COMMENT ON COLUMN subscription.usage_counter.closed_used IS
-'The use at closed_at: the ended period''s count or sum (U3)';
+'The use at each end of closed_at: each ended period''s count or sum (U3)';
 COMMENT ON COLUMN subscription.usage_counter.closed_peak IS
-'The ended period''s peak (U3)';
+'Each ended period''s peak (U3)';
 COMMENT ON COLUMN subscription.usage_counter.closed_integral IS
-'The ended period''s integral in row-seconds, up to closed_at (U3)';
+'Each ended period''s integral in row-seconds, up to its end (U3)';
 
 -- A meter: what of a registered table's counter a usage price bills
 -- (issue 21).  One per feature, on the feature's registration.
@@ -87,7 +90,10 @@ CREATE TABLE subscription.usage_record (
     CONSTRAINT usage_record_account_id_fkey FOREIGN KEY (tenant_id, account_id)
         REFERENCES subscription.account (tenant_id, id) ON DELETE CASCADE
 );
-CREATE INDEX ON subscription.usage_record (tenant_id, account_id, feature, at);
+-- No index on at: its generic plan took it for record_usage's UPDATE of
+-- the key's total (the account's every key scanned, issue 21); the
+-- renewal's deletion of old keys reads the account's keys by the primary
+-- key's prefix.
 
 COMMENT ON TABLE subscription.usage_record IS
 'Usage recorded without rows (record_usage), one row per idempotency key (issue 21)';

@@ -282,15 +282,106 @@ BEGIN
                 AND u.feature = ANY (features)
               ORDER BY u.feature LOOP
         ends := subscription.usage_closes(open_usage.tenant_id, open_usage.account_id, f);
+        -- a counter whose later periods ended already (close_usage) stays
+        -- where it closes until the renewals reach its period
         UPDATE subscription.usage_counter AS u SET closes = ends
          WHERE u.tenant_id = open_usage.tenant_id AND u.account_id = open_usage.account_id AND u.feature = f
-           AND u.closes IS DISTINCT FROM ends;
+           AND u.closes IS DISTINCT FROM ends
+           AND (u.closed_at IS NULL OR ends > u.closed_at[cardinality(u.closed_at)]);
     END LOOP;
 END
 $$;
 
 COMMENT ON FUNCTION subscription.open_usage(bigint, bigint) IS
 'Internal: set where an account''s usage counters close their billing period, after a period moved (U3)';
+
+-- U3: a counter's ended periods closed, up to "at": the guard (MoveUsage
+-- in src/limits.c) calls it when a write at "at" finds the counter's
+-- period end (closes) at or before it, then moves the counter; no write
+-- that stays in the period calls it.  Each period ended since is kept in
+-- the counter (closed_at: its end; closed_used: the use then, the count or
+-- sum; closed_peak; closed_integral: up to its end), which the renewals
+-- bill in order, one each: the first from the accumulators, each later
+-- one, which no write reached, from the use held through it (the rows stay
+-- counted: from_rows; recorded usage starts each period from 0).  The
+-- later ends are the periods of the subscription whose period ends at
+-- closes, at its anchor and cycle.  The counter then holds the period that
+-- contains "at", from its start, and closes at its end.  The counter row
+-- locked first: a writer that closed it meanwhile leaves nothing to do.
+CREATE FUNCTION subscription.close_usage(tenant_id bigint, account_id bigint, feature text, at timestamptz,
+                                         from_rows boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- a value first: on Citus the catalog's lookup may not run inside the shard's query
+    plans text[] := ARRAY(SELECT p.plan FROM subscription.plan_usage_price AS p WHERE p.feature = close_usage.feature);
+    tenant bigint := close_usage.tenant_id;
+    c record;
+    s record;
+    ends timestamptz;
+    next_end timestamptz;
+    base bigint;
+    k integer := 1;
+    at_ends timestamptz[];
+    used_ends bigint[];
+    peak_ends bigint[];
+    integral_ends numeric[];
+BEGIN
+    PERFORM subscription.require_arguments('close_usage', '{account_id,feature,at,from_rows}',
+        ARRAY[account_id IS NULL, feature IS NULL, at IS NULL, from_rows IS NULL]);
+    -- an infinite time ends every period: in none (as move_usage)
+    IF NOT isfinite(at) THEN
+        RAISE EXCEPTION 'the time of usage must be finite'
+            USING ERRCODE = 'datetime_field_overflow';
+    END IF;
+    IF tenant IS NULL THEN
+        -- the guard's write of a registered table (a single server)
+        SELECT a.tenant_id INTO tenant FROM subscription.account AS a WHERE a.id = close_usage.account_id;
+    END IF;
+    SELECT u.used, u.peak, u.integral, u.since, u.closes INTO c
+      FROM subscription.usage_counter AS u
+     WHERE u.tenant_id = tenant AND u.account_id = close_usage.account_id AND u.feature = close_usage.feature
+       FOR UPDATE OF u;
+    IF NOT FOUND OR c.closes IS NULL OR c.closes > at THEN
+        RETURN;
+    END IF;
+    SELECT x.anchor, x.cycle, x.period_number INTO s
+      FROM subscription.subscription AS x
+     WHERE x.tenant_id = tenant AND x.account_id = close_usage.account_id
+       AND x.status IN ('active', 'trialing') AND x.plan = ANY (plans) AND upper(x.period) = c.closes
+     ORDER BY x.id
+     LIMIT 1;
+    -- the period that ends at closes: its accumulators
+    ends := c.closes;
+    base := CASE WHEN from_rows THEN c.used ELSE 0 END;
+    at_ends := ARRAY[ends];
+    used_ends := ARRAY[c.used];
+    peak_ends := ARRAY[greatest(c.peak, c.used)];
+    integral_ends := ARRAY[subscription.integral_at(c.integral, c.used, c.since, ends)];
+    LOOP
+        next_end := upper(subscription.nth_period(s.anchor, s.cycle, s.period_number + k));
+        EXIT WHEN next_end IS NULL OR next_end > at;
+        -- a period that no write reached: the use held through it
+        at_ends := at_ends || next_end;
+        used_ends := used_ends || base;
+        peak_ends := peak_ends || base;
+        integral_ends := integral_ends || subscription.integral_at(0, base, ends, next_end);
+        ends := next_end;
+        k := k + 1;
+    END LOOP;
+    UPDATE subscription.usage_counter AS u
+       SET used = base, peak = base, integral = 0, since = greatest(u.since, ends), closes = next_end,
+           closed_at = coalesce(u.closed_at, '{}') || at_ends, closed_used = coalesce(u.closed_used, '{}') || used_ends,
+           closed_peak = coalesce(u.closed_peak, '{}') || peak_ends,
+           closed_integral = coalesce(u.closed_integral, '{}') || integral_ends
+     WHERE u.tenant_id = tenant AND u.account_id = close_usage.account_id AND u.feature = close_usage.feature;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.close_usage(bigint, bigint, text, timestamptz, boolean) IS
+'Internal: keep the figures of each period a usage counter''s write at a time comes after, and start the period that holds it (U3)';
 
 -- U3: what the usage of a subscription's period, from its start until
 -- "until", comes to, per usage price of its plan: the one computation of
@@ -336,14 +427,14 @@ BEGIN
         SELECT u.used, u.peak, u.integral, u.since, u.closed_at, u.closed_used, u.closed_peak, u.closed_integral INTO c
           FROM subscription.usage_counter AS u
          WHERE u.tenant_id = s.tenant_id AND u.account_id = s.account_id AND u.feature = p.feature;
-        IF c.closed_at IS NOT NULL THEN
-            -- U3: a write at or after the period's end began the next
-            -- period in the counter: the ending period's figures are the
-            -- snapshot that write took, up to the end
-            c.used := c.closed_used;
-            c.peak := c.closed_peak;
-            c.integral := c.closed_integral;
-            c.since := c.closed_at;
+        IF c.closed_at[1] <= until THEN
+            -- U3: a write after the period's end began a later period in
+            -- the counter: the ending period's figures are the first
+            -- ended period's kept (close_usage), up to its end
+            c.used := c.closed_used[1];
+            c.peak := c.closed_peak[1];
+            c.integral := c.closed_integral[1];
+            c.since := c.closed_at[1];
         END IF;
         feature := p.feature;
         aggregation := p.aggregation;
@@ -411,14 +502,20 @@ BEGIN
         VALUES (s.tenant_id, s.id, s.account_id, d.feature, d.period, s.plan, d.aggregation, d.used,
                 d.peak, d.integral, d.aggregate, d.included, d.billable, d.amount, d.currency, line);
         -- the next period's accumulators: rows stay, recorded usage starts
-        -- again; a snapshot billed (U3): the counter is in the next period
-        -- already, its snapshot goes; the period's end is open_usage's
+        -- again; an ended period's figures billed (U3): the counter is in
+        -- a later period already, the first figures kept go, and it keeps
+        -- where it closes while later ones are kept; the period's end is
+        -- open_usage's
         UPDATE subscription.usage_counter AS u
-           SET used = CASE WHEN u.closed_at IS NOT NULL THEN u.used WHEN d.from_rows THEN d.used ELSE 0 END,
-               peak = CASE WHEN u.closed_at IS NOT NULL THEN u.peak WHEN d.from_rows THEN d.used ELSE 0 END,
-               integral = CASE WHEN u.closed_at IS NOT NULL THEN u.integral ELSE 0 END,
-               since = CASE WHEN u.closed_at IS NOT NULL THEN u.since ELSE d.upto END,
-               closes = NULL, closed_at = NULL, closed_used = NULL, closed_peak = NULL, closed_integral = NULL
+           SET used = CASE WHEN u.closed_at[1] <= until THEN u.used WHEN d.from_rows THEN d.used ELSE 0 END,
+               peak = CASE WHEN u.closed_at[1] <= until THEN u.peak WHEN d.from_rows THEN d.used ELSE 0 END,
+               integral = CASE WHEN u.closed_at[1] <= until THEN u.integral ELSE 0 END,
+               since = CASE WHEN u.closed_at[1] <= until THEN u.since ELSE d.upto END,
+               closes = CASE WHEN cardinality(u.closed_at) > 1 THEN u.closes END,
+               closed_at = CASE WHEN u.closed_at[1] <= until THEN nullif(u.closed_at[2:], '{}') END,
+               closed_used = CASE WHEN u.closed_at[1] <= until THEN nullif(u.closed_used[2:], '{}') END,
+               closed_peak = CASE WHEN u.closed_at[1] <= until THEN nullif(u.closed_peak[2:], '{}') END,
+               closed_integral = CASE WHEN u.closed_at[1] <= until THEN nullif(u.closed_integral[2:], '{}') END
          WHERE u.tenant_id = s.tenant_id AND u.account_id = s.account_id AND u.feature = d.feature;
         IF NOT d.from_rows THEN
             -- keys are kept for the period and the grace after it

@@ -94,19 +94,39 @@ q -c "SELECT 'metered counters equal the rows: ' || bool_and(u.used = (SELECT co
 
 printf '%s\n' '\set k random(1, 1000000000000)' \
     "SELECT subscription.record_usage(500 + :client_id, 'api_calls', 1, 'call-' || :k);" > "$dir/record.sql"
-calls=$(pgbench -n -c 4 -j 4 -T "$seconds" -f "$dir/record.sql" "$BENCH_DB" 2>&1 | sed -n 's/^tps = \([0-9.]*\) .*/\1/p')
-printf '%-52s %12.0f calls/s %s\n' "record_usage, 4 clients, a fresh key each" "$calls" ">= 5000"
+# the baseline: a bare insert of the same row (usage_record's columns and
+# primary key) in a table without the extension, one durable commit each
+q -c "CREATE TABLE public.record_bare (LIKE subscription.usage_record INCLUDING DEFAULTS INCLUDING CONSTRAINTS,
+                                       PRIMARY KEY (tenant_id, account_id, feature, key))"
+printf '%s\n' '\set k random(1, 1000000000000)' \
+    "INSERT INTO public.record_bare VALUES (500 + :client_id, 500 + :client_id, 'api_calls', 'call-' || :k, 1, 1, now());" \
+    > "$dir/record_bare.sql"
+# record_usage writes no event (nothing NOTIFYs); subscription.notify_events
+# on and off, each against the bare insert of the same run, alternating
+events_before=$(q -c "SELECT count(*) FROM subscription.event")
+printf '%-52s %12s %12s %8s\n' case record_tps bare_tps ratio
+for notify in on off; do
+    calls=0; bare_rec=0
+    for round in $(seq "$rounds"); do
+        calls=$(best "$calls" "$(PGOPTIONS="${PGOPTIONS:-} -c subscription.notify_events=$notify" tps "$dir/record.sql")")
+        bare_rec=$(best "$bare_rec" "$(PGOPTIONS="${PGOPTIONS:-} -c subscription.notify_events=$notify" tps "$dir/record_bare.sql")")
+    done
+    printf '%-52s %12.0f %12.0f %8.2f  (target >= 5000 calls/s durable)\n' \
+        "record_usage, 4 clients, fresh keys, notify_events $notify" "$calls" "$bare_rec" \
+        "$(awk -v e="$calls" -v b="$bare_rec" 'BEGIN { print e / b }')"
+done
 q -c "SELECT 'recorded equals counted: ' || bool_and(u.used = (SELECT count(*) FROM subscription.usage_record r WHERE r.account_id = u.account_id AND r.feature = 'api_calls')) FROM subscription.usage_counter u WHERE u.feature = 'api_calls'"
-# what bounds it: a durable commit per call (the bare single-row insert,
-# 4 clients, same run), and record_usage's own cost: the same calls with
-# commits that do not wait for the disk (synchronous_commit off), with the
-# functions' times tracked: where a call's time goes, per function (self
-# time per call, in microseconds)
-printf '%-52s %12.0f tps (the commit bound of this machine)\n' "bare single-row insert, 4 clients, same run" "$(tps "$dir/bare.sql")"
+q -c "SELECT 'events written by the record_usage runs: ' || (count(*) - $events_before) FROM subscription.event"
+# record_usage's own cost: the same calls with commits that do not wait for
+# the disk (synchronous_commit off), with the functions' times tracked:
+# where a call's time goes, per function (self time per call, in
+# microseconds)
 q -c "SELECT pg_stat_reset()" >/dev/null
 nowait=$(PGOPTIONS="${PGOPTIONS:-} -c synchronous_commit=off -c track_functions=all" \
          pgbench -n -c 4 -j 4 -T "$seconds" -f "$dir/record.sql" "$BENCH_DB" 2>&1 | sed -n 's/^tps = \([0-9.]*\) .*/\1/p')
-printf '%-52s %12.0f calls/s (CPU: no wait for the disk)\n' "record_usage, 4 clients, synchronous_commit off" "$nowait"
+bare_nowait=$(PGOPTIONS="${PGOPTIONS:-} -c synchronous_commit=off" tps "$dir/record_bare.sql")
+printf '%-52s %12.0f calls/s, bare %0.f tps (CPU: no wait for the disk)\n' "record_usage, 4 clients, synchronous_commit off" \
+    "$nowait" "$bare_nowait"
 sleep 1
 q -F ' ' -c "SELECT f.funcname, f.calls, round((f.self_time * 1000 / f.calls)::numeric, 1)
                FROM pg_stat_user_functions AS f WHERE f.calls > 0
