@@ -12952,11 +12952,16 @@ COMMENT ON FUNCTION subscription.write_events(bigint[], text[], bigint[], bigint
 CREATE OR REPLACE FUNCTION subscription.write_event(tenant_id bigint, type text, account_id bigint, subscription_id bigint,
                                          payload jsonb, at timestamptz)
 RETURNS bigint
-LANGUAGE sql
+LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-RETURN (subscription.write_events(ARRAY[write_event.tenant_id], ARRAY[write_event.type], ARRAY[write_event.account_id],
-                                  ARRAY[write_event.subscription_id], ARRAY[write_event.payload], ARRAY[write_event.at]))[1];
+AS $$
+BEGIN
+    RETURN (subscription.write_events(ARRAY[write_event.tenant_id], ARRAY[write_event.type], ARRAY[write_event.account_id],
+                                      ARRAY[write_event.subscription_id], ARRAY[write_event.payload],
+                                      ARRAY[write_event.at]))[1];
+END
+$$;
 
 COMMENT ON FUNCTION subscription.write_event(bigint, text, bigint, bigint, jsonb, timestamptz) IS
 'Internal: write one event in the transaction of the change (write_events, E1-E3); the extension''s own functions only';
@@ -13050,6 +13055,81 @@ $$;
 
 COMMENT ON FUNCTION subscription.trimmed_event() IS
 'Trigger: a data.trimmed event per account and subscription with the rows trimmed per table (E1)';
+
+-- E4: hand out the next events of a consumer: those after its position
+-- whose every earlier id has committed or ended (next_xid below the
+-- snapshot's oldest running transaction, events.c, for each of them and
+-- every earlier one), in id order, at most max.  One claim per consumer
+-- at a time (E6): a claim in flight (until acknowledged or until its lease
+-- ends) or another worker claiming this instant gives nothing.  A new
+-- consumer starts at the oldest event.
+CREATE OR REPLACE FUNCTION subscription.claim_events(consumer text, max integer DEFAULT 100, lease interval DEFAULT '1 minute')
+RETURNS SETOF subscription.event
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c text := claim_events.consumer;
+    k subscription.event_consumer;
+BEGIN
+    PERFORM subscription.require_arguments('claim_events', '{consumer,max,lease}',
+                                           ARRAY[c IS NULL, max IS NULL, lease IS NULL]);
+    IF c = '' THEN
+        RAISE EXCEPTION 'a consumer''s name must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF max < 1 OR max > 100000 THEN
+        RAISE EXCEPTION 'max % is out of range', max
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Claim between 1 and 100000 events at a time.';
+    END IF;
+    IF lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease % is not a positive interval', lease
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- E6: another worker of the consumer claiming now: nothing for this
+    -- one, at once
+    SELECT * INTO k FROM subscription.event_consumer AS x WHERE x.consumer = c FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        IF EXISTS (SELECT FROM subscription.event_consumer AS x WHERE x.consumer = c) THEN
+            RETURN;
+        END IF;
+        -- a new consumer, from the oldest event
+        INSERT INTO subscription.event_consumer (consumer) VALUES (c) ON CONFLICT DO NOTHING;
+        SELECT * INTO k FROM subscription.event_consumer AS x WHERE x.consumer = c FOR UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+    END IF;
+    IF k.claimed_until > pg_catalog.clock_timestamp() THEN  -- wall time: a lease
+        RETURN;
+    END IF;
+    -- E3: the prefix of the next ids whose next_xid is below the oldest
+    -- running transaction, up to the first that is not: ids are not taken
+    -- in the order next_xid is read (write_events takes a statement's ids,
+    -- then reads it once), so a later id may be ready before an earlier one
+    RETURN QUERY
+    WITH head AS (
+        SELECT e AS event,
+               pg_catalog.bool_and(e.next_xid <= pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()))
+                   OVER (ORDER BY e.id) AS ready
+          FROM (SELECT e.* FROM subscription.event AS e
+                 WHERE e.id > k.position
+                 ORDER BY e.id
+                 LIMIT max) AS e),
+    batch AS (
+        SELECT (h.event).* FROM head AS h WHERE h.ready),
+    claim AS (
+        UPDATE subscription.event_consumer AS x
+           SET claimed_up_to = b.up_to, claimed_until = pg_catalog.clock_timestamp() + lease  -- wall time: a lease
+          FROM (SELECT pg_catalog.max(batch.id) AS up_to FROM batch) AS b
+         WHERE x.consumer = c AND b.up_to IS NOT NULL)
+    SELECT * FROM batch ORDER BY batch.id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.claim_events(text, integer, interval) IS
+'The consumer''s next events in commit order, at most max, held for it until acknowledged or the lease ends (E4, E6)';
 
 -- end of events per statement (issue 20)
 

@@ -104,11 +104,16 @@ COMMENT ON FUNCTION subscription.write_events(bigint[], text[], bigint[], bigint
 CREATE FUNCTION subscription.write_event(tenant_id bigint, type text, account_id bigint, subscription_id bigint,
                                          payload jsonb, at timestamptz)
 RETURNS bigint
-LANGUAGE sql
+LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-RETURN (subscription.write_events(ARRAY[write_event.tenant_id], ARRAY[write_event.type], ARRAY[write_event.account_id],
-                                  ARRAY[write_event.subscription_id], ARRAY[write_event.payload], ARRAY[write_event.at]))[1];
+AS $$
+BEGIN
+    RETURN (subscription.write_events(ARRAY[write_event.tenant_id], ARRAY[write_event.type], ARRAY[write_event.account_id],
+                                      ARRAY[write_event.subscription_id], ARRAY[write_event.payload],
+                                      ARRAY[write_event.at]))[1];
+END
+$$;
 
 COMMENT ON FUNCTION subscription.write_event(bigint, text, bigint, bigint, jsonb, timestamptz) IS
 'Internal: write one event in the transaction of the change (write_events, E1-E3); the extension''s own functions only';
@@ -409,10 +414,11 @@ COMMENT ON FUNCTION subscription.announce_renewals() IS
 
 -- E4: hand out the next events of a consumer: those after its position
 -- whose every earlier id has committed or ended (next_xid below the
--- snapshot's oldest running transaction, events.c), in id order, at most
--- max.  One claim per consumer at a time (E6): a claim in flight (until
--- acknowledged or until its lease ends) or another worker claiming this
--- instant gives nothing.  A new consumer starts at the oldest event.
+-- snapshot's oldest running transaction, events.c, for each of them and
+-- every earlier one), in id order, at most max.  One claim per consumer
+-- at a time (E6): a claim in flight (until acknowledged or until its lease
+-- ends) or another worker claiming this instant gives nothing.  A new
+-- consumer starts at the oldest event.
 CREATE FUNCTION subscription.claim_events(consumer text, max integer DEFAULT 100, lease interval DEFAULT '1 minute')
 RETURNS SETOF subscription.event
 LANGUAGE plpgsql
@@ -454,13 +460,21 @@ BEGIN
     IF k.claimed_until > pg_catalog.clock_timestamp() THEN  -- wall time: a lease
         RETURN;
     END IF;
+    -- E3: the prefix of the next ids whose next_xid is below the oldest
+    -- running transaction, up to the first that is not: ids are not taken
+    -- in the order next_xid is read (write_events takes a statement's ids,
+    -- then reads it once), so a later id may be ready before an earlier one
     RETURN QUERY
-    WITH batch AS (
-        SELECT e.* FROM subscription.event AS e
-         WHERE e.id > k.position
-           AND e.next_xid <= pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())
-         ORDER BY e.id
-         LIMIT max),
+    WITH head AS (
+        SELECT e AS event,
+               pg_catalog.bool_and(e.next_xid <= pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()))
+                   OVER (ORDER BY e.id) AS ready
+          FROM (SELECT e.* FROM subscription.event AS e
+                 WHERE e.id > k.position
+                 ORDER BY e.id
+                 LIMIT max) AS e),
+    batch AS (
+        SELECT (h.event).* FROM head AS h WHERE h.ready),
     claim AS (
         UPDATE subscription.event_consumer AS x
            SET claimed_up_to = b.up_to, claimed_until = pg_catalog.clock_timestamp() + lease  -- wall time: a lease

@@ -72,6 +72,22 @@ SELECT write_event(1, 'renewal.upcoming', 1, 1, '{"version": 1, "renews_at": "20
 SELECT write_events('{}', '{}', '{}', '{}', '{}', '{}') AS none;
 ROLLBACK;
 
+-- E3: a claim hands out a prefix.  A statement takes all its ids, then
+-- reads next_xid once, so an id of another statement taken later can be
+-- ready before an earlier one: the claim stops at the first id not ready
+-- and hands out the later one only with it (a filter would hand it out and
+-- move the position past the earlier one for ever)
+BEGIN;
+SELECT coalesce(max(id), 0) AS top FROM event \gset
+INSERT INTO event_consumer (consumer, position) VALUES ('prefix', :top);
+INSERT INTO event (id, type, payload, at, next_xid, tenant_id) VALUES
+    (:top + 1, 'test.earlier', '{"version": 1}', '2026-01-01', (pg_current_xact_id()::text::bigint + 1000)::text::xid8, 1),
+    (:top + 2, 'test.later', '{"version": 1}', '2026-01-01', '3', 1);
+SELECT id - :top AS id, type FROM claim_events('prefix');
+UPDATE event SET next_xid = '3' WHERE id = :top + 1;
+SELECT id - :top AS id, type FROM claim_events('prefix');
+ROLLBACK;
+
 -- bad input (docs/errors-and-settings.md): 22004, 22023
 SELECT pg_temp.error_of($$SELECT subscription.write_events(NULL, '{a}', '{1}', '{1}', '{"{\"version\": 1}"}', '{2026-01-01}')$$);
 SELECT pg_temp.error_of($$SELECT subscription.write_events('{1}', '{a,b}', '{1}', '{1}', '{"{\"version\": 1}"}', '{2026-01-01}')$$);
