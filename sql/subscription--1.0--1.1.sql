@@ -12921,9 +12921,13 @@ BEGIN
     PERFORM pg_catalog.pg_current_xact_id();
     ids := ARRAY(SELECT pg_catalog.nextval('subscription.event_id_seq') FROM pg_catalog.generate_series(1, n));
     horizon := subscription.event_next_xid();
+    -- the arrays read in one pass (a subscript walks a text or jsonb array
+    -- from its start)
     INSERT INTO subscription.event AS e (id, type, account_id, subscription_id, payload, at, next_xid, tenant_id)
-    SELECT ids[i], types[i], account_ids[i], subscription_ids[i], payloads[i], ats[i], horizon, tenant_ids[i]
-      FROM pg_catalog.generate_series(1, n) AS i
+    SELECT x.id, x.type, x.account_id, x.subscription_id, x.payload, x.at, horizon, x.tenant_id
+      FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(types), pg_catalog.unnest(account_ids),
+                      pg_catalog.unnest(subscription_ids), pg_catalog.unnest(payloads), pg_catalog.unnest(ats),
+                      pg_catalog.unnest(tenant_ids)) AS x (id, type, account_id, subscription_id, payload, at, tenant_id)
     ON CONFLICT (tenant_id, subscription_id, (payload ->> 'renews_at')) WHERE type = 'renewal.upcoming' DO NOTHING;
     GET DIAGNOSTICS written = ROW_COUNT;
     IF written < n THEN
