@@ -33,7 +33,7 @@ state() {  # STATE: the triggers on history for it
 update_sql=$(awk '{ print } /;$/ { exit }' <<<"$floor")
 insert_sql=$(awk 'done { print } /;$/ { done = 1 }' <<<"$floor")
 timed() {
-    psql -X -qAt -v ON_ERROR_STOP=1 -d "$db" <<SQL | tr '\n' ' '
+    psql -X -qAt -v ON_ERROR_STOP=1 -d "$db" <<SQL
 SET client_min_messages = warning;
 BEGIN;
 SELECT max(id) AS e0 FROM subscription.event \\gset
@@ -51,7 +51,7 @@ declare -A bu bi written
 for run in $(seq "${BENCH_RUNS:-3}"); do
     for s in statement row none; do
         state "$s"
-        read -r line < <(timed)
+        line=$(timed)
         IFS='|' read -r um im events <<<"$line"
         echo "# run $run, $s: UPDATE $um ms, INSERT $im ms, $events events"
         written[$s]=$events
