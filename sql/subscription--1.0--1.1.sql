@@ -13596,6 +13596,283 @@ COMMENT ON FUNCTION subscription.bill_usage(subscription.subscription, timestamp
 
 -- end of record_usage throughput and several period crossings (issue 21)
 
+-- Events per statement (issue 20, with issue 18's floor) ----------------
+-- write_events(): a statement's events with one INSERT, the one writer;
+-- write_event() one of them.  history_event a statement trigger over the
+-- transition table (rowwrite.c makes a RowWrites' rows one statement).
+
+-- The one writer of events (E1-E3, docs/rules.md): the events of a
+-- statement, in the order given, with one INSERT:
+--   E3: the transaction has its id before it takes an event id
+--   (pg_current_xact_id), and next_xid is read once, after every id of the
+--   statement was taken (events.c): so for each event, every transaction
+--   at or above its next_xid takes its ids after it;
+--   NOTIFY subscription_events once per statement, with the last id
+--   written, sent on commit (not from a Citus worker, docs/citus.md).
+-- A renewal.upcoming already written for its period is not written again.
+-- Returns the ids written, in order.  Only the extension's owner calls it:
+-- no role is granted it.
+CREATE FUNCTION subscription.write_events(tenant_ids bigint[], types text[], account_ids bigint[],
+                                          subscription_ids bigint[], payloads jsonb[], ats timestamptz[])
+RETURNS bigint[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+-- the conflict target names the table's columns
+#variable_conflict use_column
+DECLARE
+    n integer := pg_catalog.cardinality(types);
+    ids bigint[];
+    horizon xid8;
+    written bigint;
+    bad jsonb;
+BEGIN
+    PERFORM subscription.require_arguments('write_events',
+        '{tenant_ids,types,account_ids,subscription_ids,payloads,ats}',
+        ARRAY[tenant_ids IS NULL, types IS NULL, account_ids IS NULL, subscription_ids IS NULL,
+              payloads IS NULL, ats IS NULL]);
+    IF pg_catalog.array_ndims(types) > 1
+       OR n IS DISTINCT FROM pg_catalog.cardinality(tenant_ids) OR n IS DISTINCT FROM pg_catalog.cardinality(account_ids)
+       OR n IS DISTINCT FROM pg_catalog.cardinality(subscription_ids) OR n IS DISTINCT FROM pg_catalog.cardinality(payloads)
+       OR n IS DISTINCT FROM pg_catalog.cardinality(ats) THEN
+        RAISE EXCEPTION 'the arrays of write_events() must be of one dimension and of the same length'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_catalog.array_position(tenant_ids, NULL) IS NOT NULL OR pg_catalog.array_position(types, NULL) IS NOT NULL
+       OR pg_catalog.array_position(payloads, NULL) IS NOT NULL OR pg_catalog.array_position(ats, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'an event must have its tenant, type, payload and time'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT p INTO bad FROM pg_catalog.unnest(payloads) AS p
+     WHERE pg_catalog.jsonb_typeof(p OPERATOR(pg_catalog.->) 'version') IS DISTINCT FROM 'number' LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'the payload of an event must carry its version'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The payload was %s.', bad);
+    END IF;
+    IF n = 0 THEN
+        RETURN '{}';
+    END IF;
+    -- E3: the transaction's id first, then the event ids, then next_xid
+    PERFORM pg_catalog.pg_current_xact_id();
+    ids := ARRAY(SELECT pg_catalog.nextval('subscription.event_id_seq') FROM pg_catalog.generate_series(1, n));
+    horizon := subscription.event_next_xid();
+    -- the arrays read in one pass (a subscript walks a text or jsonb array
+    -- from its start)
+    INSERT INTO subscription.event AS e (id, type, account_id, subscription_id, payload, at, next_xid, tenant_id)
+    SELECT x.id, x.type, x.account_id, x.subscription_id, x.payload, x.at, horizon, x.tenant_id
+      FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(types), pg_catalog.unnest(account_ids),
+                      pg_catalog.unnest(subscription_ids), pg_catalog.unnest(payloads), pg_catalog.unnest(ats),
+                      pg_catalog.unnest(tenant_ids)) AS x (id, type, account_id, subscription_id, payload, at, tenant_id)
+    ON CONFLICT (tenant_id, subscription_id, (payload ->> 'renews_at')) WHERE type = 'renewal.upcoming' DO NOTHING;
+    GET DIAGNOSTICS written = ROW_COUNT;
+    IF written < n THEN
+        -- renewal.upcoming already written: the ids that were
+        ids := ARRAY(SELECT e.id FROM subscription.event AS e
+                      WHERE e.tenant_id = ANY (tenant_ids) AND e.id = ANY (ids) ORDER BY e.id);
+    END IF;
+    -- a Citus worker commits its part of a distributed transaction with
+    -- PREPARE TRANSACTION, which refuses a NOTIFY: there consumers poll;
+    -- and so do they where subscription.notify_events is off.  One
+    -- notification per statement: a listener claims on it, whatever the id
+    IF written > 0
+       AND pg_catalog.current_setting('subscription.notify_events', true) IS DISTINCT FROM 'off'
+       AND NOT subscription.on_citus_worker() THEN
+        PERFORM pg_catalog.pg_notify('subscription_events', ids[pg_catalog.cardinality(ids)]::text);
+    END IF;
+    RETURN ids;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.write_events(bigint[], text[], bigint[], bigint[], jsonb[], timestamptz[]) IS
+'Internal: write a statement''s events with one INSERT, in the transaction of the change (E1-E3); the extension''s own functions only';
+
+-- One event: write_events() with one (NULL: a renewal.upcoming already
+-- written for its period).
+CREATE OR REPLACE FUNCTION subscription.write_event(tenant_id bigint, type text, account_id bigint, subscription_id bigint,
+                                         payload jsonb, at timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (subscription.write_events(ARRAY[write_event.tenant_id], ARRAY[write_event.type], ARRAY[write_event.account_id],
+                                      ARRAY[write_event.subscription_id], ARRAY[write_event.payload],
+                                      ARRAY[write_event.at]))[1];
+END
+$$;
+
+COMMENT ON FUNCTION subscription.write_event(bigint, text, bigint, bigint, jsonb, timestamptz) IS
+'Internal: write one event in the transaction of the change (write_events, E1-E3); the extension''s own functions only';
+
+REVOKE ALL ON FUNCTION subscription.write_events(bigint[], text[], bigint[], bigint[], jsonb[], timestamptz[]) FROM PUBLIC;
+
+-- Trigger: the events of a statement's history rows, in its transaction,
+-- with one write_events() (E1): in the order of the history rows, each
+-- row's in the order history_events() gives them.  Every history row is
+-- written by RecordHistory() (history.c), whose rows of one RowWrites are
+-- one statement here (rowwrite.c).  The transition rows are read alone:
+-- on a Citus worker no statement joins them with a distributed table.  A
+-- restore copies the events with the history: none is written again.
+CREATE OR REPLACE FUNCTION subscription.history_event()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tenants bigint[];
+    types text[];
+    accounts bigint[];
+    subs bigint[];
+    payloads jsonb[];
+    ats timestamptz[];
+BEGIN
+    IF subscription.restoring_role() THEN
+        RETURN NULL;
+    END IF;
+    SELECT array_agg(h.tenant_id ORDER BY h.id, e.n), array_agg(e.type ORDER BY h.id, e.n),
+           array_agg(h.account_id ORDER BY h.id, e.n), array_agg(h.subscription_id ORDER BY h.id, e.n),
+           array_agg(e.payload ORDER BY h.id, e.n), array_agg(h.at ORDER BY h.id, e.n)
+      INTO tenants, types, accounts, subs, payloads, ats
+      FROM new_rows AS h
+     CROSS JOIN LATERAL subscription.history_events(h.operation, h.details) WITH ORDINALITY AS e (type, payload, n);
+    IF types IS NOT NULL THEN
+        PERFORM subscription.write_events(tenants, types, accounts, subs, payloads, ats);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.history_event() IS
+'Trigger: the events of a statement''s history rows, written in its transaction with one INSERT (E1)';
+
+DROP TRIGGER history_events ON subscription.history;
+CREATE TRIGGER history_events AFTER INSERT ON subscription.history
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.history_event();
+
+-- Trigger: data.trimmed, one event per statement of the archive and
+-- subscription, with the count of rows per table (E1), with one
+-- write_events().
+CREATE OR REPLACE FUNCTION subscription.trimmed_event()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tenants bigint[];
+    accounts bigint[];
+    subs bigint[];
+    payloads jsonb[];
+    ats timestamptz[];
+BEGIN
+    IF subscription.restoring_role() THEN
+        RETURN NULL;
+    END IF;
+    SELECT array_agg(e.tenant_id ORDER BY e.tenant_id, e.account_id, e.subscription_id),
+           array_agg(e.account_id ORDER BY e.tenant_id, e.account_id, e.subscription_id),
+           array_agg(e.subscription_id ORDER BY e.tenant_id, e.account_id, e.subscription_id),
+           array_agg(pg_catalog.jsonb_build_object('version', 1, 'tables', e.tables)
+                     ORDER BY e.tenant_id, e.account_id, e.subscription_id),
+           array_agg(e.at ORDER BY e.tenant_id, e.account_id, e.subscription_id)
+      INTO tenants, accounts, subs, payloads, ats
+      FROM (SELECT t.tenant_id, t.account_id, t.subscription_id, pg_catalog.max(t.at) AS at,
+                   pg_catalog.jsonb_object_agg(t.relation, t.n) AS tables
+              FROM (SELECT n.tenant_id, n.account_id, n.subscription_id, n.relation,
+                           pg_catalog.max(n.at) AS at, pg_catalog.count(*) AS n
+                      FROM new_rows AS n GROUP BY 1, 2, 3, 4) AS t
+             GROUP BY 1, 2, 3) AS e;
+    IF tenants IS NOT NULL THEN
+        PERFORM subscription.write_events(tenants, array_fill('data.trimmed'::text, ARRAY[cardinality(tenants)]),
+                                          accounts, subs, payloads, ats);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.trimmed_event() IS
+'Trigger: a data.trimmed event per account and subscription with the rows trimmed per table (E1)';
+
+-- E4: hand out the next events of a consumer: those after its position
+-- whose every earlier id has committed or ended (next_xid below the
+-- snapshot's oldest running transaction, events.c, for each of them and
+-- every earlier one), in id order, at most max.  One claim per consumer
+-- at a time (E6): a claim in flight (until acknowledged or until its lease
+-- ends) or another worker claiming this instant gives nothing.  A new
+-- consumer starts at the oldest event.
+CREATE OR REPLACE FUNCTION subscription.claim_events(consumer text, max integer DEFAULT 100, lease interval DEFAULT '1 minute')
+RETURNS SETOF subscription.event
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c text := claim_events.consumer;
+    k subscription.event_consumer;
+BEGIN
+    PERFORM subscription.require_arguments('claim_events', '{consumer,max,lease}',
+                                           ARRAY[c IS NULL, max IS NULL, lease IS NULL]);
+    IF c = '' THEN
+        RAISE EXCEPTION 'a consumer''s name must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF max < 1 OR max > 100000 THEN
+        RAISE EXCEPTION 'max % is out of range', max
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Claim between 1 and 100000 events at a time.';
+    END IF;
+    IF lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease % is not a positive interval', lease
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- E6: another worker of the consumer claiming now: nothing for this
+    -- one, at once
+    SELECT * INTO k FROM subscription.event_consumer AS x WHERE x.consumer = c FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        IF EXISTS (SELECT FROM subscription.event_consumer AS x WHERE x.consumer = c) THEN
+            RETURN;
+        END IF;
+        -- a new consumer, from the oldest event
+        INSERT INTO subscription.event_consumer (consumer) VALUES (c) ON CONFLICT DO NOTHING;
+        SELECT * INTO k FROM subscription.event_consumer AS x WHERE x.consumer = c FOR UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+    END IF;
+    IF k.claimed_until > pg_catalog.clock_timestamp() THEN  -- wall time: a lease
+        RETURN;
+    END IF;
+    -- E3: the prefix of the next ids whose next_xid is below the oldest
+    -- running transaction, up to the first that is not: ids are not taken
+    -- in the order next_xid is read (write_events takes a statement's ids,
+    -- then reads it once), so a later id may be ready before an earlier one
+    RETURN QUERY
+    WITH head AS (
+        SELECT e AS event,
+               pg_catalog.bool_and(e.next_xid <= pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()))
+                   OVER (ORDER BY e.id) AS ready
+          FROM (SELECT e.* FROM subscription.event AS e
+                 WHERE e.id > k.position
+                 ORDER BY e.id
+                 LIMIT max) AS e),
+    batch AS (
+        SELECT (h.event).* FROM head AS h WHERE h.ready),
+    claim AS (
+        UPDATE subscription.event_consumer AS x
+           SET claimed_up_to = b.up_to, claimed_until = pg_catalog.clock_timestamp() + lease  -- wall time: a lease
+          FROM (SELECT pg_catalog.max(batch.id) AS up_to FROM batch) AS b
+         WHERE x.consumer = c AND b.up_to IS NOT NULL)
+    SELECT * FROM batch ORDER BY batch.id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.claim_events(text, integer, interval) IS
+'The consumer''s next events in commit order, at most max, held for it until acknowledged or the lease ends (E4, E6)';
+
+-- end of events per statement (issue 20)
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves
@@ -14010,7 +14287,7 @@ BEGIN
      WHERE p.pronamespace = 'subscription'::regnamespace
        AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
                      -- granting, and writing history, are for the extension's owner alone
-                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_history|write_event)$' END
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_history|write_events?)$' END
     UNION ALL
     SELECT 'TABLE', 'subscription.' || c.relname,
            CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))

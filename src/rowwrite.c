@@ -11,7 +11,10 @@
  * BEFORE and AFTER row triggers, stored generated columns, NOT NULL and
  * CHECK constraints, the partition constraint of a partition, every index;
  * InsertRowUnlessConflict does what INSERT ... ON CONFLICT DO NOTHING does
- * with those.  They write the extension's own tables, plain tables (no
+ * with those.  The rows that one RowWrites inserts into a table are one
+ * statement for its AFTER INSERT statement triggers: they fire once, at
+ * EndRowWrites, with those rows as their transition table (the outbox's
+ * history_event, issue 20), when at least one row was inserted.  They write the extension's own tables, plain tables (no
  * partition routing), as their owner with row security not forced (the
  * guards switch to it, as ri_triggers.c does): no policy applies, as to a
  * plain INSERT of the owner's.  Rows are read with the latest snapshot, as
@@ -115,6 +118,8 @@ BeginRowWrites(int ntables, const Oid *relids)
 	w->ntables = ntables;
 	w->tables = palloc0(sizeof(ResultRelInfo) * ntables);
 	w->routed = palloc0(sizeof(RoutedTable *) * ntables);
+	w->captures = palloc0(sizeof(TransitionCaptureState *) * ntables);
+	w->inserted = palloc0(sizeof(bool) * ntables);
 	for (i = 0; i < ntables; i++)
 	{
 		Relation	rel = table_open(relids[i], RowExclusiveLock);
@@ -133,6 +138,10 @@ BeginRowWrites(int ntables, const Oid *relids)
 	EvalPlanQualInit(&w->epqstate, w->estate, NULL, NIL, -1);
 #endif
 	AfterTriggerBeginQuery();
+	/* the transition tables of the statement triggers, in this query level */
+	for (i = 0; i < ntables; i++)
+		if (w->routed[i] == NULL && w->tables[i].ri_TrigDesc != NULL)
+			w->captures[i] = MakeTransitionCaptureState(w->tables[i].ri_TrigDesc, relids[i], CMD_INSERT);
 	return w;
 }
 
@@ -142,6 +151,10 @@ EndRowWrites(RowWrites *w)
 {
 	int			i;
 
+	/* the rows inserted into each table are its statement (see above) */
+	for (i = 0; i < w->ntables; i++)
+		if (w->inserted[i])
+			ExecASInsertTriggers(w->estate, &w->tables[i], w->captures[i]);
 	AfterTriggerEndQuery(w->estate);
 	EvalPlanQualEnd(&w->epqstate);
 	/* the tables that the AFTER triggers opened (a foreign key's check) */
@@ -156,6 +169,8 @@ EndRowWrites(RowWrites *w)
 	FreeExecutorState(w->estate);
 	pfree(w->tables);
 	pfree(w->routed);
+	pfree(w->captures);
+	pfree(w->inserted);
 	pfree(w);
 }
 
@@ -630,6 +645,38 @@ FillDefaults(RowWrites *w, int table, TupleTableSlot *slot, const bool *given)
 }
 
 /*
+ * What ExecSimpleRelationInsert() does, except that the AFTER row triggers
+ * also capture the row for the table's statement triggers' transition table.
+ */
+static void
+StoreNewRow(RowWrites *w, int table, TupleTableSlot *slot)
+{
+	ResultRelInfo *rri = &w->tables[table];
+	Relation	rel = rri->ri_RelationDesc;
+	List	   *recheck = NIL;
+
+	if (rri->ri_TrigDesc && rri->ri_TrigDesc->trig_insert_before_row &&
+		!ExecBRInsertTriggers(w->estate, rri, slot))
+		return;
+	if (rel->rd_att->constr && rel->rd_att->constr->has_generated_stored)
+		ExecComputeStoredGenerated(rri, w->estate, slot, CMD_INSERT);
+	if (rel->rd_att->constr)
+		ExecConstraints(rri, slot, w->estate);
+	if (rel->rd_rel->relispartition)
+		ExecPartitionCheck(rri, slot, w->estate, true);
+	simple_table_tuple_insert(rel, slot);
+	if (rri->ri_NumIndices > 0)
+#if PG_VERSION_NUM >= 160000
+		recheck = ExecInsertIndexTuples(rri, slot, w->estate, false, false, NULL, NIL, false);
+#else
+		recheck = ExecInsertIndexTuples(rri, slot, w->estate, false, false, NULL, NIL);
+#endif
+	ExecARInsertTriggers(w->estate, rri, slot, recheck, w->captures[table]);
+	w->inserted[table] = true;
+	list_free(recheck);
+}
+
+/*
  * Insert the row in slot (a new slot; given[i] tells which columns the
  * caller set) as an INSERT would.
  */
@@ -643,7 +690,7 @@ InsertRow(RowWrites *w, int table, TupleTableSlot *slot, const bool *given)
 		return;
 	}
 	PrepareChecks(w, table);
-	ExecSimpleRelationInsert(&w->tables[table], w->estate, slot);
+	StoreNewRow(w, table, slot);
 }
 
 /*
@@ -728,7 +775,8 @@ InsertRowUnlessConflict(RowWrites *w, int table, TupleTableSlot *slot, const boo
 		/* someone took the key meanwhile: check again, which now finds it */
 		list_free(recheck);
 	}
-	ExecARInsertTriggers(w->estate, rri, slot, recheck, NULL);
+	ExecARInsertTriggers(w->estate, rri, slot, recheck, w->captures[table]);
+	w->inserted[table] = true;
 	list_free(recheck);
 	return true;
 }

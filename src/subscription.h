@@ -118,6 +118,7 @@ extern bool CitusTable(Oid relid);
  * without a query
  */
 #include "access/genam.h"
+#include "commands/trigger.h"
 #include "nodes/execnodes.h"
 #include "nodes/pg_list.h"
 #include "utils/snapshot.h"
@@ -132,6 +133,9 @@ typedef struct RowWrites
 	int			ntables;
 	ResultRelInfo *tables;		/* by the caller's table number */
 	RoutedTable **routed;		/* by table: NULL where written directly */
+	/* by table: its AFTER INSERT statement triggers' transition rows */
+	TransitionCaptureState **captures;
+	bool	   *inserted;		/* by table: a row was inserted directly */
 } RowWrites;
 
 typedef struct KeyScan

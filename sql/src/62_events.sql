@@ -17,15 +17,20 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION subscription.event_next_xid() IS
 'Internal (C): the next transaction id to be assigned, read at the call (the outbox''s horizon)';
 
--- The one writer of an event (E1-E3, docs/rules.md):
---   E2, E3: the id is taken before next_xid is read (events.c);
---   NOTIFY subscription_events with the id, sent on commit (not from a
---   Citus worker, docs/citus.md).
--- A renewal.upcoming already written for its period is not written again
--- (NULL).  Only the extension's owner calls it: no role is granted it.
-CREATE FUNCTION subscription.write_event(tenant_id bigint, type text, account_id bigint, subscription_id bigint,
-                                         payload jsonb, at timestamptz)
-RETURNS bigint
+-- The one writer of events (E1-E3, docs/rules.md): the events of a
+-- statement, in the order given, with one INSERT:
+--   E3: the transaction has its id before it takes an event id
+--   (pg_current_xact_id), and next_xid is read once, after every id of the
+--   statement was taken (events.c): so for each event, every transaction
+--   at or above its next_xid takes its ids after it;
+--   NOTIFY subscription_events once per statement, with the last id
+--   written, sent on commit (not from a Citus worker, docs/citus.md).
+-- A renewal.upcoming already written for its period is not written again.
+-- Returns the ids written, in order.  Only the extension's owner calls it:
+-- no role is granted it.
+CREATE FUNCTION subscription.write_events(tenant_ids bigint[], types text[], account_ids bigint[],
+                                          subscription_ids bigint[], payloads jsonb[], ats timestamptz[])
+RETURNS bigint[]
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -33,35 +38,89 @@ AS $$
 -- the conflict target names the table's columns
 #variable_conflict use_column
 DECLARE
-    new_id bigint;
+    n integer := pg_catalog.cardinality(types);
+    ids bigint[];
+    horizon xid8;
+    written bigint;
+    bad jsonb;
 BEGIN
-    PERFORM subscription.require_arguments('write_event', '{tenant_id,type,payload,at}',
-        ARRAY[write_event.tenant_id IS NULL, write_event.type IS NULL, write_event.payload IS NULL, write_event.at IS NULL]);
-    IF jsonb_typeof(write_event.payload -> 'version') IS DISTINCT FROM 'number' THEN
-        RAISE EXCEPTION 'the payload of an event must carry its version'
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The payload was %s.', write_event.payload);
+    PERFORM subscription.require_arguments('write_events',
+        '{tenant_ids,types,account_ids,subscription_ids,payloads,ats}',
+        ARRAY[tenant_ids IS NULL, types IS NULL, account_ids IS NULL, subscription_ids IS NULL,
+              payloads IS NULL, ats IS NULL]);
+    IF pg_catalog.array_ndims(types) > 1
+       OR n IS DISTINCT FROM pg_catalog.cardinality(tenant_ids) OR n IS DISTINCT FROM pg_catalog.cardinality(account_ids)
+       OR n IS DISTINCT FROM pg_catalog.cardinality(subscription_ids) OR n IS DISTINCT FROM pg_catalog.cardinality(payloads)
+       OR n IS DISTINCT FROM pg_catalog.cardinality(ats) THEN
+        RAISE EXCEPTION 'the arrays of write_events() must be of one dimension and of the same length'
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    new_id := pg_catalog.nextval('subscription.event_id_seq');
+    IF pg_catalog.array_position(tenant_ids, NULL) IS NOT NULL OR pg_catalog.array_position(types, NULL) IS NOT NULL
+       OR pg_catalog.array_position(payloads, NULL) IS NOT NULL OR pg_catalog.array_position(ats, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'an event must have its tenant, type, payload and time'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT p INTO bad FROM pg_catalog.unnest(payloads) AS p
+     WHERE pg_catalog.jsonb_typeof(p OPERATOR(pg_catalog.->) 'version') IS DISTINCT FROM 'number' LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'the payload of an event must carry its version'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The payload was %s.', bad);
+    END IF;
+    IF n = 0 THEN
+        RETURN '{}';
+    END IF;
+    -- E3: the transaction's id first, then the event ids, then next_xid
+    PERFORM pg_catalog.pg_current_xact_id();
+    ids := ARRAY(SELECT pg_catalog.nextval('subscription.event_id_seq') FROM pg_catalog.generate_series(1, n));
+    horizon := subscription.event_next_xid();
+    -- the arrays read in one pass (a subscript walks a text or jsonb array
+    -- from its start)
     INSERT INTO subscription.event AS e (id, type, account_id, subscription_id, payload, at, next_xid, tenant_id)
-    VALUES (new_id, write_event.type, write_event.account_id, write_event.subscription_id, write_event.payload,
-            write_event.at, subscription.event_next_xid(), write_event.tenant_id)
+    SELECT x.id, x.type, x.account_id, x.subscription_id, x.payload, x.at, horizon, x.tenant_id
+      FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(types), pg_catalog.unnest(account_ids),
+                      pg_catalog.unnest(subscription_ids), pg_catalog.unnest(payloads), pg_catalog.unnest(ats),
+                      pg_catalog.unnest(tenant_ids)) AS x (id, type, account_id, subscription_id, payload, at, tenant_id)
     ON CONFLICT (tenant_id, subscription_id, (payload ->> 'renews_at')) WHERE type = 'renewal.upcoming' DO NOTHING;
-    IF NOT FOUND THEN
-        RETURN NULL;
+    GET DIAGNOSTICS written = ROW_COUNT;
+    IF written < n THEN
+        -- renewal.upcoming already written: the ids that were
+        ids := ARRAY(SELECT e.id FROM subscription.event AS e
+                      WHERE e.tenant_id = ANY (tenant_ids) AND e.id = ANY (ids) ORDER BY e.id);
     END IF;
     -- a Citus worker commits its part of a distributed transaction with
     -- PREPARE TRANSACTION, which refuses a NOTIFY: there consumers poll;
-    -- and so do they where subscription.notify_events is off
-    IF pg_catalog.current_setting('subscription.notify_events', true) IS DISTINCT FROM 'off'
+    -- and so do they where subscription.notify_events is off.  One
+    -- notification per statement: a listener claims on it, whatever the id
+    IF written > 0
+       AND pg_catalog.current_setting('subscription.notify_events', true) IS DISTINCT FROM 'off'
        AND NOT subscription.on_citus_worker() THEN
-        PERFORM pg_catalog.pg_notify('subscription_events', new_id::text);
+        PERFORM pg_catalog.pg_notify('subscription_events', ids[pg_catalog.cardinality(ids)]::text);
     END IF;
-    RETURN new_id;
+    RETURN ids;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.write_events(bigint[], text[], bigint[], bigint[], jsonb[], timestamptz[]) IS
+'Internal: write a statement''s events with one INSERT, in the transaction of the change (E1-E3); the extension''s own functions only';
+
+-- One event: write_events() with one (NULL: a renewal.upcoming already
+-- written for its period).
+CREATE FUNCTION subscription.write_event(tenant_id bigint, type text, account_id bigint, subscription_id bigint,
+                                         payload jsonb, at timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (subscription.write_events(ARRAY[write_event.tenant_id], ARRAY[write_event.type], ARRAY[write_event.account_id],
+                                      ARRAY[write_event.subscription_id], ARRAY[write_event.payload],
+                                      ARRAY[write_event.at]))[1];
 END
 $$;
 
 COMMENT ON FUNCTION subscription.write_event(bigint, text, bigint, bigint, jsonb, timestamptz) IS
-'Internal: write one event in the transaction of the change (E1-E3); the extension''s own functions only';
+'Internal: write one event in the transaction of the change (write_events, E1-E3); the extension''s own functions only';
 
 -- A time in an event's payload: UTC, ISO 8601 with a Z, whatever the
 -- session's TimeZone, so that a payload is the same for every reader.
@@ -202,7 +261,12 @@ $$;
 COMMENT ON FUNCTION subscription.history_events(text, jsonb) IS
 'The events of a history row: event types and versioned payloads per operation (E1, docs/integrating.md)';
 
--- Trigger: the events of each history row, in its transaction (E1).  A
+-- Trigger: the events of a statement's history rows, in its transaction,
+-- with one write_events() (E1): in the order of the history rows, each
+-- row's in the order history_events() gives them.  Every history row is
+-- written by RecordHistory() (history.c), whose rows of one RowWrites are
+-- one statement here (rowwrite.c).  The transition rows are read alone:
+-- on a Citus worker no statement joins them with a distributed table.  A
 -- restore copies the events with the history: none is written again.
 CREATE FUNCTION subscription.history_event()
 RETURNS trigger
@@ -211,26 +275,39 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    e record;
+    tenants bigint[];
+    types text[];
+    accounts bigint[];
+    subs bigint[];
+    payloads jsonb[];
+    ats timestamptz[];
 BEGIN
     IF subscription.restoring_role() THEN
         RETURN NULL;
     END IF;
-    FOR e IN SELECT * FROM subscription.history_events(NEW.operation, NEW.details) LOOP
-        PERFORM subscription.write_event(NEW.tenant_id, e.type, NEW.account_id, NEW.subscription_id, e.payload, NEW.at);
-    END LOOP;
+    SELECT array_agg(h.tenant_id ORDER BY h.id, e.n), array_agg(e.type ORDER BY h.id, e.n),
+           array_agg(h.account_id ORDER BY h.id, e.n), array_agg(h.subscription_id ORDER BY h.id, e.n),
+           array_agg(e.payload ORDER BY h.id, e.n), array_agg(h.at ORDER BY h.id, e.n)
+      INTO tenants, types, accounts, subs, payloads, ats
+      FROM new_rows AS h
+     CROSS JOIN LATERAL subscription.history_events(h.operation, h.details) WITH ORDINALITY AS e (type, payload, n);
+    IF types IS NOT NULL THEN
+        PERFORM subscription.write_events(tenants, types, accounts, subs, payloads, ats);
+    END IF;
     RETURN NULL;
 END
 $$;
 
 COMMENT ON FUNCTION subscription.history_event() IS
-'Trigger: the events of a history row, written in its transaction (E1)';
+'Trigger: the events of a statement''s history rows, written in its transaction with one INSERT (E1)';
 
 CREATE TRIGGER history_events AFTER INSERT ON subscription.history
-    FOR EACH ROW EXECUTE FUNCTION subscription.history_event();
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.history_event();
 
 -- Trigger: data.trimmed, one event per statement of the archive and
--- subscription, with the count of rows per table (E1).
+-- subscription, with the count of rows per table (E1), with one
+-- write_events().
 CREATE FUNCTION subscription.trimmed_event()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -238,20 +315,32 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    e record;
+    tenants bigint[];
+    accounts bigint[];
+    subs bigint[];
+    payloads jsonb[];
+    ats timestamptz[];
 BEGIN
     IF subscription.restoring_role() THEN
         RETURN NULL;
     END IF;
-    FOR e IN SELECT t.tenant_id, t.account_id, t.subscription_id, pg_catalog.max(t.at) AS at,
-                    pg_catalog.jsonb_object_agg(t.relation, t.n) AS tables
-               FROM (SELECT n.tenant_id, n.account_id, n.subscription_id, n.relation,
-                            pg_catalog.max(n.at) AS at, pg_catalog.count(*) AS n
-                       FROM new_rows AS n GROUP BY 1, 2, 3, 4) AS t
-              GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 LOOP
-        PERFORM subscription.write_event(e.tenant_id, 'data.trimmed', e.account_id, e.subscription_id,
-                                         pg_catalog.jsonb_build_object('version', 1, 'tables', e.tables), e.at);
-    END LOOP;
+    SELECT array_agg(e.tenant_id ORDER BY e.tenant_id, e.account_id, e.subscription_id),
+           array_agg(e.account_id ORDER BY e.tenant_id, e.account_id, e.subscription_id),
+           array_agg(e.subscription_id ORDER BY e.tenant_id, e.account_id, e.subscription_id),
+           array_agg(pg_catalog.jsonb_build_object('version', 1, 'tables', e.tables)
+                     ORDER BY e.tenant_id, e.account_id, e.subscription_id),
+           array_agg(e.at ORDER BY e.tenant_id, e.account_id, e.subscription_id)
+      INTO tenants, accounts, subs, payloads, ats
+      FROM (SELECT t.tenant_id, t.account_id, t.subscription_id, pg_catalog.max(t.at) AS at,
+                   pg_catalog.jsonb_object_agg(t.relation, t.n) AS tables
+              FROM (SELECT n.tenant_id, n.account_id, n.subscription_id, n.relation,
+                           pg_catalog.max(n.at) AS at, pg_catalog.count(*) AS n
+                      FROM new_rows AS n GROUP BY 1, 2, 3, 4) AS t
+             GROUP BY 1, 2, 3) AS e;
+    IF tenants IS NOT NULL THEN
+        PERFORM subscription.write_events(tenants, array_fill('data.trimmed'::text, ARRAY[cardinality(tenants)]),
+                                          accounts, subs, payloads, ats);
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -329,10 +418,11 @@ COMMENT ON FUNCTION subscription.announce_renewals() IS
 
 -- E4: hand out the next events of a consumer: those after its position
 -- whose every earlier id has committed or ended (next_xid below the
--- snapshot's oldest running transaction, events.c), in id order, at most
--- max.  One claim per consumer at a time (E6): a claim in flight (until
--- acknowledged or until its lease ends) or another worker claiming this
--- instant gives nothing.  A new consumer starts at the oldest event.
+-- snapshot's oldest running transaction, events.c, for each of them and
+-- every earlier one), in id order, at most max.  One claim per consumer
+-- at a time (E6): a claim in flight (until acknowledged or until its lease
+-- ends) or another worker claiming this instant gives nothing.  A new
+-- consumer starts at the oldest event.
 CREATE FUNCTION subscription.claim_events(consumer text, max integer DEFAULT 100, lease interval DEFAULT '1 minute')
 RETURNS SETOF subscription.event
 LANGUAGE plpgsql
@@ -374,13 +464,21 @@ BEGIN
     IF k.claimed_until > pg_catalog.clock_timestamp() THEN  -- wall time: a lease
         RETURN;
     END IF;
+    -- E3: the prefix of the next ids whose next_xid is below the oldest
+    -- running transaction, up to the first that is not: ids are not taken
+    -- in the order next_xid is read (write_events takes a statement's ids,
+    -- then reads it once), so a later id may be ready before an earlier one
     RETURN QUERY
-    WITH batch AS (
-        SELECT e.* FROM subscription.event AS e
-         WHERE e.id > k.position
-           AND e.next_xid <= pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())
-         ORDER BY e.id
-         LIMIT max),
+    WITH head AS (
+        SELECT e AS event,
+               pg_catalog.bool_and(e.next_xid <= pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()))
+                   OVER (ORDER BY e.id) AS ready
+          FROM (SELECT e.* FROM subscription.event AS e
+                 WHERE e.id > k.position
+                 ORDER BY e.id
+                 LIMIT max) AS e),
+    batch AS (
+        SELECT (h.event).* FROM head AS h WHERE h.ready),
     claim AS (
         UPDATE subscription.event_consumer AS x
            SET claimed_up_to = b.up_to, claimed_until = pg_catalog.clock_timestamp() + lease  -- wall time: a lease
