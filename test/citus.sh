@@ -747,7 +747,7 @@ tap "$(echo "$errors" | grep -v -q -e 'has no license left' -e 'already' -e '^$'
 # lines filtered).  A case in REGRESS_ON_CITUS must pass; every other case
 # is left out, printed as a TAP TODO with the reason: the first error it
 # meets on Citus, measured on this run (docs/citus.md lists them).
-REGRESS_ON_CITUS="badinput next_period prorate_refund set_default void_corrections"
+REGRESS_ON_CITUS="badinput next_period prorate_refund set_default usage void_corrections"
 prepared=1
 for i in 0 1 2; do
     psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[$i]}" -d postgres -c "CREATE DATABASE regress_citus" >/dev/null 2>&1 \
@@ -1289,6 +1289,41 @@ SQL
 done
 todo "has_feature() in a policy or a query of a distributed table (run on the table's shard)" 3 \
     "on a worker, granted_features reads the account's tenant by its id alone (tenant_of), and inside a query pushed to a shard Citus refuses any read of a distributed table, by the tenant too (docs/citus.md)"
+
+# E2 (issue 20): one account's events come out in the order of their
+# commits when one transaction waited for the other, on an account of each
+# worker.  A first transaction block on the coordinator changes the
+# subscription's quantity to 2 and holds its row for 3 s; a second change,
+# to 3, started 1 s later, waits for it: on worker1 alone in its SELECT
+# (the keyed call delegated to the worker), on worker2 in a transaction
+# block (the unkeyed call on the coordinator, its statements routed).  The
+# account's quantity events, in id order (the outbox's order, on the
+# tenant's shard), are 1>2 then 2>3, and the second change took at least
+# the 2 s it waited.
+one_per_worker e2
+for acct in "$W1" "$W2"; do
+    sub=$(q coordinator "SELECT subscription.subscribe($acct, $acct, 'citus-basic', '1 month', 1, '2026-02-01', 'always', NULL)")
+    if [ "$acct" = "$W1" ]; then
+        second="SELECT subscription.set_quantity($acct, $sub, 3, '2026-02-06');"
+    else
+        second="BEGIN; SELECT subscription.set_quantity($sub, 3, '2026-02-06'); COMMIT;"
+    fi
+    psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres \
+        -c "BEGIN; SELECT subscription.set_quantity($acct, $sub, 2, '2026-02-05'); SELECT pg_sleep(3); COMMIT;" \
+        >"$DIR/e2-first.out" 2>&1 &
+    first_pid=$!
+    sleep 1
+    started=$(date +%s%N)
+    out=$(psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres -c "$second" 2>&1)
+    waited=$((($(date +%s%N) - started) / 1000000))
+    wait "$first_pid"
+    events=$(q coordinator "SELECT string_agg((payload ->> 'from') || '>' || (payload ->> 'to'), ' ' ORDER BY id)
+                              FROM subscription.event
+                             WHERE tenant_id = $acct AND type = 'subscription.quantity_changed' AND subscription_id = $sub")
+    tap "$([ -n "$sub" ] && [ "$events" = "1>2 2>3" ] && [ "$waited" -ge 1500 ] && echo 1)" \
+        "E2 on account $acct (worker$([ "$acct" = "$W1" ] && echo 1 || echo 2)): the second change waited ${waited} ms for the first's commit ($([ "$acct" = "$W1" ] && echo "keyed, delegated" || echo "unkeyed, in a transaction block")), and the account's events come out in commit order ($events)" \
+        "$out"$'\n'"$(cat "$DIR/e2-first.out")"
+done
 
 # item 4: a renewal storm, in a database of its own with Citus on the
 # three nodes (the subscriptions above stay out of it).  12 accounts over
