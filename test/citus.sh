@@ -1287,8 +1287,20 @@ SQL
     tap "$([ "$out" = "true false true" ] && echo 1)" \
         "on account $acct (worker$([ "$acct" = "$DA" ] && echo 1 || echo 2)): has_feature() on the coordinator, as the limits say" "$out"
 done
-todo "has_feature() in a policy or a query of a distributed table (run on the table's shard)" 3 \
-    "on a worker, granted_features reads the account's tenant by its id alone (tenant_of), and inside a query pushed to a shard Citus refuses any read of a distributed table, by the tenant too (docs/citus.md)"
+# has_feature() inside a query of a distributed table (a policy's
+# expression, or a WHERE clause) runs on the table's shards, where Citus
+# refuses any read of a distributed table by a function, the tenant's
+# colocated shard too: the call is refused, in a router query (the
+# account's shard alone) and in a multi-shard one, as docs/citus.md says;
+# called in a statement of its own on the coordinator, it answers (above).
+for acct in "$DA" "$DB"; do
+    out=$(for where in "account_id = $acct AND subscription.has_feature(account_id, 'desks')" \
+                       "subscription.has_feature(account_id, 'desks')"; do
+              psql -X -q -At -p "${PORTS[0]}" -d postgres -c "SELECT count(*) FROM public.desks WHERE $where" 2>&1 | head -1
+          done)
+    tap "$([ "$(echo "$out" | grep -c '^ERROR:  cannot execute a distributed query from a query on a shard$')" = 2 ] && echo 1)" \
+        "on account $acct (worker$([ "$acct" = "$DA" ] && echo 1 || echo 2)): has_feature() in a query of a distributed table, router and multi-shard, is refused on the shard, as documented" "$out"
+done
 
 # E2 (issue 20): one account's events come out in the order of their
 # commits when one transaction waited for the other, on an account of each
