@@ -571,7 +571,8 @@ BeginMemberCheck(MemberCheck *mc, Snapshot snapshot)
 	mc->members = table_open(OwnTable("member"), AccessShareLock);
 	mc->member = table_slot_create(mc->members, NULL);
 	mc->account_col = RowWriteColumn(mc->members, "account_id");
-	mc->tenant_col = RowWriteColumn(mc->members, "tenant_id");
+	/* none in the 1.0 schema, which the library also runs until its update */
+	mc->tenant_col = get_attnum(RelationGetRelid(mc->members), "tenant_id");
 	mc->snapshot = snapshot;
 	mc->scan = NULL;
 }
@@ -625,7 +626,7 @@ CheckMember(MemberCheck *mc, Relation rel, const int64 *tenant, int64 subscripti
 	 * (issue 17)
 	 */
 	if (!found ||
-		(member_account != account_id &&
+		(member_account != account_id && mc->tenant_col != InvalidAttrNumber &&
 		 DatumGetInt64(slot_getattr(mc->member, mc->tenant_col, &isnull)) !=
 		 (tenant != NULL ? *tenant : TenantOfAccount(mc, account_id))))
 		ereport(ERROR,
