@@ -589,10 +589,9 @@ for acct in "$A" "$B"; do
         "$(diff <(echo "$single") <(echo "$out"))"
 done
 # a license for a member of another tenant: its foreign key refuses an
-# INSERT (23503) on both; license_consume reads the member in the
-# subscription's tenant, where a single server finds it in another
-# account (22023) and Citus finds none in the tenant's shard (P0002): the
-# difference docs/citus.md states
+# INSERT (23503) on both; for license_consume the member does not exist in
+# the subscription's tenant (P0002, L11), on both: Citus finds none in the
+# tenant's shard, a single server finds it in another tenant
 other_member=$(q coordinator "SET client_min_messages = error;
                                INSERT INTO subscription.member (tenant_id, account_id, external_id) VALUES ($B, $B, 'other tenant') RETURNING id")
 other_sub=$(q coordinator "SELECT max(id) FROM subscription.subscription WHERE tenant_id = $A AND status = 'active'")
@@ -607,8 +606,8 @@ out="$out / $(for sql in "INSERT INTO subscription.license (tenant_id, subscript
                         "SELECT subscription.license_consume($single_sub, $single_member)"; do
                  psql -X -q -p "${PORTS[0]}" -d "$SINGLE_DB" -v VERBOSITY=verbose -c "$sql" 2>&1 | grep -o '^ERROR:  [0-9A-Z]\{5\}'
              done | paste -sd ' ')"
-tap "$([ "$out" = "ERROR:  23503 ERROR:  P0002 / ERROR:  23503 ERROR:  22023" ] && echo 1)" \
-    "a license for a member of another tenant: 23503 for an INSERT (as on a single server), P0002 from license_consume (22023 on a single server, docs/citus.md)" \
+tap "$([ "$out" = "ERROR:  23503 ERROR:  P0002 / ERROR:  23503 ERROR:  P0002" ] && echo 1)" \
+    "a license for a member of another tenant: 23503 for an INSERT, P0002 from license_consume, as on a single server" \
     "$out (member $other_member, subscription $other_sub; single server: member $single_member, subscription $single_sub)"
 # item 3: multi-row INSERTs and DELETEs of subscription.license on Citus:
 # the license guard's statement path on the shard sums the transition
