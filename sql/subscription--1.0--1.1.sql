@@ -14045,6 +14045,22 @@ BEGIN
     -- tables made while the tenant tables that reference them are still local
     PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
     PERFORM pg_catalog.set_config('citus.enable_local_reference_table_foreign_keys', 'off', true);
+    -- a row of the catalog is deleted on the workers' placements first, and
+    -- on the coordinator's last, whose refuse_delete_in_use() alone reads
+    -- the tenant tables: the foreign keys of the tenant tables into the
+    -- catalog are checked at commit, so that the extension's check (2BP01,
+    -- naming what refers to the row) decides, as on a single server, not a
+    -- worker's foreign key (23503).  Before the tables are distributed:
+    -- their shards are made with it.
+    FOR t IN SELECT k.conrelid::pg_catalog.regclass AS relation, k.conname
+               FROM pg_catalog.pg_constraint AS k
+               JOIN subscription.distribution_plan() AS d ON d.relation = k.conrelid AND d.kind = 'distributed'
+               JOIN subscription.distribution_plan() AS r ON r.relation = k.confrelid AND r.kind = 'reference'
+              WHERE k.contype = 'f' AND NOT k.condeferrable AND k.confdeltype = 'a'
+                AND NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition AS x WHERE x.logicalrelid = k.conrelid)
+              ORDER BY 1, 2 LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s ALTER CONSTRAINT %I DEFERRABLE INITIALLY DEFERRED', t.relation, t.conname);
+    END LOOP;
     FOR t IN SELECT * FROM subscription.distribution_plan() AS p ORDER BY p.step LOOP
         EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)'
            INTO done USING t.relation;

@@ -560,6 +560,7 @@ typedef struct MemberCheck
 	Relation	members;
 	TupleTableSlot *member;
 	AttrNumber	account_col;
+	AttrNumber	tenant_col;
 	Snapshot	snapshot;
 	KeyScan    *scan;			/* opened by the first lookup, then rescanned */
 } MemberCheck;
@@ -570,6 +571,8 @@ BeginMemberCheck(MemberCheck *mc, Snapshot snapshot)
 	mc->members = table_open(OwnTable("member"), AccessShareLock);
 	mc->member = table_slot_create(mc->members, NULL);
 	mc->account_col = RowWriteColumn(mc->members, "account_id");
+	/* none in the 1.0 schema, which the library also runs until its update */
+	mc->tenant_col = get_attnum(RelationGetRelid(mc->members), "tenant_id");
 	mc->snapshot = snapshot;
 	mc->scan = NULL;
 }
@@ -583,24 +586,53 @@ EndMemberCheck(MemberCheck *mc)
 	table_close(mc->members, NoLock);
 }
 
+/* the tenant of an account (0 when it does not exist), read by its id */
+static int64
+TenantOfAccount(MemberCheck *mc, int64 account_id)
+{
+	Relation	accounts = table_open(OwnTable("account"), AccessShareLock);
+	TupleTableSlot *account = table_slot_create(accounts, NULL);
+	Datum		key = Int64GetDatum(account_id);
+	bool		isnull;
+	int64		tenant = 0;
+
+	if (FetchRowByKey(accounts, mc->snapshot, 1, &key, account))
+		tenant = DatumGetInt64(slot_getattr(account, RowWriteColumn(accounts, "tenant_id"), &isnull));
+	ExecDropSingleTupleTableSlot(account);
+	table_close(accounts, NoLock);
+	return tenant;
+}
+
 static void
 CheckMember(MemberCheck *mc, Relation rel, const int64 *tenant, int64 subscription_id, int64 account_id,
 			int64 member_id)
 {
 	Datum		key = Int64GetDatum(member_id);
 	bool		isnull;
-	int64		member_account;
+	bool		found;
+	int64		member_account = 0;
 
 	if (mc->scan == NULL)
 		mc->scan = BeginTenantKeyScan(mc->members, mc->snapshot, tenant, 1, &key);
 	else
 		RescanKeyScan(mc->scan, &key);
-	if (!KeyScanNext(mc->scan, mc->member))
+	found = KeyScanNext(mc->scan, mc->member);
+	if (found)
+		member_account = DatumGetInt64(slot_getattr(mc->member, mc->account_col, &isnull));
+	/*
+	 * A member of another tenant does not exist for the subscription: on
+	 * Citus the member is looked for in the subscription's tenant alone,
+	 * and a single server, which finds it by its id alone, says the same
+	 * (issue 17)
+	 */
+	if (!found ||
+		(member_account != account_id && mc->tenant_col != InvalidAttrNumber &&
+		 DatumGetInt64(slot_getattr(mc->member, mc->tenant_col, &isnull)) !=
+		 (tenant != NULL ? *tenant : TenantOfAccount(mc, account_id))))
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("member " INT64_FORMAT " does not exist", member_id),
 				 rel ? errtable(rel) : 0));
-	member_account = DatumGetInt64(slot_getattr(mc->member, mc->account_col, &isnull));
 	if (member_account != account_id)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -22,8 +22,8 @@ INSERT INTO plan_limit (plan, feature, value) VALUES
 INSERT INTO addon (code, product, name, feature, units) VALUES ('crm_reports', 'crm', 'Reports pack', 'reports', 1);
 INSERT INTO addon_price (addon, cycle, amount) VALUES ('crm_reports', '1 month', 5);
 INSERT INTO plan_addon (plan, addon) VALUES ('crm_basic', 'crm_reports');
-INSERT INTO account (id, name) VALUES (1, 'Basic Co'), (2, 'Premier Co'), (3, 'Plus Co'), (4, 'Addon Co'), (5, 'Nothing Co'), (6, 'Trial Co'),
-    (7, 'Loop Co');
+INSERT INTO account (tenant_id, id, name) VALUES (1, 1, 'Basic Co'), (2, 2, 'Premier Co'), (3, 3, 'Plus Co'), (4, 4, 'Addon Co'), (5, 5, 'Nothing Co'),
+    (6, 6, 'Trial Co'), (7, 7, 'Loop Co');
 SELECT subscribe(1, 'crm_basic', '1 month', 1, '2026-01-01') AS basic \gset
 SELECT subscribe(2, 'crm_premier', '1 month', 1, '2026-01-01') AS premier \gset
 SELECT subscribe(3, 'crm_plus', '1 month', 1, '2026-01-01') AS plus \gset
@@ -161,7 +161,7 @@ SELECT end_early(:basic, '2026-02-03') IS NOT NULL AS ended;
 SELECT has_feature(1, 'reports') AS after_end, has_feature(1, 'dashboards') AS dashboards_after_end,
        pg_temp.entitlement_drift() AS drift;
 -- expiry: a subscription cancelled at its period's end keeps its features to then
-INSERT INTO account (id, name) VALUES (8, 'Leaving Co');
+INSERT INTO account (tenant_id, id, name) VALUES (8, 8, 'Leaving Co');
 SELECT subscribe(8, 'crm_premier', '1 month', 1, '2026-02-01') AS leaving \gset
 SELECT cancel(:leaving) AS ends_at;
 SELECT has_feature(8, 'reports') AS until_expiry;
@@ -169,7 +169,7 @@ SELECT renew_due('2026-03-01') > 0 AS renewed;
 SELECT status FROM subscription WHERE id = :leaving;
 SELECT has_feature(8, 'reports') AS after_expiry, pg_temp.entitlement_drift() AS drift;
 -- K7: a sub-account is answered by its own plans, its row under its root's tenant
-INSERT INTO account (id, name, parent_id) VALUES (9, 'Premier Co / EU', 2);
+INSERT INTO account (tenant_id, id, name, parent_id) VALUES (2, 9, 'Premier Co / EU', 2);
 SELECT has_feature(9, 'reports') AS sub_account_without_plan;
 SELECT subscribe(9, 'crm_premier', '1 month', 1, '2026-02-01') IS NOT NULL AS sub_subscribed;
 SELECT has_feature(9, 'reports') AS sub_account_premier, has_feature(2, 'reports') AS parent_still_plus;
@@ -184,7 +184,7 @@ INSERT INTO plan (code, product, name, rank) VALUES ('wiki_pro', 'wiki', 'Wiki P
 INSERT INTO plan_price (plan, cycle, amount) VALUES ('wiki_pro', '1 month', 8), ('office_pro', '1 month', 30);
 INSERT INTO plan_limit (plan, feature, value) VALUES ('wiki_pro', 'pages', 5);
 INSERT INTO suite_component (suite_plan, plan) VALUES ('office_pro', 'wiki_pro');
-INSERT INTO account (id, name) VALUES (10, 'Suite Co'), (11, 'Wiki Co');
+INSERT INTO account (tenant_id, id, name) VALUES (10, 10, 'Suite Co'), (11, 11, 'Wiki Co');
 SELECT subscribe(10, 'office_pro', '1 month', 1, '2026-02-01') IS NOT NULL AS suite_subscribed,
        subscribe(11, 'wiki_pro', '1 month', 1, '2026-02-01') IS NOT NULL AS wiki_subscribed;
 SELECT has_feature(10, 'pages') AS suite_pages, has_feature(11, 'pages') AS wiki_pages;

@@ -24,7 +24,7 @@ INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES
     ('zd_team', '1 month', 19, true), ('zd_pro', '1 month', 49, true);
 INSERT INTO plan_price (plan, cycle, amount, per_license, currency) VALUES ('zd_team', '1 year', 2000, true, 'JPY');
 INSERT INTO coupon (code, percent_off, cycles) VALUES ('WELCOME10', 10, 3);
-INSERT INTO account (id, name) VALUES (1, 'Tickets Ltd'), (2, 'Queue & Co <Ltd>'), (3, 'Yen KK');
+INSERT INTO account (tenant_id, id, name) VALUES (1, 1, 'Tickets Ltd'), (2, 2, 'Queue & Co <Ltd>'), (3, 3, 'Yen KK');
 
 -- I7: payment methods: the provider's token; a card number is refused
 -- (23514), in the reference or the label, spaced or not; one default

@@ -10,6 +10,9 @@
 SET search_path = subscription, public;
 SET TimeZone = 'UTC';
 BEGIN;
+-- the actor set below (SET LOCAL) reaches a Citus worker too
+-- (docs/citus.md); on a single server it is this session's already
+SET LOCAL citus.propagate_set_commands = 'local';
 
 INSERT INTO product (code, name) VALUES ('desk', 'Desk');
 INSERT INTO plan (code, product, name, rank) VALUES ('team', 'desk', 'Team', 1), ('pro', 'desk', 'Pro', 2);
@@ -19,10 +22,10 @@ INSERT INTO addon (code, product, name, feature, units) VALUES ('seats5', 'desk'
 INSERT INTO addon_price (addon, cycle, amount) VALUES ('seats5', '1 month', 30);
 INSERT INTO plan_addon (plan, addon) VALUES ('team', 'seats5'), ('pro', 'seats5');
 -- tenant 1: account 1 and its sub-account 2; tenant 3: account 3
-INSERT INTO account (id, name) OVERRIDING SYSTEM VALUE VALUES (1, 'Main'), (3, 'Other');
-INSERT INTO account (id, name, parent_id) OVERRIDING SYSTEM VALUE VALUES (2, 'Sub', 1);
-INSERT INTO member (id, account_id, external_id, role) OVERRIDING SYSTEM VALUE VALUES
-    (1, 1, 'owner1', 'owner'), (2, 2, 'sub-member', 'member'), (3, 3, 'owner3', 'owner');
+INSERT INTO account (tenant_id, id, name) OVERRIDING SYSTEM VALUE VALUES (1, 1, 'Main'), (3, 3, 'Other');
+INSERT INTO account (tenant_id, id, name, parent_id) OVERRIDING SYSTEM VALUE VALUES (1, 2, 'Sub', 1);
+INSERT INTO member (tenant_id, id, account_id, external_id, role) OVERRIDING SYSTEM VALUE VALUES
+    (1, 1, 1, 'owner1', 'owner'), (1, 2, 2, 'sub-member', 'member'), (3, 3, 3, 'owner3', 'owner');
 SELECT id, tenant_id FROM account ORDER BY id;
 
 -- the keyed form writes the tenant's rows, its statements naming the tenant

@@ -68,7 +68,7 @@ SELECT license_consume(:recording, 11), license_consume(:recording, 13);
 SELECT license_consume(:enterprise, 12) AS jon_gets_enterprise;
 -- the other errors of license_consume
 SELECT pg_temp.error_of(format('SELECT license_consume(%s, 11)', :business));      -- 23505: already holds it
-SELECT pg_temp.error_of(format('SELECT license_consume(%s, 21)', :business));      -- 22023: another account
+SELECT pg_temp.error_of(format('SELECT license_consume(%s, 21)', :business));      -- P0002: of another tenant
 SELECT pg_temp.error_of('SELECT license_consume(999, 11)');                         -- P0002
 SELECT pg_temp.error_of(format('SELECT license_consume(%s, 999)', :business));     -- P0002
 SELECT pg_temp.error_of('SELECT license_consume(NULL, 11)');                        -- 22004
@@ -183,7 +183,7 @@ SELECT pg_temp.error_of(format($$SELECT set_quantity(%s, 6, '2026-01-21')$$, :bu
 SELECT pg_temp.error_of($$SELECT subscribe(1, 'rb_business', '1 month', 1, '2026-01-21')$$);       -- admins do not buy (Z1)
 SELECT license_consume(:recording, 12) AS admin_assigns_licenses;
 SET subscription.actor = '11';  -- the rights are checked first, then the rest
-SELECT pg_temp.error_of(format($$SELECT license_consume(%s, 21)$$, :recording));                  -- 22023
+SELECT pg_temp.error_of(format($$SELECT license_consume(%s, 21)$$, :recording));                  -- P0002
 SELECT pg_temp.error_of('SELECT license_consume(999, 11)');                                       -- P0002
 SELECT pg_temp.error_of(format($$SELECT license_consume(%s, 21)$$, :zendesk));                    -- 42501, nothing more
 SET subscription.actor = '14';  -- lea, admin with decrease_monthly_licenses

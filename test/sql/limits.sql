@@ -40,7 +40,7 @@ SELECT subscribe(2, 'zd_professional', '1 month', 5, '2026-01-01') AS pro \gset
 SELECT effective_limit(2, 'custom_objects') AS professional;
 SELECT subscribe(2, 'zd_enterprise', '1 month', 5, '2026-01-01') AS ent \gset
 SELECT effective_limit(2, 'custom_objects') AS enterprise;
-INSERT INTO addon_batch (subscription_id, addon, quantity) VALUES (:ent, 'zd_objects_100m', 1);
+INSERT INTO addon_batch (tenant_id, subscription_id, addon, quantity) VALUES (2, :ent, 'zd_objects_100m', 1);
 SELECT effective_limit(2, 'custom_objects') AS enterprise_with_addon;
 -- an ended batch no longer counts
 UPDATE addon_batch SET status = 'expired';
@@ -55,7 +55,7 @@ SELECT effective_limit(3, 'rooms') IS NULL AS unlimited_with_enterprise;
 
 -- usage comes from the counters the limit triggers keep; 0 when none yet
 SELECT usage(3, 'rooms') AS no_rooms_yet;
-INSERT INTO usage_counter (account_id, feature, used) VALUES (3, 'rooms', 7);
+INSERT INTO usage_counter (tenant_id, account_id, feature, used) VALUES (3, 3, 'rooms', 7);
 SELECT usage(3, 'rooms') AS seven_rooms;
 
 -- errors

@@ -25,8 +25,8 @@ INSERT INTO plan_addon (plan, addon) VALUES ('zd_pro', 'collab'), ('zd_pro', 'li
 INSERT INTO coupon (code, percent_off, amount_off, currency, cycles) VALUES
     ('WELCOME20', 20, NULL, 'EUR', 2), ('TENOFF', NULL, 10, 'EUR', NULL);
 -- tenants 1-5 renew the common way; 6-11 one by one
-INSERT INTO account (id, name) SELECT g, 'tenant ' || g FROM generate_series(1, 11) AS g;
-INSERT INTO account (id, name, parent_id) VALUES (21, 'sub-account of 1', 1), (24, 'sub-account of 4', 4);
+INSERT INTO account (tenant_id, id, name) SELECT g, g, 'tenant ' || g FROM generate_series(1, 11) AS g;
+INSERT INTO account (tenant_id, id, name, parent_id) VALUES (1, 21, 'sub-account of 1', 1), (4, 24, 'sub-account of 4', 4);
 SELECT count(*) AS subscribed FROM (
     SELECT subscribe(1, 'zd_pro', '1 month', 3, '2026-01-01'),
            subscribe(1, 'zd_team', '1 month', 1, '2026-01-05', 'always', 'WELCOME20'),
@@ -69,7 +69,7 @@ INSERT INTO plan (code, product, name, rank) VALUES ('zd_metered', 'desk', 'Mete
 INSERT INTO plan_price (plan, cycle, amount) VALUES ('zd_metered', '1 month', 20);
 INSERT INTO plan_limit (plan, feature, value) VALUES ('zd_metered', 'api_calls', NULL);
 SELECT plan_usage_price('zd_metered', 'api_calls', 1000, 0.01);
-INSERT INTO account (id, name) VALUES (12, 'tenant 12'), (13, 'tenant 13');
+INSERT INTO account (tenant_id, id, name) VALUES (12, 12, 'tenant 12'), (13, 13, 'tenant 13');
 SELECT count(*) AS metered FROM (
     SELECT subscribe(12, 'zd_metered', '1 month', 1, '2026-01-03'),
            subscribe(13, 'zd_metered', '1 month', 1, '2026-01-04'),

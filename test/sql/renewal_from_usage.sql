@@ -26,7 +26,7 @@ INSERT INTO plan_limit (plan, feature, value, per_license) VALUES ('central_plus
 INSERT INTO addon (code, product, name, feature, units) VALUES ('rb_seats', 'rainbow', 'Five more seats', 'licenses', 5);
 INSERT INTO addon_price (addon, cycle, amount) VALUES ('rb_seats', '1 year', 300);
 INSERT INTO plan_addon (plan, addon) VALUES ('rb_business', 'rb_seats');
-INSERT INTO account (id, name) SELECT g, 'account ' || g FROM generate_series(1, 9) AS g;
+INSERT INTO account (tenant_id, id, name) SELECT g, g, 'account ' || g FROM generate_series(1, 9) AS g;
 
 -- every subscription renews in 10 days
 SELECT subscribe(1, 'central_plus', '1 year', 100, now() - interval '1 year' + interval '10 days') AS down \gset
@@ -51,7 +51,7 @@ SELECT account_id, used FROM usage_counter WHERE feature = 'hosts' ORDER BY acco
 -- licenses (a new member takes a seat of the default subscription, R10):
 -- 3 of 10 (5), 2 of 10 (6), none of 4 (7), 12 of 10 + 5 from an add-on (8), 1 of 5 (9)
 SELECT purchase_addon(:addon_seats, 'rb_seats', 1, now() - interval '1 year' + interval '11 days') IS NOT NULL AS seats_bought;
-INSERT INTO member (account_id) SELECT a FROM (VALUES (5, 3), (6, 2), (8, 12), (9, 1)) AS m(a, n), generate_series(1, n);
+INSERT INTO member (tenant_id, account_id) SELECT a, a FROM (VALUES (5, 3), (6, 2), (8, 12), (9, 1)) AS m(a, n), generate_series(1, n);
 SELECT subscription_id, used, capacity FROM license_counter ORDER BY subscription_id;
 -- L7 and a pending quantity: the account's (or sales') decision wins
 UPDATE subscription SET pending_quantity = 8 WHERE id = :pending;

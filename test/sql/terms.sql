@@ -7,6 +7,10 @@
 SET search_path = subscription, public;
 SET TimeZone = 'UTC';
 BEGIN;
+-- the actor set below (SET LOCAL) reaches the history's triggers on a
+-- Citus worker too (docs/citus.md); on a single server it is this
+-- session's already
+SET LOCAL citus.propagate_set_commands = 'local';
 
 INSERT INTO product (code, name) VALUES ('zendesk', 'Zendesk Support');
 INSERT INTO plan (code, product, name, rank) VALUES ('zd_team', 'zendesk', 'Team', 1), ('zd_pro', 'zendesk', 'Professional', 2);
@@ -40,7 +44,7 @@ SELECT subscribe(2, 'zd_team', '1 year', 1, '2026-01-20') AS new_sub \gset
 SELECT :new_sub IS NOT NULL AS before_effective;
 
 -- Z11: the owner accepts; the actor is recorded, in the table and in history
-SET subscription.actor = '21';
+SET LOCAL subscription.actor = '21';
 SELECT accept_terms(2, '2026-02', '2026-02-10');
 RESET subscription.actor;
 SELECT account_id, version, accepted_at, accepted_by FROM terms_acceptance ORDER BY 1, 2;
@@ -87,7 +91,7 @@ SELECT pg_temp.error_of($$SELECT subscription.accept_terms(2, '2027-01')$$) AS u
 SELECT pg_temp.error_of($$SELECT subscription.accept_terms(2, '2026-02', '2026-06-02')$$) AS replaced_version;
 UPDATE account SET closed_at = '2026-01-15' WHERE id = 3;
 SELECT pg_temp.error_of($$SELECT subscription.accept_terms(3, '2026-06')$$) AS closed_account;
-SET subscription.actor = '22';
+SET LOCAL subscription.actor = '22';
 SELECT pg_temp.error_of($$SELECT subscription.accept_terms(2, '2026-06')$$) AS admin_refused;
 RESET subscription.actor;
 -- Z11: who accepted is a record: an accepted version cannot be deleted (2BP01), an unaccepted one can

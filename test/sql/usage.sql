@@ -17,12 +17,14 @@ INSERT INTO plan_limit (plan, feature, value, per_license) VALUES
     ('central_basic', 'hosts', NULL, false), ('central_pro', 'hosts', NULL, false),
     ('central_basic', 'storage_gb', NULL, false), ('central_pro', 'storage_gb', NULL, false),
     ('meet_live', 'attendee_minutes', NULL, false), ('meet_capped', 'attendee_minutes', 1000, false);
-INSERT INTO account (id, name) VALUES (1, 'Acme IT'), (2, 'Webinars Ltd'), (3, 'Capped Co');
+INSERT INTO account (tenant_id, id, name) VALUES (1, 1, 'Acme IT'), (2, 2, 'Webinars Ltd'), (3, 3, 'Capped Co');
 SELECT subscribe(1, 'central_basic', '1 month', 1, '2026-01-01') AS central \gset
 SELECT subscribe(2, 'meet_live', '1 month', 1, '2026-01-01') AS live \gset
 SELECT subscribe(3, 'meet_capped', '1 month', 1, '2026-01-01') AS capped \gset
 
-CREATE TABLE public.host (id bigserial PRIMARY KEY, account_id bigint NOT NULL, disk_gb integer NOT NULL DEFAULT 0);
+CREATE TABLE public.host (id bigserial, account_id bigint NOT NULL, disk_gb integer NOT NULL DEFAULT 0, PRIMARY KEY (account_id, id));
+\set app_tables public.host
+\i test/sql/include/app_tables.psql
 SELECT enforce_limit('public.host', 'hosts', 'account_id');
 
 -- U1: a meter on a registered table; bad input refused, nothing written
@@ -42,13 +44,17 @@ INSERT INTO host (account_id) SELECT 1 FROM generate_series(1, 3);
 SELECT used, peak, integral FROM usage_counter WHERE account_id = 1 AND feature = 'hosts';
 -- the counter was made by this statement: 0 rows until now, so no integral yet;
 -- backdate its clock an hour: the next statement adds 3 rows x 3600 s
-UPDATE usage_counter SET since = since - interval '1 hour' WHERE account_id = 1 AND feature = 'hosts';
+-- (the new time computed first: on Citus an UPDATE may not call a STABLE
+-- function, timestamptz - interval, on its row's columns)
+SELECT since - interval '1 hour' AS backdated FROM usage_counter WHERE account_id = 1 AND feature = 'hosts' \gset
+UPDATE usage_counter SET since = :'backdated' WHERE account_id = 1 AND feature = 'hosts';
 DELETE FROM host WHERE id = 1;
 -- (the statements of this file take well under a minute)
 SELECT used, peak, integral BETWEEN 3 * 3600 AND 3 * 3660 AS three_hours, since > now() AS since_moved
   FROM usage_counter WHERE account_id = 1 AND feature = 'hosts';
 -- a clock behind the counter's (writers queued on the lock) never runs it backwards
-UPDATE usage_counter SET since = since + interval '1 hour' WHERE account_id = 1 AND feature = 'hosts';
+SELECT since + interval '1 hour' AS ahead FROM usage_counter WHERE account_id = 1 AND feature = 'hosts' \gset
+UPDATE usage_counter SET since = :'ahead' WHERE account_id = 1 AND feature = 'hosts';
 INSERT INTO host (account_id) VALUES (1);
 SELECT used, peak, integral BETWEEN 3 * 3600 AND 3 * 3660 AS unchanged, since > statement_timestamp() AS since_kept FROM usage_counter WHERE account_id = 1 AND feature = 'hosts';
 

@@ -16,7 +16,7 @@ INSERT INTO product (code, name) VALUES ('store', 'Storage');
 INSERT INTO plan (code, product, name, rank) VALUES ('store_metered', 'store', 'Metered', 1);
 INSERT INTO plan_price (plan, cycle, amount) VALUES ('store_metered', '1 month', 10);
 INSERT INTO plan_limit (plan, feature, value) VALUES ('store_metered', 'objects', NULL), ('store_metered', 'object_gb', NULL);
-INSERT INTO account (id, name) SELECT g, 'a' || g FROM generate_series(1, 3) AS g;
+INSERT INTO account (tenant_id, id, name) SELECT g, g, 'a' || g FROM generate_series(1, 3) AS g;
 SELECT count(subscribe(g, 'store_metered', '1 month', 1, '2026-01-01')) AS subscribed FROM generate_series(1, 3) AS g;
 
 CREATE TABLE public.obj (id bigserial PRIMARY KEY, account_id bigint NOT NULL, gb integer NOT NULL);
