@@ -13873,6 +13873,178 @@ COMMENT ON FUNCTION subscription.claim_events(text, integer, interval) IS
 
 -- end of events per statement (issue 20)
 
+-- The history trigger's events without checking them again (issue 18, license_consume) --
+-- insert_events(): the E3 order and the INSERT, which write_events() calls
+-- after its checks and the history trigger calls directly.
+
+-- The one writer of events (E1-E3, docs/rules.md): the events of a
+-- statement, in the order given, with one INSERT:
+--   E3: the transaction has its id before it takes an event id
+--   (pg_current_xact_id), and next_xid is read once, after every id of the
+--   statement was taken (events.c): so for each event, every transaction
+--   at or above its next_xid takes its ids after it;
+--   NOTIFY subscription_events once per statement, with the last id
+--   written, sent on commit (not from a Citus worker, docs/citus.md).
+-- A renewal.upcoming already written for its period is not written again.
+-- Returns the ids written, in order.  It trusts its arrays: write_events()
+-- checks them first; the history trigger builds them from its own rows.
+-- Only the extension's owner calls it: no role is granted it.
+CREATE FUNCTION subscription.insert_events(tenant_ids bigint[], types text[], account_ids bigint[],
+                                           subscription_ids bigint[], payloads jsonb[], ats timestamptz[])
+RETURNS bigint[]
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+-- the conflict target names the table's columns
+#variable_conflict use_column
+DECLARE
+    n integer := pg_catalog.cardinality(types);
+    own_xid xid8;
+    ids bigint[];
+    horizon xid8;
+    written bigint;
+BEGIN
+    IF n = 0 THEN
+        RETURN '{}';
+    END IF;
+    -- E3: the transaction's id first, then the event ids, then next_xid;
+    -- assignments, so that one event (a seat, a quantity) runs no query
+    -- but its INSERT
+    own_xid := pg_catalog.pg_current_xact_id();
+    IF n = 1 THEN
+        ids := ARRAY[pg_catalog.nextval('subscription.event_id_seq')];
+    ELSE
+        ids := ARRAY(SELECT pg_catalog.nextval('subscription.event_id_seq') FROM pg_catalog.generate_series(1, n));
+    END IF;
+    horizon := subscription.event_next_xid();
+    -- the arrays read in one pass (a subscript walks a text or jsonb array
+    -- from its start)
+    INSERT INTO subscription.event AS e (id, type, account_id, subscription_id, payload, at, next_xid, tenant_id)
+    SELECT x.id, x.type, x.account_id, x.subscription_id, x.payload, x.at, horizon, x.tenant_id
+      FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(types), pg_catalog.unnest(account_ids),
+                      pg_catalog.unnest(subscription_ids), pg_catalog.unnest(payloads), pg_catalog.unnest(ats),
+                      pg_catalog.unnest(tenant_ids)) AS x (id, type, account_id, subscription_id, payload, at, tenant_id)
+    ON CONFLICT (tenant_id, subscription_id, (payload ->> 'renews_at')) WHERE type = 'renewal.upcoming' DO NOTHING;
+    GET DIAGNOSTICS written = ROW_COUNT;
+    IF written < n THEN
+        -- renewal.upcoming already written: the ids that were
+        ids := ARRAY(SELECT e.id FROM subscription.event AS e
+                      WHERE e.tenant_id = ANY (tenant_ids) AND e.id = ANY (ids) ORDER BY e.id);
+    END IF;
+    -- a Citus worker commits its part of a distributed transaction with
+    -- PREPARE TRANSACTION, which refuses a NOTIFY: there consumers poll;
+    -- and so do they where subscription.notify_events is off.  One
+    -- notification per statement: a listener claims on it, whatever the id
+    IF written > 0
+       AND pg_catalog.current_setting('subscription.notify_events', true) IS DISTINCT FROM 'off'
+       AND NOT subscription.on_citus_worker() THEN
+        PERFORM pg_catalog.pg_notify('subscription_events', ids[pg_catalog.cardinality(ids)]::text);
+    END IF;
+    RETURN ids;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.insert_events(bigint[], text[], bigint[], bigint[], jsonb[], timestamptz[]) IS
+'Internal: insert a statement''s events, already checked, with one INSERT in the E3 order (E1-E3); write_events() and the history trigger only';
+
+-- write_events(): the events of a statement, checked (every array given,
+-- of one length, each event with its tenant, type, payload with its
+-- version, and time), then insert_events().  Only the extension's owner
+-- calls it: no role is granted it.
+CREATE OR REPLACE FUNCTION subscription.write_events(tenant_ids bigint[], types text[], account_ids bigint[],
+                                          subscription_ids bigint[], payloads jsonb[], ats timestamptz[])
+RETURNS bigint[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer := pg_catalog.cardinality(types);
+    bad jsonb;
+BEGIN
+    PERFORM subscription.require_arguments('write_events',
+        '{tenant_ids,types,account_ids,subscription_ids,payloads,ats}',
+        ARRAY[tenant_ids IS NULL, types IS NULL, account_ids IS NULL, subscription_ids IS NULL,
+              payloads IS NULL, ats IS NULL]);
+    IF pg_catalog.array_ndims(types) > 1
+       OR n IS DISTINCT FROM pg_catalog.cardinality(tenant_ids) OR n IS DISTINCT FROM pg_catalog.cardinality(account_ids)
+       OR n IS DISTINCT FROM pg_catalog.cardinality(subscription_ids) OR n IS DISTINCT FROM pg_catalog.cardinality(payloads)
+       OR n IS DISTINCT FROM pg_catalog.cardinality(ats) THEN
+        RAISE EXCEPTION 'the arrays of write_events() must be of one dimension and of the same length'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_catalog.array_position(tenant_ids, NULL) IS NOT NULL OR pg_catalog.array_position(types, NULL) IS NOT NULL
+       OR pg_catalog.array_position(payloads, NULL) IS NOT NULL OR pg_catalog.array_position(ats, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'an event must have its tenant, type, payload and time'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT p INTO bad FROM pg_catalog.unnest(payloads) AS p
+     WHERE pg_catalog.jsonb_typeof(p OPERATOR(pg_catalog.->) 'version') IS DISTINCT FROM 'number' LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'the payload of an event must carry its version'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The payload was %s.', bad);
+    END IF;
+    RETURN subscription.insert_events(tenant_ids, types, account_ids, subscription_ids, payloads, ats);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.write_events(bigint[], text[], bigint[], bigint[], jsonb[], timestamptz[]) IS
+'Internal: write a statement''s events with one INSERT, in the transaction of the change (E1-E3); the extension''s own functions only';
+
+REVOKE ALL ON FUNCTION subscription.insert_events(bigint[], text[], bigint[], bigint[], jsonb[], timestamptz[]) FROM PUBLIC;
+
+-- Trigger: the events of a statement's history rows, in its transaction,
+-- with one write_events() (E1): in the order of the history rows, each
+-- row's in the order history_events() gives them.  Every history row is
+-- written by RecordHistory() (history.c), whose rows of one RowWrites are
+-- one statement here (rowwrite.c).  The transition rows are read alone:
+-- on a Citus worker no statement joins them with a distributed table.  A
+-- restore copies the events with the history: none is written again.
+CREATE OR REPLACE FUNCTION subscription.history_event()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tenants bigint[];
+    types text[];
+    accounts bigint[];
+    subs bigint[];
+    payloads jsonb[];
+    ats timestamptz[];
+BEGIN
+    IF subscription.restoring_role() THEN
+        RETURN NULL;
+    END IF;
+    -- ordered aggregates, not a sorted subquery: a Sort over the
+    -- set-returning call's estimate (1,000 rows a history row) costs the
+    -- plan above jit_above_cost, and JIT compiled it at every statement
+    SELECT array_agg(h.tenant_id ORDER BY h.id, e.n), array_agg(e.type ORDER BY h.id, e.n),
+           array_agg(h.account_id ORDER BY h.id, e.n), array_agg(h.subscription_id ORDER BY h.id, e.n),
+           array_agg(e.payload ORDER BY h.id, e.n), array_agg(h.at ORDER BY h.id, e.n)
+      INTO tenants, types, accounts, subs, payloads, ats
+      FROM new_rows AS h
+     CROSS JOIN LATERAL subscription.history_events(h.operation, h.details) WITH ORDINALITY AS e (type, payload, n);
+    -- the rows' own columns: checked by history's constraints, the
+    -- payloads versioned by history_events()
+    IF types IS NOT NULL THEN
+        PERFORM subscription.insert_events(tenants, types, accounts, subs, payloads, ats);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.history_event() IS
+'Trigger: the events of a statement''s history rows, written in its transaction with one INSERT (E1)';
+
+-- an operation gives at most a few events: the default estimate of 1,000
+-- could cost a history trigger's plan over a large statement enough to be
+-- JIT-compiled at each statement
+ALTER FUNCTION subscription.history_events(text, jsonb) ROWS 2;
+
+-- end of: the history trigger's events without checking them again (issue 18)
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves
@@ -14303,7 +14475,7 @@ BEGIN
      WHERE p.pronamespace = 'subscription'::regnamespace
        AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
                      -- granting, and writing history, are for the extension's owner alone
-                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_history|write_events?)$' END
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_history|write_events?|insert_events)$' END
     UNION ALL
     SELECT 'TABLE', 'subscription.' || c.relname,
            CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))

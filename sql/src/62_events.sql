@@ -26,52 +26,36 @@ COMMENT ON FUNCTION subscription.event_next_xid() IS
 --   NOTIFY subscription_events once per statement, with the last id
 --   written, sent on commit (not from a Citus worker, docs/citus.md).
 -- A renewal.upcoming already written for its period is not written again.
--- Returns the ids written, in order.  Only the extension's owner calls it:
--- no role is granted it.
-CREATE FUNCTION subscription.write_events(tenant_ids bigint[], types text[], account_ids bigint[],
-                                          subscription_ids bigint[], payloads jsonb[], ats timestamptz[])
+-- Returns the ids written, in order.  It trusts its arrays: write_events()
+-- checks them first; the history trigger builds them from its own rows.
+-- Only the extension's owner calls it: no role is granted it.
+CREATE FUNCTION subscription.insert_events(tenant_ids bigint[], types text[], account_ids bigint[],
+                                           subscription_ids bigint[], payloads jsonb[], ats timestamptz[])
 RETURNS bigint[]
 LANGUAGE plpgsql
-SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 -- the conflict target names the table's columns
 #variable_conflict use_column
 DECLARE
     n integer := pg_catalog.cardinality(types);
+    own_xid xid8;
     ids bigint[];
     horizon xid8;
     written bigint;
-    bad jsonb;
 BEGIN
-    PERFORM subscription.require_arguments('write_events',
-        '{tenant_ids,types,account_ids,subscription_ids,payloads,ats}',
-        ARRAY[tenant_ids IS NULL, types IS NULL, account_ids IS NULL, subscription_ids IS NULL,
-              payloads IS NULL, ats IS NULL]);
-    IF pg_catalog.array_ndims(types) > 1
-       OR n IS DISTINCT FROM pg_catalog.cardinality(tenant_ids) OR n IS DISTINCT FROM pg_catalog.cardinality(account_ids)
-       OR n IS DISTINCT FROM pg_catalog.cardinality(subscription_ids) OR n IS DISTINCT FROM pg_catalog.cardinality(payloads)
-       OR n IS DISTINCT FROM pg_catalog.cardinality(ats) THEN
-        RAISE EXCEPTION 'the arrays of write_events() must be of one dimension and of the same length'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF pg_catalog.array_position(tenant_ids, NULL) IS NOT NULL OR pg_catalog.array_position(types, NULL) IS NOT NULL
-       OR pg_catalog.array_position(payloads, NULL) IS NOT NULL OR pg_catalog.array_position(ats, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION 'an event must have its tenant, type, payload and time'
-            USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    SELECT p INTO bad FROM pg_catalog.unnest(payloads) AS p
-     WHERE pg_catalog.jsonb_typeof(p OPERATOR(pg_catalog.->) 'version') IS DISTINCT FROM 'number' LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'the payload of an event must carry its version'
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The payload was %s.', bad);
-    END IF;
     IF n = 0 THEN
         RETURN '{}';
     END IF;
-    -- E3: the transaction's id first, then the event ids, then next_xid
-    PERFORM pg_catalog.pg_current_xact_id();
-    ids := ARRAY(SELECT pg_catalog.nextval('subscription.event_id_seq') FROM pg_catalog.generate_series(1, n));
+    -- E3: the transaction's id first, then the event ids, then next_xid;
+    -- assignments, so that one event (a seat, a quantity) runs no query
+    -- but its INSERT
+    own_xid := pg_catalog.pg_current_xact_id();
+    IF n = 1 THEN
+        ids := ARRAY[pg_catalog.nextval('subscription.event_id_seq')];
+    ELSE
+        ids := ARRAY(SELECT pg_catalog.nextval('subscription.event_id_seq') FROM pg_catalog.generate_series(1, n));
+    END IF;
     horizon := subscription.event_next_xid();
     -- the arrays read in one pass (a subscript walks a text or jsonb array
     -- from its start)
@@ -97,6 +81,50 @@ BEGIN
         PERFORM pg_catalog.pg_notify('subscription_events', ids[pg_catalog.cardinality(ids)]::text);
     END IF;
     RETURN ids;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.insert_events(bigint[], text[], bigint[], bigint[], jsonb[], timestamptz[]) IS
+'Internal: insert a statement''s events, already checked, with one INSERT in the E3 order (E1-E3); write_events() and the history trigger only';
+
+-- write_events(): the events of a statement, checked (every array given,
+-- of one length, each event with its tenant, type, payload with its
+-- version, and time), then insert_events().  Only the extension's owner
+-- calls it: no role is granted it.
+CREATE FUNCTION subscription.write_events(tenant_ids bigint[], types text[], account_ids bigint[],
+                                          subscription_ids bigint[], payloads jsonb[], ats timestamptz[])
+RETURNS bigint[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer := pg_catalog.cardinality(types);
+    bad jsonb;
+BEGIN
+    PERFORM subscription.require_arguments('write_events',
+        '{tenant_ids,types,account_ids,subscription_ids,payloads,ats}',
+        ARRAY[tenant_ids IS NULL, types IS NULL, account_ids IS NULL, subscription_ids IS NULL,
+              payloads IS NULL, ats IS NULL]);
+    IF pg_catalog.array_ndims(types) > 1
+       OR n IS DISTINCT FROM pg_catalog.cardinality(tenant_ids) OR n IS DISTINCT FROM pg_catalog.cardinality(account_ids)
+       OR n IS DISTINCT FROM pg_catalog.cardinality(subscription_ids) OR n IS DISTINCT FROM pg_catalog.cardinality(payloads)
+       OR n IS DISTINCT FROM pg_catalog.cardinality(ats) THEN
+        RAISE EXCEPTION 'the arrays of write_events() must be of one dimension and of the same length'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_catalog.array_position(tenant_ids, NULL) IS NOT NULL OR pg_catalog.array_position(types, NULL) IS NOT NULL
+       OR pg_catalog.array_position(payloads, NULL) IS NOT NULL OR pg_catalog.array_position(ats, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'an event must have its tenant, type, payload and time'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT p INTO bad FROM pg_catalog.unnest(payloads) AS p
+     WHERE pg_catalog.jsonb_typeof(p OPERATOR(pg_catalog.->) 'version') IS DISTINCT FROM 'number' LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'the payload of an event must carry its version'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The payload was %s.', bad);
+    END IF;
+    RETURN subscription.insert_events(tenant_ids, types, account_ids, subscription_ids, payloads, ats);
 END
 $$;
 
@@ -138,10 +166,12 @@ COMMENT ON FUNCTION subscription.event_time(timestamptz) IS
 -- The events of a history row (E1): one place for the mapping of an
 -- operation to event types and versioned payloads (docs/integrating.md).
 -- details is the history row's: the row on insert, {"column": {"old",
--- "new"}} on update, {"members": [...]} for licenses.
+-- "new"}} on update, {"members": [...]} for licenses.  ROWS 2: with the
+-- default estimate of 1,000 events a row, the history trigger's plan over
+-- a large statement could cost enough to be JIT-compiled at each call.
 CREATE FUNCTION subscription.history_events(operation text, details jsonb)
 RETURNS TABLE (type text, payload jsonb)
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql STABLE ROWS 2
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -285,14 +315,19 @@ BEGIN
     IF subscription.restoring_role() THEN
         RETURN NULL;
     END IF;
+    -- ordered aggregates, not a sorted subquery: a Sort over the
+    -- set-returning call's estimate (1,000 rows a history row) costs the
+    -- plan above jit_above_cost, and JIT compiled it at every statement
     SELECT array_agg(h.tenant_id ORDER BY h.id, e.n), array_agg(e.type ORDER BY h.id, e.n),
            array_agg(h.account_id ORDER BY h.id, e.n), array_agg(h.subscription_id ORDER BY h.id, e.n),
            array_agg(e.payload ORDER BY h.id, e.n), array_agg(h.at ORDER BY h.id, e.n)
       INTO tenants, types, accounts, subs, payloads, ats
       FROM new_rows AS h
      CROSS JOIN LATERAL subscription.history_events(h.operation, h.details) WITH ORDINALITY AS e (type, payload, n);
+    -- the rows' own columns: checked by history's constraints, the
+    -- payloads versioned by history_events()
     IF types IS NOT NULL THEN
-        PERFORM subscription.write_events(tenants, types, accounts, subs, payloads, ats);
+        PERFORM subscription.insert_events(tenants, types, accounts, subs, payloads, ats);
     END IF;
     RETURN NULL;
 END

@@ -33,7 +33,7 @@ SELECT count(*) AS subscribed
 SELECT max(id) AS last FROM event \gset
 SELECT max(id) AS last_history FROM history \gset
 SELECT renew_account(2, '2026-02-01') AS one_by_one;
-SELECT coalesce((SELECT calls FROM pg_stat_xact_user_functions WHERE schemaname = 'subscription' AND funcname = 'write_events'), 0)
+SELECT coalesce((SELECT calls FROM pg_stat_xact_user_functions WHERE schemaname = 'subscription' AND funcname = 'insert_events'), 0)
     AS writes_before \gset
 SELECT renew_due('2026-02-01') AS in_one_statement;
 -- E1: the same events, type and payload, in the same order per tenant
@@ -45,10 +45,10 @@ SELECT (SELECT array_agg(ROW(e.type, e.payload, s.quantity)::text ORDER BY e.id)
      = (SELECT array_agg(ROW(e.type, e.payload, s.quantity)::text ORDER BY e.id)
           FROM event AS e JOIN subscription AS s ON s.id = e.subscription_id
          WHERE e.id > :last AND e.tenant_id = 2 AND e.type LIKE 'subscription.%') AS same_events;
--- the three renewals of tenant 1 were written by one call of the writer:
+-- the three renewals of tenant 1 were written by one call of the inserter:
 -- the renewals' statement and each invoice's opening, one call each
 SELECT (SELECT count(*) FROM event WHERE id > :last AND tenant_id = 1) AS events,
-       (SELECT calls FROM pg_stat_xact_user_functions WHERE schemaname = 'subscription' AND funcname = 'write_events')
+       (SELECT calls FROM pg_stat_xact_user_functions WHERE schemaname = 'subscription' AND funcname = 'insert_events')
        - :writes_before AS writes;
 -- ids ascending in the order of the history rows that gave them
 SELECT (SELECT array_agg(e.subscription_id ORDER BY e.id) FROM event AS e
