@@ -304,31 +304,19 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    tenants bigint[];
-    types text[];
-    accounts bigint[];
-    subs bigint[];
-    payloads jsonb[];
-    ats timestamptz[];
 BEGIN
     IF subscription.restoring_role() THEN
         RETURN NULL;
     END IF;
-    -- ordered aggregates, not a sorted subquery: a Sort over the
-    -- set-returning call's estimate (1,000 rows a history row) costs the
-    -- plan above jit_above_cost, and JIT compiled it at every statement
-    SELECT array_agg(h.tenant_id ORDER BY h.id, e.n), array_agg(e.type ORDER BY h.id, e.n),
-           array_agg(h.account_id ORDER BY h.id, e.n), array_agg(h.subscription_id ORDER BY h.id, e.n),
-           array_agg(e.payload ORDER BY h.id, e.n), array_agg(h.at ORDER BY h.id, e.n)
-      INTO tenants, types, accounts, subs, payloads, ats
+    -- one query: the rows' own columns (checked by history's constraints)
+    -- and the payloads (versioned by history_events()) need no check
+    PERFORM subscription.insert_events(
+               array_agg(h.tenant_id ORDER BY h.id, e.n), array_agg(e.type ORDER BY h.id, e.n),
+               array_agg(h.account_id ORDER BY h.id, e.n), array_agg(h.subscription_id ORDER BY h.id, e.n),
+               array_agg(e.payload ORDER BY h.id, e.n), array_agg(h.at ORDER BY h.id, e.n))
       FROM new_rows AS h
-     CROSS JOIN LATERAL subscription.history_events(h.operation, h.details) WITH ORDINALITY AS e (type, payload, n);
-    -- the rows' own columns: checked by history's constraints, the
-    -- payloads versioned by history_events()
-    IF types IS NOT NULL THEN
-        PERFORM subscription.insert_events(tenants, types, accounts, subs, payloads, ats);
-    END IF;
+     CROSS JOIN LATERAL subscription.history_events(h.operation, h.details) WITH ORDINALITY AS e (type, payload, n)
+    HAVING count(*) > 0;
     RETURN NULL;
 END
 $$;
