@@ -613,16 +613,17 @@ SELECT u.account_id,
        u.feature,
        m.aggregation,
        u.used,
-       CASE WHEN k.kept THEN greatest(u.peak, u.used) END AS peak,
-       CASE WHEN k.kept THEN subscription.integral_at(u.integral, u.used, u.since, subscription.now()) END AS integral,
-       CASE WHEN k.kept THEN subscription.integral_at(u.integral, u.used, u.since, subscription.now())
-           OPERATOR(pg_catalog./) extract(epoch FROM coalesce(m.unit, interval '1 day')) END AS time_weighted,
+       CASE WHEN m.feature IS NOT NULL OR t.feature IS NULL THEN greatest(u.peak, u.used) END AS peak,
+       CASE WHEN m.feature IS NOT NULL OR t.feature IS NULL
+            THEN subscription.integral_at(u.integral, u.used, u.since, subscription.now()) END AS integral,
+       CASE WHEN m.feature IS NOT NULL OR t.feature IS NULL
+            THEN subscription.integral_at(u.integral, u.used, u.since, subscription.now())
+                 OPERATOR(pg_catalog./) extract(epoch FROM coalesce(m.unit, interval '1 day')) END AS time_weighted,
        coalesce(m.unit, interval '1 day') AS unit
   FROM subscription.usage_counter AS u
   LEFT JOIN subscription.meter AS m ON m.feature OPERATOR(pg_catalog.=) u.feature
- CROSS JOIN LATERAL (SELECT m.feature IS NOT NULL
-                            OR NOT EXISTS (SELECT FROM subscription.limited_table AS t
-                                            WHERE t.feature OPERATOR(pg_catalog.=) u.feature) AS kept) AS k
+  -- a registered table's feature (one registration per feature) without a meter: not kept
+  LEFT JOIN subscription.limited_table AS t ON t.feature OPERATOR(pg_catalog.=) u.feature
  WHERE subscription.may_read(u.account_id);
 
 COMMENT ON VIEW subscription.current_usage IS
