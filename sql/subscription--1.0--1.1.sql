@@ -13967,7 +13967,7 @@ SELECT u.account_id,
   LEFT JOIN subscription.meter AS m ON m.feature OPERATOR(pg_catalog.=) u.feature
   -- a registered table's feature (one registration per feature) without a meter: not kept
   LEFT JOIN subscription.limited_table AS t ON t.feature OPERATOR(pg_catalog.=) u.feature
- WHERE subscription.may_read(u.account_id);
+ WHERE subscription.may_read(u.tenant_id, u.account_id);
 
 COMMENT ON VIEW subscription.current_usage IS
 'Per account and feature, the open period''s usage: used, peak, and the time-weighted figure carried to now (U6)';

@@ -1283,7 +1283,8 @@ done
 # recorded in March, then on 2026-04-15 after one end (move_usage's
 # crossing).  The closed_* snapshot exact, then renew_account (delegated)
 # catches up the two periods, each billed from its own figures, once: the
-# same as a single server.
+# same as a single server, and current_usage (the view, on the coordinator)
+# shows the open period's figures.
 usage_crossing() {  # USAGE_CROSSING T
     cat <<SQL
 \\set t $1
@@ -1314,6 +1315,8 @@ SELECT 'usage_period: ' || string_agg(feature || ' ' || lower(period)::date || '
   FROM subscription.usage_period WHERE tenant_id = :t AND subscription_id = :s;
 SELECT 'counters after: ' || string_agg(format('%s used %s peak %s closes %s closed %s', feature, used, peak, closes::date, closed_at), ', ' ORDER BY feature)
   FROM subscription.usage_counter WHERE tenant_id = :t AND account_id = :t AND feature IN ('calls', 'hosts');
+SELECT 'current_usage: ' || string_agg(format('%s %s used %s peak %s integral kept %s', feature, aggregation, used, peak, integral IS NOT NULL), ', ' ORDER BY feature)
+  FROM subscription.current_usage WHERE account_id = :t AND feature IN ('calls', 'hosts');
 SQL
 }
 # the figures, worked out by hand: March 4 hosts (peak 4), April the 4
@@ -1328,7 +1331,8 @@ for acct in "$W1" "$W2"; do
     out=$(usage_crossing "$acct" | psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres 2>&1)
     tap "$([ -n "$acct" ] && [ "$out" = "$single" ] \
            && grep -qxF "$USAGE_CROSSING_CLOSED" <<<"$single" && grep -qxF "$USAGE_CROSSING_BILLED" <<<"$single" \
-           && grep -q '^renewed again: 0$' <<<"$single" && echo 1)" \
+           && grep -q '^renewed again: 0$' <<<"$single" \
+           && grep -qxF 'current_usage: calls  used 0 peak 0 integral kept t, hosts peak used 5 peak 5 integral kept t' <<<"$single" && echo 1)" \
         "on account $acct (worker$([ "$acct" = "$W1" ] && echo 1 || echo 2)): writes after two period ends on a distributed counter keep each ended period's figures (close_usage), and the catch-up renewal bills each from its own, once, as on a single server (U3)" \
         "$(diff <(echo "$single") <(echo "$out"))"
 done
