@@ -14033,6 +14033,106 @@ ALTER FUNCTION subscription.history_events(text, jsonb) ROWS 2;
 
 -- end of: the history trigger's events without checking them again (issue 18)
 
+-- Meters: the guard without the accumulators when no meter; move_usage in its tenant (issue 21) --
+-- U1: the guard of a feature without a meter leaves the peak and the
+-- integral out of its counter's UPDATE (src/limits.c); a new meter starts
+-- them; a meter's change invalidates the guard's cache of its tables;
+-- current_usage shows no peak or integral where none is kept.
+CREATE OR REPLACE FUNCTION subscription.meter(relation regclass, feature text, aggregation text, unit interval DEFAULT '1 day')
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    registration subscription.limited_table;
+    -- a value first: Citus updates the counters with no function of their columns
+    t timestamptz := subscription.meter_now();
+BEGIN
+    PERFORM subscription.require_arguments('meter', '{relation,feature,aggregation,unit}',
+        ARRAY[relation IS NULL, feature IS NULL, aggregation IS NULL, unit IS NULL]);
+    SELECT t.* INTO registration FROM subscription.limited_table AS t
+     WHERE t.relation = meter.relation AND t.feature = meter.feature;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'feature "%" is not enforced on table "%"', feature, relation
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'A meter counts the rows of a table registered with subscription.enforce_limit(); usage without rows is recorded with subscription.record_usage().';
+    END IF;
+    IF aggregation NOT IN ('count', 'peak', 'time_weighted', 'sum') THEN
+        RAISE EXCEPTION 'unknown aggregation "%"', aggregation
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The aggregations are count, peak, time_weighted and sum.';
+    END IF;
+    IF aggregation = 'sum' AND registration.on_downgrade <> 'scale' THEN
+        RAISE EXCEPTION 'feature "%" does not count the sum of a value column', feature
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Register the table with on_downgrade => ''scale'' and its value_column, whose sum the counter then keeps.';
+    END IF;
+    IF unit <= interval '0' THEN
+        RAISE EXCEPTION 'the unit of a meter must be a positive interval'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('It was %s.', unit);
+    END IF;
+    INSERT INTO subscription.meter AS m (feature, aggregation, unit)
+    VALUES (meter.feature, meter.aggregation, meter.unit)
+    ON CONFLICT ON CONSTRAINT meter_pkey DO NOTHING;
+    IF NOT FOUND THEN
+        UPDATE subscription.meter AS m SET aggregation = meter.aggregation, unit = meter.unit
+         WHERE m.feature = meter.feature;
+        RETURN;
+    END IF;
+    -- U1: a new meter: its feature's accumulators start now, from the use
+    UPDATE subscription.usage_counter AS u SET peak = u.used, integral = 0, since = greatest(u.since, t)
+     WHERE u.feature = meter.feature;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.meter(regclass, text, text, interval) IS
+'Meter a feature registered with enforce_limit: count, peak, time_weighted (in row-units of unit) or sum, billed by its usage price (U1)';
+
+CREATE FUNCTION subscription.meter_invalidates()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF subscription.distributed() THEN
+        RETURN NULL;
+    END IF;
+    PERFORM subscription.invalidate_limit_cache(t.relation)
+       FROM subscription.limited_table AS t
+      WHERE t.feature IN (OLD.feature, NEW.feature);
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.meter_invalidates() IS
+'Internal (trigger): a meter created, changed or removed invalidates the limit guard''s cache of its feature''s tables (U1)';
+
+CREATE TRIGGER meter_invalidates AFTER INSERT OR UPDATE OR DELETE ON subscription.meter
+    FOR EACH ROW EXECUTE FUNCTION subscription.meter_invalidates();
+REVOKE ALL ON FUNCTION subscription.meter_invalidates() FROM PUBLIC;
+
+CREATE OR REPLACE VIEW subscription.current_usage WITH (security_barrier) AS
+SELECT u.account_id,
+       u.feature,
+       m.aggregation,
+       u.used,
+       CASE WHEN m.feature IS NOT NULL OR t.feature IS NULL THEN greatest(u.peak, u.used) END AS peak,
+       CASE WHEN m.feature IS NOT NULL OR t.feature IS NULL
+            THEN subscription.integral_at(u.integral, u.used, u.since, subscription.now()) END AS integral,
+       CASE WHEN m.feature IS NOT NULL OR t.feature IS NULL
+            THEN subscription.integral_at(u.integral, u.used, u.since, subscription.now())
+                 OPERATOR(pg_catalog./) extract(epoch FROM coalesce(m.unit, interval '1 day')) END AS time_weighted,
+       coalesce(m.unit, interval '1 day') AS unit
+  FROM subscription.usage_counter AS u
+  LEFT JOIN subscription.meter AS m ON m.feature OPERATOR(pg_catalog.=) u.feature
+  -- a registered table's feature (one registration per feature) without a meter: not kept
+  LEFT JOIN subscription.limited_table AS t ON t.feature OPERATOR(pg_catalog.=) u.feature
+ WHERE subscription.may_read(u.tenant_id, u.account_id);
+
+COMMENT ON VIEW subscription.current_usage IS
+'Per account and feature, the open period''s usage: used, peak, and the time-weighted figure carried to now (U6)';
+-- end of: meters, the guard without the accumulators (issue 21)
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves

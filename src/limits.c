@@ -72,7 +72,12 @@ PG_FUNCTION_INFO_V1(move_usage);
  * used, from the row as it was: the peak of the use, and the integral of
  * the use over time (row-seconds) up to t, the later of the last change and
  * the statement's start (NOW), so that it never runs backwards when writers
- * queue on the counter.  O(1): no other row, no other statement.
+ * queue on the counter.  O(1): no other row, no other statement.  Only
+ * where they are read: a registered table's feature with a meter, and
+ * usage without rows; the guard of a feature without one leaves them out
+ * of its UPDATE (MoveUsage), and subscription.meter() starts them when it
+ * creates a meter.  On Citus the counter is read before it is moved
+ * (MoveCitusUsage), and the accumulators always move.
  *
  * U3: a write at or after the end of the counter's billing period (closes,
  * set by subscription.open_usage) before the renewal billed it is kept out
@@ -125,6 +130,8 @@ typedef struct LimitEntry
 	char	   *feature;		/* the name hashed, in TopMemoryContext */
 	bool		valid;
 	bool		registered;		/* false: the extension's idle own guard */
+	bool		metered;		/* the feature has a meter: the counter's
+								 * UPDATE keeps its accumulators */
 	LimitCounting counting;		/* what a row counts (no column names) */
 	char	   *archive_sql;	/* NULL unless this guard archives cascades */
 	SPIPlanPtr	archive;		/* reads old_rows, as the table's owner */
@@ -136,6 +143,8 @@ typedef struct LimitEntry
 static HTAB *limit_cache = NULL;
 /* each in two forms: [0] for the SQL of version 1.0, [1] versioned limits */
 static SPIPlanPtr move_usage_plan[2];
+/* [0] a registered table's unmetered write, [1] usage without rows (move_usage) */
+static SPIPlanPtr move_usage_plan_11[2];
 static SPIPlanPtr ensure_counter_plan[2];
 static SPIPlanPtr read_usage_plan[2];
 static SPIPlanPtr reset_usage_plan = NULL;
@@ -233,13 +242,14 @@ RequireIntegerColumn(Relation rel, const char *feature, AttrNumber attnum)
  * limited_table for the guard and the recount.  False when the feature is
  * not registered on the table.  latest: read it with the latest snapshot,
  * like a catalog (the guard's cache, see GetLimitEntry); otherwise with
- * the statement's.  *first: whether it is the table's first registration.
+ * the statement's.  *first: whether it is the table's first registration;
+ * *metered: whether the feature has a meter (issue 21; never in 1.0).
  * Runs inside SPI.
  */
 static bool
-ReadLimitCounting(Relation rel, const char *feature, bool latest, LimitCounting *c, bool *first)
+ReadLimitCounting(Relation rel, const char *feature, bool latest, LimitCounting *c, bool *first, bool *metered)
 {
-	static SPIPlanPtr registration_plan = NULL;
+	static SPIPlanPtr registration_plan[2];
 	static SPIPlanPtr registration_by_name_plan = NULL;
 	Oid			argtypes[2] = {OIDOID, TEXTOID};
 	Datum		values[2];
@@ -258,17 +268,21 @@ ReadLimitCounting(Relation rel, const char *feature, bool latest, LimitCounting 
 	 */
 	values[0] = ObjectIdGetDatum(LogicalRelation(RelationGetRelid(rel)));
 	values[1] = CStringGetTextDatum(feature);
-#define REGISTRATION_SQL(table_is) \
+#define REGISTRATION_SQL(table_is, METERED) \
 	"SELECT t.on_downgrade, t.account_column::text, t.value_column::text," \
 	"       t.position = (SELECT min(x.position) FROM subscription.limited_table AS x" \
-	"                      WHERE x.relation = t.relation)" \
+	"                      WHERE x.relation = t.relation), " METERED \
 	"  FROM subscription.limited_table AS t" \
 	" WHERE t.feature = $2 AND " table_is
+#define REGISTRATION_METERED "EXISTS (SELECT FROM subscription.meter AS m WHERE m.feature = t.feature)"
 	if (CitusPresent())
 		plan = KeptPlan(&registration_by_name_plan,
-						REGISTRATION_SQL("t.relation_name = subscription.relation_name($1)"), 2, argtypes);
+						REGISTRATION_SQL("t.relation_name = subscription.relation_name($1)", REGISTRATION_METERED),
+						2, argtypes);
+	else if (LimitsVersioned())
+		plan = KeptPlan(&registration_plan[1], REGISTRATION_SQL("t.relation = $1", REGISTRATION_METERED), 2, argtypes);
 	else
-		plan = KeptPlan(&registration_plan, REGISTRATION_SQL("t.relation = $1"), 2, argtypes);
+		plan = KeptPlan(&registration_plan[0], REGISTRATION_SQL("t.relation = $1", "false"), 2, argtypes);
 	if (latest)
 		ret = SPI_execute_snapshot(plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
 								   true, false, 1);
@@ -284,6 +298,8 @@ ReadLimitCounting(Relation rel, const char *feature, bool latest, LimitCounting 
 	value = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
 	if (first != NULL)
 		*first = strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4), "t") == 0;
+	if (metered != NULL)
+		*metered = strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5), "t") == 0;
 	c->account_attnum = SPI_fnumber(desc, c->account_column);
 	c->value_attnum = value != NULL ? SPI_fnumber(desc, value) : 0;
 	if (c->account_attnum <= 0 || (value != NULL && c->value_attnum <= 0))
@@ -467,6 +483,7 @@ GetLimitEntry(Relation rel, const char *feature)
 	bool		found;
 	bool		first;
 	LimitCounting counting;
+	bool		metered;
 	int			e;
 
 	if (limit_cache == NULL)
@@ -503,7 +520,7 @@ GetLimitEntry(Relation rel, const char *feature)
 	 * enforce_limit or unenforce_limit, whose invalidation may already have
 	 * been processed.
 	 */
-	if (!ReadLimitCounting(rel, feature, true, &counting, &first))
+	if (!ReadLimitCounting(rel, feature, true, &counting, &first, &metered))
 	{
 		/*
 		 * The extension's own guards (sub-accounts on subscription.account,
@@ -527,6 +544,7 @@ GetLimitEntry(Relation rel, const char *feature)
 
 	entry->feature = MemoryContextStrdup(TopMemoryContext, feature);
 	entry->registered = true;
+	entry->metered = metered;
 	for (e = 0; e < LIMIT_NUM_EVENTS; e++)
 		entry->delta_sql[e] = MemoryContextStrdup(TopMemoryContext, DeltaQuery(&counting, (GuardedEvent) e));
 
@@ -1039,8 +1057,8 @@ RefuseOnlyWhatWeSee(SPIPlanPtr read_usage, int64 used, bool limit_null, int64 li
 /*
  * move_usage's account (rel NULL): an unknown one is P0002 as everywhere,
  * not the counter's foreign key; looked up in its tenant (one shard on
- * Citus).  Only where no counter was moved: a counter is of an account
- * that exists, and the callers (record_usage, correct_usage) checked it.
+ * Citus), so that a counter of an account of another tenant is not moved
+ * either.  Only where no counter was moved: the UPDATE names the tenant.
  */
 static void
 RequireAccount(int64 tenant, int64 account)
@@ -1060,19 +1078,24 @@ RequireAccount(int64 tenant, int64 account)
  * is the table written, or NULL for record_usage (no table): outside a
  * trigger, the counter's own triggers fire at the end of the UPDATE.
  * tenant: the account's tenant where rel is NULL (record_usage names it;
- * Citus needs it, there being no table's shard to find it from), else 0.
+ * Citus needs it, there being no table's shard to find it from), else 0:
+ * a counter of the account in another tenant is not moved (P0002).
+ * metered: whether the meter accumulators move (the registration has a
+ * meter, or usage without rows); else the statement leaves them out.
  */
 static int64
-MoveUsage(Relation rel, int64 tenant, int64 account, const char *feature, int64 delta, bool detach, TimestampTz at)
+MoveUsage(Relation rel, int64 tenant, int64 account, const char *feature, int64 delta, bool detach,
+		  bool metered, TimestampTz at)
 {
-	Oid			argtypes[6] = {INT8OID, TEXTOID, INT8OID, BOOLOID, TIMESTAMPTZOID, BOOLOID};
-	Datum		values[6];
+	Oid			argtypes[7] = {INT8OID, TEXTOID, INT8OID, BOOLOID, TIMESTAMPTZOID, BOOLOID, INT8OID};
+	Datum		values[7];
 	bool		isnull;
 	int64		used;
 	int64		limit;
 	bool		limit_null;
 	int			attempt;
 	int			v = LimitsVersioned();
+	SPIPlanPtr	move_plan;
 
 	if (v && CountersOnCitus())
 		return MoveCitusUsage(rel, tenant, account, feature, delta, detach, at);
@@ -1084,6 +1107,7 @@ MoveUsage(Relation rel, int64 tenant, int64 account, const char *feature, int64 
 	values[4] = TimestampTzGetDatum(at);
 	/* U3: whether the use is rows (they stay counted in the next period) */
 	values[5] = BoolGetDatum(rel != NULL);
+	values[6] = Int64GetDatum(tenant);
 
 	/*
 	 * The counter row carries the limit (kept by subscription.refresh_limits
@@ -1094,28 +1118,44 @@ MoveUsage(Relation rel, int64 tenant, int64 account, const char *feature, int64 
 	 * once (a one-row relation of the statement), the counter's columns
 	 * again if the row is re-checked after a concurrent update.  detach limits nothing but inclusion: any
 	 * non-NULL value where the feature is included (limit NULL or above 0).
+	 *
+	 * One statement in three forms from one text (issue 21): a write of a
+	 * registered table whose feature has no meter leaves the accumulators
+	 * out (the entry's metered, kept with the registration and invalidated
+	 * with it: a meter's trigger invalidates the table); usage without
+	 * rows also names the tenant ($7).
 	 */
-#define MOVE_USAGE_SQL(USED, SET, FROM, LIMIT, IN_PERIOD) \
-	"UPDATE subscription.usage_counter AS u SET used = " USED " + $3" SET FROM \
-	" WHERE u.account_id = $1 AND u.feature = $2" IN_PERIOD \
+#define MOVE_USAGE_SQL(SET, FROM, LIMIT, WHERE) \
+	"UPDATE subscription.usage_counter AS u SET used = u.used + $3" SET FROM \
+	" WHERE u.account_id = $1 AND u.feature = $2" WHERE \
 	"   AND ($3 <= 0 OR " LIMIT " IS NULL" \
-	"        OR CASE WHEN $4 THEN " LIMIT " > 0 ELSE " USED " + $3 <= " LIMIT " END)" \
+	"        OR CASE WHEN $4 THEN " LIMIT " > 0 ELSE u.used + $3 <= " LIMIT " END)" \
 	" RETURNING u.used"
-	KeptPlan(&move_usage_plan[v],
-			 v ? MOVE_USAGE_SQL("u.used",
-								", limit_value = " COUNTER_LIMIT ", limit_version = c.version, "
-								METER_ACCUMULATORS("u.", "$5"),
-								" FROM " CATALOG_LIMIT_VERSION, COUNTER_LIMIT, " AND " METER_IN_PERIOD("u.", "$5"))
-			 : MOVE_USAGE_SQL("u.used", "", "", "u.limit_value", ""),
-			 6, argtypes);
+#define MOVE_USAGE_11_SQL(ACCUMULATORS, TENANT) \
+	MOVE_USAGE_SQL(", limit_value = " COUNTER_LIMIT ", limit_version = c.version" ACCUMULATORS, \
+				   " FROM " CATALOG_LIMIT_VERSION, COUNTER_LIMIT, TENANT " AND " METER_IN_PERIOD("u.", "$5"))
+	if (!v)
+		move_plan = KeptPlan(&move_usage_plan[0], MOVE_USAGE_SQL("", "", "u.limit_value", ""), 7, argtypes);
+	else if (rel == NULL)
+		move_plan = KeptPlan(&move_usage_plan_11[1],
+							 MOVE_USAGE_11_SQL(", " METER_ACCUMULATORS("u.", "$5"), " AND u.tenant_id = $7"),
+							 7, argtypes);
+	else if (metered)
+		move_plan = KeptPlan(&move_usage_plan[1], MOVE_USAGE_11_SQL(", " METER_ACCUMULATORS("u.", "$5"), ""),
+							 7, argtypes);
+	else
+		move_plan = KeptPlan(&move_usage_plan_11[0], MOVE_USAGE_11_SQL("", ""), 7, argtypes);
 	/* at most: create the counter, close its ended periods, move it */
 	for (attempt = 0; attempt < 3; attempt++)
 	{
-		if (SPI_execute_snapshot(move_usage_plan[v], values, NULL, GetLatestSnapshot(), GuardCrosscheckSnapshot(),
+		if (SPI_execute_snapshot(move_plan, values, NULL, GetLatestSnapshot(), GuardCrosscheckSnapshot(),
 								 false, rel == NULL, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not move the usage counter");
 		if (SPI_processed == 1)
 			return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		/* usage without rows: the account in its tenant first (P0002), whose counter the read finds */
+		if (rel == NULL)
+			RequireAccount(tenant, account);
 
 #define READ_USAGE_SQL(FROM, LIMIT, ENDED) \
 	"SELECT u.used, " LIMIT ", " ENDED " FROM subscription.usage_counter AS u" FROM \
@@ -1142,8 +1182,6 @@ MoveUsage(Relation rel, int64 tenant, int64 account, const char *feature, int64 
 			RefuseOnlyWhatWeSee(read_usage_plan[v], used, limit_null, limit, values);
 			LimitRefusal(rel, account, feature, used, delta, limit_null, limit, false);
 		}
-		if (rel == NULL)
-			RequireAccount(tenant, account);
 		if (delta <= 0)
 			return 0;			/* no counter to count down: its account is going */
 
@@ -1183,7 +1221,7 @@ move_usage(PG_FUNCTION_ARGS)
 	 * end counts in it (U3); none, the meters' clock
 	 */
 	used = MoveUsage(NULL, PG_GETARG_INT64(3), PG_GETARG_INT64(0), text_to_cstring(PG_GETARG_TEXT_PP(1)),
-					 PG_GETARG_INT64(2), false,
+					 PG_GETARG_INT64(2), false, true,
 					 PG_NARGS() > 4 && !PG_ARGISNULL(4) ? PG_GETARG_TIMESTAMPTZ(4) : SubscriptionMeterNow());
 	SPI_finish();
 	PG_RETURN_INT64(used);
@@ -1288,7 +1326,7 @@ GuardOneRow(Relation rel, LimitEntry *entry, const char *feature,
 	if (c->policy == POLICY_SCALE && has_value && value < 0)
 		RefuseNegativeValue(rel, account, feature, value);
 	if (units != 0)
-		MoveUsage(rel, 0, account, feature, inserting ? units : -units, c->policy == POLICY_DETACH,
+		MoveUsage(rel, 0, account, feature, inserting ? units : -units, c->policy == POLICY_DETACH, entry->metered,
 				  SubscriptionMeterNow());
 }
 
@@ -1486,7 +1524,7 @@ limit_guard(PG_FUNCTION_ARGS)
 			}
 			else
 				MoveUsage(rel, 0, accounts[i], feature, deltas[i], entry->counting.policy == POLICY_DETACH,
-						  SubscriptionMeterNow());
+						  entry->metered, SubscriptionMeterNow());
 		}
 	}
 
@@ -1559,7 +1597,7 @@ CountAndWriteUsage(Oid relid, const char *feature, bool one_account, int64 accou
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	rel = try_relation_open(relid, AccessShareLock);
-	if (rel == NULL || !ReadLimitCounting(rel, feature, false, &counting, NULL))
+	if (rel == NULL || !ReadLimitCounting(rel, feature, false, &counting, NULL, NULL))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("feature \"%s\" is not enforced on table \"%s\"", feature, get_rel_name(relid))));

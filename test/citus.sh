@@ -1274,6 +1274,69 @@ for acct in "$W1" "$W2"; do
         "$(diff <(echo "$single") <(echo "$out"))"
 done
 
+# issue 21 (U3) on Citus: writes after the period's end, before the
+# renewal ran, on a distributed counter, on an account of each worker.
+# Four hosts in March; a fifth on 2026-05-10, after two ends: the guard's
+# write on the worker finds its counter closed (closes 2026-04-01) and
+# keeps March's figures and April's (the rows held through it) by
+# close_usage, under the counter row's lock, then counts in May; 'calls'
+# recorded in March, then on 2026-04-15 after one end (move_usage's
+# crossing).  The closed_* snapshot exact, then renew_account (delegated)
+# catches up the two periods, each billed from its own figures, once: the
+# same as a single server, and current_usage (the view, on the coordinator)
+# shows the open period's figures.
+usage_crossing() {  # USAGE_CROSSING T
+    cat <<SQL
+\\set t $1
+SET client_min_messages = error;
+SELECT subscription.subscribe(:t, :t, 'citus-use-p', '1 month', 1, '2026-03-01', 'always', NULL) AS s \\gset
+BEGIN;
+SET LOCAL citus.propagate_set_commands = 'local';
+SET LOCAL subscription.clock = '2026-03-05';
+INSERT INTO public.hosts SELECT :t, i FROM generate_series(1, 4) AS i;
+COMMIT;
+SELECT 'recorded: ' || subscription.record_usage(:t, :t, 'calls', 600, 'k1', '2026-03-10');
+BEGIN;
+SET LOCAL citus.propagate_set_commands = 'local';
+SET LOCAL subscription.clock = '2026-05-10';
+INSERT INTO public.hosts VALUES (:t, 5);
+COMMIT;
+SELECT 'recorded after the end: ' || subscription.record_usage(:t, :t, 'calls', 300, 'k2', '2026-04-15');
+SELECT 'closed: ' || string_agg(format('%s used %s peak %s closes %s closed %s used %s peak %s integral>0 %s', feature, used, peak,
+                                       closes::date, ARRAY(SELECT d::date FROM unnest(closed_at) AS d), closed_used, closed_peak,
+                                       ARRAY(SELECT i > 0 FROM unnest(closed_integral) AS i)), ', ' ORDER BY feature)
+  FROM subscription.usage_counter WHERE tenant_id = :t AND account_id = :t AND feature IN ('calls', 'hosts');
+SELECT 'renewed: ' || subscription.renew_account(:t, '2026-05-15');
+SELECT 'renewed again: ' || subscription.renew_account(:t, '2026-05-15');
+SELECT 'ledger: ' || string_agg(item || ' ' || amount || ' ' || lower(period)::date, ', ' ORDER BY item, lower(period))
+  FROM subscription.ledger WHERE tenant_id = :t AND subscription_id = :s AND kind = 'charge';
+SELECT 'usage_period: ' || string_agg(feature || ' ' || lower(period)::date || ' ' || used || ' ' || peak || ' ' || aggregate || ' ' || billable || ' ' || amount,
+                                      ', ' ORDER BY feature, lower(period))
+  FROM subscription.usage_period WHERE tenant_id = :t AND subscription_id = :s;
+SELECT 'counters after: ' || string_agg(format('%s used %s peak %s closes %s closed %s', feature, used, peak, closes::date, closed_at), ', ' ORDER BY feature)
+  FROM subscription.usage_counter WHERE tenant_id = :t AND account_id = :t AND feature IN ('calls', 'hosts');
+SELECT 'current_usage: ' || string_agg(format('%s %s used %s peak %s integral kept %s', feature, aggregation, used, peak, integral IS NOT NULL), ', ' ORDER BY feature)
+  FROM subscription.current_usage WHERE account_id = :t AND feature IN ('calls', 'hosts');
+SQL
+}
+# the figures, worked out by hand: March 4 hosts (peak 4), April the 4
+# held through it, 'calls' 600 then 300 in April; billed (included 2
+# hosts, 100 calls): hosts 2 x 1.50 each month, calls 500 x 0.05, 200 x 0.05
+USAGE_CROSSING_CLOSED="closed: calls used 300 peak 300 closes 2026-05-01 closed {2026-04-01} used {600} peak {600} integral>0 {f}, hosts used 5 peak 5 closes 2026-06-01 closed {2026-04-01,2026-05-01} used {4,4} peak {4,4} integral>0 {t,t}"
+USAGE_CROSSING_BILLED="ledger: plan 10.00 2026-03-01, plan 10.00 2026-04-01, plan 10.00 2026-05-01, usage calls 25.00 2026-03-01, usage calls 10.00 2026-04-01, usage hosts 3.00 2026-03-01, usage hosts 3.00 2026-04-01"
+single_t=$(psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d "$SINGLE_DB" -c "SELECT subscription.create_account('single crossing')")
+single=$(usage_crossing "$single_t" | psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d "$SINGLE_DB" 2>&1)
+one_per_worker crossing
+for acct in "$W1" "$W2"; do
+    out=$(usage_crossing "$acct" | psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres 2>&1)
+    tap "$([ -n "$acct" ] && [ "$out" = "$single" ] \
+           && grep -qxF "$USAGE_CROSSING_CLOSED" <<<"$single" && grep -qxF "$USAGE_CROSSING_BILLED" <<<"$single" \
+           && grep -q '^renewed again: 0$' <<<"$single" \
+           && grep -qxF 'current_usage: calls  used 0 peak 0 integral kept t, hosts peak used 5 peak 5 integral kept t' <<<"$single" && echo 1)" \
+        "on account $acct (worker$([ "$acct" = "$W1" ] && echo 1 || echo 2)): writes after two period ends on a distributed counter keep each ended period's figures (close_usage), and the catch-up renewal bills each from its own, once, as on a single server (U3)" \
+        "$(diff <(echo "$single") <(echo "$out"))"
+done
+
 # issue 21 (A1): has_feature() on an account of each worker, on the
 # coordinator: desks is granted (the plan's 2), k7rooms is not; the
 # answers are the limits' (limit_of above 0 or unlimited).

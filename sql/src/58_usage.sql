@@ -20,7 +20,10 @@ COMMENT ON FUNCTION subscription.move_usage(bigint, text, bigint, bigint, timest
 -- bills.  count: the rows at the period's end; peak: the most during the
 -- period; time_weighted: the rows integrated over the period, in row-units
 -- of unit (row-days by default); sum: the sum of the registration's value
--- column (a registration that sums it: on_downgrade 'scale').
+-- column (a registration that sums it: on_downgrade 'scale').  The guard
+-- of a feature without a meter leaves the peak and the integral as they
+-- are (src/limits.c, MoveUsage): a new meter starts them, from the use of
+-- now, at the meters' time.
 CREATE FUNCTION subscription.meter(relation regclass, feature text, aggregation text, unit interval DEFAULT '1 day')
 RETURNS void
 LANGUAGE plpgsql
@@ -29,6 +32,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     registration subscription.limited_table;
+    -- a value first: Citus updates the counters with no function of their columns
+    t timestamptz := subscription.meter_now();
 BEGIN
     PERFORM subscription.require_arguments('meter', '{relation,feature,aggregation,unit}',
         ARRAY[relation IS NULL, feature IS NULL, aggregation IS NULL, unit IS NULL]);
@@ -54,12 +59,48 @@ BEGIN
     END IF;
     INSERT INTO subscription.meter AS m (feature, aggregation, unit)
     VALUES (meter.feature, meter.aggregation, meter.unit)
-    ON CONFLICT ON CONSTRAINT meter_pkey DO UPDATE SET aggregation = excluded.aggregation, unit = excluded.unit;
+    ON CONFLICT ON CONSTRAINT meter_pkey DO NOTHING;
+    IF NOT FOUND THEN
+        UPDATE subscription.meter AS m SET aggregation = meter.aggregation, unit = meter.unit
+         WHERE m.feature = meter.feature;
+        RETURN;
+    END IF;
+    -- U1: a new meter: its feature's accumulators start now, from the use
+    UPDATE subscription.usage_counter AS u SET peak = u.used, integral = 0, since = greatest(u.since, t)
+     WHERE u.feature = meter.feature;
 END
 $$;
 
 COMMENT ON FUNCTION subscription.meter(regclass, text, text, interval) IS
 'Meter a feature registered with enforce_limit: count, peak, time_weighted (in row-units of unit) or sum, billed by its usage price (U1)';
+
+-- U1: whether a feature has a meter is part of its tables' registration
+-- as the guard caches it (src/limits.c, GetLimitEntry): a meter created,
+-- changed or removed (meter(), unenforce_limit's cascade, the extension
+-- owner's DELETE, a restore) invalidates it on every backend at commit.
+-- On Citus the guard always moves the accumulators (MoveCitusUsage), and
+-- a worker's placement names another node's relations: nothing to do.
+CREATE FUNCTION subscription.meter_invalidates()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF subscription.distributed() THEN
+        RETURN NULL;
+    END IF;
+    PERFORM subscription.invalidate_limit_cache(t.relation)
+       FROM subscription.limited_table AS t
+      WHERE t.feature IN (OLD.feature, NEW.feature);
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.meter_invalidates() IS
+'Internal (trigger): a meter created, changed or removed invalidates the limit guard''s cache of its feature''s tables (U1)';
+
+CREATE TRIGGER meter_invalidates AFTER INSERT OR UPDATE OR DELETE ON subscription.meter
+    FOR EACH ROW EXECUTE FUNCTION subscription.meter_invalidates();
 
 -- 22023 unless tiers suit mode (U2): graduated and volume take NULL or a
 -- non-empty array of {"up_to", "unit_amount", "flat_amount"}, up_to
@@ -565,20 +606,25 @@ COMMENT ON FUNCTION subscription.preview_usage(bigint) IS
 
 -- U6: the open period's figures of every usage counter, now: used, the
 -- peak, the integral carried to now (row-seconds) and, with a meter, the
--- time-weighted figure in its unit.
+-- time-weighted figure in its unit.  The peak and the integral of a
+-- registered table's feature without a meter are not kept (U1): NULL.
 CREATE VIEW subscription.current_usage WITH (security_barrier) AS
 SELECT u.account_id,
        u.feature,
        m.aggregation,
        u.used,
-       greatest(u.peak, u.used) AS peak,
-       subscription.integral_at(u.integral, u.used, u.since, subscription.now()) AS integral,
-       subscription.integral_at(u.integral, u.used, u.since, subscription.now())
-           OPERATOR(pg_catalog./) extract(epoch FROM coalesce(m.unit, interval '1 day')) AS time_weighted,
+       CASE WHEN m.feature IS NOT NULL OR t.feature IS NULL THEN greatest(u.peak, u.used) END AS peak,
+       CASE WHEN m.feature IS NOT NULL OR t.feature IS NULL
+            THEN subscription.integral_at(u.integral, u.used, u.since, subscription.now()) END AS integral,
+       CASE WHEN m.feature IS NOT NULL OR t.feature IS NULL
+            THEN subscription.integral_at(u.integral, u.used, u.since, subscription.now())
+                 OPERATOR(pg_catalog./) extract(epoch FROM coalesce(m.unit, interval '1 day')) END AS time_weighted,
        coalesce(m.unit, interval '1 day') AS unit
   FROM subscription.usage_counter AS u
   LEFT JOIN subscription.meter AS m ON m.feature OPERATOR(pg_catalog.=) u.feature
- WHERE subscription.may_read(u.account_id);
+  -- a registered table's feature (one registration per feature) without a meter: not kept
+  LEFT JOIN subscription.limited_table AS t ON t.feature OPERATOR(pg_catalog.=) u.feature
+ WHERE subscription.may_read(u.tenant_id, u.account_id);
 
 COMMENT ON VIEW subscription.current_usage IS
 'Per account and feature, the open period''s usage: used, peak, and the time-weighted figure carried to now (U6)';
