@@ -13880,6 +13880,24 @@ COMMENT ON FUNCTION subscription.claim_events(text, integer, interval) IS
 -- the same plan as before); renewal_terms in PL/pgSQL, as Citus plans no
 -- SQL function whose statements take parameters; coupon_discount and
 -- unpause round after their statement on the tenant's shard, not in it.
+--
+-- A Citus worker keeps no catalog rows of its own (10_catalog.sql seeds
+-- the currencies on the coordinator alone; distribute() copies them to
+-- every node): version 1.0, which cannot have been distributed, seeded
+-- them on every node that ran its CREATE EXTENSION, the workers too.
+DO $seed$
+DECLARE
+    coordinator boolean := true;
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
+        EXECUTE 'SELECT pg_catalog.citus_is_coordinator()' INTO coordinator;
+    END IF;
+    IF NOT coordinator THEN
+        DELETE FROM subscription.currency;
+    END IF;
+END
+$seed$;
+
 CREATE OR REPLACE FUNCTION subscription.unpause(s subscription.subscription, at timestamptz)
 RETURNS subscription.subscription
 LANGUAGE plpgsql
