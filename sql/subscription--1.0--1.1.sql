@@ -14133,6 +14133,166 @@ COMMENT ON VIEW subscription.current_usage IS
 'Per account and feature, the open period''s usage: used, peak, and the time-weighted figure carried to now (U6)';
 -- end of: meters, the guard without the accumulators (issue 21)
 
+-- Citus: the regression cases and the upgrade of a distributed database (issue 17) ---
+-- renewal_notice reads the renewing subscriptions in a CTE, which Citus
+-- plans apart (on the shards) when the whole does not push down, and calls
+-- its functions on the coordinator (on a single server the CTE is inlined:
+-- the same plan as before); renewal_terms in PL/pgSQL, as Citus plans no
+-- SQL function whose statements take parameters; coupon_discount and
+-- unpause round after their statement on the tenant's shard, not in it.
+--
+-- A Citus worker keeps no catalog rows of its own (10_catalog.sql seeds
+-- the currencies on the coordinator alone; distribute() copies them to
+-- every node): version 1.0, which cannot have been distributed, seeded
+-- them on every node that ran its CREATE EXTENSION, the workers too.
+DO $seed$
+DECLARE
+    coordinator boolean := true;
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
+        EXECUTE 'SELECT pg_catalog.citus_is_coordinator()' INTO coordinator;
+    END IF;
+    IF NOT coordinator THEN
+        DELETE FROM subscription.currency;
+    END IF;
+END
+$seed$;
+
+CREATE OR REPLACE FUNCTION subscription.unpause(s subscription.subscription, at timestamptz)
+RETURNS subscription.subscription
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    paused interval := at - s.paused_at;
+    ends timestamptz := s.paused_period_end + paused;
+    frozen boolean := s.pause_mode = 'freeze';
+    last_currency text;
+BEGIN
+    UPDATE subscription.subscription AS x
+       SET period = tstzrange(lower(x.period), ends, '[)'), anchor = ends, period_number = 0,
+           paused_at = NULL, resume_at = NULL, pause_mode = NULL, paused_period_end = NULL
+     WHERE x.tenant_id = s.tenant_id AND x.id = s.id
+    RETURNING * INTO s;
+    -- U3: the usage counters close with the extended period
+    PERFORM subscription.open_usage(s.tenant_id, s.account_id);
+    -- C2: the extension is a period of its own, charged 0.00 once, in the
+    -- currency of the last charge (rounded here, not in the statement on
+    -- the tenant's shard, which Citus refuses a read of the catalog: issue 17)
+    SELECT l.currency INTO last_currency
+      FROM subscription.ledger AS l
+     WHERE l.tenant_id = s.tenant_id AND l.subscription_id = s.id AND l.kind = 'charge'
+     ORDER BY l.id DESC LIMIT 1;
+    IF FOUND THEN
+        INSERT INTO subscription.ledger
+               (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+        VALUES (s.tenant_id, s.account_id, s.id, 'charge', subscription.round_money(0, last_currency), last_currency,
+                tstzrange(ends - paused, ends, '[)'), 'plan', s.plan, format('pause: period extended by %s', paused));
+    END IF;
+    IF frozen THEN
+        PERFORM subscription.refresh_freeze(s.tenant_id, s.account_id);
+    END IF;
+    RETURN s;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.coupon_discount(tenant_id bigint, subscription_id bigint, amount numeric, currency text)
+RETURNS numeric
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+-- renewal_notice shows the coupon's discount to its reader
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    off numeric;
+BEGIN
+    -- PL/pgSQL, its read naming the tenant: on Citus it runs on the
+    -- tenant's shard, from the ledger's trigger too; rounded after it, as
+    -- Citus refuses a read of the catalog from a statement sent to a
+    -- shard (renewal_notice on the coordinator: issue 17)
+    SELECT CASE WHEN c.percent_off IS NOT NULL
+                THEN coupon_discount.amount * c.percent_off / 100
+                ELSE least(c.amount_off, coupon_discount.amount) END INTO off
+      FROM subscription.subscription AS s
+      JOIN subscription.coupon AS c ON c.code = s.coupon
+     WHERE s.tenant_id = coupon_discount.tenant_id AND s.id = coupon_discount.subscription_id
+       AND (s.coupon_periods_left IS NULL OR s.coupon_periods_left > 0);
+    RETURN coalesce(subscription.round_money(off, coupon_discount.currency), 0);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.renewal_terms(subscription_id bigint)
+RETURNS TABLE (plan text, cycle interval, quantity integer, renewal text, needed bigint, version integer)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    -- PL/pgSQL, its statements one by one: Citus plans no SQL function
+    -- whose statements take parameters (issue 17)
+    SELECT * INTO s FROM subscription.subscription AS x WHERE x.id = renewal_terms.subscription_id;
+    IF NOT FOUND OR NOT subscription.may_read(s.tenant_id, s.account_id) THEN
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT t.plan, t.cycle, t.quantity, t.renewal, t.needed, t.version FROM subscription.next_terms(s) AS t;
+END
+$$;
+
+CREATE OR REPLACE VIEW subscription.renewal_notice WITH (security_barrier) AS
+-- s: the subscriptions that renew, by their own columns alone; on Citus
+-- read from the shards (the CTE, planned apart when the whole does not push
+-- down), the rest on the coordinator, so that the functions below read the
+-- tenant tables from there (issue 17); on a single server inlined as if
+-- written in place
+WITH s AS (
+    SELECT * FROM subscription.subscription AS s
+     WHERE s.status OPERATOR(pg_catalog.=) ANY ('{active,trialing}')
+       AND s.paused_at IS NULL
+       AND NOT s.cancel_at_period_end
+       AND s.renewal OPERATOR(pg_catalog.<>) 'none')
+SELECT s.id AS subscription_id,
+       s.account_id,
+       upper(s.period) AS renews_at,
+       n.plan,
+       n.cycle,
+       n.quantity,
+       CASE WHEN cardinality(subscription.plan_tiers(n.plan, n.version)) > 0 THEN n.quantity END AS tier,
+       subscription.round_money(price.amount, price.currency) AS amount,
+       price.currency,
+       d.discount,
+       least(subscription.credit_balance(s.account_id, price.currency),
+             subscription.round_money(price.amount, price.currency) OPERATOR(pg_catalog.-) d.discount) AS credit,
+       upper(s.period) OPERATOR(pg_catalog.<=) subscription.now() AS overdue,
+       -- the version of the plan renewed into (grandfathering; a migration's)
+       subscription.plan_version_or_current(n.plan, n.version) AS plan_version,
+       -- a trial ending: what its product makes of it (issue 19), else NULL
+       CASE WHEN s.status OPERATOR(pg_catalog.=) 'trialing'
+            THEN (SELECT pr.trial_end FROM subscription.plan AS p
+                    JOIN subscription.product AS pr ON pr.code OPERATOR(pg_catalog.=) p.product
+                   WHERE p.code OPERATOR(pg_catalog.=) s.plan) END AS trial_end,
+       -- U6: the usage the renewal bills of the ending period (preview_usage),
+       -- its amount in the renewal's currency and its lines
+       u.usage_amount,
+       u.usage
+  FROM s
+  CROSS JOIN LATERAL subscription.renewal_terms(s.id) AS n
+  CROSS JOIN LATERAL subscription.period_price(n.plan, n.cycle, n.quantity, n.version) AS price
+  CROSS JOIN LATERAL subscription.coupon_discount(s.id, subscription.round_money(price.amount, price.currency),
+                                                  price.currency) AS d(discount)
+  CROSS JOIN LATERAL (
+      SELECT coalesce(sum(p.amount) FILTER (WHERE p.currency OPERATOR(pg_catalog.=) price.currency), 0) AS usage_amount,
+             jsonb_agg(jsonb_build_object('feature', p.feature, 'aggregate', p.aggregate, 'included', p.included,
+                                          'billable', p.billable, 'amount', p.amount, 'currency', p.currency)
+                       ORDER BY p.feature) AS usage
+        FROM subscription.preview_usage(s.account_id) AS p
+       WHERE p.subscription_id OPERATOR(pg_catalog.=) s.id) AS u WHERE upper(s.period) OPERATOR(pg_catalog.<=)
+       (subscription.now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
+   AND subscription.may_read(s.tenant_id, s.account_id);
+
+-- end of: the regression cases on Citus (issue 17)
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves

@@ -264,7 +264,9 @@ ReadLimitCounting(Relation rel, const char *feature, bool latest, LimitCounting 
 	 * Where Citus is present, limited_table is a reference table whose
 	 * regclass may be another node's OID: the table is compared by its
 	 * name there (relation_name, from 1.1 on), and by OID on a single
-	 * server, where the library serves 1.0 too.
+	 * server, where the library serves 1.0 too, and on a node of Citus
+	 * whose SQL is still at 1.0 (none of its tables distributed yet,
+	 * before ALTER EXTENSION subscription UPDATE: issue 17).
 	 */
 	values[0] = ObjectIdGetDatum(LogicalRelation(RelationGetRelid(rel)));
 	values[1] = CStringGetTextDatum(feature);
@@ -275,7 +277,7 @@ ReadLimitCounting(Relation rel, const char *feature, bool latest, LimitCounting 
 	"  FROM subscription.limited_table AS t" \
 	" WHERE t.feature = $2 AND " table_is
 #define REGISTRATION_METERED "EXISTS (SELECT FROM subscription.meter AS m WHERE m.feature = t.feature)"
-	if (CitusPresent())
+	if (CitusPresent() && LimitsVersioned())
 		plan = KeptPlan(&registration_by_name_plan,
 						REGISTRATION_SQL("t.relation_name = subscription.relation_name($1)", REGISTRATION_METERED),
 						2, argtypes);

@@ -746,7 +746,7 @@ tap "$(echo "$errors" | grep -v -q -e 'has no license left' -e 'already' -e '^$'
 # lines filtered).  A case in REGRESS_ON_CITUS must pass; every other case
 # is left out, printed as a TAP TODO with the reason: the first error it
 # meets on Citus, measured on this run (docs/citus.md lists them).
-REGRESS_ON_CITUS="badinput keyed next_period prorate_refund rules set_default terms usage void_corrections"
+REGRESS_ON_CITUS="badinput bounds keyed next_period prorate_refund renewal_notice rules set_default terms usage void_corrections"
 prepared=1
 for i in 0 1 2; do
     psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[$i]}" -d postgres -c "CREATE DATABASE regress_citus" >/dev/null 2>&1 \
@@ -1539,6 +1539,88 @@ tap "$(grep -q period_gap <<<"$found_single" && grep -q license_counter <<<"$fou
        && [ "$found" = "$found_single" ] && [ "$found_one" = license_counter ] && echo 1)" \
     "verify() on the coordinator finds the planted gap and seat counter as a single server does ($(echo "$found" | cut -d'|' -f1 | paste -sd ' ')), and verify(account) that account's only" \
     "single server:"$'\n'"$found_single"$'\n'"Citus:"$'\n'"$found"$'\n'"verify($a5): $found_one"
+
+# the upgrade of a database on Citus: 1.0 cannot be distributed (it has no
+# tenant keys), so a database at 1.0 on the coordinator and the workers,
+# holding test/upgrade/fixture.sql's rows, is updated with ALTER EXTENSION
+# subscription UPDATE (which Citus propagates), then distributed; every
+# table keeps its rows through both (counted on the coordinator), no row
+# sits in a shell table, and test/upgrade/guards.sql's guards refuse on the
+# workers as on a single server.  distribute() is run with the user
+# triggers of the extension's tables disabled, in a transaction of its own
+# (docs/citus.md: a database that holds rows).
+UDB=upgrade_citus
+uq() {  # uq NODE-INDEX PSQL-ARGS...: a command in UDB on a node
+    local i=$1; shift
+    psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[$i]}" -d $UDB "$@" 2>&1
+}
+prepared=1
+for i in 0 1 2; do
+    psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[$i]}" -d postgres -c "CREATE DATABASE $UDB" >/dev/null 2>&1 \
+        && uq "$i" -c "CREATE EXTENSION citus" >/dev/null || prepared=0
+done
+uq 0 -c "SELECT citus_set_coordinator_host('$DIR', ${PORTS[0]})" \
+     -c "SELECT citus_add_node('$DIR', ${PORTS[1]})" -c "SELECT citus_add_node('$DIR', ${PORTS[2]})" >/dev/null || prepared=0
+versions() { for i in 0 1 2; do uq "$i" -c "SELECT extversion FROM pg_extension WHERE extname = 'subscription'"; done | paste -sd ' '; }
+# every table of the extension and its rows, "table:rows" by name
+UCOUNTS="SELECT string_agg(format('%s:%s', c.relname,
+                                  (xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM %s', c.oid::regclass),
+                                                                       false, true, '')))[1]), ' ' ORDER BY c.relname)
+           FROM pg_class AS c WHERE c.relnamespace = 'subscription'::regnamespace AND c.relkind IN ('r', 'p')"
+out=""
+[ "$prepared" = 1 ] && out=$(cd "$ROOT/test/upgrade" && uq 0 -c "CREATE EXTENSION subscription VERSION '1.0'" -f fixture.sql -o /dev/null)
+tap "$([ "$prepared" = 1 ] && [ "$(versions)" = "1.0 1.0 1.0" ] && echo 1)" \
+    "upgrade on Citus: version 1.0 on the coordinator and both workers, the coordinator holding test/upgrade/fixture.sql's rows ($(versions))" "$out"
+before=$(uq 0 -c "$UCOUNTS")
+out=$(uq 0 -c "ALTER EXTENSION subscription UPDATE TO '1.1'")
+tap "$([ "$(versions)" = "1.1 1.1 1.1" ] && echo 1)" \
+    "upgrade on Citus: ALTER EXTENSION subscription UPDATE TO '1.1' on the coordinator updates the three nodes ($(versions))" "$out"
+updated=$(uq 0 -c "$UCOUNTS")
+lost=$(for t in $before; do echo " $updated " | grep -q " $t " || echo "$t"; done | paste -sd ' ')
+tap "$([ -n "$before" ] && [ -z "$lost" ] && [ "$(echo "$before" | tr ' ' '\n' | grep -c ':[1-9]')" -ge 15 ] && echo 1)" \
+    "upgrade on Citus: every table of 1.0 keeps its rows through the update ($(echo "$before" | wc -w) tables, $(echo "$before" | tr ' ' '\n' | grep -c ':[1-9]') of them with rows)" \
+    "changed (before the update): $lost"$'\n'"after: $updated"
+TRIGGERS_OF_TABLES="DO \$\$ DECLARE t record; BEGIN
+    FOR t IN SELECT * FROM subscription.distribution_plan() AS p WHERE p.kind <> 'function' LOOP
+        EXECUTE format('ALTER TABLE %s %s TRIGGER USER', t.relation, current_setting('subscription_test.triggers'));
+    END LOOP; END \$\$"
+out=$(uq 0 -c "BEGIN" -c "$SETTINGS" -c "SET LOCAL subscription_test.triggers = 'DISABLE'" -c "$TRIGGERS_OF_TABLES" \
+            -c "SELECT count(*) FROM subscription.distribute()" -c "COMMIT" \
+            -c "BEGIN" -c "$SETTINGS" -c "SET LOCAL subscription_test.triggers = 'ENABLE'" -c "$TRIGGERS_OF_TABLES" -c "COMMIT")
+local_left=$(uq 0 -c "SELECT count(*) FROM subscription.distribution_plan() AS p
+                       WHERE p.kind <> 'function' AND NOT EXISTS (SELECT FROM pg_dist_partition AS d WHERE d.logicalrelid = p.relation)")
+disabled=$(for i in 1 2; do uq "$i" -c "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal AND tgenabled = 'D'
+                                          AND tgrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'subscription'::regnamespace)"; done | paste -sd ' ')
+tap "$([ "$local_left" = 0 ] && [ "$disabled" = "0 0" ] && echo 1)" \
+    "upgrade on Citus: distribute() after the update, its triggers disabled around it, leaves no table local and every trigger enabled on the workers' shards (local: $local_left; disabled on the workers: $disabled)" "$out"
+distributed=$(uq 0 -c "$UCOUNTS")
+tap "$(echo "$updated" | grep -q '^account:[1-9]' && [ "$distributed" = "$updated" ] && echo 1)" \
+    "upgrade on Citus: distribute() keeps every row of every table (counted on the coordinator)" \
+    "before: $updated"$'\n'"after:  $distributed"
+out=$(for i in 0 1 2; do
+          # live rows: the update deletes 1.0's currencies on the workers,
+          # whose pages stay until a vacuum
+          uq "$i" -c "SELECT string_agg(c.oid::regclass::text || ':' || s.n_live_tup, ' ')
+                        FROM pg_class AS c JOIN pg_stat_user_tables AS s ON s.relid = c.oid
+                       WHERE c.oid IN (SELECT logicalrelid FROM pg_dist_partition) AND s.n_live_tup > 0"
+      done | paste -sd ' ')
+tap "$([ -z "$(echo "$out" | tr -d ' ')" ] && echo 1)" "upgrade on Citus: no row sits in a shell table on any node after distribute() (1.0's currencies gone from the workers)" "not empty: $out"
+out=$(uq 0 -f "$ROOT/test/upgrade/guards.sql")
+workers=$(uq 0 -c "SELECT string_agg(DISTINCT n.nodeport::text, ' ') FROM pg_dist_placement AS p JOIN pg_dist_node AS n USING (groupid)
+                    WHERE p.shardid IN (get_shard_id_for_distribution_column('subscription.license', 4),
+                                        get_shard_id_for_distribution_column('subscription.account', 5))")
+has() { local l; for l in "$@"; do grep -qxF -- "$l" <<<"$out" || return 1; done; }
+tap "$(has 'license_fill accepted' 'license_left 0' 'license_over 23514' && echo 1)" \
+    "upgrade on Citus: a license beyond the subscription's quantity is refused (23514) by the guard on the tenant's worker (port $workers)" "$out"
+tap "$(has 'seat_release 1' 'seat_assign 0' && echo 1)" "upgrade on Citus: releasing and assigning a seat moves licenses_left" "$out"
+tap "$(has 'history_update 42501' 'history_delete 42501' && echo 1)" "upgrade on Citus: history refuses UPDATE and DELETE (42501) on the shards" "$out"
+tap "$(has 'sub_account_over 23514' && echo 1)" "upgrade on Citus: the sub-account limit on subscription.account refuses (23514) on the tenant's shard" "$out"
+tap "$(has 'device_fill accepted' 'device_over 23514' && echo 1)" \
+    "upgrade on Citus: the limit of the fixture's application table (local, on the coordinator) still admits up to it and refuses one more" "$out"
+# guards.sql's last check calls has_feature() in a query of subscription.account,
+# which Citus runs on its shards and refuses (docs/citus.md)
+todo "upgrade on Citus: distribute() by itself on a database that holds rows" 5 \
+     "the copy into the shards fires the tables' triggers on the workers (history written into tables not distributed yet, a lock wait with the sequences' ranges): the triggers are disabled around it here"
 
 # item 6: no row sits in a shell table: every table of the extension (and
 # the application's) is empty on every node, its rows in the shards

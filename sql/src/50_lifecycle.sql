@@ -419,6 +419,7 @@ DECLARE
     paused interval := at - s.paused_at;
     ends timestamptz := s.paused_period_end + paused;
     frozen boolean := s.pause_mode = 'freeze';
+    last_currency text;
 BEGIN
     UPDATE subscription.subscription AS x
        SET period = tstzrange(lower(x.period), ends, '[)'), anchor = ends, period_number = 0,
@@ -427,14 +428,19 @@ BEGIN
     RETURNING * INTO s;
     -- U3: the usage counters close with the extended period
     PERFORM subscription.open_usage(s.tenant_id, s.account_id);
-    -- C2: the extension is a period of its own, charged 0.00 once
-    INSERT INTO subscription.ledger
-           (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
-    SELECT s.tenant_id, s.account_id, s.id, 'charge', subscription.round_money(0, l.currency), l.currency,
-           tstzrange(ends - paused, ends, '[)'), 'plan', s.plan, format('pause: period extended by %s', paused)
+    -- C2: the extension is a period of its own, charged 0.00 once, in the
+    -- currency of the last charge (rounded here, not in the statement on
+    -- the tenant's shard, which Citus refuses a read of the catalog: issue 17)
+    SELECT l.currency INTO last_currency
       FROM subscription.ledger AS l
      WHERE l.tenant_id = s.tenant_id AND l.subscription_id = s.id AND l.kind = 'charge'
      ORDER BY l.id DESC LIMIT 1;
+    IF FOUND THEN
+        INSERT INTO subscription.ledger
+               (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+        VALUES (s.tenant_id, s.account_id, s.id, 'charge', subscription.round_money(0, last_currency), last_currency,
+                tstzrange(ends - paused, ends, '[)'), 'plan', s.plan, format('pause: period extended by %s', paused));
+    END IF;
     IF frozen THEN
         PERFORM subscription.refresh_freeze(s.tenant_id, s.account_id);
     END IF;

@@ -117,15 +117,22 @@ COMMENT ON FUNCTION subscription.next_terms(subscription.subscription) IS
 -- by id, so that no made-up row can ask for another account's use.
 CREATE FUNCTION subscription.renewal_terms(subscription_id bigint)
 RETURNS TABLE (plan text, cycle interval, quantity integer, renewal text, needed bigint, version integer)
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SECURITY DEFINER
-BEGIN ATOMIC
-    SELECT t.plan, t.cycle, t.quantity, t.renewal, t.needed, t.version
-      FROM subscription.subscription AS s
-     CROSS JOIN LATERAL subscription.next_terms(s) AS t
-     WHERE s.id OPERATOR(pg_catalog.=) renewal_terms.subscription_id
-       AND subscription.may_read(s.tenant_id, s.account_id);
-END;
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    -- PL/pgSQL, its statements one by one: Citus plans no SQL function
+    -- whose statements take parameters (issue 17)
+    SELECT * INTO s FROM subscription.subscription AS x WHERE x.id = renewal_terms.subscription_id;
+    IF NOT FOUND OR NOT subscription.may_read(s.tenant_id, s.account_id) THEN
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT t.plan, t.cycle, t.quantity, t.renewal, t.needed, t.version FROM subscription.next_terms(s) AS t;
+END
+$$;
 
 COMMENT ON FUNCTION subscription.renewal_terms(bigint) IS
 'The plan, cycle, quantity (L7: from the use on a ''from_usage'' product), renewal option and plan version of a subscription''s next period';
@@ -1042,6 +1049,17 @@ COMMENT ON PROCEDURE subscription.renew_local_tenants(timestamptz, integer) IS
 -- "to_monthly" continues monthly; "none" and cancelled ones do not renew.
 -- overdue: the renewal's time has passed and renew_due has not run yet.
 CREATE VIEW subscription.renewal_notice WITH (security_barrier) AS
+-- s: the subscriptions that renew, by their own columns alone; on Citus
+-- read from the shards (the CTE, planned apart when the whole does not push
+-- down), the rest on the coordinator, so that the functions below read the
+-- tenant tables from there (issue 17); on a single server inlined as if
+-- written in place
+WITH s AS (
+    SELECT * FROM subscription.subscription AS s
+     WHERE s.status OPERATOR(pg_catalog.=) ANY ('{active,trialing}')
+       AND s.paused_at IS NULL
+       AND NOT s.cancel_at_period_end
+       AND s.renewal OPERATOR(pg_catalog.<>) 'none')
 SELECT s.id AS subscription_id,
        s.account_id,
        upper(s.period) AS renews_at,
@@ -1066,7 +1084,7 @@ SELECT s.id AS subscription_id,
        -- its amount in the renewal's currency and its lines
        u.usage_amount,
        u.usage
-  FROM subscription.subscription AS s
+  FROM s
   CROSS JOIN LATERAL subscription.renewal_terms(s.id) AS n
   CROSS JOIN LATERAL subscription.period_price(n.plan, n.cycle, n.quantity, n.version) AS price
   CROSS JOIN LATERAL subscription.coupon_discount(s.id, subscription.round_money(price.amount, price.currency),
@@ -1077,12 +1095,7 @@ SELECT s.id AS subscription_id,
                                           'billable', p.billable, 'amount', p.amount, 'currency', p.currency)
                        ORDER BY p.feature) AS usage
         FROM subscription.preview_usage(s.account_id) AS p
-       WHERE p.subscription_id OPERATOR(pg_catalog.=) s.id) AS u
- WHERE s.status OPERATOR(pg_catalog.=) ANY ('{active,trialing}')
-   AND s.paused_at IS NULL
-   AND NOT s.cancel_at_period_end
-   AND s.renewal OPERATOR(pg_catalog.<>) 'none'
-   AND upper(s.period) OPERATOR(pg_catalog.<=)
+       WHERE p.subscription_id OPERATOR(pg_catalog.=) s.id) AS u WHERE upper(s.period) OPERATOR(pg_catalog.<=)
        (subscription.now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
    AND subscription.may_read(s.tenant_id, s.account_id);
 

@@ -72,8 +72,17 @@ SELECT pg_temp.error_of($$SELECT subscription.renew_account(1, 'infinity')$$);
 SET LOCAL subscription.actor = '1';
 SELECT pg_temp.error_of($$SELECT subscription.renew_account(1, '2026-04-10')$$);
 RESET subscription.actor;
--- on a single server the whole table is this node's (Citus: its local shards of subscription)
-SELECT local_subscription_shards();
+-- on a single server the whole table is this node's ({NULL}); on Citus its
+-- local shards of subscription, none on a coordinator that holds no data
+SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus') AS on_citus \gset
+\if :on_citus
+SELECT ARRAY(SELECT s.shardid FROM pg_dist_shard AS s JOIN pg_dist_placement AS p USING (shardid)
+              WHERE s.logicalrelid = 'subscription.subscription'::regclass
+                AND p.groupid = (SELECT groupid FROM pg_dist_local_group) ORDER BY 1)::text AS node_shards \gset
+\else
+SELECT '{NULL}' AS node_shards \gset
+\endif
+SELECT local_subscription_shards()::text = :'node_shards' AS this_node;
 SELECT pg_temp.error_of($$SELECT subscription.subscription_shard(102008)$$);
 ROLLBACK;
 

@@ -110,7 +110,7 @@ SELECT pause(:frozen, '2026-01-21', NULL, 'freeze') AS resumes_at;
 SELECT upper(period) AS period_ends FROM subscription WHERE id = :frozen;
 SELECT pg_temp.error_of($$INSERT INTO public.room (account_id, activated_at) VALUES (5, '2026-01-22')$$);
 SELECT pg_temp.error_of(format('SELECT license_consume(%s, 51)', :frozen));
-SELECT pg_temp.error_of(format('INSERT INTO license (subscription_id, member_id) VALUES (%s, 51)', :frozen));
+SELECT pg_temp.error_of(format('INSERT INTO license (tenant_id, subscription_id, member_id) VALUES (5, %s, 51)', :frozen));
 DELETE FROM public.room WHERE account_id = 5 AND activated_at = '2026-01-03';
 SELECT count(*) AS rooms, (SELECT count(*) FROM license WHERE subscription_id = :frozen) AS seats
   FROM public.room WHERE account_id = 5;

@@ -31,23 +31,24 @@ SELECT 'device_over ' || pg_temp.sqlstate_of($$INSERT INTO public.device (accoun
 -- one more license_consume (the one-row path) is refused.  An option, so
 -- that R11 (one service per member and product) cannot be the reason.
 SELECT id AS option FROM subscription.subscription WHERE plan = 'rb_recording' \gset
-INSERT INTO subscription.member (account_id, external_id)
-SELECT 4, 'guard' || g || '@initech' FROM generate_series(1, 6) AS g;
+INSERT INTO subscription.member (tenant_id, account_id, external_id)
+SELECT 4, 4, 'guard' || g || '@initech' FROM generate_series(1, 6) AS g;
+SELECT subscription.licenses_left(:option) AS room \gset
 SELECT 'license_fill ' || pg_temp.sqlstate_of(format($$
-    INSERT INTO subscription.license (subscription_id, member_id)
-    SELECT %1$s, m.id FROM subscription.member AS m
-     WHERE m.account_id = 4
-       AND NOT EXISTS (SELECT FROM subscription.license AS l WHERE l.subscription_id = %1$s AND l.member_id = m.id)
-     ORDER BY m.id LIMIT subscription.licenses_left(%1$s)$$, :option));
+    INSERT INTO subscription.license (tenant_id, subscription_id, member_id)
+    SELECT 4, %1$s, m.id FROM subscription.member AS m
+     WHERE m.tenant_id = 4 AND m.account_id = 4
+       AND NOT EXISTS (SELECT FROM subscription.license AS l
+                        WHERE l.tenant_id = 4 AND l.subscription_id = %1$s AND l.member_id = m.id)
+     ORDER BY m.id LIMIT %2$s$$, :option, :room));
 SELECT 'license_left ' || subscription.licenses_left(:option);
 SELECT 'license_over ' || pg_temp.sqlstate_of(format($$
     SELECT subscription.license_consume(%s, (SELECT max(id) FROM subscription.member WHERE external_id LIKE 'guard%%'))$$,
     :option));
 
 -- The seat counter still moves: ida's Business license released, then taken again.
-SELECT s.id AS business, m.id AS ida
-  FROM subscription.subscription AS s, subscription.member AS m
- WHERE s.plan = 'rb_business' AND m.external_id = 'ida@initech' \gset
+SELECT id AS business FROM subscription.subscription WHERE plan = 'rb_business' \gset
+SELECT id AS ida FROM subscription.member WHERE external_id = 'ida@initech' \gset
 SELECT subscription.licenses_left(:business) AS left_before \gset
 SELECT 'seat_release ' || (subscription.license_release(:business, :ida) - :left_before);
 SELECT 'seat_assign ' || (subscription.license_consume(:business, :ida) - :left_before);
@@ -59,7 +60,7 @@ SELECT 'history_delete ' || pg_temp.sqlstate_of($$DELETE FROM subscription.histo
 -- The sub-account limit on the extension's own table (K7): Webinars has its
 -- one sub-account already.
 SELECT 'sub_account_over ' || pg_temp.sqlstate_of($$
-    INSERT INTO subscription.account (name, parent_id) VALUES ('Webinars Lyon', 5)$$);
+    INSERT INTO subscription.account (tenant_id, name, parent_id) VALUES (5, 'Webinars Lyon', 5)$$);
 
 -- Entitlements (issue 21, item 5): the rows the update (or the restore's
 -- triggers) stored are the rule's answers, for every account and feature,
