@@ -1077,7 +1077,10 @@ SELECT s.id AS subscription_id,
                                           'billable', p.billable, 'amount', p.amount, 'currency', p.currency)
                        ORDER BY p.feature) AS usage
         FROM subscription.preview_usage(s.account_id) AS p
-       WHERE p.subscription_id OPERATOR(pg_catalog.=) s.id) AS u
+       WHERE p.subscription_id OPERATOR(pg_catalog.=) s.id
+         -- usage_due prices a plan's usage prices alone: without any, no
+         -- call (a millisecond a subscription, issue 20)
+         AND EXISTS (SELECT FROM subscription.plan_usage_price AS up WHERE up.plan OPERATOR(pg_catalog.=) s.plan)) AS u
  WHERE s.status OPERATOR(pg_catalog.=) ANY ('{active,trialing}')
    AND s.paused_at IS NULL
    AND NOT s.cancel_at_period_end
