@@ -14293,6 +14293,133 @@ SELECT s.id AS subscription_id,
 
 -- end of: the regression cases on Citus (issue 17)
 
+-- The 3-year simulation in 60 s: record_payment, announce_renewals (issue 20, item 7) --
+-- the open invoices alone (open_balance): the paid ones pile up, every period's
+CREATE INDEX invoice_record_open ON subscription.invoice_record (tenant_id, account_id) WHERE status = 'open';
+
+CREATE OR REPLACE FUNCTION subscription.announce_renewals()
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    unannounced bigint[];
+    trials bigint[];
+    tenants bigint[];
+    types text[];
+    accounts bigint[];
+    subs bigint[];
+    payloads jsonb[];
+BEGIN
+    -- E5: renewal_notice (the window, the amounts) is read for the
+    -- subscriptions not announced yet alone: its usage and prices cost
+    -- a call per subscription, and every monthly subscription is in a
+    -- 30-day window at every step (the 3-year simulation, issue 20)
+    unannounced := ARRAY(SELECT s.id FROM subscription.subscription AS s
+                          WHERE NOT EXISTS (SELECT FROM subscription.event AS e
+                                             WHERE e.tenant_id = s.tenant_id AND e.subscription_id = s.id
+                                               AND e.type = 'renewal.upcoming'
+                                               AND e.payload ->> 'renews_at' = subscription.event_time(upper(s.period))));
+    -- trial.ending: once per trial (one per subscription), when its end
+    -- enters the notice window; then, what its product makes of it.  The
+    -- view is read for the trials not announced yet alone.
+    trials := ARRAY(SELECT s.id FROM subscription.subscription AS s
+                     WHERE s.status = 'trialing'
+                       AND NOT EXISTS (SELECT FROM subscription.event AS e
+                                        WHERE e.tenant_id = s.tenant_id AND e.subscription_id = s.id
+                                          AND e.type = 'trial.ending'));
+    -- the renewals' events, then the trials', each in the order of the
+    -- tenant, account and subscription: one write_events (issue 20: one
+    -- INSERT a run, not one a notice)
+    SELECT array_agg(n.tenant_id ORDER BY n.o, n.tenant_id, n.account_id, n.subscription_id),
+           array_agg(n.type ORDER BY n.o, n.tenant_id, n.account_id, n.subscription_id),
+           array_agg(n.account_id ORDER BY n.o, n.tenant_id, n.account_id, n.subscription_id),
+           array_agg(n.subscription_id ORDER BY n.o, n.tenant_id, n.account_id, n.subscription_id),
+           array_agg(n.payload ORDER BY n.o, n.tenant_id, n.account_id, n.subscription_id)
+      INTO tenants, types, accounts, subs, payloads
+      FROM (SELECT 1 AS o, s.tenant_id, r.account_id, r.subscription_id, 'renewal.upcoming' AS type,
+                   pg_catalog.jsonb_build_object('version', 1, 'renews_at', subscription.event_time(r.renews_at),
+                       'plan', r.plan, 'plan_version', r.plan_version, 'cycle', r.cycle, 'quantity', r.quantity,
+                       'amount', r.amount, 'currency', r.currency, 'discount', r.discount, 'credit', r.credit) AS payload
+              FROM subscription.renewal_notice AS r
+              JOIN subscription.subscription AS s ON s.id = r.subscription_id
+             WHERE NOT r.overdue AND r.subscription_id = ANY (unannounced)
+            UNION ALL
+            SELECT 2, s.tenant_id, r.account_id, r.subscription_id, 'trial.ending',
+                   pg_catalog.jsonb_build_object('version', 1, 'trial_end', subscription.event_time(r.renews_at),
+                       'plan', s.plan, 'then', r.trial_end)
+              FROM subscription.renewal_notice AS r
+              JOIN subscription.subscription AS s ON s.id = r.subscription_id
+             WHERE NOT r.overdue AND r.trial_end IS NOT NULL AND r.subscription_id = ANY (trials)) AS n;
+    IF types IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- a renewal.upcoming already written for its period is not written again
+    RETURN pg_catalog.cardinality(subscription.write_events(tenants, types, accounts, subs, payloads,
+        pg_catalog.array_fill(subscription.now(), ARRAY[pg_catalog.cardinality(types)])));
+END
+$$;
+
+-- renewal_notice: a subscription's usage previewed only where its plan has
+-- usage prices (usage_due prices those alone)
+CREATE OR REPLACE VIEW subscription.renewal_notice WITH (security_barrier) AS
+-- s: the subscriptions that renew, by their own columns alone; on Citus
+-- read from the shards (the CTE, planned apart when the whole does not push
+-- down), the rest on the coordinator, so that the functions below read the
+-- tenant tables from there (issue 17); on a single server inlined as if
+-- written in place
+WITH s AS (
+    SELECT * FROM subscription.subscription AS s
+     WHERE s.status OPERATOR(pg_catalog.=) ANY ('{active,trialing}')
+       AND s.paused_at IS NULL
+       AND NOT s.cancel_at_period_end
+       AND s.renewal OPERATOR(pg_catalog.<>) 'none')
+SELECT s.id AS subscription_id,
+       s.account_id,
+       upper(s.period) AS renews_at,
+       n.plan,
+       n.cycle,
+       n.quantity,
+       CASE WHEN cardinality(subscription.plan_tiers(n.plan, n.version)) > 0 THEN n.quantity END AS tier,
+       subscription.round_money(price.amount, price.currency) AS amount,
+       price.currency,
+       d.discount,
+       least(subscription.credit_balance(s.account_id, price.currency),
+             subscription.round_money(price.amount, price.currency) OPERATOR(pg_catalog.-) d.discount) AS credit,
+       upper(s.period) OPERATOR(pg_catalog.<=) subscription.now() AS overdue,
+       -- the version of the plan renewed into (grandfathering; a migration's)
+       subscription.plan_version_or_current(n.plan, n.version) AS plan_version,
+       -- a trial ending: what its product makes of it (issue 19), else NULL
+       CASE WHEN s.status OPERATOR(pg_catalog.=) 'trialing'
+            THEN (SELECT pr.trial_end FROM subscription.plan AS p
+                    JOIN subscription.product AS pr ON pr.code OPERATOR(pg_catalog.=) p.product
+                   WHERE p.code OPERATOR(pg_catalog.=) s.plan) END AS trial_end,
+       -- U6: the usage the renewal bills of the ending period (preview_usage),
+       -- its amount in the renewal's currency and its lines
+       u.usage_amount,
+       u.usage
+  FROM s
+  CROSS JOIN LATERAL subscription.renewal_terms(s.id) AS n
+  CROSS JOIN LATERAL subscription.period_price(n.plan, n.cycle, n.quantity, n.version) AS price
+  CROSS JOIN LATERAL subscription.coupon_discount(s.id, subscription.round_money(price.amount, price.currency),
+                                                  price.currency) AS d(discount)
+  CROSS JOIN LATERAL (
+      SELECT coalesce(sum(p.amount) FILTER (WHERE p.currency OPERATOR(pg_catalog.=) price.currency), 0) AS usage_amount,
+             jsonb_agg(jsonb_build_object('feature', p.feature, 'aggregate', p.aggregate, 'included', p.included,
+                                          'billable', p.billable, 'amount', p.amount, 'currency', p.currency)
+                       ORDER BY p.feature) AS usage
+        FROM subscription.preview_usage(s.account_id) AS p
+       WHERE p.subscription_id OPERATOR(pg_catalog.=) s.id
+         -- usage_due prices a plan's usage prices alone: without any, no
+         -- call (a millisecond a subscription, issue 20)
+         AND EXISTS (SELECT FROM subscription.plan_usage_price AS up WHERE up.plan OPERATOR(pg_catalog.=) s.plan)) AS u
+ WHERE upper(s.period) OPERATOR(pg_catalog.<=)
+       (subscription.now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
+   AND subscription.may_read(s.tenant_id, s.account_id);
+
+-- end of the 3-year simulation in 60 s (issue 20)
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves

@@ -201,7 +201,12 @@ static const struct
  * application knows it (its tenant key is the history row's own), on an
  * UPDATE only the changed columns as {"column": {"old": .., "new": ..}}
  * (an add-on batch's with its "batch_id"),
- * and no row for an UPDATE that changed nothing.  A restore ($1) copies a
+ * and no row for an UPDATE that changed nothing.  An UPDATE's old and new
+ * rows are paired by their places, the transition tables read once each
+ * into arrays side by side: the plan is kept, and a join of the two on a
+ * row_number(), planned for the first statement's few rows, was a nested
+ * loop that read the new rows again for each old one (quadratic: 0.6 s
+ * for a set-based renewal of 280 subscriptions, issue 20).  A restore ($1) copies a
  * row's history with it (restored_copy); a row without an id of its own
  * (terms_acceptance) is copied whole by the restoring role.  It reads the
  * transition tables alone: on Citus they are not joined with a distributed
@@ -214,17 +219,18 @@ HistoryQuery(int t, GuardedEvent event)
 
 	if (event == GUARDED_UPDATE)
 		return psprintf("SELECT '%s_update', %s, %s, %s, x.tenant_id"
-						"  FROM (SELECT row_number() OVER () AS i, to_jsonb(o) - 'tenant_id' AS r"
-						"          FROM old_rows AS o) AS o"
-						"  JOIN (SELECT row_number() OVER () AS i, n.tenant_id, to_jsonb(n) - 'tenant_id' AS r"
-						"          FROM new_rows AS n) AS x USING (i)"
+						"  FROM ROWS FROM ("
+						"       pg_catalog.unnest(ARRAY(SELECT to_jsonb(o) - 'tenant_id' FROM old_rows AS o)),"
+						"       pg_catalog.unnest(ARRAY(SELECT n.tenant_id FROM new_rows AS n)),"
+						"       pg_catalog.unnest(ARRAY(SELECT to_jsonb(n) - 'tenant_id' FROM new_rows AS n)))"
+						"       WITH ORDINALITY AS x (o, tenant_id, r, i)"
 						"  CROSS JOIN LATERAL"
 						"       (SELECT pg_catalog.jsonb_object_agg(k.key, pg_catalog.jsonb_build_object("
-						"                   'old', o.r -> k.key, 'new', k.value)) AS changed"
+						"                   'old', x.o -> k.key, 'new', k.value)) AS changed"
 						"          FROM pg_catalog.jsonb_each(x.r) AS k"
-						"         WHERE k.value IS DISTINCT FROM o.r -> k.key) AS d"
+						"         WHERE k.value IS DISTINCT FROM x.o -> k.key) AS d"
 						" WHERE d.changed IS NOT NULL"
-						" ORDER BY i",
+						" ORDER BY x.i",
 						table, history_tables[t].account, history_tables[t].subscription,
 						history_tables[t].updated);
 	return psprintf("SELECT '%s_%s', %s, %s, x.r, x.tenant_id"

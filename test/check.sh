@@ -90,11 +90,12 @@ say "the billing clock: the lint, and a server that does not allow the clock"
 tap clock bash test/clock.sh
 
 # 1,000 subscriptions is the benchmark's run (test/bench/cases/simulation.sh);
-# the suite runs the same simulation over fewer, SIMULATE_SUBS of them: 200,
-# 74 s at a load of 5 on the 2-core machine, 165-203 s at a load of 12-16,
-# once per PostgreSQL version in CI (1,000 took 591 s: docs/benchmarks.md)
-say "three years of billing by the clock, ${SIMULATE_SUBS:-200} subscriptions"
-tap simulate env SUBS="${SIMULATE_SUBS:-200}" bash test/simulate.sh
+# the suite runs the same simulation over fewer, SIMULATE_SUBS of them: 300,
+# about 110 s at a load of 4-5 on the 2-core machine, 312-336 s at a load of
+# 10-16, once per PostgreSQL version in CI (1,000 took 633-802 s at a load of
+# 8-15: docs/benchmarks.md#the-clock)
+say "three years of billing by the clock, ${SIMULATE_SUBS:-300} subscriptions"
+tap simulate env SUBS="${SIMULATE_SUBS:-300}" bash test/simulate.sh
 
 # storm NAME TITLE: run test/storm_NAME.sh and count its TAP lines
 storm() {

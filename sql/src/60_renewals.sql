@@ -1095,7 +1095,11 @@ SELECT s.id AS subscription_id,
                                           'billable', p.billable, 'amount', p.amount, 'currency', p.currency)
                        ORDER BY p.feature) AS usage
         FROM subscription.preview_usage(s.account_id) AS p
-       WHERE p.subscription_id OPERATOR(pg_catalog.=) s.id) AS u WHERE upper(s.period) OPERATOR(pg_catalog.<=)
+       WHERE p.subscription_id OPERATOR(pg_catalog.=) s.id
+         -- usage_due prices a plan's usage prices alone: without any, no
+         -- call (a millisecond a subscription, issue 20)
+         AND EXISTS (SELECT FROM subscription.plan_usage_price AS up WHERE up.plan OPERATOR(pg_catalog.=) s.plan)) AS u
+ WHERE upper(s.period) OPERATOR(pg_catalog.<=)
        (subscription.now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
    AND subscription.may_read(s.tenant_id, s.account_id);
 
