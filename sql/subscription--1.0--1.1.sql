@@ -13895,8 +13895,6 @@ AS $$
 DECLARE
     n integer := cardinality(account_ids);
     terms interval := make_interval(days => coalesce(current_setting('subscription.payment_terms', true), '0')::integer);
-    -- the tenants given, each once: what every statement names
-    tenants bigint[];
     issuers text[];
     numbers bigint[];
     ids bigint[];
@@ -13923,7 +13921,6 @@ BEGIN
     IF array_position(tenant_ids, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'open_invoices_of(): every invoice must name its tenant' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    tenants := ARRAY(SELECT DISTINCT t.t FROM unnest(tenant_ids) AS t(t) ORDER BY t.t);
     plans := coalesce(plans, array_fill(NULL::text, ARRAY[n]));
     FOR k IN 1 .. n LOOP
         IF plans[k] IS NULL AND subscription_ids[k] IS NOT NULL THEN
@@ -13941,7 +13938,7 @@ BEGIN
       FROM unnest(plans, account_ids, tenant_ids) WITH ORDINALITY AS e(plan, account_id, tenant_id, k)
       LEFT JOIN subscription.plan AS p ON p.code = e.plan
       LEFT JOIN subscription.payment_method AS m
-        ON m.tenant_id = ANY (tenants) AND m.tenant_id = e.tenant_id AND m.account_id = e.account_id AND m.is_default;
+        ON m.tenant_id = ANY (tenant_ids) AND m.tenant_id = e.tenant_id AND m.account_id = e.account_id AND m.is_default;
     -- each series moved once by its count, in (tenant, issuer) order, so
     -- that concurrent openings lock them in one order
     FOR made IN
@@ -14191,6 +14188,8 @@ DECLARE
     -- the charges a round's coupons reduce
     reduced integer[];
     g record;
+    -- whether any discount or credit line is to be written
+    any_line boolean := false;
 BEGIN
     -- a restore copies the charge's discount and credit lines, and the
     -- coupon's periods left, with it (restored_copy); the lines written
@@ -14230,6 +14229,7 @@ BEGIN
             notes[i] := format('coupon %s: %s off', c.code,
                                coalesce(c.percent_off::text || '%', c.amount_off::text || ' ' || c.currency));
             reduced := reduced || i;
+            any_line := true;
         END LOOP;
         -- a period of each coupon used (a subscription once a round)
         FOR g IN
@@ -14257,8 +14257,9 @@ BEGIN
     -- charge what the id order would, at a cost that grows with the
     -- charges, not with their square; the lines follow in the ids' order.
     credits_used := array_fill(0::numeric, ARRAY[cardinality(ids)]);
-    SELECT array_agg(o ORDER BY tenants[o], accounts[o], currencies[o], o) INTO by_account
-      FROM generate_subscripts(ids, 1) AS o;
+    SELECT array_agg(x.o ORDER BY x.tenant_id, x.account_id, x.currency, x.o) INTO by_account
+      FROM ROWS FROM (unnest(tenants), unnest(accounts), unnest(currencies)) WITH ORDINALITY
+           AS x(tenant_id, account_id, currency, o);
     FOR k IN 1 .. cardinality(by_account) LOOP
         i := by_account[k];
         IF k = 1 OR (tenants[i], accounts[i], currencies[i])
@@ -14275,11 +14276,16 @@ BEGIN
         IF used > 0 THEN
             credits_used[i] := used;
             balance := balance - used;
+            any_line := true;
         END IF;
     END LOOP;
 
     -- each charge's discount, then its credit, in the order of the
-    -- charges: one INSERT from the arrays, read in one pass
+    -- charges: one INSERT from the arrays, read in one pass (none, and so
+    -- no statement triggers, without a line)
+    IF NOT any_line THEN
+        RETURN NULL;
+    END IF;
     INSERT INTO subscription.ledger
            (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan,
             charge_id, description)

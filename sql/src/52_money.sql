@@ -125,6 +125,8 @@ DECLARE
     -- the charges a round's coupons reduce
     reduced integer[];
     g record;
+    -- whether any discount or credit line is to be written
+    any_line boolean := false;
 BEGIN
     -- a restore copies the charge's discount and credit lines, and the
     -- coupon's periods left, with it (restored_copy); the lines written
@@ -164,6 +166,7 @@ BEGIN
             notes[i] := format('coupon %s: %s off', c.code,
                                coalesce(c.percent_off::text || '%', c.amount_off::text || ' ' || c.currency));
             reduced := reduced || i;
+            any_line := true;
         END LOOP;
         -- a period of each coupon used (a subscription once a round)
         FOR g IN
@@ -191,8 +194,9 @@ BEGIN
     -- charge what the id order would, at a cost that grows with the
     -- charges, not with their square; the lines follow in the ids' order.
     credits_used := array_fill(0::numeric, ARRAY[cardinality(ids)]);
-    SELECT array_agg(o ORDER BY tenants[o], accounts[o], currencies[o], o) INTO by_account
-      FROM generate_subscripts(ids, 1) AS o;
+    SELECT array_agg(x.o ORDER BY x.tenant_id, x.account_id, x.currency, x.o) INTO by_account
+      FROM ROWS FROM (unnest(tenants), unnest(accounts), unnest(currencies)) WITH ORDINALITY
+           AS x(tenant_id, account_id, currency, o);
     FOR k IN 1 .. cardinality(by_account) LOOP
         i := by_account[k];
         IF k = 1 OR (tenants[i], accounts[i], currencies[i])
@@ -209,11 +213,16 @@ BEGIN
         IF used > 0 THEN
             credits_used[i] := used;
             balance := balance - used;
+            any_line := true;
         END IF;
     END LOOP;
 
     -- each charge's discount, then its credit, in the order of the
-    -- charges: one INSERT from the arrays, read in one pass
+    -- charges: one INSERT from the arrays, read in one pass (none, and so
+    -- no statement triggers, without a line)
+    IF NOT any_line THEN
+        RETURN NULL;
+    END IF;
     INSERT INTO subscription.ledger
            (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan,
             charge_id, description)

@@ -86,8 +86,6 @@ AS $$
 DECLARE
     n integer := cardinality(account_ids);
     terms interval := make_interval(days => coalesce(current_setting('subscription.payment_terms', true), '0')::integer);
-    -- the tenants given, each once: what every statement names
-    tenants bigint[];
     issuers text[];
     numbers bigint[];
     ids bigint[];
@@ -114,7 +112,6 @@ BEGIN
     IF array_position(tenant_ids, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'open_invoices_of(): every invoice must name its tenant' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    tenants := ARRAY(SELECT DISTINCT t.t FROM unnest(tenant_ids) AS t(t) ORDER BY t.t);
     plans := coalesce(plans, array_fill(NULL::text, ARRAY[n]));
     FOR k IN 1 .. n LOOP
         IF plans[k] IS NULL AND subscription_ids[k] IS NOT NULL THEN
@@ -132,7 +129,7 @@ BEGIN
       FROM unnest(plans, account_ids, tenant_ids) WITH ORDINALITY AS e(plan, account_id, tenant_id, k)
       LEFT JOIN subscription.plan AS p ON p.code = e.plan
       LEFT JOIN subscription.payment_method AS m
-        ON m.tenant_id = ANY (tenants) AND m.tenant_id = e.tenant_id AND m.account_id = e.account_id AND m.is_default;
+        ON m.tenant_id = ANY (tenant_ids) AND m.tenant_id = e.tenant_id AND m.account_id = e.account_id AND m.is_default;
     -- each series moved once by its count, in (tenant, issuer) order, so
     -- that concurrent openings lock them in one order
     FOR made IN
