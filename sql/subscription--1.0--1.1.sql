@@ -14420,6 +14420,963 @@ SELECT s.id AS subscription_id,
 
 -- end of the 3-year simulation in 60 s (issue 20)
 
+-- Invoices opened and totalled over tenants (issue 18, docs/benchmarks.md) ---
+-- open_invoices_of opens the invoices of any tenants with one INSERT moving
+-- their series and one of the invoices (open_invoices, open_invoice,
+-- invoice_line and renew_common_group call it: a batch's invoices by one
+-- call over its tenants); invoice_totals adds a statement's lines with one
+-- UPDATE over its tenants on a single server, one per tenant on Citus;
+-- reduce_charge uses the coupons' periods with one UPDATE per round and
+-- writes the discount and credit lines with one INSERT; renew_common and
+-- renew_common_group price each distinct key once, and turn hash and merge
+-- joins off for the UPDATE of the periods alone (its statement triggers
+-- join their transition tables by hash again).
+
+CREATE FUNCTION subscription.open_invoices_of(tenant_ids bigint[], account_ids bigint[], subscription_ids bigint[],
+                                              currencies text[], ats timestamptz[], plans text[], corrects bigint[])
+RETURNS bigint[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer := cardinality(account_ids);
+    terms interval := make_interval(days => coalesce(current_setting('subscription.payment_terms', true), '0')::integer);
+    issuers text[];
+    numbers bigint[];
+    ids bigint[];
+    methods bigint[];
+    -- the series moved: tenant, issuer, last number taken
+    st bigint[] := '{}';
+    si text[] := '{}';
+    sl bigint[] := '{}';
+    tenant bigint;
+    sub bigint;
+    plan text;
+    made record;
+BEGIN
+    PERFORM subscription.require_arguments('open_invoices_of', '{tenant_ids,account_ids,currencies,ats}',
+        ARRAY[tenant_ids IS NULL, account_ids IS NULL, currencies IS NULL, ats IS NULL]);
+    IF n = 0 THEN
+        RETURN '{}';
+    END IF;
+    IF cardinality(tenant_ids) <> n OR cardinality(currencies) <> n OR cardinality(ats) <> n
+       OR cardinality(coalesce(subscription_ids, '{}')) NOT IN (0, n) OR cardinality(coalesce(plans, '{}')) NOT IN (0, n)
+       OR cardinality(coalesce(corrects, '{}')) NOT IN (0, n) THEN
+        RAISE EXCEPTION 'the arrays of open_invoices() must be of one length' USING ERRCODE = 'array_subscript_error';
+    END IF;
+    IF array_position(tenant_ids, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'open_invoices_of(): every invoice must name its tenant' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    plans := coalesce(plans, array_fill(NULL::text, ARRAY[n]));
+    FOR k IN 1 .. n LOOP
+        IF plans[k] IS NULL AND subscription_ids[k] IS NOT NULL THEN
+            -- scalars first: Citus fails to parse an array element
+            -- assigned a query of a distributed table
+            tenant := tenant_ids[k];
+            sub := subscription_ids[k];
+            plan := (SELECT s.plan FROM subscription.subscription AS s
+                      WHERE s.tenant_id = tenant AND s.id = sub);
+            plans[k] := plan;
+        END IF;
+    END LOOP;
+    -- the issuer of each, and the method to charge: its account's default now
+    SELECT array_agg(coalesce(p.product, '') ORDER BY e.k), array_agg(m.id ORDER BY e.k) INTO issuers, methods
+      FROM unnest(plans, account_ids, tenant_ids) WITH ORDINALITY AS e(plan, account_id, tenant_id, k)
+      LEFT JOIN subscription.plan AS p ON p.code = e.plan
+      LEFT JOIN subscription.payment_method AS m
+        ON m.tenant_id = ANY (tenant_ids) AND m.tenant_id = e.tenant_id AND m.account_id = e.account_id AND m.is_default;
+    -- each series moved once by its count, in (tenant, issuer) order, so
+    -- that concurrent openings lock them in one order
+    FOR made IN
+        INSERT INTO subscription.invoice_series AS x (tenant_id, issuer, last_number)
+        SELECT c.tenant_id, c.issuer, c.taken
+          FROM (SELECT e.tenant_id, e.issuer, count(*) AS taken
+                  FROM unnest(tenant_ids, issuers) AS e(tenant_id, issuer)
+                 GROUP BY e.tenant_id, e.issuer) AS c
+         ORDER BY c.tenant_id, c.issuer
+        ON CONFLICT ON CONSTRAINT invoice_series_pkey DO UPDATE SET last_number = x.last_number + excluded.last_number
+        RETURNING x.tenant_id, x.issuer, x.last_number
+    LOOP
+        st := st || made.tenant_id;
+        si := si || made.issuer;
+        sl := sl || made.last_number;
+    END LOOP;
+    -- then the invoices of each series numbered in their order: the last
+    -- number taken, less those after them
+    SELECT array_agg(e.number ORDER BY e.k) INTO numbers
+      FROM (SELECT e.k, s.last - count(*) OVER (PARTITION BY e.tenant_id, e.issuer ORDER BY e.k DESC) + 1 AS number
+              FROM unnest(tenant_ids, issuers) WITH ORDINALITY AS e(tenant_id, issuer, k)
+              JOIN unnest(st, si, sl) AS s(tenant_id, issuer, last)
+                ON s.tenant_id = e.tenant_id AND s.issuer = e.issuer) AS e;
+    -- one INSERT, its rows (and so RETURNING's) in the order given; on
+    -- Citus from no distributed table, no subquery
+    ids := '{}';
+    FOR made IN
+        INSERT INTO subscription.invoice_record AS i
+               (tenant_id, account_id, subscription_id, issuer, number, at, currency, due_at, payment_method_id,
+                corrects_invoice_id)
+        SELECT e.tenant_id, e.account_id, e.subscription_id, e.issuer, e.number, e.at, e.currency,
+               e.at + terms, e.method, e.corrects
+          FROM unnest(tenant_ids, account_ids, coalesce(subscription_ids, array_fill(NULL::bigint, ARRAY[n])), issuers,
+                      numbers, ats, currencies, methods, coalesce(corrects, array_fill(NULL::bigint, ARRAY[n])))
+               WITH ORDINALITY AS e(tenant_id, account_id, subscription_id, issuer, number, at, currency, method, corrects, k)
+         ORDER BY e.k
+        RETURNING i.id, i.tenant_id, i.issuer, i.number
+    LOOP
+        ids := ids || made.id;
+        IF (made.tenant_id, made.issuer, made.number)
+           IS DISTINCT FROM (tenant_ids[cardinality(ids)], issuers[cardinality(ids)], numbers[cardinality(ids)]) THEN
+            RAISE EXCEPTION 'open_invoices(): invoice % returned out of order', made.id USING ERRCODE = 'internal_error';
+        END IF;
+    END LOOP;
+    -- their history rows and events invoice.opened are written at the
+    -- commit, once their lines are all there (invoice_opened, I8)
+    RETURN ids;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.open_invoices_of(bigint[], bigint[], bigint[], text[], timestamptz[], text[], bigint[]) IS
+'Internal: new invoices of any tenants, numbered gapless in their issuers'' series in the order given, one INSERT moving the series and one of the invoices (I1, I3; issue 18)';
+
+REVOKE ALL ON FUNCTION subscription.open_invoices_of(bigint[], bigint[], bigint[], text[], timestamptz[], text[], bigint[]) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION subscription.open_invoices(tenant_id bigint, account_ids bigint[], subscription_ids bigint[],
+                                           currencies text[], ats timestamptz[], plans text[], corrects bigint[])
+RETURNS bigint[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.require_arguments('open_invoices', '{tenant_id,account_ids,currencies,ats}',
+        ARRAY[tenant_id IS NULL, account_ids IS NULL, currencies IS NULL, ats IS NULL]);
+    RETURN subscription.open_invoices_of(array_fill(open_invoices.tenant_id, ARRAY[cardinality(account_ids)]),
+                                         account_ids, subscription_ids, currencies, ats, plans, corrects);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.open_invoices(bigint, bigint[], bigint[], text[], timestamptz[], text[], bigint[]) IS
+'Internal: new invoices of one tenant, numbered gapless in their issuers'' series in the order given (open_invoices_of; I1, I3)';
+
+CREATE OR REPLACE FUNCTION subscription.open_invoice(tenant_id bigint, account_id bigint, subscription_id bigint,
+                                          currency text, at timestamptz, plan text, corrects bigint,
+                                          quiet boolean DEFAULT false)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.require_arguments('open_invoice', '{tenant_id,account_id,currency,at}',
+        ARRAY[tenant_id IS NULL, account_id IS NULL, currency IS NULL, at IS NULL]);
+    PERFORM subscription.require_account(open_invoice.tenant_id, open_invoice.account_id);
+    IF subscription_id IS NOT NULL
+       AND NOT EXISTS (SELECT FROM subscription.subscription AS s
+                        WHERE s.tenant_id = open_invoice.tenant_id AND s.id = open_invoice.subscription_id) THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    IF NOT EXISTS (SELECT FROM subscription.currency AS c WHERE c.code = open_invoice.currency) THEN
+        RAISE EXCEPTION 'currency "%" does not exist', currency USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN (subscription.open_invoices_of(ARRAY[open_invoice.tenant_id], ARRAY[open_invoice.account_id],
+                                          ARRAY[open_invoice.subscription_id], ARRAY[open_invoice.currency],
+                                          ARRAY[open_invoice.at], ARRAY[open_invoice.plan], ARRAY[open_invoice.corrects]))[1];
+END
+$$;
+
+COMMENT ON FUNCTION subscription.open_invoice(bigint, bigint, bigint, text, timestamptz, text, bigint, boolean) IS
+'Internal: a new invoice, numbered gapless in its issuer''s series in this transaction, due after subscription.payment_terms days; its opening recorded at the commit (I1, I3, I8)';
+
+CREATE OR REPLACE FUNCTION subscription.invoice_line()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    line_at timestamptz;
+BEGIN
+    -- a restore copies the invoices with their lines and totals; the lines
+    -- of a dump from before 1.1 get theirs, as the upgrade gives them,
+    -- without history (the dump's history is restored as it was); a
+    -- restore, by a restoring role, or as the docs say, with
+    -- session_replication_role = replica (this trigger fires ALWAYS)
+    IF NEW.invoice_id IS NOT NULL
+       AND (current_setting('session_replication_role') = 'replica'
+            OR subscription.restored_copy('subscription.ledger_id_seq', NEW.id)) THEN
+        RETURN NEW;
+    END IF;
+    IF NEW.corrects_invoice_id IS NULL AND NEW.charge_id IS NOT NULL AND NEW.kind IN ('refund', 'credit') THEN
+        NEW.corrects_invoice_id := (SELECT l.invoice_id FROM subscription.ledger AS l
+                                     WHERE l.tenant_id = NEW.tenant_id AND l.id = NEW.charge_id);
+    END IF;
+    IF NEW.invoice_id IS NOT NULL THEN
+        RETURN NEW;
+    END IF;
+    line_at := coalesce(lower(NEW.period), NEW.created_at);
+    NEW.invoice_id := (SELECT i.id FROM subscription.invoice_record AS i
+                        WHERE i.tenant_id = NEW.tenant_id AND i.account_id = NEW.account_id
+                          AND i.at = line_at AND i.currency = NEW.currency
+                          AND i.subscription_id IS NOT DISTINCT FROM NEW.subscription_id
+                          AND i.corrects_invoice_id IS NULL
+                          AND i.xact = pg_current_xact_id()
+                        ORDER BY i.id DESC LIMIT 1);
+    IF NEW.invoice_id IS NULL THEN
+        -- the line's foreign keys check its account, subscription and
+        -- currency: no need to check them again here (open_invoice does)
+        NEW.invoice_id := (subscription.open_invoices_of(ARRAY[NEW.tenant_id], ARRAY[NEW.account_id],
+                                                         ARRAY[NEW.subscription_id], ARRAY[NEW.currency], ARRAY[line_at],
+                                                         ARRAY[NEW.plan], NULL))[1];
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.invoice_line() IS
+'Trigger: the invoice each ledger line belongs to, opened by the billing event''s first line (I1, I2)';
+
+CREATE OR REPLACE FUNCTION subscription.invoice_totals()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    replica boolean := current_setting('session_replication_role') = 'replica';
+    -- one UPDATE per tenant where the tables are distributed
+    per_tenant boolean := subscription.distributed();
+    t record;
+    changed record;
+    -- the invoices whose status changes, by first line
+    settle bigint[];
+    k bigint;
+BEGIN
+    -- per group (every tenant, or one), by tenant in the order of its
+    -- first line, its invoices in the order of theirs: each one's lines'
+    -- sum, the time of its last line (what settle_invoice records),
+    -- whether all are a restore's
+    FOR t IN
+        SELECT array_agg(DISTINCT x.tenant_id) AS tenant_set,
+               array_agg(x.tenant_id ORDER BY x.tenant_first, x.first) AS tenants,
+               array_agg(x.invoice_id ORDER BY x.tenant_first, x.first) AS invoices,
+               array_agg(x.part ORDER BY x.tenant_first, x.first) AS parts,
+               array_agg(x.at ORDER BY x.tenant_first, x.first) AS ats,
+               array_agg(x.quiet ORDER BY x.tenant_first, x.first) AS quiets
+          FROM (SELECT x.*, min(x.first) OVER (PARTITION BY x.tenant_id) AS tenant_first
+                  FROM (SELECT n.tenant_id, n.invoice_id, min(n.id) AS first,
+                               sum(subscription.line_amount(n.kind, n.amount)) AS part,
+                               (array_agg(coalesce(lower(n.period), n.created_at) ORDER BY n.id DESC))[1] AS at,
+                               bool_and(replica OR subscription.restored_copy('subscription.ledger_id_seq', n.id)) AS quiet
+                          FROM new_rows AS n
+                         GROUP BY n.tenant_id, n.invoice_id) AS x) AS x
+         GROUP BY CASE WHEN per_tenant THEN x.tenant_id END
+         ORDER BY min(x.first)
+    LOOP
+        settle := '{}';
+        FOR changed IN
+            UPDATE subscription.invoice_record AS i
+               SET total = i.total + d.part
+              FROM unnest(t.tenants, t.invoices, t.parts, t.quiets) WITH ORDINALITY AS d(tenant_id, invoice_id, part, quiet, k)
+             WHERE i.tenant_id = ANY (t.tenant_set) AND i.tenant_id = d.tenant_id AND i.id = d.invoice_id
+               AND (NOT d.quiet OR i.xact = pg_current_xact_id())
+            RETURNING i.status, i.total, i.paid, d.k
+        LOOP
+            IF subscription.invoice_status(changed.status, changed.total, changed.paid) IS DISTINCT FROM changed.status THEN
+                settle := settle || changed.k;
+            END IF;
+        END LOOP;
+        FOREACH k IN ARRAY (SELECT coalesce(array_agg(x ORDER BY x), '{}') FROM unnest(settle) AS x) LOOP
+            PERFORM subscription.settle_invoice(t.tenants[k], t.invoices[k], t.quiets[k], t.ats[k]);
+        END LOOP;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.invoice_totals() IS
+'Trigger, per statement: the totals of the invoices of the statement''s ledger lines, and the status of those it changes (I2, I3)';
+
+CREATE OR REPLACE FUNCTION subscription.reduce_charge()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- one UPDATE per tenant where the tables are distributed
+    per_tenant boolean := subscription.distributed();
+    joins text[] := ARRAY[current_setting('enable_hashjoin'), current_setting('enable_mergejoin')];
+    c subscription.coupon;
+    ids bigint[];
+    tenants bigint[];
+    accounts bigint[];
+    subs bigint[];
+    batches bigint[];
+    amounts numeric[];
+    currencies text[];
+    periods tstzrange[];
+    items text[];
+    plans text[];
+    -- the rank of a plan charge among the statement's plan charges of its
+    -- subscription: the coupon's periods are used in that order
+    ranks bigint[];
+    discounts numeric[];
+    notes text[];
+    i integer;
+    -- the charges in the order of their accounts, then ids (L10 below)
+    by_account integer[];
+    credits_used numeric[];
+    balance numeric;
+    discount numeric;
+    used numeric;
+    rounds bigint;
+    -- the charges a round's coupons reduce
+    reduced integer[];
+    g record;
+    -- whether any discount or credit line is to be written
+    any_line boolean := false;
+BEGIN
+    -- a restore copies the charge's discount and credit lines, and the
+    -- coupon's periods left, with it (restored_copy); the lines written
+    -- here are no charges and end the nested statement at once
+    SELECT array_agg(x.id ORDER BY x.id), array_agg(x.tenant_id ORDER BY x.id), array_agg(x.account_id ORDER BY x.id),
+           array_agg(x.subscription_id ORDER BY x.id), array_agg(x.addon_batch_id ORDER BY x.id),
+           array_agg(x.amount ORDER BY x.id), array_agg(x.currency ORDER BY x.id), array_agg(x.period ORDER BY x.id),
+           array_agg(x.item ORDER BY x.id), array_agg(x.plan ORDER BY x.id), array_agg(x.rank ORDER BY x.id)
+      INTO ids, tenants, accounts, subs, batches, amounts, currencies, periods, items, plans, ranks
+      FROM (SELECT n.id, n.tenant_id, n.account_id, n.subscription_id, n.addon_batch_id, n.amount, n.currency,
+                   n.period, n.item, n.plan,
+                   CASE WHEN n.subscription_id IS NOT NULL AND n.item = 'plan'
+                        THEN row_number() OVER (PARTITION BY n.tenant_id, n.subscription_id, n.item = 'plan'
+                                                ORDER BY n.id) END AS rank
+              FROM new_rows AS n
+             WHERE n.kind = 'charge'
+               AND NOT subscription.restored_copy('subscription.ledger_id_seq', n.id)) AS x;
+    IF ids IS NULL THEN
+        RETURN NULL;
+    END IF;
+    discounts := array_fill(0::numeric, ARRAY[cardinality(ids)]);
+    notes := array_fill(NULL::text, ARRAY[cardinality(ids)]);
+
+    -- Z10: the coupon, a round per rank, so that a second plan charge of a
+    -- subscription finds the periods the first one used
+    SELECT coalesce(max(k), 0) INTO rounds FROM unnest(ranks) AS k;
+    FOR r IN 1 .. rounds LOOP
+        reduced := '{}';
+        FOR i IN 1 .. cardinality(ids) LOOP
+            CONTINUE WHEN ranks[i] IS DISTINCT FROM r;
+            discount := subscription.coupon_discount(tenants[i], subs[i], amounts[i], currencies[i]);
+            CONTINUE WHEN discount <= 0;
+            SELECT x.* INTO c FROM subscription.subscription AS s
+              JOIN subscription.coupon AS x ON x.code = s.coupon
+             WHERE s.tenant_id = tenants[i] AND s.id = subs[i];
+            discounts[i] := discount;
+            notes[i] := format('coupon %s: %s off', c.code,
+                               coalesce(c.percent_off::text || '%', c.amount_off::text || ' ' || c.currency));
+            reduced := reduced || i;
+            any_line := true;
+        END LOOP;
+        -- a period of each coupon used (a subscription once a round)
+        FOR g IN
+            SELECT array_agg(DISTINCT tenants[u.i]) AS tenant_set, array_agg(tenants[u.i] ORDER BY u.k) AS ts,
+                   array_agg(subs[u.i] ORDER BY u.k) AS ss
+              FROM unnest(reduced) WITH ORDINALITY AS u(i, k)
+             GROUP BY CASE WHEN per_tenant THEN tenants[u.i] END
+             ORDER BY min(u.k)
+        LOOP
+            PERFORM set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
+            UPDATE subscription.subscription AS s
+               SET coupon_periods_left = s.coupon_periods_left - 1
+              FROM (SELECT d.tenant_id, d.id FROM unnest(g.ts, g.ss) WITH ORDINALITY AS d(tenant_id, id, k)
+                     ORDER BY d.k) AS d
+             WHERE s.tenant_id = ANY (g.tenant_set) AND s.tenant_id = d.tenant_id AND s.id = d.id
+               AND s.coupon_periods_left IS NOT NULL;
+            PERFORM set_config('enable_hashjoin', joins[1], true), set_config('enable_mergejoin', joins[2], true);
+        END LOOP;
+    END LOOP;
+
+    -- L10: an account's credit in a currency, read once per statement,
+    -- without a lock first (the common case is none); what one charge uses
+    -- is gone for the next.  Accounts are independent, so one pass over
+    -- the charges sorted by account (ids in order within each) gives each
+    -- charge what the id order would, at a cost that grows with the
+    -- charges, not with their square; the lines follow in the ids' order.
+    credits_used := array_fill(0::numeric, ARRAY[cardinality(ids)]);
+    SELECT array_agg(x.o ORDER BY x.tenant_id, x.account_id, x.currency, x.o) INTO by_account
+      FROM ROWS FROM (unnest(tenants), unnest(accounts), unnest(currencies)) WITH ORDINALITY
+           AS x(tenant_id, account_id, currency, o);
+    FOR k IN 1 .. cardinality(by_account) LOOP
+        i := by_account[k];
+        IF k = 1 OR (tenants[i], accounts[i], currencies[i])
+                    IS DISTINCT FROM (tenants[by_account[k - 1]], accounts[by_account[k - 1]], currencies[by_account[k - 1]]) THEN
+            balance := subscription.credit_balance(tenants[i], accounts[i], currencies[i]);
+            IF balance > 0 THEN
+                -- concurrent charges of the account take its credit one at a time
+                PERFORM FROM subscription.account AS a WHERE a.tenant_id = tenants[i] AND a.id = accounts[i]
+                    FOR NO KEY UPDATE;
+                balance := subscription.credit_balance(tenants[i], accounts[i], currencies[i]);
+            END IF;
+        END IF;
+        used := least(balance, amounts[i] - discounts[i]);
+        IF used > 0 THEN
+            credits_used[i] := used;
+            balance := balance - used;
+            any_line := true;
+        END IF;
+    END LOOP;
+
+    -- each charge's discount, then its credit, in the order of the
+    -- charges: one INSERT from the arrays, read in one pass (none, and so
+    -- no statement triggers, without a line)
+    IF NOT any_line THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan,
+            charge_id, description)
+    SELECT x.tenant_id, x.account_id, x.subscription_id, l.batch, l.kind, l.amount, x.currency, x.period, x.item, x.plan,
+           x.id, l.description
+      FROM ROWS FROM (unnest(ids), unnest(tenants), unnest(accounts), unnest(subs), unnest(batches), unnest(currencies),
+                      unnest(periods), unnest(items), unnest(plans), unnest(discounts), unnest(notes),
+                      unnest(credits_used)) WITH ORDINALITY
+           AS x(id, tenant_id, account_id, subscription_id, batch, currency, period, item, plan, discount, note, used, k)
+     CROSS JOIN LATERAL (VALUES (1, 'discount', x.discount, NULL::bigint, x.note),
+                                (2, 'credit_used', x.used, x.batch, format('credit pays charge %s', x.id)))
+           AS l(o, kind, amount, batch, description)
+     WHERE l.amount > 0
+     ORDER BY x.k, l.o;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.reduce_charge() IS 'Trigger: a coupon''s discount and the account''s credit on every charge line';
+
+CREATE OR REPLACE FUNCTION subscription.sync_license_counter()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- its transition tables joined by hash, whatever statement fired it (a
+-- renewal's UPDATE runs with nested loops alone: renew_common_group)
+SET enable_hashjoin = on
+AS $$
+DECLARE
+    tenants bigint[];
+    subs bigint[];
+    is_active boolean;
+    capacity integer;
+    -- the logical table, from the trigger's argument (issue 17)
+    logical text := TG_ARGV[0];
+BEGIN
+    -- a restore copies the counter (restored_copy): the copy is trusted,
+    -- and verify() compares it with the licenses afterwards
+    IF TG_OP = 'INSERT' AND logical = 'subscription' THEN
+        SELECT array_agg(n.tenant_id ORDER BY n.tenant_id, n.id), array_agg(n.id ORDER BY n.tenant_id, n.id)
+          INTO tenants, subs
+          FROM new_rows AS n
+         WHERE NOT subscription.restored_copy('subscription.subscription_id_seq', n.id);
+    ELSIF TG_OP = 'UPDATE' AND logical = 'subscription' THEN
+        SELECT array_agg(n.tenant_id ORDER BY n.tenant_id, n.id), array_agg(n.id ORDER BY n.tenant_id, n.id)
+          INTO tenants, subs
+          FROM old_rows AS o JOIN new_rows AS n ON n.tenant_id = o.tenant_id AND n.id = o.id
+         WHERE (o.quantity, o.status) IS DISTINCT FROM (n.quantity, n.status)
+            OR ROW(o.*) IS NOT DISTINCT FROM ROW(n.*);
+    ELSIF TG_OP = 'DELETE' THEN
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.subscription_id),
+               array_agg(x.subscription_id ORDER BY x.tenant_id, x.subscription_id)
+          INTO tenants, subs
+          FROM (SELECT DISTINCT b.tenant_id, b.subscription_id FROM old_rows AS b) AS x;
+    ELSE
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.subscription_id),
+               array_agg(x.subscription_id ORDER BY x.tenant_id, x.subscription_id)
+          INTO tenants, subs
+          FROM (SELECT DISTINCT b.tenant_id, b.subscription_id
+                  FROM new_rows AS b
+                 WHERE TG_OP = 'UPDATE'
+                    OR NOT subscription.restored_copy('subscription.addon_batch_id_seq', b.id)) AS x;
+    END IF;
+    FOR k IN 1 .. coalesce(cardinality(subs), 0) LOOP
+        -- each statement names the tenant: on Citus a trigger on a shard
+        -- runs only statements on its own node (issue 17)
+        SELECT subscription.assigns_licenses(s.tenant_id, s.account_id, s.status) INTO is_active
+          FROM subscription.subscription AS s WHERE s.tenant_id = tenants[k] AND s.id = subs[k];
+        CONTINUE WHEN NOT FOUND;
+        capacity := subscription.license_capacity(tenants[k], subs[k]);
+        INSERT INTO subscription.license_counter AS c (tenant_id, subscription_id, capacity, active)
+        VALUES (tenants[k], subs[k], capacity, is_active)
+        ON CONFLICT (tenant_id, subscription_id) DO UPDATE
+           SET capacity = excluded.capacity, active = excluded.active
+         WHERE (c.capacity, c.active) IS DISTINCT FROM (excluded.capacity, excluded.active);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.sync_license_counter() IS 'Trigger: seat capacities follow quantities, statuses and add-on batches';
+
+CREATE OR REPLACE FUNCTION subscription.sync_service_seats()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- its transition tables joined by hash, whatever statement fired it (a
+-- renewal's UPDATE runs with nested loops alone: renew_common_group)
+SET enable_hashjoin = on
+AS $$
+DECLARE
+    ids bigint[];
+    old_plans text[];
+    new_plans text[];
+    subs bigint[];
+BEGIN
+    -- the logical table, from the trigger's argument (issue 17)
+    IF TG_ARGV[0] IN ('plan', 'suite_component') AND NOT subscription.catalog_reads_tenants() THEN
+        -- a Citus worker's placement of the catalog: the coordinator's
+        -- rebuilds the seats, on every shard
+        RETURN NULL;
+    ELSIF TG_ARGV[0] = 'plan' THEN
+        -- the plans whose seat or product changed, read first
+        SELECT array_agg(n.code) FILTER (WHERE subscription.seat_product(o.kind, o.product) IS DISTINCT FROM
+                                                subscription.seat_product(n.kind, n.product)),
+               array_agg(n.code) FILTER (WHERE o.product IS DISTINCT FROM n.product)
+          INTO old_plans, new_plans
+          FROM old_rows AS o JOIN new_rows AS n ON n.code = o.code;
+        -- the plan's own subscriptions, and (Z3) those of the suites that include it
+        PERFORM subscription.reseat_licenses(ARRAY(
+            SELECT s.id FROM subscription.subscription AS s
+             WHERE s.plan = ANY (old_plans)
+                OR s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc
+                               WHERE sc.plan = ANY (new_plans))));
+    ELSIF TG_ARGV[0] = 'suite_component' THEN
+        -- Z3: a suite's licenses seat the products of the plans it includes
+        IF TG_OP = 'INSERT' THEN
+            SELECT array_agg(n.suite_plan) INTO old_plans FROM new_rows AS n;
+        ELSIF TG_OP = 'DELETE' THEN
+            SELECT array_agg(o.suite_plan) INTO old_plans FROM old_rows AS o;
+        ELSE
+            SELECT array_agg(x.suite_plan) INTO old_plans
+              FROM (SELECT o.suite_plan FROM old_rows AS o UNION SELECT n.suite_plan FROM new_rows AS n) AS x;
+        END IF;
+        PERFORM subscription.reseat_licenses(ARRAY(
+            SELECT s.id FROM subscription.subscription AS s WHERE s.plan = ANY (old_plans)));
+    ELSE
+        -- the subscriptions whose plan changed, read into a local set first
+        -- (on Citus a transition table is never joined with another table)
+        SELECT array_agg(n.id ORDER BY n.tenant_id, n.id), array_agg(o.plan ORDER BY n.tenant_id, n.id),
+               array_agg(n.plan ORDER BY n.tenant_id, n.id)
+          INTO ids, old_plans, new_plans
+          FROM old_rows AS o JOIN new_rows AS n ON n.tenant_id = o.tenant_id AND n.id = o.id
+         WHERE o.plan IS DISTINCT FROM n.plan;
+        FOR k IN 1 .. coalesce(cardinality(ids), 0) LOOP
+            IF (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = old_plans[k])
+               IS DISTINCT FROM
+               (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = new_plans[k])
+               -- Z3: from or to a suite, the included products may change
+               OR EXISTS (SELECT FROM subscription.suite_component AS sc
+                           WHERE sc.suite_plan IN (old_plans[k], new_plans[k])) THEN
+                subs := subs || ids[k];
+            END IF;
+        END LOOP;
+        IF subs IS NOT NULL THEN
+            PERFORM subscription.reseat_licenses(subs);
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.sync_service_seats() IS 'Trigger: service seats follow plan and suite changes (R11, Z3)';
+
+CREATE OR REPLACE FUNCTION subscription.refresh_limits()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- its transition tables joined by hash, whatever statement fired it (a
+-- renewal's UPDATE runs with nested loops alone: renew_common_group)
+SET enable_hashjoin = on
+AS $$
+DECLARE
+    account bigint;
+    accounts bigint[];
+    tenants bigint[];
+    plans text[];
+    features text[];
+    addons text[];
+    -- the logical table, from the trigger's argument (issue 17)
+    logical text := TG_ARGV[0];
+BEGIN
+    IF logical IN ('subscription', 'addon_batch') THEN
+        -- the rows concerned, as they were and as they are: (tenant,
+        -- account) of a subscription, (tenant, subscription) of a batch
+        IF logical = 'subscription' AND TG_OP = 'INSERT' THEN
+            SELECT array_agg(n.tenant_id), array_agg(n.account_id) INTO tenants, accounts FROM new_rows AS n;
+        ELSIF logical = 'subscription' AND TG_OP = 'DELETE' THEN
+            SELECT array_agg(o.tenant_id), array_agg(o.account_id) INTO tenants, accounts FROM old_rows AS o;
+        ELSIF TG_OP = 'INSERT' THEN
+            SELECT array_agg(n.tenant_id), array_agg(n.subscription_id) INTO tenants, accounts FROM new_rows AS n;
+        ELSIF TG_OP = 'DELETE' THEN
+            SELECT array_agg(o.tenant_id), array_agg(o.subscription_id) INTO tenants, accounts FROM old_rows AS o;
+        ELSIF logical = 'subscription' THEN
+            SELECT array_agg(x.tenant_id), array_agg(x.account_id) INTO tenants, accounts
+              FROM old_rows AS o JOIN new_rows AS n ON n.tenant_id = o.tenant_id AND n.id = o.id
+             CROSS JOIN LATERAL (VALUES (o.tenant_id, o.account_id), (n.tenant_id, n.account_id)) AS x (tenant_id, account_id)
+             WHERE (o.account_id, o.plan, o.quantity, o.status, o.plan_version)
+                   IS DISTINCT FROM (n.account_id, n.plan, n.quantity, n.status, n.plan_version)
+                OR ROW(o.*) IS NOT DISTINCT FROM ROW(n.*);
+        ELSE
+            SELECT array_agg(x.tenant_id), array_agg(x.subscription_id) INTO tenants, accounts
+              FROM (SELECT o.tenant_id, o.subscription_id FROM old_rows AS o
+                    UNION ALL
+                    SELECT n.tenant_id, n.subscription_id FROM new_rows AS n) AS x;
+        END IF;
+        IF logical = 'addon_batch' THEN
+            -- a batch's subscription's account, by its tenant (a SELECT
+            -- INTO: Citus plans no assignment that reads a table)
+            FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
+                account := NULL;
+                SELECT s.account_id INTO account FROM subscription.subscription AS s
+                 WHERE s.tenant_id = tenants[k] AND s.id = accounts[k];
+                accounts[k] := account;
+            END LOOP;
+        END IF;
+        -- each account once, in the order of the keys
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.account_id), array_agg(x.account_id ORDER BY x.tenant_id, x.account_id)
+          INTO tenants, accounts
+          FROM (SELECT DISTINCT t.tenant_id, t.account_id FROM unnest(tenants, accounts) AS t (tenant_id, account_id)
+                 WHERE t.account_id IS NOT NULL) AS x;
+        FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
+            PERFORM subscription.refresh_account_limits(tenants[k], accounts[k], NULL);
+        END LOOP;
+        RETURN NULL;
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension AS e WHERE e.extname = 'citus') THEN
+        -- no fan-out from a reference table (issue 17): the limit version
+        RETURN NULL;
+    END IF;
+    -- the catalog rows the statement wrote, as they were and as they are
+    IF logical = 'plan_limit' THEN
+        IF TG_OP <> 'INSERT' THEN
+            SELECT array_agg(o.plan), array_agg(o.feature) INTO plans, features FROM old_rows AS o;
+        END IF;
+        IF TG_OP <> 'DELETE' THEN
+            SELECT coalesce(plans, '{}') || array_agg(n.plan), coalesce(features, '{}') || array_agg(n.feature)
+              INTO plans, features FROM new_rows AS n;
+        END IF;
+    ELSIF logical = 'suite_component' THEN
+        IF TG_OP <> 'INSERT' THEN
+            SELECT array_agg(o.suite_plan) INTO plans FROM old_rows AS o;
+        END IF;
+        IF TG_OP <> 'DELETE' THEN
+            SELECT coalesce(plans, '{}') || array_agg(n.suite_plan) INTO plans FROM new_rows AS n;
+        END IF;
+    ELSE
+        SELECT array_agg(n.code) INTO addons
+          FROM old_rows AS o JOIN new_rows AS n ON n.code = o.code
+         WHERE (o.feature, o.units) IS DISTINCT FROM (n.feature, n.units);
+    END IF;
+    -- the accounts concerned with their tenants, each (account, feature)
+    -- once, in the order of the keys: the subscriptions of a plan and of
+    -- the suites that include it (Z3), of a suite, of an add-on's batches
+    IF logical = 'plan_limit' THEN
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.account_id, x.feature),
+               array_agg(x.account_id ORDER BY x.tenant_id, x.account_id, x.feature),
+               array_agg(x.feature ORDER BY x.tenant_id, x.account_id, x.feature)
+          INTO tenants, accounts, features
+          FROM (SELECT DISTINCT s.tenant_id, s.account_id, p.feature
+                  FROM unnest(plans, features) AS p (plan, feature)
+                  JOIN subscription.subscription AS s
+                    ON s.plan = p.plan
+                    OR s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc
+                                   WHERE sc.plan = p.plan)) AS x;
+    ELSIF logical = 'suite_component' THEN
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.account_id),
+               array_agg(x.account_id ORDER BY x.tenant_id, x.account_id), NULL
+          INTO tenants, accounts, features
+          FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
+                 WHERE s.plan = ANY (plans)) AS x;
+    ELSE
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.account_id),
+               array_agg(x.account_id ORDER BY x.tenant_id, x.account_id), NULL
+          INTO tenants, accounts, features
+          FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
+                  JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
+                 WHERE b.addon = ANY (addons)) AS x;
+    END IF;
+    FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
+        PERFORM subscription.refresh_account_limits(tenants[k], accounts[k], features[k]);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.refresh_limits() IS 'Trigger: the limits stored in the usage counters follow what they are computed from';
+
+CREATE OR REPLACE FUNCTION subscription.renew_common(tenants bigint[], at timestamptz, OUT handled integer, OUT rest bigint[])
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    locked bigint[];
+    ts bigint[];
+    ids bigint[];
+    pos bigint[];
+    tenant bigint;
+    other bigint;
+    n integer := 0;
+    first_n integer;
+    left_to bigint[];
+BEGIN
+    handled := 0;
+    rest := '{}';
+    -- the tenants' locks, as renew_account takes them
+    locked := ARRAY(SELECT a.id FROM subscription.account AS a
+                     WHERE a.tenant_id = ANY (tenants) AND a.id = a.tenant_id
+                     ORDER BY a.id
+                       FOR NO KEY UPDATE SKIP LOCKED);
+    -- their due subscriptions, locked; the tenants all of whose due
+    -- subscriptions renew the common way
+    WITH due AS (
+        SELECT x.tenant_id, x.id, upper(x.period) AS e, x.plan, x.cycle, x.quantity, x.plan_version,
+               x.status = 'active' AND x.paused_at IS NULL AND NOT x.cancel_at_period_end AND x.renewal = 'always'
+               AND x.pending_plan IS NULL AND x.pending_cycle IS NULL AND x.pending_quantity IS NULL
+               AND NOT coalesce(x.migrate_at <= upper(x.period), false)
+               AND upper(subscription.nth_period(x.anchor, x.cycle, x.period_number + 1)) > at AS plain
+          FROM subscription.subscription AS x
+         WHERE x.tenant_id = ANY (locked) AND x.status IN ('active', 'trialing') AND upper(x.period) <= at
+           FOR NO KEY UPDATE OF x SKIP LOCKED),
+         -- each plan, cycle, quantity and version priced once
+         terms AS MATERIALIZED (
+        SELECT d.plan, d.cycle, d.quantity, d.plan_version,
+               (subscription.find_price(d.plan, d.cycle, d.quantity, d.plan_version)).problem IS NULL
+               AND pr.renewal_quantity = 'keep' AS plain,
+               -- usage billed in arrears (issue 21): renew_common_group bills it
+               EXISTS (SELECT FROM subscription.plan_usage_price AS up WHERE up.plan = d.plan) AS metered
+          FROM (SELECT DISTINCT ON (d.plan, d.cycle::text, d.quantity, d.plan_version)
+                       d.plan, d.cycle, d.quantity, d.plan_version
+                  FROM due AS d
+                 WHERE d.plain) AS d
+          JOIN subscription.plan AS p ON p.code = d.plan
+          JOIN subscription.product AS pr ON pr.code = p.product),
+         -- the active batches of the plain ones, and whether each add-on
+         -- renews priced at its cycle (priceless_addons, renewal_problem's
+         -- rule), asked once per add-on and cycle
+         batches AS (
+        SELECT d.tenant_id, d.id, b.addon, d.cycle, b.cancel_at_period_end
+          FROM due AS d
+          JOIN subscription.addon_batch AS b ON b.tenant_id = d.tenant_id AND b.subscription_id = d.id
+         WHERE d.plain AND b.status = 'active'),
+         addon_terms AS MATERIALIZED (
+        SELECT t.addon, t.cycle, subscription.priceless_addons(ARRAY[t.addon], t.cycle) IS NULL AS priced
+          FROM (SELECT DISTINCT ON (b.addon, b.cycle::text) b.addon, b.cycle FROM batches AS b) AS t),
+         checked AS (
+        SELECT d.tenant_id, d.id, d.e, coalesce(tm.metered, false) AS metered,
+               d.plain AND coalesce(tm.plain, false)
+               -- a batch cancelled for the period end (K4) goes to renew_account
+               AND NOT EXISTS (SELECT FROM batches AS b
+                                 JOIN addon_terms AS pt ON pt.addon = b.addon AND pt.cycle::text = b.cycle::text
+                                WHERE b.tenant_id = d.tenant_id AND b.id = d.id
+                                  AND (b.cancel_at_period_end OR NOT pt.priced)) AS plain
+          FROM due AS d
+          LEFT JOIN terms AS tm
+            ON tm.plan = d.plan AND tm.cycle::text = d.cycle::text AND tm.quantity = d.quantity
+           AND tm.plan_version = d.plan_version)
+    -- each tenant's in its order, as renew_account renews them
+    SELECT array_agg(c.tenant_id ORDER BY u.k, c.e, c.id), array_agg(c.id ORDER BY u.k, c.e, c.id),
+           array_agg(u.k ORDER BY u.k, c.e, c.id)
+      INTO ts, ids, pos
+      FROM checked AS c
+      JOIN unnest(tenants) WITH ORDINALITY AS u(tenant_id, k) ON u.tenant_id = c.tenant_id
+     WHERE c.tenant_id IN (SELECT x.tenant_id FROM checked AS x GROUP BY x.tenant_id
+                            -- a metered one renews set-based alone in its tenant: its usage line
+                            -- comes first, as renew_period writes it (credit pays in that order)
+                            HAVING bool_and(x.plain) AND (count(*) = 1 OR NOT bool_or(x.metered)));
+    ts := coalesce(ts, '{}');
+
+    -- the tenants in their order; a NULL at the end renews the last group
+    FOREACH tenant IN ARRAY tenants || NULL::bigint LOOP
+        n := n + 1;
+        IF tenant = ANY (ts) THEN
+            first_n := coalesce(first_n, n);
+            CONTINUE;
+        END IF;
+        IF first_n IS NOT NULL THEN
+            PERFORM subscription.renew_common_group(
+                ARRAY(SELECT g.t FROM unnest(ts, ids, pos) AS g(t, id, k) WHERE g.k BETWEEN first_n AND n - 1),
+                ARRAY(SELECT g.id FROM unnest(ts, ids, pos) AS g(t, id, k) WHERE g.k BETWEEN first_n AND n - 1));
+            handled := handled + (SELECT count(*) FROM unnest(pos) AS g(k) WHERE g.k BETWEEN first_n AND n - 1);
+            -- a common tenant with a subscription still due: renew_account's
+            left_to := ARRAY(SELECT u.t FROM unnest(tenants) WITH ORDINALITY AS u(t, k)
+                              WHERE u.k BETWEEN first_n AND n - 1
+                                AND EXISTS (SELECT FROM subscription.subscription AS x
+                                             WHERE x.tenant_id = u.t AND x.status IN ('active', 'trialing')
+                                               AND upper(x.period) <= at)
+                              ORDER BY u.k);
+            FOREACH other IN ARRAY left_to LOOP
+                handled := handled + subscription.renew_account(other, at);
+            END LOOP;
+            rest := rest || left_to;
+            first_n := NULL;
+        END IF;
+        IF tenant IS NOT NULL THEN
+            handled := handled + subscription.renew_account(tenant, at);
+            rest := rest || tenant;
+        END IF;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_common(bigint[], timestamptz) IS
+'Internal: the renewals of one batch on a single server: its common ones set-based (renew_common_group), the others by renew_account';
+
+CREATE OR REPLACE FUNCTION subscription.renew_common_group(t bigint[], ids bigint[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    joins text[];
+    due subscription.subscription;
+    metered subscription.subscription[] := '{}';
+    -- the charge lines, in renewal order
+    lt bigint[]; la bigint[]; ls bigint[]; lb bigint[]; lamount numeric[]; lcurrency text[];
+    lperiod tstzrange[]; litem text[]; lplan text[]; ldescription text[];
+    -- their billing events, in the order of their first lines, and invoices
+    et bigint[]; ea bigint[]; es bigint[]; ecurrency text[]; eat timestamptz[]; eplan text[]; einvoice bigint[];
+    -- the billing event of each line, whether it is the event's first
+    levent bigint[];
+    lfirst boolean[];
+    g record;
+    opened bigint[];
+BEGIN
+    -- U3: the ending periods' usage, billed in arrears as renew_period
+    -- bills it (bill_usage: usage_due's pricing), in renewal order
+    FOR due IN SELECT x.* FROM unnest(t, ids) WITH ORDINALITY AS r(tenant_id, id, k)
+               JOIN subscription.subscription AS x ON x.tenant_id = r.tenant_id AND x.id = r.id
+              WHERE x.plan IN (SELECT up.plan FROM subscription.plan_usage_price AS up)
+              ORDER BY r.k LOOP
+        PERFORM subscription.bill_usage(due, upper(due.period));
+        metered := metered || due;
+    END LOOP;
+    -- the periods move (renew_period's common renewal), in the order given
+    joins := ARRAY[current_setting('enable_hashjoin'), current_setting('enable_mergejoin')];
+    PERFORM set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
+    UPDATE subscription.subscription AS x
+       SET period_number = x.period_number + 1,
+           period = subscription.nth_period(x.anchor, x.cycle, x.period_number + 1),
+           paid_quantity = x.quantity, pending_cycle = NULL, renewal = x.renewal
+      FROM (SELECT r.tenant_id, r.id FROM unnest(t, ids) WITH ORDINALITY AS r(tenant_id, id, k) ORDER BY r.k) AS r
+     WHERE x.tenant_id = r.tenant_id AND x.id = r.id;
+    PERFORM set_config('enable_hashjoin', joins[1], true), set_config('enable_mergejoin', joins[2], true);
+
+    -- each subscription's plan line, then its batches', in renewal order
+    WITH r AS (SELECT r.tenant_id, r.id, r.k FROM unnest(t, ids) WITH ORDINALITY AS r(tenant_id, id, k)),
+         s AS (SELECT x.*, r.k FROM r JOIN subscription.subscription AS x ON x.tenant_id = r.tenant_id AND x.id = r.id),
+         prices AS MATERIALIZED (
+        SELECT d.plan, d.cycle, d.quantity, d.plan_version, pp.amount, pp.currency
+          FROM (SELECT DISTINCT ON (s.plan, s.cycle::text, s.quantity, s.plan_version)
+                       s.plan, s.cycle, s.quantity, s.plan_version
+                  FROM s) AS d
+          CROSS JOIN LATERAL subscription.period_price(d.plan, d.cycle, d.quantity, d.plan_version) AS pp),
+         batches AS (
+        SELECT s.k, b.id, b.addon, b.quantity, s.cycle
+          FROM s
+          JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
+          JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time),
+         addon_prices AS MATERIALIZED (
+        SELECT d.addon, d.cycle, d.quantity, ap.amount, ap.currency
+          FROM (SELECT DISTINCT ON (b.addon, b.cycle::text, b.quantity) b.addon, b.cycle, b.quantity
+                  FROM batches AS b) AS d
+          CROSS JOIN LATERAL subscription.addon_period_price(d.addon, d.cycle, d.quantity) AS ap)
+    SELECT array_agg(l.tenant_id ORDER BY l.k, l.batch_order), array_agg(l.account_id ORDER BY l.k, l.batch_order),
+           array_agg(l.subscription_id ORDER BY l.k, l.batch_order), array_agg(l.addon_batch_id ORDER BY l.k, l.batch_order),
+           array_agg(l.amount ORDER BY l.k, l.batch_order), array_agg(l.currency ORDER BY l.k, l.batch_order),
+           array_agg(l.period ORDER BY l.k, l.batch_order), array_agg(l.item ORDER BY l.k, l.batch_order),
+           array_agg(l.plan ORDER BY l.k, l.batch_order), array_agg(l.description ORDER BY l.k, l.batch_order)
+      INTO lt, la, ls, lb, lamount, lcurrency, lperiod, litem, lplan, ldescription
+      FROM (SELECT s.k, 0::bigint AS batch_order, s.tenant_id, s.account_id, s.id AS subscription_id,
+                   NULL::bigint AS addon_batch_id, subscription.round_money(p.amount, p.currency) AS amount, p.currency,
+                   s.period, 'plan' AS item, s.plan,
+                   format('renewal: plan %s, cycle %s, quantity %s', s.plan, s.cycle, s.quantity) AS description
+              FROM s JOIN prices AS p
+                ON p.plan = s.plan AND p.cycle::text = s.cycle::text AND p.quantity = s.quantity
+               AND p.plan_version = s.plan_version
+            UNION ALL
+            SELECT s.k, b.id, s.tenant_id, s.account_id, s.id, b.id,
+                   subscription.round_money(ap.amount, ap.currency), ap.currency, s.period, 'addon', s.plan,
+                   format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, s.cycle)
+              FROM s
+              JOIN batches AS b ON b.k = s.k
+              JOIN addon_prices AS ap ON ap.addon = b.addon AND ap.cycle::text = b.cycle::text AND ap.quantity = b.quantity)
+           AS l;
+    -- I1, I2: the invoice of each billing event (a subscription's lines at
+    -- the period's start, in a currency), as invoice_line would find or
+    -- open it for the event's first line: one this transaction opened, or
+    -- new ones, opened set-based over the group's tenants
+    -- (open_invoices_of), numbered in the lines' order; the lines name
+    -- them (issue 18)
+    SELECT array_agg(l.event ORDER BY l.n), array_agg(l.n = l.first ORDER BY l.n) INTO levent, lfirst
+      FROM (SELECT l.n, l.first, dense_rank() OVER (ORDER BY l.first) AS event
+              FROM (SELECT l.n, min(l.n) OVER (PARTITION BY l.tenant_id, l.account_id, l.subscription_id, l.currency,
+                                                            lower(l.period)) AS first
+                      FROM unnest(lt, la, ls, lcurrency, lperiod) WITH ORDINALITY
+                           AS l(tenant_id, account_id, subscription_id, currency, period, n)) AS l) AS l;
+    SELECT array_agg(l.tenant_id ORDER BY l.n), array_agg(l.account_id ORDER BY l.n),
+           array_agg(l.subscription_id ORDER BY l.n), array_agg(l.currency ORDER BY l.n),
+           array_agg(lower(l.period) ORDER BY l.n), array_agg(l.plan ORDER BY l.n),
+           array_agg((SELECT i.id FROM subscription.invoice_record AS i
+                       WHERE i.tenant_id = l.tenant_id AND i.account_id = l.account_id AND i.at = lower(l.period)
+                         AND i.currency = l.currency AND i.subscription_id = l.subscription_id
+                         AND i.corrects_invoice_id IS NULL AND i.xact = pg_current_xact_id()
+                       ORDER BY i.id DESC LIMIT 1) ORDER BY l.n)
+      INTO et, ea, es, ecurrency, eat, eplan, einvoice
+      FROM unnest(lt, la, ls, lcurrency, lperiod, lplan, lfirst) WITH ORDINALITY
+           AS l(tenant_id, account_id, subscription_id, currency, period, plan, first, n)
+     -- each event's first line
+     WHERE l.first;
+    -- the events without one: their invoices opened by one call over
+    -- every tenant of the group, in the order of the events
+    SELECT array_agg(e.k ORDER BY e.k) AS ks, array_agg(e.tenant_id ORDER BY e.k) AS tenants,
+           array_agg(e.account_id ORDER BY e.k) AS accounts, array_agg(e.subscription_id ORDER BY e.k) AS subs,
+           array_agg(e.currency ORDER BY e.k) AS currencies, array_agg(e.at ORDER BY e.k) AS ats,
+           array_agg(e.plan ORDER BY e.k) AS plans
+      INTO g
+      FROM unnest(et, ea, es, ecurrency, eat, eplan, einvoice) WITH ORDINALITY
+           AS e(tenant_id, account_id, subscription_id, currency, at, plan, invoice_id, k)
+     WHERE e.invoice_id IS NULL;
+    IF g.ks IS NOT NULL THEN
+        opened := subscription.open_invoices_of(g.tenants, g.accounts, g.subs, g.currencies, g.ats, g.plans, NULL);
+        FOR o IN 1 .. cardinality(g.ks) LOOP
+            einvoice[g.ks[o]] := opened[o];
+        END LOOP;
+    END IF;
+    -- C2: the constraint makes a second charge of the period impossible
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description,
+            invoice_id)
+    SELECT l.tenant_id, l.account_id, l.subscription_id, l.addon_batch_id, 'charge', l.amount, l.currency, l.period,
+           l.item, l.plan, l.description, einvoice[l.event]
+      FROM unnest(lt, la, ls, lb, lamount, lcurrency, lperiod, litem, lplan, ldescription, levent) WITH ORDINALITY
+           AS l(tenant_id, account_id, subscription_id, addon_batch_id, amount, currency, period, item, plan, description,
+                event, n)
+     ORDER BY l.n
+    ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
+       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+    -- U3: their usage counters close with the new periods
+    PERFORM subscription.open_usage(m.tenant_id, m.account_id)
+       FROM (SELECT DISTINCT m.tenant_id, m.account_id FROM unnest(metered) AS m ORDER BY m.tenant_id, m.account_id) AS m;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_common_group(bigint[], bigint[]) IS
+'Internal: one group of common renewals, set-based: one UPDATE moving the periods, one INSERT of the charges';
+
+-- end of invoices opened and totalled over tenants (issue 18)
+
 -- Citus: create_account(), distribute() (issue 17, docs/citus.md) ---------
 -- A new account with its tenant key, in one INSERT that names it: on Citus
 -- the coordinator routes the row by tenant_id, which an INSERT that leaves

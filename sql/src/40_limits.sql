@@ -814,6 +814,9 @@ LANGUAGE plpgsql
 -- the extension's own bookkeeping: the writer needs no right on its tables
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- its transition tables joined by hash, whatever statement fired it (a
+-- renewal's UPDATE runs with nested loops alone: renew_common_group)
+SET enable_hashjoin = on
 AS $$
 DECLARE
     account bigint;

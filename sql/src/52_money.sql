@@ -83,7 +83,13 @@ COMMENT ON FUNCTION subscription.credit_balance(bigint, text) IS 'The account''s
 -- both, whatever function wrote the charges.  Per statement over the
 -- transition table (issue 18): the statement's charges are read into local
 -- arrays first (on Citus a transition table is never joined with a
--- distributed table), then every statement names the charge's tenant.
+-- distributed table), then every statement names the charges' tenants:
+-- the coupon's periods used by one UPDATE per round over the tenants (one
+-- per tenant on Citus), taking the subscriptions in the charges' order (a
+-- nested loop over the key: no hash or merge join for that statement; its
+-- triggers turn hash joins on again), and the discount and
+-- credit lines written by one INSERT, each charge's discount then its
+-- credit, in the order of the charges.
 CREATE FUNCTION subscription.reduce_charge()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -92,6 +98,9 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    -- one UPDATE per tenant where the tables are distributed
+    per_tenant boolean := subscription.distributed();
+    joins text[] := ARRAY[current_setting('enable_hashjoin'), current_setting('enable_mergejoin')];
     c subscription.coupon;
     ids bigint[];
     tenants bigint[];
@@ -116,6 +125,11 @@ DECLARE
     discount numeric;
     used numeric;
     rounds bigint;
+    -- the charges a round's coupons reduce
+    reduced integer[];
+    g record;
+    -- whether any discount or credit line is to be written
+    any_line boolean := false;
 BEGIN
     -- a restore copies the charge's discount and credit lines, and the
     -- coupon's periods left, with it (restored_copy); the lines written
@@ -143,6 +157,7 @@ BEGIN
     -- subscription finds the periods the first one used
     SELECT coalesce(max(k), 0) INTO rounds FROM unnest(ranks) AS k;
     FOR r IN 1 .. rounds LOOP
+        reduced := '{}';
         FOR i IN 1 .. cardinality(ids) LOOP
             CONTINUE WHEN ranks[i] IS DISTINCT FROM r;
             discount := subscription.coupon_discount(tenants[i], subs[i], amounts[i], currencies[i]);
@@ -153,9 +168,25 @@ BEGIN
             discounts[i] := discount;
             notes[i] := format('coupon %s: %s off', c.code,
                                coalesce(c.percent_off::text || '%', c.amount_off::text || ' ' || c.currency));
+            reduced := reduced || i;
+            any_line := true;
+        END LOOP;
+        -- a period of each coupon used (a subscription once a round)
+        FOR g IN
+            SELECT array_agg(DISTINCT tenants[u.i]) AS tenant_set, array_agg(tenants[u.i] ORDER BY u.k) AS ts,
+                   array_agg(subs[u.i] ORDER BY u.k) AS ss
+              FROM unnest(reduced) WITH ORDINALITY AS u(i, k)
+             GROUP BY CASE WHEN per_tenant THEN tenants[u.i] END
+             ORDER BY min(u.k)
+        LOOP
+            PERFORM set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
             UPDATE subscription.subscription AS s
                SET coupon_periods_left = s.coupon_periods_left - 1
-             WHERE s.tenant_id = tenants[i] AND s.id = subs[i] AND s.coupon_periods_left IS NOT NULL;
+              FROM (SELECT d.tenant_id, d.id FROM unnest(g.ts, g.ss) WITH ORDINALITY AS d(tenant_id, id, k)
+                     ORDER BY d.k) AS d
+             WHERE s.tenant_id = ANY (g.tenant_set) AND s.tenant_id = d.tenant_id AND s.id = d.id
+               AND s.coupon_periods_left IS NOT NULL;
+            PERFORM set_config('enable_hashjoin', joins[1], true), set_config('enable_mergejoin', joins[2], true);
         END LOOP;
     END LOOP;
 
@@ -166,8 +197,9 @@ BEGIN
     -- charge what the id order would, at a cost that grows with the
     -- charges, not with their square; the lines follow in the ids' order.
     credits_used := array_fill(0::numeric, ARRAY[cardinality(ids)]);
-    SELECT array_agg(o ORDER BY tenants[o], accounts[o], currencies[o], o) INTO by_account
-      FROM generate_subscripts(ids, 1) AS o;
+    SELECT array_agg(x.o ORDER BY x.tenant_id, x.account_id, x.currency, x.o) INTO by_account
+      FROM ROWS FROM (unnest(tenants), unnest(accounts), unnest(currencies)) WITH ORDINALITY
+           AS x(tenant_id, account_id, currency, o);
     FOR k IN 1 .. cardinality(by_account) LOOP
         i := by_account[k];
         IF k = 1 OR (tenants[i], accounts[i], currencies[i])
@@ -184,24 +216,30 @@ BEGIN
         IF used > 0 THEN
             credits_used[i] := used;
             balance := balance - used;
+            any_line := true;
         END IF;
     END LOOP;
 
-    FOR i IN 1 .. cardinality(ids) LOOP
-        IF discounts[i] > 0 THEN
-            INSERT INTO subscription.ledger
-                   (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, charge_id, description)
-            VALUES (tenants[i], accounts[i], subs[i], 'discount', discounts[i], currencies[i], periods[i], items[i],
-                    plans[i], ids[i], notes[i]);
-        END IF;
-        IF credits_used[i] > 0 THEN
-            INSERT INTO subscription.ledger
-                   (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan,
-                    charge_id, description)
-            VALUES (tenants[i], accounts[i], subs[i], batches[i], 'credit_used', credits_used[i], currencies[i],
-                    periods[i], items[i], plans[i], ids[i], format('credit pays charge %s', ids[i]));
-        END IF;
-    END LOOP;
+    -- each charge's discount, then its credit, in the order of the
+    -- charges: one INSERT from the arrays, read in one pass (none, and so
+    -- no statement triggers, without a line)
+    IF NOT any_line THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan,
+            charge_id, description)
+    SELECT x.tenant_id, x.account_id, x.subscription_id, l.batch, l.kind, l.amount, x.currency, x.period, x.item, x.plan,
+           x.id, l.description
+      FROM ROWS FROM (unnest(ids), unnest(tenants), unnest(accounts), unnest(subs), unnest(batches), unnest(currencies),
+                      unnest(periods), unnest(items), unnest(plans), unnest(discounts), unnest(notes),
+                      unnest(credits_used)) WITH ORDINALITY
+           AS x(id, tenant_id, account_id, subscription_id, batch, currency, period, item, plan, discount, note, used, k)
+     CROSS JOIN LATERAL (VALUES (1, 'discount', x.discount, NULL::bigint, x.note),
+                                (2, 'credit_used', x.used, x.batch, format('credit pays charge %s', x.id)))
+           AS l(o, kind, amount, batch, description)
+     WHERE l.amount > 0
+     ORDER BY x.k, l.o;
     RETURN NULL;
 END
 $$;

@@ -9,7 +9,7 @@
 -- days later; the method to charge is the account's default now.  Its
 -- opening is recorded at the commit (invoice_opened, I8), with its total;
 -- quiet (a restore) records nothing, which invoice_opened sees by itself
--- (a restoring role).  The checks of its arguments, then open_invoices.
+-- (a restoring role).  The checks of its arguments, then open_invoices_of.
 CREATE FUNCTION subscription.open_invoice(tenant_id bigint, account_id bigint, subscription_id bigint,
                                           currency text, at timestamptz, plan text, corrects bigint,
                                           quiet boolean DEFAULT false)
@@ -30,30 +30,54 @@ BEGIN
     IF NOT EXISTS (SELECT FROM subscription.currency AS c WHERE c.code = open_invoice.currency) THEN
         RAISE EXCEPTION 'currency "%" does not exist', currency USING ERRCODE = 'undefined_object';
     END IF;
-    RETURN (subscription.open_invoices(open_invoice.tenant_id, ARRAY[open_invoice.account_id],
-                                       ARRAY[open_invoice.subscription_id], ARRAY[open_invoice.currency],
-                                       ARRAY[open_invoice.at], ARRAY[open_invoice.plan], ARRAY[open_invoice.corrects]))[1];
+    RETURN (subscription.open_invoices_of(ARRAY[open_invoice.tenant_id], ARRAY[open_invoice.account_id],
+                                          ARRAY[open_invoice.subscription_id], ARRAY[open_invoice.currency],
+                                          ARRAY[open_invoice.at], ARRAY[open_invoice.plan], ARRAY[open_invoice.corrects]))[1];
 END
 $$;
 
 COMMENT ON FUNCTION subscription.open_invoice(bigint, bigint, bigint, text, timestamptz, text, bigint, boolean) IS
 'Internal: a new invoice, numbered gapless in its issuer''s series in this transaction, due after subscription.payment_terms days; its opening recorded at the commit (I1, I3, I8)';
 
--- I1: new invoices of one tenant, numbered in their issuers' series in
--- this transaction in the order given: one series update per issuer (its
--- row stays locked until the commit, so a concurrent invoice of the series
+-- I1: new invoices of one tenant: open_invoices_of with the tenant named
+-- for each.  Kept for the callers naming one tenant (open_invoice).
+CREATE FUNCTION subscription.open_invoices(tenant_id bigint, account_ids bigint[], subscription_ids bigint[],
+                                           currencies text[], ats timestamptz[], plans text[], corrects bigint[])
+RETURNS bigint[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM subscription.require_arguments('open_invoices', '{tenant_id,account_ids,currencies,ats}',
+        ARRAY[tenant_id IS NULL, account_ids IS NULL, currencies IS NULL, ats IS NULL]);
+    RETURN subscription.open_invoices_of(array_fill(open_invoices.tenant_id, ARRAY[cardinality(account_ids)]),
+                                         account_ids, subscription_ids, currencies, ats, plans, corrects);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.open_invoices(bigint, bigint[], bigint[], text[], timestamptz[], text[], bigint[]) IS
+'Internal: new invoices of one tenant, numbered gapless in their issuers'' series in the order given (open_invoices_of; I1, I3)';
+
+-- I1: new invoices of any tenants, numbered in their issuers' series in
+-- this transaction in the order given: one INSERT moving every series
+-- (tenant and issuer) by its count, in (tenant, issuer) order (its row
+-- stays locked until the commit, so a concurrent invoice of the series
 -- waits and takes the next number, and a rollback gives the numbers back:
 -- gapless, in order), one INSERT of the invoices.  Each is due
 -- subscription.payment_terms days after its time; the method to charge is
 -- its account's default now; its issuer the product of its plan (the
 -- subscription's plan when none is named).  Their openings are recorded
--- at the commit (invoice_opened, I8).  Every statement names the tenant,
--- or reads the catalog alone.  No checks of the accounts, subscriptions
--- and currencies: the invoices' foreign keys refuse them (open_invoice
--- checks them first).  renew_common_group opens a batch's invoices with it
--- (issue 18), invoice_line and open_invoice one.
-CREATE FUNCTION subscription.open_invoices(tenant_id bigint, account_ids bigint[], subscription_ids bigint[],
-                                           currencies text[], ats timestamptz[], plans text[], corrects bigint[])
+-- at the commit (invoice_opened, I8).  Every statement on a tenant table
+-- names the tenants given (tenant_id = ANY): on Citus, where a trigger or
+-- a delegated call gives one tenant, it stays on that tenant's shards; on
+-- a single server one call opens the invoices of every tenant of a batch
+-- (issue 18).  No checks of the accounts, subscriptions and currencies:
+-- the invoices' foreign keys refuse them (open_invoice checks them
+-- first).  renew_common_group opens a batch's invoices with it,
+-- invoice_line, open_invoice and open_invoices those of one tenant.
+CREATE FUNCTION subscription.open_invoices_of(tenant_ids bigint[], account_ids bigint[], subscription_ids bigint[],
+                                              currencies text[], ats timestamptz[], plans text[], corrects bigint[])
 RETURNS bigint[]
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -66,56 +90,69 @@ DECLARE
     numbers bigint[];
     ids bigint[];
     methods bigint[];
+    -- the series moved: tenant, issuer, last number taken
+    st bigint[] := '{}';
+    si text[] := '{}';
+    sl bigint[] := '{}';
+    tenant bigint;
     sub bigint;
     plan text;
-    issuer text;
-    last bigint;
-    taken integer;
     made record;
 BEGIN
-    PERFORM subscription.require_arguments('open_invoices', '{tenant_id,account_ids,currencies,ats}',
-        ARRAY[tenant_id IS NULL, account_ids IS NULL, currencies IS NULL, ats IS NULL]);
+    PERFORM subscription.require_arguments('open_invoices_of', '{tenant_ids,account_ids,currencies,ats}',
+        ARRAY[tenant_ids IS NULL, account_ids IS NULL, currencies IS NULL, ats IS NULL]);
     IF n = 0 THEN
         RETURN '{}';
     END IF;
-    IF cardinality(currencies) <> n OR cardinality(ats) <> n
+    IF cardinality(tenant_ids) <> n OR cardinality(currencies) <> n OR cardinality(ats) <> n
        OR cardinality(coalesce(subscription_ids, '{}')) NOT IN (0, n) OR cardinality(coalesce(plans, '{}')) NOT IN (0, n)
        OR cardinality(coalesce(corrects, '{}')) NOT IN (0, n) THEN
         RAISE EXCEPTION 'the arrays of open_invoices() must be of one length' USING ERRCODE = 'array_subscript_error';
     END IF;
+    IF array_position(tenant_ids, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'open_invoices_of(): every invoice must name its tenant' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
     plans := coalesce(plans, array_fill(NULL::text, ARRAY[n]));
     FOR k IN 1 .. n LOOP
         IF plans[k] IS NULL AND subscription_ids[k] IS NOT NULL THEN
-            -- a scalar first: Citus fails to parse an array element
+            -- scalars first: Citus fails to parse an array element
             -- assigned a query of a distributed table
+            tenant := tenant_ids[k];
             sub := subscription_ids[k];
             plan := (SELECT s.plan FROM subscription.subscription AS s
-                      WHERE s.tenant_id = open_invoices.tenant_id AND s.id = sub);
+                      WHERE s.tenant_id = tenant AND s.id = sub);
             plans[k] := plan;
         END IF;
     END LOOP;
     -- the issuer of each, and the method to charge: its account's default now
     SELECT array_agg(coalesce(p.product, '') ORDER BY e.k), array_agg(m.id ORDER BY e.k) INTO issuers, methods
-      FROM unnest(plans, account_ids) WITH ORDINALITY AS e(plan, account_id, k)
+      FROM unnest(plans, account_ids, tenant_ids) WITH ORDINALITY AS e(plan, account_id, tenant_id, k)
       LEFT JOIN subscription.plan AS p ON p.code = e.plan
       LEFT JOIN subscription.payment_method AS m
-        ON m.tenant_id = open_invoices.tenant_id AND m.account_id = e.account_id AND m.is_default;
-    -- each issuer's numbers: the series moved once by the count, then the
-    -- invoices of the issuer numbered in their order
-    numbers := array_fill(NULL::bigint, ARRAY[n]);
-    FOR issuer, taken IN SELECT i.issuer, count(*) FROM unnest(issuers) AS i(issuer) GROUP BY i.issuer ORDER BY i.issuer LOOP
+        ON m.tenant_id = ANY (tenant_ids) AND m.tenant_id = e.tenant_id AND m.account_id = e.account_id AND m.is_default;
+    -- each series moved once by its count, in (tenant, issuer) order, so
+    -- that concurrent openings lock them in one order
+    FOR made IN
         INSERT INTO subscription.invoice_series AS x (tenant_id, issuer, last_number)
-        VALUES (open_invoices.tenant_id, issuer, taken)
-        ON CONFLICT ON CONSTRAINT invoice_series_pkey DO UPDATE SET last_number = x.last_number + taken
-        RETURNING x.last_number INTO last;
-        last := last - taken;
-        FOR k IN 1 .. n LOOP
-            IF issuers[k] = issuer THEN
-                last := last + 1;
-                numbers[k] := last;
-            END IF;
-        END LOOP;
+        SELECT c.tenant_id, c.issuer, c.taken
+          FROM (SELECT e.tenant_id, e.issuer, count(*) AS taken
+                  FROM unnest(tenant_ids, issuers) AS e(tenant_id, issuer)
+                 GROUP BY e.tenant_id, e.issuer) AS c
+         ORDER BY c.tenant_id, c.issuer
+        ON CONFLICT ON CONSTRAINT invoice_series_pkey DO UPDATE SET last_number = x.last_number + excluded.last_number
+        RETURNING x.tenant_id, x.issuer, x.last_number
+    LOOP
+        st := st || made.tenant_id;
+        si := si || made.issuer;
+        sl := sl || made.last_number;
     END LOOP;
+    -- then the invoices of each series numbered in their order: the last
+    -- number taken, less those after them
+    SELECT array_agg(e.number ORDER BY e.k) INTO numbers
+      FROM (SELECT e.k, s.last - count(*) OVER (PARTITION BY e.tenant_id, e.issuer ORDER BY e.k DESC) + 1 AS number
+              FROM unnest(tenant_ids, issuers) WITH ORDINALITY AS e(tenant_id, issuer, k)
+              JOIN unnest(st, si, sl) AS s(tenant_id, issuer, last)
+                ON s.tenant_id = e.tenant_id AND s.issuer = e.issuer) AS e;
     -- one INSERT, its rows (and so RETURNING's) in the order given; on
     -- Citus from no distributed table, no subquery
     ids := '{}';
@@ -123,16 +160,17 @@ BEGIN
         INSERT INTO subscription.invoice_record AS i
                (tenant_id, account_id, subscription_id, issuer, number, at, currency, due_at, payment_method_id,
                 corrects_invoice_id)
-        SELECT open_invoices.tenant_id, e.account_id, e.subscription_id, e.issuer, e.number, e.at, e.currency,
+        SELECT e.tenant_id, e.account_id, e.subscription_id, e.issuer, e.number, e.at, e.currency,
                e.at + terms, e.method, e.corrects
-          FROM unnest(account_ids, coalesce(subscription_ids, array_fill(NULL::bigint, ARRAY[n])), issuers, numbers, ats,
-                      currencies, methods, coalesce(corrects, array_fill(NULL::bigint, ARRAY[n])))
-               WITH ORDINALITY AS e(account_id, subscription_id, issuer, number, at, currency, method, corrects, k)
+          FROM unnest(tenant_ids, account_ids, coalesce(subscription_ids, array_fill(NULL::bigint, ARRAY[n])), issuers,
+                      numbers, ats, currencies, methods, coalesce(corrects, array_fill(NULL::bigint, ARRAY[n])))
+               WITH ORDINALITY AS e(tenant_id, account_id, subscription_id, issuer, number, at, currency, method, corrects, k)
          ORDER BY e.k
-        RETURNING i.id, i.issuer, i.number
+        RETURNING i.id, i.tenant_id, i.issuer, i.number
     LOOP
         ids := ids || made.id;
-        IF (made.issuer, made.number) IS DISTINCT FROM (issuers[cardinality(ids)], numbers[cardinality(ids)]) THEN
+        IF (made.tenant_id, made.issuer, made.number)
+           IS DISTINCT FROM (tenant_ids[cardinality(ids)], issuers[cardinality(ids)], numbers[cardinality(ids)]) THEN
             RAISE EXCEPTION 'open_invoices(): invoice % returned out of order', made.id USING ERRCODE = 'internal_error';
         END IF;
     END LOOP;
@@ -142,8 +180,8 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION subscription.open_invoices(bigint, bigint[], bigint[], text[], timestamptz[], text[], bigint[]) IS
-'Internal: new invoices of one tenant, numbered gapless in their issuers'' series in the order given, one series update per issuer and one INSERT (I1, I3)';
+COMMENT ON FUNCTION subscription.open_invoices_of(bigint[], bigint[], bigint[], text[], timestamptz[], text[], bigint[]) IS
+'Internal: new invoices of any tenants, numbered gapless in their issuers'' series in the order given, one INSERT moving the series and one of the invoices (I1, I3; issue 18)';
 
 -- I3, E1: the history row of an invoice's change of status (and its event
 -- invoice.paid, .void or .uncollectible).  An invoice whose opening is not
@@ -350,8 +388,9 @@ BEGIN
     IF NEW.invoice_id IS NULL THEN
         -- the line's foreign keys check its account, subscription and
         -- currency: no need to check them again here (open_invoice does)
-        NEW.invoice_id := (subscription.open_invoices(NEW.tenant_id, ARRAY[NEW.account_id], ARRAY[NEW.subscription_id],
-                                                      ARRAY[NEW.currency], ARRAY[line_at], ARRAY[NEW.plan], NULL))[1];
+        NEW.invoice_id := (subscription.open_invoices_of(ARRAY[NEW.tenant_id], ARRAY[NEW.account_id],
+                                                         ARRAY[NEW.subscription_id], ARRAY[NEW.currency], ARRAY[line_at],
+                                                         ARRAY[NEW.plan], NULL))[1];
     END IF;
     RETURN NEW;
 END
@@ -366,16 +405,18 @@ ALTER TABLE subscription.ledger ENABLE ALWAYS TRIGGER ledger_invoice;
 
 -- I2, I3: after each statement writing ledger lines, what invoice_line did
 -- per line before issue 18, per statement: the statement's lines read from
--- the transition table grouped by invoice, then per tenant (on Citus every
--- statement names its tenant, and a transition table is never joined with
--- a distributed table) one UPDATE adding each invoice's lines to its total,
--- and settle_invoice for the invoices whose status that changes
--- (invoice_status), in the order of their first lines.  A restore's lines
--- (copied with their invoice and its total) add nothing, except to the
--- invoices opened for them in this transaction (a dump from before 1.1);
--- settled quietly.  Fires before ledger_reduce_charge: the discount and
--- credit lines it writes follow the charges' totals, in statements of
--- their own.
+-- the transition table grouped by invoice, then one UPDATE adding each
+-- invoice's lines to its total over every tenant of the statement (on a
+-- single server), or one per tenant (on Citus, where every statement names
+-- its tenant, and a transition table is never joined with a distributed
+-- table): the same UPDATE, naming the tenants of its group (tenant_id =
+-- ANY).  Then settle_invoice for the invoices whose status that changes
+-- (invoice_status), by tenant in the order of its first line, each
+-- tenant's in the order of their first lines.  A restore's lines (copied
+-- with their invoice and its total) add nothing, except to the invoices
+-- opened for them in this transaction (a dump from before 1.1); settled
+-- quietly.  Fires before ledger_reduce_charge: the discount and credit
+-- lines it writes follow the charges' totals, in statements of their own.
 CREATE FUNCTION subscription.invoice_totals()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -384,34 +425,41 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     replica boolean := current_setting('session_replication_role') = 'replica';
+    -- one UPDATE per tenant where the tables are distributed
+    per_tenant boolean := subscription.distributed();
     t record;
     changed record;
-    -- the invoices of the tenant whose status changes, by first line
+    -- the invoices whose status changes, by first line
     settle bigint[];
     k bigint;
 BEGIN
-    -- per tenant, in the order of its first line, its invoices in the
-    -- order of theirs: each one's lines' sum, the time of its last line
-    -- (what settle_invoice records), whether all are a restore's
+    -- per group (every tenant, or one), by tenant in the order of its
+    -- first line, its invoices in the order of theirs: each one's lines'
+    -- sum, the time of its last line (what settle_invoice records),
+    -- whether all are a restore's
     FOR t IN
-        SELECT x.tenant_id, array_agg(x.invoice_id ORDER BY x.first) AS invoices,
-               array_agg(x.part ORDER BY x.first) AS parts, array_agg(x.at ORDER BY x.first) AS ats,
-               array_agg(x.quiet ORDER BY x.first) AS quiets
-          FROM (SELECT n.tenant_id, n.invoice_id, min(n.id) AS first,
-                       sum(subscription.line_amount(n.kind, n.amount)) AS part,
-                       (array_agg(coalesce(lower(n.period), n.created_at) ORDER BY n.id DESC))[1] AS at,
-                       bool_and(replica OR subscription.restored_copy('subscription.ledger_id_seq', n.id)) AS quiet
-                  FROM new_rows AS n
-                 GROUP BY n.tenant_id, n.invoice_id) AS x
-         GROUP BY x.tenant_id
+        SELECT array_agg(DISTINCT x.tenant_id) AS tenant_set,
+               array_agg(x.tenant_id ORDER BY x.tenant_first, x.first) AS tenants,
+               array_agg(x.invoice_id ORDER BY x.tenant_first, x.first) AS invoices,
+               array_agg(x.part ORDER BY x.tenant_first, x.first) AS parts,
+               array_agg(x.at ORDER BY x.tenant_first, x.first) AS ats,
+               array_agg(x.quiet ORDER BY x.tenant_first, x.first) AS quiets
+          FROM (SELECT x.*, min(x.first) OVER (PARTITION BY x.tenant_id) AS tenant_first
+                  FROM (SELECT n.tenant_id, n.invoice_id, min(n.id) AS first,
+                               sum(subscription.line_amount(n.kind, n.amount)) AS part,
+                               (array_agg(coalesce(lower(n.period), n.created_at) ORDER BY n.id DESC))[1] AS at,
+                               bool_and(replica OR subscription.restored_copy('subscription.ledger_id_seq', n.id)) AS quiet
+                          FROM new_rows AS n
+                         GROUP BY n.tenant_id, n.invoice_id) AS x) AS x
+         GROUP BY CASE WHEN per_tenant THEN x.tenant_id END
          ORDER BY min(x.first)
     LOOP
         settle := '{}';
         FOR changed IN
             UPDATE subscription.invoice_record AS i
                SET total = i.total + d.part
-              FROM unnest(t.invoices, t.parts, t.quiets) WITH ORDINALITY AS d(invoice_id, part, quiet, k)
-             WHERE i.tenant_id = t.tenant_id AND i.id = d.invoice_id
+              FROM unnest(t.tenants, t.invoices, t.parts, t.quiets) WITH ORDINALITY AS d(tenant_id, invoice_id, part, quiet, k)
+             WHERE i.tenant_id = ANY (t.tenant_set) AND i.tenant_id = d.tenant_id AND i.id = d.invoice_id
                AND (NOT d.quiet OR i.xact = pg_current_xact_id())
             RETURNING i.status, i.total, i.paid, d.k
         LOOP
@@ -420,7 +468,7 @@ BEGIN
             END IF;
         END LOOP;
         FOREACH k IN ARRAY (SELECT coalesce(array_agg(x ORDER BY x), '{}') FROM unnest(settle) AS x) LOOP
-            PERFORM subscription.settle_invoice(t.tenant_id, t.invoices[k], t.quiets[k], t.ats[k]);
+            PERFORM subscription.settle_invoice(t.tenants[k], t.invoices[k], t.quiets[k], t.ats[k]);
         END LOOP;
     END LOOP;
     RETURN NULL;

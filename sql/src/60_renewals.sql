@@ -552,17 +552,18 @@ BEGIN
          WHERE x.tenant_id = ANY (locked) AND x.status IN ('active', 'trialing') AND upper(x.period) <= at
            FOR NO KEY UPDATE OF x SKIP LOCKED),
          -- each plan, cycle, quantity and version priced once
-         terms AS (
-        SELECT DISTINCT ON (d.plan, d.cycle::text, d.quantity, d.plan_version)
-               d.plan, d.cycle, d.quantity, d.plan_version,
+         terms AS MATERIALIZED (
+        SELECT d.plan, d.cycle, d.quantity, d.plan_version,
                (subscription.find_price(d.plan, d.cycle, d.quantity, d.plan_version)).problem IS NULL
                AND pr.renewal_quantity = 'keep' AS plain,
                -- usage billed in arrears (issue 21): renew_common_group bills it
                EXISTS (SELECT FROM subscription.plan_usage_price AS up WHERE up.plan = d.plan) AS metered
-          FROM due AS d
+          FROM (SELECT DISTINCT ON (d.plan, d.cycle::text, d.quantity, d.plan_version)
+                       d.plan, d.cycle, d.quantity, d.plan_version
+                  FROM due AS d
+                 WHERE d.plain) AS d
           JOIN subscription.plan AS p ON p.code = d.plan
-          JOIN subscription.product AS pr ON pr.code = p.product
-         WHERE d.plain),
+          JOIN subscription.product AS pr ON pr.code = p.product),
          -- the active batches of the plain ones, and whether each add-on
          -- renews priced at its cycle (priceless_addons, renewal_problem's
          -- rule), asked once per add-on and cycle
@@ -571,7 +572,7 @@ BEGIN
           FROM due AS d
           JOIN subscription.addon_batch AS b ON b.tenant_id = d.tenant_id AND b.subscription_id = d.id
          WHERE d.plain AND b.status = 'active'),
-         addon_terms AS (
+         addon_terms AS MATERIALIZED (
         SELECT t.addon, t.cycle, subscription.priceless_addons(ARRAY[t.addon], t.cycle) IS NULL AS priced
           FROM (SELECT DISTINCT ON (b.addon, b.cycle::text) b.addon, b.cycle FROM batches AS b) AS t),
          checked AS (
@@ -639,16 +640,17 @@ COMMENT ON FUNCTION subscription.renew_common(bigint[], timestamptz) IS
 -- renew_period's common renewal does, one INSERT of their charges.  The
 -- row triggers fire in the order of the rows: the UPDATE takes them in
 -- the order given (a nested loop over the key; no hash or merge join,
--- which would take them in the table's order), the INSERT by its ORDER BY,
--- so that history, events and credit uses come in renewal order.
+-- which would take them in the table's order: both off for that statement
+-- alone; its triggers turn hash joins on again), the INSERT by its ORDER BY, so
+-- that history, events and credit uses come in renewal order.  Each
+-- plan's and add-on's price is looked up once per distinct key.
 CREATE FUNCTION subscription.renew_common_group(t bigint[], ids bigint[])
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
-SET enable_hashjoin = off
-SET enable_mergejoin = off
 AS $$
 DECLARE
+    joins text[];
     due subscription.subscription;
     metered subscription.subscription[] := '{}';
     -- the charge lines, in renewal order
@@ -671,29 +673,36 @@ BEGIN
         PERFORM subscription.bill_usage(due, upper(due.period));
         metered := metered || due;
     END LOOP;
-    -- the periods move (renew_period's common renewal)
+    -- the periods move (renew_period's common renewal), in the order given
+    joins := ARRAY[current_setting('enable_hashjoin'), current_setting('enable_mergejoin')];
+    PERFORM set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
     UPDATE subscription.subscription AS x
        SET period_number = x.period_number + 1,
            period = subscription.nth_period(x.anchor, x.cycle, x.period_number + 1),
            paid_quantity = x.quantity, pending_cycle = NULL, renewal = x.renewal
       FROM (SELECT r.tenant_id, r.id FROM unnest(t, ids) WITH ORDINALITY AS r(tenant_id, id, k) ORDER BY r.k) AS r
      WHERE x.tenant_id = r.tenant_id AND x.id = r.id;
+    PERFORM set_config('enable_hashjoin', joins[1], true), set_config('enable_mergejoin', joins[2], true);
 
     -- each subscription's plan line, then its batches', in renewal order
     WITH r AS (SELECT r.tenant_id, r.id, r.k FROM unnest(t, ids) WITH ORDINALITY AS r(tenant_id, id, k)),
          s AS (SELECT x.*, r.k FROM r JOIN subscription.subscription AS x ON x.tenant_id = r.tenant_id AND x.id = r.id),
-         prices AS (
-        SELECT DISTINCT ON (s.plan, s.cycle::text, s.quantity, s.plan_version)
-               s.plan, s.cycle, s.quantity, s.plan_version, pp.amount, pp.currency
-          FROM s CROSS JOIN LATERAL subscription.period_price(s.plan, s.cycle, s.quantity, s.plan_version) AS pp),
+         prices AS MATERIALIZED (
+        SELECT d.plan, d.cycle, d.quantity, d.plan_version, pp.amount, pp.currency
+          FROM (SELECT DISTINCT ON (s.plan, s.cycle::text, s.quantity, s.plan_version)
+                       s.plan, s.cycle, s.quantity, s.plan_version
+                  FROM s) AS d
+          CROSS JOIN LATERAL subscription.period_price(d.plan, d.cycle, d.quantity, d.plan_version) AS pp),
          batches AS (
         SELECT s.k, b.id, b.addon, b.quantity, s.cycle
           FROM s
           JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
           JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time),
-         addon_prices AS (
-        SELECT DISTINCT ON (b.addon, b.cycle::text, b.quantity) b.addon, b.cycle, b.quantity, ap.amount, ap.currency
-          FROM batches AS b CROSS JOIN LATERAL subscription.addon_period_price(b.addon, b.cycle, b.quantity) AS ap)
+         addon_prices AS MATERIALIZED (
+        SELECT d.addon, d.cycle, d.quantity, ap.amount, ap.currency
+          FROM (SELECT DISTINCT ON (b.addon, b.cycle::text, b.quantity) b.addon, b.cycle, b.quantity
+                  FROM batches AS b) AS d
+          CROSS JOIN LATERAL subscription.addon_period_price(d.addon, d.cycle, d.quantity) AS ap)
     SELECT array_agg(l.tenant_id ORDER BY l.k, l.batch_order), array_agg(l.account_id ORDER BY l.k, l.batch_order),
            array_agg(l.subscription_id ORDER BY l.k, l.batch_order), array_agg(l.addon_batch_id ORDER BY l.k, l.batch_order),
            array_agg(l.amount ORDER BY l.k, l.batch_order), array_agg(l.currency ORDER BY l.k, l.batch_order),
@@ -718,8 +727,9 @@ BEGIN
     -- I1, I2: the invoice of each billing event (a subscription's lines at
     -- the period's start, in a currency), as invoice_line would find or
     -- open it for the event's first line: one this transaction opened, or
-    -- new ones, opened set-based per tenant (open_invoices), numbered in
-    -- the lines' order; the lines name them (issue 18)
+    -- new ones, opened set-based over the group's tenants
+    -- (open_invoices_of), numbered in the lines' order; the lines name
+    -- them (issue 18)
     SELECT array_agg(l.event ORDER BY l.n), array_agg(l.n = l.first ORDER BY l.n) INTO levent, lfirst
       FROM (SELECT l.n, l.first, dense_rank() OVER (ORDER BY l.first) AS event
               FROM (SELECT l.n, min(l.n) OVER (PARTITION BY l.tenant_id, l.account_id, l.subscription_id, l.currency,
@@ -739,20 +749,22 @@ BEGIN
            AS l(tenant_id, account_id, subscription_id, currency, period, plan, first, n)
      -- each event's first line
      WHERE l.first;
-    FOR g IN
-        SELECT e.tenant_id, array_agg(e.k ORDER BY e.k) AS ks, array_agg(e.account_id ORDER BY e.k) AS accounts,
-               array_agg(e.subscription_id ORDER BY e.k) AS subs, array_agg(e.currency ORDER BY e.k) AS currencies,
-               array_agg(e.at ORDER BY e.k) AS ats, array_agg(e.plan ORDER BY e.k) AS plans
-          FROM unnest(et, ea, es, ecurrency, eat, eplan, einvoice) WITH ORDINALITY
-               AS e(tenant_id, account_id, subscription_id, currency, at, plan, invoice_id, k)
-         WHERE e.invoice_id IS NULL
-         GROUP BY e.tenant_id ORDER BY min(e.k)
-    LOOP
-        opened := subscription.open_invoices(g.tenant_id, g.accounts, g.subs, g.currencies, g.ats, g.plans, NULL);
+    -- the events without one: their invoices opened by one call over
+    -- every tenant of the group, in the order of the events
+    SELECT array_agg(e.k ORDER BY e.k) AS ks, array_agg(e.tenant_id ORDER BY e.k) AS tenants,
+           array_agg(e.account_id ORDER BY e.k) AS accounts, array_agg(e.subscription_id ORDER BY e.k) AS subs,
+           array_agg(e.currency ORDER BY e.k) AS currencies, array_agg(e.at ORDER BY e.k) AS ats,
+           array_agg(e.plan ORDER BY e.k) AS plans
+      INTO g
+      FROM unnest(et, ea, es, ecurrency, eat, eplan, einvoice) WITH ORDINALITY
+           AS e(tenant_id, account_id, subscription_id, currency, at, plan, invoice_id, k)
+     WHERE e.invoice_id IS NULL;
+    IF g.ks IS NOT NULL THEN
+        opened := subscription.open_invoices_of(g.tenants, g.accounts, g.subs, g.currencies, g.ats, g.plans, NULL);
         FOR o IN 1 .. cardinality(g.ks) LOOP
             einvoice[g.ks[o]] := opened[o];
         END LOOP;
-    END LOOP;
+    END IF;
     -- C2: the constraint makes a second charge of the period impossible
     INSERT INTO subscription.ledger
            (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description,

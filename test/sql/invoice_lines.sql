@@ -139,5 +139,48 @@ SELECT e.payload ->> 'number' AS number, e.payload ->> 'total' AS total, e.paylo
  WHERE e.type = 'invoice.opened' AND (e.payload ->> 'invoice_id')::bigint > :last_invoice
  ORDER BY e.id;
 
+-- I1 (issue 18): open_invoices_of opens the invoices of several tenants
+-- in one call: each tenant's series moved once per issuer, the invoices
+-- numbered in the order given within their series, each with its
+-- account's default method; an invoice without its tenant, or arrays of
+-- other lengths: refused, nothing written
+SELECT max(id) AS last_invoice FROM invoice_record \gset
+BEGIN;
+SELECT cardinality(open_invoices_of('{2,1,2,1}', '{2,1,2,1}', ARRAY[:b1, :a1, NULL, :a2]::bigint[], '{EUR,EUR,EUR,EUR}',
+                                    '{2026-06-01,2026-06-01,2026-06-01,2026-06-01}', '{NULL,NULL,zd_team,NULL}', NULL))
+       AS opened;
+SELECT tenant_id, account_id, issuer, number, payment_method_id IS NOT DISTINCT FROM :initech_card AS initech_card
+  FROM invoice_record WHERE id > :last_invoice ORDER BY id;
+SELECT tenant_id, issuer, last_number FROM invoice_series ORDER BY 1, 2;
+ROLLBACK;
+SELECT pg_temp.error_of($$SELECT subscription.open_invoices_of('{1,NULL}', '{1,2}', NULL, '{EUR,EUR}', '{2026-05-01,2026-05-01}', NULL, NULL)$$) AS tenant_missing;
+SELECT pg_temp.error_of($$SELECT subscription.open_invoices_of('{1}', '{1,3}', NULL, '{EUR,EUR}', '{2026-05-01,2026-05-01}', NULL, NULL)$$) AS lengths;
+SELECT pg_temp.error_of($$SELECT subscription.open_invoices_of(NULL, '{1}', NULL, '{EUR}', '{2026-05-01}', NULL, NULL)$$) AS no_tenants;
+SELECT count(*) AS invoices_written FROM invoice_record WHERE id > :last_invoice;
+
+-- Z10, L10 (issue 18): one statement's charges of two tenants with
+-- coupons: reduce_charge writes each charge's discount then its credit
+-- in the order of the charges (one INSERT), uses a period of each coupon
+-- once (one UPDATE), its history rows in the order of the charges; the
+-- invoices' totals follow (invoice_totals over both tenants)
+INSERT INTO coupon (code, percent_off, currency, cycles) VALUES ('HALF', 50, 'EUR', 2);
+SELECT subscribe(2, 'zd_team', '1 month', 1, '2026-01-01', 'always', 'HALF') AS c2,
+       subscribe(1, 'zd_team', '1 month', 1, '2026-01-01', 'always', 'HALF') AS c1 \gset
+SELECT count(*) FROM credit_account(2, 4.00, 'goodwill');
+SELECT max(id) AS last_line FROM ledger \gset
+SELECT max(id) AS last_history FROM history \gset
+BEGIN;
+INSERT INTO ledger (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+VALUES (2, :c2, 'charge', 19.00, 'EUR', '[2026-07-01,2026-08-01)', 'plan', 'zd_team', 'c2'),
+       (1, :c1, 'charge', 19.00, 'EUR', '[2026-07-01,2026-08-01)', 'plan', 'zd_team', 'c1');
+SELECT l.subscription_id = :c2 AS is_c2, l.kind, l.amount, l.charge_id - :last_line AS charge
+  FROM ledger AS l WHERE l.id > :last_line ORDER BY l.id;
+SELECT id = :c2 AS is_c2, coupon_periods_left FROM subscription WHERE id IN (:c1, :c2) ORDER BY id;
+SELECT h.subscription_id = :c2 AS is_c2, h.details -> 'coupon_periods_left' AS periods_left
+  FROM history AS h WHERE h.id > :last_history AND h.details ? 'coupon_periods_left' ORDER BY h.id;
+SELECT i.account_id, i.total FROM invoice_record AS i
+ WHERE i.id IN (SELECT l.invoice_id FROM ledger AS l WHERE l.id > :last_line) ORDER BY i.id;
+ROLLBACK;
+
 \c :regress_db
 DROP DATABASE subscription_invoice_lines;
