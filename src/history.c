@@ -25,8 +25,14 @@
 
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_relation.h"
+#include "utils/datum.h"
+#include "utils/fmgroids.h"
+#include "utils/memutils.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -52,7 +58,7 @@ RecordHistory(RowWrites *w, int table, const char *operation, const int64 *tenan
 			  const int64 *account_id, const int64 *subscription_id, Datum details)
 {
 	Relation	history = RowWriteRelation(w, table);
-	TupleTableSlot *row = RowWriteNewSlot(w, table);
+	TupleTableSlot *row = RowWriteSpareSlot(w, table);
 	bool	   *given = palloc0(sizeof(bool) * RelationGetDescr(history)->natts);
 
 	if (tenant_id != NULL)
@@ -113,28 +119,67 @@ write_history(PG_FUNCTION_ARGS)
 }
 
 /*
+ * The writes of a statement's history rows: history, and the subscriptions
+ * whose accounts an add-on batch's rows are looked up in.
+ */
+static RowWrites *
+BeginHistoryWrites(bool accounts_by_subscription)
+{
+	Oid			relids[2];
+
+	relids[0] = OwnTable("history");
+	relids[1] = OwnTable("subscription");
+	return BeginRowWrites(accounts_by_subscription ? 2 : 1, relids);
+}
+
+/*
+ * One history row of a statement's: with accounts_by_subscription, a row's
+ * account is its subscription's (an add-on batch's history): looked up by
+ * the tenant and the subscription's id, without a query, so that on Citus
+ * the lookup stays on the tenant's shard (issue 17); NULL once the
+ * subscription is gone.
+ */
+static void
+RecordHistoryRow(RowWrites *w, bool accounts_by_subscription, const char *operation, const int64 *tenant_id,
+				 const int64 *account_id, const int64 *subscription_id, Datum details)
+{
+	int64		subscription_account;
+
+	if (accounts_by_subscription && subscription_id != NULL)
+	{
+		Relation	subscriptions = RowWriteRelation(w, 1);
+		TupleTableSlot *subscription = RowWriteStoredSlot(w, 1);
+		Datum		key = Int64GetDatum(*subscription_id);
+		bool		no_account;
+
+		no_account = !FetchRowByTenantKey(subscriptions, RowWriteSnapshot(w), tenant_id, 1, &key, subscription);
+		if (!no_account)
+			subscription_account = DatumGetInt64(slot_getattr(subscription,
+															  RowWriteColumn(subscriptions, "account_id"),
+															  &no_account));
+		ExecClearTuple(subscription);
+		account_id = no_account ? NULL : &subscription_account;
+	}
+	RecordHistory(w, 0, operation, tenant_id, account_id, subscription_id, details);
+}
+
+/*
  * Write the history rows that the last query returned (operation,
  * account_id, subscription_id, details, tenant_id), in its order, by the
- * one writer.  With accounts_by_subscription, a row's account is its
- * subscription's (an add-on batch's history): looked up by the tenant and
- * the subscription's id, without a query, so that on Citus the lookup
- * stays on the tenant's shard (issue 17); NULL once the subscription is
- * gone.
+ * one writer (RecordHistoryRow: with accounts_by_subscription, a row's
+ * account is its subscription's).
  */
 void
 RecordQueriedHistory(bool accounts_by_subscription)
 {
 	SPITupleTable *rows = SPI_tuptable;
 	uint64		nrows = SPI_processed;
-	Oid			relids[2];
 	RowWrites  *w;
 	uint64		i;
 
 	if (nrows == 0)
 		return;
-	relids[0] = OwnTable("history");
-	relids[1] = OwnTable("subscription");
-	w = BeginRowWrites(accounts_by_subscription ? 2 : 1, relids);
+	w = BeginHistoryWrites(accounts_by_subscription);
 	for (i = 0; i < nrows; i++)
 	{
 		bool		no_account;
@@ -149,90 +194,59 @@ RecordQueriedHistory(bool accounts_by_subscription)
 		/* the tenant, a fifth column (NULL on a 1.0 schema) */
 		if (rows->tupdesc->natts >= 5)
 			tenant_id = DatumGetInt64(SPI_getbinval(rows->vals[i], rows->tupdesc, 5, &no_tenant));
-		if (accounts_by_subscription && !no_subscription)
-		{
-			Relation	subscriptions = RowWriteRelation(w, 1);
-			TupleTableSlot *subscription = RowWriteStoredSlot(w, 1);
-			Datum		key = Int64GetDatum(subscription_id);
-
-			no_account = !FetchRowByTenantKey(subscriptions, RowWriteSnapshot(w), no_tenant ? NULL : &tenant_id,
-											  1, &key, subscription);
-			if (!no_account)
-				account_id = DatumGetInt64(slot_getattr(subscription, RowWriteColumn(subscriptions, "account_id"),
-														&no_account));
-			ExecClearTuple(subscription);
-		}
-		RecordHistory(w, 0, SPI_getvalue(rows->vals[i], rows->tupdesc, 1),
-					  no_tenant ? NULL : &tenant_id,
-					  no_account ? NULL : &account_id,
-					  no_subscription ? NULL : &subscription_id,
-					  SPI_getbinval(rows->vals[i], rows->tupdesc, 4, &isnull));
+		RecordHistoryRow(w, accounts_by_subscription, SPI_getvalue(rows->vals[i], rows->tupdesc, 1),
+						 no_tenant ? NULL : &tenant_id,
+						 no_account ? NULL : &account_id,
+						 no_subscription ? NULL : &subscription_id,
+						 SPI_getbinval(rows->vals[i], rows->tupdesc, 4, &isnull));
 	}
 	EndRowWrites(w);
 }
 
-/* the tables record_history() records (Z11), and who a row's account is */
+/*
+ * The tables record_history() records (Z11), and who a row's account and
+ * subscription are: the row's own columns (NULL: none); an add-on batch's
+ * account is its subscription's (RecordHistoryRow), and its UPDATE's
+ * details also name the batch, which the subscription does not (the
+ * addon.ended event's batch_id, issue 20).
+ */
 #define HISTORY_NUM_TABLES 5
 static const struct
 {
 	const char *table;
-	const char *account;		/* of the row as jsonb, x.r */
-	const char *subscription;
-	const char *updated;		/* an UPDATE's details: the changed columns, d.changed */
+	const char *account;		/* the column of the row's account */
+	const char *subscription;	/* the column of the row's subscription */
+	bool		by_subscription;	/* the account is the subscription's */
 }			history_tables[HISTORY_NUM_TABLES] =
 {
-	{"account", "(x.r ->> 'id')::bigint", "NULL::bigint", "d.changed"},
-	{"member", "(x.r ->> 'account_id')::bigint", "NULL::bigint", "d.changed"},
-	{"subscription", "(x.r ->> 'account_id')::bigint", "(x.r ->> 'id')::bigint", "d.changed"},
-
-	/*
-	 * the subscription's account, looked up by RecordQueriedHistory(); an
-	 * UPDATE also names the batch, which the subscription does not (the
-	 * addon.ended event's batch_id, issue 20)
-	 */
-	{"addon_batch", "NULL::bigint", "(x.r ->> 'subscription_id')::bigint",
-	"d.changed OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('batch_id', x.r -> 'id')"},
-	{"terms_acceptance", "(x.r ->> 'account_id')::bigint", "NULL::bigint", "d.changed"},
+	{"account", "id", NULL, false},
+	{"member", "account_id", NULL, false},
+	{"subscription", "account_id", "id", false},
+	{"addon_batch", NULL, "subscription_id", true},
+	{"terms_acceptance", "account_id", NULL, false},
 };
 
+/* a column of a row as jsonb (x.r), as a bigint: the query's expression */
+static char *
+HistoryColumn(const char *column)
+{
+	return column == NULL ? pstrdup("NULL::bigint") : psprintf("(x.r ->> '%s')::bigint", column);
+}
+
 /*
- * The query of a table's history rows for one event, over the transition
- * tables, in the order the statement changed the rows: the row as the
- * application knows it (its tenant key is the history row's own), on an
- * UPDATE only the changed columns as {"column": {"old": .., "new": ..}}
- * (an add-on batch's with its "batch_id"),
- * and no row for an UPDATE that changed nothing.  An UPDATE's old and new
- * rows are paired by their places, the transition tables read once each
- * into arrays side by side: the plan is kept, and a join of the two on a
- * row_number(), planned for the first statement's few rows, was a nested
- * loop that read the new rows again for each old one (quadratic: 0.6 s
- * for a set-based renewal of 280 subscriptions, issue 20).  A restore ($1) copies a
- * row's history with it (restored_copy); a row without an id of its own
- * (terms_acceptance) is copied whole by the restoring role.  It reads the
- * transition tables alone: on Citus they are not joined with a distributed
- * table (issue 17).
+ * The query of a table's history rows for an INSERT or a DELETE, over its
+ * transition table, in the order the statement wrote the rows: the row as
+ * the application knows it (its tenant key is the history row's own).  A
+ * restore ($1) copies a row's history with it (restored_copy); a row
+ * without an id of its own (terms_acceptance) is copied whole by the
+ * restoring role.  It reads the transition table alone: on Citus it is not
+ * joined with a distributed table (issue 17).
  */
 static char *
 HistoryQuery(int t, GuardedEvent event)
 {
 	const char *table = history_tables[t].table;
 
-	if (event == GUARDED_UPDATE)
-		return psprintf("SELECT '%s_update', %s, %s, %s, x.tenant_id"
-						"  FROM ROWS FROM ("
-						"       pg_catalog.unnest(ARRAY(SELECT to_jsonb(o) - 'tenant_id' FROM old_rows AS o)),"
-						"       pg_catalog.unnest(ARRAY(SELECT n.tenant_id FROM new_rows AS n)),"
-						"       pg_catalog.unnest(ARRAY(SELECT to_jsonb(n) - 'tenant_id' FROM new_rows AS n)))"
-						"       WITH ORDINALITY AS x (o, tenant_id, r, i)"
-						"  CROSS JOIN LATERAL"
-						"       (SELECT pg_catalog.jsonb_object_agg(k.key, pg_catalog.jsonb_build_object("
-						"                   'old', x.o -> k.key, 'new', k.value)) AS changed"
-						"          FROM pg_catalog.jsonb_each(x.r) AS k"
-						"         WHERE k.value IS DISTINCT FROM x.o -> k.key) AS d"
-						" WHERE d.changed IS NOT NULL"
-						" ORDER BY x.i",
-						table, history_tables[t].account, history_tables[t].subscription,
-						history_tables[t].updated);
 	return psprintf("SELECT '%s_%s', %s, %s, x.r, x.tenant_id"
 					"  FROM (SELECT t.tenant_id, to_jsonb(t) - 'tenant_id' AS r FROM %s AS t) AS x"
 					" WHERE NOT ($1 AND (NOT x.r ? 'id'"
@@ -240,8 +254,195 @@ HistoryQuery(int t, GuardedEvent event)
 					"                           pg_catalog.format('subscription.%%I', '%s_id_seq')::regclass,"
 					"                           (x.r ->> 'id')::bigint)))",
 					table, event == GUARDED_INSERT ? "insert" : "delete",
-					history_tables[t].account, history_tables[t].subscription,
+					HistoryColumn(history_tables[t].account), HistoryColumn(history_tables[t].subscription),
 					event == GUARDED_INSERT ? "new_rows" : "old_rows", table);
+}
+
+/*
+ * A column's value as to_jsonb() gives it inside the row's to_jsonb(): a
+ * call of to_jsonb() on the column's type (prepared once per statement in
+ * to_jsonb), or JSON null for NULL.
+ */
+static Jsonb *
+ColumnJsonb(FmgrInfo *to_jsonb, Datum value, bool isnull)
+{
+	JsonbValue	null;
+
+	if (!isnull)
+		return DatumGetJsonbP(FunctionCall1(to_jsonb, value));
+	null.type = jbvNull;
+	return JsonbValueToJsonb(&null);
+}
+
+/* push a jsonb as the value of the object being built */
+static void
+PushJsonb(JsonbParseState **state, Jsonb *value)
+{
+	JsonbValue	v;
+
+	if (JB_ROOT_IS_SCALAR(value))
+	{
+		if (!JsonbExtractScalar(&value->root, &v))
+			elog(ERROR, "could not read a scalar jsonb");
+	}
+	else
+	{
+		v.type = jbvBinary;
+		v.val.binary.data = &value->root;
+		v.val.binary.len = VARSIZE(value) - VARHDRSZ;
+	}
+	pushJsonbValue(state, WJB_VALUE, &v);
+}
+
+static void
+PushKey(JsonbParseState **state, const char *key)
+{
+	JsonbValue	k;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	pushJsonbValue(state, WJB_KEY, &k);
+}
+
+/*
+ * The history rows of an UPDATE of table t, in the order the statement
+ * changed the rows: for each row, only its changed columns, as
+ * {"column": {"old": .., "new": ..}} (the row's to_jsonb() without its
+ * tenant key, compared column by column as jsonb: IS DISTINCT FROM), an add-on
+ * batch's with its "batch_id", and no row for an UPDATE that changed
+ * nothing.  An UPDATE's old and new rows are paired by their places, the
+ * two transition tables read side by side (a join of the two on a
+ * row_number(), planned for the first statement's few rows, was a nested
+ * loop that read the new rows again for each old one: quadratic, 0.6 s for
+ * a set-based renewal of 280 subscriptions, issue 20).  Read here, in C: a
+ * column whose stored value did not change is not converted (the query
+ * over the transition tables that did this converted both whole rows to
+ * jsonb and compared every column: most of record_history's time in a
+ * renewal, issue 18).  It reads the transition tables alone: on Citus they
+ * are not joined with a distributed table (issue 17).
+ */
+static void
+RecordUpdateHistory(int t, TriggerData *trigdata)
+{
+	Relation	rel = trigdata->tg_relation;
+	TupleDesc	desc = RelationGetDescr(rel);
+	Tuplestorestate *olds = trigdata->tg_oldtable;
+	Tuplestorestate *news = trigdata->tg_newtable;
+	TupleTableSlot *old = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	TupleTableSlot *new = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	AttrNumber	tenant_col = attnameAttNum(rel, "tenant_id", false);
+	AttrNumber	account_col = InvalidAttrNumber;
+	AttrNumber	subscription_col = InvalidAttrNumber;
+	AttrNumber	id_col = attnameAttNum(rel, "id", false);
+	FmgrInfo   *to_jsonb = palloc0(sizeof(FmgrInfo) * desc->natts);
+	char	   *operation = psprintf("%s_update", history_tables[t].table);
+	MemoryContext row_context = AllocSetContextCreate(CurrentMemoryContext, "history of an UPDATE",
+													  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext caller_context;
+	RowWrites  *w = NULL;
+	int			i;
+
+	if (history_tables[t].account != NULL)
+		account_col = attnameAttNum(rel, history_tables[t].account, false);
+	if (history_tables[t].subscription != NULL)
+		subscription_col = attnameAttNum(rel, history_tables[t].subscription, false);
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped)
+			continue;
+		fmgr_info(F_TO_JSONB, &to_jsonb[i]);
+		to_jsonb[i].fn_expr = (Node *) makeFuncExpr(F_TO_JSONB, JSONBOID,
+													list_make1(makeNullConst(att->atttypid, att->atttypmod,
+																			 att->attcollation)),
+													InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL);
+	}
+	tuplestore_select_read_pointer(olds, tuplestore_alloc_read_pointer(olds, EXEC_FLAG_REWIND));
+	tuplestore_rescan(olds);
+	tuplestore_select_read_pointer(news, tuplestore_alloc_read_pointer(news, EXEC_FLAG_REWIND));
+	tuplestore_rescan(news);
+	while (tuplestore_gettupleslot(olds, true, false, old))
+	{
+		JsonbParseState *state = NULL;
+		JsonbValue *changed = NULL;
+		bool		any = false;
+		bool		no_tenant = true;
+		bool		no_account = true;
+		bool		no_subscription = true;
+		int64		tenant_id = 0;
+		int64		account_id = 0;
+		int64		subscription_id = 0;
+
+		if (!tuplestore_gettupleslot(news, true, false, new))
+			elog(ERROR, "an UPDATE's transition tables differ in length");
+		caller_context = MemoryContextSwitchTo(row_context);
+		slot_getallattrs(old);
+		slot_getallattrs(new);
+		pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+		for (i = 0; i < desc->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+			Jsonb	   *o;
+			Jsonb	   *n;
+
+			if (att->attisdropped || i + 1 == tenant_col)
+				continue;
+			if (old->tts_isnull[i] && new->tts_isnull[i])
+				continue;
+			if (!old->tts_isnull[i] && !new->tts_isnull[i]
+				&& datumIsEqual(old->tts_values[i], new->tts_values[i], att->attbyval, att->attlen))
+				continue;
+			o = ColumnJsonb(&to_jsonb[i], old->tts_values[i], old->tts_isnull[i]);
+			n = ColumnJsonb(&to_jsonb[i], new->tts_values[i], new->tts_isnull[i]);
+			if (compareJsonbContainers(&o->root, &n->root) == 0)
+				continue;
+			any = true;
+			PushKey(&state, NameStr(att->attname));
+			pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+			PushKey(&state, "old");
+			PushJsonb(&state, o);
+			PushKey(&state, "new");
+			PushJsonb(&state, n);
+			pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+		}
+		if (any && history_tables[t].by_subscription)
+		{
+			PushKey(&state, "batch_id");
+			PushJsonb(&state, ColumnJsonb(&to_jsonb[id_col - 1], new->tts_values[id_col - 1],
+										  new->tts_isnull[id_col - 1]));
+		}
+		changed = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+		MemoryContextSwitchTo(caller_context);
+		if (any)
+		{
+			Jsonb	   *details;
+
+			if (tenant_col != InvalidAttrNumber)
+				tenant_id = DatumGetInt64(slot_getattr(new, tenant_col, &no_tenant));
+			if (account_col != InvalidAttrNumber)
+				account_id = DatumGetInt64(slot_getattr(new, account_col, &no_account));
+			if (subscription_col != InvalidAttrNumber)
+				subscription_id = DatumGetInt64(slot_getattr(new, subscription_col, &no_subscription));
+			caller_context = MemoryContextSwitchTo(row_context);
+			details = JsonbValueToJsonb(changed);
+			MemoryContextSwitchTo(caller_context);
+			if (w == NULL)
+				w = BeginHistoryWrites(history_tables[t].by_subscription);
+			RecordHistoryRow(w, history_tables[t].by_subscription, operation,
+							 no_tenant ? NULL : &tenant_id,
+							 no_account ? NULL : &account_id,
+							 no_subscription ? NULL : &subscription_id,
+							 JsonbPGetDatum(details));
+		}
+		MemoryContextReset(row_context);
+	}
+	if (w != NULL)
+		EndRowWrites(w);
+	ExecDropSingleTupleTableSlot(old);
+	ExecDropSingleTupleTableSlot(new);
+	MemoryContextDelete(row_context);
 }
 
 /*
@@ -249,8 +450,9 @@ HistoryQuery(int t, GuardedEvent event)
  * trigger of account, member, subscription, addon_batch and
  * terms_acceptance, its argument the logical table (on Citus a shard's own
  * name is not the table's, issue 17): one history row per changed row
- * (R8, Z11), from one query over the transition tables.  The extension's
- * own bookkeeping: it writes as the extension's owner, the writer needs no
+ * (R8, Z11), an UPDATE's by RecordUpdateHistory, an INSERT's or a DELETE's
+ * from one query over the transition table.  The extension's own
+ * bookkeeping: it writes as the extension's owner, the writer needs no
  * right on history.
  */
 Datum
@@ -278,6 +480,14 @@ record_history(PG_FUNCTION_ARGS)
 	if (tuplestore_tuple_count(rows) == 0)
 		return PointerGetDatum(NULL);
 
+	if (event == GUARDED_UPDATE)
+	{
+		BecomeExtensionOwner(&s);
+		RecordUpdateHistory(t, trigdata);
+		RestoreIdentity(&s);
+		return PointerGetDatum(NULL);
+	}
+
 	/* asked before the identity changes (a restore is the caller's) */
 	values[0] = BoolGetDatum(event == GUARDED_INSERT && RestoringRole());
 
@@ -290,7 +500,7 @@ record_history(PG_FUNCTION_ARGS)
 		KeptPlan(&plans[t][event], HistoryQuery(t, event), 1, argtypes);
 	if (SPI_execute_plan(plans[t][event], values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the changed rows of %s", history_tables[t].table);
-	RecordQueriedHistory(strcmp(history_tables[t].table, "addon_batch") == 0);
+	RecordQueriedHistory(history_tables[t].by_subscription);
 	SPI_finish();
 	RestoreIdentity(&s);
 

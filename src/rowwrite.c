@@ -120,6 +120,8 @@ BeginRowWrites(int ntables, const Oid *relids)
 	w->routed = palloc0(sizeof(RoutedTable *) * ntables);
 	w->captures = palloc0(sizeof(TransitionCaptureState *) * ntables);
 	w->inserted = palloc0(sizeof(bool) * ntables);
+	w->defaults = palloc0(sizeof(ExprState **) * ntables);
+	w->spare = palloc0(sizeof(TupleTableSlot *) * ntables);
 	for (i = 0; i < ntables; i++)
 	{
 		Relation	rel = table_open(relids[i], RowExclusiveLock);
@@ -171,6 +173,8 @@ EndRowWrites(RowWrites *w)
 	pfree(w->routed);
 	pfree(w->captures);
 	pfree(w->inserted);
+	pfree(w->defaults);
+	pfree(w->spare);
 	pfree(w);
 }
 
@@ -202,6 +206,23 @@ RowWriteNewSlot(RowWrites *w, int table)
 	TupleTableSlot *slot = ExecInitExtraTupleSlot(w->estate, tupdesc, &TTSOpsVirtual);
 
 	memset(slot->tts_isnull, true, sizeof(bool) * tupdesc->natts);
+	return slot;
+}
+
+/*
+ * The table's one spare slot, emptied, for a writer of many rows (a
+ * statement's history): InsertRow copies the row it stores, so the slot
+ * may be filled again for the next row, without a new slot for each.
+ */
+TupleTableSlot *
+RowWriteSpareSlot(RowWrites *w, int table)
+{
+	TupleTableSlot *slot = w->spare[table];
+
+	if (slot == NULL)
+		return w->spare[table] = RowWriteNewSlot(w, table);
+	ExecClearTuple(slot);
+	memset(slot->tts_isnull, true, sizeof(bool) * slot->tts_tupleDescriptor->natts);
 	return slot;
 }
 
@@ -621,24 +642,40 @@ PrepareChecks(RowWrites *w, int table)
 
 /*
  * Give the columns of slot that the caller did not set their default, as
- * an INSERT that does not name them would; then materialize the row.
+ * an INSERT that does not name them would; then materialize the row.  The
+ * defaults are compiled once per table of a RowWrites, from a copy of the
+ * cached expressions (an invalidation may rebuild those meanwhile), and
+ * evaluated in the per-row memory, emptied for each row (the row stored
+ * before was materialized, and its insertion is done).
  */
 static void
 FillDefaults(RowWrites *w, int table, TupleTableSlot *slot, const bool *given)
 {
 	TableExprs *exprs = GetTableExprs(RowWriteRelation(w, table));
 	ExprContext *econtext = GetPerTupleExprContext(w->estate);
+	ExprState **defaults = w->defaults[table];
 	int			i;
 
+	if (defaults == NULL)
+	{
+		MemoryContext caller_context = MemoryContextSwitchTo(w->estate->es_query_cxt);
+
+		defaults = palloc0(sizeof(ExprState *) * exprs->natts);
+		for (i = 0; i < exprs->natts; i++)
+			if (exprs->defaults[i] != NULL)
+				defaults[i] = ExecInitExpr(copyObject(exprs->defaults[i]), NULL);
+		MemoryContextSwitchTo(caller_context);
+		w->defaults[table] = defaults;
+	}
+	ResetExprContext(econtext);
 	for (i = 0; i < exprs->natts; i++)
 	{
 		if (given[i])
 			continue;
 		slot->tts_values[i] = (Datum) 0;
 		slot->tts_isnull[i] = true;
-		if (exprs->defaults[i] != NULL)
-			slot->tts_values[i] = ExecEvalExprSwitchContext(ExecInitExpr(exprs->defaults[i], NULL),
-															econtext, &slot->tts_isnull[i]);
+		if (defaults[i] != NULL)
+			slot->tts_values[i] = ExecEvalExprSwitchContext(defaults[i], econtext, &slot->tts_isnull[i]);
 	}
 	ExecStoreVirtualTuple(slot);
 	ExecMaterializeSlot(slot);

@@ -136,6 +136,9 @@ typedef struct RowWrites
 	/* by table: its AFTER INSERT statement triggers' transition rows */
 	TransitionCaptureState **captures;
 	bool	   *inserted;		/* by table: a row was inserted directly */
+	/* by table, built on its first row: its column defaults, compiled */
+	ExprState ***defaults;
+	TupleTableSlot **spare;		/* by table: RowWriteSpareSlot's one slot */
 } RowWrites;
 
 typedef struct KeyScan
@@ -166,6 +169,7 @@ extern Snapshot RowWriteSnapshot(RowWrites *w);
 extern Relation RowWriteRelation(RowWrites *w, int table);
 extern TupleTableSlot *RowWriteStoredSlot(RowWrites *w, int table);
 extern TupleTableSlot *RowWriteNewSlot(RowWrites *w, int table);
+extern TupleTableSlot *RowWriteSpareSlot(RowWrites *w, int table);
 extern AttrNumber RowWriteColumn(Relation rel, const char *column);
 extern void SetRowColumn(TupleTableSlot *slot, bool *given, Relation rel, const char *column,
 						 Datum value);
