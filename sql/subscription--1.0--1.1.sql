@@ -16125,3 +16125,146 @@ REVOKE ALL ON FUNCTION subscription.distribution_plan() FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.distributed() FROM PUBLIC;
 -- the roles already given their rights get create_account()
 SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g ORDER BY g.role, g.kind;
+
+-- issue 18: renew_common_group rounds each price once per key (round_money
+-- in its prices and addon_prices), not once per charge line
+CREATE OR REPLACE FUNCTION subscription.renew_common_group(t bigint[], ids bigint[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    joins text[];
+    due subscription.subscription;
+    metered subscription.subscription[] := '{}';
+    -- the charge lines, in renewal order
+    lt bigint[]; la bigint[]; ls bigint[]; lb bigint[]; lamount numeric[]; lcurrency text[];
+    lperiod tstzrange[]; litem text[]; lplan text[]; ldescription text[];
+    -- their billing events, in the order of their first lines, and invoices
+    et bigint[]; ea bigint[]; es bigint[]; ecurrency text[]; eat timestamptz[]; eplan text[]; einvoice bigint[];
+    -- the billing event of each line, whether it is the event's first
+    levent bigint[];
+    lfirst boolean[];
+    g record;
+    opened bigint[];
+BEGIN
+    -- U3: the ending periods' usage, billed in arrears as renew_period
+    -- bills it (bill_usage: usage_due's pricing), in renewal order
+    FOR due IN SELECT x.* FROM unnest(t, ids) WITH ORDINALITY AS r(tenant_id, id, k)
+               JOIN subscription.subscription AS x ON x.tenant_id = r.tenant_id AND x.id = r.id
+              WHERE x.plan IN (SELECT up.plan FROM subscription.plan_usage_price AS up)
+              ORDER BY r.k LOOP
+        PERFORM subscription.bill_usage(due, upper(due.period));
+        metered := metered || due;
+    END LOOP;
+    -- the periods move (renew_period's common renewal), in the order given
+    joins := ARRAY[current_setting('enable_hashjoin'), current_setting('enable_mergejoin')];
+    PERFORM set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
+    UPDATE subscription.subscription AS x
+       SET period_number = x.period_number + 1,
+           period = subscription.nth_period(x.anchor, x.cycle, x.period_number + 1),
+           paid_quantity = x.quantity, pending_cycle = NULL, renewal = x.renewal
+      FROM (SELECT r.tenant_id, r.id FROM unnest(t, ids) WITH ORDINALITY AS r(tenant_id, id, k) ORDER BY r.k) AS r
+     WHERE x.tenant_id = r.tenant_id AND x.id = r.id;
+    PERFORM set_config('enable_hashjoin', joins[1], true), set_config('enable_mergejoin', joins[2], true);
+
+    -- each subscription's plan line, then its batches', in renewal order;
+    -- each price rounded once per key (round_money), not once per line
+    WITH r AS (SELECT r.tenant_id, r.id, r.k FROM unnest(t, ids) WITH ORDINALITY AS r(tenant_id, id, k)),
+         s AS (SELECT x.*, r.k FROM r JOIN subscription.subscription AS x ON x.tenant_id = r.tenant_id AND x.id = r.id),
+         prices AS MATERIALIZED (
+        SELECT d.plan, d.cycle, d.quantity, d.plan_version, subscription.round_money(pp.amount, pp.currency) AS amount,
+               pp.currency
+          FROM (SELECT DISTINCT ON (s.plan, s.cycle::text, s.quantity, s.plan_version)
+                       s.plan, s.cycle, s.quantity, s.plan_version
+                  FROM s) AS d
+          CROSS JOIN LATERAL subscription.period_price(d.plan, d.cycle, d.quantity, d.plan_version) AS pp),
+         batches AS (
+        SELECT s.k, b.id, b.addon, b.quantity, s.cycle
+          FROM s
+          JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
+          JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time),
+         addon_prices AS MATERIALIZED (
+        SELECT d.addon, d.cycle, d.quantity, subscription.round_money(ap.amount, ap.currency) AS amount, ap.currency
+          FROM (SELECT DISTINCT ON (b.addon, b.cycle::text, b.quantity) b.addon, b.cycle, b.quantity
+                  FROM batches AS b) AS d
+          CROSS JOIN LATERAL subscription.addon_period_price(d.addon, d.cycle, d.quantity) AS ap)
+    SELECT array_agg(l.tenant_id ORDER BY l.k, l.batch_order), array_agg(l.account_id ORDER BY l.k, l.batch_order),
+           array_agg(l.subscription_id ORDER BY l.k, l.batch_order), array_agg(l.addon_batch_id ORDER BY l.k, l.batch_order),
+           array_agg(l.amount ORDER BY l.k, l.batch_order), array_agg(l.currency ORDER BY l.k, l.batch_order),
+           array_agg(l.period ORDER BY l.k, l.batch_order), array_agg(l.item ORDER BY l.k, l.batch_order),
+           array_agg(l.plan ORDER BY l.k, l.batch_order), array_agg(l.description ORDER BY l.k, l.batch_order)
+      INTO lt, la, ls, lb, lamount, lcurrency, lperiod, litem, lplan, ldescription
+      FROM (SELECT s.k, 0::bigint AS batch_order, s.tenant_id, s.account_id, s.id AS subscription_id,
+                   NULL::bigint AS addon_batch_id, p.amount, p.currency,
+                   s.period, 'plan' AS item, s.plan,
+                   format('renewal: plan %s, cycle %s, quantity %s', s.plan, s.cycle, s.quantity) AS description
+              FROM s JOIN prices AS p
+                ON p.plan = s.plan AND p.cycle::text = s.cycle::text AND p.quantity = s.quantity
+               AND p.plan_version = s.plan_version
+            UNION ALL
+            SELECT s.k, b.id, s.tenant_id, s.account_id, s.id, b.id,
+                   ap.amount, ap.currency, s.period, 'addon', s.plan,
+                   format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, s.cycle)
+              FROM s
+              JOIN batches AS b ON b.k = s.k
+              JOIN addon_prices AS ap ON ap.addon = b.addon AND ap.cycle::text = b.cycle::text AND ap.quantity = b.quantity)
+           AS l;
+    -- I1, I2: the invoice of each billing event (a subscription's lines at
+    -- the period's start, in a currency), as invoice_line would find or
+    -- open it for the event's first line: one this transaction opened, or
+    -- new ones, opened set-based over the group's tenants
+    -- (open_invoices_of), numbered in the lines' order; the lines name
+    -- them (issue 18)
+    SELECT array_agg(l.event ORDER BY l.n), array_agg(l.n = l.first ORDER BY l.n) INTO levent, lfirst
+      FROM (SELECT l.n, l.first, dense_rank() OVER (ORDER BY l.first) AS event
+              FROM (SELECT l.n, min(l.n) OVER (PARTITION BY l.tenant_id, l.account_id, l.subscription_id, l.currency,
+                                                            lower(l.period)) AS first
+                      FROM unnest(lt, la, ls, lcurrency, lperiod) WITH ORDINALITY
+                           AS l(tenant_id, account_id, subscription_id, currency, period, n)) AS l) AS l;
+    SELECT array_agg(l.tenant_id ORDER BY l.n), array_agg(l.account_id ORDER BY l.n),
+           array_agg(l.subscription_id ORDER BY l.n), array_agg(l.currency ORDER BY l.n),
+           array_agg(lower(l.period) ORDER BY l.n), array_agg(l.plan ORDER BY l.n),
+           array_agg((SELECT i.id FROM subscription.invoice_record AS i
+                       WHERE i.tenant_id = l.tenant_id AND i.account_id = l.account_id AND i.at = lower(l.period)
+                         AND i.currency = l.currency AND i.subscription_id = l.subscription_id
+                         AND i.corrects_invoice_id IS NULL AND i.xact = pg_current_xact_id()
+                       ORDER BY i.id DESC LIMIT 1) ORDER BY l.n)
+      INTO et, ea, es, ecurrency, eat, eplan, einvoice
+      FROM unnest(lt, la, ls, lcurrency, lperiod, lplan, lfirst) WITH ORDINALITY
+           AS l(tenant_id, account_id, subscription_id, currency, period, plan, first, n)
+     -- each event's first line
+     WHERE l.first;
+    -- the events without one: their invoices opened by one call over
+    -- every tenant of the group, in the order of the events
+    SELECT array_agg(e.k ORDER BY e.k) AS ks, array_agg(e.tenant_id ORDER BY e.k) AS tenants,
+           array_agg(e.account_id ORDER BY e.k) AS accounts, array_agg(e.subscription_id ORDER BY e.k) AS subs,
+           array_agg(e.currency ORDER BY e.k) AS currencies, array_agg(e.at ORDER BY e.k) AS ats,
+           array_agg(e.plan ORDER BY e.k) AS plans
+      INTO g
+      FROM unnest(et, ea, es, ecurrency, eat, eplan, einvoice) WITH ORDINALITY
+           AS e(tenant_id, account_id, subscription_id, currency, at, plan, invoice_id, k)
+     WHERE e.invoice_id IS NULL;
+    IF g.ks IS NOT NULL THEN
+        opened := subscription.open_invoices_of(g.tenants, g.accounts, g.subs, g.currencies, g.ats, g.plans, NULL);
+        FOR o IN 1 .. cardinality(g.ks) LOOP
+            einvoice[g.ks[o]] := opened[o];
+        END LOOP;
+    END IF;
+    -- C2: the constraint makes a second charge of the period impossible
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description,
+            invoice_id)
+    SELECT l.tenant_id, l.account_id, l.subscription_id, l.addon_batch_id, 'charge', l.amount, l.currency, l.period,
+           l.item, l.plan, l.description, einvoice[l.event]
+      FROM unnest(lt, la, ls, lb, lamount, lcurrency, lperiod, litem, lplan, ldescription, levent) WITH ORDINALITY
+           AS l(tenant_id, account_id, subscription_id, addon_batch_id, amount, currency, period, item, plan, description,
+                event, n)
+     ORDER BY l.n
+    ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
+       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+    -- U3: their usage counters close with the new periods
+    PERFORM subscription.open_usage(m.tenant_id, m.account_id)
+       FROM (SELECT DISTINCT m.tenant_id, m.account_id FROM unnest(metered) AS m ORDER BY m.tenant_id, m.account_id) AS m;
+END
+$$;

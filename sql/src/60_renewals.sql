@@ -684,11 +684,13 @@ BEGIN
      WHERE x.tenant_id = r.tenant_id AND x.id = r.id;
     PERFORM set_config('enable_hashjoin', joins[1], true), set_config('enable_mergejoin', joins[2], true);
 
-    -- each subscription's plan line, then its batches', in renewal order
+    -- each subscription's plan line, then its batches', in renewal order;
+    -- each price rounded once per key (round_money), not once per line
     WITH r AS (SELECT r.tenant_id, r.id, r.k FROM unnest(t, ids) WITH ORDINALITY AS r(tenant_id, id, k)),
          s AS (SELECT x.*, r.k FROM r JOIN subscription.subscription AS x ON x.tenant_id = r.tenant_id AND x.id = r.id),
          prices AS MATERIALIZED (
-        SELECT d.plan, d.cycle, d.quantity, d.plan_version, pp.amount, pp.currency
+        SELECT d.plan, d.cycle, d.quantity, d.plan_version, subscription.round_money(pp.amount, pp.currency) AS amount,
+               pp.currency
           FROM (SELECT DISTINCT ON (s.plan, s.cycle::text, s.quantity, s.plan_version)
                        s.plan, s.cycle, s.quantity, s.plan_version
                   FROM s) AS d
@@ -699,7 +701,7 @@ BEGIN
           JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
           JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time),
          addon_prices AS MATERIALIZED (
-        SELECT d.addon, d.cycle, d.quantity, ap.amount, ap.currency
+        SELECT d.addon, d.cycle, d.quantity, subscription.round_money(ap.amount, ap.currency) AS amount, ap.currency
           FROM (SELECT DISTINCT ON (b.addon, b.cycle::text, b.quantity) b.addon, b.cycle, b.quantity
                   FROM batches AS b) AS d
           CROSS JOIN LATERAL subscription.addon_period_price(d.addon, d.cycle, d.quantity) AS ap)
@@ -710,7 +712,7 @@ BEGIN
            array_agg(l.plan ORDER BY l.k, l.batch_order), array_agg(l.description ORDER BY l.k, l.batch_order)
       INTO lt, la, ls, lb, lamount, lcurrency, lperiod, litem, lplan, ldescription
       FROM (SELECT s.k, 0::bigint AS batch_order, s.tenant_id, s.account_id, s.id AS subscription_id,
-                   NULL::bigint AS addon_batch_id, subscription.round_money(p.amount, p.currency) AS amount, p.currency,
+                   NULL::bigint AS addon_batch_id, p.amount, p.currency,
                    s.period, 'plan' AS item, s.plan,
                    format('renewal: plan %s, cycle %s, quantity %s', s.plan, s.cycle, s.quantity) AS description
               FROM s JOIN prices AS p
@@ -718,7 +720,7 @@ BEGIN
                AND p.plan_version = s.plan_version
             UNION ALL
             SELECT s.k, b.id, s.tenant_id, s.account_id, s.id, b.id,
-                   subscription.round_money(ap.amount, ap.currency), ap.currency, s.period, 'addon', s.plan,
+                   ap.amount, ap.currency, s.period, 'addon', s.plan,
                    format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, s.cycle)
               FROM s
               JOIN batches AS b ON b.k = s.k
