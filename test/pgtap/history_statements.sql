@@ -2,7 +2,7 @@
 -- transition tables writes one history row per changed row (R8, Z11), in
 -- the order the statement changed them, as the row trigger did.
 BEGIN;
-SELECT plan(10);
+SELECT plan(13);
 SET search_path = subscription, public;
 SET TimeZone = 'UTC';
 
@@ -64,6 +64,54 @@ SELECT results_eq(
        AND subscription_id IN (current_setting('t.s1')::bigint, current_setting('t.s2')::bigint) ORDER BY id$$,
     $$SELECT 991002::bigint, s.id FROM subscription AS s WHERE s.account_id = 991002 ORDER BY s.id$$,
     'Z11: an add-on batch''s row names its subscription''s account');
+
+-- R8: an UPDATE's details are its rows' to_jsonb() without the tenant key,
+-- compared column by column as jsonb (IS DISTINCT FROM), paired by place:
+-- a NULL set, a value cleared, a time, a boolean, a column rewritten to
+-- the same value (no key), over two rows changed differently
+CREATE TEMP TABLE hs_before AS SELECT * FROM subscription WHERE account_id = 991002;
+SELECT set_config('t.h', (SELECT max(id) FROM history)::text, true);
+UPDATE subscription
+   SET coupon_periods_left = CASE WHEN id = current_setting('t.s1')::bigint THEN 3 END,
+       cancel_at_period_end = (id = current_setting('t.s2')::bigint),
+       created_at = CASE WHEN id = current_setting('t.s2')::bigint THEN created_at + interval '1 second'
+                         ELSE created_at END,
+       renewal = renewal
+ WHERE account_id = 991002;
+CREATE TEMP TABLE hs_mid AS SELECT * FROM subscription WHERE account_id = 991002;
+SELECT set_config('t.h2', (SELECT max(id) FROM history)::text, true);
+UPDATE subscription SET coupon_periods_left = NULL WHERE id = current_setting('t.s1')::bigint;
+SELECT results_eq(
+    $$SELECT subscription_id, details FROM history
+       WHERE account_id = 991002 AND operation = 'subscription_update' AND id > current_setting('t.h')::bigint
+       ORDER BY id > current_setting('t.h2')::bigint, subscription_id$$,
+    $$SELECT r.id, d.changed
+        FROM (SELECT 1 AS n, m.id, to_jsonb(b) - 'tenant_id' AS o, to_jsonb(m) - 'tenant_id' AS r
+                FROM hs_mid AS m JOIN hs_before AS b ON b.id = m.id
+              UNION ALL
+              SELECT 2, a.id, to_jsonb(m) - 'tenant_id', to_jsonb(a) - 'tenant_id'
+                FROM subscription AS a JOIN hs_mid AS m ON m.id = a.id
+               WHERE a.id = current_setting('t.s1')::bigint) AS r
+       CROSS JOIN LATERAL (SELECT jsonb_object_agg(k.key, jsonb_build_object('old', r.o -> k.key, 'new', k.value)) AS changed
+                             FROM jsonb_each(r.r) AS k WHERE k.value IS DISTINCT FROM r.o -> k.key) AS d
+       WHERE d.changed IS NOT NULL
+       ORDER BY r.n, r.id$$,
+    'R8: an UPDATE''s details are the changed columns of each row, as to_jsonb() compares them');
+
+-- the comparison is jsonb's: 1.0 and 1.00 are the same number (no row),
+-- though stored differently; a dropped column is no column
+ALTER TABLE account ADD COLUMN hs_amount numeric;
+UPDATE account SET hs_amount = 1.0 WHERE id = 991003;
+UPDATE account SET hs_amount = 1.00 WHERE id = 991003;
+UPDATE account SET hs_amount = NULL WHERE id = 991003;
+SELECT results_eq(
+    $$SELECT details::text FROM history WHERE account_id = 991003 AND operation = 'account_update' ORDER BY id$$,
+    $$VALUES ('{"hs_amount": {"new": 1.0, "old": null}}'), ('{"hs_amount": {"new": null, "old": 1.00}}')$$,
+    'R8: a value stored differently but equal as jsonb (1.0, 1.00) is no change');
+ALTER TABLE account DROP COLUMN hs_amount;
+UPDATE account SET name = 'C2' WHERE id = 991003;
+SELECT is((SELECT details FROM history WHERE account_id = 991003 AND operation = 'account_update' ORDER BY id DESC LIMIT 1),
+          '{"name": {"old": "C", "new": "C2"}}'::jsonb, 'R8: an UPDATE after a column was dropped records the changed column alone');
 
 -- the trigger protocol: per statement, over a table it records
 CREATE TABLE public.hs_other (id bigint, tenant_id bigint);
