@@ -49,3 +49,20 @@ SELECT x.tenant_id, x.account_id, x.id, b.id, 'charge', CASE WHEN b.id IS NULL T
  WHERE lower(x.period) = '2026-02-01';
 SQL
 }
+
+# sample_peak DB APP: until the caller's background jobs end, the peak
+# RssAnon (kB: the backend's private memory) of the backend whose
+# application_name is APP, sampled every 20 ms from /proc, in PEAK; call it
+# in the shell that started the jobs
+sample_peak() {
+    local db=$1 app=$2 pid rss
+    PEAK=0
+    while [ "$(jobs -r | wc -l)" -gt 0 ]; do
+        pid=$(psql -X -qAt -d "$db" -c "SELECT pid FROM pg_stat_activity WHERE application_name = '$app'" || true)
+        if [ -n "$pid" ] && [ -r "/proc/$pid/status" ]; then
+            rss=$(awk '/^RssAnon:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
+            [ "${rss:-0}" -gt "$PEAK" ] && PEAK=$rss
+        fi
+        sleep 0.02
+    done
+}

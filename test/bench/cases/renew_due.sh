@@ -16,7 +16,7 @@ set -euo pipefail
 # with CALL, one run_renewals that commits its batches), and the peak
 # RssAnon (kB) of the first worker's backend, sampled every 20 ms
 run_workers() {
-    local db=$1 workers=$2 i start end peak=0 pid rss
+    local db=$1 workers=$2 i start end
     for i in $(seq 1 "$workers"); do
         if [ "${3:-}" = CALL ]; then
             psql -X -qAt -d "$db" -c "SET application_name = 'renew_bench_$i'" -c "SET client_min_messages = warning" \
@@ -27,17 +27,10 @@ run_workers() {
         fi
     done
     start=$(date +%s%N)
-    while [ "$(jobs -r | wc -l)" -gt 0 ]; do
-        pid=$(psql -X -qAt -d "$db" -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'renew_bench_1'" || true)
-        if [ -n "$pid" ] && [ -r "/proc/$pid/status" ]; then
-            rss=$(awk '/^RssAnon:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
-            [ "${rss:-0}" -gt "$peak" ] && peak=$rss
-        fi
-        sleep 0.02
-    done
+    sample_peak "$db" renew_bench_1
     wait
     end=$(date +%s%N)
-    echo "$(( (end - start) / 1000000 )) $peak"
+    echo "$(( (end - start) / 1000000 )) $PEAK"
 }
 
 # floor DB: ms for the set-based floor of the same writes (floor_sql), in
