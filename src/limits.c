@@ -77,7 +77,7 @@ PG_FUNCTION_INFO_V1(move_usage);
  * usage without rows; the guard of a feature without one leaves them out
  * of its UPDATE (MoveUsage), and subscription.meter() starts them when it
  * creates a meter.  On Citus the counter is read before it is moved
- * (MoveCitusUsage), and the accumulators always move.
+ * (MoveCitusUsage), and whether the feature has a meter is read with it.
  *
  * U3: a write at or after the end of the counter's billing period (closes,
  * set by subscription.open_usage) before the renewal billed it is kept out
@@ -908,15 +908,40 @@ CloseUsage(Datum tenant, bool no_tenant, Datum account, Datum feature, Datum at,
 }
 
 /*
+ * Whether a feature has a meter, read on this node (meter is a reference
+ * table on Citus): a worker's cache of the registration is not invalidated
+ * by a meter created or removed on the coordinator (meter_invalidates does
+ * nothing there), so the guard on a shard reads it with each write.
+ */
+static bool
+CitusFeatureMetered(Datum feature)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1] = {feature};
+	bool		isnull;
+
+	KeptPlan(&plan, "SELECT EXISTS (SELECT FROM subscription.meter AS m WHERE m.feature = $1)", 1, argtypes);
+	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read the meter of feature \"%s\"", TextDatumGetCString(feature));
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
  * MoveUsage() on Citus: the counter read and locked, then moved.  tenant:
  * the account's tenant where the caller knows it (record_usage, rel NULL),
- * else found from the shard of account colocated with rel's.
+ * else found from the shard of account colocated with rel's.  As on a
+ * single server, a registered table's feature without a meter leaves the
+ * accumulators out (U1); usage without rows always moves them.
  */
 static int64
 MoveCitusUsage(Relation rel, int64 tenant, int64 account, const char *feature, int64 delta, bool detach,
 			   TimestampTz at)
 {
-	static SPIPlanPtr move_plan = NULL;
+	/* [0] without the accumulators, [1] with them */
+	static SPIPlanPtr move_plan[2];
+	SPIPlanPtr	plan;
+	bool		metered;
 	Oid			argtypes[6] = {INT8OID, TEXTOID, INT8OID, TIMESTAMPTZOID, INT8OID, BOOLOID};
 	Datum		values[6];
 	int64		used;
@@ -939,13 +964,16 @@ MoveCitusUsage(Relation rel, int64 tenant, int64 account, const char *feature, i
 	values[3] = TimestampTzGetDatum(at);
 	values[4] = Int64GetDatum(tenant);
 	values[5] = BoolGetDatum(rel != NULL);
-	KeptPlan(&move_plan,
-			 "UPDATE subscription.usage_counter SET used = used + $3, " METER_ACCUMULATORS("", "$4")
-			 " WHERE tenant_id = $5 AND account_id = $1 AND feature = $2 AND " METER_IN_PERIOD("", "$4")
-			 " RETURNING used", 6, argtypes);
+	metered = rel == NULL || CitusFeatureMetered(values[1]);
+#define CITUS_MOVE_SQL(ACCUMULATORS) \
+	"UPDATE subscription.usage_counter SET used = used + $3" ACCUMULATORS \
+	" WHERE tenant_id = $5 AND account_id = $1 AND feature = $2 AND " METER_IN_PERIOD("", "$4") \
+	" RETURNING used"
+	plan = metered ? KeptPlan(&move_plan[1], CITUS_MOVE_SQL(", " METER_ACCUMULATORS("", "$4")), 6, argtypes)
+		: KeptPlan(&move_plan[0], CITUS_MOVE_SQL(""), 6, argtypes);
 	for (attempt = 0; attempt < 2; attempt++)
 	{
-		if (SPI_execute_plan(move_plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not move the usage counter");
 		if (SPI_processed == 1)
 			return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
