@@ -16268,3 +16268,36 @@ BEGIN
        FROM (SELECT DISTINCT m.tenant_id, m.account_id FROM unnest(metered) AS m ORDER BY m.tenant_id, m.account_id) AS m;
 END
 $$;
+-- The limit guard keeps the catalog's limit version between statements (issue 21, docs/benchmarks.md) --
+
+-- The limit guard keeps the catalog's limit version between statements
+-- (src/limits.c, GuardCatalogVersion) and reads it again only after a
+-- statement changed one of the tables it is computed from: this trigger
+-- invalidates the table's relcache entry, for every backend at the commit
+-- (for this one at once, and again if it rolls back).  Enabled always, so
+-- that a restore in replica mode invalidates too.
+CREATE FUNCTION subscription.limit_catalog_invalidates()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'limit_catalog_invalidates'
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION subscription.limit_catalog_invalidates() IS
+'Internal (C trigger): a change of a table the catalog''s limit version is computed from invalidates the limit guard''s kept version';
+
+CREATE TRIGGER limit_catalog_invalidates AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON subscription.plan_limit
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_catalog_invalidates();
+CREATE TRIGGER limit_catalog_invalidates AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON subscription.addon
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_catalog_invalidates();
+CREATE TRIGGER limit_catalog_invalidates AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON subscription.suite_component
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_catalog_invalidates();
+CREATE TRIGGER limit_catalog_invalidates AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON subscription.plan
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_catalog_invalidates();
+ALTER TABLE subscription.plan_limit ENABLE ALWAYS TRIGGER limit_catalog_invalidates;
+ALTER TABLE subscription.addon ENABLE ALWAYS TRIGGER limit_catalog_invalidates;
+ALTER TABLE subscription.suite_component ENABLE ALWAYS TRIGGER limit_catalog_invalidates;
+ALTER TABLE subscription.plan ENABLE ALWAYS TRIGGER limit_catalog_invalidates;
+
+REVOKE ALL ON FUNCTION subscription.limit_catalog_invalidates() FROM PUBLIC;
+-- the roles already given their rights get limit_catalog_invalidates()
+SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g ORDER BY g.role, g.kind;

@@ -66,6 +66,7 @@ PG_FUNCTION_INFO_V1(recount_usage);
 PG_FUNCTION_INFO_V1(invalidate_limit_cache);
 PG_FUNCTION_INFO_V1(usage_drift);
 PG_FUNCTION_INFO_V1(move_usage);
+PG_FUNCTION_INFO_V1(limit_catalog_invalidates);
 
 /*
  * The meters' accumulators (issue 21), moved by the same UPDATE that moves
@@ -77,7 +78,7 @@ PG_FUNCTION_INFO_V1(move_usage);
  * usage without rows; the guard of a feature without one leaves them out
  * of its UPDATE (MoveUsage), and subscription.meter() starts them when it
  * creates a meter.  On Citus the counter is read before it is moved
- * (MoveCitusUsage), and the accumulators always move.
+ * (MoveCitusUsage), and whether the feature has a meter is read with it.
  *
  * U3: a write at or after the end of the counter's billing period (closes,
  * set by subscription.open_usage) before the renewal billed it is kept out
@@ -889,6 +890,95 @@ ReadCitusCounter(int64 tenant, int64 account, const char *feature, bool exclusiv
 static void RequireAccount(int64 tenant, int64 account);
 
 /*
+ * The catalog's limit version as the guard's UPDATE compares it (issue 17),
+ * kept between statements: read with the latest snapshot (the view
+ * limit_catalog_versions, four scans of the catalog tables) only after a
+ * statement changed one of those tables, whose trigger
+ * limit_catalog_invalidates invalidates the table's relcache entry, for
+ * every backend at its commit and for its own at once and again if it rolls
+ * back.  The guard takes the invalidations that arrived (as a lock does)
+ * before it looks, so a change committed before the guard's statement
+ * started is always seen.  The callback only marks; the array given to a
+ * statement is a copy.
+ */
+#define LIMIT_CATALOG_TABLES 4
+static Datum kept_catalog_version = (Datum) 0;
+static bool kept_catalog_version_valid = false;
+static uint64 catalog_invalidations = 0;
+static Oid	limit_catalog_relids[LIMIT_CATALOG_TABLES];
+
+static void
+LimitCatalogCallback(Datum arg, Oid relid)
+{
+	int			i;
+
+	for (i = 0; i < LIMIT_CATALOG_TABLES; i++)
+		if (relid == InvalidOid || relid == limit_catalog_relids[i])
+		{
+			kept_catalog_version_valid = false;
+			catalog_invalidations++;
+			return;
+		}
+}
+
+static Datum
+GuardCatalogVersion(void)
+{
+	static bool callback_registered = false;
+	static SPIPlanPtr plan = NULL;
+	static const char *const tables[LIMIT_CATALOG_TABLES] = {"plan_limit", "addon", "suite_component", "plan"};
+	uint64		invalidations;
+	bool		isnull;
+	Datum		version;
+	MemoryContext old;
+	int			i;
+
+	if (!callback_registered)
+	{
+		RegisterRelcacheCallback(LimitCatalogCallback);
+		callback_registered = true;
+	}
+	AcceptInvalidationMessages();
+	if (!kept_catalog_version_valid)
+	{
+		for (i = 0; i < LIMIT_CATALOG_TABLES; i++)
+			limit_catalog_relids[i] = OwnTable(tables[i]);
+		invalidations = catalog_invalidations;
+		KeptPlan(&plan, "SELECT v.version FROM subscription.limit_catalog_versions AS v", 0, NULL);
+		if (SPI_execute_snapshot(plan, NULL, NULL, GetLatestSnapshot(), InvalidSnapshot, true, false, 1) != SPI_OK_SELECT
+			|| SPI_processed != 1)
+			elog(ERROR, "could not read the catalog's limit version");
+		version = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		old = MemoryContextSwitchTo(TopMemoryContext);
+		version = datumCopy(version, false, -1);
+		MemoryContextSwitchTo(old);
+		if (kept_catalog_version != (Datum) 0)
+			pfree(DatumGetPointer(kept_catalog_version));
+		kept_catalog_version = version;
+		/* an invalidation taken while it was read: read it again next time */
+		kept_catalog_version_valid = invalidations == catalog_invalidations;
+	}
+	return datumCopy(kept_catalog_version, false, -1);
+}
+
+/*
+ * limit_catalog_invalidates(): AFTER ... FOR EACH STATEMENT trigger on the
+ * tables the catalog's limit version is computed from: every backend reads
+ * the version again (GuardCatalogVersion) after this transaction's commit,
+ * and this one at once and again if it rolls back.
+ */
+Datum
+limit_catalog_invalidates(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("limit_catalog_invalidates() must be called as a trigger")));
+	CacheInvalidateRelcache(((TriggerData *) fcinfo->context)->tg_relation);
+	return PointerGetDatum(NULL);
+}
+
+/*
  * U3: subscription.close_usage(): the counter of (account, feature), whose
  * period ends at or before at, keeps the figures of each period ended and
  * starts the one that holds at.  tenant: NULL where the caller does not
@@ -908,15 +998,40 @@ CloseUsage(Datum tenant, bool no_tenant, Datum account, Datum feature, Datum at,
 }
 
 /*
+ * Whether a feature has a meter, read on this node (meter is a reference
+ * table on Citus): a worker's cache of the registration is not invalidated
+ * by a meter created or removed on the coordinator (meter_invalidates does
+ * nothing there), so the guard on a shard reads it with each write.
+ */
+static bool
+CitusFeatureMetered(Datum feature)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1] = {feature};
+	bool		isnull;
+
+	KeptPlan(&plan, "SELECT EXISTS (SELECT FROM subscription.meter AS m WHERE m.feature = $1)", 1, argtypes);
+	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read the meter of feature \"%s\"", TextDatumGetCString(feature));
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
  * MoveUsage() on Citus: the counter read and locked, then moved.  tenant:
  * the account's tenant where the caller knows it (record_usage, rel NULL),
- * else found from the shard of account colocated with rel's.
+ * else found from the shard of account colocated with rel's.  As on a
+ * single server, a registered table's feature without a meter leaves the
+ * accumulators out (U1); usage without rows always moves them.
  */
 static int64
 MoveCitusUsage(Relation rel, int64 tenant, int64 account, const char *feature, int64 delta, bool detach,
 			   TimestampTz at)
 {
-	static SPIPlanPtr move_plan = NULL;
+	/* [0] without the accumulators, [1] with them */
+	static SPIPlanPtr move_plan[2];
+	SPIPlanPtr	plan;
+	bool		metered;
 	Oid			argtypes[6] = {INT8OID, TEXTOID, INT8OID, TIMESTAMPTZOID, INT8OID, BOOLOID};
 	Datum		values[6];
 	int64		used;
@@ -939,13 +1054,16 @@ MoveCitusUsage(Relation rel, int64 tenant, int64 account, const char *feature, i
 	values[3] = TimestampTzGetDatum(at);
 	values[4] = Int64GetDatum(tenant);
 	values[5] = BoolGetDatum(rel != NULL);
-	KeptPlan(&move_plan,
-			 "UPDATE subscription.usage_counter SET used = used + $3, " METER_ACCUMULATORS("", "$4")
-			 " WHERE tenant_id = $5 AND account_id = $1 AND feature = $2 AND " METER_IN_PERIOD("", "$4")
-			 " RETURNING used", 6, argtypes);
+	metered = rel == NULL || CitusFeatureMetered(values[1]);
+#define CITUS_MOVE_SQL(ACCUMULATORS) \
+	"UPDATE subscription.usage_counter SET used = used + $3" ACCUMULATORS \
+	" WHERE tenant_id = $5 AND account_id = $1 AND feature = $2 AND " METER_IN_PERIOD("", "$4") \
+	" RETURNING used"
+	plan = metered ? KeptPlan(&move_plan[1], CITUS_MOVE_SQL(", " METER_ACCUMULATORS("", "$4")), 6, argtypes)
+		: KeptPlan(&move_plan[0], CITUS_MOVE_SQL(""), 6, argtypes);
 	for (attempt = 0; attempt < 2; attempt++)
 	{
-		if (SPI_execute_plan(move_plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not move the usage counter");
 		if (SPI_processed == 1)
 			return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -1089,8 +1207,8 @@ static int64
 MoveUsage(Relation rel, int64 tenant, int64 account, const char *feature, int64 delta, bool detach,
 		  bool metered, TimestampTz at)
 {
-	Oid			argtypes[7] = {INT8OID, TEXTOID, INT8OID, BOOLOID, TIMESTAMPTZOID, BOOLOID, INT8OID};
-	Datum		values[7];
+	Oid			argtypes[8] = {INT8OID, TEXTOID, INT8OID, BOOLOID, TIMESTAMPTZOID, BOOLOID, INT8OID, INT8ARRAYOID};
+	Datum		values[8];
 	bool		isnull;
 	int64		used;
 	int64		limit;
@@ -1110,15 +1228,18 @@ MoveUsage(Relation rel, int64 tenant, int64 account, const char *feature, int64 
 	/* U3: whether the use is rows (they stay counted in the next period) */
 	values[5] = BoolGetDatum(rel != NULL);
 	values[6] = Int64GetDatum(tenant);
+	/* the catalog's limit version, kept (GuardCatalogVersion) */
+	values[7] = v ? GuardCatalogVersion() : (Datum) 0;
 
 	/*
 	 * The counter row carries the limit (kept by subscription.refresh_limits
 	 * for the account's own rows), with the catalog's limit version it was
 	 * computed at: when the catalog's version moved since, the limit is
 	 * recomputed and stored by this same statement (COUNTER_LIMIT, issue
-	 * 17), so the check is this one row.  The catalog's version is read
-	 * once (a one-row relation of the statement), the counter's columns
-	 * again if the row is re-checked after a concurrent update.  detach limits nothing but inclusion: any
+	 * 17), so the check is this one row.  The catalog's version is given
+	 * ($8, a one-row relation of the statement, read only after a catalog
+	 * change: GuardCatalogVersion), the counter's columns read again if the
+	 * row is re-checked after a concurrent update.  detach limits nothing but inclusion: any
 	 * non-NULL value where the feature is included (limit NULL or above 0).
 	 *
 	 * One statement in three forms from one text (issue 21): a write of a
@@ -1135,18 +1256,18 @@ MoveUsage(Relation rel, int64 tenant, int64 account, const char *feature, int64 
 	" RETURNING u.used"
 #define MOVE_USAGE_11_SQL(ACCUMULATORS, TENANT) \
 	MOVE_USAGE_SQL(", limit_value = " COUNTER_LIMIT ", limit_version = c.version" ACCUMULATORS, \
-				   " FROM " CATALOG_LIMIT_VERSION, COUNTER_LIMIT, TENANT " AND " METER_IN_PERIOD("u.", "$5"))
+				   " FROM (SELECT $8) AS c (version)", COUNTER_LIMIT, TENANT " AND " METER_IN_PERIOD("u.", "$5"))
 	if (!v)
 		move_plan = KeptPlan(&move_usage_plan[0], MOVE_USAGE_SQL("", "", "u.limit_value", ""), 7, argtypes);
 	else if (rel == NULL)
 		move_plan = KeptPlan(&move_usage_plan_11[1],
 							 MOVE_USAGE_11_SQL(", " METER_ACCUMULATORS("u.", "$5"), " AND u.tenant_id = $7"),
-							 7, argtypes);
+							 8, argtypes);
 	else if (metered)
 		move_plan = KeptPlan(&move_usage_plan[1], MOVE_USAGE_11_SQL(", " METER_ACCUMULATORS("u.", "$5"), ""),
-							 7, argtypes);
+							 8, argtypes);
 	else
-		move_plan = KeptPlan(&move_usage_plan_11[0], MOVE_USAGE_11_SQL("", ""), 7, argtypes);
+		move_plan = KeptPlan(&move_usage_plan_11[0], MOVE_USAGE_11_SQL("", ""), 8, argtypes);
 	/* at most: create the counter, close its ended periods, move it */
 	for (attempt = 0; attempt < 3; attempt++)
 	{

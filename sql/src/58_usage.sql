@@ -78,7 +78,7 @@ COMMENT ON FUNCTION subscription.meter(regclass, text, text, interval) IS
 -- as the guard caches it (src/limits.c, GetLimitEntry): a meter created,
 -- changed or removed (meter(), unenforce_limit's cascade, the extension
 -- owner's DELETE, a restore) invalidates it on every backend at commit.
--- On Citus the guard always moves the accumulators (MoveCitusUsage), and
+-- On Citus the guard reads the meter with each write (MoveCitusUsage), and
 -- a worker's placement names another node's relations: nothing to do.
 CREATE FUNCTION subscription.meter_invalidates()
 RETURNS trigger

@@ -10,6 +10,9 @@
 SET search_path = subscription, public;
 SET TimeZone = 'UTC';
 BEGIN;
+-- the clock set with SET LOCAL reaches the guard on a Citus worker too
+-- (docs/citus.md); on a single server it is this session's already
+SET LOCAL citus.propagate_set_commands = 'local';
 
 INSERT INTO product (code, name) VALUES ('central', 'LogMeIn Central');
 INSERT INTO plan (code, product, name) VALUES ('central_basic', 'central', 'Basic');
@@ -32,11 +35,11 @@ $$;
 
 -- U1: no meter: the counter moves, its accumulators do not (one row, and
 -- a statement of several rows: both the guard's paths)
-SET subscription.clock = '2026-03-02 00:00';
+SET LOCAL subscription.clock = '2026-03-02 00:00';
 INSERT INTO host (account_id) VALUES (1);
 INSERT INTO host (account_id) VALUES (1), (1);
 SELECT * FROM pg_temp.figures();
-SET subscription.clock = '2026-03-02 01:00';
+SET LOCAL subscription.clock = '2026-03-02 01:00';
 INSERT INTO host (account_id) VALUES (1);
 DELETE FROM host WHERE id IN (SELECT min(id) FROM host);
 INSERT INTO host (account_id) VALUES (1), (1);
@@ -46,21 +49,21 @@ SELECT feature, aggregation, used, peak, integral, time_weighted FROM current_us
 
 -- U1: a meter created after the guard cached the table: at once, in this
 -- session; its accumulators start from the use of now (5 hosts)
-SET subscription.clock = '2026-03-02 02:00';
+SET LOCAL subscription.clock = '2026-03-02 02:00';
 SELECT meter('public.host', 'hosts', 'peak');
 SELECT * FROM pg_temp.figures();
-SET subscription.clock = '2026-03-02 03:00';
+SET LOCAL subscription.clock = '2026-03-02 03:00';
 INSERT INTO host (account_id) VALUES (1);
 -- 5 hosts for an hour: 18000 row-seconds; the peak 6
 SELECT * FROM pg_temp.figures();
-SET subscription.clock = '2026-03-02 04:00';
+SET LOCAL subscription.clock = '2026-03-02 04:00';
 INSERT INTO host (account_id) VALUES (1), (1);
 -- + 6 hosts for an hour: 39600; the peak 8
 SELECT * FROM pg_temp.figures();
 SELECT feature, aggregation, used, peak, integral, time_weighted FROM current_usage WHERE account_id = 1;
 
 -- a meter changed: the accumulators go on, nothing starts again
-SET subscription.clock = '2026-03-02 05:00';
+SET LOCAL subscription.clock = '2026-03-02 05:00';
 SELECT meter('public.host', 'hosts', 'time_weighted', '1 hour');
 SELECT * FROM pg_temp.figures();
 DELETE FROM host WHERE id IN (SELECT max(id) FROM host);
@@ -69,7 +72,7 @@ SELECT * FROM pg_temp.figures();
 
 -- U1: the meter removed (the extension's owner): at once, the guard
 -- leaves the accumulators as they were
-SET subscription.clock = '2026-03-02 06:00';
+SET LOCAL subscription.clock = '2026-03-02 06:00';
 DELETE FROM meter WHERE feature = 'hosts';
 INSERT INTO host (account_id) VALUES (1);
 INSERT INTO host (account_id) VALUES (1), (1);
@@ -77,15 +80,15 @@ SELECT * FROM pg_temp.figures();
 SELECT feature, aggregation, used, peak, integral FROM current_usage WHERE account_id = 1;
 
 -- and a meter again: from the use of then (10 hosts), none of the hours without one
-SET subscription.clock = '2026-03-02 07:00';
+SET LOCAL subscription.clock = '2026-03-02 07:00';
 SELECT meter('public.host', 'hosts', 'count');
-SET subscription.clock = '2026-03-02 07:30';
+SET LOCAL subscription.clock = '2026-03-02 07:30';
 DELETE FROM host WHERE id IN (SELECT max(id) FROM host);
 -- 10 hosts for half an hour: 18000
 SELECT * FROM pg_temp.figures();
 
 -- usage without rows keeps its accumulators, as before
-SET subscription.clock = '2026-03-02 08:00';
+SET LOCAL subscription.clock = '2026-03-02 08:00';
 SELECT record_usage(1, 'calls', 4, 'k1', '2026-03-02 08:00');
 SELECT record_usage(1, 'calls', 3, 'k2', '2026-03-02 09:00');
 SELECT used, peak, integral FROM usage_counter WHERE account_id = 1 AND feature = 'calls';
