@@ -16300,4 +16300,406 @@ ALTER TABLE subscription.plan ENABLE ALWAYS TRIGGER limit_catalog_invalidates;
 
 REVOKE ALL ON FUNCTION subscription.limit_catalog_invalidates() FROM PUBLIC;
 -- the roles already given their rights get limit_catalog_invalidates()
+-- issue 20: record_payment's history rows (the invoice's opening, the
+-- payment, the invoice's status) in one statement, by write_histories():
+-- one call of history's statement trigger and one write of their events
+-- instead of three.  invoice_status_history and announce_invoice split in
+-- what their rows are (invoice_status_details, invoice_announcement) and
+-- the writing; settle_invoice writes its caller's rows with its own;
+-- invoice_for_change may leave the opening to its caller.  end_past_due
+-- refreshes the account's subscriptions only when a freeze of its dunning
+-- ends.
+CREATE FUNCTION subscription.write_histories(operations text[], account_id bigint, subscription_id bigint,
+                                             details jsonb[], in_tenant bigint)
+RETURNS void
+AS 'MODULE_PATHNAME', 'write_histories'
+LANGUAGE C;
+
+COMMENT ON FUNCTION subscription.write_histories(text[], bigint, bigint, jsonb[], bigint) IS
+'Internal (C): write several history rows of one account and subscription, operation k with details k, in one statement (R8); the extension''s own functions only';
+
+REVOKE ALL ON FUNCTION subscription.write_histories(text[], bigint, bigint, jsonb[], bigint) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION subscription.role_rights(kind text)
+RETURNS TABLE (object_type text, object text, privileges text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    application_routines text[] := '{subscribe,set_quantity,change_plan,change_cycle,set_renewal,cancel,
+        cancel_account,close_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
+        apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
+        bundle_into_suite,preview_bundle_into_suite,
+        effective_limit,current_actor,calling_role,may_read,coupon_discount,tier_for_hosts,prorate_refund,
+        cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
+        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
+        renewal_terms,plan_version_or_current,next_plan,create_account,pause,resume,
+        invoice_document,receipt_document,add_payment_method,has_feature,now,meter_now,preview_usage,integral_at}';
+    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
+    views text[] := '{license_holder,invoice,credit_statement,renewal_notice,receipt,open_balance,current_usage}';
+BEGIN
+    IF kind NOT IN ('application', 'backoffice', 'restore') THEN
+        RAISE EXCEPTION 'unknown kind of role "%"', kind
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The kinds are application, backoffice and restore.';
+    END IF;
+    RETURN QUERY
+    SELECT 'SCHEMA', 'subscription', 'USAGE'
+    UNION ALL
+    SELECT 'ROUTINE', p.oid::regprocedure::text, 'EXECUTE'
+      FROM pg_catalog.pg_proc AS p
+     WHERE p.pronamespace = 'subscription'::regnamespace
+       AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
+                     -- granting, and writing history, are for the extension's owner alone
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_histor(y|ies)|write_events?|insert_events)$' END
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || c.relname,
+           CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
+                THEN 'SELECT, INSERT, UPDATE, DELETE'
+                WHEN kind = 'restore' AND c.relkind = 'r' THEN 'SELECT, INSERT'
+                WHEN kind = 'restore' AND c.relkind = 'S' THEN 'SELECT, UPDATE'
+                ELSE 'SELECT' END
+      FROM pg_catalog.pg_class AS c
+     WHERE c.relnamespace = 'subscription'::regnamespace
+       AND c.relkind IN ('r', 'v', 'S')
+       AND CASE kind WHEN 'backoffice' THEN true
+                     WHEN 'restore' THEN c.relkind IN ('r', 'S')
+                     ELSE c.relname = ANY (catalog || views) END
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || t, 'INSERT, UPDATE' || CASE t WHEN 'member' THEN ', DELETE' ELSE '' END
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+    UNION ALL
+    SELECT 'COLUMNS', 'subscription.' || t, 'SELECT (id)'
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+     ORDER BY 1, 2;
+END
+$$;
+
+CREATE FUNCTION subscription.invoice_status_details(i subscription.invoice_record, new_status text, at timestamptz,
+                                                    extra jsonb, at_commit boolean)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT at_commit AND NOT i.announced THEN
+        RETURN NULL;
+    END IF;
+    RETURN jsonb_build_object('invoice_id', i.id, 'issuer', i.issuer, 'number', i.number,
+                              'status', jsonb_build_object('old', CASE WHEN at_commit THEN 'open' ELSE i.status END,
+                                                           'new', new_status),
+                              'total', i.total, 'paid', i.paid, 'currency', i.currency, 'at', at) || extra;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.invoice_status_details(subscription.invoice_record, text, timestamptz, jsonb, boolean) IS
+'Internal: the details of the history row of an invoice''s change of status, NULL for an invoice of this transaction not yet announced (I3, I8)';
+
+
+CREATE OR REPLACE FUNCTION subscription.invoice_status_history(i subscription.invoice_record, new_status text, at timestamptz,
+                                                    extra jsonb, at_commit boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    details jsonb;
+BEGIN
+    PERFORM subscription.require_arguments('invoice_status_history', '{i,new_status,at,extra,at_commit}',
+        ARRAY[(i).id IS NULL, new_status IS NULL, at IS NULL, extra IS NULL, at_commit IS NULL]);
+    details := subscription.invoice_status_details(i, new_status, at, extra, at_commit);
+    IF details IS NOT NULL THEN
+        PERFORM subscription.write_history('invoice_status', i.account_id, i.subscription_id, details, i.tenant_id);
+    END IF;
+END
+$$;
+
+CREATE FUNCTION subscription.invoice_announcement(tenant_id bigint, invoice_id bigint,
+                                                  OUT account_id bigint, OUT subscription_id bigint,
+                                                  OUT operations text[], OUT details jsonb[])
+RETURNS record
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+    lines bigint;
+BEGIN
+    operations := '{}';
+    details := '{}';
+    -- once: a restore copies rows already announced, and announces
+    -- without history the invoices of a dump from before 1.1
+    UPDATE subscription.invoice_record AS r SET announced = true
+     WHERE r.tenant_id = invoice_announcement.tenant_id AND r.id = invoice_announcement.invoice_id AND NOT r.announced
+    RETURNING * INTO i;
+    IF NOT FOUND OR subscription.restoring_role() THEN
+        RETURN;
+    END IF;
+    account_id := i.account_id;
+    subscription_id := i.subscription_id;
+    lines := (SELECT count(*) FROM subscription.ledger AS l
+               WHERE l.tenant_id = invoice_announcement.tenant_id AND l.invoice_id = invoice_announcement.invoice_id);
+    operations := ARRAY['invoice_open'];
+    details := ARRAY[jsonb_build_object('invoice_id', i.id, 'issuer', i.issuer, 'number', i.number,
+                                        'currency', i.currency, 'corrects_invoice_id', i.corrects_invoice_id,
+                                        'due_at', i.due_at, 'total', i.total, 'lines', lines)];
+    IF i.status <> 'open' THEN
+        operations := operations || 'invoice_status'::text;
+        details := details || subscription.invoice_status_details(i, i.status,
+            CASE i.status WHEN 'paid' THEN coalesce((SELECT max(p.at) FROM subscription.payment AS p
+                                                      WHERE p.tenant_id = invoice_announcement.tenant_id
+                                                        AND p.invoice_id = invoice_announcement.invoice_id), i.at)
+                          ELSE i.at END,
+            CASE WHEN i.status = 'void' THEN
+                jsonb_build_object('reason', i.void_reason, 'correcting_invoice_id',
+                                   (SELECT c.id FROM subscription.invoice_record AS c
+                                     WHERE c.tenant_id = invoice_announcement.tenant_id
+                                       AND c.corrects_invoice_id = invoice_announcement.invoice_id))
+                 ELSE '{}' END,
+            true);
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.invoice_announcement(bigint, bigint) IS
+'Internal: mark an invoice announced and return its opening''s history rows (and a status its transaction reached), once (I8)';
+
+
+CREATE OR REPLACE FUNCTION subscription.announce_invoice(tenant_id bigint, invoice_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a record;
+BEGIN
+    PERFORM subscription.require_arguments('announce_invoice', '{tenant_id,invoice_id}',
+        ARRAY[tenant_id IS NULL, invoice_id IS NULL]);
+    SELECT * INTO a FROM subscription.invoice_announcement(announce_invoice.tenant_id, announce_invoice.invoice_id);
+    -- at the commit most were announced already (record_payment): no rows
+    IF cardinality(a.operations) > 0 THEN
+        PERFORM subscription.write_histories(a.operations, a.account_id, a.subscription_id, a.details,
+                                             announce_invoice.tenant_id);
+    END IF;
+END
+$$;
+
+DROP FUNCTION subscription.settle_invoice(bigint, bigint, boolean, timestamptz);
+CREATE FUNCTION subscription.settle_invoice(tenant_id bigint, invoice_id bigint, quiet boolean DEFAULT false,
+                                            at timestamptz DEFAULT NULL, before_operations text[] DEFAULT '{}',
+                                            before_details jsonb[] DEFAULT '{}')
+RETURNS text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+    new_status text;
+    operations text[] := coalesce(before_operations, '{}');
+    details jsonb[] := coalesce(before_details, '{}');
+    status_details jsonb;
+BEGIN
+    SELECT * INTO i FROM subscription.invoice_record AS r
+     WHERE r.tenant_id = settle_invoice.tenant_id AND r.id = settle_invoice.invoice_id;
+    IF NOT FOUND THEN
+        -- no invoice, no rows of it (record_payment, which gives rows, has it locked)
+        RETURN NULL;
+    END IF;
+    new_status := subscription.invoice_status(i.status, i.total, i.paid);
+    IF new_status IS DISTINCT FROM i.status THEN
+        UPDATE subscription.invoice_record AS r SET status = new_status
+         WHERE r.tenant_id = settle_invoice.tenant_id AND r.id = settle_invoice.invoice_id;
+        IF NOT quiet THEN
+            status_details := subscription.invoice_status_details(i, new_status, coalesce(settle_invoice.at, i.at),
+                                                                  '{}', false);
+        END IF;
+        IF status_details IS NOT NULL THEN
+            operations := operations || 'invoice_status'::text;
+            details := details || status_details;
+        END IF;
+    END IF;
+    IF cardinality(operations) > 0 THEN
+        PERFORM subscription.write_histories(operations, i.account_id, i.subscription_id, details, i.tenant_id);
+    END IF;
+    IF new_status IS DISTINCT FROM i.status AND NOT quiet AND new_status = 'paid' AND i.subscription_id IS NOT NULL THEN
+        PERFORM subscription.end_past_due(i.tenant_id, i.subscription_id, i.id);
+    END IF;
+    RETURN new_status;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.settle_invoice(bigint, bigint, boolean, timestamptz, text[], jsonb[]) IS
+'Internal: an invoice''s status from its total and payments, its change recorded in history unless quiet, after the caller''s rows of it (I3)';
+
+
+DROP FUNCTION subscription.invoice_for_change(text, bigint, bigint);
+CREATE FUNCTION subscription.invoice_for_change(fn text, tenant bigint, invoice_id bigint, announce boolean DEFAULT true)
+RETURNS subscription.invoice_record
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+    owner bigint;
+BEGIN
+    SELECT * INTO i FROM subscription.invoice_record AS r
+     WHERE r.tenant_id = invoice_for_change.tenant AND r.id = invoice_for_change.invoice_id FOR UPDATE;
+    IF FOUND AND NOT i.announced AND announce IS NOT false THEN
+        -- I8: opened in this transaction: its opening before the change's events
+        PERFORM subscription.announce_invoice(i.tenant_id, i.id);
+        SELECT * INTO i FROM subscription.invoice_record AS r WHERE r.tenant_id = i.tenant_id AND r.id = i.id;
+    END IF;
+    IF FOUND THEN
+        RETURN i;
+    END IF;
+    owner := subscription.tenant_of_invoice(invoice_id);
+    IF owner IS NULL THEN
+        RAISE EXCEPTION 'invoice % does not exist', invoice_id USING ERRCODE = 'no_data_found';
+    END IF;
+    IF invoice_for_change.tenant IS NULL THEN
+        RAISE EXCEPTION 'argument "tenant_id" of %() must not be null', fn USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    RAISE EXCEPTION 'invoice % is not of tenant %', invoice_id, invoice_for_change.tenant
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = format('subscription.%s(invoice_id, ...) without the tenant finds it.', fn);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.invoice_for_change(text, bigint, bigint, boolean) IS
+'Internal: an invoice of the tenant, locked (P0002 unless it exists, 22023 if another tenant''s)';
+
+
+CREATE OR REPLACE FUNCTION subscription.record_payment(tenant_id bigint, invoice_id bigint, amount numeric, reference text,
+                                            at timestamptz, currency text)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+    earlier subscription.payment;
+    excess numeric;
+    credit_line bigint;
+    new_id bigint;
+    -- the history rows of the invoice written with its status's, in one
+    -- statement (settle_invoice): its opening (I8), then the payment
+    opening record;
+    operations text[];
+    details jsonb[];
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.record_payment(bigint,bigint,numeric,text,timestamptz,text)', record_payment.tenant_id,
+            pg_catalog.jsonb_build_array(record_payment.tenant_id, record_payment.invoice_id, record_payment.amount, record_payment.reference, record_payment.at, record_payment.currency)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    PERFORM subscription.require_arguments('record_payment', '{invoice_id,amount,reference,at}',
+        ARRAY[invoice_id IS NULL, amount IS NULL, reference IS NULL, at IS NULL]);
+    i := subscription.invoice_for_change('record_payment', tenant_id, invoice_id, false);
+    -- I8: opened in this transaction: its opening before the payment's rows
+    SELECT * INTO opening FROM subscription.invoice_announcement(i.tenant_id, i.id);
+    operations := opening.operations;
+    details := opening.details;
+    PERFORM subscription.authorize(i.tenant_id, i.account_id, 'pay', false);
+    -- I5: once per reference
+    SELECT * INTO earlier FROM subscription.payment AS p
+     WHERE p.tenant_id = i.tenant_id AND p.reference = record_payment.reference;
+    IF FOUND THEN
+        IF earlier.invoice_id <> i.id THEN
+            RAISE EXCEPTION 'payment reference "%" is already recorded for another invoice', reference
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('Payment %s of invoice %s has it.', earlier.id, earlier.invoice_id);
+        END IF;
+        PERFORM subscription.write_histories(operations, i.account_id, i.subscription_id, details, i.tenant_id);
+        RETURN earlier.id;
+    END IF;
+    PERFORM subscription.require_time('record_payment', at, false);
+    IF currency IS NOT NULL AND currency <> i.currency THEN
+        RAISE EXCEPTION 'invoice % is in %, not %', i.document_number, i.currency, currency
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Record the payment in the invoice''s currency.';
+    END IF;
+    IF amount <= 0 OR amount >= 'Infinity' OR amount <> subscription.round_money(amount, i.currency) THEN
+        RAISE EXCEPTION 'a payment must be a positive amount in the minor unit of %', i.currency
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The amount was %s.', amount);
+    END IF;
+    PERFORM subscription.require_amount(amount, i.currency);
+    IF btrim(reference) = '' THEN
+        RAISE EXCEPTION 'a payment needs the provider''s reference' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF i.status IN ('void', 'uncollectible') THEN
+        RAISE EXCEPTION 'invoice % is %', i.document_number, i.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    excess := amount - greatest(i.total - i.paid, 0);
+    IF excess > 0 THEN
+        -- the credit's line may settle other invoices (invoice_totals): the
+        -- opening before their rows
+        PERFORM subscription.write_histories(operations, i.account_id, i.subscription_id, details, i.tenant_id);
+        operations := '{}';
+        details := '{}';
+        INSERT INTO subscription.ledger AS l
+               (tenant_id, account_id, kind, amount, currency, item, description, corrects_invoice_id)
+        VALUES (i.tenant_id, i.account_id, 'credit', excess, i.currency, 'credit',
+                format('overpayment of invoice %s (%s)', i.document_number, reference), i.id)
+        RETURNING l.id INTO credit_line;
+    END IF;
+    INSERT INTO subscription.payment AS p
+           (tenant_id, invoice_id, account_id, amount, currency, reference, payment_method_id, at, credit_line_id)
+    VALUES (i.tenant_id, i.id, i.account_id, amount, i.currency, reference, i.payment_method_id, at, credit_line)
+    RETURNING p.id INTO new_id;
+    UPDATE subscription.invoice_record AS r SET paid = r.paid + amount - greatest(excess, 0)
+     WHERE r.tenant_id = i.tenant_id AND r.id = i.id;
+    operations := operations || 'payment'::text;
+    details := details || jsonb_build_object('payment_id', new_id, 'invoice_id', i.id, 'amount', amount,
+                                             'currency', i.currency, 'reference', reference,
+                                             'credited', greatest(excess, 0));
+    PERFORM subscription.settle_invoice(i.tenant_id, i.id, false, at, operations, details);
+    RETURN new_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.end_past_due(tenant_id bigint, subscription_id bigint, invoice_id bigint)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    froze boolean;
+BEGIN
+    -- looked up (and locked) before the UPDATE: an UPDATE of no row still
+    -- fires the table's statement triggers (history, limits, seats), and
+    -- most paid invoices are of a subscription that is not past due
+    SELECT x.dunning_frozen INTO froze FROM subscription.subscription AS x
+     WHERE x.tenant_id = end_past_due.tenant_id AND x.id = end_past_due.subscription_id
+       AND x.status = 'past_due' AND x.past_due_invoice_id = end_past_due.invoice_id
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    UPDATE subscription.subscription AS x
+       SET status = 'active', past_due_since = NULL, past_due_invoice_id = NULL, dunning_step = 0,
+           dunning_frozen = false
+     WHERE x.tenant_id = end_past_due.tenant_id AND x.id = end_past_due.subscription_id
+    RETURNING * INTO s;
+    -- the account's limits and seat counters as they were (a freeze's
+    -- end): only where its dunning froze the account.  Otherwise no
+    -- subscription's freeze changed (freezing_subscription), and the
+    -- UPDATE above already refreshed this one's counter and its account's
+    -- limits (its status changed): a second UPDATE of the account's
+    -- subscriptions, with their statement triggers, would change nothing
+    IF froze THEN
+        PERFORM subscription.refresh_freeze(s.tenant_id, s.account_id);
+    END IF;
+    RETURN true;
+END
+$$;
+
+REVOKE ALL ON FUNCTION subscription.invoice_status_details(subscription.invoice_record, text, timestamptz, jsonb, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.invoice_announcement(bigint, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.settle_invoice(bigint, bigint, boolean, timestamptz, text[], jsonb[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.invoice_for_change(text, bigint, bigint, boolean) FROM PUBLIC;
+-- the roles already given their rights get the new functions
 SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g ORDER BY g.role, g.kind;

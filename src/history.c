@@ -6,7 +6,9 @@
  * Every row of subscription.history that the extension writes is written
  * by RecordHistory(): the statement trigger record_history() and the
  * license guard's statement path through RecordQueriedHistory(),
- * erase_account() through subscription.write_history(), the license
+ * erase_account() and the extension's SQL through
+ * subscription.write_history() (one row) and write_histories() (several
+ * rows of one account in one statement: record_payment's), the license
  * guard's one-row and TRUNCATE paths directly.  The writer gives the operation,
  * the account, the subscription and the details; RecordHistory() adds the
  * actor (CurrentActor(): subscription.actor, else the session user), and
@@ -35,13 +37,16 @@
 #include "utils/memutils.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/jsonb.h"
 #include "utils/rel.h"
 
 #include "subscription.h"
 
 PG_FUNCTION_INFO_V1(write_history);
+PG_FUNCTION_INFO_V1(write_histories);
 PG_FUNCTION_INFO_V1(record_history);
 
 /*
@@ -76,6 +81,17 @@ RecordHistory(RowWrites *w, int table, const char *operation, const int64 *tenan
 	pfree(given);
 }
 
+/* only the extension's owner writes history through SQL (R8) */
+static void
+RequireHistoryWriter(void)
+{
+	if (GetUserId() != ExtensionOwner())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("only the extension's own functions write history"),
+				 errhint("History is written by the functions that make the changes.")));
+}
+
 /*
  * write_history(operation text, account_id bigint, subscription_id bigint,
  *				 details jsonb, tenant_id bigint DEFAULT NULL) returns void
@@ -98,11 +114,7 @@ write_history(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("argument \"%s\" of write_history() must not be null",
 						PG_ARGISNULL(0) ? "operation" : "details")));
-	if (GetUserId() != ExtensionOwner())
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("only the extension's own functions write history"),
-				 errhint("History is written by the functions that make the changes.")));
+	RequireHistoryWriter();
 	account_id = PG_ARGISNULL(1) ? 0 : PG_GETARG_INT64(1);
 	subscription_id = PG_ARGISNULL(2) ? 0 : PG_GETARG_INT64(2);
 	tenant_id = PG_NARGS() > 4 && !PG_ARGISNULL(4) ? PG_GETARG_INT64(4) : 0;
@@ -114,6 +126,86 @@ write_history(PG_FUNCTION_ARGS)
 				  PG_ARGISNULL(1) ? NULL : &account_id,
 				  PG_ARGISNULL(2) ? NULL : &subscription_id,
 				  PG_GETARG_DATUM(3));
+	EndRowWrites(w);
+	PG_RETURN_VOID();
+}
+
+/* the elements of a one-dimensional array argument, NULLs flagged */
+static int
+HistoryArray(FunctionCallInfo fcinfo, int arg, Oid type, Datum **values, bool **nulls)
+{
+	ArrayType  *a = PG_GETARG_ARRAYTYPE_P(arg);
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			n;
+
+	if (ARR_NDIM(a) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the arrays of write_histories() must be of one dimension and of the same length")));
+	get_typlenbyvalalign(type, &typlen, &typbyval, &typalign);
+	deconstruct_array(a, type, typlen, typbyval, typalign, values, nulls, &n);
+	return n;
+}
+
+/*
+ * write_histories(operations text[], account_id bigint, subscription_id
+ *				   bigint, details jsonb[], in_tenant bigint) returns void
+ *
+ * Several history rows of one account and subscription (an invoice's),
+ * operation k with details k, in that order, by RecordHistory() in one
+ * RowWrites: one statement for history's AFTER INSERT statement trigger,
+ * so one write of their events (history_event).  A change that writes
+ * several rows at one point (record_payment: the invoice's opening, the
+ * payment, the invoice's status) pays the writer and the trigger once.
+ * The columns as write_history() writes them; the extension's owner only.
+ */
+Datum
+write_histories(PG_FUNCTION_ARGS)
+{
+	Datum	   *operations;
+	Datum	   *details;
+	bool	   *no_operation;
+	bool	   *no_details;
+	int64		account_id;
+	int64		subscription_id;
+	int64		tenant_id;
+	int			n;
+	int			i;
+	Oid			relid;
+	RowWrites  *w;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("argument \"%s\" of write_histories() must not be null",
+						PG_ARGISNULL(0) ? "operations" : "details")));
+	RequireHistoryWriter();
+	n = HistoryArray(fcinfo, 0, TEXTOID, &operations, &no_operation);
+	if (HistoryArray(fcinfo, 3, JSONBOID, &details, &no_details) != n)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the arrays of write_histories() must be of one dimension and of the same length")));
+	for (i = 0; i < n; i++)
+		if (no_operation[i] || no_details[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("a history row must have its operation and details")));
+	if (n == 0)
+		PG_RETURN_VOID();
+	account_id = PG_ARGISNULL(1) ? 0 : PG_GETARG_INT64(1);
+	subscription_id = PG_ARGISNULL(2) ? 0 : PG_GETARG_INT64(2);
+	tenant_id = PG_ARGISNULL(4) ? 0 : PG_GETARG_INT64(4);
+
+	relid = OwnTable("history");
+	w = BeginRowWrites(1, &relid);
+	for (i = 0; i < n; i++)
+		RecordHistory(w, 0, TextDatumGetCString(operations[i]),
+					  PG_ARGISNULL(4) ? NULL : &tenant_id,
+					  PG_ARGISNULL(1) ? NULL : &account_id,
+					  PG_ARGISNULL(2) ? NULL : &subscription_id,
+					  details[i]);
 	EndRowWrites(w);
 	PG_RETURN_VOID();
 }

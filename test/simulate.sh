@@ -47,6 +47,8 @@ steps=0
 {
     echo "SET TimeZone = 'UTC';"
     echo "SET client_min_messages = warning;"
+    # test/bench/profile_simulation.sh: the statistics of the steps alone
+    [ -n "${SIMULATE_RESET_STATS:-}" ] && echo "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset(), pg_stat_reset();"
     [ -n "${SIMULATE_TIMING:-}" ] && echo "\\timing on"
     t=$(date -u -d "2040-02-05" +%s)
     end=$(date -u -d "${finish% *}" +%s)

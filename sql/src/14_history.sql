@@ -59,6 +59,18 @@ LANGUAGE C;
 COMMENT ON FUNCTION subscription.write_history(text, bigint, bigint, jsonb, bigint) IS
 'Internal (C): write one history row, with the actor and the database roles (R8), in its tenant; the extension''s own functions only';
 
+-- Several rows of one account and subscription, in the order given, as one
+-- statement (one call of history's statement trigger, one write of their
+-- events): an invoice's opening, payment and status (record_payment).
+CREATE FUNCTION subscription.write_histories(operations text[], account_id bigint, subscription_id bigint,
+                                             details jsonb[], in_tenant bigint)
+RETURNS void
+AS 'MODULE_PATHNAME', 'write_histories'
+LANGUAGE C;
+
+COMMENT ON FUNCTION subscription.write_histories(text[], bigint, bigint, jsonb[], bigint) IS
+'Internal (C): write several history rows of one account and subscription, operation k with details k, in one statement (R8); the extension''s own functions only';
+
 -- The personal fields of a history row's details, erased (erase_account):
 -- the value of every "name" and "external_id" key, at any depth (a row as
 -- it was, or the old and new values of a change), becomes "erased".

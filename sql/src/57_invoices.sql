@@ -183,30 +183,48 @@ $$;
 COMMENT ON FUNCTION subscription.open_invoices_of(bigint[], bigint[], bigint[], text[], timestamptz[], text[], bigint[]) IS
 'Internal: new invoices of any tenants, numbered gapless in their issuers'' series in the order given, one INSERT moving the series and one of the invoices (I1, I3; issue 18)';
 
--- I3, E1: the history row of an invoice's change of status (and its event
--- invoice.paid, .void or .uncollectible).  An invoice whose opening is not
--- written yet (opened in this transaction) has its status written at the
--- commit, after its opening (invoice_opened, I8), so that a consumer never
--- reads a status before the opening: here nothing, unless at_commit
--- (invoice_opened itself).
+-- I3, E1: the details of an invoice's change of status, the history row
+-- invoice_status (and its event invoice.paid, .void or .uncollectible).
+-- An invoice whose opening is not written yet (opened in this transaction)
+-- has its status written at the commit, after its opening
+-- (invoice_opened, I8), so that a consumer never reads a status before the
+-- opening: here NULL (no row), unless at_commit (announce_invoice itself).
+CREATE FUNCTION subscription.invoice_status_details(i subscription.invoice_record, new_status text, at timestamptz,
+                                                    extra jsonb, at_commit boolean)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT at_commit AND NOT i.announced THEN
+        RETURN NULL;
+    END IF;
+    RETURN jsonb_build_object('invoice_id', i.id, 'issuer', i.issuer, 'number', i.number,
+                              'status', jsonb_build_object('old', CASE WHEN at_commit THEN 'open' ELSE i.status END,
+                                                           'new', new_status),
+                              'total', i.total, 'paid', i.paid, 'currency', i.currency, 'at', at) || extra;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.invoice_status_details(subscription.invoice_record, text, timestamptz, jsonb, boolean) IS
+'Internal: the details of the history row of an invoice''s change of status, NULL for an invoice of this transaction not yet announced (I3, I8)';
+
+-- The history row of an invoice's change of status (invoice_status_details).
 CREATE FUNCTION subscription.invoice_status_history(i subscription.invoice_record, new_status text, at timestamptz,
                                                     extra jsonb, at_commit boolean)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    details jsonb;
 BEGIN
     PERFORM subscription.require_arguments('invoice_status_history', '{i,new_status,at,extra,at_commit}',
         ARRAY[(i).id IS NULL, new_status IS NULL, at IS NULL, extra IS NULL, at_commit IS NULL]);
-    IF NOT at_commit AND NOT i.announced THEN
-        RETURN;
+    details := subscription.invoice_status_details(i, new_status, at, extra, at_commit);
+    IF details IS NOT NULL THEN
+        PERFORM subscription.write_history('invoice_status', i.account_id, i.subscription_id, details, i.tenant_id);
     END IF;
-    PERFORM subscription.write_history('invoice_status', i.account_id, i.subscription_id,
-        jsonb_build_object('invoice_id', i.id, 'issuer', i.issuer, 'number', i.number,
-                           'status', jsonb_build_object('old', CASE WHEN at_commit THEN 'open' ELSE i.status END,
-                                                        'new', new_status),
-                           'total', i.total, 'paid', i.paid, 'currency', i.currency, 'at', at) || extra,
-        i.tenant_id);
 END
 $$;
 
@@ -217,13 +235,18 @@ COMMENT ON FUNCTION subscription.invoice_status_history(subscription.invoice_rec
 -- the history row invoice_open with its total, number of lines, currency
 -- and due date (the event invoice.opened, version 2), then, if its
 -- transaction also paid, voided or wrote it off, that status
--- (invoice_status_history).  At the commit of the transaction that wrote
+-- (invoice_status_details).  At the commit of the transaction that wrote
 -- it (the trigger invoice_record_opened), or before a payment, a failure
--- or a void of it in that transaction (invoice_for_change), so that their
--- events follow it.  A restore (a restoring role) marks it without
--- history.  Every statement names the tenant (Citus: on its shard).
-CREATE FUNCTION subscription.announce_invoice(tenant_id bigint, invoice_id bigint)
-RETURNS void
+-- or a void of it in that transaction (invoice_for_change, record_payment),
+-- so that their events follow it.  A restore (a restoring role) marks it
+-- without history.  Every statement names the tenant (Citus: on its shard).
+-- invoice_announcement marks it and returns its rows (none if it was
+-- already, or by a restore): its operations and details, of the invoice's
+-- account and subscription; announce_invoice writes them.
+CREATE FUNCTION subscription.invoice_announcement(tenant_id bigint, invoice_id bigint,
+                                                  OUT account_id bigint, OUT subscription_id bigint,
+                                                  OUT operations text[], OUT details jsonb[])
+RETURNS record
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -231,36 +254,60 @@ DECLARE
     i subscription.invoice_record;
     lines bigint;
 BEGIN
-    PERFORM subscription.require_arguments('announce_invoice', '{tenant_id,invoice_id}',
-        ARRAY[tenant_id IS NULL, invoice_id IS NULL]);
+    operations := '{}';
+    details := '{}';
     -- once: a restore copies rows already announced, and announces
     -- without history the invoices of a dump from before 1.1
     UPDATE subscription.invoice_record AS r SET announced = true
-     WHERE r.tenant_id = announce_invoice.tenant_id AND r.id = announce_invoice.invoice_id AND NOT r.announced
+     WHERE r.tenant_id = invoice_announcement.tenant_id AND r.id = invoice_announcement.invoice_id AND NOT r.announced
     RETURNING * INTO i;
     IF NOT FOUND OR subscription.restoring_role() THEN
         RETURN;
     END IF;
+    account_id := i.account_id;
+    subscription_id := i.subscription_id;
     lines := (SELECT count(*) FROM subscription.ledger AS l
-               WHERE l.tenant_id = announce_invoice.tenant_id AND l.invoice_id = announce_invoice.invoice_id);
-    PERFORM subscription.write_history('invoice_open', i.account_id, i.subscription_id,
-        jsonb_build_object('invoice_id', i.id, 'issuer', i.issuer, 'number', i.number,
-                           'currency', i.currency, 'corrects_invoice_id', i.corrects_invoice_id,
-                           'due_at', i.due_at, 'total', i.total, 'lines', lines),
-        i.tenant_id);
+               WHERE l.tenant_id = invoice_announcement.tenant_id AND l.invoice_id = invoice_announcement.invoice_id);
+    operations := ARRAY['invoice_open'];
+    details := ARRAY[jsonb_build_object('invoice_id', i.id, 'issuer', i.issuer, 'number', i.number,
+                                        'currency', i.currency, 'corrects_invoice_id', i.corrects_invoice_id,
+                                        'due_at', i.due_at, 'total', i.total, 'lines', lines)];
     IF i.status <> 'open' THEN
-        PERFORM subscription.invoice_status_history(i, i.status,
+        operations := operations || 'invoice_status'::text;
+        details := details || subscription.invoice_status_details(i, i.status,
             CASE i.status WHEN 'paid' THEN coalesce((SELECT max(p.at) FROM subscription.payment AS p
-                                                      WHERE p.tenant_id = announce_invoice.tenant_id
-                                                        AND p.invoice_id = announce_invoice.invoice_id), i.at)
+                                                      WHERE p.tenant_id = invoice_announcement.tenant_id
+                                                        AND p.invoice_id = invoice_announcement.invoice_id), i.at)
                           ELSE i.at END,
             CASE WHEN i.status = 'void' THEN
                 jsonb_build_object('reason', i.void_reason, 'correcting_invoice_id',
                                    (SELECT c.id FROM subscription.invoice_record AS c
-                                     WHERE c.tenant_id = announce_invoice.tenant_id
-                                       AND c.corrects_invoice_id = announce_invoice.invoice_id))
+                                     WHERE c.tenant_id = invoice_announcement.tenant_id
+                                       AND c.corrects_invoice_id = invoice_announcement.invoice_id))
                  ELSE '{}' END,
             true);
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.invoice_announcement(bigint, bigint) IS
+'Internal: mark an invoice announced and return its opening''s history rows (and a status its transaction reached), once (I8)';
+
+CREATE FUNCTION subscription.announce_invoice(tenant_id bigint, invoice_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a record;
+BEGIN
+    PERFORM subscription.require_arguments('announce_invoice', '{tenant_id,invoice_id}',
+        ARRAY[tenant_id IS NULL, invoice_id IS NULL]);
+    SELECT * INTO a FROM subscription.invoice_announcement(announce_invoice.tenant_id, announce_invoice.invoice_id);
+    -- at the commit most were announced already (record_payment): no rows
+    IF cardinality(a.operations) > 0 THEN
+        PERFORM subscription.write_histories(a.operations, a.account_id, a.subscription_id, a.details,
+                                             announce_invoice.tenant_id);
     END IF;
 END
 $$;
@@ -308,9 +355,14 @@ COMMENT ON FUNCTION subscription.invoice_status(text, numeric, numeric) IS
 -- I3: an invoice's status from its total and what was paid
 -- (invoice_status).  A change of
 -- status is a history row (and its event, E1).  Paid: the subscription
--- past due for it is active again, in this transaction (D5).
+-- past due for it is active again, in this transaction (D5).  The
+-- caller's own history rows of the invoice (before_operations and
+-- before_details: record_payment's opening and payment) are written with
+-- the status's, before it, in one statement (write_histories), whether
+-- the status changes or not.
 CREATE FUNCTION subscription.settle_invoice(tenant_id bigint, invoice_id bigint, quiet boolean DEFAULT false,
-                                            at timestamptz DEFAULT NULL)
+                                            at timestamptz DEFAULT NULL, before_operations text[] DEFAULT '{}',
+                                            before_details jsonb[] DEFAULT '{}')
 RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -319,30 +371,41 @@ AS $$
 DECLARE
     i subscription.invoice_record;
     new_status text;
+    operations text[] := coalesce(before_operations, '{}');
+    details jsonb[] := coalesce(before_details, '{}');
+    status_details jsonb;
 BEGIN
     SELECT * INTO i FROM subscription.invoice_record AS r
      WHERE r.tenant_id = settle_invoice.tenant_id AND r.id = settle_invoice.invoice_id;
     IF NOT FOUND THEN
+        -- no invoice, no rows of it (record_payment, which gives rows, has it locked)
         RETURN NULL;
     END IF;
     new_status := subscription.invoice_status(i.status, i.total, i.paid);
     IF new_status IS DISTINCT FROM i.status THEN
         UPDATE subscription.invoice_record AS r SET status = new_status
          WHERE r.tenant_id = settle_invoice.tenant_id AND r.id = settle_invoice.invoice_id;
-        IF quiet THEN
-            RETURN new_status;
+        IF NOT quiet THEN
+            status_details := subscription.invoice_status_details(i, new_status, coalesce(settle_invoice.at, i.at),
+                                                                  '{}', false);
         END IF;
-        PERFORM subscription.invoice_status_history(i, new_status, coalesce(settle_invoice.at, i.at), '{}', false);
-        IF new_status = 'paid' AND i.subscription_id IS NOT NULL THEN
-            PERFORM subscription.end_past_due(i.tenant_id, i.subscription_id, i.id);
+        IF status_details IS NOT NULL THEN
+            operations := operations || 'invoice_status'::text;
+            details := details || status_details;
         END IF;
+    END IF;
+    IF cardinality(operations) > 0 THEN
+        PERFORM subscription.write_histories(operations, i.account_id, i.subscription_id, details, i.tenant_id);
+    END IF;
+    IF new_status IS DISTINCT FROM i.status AND NOT quiet AND new_status = 'paid' AND i.subscription_id IS NOT NULL THEN
+        PERFORM subscription.end_past_due(i.tenant_id, i.subscription_id, i.id);
     END IF;
     RETURN new_status;
 END
 $$;
 
-COMMENT ON FUNCTION subscription.settle_invoice(bigint, bigint, boolean, timestamptz) IS
-'Internal: an invoice''s status from its total and payments, its change recorded in history unless quiet (I3)';
+COMMENT ON FUNCTION subscription.settle_invoice(bigint, bigint, boolean, timestamptz, text[], jsonb[]) IS
+'Internal: an invoice''s status from its total and payments, its change recorded in history unless quiet, after the caller''s rows of it (I3)';
 
 -- I2: before each ledger line, the invoice it belongs to: the one this
 -- transaction opened for the same account, subscription, time and
@@ -513,8 +576,10 @@ COMMENT ON FUNCTION subscription.tenant_of_invoice(bigint) IS 'Internal: the ten
 
 -- An invoice of the tenant, locked for a change: P0002 unless it exists,
 -- 22023 if it is another tenant's.  One this transaction opened has its
--- opening written first (announce_invoice, I8).
-CREATE FUNCTION subscription.invoice_for_change(fn text, tenant bigint, invoice_id bigint)
+-- opening written first (announce_invoice, I8), unless the caller writes
+-- it with its own rows (announce false: record_payment, through
+-- invoice_announcement).
+CREATE FUNCTION subscription.invoice_for_change(fn text, tenant bigint, invoice_id bigint, announce boolean DEFAULT true)
 RETURNS subscription.invoice_record
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -525,7 +590,7 @@ DECLARE
 BEGIN
     SELECT * INTO i FROM subscription.invoice_record AS r
      WHERE r.tenant_id = invoice_for_change.tenant AND r.id = invoice_for_change.invoice_id FOR UPDATE;
-    IF FOUND AND NOT i.announced THEN
+    IF FOUND AND NOT i.announced AND announce IS NOT false THEN
         -- I8: opened in this transaction: its opening before the change's events
         PERFORM subscription.announce_invoice(i.tenant_id, i.id);
         SELECT * INTO i FROM subscription.invoice_record AS r WHERE r.tenant_id = i.tenant_id AND r.id = i.id;
@@ -546,7 +611,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION subscription.invoice_for_change(text, bigint, bigint) IS
+COMMENT ON FUNCTION subscription.invoice_for_change(text, bigint, bigint, boolean) IS
 'Internal: an invoice of the tenant, locked (P0002 unless it exists, 22023 if another tenant''s)';
 
 -- A ledger line's part of an invoice's total: a charge adds, every other
@@ -681,6 +746,11 @@ DECLARE
     excess numeric;
     credit_line bigint;
     new_id bigint;
+    -- the history rows of the invoice written with its status's, in one
+    -- statement (settle_invoice): its opening (I8), then the payment
+    opening record;
+    operations text[];
+    details jsonb[];
 BEGIN
     -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
     IF subscription.idempotency_requested() THEN
@@ -689,7 +759,11 @@ BEGIN
     END IF;
     PERFORM subscription.require_arguments('record_payment', '{invoice_id,amount,reference,at}',
         ARRAY[invoice_id IS NULL, amount IS NULL, reference IS NULL, at IS NULL]);
-    i := subscription.invoice_for_change('record_payment', tenant_id, invoice_id);
+    i := subscription.invoice_for_change('record_payment', tenant_id, invoice_id, false);
+    -- I8: opened in this transaction: its opening before the payment's rows
+    SELECT * INTO opening FROM subscription.invoice_announcement(i.tenant_id, i.id);
+    operations := opening.operations;
+    details := opening.details;
     PERFORM subscription.authorize(i.tenant_id, i.account_id, 'pay', false);
     -- I5: once per reference
     SELECT * INTO earlier FROM subscription.payment AS p
@@ -700,6 +774,7 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value',
                       DETAIL = format('Payment %s of invoice %s has it.', earlier.id, earlier.invoice_id);
         END IF;
+        PERFORM subscription.write_histories(operations, i.account_id, i.subscription_id, details, i.tenant_id);
         RETURN earlier.id;
     END IF;
     PERFORM subscription.require_time('record_payment', at, false);
@@ -721,6 +796,11 @@ BEGIN
     END IF;
     excess := amount - greatest(i.total - i.paid, 0);
     IF excess > 0 THEN
+        -- the credit's line may settle other invoices (invoice_totals): the
+        -- opening before their rows
+        PERFORM subscription.write_histories(operations, i.account_id, i.subscription_id, details, i.tenant_id);
+        operations := '{}';
+        details := '{}';
         INSERT INTO subscription.ledger AS l
                (tenant_id, account_id, kind, amount, currency, item, description, corrects_invoice_id)
         VALUES (i.tenant_id, i.account_id, 'credit', excess, i.currency, 'credit',
@@ -733,11 +813,11 @@ BEGIN
     RETURNING p.id INTO new_id;
     UPDATE subscription.invoice_record AS r SET paid = r.paid + amount - greatest(excess, 0)
      WHERE r.tenant_id = i.tenant_id AND r.id = i.id;
-    PERFORM subscription.write_history('payment', i.account_id, i.subscription_id,
-        jsonb_build_object('payment_id', new_id, 'invoice_id', i.id, 'amount', amount, 'currency', i.currency,
-                           'reference', reference, 'credited', greatest(excess, 0)),
-        i.tenant_id);
-    PERFORM subscription.settle_invoice(i.tenant_id, i.id, false, at);
+    operations := operations || 'payment'::text;
+    details := details || jsonb_build_object('payment_id', new_id, 'invoice_id', i.id, 'amount', amount,
+                                             'currency', i.currency, 'reference', reference,
+                                             'credited', greatest(excess, 0));
+    PERFORM subscription.settle_invoice(i.tenant_id, i.id, false, at, operations, details);
     RETURN new_id;
 END
 $$;

@@ -54,14 +54,15 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     s subscription.subscription;
+    froze boolean;
 BEGIN
     -- looked up (and locked) before the UPDATE: an UPDATE of no row still
     -- fires the table's statement triggers (history, limits, seats), and
     -- most paid invoices are of a subscription that is not past due
-    PERFORM FROM subscription.subscription AS x
-      WHERE x.tenant_id = end_past_due.tenant_id AND x.id = end_past_due.subscription_id
-        AND x.status = 'past_due' AND x.past_due_invoice_id = end_past_due.invoice_id
-        FOR UPDATE;
+    SELECT x.dunning_frozen INTO froze FROM subscription.subscription AS x
+     WHERE x.tenant_id = end_past_due.tenant_id AND x.id = end_past_due.subscription_id
+       AND x.status = 'past_due' AND x.past_due_invoice_id = end_past_due.invoice_id
+       FOR UPDATE;
     IF NOT FOUND THEN
         RETURN false;
     END IF;
@@ -70,8 +71,15 @@ BEGIN
            dunning_frozen = false
      WHERE x.tenant_id = end_past_due.tenant_id AND x.id = end_past_due.subscription_id
     RETURNING * INTO s;
-    -- the account's limits and seat counters as they were (a freeze's end)
-    PERFORM subscription.refresh_freeze(s.tenant_id, s.account_id);
+    -- the account's limits and seat counters as they were (a freeze's
+    -- end): only where its dunning froze the account.  Otherwise no
+    -- subscription's freeze changed (freezing_subscription), and the
+    -- UPDATE above already refreshed this one's counter and its account's
+    -- limits (its status changed): a second UPDATE of the account's
+    -- subscriptions, with their statement triggers, would change nothing
+    IF froze THEN
+        PERFORM subscription.refresh_freeze(s.tenant_id, s.account_id);
+    END IF;
     RETURN true;
 END
 $$;

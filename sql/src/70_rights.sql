@@ -47,7 +47,7 @@ BEGIN
      WHERE p.pronamespace = 'subscription'::regnamespace
        AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
                      -- granting, and writing history, are for the extension's owner alone
-                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_history|write_events?|insert_events)$' END
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_histor(y|ies)|write_events?|insert_events)$' END
     UNION ALL
     SELECT 'TABLE', 'subscription.' || c.relname,
            CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
