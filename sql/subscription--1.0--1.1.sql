@@ -16703,3 +16703,146 @@ REVOKE ALL ON FUNCTION subscription.settle_invoice(bigint, bigint, boolean, time
 REVOKE ALL ON FUNCTION subscription.invoice_for_change(text, bigint, bigint, boolean) FROM PUBLIC;
 -- the roles already given their rights get the new functions
 SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g ORDER BY g.role, g.kind;
+-- distribute() of a database that holds rows (issue 17) ------------------
+-- Its tables' enabled user triggers disabled for Citus's copy of their rows
+-- into the shards, and enabled again in the same call.
+CREATE OR REPLACE FUNCTION subscription.distribute()
+RETURNS TABLE (relation regclass, kind text, function regprocedure)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+-- Citus's notices of each table's copy and truncation: not the caller's
+SET client_min_messages = warning
+AS $$
+DECLARE
+    t record;
+    orphan record;
+    done boolean;
+    moved boolean := false;
+    role_before text;
+    failed text;
+BEGIN
+    -- K7: a sub-account lives in its parent's shard group; one moved under
+    -- another tenant's account (parent_id changed on a single server) would
+    -- not.  Once distributed, check_reference() keeps a parent in the tenant.
+    IF NOT subscription.distributed() THEN
+        SELECT a.id, a.tenant_id, p.id AS parent, p.tenant_id AS parent_tenant INTO orphan
+          FROM subscription.account AS a JOIN subscription.account AS p ON p.id = a.parent_id
+         WHERE a.tenant_id <> p.tenant_id
+         ORDER BY a.id LIMIT 1;
+        moved := FOUND;
+    END IF;
+    IF moved THEN
+        RAISE EXCEPTION 'account % is a sub-account of account %, of another tenant', orphan.id, orphan.parent
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = pg_catalog.format('Account %s is of tenant %s, its parent of tenant %s; on Citus a sub-account shares its parent''s shard group.',
+                                             orphan.id, orphan.tenant_id, orphan.parent_tenant),
+                  HINT = 'Make it a root account again (parent_id = NULL) before distributing.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
+        RAISE EXCEPTION 'subscription.distribute() needs the citus extension'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Load Citus (shared_preload_libraries = ''citus'') and run CREATE EXTENSION citus first.';
+    END IF;
+    -- what Citus needs: the extension's triggers on shards, and reference
+    -- tables made while the tenant tables that reference them are still local
+    PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+    PERFORM pg_catalog.set_config('citus.enable_local_reference_table_foreign_keys', 'off', true);
+    -- a table that holds rows (a database used before it is distributed,
+    -- or updated from 1.0): Citus copies them into its shards by a COPY on
+    -- each placement, which would fire the table's triggers there (history
+    -- written into tables not distributed yet, guards counting rows that
+    -- are moved, not written) and leave the checks of the foreign keys
+    -- made deferred below pending on the workers.  The copies are a
+    -- restore: they run in replica mode, on the coordinator and, as a SET
+    -- LOCAL that Citus sends its connections (from a DO block), on the
+    -- workers, until every table is distributed; the ALWAYS triggers take
+    -- replica mode for a restore (docs/design.md#restores).
+    -- Nothing to undo on an error: it ends with the transaction
+    role_before := pg_catalog.current_setting('session_replication_role');
+    EXECUTE 'DO $do$ BEGIN SET LOCAL citus.propagate_set_commands = ''local''; SET LOCAL session_replication_role = replica; END $do$';
+    -- a row of the catalog is deleted on the workers' placements first, and
+    -- on the coordinator's last, whose refuse_delete_in_use() alone reads
+    -- the tenant tables: the foreign keys of the tenant tables into the
+    -- catalog are checked at commit, so that the extension's check (2BP01,
+    -- naming what refers to the row) decides, as on a single server, not a
+    -- worker's foreign key (23503).  Before the tables are distributed:
+    -- their shards are made with it.
+    FOR t IN SELECT k.conrelid::pg_catalog.regclass AS relation, k.conname
+               FROM pg_catalog.pg_constraint AS k
+               JOIN subscription.distribution_plan() AS d ON d.relation = k.conrelid AND d.kind = 'distributed'
+               JOIN subscription.distribution_plan() AS r ON r.relation = k.confrelid AND r.kind = 'reference'
+              WHERE k.contype = 'f' AND NOT k.condeferrable AND k.confdeltype = 'a'
+                AND NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition AS x WHERE x.logicalrelid = k.conrelid)
+              ORDER BY 1, 2 LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s ALTER CONSTRAINT %I DEFERRABLE INITIALLY DEFERRED', t.relation, t.conname);
+    END LOOP;
+    FOR t IN SELECT * FROM subscription.distribution_plan() AS p ORDER BY p.step LOOP
+        EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)'
+           INTO done USING t.relation;
+        IF t.kind = 'function' THEN
+            -- item 2: a keyed form called alone from the coordinator runs
+            -- on the node of its tenant's shards, in one hop
+            EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_object AS o
+                                      JOIN pg_catalog.pg_dist_partition AS a
+                                        ON a.logicalrelid = ''subscription.account''::pg_catalog.regclass
+                                       AND a.colocationid = o.colocationid
+                                     WHERE o.classid = ''pg_catalog.pg_proc''::pg_catalog.regclass AND o.objid = $1
+                                       AND o.distribution_argument_index = 0)'
+               INTO done USING t.function;
+            IF NOT done THEN
+                EXECUTE 'SELECT create_distributed_function($1, ''tenant_id'', colocate_with := ''subscription.account'')'
+                  USING t.function;
+            END IF;
+        ELSIF NOT done THEN
+            IF t.kind = 'reference' THEN
+                EXECUTE 'SELECT create_reference_table($1)' USING t.relation;
+            ELSIF t.relation = 'subscription.account'::pg_catalog.regclass THEN
+                EXECUTE 'SELECT create_distributed_table($1, ''tenant_id'')' USING t.relation;
+            ELSE
+                EXECUTE 'SELECT create_distributed_table($1, ''tenant_id'', colocate_with => ''subscription.account'')'
+                  USING t.relation;
+            END IF;
+        END IF;
+        relation := t.relation;
+        kind := t.kind;
+        function := t.function;
+        RETURN NEXT;
+    END LOOP;
+    EXECUTE pg_catalog.format('DO $do$ BEGIN SET LOCAL session_replication_role = %L; END $do$', role_before);
+    -- the rows are in the shards now; the tables themselves keep none (once
+    -- no local table references them).  In replica mode: this TRUNCATE
+    -- removes copies, which the guards' and history's TRUNCATE triggers
+    -- must not take for a tenant's
+    PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
+    FOR t IN SELECT * FROM subscription.distribution_plan() AS p WHERE p.kind <> 'function' ORDER BY p.step DESC LOOP
+        EXECUTE 'SELECT truncate_local_data_after_distributing_table($1)' USING t.relation;
+    END LOOP;
+    PERFORM pg_catalog.set_config('session_replication_role', role_before, true);
+    -- a keyed form delegated to a worker inserts there: the identity
+    -- sequences of the tenant tables (made by CREATE EXTENSION on every
+    -- node, so left alone by Citus) draw from the node's own range on each
+    -- worker, as Citus's own ((group << 48) + 1 on), so that no id comes
+    -- twice.  Idempotent; a node added later gets its range from the next
+    -- distribute()
+    FOR t IN SELECT * FROM subscription.distribution_plan() AS p WHERE p.kind = 'distributed' ORDER BY p.step LOOP
+        EXECUTE 'SELECT pg_catalog.string_agg(w.nodename || '':'' || w.nodeport || '': '' || w.result, ''; '')
+                   FROM run_command_on_workers(pg_catalog.format(''SELECT worker_adjust_identity_column_seq_ranges(%L::regclass)'', $1::text)) AS w
+                  WHERE NOT w.success'
+           INTO failed USING t.relation;
+        IF failed IS NOT NULL THEN
+            RAISE EXCEPTION 'the identity sequences of % could not be given their range on every worker', t.relation
+                USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = failed;
+        END IF;
+    END LOOP;
+    -- no table of the extension is left local: its rows would split across nodes
+    SELECT p.relation INTO t
+      FROM subscription.distribution_plan() AS p
+     WHERE p.kind <> 'function'
+       AND NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition AS d WHERE d.logicalrelid = p.relation)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'table % of the extension is still local', t.relation
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+END
+$$;

@@ -135,6 +135,19 @@ BEGIN
     -- tables made while the tenant tables that reference them are still local
     PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
     PERFORM pg_catalog.set_config('citus.enable_local_reference_table_foreign_keys', 'off', true);
+    -- a table that holds rows (a database used before it is distributed,
+    -- or updated from 1.0): Citus copies them into its shards by a COPY on
+    -- each placement, which would fire the table's triggers there (history
+    -- written into tables not distributed yet, guards counting rows that
+    -- are moved, not written) and leave the checks of the foreign keys
+    -- made deferred below pending on the workers.  The copies are a
+    -- restore: they run in replica mode, on the coordinator and, as a SET
+    -- LOCAL that Citus sends its connections (from a DO block), on the
+    -- workers, until every table is distributed; the ALWAYS triggers take
+    -- replica mode for a restore (docs/design.md#restores).
+    -- Nothing to undo on an error: it ends with the transaction
+    role_before := pg_catalog.current_setting('session_replication_role');
+    EXECUTE 'DO $do$ BEGIN SET LOCAL citus.propagate_set_commands = ''local''; SET LOCAL session_replication_role = replica; END $do$';
     -- a row of the catalog is deleted on the workers' placements first, and
     -- on the coordinator's last, whose refuse_delete_in_use() alone reads
     -- the tenant tables: the foreign keys of the tenant tables into the
@@ -183,11 +196,11 @@ BEGIN
         function := t.function;
         RETURN NEXT;
     END LOOP;
+    EXECUTE pg_catalog.format('DO $do$ BEGIN SET LOCAL session_replication_role = %L; END $do$', role_before);
     -- the rows are in the shards now; the tables themselves keep none (once
     -- no local table references them).  In replica mode: this TRUNCATE
     -- removes copies, which the guards' and history's TRUNCATE triggers
     -- must not take for a tenant's
-    role_before := pg_catalog.current_setting('session_replication_role');
     PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
     FOR t IN SELECT * FROM subscription.distribution_plan() AS p WHERE p.kind <> 'function' ORDER BY p.step DESC LOOP
         EXECUTE 'SELECT truncate_local_data_after_distributing_table($1)' USING t.relation;
