@@ -897,9 +897,11 @@ static void RequireAccount(int64 tenant, int64 account);
  * limit_catalog_invalidates invalidates the table's relcache entry, for
  * every backend at its commit and for its own at once and again if it rolls
  * back.  The guard takes the invalidations that arrived (as a lock does)
- * before it looks, so a change committed before the guard's statement
- * started is always seen.  The callback only marks; the array given to a
- * statement is a copy.
+ * before it looks, so a change whose commit returned before the guard's
+ * statement started is seen.  PostgreSQL makes a commit visible just before
+ * it sends the commit's invalidations: a write in that instant may still
+ * check the stored limit, as if it had come first.  The callback only
+ * marks; the array given to a statement is a copy.
  */
 #define LIMIT_CATALOG_TABLES 4
 static Datum kept_catalog_version = (Datum) 0;
