@@ -16846,3 +16846,92 @@ BEGIN
     END IF;
 END
 $$;
+-- issue 17: the service seats rebuilt tenant by tenant, every statement
+-- naming the tenant (reseat_licenses), so that Citus plans them on the
+-- tenant's shards
+-- One tenant's subscriptions, every statement naming the tenant: on Citus
+-- from a trigger on the tenant's shard of subscription (issue 17).
+CREATE FUNCTION subscription.reseat_licenses(tenant_id bigint, subscription_ids bigint[])
+RETURNS void
+AS 'MODULE_PATHNAME', 'reseat_licenses'
+LANGUAGE C STRICT;
+
+COMMENT ON FUNCTION subscription.reseat_licenses(bigint, bigint[]) IS 'Internal (C): rebuild the service seats of one tenant''s subscriptions whose plan changed kind or product (R11)';
+REVOKE ALL ON FUNCTION subscription.reseat_licenses(bigint, bigint[]) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION subscription.sync_service_seats()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- its transition tables joined by hash, whatever statement fired it (a
+-- renewal's UPDATE runs with nested loops alone: renew_common_group)
+SET enable_hashjoin = on
+AS $$
+DECLARE
+    ids bigint[];
+    old_plans text[];
+    new_plans text[];
+    subs bigint[];
+    tenants bigint[];
+    sub_tenants bigint[];
+    t bigint;
+BEGIN
+    -- the logical table, from the trigger's argument (issue 17)
+    IF TG_ARGV[0] IN ('plan', 'suite_component') AND NOT subscription.catalog_reads_tenants() THEN
+        -- a Citus worker's placement of the catalog: the coordinator's
+        -- rebuilds the seats, on every shard
+        RETURN NULL;
+    ELSIF TG_ARGV[0] = 'plan' THEN
+        -- the plans whose seat or product changed, read first
+        SELECT array_agg(n.code) FILTER (WHERE subscription.seat_product(o.kind, o.product) IS DISTINCT FROM
+                                                subscription.seat_product(n.kind, n.product)),
+               array_agg(n.code) FILTER (WHERE o.product IS DISTINCT FROM n.product)
+          INTO old_plans, new_plans
+          FROM old_rows AS o JOIN new_rows AS n ON n.code = o.code;
+        -- the plan's own subscriptions, and (Z3) those of the suites that include it
+        PERFORM subscription.reseat_licenses(ARRAY(
+            SELECT s.id FROM subscription.subscription AS s
+             WHERE s.plan = ANY (old_plans)
+                OR s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc
+                               WHERE sc.plan = ANY (new_plans))));
+    ELSIF TG_ARGV[0] = 'suite_component' THEN
+        -- Z3: a suite's licenses seat the products of the plans it includes
+        IF TG_OP = 'INSERT' THEN
+            SELECT array_agg(n.suite_plan) INTO old_plans FROM new_rows AS n;
+        ELSIF TG_OP = 'DELETE' THEN
+            SELECT array_agg(o.suite_plan) INTO old_plans FROM old_rows AS o;
+        ELSE
+            SELECT array_agg(x.suite_plan) INTO old_plans
+              FROM (SELECT o.suite_plan FROM old_rows AS o UNION SELECT n.suite_plan FROM new_rows AS n) AS x;
+        END IF;
+        PERFORM subscription.reseat_licenses(ARRAY(
+            SELECT s.id FROM subscription.subscription AS s WHERE s.plan = ANY (old_plans)));
+    ELSE
+        -- the subscriptions whose plan changed, read into a local set first
+        -- (on Citus a transition table is never joined with another table)
+        SELECT array_agg(n.id ORDER BY n.tenant_id, n.id), array_agg(o.plan ORDER BY n.tenant_id, n.id),
+               array_agg(n.plan ORDER BY n.tenant_id, n.id), array_agg(n.tenant_id ORDER BY n.tenant_id, n.id)
+          INTO ids, old_plans, new_plans, tenants
+          FROM old_rows AS o JOIN new_rows AS n ON n.tenant_id = o.tenant_id AND n.id = o.id
+         WHERE o.plan IS DISTINCT FROM n.plan;
+        FOR k IN 1 .. coalesce(cardinality(ids), 0) LOOP
+            IF (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = old_plans[k])
+               IS DISTINCT FROM
+               (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = new_plans[k])
+               -- Z3: from or to a suite, the included products may change
+               OR EXISTS (SELECT FROM subscription.suite_component AS sc
+                           WHERE sc.suite_plan IN (old_plans[k], new_plans[k])) THEN
+                subs := subs || ids[k];
+                sub_tenants := sub_tenants || tenants[k];
+            END IF;
+        END LOOP;
+        -- tenant by tenant, each statement naming it (on Citus, this shard's)
+        FOR t, ids IN SELECT u.t, array_agg(u.s ORDER BY u.s) FROM unnest(sub_tenants, subs) AS u (t, s)
+                       GROUP BY 1 ORDER BY 1 LOOP
+            PERFORM subscription.reseat_licenses(t, ids);
+        END LOOP;
+    END IF;
+    RETURN NULL;
+END
+$$;
+

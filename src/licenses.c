@@ -152,28 +152,37 @@ SeatProducts(void)
  * A plain INSERT of them fails on the seat's key when a member would hold a
  * second service of a product: SeatsOrRefuse() turns that into R11's error,
  * found by SEAT_CONFLICT_QUERY.  Shared by the guard and reseat_licenses().
+ * The guard's statement names no tenant (SEAT_QUERY); reseat_licenses()
+ * rebuilds one tenant's seats at a time, its tenant_id = $2 named for every
+ * tenant table it reads and writes (TENANT_SEAT_QUERY), so that on Citus
+ * each statement is a router query on the tenant's shards (issue 17).
  */
-#define WANTED_SEATS \
-	"SELECT c.member_id, sp.product, c.subscription_id" \
+#define WANTED_SEATS_OF(KEY, TENANT) \
+	"SELECT c.member_id, sp.product, c.subscription_id" KEY \
 	"  FROM %1$s AS c" \
-	"  JOIN subscription.subscription AS s ON s.id = c.subscription_id" \
+	"  JOIN subscription.subscription AS s ON " TENANT "s.id = c.subscription_id" \
 	"  JOIN subscription.plan AS p ON p.code = s.plan AND p.kind = '" SEAT_KIND "'" \
 	"  CROSS JOIN LATERAL (%2$s) AS sp (product)" \
 	" WHERE c.d > 0"
-#define SEAT_QUERY \
-	"INSERT INTO subscription.service_seat (member_id, product, subscription_id) " \
-	WANTED_SEATS " ORDER BY 1, 3"
+#define SEAT_QUERY_OF(KEYCOL, KEY, TENANT) \
+	"INSERT INTO subscription.service_seat (member_id, product, subscription_id" KEYCOL ") " \
+	WANTED_SEATS_OF(KEY, TENANT) " ORDER BY 1, 3"
 /* the first refused license: its seat is held, or wanted twice by the statement */
-#define SEAT_CONFLICT_QUERY \
-	"WITH wanted AS (" WANTED_SEATS ")" \
+#define SEAT_CONFLICT_QUERY_OF(KEY, TENANT, SEAT_TENANT) \
+	"WITH wanted AS (" WANTED_SEATS_OF(KEY, TENANT) ")" \
 	" SELECT w.member_id, w.product, w.subscription_id FROM wanted AS w" \
 	"  WHERE EXISTS (SELECT FROM subscription.service_seat AS x" \
-	"                 WHERE x.member_id = w.member_id AND x.product = w.product" \
+	"                 WHERE " SEAT_TENANT "x.member_id = w.member_id AND x.product = w.product" \
 	"                   AND x.subscription_id <> w.subscription_id)" \
 	"     OR EXISTS (SELECT FROM wanted AS v" \
 	"                 WHERE v.member_id = w.member_id AND v.product = w.product" \
 	"                   AND v.subscription_id < w.subscription_id)" \
 	"  ORDER BY 1, 3 LIMIT 1"
+#define SEAT_QUERY SEAT_QUERY_OF("", "", "")
+#define SEAT_CONFLICT_QUERY SEAT_CONFLICT_QUERY_OF("", "", "")
+/* one tenant's: its tenant_id = $2 */
+#define TENANT_SEAT_QUERY SEAT_QUERY_OF(", tenant_id", ", c.tenant_id", "s.tenant_id = $2 AND ")
+#define TENANT_SEAT_CONFLICT_QUERY SEAT_CONFLICT_QUERY_OF("", "s.tenant_id = $2 AND ", "x.tenant_id = $2 AND ")
 
 /*
  * Aggregations run on the transition table alone before any join, so that
@@ -1647,40 +1656,92 @@ licenses_left(PG_FUNCTION_ARGS)
 }
 
 /*
+ * Rebuild the service seats of one tenant's subscriptions (ids, a bigint[]),
+ * every statement naming the tenant; keyed false on a 1.0 schema, which has
+ * no tenant key, where the statements name the subscriptions alone.
+ */
+static void
+ReseatTenant(bool keyed, int64 tenant, Datum ids)
+{
+	static SPIPlanPtr unseat_plan[2];
+	static SPIPlanPtr seat_plan[2];
+	static SPIPlanPtr conflict_plan[2];
+	const char *licenses = keyed
+		? "(SELECT l.tenant_id, l.subscription_id, l.member_id, 1 AS d"
+		"   FROM subscription.license AS l WHERE l.tenant_id = $2 AND l.subscription_id = ANY ($1))"
+		: "(SELECT l.subscription_id, l.member_id, 1 AS d"
+		"   FROM subscription.license AS l WHERE l.subscription_id = ANY ($1))";
+	Oid			argtypes[2] = {INT8ARRAYOID, INT8OID};
+	Datum		values[2] = {ids, Int64GetDatum(tenant)};
+
+	KeptPlan(&unseat_plan[keyed],
+			 keyed
+			 ? "DELETE FROM subscription.service_seat AS x"
+			 " USING subscription.license AS l"
+			 " WHERE l.tenant_id = $2 AND l.subscription_id = ANY ($1)"
+			 "   AND x.tenant_id = $2 AND x.member_id = l.member_id AND x.subscription_id = l.subscription_id"
+			 : "DELETE FROM subscription.service_seat AS x"
+			 " USING subscription.license AS l"
+			 " WHERE l.subscription_id = ANY ($1)"
+			 "   AND x.member_id = l.member_id AND x.subscription_id = l.subscription_id",
+			 keyed ? 2 : 1, argtypes);
+	if (SPI_execute_plan(unseat_plan[keyed], values, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not free the service seats");
+	KeptPlan(&seat_plan[keyed],
+			 psprintf(keyed ? TENANT_SEAT_QUERY : SEAT_QUERY, licenses, SeatProducts()),
+			 keyed ? 2 : 1, argtypes);
+	KeptPlan(&conflict_plan[keyed],
+			 psprintf(keyed ? TENANT_SEAT_CONFLICT_QUERY : SEAT_CONFLICT_QUERY, licenses, SeatProducts()),
+			 keyed ? 2 : 1, argtypes);
+	SeatsOrRefuse(NULL, seat_plan[keyed], conflict_plan[keyed], values);
+}
+
+/*
  * reseat_licenses(subscription_ids bigint[]) returns void
+ * reseat_licenses(tenant_id bigint, subscription_ids bigint[]) returns void
  *
  * Rebuild the service seats of these subscriptions' licenses, after their
  * plan became a service or an option, or moved to another product: a member
- * who would hold two services of one product is refused (R11, 23514).
+ * who would hold two services of one product is refused (R11, 23514).  Tenant
+ * by tenant, each in statements that name it: the keyed form's one, or the
+ * tenants of the subscriptions, in tenant order (on Citus, a read of every
+ * shard, from the coordinator).
  */
 Datum
 reseat_licenses(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr unseat_plan = NULL;
-	static SPIPlanPtr seat_plan = NULL;
-	static SPIPlanPtr conflict_plan = NULL;
-	const char *licenses = "(SELECT l.subscription_id, l.member_id, 1 AS d"
-		"   FROM subscription.license AS l WHERE l.subscription_id = ANY ($1))";
+	static SPIPlanPtr tenants_plan = NULL;
 	Oid			argtypes[1] = {INT8ARRAYOID};
-	Datum		values[1];
 	int			nest_level;
-
-	values[0] = PG_GETARG_DATUM(0);
 
 	nest_level = PinSearchPath();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	KeptPlan(&unseat_plan,
-			 "DELETE FROM subscription.service_seat AS x"
-			 " USING subscription.license AS l"
-			 " WHERE l.subscription_id = ANY ($1)"
-			 "   AND x.member_id = l.member_id AND x.subscription_id = l.subscription_id",
-			 1, argtypes);
-	if (SPI_execute_plan(unseat_plan, values, NULL, false, 0) != SPI_OK_DELETE)
-		elog(ERROR, "could not free the service seats");
-	KeptPlan(&seat_plan, psprintf(SEAT_QUERY, licenses, SeatProducts()), 1, argtypes);
-	KeptPlan(&conflict_plan, psprintf(SEAT_CONFLICT_QUERY, licenses, SeatProducts()), 1, argtypes);
-	SeatsOrRefuse(NULL, seat_plan, conflict_plan, values);
+	if (PG_NARGS() == 2)
+		ReseatTenant(true, PG_GETARG_INT64(0), PG_GETARG_DATUM(1));
+	else if (!TenantKeyed("license"))
+		ReseatTenant(false, 0, PG_GETARG_DATUM(0));
+	else
+	{
+		Datum		values[1] = {PG_GETARG_DATUM(0)};
+		SPITupleTable *tenants;
+		uint64		n;
+		uint64		i;
+		bool		isnull;
+
+		KeptPlan(&tenants_plan,
+				 "SELECT s.tenant_id, array_agg(s.id ORDER BY s.id) FROM subscription.subscription AS s"
+				 " WHERE s.id = ANY ($1) GROUP BY 1 ORDER BY 1",
+				 1, argtypes);
+		if (SPI_execute_plan(tenants_plan, values, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the subscriptions' tenants");
+		tenants = SPI_tuptable;
+		n = SPI_processed;
+		for (i = 0; i < n; i++)
+			ReseatTenant(true,
+						 DatumGetInt64(SPI_getbinval(tenants->vals[i], tenants->tupdesc, 1, &isnull)),
+						 SPI_getbinval(tenants->vals[i], tenants->tupdesc, 2, &isnull));
+	}
 	SPI_finish();
 	UnpinSearchPath(nest_level);
 

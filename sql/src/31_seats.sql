@@ -202,6 +202,15 @@ LANGUAGE C STRICT;
 
 COMMENT ON FUNCTION subscription.reseat_licenses(bigint[]) IS 'Internal (C): rebuild the service seats of subscriptions whose plan changed kind or product (R11)';
 
+-- One tenant's subscriptions, every statement naming the tenant: on Citus
+-- from a trigger on the tenant's shard of subscription (issue 17).
+CREATE FUNCTION subscription.reseat_licenses(tenant_id bigint, subscription_ids bigint[])
+RETURNS void
+AS 'MODULE_PATHNAME', 'reseat_licenses'
+LANGUAGE C STRICT;
+
+COMMENT ON FUNCTION subscription.reseat_licenses(bigint, bigint[]) IS 'Internal (C): rebuild the service seats of one tenant''s subscriptions whose plan changed kind or product (R11)';
+
 -- R11: which plans take a seat, said once in C (src/licenses.c), where the
 -- license guard reads it too.
 CREATE FUNCTION subscription.seat_product(kind text, product text)
@@ -228,6 +237,9 @@ DECLARE
     old_plans text[];
     new_plans text[];
     subs bigint[];
+    tenants bigint[];
+    sub_tenants bigint[];
+    t bigint;
 BEGIN
     -- the logical table, from the trigger's argument (issue 17)
     IF TG_ARGV[0] IN ('plan', 'suite_component') AND NOT subscription.catalog_reads_tenants() THEN
@@ -263,8 +275,8 @@ BEGIN
         -- the subscriptions whose plan changed, read into a local set first
         -- (on Citus a transition table is never joined with another table)
         SELECT array_agg(n.id ORDER BY n.tenant_id, n.id), array_agg(o.plan ORDER BY n.tenant_id, n.id),
-               array_agg(n.plan ORDER BY n.tenant_id, n.id)
-          INTO ids, old_plans, new_plans
+               array_agg(n.plan ORDER BY n.tenant_id, n.id), array_agg(n.tenant_id ORDER BY n.tenant_id, n.id)
+          INTO ids, old_plans, new_plans, tenants
           FROM old_rows AS o JOIN new_rows AS n ON n.tenant_id = o.tenant_id AND n.id = o.id
          WHERE o.plan IS DISTINCT FROM n.plan;
         FOR k IN 1 .. coalesce(cardinality(ids), 0) LOOP
@@ -275,11 +287,14 @@ BEGIN
                OR EXISTS (SELECT FROM subscription.suite_component AS sc
                            WHERE sc.suite_plan IN (old_plans[k], new_plans[k])) THEN
                 subs := subs || ids[k];
+                sub_tenants := sub_tenants || tenants[k];
             END IF;
         END LOOP;
-        IF subs IS NOT NULL THEN
-            PERFORM subscription.reseat_licenses(subs);
-        END IF;
+        -- tenant by tenant, each statement naming it (on Citus, this shard's)
+        FOR t, ids IN SELECT u.t, array_agg(u.s ORDER BY u.s) FROM unnest(sub_tenants, subs) AS u (t, s)
+                       GROUP BY 1 ORDER BY 1 LOOP
+            PERFORM subscription.reseat_licenses(t, ids);
+        END LOOP;
     END IF;
     RETURN NULL;
 END

@@ -24,8 +24,10 @@ INSERT INTO addon (code, product, name, feature, units) VALUES ('ch_rooms5', 'cr
 INSERT INTO suite_component (suite_plan, plan) VALUES ('suite_pro', 'support_pro');
 INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Acme'), (2, 2, 'Globex');
 CREATE SCHEMA app;
-CREATE TABLE app.room (id int PRIMARY KEY, account_id bigint, rate int);
-CREATE TABLE app.macro (id int PRIMARY KEY, account_id bigint);
+CREATE TABLE app.room (id int, account_id bigint NOT NULL, rate int, PRIMARY KEY (account_id, id));
+CREATE TABLE app.macro (id int, account_id bigint NOT NULL, PRIMARY KEY (account_id, id));
+\set app_tables 'app.room app.macro'
+\i test/sql/include/app_tables.psql
 SELECT enforce_limit('app.room', 'rooms');
 SELECT enforce_limit('app.room', 'room_rate', 'account_id', 'cap', NULL, 'rate');
 SELECT enforce_limit('app.macro', 'macros');
@@ -103,7 +105,7 @@ INSERT INTO app.room VALUES (1, 1, 10), (2, 1, 10), (3, 1, 10);
 SELECT pg_temp.error_of($$INSERT INTO app.room VALUES (4, 1, 10)$$);
 
 -- an add-on's units: 3 + 5 rooms with a batch, then 3 + 1
-INSERT INTO addon_batch (subscription_id, addon, quantity) VALUES (:starter, 'ch_rooms5', 1);
+INSERT INTO addon_batch (tenant_id, subscription_id, addon, quantity) VALUES (1, :starter, 'ch_rooms5', 1);
 INSERT INTO app.room VALUES (4, 1, 10), (5, 1, 10);
 UPDATE addon SET units = 1 WHERE code = 'ch_rooms5';
 SELECT limit_value AS stored FROM usage_counter WHERE account_id = 1 AND feature = 'rooms';

@@ -59,7 +59,7 @@ SELECT f, effective_limit(2, f) FROM unnest('{macros,chats,light_agents}'::text[
 SELECT subscribe(2, 'chat_pro', '1 month', 1, '2026-03-01') AS chat2 \gset
 SELECT f, effective_limit(2, f) FROM unnest('{macros,chats}'::text[]) AS f;                  -- Z3
 -- the stored limits follow a change of an included plan's limit, and of the suite
-INSERT INTO usage_counter (account_id, feature, used, limit_value) VALUES (2, 'macros', 0, limit_of(2, 'macros'));
+INSERT INTO usage_counter (tenant_id, account_id, feature, used, limit_value) VALUES (2, 2, 'macros', 0, limit_of(2, 'macros'));
 UPDATE plan_limit SET value = 150 WHERE plan = 'support_pro' AND feature = 'macros';
 SELECT limit_value FROM usage_counter WHERE account_id = 2 AND feature = 'macros';            -- Z3: 150 + 20 + 20
 DELETE FROM suite_component WHERE suite_plan = 'suite_pro' AND plan = 'support_pro';
@@ -76,9 +76,9 @@ SELECT pg_temp.error_of(format('SELECT subscription.license_consume(%s, 21)', :c
 SELECT license_consume(:chat2, 22);
 SELECT pg_temp.error_of(format('SELECT subscription.license_consume(%s, 22)', :suite2));       -- R11, Z3
 -- the statement path (a bulk INSERT) checks the same key
-SELECT pg_temp.error_of(format('INSERT INTO subscription.license (subscription_id, member_id) VALUES (%s, 23), (%s, 22)',
+SELECT pg_temp.error_of(format('INSERT INTO subscription.license (tenant_id, subscription_id, member_id) VALUES (2, %s, 23), (2, %s, 22)',
                                :suite2, :suite2));                                              -- R11, Z3
-SELECT pg_temp.error_of(format('INSERT INTO subscription.license (subscription_id, member_id) VALUES (%s, 23), (%s, 23)',
+SELECT pg_temp.error_of(format('INSERT INTO subscription.license (tenant_id, subscription_id, member_id) VALUES (2, %s, 23), (2, %s, 23)',
                                :suite2, :chat2));                                               -- R11, Z3
 -- a catalog change that would give a member two seats of a product is
 -- refused; one that takes a product out of the suite frees its seats
