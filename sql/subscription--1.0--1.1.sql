@@ -16935,3 +16935,267 @@ BEGIN
 END
 $$;
 
+-- issue 17: a change of a held price or limit decided before the catalog
+-- is written (change_price, change_limit), the one way on Citus, where a
+-- plain UPDATE of a held row is refused; version_catalog_row keeps the old
+-- row from the versions the UPDATE gives
+-- The plan version from which a change of a current price or limit row of
+-- the plan (over versions) takes effect: NULL when no active subscription
+-- holds one of its versions (the row is changed in place); else the plan's
+-- current version, or the next one when a subscription holds the current
+-- one already.  A read of the tenant tables: on a single server from the
+-- catalog's trigger (version_catalog_row), and from change_price() and
+-- change_limit(), which on Citus decide on the coordinator (issue 17).
+CREATE FUNCTION subscription.catalog_change_version(plan text, versions int4range)
+RETURNS integer
+LANGUAGE plpgsql STABLE
+-- the extension's own bookkeeping: the catalog admin reads no subscription
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    current_version integer;
+    held boolean;
+    held_current boolean;
+BEGIN
+    SELECT p.version INTO current_version FROM subscription.plan AS p WHERE p.code = catalog_change_version.plan;
+    SELECT coalesce(bool_or(true), false), coalesce(bool_or(h.version = current_version), false)
+      INTO held, held_current
+      FROM (SELECT s.plan_version AS version FROM subscription.subscription AS s
+             WHERE s.plan = catalog_change_version.plan AND s.status = 'active'
+            UNION ALL
+            SELECT s.migrate_version FROM subscription.subscription AS s
+             WHERE s.migrate_to = catalog_change_version.plan AND s.status = 'active') AS h
+     WHERE catalog_change_version.versions @> h.version;
+    IF NOT held THEN
+        RETURN NULL;
+    END IF;
+    RETURN current_version + CASE WHEN held_current THEN 1 ELSE 0 END;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.catalog_change_version(text, int4range) IS
+'Internal: the plan version from which a change of a current price or limit row takes effect, NULL when no subscription holds it (grandfathering)';
+
+-- Grandfathering: a price or limit that a subscription holds (its plan at
+-- the version it was sold, or the version a migration moves it to) is
+-- never changed in place.  A plain UPDATE of it closes the row at a new
+-- version of the plan and inserts the changed row from that version on:
+-- new subscriptions are sold the plan's current version at once, and the
+-- others keep theirs until they are migrated (migrate_subscriptions).  A
+-- row no subscription holds is updated in place; a closed row is history,
+-- which an UPDATE leaves (its row count says so).  An INSERT may not overlap the versions of a row of the same
+-- price or limit (23505).  Renaming a plan is no change of price.
+-- On Citus (issue 17) the placements of a reference table cannot all read
+-- the holders: the change of a held row is decided on the coordinator by
+-- change_price() or change_limit(), which make the plan's new version and
+-- give the row's new versions in their UPDATE, from that version on; each
+-- placement then keeps the old row the same way, reading the catalog
+-- alone.  A plain UPDATE of a held row is refused there (55000), by the
+-- coordinator's placement, which reads the holders.
+CREATE OR REPLACE FUNCTION subscription.version_catalog_row()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the catalog admin reads no subscription
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- the logical table, as a trigger argument: a Citus shard has another name
+    logical text := TG_ARGV[0];
+    what text := CASE logical WHEN 'plan_price' THEN 'price' ELSE 'limit' END;
+    new_version integer;
+BEGIN
+    -- the new version's row, inserted below while the old one is still open
+    IF TG_OP = 'INSERT' AND pg_trigger_depth() > 1 THEN
+        RETURN NEW;
+    ELSIF TG_OP = 'INSERT' THEN
+        -- no row lock (an INSERT makes no version; on Citus the rows of a
+        -- reference table are copied through this trigger): two new rows
+        -- of one price or limit from the same version meet in the unique
+        -- index of their lower bound
+        IF logical = 'plan_price' THEN
+            PERFORM FROM subscription.plan_price AS pp
+             WHERE pp.plan = NEW.plan AND pp.versions && NEW.versions
+               AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(NEW.cycle)
+               AND pp.tier IS NOT DISTINCT FROM NEW.tier;
+        ELSE
+            PERFORM FROM subscription.plan_limit AS pl
+             WHERE pl.plan = NEW.plan AND pl.versions && NEW.versions AND pl.feature = NEW.feature;
+        END IF;
+        IF FOUND THEN
+            RAISE EXCEPTION 'plan "%" already has this %', NEW.plan, what
+                USING ERRCODE = 'unique_violation',
+                      DETAIL = format('A row of the same %s holds versions overlapping %s.', what, NEW.versions),
+                      HINT = format('UPDATE the current row of subscription.%s: a change that subscriptions hold makes a new version.', logical),
+                      TABLE = logical, SCHEMA = 'subscription';
+        END IF;
+        RETURN NEW;
+    END IF;
+    IF NOT upper_inf(OLD.versions) THEN
+        -- a closed row is history: an UPDATE changes the current rows only
+        RETURN NULL;
+    END IF;
+    -- change_price()/change_limit() give the versions: the change from
+    -- the plan's current version on, which they made; nothing else moves
+    -- the versions, nor the plan
+    IF NEW.plan IS DISTINCT FROM OLD.plan
+       OR (NEW.versions IS DISTINCT FROM OLD.versions
+           AND (NOT upper_inf(NEW.versions) OR lower(NEW.versions) <= lower(OLD.versions)
+                OR lower(NEW.versions) IS DISTINCT FROM (SELECT p.version FROM subscription.plan AS p WHERE p.code = OLD.plan))) THEN
+        RAISE EXCEPTION 'the plan and versions of a % are not changed with its terms', what
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Update the terms of the current row alone; the new version is made for you.',
+                  TABLE = logical, SCHEMA = 'subscription';
+    ELSIF NEW.versions IS DISTINCT FROM OLD.versions THEN
+        new_version := lower(NEW.versions);
+    ELSIF subscription.distributed() THEN
+        -- Citus: a worker's placement cannot read the holders; the
+        -- coordinator's refuses the change of a held row, for every node
+        IF subscription.catalog_reads_tenants()
+           AND subscription.catalog_change_version(OLD.plan, OLD.versions) IS NOT NULL THEN
+            RAISE EXCEPTION 'subscriptions hold this % of plan "%"', what, OLD.plan
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'On Citus a plain UPDATE changes prices and limits that no subscription holds.',
+                      HINT = format('Change it with subscription.change_%s(), which makes the plan''s new version on every node.', what),
+                      TABLE = logical, SCHEMA = 'subscription';
+        END IF;
+        RETURN NEW;
+    ELSE
+        -- serialize the version changes of a plan, and its migrations, by the
+        -- plan's advisory lock, not a row lock on plan (issue 17); each
+        -- statement below reads what the previous holder committed
+        PERFORM subscription.lock_catalog('plan ' || OLD.plan, false);
+        new_version := subscription.catalog_change_version(OLD.plan, OLD.versions);
+        IF new_version IS NULL THEN
+            RETURN NEW;
+        END IF;
+        UPDATE subscription.plan AS p SET version = new_version WHERE p.code = OLD.plan AND p.version <> new_version;
+    END IF;
+    -- the versions held keep the old row; the changed one holds the new
+    -- version on, inserted into this table (on Citus, this placement)
+    NEW.versions := int4range(new_version, NULL);
+    EXECUTE format('INSERT INTO %I.%I SELECT ($1).*', TG_TABLE_SCHEMA, TG_TABLE_NAME) USING NEW;
+    OLD.versions := int4range(lower(OLD.versions), new_version);
+    RETURN OLD;
+END
+$$;
+
+-- A change of a plan's current price or limit, versioned as a plain UPDATE
+-- is on a single server (grandfathering, above), decided before the
+-- catalog is written: the holders read (catalog_change_version), the plan's
+-- new version made, and the row's UPDATE giving the versions it holds from
+-- then on.  On Citus the one way to change a price or limit that
+-- subscriptions hold (issue 17): no placement of the catalog reads a
+-- tenant table.  change_price() and change_limit() return the plan version
+-- the change takes effect from.  Their first step: the plan, locked as
+-- version_catalog_row locks it (22004, 42704).
+CREATE FUNCTION subscription.lock_catalog_plan(plan text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF plan IS NULL THEN
+        RAISE EXCEPTION 'plan must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    ELSIF NOT EXISTS (SELECT FROM subscription.plan AS p WHERE p.code = lock_catalog_plan.plan) THEN
+        PERFORM subscription.unknown_code('plan', plan);
+    END IF;
+    PERFORM subscription.lock_catalog('plan ' || plan, false);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.lock_catalog_plan(text) IS
+'Internal: change_price() and change_limit(): 22004 or 42704 unless the plan exists, then its catalog lock';
+
+-- Then: the version the change of the current row (of versions; NULL: no
+-- such row, P0002) takes effect from, the plan's new version made; NULL
+-- when nobody holds the row (changed in place)
+CREATE FUNCTION subscription.catalog_change_from(logical text, plan text, versions int4range)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    from_version integer;
+BEGIN
+    IF versions IS NULL THEN
+        RAISE EXCEPTION 'plan "%" has no such current %', plan, CASE logical WHEN 'plan_price' THEN 'price' ELSE 'limit' END
+            USING ERRCODE = 'no_data_found',
+                  HINT = format('INSERT INTO subscription.%s adds one.', logical);
+    END IF;
+    from_version := subscription.catalog_change_version(plan, versions);
+    UPDATE subscription.plan AS p SET version = from_version
+     WHERE p.code = catalog_change_from.plan AND p.version <> from_version;
+    RETURN from_version;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.catalog_change_from(text, text, int4range) IS
+'Internal: change_price() and change_limit(): the plan version a change of a current row takes effect from (NULL: in place), made the plan''s';
+
+CREATE FUNCTION subscription.change_price(plan text, cycle interval, amount numeric, tier integer DEFAULT NULL,
+                                          per_license boolean DEFAULT NULL, currency text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    row_versions int4range;
+    from_version integer;
+BEGIN
+    IF cycle IS NULL OR amount IS NULL THEN
+        RAISE EXCEPTION '% must not be NULL', CASE WHEN cycle IS NULL THEN 'cycle' ELSE 'amount' END
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM subscription.lock_catalog_plan(plan);
+    SELECT pp.versions INTO row_versions FROM subscription.plan_price AS pp
+     WHERE pp.plan = change_price.plan AND upper_inf(pp.versions) AND pp.tier IS NOT DISTINCT FROM change_price.tier
+       AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(change_price.cycle);
+    from_version := subscription.catalog_change_from('plan_price', plan, row_versions);
+    UPDATE subscription.plan_price AS pp
+       SET amount = change_price.amount, per_license = coalesce(change_price.per_license, pp.per_license),
+           currency = coalesce(change_price.currency, pp.currency),
+           versions = CASE WHEN from_version IS NULL THEN pp.versions ELSE int4range(from_version, NULL) END
+     WHERE pp.plan = change_price.plan AND upper_inf(pp.versions) AND pp.tier IS NOT DISTINCT FROM change_price.tier
+       AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(change_price.cycle);
+    RETURN coalesce(from_version, lower(row_versions));
+END
+$$;
+
+COMMENT ON FUNCTION subscription.change_price(text, interval, numeric, integer, boolean, text) IS
+'Change the amount (and per_license, currency unless NULL) of a plan''s current price for a cycle and tier; subscriptions that hold it keep theirs (a new plan version). Returns the version it takes effect from';
+
+CREATE FUNCTION subscription.change_limit(plan text, feature text, value bigint, per_license boolean DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    row_versions int4range;
+    from_version integer;
+BEGIN
+    IF feature IS NULL THEN
+        RAISE EXCEPTION 'feature must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM subscription.lock_catalog_plan(plan);
+    SELECT pl.versions INTO row_versions FROM subscription.plan_limit AS pl
+     WHERE pl.plan = change_limit.plan AND upper_inf(pl.versions) AND pl.feature = change_limit.feature;
+    from_version := subscription.catalog_change_from('plan_limit', plan, row_versions);
+    UPDATE subscription.plan_limit AS pl
+       SET value = change_limit.value, per_license = coalesce(change_limit.per_license, pl.per_license),
+           versions = CASE WHEN from_version IS NULL THEN pl.versions ELSE int4range(from_version, NULL) END
+     WHERE pl.plan = change_limit.plan AND upper_inf(pl.versions) AND pl.feature = change_limit.feature;
+    RETURN coalesce(from_version, lower(row_versions));
+END
+$$;
+
+COMMENT ON FUNCTION subscription.change_limit(text, text, bigint, boolean) IS
+'Change a plan''s current limit of a feature (value NULL: unlimited; per_license unless NULL); subscriptions that hold it keep theirs (a new plan version). Returns the version it takes effect from';
+REVOKE ALL ON FUNCTION subscription.catalog_change_version(text, int4range) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.lock_catalog_plan(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.catalog_change_from(text, text, int4range) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.change_price(text, interval, numeric, integer, boolean, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.change_limit(text, text, bigint, boolean) FROM PUBLIC;
+-- the roles already given their rights get the new functions
+SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g ORDER BY g.role, g.kind;

@@ -581,21 +581,36 @@ GetLimitEntry(Relation rel, const char *feature)
  * paused in mode 'freeze', issue 19): 55000 with the way out.  Read only on
  * the way to a refusal; the guard's own statements are unchanged.
  */
+static int64 AccountTenant(Oid relid, int64 account);
+
 static void
 FrozenLimitRefusal(Relation rel, int64 account)
 {
 	static SPIPlanPtr frozen_plan = NULL;
-	Oid			argtypes[1] = {INT8OID};
-	Datum		values[1] = {Int64GetDatum(account)};
+	Oid			argtypes[2] = {INT8OID, INT8OID};
+	Datum		values[2] = {Int64GetDatum(account), 0};
+	char		nulls[2] = {' ', 'n'};
 	bool		isnull;
 	bool		paused;
 	int64		pausing;
 	int64		invoice;
 
+	/*
+	 * The account's tenant ($2): on a Citus shard, read in the colocated
+	 * shard of account (AccountTenant()), as tenant_of() cannot from a
+	 * worker's empty table; the functions' statements then name it, reads
+	 * of this node's colocated shards that Citus runs inside a shard's
+	 * trigger (issue 17).  Elsewhere tenant_of().
+	 */
+	if (rel != NULL && OidIsValid(ColocatedShard(RelationGetRelid(rel), OwnTable("account"))))
+	{
+		values[1] = Int64GetDatum(AccountTenant(RelationGetRelid(rel), account));
+		nulls[1] = ' ';
+	}
 	KeptPlan(&frozen_plan, "SELECT subscription.freezing_subscription(t.t, $1), subscription.dunning_freeze_invoice(t.t, $1)"
-			 "  FROM subscription.tenant_of('account', $1) AS t (t)",
-			 1, argtypes);
-	if (SPI_execute_plan(frozen_plan, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			 "  FROM coalesce($2, subscription.tenant_of('account', $1)) AS t (t)",
+			 2, argtypes);
+	if (SPI_execute_plan(frozen_plan, values, nulls, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		return;
 	pausing = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	if (isnull)

@@ -71,7 +71,10 @@ SELECT limit_catalog_version() <> :'before' AS new_version_stamped;
 INSERT INTO app.room VALUES (1, 1, 10);
 INSERT INTO app.macro VALUES (1, 2);
 -- a counter stores the version its limit was computed at
-SELECT account_id, feature, used, limit_value, limit_version = limit_catalog_version() AS current
+-- (the catalog's version read first: on Citus a query of usage_counter runs on
+-- the workers' shards, where a function reading the catalog is refused)
+SELECT limit_catalog_version() AS catalog_version \gset
+SELECT account_id, feature, used, limit_value, limit_version = :'catalog_version' AS current
   FROM usage_counter ORDER BY 1, 2;
 
 -- the catalog's triggers refresh no counter, as on Citus
@@ -87,14 +90,16 @@ ALTER TABLE suite_component DISABLE TRIGGER suite_component_refresh_limits_delet
 -- (the row held by the subscription goes, a new one from version 1 on)
 DELETE FROM plan_limit WHERE plan = 'ch_starter' AND feature = 'rooms';
 INSERT INTO plan_limit (plan, feature, value) VALUES ('ch_starter', 'rooms', 1);
-SELECT limit_value AS stored, limit_version = limit_catalog_version() AS current
+SELECT limit_catalog_version() AS catalog_version \gset
+SELECT limit_value AS stored, limit_version = :'catalog_version' AS current
   FROM usage_counter WHERE account_id = 1 AND feature = 'rooms';
 SELECT pg_temp.error_of($$INSERT INTO app.room VALUES (2, 1, 10)$$);
 -- verify() finds nothing wrong: the guard checks the recomputed limit
 SELECT * FROM verify();
 -- a write that the limit admits stores the recomputed limit and its version
 DELETE FROM app.room WHERE id = 1;
-SELECT used, limit_value AS stored, limit_version = limit_catalog_version() AS current
+SELECT limit_catalog_version() AS catalog_version \gset
+SELECT used, limit_value AS stored, limit_version = :'catalog_version' AS current
   FROM usage_counter WHERE account_id = 1 AND feature = 'rooms';
 
 -- a limit raised: the next write meets it (an UPDATE would make a new

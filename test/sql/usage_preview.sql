@@ -8,8 +8,10 @@ SET search_path = subscription, public;
 SET TimeZone = 'UTC';
 BEGIN;
 -- the clock set below (SET LOCAL) reaches the guard on a Citus worker too
--- (docs/citus.md); on a single server it is this session's already
+-- (docs/citus.md); on a single server it is this session's already.  So
+-- does the style of the times that the invoice's lines show (pg_regress's)
 SET LOCAL citus.propagate_set_commands = 'local';
+SET LOCAL DateStyle = 'Postgres, MDY';
 
 INSERT INTO product (code, name) VALUES ('central', 'LogMeIn Central'), ('meet', 'ClickMeeting');
 INSERT INTO plan (code, product, name, rank) VALUES ('central_usage', 'central', 'Per host-day', 1),
@@ -55,10 +57,15 @@ SELECT (SELECT count(*) FROM usage_period) AS snapshots, (SELECT count(*) FROM l
 SELECT subscription_id, amount, usage_amount, usage FROM renewal_notice ORDER BY subscription_id;
 
 -- U6: current_usage: the open period's figures, the integral carried to now
-UPDATE usage_counter SET since = now() - interval '2 days', integral = 12 * 86400 * 3, peak = 15
+-- (the clock set to now: on Citus the view's rows are computed on the
+-- workers, each in its own transaction)
+SELECT now() AS now \gset
+SET LOCAL subscription.clock = :'now';
+UPDATE usage_counter SET since = :'now'::timestamptz - interval '2 days', integral = 12 * 86400 * 3, peak = 15
  WHERE account_id = 1 AND feature = 'hosts';
 -- 3 days' integral, then 12 hosts for 2 days: 5 x 12 = 60 host-days
 SELECT account_id, feature, aggregation, used, peak, integral, time_weighted, unit FROM current_usage WHERE feature = 'hosts';
+RESET subscription.clock;
 -- (the integral of recorded usage runs on the server's clock: not shown)
 SELECT account_id, feature, aggregation, used, peak FROM current_usage ORDER BY 1, 2;
 UPDATE usage_counter SET since = '2026-01-01', integral = 0, peak = 12 WHERE account_id = 1 AND feature = 'hosts';
