@@ -746,7 +746,7 @@ tap "$(echo "$errors" | grep -v -q -e 'has no license left' -e 'already' -e '^$'
 # lines filtered).  A case in REGRESS_ON_CITUS must pass; every other case
 # is left out, printed as a TAP TODO with the reason: the first error it
 # meets on Citus, measured on this run (docs/citus.md lists them).
-REGRESS_ON_CITUS="badinput bounds keyed next_period prorate_refund renewal_notice rules set_default terms usage usage_unmetered void_corrections"
+REGRESS_ON_CITUS="badinput bounds catalog_changes keyed next_period prorate_refund renewal_notice rules set_default terms trials_pause usage usage_preview usage_unmetered void_corrections"
 prepared=1
 for i in 0 1 2; do
     psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[$i]}" -d postgres -c "CREATE DATABASE regress_citus" >/dev/null 2>&1 \
@@ -1657,6 +1657,33 @@ tap "$(has 'device_fill accepted' 'device_over 23514' && echo 1)" \
 
 # item 6: no row sits in a shell table: every table of the extension (and
 # the application's) is empty on every node, its rows in the shards
+# item 3: a price or limit that subscriptions hold (the plan citus-basic,
+# its rooms limit held by the seat storm's subscriptions) is not changed by
+# a plain UPDATE on Citus: the coordinator's placement, which reads the
+# holders, refuses it (55000) with the function to call; change_limit()
+# decides on the coordinator and every placement keeps the same rows
+out=$(psql -X -q -At -p "${PORTS[0]}" -d postgres -c '\set VERBOSITY verbose' \
+          -c "UPDATE subscription.plan_limit SET value = 3 WHERE plan = 'citus-basic' AND feature = 'rooms'" 2>&1)
+tap "$(echo "$out" | grep -q '^ERROR:  55000: subscriptions hold this limit of plan "citus-basic"' \
+       && echo "$out" | grep -q '^HINT:  Change it with subscription.change_limit()' && echo 1)" \
+    "a plain UPDATE of a held plan_limit row is refused on Citus (55000), its HINT naming change_limit()" "$out"
+placements() {  # the rooms limit rows of citus-basic on each placement of plan_limit
+    q coordinator "SELECT string_agg(r.result, ' | ' ORDER BY r.nodeport)
+                     FROM run_command_on_placements('subscription.plan_limit',
+                          \$\$SELECT string_agg(value || ' ' || versions, ', ' ORDER BY versions) FROM %s
+                               WHERE plan = 'citus-basic' AND feature = 'rooms'\$\$) AS r"
+}
+before=$(placements)
+out=$(q coordinator "SELECT subscription.change_limit('citus-basic', 'rooms', 7);
+                     SELECT version FROM subscription.plan WHERE code = 'citus-basic'")
+after=$(placements)
+held=${before%% | *}   # the current row, "value [lower,)", the same on each placement
+from=$(echo $out | cut -d' ' -f1)
+tap "$([ "$(echo $out | cut -d' ' -f2)" = "$from" ] && [ "$before" = "$held | $held | $held" ] \
+       && [ "$after" = "$(for i in 1 2 3; do printf "%s" "${held%,)},$from), 7 [$from,)"; [ $i -lt 3 ] && printf ' | '; done)" ] && echo 1)" \
+    "change_limit() on Citus: the held limit kept for the versions held, the change from the plan's new version on, the same rows on the 3 placements" \
+    "change_limit, plan version: $out"$'\n'"before: $before"$'\n'"after: $after"
+
 out=$(for node in "${NODES[@]}"; do
           q "$node" "SELECT string_agg(c.oid::regclass::text, ' ') FROM pg_class AS c
                       WHERE c.oid IN (SELECT logicalrelid FROM pg_dist_partition)
