@@ -16997,6 +16997,132 @@ CREATE OR REPLACE FUNCTION subscription.version_catalog_row()
 RETURNS trigger
 LANGUAGE plpgsql
 -- the extension's own bookkeeping: the catalog admin reads no subscription
+
+
+
+
+
+-- issue 18 (h-ren4): the common renewals open each invoice with the total
+-- of its lines (open_invoices_of's totals), and invoice_totals writes the
+-- total of an invoice of this transaction only when the sum of its lines
+-- differs from it (an UPDATE of a row its own transaction inserted checks
+-- every foreign key of the row again)
+DROP FUNCTION subscription.open_invoices_of(bigint[], bigint[], bigint[], text[], timestamptz[], text[], bigint[]);
+CREATE FUNCTION subscription.open_invoices_of(tenant_ids bigint[], account_ids bigint[], subscription_ids bigint[],
+                                              currencies text[], ats timestamptz[], plans text[], corrects bigint[],
+                                              totals numeric[] DEFAULT NULL)
+RETURNS bigint[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer := cardinality(account_ids);
+    terms interval := make_interval(days => coalesce(current_setting('subscription.payment_terms', true), '0')::integer);
+    issuers text[];
+    numbers bigint[];
+    ids bigint[];
+    methods bigint[];
+    -- the series moved: tenant, issuer, last number taken
+    st bigint[] := '{}';
+    si text[] := '{}';
+    sl bigint[] := '{}';
+    tenant bigint;
+    sub bigint;
+    plan text;
+    made record;
+BEGIN
+    PERFORM subscription.require_arguments('open_invoices_of', '{tenant_ids,account_ids,currencies,ats}',
+        ARRAY[tenant_ids IS NULL, account_ids IS NULL, currencies IS NULL, ats IS NULL]);
+    IF n = 0 THEN
+        RETURN '{}';
+    END IF;
+    IF cardinality(tenant_ids) <> n OR cardinality(currencies) <> n OR cardinality(ats) <> n
+       OR cardinality(coalesce(subscription_ids, '{}')) NOT IN (0, n) OR cardinality(coalesce(plans, '{}')) NOT IN (0, n)
+       OR cardinality(coalesce(corrects, '{}')) NOT IN (0, n) OR cardinality(coalesce(totals, '{}')) NOT IN (0, n) THEN
+        RAISE EXCEPTION 'the arrays of open_invoices() must be of one length' USING ERRCODE = 'array_subscript_error';
+    END IF;
+    IF array_position(tenant_ids, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'open_invoices_of(): every invoice must name its tenant' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    plans := coalesce(plans, array_fill(NULL::text, ARRAY[n]));
+    FOR k IN 1 .. n LOOP
+        IF plans[k] IS NULL AND subscription_ids[k] IS NOT NULL THEN
+            -- scalars first: Citus fails to parse an array element
+            -- assigned a query of a distributed table
+            tenant := tenant_ids[k];
+            sub := subscription_ids[k];
+            plan := (SELECT s.plan FROM subscription.subscription AS s
+                      WHERE s.tenant_id = tenant AND s.id = sub);
+            plans[k] := plan;
+        END IF;
+    END LOOP;
+    -- the issuer of each, and the method to charge: its account's default now
+    SELECT array_agg(coalesce(p.product, '') ORDER BY e.k), array_agg(m.id ORDER BY e.k) INTO issuers, methods
+      FROM unnest(plans, account_ids, tenant_ids) WITH ORDINALITY AS e(plan, account_id, tenant_id, k)
+      LEFT JOIN subscription.plan AS p ON p.code = e.plan
+      LEFT JOIN subscription.payment_method AS m
+        ON m.tenant_id = ANY (tenant_ids) AND m.tenant_id = e.tenant_id AND m.account_id = e.account_id AND m.is_default;
+    -- each series moved once by its count, in (tenant, issuer) order, so
+    -- that concurrent openings lock them in one order
+    FOR made IN
+        INSERT INTO subscription.invoice_series AS x (tenant_id, issuer, last_number)
+        SELECT c.tenant_id, c.issuer, c.taken
+          FROM (SELECT e.tenant_id, e.issuer, count(*) AS taken
+                  FROM unnest(tenant_ids, issuers) AS e(tenant_id, issuer)
+                 GROUP BY e.tenant_id, e.issuer) AS c
+         ORDER BY c.tenant_id, c.issuer
+        ON CONFLICT ON CONSTRAINT invoice_series_pkey DO UPDATE SET last_number = x.last_number + excluded.last_number
+        RETURNING x.tenant_id, x.issuer, x.last_number
+    LOOP
+        st := st || made.tenant_id;
+        si := si || made.issuer;
+        sl := sl || made.last_number;
+    END LOOP;
+    -- then the invoices of each series numbered in their order: the last
+    -- number taken, less those after them
+    SELECT array_agg(e.number ORDER BY e.k) INTO numbers
+      FROM (SELECT e.k, s.last - count(*) OVER (PARTITION BY e.tenant_id, e.issuer ORDER BY e.k DESC) + 1 AS number
+              FROM unnest(tenant_ids, issuers) WITH ORDINALITY AS e(tenant_id, issuer, k)
+              JOIN unnest(st, si, sl) AS s(tenant_id, issuer, last)
+                ON s.tenant_id = e.tenant_id AND s.issuer = e.issuer) AS e;
+    -- one INSERT, its rows (and so RETURNING's) in the order given; on
+    -- Citus from no distributed table, no subquery
+    ids := '{}';
+    FOR made IN
+        INSERT INTO subscription.invoice_record AS i
+               (tenant_id, account_id, subscription_id, issuer, number, at, currency, due_at, payment_method_id,
+                corrects_invoice_id, total)
+        SELECT e.tenant_id, e.account_id, e.subscription_id, e.issuer, e.number, e.at, e.currency,
+               e.at + terms, e.method, e.corrects, coalesce(e.total, 0)
+          FROM unnest(tenant_ids, account_ids, coalesce(subscription_ids, array_fill(NULL::bigint, ARRAY[n])), issuers,
+                      numbers, ats, currencies, methods, coalesce(corrects, array_fill(NULL::bigint, ARRAY[n])),
+                      coalesce(totals, array_fill(NULL::numeric, ARRAY[n])))
+               WITH ORDINALITY AS e(tenant_id, account_id, subscription_id, issuer, number, at, currency, method, corrects,
+                                    total, k)
+         ORDER BY e.k
+        RETURNING i.id, i.tenant_id, i.issuer, i.number
+    LOOP
+        ids := ids || made.id;
+        IF (made.tenant_id, made.issuer, made.number)
+           IS DISTINCT FROM (tenant_ids[cardinality(ids)], issuers[cardinality(ids)], numbers[cardinality(ids)]) THEN
+            RAISE EXCEPTION 'open_invoices(): invoice % returned out of order', made.id USING ERRCODE = 'internal_error';
+        END IF;
+    END LOOP;
+    -- their history rows and events invoice.opened are written at the
+    -- commit, once their lines are all there (invoice_opened, I8)
+    RETURN ids;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.open_invoices_of(bigint[], bigint[], bigint[], text[], timestamptz[], text[], bigint[], numeric[]) IS
+'Internal: new invoices of any tenants, numbered gapless in their issuers'' series in the order given, one INSERT moving the series and one of the invoices, each with the total of the lines to come if given (I1, I3; issue 18)';
+
+REVOKE ALL ON FUNCTION subscription.open_invoices_of(bigint[], bigint[], bigint[], text[], timestamptz[], text[], bigint[], numeric[]) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION subscription.invoice_totals()
+RETURNS trigger
+LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -17091,6 +17217,83 @@ $$;
 -- the change takes effect from.  Their first step: the plan, locked as
 -- version_catalog_row locks it (22004, 42704).
 CREATE FUNCTION subscription.lock_catalog_plan(plan text)
+    replica boolean := current_setting('session_replication_role') = 'replica';
+    -- one UPDATE per tenant where the tables are distributed
+    per_tenant boolean := subscription.distributed();
+    t record;
+    changed record;
+    -- the invoices to write (by first line), and the totals of those of
+    -- this transaction
+    written bigint[];
+    sums numeric[];
+    -- the invoices whose status changes, by first line
+    settle bigint[];
+    k bigint;
+BEGIN
+    -- per group (every tenant, or one), by tenant in the order of its
+    -- first line, its invoices in the order of theirs: each one's lines'
+    -- sum, the time of its last line (what settle_invoice records),
+    -- whether all are a restore's
+    FOR t IN
+        SELECT array_agg(DISTINCT x.tenant_id) AS tenant_set,
+               array_agg(x.tenant_id ORDER BY x.tenant_first, x.first) AS tenants,
+               array_agg(x.invoice_id ORDER BY x.tenant_first, x.first) AS invoices,
+               array_agg(x.part ORDER BY x.tenant_first, x.first) AS parts,
+               array_agg(x.at ORDER BY x.tenant_first, x.first) AS ats,
+               array_agg(x.quiet ORDER BY x.tenant_first, x.first) AS quiets
+          FROM (SELECT x.*, min(x.first) OVER (PARTITION BY x.tenant_id) AS tenant_first
+                  FROM (SELECT n.tenant_id, n.invoice_id, min(n.id) AS first,
+                               sum(subscription.line_amount(n.kind, n.amount)) AS part,
+                               (array_agg(coalesce(lower(n.period), n.created_at) ORDER BY n.id DESC))[1] AS at,
+                               bool_and(replica OR subscription.restored_copy('subscription.ledger_id_seq', n.id)) AS quiet
+                          FROM new_rows AS n
+                         GROUP BY n.tenant_id, n.invoice_id) AS x) AS x
+         GROUP BY CASE WHEN per_tenant THEN x.tenant_id END
+         ORDER BY min(x.first)
+    LOOP
+        -- the invoices of this transaction: the sum of their lines, the
+        -- status of those it leaves as they are; the others to write
+        SELECT coalesce(array_agg(x.k ORDER BY x.k) FILTER (WHERE x.write), '{}'),
+               coalesce(array_agg(x.total ORDER BY x.k) FILTER (WHERE x.write), '{}'),
+               coalesce(array_agg(x.k ORDER BY x.k)
+                            FILTER (WHERE NOT x.write
+                                      AND subscription.invoice_status(x.status, x.total, x.paid) IS DISTINCT FROM x.status),
+                        '{}')
+          INTO written, sums, settle
+          -- written unless it holds that sum, in its scale too (0.00, not 0)
+          FROM (SELECT x.*, x.total IS NULL OR x.total <> x.was OR scale(x.total) <> scale(x.was) AS write
+          FROM (SELECT d.k, i.status, i.paid, i.total AS was,
+                       CASE WHEN i.xact = pg_current_xact_id() THEN
+                           (SELECT sum(subscription.line_amount(l.kind, l.amount)) FROM subscription.ledger AS l
+                             WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id)
+                       END AS total
+                  FROM unnest(t.tenants, t.invoices, t.quiets) WITH ORDINALITY AS d(tenant_id, invoice_id, quiet, k)
+                  JOIN subscription.invoice_record AS i
+                    ON i.tenant_id = ANY (t.tenant_set) AND i.tenant_id = d.tenant_id AND i.id = d.invoice_id
+                 WHERE NOT d.quiet OR i.xact = pg_current_xact_id()) AS x) AS x;
+        FOR changed IN
+            UPDATE subscription.invoice_record AS i
+               SET total = CASE WHEN i.xact = pg_current_xact_id() THEN d.total ELSE i.total + t.parts[d.k] END
+              FROM unnest(written, sums) AS d(k, total)
+             WHERE i.tenant_id = ANY (t.tenant_set) AND i.tenant_id = t.tenants[d.k] AND i.id = t.invoices[d.k]
+            RETURNING i.status, i.total, i.paid, d.k
+        LOOP
+            IF subscription.invoice_status(changed.status, changed.total, changed.paid) IS DISTINCT FROM changed.status THEN
+                settle := settle || changed.k;
+            END IF;
+        END LOOP;
+        FOREACH k IN ARRAY (SELECT coalesce(array_agg(x ORDER BY x), '{}') FROM unnest(settle) AS x) LOOP
+            PERFORM subscription.settle_invoice(t.tenants[k], t.invoices[k], t.quiets[k], t.ats[k]);
+        END LOOP;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.invoice_totals() IS
+'Trigger, per statement: the totals of the invoices of the statement''s ledger lines, and the status of those it changes (I2, I3)';
+
+CREATE OR REPLACE FUNCTION subscription.renew_common_group(t bigint[], ids bigint[])
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -17113,6 +17316,184 @@ COMMENT ON FUNCTION subscription.lock_catalog_plan(text) IS
 -- when nobody holds the row (changed in place)
 CREATE FUNCTION subscription.catalog_change_from(logical text, plan text, versions int4range)
 RETURNS integer
+DECLARE
+    joins text[];
+    due subscription.subscription;
+    metered subscription.subscription[] := '{}';
+    -- the charge lines, in renewal order
+    lt bigint[]; la bigint[]; ls bigint[]; lb bigint[]; lamount numeric[]; lcurrency text[];
+    lperiod tstzrange[]; litem text[]; lplan text[]; ldescription text[];
+    -- their billing events, in the order of their first lines, and invoices
+    et bigint[]; ea bigint[]; es bigint[]; ecurrency text[]; eat timestamptz[]; eplan text[]; einvoice bigint[];
+    -- the billing event of each line, whether it is the event's first;
+    -- each event's lines' total
+    levent bigint[];
+    lfirst boolean[];
+    etotal numeric[];
+    g record;
+    opened bigint[];
+    written bigint;
+BEGIN
+    -- U3: the ending periods' usage, billed in arrears as renew_period
+    -- bills it (bill_usage: usage_due's pricing), in renewal order
+    FOR due IN SELECT x.* FROM unnest(t, ids) WITH ORDINALITY AS r(tenant_id, id, k)
+               JOIN subscription.subscription AS x ON x.tenant_id = r.tenant_id AND x.id = r.id
+              WHERE x.plan IN (SELECT up.plan FROM subscription.plan_usage_price AS up)
+              ORDER BY r.k LOOP
+        PERFORM subscription.bill_usage(due, upper(due.period));
+        metered := metered || due;
+    END LOOP;
+    -- the periods move (renew_period's common renewal), in the order given
+    joins := ARRAY[current_setting('enable_hashjoin'), current_setting('enable_mergejoin')];
+    PERFORM set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
+    UPDATE subscription.subscription AS x
+       SET period_number = x.period_number + 1,
+           period = subscription.nth_period(x.anchor, x.cycle, x.period_number + 1),
+           paid_quantity = x.quantity, pending_cycle = NULL, renewal = x.renewal
+      FROM (SELECT r.tenant_id, r.id FROM unnest(t, ids) WITH ORDINALITY AS r(tenant_id, id, k) ORDER BY r.k) AS r
+     WHERE x.tenant_id = r.tenant_id AND x.id = r.id;
+    PERFORM set_config('enable_hashjoin', joins[1], true), set_config('enable_mergejoin', joins[2], true);
+
+    -- each subscription's plan line, then its batches', in renewal order;
+    -- each price rounded once per key (round_money), not once per line
+    WITH r AS (SELECT r.tenant_id, r.id, r.k FROM unnest(t, ids) WITH ORDINALITY AS r(tenant_id, id, k)),
+         s AS (SELECT x.*, r.k FROM r JOIN subscription.subscription AS x ON x.tenant_id = r.tenant_id AND x.id = r.id),
+         prices AS MATERIALIZED (
+        SELECT d.plan, d.cycle, d.quantity, d.plan_version, subscription.round_money(pp.amount, pp.currency) AS amount,
+               pp.currency
+          FROM (SELECT DISTINCT ON (s.plan, s.cycle::text, s.quantity, s.plan_version)
+                       s.plan, s.cycle, s.quantity, s.plan_version
+                  FROM s) AS d
+          CROSS JOIN LATERAL subscription.period_price(d.plan, d.cycle, d.quantity, d.plan_version) AS pp),
+         batches AS (
+        SELECT s.k, b.id, b.addon, b.quantity, s.cycle
+          FROM s
+          JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
+          JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time),
+         addon_prices AS MATERIALIZED (
+        SELECT d.addon, d.cycle, d.quantity, subscription.round_money(ap.amount, ap.currency) AS amount, ap.currency
+          FROM (SELECT DISTINCT ON (b.addon, b.cycle::text, b.quantity) b.addon, b.cycle, b.quantity
+                  FROM batches AS b) AS d
+          CROSS JOIN LATERAL subscription.addon_period_price(d.addon, d.cycle, d.quantity) AS ap)
+    SELECT array_agg(l.tenant_id ORDER BY l.k, l.batch_order), array_agg(l.account_id ORDER BY l.k, l.batch_order),
+           array_agg(l.subscription_id ORDER BY l.k, l.batch_order), array_agg(l.addon_batch_id ORDER BY l.k, l.batch_order),
+           array_agg(l.amount ORDER BY l.k, l.batch_order), array_agg(l.currency ORDER BY l.k, l.batch_order),
+           array_agg(l.period ORDER BY l.k, l.batch_order), array_agg(l.item ORDER BY l.k, l.batch_order),
+           array_agg(l.plan ORDER BY l.k, l.batch_order), array_agg(l.description ORDER BY l.k, l.batch_order)
+      INTO lt, la, ls, lb, lamount, lcurrency, lperiod, litem, lplan, ldescription
+      FROM (SELECT s.k, 0::bigint AS batch_order, s.tenant_id, s.account_id, s.id AS subscription_id,
+                   NULL::bigint AS addon_batch_id, p.amount, p.currency,
+                   s.period, 'plan' AS item, s.plan,
+                   format('renewal: plan %s, cycle %s, quantity %s', s.plan, s.cycle, s.quantity) AS description
+              FROM s JOIN prices AS p
+                ON p.plan = s.plan AND p.cycle::text = s.cycle::text AND p.quantity = s.quantity
+               AND p.plan_version = s.plan_version
+            UNION ALL
+            SELECT s.k, b.id, s.tenant_id, s.account_id, s.id, b.id,
+                   ap.amount, ap.currency, s.period, 'addon', s.plan,
+                   format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, s.cycle)
+              FROM s
+              JOIN batches AS b ON b.k = s.k
+              JOIN addon_prices AS ap ON ap.addon = b.addon AND ap.cycle::text = b.cycle::text AND ap.quantity = b.quantity)
+           AS l;
+    -- I1, I2: the invoice of each billing event (a subscription's lines at
+    -- the period's start, in a currency), as invoice_line would find or
+    -- open it for the event's first line: one this transaction opened, or
+    -- new ones, opened set-based over the group's tenants
+    -- (open_invoices_of), numbered in the lines' order; the lines name
+    -- them (issue 18)
+    SELECT array_agg(l.event ORDER BY l.n), array_agg(l.n = l.first ORDER BY l.n) INTO levent, lfirst
+      FROM (SELECT l.n, l.first, dense_rank() OVER (ORDER BY l.first) AS event
+              FROM (SELECT l.n, min(l.n) OVER (PARTITION BY l.tenant_id, l.account_id, l.subscription_id, l.currency,
+                                                            lower(l.period)) AS first
+                      FROM unnest(lt, la, ls, lcurrency, lperiod) WITH ORDINALITY
+                           AS l(tenant_id, account_id, subscription_id, currency, period, n)) AS l) AS l;
+    SELECT array_agg(e.total ORDER BY e.event) INTO etotal
+      FROM (SELECT l.event, sum(subscription.line_amount('charge', l.amount)) AS total
+              FROM unnest(levent, lamount) AS l(event, amount)
+             GROUP BY l.event) AS e;
+    SELECT array_agg(l.tenant_id ORDER BY l.n), array_agg(l.account_id ORDER BY l.n),
+           array_agg(l.subscription_id ORDER BY l.n), array_agg(l.currency ORDER BY l.n),
+           array_agg(lower(l.period) ORDER BY l.n), array_agg(l.plan ORDER BY l.n),
+           array_agg((SELECT i.id FROM subscription.invoice_record AS i
+                       WHERE i.tenant_id = l.tenant_id AND i.account_id = l.account_id AND i.at = lower(l.period)
+                         AND i.currency = l.currency AND i.subscription_id = l.subscription_id
+                         AND i.corrects_invoice_id IS NULL AND i.xact = pg_current_xact_id()
+                       ORDER BY i.id DESC LIMIT 1) ORDER BY l.n)
+      INTO et, ea, es, ecurrency, eat, eplan, einvoice
+      FROM unnest(lt, la, ls, lcurrency, lperiod, lplan, lfirst) WITH ORDINALITY
+           AS l(tenant_id, account_id, subscription_id, currency, period, plan, first, n)
+     -- each event's first line
+     WHERE l.first;
+    -- the events without one: their invoices opened by one call over
+    -- every tenant of the group, in the order of the events, each with the
+    -- total of its lines, so that invoice_totals has none to write (its
+    -- UPDATE of a row opened in this transaction would check every
+    -- foreign key of the invoice again: issue 18)
+    SELECT array_agg(e.k ORDER BY e.k) AS ks, array_agg(e.tenant_id ORDER BY e.k) AS tenants,
+           array_agg(e.account_id ORDER BY e.k) AS accounts, array_agg(e.subscription_id ORDER BY e.k) AS subs,
+           array_agg(e.currency ORDER BY e.k) AS currencies, array_agg(e.at ORDER BY e.k) AS ats,
+           array_agg(e.plan ORDER BY e.k) AS plans, array_agg(etotal[e.k] ORDER BY e.k) AS totals
+      INTO g
+      FROM unnest(et, ea, es, ecurrency, eat, eplan, einvoice) WITH ORDINALITY
+           AS e(tenant_id, account_id, subscription_id, currency, at, plan, invoice_id, k)
+     WHERE e.invoice_id IS NULL;
+    IF g.ks IS NOT NULL THEN
+        opened := subscription.open_invoices_of(g.tenants, g.accounts, g.subs, g.currencies, g.ats, g.plans, NULL,
+                                                g.totals);
+        FOR o IN 1 .. cardinality(g.ks) LOOP
+            einvoice[g.ks[o]] := opened[o];
+        END LOOP;
+    END IF;
+    -- C2: the constraint makes a second charge of the period impossible
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description,
+            invoice_id)
+    SELECT l.tenant_id, l.account_id, l.subscription_id, l.addon_batch_id, 'charge', l.amount, l.currency, l.period,
+           l.item, l.plan, l.description, einvoice[l.event]
+      FROM unnest(lt, la, ls, lb, lamount, lcurrency, lperiod, litem, lplan, ldescription, levent) WITH ORDINALITY
+           AS l(tenant_id, account_id, subscription_id, addon_batch_id, amount, currency, period, item, plan, description,
+                event, n)
+     ORDER BY l.n
+    ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
+       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+    -- a line charged already: invoice_totals gave the invoices that have
+    -- lines the sum of theirs; one opened for lines none of which was
+    -- written has none, and no total
+    GET DIAGNOSTICS written = ROW_COUNT;
+    IF written < cardinality(lt) AND opened IS NOT NULL THEN
+        UPDATE subscription.invoice_record AS i SET total = 0
+         WHERE i.tenant_id = ANY (t) AND i.id = ANY (opened) AND i.total <> 0
+           AND NOT EXISTS (SELECT FROM subscription.ledger AS l WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id);
+    END IF;
+    -- U3: their usage counters close with the new periods
+    PERFORM subscription.open_usage(m.tenant_id, m.account_id)
+       FROM (SELECT DISTINCT m.tenant_id, m.account_id FROM unnest(metered) AS m ORDER BY m.tenant_id, m.account_id) AS m;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_common_group(bigint[], bigint[]) IS
+'Internal: one group of common renewals, set-based: one UPDATE moving the periods, one INSERT of the charges';
+
+DROP TRIGGER ledger_invoice ON subscription.ledger;
+-- only for a line that names no invoice, or a refund or credit of a charge
+-- that names no corrected invoice: a line naming its invoice (the common
+-- renewals', issue 18) has nothing to be given
+CREATE TRIGGER ledger_invoice BEFORE INSERT ON subscription.ledger
+    FOR EACH ROW
+    WHEN (NEW.invoice_id IS NULL
+          OR (NEW.corrects_invoice_id IS NULL AND NEW.charge_id IS NOT NULL AND NEW.kind IN ('refund', 'credit')))
+    EXECUTE FUNCTION subscription.invoice_line();
+ALTER TABLE subscription.ledger ENABLE ALWAYS TRIGGER ledger_invoice;
+
+-- issue 18 (h-ren4): write_history and write_histories pin their
+-- search_path, as every function
+ALTER FUNCTION subscription.write_history(text, bigint, bigint, jsonb, bigint) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION subscription.write_histories(text[], bigint, bigint, jsonb[], bigint) SET search_path = pg_catalog, pg_temp;
+CREATE OR REPLACE FUNCTION subscription.invoice_announcement(tenant_id bigint, invoice_id bigint,
+                                                  OUT account_id bigint, OUT subscription_id bigint,
+                                                  OUT operations text[], OUT details jsonb[])
+RETURNS record
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -17199,3 +17580,82 @@ REVOKE ALL ON FUNCTION subscription.change_price(text, interval, numeric, intege
 REVOKE ALL ON FUNCTION subscription.change_limit(text, text, bigint, boolean) FROM PUBLIC;
 -- the roles already given their rights get the new functions
 SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g ORDER BY g.role, g.kind;
+    i subscription.invoice_record;
+    lines bigint;
+    total numeric;
+BEGIN
+    operations := '{}';
+    details := '{}';
+    -- once: a restore copies rows already announced, and announces
+    -- without history the invoices of a dump from before 1.1
+    UPDATE subscription.invoice_record AS r SET announced = true
+     WHERE r.tenant_id = invoice_announcement.tenant_id AND r.id = invoice_announcement.invoice_id AND NOT r.announced
+    RETURNING * INTO i;
+    IF NOT FOUND OR subscription.restoring_role() THEN
+        RETURN;
+    END IF;
+    account_id := i.account_id;
+    subscription_id := i.subscription_id;
+    -- its lines, and their total: its total once invoice_totals has
+    -- counted them, and none before them (an opening written at the end of
+    -- its statement: SET CONSTRAINTS invoice_record_opened IMMEDIATE),
+    -- though renew_common_group opens an invoice with the total of the
+    -- lines it writes next (issue 18)
+    SELECT count(*), coalesce(sum(subscription.line_amount(l.kind, l.amount)), 0) INTO lines, total
+      FROM subscription.ledger AS l
+     WHERE l.tenant_id = invoice_announcement.tenant_id AND l.invoice_id = invoice_announcement.invoice_id;
+    operations := ARRAY['invoice_open'];
+    details := ARRAY[jsonb_build_object('invoice_id', i.id, 'issuer', i.issuer, 'number', i.number,
+                                        'currency', i.currency, 'corrects_invoice_id', i.corrects_invoice_id,
+                                        'due_at', i.due_at, 'total', total, 'lines', lines)];
+    IF i.status <> 'open' THEN
+        operations := operations || 'invoice_status'::text;
+        details := details || subscription.invoice_status_details(i, i.status,
+            CASE i.status WHEN 'paid' THEN coalesce((SELECT max(p.at) FROM subscription.payment AS p
+                                                      WHERE p.tenant_id = invoice_announcement.tenant_id
+                                                        AND p.invoice_id = invoice_announcement.invoice_id), i.at)
+                          ELSE i.at END,
+            CASE WHEN i.status = 'void' THEN
+                jsonb_build_object('reason', i.void_reason, 'correcting_invoice_id',
+                                   (SELECT c.id FROM subscription.invoice_record AS c
+                                     WHERE c.tenant_id = invoice_announcement.tenant_id
+                                       AND c.corrects_invoice_id = invoice_announcement.invoice_id))
+                 ELSE '{}' END,
+            true);
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.invoice_announcement(bigint, bigint) IS
+'Internal: mark an invoice announced and return its opening''s history rows (and a status its transaction reached), once (I8)';
+
+
+-- issue 18 (h-ren4): is_valid_cycle in C, nth_period's check an expression
+CREATE OR REPLACE FUNCTION subscription.is_valid_cycle(cycle interval)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'is_valid_cycle'
+LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION subscription.is_valid_cycle(interval) IS 'Whether an interval is a positive billing cycle';
+
+CREATE OR REPLACE FUNCTION subscription.nth_period(anchor timestamptz, cycle interval, k integer)
+RETURNS tstzrange
+LANGUAGE plpgsql STRICT STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- the check an expression (no statement per call: issue 18), its error require_cycle's
+    IF NOT subscription.is_valid_cycle(cycle) THEN
+        PERFORM subscription.require_cycle(cycle);
+    END IF;
+    IF NOT isfinite(anchor) THEN
+        RAISE EXCEPTION 'the anchor of a period must be finite'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('nth_period() was given %s.', anchor);
+    END IF;
+    RETURN tstzrange(anchor + ((k - 1) * cycle),
+                     anchor + (k * cycle), '[)');
+END
+$$;
+
+COMMENT ON FUNCTION subscription.nth_period(timestamptz, interval, integer) IS 'The k-th period of an anchored cycle, computed from the anchor';
+

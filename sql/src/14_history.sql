@@ -49,12 +49,15 @@ COMMENT ON COLUMN subscription.history.db_session_user IS
 -- record_history() and erase_account() call it, the license guard calls the
 -- same C function.  It fills the actor; the defaults above fill the time
 -- and the database roles.  Only the extension's owner (its SECURITY DEFINER
--- functions, its guards) may call it: no role is granted it.
+-- functions, its guards) may call it: no role is granted it.  Its
+-- search_path is pinned, as every function's (its C names every object by
+-- its schema; the SET costs a call about a microsecond: docs/benchmarks.md)
 CREATE FUNCTION subscription.write_history(operation text, account_id bigint, subscription_id bigint, details jsonb,
                                            in_tenant bigint DEFAULT NULL)
 RETURNS void
 AS 'MODULE_PATHNAME', 'write_history'
-LANGUAGE C;
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
 
 COMMENT ON FUNCTION subscription.write_history(text, bigint, bigint, jsonb, bigint) IS
 'Internal (C): write one history row, with the actor and the database roles (R8), in its tenant; the extension''s own functions only';
@@ -66,7 +69,8 @@ CREATE FUNCTION subscription.write_histories(operations text[], account_id bigin
                                              details jsonb[], in_tenant bigint)
 RETURNS void
 AS 'MODULE_PATHNAME', 'write_histories'
-LANGUAGE C;
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
 
 COMMENT ON FUNCTION subscription.write_histories(text[], bigint, bigint, jsonb[], bigint) IS
 'Internal (C): write several history rows of one account and subscription, operation k with details k, in one statement (R8); the extension''s own functions only';

@@ -9,7 +9,10 @@ LANGUAGE plpgsql STRICT STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM subscription.require_cycle(cycle);
+    -- the check an expression (no statement per call: issue 18), its error require_cycle's
+    IF NOT subscription.is_valid_cycle(cycle) THEN
+        PERFORM subscription.require_cycle(cycle);
+    END IF;
     IF NOT isfinite(anchor) THEN
         RAISE EXCEPTION 'the anchor of a period must be finite'
             USING ERRCODE = 'invalid_parameter_value', DETAIL = format('nth_period() was given %s.', anchor);

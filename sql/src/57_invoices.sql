@@ -74,10 +74,13 @@ COMMENT ON FUNCTION subscription.open_invoices(bigint, bigint[], bigint[], text[
 -- a single server one call opens the invoices of every tenant of a batch
 -- (issue 18).  No checks of the accounts, subscriptions and currencies:
 -- the invoices' foreign keys refuse them (open_invoice checks them
--- first).  renew_common_group opens a batch's invoices with it,
--- invoice_line, open_invoice and open_invoices those of one tenant.
+-- first).  renew_common_group opens a batch's invoices with it, each
+-- with the total of the lines it writes into it next (totals; 0 without:
+-- invoice_totals adds the lines), invoice_line, open_invoice and
+-- open_invoices those of one tenant.
 CREATE FUNCTION subscription.open_invoices_of(tenant_ids bigint[], account_ids bigint[], subscription_ids bigint[],
-                                              currencies text[], ats timestamptz[], plans text[], corrects bigint[])
+                                              currencies text[], ats timestamptz[], plans text[], corrects bigint[],
+                                              totals numeric[] DEFAULT NULL)
 RETURNS bigint[]
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -106,7 +109,7 @@ BEGIN
     END IF;
     IF cardinality(tenant_ids) <> n OR cardinality(currencies) <> n OR cardinality(ats) <> n
        OR cardinality(coalesce(subscription_ids, '{}')) NOT IN (0, n) OR cardinality(coalesce(plans, '{}')) NOT IN (0, n)
-       OR cardinality(coalesce(corrects, '{}')) NOT IN (0, n) THEN
+       OR cardinality(coalesce(corrects, '{}')) NOT IN (0, n) OR cardinality(coalesce(totals, '{}')) NOT IN (0, n) THEN
         RAISE EXCEPTION 'the arrays of open_invoices() must be of one length' USING ERRCODE = 'array_subscript_error';
     END IF;
     IF array_position(tenant_ids, NULL) IS NOT NULL THEN
@@ -159,12 +162,14 @@ BEGIN
     FOR made IN
         INSERT INTO subscription.invoice_record AS i
                (tenant_id, account_id, subscription_id, issuer, number, at, currency, due_at, payment_method_id,
-                corrects_invoice_id)
+                corrects_invoice_id, total)
         SELECT e.tenant_id, e.account_id, e.subscription_id, e.issuer, e.number, e.at, e.currency,
-               e.at + terms, e.method, e.corrects
+               e.at + terms, e.method, e.corrects, coalesce(e.total, 0)
           FROM unnest(tenant_ids, account_ids, coalesce(subscription_ids, array_fill(NULL::bigint, ARRAY[n])), issuers,
-                      numbers, ats, currencies, methods, coalesce(corrects, array_fill(NULL::bigint, ARRAY[n])))
-               WITH ORDINALITY AS e(tenant_id, account_id, subscription_id, issuer, number, at, currency, method, corrects, k)
+                      numbers, ats, currencies, methods, coalesce(corrects, array_fill(NULL::bigint, ARRAY[n])),
+                      coalesce(totals, array_fill(NULL::numeric, ARRAY[n])))
+               WITH ORDINALITY AS e(tenant_id, account_id, subscription_id, issuer, number, at, currency, method, corrects,
+                                    total, k)
          ORDER BY e.k
         RETURNING i.id, i.tenant_id, i.issuer, i.number
     LOOP
@@ -180,8 +185,8 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION subscription.open_invoices_of(bigint[], bigint[], bigint[], text[], timestamptz[], text[], bigint[]) IS
-'Internal: new invoices of any tenants, numbered gapless in their issuers'' series in the order given, one INSERT moving the series and one of the invoices (I1, I3; issue 18)';
+COMMENT ON FUNCTION subscription.open_invoices_of(bigint[], bigint[], bigint[], text[], timestamptz[], text[], bigint[], numeric[]) IS
+'Internal: new invoices of any tenants, numbered gapless in their issuers'' series in the order given, one INSERT moving the series and one of the invoices, each with the total of the lines to come if given (I1, I3; issue 18)';
 
 -- I3, E1: the details of an invoice's change of status, the history row
 -- invoice_status (and its event invoice.paid, .void or .uncollectible).
@@ -253,6 +258,7 @@ AS $$
 DECLARE
     i subscription.invoice_record;
     lines bigint;
+    total numeric;
 BEGIN
     operations := '{}';
     details := '{}';
@@ -266,12 +272,18 @@ BEGIN
     END IF;
     account_id := i.account_id;
     subscription_id := i.subscription_id;
-    lines := (SELECT count(*) FROM subscription.ledger AS l
-               WHERE l.tenant_id = invoice_announcement.tenant_id AND l.invoice_id = invoice_announcement.invoice_id);
+    -- its lines, and their total: its total once invoice_totals has
+    -- counted them, and none before them (an opening written at the end of
+    -- its statement: SET CONSTRAINTS invoice_record_opened IMMEDIATE),
+    -- though renew_common_group opens an invoice with the total of the
+    -- lines it writes next (issue 18)
+    SELECT count(*), coalesce(sum(subscription.line_amount(l.kind, l.amount)), 0) INTO lines, total
+      FROM subscription.ledger AS l
+     WHERE l.tenant_id = invoice_announcement.tenant_id AND l.invoice_id = invoice_announcement.invoice_id;
     operations := ARRAY['invoice_open'];
     details := ARRAY[jsonb_build_object('invoice_id', i.id, 'issuer', i.issuer, 'number', i.number,
                                         'currency', i.currency, 'corrects_invoice_id', i.corrects_invoice_id,
-                                        'due_at', i.due_at, 'total', i.total, 'lines', lines)];
+                                        'due_at', i.due_at, 'total', total, 'lines', lines)];
     IF i.status <> 'open' THEN
         operations := operations || 'invoice_status'::text;
         details := details || subscription.invoice_status_details(i, i.status,
@@ -462,24 +474,37 @@ $$;
 COMMENT ON FUNCTION subscription.invoice_line() IS
 'Trigger: the invoice each ledger line belongs to, opened by the billing event''s first line (I1, I2)';
 
+-- only for a line that names no invoice, or a refund or credit of a charge
+-- that names no corrected invoice: a line naming its invoice (the common
+-- renewals', issue 18) has nothing to be given
 CREATE TRIGGER ledger_invoice BEFORE INSERT ON subscription.ledger
-    FOR EACH ROW EXECUTE FUNCTION subscription.invoice_line();
+    FOR EACH ROW
+    WHEN (NEW.invoice_id IS NULL
+          OR (NEW.corrects_invoice_id IS NULL AND NEW.charge_id IS NOT NULL AND NEW.kind IN ('refund', 'credit')))
+    EXECUTE FUNCTION subscription.invoice_line();
 ALTER TABLE subscription.ledger ENABLE ALWAYS TRIGGER ledger_invoice;
 
 -- I2, I3: after each statement writing ledger lines, what invoice_line did
 -- per line before issue 18, per statement: the statement's lines read from
--- the transition table grouped by invoice, then one UPDATE adding each
--- invoice's lines to its total over every tenant of the statement (on a
--- single server), or one per tenant (on Citus, where every statement names
--- its tenant, and a transition table is never joined with a distributed
--- table): the same UPDATE, naming the tenants of its group (tenant_id =
--- ANY).  Then settle_invoice for the invoices whose status that changes
--- (invoice_status), by tenant in the order of its first line, each
--- tenant's in the order of their first lines.  A restore's lines (copied
--- with their invoice and its total) add nothing, except to the invoices
--- opened for them in this transaction (a dump from before 1.1); settled
--- quietly.  Fires before ledger_reduce_charge: the discount and credit
--- lines it writes follow the charges' totals, in statements of their own.
+-- the transition table grouped by invoice, then each invoice's total after
+-- them, over every tenant of the statement (on a single server), or per
+-- tenant (on Citus, where every statement names its tenant, and a
+-- transition table is never joined with a distributed table), naming the
+-- tenants of its group (tenant_id = ANY).  An invoice opened in this
+-- transaction (every invoice its lines go to, but a restore's) holds the
+-- sum of its lines (line_amount): what it holds already when its opening
+-- gave it (renew_common_group opens a batch's invoices with their
+-- totals), and it is not written again, for an UPDATE of a row its own
+-- transaction inserted checks every foreign key of the row again (issue
+-- 18); an older invoice adds the statement's part (one UPDATE, which a
+-- concurrent one waits for).  Then settle_invoice for the invoices whose
+-- status that changes (invoice_status), written or not, by tenant in the
+-- order of its first line, each tenant's in the order of their first
+-- lines.  A restore's lines (copied with their invoice and its total) add
+-- nothing, except to the invoices opened for them in this transaction (a
+-- dump from before 1.1); settled quietly.  Fires before
+-- ledger_reduce_charge: the discount and credit lines it writes follow the
+-- charges' totals, in statements of their own.
 CREATE FUNCTION subscription.invoice_totals()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -492,6 +517,10 @@ DECLARE
     per_tenant boolean := subscription.distributed();
     t record;
     changed record;
+    -- the invoices to write (by first line), and the totals of those of
+    -- this transaction
+    written bigint[];
+    sums numeric[];
     -- the invoices whose status changes, by first line
     settle bigint[];
     k bigint;
@@ -517,13 +546,31 @@ BEGIN
          GROUP BY CASE WHEN per_tenant THEN x.tenant_id END
          ORDER BY min(x.first)
     LOOP
-        settle := '{}';
+        -- the invoices of this transaction: the sum of their lines, the
+        -- status of those it leaves as they are; the others to write
+        SELECT coalesce(array_agg(x.k ORDER BY x.k) FILTER (WHERE x.write), '{}'),
+               coalesce(array_agg(x.total ORDER BY x.k) FILTER (WHERE x.write), '{}'),
+               coalesce(array_agg(x.k ORDER BY x.k)
+                            FILTER (WHERE NOT x.write
+                                      AND subscription.invoice_status(x.status, x.total, x.paid) IS DISTINCT FROM x.status),
+                        '{}')
+          INTO written, sums, settle
+          -- written unless it holds that sum, in its scale too (0.00, not 0)
+          FROM (SELECT x.*, x.total IS NULL OR x.total <> x.was OR scale(x.total) <> scale(x.was) AS write
+          FROM (SELECT d.k, i.status, i.paid, i.total AS was,
+                       CASE WHEN i.xact = pg_current_xact_id() THEN
+                           (SELECT sum(subscription.line_amount(l.kind, l.amount)) FROM subscription.ledger AS l
+                             WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id)
+                       END AS total
+                  FROM unnest(t.tenants, t.invoices, t.quiets) WITH ORDINALITY AS d(tenant_id, invoice_id, quiet, k)
+                  JOIN subscription.invoice_record AS i
+                    ON i.tenant_id = ANY (t.tenant_set) AND i.tenant_id = d.tenant_id AND i.id = d.invoice_id
+                 WHERE NOT d.quiet OR i.xact = pg_current_xact_id()) AS x) AS x;
         FOR changed IN
             UPDATE subscription.invoice_record AS i
-               SET total = i.total + d.part
-              FROM unnest(t.tenants, t.invoices, t.parts, t.quiets) WITH ORDINALITY AS d(tenant_id, invoice_id, part, quiet, k)
-             WHERE i.tenant_id = ANY (t.tenant_set) AND i.tenant_id = d.tenant_id AND i.id = d.invoice_id
-               AND (NOT d.quiet OR i.xact = pg_current_xact_id())
+               SET total = CASE WHEN i.xact = pg_current_xact_id() THEN d.total ELSE i.total + t.parts[d.k] END
+              FROM unnest(written, sums) AS d(k, total)
+             WHERE i.tenant_id = ANY (t.tenant_set) AND i.tenant_id = t.tenants[d.k] AND i.id = t.invoices[d.k]
             RETURNING i.status, i.total, i.paid, d.k
         LOOP
             IF subscription.invoice_status(changed.status, changed.total, changed.paid) IS DISTINCT FROM changed.status THEN

@@ -658,11 +658,14 @@ DECLARE
     lperiod tstzrange[]; litem text[]; lplan text[]; ldescription text[];
     -- their billing events, in the order of their first lines, and invoices
     et bigint[]; ea bigint[]; es bigint[]; ecurrency text[]; eat timestamptz[]; eplan text[]; einvoice bigint[];
-    -- the billing event of each line, whether it is the event's first
+    -- the billing event of each line, whether it is the event's first;
+    -- each event's lines' total
     levent bigint[];
     lfirst boolean[];
+    etotal numeric[];
     g record;
     opened bigint[];
+    written bigint;
 BEGIN
     -- U3: the ending periods' usage, billed in arrears as renew_period
     -- bills it (bill_usage: usage_due's pricing), in renewal order
@@ -738,6 +741,10 @@ BEGIN
                                                             lower(l.period)) AS first
                       FROM unnest(lt, la, ls, lcurrency, lperiod) WITH ORDINALITY
                            AS l(tenant_id, account_id, subscription_id, currency, period, n)) AS l) AS l;
+    SELECT array_agg(e.total ORDER BY e.event) INTO etotal
+      FROM (SELECT l.event, sum(subscription.line_amount('charge', l.amount)) AS total
+              FROM unnest(levent, lamount) AS l(event, amount)
+             GROUP BY l.event) AS e;
     SELECT array_agg(l.tenant_id ORDER BY l.n), array_agg(l.account_id ORDER BY l.n),
            array_agg(l.subscription_id ORDER BY l.n), array_agg(l.currency ORDER BY l.n),
            array_agg(lower(l.period) ORDER BY l.n), array_agg(l.plan ORDER BY l.n),
@@ -752,17 +759,21 @@ BEGIN
      -- each event's first line
      WHERE l.first;
     -- the events without one: their invoices opened by one call over
-    -- every tenant of the group, in the order of the events
+    -- every tenant of the group, in the order of the events, each with the
+    -- total of its lines, so that invoice_totals has none to write (its
+    -- UPDATE of a row opened in this transaction would check every
+    -- foreign key of the invoice again: issue 18)
     SELECT array_agg(e.k ORDER BY e.k) AS ks, array_agg(e.tenant_id ORDER BY e.k) AS tenants,
            array_agg(e.account_id ORDER BY e.k) AS accounts, array_agg(e.subscription_id ORDER BY e.k) AS subs,
            array_agg(e.currency ORDER BY e.k) AS currencies, array_agg(e.at ORDER BY e.k) AS ats,
-           array_agg(e.plan ORDER BY e.k) AS plans
+           array_agg(e.plan ORDER BY e.k) AS plans, array_agg(etotal[e.k] ORDER BY e.k) AS totals
       INTO g
       FROM unnest(et, ea, es, ecurrency, eat, eplan, einvoice) WITH ORDINALITY
            AS e(tenant_id, account_id, subscription_id, currency, at, plan, invoice_id, k)
      WHERE e.invoice_id IS NULL;
     IF g.ks IS NOT NULL THEN
-        opened := subscription.open_invoices_of(g.tenants, g.accounts, g.subs, g.currencies, g.ats, g.plans, NULL);
+        opened := subscription.open_invoices_of(g.tenants, g.accounts, g.subs, g.currencies, g.ats, g.plans, NULL,
+                                                g.totals);
         FOR o IN 1 .. cardinality(g.ks) LOOP
             einvoice[g.ks[o]] := opened[o];
         END LOOP;
@@ -779,6 +790,15 @@ BEGIN
      ORDER BY l.n
     ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
        WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+    -- a line charged already: invoice_totals gave the invoices that have
+    -- lines the sum of theirs; one opened for lines none of which was
+    -- written has none, and no total
+    GET DIAGNOSTICS written = ROW_COUNT;
+    IF written < cardinality(lt) AND opened IS NOT NULL THEN
+        UPDATE subscription.invoice_record AS i SET total = 0
+         WHERE i.tenant_id = ANY (t) AND i.id = ANY (opened) AND i.total <> 0
+           AND NOT EXISTS (SELECT FROM subscription.ledger AS l WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id);
+    END IF;
     -- U3: their usage counters close with the new periods
     PERFORM subscription.open_usage(m.tenant_id, m.account_id)
        FROM (SELECT DISTINCT m.tenant_id, m.account_id FROM unnest(metered) AS m ORDER BY m.tenant_id, m.account_id) AS m;

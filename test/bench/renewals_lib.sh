@@ -2,9 +2,16 @@
 
 # populate DB N [PER_ACCOUNT]: a database of its own with N due monthly
 # subscriptions (1 to 5 licenses), each with an add-on batch, PER_ACCOUNT
-# (default 1) to an account, a coupon (10% off) on one in ten
+# (default 1) to an account, a coupon (10% off) on one in ten.  The
+# subscriptions and their batches are written in chunks of
+# POPULATE_CHUNK (1000), each committed by a session of its own after an
+# ANALYZE: in one transaction on fresh tables, the extension's
+# statements keep the plans made while the tables were empty (PL/pgSQL's
+# cached generic plans; no ANALYZE sees uncommitted rows), sequential
+# scans of invoice_record and subscription that grow with every row, and
+# the populate grew with the square of N (docs/benchmarks.md, issue 18)
 populate() {
-    local db=$1 n=$2 per=${3:-1}
+    local db=$1 n=$2 per=${3:-1} chunk=${POPULATE_CHUNK:-1000} from
     psql -X -qAt -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
     psql -X -qAt -v ON_ERROR_STOP=1 -d "$db" >/dev/null <<SQL
 CREATE EXTENSION subscription;
@@ -17,11 +24,23 @@ INSERT INTO addon_price (addon, cycle, amount) VALUES ('zd_collab', '1 month', 1
 INSERT INTO plan_addon (plan, addon) VALUES ('zd_pro', 'zd_collab');
 INSERT INTO coupon (code, percent_off, currency) VALUES ('TEN', 10, 'EUR');
 INSERT INTO account (id, name) SELECT g, 'a' || g FROM generate_series(1, $n / $per) AS g;
-SELECT count(subscribe(1 + (g - 1) / $per, 'zd_pro', '1 month', 1 + g % 5, '2026-01-01', 'always', CASE WHEN g % 10 = 0 THEN 'TEN' END))
-  FROM generate_series(1, $n) AS g;
-SELECT count(purchase_addon(id, 'zd_collab', 1, '2026-01-10')) FROM subscription;
-VACUUM ANALYZE;
 SQL
+    for (( from = 1; from <= n; from += chunk )); do
+        psql -X -qAt -v ON_ERROR_STOP=1 -d "$db" >/dev/null <<SQL
+ANALYZE;
+SET search_path = subscription;
+SELECT count(subscribe(1 + (g - 1) / $per, 'zd_pro', '1 month', 1 + g % 5, '2026-01-01', 'always', CASE WHEN g % 10 = 0 THEN 'TEN' END))
+  FROM generate_series($from, least($n, $from + $chunk - 1)) AS g;
+SQL
+    done
+    for (( from = 1; from <= n; from += chunk )); do
+        psql -X -qAt -v ON_ERROR_STOP=1 -d "$db" >/dev/null <<SQL
+ANALYZE;
+SET search_path = subscription;
+SELECT count(purchase_addon(id, 'zd_collab', 1, '2026-01-10')) FROM (SELECT id FROM subscription ORDER BY id OFFSET $from - 1 LIMIT $chunk) AS s;
+SQL
+    done
+    psql -X -qAt -v ON_ERROR_STOP=1 -d "$db" -c "VACUUM ANALYZE" >/dev/null
 }
 
 # floor_sql: the set-based floor of the writes renew_due makes for the

@@ -1,6 +1,6 @@
 -- The data model of API.md: every table, key and constraint of the contract.
 BEGIN;
-SELECT plan(214);
+SELECT plan(215);
 SET search_path = subscription, public;
 
 SELECT has_schema('subscription');
@@ -260,6 +260,12 @@ SELECT is_empty(
                            'subscription.renew_in_batches(text, timestamptz, integer, bigint[])'::regprocedure,
                            'subscription.run_dunning(timestamptz, integer)'::regprocedure)$$,
     'every SQL and PL/pgSQL function with a body in a string pins search_path to pg_catalog, pg_temp');
+SELECT is_empty(
+    $$SELECT p.oid::regprocedure::text FROM pg_proc AS p
+       WHERE p.oid IN ('subscription.write_history(text, bigint, bigint, jsonb, bigint)'::regprocedure,
+                       'subscription.write_histories(text[], bigint, bigint, jsonb[], bigint)'::regprocedure)
+         AND NOT coalesce(p.proconfig, '{}') @> '{"search_path=pg_catalog, pg_temp"}'$$,
+    'the C writers of history pin search_path to pg_catalog, pg_temp too');
 SELECT is_empty(
     $$SELECT p.oid::regprocedure::text FROM pg_proc AS p
        WHERE p.pronamespace = 'subscription'::regnamespace AND p.prosqlbody IS NOT NULL

@@ -165,3 +165,41 @@ SELECT account_id, kind, amount, period, item, description FROM ledger
 SELECT renew_due('2026-02-12') AS handled_again;
 SELECT count(*) AS still_due FROM subscription WHERE status IN ('active', 'trialing') AND upper(period) <= '2026-02-12';
 ROLLBACK;
+
+-- Issue 18: renew_common_group opens each invoice with the total of the
+-- lines it writes into it, and invoice_totals does not write it again.  A
+-- line charged already (C2: here the next period's plan line, written in
+-- another currency, so on an invoice of its own) is not written: an
+-- invoice left with some of its lines holds their sum, one left with none
+-- holds none
+BEGIN;
+SET CONSTRAINTS subscription.invoice_record_opened IMMEDIATE;
+INSERT INTO product (code, name) VALUES ('desk', 'Zendesk Support');
+INSERT INTO plan (code, product, name) VALUES ('zd_pro', 'desk', 'Professional');
+INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES ('zd_pro', '1 month', 55, true);
+INSERT INTO addon (code, product, name) VALUES ('collab', 'desk', 'Collaboration');
+INSERT INTO addon_price (addon, cycle, amount) VALUES ('collab', '1 month', 10);
+INSERT INTO plan_addon (plan, addon) VALUES ('zd_pro', 'collab');
+INSERT INTO account (tenant_id, id, name) SELECT g, g, 'tenant ' || g FROM generate_series(1, 3) AS g;
+SELECT count(*) AS subscribed FROM (
+    SELECT subscribe(1, 'zd_pro', '1 month', 2, '2026-01-01'),
+           subscribe(2, 'zd_pro', '1 month', 1, '2026-01-01'),
+           subscribe(3, 'zd_pro', '1 month', 3, '2026-01-01')) AS s;
+SELECT count(purchase_addon(s.id, 'collab', 1, '2026-01-02')) AS batches FROM subscription AS s WHERE s.account_id IN (1, 3);
+INSERT INTO ledger (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+SELECT s.tenant_id, s.account_id, s.id, 'charge', 1, 'USD', nth_period(s.anchor, s.cycle, 2), 'plan', s.plan, 'charged before'
+  FROM subscription AS s WHERE s.account_id IN (1, 2);
+SAVEPOINT common;
+SELECT handled, rest FROM renew_common('{1,2,3}', '2026-02-01');
+-- each February invoice: its total, its lines' sum and count, as announced
+SELECT i.account_id, i.currency, i.total, (SELECT sum(line_amount(l.kind, l.amount)) FROM ledger AS l
+                                            WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id) AS lines_sum,
+       (SELECT count(*) FROM ledger AS l WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id) AS lines,
+       (SELECT h.details ->> 'total' FROM history AS h
+         WHERE h.operation = 'invoice_open' AND (h.details ->> 'invoice_id')::bigint = i.id) AS announced
+  FROM invoice_record AS i WHERE i.at = '2026-02-01' ORDER BY i.account_id, i.currency;
+ROLLBACK TO common;
+-- the same renewals one by one give the same totals
+SELECT renew_account(t, '2026-02-01') AS handled FROM generate_series(1, 3) AS t;
+SELECT i.account_id, i.currency, i.total FROM invoice_record AS i WHERE i.at = '2026-02-01' ORDER BY i.account_id, i.currency;
+ROLLBACK;
