@@ -761,9 +761,15 @@ BEGIN
         ARRAY[invoice_id IS NULL, amount IS NULL, reference IS NULL, at IS NULL]);
     i := subscription.invoice_for_change('record_payment', tenant_id, invoice_id, false);
     -- I8: opened in this transaction: its opening before the payment's rows
-    SELECT * INTO opening FROM subscription.invoice_announcement(i.tenant_id, i.id);
-    operations := opening.operations;
-    details := opening.details;
+    -- (an invoice announced already, as most are, has none: its row is
+    -- locked, so it stays so; no UPDATE of no row)
+    operations := '{}';
+    details := '{}';
+    IF NOT i.announced THEN
+        SELECT * INTO opening FROM subscription.invoice_announcement(i.tenant_id, i.id);
+        operations := opening.operations;
+        details := opening.details;
+    END IF;
     PERFORM subscription.authorize(i.tenant_id, i.account_id, 'pay', false);
     -- I5: once per reference
     SELECT * INTO earlier FROM subscription.payment AS p
