@@ -2,8 +2,10 @@
 -- issue 20): a subscription's move between two of them (active, trialing,
 -- past due) recomputes neither its seat counter nor its account's limits,
 -- a move out of them does; and record_payment of an invoice announced
--- already marks nothing (no invoice_announcement).  Counted with
--- track_functions in the transaction, the counters read as they are.
+-- already marks nothing (no invoice_announcement) and writes what is paid
+-- with the status in one UPDATE (settle_invoice's paid_now, whose bad
+-- input is refused).  Counted with track_functions in the transaction,
+-- the counters read as they are.
 \set VERBOSITY default
 \i test/sql/include/setup.psql
 SET search_path = subscription, public;
@@ -67,4 +69,27 @@ UPDATE subscription SET quantity = 4 WHERE id = :s1;
 SELECT pg_temp.calls('refresh_account_limits') - :r1 AS limit_refreshes;
 SELECT * FROM counters;
 ROLLBACK;
+
+-- the payment's part written with the status: a part payment leaves it
+-- open, the rest pays it (its status row once, after the payment's)
+BEGIN;
+SET CONSTRAINTS subscription.invoice_record_opened IMMEDIATE;
+INSERT INTO product (code, name) VALUES ('desk', 'Zendesk Support');
+INSERT INTO plan (code, product, name) VALUES ('zd_pro', 'desk', 'Professional');
+INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES ('zd_pro', '1 month', 55, true);
+INSERT INTO account (id, name) VALUES (3, 'pays in two parts');
+SELECT subscribe(3, 'zd_pro', '1 month', 2, '2026-01-01') AS s3 \gset
+SELECT id AS i3 FROM invoice_record WHERE subscription_id = :s3 \gset
+SELECT record_payment(:i3, 10, 'part_1', '2026-01-02') IS NOT NULL AS first_part;
+SELECT total, paid, status FROM invoice_record WHERE id = :i3;
+SELECT record_payment(:i3, 100, 'part_2', '2026-01-03') IS NOT NULL AS second_part;
+SELECT total, paid, status FROM invoice_record WHERE id = :i3;
+SELECT operation, details ->> 'amount' AS amount, details -> 'status' AS status
+  FROM history WHERE operation IN ('payment', 'invoice_status') AND details ->> 'invoice_id' = :'i3' ORDER BY id;
+ROLLBACK;
+
+-- settle_invoice's payment part: not negative, finite (22023), nothing written
+SELECT pg_temp.error_of($$SELECT subscription.settle_invoice(1, 1, false, NULL, '{}', '{}', -1)$$);
+SELECT pg_temp.error_of($$SELECT subscription.settle_invoice(1, 1, false, NULL, '{}', '{}', 'Infinity')$$);
+SELECT pg_temp.error_of($$SELECT subscription.settle_invoice(1, 1, false, NULL, '{}', '{}', 'NaN')$$);
 RESET track_functions;
