@@ -16861,6 +16861,36 @@ REVOKE ALL ON FUNCTION subscription.reseat_licenses(bigint, bigint[]) FROM PUBLI
 CREATE OR REPLACE FUNCTION subscription.sync_service_seats()
 RETURNS trigger
 LANGUAGE plpgsql
+-- issue 20: the statuses that grant seats and limits in one place
+-- (status_grants: active, trialing, past due), read by assigns_licenses and
+-- granted_limits; the subscription's triggers
+-- sync_license_counter and refresh_limits recompute a counter or a limit
+-- only when the status moves into or out of that set (a failed charge's
+-- past due, its payment's end of it, a trial's end change neither).
+-- record_payment marks nothing of an invoice announced already.
+CREATE FUNCTION subscription.status_grants(status text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN status_grants.status OPERATOR(pg_catalog.=) ANY ('{active,trialing,past_due}'::text[]);
+
+COMMENT ON FUNCTION subscription.status_grants(text) IS
+'Whether a subscription in this status grants its plan''s seats and limits: active, trialing or past due (D2)';
+
+CREATE OR REPLACE FUNCTION subscription.assigns_licenses(tenant_id bigint, account_id bigint, status text)
+RETURNS boolean
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.status_grants(assigns_licenses.status)
+           AND subscription.freezing_subscription(assigns_licenses.tenant_id, assigns_licenses.account_id) IS NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.sync_license_counter()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 -- its transition tables joined by hash, whatever statement fired it (a
@@ -16931,6 +16961,54 @@ BEGIN
             PERFORM subscription.reseat_licenses(t, ids);
         END LOOP;
     END IF;
+    tenants bigint[];
+    subs bigint[];
+    is_active boolean;
+    capacity integer;
+    -- the logical table, from the trigger's argument (issue 17)
+    logical text := TG_ARGV[0];
+BEGIN
+    -- a restore copies the counter (restored_copy): the copy is trusted,
+    -- and verify() compares it with the licenses afterwards
+    IF TG_OP = 'INSERT' AND logical = 'subscription' THEN
+        SELECT array_agg(n.tenant_id ORDER BY n.tenant_id, n.id), array_agg(n.id ORDER BY n.tenant_id, n.id)
+          INTO tenants, subs
+          FROM new_rows AS n
+         WHERE NOT subscription.restored_copy('subscription.subscription_id_seq', n.id);
+    ELSIF TG_OP = 'UPDATE' AND logical = 'subscription' THEN
+        SELECT array_agg(n.tenant_id ORDER BY n.tenant_id, n.id), array_agg(n.id ORDER BY n.tenant_id, n.id)
+          INTO tenants, subs
+          FROM old_rows AS o JOIN new_rows AS n ON n.tenant_id = o.tenant_id AND n.id = o.id
+         WHERE o.quantity IS DISTINCT FROM n.quantity
+            OR subscription.status_grants(o.status) IS DISTINCT FROM subscription.status_grants(n.status)
+            OR ROW(o.*) IS NOT DISTINCT FROM ROW(n.*);
+    ELSIF TG_OP = 'DELETE' THEN
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.subscription_id),
+               array_agg(x.subscription_id ORDER BY x.tenant_id, x.subscription_id)
+          INTO tenants, subs
+          FROM (SELECT DISTINCT b.tenant_id, b.subscription_id FROM old_rows AS b) AS x;
+    ELSE
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.subscription_id),
+               array_agg(x.subscription_id ORDER BY x.tenant_id, x.subscription_id)
+          INTO tenants, subs
+          FROM (SELECT DISTINCT b.tenant_id, b.subscription_id
+                  FROM new_rows AS b
+                 WHERE TG_OP = 'UPDATE'
+                    OR NOT subscription.restored_copy('subscription.addon_batch_id_seq', b.id)) AS x;
+    END IF;
+    FOR k IN 1 .. coalesce(cardinality(subs), 0) LOOP
+        -- each statement names the tenant: on Citus a trigger on a shard
+        -- runs only statements on its own node (issue 17)
+        SELECT subscription.assigns_licenses(s.tenant_id, s.account_id, s.status) INTO is_active
+          FROM subscription.subscription AS s WHERE s.tenant_id = tenants[k] AND s.id = subs[k];
+        CONTINUE WHEN NOT FOUND;
+        capacity := subscription.license_capacity(tenants[k], subs[k]);
+        INSERT INTO subscription.license_counter AS c (tenant_id, subscription_id, capacity, active)
+        VALUES (tenants[k], subs[k], capacity, is_active)
+        ON CONFLICT (tenant_id, subscription_id) DO UPDATE
+           SET capacity = excluded.capacity, active = excluded.active
+         WHERE (c.capacity, c.active) IS DISTINCT FROM (excluded.capacity, excluded.active);
+    END LOOP;
     RETURN NULL;
 END
 $$;
@@ -17285,6 +17363,165 @@ BEGIN
         FOREACH k IN ARRAY (SELECT coalesce(array_agg(x ORDER BY x), '{}') FROM unnest(settle) AS x) LOOP
             PERFORM subscription.settle_invoice(t.tenants[k], t.invoices[k], t.quiets[k], t.ats[k]);
         END LOOP;
+CREATE OR REPLACE FUNCTION subscription.granted_limits(tenant_id bigint, account_id bigint, feature text)
+RETURNS TABLE (name text, value numeric)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY
+    SELECT x.feature, CASE WHEN bool_or(x.unlimited) THEN NULL ELSE coalesce(sum(x.units), 0) END
+      FROM (SELECT l.feature, l.value IS NULL AS unlimited,
+                   CASE WHEN l.per_license THEN l.value::numeric * s.quantity
+                        ELSE l.value::numeric END AS units
+              FROM subscription.subscription AS s
+              CROSS JOIN LATERAL (SELECT s.plan, s.plan_version
+                                  UNION ALL
+                                  SELECT sc.plan, ip.version
+                                    FROM subscription.suite_component AS sc
+                                    JOIN subscription.plan AS ip ON ip.code = sc.plan
+                                   WHERE sc.suite_plan = s.plan) AS p (plan, version)
+              JOIN subscription.plan_limit AS l
+                ON l.plan = p.plan
+               AND (granted_limits.feature IS NULL OR l.feature = granted_limits.feature)
+               -- the version of the plan the subscription holds (grandfathering)
+               AND l.versions @> p.version
+             WHERE s.tenant_id = granted_limits.tenant_id AND s.account_id = granted_limits.account_id
+               AND subscription.status_grants(s.status)
+            UNION ALL
+            SELECT a.feature, false, b.quantity::numeric * a.units
+              FROM subscription.subscription AS s
+              JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
+              JOIN subscription.addon AS a ON a.code = b.addon
+             WHERE s.tenant_id = granted_limits.tenant_id AND s.account_id = granted_limits.account_id
+               AND subscription.status_grants(s.status)
+               AND b.status = 'active'
+               -- an add-on without a feature grants none
+               AND a.feature IS NOT NULL
+               AND (granted_limits.feature IS NULL OR a.feature = granted_limits.feature)) AS x
+     GROUP BY x.feature;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.refresh_limits()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- its transition tables joined by hash, whatever statement fired it (a
+-- renewal's UPDATE runs with nested loops alone: renew_common_group)
+SET enable_hashjoin = on
+AS $$
+DECLARE
+    account bigint;
+    accounts bigint[];
+    tenants bigint[];
+    plans text[];
+    features text[];
+    addons text[];
+    -- the logical table, from the trigger's argument (issue 17)
+    logical text := TG_ARGV[0];
+BEGIN
+    IF logical IN ('subscription', 'addon_batch') THEN
+        -- the rows concerned, as they were and as they are: (tenant,
+        -- account) of a subscription, (tenant, subscription) of a batch
+        IF logical = 'subscription' AND TG_OP = 'INSERT' THEN
+            SELECT array_agg(n.tenant_id), array_agg(n.account_id) INTO tenants, accounts FROM new_rows AS n;
+        ELSIF logical = 'subscription' AND TG_OP = 'DELETE' THEN
+            SELECT array_agg(o.tenant_id), array_agg(o.account_id) INTO tenants, accounts FROM old_rows AS o;
+        ELSIF TG_OP = 'INSERT' THEN
+            SELECT array_agg(n.tenant_id), array_agg(n.subscription_id) INTO tenants, accounts FROM new_rows AS n;
+        ELSIF TG_OP = 'DELETE' THEN
+            SELECT array_agg(o.tenant_id), array_agg(o.subscription_id) INTO tenants, accounts FROM old_rows AS o;
+        ELSIF logical = 'subscription' THEN
+            SELECT array_agg(x.tenant_id), array_agg(x.account_id) INTO tenants, accounts
+              FROM old_rows AS o JOIN new_rows AS n ON n.tenant_id = o.tenant_id AND n.id = o.id
+             CROSS JOIN LATERAL (VALUES (o.tenant_id, o.account_id), (n.tenant_id, n.account_id)) AS x (tenant_id, account_id)
+             WHERE (o.account_id, o.plan, o.quantity, o.plan_version, subscription.status_grants(o.status))
+                   IS DISTINCT FROM (n.account_id, n.plan, n.quantity, n.plan_version, subscription.status_grants(n.status))
+                OR ROW(o.*) IS NOT DISTINCT FROM ROW(n.*);
+        ELSE
+            SELECT array_agg(x.tenant_id), array_agg(x.subscription_id) INTO tenants, accounts
+              FROM (SELECT o.tenant_id, o.subscription_id FROM old_rows AS o
+                    UNION ALL
+                    SELECT n.tenant_id, n.subscription_id FROM new_rows AS n) AS x;
+        END IF;
+        IF logical = 'addon_batch' THEN
+            -- a batch's subscription's account, by its tenant (a SELECT
+            -- INTO: Citus plans no assignment that reads a table)
+            FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
+                account := NULL;
+                SELECT s.account_id INTO account FROM subscription.subscription AS s
+                 WHERE s.tenant_id = tenants[k] AND s.id = accounts[k];
+                accounts[k] := account;
+            END LOOP;
+        END IF;
+        -- each account once, in the order of the keys
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.account_id), array_agg(x.account_id ORDER BY x.tenant_id, x.account_id)
+          INTO tenants, accounts
+          FROM (SELECT DISTINCT t.tenant_id, t.account_id FROM unnest(tenants, accounts) AS t (tenant_id, account_id)
+                 WHERE t.account_id IS NOT NULL) AS x;
+        FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
+            PERFORM subscription.refresh_account_limits(tenants[k], accounts[k], NULL);
+        END LOOP;
+        RETURN NULL;
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension AS e WHERE e.extname = 'citus') THEN
+        -- no fan-out from a reference table (issue 17): the limit version
+        RETURN NULL;
+    END IF;
+    -- the catalog rows the statement wrote, as they were and as they are
+    IF logical = 'plan_limit' THEN
+        IF TG_OP <> 'INSERT' THEN
+            SELECT array_agg(o.plan), array_agg(o.feature) INTO plans, features FROM old_rows AS o;
+        END IF;
+        IF TG_OP <> 'DELETE' THEN
+            SELECT coalesce(plans, '{}') || array_agg(n.plan), coalesce(features, '{}') || array_agg(n.feature)
+              INTO plans, features FROM new_rows AS n;
+        END IF;
+    ELSIF logical = 'suite_component' THEN
+        IF TG_OP <> 'INSERT' THEN
+            SELECT array_agg(o.suite_plan) INTO plans FROM old_rows AS o;
+        END IF;
+        IF TG_OP <> 'DELETE' THEN
+            SELECT coalesce(plans, '{}') || array_agg(n.suite_plan) INTO plans FROM new_rows AS n;
+        END IF;
+    ELSE
+        SELECT array_agg(n.code) INTO addons
+          FROM old_rows AS o JOIN new_rows AS n ON n.code = o.code
+         WHERE (o.feature, o.units) IS DISTINCT FROM (n.feature, n.units);
+    END IF;
+    -- the accounts concerned with their tenants, each (account, feature)
+    -- once, in the order of the keys: the subscriptions of a plan and of
+    -- the suites that include it (Z3), of a suite, of an add-on's batches
+    IF logical = 'plan_limit' THEN
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.account_id, x.feature),
+               array_agg(x.account_id ORDER BY x.tenant_id, x.account_id, x.feature),
+               array_agg(x.feature ORDER BY x.tenant_id, x.account_id, x.feature)
+          INTO tenants, accounts, features
+          FROM (SELECT DISTINCT s.tenant_id, s.account_id, p.feature
+                  FROM unnest(plans, features) AS p (plan, feature)
+                  JOIN subscription.subscription AS s
+                    ON s.plan = p.plan
+                    OR s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc
+                                   WHERE sc.plan = p.plan)) AS x;
+    ELSIF logical = 'suite_component' THEN
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.account_id),
+               array_agg(x.account_id ORDER BY x.tenant_id, x.account_id), NULL
+          INTO tenants, accounts, features
+          FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
+                 WHERE s.plan = ANY (plans)) AS x;
+    ELSE
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.account_id),
+               array_agg(x.account_id ORDER BY x.tenant_id, x.account_id), NULL
+          INTO tenants, accounts, features
+          FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
+                  JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
+                 WHERE b.addon = ANY (addons)) AS x;
+    END IF;
+    FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
+        PERFORM subscription.refresh_account_limits(tenants[k], accounts[k], features[k]);
     END LOOP;
     RETURN NULL;
 END
@@ -17659,3 +17896,255 @@ $$;
 
 COMMENT ON FUNCTION subscription.nth_period(timestamptz, interval, integer) IS 'The k-th period of an anchored cycle, computed from the anchor';
 
+CREATE OR REPLACE FUNCTION subscription.record_payment(tenant_id bigint, invoice_id bigint, amount numeric, reference text,
+                                            at timestamptz, currency text)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+    earlier subscription.payment;
+    excess numeric;
+    credit_line bigint;
+    new_id bigint;
+    -- the history rows of the invoice written with its status's, in one
+    -- statement (settle_invoice): its opening (I8), then the payment
+    opening record;
+    operations text[];
+    details jsonb[];
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.record_payment(bigint,bigint,numeric,text,timestamptz,text)', record_payment.tenant_id,
+            pg_catalog.jsonb_build_array(record_payment.tenant_id, record_payment.invoice_id, record_payment.amount, record_payment.reference, record_payment.at, record_payment.currency)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    PERFORM subscription.require_arguments('record_payment', '{invoice_id,amount,reference,at}',
+        ARRAY[invoice_id IS NULL, amount IS NULL, reference IS NULL, at IS NULL]);
+    i := subscription.invoice_for_change('record_payment', tenant_id, invoice_id, false);
+    -- I8: opened in this transaction: its opening before the payment's rows
+    -- (an invoice announced already, as most are, has none: its row is
+    -- locked, so it stays so; no UPDATE of no row)
+    operations := '{}';
+    details := '{}';
+    IF NOT i.announced THEN
+        SELECT * INTO opening FROM subscription.invoice_announcement(i.tenant_id, i.id);
+        operations := opening.operations;
+        details := opening.details;
+    END IF;
+    PERFORM subscription.authorize(i.tenant_id, i.account_id, 'pay', false);
+    -- I5: once per reference
+    SELECT * INTO earlier FROM subscription.payment AS p
+     WHERE p.tenant_id = i.tenant_id AND p.reference = record_payment.reference;
+    IF FOUND THEN
+        IF earlier.invoice_id <> i.id THEN
+            RAISE EXCEPTION 'payment reference "%" is already recorded for another invoice', reference
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('Payment %s of invoice %s has it.', earlier.id, earlier.invoice_id);
+        END IF;
+        PERFORM subscription.write_histories(operations, i.account_id, i.subscription_id, details, i.tenant_id);
+        RETURN earlier.id;
+    END IF;
+    PERFORM subscription.require_time('record_payment', at, false);
+    IF currency IS NOT NULL AND currency <> i.currency THEN
+        RAISE EXCEPTION 'invoice % is in %, not %', i.document_number, i.currency, currency
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Record the payment in the invoice''s currency.';
+    END IF;
+    IF amount <= 0 OR amount >= 'Infinity' OR amount <> subscription.round_money(amount, i.currency) THEN
+        RAISE EXCEPTION 'a payment must be a positive amount in the minor unit of %', i.currency
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The amount was %s.', amount);
+    END IF;
+    PERFORM subscription.require_amount(amount, i.currency);
+    IF btrim(reference) = '' THEN
+        RAISE EXCEPTION 'a payment needs the provider''s reference' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF i.status IN ('void', 'uncollectible') THEN
+        RAISE EXCEPTION 'invoice % is %', i.document_number, i.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    excess := amount - greatest(i.total - i.paid, 0);
+    IF excess > 0 THEN
+        -- the credit's line may settle other invoices (invoice_totals): the
+        -- opening before their rows
+        PERFORM subscription.write_histories(operations, i.account_id, i.subscription_id, details, i.tenant_id);
+        operations := '{}';
+        details := '{}';
+        INSERT INTO subscription.ledger AS l
+               (tenant_id, account_id, kind, amount, currency, item, description, corrects_invoice_id)
+        VALUES (i.tenant_id, i.account_id, 'credit', excess, i.currency, 'credit',
+                format('overpayment of invoice %s (%s)', i.document_number, reference), i.id)
+        RETURNING l.id INTO credit_line;
+    END IF;
+    INSERT INTO subscription.payment AS p
+           (tenant_id, invoice_id, account_id, amount, currency, reference, payment_method_id, at, credit_line_id)
+    VALUES (i.tenant_id, i.id, i.account_id, amount, i.currency, reference, i.payment_method_id, at, credit_line)
+    RETURNING p.id INTO new_id;
+    UPDATE subscription.invoice_record AS r SET paid = r.paid + amount - greatest(excess, 0)
+     WHERE r.tenant_id = i.tenant_id AND r.id = i.id;
+    operations := operations || 'payment'::text;
+    details := details || jsonb_build_object('payment_id', new_id, 'invoice_id', i.id, 'amount', amount,
+                                             'currency', i.currency, 'reference', reference,
+                                             'credited', greatest(excess, 0));
+    PERFORM subscription.settle_invoice(i.tenant_id, i.id, false, at, operations, details);
+    RETURN new_id;
+END
+$$;
+
+REVOKE ALL ON FUNCTION subscription.status_grants(text) FROM PUBLIC;
+-- the roles already given their rights get status_grants()
+SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g ORDER BY g.role, g.kind;
+-- issue 20: record_payment writes what is paid with the invoice's status
+-- in one UPDATE (settle_invoice's new argument paid_now) instead of two.
+DROP FUNCTION subscription.settle_invoice(bigint, bigint, boolean, timestamptz, text[], jsonb[]);
+CREATE FUNCTION subscription.settle_invoice(tenant_id bigint, invoice_id bigint, quiet boolean DEFAULT false,
+                                            at timestamptz DEFAULT NULL, before_operations text[] DEFAULT '{}',
+                                            before_details jsonb[] DEFAULT '{}', paid_now numeric DEFAULT 0)
+RETURNS text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+    new_status text;
+    operations text[] := coalesce(before_operations, '{}');
+    details jsonb[] := coalesce(before_details, '{}');
+    status_details jsonb;
+BEGIN
+    IF paid_now < 0 OR paid_now >= 'Infinity' THEN
+        RAISE EXCEPTION 'a payment''s part of an invoice must be a finite amount, not negative'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The amount was %s.', paid_now);
+    END IF;
+    SELECT * INTO i FROM subscription.invoice_record AS r
+     WHERE r.tenant_id = settle_invoice.tenant_id AND r.id = settle_invoice.invoice_id;
+    IF NOT FOUND THEN
+        -- no invoice, no rows of it (record_payment, which gives rows, has it locked)
+        RETURN NULL;
+    END IF;
+    i.paid := i.paid + coalesce(paid_now, 0);
+    new_status := subscription.invoice_status(i.status, i.total, i.paid);
+    IF new_status IS DISTINCT FROM i.status OR paid_now <> 0 THEN
+        UPDATE subscription.invoice_record AS r SET status = new_status, paid = i.paid
+         WHERE r.tenant_id = settle_invoice.tenant_id AND r.id = settle_invoice.invoice_id;
+    END IF;
+    IF new_status IS DISTINCT FROM i.status THEN
+        IF NOT quiet THEN
+            status_details := subscription.invoice_status_details(i, new_status, coalesce(settle_invoice.at, i.at),
+                                                                  '{}', false);
+        END IF;
+        IF status_details IS NOT NULL THEN
+            operations := operations || 'invoice_status'::text;
+            details := details || status_details;
+        END IF;
+    END IF;
+    IF cardinality(operations) > 0 THEN
+        PERFORM subscription.write_histories(operations, i.account_id, i.subscription_id, details, i.tenant_id);
+    END IF;
+    IF new_status IS DISTINCT FROM i.status AND NOT quiet AND new_status = 'paid' AND i.subscription_id IS NOT NULL THEN
+        PERFORM subscription.end_past_due(i.tenant_id, i.subscription_id, i.id);
+    END IF;
+    RETURN new_status;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.settle_invoice(bigint, bigint, boolean, timestamptz, text[], jsonb[], numeric) IS
+'Internal: an invoice''s status from its total and payments (and what its caller''s payment adds, written with it), its change recorded in history unless quiet, after the caller''s rows of it (I3)';
+
+CREATE OR REPLACE FUNCTION subscription.record_payment(tenant_id bigint, invoice_id bigint, amount numeric, reference text,
+                                            at timestamptz, currency text)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+    earlier subscription.payment;
+    excess numeric;
+    credit_line bigint;
+    new_id bigint;
+    -- the history rows of the invoice written with its status's, in one
+    -- statement (settle_invoice): its opening (I8), then the payment
+    opening record;
+    operations text[];
+    details jsonb[];
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.record_payment(bigint,bigint,numeric,text,timestamptz,text)', record_payment.tenant_id,
+            pg_catalog.jsonb_build_array(record_payment.tenant_id, record_payment.invoice_id, record_payment.amount, record_payment.reference, record_payment.at, record_payment.currency)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    PERFORM subscription.require_arguments('record_payment', '{invoice_id,amount,reference,at}',
+        ARRAY[invoice_id IS NULL, amount IS NULL, reference IS NULL, at IS NULL]);
+    i := subscription.invoice_for_change('record_payment', tenant_id, invoice_id, false);
+    -- I8: opened in this transaction: its opening before the payment's rows
+    -- (an invoice announced already, as most are, has none: its row is
+    -- locked, so it stays so; no UPDATE of no row)
+    operations := '{}';
+    details := '{}';
+    IF NOT i.announced THEN
+        SELECT * INTO opening FROM subscription.invoice_announcement(i.tenant_id, i.id);
+        operations := opening.operations;
+        details := opening.details;
+    END IF;
+    PERFORM subscription.authorize(i.tenant_id, i.account_id, 'pay', false);
+    -- I5: once per reference
+    SELECT * INTO earlier FROM subscription.payment AS p
+     WHERE p.tenant_id = i.tenant_id AND p.reference = record_payment.reference;
+    IF FOUND THEN
+        IF earlier.invoice_id <> i.id THEN
+            RAISE EXCEPTION 'payment reference "%" is already recorded for another invoice', reference
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('Payment %s of invoice %s has it.', earlier.id, earlier.invoice_id);
+        END IF;
+        PERFORM subscription.write_histories(operations, i.account_id, i.subscription_id, details, i.tenant_id);
+        RETURN earlier.id;
+    END IF;
+    PERFORM subscription.require_time('record_payment', at, false);
+    IF currency IS NOT NULL AND currency <> i.currency THEN
+        RAISE EXCEPTION 'invoice % is in %, not %', i.document_number, i.currency, currency
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Record the payment in the invoice''s currency.';
+    END IF;
+    IF amount <= 0 OR amount >= 'Infinity' OR amount <> subscription.round_money(amount, i.currency) THEN
+        RAISE EXCEPTION 'a payment must be a positive amount in the minor unit of %', i.currency
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The amount was %s.', amount);
+    END IF;
+    PERFORM subscription.require_amount(amount, i.currency);
+    IF btrim(reference) = '' THEN
+        RAISE EXCEPTION 'a payment needs the provider''s reference' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF i.status IN ('void', 'uncollectible') THEN
+        RAISE EXCEPTION 'invoice % is %', i.document_number, i.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    excess := amount - greatest(i.total - i.paid, 0);
+    IF excess > 0 THEN
+        -- the credit's line may settle other invoices (invoice_totals): the
+        -- opening before their rows
+        PERFORM subscription.write_histories(operations, i.account_id, i.subscription_id, details, i.tenant_id);
+        operations := '{}';
+        details := '{}';
+        INSERT INTO subscription.ledger AS l
+               (tenant_id, account_id, kind, amount, currency, item, description, corrects_invoice_id)
+        VALUES (i.tenant_id, i.account_id, 'credit', excess, i.currency, 'credit',
+                format('overpayment of invoice %s (%s)', i.document_number, reference), i.id)
+        RETURNING l.id INTO credit_line;
+    END IF;
+    INSERT INTO subscription.payment AS p
+           (tenant_id, invoice_id, account_id, amount, currency, reference, payment_method_id, at, credit_line_id)
+    VALUES (i.tenant_id, i.id, i.account_id, amount, i.currency, reference, i.payment_method_id, at, credit_line)
+    RETURNING p.id INTO new_id;
+    operations := operations || 'payment'::text;
+    details := details || jsonb_build_object('payment_id', new_id, 'invoice_id', i.id, 'amount', amount,
+                                             'currency', i.currency, 'reference', reference,
+                                             'credited', greatest(excess, 0));
+    -- what is paid, written with the status in one UPDATE
+    PERFORM subscription.settle_invoice(i.tenant_id, i.id, false, at, operations, details, amount - greatest(excess, 0));
+    RETURN new_id;
+END
+$$;
+
+REVOKE ALL ON FUNCTION subscription.settle_invoice(bigint, bigint, boolean, timestamptz, text[], jsonb[], numeric) FROM PUBLIC;
+-- the roles already given their rights get the new settle_invoice()
+SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g ORDER BY g.role, g.kind;

@@ -83,8 +83,25 @@ $$;
 COMMENT ON FUNCTION subscription.dunning_freeze_invoice(bigint, bigint) IS
 'Internal: the past-due invoice whose dunning froze the account (D4), or NULL';
 
+-- D2: the statuses in which a subscription grants its plan's seats and
+-- limits: active, trialing and past due (a past-due one keeps them until
+-- its dunning ends).  The one place of that set in SQL: assigns_licenses,
+-- granted_limits, and the triggers that recompute counters and limits on
+-- a change of status, which a move between two of these statuses changes
+-- neither of (issue 20).  (The license guard's own statements, in
+-- src/licenses.c, name the set too: the library also serves a 1.0
+-- install, which has no such function.)  An SQL-standard body, inlined
+-- where it is called.
+CREATE FUNCTION subscription.status_grants(status text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN status_grants.status OPERATOR(pg_catalog.=) ANY ('{active,trialing,past_due}'::text[]);
+
+COMMENT ON FUNCTION subscription.status_grants(text) IS
+'Whether a subscription in this status grants its plan''s seats and limits: active, trialing or past due (D2)';
+
 -- Whether a subscription assigns licenses: it is active, trialing or past
--- due (D2), and its account is not frozen.  Its seat counter's "active", which the
+-- due (D2, status_grants), and its account is not frozen.  Its seat counter's "active", which the
 -- license guard reads.  Of columns, not of the row: on Citus a trigger on
 -- a shard reads rows of the shard's own row type (issue 17).
 CREATE FUNCTION subscription.assigns_licenses(tenant_id bigint, account_id bigint, status text)
@@ -93,7 +110,7 @@ LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    RETURN assigns_licenses.status IN ('active', 'trialing', 'past_due')
+    RETURN subscription.status_grants(assigns_licenses.status)
            AND subscription.freezing_subscription(assigns_licenses.tenant_id, assigns_licenses.account_id) IS NULL;
 END
 $$;
@@ -108,8 +125,10 @@ COMMENT ON FUNCTION subscription.assigns_licenses(bigint, bigint, text) IS
 -- concerns are read into a local set first (on Citus a transition table is
 -- never joined with a distributed table), each counter is written once,
 -- in the order of the subscriptions' keys, by statements that name its
--- tenant.  An UPDATE of subscriptions concerns the rows whose quantity or
--- status changed, and the rows it left as they were (refresh_freeze()
+-- tenant.  An UPDATE of subscriptions concerns the rows whose quantity
+-- changed or whose status moved into or out of the statuses that grant
+-- (status_grants: from active to past due, or a trial's end, changes no
+-- counter), and the rows it left as they were (refresh_freeze()
 -- names an account's subscriptions so that their counters follow a
 -- freeze); an UPDATE of add-on batches, every row.
 CREATE FUNCTION subscription.sync_license_counter()
@@ -141,7 +160,8 @@ BEGIN
         SELECT array_agg(n.tenant_id ORDER BY n.tenant_id, n.id), array_agg(n.id ORDER BY n.tenant_id, n.id)
           INTO tenants, subs
           FROM old_rows AS o JOIN new_rows AS n ON n.tenant_id = o.tenant_id AND n.id = o.id
-         WHERE (o.quantity, o.status) IS DISTINCT FROM (n.quantity, n.status)
+         WHERE o.quantity IS DISTINCT FROM n.quantity
+            OR subscription.status_grants(o.status) IS DISTINCT FROM subscription.status_grants(n.status)
             OR ROW(o.*) IS NOT DISTINCT FROM ROW(n.*);
     ELSIF TG_OP = 'DELETE' THEN
         SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.subscription_id),

@@ -61,14 +61,14 @@ BEGIN
                -- the version of the plan the subscription holds (grandfathering)
                AND l.versions @> p.version
              WHERE s.tenant_id = granted_limits.tenant_id AND s.account_id = granted_limits.account_id
-               AND s.status IN ('active', 'trialing', 'past_due')
+               AND subscription.status_grants(s.status)
             UNION ALL
             SELECT a.feature, false, b.quantity::numeric * a.units
               FROM subscription.subscription AS s
               JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
               JOIN subscription.addon AS a ON a.code = b.addon
              WHERE s.tenant_id = granted_limits.tenant_id AND s.account_id = granted_limits.account_id
-               AND s.status IN ('active', 'trialing', 'past_due')
+               AND subscription.status_grants(s.status)
                AND b.status = 'active'
                -- an add-on without a feature grants none
                AND a.feature IS NOT NULL
@@ -827,8 +827,9 @@ COMMENT ON FUNCTION subscription.refresh_account_limits(bigint, bigint, text) IS
 -- tables (issue 18): the accounts the statement concerns are read into a
 -- local set first (on Citus a transition table is never joined with a
 -- distributed table), each refreshed once, in the order of their keys.  An
--- UPDATE of subscriptions concerns the rows whose account, plan, quantity,
--- status or plan version changed, and the rows it left as they were
+-- UPDATE of subscriptions concerns the rows whose account, plan, quantity
+-- or plan version changed or whose status moved into or out of the
+-- statuses that grant (status_grants), and the rows it left as they were
 -- (refresh_freeze() names an account's subscriptions so that their limits
 -- follow a freeze): the old and the new account.  The catalog's rows per
 -- statement too (issue 18): the (plan, feature) of the plan limits the
@@ -871,8 +872,8 @@ BEGIN
             SELECT array_agg(x.tenant_id), array_agg(x.account_id) INTO tenants, accounts
               FROM old_rows AS o JOIN new_rows AS n ON n.tenant_id = o.tenant_id AND n.id = o.id
              CROSS JOIN LATERAL (VALUES (o.tenant_id, o.account_id), (n.tenant_id, n.account_id)) AS x (tenant_id, account_id)
-             WHERE (o.account_id, o.plan, o.quantity, o.status, o.plan_version)
-                   IS DISTINCT FROM (n.account_id, n.plan, n.quantity, n.status, n.plan_version)
+             WHERE (o.account_id, o.plan, o.quantity, o.plan_version, subscription.status_grants(o.status))
+                   IS DISTINCT FROM (n.account_id, n.plan, n.quantity, n.plan_version, subscription.status_grants(n.status))
                 OR ROW(o.*) IS NOT DISTINCT FROM ROW(n.*);
         ELSE
             SELECT array_agg(x.tenant_id), array_agg(x.subscription_id) INTO tenants, accounts

@@ -371,10 +371,12 @@ COMMENT ON FUNCTION subscription.invoice_status(text, numeric, numeric) IS
 -- caller's own history rows of the invoice (before_operations and
 -- before_details: record_payment's opening and payment) are written with
 -- the status's, before it, in one statement (write_histories), whether
--- the status changes or not.
+-- the status changes or not.  paid_now: what the caller's payment adds to
+-- what was paid, written with the status in one UPDATE (record_payment,
+-- which holds the invoice's row locked).
 CREATE FUNCTION subscription.settle_invoice(tenant_id bigint, invoice_id bigint, quiet boolean DEFAULT false,
                                             at timestamptz DEFAULT NULL, before_operations text[] DEFAULT '{}',
-                                            before_details jsonb[] DEFAULT '{}')
+                                            before_details jsonb[] DEFAULT '{}', paid_now numeric DEFAULT 0)
 RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -387,16 +389,23 @@ DECLARE
     details jsonb[] := coalesce(before_details, '{}');
     status_details jsonb;
 BEGIN
+    IF paid_now < 0 OR paid_now >= 'Infinity' THEN
+        RAISE EXCEPTION 'a payment''s part of an invoice must be a finite amount, not negative'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The amount was %s.', paid_now);
+    END IF;
     SELECT * INTO i FROM subscription.invoice_record AS r
      WHERE r.tenant_id = settle_invoice.tenant_id AND r.id = settle_invoice.invoice_id;
     IF NOT FOUND THEN
         -- no invoice, no rows of it (record_payment, which gives rows, has it locked)
         RETURN NULL;
     END IF;
+    i.paid := i.paid + coalesce(paid_now, 0);
     new_status := subscription.invoice_status(i.status, i.total, i.paid);
-    IF new_status IS DISTINCT FROM i.status THEN
-        UPDATE subscription.invoice_record AS r SET status = new_status
+    IF new_status IS DISTINCT FROM i.status OR paid_now <> 0 THEN
+        UPDATE subscription.invoice_record AS r SET status = new_status, paid = i.paid
          WHERE r.tenant_id = settle_invoice.tenant_id AND r.id = settle_invoice.invoice_id;
+    END IF;
+    IF new_status IS DISTINCT FROM i.status THEN
         IF NOT quiet THEN
             status_details := subscription.invoice_status_details(i, new_status, coalesce(settle_invoice.at, i.at),
                                                                   '{}', false);
@@ -416,8 +425,8 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION subscription.settle_invoice(bigint, bigint, boolean, timestamptz, text[], jsonb[]) IS
-'Internal: an invoice''s status from its total and payments, its change recorded in history unless quiet, after the caller''s rows of it (I3)';
+COMMENT ON FUNCTION subscription.settle_invoice(bigint, bigint, boolean, timestamptz, text[], jsonb[], numeric) IS
+'Internal: an invoice''s status from its total and payments (and what its caller''s payment adds, written with it), its change recorded in history unless quiet, after the caller''s rows of it (I3)';
 
 -- I2: before each ledger line, the invoice it belongs to: the one this
 -- transaction opened for the same account, subscription, time and
@@ -808,9 +817,15 @@ BEGIN
         ARRAY[invoice_id IS NULL, amount IS NULL, reference IS NULL, at IS NULL]);
     i := subscription.invoice_for_change('record_payment', tenant_id, invoice_id, false);
     -- I8: opened in this transaction: its opening before the payment's rows
-    SELECT * INTO opening FROM subscription.invoice_announcement(i.tenant_id, i.id);
-    operations := opening.operations;
-    details := opening.details;
+    -- (an invoice announced already, as most are, has none: its row is
+    -- locked, so it stays so; no UPDATE of no row)
+    operations := '{}';
+    details := '{}';
+    IF NOT i.announced THEN
+        SELECT * INTO opening FROM subscription.invoice_announcement(i.tenant_id, i.id);
+        operations := opening.operations;
+        details := opening.details;
+    END IF;
     PERFORM subscription.authorize(i.tenant_id, i.account_id, 'pay', false);
     -- I5: once per reference
     SELECT * INTO earlier FROM subscription.payment AS p
@@ -858,13 +873,12 @@ BEGIN
            (tenant_id, invoice_id, account_id, amount, currency, reference, payment_method_id, at, credit_line_id)
     VALUES (i.tenant_id, i.id, i.account_id, amount, i.currency, reference, i.payment_method_id, at, credit_line)
     RETURNING p.id INTO new_id;
-    UPDATE subscription.invoice_record AS r SET paid = r.paid + amount - greatest(excess, 0)
-     WHERE r.tenant_id = i.tenant_id AND r.id = i.id;
     operations := operations || 'payment'::text;
     details := details || jsonb_build_object('payment_id', new_id, 'invoice_id', i.id, 'amount', amount,
                                              'currency', i.currency, 'reference', reference,
                                              'credited', greatest(excess, 0));
-    PERFORM subscription.settle_invoice(i.tenant_id, i.id, false, at, operations, details);
+    -- what is paid, written with the status in one UPDATE
+    PERFORM subscription.settle_invoice(i.tenant_id, i.id, false, at, operations, details, amount - greatest(excess, 0));
     RETURN new_id;
 END
 $$;
