@@ -96,10 +96,11 @@ BEGIN
     END IF;
     -- a Citus worker commits its part of a distributed transaction with
     -- PREPARE TRANSACTION, which refuses a NOTIFY: there consumers poll.
-    -- Elsewhere the doorbell decides (event_doorbell(), events.c): by
-    -- default a listener that awaits is told.  One notification per
-    -- statement: a listener claims on it, whatever the id
-    IF written > 0 AND NOT subscription.on_citus_worker() AND subscription.event_doorbell() THEN
+    -- The doorbell decides first (event_doorbell(), events.c: by default
+    -- a listener that awaits is told), as it costs less than asking
+    -- whether this is a Citus worker.  One notification per statement: a
+    -- listener claims on it, whatever the id
+    IF written > 0 AND subscription.event_doorbell() AND NOT subscription.on_citus_worker() THEN
         PERFORM pg_catalog.pg_notify('subscription_events', ids[pg_catalog.cardinality(ids)]::text);
     END IF;
     RETURN ids;
