@@ -18148,3 +18148,88 @@ $$;
 REVOKE ALL ON FUNCTION subscription.settle_invoice(bigint, bigint, boolean, timestamptz, text[], jsonb[], numeric) FROM PUBLIC;
 -- the roles already given their rights get the new settle_invoice()
 SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g ORDER BY g.role, g.kind;
+
+-- issue 20: the doorbell.  A writer of events sends NOTIFY
+-- subscription_events only when a listener awaits one (await_events(),
+-- subscription.notify_events = on, the default; always: the former
+-- behaviour), since PostgreSQL serializes the commits of notifying
+-- transactions (events.c).  insert_events asks the doorbell first, and
+-- whether this is a Citus worker only when it would notify.
+CREATE FUNCTION subscription.event_doorbell()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'event_doorbell'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION subscription.event_doorbell() IS
+'Internal (C): whether a writer of events sends NOTIFY subscription_events (subscription.notify_events; on: when a listener awaits, await_events())';
+
+CREATE FUNCTION subscription.await_events(waiting boolean DEFAULT true)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'await_events'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION subscription.await_events(boolean) IS
+'Declare this session a listener awaiting NOTIFY subscription_events (true, once the writers that found none have ended), or no longer (false)';
+
+CREATE OR REPLACE FUNCTION subscription.insert_events(tenant_ids bigint[], types text[], account_ids bigint[],
+                                           subscription_ids bigint[], payloads jsonb[], ats timestamptz[])
+RETURNS bigint[]
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+-- the conflict target names the table's columns
+#variable_conflict use_column
+DECLARE
+    n integer := pg_catalog.cardinality(types);
+    own_xid xid8;
+    ids bigint[];
+    horizon xid8;
+    written bigint;
+BEGIN
+    IF n = 0 THEN
+        RETURN '{}';
+    END IF;
+    -- E3: the transaction's id first, then the event ids, then next_xid;
+    -- assignments, so that one event (a seat, a quantity) runs no query
+    -- but its INSERT
+    own_xid := pg_catalog.pg_current_xact_id();
+    IF n = 1 THEN
+        ids := ARRAY[pg_catalog.nextval('subscription.event_id_seq')];
+    ELSE
+        ids := ARRAY(SELECT pg_catalog.nextval('subscription.event_id_seq') FROM pg_catalog.generate_series(1, n));
+    END IF;
+    horizon := subscription.event_next_xid();
+    -- the arrays read in one pass (a subscript walks a text or jsonb array
+    -- from its start)
+    INSERT INTO subscription.event AS e (id, type, account_id, subscription_id, payload, at, next_xid, tenant_id)
+    SELECT x.id, x.type, x.account_id, x.subscription_id, x.payload, x.at, horizon, x.tenant_id
+      FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(types), pg_catalog.unnest(account_ids),
+                      pg_catalog.unnest(subscription_ids), pg_catalog.unnest(payloads), pg_catalog.unnest(ats),
+                      pg_catalog.unnest(tenant_ids)) AS x (id, type, account_id, subscription_id, payload, at, tenant_id)
+    ON CONFLICT (tenant_id, subscription_id, (payload ->> 'renews_at')) WHERE type = 'renewal.upcoming' DO NOTHING;
+    GET DIAGNOSTICS written = ROW_COUNT;
+    IF written < n THEN
+        -- renewal.upcoming already written: the ids that were
+        ids := ARRAY(SELECT e.id FROM subscription.event AS e
+                      WHERE e.tenant_id = ANY (tenant_ids) AND e.id = ANY (ids) ORDER BY e.id);
+    END IF;
+    -- a Citus worker commits its part of a distributed transaction with
+    -- PREPARE TRANSACTION, which refuses a NOTIFY: there consumers poll.
+    -- The doorbell decides first (event_doorbell(), events.c: by default
+    -- a listener that awaits is told), as it costs less than asking
+    -- whether this is a Citus worker.  One notification per statement: a
+    -- listener claims on it, whatever the id
+    IF written > 0 AND subscription.event_doorbell() AND NOT subscription.on_citus_worker() THEN
+        PERFORM pg_catalog.pg_notify('subscription_events', ids[pg_catalog.cardinality(ids)]::text);
+    END IF;
+    RETURN ids;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.insert_events(bigint[], text[], bigint[], bigint[], jsonb[], timestamptz[]) IS
+'Internal: insert a statement''s events, already checked, with one INSERT in the E3 order (E1-E3); write_events() and the history trigger only';
+
+REVOKE ALL ON FUNCTION subscription.event_doorbell() FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.await_events(boolean) FROM PUBLIC;
+-- the roles already given their rights get the new functions
+SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g ORDER BY g.role, g.kind;

@@ -31,13 +31,32 @@ static int	subscription_payment_terms = 0;
 char	   *subscription_max_backdate = NULL;
 char	   *subscription_max_ahead = NULL;
 static char *subscription_event_retention = NULL;
-static bool subscription_notify_events = true;
+int			subscription_notify_events = NOTIFY_EVENTS_ON;
 static char *subscription_usage_key_grace = NULL;
 static char *subscription_idempotency_key = NULL;
 static char *subscription_idempotency_retention = NULL;
 int			subscription_max_catchup = 120;
 int			subscription_max_quantity = 1000000;
 int			subscription_max_amount = 1000000000;
+
+/*
+ * subscription.notify_events: on (the default) notifies when a listener
+ * awaits (await_events(), events.c), always on every statement that wrote
+ * events, off never; the boolean spellings of the setting's first version
+ * are kept, hidden.
+ */
+static const struct config_enum_entry notify_events_options[] = {
+	{"off", NOTIFY_EVENTS_OFF, false},
+	{"on", NOTIFY_EVENTS_ON, false},
+	{"always", NOTIFY_EVENTS_ALWAYS, false},
+	{"false", NOTIFY_EVENTS_OFF, true},
+	{"true", NOTIFY_EVENTS_ON, true},
+	{"no", NOTIFY_EVENTS_OFF, true},
+	{"yes", NOTIFY_EVENTS_ON, true},
+	{"0", NOTIFY_EVENTS_OFF, true},
+	{"1", NOTIFY_EVENTS_ON, true},
+	{NULL, 0, false}
+};
 
 /*
  * A setting that holds an interval (subscription.max_backdate,
@@ -133,16 +152,17 @@ _PG_init(void)
 							   check_positive_interval, NULL, NULL);
 
 	/*
-	 * E1: read where it is used (write_event()).  A transaction that
-	 * notified holds PostgreSQL's notification lock through its commit's
-	 * flush, so notifying writers no longer share flushes: relays that
-	 * poll may turn it off.
+	 * E1: read where it is used (event_doorbell(), events.c).  A
+	 * transaction that notified holds PostgreSQL's notification lock
+	 * through its commit's flush, so notifying writers no longer share
+	 * flushes: by default a writer notifies only when a listener awaits.
 	 */
-	DefineCustomBoolVariable("subscription.notify_events",
-							 "Whether a transaction that writes events sends NOTIFY subscription_events on commit.",
-							 "Off for relays that poll claim_events(): commits that notify are serialized by PostgreSQL.",
+	DefineCustomEnumVariable("subscription.notify_events",
+							 "When a transaction that writes events sends NOTIFY subscription_events on commit.",
+							 "on: when a listener awaits (await_events()); always: on every statement that writes events; off: never (relays that poll).",
 							 &subscription_notify_events,
-							 true,
+							 NOTIFY_EVENTS_ON,
+							 notify_events_options,
 							 PGC_USERSET,
 							 0,
 							 NULL, NULL, NULL);

@@ -34,6 +34,15 @@ extern char *subscription_max_ahead;
 extern int	subscription_max_catchup;
 extern int	subscription_max_quantity;
 extern int	subscription_max_amount;
+
+/* subscription.notify_events (events.c): when a writer of events notifies */
+typedef enum NotifyEvents
+{
+	NOTIFY_EVENTS_OFF,
+	NOTIFY_EVENTS_ON,			/* when a listener awaits (the doorbell) */
+	NOTIFY_EVENTS_ALWAYS
+} NotifyEvents;
+extern int	subscription_notify_events;
 extern bool subscription_allow_clock;
 extern char *subscription_clock;
 

@@ -119,11 +119,72 @@ def what_of(event):
     return (event["type"], payload["members"])
 
 
-def start_relay(url):
+def start_relay(url, poll=0.2):
     return subprocess.Popen(
         ["/usr/bin/python3", RELAY, "--dsn", "dbname=" + DB, "--consumer", "webhooks",
-         "--url", url, "--batch", "20", "--lease", str(LEASE), "--poll", "0.2", "--timeout", "2"],
+         "--url", url, "--batch", "20", "--lease", str(LEASE), "--poll", str(poll), "--timeout", "2"],
         stderr=subprocess.DEVNULL)
+
+
+def doorbell(conn):
+    """The listeners' hold of the doorbell (events.c): granted, waiting."""
+    return conn.execute(
+        "SELECT count(*) FILTER (WHERE granted), count(*) FILTER (WHERE NOT granted) FROM pg_locks"
+        " WHERE locktype = 'advisory' AND objsubid = 20 AND mode = 'RowExclusiveLock'"
+        "   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())").fetchone()
+
+
+def until(condition, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def arrived(event_id):
+    with arrivals_lock:
+        return any(e["id"] == event_id for e in arrivals)
+
+
+def asleep_relay(url, subscription):
+    """The doorbell wakes a relay that polls once a minute (issue 20): a
+    change committed while it sleeps arrives at once; so does one whose
+    transaction, open while no listener awaited, sent no NOTIFY: the
+    relay's await_events() waits for its commit, then it claims once
+    more.  Returns the seconds each took to arrive, and whether the relay
+    was seen waiting for the open transaction."""
+    relay = start_relay(url, poll=60)
+    try:
+        with connect() as conn:
+            if not until(lambda: doorbell(conn) == (1, 0), 20):
+                return None, None, False
+            start = time.monotonic()
+            conn.execute("SELECT subscription.set_quantity(%s, 5)", (subscription,))
+            first = conn.execute("SELECT max(id) FROM subscription.event").fetchone()[0]
+            woke = until(lambda: arrived(first), 10) and time.monotonic() - start
+        relay.send_signal(signal.SIGTERM)
+        relay.wait(timeout=10)
+        # a transaction writes an event while no listener awaits (no
+        # NOTIFY), and is still open when the relay starts and awaits
+        with connect() as writer, connect() as conn:
+            until(lambda: doorbell(conn) == (0, 0), 10)
+            writer.execute("BEGIN")
+            writer.execute("SELECT subscription.set_quantity(%s, 6)", (subscription,))
+            second = writer.execute("SELECT max(id) FROM subscription.event").fetchone()[0]
+            relay = start_relay(url, poll=60)
+            queued = until(lambda: doorbell(conn) == (0, 1), 20)
+            writer.execute("COMMIT")
+            start = time.monotonic()
+            late = until(lambda: arrived(second), 10) and time.monotonic() - start
+        return woke, late, queued
+    finally:
+        relay.send_signal(signal.SIGTERM)
+        try:
+            relay.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            relay.kill()
 
 
 def main():
@@ -169,13 +230,14 @@ def main():
         relay.wait(timeout=10)
     except subprocess.TimeoutExpired:
         relay.kill()
-    server.shutdown()
-
+    # what the storm delivered; then the doorbell's own deliveries
     with arrivals_lock:
         got = list(arrivals)
+    woke, late, queued = asleep_relay(url, subscriptions[1])
+    server.shutdown()
     delivered = {e["id"] for e in got}
     committed = sum(len(l) for l in logs.values())
-    print("1..5")
+    print("1..7")
     print("# %d events committed by %d writers, %d deliveries (%d repeated), %d refused with 503, %d relay kills"
           % (len(table), len(logs), len(got), len(got) - len(delivered), refused[0], kills))
 
@@ -213,6 +275,11 @@ def main():
                         % (a, at, first[at:at + 3], logs[a][at:at + 3]))
     tap(4, order_ok, "each account's events arrived in the order of its commits", diag)
     tap(5, refused[0] > 0, "the receiver's refusals (503) were retried: %d" % refused[0])
+    tap(6, woke is not None and woke is not False and woke < 5,
+        "a relay asleep (a poll a minute, awaiting) is woken by a commit's NOTIFY: its event arrived in %.2f s" % (woke or 0))
+    tap(7, queued and late is not False and late < 5,
+        "an event committed without a NOTIFY by a transaction open when the relay awaited arrived %.2f s after"
+        " its commit (the relay waited for it: %s)" % (late or 0, queued))
     return 0
 
 

@@ -2,7 +2,8 @@
 """Relay subscription's billing events to an HTTP endpoint.
 
 A consumer of the outbox (docs/integrating.md): it LISTENs on
-subscription_events, claims the consumer's next events with
+subscription_events (ringing the doorbell, subscription.await_events(),
+before it sleeps), claims the consumer's next events with
 subscription.claim_events(), POSTs each one as JSON to a URL, and
 acknowledges them with subscription.ack_events().  Delivery is at least
 once: a relay killed between a POST and its ack sends those events again
@@ -19,6 +20,7 @@ others wait for the next one.  Needs Debian's python3-psycopg only.
 
 import argparse
 import json
+import os
 import select
 import signal
 import sys
@@ -63,10 +65,40 @@ class Relay:
         self.args = args
         self.stopping = False
         self.conn = None
+        self.awaiting = False
+        self.notified = False
+        # a signal ends a sleep at once: Python writes its number here
+        self.wakeup, signalled = os.pipe()
+        os.set_blocking(self.wakeup, False)
+        os.set_blocking(signalled, False)
+        signal.set_wakeup_fd(signalled)
 
     def connect(self):
         self.conn = psycopg.connect(self.args.dsn, autocommit=True)
+        # a notification read with a query's results (the claim's) is
+        # dispatched here, not to the socket the sleep watches
+        self.conn.add_notify_handler(self.on_notify)
         self.conn.execute("LISTEN " + CHANNEL)
+        self.awaiting = False
+        self.notified = False
+
+    def on_notify(self, notify):
+        self.notified = True
+
+    def await_events(self, waiting):
+        """Ring the doorbell (True: writers notify from now on, once those
+        that found no listener have ended) or stop (False).  Waiting for
+        those writers is bounded by the poll interval: past it, the relay
+        claims again, as a poll."""
+        try:
+            with self.conn.transaction():
+                if waiting:
+                    self.conn.execute("SELECT pg_catalog.set_config('lock_timeout', %s, true)",
+                                      ("%dms" % max(1, int(self.args.poll * 1000)),))
+                self.conn.execute("SELECT subscription.await_events(%s)", (waiting,))
+            self.awaiting = waiting
+        except psycopg.errors.LockNotAvailable:
+            pass
 
     def claim(self):
         """The consumer's next events, or none while another relay holds its claim."""
@@ -101,22 +133,38 @@ class Relay:
 
     def wait(self):
         """Until a NOTIFY arrives or the poll interval ends."""
-        ready, _, _ = select.select([self.conn.fileno()], [], [], self.args.poll)
-        if ready:
+        if self.notified:
+            self.notified = False
+            return
+        ready, _, _ = select.select([self.conn.fileno(), self.wakeup], [], [], self.args.poll)
+        if self.wakeup in ready:
+            # a signal (stop)
+            os.read(self.wakeup, 512)
+        if self.conn.fileno() in ready:
             # reading the socket consumes the notifications; their
             # payload (an event id) is not needed: claim_events decides
             self.conn.execute("SELECT 1")
+        self.notified = False
 
     def run(self):
+        """Claim and deliver; with nothing to claim, ring the doorbell and
+        claim once more (what a writer that did not notify committed is
+        there), then sleep; on waking, stop ringing, so that writers do not
+        notify while the relay is busy."""
         while not self.stopping:
             try:
                 if self.conn is None or self.conn.closed:
                     self.connect()
                 rows = self.claim()
                 if rows:
+                    if self.awaiting:
+                        self.await_events(False)
                     self.deliver(rows)
+                elif not self.awaiting:
+                    self.await_events(True)
                 else:
                     self.wait()
+                    self.await_events(False)
             except psycopg.Error as error:
                 # a lost connection or a refused ack (another relay took
                 # the claim over after the lease): start again from a claim

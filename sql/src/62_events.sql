@@ -17,6 +17,29 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION subscription.event_next_xid() IS
 'Internal (C): the next transaction id to be assigned, read at the call (the outbox''s horizon)';
 
+-- Internal (C, events.c): whether a writer of events notifies
+-- (subscription.notify_events; on: whether a listener awaits, the
+-- doorbell tried for the transaction).
+CREATE FUNCTION subscription.event_doorbell()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'event_doorbell'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION subscription.event_doorbell() IS
+'Internal (C): whether a writer of events sends NOTIFY subscription_events (subscription.notify_events; on: when a listener awaits, await_events())';
+
+-- A listener of NOTIFY subscription_events declares itself waiting (C,
+-- events.c): true returns once every writer that found no listener has
+-- ended; from then on every writer notifies, until false.  A listener
+-- calls it, claims once more, then sleeps.
+CREATE FUNCTION subscription.await_events(waiting boolean DEFAULT true)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'await_events'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION subscription.await_events(boolean) IS
+'Declare this session a listener awaiting NOTIFY subscription_events (true, once the writers that found none have ended), or no longer (false)';
+
 -- The one writer of events (E1-E3, docs/rules.md): the events of a
 -- statement, in the order given, with one INSERT:
 --   E3: the transaction has its id before it takes an event id
@@ -72,12 +95,12 @@ BEGIN
                       WHERE e.tenant_id = ANY (tenant_ids) AND e.id = ANY (ids) ORDER BY e.id);
     END IF;
     -- a Citus worker commits its part of a distributed transaction with
-    -- PREPARE TRANSACTION, which refuses a NOTIFY: there consumers poll;
-    -- and so do they where subscription.notify_events is off.  One
-    -- notification per statement: a listener claims on it, whatever the id
-    IF written > 0
-       AND pg_catalog.current_setting('subscription.notify_events', true) IS DISTINCT FROM 'off'
-       AND NOT subscription.on_citus_worker() THEN
+    -- PREPARE TRANSACTION, which refuses a NOTIFY: there consumers poll.
+    -- The doorbell decides first (event_doorbell(), events.c: by default
+    -- a listener that awaits is told), as it costs less than asking
+    -- whether this is a Citus worker.  One notification per statement: a
+    -- listener claims on it, whatever the id
+    IF written > 0 AND subscription.event_doorbell() AND NOT subscription.on_citus_worker() THEN
         PERFORM pg_catalog.pg_notify('subscription_events', ids[pg_catalog.cardinality(ids)]::text);
     END IF;
     RETURN ids;

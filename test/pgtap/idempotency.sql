@@ -37,6 +37,7 @@ INSERT INTO not_idempotent VALUES
     ('distribute', 'Citus DDL, run once by the extension''s owner'),
     ('claim_events', 'a consumer''s claim is retried by design: at-least-once delivery (E4)'),
     ('ack_events', 'acknowledging again up to the same id changes nothing (E4)'),
+    ('await_events', 'writes nothing: a listener''s hold of the doorbell for its session (events.c); again, it holds it once'),
     ('prune_events', 'a second run deletes what is left to delete'),
     ('prune_idempotency_keys', 'a second run deletes what is left to delete'),
     ('announce_renewals', 'writes renewal.upcoming once per period by itself (E5)'),

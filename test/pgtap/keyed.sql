@@ -39,6 +39,7 @@ INSERT INTO not_keyed VALUES
     ('renew_local_tenants', 'the due tenants of the node it runs on, in batches; renew_account is the per-tenant form'),
     -- the outbox (issue 20): a consumer reads across tenants
     ('claim_events', 'a consumer''s position is across tenants: event_consumer is not a tenant table'),
+    ('await_events', 'a listener of the database''s events, across tenants: no tenant'),
     ('ack_events', 'a consumer''s position is across tenants: event_consumer is not a tenant table'),
     ('prune_events', 'the events every consumer acknowledged, of every tenant'),
     ('prune_idempotency_keys', 'the idempotency keys past their retention, of every tenant'),
