@@ -16846,3 +16846,19 @@ BEGIN
     END IF;
 END
 $$;
+
+-- The limit catalog's invalidation on a logical replication subscriber
+-- (issue 21 review): the apply worker fires row triggers only, so the same
+-- invalidation per row, enabled in replica mode alone.
+CREATE TRIGGER limit_catalog_replica_invalidates AFTER INSERT OR UPDATE OR DELETE ON subscription.plan_limit
+    FOR EACH ROW EXECUTE FUNCTION subscription.limit_catalog_invalidates();
+CREATE TRIGGER limit_catalog_replica_invalidates AFTER INSERT OR UPDATE OR DELETE ON subscription.addon
+    FOR EACH ROW EXECUTE FUNCTION subscription.limit_catalog_invalidates();
+CREATE TRIGGER limit_catalog_replica_invalidates AFTER INSERT OR UPDATE OR DELETE ON subscription.suite_component
+    FOR EACH ROW EXECUTE FUNCTION subscription.limit_catalog_invalidates();
+CREATE TRIGGER limit_catalog_replica_invalidates AFTER INSERT OR UPDATE OR DELETE ON subscription.plan
+    FOR EACH ROW EXECUTE FUNCTION subscription.limit_catalog_invalidates();
+ALTER TABLE subscription.plan_limit ENABLE REPLICA TRIGGER limit_catalog_replica_invalidates;
+ALTER TABLE subscription.addon ENABLE REPLICA TRIGGER limit_catalog_replica_invalidates;
+ALTER TABLE subscription.suite_component ENABLE REPLICA TRIGGER limit_catalog_replica_invalidates;
+ALTER TABLE subscription.plan ENABLE REPLICA TRIGGER limit_catalog_replica_invalidates;
