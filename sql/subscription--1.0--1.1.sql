@@ -18053,6 +18053,37 @@ COMMENT ON FUNCTION subscription.settle_invoice(bigint, bigint, boolean, timesta
 
 CREATE OR REPLACE FUNCTION subscription.record_payment(tenant_id bigint, invoice_id bigint, amount numeric, reference text,
                                             at timestamptz, currency text)
+
+-- The limit catalog's invalidation on a logical replication subscriber
+-- (issue 21 review): the apply worker fires row triggers only, so the same
+-- invalidation per row, enabled in replica mode alone.
+CREATE TRIGGER limit_catalog_replica_invalidates AFTER INSERT OR UPDATE OR DELETE ON subscription.plan_limit
+    FOR EACH ROW EXECUTE FUNCTION subscription.limit_catalog_invalidates();
+CREATE TRIGGER limit_catalog_replica_invalidates AFTER INSERT OR UPDATE OR DELETE ON subscription.addon
+    FOR EACH ROW EXECUTE FUNCTION subscription.limit_catalog_invalidates();
+CREATE TRIGGER limit_catalog_replica_invalidates AFTER INSERT OR UPDATE OR DELETE ON subscription.suite_component
+    FOR EACH ROW EXECUTE FUNCTION subscription.limit_catalog_invalidates();
+CREATE TRIGGER limit_catalog_replica_invalidates AFTER INSERT OR UPDATE OR DELETE ON subscription.plan
+    FOR EACH ROW EXECUTE FUNCTION subscription.limit_catalog_invalidates();
+ALTER TABLE subscription.plan_limit ENABLE REPLICA TRIGGER limit_catalog_replica_invalidates;
+ALTER TABLE subscription.addon ENABLE REPLICA TRIGGER limit_catalog_replica_invalidates;
+ALTER TABLE subscription.suite_component ENABLE REPLICA TRIGGER limit_catalog_replica_invalidates;
+ALTER TABLE subscription.plan ENABLE REPLICA TRIGGER limit_catalog_replica_invalidates;
+
+-- record_usage() for 5,000 calls a second (issue 21, item 7): the key
+-- written once, with its total, after the counter moved (a concurrent
+-- duplicate undone by the block's subtransaction), and the checks after
+-- require_tenant in one query; the usage counter's CHECK constraints on
+-- the meters' figures dropped (the guard keeps them: sql/src/15_usage.sql).
+ALTER TABLE subscription.usage_counter
+    DROP CONSTRAINT usage_counter_peak_check,
+    DROP CONSTRAINT usage_counter_integral_check,
+    DROP CONSTRAINT usage_counter_closed_used_check,
+    DROP CONSTRAINT usage_counter_closed_peak_check,
+    DROP CONSTRAINT usage_counter_closed_integral_check;
+
+CREATE OR REPLACE FUNCTION subscription.record_usage(tenant_id bigint, account_id bigint, feature text, quantity bigint, key text,
+                                          at timestamptz)
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -18233,3 +18264,52 @@ REVOKE ALL ON FUNCTION subscription.event_doorbell() FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.await_events(boolean) FROM PUBLIC;
 -- the roles already given their rights get the new functions
 SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g ORDER BY g.role, g.kind;
+    new_total bigint;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.record_usage(bigint,bigint,text,bigint,text,timestamptz)', record_usage.tenant_id,
+            pg_catalog.jsonb_build_array(record_usage.tenant_id, record_usage.account_id, record_usage.feature, record_usage.quantity, record_usage.key, record_usage.at)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    PERFORM subscription.require_tenant('record_usage', tenant_id, 'account', account_id);
+    -- the other checks in one query, in this order (each raises its error)
+    PERFORM subscription.require_arguments('record_usage', '{account_id,feature,quantity,key,at}',
+                ARRAY[account_id IS NULL, feature IS NULL, quantity IS NULL, key IS NULL, at IS NULL]),
+            subscription.require_account(record_usage.tenant_id, record_usage.account_id),
+            -- usage becomes a charge: as paying, Z1
+            subscription.authorize(record_usage.tenant_id, record_usage.account_id, 'pay', false),
+            subscription.require_recorded_feature('record_usage', feature);
+    IF quantity < 0 THEN
+        RAISE EXCEPTION 'a quantity of usage must be 0 or more'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('It was %s.', quantity),
+                  HINT = 'subscription.correct_usage() corrects a quantity recorded, with its reason.';
+    END IF;
+    -- a retry: the total its key's first call returned
+    SELECT r.total INTO new_total FROM subscription.usage_record AS r
+     WHERE r.tenant_id = record_usage.tenant_id AND r.account_id = record_usage.account_id
+       AND r.feature = record_usage.feature AND r.key = record_usage.key;
+    IF FOUND THEN
+        RETURN new_total;
+    END IF;
+    BEGIN
+        -- the counter moved (in a query: its triggers fire at the end of
+        -- its UPDATE), then the key with the new total
+        INSERT INTO subscription.usage_record AS r (tenant_id, account_id, feature, key, quantity, total, at)
+        VALUES (record_usage.tenant_id, record_usage.account_id, record_usage.feature, record_usage.key,
+                record_usage.quantity,
+                subscription.move_usage(record_usage.account_id, record_usage.feature, record_usage.quantity,
+                                        record_usage.tenant_id, record_usage.at),
+                record_usage.at)
+        RETURNING r.total INTO new_total;
+    EXCEPTION WHEN unique_violation OR check_violation THEN
+        -- a concurrent call with the key came first: its total
+        SELECT r.total INTO new_total FROM subscription.usage_record AS r
+         WHERE r.tenant_id = record_usage.tenant_id AND r.account_id = record_usage.account_id
+           AND r.feature = record_usage.feature AND r.key = record_usage.key;
+        IF NOT FOUND THEN
+            RAISE;
+        END IF;
+    END;
+    RETURN new_total;
+END
+$$;

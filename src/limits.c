@@ -982,7 +982,9 @@ GuardCatalogVersion(void)
  * limit_catalog_invalidates(): AFTER ... FOR EACH STATEMENT trigger on the
  * tables the catalog's limit version is computed from: every backend reads
  * the version again (GuardCatalogVersion) after this transaction's commit,
- * and this one at once and again if it rolls back.
+ * and this one at once and again if it rolls back.  Also their AFTER ...
+ * FOR EACH ROW trigger enabled in replica mode only: a logical replication
+ * subscriber's apply worker fires no statement trigger.
  */
 Datum
 limit_catalog_invalidates(PG_FUNCTION_ARGS)

@@ -86,6 +86,9 @@ tap dump bash test/dump_restore.sh
 say "upgrade from 1.0"
 tap upgrade bash test/upgrade.sh
 
+say "logical replication: the guard's kept limit version on a subscriber"
+tap replica bash test/replica.sh
+
 say "the billing clock: the lint, and a server that does not allow the clock"
 tap clock bash test/clock.sh
 

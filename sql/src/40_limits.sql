@@ -313,6 +313,25 @@ ALTER TABLE subscription.addon ENABLE ALWAYS TRIGGER limit_catalog_invalidates;
 ALTER TABLE subscription.suite_component ENABLE ALWAYS TRIGGER limit_catalog_invalidates;
 ALTER TABLE subscription.plan ENABLE ALWAYS TRIGGER limit_catalog_invalidates;
 
+-- A logical replication subscriber's apply worker fires row triggers only
+-- (enabled replica or always), no statement trigger: the same
+-- invalidation per row, in replica mode only, so that a catalog change
+-- applied there reaches the kept versions of the subscriber's backends
+-- (test/replica.sh).  A restore in replica mode fires both: one more
+-- invalidation, the same effect.
+CREATE TRIGGER limit_catalog_replica_invalidates AFTER INSERT OR UPDATE OR DELETE ON subscription.plan_limit
+    FOR EACH ROW EXECUTE FUNCTION subscription.limit_catalog_invalidates();
+CREATE TRIGGER limit_catalog_replica_invalidates AFTER INSERT OR UPDATE OR DELETE ON subscription.addon
+    FOR EACH ROW EXECUTE FUNCTION subscription.limit_catalog_invalidates();
+CREATE TRIGGER limit_catalog_replica_invalidates AFTER INSERT OR UPDATE OR DELETE ON subscription.suite_component
+    FOR EACH ROW EXECUTE FUNCTION subscription.limit_catalog_invalidates();
+CREATE TRIGGER limit_catalog_replica_invalidates AFTER INSERT OR UPDATE OR DELETE ON subscription.plan
+    FOR EACH ROW EXECUTE FUNCTION subscription.limit_catalog_invalidates();
+ALTER TABLE subscription.plan_limit ENABLE REPLICA TRIGGER limit_catalog_replica_invalidates;
+ALTER TABLE subscription.addon ENABLE REPLICA TRIGGER limit_catalog_replica_invalidates;
+ALTER TABLE subscription.suite_component ENABLE REPLICA TRIGGER limit_catalog_replica_invalidates;
+ALTER TABLE subscription.plan ENABLE REPLICA TRIGGER limit_catalog_replica_invalidates;
+
 -- A table's logical name, schema-qualified and quoted: how limited_table
 -- names it (relation_name), and what the limit guard compares on a Citus
 -- worker, where the registration's regclass is another node's OID.
