@@ -16861,36 +16861,6 @@ REVOKE ALL ON FUNCTION subscription.reseat_licenses(bigint, bigint[]) FROM PUBLI
 CREATE OR REPLACE FUNCTION subscription.sync_service_seats()
 RETURNS trigger
 LANGUAGE plpgsql
--- issue 20: the statuses that grant seats and limits in one place
--- (status_grants: active, trialing, past due), read by assigns_licenses and
--- granted_limits; the subscription's triggers
--- sync_license_counter and refresh_limits recompute a counter or a limit
--- only when the status moves into or out of that set (a failed charge's
--- past due, its payment's end of it, a trial's end change neither).
--- record_payment marks nothing of an invoice announced already.
-CREATE FUNCTION subscription.status_grants(status text)
-RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN status_grants.status OPERATOR(pg_catalog.=) ANY ('{active,trialing,past_due}'::text[]);
-
-COMMENT ON FUNCTION subscription.status_grants(text) IS
-'Whether a subscription in this status grants its plan''s seats and limits: active, trialing or past due (D2)';
-
-CREATE OR REPLACE FUNCTION subscription.assigns_licenses(tenant_id bigint, account_id bigint, status text)
-RETURNS boolean
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RETURN subscription.status_grants(assigns_licenses.status)
-           AND subscription.freezing_subscription(assigns_licenses.tenant_id, assigns_licenses.account_id) IS NULL;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.sync_license_counter()
-RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the writer needs no right on its tables
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 -- its transition tables joined by hash, whatever statement fired it (a
@@ -16961,54 +16931,6 @@ BEGIN
             PERFORM subscription.reseat_licenses(t, ids);
         END LOOP;
     END IF;
-    tenants bigint[];
-    subs bigint[];
-    is_active boolean;
-    capacity integer;
-    -- the logical table, from the trigger's argument (issue 17)
-    logical text := TG_ARGV[0];
-BEGIN
-    -- a restore copies the counter (restored_copy): the copy is trusted,
-    -- and verify() compares it with the licenses afterwards
-    IF TG_OP = 'INSERT' AND logical = 'subscription' THEN
-        SELECT array_agg(n.tenant_id ORDER BY n.tenant_id, n.id), array_agg(n.id ORDER BY n.tenant_id, n.id)
-          INTO tenants, subs
-          FROM new_rows AS n
-         WHERE NOT subscription.restored_copy('subscription.subscription_id_seq', n.id);
-    ELSIF TG_OP = 'UPDATE' AND logical = 'subscription' THEN
-        SELECT array_agg(n.tenant_id ORDER BY n.tenant_id, n.id), array_agg(n.id ORDER BY n.tenant_id, n.id)
-          INTO tenants, subs
-          FROM old_rows AS o JOIN new_rows AS n ON n.tenant_id = o.tenant_id AND n.id = o.id
-         WHERE o.quantity IS DISTINCT FROM n.quantity
-            OR subscription.status_grants(o.status) IS DISTINCT FROM subscription.status_grants(n.status)
-            OR ROW(o.*) IS NOT DISTINCT FROM ROW(n.*);
-    ELSIF TG_OP = 'DELETE' THEN
-        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.subscription_id),
-               array_agg(x.subscription_id ORDER BY x.tenant_id, x.subscription_id)
-          INTO tenants, subs
-          FROM (SELECT DISTINCT b.tenant_id, b.subscription_id FROM old_rows AS b) AS x;
-    ELSE
-        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.subscription_id),
-               array_agg(x.subscription_id ORDER BY x.tenant_id, x.subscription_id)
-          INTO tenants, subs
-          FROM (SELECT DISTINCT b.tenant_id, b.subscription_id
-                  FROM new_rows AS b
-                 WHERE TG_OP = 'UPDATE'
-                    OR NOT subscription.restored_copy('subscription.addon_batch_id_seq', b.id)) AS x;
-    END IF;
-    FOR k IN 1 .. coalesce(cardinality(subs), 0) LOOP
-        -- each statement names the tenant: on Citus a trigger on a shard
-        -- runs only statements on its own node (issue 17)
-        SELECT subscription.assigns_licenses(s.tenant_id, s.account_id, s.status) INTO is_active
-          FROM subscription.subscription AS s WHERE s.tenant_id = tenants[k] AND s.id = subs[k];
-        CONTINUE WHEN NOT FOUND;
-        capacity := subscription.license_capacity(tenants[k], subs[k]);
-        INSERT INTO subscription.license_counter AS c (tenant_id, subscription_id, capacity, active)
-        VALUES (tenants[k], subs[k], capacity, is_active)
-        ON CONFLICT (tenant_id, subscription_id) DO UPDATE
-           SET capacity = excluded.capacity, active = excluded.active
-         WHERE (c.capacity, c.active) IS DISTINCT FROM (excluded.capacity, excluded.active);
-    END LOOP;
     RETURN NULL;
 END
 $$;
@@ -17075,6 +16997,208 @@ CREATE OR REPLACE FUNCTION subscription.version_catalog_row()
 RETURNS trigger
 LANGUAGE plpgsql
 -- the extension's own bookkeeping: the catalog admin reads no subscription
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- the logical table, as a trigger argument: a Citus shard has another name
+    logical text := TG_ARGV[0];
+    what text := CASE logical WHEN 'plan_price' THEN 'price' ELSE 'limit' END;
+    new_version integer;
+BEGIN
+    -- the new version's row, inserted below while the old one is still open
+    IF TG_OP = 'INSERT' AND pg_trigger_depth() > 1 THEN
+        RETURN NEW;
+    ELSIF TG_OP = 'INSERT' THEN
+        -- no row lock (an INSERT makes no version; on Citus the rows of a
+        -- reference table are copied through this trigger): two new rows
+        -- of one price or limit from the same version meet in the unique
+        -- index of their lower bound
+        IF logical = 'plan_price' THEN
+            PERFORM FROM subscription.plan_price AS pp
+             WHERE pp.plan = NEW.plan AND pp.versions && NEW.versions
+               AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(NEW.cycle)
+               AND pp.tier IS NOT DISTINCT FROM NEW.tier;
+        ELSE
+            PERFORM FROM subscription.plan_limit AS pl
+             WHERE pl.plan = NEW.plan AND pl.versions && NEW.versions AND pl.feature = NEW.feature;
+        END IF;
+        IF FOUND THEN
+            RAISE EXCEPTION 'plan "%" already has this %', NEW.plan, what
+                USING ERRCODE = 'unique_violation',
+                      DETAIL = format('A row of the same %s holds versions overlapping %s.', what, NEW.versions),
+                      HINT = format('UPDATE the current row of subscription.%s: a change that subscriptions hold makes a new version.', logical),
+                      TABLE = logical, SCHEMA = 'subscription';
+        END IF;
+        RETURN NEW;
+    END IF;
+    IF NOT upper_inf(OLD.versions) THEN
+        -- a closed row is history: an UPDATE changes the current rows only
+        RETURN NULL;
+    END IF;
+    -- change_price()/change_limit() give the versions: the change from
+    -- the plan's current version on, which they made; nothing else moves
+    -- the versions, nor the plan
+    IF NEW.plan IS DISTINCT FROM OLD.plan
+       OR (NEW.versions IS DISTINCT FROM OLD.versions
+           AND (NOT upper_inf(NEW.versions) OR lower(NEW.versions) <= lower(OLD.versions)
+                OR lower(NEW.versions) IS DISTINCT FROM (SELECT p.version FROM subscription.plan AS p WHERE p.code = OLD.plan))) THEN
+        RAISE EXCEPTION 'the plan and versions of a % are not changed with its terms', what
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Update the terms of the current row alone; the new version is made for you.',
+                  TABLE = logical, SCHEMA = 'subscription';
+    ELSIF NEW.versions IS DISTINCT FROM OLD.versions THEN
+        new_version := lower(NEW.versions);
+    ELSIF subscription.distributed() THEN
+        -- Citus: a worker's placement cannot read the holders; the
+        -- coordinator's refuses the change of a held row, for every node
+        IF subscription.catalog_reads_tenants()
+           AND subscription.catalog_change_version(OLD.plan, OLD.versions) IS NOT NULL THEN
+            RAISE EXCEPTION 'subscriptions hold this % of plan "%"', what, OLD.plan
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'On Citus a plain UPDATE changes prices and limits that no subscription holds.',
+                      HINT = format('Change it with subscription.change_%s(), which makes the plan''s new version on every node.', what),
+                      TABLE = logical, SCHEMA = 'subscription';
+        END IF;
+        RETURN NEW;
+    ELSE
+        -- serialize the version changes of a plan, and its migrations, by the
+        -- plan's advisory lock, not a row lock on plan (issue 17); each
+        -- statement below reads what the previous holder committed
+        PERFORM subscription.lock_catalog('plan ' || OLD.plan, false);
+        new_version := subscription.catalog_change_version(OLD.plan, OLD.versions);
+        IF new_version IS NULL THEN
+            RETURN NEW;
+        END IF;
+        UPDATE subscription.plan AS p SET version = new_version WHERE p.code = OLD.plan AND p.version <> new_version;
+    END IF;
+    -- the versions held keep the old row; the changed one holds the new
+    -- version on, inserted into this table (on Citus, this placement)
+    NEW.versions := int4range(new_version, NULL);
+    EXECUTE format('INSERT INTO %I.%I SELECT ($1).*', TG_TABLE_SCHEMA, TG_TABLE_NAME) USING NEW;
+    OLD.versions := int4range(lower(OLD.versions), new_version);
+    RETURN OLD;
+END
+$$;
+
+-- A change of a plan's current price or limit, versioned as a plain UPDATE
+-- is on a single server (grandfathering, above), decided before the
+-- catalog is written: the holders read (catalog_change_version), the plan's
+-- new version made, and the row's UPDATE giving the versions it holds from
+-- then on.  On Citus the one way to change a price or limit that
+-- subscriptions hold (issue 17): no placement of the catalog reads a
+-- tenant table.  change_price() and change_limit() return the plan version
+-- the change takes effect from.  Their first step: the plan, locked as
+-- version_catalog_row locks it (22004, 42704).
+CREATE FUNCTION subscription.lock_catalog_plan(plan text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF plan IS NULL THEN
+        RAISE EXCEPTION 'plan must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    ELSIF NOT EXISTS (SELECT FROM subscription.plan AS p WHERE p.code = lock_catalog_plan.plan) THEN
+        PERFORM subscription.unknown_code('plan', plan);
+    END IF;
+    PERFORM subscription.lock_catalog('plan ' || plan, false);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.lock_catalog_plan(text) IS
+'Internal: change_price() and change_limit(): 22004 or 42704 unless the plan exists, then its catalog lock';
+
+-- Then: the version the change of the current row (of versions; NULL: no
+-- such row, P0002) takes effect from, the plan's new version made; NULL
+-- when nobody holds the row (changed in place)
+CREATE FUNCTION subscription.catalog_change_from(logical text, plan text, versions int4range)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    from_version integer;
+BEGIN
+    IF versions IS NULL THEN
+        RAISE EXCEPTION 'plan "%" has no such current %', plan, CASE logical WHEN 'plan_price' THEN 'price' ELSE 'limit' END
+            USING ERRCODE = 'no_data_found',
+                  HINT = format('INSERT INTO subscription.%s adds one.', logical);
+    END IF;
+    from_version := subscription.catalog_change_version(plan, versions);
+    UPDATE subscription.plan AS p SET version = from_version
+     WHERE p.code = catalog_change_from.plan AND p.version <> from_version;
+    RETURN from_version;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.catalog_change_from(text, text, int4range) IS
+'Internal: change_price() and change_limit(): the plan version a change of a current row takes effect from (NULL: in place), made the plan''s';
+
+CREATE FUNCTION subscription.change_price(plan text, cycle interval, amount numeric, tier integer DEFAULT NULL,
+                                          per_license boolean DEFAULT NULL, currency text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    row_versions int4range;
+    from_version integer;
+BEGIN
+    IF cycle IS NULL OR amount IS NULL THEN
+        RAISE EXCEPTION '% must not be NULL', CASE WHEN cycle IS NULL THEN 'cycle' ELSE 'amount' END
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM subscription.lock_catalog_plan(plan);
+    SELECT pp.versions INTO row_versions FROM subscription.plan_price AS pp
+     WHERE pp.plan = change_price.plan AND upper_inf(pp.versions) AND pp.tier IS NOT DISTINCT FROM change_price.tier
+       AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(change_price.cycle);
+    from_version := subscription.catalog_change_from('plan_price', plan, row_versions);
+    UPDATE subscription.plan_price AS pp
+       SET amount = change_price.amount, per_license = coalesce(change_price.per_license, pp.per_license),
+           currency = coalesce(change_price.currency, pp.currency),
+           versions = CASE WHEN from_version IS NULL THEN pp.versions ELSE int4range(from_version, NULL) END
+     WHERE pp.plan = change_price.plan AND upper_inf(pp.versions) AND pp.tier IS NOT DISTINCT FROM change_price.tier
+       AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(change_price.cycle);
+    RETURN coalesce(from_version, lower(row_versions));
+END
+$$;
+
+COMMENT ON FUNCTION subscription.change_price(text, interval, numeric, integer, boolean, text) IS
+'Change the amount (and per_license, currency unless NULL) of a plan''s current price for a cycle and tier; subscriptions that hold it keep theirs (a new plan version). Returns the version it takes effect from';
+
+CREATE FUNCTION subscription.change_limit(plan text, feature text, value bigint, per_license boolean DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    row_versions int4range;
+    from_version integer;
+BEGIN
+    IF feature IS NULL THEN
+        RAISE EXCEPTION 'feature must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM subscription.lock_catalog_plan(plan);
+    SELECT pl.versions INTO row_versions FROM subscription.plan_limit AS pl
+     WHERE pl.plan = change_limit.plan AND upper_inf(pl.versions) AND pl.feature = change_limit.feature;
+    from_version := subscription.catalog_change_from('plan_limit', plan, row_versions);
+    UPDATE subscription.plan_limit AS pl
+       SET value = change_limit.value, per_license = coalesce(change_limit.per_license, pl.per_license),
+           versions = CASE WHEN from_version IS NULL THEN pl.versions ELSE int4range(from_version, NULL) END
+     WHERE pl.plan = change_limit.plan AND upper_inf(pl.versions) AND pl.feature = change_limit.feature;
+    RETURN coalesce(from_version, lower(row_versions));
+END
+$$;
+
+COMMENT ON FUNCTION subscription.change_limit(text, text, bigint, boolean) IS
+'Change a plan''s current limit of a feature (value NULL: unlimited; per_license unless NULL); subscriptions that hold it keep theirs (a new plan version). Returns the version it takes effect from';
+REVOKE ALL ON FUNCTION subscription.catalog_change_version(text, int4range) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.lock_catalog_plan(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.catalog_change_from(text, text, int4range) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.change_price(text, interval, numeric, integer, boolean, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.change_limit(text, text, bigint, boolean) FROM PUBLIC;
+-- the roles already given their rights get the new functions
+SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g ORDER BY g.role, g.kind;
 
 
 
@@ -17205,96 +17329,6 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    -- the logical table, as a trigger argument: a Citus shard has another name
-    logical text := TG_ARGV[0];
-    what text := CASE logical WHEN 'plan_price' THEN 'price' ELSE 'limit' END;
-    new_version integer;
-BEGIN
-    -- the new version's row, inserted below while the old one is still open
-    IF TG_OP = 'INSERT' AND pg_trigger_depth() > 1 THEN
-        RETURN NEW;
-    ELSIF TG_OP = 'INSERT' THEN
-        -- no row lock (an INSERT makes no version; on Citus the rows of a
-        -- reference table are copied through this trigger): two new rows
-        -- of one price or limit from the same version meet in the unique
-        -- index of their lower bound
-        IF logical = 'plan_price' THEN
-            PERFORM FROM subscription.plan_price AS pp
-             WHERE pp.plan = NEW.plan AND pp.versions && NEW.versions
-               AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(NEW.cycle)
-               AND pp.tier IS NOT DISTINCT FROM NEW.tier;
-        ELSE
-            PERFORM FROM subscription.plan_limit AS pl
-             WHERE pl.plan = NEW.plan AND pl.versions && NEW.versions AND pl.feature = NEW.feature;
-        END IF;
-        IF FOUND THEN
-            RAISE EXCEPTION 'plan "%" already has this %', NEW.plan, what
-                USING ERRCODE = 'unique_violation',
-                      DETAIL = format('A row of the same %s holds versions overlapping %s.', what, NEW.versions),
-                      HINT = format('UPDATE the current row of subscription.%s: a change that subscriptions hold makes a new version.', logical),
-                      TABLE = logical, SCHEMA = 'subscription';
-        END IF;
-        RETURN NEW;
-    END IF;
-    IF NOT upper_inf(OLD.versions) THEN
-        -- a closed row is history: an UPDATE changes the current rows only
-        RETURN NULL;
-    END IF;
-    -- change_price()/change_limit() give the versions: the change from
-    -- the plan's current version on, which they made; nothing else moves
-    -- the versions, nor the plan
-    IF NEW.plan IS DISTINCT FROM OLD.plan
-       OR (NEW.versions IS DISTINCT FROM OLD.versions
-           AND (NOT upper_inf(NEW.versions) OR lower(NEW.versions) <= lower(OLD.versions)
-                OR lower(NEW.versions) IS DISTINCT FROM (SELECT p.version FROM subscription.plan AS p WHERE p.code = OLD.plan))) THEN
-        RAISE EXCEPTION 'the plan and versions of a % are not changed with its terms', what
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'Update the terms of the current row alone; the new version is made for you.',
-                  TABLE = logical, SCHEMA = 'subscription';
-    ELSIF NEW.versions IS DISTINCT FROM OLD.versions THEN
-        new_version := lower(NEW.versions);
-    ELSIF subscription.distributed() THEN
-        -- Citus: a worker's placement cannot read the holders; the
-        -- coordinator's refuses the change of a held row, for every node
-        IF subscription.catalog_reads_tenants()
-           AND subscription.catalog_change_version(OLD.plan, OLD.versions) IS NOT NULL THEN
-            RAISE EXCEPTION 'subscriptions hold this % of plan "%"', what, OLD.plan
-                USING ERRCODE = 'object_not_in_prerequisite_state',
-                      DETAIL = 'On Citus a plain UPDATE changes prices and limits that no subscription holds.',
-                      HINT = format('Change it with subscription.change_%s(), which makes the plan''s new version on every node.', what),
-                      TABLE = logical, SCHEMA = 'subscription';
-        END IF;
-        RETURN NEW;
-    ELSE
-        -- serialize the version changes of a plan, and its migrations, by the
-        -- plan's advisory lock, not a row lock on plan (issue 17); each
-        -- statement below reads what the previous holder committed
-        PERFORM subscription.lock_catalog('plan ' || OLD.plan, false);
-        new_version := subscription.catalog_change_version(OLD.plan, OLD.versions);
-        IF new_version IS NULL THEN
-            RETURN NEW;
-        END IF;
-        UPDATE subscription.plan AS p SET version = new_version WHERE p.code = OLD.plan AND p.version <> new_version;
-    END IF;
-    -- the versions held keep the old row; the changed one holds the new
-    -- version on, inserted into this table (on Citus, this placement)
-    NEW.versions := int4range(new_version, NULL);
-    EXECUTE format('INSERT INTO %I.%I SELECT ($1).*', TG_TABLE_SCHEMA, TG_TABLE_NAME) USING NEW;
-    OLD.versions := int4range(lower(OLD.versions), new_version);
-    RETURN OLD;
-END
-$$;
-
--- A change of a plan's current price or limit, versioned as a plain UPDATE
--- is on a single server (grandfathering, above), decided before the
--- catalog is written: the holders read (catalog_change_version), the plan's
--- new version made, and the row's UPDATE giving the versions it holds from
--- then on.  On Citus the one way to change a price or limit that
--- subscriptions hold (issue 17): no placement of the catalog reads a
--- tenant table.  change_price() and change_limit() return the plan version
--- the change takes effect from.  Their first step: the plan, locked as
--- version_catalog_row locks it (22004, 42704).
-CREATE FUNCTION subscription.lock_catalog_plan(plan text)
     replica boolean := current_setting('session_replication_role') = 'replica';
     -- one UPDATE per tenant where the tables are distributed
     per_tenant boolean := subscription.distributed();
@@ -17363,165 +17397,6 @@ BEGIN
         FOREACH k IN ARRAY (SELECT coalesce(array_agg(x ORDER BY x), '{}') FROM unnest(settle) AS x) LOOP
             PERFORM subscription.settle_invoice(t.tenants[k], t.invoices[k], t.quiets[k], t.ats[k]);
         END LOOP;
-CREATE OR REPLACE FUNCTION subscription.granted_limits(tenant_id bigint, account_id bigint, feature text)
-RETURNS TABLE (name text, value numeric)
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RETURN QUERY
-    SELECT x.feature, CASE WHEN bool_or(x.unlimited) THEN NULL ELSE coalesce(sum(x.units), 0) END
-      FROM (SELECT l.feature, l.value IS NULL AS unlimited,
-                   CASE WHEN l.per_license THEN l.value::numeric * s.quantity
-                        ELSE l.value::numeric END AS units
-              FROM subscription.subscription AS s
-              CROSS JOIN LATERAL (SELECT s.plan, s.plan_version
-                                  UNION ALL
-                                  SELECT sc.plan, ip.version
-                                    FROM subscription.suite_component AS sc
-                                    JOIN subscription.plan AS ip ON ip.code = sc.plan
-                                   WHERE sc.suite_plan = s.plan) AS p (plan, version)
-              JOIN subscription.plan_limit AS l
-                ON l.plan = p.plan
-               AND (granted_limits.feature IS NULL OR l.feature = granted_limits.feature)
-               -- the version of the plan the subscription holds (grandfathering)
-               AND l.versions @> p.version
-             WHERE s.tenant_id = granted_limits.tenant_id AND s.account_id = granted_limits.account_id
-               AND subscription.status_grants(s.status)
-            UNION ALL
-            SELECT a.feature, false, b.quantity::numeric * a.units
-              FROM subscription.subscription AS s
-              JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
-              JOIN subscription.addon AS a ON a.code = b.addon
-             WHERE s.tenant_id = granted_limits.tenant_id AND s.account_id = granted_limits.account_id
-               AND subscription.status_grants(s.status)
-               AND b.status = 'active'
-               -- an add-on without a feature grants none
-               AND a.feature IS NOT NULL
-               AND (granted_limits.feature IS NULL OR a.feature = granted_limits.feature)) AS x
-     GROUP BY x.feature;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION subscription.refresh_limits()
-RETURNS trigger
-LANGUAGE plpgsql
--- the extension's own bookkeeping: the writer needs no right on its tables
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
--- its transition tables joined by hash, whatever statement fired it (a
--- renewal's UPDATE runs with nested loops alone: renew_common_group)
-SET enable_hashjoin = on
-AS $$
-DECLARE
-    account bigint;
-    accounts bigint[];
-    tenants bigint[];
-    plans text[];
-    features text[];
-    addons text[];
-    -- the logical table, from the trigger's argument (issue 17)
-    logical text := TG_ARGV[0];
-BEGIN
-    IF logical IN ('subscription', 'addon_batch') THEN
-        -- the rows concerned, as they were and as they are: (tenant,
-        -- account) of a subscription, (tenant, subscription) of a batch
-        IF logical = 'subscription' AND TG_OP = 'INSERT' THEN
-            SELECT array_agg(n.tenant_id), array_agg(n.account_id) INTO tenants, accounts FROM new_rows AS n;
-        ELSIF logical = 'subscription' AND TG_OP = 'DELETE' THEN
-            SELECT array_agg(o.tenant_id), array_agg(o.account_id) INTO tenants, accounts FROM old_rows AS o;
-        ELSIF TG_OP = 'INSERT' THEN
-            SELECT array_agg(n.tenant_id), array_agg(n.subscription_id) INTO tenants, accounts FROM new_rows AS n;
-        ELSIF TG_OP = 'DELETE' THEN
-            SELECT array_agg(o.tenant_id), array_agg(o.subscription_id) INTO tenants, accounts FROM old_rows AS o;
-        ELSIF logical = 'subscription' THEN
-            SELECT array_agg(x.tenant_id), array_agg(x.account_id) INTO tenants, accounts
-              FROM old_rows AS o JOIN new_rows AS n ON n.tenant_id = o.tenant_id AND n.id = o.id
-             CROSS JOIN LATERAL (VALUES (o.tenant_id, o.account_id), (n.tenant_id, n.account_id)) AS x (tenant_id, account_id)
-             WHERE (o.account_id, o.plan, o.quantity, o.plan_version, subscription.status_grants(o.status))
-                   IS DISTINCT FROM (n.account_id, n.plan, n.quantity, n.plan_version, subscription.status_grants(n.status))
-                OR ROW(o.*) IS NOT DISTINCT FROM ROW(n.*);
-        ELSE
-            SELECT array_agg(x.tenant_id), array_agg(x.subscription_id) INTO tenants, accounts
-              FROM (SELECT o.tenant_id, o.subscription_id FROM old_rows AS o
-                    UNION ALL
-                    SELECT n.tenant_id, n.subscription_id FROM new_rows AS n) AS x;
-        END IF;
-        IF logical = 'addon_batch' THEN
-            -- a batch's subscription's account, by its tenant (a SELECT
-            -- INTO: Citus plans no assignment that reads a table)
-            FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
-                account := NULL;
-                SELECT s.account_id INTO account FROM subscription.subscription AS s
-                 WHERE s.tenant_id = tenants[k] AND s.id = accounts[k];
-                accounts[k] := account;
-            END LOOP;
-        END IF;
-        -- each account once, in the order of the keys
-        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.account_id), array_agg(x.account_id ORDER BY x.tenant_id, x.account_id)
-          INTO tenants, accounts
-          FROM (SELECT DISTINCT t.tenant_id, t.account_id FROM unnest(tenants, accounts) AS t (tenant_id, account_id)
-                 WHERE t.account_id IS NOT NULL) AS x;
-        FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
-            PERFORM subscription.refresh_account_limits(tenants[k], accounts[k], NULL);
-        END LOOP;
-        RETURN NULL;
-    END IF;
-    IF EXISTS (SELECT FROM pg_catalog.pg_extension AS e WHERE e.extname = 'citus') THEN
-        -- no fan-out from a reference table (issue 17): the limit version
-        RETURN NULL;
-    END IF;
-    -- the catalog rows the statement wrote, as they were and as they are
-    IF logical = 'plan_limit' THEN
-        IF TG_OP <> 'INSERT' THEN
-            SELECT array_agg(o.plan), array_agg(o.feature) INTO plans, features FROM old_rows AS o;
-        END IF;
-        IF TG_OP <> 'DELETE' THEN
-            SELECT coalesce(plans, '{}') || array_agg(n.plan), coalesce(features, '{}') || array_agg(n.feature)
-              INTO plans, features FROM new_rows AS n;
-        END IF;
-    ELSIF logical = 'suite_component' THEN
-        IF TG_OP <> 'INSERT' THEN
-            SELECT array_agg(o.suite_plan) INTO plans FROM old_rows AS o;
-        END IF;
-        IF TG_OP <> 'DELETE' THEN
-            SELECT coalesce(plans, '{}') || array_agg(n.suite_plan) INTO plans FROM new_rows AS n;
-        END IF;
-    ELSE
-        SELECT array_agg(n.code) INTO addons
-          FROM old_rows AS o JOIN new_rows AS n ON n.code = o.code
-         WHERE (o.feature, o.units) IS DISTINCT FROM (n.feature, n.units);
-    END IF;
-    -- the accounts concerned with their tenants, each (account, feature)
-    -- once, in the order of the keys: the subscriptions of a plan and of
-    -- the suites that include it (Z3), of a suite, of an add-on's batches
-    IF logical = 'plan_limit' THEN
-        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.account_id, x.feature),
-               array_agg(x.account_id ORDER BY x.tenant_id, x.account_id, x.feature),
-               array_agg(x.feature ORDER BY x.tenant_id, x.account_id, x.feature)
-          INTO tenants, accounts, features
-          FROM (SELECT DISTINCT s.tenant_id, s.account_id, p.feature
-                  FROM unnest(plans, features) AS p (plan, feature)
-                  JOIN subscription.subscription AS s
-                    ON s.plan = p.plan
-                    OR s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc
-                                   WHERE sc.plan = p.plan)) AS x;
-    ELSIF logical = 'suite_component' THEN
-        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.account_id),
-               array_agg(x.account_id ORDER BY x.tenant_id, x.account_id), NULL
-          INTO tenants, accounts, features
-          FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
-                 WHERE s.plan = ANY (plans)) AS x;
-    ELSE
-        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.account_id),
-               array_agg(x.account_id ORDER BY x.tenant_id, x.account_id), NULL
-          INTO tenants, accounts, features
-          FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
-                  JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
-                 WHERE b.addon = ANY (addons)) AS x;
-    END IF;
-    FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
-        PERFORM subscription.refresh_account_limits(tenants[k], accounts[k], features[k]);
     END LOOP;
     RETURN NULL;
 END
@@ -17535,24 +17410,6 @@ RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-BEGIN
-    IF plan IS NULL THEN
-        RAISE EXCEPTION 'plan must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-    ELSIF NOT EXISTS (SELECT FROM subscription.plan AS p WHERE p.code = lock_catalog_plan.plan) THEN
-        PERFORM subscription.unknown_code('plan', plan);
-    END IF;
-    PERFORM subscription.lock_catalog('plan ' || plan, false);
-END
-$$;
-
-COMMENT ON FUNCTION subscription.lock_catalog_plan(text) IS
-'Internal: change_price() and change_limit(): 22004 or 42704 unless the plan exists, then its catalog lock';
-
--- Then: the version the change of the current row (of versions; NULL: no
--- such row, P0002) takes effect from, the plan's new version made; NULL
--- when nobody holds the row (changed in place)
-CREATE FUNCTION subscription.catalog_change_from(logical text, plan text, versions int4range)
-RETURNS integer
 DECLARE
     joins text[];
     due subscription.subscription;
@@ -17735,88 +17592,6 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    from_version integer;
-BEGIN
-    IF versions IS NULL THEN
-        RAISE EXCEPTION 'plan "%" has no such current %', plan, CASE logical WHEN 'plan_price' THEN 'price' ELSE 'limit' END
-            USING ERRCODE = 'no_data_found',
-                  HINT = format('INSERT INTO subscription.%s adds one.', logical);
-    END IF;
-    from_version := subscription.catalog_change_version(plan, versions);
-    UPDATE subscription.plan AS p SET version = from_version
-     WHERE p.code = catalog_change_from.plan AND p.version <> from_version;
-    RETURN from_version;
-END
-$$;
-
-COMMENT ON FUNCTION subscription.catalog_change_from(text, text, int4range) IS
-'Internal: change_price() and change_limit(): the plan version a change of a current row takes effect from (NULL: in place), made the plan''s';
-
-CREATE FUNCTION subscription.change_price(plan text, cycle interval, amount numeric, tier integer DEFAULT NULL,
-                                          per_license boolean DEFAULT NULL, currency text DEFAULT NULL)
-RETURNS integer
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    row_versions int4range;
-    from_version integer;
-BEGIN
-    IF cycle IS NULL OR amount IS NULL THEN
-        RAISE EXCEPTION '% must not be NULL', CASE WHEN cycle IS NULL THEN 'cycle' ELSE 'amount' END
-            USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    PERFORM subscription.lock_catalog_plan(plan);
-    SELECT pp.versions INTO row_versions FROM subscription.plan_price AS pp
-     WHERE pp.plan = change_price.plan AND upper_inf(pp.versions) AND pp.tier IS NOT DISTINCT FROM change_price.tier
-       AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(change_price.cycle);
-    from_version := subscription.catalog_change_from('plan_price', plan, row_versions);
-    UPDATE subscription.plan_price AS pp
-       SET amount = change_price.amount, per_license = coalesce(change_price.per_license, pp.per_license),
-           currency = coalesce(change_price.currency, pp.currency),
-           versions = CASE WHEN from_version IS NULL THEN pp.versions ELSE int4range(from_version, NULL) END
-     WHERE pp.plan = change_price.plan AND upper_inf(pp.versions) AND pp.tier IS NOT DISTINCT FROM change_price.tier
-       AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(change_price.cycle);
-    RETURN coalesce(from_version, lower(row_versions));
-END
-$$;
-
-COMMENT ON FUNCTION subscription.change_price(text, interval, numeric, integer, boolean, text) IS
-'Change the amount (and per_license, currency unless NULL) of a plan''s current price for a cycle and tier; subscriptions that hold it keep theirs (a new plan version). Returns the version it takes effect from';
-
-CREATE FUNCTION subscription.change_limit(plan text, feature text, value bigint, per_license boolean DEFAULT NULL)
-RETURNS integer
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    row_versions int4range;
-    from_version integer;
-BEGIN
-    IF feature IS NULL THEN
-        RAISE EXCEPTION 'feature must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    PERFORM subscription.lock_catalog_plan(plan);
-    SELECT pl.versions INTO row_versions FROM subscription.plan_limit AS pl
-     WHERE pl.plan = change_limit.plan AND upper_inf(pl.versions) AND pl.feature = change_limit.feature;
-    from_version := subscription.catalog_change_from('plan_limit', plan, row_versions);
-    UPDATE subscription.plan_limit AS pl
-       SET value = change_limit.value, per_license = coalesce(change_limit.per_license, pl.per_license),
-           versions = CASE WHEN from_version IS NULL THEN pl.versions ELSE int4range(from_version, NULL) END
-     WHERE pl.plan = change_limit.plan AND upper_inf(pl.versions) AND pl.feature = change_limit.feature;
-    RETURN coalesce(from_version, lower(row_versions));
-END
-$$;
-
-COMMENT ON FUNCTION subscription.change_limit(text, text, bigint, boolean) IS
-'Change a plan''s current limit of a feature (value NULL: unlimited; per_license unless NULL); subscriptions that hold it keep theirs (a new plan version). Returns the version it takes effect from';
-REVOKE ALL ON FUNCTION subscription.catalog_change_version(text, int4range) FROM PUBLIC;
-REVOKE ALL ON FUNCTION subscription.lock_catalog_plan(text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION subscription.catalog_change_from(text, text, int4range) FROM PUBLIC;
-REVOKE ALL ON FUNCTION subscription.change_price(text, interval, numeric, integer, boolean, text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION subscription.change_limit(text, text, bigint, boolean) FROM PUBLIC;
--- the roles already given their rights get the new functions
-SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g ORDER BY g.role, g.kind;
     i subscription.invoice_record;
     lines bigint;
     total numeric;
@@ -17895,6 +17670,259 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.nth_period(timestamptz, interval, integer) IS 'The k-th period of an anchored cycle, computed from the anchor';
+
+-- issue 20: the statuses that grant seats and limits in one place
+-- (status_grants: active, trialing, past due), read by assigns_licenses and
+-- granted_limits; the subscription's triggers
+-- sync_license_counter and refresh_limits recompute a counter or a limit
+-- only when the status moves into or out of that set (a failed charge's
+-- past due, its payment's end of it, a trial's end change neither).
+-- record_payment marks nothing of an invoice announced already.
+CREATE FUNCTION subscription.status_grants(status text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN status_grants.status OPERATOR(pg_catalog.=) ANY ('{active,trialing,past_due}'::text[]);
+
+COMMENT ON FUNCTION subscription.status_grants(text) IS
+'Whether a subscription in this status grants its plan''s seats and limits: active, trialing or past due (D2)';
+
+CREATE OR REPLACE FUNCTION subscription.assigns_licenses(tenant_id bigint, account_id bigint, status text)
+RETURNS boolean
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN subscription.status_grants(assigns_licenses.status)
+           AND subscription.freezing_subscription(assigns_licenses.tenant_id, assigns_licenses.account_id) IS NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.sync_license_counter()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- its transition tables joined by hash, whatever statement fired it (a
+-- renewal's UPDATE runs with nested loops alone: renew_common_group)
+SET enable_hashjoin = on
+AS $$
+DECLARE
+    tenants bigint[];
+    subs bigint[];
+    is_active boolean;
+    capacity integer;
+    -- the logical table, from the trigger's argument (issue 17)
+    logical text := TG_ARGV[0];
+BEGIN
+    -- a restore copies the counter (restored_copy): the copy is trusted,
+    -- and verify() compares it with the licenses afterwards
+    IF TG_OP = 'INSERT' AND logical = 'subscription' THEN
+        SELECT array_agg(n.tenant_id ORDER BY n.tenant_id, n.id), array_agg(n.id ORDER BY n.tenant_id, n.id)
+          INTO tenants, subs
+          FROM new_rows AS n
+         WHERE NOT subscription.restored_copy('subscription.subscription_id_seq', n.id);
+    ELSIF TG_OP = 'UPDATE' AND logical = 'subscription' THEN
+        SELECT array_agg(n.tenant_id ORDER BY n.tenant_id, n.id), array_agg(n.id ORDER BY n.tenant_id, n.id)
+          INTO tenants, subs
+          FROM old_rows AS o JOIN new_rows AS n ON n.tenant_id = o.tenant_id AND n.id = o.id
+         WHERE o.quantity IS DISTINCT FROM n.quantity
+            OR subscription.status_grants(o.status) IS DISTINCT FROM subscription.status_grants(n.status)
+            OR ROW(o.*) IS NOT DISTINCT FROM ROW(n.*);
+    ELSIF TG_OP = 'DELETE' THEN
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.subscription_id),
+               array_agg(x.subscription_id ORDER BY x.tenant_id, x.subscription_id)
+          INTO tenants, subs
+          FROM (SELECT DISTINCT b.tenant_id, b.subscription_id FROM old_rows AS b) AS x;
+    ELSE
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.subscription_id),
+               array_agg(x.subscription_id ORDER BY x.tenant_id, x.subscription_id)
+          INTO tenants, subs
+          FROM (SELECT DISTINCT b.tenant_id, b.subscription_id
+                  FROM new_rows AS b
+                 WHERE TG_OP = 'UPDATE'
+                    OR NOT subscription.restored_copy('subscription.addon_batch_id_seq', b.id)) AS x;
+    END IF;
+    FOR k IN 1 .. coalesce(cardinality(subs), 0) LOOP
+        -- each statement names the tenant: on Citus a trigger on a shard
+        -- runs only statements on its own node (issue 17)
+        SELECT subscription.assigns_licenses(s.tenant_id, s.account_id, s.status) INTO is_active
+          FROM subscription.subscription AS s WHERE s.tenant_id = tenants[k] AND s.id = subs[k];
+        CONTINUE WHEN NOT FOUND;
+        capacity := subscription.license_capacity(tenants[k], subs[k]);
+        INSERT INTO subscription.license_counter AS c (tenant_id, subscription_id, capacity, active)
+        VALUES (tenants[k], subs[k], capacity, is_active)
+        ON CONFLICT (tenant_id, subscription_id) DO UPDATE
+           SET capacity = excluded.capacity, active = excluded.active
+         WHERE (c.capacity, c.active) IS DISTINCT FROM (excluded.capacity, excluded.active);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.granted_limits(tenant_id bigint, account_id bigint, feature text)
+RETURNS TABLE (name text, value numeric)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY
+    SELECT x.feature, CASE WHEN bool_or(x.unlimited) THEN NULL ELSE coalesce(sum(x.units), 0) END
+      FROM (SELECT l.feature, l.value IS NULL AS unlimited,
+                   CASE WHEN l.per_license THEN l.value::numeric * s.quantity
+                        ELSE l.value::numeric END AS units
+              FROM subscription.subscription AS s
+              CROSS JOIN LATERAL (SELECT s.plan, s.plan_version
+                                  UNION ALL
+                                  SELECT sc.plan, ip.version
+                                    FROM subscription.suite_component AS sc
+                                    JOIN subscription.plan AS ip ON ip.code = sc.plan
+                                   WHERE sc.suite_plan = s.plan) AS p (plan, version)
+              JOIN subscription.plan_limit AS l
+                ON l.plan = p.plan
+               AND (granted_limits.feature IS NULL OR l.feature = granted_limits.feature)
+               -- the version of the plan the subscription holds (grandfathering)
+               AND l.versions @> p.version
+             WHERE s.tenant_id = granted_limits.tenant_id AND s.account_id = granted_limits.account_id
+               AND subscription.status_grants(s.status)
+            UNION ALL
+            SELECT a.feature, false, b.quantity::numeric * a.units
+              FROM subscription.subscription AS s
+              JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
+              JOIN subscription.addon AS a ON a.code = b.addon
+             WHERE s.tenant_id = granted_limits.tenant_id AND s.account_id = granted_limits.account_id
+               AND subscription.status_grants(s.status)
+               AND b.status = 'active'
+               -- an add-on without a feature grants none
+               AND a.feature IS NOT NULL
+               AND (granted_limits.feature IS NULL OR a.feature = granted_limits.feature)) AS x
+     GROUP BY x.feature;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.refresh_limits()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- its transition tables joined by hash, whatever statement fired it (a
+-- renewal's UPDATE runs with nested loops alone: renew_common_group)
+SET enable_hashjoin = on
+AS $$
+DECLARE
+    account bigint;
+    accounts bigint[];
+    tenants bigint[];
+    plans text[];
+    features text[];
+    addons text[];
+    -- the logical table, from the trigger's argument (issue 17)
+    logical text := TG_ARGV[0];
+BEGIN
+    IF logical IN ('subscription', 'addon_batch') THEN
+        -- the rows concerned, as they were and as they are: (tenant,
+        -- account) of a subscription, (tenant, subscription) of a batch
+        IF logical = 'subscription' AND TG_OP = 'INSERT' THEN
+            SELECT array_agg(n.tenant_id), array_agg(n.account_id) INTO tenants, accounts FROM new_rows AS n;
+        ELSIF logical = 'subscription' AND TG_OP = 'DELETE' THEN
+            SELECT array_agg(o.tenant_id), array_agg(o.account_id) INTO tenants, accounts FROM old_rows AS o;
+        ELSIF TG_OP = 'INSERT' THEN
+            SELECT array_agg(n.tenant_id), array_agg(n.subscription_id) INTO tenants, accounts FROM new_rows AS n;
+        ELSIF TG_OP = 'DELETE' THEN
+            SELECT array_agg(o.tenant_id), array_agg(o.subscription_id) INTO tenants, accounts FROM old_rows AS o;
+        ELSIF logical = 'subscription' THEN
+            SELECT array_agg(x.tenant_id), array_agg(x.account_id) INTO tenants, accounts
+              FROM old_rows AS o JOIN new_rows AS n ON n.tenant_id = o.tenant_id AND n.id = o.id
+             CROSS JOIN LATERAL (VALUES (o.tenant_id, o.account_id), (n.tenant_id, n.account_id)) AS x (tenant_id, account_id)
+             WHERE (o.account_id, o.plan, o.quantity, o.plan_version, subscription.status_grants(o.status))
+                   IS DISTINCT FROM (n.account_id, n.plan, n.quantity, n.plan_version, subscription.status_grants(n.status))
+                OR ROW(o.*) IS NOT DISTINCT FROM ROW(n.*);
+        ELSE
+            SELECT array_agg(x.tenant_id), array_agg(x.subscription_id) INTO tenants, accounts
+              FROM (SELECT o.tenant_id, o.subscription_id FROM old_rows AS o
+                    UNION ALL
+                    SELECT n.tenant_id, n.subscription_id FROM new_rows AS n) AS x;
+        END IF;
+        IF logical = 'addon_batch' THEN
+            -- a batch's subscription's account, by its tenant (a SELECT
+            -- INTO: Citus plans no assignment that reads a table)
+            FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
+                account := NULL;
+                SELECT s.account_id INTO account FROM subscription.subscription AS s
+                 WHERE s.tenant_id = tenants[k] AND s.id = accounts[k];
+                accounts[k] := account;
+            END LOOP;
+        END IF;
+        -- each account once, in the order of the keys
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.account_id), array_agg(x.account_id ORDER BY x.tenant_id, x.account_id)
+          INTO tenants, accounts
+          FROM (SELECT DISTINCT t.tenant_id, t.account_id FROM unnest(tenants, accounts) AS t (tenant_id, account_id)
+                 WHERE t.account_id IS NOT NULL) AS x;
+        FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
+            PERFORM subscription.refresh_account_limits(tenants[k], accounts[k], NULL);
+        END LOOP;
+        RETURN NULL;
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension AS e WHERE e.extname = 'citus') THEN
+        -- no fan-out from a reference table (issue 17): the limit version
+        RETURN NULL;
+    END IF;
+    -- the catalog rows the statement wrote, as they were and as they are
+    IF logical = 'plan_limit' THEN
+        IF TG_OP <> 'INSERT' THEN
+            SELECT array_agg(o.plan), array_agg(o.feature) INTO plans, features FROM old_rows AS o;
+        END IF;
+        IF TG_OP <> 'DELETE' THEN
+            SELECT coalesce(plans, '{}') || array_agg(n.plan), coalesce(features, '{}') || array_agg(n.feature)
+              INTO plans, features FROM new_rows AS n;
+        END IF;
+    ELSIF logical = 'suite_component' THEN
+        IF TG_OP <> 'INSERT' THEN
+            SELECT array_agg(o.suite_plan) INTO plans FROM old_rows AS o;
+        END IF;
+        IF TG_OP <> 'DELETE' THEN
+            SELECT coalesce(plans, '{}') || array_agg(n.suite_plan) INTO plans FROM new_rows AS n;
+        END IF;
+    ELSE
+        SELECT array_agg(n.code) INTO addons
+          FROM old_rows AS o JOIN new_rows AS n ON n.code = o.code
+         WHERE (o.feature, o.units) IS DISTINCT FROM (n.feature, n.units);
+    END IF;
+    -- the accounts concerned with their tenants, each (account, feature)
+    -- once, in the order of the keys: the subscriptions of a plan and of
+    -- the suites that include it (Z3), of a suite, of an add-on's batches
+    IF logical = 'plan_limit' THEN
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.account_id, x.feature),
+               array_agg(x.account_id ORDER BY x.tenant_id, x.account_id, x.feature),
+               array_agg(x.feature ORDER BY x.tenant_id, x.account_id, x.feature)
+          INTO tenants, accounts, features
+          FROM (SELECT DISTINCT s.tenant_id, s.account_id, p.feature
+                  FROM unnest(plans, features) AS p (plan, feature)
+                  JOIN subscription.subscription AS s
+                    ON s.plan = p.plan
+                    OR s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc
+                                   WHERE sc.plan = p.plan)) AS x;
+    ELSIF logical = 'suite_component' THEN
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.account_id),
+               array_agg(x.account_id ORDER BY x.tenant_id, x.account_id), NULL
+          INTO tenants, accounts, features
+          FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
+                 WHERE s.plan = ANY (plans)) AS x;
+    ELSE
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.account_id),
+               array_agg(x.account_id ORDER BY x.tenant_id, x.account_id), NULL
+          INTO tenants, accounts, features
+          FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
+                  JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
+                 WHERE b.addon = ANY (addons)) AS x;
+    END IF;
+    FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
+        PERFORM subscription.refresh_account_limits(tenants[k], accounts[k], features[k]);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
 
 CREATE OR REPLACE FUNCTION subscription.record_payment(tenant_id bigint, invoice_id bigint, amount numeric, reference text,
                                             at timestamptz, currency text)
@@ -18053,37 +18081,6 @@ COMMENT ON FUNCTION subscription.settle_invoice(bigint, bigint, boolean, timesta
 
 CREATE OR REPLACE FUNCTION subscription.record_payment(tenant_id bigint, invoice_id bigint, amount numeric, reference text,
                                             at timestamptz, currency text)
-
--- The limit catalog's invalidation on a logical replication subscriber
--- (issue 21 review): the apply worker fires row triggers only, so the same
--- invalidation per row, enabled in replica mode alone.
-CREATE TRIGGER limit_catalog_replica_invalidates AFTER INSERT OR UPDATE OR DELETE ON subscription.plan_limit
-    FOR EACH ROW EXECUTE FUNCTION subscription.limit_catalog_invalidates();
-CREATE TRIGGER limit_catalog_replica_invalidates AFTER INSERT OR UPDATE OR DELETE ON subscription.addon
-    FOR EACH ROW EXECUTE FUNCTION subscription.limit_catalog_invalidates();
-CREATE TRIGGER limit_catalog_replica_invalidates AFTER INSERT OR UPDATE OR DELETE ON subscription.suite_component
-    FOR EACH ROW EXECUTE FUNCTION subscription.limit_catalog_invalidates();
-CREATE TRIGGER limit_catalog_replica_invalidates AFTER INSERT OR UPDATE OR DELETE ON subscription.plan
-    FOR EACH ROW EXECUTE FUNCTION subscription.limit_catalog_invalidates();
-ALTER TABLE subscription.plan_limit ENABLE REPLICA TRIGGER limit_catalog_replica_invalidates;
-ALTER TABLE subscription.addon ENABLE REPLICA TRIGGER limit_catalog_replica_invalidates;
-ALTER TABLE subscription.suite_component ENABLE REPLICA TRIGGER limit_catalog_replica_invalidates;
-ALTER TABLE subscription.plan ENABLE REPLICA TRIGGER limit_catalog_replica_invalidates;
-
--- record_usage() for 5,000 calls a second (issue 21, item 7): the key
--- written once, with its total, after the counter moved (a concurrent
--- duplicate undone by the block's subtransaction), and the checks after
--- require_tenant in one query; the usage counter's CHECK constraints on
--- the meters' figures dropped (the guard keeps them: sql/src/15_usage.sql).
-ALTER TABLE subscription.usage_counter
-    DROP CONSTRAINT usage_counter_peak_check,
-    DROP CONSTRAINT usage_counter_integral_check,
-    DROP CONSTRAINT usage_counter_closed_used_check,
-    DROP CONSTRAINT usage_counter_closed_peak_check,
-    DROP CONSTRAINT usage_counter_closed_integral_check;
-
-CREATE OR REPLACE FUNCTION subscription.record_usage(tenant_id bigint, account_id bigint, feature text, quantity bigint, key text,
-                                          at timestamptz)
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -18264,6 +18261,43 @@ REVOKE ALL ON FUNCTION subscription.event_doorbell() FROM PUBLIC;
 REVOKE ALL ON FUNCTION subscription.await_events(boolean) FROM PUBLIC;
 -- the roles already given their rights get the new functions
 SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g ORDER BY g.role, g.kind;
+
+-- The limit catalog's invalidation on a logical replication subscriber
+-- (issue 21 review): the apply worker fires row triggers only, so the same
+-- invalidation per row, enabled in replica mode alone.
+CREATE TRIGGER limit_catalog_replica_invalidates AFTER INSERT OR UPDATE OR DELETE ON subscription.plan_limit
+    FOR EACH ROW EXECUTE FUNCTION subscription.limit_catalog_invalidates();
+CREATE TRIGGER limit_catalog_replica_invalidates AFTER INSERT OR UPDATE OR DELETE ON subscription.addon
+    FOR EACH ROW EXECUTE FUNCTION subscription.limit_catalog_invalidates();
+CREATE TRIGGER limit_catalog_replica_invalidates AFTER INSERT OR UPDATE OR DELETE ON subscription.suite_component
+    FOR EACH ROW EXECUTE FUNCTION subscription.limit_catalog_invalidates();
+CREATE TRIGGER limit_catalog_replica_invalidates AFTER INSERT OR UPDATE OR DELETE ON subscription.plan
+    FOR EACH ROW EXECUTE FUNCTION subscription.limit_catalog_invalidates();
+ALTER TABLE subscription.plan_limit ENABLE REPLICA TRIGGER limit_catalog_replica_invalidates;
+ALTER TABLE subscription.addon ENABLE REPLICA TRIGGER limit_catalog_replica_invalidates;
+ALTER TABLE subscription.suite_component ENABLE REPLICA TRIGGER limit_catalog_replica_invalidates;
+ALTER TABLE subscription.plan ENABLE REPLICA TRIGGER limit_catalog_replica_invalidates;
+
+-- record_usage() for 5,000 calls a second (issue 21, item 7): the key
+-- written once, with its total, after the counter moved (a concurrent
+-- duplicate undone by the block's subtransaction), and the checks after
+-- require_tenant in one query; the usage counter's CHECK constraints on
+-- the meters' figures dropped (the guard keeps them: sql/src/15_usage.sql).
+ALTER TABLE subscription.usage_counter
+    DROP CONSTRAINT usage_counter_peak_check,
+    DROP CONSTRAINT usage_counter_integral_check,
+    DROP CONSTRAINT usage_counter_closed_used_check,
+    DROP CONSTRAINT usage_counter_closed_peak_check,
+    DROP CONSTRAINT usage_counter_closed_integral_check;
+
+CREATE OR REPLACE FUNCTION subscription.record_usage(tenant_id bigint, account_id bigint, feature text, quantity bigint, key text,
+                                          at timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
     new_total bigint;
 BEGIN
     -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
