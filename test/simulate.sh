@@ -74,6 +74,10 @@ SQL
         t=$((t + 7 * 86400))
     done
     echo "\\echo $steps"
+    # the steps' backend's own CPU (user and system, clock ticks from
+    # /proc/self/stat: the backend reads its own), a measure the machine's
+    # load changes far less than the wall time (test/bench/ab_simulation.sh)
+    [ -n "${SIMULATE_CPU:-}" ] && echo "SELECT '# steps backend CPU ticks ' || (split_part(s, ' ', 14)::bigint + split_part(s, ' ', 15)::bigint) FROM pg_read_file('/proc/self/stat') AS s;"
 } > "$dir/steps.sql"
 steps=$(grep -c '^BEGIN;' "$dir/steps.sql")
 last=$(sed -n "s/^SET LOCAL subscription.clock = '\(.*\)';$/\1/p" "$dir/steps.sql" | tail -1)
@@ -87,6 +91,7 @@ fi
 ended=$(date +%s%N)
 [ -n "${SIMULATE_TIMING:-}" ] && cat "$dir/steps.out" >&2
 echo "# simulated $steps steps ($subs subscriptions, $start to $last) in $(( (ended - began) / 1000000 )) ms"
+[ -n "${SIMULATE_CPU:-}" ] && grep '^# steps backend CPU ticks' "$dir/steps.out"
 
 n=0
 check() {  # check TITLE SQL: ok when the query returns t
