@@ -387,6 +387,9 @@ BEGIN
             USING ERRCODE = 'no_data_found',
                   HINT = format('INSERT INTO subscription.%s adds one.', logical);
     END IF;
+    -- on Citus the holders read over one connection per node, as the
+    -- catalog's writes after it need (catalog_reads_tenants)
+    PERFORM subscription.catalog_reads_tenants();
     from_version := subscription.catalog_change_version(plan, versions);
     UPDATE subscription.plan AS p SET version = from_version
      WHERE p.code = catalog_change_from.plan AND p.version <> from_version;
@@ -411,6 +414,11 @@ BEGIN
     IF cycle IS NULL OR amount IS NULL THEN
         RAISE EXCEPTION '% must not be NULL', CASE WHEN cycle IS NULL THEN 'cycle' ELSE 'amount' END
             USING ERRCODE = 'null_value_not_allowed';
+    ELSIF NOT (amount >= 0 AND amount < 'Infinity') THEN
+        RAISE EXCEPTION 'amount % is not a price', amount
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'A price is 0 or more, and finite.';
+    ELSIF currency IS NOT NULL AND NOT EXISTS (SELECT FROM subscription.currency AS c WHERE c.code = change_price.currency) THEN
+        RAISE EXCEPTION 'currency "%" does not exist', currency USING ERRCODE = 'undefined_object';
     END IF;
     PERFORM subscription.lock_catalog_plan(plan);
     SELECT pp.versions INTO row_versions FROM subscription.plan_price AS pp
@@ -452,6 +460,9 @@ DECLARE
 BEGIN
     IF feature IS NULL THEN
         RAISE EXCEPTION 'feature must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    ELSIF value < 0 THEN
+        RAISE EXCEPTION 'limit % is below 0', value
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'A limit is 0 or more, or NULL: unlimited.';
     END IF;
     PERFORM subscription.lock_catalog_plan(plan);
     SELECT pl.versions INTO row_versions FROM subscription.plan_limit AS pl
