@@ -16937,8 +16937,8 @@ $$;
 
 -- issue 17: a change of a held price or limit decided before the catalog
 -- is written (change_price, change_limit), the one way on Citus, where a
--- plain UPDATE of a held row is refused; version_catalog_row keeps the old
--- row from the versions the UPDATE gives
+-- plain UPDATE of a held row is refused; version_catalog_row lets them
+-- close the held row at the plan's new version
 -- The plan version from which a change of a current price or limit row of
 -- the plan (over versions) takes effect: NULL when no active subscription
 -- holds one of its versions (the row is changed in place); else the plan's
@@ -16988,10 +16988,10 @@ COMMENT ON FUNCTION subscription.catalog_change_version(text, int4range) IS
 -- price or limit (23505).  Renaming a plan is no change of price.
 -- On Citus (issue 17) the placements of a reference table cannot all read
 -- the holders: the change of a held row is decided on the coordinator by
--- change_price() or change_limit(), which make the plan's new version and
--- give the row's new versions in their UPDATE, from that version on; each
--- placement then keeps the old row the same way, reading the catalog
--- alone.  A plain UPDATE of a held row is refused there (55000), by the
+-- change_price() or change_limit(), which make the plan's new version,
+-- close the held row at it (an UPDATE of its versions alone, which this
+-- trigger checks against the catalog) and insert the change from it on.
+-- A plain UPDATE of a held row is refused there (55000), by the
 -- coordinator's placement, which reads the holders.
 CREATE OR REPLACE FUNCTION subscription.version_catalog_row()
 RETURNS trigger
@@ -17036,19 +17036,21 @@ BEGIN
         -- a closed row is history: an UPDATE changes the current rows only
         RETURN NULL;
     END IF;
-    -- change_price()/change_limit() give the versions: the change from
-    -- the plan's current version on, which they made; nothing else moves
-    -- the versions, nor the plan
+    -- change_price()/change_limit() close the held row at the plan's
+    -- current version, which they made, its terms as they were, and
+    -- insert the change from that version on; nothing else moves the
+    -- versions, nor the plan
     IF NEW.plan IS DISTINCT FROM OLD.plan
        OR (NEW.versions IS DISTINCT FROM OLD.versions
-           AND (NOT upper_inf(NEW.versions) OR lower(NEW.versions) <= lower(OLD.versions)
-                OR lower(NEW.versions) IS DISTINCT FROM (SELECT p.version FROM subscription.plan AS p WHERE p.code = OLD.plan))) THEN
+           AND (upper_inf(NEW.versions) OR lower(NEW.versions) IS DISTINCT FROM lower(OLD.versions)
+                OR upper(NEW.versions) IS DISTINCT FROM (SELECT p.version FROM subscription.plan AS p WHERE p.code = OLD.plan)
+                OR to_jsonb(NEW) - 'versions' - 'limit_stamp' IS DISTINCT FROM to_jsonb(OLD) - 'versions' - 'limit_stamp')) THEN
         RAISE EXCEPTION 'the plan and versions of a % are not changed with its terms', what
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Update the terms of the current row alone; the new version is made for you.',
                   TABLE = logical, SCHEMA = 'subscription';
     ELSIF NEW.versions IS DISTINCT FROM OLD.versions THEN
-        new_version := lower(NEW.versions);
+        RETURN NEW;
     ELSIF subscription.distributed() THEN
         -- Citus: a worker's placement cannot read the holders; the
         -- coordinator's refuses the change of a held row, for every node
@@ -17061,21 +17063,23 @@ BEGIN
                       TABLE = logical, SCHEMA = 'subscription';
         END IF;
         RETURN NEW;
-    ELSE
-        -- serialize the version changes of a plan, and its migrations, by the
-        -- plan's advisory lock, not a row lock on plan (issue 17); each
-        -- statement below reads what the previous holder committed
-        PERFORM subscription.lock_catalog('plan ' || OLD.plan, false);
-        new_version := subscription.catalog_change_version(OLD.plan, OLD.versions);
-        IF new_version IS NULL THEN
-            RETURN NEW;
-        END IF;
-        UPDATE subscription.plan AS p SET version = new_version WHERE p.code = OLD.plan AND p.version <> new_version;
     END IF;
-    -- the versions held keep the old row; the changed one holds the new
-    -- version on, inserted into this table (on Citus, this placement)
+    -- serialize the version changes of a plan, and its migrations, by the
+    -- plan's advisory lock, not a row lock on plan (issue 17); each
+    -- statement below reads what the previous holder committed
+    PERFORM subscription.lock_catalog('plan ' || OLD.plan, false);
+    new_version := subscription.catalog_change_version(OLD.plan, OLD.versions);
+    IF new_version IS NULL THEN
+        RETURN NEW;
+    END IF;
+    -- the versions held keep the old row; the change makes a new version
+    UPDATE subscription.plan AS p SET version = new_version WHERE p.code = OLD.plan AND p.version <> new_version;
     NEW.versions := int4range(new_version, NULL);
-    EXECUTE format('INSERT INTO %I.%I SELECT ($1).*', TG_TABLE_SCHEMA, TG_TABLE_NAME) USING NEW;
+    IF logical = 'plan_price' THEN
+        INSERT INTO subscription.plan_price SELECT (NEW::subscription.plan_price).*;
+    ELSE
+        INSERT INTO subscription.plan_limit SELECT (NEW::subscription.plan_limit).*;
+    END IF;
     OLD.versions := int4range(lower(OLD.versions), new_version);
     RETURN OLD;
 END
@@ -17084,8 +17088,8 @@ $$;
 -- A change of a plan's current price or limit, versioned as a plain UPDATE
 -- is on a single server (grandfathering, above), decided before the
 -- catalog is written: the holders read (catalog_change_version), the plan's
--- new version made, and the row's UPDATE giving the versions it holds from
--- then on.  On Citus the one way to change a price or limit that
+-- new version made, the held row closed at it and the changed row inserted
+-- from it on.  On Citus the one way to change a price or limit that
 -- subscriptions hold (issue 17): no placement of the catalog reads a
 -- tenant table.  change_price() and change_limit() return the plan version
 -- the change takes effect from.  Their first step: the plan, locked as
@@ -17124,6 +17128,9 @@ BEGIN
             USING ERRCODE = 'no_data_found',
                   HINT = format('INSERT INTO subscription.%s adds one.', logical);
     END IF;
+    -- on Citus the holders read over one connection per node, as the
+    -- catalog's writes after it need (catalog_reads_tenants)
+    PERFORM subscription.catalog_reads_tenants();
     from_version := subscription.catalog_change_version(plan, versions);
     UPDATE subscription.plan AS p SET version = from_version
      WHERE p.code = catalog_change_from.plan AND p.version <> from_version;
@@ -17143,23 +17150,39 @@ AS $$
 DECLARE
     row_versions int4range;
     from_version integer;
+    held subscription.plan_price;
 BEGIN
     IF cycle IS NULL OR amount IS NULL THEN
         RAISE EXCEPTION '% must not be NULL', CASE WHEN cycle IS NULL THEN 'cycle' ELSE 'amount' END
             USING ERRCODE = 'null_value_not_allowed';
+    ELSIF NOT (amount >= 0 AND amount < 'Infinity') THEN
+        RAISE EXCEPTION 'amount % is not a price', amount
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'A price is 0 or more, and finite.';
+    ELSIF currency IS NOT NULL AND NOT EXISTS (SELECT FROM subscription.currency AS c WHERE c.code = change_price.currency) THEN
+        RAISE EXCEPTION 'currency "%" does not exist', currency USING ERRCODE = 'undefined_object';
     END IF;
     PERFORM subscription.lock_catalog_plan(plan);
     SELECT pp.versions INTO row_versions FROM subscription.plan_price AS pp
      WHERE pp.plan = change_price.plan AND upper_inf(pp.versions) AND pp.tier IS NOT DISTINCT FROM change_price.tier
        AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(change_price.cycle);
     from_version := subscription.catalog_change_from('plan_price', plan, row_versions);
-    UPDATE subscription.plan_price AS pp
-       SET amount = change_price.amount, per_license = coalesce(change_price.per_license, pp.per_license),
-           currency = coalesce(change_price.currency, pp.currency),
-           versions = CASE WHEN from_version IS NULL THEN pp.versions ELSE int4range(from_version, NULL) END
-     WHERE pp.plan = change_price.plan AND upper_inf(pp.versions) AND pp.tier IS NOT DISTINCT FROM change_price.tier
-       AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(change_price.cycle);
-    RETURN coalesce(from_version, lower(row_versions));
+    IF from_version IS NULL THEN
+        UPDATE subscription.plan_price AS pp
+           SET amount = change_price.amount, per_license = coalesce(change_price.per_license, pp.per_license),
+               currency = coalesce(change_price.currency, pp.currency)
+         WHERE pp.plan = change_price.plan AND pp.versions = row_versions AND pp.tier IS NOT DISTINCT FROM change_price.tier
+           AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(change_price.cycle);
+        RETURN lower(row_versions);
+    END IF;
+    -- the held row closed, the change from the new version on
+    UPDATE subscription.plan_price AS pp SET versions = int4range(lower(row_versions), from_version)
+     WHERE pp.plan = change_price.plan AND pp.versions = row_versions AND pp.tier IS NOT DISTINCT FROM change_price.tier
+       AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(change_price.cycle)
+    RETURNING pp.* INTO held;
+    INSERT INTO subscription.plan_price (plan, cycle, tier, amount, per_license, currency, versions, trial)
+    VALUES (held.plan, held.cycle, held.tier, change_price.amount, coalesce(change_price.per_license, held.per_license),
+            coalesce(change_price.currency, held.currency), int4range(from_version, NULL), held.trial);
+    RETURN from_version;
 END
 $$;
 
@@ -17174,19 +17197,32 @@ AS $$
 DECLARE
     row_versions int4range;
     from_version integer;
+    held subscription.plan_limit;
 BEGIN
     IF feature IS NULL THEN
         RAISE EXCEPTION 'feature must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    ELSIF value < 0 THEN
+        RAISE EXCEPTION 'limit % is below 0', value
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'A limit is 0 or more, or NULL: unlimited.';
     END IF;
     PERFORM subscription.lock_catalog_plan(plan);
     SELECT pl.versions INTO row_versions FROM subscription.plan_limit AS pl
      WHERE pl.plan = change_limit.plan AND upper_inf(pl.versions) AND pl.feature = change_limit.feature;
     from_version := subscription.catalog_change_from('plan_limit', plan, row_versions);
-    UPDATE subscription.plan_limit AS pl
-       SET value = change_limit.value, per_license = coalesce(change_limit.per_license, pl.per_license),
-           versions = CASE WHEN from_version IS NULL THEN pl.versions ELSE int4range(from_version, NULL) END
-     WHERE pl.plan = change_limit.plan AND upper_inf(pl.versions) AND pl.feature = change_limit.feature;
-    RETURN coalesce(from_version, lower(row_versions));
+    IF from_version IS NULL THEN
+        UPDATE subscription.plan_limit AS pl
+           SET value = change_limit.value, per_license = coalesce(change_limit.per_license, pl.per_license)
+         WHERE pl.plan = change_limit.plan AND pl.versions = row_versions AND pl.feature = change_limit.feature;
+        RETURN lower(row_versions);
+    END IF;
+    -- the held row closed, the change from the new version on
+    UPDATE subscription.plan_limit AS pl SET versions = int4range(lower(row_versions), from_version)
+     WHERE pl.plan = change_limit.plan AND pl.versions = row_versions AND pl.feature = change_limit.feature
+    RETURNING pl.* INTO held;
+    INSERT INTO subscription.plan_limit (plan, feature, value, per_license, versions)
+    VALUES (held.plan, held.feature, change_limit.value, coalesce(change_limit.per_license, held.per_license),
+            int4range(from_version, NULL));
+    RETURN from_version;
 END
 $$;
 

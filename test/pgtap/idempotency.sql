@@ -43,7 +43,9 @@ INSERT INTO not_idempotent VALUES
     ('announce_renewals', 'writes renewal.upcoming once per period by itself (E5)'),
     ('apply_downgrade', 'applies the pending downgrade: a second call finds none and trims nothing (C4)'),
     ('meter', 'the catalog: no tenant'),
-    ('plan_usage_price', 'the catalog: no tenant');
+    ('plan_usage_price', 'the catalog: no tenant'),
+    ('change_price', 'the catalog: no tenant'),
+    ('change_limit', 'the catalog: no tenant');
 
 CREATE TEMPORARY VIEW writer AS
 SELECT p.oid, p.proname, p.prosrc, l.lanname, coalesce(p.proargnames[1], '') = 'tenant_id' AS keyed

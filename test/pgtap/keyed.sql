@@ -46,7 +46,10 @@ INSERT INTO not_keyed VALUES
     ('announce_renewals', 'every tenant''s subscriptions entering the notice window, as renew_due'),
     -- usage-based billing (issue 21): the catalog
     ('meter', 'a meter is of a registered table, for every tenant: no tenant row'),
-    ('plan_usage_price', 'a plan''s usage price, in the catalog: no tenant row');
+    ('plan_usage_price', 'a plan''s usage price, in the catalog: no tenant row'),
+    -- a held price or limit changed on the coordinator (issue 17): the catalog
+    ('change_price', 'a plan''s price, in the catalog: no tenant row'),
+    ('change_limit', 'a plan''s limit, in the catalog: no tenant row');
 
 CREATE TEMPORARY VIEW writer AS
 SELECT p.oid, p.proname
