@@ -526,8 +526,18 @@ DECLARE
     per_tenant boolean := subscription.distributed();
     t record;
     changed record;
-    -- the invoices to write (by first line), and the totals of those of
-    -- this transaction
+    -- the invoices (by first line): whether of this transaction, their
+    -- status, total and payments; the sums of the lines of those of this
+    -- transaction; those to write, and the totals of those of this
+    -- transaction
+    ks bigint[];
+    mine boolean[];
+    statuses text[];
+    was numeric[];
+    paids numeric[];
+    sum_tenants bigint[];
+    sum_invoices bigint[];
+    sum_totals numeric[];
     written bigint[];
     sums numeric[];
     -- the invoices whose status changes, by first line
@@ -555,8 +565,26 @@ BEGIN
          GROUP BY CASE WHEN per_tenant THEN x.tenant_id END
          ORDER BY min(x.first)
     LOOP
-        -- the invoices of this transaction: the sum of their lines, the
-        -- status of those it leaves as they are; the others to write
+        -- each invoice, whether this transaction opened it; then the sum
+        -- of the lines of those it did, each statement naming its tenants
+        -- (no correlated read: on Citus each runs on the tenant's shard,
+        -- and the first's decision is the one the UPDATE follows)
+        SELECT array_agg(x.k ORDER BY x.k), array_agg(x.mine ORDER BY x.k), array_agg(x.status ORDER BY x.k),
+               array_agg(x.total ORDER BY x.k), array_agg(x.paid ORDER BY x.k)
+          INTO ks, mine, statuses, was, paids
+          FROM (SELECT d.k, i.xact = pg_current_xact_id() AS mine, i.status, i.total, i.paid
+                  FROM unnest(t.tenants, t.invoices, t.quiets) WITH ORDINALITY AS d(tenant_id, invoice_id, quiet, k)
+                  JOIN subscription.invoice_record AS i
+                    ON i.tenant_id = ANY (t.tenant_set) AND i.tenant_id = d.tenant_id AND i.id = d.invoice_id
+                 WHERE NOT d.quiet OR i.xact = pg_current_xact_id()) AS x;
+        SELECT array_agg(l.tenant_id), array_agg(l.invoice_id), array_agg(l.total) INTO sum_tenants, sum_invoices, sum_totals
+          FROM (SELECT l.tenant_id, l.invoice_id, sum(subscription.line_amount(l.kind, l.amount)) AS total
+                  FROM subscription.ledger AS l
+                 WHERE l.tenant_id = ANY (t.tenant_set)
+                   AND l.invoice_id = ANY (ARRAY(SELECT t.invoices[m.k] FROM unnest(ks, mine) AS m(k, mine) WHERE m.mine))
+                 GROUP BY l.tenant_id, l.invoice_id) AS l;
+        -- written unless it holds that sum, in its scale too (0.00, not 0);
+        -- the status of those left as they are
         SELECT coalesce(array_agg(x.k ORDER BY x.k) FILTER (WHERE x.write), '{}'),
                coalesce(array_agg(x.total ORDER BY x.k) FILTER (WHERE x.write), '{}'),
                coalesce(array_agg(x.k ORDER BY x.k)
@@ -564,20 +592,14 @@ BEGIN
                                       AND subscription.invoice_status(x.status, x.total, x.paid) IS DISTINCT FROM x.status),
                         '{}')
           INTO written, sums, settle
-          -- written unless it holds that sum, in its scale too (0.00, not 0)
           FROM (SELECT x.*, x.total IS NULL OR x.total <> x.was OR scale(x.total) <> scale(x.was) AS write
-          FROM (SELECT d.k, i.status, i.paid, i.total AS was,
-                       CASE WHEN i.xact = pg_current_xact_id() THEN
-                           (SELECT sum(subscription.line_amount(l.kind, l.amount)) FROM subscription.ledger AS l
-                             WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id)
-                       END AS total
-                  FROM unnest(t.tenants, t.invoices, t.quiets) WITH ORDINALITY AS d(tenant_id, invoice_id, quiet, k)
-                  JOIN subscription.invoice_record AS i
-                    ON i.tenant_id = ANY (t.tenant_set) AND i.tenant_id = d.tenant_id AND i.id = d.invoice_id
-                 WHERE NOT d.quiet OR i.xact = pg_current_xact_id()) AS x) AS x;
+                  FROM (SELECT x.k, x.status, x.paid, x.was, CASE WHEN x.mine THEN s.total END AS total
+                          FROM unnest(ks, mine, statuses, was, paids) AS x(k, mine, status, was, paid)
+                          LEFT JOIN unnest(sum_tenants, sum_invoices, sum_totals) AS s(tenant_id, invoice_id, total)
+                            ON s.tenant_id = t.tenants[x.k] AND s.invoice_id = t.invoices[x.k]) AS x) AS x;
         FOR changed IN
             UPDATE subscription.invoice_record AS i
-               SET total = CASE WHEN i.xact = pg_current_xact_id() THEN d.total ELSE i.total + t.parts[d.k] END
+               SET total = coalesce(d.total, i.total + t.parts[d.k])
               FROM unnest(written, sums) AS d(k, total)
              WHERE i.tenant_id = ANY (t.tenant_set) AND i.tenant_id = t.tenants[d.k] AND i.id = t.invoices[d.k]
             RETURNING i.status, i.total, i.paid, d.k
