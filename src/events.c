@@ -57,13 +57,25 @@ PG_FUNCTION_INFO_V1(await_events);
 #define DOORBELL_LISTENER RowExclusiveLock
 #define DOORBELL_WRITER ShareLock
 
-/* whether this session holds the doorbell as a listener */
-static bool awaiting = false;
-
 static void
 doorbell_tag(LOCKTAG *tag)
 {
 	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, DOORBELL_KEY1, DOORBELL_KEY2, DOORBELL_KIND);
+}
+
+/*
+ * Whether this session holds the doorbell as a listener, read from the lock
+ * table, not remembered: pg_advisory_unlock_all() (and DISCARD ALL)
+ * release every advisory lock of the session, this one too.
+ */
+static bool
+doorbell_held(const LOCKTAG *tag)
+{
+#if PG_VERSION_NUM >= 170000
+	return LockHeldByMe(tag, DOORBELL_LISTENER, false);
+#else
+	return LockHeldByMe(tag, DOORBELL_LISTENER);
+#endif
 }
 
 /* event_next_xid() returns xid8: the next transaction id to be assigned */
@@ -109,15 +121,9 @@ await_events(PG_FUNCTION_ARGS)
 				 errmsg("argument \"waiting\" of await_events() must not be null")));
 	waiting = PG_GETARG_BOOL(0);
 	doorbell_tag(&tag);
-	if (waiting && !awaiting)
-	{
+	if (waiting && !doorbell_held(&tag))
 		(void) LockAcquire(&tag, DOORBELL_LISTENER, true, false);
-		awaiting = true;
-	}
-	else if (!waiting && awaiting)
-	{
-		awaiting = false;
+	else if (!waiting && doorbell_held(&tag))
 		(void) LockRelease(&tag, DOORBELL_LISTENER, true);
-	}
-	PG_RETURN_BOOL(awaiting);
+	PG_RETURN_BOOL(waiting);
 }

@@ -54,6 +54,19 @@ COMMIT;
 SELECT await_events(false) AS awaiting, await_events(false) AS again;
 SELECT * FROM pg_temp.doorbell;
 
+-- pg_advisory_unlock_all() (and DISCARD ALL) release the listener's hold
+-- with every advisory lock of the session: await_events() takes it again
+-- (else no writer would notify it: a lost wake-up), and await_events(false)
+-- then has nothing to give back
+SELECT await_events() AS awaiting;
+SELECT pg_advisory_unlock_all();
+SELECT * FROM pg_temp.doorbell;
+SELECT await_events() AS awaiting;
+SELECT * FROM pg_temp.doorbell;
+SELECT pg_advisory_unlock_all();
+SELECT await_events(false) AS awaiting;
+SELECT * FROM pg_temp.doorbell;
+
 -- the setting: on (the default), always, off; the boolean spellings of its
 -- first version
 SHOW subscription.notify_events;
