@@ -299,6 +299,19 @@ BEGIN
                   HINT = 'Update the terms of the current row alone; the new version is made for you.',
                   TABLE = logical, SCHEMA = 'subscription';
     ELSIF NEW.versions IS DISTINCT FROM OLD.versions THEN
+        -- the close keeps every version a subscription holds: none from
+        -- its end on (change_price()/change_limit() close the row at a
+        -- version nobody holds yet), else those subscriptions would lose
+        -- their price or limit.  On a single server (on Citus a worker's
+        -- placement cannot read the holders)
+        IF NOT subscription.distributed()
+           AND subscription.catalog_change_version(OLD.plan, int4range(upper(NEW.versions), NULL)) IS NOT NULL THEN
+            RAISE EXCEPTION 'subscriptions hold version % of plan "%", which this % would no longer cover',
+                            upper(NEW.versions), OLD.plan, what
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = format('Change it with subscription.change_%s(), which makes the plan''s new version.', what),
+                      TABLE = logical, SCHEMA = 'subscription';
+        END IF;
         RETURN NEW;
     ELSIF subscription.distributed() THEN
         -- Citus: a worker's placement cannot read the holders; the

@@ -173,4 +173,19 @@ SELECT plan, feature, action FROM subscription JOIN trimmed ON trimmed.subscript
  WHERE subscription.id = :grows;
 SELECT count(*) AS deployments_left FROM public.deployment WHERE account_id = 5;
 
+-- a plain UPDATE may close a current row at the plan's version (what
+-- change_price() does) only where nobody holds that version or a later one:
+-- the version made by a limit's change held, its price would be gone (55000)
+SAVEPOINT close_held;
+INSERT INTO account (id, tenant_id, name) VALUES (90, 90, 'Holds 3'), (91, 91, 'Holds 4');
+SELECT subscribe(90, 'zd_pro', '1 month', 1, '2026-01-01') IS NOT NULL AS holds_3;
+UPDATE plan_limit SET value = 7 WHERE plan = 'zd_pro' AND feature = 'agents' AND upper_inf(versions);
+SELECT subscribe(91, 'zd_pro', '1 month', 1, '2026-01-01') IS NOT NULL AS holds_4;
+SELECT code, version FROM plan WHERE code = 'zd_pro';
+SELECT pg_temp.error_of($$UPDATE plan_price SET versions = '[3,4)' WHERE plan = 'zd_pro' AND upper_inf(versions)$$);
+SELECT s.account_id, s.plan_version, pp.amount
+  FROM subscription AS s JOIN plan_price AS pp ON pp.plan = s.plan AND pp.versions @> s.plan_version
+ WHERE s.account_id IN (90, 91) ORDER BY 1;
+ROLLBACK TO SAVEPOINT close_held;
+
 ROLLBACK;
