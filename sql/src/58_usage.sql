@@ -653,12 +653,12 @@ COMMENT ON FUNCTION subscription.require_recorded_feature(text, text) IS
 -- quantity under the feature's limit (a prepaid cap: 23514 at once), and
 -- the new total is returned; a retry with the same key (kept for the
 -- period and subscription.usage_key_grace) moves nothing and returns the
--- total the first call returned.  The key is written once, with its total,
--- after the counter moved: two sessions with one key queue on the counter
--- row, and the second's key meets the first's in the unique index, which
--- undoes its move (the block's subtransaction) and returns the first's
--- total; so does a second refused at the cap (23514) whose key the first
--- recorded.
+-- total the first call returned.  Two sessions with one key: the second
+-- waits for the first's key and returns its total.  The key is claimed
+-- before the counter moves, without a subtransaction: an EXCEPTION block
+-- would give every call a subtransaction id, and a caller recording usage
+-- in a loop would overflow its cache of 64, slowing every snapshot of the
+-- cluster (the review of issue 21).
 CREATE FUNCTION subscription.record_usage(tenant_id bigint, account_id bigint, feature text, quantity bigint, key text,
                                           at timestamptz)
 RETURNS bigint
@@ -687,32 +687,22 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', DETAIL = format('It was %s.', quantity),
                   HINT = 'subscription.correct_usage() corrects a quantity recorded, with its reason.';
     END IF;
-    -- a retry: the total its key's first call returned
-    SELECT r.total INTO new_total FROM subscription.usage_record AS r
-     WHERE r.tenant_id = record_usage.tenant_id AND r.account_id = record_usage.account_id
-       AND r.feature = record_usage.feature AND r.key = record_usage.key;
-    IF FOUND THEN
-        RETURN new_total;
-    END IF;
-    BEGIN
-        -- the counter moved (in a query: its triggers fire at the end of
-        -- its UPDATE), then the key with the new total
-        INSERT INTO subscription.usage_record AS r (tenant_id, account_id, feature, key, quantity, total, at)
-        VALUES (record_usage.tenant_id, record_usage.account_id, record_usage.feature, record_usage.key,
-                record_usage.quantity,
-                subscription.move_usage(record_usage.account_id, record_usage.feature, record_usage.quantity,
-                                        record_usage.tenant_id, record_usage.at),
-                record_usage.at)
-        RETURNING r.total INTO new_total;
-    EXCEPTION WHEN unique_violation OR check_violation THEN
-        -- a concurrent call with the key came first: its total
+    INSERT INTO subscription.usage_record AS r (tenant_id, account_id, feature, key, quantity, total, at)
+    VALUES (record_usage.tenant_id, record_usage.account_id, record_usage.feature, record_usage.key,
+            record_usage.quantity, 0, record_usage.at)
+    ON CONFLICT ON CONSTRAINT usage_record_pkey DO NOTHING;
+    IF NOT FOUND THEN
         SELECT r.total INTO new_total FROM subscription.usage_record AS r
          WHERE r.tenant_id = record_usage.tenant_id AND r.account_id = record_usage.account_id
            AND r.feature = record_usage.feature AND r.key = record_usage.key;
-        IF NOT FOUND THEN
-            RAISE;
-        END IF;
-    END;
+        RETURN new_total;
+    END IF;
+    -- a query, not an expression: the counter's triggers fire at its end
+    SELECT subscription.move_usage(record_usage.account_id, record_usage.feature, record_usage.quantity,
+                                   record_usage.tenant_id, record_usage.at) INTO new_total;
+    UPDATE subscription.usage_record AS r SET total = new_total
+     WHERE r.tenant_id = record_usage.tenant_id AND r.account_id = record_usage.account_id
+       AND r.feature = record_usage.feature AND r.key = record_usage.key;
     RETURN new_total;
 END
 $$;

@@ -84,4 +84,22 @@ SELECT feature, period, used, peak, aggregate, amount FROM usage_period
  WHERE lower(period) = '2026-04-01' ORDER BY feature;
 -- each period billed once: a renewal run again bills nothing
 SELECT renew_due('2026-05-01') AS renewed_again, (SELECT count(*) FROM ledger WHERE item LIKE 'usage %') AS usage_lines;
+-- a caller recording in a loop takes no subtransaction a call (an EXCEPTION
+-- block would: past 64 in one transaction a backend's cache of them
+-- overflows, and every snapshot of the cluster then reads pg_subtrans).
+-- PostgreSQL 16 and later count them (the matrix runs 17 and 18); 15 says 0
+CREATE FUNCTION pg_temp.subtransactions() RETURNS integer LANGUAGE plpgsql AS $f$
+DECLARE
+    n integer := 0;
+BEGIN
+    IF current_setting('server_version_num')::integer >= 160000 THEN
+        PERFORM pg_stat_clear_snapshot();
+        EXECUTE 'SELECT s.subxact_count FROM pg_stat_get_backend_idset() AS b (id), pg_stat_get_backend_subxact(b.id) AS s
+                  WHERE pg_stat_get_backend_pid(b.id) = pg_backend_pid()' INTO n;
+    END IF;
+    RETURN n;
+END
+$f$;
+SELECT count(record_usage(1, 'api_calls', 0, 'loop-' || n, '2026-05-02')) AS recorded FROM generate_series(1, 3) AS n;
+SELECT pg_temp.subtransactions() AS subtransactions;
 ROLLBACK;
