@@ -18567,3 +18567,87 @@ BEGIN
     RETURN new_total;
 END
 $$;
+
+------------------------------------------------------------------------
+-- close_account() ends a trial too (the review of issue 20's last session:
+-- a trialing subscription of a closed account stayed open, and its trial's
+-- end would have charged the closed account)
+------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION subscription.close_account(tenant_id bigint, account_id bigint, at timestamptz)
+RETURNS TABLE (subscription_id bigint, credited numeric)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    closed timestamptz;
+    open_children text;
+    s bigint;
+    st text;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN QUERY SELECT * FROM pg_catalog.jsonb_to_recordset(subscription.idempotent('subscription.close_account(bigint,bigint,timestamptz)', close_account.tenant_id,
+            pg_catalog.jsonb_build_array(close_account.tenant_id, close_account.account_id, close_account.at)))
+            AS r (subscription_id bigint, credited numeric);
+        RETURN;
+    END IF;
+    PERFORM subscription.require_tenant('close_account', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('close_account', '{account_id,at}',
+        ARRAY[account_id IS NULL, at IS NULL]);
+    PERFORM subscription.require_account(close_account.account_id);
+    PERFORM subscription.authorize(close_account.account_id, 'cancel');
+    PERFORM subscription.require_time('close_account', at, false);
+    SELECT a.closed_at INTO closed FROM subscription.account AS a
+     WHERE a.tenant_id = close_account.tenant_id AND a.id = close_account.account_id FOR NO KEY UPDATE;
+    IF closed IS NOT NULL THEN
+        RAISE EXCEPTION 'account % is already closed', account_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('It was closed at %s.', closed);
+    END IF;
+    -- K9: a sub-account is closed by whom may act on it (Z1, K8), first
+    SELECT string_agg(a.id::text, ', ' ORDER BY a.id) INTO open_children FROM subscription.account AS a
+     WHERE a.tenant_id = close_account.tenant_id AND a.parent_id = close_account.account_id AND a.closed_at IS NULL;
+    IF open_children IS NOT NULL THEN
+        RAISE EXCEPTION 'account % has open sub-accounts', account_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Sub-accounts %s are open.', open_children),
+                  HINT = 'Close them first with subscription.close_account().';
+    END IF;
+    FOR s, st IN SELECT x.id, x.status FROM subscription.subscription AS x
+              WHERE x.tenant_id = close_account.tenant_id AND x.account_id = close_account.account_id
+                AND x.status IN ('active', 'past_due', 'trialing')
+              ORDER BY x.id LOOP
+        subscription_id := s;
+        IF st = 'trialing' THEN
+            -- a trial paid nothing, so nothing comes back; no add-on is
+            -- bought during a trial (subscription_for_change)
+            UPDATE subscription.subscription AS x SET status = 'cancelled'
+             WHERE x.tenant_id = close_account.tenant_id AND x.id = s;
+            credited := 0;
+        ELSIF st = 'past_due' THEN
+            -- D6: ended too, without credit (its unpaid period gives nothing
+            -- back); its invoice stays open, still owed, and its dunning stops
+            UPDATE subscription.addon_batch AS b SET status = 'expired'
+             WHERE b.tenant_id = close_account.tenant_id AND b.subscription_id = s AND b.status = 'active';
+            UPDATE subscription.subscription AS x
+               SET status = 'cancelled', past_due_since = NULL, past_due_invoice_id = NULL, dunning_step = 0,
+                   dunning_frozen = false
+             WHERE x.tenant_id = close_account.tenant_id AND x.id = s;
+            credited := 0;
+        ELSE
+            credited := subscription.end_early(close_account.tenant_id, s, at);
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+    -- the seats of every subscription of the account, through the license guard
+    DELETE FROM subscription.license AS l
+     USING subscription.subscription AS x
+     WHERE l.tenant_id = close_account.tenant_id
+       AND x.tenant_id = close_account.tenant_id AND x.id = l.subscription_id
+       AND x.account_id = close_account.account_id;
+    UPDATE subscription.account AS a SET closed_at = close_account.at
+     WHERE a.tenant_id = close_account.tenant_id AND a.id = close_account.account_id;
+END
+$$;

@@ -7,7 +7,8 @@
 -- a time: every active subscription ends then, its unused days credited and
 -- its add-on batches ended (end_early, L9); a past-due one ends then too,
 -- its add-on batches ended, without credit, its invoice still owed (D6);
--- the seats are released; the
+-- a trial ends then, charged nothing, so that its end never converts it
+-- into a charge on a closed account; the seats are released; the
 -- account is marked closed (history records it, R8) and takes no new
 -- subscription.  Returns the subscriptions ended and what each credited.
 CREATE FUNCTION subscription.close_account(tenant_id bigint, account_id bigint, at timestamptz)
@@ -53,10 +54,16 @@ BEGIN
     END IF;
     FOR s, st IN SELECT x.id, x.status FROM subscription.subscription AS x
               WHERE x.tenant_id = close_account.tenant_id AND x.account_id = close_account.account_id
-                AND x.status IN ('active', 'past_due')
+                AND x.status IN ('active', 'past_due', 'trialing')
               ORDER BY x.id LOOP
         subscription_id := s;
-        IF st = 'past_due' THEN
+        IF st = 'trialing' THEN
+            -- a trial paid nothing, so nothing comes back; no add-on is
+            -- bought during a trial (subscription_for_change)
+            UPDATE subscription.subscription AS x SET status = 'cancelled'
+             WHERE x.tenant_id = close_account.tenant_id AND x.id = s;
+            credited := 0;
+        ELSIF st = 'past_due' THEN
             -- D6: ended too, without credit (its unpaid period gives nothing
             -- back); its invoice stays open, still owed, and its dunning stops
             UPDATE subscription.addon_batch AS b SET status = 'expired'

@@ -119,6 +119,21 @@ SELECT record_payment(i.id, 49, 'paid-after-close', '2026-03-02') IS NOT NULL AS
 SELECT s.status, i.status AS invoice FROM subscription AS s JOIN invoice_record AS i ON i.subscription_id = s.id
  WHERE s.id = :owing;
 
+-- a trial ends with its account, charged nothing: its end (convert) then
+-- charges nothing on the closed account, and its seat is released
+UPDATE product SET trial_end = 'convert' WHERE code = 'desk';
+INSERT INTO plan_price (plan, cycle, amount, trial) VALUES ('zd_team', '1 year', 490, '14 days');
+INSERT INTO account (id, tenant_id, name) VALUES (5, 5, 'Pied Piper');
+INSERT INTO member (id, tenant_id, account_id, external_id, role) VALUES (50, 5, 5, 'owner@piper', 'owner');
+SELECT subscribe(5, 'zd_team', '1 year', 1, '2026-04-01') AS trying \gset
+SELECT license_consume(:trying, 50) IS NOT NULL AS owner_seated;
+SELECT * FROM close_account(5, '2026-04-05');
+SELECT renew_account(5, '2026-05-01') AS settled_after_close;
+SELECT status, upper(period) AS trial_ended FROM subscription WHERE id = :trying;
+SELECT amount, description FROM ledger WHERE subscription_id = :trying ORDER BY id;
+SELECT count(*) AS seats_held FROM license WHERE subscription_id = :trying;
+SELECT details FROM history WHERE subscription_id = :trying AND operation = 'subscription_update' ORDER BY id;
+
 -- the rights: close_account like cancel, erase_account for back-office only
 SELECT r.kind, p.object FROM unnest('{application,backoffice}'::text[]) AS r(kind),
        LATERAL role_rights(r.kind) AS p
