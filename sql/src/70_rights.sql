@@ -6,7 +6,8 @@
 --     calls, and on what the views it reads call; SELECT on the catalog
 --     and the views; new accounts and members, and their ids.
 --   backoffice: the application's rights, EXECUTE on every function but
---     these grants and the history writer, SELECT on every table and sequence (reports, pg_dump),
+--     these grants, the history and event writers and the internal invoice
+--     writers, SELECT on every table and sequence (reports, pg_dump),
 --     and the catalog, accounts and members to write.
 --   restore: what a restore of a dump by a role that is not a superuser
 --     needs (docs/design.md#restores): EXECUTE and the tables to write as
@@ -46,8 +47,10 @@ BEGIN
       FROM pg_catalog.pg_proc AS p
      WHERE p.pronamespace = 'subscription'::regnamespace
        AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
-                     -- granting, and writing history, are for the extension's owner alone
-                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_histor(y|ies)|write_events?|insert_events)$' END
+                     -- granting, writing history and events, and opening or settling
+                     -- an invoice (which take their totals and what is paid from their
+                     -- caller) are for the extension's owner alone
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_histor(y|ies)|write_events?|insert_events|open_invoices?(_of)?|settle_invoice)$' END
     UNION ALL
     SELECT 'TABLE', 'subscription.' || c.relname,
            CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
