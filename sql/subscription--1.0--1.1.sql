@@ -18733,3 +18733,112 @@ BEGIN
     END LOOP;
 END
 $$;
+
+------------------------------------------------------------------------
+-- A trial is cancelled (Z8): cancel() and cancel_account() take a trial,
+-- which ends at its end, cancelled and charged nothing (end_trial), whatever
+-- its product makes of trials; other changes to a trial are still refused
+------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION subscription.subscription_for_change(tenant_id bigint, fn text, subscription_id bigint, action text)
+RETURNS subscription.subscription
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+BEGIN
+    -- the tenant named: on Citus the row is locked on its shard (issue 17)
+    SELECT * INTO s FROM subscription.subscription AS x
+     WHERE x.tenant_id = subscription_for_change.tenant_id AND x.id = subscription_for_change.subscription_id
+       FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(subscription_for_change.tenant_id, s.account_id, action, false);
+    IF s.status <> 'active' AND NOT (s.status = 'trialing' AND fn = 'cancel') THEN
+        RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('%s() changes active subscriptions only.', fn);
+    END IF;
+    -- issue 19: a paused subscription changes nothing until it is resumed
+    IF s.paused_at IS NOT NULL THEN
+        RAISE EXCEPTION 'subscription % is paused', subscription_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('%s() changes subscriptions that are not paused only.', fn),
+                  HINT = format('Resume it first: subscription.resume(%s).', subscription_id);
+    END IF;
+    RETURN s;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.cancel_account(tenant_id bigint, account_id bigint)
+RETURNS TABLE (subscription_id bigint, ends_at timestamptz)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sub bigint;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN QUERY SELECT * FROM pg_catalog.jsonb_to_recordset(subscription.idempotent('subscription.cancel_account(bigint,bigint)', cancel_account.tenant_id,
+            pg_catalog.jsonb_build_array(cancel_account.tenant_id, cancel_account.account_id)))
+            AS r (subscription_id bigint, ends_at timestamptz);
+        RETURN;
+    END IF;
+    PERFORM subscription.require_tenant('cancel_account', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('cancel_account', '{account_id}', ARRAY[account_id IS NULL]);
+    PERFORM subscription.require_account(cancel_account.tenant_id, cancel_account.account_id);
+    PERFORM subscription.authorize(cancel_account.tenant_id, cancel_account.account_id, 'cancel', false);
+    -- each cancel() called from a loop, not from the query's target list:
+    -- on Citus a query of a shard may not run a function that reads the
+    -- tenant's tables (issue 17)
+    FOR sub IN
+        SELECT s.id FROM subscription.subscription AS s
+         WHERE s.tenant_id = cancel_account.tenant_id AND s.account_id = cancel_account.account_id
+           AND s.status IN ('active', 'trialing')
+         ORDER BY s.id
+    LOOP
+        subscription_id := sub;
+        ends_at := subscription.cancel(cancel_account.tenant_id, sub);
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.cancel_account(bigint, bigint) IS
+'Cancel every active subscription of the account, each at its period end, and every trial at its end (Z8) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+COMMENT ON FUNCTION subscription.cancel_account(bigint) IS 'Cancel every active subscription of the account, each at its period end, and every trial at its end (Z8)';
+
+CREATE OR REPLACE FUNCTION subscription.end_trial(s subscription.subscription)
+RETURNS subscription.subscription
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    trial_end text;
+    free_plan text;
+BEGIN
+    SELECT pr.trial_end INTO trial_end
+      FROM subscription.plan AS p JOIN subscription.product AS pr ON pr.code = p.product
+     WHERE p.code = s.plan;
+    IF trial_end = 'downgrade' AND NOT s.cancel_at_period_end THEN
+        free_plan := subscription.free_plan(s.plan, s.cycle);
+        IF free_plan IS NULL THEN
+            RAISE WARNING 'subscription % expires at the end of its trial: plan "%" has no free plan for cycle %',
+                          s.id, s.plan, subscription.cycle_text(s.cycle);
+            trial_end := 'expire';
+        END IF;
+    END IF;
+    UPDATE subscription.subscription AS x
+       SET status = CASE WHEN x.cancel_at_period_end THEN 'cancelled'
+                         WHEN trial_end = 'expire' THEN 'expired' ELSE 'active' END,
+           pending_plan = CASE WHEN free_plan <> x.plan THEN free_plan ELSE x.pending_plan END
+     WHERE x.tenant_id = s.tenant_id AND x.id = s.id
+    RETURNING * INTO s;
+    RETURN s;
+END
+$$;

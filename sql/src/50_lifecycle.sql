@@ -1,7 +1,8 @@
 -- Lifecycle: what takes effect at the next period (Z7, Z8, R6).
 
 -- The subscription, locked for a change, with the actor's right checked;
--- 55000 unless it is active.
+-- 55000 unless it is active (or trialing, for cancel(): a trial cancelled
+-- ends at its end instead of converting).
 CREATE FUNCTION subscription.subscription_for_change(tenant_id bigint, fn text, subscription_id bigint, action text)
 RETURNS subscription.subscription
 LANGUAGE plpgsql
@@ -18,7 +19,7 @@ BEGIN
         RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'no_data_found';
     END IF;
     PERFORM subscription.authorize(subscription_for_change.tenant_id, s.account_id, action, false);
-    IF s.status <> 'active' THEN
+    IF s.status <> 'active' AND NOT (s.status = 'trialing' AND fn = 'cancel') THEN
         RAISE EXCEPTION 'subscription % is %', subscription_id, s.status
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = format('%s() changes active subscriptions only.', fn);
@@ -258,7 +259,8 @@ $$;
 
 COMMENT ON FUNCTION subscription.cancel(bigint) IS 'Cancel at the end of the period (Z8); returns when it ends';
 
--- Z8: the whole account: every active subscription, each at its period end.
+-- Z8: the whole account: every active subscription, each at its period
+-- end, and every trial, at its end.
 CREATE FUNCTION subscription.cancel_account(tenant_id bigint, account_id bigint)
 RETURNS TABLE (subscription_id bigint, ends_at timestamptz)
 LANGUAGE plpgsql
@@ -285,7 +287,7 @@ BEGIN
     FOR sub IN
         SELECT s.id FROM subscription.subscription AS s
          WHERE s.tenant_id = cancel_account.tenant_id AND s.account_id = cancel_account.account_id
-           AND s.status = 'active'
+           AND s.status IN ('active', 'trialing')
          ORDER BY s.id
     LOOP
         subscription_id := sub;
@@ -296,7 +298,7 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.cancel_account(bigint, bigint) IS
-'Cancel every active subscription of the account, each at its period end (Z8) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+'Cancel every active subscription of the account, each at its period end, and every trial at its end (Z8) (keyed form: the tenant first, docs/design.md#keyed-forms)';
 
 -- the tenant of the account, then the keyed form (docs/design.md#keyed-forms)
 CREATE FUNCTION subscription.cancel_account(account_id bigint)
@@ -310,7 +312,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION subscription.cancel_account(bigint) IS 'Cancel every active subscription of the account, each at its period end (Z8)';
+COMMENT ON FUNCTION subscription.cancel_account(bigint) IS 'Cancel every active subscription of the account, each at its period end, and every trial at its end (Z8)';
 
 -- Pause and resume (issue 19).  A paused subscription is not charged while
 -- paused: its period is extended by the time it was paused (resume), so

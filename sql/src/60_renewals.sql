@@ -339,7 +339,9 @@ COMMENT ON FUNCTION subscription.free_plan(text, interval) IS
 -- trial's end: anchor, period 0); 'downgrade' does the same toward the
 -- product's free plan (free_plan), a pending change that renew_period makes through
 -- apply_downgrade, trimming by the tables' rules; 'expire' (or a downgrade
--- with no free plan, with a WARNING) expires it.  Returns the subscription.
+-- with no free plan, with a WARNING) expires it; a trial cancelled
+-- (cancel()) ends cancelled, whatever its product makes of trials.  Returns
+-- the subscription.
 CREATE FUNCTION subscription.end_trial(s subscription.subscription)
 RETURNS subscription.subscription
 LANGUAGE plpgsql
@@ -352,7 +354,7 @@ BEGIN
     SELECT pr.trial_end INTO trial_end
       FROM subscription.plan AS p JOIN subscription.product AS pr ON pr.code = p.product
      WHERE p.code = s.plan;
-    IF trial_end = 'downgrade' THEN
+    IF trial_end = 'downgrade' AND NOT s.cancel_at_period_end THEN
         free_plan := subscription.free_plan(s.plan, s.cycle);
         IF free_plan IS NULL THEN
             RAISE WARNING 'subscription % expires at the end of its trial: plan "%" has no free plan for cycle %',
@@ -361,7 +363,8 @@ BEGIN
         END IF;
     END IF;
     UPDATE subscription.subscription AS x
-       SET status = CASE WHEN trial_end = 'expire' THEN 'expired' ELSE 'active' END,
+       SET status = CASE WHEN x.cancel_at_period_end THEN 'cancelled'
+                         WHEN trial_end = 'expire' THEN 'expired' ELSE 'active' END,
            pending_plan = CASE WHEN free_plan <> x.plan THEN free_plan ELSE x.pending_plan END
      WHERE x.tenant_id = s.tenant_id AND x.id = s.id
     RETURNING * INTO s;

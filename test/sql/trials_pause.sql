@@ -173,5 +173,25 @@ SELECT type, subscription_id = :trial AS the_trial, payload - 'trial_end' - 'ren
   FROM event WHERE account_id = 6 AND type IN ('trial.ending', 'renewal.upcoming') ORDER BY type;
 RESET subscription.notice_days;
 
+-- a trial cancelled (Z8): cancel() takes a trial, which then ends at its end,
+-- cancelled and charged nothing, whatever its product makes of trials
+-- (desk's is a downgrade); it leaves renewal_notice; other changes are
+-- still refused; cancel_account() cancels an account's trial too
+INSERT INTO account (id, tenant_id, name) VALUES (7, 7, 'Umbrella'), (8, 8, 'Vandelay');
+SELECT subscribe(7, 'zd_pro', '30 days', 1, '2026-05-01') AS quitting \gset
+SELECT cancel(:quitting) AS ends_at, cancel(:quitting) AS ends_at_again;
+SELECT count(*) AS noticed FROM renewal_notice WHERE subscription_id = :quitting;
+SELECT pg_temp.error_of(format('SELECT set_renewal(%s, %L)', :quitting, 'once'));             -- 55000
+SELECT pg_temp.error_of(format('SELECT end_early(%s, %L)', :quitting, '2026-05-02'));          -- 55000
+SELECT renew_account(7, '2026-05-07') AS before_end, renew_account(7, '2026-05-08') AS at_end;
+SELECT status, cancel_at_period_end, pending_plan, plan FROM subscription WHERE id = :quitting;
+SELECT amount, description FROM ledger WHERE subscription_id = :quitting ORDER BY id;
+SELECT type FROM event WHERE subscription_id = :quitting ORDER BY id;
+SELECT subscribe(8, 'cm_live', '30 days', 1, '2026-05-01') AS leaving \gset
+SELECT subscription_id = :leaving AS the_trial, ends_at FROM cancel_account(8);
+SELECT renew_account(8, '2026-05-15') AS settled;
+SELECT status FROM subscription WHERE id = :leaving;
+SELECT count(*) AS charged FROM ledger WHERE subscription_id = :leaving AND amount <> 0;
+
 SELECT * FROM verify();
 ROLLBACK;
