@@ -5,9 +5,10 @@
  * each with its pinned search_path) cost more than its writes; here the
  * same steps run as kept plans of fixed statements, in the same order:
  *   Q1-Q4 under an idempotency key, idempotent() makes the call;
- *   the checks, one query: the tenant of the account (require_tenant),
- *     the arguments (22004), the account (P0002), the caller's rights to
- *     pay (authorize, Z1), the feature, used without rows (42704, 22023);
+ *   the checks, one query: the keyed form's tenant of the account
+ *     (require_tenant; the unkeyed form's is tenant_of's), the arguments
+ *     (22004), the account (P0002), the caller's rights to pay
+ *     (authorize, Z1), the feature, used without rows (42704, 22023);
  *   a negative quantity: 22023;
  *   the key claimed (INSERT ... ON CONFLICT DO NOTHING): a retry, or a
  *     concurrent call with the key, which waits for the first's key, moves
@@ -43,7 +44,8 @@ static Oid	record_usage_argtypes[RECORD_USAGE_ARGS] = {
 };
 
 static SPIPlanPtr idempotent_plan = NULL;
-static SPIPlanPtr checks_plan = NULL;
+/* [0] the unkeyed form's, [1] the keyed form's (require_tenant first) */
+static SPIPlanPtr checks_plan[2] = {NULL, NULL};
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr recorded_plan = NULL;
 static SPIPlanPtr total_plan = NULL;
@@ -69,7 +71,7 @@ OneBigint(const char *what, bool *isnull)
  * call returned (*isnull where NULL).  Needs SPI connected.
  */
 static int64
-RecordUsage(Datum *values, char *nulls, bool *isnull)
+RecordUsage(bool keyed, Datum *values, char *nulls, bool *isnull)
 {
 	int64		total;
 	TimestampTz at;
@@ -95,18 +97,22 @@ RecordUsage(Datum *values, char *nulls, bool *isnull)
 	/*
 	 * The checks in one query, evaluated left to right (each raises its
 	 * error); a generic plan, so that require_arguments (IMMUTABLE) is not
-	 * folded at planning, before require_tenant.
+	 * folded at planning, before require_tenant.  The unkeyed form's tenant
+	 * is the account's own (tenant_of), which require_tenant would find
+	 * again: its form leaves it out.
 	 */
-	KeptPlanWithOptions(&checks_plan,
-						"SELECT subscription.require_tenant('record_usage', $1, 'account', $2),"
-						" subscription.require_arguments('record_usage', '{account_id,feature,quantity,key,at}',"
-						"  ARRAY[$2 IS NULL, $3 IS NULL, $4 IS NULL, $5 IS NULL, $6 IS NULL]),"
-						" subscription.require_account($1, $2),"
-	/* usage becomes a charge: as paying, Z1 */
-						" subscription.authorize($1, $2, 'pay', false),"
-						" subscription.require_recorded_feature('record_usage', $3)",
+#define RECORD_USAGE_CHECKS(TENANT) \
+	"SELECT " TENANT "subscription.require_arguments('record_usage', '{account_id,feature,quantity,key,at}'," \
+	"  ARRAY[$2 IS NULL, $3 IS NULL, $4 IS NULL, $5 IS NULL, $6 IS NULL])," \
+	" subscription.require_account($1, $2)," \
+	/* usage becomes a charge: as paying, Z1 */ \
+	" subscription.authorize($1, $2, 'pay', false)," \
+	" subscription.require_recorded_feature('record_usage', $3)"
+	KeptPlanWithOptions(&checks_plan[keyed],
+						keyed ? RECORD_USAGE_CHECKS("subscription.require_tenant('record_usage', $1, 'account', $2), ")
+						: RECORD_USAGE_CHECKS(""),
 						RECORD_USAGE_ARGS, record_usage_argtypes, CURSOR_OPT_GENERIC_PLAN);
-	if (SPI_execute_plan(checks_plan, values, nulls, false, 1) != SPI_OK_SELECT)
+	if (SPI_execute_plan(checks_plan[keyed], values, nulls, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not check the arguments of record_usage");
 	/* the checks leave no argument NULL */
 	for (i = 0; i < 6; i++)
@@ -194,7 +200,7 @@ record_usage(PG_FUNCTION_ARGS)
 	nest_level = PinSearchPath();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	total = RecordUsage(values, nulls, &isnull);
+	total = RecordUsage(first == 1, values, nulls, &isnull);
 	SPI_finish();
 	UnpinSearchPath(nest_level);
 	if (isnull)
