@@ -25,6 +25,7 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "storage/itemptr.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
@@ -33,22 +34,23 @@
 
 PG_FUNCTION_INFO_V1(record_usage);
 
-#define RECORD_USAGE_ARGS 7
+#define RECORD_USAGE_ARGS 8
 
 /*
  * The statements' parameters: $1 the tenant, $2 account_id, $3 feature,
- * $4 quantity, $5 key, $6 at, $7 the new total.
+ * $4 quantity, $5 key, $6 at, $7 the new total, $8 the key's row (ctid).
  */
 static Oid	record_usage_argtypes[RECORD_USAGE_ARGS] = {
-	INT8OID, INT8OID, TEXTOID, INT8OID, TEXTOID, TIMESTAMPTZOID, INT8OID
+	INT8OID, INT8OID, TEXTOID, INT8OID, TEXTOID, TIMESTAMPTZOID, INT8OID, TIDOID
 };
 
 static SPIPlanPtr idempotent_plan = NULL;
 /* [0] the unkeyed form's, [1] the keyed form's (require_tenant first) */
 static SPIPlanPtr checks_plan[2] = {NULL, NULL};
-static SPIPlanPtr claim_plan = NULL;
+/* [0] with Citus (the key's row found by its key), [1] without (by its ctid) */
+static SPIPlanPtr claim_plan[2] = {NULL, NULL};
 static SPIPlanPtr recorded_plan = NULL;
-static SPIPlanPtr total_plan = NULL;
+static SPIPlanPtr total_plan[2] = {NULL, NULL};
 
 #define USAGE_RECORD_KEY \
 	" WHERE r.tenant_id = $1 AND r.account_id = $2 AND r.feature = $3 AND r.key = $5"
@@ -75,6 +77,8 @@ RecordUsage(bool keyed, Datum *values, char *nulls, bool *isnull)
 {
 	int64		total;
 	TimestampTz at;
+	ItemPointerData key_row;
+	int			by_ctid = CitusPresent() ? 0 : 1;
 	int			i;
 
 	/*
@@ -126,14 +130,29 @@ RecordUsage(bool keyed, Datum *values, char *nulls, bool *isnull)
 				 errdetail("It was " INT64_FORMAT ".", DatumGetInt64(values[3])),
 				 errhint("subscription.correct_usage() corrects a quantity recorded, with its reason.")));
 
-	/* the key claimed first: a concurrent call with it waits here for ours */
-	KeptPlan(&claim_plan,
-			 "INSERT INTO subscription.usage_record AS r (tenant_id, account_id, feature, key, quantity, total, at)"
-			 " VALUES ($1, $2, $3, $5, $4, 0, $6)"
-			 " ON CONFLICT ON CONSTRAINT usage_record_pkey DO NOTHING",
+	/*
+	 * The key claimed first: a concurrent call with it waits here for ours.
+	 * On a single server the row claimed is then updated by its ctid (ours,
+	 * uncommitted: no one else moves it), a plan that no table size changes
+	 * (by the key, a generic plan made while the table was small scanned
+	 * every key); on Citus by its key, which routes to the tenant's shard.
+	 */
+#define CLAIM_SQL(RETURNING) \
+	"INSERT INTO subscription.usage_record AS r (tenant_id, account_id, feature, key, quantity, total, at)" \
+	" VALUES ($1, $2, $3, $5, $4, 0, $6)" \
+	" ON CONFLICT ON CONSTRAINT usage_record_pkey DO NOTHING" RETURNING
+	KeptPlan(&claim_plan[by_ctid], by_ctid ? CLAIM_SQL(" RETURNING r.ctid") : CLAIM_SQL(""),
 			 RECORD_USAGE_ARGS, record_usage_argtypes);
-	if (SPI_execute_plan(claim_plan, values, nulls, false, 0) != SPI_OK_INSERT)
+	if (SPI_execute_plan(claim_plan[by_ctid], values, nulls, false, 0) != (by_ctid ? SPI_OK_INSERT_RETURNING : SPI_OK_INSERT))
 		elog(ERROR, "could not record the usage's key");
+	if (by_ctid && SPI_processed == 1)
+	{
+		bool		ctid_null;
+
+		key_row = *(ItemPointer) DatumGetPointer(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &ctid_null));
+		values[7] = PointerGetDatum(&key_row);
+		nulls[7] = ' ';
+	}
 	if (SPI_processed == 0)
 	{
 		/* a retry (or a concurrent call, committed): the first's total */
@@ -150,9 +169,10 @@ RecordUsage(bool keyed, Datum *values, char *nulls, bool *isnull)
 								 DatumGetInt64(values[3]), &at);
 	values[6] = Int64GetDatum(total);
 	nulls[6] = ' ';
-	KeptPlan(&total_plan, "UPDATE subscription.usage_record AS r SET total = $7" USAGE_RECORD_KEY,
+	KeptPlan(&total_plan[by_ctid], by_ctid ? "UPDATE subscription.usage_record AS r SET total = $7 WHERE r.ctid = $8"
+			 : "UPDATE subscription.usage_record AS r SET total = $7" USAGE_RECORD_KEY,
 			 RECORD_USAGE_ARGS, record_usage_argtypes);
-	if (SPI_execute_plan(total_plan, values, nulls, false, 0) != SPI_OK_UPDATE || SPI_processed != 1)
+	if (SPI_execute_plan(total_plan[by_ctid], values, nulls, false, 0) != SPI_OK_UPDATE || SPI_processed != 1)
 		elog(ERROR, "could not write the total of the usage's key");
 	*isnull = false;
 	return total;
@@ -185,6 +205,8 @@ record_usage(PG_FUNCTION_ARGS)
 	}
 	values[6] = (Datum) 0;
 	nulls[6] = 'n';
+	values[7] = (Datum) 0;
+	nulls[7] = 'n';
 
 	/* the tenant: the keyed form's; the unkeyed form's, of the account (NULL if unknown) */
 	if (first == 1)
