@@ -18842,3 +18842,30 @@ BEGIN
     RETURN s;
 END
 $$;
+
+-- ---------------------------------------------------------------------------
+-- issue 21 (h-rec): record_usage in C (src/usage.c), both forms: the same
+-- steps as kept plans of fixed statements (the checks in one query, the
+-- key's claim, the counter moved by the guard's code, the key's total),
+-- without the PL/pgSQL layers; no subtransaction.
+CREATE OR REPLACE FUNCTION subscription.record_usage(tenant_id bigint, account_id bigint, feature text, quantity bigint,
+                                                     key text, at timestamptz)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'record_usage'
+LANGUAGE C
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION subscription.record_usage(bigint, bigint, text, bigint, text, timestamptz) IS
+'Record usage without rows once per key, under the feature''s limit; the new total (U4) (keyed form: the tenant first, docs/design.md#keyed-forms)';
+
+CREATE OR REPLACE FUNCTION subscription.record_usage(account_id bigint, feature text, quantity bigint, key text,
+                                                     at timestamptz DEFAULT subscription.now())
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'record_usage'
+LANGUAGE C
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION subscription.record_usage(bigint, text, bigint, text, timestamptz) IS
+'Record usage without rows once per key, under the feature''s limit; the new total (U4)';

@@ -58,9 +58,20 @@ RegisterRelcacheCallback(RelcacheCallbackFunction func)
 SPIPlanPtr
 KeptPlan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
 {
+	return KeptPlanWithOptions(slot, sql, nargs, argtypes, 0);
+}
+
+/*
+ * KeptPlan with cursor options: CURSOR_OPT_GENERIC_PLAN plans once, its
+ * parameters never folded as constants (an IMMUTABLE check of them is not
+ * evaluated at planning, before the checks to its left).
+ */
+SPIPlanPtr
+KeptPlanWithOptions(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes, int cursor_options)
+{
 	if (*slot == NULL)
 	{
-		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+		SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, cursor_options);
 
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,

@@ -1396,7 +1396,7 @@ PrecheckLicense(const char *fn, const int64 *tenant, int64 subscription_id, int6
  */
 PG_FUNCTION_INFO_V1(idempotency_requested);
 
-static bool
+bool
 IdempotencyRequested(void)
 {
 	const char *key = GetConfigOption("subscription.idempotency_key", true, false);

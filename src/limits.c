@@ -1335,36 +1335,52 @@ MoveUsage(Relation rel, int64 tenant, int64 account, const char *feature, int64 
 }
 
 /*
+ * The counter of a feature used without rows (record_usage, correct_usage)
+ * moved by delta under its limit (23514), with the meter accumulators, at
+ * the usage's time (at; NULL: the meters' clock); the new use.  Needs SPI
+ * connected.
+ */
+int64
+MoveUsageWithoutRows(int64 tenant, int64 account, const char *feature, int64 delta, const TimestampTz *at)
+{
+	/* U3: the usage's time places it in a period; an infinite one in none */
+	if (at != NULL && TIMESTAMP_NOT_FINITE(*at))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("the time of usage must be finite")));
+	/*
+	 * the usage's time (record_usage's at): a backfill before the period's
+	 * end counts in it (U3); none, the meters' clock
+	 */
+	return MoveUsage(NULL, tenant, account, feature, delta, false, true,
+					 at != NULL ? *at : SubscriptionMeterNow());
+}
+
+/*
  * move_usage(account_id bigint, feature text, delta bigint, in_tenant bigint, at timestamptz) returns bigint
  *
- * record_usage() and correct_usage() (issue 21): the counter of a feature
- * used without rows moved by the guard's own code (MoveUsage), under the
- * same limit (23514) and with the same meter accumulators; the new use.
+ * correct_usage() (issue 21): the counter of a feature used without rows
+ * moved by the guard's own code (MoveUsage), under the same limit (23514)
+ * and with the same meter accumulators; the new use.  record_usage() (C,
+ * src/usage.c) moves it through the same MoveUsageWithoutRows.
  * Internal: only the extension's functions call it.
  */
 Datum
 move_usage(PG_FUNCTION_ARGS)
 {
 	int64		used;
+	TimestampTz at = 0;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("the arguments of move_usage() must not be null")));
-	/* U3: the usage's time places it in a period; an infinite one in none */
-	if (PG_NARGS() > 4 && !PG_ARGISNULL(4) && TIMESTAMP_NOT_FINITE(PG_GETARG_TIMESTAMPTZ(4)))
-		ereport(ERROR,
-				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
-				 errmsg("the time of usage must be finite")));
+	if (PG_NARGS() > 4 && !PG_ARGISNULL(4))
+		at = PG_GETARG_TIMESTAMPTZ(4);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	/*
-	 * the usage's time (record_usage's at): a backfill before the period's
-	 * end counts in it (U3); none, the meters' clock
-	 */
-	used = MoveUsage(NULL, PG_GETARG_INT64(3), PG_GETARG_INT64(0), text_to_cstring(PG_GETARG_TEXT_PP(1)),
-					 PG_GETARG_INT64(2), false, true,
-					 PG_NARGS() > 4 && !PG_ARGISNULL(4) ? PG_GETARG_TIMESTAMPTZ(4) : SubscriptionMeterNow());
+	used = MoveUsageWithoutRows(PG_GETARG_INT64(3), PG_GETARG_INT64(0), text_to_cstring(PG_GETARG_TEXT_PP(1)),
+								PG_GETARG_INT64(2), PG_NARGS() > 4 && !PG_ARGISNULL(4) ? &at : NULL);
 	SPI_finish();
 	PG_RETURN_INT64(used);
 }

@@ -93,6 +93,8 @@ typedef enum GuardedEvent
 #define GUARD_NUM_ROW_EVENTS 3
 
 extern SPIPlanPtr KeptPlan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes);
+extern SPIPlanPtr KeptPlanWithOptions(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes,
+									  int cursor_options);
 
 /*
  * limits.c: the catalog's limit version (issue 17).  In statements on
@@ -247,5 +249,12 @@ extern int64 RecountUsage(Oid relid, const char *feature, bool one_account, int6
 						  Tuplestorestate *drift, TupleDesc drift_desc);
 extern int64 TrimmingSubscription;
 extern Oid	TrimmingRelation;
+
+/* licenses.c: Q1, whether the call is made under subscription.idempotency_key */
+extern bool IdempotencyRequested(void);
+
+/* limits.c: a feature's counter moved by usage without rows (issue 21) */
+extern int64 MoveUsageWithoutRows(int64 tenant, int64 account, const char *feature, int64 delta,
+								  const TimestampTz *at);
 
 #endif							/* SUBSCRIPTION_H */

@@ -658,54 +658,18 @@ COMMENT ON FUNCTION subscription.require_recorded_feature(text, text) IS
 -- before the counter moves, without a subtransaction: an EXCEPTION block
 -- would give every call a subtransaction id, and a caller recording usage
 -- in a loop would overflow its cache of 64, slowing every snapshot of the
--- cluster (the review of issue 21).
+-- cluster (the review of issue 21).  In C (src/usage.c), as kept plans of
+-- fixed statements: its checks in one query (require_tenant,
+-- require_arguments, require_account, authorize, require_recorded_feature),
+-- the key's claim, the counter moved by the guard's code (as move_usage
+-- moves it), the key's total.
 CREATE FUNCTION subscription.record_usage(tenant_id bigint, account_id bigint, feature text, quantity bigint, key text,
                                           at timestamptz)
 RETURNS bigint
-LANGUAGE plpgsql
+AS 'MODULE_PATHNAME', 'record_usage'
+LANGUAGE C
 SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    new_total bigint;
-BEGIN
-    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
-    IF subscription.idempotency_requested() THEN
-        RETURN subscription.idempotent('subscription.record_usage(bigint,bigint,text,bigint,text,timestamptz)', record_usage.tenant_id,
-            pg_catalog.jsonb_build_array(record_usage.tenant_id, record_usage.account_id, record_usage.feature, record_usage.quantity, record_usage.key, record_usage.at)) OPERATOR(pg_catalog.#>>) '{}';
-    END IF;
-    PERFORM subscription.require_tenant('record_usage', tenant_id, 'account', account_id);
-    -- the other checks in one query, in this order (each raises its error)
-    PERFORM subscription.require_arguments('record_usage', '{account_id,feature,quantity,key,at}',
-                ARRAY[account_id IS NULL, feature IS NULL, quantity IS NULL, key IS NULL, at IS NULL]),
-            subscription.require_account(record_usage.tenant_id, record_usage.account_id),
-            -- usage becomes a charge: as paying, Z1
-            subscription.authorize(record_usage.tenant_id, record_usage.account_id, 'pay', false),
-            subscription.require_recorded_feature('record_usage', feature);
-    IF quantity < 0 THEN
-        RAISE EXCEPTION 'a quantity of usage must be 0 or more'
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('It was %s.', quantity),
-                  HINT = 'subscription.correct_usage() corrects a quantity recorded, with its reason.';
-    END IF;
-    INSERT INTO subscription.usage_record AS r (tenant_id, account_id, feature, key, quantity, total, at)
-    VALUES (record_usage.tenant_id, record_usage.account_id, record_usage.feature, record_usage.key,
-            record_usage.quantity, 0, record_usage.at)
-    ON CONFLICT ON CONSTRAINT usage_record_pkey DO NOTHING;
-    IF NOT FOUND THEN
-        SELECT r.total INTO new_total FROM subscription.usage_record AS r
-         WHERE r.tenant_id = record_usage.tenant_id AND r.account_id = record_usage.account_id
-           AND r.feature = record_usage.feature AND r.key = record_usage.key;
-        RETURN new_total;
-    END IF;
-    -- a query, not an expression: the counter's triggers fire at its end
-    SELECT subscription.move_usage(record_usage.account_id, record_usage.feature, record_usage.quantity,
-                                   record_usage.tenant_id, record_usage.at) INTO new_total;
-    UPDATE subscription.usage_record AS r SET total = new_total
-     WHERE r.tenant_id = record_usage.tenant_id AND r.account_id = record_usage.account_id
-       AND r.feature = record_usage.feature AND r.key = record_usage.key;
-    RETURN new_total;
-END
-$$;
+SET search_path = pg_catalog, pg_temp;
 
 COMMENT ON FUNCTION subscription.record_usage(bigint, bigint, text, bigint, text, timestamptz) IS
 'Record usage without rows once per key, under the feature''s limit; the new total (U4) (keyed form: the tenant first, docs/design.md#keyed-forms)';
@@ -714,15 +678,10 @@ COMMENT ON FUNCTION subscription.record_usage(bigint, bigint, text, bigint, text
 CREATE FUNCTION subscription.record_usage(account_id bigint, feature text, quantity bigint, key text,
                                           at timestamptz DEFAULT subscription.now())
 RETURNS bigint
-LANGUAGE plpgsql
+AS 'MODULE_PATHNAME', 'record_usage'
+LANGUAGE C
 SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RETURN subscription.record_usage(subscription.tenant_of('account', record_usage.account_id), record_usage.account_id,
-                                     record_usage.feature, record_usage.quantity, record_usage.key, record_usage.at);
-END
-$$;
+SET search_path = pg_catalog, pg_temp;
 
 COMMENT ON FUNCTION subscription.record_usage(bigint, text, bigint, text, timestamptz) IS
 'Record usage without rows once per key, under the feature''s limit; the new total (U4)';

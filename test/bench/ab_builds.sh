@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The hot paths' cost across builds: the backend's own CPU time per call of a
-# guarded single-row INSERT (the limit guard) and of license_consume (the
-# license guard and its history row), for each git revision given.  Each
+# guarded single-row INSERT (the limit guard), of license_consume (the
+# license guard and its history row) and of record_usage with a fresh key
+# (issue 21; '-' for a build without it), for each git revision given.  Each
 # revision is built in a worktree of its own, each gets a database of its
 # own, and the rounds alternate the builds (installing each in turn before
 # its measure) so that the machine's load falls on all of them alike.
@@ -56,7 +57,8 @@ CREATE SEQUENCE public.next_member START 2000001;
 INSERT INTO product (code, name) VALUES ('devices', 'Devices');
 INSERT INTO plan (code, product, name) VALUES ('devices_big', 'devices', 'Big');
 INSERT INTO plan_price (plan, cycle, amount) VALUES ('devices_big', '1 month', 1);
-INSERT INTO plan_limit (plan, feature, value) VALUES ('devices_big', 'devices', 100000000);
+INSERT INTO plan_limit (plan, feature, value) VALUES ('devices_big', 'devices', 100000000), ('devices_big', 'api_calls', NULL);
+CREATE SEQUENCE public.next_key;
 INSERT INTO account (id, name) VALUES (400, 'devices');
 SELECT subscribe(400, 'devices_big', '1 month', 1, '2026-01-01');
 CREATE TABLE public.device (id bigserial PRIMARY KEY, account_id bigint NOT NULL, name text);
@@ -90,24 +92,31 @@ for round in $(seq "$rounds"); do
         install_build "$name"
         guard=$(cpu_per_call "ab_$name" "INSERT INTO public.device (account_id, name) VALUES (400, 'd');" "$calls")
         consume=$(cpu_per_call "ab_$name" "SELECT subscription.license_consume(1000, nextval('public.next_member'));" $((calls / 2)))
-        echo "$name $guard $consume" >> "$results"
-        echo "round $round $name: guarded insert ${guard} ticks / $calls calls, license_consume ${consume} ticks / $((calls / 2)) calls"
+        usage=-1
+        if [ "$(q -d "ab_$name" -c "SELECT to_regprocedure('subscription.record_usage(bigint,text,bigint,text,timestamptz)') IS NOT NULL")" = t ]; then
+            usage=$(cpu_per_call "ab_$name" "SELECT subscription.record_usage(400, 'api_calls', 1, 'k' || nextval('public.next_key'));" $((calls / 2)))
+        fi
+        echo "$name $guard $consume $usage" >> "$results"
+        echo "round $round $name: guarded insert ${guard} ticks / $calls calls, license_consume ${consume} ticks / $((calls / 2)) calls, record_usage ${usage} ticks / $((calls / 2)) calls"
     done
 done
 
 # the median of each build's rounds, in microseconds per call, and against the first build
-printf '\n%-12s %22s %22s\n' build 'guarded insert (us)' 'license_consume (us)'
-first_guard='' first_consume=''
+printf '\n%-12s %22s %22s %22s\n' build 'guarded insert (us)' 'license_consume (us)' 'record_usage (us)'
+first_guard='' first_consume='' first_usage=''
 for name in "${builds[@]}"; do
-    read -r guard consume < <(awk -v b="$name" -v n="$calls" -v hz="$ticks_hz" '
-        $1 == b { g[++k] = $2 * 1e6 / hz / n; c[k] = $3 * 1e6 / hz / (n / 2) }
+    read -r guard consume usage < <(awk -v b="$name" -v n="$calls" -v hz="$ticks_hz" '
+        $1 == b { g[++k] = $2 * 1e6 / hz / n; c[k] = $3 * 1e6 / hz / (n / 2); u[k] = $4 < 0 ? -1 : $4 * 1e6 / hz / (n / 2) }
         function median(a, k,   i, j, t) {
             for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
             return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
         }
-        END { printf "%.0f %.0f\n", median(g, k), median(c, k) }' "$results")
+        END { printf "%.0f %.0f %.0f\n", median(g, k), median(c, k), median(u, k) }' "$results")
     first_guard=${first_guard:-$guard} first_consume=${first_consume:-$consume}
-    printf '%-12s %14s (%5.2f x) %14s (%5.2f x)\n' "$name" "$guard" \
+    [ "$usage" -ge 0 ] && first_usage=${first_usage:-$usage}
+    printf '%-12s %14s (%5.2f x) %14s (%5.2f x) %14s (%5s x)\n' "$name" "$guard" \
         "$(awk -v a="$guard" -v b="$first_guard" 'BEGIN { print a / b }')" "$consume" \
-        "$(awk -v a="$consume" -v b="$first_consume" 'BEGIN { print a / b }')"
+        "$(awk -v a="$consume" -v b="$first_consume" 'BEGIN { print a / b }')" \
+        "$([ "$usage" -ge 0 ] && echo "$usage" || echo -)" \
+        "$([ "$usage" -ge 0 ] && awk -v a="$usage" -v b="$first_usage" 'BEGIN { printf "%.2f", a / b }' || echo -)"
 done

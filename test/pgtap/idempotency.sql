@@ -70,8 +70,8 @@ SELECT is_empty($$SELECT w.oid::regprocedure FROM writer AS w
 SELECT is_empty($$SELECT g.oid::regprocedure, g.passes FROM guarded AS g WHERE g.passes::oid <> g.oid$$,
     'each passes itself to idempotent()');
 SELECT is_empty($$SELECT w.oid::regprocedure FROM writer AS w
-                   WHERE w.lanname = 'c' AND w.prosrc NOT IN ('license_consume', 'license_release')$$,
-    'the C functions that write are license_consume and license_release (src/licenses.c calls idempotent())');
+                   WHERE w.lanname = 'c' AND w.prosrc NOT IN ('license_consume', 'license_release', 'record_usage')$$,
+    'the C functions that write are license_consume, license_release and record_usage (src/licenses.c and src/usage.c call idempotent())');
 -- an unkeyed form calls its keyed form, which does it
 SELECT is_empty($$SELECT w.oid::regprocedure FROM writer AS w
                    WHERE NOT w.keyed AND w.lanname <> 'c'

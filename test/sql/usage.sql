@@ -105,6 +105,19 @@ SELECT pg_temp.error_of($$SELECT subscription.record_usage(1, 2, 'attendee_minut
 SELECT record_usage(3, 'attendee_minutes', 900, 'c-1', '2026-01-05') AS capped_total;
 SELECT pg_temp.error_of($$SELECT subscription.record_usage(3, 'attendee_minutes', 101, 'c-2', '2026-01-06')$$);
 SELECT record_usage(3, 'attendee_minutes', 100, 'c-3', '2026-01-06') AS at_the_cap;
+-- Q1-Q3 (record_usage is C, src/usage.c): under an idempotency key the
+-- call is idempotent()'s: a retry returns the kept total, another usage key
+-- under the same request is 23505, the counter moved once (rolled back)
+SAVEPOINT usage_request;
+SET LOCAL subscription.idempotency_key = 'usage-request-1';
+SELECT record_usage(2, 'attendee_minutes', 7, 'webinar-q1', '2026-01-22') AS first,
+       record_usage(2, 'attendee_minutes', 7, 'webinar-q1', '2026-01-22') AS again;
+SELECT regexp_replace(pg_temp.error_of($$SELECT subscription.record_usage(2, 'attendee_minutes', 7, 'webinar-q2', '2026-01-22')$$),
+                      ' at [0-9TZ:.-]+\.', ' at (time).') AS another_key;
+SELECT function, result FROM idempotency_key WHERE key = 'usage-request-1';
+SELECT used FROM usage_counter WHERE account_id = 2 AND feature = 'attendee_minutes';
+ROLLBACK TO SAVEPOINT usage_request;
+SHOW subscription.idempotency_key;
 SELECT account_id, key, quantity, total FROM usage_record ORDER BY account_id, key;
 
 -- U5: a correction moves the counter by the difference, with its reason in history

@@ -1,0 +1,231 @@
+/*
+ * Usage recorded without rows (issue 21, U4): record_usage() in C.
+ *
+ * The PL/pgSQL form (its wrapper, the keyed form and their statements,
+ * each with its pinned search_path) cost more than its writes; here the
+ * same steps run as kept plans of fixed statements, in the same order:
+ *   Q1-Q4 under an idempotency key, idempotent() makes the call;
+ *   the checks, one query: the keyed form's tenant of the account
+ *     (require_tenant; the unkeyed form's is tenant_of's), the arguments
+ *     (22004), the account (P0002), the caller's rights to pay
+ *     (authorize, Z1), the feature, used without rows (42704, 22023);
+ *   a negative quantity: 22023;
+ *   the key claimed (INSERT ... ON CONFLICT DO NOTHING): a retry, or a
+ *     concurrent call with the key, which waits for the first's key, moves
+ *     nothing and returns the first's total;
+ *   the counter moved under its limit (MoveUsageWithoutRows, the guard's
+ *     code: 23514 at once), then the key's total written.
+ * No subtransaction (the review of issue 21: a caller recording usage in a
+ * loop would overflow its cache of 64).  Each rule stays where it is: the
+ * checks are the SQL functions every other caller calls, the counter's
+ * move is the guard's.  SECURITY DEFINER in SQL: the extension's rights
+ * serve only these fixed statements.
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "storage/itemptr.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "subscription.h"
+
+PG_FUNCTION_INFO_V1(record_usage);
+
+#define RECORD_USAGE_ARGS 8
+
+/*
+ * The statements' parameters: $1 the tenant, $2 account_id, $3 feature,
+ * $4 quantity, $5 key, $6 at, $7 the new total, $8 the key's row (ctid).
+ */
+static Oid	record_usage_argtypes[RECORD_USAGE_ARGS] = {
+	INT8OID, INT8OID, TEXTOID, INT8OID, TEXTOID, TIMESTAMPTZOID, INT8OID, TIDOID
+};
+
+static SPIPlanPtr idempotent_plan = NULL;
+/* [0] the unkeyed form's, [1] the keyed form's (require_tenant first) */
+static SPIPlanPtr checks_plan[2] = {NULL, NULL};
+/* [0] with Citus (the key's row found by its key), [1] without (by its ctid) */
+static SPIPlanPtr claim_plan[2] = {NULL, NULL};
+static SPIPlanPtr recorded_plan = NULL;
+static SPIPlanPtr total_plan[2] = {NULL, NULL};
+
+#define USAGE_RECORD_KEY \
+	" WHERE r.tenant_id = $1 AND r.account_id = $2 AND r.feature = $3 AND r.key = $5"
+
+/* the single bigint of a one-row result; NULL: *isnull */
+static int64
+OneBigint(const char *what, bool *isnull)
+{
+	Datum		value;
+
+	if (SPI_processed != 1)
+		elog(ERROR, "%s returned %llu rows", what, (unsigned long long) SPI_processed);
+	value = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, isnull);
+	return *isnull ? 0 : DatumGetInt64(value);
+}
+
+/*
+ * The keyed call, after idempotent() if under a key: values and nulls are
+ * the statements' parameters; the new total, or the total the key's first
+ * call returned (*isnull where NULL).  Needs SPI connected.
+ */
+static int64
+RecordUsage(bool keyed, Datum *values, char *nulls, bool *isnull)
+{
+	int64		total;
+	TimestampTz at;
+	ItemPointerData key_row;
+	int			by_ctid = CitusPresent() ? 0 : 1;
+	int			i;
+
+	/*
+	 * Q1-Q4 (docs/integrating.md#idempotency-keys): under a key, the call is
+	 * idempotent()'s, which runs the keyed form once and keeps its result,
+	 * or returns the result kept.
+	 */
+	if (IdempotencyRequested())
+	{
+		KeptPlan(&idempotent_plan,
+				 "SELECT (subscription.idempotent("
+				 "'subscription.record_usage(bigint,bigint,text,bigint,text,timestamptz)', $1,"
+				 " pg_catalog.jsonb_build_array($1, $2, $3, $4, $5, $6)) OPERATOR(pg_catalog.#>>) '{}')::bigint",
+				 RECORD_USAGE_ARGS, record_usage_argtypes);
+		if (SPI_execute_plan(idempotent_plan, values, nulls, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "idempotent() of record_usage failed");
+		return OneBigint("idempotent() of record_usage", isnull);
+	}
+
+	/*
+	 * The checks in one query, evaluated left to right (each raises its
+	 * error); a generic plan, so that require_arguments (IMMUTABLE) is not
+	 * folded at planning, before require_tenant.  The unkeyed form's tenant
+	 * is the account's own (tenant_of), which require_tenant would find
+	 * again: its form leaves it out.
+	 */
+#define RECORD_USAGE_CHECKS(TENANT) \
+	"SELECT " TENANT "subscription.require_arguments('record_usage', '{account_id,feature,quantity,key,at}'," \
+	"  ARRAY[$2 IS NULL, $3 IS NULL, $4 IS NULL, $5 IS NULL, $6 IS NULL])," \
+	" subscription.require_account($1, $2)," \
+	/* usage becomes a charge: as paying, Z1 */ \
+	" subscription.authorize($1, $2, 'pay', false)," \
+	" subscription.require_recorded_feature('record_usage', $3)"
+	KeptPlanWithOptions(&checks_plan[keyed],
+						keyed ? RECORD_USAGE_CHECKS("subscription.require_tenant('record_usage', $1, 'account', $2), ")
+						: RECORD_USAGE_CHECKS(""),
+						RECORD_USAGE_ARGS, record_usage_argtypes, CURSOR_OPT_GENERIC_PLAN);
+	if (SPI_execute_plan(checks_plan[keyed], values, nulls, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not check the arguments of record_usage");
+	/* the checks leave no argument NULL */
+	for (i = 0; i < 6; i++)
+		if (nulls[i] == 'n')
+			elog(ERROR, "record_usage's checks passed a null argument");
+
+	if (DatumGetInt64(values[3]) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a quantity of usage must be 0 or more"),
+				 errdetail("It was " INT64_FORMAT ".", DatumGetInt64(values[3])),
+				 errhint("subscription.correct_usage() corrects a quantity recorded, with its reason.")));
+
+	/*
+	 * The key claimed first: a concurrent call with it waits here for ours.
+	 * On a single server the row claimed is then updated by its ctid (ours,
+	 * uncommitted: no one else moves it), a plan that no table size changes
+	 * (by the key, a generic plan made while the table was small scanned
+	 * every key); on Citus by its key, which routes to the tenant's shard.
+	 */
+#define CLAIM_SQL(RETURNING) \
+	"INSERT INTO subscription.usage_record AS r (tenant_id, account_id, feature, key, quantity, total, at)" \
+	" VALUES ($1, $2, $3, $5, $4, 0, $6)" \
+	" ON CONFLICT ON CONSTRAINT usage_record_pkey DO NOTHING" RETURNING
+	KeptPlan(&claim_plan[by_ctid], by_ctid ? CLAIM_SQL(" RETURNING r.ctid") : CLAIM_SQL(""),
+			 RECORD_USAGE_ARGS, record_usage_argtypes);
+	if (SPI_execute_plan(claim_plan[by_ctid], values, nulls, false, 0) != (by_ctid ? SPI_OK_INSERT_RETURNING : SPI_OK_INSERT))
+		elog(ERROR, "could not record the usage's key");
+	if (by_ctid && SPI_processed == 1)
+	{
+		bool		ctid_null;
+
+		key_row = *(ItemPointer) DatumGetPointer(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &ctid_null));
+		values[7] = PointerGetDatum(&key_row);
+		nulls[7] = ' ';
+	}
+	if (SPI_processed == 0)
+	{
+		/* a retry (or a concurrent call, committed): the first's total */
+		KeptPlan(&recorded_plan, "SELECT r.total FROM subscription.usage_record AS r" USAGE_RECORD_KEY,
+				 RECORD_USAGE_ARGS, record_usage_argtypes);
+		if (SPI_execute_plan(recorded_plan, values, nulls, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the usage's key");
+		return OneBigint("the usage's key", isnull);
+	}
+
+	/* the counter, by the guard's code: the counter's triggers fire at its UPDATE's end */
+	at = DatumGetTimestampTz(values[5]);
+	total = MoveUsageWithoutRows(DatumGetInt64(values[0]), DatumGetInt64(values[1]), TextDatumGetCString(values[2]),
+								 DatumGetInt64(values[3]), &at);
+	values[6] = Int64GetDatum(total);
+	nulls[6] = ' ';
+	KeptPlan(&total_plan[by_ctid], by_ctid ? "UPDATE subscription.usage_record AS r SET total = $7 WHERE r.ctid = $8"
+			 : "UPDATE subscription.usage_record AS r SET total = $7" USAGE_RECORD_KEY,
+			 RECORD_USAGE_ARGS, record_usage_argtypes);
+	if (SPI_execute_plan(total_plan[by_ctid], values, nulls, false, 0) != SPI_OK_UPDATE || SPI_processed != 1)
+		elog(ERROR, "could not write the total of the usage's key");
+	*isnull = false;
+	return total;
+}
+
+/*
+ * record_usage(tenant_id bigint, account_id bigint, feature text, quantity bigint, key text, at timestamptz) returns bigint
+ * record_usage(account_id bigint, feature text, quantity bigint, key text, at timestamptz) returns bigint
+ *
+ * The unkeyed form finds the account's tenant (tenant_of) and is then the
+ * keyed form (docs/design.md#keyed-forms).  The new total, or the total
+ * the key's first call returned.
+ */
+Datum
+record_usage(PG_FUNCTION_ARGS)
+{
+	int			first = PG_NARGS() == 6 ? 1 : 0;
+	Datum		values[RECORD_USAGE_ARGS];
+	char		nulls[RECORD_USAGE_ARGS];
+	int64		tenant = 0;
+	int64		total;
+	bool		isnull;
+	int			nest_level;
+	int			i;
+
+	for (i = 0; i < 5; i++)
+	{
+		values[i + 1] = PG_ARGISNULL(first + i) ? (Datum) 0 : PG_GETARG_DATUM(first + i);
+		nulls[i + 1] = PG_ARGISNULL(first + i) ? 'n' : ' ';
+	}
+	values[6] = (Datum) 0;
+	nulls[6] = 'n';
+	values[7] = (Datum) 0;
+	nulls[7] = 'n';
+
+	/* the tenant: the keyed form's; the unkeyed form's, of the account (NULL if unknown) */
+	if (first == 1)
+	{
+		if (!PG_ARGISNULL(0))
+			tenant = PG_GETARG_INT64(0);
+		nulls[0] = PG_ARGISNULL(0) ? 'n' : ' ';
+	}
+	else
+		nulls[0] = !PG_ARGISNULL(0) && TenantOf("account", PG_GETARG_INT64(0), &tenant) ? ' ' : 'n';
+	values[0] = Int64GetDatum(tenant);
+
+	nest_level = PinSearchPath();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	total = RecordUsage(first == 1, values, nulls, &isnull);
+	SPI_finish();
+	UnpinSearchPath(nest_level);
+	if (isnull)
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(total);
+}
