@@ -128,156 +128,43 @@ $$;
 COMMENT ON FUNCTION subscription.write_event(bigint, text, bigint, bigint, jsonb, timestamptz) IS
 'Internal: write one event in the transaction of the change (write_events, E1-E3); the extension''s own functions only';
 
--- A time in an event's payload: UTC, ISO 8601 with a Z, whatever the
--- session's TimeZone, so that a payload is the same for every reader.
--- STABLE as to_jsonb() is, so that it is inlined where it is called: an
--- IMMUTABLE SQL function over a STABLE one is not, and its body was read
--- and parsed again on each call (about 0.1 ms, three times per event)
+-- A time in an event's payload (C, events.c EventTime): UTC, ISO 8601
+-- with a Z, whatever the session's TimeZone, so that a payload is the same
+-- for every reader.  The history trigger's payloads show their times with
+-- the same C function.
 CREATE FUNCTION subscription.event_time(t timestamptz)
 RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE
-RETURN (pg_catalog.to_jsonb(t AT TIME ZONE 'UTC') OPERATOR(pg_catalog.#>>) '{}') OPERATOR(pg_catalog.||) 'Z';
+AS 'MODULE_PATHNAME', 'event_time'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
 
 COMMENT ON FUNCTION subscription.event_time(timestamptz) IS
 'Internal: a time as an event payload shows it (UTC, ISO 8601, Z)';
 
 -- The events of a history row (E1): one place for the mapping of an
--- operation to event types and versioned payloads (docs/integrating.md).
--- details is the history row's: the row on insert, {"column": {"old",
--- "new"}} on update, {"members": [...]} for licenses.  ROWS 2: with the
--- default estimate of 1,000 events a row, the history trigger's plan over
--- a large statement could cost enough to be JIT-compiled at each call.
+-- operation to event types and versioned payloads (docs/integrating.md), in
+-- C (events.c HistoryRowEvents), which the history trigger calls for each
+-- row; this function shows it to SQL.  details is the history row's: the
+-- row on insert, {"column": {"old", "new"}} on update, {"members": [...]}
+-- for licenses.  ROWS 2: with the default estimate of 1,000 events a row, a
+-- plan over a large statement could cost enough to be JIT-compiled.
 CREATE FUNCTION subscription.history_events(operation text, details jsonb)
 RETURNS TABLE (type text, payload jsonb)
-LANGUAGE plpgsql STABLE ROWS 2
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v1 CONSTANT jsonb := '{"version": 1}';
-BEGIN
-    -- a branch per operation, of simple expressions that PL/pgSQL evaluates
-    -- without starting an executor: a union of every event type, filtered
-    -- by operation, started one for each history row (about half of what
-    -- the outbox cost license_consume)
-    CASE operation
-    WHEN 'subscription_insert' THEN
-        type := 'subscription.created';
-        payload := v1 || jsonb_build_object(
-            'plan', details -> 'plan', 'cycle', details -> 'cycle', 'quantity', details -> 'quantity',
-            'status', details -> 'status', 'renewal', details -> 'renewal',
-            'period_start', subscription.event_time(lower((details ->> 'period')::tstzrange)),
-            'period_end', subscription.event_time(upper((details ->> 'period')::tstzrange)));
-        RETURN NEXT;
-    WHEN 'subscription_update' THEN
-        IF (details -> 'period_number' ->> 'new')::integer > (details -> 'period_number' ->> 'old')::integer THEN
-            type := 'subscription.renewed';
-            payload := v1 || jsonb_build_object(
-                'period_number', details -> 'period_number' -> 'new',
-                'period_start', subscription.event_time(lower((details -> 'period' ->> 'new')::tstzrange)),
-                'period_end', subscription.event_time(upper((details -> 'period' ->> 'new')::tstzrange)));
-            RETURN NEXT;
-        END IF;
-        IF details ? 'plan' THEN
-            type := 'subscription.plan_changed';
-            payload := v1 || jsonb_build_object('from', details -> 'plan' -> 'old', 'to', details -> 'plan' -> 'new');
-            RETURN NEXT;
-        END IF;
-        IF details ? 'quantity' THEN
-            type := 'subscription.quantity_changed';
-            payload := v1 || jsonb_build_object('from', details -> 'quantity' -> 'old', 'to', details -> 'quantity' -> 'new');
-            RETURN NEXT;
-        END IF;
-        IF details -> 'status' ->> 'new' IN ('cancelled', 'expired') THEN
-            type := 'subscription.' || (details -> 'status' ->> 'new');
-            payload := v1 || jsonb_build_object('previous_status', details -> 'status' -> 'old');
-            RETURN NEXT;
-        END IF;
-        -- past due and its end (issue 19, D1, D5)
-        IF details -> 'status' ->> 'new' = 'past_due' THEN
-            type := 'subscription.past_due';
-            payload := v1 || jsonb_build_object(
-                'invoice_id', details -> 'past_due_invoice_id' -> 'new',
-                'since', subscription.event_time((details -> 'past_due_since' ->> 'new')::timestamptz));
-            RETURN NEXT;
-        END IF;
-        IF details -> 'status' ->> 'old' = 'past_due' THEN
-            type := 'subscription.past_due_ended';
-            payload := v1 || jsonb_build_object(
-                'status', details -> 'status' -> 'new', 'invoice_id', details -> 'past_due_invoice_id' -> 'old');
-            RETURN NEXT;
-        END IF;
-    WHEN 'dunning_step' THEN
-        type := 'subscription.dunning_step';
-        payload := v1 || jsonb_build_object(
-            'invoice_id', details -> 'invoice_id', 'step', details -> 'step', 'steps', details -> 'steps',
-            'action', details -> 'action', 'amount', details -> 'due', 'currency', details -> 'currency',
-            'step_at', subscription.event_time((details ->> 'at')::timestamptz));
-        RETURN NEXT;
-    WHEN 'addon_batch_insert' THEN
-        type := 'addon.purchased';
-        payload := v1 || jsonb_build_object(
-            'batch_id', details -> 'id', 'addon', details -> 'addon', 'quantity', details -> 'quantity');
-        RETURN NEXT;
-    WHEN 'addon_batch_update' THEN
-        IF details -> 'status' ->> 'new' IN ('cancelled', 'expired') THEN
-            type := 'addon.ended';
-            payload := v1 || jsonb_build_object('batch_id', details -> 'batch_id', 'status', details -> 'status' -> 'new');
-            RETURN NEXT;
-        END IF;
-    WHEN 'license_assign', 'license_release' THEN
-        type := CASE operation WHEN 'license_assign' THEN 'license.assigned' ELSE 'license.released' END;
-        payload := v1 || jsonb_build_object('members', details -> 'members');
-        RETURN NEXT;
-    -- invoices and payments (issue 19, I3, I6; the payloads docs/integrating.md reserved)
-    WHEN 'invoice_open' THEN
-        -- version 2 (I8): written at the commit, with the invoice's total and lines
-        type := 'invoice.opened';
-        payload := jsonb_build_object(
-            'version', 2,
-            'invoice_id', details -> 'invoice_id', 'issuer', details -> 'issuer', 'number', details -> 'number',
-            'total', details -> 'total', 'lines', details -> 'lines', 'currency', details -> 'currency',
-            'due_at', subscription.event_time((details ->> 'due_at')::timestamptz),
-            'corrects_invoice_id', details -> 'corrects_invoice_id');
-        RETURN NEXT;
-    WHEN 'invoice_status' THEN
-        IF details -> 'status' ->> 'new' IN ('paid', 'void', 'uncollectible') THEN
-            type := 'invoice.' || (details -> 'status' ->> 'new');
-            payload := v1 || jsonb_build_object(
-                'invoice_id', details -> 'invoice_id', 'issuer', details -> 'issuer', 'number', details -> 'number',
-                'amount', details -> 'total', 'paid', details -> 'paid', 'currency', details -> 'currency',
-                (details -> 'status' ->> 'new') || '_at', subscription.event_time((details ->> 'at')::timestamptz));
-            RETURN NEXT;
-        END IF;
-    WHEN 'payment' THEN
-        type := 'payment.recorded';
-        payload := v1 || jsonb_build_object(
-            'payment_id', details -> 'payment_id', 'invoice_id', details -> 'invoice_id', 'amount', details -> 'amount',
-            'currency', details -> 'currency', 'reference', details -> 'reference', 'credited', details -> 'credited');
-        RETURN NEXT;
-    WHEN 'payment_failure' THEN
-        type := 'payment.failed';
-        payload := v1 || jsonb_build_object(
-            'invoice_id', details -> 'invoice_id', 'amount', details -> 'due', 'currency', details -> 'currency',
-            'attempt', details -> 'attempt', 'reason', details -> 'reason');
-        RETURN NEXT;
-    ELSE
-        NULL;  -- an operation without events
-    END CASE;
-END
-$$;
+AS 'MODULE_PATHNAME', 'history_events'
+LANGUAGE C STABLE ROWS 2
+SET search_path = pg_catalog, pg_temp;
 
 COMMENT ON FUNCTION subscription.history_events(text, jsonb) IS
 'The events of a history row: event types and versioned payloads per operation (E1, docs/integrating.md)';
 
 -- Trigger (C, events.c): the events of a statement's history rows, in its
 -- transaction, with one write (InsertEvents, the writer of insert_events;
--- E1): in the order of the history rows, each row's in the order
--- history_events() gives them (the one mapping).  Every history row is
+-- E1): in the order of the history rows, each row's in the order of the
+-- mapping (HistoryRowEvents, history_events()).  Every history row is
 -- written by RecordHistory() (history.c), whose rows of one RowWrites are
--- one statement here (rowwrite.c).  The transition rows are read alone:
--- on a Citus worker no statement joins them with a distributed table.  A
--- restore copies the events with the history: none is written again.  It
--- writes as the extension's owner, its search_path pinned (identity.c).
+-- one statement here (rowwrite.c).  The transition rows are read alone,
+-- without a query.  A restore copies the events with the history: none is
+-- written again.  It writes as the extension's owner, its search_path
+-- pinned (identity.c).
 CREATE FUNCTION subscription.history_event()
 RETURNS trigger
 AS 'MODULE_PATHNAME', 'history_event'
