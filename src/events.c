@@ -54,6 +54,7 @@
 #include "utils/datum.h"
 #include "utils/fmgroids.h"
 #include "utils/json.h"
+#include "utils/lsyscache.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
 #include "utils/rangetypes.h"
@@ -157,44 +158,10 @@ await_events(PG_FUNCTION_ARGS)
 }
 
 /*
- * A kept plan, planned once (generic) where Citus is not (slots[0]); where
- * it is (slots[1]), as the default plans, for the values of each call while
- * that costs less than a generic plan, which lets Citus route a statement
- * by its values.  The default plans the writer's INSERT (of arrays) again
- * at every call.
- */
-static SPIPlanPtr
-KeptGenericPlan(SPIPlanPtr *slots, const char *sql, int nargs, Oid *argtypes)
-{
-	bool		citus = CitusPresent();
-	SPIPlanPtr *slot = &slots[citus ? 1 : 0];
-
-	if (*slot == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, citus ? 0 : CURSOR_OPT_GENERIC_PLAN);
-
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare_cursor failed for \"%s\": %s", sql,
-				 SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		*slot = plan;
-	}
-	return *slot;
-}
-
-/* event ids in ascending order */
-static int
-EventIdCompare(const void *a, const void *b)
-{
-	int64		x = DatumGetInt64(*(const Datum *) a);
-	int64		y = DatumGetInt64(*(const Datum *) b);
-
-	return x < y ? -1 : x > y ? 1 : 0;
-}
-
-/*
  * The one writer of events (E1-E3, docs/rules.md): the n events of a
- * statement, in the order given, with one INSERT.  arrays are its columns,
+ * statement, in the order given, as one statement (rowwrite.c, without an
+ * executor statement: an INSERT's start cost more than its rows).  arrays
+ * are its columns,
  * one-dimensional arrays of n elements each, as insert_events() takes them:
  * tenant_ids bigint[], types text[], account_ids bigint[],
  * subscription_ids bigint[], payloads jsonb[], ats timestamptz[].
@@ -208,22 +175,27 @@ EventIdCompare(const void *a, const void *b)
  * A renewal.upcoming already written for its period is not written again.
  * Returns the ids written, in order.  It trusts its arrays: write_events()
  * checks them first; the history trigger builds them from its own rows.
- * The caller is connected to SPI, as the extension's owner, its
- * search_path pinned.
+ * The caller is the extension's owner, its search_path pinned.
  */
 static ArrayType *
 InsertEvents(const Datum *arrays, int n)
 {
-	static SPIPlanPtr insert_plans[2];
-	SPIPlanPtr	insert;
+	static const char *const columns[6] = {"tenant_id", "type", "account_id", "subscription_id", "payload", "at"};
+	static const Oid types[6] = {INT8OID, TEXTOID, INT8OID, INT8OID, JSONBOID, TIMESTAMPTZOID};
 	static SPIPlanPtr worker_plan = NULL;
-	Oid			argtypes[8] = {INT8ARRAYOID, TEXTARRAYOID, INT8ARRAYOID, INT8ARRAYOID, JSONBARRAYOID,
-	TIMESTAMPTZARRAYOID, XID8OID, INT8ARRAYOID};
-	Datum		values[8];
+	Datum	   *values[6];
+	bool	   *nulls[6];
+	AttrNumber	attnums[6];
 	Datum	   *ids;
+	Datum		horizon;
 	Oid			sequence;
-	uint64		written;
-	uint64		i;
+	Oid			relid;
+	RowWrites  *w;
+	Relation	event;
+	bool	   *given;
+	int			written = 0;
+	int			i;
+	int			c;
 	bool		isnull;
 
 	if (n == 0)
@@ -232,36 +204,62 @@ InsertEvents(const Datum *arrays, int n)
 	(void) GetTopFullTransactionId();
 	sequence = OwnTable("event_id_seq");
 	ids = palloc(sizeof(Datum) * n);
-	for (i = 0; i < (uint64) n; i++)
+	for (i = 0; i < n; i++)
 		ids[i] = Int64GetDatum(nextval_internal(sequence, true));
-	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	values[1] = arrays[1];
-	values[2] = arrays[2];
-	values[3] = arrays[3];
-	values[4] = arrays[4];
-	values[5] = arrays[5];
 	/* then next_xid, once every id of the statement was taken */
-	values[6] = FullTransactionIdGetDatum(ReadNextFullTransactionId());
-	values[7] = arrays[0];
-	insert = KeptGenericPlan(insert_plans,
-							 "INSERT INTO subscription.event AS e (id, type, account_id, subscription_id, payload, at, next_xid, tenant_id)"
-							 " SELECT x.id, x.type, x.account_id, x.subscription_id, x.payload, x.at, $7, x.tenant_id"
-							 "   FROM ROWS FROM (unnest($1), unnest($2), unnest($3), unnest($4), unnest($5), unnest($6),"
-							 "                   unnest($8)) AS x (id, type, account_id, subscription_id, payload, at, tenant_id)"
-							 " ON CONFLICT (tenant_id, subscription_id, (payload ->> 'renews_at')) WHERE type = 'renewal.upcoming'"
-							 " DO NOTHING RETURNING e.id",
-							 8, argtypes);
-	if (SPI_execute_plan(insert, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
-		elog(ERROR, "could not write the events");
+	horizon = FullTransactionIdGetDatum(ReadNextFullTransactionId());
+
 	/*
-	 * The ids written (not a renewal.upcoming already written), in order:
-	 * on Citus the rows of several shards come back in no set order.
+	 * The rows, without an executor statement (rowwrite.c): one statement
+	 * for the event table's AFTER triggers.  A renewal.upcoming already
+	 * written for its period is not written again (its unique index, as
+	 * ON CONFLICT DO NOTHING: the other unique indexes cannot hold such a
+	 * row's key, a fresh id and another type); any other event's conflict
+	 * is an error, as for a plain INSERT.
 	 */
-	written = SPI_processed;
-	for (i = 0; i < written; i++)
-		ids[i] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
-	if (written > 1)
-		qsort(ids, written, sizeof(Datum), EventIdCompare);
+	for (c = 0; c < 6; c++)
+	{
+		int16		typlen;
+		bool		typbyval;
+		char		typalign;
+		int			count;
+
+		get_typlenbyvalalign(types[c], &typlen, &typbyval, &typalign);
+		deconstruct_array(DatumGetArrayTypeP(arrays[c]), types[c], typlen, typbyval, typalign,
+						  &values[c], &nulls[c], &count);
+		if (count != n)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("the arrays of insert_events() must be of the same length")));
+	}
+	relid = OwnTable("event");
+	w = BeginRowWrites(1, &relid);
+	event = RowWriteRelation(w, 0);
+	for (c = 0; c < 6; c++)
+		attnums[c] = RowWriteColumn(event, columns[c]);
+	given = palloc(sizeof(bool) * RelationGetDescr(event)->natts);
+	for (i = 0; i < n; i++)
+	{
+		TupleTableSlot *row = RowWriteSpareSlot(w, 0);
+		bool		upcoming;
+
+		memset(given, false, sizeof(bool) * RelationGetDescr(event)->natts);
+		SetRowColumn(row, given, event, "id", ids[i]);
+		SetRowColumn(row, given, event, "next_xid", horizon);
+		for (c = 0; c < 6; c++)
+		{
+			row->tts_values[attnums[c] - 1] = values[c][i];
+			row->tts_isnull[attnums[c] - 1] = nulls[c][i];
+			given[attnums[c] - 1] = true;
+		}
+		upcoming = !nulls[1][i] && strcmp(TextDatumGetCString(values[1][i]), "renewal.upcoming") == 0;
+		if (!upcoming)
+			InsertRow(w, 0, row, given);
+		else if (!InsertRowUnlessConflict(w, 0, row, given))
+			continue;
+		ids[written++] = ids[i];
+	}
+	EndRowWrites(w);
 
 	/*
 	 * A Citus worker commits its part of a distributed transaction with
@@ -272,14 +270,17 @@ InsertEvents(const Datum *arrays, int n)
 	 */
 	if (written > 0 && DoorbellRings())
 	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
 		KeptPlan(&worker_plan, "SELECT subscription.on_citus_worker()", 0, NULL);
 		if (SPI_execute_plan(worker_plan, NULL, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "could not ask whether this is a Citus worker");
 		if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
 			Async_Notify("subscription_events",
 						 DatumGetCString(DirectFunctionCall1(int8out, ids[written - 1])));
+		SPI_finish();
 	}
-	return construct_array(ids, (int) written, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+	return construct_array(ids, written, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
 }
 
 /*
@@ -307,11 +308,7 @@ insert_events(PG_FUNCTION_ARGS)
 		arrays[i] = PG_GETARG_DATUM(i);
 	}
 	types = PG_GETARG_ARRAYTYPE_P(1);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	ids = SPI_datumTransfer(PointerGetDatum(InsertEvents(arrays, ArrayGetNItems(ARR_NDIM(types), ARR_DIMS(types)))),
-							false, -1);
-	SPI_finish();
+	ids = PointerGetDatum(InsertEvents(arrays, ArrayGetNItems(ARR_NDIM(types), ARR_DIMS(types))));
 	PG_RETURN_DATUM(ids);
 }
 
@@ -809,10 +806,7 @@ history_event(PG_FUNCTION_ARGS)
 		arrays[i] = makeArrayResult(columns[i], CurrentMemoryContext);
 
 	BecomeExtensionOwner(&s);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
 	(void) InsertEvents(arrays, n);
-	SPI_finish();
 	RestoreIdentity(&s);
 	return PointerGetDatum(NULL);
 }
