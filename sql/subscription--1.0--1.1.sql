@@ -18869,3 +18869,35 @@ SET search_path = pg_catalog, pg_temp;
 
 COMMENT ON FUNCTION subscription.record_usage(bigint, text, bigint, text, timestamptz) IS
 'Record usage without rows once per key, under the feature''s limit; the new total (U4)';
+
+-- issue 20 (h-evw): the events' write in C.  insert_events, the one writer
+-- of events (E1-E3), the history trigger history_event and the mapping of
+-- a history row to its events (history_events) were PL/pgSQL, whose own
+-- overhead was most of an event's cost.  They are now C (events.c): the
+-- trigger reads its transition rows, maps each with HistoryRowEvents (the
+-- one mapping, which history_events() shows to SQL) and hands the events
+-- to the same writer as insert_events(), InsertEvents, which writes them
+-- with one kept INSERT.  event_time(), a payload's time, is the mapping's
+-- C function too.  Same rows, same order, same payloads.
+CREATE OR REPLACE FUNCTION subscription.insert_events(tenant_ids bigint[], types text[], account_ids bigint[],
+                                                      subscription_ids bigint[], payloads jsonb[], ats timestamptz[])
+RETURNS bigint[]
+AS 'MODULE_PATHNAME', 'insert_events'
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
+
+CREATE OR REPLACE FUNCTION subscription.event_time(t timestamptz)
+RETURNS text
+AS 'MODULE_PATHNAME', 'event_time'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
+
+CREATE OR REPLACE FUNCTION subscription.history_events(operation text, details jsonb)
+RETURNS TABLE (type text, payload jsonb)
+AS 'MODULE_PATHNAME', 'history_events'
+LANGUAGE C STABLE ROWS 2
+SET search_path = pg_catalog, pg_temp;
+
+CREATE OR REPLACE FUNCTION subscription.history_event()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'history_event'
+LANGUAGE C;

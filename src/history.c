@@ -386,7 +386,8 @@ PushJsonb(JsonbParseState **state, Jsonb *value)
 	pushJsonbValue(state, WJB_VALUE, &v);
 }
 
-static void
+/* push a key of the object being built (also the events' payloads, events.c) */
+void
 PushKey(JsonbParseState **state, const char *key)
 {
 	JsonbValue	k;

@@ -51,6 +51,10 @@ extern char *subscription_clock;
 extern TimestampTz SubscriptionNow(void);
 extern TimestampTz SubscriptionMeterNow(void);
 
+/* history.c: a key of a jsonb object being built */
+#include "utils/jsonb.h"
+extern void PushKey(JsonbParseState **state, const char *key);
+
 /* subscription.c: the actor written to history */
 extern text *CurrentActor(void);
 

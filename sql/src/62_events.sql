@@ -40,72 +40,27 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION subscription.await_events(boolean) IS
 'Declare this session a listener awaiting NOTIFY subscription_events (true, once the writers that found none have ended), or no longer (false)';
 
--- The one writer of events (E1-E3, docs/rules.md): the events of a
--- statement, in the order given, with one INSERT:
---   E3: the transaction has its id before it takes an event id
---   (pg_current_xact_id), and next_xid is read once, after every id of the
---   statement was taken (events.c): so for each event, every transaction
---   at or above its next_xid takes its ids after it;
+-- The one writer of events (E1-E3, docs/rules.md; C, events.c
+-- InsertEvents): the events of a statement, in the order given, with one
+-- INSERT:
+--   E3: the transaction has its id before it takes an event id, and
+--   next_xid is read once, after every id of the statement was taken: so
+--   for each event, every transaction at or above its next_xid takes its
+--   ids after it;
 --   NOTIFY subscription_events once per statement, with the last id
---   written, sent on commit (not from a Citus worker, docs/citus.md).
+--   written, sent on commit, when the doorbell rings (event_doorbell; not
+--   from a Citus worker, docs/citus.md).
 -- A renewal.upcoming already written for its period is not written again.
 -- Returns the ids written, in order.  It trusts its arrays: write_events()
--- checks them first; the history trigger builds them from its own rows.
--- Only the extension's owner calls it: no role is granted it.
+-- checks them first; the history trigger (history_event, C) builds them
+-- from its own rows and calls the same C writer.  Only the extension's
+-- owner calls it: no role is granted it.
 CREATE FUNCTION subscription.insert_events(tenant_ids bigint[], types text[], account_ids bigint[],
                                            subscription_ids bigint[], payloads jsonb[], ats timestamptz[])
 RETURNS bigint[]
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
--- the conflict target names the table's columns
-#variable_conflict use_column
-DECLARE
-    n integer := pg_catalog.cardinality(types);
-    own_xid xid8;
-    ids bigint[];
-    horizon xid8;
-    written bigint;
-BEGIN
-    IF n = 0 THEN
-        RETURN '{}';
-    END IF;
-    -- E3: the transaction's id first, then the event ids, then next_xid;
-    -- assignments, so that one event (a seat, a quantity) runs no query
-    -- but its INSERT
-    own_xid := pg_catalog.pg_current_xact_id();
-    IF n = 1 THEN
-        ids := ARRAY[pg_catalog.nextval('subscription.event_id_seq')];
-    ELSE
-        ids := ARRAY(SELECT pg_catalog.nextval('subscription.event_id_seq') FROM pg_catalog.generate_series(1, n));
-    END IF;
-    horizon := subscription.event_next_xid();
-    -- the arrays read in one pass (a subscript walks a text or jsonb array
-    -- from its start)
-    INSERT INTO subscription.event AS e (id, type, account_id, subscription_id, payload, at, next_xid, tenant_id)
-    SELECT x.id, x.type, x.account_id, x.subscription_id, x.payload, x.at, horizon, x.tenant_id
-      FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(types), pg_catalog.unnest(account_ids),
-                      pg_catalog.unnest(subscription_ids), pg_catalog.unnest(payloads), pg_catalog.unnest(ats),
-                      pg_catalog.unnest(tenant_ids)) AS x (id, type, account_id, subscription_id, payload, at, tenant_id)
-    ON CONFLICT (tenant_id, subscription_id, (payload ->> 'renews_at')) WHERE type = 'renewal.upcoming' DO NOTHING;
-    GET DIAGNOSTICS written = ROW_COUNT;
-    IF written < n THEN
-        -- renewal.upcoming already written: the ids that were
-        ids := ARRAY(SELECT e.id FROM subscription.event AS e
-                      WHERE e.tenant_id = ANY (tenant_ids) AND e.id = ANY (ids) ORDER BY e.id);
-    END IF;
-    -- a Citus worker commits its part of a distributed transaction with
-    -- PREPARE TRANSACTION, which refuses a NOTIFY: there consumers poll.
-    -- The doorbell decides first (event_doorbell(), events.c: by default
-    -- a listener that awaits is told), as it costs less than asking
-    -- whether this is a Citus worker.  One notification per statement: a
-    -- listener claims on it, whatever the id
-    IF written > 0 AND subscription.event_doorbell() AND NOT subscription.on_citus_worker() THEN
-        PERFORM pg_catalog.pg_notify('subscription_events', ids[pg_catalog.cardinality(ids)]::text);
-    END IF;
-    RETURN ids;
-END
-$$;
+AS 'MODULE_PATHNAME', 'insert_events'
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
 
 COMMENT ON FUNCTION subscription.insert_events(bigint[], text[], bigint[], bigint[], jsonb[], timestamptz[]) IS
 'Internal: insert a statement''s events, already checked, with one INSERT in the E3 order (E1-E3); write_events() and the history trigger only';
@@ -173,176 +128,47 @@ $$;
 COMMENT ON FUNCTION subscription.write_event(bigint, text, bigint, bigint, jsonb, timestamptz) IS
 'Internal: write one event in the transaction of the change (write_events, E1-E3); the extension''s own functions only';
 
--- A time in an event's payload: UTC, ISO 8601 with a Z, whatever the
--- session's TimeZone, so that a payload is the same for every reader.
--- STABLE as to_jsonb() is, so that it is inlined where it is called: an
--- IMMUTABLE SQL function over a STABLE one is not, and its body was read
--- and parsed again on each call (about 0.1 ms, three times per event)
+-- A time in an event's payload (C, events.c EventTime): UTC, ISO 8601
+-- with a Z, whatever the session's TimeZone, so that a payload is the same
+-- for every reader.  The history trigger's payloads show their times with
+-- the same C function.
 CREATE FUNCTION subscription.event_time(t timestamptz)
 RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE
-RETURN (pg_catalog.to_jsonb(t AT TIME ZONE 'UTC') OPERATOR(pg_catalog.#>>) '{}') OPERATOR(pg_catalog.||) 'Z';
+AS 'MODULE_PATHNAME', 'event_time'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
 
 COMMENT ON FUNCTION subscription.event_time(timestamptz) IS
 'Internal: a time as an event payload shows it (UTC, ISO 8601, Z)';
 
 -- The events of a history row (E1): one place for the mapping of an
--- operation to event types and versioned payloads (docs/integrating.md).
--- details is the history row's: the row on insert, {"column": {"old",
--- "new"}} on update, {"members": [...]} for licenses.  ROWS 2: with the
--- default estimate of 1,000 events a row, the history trigger's plan over
--- a large statement could cost enough to be JIT-compiled at each call.
+-- operation to event types and versioned payloads (docs/integrating.md), in
+-- C (events.c HistoryRowEvents), which the history trigger calls for each
+-- row; this function shows it to SQL.  details is the history row's: the
+-- row on insert, {"column": {"old", "new"}} on update, {"members": [...]}
+-- for licenses.  ROWS 2: with the default estimate of 1,000 events a row, a
+-- plan over a large statement could cost enough to be JIT-compiled.
 CREATE FUNCTION subscription.history_events(operation text, details jsonb)
 RETURNS TABLE (type text, payload jsonb)
-LANGUAGE plpgsql STABLE ROWS 2
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v1 CONSTANT jsonb := '{"version": 1}';
-BEGIN
-    -- a branch per operation, of simple expressions that PL/pgSQL evaluates
-    -- without starting an executor: a union of every event type, filtered
-    -- by operation, started one for each history row (about half of what
-    -- the outbox cost license_consume)
-    CASE operation
-    WHEN 'subscription_insert' THEN
-        type := 'subscription.created';
-        payload := v1 || jsonb_build_object(
-            'plan', details -> 'plan', 'cycle', details -> 'cycle', 'quantity', details -> 'quantity',
-            'status', details -> 'status', 'renewal', details -> 'renewal',
-            'period_start', subscription.event_time(lower((details ->> 'period')::tstzrange)),
-            'period_end', subscription.event_time(upper((details ->> 'period')::tstzrange)));
-        RETURN NEXT;
-    WHEN 'subscription_update' THEN
-        IF (details -> 'period_number' ->> 'new')::integer > (details -> 'period_number' ->> 'old')::integer THEN
-            type := 'subscription.renewed';
-            payload := v1 || jsonb_build_object(
-                'period_number', details -> 'period_number' -> 'new',
-                'period_start', subscription.event_time(lower((details -> 'period' ->> 'new')::tstzrange)),
-                'period_end', subscription.event_time(upper((details -> 'period' ->> 'new')::tstzrange)));
-            RETURN NEXT;
-        END IF;
-        IF details ? 'plan' THEN
-            type := 'subscription.plan_changed';
-            payload := v1 || jsonb_build_object('from', details -> 'plan' -> 'old', 'to', details -> 'plan' -> 'new');
-            RETURN NEXT;
-        END IF;
-        IF details ? 'quantity' THEN
-            type := 'subscription.quantity_changed';
-            payload := v1 || jsonb_build_object('from', details -> 'quantity' -> 'old', 'to', details -> 'quantity' -> 'new');
-            RETURN NEXT;
-        END IF;
-        IF details -> 'status' ->> 'new' IN ('cancelled', 'expired') THEN
-            type := 'subscription.' || (details -> 'status' ->> 'new');
-            payload := v1 || jsonb_build_object('previous_status', details -> 'status' -> 'old');
-            RETURN NEXT;
-        END IF;
-        -- past due and its end (issue 19, D1, D5)
-        IF details -> 'status' ->> 'new' = 'past_due' THEN
-            type := 'subscription.past_due';
-            payload := v1 || jsonb_build_object(
-                'invoice_id', details -> 'past_due_invoice_id' -> 'new',
-                'since', subscription.event_time((details -> 'past_due_since' ->> 'new')::timestamptz));
-            RETURN NEXT;
-        END IF;
-        IF details -> 'status' ->> 'old' = 'past_due' THEN
-            type := 'subscription.past_due_ended';
-            payload := v1 || jsonb_build_object(
-                'status', details -> 'status' -> 'new', 'invoice_id', details -> 'past_due_invoice_id' -> 'old');
-            RETURN NEXT;
-        END IF;
-    WHEN 'dunning_step' THEN
-        type := 'subscription.dunning_step';
-        payload := v1 || jsonb_build_object(
-            'invoice_id', details -> 'invoice_id', 'step', details -> 'step', 'steps', details -> 'steps',
-            'action', details -> 'action', 'amount', details -> 'due', 'currency', details -> 'currency',
-            'step_at', subscription.event_time((details ->> 'at')::timestamptz));
-        RETURN NEXT;
-    WHEN 'addon_batch_insert' THEN
-        type := 'addon.purchased';
-        payload := v1 || jsonb_build_object(
-            'batch_id', details -> 'id', 'addon', details -> 'addon', 'quantity', details -> 'quantity');
-        RETURN NEXT;
-    WHEN 'addon_batch_update' THEN
-        IF details -> 'status' ->> 'new' IN ('cancelled', 'expired') THEN
-            type := 'addon.ended';
-            payload := v1 || jsonb_build_object('batch_id', details -> 'batch_id', 'status', details -> 'status' -> 'new');
-            RETURN NEXT;
-        END IF;
-    WHEN 'license_assign', 'license_release' THEN
-        type := CASE operation WHEN 'license_assign' THEN 'license.assigned' ELSE 'license.released' END;
-        payload := v1 || jsonb_build_object('members', details -> 'members');
-        RETURN NEXT;
-    -- invoices and payments (issue 19, I3, I6; the payloads docs/integrating.md reserved)
-    WHEN 'invoice_open' THEN
-        -- version 2 (I8): written at the commit, with the invoice's total and lines
-        type := 'invoice.opened';
-        payload := jsonb_build_object(
-            'version', 2,
-            'invoice_id', details -> 'invoice_id', 'issuer', details -> 'issuer', 'number', details -> 'number',
-            'total', details -> 'total', 'lines', details -> 'lines', 'currency', details -> 'currency',
-            'due_at', subscription.event_time((details ->> 'due_at')::timestamptz),
-            'corrects_invoice_id', details -> 'corrects_invoice_id');
-        RETURN NEXT;
-    WHEN 'invoice_status' THEN
-        IF details -> 'status' ->> 'new' IN ('paid', 'void', 'uncollectible') THEN
-            type := 'invoice.' || (details -> 'status' ->> 'new');
-            payload := v1 || jsonb_build_object(
-                'invoice_id', details -> 'invoice_id', 'issuer', details -> 'issuer', 'number', details -> 'number',
-                'amount', details -> 'total', 'paid', details -> 'paid', 'currency', details -> 'currency',
-                (details -> 'status' ->> 'new') || '_at', subscription.event_time((details ->> 'at')::timestamptz));
-            RETURN NEXT;
-        END IF;
-    WHEN 'payment' THEN
-        type := 'payment.recorded';
-        payload := v1 || jsonb_build_object(
-            'payment_id', details -> 'payment_id', 'invoice_id', details -> 'invoice_id', 'amount', details -> 'amount',
-            'currency', details -> 'currency', 'reference', details -> 'reference', 'credited', details -> 'credited');
-        RETURN NEXT;
-    WHEN 'payment_failure' THEN
-        type := 'payment.failed';
-        payload := v1 || jsonb_build_object(
-            'invoice_id', details -> 'invoice_id', 'amount', details -> 'due', 'currency', details -> 'currency',
-            'attempt', details -> 'attempt', 'reason', details -> 'reason');
-        RETURN NEXT;
-    ELSE
-        NULL;  -- an operation without events
-    END CASE;
-END
-$$;
+AS 'MODULE_PATHNAME', 'history_events'
+LANGUAGE C STABLE ROWS 2
+SET search_path = pg_catalog, pg_temp;
 
 COMMENT ON FUNCTION subscription.history_events(text, jsonb) IS
 'The events of a history row: event types and versioned payloads per operation (E1, docs/integrating.md)';
 
--- Trigger: the events of a statement's history rows, in its transaction,
--- with one write_events() (E1): in the order of the history rows, each
--- row's in the order history_events() gives them.  Every history row is
+-- Trigger (C, events.c): the events of a statement's history rows, in its
+-- transaction, with one write (InsertEvents, the writer of insert_events;
+-- E1): in the order of the history rows, each row's in the order of the
+-- mapping (HistoryRowEvents, history_events()).  Every history row is
 -- written by RecordHistory() (history.c), whose rows of one RowWrites are
--- one statement here (rowwrite.c).  The transition rows are read alone:
--- on a Citus worker no statement joins them with a distributed table.  A
--- restore copies the events with the history: none is written again.
+-- one statement here (rowwrite.c).  The transition rows are read alone,
+-- without a query.  A restore copies the events with the history: none is
+-- written again.  It writes as the extension's owner, its search_path
+-- pinned (identity.c).
 CREATE FUNCTION subscription.history_event()
 RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF subscription.restoring_role() THEN
-        RETURN NULL;
-    END IF;
-    -- one query: the rows' own columns (checked by history's constraints)
-    -- and the payloads (versioned by history_events()) need no check
-    PERFORM subscription.insert_events(
-               array_agg(h.tenant_id ORDER BY h.id, e.n), array_agg(e.type ORDER BY h.id, e.n),
-               array_agg(h.account_id ORDER BY h.id, e.n), array_agg(h.subscription_id ORDER BY h.id, e.n),
-               array_agg(e.payload ORDER BY h.id, e.n), array_agg(h.at ORDER BY h.id, e.n))
-      FROM new_rows AS h
-     CROSS JOIN LATERAL subscription.history_events(h.operation, h.details) WITH ORDINALITY AS e (type, payload, n)
-    HAVING count(*) > 0;
-    RETURN NULL;
-END
-$$;
+AS 'MODULE_PATHNAME', 'history_event'
+LANGUAGE C;
 
 COMMENT ON FUNCTION subscription.history_event() IS
 'Trigger: the events of a statement''s history rows, written in its transaction with one INSERT (E1)';
