@@ -89,6 +89,31 @@ SELECT operation, details ->> 'amount' AS amount, details -> 'status' AS status
   FROM history WHERE operation IN ('payment', 'invoice_status') AND details ->> 'invoice_id' = :'i3' ORDER BY id;
 ROLLBACK;
 
+-- an invoice opened in the payment's transaction (its opening at the
+-- commit, not written yet): record_payment writes its opening, the payment
+-- and its status in that order, marks it announced in the UPDATE that
+-- writes the payment (one UPDATE of the invoice, no invoice_announcement),
+-- and the commit's trigger writes no second opening
+BEGIN;
+INSERT INTO product (code, name) VALUES ('desk', 'Zendesk Support');
+INSERT INTO plan (code, product, name) VALUES ('zd_pro', 'desk', 'Professional');
+INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES ('zd_pro', '1 month', 55, true);
+INSERT INTO account (id, name) VALUES (5, 'pays in the transaction that opened');
+SELECT subscribe(5, 'zd_pro', '1 month', 2, '2026-01-01') AS s5 \gset
+SELECT id AS i5, announced FROM invoice_record WHERE subscription_id = :s5 \gset
+SELECT :'announced' AS announced_before;
+SELECT pg_temp.calls('invoice_announcement') AS a0,
+       (SELECT n_tup_upd FROM pg_stat_xact_user_tables WHERE relid = 'subscription.invoice_record'::regclass) AS u0 \gset
+SELECT record_payment(:i5, 110, 'same_tx', '2026-01-02') IS NOT NULL AS paid;
+SELECT pg_temp.calls('invoice_announcement') - :a0 AS announcements,
+       (SELECT n_tup_upd FROM pg_stat_xact_user_tables WHERE relid = 'subscription.invoice_record'::regclass) - :u0 AS invoice_updates;
+SELECT paid, status, announced FROM invoice_record WHERE id = :i5;
+SET CONSTRAINTS subscription.invoice_record_opened IMMEDIATE;
+SELECT operation, details ->> 'total' AS total, details ->> 'amount' AS amount, details -> 'status' AS status
+  FROM history WHERE operation IN ('invoice_open', 'payment', 'invoice_status') AND details ->> 'invoice_id' = :'i5' ORDER BY id;
+SELECT type FROM event WHERE account_id = 5 AND (type LIKE 'invoice.%' OR type LIKE 'payment.%') ORDER BY id;
+ROLLBACK;
+
 -- settle_invoice's payment part: not negative, finite (22023), nothing written
 SELECT pg_temp.error_of($$SELECT subscription.settle_invoice(1, 1, false, NULL, '{}', '{}', -1)$$);
 SELECT pg_temp.error_of($$SELECT subscription.settle_invoice(1, 1, false, NULL, '{}', '{}', 'Infinity')$$);
