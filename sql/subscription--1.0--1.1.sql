@@ -18901,3 +18901,313 @@ CREATE OR REPLACE FUNCTION subscription.history_event()
 RETURNS trigger
 AS 'MODULE_PATHNAME', 'history_event'
 LANGUAGE C;
+
+-- ---------------------------------------------------------------------------
+-- issue 20 (h-sim2): record_payment of an invoice opened in its transaction
+-- marks it announced in the UPDATE that writes the payment (settle_invoice's
+-- new argument announce), its opening's rows read from the row in hand
+-- (invoice_opening, new): one UPDATE of the invoice instead of two.
+CREATE FUNCTION subscription.invoice_opening(i subscription.invoice_record,
+                                             OUT operations text[], OUT details jsonb[])
+RETURNS record
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    lines bigint;
+    total numeric;
+BEGIN
+    PERFORM subscription.require_arguments('invoice_opening', '{i}', ARRAY[(i).id IS NULL]);
+    operations := '{}';
+    details := '{}';
+    -- a restore copies rows already announced, and announces without
+    -- history the invoices of a dump from before 1.1
+    IF subscription.restoring_role() THEN
+        RETURN;
+    END IF;
+    -- its lines, and their total: its total once invoice_totals has
+    -- counted them, and none before them (an opening written at the end of
+    -- its statement: SET CONSTRAINTS invoice_record_opened IMMEDIATE),
+    -- though renew_common_group opens an invoice with the total of the
+    -- lines it writes next (issue 18)
+    SELECT count(*), coalesce(sum(subscription.line_amount(l.kind, l.amount)), 0) INTO lines, total
+      FROM subscription.ledger AS l
+     WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id;
+    operations := ARRAY['invoice_open'];
+    details := ARRAY[jsonb_build_object('invoice_id', i.id, 'issuer', i.issuer, 'number', i.number,
+                                        'currency', i.currency, 'corrects_invoice_id', i.corrects_invoice_id,
+                                        'due_at', i.due_at, 'total', total, 'lines', lines)];
+    IF i.status <> 'open' THEN
+        operations := operations || 'invoice_status'::text;
+        details := details || subscription.invoice_status_details(i, i.status,
+            CASE i.status WHEN 'paid' THEN coalesce((SELECT max(p.at) FROM subscription.payment AS p
+                                                      WHERE p.tenant_id = i.tenant_id AND p.invoice_id = i.id), i.at)
+                          ELSE i.at END,
+            CASE WHEN i.status = 'void' THEN
+                jsonb_build_object('reason', i.void_reason, 'correcting_invoice_id',
+                                   (SELECT c.id FROM subscription.invoice_record AS c
+                                     WHERE c.tenant_id = i.tenant_id AND c.corrects_invoice_id = i.id))
+                 ELSE '{}' END,
+            true);
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.invoice_opening(subscription.invoice_record) IS
+'Internal: the history rows of an invoice''s opening (and a status its transaction reached), of the row given, writing nothing (I8)';
+CREATE OR REPLACE FUNCTION subscription.invoice_announcement(tenant_id bigint, invoice_id bigint,
+                                                  OUT account_id bigint, OUT subscription_id bigint,
+                                                  OUT operations text[], OUT details jsonb[])
+RETURNS record
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+BEGIN
+    operations := '{}';
+    details := '{}';
+    -- once
+    UPDATE subscription.invoice_record AS r SET announced = true
+     WHERE r.tenant_id = invoice_announcement.tenant_id AND r.id = invoice_announcement.invoice_id AND NOT r.announced
+    RETURNING * INTO i;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    account_id := i.account_id;
+    subscription_id := i.subscription_id;
+    SELECT o.operations, o.details INTO operations, details FROM subscription.invoice_opening(i) AS o;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.invoice_announcement(bigint, bigint) IS
+'Internal: mark an invoice announced and return its opening''s history rows (and a status its transaction reached), once (I8)';
+DROP FUNCTION subscription.settle_invoice(bigint, bigint, boolean, timestamptz, text[], jsonb[], numeric);
+CREATE FUNCTION subscription.settle_invoice(tenant_id bigint, invoice_id bigint, quiet boolean DEFAULT false,
+                                            at timestamptz DEFAULT NULL, before_operations text[] DEFAULT '{}',
+                                            before_details jsonb[] DEFAULT '{}', paid_now numeric DEFAULT 0,
+                                            announce boolean DEFAULT false)
+RETURNS text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+    new_status text;
+    operations text[] := coalesce(before_operations, '{}');
+    details jsonb[] := coalesce(before_details, '{}');
+    status_details jsonb;
+BEGIN
+    IF paid_now < 0 OR paid_now >= 'Infinity' THEN
+        RAISE EXCEPTION 'a payment''s part of an invoice must be a finite amount, not negative'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The amount was %s.', paid_now);
+    END IF;
+    SELECT * INTO i FROM subscription.invoice_record AS r
+     WHERE r.tenant_id = settle_invoice.tenant_id AND r.id = settle_invoice.invoice_id;
+    IF NOT FOUND THEN
+        -- no invoice, no rows of it (record_payment, which gives rows, has it locked)
+        RETURN NULL;
+    END IF;
+    i.paid := i.paid + coalesce(paid_now, 0);
+    new_status := subscription.invoice_status(i.status, i.total, i.paid);
+    IF new_status IS DISTINCT FROM i.status OR paid_now <> 0 OR (announce AND NOT i.announced) THEN
+        i.announced := i.announced OR announce IS TRUE;
+        UPDATE subscription.invoice_record AS r SET status = new_status, paid = i.paid, announced = i.announced
+         WHERE r.tenant_id = settle_invoice.tenant_id AND r.id = settle_invoice.invoice_id;
+    END IF;
+    IF new_status IS DISTINCT FROM i.status THEN
+        IF NOT quiet THEN
+            status_details := subscription.invoice_status_details(i, new_status, coalesce(settle_invoice.at, i.at),
+                                                                  '{}', false);
+        END IF;
+        IF status_details IS NOT NULL THEN
+            operations := operations || 'invoice_status'::text;
+            details := details || status_details;
+        END IF;
+    END IF;
+    IF cardinality(operations) > 0 THEN
+        PERFORM subscription.write_histories(operations, i.account_id, i.subscription_id, details, i.tenant_id);
+    END IF;
+    IF new_status IS DISTINCT FROM i.status AND NOT quiet AND new_status = 'paid' AND i.subscription_id IS NOT NULL THEN
+        PERFORM subscription.end_past_due(i.tenant_id, i.subscription_id, i.id);
+    END IF;
+    RETURN new_status;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.settle_invoice(bigint, bigint, boolean, timestamptz, text[], jsonb[], numeric, boolean) IS
+'Internal: an invoice''s status from its total and payments (and what its caller''s payment adds, written with it, and its mark of announced), its change recorded in history unless quiet, after the caller''s rows of it (I3)';
+CREATE OR REPLACE FUNCTION subscription.record_payment(tenant_id bigint, invoice_id bigint, amount numeric, reference text,
+                                            at timestamptz, currency text)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+    earlier subscription.payment;
+    excess numeric;
+    credit_line bigint;
+    new_id bigint;
+    -- the history rows of the invoice written with its status's, in one
+    -- statement (settle_invoice): its opening (I8), then the payment
+    opening record;
+    operations text[];
+    details jsonb[];
+    -- its opening is among them and it is not marked announced yet
+    unmarked boolean := false;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.record_payment(bigint,bigint,numeric,text,timestamptz,text)', record_payment.tenant_id,
+            pg_catalog.jsonb_build_array(record_payment.tenant_id, record_payment.invoice_id, record_payment.amount, record_payment.reference, record_payment.at, record_payment.currency)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    PERFORM subscription.require_arguments('record_payment', '{invoice_id,amount,reference,at}',
+        ARRAY[invoice_id IS NULL, amount IS NULL, reference IS NULL, at IS NULL]);
+    i := subscription.invoice_for_change('record_payment', tenant_id, invoice_id, false);
+    -- I8: opened in this transaction: its opening before the payment's rows
+    -- (an invoice announced already, as most are, has none: its row is
+    -- locked, so it stays so; no UPDATE of no row).  Its rows from the row
+    -- in hand; settle_invoice marks it in the UPDATE of the payment, or,
+    -- on the ways that write before that, invoice_announcement does
+    operations := '{}';
+    details := '{}';
+    IF NOT i.announced THEN
+        SELECT * INTO opening FROM subscription.invoice_opening(i);
+        operations := opening.operations;
+        details := opening.details;
+        unmarked := true;
+    END IF;
+    PERFORM subscription.authorize(i.tenant_id, i.account_id, 'pay', false);
+    -- I5: once per reference
+    SELECT * INTO earlier FROM subscription.payment AS p
+     WHERE p.tenant_id = i.tenant_id AND p.reference = record_payment.reference;
+    IF FOUND THEN
+        IF earlier.invoice_id <> i.id THEN
+            RAISE EXCEPTION 'payment reference "%" is already recorded for another invoice', reference
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('Payment %s of invoice %s has it.', earlier.id, earlier.invoice_id);
+        END IF;
+        IF unmarked THEN
+            PERFORM subscription.invoice_announcement(i.tenant_id, i.id);
+        END IF;
+        PERFORM subscription.write_histories(operations, i.account_id, i.subscription_id, details, i.tenant_id);
+        RETURN earlier.id;
+    END IF;
+    PERFORM subscription.require_time('record_payment', at, false);
+    IF currency IS NOT NULL AND currency <> i.currency THEN
+        RAISE EXCEPTION 'invoice % is in %, not %', i.document_number, i.currency, currency
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Record the payment in the invoice''s currency.';
+    END IF;
+    IF amount <= 0 OR amount >= 'Infinity' OR amount <> subscription.round_money(amount, i.currency) THEN
+        RAISE EXCEPTION 'a payment must be a positive amount in the minor unit of %', i.currency
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The amount was %s.', amount);
+    END IF;
+    PERFORM subscription.require_amount(amount, i.currency);
+    IF btrim(reference) = '' THEN
+        RAISE EXCEPTION 'a payment needs the provider''s reference' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF i.status IN ('void', 'uncollectible') THEN
+        RAISE EXCEPTION 'invoice % is %', i.document_number, i.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    excess := amount - greatest(i.total - i.paid, 0);
+    IF excess > 0 THEN
+        -- the credit's line may settle other invoices (invoice_totals): the
+        -- opening before their rows
+        IF unmarked THEN
+            PERFORM subscription.invoice_announcement(i.tenant_id, i.id);
+            unmarked := false;
+        END IF;
+        PERFORM subscription.write_histories(operations, i.account_id, i.subscription_id, details, i.tenant_id);
+        operations := '{}';
+        details := '{}';
+        INSERT INTO subscription.ledger AS l
+               (tenant_id, account_id, kind, amount, currency, item, description, corrects_invoice_id)
+        VALUES (i.tenant_id, i.account_id, 'credit', excess, i.currency, 'credit',
+                format('overpayment of invoice %s (%s)', i.document_number, reference), i.id)
+        RETURNING l.id INTO credit_line;
+    END IF;
+    INSERT INTO subscription.payment AS p
+           (tenant_id, invoice_id, account_id, amount, currency, reference, payment_method_id, at, credit_line_id)
+    VALUES (i.tenant_id, i.id, i.account_id, amount, i.currency, reference, i.payment_method_id, at, credit_line)
+    RETURNING p.id INTO new_id;
+    operations := operations || 'payment'::text;
+    details := details || jsonb_build_object('payment_id', new_id, 'invoice_id', i.id, 'amount', amount,
+                                             'currency', i.currency, 'reference', reference,
+                                             'credited', greatest(excess, 0));
+    -- what is paid, written with the status in one UPDATE
+    PERFORM subscription.settle_invoice(i.tenant_id, i.id, false, at, operations, details, amount - greatest(excess, 0),
+                                        unmarked);
+    RETURN new_id;
+END
+$$;
+
+REVOKE ALL ON FUNCTION subscription.invoice_opening(subscription.invoice_record) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.settle_invoice(bigint, bigint, boolean, timestamptz, text[], jsonb[], numeric, boolean) FROM PUBLIC;
+-- the roles already given their rights get the new functions
+SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g ORDER BY g.role, g.kind;
+
+-- issue 20 (h-sim2): renewal_notice joins its usage (an aggregate, one
+-- row) with LEFT JOIN LATERAL ... ON true, the same rows: a reader that
+-- takes neither usage column (announce_renewals) has the join removed and
+-- calls no preview_usage per notice.
+CREATE OR REPLACE VIEW subscription.renewal_notice WITH (security_barrier) AS
+-- s: the subscriptions that renew, by their own columns alone; on Citus
+-- read from the shards (the CTE, planned apart when the whole does not push
+-- down), the rest on the coordinator, so that the functions below read the
+-- tenant tables from there (issue 17); on a single server inlined as if
+-- written in place
+WITH s AS (
+    SELECT * FROM subscription.subscription AS s
+     WHERE s.status OPERATOR(pg_catalog.=) ANY ('{active,trialing}')
+       AND s.paused_at IS NULL
+       AND NOT s.cancel_at_period_end
+       AND s.renewal OPERATOR(pg_catalog.<>) 'none')
+SELECT s.id AS subscription_id,
+       s.account_id,
+       upper(s.period) AS renews_at,
+       n.plan,
+       n.cycle,
+       n.quantity,
+       CASE WHEN cardinality(subscription.plan_tiers(n.plan, n.version)) > 0 THEN n.quantity END AS tier,
+       subscription.round_money(price.amount, price.currency) AS amount,
+       price.currency,
+       d.discount,
+       least(subscription.credit_balance(s.account_id, price.currency),
+             subscription.round_money(price.amount, price.currency) OPERATOR(pg_catalog.-) d.discount) AS credit,
+       upper(s.period) OPERATOR(pg_catalog.<=) subscription.now() AS overdue,
+       -- the version of the plan renewed into (grandfathering; a migration's)
+       subscription.plan_version_or_current(n.plan, n.version) AS plan_version,
+       -- a trial ending: what its product makes of it (issue 19), else NULL
+       CASE WHEN s.status OPERATOR(pg_catalog.=) 'trialing'
+            THEN (SELECT pr.trial_end FROM subscription.plan AS p
+                    JOIN subscription.product AS pr ON pr.code OPERATOR(pg_catalog.=) p.product
+                   WHERE p.code OPERATOR(pg_catalog.=) s.plan) END AS trial_end,
+       -- U6: the usage the renewal bills of the ending period (preview_usage),
+       -- its amount in the renewal's currency and its lines
+       u.usage_amount,
+       u.usage
+  FROM s
+  CROSS JOIN LATERAL subscription.renewal_terms(s.id) AS n
+  CROSS JOIN LATERAL subscription.period_price(n.plan, n.cycle, n.quantity, n.version) AS price
+  CROSS JOIN LATERAL subscription.coupon_discount(s.id, subscription.round_money(price.amount, price.currency),
+                                                  price.currency) AS d(discount)
+  -- one row (an aggregate) joined on true: a reader that takes neither
+  -- usage column (announce_renewals) has the join removed, and no
+  -- preview_usage call (issue 20)
+  LEFT JOIN LATERAL (
+      SELECT coalesce(sum(p.amount) FILTER (WHERE p.currency OPERATOR(pg_catalog.=) price.currency), 0) AS usage_amount,
+             jsonb_agg(jsonb_build_object('feature', p.feature, 'aggregate', p.aggregate, 'included', p.included,
+                                          'billable', p.billable, 'amount', p.amount, 'currency', p.currency)
+                       ORDER BY p.feature) AS usage
+        FROM subscription.preview_usage(s.account_id) AS p
+       WHERE p.subscription_id OPERATOR(pg_catalog.=) s.id
+         -- usage_due prices a plan's usage prices alone: without any, no
+         -- call (a millisecond a subscription, issue 20)
+         AND EXISTS (SELECT FROM subscription.plan_usage_price AS up WHERE up.plan OPERATOR(pg_catalog.=) s.plan)) AS u ON true
+ WHERE upper(s.period) OPERATOR(pg_catalog.<=)
+       (subscription.now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
+   AND subscription.may_read(s.tenant_id, s.account_id);

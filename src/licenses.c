@@ -55,6 +55,7 @@
 #include "utils/rel.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 
 #include "subscription.h"
 
@@ -222,9 +223,9 @@ static SPIPlanPtr read_counter_plan = NULL;
 static SPIPlanPtr read_tenant_counter_plan = NULL;
 static SPIPlanPtr truncate_plan = NULL;
 static SPIPlanPtr truncate_seats_plan = NULL;
-static SPIPlanPtr precheck_plan = NULL;
 static SPIPlanPtr authorize_plan = NULL;
-static SPIPlanPtr insert_license_plan = NULL;
+/* [status_grants() defined (StatusGrantsDefined)][tenant keyed] */
+static SPIPlanPtr insert_license_plans[2][2];
 static SPIPlanPtr delete_license_plan = NULL;
 static SPIPlanPtr frozen_plan = NULL;
 static SPIPlanPtr frozen_tenant_plan = NULL;
@@ -1314,6 +1315,29 @@ AuthorizeOnSubscription(const int64 *tenant, int64 subscription_id, const char *
 }
 
 /*
+ * D2: whether a subscription's status grants its seats, in SQL on s (a
+ * subscription row): status_grants(), the rule's one place, from 1.1 on.
+ * The library also serves a 1.0 schema until ALTER EXTENSION UPDATE, which
+ * has no such function: there the rule of 1.0 is its seat counter's
+ * "active" (1.0's sync_license_counter), read as it is.  Which one, asked
+ * of the catalog at each call (a syscache lookup, which the catalog's
+ * invalidations keep true), indexes the kept plans of each form.
+ */
+#define STATUS_GRANTS_SQL "subscription.status_grants(s.status)"
+#define STATUS_GRANTS_1_0_SQL \
+	"coalesce((SELECT c.active FROM subscription.license_counter AS c WHERE c.subscription_id = s.id), false)"
+
+static bool
+StatusGrantsDefined(void)
+{
+	Oid			textoid = TEXTOID;
+
+	return SearchSysCacheExists3(PROCNAMEARGSNSP, CStringGetDatum("status_grants"),
+								 PointerGetDatum(buildoidvector(&textoid, 1)),
+								 ObjectIdGetDatum(get_namespace_oid("subscription", false)));
+}
+
+/*
  * The checks of license_consume and license_release that give the caller a
  * precise error before any write: unknown ids, the actor's rights, another
  * account, the subscription's state.  The guard checks again under locks.
@@ -1321,31 +1345,36 @@ AuthorizeOnSubscription(const int64 *tenant, int64 subscription_id, const char *
 static void
 PrecheckLicense(const char *fn, const int64 *tenant, int64 subscription_id, int64 member_id, bool assigning)
 {
-	static SPIPlanPtr tenant_precheck_plan = NULL;
+	/* [status_grants() defined][tenant named] */
+	static SPIPlanPtr precheck_plans[2][2];
 	Oid			argtypes[3] = {INT8OID, INT8OID, INT8OID};
 	Datum		values[3] = {Int64GetDatum(subscription_id), Int64GetDatum(member_id),
 	Int64GetDatum(tenant ? *tenant : 0)};
-	SPIPlanPtr *plan = tenant ? &tenant_precheck_plan : &precheck_plan;
+	bool		v11 = StatusGrantsDefined();
+	SPIPlanPtr *plan = &precheck_plans[v11][tenant != NULL];
 	bool		isnull;
 	int64		account;
 	char	   *status;
+	bool		grants;
 	bool		holds;
 	Snapshot	snapshot;
 
 	/* the tenant, when known, named: on Citus the tenant's shards alone (issue 17) */
-	KeptPlan(plan,
-			 tenant
-			 ? "SELECT s.account_id, s.status,"
-			 "       EXISTS (SELECT FROM subscription.license AS l"
-			 "                WHERE l.tenant_id = $3 AND l.subscription_id = $1 AND l.member_id = $2)"
-			 "  FROM subscription.subscription AS s"
-			 " WHERE s.tenant_id = $3 AND s.id = $1"
-			 : "SELECT s.account_id, s.status,"
-			 "       EXISTS (SELECT FROM subscription.license AS l"
-			 "                WHERE l.subscription_id = $1 AND l.member_id = $2)"
-			 "  FROM subscription.subscription AS s"
-			 " WHERE s.id = $1",
-			 tenant ? 3 : 2, argtypes);
+	if (*plan == NULL)
+		KeptPlan(plan,
+				 psprintf(tenant
+						  ? "SELECT s.account_id, s.status, %s,"
+						  "       EXISTS (SELECT FROM subscription.license AS l"
+						  "                WHERE l.tenant_id = $3 AND l.subscription_id = $1 AND l.member_id = $2)"
+						  "  FROM subscription.subscription AS s"
+						  " WHERE s.tenant_id = $3 AND s.id = $1"
+						  : "SELECT s.account_id, s.status, %s,"
+						  "       EXISTS (SELECT FROM subscription.license AS l"
+						  "                WHERE l.subscription_id = $1 AND l.member_id = $2)"
+						  "  FROM subscription.subscription AS s"
+						  " WHERE s.id = $1",
+						  v11 ? STATUS_GRANTS_SQL : STATUS_GRANTS_1_0_SQL),
+				 tenant ? 3 : 2, argtypes);
 	/*
 	 * Asked after a write that found nothing: under READ COMMITTED the
 	 * statement's snapshot may still show a license that a concurrent
@@ -1362,7 +1391,8 @@ PrecheckLicense(const char *fn, const int64 *tenant, int64 subscription_id, int6
 		SubscriptionMissing(NULL, subscription_id);
 	account = GetInt64(0, 1, &isnull);
 	status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-	holds = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	grants = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	holds = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
 
 	/* nothing more is told to an actor who may not do this */
 	Authorize(account, "assign_licenses");
@@ -1370,8 +1400,7 @@ PrecheckLicense(const char *fn, const int64 *tenant, int64 subscription_id, int6
 	/* L11: a member that does not exist (P0002), or of another account (22023) */
 	CheckOneMember(snapshot, NULL, tenant, subscription_id, account, member_id);
 	/* D2: a past-due subscription keeps its seats until its ladder's end */
-	if (assigning && strcmp(status, "active") != 0 && strcmp(status, "trialing") != 0
-		&& strcmp(status, "past_due") != 0)
+	if (assigning && !grants)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("subscription " INT64_FORMAT " is %s", subscription_id, status),
@@ -1452,6 +1481,7 @@ WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
 	char		nulls[3] = {' ', ' ', ' '};
 	int			nest_level;
 	int32		left;
+	bool		v11;
 
 	if (PG_ARGISNULL(first) || PG_ARGISNULL(first + 1))
 		ereport(ERROR,
@@ -1534,28 +1564,31 @@ WriteLicense(const char *fn, bool assigning, FunctionCallInfo fcinfo)
 		 * One statement checks that both exist and the state, and inserts;
 		 * nothing inserted is explained by PrecheckLicense.
 		 */
-		KeptPlan(&insert_license_plan,
-				 keyed
-				 ? "WITH inserted AS ("
-				 "INSERT INTO subscription.license (tenant_id, subscription_id, member_id)"
-				 " SELECT $3, $1, $2"
-				 "   FROM subscription.subscription AS s"
-				 "   JOIN subscription.member AS m ON m.tenant_id = $3 AND m.id = $2"
-				 "  WHERE s.tenant_id = $3 AND s.id = $1 AND s.status IN ('active', 'trialing', 'past_due')"
-				 " ON CONFLICT DO NOTHING RETURNING 1) SELECT FROM inserted"
-				 : "WITH inserted AS ("
-				 "INSERT INTO subscription.license (subscription_id, member_id)"
-				 " SELECT $1, $2"
-				 "   FROM subscription.subscription AS s"
-				 "   JOIN subscription.member AS m ON m.id = $2"
-				 "  WHERE s.id = $1 AND s.status IN ('active', 'trialing', 'past_due')"
-				 " ON CONFLICT DO NOTHING RETURNING 1) SELECT FROM inserted",
-				 3, argtypes);
+		v11 = StatusGrantsDefined();
+		if (insert_license_plans[v11][keyed] == NULL)
+			KeptPlan(&insert_license_plans[v11][keyed],
+					 psprintf(keyed
+							  ? "WITH inserted AS ("
+							  "INSERT INTO subscription.license (tenant_id, subscription_id, member_id)"
+							  " SELECT $3, $1, $2"
+							  "   FROM subscription.subscription AS s"
+							  "   JOIN subscription.member AS m ON m.tenant_id = $3 AND m.id = $2"
+							  "  WHERE s.tenant_id = $3 AND s.id = $1 AND %s"
+							  " ON CONFLICT DO NOTHING RETURNING 1) SELECT FROM inserted"
+							  : "WITH inserted AS ("
+							  "INSERT INTO subscription.license (subscription_id, member_id)"
+							  " SELECT $1, $2"
+							  "   FROM subscription.subscription AS s"
+							  "   JOIN subscription.member AS m ON m.id = $2"
+							  "  WHERE s.id = $1 AND %s"
+							  " ON CONFLICT DO NOTHING RETURNING 1) SELECT FROM inserted",
+							  v11 ? STATUS_GRANTS_SQL : STATUS_GRANTS_1_0_SQL),
+					 3, argtypes);
 		/*
 		 * The rows inserted, returned: on Citus a router query counts them
 		 * (its INSERT ... SELECT reports the rows selected)
 		 */
-		if (SPI_execute_plan(insert_license_plan, values, nulls, false, 0) != SPI_OK_SELECT)
+		if (SPI_execute_plan(insert_license_plans[v11][keyed], values, nulls, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not assign the license");
 		if (SPI_processed == 0)
 		{

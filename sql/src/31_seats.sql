@@ -85,12 +85,12 @@ COMMENT ON FUNCTION subscription.dunning_freeze_invoice(bigint, bigint) IS
 
 -- D2: the statuses in which a subscription grants its plan's seats and
 -- limits: active, trialing and past due (a past-due one keeps them until
--- its dunning ends).  The one place of that set in SQL: assigns_licenses,
--- granted_limits, and the triggers that recompute counters and limits on
--- a change of status, which a move between two of these statuses changes
--- neither of (issue 20).  (The license guard's own statements, in
--- src/licenses.c, name the set too: the library also serves a 1.0
--- install, which has no such function.)  An SQL-standard body, inlined
+-- its dunning ends).  The one place of that set: assigns_licenses,
+-- granted_limits, the triggers that recompute counters and limits on a
+-- change of status, which a move between two of these statuses changes
+-- neither of (issue 20), and the statements of license_consume in
+-- src/licenses.c (on a 1.0 schema, which has no such function, those read
+-- 1.0's rule, its seat counter's "active").  An SQL-standard body, inlined
 -- where it is called.
 CREATE FUNCTION subscription.status_grants(status text)
 RETURNS boolean

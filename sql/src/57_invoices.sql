@@ -245,9 +245,62 @@ COMMENT ON FUNCTION subscription.invoice_status_history(subscription.invoice_rec
 -- or a void of it in that transaction (invoice_for_change, record_payment),
 -- so that their events follow it.  A restore (a restoring role) marks it
 -- without history.  Every statement names the tenant (Citus: on its shard).
--- invoice_announcement marks it and returns its rows (none if it was
--- already, or by a restore): its operations and details, of the invoice's
--- account and subscription; announce_invoice writes them.
+-- invoice_opening returns the rows of an invoice in hand (none for a
+-- restore), writing nothing; invoice_announcement marks it and returns its
+-- rows (none if it was already): its operations and details, of the
+-- invoice's account and subscription; announce_invoice writes them.
+-- record_payment, which holds the invoice locked, takes its rows from
+-- invoice_opening and has settle_invoice mark it in the UPDATE that
+-- writes the payment (issue 20: one UPDATE of the invoice, not two).
+CREATE FUNCTION subscription.invoice_opening(i subscription.invoice_record,
+                                             OUT operations text[], OUT details jsonb[])
+RETURNS record
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    lines bigint;
+    total numeric;
+BEGIN
+    PERFORM subscription.require_arguments('invoice_opening', '{i}', ARRAY[(i).id IS NULL]);
+    operations := '{}';
+    details := '{}';
+    -- a restore copies rows already announced, and announces without
+    -- history the invoices of a dump from before 1.1
+    IF subscription.restoring_role() THEN
+        RETURN;
+    END IF;
+    -- its lines, and their total: its total once invoice_totals has
+    -- counted them, and none before them (an opening written at the end of
+    -- its statement: SET CONSTRAINTS invoice_record_opened IMMEDIATE),
+    -- though renew_common_group opens an invoice with the total of the
+    -- lines it writes next (issue 18)
+    SELECT count(*), coalesce(sum(subscription.line_amount(l.kind, l.amount)), 0) INTO lines, total
+      FROM subscription.ledger AS l
+     WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id;
+    operations := ARRAY['invoice_open'];
+    details := ARRAY[jsonb_build_object('invoice_id', i.id, 'issuer', i.issuer, 'number', i.number,
+                                        'currency', i.currency, 'corrects_invoice_id', i.corrects_invoice_id,
+                                        'due_at', i.due_at, 'total', total, 'lines', lines)];
+    IF i.status <> 'open' THEN
+        operations := operations || 'invoice_status'::text;
+        details := details || subscription.invoice_status_details(i, i.status,
+            CASE i.status WHEN 'paid' THEN coalesce((SELECT max(p.at) FROM subscription.payment AS p
+                                                      WHERE p.tenant_id = i.tenant_id AND p.invoice_id = i.id), i.at)
+                          ELSE i.at END,
+            CASE WHEN i.status = 'void' THEN
+                jsonb_build_object('reason', i.void_reason, 'correcting_invoice_id',
+                                   (SELECT c.id FROM subscription.invoice_record AS c
+                                     WHERE c.tenant_id = i.tenant_id AND c.corrects_invoice_id = i.id))
+                 ELSE '{}' END,
+            true);
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.invoice_opening(subscription.invoice_record) IS
+'Internal: the history rows of an invoice''s opening (and a status its transaction reached), of the row given, writing nothing (I8)';
+
 CREATE FUNCTION subscription.invoice_announcement(tenant_id bigint, invoice_id bigint,
                                                   OUT account_id bigint, OUT subscription_id bigint,
                                                   OUT operations text[], OUT details jsonb[])
@@ -257,48 +310,19 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     i subscription.invoice_record;
-    lines bigint;
-    total numeric;
 BEGIN
     operations := '{}';
     details := '{}';
-    -- once: a restore copies rows already announced, and announces
-    -- without history the invoices of a dump from before 1.1
+    -- once
     UPDATE subscription.invoice_record AS r SET announced = true
      WHERE r.tenant_id = invoice_announcement.tenant_id AND r.id = invoice_announcement.invoice_id AND NOT r.announced
     RETURNING * INTO i;
-    IF NOT FOUND OR subscription.restoring_role() THEN
+    IF NOT FOUND THEN
         RETURN;
     END IF;
     account_id := i.account_id;
     subscription_id := i.subscription_id;
-    -- its lines, and their total: its total once invoice_totals has
-    -- counted them, and none before them (an opening written at the end of
-    -- its statement: SET CONSTRAINTS invoice_record_opened IMMEDIATE),
-    -- though renew_common_group opens an invoice with the total of the
-    -- lines it writes next (issue 18)
-    SELECT count(*), coalesce(sum(subscription.line_amount(l.kind, l.amount)), 0) INTO lines, total
-      FROM subscription.ledger AS l
-     WHERE l.tenant_id = invoice_announcement.tenant_id AND l.invoice_id = invoice_announcement.invoice_id;
-    operations := ARRAY['invoice_open'];
-    details := ARRAY[jsonb_build_object('invoice_id', i.id, 'issuer', i.issuer, 'number', i.number,
-                                        'currency', i.currency, 'corrects_invoice_id', i.corrects_invoice_id,
-                                        'due_at', i.due_at, 'total', total, 'lines', lines)];
-    IF i.status <> 'open' THEN
-        operations := operations || 'invoice_status'::text;
-        details := details || subscription.invoice_status_details(i, i.status,
-            CASE i.status WHEN 'paid' THEN coalesce((SELECT max(p.at) FROM subscription.payment AS p
-                                                      WHERE p.tenant_id = invoice_announcement.tenant_id
-                                                        AND p.invoice_id = invoice_announcement.invoice_id), i.at)
-                          ELSE i.at END,
-            CASE WHEN i.status = 'void' THEN
-                jsonb_build_object('reason', i.void_reason, 'correcting_invoice_id',
-                                   (SELECT c.id FROM subscription.invoice_record AS c
-                                     WHERE c.tenant_id = invoice_announcement.tenant_id
-                                       AND c.corrects_invoice_id = invoice_announcement.invoice_id))
-                 ELSE '{}' END,
-            true);
-    END IF;
+    SELECT o.operations, o.details INTO operations, details FROM subscription.invoice_opening(i) AS o;
 END
 $$;
 
@@ -373,10 +397,13 @@ COMMENT ON FUNCTION subscription.invoice_status(text, numeric, numeric) IS
 -- the status's, before it, in one statement (write_histories), whether
 -- the status changes or not.  paid_now: what the caller's payment adds to
 -- what was paid, written with the status in one UPDATE (record_payment,
--- which holds the invoice's row locked).
+-- which holds the invoice's row locked).  announce: the caller's rows
+-- hold the invoice's opening (invoice_opening): the same UPDATE marks it
+-- announced (I8), and its status row follows them.
 CREATE FUNCTION subscription.settle_invoice(tenant_id bigint, invoice_id bigint, quiet boolean DEFAULT false,
                                             at timestamptz DEFAULT NULL, before_operations text[] DEFAULT '{}',
-                                            before_details jsonb[] DEFAULT '{}', paid_now numeric DEFAULT 0)
+                                            before_details jsonb[] DEFAULT '{}', paid_now numeric DEFAULT 0,
+                                            announce boolean DEFAULT false)
 RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -401,8 +428,9 @@ BEGIN
     END IF;
     i.paid := i.paid + coalesce(paid_now, 0);
     new_status := subscription.invoice_status(i.status, i.total, i.paid);
-    IF new_status IS DISTINCT FROM i.status OR paid_now <> 0 THEN
-        UPDATE subscription.invoice_record AS r SET status = new_status, paid = i.paid
+    IF new_status IS DISTINCT FROM i.status OR paid_now <> 0 OR (announce AND NOT i.announced) THEN
+        i.announced := i.announced OR announce IS TRUE;
+        UPDATE subscription.invoice_record AS r SET status = new_status, paid = i.paid, announced = i.announced
          WHERE r.tenant_id = settle_invoice.tenant_id AND r.id = settle_invoice.invoice_id;
     END IF;
     IF new_status IS DISTINCT FROM i.status THEN
@@ -425,8 +453,8 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION subscription.settle_invoice(bigint, bigint, boolean, timestamptz, text[], jsonb[], numeric) IS
-'Internal: an invoice''s status from its total and payments (and what its caller''s payment adds, written with it), its change recorded in history unless quiet, after the caller''s rows of it (I3)';
+COMMENT ON FUNCTION subscription.settle_invoice(bigint, bigint, boolean, timestamptz, text[], jsonb[], numeric, boolean) IS
+'Internal: an invoice''s status from its total and payments (and what its caller''s payment adds, written with it, and its mark of announced), its change recorded in history unless quiet, after the caller''s rows of it (I3)';
 
 -- I2: before each ledger line, the invoice it belongs to: the one this
 -- transaction opened for the same account, subscription, time and
@@ -829,6 +857,8 @@ DECLARE
     opening record;
     operations text[];
     details jsonb[];
+    -- its opening is among them and it is not marked announced yet
+    unmarked boolean := false;
 BEGIN
     -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
     IF subscription.idempotency_requested() THEN
@@ -840,13 +870,16 @@ BEGIN
     i := subscription.invoice_for_change('record_payment', tenant_id, invoice_id, false);
     -- I8: opened in this transaction: its opening before the payment's rows
     -- (an invoice announced already, as most are, has none: its row is
-    -- locked, so it stays so; no UPDATE of no row)
+    -- locked, so it stays so; no UPDATE of no row).  Its rows from the row
+    -- in hand; settle_invoice marks it in the UPDATE of the payment, or,
+    -- on the ways that write before that, invoice_announcement does
     operations := '{}';
     details := '{}';
     IF NOT i.announced THEN
-        SELECT * INTO opening FROM subscription.invoice_announcement(i.tenant_id, i.id);
+        SELECT * INTO opening FROM subscription.invoice_opening(i);
         operations := opening.operations;
         details := opening.details;
+        unmarked := true;
     END IF;
     PERFORM subscription.authorize(i.tenant_id, i.account_id, 'pay', false);
     -- I5: once per reference
@@ -857,6 +890,9 @@ BEGIN
             RAISE EXCEPTION 'payment reference "%" is already recorded for another invoice', reference
                 USING ERRCODE = 'invalid_parameter_value',
                       DETAIL = format('Payment %s of invoice %s has it.', earlier.id, earlier.invoice_id);
+        END IF;
+        IF unmarked THEN
+            PERFORM subscription.invoice_announcement(i.tenant_id, i.id);
         END IF;
         PERFORM subscription.write_histories(operations, i.account_id, i.subscription_id, details, i.tenant_id);
         RETURN earlier.id;
@@ -882,6 +918,10 @@ BEGIN
     IF excess > 0 THEN
         -- the credit's line may settle other invoices (invoice_totals): the
         -- opening before their rows
+        IF unmarked THEN
+            PERFORM subscription.invoice_announcement(i.tenant_id, i.id);
+            unmarked := false;
+        END IF;
         PERFORM subscription.write_histories(operations, i.account_id, i.subscription_id, details, i.tenant_id);
         operations := '{}';
         details := '{}';
@@ -900,7 +940,8 @@ BEGIN
                                              'currency', i.currency, 'reference', reference,
                                              'credited', greatest(excess, 0));
     -- what is paid, written with the status in one UPDATE
-    PERFORM subscription.settle_invoice(i.tenant_id, i.id, false, at, operations, details, amount - greatest(excess, 0));
+    PERFORM subscription.settle_invoice(i.tenant_id, i.id, false, at, operations, details, amount - greatest(excess, 0),
+                                        unmarked);
     RETURN new_id;
 END
 $$;

@@ -1126,7 +1126,10 @@ SELECT s.id AS subscription_id,
   CROSS JOIN LATERAL subscription.period_price(n.plan, n.cycle, n.quantity, n.version) AS price
   CROSS JOIN LATERAL subscription.coupon_discount(s.id, subscription.round_money(price.amount, price.currency),
                                                   price.currency) AS d(discount)
-  CROSS JOIN LATERAL (
+  -- one row (an aggregate) joined on true: a reader that takes neither
+  -- usage column (announce_renewals) has the join removed, and no
+  -- preview_usage call (issue 20)
+  LEFT JOIN LATERAL (
       SELECT coalesce(sum(p.amount) FILTER (WHERE p.currency OPERATOR(pg_catalog.=) price.currency), 0) AS usage_amount,
              jsonb_agg(jsonb_build_object('feature', p.feature, 'aggregate', p.aggregate, 'included', p.included,
                                           'billable', p.billable, 'amount', p.amount, 'currency', p.currency)
@@ -1135,7 +1138,7 @@ SELECT s.id AS subscription_id,
        WHERE p.subscription_id OPERATOR(pg_catalog.=) s.id
          -- usage_due prices a plan's usage prices alone: without any, no
          -- call (a millisecond a subscription, issue 20)
-         AND EXISTS (SELECT FROM subscription.plan_usage_price AS up WHERE up.plan OPERATOR(pg_catalog.=) s.plan)) AS u
+         AND EXISTS (SELECT FROM subscription.plan_usage_price AS up WHERE up.plan OPERATOR(pg_catalog.=) s.plan)) AS u ON true
  WHERE upper(s.period) OPERATOR(pg_catalog.<=)
        (subscription.now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
    AND subscription.may_read(s.tenant_id, s.account_id);

@@ -4,7 +4,8 @@
 -- a move out of them does; and record_payment of an invoice announced
 -- already marks nothing (no invoice_announcement) and writes what is paid
 -- with the status in one UPDATE (settle_invoice's paid_now, whose bad
--- input is refused).  Counted with track_functions in the transaction,
+-- input is refused), and license_consume in C reads the same set.
+-- Counted with track_functions in the transaction,
 -- the counters read as they are.
 \set VERBOSITY default
 \i test/sql/include/setup.psql
@@ -88,8 +89,57 @@ SELECT operation, details ->> 'amount' AS amount, details -> 'status' AS status
   FROM history WHERE operation IN ('payment', 'invoice_status') AND details ->> 'invoice_id' = :'i3' ORDER BY id;
 ROLLBACK;
 
+-- an invoice opened in the payment's transaction (its opening at the
+-- commit, not written yet): record_payment writes its opening, the payment
+-- and its status in that order, marks it announced in the UPDATE that
+-- writes the payment (one UPDATE of the invoice, no invoice_announcement),
+-- and the commit's trigger writes no second opening
+BEGIN;
+INSERT INTO product (code, name) VALUES ('desk', 'Zendesk Support');
+INSERT INTO plan (code, product, name) VALUES ('zd_pro', 'desk', 'Professional');
+INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES ('zd_pro', '1 month', 55, true);
+INSERT INTO account (id, name) VALUES (5, 'pays in the transaction that opened');
+SELECT subscribe(5, 'zd_pro', '1 month', 2, '2026-01-01') AS s5 \gset
+SELECT id AS i5, announced FROM invoice_record WHERE subscription_id = :s5 \gset
+SELECT :'announced' AS announced_before;
+SELECT pg_temp.calls('invoice_announcement') AS a0,
+       (SELECT n_tup_upd FROM pg_stat_xact_user_tables WHERE relid = 'subscription.invoice_record'::regclass) AS u0 \gset
+SELECT record_payment(:i5, 110, 'same_tx', '2026-01-02') IS NOT NULL AS paid;
+SELECT pg_temp.calls('invoice_announcement') - :a0 AS announcements,
+       (SELECT n_tup_upd FROM pg_stat_xact_user_tables WHERE relid = 'subscription.invoice_record'::regclass) - :u0 AS invoice_updates;
+SELECT paid, status, announced FROM invoice_record WHERE id = :i5;
+SET CONSTRAINTS subscription.invoice_record_opened IMMEDIATE;
+SELECT operation, details ->> 'total' AS total, details ->> 'amount' AS amount, details -> 'status' AS status
+  FROM history WHERE operation IN ('invoice_open', 'payment', 'invoice_status') AND details ->> 'invoice_id' = :'i5' ORDER BY id;
+SELECT type FROM event WHERE account_id = 5 AND (type LIKE 'invoice.%' OR type LIKE 'payment.%') ORDER BY id;
+ROLLBACK;
+
 -- settle_invoice's payment part: not negative, finite (22023), nothing written
 SELECT pg_temp.error_of($$SELECT subscription.settle_invoice(1, 1, false, NULL, '{}', '{}', -1)$$);
 SELECT pg_temp.error_of($$SELECT subscription.settle_invoice(1, 1, false, NULL, '{}', '{}', 'Infinity')$$);
 SELECT pg_temp.error_of($$SELECT subscription.settle_invoice(1, 1, false, NULL, '{}', '{}', 'NaN')$$);
 RESET track_functions;
+
+-- license_consume reads the same set (src/licenses.c, D2): a past-due
+-- subscription assigns; with status_grants() narrowed to active alone (in
+-- this transaction) the same call is refused (55000) and writes nothing,
+-- through its kept plans: the C code names no status of its own
+BEGIN;
+INSERT INTO product (code, name) VALUES ('desk', 'Zendesk Support');
+INSERT INTO plan (code, product, name) VALUES ('zd_pro', 'desk', 'Professional');
+INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES ('zd_pro', '1 month', 55, true);
+INSERT INTO account (id, name) VALUES (4, 'past due, assigns');
+INSERT INTO member (id, account_id, external_id) VALUES (41, 4, 'ann'), (42, 4, 'bob');
+SELECT subscribe(4, 'zd_pro', '1 month', 3, '2026-01-01') AS s4 \gset
+SELECT id AS i4 FROM invoice_record WHERE subscription_id = :s4 \gset
+SELECT record_payment_failure(:i4, 'card_declined', '2026-01-02');
+SELECT status FROM subscription WHERE id = :s4;
+SELECT license_consume(:s4, 41) AS left_after_past_due_assign;
+CREATE OR REPLACE FUNCTION subscription.status_grants(status text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN status_grants.status OPERATOR(pg_catalog.=) 'active';
+SELECT pg_temp.error_of($$SELECT subscription.license_consume($$ || :s4 || $$, 42)$$);
+SELECT count(*) AS licenses FROM license WHERE subscription_id = :s4;
+ROLLBACK;
+SELECT status_grants('past_due') AS past_due_grants_again;
