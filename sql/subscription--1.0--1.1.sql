@@ -18567,3 +18567,113 @@ BEGIN
     RETURN new_total;
 END
 $$;
+
+-- Issue 17 (h-cit23): Citus.  The coordinator's placement refuses a plain
+-- UPDATE closing a current price or limit at a version subscriptions hold
+-- (version_catalog_row), as a single server does.
+CREATE OR REPLACE FUNCTION subscription.version_catalog_row()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the catalog admin reads no subscription
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- the logical table, as a trigger argument: a Citus shard has another name
+    logical text := TG_ARGV[0];
+    what text := CASE logical WHEN 'plan_price' THEN 'price' ELSE 'limit' END;
+    new_version integer;
+BEGIN
+    -- the new version's row, inserted below while the old one is still open
+    IF TG_OP = 'INSERT' AND pg_trigger_depth() > 1 THEN
+        RETURN NEW;
+    ELSIF TG_OP = 'INSERT' THEN
+        -- no row lock (an INSERT makes no version; on Citus the rows of a
+        -- reference table are copied through this trigger): two new rows
+        -- of one price or limit from the same version meet in the unique
+        -- index of their lower bound
+        IF logical = 'plan_price' THEN
+            PERFORM FROM subscription.plan_price AS pp
+             WHERE pp.plan = NEW.plan AND pp.versions && NEW.versions
+               AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(NEW.cycle)
+               AND pp.tier IS NOT DISTINCT FROM NEW.tier;
+        ELSE
+            PERFORM FROM subscription.plan_limit AS pl
+             WHERE pl.plan = NEW.plan AND pl.versions && NEW.versions AND pl.feature = NEW.feature;
+        END IF;
+        IF FOUND THEN
+            RAISE EXCEPTION 'plan "%" already has this %', NEW.plan, what
+                USING ERRCODE = 'unique_violation',
+                      DETAIL = format('A row of the same %s holds versions overlapping %s.', what, NEW.versions),
+                      HINT = format('UPDATE the current row of subscription.%s: a change that subscriptions hold makes a new version.', logical),
+                      TABLE = logical, SCHEMA = 'subscription';
+        END IF;
+        RETURN NEW;
+    END IF;
+    IF NOT upper_inf(OLD.versions) THEN
+        -- a closed row is history: an UPDATE changes the current rows only
+        RETURN NULL;
+    END IF;
+    -- change_price()/change_limit() close the held row at the plan's
+    -- current version, which they made, its terms as they were, and
+    -- insert the change from that version on; nothing else moves the
+    -- versions, nor the plan
+    IF NEW.plan IS DISTINCT FROM OLD.plan
+       OR (NEW.versions IS DISTINCT FROM OLD.versions
+           AND (upper_inf(NEW.versions) OR lower(NEW.versions) IS DISTINCT FROM lower(OLD.versions)
+                OR upper(NEW.versions) IS DISTINCT FROM (SELECT p.version FROM subscription.plan AS p WHERE p.code = OLD.plan)
+                OR to_jsonb(NEW) - 'versions' - 'limit_stamp' IS DISTINCT FROM to_jsonb(OLD) - 'versions' - 'limit_stamp')) THEN
+        RAISE EXCEPTION 'the plan and versions of a % are not changed with its terms', what
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Update the terms of the current row alone; the new version is made for you.',
+                  TABLE = logical, SCHEMA = 'subscription';
+    ELSIF NEW.versions IS DISTINCT FROM OLD.versions THEN
+        -- the close keeps every version a subscription holds: none from
+        -- its end on (change_price()/change_limit() close the row at a
+        -- version nobody holds yet), else those subscriptions would lose
+        -- their price or limit.  On a single server, and on Citus by the
+        -- coordinator's placement, which reads the holders, for every node
+        -- (a worker's cannot)
+        IF subscription.catalog_reads_tenants()
+           AND subscription.catalog_change_version(OLD.plan, int4range(upper(NEW.versions), NULL)) IS NOT NULL THEN
+            RAISE EXCEPTION 'subscriptions hold version % of plan "%", which this % would no longer cover',
+                            upper(NEW.versions), OLD.plan, what
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = format('Change it with subscription.change_%s(), which makes the plan''s new version.', what),
+                      TABLE = logical, SCHEMA = 'subscription';
+        END IF;
+        RETURN NEW;
+    ELSIF subscription.distributed() THEN
+        -- Citus: a worker's placement cannot read the holders; the
+        -- coordinator's refuses the change of a held row, for every node
+        IF subscription.catalog_reads_tenants()
+           AND subscription.catalog_change_version(OLD.plan, OLD.versions) IS NOT NULL THEN
+            RAISE EXCEPTION 'subscriptions hold this % of plan "%"', what, OLD.plan
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'On Citus a plain UPDATE changes prices and limits that no subscription holds.',
+                      HINT = format('Change it with subscription.change_%s(), which makes the plan''s new version on every node.', what),
+                      TABLE = logical, SCHEMA = 'subscription';
+        END IF;
+        RETURN NEW;
+    END IF;
+    -- serialize the version changes of a plan, and its migrations, by the
+    -- plan's advisory lock, not a row lock on plan (issue 17); each
+    -- statement below reads what the previous holder committed
+    PERFORM subscription.lock_catalog('plan ' || OLD.plan, false);
+    new_version := subscription.catalog_change_version(OLD.plan, OLD.versions);
+    IF new_version IS NULL THEN
+        RETURN NEW;
+    END IF;
+    -- the versions held keep the old row; the change makes a new version
+    UPDATE subscription.plan AS p SET version = new_version WHERE p.code = OLD.plan AND p.version <> new_version;
+    NEW.versions := int4range(new_version, NULL);
+    IF logical = 'plan_price' THEN
+        INSERT INTO subscription.plan_price SELECT (NEW::subscription.plan_price).*;
+    ELSE
+        INSERT INTO subscription.plan_limit SELECT (NEW::subscription.plan_limit).*;
+    END IF;
+    OLD.versions := int4range(lower(OLD.versions), new_version);
+    RETURN OLD;
+END
+$$;
+

@@ -1683,6 +1683,27 @@ tap "$([ "$(echo $out | cut -d' ' -f2)" = "$from" ] && [ "$before" = "$held | $h
        && [ "$after" = "$(for i in 1 2 3; do printf "%s" "${held%,)},$from), 7 [$from,)"; [ $i -lt 3 ] && printf ' | '; done)" ] && echo 1)" \
     "change_limit() on Citus: the held limit kept for the versions held, the change from the plan's new version on, the same rows on the 3 placements" \
     "change_limit, plan version: $out"$'\n'"before: $before"$'\n'"after: $after"
+# ... and a plain UPDATE that closes a current row at the plan's version
+# (what change_limit() and change_price() do) is refused where a
+# subscription holds that version: the price of citus-basic, current
+# since before the change, closed at the version an account subscribed
+# after the change holds.  The coordinator's placement reads the holders
+# (55000, as on a single server: versions.sql); every placement keeps its rows
+price_placements() {  # the price rows of citus-basic on each placement of plan_price
+    q coordinator "SELECT string_agg(r.result, ' | ' ORDER BY r.nodeport)
+                     FROM run_command_on_placements('subscription.plan_price',
+                          \$\$SELECT string_agg(amount || ' ' || versions, ', ' ORDER BY versions) FROM %s
+                               WHERE plan = 'citus-basic'\$\$) AS r"
+}
+held_now=$(price_placements)
+out=$(q coordinator "SELECT subscription.subscribe(subscription.create_account('holds the new version'), 'citus-basic', '1 month', 1, '2026-01-01') IS NOT NULL" 2>&1)
+out="$out"$'\n'$(psql -X -q -At -p "${PORTS[0]}" -d postgres -c '\set VERBOSITY verbose' \
+          -c "UPDATE subscription.plan_price SET versions = int4range(lower(versions), $from)
+               WHERE plan = 'citus-basic' AND upper_inf(versions)" 2>&1)
+tap "$([ -n "$from" ] && echo "$out" | grep -q "^ERROR:  55000: subscriptions hold version $from of plan \"citus-basic\", which this price would no longer cover" \
+       && echo "$out" | grep -q '^HINT:  Change it with subscription.change_price()' && [ "$(price_placements)" = "$held_now" ] && echo 1)" \
+    "a plain UPDATE closing a current plan_price row at a version a subscription holds is refused on Citus (55000), every placement unchanged" \
+    "$out"$'\n'"before: $held_now"$'\n'"after: $(price_placements)"
 
 out=$(for node in "${NODES[@]}"; do
           q "$node" "SELECT string_agg(c.oid::regclass::text, ' ') FROM pg_class AS c
