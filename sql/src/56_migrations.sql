@@ -184,16 +184,26 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    c record;
+    s subscription.subscription;
+    price record;
 BEGIN
-    RETURN QUERY
-    SELECT s.id, s.account_id, c.takes_effect_at, to_plan, c.version,
-           subscription.round_money(price.amount, price.currency), price.currency,
-           o.feature, o.used, o.new_limit
-      FROM subscription.migration_candidates('preview_migration', from_plan, to_plan, at, notice) AS c
-      JOIN subscription.subscription AS s ON s.id = c.subscription_id
-     CROSS JOIN LATERAL subscription.period_price(to_plan, s.cycle, s.quantity, c.version) AS price
-      LEFT JOIN LATERAL subscription.migration_shortfall(s.id, to_plan, c.version) AS o ON true
-     ORDER BY s.id, o.feature;
+    -- candidate by candidate, each read by itself: on Citus a join of the
+    -- candidates with subscription whose lateral calls read the tenant
+    -- tables is not one query the workers can run (issue 17)
+    FOR c IN SELECT * FROM subscription.migration_candidates('preview_migration', from_plan, to_plan, at, notice)
+    LOOP
+        SELECT x.* INTO s FROM subscription.subscription AS x WHERE x.id = c.subscription_id;
+        SELECT p.* INTO price FROM subscription.period_price(to_plan, s.cycle, s.quantity, c.version) AS p;
+        RETURN QUERY
+        SELECT s.id, s.account_id, c.takes_effect_at, to_plan, c.version,
+               subscription.round_money(price.amount, price.currency), price.currency,
+               o.feature, o.used, o.new_limit
+          FROM (SELECT) AS one
+          LEFT JOIN (SELECT * FROM subscription.migration_shortfall(s.id, to_plan, c.version)) AS o ON true
+         ORDER BY o.feature;
+    END LOOP;
 END
 $$;
 

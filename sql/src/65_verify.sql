@@ -19,7 +19,7 @@ COMMENT ON FUNCTION subscription.usage_drift(regclass, text, bigint) IS
 -- distribute()) the query, with its joins by id and its correlated
 -- subqueries, is not one that Citus plans: it runs on the coordinator over
 -- copies of the tables the checks read, made for the call (temporary
--- tables, dropped at commit; of the account's tenant when an account is
+-- tables, dropped at its end; of the account's tenant when an account is
 -- given), and the functions it calls read the distributed tables from
 -- there.  The same text, the same findings (issue 17).
 -- verify()'s checks (a PL/pgSQL function cannot name a parameter as its
@@ -33,14 +33,16 @@ DECLARE
     src text := 'subscription';
     tbl text;
     tenant bigint;
+    -- the tables the checks read (copied on Citus)
+    copied text[] := ARRAY['account', 'member', 'subscription', 'addon_batch', 'license', 'license_counter',
+                           'usage_counter', 'ledger', 'history', 'limited_table'];
 BEGIN
     IF subscription.distributed() THEN
         src := 'pg_temp';
         IF verify_findings.account IS NOT NULL THEN
             tenant := subscription.tenant_of('account', verify_findings.account);
         END IF;
-        FOREACH tbl IN ARRAY ARRAY['account', 'member', 'subscription', 'addon_batch', 'license', 'license_counter',
-                                   'usage_counter', 'ledger', 'history', 'limited_table'] LOOP
+        FOREACH tbl IN ARRAY copied LOOP
             IF to_regclass(format('pg_temp.%I', tbl)) IS NOT NULL THEN
                 EXECUTE format('DROP TABLE pg_temp.%I', tbl);
             END IF;
@@ -192,6 +194,14 @@ BEGIN
         ) AS v("check", account_id, detail)
         ORDER BY 1, 2, 3
 $q$, '@@', src) USING verify_findings.account;
+    -- the copies gone with the call: pg_temp comes first in every search
+    -- path, so the caller's unqualified names would read (and write) them
+    -- until its commit, not the tables (issue 17)
+    IF src = 'pg_temp' THEN
+        FOREACH tbl IN ARRAY copied LOOP
+            EXECUTE format('DROP TABLE pg_temp.%I', tbl);
+        END LOOP;
+    END IF;
 END
 $$;
 
