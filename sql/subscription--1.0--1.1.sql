@@ -18573,7 +18573,8 @@ $$;
 -- (version_catalog_row), as a single server does; previews and
 -- bundle_into_suite name the tenant (lines_of_change, bundle_into_suite);
 -- preview_migration reads candidate by candidate; verify() drops its
--- copies of the tables at its end (verify_findings).
+-- copies of the tables at its end (verify_findings); the views check the
+-- reader's rights once per statement (readable_accounts).
 CREATE OR REPLACE FUNCTION subscription.version_catalog_row()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -19040,4 +19041,288 @@ $q$, '@@', src) USING verify_findings.account;
     END IF;
 END
 $$;
+
+CREATE OR REPLACE FUNCTION subscription.readable_accounts()
+RETURNS TABLE (everything boolean, tenant_id bigint, account_id bigint)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- read here: on Citus the query below runs on the workers, where the
+    -- session's setting is not
+    actor text := current_setting('subscription.actor', true);
+    who record;
+BEGIN
+    IF NOT subscription.actor_named() THEN
+        IF subscription.caller_is_trusted() THEN
+            RETURN QUERY SELECT true, NULL::bigint, NULL::bigint;
+        END IF;
+        RETURN;
+    END IF;
+    FOR who IN SELECT m.tenant_id, m.account_id FROM subscription.member AS m WHERE m.id::text = actor
+    LOOP
+        IF subscription.actor_refusal(who.tenant_id, who.account_id, 'read', false) IS NULL THEN
+            RETURN QUERY SELECT false, who.tenant_id, who.account_id;
+        END IF;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.readable_accounts() IS
+'Internal: the accounts the actor may read (Z1, R9), or everything for back-office code without an actor; what may_read() and the views check';
+REVOKE ALL ON FUNCTION subscription.readable_accounts() FROM PUBLIC;
+-- the views call it as their reader: the roles that may call may_read()
+-- (grant_application, grant_backoffice) may call it
+DO $$
+DECLARE
+    grantee regrole;
+BEGIN
+    FOR grantee IN SELECT DISTINCT a.grantee::regrole
+                     FROM pg_catalog.pg_proc AS p, pg_catalog.aclexplode(p.proacl) AS a
+                    WHERE p.oid = 'subscription.may_read(bigint,bigint)'::pg_catalog.regprocedure
+                      AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION subscription.readable_accounts() TO %s', grantee);
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.may_read(tenant_id bigint, account_id bigint)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN EXISTS (SELECT FROM subscription.readable_accounts() AS r
+                    WHERE r.everything
+                       OR (r.tenant_id = may_read.tenant_id AND r.account_id = may_read.account_id));
+END
+$$;
+
+
+CREATE OR REPLACE FUNCTION subscription.role_rights(kind text)
+RETURNS TABLE (object_type text, object text, privileges text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    application_routines text[] := '{subscribe,set_quantity,change_plan,change_cycle,set_renewal,cancel,
+        cancel_account,close_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
+        apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
+        bundle_into_suite,preview_bundle_into_suite,
+        effective_limit,current_actor,calling_role,may_read,readable_accounts,coupon_discount,tier_for_hosts,prorate_refund,
+        cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
+        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
+        renewal_terms,plan_version_or_current,next_plan,create_account,pause,resume,
+        invoice_document,receipt_document,add_payment_method,has_feature,now,meter_now,preview_usage,integral_at}';
+    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
+    views text[] := '{license_holder,invoice,credit_statement,renewal_notice,receipt,open_balance,current_usage}';
+BEGIN
+    IF kind NOT IN ('application', 'backoffice', 'restore') THEN
+        RAISE EXCEPTION 'unknown kind of role "%"', kind
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The kinds are application, backoffice and restore.';
+    END IF;
+    RETURN QUERY
+    SELECT 'SCHEMA', 'subscription', 'USAGE'
+    UNION ALL
+    SELECT 'ROUTINE', p.oid::regprocedure::text, 'EXECUTE'
+      FROM pg_catalog.pg_proc AS p
+     WHERE p.pronamespace = 'subscription'::regnamespace
+       AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
+                     -- granting, and writing history, are for the extension's owner alone
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_histor(y|ies)|write_events?|insert_events)$' END
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || c.relname,
+           CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
+                THEN 'SELECT, INSERT, UPDATE, DELETE'
+                WHEN kind = 'restore' AND c.relkind = 'r' THEN 'SELECT, INSERT'
+                WHEN kind = 'restore' AND c.relkind = 'S' THEN 'SELECT, UPDATE'
+                ELSE 'SELECT' END
+      FROM pg_catalog.pg_class AS c
+     WHERE c.relnamespace = 'subscription'::regnamespace
+       AND c.relkind IN ('r', 'v', 'S')
+       AND CASE kind WHEN 'backoffice' THEN true
+                     WHEN 'restore' THEN c.relkind IN ('r', 'S')
+                     ELSE c.relname = ANY (catalog || views) END
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || t, 'INSERT, UPDATE' || CASE t WHEN 'member' THEN ', DELETE' ELSE '' END
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+    UNION ALL
+    SELECT 'COLUMNS', 'subscription.' || t, 'SELECT (id)'
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+     ORDER BY 1, 2;
+END
+$$;
+
+
+CREATE OR REPLACE VIEW subscription.license_holder WITH (security_barrier) AS
+-- the accounts the actor may read, once (readable_accounts)
+WITH readable AS MATERIALIZED (SELECT * FROM subscription.readable_accounts())
+SELECT l.subscription_id, s.plan, m.id AS member_id, m.external_id, m.role, l.assigned_at, s.account_id
+  FROM subscription.license AS l
+  -- joined and read by the tenant too: one shard group on Citus (issue 17)
+  JOIN subscription.member AS m ON m.tenant_id OPERATOR(pg_catalog.=) l.tenant_id AND m.id OPERATOR(pg_catalog.=) l.member_id
+  JOIN subscription.subscription AS s
+    ON s.tenant_id OPERATOR(pg_catalog.=) l.tenant_id AND s.id OPERATOR(pg_catalog.=) l.subscription_id
+  CROSS JOIN readable
+ WHERE (readable.everything OR (readable.tenant_id OPERATOR(pg_catalog.=) s.tenant_id
+                                 AND readable.account_id OPERATOR(pg_catalog.=) s.account_id));
+
+
+CREATE OR REPLACE VIEW subscription.credit_statement WITH (security_barrier) AS
+-- the accounts the actor may read, once (readable_accounts)
+WITH readable AS MATERIALIZED (SELECT * FROM subscription.readable_accounts())
+SELECT l.account_id,
+       l.id AS ledger_id,
+       l.created_at,
+       l.subscription_id,
+       l.kind,
+       CASE l.kind WHEN 'credit' THEN l.amount ELSE OPERATOR(pg_catalog.-) l.amount END AS change,
+       sum(CASE l.kind WHEN 'credit' THEN l.amount ELSE OPERATOR(pg_catalog.-) l.amount END)
+           OVER (PARTITION BY l.account_id, l.currency ORDER BY l.id) AS balance,
+       l.currency,
+       l.description
+  FROM subscription.ledger AS l
+  CROSS JOIN readable
+ WHERE l.kind OPERATOR(pg_catalog.=) ANY ('{credit,credit_used}')
+   AND (readable.everything OR (readable.tenant_id OPERATOR(pg_catalog.=) l.tenant_id
+                                 AND readable.account_id OPERATOR(pg_catalog.=) l.account_id));
+
+
+CREATE OR REPLACE VIEW subscription.invoice WITH (security_barrier) AS
+-- the accounts the actor may read, once (readable_accounts)
+WITH readable AS MATERIALIZED (SELECT * FROM subscription.readable_accounts())
+SELECT i.account_id,
+       i.subscription_id,
+       i.at,
+       (array_agg(l.plan ORDER BY l.id DESC) FILTER (WHERE l.kind OPERATOR(pg_catalog.=) 'charge'))[1] AS plan,
+       i.currency,
+       coalesce(sum(l.amount) FILTER (WHERE l.kind OPERATOR(pg_catalog.=) 'charge'), 0)
+         OPERATOR(pg_catalog.-) coalesce(sum(l.amount) FILTER (WHERE l.kind OPERATOR(pg_catalog.=) 'discount'), 0) AS charged,
+       coalesce(sum(l.amount) FILTER (WHERE l.kind OPERATOR(pg_catalog.=) 'refund'), 0) AS refunded,
+       coalesce(sum(l.amount) FILTER (WHERE l.kind OPERATOR(pg_catalog.=) 'credit'), 0) AS credited,
+       i.total AS balance,
+       jsonb_agg(jsonb_build_object('kind', l.kind, 'amount', l.amount, 'item', l.item,
+                                    'period', l.period, 'description', l.description) ORDER BY l.id) AS lines,
+       i.id,
+       i.issuer,
+       i.number,
+       i.document_number,
+       i.status,
+       i.total,
+       i.paid,
+       i.due_at,
+       i.payment_method_id,
+       i.corrects_invoice_id
+  FROM subscription.invoice_record AS i
+  JOIN subscription.ledger AS l ON l.tenant_id OPERATOR(pg_catalog.=) i.tenant_id AND l.invoice_id OPERATOR(pg_catalog.=) i.id
+  CROSS JOIN readable
+ WHERE (readable.everything OR (readable.tenant_id OPERATOR(pg_catalog.=) i.tenant_id
+                                 AND readable.account_id OPERATOR(pg_catalog.=) i.account_id))
+ GROUP BY i.tenant_id, i.id;
+
+CREATE OR REPLACE VIEW subscription.receipt WITH (security_barrier) AS
+-- the accounts the actor may read, once (readable_accounts)
+WITH readable AS MATERIALIZED (SELECT * FROM subscription.readable_accounts())
+SELECT p.id AS payment_id,
+       p.account_id,
+       p.invoice_id,
+       i.document_number,
+       p.at,
+       p.amount,
+       p.currency,
+       p.reference,
+       m.kind AS payment_method,
+       m.label AS payment_method_label,
+       coalesce(c.amount, 0) AS credited,
+       i.total,
+       i.status
+  FROM subscription.payment AS p
+  JOIN subscription.invoice_record AS i ON i.tenant_id OPERATOR(pg_catalog.=) p.tenant_id AND i.id OPERATOR(pg_catalog.=) p.invoice_id
+  LEFT JOIN subscription.payment_method AS m
+    ON m.tenant_id OPERATOR(pg_catalog.=) p.tenant_id AND m.id OPERATOR(pg_catalog.=) p.payment_method_id
+  LEFT JOIN subscription.ledger AS c ON c.tenant_id OPERATOR(pg_catalog.=) p.tenant_id AND c.id OPERATOR(pg_catalog.=) p.credit_line_id
+  CROSS JOIN readable
+ WHERE (readable.everything OR (readable.tenant_id OPERATOR(pg_catalog.=) p.tenant_id
+                                 AND readable.account_id OPERATOR(pg_catalog.=) p.account_id));
+
+CREATE OR REPLACE VIEW subscription.open_balance WITH (security_barrier) AS
+-- the accounts the actor may read, once (readable_accounts)
+WITH readable AS MATERIALIZED (SELECT * FROM subscription.readable_accounts())
+SELECT i.account_id,
+       i.id AS invoice_id,
+       i.document_number,
+       i.at,
+       i.due_at,
+       i.currency,
+       i.total,
+       i.paid,
+       i.total OPERATOR(pg_catalog.-) i.paid AS due,
+       sum(i.total OPERATOR(pg_catalog.-) i.paid)
+           OVER (PARTITION BY i.account_id, i.currency ORDER BY i.due_at, i.id) AS balance
+  FROM subscription.invoice_record AS i
+  CROSS JOIN readable
+ WHERE i.status OPERATOR(pg_catalog.=) 'open'
+   AND (readable.everything OR (readable.tenant_id OPERATOR(pg_catalog.=) i.tenant_id
+                                 AND readable.account_id OPERATOR(pg_catalog.=) i.account_id));
+
+
+CREATE OR REPLACE VIEW subscription.current_usage WITH (security_barrier) AS
+-- the accounts the actor may read, once (readable_accounts)
+WITH readable AS MATERIALIZED (SELECT * FROM subscription.readable_accounts())
+SELECT u.account_id,
+       u.feature,
+       m.aggregation,
+       u.used,
+       CASE WHEN m.feature IS NOT NULL OR t.feature IS NULL THEN greatest(u.peak, u.used) END AS peak,
+       CASE WHEN m.feature IS NOT NULL OR t.feature IS NULL
+            THEN subscription.integral_at(u.integral, u.used, u.since, subscription.now()) END AS integral,
+       CASE WHEN m.feature IS NOT NULL OR t.feature IS NULL
+            THEN subscription.integral_at(u.integral, u.used, u.since, subscription.now())
+                 OPERATOR(pg_catalog./) extract(epoch FROM coalesce(m.unit, interval '1 day')) END AS time_weighted,
+       coalesce(m.unit, interval '1 day') AS unit
+  FROM subscription.usage_counter AS u
+  LEFT JOIN subscription.meter AS m ON m.feature OPERATOR(pg_catalog.=) u.feature
+  -- a registered table's feature (one registration per feature) without a meter: not kept
+  LEFT JOIN subscription.limited_table AS t ON t.feature OPERATOR(pg_catalog.=) u.feature
+  CROSS JOIN readable
+ WHERE (readable.everything OR (readable.tenant_id OPERATOR(pg_catalog.=) u.tenant_id
+                                 AND readable.account_id OPERATOR(pg_catalog.=) u.account_id));
+
+
+CREATE OR REPLACE VIEW subscription.dunning_retry WITH (security_barrier) AS
+-- the accounts the actor may read, once (readable_accounts)
+WITH readable AS MATERIALIZED (SELECT * FROM subscription.readable_accounts())
+SELECT s.id AS subscription_id,
+       s.account_id,
+       i.id AS invoice_id,
+       i.document_number,
+       i.total OPERATOR(pg_catalog.-) i.paid AS due,
+       i.currency,
+       i.payment_method_id,
+       s.dunning_step AS step,
+       pg_catalog.cardinality(pr.dunning_days) AS steps,
+       s.past_due_since,
+       subscription.dunning_step_at(s.past_due_since, pr.dunning_days, s.dunning_step) AS retry_at
+  FROM subscription.subscription AS s
+  JOIN subscription.invoice_record AS i
+    ON i.tenant_id OPERATOR(pg_catalog.=) s.tenant_id AND i.id OPERATOR(pg_catalog.=) s.past_due_invoice_id
+  JOIN subscription.plan AS p ON p.code OPERATOR(pg_catalog.=) s.plan
+  JOIN subscription.product AS pr ON pr.code OPERATOR(pg_catalog.=) p.product
+  CROSS JOIN readable
+ WHERE s.status OPERATOR(pg_catalog.=) 'past_due' AND NOT s.dunning_frozen
+   AND s.dunning_step OPERATOR(pg_catalog.>=) 1
+   AND i.status OPERATOR(pg_catalog.=) 'open'
+   AND NOT EXISTS (SELECT FROM subscription.history AS h
+                    WHERE h.tenant_id OPERATOR(pg_catalog.=) s.tenant_id
+                      AND h.subscription_id OPERATOR(pg_catalog.=) s.id
+                      AND h.operation OPERATOR(pg_catalog.=) 'payment_failure'
+                      AND h.details OPERATOR(pg_catalog.->) 'invoice_id' OPERATOR(pg_catalog.=) pg_catalog.to_jsonb(i.id)
+                      AND (h.details OPERATOR(pg_catalog.->>) 'at')::pg_catalog.timestamptz
+                          OPERATOR(pg_catalog.>=) subscription.dunning_step_at(s.past_due_since, pr.dunning_days, s.dunning_step))
+   AND (readable.everything OR (readable.tenant_id OPERATOR(pg_catalog.=) s.tenant_id
+                                 AND readable.account_id OPERATOR(pg_catalog.=) s.account_id));
 
