@@ -18572,9 +18572,10 @@ $$;
 -- UPDATE closing a current price or limit at a version subscriptions hold
 -- (version_catalog_row), as a single server does; previews and
 -- bundle_into_suite name the tenant (lines_of_change, bundle_into_suite);
--- preview_migration reads candidate by candidate; verify() drops its
--- copies of the tables at its end (verify_findings); the views check the
--- reader's rights once per statement (readable_accounts).
+-- preview_migration reads candidate by candidate, migrate_subscriptions
+-- locks each by its tenant; verify() drops its copies of the tables at its
+-- end (verify_findings); the views check the reader's rights once per
+-- statement (readable_accounts).
 CREATE OR REPLACE FUNCTION subscription.version_catalog_row()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -18858,6 +18859,61 @@ BEGIN
           LEFT JOIN (SELECT * FROM subscription.migration_shortfall(s.id, to_plan, c.version)) AS o ON true
          ORDER BY o.feature;
     END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.migrate_subscriptions(from_plan text, to_plan text, at timestamptz,
+                                                   notice interval DEFAULT '30 days', "trim" boolean DEFAULT false)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c record;
+    over text;
+    moved integer := 0;
+    -- each subscription read and written by its tenant: one shard on Citus (issue 17)
+    tenant bigint;
+    sold record;
+BEGIN
+    PERFORM subscription.require_arguments('migrate_subscriptions', '{trim}', ARRAY[migrate_subscriptions."trim" IS NULL]);
+    FOR c IN SELECT * FROM subscription.migration_candidates('migrate_subscriptions', from_plan, to_plan, at, notice)
+    LOOP
+        tenant := subscription.tenant_of('subscription', c.subscription_id);
+        -- the subscription's writers wait; one that moved on meanwhile is left
+        PERFORM FROM subscription.subscription AS s
+         WHERE s.tenant_id = tenant AND s.id = c.subscription_id AND s.status = 'active' AND s.plan = from_plan
+           AND s.pending_plan IS NULL AND s.migrate_to IS NULL
+           FOR NO KEY UPDATE;
+        CONTINUE WHEN NOT FOUND;
+        -- the new plan must sell the subscription's cycle and quantity (22023,
+        -- 55000), priced here (on Citus not in a query of the shard)
+        SELECT s.cycle, s.quantity INTO sold FROM subscription.subscription AS s
+         WHERE s.tenant_id = tenant AND s.id = c.subscription_id;
+        PERFORM subscription.period_price(to_plan, sold.cycle, sold.quantity, c.version);
+        IF NOT migrate_subscriptions."trim" THEN
+            SELECT string_agg(format('%s: %s used, %s allowed', o.feature, o.used, o.new_limit), '; ')
+              INTO over
+              FROM subscription.migration_shortfall(c.subscription_id, to_plan, c.version) AS o;
+            IF over IS NOT NULL THEN
+                -- L6
+                RAISE WARNING 'subscription % stays on its version of plan "%": plan "%" would take away features in use',
+                              c.subscription_id, from_plan, to_plan
+                    USING DETAIL = over || '.',
+                          HINT = 'subscription.preview_migration() lists them; "trim" => true trims by the tables'' rules.';
+                CONTINUE;
+            END IF;
+        END IF;
+        -- a renewal that ran meanwhile (renew_due) moved the first renewal on
+        UPDATE subscription.subscription AS s
+           SET migrate_to = to_plan, migrate_version = c.version,
+               migrate_at = greatest(c.takes_effect_at, upper(s.period)),
+               migrate_trim = migrate_subscriptions."trim"
+         WHERE s.tenant_id = tenant AND s.id = c.subscription_id;
+        moved := moved + 1;
+    END LOOP;
+    RETURN moved;
 END
 $$;
 
