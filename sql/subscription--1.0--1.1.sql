@@ -18573,8 +18573,8 @@ $$;
 -- (version_catalog_row), as a single server does; previews and
 -- bundle_into_suite name the tenant (lines_of_change, bundle_into_suite);
 -- preview_migration reads candidate by candidate, migrate_subscriptions
--- locks each by its tenant; verify() drops its copies of the tables at its
--- end (verify_findings); the views check the reader's rights once per
+-- locks each by its tenant; verify()'s copies of the tables are named
+-- verify_<table>, never as the tables (verify_findings); the views check the reader's rights once per
 -- statement (readable_accounts).
 CREATE OR REPLACE FUNCTION subscription.version_catalog_row()
 RETURNS trigger
@@ -18923,23 +18923,25 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    src text := 'subscription';
+    -- the tables' schema, or the copies' names: pg_temp.verify_<table>
+    src text := 'subscription.';
     tbl text;
     tenant bigint;
-    -- the tables the checks read (copied on Citus)
-    copied text[] := ARRAY['account', 'member', 'subscription', 'addon_batch', 'license', 'license_counter',
-                           'usage_counter', 'ledger', 'history', 'limited_table'];
 BEGIN
     IF subscription.distributed() THEN
-        src := 'pg_temp';
+        src := 'pg_temp.verify_';
         IF verify_findings.account IS NOT NULL THEN
             tenant := subscription.tenant_of('account', verify_findings.account);
         END IF;
-        FOREACH tbl IN ARRAY copied LOOP
-            IF to_regclass(format('pg_temp.%I', tbl)) IS NOT NULL THEN
-                EXECUTE format('DROP TABLE pg_temp.%I', tbl);
+        FOREACH tbl IN ARRAY ARRAY['account', 'member', 'subscription', 'addon_batch', 'license', 'license_counter',
+                                   'usage_counter', 'ledger', 'history', 'limited_table'] LOOP
+            IF to_regclass(format('pg_temp.%I', 'verify_' || tbl)) IS NULL THEN
+                EXECUTE format('CREATE TEMPORARY TABLE %I ON COMMIT DROP AS SELECT * FROM subscription.%I WITH NO DATA',
+                               'verify_' || tbl, tbl);
+            ELSE
+                EXECUTE format('TRUNCATE pg_temp.%I', 'verify_' || tbl);
             END IF;
-            EXECUTE format('CREATE TEMPORARY TABLE %I ON COMMIT DROP AS SELECT * FROM subscription.%I AS x %s', tbl, tbl,
+            EXECUTE format('INSERT INTO pg_temp.%I SELECT * FROM subscription.%I AS x %s', 'verify_' || tbl, tbl,
                            CASE WHEN tenant IS NOT NULL AND tbl <> 'limited_table' THEN 'WHERE x.tenant_id = $1' ELSE '' END)
               USING tenant;
         END LOOP;
@@ -19086,15 +19088,7 @@ BEGIN
              WHERE $1 IS NULL OR h.account_id = $1
         ) AS v("check", account_id, detail)
         ORDER BY 1, 2, 3
-$q$, '@@', src) USING verify_findings.account;
-    -- the copies gone with the call: pg_temp comes first in every search
-    -- path, so the caller's unqualified names would read (and write) them
-    -- until its commit, not the tables (issue 17)
-    IF src = 'pg_temp' THEN
-        FOREACH tbl IN ARRAY copied LOOP
-            EXECUTE format('DROP TABLE pg_temp.%I', tbl);
-        END LOOP;
-    END IF;
+$q$, '@@.', src) USING verify_findings.account;
 END
 $$;
 
