@@ -19093,7 +19093,7 @@ END
 $$;
 
 CREATE OR REPLACE FUNCTION subscription.readable_accounts()
-RETURNS TABLE (everything boolean, tenant_id bigint, account_id bigint)
+RETURNS TABLE (tenant_id bigint, account_id bigint, everything boolean)
 LANGUAGE plpgsql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -19106,14 +19106,14 @@ DECLARE
 BEGIN
     IF NOT subscription.actor_named() THEN
         IF subscription.caller_is_trusted() THEN
-            RETURN QUERY SELECT true, NULL::bigint, NULL::bigint;
+            RETURN QUERY SELECT NULL::bigint, NULL::bigint, true;
         END IF;
         RETURN;
     END IF;
     FOR who IN SELECT m.tenant_id, m.account_id FROM subscription.member AS m WHERE m.id::text = actor
     LOOP
         IF subscription.actor_refusal(who.tenant_id, who.account_id, 'read', false) IS NULL THEN
-            RETURN QUERY SELECT false, who.tenant_id, who.account_id;
+            RETURN QUERY SELECT who.tenant_id, who.account_id, false;
         END IF;
     END LOOP;
 END

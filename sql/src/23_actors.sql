@@ -197,7 +197,8 @@ COMMENT ON FUNCTION subscription.authorize(bigint, text, boolean) IS
 -- everything to back-office code.  The rights check once per statement
 -- (issue 17): the accounts the actor may read, each (tenant_id,
 -- account_id), or one row "everything" for back-office code without an
--- actor, none when nothing may be read.  The views read it in a
+-- actor, none when nothing may be read (the tenant first, as every
+-- function of the schema has it).  The views read it in a
 -- MATERIALIZED CTE: on Citus a subplan run on the coordinator before the
 -- shards are read (a query on a shard may call no function that reads a
 -- distributed table), on a single server once, not once per row.  The
@@ -205,7 +206,7 @@ COMMENT ON FUNCTION subscription.authorize(bigint, text, boolean) IS
 -- for each of its rows (its own tenant named: an actor of another tenant
 -- reads none of this one's rows, Z1).
 CREATE FUNCTION subscription.readable_accounts()
-RETURNS TABLE (everything boolean, tenant_id bigint, account_id bigint)
+RETURNS TABLE (tenant_id bigint, account_id bigint, everything boolean)
 LANGUAGE plpgsql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -218,14 +219,14 @@ DECLARE
 BEGIN
     IF NOT subscription.actor_named() THEN
         IF subscription.caller_is_trusted() THEN
-            RETURN QUERY SELECT true, NULL::bigint, NULL::bigint;
+            RETURN QUERY SELECT NULL::bigint, NULL::bigint, true;
         END IF;
         RETURN;
     END IF;
     FOR who IN SELECT m.tenant_id, m.account_id FROM subscription.member AS m WHERE m.id::text = actor
     LOOP
         IF subscription.actor_refusal(who.tenant_id, who.account_id, 'read', false) IS NULL THEN
-            RETURN QUERY SELECT false, who.tenant_id, who.account_id;
+            RETURN QUERY SELECT who.tenant_id, who.account_id, false;
         END IF;
     END LOOP;
 END
