@@ -19211,3 +19211,892 @@ SELECT s.id AS subscription_id,
  WHERE upper(s.period) OPERATOR(pg_catalog.<=)
        (subscription.now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
    AND subscription.may_read(s.tenant_id, s.account_id);
+
+-- Issue 17 (h-cit23): Citus.  The coordinator's placement refuses a plain
+-- UPDATE closing a current price or limit at a version subscriptions hold
+-- (version_catalog_row), as a single server does; previews and
+-- bundle_into_suite name the tenant (lines_of_change, bundle_into_suite);
+-- preview_migration reads candidate by candidate, migrate_subscriptions
+-- locks each by its tenant; verify()'s copies of the tables are named
+-- verify_<table>, never as the tables (verify_findings); the views check the reader's rights once per
+-- statement (readable_accounts).
+CREATE OR REPLACE FUNCTION subscription.version_catalog_row()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the catalog admin reads no subscription
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- the logical table, as a trigger argument: a Citus shard has another name
+    logical text := TG_ARGV[0];
+    what text := CASE logical WHEN 'plan_price' THEN 'price' ELSE 'limit' END;
+    new_version integer;
+BEGIN
+    -- the new version's row, inserted below while the old one is still open
+    IF TG_OP = 'INSERT' AND pg_trigger_depth() > 1 THEN
+        RETURN NEW;
+    ELSIF TG_OP = 'INSERT' THEN
+        -- no row lock (an INSERT makes no version; on Citus the rows of a
+        -- reference table are copied through this trigger): two new rows
+        -- of one price or limit from the same version meet in the unique
+        -- index of their lower bound
+        IF logical = 'plan_price' THEN
+            PERFORM FROM subscription.plan_price AS pp
+             WHERE pp.plan = NEW.plan AND pp.versions && NEW.versions
+               AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(NEW.cycle)
+               AND pp.tier IS NOT DISTINCT FROM NEW.tier;
+        ELSE
+            PERFORM FROM subscription.plan_limit AS pl
+             WHERE pl.plan = NEW.plan AND pl.versions && NEW.versions AND pl.feature = NEW.feature;
+        END IF;
+        IF FOUND THEN
+            RAISE EXCEPTION 'plan "%" already has this %', NEW.plan, what
+                USING ERRCODE = 'unique_violation',
+                      DETAIL = format('A row of the same %s holds versions overlapping %s.', what, NEW.versions),
+                      HINT = format('UPDATE the current row of subscription.%s: a change that subscriptions hold makes a new version.', logical),
+                      TABLE = logical, SCHEMA = 'subscription';
+        END IF;
+        RETURN NEW;
+    END IF;
+    IF NOT upper_inf(OLD.versions) THEN
+        -- a closed row is history: an UPDATE changes the current rows only
+        RETURN NULL;
+    END IF;
+    -- change_price()/change_limit() close the held row at the plan's
+    -- current version, which they made, its terms as they were, and
+    -- insert the change from that version on; nothing else moves the
+    -- versions, nor the plan
+    IF NEW.plan IS DISTINCT FROM OLD.plan
+       OR (NEW.versions IS DISTINCT FROM OLD.versions
+           AND (upper_inf(NEW.versions) OR lower(NEW.versions) IS DISTINCT FROM lower(OLD.versions)
+                OR upper(NEW.versions) IS DISTINCT FROM (SELECT p.version FROM subscription.plan AS p WHERE p.code = OLD.plan)
+                OR to_jsonb(NEW) - 'versions' - 'limit_stamp' IS DISTINCT FROM to_jsonb(OLD) - 'versions' - 'limit_stamp')) THEN
+        RAISE EXCEPTION 'the plan and versions of a % are not changed with its terms', what
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Update the terms of the current row alone; the new version is made for you.',
+                  TABLE = logical, SCHEMA = 'subscription';
+    ELSIF NEW.versions IS DISTINCT FROM OLD.versions THEN
+        -- the close keeps every version a subscription holds: none from
+        -- its end on (change_price()/change_limit() close the row at a
+        -- version nobody holds yet), else those subscriptions would lose
+        -- their price or limit.  On a single server, and on Citus by the
+        -- coordinator's placement, which reads the holders, for every node
+        -- (a worker's cannot)
+        IF subscription.catalog_reads_tenants()
+           AND subscription.catalog_change_version(OLD.plan, int4range(upper(NEW.versions), NULL)) IS NOT NULL THEN
+            RAISE EXCEPTION 'subscriptions hold version % of plan "%", which this % would no longer cover',
+                            upper(NEW.versions), OLD.plan, what
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = format('Change it with subscription.change_%s(), which makes the plan''s new version.', what),
+                      TABLE = logical, SCHEMA = 'subscription';
+        END IF;
+        RETURN NEW;
+    ELSIF subscription.distributed() THEN
+        -- Citus: a worker's placement cannot read the holders; the
+        -- coordinator's refuses the change of a held row, for every node
+        IF subscription.catalog_reads_tenants()
+           AND subscription.catalog_change_version(OLD.plan, OLD.versions) IS NOT NULL THEN
+            RAISE EXCEPTION 'subscriptions hold this % of plan "%"', what, OLD.plan
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'On Citus a plain UPDATE changes prices and limits that no subscription holds.',
+                      HINT = format('Change it with subscription.change_%s(), which makes the plan''s new version on every node.', what),
+                      TABLE = logical, SCHEMA = 'subscription';
+        END IF;
+        RETURN NEW;
+    END IF;
+    -- serialize the version changes of a plan, and its migrations, by the
+    -- plan's advisory lock, not a row lock on plan (issue 17); each
+    -- statement below reads what the previous holder committed
+    PERFORM subscription.lock_catalog('plan ' || OLD.plan, false);
+    new_version := subscription.catalog_change_version(OLD.plan, OLD.versions);
+    IF new_version IS NULL THEN
+        RETURN NEW;
+    END IF;
+    -- the versions held keep the old row; the change makes a new version
+    UPDATE subscription.plan AS p SET version = new_version WHERE p.code = OLD.plan AND p.version <> new_version;
+    NEW.versions := int4range(new_version, NULL);
+    IF logical = 'plan_price' THEN
+        INSERT INTO subscription.plan_price SELECT (NEW::subscription.plan_price).*;
+    ELSE
+        INSERT INTO subscription.plan_limit SELECT (NEW::subscription.plan_limit).*;
+    END IF;
+    OLD.versions := int4range(lower(OLD.versions), new_version);
+    RETURN OLD;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.lines_of_change(account_id bigint, subscription_id bigint, change text)
+RETURNS SETOF subscription.ledger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    last_line bigint;
+    lines subscription.ledger[];
+    -- every read names the tenant: one shard group on Citus (issue 17)
+    tenant bigint := CASE WHEN lines_of_change.subscription_id IS NOT NULL
+                          THEN subscription.tenant_of('subscription', lines_of_change.subscription_id)
+                          ELSE subscription.tenant_of('account', lines_of_change.account_id) END;
+BEGIN
+    PERFORM FROM subscription.subscription AS s
+     WHERE s.tenant_id = tenant AND s.id = lines_of_change.subscription_id FOR NO KEY UPDATE;
+    PERFORM FROM subscription.account AS a
+     WHERE lines_of_change.subscription_id IS NULL AND a.tenant_id = tenant AND a.id = lines_of_change.account_id
+       FOR NO KEY UPDATE;
+    SELECT coalesce(max(l.id), 0) INTO last_line FROM subscription.ledger AS l
+     WHERE l.tenant_id = tenant
+       AND (l.subscription_id = lines_of_change.subscription_id
+            OR (lines_of_change.subscription_id IS NULL AND l.account_id = lines_of_change.account_id));
+    BEGIN
+        EXECUTE change;
+        SELECT array_agg(l ORDER BY l.id) INTO lines FROM subscription.ledger AS l
+         WHERE l.tenant_id = tenant
+           AND (l.subscription_id = lines_of_change.subscription_id
+                OR (lines_of_change.subscription_id IS NULL AND l.account_id = lines_of_change.account_id))
+           AND l.id > last_line;
+        RAISE EXCEPTION 'preview' USING ERRCODE = 'SBPRV';  -- undoes the change
+    EXCEPTION WHEN SQLSTATE 'SBPRV' THEN
+        NULL;
+    END;
+    RETURN QUERY SELECT * FROM unnest(lines);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.bundle_into_suite(tenant_id bigint, account_id bigint, suite_plan text, quantity integer, at timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    suite subscription.plan;
+    included text[];
+    replaced subscription.subscription[];
+    ids bigint[];
+    members bigint[];
+    r subscription.subscription;
+    bundle_cycle interval;
+    was_default boolean;
+    credited numeric := 0;
+    new_id bigint;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.bundle_into_suite(bigint,bigint,text,integer,timestamptz)', bundle_into_suite.tenant_id,
+            pg_catalog.jsonb_build_array(bundle_into_suite.tenant_id, bundle_into_suite.account_id, bundle_into_suite.suite_plan, bundle_into_suite.quantity, bundle_into_suite.at)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    PERFORM subscription.require_tenant('bundle_into_suite', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('bundle_into_suite', '{account_id,suite_plan,at}',
+        ARRAY[account_id IS NULL, suite_plan IS NULL, at IS NULL]);
+    IF quantity IS NOT NULL THEN
+        PERFORM subscription.require_quantity(quantity);
+    END IF;
+    PERFORM subscription.require_time('bundle_into_suite', at, false);
+    PERFORM subscription.require_account(bundle_into_suite.tenant_id, bundle_into_suite.account_id);
+    PERFORM subscription.authorize(bundle_into_suite.tenant_id, bundle_into_suite.account_id, 'change_plan', false);
+    SELECT * INTO suite FROM subscription.plan AS p WHERE p.code = bundle_into_suite.suite_plan;
+    IF NOT FOUND THEN
+        PERFORM subscription.unknown_code('plan', suite_plan);
+    END IF;
+    SELECT array_agg(DISTINCT ip.product ORDER BY ip.product) INTO included
+      FROM subscription.suite_component AS sc
+      JOIN subscription.plan AS ip ON ip.code = sc.plan
+     WHERE sc.suite_plan = suite.code;
+    IF included IS NULL THEN
+        RAISE EXCEPTION 'plan "%" is not a suite', suite.code
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The plans a suite includes are its rows in subscription.suite_component.';
+    END IF;
+
+    -- the separate subscriptions, locked in id order (row by row: Citus
+    -- sends no row of a subquery's anonymous type, issue 17)
+    FOR r IN SELECT x.* FROM subscription.subscription AS x
+               JOIN subscription.plan AS p ON p.code = x.plan
+              WHERE x.tenant_id = bundle_into_suite.tenant_id AND x.account_id = bundle_into_suite.account_id
+                AND x.status = 'active'
+                AND subscription.seat_product(p.kind, p.product) = ANY (included)
+              ORDER BY x.id
+                FOR NO KEY UPDATE OF x LOOP
+        replaced := replaced || r;
+    END LOOP;
+    IF replaced IS NULL THEN
+        RAISE EXCEPTION 'account % has no subscription to bundle into suite "%"', account_id, suite.code
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('It has no active subscription of product %s.',
+                                  array_to_string(ARRAY(SELECT format('"%s"', i) FROM unnest(included) AS i), ', ')),
+                  HINT = 'Subscribe to the suite with subscription.subscribe().';
+    END IF;
+    ids := ARRAY(SELECT x.id FROM unnest(replaced) AS x);
+    quantity := coalesce(quantity, (SELECT max(x.quantity) FROM unnest(replaced) AS x));
+    bundle_cycle := (SELECT max(x.cycle) FROM unnest(replaced) AS x);
+    was_default := (SELECT bool_or(x.is_default) FROM unnest(replaced) AS x);
+
+    -- their seats go to the suite: a member holding a license of an included product
+    members := ARRAY(SELECT DISTINCT l.member_id FROM subscription.license AS l
+                      WHERE l.tenant_id = bundle_into_suite.tenant_id AND l.subscription_id = ANY (ids) ORDER BY 1);
+    IF cardinality(members) > quantity THEN
+        RAISE EXCEPTION 'suite "%" with % licenses cannot seat the % members holding a license of product %',
+                        suite.code, quantity, cardinality(members),
+                        (SELECT string_agg(DISTINCT format('"%s"', p.product), ', ' ORDER BY format('"%s"', p.product))
+                           FROM unnest(replaced) AS x
+                           JOIN subscription.license AS l ON l.tenant_id = bundle_into_suite.tenant_id AND l.subscription_id = x.id
+                           JOIN subscription.plan AS p ON p.code = x.plan)
+            USING ERRCODE = 'check_violation',
+                  DETAIL = format('Members %s hold a license of subscription %s.',
+                                  array_to_string(members, ', '), array_to_string(ids, ', ')),
+                  HINT = 'Bundle with a larger quantity, or release licenses first.';
+    END IF;
+
+    -- L9: each ends now, its unused days credited; its licenses released
+    FOREACH r IN ARRAY replaced LOOP
+        credited := credited + subscription.end_early(bundle_into_suite.tenant_id, r.id, at);
+    END LOOP;
+    DELETE FROM subscription.license AS l WHERE l.tenant_id = bundle_into_suite.tenant_id AND l.subscription_id = ANY (ids);
+    IF was_default THEN
+        UPDATE subscription.subscription AS x SET is_default = false
+         WHERE x.tenant_id = bundle_into_suite.tenant_id AND x.id = ANY (ids) AND x.is_default;
+    END IF;
+
+    -- the suite, charged as any subscription (the credit pays it first)
+    new_id := subscription.subscribe(bundle_into_suite.tenant_id, bundle_into_suite.account_id, suite.code, bundle_cycle, quantity, at,
+                                     'always', NULL);
+    IF was_default THEN
+        UPDATE subscription.subscription AS x SET is_default = true WHERE x.tenant_id = bundle_into_suite.tenant_id AND x.id = new_id AND NOT x.is_default;
+    END IF;
+    INSERT INTO subscription.license (tenant_id, subscription_id, member_id)
+    SELECT bundle_into_suite.tenant_id, new_id, m FROM unnest(members) AS m;
+
+    INSERT INTO subscription.history (tenant_id, actor, operation, account_id, subscription_id, details)
+    VALUES (bundle_into_suite.tenant_id, subscription.current_actor(), 'bundle_into_suite', bundle_into_suite.account_id, new_id,
+            jsonb_build_object('suite_plan', suite.code, 'quantity', quantity, 'replaced', to_jsonb(ids),
+                               'credited', credited, 'members', to_jsonb(members)));
+    RETURN new_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.preview_migration(from_plan text, to_plan text, at timestamptz,
+                                               notice interval DEFAULT '30 days')
+RETURNS TABLE (subscription_id bigint, account_id bigint, takes_effect_at timestamptz, plan text,
+               plan_version integer, amount numeric, currency text, feature text, used bigint, new_limit bigint)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c record;
+    s subscription.subscription;
+    price record;
+BEGIN
+    -- candidate by candidate, each read by itself: on Citus a join of the
+    -- candidates with subscription whose lateral calls read the tenant
+    -- tables is not one query the workers can run (issue 17)
+    FOR c IN SELECT * FROM subscription.migration_candidates('preview_migration', from_plan, to_plan, at, notice)
+    LOOP
+        SELECT x.* INTO s FROM subscription.subscription AS x WHERE x.id = c.subscription_id;
+        SELECT p.* INTO price FROM subscription.period_price(to_plan, s.cycle, s.quantity, c.version) AS p;
+        RETURN QUERY
+        SELECT s.id, s.account_id, c.takes_effect_at, to_plan, c.version,
+               subscription.round_money(price.amount, price.currency), price.currency,
+               o.feature, o.used, o.new_limit
+          FROM (SELECT) AS one
+          LEFT JOIN (SELECT * FROM subscription.migration_shortfall(s.id, to_plan, c.version)) AS o ON true
+         ORDER BY o.feature;
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.migrate_subscriptions(from_plan text, to_plan text, at timestamptz,
+                                                   notice interval DEFAULT '30 days', "trim" boolean DEFAULT false)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c record;
+    over text;
+    moved integer := 0;
+    -- each subscription read and written by its tenant: one shard on Citus (issue 17)
+    tenant bigint;
+    sold record;
+BEGIN
+    PERFORM subscription.require_arguments('migrate_subscriptions', '{trim}', ARRAY[migrate_subscriptions."trim" IS NULL]);
+    FOR c IN SELECT * FROM subscription.migration_candidates('migrate_subscriptions', from_plan, to_plan, at, notice)
+    LOOP
+        tenant := subscription.tenant_of('subscription', c.subscription_id);
+        -- the subscription's writers wait; one that moved on meanwhile is left
+        PERFORM FROM subscription.subscription AS s
+         WHERE s.tenant_id = tenant AND s.id = c.subscription_id AND s.status = 'active' AND s.plan = from_plan
+           AND s.pending_plan IS NULL AND s.migrate_to IS NULL
+           FOR NO KEY UPDATE;
+        CONTINUE WHEN NOT FOUND;
+        -- the new plan must sell the subscription's cycle and quantity (22023,
+        -- 55000), priced here (on Citus not in a query of the shard)
+        SELECT s.cycle, s.quantity INTO sold FROM subscription.subscription AS s
+         WHERE s.tenant_id = tenant AND s.id = c.subscription_id;
+        PERFORM subscription.period_price(to_plan, sold.cycle, sold.quantity, c.version);
+        IF NOT migrate_subscriptions."trim" THEN
+            SELECT string_agg(format('%s: %s used, %s allowed', o.feature, o.used, o.new_limit), '; ')
+              INTO over
+              FROM subscription.migration_shortfall(c.subscription_id, to_plan, c.version) AS o;
+            IF over IS NOT NULL THEN
+                -- L6
+                RAISE WARNING 'subscription % stays on its version of plan "%": plan "%" would take away features in use',
+                              c.subscription_id, from_plan, to_plan
+                    USING DETAIL = over || '.',
+                          HINT = 'subscription.preview_migration() lists them; "trim" => true trims by the tables'' rules.';
+                CONTINUE;
+            END IF;
+        END IF;
+        -- a renewal that ran meanwhile (renew_due) moved the first renewal on
+        UPDATE subscription.subscription AS s
+           SET migrate_to = to_plan, migrate_version = c.version,
+               migrate_at = greatest(c.takes_effect_at, upper(s.period)),
+               migrate_trim = migrate_subscriptions."trim"
+         WHERE s.tenant_id = tenant AND s.id = c.subscription_id;
+        moved := moved + 1;
+    END LOOP;
+    RETURN moved;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.verify_findings(account bigint)
+RETURNS TABLE (check_name text, account_id bigint, detail text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- the tables' schema, or the copies' names: pg_temp.verify_<table>
+    src text := 'subscription.';
+    tbl text;
+    tenant bigint;
+BEGIN
+    IF subscription.distributed() THEN
+        src := 'pg_temp.verify_';
+        IF verify_findings.account IS NOT NULL THEN
+            tenant := subscription.tenant_of('account', verify_findings.account);
+        END IF;
+        FOREACH tbl IN ARRAY ARRAY['account', 'member', 'subscription', 'addon_batch', 'license', 'license_counter',
+                                   'usage_counter', 'ledger', 'history', 'limited_table'] LOOP
+            IF to_regclass(format('pg_temp.%I', 'verify_' || tbl)) IS NULL THEN
+                EXECUTE format('CREATE TEMPORARY TABLE %I ON COMMIT DROP AS SELECT * FROM subscription.%I WITH NO DATA',
+                               'verify_' || tbl, tbl);
+            ELSE
+                EXECUTE format('TRUNCATE pg_temp.%I', 'verify_' || tbl);
+            END IF;
+            EXECUTE format('INSERT INTO pg_temp.%I SELECT * FROM subscription.%I AS x %s', 'verify_' || tbl, tbl,
+                           CASE WHEN tenant IS NOT NULL AND tbl <> 'limited_table' THEN 'WHERE x.tenant_id = $1' ELSE '' END)
+              USING tenant;
+        END LOOP;
+    END IF;
+    RETURN QUERY EXECUTE replace($q$
+        SELECT v.* FROM (
+            -- seats: the counter is the licenses held, its capacity the subscription's,
+            -- and no subscription holds more than its capacity
+            SELECT x.check_name, t.account_id, x.detail
+              FROM (SELECT s.account_id, s.id, c.subscription_id IS NOT NULL AS has_counter, c.used, c.capacity, c.active,
+                           subscription.license_capacity(s.id) AS capacity_now,
+                           subscription.assigns_licenses(s.tenant_id, s.account_id, s.status) AS active_now,
+                           (SELECT count(*) FROM @@.license AS l
+                             WHERE l.subscription_id = s.id) AS held
+                      FROM @@.subscription AS s
+                      LEFT JOIN @@.license_counter AS c ON c.subscription_id = s.id
+                     WHERE $1 IS NULL OR s.account_id = $1) AS t,
+                   LATERAL (VALUES
+                       ('license_counter',
+                        CASE WHEN NOT t.has_counter THEN format('subscription %s has no seat counter', t.id)
+                             WHEN t.used <> t.held
+                             THEN format('subscription %s: the seat counter says %s used, %s licenses are held', t.id, t.used, t.held) END),
+                       ('license_capacity',
+                        CASE WHEN t.has_counter AND (t.capacity, t.active) IS DISTINCT FROM (t.capacity_now, t.active_now)
+                             THEN format('subscription %s: the seat counter has capacity %s (active %s), the subscription %s (active %s)',
+                                         t.id, t.capacity, t.active, t.capacity_now, t.active_now) END),
+                       ('seats_over_capacity',
+                        CASE WHEN t.held > t.capacity_now
+                             THEN format('subscription %s holds %s licenses, its capacity is %s', t.id, t.held, t.capacity_now) END))
+                       AS x(check_name, detail)
+             WHERE x.detail IS NOT NULL
+            UNION ALL
+            -- usage: each counter is its table's rows, counted as recount_usage counts
+            -- them (cap counts nothing) ...
+            SELECT 'usage_counter', d.account_id,
+                   format('%s of %s: the counter says %s, the table has %s', t.feature, t.relation, d.stored, d.counted)
+              FROM @@.limited_table AS t,
+                   LATERAL subscription.usage_drift(t.relation, t.feature, $1) AS d
+            UNION ALL
+            -- ... and carries the account's limit; no counter outlives its registration
+            SELECT CASE WHEN t.feature IS NULL THEN 'usage_counter' ELSE 'usage_limit' END, u.account_id,
+                   CASE WHEN t.feature IS NULL
+                        THEN format('a counter of feature %s remains, and no table is registered for it', u.feature)
+                        ELSE format('%s: the counter''s limit is %s, the account''s limit %s', u.feature,
+                                    coalesce(u.limit_value::text, 'unlimited'),
+                                    coalesce(subscription.limit_of(u.account_id, u.feature)::text, 'unlimited')) END
+              FROM @@.usage_counter AS u
+              LEFT JOIN @@.limited_table AS t ON t.feature = u.feature
+             WHERE ($1 IS NULL OR u.account_id = $1)
+               AND (t.feature IS NULL
+                    -- the limit the guard checks: a counter computed at an older
+                    -- catalog limit version is recomputed by it (issue 17)
+                    OR subscription.counter_limit(u.account_id, u.feature, u.limit_value, u.limit_version,
+                                                  (SELECT c.version FROM subscription.limit_catalog_version() AS c (version)))
+                       IS DISTINCT FROM subscription.limit_of(u.account_id, u.feature))
+            UNION ALL
+            -- periods (C2): the plan charges of a subscription, less what was given
+            -- back, follow each other with no gap and no overlap ...
+            SELECT CASE WHEN p.next_lower > p.charged_upper THEN 'period_gap' ELSE 'period_overlap' END,
+                   p.account_id,
+                   format('subscription %s: charge %s covers %s to %s, charge %s starts at %s',
+                          p.subscription_id, p.id, p.charged_lower, p.charged_upper, p.next_id, p.next_lower)
+              FROM (SELECT c.*,
+                           lead(c.charged_lower) OVER w AS next_lower,
+                           lead(c.id) OVER w AS next_id
+                      FROM (SELECT l.id, l.account_id, l.subscription_id, lower(l.period) AS charged_lower,
+                                   coalesce(lower(g.period), upper(l.period)) AS charged_upper
+                              FROM @@.ledger AS l
+                              LEFT JOIN @@.ledger AS g
+                                ON g.charge_id = l.id AND g.kind IN ('refund', 'credit')
+                             WHERE l.kind = 'charge' AND l.addon_batch_id IS NULL
+                               AND (l.item = 'plan' OR l.item ~~ 'change to %')
+                               AND ($1 IS NULL OR l.account_id = $1)) AS c
+                     WHERE c.charged_lower < c.charged_upper
+                    WINDOW w AS (PARTITION BY c.subscription_id ORDER BY c.charged_lower, c.id)) AS p
+             WHERE p.next_lower <> p.charged_upper
+            UNION ALL
+            -- ... and an active subscription's current period is charged to its end
+            SELECT 'period_uncharged', s.account_id,
+                   format('subscription %s: its current period %s is charged up to %s', s.id, s.period,
+                          coalesce(c.charged_to::text, 'nothing'))
+              FROM @@.subscription AS s
+              LEFT JOIN LATERAL (
+                   SELECT max(coalesce(lower(g.period), upper(l.period))) AS charged_to
+                     FROM @@.ledger AS l
+                     LEFT JOIN @@.ledger AS g
+                       ON g.charge_id = l.id AND g.kind IN ('refund', 'credit')
+                    WHERE l.subscription_id = s.id AND l.kind = 'charge'
+                      AND l.addon_batch_id IS NULL
+                      AND (l.item = 'plan' OR l.item ~~ 'change to %')) AS c ON true
+             WHERE s.status = 'active' AND s.paused_at IS NULL
+               AND ($1 IS NULL OR s.account_id = $1)
+               AND (c.charged_to IS NULL OR c.charged_to < upper(s.period))
+            UNION ALL
+            -- money: what is given back or taken off a charge never exceeds it
+            SELECT 'refund_over_charge', l.account_id,
+                   format('charge %s of %s %s: %s given back or taken off', l.id, l.amount, l.currency, g.total)
+              FROM @@.ledger AS l
+              JOIN (SELECT g.charge_id, sum(g.amount) AS total FROM @@.ledger AS g
+                     WHERE g.kind IN ('refund', 'credit', 'discount') GROUP BY g.charge_id) AS g
+                ON g.charge_id = l.id
+             WHERE l.kind = 'charge' AND g.total > l.amount
+               AND ($1 IS NULL OR l.account_id = $1)
+            UNION ALL
+            -- history (R8): every account, member, subscription, add-on batch and
+            -- license has the history row that created it
+            SELECT 'history_missing', h.account_id, h.detail
+              FROM (SELECT a.id AS account_id, format('account %s has no account_insert row', a.id) AS detail
+                      FROM @@.account AS a
+                     WHERE NOT EXISTS (SELECT FROM @@.history AS h
+                                        WHERE h.account_id = a.id
+                                          AND h.operation = 'account_insert')
+                    UNION ALL
+                    SELECT m.account_id, format('member %s has no member_insert row', m.id)
+                      FROM @@.member AS m
+                     WHERE NOT EXISTS (SELECT FROM @@.history AS h
+                                        WHERE h.account_id = m.account_id
+                                          AND h.operation = 'member_insert'
+                                          AND h.details ->> 'id' = m.id::text)
+                    UNION ALL
+                    SELECT s.account_id, format('subscription %s has no subscription_insert row', s.id)
+                      FROM @@.subscription AS s
+                     WHERE NOT EXISTS (SELECT FROM @@.history AS h
+                                        WHERE h.subscription_id = s.id
+                                          AND h.operation = 'subscription_insert')
+                    UNION ALL
+                    SELECT s.account_id, format('add-on batch %s has no addon_batch_insert row', b.id)
+                      FROM @@.addon_batch AS b
+                      JOIN @@.subscription AS s ON s.id = b.subscription_id
+                     WHERE NOT EXISTS (SELECT FROM @@.history AS h
+                                        WHERE h.subscription_id = b.subscription_id
+                                          AND h.operation = 'addon_batch_insert'
+                                          AND h.details ->> 'id' = b.id::text)
+                    UNION ALL
+                    SELECT s.account_id, format('the license of member %s on subscription %s has no license_assign row',
+                                                l.member_id, l.subscription_id)
+                      FROM @@.license AS l
+                      JOIN @@.subscription AS s ON s.id = l.subscription_id
+                     WHERE NOT EXISTS (SELECT FROM @@.history AS h
+                                        WHERE h.subscription_id = l.subscription_id
+                                          AND h.operation = 'license_assign'
+                                          AND h.details -> 'members'
+                                              @> pg_catalog.jsonb_build_array(l.member_id))) AS h
+             WHERE $1 IS NULL OR h.account_id = $1
+        ) AS v("check", account_id, detail)
+        ORDER BY 1, 2, 3
+$q$, '@@.', src) USING verify_findings.account;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.readable_accounts()
+RETURNS TABLE (tenant_id bigint, account_id bigint, everything boolean)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- read here: on Citus the query below runs on the workers, where the
+    -- session's setting is not
+    actor text := current_setting('subscription.actor', true);
+    who record;
+BEGIN
+    IF NOT subscription.actor_named() THEN
+        IF subscription.caller_is_trusted() THEN
+            RETURN QUERY SELECT NULL::bigint, NULL::bigint, true;
+        END IF;
+        RETURN;
+    END IF;
+    FOR who IN SELECT m.tenant_id, m.account_id FROM subscription.member AS m WHERE m.id::text = actor
+    LOOP
+        IF subscription.actor_refusal(who.tenant_id, who.account_id, 'read', false) IS NULL THEN
+            RETURN QUERY SELECT who.tenant_id, who.account_id, false;
+        END IF;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.readable_accounts() IS
+'Internal: the accounts the actor may read (Z1, R9), or everything for back-office code without an actor; what may_read() and the views check';
+REVOKE ALL ON FUNCTION subscription.readable_accounts() FROM PUBLIC;
+-- the views call it as their reader: the roles that may call may_read()
+-- (grant_application, grant_backoffice) may call it
+DO $$
+DECLARE
+    grantee regrole;
+BEGIN
+    FOR grantee IN SELECT DISTINCT a.grantee::regrole
+                     FROM pg_catalog.pg_proc AS p, pg_catalog.aclexplode(p.proacl) AS a
+                    WHERE p.oid = 'subscription.may_read(bigint,bigint)'::pg_catalog.regprocedure
+                      AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION subscription.readable_accounts() TO %s', grantee);
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.may_read(tenant_id bigint, account_id bigint)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN EXISTS (SELECT FROM subscription.readable_accounts() AS r
+                    WHERE r.everything
+                       OR (r.tenant_id = may_read.tenant_id AND r.account_id = may_read.account_id));
+END
+$$;
+
+
+CREATE OR REPLACE FUNCTION subscription.role_rights(kind text)
+RETURNS TABLE (object_type text, object text, privileges text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    application_routines text[] := '{subscribe,set_quantity,change_plan,change_cycle,set_renewal,cancel,
+        cancel_account,close_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
+        apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
+        bundle_into_suite,preview_bundle_into_suite,
+        effective_limit,current_actor,calling_role,may_read,readable_accounts,coupon_discount,tier_for_hosts,prorate_refund,
+        cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
+        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
+        renewal_terms,plan_version_or_current,next_plan,create_account,pause,resume,
+        invoice_document,receipt_document,add_payment_method,has_feature,now,meter_now,preview_usage,integral_at}';
+    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
+    views text[] := '{license_holder,invoice,credit_statement,renewal_notice,receipt,open_balance,current_usage}';
+BEGIN
+    IF kind NOT IN ('application', 'backoffice', 'restore') THEN
+        RAISE EXCEPTION 'unknown kind of role "%"', kind
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The kinds are application, backoffice and restore.';
+    END IF;
+    RETURN QUERY
+    SELECT 'SCHEMA', 'subscription', 'USAGE'
+    UNION ALL
+    SELECT 'ROUTINE', p.oid::regprocedure::text, 'EXECUTE'
+      FROM pg_catalog.pg_proc AS p
+     WHERE p.pronamespace = 'subscription'::regnamespace
+       AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
+                     -- granting, and writing history, are for the extension's owner alone
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_histor(y|ies)|write_events?|insert_events)$' END
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || c.relname,
+           CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
+                THEN 'SELECT, INSERT, UPDATE, DELETE'
+                WHEN kind = 'restore' AND c.relkind = 'r' THEN 'SELECT, INSERT'
+                WHEN kind = 'restore' AND c.relkind = 'S' THEN 'SELECT, UPDATE'
+                ELSE 'SELECT' END
+      FROM pg_catalog.pg_class AS c
+     WHERE c.relnamespace = 'subscription'::regnamespace
+       AND c.relkind IN ('r', 'v', 'S')
+       AND CASE kind WHEN 'backoffice' THEN true
+                     WHEN 'restore' THEN c.relkind IN ('r', 'S')
+                     ELSE c.relname = ANY (catalog || views) END
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || t, 'INSERT, UPDATE' || CASE t WHEN 'member' THEN ', DELETE' ELSE '' END
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+    UNION ALL
+    SELECT 'COLUMNS', 'subscription.' || t, 'SELECT (id)'
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+     ORDER BY 1, 2;
+END
+$$;
+
+
+CREATE OR REPLACE VIEW subscription.license_holder WITH (security_barrier) AS
+-- the accounts the actor may read, once (readable_accounts)
+WITH readable AS MATERIALIZED (SELECT * FROM subscription.readable_accounts())
+SELECT l.subscription_id, s.plan, m.id AS member_id, m.external_id, m.role, l.assigned_at, s.account_id
+  FROM subscription.license AS l
+  -- joined and read by the tenant too: one shard group on Citus (issue 17)
+  JOIN subscription.member AS m ON m.tenant_id OPERATOR(pg_catalog.=) l.tenant_id AND m.id OPERATOR(pg_catalog.=) l.member_id
+  JOIN subscription.subscription AS s
+    ON s.tenant_id OPERATOR(pg_catalog.=) l.tenant_id AND s.id OPERATOR(pg_catalog.=) l.subscription_id
+  CROSS JOIN readable
+ WHERE (readable.everything OR (readable.tenant_id OPERATOR(pg_catalog.=) s.tenant_id
+                                 AND readable.account_id OPERATOR(pg_catalog.=) s.account_id));
+
+
+CREATE OR REPLACE VIEW subscription.credit_statement WITH (security_barrier) AS
+-- the accounts the actor may read, once (readable_accounts)
+WITH readable AS MATERIALIZED (SELECT * FROM subscription.readable_accounts())
+SELECT l.account_id,
+       l.id AS ledger_id,
+       l.created_at,
+       l.subscription_id,
+       l.kind,
+       CASE l.kind WHEN 'credit' THEN l.amount ELSE OPERATOR(pg_catalog.-) l.amount END AS change,
+       sum(CASE l.kind WHEN 'credit' THEN l.amount ELSE OPERATOR(pg_catalog.-) l.amount END)
+           OVER (PARTITION BY l.account_id, l.currency ORDER BY l.id) AS balance,
+       l.currency,
+       l.description
+  FROM subscription.ledger AS l
+  CROSS JOIN readable
+ WHERE l.kind OPERATOR(pg_catalog.=) ANY ('{credit,credit_used}')
+   AND (readable.everything OR (readable.tenant_id OPERATOR(pg_catalog.=) l.tenant_id
+                                 AND readable.account_id OPERATOR(pg_catalog.=) l.account_id));
+
+
+CREATE OR REPLACE VIEW subscription.invoice WITH (security_barrier) AS
+-- the accounts the actor may read, once (readable_accounts)
+WITH readable AS MATERIALIZED (SELECT * FROM subscription.readable_accounts())
+SELECT i.account_id,
+       i.subscription_id,
+       i.at,
+       (array_agg(l.plan ORDER BY l.id DESC) FILTER (WHERE l.kind OPERATOR(pg_catalog.=) 'charge'))[1] AS plan,
+       i.currency,
+       coalesce(sum(l.amount) FILTER (WHERE l.kind OPERATOR(pg_catalog.=) 'charge'), 0)
+         OPERATOR(pg_catalog.-) coalesce(sum(l.amount) FILTER (WHERE l.kind OPERATOR(pg_catalog.=) 'discount'), 0) AS charged,
+       coalesce(sum(l.amount) FILTER (WHERE l.kind OPERATOR(pg_catalog.=) 'refund'), 0) AS refunded,
+       coalesce(sum(l.amount) FILTER (WHERE l.kind OPERATOR(pg_catalog.=) 'credit'), 0) AS credited,
+       i.total AS balance,
+       jsonb_agg(jsonb_build_object('kind', l.kind, 'amount', l.amount, 'item', l.item,
+                                    'period', l.period, 'description', l.description) ORDER BY l.id) AS lines,
+       i.id,
+       i.issuer,
+       i.number,
+       i.document_number,
+       i.status,
+       i.total,
+       i.paid,
+       i.due_at,
+       i.payment_method_id,
+       i.corrects_invoice_id
+  FROM subscription.invoice_record AS i
+  JOIN subscription.ledger AS l ON l.tenant_id OPERATOR(pg_catalog.=) i.tenant_id AND l.invoice_id OPERATOR(pg_catalog.=) i.id
+  CROSS JOIN readable
+ WHERE (readable.everything OR (readable.tenant_id OPERATOR(pg_catalog.=) i.tenant_id
+                                 AND readable.account_id OPERATOR(pg_catalog.=) i.account_id))
+ GROUP BY i.tenant_id, i.id;
+
+CREATE OR REPLACE VIEW subscription.receipt WITH (security_barrier) AS
+-- the accounts the actor may read, once (readable_accounts)
+WITH readable AS MATERIALIZED (SELECT * FROM subscription.readable_accounts())
+SELECT p.id AS payment_id,
+       p.account_id,
+       p.invoice_id,
+       i.document_number,
+       p.at,
+       p.amount,
+       p.currency,
+       p.reference,
+       m.kind AS payment_method,
+       m.label AS payment_method_label,
+       coalesce(c.amount, 0) AS credited,
+       i.total,
+       i.status
+  FROM subscription.payment AS p
+  JOIN subscription.invoice_record AS i ON i.tenant_id OPERATOR(pg_catalog.=) p.tenant_id AND i.id OPERATOR(pg_catalog.=) p.invoice_id
+  LEFT JOIN subscription.payment_method AS m
+    ON m.tenant_id OPERATOR(pg_catalog.=) p.tenant_id AND m.id OPERATOR(pg_catalog.=) p.payment_method_id
+  LEFT JOIN subscription.ledger AS c ON c.tenant_id OPERATOR(pg_catalog.=) p.tenant_id AND c.id OPERATOR(pg_catalog.=) p.credit_line_id
+  CROSS JOIN readable
+ WHERE (readable.everything OR (readable.tenant_id OPERATOR(pg_catalog.=) p.tenant_id
+                                 AND readable.account_id OPERATOR(pg_catalog.=) p.account_id));
+
+CREATE OR REPLACE VIEW subscription.open_balance WITH (security_barrier) AS
+-- the accounts the actor may read, once (readable_accounts)
+WITH readable AS MATERIALIZED (SELECT * FROM subscription.readable_accounts())
+SELECT i.account_id,
+       i.id AS invoice_id,
+       i.document_number,
+       i.at,
+       i.due_at,
+       i.currency,
+       i.total,
+       i.paid,
+       i.total OPERATOR(pg_catalog.-) i.paid AS due,
+       sum(i.total OPERATOR(pg_catalog.-) i.paid)
+           OVER (PARTITION BY i.account_id, i.currency ORDER BY i.due_at, i.id) AS balance
+  FROM subscription.invoice_record AS i
+  CROSS JOIN readable
+ WHERE i.status OPERATOR(pg_catalog.=) 'open'
+   AND (readable.everything OR (readable.tenant_id OPERATOR(pg_catalog.=) i.tenant_id
+                                 AND readable.account_id OPERATOR(pg_catalog.=) i.account_id));
+
+
+CREATE OR REPLACE VIEW subscription.current_usage WITH (security_barrier) AS
+-- the accounts the actor may read, once (readable_accounts)
+WITH readable AS MATERIALIZED (SELECT * FROM subscription.readable_accounts())
+SELECT u.account_id,
+       u.feature,
+       m.aggregation,
+       u.used,
+       CASE WHEN m.feature IS NOT NULL OR t.feature IS NULL THEN greatest(u.peak, u.used) END AS peak,
+       CASE WHEN m.feature IS NOT NULL OR t.feature IS NULL
+            THEN subscription.integral_at(u.integral, u.used, u.since, subscription.now()) END AS integral,
+       CASE WHEN m.feature IS NOT NULL OR t.feature IS NULL
+            THEN subscription.integral_at(u.integral, u.used, u.since, subscription.now())
+                 OPERATOR(pg_catalog./) extract(epoch FROM coalesce(m.unit, interval '1 day')) END AS time_weighted,
+       coalesce(m.unit, interval '1 day') AS unit
+  FROM subscription.usage_counter AS u
+  LEFT JOIN subscription.meter AS m ON m.feature OPERATOR(pg_catalog.=) u.feature
+  -- a registered table's feature (one registration per feature) without a meter: not kept
+  LEFT JOIN subscription.limited_table AS t ON t.feature OPERATOR(pg_catalog.=) u.feature
+  CROSS JOIN readable
+ WHERE (readable.everything OR (readable.tenant_id OPERATOR(pg_catalog.=) u.tenant_id
+                                 AND readable.account_id OPERATOR(pg_catalog.=) u.account_id));
+
+
+CREATE OR REPLACE VIEW subscription.dunning_retry WITH (security_barrier) AS
+-- the accounts the actor may read, once (readable_accounts)
+WITH readable AS MATERIALIZED (SELECT * FROM subscription.readable_accounts())
+SELECT s.id AS subscription_id,
+       s.account_id,
+       i.id AS invoice_id,
+       i.document_number,
+       i.total OPERATOR(pg_catalog.-) i.paid AS due,
+       i.currency,
+       i.payment_method_id,
+       s.dunning_step AS step,
+       pg_catalog.cardinality(pr.dunning_days) AS steps,
+       s.past_due_since,
+       subscription.dunning_step_at(s.past_due_since, pr.dunning_days, s.dunning_step) AS retry_at
+  FROM subscription.subscription AS s
+  JOIN subscription.invoice_record AS i
+    ON i.tenant_id OPERATOR(pg_catalog.=) s.tenant_id AND i.id OPERATOR(pg_catalog.=) s.past_due_invoice_id
+  JOIN subscription.plan AS p ON p.code OPERATOR(pg_catalog.=) s.plan
+  JOIN subscription.product AS pr ON pr.code OPERATOR(pg_catalog.=) p.product
+  CROSS JOIN readable
+ WHERE s.status OPERATOR(pg_catalog.=) 'past_due' AND NOT s.dunning_frozen
+   AND s.dunning_step OPERATOR(pg_catalog.>=) 1
+   AND i.status OPERATOR(pg_catalog.=) 'open'
+   AND NOT EXISTS (SELECT FROM subscription.history AS h
+                    WHERE h.tenant_id OPERATOR(pg_catalog.=) s.tenant_id
+                      AND h.subscription_id OPERATOR(pg_catalog.=) s.id
+                      AND h.operation OPERATOR(pg_catalog.=) 'payment_failure'
+                      AND h.details OPERATOR(pg_catalog.->) 'invoice_id' OPERATOR(pg_catalog.=) pg_catalog.to_jsonb(i.id)
+                      AND (h.details OPERATOR(pg_catalog.->>) 'at')::pg_catalog.timestamptz
+                          OPERATOR(pg_catalog.>=) subscription.dunning_step_at(s.past_due_since, pr.dunning_days, s.dunning_step))
+   AND (readable.everything OR (readable.tenant_id OPERATOR(pg_catalog.=) s.tenant_id
+                                 AND readable.account_id OPERATOR(pg_catalog.=) s.account_id));
+
+
+------------------------------------------------------------------------
+-- role_rights with both of this session's changes (readable_accounts for
+-- the application, issue 17; the internal invoice writers the extension
+-- owner's alone, S12): the section above re-created it without the second,
+-- and its grants may have given those writers back to granted roles
+------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION subscription.role_rights(kind text)
+RETURNS TABLE (object_type text, object text, privileges text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    application_routines text[] := '{subscribe,set_quantity,change_plan,change_cycle,set_renewal,cancel,
+        cancel_account,close_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
+        apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
+        bundle_into_suite,preview_bundle_into_suite,
+        effective_limit,current_actor,calling_role,may_read,readable_accounts,coupon_discount,tier_for_hosts,prorate_refund,
+        cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
+        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
+        renewal_terms,plan_version_or_current,next_plan,create_account,pause,resume,
+        invoice_document,receipt_document,add_payment_method,has_feature,now,meter_now,preview_usage,integral_at}';
+    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
+    views text[] := '{license_holder,invoice,credit_statement,renewal_notice,receipt,open_balance,current_usage}';
+BEGIN
+    IF kind NOT IN ('application', 'backoffice', 'restore') THEN
+        RAISE EXCEPTION 'unknown kind of role "%"', kind
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The kinds are application, backoffice and restore.';
+    END IF;
+    RETURN QUERY
+    SELECT 'SCHEMA', 'subscription', 'USAGE'
+    UNION ALL
+    SELECT 'ROUTINE', p.oid::regprocedure::text, 'EXECUTE'
+      FROM pg_catalog.pg_proc AS p
+     WHERE p.pronamespace = 'subscription'::regnamespace
+       AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
+                     -- granting, writing history and events, and opening or settling
+                     -- an invoice (which take their totals and what is paid from their
+                     -- caller) are for the extension's owner alone
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_histor(y|ies)|write_events?|insert_events|open_invoices?(_of)?|settle_invoice)$' END
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || c.relname,
+           CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
+                THEN 'SELECT, INSERT, UPDATE, DELETE'
+                WHEN kind = 'restore' AND c.relkind = 'r' THEN 'SELECT, INSERT'
+                WHEN kind = 'restore' AND c.relkind = 'S' THEN 'SELECT, UPDATE'
+                ELSE 'SELECT' END
+      FROM pg_catalog.pg_class AS c
+     WHERE c.relnamespace = 'subscription'::regnamespace
+       AND c.relkind IN ('r', 'v', 'S')
+       AND CASE kind WHEN 'backoffice' THEN true
+                     WHEN 'restore' THEN c.relkind IN ('r', 'S')
+                     ELSE c.relname = ANY (catalog || views) END
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || t, 'INSERT, UPDATE' || CASE t WHEN 'member' THEN ', DELETE' ELSE '' END
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+    UNION ALL
+    SELECT 'COLUMNS', 'subscription.' || t, 'SELECT (id)'
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+     ORDER BY 1, 2;
+END
+$$;
+
+DO $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN SELECT DISTINCT r.role FROM subscription.granted_role AS r LOOP
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM %s',
+                       (SELECT string_agg(p.oid::regprocedure::text, ', ' ORDER BY p.oid::regprocedure::text)
+                          FROM pg_catalog.pg_proc AS p
+                         WHERE p.pronamespace = 'subscription'::regnamespace
+                           AND p.proname IN ('open_invoice', 'open_invoices', 'open_invoices_of', 'settle_invoice')),
+                       g.role::regrole);
+    END LOOP;
+END
+$$;

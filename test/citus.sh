@@ -746,7 +746,17 @@ tap "$(echo "$errors" | grep -v -q -e 'has no license left' -e 'already' -e '^$'
 # lines filtered).  A case in REGRESS_ON_CITUS must pass; every other case
 # is left out, printed as a TAP TODO with the reason: the first error it
 # meets on Citus, measured on this run (docs/citus.md lists them).
-REGRESS_ON_CITUS="badinput bounds catalog_changes keyed next_period prorate_refund renewal_notice rules set_default terms trials_pause usage usage_preview usage_unmetered void_corrections"
+REGRESS_ON_CITUS="badinput bounds catalog_changes change_plan downgrade_noop keyed limit_version limits managed next_period prorate_refund renew_account renewal_notice rules set_default terms trials_pause usage usage_preview usage_unmetered versions void_corrections"
+# the cases that do not apply on Citus by design, each with its reason
+# (docs/citus.md): printed as a TAP SKIP, not run
+declare -A REGRESS_NOT_ON_CITUS=(
+    [acl]="it checks column-level GRANTs (grant_application's SELECT (id) on account and member), which Citus refuses on distributed tables (grant/revoke on column list is currently unsupported)"
+    [events]="it runs in a database of its own (CREATE DATABASE, which Citus does not propagate to the workers): it would not test Citus"
+    [events_notify]="it runs in a database of its own (CREATE DATABASE, which Citus does not propagate to the workers): it would not test Citus"
+    [idempotency]="it runs in a database of its own (CREATE DATABASE, which Citus does not propagate to the workers): it would not test Citus"
+    [invoice_lines]="it runs in a database of its own (CREATE DATABASE, which Citus does not propagate to the workers): it would not test Citus"
+    [tenant_keys]="it checks that a single server fills a tenant_id left out of an INSERT, which the coordinator needs to route the row and never fills"
+)
 prepared=1
 for i in 0 1 2; do
     psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[$i]}" -d postgres -c "CREATE DATABASE regress_citus" >/dev/null 2>&1 \
@@ -757,6 +767,15 @@ psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d regress_citus \
     -c "SELECT citus_set_coordinator_host('$DIR', ${PORTS[0]})" \
     -c "SELECT citus_add_node('$DIR', ${PORTS[1]})" -c "SELECT citus_add_node('$DIR', ${PORTS[2]})" \
     -c "CREATE EXTENSION subscription" -c "SELECT subscription.distribute()" >/dev/null 2>&1 || prepared=0
+# pg_regress gives its session the DateStyle "Postgres, MDY" (PGDATESTYLE);
+# the workers' connections for that session keep the server's: the
+# workers' default for the database is pg_regress's, so that a row a
+# worker writes (an event's or history's timestamps) reads as the
+# coordinator's session writes it (docs/citus.md, IntervalStyle and DateStyle)
+for i in 1 2; do
+    psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[$i]}" -d postgres \
+        -c "ALTER DATABASE regress_citus SET DateStyle = 'Postgres, MDY'" >/dev/null 2>&1 || prepared=0
+done
 tap "$prepared" "a database with Citus on the three nodes and distribute() done, for the regression suite"
 PG_REGRESS=$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/regress/pg_regress
 # pg_regress runs as postgres, which may not read the clone (in CI it is
@@ -768,14 +787,27 @@ rm -rf "$DIR/regress"
 mkdir -p "$REGRESS_SRC"
 cp -R "$ROOT/test" "$ROOT/expected" "$REGRESS_SRC/"
 [ "$(id -u)" -eq 0 ] && chown -R postgres: "$DIR/regress"
-citus_filter() {  # the lines Citus adds to a case's output: its notices, and its
+citus_filter() {  # the lines Citus adds to a case's output: its notices (and
+    # that of a CREATE DATABASE, which it does not propagate), and its
     # warning that a function in pg_temp (setup.psql's helpers) stays local
     grep -v -e '^NOTICE:  \(issuing\|executing the command locally\)' -e '^DETAIL:  on server ' \
+        -e '^NOTICE:  Citus partially supports CREATE DATABASE for distributed databases$' \
+        -e '^DETAIL:  Citus does not propagate CREATE DATABASE command to workers$' \
+        -e '^HINT:  You can manually create a database and its extensions on workers.$' \
         -e 'WARNING:  "function pg_temp_[0-9]*\.[a-z_]*(.*)" has dependency on unsupported object "schema pg_temp_[0-9]*"$' \
         -e '^DETAIL:  "function pg_temp_[0-9]*\.[a-z_]*(.*)" will be created only locally$'
 }
 for f in "$ROOT"/test/sql/*.sql; do
     c=$(basename "$f" .sql)
+    if [ -n "${REGRESS_NOT_ON_CITUS[$c]:-}" ]; then
+        n=$((n + 1))
+        echo "ok $n - regression case $c on the coordinator # SKIP does not apply on Citus: ${REGRESS_NOT_ON_CITUS[$c]}"
+        continue
+    fi
+    # a case whose output differs on Citus by design has its own expected
+    # output there, in test/expected_citus (docs/citus.md says why)
+    exp=$ROOT/expected/$c.out
+    [ -f "$ROOT/test/expected_citus/$c.out" ] && exp=$ROOT/test/expected_citus/$c.out
     [ "$prepared" = 1 ] || break
     # as_postgres starts in /: the case's cwd is set inside
     as_postgres env PGHOST="$DIR" PGUSER=postgres PGPORT="${PORTS[0]}" \
@@ -783,15 +815,15 @@ for f in "$ROOT"/test/sql/*.sql; do
         timeout 300 "$PG_REGRESS" --inputdir=test --outputdir="$DIR/regress/$c" --use-existing \
         --dbname=regress_citus --bindir="$PGBIN" "$c" >"$DIR/regress/$c.log" 2>&1
     result=$DIR/regress/$c/results/$c.out
-    if [ -f "$result" ] && diff -q <(citus_filter <"$ROOT/expected/$c.out") <(citus_filter <"$result") >/dev/null; then
+    if [ -f "$result" ] && diff -q <(citus_filter <"$exp") <(citus_filter <"$result") >/dev/null; then
         ok=1
     else
         ok=0
     fi
     case " $REGRESS_ON_CITUS " in
-        *" $c "*) tap "$ok" "regression case $c on the coordinator, as on a single server" \
-                      "$(diff <(citus_filter <"$ROOT/expected/$c.out") <(citus_filter <"$result") 2>&1 | head -20)" ;;
-        *) reason=$(diff <(citus_filter <"$ROOT/expected/$c.out") <(citus_filter <"$result" 2>/dev/null) 2>/dev/null \
+        *" $c "*) tap "$ok" "regression case $c on the coordinator, as on a single server$([ "$exp" != "$ROOT/expected/$c.out" ] && echo " but for what differs by design (test/expected_citus)")" \
+                      "$(diff <(citus_filter <"$exp") <(citus_filter <"$result") 2>&1 | head -20)" ;;
+        *) reason=$(diff <(citus_filter <"$exp") <(citus_filter <"$result" 2>/dev/null) 2>/dev/null \
                         | grep -m1 '^>.*ERROR' | sed 's/^> *//; s/ERROR: *//' | cut -c1-120)
            n=$((n + 1))
            if [ "$ok" = 1 ]; then
@@ -1683,6 +1715,62 @@ tap "$([ "$(echo $out | cut -d' ' -f2)" = "$from" ] && [ "$before" = "$held | $h
        && [ "$after" = "$(for i in 1 2 3; do printf "%s" "${held%,)},$from), 7 [$from,)"; [ $i -lt 3 ] && printf ' | '; done)" ] && echo 1)" \
     "change_limit() on Citus: the held limit kept for the versions held, the change from the plan's new version on, the same rows on the 3 placements" \
     "change_limit, plan version: $out"$'\n'"before: $before"$'\n'"after: $after"
+# ... and a plain UPDATE that closes a current row at the plan's version
+# (what change_limit() and change_price() do) is refused where a
+# subscription holds that version: the price of citus-basic, current
+# since before the change, closed at the version an account subscribed
+# after the change holds.  The coordinator's placement reads the holders
+# (55000, as on a single server: versions.sql); every placement keeps its rows
+price_placements() {  # the price rows of citus-basic on each placement of plan_price
+    q coordinator "SELECT string_agg(r.result, ' | ' ORDER BY r.nodeport)
+                     FROM run_command_on_placements('subscription.plan_price',
+                          \$\$SELECT string_agg(amount || ' ' || versions, ', ' ORDER BY versions) FROM %s
+                               WHERE plan = 'citus-basic'\$\$) AS r"
+}
+held_now=$(price_placements)
+out=$(q coordinator "SELECT subscription.subscribe(subscription.create_account('holds the new version'), 'citus-basic', '1 month', 1, '2026-01-01') IS NOT NULL" 2>&1)
+out="$out"$'\n'$(psql -X -q -At -p "${PORTS[0]}" -d postgres -c '\set VERBOSITY verbose' \
+          -c "UPDATE subscription.plan_price SET versions = int4range(lower(versions), $from)
+               WHERE plan = 'citus-basic' AND upper_inf(versions)" 2>&1)
+tap "$([ -n "$from" ] && echo "$out" | grep -q "^ERROR:  55000: subscriptions hold version $from of plan \"citus-basic\", which this price would no longer cover" \
+       && echo "$out" | grep -q '^HINT:  Change it with subscription.change_price()' && [ "$(price_placements)" = "$held_now" ] && echo 1)" \
+    "a plain UPDATE closing a current plan_price row at a version a subscription holds is refused on Citus (55000), every placement unchanged" \
+    "$out"$'\n'"before: $held_now"$'\n'"after: $(price_placements)"
+
+# item 3/6: the views with an actor set.  The rights check runs once per
+# statement on the coordinator (readable_accounts(), a MATERIALIZED CTE
+# that Citus plans apart), not per row in the query of a shard: an owner
+# reads its own account's rows and no other's, a member without the right
+# none, back-office code without an actor every account's (Z1)
+out=$(psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres 2>&1 <<'SQL'
+SELECT subscription.create_account('views a') AS a \gset
+SELECT subscription.create_account('views b') AS b \gset
+INSERT INTO subscription.member (tenant_id, account_id, role) VALUES (:a, :a, 'owner') RETURNING id AS owner \gset
+INSERT INTO subscription.member (tenant_id, account_id, role) VALUES (:b, :b, 'member') RETURNING id AS plain \gset
+SELECT subscription.subscribe(:a, 'citus-basic', '1 month', 2, '2026-01-01') AS sa \gset
+SELECT subscription.subscribe(:b, 'citus-basic', '1 month', 2, '2026-01-01') AS sb \gset
+SELECT subscription.license_consume(:sa, :owner) IS NOT NULL AS consumed \gset
+SELECT subscription.credit_account(:a, 5, 'goodwill') IS NOT NULL AS credited \gset
+BEGIN;
+SET LOCAL subscription.actor = :'owner';
+SELECT 'owner ' || (SELECT count(*) || '/' || count(*) FILTER (WHERE account_id <> :a) FROM subscription.license_holder)
+       || ' ' || (SELECT count(*) || '/' || count(*) FILTER (WHERE account_id <> :a) FROM subscription.invoice)
+       || ' ' || (SELECT count(*) || '/' || count(*) FILTER (WHERE account_id <> :a) FROM subscription.credit_statement)
+       || ' ' || (SELECT count(*) || '/' || count(*) FILTER (WHERE account_id <> :a) FROM subscription.open_balance)
+       || ' ' || (SELECT count(*) FILTER (WHERE account_id <> :a) FROM subscription.receipt)
+       || ' ' || (SELECT count(*) FILTER (WHERE account_id <> :a) FROM subscription.current_usage)
+       || ' ' || (SELECT count(*) FILTER (WHERE account_id <> :a) FROM subscription.dunning_retry);
+SET LOCAL subscription.actor = :'plain';
+SELECT 'member ' || (SELECT count(*) FROM subscription.license_holder) || ' ' || (SELECT count(*) FROM subscription.invoice)
+       || ' ' || (SELECT count(*) FROM subscription.current_usage);
+COMMIT;
+SELECT 'back-office ' || count(DISTINCT account_id) FILTER (WHERE account_id IN (:a, :b)) FROM subscription.invoice;
+SQL
+)
+tap "$(echo "$out" | grep -qx 'owner 1/0 [1-9][0-9]*/0 1/0 [1-9][0-9]*/0 0 0 0' && echo "$out" | grep -qx 'member 0 0 0' \
+       && echo "$out" | grep -qx 'back-office 2' && echo 1)" \
+    "the views with an actor on Citus: an owner reads its own account's rows of license_holder, invoice, credit_statement, open_balance (and no other's, nor of receipt, current_usage, dunning_retry), a member none, back-office code every account's" \
+    "$out"
 
 out=$(for node in "${NODES[@]}"; do
           q "$node" "SELECT string_agg(c.oid::regclass::text, ' ') FROM pg_class AS c

@@ -302,9 +302,10 @@ BEGIN
         -- the close keeps every version a subscription holds: none from
         -- its end on (change_price()/change_limit() close the row at a
         -- version nobody holds yet), else those subscriptions would lose
-        -- their price or limit.  On a single server (on Citus a worker's
-        -- placement cannot read the holders)
-        IF NOT subscription.distributed()
+        -- their price or limit.  On a single server, and on Citus by the
+        -- coordinator's placement, which reads the holders, for every node
+        -- (a worker's cannot)
+        IF subscription.catalog_reads_tenants()
            AND subscription.catalog_change_version(OLD.plan, int4range(upper(NEW.versions), NULL)) IS NOT NULL THEN
             RAISE EXCEPTION 'subscriptions hold version % of plan "%", which this % would no longer cover',
                             upper(NEW.versions), OLD.plan, what

@@ -194,13 +194,48 @@ COMMENT ON FUNCTION subscription.authorize(bigint, text, boolean) IS
 '42501 unless the actor may do the action on the account (Z1, R9, K8, Z2); without an actor, unless the caller is back-office code';
 
 -- What the views show: the actor's own account (owner or admin), or
--- everything to back-office code.
--- Keyed (issue 17): the views pass their row's tenant.  An actor that is
--- no member of the tenant reads none of its rows (Z1), which the tenant's
--- own members tell: actor_refusal() would look the actor up by its id
--- alone, in every tenant, for the sentence of its refusal.  Without an
--- actor nothing is read (on Citus, a view's query of a shard may call no
--- function that reads a distributed table).
+-- everything to back-office code.  The rights check once per statement
+-- (issue 17): the accounts the actor may read, each (tenant_id,
+-- account_id), or one row "everything" for back-office code without an
+-- actor, none when nothing may be read (the tenant first, as every
+-- function of the schema has it).  The views read it in a
+-- MATERIALIZED CTE: on Citus a subplan run on the coordinator before the
+-- shards are read (a query on a shard may call no function that reads a
+-- distributed table), on a single server once, not once per row.  The
+-- actor is looked up by its id in every tenant; actor_refusal() decides
+-- for each of its rows (its own tenant named: an actor of another tenant
+-- reads none of this one's rows, Z1).
+CREATE FUNCTION subscription.readable_accounts()
+RETURNS TABLE (tenant_id bigint, account_id bigint, everything boolean)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- read here: on Citus the query below runs on the workers, where the
+    -- session's setting is not
+    actor text := current_setting('subscription.actor', true);
+    who record;
+BEGIN
+    IF NOT subscription.actor_named() THEN
+        IF subscription.caller_is_trusted() THEN
+            RETURN QUERY SELECT NULL::bigint, NULL::bigint, true;
+        END IF;
+        RETURN;
+    END IF;
+    FOR who IN SELECT m.tenant_id, m.account_id FROM subscription.member AS m WHERE m.id::text = actor
+    LOOP
+        IF subscription.actor_refusal(who.tenant_id, who.account_id, 'read', false) IS NULL THEN
+            RETURN QUERY SELECT who.tenant_id, who.account_id, false;
+        END IF;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.readable_accounts() IS
+'Internal: the accounts the actor may read (Z1, R9), or everything for back-office code without an actor; what may_read() and the views check';
+
+-- Keyed (issue 17): the tenant of the row.
 CREATE FUNCTION subscription.may_read(tenant_id bigint, account_id bigint)
 RETURNS boolean
 LANGUAGE plpgsql STABLE
@@ -208,14 +243,9 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF subscription.actor_named() THEN
-        IF NOT EXISTS (SELECT FROM subscription.member AS m
-                        WHERE m.tenant_id = may_read.tenant_id
-                          AND m.id::text = current_setting('subscription.actor', true)) THEN
-            RETURN false;
-        END IF;
-    END IF;
-    RETURN subscription.actor_refusal(may_read.tenant_id, may_read.account_id, 'read', false) IS NULL;
+    RETURN EXISTS (SELECT FROM subscription.readable_accounts() AS r
+                    WHERE r.everything
+                       OR (r.tenant_id = may_read.tenant_id AND r.account_id = may_read.account_id));
 END
 $$;
 

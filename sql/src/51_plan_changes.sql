@@ -232,15 +232,17 @@ BEGIN
                   HINT = 'The plans a suite includes are its rows in subscription.suite_component.';
     END IF;
 
-    -- the separate subscriptions, locked in id order
-    SELECT array_agg(x ORDER BY x.id) INTO replaced
-      FROM (SELECT x.* FROM subscription.subscription AS x
-              JOIN subscription.plan AS p ON p.code = x.plan
-             WHERE x.tenant_id = bundle_into_suite.tenant_id AND x.account_id = bundle_into_suite.account_id
-               AND x.status = 'active'
-               AND subscription.seat_product(p.kind, p.product) = ANY (included)
-             ORDER BY x.id
-               FOR NO KEY UPDATE OF x) AS x;
+    -- the separate subscriptions, locked in id order (row by row: Citus
+    -- sends no row of a subquery's anonymous type, issue 17)
+    FOR r IN SELECT x.* FROM subscription.subscription AS x
+               JOIN subscription.plan AS p ON p.code = x.plan
+              WHERE x.tenant_id = bundle_into_suite.tenant_id AND x.account_id = bundle_into_suite.account_id
+                AND x.status = 'active'
+                AND subscription.seat_product(p.kind, p.product) = ANY (included)
+              ORDER BY x.id
+                FOR NO KEY UPDATE OF x LOOP
+        replaced := replaced || r;
+    END LOOP;
     IF replaced IS NULL THEN
         RAISE EXCEPTION 'account % has no subscription to bundle into suite "%"', account_id, suite.code
             USING ERRCODE = 'object_not_in_prerequisite_state',

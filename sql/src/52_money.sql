@@ -357,6 +357,8 @@ COMMENT ON FUNCTION subscription.end_early(bigint, timestamptz) IS 'End a subscr
 
 -- L10: the account's credits line by line, with the running balance.
 CREATE VIEW subscription.credit_statement WITH (security_barrier) AS
+-- the accounts the actor may read, once (readable_accounts)
+WITH readable AS MATERIALIZED (SELECT * FROM subscription.readable_accounts())
 SELECT l.account_id,
        l.id AS ledger_id,
        l.created_at,
@@ -368,7 +370,10 @@ SELECT l.account_id,
        l.currency,
        l.description
   FROM subscription.ledger AS l
- WHERE l.kind OPERATOR(pg_catalog.=) ANY ('{credit,credit_used}') AND subscription.may_read(l.tenant_id, l.account_id);
+  CROSS JOIN readable
+ WHERE l.kind OPERATOR(pg_catalog.=) ANY ('{credit,credit_used}')
+   AND (readable.everything OR (readable.tenant_id OPERATOR(pg_catalog.=) l.tenant_id
+                                 AND readable.account_id OPERATOR(pg_catalog.=) l.account_id));
 
 COMMENT ON VIEW subscription.credit_statement IS
 'Credits and their uses per account, line by line, with the running balance (L10)';

@@ -17,18 +17,25 @@ AS $$
 DECLARE
     last_line bigint;
     lines subscription.ledger[];
+    -- every read names the tenant: one shard group on Citus (issue 17)
+    tenant bigint := CASE WHEN lines_of_change.subscription_id IS NOT NULL
+                          THEN subscription.tenant_of('subscription', lines_of_change.subscription_id)
+                          ELSE subscription.tenant_of('account', lines_of_change.account_id) END;
 BEGIN
     PERFORM FROM subscription.subscription AS s
-     WHERE s.id = lines_of_change.subscription_id FOR NO KEY UPDATE;
+     WHERE s.tenant_id = tenant AND s.id = lines_of_change.subscription_id FOR NO KEY UPDATE;
     PERFORM FROM subscription.account AS a
-     WHERE lines_of_change.subscription_id IS NULL AND a.id = lines_of_change.account_id FOR NO KEY UPDATE;
+     WHERE lines_of_change.subscription_id IS NULL AND a.tenant_id = tenant AND a.id = lines_of_change.account_id
+       FOR NO KEY UPDATE;
     SELECT coalesce(max(l.id), 0) INTO last_line FROM subscription.ledger AS l
-     WHERE l.subscription_id = lines_of_change.subscription_id
-        OR (lines_of_change.subscription_id IS NULL AND l.account_id = lines_of_change.account_id);
+     WHERE l.tenant_id = tenant
+       AND (l.subscription_id = lines_of_change.subscription_id
+            OR (lines_of_change.subscription_id IS NULL AND l.account_id = lines_of_change.account_id));
     BEGIN
         EXECUTE change;
         SELECT array_agg(l ORDER BY l.id) INTO lines FROM subscription.ledger AS l
-         WHERE (l.subscription_id = lines_of_change.subscription_id
+         WHERE l.tenant_id = tenant
+           AND (l.subscription_id = lines_of_change.subscription_id
                 OR (lines_of_change.subscription_id IS NULL AND l.account_id = lines_of_change.account_id))
            AND l.id > last_line;
         RAISE EXCEPTION 'preview' USING ERRCODE = 'SBPRV';  -- undoes the change

@@ -130,19 +130,25 @@ DECLARE
     c record;
     over text;
     moved integer := 0;
+    -- each subscription read and written by its tenant: one shard on Citus (issue 17)
+    tenant bigint;
+    sold record;
 BEGIN
     PERFORM subscription.require_arguments('migrate_subscriptions', '{trim}', ARRAY[migrate_subscriptions."trim" IS NULL]);
     FOR c IN SELECT * FROM subscription.migration_candidates('migrate_subscriptions', from_plan, to_plan, at, notice)
     LOOP
+        tenant := subscription.tenant_of('subscription', c.subscription_id);
         -- the subscription's writers wait; one that moved on meanwhile is left
         PERFORM FROM subscription.subscription AS s
-         WHERE s.id = c.subscription_id AND s.status = 'active' AND s.plan = from_plan
+         WHERE s.tenant_id = tenant AND s.id = c.subscription_id AND s.status = 'active' AND s.plan = from_plan
            AND s.pending_plan IS NULL AND s.migrate_to IS NULL
            FOR NO KEY UPDATE;
         CONTINUE WHEN NOT FOUND;
-        -- the new plan must sell the subscription's cycle and quantity (22023, 55000)
-        PERFORM subscription.period_price(to_plan, s.cycle, s.quantity, c.version)
-           FROM subscription.subscription AS s WHERE s.id = c.subscription_id;
+        -- the new plan must sell the subscription's cycle and quantity (22023,
+        -- 55000), priced here (on Citus not in a query of the shard)
+        SELECT s.cycle, s.quantity INTO sold FROM subscription.subscription AS s
+         WHERE s.tenant_id = tenant AND s.id = c.subscription_id;
+        PERFORM subscription.period_price(to_plan, sold.cycle, sold.quantity, c.version);
         IF NOT migrate_subscriptions."trim" THEN
             SELECT string_agg(format('%s: %s used, %s allowed', o.feature, o.used, o.new_limit), '; ')
               INTO over
@@ -161,7 +167,7 @@ BEGIN
            SET migrate_to = to_plan, migrate_version = c.version,
                migrate_at = greatest(c.takes_effect_at, upper(s.period)),
                migrate_trim = migrate_subscriptions."trim"
-         WHERE s.id = c.subscription_id;
+         WHERE s.tenant_id = tenant AND s.id = c.subscription_id;
         moved := moved + 1;
     END LOOP;
     RETURN moved;
@@ -184,16 +190,26 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    c record;
+    s subscription.subscription;
+    price record;
 BEGIN
-    RETURN QUERY
-    SELECT s.id, s.account_id, c.takes_effect_at, to_plan, c.version,
-           subscription.round_money(price.amount, price.currency), price.currency,
-           o.feature, o.used, o.new_limit
-      FROM subscription.migration_candidates('preview_migration', from_plan, to_plan, at, notice) AS c
-      JOIN subscription.subscription AS s ON s.id = c.subscription_id
-     CROSS JOIN LATERAL subscription.period_price(to_plan, s.cycle, s.quantity, c.version) AS price
-      LEFT JOIN LATERAL subscription.migration_shortfall(s.id, to_plan, c.version) AS o ON true
-     ORDER BY s.id, o.feature;
+    -- candidate by candidate, each read by itself: on Citus a join of the
+    -- candidates with subscription whose lateral calls read the tenant
+    -- tables is not one query the workers can run (issue 17)
+    FOR c IN SELECT * FROM subscription.migration_candidates('preview_migration', from_plan, to_plan, at, notice)
+    LOOP
+        SELECT x.* INTO s FROM subscription.subscription AS x WHERE x.id = c.subscription_id;
+        SELECT p.* INTO price FROM subscription.period_price(to_plan, s.cycle, s.quantity, c.version) AS p;
+        RETURN QUERY
+        SELECT s.id, s.account_id, c.takes_effect_at, to_plan, c.version,
+               subscription.round_money(price.amount, price.currency), price.currency,
+               o.feature, o.used, o.new_limit
+          FROM (SELECT) AS one
+          LEFT JOIN (SELECT * FROM subscription.migration_shortfall(s.id, to_plan, c.version)) AS o ON true
+         ORDER BY o.feature;
+    END LOOP;
 END
 $$;
 

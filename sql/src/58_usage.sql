@@ -609,6 +609,8 @@ COMMENT ON FUNCTION subscription.preview_usage(bigint) IS
 -- time-weighted figure in its unit.  The peak and the integral of a
 -- registered table's feature without a meter are not kept (U1): NULL.
 CREATE VIEW subscription.current_usage WITH (security_barrier) AS
+-- the accounts the actor may read, once (readable_accounts)
+WITH readable AS MATERIALIZED (SELECT * FROM subscription.readable_accounts())
 SELECT u.account_id,
        u.feature,
        m.aggregation,
@@ -624,7 +626,9 @@ SELECT u.account_id,
   LEFT JOIN subscription.meter AS m ON m.feature OPERATOR(pg_catalog.=) u.feature
   -- a registered table's feature (one registration per feature) without a meter: not kept
   LEFT JOIN subscription.limited_table AS t ON t.feature OPERATOR(pg_catalog.=) u.feature
- WHERE subscription.may_read(u.tenant_id, u.account_id);
+  CROSS JOIN readable
+ WHERE (readable.everything OR (readable.tenant_id OPERATOR(pg_catalog.=) u.tenant_id
+                                 AND readable.account_id OPERATOR(pg_catalog.=) u.account_id));
 
 COMMENT ON VIEW subscription.current_usage IS
 'Per account and feature, the open period''s usage: used, peak, and the time-weighted figure carried to now (U6)';

@@ -301,6 +301,8 @@ COMMENT ON PROCEDURE subscription.run_dunning(timestamptz, integer) IS
 -- subscription whose ladder's latest step is a retry that no failure
 -- recorded since (record_payment_failure) has answered, with what to charge.
 CREATE VIEW subscription.dunning_retry WITH (security_barrier) AS
+-- the accounts the actor may read, once (readable_accounts)
+WITH readable AS MATERIALIZED (SELECT * FROM subscription.readable_accounts())
 SELECT s.id AS subscription_id,
        s.account_id,
        i.id AS invoice_id,
@@ -317,6 +319,7 @@ SELECT s.id AS subscription_id,
     ON i.tenant_id OPERATOR(pg_catalog.=) s.tenant_id AND i.id OPERATOR(pg_catalog.=) s.past_due_invoice_id
   JOIN subscription.plan AS p ON p.code OPERATOR(pg_catalog.=) s.plan
   JOIN subscription.product AS pr ON pr.code OPERATOR(pg_catalog.=) p.product
+  CROSS JOIN readable
  WHERE s.status OPERATOR(pg_catalog.=) 'past_due' AND NOT s.dunning_frozen
    AND s.dunning_step OPERATOR(pg_catalog.>=) 1
    AND i.status OPERATOR(pg_catalog.=) 'open'
@@ -327,7 +330,8 @@ SELECT s.id AS subscription_id,
                       AND h.details OPERATOR(pg_catalog.->) 'invoice_id' OPERATOR(pg_catalog.=) pg_catalog.to_jsonb(i.id)
                       AND (h.details OPERATOR(pg_catalog.->>) 'at')::pg_catalog.timestamptz
                           OPERATOR(pg_catalog.>=) subscription.dunning_step_at(s.past_due_since, pr.dunning_days, s.dunning_step))
-   AND subscription.may_read(s.account_id);
+   AND (readable.everything OR (readable.tenant_id OPERATOR(pg_catalog.=) s.tenant_id
+                                 AND readable.account_id OPERATOR(pg_catalog.=) s.account_id));
 
 COMMENT ON VIEW subscription.dunning_retry IS
 'The retries due: past-due subscriptions whose dunning step is a retry not yet answered by a recorded failure, with the invoice and what is due (D3)';

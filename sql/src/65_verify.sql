@@ -19,9 +19,15 @@ COMMENT ON FUNCTION subscription.usage_drift(regclass, text, bigint) IS
 -- distribute()) the query, with its joins by id and its correlated
 -- subqueries, is not one that Citus plans: it runs on the coordinator over
 -- copies of the tables the checks read, made for the call (temporary
--- tables, dropped at commit; of the account's tenant when an account is
--- given), and the functions it calls read the distributed tables from
--- there.  The same text, the same findings (issue 17).
+-- tables named verify_<table>, emptied and filled again by the next call
+-- in the transaction, dropped at commit; of the account's tenant when an
+-- account is given), and the functions it calls read the distributed
+-- tables from there.  The same text, the same findings (issue 17).  A copy
+-- is never named as its table: pg_temp comes first in every search path,
+-- so until commit the caller's unqualified names (SET search_path =
+-- subscription) would read and write the copy, not the table; nor is one
+-- dropped in the transaction, whose sql_drop event trigger would write the
+-- reference table limited_table after the copies' multi-shard reads.
 -- verify()'s checks (a PL/pgSQL function cannot name a parameter as its
 -- result column, account_id).
 CREATE FUNCTION subscription.verify_findings(account bigint)
@@ -30,21 +36,25 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    src text := 'subscription';
+    -- the tables' schema, or the copies' names: pg_temp.verify_<table>
+    src text := 'subscription.';
     tbl text;
     tenant bigint;
 BEGIN
     IF subscription.distributed() THEN
-        src := 'pg_temp';
+        src := 'pg_temp.verify_';
         IF verify_findings.account IS NOT NULL THEN
             tenant := subscription.tenant_of('account', verify_findings.account);
         END IF;
         FOREACH tbl IN ARRAY ARRAY['account', 'member', 'subscription', 'addon_batch', 'license', 'license_counter',
                                    'usage_counter', 'ledger', 'history', 'limited_table'] LOOP
-            IF to_regclass(format('pg_temp.%I', tbl)) IS NOT NULL THEN
-                EXECUTE format('DROP TABLE pg_temp.%I', tbl);
+            IF to_regclass(format('pg_temp.%I', 'verify_' || tbl)) IS NULL THEN
+                EXECUTE format('CREATE TEMPORARY TABLE %I ON COMMIT DROP AS SELECT * FROM subscription.%I WITH NO DATA',
+                               'verify_' || tbl, tbl);
+            ELSE
+                EXECUTE format('TRUNCATE pg_temp.%I', 'verify_' || tbl);
             END IF;
-            EXECUTE format('CREATE TEMPORARY TABLE %I ON COMMIT DROP AS SELECT * FROM subscription.%I AS x %s', tbl, tbl,
+            EXECUTE format('INSERT INTO pg_temp.%I SELECT * FROM subscription.%I AS x %s', 'verify_' || tbl, tbl,
                            CASE WHEN tenant IS NOT NULL AND tbl <> 'limited_table' THEN 'WHERE x.tenant_id = $1' ELSE '' END)
               USING tenant;
         END LOOP;
@@ -191,7 +201,7 @@ BEGIN
              WHERE $1 IS NULL OR h.account_id = $1
         ) AS v("check", account_id, detail)
         ORDER BY 1, 2, 3
-$q$, '@@', src) USING verify_findings.account;
+$q$, '@@.', src) USING verify_findings.account;
 END
 $$;
 

@@ -62,7 +62,14 @@ SELECT account_id, feature, used, limit_value FROM usage_counter WHERE account_i
 
 -- with something to trim, the downgrade trims as before
 INSERT INTO public.room VALUES (13, 2, '2026-01-04', 0, 5, NULL), (14, 2, '2026-01-05', 0, 5, NULL);
+-- (on Citus a held limit changes by change_limit(), the same rows as this
+-- UPDATE on a single server: catalog_changes; a plain UPDATE is refused there)
+SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus') AS on_citus \gset
+\if :on_citus
+SELECT change_limit('ch_starter', 'rooms', 2) AS from_version \gset
+\else
 UPDATE plan_limit SET value = 2 WHERE plan = 'ch_starter' AND feature = 'rooms';
+\endif
 -- grandfathering: the change makes a new version; the subscriptions move to it
 UPDATE subscription AS s SET plan_version = p.version FROM plan AS p WHERE p.code = s.plan AND p.code = 'ch_starter';
 SELECT feature, action, row_id FROM apply_downgrade(:gigs);

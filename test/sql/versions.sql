@@ -32,6 +32,12 @@ SELECT enforce_limit('public.host', 'hosts');
 SELECT enforce_limit('public.deployment', 'deployments', 'account_id', 'drop_newest', 'created_at');
 SELECT enforce_limit('public.agent', 'agents');
 
+-- on Citus a held price or limit changes by change_price() or
+-- change_limit(), which write the rows that a plain UPDATE writes on a
+-- single server (catalog_changes); a plain UPDATE of a held row is refused
+-- there (55000)
+SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus') AS on_citus \gset
+
 -- a catalog row nobody holds changes in place
 UPDATE plan_price SET amount = 120 WHERE plan = 'zd_ent';
 SELECT plan, amount, versions FROM plan_price WHERE plan = 'zd_ent';
@@ -46,7 +52,11 @@ SELECT migrate_subscriptions('zd_pro', 'zd_ent', '2026-01-02') AS migrating;
 DELETE FROM plan_price WHERE plan = 'zd_ent';
 SELECT pg_temp.error_of($$DELETE FROM plan WHERE code = 'zd_ent'$$) AS migration_target;
 ROLLBACK TO SAVEPOINT migration_target;
+\if :on_citus
+SELECT change_price('zd_pro', '1 month', 65) AS from_version \gset
+\else
 UPDATE plan_price SET amount = 65 WHERE plan = 'zd_pro';
+\endif
 -- the old row is kept and closed; the new one is version 2, sold at once
 SELECT plan, amount, versions FROM plan_price WHERE plan = 'zd_pro' ORDER BY versions;
 SELECT code, version FROM plan WHERE code = 'zd_pro';
@@ -64,8 +74,13 @@ SELECT subscription_id, amount, description FROM ledger
  WHERE kind = 'charge' AND lower(period) = '2026-02-01' ORDER BY subscription_id;
 
 -- another rise while version 2 is held makes version 3; unheld changes stay in it
+\if :on_citus
+SELECT change_price('zd_pro', '1 month', 70) AS from_version \gset
+SELECT change_limit('zd_pro', 'agents', 6) AS from_version \gset
+\else
 UPDATE plan_price SET amount = 70 WHERE plan = 'zd_pro';
 UPDATE plan_limit SET value = 6 WHERE plan = 'zd_pro' AND feature = 'agents';
+\endif
 SELECT plan, amount, versions FROM plan_price WHERE plan = 'zd_pro' ORDER BY versions;
 SELECT plan, feature, value, versions FROM plan_limit WHERE plan = 'zd_pro' ORDER BY versions;
 SELECT code, version FROM plan WHERE code = 'zd_pro';
@@ -105,12 +120,17 @@ SELECT effective_limit(1, 'agents') AS three_licenses_at_6;
 
 -- cancel_migration: the subscription keeps its version
 SELECT subscribe(6, 'cm_live', '1 month', 1, '2026-01-01') AS live \gset
+\if :on_citus
+SELECT change_price('cm_live', '1 month', 30) AS from_version \gset
+\else
 UPDATE plan_price SET amount = 30 WHERE plan = 'cm_live';
+\endif
 SELECT migrate_subscriptions('cm_live', 'cm_live', '2026-01-05', '0 days') AS migrated;
 SELECT migrate_at FROM subscription WHERE id = :live;
 SELECT cancel_migration(:live);
 SELECT renew_due('2026-02-01') AS renewed;
-SELECT plan_version, amount FROM subscription JOIN ledger ON subscription_id = subscription.id
+SELECT plan_version, amount FROM subscription
+  JOIN ledger ON ledger.tenant_id = subscription.tenant_id AND subscription_id = subscription.id
  WHERE subscription.id = :live AND lower(ledger.period) = '2026-02-01';
 
 -- errors: NULL (22004), unknown (42704, P0002), wrong state (22023, 55000), back-office only (42501)
@@ -169,7 +189,8 @@ SELECT subscription_id, amount, description FROM ledger
 -- L6 with "trim" => true: Basic's limits apply, trimming by the table's rule
 SELECT migrate_subscriptions('lmi_pro', 'central_basic', '2026-02-05', '0 days', "trim" => true) AS trimming;
 SELECT renew_due('2026-03-01') AS renewed;
-SELECT plan, feature, action FROM subscription JOIN trimmed ON trimmed.subscription_id = subscription.id
+SELECT plan, feature, action FROM subscription
+  JOIN trimmed ON trimmed.tenant_id = subscription.tenant_id AND trimmed.subscription_id = subscription.id
  WHERE subscription.id = :grows;
 SELECT count(*) AS deployments_left FROM public.deployment WHERE account_id = 5;
 
@@ -179,7 +200,11 @@ SELECT count(*) AS deployments_left FROM public.deployment WHERE account_id = 5;
 SAVEPOINT close_held;
 INSERT INTO account (id, tenant_id, name) VALUES (90, 90, 'Holds 3'), (91, 91, 'Holds 4');
 SELECT subscribe(90, 'zd_pro', '1 month', 1, '2026-01-01') IS NOT NULL AS holds_3;
+\if :on_citus
+SELECT change_limit('zd_pro', 'agents', 7) AS from_version \gset
+\else
 UPDATE plan_limit SET value = 7 WHERE plan = 'zd_pro' AND feature = 'agents' AND upper_inf(versions);
+\endif
 SELECT subscribe(91, 'zd_pro', '1 month', 1, '2026-01-01') IS NOT NULL AS holds_4;
 SELECT code, version FROM plan WHERE code = 'zd_pro';
 SELECT pg_temp.error_of($$UPDATE plan_price SET versions = '[3,4)' WHERE plan = 'zd_pro' AND upper_inf(versions)$$);
