@@ -18599,12 +18599,13 @@ COMMENT ON FUNCTION subscription.write_histories(text[], bigint[], bigint[], jso
 -- tenant's shard, where announce_invoices calls it tenant by tenant).
 -- invoice_announcements marks the invoices given and returns their rows
 -- (none for one already announced, or by a restore), invoice by invoice in
--- the order given: its tenant, account and subscription, each row's
+-- the order given: its tenant (not named tenant_id: only a first argument
+-- is), account and subscription, each row's
 -- operation and details.  Set-based (issue 18): one UPDATE marking them,
 -- one read of their lines; a status's details, rare at the opening, read
 -- invoice by invoice.
 CREATE FUNCTION subscription.invoice_announcements(tenant_ids bigint[], invoice_ids bigint[])
-RETURNS TABLE (tenant_id bigint, account_id bigint, subscription_id bigint, operation text, details jsonb)
+RETURNS TABLE (tenant bigint, account_id bigint, subscription_id bigint, operation text, details jsonb)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -18685,7 +18686,7 @@ BEGIN
       INTO account_id, subscription_id, operations, details
       FROM subscription.invoice_announcements(ARRAY[invoice_announcement.tenant_id],
                                               ARRAY[invoice_announcement.invoice_id]) WITH ORDINALITY
-           AS a(tenant_id, account_id, subscription_id, operation, details, k);
+           AS a(tenant, account_id, subscription_id, operation, details, k);
 END
 $$;
 
@@ -18718,9 +18719,9 @@ BEGIN
     LOOP
         PERFORM subscription.write_histories(array_agg(a.operation ORDER BY a.k), array_agg(a.account_id ORDER BY a.k),
                                              array_agg(a.subscription_id ORDER BY a.k), array_agg(a.details ORDER BY a.k),
-                                             array_agg(a.tenant_id ORDER BY a.k))
+                                             array_agg(a.tenant ORDER BY a.k))
            FROM subscription.invoice_announcements(g.tenants, g.ids) WITH ORDINALITY
-                AS a(tenant_id, account_id, subscription_id, operation, details, k)
+                AS a(tenant, account_id, subscription_id, operation, details, k)
          HAVING count(*) > 0;
     END LOOP;
 END
