@@ -18608,6 +18608,11 @@ CREATE FUNCTION subscription.invoice_announcements(tenant_ids bigint[], invoice_
 RETURNS TABLE (tenant bigint, account_id bigint, subscription_id bigint, operation text, details jsonb)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- its statements planned once, not at every call: a custom plan of each
+-- made a payment in the invoice's own transaction (record_payment, through
+-- invoice_announcement) 0.9 ms slower; the generic plans read by key, for
+-- one invoice as for 1,000
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     marked subscription.invoice_record[];
@@ -18701,6 +18706,7 @@ CREATE FUNCTION subscription.announce_invoices(tenant_ids bigint[], invoice_ids 
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     per_tenant boolean := subscription.distributed();
