@@ -75,6 +75,19 @@ SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION subscription.write_histories(text[], bigint, bigint, jsonb[], bigint) IS
 'Internal (C): write several history rows of one account and subscription, operation k with details k, in one statement (R8); the extension''s own functions only';
 
+-- Rows of any accounts, subscriptions and tenants, in the order given, as
+-- one statement: the openings of a transaction's invoices
+-- (announce_invoices, issue 18).
+CREATE FUNCTION subscription.write_histories(operations text[], account_ids bigint[], subscription_ids bigint[],
+                                             details jsonb[], tenant_ids bigint[])
+RETURNS void
+AS 'MODULE_PATHNAME', 'write_histories_of'
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION subscription.write_histories(text[], bigint[], bigint[], jsonb[], bigint[]) IS
+'Internal (C): write history rows of any accounts, subscriptions and tenants, row k with operation k, account k, subscription k, details k and tenant k, in one statement (R8); the extension''s own functions only';
+
 -- The personal fields of a history row's details, erased (erase_account):
 -- the value of every "name" and "external_id" key, at any depth (a row as
 -- it was, or the old and new values of a change), becomes "erased".

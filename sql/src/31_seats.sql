@@ -148,6 +148,8 @@ DECLARE
     capacity integer;
     -- the logical table, from the trigger's argument (issue 17)
     logical text := TG_ARGV[0];
+    -- the setting to put back after a join of the transition tables
+    nestloop text := current_setting('enable_nestloop');
 BEGIN
     -- a restore copies the counter (restored_copy): the copy is trusted,
     -- and verify() compares it with the licenses afterwards
@@ -157,12 +159,19 @@ BEGIN
           FROM new_rows AS n
          WHERE NOT subscription.restored_copy('subscription.subscription_id_seq', n.id);
     ELSIF TG_OP = 'UPDATE' AND logical = 'subscription' THEN
+        -- old and new rows joined by hash, never by a nested loop: the
+        -- cached plan's estimate of a transition table is the row count of
+        -- the statement that first fired the trigger in the session (one
+        -- row, as often as not), and a nested loop over the renewal of 500
+        -- subscriptions compared 250,000 pairs (issue 18)
+        PERFORM set_config('enable_nestloop', 'off', true);
         SELECT array_agg(n.tenant_id ORDER BY n.tenant_id, n.id), array_agg(n.id ORDER BY n.tenant_id, n.id)
           INTO tenants, subs
           FROM old_rows AS o JOIN new_rows AS n ON n.tenant_id = o.tenant_id AND n.id = o.id
          WHERE o.quantity IS DISTINCT FROM n.quantity
             OR subscription.status_grants(o.status) IS DISTINCT FROM subscription.status_grants(n.status)
             OR ROW(o.*) IS NOT DISTINCT FROM ROW(n.*);
+        PERFORM set_config('enable_nestloop', nestloop, true);
     ELSIF TG_OP = 'DELETE' THEN
         SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.subscription_id),
                array_agg(x.subscription_id ORDER BY x.tenant_id, x.subscription_id)
@@ -260,6 +269,8 @@ DECLARE
     tenants bigint[];
     sub_tenants bigint[];
     t bigint;
+    -- the setting to put back after a join of the transition tables
+    nestloop text := current_setting('enable_nestloop');
 BEGIN
     -- the logical table, from the trigger's argument (issue 17)
     IF TG_ARGV[0] IN ('plan', 'suite_component') AND NOT subscription.catalog_reads_tenants() THEN
@@ -294,11 +305,14 @@ BEGIN
     ELSE
         -- the subscriptions whose plan changed, read into a local set first
         -- (on Citus a transition table is never joined with another table)
+        -- by hash (sync_license_counter)
+        PERFORM set_config('enable_nestloop', 'off', true);
         SELECT array_agg(n.id ORDER BY n.tenant_id, n.id), array_agg(o.plan ORDER BY n.tenant_id, n.id),
                array_agg(n.plan ORDER BY n.tenant_id, n.id), array_agg(n.tenant_id ORDER BY n.tenant_id, n.id)
           INTO ids, old_plans, new_plans, tenants
           FROM old_rows AS o JOIN new_rows AS n ON n.tenant_id = o.tenant_id AND n.id = o.id
          WHERE o.plan IS DISTINCT FROM n.plan;
+        PERFORM set_config('enable_nestloop', nestloop, true);
         FOR k IN 1 .. coalesce(cardinality(ids), 0) LOOP
             IF (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = old_plans[k])
                IS DISTINCT FROM

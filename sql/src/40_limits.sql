@@ -875,6 +875,8 @@ DECLARE
     addons text[];
     -- the logical table, from the trigger's argument (issue 17)
     logical text := TG_ARGV[0];
+    -- the setting to put back after a join of the transition tables
+    nestloop text := current_setting('enable_nestloop');
 BEGIN
     IF logical IN ('subscription', 'addon_batch') THEN
         -- the rows concerned, as they were and as they are: (tenant,
@@ -888,12 +890,20 @@ BEGIN
         ELSIF TG_OP = 'DELETE' THEN
             SELECT array_agg(o.tenant_id), array_agg(o.subscription_id) INTO tenants, accounts FROM old_rows AS o;
         ELSIF logical = 'subscription' THEN
+            -- by hash (sync_license_counter)
+            PERFORM set_config('enable_nestloop', 'off', true);
+            -- (each pair's two rows by unnest, not a lateral join: no
+            -- nested loop at all, whose disabled cost would make the
+            -- query look expensive enough to compile)
             SELECT array_agg(x.tenant_id), array_agg(x.account_id) INTO tenants, accounts
-              FROM old_rows AS o JOIN new_rows AS n ON n.tenant_id = o.tenant_id AND n.id = o.id
-             CROSS JOIN LATERAL (VALUES (o.tenant_id, o.account_id), (n.tenant_id, n.account_id)) AS x (tenant_id, account_id)
-             WHERE (o.account_id, o.plan, o.quantity, o.plan_version, subscription.status_grants(o.status))
-                   IS DISTINCT FROM (n.account_id, n.plan, n.quantity, n.plan_version, subscription.status_grants(n.status))
-                OR ROW(o.*) IS NOT DISTINCT FROM ROW(n.*);
+              FROM (SELECT unnest(ARRAY[o.tenant_id, n.tenant_id]) AS tenant_id,
+                           unnest(ARRAY[o.account_id, n.account_id]) AS account_id
+                      FROM old_rows AS o JOIN new_rows AS n ON n.tenant_id = o.tenant_id AND n.id = o.id
+                     WHERE (o.account_id, o.plan, o.quantity, o.plan_version, subscription.status_grants(o.status))
+                           IS DISTINCT FROM (n.account_id, n.plan, n.quantity, n.plan_version,
+                                             subscription.status_grants(n.status))
+                        OR ROW(o.*) IS NOT DISTINCT FROM ROW(n.*)) AS x;
+            PERFORM set_config('enable_nestloop', nestloop, true);
         ELSE
             SELECT array_agg(x.tenant_id), array_agg(x.subscription_id) INTO tenants, accounts
               FROM (SELECT o.tenant_id, o.subscription_id FROM old_rows AS o

@@ -644,7 +644,8 @@ COMMENT ON FUNCTION subscription.renew_common(bigint[], timestamptz) IS
 -- row triggers fire in the order of the rows: the UPDATE takes them in
 -- the order given (a nested loop over the key; no hash or merge join,
 -- which would take them in the table's order: both off for that statement
--- alone; its triggers turn hash joins on again), the INSERT by its ORDER BY, so
+-- and the lines' query; its triggers join their transition tables by
+-- hash), the INSERT by its ORDER BY, so
 -- that history, events and credit uses come in renewal order.  Each
 -- plan's and add-on's price is looked up once per distinct key.
 CREATE FUNCTION subscription.renew_common_group(t bigint[], ids bigint[])
@@ -688,10 +689,12 @@ BEGIN
            paid_quantity = x.quantity, pending_cycle = NULL, renewal = x.renewal
       FROM (SELECT r.tenant_id, r.id FROM unnest(t, ids) WITH ORDINALITY AS r(tenant_id, id, k) ORDER BY r.k) AS r
      WHERE x.tenant_id = r.tenant_id AND x.id = r.id;
-    PERFORM set_config('enable_hashjoin', joins[1], true), set_config('enable_mergejoin', joins[2], true);
 
     -- each subscription's plan line, then its batches', in renewal order;
-    -- each price rounded once per key (round_money), not once per line
+    -- each price rounded once per key (round_money), not once per line.
+    -- Nested loops over the keys too: a hash join read every subscription
+    -- of the table for each group (issue 18: 10,000 rows read for a group
+    -- of 500, growing with the table)
     WITH r AS (SELECT r.tenant_id, r.id, r.k FROM unnest(t, ids) WITH ORDINALITY AS r(tenant_id, id, k)),
          s AS (SELECT x.*, r.k FROM r JOIN subscription.subscription AS x ON x.tenant_id = r.tenant_id AND x.id = r.id),
          prices AS MATERIALIZED (
@@ -702,7 +705,8 @@ BEGIN
                   FROM s) AS d
           CROSS JOIN LATERAL subscription.period_price(d.plan, d.cycle, d.quantity, d.plan_version) AS pp),
          batches AS (
-        SELECT s.k, b.id, b.addon, b.quantity, s.cycle
+        SELECT s.k, b.id, b.addon, b.quantity, s.cycle, s.tenant_id, s.account_id, s.id AS subscription_id, s.period,
+               s.plan
           FROM s
           JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
           JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time),
@@ -725,13 +729,13 @@ BEGIN
                 ON p.plan = s.plan AND p.cycle::text = s.cycle::text AND p.quantity = s.quantity
                AND p.plan_version = s.plan_version
             UNION ALL
-            SELECT s.k, b.id, s.tenant_id, s.account_id, s.id, b.id,
-                   ap.amount, ap.currency, s.period, 'addon', s.plan,
-                   format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, s.cycle)
-              FROM s
-              JOIN batches AS b ON b.k = s.k
+            SELECT b.k, b.id, b.tenant_id, b.account_id, b.subscription_id, b.id,
+                   ap.amount, ap.currency, b.period, 'addon', b.plan,
+                   format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, b.cycle)
+              FROM batches AS b
               JOIN addon_prices AS ap ON ap.addon = b.addon AND ap.cycle::text = b.cycle::text AND ap.quantity = b.quantity)
            AS l;
+    PERFORM set_config('enable_hashjoin', joins[1], true), set_config('enable_mergejoin', joins[2], true);
     -- I1, I2: the invoice of each billing event (a subscription's lines at
     -- the period's start, in a currency), as invoice_line would find or
     -- open it for the event's first line: one this transaction opened, or

@@ -47,7 +47,8 @@ SELECT (SELECT array_agg(ROW(e.type, e.payload, s.quantity)::text ORDER BY e.id)
          WHERE e.id > :last AND e.tenant_id = 2 AND e.type LIKE 'subscription.%') AS same_events;
 -- the three renewals of tenant 1 were written by one call of the trigger,
 -- which writes its events with one call of the writer: the renewals'
--- statement and each invoice's opening, one call each
+-- statement, and the openings of their invoices at the commit (one event
+-- of invoice_record_opened for them all, issue 18), one call each
 SELECT (SELECT count(*) FROM event WHERE id > :last AND tenant_id = 1) AS events,
        (SELECT calls FROM pg_stat_xact_user_functions WHERE schemaname = 'subscription' AND funcname = 'history_event')
        - :writes_before AS writes;
