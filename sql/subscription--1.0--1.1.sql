@@ -21246,3 +21246,38 @@ COMMENT ON FUNCTION subscription.invoice_announcement(bigint, bigint) IS
 REVOKE ALL ON FUNCTION subscription.invoice_open_details(bigint, text, bigint, text, bigint, timestamptz, numeric, bigint) FROM PUBLIC;
 -- the roles already given their rights get invoice_open_details()
 SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g ORDER BY g.role, g.kind;
+
+------------------------------------------------------------------------
+-- A price or limit is held by a trial and a past-due subscription too
+-- (the last review's doubt): catalog_change_version counted active ones
+-- alone, so a change during a trial was made in place and the trial
+-- converted at the new price
+------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION subscription.catalog_change_version(plan text, versions int4range)
+RETURNS integer
+LANGUAGE plpgsql STABLE
+-- the extension's own bookkeeping: the catalog admin reads no subscription
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    current_version integer;
+    held boolean;
+    held_current boolean;
+BEGIN
+    SELECT p.version INTO current_version FROM subscription.plan AS p WHERE p.code = catalog_change_version.plan;
+    SELECT coalesce(bool_or(true), false), coalesce(bool_or(h.version = current_version), false)
+      INTO held, held_current
+      FROM (SELECT s.plan_version AS version FROM subscription.subscription AS s
+             WHERE s.plan = catalog_change_version.plan AND s.status IN ('active', 'trialing', 'past_due')
+            UNION ALL
+            SELECT s.migrate_version FROM subscription.subscription AS s
+             WHERE s.migrate_to = catalog_change_version.plan AND s.status IN ('active', 'trialing', 'past_due')) AS h
+     WHERE catalog_change_version.versions @> h.version;
+    IF NOT held THEN
+        RETURN NULL;
+    END IF;
+    RETURN current_version + CASE WHEN held_current THEN 1 ELSE 0 END;
+END
+$$;

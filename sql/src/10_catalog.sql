@@ -189,8 +189,9 @@ CREATE TABLE subscription.plan_limit (
 COMMENT ON TABLE subscription.plan_limit IS 'How much of a feature a plan allows (NULL unlimited, 0 not included), optionally per license, for a range of plan versions';
 
 -- The plan version from which a change of a current price or limit row of
--- the plan (over versions) takes effect: NULL when no active subscription
--- holds one of its versions (the row is changed in place); else the plan's
+-- the plan (over versions) takes effect: NULL when no subscription that
+-- will still be charged (active, trialing or past due) holds one of its
+-- versions (the row is changed in place); else the plan's
 -- current version, or the next one when a subscription holds the current
 -- one already.  A read of the tenant tables: on a single server from the
 -- catalog's trigger (version_catalog_row), and from change_price() and
@@ -211,10 +212,10 @@ BEGIN
     SELECT coalesce(bool_or(true), false), coalesce(bool_or(h.version = current_version), false)
       INTO held, held_current
       FROM (SELECT s.plan_version AS version FROM subscription.subscription AS s
-             WHERE s.plan = catalog_change_version.plan AND s.status = 'active'
+             WHERE s.plan = catalog_change_version.plan AND s.status IN ('active', 'trialing', 'past_due')
             UNION ALL
             SELECT s.migrate_version FROM subscription.subscription AS s
-             WHERE s.migrate_to = catalog_change_version.plan AND s.status = 'active') AS h
+             WHERE s.migrate_to = catalog_change_version.plan AND s.status IN ('active', 'trialing', 'past_due')) AS h
      WHERE catalog_change_version.versions @> h.version;
     IF NOT held THEN
         RETURN NULL;

@@ -55,6 +55,18 @@ SELECT pg_temp.error_of($$INSERT INTO public.cc_room VALUES (3, 4)$$);
 SELECT change_limit('rooms_basic', 'rooms', NULL) AS from_version;
 SELECT value, versions FROM plan_limit ORDER BY versions;
 
+-- a trial holds its version too: it converts at the price it was sold,
+-- not at a change made during the trial (so does a past-due subscription)
+INSERT INTO plan (code, product, name, rank) VALUES ('hall_pro', 'rooms', 'Pro', 2);
+INSERT INTO plan_price (plan, cycle, amount, trial) VALUES ('hall_pro', '1 month', 50, '14 days');
+INSERT INTO account (id, tenant_id, name) VALUES (4, 4, 'Hooli');
+SELECT subscribe(4, 'hall_pro', '1 month', 1, '2026-01-01') AS hooli \gset
+SELECT status, plan_version FROM subscription WHERE id = :hooli;
+SELECT change_price('hall_pro', '1 month', 60) AS from_version;
+SELECT amount, versions FROM plan_price WHERE plan = 'hall_pro' ORDER BY versions;
+SELECT renew_account(4, '2026-01-15') AS converted;
+SELECT amount FROM ledger WHERE tenant_id = 4 AND subscription_id = :hooli ORDER BY id;
+
 -- bad input: 22004, 22023, 42704, P0002
 SELECT pg_temp.error_of($$SELECT subscription.change_price(NULL, '1 month', 1)$$);
 SELECT pg_temp.error_of($$SELECT subscription.change_price('rooms_basic', '1 month', NULL)$$);
