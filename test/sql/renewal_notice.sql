@@ -59,7 +59,7 @@ INSERT INTO plan (code, product, name) VALUES ('metered', 'svc', 'Metered');
 INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES ('metered', '1 month', 10, false);
 INSERT INTO plan_limit (plan, feature, value, per_license) VALUES ('metered', 'calls', NULL, false);
 SELECT plan_usage_price('metered', 'calls', 100, 0.01, NULL, 'graduated', 'EUR') IS NOT NULL AS priced;
-INSERT INTO account (id, name) VALUES (7, 'metered');
+INSERT INTO account (id, tenant_id, name) VALUES (7, 7, 'metered');
 SELECT subscribe(7, 'metered', '1 month', 1, now() - interval '20 days') AS metered \gset
 SELECT pg_temp.previews() AS p0 \gset
 SELECT announce_renewals() AS notices;
