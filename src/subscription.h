@@ -201,7 +201,7 @@ extern bool FetchRowByTenantKey(Relation rel, Snapshot snapshot, const int64 *te
 extern bool LockLatestRow(RowWrites *w, int table, TupleTableSlot *slot, LockTupleMode mode);
 extern void InsertRow(RowWrites *w, int table, TupleTableSlot *slot, const bool *given);
 extern bool InsertRowUnlessConflict(RowWrites *w, int table, TupleTableSlot *slot,
-									const bool *given);
+									const bool *given, List *arbiters);
 extern void UpdateRow(RowWrites *w, int table, TupleTableSlot *oldslot, TupleTableSlot *newslot);
 extern void DeleteRow(RowWrites *w, int table, TupleTableSlot *slot);
 
