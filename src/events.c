@@ -746,6 +746,7 @@ history_event(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("history_event() must be fired by an INSERT")));
+	RequireOwnTableTrigger(fcinfo, "history_event");
 	nrows = tuplestore_tuple_count(rows);
 	/* asked before the identity changes (a restore is the caller's) */
 	if (nrows == 0 || RestoringRole())

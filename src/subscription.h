@@ -117,6 +117,7 @@ extern bool CountersOnCitus(void);
 extern Snapshot GuardCrosscheckSnapshot(void);
 extern int	PinSearchPath(void);
 extern void UnpinSearchPath(int nest_level);
+extern void RequireOwnTableTrigger(FunctionCallInfo fcinfo, const char *guard);
 extern GuardedEvent ClassifyGuardedStatement(FunctionCallInfo fcinfo, const char *guard,
 											 Tuplestorestate **rows);
 extern TupleTableSlot *OnlyTransitionRow(Tuplestorestate *rows, TupleDesc tupdesc);
