@@ -171,24 +171,24 @@ ClassifyGuardedStatement(FunctionCallInfo fcinfo, const char *guard, Tuplestores
 
 /*
  * A trigger of the extension's own bookkeeping, which writes as the
- * extension's owner (record_history, history_event), fires on the
- * extension's tables alone: on Citus their shards, in the same schema, whose
- * names are not the tables'.  Whoever may execute the function could
- * otherwise name it in a trigger of a table of their own (a temp table with
- * the same columns) and have its rows written as the owner's: history,
- * events of any tenant (review h-rev3).  Only the extension's owner creates
- * tables in its schema.
+ * extension's owner (record_history, history_event), fires on tables of the
+ * extension's owner alone: its own tables and, on Citus, their shards
+ * (whose names are not the tables').  Whoever may execute the function
+ * could otherwise name it in a trigger of a table of their own (a temp
+ * table with the same columns) and have its rows written as the owner's:
+ * history, events of any tenant (review h-rev3).  A table of the owner's
+ * is one whose rows the owner could write itself.
  */
 void
 RequireOwnTableTrigger(FunctionCallInfo fcinfo, const char *guard)
 {
 	Relation	rel = ((TriggerData *) fcinfo->context)->tg_relation;
 
-	if (RelationGetNamespace(rel) != get_namespace_oid("subscription", false))
+	if (rel->rd_rel->relowner != ExtensionOwner())
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("%s() must be fired by a table of schema \"subscription\"", guard),
-				 errdetail("It was fired by table \"%s\".", RelationGetRelationName(rel)),
+				 errmsg("%s() must be fired by a table of the extension's owner", guard),
+				 errdetail("Table \"%s\" is owned by another role.", RelationGetRelationName(rel)),
 				 errtable(rel)));
 }
 

@@ -4,7 +4,7 @@
 -- table with history's columns), it wrote the events its rows map to, of
 -- any tenant, type and payload: a forged payment.recorded, which neither
 -- write_events() nor insert_events() lets the back office write.  It now
--- runs on subscription.history alone (39P01); nothing is written.  The
+-- runs on tables of the extension's owner alone (39P01); nothing is written.  The
 -- same for record_history(), whose rows of a table of the caller's own
 -- became history written as the owner (and, through history_event, events).
 BEGIN;
@@ -27,12 +27,12 @@ SELECT lives_ok($$CREATE TRIGGER s13_forge AFTER INSERT ON s13_forged REFERENCIN
                 'S13: the back office may name history_event() in a trigger of its own table');
 SELECT is(security_test.sqlstate_of($$INSERT INTO s13_forged VALUES
               (1, 1, 'payment', 1, NULL, '{"payment_id": 1, "invoice_id": 1, "amount": 1000000, "currency": "EUR"}', now())$$),
-          '39P01', 'S13: history_event() refuses a table other than subscription.history');
+          '39P01', 'S13: history_event() refuses a table of another role');
 SELECT lives_ok($$CREATE TRIGGER s13_forge AFTER INSERT ON s13_more REFERENCING NEW TABLE AS new_rows
                   FOR EACH STATEMENT EXECUTE FUNCTION subscription.record_history('account')$$,
                 'S13: nor record_history() in a trigger of its own table');
 SELECT is(security_test.sqlstate_of($$INSERT INTO s13_more SELECT * FROM s13_accounts$$),
-          '39P01', 'S13: record_history() refuses a table other than the extension''s');
+          '39P01', 'S13: record_history() refuses a table of another role');
 RESET ROLE;
 SELECT is((SELECT count(*) FROM subscription.event WHERE id > :last_event)
           + (SELECT count(*) FROM subscription.history WHERE id > :last_history), 0::bigint,
