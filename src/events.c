@@ -190,6 +190,7 @@ InsertEvents(const Datum *arrays, int n)
 	Datum		horizon;
 	Oid			sequence;
 	Oid			relid;
+	Oid			upcoming_key;
 	RowWrites  *w;
 	Relation	event;
 	bool	   *given;
@@ -212,10 +213,10 @@ InsertEvents(const Datum *arrays, int n)
 	/*
 	 * The rows, without an executor statement (rowwrite.c): one statement
 	 * for the event table's AFTER triggers.  A renewal.upcoming already
-	 * written for its period is not written again (its unique index, as
-	 * ON CONFLICT DO NOTHING: the other unique indexes cannot hold such a
-	 * row's key, a fresh id and another type); any other event's conflict
-	 * is an error, as for a plain INSERT.
+	 * written for its period is not written again (ON CONFLICT on its
+	 * unique index alone DO NOTHING, as the PL/pgSQL INSERT was); any other
+	 * conflict, that event's on the primary key included (an id the
+	 * sequence hands out again), is an error, as for a plain INSERT.
 	 */
 	for (c = 0; c < 6; c++)
 	{
@@ -235,6 +236,9 @@ InsertEvents(const Datum *arrays, int n)
 	relid = OwnTable("event");
 	w = BeginRowWrites(1, &relid);
 	event = RowWriteRelation(w, 0);
+	upcoming_key = get_relname_relid("event_renewal_upcoming_key", RelationGetNamespace(event));
+	if (!OidIsValid(upcoming_key))
+		elog(ERROR, "index \"event_renewal_upcoming_key\" of the event table is missing");
 	for (c = 0; c < 6; c++)
 		attnums[c] = RowWriteColumn(event, columns[c]);
 	given = palloc(sizeof(bool) * RelationGetDescr(event)->natts);
@@ -255,7 +259,7 @@ InsertEvents(const Datum *arrays, int n)
 		upcoming = !nulls[1][i] && strcmp(TextDatumGetCString(values[1][i]), "renewal.upcoming") == 0;
 		if (!upcoming)
 			InsertRow(w, 0, row, given);
-		else if (!InsertRowUnlessConflict(w, 0, row, given))
+		else if (!InsertRowUnlessConflict(w, 0, row, given, list_make1_oid(upcoming_key)))
 			continue;
 		ids[written++] = ids[i];
 	}
@@ -742,6 +746,7 @@ history_event(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("history_event() must be fired by an INSERT")));
+	RequireOwnTableTrigger(fcinfo, "history_event");
 	nrows = tuplestore_tuple_count(rows);
 	/* asked before the identity changes (a restore is the caller's) */
 	if (nrows == 0 || RestoringRole())

@@ -16,6 +16,8 @@
 #include "executor/spi.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
 #include "utils/snapmgr.h"
 
 #include "subscription.h"
@@ -165,6 +167,29 @@ ClassifyGuardedStatement(FunctionCallInfo fcinfo, const char *guard, Tuplestores
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("%s() needs the transition tables new_rows and old_rows", guard)));
 	return event;
+}
+
+/*
+ * A trigger of the extension's own bookkeeping, which writes as the
+ * extension's owner (record_history, history_event), fires on tables of the
+ * extension's owner alone: its own tables and, on Citus, their shards
+ * (whose names are not the tables').  Whoever may execute the function
+ * could otherwise name it in a trigger of a table of their own (a temp
+ * table with the same columns) and have its rows written as the owner's:
+ * history, events of any tenant (review h-rev3).  A table of the owner's
+ * is one whose rows the owner could write itself.
+ */
+void
+RequireOwnTableTrigger(FunctionCallInfo fcinfo, const char *guard)
+{
+	Relation	rel = ((TriggerData *) fcinfo->context)->tg_relation;
+
+	if (rel->rd_rel->relowner != ExtensionOwner())
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("%s() must be fired by a table of the extension's owner", guard),
+				 errdetail("Table \"%s\" is owned by another role.", RelationGetRelationName(rel)),
+				 errtable(rel)));
 }
 
 /*

@@ -642,6 +642,7 @@ record_history(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("record_history() must be fired by an INSERT, UPDATE or DELETE of a table it records")));
+	RequireOwnTableTrigger(fcinfo, "record_history");
 	if (tuplestore_tuple_count(rows) == 0)
 		return PointerGetDatum(NULL);
 

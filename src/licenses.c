@@ -911,7 +911,7 @@ TakeSeats(RowWrites *w, const int64 *tenant, int64 subscription_id, int64 member
 		SetRowColumn(seat, given, seats, "subscription_id", Int64GetDatum(subscription_id));
 		if (tenant != NULL)
 			SetRowColumn(seat, given, seats, "tenant_id", Int64GetDatum(*tenant));
-		if (!InsertRowUnlessConflict(w, ONE_ROW_SEAT, seat, given))
+		if (!InsertRowUnlessConflict(w, ONE_ROW_SEAT, seat, given, NIL))
 			return (char *) lfirst(lc);
 	}
 	return NULL;

@@ -732,12 +732,14 @@ InsertRow(RowWrites *w, int table, TupleTableSlot *slot, const bool *given)
 
 /*
  * Insert the row in slot as INSERT ... ON CONFLICT DO NOTHING would, with
- * the table's unique indexes as arbiters; false when a committed or
- * in-progress row holds its key.  A waiter sees a speculative row either
+ * arbiters (index OIDs) as its arbiter indexes, NIL for every unique index
+ * of the table; false when a committed or in-progress row holds an
+ * arbiter's key.  A conflict on another unique index is an error, as for
+ * the executor's ON CONFLICT (index) DO NOTHING.  A waiter sees a speculative row either
  * confirmed or withdrawn, as for the executor's own insertions.
  */
 bool
-InsertRowUnlessConflict(RowWrites *w, int table, TupleTableSlot *slot, const bool *given)
+InsertRowUnlessConflict(RowWrites *w, int table, TupleTableSlot *slot, const bool *given, List *arbiters)
 {
 	ResultRelInfo *rri = &w->tables[table];
 	Relation	rel = rri->ri_RelationDesc;
@@ -777,9 +779,9 @@ InsertRowUnlessConflict(RowWrites *w, int table, TupleTableSlot *slot, const boo
 
 		CHECK_FOR_INTERRUPTS();
 #if PG_VERSION_NUM >= 180000
-		if (!ExecCheckIndexConstraints(rri, slot, w->estate, &conflict, NULL, NIL))
+		if (!ExecCheckIndexConstraints(rri, slot, w->estate, &conflict, NULL, arbiters))
 #else
-		if (!ExecCheckIndexConstraints(rri, slot, w->estate, &conflict, NIL))
+		if (!ExecCheckIndexConstraints(rri, slot, w->estate, &conflict, arbiters))
 #endif
 		{
 			/*
@@ -801,9 +803,9 @@ InsertRowUnlessConflict(RowWrites *w, int table, TupleTableSlot *slot, const boo
 		token = SpeculativeInsertionLockAcquire(xid);
 		table_tuple_insert_speculative(rel, slot, w->estate->es_output_cid, 0, NULL, token);
 #if PG_VERSION_NUM >= 160000
-		recheck = ExecInsertIndexTuples(rri, slot, w->estate, false, true, &conflicted, NIL, false);
+		recheck = ExecInsertIndexTuples(rri, slot, w->estate, false, true, &conflicted, arbiters, false);
 #else
-		recheck = ExecInsertIndexTuples(rri, slot, w->estate, false, true, &conflicted, NIL);
+		recheck = ExecInsertIndexTuples(rri, slot, w->estate, false, true, &conflicted, arbiters);
 #endif
 		table_tuple_complete_speculative(rel, slot, token, !conflicted);
 		SpeculativeInsertionLockRelease(xid);

@@ -117,6 +117,7 @@ extern bool CountersOnCitus(void);
 extern Snapshot GuardCrosscheckSnapshot(void);
 extern int	PinSearchPath(void);
 extern void UnpinSearchPath(int nest_level);
+extern void RequireOwnTableTrigger(FunctionCallInfo fcinfo, const char *guard);
 extern GuardedEvent ClassifyGuardedStatement(FunctionCallInfo fcinfo, const char *guard,
 											 Tuplestorestate **rows);
 extern TupleTableSlot *OnlyTransitionRow(Tuplestorestate *rows, TupleDesc tupdesc);
@@ -201,7 +202,7 @@ extern bool FetchRowByTenantKey(Relation rel, Snapshot snapshot, const int64 *te
 extern bool LockLatestRow(RowWrites *w, int table, TupleTableSlot *slot, LockTupleMode mode);
 extern void InsertRow(RowWrites *w, int table, TupleTableSlot *slot, const bool *given);
 extern bool InsertRowUnlessConflict(RowWrites *w, int table, TupleTableSlot *slot,
-									const bool *given);
+									const bool *given, List *arbiters);
 extern void UpdateRow(RowWrites *w, int table, TupleTableSlot *oldslot, TupleTableSlot *newslot);
 extern void DeleteRow(RowWrites *w, int table, TupleTableSlot *slot);
 
