@@ -43,27 +43,3 @@ SELECT current_setting('subscription.notice_days') AS default_days;
 SELECT pg_temp.error_of($$SET subscription.notice_days = -1$$);
 
 ROLLBACK;
-
--- announce_renewals takes no usage column: the view's usage join (one
--- row, joined on true) is removed from its query, and no preview_usage
--- runs for its notices; a reader of the usage calls it (issue 20)
-BEGIN;
-SET LOCAL track_functions = 'pl';
-CREATE FUNCTION pg_temp.previews() RETURNS bigint
-LANGUAGE sql AS $$
-    SELECT coalesce((SELECT calls FROM pg_stat_xact_user_functions
-                      WHERE schemaname = 'subscription' AND funcname = 'preview_usage'), 0)
-$$;
-INSERT INTO product (code, name) VALUES ('svc', 'Service');
-INSERT INTO plan (code, product, name) VALUES ('metered', 'svc', 'Metered');
-INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES ('metered', '1 month', 10, false);
-INSERT INTO plan_limit (plan, feature, value, per_license) VALUES ('metered', 'calls', NULL, false);
-SELECT plan_usage_price('metered', 'calls', 100, 0.01, NULL, 'graduated', 'EUR') IS NOT NULL AS priced;
-INSERT INTO account (id, tenant_id, name) VALUES (7, 7, 'metered');
-SELECT subscribe(7, 'metered', '1 month', 1, now() - interval '20 days') AS metered \gset
-SELECT pg_temp.previews() AS p0 \gset
-SELECT announce_renewals() AS notices;
-SELECT pg_temp.previews() - :p0 AS previews_by_announce_renewals;
-SELECT usage_amount FROM renewal_notice WHERE subscription_id = :metered;
-SELECT pg_temp.previews() - :p0 AS previews_by_a_reader_of_usage;
-ROLLBACK;
