@@ -15,6 +15,9 @@
 # /tmp/subscription-citus), reachable only through Unix sockets in that
 # directory, as test/lib.sh's cluster, on ports of their own: the first
 # three free ones from $SUBSCRIPTION_CITUS_PORT (default 19700).
+# $SUBSCRIPTION_CITUS_CASES, a space-separated list of test/sql cases,
+# restricts the regression suite on the coordinator to those (a quicker
+# loop while working on a case; CI leaves it empty and runs them all).
 #
 # What the issue requires and is not built yet is printed as
 # "not ok N - ... # TODO <what is missing>" (TAP TODO: not a failure).
@@ -799,6 +802,7 @@ citus_filter() {  # the lines Citus adds to a case's output: its notices (and
 }
 for f in "$ROOT"/test/sql/*.sql; do
     c=$(basename "$f" .sql)
+    case " ${SUBSCRIPTION_CITUS_CASES:-$c} " in *" $c "*) ;; *) continue ;; esac
     if [ -n "${REGRESS_NOT_ON_CITUS[$c]:-}" ]; then
         n=$((n + 1))
         echo "ok $n - regression case $c on the coordinator # SKIP does not apply on Citus: ${REGRESS_NOT_ON_CITUS[$c]}"
