@@ -21281,3 +21281,238 @@ BEGIN
     RETURN current_version + CASE WHEN held_current THEN 1 ELSE 0 END;
 END
 $$;
+
+-- ---------------------------------------------------------------------
+-- Stored text independent of the session's styles (issue 17, the lead):
+-- ledger descriptions name the cycle as the catalog writes it and times
+-- as events show them (UTC, ISO 8601); history's details and payloads are
+-- rendered in the extension's styles by its C (identity.c).
+-- ---------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION subscription.subscribe(tenant_id bigint, account_id bigint, plan text, cycle interval, quantity integer, at timestamptz, renewal text, coupon text)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    price     record;
+    period    tstzrange;
+    new_id    bigint;
+    anchor_at timestamptz;
+    k         integer;
+    full_period tstzrange;
+    plan_version integer;
+    is_default boolean;
+    coupon_cycles integer;
+    trial     interval;
+    product_plans text[];
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.subscribe(bigint,bigint,text,interval,integer,timestamptz,text,text)', subscribe.tenant_id,
+            pg_catalog.jsonb_build_array(subscribe.tenant_id, subscribe.account_id, subscribe.plan, subscribe.cycle, subscribe.quantity, subscribe.at, subscribe.renewal, subscribe.coupon)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    PERFORM subscription.require_tenant('subscribe', tenant_id, 'account', account_id);
+    PERFORM subscription.require_arguments('subscribe',
+        '{account_id,plan,cycle,quantity,at,renewal}',
+        ARRAY[account_id IS NULL, plan IS NULL, cycle IS NULL, quantity IS NULL,
+              at IS NULL, renewal IS NULL]);
+
+    PERFORM subscription.require_quantity(quantity);
+    PERFORM subscription.require_cycle(cycle);
+    PERFORM subscription.require_renewal(renewal);
+    PERFORM subscription.require_time('subscribe', at, false);
+
+    SELECT a.billing_anchor INTO anchor_at
+      FROM subscription.account AS a
+     WHERE a.tenant_id = subscribe.tenant_id AND a.id = subscribe.account_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account % does not exist', account_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM subscription.authorize(account_id, 'purchase');
+    PERFORM subscription.require_open_account(account_id);
+    PERFORM subscription.require_terms(tenant_id, account_id, at);
+    price := subscription.period_price(plan, cycle, quantity);
+    PERFORM subscription.require_amount(price.amount, price.currency);
+    IF coupon IS NOT NULL THEN
+        PERFORM subscription.redeemable_coupon(coupon, at, price.currency);
+    END IF;
+    IF anchor_at IS NULL THEN
+        k := 1;
+        anchor_at := at;
+    ELSE
+        -- L4: the first period runs to the account's next billing date, whose
+        -- period (of this cycle) it is part of, and is charged for its days
+        k := subscription.period_containing(anchor_at, cycle, at);
+    END IF;
+    full_period := subscription.nth_period(anchor_at, cycle, k);
+    period := tstzrange(at, upper(full_period), '[)');
+
+    -- a trial (issue 19): the plan's price for the cycle names it; the
+    -- subscription is 'trialing' to its end, charged nothing, with its
+    -- plan's seats and limits; renew_account ends it (end_trial).  Each
+    -- read a statement of its own (Citus, issue 17)
+    SELECT max(pp.trial) INTO trial
+      FROM subscription.plan_price AS pp
+      JOIN subscription.plan AS p ON p.code = pp.plan
+     WHERE pp.plan = subscribe.plan
+       AND subscription.cycle_key(pp.cycle) = subscription.cycle_key(subscribe.cycle)
+       AND pp.versions @> p.version;
+    IF trial IS NOT NULL THEN
+        product_plans := ARRAY(SELECT o.code FROM subscription.plan AS p
+                                 JOIN subscription.plan AS o ON o.product = p.product
+                                WHERE p.code = subscribe.plan);
+        IF EXISTS (SELECT FROM subscription.subscription AS d
+                    WHERE d.tenant_id = subscribe.tenant_id AND d.account_id = subscribe.account_id
+                      AND d.trial_ends IS NOT NULL AND d.plan = ANY (product_plans)) THEN
+            RAISE EXCEPTION 'account % has had its trial of the product of plan "%"', account_id, plan
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'An account gets one trial per product.',
+                      HINT = 'Subscribe to a plan or cycle of the product whose price has no trial.';
+        END IF;
+        -- its first period starts at the trial's end (period_number 0 ends there)
+        anchor_at := at + trial;
+        k := 0;
+        full_period := tstzrange(at, anchor_at, '[)');
+        period := full_period;
+        price.amount := 0;
+    END IF;
+
+    -- R10: an account's first service subscription is its default one;
+    -- it holds the plan's current version (grandfathering).  Each read a
+    -- statement of its own, the catalog's apart from the tenant's: Citus
+    -- runs no correlated subquery beside a reference table (issue 17)
+    SELECT p.version, p.kind = 'service' INTO plan_version, is_default
+      FROM subscription.plan AS p WHERE p.code = subscribe.plan;
+    is_default := is_default AND NOT EXISTS (
+        SELECT FROM subscription.subscription AS d
+         WHERE d.tenant_id = subscribe.tenant_id AND d.account_id = subscribe.account_id AND d.is_default);
+    coupon_cycles := (SELECT c.cycles FROM subscription.coupon AS c WHERE c.code = subscribe.coupon);
+    INSERT INTO subscription.subscription AS s
+           (tenant_id, account_id, plan, plan_version, cycle, quantity, paid_quantity, period, anchor, period_number, renewal,
+            is_default, coupon, coupon_periods_left, status, trial_ends)
+    VALUES (subscribe.tenant_id, subscribe.account_id, subscribe.plan, plan_version, subscribe.cycle, subscribe.quantity,
+            subscribe.quantity, period, anchor_at, k, subscribe.renewal, is_default, subscribe.coupon, coupon_cycles,
+            CASE WHEN trial IS NULL THEN 'active' ELSE 'trialing' END, CASE WHEN trial IS NOT NULL THEN anchor_at END)
+    RETURNING s.id INTO new_id;
+
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, kind, amount, currency, period, plan, description)
+    VALUES (subscribe.tenant_id, subscribe.account_id, new_id, 'charge',
+            CASE WHEN period = full_period
+                 THEN subscription.round_money(price.amount, price.currency)
+                 ELSE subscription.unused_part(price.amount, full_period, at, price.currency) END,
+            price.currency, period, plan,
+            format('%splan %s, cycle %s, quantity %s%s', CASE WHEN trial IS NOT NULL THEN 'trial: ' ELSE '' END,
+                   plan, subscription.cycle_text(cycle), quantity,
+                   CASE WHEN period = full_period THEN ''
+                        ELSE format(', to the billing date %s', subscription.event_time(upper(period))) END));
+    -- U3: the usage counters close with its period
+    PERFORM subscription.open_usage(subscribe.tenant_id, subscribe.account_id);
+
+    RETURN new_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.change_plan(tenant_id bigint, subscription_id bigint, plan text, at timestamptz)
+RETURNS TABLE (effective_at timestamptz, refund numeric, charge numeric)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s subscription.subscription;
+    old_plan subscription.plan;
+    new_plan subscription.plan;
+    modes subscription.product;
+    price record;
+    new_period tstzrange;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN QUERY SELECT * FROM pg_catalog.jsonb_to_recordset(subscription.idempotent('subscription.change_plan(bigint,bigint,text,timestamptz)', change_plan.tenant_id,
+            pg_catalog.jsonb_build_array(change_plan.tenant_id, change_plan.subscription_id, change_plan.plan, change_plan.at)))
+            AS r (effective_at timestamptz, refund numeric, charge numeric);
+        RETURN;
+    END IF;
+    PERFORM subscription.require_tenant('change_plan', tenant_id, 'subscription', subscription_id);
+    PERFORM subscription.require_arguments('change_plan', '{subscription_id,plan,at}',
+        ARRAY[subscription_id IS NULL, plan IS NULL, at IS NULL]);
+    PERFORM subscription.require_time('change_plan', at, false);
+    SELECT * INTO new_plan FROM subscription.plan AS p WHERE p.code = change_plan.plan;
+    IF NOT FOUND THEN
+        PERFORM subscription.unknown_code('plan', plan);
+    END IF;
+    s := subscription.subscription_for_change(change_plan.tenant_id, 'change_plan', subscription_id, 'change_plan');
+    PERFORM subscription.require_in_period('change_plan', s, at);
+    PERFORM subscription.require_terms(change_plan.tenant_id, s.account_id, at);
+    SELECT * INTO old_plan FROM subscription.plan AS p WHERE p.code = s.plan;
+    IF new_plan.product <> old_plan.product THEN
+        RAISE EXCEPTION 'plan "%" is not a plan of product "%"', plan, old_plan.product
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Subscribe to the other product with subscription.subscribe().';
+    END IF;
+
+    effective_at := at;
+    refund := 0;
+    charge := 0;
+    IF new_plan.code = s.plan THEN
+        UPDATE subscription.subscription AS x SET pending_plan = NULL
+         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id AND x.pending_plan IS NOT NULL;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    SELECT * INTO modes FROM subscription.product AS p WHERE p.code = new_plan.product;
+    IF new_plan.rank < old_plan.rank AND modes.downgrade = 'end_of_period' THEN
+        -- C4: the current plan runs to the end of the period; the new one
+        -- must sell the cycle and quantity of the next (22023, 55000)
+        PERFORM subscription.period_price(new_plan.code, coalesce(s.pending_cycle, s.cycle),
+                                          coalesce(s.pending_quantity, s.quantity));
+        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
+        effective_at := upper(s.period);
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    -- the new plan must sell the cycle and the quantity (22023, 55000)
+    price := subscription.period_price(new_plan.code, s.cycle, s.quantity);
+    -- U3: the usage so far, at the old plan's usage prices
+    PERFORM subscription.bill_usage(s, at);
+    refund := subscription.give_back_unused(s, at, 'refund', format('change to plan %s', new_plan.code));
+    IF new_plan.rank >= old_plan.rank AND modes.upgrade = 'restart' THEN
+        -- C1: a new full period starts now
+        new_period := subscription.nth_period(at, s.cycle, 1);
+        charge := subscription.round_money(price.amount, price.currency);
+    ELSE
+        new_period := s.period;
+        charge := subscription.unused_part(price.amount, s.period, at, price.currency);
+    END IF;
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+    VALUES (change_plan.tenant_id, s.account_id, s.id, 'charge', charge, price.currency,
+            tstzrange(at, upper(new_period), '[)'), format('change to %s', new_plan.code), new_plan.code,
+            format('plan %s from %s, cycle %s, quantity %s', new_plan.code, subscription.event_time(at),
+                   subscription.cycle_text(s.cycle), s.quantity));
+
+    IF new_plan.rank < old_plan.rank THEN
+        -- immediate downgrade: apply_downgrade moves to the plan and trims
+        UPDATE subscription.subscription AS x SET pending_plan = new_plan.code, paid_quantity = x.quantity
+         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
+        PERFORM FROM subscription.apply_downgrade(change_plan.tenant_id, s.id, false);
+    ELSE
+        UPDATE subscription.subscription AS x
+           SET plan = new_plan.code, pending_plan = NULL, paid_quantity = x.quantity,
+               period = new_period,
+               -- a restart (C1): its period is the first of the new anchor's
+               anchor = CASE WHEN new_period = s.period THEN x.anchor ELSE at END,
+               period_number = CASE WHEN new_period = s.period THEN x.period_number ELSE 1 END
+         WHERE x.tenant_id = change_plan.tenant_id AND x.id = s.id;
+    END IF;
+    -- U3: the usage counters close with the new plan's period
+    PERFORM subscription.open_usage(change_plan.tenant_id, s.account_id);
+    RETURN NEXT;
+END
+$$;

@@ -118,11 +118,26 @@ BecomeTableOwner(Relation rel, IdentitySwitch *s)
 			 SECURITY_RESTRICTED_OPERATION | SECURITY_NOFORCE_RLS, s);
 }
 
-/* Run as the extension's owner, for fixed statements on its own tables. */
+/*
+ * Run as the extension's owner, for fixed statements on its own tables.
+ *
+ * What those statements store as text (history's details, events'
+ * payloads) renders intervals and timestamps in the extension's styles,
+ * not the session's: a payload must read the same whichever session, or
+ * Citus worker connection, wrote it.  The defaults cost nothing to keep.
+ */
 void
 BecomeExtensionOwner(IdentitySwitch *s)
 {
 	SwitchTo(ExtensionOwner(), SECURITY_NOFORCE_RLS, s);
+	if (IntervalStyle != INTSTYLE_POSTGRES)
+		(void) set_config_option("intervalstyle", "postgres",
+								 PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	if (DateStyle != USE_ISO_DATES)
+		(void) set_config_option("datestyle", "ISO",
+								 PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
 }
 
 void

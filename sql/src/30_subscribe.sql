@@ -289,9 +289,9 @@ BEGIN
                  ELSE subscription.unused_part(price.amount, full_period, at, price.currency) END,
             price.currency, period, plan,
             format('%splan %s, cycle %s, quantity %s%s', CASE WHEN trial IS NOT NULL THEN 'trial: ' ELSE '' END,
-                   plan, cycle, quantity,
+                   plan, subscription.cycle_text(cycle), quantity,
                    CASE WHEN period = full_period THEN ''
-                        ELSE format(', to the billing date %s', upper(period)) END));
+                        ELSE format(', to the billing date %s', subscription.event_time(upper(period))) END));
     -- U3: the usage counters close with its period
     PERFORM subscription.open_usage(subscribe.tenant_id, subscribe.account_id);
 

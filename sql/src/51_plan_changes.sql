@@ -139,7 +139,8 @@ BEGIN
            (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
     VALUES (change_plan.tenant_id, s.account_id, s.id, 'charge', charge, price.currency,
             tstzrange(at, upper(new_period), '[)'), format('change to %s', new_plan.code), new_plan.code,
-            format('plan %s from %s, cycle %s, quantity %s', new_plan.code, at, s.cycle, s.quantity));
+            format('plan %s from %s, cycle %s, quantity %s', new_plan.code, subscription.event_time(at),
+                   subscription.cycle_text(s.cycle), s.quantity));
 
     IF new_plan.rank < old_plan.rank THEN
         -- immediate downgrade: apply_downgrade moves to the plan and trims
