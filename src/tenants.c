@@ -101,6 +101,12 @@ fill_tenant_id(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("fill_tenant_id() must be fired BEFORE INSERT FOR EACH ROW with three arguments")));
+	/*
+	 * It reads tenants as the extension's owner: only for the extension's
+	 * own tables, as the history triggers (a caller's table learns nothing
+	 * tenant_of() would not tell it, but has no business here).
+	 */
+	RequireOwnTableTrigger(fcinfo, "fill_tenant_id");
 	rel = trigdata->tg_relation;
 	tupdesc = RelationGetDescr(rel);
 	row = trigdata->tg_trigtuple;

@@ -7,8 +7,11 @@
 -- runs on tables of the extension's owner alone (39P01); nothing is written.  The
 -- same for record_history(), whose rows of a table of the caller's own
 -- became history written as the owner (and, through history_event, events).
+-- fill_tenant_id() (the lead, the review's doubt 2) reads tenants as the
+-- owner: on a table of the caller's own it told no more than tenant_of(),
+-- which the back office may call, but it too is for the extension's tables.
 BEGIN;
-SELECT plan(5);
+SELECT plan(7);
 SELECT security_test.fixture();
 SELECT coalesce(max(id), 0) AS last_event FROM subscription.event \gset
 SELECT coalesce(max(id), 0) AS last_history FROM subscription.history \gset
@@ -33,6 +36,13 @@ SELECT lives_ok($$CREATE TRIGGER s13_forge AFTER INSERT ON s13_more REFERENCING 
                 'S13: nor record_history() in a trigger of its own table');
 SELECT is(security_test.sqlstate_of($$INSERT INTO s13_more SELECT * FROM s13_accounts$$),
           '39P01', 'S13: record_history() refuses a table of another role');
+CREATE TEMP TABLE s13_tenants (tenant_id bigint, account_id bigint);
+SELECT lives_ok($$CREATE TRIGGER s13_fill BEFORE INSERT ON s13_tenants
+                  FOR EACH ROW EXECUTE FUNCTION subscription.fill_tenant_id('ledger', 'account_id', 'account')$$,
+                'S13: nor fill_tenant_id() in a trigger of its own table');
+SELECT is(security_test.sqlstate_of(format('INSERT INTO s13_tenants (account_id) VALUES (%s)',
+                                           (SELECT id FROM s13_accounts))),
+          '39P01', 'S13: fill_tenant_id() refuses a table of another role');
 RESET ROLE;
 SELECT is((SELECT count(*) FROM subscription.event WHERE id > :last_event)
           + (SELECT count(*) FROM subscription.history WHERE id > :last_history), 0::bigint,
