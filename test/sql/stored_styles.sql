@@ -17,13 +17,16 @@ INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES
 INSERT INTO account (id, tenant_id, name) VALUES (701, 701, 'Styles A'), (702, 702, 'Styles B');
 
 -- two sessions' styles, far from the defaults, writing the same changes
+-- (styles whose dates any node reads back: Citus sends a statement's
+-- constants to the workers as the session prints them, and a worker whose
+-- DateStyle orders days and months otherwise would misread '15/03/2026')
 SET IntervalStyle = 'sql_standard';
-SET DateStyle = 'SQL, DMY';
+SET DateStyle = 'SQL, MDY';
 SELECT subscribe(701, 'st_basic', '1 year', 2, '2026-01-01') AS a \gset
 SELECT change_plan(:a, 'st_plus', '2026-03-15');
 SELECT change_cycle(:a, '1 month');
 SET IntervalStyle = 'iso_8601';
-SET DateStyle = 'German';
+SET DateStyle = 'Postgres, DMY';
 SELECT subscribe(702, 'st_basic', '1 year', 2, '2026-01-01') AS b \gset
 SELECT change_plan(:b, 'st_plus', '2026-03-15');
 SELECT change_cycle(:b, '1 month');
