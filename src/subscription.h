@@ -207,7 +207,8 @@ extern void UpdateRow(RowWrites *w, int table, TupleTableSlot *oldslot, TupleTab
 extern void DeleteRow(RowWrites *w, int table, TupleTableSlot *slot);
 
 extern RoutedTable *RoutedTableOf(Relation rel);
-extern bool RoutedInsert(Relation rel, RoutedTable *t, TupleTableSlot *slot, bool unless_conflict);
+extern bool RoutedInsert(Relation rel, RoutedTable *t, TupleTableSlot *slot, bool unless_conflict,
+						 Oid arbiter);
 extern void RoutedUpdate(Relation rel, RoutedTable *t, TupleTableSlot *oldslot, TupleTableSlot *newslot);
 extern void RoutedDelete(Relation rel, RoutedTable *t, TupleTableSlot *slot);
 extern List *RoutedSelect(Relation rel, RoutedTable *t, Snapshot snapshot, const int64 *tenant, int nkeys,

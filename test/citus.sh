@@ -1435,6 +1435,46 @@ for acct in "$W1" "$W2"; do
         "$out"$'\n'"$(cat "$DIR/e2-first.out")"
 done
 
+# E1 on Citus (review h-rev3, doubt 1): the routed insert of an event
+# skips a renewal.upcoming already written for its period (its unique
+# index, event_renewal_upcoming_key, the ON CONFLICT target) and nothing
+# else: an event whose id a row of the tenant's shard already holds (the
+# sequence set back) is 23505, not dropped silently, as on a single server
+# (case events_upcoming_conflict).  On an account of each worker, in a
+# transaction rolled back.
+for acct in "$W1" "$W2"; do
+    out=$(psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres 2>&1 <<SQL
+BEGIN;
+DO \$\$
+DECLARE
+    taken bigint := nextval('subscription.event_id_seq') + 1;
+    clash text := 'no error';
+    first bigint[];
+    again bigint[];
+BEGIN
+    INSERT INTO subscription.event (id, type, account_id, subscription_id, payload, at, next_xid, tenant_id)
+    VALUES (taken, 'payment.recorded', $acct, 2, '{"version":1}', '2026-01-01', pg_current_xact_id(), $acct);
+    BEGIN
+        PERFORM subscription.write_events(ARRAY[$acct]::bigint[], '{renewal.upcoming}', ARRAY[$acct]::bigint[], '{2}',
+                                          ARRAY['{"version":1,"renews_at":"2026-02-01T00:00:00Z"}'::jsonb], '{2026-01-01}');
+    EXCEPTION WHEN unique_violation THEN
+        clash := '23505';
+    END;
+    first := subscription.write_events(ARRAY[$acct]::bigint[], '{renewal.upcoming}', ARRAY[$acct]::bigint[], '{2}',
+                                       ARRAY['{"version":1,"renews_at":"2026-03-01T00:00:00Z"}'::jsonb], '{2026-01-01}');
+    again := subscription.write_events(ARRAY[$acct]::bigint[], '{renewal.upcoming}', ARRAY[$acct]::bigint[], '{2}',
+                                       ARRAY['{"version":1,"renews_at":"2026-03-01T00:00:00Z"}'::jsonb], '{2026-01-01}');
+    RAISE NOTICE 'result: % % %', clash, cardinality(first), coalesce(cardinality(again), 0);
+END
+\$\$;
+ROLLBACK;
+SQL
+)
+    tap "$(echo "$out" | grep -q '^NOTICE:  result: 23505 1 0$' && echo 1)" \
+        "on account $acct (worker$([ "$acct" = "$W1" ] && echo 1 || echo 2)): the routed event insert skips a renewal.upcoming of a period already announced and nothing else: a clash on the event's primary key is 23505, not an event dropped" \
+        "$out"
+done
+
 # item 4: a renewal storm, in a database of its own with Citus on the
 # three nodes (the subscriptions above stay out of it).  12 accounts over
 # both workers, each with a monthly subscription from June 2026 (some with
