@@ -17,7 +17,7 @@ INSERT INTO plan_price (plan, cycle, amount) VALUES ('cloud_metered', '1 month',
 INSERT INTO plan_limit (plan, feature, value) VALUES
     ('cloud_metered', 'vms', NULL), ('cloud_metered', 'vm_peak', NULL), ('cloud_metered', 'vm_hours', NULL),
     ('cloud_metered', 'vm_gb', NULL), ('cloud_metered', 'api_calls', NULL);
-INSERT INTO account (id, name) VALUES (1, 'Acme Cloud');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Acme Cloud');
 CREATE TABLE public.vm (id bigserial PRIMARY KEY, account_id bigint NOT NULL, gb integer NOT NULL);
 SELECT enforce_limit('public.vm', 'vms', 'account_id');
 SELECT enforce_limit('public.vm', 'vm_peak', 'account_id');
