@@ -47,6 +47,7 @@ extern bool subscription_allow_clock;
 extern char *subscription_clock;
 
 /* clock.c: the billing clock, subscription.now() (issue 20) */
+extern void InstallClockPropagation(void);
 #include "datatype/timestamp.h"
 extern TimestampTz SubscriptionNow(void);
 extern TimestampTz SubscriptionMeterNow(void);

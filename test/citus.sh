@@ -1163,9 +1163,9 @@ for acct in "$DUN_A" "$DUN_B"; do
 done
 
 # issue 20 (item 5), the billing clock on Citus: subscription.clock set
-# with SET LOCAL in a transaction block, with
-# citus.propagate_set_commands = 'local' (docs/citus.md), reaches every
-# node the transaction writes on: a keyed subscribe and a keyed
+# with SET LOCAL in a transaction block reaches every node the transaction
+# writes on (the extension hands that SET to Citus to propagate, issue 17;
+# the session's citus.propagate_set_commands left at its default): a keyed subscribe and a keyed
 # renew_account (its "at" the clock's) on an account of each worker stamp
 # the subscription, invoice, ledger and history (their defaults and
 # triggers on the worker's shards) with the clock, as on a single server.
@@ -1177,12 +1177,10 @@ clock_calls() {  # CLOCK_CALLS T
 \\set t $1
 SET client_min_messages = error;
 BEGIN;
-SET LOCAL citus.propagate_set_commands = 'local';
 SET LOCAL subscription.clock = '2031-03-04 05:06:07+00';
 SELECT subscription.subscribe(:t, :t, 'citus-dun-team', '1 month', 1, '2031-03-01', 'always', NULL) AS s \\gset
 COMMIT;
 BEGIN;
-SET LOCAL citus.propagate_set_commands = 'local';
 SET LOCAL subscription.clock = '2031-04-02 00:00:00+00';
 SELECT 'renewed: ' || subscription.renew_account(:t);
 COMMIT;
@@ -1199,7 +1197,7 @@ for acct in "$W1" "$W2"; do
     out=$(clock_calls "$acct" | psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres 2>&1)
     tap "$([ -n "$acct" ] && [ "$out" = "$single" ] && grep -q '^renewed: 1$' <<<"$single" \
            && [ "$(grep -o '20[0-9][0-9]-[0-9-]* [0-9:]*' <<<"$single" | sort -u | paste -sd ' ')" = "2031-03-01 00:00:00 2031-03-04 05:06:07 2031-04-01 00:00:00 2031-04-02 00:00:00 2031-05-01 00:00:00" ] && echo 1)" \
-        "on account $acct (worker$([ "$acct" = "$W1" ] && echo 1 || echo 2)): subscription.clock set with SET LOCAL and citus.propagate_set_commands = 'local' stamps a keyed subscribe and renew_account on the worker as on a single server" \
+        "on account $acct (worker$([ "$acct" = "$W1" ] && echo 1 || echo 2)): subscription.clock set with SET LOCAL (citus.propagate_set_commands at its default) stamps a keyed subscribe and renew_account on the worker as on a single server" \
         "$(diff <(echo "$single") <(echo "$out"))"
 done
 session_clock() {  # SESSION_CLOCK T

@@ -16,8 +16,6 @@ SHOW subscription.clock;
 
 -- unset: the transaction's start, as now()
 BEGIN;
--- on Citus the clock set with SET LOCAL reaches the workers' shards with it (docs/citus.md)
-SET LOCAL citus.propagate_set_commands = 'local';
 SELECT subscription.now() = now() AS real_time;
 -- the meters' clock (issue 21): the statement's start, unless moved
 SELECT subscription.meter_now() = statement_timestamp() AS statement_time;
@@ -39,8 +37,6 @@ SELECT subscription.now() = now() AS real_time_again;
 
 -- defaults, bodies and views follow it
 BEGIN;
--- on Citus the clock set with SET LOCAL reaches the workers' shards with it (docs/citus.md)
-SET LOCAL citus.propagate_set_commands = 'local';
 -- I8: in one transaction, each invoice's opening is written at the end of
 -- its statement (as at a commit), so that its history row is counted here
 SET CONSTRAINTS subscription.invoice_record_opened IMMEDIATE;
@@ -69,8 +65,6 @@ ROLLBACK;
 -- Bad input: a clock that is not a time (22007), or is out of range or
 -- infinite (22008), is refused when it is read, with the setting named
 BEGIN;
--- on Citus the clock set with SET LOCAL reaches the workers' shards with it (docs/citus.md)
-SET LOCAL citus.propagate_set_commands = 'local';
 SET LOCAL subscription.clock = 'next tuesday';
 SELECT pg_temp.error_of($$SELECT subscription.now()$$);
 SET LOCAL subscription.clock = '2031-02-30';
