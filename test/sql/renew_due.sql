@@ -179,8 +179,10 @@ ROLLBACK TO SAVEPOINT catalog;
 -- 'block' limit keeps it due until the account removes the excess
 INSERT INTO plan_limit (plan, feature, value) VALUES ('zd_team', 'views', 1), ('zd_pro', 'views', 5),
                                                      ('zd_team', 'triggers', 1), ('zd_pro', 'triggers', 5);
-CREATE TABLE public.support_view (id int PRIMARY KEY, account_id bigint NOT NULL);
-CREATE TABLE public.support_trigger (id int PRIMARY KEY, account_id bigint NOT NULL);
+CREATE TABLE public.support_view (id int, account_id bigint NOT NULL, PRIMARY KEY (account_id, id));
+CREATE TABLE public.support_trigger (id int, account_id bigint NOT NULL, PRIMARY KEY (account_id, id));
+\set app_tables 'public.support_view public.support_trigger'
+\i test/sql/include/app_tables.psql
 SELECT enforce_limit('public.support_view', 'views', 'account_id', 'block'),
        enforce_limit('public.support_trigger', 'triggers');
 SELECT subscribe(1, 'zd_pro', '1 month', 1, '2026-01-01') AS pro \gset
