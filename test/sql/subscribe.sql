@@ -97,8 +97,12 @@ SELECT s.subscriptions, l.ledger_lines
   FROM (SELECT count(*) AS subscriptions FROM subscription) AS s, (SELECT count(*) AS ledger_lines FROM ledger) AS l;
 
 -- C2: a period is charged at most once, by constraint
-SELECT pg_temp.error_of(format($$INSERT INTO ledger (tenant_id, account_id, subscription_id, kind, amount, currency, period, description)
-    SELECT tenant_id, account_id, subscription_id, 'charge', amount, currency, period, 'again' FROM ledger WHERE tenant_id = 1 AND subscription_id = %s$$, :support_id));
+-- (the line's copy as an INSERT ... VALUES, which Citus sends to the
+-- tenant's shard as it is: its INSERT ... SELECT answered XX000)
+SELECT format($$INSERT INTO ledger (tenant_id, account_id, subscription_id, kind, amount, currency, period, description)
+    VALUES (%s, %s, %s, 'charge', %s, %L, %L, 'again')$$, tenant_id, account_id, subscription_id, amount, currency, period) AS charge_again
+  FROM ledger WHERE tenant_id = 1 AND subscription_id = :support_id AND kind = 'charge' ORDER BY id LIMIT 1 \gset
+SELECT pg_temp.error_of(:'charge_again');
 -- a refund of that period, or a charge of the next one, is fine
 INSERT INTO ledger (tenant_id, account_id, subscription_id, kind, amount, currency, period, description)
 SELECT tenant_id, account_id, subscription_id, 'refund', 1, currency, period, 'goodwill' FROM ledger WHERE subscription_id = :support_id;

@@ -85,11 +85,11 @@ SET LOCAL subscription.clock = DEFAULT;
 -- end: 3 VMs, peak 3, 2 x 4 + 3 x 27 = 89 VM-days = 2,136 VM-hours, 21 GB
 SELECT renew_due('2026-06-10') AS renewed;
 SELECT s.account_id, p.feature, p.period, p.used, p.peak, p.integral, p.aggregate, p.amount
-  FROM usage_period AS p JOIN subscription AS s ON s.id = p.subscription_id
+  FROM usage_period AS p JOIN subscription AS s ON s.tenant_id = p.tenant_id AND s.id = p.subscription_id
  WHERE p.feature <> 'api_calls' OR s.account_id = 1
  ORDER BY s.account_id, p.feature, p.period;
 SELECT s.account_id, l.item, l.amount, l.period
-  FROM ledger AS l JOIN subscription AS s ON s.id = l.subscription_id
+  FROM ledger AS l JOIN subscription AS s ON s.tenant_id = l.tenant_id AND s.id = l.subscription_id
  WHERE l.item LIKE 'usage %' ORDER BY s.account_id, l.item, l.period;
 -- every ended period billed: no figures kept; the counters hold June and
 -- close at its end
@@ -103,7 +103,7 @@ SELECT renew_due('2026-06-10') AS renewed_again, (SELECT count(*) FROM ledger WH
 -- 9 calls
 SELECT renew_due('2026-07-01') AS renewed;
 SELECT p.feature, p.period, p.used, p.peak, p.aggregate, p.amount FROM usage_period AS p
-  JOIN subscription AS s ON s.id = p.subscription_id
+  JOIN subscription AS s ON s.tenant_id = p.tenant_id AND s.id = p.subscription_id
  WHERE s.account_id = 1 AND lower(p.period) = '2026-06-01' ORDER BY p.feature;
 
 -- close_usage (internal, the guard's): an infinite time ends every period,
