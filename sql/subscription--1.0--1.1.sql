@@ -21516,3 +21516,214 @@ BEGIN
     RETURN NEXT;
 END
 $$;
+
+------------------------------------------------------------------------
+-- issue 17 (h-cit24b): on Citus a worker's placement of the catalog keeps
+-- a row that is still referred to and leaves the refusal (2BP01) to the
+-- coordinator's placement, which names the tenants' rows too: the DETAIL
+-- is a single server's, whichever placement answers first
+------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION subscription.refuse_delete_in_use()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the deleter needs no right on the ledger
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    what text;
+    held text[];
+    hint text;
+    ledger_lines bigint;
+    -- the logical table, from the trigger's argument (issue 17: a shard's
+    -- name is not its table's)
+    logical text := TG_ARGV[0];
+    tenants_readable boolean := true;
+    tenant_rows bigint;
+BEGIN
+    IF logical IN ('plan', 'plan_price', 'addon', 'addon_price', 'terms') THEN
+        -- each placement of the catalog checks the catalog, and the
+        -- coordinator's the tenant tables too (issue 17)
+        tenants_readable := subscription.catalog_reads_tenants();
+    END IF;
+    CASE logical
+    WHEN 'account' THEN
+        PERFORM FROM subscription.account AS a WHERE a.tenant_id = OLD.tenant_id AND a.id = OLD.id FOR UPDATE;
+        what := format('account %s', OLD.id);
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l
+         WHERE l.tenant_id = OLD.tenant_id AND l.account_id = OLD.id;
+        held := ARRAY[
+            subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
+            (SELECT subscription.count_phrase(count(*), 'active subscription', 'active subscriptions')
+               FROM subscription.subscription AS s
+              WHERE s.tenant_id = OLD.tenant_id AND s.account_id = OLD.id AND s.status = 'active'),
+            (SELECT subscription.count_phrase(count(*), 'ended subscription', 'ended subscriptions')
+               FROM subscription.subscription AS s
+              WHERE s.tenant_id = OLD.tenant_id AND s.account_id = OLD.id AND s.status <> 'active'),
+            (SELECT subscription.count_phrase(count(*), 'member', 'members')
+               FROM subscription.member AS m WHERE m.tenant_id = OLD.tenant_id AND m.account_id = OLD.id),
+            subscription.count_phrase(subscription.self_referrers('account', OLD.id,
+                                                                   CASE WHEN subscription.distributed() THEN OLD.tenant_id END),
+                                      'sub-account', 'sub-accounts'),
+            (SELECT subscription.count_phrase(count(*), 'archived row', 'archived rows')
+               FROM subscription.trimmed AS t WHERE t.tenant_id = OLD.tenant_id AND t.account_id = OLD.id)];
+        hint := 'Close it with subscription.close_account(); subscription.erase_account() then removes its personal data and keeps the ledger.';
+    WHEN 'subscription' THEN
+        what := format('subscription %s', OLD.id);
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l
+         WHERE l.tenant_id = OLD.tenant_id AND l.subscription_id = OLD.id;
+        held := ARRAY[
+            subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
+            (SELECT subscription.count_phrase(count(*), 'add-on batch', 'add-on batches')
+               FROM subscription.addon_batch AS b WHERE b.tenant_id = OLD.tenant_id AND b.subscription_id = OLD.id),
+            (SELECT subscription.count_phrase(count(*), 'license', 'licenses')
+               FROM subscription.license AS x WHERE x.tenant_id = OLD.tenant_id AND x.subscription_id = OLD.id)];
+        hint := 'End it with subscription.cancel() or subscription.end_early(), or close its account; the ledger keeps its lines.';
+    WHEN 'addon_batch' THEN
+        what := format('add-on batch %s', OLD.id);
+        SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l
+         WHERE l.tenant_id = OLD.tenant_id AND l.addon_batch_id = OLD.id;
+        held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
+        hint := 'End it with subscription.cancel_addon(); the ledger keeps its lines.';
+    WHEN 'ledger' THEN
+        what := format('ledger line %s', OLD.id);
+        ledger_lines := subscription.self_referrers('ledger', OLD.id, OLD.tenant_id);
+        held := ARRAY[subscription.count_phrase(ledger_lines, 'line that gives back or pays it', 'lines that give back or pay it')];
+        hint := 'The ledger is a record: correct it with a new line.';
+    WHEN 'plan' THEN
+        what := format('plan "%s"', OLD.code);
+        IF tenants_readable THEN
+            SELECT count(*) INTO ledger_lines FROM subscription.ledger AS l WHERE l.plan = OLD.code;
+            SELECT count(*) INTO tenant_rows FROM subscription.subscription AS s
+             WHERE s.plan = OLD.code OR s.pending_plan = OLD.code OR s.migrate_to = OLD.code;
+        END IF;
+        held := ARRAY[
+            subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines'),
+            subscription.count_phrase(tenant_rows, 'subscription', 'subscriptions'),
+            (SELECT subscription.count_phrase(count(*), 'price', 'prices')
+               FROM subscription.plan_price AS pp WHERE pp.plan = OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'limit', 'limits')
+               FROM subscription.plan_limit AS pl WHERE pl.plan = OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'add-on', 'add-ons')
+               FROM subscription.plan_addon AS pa WHERE pa.plan = OLD.code),
+            -- Z3: the suite it is, or the suites it is in
+            (SELECT subscription.count_phrase(count(*), 'suite component', 'suite components')
+               FROM subscription.suite_component AS sc WHERE OLD.code IN (sc.suite_plan, sc.plan))];
+        hint := CASE WHEN ledger_lines > 0
+                     THEN 'A plan that was billed stays in the catalog: the ledger names it.'
+                     ELSE 'Delete its prices, limits and add-ons first.' END;
+    WHEN 'plan_price' THEN
+        what := format('a price of plan "%s" in %s%s', OLD.plan, OLD.currency,
+                       CASE WHEN OLD.tier IS NOT NULL THEN format(' (tier %s)', OLD.tier) ELSE '' END);
+        -- the lines charged for this plan, in this currency, to a subscription of this cycle
+        IF tenants_readable THEN
+            SELECT count(*) INTO ledger_lines
+              FROM subscription.ledger AS l
+              JOIN subscription.subscription AS s ON s.tenant_id = l.tenant_id AND s.id = l.subscription_id
+             WHERE l.plan = OLD.plan AND l.currency = OLD.currency
+               AND l.addon_batch_id IS NULL
+               AND subscription.cycle_key(s.cycle) = subscription.cycle_key(OLD.cycle);
+        END IF;
+        held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
+        hint := 'A price that was billed stays; change its amount, which applies from the next charge.';
+    WHEN 'addon' THEN
+        what := format('add-on "%s"', OLD.code);
+        IF tenants_readable THEN
+            SELECT count(*) INTO tenant_rows FROM subscription.addon_batch AS b WHERE b.addon = OLD.code;
+        END IF;
+        held := ARRAY[
+            subscription.count_phrase(tenant_rows, 'batch', 'batches'),
+            (SELECT subscription.count_phrase(count(*), 'price', 'prices')
+               FROM subscription.addon_price AS ap WHERE ap.addon = OLD.code),
+            (SELECT subscription.count_phrase(count(*), 'plan', 'plans')
+               FROM subscription.plan_addon AS pa WHERE pa.addon = OLD.code)];
+        hint := 'An add-on that was sold stays in the catalog; delete the prices and plans of one that was not first.';
+    WHEN 'addon_price' THEN
+        what := format('a price of add-on "%s" in %s', OLD.addon, OLD.currency);
+        IF tenants_readable THEN
+            SELECT count(*) INTO ledger_lines
+              FROM subscription.ledger AS l
+              JOIN subscription.addon_batch AS b ON b.tenant_id = l.tenant_id AND b.id = l.addon_batch_id
+             WHERE b.addon = OLD.addon AND l.currency = OLD.currency;
+        END IF;
+        held := ARRAY[subscription.count_phrase(ledger_lines, 'ledger line', 'ledger lines')];
+        hint := 'A price that was billed stays; change its amount, which applies from the next charge.';
+    WHEN 'terms' THEN
+        -- Z11: who accepted a version is a record
+        what := format('terms version "%s"', OLD.version);
+        IF tenants_readable THEN
+            SELECT count(*) INTO tenant_rows FROM subscription.terms_acceptance AS t WHERE t.version = OLD.version;
+        END IF;
+        held := ARRAY[subscription.count_phrase(tenant_rows, 'acceptance', 'acceptances')];
+        hint := 'Terms that were accepted stay; publish a new version instead.';
+    END CASE;
+    held := array_remove(held, NULL);
+    IF cardinality(held) > 0 AND NOT tenants_readable THEN
+        -- a worker's placement of the catalog (issue 17): the coordinator's
+        -- placement, in the same distributed transaction and with the same
+        -- catalog rows, refuses this DELETE naming the tenants' rows too;
+        -- this placement keeps its row and leaves the refusal to it, so
+        -- that the error is always that one, whichever placement answers
+        -- first (and no foreign key of the catalog fails here instead)
+        RETURN NULL;
+    END IF;
+    IF cardinality(held) > 0 THEN
+        RAISE EXCEPTION '% cannot be deleted', what
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  DETAIL = format('It still has %s.',
+                                  CASE WHEN cardinality(held) = 1 THEN held[1]
+                                       ELSE array_to_string(held[1:cardinality(held) - 1], ', ')
+                                            || ' and ' || held[cardinality(held)] END),
+                  HINT = hint, TABLE = logical, SCHEMA = 'subscription';
+    END IF;
+    RETURN OLD;
+END
+$$;
+
+-- issue 17 (h-cit24b): record_payment_failure counts the attempts before
+-- it writes history, not in the write's own query: on Citus that query
+-- ran on history's shard, where the write was a nested distributed query
+-- (case status_grants)
+
+CREATE OR REPLACE FUNCTION subscription.record_payment_failure(tenant_id bigint, invoice_id bigint, reason text, at timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+    attempts bigint;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        PERFORM subscription.idempotent('subscription.record_payment_failure(bigint,bigint,text,timestamptz)', record_payment_failure.tenant_id,
+            pg_catalog.jsonb_build_array(record_payment_failure.tenant_id, record_payment_failure.invoice_id, record_payment_failure.reason, record_payment_failure.at));
+        RETURN;
+    END IF;
+    PERFORM subscription.require_arguments('record_payment_failure', '{invoice_id,reason,at}',
+        ARRAY[invoice_id IS NULL, reason IS NULL, at IS NULL]);
+    i := subscription.invoice_for_change('record_payment_failure', tenant_id, invoice_id);
+    PERFORM subscription.authorize(i.tenant_id, i.account_id, 'pay', false);
+    PERFORM subscription.require_time('record_payment_failure', at, false);
+    IF i.status <> 'open' THEN
+        RAISE EXCEPTION 'invoice % is %', i.document_number, i.status
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Only an open invoice can fail to be paid.';
+    END IF;
+    -- the attempts so far, read in a statement of their own: on Citus a
+    -- write inside a query of a distributed table runs on its shard, where
+    -- history's INSERT would be a distributed query nested in it (issue 17)
+    SELECT count(*) INTO attempts FROM subscription.history AS h
+     WHERE h.tenant_id = i.tenant_id AND h.account_id = i.account_id
+       AND h.operation = 'payment_failure' AND h.details -> 'invoice_id' = to_jsonb(i.id);
+    PERFORM subscription.write_history('payment_failure', i.account_id, i.subscription_id,
+        jsonb_build_object('invoice_id', i.id, 'reason', reason, 'at', at, 'payment_method_id', i.payment_method_id,
+                           'due', i.total - i.paid, 'currency', i.currency, 'attempt', 1 + attempts),
+        i.tenant_id);
+    -- D1: a failed charge makes the subscription past due at once
+    IF i.subscription_id IS NOT NULL THEN
+        PERFORM subscription.enter_past_due(i.tenant_id, i.subscription_id, i.id, at);
+    END IF;
+END
+$$;

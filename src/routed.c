@@ -9,7 +9,7 @@
  * the empty shell, so for such a table it runs fixed statements instead,
  * prepared once per table and kept: an INSERT of every column (the
  * defaults are computed by rowwrite.c, as for a direct insert), the same
- * with ON CONFLICT DO NOTHING, an UPDATE of the columns outside the
+ * with ON CONFLICT DO NOTHING (on one unique index, or any), an UPDATE of the columns outside the
  * primary key and a DELETE by the primary key, a SELECT by the first
  * columns of the primary key, and one locking the row.  On a single server
  * no table is routed and none of this runs.
@@ -58,6 +58,8 @@ struct RoutedTable
 	bool		overriding;		/* a GENERATED ALWAYS identity column */
 	SPIPlanPtr	insert;
 	SPIPlanPtr	insert_unless_conflict;
+	Oid			insert_arbiter; /* insert_unless_conflict's arbiter index, or
+								 * InvalidOid for any unique index */
 	SPIPlanPtr	update;
 	SPIPlanPtr	delete;
 	SPIPlanPtr	lock[ROUTED_LOCK_MODES];
@@ -257,12 +259,44 @@ SlotArguments(RoutedTable *t, TupleTableSlot *slot, Datum *values, char *nulls)
 }
 
 /*
+ * The conflict target of an INSERT whose only arbiter is the unique index
+ * arbiter: its key columns and expressions, and its predicate if partial,
+ * as ON CONFLICT's inference names them ("((tenant_id), (subscription_id),
+ * ((payload ->> 'renews_at'::text))) WHERE type = 'renewal.upcoming'").
+ * Inside SPI.
+ */
+static void
+AppendConflictTarget(StringInfo sql, Oid arbiter)
+{
+	Oid			argtypes[1] = {OIDOID};
+	Datum		args[1];
+	bool		isnull;
+	char	   *text;
+
+	args[0] = ObjectIdGetDatum(arbiter);
+	if (SPI_execute_with_args("SELECT '(' || string_agg('(' || pg_catalog.pg_get_indexdef(i.indexrelid, k, true) || ')', ', ' ORDER BY k)"
+							  "       || ')' || coalesce(' WHERE ' || pg_catalog.pg_get_expr(i.indpred, i.indrelid, true), '')"
+							  "  FROM pg_catalog.pg_index AS i, pg_catalog.generate_series(1, i.indnkeyatts) AS k"
+							  " WHERE i.indexrelid = $1 AND i.indisunique"
+							  " GROUP BY i.indexrelid, i.indrelid, i.indpred",
+							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "unique index %u not found", arbiter);
+	text = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+		elog(ERROR, "unique index %u has no key columns", arbiter);
+	appendStringInfo(sql, " %s", text);
+}
+
+/*
  * Insert the row in slot (every column set: rowwrite.c filled the
  * defaults); unless_conflict: ON CONFLICT DO NOTHING, false when a row
- * holds its key.
+ * holds its key: on the unique index arbiter alone if valid (a conflict
+ * on another, the primary key included, is then an error, as for
+ * rowwrite.c's own InsertRowUnlessConflict), else on any.
  */
 bool
-RoutedInsert(Relation rel, RoutedTable *t, TupleTableSlot *slot, bool unless_conflict)
+RoutedInsert(Relation rel, RoutedTable *t, TupleTableSlot *slot, bool unless_conflict, Oid arbiter)
 {
 	SPIPlanPtr *plan = unless_conflict ? &t->insert_unless_conflict : &t->insert;
 	Datum	   *values = palloc(sizeof(Datum) * Max(t->ncols, 1));
@@ -272,6 +306,12 @@ RoutedInsert(Relation rel, RoutedTable *t, TupleTableSlot *slot, bool unless_con
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	/* one kept plan for ON CONFLICT, for the arbiter its callers name */
+	if (unless_conflict && *plan != NULL && t->insert_arbiter != arbiter)
+	{
+		SPI_freeplan(*plan);
+		*plan = NULL;
+	}
 	if (*plan == NULL)
 	{
 		StringInfoData sql;
@@ -283,7 +323,15 @@ RoutedInsert(Relation rel, RoutedTable *t, TupleTableSlot *slot, bool unless_con
 		appendStringInfoString(&sql, t->overriding ? ") OVERRIDING SYSTEM VALUE VALUES (" : ") VALUES (");
 		for (i = 0; i < t->ncols; i++)
 			appendStringInfo(&sql, "%s$%d", i > 0 ? ", " : "", i + 1);
-		appendStringInfoString(&sql, unless_conflict ? ") ON CONFLICT DO NOTHING" : ")");
+		appendStringInfoChar(&sql, ')');
+		if (unless_conflict)
+		{
+			appendStringInfoString(&sql, " ON CONFLICT");
+			if (OidIsValid(arbiter))
+				AppendConflictTarget(&sql, arbiter);
+			appendStringInfoString(&sql, " DO NOTHING");
+			t->insert_arbiter = arbiter;
+		}
 		Prepare(plan, &sql, t->ncols, t->coltypes);
 	}
 	SlotArguments(t, slot, values, nulls);

@@ -723,7 +723,7 @@ InsertRow(RowWrites *w, int table, TupleTableSlot *slot, const bool *given)
 	FillDefaults(w, table, slot, given);
 	if (w->routed[table] != NULL)
 	{
-		RoutedInsert(RowWriteRelation(w, table), w->routed[table], slot, false);
+		RoutedInsert(RowWriteRelation(w, table), w->routed[table], slot, false, InvalidOid);
 		return;
 	}
 	PrepareChecks(w, table);
@@ -748,8 +748,12 @@ InsertRowUnlessConflict(RowWrites *w, int table, TupleTableSlot *slot, const boo
 
 	if (w->routed[table] != NULL)
 	{
+		/* ON CONFLICT names one arbiter index, or none for any */
+		if (list_length(arbiters) > 1)
+			elog(ERROR, "a routed insert takes one arbiter index at most");
 		FillDefaults(w, table, slot, given);
-		return RoutedInsert(rel, w->routed[table], slot, true);
+		return RoutedInsert(rel, w->routed[table], slot, true,
+							arbiters != NIL ? linitial_oid(arbiters) : InvalidOid);
 	}
 	xid = GetCurrentTransactionId();
 	/* the arbiters' operators, which a plain insertion does not need */

@@ -241,6 +241,7 @@ _PG_init(void)
 							   NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("subscription");
+	InstallClockPropagation();
 }
 
 /*

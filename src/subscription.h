@@ -47,6 +47,7 @@ extern bool subscription_allow_clock;
 extern char *subscription_clock;
 
 /* clock.c: the billing clock, subscription.now() (issue 20) */
+extern void InstallClockPropagation(void);
 #include "datatype/timestamp.h"
 extern TimestampTz SubscriptionNow(void);
 extern TimestampTz SubscriptionMeterNow(void);
@@ -207,7 +208,8 @@ extern void UpdateRow(RowWrites *w, int table, TupleTableSlot *oldslot, TupleTab
 extern void DeleteRow(RowWrites *w, int table, TupleTableSlot *slot);
 
 extern RoutedTable *RoutedTableOf(Relation rel);
-extern bool RoutedInsert(Relation rel, RoutedTable *t, TupleTableSlot *slot, bool unless_conflict);
+extern bool RoutedInsert(Relation rel, RoutedTable *t, TupleTableSlot *slot, bool unless_conflict,
+						 Oid arbiter);
 extern void RoutedUpdate(Relation rel, RoutedTable *t, TupleTableSlot *oldslot, TupleTableSlot *newslot);
 extern void RoutedDelete(Relation rel, RoutedTable *t, TupleTableSlot *slot);
 extern List *RoutedSelect(Relation rel, RoutedTable *t, Snapshot snapshot, const int64 *tenant, int nkeys,

@@ -172,6 +172,15 @@ BEGIN
         hint := 'Terms that were accepted stay; publish a new version instead.';
     END CASE;
     held := array_remove(held, NULL);
+    IF cardinality(held) > 0 AND NOT tenants_readable THEN
+        -- a worker's placement of the catalog (issue 17): the coordinator's
+        -- placement, in the same distributed transaction and with the same
+        -- catalog rows, refuses this DELETE naming the tenants' rows too;
+        -- this placement keeps its row and leaves the refusal to it, so
+        -- that the error is always that one, whichever placement answers
+        -- first (and no foreign key of the catalog fails here instead)
+        RETURN NULL;
+    END IF;
     IF cardinality(held) > 0 THEN
         RAISE EXCEPTION '% cannot be deleted', what
             USING ERRCODE = 'dependent_objects_still_exist',

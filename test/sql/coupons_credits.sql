@@ -101,8 +101,8 @@ SELECT amount, period FROM ledger WHERE subscription_id = :early ORDER BY id;
 INSERT INTO account (id, tenant_id, name) VALUES (4, 4, 'Globex 2'), (5, 5, 'Initech 2');
 SELECT subscribe(4, 'zd_team', '1 month', 1, '2026-01-01') AS g2, subscribe(5, 'zd_team', '1 month', 1, '2026-01-01') AS i2 \gset
 SELECT credit_account(4, 30, 'goodwill') IS NOT NULL AND credit_account(5, 50, 'goodwill') IS NOT NULL AS credited;
-INSERT INTO ledger (account_id, subscription_id, kind, amount, currency, period, item, plan, description)
-SELECT x.account_id, x.sub, 'charge', 20, 'EUR', tstzrange(x.starts, x.starts + interval '1 day'), 'plan', 'zd_team', 'a test charge'
+INSERT INTO ledger (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+SELECT x.account_id, x.account_id, x.sub, 'charge', 20, 'EUR', tstzrange(x.starts, x.starts + interval '1 day'), 'plan', 'zd_team', 'a test charge'
   FROM (VALUES (4, :g2, timestamptz '2026-01-05'), (5, :i2, '2026-01-05'), (4, :g2, '2026-01-06'),
                (5, :i2, '2026-01-06')) AS x (account_id, sub, starts);
 SELECT account_id, lower(period) AS charge_of, amount FROM ledger

@@ -26,7 +26,7 @@ INSERT INTO plan (code, product, name) VALUES ('zd_pro', 'desk', 'Professional')
 INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES ('zd_pro', '1 month', 55, true);
 -- tenant 1 renews its three subscriptions in one statement (renew_due's
 -- common path, issue 18); tenant 2 the same three one by one (renew_account)
-INSERT INTO account (id, name) VALUES (1, 'in one statement'), (2, 'one by one');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'in one statement'), (2, 2, 'one by one');
 SELECT count(*) AS subscribed
   FROM (VALUES (1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3)) AS v (account, quantity),
        LATERAL (SELECT subscribe(v.account, 'zd_pro', '1 month', v.quantity, '2026-01-01')) AS s;

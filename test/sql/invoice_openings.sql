@@ -19,7 +19,7 @@ LANGUAGE sql AS $$
                       WHERE schemaname = 'subscription' AND funcname = fn), 0)
 $$;
 -- the catalog and accounts of each transaction (each rolled back)
-\set catalog 'INSERT INTO product (code, name) VALUES (''desk'', ''Zendesk Support''); INSERT INTO plan (code, product, name) VALUES (''zd_pro'', ''desk'', ''Professional''); INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES (''zd_pro'', ''1 month'', 55, true); INSERT INTO account (id, name) SELECT g, ''tenant '' || g FROM generate_series(1, 6) AS g;'
+\set catalog 'INSERT INTO product (code, name) VALUES (''desk'', ''Zendesk Support''); INSERT INTO plan (code, product, name) VALUES (''zd_pro'', ''desk'', ''Professional''); INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES (''zd_pro'', ''1 month'', 55, true); INSERT INTO account (id, tenant_id, name) SELECT g, g, ''tenant '' || g FROM generate_series(1, 6) AS g;'
 
 -- three invoices in one transaction, one of them in a savepoint rolled
 -- back: at the commit (here SET CONSTRAINTS ALL IMMEDIATE, in the

@@ -24,7 +24,7 @@ BEGIN;
 INSERT INTO product (code, name) VALUES ('desk', 'Zendesk Support');
 INSERT INTO plan (code, product, name) VALUES ('zd_pro', 'desk', 'Professional');
 INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES ('zd_pro', '1 month', 55, true);
-INSERT INTO account (id, name) VALUES (1, 'pays in the transaction'), (2, 'pays after the opening');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'pays in the transaction'), (2, 2, 'pays after the opening');
 SELECT max(id) AS h0 FROM history \gset
 -- account 1: the invoice opened, then paid in its transaction: its
 -- opening, the payment and the status in one statement
@@ -75,7 +75,7 @@ BEGIN;
 INSERT INTO product (code, name) VALUES ('desk', 'Zendesk Support');
 INSERT INTO plan (code, product, name) VALUES ('zd_pro', 'desk', 'Professional');
 INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES ('zd_pro', '1 month', 55, true);
-INSERT INTO account (id, name) VALUES (1, 'pays twice');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'pays twice');
 SELECT subscribe(1, 'zd_pro', '1 month', 2, '2026-01-01') AS s1 \gset
 SELECT id AS i1 FROM invoice_record WHERE subscription_id = :s1 \gset
 SELECT record_payment(:i1, 110, 'ch_1', '2026-01-02') AS first_payment \gset
@@ -92,7 +92,7 @@ SET CONSTRAINTS subscription.invoice_record_opened IMMEDIATE;
 INSERT INTO product (code, name) VALUES ('desk', 'Zendesk Support');
 INSERT INTO plan (code, product, name) VALUES ('zd_pro', 'desk', 'Professional');
 INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES ('zd_pro', '1 month', 55, true);
-INSERT INTO account (id, name) VALUES (3, 'past due'), (4, 'frozen');
+INSERT INTO account (id, tenant_id, name) VALUES (3, 3, 'past due'), (4, 4, 'frozen');
 SELECT subscribe(3, 'zd_pro', '1 month', 1, '2026-01-01') AS a3 \gset
 SELECT subscribe(3, 'zd_pro', '1 month', 1, '2026-01-01') AS b3 \gset
 SELECT subscribe(4, 'zd_pro', '1 month', 1, '2026-01-01') AS a4 \gset
@@ -121,7 +121,7 @@ ROLLBACK;
 -- write_histories: rows of one account and subscription in the order
 -- given, in one statement (one call of the trigger); none for empty arrays
 BEGIN;
-INSERT INTO account (id, name) VALUES (5, 'written');
+INSERT INTO account (id, tenant_id, name) VALUES (5, 5, 'written');
 SELECT max(id) AS h2 FROM history \gset
 SELECT pg_temp.calls('history_event') AS t0 \gset
 SELECT write_histories('{test_a,test_b,test_c}', 5, NULL, ARRAY['{"n": 1}', '{"n": 2}', '{"n": 3}']::jsonb[], 1);

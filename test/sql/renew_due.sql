@@ -33,9 +33,9 @@ INSERT INTO plan_addon (plan, addon, included) VALUES
     ('cm_live', 'cm_presenters', false), ('cm_live', 'cm_recording', false), ('cm_live', 'cm_username', false),
     ('cm_free', 'cm_presenters', false);
 INSERT INTO plan_limit (plan, feature, value) VALUES ('cm_live', 'presenters', 1), ('cm_free', 'presenters', 1);
-INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Globex'), (2, 2, 'Initech'), (3, 3, 'Webinars SA'), (4, 4, 'Webinars Lyon');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Globex'), (2, 2, 'Initech'), (3, 3, 'Webinars SA'), (4, 3, 'Webinars Lyon');
 UPDATE account SET parent_id = 3 WHERE id = 4;
-INSERT INTO member (id, tenant_id, account_id, external_id, role) VALUES (30, 3, 3, 'owner@webinars', 'owner'), (40, 4, 4, 'owner@lyon', 'owner');
+INSERT INTO member (id, tenant_id, account_id, external_id, role) VALUES (30, 3, 3, 'owner@webinars', 'owner'), (40, 3, 4, 'owner@lyon', 'owner');
 
 SAVEPOINT catalog;
 
@@ -179,8 +179,10 @@ ROLLBACK TO SAVEPOINT catalog;
 -- 'block' limit keeps it due until the account removes the excess
 INSERT INTO plan_limit (plan, feature, value) VALUES ('zd_team', 'views', 1), ('zd_pro', 'views', 5),
                                                      ('zd_team', 'triggers', 1), ('zd_pro', 'triggers', 5);
-CREATE TABLE public.support_view (id int PRIMARY KEY, account_id bigint NOT NULL);
-CREATE TABLE public.support_trigger (id int PRIMARY KEY, account_id bigint NOT NULL);
+CREATE TABLE public.support_view (id int, account_id bigint NOT NULL, PRIMARY KEY (account_id, id));
+CREATE TABLE public.support_trigger (id int, account_id bigint NOT NULL, PRIMARY KEY (account_id, id));
+\set app_tables 'public.support_view public.support_trigger'
+\i test/sql/include/app_tables.psql
 SELECT enforce_limit('public.support_view', 'views', 'account_id', 'block'),
        enforce_limit('public.support_trigger', 'triggers');
 SELECT subscribe(1, 'zd_pro', '1 month', 1, '2026-01-01') AS pro \gset
@@ -213,7 +215,7 @@ SET TimeZone = 'UTC';
 INSERT INTO product (code, name) VALUES ('desk', 'Zendesk Support');
 INSERT INTO plan (code, product, name) VALUES ('zd_pro', 'desk', 'Professional');
 INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES ('zd_pro', '1 month', 55, true);
-INSERT INTO account (id, name) SELECT g, 'batch ' || g FROM generate_series(1, 5) AS g;
+INSERT INTO account (id, tenant_id, name) SELECT g, g, 'batch ' || g FROM generate_series(1, 5) AS g;
 SELECT count(subscribe(g, 'zd_pro', '1 month', 1, '2026-01-01')) AS subscribed FROM generate_series(1, 5) AS g;
 CALL run_renewals('2026-03-01', 2);
 SELECT count(*) AS charges, count(DISTINCT (subscription_id, period)) AS periods FROM ledger;

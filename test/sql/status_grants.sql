@@ -30,7 +30,7 @@ INSERT INTO product (code, name) VALUES ('desk', 'Zendesk Support');
 INSERT INTO plan (code, product, name) VALUES ('zd_pro', 'desk', 'Professional');
 INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES ('zd_pro', '1 month', 55, true);
 INSERT INTO plan_limit (plan, feature, value, per_license) VALUES ('zd_pro', 'calls', 100, true);
-INSERT INTO account (id, name) VALUES (1, 'fails, then pays'), (2, 'ends');
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'fails, then pays'), (2, 2, 'ends');
 SELECT subscribe(1, 'zd_pro', '1 month', 2, '2026-01-01') AS s1 \gset
 SELECT subscribe(2, 'zd_pro', '1 month', 3, '2026-01-01') AS s2 \gset
 SELECT record_usage(a, 'calls', 5, 'first ' || a, '2026-01-01 12:00') IS NOT NULL AS used FROM generate_series(1, 2) AS a;
@@ -78,7 +78,7 @@ SET CONSTRAINTS subscription.invoice_record_opened IMMEDIATE;
 INSERT INTO product (code, name) VALUES ('desk', 'Zendesk Support');
 INSERT INTO plan (code, product, name) VALUES ('zd_pro', 'desk', 'Professional');
 INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES ('zd_pro', '1 month', 55, true);
-INSERT INTO account (id, name) VALUES (3, 'pays in two parts');
+INSERT INTO account (id, tenant_id, name) VALUES (3, 3, 'pays in two parts');
 SELECT subscribe(3, 'zd_pro', '1 month', 2, '2026-01-01') AS s3 \gset
 SELECT id AS i3 FROM invoice_record WHERE subscription_id = :s3 \gset
 SELECT record_payment(:i3, 10, 'part_1', '2026-01-02') IS NOT NULL AS first_part;
@@ -98,7 +98,7 @@ BEGIN;
 INSERT INTO product (code, name) VALUES ('desk', 'Zendesk Support');
 INSERT INTO plan (code, product, name) VALUES ('zd_pro', 'desk', 'Professional');
 INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES ('zd_pro', '1 month', 55, true);
-INSERT INTO account (id, name) VALUES (5, 'pays in the transaction that opened');
+INSERT INTO account (id, tenant_id, name) VALUES (5, 5, 'pays in the transaction that opened');
 SELECT subscribe(5, 'zd_pro', '1 month', 2, '2026-01-01') AS s5 \gset
 SELECT id AS i5, announced FROM invoice_record WHERE subscription_id = :s5 \gset
 SELECT :'announced' AS announced_before;
@@ -128,8 +128,8 @@ BEGIN;
 INSERT INTO product (code, name) VALUES ('desk', 'Zendesk Support');
 INSERT INTO plan (code, product, name) VALUES ('zd_pro', 'desk', 'Professional');
 INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES ('zd_pro', '1 month', 55, true);
-INSERT INTO account (id, name) VALUES (4, 'past due, assigns');
-INSERT INTO member (id, account_id, external_id) VALUES (41, 4, 'ann'), (42, 4, 'bob');
+INSERT INTO account (id, tenant_id, name) VALUES (4, 4, 'past due, assigns');
+INSERT INTO member (id, tenant_id, account_id, external_id) VALUES (41, 4, 4, 'ann'), (42, 4, 4, 'bob');
 SELECT subscribe(4, 'zd_pro', '1 month', 3, '2026-01-01') AS s4 \gset
 SELECT id AS i4 FROM invoice_record WHERE subscription_id = :s4 \gset
 SELECT record_payment_failure(:i4, 'card_declined', '2026-01-02');

@@ -17,8 +17,10 @@ INSERT INTO plan_price (plan, cycle, amount) VALUES ('cloud_metered', '1 month',
 INSERT INTO plan_limit (plan, feature, value) VALUES
     ('cloud_metered', 'vms', NULL), ('cloud_metered', 'vm_peak', NULL), ('cloud_metered', 'vm_hours', NULL),
     ('cloud_metered', 'vm_gb', NULL), ('cloud_metered', 'api_calls', NULL);
-INSERT INTO account (id, name) VALUES (1, 'Acme Cloud');
-CREATE TABLE public.vm (id bigserial PRIMARY KEY, account_id bigint NOT NULL, gb integer NOT NULL);
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Acme Cloud');
+CREATE TABLE public.vm (id bigserial, account_id bigint NOT NULL, gb integer NOT NULL, PRIMARY KEY (account_id, id));
+\set app_tables public.vm
+\i test/sql/include/app_tables.psql
 SELECT enforce_limit('public.vm', 'vms', 'account_id');
 SELECT enforce_limit('public.vm', 'vm_peak', 'account_id');
 SELECT enforce_limit('public.vm', 'vm_hours', 'account_id');
@@ -34,11 +36,11 @@ SELECT subscribe(1, 'cloud_metered', '1 month', 1, '2026-03-01') AS sub \gset
 
 -- March: 4 VMs of 10 GB on the 11th, 2 of 5 GB on the 21st, 3 of the
 -- first gone on the 31st
-SET subscription.clock = '2026-03-11';
+SET LOCAL subscription.clock = '2026-03-11';
 INSERT INTO vm (account_id, gb) SELECT 1, 10 FROM generate_series(1, 4);
-SET subscription.clock = '2026-03-21';
+SET LOCAL subscription.clock = '2026-03-21';
 INSERT INTO vm (account_id, gb) SELECT 1, 5 FROM generate_series(1, 2);
-SET subscription.clock = '2026-03-31';
+SET LOCAL subscription.clock = '2026-03-31';
 DELETE FROM vm WHERE id IN (1, 2, 3);
 SELECT record_usage(1, 'api_calls', 100, 'march-1', '2026-03-15') AS calls;
 -- the counters close with the period
@@ -48,7 +50,7 @@ SELECT feature, used, peak, closes, closed_at FROM usage_counter WHERE account_i
 -- the end: each counter keeps March's figures at the end (3 VMs, peak 6,
 -- 4 x 10 + 6 x 10 + 3 x 1 = 103 VM-days = 8,899,200 VM-seconds, 20 GB)
 -- and starts April's from it (3 VMs for a day: 259,200 VM-seconds)
-SET subscription.clock = '2026-04-02';
+SET LOCAL subscription.clock = '2026-04-02';
 INSERT INTO vm (account_id, gb) SELECT 1, 1 FROM generate_series(1, 5);
 SELECT feature, used, peak, integral, since, closes, closed_at, closed_used, closed_peak, closed_integral
   FROM usage_counter WHERE account_id = 1 AND feature <> 'api_calls' ORDER BY feature;
@@ -63,7 +65,7 @@ SELECT count(*) AS never_recorded FROM usage_record WHERE key = 'never';
 
 -- U6: the preview of the ending period is March's figures
 SELECT feature, aggregate, amount, period FROM preview_usage(1) ORDER BY feature;
-RESET subscription.clock;
+SET LOCAL subscription.clock = DEFAULT;
 
 -- U3: the renewal bills March from the snapshots: count 3, peak 6, 2,472
 -- VM-hours, 20 GB, 107 calls; the counters keep April's
@@ -76,9 +78,9 @@ SELECT feature, used, peak, integral, since, closes, closed_at FROM usage_counte
 -- write after it: April billed from the counters, to its end: count 7,
 -- peak 8, 3 x 1 + 8 x 8 + 7 x 21 = 214 VM-days = 5,136 VM-hours, 24 GB,
 -- 50 calls
-SET subscription.clock = '2026-04-10';
+SET LOCAL subscription.clock = '2026-04-10';
 DELETE FROM vm WHERE id = 7;
-RESET subscription.clock;
+SET LOCAL subscription.clock = DEFAULT;
 SELECT renew_due('2026-05-01') AS renewed;
 SELECT feature, period, used, peak, aggregate, amount FROM usage_period
  WHERE lower(period) = '2026-04-01' ORDER BY feature;

@@ -17,8 +17,10 @@ INSERT INTO plan_price (plan, cycle, amount) VALUES ('cloud_metered', '1 month',
 INSERT INTO plan_limit (plan, feature, value) VALUES
     ('cloud_metered', 'vms', NULL), ('cloud_metered', 'vm_peak', NULL), ('cloud_metered', 'vm_hours', NULL),
     ('cloud_metered', 'vm_gb', NULL), ('cloud_metered', 'api_calls', NULL);
-INSERT INTO account (id, name) VALUES (1, 'Three ends'), (2, 'Two ends');
-CREATE TABLE public.vm (id bigserial PRIMARY KEY, account_id bigint NOT NULL, gb integer NOT NULL);
+INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Three ends'), (2, 2, 'Two ends');
+CREATE TABLE public.vm (id bigserial, account_id bigint NOT NULL, gb integer NOT NULL, PRIMARY KEY (account_id, id));
+\set app_tables public.vm
+\i test/sql/include/app_tables.psql
 SELECT enforce_limit('public.vm', 'vms', 'account_id');
 SELECT enforce_limit('public.vm', 'vm_peak', 'account_id');
 SELECT enforce_limit('public.vm', 'vm_hours', 'account_id');
@@ -35,12 +37,12 @@ SELECT count(subscribe(a, 'cloud_metered', '1 month', 1, '2026-03-01')) AS subsc
 -- March, account 1: 4 VMs of 10 GB on the 11th, 2 of 5 GB on the 21st,
 -- 3 of the first gone on the 31st; 100 API calls on the 15th.  Account
 -- 2: 2 VMs of 10 GB on the 11th.
-SET subscription.clock = '2026-03-11';
+SET LOCAL subscription.clock = '2026-03-11';
 INSERT INTO vm (account_id, gb) SELECT 1, 10 FROM generate_series(1, 4);
 INSERT INTO vm (account_id, gb) SELECT 2, 10 FROM generate_series(1, 2);
-SET subscription.clock = '2026-03-21';
+SET LOCAL subscription.clock = '2026-03-21';
 INSERT INTO vm (account_id, gb) SELECT 1, 5 FROM generate_series(1, 2);
-SET subscription.clock = '2026-03-31';
+SET LOCAL subscription.clock = '2026-03-31';
 DELETE FROM vm WHERE id IN (1, 2, 3);
 SELECT record_usage(1, 'api_calls', 100, 'march-1', '2026-03-15') AS calls;
 
@@ -50,7 +52,7 @@ SELECT record_usage(1, 'api_calls', 100, 'march-1', '2026-03-15') AS calls;
 -- then April's, which no write reached (2 VMs held 30 days: 60 VM-days =
 -- 5,184,000 VM-seconds, 20 GB); May counts from its start (2 VMs for 4
 -- days: 691,200 VM-seconds) and closes on June 1st
-SET subscription.clock = '2026-05-05';
+SET LOCAL subscription.clock = '2026-05-05';
 INSERT INTO vm (account_id, gb) VALUES (2, 1);
 SELECT feature, used, peak, integral, since, closes, closed_at, closed_used, closed_peak, closed_integral
   FROM usage_counter WHERE account_id = 2 ORDER BY feature;
@@ -61,20 +63,20 @@ SELECT feature, used, peak, integral, since, closes, closed_at, closed_used, clo
 -- (3 VMs for 30 days: 7,776,000, 20 GB; no call: recorded usage starts
 -- each period from 0) and May (3 VMs for 31 days: 8,035,200); June from
 -- its start (3 VMs for 9 days: 2,332,800)
-SET subscription.clock = '2026-06-10';
+SET LOCAL subscription.clock = '2026-06-10';
 INSERT INTO vm (account_id, gb) VALUES (1, 2);
 SELECT record_usage(1, 'api_calls', 9, 'june-1', '2026-06-10') AS calls;
 SELECT feature, used, peak, integral, since, closes, closed_at, closed_used, closed_peak, closed_integral
   FROM usage_counter WHERE account_id = 1 ORDER BY feature;
 -- a later write of the same period crosses nothing: O(1), no figures kept
-SET subscription.clock = '2026-06-11';
+SET LOCAL subscription.clock = '2026-06-11';
 INSERT INTO vm (account_id, gb) VALUES (1, 3);
 SELECT feature, used, peak, cardinality(closed_at) AS ended_kept, closes FROM usage_counter
  WHERE account_id = 1 AND feature IN ('vms', 'vm_gb') ORDER BY feature;
 
 -- U6: the preview of the ending period (March) is March's figures
 SELECT subscription_id, feature, aggregate, amount, period FROM preview_usage(1) ORDER BY feature;
-RESET subscription.clock;
+SET LOCAL subscription.clock = DEFAULT;
 
 -- U3: the catch-up renewal bills each period from its own figures.
 -- Account 1: March 3 / 6 / 2,472 VM-hours / 20 GB / 100 calls; April 3 /
@@ -83,11 +85,11 @@ RESET subscription.clock;
 -- end: 3 VMs, peak 3, 2 x 4 + 3 x 27 = 89 VM-days = 2,136 VM-hours, 21 GB
 SELECT renew_due('2026-06-10') AS renewed;
 SELECT s.account_id, p.feature, p.period, p.used, p.peak, p.integral, p.aggregate, p.amount
-  FROM usage_period AS p JOIN subscription AS s ON s.id = p.subscription_id
+  FROM usage_period AS p JOIN subscription AS s ON s.tenant_id = p.tenant_id AND s.id = p.subscription_id
  WHERE p.feature <> 'api_calls' OR s.account_id = 1
  ORDER BY s.account_id, p.feature, p.period;
 SELECT s.account_id, l.item, l.amount, l.period
-  FROM ledger AS l JOIN subscription AS s ON s.id = l.subscription_id
+  FROM ledger AS l JOIN subscription AS s ON s.tenant_id = l.tenant_id AND s.id = l.subscription_id
  WHERE l.item LIKE 'usage %' ORDER BY s.account_id, l.item, l.period;
 -- every ended period billed: no figures kept; the counters hold June and
 -- close at its end
@@ -101,7 +103,7 @@ SELECT renew_due('2026-06-10') AS renewed_again, (SELECT count(*) FROM ledger WH
 -- 9 calls
 SELECT renew_due('2026-07-01') AS renewed;
 SELECT p.feature, p.period, p.used, p.peak, p.aggregate, p.amount FROM usage_period AS p
-  JOIN subscription AS s ON s.id = p.subscription_id
+  JOIN subscription AS s ON s.tenant_id = p.tenant_id AND s.id = p.subscription_id
  WHERE s.account_id = 1 AND lower(p.period) = '2026-06-01' ORDER BY p.feature;
 
 -- close_usage (internal, the guard's): an infinite time ends every period,
