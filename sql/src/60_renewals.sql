@@ -226,7 +226,7 @@ BEGIN
            (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
     VALUES (s.tenant_id, s.account_id, s.id, 'charge', subscription.round_money(price.amount, price.currency), price.currency,
             next_period, 'plan', n.plan,
-            format('renewal: plan %s, cycle %s, quantity %s', n.plan, n.cycle, n.quantity))
+            format('renewal: plan %s, cycle %s, quantity %s', n.plan, subscription.cycle_text(n.cycle), n.quantity))
     ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
        WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
     -- each batch priced apart from the statement that reads the batches:
@@ -243,7 +243,7 @@ BEGIN
                (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description)
         VALUES (s.tenant_id, s.account_id, s.id, batch.id, 'charge', subscription.round_money(price.amount, price.currency),
                 price.currency, next_period, 'addon', n.plan,
-                format('renewal: add-on %s x %s, cycle %s', batch.addon, batch.quantity, n.cycle))
+                format('renewal: add-on %s x %s, cycle %s', batch.addon, batch.quantity, subscription.cycle_text(n.cycle)))
         ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
            WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
     END LOOP;
@@ -699,7 +699,7 @@ BEGIN
          s AS (SELECT x.*, r.k FROM r JOIN subscription.subscription AS x ON x.tenant_id = r.tenant_id AND x.id = r.id),
          prices AS MATERIALIZED (
         SELECT d.plan, d.cycle, d.quantity, d.plan_version, subscription.round_money(pp.amount, pp.currency) AS amount,
-               pp.currency
+               pp.currency, subscription.cycle_text(d.cycle) AS cycle_text
           FROM (SELECT DISTINCT ON (s.plan, s.cycle::text, s.quantity, s.plan_version)
                        s.plan, s.cycle, s.quantity, s.plan_version
                   FROM s) AS d
@@ -711,7 +711,8 @@ BEGIN
           JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
           JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time),
          addon_prices AS MATERIALIZED (
-        SELECT d.addon, d.cycle, d.quantity, subscription.round_money(ap.amount, ap.currency) AS amount, ap.currency
+        SELECT d.addon, d.cycle, d.quantity, subscription.round_money(ap.amount, ap.currency) AS amount, ap.currency,
+               subscription.cycle_text(d.cycle) AS cycle_text
           FROM (SELECT DISTINCT ON (b.addon, b.cycle::text, b.quantity) b.addon, b.cycle, b.quantity
                   FROM batches AS b) AS d
           CROSS JOIN LATERAL subscription.addon_period_price(d.addon, d.cycle, d.quantity) AS ap)
@@ -724,14 +725,14 @@ BEGIN
       FROM (SELECT s.k, 0::bigint AS batch_order, s.tenant_id, s.account_id, s.id AS subscription_id,
                    NULL::bigint AS addon_batch_id, p.amount, p.currency,
                    s.period, 'plan' AS item, s.plan,
-                   format('renewal: plan %s, cycle %s, quantity %s', s.plan, s.cycle, s.quantity) AS description
+                   format('renewal: plan %s, cycle %s, quantity %s', s.plan, p.cycle_text, s.quantity) AS description
               FROM s JOIN prices AS p
                 ON p.plan = s.plan AND p.cycle::text = s.cycle::text AND p.quantity = s.quantity
                AND p.plan_version = s.plan_version
             UNION ALL
             SELECT b.k, b.id, b.tenant_id, b.account_id, b.subscription_id, b.id,
                    ap.amount, ap.currency, b.period, 'addon', b.plan,
-                   format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, b.cycle)
+                   format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, ap.cycle_text)
               FROM batches AS b
               JOIN addon_prices AS ap ON ap.addon = b.addon AND ap.cycle::text = b.cycle::text AND ap.quantity = b.quantity)
            AS l;
