@@ -7,15 +7,6 @@
 \i test/sql/include/setup.psql
 -- the invoices' ids too start at 1 (events and hints name them)
 SELECT setval(pg_get_serial_sequence('subscription.invoice_record', 'id'), 1, false) IS NOT NULL AS reset;
--- on Citus the invoices are written on the workers' shards, from each
--- worker's range (distribute()): those restart too, so that the ids the
--- case shows (test/expected_citus/dunning.out) do not depend on the cases before
-SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus') AS on_citus \gset
-\if :on_citus
-SELECT bool_and(success) AS workers_reset
-  FROM run_command_on_workers($$SELECT setval(pg_get_serial_sequence('subscription.invoice_record', 'id'),
-                                              (groupid << 48) + 1, false) FROM pg_dist_local_group$$) \gset
-\endif
 SET search_path = subscription, public;
 SET TimeZone = 'UTC';
 BEGIN;
