@@ -22099,3 +22099,213 @@ BEGIN
        FROM (SELECT DISTINCT m.tenant_id, m.account_id FROM unnest(metered) AS m ORDER BY m.tenant_id, m.account_id) AS m;
 END
 $$;
+
+------------------------------------------------------------------------
+-- Issue 17 (h-cit24a): Citus.  A limit registration changed on the
+-- coordinator reaches the guards' caches on every node: the trigger fires
+-- on each placement of limited_table (a reference table) and drops every
+-- backend's cached registrations there; on a single server
+-- invalidate_limit_cache() does it, table by table, and the trigger nothing.
+------------------------------------------------------------------------
+
+CREATE FUNCTION subscription.limit_registrations_invalidate()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'limit_registrations_invalidate'
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION subscription.limit_registrations_invalidate() IS
+'Trigger (C): on Citus, every backend of the node drops its cached limit registrations at commit';
+
+CREATE TRIGGER limited_table_invalidates
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON subscription.limited_table
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_registrations_invalidate();
+
+REVOKE ALL ON FUNCTION subscription.limit_registrations_invalidate() FROM PUBLIC;
+
+------------------------------------------------------------------------
+-- Issue 17 (h-cit24a): Citus.  keep_most_referenced (C5) on a table whose
+-- primary key has several columns: a distributed application table's key
+-- starts with its tenant, and so do the foreign keys into it, which the
+-- trim counts column by column (src/downgrade.c).
+------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION subscription.enforce_limit(
+    relation regclass,
+    feature text,
+    account_column name DEFAULT 'account_id',
+    on_downgrade text DEFAULT 'drop_newest',
+    order_column name DEFAULT NULL,
+    value_column name DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    trigger_name text := subscription.guard_name(feature);
+    target pg_catalog.pg_class;
+    own_guard boolean;
+BEGIN
+    PERFORM subscription.require_arguments('enforce_limit', '{relation,feature,account_column,on_downgrade}',
+        ARRAY[relation IS NULL, feature IS NULL, account_column IS NULL, on_downgrade IS NULL]);
+    IF on_downgrade <> ALL (subscription.downgrade_policies()) THEN
+        RAISE EXCEPTION 'unknown downgrade policy "%"', on_downgrade
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('The policies are %s and %s.',
+                                array_to_string(trim_array(subscription.downgrade_policies(), 1), ', '),
+                                (subscription.downgrade_policies())[cardinality(subscription.downgrade_policies())]);
+    END IF;
+    SELECT * INTO target FROM pg_catalog.pg_class AS c WHERE c.oid = relation;
+    IF target.relkind = 'p' OR target.relispartition
+       OR EXISTS (SELECT FROM pg_catalog.pg_inherits AS i WHERE i.inhrelid = relation OR i.inhparent = relation) THEN
+        -- a statement naming another table of the tree would skip the guards (S6)
+        RAISE EXCEPTION 'table % is part of a partition or inheritance tree', relation
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'A statement on another table of the tree would not fire its guards.',
+                  HINT = 'Limit a plain table.';
+    ELSIF target.relkind <> 'r' THEN
+        RAISE EXCEPTION '% is not a table', relation USING ERRCODE = 'wrong_object_type';
+    ELSIF target.relpersistence = 't' THEN
+        RAISE EXCEPTION 'temporary table % cannot be limited', relation
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'Its registration would outlive the session that sees it.';
+    END IF;
+    PERFORM subscription.require_table_owner(relation);
+    -- K7, K10: the one limit on the extension's own tables, sub-accounts
+    -- per parent account, whose guard the extension attaches itself
+    own_guard := relation = 'subscription.account'::pg_catalog.regclass
+                 AND feature = 'sub_accounts'
+                 AND account_column = 'parent_id';
+    IF NOT own_guard AND target.relnamespace = 'subscription'::regnamespace THEN
+        RAISE EXCEPTION 'the extension''s own table % cannot be limited this way', relation
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Sub-accounts are limited with enforce_limit(''subscription.account'', ''sub_accounts'', ''parent_id'', ...).';
+    END IF;
+    PERFORM subscription.require_feature(enforce_limit.feature);
+    IF subscription.distributed() THEN
+        -- Citus: the count below reads every shard, then the guards are
+        -- created (DDL) in the same transaction, which Citus allows over
+        -- one connection per node only (issue 17)
+        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
+
+    PERFORM subscription.limited_column(relation, account_column, 'account column', true);
+    IF on_downgrade = ANY (subscription.value_policies()) THEN
+        IF value_column IS NULL THEN
+            RAISE EXCEPTION 'policy % needs a value column', on_downgrade
+                USING ERRCODE = 'null_value_not_allowed';
+        END IF;
+        PERFORM subscription.limited_column(relation, value_column, 'value column', on_downgrade <> 'detach');
+    ELSIF value_column IS NOT NULL THEN
+        PERFORM subscription.limited_column(relation, value_column, 'value column', false);
+    END IF;
+    IF order_column IS NOT NULL THEN
+        PERFORM subscription.limited_column(relation, order_column, 'order column', false);
+    END IF;
+    IF on_downgrade = 'keep_most_referenced' THEN
+        -- a key of one column, or of several: a distributed table's starts
+        -- with its tenant (Citus), and so do the foreign keys into it
+        PERFORM FROM pg_catalog.pg_constraint AS c
+         WHERE c.conrelid = relation AND c.contype = 'p';
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'policy keep_most_referenced needs a primary key on %', relation
+                USING ERRCODE = 'invalid_table_definition';
+        END IF;
+        PERFORM FROM pg_catalog.pg_constraint AS c
+         WHERE c.confrelid = relation AND c.contype = 'f';
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'policy keep_most_referenced needs a foreign key into %', relation
+                USING ERRCODE = 'invalid_table_definition',
+                      DETAIL = 'The rows kept are those most referenced through it (C5).';
+        END IF;
+    END IF;
+
+    -- registering twice is refused: unenforce_limit first to change the options;
+    -- a feature is one counter per account, so it lives on one table
+    PERFORM FROM subscription.limited_table AS t WHERE t.feature = enforce_limit.feature;
+    IF FOUND THEN
+        RAISE EXCEPTION 'feature "%" is already enforced', feature
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'subscription.unenforce_limit() removes a registration, to register it again with other options.';
+    END IF;
+
+    INSERT INTO subscription.limited_table AS t (relation, feature, account_column, on_downgrade, order_column, value_column,
+                                                 relation_name)
+    VALUES (relation, feature, account_column, on_downgrade, order_column, value_column,
+            subscription.relation_name(relation));
+
+    -- lock the table against writes while the existing rows are counted
+    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', relation);
+    PERFORM subscription.recount_usage(relation, feature);
+    PERFORM subscription.invalidate_limit_cache(relation);
+
+    IF own_guard THEN
+        RETURN;                 -- the extension attached its guard already
+    END IF;
+    EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_i', relation, feature);
+    EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_u', relation, feature);
+    EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_d', relation, feature);
+    EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_t', relation, feature);
+END
+$$;
+
+------------------------------------------------------------------------
+-- Issue 17 (h-cit24a): Citus.  record_payment_failure counts the invoice's
+-- earlier failures before it writes history: passed to write_history as a
+-- subquery, the count made Citus run the call on the tenant's shard, whose
+-- INSERT into history was then refused (a distributed query inside a
+-- shard's).
+------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION subscription.record_payment_failure(tenant_id bigint, invoice_id bigint, reason text, at timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+    attempt bigint;
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        PERFORM subscription.idempotent('subscription.record_payment_failure(bigint,bigint,text,timestamptz)', record_payment_failure.tenant_id,
+            pg_catalog.jsonb_build_array(record_payment_failure.tenant_id, record_payment_failure.invoice_id, record_payment_failure.reason, record_payment_failure.at));
+        RETURN;
+    END IF;
+    PERFORM subscription.require_arguments('record_payment_failure', '{invoice_id,reason,at}',
+        ARRAY[invoice_id IS NULL, reason IS NULL, at IS NULL]);
+    i := subscription.invoice_for_change('record_payment_failure', tenant_id, invoice_id);
+    PERFORM subscription.authorize(i.tenant_id, i.account_id, 'pay', false);
+    PERFORM subscription.require_time('record_payment_failure', at, false);
+    IF i.status <> 'open' THEN
+        RAISE EXCEPTION 'invoice % is %', i.document_number, i.status
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Only an open invoice can fail to be paid.';
+    END IF;
+    -- counted apart from the write: on Citus a query of history passed to
+    -- write_history would run on the tenant's shard, and write_history's
+    -- INSERT from there is a distributed query inside a shard's
+    SELECT 1 + count(*) INTO attempt
+      FROM subscription.history AS h
+     WHERE h.tenant_id = i.tenant_id AND h.account_id = i.account_id
+       AND h.operation = 'payment_failure'
+       AND h.details -> 'invoice_id' = to_jsonb(i.id);
+    PERFORM subscription.write_history('payment_failure', i.account_id, i.subscription_id,
+        jsonb_build_object('invoice_id', i.id, 'reason', reason, 'at', at, 'payment_method_id', i.payment_method_id,
+                           'due', i.total - i.paid, 'currency', i.currency, 'attempt', attempt),
+        i.tenant_id);
+    -- D1: a failed charge makes the subscription past due at once
+    IF i.subscription_id IS NOT NULL THEN
+        PERFORM subscription.enter_past_due(i.tenant_id, i.subscription_id, i.id, at);
+    END IF;
+END
+$$;

@@ -108,15 +108,18 @@ typedef struct Registration
 	"        WHERE p.conrelid = t.relation AND p.contype = 'p'" \
 	"       HAVING count(*) > 0) AS k ON true" \
 	"  LEFT JOIN LATERAL (" \
-	"       SELECT string_agg(format('(SELECT count(*) FROM %s AS r WHERE r.%I = t.%I)'," \
-	"                                f.conrelid::regclass, fa.attname, pa.attname), ' + ' ORDER BY f.oid) AS refs," \
+	"       SELECT string_agg(format('(SELECT count(*) FROM %s AS r WHERE %s)'," \
+	"                                f.conrelid::regclass, m.matched), ' + ' ORDER BY f.oid) AS refs," \
 	"              min(f.conrelid::regclass::text) FILTER (WHERE fc.relowner <> pc.relowner) AS foreign_owned" \
 	"         FROM pg_constraint AS f" \
 	"         JOIN pg_class AS fc ON fc.oid = f.conrelid" \
 	"         JOIN pg_class AS pc ON pc.oid = f.confrelid" \
-	"         JOIN pg_attribute AS fa ON fa.attrelid = f.conrelid AND fa.attnum = f.conkey[1]" \
-	"         JOIN pg_attribute AS pa ON pa.attrelid = f.confrelid AND pa.attnum = f.confkey[1]" \
-	"        WHERE f.confrelid = t.relation AND f.contype = 'f' AND cardinality(f.conkey) = 1) AS r ON true" \
+	"        CROSS JOIN LATERAL (" \
+	"              SELECT string_agg(format('r.%I = t.%I', fa.attname, pa.attname), ' AND ' ORDER BY k.n) AS matched" \
+	"                FROM unnest(f.conkey, f.confkey) WITH ORDINALITY AS k(fk, pk, n)" \
+	"                JOIN pg_attribute AS fa ON fa.attrelid = f.conrelid AND fa.attnum = k.fk" \
+	"                JOIN pg_attribute AS pa ON pa.attrelid = f.confrelid AND pa.attnum = k.pk) AS m" \
+	"        WHERE f.confrelid = t.relation AND f.contype = 'f') AS r ON true" \
 	" ORDER BY t.position"
 
 /* $1 account, $2 limit */
@@ -183,8 +186,16 @@ TrimStatement(Registration *r)
 		action = "delete";
 		if (referenced)
 		{
-			keep_order = psprintf("x.refs DESC, %s", r->key_asc);
-			delete_order = psprintf("x.refs, %s", r->key_desc);
+			/*
+			 * The count in both orders, not in a LATERAL subquery of its
+			 * own: Citus plans no correlated subquery beside a subquery
+			 * without FROM, and a distributed table's trim must stay one
+			 * router statement on its tenant's shards.
+			 */
+			const char *refs = r->references ? r->references : "0";
+
+			keep_order = psprintf("(%s) DESC, %s", refs, r->key_asc);
+			delete_order = psprintf("(%s), %s", refs, r->key_desc);
 		}
 		else if (r->order != NULL)
 		{
@@ -200,15 +211,13 @@ TrimStatement(Registration *r)
 		appendStringInfo(&sql,
 						 "WITH v AS (SELECT %s, %s AS row_id, %s AS v,"
 						 "                  row_number() OVER (ORDER BY %s) AS n"
-						 "             FROM %s AS t%s WHERE %s = $1 ORDER BY %s OFFSET $2),"
+						 "             FROM %s AS t WHERE %s = $1 ORDER BY %s OFFSET $2),"
 						 " changed AS (DELETE FROM %s AS t USING v WHERE %s = $1 AND %s"
 						 "             RETURNING v.n, v.row_id, t AS old_row, NULL::jsonb AS old_field,"
 						 "                       %s AS old_value, NULL::bigint AS new_value)",
 						 r->key_select, r->row_id, r->value ? r->value : "NULL::bigint",
 						 delete_order,
 						 r->relation,
-						 referenced ? psprintf(" CROSS JOIN LATERAL (SELECT %s AS refs) AS x",
-											   r->references ? r->references : "0") : "",
 						 r->account, keep_order,
 						 r->relation, r->account, r->key_match,
 						 r->value_integer ? "v.v::bigint" : "NULL::bigint");

@@ -64,6 +64,7 @@
 PG_FUNCTION_INFO_V1(limit_guard);
 PG_FUNCTION_INFO_V1(recount_usage);
 PG_FUNCTION_INFO_V1(invalidate_limit_cache);
+PG_FUNCTION_INFO_V1(limit_registrations_invalidate);
 PG_FUNCTION_INFO_V1(usage_drift);
 PG_FUNCTION_INFO_V1(move_usage);
 PG_FUNCTION_INFO_V1(limit_catalog_invalidates);
@@ -211,6 +212,31 @@ invalidate_limit_cache(PG_FUNCTION_ARGS)
 				 errmsg("argument \"relation\" of invalidate_limit_cache() must not be null")));
 	CacheInvalidateRelcacheByRelid(PG_GETARG_OID(0));
 	PG_RETURN_VOID();
+}
+
+/*
+ * limit_registrations_invalidate(): AFTER ... FOR EACH STATEMENT trigger on
+ * subscription.limited_table.  Where Citus is present, limited_table is a
+ * reference table and the guards run on the shards, on every node: the
+ * entries a node's backends cached are keyed by the shards' OIDs, which
+ * invalidate_limit_cache() on the coordinator does not reach, and a
+ * registration of the extension's own table (sub-accounts on
+ * subscription.account, K7) creates no trigger whose DDL would.  The
+ * trigger fires on each node's placement, in the node's part of the
+ * transaction: every backend of that node drops every cached registration,
+ * at its commit (and this one at once).  Registrations change as rarely as
+ * DDL.  On a single server invalidate_limit_cache() does it, table by table.
+ */
+Datum
+limit_registrations_invalidate(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("limit_registrations_invalidate() must be called as a trigger")));
+	if (CitusPresent())
+		CacheInvalidateRelcacheAll();
+	return PointerGetDatum(NULL);
 }
 
 static bool

@@ -371,6 +371,24 @@ CREATE TRIGGER limited_table_named
 -- (docs/design.md#restores), which loads such rows
 ALTER TABLE subscription.limited_table ENABLE ALWAYS TRIGGER limited_table_named;
 
+-- Where Citus is present, a registration changed on the coordinator reaches
+-- the guards' caches on every node: the trigger fires on each placement of
+-- limited_table (a reference table) and drops every backend's cached
+-- registrations there (src/limits.c); on a single server
+-- invalidate_limit_cache() does it, table by table, and the trigger nothing.
+CREATE FUNCTION subscription.limit_registrations_invalidate()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'limit_registrations_invalidate'
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION subscription.limit_registrations_invalidate() IS
+'Trigger (C): on Citus, every backend of the node drops its cached limit registrations at commit';
+
+CREATE TRIGGER limited_table_invalidates
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON subscription.limited_table
+    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_registrations_invalidate();
+
 -- Whether this server is a Citus worker (its group is not the
 -- coordinator's): a DDL command there is the coordinator's, propagated to
 -- its shell tables and shards, and the registrations in limited_table (a
@@ -684,10 +702,12 @@ BEGIN
         PERFORM subscription.limited_column(relation, order_column, 'order column', false);
     END IF;
     IF on_downgrade = 'keep_most_referenced' THEN
-        IF (SELECT cardinality(c.conkey) FROM pg_catalog.pg_constraint AS c
-             WHERE c.conrelid = relation AND c.contype = 'p')
-           IS DISTINCT FROM 1 THEN
-            RAISE EXCEPTION 'policy keep_most_referenced needs a single-column primary key on %', relation
+        -- a key of one column, or of several: a distributed table's starts
+        -- with its tenant (Citus), and so do the foreign keys into it
+        PERFORM FROM pg_catalog.pg_constraint AS c
+         WHERE c.conrelid = relation AND c.contype = 'p';
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'policy keep_most_referenced needs a primary key on %', relation
                 USING ERRCODE = 'invalid_table_definition';
         END IF;
         PERFORM FROM pg_catalog.pg_constraint AS c

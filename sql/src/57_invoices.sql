@@ -1165,7 +1165,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     i subscription.invoice_record;
-    attempts bigint;
+    attempt bigint;
 BEGIN
     -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
     IF subscription.idempotency_requested() THEN
@@ -1182,15 +1182,17 @@ BEGIN
         RAISE EXCEPTION 'invoice % is %', i.document_number, i.status
             USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Only an open invoice can fail to be paid.';
     END IF;
-    -- the attempts so far, read in a statement of their own: on Citus a
-    -- write inside a query of a distributed table runs on its shard, where
-    -- history's INSERT would be a distributed query nested in it (issue 17)
-    SELECT count(*) INTO attempts FROM subscription.history AS h
+    -- counted apart from the write: on Citus a query of history passed to
+    -- write_history would run on the tenant's shard, and write_history's
+    -- INSERT from there is a distributed query inside a shard's
+    SELECT 1 + count(*) INTO attempt
+      FROM subscription.history AS h
      WHERE h.tenant_id = i.tenant_id AND h.account_id = i.account_id
-       AND h.operation = 'payment_failure' AND h.details -> 'invoice_id' = to_jsonb(i.id);
+       AND h.operation = 'payment_failure'
+       AND h.details -> 'invoice_id' = to_jsonb(i.id);
     PERFORM subscription.write_history('payment_failure', i.account_id, i.subscription_id,
         jsonb_build_object('invoice_id', i.id, 'reason', reason, 'at', at, 'payment_method_id', i.payment_method_id,
-                           'due', i.total - i.paid, 'currency', i.currency, 'attempt', 1 + attempts),
+                           'due', i.total - i.paid, 'currency', i.currency, 'attempt', attempt),
         i.tenant_id);
     -- D1: a failed charge makes the subscription past due at once
     IF i.subscription_id IS NOT NULL THEN

@@ -24,7 +24,34 @@ INSERT INTO member (id, tenant_id, account_id, external_id, role) VALUES (10, 1,
 SELECT subscribe(1, 'ch_standard', '1 month', 1, '2026-01-01') AS tickets \gset
 SELECT subscribe(2, 'ch_standard', '1 month', 1, '2026-01-01') AS gigs \gset
 
--- the application's own tables
+-- the application's own tables; on Citus distributed by account_id,
+-- colocated with the tenants, their keys and foreign keys starting with it
+-- (as Citus requires): the trimmed rows' ids then name the account too
+-- (test/expected_citus/apply_downgrade.out)
+SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus') AS on_citus \gset
+\if :on_citus
+CREATE TABLE public.domain (id int, account_id bigint NOT NULL, name text NOT NULL, PRIMARY KEY (account_id, id));
+CREATE TABLE public.template (id int, account_id bigint NOT NULL, name text NOT NULL, PRIMARY KEY (account_id, id));
+\set app_tables 'public.domain public.template'
+\i test/sql/include/app_tables.psql
+CREATE TABLE public.room (
+    id int,
+    account_id bigint NOT NULL,
+    domain_id int NOT NULL,
+    activated_at timestamptz,
+    capacity integer NOT NULL,
+    entry_rate integer NOT NULL,
+    template_id int,
+    PRIMARY KEY (account_id, id),
+    FOREIGN KEY (account_id, domain_id) REFERENCES public.domain ON DELETE CASCADE,
+    FOREIGN KEY (account_id, template_id) REFERENCES public.template);
+CREATE INDEX ON public.room (account_id, domain_id);
+CREATE TABLE public.priority_group (id int, account_id bigint NOT NULL, name text, PRIMARY KEY (account_id, id));
+CREATE TABLE public.firewall_ip (account_id bigint NOT NULL, ip inet NOT NULL, PRIMARY KEY (account_id, ip));
+CREATE TABLE public.api_key (id int, account_id bigint NOT NULL, PRIMARY KEY (account_id, id));
+\set app_tables 'public.room public.priority_group public.firewall_ip public.api_key'
+\i test/sql/include/app_tables.psql
+\else
 CREATE TABLE public.domain (id int PRIMARY KEY, account_id bigint NOT NULL, name text NOT NULL);
 CREATE TABLE public.template (id int PRIMARY KEY, account_id bigint NOT NULL, name text NOT NULL);
 CREATE TABLE public.room (
@@ -39,6 +66,7 @@ CREATE INDEX ON public.room (domain_id);
 CREATE TABLE public.priority_group (id int PRIMARY KEY, account_id bigint NOT NULL, name text);
 CREATE TABLE public.firewall_ip (account_id bigint NOT NULL, ip inet NOT NULL, PRIMARY KEY (account_id, ip));
 CREATE TABLE public.api_key (id int PRIMARY KEY, account_id bigint NOT NULL);
+\endif
 
 -- features in registration order: apply_downgrade trims them in this order
 SELECT enforce_limit('public.domain', 'domains', 'account_id', 'keep_most_referenced');          -- C5
@@ -142,7 +170,7 @@ SELECT count(*) AS groups_after_upgrade FROM public.priority_group WHERE account
 -- without a pending plan, it trims to the current limits: an add-on's room
 -- ends (K4) and the newest room goes
 UPDATE subscription SET plan = 'ch_starter' WHERE id = :tickets;
-INSERT INTO addon_batch (subscription_id, addon, quantity) VALUES (:tickets, 'ch_rooms1', 1) RETURNING id AS batch \gset
+INSERT INTO addon_batch (tenant_id, subscription_id, addon, quantity) VALUES (1, :tickets, 'ch_rooms1', 1) RETURNING id AS batch \gset
 INSERT INTO public.room VALUES (206, 1, 2, '2026-02-01', 0, 1, NULL);
 UPDATE addon_batch SET status = 'expired' WHERE id = :batch;
 SELECT * FROM apply_downgrade(:tickets);
@@ -162,6 +190,8 @@ SELECT pg_temp.error_of(format('SELECT * FROM apply_downgrade(%s)', :gigs));    
 
 -- a table without a primary key is trimmed by its physical order, newest first
 CREATE TABLE public.note (account_id bigint, body text);
+\set app_tables public.note
+\i test/sql/include/app_tables.psql
 INSERT INTO plan_limit (plan, feature, value) VALUES ('ch_starter', 'notes', 1), ('ch_standard', 'notes', 5);
 SELECT enforce_limit('public.note', 'notes');
 UPDATE subscription SET plan = 'ch_standard' WHERE id = :tickets;

@@ -206,6 +206,25 @@ RESET ROLE;
 SELECT operation, account_id FROM history WHERE details ->> 'external_id' = 'app-created';
 SELECT count(*) AS default_license FROM license WHERE member_id = 900;
 
+-- C5 on a key of several columns, as a distributed table's on Citus (its
+-- tenant first, and so the foreign keys into it): the references are
+-- counted through every column of the foreign key
+INSERT INTO plan (code, product, name, rank) VALUES ('hall_small', 'crowd', 'Small hall', 3), ('hall_big', 'crowd', 'Big hall', 4);
+INSERT INTO plan_price (plan, cycle, amount) VALUES ('hall_small', '1 month', 5), ('hall_big', '1 month', 15);
+INSERT INTO plan_limit (plan, feature, value) VALUES ('hall_small', 'halls', 1), ('hall_big', 'halls', 3);
+INSERT INTO account (id, tenant_id, name) VALUES (4, 4, 'Venues'), (5, 5, 'Stages');
+SELECT subscribe(4, 'hall_big', '1 month', 1, '2026-01-01') AS venues \gset
+SELECT subscribe(5, 'hall_big', '1 month', 1, '2026-01-01') IS NOT NULL AS stages;
+CREATE TABLE public.hall (account_id bigint NOT NULL, id int, PRIMARY KEY (account_id, id));
+CREATE TABLE public.hall_booking (account_id bigint NOT NULL, hall_id int,
+                                  FOREIGN KEY (account_id, hall_id) REFERENCES public.hall ON DELETE CASCADE);
+SELECT enforce_limit('public.hall', 'halls', 'account_id', 'keep_most_referenced');
+INSERT INTO public.hall VALUES (4, 1), (4, 2), (4, 3), (5, 1);
+-- hall 2 of Venues is the most booked; hall 1 of another account more
+INSERT INTO public.hall_booking VALUES (4, 2), (4, 2), (4, 3), (5, 1), (5, 1), (5, 1);
+UPDATE subscription SET pending_plan = 'hall_small' WHERE id = :venues;
+SELECT feature, action, row_id FROM apply_downgrade(:venues, true);
+
 -- a dropped table takes its registration and counters along
 DROP TABLE public.host;
 SELECT count(*) AS host_registrations FROM limited_table WHERE feature = 'hosts';

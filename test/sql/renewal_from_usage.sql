@@ -41,7 +41,9 @@ SELECT subscribe(9, 'zd_pro', '1 year', 5, now() - interval '1 year' + interval 
 
 -- the hosts of accounts 1 to 3 (registration counts the rows already there);
 -- account 4's plan counts hosts, but its own are in no registered table
-CREATE TABLE public.host (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, account_id bigint NOT NULL);
+CREATE TABLE public.host (id bigint GENERATED ALWAYS AS IDENTITY, account_id bigint NOT NULL, PRIMARY KEY (account_id, id));
+\set app_tables public.host
+\i test/sql/include/app_tables.psql
 INSERT INTO public.host (account_id)
 SELECT a FROM (VALUES (1, 20), (2, 60), (3, 300)) AS h(a, n), generate_series(1, n);
 SELECT enforce_limit('public.host', 'hosts');

@@ -78,14 +78,3 @@ SELECT count(*) FROM generate_series(1, 1000) AS g WHERE tier_for_hosts('central
 
 ROLLBACK;
 
--- the kept plan follows the catalog: after the extension is dropped and
--- created again in this session, the new plan_tiers() is the one called
-DROP EXTENSION subscription;
-CREATE EXTENSION subscription;
-SELECT pg_temp.error_of($$SELECT subscription.tier_for_hosts('central_plus', 10)$$);
-INSERT INTO subscription.product (code, name) VALUES ('p', 'P');
-INSERT INTO subscription.plan (code, product, name) VALUES ('t', 'p', 'T');
-INSERT INTO subscription.plan_price (plan, cycle, tier, amount) VALUES ('t', '1 year', 5, 1);
-SELECT subscription.tier_for_hosts('t', 3);
-DROP EXTENSION subscription;
-CREATE EXTENSION subscription;
