@@ -254,6 +254,38 @@ $$;
 COMMENT ON FUNCTION subscription.invoice_open_details(bigint, text, bigint, text, bigint, timestamptz, numeric, bigint) IS
 'Internal: the details of an invoice''s opening (invoice_open; the event invoice.opened, version 2)';
 
+-- The details of the status an invoice reached in its opening's
+-- transaction (paid at its last payment; a void's reason and correcting
+-- invoice): one rule for invoice_opening and invoice_announcements.
+-- PL/pgSQL, not LANGUAGE sql: Citus cannot plan a SQL function's
+-- statement with parameters where invoice_announcements runs on a worker
+-- ("could not create distributed plan"); PL/pgSQL's are planned with
+-- their values.
+CREATE FUNCTION subscription.invoice_opening_status(i subscription.invoice_record)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    reached_at timestamptz := i.at;
+    extra jsonb := '{}';
+BEGIN
+    IF i.status = 'paid' THEN
+        SELECT coalesce(max(p.at), i.at) INTO reached_at
+          FROM subscription.payment AS p
+         WHERE p.tenant_id = i.tenant_id AND p.invoice_id = i.id;
+    ELSIF i.status = 'void' THEN
+        extra := jsonb_build_object('reason', i.void_reason, 'correcting_invoice_id',
+                                    (SELECT c.id FROM subscription.invoice_record AS c
+                                      WHERE c.tenant_id = i.tenant_id AND c.corrects_invoice_id = i.id));
+    END IF;
+    RETURN subscription.invoice_status_details(i, i.status, reached_at, extra, true);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.invoice_opening_status(subscription.invoice_record) IS
+'Internal: the details of the status an invoice reached in its opening''s transaction (invoice_status, I8)';
+
 -- I8: an invoice's opening, written once, when its lines are all there:
 -- the history row invoice_open with its total, number of lines, currency
 -- and due date (the event invoice.opened, version 2), then, if its
@@ -301,16 +333,7 @@ BEGIN
                                                        i.due_at, total, lines)];
     IF i.status <> 'open' THEN
         operations := operations || 'invoice_status'::text;
-        details := details || subscription.invoice_status_details(i, i.status,
-            CASE i.status WHEN 'paid' THEN coalesce((SELECT max(p.at) FROM subscription.payment AS p
-                                                      WHERE p.tenant_id = i.tenant_id AND p.invoice_id = i.id), i.at)
-                          ELSE i.at END,
-            CASE WHEN i.status = 'void' THEN
-                jsonb_build_object('reason', i.void_reason, 'correcting_invoice_id',
-                                   (SELECT c.id FROM subscription.invoice_record AS c
-                                     WHERE c.tenant_id = i.tenant_id AND c.corrects_invoice_id = i.id))
-                 ELSE '{}' END,
-            true);
+        details := details || subscription.invoice_opening_status(i);
     END IF;
 END
 $$;
@@ -362,16 +385,7 @@ BEGIN
     END IF;
     FOR i IN SELECT * FROM unnest(marked) AS x WHERE x.status <> 'open' LOOP
         status_ids := status_ids || i.id;
-        status_details := status_details || subscription.invoice_status_details(i, i.status,
-            CASE i.status WHEN 'paid' THEN coalesce((SELECT max(p.at) FROM subscription.payment AS p
-                                                      WHERE p.tenant_id = i.tenant_id AND p.invoice_id = i.id), i.at)
-                          ELSE i.at END,
-            CASE WHEN i.status = 'void' THEN
-                jsonb_build_object('reason', i.void_reason, 'correcting_invoice_id',
-                                   (SELECT c.id FROM subscription.invoice_record AS c
-                                     WHERE c.tenant_id = i.tenant_id AND c.corrects_invoice_id = i.id))
-                 ELSE '{}' END,
-            true);
+        status_details := status_details || subscription.invoice_opening_status(i);
     END LOOP;
     -- each one's lines, and their total: its total once invoice_totals has
     -- counted them, and none before them (an opening written at the end of
