@@ -21416,3 +21416,87 @@ $$;
 REVOKE ALL ON FUNCTION subscription.invoice_opening_status(subscription.invoice_record) FROM PUBLIC;
 -- the roles already given their rights get invoice_opening_status()
 SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g ORDER BY g.role, g.kind;
+
+-- Issue 20 (h-sim3): one invoice's opening before a failed payment or a
+-- void (announce_invoice) through invoice_announcement; renewal_notice
+-- calls the keyed credit_balance and coupon_discount
+
+CREATE OR REPLACE FUNCTION subscription.announce_invoice(tenant_id bigint, invoice_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a record;
+BEGIN
+    PERFORM subscription.require_arguments('announce_invoice', '{tenant_id,invoice_id}',
+        ARRAY[tenant_id IS NULL, invoice_id IS NULL]);
+    -- at the commit most were announced already (record_payment): no rows
+    SELECT * INTO a FROM subscription.invoice_announcement(announce_invoice.tenant_id, announce_invoice.invoice_id);
+    IF cardinality(a.operations) > 0 THEN
+        PERFORM subscription.write_histories(a.operations, a.account_id, a.subscription_id, a.details,
+                                             announce_invoice.tenant_id);
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE VIEW subscription.renewal_notice WITH (security_barrier) AS
+-- s: the subscriptions that renew, by their own columns alone; on Citus
+-- read from the shards (the CTE, planned apart when the whole does not push
+-- down), the rest on the coordinator, so that the functions below read the
+-- tenant tables from there (issue 17); on a single server inlined as if
+-- written in place
+WITH s AS (
+    SELECT * FROM subscription.subscription AS s
+     WHERE s.status OPERATOR(pg_catalog.=) ANY ('{active,trialing}')
+       AND s.paused_at IS NULL
+       AND NOT s.cancel_at_period_end
+       AND s.renewal OPERATOR(pg_catalog.<>) 'none')
+SELECT s.id AS subscription_id,
+       s.account_id,
+       upper(s.period) AS renews_at,
+       n.plan,
+       n.cycle,
+       n.quantity,
+       CASE WHEN cardinality(subscription.plan_tiers(n.plan, n.version)) > 0 THEN n.quantity END AS tier,
+       subscription.round_money(price.amount, price.currency) AS amount,
+       price.currency,
+       d.discount,
+       least(subscription.credit_balance(s.tenant_id, s.account_id, price.currency),
+             subscription.round_money(price.amount, price.currency) OPERATOR(pg_catalog.-) d.discount) AS credit,
+       upper(s.period) OPERATOR(pg_catalog.<=) subscription.now() AS overdue,
+       -- the version of the plan renewed into (grandfathering; a migration's)
+       subscription.plan_version_or_current(n.plan, n.version) AS plan_version,
+       -- a trial ending: what its product makes of it (issue 19), else NULL
+       CASE WHEN s.status OPERATOR(pg_catalog.=) 'trialing'
+            THEN (SELECT pr.trial_end FROM subscription.plan AS p
+                    JOIN subscription.product AS pr ON pr.code OPERATOR(pg_catalog.=) p.product
+                   WHERE p.code OPERATOR(pg_catalog.=) s.plan) END AS trial_end,
+       -- U6: the usage the renewal bills of the ending period (preview_usage),
+       -- its amount in the renewal's currency and its lines
+       u.usage_amount,
+       u.usage
+  FROM s
+  CROSS JOIN LATERAL subscription.renewal_terms(s.id) AS n
+  CROSS JOIN LATERAL subscription.period_price(n.plan, n.cycle, n.quantity, n.version) AS price
+  -- the keyed forms, with the subscription's tenant: no lookup of it per
+  -- row (issue 20)
+  CROSS JOIN LATERAL subscription.coupon_discount(s.tenant_id, s.id,
+                                                  subscription.round_money(price.amount, price.currency),
+                                                  price.currency) AS d(discount)
+  -- one row (an aggregate) joined on true: a reader that takes neither
+  -- usage column (announce_renewals) has the join removed, and no
+  -- preview_usage call (issue 20)
+  LEFT JOIN LATERAL (
+      SELECT coalesce(sum(p.amount) FILTER (WHERE p.currency OPERATOR(pg_catalog.=) price.currency), 0) AS usage_amount,
+             jsonb_agg(jsonb_build_object('feature', p.feature, 'aggregate', p.aggregate, 'included', p.included,
+                                          'billable', p.billable, 'amount', p.amount, 'currency', p.currency)
+                       ORDER BY p.feature) AS usage
+        FROM subscription.preview_usage(s.account_id) AS p
+       WHERE p.subscription_id OPERATOR(pg_catalog.=) s.id
+         -- usage_due prices a plan's usage prices alone: without any, no
+         -- call (a millisecond a subscription, issue 20)
+         AND EXISTS (SELECT FROM subscription.plan_usage_price AS up WHERE up.plan OPERATOR(pg_catalog.=) s.plan)) AS u ON true
+ WHERE upper(s.period) OPERATOR(pg_catalog.<=)
+       (subscription.now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
+   AND subscription.may_read(s.tenant_id, s.account_id);

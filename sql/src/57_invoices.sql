@@ -484,16 +484,28 @@ $$;
 COMMENT ON FUNCTION subscription.announce_invoices(bigint[], bigint[]) IS
 'Internal: invoices'' openings with their totals and lines (the events invoice.opened), then a status their transaction reached, once each, in one statement (I8; issue 18)';
 
+-- One invoice (invoice_for_change: before a failed payment or a void of
+-- an invoice its transaction opened): its rows from invoice_announcement,
+-- whose statements read the one invoice by its key, and one write_histories;
+-- the same rows as announce_invoices' of that invoice (issue 20: through
+-- invoice_announcements' plans, made for the commit's thousand invoices,
+-- a failed payment's opening cost 6 ms in the 3-year simulation).
 CREATE FUNCTION subscription.announce_invoice(tenant_id bigint, invoice_id bigint)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    a record;
 BEGIN
     PERFORM subscription.require_arguments('announce_invoice', '{tenant_id,invoice_id}',
         ARRAY[tenant_id IS NULL, invoice_id IS NULL]);
     -- at the commit most were announced already (record_payment): no rows
-    PERFORM subscription.announce_invoices(ARRAY[announce_invoice.tenant_id], ARRAY[announce_invoice.invoice_id]);
+    SELECT * INTO a FROM subscription.invoice_announcement(announce_invoice.tenant_id, announce_invoice.invoice_id);
+    IF cardinality(a.operations) > 0 THEN
+        PERFORM subscription.write_histories(a.operations, a.account_id, a.subscription_id, a.details,
+                                             announce_invoice.tenant_id);
+    END IF;
 END
 $$;
 
