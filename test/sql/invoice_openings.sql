@@ -93,6 +93,9 @@ SELECT subscribe(g, 'zd_pro', '1 month', 2, '2026-01-01') IS NOT NULL AS subscri
 SELECT record_payment_failure(i.id, 'card declined', '2026-01-02') FROM invoice_record AS i WHERE i.account_id = 1;
 SELECT void_invoice(i.id, 'wrong customer', '2026-01-02') IS NOT NULL AS voided FROM invoice_record AS i WHERE i.account_id = 2;
 SELECT i.account_id, i.announced, i.status FROM invoice_record AS i ORDER BY i.id;
+-- the openings written by key leave the transaction's plan settings as
+-- they were (announce_invoices sets plan_cache_mode to the end of it)
+SELECT current_setting('plan_cache_mode') AS plan_cache_mode;
 SET CONSTRAINTS ALL IMMEDIATE;
 SELECT h.account_id, h.operation, h.details ->> 'total' AS total, h.details ->> 'lines' AS lines,
        h.details -> 'status' ->> 'new' AS status, h.details ->> 'reason' AS reason,
