@@ -1112,7 +1112,7 @@ SELECT s.id AS subscription_id,
        subscription.round_money(price.amount, price.currency) AS amount,
        price.currency,
        d.discount,
-       least(subscription.credit_balance(s.account_id, price.currency),
+       least(subscription.credit_balance(s.tenant_id, s.account_id, price.currency),
              subscription.round_money(price.amount, price.currency) OPERATOR(pg_catalog.-) d.discount) AS credit,
        upper(s.period) OPERATOR(pg_catalog.<=) subscription.now() AS overdue,
        -- the version of the plan renewed into (grandfathering; a migration's)
@@ -1129,7 +1129,10 @@ SELECT s.id AS subscription_id,
   FROM s
   CROSS JOIN LATERAL subscription.renewal_terms(s.id) AS n
   CROSS JOIN LATERAL subscription.period_price(n.plan, n.cycle, n.quantity, n.version) AS price
-  CROSS JOIN LATERAL subscription.coupon_discount(s.id, subscription.round_money(price.amount, price.currency),
+  -- the keyed forms, with the subscription's tenant: no lookup of it per
+  -- row (issue 20)
+  CROSS JOIN LATERAL subscription.coupon_discount(s.tenant_id, s.id,
+                                                  subscription.round_money(price.amount, price.currency),
                                                   price.currency) AS d(discount)
   -- one row (an aggregate) joined on true: a reader that takes neither
   -- usage column (announce_renewals) has the join removed, and no

@@ -81,6 +81,35 @@ SELECT h.account_id, h.details ->> 'total' AS total FROM history AS h
 SELECT e.type, e.account_id FROM event AS e WHERE e.type = 'invoice.opened' ORDER BY e.id;
 ROLLBACK;
 
+-- a failed payment and a void of invoices this transaction opened
+-- (announce_invoice, through invoice_for_change; issue 20): each
+-- invoice's opening first, with its total and lines, then the change's
+-- rows; none again at the commit, where the like invoice of account 3 is
+-- opened with the same details
+BEGIN;
+:catalog
+SELECT max(id) AS h0 FROM history \gset
+SELECT subscribe(g, 'zd_pro', '1 month', 2, '2026-01-01') IS NOT NULL AS subscribed FROM generate_series(1, 3) AS g;
+SELECT record_payment_failure(i.id, 'card declined', '2026-01-02') FROM invoice_record AS i WHERE i.account_id = 1;
+SELECT void_invoice(i.id, 'wrong customer', '2026-01-02') IS NOT NULL AS voided FROM invoice_record AS i WHERE i.account_id = 2;
+SELECT i.account_id, i.announced, i.status FROM invoice_record AS i ORDER BY i.id;
+-- the openings written by key leave the transaction's plan settings as
+-- they were (announce_invoices sets plan_cache_mode to the end of it)
+SELECT current_setting('plan_cache_mode') AS plan_cache_mode;
+SET CONSTRAINTS ALL IMMEDIATE;
+-- and so do the openings written set-based (invoice_announcements)
+SELECT current_setting('plan_cache_mode') AS plan_cache_mode_after_openings;
+SELECT h.account_id, h.operation, h.details ->> 'total' AS total, h.details ->> 'lines' AS lines,
+       h.details -> 'status' ->> 'new' AS status, h.details ->> 'reason' AS reason,
+       h.details ->> 'attempt' AS attempt, h.details ->> 'due' AS due
+  FROM history AS h
+ WHERE h.id > :h0 AND h.operation IN ('invoice_open', 'invoice_status', 'payment_failure') ORDER BY h.id;
+SELECT count(*) AS openings, count(DISTINCT h.details ->> 'invoice_id') AS invoices
+  FROM history AS h WHERE h.id > :h0 AND h.operation = 'invoice_open';
+SELECT e.account_id, e.type FROM event AS e
+ WHERE e.type IN ('invoice.opened', 'payment.failed', 'invoice.voided') ORDER BY e.id;
+ROLLBACK;
+
 -- write_histories of any accounts: rows k of each array, in that order,
 -- in one statement
 BEGIN;
