@@ -233,6 +233,8 @@ RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- a payload's cycle reads the same whatever the caller's style (E2)
+SET IntervalStyle = postgres
 AS $$
 DECLARE
     unannounced bigint[];

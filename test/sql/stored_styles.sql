@@ -53,6 +53,15 @@ SELECT count(DISTINCT (h.details - '{id,account_id,created_at}'::text[])::text) 
 SELECT count(DISTINCT e.payload::text) AS distinct_payloads
   FROM event AS e
  WHERE e.account_id IN (701, 702) AND e.type = 'subscription.created';
+-- renewal.upcoming's payload (built in SQL, not by the history's C)
+SET LOCAL subscription.clock = '2026-12-20';
+SET IntervalStyle = 'sql_standard';
+SELECT announce_renewals() > 0 AS announced;
+RESET IntervalStyle;
+SELECT e.account_id, e.type, e.payload -> 'cycle' AS cycle
+  FROM event AS e
+ WHERE e.account_id IN (701, 702) AND e.type = 'renewal.upcoming'
+ ORDER BY e.account_id;
 -- ledger descriptions: the cycle as the catalog writes it, times as
 -- events show them, whatever the session wrote them with
 SELECT l.account_id, l.description
