@@ -1169,11 +1169,14 @@ done
 
 # issue 20 (item 5), the billing clock on Citus: subscription.clock set
 # with SET LOCAL in a transaction block reaches every node the transaction
-# writes on (the extension hands that SET to Citus to propagate, issue 17;
-# the session's citus.propagate_set_commands left at its default): a keyed subscribe and a keyed
+# writes on (the extension hands every SET LOCAL subscription.* to Citus to
+# propagate, issue 17, src/propagate.c; the session's
+# citus.propagate_set_commands left at its default): a keyed subscribe and a keyed
 # renew_account (its "at" the clock's) on an account of each worker stamp
 # the subscription, invoice, ledger and history (their defaults and
-# triggers on the worker's shards) with the clock, as on a single server.
+# triggers on the worker's shards) with the clock, as on a single server,
+# and the renewal's invoice is due after subscription.payment_terms set
+# LOCAL (14 days: read by create_invoice on the worker).
 # A clock set for the session does not reach a keyed call that Citus
 # delegates to a worker (a connection of its own): there it reads its own
 # transaction's start, as docs/citus.md says.
@@ -1187,6 +1190,7 @@ SELECT subscription.subscribe(:t, :t, 'citus-dun-team', '1 month', 1, '2031-03-0
 COMMIT;
 BEGIN;
 SET LOCAL subscription.clock = '2031-04-02 00:00:00+00';
+SET LOCAL subscription.payment_terms = 14;
 SELECT 'renewed: ' || subscription.renew_account(:t);
 COMMIT;
 SELECT 'subscription: ' || created_at || ' ' || period FROM subscription.subscription WHERE tenant_id = :t AND id = :s;
@@ -1201,8 +1205,8 @@ one_per_worker clock
 for acct in "$W1" "$W2"; do
     out=$(clock_calls "$acct" | psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres 2>&1)
     tap "$([ -n "$acct" ] && [ "$out" = "$single" ] && grep -q '^renewed: 1$' <<<"$single" \
-           && [ "$(grep -o '20[0-9][0-9]-[0-9-]* [0-9:]*' <<<"$single" | sort -u | paste -sd ' ')" = "2031-03-01 00:00:00 2031-03-04 05:06:07 2031-04-01 00:00:00 2031-04-02 00:00:00 2031-05-01 00:00:00" ] && echo 1)" \
-        "on account $acct (worker$([ "$acct" = "$W1" ] && echo 1 || echo 2)): subscription.clock set with SET LOCAL (citus.propagate_set_commands at its default) stamps a keyed subscribe and renew_account on the worker as on a single server" \
+           && [ "$(grep -o '20[0-9][0-9]-[0-9-]* [0-9:]*' <<<"$single" | sort -u | paste -sd ' ')" = "2031-03-01 00:00:00 2031-03-04 05:06:07 2031-04-01 00:00:00 2031-04-02 00:00:00 2031-04-16 00:00:00 2031-05-01 00:00:00" ] && echo 1)" \
+        "on account $acct (worker$([ "$acct" = "$W1" ] && echo 1 || echo 2)): subscription.clock and subscription.payment_terms set with SET LOCAL (citus.propagate_set_commands at its default) stamp a keyed subscribe and renew_account on the worker, and date the invoice's due, as on a single server" \
         "$(diff <(echo "$single") <(echo "$out"))"
 done
 session_clock() {  # SESSION_CLOCK T
@@ -1221,9 +1225,10 @@ tap "$([ "$out" = "the session clock stamps it: false" ] && [ "$single" = "the s
 
 # subscription.actor likewise: history rows are written by triggers on the
 # tenant's shard, on the worker, which read the worker's own setting.  Set
-# with SET LOCAL and propagated, the actor is recorded as on a single
-# server; set with SET LOCAL alone, the worker's history says the
-# connection's user (docs/citus.md).
+# with SET LOCAL, the actor reaches the worker (the extension propagates
+# every SET LOCAL subscription.*, with or without
+# citus.propagate_set_commands = 'local' in the block) and is recorded as
+# on a single server (docs/citus.md).
 actor_calls() {  # ACTOR_CALLS T PROPAGATE(0/1)
     cat <<SQL
 SET client_min_messages = error;
@@ -1243,8 +1248,8 @@ for acct in "$W1" "$W2"; do
     out=$(actor_calls "$acct" 1 | psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres 2>&1)
     out2=$(actor_calls "$acct" 0 | psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres 2>&1)
     tap "$([ -n "$acct" ] && [ "$single" = "actor: clerk-1" ] && [ "$out" = "actor: clerk-1" ] \
-           && [ "$out2" = "$(printf 'actor: clerk-1\nactor: postgres')" ] && echo 1)" \
-        "on account $acct (worker$([ "$acct" = "$W1" ] && echo 1 || echo 2)): subscription.actor set with SET LOCAL and propagated is the history's actor on the worker, as on a single server; with SET LOCAL alone the worker's history says postgres" \
+           && [ "$out2" = "$(printf 'actor: clerk-1\nactor: clerk-1')" ] && echo 1)" \
+        "on account $acct (worker$([ "$acct" = "$W1" ] && echo 1 || echo 2)): subscription.actor set with SET LOCAL is the history's actor on the worker, as on a single server, with citus.propagate_set_commands = 'local' or at its default" \
         "single: $single"$'\n'"propagated: $out"$'\n'"not propagated: $out2"
 done
 
