@@ -751,7 +751,7 @@ tap "$(echo "$errors" | grep -v -q -e 'has no license left' -e 'already' -e '^$'
 # lines filtered).  A case in REGRESS_ON_CITUS must pass; every other case
 # is left out, printed as a TAP TODO with the reason: the first error it
 # meets on Citus, measured on this run (docs/citus.md lists them).
-REGRESS_ON_CITUS="badinput bounds catalog_changes change_plan close_account coupons_credits downgrade_noop events_mapping events_upcoming_conflict keyed limit_cache limit_version limits managed next_period prorate_refund renew_account renewal_notice rules set_default stored_styles subscribe terms tier_for_hosts trials_pause usage usage_boundary usage_crossings usage_preview usage_unmetered versions void_corrections"
+REGRESS_ON_CITUS="badinput bounds catalog_changes change_plan clock close_account coupons_credits downgrade_noop events_mapping events_upcoming_conflict keyed limit_cache limit_version limits managed next_period prorate_refund renew_account renewal_notice rules set_constraints set_default stored_styles subscribe terms tier_for_hosts trials_pause usage usage_boundary usage_crossings usage_preview usage_unmetered versions void_corrections"
 # the cases that do not apply on Citus by design, each with its reason
 # (docs/citus.md): printed as a TAP SKIP, not run
 declare -A REGRESS_NOT_ON_CITUS=(
@@ -1207,7 +1207,7 @@ for acct in "$W1" "$W2"; do
     tap "$([ -n "$acct" ] && [ "$out" = "$single" ] && grep -q '^renewed: 1$' <<<"$single" \
            && [ "$(grep -o '20[0-9][0-9]-[0-9-]* [0-9:]*' <<<"$single" | sort -u | paste -sd ' ')" = "2031-03-01 00:00:00 2031-03-04 05:06:07 2031-04-01 00:00:00 2031-04-02 00:00:00 2031-04-16 00:00:00 2031-05-01 00:00:00" ] && echo 1)" \
         "on account $acct (worker$([ "$acct" = "$W1" ] && echo 1 || echo 2)): subscription.clock and subscription.payment_terms set with SET LOCAL (citus.propagate_set_commands at its default) stamp a keyed subscribe and renew_account on the worker, and date the invoice's due, as on a single server" \
-        "$(diff <(echo "$single") <(echo "$out"))"
+        "single: $single"$'\n'"$(diff <(echo "$single") <(echo "$out"))"
 done
 session_clock() {  # SESSION_CLOCK T
     cat <<SQL
