@@ -41,7 +41,7 @@ BEGIN;
 SET search_path = public, subscription;
 SET CONSTRAINTS invoice_record_opened IMMEDIATE;
 SELECT current_setting('subscription.set_constraints')
-       = CASE WHEN :on_citus THEN 'subscription.invoice_record_opened IMMEDIATE' ELSE '' END AS as_expected;
+       = CASE WHEN :'on_citus'::boolean THEN 'subscription.invoice_record_opened IMMEDIATE' ELSE '' END AS as_expected;
 ROLLBACK;
 
 -- a name stands for itself and its shards' copies (an underscore and
