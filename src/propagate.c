@@ -290,7 +290,14 @@ SettingsProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnl
 			(set->kind == VAR_SET_VALUE || set->kind == VAR_SET_DEFAULT) && IsTransactionBlock())
 		{
 			apply = pg_strcasecmp(set->name, SET_CONSTRAINTS_SETTING) == 0 && set->kind == VAR_SET_VALUE;
-			if ((current = CitusPropagation()) != NULL && strcmp(current, "local") != 0)
+			/*
+			 * Not the actor: on a worker it would make the triggers on the
+			 * shards check the actor's rights (credit_balance from the
+			 * ledger's trigger), reading member, a distributed table, from
+			 * a shard, which Citus refuses (docs/citus.md).
+			 */
+			if (pg_strcasecmp(set->name, "subscription.actor") != 0 &&
+				(current = CitusPropagation()) != NULL && strcmp(current, "local") != 0)
 				propagation = pstrdup(current);
 		}
 	}

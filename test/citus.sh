@@ -1225,10 +1225,10 @@ tap "$([ "$out" = "the session clock stamps it: false" ] && [ "$single" = "the s
 
 # subscription.actor likewise: history rows are written by triggers on the
 # tenant's shard, on the worker, which read the worker's own setting.  Set
-# with SET LOCAL, the actor reaches the worker (the extension propagates
-# every SET LOCAL subscription.*, with or without
-# citus.propagate_set_commands = 'local' in the block) and is recorded as
-# on a single server (docs/citus.md).
+# with SET LOCAL and propagated, the actor is recorded as on a single
+# server; set with SET LOCAL alone, the worker's history says the
+# connection's user (docs/citus.md: the extension propagates every
+# subscription.* setting set LOCAL but the actor).
 actor_calls() {  # ACTOR_CALLS T PROPAGATE(0/1)
     cat <<SQL
 SET client_min_messages = error;
@@ -1248,8 +1248,8 @@ for acct in "$W1" "$W2"; do
     out=$(actor_calls "$acct" 1 | psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres 2>&1)
     out2=$(actor_calls "$acct" 0 | psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres 2>&1)
     tap "$([ -n "$acct" ] && [ "$single" = "actor: clerk-1" ] && [ "$out" = "actor: clerk-1" ] \
-           && [ "$out2" = "$(printf 'actor: clerk-1\nactor: clerk-1')" ] && echo 1)" \
-        "on account $acct (worker$([ "$acct" = "$W1" ] && echo 1 || echo 2)): subscription.actor set with SET LOCAL is the history's actor on the worker, as on a single server, with citus.propagate_set_commands = 'local' or at its default" \
+           && [ "$out2" = "$(printf 'actor: clerk-1\nactor: postgres')" ] && echo 1)" \
+        "on account $acct (worker$([ "$acct" = "$W1" ] && echo 1 || echo 2)): subscription.actor set with SET LOCAL and propagated is the history's actor on the worker, as on a single server; with SET LOCAL alone the worker's history says postgres" \
         "single: $single"$'\n'"propagated: $out"$'\n'"not propagated: $out2"
 done
 
