@@ -7,8 +7,9 @@
  *   Q1-Q4 under an idempotency key, idempotent() makes the call;
  *   the checks, one query: the keyed form's tenant of the account
  *     (require_tenant; the unkeyed form's is tenant_of's), the arguments
- *     (22004), the account (P0002), the caller's rights to pay
- *     (authorize, Z1), the feature, used without rows (42704, 22023);
+ *     (22004), the account (P0002; the unkeyed form's where tenant_of found
+ *     none), the caller's rights to pay (authorize, Z1), the feature, used
+ *     without rows (42704, 22023);
  *   a negative quantity: 22023;
  *   the counter locked (LockUsageCounter, created on the first use):
  *     concurrent calls of the account and feature queue here;
@@ -48,7 +49,8 @@ static Oid	record_usage_argtypes[RECORD_USAGE_ARGS] = {
 static SPIPlanPtr idempotent_plan = NULL;
 /*
  * [0] the unkeyed form's, [1] the keyed form's (require_tenant first); of
- * each, [0] for arguments none NULL, [1] with require_arguments
+ * each, [0] for arguments none NULL (and the unkeyed form's account found),
+ * [1] with require_arguments and require_account
  */
 static SPIPlanPtr checks_plan[2][2];
 static SPIPlanPtr recorded_plan = NULL;
@@ -79,7 +81,7 @@ RecordUsage(bool keyed, Datum *values, char *nulls, bool *isnull)
 {
 	int64		total;
 	TimestampTz at;
-	int			with_nulls = 0;
+	int			full = 0;
 	int			i;
 
 	/*
@@ -104,28 +106,33 @@ RecordUsage(bool keyed, Datum *values, char *nulls, bool *isnull)
 	 * error); a generic plan, so that require_arguments (IMMUTABLE) is not
 	 * folded at planning, before require_tenant.  The unkeyed form's tenant
 	 * is the account's own (tenant_of), which require_tenant would find
-	 * again: its form leaves it out.  require_arguments raises only for a
-	 * NULL argument: a call without one leaves it out (issue 21: a PL/pgSQL
-	 * call less per call; its rule and message stay its own).
+	 * again: its form leaves it out.  Two checks are called only on the way
+	 * to their error (issue 21: PL/pgSQL calls less per call; their rules and
+	 * messages stay their own): require_arguments, which raises only for a
+	 * NULL argument, and, in the unkeyed form, require_account, whose account
+	 * tenant_of found already (P0002 where it found none).
 	 */
 	for (i = 1; i < 6; i++)
 		if (nulls[i] == 'n')
-			with_nulls = 1;
+			full = 1;
+	if (!keyed && nulls[0] == 'n')
+		full = 1;
 #define RECORD_USAGE_ARGUMENTS \
 	"subscription.require_arguments('record_usage', '{account_id,feature,quantity,key,at}'," \
 	"  ARRAY[$2 IS NULL, $3 IS NULL, $4 IS NULL, $5 IS NULL, $6 IS NULL]), "
 #define RECORD_USAGE_TENANT "subscription.require_tenant('record_usage', $1, 'account', $2), "
+#define RECORD_USAGE_ACCOUNT "subscription.require_account($1, $2), "
 #define RECORD_USAGE_CHECKS(FIRST) \
-	"SELECT " FIRST "subscription.require_account($1, $2)," \
+	"SELECT " FIRST \
 	/* usage becomes a charge: as paying, Z1 */ \
-	" subscription.authorize($1, $2, 'pay', false)," \
+	"subscription.authorize($1, $2, 'pay', false)," \
 	" subscription.require_recorded_feature('record_usage', $3)"
-	KeptPlanWithOptions(&checks_plan[keyed][with_nulls],
-						keyed ? (with_nulls ? RECORD_USAGE_CHECKS(RECORD_USAGE_TENANT RECORD_USAGE_ARGUMENTS)
-								 : RECORD_USAGE_CHECKS(RECORD_USAGE_TENANT))
-						: (with_nulls ? RECORD_USAGE_CHECKS(RECORD_USAGE_ARGUMENTS) : RECORD_USAGE_CHECKS("")),
+	KeptPlanWithOptions(&checks_plan[keyed][full],
+						keyed ? (full ? RECORD_USAGE_CHECKS(RECORD_USAGE_TENANT RECORD_USAGE_ARGUMENTS RECORD_USAGE_ACCOUNT)
+								 : RECORD_USAGE_CHECKS(RECORD_USAGE_TENANT RECORD_USAGE_ACCOUNT))
+						: (full ? RECORD_USAGE_CHECKS(RECORD_USAGE_ARGUMENTS RECORD_USAGE_ACCOUNT) : RECORD_USAGE_CHECKS("")),
 						RECORD_USAGE_ARGS, record_usage_argtypes, CURSOR_OPT_GENERIC_PLAN);
-	if (SPI_execute_plan(checks_plan[keyed][with_nulls], values, nulls, false, 1) != SPI_OK_SELECT)
+	if (SPI_execute_plan(checks_plan[keyed][full], values, nulls, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not check the arguments of record_usage");
 	/* the checks leave no argument NULL */
 	for (i = 0; i < 6; i++)
