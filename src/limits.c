@@ -1383,6 +1383,49 @@ MoveUsageWithoutRows(int64 tenant, int64 account, const char *feature, int64 del
 }
 
 /*
+ * The counter of a feature used without rows locked FOR UPDATE before its
+ * move (record_usage, issue 21), created on the account's first use at its
+ * limit (EnsureCounter; ReadCitusCounter on Citus): whoever holds it moves
+ * the counter next, so a caller that holds it sees, in its next statement,
+ * every call that moved the counter before it, and the keys they wrote.
+ * An unknown account of the tenant is P0002.  Needs SPI connected.
+ */
+void
+LockUsageCounter(int64 tenant, int64 account, const char *feature)
+{
+	static SPIPlanPtr lock_plan = NULL;
+	Oid			argtypes[3] = {INT8OID, TEXTOID, INT8OID};
+	Datum		values[3] = {Int64GetDatum(account), CStringGetTextDatum(feature), Int64GetDatum(tenant)};
+	int			attempt;
+
+	if (LimitsVersioned() && CountersOnCitus())
+	{
+		int64		used;
+		int64		limit;
+		bool		limit_null;
+		Datum		version;
+
+		RequireAccount(tenant, account);
+		ReadCitusCounter(tenant, account, feature, true, &used, &limit, &limit_null, &version);
+		return;
+	}
+	KeptPlan(&lock_plan,
+			 "SELECT FROM subscription.usage_counter AS u"
+			 " WHERE u.tenant_id = $3 AND u.account_id = $1 AND u.feature = $2 FOR UPDATE OF u", 3, argtypes);
+	/* at most: create the counter, then lock it */
+	for (attempt = 0; attempt < 2; attempt++)
+	{
+		if (SPI_execute_plan(lock_plan, values, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not lock the usage counter");
+		if (SPI_processed == 1)
+			return;
+		RequireAccount(tenant, account);
+		EnsureCounter(values);
+	}
+	elog(ERROR, "could not create the usage counter of account " INT64_FORMAT, account);
+}
+
+/*
  * move_usage(account_id bigint, feature text, delta bigint, in_tenant bigint, at timestamptz) returns bigint
  *
  * correct_usage() (issue 21): the counter of a feature used without rows
