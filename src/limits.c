@@ -1409,9 +1409,20 @@ LockUsageCounter(int64 tenant, int64 account, const char *feature)
 		ReadCitusCounter(tenant, account, feature, true, &used, &limit, &limit_null, &version);
 		return;
 	}
+	/*
+	 * The account FOR KEY SHARE before the counter FOR UPDATE (the review
+	 * h-rev4): the order of every other writer (the key's INSERT, the
+	 * counter's creation reference the account first), and of a DELETE of
+	 * the account, which locks it and then, cascading, its counters.  In
+	 * the other order the two deadlocked (usage_account_delete).  The
+	 * EXISTS is an InitPlan, run before any counter row is locked.
+	 */
 	KeptPlan(&lock_plan,
 			 "SELECT FROM subscription.usage_counter AS u"
-			 " WHERE u.tenant_id = $3 AND u.account_id = $1 AND u.feature = $2 FOR UPDATE OF u", 3, argtypes);
+			 " WHERE u.tenant_id = $3 AND u.account_id = $1 AND u.feature = $2"
+			 " AND EXISTS (SELECT FROM subscription.account AS a WHERE a.tenant_id = $3 AND a.id = $1"
+			 "             FOR KEY SHARE OF a)"
+			 " FOR UPDATE OF u", 3, argtypes);
 	/* at most: create the counter, then lock it */
 	for (attempt = 0; attempt < 2; attempt++)
 	{
