@@ -234,6 +234,13 @@ limit_registrations_invalidate(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("limit_registrations_invalidate() must be called as a trigger")));
+
+	/*
+	 * S13: the back office executes every function; on a table of its own
+	 * this trigger would make every backend of the node drop its whole
+	 * relation cache at each statement.  It is limited_table's alone.
+	 */
+	RequireOwnTableTrigger(fcinfo, "limit_registrations_invalidate");
 	if (CitusPresent())
 		CacheInvalidateRelcacheAll();
 	return PointerGetDatum(NULL);
