@@ -234,6 +234,13 @@ limit_registrations_invalidate(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("limit_registrations_invalidate() must be called as a trigger")));
+
+	/*
+	 * S13: the back office executes every function; on a table of its own
+	 * this trigger would make every backend of the node drop its whole
+	 * relation cache at each statement.  It is limited_table's alone.
+	 */
+	RequireOwnTableTrigger(fcinfo, "limit_registrations_invalidate");
 	if (CitusPresent())
 		CacheInvalidateRelcacheAll();
 	return PointerGetDatum(NULL);
@@ -1409,9 +1416,20 @@ LockUsageCounter(int64 tenant, int64 account, const char *feature)
 		ReadCitusCounter(tenant, account, feature, true, &used, &limit, &limit_null, &version);
 		return;
 	}
+	/*
+	 * The account FOR KEY SHARE before the counter FOR UPDATE (the review
+	 * h-rev4): the order of every other writer (the key's INSERT, the
+	 * counter's creation reference the account first), and of a DELETE of
+	 * the account, which locks it and then, cascading, its counters.  In
+	 * the other order the two deadlocked (usage_account_delete).  The
+	 * EXISTS is an InitPlan, run before any counter row is locked.
+	 */
 	KeptPlan(&lock_plan,
 			 "SELECT FROM subscription.usage_counter AS u"
-			 " WHERE u.tenant_id = $3 AND u.account_id = $1 AND u.feature = $2 FOR UPDATE OF u", 3, argtypes);
+			 " WHERE u.tenant_id = $3 AND u.account_id = $1 AND u.feature = $2"
+			 " AND EXISTS (SELECT FROM subscription.account AS a WHERE a.tenant_id = $3 AND a.id = $1"
+			 "             FOR KEY SHARE OF a)"
+			 " FOR UPDATE OF u", 3, argtypes);
 	/* at most: create the counter, then lock it */
 	for (attempt = 0; attempt < 2; attempt++)
 	{
