@@ -106,6 +106,18 @@ ConstraintNamespace(const char *name)
 }
 
 /*
+ * The text of "SET LOCAL <name> TO <value>" (DEFAULT for a NULL value), the
+ * one statement handed to Citus for a setting it sends to the nodes: Citus
+ * sends the query string it is given, so never the caller's whole string,
+ * whose other statements the workers would run too (review h-rev4).
+ */
+static char *
+SetLocalCommand(const char *name, const char *value)
+{
+	return psprintf("SET LOCAL %s TO %s", name, value == NULL ? "DEFAULT" : quote_literal_cstr(value));
+}
+
+/*
  * SET CONSTRAINTS has run here: set subscription.set_constraints LOCAL to
  * its clause, its names qualified, through the whole utility hook chain,
  * so that Citus sends it to the transaction's nodes.
@@ -114,7 +126,7 @@ static void
 ForwardConstraints(ConstraintsSetStmt *stmt)
 {
 	StringInfoData clause;
-	StringInfoData command;
+	char	   *command;
 	PlannedStmt *planned;
 	VariableSetStmt *set;
 	ListCell   *lc;
@@ -142,18 +154,16 @@ ForwardConstraints(ConstraintsSetStmt *stmt)
 		return;
 	appendStringInfoString(&clause, stmt->deferred ? " DEFERRED" : " IMMEDIATE");
 
-	initStringInfo(&command);
-	appendStringInfo(&command, "SET LOCAL %s TO %s", SET_CONSTRAINTS_SETTING,
-					 quote_literal_cstr(clause.data));
+	command = SetLocalCommand(SET_CONSTRAINTS_SETTING, clause.data);
 	set = castNode(VariableSetStmt,
-				   linitial_node(RawStmt, raw_parser(command.data, RAW_PARSE_DEFAULT))->stmt);
+				   linitial_node(RawStmt, raw_parser(command, RAW_PARSE_DEFAULT))->stmt);
 	planned = makeNode(PlannedStmt);
 	planned->commandType = CMD_UTILITY;
 	planned->canSetTag = false;
 	planned->utilityStmt = (Node *) set;
 	planned->stmt_location = -1;
 	planned->stmt_len = 0;
-	ProcessUtility(planned, command.data, false, PROCESS_UTILITY_QUERY, NULL, NULL,
+	ProcessUtility(planned, command, false, PROCESS_UTILITY_QUERY, NULL, NULL,
 				   None_Receiver, NULL);
 }
 
@@ -294,9 +304,13 @@ SettingsProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnl
 			 * Not the actor: on a worker it would make the triggers on the
 			 * shards check the actor's rights (credit_balance from the
 			 * ledger's trigger), reading member, a distributed table, from
-			 * a shard, which Citus refuses (docs/citus.md).
+			 * a shard, which Citus refuses (docs/citus.md).  Nor a name the
+			 * extension does not define (the prefix is reserved): that SET
+			 * fails here as on a single server, and its name is never
+			 * written into a command for the nodes.
 			 */
 			if (pg_strcasecmp(set->name, "subscription.actor") != 0 &&
+				GetConfigOption(set->name, true, false) != NULL &&
 				(current = CitusPropagation()) != NULL && strcmp(current, "local") != 0)
 				propagation = pstrdup(current);
 		}
@@ -305,8 +319,27 @@ SettingsProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnl
 		forward = IsTransactionBlock() && CitusPropagation() != NULL;
 
 	if (propagation != NULL)
+	{
+		VariableSetStmt *set = (VariableSetStmt *) parsetree;
+		PlannedStmt *own = makeNode(PlannedStmt);
+
+		/*
+		 * Citus sends the query string it is given to the nodes (now, and to
+		 * each node the transaction reaches later): this statement alone,
+		 * not the rest of a string of several ("BEGIN; SET LOCAL ...; SELECT
+		 * subscription.subscribe(...); COMMIT"), which the workers would run
+		 * too (review h-rev4).  The value as the setting reads it; the
+		 * statement's location in its string covers the new string whole.
+		 */
+		memcpy(own, pstmt, sizeof(PlannedStmt));
+		own->stmt_location = 0;
+		own->stmt_len = 0;
+		pstmt = own;
+		queryString = SetLocalCommand(set->name,
+									  set->kind == VAR_SET_DEFAULT ? NULL : ExtractSetVariableArgs(set));
 		(void) set_config_option("citus.propagate_set_commands", "local", PGC_USERSET, PGC_S_SESSION,
 								 GUC_ACTION_LOCAL, true, 0, false);
+	}
 	if (prev_process_utility != NULL)
 		prev_process_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
 	else

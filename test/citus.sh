@@ -1230,16 +1230,18 @@ tap "$([ "$out" = "the session clock stamps it: false" ] && [ "$single" = "the s
 # rule), the workers ran the rest of it too: here the subscribe again on
 # each node it reached, which called the workers again until they had no
 # connection left (too many clients), and no subscription was made.
+# Every subscription.* setting the hook propagates likewise (src/propagate.c:
+# a value, and DEFAULT): the string sets two more before the clock.
 clock_string() {  # CLOCK_STRING T
     psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres \
-        -c "SET client_min_messages = error; BEGIN; SET LOCAL subscription.clock = '2031-03-04 05:06:07+00'; SELECT subscription.subscribe($1, $1, 'citus-dun-team', '1 month', 1, '2031-03-01', 'always', NULL); COMMIT;" 2>&1 >/dev/null
+        -c "SET client_min_messages = error; BEGIN; SET LOCAL subscription.payment_terms = 14; SET LOCAL subscription.notice_days TO DEFAULT; SET LOCAL subscription.clock = '2031-03-04 05:06:07+00'; SELECT subscription.subscribe($1, $1, 'citus-dun-team', '1 month', 1, '2031-03-01', 'always', NULL); COMMIT;" 2>&1 >/dev/null
     q coordinator "SELECT count(*) || ' at the clock: ' || coalesce(bool_and(created_at = '2031-03-04 05:06:07+00'), false) FROM subscription.subscription WHERE tenant_id = $1 AND account_id = $1"
 }
 CLOCK_W1=$W1 CLOCK_W2=$W2
 one_per_worker clock_string
 out=$(clock_string "$W1")
 tap "$([ -n "$W1" ] && [ "$out" = "1 at the clock: true" ] && echo 1)" \
-    "the clock's SET LOCAL in a string of several statements reaches worker1 alone: one subscription, at the clock ($out)" "$out"
+    "the SET LOCALs of subscription.payment_terms, .notice_days (DEFAULT) and .clock in a string of several statements reach worker1 alone: one subscription, at the clock ($out)" "$out"
 # the accounts of the clock's calls again, for the actor's below
 W1=$CLOCK_W1 W2=$CLOCK_W2
 
