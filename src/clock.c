@@ -22,14 +22,9 @@
  * order): subscription.now() stands in the meters' hot path.
  *
  * On Citus (issue 17) the triggers and defaults of a transaction's writes
- * run on the workers' shards, in the workers' own sessions: a clock set on
- * the coordinator alone would stamp their rows with the real time.  A SET
- * LOCAL subscription.clock in a transaction block is therefore handed to
- * Citus as a SET LOCAL that it sends to every node of the transaction, as
- * citus.propagate_set_commands = 'local' does, for this statement only
- * (ClockProcessUtility): the other settings of the session keep Citus'
- * rule.  A clock set for the session stays the session's, as Citus leaves
- * such settings (docs/citus.md).
+ * run on the workers' shards, in the workers' own sessions: a SET LOCAL
+ * subscription.clock reaches them as every subscription.* setting set
+ * LOCAL does (propagate.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -38,10 +33,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "access/xact.h"
-#include "nodes/parsenodes.h"
 #include "pgtime.h"
-#include "tcop/utility.h"
-#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/datetime.h"
 #include "utils/timestamp.h"
@@ -175,69 +167,4 @@ Datum
 subscription_meter_now(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_TIMESTAMPTZ(SubscriptionMeterNow());
-}
-
-static ProcessUtility_hook_type prev_process_utility = NULL;
-
-/*
- * A utility statement: a SET LOCAL subscription.clock (a value or DEFAULT)
- * in a transaction block where Citus is loaded runs with
- * citus.propagate_set_commands = 'local', set back after it, so that
- * Citus' own hook (called from here) sends it to the transaction's nodes.
- */
-static void
-ClockProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
-					ProcessUtilityContext context, ParamListInfo params,
-					QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
-{
-	Node	   *parsetree = pstmt->utilityStmt;
-	char	   *propagation = NULL;
-
-	if (IsA(parsetree, VariableSetStmt))
-	{
-		VariableSetStmt *set = (VariableSetStmt *) parsetree;
-		const char *current;
-
-		if (set->is_local && set->name != NULL && pg_strcasecmp(set->name, "subscription.clock") == 0 &&
-			(set->kind == VAR_SET_VALUE || set->kind == VAR_SET_DEFAULT) && IsTransactionBlock() &&
-			(current = GetConfigOption("citus.propagate_set_commands", true, false)) != NULL &&
-			strcmp(current, "local") != 0)
-			propagation = pstrdup(current);
-	}
-	if (propagation != NULL)
-	{
-		VariableSetStmt *set = (VariableSetStmt *) parsetree;
-		PlannedStmt *own = makeNode(PlannedStmt);
-
-		/*
-		 * Citus sends the query string it is given to the nodes (now, and to
-		 * each node the transaction reaches later): this statement alone,
-		 * not the rest of a string of several ("SET LOCAL ...; SELECT
-		 * subscription.renew_all(); COMMIT"), which the workers would run
-		 * too (review h-rev4).  The value as the setting reads it.
-		 */
-		memcpy(own, pstmt, sizeof(PlannedStmt));
-		own->stmt_location = 0;
-		own->stmt_len = 0;
-		pstmt = own;
-		queryString = set->kind == VAR_SET_DEFAULT ? "SET LOCAL subscription.clock TO DEFAULT"
-			: psprintf("SET LOCAL subscription.clock TO %s", quote_literal_cstr(ExtractSetVariableArgs(set)));
-		(void) set_config_option("citus.propagate_set_commands", "local", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_LOCAL, true, 0, false);
-	}
-	if (prev_process_utility != NULL)
-		prev_process_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
-	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
-	if (propagation != NULL)
-		(void) set_config_option("citus.propagate_set_commands", propagation, PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_LOCAL, true, 0, false);
-}
-
-/* from _PG_init: the clock's SET LOCAL reaches Citus' workers */
-void
-InstallClockPropagation(void)
-{
-	prev_process_utility = ProcessUtility_hook;
-	ProcessUtility_hook = ClockProcessUtility;
 }

@@ -240,8 +240,18 @@ _PG_init(void)
 							   0,
 							   NULL, NULL, NULL);
 
+	DefineCustomStringVariable("subscription.set_constraints",
+							   "The last SET CONSTRAINTS of the transaction, for Citus' workers.",
+							   "Set LOCAL by the extension after a SET CONSTRAINTS on Citus, "
+							   "which sends it to the workers; applied where it is set LOCAL.",
+							   &subscription_set_constraints,
+							   "",
+							   PGC_USERSET,
+							   GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("subscription");
-	InstallClockPropagation();
+	InstallSettingPropagation();
 }
 
 /*

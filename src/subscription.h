@@ -46,8 +46,11 @@ extern int	subscription_notify_events;
 extern bool subscription_allow_clock;
 extern char *subscription_clock;
 
+/* propagate.c: what a transaction sets reaches Citus' workers (issue 17) */
+extern char *subscription_set_constraints;
+extern void InstallSettingPropagation(void);
+
 /* clock.c: the billing clock, subscription.now() (issue 20) */
-extern void InstallClockPropagation(void);
 #include "datatype/timestamp.h"
 extern TimestampTz SubscriptionNow(void);
 extern TimestampTz SubscriptionMeterNow(void);

@@ -751,7 +751,7 @@ tap "$(echo "$errors" | grep -v -q -e 'has no license left' -e 'already' -e '^$'
 # lines filtered).  A case in REGRESS_ON_CITUS must pass; every other case
 # is left out, printed as a TAP TODO with the reason: the first error it
 # meets on Citus, measured on this run (docs/citus.md lists them).
-REGRESS_ON_CITUS="badinput bounds catalog_changes change_plan close_account coupons_credits downgrade_noop events_mapping events_upcoming_conflict keyed limit_cache limit_version limits managed next_period prorate_refund renew_account renew_due renewal_notice rules set_default stored_styles subscribe terms tier_for_hosts trials_pause usage usage_boundary usage_crossings usage_preview usage_unmetered versions void_corrections"
+REGRESS_ON_CITUS="badinput bounds catalog_changes change_plan clock close_account coupons_credits downgrade_noop events_mapping events_upcoming_conflict keyed limit_cache limit_version limits managed next_period prorate_refund renew_account renew_due renewal_notice rules set_constraints set_default stored_styles subscribe terms tier_for_hosts trials_pause usage usage_boundary usage_crossings usage_preview usage_unmetered versions void_corrections"
 # the cases that do not apply on Citus by design, each with its reason
 # (docs/citus.md): printed as a TAP SKIP, not run
 declare -A REGRESS_NOT_ON_CITUS=(
@@ -1169,11 +1169,14 @@ done
 
 # issue 20 (item 5), the billing clock on Citus: subscription.clock set
 # with SET LOCAL in a transaction block reaches every node the transaction
-# writes on (the extension hands that SET to Citus to propagate, issue 17;
-# the session's citus.propagate_set_commands left at its default): a keyed subscribe and a keyed
+# writes on (the extension hands every SET LOCAL subscription.* to Citus to
+# propagate, issue 17, src/propagate.c; the session's
+# citus.propagate_set_commands left at its default): a keyed subscribe and a keyed
 # renew_account (its "at" the clock's) on an account of each worker stamp
 # the subscription, invoice, ledger and history (their defaults and
-# triggers on the worker's shards) with the clock, as on a single server.
+# triggers on the worker's shards) with the clock, as on a single server,
+# and the renewal's invoice is due after subscription.payment_terms set
+# LOCAL (14 days: read by create_invoice on the worker).
 # A clock set for the session does not reach a keyed call that Citus
 # delegates to a worker (a connection of its own): there it reads its own
 # transaction's start, as docs/citus.md says.
@@ -1187,6 +1190,7 @@ SELECT subscription.subscribe(:t, :t, 'citus-dun-team', '1 month', 1, '2031-03-0
 COMMIT;
 BEGIN;
 SET LOCAL subscription.clock = '2031-04-02 00:00:00+00';
+SET LOCAL subscription.payment_terms = 14;
 SELECT 'renewed: ' || subscription.renew_account(:t);
 COMMIT;
 SELECT 'subscription: ' || created_at || ' ' || period FROM subscription.subscription WHERE tenant_id = :t AND id = :s;
@@ -1201,9 +1205,9 @@ one_per_worker clock
 for acct in "$W1" "$W2"; do
     out=$(clock_calls "$acct" | psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres 2>&1)
     tap "$([ -n "$acct" ] && [ "$out" = "$single" ] && grep -q '^renewed: 1$' <<<"$single" \
-           && [ "$(grep -o '20[0-9][0-9]-[0-9-]* [0-9:]*' <<<"$single" | sort -u | paste -sd ' ')" = "2031-03-01 00:00:00 2031-03-04 05:06:07 2031-04-01 00:00:00 2031-04-02 00:00:00 2031-05-01 00:00:00" ] && echo 1)" \
-        "on account $acct (worker$([ "$acct" = "$W1" ] && echo 1 || echo 2)): subscription.clock set with SET LOCAL (citus.propagate_set_commands at its default) stamps a keyed subscribe and renew_account on the worker as on a single server" \
-        "$(diff <(echo "$single") <(echo "$out"))"
+           && [ "$(grep -o '20[0-9][0-9]-[0-9-]* [0-9:]*' <<<"$single" | sort -u | paste -sd ' ')" = "2031-03-01 00:00:00 2031-03-04 05:06:07 2031-04-01 00:00:00 2031-04-02 00:00:00 2031-04-15 00:00:00 2031-05-01 00:00:00" ] && echo 1)" \
+        "on account $acct (worker$([ "$acct" = "$W1" ] && echo 1 || echo 2)): subscription.clock and subscription.payment_terms set with SET LOCAL (citus.propagate_set_commands at its default) stamp a keyed subscribe and renew_account on the worker, and date the invoice's due, as on a single server" \
+        "single: $single"$'\n'"$(diff <(echo "$single") <(echo "$out"))"
 done
 session_clock() {  # SESSION_CLOCK T
     cat <<SQL
@@ -1226,16 +1230,18 @@ tap "$([ "$out" = "the session clock stamps it: false" ] && [ "$single" = "the s
 # rule), the workers ran the rest of it too: here the subscribe again on
 # each node it reached, which called the workers again until they had no
 # connection left (too many clients), and no subscription was made.
+# Every subscription.* setting the hook propagates likewise (src/propagate.c:
+# a value, and DEFAULT): the string sets two more before the clock.
 clock_string() {  # CLOCK_STRING T
     psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres \
-        -c "SET client_min_messages = error; BEGIN; SET LOCAL subscription.clock = '2031-03-04 05:06:07+00'; SELECT subscription.subscribe($1, $1, 'citus-dun-team', '1 month', 1, '2031-03-01', 'always', NULL); COMMIT;" 2>&1 >/dev/null
+        -c "SET client_min_messages = error; BEGIN; SET LOCAL subscription.payment_terms = 14; SET LOCAL subscription.notice_days TO DEFAULT; SET LOCAL subscription.clock = '2031-03-04 05:06:07+00'; SELECT subscription.subscribe($1, $1, 'citus-dun-team', '1 month', 1, '2031-03-01', 'always', NULL); COMMIT;" 2>&1 >/dev/null
     q coordinator "SELECT count(*) || ' at the clock: ' || coalesce(bool_and(created_at = '2031-03-04 05:06:07+00'), false) FROM subscription.subscription WHERE tenant_id = $1 AND account_id = $1"
 }
 CLOCK_W1=$W1 CLOCK_W2=$W2
 one_per_worker clock_string
 out=$(clock_string "$W1")
 tap "$([ -n "$W1" ] && [ "$out" = "1 at the clock: true" ] && echo 1)" \
-    "the clock's SET LOCAL in a string of several statements reaches worker1 alone: one subscription, at the clock ($out)" "$out"
+    "the SET LOCALs of subscription.payment_terms, .notice_days (DEFAULT) and .clock in a string of several statements reach worker1 alone: one subscription, at the clock ($out)" "$out"
 # the accounts of the clock's calls again, for the actor's below
 W1=$CLOCK_W1 W2=$CLOCK_W2
 
@@ -1243,7 +1249,8 @@ W1=$CLOCK_W1 W2=$CLOCK_W2
 # tenant's shard, on the worker, which read the worker's own setting.  Set
 # with SET LOCAL and propagated, the actor is recorded as on a single
 # server; set with SET LOCAL alone, the worker's history says the
-# connection's user (docs/citus.md).
+# connection's user (docs/citus.md: the extension propagates every
+# subscription.* setting set LOCAL but the actor).
 actor_calls() {  # ACTOR_CALLS T PROPAGATE(0/1)
     cat <<SQL
 SET client_min_messages = error;
