@@ -22772,21 +22772,19 @@ END
 $$;
 
 -- ===========================================================================
--- issue 18 (h-ren7): a ledger line's account and currency held by its key to
--- the invoice (I2), whose own keys hold theirs: the line's own keys to
--- account and currency go (two keys fewer to check per line).  The lines
--- the upgrade gave invoices (above) got their invoice by account and
--- currency, as invoice_line() gives every later one: the new key holds for
--- every stored line.
+-- issue 18 (h-ren7): a ledger line's account held by its key to the
+-- invoice (I2), whose own key holds the account: the line's own key to
+-- the account goes (a key fewer to check per line).  The lines the upgrade
+-- gave invoices (above) got their invoice by account, as invoice_line()
+-- gives every later one: the new key holds for every stored line.
 -- ===========================================================================
 ALTER TABLE subscription.invoice_record
-    ADD CONSTRAINT invoice_record_line_key UNIQUE (tenant_id, id, account_id, currency);
+    ADD CONSTRAINT invoice_record_line_key UNIQUE (tenant_id, id, account_id);
 ALTER TABLE subscription.ledger
     DROP CONSTRAINT ledger_invoice_id_fkey,
-    ADD CONSTRAINT ledger_invoice_id_fkey FOREIGN KEY (tenant_id, invoice_id, account_id, currency)
-        REFERENCES subscription.invoice_record (tenant_id, id, account_id, currency) ON UPDATE CASCADE,
-    DROP CONSTRAINT ledger_account_id_fkey,
-    DROP CONSTRAINT ledger_currency_fkey;
+    ADD CONSTRAINT ledger_invoice_id_fkey FOREIGN KEY (tenant_id, invoice_id, account_id)
+        REFERENCES subscription.invoice_record (tenant_id, id, account_id),
+    DROP CONSTRAINT ledger_account_id_fkey;
 
 -- issue 18 (h-ren7): invoice_totals sums the lines of the invoices its
 -- transaction opened by their key, one index lookup an invoice, whatever

@@ -9,10 +9,7 @@ CREATE TABLE subscription.ledger (
     -- credit_used: credit of the account that pays a charge (L9, L10)
     kind            text NOT NULL CHECK (kind IN ('charge', 'refund', 'credit', 'discount', 'credit_used')),
     amount          numeric NOT NULL CHECK (amount >= 0 AND amount < 'Infinity'),
-    -- its account and currency are its invoice's: the key to the invoice
-    -- (13_invoices.sql) holds them, and the invoice's own keys theirs
-    -- (issue 18: two keys fewer to check per line)
-    currency        text NOT NULL,
+    currency        text NOT NULL REFERENCES subscription.currency (code) ON UPDATE CASCADE,
     period          tstzrange,
     -- what of the period is charged: 'plan', or the licenses a mid-period
     -- increase adds ('licenses 6-8'), so each is charged once (C2)
@@ -31,6 +28,9 @@ CREATE TABLE subscription.ledger (
         CHECK (charge_id IS NULL OR kind IN ('refund', 'discount', 'credit', 'credit_used')),
     tenant_id       bigint NOT NULL,
     CONSTRAINT ledger_pkey PRIMARY KEY (tenant_id, id),
+    -- its account is its invoice's: the key to the invoice (13_invoices.sql)
+    -- holds it, and the invoice's own key the account (issue 18: a key
+    -- fewer to check per line)
     -- no cascade: deleting what a line names is refused (24_keep.sql)
     CONSTRAINT ledger_subscription_id_fkey FOREIGN KEY (tenant_id, subscription_id)
         REFERENCES subscription.subscription (tenant_id, id),

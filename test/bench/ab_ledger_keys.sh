@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The ledger's keys (issue 18): the backend CPU of renewing 10k due
 # subscriptions (renew_due and its commit, with the invoices' openings) with
-# the ledger's keys as in 1.1 (its account and currency held by one key to
-# its invoice) against the keys before (a key to account, one to currency
-# and one to the invoice alone), in one run.  One populated database
+# the ledger's keys as in 1.1 (its account held by its key to
+# its invoice) against the keys before (a key to the account and one to
+# the invoice alone), in one run.  One populated database
 # (renewals_lib.sh's populate: monthly subscriptions, an add-on batch each,
 # a coupon on one in ten) is the template of every round's copy; the old
 # keys are put back in the copy of an "old" round, both copies are
@@ -31,9 +31,7 @@ ALTER TABLE subscription.ledger
     ADD CONSTRAINT ledger_invoice_id_fkey FOREIGN KEY (tenant_id, invoice_id)
         REFERENCES subscription.invoice_record (tenant_id, id),
     ADD CONSTRAINT ledger_account_id_fkey FOREIGN KEY (tenant_id, account_id)
-        REFERENCES subscription.account (tenant_id, id),
-    ADD CONSTRAINT ledger_currency_fkey FOREIGN KEY (currency)
-        REFERENCES subscription.currency (code) ON UPDATE CASCADE;
+        REFERENCES subscription.account (tenant_id, id);
 ALTER TABLE subscription.invoice_record DROP CONSTRAINT invoice_record_line_key;
 SQL
 }
