@@ -127,6 +127,8 @@ CREATE TABLE subscription.invoice_record (
     CONSTRAINT invoice_record_void_has_reason CHECK ((status = 'void') = (void_reason IS NOT NULL)),
     CONSTRAINT invoice_record_pkey PRIMARY KEY (tenant_id, id),
     CONSTRAINT invoice_record_number_key UNIQUE (tenant_id, issuer, number),
+    -- what its lines' key names: each line's account is the invoice's (I2)
+    CONSTRAINT invoice_record_line_key UNIQUE (tenant_id, id, account_id),
     CONSTRAINT invoice_record_account_id_fkey FOREIGN KEY (tenant_id, account_id)
         REFERENCES subscription.account (tenant_id, id),
     CONSTRAINT invoice_record_subscription_id_fkey FOREIGN KEY (tenant_id, subscription_id)
@@ -177,13 +179,18 @@ CREATE INDEX ON subscription.payment (tenant_id, invoice_id);
 COMMENT ON TABLE subscription.payment IS
 'Payments of invoices, append-only, once per reference; an overpayment''s credit line (I4-I6, L9)';
 
--- I2: every ledger line belongs to one invoice; a refund or credit line
--- names the invoice it corrects.  Filled by invoice_line() (57_invoices.sql).
+-- I2: every ledger line belongs to one invoice, of its account; a refund
+-- or credit line names the invoice it corrects.  Filled by invoice_line()
+-- (57_invoices.sql).  The one key to the invoice holds the line's account
+-- too (the invoice's key holds the account): no key of its own to the
+-- account (issue 18).  Not the currency: a currency's new code reaches
+-- the lines by their own key (ON UPDATE CASCADE), which Citus refuses on
+-- a key between distributed tables.
 ALTER TABLE subscription.ledger
     ADD COLUMN invoice_id bigint NOT NULL,
     ADD COLUMN corrects_invoice_id bigint,
-    ADD CONSTRAINT ledger_invoice_id_fkey FOREIGN KEY (tenant_id, invoice_id)
-        REFERENCES subscription.invoice_record (tenant_id, id),
+    ADD CONSTRAINT ledger_invoice_id_fkey FOREIGN KEY (tenant_id, invoice_id, account_id)
+        REFERENCES subscription.invoice_record (tenant_id, id, account_id),
     ADD CONSTRAINT ledger_corrects_invoice_id_fkey FOREIGN KEY (tenant_id, corrects_invoice_id)
         REFERENCES subscription.invoice_record (tenant_id, id);
 CREATE INDEX ON subscription.ledger (tenant_id, invoice_id);

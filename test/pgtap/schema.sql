@@ -101,7 +101,8 @@ SELECT is(
     ('subscription.subscription', 'subscription.account_id->account:a subscription.coupon->coupon:a subscription.migrate_to->plan:a subscription.pending_plan->plan:a subscription.plan->plan:a'),
     ('subscription.license', 'license.member_id->member:c license.subscription_id->subscription:a'),
     ('subscription.addon_batch', 'addon_batch.addon->addon:a addon_batch.subscription_id->subscription:a'),
-    ('subscription.ledger', 'ledger.account_id->account:a ledger.addon_batch_id->addon_batch:a ledger.corrects_invoice_id->invoice_record:a ledger.currency->currency:a ledger.invoice_id->invoice_record:a ledger.subscription_id->subscription:a'),
+    -- I2 (issue 18): a line's account is its invoice's, by its key to the invoice (tenant_id, invoice_id, account_id)
+    ('subscription.ledger', 'ledger.account_id->invoice_record:a ledger.addon_batch_id->addon_batch:a ledger.corrects_invoice_id->invoice_record:a ledger.currency->currency:a ledger.subscription_id->subscription:a'),
     ('subscription.trimmed', 'trimmed.account_id->account:a'),
     ('subscription.usage_counter', 'usage_counter.account_id->account:c'),
     ('subscription.license_counter', 'license_counter.subscription_id->subscription:c'),

@@ -182,5 +182,46 @@ SELECT i.account_id, i.total FROM invoice_record AS i
  WHERE i.id IN (SELECT l.invoice_id FROM ledger AS l WHERE l.id > :last_line) ORDER BY i.id;
 ROLLBACK;
 
+-- I2: a line's account is its invoice's, held by its one key to the
+-- invoice (issue 18: no key of its own to the account); a line naming an
+-- invoice of another account is refused, as is a line of an unknown
+-- account (its invoice's key refuses it) or currency, and nothing is
+-- written
+SELECT pg_temp.error_of(format($$INSERT INTO subscription.ledger (account_id, subscription_id, kind, amount, currency, period, item, plan, description, invoice_id)
+VALUES (3, %s, 'charge', 3.00, 'EUR', '[2026-03-01,2026-04-01)', 'other account', 'zd_team', 'other account', %s)$$, :a3, :kept)) AS other_account;
+SELECT pg_temp.error_of($$INSERT INTO subscription.ledger (tenant_id, account_id, kind, amount, currency, item, description)
+VALUES (1, 99, 'credit', 3.00, 'EUR', 'credit', 'unknown account')$$) AS unknown_account;
+SELECT pg_temp.error_of($$INSERT INTO subscription.ledger (account_id, kind, amount, currency, item, description)
+VALUES (1, 'credit', 3.00, 'XTS', 'credit', 'unknown currency')$$) AS unknown_currency;
+SELECT count(*) AS refused_lines_written FROM ledger WHERE description IN ('other account', 'unknown account', 'unknown currency');
+-- a currency's new code reaches its invoices and their lines
+BEGIN;
+INSERT INTO currency (code, exponent) VALUES ('XTS', 2);
+INSERT INTO ledger (account_id, kind, amount, currency, item, description)
+VALUES (2, 'credit', 3.00, 'XTS', 'credit', 'in XTS');
+UPDATE currency SET code = 'XTT' WHERE code = 'XTS';
+SELECT l.currency AS line_currency, i.currency AS invoice_currency
+  FROM ledger AS l JOIN invoice_record AS i ON i.tenant_id = l.tenant_id AND i.id = l.invoice_id
+ WHERE l.description = 'in XTS';
+ROLLBACK;
+
+-- I2, I3 (issue 18): invoice_totals reads the lines of the invoices its
+-- transaction opened by their key, whatever the planner's costs say: in a
+-- new session (no plan of it cached) whose costs make a sequential scan
+-- look free, a line's statement reads the ledger by index alone
+\c subscription_invoice_lines
+SET search_path = subscription, public;
+BEGIN;
+SET LOCAL seq_page_cost = 0;
+SET LOCAL cpu_tuple_cost = 0;
+SET LOCAL random_page_cost = 1000000;
+INSERT INTO ledger (account_id, kind, amount, currency, item, description)
+VALUES (2, 'credit', 1.00, 'EUR', 'credit', 'read by key');
+SELECT seq_scan AS ledger_seq_scans, idx_scan > 0 AS ledger_by_index
+  FROM pg_stat_xact_user_tables WHERE relid = 'subscription.ledger'::regclass;
+SELECT i.total FROM invoice_record AS i JOIN ledger AS l ON l.tenant_id = i.tenant_id AND l.invoice_id = i.id
+ WHERE l.description = 'read by key';
+ROLLBACK;
+
 \c :regress_db
 DROP DATABASE subscription_invoice_lines;
