@@ -22770,3 +22770,254 @@ BEGIN
         pg_catalog.array_fill(subscription.now(), ARRAY[pg_catalog.cardinality(types)])));
 END
 $$;
+
+-- ---------------------------------------------------------------------
+-- issue 20 (h-sim4): renewal notices priced set-based: renewal_notices()
+-- (type notice_terms) prices each plan, cycle, quantity and version once
+-- for the subscriptions given; renewal_notice calls it per subscription
+-- (a join its readers that take no price remove), announce_renewals once
+-- a run; the application may execute it (role_rights)
+-- ---------------------------------------------------------------------
+CREATE TYPE subscription.notice_terms AS (subscription_id bigint, tenant_id bigint, plan text, cycle interval,
+                                          quantity integer, tier integer, amount numeric, currency text,
+                                          discount numeric, credit numeric, plan_version integer);
+
+COMMENT ON TYPE subscription.notice_terms IS
+'A renewal notice''s plan, cycle, quantity, tier, amount, discount, credit and plan version (renewal_notices)';
+
+CREATE FUNCTION subscription.renewal_notices(subscription_ids bigint[])
+RETURNS SETOF subscription.notice_terms
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    subs subscription.subscription[];
+BEGIN
+    subs := ARRAY(SELECT x FROM subscription.subscription AS x WHERE x.id = ANY (renewal_notices.subscription_ids));
+    RETURN QUERY
+    WITH t AS MATERIALIZED (
+        SELECT s.id, s.tenant_id, s.account_id, n.plan, n.cycle, n.cycle::text AS cycle_text, n.quantity, n.version
+          FROM unnest(subs) AS s
+          CROSS JOIN LATERAL subscription.next_terms(s) AS n
+         WHERE subscription.may_read(s.tenant_id, s.account_id)),
+    -- each plan, cycle (by its text: 1 month is not 30 days), quantity
+    -- and version once
+    p AS MATERIALIZED (
+        SELECT k.plan, k.cycle_text, k.quantity, k.version,
+               subscription.round_money(price.amount, price.currency) AS amount, price.currency,
+               cardinality(subscription.plan_tiers(k.plan, k.version)) > 0 AS tiered,
+               subscription.plan_version_or_current(k.plan, k.version) AS plan_version
+          FROM (SELECT t.plan, t.cycle_text, (array_agg(t.cycle))[1] AS cycle, t.quantity, t.version
+                  FROM t GROUP BY t.plan, t.cycle_text, t.quantity, t.version) AS k
+          CROSS JOIN LATERAL subscription.period_price(k.plan, k.cycle, k.quantity, k.version) AS price)
+    SELECT t.id, t.tenant_id, t.plan, t.cycle, t.quantity, CASE WHEN p.tiered THEN t.quantity END,
+           p.amount, p.currency, d.discount,
+           least(subscription.credit_balance(t.tenant_id, t.account_id, p.currency), p.amount - d.discount),
+           p.plan_version
+      FROM t
+      JOIN p ON p.plan IS NOT DISTINCT FROM t.plan AND p.cycle_text IS NOT DISTINCT FROM t.cycle_text
+            AND p.quantity IS NOT DISTINCT FROM t.quantity AND p.version IS NOT DISTINCT FROM t.version
+      -- the keyed forms, with the subscription's tenant: no lookup of it
+      -- per row (issue 20)
+      CROSS JOIN LATERAL subscription.coupon_discount(t.tenant_id, t.id, p.amount, p.currency) AS d(discount);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renewal_notices(bigint[]) IS
+'The renewal''s plan, cycle, quantity, tier, amount, discount, credit and plan version of each subscription given that the caller may read (renewal_notice; L5, L8), each price looked up once for all of them';
+
+REVOKE ALL ON FUNCTION subscription.renewal_notices(bigint[]) FROM PUBLIC;
+
+CREATE OR REPLACE VIEW subscription.renewal_notice WITH (security_barrier) AS
+-- s: the subscriptions that renew, by their own columns alone; on Citus
+-- read from the shards (the CTE, planned apart when the whole does not push
+-- down), the rest on the coordinator, so that the functions below read the
+-- tenant tables from there (issue 17); on a single server inlined as if
+-- written in place
+WITH s AS (
+    SELECT * FROM subscription.subscription AS s
+     WHERE s.status OPERATOR(pg_catalog.=) ANY ('{active,trialing}')
+       AND s.paused_at IS NULL
+       AND NOT s.cancel_at_period_end
+       AND s.renewal OPERATOR(pg_catalog.<>) 'none')
+SELECT s.id AS subscription_id,
+       s.account_id,
+       upper(s.period) AS renews_at,
+       (r.n).plan,
+       (r.n).cycle,
+       (r.n).quantity,
+       (r.n).tier,
+       (r.n).amount,
+       (r.n).currency,
+       (r.n).discount,
+       (r.n).credit,
+       upper(s.period) OPERATOR(pg_catalog.<=) subscription.now() AS overdue,
+       -- the version of the plan renewed into (grandfathering; a migration's)
+       (r.n).plan_version,
+       -- a trial ending: what its product makes of it (issue 19), else NULL
+       CASE WHEN s.status OPERATOR(pg_catalog.=) 'trialing'
+            THEN (SELECT pr.trial_end FROM subscription.plan AS p
+                    JOIN subscription.product AS pr ON pr.code OPERATOR(pg_catalog.=) p.product
+                   WHERE p.code OPERATOR(pg_catalog.=) s.plan) END AS trial_end,
+       -- U6: the usage the renewal bills of the ending period (preview_usage),
+       -- its amount in the renewal's currency and its lines
+       u.usage_amount,
+       u.usage
+  FROM s
+  -- the terms and prices (renewal_notices), of this subscription alone:
+  -- one row (an aggregate) joined on true, so that a reader that takes
+  -- none of their columns (announce_renewals, which prices its notices at
+  -- once) has the join removed, and no call (issue 20)
+  LEFT JOIN LATERAL (
+      SELECT (array_agg(n))[1] AS n FROM subscription.renewal_notices(ARRAY[s.id]) AS n) AS r ON true
+  -- one row (an aggregate) joined on true: a reader that takes neither
+  -- usage column (announce_renewals) has the join removed, and no
+  -- preview_usage call (issue 20)
+  LEFT JOIN LATERAL (
+      SELECT coalesce(sum(p.amount) FILTER (WHERE p.currency OPERATOR(pg_catalog.=) (r.n).currency), 0) AS usage_amount,
+             jsonb_agg(jsonb_build_object('feature', p.feature, 'aggregate', p.aggregate, 'included', p.included,
+                                          'billable', p.billable, 'amount', p.amount, 'currency', p.currency)
+                       ORDER BY p.feature) AS usage
+        FROM subscription.preview_usage(s.account_id) AS p
+       WHERE p.subscription_id OPERATOR(pg_catalog.=) s.id
+         -- usage_due prices a plan's usage prices alone: without any, no
+         -- call (a millisecond a subscription, issue 20)
+         AND EXISTS (SELECT FROM subscription.plan_usage_price AS up WHERE up.plan OPERATOR(pg_catalog.=) s.plan)) AS u ON true
+ WHERE upper(s.period) OPERATOR(pg_catalog.<=)
+       (subscription.now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
+   AND subscription.may_read(s.tenant_id, s.account_id);
+
+CREATE OR REPLACE FUNCTION subscription.announce_renewals()
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    unannounced bigint[];
+    trials bigint[];
+    tenants bigint[];
+    types text[];
+    accounts bigint[];
+    subs bigint[];
+    payloads jsonb[];
+BEGIN
+    -- E5: renewal_notice (the window, the amounts) is read for the
+    -- subscriptions not announced yet alone: its usage and prices cost
+    -- a call per subscription, and every monthly subscription is in a
+    -- 30-day window at every step (the 3-year simulation, issue 20)
+    unannounced := ARRAY(SELECT s.id FROM subscription.subscription AS s
+                          WHERE NOT EXISTS (SELECT FROM subscription.event AS e
+                                             WHERE e.tenant_id = s.tenant_id AND e.subscription_id = s.id
+                                               AND e.type = 'renewal.upcoming'
+                                               AND e.payload ->> 'renews_at' = subscription.event_time(upper(s.period))));
+    -- trial.ending: once per trial (one per subscription), when its end
+    -- enters the notice window; then, what its product makes of it.  The
+    -- view is read for the trials not announced yet alone.
+    trials := ARRAY(SELECT s.id FROM subscription.subscription AS s
+                     WHERE s.status = 'trialing'
+                       AND NOT EXISTS (SELECT FROM subscription.event AS e
+                                        WHERE e.tenant_id = s.tenant_id AND e.subscription_id = s.id
+                                          AND e.type = 'trial.ending'));
+    -- which of them renewal_notice shows (its rule: the window, a
+    -- subscription that renews), by its own columns alone (the terms' and
+    -- prices' join removed), then the renewals' terms and prices at once
+    -- (renewal_notices: each price once for the run, not once a notice);
+    -- the renewals' events, then the trials', each in the order of the
+    -- tenant, account and subscription: one write_events (issue 20: one
+    -- INSERT a run, not one a notice)
+    SELECT array_agg(n.tenant_id ORDER BY n.o, n.tenant_id, n.account_id, n.subscription_id),
+           array_agg(n.type ORDER BY n.o, n.tenant_id, n.account_id, n.subscription_id),
+           array_agg(n.account_id ORDER BY n.o, n.tenant_id, n.account_id, n.subscription_id),
+           array_agg(n.subscription_id ORDER BY n.o, n.tenant_id, n.account_id, n.subscription_id),
+           array_agg(n.payload ORDER BY n.o, n.tenant_id, n.account_id, n.subscription_id)
+      INTO tenants, types, accounts, subs, payloads
+      FROM (SELECT 1 AS o, p.tenant_id, r.account_id, r.subscription_id, 'renewal.upcoming' AS type,
+                   pg_catalog.jsonb_build_object('version', 1, 'renews_at', subscription.event_time(r.renews_at),
+                       'plan', p.plan, 'plan_version', p.plan_version, 'cycle', subscription.event_interval(p.cycle),
+                       'quantity', p.quantity,
+                       'amount', p.amount, 'currency', p.currency, 'discount', p.discount, 'credit', p.credit) AS payload
+              FROM subscription.renewal_notice AS r
+              JOIN subscription.renewal_notices(ARRAY(SELECT r.subscription_id FROM subscription.renewal_notice AS r
+                                                       WHERE NOT r.overdue AND r.subscription_id = ANY (unannounced)))
+                   AS p ON p.subscription_id = r.subscription_id
+             WHERE NOT r.overdue AND r.subscription_id = ANY (unannounced)
+            UNION ALL
+            SELECT 2, s.tenant_id, r.account_id, r.subscription_id, 'trial.ending',
+                   pg_catalog.jsonb_build_object('version', 1, 'trial_end', subscription.event_time(r.renews_at),
+                       'plan', s.plan, 'then', r.trial_end)
+              FROM subscription.renewal_notice AS r
+              JOIN subscription.subscription AS s ON s.id = r.subscription_id
+             WHERE NOT r.overdue AND r.trial_end IS NOT NULL AND r.subscription_id = ANY (trials)) AS n;
+    IF types IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- a renewal.upcoming already written for its period is not written again
+    RETURN pg_catalog.cardinality(subscription.write_events(tenants, types, accounts, subs, payloads,
+        pg_catalog.array_fill(subscription.now(), ARRAY[pg_catalog.cardinality(types)])));
+END
+$$;
+
+COMMENT ON FUNCTION subscription.announce_renewals() IS
+'Write renewal.upcoming once per subscription and period, and trial.ending once per trial, entering the notice window (renewal_notice); idempotent (E5)';
+
+CREATE OR REPLACE FUNCTION subscription.role_rights(kind text)
+RETURNS TABLE (object_type text, object text, privileges text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    application_routines text[] := '{subscribe,set_quantity,change_plan,change_cycle,set_renewal,cancel,
+        cancel_account,close_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
+        apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
+        bundle_into_suite,preview_bundle_into_suite,
+        effective_limit,current_actor,calling_role,may_read,readable_accounts,coupon_discount,tier_for_hosts,prorate_refund,
+        cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
+        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
+        renewal_terms,renewal_notices,plan_version_or_current,next_plan,create_account,pause,resume,
+        invoice_document,receipt_document,add_payment_method,has_feature,now,meter_now,preview_usage,integral_at}';
+    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
+    views text[] := '{license_holder,invoice,credit_statement,renewal_notice,receipt,open_balance,current_usage}';
+BEGIN
+    IF kind NOT IN ('application', 'backoffice', 'restore') THEN
+        RAISE EXCEPTION 'unknown kind of role "%"', kind
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The kinds are application, backoffice and restore.';
+    END IF;
+    RETURN QUERY
+    SELECT 'SCHEMA', 'subscription', 'USAGE'
+    UNION ALL
+    SELECT 'ROUTINE', p.oid::regprocedure::text, 'EXECUTE'
+      FROM pg_catalog.pg_proc AS p
+     WHERE p.pronamespace = 'subscription'::regnamespace
+       AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
+                     -- granting, writing history and events, and opening or settling
+                     -- an invoice (which take their totals and what is paid from their
+                     -- caller) are for the extension's owner alone
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_histor(y|ies)|write_events?|insert_events|open_invoices?(_of)?|settle_invoice)$' END
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || c.relname,
+           CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
+                THEN 'SELECT, INSERT, UPDATE, DELETE'
+                WHEN kind = 'restore' AND c.relkind = 'r' THEN 'SELECT, INSERT'
+                WHEN kind = 'restore' AND c.relkind = 'S' THEN 'SELECT, UPDATE'
+                ELSE 'SELECT' END
+      FROM pg_catalog.pg_class AS c
+     WHERE c.relnamespace = 'subscription'::regnamespace
+       AND c.relkind IN ('r', 'v', 'S')
+       AND CASE kind WHEN 'backoffice' THEN true
+                     WHEN 'restore' THEN c.relkind IN ('r', 'S')
+                     ELSE c.relname = ANY (catalog || views) END
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || t, 'INSERT, UPDATE' || CASE t WHEN 'member' THEN ', DELETE' ELSE '' END
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+    UNION ALL
+    SELECT 'COLUMNS', 'subscription.' || t, 'SELECT (id)'
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+     ORDER BY 1, 2;
+END
+$$;
+
+SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g ORDER BY g.role, g.kind;
