@@ -23021,3 +23021,224 @@ END
 $$;
 
 SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g ORDER BY g.role, g.kind;
+
+-- ---------------------------------------------------------------------
+-- issue 20 (h-sim4): payments and failed payments call require_arguments
+-- on the way to its error alone (invoice_opening, record_payment,
+-- record_payment_failure, enter_past_due)
+-- ---------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION subscription.invoice_opening(i subscription.invoice_record,
+                                             OUT operations text[], OUT details jsonb[])
+RETURNS record
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    lines bigint;
+    total numeric;
+BEGIN
+    IF (i).id IS NULL THEN
+        PERFORM subscription.require_arguments('invoice_opening', '{i}', ARRAY[true]);
+    END IF;
+    operations := '{}';
+    details := '{}';
+    -- a restore copies rows already announced, and announces without
+    -- history the invoices of a dump from before 1.1
+    IF subscription.restoring_role() THEN
+        RETURN;
+    END IF;
+    -- its lines, and their total: its total once invoice_totals has
+    -- counted them, and none before them (an opening written at the end of
+    -- its statement: SET CONSTRAINTS invoice_record_opened IMMEDIATE),
+    -- though renew_common_group opens an invoice with the total of the
+    -- lines it writes next (issue 18)
+    SELECT count(*), coalesce(sum(subscription.line_amount(l.kind, l.amount)), 0) INTO lines, total
+      FROM subscription.ledger AS l
+     WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id;
+    operations := ARRAY['invoice_open'];
+    details := ARRAY[subscription.invoice_open_details(i.id, i.issuer, i.number, i.currency, i.corrects_invoice_id,
+                                                       i.due_at, total, lines)];
+    IF i.status <> 'open' THEN
+        operations := operations || 'invoice_status'::text;
+        details := details || subscription.invoice_opening_status(i);
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.record_payment(tenant_id bigint, invoice_id bigint, amount numeric, reference text,
+                                            at timestamptz, currency text)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+    earlier subscription.payment;
+    excess numeric;
+    credit_line bigint;
+    new_id bigint;
+    -- the history rows of the invoice written with its status's, in one
+    -- statement (settle_invoice): its opening (I8), then the payment
+    opening record;
+    operations text[];
+    details jsonb[];
+    -- its opening is among them and it is not marked announced yet
+    unmarked boolean := false;
+    missing boolean[] := ARRAY[invoice_id IS NULL, amount IS NULL, reference IS NULL, at IS NULL];
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.record_payment(bigint,bigint,numeric,text,timestamptz,text)', record_payment.tenant_id,
+            pg_catalog.jsonb_build_array(record_payment.tenant_id, record_payment.invoice_id, record_payment.amount, record_payment.reference, record_payment.at, record_payment.currency)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    -- 22004 (require_arguments) called on the way to it alone (issue 20:
+    -- a call of a function with its SET clause a payment)
+    IF true = ANY (missing) THEN
+        PERFORM subscription.require_arguments('record_payment', '{invoice_id,amount,reference,at}', missing);
+    END IF;
+    i := subscription.invoice_for_change('record_payment', tenant_id, invoice_id, false);
+    -- I8: opened in this transaction: its opening before the payment's rows
+    -- (an invoice announced already, as most are, has none: its row is
+    -- locked, so it stays so; no UPDATE of no row).  Its rows from the row
+    -- in hand; settle_invoice marks it in the UPDATE of the payment, or,
+    -- on the ways that write before that, invoice_announcement does
+    operations := '{}';
+    details := '{}';
+    IF NOT i.announced THEN
+        SELECT * INTO opening FROM subscription.invoice_opening(i);
+        operations := opening.operations;
+        details := opening.details;
+        unmarked := true;
+    END IF;
+    PERFORM subscription.authorize(i.tenant_id, i.account_id, 'pay', false);
+    -- I5: once per reference
+    SELECT * INTO earlier FROM subscription.payment AS p
+     WHERE p.tenant_id = i.tenant_id AND p.reference = record_payment.reference;
+    IF FOUND THEN
+        IF earlier.invoice_id <> i.id THEN
+            RAISE EXCEPTION 'payment reference "%" is already recorded for another invoice', reference
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('Payment %s of invoice %s has it.', earlier.id, earlier.invoice_id);
+        END IF;
+        IF unmarked THEN
+            PERFORM subscription.invoice_announcement(i.tenant_id, i.id);
+        END IF;
+        PERFORM subscription.write_histories(operations, i.account_id, i.subscription_id, details, i.tenant_id);
+        RETURN earlier.id;
+    END IF;
+    PERFORM subscription.require_time('record_payment', at, false);
+    IF currency IS NOT NULL AND currency <> i.currency THEN
+        RAISE EXCEPTION 'invoice % is in %, not %', i.document_number, i.currency, currency
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Record the payment in the invoice''s currency.';
+    END IF;
+    IF amount <= 0 OR amount >= 'Infinity' OR amount <> subscription.round_money(amount, i.currency) THEN
+        RAISE EXCEPTION 'a payment must be a positive amount in the minor unit of %', i.currency
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The amount was %s.', amount);
+    END IF;
+    PERFORM subscription.require_amount(amount, i.currency);
+    IF btrim(reference) = '' THEN
+        RAISE EXCEPTION 'a payment needs the provider''s reference' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF i.status IN ('void', 'uncollectible') THEN
+        RAISE EXCEPTION 'invoice % is %', i.document_number, i.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    excess := amount - greatest(i.total - i.paid, 0);
+    IF excess > 0 THEN
+        -- the credit's line may settle other invoices (invoice_totals): the
+        -- opening before their rows
+        IF unmarked THEN
+            PERFORM subscription.invoice_announcement(i.tenant_id, i.id);
+            unmarked := false;
+        END IF;
+        PERFORM subscription.write_histories(operations, i.account_id, i.subscription_id, details, i.tenant_id);
+        operations := '{}';
+        details := '{}';
+        INSERT INTO subscription.ledger AS l
+               (tenant_id, account_id, kind, amount, currency, item, description, corrects_invoice_id)
+        VALUES (i.tenant_id, i.account_id, 'credit', excess, i.currency, 'credit',
+                format('overpayment of invoice %s (%s)', i.document_number, reference), i.id)
+        RETURNING l.id INTO credit_line;
+    END IF;
+    INSERT INTO subscription.payment AS p
+           (tenant_id, invoice_id, account_id, amount, currency, reference, payment_method_id, at, credit_line_id)
+    VALUES (i.tenant_id, i.id, i.account_id, amount, i.currency, reference, i.payment_method_id, at, credit_line)
+    RETURNING p.id INTO new_id;
+    operations := operations || 'payment'::text;
+    details := details || jsonb_build_object('payment_id', new_id, 'invoice_id', i.id, 'amount', amount,
+                                             'currency', i.currency, 'reference', reference,
+                                             'credited', greatest(excess, 0));
+    -- what is paid, written with the status in one UPDATE
+    PERFORM subscription.settle_invoice(i.tenant_id, i.id, false, at, operations, details, amount - greatest(excess, 0),
+                                        unmarked);
+    RETURN new_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.record_payment_failure(tenant_id bigint, invoice_id bigint, reason text, at timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+    attempt bigint;
+    missing boolean[] := ARRAY[invoice_id IS NULL, reason IS NULL, at IS NULL];
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        PERFORM subscription.idempotent('subscription.record_payment_failure(bigint,bigint,text,timestamptz)', record_payment_failure.tenant_id,
+            pg_catalog.jsonb_build_array(record_payment_failure.tenant_id, record_payment_failure.invoice_id, record_payment_failure.reason, record_payment_failure.at));
+        RETURN;
+    END IF;
+    IF true = ANY (missing) THEN
+        PERFORM subscription.require_arguments('record_payment_failure', '{invoice_id,reason,at}', missing);
+    END IF;
+    i := subscription.invoice_for_change('record_payment_failure', tenant_id, invoice_id);
+    PERFORM subscription.authorize(i.tenant_id, i.account_id, 'pay', false);
+    PERFORM subscription.require_time('record_payment_failure', at, false);
+    IF i.status <> 'open' THEN
+        RAISE EXCEPTION 'invoice % is %', i.document_number, i.status
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Only an open invoice can fail to be paid.';
+    END IF;
+    -- counted apart from the write: on Citus a query of history passed to
+    -- write_history would run on the tenant's shard, and write_history's
+    -- INSERT from there is a distributed query inside a shard's
+    SELECT 1 + count(*) INTO attempt
+      FROM subscription.history AS h
+     WHERE h.tenant_id = i.tenant_id AND h.account_id = i.account_id
+       AND h.operation = 'payment_failure'
+       AND h.details -> 'invoice_id' = to_jsonb(i.id);
+    PERFORM subscription.write_history('payment_failure', i.account_id, i.subscription_id,
+        jsonb_build_object('invoice_id', i.id, 'reason', reason, 'at', at, 'payment_method_id', i.payment_method_id,
+                           'due', i.total - i.paid, 'currency', i.currency, 'attempt', attempt),
+        i.tenant_id);
+    -- D1: a failed charge makes the subscription past due at once
+    IF i.subscription_id IS NOT NULL THEN
+        PERFORM subscription.enter_past_due(i.tenant_id, i.subscription_id, i.id, at);
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.enter_past_due(tenant_id bigint, subscription_id bigint, invoice_id bigint,
+                                            since timestamptz)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    missing boolean[] := ARRAY[tenant_id IS NULL, subscription_id IS NULL, invoice_id IS NULL, since IS NULL];
+BEGIN
+    IF true = ANY (missing) THEN
+        PERFORM subscription.require_arguments('enter_past_due', '{tenant_id,subscription_id,invoice_id,since}', missing);
+    END IF;
+    UPDATE subscription.subscription AS x
+       SET status = 'past_due', past_due_since = enter_past_due.since,
+           past_due_invoice_id = enter_past_due.invoice_id, dunning_step = 0
+     WHERE x.tenant_id = enter_past_due.tenant_id AND x.id = enter_past_due.subscription_id
+       AND x.status = 'active' AND x.paused_at IS NULL;
+    RETURN FOUND;
+END
+$$;
