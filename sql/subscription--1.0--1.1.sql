@@ -22915,3 +22915,475 @@ BEGIN
     RETURN NULL;
 END
 $$;
+
+-- ---------------------------------------------------------------------
+-- issue 20 (h-sim4): renewal notices priced set-based: renewal_notices()
+-- (type notice_terms) prices each plan, cycle, quantity and version once
+-- for the subscriptions given; renewal_notice calls it per subscription
+-- (a join its readers that take no price remove), announce_renewals once
+-- a run; the application may execute it (role_rights)
+-- ---------------------------------------------------------------------
+CREATE TYPE subscription.notice_terms AS (subscription_id bigint, tenant_id bigint, plan text, cycle interval,
+                                          quantity integer, tier integer, amount numeric, currency text,
+                                          discount numeric, credit numeric, plan_version integer);
+
+COMMENT ON TYPE subscription.notice_terms IS
+'A renewal notice''s plan, cycle, quantity, tier, amount, discount, credit and plan version (renewal_notices)';
+
+CREATE FUNCTION subscription.renewal_notices(subscription_ids bigint[])
+RETURNS SETOF subscription.notice_terms
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    subs subscription.subscription[];
+BEGIN
+    subs := ARRAY(SELECT x FROM subscription.subscription AS x WHERE x.id = ANY (renewal_notices.subscription_ids));
+    RETURN QUERY
+    WITH t AS MATERIALIZED (
+        SELECT s.id, s.tenant_id, s.account_id, n.plan, n.cycle, n.cycle::text AS cycle_text, n.quantity, n.version
+          FROM unnest(subs) AS s
+          CROSS JOIN LATERAL subscription.next_terms(s) AS n
+         WHERE subscription.may_read(s.tenant_id, s.account_id)),
+    -- each plan, cycle (by its text: 1 month is not 30 days), quantity
+    -- and version once
+    p AS MATERIALIZED (
+        SELECT k.plan, k.cycle_text, k.quantity, k.version,
+               subscription.round_money(price.amount, price.currency) AS amount, price.currency,
+               cardinality(subscription.plan_tiers(k.plan, k.version)) > 0 AS tiered,
+               subscription.plan_version_or_current(k.plan, k.version) AS plan_version
+          FROM (SELECT t.plan, t.cycle_text, (array_agg(t.cycle))[1] AS cycle, t.quantity, t.version
+                  FROM t GROUP BY t.plan, t.cycle_text, t.quantity, t.version) AS k
+          CROSS JOIN LATERAL subscription.period_price(k.plan, k.cycle, k.quantity, k.version) AS price)
+    SELECT t.id, t.tenant_id, t.plan, t.cycle, t.quantity, CASE WHEN p.tiered THEN t.quantity END,
+           p.amount, p.currency, d.discount,
+           least(subscription.credit_balance(t.tenant_id, t.account_id, p.currency), p.amount - d.discount),
+           p.plan_version
+      FROM t
+      JOIN p ON p.plan IS NOT DISTINCT FROM t.plan AND p.cycle_text IS NOT DISTINCT FROM t.cycle_text
+            AND p.quantity IS NOT DISTINCT FROM t.quantity AND p.version IS NOT DISTINCT FROM t.version
+      -- the keyed forms, with the subscription's tenant: no lookup of it
+      -- per row (issue 20)
+      CROSS JOIN LATERAL subscription.coupon_discount(t.tenant_id, t.id, p.amount, p.currency) AS d(discount);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renewal_notices(bigint[]) IS
+'The renewal''s plan, cycle, quantity, tier, amount, discount, credit and plan version of each subscription given that the caller may read (renewal_notice; L5, L8), each price looked up once for all of them';
+
+REVOKE ALL ON FUNCTION subscription.renewal_notices(bigint[]) FROM PUBLIC;
+
+CREATE OR REPLACE VIEW subscription.renewal_notice WITH (security_barrier) AS
+-- s: the subscriptions that renew, by their own columns alone; on Citus
+-- read from the shards (the CTE, planned apart when the whole does not push
+-- down), the rest on the coordinator, so that the functions below read the
+-- tenant tables from there (issue 17); on a single server inlined as if
+-- written in place
+WITH s AS (
+    SELECT * FROM subscription.subscription AS s
+     WHERE s.status OPERATOR(pg_catalog.=) ANY ('{active,trialing}')
+       AND s.paused_at IS NULL
+       AND NOT s.cancel_at_period_end
+       AND s.renewal OPERATOR(pg_catalog.<>) 'none')
+SELECT s.id AS subscription_id,
+       s.account_id,
+       upper(s.period) AS renews_at,
+       (r.n).plan,
+       (r.n).cycle,
+       (r.n).quantity,
+       (r.n).tier,
+       (r.n).amount,
+       (r.n).currency,
+       (r.n).discount,
+       (r.n).credit,
+       upper(s.period) OPERATOR(pg_catalog.<=) subscription.now() AS overdue,
+       -- the version of the plan renewed into (grandfathering; a migration's)
+       (r.n).plan_version,
+       -- a trial ending: what its product makes of it (issue 19), else NULL
+       CASE WHEN s.status OPERATOR(pg_catalog.=) 'trialing'
+            THEN (SELECT pr.trial_end FROM subscription.plan AS p
+                    JOIN subscription.product AS pr ON pr.code OPERATOR(pg_catalog.=) p.product
+                   WHERE p.code OPERATOR(pg_catalog.=) s.plan) END AS trial_end,
+       -- U6: the usage the renewal bills of the ending period (preview_usage),
+       -- its amount in the renewal's currency and its lines
+       u.usage_amount,
+       u.usage
+  FROM s
+  -- the terms and prices (renewal_notices), of this subscription alone:
+  -- one row (an aggregate) joined on true, so that a reader that takes
+  -- none of their columns (announce_renewals, which prices its notices at
+  -- once) has the join removed, and no call (issue 20)
+  LEFT JOIN LATERAL (
+      SELECT (array_agg(n))[1] AS n FROM subscription.renewal_notices(ARRAY[s.id]) AS n) AS r ON true
+  -- one row (an aggregate) joined on true: a reader that takes neither
+  -- usage column (announce_renewals) has the join removed, and no
+  -- preview_usage call (issue 20)
+  LEFT JOIN LATERAL (
+      SELECT coalesce(sum(p.amount) FILTER (WHERE p.currency OPERATOR(pg_catalog.=) (r.n).currency), 0) AS usage_amount,
+             jsonb_agg(jsonb_build_object('feature', p.feature, 'aggregate', p.aggregate, 'included', p.included,
+                                          'billable', p.billable, 'amount', p.amount, 'currency', p.currency)
+                       ORDER BY p.feature) AS usage
+        FROM subscription.preview_usage(s.account_id) AS p
+       WHERE p.subscription_id OPERATOR(pg_catalog.=) s.id
+         -- usage_due prices a plan's usage prices alone: without any, no
+         -- call (a millisecond a subscription, issue 20)
+         AND EXISTS (SELECT FROM subscription.plan_usage_price AS up WHERE up.plan OPERATOR(pg_catalog.=) s.plan)) AS u ON true
+ WHERE upper(s.period) OPERATOR(pg_catalog.<=)
+       (subscription.now() OPERATOR(pg_catalog.+) make_interval(days => current_setting('subscription.notice_days')::integer))
+   AND subscription.may_read(s.tenant_id, s.account_id);
+
+CREATE OR REPLACE FUNCTION subscription.announce_renewals()
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    unannounced bigint[];
+    trials bigint[];
+    tenants bigint[];
+    types text[];
+    accounts bigint[];
+    subs bigint[];
+    payloads jsonb[];
+BEGIN
+    -- E5: renewal_notice (the window, the amounts) is read for the
+    -- subscriptions not announced yet alone: its usage and prices cost
+    -- a call per subscription, and every monthly subscription is in a
+    -- 30-day window at every step (the 3-year simulation, issue 20)
+    unannounced := ARRAY(SELECT s.id FROM subscription.subscription AS s
+                          WHERE NOT EXISTS (SELECT FROM subscription.event AS e
+                                             WHERE e.tenant_id = s.tenant_id AND e.subscription_id = s.id
+                                               AND e.type = 'renewal.upcoming'
+                                               AND e.payload ->> 'renews_at' = subscription.event_time(upper(s.period))));
+    -- trial.ending: once per trial (one per subscription), when its end
+    -- enters the notice window; then, what its product makes of it.  The
+    -- view is read for the trials not announced yet alone.
+    trials := ARRAY(SELECT s.id FROM subscription.subscription AS s
+                     WHERE s.status = 'trialing'
+                       AND NOT EXISTS (SELECT FROM subscription.event AS e
+                                        WHERE e.tenant_id = s.tenant_id AND e.subscription_id = s.id
+                                          AND e.type = 'trial.ending'));
+    -- which of them renewal_notice shows (its rule: the window, a
+    -- subscription that renews), by its own columns alone (the terms' and
+    -- prices' join removed), then the renewals' terms and prices at once
+    -- (renewal_notices: each price once for the run, not once a notice);
+    -- the renewals' events, then the trials', each in the order of the
+    -- tenant, account and subscription: one write_events (issue 20: one
+    -- INSERT a run, not one a notice)
+    SELECT array_agg(n.tenant_id ORDER BY n.o, n.tenant_id, n.account_id, n.subscription_id),
+           array_agg(n.type ORDER BY n.o, n.tenant_id, n.account_id, n.subscription_id),
+           array_agg(n.account_id ORDER BY n.o, n.tenant_id, n.account_id, n.subscription_id),
+           array_agg(n.subscription_id ORDER BY n.o, n.tenant_id, n.account_id, n.subscription_id),
+           array_agg(n.payload ORDER BY n.o, n.tenant_id, n.account_id, n.subscription_id)
+      INTO tenants, types, accounts, subs, payloads
+      FROM (SELECT 1 AS o, p.tenant_id, r.account_id, r.subscription_id, 'renewal.upcoming' AS type,
+                   pg_catalog.jsonb_build_object('version', 1, 'renews_at', subscription.event_time(r.renews_at),
+                       'plan', p.plan, 'plan_version', p.plan_version, 'cycle', subscription.event_interval(p.cycle),
+                       'quantity', p.quantity,
+                       'amount', p.amount, 'currency', p.currency, 'discount', p.discount, 'credit', p.credit) AS payload
+              FROM subscription.renewal_notice AS r
+              JOIN subscription.renewal_notices(ARRAY(SELECT r.subscription_id FROM subscription.renewal_notice AS r
+                                                       WHERE NOT r.overdue AND r.subscription_id = ANY (unannounced)))
+                   AS p ON p.subscription_id = r.subscription_id
+             WHERE NOT r.overdue AND r.subscription_id = ANY (unannounced)
+            UNION ALL
+            SELECT 2, s.tenant_id, r.account_id, r.subscription_id, 'trial.ending',
+                   pg_catalog.jsonb_build_object('version', 1, 'trial_end', subscription.event_time(r.renews_at),
+                       'plan', s.plan, 'then', r.trial_end)
+              FROM subscription.renewal_notice AS r
+              JOIN subscription.subscription AS s ON s.id = r.subscription_id
+             WHERE NOT r.overdue AND r.trial_end IS NOT NULL AND r.subscription_id = ANY (trials)) AS n;
+    IF types IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- a renewal.upcoming already written for its period is not written again
+    RETURN pg_catalog.cardinality(subscription.write_events(tenants, types, accounts, subs, payloads,
+        pg_catalog.array_fill(subscription.now(), ARRAY[pg_catalog.cardinality(types)])));
+END
+$$;
+
+COMMENT ON FUNCTION subscription.announce_renewals() IS
+'Write renewal.upcoming once per subscription and period, and trial.ending once per trial, entering the notice window (renewal_notice); idempotent (E5)';
+
+CREATE OR REPLACE FUNCTION subscription.role_rights(kind text)
+RETURNS TABLE (object_type text, object text, privileges text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    application_routines text[] := '{subscribe,set_quantity,change_plan,change_cycle,set_renewal,cancel,
+        cancel_account,close_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
+        apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
+        bundle_into_suite,preview_bundle_into_suite,
+        effective_limit,current_actor,calling_role,may_read,readable_accounts,coupon_discount,tier_for_hosts,prorate_refund,
+        cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
+        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
+        renewal_terms,renewal_notices,plan_version_or_current,next_plan,create_account,pause,resume,
+        invoice_document,receipt_document,add_payment_method,has_feature,now,meter_now,preview_usage,integral_at}';
+    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
+    views text[] := '{license_holder,invoice,credit_statement,renewal_notice,receipt,open_balance,current_usage}';
+BEGIN
+    IF kind NOT IN ('application', 'backoffice', 'restore') THEN
+        RAISE EXCEPTION 'unknown kind of role "%"', kind
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The kinds are application, backoffice and restore.';
+    END IF;
+    RETURN QUERY
+    SELECT 'SCHEMA', 'subscription', 'USAGE'
+    UNION ALL
+    SELECT 'ROUTINE', p.oid::regprocedure::text, 'EXECUTE'
+      FROM pg_catalog.pg_proc AS p
+     WHERE p.pronamespace = 'subscription'::regnamespace
+       AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
+                     -- granting, writing history and events, and opening or settling
+                     -- an invoice (which take their totals and what is paid from their
+                     -- caller) are for the extension's owner alone
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_histor(y|ies)|write_events?|insert_events|open_invoices?(_of)?|settle_invoice)$' END
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || c.relname,
+           CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
+                THEN 'SELECT, INSERT, UPDATE, DELETE'
+                WHEN kind = 'restore' AND c.relkind = 'r' THEN 'SELECT, INSERT'
+                WHEN kind = 'restore' AND c.relkind = 'S' THEN 'SELECT, UPDATE'
+                ELSE 'SELECT' END
+      FROM pg_catalog.pg_class AS c
+     WHERE c.relnamespace = 'subscription'::regnamespace
+       AND c.relkind IN ('r', 'v', 'S')
+       AND CASE kind WHEN 'backoffice' THEN true
+                     WHEN 'restore' THEN c.relkind IN ('r', 'S')
+                     ELSE c.relname = ANY (catalog || views) END
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || t, 'INSERT, UPDATE' || CASE t WHEN 'member' THEN ', DELETE' ELSE '' END
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+    UNION ALL
+    SELECT 'COLUMNS', 'subscription.' || t, 'SELECT (id)'
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+     ORDER BY 1, 2;
+END
+$$;
+
+SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g ORDER BY g.role, g.kind;
+
+-- ---------------------------------------------------------------------
+-- issue 20 (h-sim4): payments and failed payments call require_arguments
+-- on the way to its error alone (invoice_opening, record_payment,
+-- record_payment_failure, enter_past_due)
+-- ---------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION subscription.invoice_opening(i subscription.invoice_record,
+                                             OUT operations text[], OUT details jsonb[])
+RETURNS record
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    lines bigint;
+    total numeric;
+BEGIN
+    IF (i).id IS NULL THEN
+        PERFORM subscription.require_arguments('invoice_opening', '{i}', ARRAY[true]);
+    END IF;
+    operations := '{}';
+    details := '{}';
+    -- a restore copies rows already announced, and announces without
+    -- history the invoices of a dump from before 1.1
+    IF subscription.restoring_role() THEN
+        RETURN;
+    END IF;
+    -- its lines, and their total: its total once invoice_totals has
+    -- counted them, and none before them (an opening written at the end of
+    -- its statement: SET CONSTRAINTS invoice_record_opened IMMEDIATE),
+    -- though renew_common_group opens an invoice with the total of the
+    -- lines it writes next (issue 18)
+    SELECT count(*), coalesce(sum(subscription.line_amount(l.kind, l.amount)), 0) INTO lines, total
+      FROM subscription.ledger AS l
+     WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id;
+    operations := ARRAY['invoice_open'];
+    details := ARRAY[subscription.invoice_open_details(i.id, i.issuer, i.number, i.currency, i.corrects_invoice_id,
+                                                       i.due_at, total, lines)];
+    IF i.status <> 'open' THEN
+        operations := operations || 'invoice_status'::text;
+        details := details || subscription.invoice_opening_status(i);
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.record_payment(tenant_id bigint, invoice_id bigint, amount numeric, reference text,
+                                            at timestamptz, currency text)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+    earlier subscription.payment;
+    excess numeric;
+    credit_line bigint;
+    new_id bigint;
+    -- the history rows of the invoice written with its status's, in one
+    -- statement (settle_invoice): its opening (I8), then the payment
+    opening record;
+    operations text[];
+    details jsonb[];
+    -- its opening is among them and it is not marked announced yet
+    unmarked boolean := false;
+    missing boolean[] := ARRAY[invoice_id IS NULL, amount IS NULL, reference IS NULL, at IS NULL];
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        RETURN subscription.idempotent('subscription.record_payment(bigint,bigint,numeric,text,timestamptz,text)', record_payment.tenant_id,
+            pg_catalog.jsonb_build_array(record_payment.tenant_id, record_payment.invoice_id, record_payment.amount, record_payment.reference, record_payment.at, record_payment.currency)) OPERATOR(pg_catalog.#>>) '{}';
+    END IF;
+    -- 22004 (require_arguments) called on the way to it alone (issue 20:
+    -- a call of a function with its SET clause a payment)
+    IF true = ANY (missing) THEN
+        PERFORM subscription.require_arguments('record_payment', '{invoice_id,amount,reference,at}', missing);
+    END IF;
+    i := subscription.invoice_for_change('record_payment', tenant_id, invoice_id, false);
+    -- I8: opened in this transaction: its opening before the payment's rows
+    -- (an invoice announced already, as most are, has none: its row is
+    -- locked, so it stays so; no UPDATE of no row).  Its rows from the row
+    -- in hand; settle_invoice marks it in the UPDATE of the payment, or,
+    -- on the ways that write before that, invoice_announcement does
+    operations := '{}';
+    details := '{}';
+    IF NOT i.announced THEN
+        SELECT * INTO opening FROM subscription.invoice_opening(i);
+        operations := opening.operations;
+        details := opening.details;
+        unmarked := true;
+    END IF;
+    PERFORM subscription.authorize(i.tenant_id, i.account_id, 'pay', false);
+    -- I5: once per reference
+    SELECT * INTO earlier FROM subscription.payment AS p
+     WHERE p.tenant_id = i.tenant_id AND p.reference = record_payment.reference;
+    IF FOUND THEN
+        IF earlier.invoice_id <> i.id THEN
+            RAISE EXCEPTION 'payment reference "%" is already recorded for another invoice', reference
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('Payment %s of invoice %s has it.', earlier.id, earlier.invoice_id);
+        END IF;
+        IF unmarked THEN
+            PERFORM subscription.invoice_announcement(i.tenant_id, i.id);
+        END IF;
+        PERFORM subscription.write_histories(operations, i.account_id, i.subscription_id, details, i.tenant_id);
+        RETURN earlier.id;
+    END IF;
+    PERFORM subscription.require_time('record_payment', at, false);
+    IF currency IS NOT NULL AND currency <> i.currency THEN
+        RAISE EXCEPTION 'invoice % is in %, not %', i.document_number, i.currency, currency
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Record the payment in the invoice''s currency.';
+    END IF;
+    IF amount <= 0 OR amount >= 'Infinity' OR amount <> subscription.round_money(amount, i.currency) THEN
+        RAISE EXCEPTION 'a payment must be a positive amount in the minor unit of %', i.currency
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The amount was %s.', amount);
+    END IF;
+    PERFORM subscription.require_amount(amount, i.currency);
+    IF btrim(reference) = '' THEN
+        RAISE EXCEPTION 'a payment needs the provider''s reference' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF i.status IN ('void', 'uncollectible') THEN
+        RAISE EXCEPTION 'invoice % is %', i.document_number, i.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    excess := amount - greatest(i.total - i.paid, 0);
+    IF excess > 0 THEN
+        -- the credit's line may settle other invoices (invoice_totals): the
+        -- opening before their rows
+        IF unmarked THEN
+            PERFORM subscription.invoice_announcement(i.tenant_id, i.id);
+            unmarked := false;
+        END IF;
+        PERFORM subscription.write_histories(operations, i.account_id, i.subscription_id, details, i.tenant_id);
+        operations := '{}';
+        details := '{}';
+        INSERT INTO subscription.ledger AS l
+               (tenant_id, account_id, kind, amount, currency, item, description, corrects_invoice_id)
+        VALUES (i.tenant_id, i.account_id, 'credit', excess, i.currency, 'credit',
+                format('overpayment of invoice %s (%s)', i.document_number, reference), i.id)
+        RETURNING l.id INTO credit_line;
+    END IF;
+    INSERT INTO subscription.payment AS p
+           (tenant_id, invoice_id, account_id, amount, currency, reference, payment_method_id, at, credit_line_id)
+    VALUES (i.tenant_id, i.id, i.account_id, amount, i.currency, reference, i.payment_method_id, at, credit_line)
+    RETURNING p.id INTO new_id;
+    operations := operations || 'payment'::text;
+    details := details || jsonb_build_object('payment_id', new_id, 'invoice_id', i.id, 'amount', amount,
+                                             'currency', i.currency, 'reference', reference,
+                                             'credited', greatest(excess, 0));
+    -- what is paid, written with the status in one UPDATE
+    PERFORM subscription.settle_invoice(i.tenant_id, i.id, false, at, operations, details, amount - greatest(excess, 0),
+                                        unmarked);
+    RETURN new_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.record_payment_failure(tenant_id bigint, invoice_id bigint, reason text, at timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i subscription.invoice_record;
+    attempt bigint;
+    missing boolean[] := ARRAY[invoice_id IS NULL, reason IS NULL, at IS NULL];
+BEGIN
+    -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
+    IF subscription.idempotency_requested() THEN
+        PERFORM subscription.idempotent('subscription.record_payment_failure(bigint,bigint,text,timestamptz)', record_payment_failure.tenant_id,
+            pg_catalog.jsonb_build_array(record_payment_failure.tenant_id, record_payment_failure.invoice_id, record_payment_failure.reason, record_payment_failure.at));
+        RETURN;
+    END IF;
+    IF true = ANY (missing) THEN
+        PERFORM subscription.require_arguments('record_payment_failure', '{invoice_id,reason,at}', missing);
+    END IF;
+    i := subscription.invoice_for_change('record_payment_failure', tenant_id, invoice_id);
+    PERFORM subscription.authorize(i.tenant_id, i.account_id, 'pay', false);
+    PERFORM subscription.require_time('record_payment_failure', at, false);
+    IF i.status <> 'open' THEN
+        RAISE EXCEPTION 'invoice % is %', i.document_number, i.status
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Only an open invoice can fail to be paid.';
+    END IF;
+    -- counted apart from the write: on Citus a query of history passed to
+    -- write_history would run on the tenant's shard, and write_history's
+    -- INSERT from there is a distributed query inside a shard's
+    SELECT 1 + count(*) INTO attempt
+      FROM subscription.history AS h
+     WHERE h.tenant_id = i.tenant_id AND h.account_id = i.account_id
+       AND h.operation = 'payment_failure'
+       AND h.details -> 'invoice_id' = to_jsonb(i.id);
+    PERFORM subscription.write_history('payment_failure', i.account_id, i.subscription_id,
+        jsonb_build_object('invoice_id', i.id, 'reason', reason, 'at', at, 'payment_method_id', i.payment_method_id,
+                           'due', i.total - i.paid, 'currency', i.currency, 'attempt', attempt),
+        i.tenant_id);
+    -- D1: a failed charge makes the subscription past due at once
+    IF i.subscription_id IS NOT NULL THEN
+        PERFORM subscription.enter_past_due(i.tenant_id, i.subscription_id, i.id, at);
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.enter_past_due(tenant_id bigint, subscription_id bigint, invoice_id bigint,
+                                            since timestamptz)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    missing boolean[] := ARRAY[tenant_id IS NULL, subscription_id IS NULL, invoice_id IS NULL, since IS NULL];
+BEGIN
+    IF true = ANY (missing) THEN
+        PERFORM subscription.require_arguments('enter_past_due', '{tenant_id,subscription_id,invoice_id,since}', missing);
+    END IF;
+    UPDATE subscription.subscription AS x
+       SET status = 'past_due', past_due_since = enter_past_due.since,
+           past_due_invoice_id = enter_past_due.invoice_id, dunning_step = 0
+     WHERE x.tenant_id = enter_past_due.tenant_id AND x.id = enter_past_due.subscription_id
+       AND x.status = 'active' AND x.paused_at IS NULL;
+    RETURN FOUND;
+END
+$$;

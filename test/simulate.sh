@@ -9,6 +9,14 @@
 # a server with subscription.allow_clock on (test/lib.sh).  Prints TAP, and
 # "# simulated N steps in S s" for test/bench/cases/simulation.sh.
 #   SUBS=1000 bash test/simulate.sh
+# Statistics: a deployment has a week between two steps, in which
+# autovacuum analyzes every table whose changes passed its threshold
+# (autovacuum_analyze_threshold + scale_factor x rows); here steps follow
+# each other within a second, and autovacuum (a minute between its rounds)
+# lags dozens of steps behind, when a table grows tenfold in a minute.
+# SIMULATE_STATS=autovacuum analyzes after each step, in another backend
+# (its CPU is not the steps'), each table autovacuum would have: the
+# statistics a deployment has.  Unset: as autovacuum gets to them.
 set -uo pipefail
 db=${SIMULATE_DB:-subscription_simulate}
 subs=${SUBS:-1000}
@@ -42,6 +50,25 @@ SELECT count(subscription.subscribe(g, CASE WHEN g % 10 < 6 THEN 'basic' WHEN g 
 COMMIT;
 SQL
 
+# what autovacuum would analyze in the week between two steps
+# (SIMULATE_STATS=autovacuum, above): each table of the extension whose
+# changes since its last analysis passed autovacuum's threshold
+cat > "$dir/analyze.sql" <<'SQL'
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT t.relid::regclass AS rel
+               FROM pg_stat_user_tables AS t JOIN pg_class AS c ON c.oid = t.relid
+              WHERE t.schemaname = 'subscription'
+                AND t.n_mod_since_analyze > current_setting('autovacuum_analyze_threshold')::integer
+                    + current_setting('autovacuum_analyze_scale_factor')::float8 * greatest(c.reltuples, 0) LOOP
+        EXECUTE format('ANALYZE %s', r.rel);
+    END LOOP;
+END
+$$;
+SQL
+
 # one step a week: each one transaction at its time
 steps=0
 {
@@ -70,6 +97,7 @@ SELECT count(subscription.record_payment(b.invoice_id, b.due, 'sim ' || b.invoic
  WHERE b.due > 0 AND (b.account_id % 10 <> 0 OR b.at <= subscription.now() - interval '7 days');
 COMMIT;
 SQL
+        [ "${SIMULATE_STATS:-}" = autovacuum ] && echo "\\! psql -X -qAt -d $db -f $dir/analyze.sql >/dev/null"
         last=$at
         t=$((t + 7 * 86400))
     done

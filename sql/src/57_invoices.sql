@@ -312,7 +312,9 @@ DECLARE
     lines bigint;
     total numeric;
 BEGIN
-    PERFORM subscription.require_arguments('invoice_opening', '{i}', ARRAY[(i).id IS NULL]);
+    IF (i).id IS NULL THEN
+        PERFORM subscription.require_arguments('invoice_opening', '{i}', ARRAY[true]);
+    END IF;
     operations := '{}';
     details := '{}';
     -- a restore copies rows already announced, and announces without
@@ -1100,14 +1102,18 @@ DECLARE
     details jsonb[];
     -- its opening is among them and it is not marked announced yet
     unmarked boolean := false;
+    missing boolean[] := ARRAY[invoice_id IS NULL, amount IS NULL, reference IS NULL, at IS NULL];
 BEGIN
     -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
     IF subscription.idempotency_requested() THEN
         RETURN subscription.idempotent('subscription.record_payment(bigint,bigint,numeric,text,timestamptz,text)', record_payment.tenant_id,
             pg_catalog.jsonb_build_array(record_payment.tenant_id, record_payment.invoice_id, record_payment.amount, record_payment.reference, record_payment.at, record_payment.currency)) OPERATOR(pg_catalog.#>>) '{}';
     END IF;
-    PERFORM subscription.require_arguments('record_payment', '{invoice_id,amount,reference,at}',
-        ARRAY[invoice_id IS NULL, amount IS NULL, reference IS NULL, at IS NULL]);
+    -- 22004 (require_arguments) called on the way to it alone (issue 20:
+    -- a call of a function with its SET clause a payment)
+    IF true = ANY (missing) THEN
+        PERFORM subscription.require_arguments('record_payment', '{invoice_id,amount,reference,at}', missing);
+    END IF;
     i := subscription.invoice_for_change('record_payment', tenant_id, invoice_id, false);
     -- I8: opened in this transaction: its opening before the payment's rows
     -- (an invoice announced already, as most are, has none: its row is
@@ -1219,6 +1225,7 @@ AS $$
 DECLARE
     i subscription.invoice_record;
     attempt bigint;
+    missing boolean[] := ARRAY[invoice_id IS NULL, reason IS NULL, at IS NULL];
 BEGIN
     -- an idempotency key: the first call's result (Q1-Q4, docs/integrating.md#idempotency-keys)
     IF subscription.idempotency_requested() THEN
@@ -1226,8 +1233,9 @@ BEGIN
             pg_catalog.jsonb_build_array(record_payment_failure.tenant_id, record_payment_failure.invoice_id, record_payment_failure.reason, record_payment_failure.at));
         RETURN;
     END IF;
-    PERFORM subscription.require_arguments('record_payment_failure', '{invoice_id,reason,at}',
-        ARRAY[invoice_id IS NULL, reason IS NULL, at IS NULL]);
+    IF true = ANY (missing) THEN
+        PERFORM subscription.require_arguments('record_payment_failure', '{invoice_id,reason,at}', missing);
+    END IF;
     i := subscription.invoice_for_change('record_payment_failure', tenant_id, invoice_id);
     PERFORM subscription.authorize(i.tenant_id, i.account_id, 'pay', false);
     PERFORM subscription.require_time('record_payment_failure', at, false);

@@ -1082,14 +1082,78 @@ $$;
 COMMENT ON PROCEDURE subscription.renew_local_tenants(timestamptz, integer) IS
 'Renew the due tenants whose shards are on this node (Citus; every tenant on a single server), in committed batches, for pg_cron; CALL it outside a transaction block';
 
+-- L5, L8: the notices' terms and prices of the subscriptions given (by id,
+-- so that no made-up row can ask for another account's use; only those
+-- the caller may read): what renewal_notice shows of each beyond its own
+-- columns, the one place that prices a notice.  Set-based (issue 20): the
+-- next terms (next_terms), the coupon's discount and the credit per
+-- subscription, but each plan, cycle, quantity and version priced once
+-- for all the subscriptions given (period_price, plan_tiers,
+-- plan_version_or_current), not once per subscription.  renewal_notice
+-- calls it for each subscription it shows (a reader of one prices one),
+-- announce_renewals once for every notice it writes.  SECURITY DEFINER,
+-- as the view's readers do not read the counters that the use comes from.
+-- PL/pgSQL, the subscriptions read first by id alone: on Citus from the
+-- shards, the functions then reading the tenant tables on the coordinator
+-- (issue 17).
+CREATE TYPE subscription.notice_terms AS (subscription_id bigint, tenant_id bigint, plan text, cycle interval,
+                                          quantity integer, tier integer, amount numeric, currency text,
+                                          discount numeric, credit numeric, plan_version integer);
+
+COMMENT ON TYPE subscription.notice_terms IS
+'A renewal notice''s plan, cycle, quantity, tier, amount, discount, credit and plan version (renewal_notices)';
+
+CREATE FUNCTION subscription.renewal_notices(subscription_ids bigint[])
+RETURNS SETOF subscription.notice_terms
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    subs subscription.subscription[];
+BEGIN
+    subs := ARRAY(SELECT x FROM subscription.subscription AS x WHERE x.id = ANY (renewal_notices.subscription_ids));
+    RETURN QUERY
+    WITH t AS MATERIALIZED (
+        SELECT s.id, s.tenant_id, s.account_id, n.plan, n.cycle, n.cycle::text AS cycle_text, n.quantity, n.version
+          FROM unnest(subs) AS s
+          CROSS JOIN LATERAL subscription.next_terms(s) AS n
+         WHERE subscription.may_read(s.tenant_id, s.account_id)),
+    -- each plan, cycle (by its text: 1 month is not 30 days), quantity
+    -- and version once
+    p AS MATERIALIZED (
+        SELECT k.plan, k.cycle_text, k.quantity, k.version,
+               subscription.round_money(price.amount, price.currency) AS amount, price.currency,
+               cardinality(subscription.plan_tiers(k.plan, k.version)) > 0 AS tiered,
+               subscription.plan_version_or_current(k.plan, k.version) AS plan_version
+          FROM (SELECT t.plan, t.cycle_text, (array_agg(t.cycle))[1] AS cycle, t.quantity, t.version
+                  FROM t GROUP BY t.plan, t.cycle_text, t.quantity, t.version) AS k
+          CROSS JOIN LATERAL subscription.period_price(k.plan, k.cycle, k.quantity, k.version) AS price)
+    SELECT t.id, t.tenant_id, t.plan, t.cycle, t.quantity, CASE WHEN p.tiered THEN t.quantity END,
+           p.amount, p.currency, d.discount,
+           least(subscription.credit_balance(t.tenant_id, t.account_id, p.currency), p.amount - d.discount),
+           p.plan_version
+      FROM t
+      JOIN p ON p.plan IS NOT DISTINCT FROM t.plan AND p.cycle_text IS NOT DISTINCT FROM t.cycle_text
+            AND p.quantity IS NOT DISTINCT FROM t.quantity AND p.version IS NOT DISTINCT FROM t.version
+      -- the keyed forms, with the subscription's tenant: no lookup of it
+      -- per row (issue 20)
+      CROSS JOIN LATERAL subscription.coupon_discount(t.tenant_id, t.id, p.amount, p.currency) AS d(discount);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renewal_notices(bigint[]) IS
+'The renewal''s plan, cycle, quantity, tier, amount, discount, credit and plan version of each subscription given that the caller may read (renewal_notice; L5, L8), each price looked up once for all of them';
+
 -- L5, L8: the subscriptions that renew within subscription.notice_days
 -- (default 30), with what the renewal will be (next_terms): plan (at the
 -- version held, or a migration's when it takes effect then), cycle,
 -- quantity (the tier on a tiered plan; from the current use on a
 -- 'from_usage' product, L7), the amount to be charged and the credit that
--- will apply (L10), after the coupon's discount (Z10).  A prepaid term renewed
--- "to_monthly" continues monthly; "none" and cancelled ones do not renew.
--- overdue: the renewal's time has passed and renew_due has not run yet.
+-- will apply (L10), after the coupon's discount (Z10): renewal_notices.
+-- A prepaid term renewed "to_monthly" continues monthly; "none" and
+-- cancelled ones do not renew.  overdue: the renewal's time has passed and
+-- renew_due has not run yet.
 CREATE VIEW subscription.renewal_notice WITH (security_barrier) AS
 -- s: the subscriptions that renew, by their own columns alone; on Citus
 -- read from the shards (the CTE, planned apart when the whole does not push
@@ -1105,18 +1169,17 @@ WITH s AS (
 SELECT s.id AS subscription_id,
        s.account_id,
        upper(s.period) AS renews_at,
-       n.plan,
-       n.cycle,
-       n.quantity,
-       CASE WHEN cardinality(subscription.plan_tiers(n.plan, n.version)) > 0 THEN n.quantity END AS tier,
-       subscription.round_money(price.amount, price.currency) AS amount,
-       price.currency,
-       d.discount,
-       least(subscription.credit_balance(s.tenant_id, s.account_id, price.currency),
-             subscription.round_money(price.amount, price.currency) OPERATOR(pg_catalog.-) d.discount) AS credit,
+       (r.n).plan,
+       (r.n).cycle,
+       (r.n).quantity,
+       (r.n).tier,
+       (r.n).amount,
+       (r.n).currency,
+       (r.n).discount,
+       (r.n).credit,
        upper(s.period) OPERATOR(pg_catalog.<=) subscription.now() AS overdue,
        -- the version of the plan renewed into (grandfathering; a migration's)
-       subscription.plan_version_or_current(n.plan, n.version) AS plan_version,
+       (r.n).plan_version,
        -- a trial ending: what its product makes of it (issue 19), else NULL
        CASE WHEN s.status OPERATOR(pg_catalog.=) 'trialing'
             THEN (SELECT pr.trial_end FROM subscription.plan AS p
@@ -1127,18 +1190,17 @@ SELECT s.id AS subscription_id,
        u.usage_amount,
        u.usage
   FROM s
-  CROSS JOIN LATERAL subscription.renewal_terms(s.id) AS n
-  CROSS JOIN LATERAL subscription.period_price(n.plan, n.cycle, n.quantity, n.version) AS price
-  -- the keyed forms, with the subscription's tenant: no lookup of it per
-  -- row (issue 20)
-  CROSS JOIN LATERAL subscription.coupon_discount(s.tenant_id, s.id,
-                                                  subscription.round_money(price.amount, price.currency),
-                                                  price.currency) AS d(discount)
+  -- the terms and prices (renewal_notices), of this subscription alone:
+  -- one row (an aggregate) joined on true, so that a reader that takes
+  -- none of their columns (announce_renewals, which prices its notices at
+  -- once) has the join removed, and no call (issue 20)
+  LEFT JOIN LATERAL (
+      SELECT (array_agg(n))[1] AS n FROM subscription.renewal_notices(ARRAY[s.id]) AS n) AS r ON true
   -- one row (an aggregate) joined on true: a reader that takes neither
   -- usage column (announce_renewals) has the join removed, and no
   -- preview_usage call (issue 20)
   LEFT JOIN LATERAL (
-      SELECT coalesce(sum(p.amount) FILTER (WHERE p.currency OPERATOR(pg_catalog.=) price.currency), 0) AS usage_amount,
+      SELECT coalesce(sum(p.amount) FILTER (WHERE p.currency OPERATOR(pg_catalog.=) (r.n).currency), 0) AS usage_amount,
              jsonb_agg(jsonb_build_object('feature', p.feature, 'aggregate', p.aggregate, 'included', p.included,
                                           'billable', p.billable, 'amount', p.amount, 'currency', p.currency)
                        ORDER BY p.feature) AS usage

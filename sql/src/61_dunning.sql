@@ -29,9 +29,12 @@ RETURNS boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    missing boolean[] := ARRAY[tenant_id IS NULL, subscription_id IS NULL, invoice_id IS NULL, since IS NULL];
 BEGIN
-    PERFORM subscription.require_arguments('enter_past_due', '{tenant_id,subscription_id,invoice_id,since}',
-        ARRAY[tenant_id IS NULL, subscription_id IS NULL, invoice_id IS NULL, since IS NULL]);
+    IF true = ANY (missing) THEN
+        PERFORM subscription.require_arguments('enter_past_due', '{tenant_id,subscription_id,invoice_id,since}', missing);
+    END IF;
     UPDATE subscription.subscription AS x
        SET status = 'past_due', past_due_since = enter_past_due.since,
            past_due_invoice_id = enter_past_due.invoice_id, dunning_step = 0

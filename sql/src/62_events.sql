@@ -268,6 +268,10 @@ BEGIN
                        AND NOT EXISTS (SELECT FROM subscription.event AS e
                                         WHERE e.tenant_id = s.tenant_id AND e.subscription_id = s.id
                                           AND e.type = 'trial.ending'));
+    -- which of them renewal_notice shows (its rule: the window, a
+    -- subscription that renews), by its own columns alone (the terms' and
+    -- prices' join removed), then the renewals' terms and prices at once
+    -- (renewal_notices: each price once for the run, not once a notice);
     -- the renewals' events, then the trials', each in the order of the
     -- tenant, account and subscription: one write_events (issue 20: one
     -- INSERT a run, not one a notice)
@@ -277,13 +281,15 @@ BEGIN
            array_agg(n.subscription_id ORDER BY n.o, n.tenant_id, n.account_id, n.subscription_id),
            array_agg(n.payload ORDER BY n.o, n.tenant_id, n.account_id, n.subscription_id)
       INTO tenants, types, accounts, subs, payloads
-      FROM (SELECT 1 AS o, s.tenant_id, r.account_id, r.subscription_id, 'renewal.upcoming' AS type,
+      FROM (SELECT 1 AS o, p.tenant_id, r.account_id, r.subscription_id, 'renewal.upcoming' AS type,
                    pg_catalog.jsonb_build_object('version', 1, 'renews_at', subscription.event_time(r.renews_at),
-                       'plan', r.plan, 'plan_version', r.plan_version, 'cycle', subscription.event_interval(r.cycle),
-                       'quantity', r.quantity,
-                       'amount', r.amount, 'currency', r.currency, 'discount', r.discount, 'credit', r.credit) AS payload
+                       'plan', p.plan, 'plan_version', p.plan_version, 'cycle', subscription.event_interval(p.cycle),
+                       'quantity', p.quantity,
+                       'amount', p.amount, 'currency', p.currency, 'discount', p.discount, 'credit', p.credit) AS payload
               FROM subscription.renewal_notice AS r
-              JOIN subscription.subscription AS s ON s.id = r.subscription_id
+              JOIN subscription.renewal_notices(ARRAY(SELECT r.subscription_id FROM subscription.renewal_notice AS r
+                                                       WHERE NOT r.overdue AND r.subscription_id = ANY (unannounced)))
+                   AS p ON p.subscription_id = r.subscription_id
              WHERE NOT r.overdue AND r.subscription_id = ANY (unannounced)
             UNION ALL
             SELECT 2, s.tenant_id, r.account_id, r.subscription_id, 'trial.ending',

@@ -31,7 +31,7 @@ DECLARE
         effective_limit,current_actor,calling_role,may_read,readable_accounts,coupon_discount,tier_for_hosts,prorate_refund,
         cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
         cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
-        renewal_terms,plan_version_or_current,next_plan,create_account,pause,resume,
+        renewal_terms,renewal_notices,plan_version_or_current,next_plan,create_account,pause,resume,
         invoice_document,receipt_document,add_payment_method,has_feature,now,meter_now,preview_usage,integral_at}';
     catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
     views text[] := '{license_holder,invoice,credit_statement,renewal_notice,receipt,open_balance,current_usage}';
