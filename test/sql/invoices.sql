@@ -180,8 +180,8 @@ SELECT s.statement, pg_temp.error_of(s.statement) AS error
     ('SELECT subscription.add_payment_method(1, ''card'', NULL)'),
     ('SELECT subscription.add_payment_method(2, 1, ''card'', ''t'', NULL, true)')
   ) AS s (statement);
-SELECT count(*) - :payments_before AS payments_written, (SELECT count(*) FROM history) - :history_before AS history_written
-  FROM payment;
+SELECT (SELECT count(*) FROM payment) - :payments_before AS payments_written,
+       (SELECT count(*) FROM history) - :history_before AS history_written;
 SELECT status, paid FROM invoice_record WHERE id = :zd_april;
 
 -- keyed forms: the tenant first; another tenant's invoice is refused (22023)
