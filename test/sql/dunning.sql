@@ -7,6 +7,10 @@
 \i test/sql/include/setup.psql
 -- the invoices' ids too start at 1 (events and hints name them)
 SELECT setval(pg_get_serial_sequence('subscription.invoice_record', 'id'), 1, false) IS NOT NULL AS reset;
+-- (on Citus the invoices are written on the tenant's shard, numbered from
+-- the worker's range: there too from its start, test/expected_citus)
+\set worker_id_tables invoice_record
+\i test/sql/include/worker_ids.psql
 SET search_path = subscription, public;
 SET TimeZone = 'UTC';
 BEGIN;

@@ -5,7 +5,15 @@
 \i test/sql/include/setup.psql
 SET search_path = subscription, public;
 SET TimeZone = 'UTC';
+-- (on Citus the invoices, payments and some ledger lines are written on the
+-- tenant's shard, numbered from the worker's range: there too from its
+-- start, test/expected_citus)
+\set worker_id_tables 'invoice_record payment payment_method ledger'
+\i test/sql/include/worker_ids.psql
 BEGIN;
+-- on Citus the workers' parts of the transaction take its SET LOCALs too:
+-- the payment terms
+SET LOCAL citus.propagate_set_commands = 'local';
 SET LOCAL subscription.payment_terms = 14;
 -- I8: the case runs in one transaction: each invoice's opening (and the
 -- status it reached) is written at the end of its statement, not at the commit
@@ -34,7 +42,7 @@ SELECT pg_temp.error_of($$SELECT subscription.add_payment_method(1, 'card', '424
 SELECT pg_temp.error_of($$SELECT subscription.add_payment_method(1, 'card', 'tok', 'Visa 4111 1111 1111 1111')$$) AS card_in_label;
 SELECT has_card_number('4242424242424241') AS not_luhn, has_card_number('order 123456789012') AS too_short,
        has_card_number('5555-5555-5555-4444') AS mastercard;
-SELECT pg_temp.error_of($$INSERT INTO subscription.payment_method (account_id, kind, reference) VALUES (1, 'card', '378282246310005')$$) AS by_insert;
+SELECT pg_temp.error_of($$INSERT INTO subscription.payment_method (tenant_id, account_id, kind, reference) VALUES (1, 1, 'card', '378282246310005')$$) AS by_insert;
 SELECT pg_temp.error_of($$UPDATE subscription.payment_method SET is_default = true WHERE account_id = 1$$) AS two_defaults;
 SELECT add_payment_method(2, 'transfer', 'IBAN DE** 1234', NULL) AS transfer \gset
 SELECT add_payment_method(2, 'card', 'pm_2mc', 'Mastercard 4444') AS mc \gset
@@ -89,7 +97,8 @@ SELECT record_payment(:ch_upgrade, 100, 'pp_9', '2026-03-12') AS p3 \gset
 SELECT status, paid FROM invoice_record WHERE id = :ch_upgrade;
 SELECT credit_balance(2) AS credit;
 SELECT l.kind, l.amount, l.corrects_invoice_id = :ch_upgrade AS corrects_it, i.issuer, i.document_number, i.total, i.status
-  FROM payment AS p JOIN ledger AS l ON l.id = p.credit_line_id JOIN invoice_record AS i ON i.id = l.invoice_id
+  FROM payment AS p JOIN ledger AS l ON l.tenant_id = p.tenant_id AND l.id = p.credit_line_id
+  JOIN invoice_record AS i ON i.tenant_id = l.tenant_id AND i.id = l.invoice_id
  WHERE p.id = :p3;
 -- I6: receipts, with the method the invoice was to be charged by
 SELECT payment_id, document_number, amount, reference, payment_method, payment_method_label, credited, status
@@ -99,12 +108,14 @@ SELECT receipt_document(:p3, 'text');
 -- net of its coupon; nothing deleted.  The Zendesk March renewal: 85.50
 SELECT renew_due('2026-03-01');
 SELECT id AS zd_march FROM invoice_record WHERE subscription_id = :zd ORDER BY id DESC LIMIT 1 \gset
-SELECT count(*) AS lines_before FROM ledger \gset
+-- (the lines written before, by id: on Citus a worker numbers the lines it
+-- writes from its own range, not after the coordinator's)
+SELECT count(*) AS lines_before, array_agg(id) AS ids_before FROM ledger \gset
 SELECT void_invoice(:zd_march, 'agents were never activated', '2026-03-02') AS correction \gset
 SELECT id = :zd_march AS voided, status, total, void_reason, corrects_invoice_id FROM invoice_record
  WHERE id IN (:zd_march, :correction) ORDER BY id;
 SELECT kind, amount, corrects_invoice_id = :zd_march AS corrects, invoice_id = :correction AS on_the_note
-  FROM ledger WHERE id > :lines_before;
+  FROM ledger WHERE id <> ALL (:'ids_before'::bigint[]);
 SELECT count(*) - :lines_before AS lines_added FROM ledger;
 SELECT pg_temp.error_of(format('SELECT subscription.void_invoice(%s, %L)', :zd_march, 'again')) AS void_twice;
 SELECT pg_temp.error_of(format('SELECT subscription.void_invoice(%s, %L)', :zd_renewal, 'mistake')) AS void_paid;
@@ -169,8 +180,8 @@ SELECT s.statement, pg_temp.error_of(s.statement) AS error
     ('SELECT subscription.add_payment_method(1, ''card'', NULL)'),
     ('SELECT subscription.add_payment_method(2, 1, ''card'', ''t'', NULL, true)')
   ) AS s (statement);
-SELECT count(*) - :payments_before AS payments_written, (SELECT count(*) FROM history) - :history_before AS history_written
-  FROM payment;
+SELECT (SELECT count(*) FROM payment) - :payments_before AS payments_written,
+       (SELECT count(*) FROM history) - :history_before AS history_written;
 SELECT status, paid FROM invoice_record WHERE id = :zd_april;
 
 -- keyed forms: the tenant first; another tenant's invoice is refused (22023)

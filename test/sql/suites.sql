@@ -128,7 +128,7 @@ SELECT bundle_into_suite(1, 'suite_pro', NULL, '2026-03-16') AS suite \gset
 SELECT id, plan, status, quantity, is_default, cycle FROM subscription WHERE account_id = 1 ORDER BY id;
 SELECT subscription_id, kind, amount, item, description FROM ledger WHERE account_id = 1 ORDER BY id;   -- L9
 SELECT credit_balance(1);
-SELECT l.member_id, s.plan FROM license AS l JOIN subscription AS s ON s.id = l.subscription_id
+SELECT l.member_id, s.plan FROM license AS l JOIN subscription AS s ON s.tenant_id = l.tenant_id AND s.id = l.subscription_id
  WHERE s.account_id = 1 ORDER BY 1, 2;
 SELECT member_id, product FROM service_seat WHERE subscription_id = :suite ORDER BY 1, 2;   -- R11, Z3
 SELECT licenses_left(:suite);
