@@ -1520,7 +1520,8 @@ GuardOneRow(Relation rel, LimitEntry *entry, const char *feature,
  * archived too: nothing goes silently.
  */
 static void
-ArchiveCascade(TriggerData *trigdata, LimitEntry *entry, const char *feature)
+ArchiveCascade(TriggerData *trigdata, LimitEntry *entry, const char *feature, bool elsewhere, int64 tenant,
+			   int64 account, int64 subscription_id)
 {
 	bool		isnull;
 	IdentitySwitch owner;
@@ -1541,15 +1542,21 @@ ArchiveCascade(TriggerData *trigdata, LimitEntry *entry, const char *feature)
 	if (isnull)
 		return;					/* none of an account */
 
-	/* apply_downgrade archives them after the rows that caused them */
-	caller_context = MemoryContextSwitchTo(TopTransactionContext);
+	/*
+	 * apply_downgrade archives them after the rows that caused them; under
+	 * a trim run by another node's session (Citus), here and now
+	 */
+	caller_context = MemoryContextSwitchTo(elsewhere ? CurrentMemoryContext : TopTransactionContext);
 	c = palloc(sizeof(CascadedRows));
 	c->relid = LogicalRelation(RelationGetRelid(trigdata->tg_relation));
 	c->feature = pstrdup(feature);
 	c->row_ids = datumCopy(row_ids, false, -1);
 	c->old_rows = datumCopy(old_rows, false, -1);
-	TrimmingCascades = lappend(TrimmingCascades, c);
+	if (!elsewhere)
+		TrimmingCascades = lappend(TrimmingCascades, c);
 	MemoryContextSwitchTo(caller_context);
+	if (elsewhere)
+		ArchiveCascaded(tenant, account, subscription_id, c);
 }
 
 /*
@@ -1617,6 +1624,11 @@ limit_guard(PG_FUNCTION_ARGS)
 	int64	   *smallest;
 	bool	   *no_largest;
 	bool		read_by_queries;
+	bool		cascade;
+	bool		elsewhere = false;
+	int64		trim_tenant = 0;
+	int64		trim_account = 0;
+	int64		trim_subscription = 0;
 
 	event = ClassifyGuardedStatement(fcinfo, "limit_guard", &rows);
 	trigdata = (TriggerData *) fcinfo->context;
@@ -1652,15 +1664,21 @@ limit_guard(PG_FUNCTION_ARGS)
 		event = GUARDED_NOTHING;
 
 	/* the queries that read the transition tables see them by name */
+	/*
+	 * a cascade of apply_downgrade's trim: of this session's, or of another
+	 * node's on Citus (subscription.trimming); the table trimmed is a
+	 * logical table, and a shard of it is that table
+	 */
+	cascade = event == GUARDED_DELETE && entry->archive_sql != NULL &&
+		(TrimmingSubscription != 0 ? LogicalRelation(RelationGetRelid(rel)) != TrimmingRelation
+		 : (elsewhere = TrimmingElsewhere(&trim_tenant, &trim_account, &trim_subscription, RelationGetRelid(rel))));
 	read_by_queries = event != GUARDED_NOTHING && event != GUARDED_TRUNCATE &&
 		(event == GUARDED_UPDATE || tuplestore_tuple_count(rows) > 1 ||
-		 (event == GUARDED_DELETE && TrimmingSubscription != 0));
+		 (event == GUARDED_DELETE && TrimmingSubscription != 0) || cascade);
 	if (read_by_queries && SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
 		elog(ERROR, "could not register the transition tables");
-	/* the table trimmed is a logical table: a shard of it is that table */
-	if (event == GUARDED_DELETE && TrimmingSubscription != 0 && entry->archive_sql != NULL
-		&& LogicalRelation(RelationGetRelid(rel)) != TrimmingRelation)
-		ArchiveCascade(trigdata, entry, feature);
+	if (cascade)
+		ArchiveCascade(trigdata, entry, feature, elsewhere, trim_tenant, trim_account, trim_subscription);
 
 	if (event == GUARDED_NOTHING)
 		;						/* not registered */
