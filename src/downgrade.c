@@ -436,8 +436,10 @@ LastArchived(int64 tenant)
 
 /*
  * The rows the guards archived as deleted by the application's foreign keys
- * since "after", as (action, row_id, old_value, new_value, feature, relid)
- * in SPI_tuptable; false when there are none.
+ * since "after", as (action, row_id, old_value, new_value, feature,
+ * relation) in SPI_tuptable; false when there are none.  The relation's
+ * name is read here: a cast to regclass would run where the row is, on
+ * Citus a worker, whose OIDs are not this node's.
  */
 static bool
 ReadCascades(int64 tenant, int64 subscription_id, int64 after)
@@ -448,7 +450,7 @@ ReadCascades(int64 tenant, int64 subscription_id, int64 after)
 	Datum		values[3] = {Int64GetDatum(subscription_id), Int64GetDatum(after), Int64GetDatum(tenant)};
 
 #define CASCADES_SQL(TENANT) \
-	"SELECT t.action, t.row_id, NULL::bigint, NULL::bigint, t.feature, t.relation::regclass::oid" \
+	"SELECT t.action, t.row_id, NULL::bigint, NULL::bigint, t.feature, t.relation" \
 	"  FROM subscription.trimmed AS t" \
 	" WHERE " TENANT "t.subscription_id = $1 AND t.id > $2 AND t.action = 'cascade'" \
 	" ORDER BY t.id"
@@ -795,8 +797,7 @@ ApplyDowngrade(int64 tenant, int64 subscription_id, TrimOutput *out)
 			for (i = 0; i < SPI_processed; i++)
 				PutTrimmedRow(out, SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
 							  GetText(i, 5),
-							  DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
-															 6, &isnull)));
+							  DatumGetObjectId(DirectFunctionCall1(regclassin, CStringGetDatum(GetText(i, 6)))));
 	}
 	PopActiveSnapshot();
 }
