@@ -214,10 +214,10 @@ SELECT body FROM public.note;
 -- apply_downgrade): the guards there archive at once what a cascade
 -- deletes, and nothing of the table trimmed (docs/citus.md); so here
 SELECT coalesce(max(id), 0) AS last_archived FROM trimmed \gset
-SAVEPOINT elsewhere;
 \if :on_citus
 SET LOCAL citus.propagate_set_commands = 'local';                              -- as apply_downgrade sends it
 \endif
+SAVEPOINT elsewhere;
 \set trimming :tickets ' 1 1 public.domain'
 SET LOCAL subscription.trimming = :'trimming';
 DELETE FROM public.domain WHERE id = 2;
