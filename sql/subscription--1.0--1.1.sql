@@ -22689,3 +22689,84 @@ BEGIN
         pg_catalog.array_fill(subscription.now(), ARRAY[pg_catalog.cardinality(types)])));
 END
 $$;
+
+-- ---------------------------------------------------------------------
+-- event_interval (issue 17/20, the lead): renewal.upcoming's cycle in
+-- PostgreSQL's default style wherever the payload is built (on Citus, a
+-- worker connection with its own IntervalStyle).
+-- ---------------------------------------------------------------------
+
+CREATE FUNCTION subscription.event_interval(span interval)
+RETURNS text
+AS 'MODULE_PATHNAME', 'event_interval'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+COMMENT ON FUNCTION subscription.event_interval(interval) IS
+'Internal: a duration as an event payload shows it (PostgreSQL''s default style, ''1 mon'', whatever the session''s IntervalStyle)';
+
+REVOKE ALL ON FUNCTION subscription.event_interval(interval) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION subscription.announce_renewals()
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    unannounced bigint[];
+    trials bigint[];
+    tenants bigint[];
+    types text[];
+    accounts bigint[];
+    subs bigint[];
+    payloads jsonb[];
+BEGIN
+    -- E5: renewal_notice (the window, the amounts) is read for the
+    -- subscriptions not announced yet alone: its usage and prices cost
+    -- a call per subscription, and every monthly subscription is in a
+    -- 30-day window at every step (the 3-year simulation, issue 20)
+    unannounced := ARRAY(SELECT s.id FROM subscription.subscription AS s
+                          WHERE NOT EXISTS (SELECT FROM subscription.event AS e
+                                             WHERE e.tenant_id = s.tenant_id AND e.subscription_id = s.id
+                                               AND e.type = 'renewal.upcoming'
+                                               AND e.payload ->> 'renews_at' = subscription.event_time(upper(s.period))));
+    -- trial.ending: once per trial (one per subscription), when its end
+    -- enters the notice window; then, what its product makes of it.  The
+    -- view is read for the trials not announced yet alone.
+    trials := ARRAY(SELECT s.id FROM subscription.subscription AS s
+                     WHERE s.status = 'trialing'
+                       AND NOT EXISTS (SELECT FROM subscription.event AS e
+                                        WHERE e.tenant_id = s.tenant_id AND e.subscription_id = s.id
+                                          AND e.type = 'trial.ending'));
+    -- the renewals' events, then the trials', each in the order of the
+    -- tenant, account and subscription: one write_events (issue 20: one
+    -- INSERT a run, not one a notice)
+    SELECT array_agg(n.tenant_id ORDER BY n.o, n.tenant_id, n.account_id, n.subscription_id),
+           array_agg(n.type ORDER BY n.o, n.tenant_id, n.account_id, n.subscription_id),
+           array_agg(n.account_id ORDER BY n.o, n.tenant_id, n.account_id, n.subscription_id),
+           array_agg(n.subscription_id ORDER BY n.o, n.tenant_id, n.account_id, n.subscription_id),
+           array_agg(n.payload ORDER BY n.o, n.tenant_id, n.account_id, n.subscription_id)
+      INTO tenants, types, accounts, subs, payloads
+      FROM (SELECT 1 AS o, s.tenant_id, r.account_id, r.subscription_id, 'renewal.upcoming' AS type,
+                   pg_catalog.jsonb_build_object('version', 1, 'renews_at', subscription.event_time(r.renews_at),
+                       'plan', r.plan, 'plan_version', r.plan_version, 'cycle', subscription.event_interval(r.cycle),
+                       'quantity', r.quantity,
+                       'amount', r.amount, 'currency', r.currency, 'discount', r.discount, 'credit', r.credit) AS payload
+              FROM subscription.renewal_notice AS r
+              JOIN subscription.subscription AS s ON s.id = r.subscription_id
+             WHERE NOT r.overdue AND r.subscription_id = ANY (unannounced)
+            UNION ALL
+            SELECT 2, s.tenant_id, r.account_id, r.subscription_id, 'trial.ending',
+                   pg_catalog.jsonb_build_object('version', 1, 'trial_end', subscription.event_time(r.renews_at),
+                       'plan', s.plan, 'then', r.trial_end)
+              FROM subscription.renewal_notice AS r
+              JOIN subscription.subscription AS s ON s.id = r.subscription_id
+             WHERE NOT r.overdue AND r.trial_end IS NOT NULL AND r.subscription_id = ANY (trials)) AS n;
+    IF types IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- a renewal.upcoming already written for its period is not written again
+    RETURN pg_catalog.cardinality(subscription.write_events(tenants, types, accounts, subs, payloads,
+        pg_catalog.array_fill(subscription.now(), ARRAY[pg_catalog.cardinality(types)])));
+END
+$$;

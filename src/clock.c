@@ -41,6 +41,7 @@
 #include "nodes/parsenodes.h"
 #include "pgtime.h"
 #include "tcop/utility.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/datetime.h"
 #include "utils/timestamp.h"
@@ -204,8 +205,26 @@ ClockProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTr
 			propagation = pstrdup(current);
 	}
 	if (propagation != NULL)
+	{
+		VariableSetStmt *set = (VariableSetStmt *) parsetree;
+		PlannedStmt *own = makeNode(PlannedStmt);
+
+		/*
+		 * Citus sends the query string it is given to the nodes (now, and to
+		 * each node the transaction reaches later): this statement alone,
+		 * not the rest of a string of several ("SET LOCAL ...; SELECT
+		 * subscription.renew_all(); COMMIT"), which the workers would run
+		 * too (review h-rev4).  The value as the setting reads it.
+		 */
+		memcpy(own, pstmt, sizeof(PlannedStmt));
+		own->stmt_location = 0;
+		own->stmt_len = 0;
+		pstmt = own;
+		queryString = set->kind == VAR_SET_DEFAULT ? "SET LOCAL subscription.clock TO DEFAULT"
+			: psprintf("SET LOCAL subscription.clock TO %s", quote_literal_cstr(ExtractSetVariableArgs(set)));
 		(void) set_config_option("citus.propagate_set_commands", "local", PGC_USERSET, PGC_S_SESSION,
 								 GUC_ACTION_LOCAL, true, 0, false);
+	}
 	if (prev_process_utility != NULL)
 		prev_process_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
 	else

@@ -51,6 +51,7 @@
 #include "storage/lock.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
 #include "utils/datum.h"
 #include "utils/fmgroids.h"
 #include "utils/json.h"
@@ -72,6 +73,7 @@ PG_FUNCTION_INFO_V1(insert_events);
 PG_FUNCTION_INFO_V1(history_event);
 PG_FUNCTION_INFO_V1(history_events);
 PG_FUNCTION_INFO_V1(event_time);
+PG_FUNCTION_INFO_V1(event_interval);
 
 /* the doorbell's advisory lock: "SUBS", issue 20, a fourth field of its own */
 #define DOORBELL_KEY1 0x53554253
@@ -692,6 +694,28 @@ Datum
 event_time(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_TEXT_P(cstring_to_text(EventTime(PG_GETARG_TIMESTAMPTZ(0))));
+}
+
+/*
+ * event_interval(interval) returns text: a duration as a payload shows it,
+ * in PostgreSQL's default style ("1 mon") whatever the session's
+ * IntervalStyle, which on Citus is the worker connection's where the
+ * payload is built.
+ */
+Datum
+event_interval(PG_FUNCTION_ARGS)
+{
+	Interval   *span = PG_GETARG_INTERVAL_P(0);
+	struct pg_itm itm;
+	char		text[MAXDATELEN + 1];
+
+#ifdef INTERVAL_NOT_FINITE
+	if (INTERVAL_NOT_FINITE(span))
+		PG_RETURN_TEXT_P(cstring_to_text(INTERVAL_IS_NOBEGIN(span) ? "-infinity" : "infinity"));
+#endif
+	interval2itm(*span, &itm);
+	EncodeInterval(&itm, INTSTYLE_POSTGRES, text);
+	PG_RETURN_TEXT_P(cstring_to_text(text));
 }
 
 /* a history row of a statement, with its events */

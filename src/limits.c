@@ -234,6 +234,13 @@ limit_registrations_invalidate(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("limit_registrations_invalidate() must be called as a trigger")));
+
+	/*
+	 * S13: the back office executes every function; on a table of its own
+	 * this trigger would make every backend of the node drop its whole
+	 * relation cache at each statement.  It is limited_table's alone.
+	 */
+	RequireOwnTableTrigger(fcinfo, "limit_registrations_invalidate");
 	if (CitusPresent())
 		CacheInvalidateRelcacheAll();
 	return PointerGetDatum(NULL);
@@ -1380,6 +1387,60 @@ MoveUsageWithoutRows(int64 tenant, int64 account, const char *feature, int64 del
 	 */
 	return MoveUsage(NULL, tenant, account, feature, delta, false, true,
 					 at != NULL ? *at : SubscriptionMeterNow());
+}
+
+/*
+ * The counter of a feature used without rows locked FOR UPDATE before its
+ * move (record_usage, issue 21), created on the account's first use at its
+ * limit (EnsureCounter; ReadCitusCounter on Citus): whoever holds it moves
+ * the counter next, so a caller that holds it sees, in its next statement,
+ * every call that moved the counter before it, and the keys they wrote.
+ * An unknown account of the tenant is P0002.  Needs SPI connected.
+ */
+void
+LockUsageCounter(int64 tenant, int64 account, const char *feature)
+{
+	static SPIPlanPtr lock_plan = NULL;
+	Oid			argtypes[3] = {INT8OID, TEXTOID, INT8OID};
+	Datum		values[3] = {Int64GetDatum(account), CStringGetTextDatum(feature), Int64GetDatum(tenant)};
+	int			attempt;
+
+	if (LimitsVersioned() && CountersOnCitus())
+	{
+		int64		used;
+		int64		limit;
+		bool		limit_null;
+		Datum		version;
+
+		RequireAccount(tenant, account);
+		ReadCitusCounter(tenant, account, feature, true, &used, &limit, &limit_null, &version);
+		return;
+	}
+	/*
+	 * The account FOR KEY SHARE before the counter FOR UPDATE (the review
+	 * h-rev4): the order of every other writer (the key's INSERT, the
+	 * counter's creation reference the account first), and of a DELETE of
+	 * the account, which locks it and then, cascading, its counters.  In
+	 * the other order the two deadlocked (usage_account_delete).  The
+	 * EXISTS is an InitPlan, run before any counter row is locked.
+	 */
+	KeptPlan(&lock_plan,
+			 "SELECT FROM subscription.usage_counter AS u"
+			 " WHERE u.tenant_id = $3 AND u.account_id = $1 AND u.feature = $2"
+			 " AND EXISTS (SELECT FROM subscription.account AS a WHERE a.tenant_id = $3 AND a.id = $1"
+			 "             FOR KEY SHARE OF a)"
+			 " FOR UPDATE OF u", 3, argtypes);
+	/* at most: create the counter, then lock it */
+	for (attempt = 0; attempt < 2; attempt++)
+	{
+		if (SPI_execute_plan(lock_plan, values, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not lock the usage counter");
+		if (SPI_processed == 1)
+			return;
+		RequireAccount(tenant, account);
+		EnsureCounter(values);
+	}
+	elog(ERROR, "could not create the usage counter of account " INT64_FORMAT, account);
 }
 
 /*

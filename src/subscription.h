@@ -263,7 +263,8 @@ extern void ArchiveCascaded(int64 tenant, int64 account, int64 subscription_id, 
 /* licenses.c: Q1, whether the call is made under subscription.idempotency_key */
 extern bool IdempotencyRequested(void);
 
-/* limits.c: a feature's counter moved by usage without rows (issue 21) */
+/* limits.c: a feature's counter locked and moved by usage without rows (issue 21) */
+extern void LockUsageCounter(int64 tenant, int64 account, const char *feature);
 extern int64 MoveUsageWithoutRows(int64 tenant, int64 account, const char *feature, int64 delta,
 								  const TimestampTz *at);
 

@@ -7,14 +7,17 @@
  *   Q1-Q4 under an idempotency key, idempotent() makes the call;
  *   the checks, one query: the keyed form's tenant of the account
  *     (require_tenant; the unkeyed form's is tenant_of's), the arguments
- *     (22004), the account (P0002), the caller's rights to pay
- *     (authorize, Z1), the feature, used without rows (42704, 22023);
+ *     (22004), the account (P0002; the unkeyed form's where tenant_of found
+ *     none), the caller's rights to pay (authorize, Z1), the feature, used
+ *     without rows (42704, 22023);
  *   a negative quantity: 22023;
- *   the key claimed (INSERT ... ON CONFLICT DO NOTHING): a retry, or a
- *     concurrent call with the key, which waits for the first's key, moves
- *     nothing and returns the first's total;
+ *   the counter locked (LockUsageCounter, created on the first use):
+ *     concurrent calls of the account and feature queue here;
+ *   under it, the key read: a retry, or a concurrent call with the key,
+ *     which waited for the first's lock, moves nothing and returns the
+ *     first's total;
  *   the counter moved under its limit (MoveUsageWithoutRows, the guard's
- *     code: 23514 at once), then the key's total written.
+ *     code: 23514 at once), then the key written with its total, once.
  * No subtransaction (the review of issue 21: a caller recording usage in a
  * loop would overflow its cache of 64).  Each rule stays where it is: the
  * checks are the SQL functions every other caller calls, the counter's
@@ -25,7 +28,6 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
-#include "storage/itemptr.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
@@ -34,23 +36,25 @@
 
 PG_FUNCTION_INFO_V1(record_usage);
 
-#define RECORD_USAGE_ARGS 8
+#define RECORD_USAGE_ARGS 7
 
 /*
  * The statements' parameters: $1 the tenant, $2 account_id, $3 feature,
- * $4 quantity, $5 key, $6 at, $7 the new total, $8 the key's row (ctid).
+ * $4 quantity, $5 key, $6 at, $7 the new total.
  */
 static Oid	record_usage_argtypes[RECORD_USAGE_ARGS] = {
-	INT8OID, INT8OID, TEXTOID, INT8OID, TEXTOID, TIMESTAMPTZOID, INT8OID, TIDOID
+	INT8OID, INT8OID, TEXTOID, INT8OID, TEXTOID, TIMESTAMPTZOID, INT8OID
 };
 
 static SPIPlanPtr idempotent_plan = NULL;
-/* [0] the unkeyed form's, [1] the keyed form's (require_tenant first) */
-static SPIPlanPtr checks_plan[2] = {NULL, NULL};
-/* [0] with Citus (the key's row found by its key), [1] without (by its ctid) */
-static SPIPlanPtr claim_plan[2] = {NULL, NULL};
+/*
+ * [0] the unkeyed form's, [1] the keyed form's (require_tenant first); of
+ * each, [0] for arguments none NULL (and the unkeyed form's account found),
+ * [1] with require_arguments and require_account
+ */
+static SPIPlanPtr checks_plan[2][2];
 static SPIPlanPtr recorded_plan = NULL;
-static SPIPlanPtr total_plan[2] = {NULL, NULL};
+static SPIPlanPtr key_plan = NULL;
 
 #define USAGE_RECORD_KEY \
 	" WHERE r.tenant_id = $1 AND r.account_id = $2 AND r.feature = $3 AND r.key = $5"
@@ -77,8 +81,7 @@ RecordUsage(bool keyed, Datum *values, char *nulls, bool *isnull)
 {
 	int64		total;
 	TimestampTz at;
-	ItemPointerData key_row;
-	int			by_ctid = CitusPresent() ? 0 : 1;
+	int			full = 0;
 	int			i;
 
 	/*
@@ -103,20 +106,33 @@ RecordUsage(bool keyed, Datum *values, char *nulls, bool *isnull)
 	 * error); a generic plan, so that require_arguments (IMMUTABLE) is not
 	 * folded at planning, before require_tenant.  The unkeyed form's tenant
 	 * is the account's own (tenant_of), which require_tenant would find
-	 * again: its form leaves it out.
+	 * again: its form leaves it out.  Two checks are called only on the way
+	 * to their error (issue 21: PL/pgSQL calls less per call; their rules and
+	 * messages stay their own): require_arguments, which raises only for a
+	 * NULL argument, and, in the unkeyed form, require_account, whose account
+	 * tenant_of found already (P0002 where it found none).
 	 */
-#define RECORD_USAGE_CHECKS(TENANT) \
-	"SELECT " TENANT "subscription.require_arguments('record_usage', '{account_id,feature,quantity,key,at}'," \
-	"  ARRAY[$2 IS NULL, $3 IS NULL, $4 IS NULL, $5 IS NULL, $6 IS NULL])," \
-	" subscription.require_account($1, $2)," \
+	for (i = 1; i < 6; i++)
+		if (nulls[i] == 'n')
+			full = 1;
+	if (!keyed && nulls[0] == 'n')
+		full = 1;
+#define RECORD_USAGE_ARGUMENTS \
+	"subscription.require_arguments('record_usage', '{account_id,feature,quantity,key,at}'," \
+	"  ARRAY[$2 IS NULL, $3 IS NULL, $4 IS NULL, $5 IS NULL, $6 IS NULL]), "
+#define RECORD_USAGE_TENANT "subscription.require_tenant('record_usage', $1, 'account', $2), "
+#define RECORD_USAGE_ACCOUNT "subscription.require_account($1, $2), "
+#define RECORD_USAGE_CHECKS(FIRST) \
+	"SELECT " FIRST \
 	/* usage becomes a charge: as paying, Z1 */ \
-	" subscription.authorize($1, $2, 'pay', false)," \
+	"subscription.authorize($1, $2, 'pay', false)," \
 	" subscription.require_recorded_feature('record_usage', $3)"
-	KeptPlanWithOptions(&checks_plan[keyed],
-						keyed ? RECORD_USAGE_CHECKS("subscription.require_tenant('record_usage', $1, 'account', $2), ")
-						: RECORD_USAGE_CHECKS(""),
+	KeptPlanWithOptions(&checks_plan[keyed][full],
+						keyed ? (full ? RECORD_USAGE_CHECKS(RECORD_USAGE_TENANT RECORD_USAGE_ARGUMENTS RECORD_USAGE_ACCOUNT)
+								 : RECORD_USAGE_CHECKS(RECORD_USAGE_TENANT RECORD_USAGE_ACCOUNT))
+						: (full ? RECORD_USAGE_CHECKS(RECORD_USAGE_ARGUMENTS RECORD_USAGE_ACCOUNT) : RECORD_USAGE_CHECKS("")),
 						RECORD_USAGE_ARGS, record_usage_argtypes, CURSOR_OPT_GENERIC_PLAN);
-	if (SPI_execute_plan(checks_plan[keyed], values, nulls, false, 1) != SPI_OK_SELECT)
+	if (SPI_execute_plan(checks_plan[keyed][full], values, nulls, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not check the arguments of record_usage");
 	/* the checks leave no argument NULL */
 	for (i = 0; i < 6; i++)
@@ -131,37 +147,23 @@ RecordUsage(bool keyed, Datum *values, char *nulls, bool *isnull)
 				 errhint("subscription.correct_usage() corrects a quantity recorded, with its reason.")));
 
 	/*
-	 * The key claimed first: a concurrent call with it waits here for ours.
-	 * On a single server the row claimed is then updated by its ctid (ours,
-	 * uncommitted: no one else moves it), a plan that no table size changes
-	 * (by the key, a generic plan made while the table was small scanned
-	 * every key); on Citus by its key, which routes to the tenant's shard.
+	 * The counter locked first (created on the account's first use): a
+	 * concurrent call of the account and feature waits here for ours, and
+	 * then finds our key.  Under it, a retry (or the concurrent call with
+	 * the key, committed) finds the key and returns the first's total,
+	 * moving nothing; else the counter moves under its limit (23514 at once,
+	 * nothing written: the lock goes with the caller's savepoint) and the key
+	 * is written once, with its total.  One write per row: the key's is an
+	 * INSERT that no other can race (every key is written under its
+	 * counter's lock), so a duplicate is 23505 like any (issue 21).
 	 */
-#define CLAIM_SQL(RETURNING) \
-	"INSERT INTO subscription.usage_record AS r (tenant_id, account_id, feature, key, quantity, total, at)" \
-	" VALUES ($1, $2, $3, $5, $4, 0, $6)" \
-	" ON CONFLICT ON CONSTRAINT usage_record_pkey DO NOTHING" RETURNING
-	KeptPlan(&claim_plan[by_ctid], by_ctid ? CLAIM_SQL(" RETURNING r.ctid") : CLAIM_SQL(""),
+	LockUsageCounter(DatumGetInt64(values[0]), DatumGetInt64(values[1]), TextDatumGetCString(values[2]));
+	KeptPlan(&recorded_plan, "SELECT r.total FROM subscription.usage_record AS r" USAGE_RECORD_KEY,
 			 RECORD_USAGE_ARGS, record_usage_argtypes);
-	if (SPI_execute_plan(claim_plan[by_ctid], values, nulls, false, 0) != (by_ctid ? SPI_OK_INSERT_RETURNING : SPI_OK_INSERT))
-		elog(ERROR, "could not record the usage's key");
-	if (by_ctid && SPI_processed == 1)
-	{
-		bool		ctid_null;
-
-		key_row = *(ItemPointer) DatumGetPointer(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &ctid_null));
-		values[7] = PointerGetDatum(&key_row);
-		nulls[7] = ' ';
-	}
-	if (SPI_processed == 0)
-	{
-		/* a retry (or a concurrent call, committed): the first's total */
-		KeptPlan(&recorded_plan, "SELECT r.total FROM subscription.usage_record AS r" USAGE_RECORD_KEY,
-				 RECORD_USAGE_ARGS, record_usage_argtypes);
-		if (SPI_execute_plan(recorded_plan, values, nulls, false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "could not read the usage's key");
+	if (SPI_execute_plan(recorded_plan, values, nulls, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the usage's key");
+	if (SPI_processed == 1)
 		return OneBigint("the usage's key", isnull);
-	}
 
 	/* the counter, by the guard's code: the counter's triggers fire at its UPDATE's end */
 	at = DatumGetTimestampTz(values[5]);
@@ -169,11 +171,12 @@ RecordUsage(bool keyed, Datum *values, char *nulls, bool *isnull)
 								 DatumGetInt64(values[3]), &at);
 	values[6] = Int64GetDatum(total);
 	nulls[6] = ' ';
-	KeptPlan(&total_plan[by_ctid], by_ctid ? "UPDATE subscription.usage_record AS r SET total = $7 WHERE r.ctid = $8"
-			 : "UPDATE subscription.usage_record AS r SET total = $7" USAGE_RECORD_KEY,
+	KeptPlan(&key_plan,
+			 "INSERT INTO subscription.usage_record (tenant_id, account_id, feature, key, quantity, total, at)"
+			 " VALUES ($1, $2, $3, $5, $4, $7, $6)",
 			 RECORD_USAGE_ARGS, record_usage_argtypes);
-	if (SPI_execute_plan(total_plan[by_ctid], values, nulls, false, 0) != SPI_OK_UPDATE || SPI_processed != 1)
-		elog(ERROR, "could not write the total of the usage's key");
+	if (SPI_execute_plan(key_plan, values, nulls, false, 0) != SPI_OK_INSERT || SPI_processed != 1)
+		elog(ERROR, "could not record the usage's key");
 	*isnull = false;
 	return total;
 }
@@ -205,8 +208,6 @@ record_usage(PG_FUNCTION_ARGS)
 	}
 	values[6] = (Datum) 0;
 	nulls[6] = 'n';
-	values[7] = (Datum) 0;
-	nulls[7] = 'n';
 
 	/* the tenant: the keyed form's; the unkeyed form's, of the account (NULL if unknown) */
 	if (first == 1)

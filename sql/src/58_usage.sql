@@ -658,15 +658,16 @@ COMMENT ON FUNCTION subscription.require_recorded_feature(text, text) IS
 -- the new total is returned; a retry with the same key (kept for the
 -- period and subscription.usage_key_grace) moves nothing and returns the
 -- total the first call returned.  Two sessions with one key: the second
--- waits for the first's key and returns its total.  The key is claimed
--- before the counter moves, without a subtransaction: an EXCEPTION block
--- would give every call a subtransaction id, and a caller recording usage
--- in a loop would overflow its cache of 64, slowing every snapshot of the
--- cluster (the review of issue 21).  In C (src/usage.c), as kept plans of
--- fixed statements: its checks in one query (require_tenant,
--- require_arguments, require_account, authorize, require_recorded_feature),
--- the key's claim, the counter moved by the guard's code (as move_usage
--- moves it), the key's total.
+-- waits for the first's lock on the counter and returns its total.  The
+-- counter is locked before the key is read, without a subtransaction: an
+-- EXCEPTION block would give every call a subtransaction id, and a caller
+-- recording usage in a loop would overflow its cache of 64, slowing every
+-- snapshot of the cluster (the review of issue 21).  In C (src/usage.c), as
+-- kept plans of fixed statements: its checks in one query (require_tenant,
+-- require_arguments for a NULL argument, require_account, authorize,
+-- require_recorded_feature), the counter locked (created on its first use),
+-- the key read under the lock, the counter moved by the guard's code (as
+-- move_usage moves it), the key written once, with its total.
 CREATE FUNCTION subscription.record_usage(tenant_id bigint, account_id bigint, feature text, quantity bigint, key text,
                                           at timestamptz)
 RETURNS bigint

@@ -140,6 +140,14 @@ LANGUAGE C STABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION subscription.event_time(timestamptz) IS
 'Internal: a time as an event payload shows it (UTC, ISO 8601, Z)';
 
+CREATE FUNCTION subscription.event_interval(span interval)
+RETURNS text
+AS 'MODULE_PATHNAME', 'event_interval'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+COMMENT ON FUNCTION subscription.event_interval(interval) IS
+'Internal: a duration as an event payload shows it (PostgreSQL''s default style, ''1 mon'', whatever the session''s IntervalStyle)';
+
 -- The events of a history row (E1): one place for the mapping of an
 -- operation to event types and versioned payloads (docs/integrating.md), in
 -- C (events.c HistoryRowEvents), which the history trigger calls for each
@@ -233,8 +241,6 @@ RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
--- a payload's cycle reads the same whatever the caller's style (E2)
-SET IntervalStyle = postgres
 AS $$
 DECLARE
     unannounced bigint[];
@@ -273,7 +279,8 @@ BEGIN
       INTO tenants, types, accounts, subs, payloads
       FROM (SELECT 1 AS o, s.tenant_id, r.account_id, r.subscription_id, 'renewal.upcoming' AS type,
                    pg_catalog.jsonb_build_object('version', 1, 'renews_at', subscription.event_time(r.renews_at),
-                       'plan', r.plan, 'plan_version', r.plan_version, 'cycle', r.cycle, 'quantity', r.quantity,
+                       'plan', r.plan, 'plan_version', r.plan_version, 'cycle', subscription.event_interval(r.cycle),
+                       'quantity', r.quantity,
                        'amount', r.amount, 'currency', r.currency, 'discount', r.discount, 'credit', r.credit) AS payload
               FROM subscription.renewal_notice AS r
               JOIN subscription.subscription AS s ON s.id = r.subscription_id

@@ -10,8 +10,10 @@
 -- fill_tenant_id() (the lead, the review's doubt 2) reads tenants as the
 -- owner: on a table of the caller's own it told no more than tenant_of(),
 -- which the back office may call, but it too is for the extension's tables.
+-- limit_registrations_invalidate() too (review h-rev4): on Citus, a relation
+-- cache flush of every backend of the node at each statement.
 BEGIN;
-SELECT plan(7);
+SELECT plan(9);
 SELECT security_test.fixture();
 SELECT coalesce(max(id), 0) AS last_event FROM subscription.event \gset
 SELECT coalesce(max(id), 0) AS last_history FROM subscription.history \gset
@@ -43,6 +45,15 @@ SELECT lives_ok($$CREATE TRIGGER s13_fill BEFORE INSERT ON s13_tenants
 SELECT is(security_test.sqlstate_of(format('INSERT INTO s13_tenants (account_id) VALUES (%s)',
                                            (SELECT id FROM s13_accounts))),
           '39P01', 'S13: fill_tenant_id() refuses a table of another role');
+-- limit_registrations_invalidate() (h-cit24a): on Citus it makes every
+-- backend of the node drop its whole relation cache; on a table of the
+-- caller's own, at each of its statements (review h-rev4)
+CREATE TEMP TABLE s13_registrations (id bigint);
+SELECT lives_ok($$CREATE TRIGGER s13_invalidate AFTER INSERT ON s13_registrations
+                  FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_registrations_invalidate()$$,
+                'S13: nor limit_registrations_invalidate() in a trigger of its own table');
+SELECT is(security_test.sqlstate_of($$INSERT INTO s13_registrations VALUES (1)$$),
+          '39P01', 'S13: limit_registrations_invalidate() refuses a table of another role');
 RESET ROLE;
 SELECT is((SELECT count(*) FROM subscription.event WHERE id > :last_event)
           + (SELECT count(*) FROM subscription.history WHERE id > :last_history), 0::bigint,

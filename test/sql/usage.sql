@@ -100,6 +100,14 @@ SELECT pg_temp.error_of($$SELECT subscription.record_usage(2, 'hosts', 5, 'webin
 SELECT pg_temp.error_of($$SELECT subscription.record_usage(2, 'nope', 5, 'webinar-4')$$);
 SELECT pg_temp.error_of($$SELECT subscription.record_usage(99, 'attendee_minutes', 5, 'webinar-4')$$);
 SELECT pg_temp.error_of($$SELECT subscription.record_usage(2, 'attendee_minutes', 5, NULL)$$);
+-- a NULL argument of either form: 22004 (the checks' form with
+-- require_arguments, src/usage.c), the keyed form's tenant checked first
+SELECT pg_temp.error_of($$SELECT subscription.record_usage(2, 'attendee_minutes', 5, 'webinar-4', NULL)$$);
+SELECT pg_temp.error_of($$SELECT subscription.record_usage(2, 2, 'attendee_minutes', NULL, 'webinar-4', now())$$);
+SELECT pg_temp.error_of($$SELECT subscription.record_usage(1, 2, 'attendee_minutes', NULL, 'webinar-4', now())$$);
+-- an unknown account (tenant_of finds none: require_account's P0002 above),
+-- with a NULL argument: the argument first
+SELECT pg_temp.error_of($$SELECT subscription.record_usage(99, 'attendee_minutes', 5, NULL)$$);
 SELECT pg_temp.error_of($$SELECT subscription.record_usage(1, 2, 'attendee_minutes', 5, 'webinar-4', now())$$);
 -- a prepaid cap: 23514 at once, fail-closed, nothing recorded
 SELECT record_usage(3, 'attendee_minutes', 900, 'c-1', '2026-01-05') AS capped_total;
