@@ -533,10 +533,15 @@ SetTrimming(const char *value)
 }
 
 /*
- * Whether a guard of relid (a shard, or a table) runs under a trim of
- * another session of the transaction, named by subscription.trimming, that
- * trims another table: then the rows it deletes are a cascade, archived
- * at once, under the trim's tenant, account and subscription.
+ * Whether a guard of relid runs under a trim of another session of the
+ * transaction, named by subscription.trimming, that trims another table:
+ * then the rows it deletes are a cascade, archived at once, under the
+ * trim's tenant, account and subscription, once the guard has checked
+ * that they are that trim's (limits.c, RefuseForeignTrimming).  Only a
+ * guard on a Citus shard reads the setting: anywhere else (a single
+ * server, a table of the coordinator) a trim runs in this backend
+ * (TrimmingSubscription) and the setting, which any session can set, is
+ * ignored entirely (issue 17).
  */
 bool
 TrimmingElsewhere(int64 *tenant, int64 *account, int64 *subscription_id, Oid relid)
@@ -544,7 +549,7 @@ TrimmingElsewhere(int64 *tenant, int64 *account, int64 *subscription_id, Oid rel
 	const char *text = subscription_trimming;
 	char	   *end;
 
-	if (text == NULL || text[0] == '\0')
+	if (text == NULL || text[0] == '\0' || LogicalRelation(relid) == relid)
 		return false;
 	errno = 0;
 	*subscription_id = strtoi64(text, &end, 10);

@@ -588,7 +588,8 @@ GetLimitEntry(Relation rel, const char *feature)
 	 * The table's first registration also archives the rows a cascade
 	 * deletes during a downgrade, once for all its features: its limited
 	 * rows; the row id is the primary key's text (RowIdText), as
-	 * apply_downgrade writes it.
+	 * apply_downgrade writes it; with the smallest and largest of their
+	 * accounts, which a trim named by subscription.trimming checks.
 	 */
 	if (first)
 	{
@@ -596,10 +597,11 @@ GetLimitEntry(Relation rel, const char *feature)
 
 		entry->archive_sql =
 			MemoryContextStrdup(TopMemoryContext,
-								psprintf("SELECT array_agg(r.row_id), array_agg(r.old_row)"
-										 "  FROM (SELECT %s AS row_id, to_jsonb(o) AS old_row"
+								psprintf("SELECT array_agg(r.row_id), array_agg(r.old_row), min(r.account), max(r.account)"
+										 "  FROM (SELECT %s AS row_id, to_jsonb(o) AS old_row, o.%s::bigint AS account"
 										 "          FROM old_rows AS o WHERE %s) AS r",
-										 row_id ? row_id : "NULL::text", LimitedRowCondition(&counting, "o")));
+										 row_id ? row_id : "NULL::text", counting.account_column,
+										 LimitedRowCondition(&counting, "o")));
 	}
 	/* the names are SPI's: the texts built from them are kept */
 	counting.account_column = NULL;
@@ -1576,6 +1578,46 @@ GuardOneRow(Relation rel, LimitEntry *entry, const char *feature,
 }
 
 /*
+ * Under a trim named by subscription.trimming (a guard on a Citus shard,
+ * TrimmingElsewhere), the rows a cascade deleted are archived as that
+ * trim's only when they are its: each of the account the setting names
+ * (rows' accounts from first to last), and the subscription it names that
+ * account's, in the tenant it names (read on the shard of subscriptions
+ * colocated with this one, as the extension's owner).  Any session can set
+ * the setting: anything else is refused, and the statement with it, so that
+ * nothing is filed in another account's archive and no deletion of a trim
+ * goes unarchived (issue 17).
+ */
+static void
+RefuseForeignTrimming(Relation rel, int64 tenant, int64 account, int64 subscription_id,
+					  int64 first_account, int64 last_account)
+{
+	Oid			subscriptions = ColocatedShard(RelationGetRelid(rel), OwnTable("subscription"));
+	Oid			argtypes[3] = {INT8OID, INT8OID, INT8OID};
+	Datum		values[3] = {Int64GetDatum(tenant), Int64GetDatum(subscription_id), Int64GetDatum(account)};
+	bool		its = first_account == account && last_account == account && OidIsValid(subscriptions);
+
+	/* a shard's name is fixed for its life, but not known before: not kept */
+	if (its &&
+		SPI_execute_with_args(psprintf("SELECT FROM %s WHERE tenant_id OPERATOR(pg_catalog.=) $1"
+									   "   AND id OPERATOR(pg_catalog.=) $2 AND account_id OPERATOR(pg_catalog.=) $3",
+									   quote_qualified_identifier(get_namespace_name(get_rel_namespace(subscriptions)),
+																  get_rel_name(subscriptions))),
+							  3, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read subscription " INT64_FORMAT, subscription_id);
+	if (!its || SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("rows deleted from \"%s\" are not of the trim that subscription.trimming names",
+						get_rel_name(LogicalRelation(RelationGetRelid(rel)))),
+				 errdetail("subscription.trimming names subscription " INT64_FORMAT " of account " INT64_FORMAT
+						   " of tenant " INT64_FORMAT "; the rows are of accounts " INT64_FORMAT " to " INT64_FORMAT ".",
+						   subscription_id, account, tenant, first_account, last_account),
+				 errhint("apply_downgrade() sets subscription.trimming; do not set it by hand."),
+				 errtable(rel)));
+}
+
+/*
  * During apply_downgrade, the rows of this table that the application's
  * foreign keys delete along with a trimmed row (a domain's rooms) are
  * archived too: nothing goes silently.
@@ -1588,6 +1630,8 @@ ArchiveCascade(TriggerData *trigdata, LimitEntry *entry, const char *feature, bo
 	IdentitySwitch owner;
 	Datum		row_ids;
 	Datum		old_rows;
+	int64		first_account = 0;
+	int64		last_account = 0;
 	MemoryContext caller_context;
 	CascadedRows *c;
 
@@ -1599,9 +1643,16 @@ ArchiveCascade(TriggerData *trigdata, LimitEntry *entry, const char *feature, bo
 			 RelationGetRelationName(trigdata->tg_relation));
 	row_ids = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	old_rows = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	if (!isnull)
+	{
+		first_account = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+		last_account = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+	}
 	RestoreIdentity(&owner);
 	if (isnull)
 		return;					/* none of an account */
+	if (elsewhere)
+		RefuseForeignTrimming(trigdata->tg_relation, tenant, account, subscription_id, first_account, last_account);
 
 	/*
 	 * apply_downgrade archives them after the rows that caused them; under

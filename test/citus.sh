@@ -1144,6 +1144,31 @@ for acct in "$SA" "$SB"; do
         "on account $acct (worker$([ "$acct" = "$SA" ] && echo 1 || echo 2)): apply_downgrade ($([ "$keyed" = 1 ] && echo keyed || echo unkeyed)) in a transaction block on the coordinator archives and returns the books its cascade deleted on the shard, as on a single server ($(grep '^archived cascades' <<<"$out"))" \
         "$(diff <(echo "$single") <(echo "$out"))"
 done
+# subscription.trimming set by hand (h-cit26b, S14): a session on the
+# coordinator names the trim of the account on the other worker, then of
+# its own account with the other's subscription, and deletes its shelves:
+# the books' guard on the shard refuses the cascade (42501), nothing is
+# deleted, nothing filed in either archive
+forged() {  # FORGED ROWS_ACCOUNT SETTING
+    cat <<SQL
+BEGIN;
+SET LOCAL citus.propagate_set_commands = 'local';
+SET LOCAL subscription.trimming = '$2';
+DELETE FROM public.shelves WHERE account_id = $1;
+COMMIT;
+SQL
+}
+counts="SELECT count(*) FROM subscription.trimmed WHERE tenant_id IN (${SA:-0}, ${SB:-0})
+        UNION ALL SELECT count(*) FROM public.books WHERE account_id IN (${SA:-0}, ${SB:-0})"
+before=$(q coordinator "$counts")
+sub_b=$(q coordinator "SELECT max(id) FROM subscription.subscription WHERE tenant_id = ${SB:-0} AND account_id = ${SB:-0}")
+for setting in "$sub_b $SB $SB public.shelves" "$sub_b $SA $SA public.shelves"; do
+    out=$(forged "$SA" "$setting" | psql -X -q -At -v VERBOSITY=verbose -p "${PORTS[0]}" -d postgres 2>&1)
+    after=$(q coordinator "$counts")
+    tap "$([ -n "$SA" ] && [ -n "$sub_b" ] && grep -q '^ERROR:  42501: rows deleted from "books" are not of the trim' <<<"$out" && [ "$after" = "$before" ] && echo 1)" \
+        "a forged subscription.trimming ('$setting', subscription of account $SB) on a delete of account $SA's shelves: the books' guard on the shard refuses the cascade (42501), nothing archived or deleted" \
+        "$out"$'\n'"before: $(echo $before) after: $(echo $after)"
+done
 
 # issue 19 (I1, I4, I5, L9): an invoice and its payments on an account of
 # each worker, keyed on the first and unkeyed on the second, as on a

@@ -211,8 +211,11 @@ SELECT body FROM public.note;
 
 -- on Citus a trim's DELETE runs in a worker's session, told of the trim by
 -- subscription.trimming ('subscription tenant account relation', set by
--- apply_downgrade): the guards there archive at once what a cascade
--- deletes, and nothing of the table trimmed (docs/citus.md); so here
+-- apply_downgrade): the guards on the shards archive at once what a cascade
+-- deletes, and nothing of the table trimmed (docs/citus.md).  Any session
+-- can set it (issue 17): a single server ignores it entirely (its trims
+-- run in the trimming backend), and on a shard the rows archived must be
+-- of the account named, the subscription named that account's (42501).
 SELECT coalesce(max(id), 0) AS last_archived FROM trimmed \gset
 \if :on_citus
 SET LOCAL citus.propagate_set_commands = 'local';                              -- as apply_downgrade sends it
@@ -221,11 +224,24 @@ SAVEPOINT elsewhere;
 \set trimming :tickets ' 1 1 public.domain'
 SET LOCAL subscription.trimming = :'trimming';
 DELETE FROM public.domain WHERE id = 2;
+-- the rooms of domain 2 as its cascade on Citus; none on a single server
 SELECT relation, feature, action, row_id, subscription_id = :tickets AS of_the_trim FROM trimmed WHERE id > :last_archived ORDER BY id;
 ROLLBACK TO SAVEPOINT elsewhere;
-SET LOCAL subscription.trimming = 'public.domain';                              -- 22023
+-- another account's subscription named, or another account: on a shard
+-- 42501 and nothing deleted; on a single server deleted, nothing archived
+\set trimming :gigs ' 1 1 public.domain'
+SET LOCAL subscription.trimming = :'trimming';
+SELECT pg_temp.error_of($$DELETE FROM public.domain WHERE id = 2$$);
+WITH a AS (SELECT count(*) AS archived FROM trimmed WHERE id > :last_archived), r AS (SELECT count(*) AS room_left FROM public.room WHERE id = 201) SELECT * FROM a, r;
+ROLLBACK TO SAVEPOINT elsewhere;
+\set trimming :gigs ' 2 2 public.domain'
+SET LOCAL subscription.trimming = :'trimming';
+SELECT pg_temp.error_of($$DELETE FROM public.domain WHERE id = 2$$);
+WITH a AS (SELECT count(*) AS archived FROM trimmed WHERE id > :last_archived), r AS (SELECT count(*) AS room_left FROM public.room WHERE id = 201) SELECT * FROM a, r;
+ROLLBACK TO SAVEPOINT elsewhere;
+SET LOCAL subscription.trimming = 'public.domain';                              -- on a shard 22023
 SELECT pg_temp.error_of($$DELETE FROM public.room WHERE id = 201$$);
-SET LOCAL subscription.trimming = '';
+ROLLBACK TO SAVEPOINT elsewhere;
 SELECT count(*) AS archived_by_hand FROM trimmed WHERE id > :last_archived;
 
 ROLLBACK;
