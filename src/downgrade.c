@@ -49,6 +49,7 @@
 #include "utils/array.h"
 #include "utils/lsyscache.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/rel.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
@@ -61,6 +62,7 @@ List	   *TrimmingCascades = NIL;
 int64		TrimmingAccount = 0;
 int64		TrimmingSubscription = 0;
 Oid			TrimmingRelation = InvalidOid;
+char	   *subscription_trimming = NULL;
 
 /* A registered table, with the SQL fragments its trimming statement needs. */
 typedef struct Registration
@@ -434,8 +436,10 @@ LastArchived(int64 tenant)
 
 /*
  * The rows the guards archived as deleted by the application's foreign keys
- * since "after", as (action, row_id, old_value, new_value, feature, relid)
- * in SPI_tuptable; false when there are none.
+ * since "after", as (action, row_id, old_value, new_value, feature,
+ * relation) in SPI_tuptable; false when there are none.  The relation's
+ * name is read here: a cast to regclass would run where the row is, on
+ * Citus a worker, whose OIDs are not this node's.
  */
 static bool
 ReadCascades(int64 tenant, int64 subscription_id, int64 after)
@@ -446,7 +450,7 @@ ReadCascades(int64 tenant, int64 subscription_id, int64 after)
 	Datum		values[3] = {Int64GetDatum(subscription_id), Int64GetDatum(after), Int64GetDatum(tenant)};
 
 #define CASCADES_SQL(TENANT) \
-	"SELECT t.action, t.row_id, NULL::bigint, NULL::bigint, t.feature, t.relation::regclass::oid" \
+	"SELECT t.action, t.row_id, NULL::bigint, NULL::bigint, t.feature, t.relation" \
 	"  FROM subscription.trimmed AS t" \
 	" WHERE " TENANT "t.subscription_id = $1 AND t.id > $2 AND t.action = 'cascade'" \
 	" ORDER BY t.id"
@@ -490,6 +494,87 @@ Archive(int64 tenant, int64 account, int64 subscription_id, Oid relid, const cha
 }
 
 /*
+ * A trimmed table's name, as subscription.trimming carries it: OIDs differ
+ * between Citus' nodes, names do not.
+ */
+static char *
+TrimmedName(Oid relid)
+{
+	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), get_rel_name(relid));
+}
+
+/*
+ * On Citus, a trim's DELETE runs on the tenant's worker, in a session of
+ * its own: the application's foreign keys cascade there, and the guards of
+ * the tables they delete from run there, where TrimmingSubscription (this
+ * backend's) is 0.  The trim's context goes along as subscription.trimming,
+ * "subscription tenant account relation", SET LOCAL and handed to Citus as
+ * citus.propagate_set_commands = 'local' does, for this statement only,
+ * so that Citus sends it to the transaction's nodes; NULL sets it back.
+ */
+static void
+SetTrimming(const char *value)
+{
+	const char *current = GetConfigOption("citus.propagate_set_commands", true, false);
+	char	   *propagation = NULL;
+
+	if (current != NULL && strcmp(current, "local") != 0)
+	{
+		propagation = pstrdup(current);
+		(void) set_config_option("citus.propagate_set_commands", "local", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
+	}
+	if (SPI_execute(value != NULL ? psprintf("SET LOCAL subscription.trimming = %s", quote_literal_cstr(value))
+					: "SET LOCAL subscription.trimming = DEFAULT", false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not set subscription.trimming");
+	if (propagation != NULL)
+		(void) set_config_option("citus.propagate_set_commands", propagation, PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
+}
+
+/*
+ * Whether a guard of relid runs under a trim of another session of the
+ * transaction, named by subscription.trimming, that trims another table:
+ * then the rows it deletes are a cascade, archived at once, under the
+ * trim's tenant, account and subscription, once the guard has checked
+ * that they are that trim's (limits.c, RefuseForeignTrimming).  Only a
+ * guard on a Citus shard reads the setting: anywhere else (a single
+ * server, a table of the coordinator) a trim runs in this backend
+ * (TrimmingSubscription) and the setting, which any session can set, is
+ * ignored entirely (issue 17).
+ */
+bool
+TrimmingElsewhere(int64 *tenant, int64 *account, int64 *subscription_id, Oid relid)
+{
+	const char *text = subscription_trimming;
+	char	   *end;
+
+	if (text == NULL || text[0] == '\0' || LogicalRelation(relid) == relid)
+		return false;
+	errno = 0;
+	*subscription_id = strtoi64(text, &end, 10);
+	if (end != text && *end == ' ')
+		*tenant = strtoi64(end + 1, &end, 10);
+	if (end != text && *end == ' ')
+		*account = strtoi64(end + 1, &end, 10);
+	if (errno != 0 || end == text || *end != ' ' || end[1] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("subscription.trimming is malformed"),
+				 errdetail("subscription.trimming is \"%s\"; apply_downgrade() sets it, to "
+						   "\"subscription tenant account relation\".", text)));
+	return strcmp(end + 1, TrimmedName(LogicalRelation(relid))) != 0;
+}
+
+/* Rows a cascade deleted with a trimmed row, archived (action 'cascade'). */
+void
+ArchiveCascaded(int64 tenant, int64 account, int64 subscription_id, CascadedRows *c)
+{
+	Archive(tenant, account, subscription_id, c->relid, c->feature, CStringGetTextDatum("cascade"),
+			c->row_ids, c->old_rows);
+}
+
+/*
  * Trim one registered table as its owner, restricted (identity.c): the
  * owner's triggers, casts and foreign-key actions run with the owner's
  * rights.  Then the extension archives what changed, from plain values.
@@ -508,6 +593,7 @@ TrimTable(Registration *r, int64 tenant, int64 account, int64 limit, int64 subsc
 	SPITupleTable *trimmed;
 	uint64		ntrimmed;
 	uint64		i;
+	bool		citus = CitusPresent();
 
 	trim_args[0] = Int64GetDatum(account);
 	trim_args[1] = Int64GetDatum(limit);
@@ -516,6 +602,9 @@ TrimTable(Registration *r, int64 tenant, int64 account, int64 limit, int64 subsc
 	r->row_id = RowIdText(rel, "t");
 	if (r->row_id == NULL)
 		r->row_id = "t.ctid::text";
+	if (citus)
+		SetTrimming(psprintf(INT64_FORMAT " " INT64_FORMAT " " INT64_FORMAT " %s",
+							 subscription_id, tenant, account, TrimmedName(r->relid)));
 	BecomeTableOwner(rel, &owner);
 	TrimmingRelation = r->relid;
 	if (SPI_execute_with_args(TrimStatement(r), TRIM_NARGS, trim_argtypes, trim_args, NULL, false, 0)
@@ -523,9 +612,11 @@ TrimTable(Registration *r, int64 tenant, int64 account, int64 limit, int64 subsc
 		elog(ERROR, "could not trim table %s", r->relation);
 	TrimmingRelation = InvalidOid;
 	RestoreIdentity(&owner);
-	relation_close(rel, NoLock);
 	trimmed = SPI_tuptable;
 	ntrimmed = SPI_processed;
+	if (citus)
+		SetTrimming(NULL);		/* a statement of its own: SPI_tuptable is kept above */
+	relation_close(rel, NoLock);
 	if (ntrimmed == 0)
 		return;					/* and so no cascade either */
 
@@ -550,12 +641,7 @@ TrimTable(Registration *r, int64 tenant, int64 account, int64 limit, int64 subsc
 
 	/* then, after them, what the application's foreign keys deleted with them */
 	foreach(lc, TrimmingCascades)
-	{
-		CascadedRows *c = (CascadedRows *) lfirst(lc);
-
-		Archive(tenant, account, subscription_id, c->relid, c->feature, CStringGetTextDatum("cascade"),
-				c->row_ids, c->old_rows);
-	}
+		ArchiveCascaded(tenant, account, subscription_id, (CascadedRows *) lfirst(lc));
 	TrimmingCascades = NIL;
 }
 
@@ -716,8 +802,7 @@ ApplyDowngrade(int64 tenant, int64 subscription_id, TrimOutput *out)
 			for (i = 0; i < SPI_processed; i++)
 				PutTrimmedRow(out, SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
 							  GetText(i, 5),
-							  DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
-															 6, &isnull)));
+							  DatumGetObjectId(DirectFunctionCall1(regclassin, CStringGetDatum(GetText(i, 6)))));
 	}
 	PopActiveSnapshot();
 }

@@ -588,7 +588,8 @@ GetLimitEntry(Relation rel, const char *feature)
 	 * The table's first registration also archives the rows a cascade
 	 * deletes during a downgrade, once for all its features: its limited
 	 * rows; the row id is the primary key's text (RowIdText), as
-	 * apply_downgrade writes it.
+	 * apply_downgrade writes it; with the smallest and largest of their
+	 * accounts, which a trim named by subscription.trimming checks.
 	 */
 	if (first)
 	{
@@ -596,10 +597,11 @@ GetLimitEntry(Relation rel, const char *feature)
 
 		entry->archive_sql =
 			MemoryContextStrdup(TopMemoryContext,
-								psprintf("SELECT array_agg(r.row_id), array_agg(r.old_row)"
-										 "  FROM (SELECT %s AS row_id, to_jsonb(o) AS old_row"
+								psprintf("SELECT array_agg(r.row_id), array_agg(r.old_row), min(r.account), max(r.account)"
+										 "  FROM (SELECT %s AS row_id, to_jsonb(o) AS old_row, o.%s::bigint AS account"
 										 "          FROM old_rows AS o WHERE %s) AS r",
-										 row_id ? row_id : "NULL::text", LimitedRowCondition(&counting, "o")));
+										 row_id ? row_id : "NULL::text", counting.account_column,
+										 LimitedRowCondition(&counting, "o")));
 	}
 	/* the names are SPI's: the texts built from them are kept */
 	counting.account_column = NULL;
@@ -1576,17 +1578,60 @@ GuardOneRow(Relation rel, LimitEntry *entry, const char *feature,
 }
 
 /*
+ * Under a trim named by subscription.trimming (a guard on a Citus shard,
+ * TrimmingElsewhere), the rows a cascade deleted are archived as that
+ * trim's only when they are its: each of the account the setting names
+ * (rows' accounts from first to last), and the subscription it names that
+ * account's, in the tenant it names (read on the shard of subscriptions
+ * colocated with this one, as the extension's owner).  Any session can set
+ * the setting: anything else is refused, and the statement with it, so that
+ * nothing is filed in another account's archive and no deletion of a trim
+ * goes unarchived (issue 17).
+ */
+static void
+RefuseForeignTrimming(Relation rel, int64 tenant, int64 account, int64 subscription_id,
+					  int64 first_account, int64 last_account)
+{
+	Oid			subscriptions = ColocatedShard(RelationGetRelid(rel), OwnTable("subscription"));
+	Oid			argtypes[3] = {INT8OID, INT8OID, INT8OID};
+	Datum		values[3] = {Int64GetDatum(tenant), Int64GetDatum(subscription_id), Int64GetDatum(account)};
+	bool		its = first_account == account && last_account == account && OidIsValid(subscriptions);
+
+	/* a shard's name is fixed for its life, but not known before: not kept */
+	if (its &&
+		SPI_execute_with_args(psprintf("SELECT FROM %s WHERE tenant_id OPERATOR(pg_catalog.=) $1"
+									   "   AND id OPERATOR(pg_catalog.=) $2 AND account_id OPERATOR(pg_catalog.=) $3",
+									   quote_qualified_identifier(get_namespace_name(get_rel_namespace(subscriptions)),
+																  get_rel_name(subscriptions))),
+							  3, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read subscription " INT64_FORMAT, subscription_id);
+	if (!its || SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("rows deleted from \"%s\" are not of the trim that subscription.trimming names",
+						get_rel_name(LogicalRelation(RelationGetRelid(rel)))),
+				 errdetail("subscription.trimming names subscription " INT64_FORMAT " of account " INT64_FORMAT
+						   " of tenant " INT64_FORMAT "; the rows are of accounts " INT64_FORMAT " to " INT64_FORMAT ".",
+						   subscription_id, account, tenant, first_account, last_account),
+				 errhint("apply_downgrade() sets subscription.trimming; do not set it by hand."),
+				 errtable(rel)));
+}
+
+/*
  * During apply_downgrade, the rows of this table that the application's
  * foreign keys delete along with a trimmed row (a domain's rooms) are
  * archived too: nothing goes silently.
  */
 static void
-ArchiveCascade(TriggerData *trigdata, LimitEntry *entry, const char *feature)
+ArchiveCascade(TriggerData *trigdata, LimitEntry *entry, const char *feature, bool elsewhere, int64 tenant,
+			   int64 account, int64 subscription_id)
 {
 	bool		isnull;
 	IdentitySwitch owner;
 	Datum		row_ids;
 	Datum		old_rows;
+	int64		first_account = 0;
+	int64		last_account = 0;
 	MemoryContext caller_context;
 	CascadedRows *c;
 
@@ -1598,19 +1643,32 @@ ArchiveCascade(TriggerData *trigdata, LimitEntry *entry, const char *feature)
 			 RelationGetRelationName(trigdata->tg_relation));
 	row_ids = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	old_rows = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	if (!isnull)
+	{
+		first_account = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+		last_account = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+	}
 	RestoreIdentity(&owner);
 	if (isnull)
 		return;					/* none of an account */
+	if (elsewhere)
+		RefuseForeignTrimming(trigdata->tg_relation, tenant, account, subscription_id, first_account, last_account);
 
-	/* apply_downgrade archives them after the rows that caused them */
-	caller_context = MemoryContextSwitchTo(TopTransactionContext);
+	/*
+	 * apply_downgrade archives them after the rows that caused them; under
+	 * a trim run by another node's session (Citus), here and now
+	 */
+	caller_context = MemoryContextSwitchTo(elsewhere ? CurrentMemoryContext : TopTransactionContext);
 	c = palloc(sizeof(CascadedRows));
 	c->relid = LogicalRelation(RelationGetRelid(trigdata->tg_relation));
 	c->feature = pstrdup(feature);
 	c->row_ids = datumCopy(row_ids, false, -1);
 	c->old_rows = datumCopy(old_rows, false, -1);
-	TrimmingCascades = lappend(TrimmingCascades, c);
+	if (!elsewhere)
+		TrimmingCascades = lappend(TrimmingCascades, c);
 	MemoryContextSwitchTo(caller_context);
+	if (elsewhere)
+		ArchiveCascaded(tenant, account, subscription_id, c);
 }
 
 /*
@@ -1678,6 +1736,11 @@ limit_guard(PG_FUNCTION_ARGS)
 	int64	   *smallest;
 	bool	   *no_largest;
 	bool		read_by_queries;
+	bool		cascade;
+	bool		elsewhere = false;
+	int64		trim_tenant = 0;
+	int64		trim_account = 0;
+	int64		trim_subscription = 0;
 
 	event = ClassifyGuardedStatement(fcinfo, "limit_guard", &rows);
 	trigdata = (TriggerData *) fcinfo->context;
@@ -1713,15 +1776,21 @@ limit_guard(PG_FUNCTION_ARGS)
 		event = GUARDED_NOTHING;
 
 	/* the queries that read the transition tables see them by name */
+	/*
+	 * a cascade of apply_downgrade's trim: of this session's, or of another
+	 * node's on Citus (subscription.trimming); the table trimmed is a
+	 * logical table, and a shard of it is that table
+	 */
+	cascade = event == GUARDED_DELETE && entry->archive_sql != NULL &&
+		(TrimmingSubscription != 0 ? LogicalRelation(RelationGetRelid(rel)) != TrimmingRelation
+		 : (elsewhere = TrimmingElsewhere(&trim_tenant, &trim_account, &trim_subscription, RelationGetRelid(rel))));
 	read_by_queries = event != GUARDED_NOTHING && event != GUARDED_TRUNCATE &&
 		(event == GUARDED_UPDATE || tuplestore_tuple_count(rows) > 1 ||
-		 (event == GUARDED_DELETE && TrimmingSubscription != 0));
+		 (event == GUARDED_DELETE && TrimmingSubscription != 0) || cascade);
 	if (read_by_queries && SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
 		elog(ERROR, "could not register the transition tables");
-	/* the table trimmed is a logical table: a shard of it is that table */
-	if (event == GUARDED_DELETE && TrimmingSubscription != 0 && entry->archive_sql != NULL
-		&& LogicalRelation(RelationGetRelid(rel)) != TrimmingRelation)
-		ArchiveCascade(trigdata, entry, feature);
+	if (cascade)
+		ArchiveCascade(trigdata, entry, feature, elsewhere, trim_tenant, trim_account, trim_subscription);
 
 	if (event == GUARDED_NOTHING)
 		;						/* not registered */

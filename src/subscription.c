@@ -250,6 +250,20 @@ _PG_init(void)
 							   GUC_NOT_IN_SAMPLE,
 							   NULL, NULL, NULL);
 
+	/*
+	 * Set (LOCAL) by apply_downgrade around a trim on Citus only, and sent
+	 * to the nodes of the transaction: the guards on the workers' shards
+	 * archive what a cascade deletes there (downgrade.c, issue 17)
+	 */
+	DefineCustomStringVariable("subscription.trimming",
+							   "The trim in progress in this transaction, for the guards on Citus' workers.",
+							   "Set LOCAL by apply_downgrade(); not meant to be set by hand.",
+							   &subscription_trimming,
+							   "",
+							   PGC_USERSET,
+							   GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("subscription");
 	InstallSettingPropagation();
 }

@@ -45,6 +45,7 @@ typedef enum NotifyEvents
 extern int	subscription_notify_events;
 extern bool subscription_allow_clock;
 extern char *subscription_clock;
+extern char *subscription_trimming;
 
 /* propagate.c: what a transaction sets reaches Citus' workers (issue 17) */
 extern char *subscription_set_constraints;
@@ -259,6 +260,8 @@ extern int64 RecountUsage(Oid relid, const char *feature, bool one_account, int6
 						  Tuplestorestate *drift, TupleDesc drift_desc);
 extern int64 TrimmingSubscription;
 extern Oid	TrimmingRelation;
+extern bool TrimmingElsewhere(int64 *tenant, int64 *account, int64 *subscription_id, Oid relid);
+extern void ArchiveCascaded(int64 tenant, int64 account, int64 subscription_id, CascadedRows *c);
 
 /* licenses.c: Q1, whether the call is made under subscription.idempotency_key */
 extern bool IdempotencyRequested(void);

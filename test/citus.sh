@@ -751,7 +751,7 @@ tap "$(echo "$errors" | grep -v -q -e 'has no license left' -e 'already' -e '^$'
 # lines filtered).  A case in REGRESS_ON_CITUS must pass; every other case
 # is left out, printed as a TAP TODO with the reason: the first error it
 # meets on Citus, measured on this run (docs/citus.md lists them).
-REGRESS_ON_CITUS="badinput bounds catalog_changes change_plan clock close_account coupons_credits downgrade_noop dunning events_mapping events_upcoming_conflict keyed limit_cache limit_version limits managed next_period prorate_refund renew_account renew_due renewal_from_usage renewal_notice rules set_constraints set_default stored_styles subscribe suites terms tier_for_hosts trials_pause usage usage_boundary usage_crossings usage_preview usage_unmetered versions void_corrections"
+REGRESS_ON_CITUS="apply_downgrade badinput bounds catalog_changes change_plan clock close_account coupons_credits downgrade_noop dunning events_mapping events_upcoming_conflict keyed limit_cache limit_version limits managed next_period prorate_refund renew_account renew_due renewal_from_usage renewal_notice rules set_constraints set_default stored_styles subscribe suites terms tier_for_hosts trials_pause usage usage_boundary usage_crossings usage_preview usage_unmetered versions void_corrections"
 # the cases that do not apply on Citus by design, each with its reason
 # (docs/citus.md): printed as a TAP SKIP, not run
 declare -A REGRESS_NOT_ON_CITUS=(
@@ -1042,14 +1042,19 @@ for step in "$CATALOG3" "$DESKS" \
             "$SETTINGS $LIMIT_DESKS"; do
     out=$(q coordinator "$step") || { out="${step:0:80}: $out"; break; }
 done
-# a new account on each worker
-desk_accounts=$(q coordinator "SELECT subscription.create_account('desks ' || i) FROM generate_series(1, 8) AS i" | paste -sd ' ')
-DA="" DB=""
-for a in $desk_accounts; do
-    port=$(q coordinator "SELECT nodeport FROM pg_dist_shard_placement WHERE shardid = get_shard_id_for_distribution_column('subscription.account', $a)")
-    if [ "$port" = "${PORTS[1]}" ] && [ -z "$DA" ]; then DA=$a; fi
-    if [ "$port" = "${PORTS[2]}" ] && [ -z "$DB" ]; then DB=$a; fi
-done
+# ACCOUNT_ON_EACH_WORKER NAME VAR1 VAR2: new accounts named NAME i; VAR1
+# and VAR2 set to one on worker1 and one on worker2 (empty if none)
+account_on_each_worker() {
+    local a port
+    printf -v "$2" '%s' ""
+    printf -v "$3" '%s' ""
+    for a in $(q coordinator "SELECT subscription.create_account('$1 ' || i) FROM generate_series(1, 8) AS i"); do
+        port=$(q coordinator "SELECT nodeport FROM pg_dist_shard_placement WHERE shardid = get_shard_id_for_distribution_column('subscription.account', $a)")
+        if [ "$port" = "${PORTS[1]}" ] && [ -z "${!2}" ]; then printf -v "$2" '%s' "$a"; fi
+        if [ "$port" = "${PORTS[2]}" ] && [ -z "${!3}" ]; then printf -v "$3" '%s' "$a"; fi
+    done
+}
+account_on_each_worker desks DA DB
 tap "$([ -n "$DA" ] && [ -n "$DB" ] && grep -q '^desks: 1 2$' <<<"$single" && grep -q '^desks after it: 1 2$' <<<"$single" && echo 1)" \
     "public.desks distributed with account and limited; an account on each worker ($DA, $DB); on the single server apply_downgrade trims it to 2" \
     "$out"$'\n'"$single"
@@ -1066,6 +1071,105 @@ done
 out=$(q coordinator "SELECT count(*) FROM public.desks WHERE account_id IN ($DA, $DB)" && \
       q coordinator "SELECT count(*) FROM subscription.trimmed WHERE tenant_id IN ($DA, $DB) AND action = 'delete'")
 tap "$([ "$(echo $out)" = "4 10" ] && echo 1)" "the two accounts keep 2 desks each, and the archive holds the 10 desks trimmed (desks, archived: $(echo $out))" "$out"
+
+# issue 17: a trim's cascade on the workers' shards.  public.shelves and
+# public.books are distributed with account and limited; a book's shelf
+# is a foreign key ON DELETE CASCADE.  apply_downgrade runs on the
+# coordinator in a transaction block (unkeyed on an account of worker1,
+# keyed on one of worker2): the 2 newest of 4 shelves go, and with them
+# their 6 books, deleted by the foreign key on the shard, where the books'
+# guard archives them as a single server does (subscription.trimming, set
+# by the trim and sent to the nodes): 8 rows returned, 8 archived, 6 of
+# them cascades.  The same calls on the single server give the same text.
+CATALOG4="INSERT INTO subscription.product (code, name, upgrade, downgrade)
+          VALUES ('citus-s', 'Shelves', 'restart', 'end_of_period');
+          INSERT INTO subscription.plan (code, product, name, rank)
+          VALUES ('citus-s-big', 'citus-s', 'Big', 2), ('citus-s-small', 'citus-s', 'Small', 1);
+          INSERT INTO subscription.plan_price (plan, cycle, amount)
+          VALUES ('citus-s-big', '1 month', 20), ('citus-s-small', '1 month', 10);
+          INSERT INTO subscription.plan_limit (plan, feature, value)
+          VALUES ('citus-s-big', 'shelves', 5), ('citus-s-small', 'shelves', 2),
+                 ('citus-s-big', 'books', NULL), ('citus-s-small', 'books', NULL)"
+SHELVES="CREATE TABLE public.shelves (account_id bigint NOT NULL, id bigint NOT NULL, placed_at timestamptz NOT NULL,
+                                  PRIMARY KEY (account_id, id))"
+BOOKS="CREATE TABLE public.books (account_id bigint NOT NULL, id bigint NOT NULL, shelf_id bigint NOT NULL,
+                                PRIMARY KEY (account_id, id),
+                                FOREIGN KEY (account_id, shelf_id) REFERENCES public.shelves ON DELETE CASCADE)"
+LIMIT_SHELVES="SELECT subscription.enforce_limit('public.shelves', 'shelves', 'account_id', 'drop_newest', 'placed_at');
+               SELECT subscription.enforce_limit('public.books', 'books')"
+# CASCADE T KEYED: apply_downgrade on tenant T in a transaction block, keyed (1) or not (0)
+cascade() {
+    local apply
+    if [ "$2" = 1 ]; then apply="subscription.apply_downgrade(:t, :s, false)"; else apply="subscription.apply_downgrade(:s)"; fi
+    cat <<SQL
+\\set t $1
+SET client_min_messages = error;
+SELECT subscription.subscribe(:t, :t, 'citus-s-big', '1 month', 1, '2026-01-01', 'always', NULL) AS s \\gset
+INSERT INTO public.shelves SELECT :t, i, '2026-01-01'::timestamptz + i * interval '1 day' FROM generate_series(1, 4) AS i;
+INSERT INTO public.books SELECT :t, i, 1 + i % 4 FROM generate_series(1, 12) AS i;
+SELECT subscription.change_plan(:s, 'citus-s-small', '2026-01-10') IS NOT NULL AS changed \\gset
+BEGIN;
+SELECT 'apply_downgrade: ' || count(*) || ' rows: '
+       || string_agg(format('%s %s %s', feature, action, regexp_replace(row_id, '^\(\d+,', '(')), ', '
+                     ORDER BY feature, action, regexp_replace(row_id, '^\(\d+,', '(')) FROM $apply;
+COMMIT;
+SELECT 'shelves: ' || string_agg(id::text, ' ' ORDER BY id) FROM public.shelves WHERE account_id = :t;
+SELECT 'books: ' || string_agg(id::text, ' ' ORDER BY id) FROM public.books WHERE account_id = :t;
+SELECT 'counters: ' || string_agg(feature || ' ' || used, ', ' ORDER BY feature)
+  FROM subscription.usage_counter WHERE tenant_id = :t AND account_id = :t AND feature IN ('shelves', 'books');
+SELECT 'archived: ' || count(*) || ' rows: '
+       || string_agg(format('%s %s %s %s', relation, feature, action, old_row - 'account_id'), '; '
+                     ORDER BY relation, (old_row ->> 'id')::bigint)
+  FROM subscription.trimmed WHERE tenant_id = :t AND subscription_id = :s;
+SELECT 'archived cascades: ' || count(*) FROM subscription.trimmed WHERE tenant_id = :t AND action = 'cascade';
+SQL
+}
+psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d "$SINGLE_DB" -c "$CATALOG4" -c "$SHELVES" -c "$BOOKS" -c "$LIMIT_SHELVES" >/dev/null
+single_s=$(psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d "$SINGLE_DB" -c "SELECT subscription.create_account('single shelves')")
+single=$(cascade "$single_s" 0 | psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d "$SINGLE_DB" 2>&1)
+out=""
+for step in "$CATALOG4" "$SHELVES" "$BOOKS" \
+            "$SETTINGS SELECT create_distributed_table('public.shelves', 'account_id', colocate_with := 'subscription.account')" \
+            "$SETTINGS SELECT create_distributed_table('public.books', 'account_id', colocate_with := 'subscription.account')" \
+            "$SETTINGS $LIMIT_SHELVES"; do
+    out=$(q coordinator "$step") || { out="${step:0:80}: $out"; break; }
+done
+account_on_each_worker shelves SA SB
+tap "$([ -n "$SA" ] && [ -n "$SB" ] && grep -qx 'archived cascades: 6' <<<"$single" && grep -q '^apply_downgrade: 8 rows' <<<"$single" && echo 1)" \
+    "public.shelves and public.books (ON DELETE CASCADE) distributed with account and limited; an account on each worker ($SA, $SB); on the single server apply_downgrade returns and archives 2 shelves and their 6 books" \
+    "$out"$'\n'"$single"
+for acct in "$SA" "$SB"; do
+    keyed=$([ "$acct" = "$SA" ] && echo 0 || echo 1)
+    out=$(cascade "$acct" "$keyed" | psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres 2>&1)
+    tap "$([ -n "$acct" ] && [ "$out" = "$single" ] && echo 1)" \
+        "on account $acct (worker$([ "$acct" = "$SA" ] && echo 1 || echo 2)): apply_downgrade ($([ "$keyed" = 1 ] && echo keyed || echo unkeyed)) in a transaction block on the coordinator archives and returns the books its cascade deleted on the shard, as on a single server ($(grep '^archived cascades' <<<"$out"))" \
+        "$(diff <(echo "$single") <(echo "$out"))"
+done
+# subscription.trimming set by hand (h-cit26b, S14): a session on the
+# coordinator names the trim of the account on the other worker, then of
+# its own account with the other's subscription, and deletes its shelves:
+# the books' guard on the shard refuses the cascade (42501), nothing is
+# deleted, nothing filed in either archive
+forged() {  # FORGED ROWS_ACCOUNT SETTING
+    cat <<SQL
+BEGIN;
+SET LOCAL citus.propagate_set_commands = 'local';
+SET LOCAL subscription.trimming = '$2';
+DELETE FROM public.shelves WHERE account_id = $1;
+COMMIT;
+SQL
+}
+counts="SELECT count(*) FROM subscription.trimmed WHERE tenant_id IN (${SA:-0}, ${SB:-0})
+        UNION ALL SELECT count(*) FROM public.books WHERE account_id IN (${SA:-0}, ${SB:-0})"
+before=$(q coordinator "$counts")
+sub_b=$(q coordinator "SELECT max(id) FROM subscription.subscription WHERE tenant_id = ${SB:-0} AND account_id = ${SB:-0}")
+for setting in "$sub_b $SB $SB public.shelves" "$sub_b $SA $SA public.shelves"; do
+    out=$(forged "$SA" "$setting" | psql -X -q -At -v VERBOSITY=verbose -p "${PORTS[0]}" -d postgres 2>&1)
+    after=$(q coordinator "$counts")
+    tap "$([ -n "$SA" ] && [ -n "$sub_b" ] && grep -q '^ERROR:  42501: rows deleted from "books" are not of the trim' <<<"$out" && [ "$after" = "$before" ] && echo 1)" \
+        "a forged subscription.trimming ('$setting', subscription of account $SB) on a delete of account $SA's shelves: the books' guard on the shard refuses the cascade (42501), nothing archived or deleted" \
+        "$out"$'\n'"before: $(echo $before) after: $(echo $after)"
+done
 
 # issue 19 (I1, I4, I5, L9): an invoice and its payments on an account of
 # each worker, keyed on the first and unkeyed on the second, as on a

@@ -130,27 +130,36 @@ SELECT id, name FROM public.domain WHERE account_id = 1 ORDER BY id;
 SELECT id, activated_at::date, capacity, entry_rate, template_id FROM public.room WHERE account_id = 1 ORDER BY id;
 SELECT sum(capacity) AS total_capacity FROM public.room WHERE account_id = 1;
 -- C9, C10: priority groups and firewall IPs are gone
-SELECT (SELECT count(*) FROM public.priority_group WHERE account_id = 1) AS groups,
-       (SELECT count(*) FROM public.firewall_ip WHERE account_id = 1) AS firewall_ips,
-       (SELECT count(*) FROM public.api_key WHERE account_id = 1) AS api_keys;
+WITH g AS (SELECT count(*) AS n FROM public.priority_group WHERE account_id = 1),
+     f AS (SELECT count(*) AS n FROM public.firewall_ip WHERE account_id = 1),
+     k AS (SELECT count(*) AS n FROM public.api_key WHERE account_id = 1)
+SELECT g.n AS groups, f.n AS firewall_ips, k.n AS api_keys FROM g, f, k;
 -- templates themselves stay (C11: unusable, not deleted)
 SELECT id, name FROM public.template ORDER BY id;
 
 -- nothing lost silently: every deleted or changed row, as it was
 SELECT relation, feature, action, row_id, old_row FROM trimmed WHERE account_id = 1 ORDER BY id;
-SELECT count(*) AS archived_rows, (SELECT count(*) FROM real_run) AS returned_rows FROM trimmed;
+WITH a AS (SELECT count(*) AS n FROM trimmed), r AS (SELECT count(*) AS n FROM real_run)
+SELECT a.n AS archived_rows, r.n AS returned_rows FROM a, r;
 
 -- the counters equal the rows; no limit is exceeded
 SELECT u.feature, u.used, u.limit_value FROM usage_counter AS u WHERE u.account_id = 1 ORDER BY u.feature;
-SELECT (SELECT count(*) FROM public.domain WHERE account_id = 1) = usage(1, 'domains') AS domains_exact,
-       (SELECT count(*) FROM public.room WHERE account_id = 1) = usage(1, 'rooms') AS rooms_exact,
-       (SELECT sum(capacity) FROM public.room WHERE account_id = 1) = usage(1, 'room_capacity') AS capacity_exact,
-       (SELECT count(template_id) FROM public.room WHERE account_id = 1) = usage(1, 'custom_templates') AS templates_exact;
+SELECT usage(1, 'domains') AS used_domains, usage(1, 'rooms') AS used_rooms,
+       usage(1, 'room_capacity') AS used_capacity, usage(1, 'custom_templates') AS used_templates \gset
+WITH d AS (SELECT count(*) AS n FROM public.domain WHERE account_id = 1),
+     r AS (SELECT count(*) AS n, sum(capacity) AS capacity, count(template_id) AS templates
+             FROM public.room WHERE account_id = 1)
+SELECT d.n = :used_domains AS domains_exact,
+       r.n = :used_rooms AS rooms_exact,
+       r.capacity = :used_capacity AS capacity_exact,
+       r.templates = :used_templates AS templates_exact
+  FROM d, r;
 
 -- Gigs was not touched
-SELECT (SELECT count(*) FROM public.room WHERE account_id = 2) AS gigs_rooms,
-       (SELECT capacity FROM public.room WHERE id = 901) AS gigs_capacity,
-       (SELECT count(*) FROM trimmed WHERE account_id = 2) AS gigs_trimmed;
+WITH r AS (SELECT count(*) AS n FROM public.room WHERE account_id = 2),
+     c AS (SELECT capacity FROM public.room WHERE account_id = 2 AND id = 901),
+     t AS (SELECT count(*) AS n FROM trimmed WHERE account_id = 2)
+SELECT r.n AS gigs_rooms, c.capacity AS gigs_capacity, t.n AS gigs_trimmed FROM r, c, t;
 
 -- at write time, the new limits hold
 SELECT pg_temp.error_of($$INSERT INTO public.domain VALUES (4, 1, 'again.example')$$);
@@ -199,5 +208,40 @@ INSERT INTO public.note VALUES (1, 'first'), (1, 'second'), (1, 'third');
 UPDATE subscription SET pending_plan = 'ch_starter' WHERE id = :tickets;
 SELECT feature, action, row_id FROM apply_downgrade(:tickets) WHERE feature = 'notes';
 SELECT body FROM public.note;
+
+-- on Citus a trim's DELETE runs in a worker's session, told of the trim by
+-- subscription.trimming ('subscription tenant account relation', set by
+-- apply_downgrade): the guards on the shards archive at once what a cascade
+-- deletes, and nothing of the table trimmed (docs/citus.md).  Any session
+-- can set it (issue 17): a single server ignores it entirely (its trims
+-- run in the trimming backend), and on a shard the rows archived must be
+-- of the account named, the subscription named that account's (42501).
+SELECT coalesce(max(id), 0) AS last_archived FROM trimmed \gset
+\if :on_citus
+SET LOCAL citus.propagate_set_commands = 'local';                              -- as apply_downgrade sends it
+\endif
+SAVEPOINT elsewhere;
+\set trimming :tickets ' 1 1 public.domain'
+SET LOCAL subscription.trimming = :'trimming';
+DELETE FROM public.domain WHERE id = 2;
+-- the rooms of domain 2 as its cascade on Citus; none on a single server
+SELECT relation, feature, action, row_id, subscription_id = :tickets AS of_the_trim FROM trimmed WHERE id > :last_archived ORDER BY id;
+ROLLBACK TO SAVEPOINT elsewhere;
+-- another account's subscription named, or another account: on a shard
+-- 42501 and nothing deleted; on a single server deleted, nothing archived
+\set trimming :gigs ' 1 1 public.domain'
+SET LOCAL subscription.trimming = :'trimming';
+SELECT pg_temp.error_of($$DELETE FROM public.domain WHERE id = 2$$);
+WITH a AS (SELECT count(*) AS archived FROM trimmed WHERE id > :last_archived), r AS (SELECT count(*) AS room_left FROM public.room WHERE id = 201) SELECT * FROM a, r;
+ROLLBACK TO SAVEPOINT elsewhere;
+\set trimming :gigs ' 2 2 public.domain'
+SET LOCAL subscription.trimming = :'trimming';
+SELECT pg_temp.error_of($$DELETE FROM public.domain WHERE id = 2$$);
+WITH a AS (SELECT count(*) AS archived FROM trimmed WHERE id > :last_archived), r AS (SELECT count(*) AS room_left FROM public.room WHERE id = 201) SELECT * FROM a, r;
+ROLLBACK TO SAVEPOINT elsewhere;
+SET LOCAL subscription.trimming = 'public.domain';                              -- on a shard 22023
+SELECT pg_temp.error_of($$DELETE FROM public.room WHERE id = 201$$);
+ROLLBACK TO SAVEPOINT elsewhere;
+SELECT count(*) AS archived_by_hand FROM trimmed WHERE id > :last_archived;
 
 ROLLBACK;
