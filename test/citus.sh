@@ -751,7 +751,7 @@ tap "$(echo "$errors" | grep -v -q -e 'has no license left' -e 'already' -e '^$'
 # lines filtered).  A case in REGRESS_ON_CITUS must pass; every other case
 # is left out, printed as a TAP TODO with the reason: the first error it
 # meets on Citus, measured on this run (docs/citus.md lists them).
-REGRESS_ON_CITUS="badinput bounds catalog_changes change_plan close_account coupons_credits downgrade_noop events_mapping events_upcoming_conflict keyed limit_cache limit_version limits managed next_period prorate_refund renew_account renew_due renewal_notice rules set_default stored_styles subscribe terms tier_for_hosts trials_pause usage usage_boundary usage_crossings usage_preview usage_unmetered versions void_corrections"
+REGRESS_ON_CITUS="badinput bounds catalog_changes change_plan close_account coupons_credits downgrade_noop events_mapping events_upcoming_conflict keyed limit_cache limit_version limits managed next_period prorate_refund renew_account renew_due renewal_notice rules set_default stored_styles subscribe terms tier_for_hosts trials_pause usage usage_boundary usage_crossings usage_preview usage_unmetered verify versions void_corrections"
 # the cases that do not apply on Citus by design, each with its reason
 # (docs/citus.md): printed as a TAP SKIP, not run
 declare -A REGRESS_NOT_ON_CITUS=(
@@ -761,6 +761,7 @@ declare -A REGRESS_NOT_ON_CITUS=(
     [idempotency]="it runs in a database of its own (CREATE DATABASE, which Citus does not propagate to the workers): it would not test Citus"
     [invoice_lines]="it runs in a database of its own (CREATE DATABASE, which Citus does not propagate to the workers): it would not test Citus"
     [tenant_keys]="it checks that a single server fills a tenant_id left out of an INSERT, which the coordinator needs to route the row and never fills"
+    [renewal_notice_calls]="it counts calls of preview_usage (pg_stat_xact_user_functions) to show a single server's planner removing renewal_notice's usage join from announce_renewals' query, a cost and no rule; Citus plans the view's query over distributed tables itself and keeps the join (2 calls where a single server makes 0); the notices' rows and their usage, the rule, run in renewal_notice on Citus"
     [shards]="it checks how the guards find their logical table where every table is its own (tables named like shards, a renamed and a moved schema, no Citus: on_citus_worker() false); on Citus the same code meets real shards in this script's own checks of an application table (renamed, truncated, dropped)"
     [tier_for_hosts_reload]="it drops and creates the extension (the kept plan across a new catalog), which the distributed tables and functions of the shared database depend on; tier_for_hosts, the rest of the rule, runs on Citus"
     [usage_properties]="its random row operations move rows between accounts by an UPDATE of account_id, the column a distributed application table is distributed by, which Citus refuses (a row cannot change tenant there); the properties themselves run in usage, usage_preview and usage_unmetered"
