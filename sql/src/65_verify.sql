@@ -106,9 +106,12 @@ BEGIN
              WHERE ($1 IS NULL OR u.account_id = $1)
                AND (t.feature IS NULL
                     -- the limit the guard checks: a counter computed at an older
-                    -- catalog limit version is recomputed by it (issue 17)
+                    -- catalog limit version is recomputed by it (issue 17); the
+                    -- version read from the view, which Citus plans (inlined from
+                    -- limit_catalog_version(), the catalog's empty shell tables
+                    -- were read: {0,0}, every stored limit taken as stale)
                     OR subscription.counter_limit(u.account_id, u.feature, u.limit_value, u.limit_version,
-                                                  (SELECT c.version FROM subscription.limit_catalog_version() AS c (version)))
+                                                  (SELECT c.version FROM subscription.limit_catalog_versions AS c))
                        IS DISTINCT FROM subscription.limit_of(u.account_id, u.feature))
             UNION ALL
             -- periods (C2): the plan charges of a subscription, less what was given

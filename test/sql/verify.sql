@@ -52,6 +52,20 @@ ROLLBACK TO SAVEPOINT broken;
 -- a subscription holding more licenses than its capacity: its quantity
 -- and add-on lowered and a license written with the guards off; the
 -- counter, its capacity and history disagree too
+-- (on Citus, test/citus.sh, the guards are off by the replica role, set
+-- LOCAL to reach the workers' part of the transaction: a shard's ALTER
+-- TABLE is refused there while the transaction's deferred checks are
+-- pending on it, "cannot ALTER TABLE "subscription_N" because it has
+-- pending trigger events"; the coordinator routes the license by its key)
+SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus') AS on_citus \gset
+\if :on_citus
+SET LOCAL citus.propagate_set_commands = 'local';
+SET LOCAL session_replication_role = replica;
+UPDATE subscription SET quantity = 1 WHERE id = :acme;
+UPDATE addon_batch SET status = 'cancelled' WHERE subscription_id = :acme;
+INSERT INTO license (tenant_id, subscription_id, member_id) VALUES (1, :acme, 10);
+RESET session_replication_role;
+\else
 ALTER TABLE subscription DISABLE TRIGGER USER;
 UPDATE subscription SET quantity = 1 WHERE id = :acme;
 ALTER TABLE subscription ENABLE TRIGGER USER;
@@ -61,10 +75,14 @@ ALTER TABLE addon_batch ENABLE TRIGGER USER;
 SET LOCAL session_replication_role = replica;
 INSERT INTO license (subscription_id, member_id) VALUES (:acme, 10);
 RESET session_replication_role;
+\endif
 SELECT * FROM verify();
 ROLLBACK TO SAVEPOINT broken;
 
 -- usage: a counter that drifted from the table's rows (a replica-mode write)
+\if :on_citus
+SET LOCAL citus.propagate_set_commands = 'local';
+\endif
 SET LOCAL session_replication_role = replica;
 INSERT INTO public.room VALUES (4, 2);
 RESET session_replication_role;
@@ -73,7 +91,7 @@ SELECT * FROM verify(1);
 ROLLBACK TO SAVEPOINT broken;
 -- a stored limit that is not the account's, and a counter of no registration
 UPDATE usage_counter SET limit_value = 99 WHERE account_id = 1 AND feature = 'rooms';
-INSERT INTO usage_counter (account_id, feature, used) VALUES (2, 'ghosts', 0);
+INSERT INTO usage_counter (tenant_id, account_id, feature, used) VALUES (2, 2, 'ghosts', 0);
 SELECT * FROM verify();
 ROLLBACK TO SAVEPOINT broken;
 
@@ -82,8 +100,8 @@ DELETE FROM ledger WHERE subscription_id = :acme AND item = 'plan'
    AND period = tstzrange('2026-02-01', '2026-03-01');
 SELECT * FROM verify();
 ROLLBACK TO SAVEPOINT broken;
-INSERT INTO ledger (account_id, subscription_id, kind, amount, currency, period, plan, description)
-VALUES (1, :acme, 'charge', 5, 'EUR', tstzrange('2026-02-15', '2026-03-15'), 'team', 'twice');
+INSERT INTO ledger (tenant_id, account_id, subscription_id, kind, amount, currency, period, plan, description)
+VALUES (1, 1, :acme, 'charge', 5, 'EUR', tstzrange('2026-02-15', '2026-03-15'), 'team', 'twice');
 SELECT * FROM verify();
 ROLLBACK TO SAVEPOINT broken;
 DELETE FROM ledger WHERE subscription_id = :acme AND item = 'plan'
@@ -92,8 +110,8 @@ SELECT * FROM verify();
 ROLLBACK TO SAVEPOINT broken;
 
 -- money: a refund above its charge
-INSERT INTO ledger (account_id, subscription_id, kind, amount, currency, period, plan, charge_id, description)
-SELECT account_id, subscription_id, 'refund', amount + 1, currency, tstzrange(upper(period), upper(period)), plan, id, 'too much'
+INSERT INTO ledger (tenant_id, account_id, subscription_id, kind, amount, currency, period, plan, charge_id, description)
+SELECT tenant_id, account_id, subscription_id, 'refund', amount + 1, currency, tstzrange(upper(period), upper(period)), plan, id, 'too much'
   FROM ledger WHERE subscription_id = :acme AND kind = 'charge' AND item = 'plan' ORDER BY id LIMIT 1;
 SELECT * FROM verify();
 ROLLBACK TO SAVEPOINT broken;
@@ -112,7 +130,14 @@ ROLLBACK TO SAVEPOINT broken;
 -- back-office only (and superusers)
 CREATE ROLE regress_verify_app;
 CREATE ROLE regress_verify_office;
-SELECT grant_application('regress_verify_app'), grant_backoffice('regress_verify_office');
+-- (on Citus grant_application() is refused, its column-level GRANTs on
+-- distributed tables, docs/citus.md: the role, with the schema's USAGE
+-- alone, is refused verify() all the same)
+\if :on_citus
+GRANT USAGE ON SCHEMA subscription TO regress_verify_app;
+\endif
+SELECT CASE WHEN NOT :'on_citus'::boolean THEN grant_application('regress_verify_app') END AS grant_application,
+       grant_backoffice('regress_verify_office');
 SET LOCAL ROLE regress_verify_app;
 SELECT pg_temp.error_of('SELECT * FROM subscription.verify()');
 RESET ROLE;
