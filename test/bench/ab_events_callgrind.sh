@@ -25,18 +25,9 @@ few=${BENCH_FEW:-20}
 many=${BENCH_MANY:-120}
 states="off on"
 [ -n "${BENCH_BEFORE_SQL:-}" ] && states="off before on"
-command -v valgrind >/dev/null || { echo "valgrind is needed" >&2; exit 1; }
-
-stop_cluster_in "$dir"
-rm -rf "$dir"
-mkdir -p "$dir"
-[ "$(id -u)" -eq 0 ] && chown postgres: "$dir"
-as_postgres "$PGBIN/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 --no-sync >/dev/null
-opts="-c listen_addresses='' -k $dir -p $port -c fsync=off -c autovacuum=off -c max_connections=20"
-as_postgres "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -s -o "$opts" start
-export PGHOST=$dir PGPORT=$port PGUSER=postgres
-export PGOPTIONS="${PGOPTIONS:-} -c subscription.max_backdate=P1000Y -c subscription.max_ahead=P1000Y"
-trap 'as_postgres "$PGBIN/pg_ctl" -D "$dir/data" -m fast -w -s stop || true' EXIT
+. "$here/callgrind_lib.sh"
+callgrind_cluster "$dir" "$port"
+trap callgrind_stop EXIT
 
 for state in $states; do
     db=ab_$state
@@ -46,27 +37,8 @@ for state in $states; do
     [ "$state" = off ] && psql -X -q -d "$db" -c 'ALTER TABLE subscription.history DISABLE TRIGGER history_events'
     [ "$state" = before ] && psql -X -q -d "$db" -v ON_ERROR_STOP=1 -f "$BENCH_BEFORE_SQL"
 done
-as_postgres "$PGBIN/pg_ctl" -D "$dir/data" -m fast -w -s stop
-as_postgres valgrind --tool=callgrind --callgrind-out-file="$dir/cg.%p" \
-    "$PGBIN/postgres" -D "$dir/data" $(eval echo "$opts") >"$dir/valgrind.log" 2>&1 &
-for _ in $(seq 600); do
-    psql -X -qAt -d postgres -c 'SELECT 1' >/dev/null 2>&1 && break
-    sleep 1
-done
-
-# session DB CALLS: the instructions of a session of CALLS calls
-session() {
-    local output f
-    output=$( { echo "SELECT pg_backend_pid();"
-                for _ in $(seq "$2"); do echo "SELECT subscription.license_consume(1000, nextval('bench.next'));"; done
-              } | psql -X -qAt -d "$1" -v ON_ERROR_STOP=1)
-    f="$dir/cg.${output%%$'\n'*}"
-    for _ in $(seq 600); do
-        [ -f "$f" ] && grep -q '^totals:' "$f" && break
-        sleep 1
-    done
-    awk '/^totals:/ { print $2 }' "$f"
-}
+callgrind_restart
+session() { callgrind_session "$1" "SELECT subscription.license_consume(1000, nextval('bench.next'));" "$2"; }
 
 out=$(mktemp /tmp/subscription-ab-callgrind.XXXXXX)
 for state in $states; do
