@@ -23574,3 +23574,234 @@ $$;
 
 COMMENT ON FUNCTION subscription.verify_findings(bigint) IS
 'Internal: verify()''s checks, over the tables (a single server) or over copies of them on the coordinator (Citus)';
+
+-- ---------------------------------------------------------------------
+-- issue 20 (h-sim6): the subscription table's statement triggers
+-- refresh_limits and sync_service_seats run no query more once their
+-- UPDATE's rows moved nothing they watch (a failed payment's past due,
+-- its end): the same rows, one SPI query less each
+-- ---------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION subscription.refresh_limits()
+RETURNS trigger
+LANGUAGE plpgsql
+-- the extension's own bookkeeping: the writer needs no right on its tables
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- its transition tables joined by hash, whatever statement fired it (a
+-- renewal's UPDATE runs with nested loops alone: renew_common_group)
+SET enable_hashjoin = on
+AS $$
+DECLARE
+    account bigint;
+    accounts bigint[];
+    tenants bigint[];
+    plans text[];
+    features text[];
+    addons text[];
+    -- the logical table, from the trigger's argument (issue 17)
+    logical text := TG_ARGV[0];
+    -- the setting to put back after a join of the transition tables
+    nestloop text := current_setting('enable_nestloop');
+BEGIN
+    IF logical IN ('subscription', 'addon_batch') THEN
+        -- the rows concerned, as they were and as they are: (tenant,
+        -- account) of a subscription, (tenant, subscription) of a batch
+        IF logical = 'subscription' AND TG_OP = 'INSERT' THEN
+            SELECT array_agg(n.tenant_id), array_agg(n.account_id) INTO tenants, accounts FROM new_rows AS n;
+        ELSIF logical = 'subscription' AND TG_OP = 'DELETE' THEN
+            SELECT array_agg(o.tenant_id), array_agg(o.account_id) INTO tenants, accounts FROM old_rows AS o;
+        ELSIF TG_OP = 'INSERT' THEN
+            SELECT array_agg(n.tenant_id), array_agg(n.subscription_id) INTO tenants, accounts FROM new_rows AS n;
+        ELSIF TG_OP = 'DELETE' THEN
+            SELECT array_agg(o.tenant_id), array_agg(o.subscription_id) INTO tenants, accounts FROM old_rows AS o;
+        ELSIF logical = 'subscription' THEN
+            -- by hash (sync_license_counter)
+            PERFORM set_config('enable_nestloop', 'off', true);
+            -- (each pair's two rows by unnest, not a lateral join: no
+            -- nested loop at all, whose disabled cost would make the
+            -- query look expensive enough to compile)
+            SELECT array_agg(x.tenant_id), array_agg(x.account_id) INTO tenants, accounts
+              FROM (SELECT unnest(ARRAY[o.tenant_id, n.tenant_id]) AS tenant_id,
+                           unnest(ARRAY[o.account_id, n.account_id]) AS account_id
+                      FROM old_rows AS o JOIN new_rows AS n ON n.tenant_id = o.tenant_id AND n.id = o.id
+                     WHERE (o.account_id, o.plan, o.quantity, o.plan_version, subscription.status_grants(o.status))
+                           IS DISTINCT FROM (n.account_id, n.plan, n.quantity, n.plan_version,
+                                             subscription.status_grants(n.status))
+                        OR ROW(o.*) IS NOT DISTINCT FROM ROW(n.*)) AS x;
+            PERFORM set_config('enable_nestloop', nestloop, true);
+        ELSE
+            SELECT array_agg(x.tenant_id), array_agg(x.subscription_id) INTO tenants, accounts
+              FROM (SELECT o.tenant_id, o.subscription_id FROM old_rows AS o
+                    UNION ALL
+                    SELECT n.tenant_id, n.subscription_id FROM new_rows AS n) AS x;
+        END IF;
+        IF logical = 'addon_batch' THEN
+            -- a batch's subscription's account, by its tenant (a SELECT
+            -- INTO: Citus plans no assignment that reads a table)
+            FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
+                account := NULL;
+                SELECT s.account_id INTO account FROM subscription.subscription AS s
+                 WHERE s.tenant_id = tenants[k] AND s.id = accounts[k];
+                accounts[k] := account;
+            END LOOP;
+        END IF;
+        -- none concerned (a subscription's UPDATE that moved nothing
+        -- watched above: a failed payment's past due, its end): no query more
+        IF accounts IS NULL THEN
+            RETURN NULL;
+        END IF;
+        -- each account once, in the order of the keys
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.account_id), array_agg(x.account_id ORDER BY x.tenant_id, x.account_id)
+          INTO tenants, accounts
+          FROM (SELECT DISTINCT t.tenant_id, t.account_id FROM unnest(tenants, accounts) AS t (tenant_id, account_id)
+                 WHERE t.account_id IS NOT NULL) AS x;
+        FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
+            PERFORM subscription.refresh_account_limits(tenants[k], accounts[k], NULL);
+        END LOOP;
+        RETURN NULL;
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension AS e WHERE e.extname = 'citus') THEN
+        -- no fan-out from a reference table (issue 17): the limit version
+        RETURN NULL;
+    END IF;
+    -- the catalog rows the statement wrote, as they were and as they are
+    IF logical = 'plan_limit' THEN
+        IF TG_OP <> 'INSERT' THEN
+            SELECT array_agg(o.plan), array_agg(o.feature) INTO plans, features FROM old_rows AS o;
+        END IF;
+        IF TG_OP <> 'DELETE' THEN
+            SELECT coalesce(plans, '{}') || array_agg(n.plan), coalesce(features, '{}') || array_agg(n.feature)
+              INTO plans, features FROM new_rows AS n;
+        END IF;
+    ELSIF logical = 'suite_component' THEN
+        IF TG_OP <> 'INSERT' THEN
+            SELECT array_agg(o.suite_plan) INTO plans FROM old_rows AS o;
+        END IF;
+        IF TG_OP <> 'DELETE' THEN
+            SELECT coalesce(plans, '{}') || array_agg(n.suite_plan) INTO plans FROM new_rows AS n;
+        END IF;
+    ELSE
+        SELECT array_agg(n.code) INTO addons
+          FROM old_rows AS o JOIN new_rows AS n ON n.code = o.code
+         WHERE (o.feature, o.units) IS DISTINCT FROM (n.feature, n.units);
+    END IF;
+    -- the accounts concerned with their tenants, each (account, feature)
+    -- once, in the order of the keys: the subscriptions of a plan and of
+    -- the suites that include it (Z3), of a suite, of an add-on's batches
+    IF logical = 'plan_limit' THEN
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.account_id, x.feature),
+               array_agg(x.account_id ORDER BY x.tenant_id, x.account_id, x.feature),
+               array_agg(x.feature ORDER BY x.tenant_id, x.account_id, x.feature)
+          INTO tenants, accounts, features
+          FROM (SELECT DISTINCT s.tenant_id, s.account_id, p.feature
+                  FROM unnest(plans, features) AS p (plan, feature)
+                  JOIN subscription.subscription AS s
+                    ON s.plan = p.plan
+                    OR s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc
+                                   WHERE sc.plan = p.plan)) AS x;
+    ELSIF logical = 'suite_component' THEN
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.account_id),
+               array_agg(x.account_id ORDER BY x.tenant_id, x.account_id), NULL
+          INTO tenants, accounts, features
+          FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
+                 WHERE s.plan = ANY (plans)) AS x;
+    ELSE
+        SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.account_id),
+               array_agg(x.account_id ORDER BY x.tenant_id, x.account_id), NULL
+          INTO tenants, accounts, features
+          FROM (SELECT DISTINCT s.tenant_id, s.account_id FROM subscription.subscription AS s
+                  JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id
+                 WHERE b.addon = ANY (addons)) AS x;
+    END IF;
+    FOR k IN 1 .. coalesce(cardinality(accounts), 0) LOOP
+        PERFORM subscription.refresh_account_limits(tenants[k], accounts[k], features[k]);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION subscription.sync_service_seats()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- its transition tables joined by hash, whatever statement fired it (a
+-- renewal's UPDATE runs with nested loops alone: renew_common_group)
+SET enable_hashjoin = on
+AS $$
+DECLARE
+    ids bigint[];
+    old_plans text[];
+    new_plans text[];
+    subs bigint[];
+    tenants bigint[];
+    sub_tenants bigint[];
+    t bigint;
+    -- the setting to put back after a join of the transition tables
+    nestloop text := current_setting('enable_nestloop');
+BEGIN
+    -- the logical table, from the trigger's argument (issue 17)
+    IF TG_ARGV[0] IN ('plan', 'suite_component') AND NOT subscription.catalog_reads_tenants() THEN
+        -- a Citus worker's placement of the catalog: the coordinator's
+        -- rebuilds the seats, on every shard
+        RETURN NULL;
+    ELSIF TG_ARGV[0] = 'plan' THEN
+        -- the plans whose seat or product changed, read first
+        SELECT array_agg(n.code) FILTER (WHERE subscription.seat_product(o.kind, o.product) IS DISTINCT FROM
+                                                subscription.seat_product(n.kind, n.product)),
+               array_agg(n.code) FILTER (WHERE o.product IS DISTINCT FROM n.product)
+          INTO old_plans, new_plans
+          FROM old_rows AS o JOIN new_rows AS n ON n.code = o.code;
+        -- the plan's own subscriptions, and (Z3) those of the suites that include it
+        PERFORM subscription.reseat_licenses(ARRAY(
+            SELECT s.id FROM subscription.subscription AS s
+             WHERE s.plan = ANY (old_plans)
+                OR s.plan IN (SELECT sc.suite_plan FROM subscription.suite_component AS sc
+                               WHERE sc.plan = ANY (new_plans))));
+    ELSIF TG_ARGV[0] = 'suite_component' THEN
+        -- Z3: a suite's licenses seat the products of the plans it includes
+        IF TG_OP = 'INSERT' THEN
+            SELECT array_agg(n.suite_plan) INTO old_plans FROM new_rows AS n;
+        ELSIF TG_OP = 'DELETE' THEN
+            SELECT array_agg(o.suite_plan) INTO old_plans FROM old_rows AS o;
+        ELSE
+            SELECT array_agg(x.suite_plan) INTO old_plans
+              FROM (SELECT o.suite_plan FROM old_rows AS o UNION SELECT n.suite_plan FROM new_rows AS n) AS x;
+        END IF;
+        PERFORM subscription.reseat_licenses(ARRAY(
+            SELECT s.id FROM subscription.subscription AS s WHERE s.plan = ANY (old_plans)));
+    ELSE
+        -- the subscriptions whose plan changed, read into a local set first
+        -- (on Citus a transition table is never joined with another table)
+        -- by hash (sync_license_counter)
+        PERFORM set_config('enable_nestloop', 'off', true);
+        SELECT array_agg(n.id ORDER BY n.tenant_id, n.id), array_agg(o.plan ORDER BY n.tenant_id, n.id),
+               array_agg(n.plan ORDER BY n.tenant_id, n.id), array_agg(n.tenant_id ORDER BY n.tenant_id, n.id)
+          INTO ids, old_plans, new_plans, tenants
+          FROM old_rows AS o JOIN new_rows AS n ON n.tenant_id = o.tenant_id AND n.id = o.id
+         WHERE o.plan IS DISTINCT FROM n.plan;
+        PERFORM set_config('enable_nestloop', nestloop, true);
+        FOR k IN 1 .. coalesce(cardinality(ids), 0) LOOP
+            IF (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = old_plans[k])
+               IS DISTINCT FROM
+               (SELECT subscription.seat_product(p.kind, p.product) FROM subscription.plan AS p WHERE p.code = new_plans[k])
+               -- Z3: from or to a suite, the included products may change
+               OR EXISTS (SELECT FROM subscription.suite_component AS sc
+                           WHERE sc.suite_plan IN (old_plans[k], new_plans[k])) THEN
+                subs := subs || ids[k];
+                sub_tenants := sub_tenants || tenants[k];
+            END IF;
+        END LOOP;
+        -- tenant by tenant, each statement naming it (on Citus, this shard's);
+        -- none to rebuild (no plan changed: a failed payment's past due, its
+        -- end), no query more
+        IF subs IS NOT NULL THEN
+            FOR t, ids IN SELECT u.t, array_agg(u.s ORDER BY u.s) FROM unnest(sub_tenants, subs) AS u (t, s)
+                           GROUP BY 1 ORDER BY 1 LOOP
+                PERFORM subscription.reseat_licenses(t, ids);
+            END LOOP;
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;

@@ -324,11 +324,15 @@ BEGIN
                 sub_tenants := sub_tenants || tenants[k];
             END IF;
         END LOOP;
-        -- tenant by tenant, each statement naming it (on Citus, this shard's)
-        FOR t, ids IN SELECT u.t, array_agg(u.s ORDER BY u.s) FROM unnest(sub_tenants, subs) AS u (t, s)
-                       GROUP BY 1 ORDER BY 1 LOOP
-            PERFORM subscription.reseat_licenses(t, ids);
-        END LOOP;
+        -- tenant by tenant, each statement naming it (on Citus, this shard's);
+        -- none to rebuild (no plan changed: a failed payment's past due, its
+        -- end), no query more
+        IF subs IS NOT NULL THEN
+            FOR t, ids IN SELECT u.t, array_agg(u.s ORDER BY u.s) FROM unnest(sub_tenants, subs) AS u (t, s)
+                           GROUP BY 1 ORDER BY 1 LOOP
+                PERFORM subscription.reseat_licenses(t, ids);
+            END LOOP;
+        END IF;
     END IF;
     RETURN NULL;
 END

@@ -940,6 +940,11 @@ BEGIN
                 accounts[k] := account;
             END LOOP;
         END IF;
+        -- none concerned (a subscription's UPDATE that moved nothing
+        -- watched above: a failed payment's past due, its end): no query more
+        IF accounts IS NULL THEN
+            RETURN NULL;
+        END IF;
         -- each account once, in the order of the keys
         SELECT array_agg(x.tenant_id ORDER BY x.tenant_id, x.account_id), array_agg(x.account_id ORDER BY x.tenant_id, x.account_id)
           INTO tenants, accounts
