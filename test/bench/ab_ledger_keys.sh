@@ -48,7 +48,7 @@ round() {
         q -d "$db" -f "$AB_NEW_SQL" >/dev/null
     fi
     q -d "$db" -c "VACUUM ANALYZE" >/dev/null
-    q -d "$db" <<'SQL' | tr '\n' ' '
+    q -d "$db" <<SQL | tr '\n' ' '
 SET client_min_messages = warning;
 SET subscription.clock = '2026-02-01 00:00:00+00';
 SELECT split_part(pg_read_file('/proc/self/schedstat'), ' ', 1)::bigint AS t0 \gset
@@ -58,11 +58,7 @@ SELECT split_part(pg_read_file('/proc/self/schedstat'), ' ', 1)::bigint AS t1 \g
 COMMIT;
 SELECT split_part(pg_read_file('/proc/self/schedstat'), ' ', 1)::bigint AS t2 \gset
 SELECT round((:t1 - :t0) / 1e6), round((:t2 - :t1) / 1e6);
-SELECT md5(string_agg(x, '|' ORDER BY x)) FROM (
-    SELECT 'h' || (to_jsonb(h) - 'xact')::text AS x FROM subscription.history AS h
-    UNION ALL SELECT 'l' || (to_jsonb(l) - 'xact')::text FROM subscription.ledger AS l
-    UNION ALL SELECT 'i' || (to_jsonb(i) - 'xact')::text FROM subscription.invoice_record AS i
-    UNION ALL SELECT 'e' || (to_jsonb(e) - 'next_xid')::text FROM subscription.event AS e) AS x;
+$(rows_md5_sql)
 SQL
     echo
 }

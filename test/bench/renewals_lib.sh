@@ -43,6 +43,19 @@ SQL
     psql -X -qAt -v ON_ERROR_STOP=1 -d "$db" -c "VACUUM ANALYZE" >/dev/null
 }
 
+# rows_md5_sql: the md5 of history, ledger, invoices and events
+# (transaction ids left out), which two variants of a renewal must both
+# print (the A/B tools)
+rows_md5_sql() {
+    cat <<'SQL'
+SELECT md5(string_agg(x, '|' ORDER BY x)) FROM (
+    SELECT 'h' || (to_jsonb(h) - 'xact')::text AS x FROM subscription.history AS h
+    UNION ALL SELECT 'l' || (to_jsonb(l) - 'xact')::text FROM subscription.ledger AS l
+    UNION ALL SELECT 'i' || (to_jsonb(i) - 'xact')::text FROM subscription.invoice_record AS i
+    UNION ALL SELECT 'e' || (to_jsonb(e) - 'next_xid')::text FROM subscription.event AS e) AS x;
+SQL
+}
+
 # floor_sql: the set-based floor of the writes renew_due makes for the
 # subscriptions due on 2026-02-01 (issue 18): one UPDATE moving every due
 # period as renew_period does, one INSERT of every plan and add-on charge

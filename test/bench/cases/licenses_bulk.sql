@@ -14,17 +14,24 @@ INSERT INTO account (id, name) VALUES (100, 'Bulk');
 INSERT INTO member (id, account_id, external_id) SELECT 1000000 + g, 100, 'm' || g FROM generate_series(1, 100000) AS g;
 SELECT subscribe(100, 'bulk_service', '1 month', 100000, '2026-01-01') AS sub \gset
 
+-- the shape of subscription.license since the tenant keys (issue 17): the
+-- tenant first in the key and the foreign keys; the baselines are given
+-- the member's tenant, the extension's insert fills it (its trigger)
 CREATE TABLE bench.bare_license (
     subscription_id bigint NOT NULL,
     member_id bigint NOT NULL,
     assigned_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (subscription_id, member_id));
+    tenant_id bigint NOT NULL,
+    PRIMARY KEY (tenant_id, subscription_id, member_id));
 CREATE INDEX ON bench.bare_license (member_id);
 CREATE TABLE bench.same_shape_license (
-    subscription_id bigint NOT NULL REFERENCES subscription.subscription (id) ON DELETE CASCADE,
-    member_id bigint NOT NULL REFERENCES subscription.member (id) ON DELETE CASCADE,
+    subscription_id bigint NOT NULL,
+    member_id bigint NOT NULL,
     assigned_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (subscription_id, member_id));
+    tenant_id bigint NOT NULL,
+    PRIMARY KEY (tenant_id, subscription_id, member_id),
+    FOREIGN KEY (tenant_id, subscription_id) REFERENCES subscription.subscription (tenant_id, id),
+    FOREIGN KEY (tenant_id, member_id) REFERENCES subscription.member (tenant_id, id) ON DELETE CASCADE);
 CREATE INDEX ON bench.same_shape_license (member_id);
 VACUUM ANALYZE member;
 
@@ -41,12 +48,12 @@ BEGIN
         SELECT sub, id FROM subscription.member WHERE account_id = 100;
         extension_ms := least(extension_ms, extract(epoch FROM clock_timestamp() - t) * 1000);
         t := clock_timestamp();
-        INSERT INTO bench.same_shape_license (subscription_id, member_id)
-        SELECT sub, id FROM subscription.member WHERE account_id = 100;
+        INSERT INTO bench.same_shape_license (subscription_id, member_id, tenant_id)
+        SELECT sub, id, tenant_id FROM subscription.member WHERE account_id = 100;
         same_shape_ms := least(same_shape_ms, extract(epoch FROM clock_timestamp() - t) * 1000);
         t := clock_timestamp();
-        INSERT INTO bench.bare_license (subscription_id, member_id)
-        SELECT sub, id FROM subscription.member WHERE account_id = 100;
+        INSERT INTO bench.bare_license (subscription_id, member_id, tenant_id)
+        SELECT sub, id, tenant_id FROM subscription.member WHERE account_id = 100;
         no_fk_ms := least(no_fk_ms, extract(epoch FROM clock_timestamp() - t) * 1000);
     END LOOP;
     extension_ms := round(extension_ms, 1);
