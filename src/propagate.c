@@ -10,9 +10,9 @@
  *
  * - Its subscription.* settings.  A SET LOCAL subscription.<name> (a
  *   value or DEFAULT) in a transaction block is handed to Citus as a SET
- *   LOCAL that it sends to every node of the transaction, then and later
- *   in it, as citus.propagate_set_commands = 'local' does, for this
- *   statement only: the session's other settings keep Citus' rule.  The
+ *   LOCAL of its own that it sends to every node of the transaction, then
+ *   and later in it, as citus.propagate_set_commands = 'local' does, for
+ *   this statement only: the session's other settings keep Citus' rule.  The
  *   billing clock, the payment terms, the actor, whatever code on a worker
  *   reads.  A setting set for the session stays the session's, as Citus
  *   leaves such settings (docs/citus.md says what to do instead).
@@ -274,12 +274,13 @@ ApplyConstraints(const char *value)
 }
 
 /*
- * A utility statement.  A SET LOCAL subscription.* (a value or DEFAULT) in
- * a transaction block where Citus is loaded runs with
- * citus.propagate_set_commands = 'local', set back after it, so that
- * Citus' own hook (called from here) sends it to the transaction's nodes;
- * a SET CONSTRAINTS there is forwarded as subscription.set_constraints;
- * a SET LOCAL subscription.set_constraints is applied.
+ * A utility statement.  A SET LOCAL subscription.* (a value or DEFAULT)
+ * in a transaction block where Citus is loaded runs as "SET LOCAL <name>
+ * TO <value>" with citus.propagate_set_commands = 'local', set back after
+ * it, so that Citus' own hook (called from here) sends it to the
+ * transaction's nodes; a SET CONSTRAINTS there is forwarded as
+ * subscription.set_constraints; a SET LOCAL subscription.set_constraints
+ * is applied.
  */
 static void
 SettingsProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
@@ -288,6 +289,7 @@ SettingsProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnl
 {
 	Node	   *parsetree = pstmt->utilityStmt;
 	char	   *propagation = NULL;
+	bool		propagate = false;
 	bool		apply = false;
 	bool		forward = false;
 	const char *current;
@@ -308,17 +310,21 @@ SettingsProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnl
 			 * extension does not define (the prefix is reserved): that SET
 			 * fails here as on a single server, and its name is never
 			 * written into a command for the nodes.
+			 *
+			 * With citus.propagate_set_commands already 'local' (the
+			 * session's), Citus is handed this SET alone too.
 			 */
-			if (pg_strcasecmp(set->name, "subscription.actor") != 0 &&
+			propagate = pg_strcasecmp(set->name, "subscription.actor") != 0 &&
 				GetConfigOption(set->name, true, false) != NULL &&
-				(current = CitusPropagation()) != NULL && strcmp(current, "local") != 0)
+				(current = CitusPropagation()) != NULL;
+			if (propagate && strcmp(current, "local") != 0)
 				propagation = pstrdup(current);
 		}
 	}
 	else if (IsA(parsetree, ConstraintsSetStmt))
 		forward = IsTransactionBlock() && CitusPropagation() != NULL;
 
-	if (propagation != NULL)
+	if (propagate)
 	{
 		VariableSetStmt *set = (VariableSetStmt *) parsetree;
 		PlannedStmt *own = makeNode(PlannedStmt);
@@ -337,8 +343,9 @@ SettingsProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnl
 		pstmt = own;
 		queryString = SetLocalCommand(set->name,
 									  set->kind == VAR_SET_DEFAULT ? NULL : ExtractSetVariableArgs(set));
-		(void) set_config_option("citus.propagate_set_commands", "local", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_LOCAL, true, 0, false);
+		if (propagation != NULL)
+			(void) set_config_option("citus.propagate_set_commands", "local", PGC_USERSET, PGC_S_SESSION,
+									 GUC_ACTION_LOCAL, true, 0, false);
 	}
 	if (prev_process_utility != NULL)
 		prev_process_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);

@@ -1331,16 +1331,17 @@ tap "$([ "$out" = "the session clock stamps it: false" ] && [ "$single" = "the s
 # The clock's SET LOCAL in a string of several statements (one simple
 # query, as psql -c or a driver's batch sends it): Citus sends the query
 # string of a SET it propagates to the nodes, so the hook gives it the SET
-# alone (review h-rev4).  Given the whole string (as before, and as with
-# citus.propagate_set_commands = 'local' set by the session, Citus' own
-# rule), the workers ran the rest of it too: here the subscribe again on
+# alone (review h-rev4), whatever the session's citus.propagate_set_commands
+# (review h-rev6).  Given the whole string (as before h-rev4, and with
+# citus.propagate_set_commands = 'local' set by the session until h-rev6),
+# the workers ran the rest of it too: here the subscribe again on
 # each node it reached, which called the workers again until they had no
 # connection left (too many clients), and no subscription was made.
 # Every subscription.* setting the hook propagates likewise (src/propagate.c:
 # a value, and DEFAULT): the string sets two more before the clock.
 clock_string() {  # CLOCK_STRING T
     psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres \
-        -c "SET client_min_messages = error; BEGIN; SET LOCAL subscription.payment_terms = 14; SET LOCAL subscription.notice_days TO DEFAULT; SET LOCAL subscription.clock = '2031-03-04 05:06:07+00'; SELECT subscription.subscribe($1, $1, 'citus-dun-team', '1 month', 1, '2031-03-01', 'always', NULL); COMMIT;" 2>&1 >/dev/null
+        -c "SET client_min_messages = error; ${CLOCK_STRING_SESSION:-} BEGIN; SET LOCAL subscription.payment_terms = 14; SET LOCAL subscription.notice_days TO DEFAULT; SET LOCAL subscription.clock = '2031-03-04 05:06:07+00'; SELECT subscription.subscribe($1, $1, 'citus-dun-team', '1 month', 1, '2031-03-01', 'always', NULL); COMMIT;" 2>&1 >/dev/null
     q coordinator "SELECT count(*) || ' at the clock: ' || coalesce(bool_and(created_at = '2031-03-04 05:06:07+00'), false) FROM subscription.subscription WHERE tenant_id = $1 AND account_id = $1"
 }
 CLOCK_W1=$W1 CLOCK_W2=$W2
@@ -1348,6 +1349,12 @@ one_per_worker clock_string
 out=$(clock_string "$W1")
 tap "$([ -n "$W1" ] && [ "$out" = "1 at the clock: true" ] && echo 1)" \
     "the SET LOCALs of subscription.payment_terms, .notice_days (DEFAULT) and .clock in a string of several statements reach worker1 alone: one subscription, at the clock ($out)" "$out"
+# the same string in a session whose citus.propagate_set_commands is
+# already 'local' (review h-rev6: the hook handed Citus the caller's whole
+# string then, and the workers ran the subscribe too)
+out=$(CLOCK_STRING_SESSION="SET citus.propagate_set_commands = 'local';" clock_string "$W2")
+tap "$([ -n "$W2" ] && [ "$out" = "1 at the clock: true" ] && echo 1)" \
+    "the same string on worker2 with citus.propagate_set_commands = 'local' set for the session: its SET LOCALs alone reach the workers, one subscription, at the clock ($out)" "$out"
 # the accounts of the clock's calls again, for the actor's below
 W1=$CLOCK_W1 W2=$CLOCK_W2
 
