@@ -1098,10 +1098,12 @@ BOOKS="CREATE TABLE public.books (account_id bigint NOT NULL, id bigint NOT NULL
                                 FOREIGN KEY (account_id, shelf_id) REFERENCES public.shelves ON DELETE CASCADE)"
 LIMIT_SHELVES="SELECT subscription.enforce_limit('public.shelves', 'shelves', 'account_id', 'drop_newest', 'placed_at');
                SELECT subscription.enforce_limit('public.books', 'books')"
-# CASCADE T KEYED: apply_downgrade on tenant T in a transaction block, keyed (1) or not (0)
+# CASCADE T KEYED [autocommit]: apply_downgrade on tenant T in a transaction
+# block (or a statement of its own in autocommit), keyed (1) or not (0)
 cascade() {
-    local apply
+    local apply begin="BEGIN;" commit="COMMIT;"
     if [ "$2" = 1 ]; then apply="subscription.apply_downgrade(:t, :s, false)"; else apply="subscription.apply_downgrade(:s)"; fi
+    if [ "${3:-}" = autocommit ]; then begin="-- autocommit"; commit="-- autocommit"; fi
     cat <<SQL
 \\set t $1
 SET client_min_messages = error;
@@ -1109,11 +1111,11 @@ SELECT subscription.subscribe(:t, :t, 'citus-s-big', '1 month', 1, '2026-01-01',
 INSERT INTO public.shelves SELECT :t, i, '2026-01-01'::timestamptz + i * interval '1 day' FROM generate_series(1, 4) AS i;
 INSERT INTO public.books SELECT :t, i, 1 + i % 4 FROM generate_series(1, 12) AS i;
 SELECT subscription.change_plan(:s, 'citus-s-small', '2026-01-10') IS NOT NULL AS changed \\gset
-BEGIN;
+$begin
 SELECT 'apply_downgrade: ' || count(*) || ' rows: '
        || string_agg(format('%s %s %s', feature, action, regexp_replace(row_id, '^\(\d+,', '(')), ', '
                      ORDER BY feature, action, regexp_replace(row_id, '^\(\d+,', '(')) FROM $apply;
-COMMIT;
+$commit
 SELECT 'shelves: ' || string_agg(id::text, ' ' ORDER BY id) FROM public.shelves WHERE account_id = :t;
 SELECT 'books: ' || string_agg(id::text, ' ' ORDER BY id) FROM public.books WHERE account_id = :t;
 SELECT 'counters: ' || string_agg(feature || ' ' || used, ', ' ORDER BY feature)
@@ -1139,11 +1141,18 @@ account_on_each_worker shelves SA SB
 tap "$([ -n "$SA" ] && [ -n "$SB" ] && grep -qx 'archived cascades: 6' <<<"$single" && grep -q '^apply_downgrade: 8 rows' <<<"$single" && echo 1)" \
     "public.shelves and public.books (ON DELETE CASCADE) distributed with account and limited; an account on each worker ($SA, $SB); on the single server apply_downgrade returns and archives 2 shelves and their 6 books" \
     "$out"$'\n'"$single"
-for acct in "$SA" "$SB"; do
-    keyed=$([ "$acct" = "$SA" ] && echo 0 || echo 1)
-    out=$(cascade "$acct" "$keyed" | psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres 2>&1)
+# and each form again in autocommit, apply_downgrade a statement of its own
+# (review h-rev6: SetTrimming's SET LOCAL is propagate.c's to send; Citus'
+# own rule keeps a SET LOCAL of a function called in autocommit on the
+# coordinator, and the worker's guard then took the books for rows the
+# application deleted: archived cascades 0)
+account_on_each_worker 'shelves autocommit' AA AB
+for acct in "$SA" "$SB" "$AA" "$AB"; do
+    keyed=$([ "$acct" = "$SA" ] || [ "$acct" = "$AA" ] && echo 0 || echo 1)
+    form=$([ "$acct" = "$AA" ] || [ "$acct" = "$AB" ] && echo autocommit || echo block)
+    out=$(cascade "$acct" "$keyed" "$form" | psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres 2>&1)
     tap "$([ -n "$acct" ] && [ "$out" = "$single" ] && echo 1)" \
-        "on account $acct (worker$([ "$acct" = "$SA" ] && echo 1 || echo 2)): apply_downgrade ($([ "$keyed" = 1 ] && echo keyed || echo unkeyed)) in a transaction block on the coordinator archives and returns the books its cascade deleted on the shard, as on a single server ($(grep '^archived cascades' <<<"$out"))" \
+        "on account $acct (worker$([ "$acct" = "$SA" ] || [ "$acct" = "$AA" ] && echo 1 || echo 2)): apply_downgrade ($([ "$keyed" = 1 ] && echo keyed || echo unkeyed)) $([ "$form" = block ] && echo "in a transaction block" || echo "alone in autocommit") on the coordinator archives and returns the books its cascade deleted on the shard, as on a single server ($(grep '^archived cascades' <<<"$out"))" \
         "$(diff <(echo "$single") <(echo "$out"))"
 done
 # subscription.trimming set by hand (h-cit26b, S14): a session on the
