@@ -49,7 +49,6 @@
 #include "utils/array.h"
 #include "utils/lsyscache.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/rel.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
@@ -508,28 +507,17 @@ TrimmedName(Oid relid)
  * its own: the application's foreign keys cascade there, and the guards of
  * the tables they delete from run there, where TrimmingSubscription (this
  * backend's) is 0.  The trim's context goes along as subscription.trimming,
- * "subscription tenant account relation", SET LOCAL and handed to Citus as
- * citus.propagate_set_commands = 'local' does, for this statement only,
- * so that Citus sends it to the transaction's nodes; NULL sets it back.
+ * "subscription tenant account relation", SET LOCAL: propagate.c's hook
+ * hands it to Citus, which sends it to the transaction's nodes (in a
+ * transaction block, and from this function in autocommit too); NULL sets
+ * it back.
  */
 static void
 SetTrimming(const char *value)
 {
-	const char *current = GetConfigOption("citus.propagate_set_commands", true, false);
-	char	   *propagation = NULL;
-
-	if (current != NULL && strcmp(current, "local") != 0)
-	{
-		propagation = pstrdup(current);
-		(void) set_config_option("citus.propagate_set_commands", "local", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_LOCAL, true, 0, false);
-	}
 	if (SPI_execute(value != NULL ? psprintf("SET LOCAL subscription.trimming = %s", quote_literal_cstr(value))
 					: "SET LOCAL subscription.trimming = DEFAULT", false, 0) != SPI_OK_UTILITY)
 		elog(ERROR, "could not set subscription.trimming");
-	if (propagation != NULL)
-		(void) set_config_option("citus.propagate_set_commands", propagation, PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_LOCAL, true, 0, false);
 }
 
 /*

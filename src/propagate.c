@@ -9,10 +9,13 @@
  * things a transaction sets would stay on the coordinator:
  *
  * - Its subscription.* settings.  A SET LOCAL subscription.<name> (a
- *   value or DEFAULT) in a transaction block is handed to Citus as a SET
- *   LOCAL that it sends to every node of the transaction, then and later
- *   in it, as citus.propagate_set_commands = 'local' does, for this
- *   statement only: the session's other settings keep Citus' rule.  The
+ *   value or DEFAULT) is handed to Citus as a SET LOCAL of its own that
+ *   it sends to every node of the transaction, then and later in it, as
+ *   citus.propagate_set_commands = 'local' does, for this statement only:
+ *   the session's other settings keep Citus' rule.  Citus sends it where
+ *   its rule sends a SET LOCAL (a transaction block, or a function's
+ *   statement, as apply_downgrade's subscription.trimming in autocommit:
+ *   the one place that propagates it, downgrade.c).  The
  *   billing clock, the payment terms, the actor, whatever code on a worker
  *   reads.  A setting set for the session stays the session's, as Citus
  *   leaves such settings (docs/citus.md says what to do instead).
@@ -45,6 +48,7 @@
 #include "commands/trigger.h"
 #include "lib/stringinfo.h"
 #include "nodes/makefuncs.h"
+#include "nodes/value.h"
 #include "nodes/parsenodes.h"
 #include "parser/parser.h"
 #include "tcop/utility.h"
@@ -62,6 +66,9 @@
 char	   *subscription_set_constraints = NULL;
 
 static ProcessUtility_hook_type prev_process_utility = NULL;
+
+/* a SET LOCAL runs in the DO block RunInBlockForCitus made for it */
+static bool in_citus_block = false;
 
 /* Citus' propagation setting, or NULL where Citus is not loaded */
 static const char *
@@ -115,6 +122,42 @@ static char *
 SetLocalCommand(const char *name, const char *value)
 {
 	return psprintf("SET LOCAL %s TO %s", name, value == NULL ? "DEFAULT" : quote_literal_cstr(value));
+}
+
+/*
+ * Run a SET LOCAL (its text) in a DO block of its own.  Citus sends a SET
+ * LOCAL to the nodes only in what it takes for a transaction of several
+ * statements: a transaction block, a DO block, a procedure, a statement
+ * of a function run by a statement of a function.  A function called by
+ * a query in autocommit (apply_downgrade, its subscription.trimming) is
+ * none of them, yet the statements it runs next reach the workers in one
+ * transaction, whose nodes Citus sends the SET LOCALs it has seen.  In a
+ * DO block (no SET clause: a SET LOCAL lasts to the transaction's end)
+ * Citus sees the SET LOCAL and sends it.
+ */
+static void
+RunInBlockForCitus(const char *command)
+{
+	DoStmt	   *block = makeNode(DoStmt);
+	PlannedStmt *planned = makeNode(PlannedStmt);
+	char	   *body = psprintf("BEGIN EXECUTE %s; END", quote_literal_cstr(command));
+
+	block->args = list_make1(makeDefElem("as", (Node *) makeString(body), -1));
+	planned->commandType = CMD_UTILITY;
+	planned->canSetTag = false;
+	planned->utilityStmt = (Node *) block;
+	planned->stmt_location = -1;
+	planned->stmt_len = 0;
+	in_citus_block = true;
+	PG_TRY();
+	{
+		ProcessUtility(planned, body, false, PROCESS_UTILITY_QUERY, NULL, NULL, None_Receiver, NULL);
+	}
+	PG_FINALLY();
+	{
+		in_citus_block = false;
+	}
+	PG_END_TRY();
 }
 
 /*
@@ -274,12 +317,13 @@ ApplyConstraints(const char *value)
 }
 
 /*
- * A utility statement.  A SET LOCAL subscription.* (a value or DEFAULT) in
- * a transaction block where Citus is loaded runs with
+ * A utility statement.  A SET LOCAL subscription.* (a value or DEFAULT)
+ * where Citus is loaded runs as "SET LOCAL <name> TO <value>" with
  * citus.propagate_set_commands = 'local', set back after it, so that
  * Citus' own hook (called from here) sends it to the transaction's nodes;
- * a SET CONSTRAINTS there is forwarded as subscription.set_constraints;
- * a SET LOCAL subscription.set_constraints is applied.
+ * a SET CONSTRAINTS in a transaction block or a function there is
+ * forwarded as subscription.set_constraints; a SET LOCAL
+ * subscription.set_constraints in a transaction block is applied.
  */
 static void
 SettingsProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
@@ -288,6 +332,7 @@ SettingsProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnl
 {
 	Node	   *parsetree = pstmt->utilityStmt;
 	char	   *propagation = NULL;
+	bool		propagate = false;
 	bool		apply = false;
 	bool		forward = false;
 	const char *current;
@@ -297,9 +342,10 @@ SettingsProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnl
 		VariableSetStmt *set = (VariableSetStmt *) parsetree;
 
 		if (set->is_local && set->name != NULL && pg_strncasecmp(set->name, "subscription.", 13) == 0 &&
-			(set->kind == VAR_SET_VALUE || set->kind == VAR_SET_DEFAULT) && IsTransactionBlock())
+			(set->kind == VAR_SET_VALUE || set->kind == VAR_SET_DEFAULT))
 		{
-			apply = pg_strcasecmp(set->name, SET_CONSTRAINTS_SETTING) == 0 && set->kind == VAR_SET_VALUE;
+			apply = pg_strcasecmp(set->name, SET_CONSTRAINTS_SETTING) == 0 && set->kind == VAR_SET_VALUE &&
+				IsTransactionBlock();
 			/*
 			 * Not the actor: on a worker it would make the triggers on the
 			 * shards check the actor's rights (credit_balance from the
@@ -308,17 +354,25 @@ SettingsProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnl
 			 * extension does not define (the prefix is reserved): that SET
 			 * fails here as on a single server, and its name is never
 			 * written into a command for the nodes.
+			 *
+			 * In a transaction block, and in a function's statement outside
+			 * one (an autocommit call of apply_downgrade, whose SET LOCAL
+			 * subscription.trimming reaches the workers so: RunInBlockForCitus);
+			 * never at the top level outside a block, where SET LOCAL sets
+			 * nothing.  With citus.propagate_set_commands already 'local'
+			 * (the session's), Citus is handed this SET alone too.
 			 */
-			if (pg_strcasecmp(set->name, "subscription.actor") != 0 &&
+			propagate = pg_strcasecmp(set->name, "subscription.actor") != 0 &&
 				GetConfigOption(set->name, true, false) != NULL &&
-				(current = CitusPropagation()) != NULL && strcmp(current, "local") != 0)
+				(current = CitusPropagation()) != NULL;
+			if (propagate && strcmp(current, "local") != 0)
 				propagation = pstrdup(current);
 		}
 	}
 	else if (IsA(parsetree, ConstraintsSetStmt))
-		forward = IsTransactionBlock() && CitusPropagation() != NULL;
+		forward = (IsTransactionBlock() || context != PROCESS_UTILITY_TOPLEVEL) && CitusPropagation() != NULL;
 
-	if (propagation != NULL)
+	if (propagate)
 	{
 		VariableSetStmt *set = (VariableSetStmt *) parsetree;
 		PlannedStmt *own = makeNode(PlannedStmt);
@@ -337,8 +391,15 @@ SettingsProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnl
 		pstmt = own;
 		queryString = SetLocalCommand(set->name,
 									  set->kind == VAR_SET_DEFAULT ? NULL : ExtractSetVariableArgs(set));
-		(void) set_config_option("citus.propagate_set_commands", "local", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_LOCAL, true, 0, false);
+		if (!IsTransactionBlock() && context != PROCESS_UTILITY_TOPLEVEL && !in_citus_block)
+		{
+			/* a function's statement in autocommit: this SET runs in a DO block */
+			RunInBlockForCitus(queryString);
+			return;
+		}
+		if (propagation != NULL)
+			(void) set_config_option("citus.propagate_set_commands", "local", PGC_USERSET, PGC_S_SESSION,
+									 GUC_ACTION_LOCAL, true, 0, false);
 	}
 	if (prev_process_utility != NULL)
 		prev_process_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);

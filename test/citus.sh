@@ -1098,10 +1098,12 @@ BOOKS="CREATE TABLE public.books (account_id bigint NOT NULL, id bigint NOT NULL
                                 FOREIGN KEY (account_id, shelf_id) REFERENCES public.shelves ON DELETE CASCADE)"
 LIMIT_SHELVES="SELECT subscription.enforce_limit('public.shelves', 'shelves', 'account_id', 'drop_newest', 'placed_at');
                SELECT subscription.enforce_limit('public.books', 'books')"
-# CASCADE T KEYED: apply_downgrade on tenant T in a transaction block, keyed (1) or not (0)
+# CASCADE T KEYED [autocommit]: apply_downgrade on tenant T in a transaction
+# block (or a statement of its own in autocommit), keyed (1) or not (0)
 cascade() {
-    local apply
+    local apply begin="BEGIN;" commit="COMMIT;"
     if [ "$2" = 1 ]; then apply="subscription.apply_downgrade(:t, :s, false)"; else apply="subscription.apply_downgrade(:s)"; fi
+    if [ "${3:-}" = autocommit ]; then begin="-- autocommit"; commit="-- autocommit"; fi
     cat <<SQL
 \\set t $1
 SET client_min_messages = error;
@@ -1109,11 +1111,11 @@ SELECT subscription.subscribe(:t, :t, 'citus-s-big', '1 month', 1, '2026-01-01',
 INSERT INTO public.shelves SELECT :t, i, '2026-01-01'::timestamptz + i * interval '1 day' FROM generate_series(1, 4) AS i;
 INSERT INTO public.books SELECT :t, i, 1 + i % 4 FROM generate_series(1, 12) AS i;
 SELECT subscription.change_plan(:s, 'citus-s-small', '2026-01-10') IS NOT NULL AS changed \\gset
-BEGIN;
+$begin
 SELECT 'apply_downgrade: ' || count(*) || ' rows: '
        || string_agg(format('%s %s %s', feature, action, regexp_replace(row_id, '^\(\d+,', '(')), ', '
                      ORDER BY feature, action, regexp_replace(row_id, '^\(\d+,', '(')) FROM $apply;
-COMMIT;
+$commit
 SELECT 'shelves: ' || string_agg(id::text, ' ' ORDER BY id) FROM public.shelves WHERE account_id = :t;
 SELECT 'books: ' || string_agg(id::text, ' ' ORDER BY id) FROM public.books WHERE account_id = :t;
 SELECT 'counters: ' || string_agg(feature || ' ' || used, ', ' ORDER BY feature)
@@ -1139,11 +1141,18 @@ account_on_each_worker shelves SA SB
 tap "$([ -n "$SA" ] && [ -n "$SB" ] && grep -qx 'archived cascades: 6' <<<"$single" && grep -q '^apply_downgrade: 8 rows' <<<"$single" && echo 1)" \
     "public.shelves and public.books (ON DELETE CASCADE) distributed with account and limited; an account on each worker ($SA, $SB); on the single server apply_downgrade returns and archives 2 shelves and their 6 books" \
     "$out"$'\n'"$single"
-for acct in "$SA" "$SB"; do
-    keyed=$([ "$acct" = "$SA" ] && echo 0 || echo 1)
-    out=$(cascade "$acct" "$keyed" | psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres 2>&1)
+# and each form again in autocommit, apply_downgrade a statement of its own
+# (review h-rev6: SetTrimming's SET LOCAL is propagate.c's to send; Citus'
+# own rule keeps a SET LOCAL of a function called in autocommit on the
+# coordinator, and the worker's guard then took the books for rows the
+# application deleted: archived cascades 0)
+account_on_each_worker 'shelves autocommit' AA AB
+for acct in "$SA" "$SB" "$AA" "$AB"; do
+    keyed=$([ "$acct" = "$SA" ] || [ "$acct" = "$AA" ] && echo 0 || echo 1)
+    form=$([ "$acct" = "$AA" ] || [ "$acct" = "$AB" ] && echo autocommit || echo block)
+    out=$(cascade "$acct" "$keyed" "$form" | psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres 2>&1)
     tap "$([ -n "$acct" ] && [ "$out" = "$single" ] && echo 1)" \
-        "on account $acct (worker$([ "$acct" = "$SA" ] && echo 1 || echo 2)): apply_downgrade ($([ "$keyed" = 1 ] && echo keyed || echo unkeyed)) in a transaction block on the coordinator archives and returns the books its cascade deleted on the shard, as on a single server ($(grep '^archived cascades' <<<"$out"))" \
+        "on account $acct (worker$([ "$acct" = "$SA" ] || [ "$acct" = "$AA" ] && echo 1 || echo 2)): apply_downgrade ($([ "$keyed" = 1 ] && echo keyed || echo unkeyed)) $([ "$form" = block ] && echo "in a transaction block" || echo "alone in autocommit") on the coordinator archives and returns the books its cascade deleted on the shard, as on a single server ($(grep '^archived cascades' <<<"$out"))" \
         "$(diff <(echo "$single") <(echo "$out"))"
 done
 # subscription.trimming set by hand (h-cit26b, S14): a session on the
@@ -1331,16 +1340,17 @@ tap "$([ "$out" = "the session clock stamps it: false" ] && [ "$single" = "the s
 # The clock's SET LOCAL in a string of several statements (one simple
 # query, as psql -c or a driver's batch sends it): Citus sends the query
 # string of a SET it propagates to the nodes, so the hook gives it the SET
-# alone (review h-rev4).  Given the whole string (as before, and as with
-# citus.propagate_set_commands = 'local' set by the session, Citus' own
-# rule), the workers ran the rest of it too: here the subscribe again on
+# alone (review h-rev4), whatever the session's citus.propagate_set_commands
+# (review h-rev6).  Given the whole string (as before h-rev4, and with
+# citus.propagate_set_commands = 'local' set by the session until h-rev6),
+# the workers ran the rest of it too: here the subscribe again on
 # each node it reached, which called the workers again until they had no
 # connection left (too many clients), and no subscription was made.
 # Every subscription.* setting the hook propagates likewise (src/propagate.c:
 # a value, and DEFAULT): the string sets two more before the clock.
 clock_string() {  # CLOCK_STRING T
     psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres \
-        -c "SET client_min_messages = error; BEGIN; SET LOCAL subscription.payment_terms = 14; SET LOCAL subscription.notice_days TO DEFAULT; SET LOCAL subscription.clock = '2031-03-04 05:06:07+00'; SELECT subscription.subscribe($1, $1, 'citus-dun-team', '1 month', 1, '2031-03-01', 'always', NULL); COMMIT;" 2>&1 >/dev/null
+        -c "SET client_min_messages = error; ${CLOCK_STRING_SESSION:-} BEGIN; SET LOCAL subscription.payment_terms = 14; SET LOCAL subscription.notice_days TO DEFAULT; SET LOCAL subscription.clock = '2031-03-04 05:06:07+00'; SELECT subscription.subscribe($1, $1, 'citus-dun-team', '1 month', 1, '2031-03-01', 'always', NULL); COMMIT;" 2>&1 >/dev/null
     q coordinator "SELECT count(*) || ' at the clock: ' || coalesce(bool_and(created_at = '2031-03-04 05:06:07+00'), false) FROM subscription.subscription WHERE tenant_id = $1 AND account_id = $1"
 }
 CLOCK_W1=$W1 CLOCK_W2=$W2
@@ -1348,6 +1358,12 @@ one_per_worker clock_string
 out=$(clock_string "$W1")
 tap "$([ -n "$W1" ] && [ "$out" = "1 at the clock: true" ] && echo 1)" \
     "the SET LOCALs of subscription.payment_terms, .notice_days (DEFAULT) and .clock in a string of several statements reach worker1 alone: one subscription, at the clock ($out)" "$out"
+# the same string in a session whose citus.propagate_set_commands is
+# already 'local' (review h-rev6: the hook handed Citus the caller's whole
+# string then, and the workers ran the subscribe too)
+out=$(CLOCK_STRING_SESSION="SET citus.propagate_set_commands = 'local';" clock_string "$W2")
+tap "$([ -n "$W2" ] && [ "$out" = "1 at the clock: true" ] && echo 1)" \
+    "the same string on worker2 with citus.propagate_set_commands = 'local' set for the session: its SET LOCALs alone reach the workers, one subscription, at the clock ($out)" "$out"
 # the accounts of the clock's calls again, for the actor's below
 W1=$CLOCK_W1 W2=$CLOCK_W2
 
