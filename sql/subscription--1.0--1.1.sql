@@ -23574,3 +23574,12 @@ $$;
 
 COMMENT ON FUNCTION subscription.verify_findings(bigint) IS
 'Internal: verify()''s checks, over the tables (a single server) or over copies of them on the coordinator (Citus)';
+
+-- ---------------------------------------------------------------------------
+-- Issue 21 (h-rec4): record_usage keeps what require_recorded_feature()
+-- decided until plan_limit, addon or limited_table change (src/usage.c);
+-- on a single server limited_table's trigger now invalidates its own
+-- relcache entry, which that cache watches.
+-- ---------------------------------------------------------------------------
+COMMENT ON FUNCTION subscription.limit_registrations_invalidate() IS
+'Trigger (C): on Citus, every backend of the node drops its cached limit registrations at commit; on a single server, record_usage''s kept feature checks';
