@@ -76,7 +76,10 @@ static SPIPlanPtr key_plan = NULL;
  * invalidations that arrived (READ COMMITTED: a statement's own), and only
  * if none arrived meanwhile; a refusal is require_recorded_feature's error
  * each time.  The rule stays in that SQL function, which a call not in the
- * list runs.
+ * list runs.  Not kept where Citus is present: its catalog tables are
+ * reference tables changed on their placements, whose triggers the guard
+ * does not rely on there either (it reads the catalog's limit version with
+ * each write, ReadCitusCounter).
  */
 #define RECORDED_FEATURES 16
 #define RECORDED_FEATURE_TABLES 3
@@ -139,7 +142,7 @@ RequireRecordedFeature(Datum *values, char *nulls)
 	if (SPI_execute_plan(feature_plan, values, nulls, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not check the feature of record_usage");
 	if (recorded_features_valid && invalidations == recorded_feature_invalidations
-		&& !IsolationUsesXactSnapshot() && recorded_feature_count < RECORDED_FEATURES)
+		&& !IsolationUsesXactSnapshot() && recorded_feature_count < RECORDED_FEATURES && !CitusPresent())
 		recorded_features[recorded_feature_count++] = MemoryContextStrdup(TopMemoryContext, feature);
 }
 
