@@ -23941,3 +23941,12 @@ $$;
 -- a HOT update (no new entry in the table's seven indexes).  Pages written
 -- from now on; the stored ones keep their rows as they are.
 ALTER TABLE subscription.invoice_record SET (fillfactor = 50);
+
+-- ---------------------------------------------------------------------------
+-- Issue 21 (h-rec4): record_usage keeps what require_recorded_feature()
+-- decided until plan_limit, addon or limited_table change (src/usage.c);
+-- on a single server limited_table's trigger now invalidates its own
+-- relcache entry, which that cache watches.
+-- ---------------------------------------------------------------------------
+COMMENT ON FUNCTION subscription.limit_registrations_invalidate() IS
+'Trigger (C): on Citus, every backend of the node drops its cached limit registrations at commit; on a single server, record_usage''s kept feature checks';

@@ -225,7 +225,9 @@ invalidate_limit_cache(PG_FUNCTION_ARGS)
  * trigger fires on each node's placement, in the node's part of the
  * transaction: every backend of that node drops every cached registration,
  * at its commit (and this one at once).  Registrations change as rarely as
- * DDL.  On a single server invalidate_limit_cache() does it, table by table.
+ * DDL.  On a single server invalidate_limit_cache() does it, table by
+ * table, and the trigger invalidates limited_table's own entry, which
+ * record_usage's cache of the features used without rows watches.
  */
 Datum
 limit_registrations_invalidate(PG_FUNCTION_ARGS)
@@ -243,6 +245,16 @@ limit_registrations_invalidate(PG_FUNCTION_ARGS)
 	RequireOwnTableTrigger(fcinfo, "limit_registrations_invalidate");
 	if (CitusPresent())
 		CacheInvalidateRelcacheAll();
+	else
+	{
+		/*
+		 * limited_table's own entry, by which no guard's registration is
+		 * keyed: record_usage's cache of the features used without rows
+		 * (src/usage.c) drops them, a feature registered since being counted
+		 * from its table's rows (issue 21)
+		 */
+		CacheInvalidateRelcache(((TriggerData *) fcinfo->context)->tg_relation);
+	}
 	return PointerGetDatum(NULL);
 }
 
@@ -1403,6 +1415,7 @@ void
 LockUsageCounter(int64 tenant, int64 account, const char *feature)
 {
 	static SPIPlanPtr lock_plan = NULL;
+	static SPIPlanPtr citus_account_plan = NULL;
 	Oid			argtypes[3] = {INT8OID, TEXTOID, INT8OID};
 	Datum		values[3] = {Int64GetDatum(account), CStringGetTextDatum(feature), Int64GetDatum(tenant)};
 	int			attempt;
@@ -1414,7 +1427,19 @@ LockUsageCounter(int64 tenant, int64 account, const char *feature)
 		bool		limit_null;
 		Datum		version;
 
-		RequireAccount(tenant, account);
+		/*
+		 * The account FOR KEY SHARE before the counter FOR UPDATE, as on a
+		 * single server below (the review h-rev4, usage_account_delete):
+		 * both are the tenant's, one shard each, locked in two statements
+		 * (issue 21).  Not found: require_account's P0002.
+		 */
+		KeptPlan(&citus_account_plan,
+				 "SELECT FROM subscription.account AS a WHERE a.tenant_id = $3 AND a.id = $1 FOR KEY SHARE OF a",
+				 3, argtypes);
+		if (SPI_execute_plan(citus_account_plan, values, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not lock account " INT64_FORMAT, account);
+		if (SPI_processed != 1)
+			RequireAccount(tenant, account);
 		ReadCitusCounter(tenant, account, feature, true, &used, &limit, &limit_null, &version);
 		return;
 	}

@@ -5,11 +5,14 @@
  * each with its pinned search_path) cost more than its writes; here the
  * same steps run as kept plans of fixed statements, in the same order:
  *   Q1-Q4 under an idempotency key, idempotent() makes the call;
- *   the checks, one query: the keyed form's tenant of the account
- *     (require_tenant; the unkeyed form's is tenant_of's), the arguments
- *     (22004), the account (P0002; the unkeyed form's where tenant_of found
- *     none), the caller's rights to pay (authorize, Z1), the feature, used
- *     without rows (42704, 22023);
+ *   the checks, in this order: in one query, the keyed form's tenant of
+ *     the account (require_tenant; the unkeyed form's is tenant_of's), the
+ *     arguments (22004), the account (P0002; the unkeyed form's where
+ *     tenant_of found none); the caller's rights to pay (authorize, Z1:
+ *     without an actor its first rule, in C, TrustedWithoutActor; with
+ *     one, authorize() itself), at every call; the feature, used without
+ *     rows (42704, 22023: require_recorded_feature, its passes kept until
+ *     the catalog tables it reads change);
  *   a negative quantity: 22023;
  *   the counter locked (LockUsageCounter, created on the first use):
  *     concurrent calls of the account and feature queue here;
@@ -26,10 +29,13 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "subscription.h"
@@ -48,13 +54,97 @@ static Oid	record_usage_argtypes[RECORD_USAGE_ARGS] = {
 
 static SPIPlanPtr idempotent_plan = NULL;
 /*
- * [0] the unkeyed form's, [1] the keyed form's (require_tenant first); of
- * each, [0] for arguments none NULL (and the unkeyed form's account found),
- * [1] with require_arguments and require_account
+ * The checks before the caller's rights: [0] the unkeyed form's, [1] the
+ * keyed form's (require_tenant first); of each, [0] for arguments none NULL
+ * (and the unkeyed form's account found: no query), [1] with
+ * require_arguments and require_account
  */
 static SPIPlanPtr checks_plan[2][2];
+static SPIPlanPtr authorize_plan = NULL;
+static SPIPlanPtr feature_plan = NULL;
 static SPIPlanPtr recorded_plan = NULL;
 static SPIPlanPtr key_plan = NULL;
+
+/*
+ * The features require_recorded_feature() passed (issue 21): what it
+ * decides depends only on plan_limit, addon (require_feature) and
+ * limited_table, whose every change invalidates their relcache entries
+ * (the triggers limit_catalog_invalidates and limited_table_invalidates),
+ * for every backend at its commit and for its own at once and again if it
+ * rolls back.  The callback only marks the list invalid; the next call
+ * empties it.  Only a pass is kept, found with a snapshot taken after the
+ * invalidations that arrived (READ COMMITTED: a statement's own), and only
+ * if none arrived meanwhile; a refusal is require_recorded_feature's error
+ * each time.  The rule stays in that SQL function, which a call not in the
+ * list runs.  Not kept where Citus is present: its catalog tables are
+ * reference tables changed on their placements, whose triggers the guard
+ * does not rely on there either (it reads the catalog's limit version with
+ * each write, ReadCitusCounter).
+ */
+#define RECORDED_FEATURES 16
+#define RECORDED_FEATURE_TABLES 3
+static char *recorded_features[RECORDED_FEATURES];
+static int	recorded_feature_count = 0;
+static bool recorded_features_valid = false;
+static uint64 recorded_feature_invalidations = 0;
+static Oid	recorded_feature_relids[RECORDED_FEATURE_TABLES];
+
+static void
+RecordedFeatureCallback(Datum arg, Oid relid)
+{
+	int			i;
+
+	for (i = 0; i < RECORDED_FEATURE_TABLES; i++)
+		if (relid == InvalidOid || relid == recorded_feature_relids[i])
+		{
+			recorded_features_valid = false;
+			recorded_feature_invalidations++;
+			return;
+		}
+}
+
+/*
+ * require_recorded_feature('record_usage', feature): 42704, 22023; once
+ * per feature while the tables it reads do not change.  Needs SPI
+ * connected.
+ */
+static void
+RequireRecordedFeature(Datum *values, char *nulls)
+{
+	static bool callback_registered = false;
+	static const char *const tables[RECORDED_FEATURE_TABLES] = {"plan_limit", "addon", "limited_table"};
+	const char *feature = TextDatumGetCString(values[2]);
+	uint64		invalidations;
+	int			i;
+
+	if (!callback_registered)
+	{
+		RegisterRelcacheCallback(RecordedFeatureCallback);
+		callback_registered = true;
+	}
+	AcceptInvalidationMessages();
+	if (!recorded_features_valid)
+	{
+		for (i = 0; i < recorded_feature_count; i++)
+			pfree(recorded_features[i]);
+		recorded_feature_count = 0;
+		for (i = 0; i < RECORDED_FEATURE_TABLES; i++)
+			recorded_feature_relids[i] = OwnTable(tables[i]);
+		recorded_features_valid = true;
+	}
+	for (i = 0; i < recorded_feature_count; i++)
+		if (strcmp(recorded_features[i], feature) == 0)
+			return;
+
+	invalidations = recorded_feature_invalidations;
+	KeptPlan(&feature_plan, "SELECT subscription.require_recorded_feature('record_usage', $3)",
+			 RECORD_USAGE_ARGS, record_usage_argtypes);
+	if (SPI_execute_plan(feature_plan, values, nulls, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not check the feature of record_usage");
+	if (recorded_features_valid && invalidations == recorded_feature_invalidations
+		&& !IsolationUsesXactSnapshot() && recorded_feature_count < RECORDED_FEATURES && !CitusPresent())
+		recorded_features[recorded_feature_count++] = MemoryContextStrdup(TopMemoryContext, feature);
+}
 
 #define USAGE_RECORD_KEY \
 	" WHERE r.tenant_id = $1 AND r.account_id = $2 AND r.feature = $3 AND r.key = $5"
@@ -102,15 +192,17 @@ RecordUsage(bool keyed, Datum *values, char *nulls, bool *isnull)
 	}
 
 	/*
-	 * The checks in one query, evaluated left to right (each raises its
-	 * error); a generic plan, so that require_arguments (IMMUTABLE) is not
+	 * The checks in their order, each raising its error: first in one query,
+	 * evaluated left to right, those of the tenant, the arguments and the
+	 * account; a generic plan, so that require_arguments (IMMUTABLE) is not
 	 * folded at planning, before require_tenant.  The unkeyed form's tenant
 	 * is the account's own (tenant_of), which require_tenant would find
 	 * again: its form leaves it out.  Two checks are called only on the way
 	 * to their error (issue 21: PL/pgSQL calls less per call; their rules and
 	 * messages stay their own): require_arguments, which raises only for a
 	 * NULL argument, and, in the unkeyed form, require_account, whose account
-	 * tenant_of found already (P0002 where it found none).
+	 * tenant_of found already (P0002 where it found none).  The unkeyed
+	 * form with its account found and no NULL has none of them: no query.
 	 */
 	for (i = 1; i < 6; i++)
 		if (nulls[i] == 'n')
@@ -122,22 +214,39 @@ RecordUsage(bool keyed, Datum *values, char *nulls, bool *isnull)
 	"  ARRAY[$2 IS NULL, $3 IS NULL, $4 IS NULL, $5 IS NULL, $6 IS NULL]), "
 #define RECORD_USAGE_TENANT "subscription.require_tenant('record_usage', $1, 'account', $2), "
 #define RECORD_USAGE_ACCOUNT "subscription.require_account($1, $2), "
-#define RECORD_USAGE_CHECKS(FIRST) \
-	"SELECT " FIRST \
-	/* usage becomes a charge: as paying, Z1 */ \
-	"subscription.authorize($1, $2, 'pay', false)," \
-	" subscription.require_recorded_feature('record_usage', $3)"
-	KeptPlanWithOptions(&checks_plan[keyed][full],
-						keyed ? (full ? RECORD_USAGE_CHECKS(RECORD_USAGE_TENANT RECORD_USAGE_ARGUMENTS RECORD_USAGE_ACCOUNT)
-								 : RECORD_USAGE_CHECKS(RECORD_USAGE_TENANT RECORD_USAGE_ACCOUNT))
-						: (full ? RECORD_USAGE_CHECKS(RECORD_USAGE_ARGUMENTS RECORD_USAGE_ACCOUNT) : RECORD_USAGE_CHECKS("")),
-						RECORD_USAGE_ARGS, record_usage_argtypes, CURSOR_OPT_GENERIC_PLAN);
-	if (SPI_execute_plan(checks_plan[keyed][full], values, nulls, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not check the arguments of record_usage");
+#define RECORD_USAGE_CHECKS(CHECKS) "SELECT " CHECKS "true"
+	if (keyed || full)
+	{
+		KeptPlanWithOptions(&checks_plan[keyed][full],
+							keyed ? (full ? RECORD_USAGE_CHECKS(RECORD_USAGE_TENANT RECORD_USAGE_ARGUMENTS RECORD_USAGE_ACCOUNT)
+									 : RECORD_USAGE_CHECKS(RECORD_USAGE_TENANT RECORD_USAGE_ACCOUNT))
+							: RECORD_USAGE_CHECKS(RECORD_USAGE_ARGUMENTS RECORD_USAGE_ACCOUNT),
+							RECORD_USAGE_ARGS, record_usage_argtypes, CURSOR_OPT_GENERIC_PLAN);
+		if (SPI_execute_plan(checks_plan[keyed][full], values, nulls, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not check the arguments of record_usage");
+	}
 	/* the checks leave no argument NULL */
 	for (i = 0; i < 6; i++)
 		if (nulls[i] == 'n')
 			elog(ERROR, "record_usage's checks passed a null argument");
+
+	/*
+	 * Usage becomes a charge: the caller's right to pay (authorize, Z1),
+	 * checked at each call, never kept.  Without an actor, the rule
+	 * authorize() applies first, in C: the calling role trusted, at this
+	 * moment and in this security context (42501 otherwise); with an actor,
+	 * authorize() itself reads the actor's membership and rights now.
+	 */
+	if (!TrustedWithoutActor())
+	{
+		KeptPlan(&authorize_plan, "SELECT subscription.authorize($1, $2, 'pay', false)",
+				 RECORD_USAGE_ARGS, record_usage_argtypes);
+		if (SPI_execute_plan(authorize_plan, values, nulls, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not check the actor's rights");
+	}
+
+	/* the feature, used without rows: 42704, 22023 */
+	RequireRecordedFeature(values, nulls);
 
 	if (DatumGetInt64(values[3]) < 0)
 		ereport(ERROR,

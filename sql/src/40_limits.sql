@@ -375,7 +375,9 @@ ALTER TABLE subscription.limited_table ENABLE ALWAYS TRIGGER limited_table_named
 -- the guards' caches on every node: the trigger fires on each placement of
 -- limited_table (a reference table) and drops every backend's cached
 -- registrations there (src/limits.c); on a single server
--- invalidate_limit_cache() does it, table by table, and the trigger nothing.
+-- invalidate_limit_cache() does it, table by table, and the trigger
+-- invalidates limited_table's own entry: record_usage's kept checks of its
+-- features (src/usage.c, issue 21) watch it.
 CREATE FUNCTION subscription.limit_registrations_invalidate()
 RETURNS trigger
 AS 'MODULE_PATHNAME', 'limit_registrations_invalidate'
@@ -383,7 +385,7 @@ LANGUAGE C
 SET search_path = pg_catalog, pg_temp;
 
 COMMENT ON FUNCTION subscription.limit_registrations_invalidate() IS
-'Trigger (C): on Citus, every backend of the node drops its cached limit registrations at commit';
+'Trigger (C): on Citus, every backend of the node drops its cached limit registrations at commit; on a single server, record_usage''s kept feature checks';
 
 CREATE TRIGGER limited_table_invalidates
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON subscription.limited_table

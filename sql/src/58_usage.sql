@@ -663,9 +663,11 @@ COMMENT ON FUNCTION subscription.require_recorded_feature(text, text) IS
 -- EXCEPTION block would give every call a subtransaction id, and a caller
 -- recording usage in a loop would overflow its cache of 64, slowing every
 -- snapshot of the cluster (the review of issue 21).  In C (src/usage.c), as
--- kept plans of fixed statements: its checks in one query (require_tenant,
--- require_arguments for a NULL argument, require_account, authorize,
--- require_recorded_feature), the counter locked (created on its first use),
+-- kept plans of fixed statements: its checks in order (require_tenant,
+-- require_arguments for a NULL argument, require_account in one query;
+-- authorize at every call, whose first rule, without an actor, is C's;
+-- require_recorded_feature, its passes kept until plan_limit, addon or
+-- limited_table change), the counter locked (created on its first use),
 -- the key read under the lock, the counter moved by the guard's code (as
 -- move_usage moves it), the key written once, with its total.
 CREATE FUNCTION subscription.record_usage(tenant_id bigint, account_id bigint, feature text, quantity bigint, key text,
