@@ -23950,3 +23950,90 @@ ALTER TABLE subscription.invoice_record SET (fillfactor = 50);
 -- ---------------------------------------------------------------------------
 COMMENT ON FUNCTION subscription.limit_registrations_invalidate() IS
 'Trigger (C): on Citus, every backend of the node drops its cached limit registrations at commit; on a single server, record_usage''s kept feature checks';
+
+-- ---------------------------------------------------------------------------
+-- Issue 17 (h-cit27c): claim_events() refuses, 0A000, where subscription.event
+-- is distributed (Citus): each worker numbers its events from its own range
+-- and holds them back by its own transactions, so one position across the
+-- nodes against the coordinator's horizon would skip events (E3).
+-- ---------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION subscription.claim_events(consumer text, max integer DEFAULT 100, lease interval DEFAULT '1 minute')
+RETURNS SETOF subscription.event
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c text := claim_events.consumer;
+    k subscription.event_consumer;
+    distributed boolean := false;
+BEGIN
+    PERFORM subscription.require_arguments('claim_events', '{consumer,max,lease}',
+                                           ARRAY[c IS NULL, max IS NULL, lease IS NULL]);
+    IF c = '' THEN
+        RAISE EXCEPTION 'a consumer''s name must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF max < 1 OR max > 100000 THEN
+        RAISE EXCEPTION 'max % is out of range', max
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Claim between 1 and 100000 events at a time.';
+    END IF;
+    IF lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease % is not a positive interval', lease
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- E3 on Citus (docs/citus.md): each worker numbers the events it writes
+    -- from its own range and holds them back by its own transactions; one
+    -- position across the nodes, against this node's horizon, would skip
+    -- events for ever.  Refused, nothing claimed, until a claim per node.
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
+        EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition
+                                 WHERE logicalrelid OPERATOR(pg_catalog.=) ''subscription.event''::pg_catalog.regclass)'
+           INTO distributed;
+    END IF;
+    IF distributed THEN
+        RAISE EXCEPTION 'claim_events() does not run where subscription.event is distributed'
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'On Citus each worker numbers its events from its own range and holds them back by its own transactions: one position across the nodes would skip events.',
+                  HINT = 'Consume the outbox on a single server; docs/citus.md says what holds on Citus.';
+    END IF;
+    -- E6: another worker of the consumer claiming now: nothing for this
+    -- one, at once
+    SELECT * INTO k FROM subscription.event_consumer AS x WHERE x.consumer = c FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        IF EXISTS (SELECT FROM subscription.event_consumer AS x WHERE x.consumer = c) THEN
+            RETURN;
+        END IF;
+        -- a new consumer, from the oldest event
+        INSERT INTO subscription.event_consumer (consumer) VALUES (c) ON CONFLICT DO NOTHING;
+        SELECT * INTO k FROM subscription.event_consumer AS x WHERE x.consumer = c FOR UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+    END IF;
+    IF k.claimed_until > pg_catalog.clock_timestamp() THEN  -- wall time: a lease
+        RETURN;
+    END IF;
+    -- E3: the prefix of the next ids whose next_xid is below the oldest
+    -- running transaction, up to the first that is not: ids are not taken
+    -- in the order next_xid is read (write_events takes a statement's ids,
+    -- then reads it once), so a later id may be ready before an earlier one
+    RETURN QUERY
+    WITH head AS (
+        SELECT e AS event,
+               pg_catalog.bool_and(e.next_xid <= pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()))
+                   OVER (ORDER BY e.id) AS ready
+          FROM (SELECT e.* FROM subscription.event AS e
+                 WHERE e.id > k.position
+                 ORDER BY e.id
+                 LIMIT max) AS e),
+    batch AS (
+        SELECT (h.event).* FROM head AS h WHERE h.ready),
+    claim AS (
+        UPDATE subscription.event_consumer AS x
+           SET claimed_up_to = b.up_to, claimed_until = pg_catalog.clock_timestamp() + lease  -- wall time: a lease
+          FROM (SELECT pg_catalog.max(batch.id) AS up_to FROM batch) AS b
+         WHERE x.consumer = c AND b.up_to IS NOT NULL)
+    SELECT * FROM batch ORDER BY batch.id;
+END
+$$;

@@ -751,7 +751,7 @@ tap "$(echo "$errors" | grep -v -q -e 'has no license left' -e 'already' -e '^$'
 # lines filtered).  A case in REGRESS_ON_CITUS must pass; every other case
 # is left out, printed as a TAP TODO with the reason: the first error it
 # meets on Citus, measured on this run (docs/citus.md lists them).
-REGRESS_ON_CITUS="apply_downgrade badinput bounds catalog_changes change_plan clock close_account coupons_credits downgrade_noop dunning events_mapping events_upcoming_conflict invoices keyed limit_cache limit_version limits managed next_period prorate_refund renew_account renew_due renewal_from_usage renewal_notice rules set_constraints set_default stored_styles subscribe suites terms tier_for_hosts trials_pause usage usage_boundary usage_crossings usage_preview usage_unmetered verify versions void_corrections"
+REGRESS_ON_CITUS="apply_downgrade badinput bounds catalog_changes change_plan clock close_account coupons_credits downgrade_noop dunning events_mapping events_statements events_upcoming_conflict invoice_openings invoices keyed limit_cache limit_version limits managed next_period prorate_refund renew_account renew_due renewal_from_usage renewal_notice rules set_constraints set_default status_grants stored_styles subscribe suites terms tier_for_hosts trials_pause usage usage_boundary usage_crossings usage_preview usage_unmetered verify versions void_corrections"
 # the cases that do not apply on Citus by design, each with its reason
 # (docs/citus.md): printed as a TAP SKIP, not run
 declare -A REGRESS_NOT_ON_CITUS=(
@@ -781,10 +781,13 @@ psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d regress_citus \
 # the workers' connections for that session keep the server's: the
 # workers' default for the database is pg_regress's, so that a row a
 # worker writes (an event's or history's timestamps) reads as the
-# coordinator's session writes it (docs/citus.md, IntervalStyle and DateStyle)
+# coordinator's session writes it (docs/citus.md, IntervalStyle and DateStyle);
+# and they count the calls of functions, which cases read in the
+# transaction on a tenant's node (test/sql/include/per_node.psql)
 for i in 1 2; do
     psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[$i]}" -d postgres \
-        -c "ALTER DATABASE regress_citus SET DateStyle = 'Postgres, MDY'" >/dev/null 2>&1 || prepared=0
+        -c "ALTER DATABASE regress_citus SET DateStyle = 'Postgres, MDY'" \
+        -c "ALTER DATABASE regress_citus SET track_functions = 'all'" >/dev/null 2>&1 || prepared=0
 done
 tap "$prepared" "a database with Citus on the three nodes and distribute() done, for the regression suite"
 PG_REGRESS=$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/regress/pg_regress
@@ -799,13 +802,16 @@ cp -R "$ROOT/test" "$ROOT/expected" "$REGRESS_SRC/"
 [ "$(id -u)" -eq 0 ] && chown -R postgres: "$DIR/regress"
 citus_filter() {  # the lines Citus adds to a case's output: its notices (and
     # that of a CREATE DATABASE, which it does not propagate), and its
-    # warning that a function in pg_temp (setup.psql's helpers) stays local
+    # warning that a function or a view in pg_temp (setup.psql's helpers, a
+    # case's temporary view) stays local
     grep -v -e '^NOTICE:  \(issuing\|executing the command locally\)' -e '^DETAIL:  on server ' \
         -e '^NOTICE:  Citus partially supports CREATE DATABASE for distributed databases$' \
         -e '^DETAIL:  Citus does not propagate CREATE DATABASE command to workers$' \
         -e '^HINT:  You can manually create a database and its extensions on workers.$' \
         -e 'WARNING:  "function pg_temp_[0-9]*\.[a-z_]*(.*)" has dependency on unsupported object "schema pg_temp_[0-9]*"$' \
-        -e '^DETAIL:  "function pg_temp_[0-9]*\.[a-z_]*(.*)" will be created only locally$'
+        -e '^DETAIL:  "function pg_temp_[0-9]*\.[a-z_]*(.*)" will be created only locally$' \
+        -e '^WARNING:  "view [a-z_]*" has dependency on unsupported object "schema pg_temp_[0-9]*"$' \
+        -e '^DETAIL:  "view [a-z_]*" will be created only locally$'
 }
 for f in "$ROOT"/test/sql/*.sql; do
     c=$(basename "$f" .sql)
@@ -1586,6 +1592,19 @@ for acct in "$W1" "$W2"; do
         "E2 on account $acct (worker$([ "$acct" = "$W1" ] && echo 1 || echo 2)): the second change waited ${waited} ms for the first's commit ($([ "$acct" = "$W1" ] && echo "keyed, delegated" || echo "unkeyed, in a transaction block")), and the account's events come out in commit order ($events)" \
         "$out"$'\n'"$(cat "$DIR/e2-first.out")"
 done
+
+# E3 on Citus (issue 17, h-cit27c): each worker numbers its events from
+# its own range and holds them back by its own transactions, so one
+# consumer position across the nodes would skip events: claim_events
+# refuses there (0A000), with the E2 accounts' events on both workers
+# waiting, and records no consumer and no claim (docs/citus.md, the outbox)
+out=$(q coordinator "DO \$\$ BEGIN PERFORM subscription.claim_events('citus-e3'); RAISE NOTICE 'claimed';
+                     EXCEPTION WHEN OTHERS THEN RAISE NOTICE '% %', SQLSTATE, SQLERRM; END \$\$")
+rows="$(q coordinator "SELECT count(DISTINCT tenant_id) FROM subscription.event
+                         WHERE tenant_id IN ($W1, $W2) AND type = 'subscription.quantity_changed'") $(q coordinator "SELECT count(*) FROM subscription.event_consumer WHERE consumer = 'citus-e3'")"
+tap "$(echo "$out" | grep -q "NOTICE:  0A000 claim_events() does not run where subscription.event is distributed" && [ "$rows" = "2 0" ] && echo 1)" \
+    "E3: claim_events on the coordinator refuses (0A000) with events of both workers waiting, no consumer recorded (accounts with events, consumers: $rows)" \
+    "$out"
 
 # E1 on Citus (review h-rev3, doubt 1): the routed insert of an event
 # skips a renewal.upcoming already written for its period (its unique

@@ -326,6 +326,7 @@ AS $$
 DECLARE
     c text := claim_events.consumer;
     k subscription.event_consumer;
+    distributed boolean := false;
 BEGIN
     PERFORM subscription.require_arguments('claim_events', '{consumer,max,lease}',
                                            ARRAY[c IS NULL, max IS NULL, lease IS NULL]);
@@ -340,6 +341,21 @@ BEGIN
     IF lease <= interval '0' THEN
         RAISE EXCEPTION 'lease % is not a positive interval', lease
             USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- E3 on Citus (docs/citus.md): each worker numbers the events it writes
+    -- from its own range and holds them back by its own transactions; one
+    -- position across the nodes, against this node's horizon, would skip
+    -- events for ever.  Refused, nothing claimed, until a claim per node.
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
+        EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition
+                                 WHERE logicalrelid OPERATOR(pg_catalog.=) ''subscription.event''::pg_catalog.regclass)'
+           INTO distributed;
+    END IF;
+    IF distributed THEN
+        RAISE EXCEPTION 'claim_events() does not run where subscription.event is distributed'
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'On Citus each worker numbers its events from its own range and holds them back by its own transactions: one position across the nodes would skip events.',
+                  HINT = 'Consume the outbox on a single server; docs/citus.md says what holds on Citus.';
     END IF;
     -- E6: another worker of the consumer claiming now: nothing for this
     -- one, at once

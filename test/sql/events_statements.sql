@@ -9,11 +9,15 @@
 SET search_path = subscription, public;
 SET TimeZone = 'UTC';
 SET client_min_messages = warning;
+\i test/sql/include/per_node.psql
 -- E3: an event that is its transaction's first write: the transaction
 -- takes its id before the event's, so next_xid is above it
 BEGIN;
 SELECT write_event(99, 'test.first', 1, NULL, '{"version": 1}', '2026-02-02') AS first \gset
-SELECT next_xid > pg_current_xact_id() AS after_own_xid FROM event WHERE tenant_id = 99 AND id = :first;
+-- (the transaction's id where write_event ran: on Citus the coordinator,
+-- whose next_xid the event then holds on the tenant's worker)
+SELECT pg_current_xact_id() AS own \gset
+SELECT next_xid > :'own'::xid8 AS after_own_xid FROM event WHERE tenant_id = 99 AND id = :first;
 ROLLBACK;
 
 -- the calls of the trigger (C: 'all'), counted in the transaction
@@ -30,37 +34,40 @@ INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'in one statement'), (2,
 SELECT count(*) AS subscribed
   FROM (VALUES (1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3)) AS v (account, quantity),
        LATERAL (SELECT subscribe(v.account, 'zd_pro', '1 month', v.quantity, '2026-01-01')) AS s;
-SELECT max(id) AS last FROM event \gset
-SELECT max(id) AS last_history FROM history \gset
+-- the largest ids before, per node (on Citus each worker numbers from
+-- its own range)
+SELECT coalesce(jsonb_object_agg(b.node, b.id), '{}') AS last
+  FROM (SELECT id >> 48 AS node, max(id) AS id FROM event GROUP BY 1) AS b \gset
+SELECT coalesce(jsonb_object_agg(b.node, b.id), '{}') AS last_history
+  FROM (SELECT id >> 48 AS node, max(id) AS id FROM history GROUP BY 1) AS b \gset
 SELECT renew_account(2, '2026-02-01') AS one_by_one;
-SELECT coalesce((SELECT calls FROM pg_stat_xact_user_functions WHERE schemaname = 'subscription' AND funcname = 'history_event'), 0)
-    AS writes_before \gset
+SELECT pg_temp.calls('history_event', 1) AS writes_before \gset
 SELECT renew_due('2026-02-01') AS in_one_statement;
 -- E1: the same events, type and payload, in the same order per tenant
 SELECT tenant_id, string_agg(type || ' ' || (payload ->> 'period_number'), ', ' ORDER BY id) AS events
-  FROM event WHERE id > :last AND type LIKE 'subscription.%' GROUP BY tenant_id ORDER BY tenant_id;
+  FROM event WHERE public.regress_ids_after(:'last', id) AND type LIKE 'subscription.%' GROUP BY tenant_id ORDER BY tenant_id;
 SELECT (SELECT array_agg(ROW(e.type, e.payload, s.quantity)::text ORDER BY e.id)
-          FROM event AS e JOIN subscription AS s ON s.id = e.subscription_id
-         WHERE e.id > :last AND e.tenant_id = 1 AND e.type LIKE 'subscription.%')
+          FROM event AS e JOIN subscription AS s ON s.tenant_id = e.tenant_id AND s.id = e.subscription_id
+         WHERE public.regress_ids_after(:'last', e.id) AND e.tenant_id = 1 AND e.type LIKE 'subscription.%')
      = (SELECT array_agg(ROW(e.type, e.payload, s.quantity)::text ORDER BY e.id)
-          FROM event AS e JOIN subscription AS s ON s.id = e.subscription_id
-         WHERE e.id > :last AND e.tenant_id = 2 AND e.type LIKE 'subscription.%') AS same_events;
+          FROM event AS e JOIN subscription AS s ON s.tenant_id = e.tenant_id AND s.id = e.subscription_id
+         WHERE public.regress_ids_after(:'last', e.id) AND e.tenant_id = 2 AND e.type LIKE 'subscription.%') AS same_events;
 -- the three renewals of tenant 1 were written by one call of the trigger,
 -- which writes its events with one call of the writer: the renewals'
 -- statement, and the openings of their invoices at the commit (one event
 -- of invoice_record_opened for them all, issue 18), one call each
-SELECT (SELECT count(*) FROM event WHERE id > :last AND tenant_id = 1) AS events,
-       (SELECT calls FROM pg_stat_xact_user_functions WHERE schemaname = 'subscription' AND funcname = 'history_event')
-       - :writes_before AS writes;
+SELECT pg_temp.calls('history_event', 1) - :writes_before AS writes \gset
+SELECT (SELECT count(*) FROM event WHERE public.regress_ids_after(:'last', id) AND tenant_id = 1) AS events, :writes AS writes;
 -- ids ascending in the order of the history rows that gave them
 SELECT (SELECT array_agg(e.subscription_id ORDER BY e.id) FROM event AS e
-         WHERE e.id > :last AND e.tenant_id = 1 AND e.type = 'subscription.renewed')
+         WHERE public.regress_ids_after(:'last', e.id) AND e.tenant_id = 1 AND e.type = 'subscription.renewed')
      = (SELECT array_agg(h.subscription_id ORDER BY h.id) FROM history AS h
-         WHERE h.id > :last_history AND h.tenant_id = 1 AND h.operation = 'subscription_update'
+         WHERE public.regress_ids_after(:'last_history', h.id) AND h.tenant_id = 1 AND h.operation = 'subscription_update'
            AND h.details ? 'period_number') AS history_order;
 -- E3: every event's next_xid is above the transaction's own id, read once
--- the ids were taken
-SELECT bool_and(next_xid > pg_current_xact_id()) AS after_own_xid FROM event WHERE id > :last;
+-- the ids were taken (on Citus the id on the tenant's worker, where the
+-- history's trigger wrote them)
+SELECT bool_and(next_xid > public.regress_xact_id(tenant_id)) AS after_own_xid FROM event WHERE public.regress_ids_after(:'last', id);
 ROLLBACK;
 
 -- write_events: the ids written, in order; a renewal.upcoming already
@@ -85,9 +92,19 @@ INSERT INTO event_consumer (consumer, position) VALUES ('prefix', :top);
 INSERT INTO event (id, type, payload, at, next_xid, tenant_id) VALUES
     (:top + 1, 'test.earlier', '{"version": 1}', '2026-01-01', (pg_current_xact_id()::text::bigint + 1000)::text::xid8, 1),
     (:top + 2, 'test.later', '{"version": 1}', '2026-01-01', '3', 1);
+SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus') AS on_citus \gset
+\if :on_citus
+-- on Citus (docs/citus.md) each worker numbers its events and holds them
+-- back by its own transactions: the claim refuses (0A000), nothing claimed
+SAVEPOINT claim;
+SELECT pg_temp.error_of($$SELECT subscription.claim_events('prefix')$$);
+ROLLBACK TO claim;
+SELECT position - :top AS position, claimed_up_to FROM event_consumer WHERE consumer = 'prefix';
+\else
 SELECT id - :top AS id, type FROM claim_events('prefix');
 UPDATE event SET next_xid = '3' WHERE id = :top + 1;
 SELECT id - :top AS id, type FROM claim_events('prefix');
+\endif
 ROLLBACK;
 
 -- bad input (docs/errors-and-settings.md): 22004, 22023

@@ -15,39 +15,38 @@ SET client_min_messages = warning;
 -- the calls of the trigger (C: 'all'; each writes its events with one
 -- INSERT), counted in the transaction
 SET track_functions = 'all';
-CREATE FUNCTION pg_temp.calls(fn text) RETURNS bigint
-LANGUAGE sql AS $$
-    SELECT coalesce((SELECT calls FROM pg_stat_xact_user_functions
-                      WHERE schemaname = 'subscription' AND funcname = fn), 0)
-$$;
+-- calls counted on the tenant's node, ids bounded per node (on Citus each
+-- worker numbers from its own range)
+\i test/sql/include/per_node.psql
 BEGIN;
 INSERT INTO product (code, name) VALUES ('desk', 'Zendesk Support');
 INSERT INTO plan (code, product, name) VALUES ('zd_pro', 'desk', 'Professional');
 INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES ('zd_pro', '1 month', 55, true);
 INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'pays in the transaction'), (2, 2, 'pays after the opening');
-SELECT max(id) AS h0 FROM history \gset
+SELECT coalesce(jsonb_object_agg(b.node, b.id), '{}') AS h0
+  FROM (SELECT id >> 48 AS node, max(id) AS id FROM history GROUP BY 1) AS b \gset
 -- account 1: the invoice opened, then paid in its transaction: its
 -- opening, the payment and the status in one statement
 SELECT subscribe(1, 'zd_pro', '1 month', 2, '2026-01-01') AS s1 \gset
 SELECT id AS i1 FROM invoice_record WHERE subscription_id = :s1 \gset
-SELECT pg_temp.calls('history_event') AS t0 \gset
+SELECT pg_temp.calls('history_event', 1) AS t0 \gset
 SELECT record_payment(:i1, 110, 'ch_1', '2026-01-02') IS NOT NULL AS paid;
-SELECT pg_temp.calls('history_event') - :t0 AS trigger_calls;
+SELECT pg_temp.calls('history_event', 1) - :t0 AS trigger_calls;
 -- account 2: the opening written before the payment (SET CONSTRAINTS
 -- IMMEDIATE fires the pending opening), then the payment and the status
 -- in one statement
 SELECT subscribe(2, 'zd_pro', '1 month', 2, '2026-01-01') AS s2 \gset
 SET CONSTRAINTS subscription.invoice_record_opened IMMEDIATE;
 SELECT id AS i2 FROM invoice_record WHERE subscription_id = :s2 \gset
-SELECT pg_temp.calls('history_event') AS t0 \gset
+SELECT pg_temp.calls('history_event', 2) AS t0 \gset
 SELECT record_payment(:i2, 110, 'ch_2', '2026-01-02') IS NOT NULL AS paid;
-SELECT pg_temp.calls('history_event') - :t0 AS trigger_calls;
+SELECT pg_temp.calls('history_event', 2) - :t0 AS trigger_calls;
 SET CONSTRAINTS subscription.invoice_record_opened DEFERRED;
 -- the same rows in the same order (ids aside), ids consecutive
 SELECT h.account_id, h.operation, h.id - lag(h.id) OVER (PARTITION BY h.account_id ORDER BY h.id) AS step,
        h.details - '{invoice_id,payment_id,number,reference}'::text[] AS details
   FROM history AS h
- WHERE h.id > :h0 AND h.operation IN ('invoice_open', 'payment', 'invoice_status')
+ WHERE public.regress_ids_after(:'h0', h.id) AND h.operation IN ('invoice_open', 'payment', 'invoice_status')
  ORDER BY h.account_id, h.id;
 -- their events, in the order of the rows
 SELECT e.account_id, e.type, e.payload - '{invoice_id,payment_id,number,reference}'::text[] AS payload
@@ -55,17 +54,18 @@ SELECT e.account_id, e.type, e.payload - '{invoice_id,payment_id,number,referenc
  WHERE e.type IN ('invoice.opened', 'payment.recorded', 'invoice.paid')
  ORDER BY e.account_id, e.id;
 SELECT (SELECT array_agg(h.operation ORDER BY h.id) FROM history AS h
-         WHERE h.id > :h0 AND h.account_id = 1 AND h.operation IN ('invoice_open', 'payment', 'invoice_status'))
+         WHERE public.regress_ids_after(:'h0', h.id) AND h.account_id = 1 AND h.operation IN ('invoice_open', 'payment', 'invoice_status'))
      = (SELECT array_agg(h.operation ORDER BY e.id) FROM event AS e
-          JOIN history AS h ON h.account_id = e.account_id AND h.id > :h0
+          JOIN history AS h ON h.tenant_id = e.tenant_id AND h.account_id = e.account_id AND public.regress_ids_after(:'h0', h.id)
                            AND h.operation = CASE e.type WHEN 'invoice.opened' THEN 'invoice_open'
                                                          WHEN 'payment.recorded' THEN 'payment'
                                                          ELSE 'invoice_status' END
          WHERE e.account_id = 1 AND e.type IN ('invoice.opened', 'payment.recorded', 'invoice.paid')) AS events_in_row_order;
 -- a reference already recorded: the payment returned, nothing else written
-SELECT max(id) AS h1 FROM history \gset
+SELECT coalesce(jsonb_object_agg(b.node, b.id), '{}') AS h1
+  FROM (SELECT id >> 48 AS node, max(id) AS id FROM history GROUP BY 1) AS b \gset
 SELECT record_payment(:i1, 110, 'ch_1', '2026-01-02') IS NOT NULL AS same_payment;
-SELECT count(*) AS rows_written FROM history WHERE id > :h1;
+SELECT count(*) AS rows_written FROM history WHERE public.regress_ids_after(:'h1', id);
 ROLLBACK;
 
 -- the reference recorded in the transaction that opened the invoice: the
@@ -79,9 +79,10 @@ INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'pays twice');
 SELECT subscribe(1, 'zd_pro', '1 month', 2, '2026-01-01') AS s1 \gset
 SELECT id AS i1 FROM invoice_record WHERE subscription_id = :s1 \gset
 SELECT record_payment(:i1, 110, 'ch_1', '2026-01-02') AS first_payment \gset
-SELECT max(id) AS h1 FROM history \gset
+SELECT coalesce(jsonb_object_agg(b.node, b.id), '{}') AS h1
+  FROM (SELECT id >> 48 AS node, max(id) AS id FROM history GROUP BY 1) AS b \gset
 SELECT record_payment(:i1, 110, 'ch_1', '2026-01-03') = :first_payment AS same_payment;
-SELECT count(*) AS rows_written FROM history WHERE id > :h1;
+SELECT count(*) AS rows_written FROM history WHERE public.regress_ids_after(:'h1', id);
 ROLLBACK;
 
 -- D5: a payment ends past due.  Not frozen: the account's other
@@ -102,17 +103,19 @@ SELECT id AS i4 FROM invoice_record WHERE subscription_id = :a4 \gset
 SELECT record_payment_failure(:i3, 'card_declined', '2026-01-02'), record_payment_failure(:i4, 'card_declined', '2026-01-02');
 -- account 4 as its dunning's last step 'freeze' leaves it (dunning_final)
 UPDATE subscription SET dunning_frozen = true WHERE id = :a4;
-SELECT refresh_freeze(tenant_id, account_id) FROM subscription WHERE id = :a4;
+SELECT tenant_id AS t4, account_id AS account4 FROM subscription WHERE id = :a4 \gset
+SELECT refresh_freeze(:t4, :account4);
 SELECT s.account_id, s.id IN (:a3, :a4) AS past_due_one, s.status, s.dunning_frozen, c.active
   FROM subscription AS s JOIN license_counter AS c ON c.tenant_id = s.tenant_id AND c.subscription_id = s.id
  WHERE s.account_id IN (3, 4) ORDER BY s.id;
 SELECT xmin::text AS b3_version FROM subscription WHERE id = :b3 \gset
-SELECT pg_temp.calls('refresh_freeze') AS f0 \gset
+SELECT pg_temp.calls('refresh_freeze', 3) AS f0 \gset
 SELECT record_payment(:i3, 55, 'ch_3', '2026-01-03') IS NOT NULL AS paid_3;
-SELECT pg_temp.calls('refresh_freeze') - :f0 AS refreshes_3,
+SELECT pg_temp.calls('refresh_freeze', 3) - :f0 AS refreshes_3,
        (SELECT xmin::text FROM subscription WHERE id = :b3) = :'b3_version' AS other_untouched;
+SELECT pg_temp.calls('refresh_freeze', 4) AS f4 \gset
 SELECT record_payment(:i4, 55, 'ch_4', '2026-01-03') IS NOT NULL AS paid_4;
-SELECT pg_temp.calls('refresh_freeze') - :f0 AS refreshes_3_and_4;
+SELECT pg_temp.calls('refresh_freeze', 4) - :f4 AS refreshes_4;
 SELECT s.account_id, s.status, s.dunning_frozen, c.active
   FROM subscription AS s JOIN license_counter AS c ON c.tenant_id = s.tenant_id AND c.subscription_id = s.id
  WHERE s.account_id IN (3, 4) ORDER BY s.id;
@@ -122,14 +125,15 @@ ROLLBACK;
 -- given, in one statement (one call of the trigger); none for empty arrays
 BEGIN;
 INSERT INTO account (id, tenant_id, name) VALUES (5, 5, 'written');
-SELECT max(id) AS h2 FROM history \gset
-SELECT pg_temp.calls('history_event') AS t0 \gset
+SELECT coalesce(jsonb_object_agg(b.node, b.id), '{}') AS h2
+  FROM (SELECT id >> 48 AS node, max(id) AS id FROM history GROUP BY 1) AS b \gset
+SELECT pg_temp.calls('history_event', 5) AS t0 \gset
 SELECT write_histories('{test_a,test_b,test_c}', 5, NULL, ARRAY['{"n": 1}', '{"n": 2}', '{"n": 3}']::jsonb[], 1);
 SELECT write_histories('{}', 5, NULL, '{}', 1);
-SELECT pg_temp.calls('history_event') - :t0 AS trigger_calls;
+SELECT pg_temp.calls('history_event', 5) - :t0 AS trigger_calls;
 SELECT operation, account_id, subscription_id, tenant_id, details, actor = current_actor() AS actor,
        db_user = current_user::text AS db_user
-  FROM history WHERE id > :h2 ORDER BY id;
+  FROM history WHERE public.regress_ids_after(:'h2', id) ORDER BY id;
 ROLLBACK;
 
 -- bad input (docs/errors-and-settings.md): 22004, 22023, 42501
