@@ -760,7 +760,6 @@ declare -A REGRESS_NOT_ON_CITUS=(
     [events_notify]="it runs in a database of its own (CREATE DATABASE, which Citus does not propagate to the workers): it would not test Citus"
     [idempotency]="it runs in a database of its own (CREATE DATABASE, which Citus does not propagate to the workers): it would not test Citus"
     [invoice_lines]="it runs in a database of its own (CREATE DATABASE, which Citus does not propagate to the workers): it would not test Citus"
-    [tenant_code]="its rules run the application's code as the table's owner, a role the case creates in its own transaction: on Citus the coordinator's statements as that owner (enforce_limit's recount, a trim's reads) open connections to the workers as the owner, which neither see a role not yet committed nor may reach shards another user wrote in the transaction (25001); this script checks the rules on a committed table owned by a role (its recount and guard, a trim running its trigger as the owner)"
     [tenant_keys]="it checks that a single server fills a tenant_id left out of an INSERT, which the coordinator needs to route the row and never fills"
     [renew_common]="it checks the set-based renewal (renew_common, renew_due's way on a single server) against renew_account row for row; on Citus renew_batch leaves every tenant to renew_account on its node (a multi-tenant UPDATE and INSERT ... SELECT is not a router query), which renew_account and renew_due check there, and the renewal storm of this script"
     [renewal_notice_calls]="it counts calls of preview_usage (pg_stat_xact_user_functions) to show a single server's planner removing renewal_notice's usage join from announce_renewals' query, a cost and no rule; Citus plans the view's query over distributed tables itself and keeps the join (2 calls where a single server makes 0); the notices' rows and their usage, the rule, run in renewal_notice on Citus"
@@ -1098,7 +1097,7 @@ OWNED_CATALOG="INSERT INTO subscription.product (code, name, upgrade, downgrade)
 # prepared statement")
 out=""
 owned_setup=1
-for step in "CREATE ROLE regress_citus_tenant" "$OWNED_CATALOG" \
+for step in "CREATE ROLE regress_citus_tenant LOGIN" "$OWNED_CATALOG" \
             "CREATE TABLE public.owned_rooms (account_id bigint NOT NULL, id bigint NOT NULL, PRIMARY KEY (account_id, id))" \
             "CREATE TABLE public.owned_seen (account_id bigint NOT NULL, who name NOT NULL)" \
             "$SETTINGS SELECT create_distributed_table('public.owned_rooms', 'account_id', colocate_with := 'subscription.account')" \
@@ -1110,11 +1109,13 @@ for step in "CREATE ROLE regress_citus_tenant" "$OWNED_CATALOG" \
             "CREATE FUNCTION public.note_owner() RETURNS trigger LANGUAGE plpgsql AS \$f\$
              BEGIN INSERT INTO public.owned_seen VALUES (OLD.account_id, current_user); RETURN OLD; END \$f\$" \
             "ALTER FUNCTION public.note_owner() OWNER TO regress_citus_tenant" \
-            "$SETTINGS CREATE TRIGGER note_owner BEFORE DELETE ON public.owned_rooms FOR EACH ROW EXECUTE FUNCTION public.note_owner()" \
             "SELECT relforcerowsecurity AND relowner = 'regress_citus_tenant'::regrole FROM pg_class WHERE oid = 'public.owned_rooms'::regclass"; do
     out=$(q coordinator "$step") || { out="${step:0:80}: $out"; owned_setup=0; break; }
 done
 [ "$out" = t ] || owned_setup=0
+psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres -c "SET citus.enable_unsafe_triggers = on" \
+    -c "CREATE TRIGGER note_owner BEFORE DELETE ON public.owned_rooms FOR EACH ROW EXECUTE FUNCTION public.note_owner()" >/dev/null 2>&1 \
+    || owned_setup=0
 account_on_each_worker owned OA OB
 owned=""
 for t in $OA $OB; do
@@ -1124,10 +1125,18 @@ for t in $OA $OB; do
 done
 read -r SA SB _ <<<"$owned"
 counted=$(q coordinator "$SETTINGS SELECT subscription.enforce_limit('public.owned_rooms', 'owned_rooms') IS NULL;
-                         SELECT string_agg(subscription.usage(a, 'owned_rooms')::text, ' ' ORDER BY a) FROM unnest('{$OA,$OB}'::bigint[]) AS a" 2>&1 | tail -1)
+                         SELECT string_agg(subscription.usage(a, 'owned_rooms')::text, ' ' ORDER BY a) FROM unnest('{$OA,$OB}'::bigint[]) AS a" 2>&1)
+counted=$(grep -m1 '^ERROR' <<<"$counted" || tail -1 <<<"$counted")
 fourth=$(for t in $OA $OB; do
              psql -X -q -p "${PORTS[0]}" -d postgres -c "INSERT INTO public.owned_rooms VALUES ($t, 4)" 2>&1 | head -1
          done)
+# not passing yet (h-cit27a), a gap of the extension on Citus: enforce_limit
+# reads the shards as the table's owner (its recount, over connections as
+# that role, which must be able to log in), then creates the guards as the
+# extension's owner on the same placements, which Citus refuses in one
+# transaction ("cannot perform DDL on placement N since a co-located
+# placement has been read over multiple connections"; printed here)
+TODO_REASON="issue 17: tenant code as the table's owner on Citus, not passing yet"
 tap "$([ "$owned_setup" = 1 ] && [ -n "$OA" ] && [ -n "$OB" ] && [ "$counted" = "3 3" ] && [ "$(grep -c 'would exceed its owned_rooms limit' <<<"$fourth")" = 2 ] && echo 1)" \
     "a distributed table owned by a role, row security forced on it and a policy hiding every row: enforce_limit counts every row as its owner (accounts $OA, $OB: $counted), the guard refuses a fourth on each worker" \
     "$out"$'\n'"subscriptions: $owned"$'\n'"counted: $counted"$'\n'"fourth: $fourth"
@@ -1142,6 +1151,7 @@ out="$(q coordinator "SELECT string_agg(account_id || ':' || n, ' ' ORDER BY acc
 tap "$([ "$owned_setup" = 1 ] && [ "$out" = "$OA:1 $OB:1 / regress_citus_tenant:4" ] && echo 1)" \
     "a downgrade's trim of that table on both workers (keyed and unkeyed apply_downgrade) runs its BEFORE DELETE trigger as the table's owner, not as the superuser (rooms left / who the trigger ran as: $out)" \
     "$trims"$'\n'"$out"
+unset TODO_REASON
 
 # issue 17: a trim's cascade on the workers' shards.  public.shelves and
 # public.books are distributed with account and limited; a book's shelf
