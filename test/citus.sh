@@ -751,7 +751,7 @@ tap "$(echo "$errors" | grep -v -q -e 'has no license left' -e 'already' -e '^$'
 # lines filtered).  A case in REGRESS_ON_CITUS must pass; every other case
 # is left out, printed as a TAP TODO with the reason: the first error it
 # meets on Citus, measured on this run (docs/citus.md lists them).
-REGRESS_ON_CITUS="apply_downgrade badinput bounds catalog_changes change_plan clock close_account coupons_credits downgrade_noop dunning events_mapping events_statements events_upcoming_conflict invoice_openings invoices keyed limit_cache limit_version limits managed next_period prorate_refund renew_account renew_due renewal_from_usage renewal_notice rules set_constraints set_default status_grants stored_styles subscribe suites terms tier_for_hosts trials_pause usage usage_boundary usage_crossings usage_preview usage_unmetered verify versions void_corrections"
+REGRESS_ON_CITUS="apply_downgrade badinput bounds catalog_changes change_plan clock close_account coupons_credits downgrade_noop dunning enforce_limit events_mapping events_statements events_upcoming_conflict invoice_openings invoices keyed limit_cache limit_version limits managed next_period prorate_refund renew_account renew_due renewal_from_usage renewal_notice rules set_constraints set_default status_grants stored_styles subscribe suites table_kinds terms tier_for_hosts trials_pause usage usage_boundary usage_crossings usage_preview usage_unmetered verify versions void_corrections"
 # the cases that do not apply on Citus by design, each with its reason
 # (docs/citus.md): printed as a TAP SKIP, not run
 declare -A REGRESS_NOT_ON_CITUS=(
@@ -1078,6 +1078,86 @@ done
 out=$(q coordinator "SELECT count(*) FROM public.desks WHERE account_id IN ($DA, $DB)" && \
       q coordinator "SELECT count(*) FROM subscription.trimmed WHERE tenant_id IN ($DA, $DB) AND action = 'delete'")
 tap "$([ "$(echo $out)" = "4 10" ] && echo 1)" "the two accounts keep 2 desks each, and the archive holds the 10 desks trimmed (desks, archived: $(echo $out))" "$out"
+
+# issue 17: the application's code runs as the table's owner on Citus
+# (the rules of the cases tenant_code and table_kinds, whose owner roles,
+# made in their own transaction, Citus' connections as that role cannot
+# see).  public.owned_rooms, distributed with account and limited, is owned
+# by a role, with row security forced on that owner and a policy that hides
+# every row; its BEFORE DELETE trigger, owned by the role too, notes who it
+# runs as in public.owned_seen.  enforce_limit's recount reads the table as
+# its owner with row security not forced (3 rooms of each account counted,
+# not 0), the guard refuses a fourth, and a downgrade's trim (keyed
+# apply_downgrade on worker1's account, unkeyed on worker2's) deletes 2
+# rooms of each, its trigger running as the owner, not as the superuser.
+OWNED_CATALOG="INSERT INTO subscription.product (code, name, upgrade, downgrade)
+               VALUES ('citus-o', 'Owned rooms', 'restart', 'end_of_period');
+               INSERT INTO subscription.plan (code, product, name, rank)
+               VALUES ('citus-o-big', 'citus-o', 'Big', 2), ('citus-o-small', 'citus-o', 'Small', 1);
+               INSERT INTO subscription.plan_price (plan, cycle, amount)
+               VALUES ('citus-o-big', '1 month', 20), ('citus-o-small', '1 month', 10);
+               INSERT INTO subscription.plan_limit (plan, feature, value)
+               VALUES ('citus-o-big', 'owned_rooms', 3), ('citus-o-small', 'owned_rooms', 1)"
+# (one statement a step: Citus refuses a propagated DDL among several
+# commands of one query string, "cannot insert multiple commands into a
+# prepared statement")
+out=""
+owned_setup=1
+for step in "CREATE ROLE regress_citus_tenant LOGIN" "$OWNED_CATALOG" \
+            "CREATE TABLE public.owned_rooms (account_id bigint NOT NULL, id bigint NOT NULL, PRIMARY KEY (account_id, id))" \
+            "CREATE TABLE public.owned_seen (account_id bigint NOT NULL, who name NOT NULL)" \
+            "$SETTINGS SELECT create_distributed_table('public.owned_rooms', 'account_id', colocate_with := 'subscription.account')" \
+            "$SETTINGS SELECT create_distributed_table('public.owned_seen', 'account_id', colocate_with := 'subscription.account')" \
+            "ALTER TABLE public.owned_rooms OWNER TO regress_citus_tenant" \
+            "ALTER TABLE public.owned_seen OWNER TO regress_citus_tenant" \
+            "ALTER TABLE public.owned_rooms ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY" \
+            "CREATE POLICY hide_all ON public.owned_rooms USING (false)" \
+            "CREATE FUNCTION public.note_owner() RETURNS trigger LANGUAGE plpgsql AS \$f\$
+             BEGIN INSERT INTO public.owned_seen VALUES (OLD.account_id, current_user); RETURN OLD; END \$f\$" \
+            "ALTER FUNCTION public.note_owner() OWNER TO regress_citus_tenant" \
+            "SELECT relforcerowsecurity AND relowner = 'regress_citus_tenant'::regrole FROM pg_class WHERE oid = 'public.owned_rooms'::regclass"; do
+    out=$(q coordinator "$step") || { out="${step:0:80}: $out"; owned_setup=0; break; }
+done
+[ "$out" = t ] || owned_setup=0
+psql -X -q -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres -c "SET citus.enable_unsafe_triggers = on" \
+    -c "CREATE TRIGGER note_owner BEFORE DELETE ON public.owned_rooms FOR EACH ROW EXECUTE FUNCTION public.note_owner()" >/dev/null 2>&1 \
+    || owned_setup=0
+account_on_each_worker owned OA OB
+owned=""
+for t in $OA $OB; do
+    owned+=$(q coordinator "SELECT subscription.subscribe($t, $t, 'citus-o-big', '1 month', 1, '2026-01-01', 'always', NULL)") || owned+=" failed"
+    owned+=" "
+    q coordinator "INSERT INTO public.owned_rooms SELECT $t, i FROM generate_series(1, 3) AS i" >/dev/null || owned+="insert failed "
+done
+read -r SA SB _ <<<"$owned"
+counted=$(q coordinator "$SETTINGS SELECT subscription.enforce_limit('public.owned_rooms', 'owned_rooms') IS NULL;
+                         SELECT string_agg(subscription.usage(a, 'owned_rooms')::text, ' ' ORDER BY a) FROM unnest('{$OA,$OB}'::bigint[]) AS a" 2>&1)
+counted=$(grep -m1 '^ERROR' <<<"$counted" || tail -1 <<<"$counted")
+fourth=$(for t in $OA $OB; do
+             psql -X -q -p "${PORTS[0]}" -d postgres -c "INSERT INTO public.owned_rooms VALUES ($t, 4)" 2>&1 | head -1
+         done)
+# not passing yet (h-cit27a), a gap of the extension on Citus: enforce_limit
+# reads the shards as the table's owner (its recount, over connections as
+# that role, which must be able to log in), then creates the guards as the
+# extension's owner on the same placements, which Citus refuses in one
+# transaction ("cannot perform DDL on placement N since a co-located
+# placement has been read over multiple connections"; printed here)
+TODO_REASON="issue 17: tenant code as the table's owner on Citus, not passing yet"
+tap "$([ "$owned_setup" = 1 ] && [ -n "$OA" ] && [ -n "$OB" ] && [ "$counted" = "3 3" ] && [ "$(grep -c 'would exceed its owned_rooms limit' <<<"$fourth")" = 2 ] && echo 1)" \
+    "a distributed table owned by a role, row security forced on it and a policy hiding every row: enforce_limit counts every row as its owner (accounts $OA, $OB: $counted), the guard refuses a fourth on each worker" \
+    "$out"$'\n'"subscriptions: $owned"$'\n'"counted: $counted"$'\n'"fourth: $fourth"
+trims=$(q coordinator "SELECT subscription.change_plan($SA, 'citus-o-small', '2026-01-10') IS NOT NULL;
+                       SELECT subscription.change_plan($SB, 'citus-o-small', '2026-01-10') IS NOT NULL;
+                       SELECT count(*) FROM subscription.apply_downgrade($OA, $SA, false);
+                       SELECT count(*) FROM subscription.apply_downgrade($SB)" 2>&1)
+out="$(q coordinator "SELECT string_agg(account_id || ':' || n, ' ' ORDER BY account_id)
+                        FROM (SELECT account_id, count(*) AS n FROM public.owned_rooms WHERE account_id IN ($OA, $OB) GROUP BY 1) AS r" 2>&1) / $(
+     q coordinator "SELECT string_agg(who || ':' || n, ' ' ORDER BY who)
+                      FROM (SELECT who, count(*) AS n FROM public.owned_seen WHERE account_id IN ($OA, $OB) GROUP BY 1) AS s" 2>&1)"
+tap "$([ "$owned_setup" = 1 ] && [ "$out" = "$OA:1 $OB:1 / regress_citus_tenant:4" ] && echo 1)" \
+    "a downgrade's trim of that table on both workers (keyed and unkeyed apply_downgrade) runs its BEFORE DELETE trigger as the table's owner, not as the superuser (rooms left / who the trigger ran as: $out)" \
+    "$trims"$'\n'"$out"
+unset TODO_REASON
 
 # issue 17: a trim's cascade on the workers' shards.  public.shelves and
 # public.books are distributed with account and limited; a book's shelf

@@ -646,6 +646,7 @@ DECLARE
     trigger_name text := subscription.guard_name(feature);
     target pg_catalog.pg_class;
     own_guard boolean;
+    colocated boolean := true;
 BEGIN
     PERFORM subscription.require_arguments('enforce_limit', '{relation,feature,account_column,on_downgrade}',
         ARRAY[relation IS NULL, feature IS NULL, account_column IS NULL, on_downgrade IS NULL]);
@@ -728,6 +729,25 @@ BEGIN
         RAISE EXCEPTION 'feature "%" is already enforced', feature
             USING ERRCODE = 'duplicate_object',
                   HINT = 'subscription.unenforce_limit() removes a registration, to register it again with other options.';
+    END IF;
+    -- Citus: the guards count a row on the node of its tenant's shards,
+    -- into counters colocated with it; a local table (only on the
+    -- coordinator, unknown to the workers that hold limited_table's
+    -- placements) or one distributed otherwise could not be counted there
+    IF NOT own_guard AND subscription.distributed() THEN
+        EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition AS p
+                                  JOIN pg_catalog.pg_dist_partition AS a
+                                    ON a.logicalrelid = ''subscription.account''::pg_catalog.regclass
+                                   AND a.colocationid = p.colocationid
+                                 WHERE p.logicalrelid = $1 AND p.partmethod = ''h'')'
+           INTO colocated USING relation;
+    END IF;
+    IF NOT colocated THEN
+        RAISE EXCEPTION 'table % is not distributed with subscription.account', relation
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'On Citus a limited table''s rows are counted on the node of their tenant''s shards.',
+                  HINT = format('Distribute it first: SELECT create_distributed_table(%L, %L, colocate_with := ''subscription.account'').',
+                                relation::text, account_column);
     END IF;
 
     INSERT INTO subscription.limited_table AS t (relation, feature, account_column, on_downgrade, order_column, value_column,

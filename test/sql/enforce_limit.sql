@@ -24,7 +24,24 @@ SELECT subscribe(1, 'ch_starter', '1 month', 1, '2026-01-01') AS starter \gset
 SELECT subscribe(2, 'ch_standard', '1 month', 1, '2026-01-01') AS standard \gset
 SELECT subscribe(3, 'central_plus', '1 year', 25, '2026-01-01') AS central \gset
 
--- the application's own tables
+-- the application's own tables; on Citus distributed by account_id and
+-- colocated with the tenants (test/sql/include/app_tables.psql), their keys
+-- and foreign keys starting with it, as Citus requires (the rooms without a
+-- key: a row without an account is refused there, below)
+SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus') AS on_citus \gset
+\if :on_citus
+CREATE TABLE public.domain (id bigserial, account_id bigint NOT NULL, name text NOT NULL, PRIMARY KEY (account_id, id));
+CREATE TABLE public.room (
+    id bigserial,
+    account_id bigint,
+    domain_id bigint,
+    activated_at timestamptz,
+    capacity integer NOT NULL DEFAULT 100,
+    template text,
+    FOREIGN KEY (account_id, domain_id) REFERENCES public.domain ON DELETE CASCADE);
+CREATE TABLE public.rate (id bigserial, account_id bigint NOT NULL, entry_rate integer NOT NULL, PRIMARY KEY (account_id, id));
+CREATE TABLE public.host (id bigserial, account_id bigint NOT NULL, name text, PRIMARY KEY (account_id, id));
+\else
 CREATE TABLE public.domain (id bigserial PRIMARY KEY, account_id bigint NOT NULL, name text NOT NULL);
 CREATE TABLE public.room (
     id bigserial PRIMARY KEY,
@@ -35,6 +52,9 @@ CREATE TABLE public.room (
     template text);
 CREATE TABLE public.rate (id bigserial PRIMARY KEY, account_id bigint NOT NULL, entry_rate integer NOT NULL);
 CREATE TABLE public.host (id bigserial PRIMARY KEY, account_id bigint NOT NULL, name text);
+\endif
+\set app_tables 'public.domain public.room public.rate public.host'
+\i test/sql/include/app_tables.psql
 CREATE TABLE public.no_key (account_id bigint, name text);
 INSERT INTO public.domain (account_id, name) VALUES (2, 'gigs.example'), (2, 'tickets.gigs.example');
 
@@ -60,6 +80,11 @@ SELECT pg_temp.error_of($$SELECT enforce_limit('public.rate', 'room_capacity', '
 SELECT pg_temp.error_of($$SELECT enforce_limit('subscription.ledger', 'room_capacity')$$);                   -- own table
 SELECT pg_temp.error_of($$SELECT enforce_limit('public.domain_id_seq', 'room_capacity')$$);                  -- not a table
 SELECT pg_temp.error_of($$SELECT enforce_limit(NULL, 'room_capacity')$$);                                    -- 22004
+\if :on_citus
+-- on Citus a table left local is refused: its
+-- rows could not be counted on their tenant's shards
+SELECT pg_temp.error_of($$SELECT enforce_limit('public.no_key', 'room_capacity')$$) AS local_table;         -- 55000
+\endif
 
 -- drop_newest / keep_most_referenced / block limit the number of rows
 INSERT INTO public.domain (account_id, name) VALUES (2, 'shop.gigs.example');
@@ -75,16 +100,28 @@ SELECT pg_temp.error_of($$INSERT INTO public.room (account_id) SELECT 2 FROM gen
 SELECT usage(2, 'rooms') AS gigs_rooms_after_refused_bulk;
 INSERT INTO public.room (account_id) SELECT 2 FROM generate_series(1, 10);
 -- an add-on raises the limit (K1, Z13): 5 more rooms
-INSERT INTO addon_batch (subscription_id, addon, quantity) VALUES (:starter, 'ch_rooms5', 1);
+INSERT INTO addon_batch (tenant_id, subscription_id, addon, quantity) VALUES (1, :starter, 'ch_rooms5', 1);
 INSERT INTO public.room (account_id) SELECT 1 FROM generate_series(1, 5);
 SELECT usage(1, 'rooms') AS tickets_rooms, effective_limit(1, 'rooms') AS tickets_limit;
--- rows without an account are not limited
+-- rows without an account are not limited; on Citus a table distributed
+-- by its account has none: such a row is refused, nothing written
+\if :on_citus
+SELECT pg_temp.error_of($$INSERT INTO public.room (account_id) VALUES (NULL)$$) AS without_account;
+SELECT count(*) AS rooms_without_account FROM public.room WHERE account_id IS NULL;
+\else
 INSERT INTO public.room (account_id) VALUES (NULL);
+\endif
 
--- UPDATE: moving a row to another account moves the usage, or is refused
+-- UPDATE: moving a row to another account moves the usage, or is refused;
+-- on Citus a row cannot change tenant (the column the table is distributed
+-- by): the move is refused whatever the limits, and the counters stay
 SELECT pg_temp.error_of($$UPDATE public.room SET account_id = 2 WHERE id = (SELECT min(id) FROM public.room WHERE account_id = 1)$$);
 DELETE FROM public.room WHERE id IN (SELECT id FROM public.room WHERE account_id = 2 ORDER BY id LIMIT 2);
+\if :on_citus
+SELECT pg_temp.error_of($$UPDATE public.room SET account_id = 2 WHERE id = (SELECT min(id) FROM public.room WHERE account_id = 1)$$) AS moved;
+\else
 UPDATE public.room SET account_id = 2 WHERE id = (SELECT min(id) FROM public.room WHERE account_id = 1);
+\endif
 SELECT usage(1, 'rooms') AS tickets_rooms, usage(2, 'rooms') AS gigs_rooms;
 UPDATE public.room SET capacity = 200;   -- touches no counted column: nothing moves
 SELECT usage(1, 'rooms') AS tickets_rooms, usage(2, 'rooms') AS gigs_rooms;
@@ -107,8 +144,9 @@ SELECT usage(1, 'rooms') AS tickets, usage(2, 'rooms') AS gigs;
 ROLLBACK TO SAVEPOINT before_truncate;
 
 -- usage equals the real rows after all of that
-SELECT u.account_id, u.used, (SELECT count(*) FROM public.room AS r WHERE r.account_id = u.account_id) AS rows
-  FROM usage_counter AS u WHERE u.feature = 'rooms' ORDER BY 1;
+WITH r AS (SELECT r.account_id, count(*) AS rows FROM public.room AS r GROUP BY 1)
+SELECT u.account_id, u.used, coalesce(r.rows, 0) AS rows
+  FROM usage_counter AS u LEFT JOIN r USING (account_id) WHERE u.feature = 'rooms' ORDER BY 1;
 
 -- cap: each row's value within the limit (C8)
 INSERT INTO public.rate (account_id, entry_rate) VALUES (1, 10), (2, 100);
@@ -144,7 +182,13 @@ SELECT usage(3, 'hosts') AS hosts, effective_limit(3, 'hosts') AS host_limit;
 
 -- the limit stored in each counter follows the catalog, the subscriptions
 -- and the add-ons
+-- (on Citus a held limit changes by change_limit(), the same rows as the
+-- UPDATE on a single server: catalog_changes; a plain UPDATE is refused there)
+\if :on_citus
+SELECT change_limit('central_plus', 'hosts', 2) AS from_version \gset
+\else
 UPDATE plan_limit SET value = 2 WHERE plan = 'central_plus' AND feature = 'hosts';
+\endif
 -- grandfathering: the change makes a new version; the subscriptions move to it
 UPDATE subscription AS s SET plan_version = p.version FROM plan AS p WHERE p.code = s.plan AND p.code = 'central_plus';
 SELECT effective_limit(3, 'hosts') AS two_per_license,
@@ -155,8 +199,8 @@ UPDATE subscription SET status = 'active' WHERE id = :central;
 UPDATE addon SET units = 10 WHERE code = 'ch_rooms5';
 SELECT effective_limit(1, 'rooms') AS tickets_rooms_limit,
        (SELECT limit_value FROM usage_counter WHERE account_id = 1 AND feature = 'rooms') AS stored;
-SELECT count(*) AS stale_limits FROM usage_counter
- WHERE limit_value IS DISTINCT FROM limit_of(account_id, feature) AND feature <> 'entry_rate';
+WITH u AS MATERIALIZED (SELECT account_id, feature, limit_value FROM usage_counter WHERE feature <> 'entry_rate')
+SELECT count(*) AS stale_limits FROM u WHERE limit_value IS DISTINCT FROM limit_of(account_id, feature);
 
 -- unenforce_limit removes the triggers and the counters
 SELECT unenforce_limit('public.rate', 'entry_rate');
@@ -188,8 +232,16 @@ CREATE SCHEMA regress_app AUTHORIZATION regress_subscription_app;
 GRANT INSERT, SELECT, DELETE ON public.room TO regress_subscription_app;
 GRANT USAGE ON SEQUENCE public.room_id_seq TO regress_subscription_app;
 SET ROLE regress_subscription_app;
+\if :on_citus
+-- on Citus a transaction cannot write a shard as two users: the shards this
+-- transaction wrote as the superuser are refused to the role, by Citus,
+-- before any guard runs (25001, nothing written)
+SELECT pg_temp.error_of($$INSERT INTO public.room (account_id) SELECT 2 FROM generate_series(1, 3)$$) AS other_user;
+SELECT pg_temp.error_of($$INSERT INTO public.room (account_id) VALUES (2)$$) AS other_user;
+\else
 SELECT pg_temp.error_of($$INSERT INTO public.room (account_id) SELECT 2 FROM generate_series(1, 3)$$);
 INSERT INTO public.room (account_id) VALUES (2);
+\endif
 CREATE TABLE regress_app.scratch (id int);
 DROP TABLE regress_app.scratch;
 RESET ROLE;
@@ -199,9 +251,14 @@ SELECT usage(2, 'rooms') AS gigs_rooms;
 GRANT USAGE ON SCHEMA subscription TO regress_subscription_app;
 GRANT INSERT ON subscription.member TO regress_subscription_app;
 SELECT subscribe(2, 'ch_standard', '1 month', 3, '2026-01-01') IS NOT NULL AS has_subscriptions;
-UPDATE subscription SET is_default = (id = (SELECT max(id) FROM subscription WHERE account_id = 2)) WHERE account_id = 2;
+SELECT max(id) AS newest FROM subscription WHERE account_id = 2 \gset
+UPDATE subscription SET is_default = (id = :newest) WHERE account_id = 2;
 SET ROLE regress_subscription_app;
+\if :on_citus
+SELECT pg_temp.error_of($$INSERT INTO subscription.member (id, tenant_id, account_id, external_id) VALUES (900, 2, 2, 'app-created')$$) AS other_user;
+\else
 INSERT INTO subscription.member (id, tenant_id, account_id, external_id) VALUES (900, 2, 2, 'app-created');
+\endif
 RESET ROLE;
 SELECT operation, account_id FROM history WHERE details ->> 'external_id' = 'app-created';
 SELECT count(*) AS default_license FROM license WHERE member_id = 900;
@@ -218,6 +275,8 @@ SELECT subscribe(5, 'hall_big', '1 month', 1, '2026-01-01') IS NOT NULL AS stage
 CREATE TABLE public.hall (account_id bigint NOT NULL, id int, PRIMARY KEY (account_id, id));
 CREATE TABLE public.hall_booking (account_id bigint NOT NULL, hall_id int,
                                   FOREIGN KEY (account_id, hall_id) REFERENCES public.hall ON DELETE CASCADE);
+\set app_tables 'public.hall public.hall_booking'
+\i test/sql/include/app_tables.psql
 SELECT enforce_limit('public.hall', 'halls', 'account_id', 'keep_most_referenced');
 INSERT INTO public.hall VALUES (4, 1), (4, 2), (4, 3), (5, 1);
 -- hall 2 of Venues is the most booked; hall 1 of another account more
