@@ -23615,7 +23615,6 @@ COMMENT ON FUNCTION subscription.local_shards(regclass) IS
 CREATE OR REPLACE FUNCTION subscription.local_subscription_shards()
 RETURNS bigint[]
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 RETURN subscription.local_shards('subscription.subscription');
 
 COMMENT ON FUNCTION subscription.local_subscription_shards() IS

@@ -936,11 +936,11 @@ COMMENT ON FUNCTION subscription.local_shards(regclass) IS
 'Internal: the shards of a table on this node (Citus); {NULL} (the whole table) without Citus';
 
 -- The shards of subscription.subscription that this node holds
--- (local_shards), for renew_batch and renew_local_tenants.
+-- (local_shards), for renew_batch and renew_local_tenants (a SQL-standard
+-- body, bound at creation: no SET clause).
 CREATE FUNCTION subscription.local_subscription_shards()
 RETURNS bigint[]
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 RETURN subscription.local_shards('subscription.subscription');
 
 COMMENT ON FUNCTION subscription.local_subscription_shards() IS
