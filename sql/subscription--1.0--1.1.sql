@@ -23694,6 +23694,8 @@ DECLARE
     on_citus boolean := subscription.distributed();
     propagation text;
 BEGIN
+    PERFORM subscription.require_arguments('change_column_rights', '{role,kind,give}',
+        ARRAY[role IS NULL, kind IS NULL, give IS NULL]);
     IF on_citus THEN
         propagation := pg_catalog.current_setting('citus.enable_ddl_propagation');
         PERFORM pg_catalog.set_config('citus.enable_ddl_propagation', 'off', true);
