@@ -694,6 +694,32 @@ out=$(q coordinator "$UNUSED" && q coordinator "DELETE FROM subscription.plan_pr
 tap "$([ "$(echo $out)" = "0 0 0" ] && echo 1)" \
     "on Citus a plan and its price not in use are deleted, on every node" "$out"
 
+# K7 on Citus: a root account does not move under another tenant's
+# account (its rows would change shard).  The shard of its tenant cannot
+# tell whether the parent exists elsewhere: a root given a parent outside
+# its tenant is refused (23503) as not in the tenant, with the way a
+# sub-account is made there; nothing written.  A sub-account given a
+# parent that exists nowhere keeps a single server's message, no hint
+out=$(psql -X -q -p "${PORTS[0]}" -d postgres -v ON_ERROR_STOP=1 -v VERBOSITY=verbose 2>&1 <<'SQL'
+BEGIN;
+SELECT subscription.create_account('citus move parent') AS p, subscription.create_account('citus move root') AS r \gset
+UPDATE subscription.account SET parent_id = :p WHERE id = :r;
+SQL
+)
+moved=$(q coordinator "SELECT count(*) FROM subscription.account WHERE name IN ('citus move parent', 'citus move root')")
+orphan=$(psql -X -q -p "${PORTS[0]}" -d postgres -v ON_ERROR_STOP=1 -v VERBOSITY=verbose 2>&1 <<'SQL'
+BEGIN;
+SELECT subscription.create_account('citus orphan parent') AS p \gset
+SELECT subscription.create_account('citus orphan', :p) AS s \gset
+UPDATE subscription.account SET parent_id = 9999999 WHERE id = :s;
+SQL
+)
+tap "$(grep -q '^ERROR:  23503: parent account [0-9]* does not exist in tenant [0-9]*$' <<<"$out" \
+       && grep -q "^HINT:  On Citus a root account does not move under an account of another tenant" <<<"$out" && [ "$moved" = 0 ] \
+       && grep -q '^ERROR:  23503: parent account 9999999 does not exist$' <<<"$orphan" && ! grep -q '^HINT' <<<"$orphan" && echo 1)" \
+    "K7 on Citus: a root account moved under another tenant's account is refused (23503, not in its tenant, with a hint), nothing written; a sub-account's missing parent keeps a single server's message" \
+    "$out"$'\n'"accounts left: $moved"$'\n'"$orphan"
+
 # item 6: a seat storm.  Accounts of both workers (create_account), each
 # with a service subscription of 3 seats and 6 members; 8 writers on the
 # coordinator call license_consume (keyed and unkeyed) on random members
@@ -755,7 +781,7 @@ REGRESS_ON_CITUS="apply_downgrade badinput bounds catalog_changes change_plan cl
 # the cases that do not apply on Citus by design, each with its reason
 # (docs/citus.md): printed as a TAP SKIP, not run
 declare -A REGRESS_NOT_ON_CITUS=(
-    [acl]="it checks column-level GRANTs (grant_application's SELECT (id) on account and member), which Citus refuses on distributed tables (grant/revoke on column list is currently unsupported)"
+    [acl]="it pins the rights of every object for PUBLIC, an application and a back-office role, the coordinator's objects, the same as a single server's; what Citus adds, the application's column rights on the workers' tables and on every shard, this script checks on every placement (grant_application on Citus); the case itself writes the catalog after a multi-shard read in its transaction, which Citus refuses (cannot modify a reference table after a parallel operation on a distributed table)"
     [events]="it runs in a database of its own (CREATE DATABASE, which Citus does not propagate to the workers): it would not test Citus"
     [events_notify]="it runs in a database of its own (CREATE DATABASE, which Citus does not propagate to the workers): it would not test Citus"
     [idempotency]="it runs in a database of its own (CREATE DATABASE, which Citus does not propagate to the workers): it would not test Citus"
@@ -2073,6 +2099,64 @@ out=$(for node in "${NODES[@]}"; do
                         AND pg_relation_size(c.oid) > 0"
       done | paste -sd ' ')
 tap "$([ -z "$(echo "$out" | tr -d ' ')" ] && echo 1)" "every shell table on every node holds zero rows (pg_relation_size)" "not empty: $out"
+
+# grant_application() on Citus: the application's column rights (SELECT
+# (id) on account and member, role_rights), which Citus refuses in a GRANT
+# on a distributed table, neither propagates nor makes on new shards, are
+# given by each node itself (change_column_rights, the trigger
+# granted_role_columns on every placement of granted_role), in the
+# transaction that creates the role.  The role reads the ids, by a query
+# that runs on every shard, and no other column: refused on the
+# coordinator, and on every placement (has_column_privilege, a shard read
+# on a worker); revoke_application() takes them back everywhere.  (The
+# role logs in: Citus connects to the workers as the session's role)
+columns_on_placements() {  # columns_on_placements ROLE: per table, the placements' rights
+    local t
+    for t in account member; do
+        q coordinator "SELECT '$t ' || string_agg(DISTINCT result, ',' ORDER BY result)
+                         FROM run_command_on_placements('subscription.$t',
+                              \$c\$SELECT has_column_privilege('$1', '%1\$s', 'id', 'SELECT')::text || '/'
+                                         || has_column_privilege('$1', '%1\$s', 'tenant_id', 'SELECT')::text || '/'
+                                         || has_table_privilege('$1', '%1\$s', 'SELECT')::text\$c\$)"
+    done
+}
+out=$(q coordinator "BEGIN;
+                     CREATE ROLE citus_app LOGIN;
+                     SELECT subscription.grant_application('citus_app');
+                     COMMIT;
+                     SET ROLE citus_app;
+                     SELECT 'ids ' || (count(a.id) > 0)::text FROM subscription.account AS a;
+                     SELECT 'member ids ' || (count(m.id) >= 0)::text FROM subscription.member AS m" 2>&1)
+out="$out
+$(q coordinator "SET ROLE citus_app; SELECT count(name) FROM subscription.account" 2>&1 | grep -o 'permission denied for table account')
+$(q coordinator "SET ROLE citus_app; SELECT count(external_id) FROM subscription.member" 2>&1 | grep -o 'permission denied for table member')
+$(columns_on_placements citus_app)"
+shard=$(q worker1 "SELECT shard_name('subscription.account', s.shardid) FROM pg_dist_shard AS s JOIN pg_dist_placement AS p USING (shardid)
+                    WHERE s.logicalrelid = 'subscription.account'::regclass
+                      AND p.groupid = (SELECT groupid FROM pg_dist_local_group) LIMIT 1")
+out="$out
+$(q worker1 "SET ROLE citus_app; SELECT 'shard ids ' || (count(id) >= 0)::text FROM $shard" 2>&1)
+$(q worker1 "SET ROLE citus_app; SELECT count(name) FROM $shard" 2>&1 | grep -o 'permission denied for table' | sed 's/^/shard /')"
+tap "$(has 'ids true' 'member ids true' 'permission denied for table account' 'permission denied for table member' \
+           'account true/false/false' 'member true/false/false' 'shard ids true' 'shard permission denied for table' && echo 1)" \
+    "grant_application() on Citus, in the transaction that creates the role: the role reads account's and member's ids on every shard and no other column, on the coordinator and on every placement" "$out"
+out=$(q coordinator "SELECT subscription.revoke_application('citus_app')" 2>&1; columns_on_placements citus_app
+      q coordinator "SET ROLE citus_app; SELECT count(id) FROM subscription.account" 2>&1 | grep -o 'permission denied')
+tap "$(has 'account false/false/false' 'member false/false/false' 'permission denied' && echo 1)" \
+    "revoke_application() on Citus takes the column rights back on every placement" "$out"
+# a shard moved to another node is made by Citus with the table's rights
+# alone: a second grant_application() gives the column rights again there
+shardid=$(q coordinator "SELECT s.shardid FROM pg_dist_shard AS s JOIN pg_dist_placement AS p USING (shardid) JOIN pg_dist_node AS n USING (groupid)
+                          WHERE s.logicalrelid = 'subscription.account'::regclass AND n.nodeport = ${PORTS[1]} ORDER BY 1 LIMIT 1")
+out=$(q coordinator "SELECT subscription.grant_application('citus_app')" 2>&1
+      q coordinator "SET citus.local_hostname = '$DIR';
+                     SELECT citus_move_shard_placement($shardid, '$DIR', ${PORTS[1]}, '$DIR', ${PORTS[2]}, shard_transfer_mode := 'block_writes')" 2>&1
+      echo "moved: $(columns_on_placements citus_app | tr '\n' ' ')"
+      q coordinator "SELECT subscription.grant_application('citus_app')" 2>&1
+      echo "granted again: $(columns_on_placements citus_app | tr '\n' ' ')"
+      q coordinator "SET ROLE citus_app; SELECT 'ids ' || (count(id) > 0)::text FROM subscription.account" 2>&1)
+tap "$(grep -q '^granted again: account true/false/false member true/false/false $' <<<"$out" && has 'ids true' && echo 1)" \
+    "a shard moved by Citus (citus_move_shard_placement) gets the application's column rights again from a second grant_application()" "$out"
 
 # docs/citus.md, its examples on the coordinator (test/docs.sh), in a
 # database of their own with Citus on every node

@@ -237,6 +237,18 @@ BEGIN
          WHERE a.tenant_id = NEW.tenant_id AND a.id = NEW.parent_id FOR KEY SHARE;
         IF NOT FOUND AND NOT subscription.distributed() THEN
             PERFORM FROM subscription.account AS a WHERE a.id = NEW.parent_id FOR KEY SHARE;
+        ELSIF NOT FOUND AND NEW.tenant_id = NEW.id THEN
+            -- on Citus a root account (its tenant's own) finds only its
+            -- tenant on its shard: a parent there would be its own
+            -- sub-account, so the parent named is of another tenant or of
+            -- none, which the shard cannot tell (another node's rows, the
+            -- transaction's included, are not seen from it), and a root
+            -- does not move under another tenant either way
+            RAISE EXCEPTION 'parent account % does not exist in tenant %', NEW.parent_id, NEW.tenant_id
+                USING ERRCODE = 'foreign_key_violation',
+                      DETAIL = format('Account %s, a root account, names it as its parent (parent_id).', NEW.id),
+                      HINT = 'On Citus a root account does not move under an account of another tenant: create_account() makes a sub-account in its parent''s tenant.',
+                      TABLE = 'account', SCHEMA = 'subscription';
         END IF;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'parent account % does not exist', NEW.parent_id

@@ -903,11 +903,11 @@ $$;
 COMMENT ON FUNCTION subscription.subscription_shard(bigint) IS
 'Internal: the name of a shard of subscription.subscription that this node holds (Citus)';
 
--- The shards of subscription.subscription that this node holds, from
--- Citus' metadata (pg_dist_shard, pg_dist_placement, pg_dist_local_group);
--- {NULL}, the whole table, without Citus or while the table is not
--- distributed; {} on a node that holds none of its shards.
-CREATE FUNCTION subscription.local_subscription_shards()
+-- The shards of a table that this node holds, from Citus' metadata
+-- (pg_dist_shard, pg_dist_placement, pg_dist_local_group); {NULL}, the
+-- whole table, without Citus or while the table is not distributed; {} on
+-- a node that holds none of its shards.
+CREATE FUNCTION subscription.local_shards(relation regclass)
 RETURNS bigint[]
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -919,18 +919,29 @@ BEGIN
         RETURN '{NULL}';
     END IF;
     EXECUTE $q$SELECT CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_dist_partition AS p
-                                         WHERE p.logicalrelid = 'subscription.subscription'::regclass)
+                                         WHERE p.logicalrelid = $1)
                            THEN ARRAY(SELECT s.shardid
                                         FROM pg_catalog.pg_dist_shard AS s
                                         JOIN pg_catalog.pg_dist_placement AS pl ON pl.shardid = s.shardid
-                                       WHERE s.logicalrelid = 'subscription.subscription'::regclass
+                                       WHERE s.logicalrelid = $1
                                          AND pl.groupid = (SELECT g.groupid FROM pg_catalog.pg_dist_local_group AS g)
                                        ORDER BY s.shardid)
                            ELSE '{NULL}' END$q$
-      INTO shards;
+      INTO shards USING relation;
     RETURN shards;
 END
 $$;
+
+COMMENT ON FUNCTION subscription.local_shards(regclass) IS
+'Internal: the shards of a table on this node (Citus); {NULL} (the whole table) without Citus';
+
+-- The shards of subscription.subscription that this node holds
+-- (local_shards), for renew_batch and renew_local_tenants (a SQL-standard
+-- body, bound at creation: no SET clause).
+CREATE FUNCTION subscription.local_subscription_shards()
+RETURNS bigint[]
+LANGUAGE sql STABLE
+RETURN subscription.local_shards('subscription.subscription');
 
 COMMENT ON FUNCTION subscription.local_subscription_shards() IS
 'Internal: the shards of subscription.subscription on this node (Citus); {NULL} (the whole table) without Citus';

@@ -222,6 +222,10 @@ BEGIN
                 USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = failed;
         END IF;
     END LOOP;
+    -- the column rights of the roles given them before: Citus made the
+    -- shards and the workers' tables with the tables' own rights alone
+    -- (granted_role_columns gives them on every node)
+    UPDATE subscription.granted_role AS g SET kind = g.kind;
     -- no table of the extension is left local: its rows would split across nodes
     SELECT p.relation INTO t
       FROM subscription.distribution_plan() AS p

@@ -50,7 +50,7 @@ BEGIN
                      -- granting, writing history and events, and opening or settling
                      -- an invoice (which take their totals and what is paid from their
                      -- caller) are for the extension's owner alone
-                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_rights|set_role_kind|write_histor(y|ies)|write_events?|insert_events|open_invoices?(_of)?|settle_invoice)$' END
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_(column_)?rights|set_role_kind|write_histor(y|ies)|write_events?|insert_events|open_invoices?(_of)?|settle_invoice)$' END
     UNION ALL
     SELECT 'TABLE', 'subscription.' || c.relname,
            CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
@@ -79,6 +79,58 @@ $$;
 COMMENT ON FUNCTION subscription.role_rights(text) IS
 'The exact rights grant_application() (kind application), grant_backoffice() (kind backoffice) and grant_restore() (kind restore) give';
 
+-- GRANT (or REVOKE) the column rights of a kind of role (role_rights'
+-- COLUMNS rows, the application's SELECT (id) on account and member) on
+-- this node.  Citus refuses a column list in a GRANT on a distributed
+-- table, propagates none, and makes its shards with the table's own rights
+-- alone (issue 17): there each node gives them itself, on the table (the
+-- coordinator's, or a worker's copy of it) and on each of its shards
+-- placed on the node, with Citus' propagation off for these statements.
+-- change_rights() runs it on the node of the call; the trigger
+-- granted_role_columns on every placement of granted_role, written in the
+-- same transaction, on every node (docs/citus.md#rights).
+CREATE FUNCTION subscription.change_column_rights(role regrole, kind text, give boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    target text;
+    targets text[];
+    shards text[];
+    on_citus boolean := subscription.distributed();
+    propagation text;
+BEGIN
+    PERFORM subscription.require_arguments('change_column_rights', '{role,kind,give}',
+        ARRAY[role IS NULL, kind IS NULL, give IS NULL]);
+    IF on_citus THEN
+        propagation := pg_catalog.current_setting('citus.enable_ddl_propagation');
+        PERFORM pg_catalog.set_config('citus.enable_ddl_propagation', 'off', true);
+    END IF;
+    FOR r IN SELECT * FROM subscription.role_rights(kind) AS x WHERE x.object_type = 'COLUMNS' LOOP
+        targets := ARRAY[r.object];
+        IF on_citus THEN
+            EXECUTE 'SELECT pg_catalog.array_agg(pg_catalog.shard_name($1, s.shard) ORDER BY s.shard)
+                       FROM pg_catalog.unnest(subscription.local_shards($1)) AS s (shard)
+                      WHERE s.shard IS NOT NULL'
+               INTO shards USING r.object::regclass;
+            targets := targets || coalesce(shards, '{}');
+        END IF;
+        FOREACH target IN ARRAY targets LOOP
+            EXECUTE format(CASE WHEN give THEN 'GRANT %s ON TABLE %s TO %s' ELSE 'REVOKE %s ON TABLE %s FROM %s' END,
+                           r.privileges, target, role);
+        END LOOP;
+    END LOOP;
+    IF on_citus THEN
+        PERFORM pg_catalog.set_config('citus.enable_ddl_propagation', propagation, true);
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.change_column_rights(regrole, text, boolean) IS
+'Internal: GRANT or REVOKE the column rights of a kind of role (role_rights) on this node: the table and, on Citus, its shards placed here';
+
 -- GRANT (or REVOKE) the rights of a kind of role.
 CREATE FUNCTION subscription.change_rights(role regrole, kind text, give boolean)
 RETURNS void
@@ -90,15 +142,17 @@ DECLARE
 BEGIN
     PERFORM subscription.require_arguments('change_rights', '{role,kind,give}',
         ARRAY[role IS NULL, kind IS NULL, give IS NULL]);
-    FOR r IN SELECT * FROM subscription.role_rights(kind) LOOP
-        IF r.object_type = 'COLUMNS' THEN
-            EXECUTE format(CASE WHEN give THEN 'GRANT %s ON TABLE %s TO %s' ELSE 'REVOKE %s ON TABLE %s FROM %s' END,
-                           r.privileges, r.object, role);
-        ELSE
-            EXECUTE format(CASE WHEN give THEN 'GRANT %s ON %s %s TO %s' ELSE 'REVOKE %s ON %s %s FROM %s' END,
-                           r.privileges, r.object_type, r.object, role);
-        END IF;
+    IF subscription.distributed() THEN
+        -- Citus sends a GRANT on a distributed table to its shards over
+        -- several connections a node, after which it refuses one on a
+        -- reference table (the catalog) in the transaction: one connection
+        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
+    FOR r IN SELECT * FROM subscription.role_rights(kind) AS x WHERE x.object_type <> 'COLUMNS' LOOP
+        EXECUTE format(CASE WHEN give THEN 'GRANT %s ON %s %s TO %s' ELSE 'REVOKE %s ON %s %s FROM %s' END,
+                       r.privileges, r.object_type, r.object, role);
     END LOOP;
+    PERFORM subscription.change_column_rights(role, kind, give);
 END
 $$;
 
@@ -120,7 +174,7 @@ BEGIN
     END IF;
     IF give THEN
         PERFORM subscription.change_rights(role, kind, true);
-        INSERT INTO subscription.granted_role AS g (role, kind) VALUES (role, kind) ON CONFLICT DO NOTHING;
+        INSERT INTO subscription.granted_role AS g (role, kind) VALUES (role, kind) ON CONFLICT ON CONSTRAINT granted_role_pkey DO UPDATE SET kind = g.kind;
         RETURN;
     END IF;
     DELETE FROM subscription.granted_role AS g WHERE g.role = set_role_kind.role AND g.kind = set_role_kind.kind;
@@ -137,6 +191,41 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.set_role_kind(regrole, text, boolean) IS 'Internal: what grant_* and revoke_* do';
+
+-- On Citus, the column rights of a role given (or taken back) reach every
+-- node through its row in granted_role, a reference table written on
+-- every node in the caller's transaction (so a role created in it is
+-- there): this trigger fires on each placement and gives them on its node
+-- (change_column_rights).  A second grant_*() updates the row, and gives
+-- them again (shards made since, by a rebalance or a new node, which Citus
+-- makes with the table's rights alone).  On a single server change_rights()
+-- gives them, and the trigger does nothing.
+CREATE FUNCTION subscription.granted_role_columns()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF subscription.distributed() THEN
+        IF TG_OP = 'DELETE' THEN
+            PERFORM subscription.change_column_rights(OLD.role, OLD.kind, false);
+        ELSE
+            PERFORM subscription.change_column_rights(NEW.role, NEW.kind, true);
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.granted_role_columns() IS
+'Trigger: on Citus, the column rights of a role given or taken back, on the node of each placement of granted_role';
+
+CREATE TRIGGER granted_role_columns
+    AFTER INSERT OR UPDATE OR DELETE ON subscription.granted_role
+    FOR EACH ROW EXECUTE FUNCTION subscription.granted_role_columns();
+
+COMMENT ON TRIGGER granted_role_columns ON subscription.granted_role IS
+'On Citus, the column rights of a role given or taken back reach every node (granted_role_columns)';
 
 CREATE FUNCTION subscription.grant_application(role regrole)
 RETURNS void

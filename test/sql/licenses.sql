@@ -3,6 +3,12 @@
 -- set_quantity and the permissions of Z1, R9, K8.
 \set VERBOSITY default
 \i test/sql/include/setup.psql
+-- (on Citus the subscriptions, members' licenses and history are written on
+-- the tenant's shard, numbered from the worker's range: there too from its
+-- start, test/expected_citus)
+\set worker_id_tables 'subscription history'
+\i test/sql/include/worker_ids.psql
+SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus') AS on_citus \gset
 SET search_path = subscription, public;
 SET TimeZone = 'UTC';
 BEGIN;
@@ -31,8 +37,16 @@ INSERT INTO plan_price (plan, cycle, amount, per_license) VALUES
     ('rb_recording', '1 month', 2.00, true), ('zd_pro', '1 month', 55.00, true),
     ('zd_pro', '1 year', 588.00, true);
 INSERT INTO addon (code, product, name, feature, units) VALUES ('zd_seats5', 'support', '5 agent seats', 'licenses', 5);
+-- Initech EMEA, a sub-account (K7): on a single server a root account
+-- moved under Initech (its tenant stays its own); on Citus, where a root
+-- does not move to another tenant, made in its parent's tenant
+\if :on_citus
+INSERT INTO account (id, tenant_id, name, parent_id) VALUES (1, 1, 'Initech', NULL), (2, 2, 'Globex', NULL), (3, 1, 'Initech EMEA', 1);
+\else
 INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Initech'), (2, 2, 'Globex'), (3, 3, 'Initech EMEA');
 UPDATE account SET parent_id = 1 WHERE id = 3;
+\endif
+SELECT tenant_id AS t3 FROM account WHERE id = 3 \gset
 
 -- subscriptions: the first service subscription of an account is its default (R10)
 SELECT subscribe(1, 'rb_business', '1 month', 2, '2026-01-01') AS business \gset
@@ -40,7 +54,7 @@ SELECT subscribe(1, 'rb_enterprise', '1 month', 2, '2026-01-01') AS enterprise \
 SELECT subscribe(1, 'rb_recording', '1 month', 3, '2026-01-01') AS recording \gset
 -- Globex's people exist before its subscription, so they hold no license yet
 INSERT INTO member (id, tenant_id, account_id, external_id, role) VALUES (21, 2, 2, 'gus', 'owner'), (22, 2, 2, 'hal', 'member');
-INSERT INTO member (id, account_id, external_id) SELECT 200 + g, 2, 'agent' || g FROM generate_series(1, 5) AS g;
+INSERT INTO member (id, tenant_id, account_id, external_id) SELECT 200 + g, 2, 2, 'agent' || g FROM generate_series(1, 5) AS g;
 SELECT subscribe(2, 'zd_pro', '1 month', 2, '2026-01-10') AS zendesk \gset
 SELECT id, plan, is_default FROM subscription ORDER BY id;
 SELECT subscription_id, used, capacity, active FROM license_counter ORDER BY 1;
@@ -53,7 +67,7 @@ INSERT INTO member (id, tenant_id, account_id, external_id, role, rights) VALUES
     (13, 1, 1, 'kim', 'member', '{}');
 INSERT INTO member (id, tenant_id, account_id, external_id, role, rights) VALUES
     (14, 1, 1, 'lea', 'admin', '{decrease_monthly_licenses,change_renewal}'),
-    (31, 3, 3, 'max', 'owner', '{}');
+    (31, :t3, 3, 'max', 'owner', '{}');
 SELECT subscription_id, member_id FROM license ORDER BY 1, 2;
 SELECT licenses_left(:business) AS business_left, licenses_left(:recording) AS recording_left;
 
@@ -79,47 +93,45 @@ SELECT pg_temp.error_of('SELECT licenses_left(999)');                           
 SELECT licenses_left(NULL) IS NULL AS strict_left;
 
 -- the same rules on every write path (R12): a plain INSERT ...
-SELECT pg_temp.error_of(format('INSERT INTO license (subscription_id, member_id) VALUES (%s, 14)', :business));
-SELECT pg_temp.error_of(format('INSERT INTO license (subscription_id, member_id) VALUES (%s, 14)', :zendesk));
+SELECT pg_temp.error_of(format('INSERT INTO license (tenant_id, subscription_id, member_id) VALUES (1, %s, 14)', :business));
+SELECT pg_temp.error_of(format('INSERT INTO license (tenant_id, subscription_id, member_id) VALUES (2, %s, 14)', :zendesk));
 -- (lea holds no service license of rainbow yet: accepted)
-SELECT pg_temp.error_of(format('INSERT INTO license (subscription_id, member_id) VALUES (%s, 14)', :enterprise));
+SELECT pg_temp.error_of(format('INSERT INTO license (tenant_id, subscription_id, member_id) VALUES (1, %s, 14)', :enterprise));
 -- ... with unknown ids the foreign keys answer first (23503)
-SELECT pg_temp.error_of('INSERT INTO license (subscription_id, member_id) VALUES (999, 14)');
+SELECT pg_temp.error_of('INSERT INTO license (tenant_id, subscription_id, member_id) VALUES (1, 999, 14)');
 -- ... INSERT ... SELECT is all or nothing: 7 members, 2 licenses
-SELECT pg_temp.error_of(format('INSERT INTO license (subscription_id, member_id) SELECT %s, id FROM member WHERE account_id = 2', :zendesk));
+SELECT pg_temp.error_of(format('INSERT INTO license (tenant_id, subscription_id, member_id) SELECT 2, %s, id FROM member WHERE tenant_id = 2 AND account_id = 2', :zendesk));
 SELECT count(*) AS zendesk_licenses, licenses_left(:zendesk) FROM license WHERE subscription_id = :zendesk;
-INSERT INTO license (subscription_id, member_id) SELECT :zendesk, id FROM member WHERE id IN (201, 202);
+INSERT INTO license (tenant_id, subscription_id, member_id) SELECT 2, :zendesk, id FROM member WHERE tenant_id = 2 AND id IN (201, 202);
 SELECT pg_temp.error_of(format('SELECT license_consume(%s, 21)', :zendesk));
 SELECT count(*) AS zendesk_licenses, licenses_left(:zendesk) FROM license WHERE subscription_id = :zendesk;
 -- ... two service licenses of one product in the same statement
 SELECT license_release(:enterprise, 14);
-SELECT pg_temp.error_of(format('INSERT INTO license (subscription_id, member_id) VALUES (%s, 14), (%s, 14)', :enterprise, :recording));
+SELECT pg_temp.error_of(format('INSERT INTO license (tenant_id, subscription_id, member_id) VALUES (1, %s, 14), (1, %s, 14)', :enterprise, :recording));
 SELECT license_release(:business, 13);
-SELECT pg_temp.error_of(format('INSERT INTO license (subscription_id, member_id) VALUES (%s, 13), (%s, 13)', :enterprise, :business));
+SELECT pg_temp.error_of(format('INSERT INTO license (tenant_id, subscription_id, member_id) VALUES (1, %s, 13), (1, %s, 13)', :enterprise, :business));
 SELECT license_consume(:business, 13);
 -- ... COPY
 SELECT license_release(:zendesk, 201), license_release(:zendesk, 202);
-COPY license (subscription_id, member_id) FROM STDIN;
-4	203
-4	204
-\.
+-- (the subscription's id from a program: on Citus a worker numbers it)
+SELECT format($$COPY license (tenant_id, subscription_id, member_id) FROM PROGRAM 'printf "2\t%s\t203\n2\t%s\t204\n"'$$, :zendesk, :zendesk) \gexec
 SELECT count(*) AS copied, licenses_left(:zendesk) FROM license WHERE subscription_id = :zendesk;
-SELECT pg_temp.error_of($$COPY license (subscription_id, member_id) FROM PROGRAM 'printf "4\t205\n"'$$);
+SELECT pg_temp.error_of(format($$COPY license (tenant_id, subscription_id, member_id) FROM PROGRAM 'printf "2\t%s\t205\n"'$$, :zendesk));
 SELECT licenses_left(:zendesk) AS after_refused_copy;
 -- ... UPDATE moves a license: one counter down, the other up, or refused
 SELECT license_release(:recording, 13);
 SELECT subscription_id, used, capacity FROM license_counter WHERE subscription_id IN (:business, :recording) ORDER BY 1;
-UPDATE license SET subscription_id = :recording WHERE subscription_id = :business AND member_id = 13;
+UPDATE license SET subscription_id = :recording WHERE tenant_id = 1 AND subscription_id = :business AND member_id = 13;
 SELECT subscription_id, used, capacity FROM license_counter WHERE subscription_id IN (:business, :recording) ORDER BY 1;
-SELECT pg_temp.error_of(format('UPDATE license SET subscription_id = %s WHERE subscription_id = %s', :enterprise, :recording));
-UPDATE license SET assigned_at = '2026-01-02' WHERE subscription_id = :recording;
+SELECT pg_temp.error_of(format('UPDATE license SET subscription_id = %s WHERE tenant_id = 1 AND subscription_id = %s', :enterprise, :recording));
+UPDATE license SET assigned_at = '2026-01-02' WHERE tenant_id = 1 AND subscription_id = :recording;
 SELECT subscription_id, used FROM license_counter WHERE subscription_id = :recording;
 -- ... DELETE
-DELETE FROM license WHERE subscription_id = :recording AND member_id = 11;
+DELETE FROM license WHERE tenant_id = 1 AND subscription_id = :recording AND member_id = 11;
 SELECT used FROM license_counter WHERE subscription_id = :recording;
 -- ... a rolled-back write leaves the counter as it was
 SAVEPOINT before_bulk;
-INSERT INTO license (subscription_id, member_id) VALUES (:recording, 12);
+INSERT INTO license (tenant_id, subscription_id, member_id) VALUES (1, :recording, 12);
 SELECT used FROM license_counter WHERE subscription_id = :recording;
 ROLLBACK TO SAVEPOINT before_bulk;
 SELECT used FROM license_counter WHERE subscription_id = :recording;
@@ -135,12 +147,12 @@ SELECT c.subscription_id, c.used, (SELECT count(*) FROM license AS l WHERE l.sub
 SELECT * FROM pg_temp.seats_check;
 
 -- 55000: no license is assigned on a subscription that is not active
-UPDATE subscription SET status = 'cancelled' WHERE id = :enterprise;
+UPDATE subscription SET status = 'cancelled' WHERE tenant_id = 1 AND id = :enterprise;
 SELECT pg_temp.error_of(format('SELECT license_consume(%s, 13)', :enterprise));
-SELECT pg_temp.error_of(format('INSERT INTO license (subscription_id, member_id) VALUES (%s, 13)', :enterprise));
+SELECT pg_temp.error_of(format('INSERT INTO license (tenant_id, subscription_id, member_id) VALUES (1, %s, 13)', :enterprise));
 -- releasing is still possible
 SELECT license_release(:enterprise, 12) AS released_on_cancelled;
-UPDATE subscription SET status = 'active' WHERE id = :enterprise;
+UPDATE subscription SET status = 'active' WHERE tenant_id = 1 AND id = :enterprise;
 
 -- R7: who holds the licenses of a subscription
 SELECT subscription_id, plan, member_id, external_id, role FROM license_holder ORDER BY 1, 3;
@@ -160,7 +172,7 @@ SELECT amount, item FROM ledger WHERE subscription_id = :business ORDER BY id;
 SELECT quantity, paid_quantity FROM subscription WHERE id = :business;
 SELECT used, capacity FROM license_counter WHERE subscription_id = :business;
 -- a license add-on batch raises the capacity
-INSERT INTO addon_batch (subscription_id, addon, quantity) VALUES (:zendesk, 'zd_seats5', 1);
+INSERT INTO addon_batch (tenant_id, subscription_id, addon, quantity) VALUES (2, :zendesk, 'zd_seats5', 1);
 SELECT licenses_left(:zendesk) AS zendesk_left_with_addon;
 -- errors
 SELECT pg_temp.error_of(format($$SELECT set_quantity(%s, 0, '2026-01-16')$$, :business));          -- 22023
@@ -168,9 +180,9 @@ SELECT pg_temp.error_of(format($$SELECT set_quantity(%s, 6, '2026-03-01')$$, :bu
 SELECT pg_temp.error_of($$SELECT set_quantity(999, 6, '2026-01-16')$$);                            -- P0002
 SELECT pg_temp.error_of(format($$SELECT set_quantity(%s, NULL, '2026-01-16')$$, :business));       -- 22004
 SELECT pg_temp.error_of(format($$SELECT set_quantity(%s, 6, NULL)$$, :business));                  -- 22004
-UPDATE subscription SET status = 'expired' WHERE id = :recording;
+UPDATE subscription SET status = 'expired' WHERE tenant_id = 1 AND id = :recording;
 SELECT pg_temp.error_of(format($$SELECT set_quantity(%s, 6, '2026-01-16')$$, :recording));         -- 55000
-UPDATE subscription SET status = 'active' WHERE id = :recording;
+UPDATE subscription SET status = 'active' WHERE tenant_id = 1 AND id = :recording;
 
 -- permissions (Z1, R9, K8): with subscription.actor set
 SELECT subscribe(2, 'zd_pro', '1 year', 2, '2026-01-01') AS annual \gset
@@ -203,13 +215,13 @@ RESET subscription.actor;
 
 -- deleting a member releases its licenses (the foreign key cascades, the guard counts)
 SELECT licenses_left(:zendesk) AS before_member_deleted;
-DELETE FROM member WHERE id = 204;
+DELETE FROM member WHERE tenant_id = 2 AND id = 204;
 SELECT licenses_left(:zendesk) AS after_member_deleted,
        (SELECT count(*) FROM license WHERE subscription_id = :zendesk) AS rows;
 
 -- what license_consume checked for its own insert is never trusted for another one
 SELECT pg_temp.error_of(format('SELECT license_consume(%s, 21)', :enterprise));
-SELECT pg_temp.error_of(format('INSERT INTO license (subscription_id, member_id) VALUES (%s, 21)', :enterprise));
+SELECT pg_temp.error_of(format('INSERT INTO license (tenant_id, subscription_id, member_id) VALUES (1, %s, 21)', :enterprise));
 
 -- R8: history, one row per change, with the actor
 SELECT actor, operation, account_id, subscription_id, details
@@ -230,9 +242,9 @@ SELECT * FROM pg_temp.seats_check;
 UPDATE plan SET kind = 'option' WHERE code = 'rb_enterprise';
 SELECT * FROM pg_temp.seats_check;
 -- a subscription moved to an option plan frees its seats; back to a service, takes them again
-UPDATE subscription SET plan = 'rb_recording' WHERE id = :business;
+UPDATE subscription SET plan = 'rb_recording' WHERE tenant_id = 1 AND id = :business;
 SELECT * FROM pg_temp.seats_check;
-UPDATE subscription SET plan = 'rb_business' WHERE id = :business;
+UPDATE subscription SET plan = 'rb_business' WHERE tenant_id = 1 AND id = :business;
 SELECT * FROM pg_temp.seats_check;
 -- a renamed product: the seats follow the cascade
 UPDATE product SET code = 'rainbow_v2' WHERE code = 'rainbow';
@@ -240,8 +252,8 @@ SELECT DISTINCT product FROM service_seat ORDER BY 1;
 SELECT * FROM pg_temp.seats_check;
 -- a subscription with ledger lines is not deleted (nothing lost); releasing
 -- its licenses frees its seats
-SELECT pg_temp.error_of(format('DELETE FROM subscription WHERE id = %s', :business));
-DELETE FROM license WHERE subscription_id = :business;
+SELECT pg_temp.error_of(format('DELETE FROM subscription WHERE tenant_id = 1 AND id = %s', :business));
+DELETE FROM license WHERE tenant_id = 1 AND subscription_id = :business;
 SELECT * FROM pg_temp.seats_check;
 -- A one-row change writes its seat (R11), counter (Z4, R2) and history row
 -- (R8) without a query (src/rowwrite.c), and through what an INSERT or
@@ -263,7 +275,7 @@ SELECT operation, at >= '2030-01-01' AS new_default, details FROM history
  WHERE subscription_id = :hooli AND operation LIKE 'license%' ORDER BY id;
 ALTER TABLE license_counter ADD CONSTRAINT hooli_at_most_none CHECK (subscription_id <> :hooli OR used = 0);
 SELECT pg_temp.error_of(format('SELECT license_consume(%s, 42)', :hooli));
-SELECT pg_temp.error_of(format('INSERT INTO license (subscription_id, member_id) VALUES (%s, 42)', :hooli));
+SELECT pg_temp.error_of(format('INSERT INTO license (tenant_id, subscription_id, member_id) VALUES (4, %s, 42)', :hooli));
 SELECT licenses_left(:hooli), (SELECT count(*) FROM service_seat WHERE subscription_id = :hooli) AS seats;
 
 -- reseat_licenses() is internal
