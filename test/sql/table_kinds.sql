@@ -173,8 +173,8 @@ ROLLBACK TO SAVEPOINT own_tables;
 ALTER TABLE service_seat ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
 CREATE ROLE regress_kinds_app;
 \if :on_citus
--- on Citus grant_application() is refused (its column GRANTs: a gap,
--- docs/citus.md), and a transaction cannot write the shards the superuser
+-- on Citus grant_application() gives the column rights on every node
+-- (docs/citus.md#rights), and a transaction cannot write the shards the superuser
 -- wrote as a second user: the role's INSERT, given its rights, is refused
 -- by Citus (25001) before any guard runs, nothing written
 SELECT pg_temp.error_of($$SELECT subscription.grant_application('regress_kinds_app')$$) AS grant_application;
