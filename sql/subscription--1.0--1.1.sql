@@ -24636,3 +24636,15 @@ $$;
 
 COMMENT ON FUNCTION subscription.check_reference() IS
 'Trigger: an account''s parent and a ledger line''s charge exist (23503), as a foreign key to the same table would check';
+
+-- ---------------------------------------------------------------------
+-- Issue 21 (lead, after the review h-rev7): limited_table's invalidation
+-- fires in replica mode too (a restore in replica mode, a logical-
+-- replication subscriber's apply), so that record_usage's kept feature
+-- checks see a registration written there.
+-- ---------------------------------------------------------------------
+ALTER TABLE subscription.limited_table ENABLE ALWAYS TRIGGER limited_table_invalidates;
+CREATE TRIGGER limited_table_replica_invalidates
+    AFTER INSERT OR UPDATE OR DELETE ON subscription.limited_table
+    FOR EACH ROW EXECUTE FUNCTION subscription.limit_registrations_invalidate();
+ALTER TABLE subscription.limited_table ENABLE REPLICA TRIGGER limited_table_replica_invalidates;

@@ -390,6 +390,14 @@ COMMENT ON FUNCTION subscription.limit_registrations_invalidate() IS
 CREATE TRIGGER limited_table_invalidates
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON subscription.limited_table
     FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_registrations_invalidate();
+ALTER TABLE subscription.limited_table ENABLE ALWAYS TRIGGER limited_table_invalidates;
+-- in replica mode too, as limit_catalog_replica_invalidates: a registration
+-- restored in replica mode, or applied by a logical-replication
+-- subscriber (row triggers only), reaches record_usage's kept checks
+CREATE TRIGGER limited_table_replica_invalidates
+    AFTER INSERT OR UPDATE OR DELETE ON subscription.limited_table
+    FOR EACH ROW EXECUTE FUNCTION subscription.limit_registrations_invalidate();
+ALTER TABLE subscription.limited_table ENABLE REPLICA TRIGGER limited_table_replica_invalidates;
 
 -- Whether this server is a Citus worker (its group is not the
 -- coordinator's): a DDL command there is the coordinator's, propagated to

@@ -94,6 +94,16 @@ SELECT enforce_limit('public.token_row', 'tokens', 'account_id');
 SELECT pg_temp.error_of($$SELECT subscription.record_usage(1, 'tokens', 5, 't6', '2026-01-02')$$) AS registered_feature;
 ROLLBACK TO SAVEPOINT registered;
 SELECT record_usage(1, 'tokens', 5, 't7', '2026-01-02') AS unregistered_again;
+-- registered in replica mode (a restore, a logical-replication
+-- subscriber's apply, where ordinary triggers do not fire): refused too
+SAVEPOINT replica;
+CREATE TABLE public.token_row (account_id bigint NOT NULL, id bigint NOT NULL, PRIMARY KEY (account_id, id));
+SET LOCAL session_replication_role = replica;
+INSERT INTO limited_table (relation, feature, account_column, on_downgrade)
+VALUES ('public.token_row', 'tokens', 'account_id', 'drop_newest');
+SET LOCAL session_replication_role = origin;
+SELECT pg_temp.error_of($$SELECT subscription.record_usage(1, 'tokens', 5, 't8', '2026-01-02')$$) AS registered_in_replica_mode;
+ROLLBACK TO SAVEPOINT replica;
 
 -- what was recorded: every call that passed, once
 SELECT key, quantity, total FROM usage_record WHERE account_id = 1 ORDER BY feature, at, total;
