@@ -24798,3 +24798,17 @@ DROP FUNCTION subscription.invoice_open_details(bigint, text, bigint, text, bigi
 REVOKE ALL ON FUNCTION subscription.invoice_open_details(subscription.invoice_record[], numeric[], bigint[]) FROM PUBLIC;
 -- the roles already given their rights get the new invoice_open_details()
 SELECT subscription.change_rights(g.role, g.kind, true) FROM subscription.granted_role AS g ORDER BY g.role, g.kind;
+
+-- ---------------------------------------------------------------------
+-- Issue 18 (h-ren9): the ledger's indexes of refuse_delete_in_use()'s
+-- lookups (the lines of an add-on batch, of a charge, of a plan, always by
+-- an equality) are partial: a line naming none has no entry, three index
+-- entries fewer for a renewal's two charge lines.  Rebuilt here, the same
+-- names.
+-- ---------------------------------------------------------------------
+DROP INDEX subscription.ledger_addon_batch_id_idx;
+CREATE INDEX ledger_addon_batch_id_idx ON subscription.ledger (addon_batch_id) WHERE addon_batch_id IS NOT NULL;
+DROP INDEX subscription.ledger_charge_id_idx;
+CREATE INDEX ledger_charge_id_idx ON subscription.ledger (charge_id) WHERE charge_id IS NOT NULL;
+DROP INDEX subscription.ledger_plan_idx;
+CREATE INDEX ledger_plan_idx ON subscription.ledger (plan) WHERE plan IS NOT NULL;
