@@ -35,12 +35,15 @@
 
 #include "access/htup_details.h"
 #include "access/relation.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "common/hashfn.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -1405,35 +1408,37 @@ MoveUsageWithoutRows(int64 tenant, int64 account, const char *feature, int64 del
 
 /*
  * LockUsageCounter's rows on a single server: the account (tenant, account)
- * FOR KEY SHARE, then its counter of feature FOR UPDATE; false, nothing
- * more locked, where either is not found in the tenant.
+ * FOR KEY SHARE, then its counter of feature FOR UPDATE, each table locked
+ * as SELECT ... FOR UPDATE locks it; false, nothing more locked, where
+ * either is not found in the tenant.
  */
 static bool
 LockUsageRows(int64 tenant, int64 account, Datum feature)
 {
-	Oid			relids[2] = {OwnTable("account"), OwnTable("usage_counter")};
-	RowWrites  *w = BeginRowWrites(2, relids);
+	static const char *const tables[2] = {"account", "usage_counter"};
 	Datum		keys[2] = {Int64GetDatum(account), feature};
+	CommandId	cid = GetCurrentCommandId(true);
 	bool		locked = false;
 	int			table;
 
 	for (table = 0; table < 2; table++)
 	{
-		Relation	rel = RowWriteRelation(w, table);
-		TupleTableSlot *row = RowWriteStoredSlot(w, table);
+		Relation	rel = table_open(OwnTable(tables[table]), RowShareLock);
+		TupleTableSlot *row = table_slot_create(rel, NULL);
 		Snapshot	latest = RegisterSnapshot(GetLatestSnapshot());
-		bool		found = FetchRowByTenantKey(rel, latest, &tenant, table + 1, keys, row);
 		AttrNumber	tenant_col = RowWriteColumn(rel, "tenant_id");
 		bool		isnull;
 
-		UnregisterSnapshot(latest);
-		locked = found && DatumGetInt64(slot_getattr(row, tenant_col, &isnull)) == tenant
-			&& LockLatestRow(w, table, row, table == 0 ? LockTupleKeyShare : LockTupleExclusive)
+		locked = FetchRowByTenantKey(rel, latest, &tenant, table + 1, keys, row)
+			&& DatumGetInt64(slot_getattr(row, tenant_col, &isnull)) == tenant
+			&& LockLatestVersion(rel, latest, cid, row, table == 0 ? LockTupleKeyShare : LockTupleExclusive)
 			&& DatumGetInt64(slot_getattr(row, tenant_col, &isnull)) == tenant;
+		UnregisterSnapshot(latest);
+		ExecDropSingleTupleTableSlot(row);
+		table_close(rel, NoLock);
 		if (!locked)
 			break;
 	}
-	EndRowWrites(w);
 	return locked;
 }
 
@@ -1484,7 +1489,7 @@ LockUsageCounter(int64 tenant, int64 account, const char *feature)
 	 * the other order the two deadlocked (usage_account_delete).  Each row
 	 * found by its key with the latest snapshot and its latest version
 	 * locked, waiting for a writer, by the one-row path of the license
-	 * counters (src/rowwrite.c, LockLatestRow: under REPEATABLE READ a row
+	 * counters (src/rowwrite.c, LockLatestVersion: under REPEATABLE READ a row
 	 * changed since the transaction's snapshot is 40001, as for SELECT ...
 	 * FOR UPDATE): as a statement, its start cost more than its two index
 	 * lookups (issue 21).  A row of another tenant is none.
