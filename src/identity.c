@@ -32,8 +32,8 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
-#include "utils/lsyscache.h"
 #include "utils/inval.h"
+#include "utils/lsyscache.h"
 #include "utils/syscache.h"
 
 #include "subscription.h"
@@ -161,24 +161,47 @@ CallingRole(void)
  * Is the caller back-office code, trusted without an actor?  Superusers,
  * the extension's owner and the roles given grant_backoffice() (or members
  * of them) are; nobody is while the extension runs a tenant's code
- * (SECURITY_RESTRICTED_OPERATION), whoever started the work.  Asked once
- * per transaction and role.
+ * (SECURITY_RESTRICTED_OPERATION), whoever started the work.  The answer
+ * is kept for the transaction and role while no invalidation arrives that
+ * could change it (issue 21, S15): a role's membership or attributes
+ * (pg_auth_members, pg_authid) or any relation's (revoke_backoffice and
+ * grant_backoffice REVOKE and GRANT on the extension's tables as they
+ * change granted_role), whether this transaction made the change or
+ * another committed it; a back-office right taken back is refused at the
+ * next call, not at the next transaction.  The callbacks only count.
  */
+static uint64 trust_invalidations = 0;
+
+static void
+TrustSyscacheCallback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	trust_invalidations++;
+}
+
+static void RegisterIdentityCallbacks(void);
+
 bool
 CallerIsTrusted(void)
 {
 	static LocalTransactionId cached_lxid = InvalidLocalTransactionId;
 	static Oid	cached_role = InvalidOid;
 	static bool cached_trust = false;
+	static uint64 cached_invalidations = 0;
 	Oid			role = CallingRole();
 	Oid			argtypes[1] = {OIDOID};
 	Datum		values[1];
 	bool		isnull;
+	uint64		invalidations;
 
 	if (InSecurityRestrictedOperation())
 		return false;
-	if (cached_lxid == MyLocalTransactionId() && cached_role == role)
+	RegisterIdentityCallbacks();
+	AcceptInvalidationMessages();
+	if (cached_lxid == MyLocalTransactionId() && cached_role == role
+		&& cached_invalidations == trust_invalidations)
 		return cached_trust;
+
+	invalidations = trust_invalidations;
 
 	if (superuser_arg(role) || role == ExtensionOwner())
 		cached_trust = true;
@@ -201,8 +224,10 @@ CallerIsTrusted(void)
 		RestoreIdentity(&s);
 		SPI_finish();
 	}
-	cached_lxid = MyLocalTransactionId();
+	/* kept unless an invalidation came while it was read */
+	cached_lxid = invalidations == trust_invalidations ? MyLocalTransactionId() : InvalidLocalTransactionId;
 	cached_role = role;
+	cached_invalidations = invalidations;
 	return cached_trust;
 }
 
@@ -228,6 +253,8 @@ static uint64 restoring_invalidations = 0;
 static void
 RestoringRoleCallback(Datum arg, Oid relid)
 {
+	/* CallerIsTrusted: any relation's (see there) */
+	trust_invalidations++;
 	if (relid == InvalidOid || relid == granted_role_relid)
 	{
 		restoring_valid = false;
@@ -235,10 +262,23 @@ RestoringRoleCallback(Datum arg, Oid relid)
 	}
 }
 
+/* the relcache callback of RestoringRole and CallerIsTrusted, and the latter's syscache ones, once */
+static void
+RegisterIdentityCallbacks(void)
+{
+	static bool callbacks_registered = false;
+
+	if (callbacks_registered)
+		return;
+	RegisterRelcacheCallback(RestoringRoleCallback);
+	CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, TrustSyscacheCallback, (Datum) 0);
+	CacheRegisterSyscacheCallback(AUTHOID, TrustSyscacheCallback, (Datum) 0);
+	callbacks_registered = true;
+}
+
 bool
 RestoringRole(void)
 {
-	static bool callback_registered = false;
 	static SPIPlanPtr restore_plan = NULL;
 	Oid			role = CallingRole();
 	Oid			argtypes[1] = {OIDOID};
@@ -250,11 +290,7 @@ RestoringRole(void)
 
 	if (InSecurityRestrictedOperation())
 		return false;
-	if (!callback_registered)
-	{
-		RegisterRelcacheCallback(RestoringRoleCallback);
-		callback_registered = true;
-	}
+	RegisterIdentityCallbacks();
 	if (restoring_valid && restoring_role_cached == role)
 		return restoring_answer;
 

@@ -35,12 +35,15 @@
 
 #include "access/htup_details.h"
 #include "access/relation.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "common/hashfn.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -1404,6 +1407,42 @@ MoveUsageWithoutRows(int64 tenant, int64 account, const char *feature, int64 del
 }
 
 /*
+ * LockUsageCounter's rows on a single server: the account (tenant, account)
+ * FOR KEY SHARE, then its counter of feature FOR UPDATE, each table locked
+ * as SELECT ... FOR UPDATE locks it; false, nothing more locked, where
+ * either is not found in the tenant.
+ */
+static bool
+LockUsageRows(int64 tenant, int64 account, Datum feature)
+{
+	static const char *const tables[2] = {"account", "usage_counter"};
+	Datum		keys[2] = {Int64GetDatum(account), feature};
+	CommandId	cid = GetCurrentCommandId(true);
+	bool		locked = false;
+	int			table;
+
+	for (table = 0; table < 2; table++)
+	{
+		Relation	rel = table_open(OwnTable(tables[table]), RowShareLock);
+		TupleTableSlot *row = table_slot_create(rel, NULL);
+		Snapshot	latest = RegisterSnapshot(GetLatestSnapshot());
+		AttrNumber	tenant_col = RowWriteColumn(rel, "tenant_id");
+		bool		isnull;
+
+		locked = FetchRowByTenantKey(rel, latest, &tenant, table + 1, keys, row)
+			&& DatumGetInt64(slot_getattr(row, tenant_col, &isnull)) == tenant
+			&& LockLatestVersion(rel, latest, cid, row, table == 0 ? LockTupleKeyShare : LockTupleExclusive)
+			&& DatumGetInt64(slot_getattr(row, tenant_col, &isnull)) == tenant;
+		UnregisterSnapshot(latest);
+		ExecDropSingleTupleTableSlot(row);
+		table_close(rel, NoLock);
+		if (!locked)
+			break;
+	}
+	return locked;
+}
+
+/*
  * The counter of a feature used without rows locked FOR UPDATE before its
  * move (record_usage, issue 21), created on the account's first use at its
  * limit (EnsureCounter; ReadCitusCounter on Citus): whoever holds it moves
@@ -1414,7 +1453,6 @@ MoveUsageWithoutRows(int64 tenant, int64 account, const char *feature, int64 del
 void
 LockUsageCounter(int64 tenant, int64 account, const char *feature)
 {
-	static SPIPlanPtr lock_plan = NULL;
 	static SPIPlanPtr citus_account_plan = NULL;
 	Oid			argtypes[3] = {INT8OID, TEXTOID, INT8OID};
 	Datum		values[3] = {Int64GetDatum(account), CStringGetTextDatum(feature), Int64GetDatum(tenant)};
@@ -1448,21 +1486,18 @@ LockUsageCounter(int64 tenant, int64 account, const char *feature)
 	 * h-rev4): the order of every other writer (the key's INSERT, the
 	 * counter's creation reference the account first), and of a DELETE of
 	 * the account, which locks it and then, cascading, its counters.  In
-	 * the other order the two deadlocked (usage_account_delete).  The
-	 * EXISTS is an InitPlan, run before any counter row is locked.
+	 * the other order the two deadlocked (usage_account_delete).  Each row
+	 * found by its key with the latest snapshot and its latest version
+	 * locked, waiting for a writer, by the one-row path of the license
+	 * counters (src/rowwrite.c, LockLatestVersion: under REPEATABLE READ a row
+	 * changed since the transaction's snapshot is 40001, as for SELECT ...
+	 * FOR UPDATE): as a statement, its start cost more than its two index
+	 * lookups (issue 21).  A row of another tenant is none.
 	 */
-	KeptPlan(&lock_plan,
-			 "SELECT FROM subscription.usage_counter AS u"
-			 " WHERE u.tenant_id = $3 AND u.account_id = $1 AND u.feature = $2"
-			 " AND EXISTS (SELECT FROM subscription.account AS a WHERE a.tenant_id = $3 AND a.id = $1"
-			 "             FOR KEY SHARE OF a)"
-			 " FOR UPDATE OF u", 3, argtypes);
 	/* at most: create the counter, then lock it */
 	for (attempt = 0; attempt < 2; attempt++)
 	{
-		if (SPI_execute_plan(lock_plan, values, NULL, false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "could not lock the usage counter");
-		if (SPI_processed == 1)
+		if (LockUsageRows(tenant, account, values[1]))
 			return;
 		RequireAccount(tenant, account);
 		EnsureCounter(values);

@@ -466,13 +466,24 @@ SerializationFailure(void)
 bool
 LockLatestRow(RowWrites *w, int table, TupleTableSlot *slot, LockTupleMode mode)
 {
+	if (w->routed[table] != NULL)
+		return RoutedLock(RowWriteRelation(w, table), w->routed[table], slot, mode);
+	return LockLatestVersion(RowWriteRelation(w, table), w->estate->es_snapshot, w->estate->es_output_cid,
+							 slot, mode);
+}
+
+/*
+ * The same for a row of a plain table read with snapshot, locked as
+ * command cid: a caller that only locks needs no RowWrites (record_usage's
+ * counter, issue 21).
+ */
+bool
+LockLatestVersion(Relation rel, Snapshot snapshot, CommandId cid, TupleTableSlot *slot, LockTupleMode mode)
+{
 	TM_FailureData tmfd;
 	TM_Result	result;
 
-	if (w->routed[table] != NULL)
-		return RoutedLock(RowWriteRelation(w, table), w->routed[table], slot, mode);
-	result = table_tuple_lock(RowWriteRelation(w, table), &slot->tts_tid, w->estate->es_snapshot,
-							  slot, w->estate->es_output_cid, mode, LockWaitBlock,
+	result = table_tuple_lock(rel, &slot->tts_tid, snapshot, slot, cid, mode, LockWaitBlock,
 							  TUPLE_LOCK_FLAG_FIND_LAST_VERSION, &tmfd);
 	switch (result)
 	{
@@ -486,7 +497,7 @@ LockLatestRow(RowWrites *w, int table, TupleTableSlot *slot, LockTupleMode mode)
 				 */
 				if (crosscheck != InvalidSnapshot &&
 					(tmfd.traversed ||
-					 !table_tuple_satisfies_snapshot(RowWriteRelation(w, table), slot, crosscheck)))
+					 !table_tuple_satisfies_snapshot(rel, slot, crosscheck)))
 					SerializationFailure();
 				return true;
 			}
@@ -497,7 +508,7 @@ LockLatestRow(RowWrites *w, int table, TupleTableSlot *slot, LockTupleMode mode)
 		case TM_SelfModified:
 			/* the row was changed by this very command: not a row we write twice */
 			elog(ERROR, "row of \"%s\" already changed by this command",
-				 RelationGetRelationName(RowWriteRelation(w, table)));
+				 RelationGetRelationName(rel));
 		default:
 			elog(ERROR, "unexpected table_tuple_lock status: %u", result);
 	}

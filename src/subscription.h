@@ -205,6 +205,8 @@ extern bool FetchRowByKey(Relation rel, Snapshot snapshot, int nkeys, const Datu
 extern bool FetchRowByTenantKey(Relation rel, Snapshot snapshot, const int64 *tenant, int nkeys,
 								const Datum *keys, TupleTableSlot *slot);
 extern bool LockLatestRow(RowWrites *w, int table, TupleTableSlot *slot, LockTupleMode mode);
+extern bool LockLatestVersion(Relation rel, Snapshot snapshot, CommandId cid, TupleTableSlot *slot,
+							  LockTupleMode mode);
 extern void InsertRow(RowWrites *w, int table, TupleTableSlot *slot, const bool *given);
 extern bool InsertRowUnlessConflict(RowWrites *w, int table, TupleTableSlot *slot,
 									const bool *given, List *arbiters);

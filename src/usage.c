@@ -21,6 +21,10 @@
  *     first's total;
  *   the counter moved under its limit (MoveUsageWithoutRows, the guard's
  *     code: 23514 at once), then the key written with its total, once.
+ * On a single server the lock, the key's read and its write take the
+ * one-row path of the license counters (src/rowwrite.c: index lookups and
+ * row writes without a statement, the tables' CHECK, indexes and foreign
+ * keys kept); on Citus they are statements that Citus routes.
  * No subtransaction (the review of issue 21: a caller recording usage in a
  * loop would overflow its cache of 64).  Each rule stays where it is: the
  * checks are the SQL functions every other caller calls, the counter's
@@ -29,13 +33,21 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/nbtree.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "subscription.h"
@@ -162,6 +174,98 @@ OneBigint(const char *what, bool *isnull)
 }
 
 /*
+ * The total of the usage's key ($1-$3, $5 of values) into *total, or false:
+ * on a single server, read through usage_record's primary key (tenant_id,
+ * account_id, feature, key) with the snapshot a statement of the caller
+ * would take now (the latest under READ COMMITTED, the transaction's
+ * under REPEATABLE READ and SERIALIZABLE, which the counter's lock has
+ * checked), seeing the transaction's own keys: as a statement, its start
+ * cost more than its one index lookup (issue 21).  Citus reads it by a
+ * statement routed to the tenant's shard.
+ */
+static bool
+ReadUsageKey(const Datum *values, int64 *total)
+{
+	static const char *const columns[4] = {"tenant_id", "account_id", "feature", "key"};
+	static const int value_of[4] = {0, 1, 2, 4};
+	Relation	rel = table_open(OwnTable("usage_record"), AccessShareLock);
+#if PG_VERSION_NUM >= 180000
+	Oid			pkey = RelationGetPrimaryKeyIndex(rel, false);
+#else
+	Oid			pkey = RelationGetPrimaryKeyIndex(rel);
+#endif
+	Relation	index;
+	ScanKeyData keys[4];
+	IndexScanDesc scan;
+	TupleTableSlot *row;
+	Snapshot	snapshot;
+	bool		found;
+	bool		isnull;
+	int			i;
+
+	if (!OidIsValid(pkey))
+		elog(ERROR, "relation \"%s\" has no primary key", RelationGetRelationName(rel));
+	index = index_open(pkey, AccessShareLock);
+	if (IndexRelationGetNumberOfKeyAttributes(index) != 4)
+		elog(ERROR, "unexpected primary key of \"%s\"", RelationGetRelationName(rel));
+	for (i = 0; i < 4; i++)
+	{
+		if (index->rd_index->indkey.values[i] != RowWriteColumn(rel, columns[i]))
+			elog(ERROR, "unexpected primary key of \"%s\"", RelationGetRelationName(rel));
+		ScanKeyInit(&keys[i], i + 1, BTEqualStrategyNumber, i < 2 ? F_INT8EQ : F_TEXTEQ, values[value_of[i]]);
+		keys[i].sk_collation = index->rd_indcollation[i];
+	}
+	PushCopiedSnapshot(IsolationUsesXactSnapshot() ? GetTransactionSnapshot() : GetLatestSnapshot());
+	UpdateActiveSnapshotCommandId();
+	snapshot = GetActiveSnapshot();
+	row = table_slot_create(rel, NULL);
+#if PG_VERSION_NUM >= 180000
+	scan = index_beginscan(rel, index, snapshot, NULL, 4, 0);
+#else
+	scan = index_beginscan(rel, index, snapshot, 4, 0);
+#endif
+	index_rescan(scan, keys, 4, NULL, 0);
+	found = index_getnext_slot(scan, ForwardScanDirection, row);
+	if (found)
+		*total = DatumGetInt64(slot_getattr(row, RowWriteColumn(rel, "total"), &isnull));
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(row);
+	PopActiveSnapshot();
+	index_close(index, NoLock);
+	table_close(rel, NoLock);
+	return found;
+}
+
+/*
+ * The usage's key written with its total ($1-$7 of values), on a single
+ * server by the one-row path (src/rowwrite.c, InsertRow): the row goes
+ * through usage_record's defaults, CHECK, primary key (a duplicate is
+ * 23505) and foreign key, whose check runs at the end, as an INSERT's;
+ * as a statement, its start and its CHECK built again cost more than the
+ * write (issue 21).  Citus writes it by a routed INSERT.
+ */
+static void
+InsertUsageKey(const Datum *values)
+{
+	Oid			relid = OwnTable("usage_record");
+	RowWrites  *w = BeginRowWrites(1, &relid);
+	Relation	rel = RowWriteRelation(w, 0);
+	TupleTableSlot *row = RowWriteNewSlot(w, 0);
+	bool	   *given = palloc0(sizeof(bool) * RelationGetDescr(rel)->natts);
+
+	SetRowColumn(row, given, rel, "tenant_id", values[0]);
+	SetRowColumn(row, given, rel, "account_id", values[1]);
+	SetRowColumn(row, given, rel, "feature", values[2]);
+	SetRowColumn(row, given, rel, "key", values[4]);
+	SetRowColumn(row, given, rel, "quantity", values[3]);
+	SetRowColumn(row, given, rel, "total", values[6]);
+	SetRowColumn(row, given, rel, "at", values[5]);
+	InsertRow(w, 0, row, given);
+	EndRowWrites(w);
+	pfree(given);
+}
+
+/*
  * The keyed call, after idempotent() if under a key: values and nulls are
  * the statements' parameters; the new total, or the total the key's first
  * call returned (*isnull where NULL).  Needs SPI connected.
@@ -267,12 +371,20 @@ RecordUsage(bool keyed, Datum *values, char *nulls, bool *isnull)
 	 * counter's lock), so a duplicate is 23505 like any (issue 21).
 	 */
 	LockUsageCounter(DatumGetInt64(values[0]), DatumGetInt64(values[1]), TextDatumGetCString(values[2]));
-	KeptPlan(&recorded_plan, "SELECT r.total FROM subscription.usage_record AS r" USAGE_RECORD_KEY,
-			 RECORD_USAGE_ARGS, record_usage_argtypes);
-	if (SPI_execute_plan(recorded_plan, values, nulls, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the usage's key");
-	if (SPI_processed == 1)
-		return OneBigint("the usage's key", isnull);
+	if (CitusPresent())
+	{
+		KeptPlan(&recorded_plan, "SELECT r.total FROM subscription.usage_record AS r" USAGE_RECORD_KEY,
+				 RECORD_USAGE_ARGS, record_usage_argtypes);
+		if (SPI_execute_plan(recorded_plan, values, nulls, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the usage's key");
+		if (SPI_processed == 1)
+			return OneBigint("the usage's key", isnull);
+	}
+	else if (ReadUsageKey(values, &total))
+	{
+		*isnull = false;
+		return total;
+	}
 
 	/* the counter, by the guard's code: the counter's triggers fire at its UPDATE's end */
 	at = DatumGetTimestampTz(values[5]);
@@ -280,12 +392,17 @@ RecordUsage(bool keyed, Datum *values, char *nulls, bool *isnull)
 								 DatumGetInt64(values[3]), &at);
 	values[6] = Int64GetDatum(total);
 	nulls[6] = ' ';
-	KeptPlan(&key_plan,
-			 "INSERT INTO subscription.usage_record (tenant_id, account_id, feature, key, quantity, total, at)"
-			 " VALUES ($1, $2, $3, $5, $4, $7, $6)",
-			 RECORD_USAGE_ARGS, record_usage_argtypes);
-	if (SPI_execute_plan(key_plan, values, nulls, false, 0) != SPI_OK_INSERT || SPI_processed != 1)
-		elog(ERROR, "could not record the usage's key");
+	if (CitusPresent())
+	{
+		KeptPlan(&key_plan,
+				 "INSERT INTO subscription.usage_record (tenant_id, account_id, feature, key, quantity, total, at)"
+				 " VALUES ($1, $2, $3, $5, $4, $7, $6)",
+				 RECORD_USAGE_ARGS, record_usage_argtypes);
+		if (SPI_execute_plan(key_plan, values, nulls, false, 0) != SPI_OK_INSERT || SPI_processed != 1)
+			elog(ERROR, "could not record the usage's key");
+	}
+	else
+		InsertUsageKey(values);
 	*isnull = false;
 	return total;
 }

@@ -12,6 +12,10 @@
 # one BENCH_MANY: the difference over the difference of calls is a call's
 # instructions, the session's start and warm-up cancelled.  As root (the
 # library is replaced; the server runs as postgres); needs valgrind.
+# The limit guard's single-row INSERT (issue 21, h-rec5) the same way: into
+# a registered table with a meter (time_weighted), into one without, and
+# into the same table without the guard (their ratios are the guard's
+# targets of cases/usage_pgbench.sh, measured without the load).
 #   BENCH_LIBS="before=/tmp/a.so after=/tmp/b.so" bash test/bench/ab_usage_callgrind.sh
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -50,6 +54,13 @@ SELECT subscribe(500, 'useab', '1 month', 1, '2026-01-01');
 CREATE TABLE public.record_bare (LIKE subscription.usage_record INCLUDING DEFAULTS INCLUDING CONSTRAINTS,
                                  PRIMARY KEY (tenant_id, account_id, feature, key));
 CREATE SEQUENCE public.ab_key;
+INSERT INTO plan_limit (plan, feature, value) VALUES ('useab', 'metered_devices', NULL), ('useab', 'plain_devices', NULL);
+CREATE TABLE public.mdevice_enforced (id bigserial PRIMARY KEY, account_id bigint NOT NULL, name text);
+CREATE TABLE public.mdevice_plain (id bigserial PRIMARY KEY, account_id bigint NOT NULL, name text);
+CREATE TABLE public.mdevice_bare (id bigserial PRIMARY KEY, account_id bigint NOT NULL, name text);
+SELECT enforce_limit('public.mdevice_enforced', 'metered_devices');
+SELECT meter('public.mdevice_enforced', 'metered_devices', 'time_weighted');
+SELECT enforce_limit('public.mdevice_plain', 'plain_devices');
 SQL
 callgrind_restart
 session() { callgrind_session ab "$1" "$2"; }
@@ -59,12 +70,16 @@ per_call() { local a b; a=$(session "$1" "$few"); b=$(session "$1" "$many"); ech
 
 # a first session pays the cluster's first costs (the relcache's init file): not a variant's
 session "$call" 2 >/dev/null
-printf '%-8s %-10s %12s\n' round variant instructions
+device() { echo "INSERT INTO public.mdevice_$1 (account_id, name) VALUES (500, 'd');"; }
+# and the tables' first rows (the counters created, their periods closed)
+for t in enforced plain bare; do session "$(device $t)" 2 >/dev/null; done
+printf '%-8s %-10s %14s %14s %14s\n' round variant record_usage metered_insert guard_insert
 for round in $(seq "$rounds"); do
     for v in $libs; do
         install -m 0755 "${v#*=}" "$pkglib/.subscription.so.ab" && mv "$pkglib/.subscription.so.ab" "$pkglib/subscription.so"
-        printf '%-8s %-10s %12s\n' "$round" "${v%%=*}" "$(per_call "$call")"
+        printf '%-8s %-10s %14s %14s %14s\n' "$round" "${v%%=*}" "$(per_call "$call")" \
+            "$(per_call "$(device enforced)")" "$(per_call "$(device plain)")"
     done
-    printf '%-8s %-10s %12s\n' "$round" bare "$(per_call "$bare")"
+    printf '%-8s %-10s %14s %14s %14s\n' "$round" bare "$(per_call "$bare")" "$(per_call "$(device bare)")" -
 done
 psql -X -qAt -d ab -c "SELECT 'recorded equals counted: ' || bool_and(u.used = (SELECT count(*) FROM subscription.usage_record AS r WHERE r.account_id = u.account_id AND r.feature = 'api_calls')) FROM subscription.usage_counter AS u WHERE u.feature = 'api_calls'"

@@ -60,6 +60,31 @@ SELECT grant_backoffice('regress_usage_caller');
 SET ROLE regress_usage_caller;
 SELECT record_usage(1, 'api_calls', 1, 'k12', '2026-01-02') AS back_office_role;
 RESET ROLE;
+-- trust taken back in this transaction is gone at the next call, not at
+-- the next transaction (S15): a role that keeps EXECUTE (granted to it) and
+-- was trusted as a member of a back-office role, the membership revoked;
+-- then a member again, the back office taken from the role it is a member
+-- of (revoke_backoffice)
+CREATE ROLE regress_usage_member;
+GRANT USAGE ON SCHEMA subscription TO regress_usage_member;
+GRANT EXECUTE ON FUNCTION record_usage(bigint, text, bigint, text, timestamptz) TO regress_usage_member;
+GRANT regress_usage_caller TO regress_usage_member;
+SET ROLE regress_usage_member;
+SELECT record_usage(1, 'api_calls', 1, 'k12a', '2026-01-02') AS member_of_back_office;
+RESET ROLE;
+REVOKE regress_usage_caller FROM regress_usage_member;
+SET ROLE regress_usage_member;
+SELECT pg_temp.error_of($$SELECT subscription.record_usage(1, 'api_calls', 1, 'k12b', '2026-01-02')$$) AS membership_revoked;
+RESET ROLE;
+GRANT regress_usage_caller TO regress_usage_member;
+SET ROLE regress_usage_member;
+SELECT record_usage(1, 'api_calls', 1, 'k12c', '2026-01-02') AS member_again;
+RESET ROLE;
+SELECT revoke_backoffice('regress_usage_caller');
+SET ROLE regress_usage_member;
+SELECT pg_temp.error_of($$SELECT subscription.record_usage(1, 'api_calls', 1, 'k12d', '2026-01-02')$$) AS back_office_revoked;
+RESET ROLE;
+SELECT grant_backoffice('regress_usage_caller');
 -- a security-restricted operation (a materialized view's refresh runs as
 -- its owner, restricted): a superuser is not trusted there
 CREATE MATERIALIZED VIEW public.usage_in_refresh AS
