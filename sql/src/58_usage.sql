@@ -594,7 +594,7 @@ AS $$
 DECLARE
     p subscription.usage_period;
 BEGIN
-    FOREACH p IN ARRAY periods LOOP
+    FOREACH p IN ARRAY coalesce(periods, '{}') LOOP
         IF p.amount > 0 THEN
             SELECT l.id INTO p.ledger_id FROM subscription.ledger AS l
              WHERE l.tenant_id = p.tenant_id AND l.subscription_id = p.subscription_id AND l.addon_batch_id IS NULL
