@@ -24720,9 +24720,10 @@ COMMENT ON FUNCTION subscription.take_usage(subscription.subscription, timestamp
 
 -- U3: the charge line of each usage period taken (take_usage) that comes
 -- to an amount, in the order given: 'usage <feature>' for the period
--- billed, under the plan it was billed on, with its figures.
+-- billed, under the plan it was billed on, with its figures (its tenant
+-- named "tenant": a tenant_id comes first or not at all, keyed.sql).
 CREATE FUNCTION subscription.usage_charges(periods subscription.usage_period[])
-RETURNS TABLE(tenant_id bigint, account_id bigint, subscription_id bigint, amount numeric, currency text,
+RETURNS TABLE(tenant bigint, account bigint, subscription bigint, amount numeric, currency text,
               period tstzrange, item text, plan text, description text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -24790,7 +24791,7 @@ BEGIN
     FOR c IN SELECT * FROM subscription.usage_charges(taken) LOOP
         INSERT INTO subscription.ledger
                (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
-        VALUES (c.tenant_id, c.account_id, c.subscription_id, 'charge', c.amount, c.currency, c.period, c.item, c.plan,
+        VALUES (c.tenant, c.account, c.subscription, 'charge', c.amount, c.currency, c.period, c.item, c.plan,
                 c.description)
         ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
            WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
