@@ -24812,3 +24812,354 @@ DROP INDEX subscription.ledger_charge_id_idx;
 CREATE INDEX ledger_charge_id_idx ON subscription.ledger (charge_id) WHERE charge_id IS NOT NULL;
 DROP INDEX subscription.ledger_plan_idx;
 CREATE INDEX ledger_plan_idx ON subscription.ledger (plan) WHERE plan IS NOT NULL;
+
+-- ---------------------------------------------------------------------
+-- Issue 20 (h-sim7): a common renewal group's usage lines are written by
+-- its one INSERT of charges (one invoice_totals, one reduce_charge and one
+-- open_invoices_of for the group, not one of each per metered
+-- subscription).  bill_usage is split in three: take_usage (the counters
+-- locked and reset, the periods' snapshots returned), usage_charges (their
+-- charge lines), keep_usage_periods (the snapshots kept with their lines).
+-- renew_common_group takes the usage and folds the lines in.
+-- ---------------------------------------------------------------------
+-- U3: take the usage of a subscription's period, from its start until
+-- "until", for its bill: the counters of its plan's usage prices locked
+-- (the guard's writers queue behind them), then for each line of
+-- usage_due the counter's accumulators reset for the next period (and its
+-- keys past their grace dropped), the period's snapshot returned (a
+-- usage_period row without its charge line), in the order of the
+-- features.  Its caller, in the same transaction, writes the charges
+-- (usage_charges) and keeps the snapshots (keep_usage_periods):
+-- bill_usage one subscription's, renew_common_group a group's, folded into
+-- its one INSERT of the renewals' charges (issue 20).  A period billed up
+-- to until already gives nothing: a renewal run twice bills once.
+CREATE FUNCTION subscription.take_usage(s subscription.subscription, until timestamptz)
+RETURNS SETOF subscription.usage_period
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d record;
+    u subscription.usage_period;
+    -- a value first: on Citus the catalog's lookup may not run inside the shard's query
+    features text[] := ARRAY(SELECT x.feature FROM subscription.plan_usage_price AS x WHERE x.plan = s.plan);
+BEGIN
+    -- the counters first, in the order of the features (as usage_due reads them)
+    PERFORM FROM subscription.usage_counter AS c
+     WHERE c.tenant_id = s.tenant_id AND c.account_id = s.account_id AND c.feature = ANY (features)
+     ORDER BY c.feature
+       FOR UPDATE OF c;
+    FOR d IN SELECT * FROM subscription.usage_due(s, until) LOOP
+        -- the next period's accumulators: rows stay, recorded usage starts
+        -- again; an ended period's figures billed (U3): the counter is in
+        -- a later period already, the first figures kept go, and it keeps
+        -- where it closes while later ones are kept; the period's end is
+        -- open_usage's
+        UPDATE subscription.usage_counter AS c
+           SET used = CASE WHEN c.closed_at[1] <= until THEN c.used WHEN d.from_rows THEN d.used ELSE 0 END,
+               peak = CASE WHEN c.closed_at[1] <= until THEN c.peak WHEN d.from_rows THEN d.used ELSE 0 END,
+               integral = CASE WHEN c.closed_at[1] <= until THEN c.integral ELSE 0 END,
+               since = CASE WHEN c.closed_at[1] <= until THEN c.since ELSE d.upto END,
+               closes = CASE WHEN cardinality(c.closed_at) > 1 THEN c.closes END,
+               closed_at = CASE WHEN c.closed_at[1] <= until THEN nullif(c.closed_at[2:], '{}') END,
+               closed_used = CASE WHEN c.closed_at[1] <= until THEN nullif(c.closed_used[2:], '{}') END,
+               closed_peak = CASE WHEN c.closed_at[1] <= until THEN nullif(c.closed_peak[2:], '{}') END,
+               closed_integral = CASE WHEN c.closed_at[1] <= until THEN nullif(c.closed_integral[2:], '{}') END
+         WHERE c.tenant_id = s.tenant_id AND c.account_id = s.account_id AND c.feature = d.feature;
+        IF NOT d.from_rows THEN
+            -- keys are kept for the period and the grace after it
+            DELETE FROM subscription.usage_record AS r
+             WHERE r.tenant_id = s.tenant_id AND r.account_id = s.account_id AND r.feature = d.feature
+               AND r.at < lower(s.period) - current_setting('subscription.usage_key_grace')::interval;
+        END IF;
+        u := ROW(s.tenant_id, s.id, s.account_id, d.feature, d.period, s.plan, d.aggregation, d.used, d.peak, d.integral,
+                 d.aggregate, d.included, d.billable, d.amount, d.currency, NULL);
+        RETURN NEXT u;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.take_usage(subscription.subscription, timestamptz) IS
+'Internal: the usage of a subscription''s period up to a time, for its bill: the counters locked and their accumulators reset, the periods'' snapshots returned, once (U3)';
+
+-- U3: the charge line of each usage period taken (take_usage) that comes
+-- to an amount, in the order given: 'usage <feature>' for the period
+-- billed, under the plan it was billed on, with its figures (its tenant
+-- named "tenant": a tenant_id comes first or not at all, keyed.sql).
+CREATE FUNCTION subscription.usage_charges(periods subscription.usage_period[])
+RETURNS TABLE(tenant bigint, account bigint, subscription bigint, amount numeric, currency text,
+              period tstzrange, item text, plan text, description text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT p.tenant_id, p.account_id, p.subscription_id, p.amount, p.currency, p.period, 'usage ' || p.feature, p.plan,
+       format('overage: %s %s of %s, %s included', round(p.aggregate, 6), p.aggregation, p.feature, p.included)
+  FROM unnest(periods) WITH ORDINALITY AS p
+ WHERE p.amount > 0
+ ORDER BY p.ordinality
+$$;
+
+COMMENT ON FUNCTION subscription.usage_charges(subscription.usage_period[]) IS
+'Internal: the charge lines of usage periods taken, one per period with an amount, in their order (U3)';
+
+-- U3: keep usage periods taken (take_usage), once their charges are
+-- written (usage_charges): their rows in usage_period, in the order
+-- given, each naming its charge line, the subscription's 'usage
+-- <feature>' charge of the period (none without an amount), one
+-- statement a period, each naming its tenant (Citus: bill_usage runs on
+-- the tenant's node).
+CREATE FUNCTION subscription.keep_usage_periods(periods subscription.usage_period[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p subscription.usage_period;
+BEGIN
+    FOREACH p IN ARRAY coalesce(periods, '{}') LOOP
+        IF p.amount > 0 THEN
+            SELECT l.id INTO p.ledger_id FROM subscription.ledger AS l
+             WHERE l.tenant_id = p.tenant_id AND l.subscription_id = p.subscription_id AND l.addon_batch_id IS NULL
+               AND l.period = p.period AND l.item = 'usage ' || p.feature AND l.kind = 'charge';
+        END IF;
+        INSERT INTO subscription.usage_period
+               (tenant_id, subscription_id, account_id, feature, period, plan, aggregation, used, peak, integral,
+                aggregate, included, billable, amount, currency, ledger_id)
+        VALUES (p.tenant_id, p.subscription_id, p.account_id, p.feature, p.period, p.plan, p.aggregation, p.used,
+                p.peak, p.integral, p.aggregate, p.included, p.billable, p.amount, p.currency, p.ledger_id);
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.keep_usage_periods(subscription.usage_period[]) IS
+'Internal: the snapshots of usage periods taken, kept in usage_period with their charge lines (U3)';
+
+-- U3: bill the usage of a subscription's period, from its start until
+-- "until" (its end at a renewal; the moment of a cancellation or plan
+-- change mid-period), all in the caller's transaction: the usage taken
+-- (take_usage: the counters locked and reset), each charge line
+-- (usage_charges) written by a statement of its own, through
+-- ledger_one_charge_per_period, then the periods' snapshots kept
+-- (keep_usage_periods).  Renewals one by one (renew_period), plan changes
+-- and cancellations call it; renew_common_group folds a group's usage
+-- lines into its one INSERT of charges (issue 20).
+CREATE OR REPLACE FUNCTION subscription.bill_usage(s subscription.subscription, until timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    taken subscription.usage_period[] := ARRAY(SELECT t FROM subscription.take_usage(s, until) AS t);
+    c record;
+BEGIN
+    FOR c IN SELECT * FROM subscription.usage_charges(taken) LOOP
+        INSERT INTO subscription.ledger
+               (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+        VALUES (c.tenant, c.account, c.subscription, 'charge', c.amount, c.currency, c.period, c.item, c.plan,
+                c.description)
+        ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
+           WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+    END LOOP;
+    PERFORM subscription.keep_usage_periods(taken);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.bill_usage(subscription.subscription, timestamptz) IS
+'Internal: bill the usage of a subscription''s period up to a time, once, and reset the counters'' accumulators (U3)';
+REVOKE ALL ON FUNCTION subscription.take_usage(subscription.subscription, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.usage_charges(subscription.usage_period[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.keep_usage_periods(subscription.usage_period[]) FROM PUBLIC;
+
+-- One group of common renewals of renew_common (issue 18), subscriptions
+-- given in renewal order and locked: one UPDATE moving their periods as
+-- renew_period's common renewal does, one INSERT of their charges.  The
+-- row triggers fire in the order of the rows: the UPDATE takes them in
+-- the order given (a nested loop over the key; no hash or merge join,
+-- which would take them in the table's order: both off for that statement
+-- and the lines' query; its triggers join their transition tables by
+-- hash), the INSERT by its ORDER BY, so
+-- that history, events and credit uses come in renewal order.  Each
+-- plan's and add-on's price is looked up once per distinct key.
+CREATE OR REPLACE FUNCTION subscription.renew_common_group(t bigint[], ids bigint[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    joins text[];
+    due subscription.subscription;
+    metered subscription.subscription[] := '{}';
+    -- their usage periods taken, charged by the INSERT below (issue 20)
+    taken subscription.usage_period[] := '{}';
+    -- the charge lines, in renewal order
+    lt bigint[]; la bigint[]; ls bigint[]; lb bigint[]; lamount numeric[]; lcurrency text[];
+    lperiod tstzrange[]; litem text[]; lplan text[]; ldescription text[];
+    -- their billing events, in the order of their first lines, and invoices
+    et bigint[]; ea bigint[]; es bigint[]; ecurrency text[]; eat timestamptz[]; eplan text[]; einvoice bigint[];
+    -- the billing event of each line, whether it is the event's first;
+    -- each event's lines' total
+    levent bigint[];
+    lfirst boolean[];
+    etotal numeric[];
+    g record;
+    opened bigint[];
+    written bigint;
+BEGIN
+    -- U3: the ending periods' usage, billed in arrears as renew_period
+    -- bills it (bill_usage: take_usage, its lines charged by the INSERT
+    -- below, issue 20), in renewal order
+    FOR due IN SELECT x.* FROM unnest(t, ids) WITH ORDINALITY AS r(tenant_id, id, k)
+               JOIN subscription.subscription AS x ON x.tenant_id = r.tenant_id AND x.id = r.id
+              WHERE x.plan IN (SELECT up.plan FROM subscription.plan_usage_price AS up)
+              ORDER BY r.k LOOP
+        taken := taken || ARRAY(SELECT u FROM subscription.take_usage(due, upper(due.period)) AS u);
+        metered := metered || due;
+    END LOOP;
+    -- the periods move (renew_period's common renewal), in the order given
+    joins := ARRAY[current_setting('enable_hashjoin'), current_setting('enable_mergejoin')];
+    PERFORM set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
+    UPDATE subscription.subscription AS x
+       SET period_number = x.period_number + 1,
+           period = subscription.nth_period(x.anchor, x.cycle, x.period_number + 1),
+           paid_quantity = x.quantity, pending_cycle = NULL, renewal = x.renewal
+      FROM (SELECT r.tenant_id, r.id FROM unnest(t, ids) WITH ORDINALITY AS r(tenant_id, id, k) ORDER BY r.k) AS r
+     WHERE x.tenant_id = r.tenant_id AND x.id = r.id;
+
+    -- each subscription's plan line, then its batches', in renewal order;
+    -- each price rounded once per key (round_money), not once per line.
+    -- Nested loops over the keys too: a hash join read every subscription
+    -- of the table for each group (issue 18: 10,000 rows read for a group
+    -- of 500, growing with the table)
+    WITH r AS (SELECT r.tenant_id, r.id, r.k FROM unnest(t, ids) WITH ORDINALITY AS r(tenant_id, id, k)),
+         s AS (SELECT x.*, r.k FROM r JOIN subscription.subscription AS x ON x.tenant_id = r.tenant_id AND x.id = r.id),
+         prices AS MATERIALIZED (
+        SELECT d.plan, d.cycle, d.quantity, d.plan_version, subscription.round_money(pp.amount, pp.currency) AS amount,
+               pp.currency, subscription.cycle_text(d.cycle) AS cycle_text
+          FROM (SELECT DISTINCT ON (s.plan, s.cycle::text, s.quantity, s.plan_version)
+                       s.plan, s.cycle, s.quantity, s.plan_version
+                  FROM s) AS d
+          CROSS JOIN LATERAL subscription.period_price(d.plan, d.cycle, d.quantity, d.plan_version) AS pp),
+         batches AS (
+        SELECT s.k, b.id, b.addon, b.quantity, s.cycle, s.tenant_id, s.account_id, s.id AS subscription_id, s.period,
+               s.plan
+          FROM s
+          JOIN subscription.addon_batch AS b ON b.tenant_id = s.tenant_id AND b.subscription_id = s.id AND b.status = 'active'
+          JOIN subscription.addon AS a ON a.code = b.addon AND NOT a.one_time),
+         addon_prices AS MATERIALIZED (
+        SELECT d.addon, d.cycle, d.quantity, subscription.round_money(ap.amount, ap.currency) AS amount, ap.currency,
+               subscription.cycle_text(d.cycle) AS cycle_text
+          FROM (SELECT DISTINCT ON (b.addon, b.cycle::text, b.quantity) b.addon, b.cycle, b.quantity
+                  FROM batches AS b) AS d
+          CROSS JOIN LATERAL subscription.addon_period_price(d.addon, d.cycle, d.quantity) AS ap)
+    SELECT array_agg(l.tenant_id ORDER BY l.k, l.batch_order), array_agg(l.account_id ORDER BY l.k, l.batch_order),
+           array_agg(l.subscription_id ORDER BY l.k, l.batch_order), array_agg(l.addon_batch_id ORDER BY l.k, l.batch_order),
+           array_agg(l.amount ORDER BY l.k, l.batch_order), array_agg(l.currency ORDER BY l.k, l.batch_order),
+           array_agg(l.period ORDER BY l.k, l.batch_order), array_agg(l.item ORDER BY l.k, l.batch_order),
+           array_agg(l.plan ORDER BY l.k, l.batch_order), array_agg(l.description ORDER BY l.k, l.batch_order)
+      INTO lt, la, ls, lb, lamount, lcurrency, lperiod, litem, lplan, ldescription
+      FROM (SELECT s.k, 0::bigint AS batch_order, s.tenant_id, s.account_id, s.id AS subscription_id,
+                   NULL::bigint AS addon_batch_id, p.amount, p.currency,
+                   s.period, 'plan' AS item, s.plan,
+                   format('renewal: plan %s, cycle %s, quantity %s', s.plan, p.cycle_text, s.quantity) AS description
+              FROM s JOIN prices AS p
+                ON p.plan = s.plan AND p.cycle::text = s.cycle::text AND p.quantity = s.quantity
+               AND p.plan_version = s.plan_version
+            UNION ALL
+            SELECT b.k, b.id, b.tenant_id, b.account_id, b.subscription_id, b.id,
+                   ap.amount, ap.currency, b.period, 'addon', b.plan,
+                   format('renewal: add-on %s x %s, cycle %s', b.addon, b.quantity, ap.cycle_text)
+              FROM batches AS b
+              JOIN addon_prices AS ap ON ap.addon = b.addon AND ap.cycle::text = b.cycle::text AND ap.quantity = b.quantity)
+           AS l;
+    PERFORM set_config('enable_hashjoin', joins[1], true), set_config('enable_mergejoin', joins[2], true);
+    -- U3: the usage lines first, in renewal order, as bill_usage wrote
+    -- them before the group's charges (issue 20: one statement, so one
+    -- invoice_totals and one reduce_charge for the group)
+    SELECT array_agg(c.tenant_id ORDER BY c.n) || lt, array_agg(c.account_id ORDER BY c.n) || la,
+           array_agg(c.subscription_id ORDER BY c.n) || ls, array_agg(NULL::bigint ORDER BY c.n) || lb,
+           array_agg(c.amount ORDER BY c.n) || lamount, array_agg(c.currency ORDER BY c.n) || lcurrency,
+           array_agg(c.period ORDER BY c.n) || lperiod, array_agg(c.item ORDER BY c.n) || litem,
+           array_agg(c.plan ORDER BY c.n) || lplan, array_agg(c.description ORDER BY c.n) || ldescription
+      INTO lt, la, ls, lb, lamount, lcurrency, lperiod, litem, lplan, ldescription
+      FROM subscription.usage_charges(taken) WITH ORDINALITY
+           AS c(tenant_id, account_id, subscription_id, amount, currency, period, item, plan, description, n);
+    -- I1, I2: the invoice of each billing event (a subscription's lines at
+    -- the period's start, in a currency), as invoice_line would find or
+    -- open it for the event's first line: one this transaction opened, or
+    -- new ones, opened set-based over the group's tenants
+    -- (open_invoices_of), numbered in the lines' order; the lines name
+    -- them (issue 18)
+    SELECT array_agg(l.event ORDER BY l.n), array_agg(l.n = l.first ORDER BY l.n) INTO levent, lfirst
+      FROM (SELECT l.n, l.first, dense_rank() OVER (ORDER BY l.first) AS event
+              FROM (SELECT l.n, min(l.n) OVER (PARTITION BY l.tenant_id, l.account_id, l.subscription_id, l.currency,
+                                                            lower(l.period)) AS first
+                      FROM unnest(lt, la, ls, lcurrency, lperiod) WITH ORDINALITY
+                           AS l(tenant_id, account_id, subscription_id, currency, period, n)) AS l) AS l;
+    SELECT array_agg(e.total ORDER BY e.event) INTO etotal
+      FROM (SELECT l.event, sum(subscription.line_amount('charge', l.amount)) AS total
+              FROM unnest(levent, lamount) AS l(event, amount)
+             GROUP BY l.event) AS e;
+    SELECT array_agg(l.tenant_id ORDER BY l.n), array_agg(l.account_id ORDER BY l.n),
+           array_agg(l.subscription_id ORDER BY l.n), array_agg(l.currency ORDER BY l.n),
+           array_agg(lower(l.period) ORDER BY l.n), array_agg(l.plan ORDER BY l.n),
+           array_agg((SELECT i.id FROM subscription.invoice_record AS i
+                       WHERE i.tenant_id = l.tenant_id AND i.account_id = l.account_id AND i.at = lower(l.period)
+                         AND i.currency = l.currency AND i.subscription_id = l.subscription_id
+                         AND i.corrects_invoice_id IS NULL AND i.xact = pg_current_xact_id()
+                       ORDER BY i.id DESC LIMIT 1) ORDER BY l.n)
+      INTO et, ea, es, ecurrency, eat, eplan, einvoice
+      FROM unnest(lt, la, ls, lcurrency, lperiod, lplan, lfirst) WITH ORDINALITY
+           AS l(tenant_id, account_id, subscription_id, currency, period, plan, first, n)
+     -- each event's first line
+     WHERE l.first;
+    -- the events without one: their invoices opened by one call over
+    -- every tenant of the group, in the order of the events, each with the
+    -- total of its lines, so that invoice_totals has none to write (its
+    -- UPDATE of a row opened in this transaction would check every
+    -- foreign key of the invoice again: issue 18)
+    SELECT array_agg(e.k ORDER BY e.k) AS ks, array_agg(e.tenant_id ORDER BY e.k) AS tenants,
+           array_agg(e.account_id ORDER BY e.k) AS accounts, array_agg(e.subscription_id ORDER BY e.k) AS subs,
+           array_agg(e.currency ORDER BY e.k) AS currencies, array_agg(e.at ORDER BY e.k) AS ats,
+           array_agg(e.plan ORDER BY e.k) AS plans, array_agg(etotal[e.k] ORDER BY e.k) AS totals
+      INTO g
+      FROM unnest(et, ea, es, ecurrency, eat, eplan, einvoice) WITH ORDINALITY
+           AS e(tenant_id, account_id, subscription_id, currency, at, plan, invoice_id, k)
+     WHERE e.invoice_id IS NULL;
+    IF g.ks IS NOT NULL THEN
+        opened := subscription.open_invoices_of(g.tenants, g.accounts, g.subs, g.currencies, g.ats, g.plans, NULL,
+                                                g.totals);
+        FOR o IN 1 .. cardinality(g.ks) LOOP
+            einvoice[g.ks[o]] := opened[o];
+        END LOOP;
+    END IF;
+    -- C2: the constraint makes a second charge of the period impossible
+    INSERT INTO subscription.ledger
+           (tenant_id, account_id, subscription_id, addon_batch_id, kind, amount, currency, period, item, plan, description,
+            invoice_id)
+    SELECT l.tenant_id, l.account_id, l.subscription_id, l.addon_batch_id, 'charge', l.amount, l.currency, l.period,
+           l.item, l.plan, l.description, einvoice[l.event]
+      FROM unnest(lt, la, ls, lb, lamount, lcurrency, lperiod, litem, lplan, ldescription, levent) WITH ORDINALITY
+           AS l(tenant_id, account_id, subscription_id, addon_batch_id, amount, currency, period, item, plan, description,
+                event, n)
+     ORDER BY l.n
+    ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
+       WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+    -- a line charged already: invoice_totals gave the invoices that have
+    -- lines the sum of theirs; one opened for lines none of which was
+    -- written has none, and no total
+    GET DIAGNOSTICS written = ROW_COUNT;
+    IF written < cardinality(lt) AND opened IS NOT NULL THEN
+        UPDATE subscription.invoice_record AS i SET total = 0
+         WHERE i.tenant_id = ANY (t) AND i.id = ANY (opened) AND i.total <> 0
+           AND NOT EXISTS (SELECT FROM subscription.ledger AS l WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id);
+    END IF;
+    -- U3: their usage periods kept, naming their lines; their usage
+    -- counters close with the new periods
+    PERFORM subscription.keep_usage_periods(taken);
+    PERFORM subscription.open_usage(m.tenant_id, m.account_id)
+       FROM (SELECT DISTINCT m.tenant_id, m.account_id FROM unnest(metered) AS m ORDER BY m.tenant_id, m.account_id) AS m;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.renew_common_group(bigint[], bigint[]) IS
+'Internal: one group of common renewals, set-based: one UPDATE moving the periods, one INSERT of the charges';

@@ -501,70 +501,145 @@ $$;
 COMMENT ON FUNCTION subscription.usage_due(subscription.subscription, timestamptz) IS
 'Internal: what a subscription''s usage comes to up to a time, per usage price, not yet billed: the one computation of bill_usage and its previews (U3, U6)';
 
--- U3: bill the usage of a subscription's period, from its start until
--- "until" (its end at a renewal; the moment of a cancellation or plan
--- change mid-period): the counters of its plan's usage prices locked (the
--- guard's writers queue behind them), then for each line of usage_due one
--- charge line 'usage <feature>' through ledger_one_charge_per_period, the
--- period's snapshot in usage_period, and the counter's accumulators reset
--- for the next period, all in the caller's transaction.  A period billed
--- up to until already is skipped: a renewal run twice bills once.
--- Renewals (renew_period) call it before the period moves.
-CREATE FUNCTION subscription.bill_usage(s subscription.subscription, until timestamptz)
-RETURNS void
+-- U3: take the usage of a subscription's period, from its start until
+-- "until", for its bill: the counters of its plan's usage prices locked
+-- (the guard's writers queue behind them), then for each line of
+-- usage_due the counter's accumulators reset for the next period (and its
+-- keys past their grace dropped), the period's snapshot returned (a
+-- usage_period row without its charge line), in the order of the
+-- features.  Its caller, in the same transaction, writes the charges
+-- (usage_charges) and keeps the snapshots (keep_usage_periods):
+-- bill_usage one subscription's, renew_common_group a group's, folded into
+-- its one INSERT of the renewals' charges (issue 20).  A period billed up
+-- to until already gives nothing: a renewal run twice bills once.
+CREATE FUNCTION subscription.take_usage(s subscription.subscription, until timestamptz)
+RETURNS SETOF subscription.usage_period
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     d record;
-    line bigint;
+    u subscription.usage_period;
     -- a value first: on Citus the catalog's lookup may not run inside the shard's query
     features text[] := ARRAY(SELECT x.feature FROM subscription.plan_usage_price AS x WHERE x.plan = s.plan);
 BEGIN
     -- the counters first, in the order of the features (as usage_due reads them)
-    PERFORM FROM subscription.usage_counter AS u
-     WHERE u.tenant_id = s.tenant_id AND u.account_id = s.account_id AND u.feature = ANY (features)
-     ORDER BY u.feature
-       FOR UPDATE OF u;
+    PERFORM FROM subscription.usage_counter AS c
+     WHERE c.tenant_id = s.tenant_id AND c.account_id = s.account_id AND c.feature = ANY (features)
+     ORDER BY c.feature
+       FOR UPDATE OF c;
     FOR d IN SELECT * FROM subscription.usage_due(s, until) LOOP
-        line := NULL;
-        IF d.amount > 0 THEN
-            INSERT INTO subscription.ledger AS l
-                   (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
-            VALUES (s.tenant_id, s.account_id, s.id, 'charge', d.amount, d.currency, d.period, 'usage ' || d.feature, s.plan,
-                    format('overage: %s %s of %s, %s included', round(d.aggregate, 6), d.aggregation, d.feature, d.included))
-            ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
-               WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING
-            RETURNING l.id INTO line;
-        END IF;
-        INSERT INTO subscription.usage_period
-               (tenant_id, subscription_id, account_id, feature, period, plan, aggregation, used, peak, integral,
-                aggregate, included, billable, amount, currency, ledger_id)
-        VALUES (s.tenant_id, s.id, s.account_id, d.feature, d.period, s.plan, d.aggregation, d.used,
-                d.peak, d.integral, d.aggregate, d.included, d.billable, d.amount, d.currency, line);
         -- the next period's accumulators: rows stay, recorded usage starts
         -- again; an ended period's figures billed (U3): the counter is in
         -- a later period already, the first figures kept go, and it keeps
         -- where it closes while later ones are kept; the period's end is
         -- open_usage's
-        UPDATE subscription.usage_counter AS u
-           SET used = CASE WHEN u.closed_at[1] <= until THEN u.used WHEN d.from_rows THEN d.used ELSE 0 END,
-               peak = CASE WHEN u.closed_at[1] <= until THEN u.peak WHEN d.from_rows THEN d.used ELSE 0 END,
-               integral = CASE WHEN u.closed_at[1] <= until THEN u.integral ELSE 0 END,
-               since = CASE WHEN u.closed_at[1] <= until THEN u.since ELSE d.upto END,
-               closes = CASE WHEN cardinality(u.closed_at) > 1 THEN u.closes END,
-               closed_at = CASE WHEN u.closed_at[1] <= until THEN nullif(u.closed_at[2:], '{}') END,
-               closed_used = CASE WHEN u.closed_at[1] <= until THEN nullif(u.closed_used[2:], '{}') END,
-               closed_peak = CASE WHEN u.closed_at[1] <= until THEN nullif(u.closed_peak[2:], '{}') END,
-               closed_integral = CASE WHEN u.closed_at[1] <= until THEN nullif(u.closed_integral[2:], '{}') END
-         WHERE u.tenant_id = s.tenant_id AND u.account_id = s.account_id AND u.feature = d.feature;
+        UPDATE subscription.usage_counter AS c
+           SET used = CASE WHEN c.closed_at[1] <= until THEN c.used WHEN d.from_rows THEN d.used ELSE 0 END,
+               peak = CASE WHEN c.closed_at[1] <= until THEN c.peak WHEN d.from_rows THEN d.used ELSE 0 END,
+               integral = CASE WHEN c.closed_at[1] <= until THEN c.integral ELSE 0 END,
+               since = CASE WHEN c.closed_at[1] <= until THEN c.since ELSE d.upto END,
+               closes = CASE WHEN cardinality(c.closed_at) > 1 THEN c.closes END,
+               closed_at = CASE WHEN c.closed_at[1] <= until THEN nullif(c.closed_at[2:], '{}') END,
+               closed_used = CASE WHEN c.closed_at[1] <= until THEN nullif(c.closed_used[2:], '{}') END,
+               closed_peak = CASE WHEN c.closed_at[1] <= until THEN nullif(c.closed_peak[2:], '{}') END,
+               closed_integral = CASE WHEN c.closed_at[1] <= until THEN nullif(c.closed_integral[2:], '{}') END
+         WHERE c.tenant_id = s.tenant_id AND c.account_id = s.account_id AND c.feature = d.feature;
         IF NOT d.from_rows THEN
             -- keys are kept for the period and the grace after it
             DELETE FROM subscription.usage_record AS r
              WHERE r.tenant_id = s.tenant_id AND r.account_id = s.account_id AND r.feature = d.feature
                AND r.at < lower(s.period) - current_setting('subscription.usage_key_grace')::interval;
         END IF;
+        u := ROW(s.tenant_id, s.id, s.account_id, d.feature, d.period, s.plan, d.aggregation, d.used, d.peak, d.integral,
+                 d.aggregate, d.included, d.billable, d.amount, d.currency, NULL);
+        RETURN NEXT u;
     END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.take_usage(subscription.subscription, timestamptz) IS
+'Internal: the usage of a subscription''s period up to a time, for its bill: the counters locked and their accumulators reset, the periods'' snapshots returned, once (U3)';
+
+-- U3: the charge line of each usage period taken (take_usage) that comes
+-- to an amount, in the order given: 'usage <feature>' for the period
+-- billed, under the plan it was billed on, with its figures (its tenant
+-- named "tenant": a tenant_id comes first or not at all, keyed.sql).
+CREATE FUNCTION subscription.usage_charges(periods subscription.usage_period[])
+RETURNS TABLE(tenant bigint, account bigint, subscription bigint, amount numeric, currency text,
+              period tstzrange, item text, plan text, description text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT p.tenant_id, p.account_id, p.subscription_id, p.amount, p.currency, p.period, 'usage ' || p.feature, p.plan,
+       format('overage: %s %s of %s, %s included', round(p.aggregate, 6), p.aggregation, p.feature, p.included)
+  FROM unnest(periods) WITH ORDINALITY AS p
+ WHERE p.amount > 0
+ ORDER BY p.ordinality
+$$;
+
+COMMENT ON FUNCTION subscription.usage_charges(subscription.usage_period[]) IS
+'Internal: the charge lines of usage periods taken, one per period with an amount, in their order (U3)';
+
+-- U3: keep usage periods taken (take_usage), once their charges are
+-- written (usage_charges): their rows in usage_period, in the order
+-- given, each naming its charge line, the subscription's 'usage
+-- <feature>' charge of the period (none without an amount), one
+-- statement a period, each naming its tenant (Citus: bill_usage runs on
+-- the tenant's node).
+CREATE FUNCTION subscription.keep_usage_periods(periods subscription.usage_period[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p subscription.usage_period;
+BEGIN
+    FOREACH p IN ARRAY coalesce(periods, '{}') LOOP
+        IF p.amount > 0 THEN
+            SELECT l.id INTO p.ledger_id FROM subscription.ledger AS l
+             WHERE l.tenant_id = p.tenant_id AND l.subscription_id = p.subscription_id AND l.addon_batch_id IS NULL
+               AND l.period = p.period AND l.item = 'usage ' || p.feature AND l.kind = 'charge';
+        END IF;
+        INSERT INTO subscription.usage_period
+               (tenant_id, subscription_id, account_id, feature, period, plan, aggregation, used, peak, integral,
+                aggregate, included, billable, amount, currency, ledger_id)
+        VALUES (p.tenant_id, p.subscription_id, p.account_id, p.feature, p.period, p.plan, p.aggregation, p.used,
+                p.peak, p.integral, p.aggregate, p.included, p.billable, p.amount, p.currency, p.ledger_id);
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.keep_usage_periods(subscription.usage_period[]) IS
+'Internal: the snapshots of usage periods taken, kept in usage_period with their charge lines (U3)';
+
+-- U3: bill the usage of a subscription's period, from its start until
+-- "until" (its end at a renewal; the moment of a cancellation or plan
+-- change mid-period), all in the caller's transaction: the usage taken
+-- (take_usage: the counters locked and reset), each charge line
+-- (usage_charges) written by a statement of its own, through
+-- ledger_one_charge_per_period, then the periods' snapshots kept
+-- (keep_usage_periods).  Renewals one by one (renew_period), plan changes
+-- and cancellations call it; renew_common_group folds a group's usage
+-- lines into its one INSERT of charges (issue 20).
+CREATE FUNCTION subscription.bill_usage(s subscription.subscription, until timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    taken subscription.usage_period[] := ARRAY(SELECT t FROM subscription.take_usage(s, until) AS t);
+    c record;
+BEGIN
+    FOR c IN SELECT * FROM subscription.usage_charges(taken) LOOP
+        INSERT INTO subscription.ledger
+               (tenant_id, account_id, subscription_id, kind, amount, currency, period, item, plan, description)
+        VALUES (c.tenant, c.account, c.subscription, 'charge', c.amount, c.currency, c.period, c.item, c.plan,
+                c.description)
+        ON CONFLICT (tenant_id, subscription_id, addon_batch_id, period, item)
+           WHERE kind = 'charge' AND subscription_id IS NOT NULL DO NOTHING;
+    END LOOP;
+    PERFORM subscription.keep_usage_periods(taken);
 END
 $$;
 

@@ -657,6 +657,8 @@ DECLARE
     joins text[];
     due subscription.subscription;
     metered subscription.subscription[] := '{}';
+    -- their usage periods taken, charged by the INSERT below (issue 20)
+    taken subscription.usage_period[] := '{}';
     -- the charge lines, in renewal order
     lt bigint[]; la bigint[]; ls bigint[]; lb bigint[]; lamount numeric[]; lcurrency text[];
     lperiod tstzrange[]; litem text[]; lplan text[]; ldescription text[];
@@ -672,12 +674,13 @@ DECLARE
     written bigint;
 BEGIN
     -- U3: the ending periods' usage, billed in arrears as renew_period
-    -- bills it (bill_usage: usage_due's pricing), in renewal order
+    -- bills it (bill_usage: take_usage, its lines charged by the INSERT
+    -- below, issue 20), in renewal order
     FOR due IN SELECT x.* FROM unnest(t, ids) WITH ORDINALITY AS r(tenant_id, id, k)
                JOIN subscription.subscription AS x ON x.tenant_id = r.tenant_id AND x.id = r.id
               WHERE x.plan IN (SELECT up.plan FROM subscription.plan_usage_price AS up)
               ORDER BY r.k LOOP
-        PERFORM subscription.bill_usage(due, upper(due.period));
+        taken := taken || ARRAY(SELECT u FROM subscription.take_usage(due, upper(due.period)) AS u);
         metered := metered || due;
     END LOOP;
     -- the periods move (renew_period's common renewal), in the order given
@@ -737,6 +740,17 @@ BEGIN
               JOIN addon_prices AS ap ON ap.addon = b.addon AND ap.cycle::text = b.cycle::text AND ap.quantity = b.quantity)
            AS l;
     PERFORM set_config('enable_hashjoin', joins[1], true), set_config('enable_mergejoin', joins[2], true);
+    -- U3: the usage lines first, in renewal order, as bill_usage wrote
+    -- them before the group's charges (issue 20: one statement, so one
+    -- invoice_totals and one reduce_charge for the group)
+    SELECT array_agg(c.tenant_id ORDER BY c.n) || lt, array_agg(c.account_id ORDER BY c.n) || la,
+           array_agg(c.subscription_id ORDER BY c.n) || ls, array_agg(NULL::bigint ORDER BY c.n) || lb,
+           array_agg(c.amount ORDER BY c.n) || lamount, array_agg(c.currency ORDER BY c.n) || lcurrency,
+           array_agg(c.period ORDER BY c.n) || lperiod, array_agg(c.item ORDER BY c.n) || litem,
+           array_agg(c.plan ORDER BY c.n) || lplan, array_agg(c.description ORDER BY c.n) || ldescription
+      INTO lt, la, ls, lb, lamount, lcurrency, lperiod, litem, lplan, ldescription
+      FROM subscription.usage_charges(taken) WITH ORDINALITY
+           AS c(tenant_id, account_id, subscription_id, amount, currency, period, item, plan, description, n);
     -- I1, I2: the invoice of each billing event (a subscription's lines at
     -- the period's start, in a currency), as invoice_line would find or
     -- open it for the event's first line: one this transaction opened, or
@@ -807,7 +821,9 @@ BEGIN
          WHERE i.tenant_id = ANY (t) AND i.id = ANY (opened) AND i.total <> 0
            AND NOT EXISTS (SELECT FROM subscription.ledger AS l WHERE l.tenant_id = i.tenant_id AND l.invoice_id = i.id);
     END IF;
-    -- U3: their usage counters close with the new periods
+    -- U3: their usage periods kept, naming their lines; their usage
+    -- counters close with the new periods
+    PERFORM subscription.keep_usage_periods(taken);
     PERFORM subscription.open_usage(m.tenant_id, m.account_id)
        FROM (SELECT DISTINCT m.tenant_id, m.account_id FROM unnest(metered) AS m ORDER BY m.tenant_id, m.account_id) AS m;
 END
