@@ -24648,3 +24648,50 @@ CREATE TRIGGER limited_table_replica_invalidates
     AFTER INSERT OR UPDATE OR DELETE ON subscription.limited_table
     FOR EACH ROW EXECUTE FUNCTION subscription.limit_registrations_invalidate();
 ALTER TABLE subscription.limited_table ENABLE REPLICA TRIGGER limited_table_replica_invalidates;
+
+-- ---------------------------------------------------------------------------
+-- Issue 17 (h-rev8, the review h-rev7's open items).  1: a role both
+-- application and back office (or restore) keeps the application's column
+-- rights on every node when the other kind is taken back (set_role_kind
+-- touches the role's remaining rows of granted_role on Citus).
+-- ---------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION subscription.set_role_kind(role regrole, kind text, give boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    other text;
+BEGIN
+    IF role IS NULL THEN
+        RAISE EXCEPTION 'argument "role" of %_%() must not be null', CASE WHEN give THEN 'grant' ELSE 'revoke' END, kind
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF give THEN
+        PERFORM subscription.change_rights(role, kind, true);
+        INSERT INTO subscription.granted_role AS g (role, kind) VALUES (role, kind) ON CONFLICT ON CONSTRAINT granted_role_pkey DO UPDATE SET kind = g.kind;
+        RETURN;
+    END IF;
+    DELETE FROM subscription.granted_role AS g WHERE g.role = set_role_kind.role AND g.kind = set_role_kind.kind;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'role % was not given the % rights', role, kind
+            USING ERRCODE = 'undefined_object',
+                  HINT = format('subscription.grant_%s() gives them.', kind);
+    END IF;
+    PERFORM subscription.change_rights(role, kind, false);
+    FOR other IN SELECT g.kind FROM subscription.granted_role AS g WHERE g.role = set_role_kind.role LOOP
+        PERFORM subscription.change_rights(role, other, true);
+    END LOOP;
+    -- on Citus the REVOKE of a table privilege reached the shards, where it
+    -- took every column's too (the application's SELECT (id) of a role that
+    -- was also back office), and the loop above gave the kinds left again on
+    -- this node alone: their rows, touched, give them again on every node
+    -- (granted_role_columns)
+    IF subscription.distributed() THEN
+        UPDATE subscription.granted_role AS g SET kind = g.kind WHERE g.role = set_role_kind.role;
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.set_role_kind(regrole, text, boolean) IS 'Internal: what grant_* and revoke_* do';

@@ -2158,6 +2158,33 @@ out=$(q coordinator "SELECT subscription.grant_application('citus_app')" 2>&1
 tap "$(grep -q '^granted again: account true/false/false member true/false/false $' <<<"$out" && has 'ids true' && echo 1)" \
     "a shard moved by Citus (citus_move_shard_placement) gets the application's column rights again from a second grant_application()" "$out"
 
+# --- review h-rev7's open items (issue 17, h-rev8) ---------------------
+# qv NODE SQL: a node's answer with SQLSTATEs (VERBOSITY verbose)
+qv() {
+    local i
+    case "$1" in coordinator) i=0 ;; worker1) i=1 ;; worker2) i=2 ;; esac
+    psql -X -q -At -v VERBOSITY=verbose -p "${PORTS[$i]}" -d postgres -c "$2" 2>&1
+}
+# item 1: a role both application and back office (or restore) keeps the
+# application's column rights on every placement when the other kind is
+# taken back: the table-level REVOKE that Citus sends to the shards takes
+# every column's SELECT there, and the rights of the kinds left are given
+# again on every node (the application's SELECT (id) on account and member,
+# by the trigger on granted_role's placements).  As the role: an INSERT ...
+# RETURNING id into member on an account of each worker, and ids read on
+# every shard of account
+for other in backoffice restore; do
+    out=$(q coordinator "SELECT subscription.grant_$other('citus_app'); SELECT subscription.revoke_$other('citus_app')" 2>&1
+          columns_on_placements citus_app
+          q coordinator "SET ROLE citus_app; SELECT 'ids ' || (count(id) > 0)::text FROM subscription.account" 2>&1
+          for acct in "$A" "$B"; do
+              q coordinator "SET ROLE citus_app; SET client_min_messages = error;
+                             INSERT INTO subscription.member (tenant_id, account_id, external_id) VALUES ($acct, $acct, 'rev8 $other $acct')
+                             RETURNING 'member id ' || (id > 0)::text" 2>&1
+          done)
+    tap "$(has 'account true/false/false' 'member true/false/false' 'ids true' && [ "$(grep -cx 'member id true' <<<"$out")" = 2 ] && echo 1)" \
+        "grant_$other(), then revoke_$other() of an application role on Citus: it keeps SELECT (id) on account and member on every placement (INSERT ... RETURNING id on both workers, ids read on every shard)" "$out"
+done
 # docs/citus.md, its examples on the coordinator (test/docs.sh), in a
 # database of their own with Citus on every node
 prepared=1

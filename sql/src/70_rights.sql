@@ -187,6 +187,14 @@ BEGIN
     FOR other IN SELECT g.kind FROM subscription.granted_role AS g WHERE g.role = set_role_kind.role LOOP
         PERFORM subscription.change_rights(role, other, true);
     END LOOP;
+    -- on Citus the REVOKE of a table privilege reached the shards, where it
+    -- took every column's too (the application's SELECT (id) of a role that
+    -- was also back office), and the loop above gave the kinds left again on
+    -- this node alone: their rows, touched, give them again on every node
+    -- (granted_role_columns)
+    IF subscription.distributed() THEN
+        UPDATE subscription.granted_role AS g SET kind = g.kind WHERE g.role = set_role_kind.role;
+    END IF;
 END
 $$;
 
