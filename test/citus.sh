@@ -2185,6 +2185,21 @@ for other in backoffice restore; do
     tap "$(has 'account true/false/false' 'member true/false/false' 'ids true' && [ "$(grep -cx 'member id true' <<<"$out")" = 2 ] && echo 1)" \
         "grant_$other(), then revoke_$other() of an application role on Citus: it keeps SELECT (id) on account and member on every placement (INSERT ... RETURNING id on both workers, ids read on every shard)" "$out"
 done
+# item 2: a role granted, then dropped (DROP OWNED BY, DROP ROLE): its row
+# in granted_role names no role; distribute() again and a second
+# grant_application() forget it instead of failing on GRANT ... TO <oid>
+out=$(q coordinator "CREATE ROLE citus_gone; SELECT subscription.grant_application('citus_gone'); SELECT subscription.grant_backoffice('citus_gone')" 2>&1
+      q coordinator "DROP OWNED BY citus_gone; DROP ROLE citus_gone" 2>&1
+      q coordinator "SELECT 'dropped rows ' || count(*) FROM subscription.granted_role AS g WHERE NOT EXISTS (SELECT FROM pg_roles AS r WHERE r.oid = g.role)"
+      qv coordinator "SELECT 'distributed ' || count(*) FROM subscription.distribute()"
+      qv coordinator "SELECT subscription.grant_application('citus_app')"
+      q coordinator "SELECT 'left ' || count(*) FROM subscription.granted_role AS g WHERE NOT EXISTS (SELECT FROM pg_roles AS r WHERE r.oid = g.role)"
+      for node in worker1 worker2; do
+          q "$node" "SELECT '$node left ' || count(*) FROM subscription.granted_role AS g WHERE NOT EXISTS (SELECT FROM pg_roles AS r WHERE r.oid = g.role)"
+      done
+      columns_on_placements citus_app)
+tap "$(has 'dropped rows 2' 'left 0' 'worker1 left 0' 'worker2 left 0' 'account true/false/false' 'member true/false/false' && grep -q '^distributed [1-9]' <<<"$out" && echo 1)" \
+    "a granted role dropped (DROP OWNED BY, DROP ROLE): distribute() again and grant_application() succeed and forget its rows on every node" "$out"
 # docs/citus.md, its examples on the coordinator (test/docs.sh), in a
 # database of their own with Citus on every node
 prepared=1

@@ -50,7 +50,7 @@ BEGIN
                      -- granting, writing history and events, and opening or settling
                      -- an invoice (which take their totals and what is paid from their
                      -- caller) are for the extension's owner alone
-                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_(column_)?rights|set_role_kind|write_histor(y|ies)|write_events?|insert_events|open_invoices?(_of)?|settle_invoice)$' END
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_(column_)?rights|set_role_kind|(forget_)?dropped_roles?|write_histor(y|ies)|write_events?|insert_events|open_invoices?(_of)?|settle_invoice)$' END
     UNION ALL
     SELECT 'TABLE', 'subscription.' || c.relname,
            CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
@@ -104,6 +104,12 @@ DECLARE
 BEGIN
     PERFORM subscription.require_arguments('change_column_rights', '{role,kind,give}',
         ARRAY[role IS NULL, kind IS NULL, give IS NULL]);
+    -- a role dropped since its row in granted_role was written (DROP ROLE
+    -- leaves the row, forget_dropped_roles() deletes it): nothing to give
+    -- or take back
+    IF subscription.dropped_role(role) THEN
+        RETURN;
+    END IF;
     IF on_citus THEN
         propagation := pg_catalog.current_setting('citus.enable_ddl_propagation');
         PERFORM pg_catalog.set_config('citus.enable_ddl_propagation', 'off', true);
@@ -158,6 +164,39 @@ $$;
 
 COMMENT ON FUNCTION subscription.change_rights(regrole, text, boolean) IS 'Internal: GRANT or REVOKE the rights of a kind of role (role_rights)';
 
+-- Whether a role named in granted_role was dropped since (DROP ROLE leaves
+-- its rows: a role cannot depend on a row), by this node's roles: on
+-- Citus each placement of granted_role names a role by the OID of its own
+-- node (it resolved the role's name there), so each node decides by its
+-- own.  Declared IMMUTABLE, which it is not, for that alone: Citus runs a
+-- DELETE on a reference table's placements only with immutable functions
+-- of its columns (refusing STABLE ones, so that placements cannot
+-- diverge).  Its SET clause keeps it from being inlined; it is called only
+-- on a column or a variable, never where a plan could keep its result.
+CREATE FUNCTION subscription.dropped_role(role oid)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+RETURN NOT EXISTS (SELECT FROM pg_catalog.pg_roles AS a WHERE a.oid = role);
+
+COMMENT ON FUNCTION subscription.dropped_role(oid) IS
+'Internal: whether a role named in granted_role was dropped, by this node''s roles';
+
+-- The rows of granted_role whose role was dropped, deleted on every node:
+-- distribute() and a grant_*() or revoke_*() would give or take rights to
+-- a role that is gone (review h-rev7), and a role made later with the same
+-- OID must not inherit its kind.
+CREATE FUNCTION subscription.forget_dropped_roles()
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    DELETE FROM subscription.granted_role AS g WHERE subscription.dropped_role(g.role);
+END;
+
+COMMENT ON FUNCTION subscription.forget_dropped_roles() IS
+'Internal: delete the rows of granted_role whose role was dropped';
+
 -- grant_KIND: the rights, and the role remembered; revoke_KIND: the
 -- rights taken back, except those its other kind still gives.
 CREATE FUNCTION subscription.set_role_kind(role regrole, kind text, give boolean)
@@ -172,6 +211,7 @@ BEGIN
         RAISE EXCEPTION 'argument "role" of %_%() must not be null', CASE WHEN give THEN 'grant' ELSE 'revoke' END, kind
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    PERFORM subscription.forget_dropped_roles();
     IF give THEN
         PERFORM subscription.change_rights(role, kind, true);
         INSERT INTO subscription.granted_role AS g (role, kind) VALUES (role, kind) ON CONFLICT ON CONSTRAINT granted_role_pkey DO UPDATE SET kind = g.kind;
