@@ -24656,7 +24656,11 @@ ALTER TABLE subscription.limited_table ENABLE REPLICA TRIGGER limited_table_repl
 -- touches the role's remaining rows of granted_role on Citus).  2: rows of
 -- granted_role whose role was dropped are forgotten by every grant, revoke
 -- and distribute() (forget_dropped_roles, dropped_role; change_column_rights
--- skips a dropped role).
+-- skips a dropped role).  3: change_rights() gives the caller back its
+-- citus.multi_shard_modify_mode; change_column_rights() refuses a role
+-- that does not own the tables (42501), and granted_role_columns runs as
+-- the extension's owner on every node, so that a restore role writing
+-- granted_role on a distributed database is refused alike everywhere.
 -- ---------------------------------------------------------------------------
 
 CREATE OR REPLACE FUNCTION subscription.role_rights(kind text)
@@ -24746,6 +24750,11 @@ BEGIN
         PERFORM pg_catalog.set_config('citus.enable_ddl_propagation', 'off', true);
     END IF;
     FOR r IN SELECT * FROM subscription.role_rights(kind) AS x WHERE x.object_type = 'COLUMNS' LOOP
+        -- only the tables' owner gives them (a GRANT by another role that
+        -- holds rights on the table gives nothing, with a warning): on
+        -- Citus a row of granted_role written by another role, a restore
+        -- into a distributed database, is refused here on every node
+        PERFORM subscription.require_table_owner(r.object::pg_catalog.regclass);
         targets := ARRAY[r.object];
         IF on_citus THEN
             EXECUTE 'SELECT pg_catalog.array_agg(pg_catalog.shard_name($1, s.shard) ORDER BY s.shard)
@@ -24767,6 +24776,39 @@ $$;
 
 COMMENT ON FUNCTION subscription.change_column_rights(regrole, text, boolean) IS
 'Internal: GRANT or REVOKE the column rights of a kind of role (role_rights) on this node: the table and, on Citus, its shards placed here';
+
+CREATE OR REPLACE FUNCTION subscription.change_rights(role regrole, kind text, give boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    on_citus boolean := subscription.distributed();
+    mode text;
+BEGIN
+    PERFORM subscription.require_arguments('change_rights', '{role,kind,give}',
+        ARRAY[role IS NULL, kind IS NULL, give IS NULL]);
+    IF on_citus THEN
+        -- Citus sends a GRANT on a distributed table to its shards over
+        -- several connections a node, after which it refuses one on a
+        -- reference table (the catalog) in the transaction: one connection,
+        -- for these statements only (the caller's setting given back)
+        mode := pg_catalog.current_setting('citus.multi_shard_modify_mode');
+        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
+    FOR r IN SELECT * FROM subscription.role_rights(kind) AS x WHERE x.object_type <> 'COLUMNS' LOOP
+        EXECUTE format(CASE WHEN give THEN 'GRANT %s ON %s %s TO %s' ELSE 'REVOKE %s ON %s %s FROM %s' END,
+                       r.privileges, r.object_type, r.object, role);
+    END LOOP;
+    PERFORM subscription.change_column_rights(role, kind, give);
+    IF on_citus THEN
+        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', mode, true);
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.change_rights(regrole, text, boolean) IS 'Internal: GRANT or REVOKE the rights of a kind of role (role_rights)';
 
 CREATE FUNCTION subscription.dropped_role(role oid)
 RETURNS boolean
@@ -24832,6 +24874,27 @@ END
 $$;
 
 COMMENT ON FUNCTION subscription.set_role_kind(regrole, text, boolean) IS 'Internal: what grant_* and revoke_* do';
+
+CREATE OR REPLACE FUNCTION subscription.granted_role_columns()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF subscription.distributed() THEN
+        IF TG_OP = 'DELETE' THEN
+            PERFORM subscription.change_column_rights(OLD.role, OLD.kind, false);
+        ELSE
+            PERFORM subscription.change_column_rights(NEW.role, NEW.kind, true);
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.granted_role_columns() IS
+'Trigger: on Citus, the column rights of a role given or taken back, on the node of each placement of granted_role';
 
 CREATE OR REPLACE FUNCTION subscription.distribute()
 RETURNS TABLE (relation regclass, kind text, function regprocedure)

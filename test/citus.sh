@@ -2185,6 +2185,25 @@ for other in backoffice restore; do
     tap "$(has 'account true/false/false' 'member true/false/false' 'ids true' && [ "$(grep -cx 'member id true' <<<"$out")" = 2 ] && echo 1)" \
         "grant_$other(), then revoke_$other() of an application role on Citus: it keeps SELECT (id) on account and member on every placement (INSERT ... RETURNING id on both workers, ids read on every shard)" "$out"
 done
+# item 3: change_rights() gives the caller's transaction back its
+# citus.multi_shard_modify_mode (Citus' default, or the caller's own)
+out=$(q coordinator "BEGIN; SELECT subscription.grant_application('citus_app');
+                     SELECT 'mode ' || current_setting('citus.multi_shard_modify_mode'); COMMIT" 2>&1
+      q coordinator "BEGIN; SET LOCAL citus.multi_shard_modify_mode = sequential; SELECT subscription.grant_application('citus_app');
+                     SELECT 'caller mode ' || current_setting('citus.multi_shard_modify_mode'); COMMIT" 2>&1)
+tap "$(has 'mode parallel' 'caller mode sequential' && echo 1)" \
+    "grant_application() in a transaction on Citus leaves its citus.multi_shard_modify_mode as the caller had it (parallel, or the caller's sequential)" "$out"
+# item 3: a role given grant_restore() writing granted_role on a distributed
+# database is refused (42501): the column rights of the row's role would be
+# given on every node by a role that does not own the tables (restores run
+# before distribute(), docs/design.md#restores)
+out=$(q coordinator "CREATE ROLE citus_restorer LOGIN; CREATE ROLE citus_restored; SELECT subscription.grant_restore('citus_restorer')" 2>&1
+      qv coordinator "SET ROLE citus_restorer; INSERT INTO subscription.granted_role (role, kind) VALUES ('citus_restored', 'application')"
+      q coordinator "SELECT 'rows ' || count(*) FROM subscription.granted_role WHERE role = 'citus_restored'::regrole"
+      columns_on_placements citus_restored
+      q coordinator "SELECT subscription.revoke_restore('citus_restorer')" 2>&1)
+tap "$(grep -q '^ERROR:  42501: must be owner of table subscription.account' <<<"$out" && has 'rows 0' 'account false/false/false' && echo 1)" \
+    "on Citus a role given grant_restore() cannot write granted_role: 42501, no row, no column rights on any placement" "$out"
 # item 2: a role granted, then dropped (DROP OWNED BY, DROP ROLE): its row
 # in granted_role names no role; distribute() again and a second
 # grant_application() forget it instead of failing on GRANT ... TO <oid>

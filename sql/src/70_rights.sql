@@ -115,6 +115,11 @@ BEGIN
         PERFORM pg_catalog.set_config('citus.enable_ddl_propagation', 'off', true);
     END IF;
     FOR r IN SELECT * FROM subscription.role_rights(kind) AS x WHERE x.object_type = 'COLUMNS' LOOP
+        -- only the tables' owner gives them (a GRANT by another role that
+        -- holds rights on the table gives nothing, with a warning): on
+        -- Citus a row of granted_role written by another role, a restore
+        -- into a distributed database, is refused here on every node
+        PERFORM subscription.require_table_owner(r.object::pg_catalog.regclass);
         targets := ARRAY[r.object];
         IF on_citus THEN
             EXECUTE 'SELECT pg_catalog.array_agg(pg_catalog.shard_name($1, s.shard) ORDER BY s.shard)
@@ -145,13 +150,17 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     r record;
+    on_citus boolean := subscription.distributed();
+    mode text;
 BEGIN
     PERFORM subscription.require_arguments('change_rights', '{role,kind,give}',
         ARRAY[role IS NULL, kind IS NULL, give IS NULL]);
-    IF subscription.distributed() THEN
+    IF on_citus THEN
         -- Citus sends a GRANT on a distributed table to its shards over
         -- several connections a node, after which it refuses one on a
-        -- reference table (the catalog) in the transaction: one connection
+        -- reference table (the catalog) in the transaction: one connection,
+        -- for these statements only (the caller's setting given back)
+        mode := pg_catalog.current_setting('citus.multi_shard_modify_mode');
         PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
     END IF;
     FOR r IN SELECT * FROM subscription.role_rights(kind) AS x WHERE x.object_type <> 'COLUMNS' LOOP
@@ -159,6 +168,9 @@ BEGIN
                        r.privileges, r.object_type, r.object, role);
     END LOOP;
     PERFORM subscription.change_column_rights(role, kind, give);
+    IF on_citus THEN
+        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', mode, true);
+    END IF;
 END
 $$;
 
@@ -247,10 +259,15 @@ COMMENT ON FUNCTION subscription.set_role_kind(regrole, text, boolean) IS 'Inter
 -- (change_column_rights).  A second grant_*() updates the row, and gives
 -- them again (shards made since, by a rebalance or a new node, which Citus
 -- makes with the table's rights alone).  On a single server change_rights()
--- gives them, and the trigger does nothing.
+-- gives them, and the trigger does nothing.  It runs as the extension's
+-- owner on every node (the functions it calls are granted on the
+-- coordinator alone), and change_column_rights() lets only the tables'
+-- owner give the rights: on a distributed database a restore role writing
+-- granted_role is refused alike on every node (42501).
 CREATE FUNCTION subscription.granted_role_columns()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
