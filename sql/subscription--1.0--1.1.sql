@@ -24660,7 +24660,9 @@ ALTER TABLE subscription.limited_table ENABLE REPLICA TRIGGER limited_table_repl
 -- citus.multi_shard_modify_mode; change_column_rights() refuses a role
 -- that does not own the tables (42501), and granted_role_columns runs as
 -- the extension's owner on every node, so that a restore role writing
--- granted_role on a distributed database is refused alike everywhere.
+-- granted_role on a distributed database is refused alike everywhere.  4:
+-- enforce_limit() on Citus refuses a table distributed by a column other
+-- than its account column or tenant_id.
 -- ---------------------------------------------------------------------------
 
 CREATE OR REPLACE FUNCTION subscription.role_rights(kind text)
@@ -25045,3 +25047,168 @@ $$;
 
 COMMENT ON FUNCTION subscription.distribute() IS
 'Citus: make the catalog reference tables, distribute every tenant table by tenant_id, colocated with account, and register the keyed forms as functions distributed by tenant_id (docs/citus.md)';
+
+CREATE OR REPLACE FUNCTION subscription.enforce_limit(
+    relation regclass,
+    feature text,
+    account_column name DEFAULT 'account_id',
+    on_downgrade text DEFAULT 'drop_newest',
+    order_column name DEFAULT NULL,
+    value_column name DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    trigger_name text := subscription.guard_name(feature);
+    target pg_catalog.pg_class;
+    own_guard boolean;
+    colocated boolean := true;
+    distribution_column text;
+BEGIN
+    PERFORM subscription.require_arguments('enforce_limit', '{relation,feature,account_column,on_downgrade}',
+        ARRAY[relation IS NULL, feature IS NULL, account_column IS NULL, on_downgrade IS NULL]);
+    IF on_downgrade <> ALL (subscription.downgrade_policies()) THEN
+        RAISE EXCEPTION 'unknown downgrade policy "%"', on_downgrade
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('The policies are %s and %s.',
+                                array_to_string(trim_array(subscription.downgrade_policies(), 1), ', '),
+                                (subscription.downgrade_policies())[cardinality(subscription.downgrade_policies())]);
+    END IF;
+    SELECT * INTO target FROM pg_catalog.pg_class AS c WHERE c.oid = relation;
+    IF target.relkind = 'p' OR target.relispartition
+       OR EXISTS (SELECT FROM pg_catalog.pg_inherits AS i WHERE i.inhrelid = relation OR i.inhparent = relation) THEN
+        -- a statement naming another table of the tree would skip the guards (S6)
+        RAISE EXCEPTION 'table % is part of a partition or inheritance tree', relation
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'A statement on another table of the tree would not fire its guards.',
+                  HINT = 'Limit a plain table.';
+    ELSIF target.relkind <> 'r' THEN
+        RAISE EXCEPTION '% is not a table', relation USING ERRCODE = 'wrong_object_type';
+    ELSIF target.relpersistence = 't' THEN
+        RAISE EXCEPTION 'temporary table % cannot be limited', relation
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'Its registration would outlive the session that sees it.';
+    END IF;
+    PERFORM subscription.require_table_owner(relation);
+    -- K7, K10: the one limit on the extension's own tables, sub-accounts
+    -- per parent account, whose guard the extension attaches itself
+    own_guard := relation = 'subscription.account'::pg_catalog.regclass
+                 AND feature = 'sub_accounts'
+                 AND account_column = 'parent_id';
+    IF NOT own_guard AND target.relnamespace = 'subscription'::regnamespace THEN
+        RAISE EXCEPTION 'the extension''s own table % cannot be limited this way', relation
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Sub-accounts are limited with enforce_limit(''subscription.account'', ''sub_accounts'', ''parent_id'', ...).';
+    END IF;
+    PERFORM subscription.require_feature(enforce_limit.feature);
+    IF subscription.distributed() THEN
+        -- Citus: the count below reads every shard, then the guards are
+        -- created (DDL) in the same transaction, which Citus allows over
+        -- one connection per node only (issue 17)
+        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
+
+    PERFORM subscription.limited_column(relation, account_column, 'account column', true);
+    IF on_downgrade = ANY (subscription.value_policies()) THEN
+        IF value_column IS NULL THEN
+            RAISE EXCEPTION 'policy % needs a value column', on_downgrade
+                USING ERRCODE = 'null_value_not_allowed';
+        END IF;
+        PERFORM subscription.limited_column(relation, value_column, 'value column', on_downgrade <> 'detach');
+    ELSIF value_column IS NOT NULL THEN
+        PERFORM subscription.limited_column(relation, value_column, 'value column', false);
+    END IF;
+    IF order_column IS NOT NULL THEN
+        PERFORM subscription.limited_column(relation, order_column, 'order column', false);
+    END IF;
+    IF on_downgrade = 'keep_most_referenced' THEN
+        -- a key of one column, or of several: a distributed table's starts
+        -- with its tenant (Citus), and so do the foreign keys into it
+        PERFORM FROM pg_catalog.pg_constraint AS c
+         WHERE c.conrelid = relation AND c.contype = 'p';
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'policy keep_most_referenced needs a primary key on %', relation
+                USING ERRCODE = 'invalid_table_definition';
+        END IF;
+        PERFORM FROM pg_catalog.pg_constraint AS c
+         WHERE c.confrelid = relation AND c.contype = 'f';
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'policy keep_most_referenced needs a foreign key into %', relation
+                USING ERRCODE = 'invalid_table_definition',
+                      DETAIL = 'The rows kept are those most referenced through it (C5).';
+        END IF;
+    END IF;
+
+    -- registering twice is refused: unenforce_limit first to change the options;
+    -- a feature is one counter per account, so it lives on one table
+    PERFORM FROM subscription.limited_table AS t WHERE t.feature = enforce_limit.feature;
+    IF FOUND THEN
+        RAISE EXCEPTION 'feature "%" is already enforced', feature
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'subscription.unenforce_limit() removes a registration, to register it again with other options.';
+    END IF;
+    -- Citus: the guards count a row on the node of its tenant's shards,
+    -- into counters colocated with it; a local table (only on the
+    -- coordinator, unknown to the workers that hold limited_table's
+    -- placements) or one distributed otherwise could not be counted there
+    IF NOT own_guard AND subscription.distributed() THEN
+        EXECUTE 'SELECT pg_catalog.column_to_column_name(p.logicalrelid, p.partkey)
+                   FROM pg_catalog.pg_dist_partition AS p
+                   JOIN pg_catalog.pg_dist_partition AS a
+                     ON a.logicalrelid = ''subscription.account''::pg_catalog.regclass
+                    AND a.colocationid = p.colocationid
+                  WHERE p.logicalrelid = $1 AND p.partmethod = ''h'''
+           INTO distribution_column USING relation;
+        colocated := distribution_column IS NOT NULL;
+    END IF;
+    IF NOT colocated THEN
+        RAISE EXCEPTION 'table % is not distributed with subscription.account', relation
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'On Citus a limited table''s rows are counted on the node of their tenant''s shards.',
+                  HINT = format('Distribute it first: SELECT create_distributed_table(%L, %L, colocate_with := ''subscription.account'').',
+                                relation::text, account_column);
+    END IF;
+    -- colocated, but by a column that holds neither the row's account (a
+    -- root account's rows) nor its tenant (tenant_id, the tenant key of
+    -- docs/citus.md): a row would sit on a shard that does not hold its
+    -- account, and be counted there as its own tenant's (review h-rev7)
+    IF distribution_column IS NOT NULL AND distribution_column NOT IN (account_column, 'tenant_id') THEN
+        RAISE EXCEPTION 'table % is distributed by %, not by its account column or tenant_id', relation, distribution_column
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'On Citus a limited table''s rows are counted on the shard that holds their account.',
+                  HINT = format('Distribute it by its tenant (tenant_id) or, if its accounts are root accounts, by its account column: SELECT undistribute_table(%L); SELECT create_distributed_table(%L, %L, colocate_with := ''subscription.account'').',
+                                relation::text, relation::text, account_column);
+    END IF;
+
+    INSERT INTO subscription.limited_table AS t (relation, feature, account_column, on_downgrade, order_column, value_column,
+                                                 relation_name)
+    VALUES (relation, feature, account_column, on_downgrade, order_column, value_column,
+            subscription.relation_name(relation));
+
+    -- lock the table against writes while the existing rows are counted
+    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', relation);
+    PERFORM subscription.recount_usage(relation, feature);
+    PERFORM subscription.invalidate_limit_cache(relation);
+
+    IF own_guard THEN
+        RETURN;                 -- the extension attached its guard already
+    END IF;
+    EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_i', relation, feature);
+    EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_u', relation, feature);
+    EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_d', relation, feature);
+    EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_t', relation, feature);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.enforce_limit(regclass, text, name, text, name, name) IS
+'Attach the limit guard of a feature to an application table and count its rows';

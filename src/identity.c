@@ -68,7 +68,7 @@ ExtensionOwner(void)
 
 	if (!callback_registered)
 	{
-		RegisterRelcacheCallback(ExtensionOwnerCallback);
+		RegisterRelcacheCallback(RELCACHE_EXTENSION_OWNER, ExtensionOwnerCallback);
 		callback_registered = true;
 	}
 	if (!OidIsValid(extension_owner))
@@ -252,7 +252,7 @@ RestoringRole(void)
 		return false;
 	if (!callback_registered)
 	{
-		RegisterRelcacheCallback(RestoringRoleCallback);
+		RegisterRelcacheCallback(RELCACHE_RESTORING_ROLE, RestoringRoleCallback);
 		callback_registered = true;
 	}
 	if (restoring_valid && restoring_role_cached == role)

@@ -541,7 +541,7 @@ GetLimitEntry(Relation rel, const char *feature)
 		ctl.keysize = sizeof(LimitKey);
 		ctl.entrysize = sizeof(LimitEntry);
 		limit_cache = hash_create("subscription limit guard", 16, &ctl, HASH_ELEM | HASH_BLOBS);
-		RegisterRelcacheCallback(LimitCacheCallback);
+		RegisterRelcacheCallback(RELCACHE_LIMITS, LimitCacheCallback);
 	}
 
 	memset(&key, 0, sizeof(key));
@@ -999,7 +999,7 @@ GuardCatalogVersion(void)
 
 	if (!callback_registered)
 	{
-		RegisterRelcacheCallback(LimitCatalogCallback);
+		RegisterRelcacheCallback(RELCACHE_LIMIT_CATALOG, LimitCatalogCallback);
 		callback_registered = true;
 	}
 	AcceptInvalidationMessages();

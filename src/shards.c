@@ -143,7 +143,7 @@ LogicalRelation(Oid relid)
 		ctl.keysize = sizeof(Oid);
 		ctl.entrysize = sizeof(ShardEntry);
 		shard_cache = hash_create("subscription shards", 16, &ctl, HASH_ELEM | HASH_BLOBS);
-		RegisterRelcacheCallback(ShardCacheCallback);
+		RegisterRelcacheCallback(RELCACHE_SHARDS, ShardCacheCallback);
 	}
 	entry = hash_search(shard_cache, &relid, HASH_ENTER, &found);
 	if (found && entry->valid)

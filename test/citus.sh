@@ -2219,6 +2219,20 @@ out=$(q coordinator "CREATE ROLE citus_gone; SELECT subscription.grant_applicati
       columns_on_placements citus_app)
 tap "$(has 'dropped rows 2' 'left 0' 'worker1 left 0' 'worker2 left 0' 'account true/false/false' 'member true/false/false' && grep -q '^distributed [1-9]' <<<"$out" && echo 1)" \
     "a granted role dropped (DROP OWNED BY, DROP ROLE): distribute() again and grant_application() succeed and forget its rows on every node" "$out"
+# item 4: enforce_limit() refuses a table colocated with account but
+# distributed by a column that is neither its account column nor tenant_id
+# (its rows would be counted on shards that do not hold their accounts)
+out=$(q coordinator "INSERT INTO subscription.plan (code, product, name) VALUES ('citus-rev8', 'citus', 'Rev8');
+                     INSERT INTO subscription.plan_limit (plan, feature, value) VALUES ('citus-rev8', 'rev8_notes', 2);
+                     CREATE TABLE public.rev8_notes (account_id bigint NOT NULL, note_id bigint NOT NULL);
+                     SELECT create_distributed_table('public.rev8_notes', 'note_id', colocate_with := 'subscription.account')" 2>&1
+      qv coordinator "$SETTINGS SELECT subscription.enforce_limit('public.rev8_notes', 'rev8_notes')"
+      q coordinator "SELECT 'registered ' || count(*) FROM subscription.limited_table WHERE feature = 'rev8_notes'"
+      q coordinator "DROP TABLE public.rev8_notes" 2>&1)
+tap "$(grep -q '^ERROR:  55000: table public.rev8_notes is distributed by note_id, not by its account column or tenant_id' <<<"$out" \
+       && grep -q "^HINT:  .*create_distributed_table('public.rev8_notes', 'account_id'" <<<"$out" && has 'registered 0' && echo 1)" \
+    "enforce_limit() on Citus refuses a table colocated with account but distributed by another column (55000, HINT the call)" "$out"
+
 # docs/citus.md, its examples on the coordinator (test/docs.sh), in a
 # database of their own with Citus on every node
 prepared=1
