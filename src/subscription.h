@@ -150,6 +150,7 @@ extern void RegisterRelcacheCallback(RelcacheSlot slot, void (*func) (Datum arg,
 extern bool CitusPresent(void);
 extern Oid	LogicalRelation(Oid relid);
 extern Oid	ColocatedShard(Oid relid, Oid other);
+extern bool ShardHoldsKey(Oid relid, int64 key);
 extern bool CitusTable(Oid relid);
 
 /*
