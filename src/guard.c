@@ -54,7 +54,7 @@ InstallRelcacheCallbacks(void)
 void
 RegisterRelcacheCallback(RelcacheSlot slot, RelcacheCallbackFunction func)
 {
-	if (slot < 0 || slot >= RELCACHE_SLOTS
+	if ((int) slot < 0 || (int) slot >= (int) RELCACHE_SLOTS
 		|| (relcache_callbacks[slot] != NULL && relcache_callbacks[slot] != func))
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
