@@ -24815,7 +24815,6 @@ COMMENT ON FUNCTION subscription.change_rights(regrole, text, boolean) IS 'Inter
 CREATE FUNCTION subscription.dropped_role(role oid)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
 RETURN NOT EXISTS (SELECT FROM pg_catalog.pg_roles AS a WHERE a.oid = role);
 
 COMMENT ON FUNCTION subscription.dropped_role(oid) IS
@@ -24826,7 +24825,6 @@ REVOKE ALL ON FUNCTION subscription.dropped_role(oid) FROM PUBLIC;
 CREATE FUNCTION subscription.forget_dropped_roles()
 RETURNS void
 LANGUAGE sql
-SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     DELETE FROM subscription.granted_role AS g WHERE subscription.dropped_role(g.role);
 END;

@@ -183,12 +183,12 @@ COMMENT ON FUNCTION subscription.change_rights(regrole, text, boolean) IS 'Inter
 -- own.  Declared IMMUTABLE, which it is not, for that alone: Citus runs a
 -- DELETE on a reference table's placements only with immutable functions
 -- of its columns (refusing STABLE ones, so that placements cannot
--- diverge).  Its SET clause keeps it from being inlined; it is called only
--- on a column or a variable, never where a plan could keep its result.
+-- diverge).  Its sublink keeps it from being inlined (a SQL-standard
+-- body, bound at creation: no SET clause); it is called only on a column
+-- or a variable, never where a plan could keep its result.
 CREATE FUNCTION subscription.dropped_role(role oid)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
 RETURN NOT EXISTS (SELECT FROM pg_catalog.pg_roles AS a WHERE a.oid = role);
 
 COMMENT ON FUNCTION subscription.dropped_role(oid) IS
@@ -201,7 +201,6 @@ COMMENT ON FUNCTION subscription.dropped_role(oid) IS
 CREATE FUNCTION subscription.forget_dropped_roles()
 RETURNS void
 LANGUAGE sql
-SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     DELETE FROM subscription.granted_role AS g WHERE subscription.dropped_role(g.role);
 END;
