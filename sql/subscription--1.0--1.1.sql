@@ -25163,3 +25163,565 @@ $$;
 
 COMMENT ON FUNCTION subscription.renew_common_group(bigint[], bigint[]) IS
 'Internal: one group of common renewals, set-based: one UPDATE moving the periods, one INSERT of the charges';
+
+-- ---------------------------------------------------------------------------
+-- Issue 17 (h-rev8, the review h-rev7's open items).  1: a role both
+-- application and back office (or restore) keeps the application's column
+-- rights on every node when the other kind is taken back (set_role_kind
+-- touches the role's remaining rows of granted_role on Citus).  2: rows of
+-- granted_role whose role was dropped are forgotten by every grant, revoke
+-- and distribute() (forget_dropped_roles, dropped_role; change_column_rights
+-- skips a dropped role).  3: change_rights() gives the caller back its
+-- citus.multi_shard_modify_mode; change_column_rights() refuses a role
+-- that does not own the tables (42501), and granted_role_columns runs as
+-- the extension's owner on every node, so that a restore role writing
+-- granted_role on a distributed database is refused alike everywhere.  4:
+-- enforce_limit() on Citus refuses a table distributed by a column other
+-- than its account column or tenant_id.
+-- ---------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION subscription.role_rights(kind text)
+RETURNS TABLE (object_type text, object text, privileges text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    application_routines text[] := '{subscribe,set_quantity,change_plan,change_cycle,set_renewal,cancel,
+        cancel_account,close_account,end_early,purchase_addon,cancel_addon,license_consume,license_release,licenses_left,
+        apply_downgrade,preview_change_plan,preview_set_quantity,preview_purchase_addon,credit_balance,usage,
+        bundle_into_suite,preview_bundle_into_suite,
+        effective_limit,current_actor,calling_role,may_read,readable_accounts,coupon_discount,tier_for_hosts,prorate_refund,
+        cycle_key,is_valid_cycle,renewal_options,plan_tiers,round_money,find_price,period_price,nth_period,
+        cycle_text,sold_cycles,unknown_code,require_quantity,require_cycle,set_default,accept_terms,terms_in_effect,
+        renewal_terms,renewal_notices,plan_version_or_current,next_plan,create_account,pause,resume,
+        invoice_document,receipt_document,add_payment_method,has_feature,now,meter_now,preview_usage,integral_at}';
+    catalog text[] := '{product,plan,plan_price,plan_limit,addon,addon_price,plan_addon,currency,terms,suite_component}';
+    views text[] := '{license_holder,invoice,credit_statement,renewal_notice,receipt,open_balance,current_usage}';
+BEGIN
+    IF kind NOT IN ('application', 'backoffice', 'restore') THEN
+        RAISE EXCEPTION 'unknown kind of role "%"', kind
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The kinds are application, backoffice and restore.';
+    END IF;
+    RETURN QUERY
+    SELECT 'SCHEMA', 'subscription', 'USAGE'
+    UNION ALL
+    SELECT 'ROUTINE', p.oid::regprocedure::text, 'EXECUTE'
+      FROM pg_catalog.pg_proc AS p
+     WHERE p.pronamespace = 'subscription'::regnamespace
+       AND CASE kind WHEN 'application' THEN p.proname = ANY (application_routines)
+                     -- granting, writing history and events, and opening or settling
+                     -- an invoice (which take their totals and what is paid from their
+                     -- caller) are for the extension's owner alone
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_(column_)?rights|set_role_kind|(forget_)?dropped_roles?|write_histor(y|ies)|write_events?|insert_events|open_invoices?(_of)?|settle_invoice)$' END
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || c.relname,
+           CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
+                THEN 'SELECT, INSERT, UPDATE, DELETE'
+                WHEN kind = 'restore' AND c.relkind = 'r' THEN 'SELECT, INSERT'
+                WHEN kind = 'restore' AND c.relkind = 'S' THEN 'SELECT, UPDATE'
+                ELSE 'SELECT' END
+      FROM pg_catalog.pg_class AS c
+     WHERE c.relnamespace = 'subscription'::regnamespace
+       AND c.relkind IN ('r', 'v', 'S')
+       AND CASE kind WHEN 'backoffice' THEN true
+                     WHEN 'restore' THEN c.relkind IN ('r', 'S')
+                     ELSE c.relname = ANY (catalog || views) END
+    UNION ALL
+    SELECT 'TABLE', 'subscription.' || t, 'INSERT, UPDATE' || CASE t WHEN 'member' THEN ', DELETE' ELSE '' END
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+    UNION ALL
+    SELECT 'COLUMNS', 'subscription.' || t, 'SELECT (id)'
+      FROM unnest('{account,member}'::text[]) AS t
+     WHERE kind = 'application'
+     ORDER BY 1, 2;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.role_rights(text) IS
+'The exact rights grant_application() (kind application), grant_backoffice() (kind backoffice) and grant_restore() (kind restore) give';
+
+CREATE OR REPLACE FUNCTION subscription.change_column_rights(role regrole, kind text, give boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    target text;
+    targets text[];
+    shards text[];
+    on_citus boolean := subscription.distributed();
+    propagation text;
+BEGIN
+    PERFORM subscription.require_arguments('change_column_rights', '{role,kind,give}',
+        ARRAY[role IS NULL, kind IS NULL, give IS NULL]);
+    -- a role dropped since its row in granted_role was written (DROP ROLE
+    -- leaves the row, forget_dropped_roles() deletes it): nothing to give
+    -- or take back
+    IF subscription.dropped_role(role) THEN
+        RETURN;
+    END IF;
+    IF on_citus THEN
+        propagation := pg_catalog.current_setting('citus.enable_ddl_propagation');
+        PERFORM pg_catalog.set_config('citus.enable_ddl_propagation', 'off', true);
+    END IF;
+    FOR r IN SELECT * FROM subscription.role_rights(kind) AS x WHERE x.object_type = 'COLUMNS' LOOP
+        -- only the tables' owner gives them (a GRANT by another role that
+        -- holds rights on the table gives nothing, with a warning): on
+        -- Citus a row of granted_role written by another role, a restore
+        -- into a distributed database, is refused here on every node
+        PERFORM subscription.require_table_owner(r.object::pg_catalog.regclass);
+        targets := ARRAY[r.object];
+        IF on_citus THEN
+            EXECUTE 'SELECT pg_catalog.array_agg(pg_catalog.shard_name($1, s.shard) ORDER BY s.shard)
+                       FROM pg_catalog.unnest(subscription.local_shards($1)) AS s (shard)
+                      WHERE s.shard IS NOT NULL'
+               INTO shards USING r.object::regclass;
+            targets := targets || coalesce(shards, '{}');
+        END IF;
+        FOREACH target IN ARRAY targets LOOP
+            EXECUTE format(CASE WHEN give THEN 'GRANT %s ON TABLE %s TO %s' ELSE 'REVOKE %s ON TABLE %s FROM %s' END,
+                           r.privileges, target, role);
+        END LOOP;
+    END LOOP;
+    IF on_citus THEN
+        PERFORM pg_catalog.set_config('citus.enable_ddl_propagation', propagation, true);
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.change_column_rights(regrole, text, boolean) IS
+'Internal: GRANT or REVOKE the column rights of a kind of role (role_rights) on this node: the table and, on Citus, its shards placed here';
+
+CREATE OR REPLACE FUNCTION subscription.change_rights(role regrole, kind text, give boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    on_citus boolean := subscription.distributed();
+    mode text;
+BEGIN
+    PERFORM subscription.require_arguments('change_rights', '{role,kind,give}',
+        ARRAY[role IS NULL, kind IS NULL, give IS NULL]);
+    IF on_citus THEN
+        -- Citus sends a GRANT on a distributed table to its shards over
+        -- several connections a node, after which it refuses one on a
+        -- reference table (the catalog) in the transaction: one connection,
+        -- for these statements only (the caller's setting given back)
+        mode := pg_catalog.current_setting('citus.multi_shard_modify_mode');
+        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
+    FOR r IN SELECT * FROM subscription.role_rights(kind) AS x WHERE x.object_type <> 'COLUMNS' LOOP
+        EXECUTE format(CASE WHEN give THEN 'GRANT %s ON %s %s TO %s' ELSE 'REVOKE %s ON %s %s FROM %s' END,
+                       r.privileges, r.object_type, r.object, role);
+    END LOOP;
+    PERFORM subscription.change_column_rights(role, kind, give);
+    IF on_citus THEN
+        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', mode, true);
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.change_rights(regrole, text, boolean) IS 'Internal: GRANT or REVOKE the rights of a kind of role (role_rights)';
+
+CREATE FUNCTION subscription.dropped_role(role oid)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+RETURN NOT EXISTS (SELECT FROM pg_catalog.pg_roles AS a WHERE a.oid = role);
+
+COMMENT ON FUNCTION subscription.dropped_role(oid) IS
+'Internal: whether a role named in granted_role was dropped, by this node''s roles';
+
+REVOKE ALL ON FUNCTION subscription.dropped_role(oid) FROM PUBLIC;
+
+CREATE FUNCTION subscription.forget_dropped_roles()
+RETURNS void
+LANGUAGE sql
+BEGIN ATOMIC
+    DELETE FROM subscription.granted_role AS g WHERE subscription.dropped_role(g.role);
+END;
+
+COMMENT ON FUNCTION subscription.forget_dropped_roles() IS
+'Internal: delete the rows of granted_role whose role was dropped';
+
+REVOKE ALL ON FUNCTION subscription.forget_dropped_roles() FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION subscription.set_role_kind(role regrole, kind text, give boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    other text;
+BEGIN
+    IF role IS NULL THEN
+        RAISE EXCEPTION 'argument "role" of %_%() must not be null', CASE WHEN give THEN 'grant' ELSE 'revoke' END, kind
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM subscription.forget_dropped_roles();
+    IF give THEN
+        PERFORM subscription.change_rights(role, kind, true);
+        INSERT INTO subscription.granted_role AS g (role, kind) VALUES (role, kind) ON CONFLICT ON CONSTRAINT granted_role_pkey DO UPDATE SET kind = g.kind;
+        RETURN;
+    END IF;
+    DELETE FROM subscription.granted_role AS g WHERE g.role = set_role_kind.role AND g.kind = set_role_kind.kind;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'role % was not given the % rights', role, kind
+            USING ERRCODE = 'undefined_object',
+                  HINT = format('subscription.grant_%s() gives them.', kind);
+    END IF;
+    PERFORM subscription.change_rights(role, kind, false);
+    FOR other IN SELECT g.kind FROM subscription.granted_role AS g WHERE g.role = set_role_kind.role LOOP
+        PERFORM subscription.change_rights(role, other, true);
+    END LOOP;
+    -- on Citus the REVOKE of a table privilege reached the shards, where it
+    -- took every column's too (the application's SELECT (id) of a role that
+    -- was also back office), and the loop above gave the kinds left again on
+    -- this node alone: their rows, touched, give them again on every node
+    -- (granted_role_columns)
+    IF subscription.distributed() THEN
+        UPDATE subscription.granted_role AS g SET kind = g.kind WHERE g.role = set_role_kind.role;
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.set_role_kind(regrole, text, boolean) IS 'Internal: what grant_* and revoke_* do';
+
+CREATE OR REPLACE FUNCTION subscription.granted_role_columns()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF subscription.distributed() THEN
+        IF TG_OP = 'DELETE' THEN
+            PERFORM subscription.change_column_rights(OLD.role, OLD.kind, false);
+        ELSE
+            PERFORM subscription.change_column_rights(NEW.role, NEW.kind, true);
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.granted_role_columns() IS
+'Trigger: on Citus, the column rights of a role given or taken back, on the node of each placement of granted_role';
+
+CREATE OR REPLACE FUNCTION subscription.distribute()
+RETURNS TABLE (relation regclass, kind text, function regprocedure)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+-- Citus's notices of each table's copy and truncation: not the caller's
+SET client_min_messages = warning
+AS $$
+DECLARE
+    t record;
+    orphan record;
+    done boolean;
+    moved boolean := false;
+    role_before text;
+    failed text;
+BEGIN
+    -- K7: a sub-account lives in its parent's shard group; one moved under
+    -- another tenant's account (parent_id changed on a single server) would
+    -- not.  Once distributed, check_reference() keeps a parent in the tenant.
+    IF NOT subscription.distributed() THEN
+        SELECT a.id, a.tenant_id, p.id AS parent, p.tenant_id AS parent_tenant INTO orphan
+          FROM subscription.account AS a JOIN subscription.account AS p ON p.id = a.parent_id
+         WHERE a.tenant_id <> p.tenant_id
+         ORDER BY a.id LIMIT 1;
+        moved := FOUND;
+    END IF;
+    IF moved THEN
+        RAISE EXCEPTION 'account % is a sub-account of account %, of another tenant', orphan.id, orphan.parent
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = pg_catalog.format('Account %s is of tenant %s, its parent of tenant %s; on Citus a sub-account shares its parent''s shard group.',
+                                             orphan.id, orphan.tenant_id, orphan.parent_tenant),
+                  HINT = 'Make it a root account again (parent_id = NULL) before distributing.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
+        RAISE EXCEPTION 'subscription.distribute() needs the citus extension'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Load Citus (shared_preload_libraries = ''citus'') and run CREATE EXTENSION citus first.';
+    END IF;
+    -- what Citus needs: the extension's triggers on shards, and reference
+    -- tables made while the tenant tables that reference them are still local
+    PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+    PERFORM pg_catalog.set_config('citus.enable_local_reference_table_foreign_keys', 'off', true);
+    -- a table that holds rows (a database used before it is distributed,
+    -- or updated from 1.0): Citus copies them into its shards by a COPY on
+    -- each placement, which would fire the table's triggers there (history
+    -- written into tables not distributed yet, guards counting rows that
+    -- are moved, not written) and leave the checks of the foreign keys
+    -- made deferred below pending on the workers.  The copies are a
+    -- restore: they run in replica mode, on the coordinator and, as a SET
+    -- LOCAL that Citus sends its connections (from a DO block), on the
+    -- workers, until every table is distributed; the ALWAYS triggers take
+    -- replica mode for a restore (docs/design.md#restores).
+    -- Nothing to undo on an error: it ends with the transaction
+    role_before := pg_catalog.current_setting('session_replication_role');
+    EXECUTE 'DO $do$ BEGIN SET LOCAL citus.propagate_set_commands = ''local''; SET LOCAL session_replication_role = replica; END $do$';
+    -- a row of the catalog is deleted on the workers' placements first, and
+    -- on the coordinator's last, whose refuse_delete_in_use() alone reads
+    -- the tenant tables: the foreign keys of the tenant tables into the
+    -- catalog are checked at commit, so that the extension's check (2BP01,
+    -- naming what refers to the row) decides, as on a single server, not a
+    -- worker's foreign key (23503).  Before the tables are distributed:
+    -- their shards are made with it.
+    FOR t IN SELECT k.conrelid::pg_catalog.regclass AS relation, k.conname
+               FROM pg_catalog.pg_constraint AS k
+               JOIN subscription.distribution_plan() AS d ON d.relation = k.conrelid AND d.kind = 'distributed'
+               JOIN subscription.distribution_plan() AS r ON r.relation = k.confrelid AND r.kind = 'reference'
+              WHERE k.contype = 'f' AND NOT k.condeferrable AND k.confdeltype = 'a'
+                AND NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition AS x WHERE x.logicalrelid = k.conrelid)
+              ORDER BY 1, 2 LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s ALTER CONSTRAINT %I DEFERRABLE INITIALLY DEFERRED', t.relation, t.conname);
+    END LOOP;
+    FOR t IN SELECT * FROM subscription.distribution_plan() AS p ORDER BY p.step LOOP
+        EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)'
+           INTO done USING t.relation;
+        IF t.kind = 'function' THEN
+            -- item 2: a keyed form called alone from the coordinator runs
+            -- on the node of its tenant's shards, in one hop
+            EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_object AS o
+                                      JOIN pg_catalog.pg_dist_partition AS a
+                                        ON a.logicalrelid = ''subscription.account''::pg_catalog.regclass
+                                       AND a.colocationid = o.colocationid
+                                     WHERE o.classid = ''pg_catalog.pg_proc''::pg_catalog.regclass AND o.objid = $1
+                                       AND o.distribution_argument_index = 0)'
+               INTO done USING t.function;
+            IF NOT done THEN
+                EXECUTE 'SELECT create_distributed_function($1, ''tenant_id'', colocate_with := ''subscription.account'')'
+                  USING t.function;
+            END IF;
+        ELSIF NOT done THEN
+            IF t.kind = 'reference' THEN
+                EXECUTE 'SELECT create_reference_table($1)' USING t.relation;
+            ELSIF t.relation = 'subscription.account'::pg_catalog.regclass THEN
+                EXECUTE 'SELECT create_distributed_table($1, ''tenant_id'')' USING t.relation;
+            ELSE
+                EXECUTE 'SELECT create_distributed_table($1, ''tenant_id'', colocate_with => ''subscription.account'')'
+                  USING t.relation;
+            END IF;
+        END IF;
+        relation := t.relation;
+        kind := t.kind;
+        function := t.function;
+        RETURN NEXT;
+    END LOOP;
+    EXECUTE pg_catalog.format('DO $do$ BEGIN SET LOCAL session_replication_role = %L; END $do$', role_before);
+    -- the rows are in the shards now; the tables themselves keep none (once
+    -- no local table references them).  In replica mode: this TRUNCATE
+    -- removes copies, which the guards' and history's TRUNCATE triggers
+    -- must not take for a tenant's
+    PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
+    FOR t IN SELECT * FROM subscription.distribution_plan() AS p WHERE p.kind <> 'function' ORDER BY p.step DESC LOOP
+        EXECUTE 'SELECT truncate_local_data_after_distributing_table($1)' USING t.relation;
+    END LOOP;
+    PERFORM pg_catalog.set_config('session_replication_role', role_before, true);
+    -- a keyed form delegated to a worker inserts there: the identity
+    -- sequences of the tenant tables (made by CREATE EXTENSION on every
+    -- node, so left alone by Citus) draw from the node's own range on each
+    -- worker, as Citus's own ((group << 48) + 1 on), so that no id comes
+    -- twice.  Idempotent; a node added later gets its range from the next
+    -- distribute()
+    FOR t IN SELECT * FROM subscription.distribution_plan() AS p WHERE p.kind = 'distributed' ORDER BY p.step LOOP
+        EXECUTE 'SELECT pg_catalog.string_agg(w.nodename || '':'' || w.nodeport || '': '' || w.result, ''; '')
+                   FROM run_command_on_workers(pg_catalog.format(''SELECT worker_adjust_identity_column_seq_ranges(%L::regclass)'', $1::text)) AS w
+                  WHERE NOT w.success'
+           INTO failed USING t.relation;
+        IF failed IS NOT NULL THEN
+            RAISE EXCEPTION 'the identity sequences of % could not be given their range on every worker', t.relation
+                USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = failed;
+        END IF;
+    END LOOP;
+    -- the column rights of the roles given them before: Citus made the
+    -- shards and the workers' tables with the tables' own rights alone
+    -- (granted_role_columns gives them on every node), to the roles that
+    -- still exist
+    PERFORM subscription.forget_dropped_roles();
+    UPDATE subscription.granted_role AS g SET kind = g.kind;
+    -- no table of the extension is left local: its rows would split across nodes
+    SELECT p.relation INTO t
+      FROM subscription.distribution_plan() AS p
+     WHERE p.kind <> 'function'
+       AND NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition AS d WHERE d.logicalrelid = p.relation)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'table % of the extension is still local', t.relation
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.distribute() IS
+'Citus: make the catalog reference tables, distribute every tenant table by tenant_id, colocated with account, and register the keyed forms as functions distributed by tenant_id (docs/citus.md)';
+
+CREATE OR REPLACE FUNCTION subscription.enforce_limit(
+    relation regclass,
+    feature text,
+    account_column name DEFAULT 'account_id',
+    on_downgrade text DEFAULT 'drop_newest',
+    order_column name DEFAULT NULL,
+    value_column name DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    trigger_name text := subscription.guard_name(feature);
+    target pg_catalog.pg_class;
+    own_guard boolean;
+    colocated boolean := true;
+    distribution_column text;
+BEGIN
+    PERFORM subscription.require_arguments('enforce_limit', '{relation,feature,account_column,on_downgrade}',
+        ARRAY[relation IS NULL, feature IS NULL, account_column IS NULL, on_downgrade IS NULL]);
+    IF on_downgrade <> ALL (subscription.downgrade_policies()) THEN
+        RAISE EXCEPTION 'unknown downgrade policy "%"', on_downgrade
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('The policies are %s and %s.',
+                                array_to_string(trim_array(subscription.downgrade_policies(), 1), ', '),
+                                (subscription.downgrade_policies())[cardinality(subscription.downgrade_policies())]);
+    END IF;
+    SELECT * INTO target FROM pg_catalog.pg_class AS c WHERE c.oid = relation;
+    IF target.relkind = 'p' OR target.relispartition
+       OR EXISTS (SELECT FROM pg_catalog.pg_inherits AS i WHERE i.inhrelid = relation OR i.inhparent = relation) THEN
+        -- a statement naming another table of the tree would skip the guards (S6)
+        RAISE EXCEPTION 'table % is part of a partition or inheritance tree', relation
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'A statement on another table of the tree would not fire its guards.',
+                  HINT = 'Limit a plain table.';
+    ELSIF target.relkind <> 'r' THEN
+        RAISE EXCEPTION '% is not a table', relation USING ERRCODE = 'wrong_object_type';
+    ELSIF target.relpersistence = 't' THEN
+        RAISE EXCEPTION 'temporary table % cannot be limited', relation
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'Its registration would outlive the session that sees it.';
+    END IF;
+    PERFORM subscription.require_table_owner(relation);
+    -- K7, K10: the one limit on the extension's own tables, sub-accounts
+    -- per parent account, whose guard the extension attaches itself
+    own_guard := relation = 'subscription.account'::pg_catalog.regclass
+                 AND feature = 'sub_accounts'
+                 AND account_column = 'parent_id';
+    IF NOT own_guard AND target.relnamespace = 'subscription'::regnamespace THEN
+        RAISE EXCEPTION 'the extension''s own table % cannot be limited this way', relation
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Sub-accounts are limited with enforce_limit(''subscription.account'', ''sub_accounts'', ''parent_id'', ...).';
+    END IF;
+    PERFORM subscription.require_feature(enforce_limit.feature);
+    IF subscription.distributed() THEN
+        -- Citus: the count below reads every shard, then the guards are
+        -- created (DDL) in the same transaction, which Citus allows over
+        -- one connection per node only (issue 17)
+        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
+
+    PERFORM subscription.limited_column(relation, account_column, 'account column', true);
+    IF on_downgrade = ANY (subscription.value_policies()) THEN
+        IF value_column IS NULL THEN
+            RAISE EXCEPTION 'policy % needs a value column', on_downgrade
+                USING ERRCODE = 'null_value_not_allowed';
+        END IF;
+        PERFORM subscription.limited_column(relation, value_column, 'value column', on_downgrade <> 'detach');
+    ELSIF value_column IS NOT NULL THEN
+        PERFORM subscription.limited_column(relation, value_column, 'value column', false);
+    END IF;
+    IF order_column IS NOT NULL THEN
+        PERFORM subscription.limited_column(relation, order_column, 'order column', false);
+    END IF;
+    IF on_downgrade = 'keep_most_referenced' THEN
+        -- a key of one column, or of several: a distributed table's starts
+        -- with its tenant (Citus), and so do the foreign keys into it
+        PERFORM FROM pg_catalog.pg_constraint AS c
+         WHERE c.conrelid = relation AND c.contype = 'p';
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'policy keep_most_referenced needs a primary key on %', relation
+                USING ERRCODE = 'invalid_table_definition';
+        END IF;
+        PERFORM FROM pg_catalog.pg_constraint AS c
+         WHERE c.confrelid = relation AND c.contype = 'f';
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'policy keep_most_referenced needs a foreign key into %', relation
+                USING ERRCODE = 'invalid_table_definition',
+                      DETAIL = 'The rows kept are those most referenced through it (C5).';
+        END IF;
+    END IF;
+
+    -- registering twice is refused: unenforce_limit first to change the options;
+    -- a feature is one counter per account, so it lives on one table
+    PERFORM FROM subscription.limited_table AS t WHERE t.feature = enforce_limit.feature;
+    IF FOUND THEN
+        RAISE EXCEPTION 'feature "%" is already enforced', feature
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'subscription.unenforce_limit() removes a registration, to register it again with other options.';
+    END IF;
+    -- Citus: the guards count a row on the node of its tenant's shards,
+    -- into counters colocated with it; a local table (only on the
+    -- coordinator, unknown to the workers that hold limited_table's
+    -- placements) or one distributed otherwise could not be counted there
+    IF NOT own_guard AND subscription.distributed() THEN
+        EXECUTE 'SELECT pg_catalog.column_to_column_name(p.logicalrelid, p.partkey)
+                   FROM pg_catalog.pg_dist_partition AS p
+                   JOIN pg_catalog.pg_dist_partition AS a
+                     ON a.logicalrelid = ''subscription.account''::pg_catalog.regclass
+                    AND a.colocationid = p.colocationid
+                  WHERE p.logicalrelid = $1 AND p.partmethod = ''h'''
+           INTO distribution_column USING relation;
+        colocated := distribution_column IS NOT NULL;
+    END IF;
+    IF NOT colocated THEN
+        RAISE EXCEPTION 'table % is not distributed with subscription.account', relation
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'On Citus a limited table''s rows are counted on the node of their tenant''s shards.',
+                  HINT = format('Distribute it first: SELECT create_distributed_table(%L, %L, colocate_with := ''subscription.account'').',
+                                relation::text, account_column);
+    END IF;
+    -- colocated, but by a column that holds neither the row's account (a
+    -- root account's rows) nor its tenant (tenant_id, the tenant key of
+    -- docs/citus.md): a row would sit on a shard that does not hold its
+    -- account, and be counted there as its own tenant's (review h-rev7)
+    IF distribution_column IS NOT NULL AND distribution_column NOT IN (account_column, 'tenant_id') THEN
+        RAISE EXCEPTION 'table % is distributed by %, not by its account column or tenant_id', relation, distribution_column
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'On Citus a limited table''s rows are counted on the shard that holds their account.',
+                  HINT = format('Distribute it by its tenant (tenant_id) or, if its accounts are root accounts, by its account column: SELECT undistribute_table(%L); SELECT create_distributed_table(%L, %L, colocate_with := ''subscription.account'').',
+                                relation::text, relation::text, account_column);
+    END IF;
+
+    INSERT INTO subscription.limited_table AS t (relation, feature, account_column, on_downgrade, order_column, value_column,
+                                                 relation_name)
+    VALUES (relation, feature, account_column, on_downgrade, order_column, value_column,
+            subscription.relation_name(relation));
+
+    -- lock the table against writes while the existing rows are counted
+    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', relation);
+    PERFORM subscription.recount_usage(relation, feature);
+    PERFORM subscription.invalidate_limit_cache(relation);
+
+    IF own_guard THEN
+        RETURN;                 -- the extension attached its guard already
+    END IF;
+    EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_i', relation, feature);
+    EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_u', relation, feature);
+    EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_d', relation, feature);
+    EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s
+                    FOR EACH STATEMENT EXECUTE FUNCTION subscription.limit_guard(%L)',
+                   trigger_name || '_t', relation, feature);
+END
+$$;
+
+COMMENT ON FUNCTION subscription.enforce_limit(regclass, text, name, text, name, name) IS
+'Attach the limit guard of a feature to an application table and count its rows';

@@ -27,30 +27,39 @@
  * has a fixed number of slots (MAX_RELCACHE_CALLBACKS, 10), which core
  * PostgreSQL and Citus (5) share with us, and a backend that runs out of
  * them is terminated (FATAL "out of relcache_callback_list slots"), as
- * issue 17's cluster showed with four callbacks of ours.
+ * issue 17's cluster showed with four callbacks of ours.  Ours are a slot
+ * each (RelcacheSlot, subscription.h), their number fixed when compiling;
+ * the one registration is made when the library is loaded (_PG_init).
  */
-#define SUBSCRIPTION_RELCACHE_CALLBACKS 8
-static RelcacheCallbackFunction relcache_callbacks[SUBSCRIPTION_RELCACHE_CALLBACKS];
-static int	relcache_callback_count = 0;
+static RelcacheCallbackFunction relcache_callbacks[RELCACHE_SLOTS];
 
 static void
 SubscriptionRelcacheCallback(Datum arg, Oid relid)
 {
 	int			i;
 
-	for (i = 0; i < relcache_callback_count; i++)
-		relcache_callbacks[i] (arg, relid);
+	for (i = 0; i < RELCACHE_SLOTS; i++)
+		if (relcache_callbacks[i] != NULL)
+			relcache_callbacks[i] (arg, relid);
 }
 
-/* Call func on every relcache invalidation; once per func and backend. */
+/* from _PG_init: the extension's one relcache callback */
 void
-RegisterRelcacheCallback(RelcacheCallbackFunction func)
+InstallRelcacheCallbacks(void)
 {
-	if (relcache_callback_count >= SUBSCRIPTION_RELCACHE_CALLBACKS)
-		elog(ERROR, "too many relcache callbacks in the subscription extension");
-	if (relcache_callback_count == 0)
-		CacheRegisterRelcacheCallback(SubscriptionRelcacheCallback, (Datum) 0);
-	relcache_callbacks[relcache_callback_count++] = func;
+	CacheRegisterRelcacheCallback(SubscriptionRelcacheCallback, (Datum) 0);
+}
+
+/* Call func, a cache's callback, on every relcache invalidation */
+void
+RegisterRelcacheCallback(RelcacheSlot slot, RelcacheCallbackFunction func)
+{
+	if ((int) slot < 0 || (int) slot >= (int) RELCACHE_SLOTS
+		|| (relcache_callbacks[slot] != NULL && relcache_callbacks[slot] != func))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("relcache callback slot %d of the subscription extension is taken", (int) slot)));
+	relcache_callbacks[slot] = func;
 }
 
 /*

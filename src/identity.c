@@ -68,7 +68,7 @@ ExtensionOwner(void)
 
 	if (!callback_registered)
 	{
-		RegisterRelcacheCallback(ExtensionOwnerCallback);
+		RegisterRelcacheCallback(RELCACHE_EXTENSION_OWNER, ExtensionOwnerCallback);
 		callback_registered = true;
 	}
 	if (!OidIsValid(extension_owner))
@@ -270,7 +270,7 @@ RegisterIdentityCallbacks(void)
 
 	if (callbacks_registered)
 		return;
-	RegisterRelcacheCallback(RestoringRoleCallback);
+	RegisterRelcacheCallback(RELCACHE_RESTORING_ROLE, RestoringRoleCallback);
 	CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, TrustSyscacheCallback, (Datum) 0);
 	CacheRegisterSyscacheCallback(AUTHOID, TrustSyscacheCallback, (Datum) 0);
 	callbacks_registered = true;

@@ -544,7 +544,7 @@ GetLimitEntry(Relation rel, const char *feature)
 		ctl.keysize = sizeof(LimitKey);
 		ctl.entrysize = sizeof(LimitEntry);
 		limit_cache = hash_create("subscription limit guard", 16, &ctl, HASH_ELEM | HASH_BLOBS);
-		RegisterRelcacheCallback(LimitCacheCallback);
+		RegisterRelcacheCallback(RELCACHE_LIMITS, LimitCacheCallback);
 	}
 
 	memset(&key, 0, sizeof(key));
@@ -631,7 +631,7 @@ GetLimitEntry(Relation rel, const char *feature)
  * paused in mode 'freeze', issue 19): 55000 with the way out.  Read only on
  * the way to a refusal; the guard's own statements are unchanged.
  */
-static int64 AccountTenant(Oid relid, int64 account);
+static int64 AccountTenant(Relation rel, int64 account);
 
 static void
 FrozenLimitRefusal(Relation rel, int64 account)
@@ -654,7 +654,7 @@ FrozenLimitRefusal(Relation rel, int64 account)
 	 */
 	if (rel != NULL && OidIsValid(ColocatedShard(RelationGetRelid(rel), OwnTable("account"))))
 	{
-		values[1] = Int64GetDatum(AccountTenant(RelationGetRelid(rel), account));
+		values[1] = Int64GetDatum(AccountTenant(rel, account));
 		nulls[1] = ' ';
 	}
 	KeptPlan(&frozen_plan, "SELECT subscription.freezing_subscription(t.t, $1), subscription.dunning_freeze_invoice(t.t, $1)"
@@ -787,16 +787,23 @@ CatalogLimitVersion(void)
 /*
  * K7 on Citus: the tenant of an account (its root account's id), which its
  * counter is keyed by.  From the guard on a shard of an application table
- * (relid), the colocated shard of subscription.account holds the account's
+ * (rel), the colocated shard of subscription.account holds the account's
  * row: the table is distributed by the tenant, or by the account when its
  * accounts are root accounts, their own tenants.  It is read there, by the
  * shard's name (the one statement Citus allows inside a shard's trigger),
- * by the account's id.  Elsewhere, and for an account that shard does not
- * hold, the account is its own tenant (a root account, docs/citus.md).
+ * by the account's id.  Elsewhere the account is its own tenant (a root
+ * account, docs/citus.md), and so is one that shard does not hold but
+ * would as a root account (it does not exist: the checks that follow
+ * say so).  An account that shard would not hold is a row on the shard of
+ * another tenant: Citus placed it by the key its statement named, and a
+ * BEFORE trigger of the table's own gave it another account since; it
+ * would be counted here, and found by no query routed by its account
+ * (gap 2 of issue 17): refused.
  */
 static int64
-AccountTenant(Oid relid, int64 account)
+AccountTenant(Relation rel, int64 account)
 {
+	Oid			relid = rel != NULL ? RelationGetRelid(rel) : InvalidOid;
 	Oid			accounts = OidIsValid(relid) ? ColocatedShard(relid, OwnTable("account")) : InvalidOid;
 	Oid			argtypes[1] = {INT8OID};
 	Datum		values[1] = {Int64GetDatum(account)};
@@ -813,7 +820,17 @@ AccountTenant(Oid relid, int64 account)
 	if (SPI_execute_with_args(sql, 1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the tenant of account " INT64_FORMAT, account);
 	if (SPI_processed != 1)
+	{
+		if (!ShardHoldsKey(accounts, account))
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("a row of account " INT64_FORMAT " is on a shard of another tenant", account),
+					 errdetail("On Citus a row stays on the shard of the key its statement named; a BEFORE trigger of table \"%s\" gave it another account.",
+							   get_rel_name(LogicalRelation(relid))),
+					 errhint("Write the row with its own account's key."),
+					 errtable(rel)));
 		return account;
+	}
 	tenant = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	return isnull ? account : tenant;
 }
@@ -1002,7 +1019,7 @@ GuardCatalogVersion(void)
 
 	if (!callback_registered)
 	{
-		RegisterRelcacheCallback(LimitCatalogCallback);
+		RegisterRelcacheCallback(RELCACHE_LIMIT_CATALOG, LimitCatalogCallback);
 		callback_registered = true;
 	}
 	AcceptInvalidationMessages();
@@ -1111,7 +1128,7 @@ MoveCitusUsage(Relation rel, int64 tenant, int64 account, const char *feature, i
 	int			attempt;
 
 	if (rel != NULL)
-		tenant = AccountTenant(RelationGetRelid(rel), account);
+		tenant = AccountTenant(rel, account);
 	else
 		RequireAccount(tenant, account);
 	ReadCitusCounter(tenant, account, feature, true, &used, &limit, &limit_null, &version);
@@ -1556,7 +1573,7 @@ CheckCap(Relation rel, int64 account, const char *feature, int64 largest)
 		int64		used;
 		Datum		version;
 
-		ReadCitusCounter(AccountTenant(RelationGetRelid(rel), account), account, feature, false,
+		ReadCitusCounter(AccountTenant(rel, account), account, feature, false,
 						 &used, &limit, &limit_null, &version);
 		if (!limit_null && largest > limit)
 			LimitRefusal(rel, account, feature, largest, 0, false, limit, true);

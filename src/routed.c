@@ -140,7 +140,7 @@ RoutedTableOf(Relation rel)
 		ctl.keysize = sizeof(Oid);
 		ctl.entrysize = sizeof(RoutedTable);
 		routed_tables = hash_create("subscription routed tables", 16, &ctl, HASH_ELEM | HASH_BLOBS);
-		RegisterRelcacheCallback(RoutedTableCallback);
+		RegisterRelcacheCallback(RELCACHE_ROUTED_TABLES, RoutedTableCallback);
 	}
 	t = hash_search(routed_tables, &relid, HASH_ENTER, &found);
 	if (!found)

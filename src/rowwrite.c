@@ -569,7 +569,7 @@ GetTableExprs(Relation rel)
 		ctl.entrysize = sizeof(TableExprs);
 		table_exprs = hash_create("subscription table expressions", 8, &ctl,
 								  HASH_ELEM | HASH_BLOBS);
-		RegisterRelcacheCallback(InvalidateTableExprs);
+		RegisterRelcacheCallback(RELCACHE_TABLE_EXPRS, InvalidateTableExprs);
 	}
 	entry = hash_search(table_exprs, &relid, HASH_ENTER, &found);
 	if (found && entry->valid && entry->natts == tupdesc->natts && entry->ncheck == ncheck)

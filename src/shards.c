@@ -143,7 +143,7 @@ LogicalRelation(Oid relid)
 		ctl.keysize = sizeof(Oid);
 		ctl.entrysize = sizeof(ShardEntry);
 		shard_cache = hash_create("subscription shards", 16, &ctl, HASH_ELEM | HASH_BLOBS);
-		RegisterRelcacheCallback(ShardCacheCallback);
+		RegisterRelcacheCallback(RELCACHE_SHARDS, ShardCacheCallback);
 	}
 	entry = hash_search(shard_cache, &relid, HASH_ENTER, &found);
 	if (found && entry->valid)
@@ -156,6 +156,30 @@ LogicalRelation(Oid relid)
 	entry->logical = shardid > 0 ? LookUpLogicalRelation(relid, shardid) : relid;
 	entry->valid = true;
 	return entry->logical;
+}
+
+/*
+ * One value of a by-value type read from this node's copy of Citus's
+ * catalog by a kept plan of two arguments; *isnull when no row or NULL.
+ */
+static Datum
+ReadShardCatalog(SPIPlanPtr *plan, const char *sql, Oid *argtypes, Datum *values, bool *isnull)
+{
+	Datum		d = (Datum) 0;
+	int			nest_level;
+
+	*isnull = true;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	nest_level = PinSearchPath();
+	KeptPlan(plan, sql, 2, argtypes);
+	if (SPI_execute_plan(*plan, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the shards of Citus");
+	if (SPI_processed == 1)
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, isnull);
+	UnpinSearchPath(nest_level);
+	SPI_finish();
+	return d;
 }
 
 /*
@@ -173,42 +197,50 @@ ColocatedShard(Oid relid, Oid other)
 	Oid			argtypes[2] = {INT8OID, OIDOID};
 	Datum		values[2];
 	Oid			logical = LogicalRelation(relid);
-	Oid			shard = InvalidOid;
-	int64		shardid;
-	int			nest_level;
+	bool		isnull;
+	Datum		shard;
 
 	if (logical == relid)
 		return InvalidOid;
-	shardid = ShardIdOfName(get_rel_name(relid));
-	values[0] = Int64GetDatum(shardid);
+	values[0] = Int64GetDatum(ShardIdOfName(get_rel_name(relid)));
 	values[1] = ObjectIdGetDatum(other);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	nest_level = PinSearchPath();
-	KeptPlan(&plan,
-			 "SELECT " SHARD_RELATION_SQL
-			 "  FROM pg_catalog.pg_dist_shard AS t"
-			 "  JOIN pg_catalog.pg_dist_partition AS p ON p.logicalrelid OPERATOR(pg_catalog.=) t.logicalrelid"
-			 "  JOIN pg_catalog.pg_dist_partition AS q ON q.colocationid OPERATOR(pg_catalog.=) p.colocationid"
-			 "                                       AND q.logicalrelid OPERATOR(pg_catalog.=) $2::pg_catalog.regclass"
-			 "  JOIN pg_catalog.pg_dist_shard AS s ON s.logicalrelid OPERATOR(pg_catalog.=) q.logicalrelid"
-			 "                                  AND s.shardminvalue OPERATOR(pg_catalog.=) t.shardminvalue"
-			 SHARD_NAME_LATERAL("s")
-			 " WHERE t.shardid OPERATOR(pg_catalog.=) $1 AND p.partmethod OPERATOR(pg_catalog.=) 'h'",
-			 2, argtypes);
-	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the shards of Citus");
-	if (SPI_processed == 1)
-	{
-		bool		isnull;
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	shard = ReadShardCatalog(&plan,
+							 "SELECT " SHARD_RELATION_SQL
+							 "  FROM pg_catalog.pg_dist_shard AS t"
+							 "  JOIN pg_catalog.pg_dist_partition AS p ON p.logicalrelid OPERATOR(pg_catalog.=) t.logicalrelid"
+							 "  JOIN pg_catalog.pg_dist_partition AS q ON q.colocationid OPERATOR(pg_catalog.=) p.colocationid"
+							 "                                       AND q.logicalrelid OPERATOR(pg_catalog.=) $2::pg_catalog.regclass"
+							 "  JOIN pg_catalog.pg_dist_shard AS s ON s.logicalrelid OPERATOR(pg_catalog.=) q.logicalrelid"
+							 "                                  AND s.shardminvalue OPERATOR(pg_catalog.=) t.shardminvalue"
+							 SHARD_NAME_LATERAL("s")
+							 " WHERE t.shardid OPERATOR(pg_catalog.=) $1 AND p.partmethod OPERATOR(pg_catalog.=) 'h'",
+							 argtypes, values, &isnull);
+	return isnull ? InvalidOid : DatumGetObjectId(shard);
+}
 
-		if (!isnull)
-			shard = DatumGetObjectId(d);
-	}
-	UnpinSearchPath(nest_level);
-	SPI_finish();
-	return shard;
+/*
+ * Whether the shard relid would hold a row keyed by key (a bigint of its
+ * table's distribution column): whether the key's hash, by Citus's own
+ * worker_hash(), is in the shard's range.  Read from this node's copy of
+ * Citus's catalog, so it runs inside a shard's trigger.
+ */
+bool
+ShardHoldsKey(Oid relid, int64 key)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[2] = {INT8OID, INT8OID};
+	Datum		values[2];
+	bool		isnull;
+	Datum		holds;
+
+	values[0] = Int64GetDatum(ShardIdOfName(get_rel_name(relid)));
+	values[1] = Int64GetDatum(key);
+	holds = ReadShardCatalog(&plan,
+							 "SELECT pg_catalog.worker_hash($2) OPERATOR(pg_catalog.>=) s.shardminvalue::pg_catalog.int4"
+							 "   AND pg_catalog.worker_hash($2) OPERATOR(pg_catalog.<=) s.shardmaxvalue::pg_catalog.int4"
+							 "  FROM pg_catalog.pg_dist_shard AS s WHERE s.shardid OPERATOR(pg_catalog.=) $1",
+							 argtypes, values, &isnull);
+	return isnull || DatumGetBool(holds);
 }
 
 /*

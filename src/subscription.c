@@ -266,6 +266,7 @@ _PG_init(void)
 
 	MarkGUCPrefixReserved("subscription");
 	InstallSettingPropagation();
+	InstallRelcacheCallbacks();
 }
 
 /*

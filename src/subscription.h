@@ -126,12 +126,31 @@ extern void RequireOwnTableTrigger(FunctionCallInfo fcinfo, const char *guard);
 extern GuardedEvent ClassifyGuardedStatement(FunctionCallInfo fcinfo, const char *guard,
 											 Tuplestorestate **rows);
 extern TupleTableSlot *OnlyTransitionRow(Tuplestorestate *rows, TupleDesc tupdesc);
-extern void RegisterRelcacheCallback(void (*func) (Datum arg, Oid relid));
+/*
+ * The extension's relcache callbacks, a slot each (guard.c): a cache that
+ * needs one adds its slot here, so that their number is fixed when
+ * compiling and no registration can run out of room in a backend.
+ */
+typedef enum RelcacheSlot
+{
+	RELCACHE_TABLE_EXPRS,		/* rowwrite.c */
+	RELCACHE_ROUTED_TABLES,		/* routed.c */
+	RELCACHE_EXTENSION_OWNER,	/* identity.c */
+	RELCACHE_RESTORING_ROLE,	/* identity.c */
+	RELCACHE_SHARDS,			/* shards.c */
+	RELCACHE_LIMITS,			/* limits.c */
+	RELCACHE_LIMIT_CATALOG,		/* limits.c */
+	RELCACHE_RECORDED_FEATURES, /* usage.c */
+	RELCACHE_SLOTS
+} RelcacheSlot;
+extern void InstallRelcacheCallbacks(void);
+extern void RegisterRelcacheCallback(RelcacheSlot slot, void (*func) (Datum arg, Oid relid));
 
 /* shards.c: Citus shards mapped to their logical tables */
 extern bool CitusPresent(void);
 extern Oid	LogicalRelation(Oid relid);
 extern Oid	ColocatedShard(Oid relid, Oid other);
+extern bool ShardHoldsKey(Oid relid, int64 key);
 extern bool CitusTable(Oid relid);
 
 /*

@@ -131,7 +131,7 @@ RequireRecordedFeature(Datum *values, char *nulls)
 
 	if (!callback_registered)
 	{
-		RegisterRelcacheCallback(RecordedFeatureCallback);
+		RegisterRelcacheCallback(RELCACHE_RECORDED_FEATURES, RecordedFeatureCallback);
 		callback_registered = true;
 	}
 	AcceptInvalidationMessages();

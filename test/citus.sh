@@ -2158,6 +2158,81 @@ out=$(q coordinator "SELECT subscription.grant_application('citus_app')" 2>&1
 tap "$(grep -q '^granted again: account true/false/false member true/false/false $' <<<"$out" && has 'ids true' && echo 1)" \
     "a shard moved by Citus (citus_move_shard_placement) gets the application's column rights again from a second grant_application()" "$out"
 
+# --- review h-rev7's open items (issue 17, h-rev8) ---------------------
+# qv NODE SQL: a node's answer with SQLSTATEs (VERBOSITY verbose)
+qv() {
+    local i
+    case "$1" in coordinator) i=0 ;; worker1) i=1 ;; worker2) i=2 ;; esac
+    psql -X -q -At -v VERBOSITY=verbose -p "${PORTS[$i]}" -d postgres -c "$2" 2>&1
+}
+# item 1: a role both application and back office (or restore) keeps the
+# application's column rights on every placement when the other kind is
+# taken back: the table-level REVOKE that Citus sends to the shards takes
+# every column's SELECT there, and the rights of the kinds left are given
+# again on every node (the application's SELECT (id) on account and member,
+# by the trigger on granted_role's placements).  As the role: an INSERT ...
+# RETURNING id into member on an account of each worker, and ids read on
+# every shard of account
+for other in backoffice restore; do
+    out=$(q coordinator "SELECT subscription.grant_$other('citus_app'); SELECT subscription.revoke_$other('citus_app')" 2>&1
+          columns_on_placements citus_app
+          q coordinator "SET ROLE citus_app; SELECT 'ids ' || (count(id) > 0)::text FROM subscription.account" 2>&1
+          for acct in "$A" "$B"; do
+              q coordinator "SET ROLE citus_app; SET client_min_messages = error;
+                             INSERT INTO subscription.member (tenant_id, account_id, external_id) VALUES ($acct, $acct, 'rev8 $other $acct')
+                             RETURNING 'member id ' || (id > 0)::text" 2>&1
+          done)
+    tap "$(has 'account true/false/false' 'member true/false/false' 'ids true' && [ "$(grep -cx 'member id true' <<<"$out")" = 2 ] && echo 1)" \
+        "grant_$other(), then revoke_$other() of an application role on Citus: it keeps SELECT (id) on account and member on every placement (INSERT ... RETURNING id on both workers, ids read on every shard)" "$out"
+done
+# item 3: change_rights() gives the caller's transaction back its
+# citus.multi_shard_modify_mode (Citus' default, or the caller's own)
+out=$(q coordinator "BEGIN; SELECT subscription.grant_application('citus_app');
+                     SELECT 'mode ' || current_setting('citus.multi_shard_modify_mode'); COMMIT" 2>&1
+      q coordinator "BEGIN; SET LOCAL citus.multi_shard_modify_mode = sequential; SELECT subscription.grant_application('citus_app');
+                     SELECT 'caller mode ' || current_setting('citus.multi_shard_modify_mode'); COMMIT" 2>&1)
+tap "$(has 'mode parallel' 'caller mode sequential' && echo 1)" \
+    "grant_application() in a transaction on Citus leaves its citus.multi_shard_modify_mode as the caller had it (parallel, or the caller's sequential)" "$out"
+# item 3: a role given grant_restore() writing granted_role on a distributed
+# database is refused (42501): the column rights of the row's role would be
+# given on every node by a role that does not own the tables (restores run
+# before distribute(), docs/design.md#restores)
+out=$(q coordinator "CREATE ROLE citus_restorer LOGIN; CREATE ROLE citus_restored; SELECT subscription.grant_restore('citus_restorer')" 2>&1
+      qv coordinator "SET ROLE citus_restorer; INSERT INTO subscription.granted_role (role, kind) VALUES ('citus_restored', 'application')"
+      q coordinator "SELECT 'rows ' || count(*) FROM subscription.granted_role WHERE role = 'citus_restored'::regrole"
+      columns_on_placements citus_restored
+      q coordinator "SELECT subscription.revoke_restore('citus_restorer')" 2>&1)
+tap "$(grep -q '^ERROR:  42501: must be owner of table subscription.account' <<<"$out" && has 'rows 0' 'account false/false/false' && echo 1)" \
+    "on Citus a role given grant_restore() cannot write granted_role: 42501, no row, no column rights on any placement" "$out"
+# item 2: a role granted, then dropped (DROP OWNED BY, DROP ROLE): its row
+# in granted_role names no role; distribute() again and a second
+# grant_application() forget it instead of failing on GRANT ... TO <oid>
+out=$(q coordinator "CREATE ROLE citus_gone; SELECT subscription.grant_application('citus_gone'); SELECT subscription.grant_backoffice('citus_gone')" 2>&1
+      q coordinator "DROP OWNED BY citus_gone; DROP ROLE citus_gone" 2>&1
+      q coordinator "SELECT 'dropped rows ' || count(*) FROM subscription.granted_role AS g WHERE NOT EXISTS (SELECT FROM pg_roles AS r WHERE r.oid = g.role)"
+      qv coordinator "SELECT 'distributed ' || count(*) FROM subscription.distribute()"
+      qv coordinator "SELECT subscription.grant_application('citus_app')"
+      q coordinator "SELECT 'left ' || count(*) FROM subscription.granted_role AS g WHERE NOT EXISTS (SELECT FROM pg_roles AS r WHERE r.oid = g.role)"
+      for node in worker1 worker2; do
+          q "$node" "SELECT '$node left ' || count(*) FROM subscription.granted_role AS g WHERE NOT EXISTS (SELECT FROM pg_roles AS r WHERE r.oid = g.role)"
+      done
+      columns_on_placements citus_app)
+tap "$(has 'dropped rows 2' 'left 0' 'worker1 left 0' 'worker2 left 0' 'account true/false/false' 'member true/false/false' && grep -q '^distributed [1-9]' <<<"$out" && echo 1)" \
+    "a granted role dropped (DROP OWNED BY, DROP ROLE): distribute() again and grant_application() succeed and forget its rows on every node" "$out"
+# item 4: enforce_limit() refuses a table colocated with account but
+# distributed by a column that is neither its account column nor tenant_id
+# (its rows would be counted on shards that do not hold their accounts)
+out=$(q coordinator "INSERT INTO subscription.plan (code, product, name) VALUES ('citus-rev8', 'citus', 'Rev8');
+                     INSERT INTO subscription.plan_limit (plan, feature, value) VALUES ('citus-rev8', 'rev8_notes', 2);
+                     CREATE TABLE public.rev8_notes (account_id bigint NOT NULL, note_id bigint NOT NULL);
+                     SELECT create_distributed_table('public.rev8_notes', 'note_id', colocate_with := 'subscription.account')" 2>&1
+      qv coordinator "$SETTINGS SELECT subscription.enforce_limit('public.rev8_notes', 'rev8_notes')"
+      q coordinator "SELECT 'registered ' || count(*) FROM subscription.limited_table WHERE feature = 'rev8_notes'"
+      q coordinator "DROP TABLE public.rev8_notes" 2>&1)
+tap "$(grep -q '^ERROR:  55000: table public.rev8_notes is distributed by note_id, not by its account column or tenant_id' <<<"$out" \
+       && grep -q "^HINT:  .*create_distributed_table('public.rev8_notes', 'account_id'" <<<"$out" && has 'registered 0' && echo 1)" \
+    "enforce_limit() on Citus refuses a table colocated with account but distributed by another column (55000, HINT the call)" "$out"
+
 # docs/citus.md, its examples on the coordinator (test/docs.sh), in a
 # database of their own with Citus on every node
 prepared=1

@@ -655,6 +655,7 @@ DECLARE
     target pg_catalog.pg_class;
     own_guard boolean;
     colocated boolean := true;
+    distribution_column text;
 BEGIN
     PERFORM subscription.require_arguments('enforce_limit', '{relation,feature,account_column,on_downgrade}',
         ARRAY[relation IS NULL, feature IS NULL, account_column IS NULL, on_downgrade IS NULL]);
@@ -743,12 +744,14 @@ BEGIN
     -- coordinator, unknown to the workers that hold limited_table's
     -- placements) or one distributed otherwise could not be counted there
     IF NOT own_guard AND subscription.distributed() THEN
-        EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition AS p
-                                  JOIN pg_catalog.pg_dist_partition AS a
-                                    ON a.logicalrelid = ''subscription.account''::pg_catalog.regclass
-                                   AND a.colocationid = p.colocationid
-                                 WHERE p.logicalrelid = $1 AND p.partmethod = ''h'')'
-           INTO colocated USING relation;
+        EXECUTE 'SELECT pg_catalog.column_to_column_name(p.logicalrelid, p.partkey)
+                   FROM pg_catalog.pg_dist_partition AS p
+                   JOIN pg_catalog.pg_dist_partition AS a
+                     ON a.logicalrelid = ''subscription.account''::pg_catalog.regclass
+                    AND a.colocationid = p.colocationid
+                  WHERE p.logicalrelid = $1 AND p.partmethod = ''h'''
+           INTO distribution_column USING relation;
+        colocated := distribution_column IS NOT NULL;
     END IF;
     IF NOT colocated THEN
         RAISE EXCEPTION 'table % is not distributed with subscription.account', relation
@@ -756,6 +759,17 @@ BEGIN
                   DETAIL = 'On Citus a limited table''s rows are counted on the node of their tenant''s shards.',
                   HINT = format('Distribute it first: SELECT create_distributed_table(%L, %L, colocate_with := ''subscription.account'').',
                                 relation::text, account_column);
+    END IF;
+    -- colocated, but by a column that holds neither the row's account (a
+    -- root account's rows) nor its tenant (tenant_id, the tenant key of
+    -- docs/citus.md): a row would sit on a shard that does not hold its
+    -- account, and be counted there as its own tenant's (review h-rev7)
+    IF distribution_column IS NOT NULL AND distribution_column NOT IN (account_column, 'tenant_id') THEN
+        RAISE EXCEPTION 'table % is distributed by %, not by its account column or tenant_id', relation, distribution_column
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'On Citus a limited table''s rows are counted on the shard that holds their account.',
+                  HINT = format('Distribute it by its tenant (tenant_id) or, if its accounts are root accounts, by its account column: SELECT undistribute_table(%L); SELECT create_distributed_table(%L, %L, colocate_with := ''subscription.account'').',
+                                relation::text, relation::text, account_column);
     END IF;
 
     INSERT INTO subscription.limited_table AS t (relation, feature, account_column, on_downgrade, order_column, value_column,

@@ -224,7 +224,9 @@ BEGIN
     END LOOP;
     -- the column rights of the roles given them before: Citus made the
     -- shards and the workers' tables with the tables' own rights alone
-    -- (granted_role_columns gives them on every node)
+    -- (granted_role_columns gives them on every node), to the roles that
+    -- still exist
+    PERFORM subscription.forget_dropped_roles();
     UPDATE subscription.granted_role AS g SET kind = g.kind;
     -- no table of the extension is left local: its rows would split across nodes
     SELECT p.relation INTO t

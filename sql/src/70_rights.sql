@@ -50,7 +50,7 @@ BEGIN
                      -- granting, writing history and events, and opening or settling
                      -- an invoice (which take their totals and what is paid from their
                      -- caller) are for the extension's owner alone
-                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_(column_)?rights|set_role_kind|write_histor(y|ies)|write_events?|insert_events|open_invoices?(_of)?|settle_invoice)$' END
+                     ELSE p.proname !~ '^((grant|revoke)_(application|backoffice|restore)|change_(column_)?rights|set_role_kind|(forget_)?dropped_roles?|write_histor(y|ies)|write_events?|insert_events|open_invoices?(_of)?|settle_invoice)$' END
     UNION ALL
     SELECT 'TABLE', 'subscription.' || c.relname,
            CASE WHEN kind IN ('backoffice', 'restore') AND (c.relname = ANY (catalog) OR c.relname IN ('coupon', 'account', 'member'))
@@ -104,11 +104,22 @@ DECLARE
 BEGIN
     PERFORM subscription.require_arguments('change_column_rights', '{role,kind,give}',
         ARRAY[role IS NULL, kind IS NULL, give IS NULL]);
+    -- a role dropped since its row in granted_role was written (DROP ROLE
+    -- leaves the row, forget_dropped_roles() deletes it): nothing to give
+    -- or take back
+    IF subscription.dropped_role(role) THEN
+        RETURN;
+    END IF;
     IF on_citus THEN
         propagation := pg_catalog.current_setting('citus.enable_ddl_propagation');
         PERFORM pg_catalog.set_config('citus.enable_ddl_propagation', 'off', true);
     END IF;
     FOR r IN SELECT * FROM subscription.role_rights(kind) AS x WHERE x.object_type = 'COLUMNS' LOOP
+        -- only the tables' owner gives them (a GRANT by another role that
+        -- holds rights on the table gives nothing, with a warning): on
+        -- Citus a row of granted_role written by another role, a restore
+        -- into a distributed database, is refused here on every node
+        PERFORM subscription.require_table_owner(r.object::pg_catalog.regclass);
         targets := ARRAY[r.object];
         IF on_citus THEN
             EXECUTE 'SELECT pg_catalog.array_agg(pg_catalog.shard_name($1, s.shard) ORDER BY s.shard)
@@ -139,13 +150,17 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     r record;
+    on_citus boolean := subscription.distributed();
+    mode text;
 BEGIN
     PERFORM subscription.require_arguments('change_rights', '{role,kind,give}',
         ARRAY[role IS NULL, kind IS NULL, give IS NULL]);
-    IF subscription.distributed() THEN
+    IF on_citus THEN
         -- Citus sends a GRANT on a distributed table to its shards over
         -- several connections a node, after which it refuses one on a
-        -- reference table (the catalog) in the transaction: one connection
+        -- reference table (the catalog) in the transaction: one connection,
+        -- for these statements only (the caller's setting given back)
+        mode := pg_catalog.current_setting('citus.multi_shard_modify_mode');
         PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
     END IF;
     FOR r IN SELECT * FROM subscription.role_rights(kind) AS x WHERE x.object_type <> 'COLUMNS' LOOP
@@ -153,10 +168,45 @@ BEGIN
                        r.privileges, r.object_type, r.object, role);
     END LOOP;
     PERFORM subscription.change_column_rights(role, kind, give);
+    IF on_citus THEN
+        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', mode, true);
+    END IF;
 END
 $$;
 
 COMMENT ON FUNCTION subscription.change_rights(regrole, text, boolean) IS 'Internal: GRANT or REVOKE the rights of a kind of role (role_rights)';
+
+-- Whether a role named in granted_role was dropped since (DROP ROLE leaves
+-- its rows: a role cannot depend on a row), by this node's roles: on
+-- Citus each placement of granted_role names a role by the OID of its own
+-- node (it resolved the role's name there), so each node decides by its
+-- own.  Declared IMMUTABLE, which it is not, for that alone: Citus runs a
+-- DELETE on a reference table's placements only with immutable functions
+-- of its columns (refusing STABLE ones, so that placements cannot
+-- diverge).  Its sublink keeps it from being inlined (a SQL-standard
+-- body, bound at creation: no SET clause); it is called only on a column
+-- or a variable, never where a plan could keep its result.
+CREATE FUNCTION subscription.dropped_role(role oid)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+RETURN NOT EXISTS (SELECT FROM pg_catalog.pg_roles AS a WHERE a.oid = role);
+
+COMMENT ON FUNCTION subscription.dropped_role(oid) IS
+'Internal: whether a role named in granted_role was dropped, by this node''s roles';
+
+-- The rows of granted_role whose role was dropped, deleted on every node:
+-- distribute() and a grant_*() or revoke_*() would give or take rights to
+-- a role that is gone (review h-rev7), and a role made later with the same
+-- OID must not inherit its kind.
+CREATE FUNCTION subscription.forget_dropped_roles()
+RETURNS void
+LANGUAGE sql
+BEGIN ATOMIC
+    DELETE FROM subscription.granted_role AS g WHERE subscription.dropped_role(g.role);
+END;
+
+COMMENT ON FUNCTION subscription.forget_dropped_roles() IS
+'Internal: delete the rows of granted_role whose role was dropped';
 
 -- grant_KIND: the rights, and the role remembered; revoke_KIND: the
 -- rights taken back, except those its other kind still gives.
@@ -172,6 +222,7 @@ BEGIN
         RAISE EXCEPTION 'argument "role" of %_%() must not be null', CASE WHEN give THEN 'grant' ELSE 'revoke' END, kind
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    PERFORM subscription.forget_dropped_roles();
     IF give THEN
         PERFORM subscription.change_rights(role, kind, true);
         INSERT INTO subscription.granted_role AS g (role, kind) VALUES (role, kind) ON CONFLICT ON CONSTRAINT granted_role_pkey DO UPDATE SET kind = g.kind;
@@ -187,6 +238,14 @@ BEGIN
     FOR other IN SELECT g.kind FROM subscription.granted_role AS g WHERE g.role = set_role_kind.role LOOP
         PERFORM subscription.change_rights(role, other, true);
     END LOOP;
+    -- on Citus the REVOKE of a table privilege reached the shards, where it
+    -- took every column's too (the application's SELECT (id) of a role that
+    -- was also back office), and the loop above gave the kinds left again on
+    -- this node alone: their rows, touched, give them again on every node
+    -- (granted_role_columns)
+    IF subscription.distributed() THEN
+        UPDATE subscription.granted_role AS g SET kind = g.kind WHERE g.role = set_role_kind.role;
+    END IF;
 END
 $$;
 
@@ -199,10 +258,15 @@ COMMENT ON FUNCTION subscription.set_role_kind(regrole, text, boolean) IS 'Inter
 -- (change_column_rights).  A second grant_*() updates the row, and gives
 -- them again (shards made since, by a rebalance or a new node, which Citus
 -- makes with the table's rights alone).  On a single server change_rights()
--- gives them, and the trigger does nothing.
+-- gives them, and the trigger does nothing.  It runs as the extension's
+-- owner on every node (the functions it calls are granted on the
+-- coordinator alone), and change_column_rights() lets only the tables'
+-- owner give the rights: on a distributed database a restore role writing
+-- granted_role is refused alike on every node (42501).
 CREATE FUNCTION subscription.granted_role_columns()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN

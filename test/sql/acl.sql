@@ -74,6 +74,25 @@ DROP ROLE regress_acl_app;
 DROP ROLE regress_acl_backoffice;
 SELECT count(*) AS granted_left FROM subscription.granted_role;
 
+-- a granted role dropped without its revoke_*() (DROP OWNED BY, DROP
+-- ROLE) leaves its rows in granted_role, naming no role: the next grant
+-- or revoke forgets them (review h-rev7), so that no right is given to a
+-- role that is gone, nor its kind to a later role of the same OID
+CREATE ROLE regress_acl_gone;
+SELECT subscription.grant_application('regress_acl_gone');
+SELECT subscription.grant_backoffice('regress_acl_gone');
+DROP OWNED BY regress_acl_gone;
+DROP ROLE regress_acl_gone;
+SELECT count(*) AS rows_of_dropped_role FROM subscription.granted_role AS g
+ WHERE NOT EXISTS (SELECT FROM pg_roles AS r WHERE r.oid = g.role);
+CREATE ROLE regress_acl_app;
+SELECT subscription.grant_application('regress_acl_app');
+SELECT count(*) AS rows_of_dropped_role FROM subscription.granted_role AS g
+ WHERE NOT EXISTS (SELECT FROM pg_roles AS r WHERE r.oid = g.role);
+SELECT role, kind FROM subscription.granted_role ORDER BY 1, 2;
+SELECT subscription.revoke_application('regress_acl_app');
+DROP ROLE regress_acl_app;
+
 -- every table, view and routine says what it is (\dt+, \df+)
 SELECT c.oid::regclass AS uncommented FROM pg_class AS c
  WHERE c.relnamespace = 'subscription'::regnamespace AND c.relkind IN ('r', 'v', 'p')
