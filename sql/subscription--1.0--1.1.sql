@@ -24648,3 +24648,26 @@ CREATE TRIGGER limited_table_replica_invalidates
     AFTER INSERT OR UPDATE OR DELETE ON subscription.limited_table
     FOR EACH ROW EXECUTE FUNCTION subscription.limit_registrations_invalidate();
 ALTER TABLE subscription.limited_table ENABLE REPLICA TRIGGER limited_table_replica_invalidates;
+
+-- ---------------------------------------------------------------------
+-- Issue 17 (h-cit28a): on Citus the recount of a distributed table owned
+-- by another role counts each shard on its node as the owner
+-- (shard_usage), over the extension owner's connections, so that
+-- enforce_limit's triggers follow on them.
+-- ---------------------------------------------------------------------
+-- Citus (issue 17): the recount of a distributed table counts each shard
+-- on its node, as the table's owner there; recount_usage calls it on the
+-- coordinator over the extension owner's connections, once per shard
+-- group or on one account's (src/limits.c, CountShardsOnNodes), so that the counters' writes
+-- and enforce_limit's triggers follow on the connections that read.
+CREATE FUNCTION subscription.shard_usage(account_shard regclass, relation regclass, feature text,
+                                         account bigint)
+RETURNS TABLE (account_id bigint, used bigint, smallest bigint)
+AS 'MODULE_PATHNAME', 'shard_usage'
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION subscription.shard_usage(regclass, regclass, text, bigint) IS
+'Internal (Citus): the recount (of one account, or of all) of the shard of a limited table colocated with a shard of account on this node, as the table''s owner';
+
+REVOKE ALL ON FUNCTION subscription.shard_usage(regclass, regclass, text, bigint) FROM PUBLIC;
