@@ -1910,14 +1910,21 @@ CountShardsOnNodes(Relation rel, const char *feature, bool one_account, int64 ac
 
 	if (one_account)
 	{
-		/* the shard group of the account's own row */
+		char	   *tenant;
+
+		/* the shard group of the account's own row, found by its tenant */
+		if (SPI_execute(psprintf("SELECT subscription.tenant_of('account', " INT64_FORMAT ")", account),
+						true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "could not look up the tenant of account " INT64_FORMAT, account);
+		tenant = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 		if (SPI_execute(psprintf("SELECT c.account_id, c.used, c.smallest FROM subscription.account AS a,"
 								 " LATERAL subscription.shard_usage(a.tableoid::pg_catalog.regclass,"
 								 "                                  %s::pg_catalog.regclass, %s, a.id) AS c"
-								 " WHERE a.id OPERATOR(pg_catalog.=) " INT64_FORMAT,
+								 " WHERE a.tenant_id OPERATOR(pg_catalog.=) %s::pg_catalog.int8"
+								 "   AND a.id OPERATOR(pg_catalog.=) " INT64_FORMAT,
 								 quote_literal_cstr(quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
 																			   RelationGetRelationName(rel))),
-								 quote_literal_cstr(feature), account),
+								 quote_literal_cstr(feature), tenant != NULL ? tenant : "NULL", account),
 						false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not count the rows of \"%s\" on the node of its shard", RelationGetRelationName(rel));
 		return;

@@ -21,13 +21,26 @@ INSERT INTO account (id, tenant_id, name) VALUES (1, 1, 'Blocks its trim'), (2, 
 SELECT subscribe(1, 'ch_standard', '1 month', 1, '2026-01-01') AS first \gset
 SELECT subscribe(2, 'ch_standard', '1 month', 1, '2026-01-01') AS second \gset
 
+-- on Citus the application's tables are distributed by their account and
+-- colocated with the tenants (test/sql/include/app_tables.psql), their
+-- keys starting with it, as Citus requires
+SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus') AS on_citus \gset
+\if :on_citus
+CREATE TABLE public.room (id int, account_id bigint NOT NULL, PRIMARY KEY (account_id, id));
+CREATE TABLE public.seen (who name, account bigint);
+SELECT create_distributed_table('public.seen', 'account', colocate_with := 'subscription.account') IS NULL AS seen_local \gset
+\set app_tables 'public.room'
+\else
 CREATE TABLE public.room (id int PRIMARY KEY, account_id bigint NOT NULL);
+CREATE TABLE public.seen (who name, account bigint);
+\set app_tables 'public.room'
+\endif
+\i test/sql/include/app_tables.psql
 ALTER TABLE public.room OWNER TO regress_tenant;
 SELECT enforce_limit('public.room', 'rooms');
 INSERT INTO public.room VALUES (11, 1), (12, 1), (21, 2), (22, 2);
 
 -- the tenant's trigger refuses to lose account 1's rooms, and notes who it runs as
-CREATE TABLE public.seen (who name, account bigint);
 ALTER TABLE public.seen OWNER TO regress_tenant;
 CREATE FUNCTION public.keep_rooms() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -54,7 +67,14 @@ DROP TRIGGER keep_rooms ON public.room;
 
 -- keep_most_referenced counts references as the limited table's owner: a
 -- referencing table of another owner is refused, not read with other rights
+\if :on_citus
+CREATE TABLE public.booking (id int, room_id int, account_id bigint NOT NULL, PRIMARY KEY (account_id, id),
+                             FOREIGN KEY (account_id, room_id) REFERENCES public.room);
+\set app_tables 'public.booking'
+\i test/sql/include/app_tables.psql
+\else
 CREATE TABLE public.booking (id int PRIMARY KEY, room_id int REFERENCES public.room, account_id bigint);
+\endif
 ALTER TABLE public.booking OWNER TO regress_neighbour;
 SELECT unenforce_limit('public.room', 'rooms');
 SELECT enforce_limit('public.room', 'rooms', 'account_id', 'keep_most_referenced');
@@ -64,8 +84,15 @@ ALTER TABLE public.booking OWNER TO regress_tenant;
 SELECT feature, relation, action, row_id FROM apply_downgrade(:first, true);
 
 -- feature names of any length: distinct guards, distinct counters
+\if :on_citus
+CREATE TABLE public.gadget (id int, account_id bigint NOT NULL, PRIMARY KEY (account_id, id));
+CREATE TABLE public.widget (id int, account_id bigint NOT NULL, PRIMARY KEY (account_id, id));
+\set app_tables 'public.gadget public.widget'
+\i test/sql/include/app_tables.psql
+\else
 CREATE TABLE public.gadget (id int PRIMARY KEY, account_id bigint NOT NULL);
 CREATE TABLE public.widget (id int PRIMARY KEY, account_id bigint NOT NULL);
+\endif
 SELECT enforce_limit('public.gadget', repeat('x', 70) || '_a');
 SELECT enforce_limit('public.widget', repeat('x', 70) || '_b');
 SELECT tgrelid::regclass, length(tgname) <= 63 AS fits FROM pg_trigger
