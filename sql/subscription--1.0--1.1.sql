@@ -24671,3 +24671,20 @@ COMMENT ON FUNCTION subscription.shard_usage(regclass, regclass, text, bigint) I
 'Internal (Citus): the recount (of one account, or of all) of the shard of a limited table colocated with a shard of account on this node, as the table''s owner';
 
 REVOKE ALL ON FUNCTION subscription.shard_usage(regclass, regclass, text, bigint) FROM PUBLIC;
+
+-- Citus (issue 17): apply_downgrade's trim of a distributed table, run on
+-- the node of the tenant's shards as the table's owner there; the
+-- coordinator's apply_downgrade calls it over the extension owner's
+-- connections (src/downgrade.c, TrimTable), which write the tenant's
+-- shard group before and after the trim.  Only the extension's owner.
+CREATE FUNCTION subscription.shard_trim(account_shard regclass, relation regclass, feature text,
+                                        account bigint, lim bigint)
+RETURNS TABLE (action text, row_id text, old_value bigint, new_value bigint, old_row jsonb)
+AS 'MODULE_PATHNAME', 'shard_trim'
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION subscription.shard_trim(regclass, regclass, text, bigint, bigint) IS
+'Internal (Citus): apply_downgrade''s trim of one account in the shard of a limited table on this node, as the table''s owner';
+
+REVOKE ALL ON FUNCTION subscription.shard_trim(regclass, regclass, text, bigint, bigint) FROM PUBLIC;

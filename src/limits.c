@@ -2227,7 +2227,6 @@ shard_usage(PG_FUNCTION_ARGS)
 	Oid			shard;
 	bool		registered;
 	int			nest;
-	uint64		i;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -2244,13 +2243,7 @@ shard_usage(PG_FUNCTION_ARGS)
 #endif
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	shard = LogicalRelation(account_shard) == OwnTable("account") && account_shard != OwnTable("account")
-		? ColocatedShard(account_shard, relid) : InvalidOid;
-	if (!OidIsValid(shard))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("relation \"%s\" is not a shard of subscription.account on this node colocated with table \"%s\"",
-						get_rel_name(account_shard), get_rel_name(relid))));
+	shard = NodeShardOf(account_shard, relid);
 	rel = try_relation_open(relid, AccessShareLock);
 
 	/*
@@ -2281,16 +2274,7 @@ shard_usage(PG_FUNCTION_ARGS)
 		if (SPI_execute(sql, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not count the rows of \"%s\"", RelationGetRelationName(shard_rel));
 		RestoreIdentity(&owner);
-		for (i = 0; i < SPI_processed; i++)
-		{
-			Datum		row[3];
-			bool		nulls[3];
-			int			c;
-
-			for (c = 0; c < 3; c++)
-				row[c] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, c + 1, &nulls[c]);
-			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, nulls);
-		}
+		SPIRowsToResult(rsinfo);
 	}
 	relation_close(shard_rel, NoLock);
 	relation_close(rel, NoLock);

@@ -777,7 +777,7 @@ tap "$(echo "$errors" | grep -v -q -e 'has no license left' -e 'already' -e '^$'
 # lines filtered).  A case in REGRESS_ON_CITUS must pass; every other case
 # is left out, printed as a TAP TODO with the reason: the first error it
 # meets on Citus, measured on this run (docs/citus.md lists them).
-REGRESS_ON_CITUS="apply_downgrade badinput bounds catalog_changes change_plan clock close_account coupons_credits downgrade_noop dunning enforce_limit events_mapping events_statements events_upcoming_conflict invoice_openings invoices keyed limit_cache limit_version limits managed next_period prorate_refund renew_account renew_due renewal_from_usage renewal_notice rules set_constraints set_default status_grants stored_styles subscribe suites table_kinds terms tier_for_hosts trials_pause usage usage_boundary usage_crossings usage_preview usage_unmetered verify versions void_corrections"
+REGRESS_ON_CITUS="apply_downgrade badinput bounds catalog_changes change_plan clock close_account coupons_credits downgrade_noop dunning enforce_limit events_mapping events_statements events_upcoming_conflict invoice_openings invoices keyed limit_cache limit_version limits managed next_period prorate_refund renew_account renew_due renewal_from_usage renewal_notice rules set_constraints set_default status_grants stored_styles subscribe suites table_kinds tenant_code terms tier_for_hosts trials_pause usage usage_boundary usage_crossings usage_preview usage_unmetered verify versions void_corrections"
 # the cases that do not apply on Citus by design, each with its reason
 # (docs/citus.md): printed as a TAP SKIP, not run
 declare -A REGRESS_NOT_ON_CITUS=(
@@ -1173,8 +1173,8 @@ tap "$([ "$owned_setup" = 1 ] && [ -n "$OA" ] && [ -n "$OB" ] && [ "$counted" = 
     "a distributed table owned by a role, row security forced on it and a policy hiding every row: enforce_limit counts every row as its owner (accounts $OA, $OB: $counted), the guard refuses a fourth on each worker" \
     "$out"$'\n'"subscriptions: $owned"$'\n'"counted: $counted"$'\n'"fourth: $fourth"
 # the trims, each in a transaction of its own: keyed on worker1's account
-# (delegated to its node, where the trim runs as the owner), unkeyed on
-# worker2's (run on the coordinator)
+# (delegated to its node, where the trim runs as the owner directly),
+# unkeyed on worker2's (run on the coordinator)
 trims=$(q coordinator "SELECT subscription.change_plan($SA, 'citus-o-small', '2026-01-10') IS NOT NULL" 2>&1;
         q coordinator "SELECT subscription.change_plan($SB, 'citus-o-small', '2026-01-10') IS NOT NULL" 2>&1;
         q coordinator "SELECT count(*) FROM subscription.apply_downgrade($OA, $SA, false)" 2>&1)
@@ -1188,18 +1188,17 @@ out=$(owned_trim "$OA")
 tap "$([ "$owned_setup" = 1 ] && [ "$out" = "1 / regress_citus_tenant:2" ] && echo 1)" \
     "a downgrade's trim of that table (keyed apply_downgrade, account $OA on worker1) runs its BEFORE DELETE trigger as the table's owner, not as the superuser (rooms left / who the trigger ran as: $out)" \
     "$trims"$'\n'"$out"
-# not passing yet (found by h-cit28a): an unkeyed apply_downgrade runs on
-# the coordinator, which writes the account's shard group as the
-# extension's owner (its counter), then trims it as the table's owner over
-# connections of that role, which Citus refuses in one transaction
-# ("cannot perform query on placements that were modified in this
-# transaction by a different user"); printed here
-TODO_REASON="issue 17: an unkeyed apply_downgrade on the coordinator trims over the owner's connections after the extension owner's writes"
+# an unkeyed apply_downgrade runs on the coordinator, which writes the
+# account's shard group as the extension's owner (its counter, the
+# archive) before and after the trim: the trim runs on the tenant's node as
+# the owner (subscription.shard_trim, over the extension owner's
+# connections; before h-cit28a it ran over connections as the owner, and
+# Citus refused it, "cannot perform query on placements that were modified
+# in this transaction by a different user")
 out=$(owned_trim "$OB")
 tap "$([ "$owned_setup" = 1 ] && [ "$out" = "1 / regress_citus_tenant:2" ] && echo 1)" \
     "a downgrade's trim of that table (unkeyed apply_downgrade, account $OB on worker2) runs its BEFORE DELETE trigger as the table's owner, not as the superuser (rooms left / who the trigger ran as: $out)" \
     "$unkeyed"$'\n'"$out"
-unset TODO_REASON
 
 # issue 17: a trim's cascade on the workers' shards.  public.shelves and
 # public.books are distributed with account and limited; a book's shelf
