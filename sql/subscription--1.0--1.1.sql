@@ -24650,16 +24650,18 @@ CREATE TRIGGER limited_table_replica_invalidates
 ALTER TABLE subscription.limited_table ENABLE REPLICA TRIGGER limited_table_replica_invalidates;
 
 -- ---------------------------------------------------------------------
--- Issue 17 (h-cit28a): on Citus the recount of a distributed table owned
--- by another role counts each shard on its node as the owner
--- (shard_usage), over the extension owner's connections, so that
--- enforce_limit's triggers follow on them.
+-- Issue 17 (h-cit28a): on Citus an application table is read (the
+-- recount, shard_usage) and trimmed (shard_trim) as its owner on the node
+-- of its shards, over the extension owner's connections, which write the
+-- shard group before and after (enforce_limit's triggers, the counters,
+-- the archive): Citus refuses a shard group reached as two roles.
 -- ---------------------------------------------------------------------
 -- Citus (issue 17): the recount of a distributed table counts each shard
 -- on its node, as the table's owner there; recount_usage calls it on the
 -- coordinator over the extension owner's connections, once per shard
--- group or on one account's (src/limits.c, CountShardsOnNodes), so that the counters' writes
--- and enforce_limit's triggers follow on the connections that read.
+-- group or on one account's (src/limits.c, CountShardsOnNodes), so that
+-- the counters' writes and enforce_limit's triggers follow on the
+-- connections that read.
 CREATE FUNCTION subscription.shard_usage(account_shard regclass, relation regclass, feature text,
                                          account bigint)
 RETURNS TABLE (account_id bigint, used bigint, smallest bigint)

@@ -275,8 +275,9 @@ COMMENT ON FUNCTION subscription.recount_usage(regclass, text, bigint) IS
 -- Citus (issue 17): the recount of a distributed table counts each shard
 -- on its node, as the table's owner there; recount_usage calls it on the
 -- coordinator over the extension owner's connections, once per shard
--- group or on one account's (src/limits.c, CountShardsOnNodes), so that the counters' writes
--- and enforce_limit's triggers follow on the connections that read.
+-- group or on one account's (src/limits.c, CountShardsOnNodes), so that
+-- the counters' writes and enforce_limit's triggers follow on the
+-- connections that read.
 CREATE FUNCTION subscription.shard_usage(account_shard regclass, relation regclass, feature text,
                                          account bigint)
 RETURNS TABLE (account_id bigint, used bigint, smallest bigint)

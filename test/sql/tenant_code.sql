@@ -143,4 +143,16 @@ SELECT feature, action, row_id FROM apply_downgrade(:second);
 SELECT usage(2, 'rooms') AS used \gset
 SELECT :used AS counted, (SELECT count(*) FROM public.room WHERE account_id = 2) AS rows;
 SELECT pg_temp.error_of($$SELECT recount_usage('public.seen', 'rooms')$$);
+
+-- the nodes' parts of the recount and of the trim on Citus (shard_usage,
+-- shard_trim): given a shard of account on their node, and the trim run
+-- only as the extension's owner (a back-office role executes every
+-- function), nothing trimmed
+SELECT pg_temp.error_of($$SELECT * FROM shard_usage('subscription.account', 'public.room', 'rooms', NULL)$$) AS not_a_shard;
+SELECT pg_temp.error_of($$SELECT * FROM shard_trim('subscription.account', 'public.room', 'rooms', 2, 0)$$) AS not_a_shard;
+SELECT grant_backoffice('regress_neighbour') IS NOT NULL AS granted;
+SET LOCAL ROLE regress_neighbour;
+SELECT pg_temp.error_of($$SELECT * FROM shard_trim('subscription.account', 'public.room', 'rooms', 2, 0)$$) AS not_the_owner;
+RESET ROLE;
+SELECT count(*) AS rooms_left FROM public.room WHERE account_id = 2;
 ROLLBACK;
