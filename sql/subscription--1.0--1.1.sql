@@ -25725,3 +25725,45 @@ $$;
 
 COMMENT ON FUNCTION subscription.enforce_limit(regclass, text, name, text, name, name) IS
 'Attach the limit guard of a feature to an application table and count its rows';
+
+-- ---------------------------------------------------------------------
+-- Issue 17 (h-cit28a): on Citus an application table is read (the
+-- recount, shard_usage) and trimmed (shard_trim) as its owner on the node
+-- of its shards, over the extension owner's connections, which write the
+-- shard group before and after (enforce_limit's triggers, the counters,
+-- the archive): Citus refuses a shard group reached as two roles.
+-- ---------------------------------------------------------------------
+-- Citus (issue 17): the recount of a distributed table counts each shard
+-- on its node, as the table's owner there; recount_usage calls it on the
+-- coordinator over the extension owner's connections, once per shard
+-- group or on one account's (src/limits.c, CountShardsOnNodes), so that
+-- the counters' writes and enforce_limit's triggers follow on the
+-- connections that read.
+CREATE FUNCTION subscription.shard_usage(account_shard regclass, relation regclass, feature text,
+                                         account bigint)
+RETURNS TABLE (account_id bigint, used bigint, smallest bigint)
+AS 'MODULE_PATHNAME', 'shard_usage'
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION subscription.shard_usage(regclass, regclass, text, bigint) IS
+'Internal (Citus): the recount (of one account, or of all) of the shard of a limited table colocated with a shard of account on this node, as the table''s owner';
+
+REVOKE ALL ON FUNCTION subscription.shard_usage(regclass, regclass, text, bigint) FROM PUBLIC;
+
+-- Citus (issue 17): apply_downgrade's trim of a distributed table, run on
+-- the node of the tenant's shards as the table's owner there; the
+-- coordinator's apply_downgrade calls it over the extension owner's
+-- connections (src/downgrade.c, TrimTable), which write the tenant's
+-- shard group before and after the trim.  Only the extension's owner.
+CREATE FUNCTION subscription.shard_trim(account_shard regclass, relation regclass, feature text,
+                                        account bigint, lim bigint)
+RETURNS TABLE (action text, row_id text, old_value bigint, new_value bigint, old_row jsonb)
+AS 'MODULE_PATHNAME', 'shard_trim'
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION subscription.shard_trim(regclass, regclass, text, bigint, bigint) IS
+'Internal (Citus): apply_downgrade''s trim of one account in the shard of a limited table on this node, as the table''s owner';
+
+REVOKE ALL ON FUNCTION subscription.shard_trim(regclass, regclass, text, bigint, bigint) FROM PUBLIC;

@@ -49,6 +49,7 @@
 #include "utils/array.h"
 #include "utils/lsyscache.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/rel.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
@@ -56,6 +57,7 @@
 #include "subscription.h"
 
 PG_FUNCTION_INFO_V1(apply_downgrade);
+PG_FUNCTION_INFO_V1(shard_trim);
 
 List	   *TrimmingCascades = NIL;
 int64		TrimmingAccount = 0;
@@ -85,7 +87,17 @@ typedef struct Registration
 	char	   *foreign_owned;	/* a referencing table of another owner, or NULL */
 } Registration;
 
-#define REGISTRATIONS_SQL \
+#define REGISTRATIONS_SQL REGISTRATIONS_OF("subscription.limited_table AS t")
+/*
+ * On a Citus node, a shard's registration ($1 the shard, $2 the feature):
+ * the shard's own keys and the colocated shards that reference it, so that
+ * its trim (shard_trim) names only the tables of this node.
+ */
+#define SHARD_REGISTRATION_SQL \
+	REGISTRATIONS_OF("(SELECT $1::pg_catalog.regclass AS relation, l.feature, l.on_downgrade, l.account_column," \
+					 "        l.order_column, l.value_column, l.position" \
+					 "   FROM subscription.limited_table AS l WHERE l.feature = $2) AS t")
+#define REGISTRATIONS_OF(FROM) \
 	"SELECT t.relation::oid, t.relation::text, t.feature, t.on_downgrade," \
 	"       't.' || quote_ident(t.account_column), 't.' || quote_ident(t.order_column)," \
 	"       't.' || quote_ident(t.value_column), quote_ident(t.value_column)," \
@@ -93,7 +105,7 @@ typedef struct Registration
 	"       coalesce(k.key_select, 't.ctid AS key_1'), coalesce(k.key_match, 't.ctid = v.key_1')," \
 	"       coalesce(k.key_asc, 't.ctid'), coalesce(k.key_desc, 't.ctid DESC')," \
 	"       r.refs, r.foreign_owned" \
-	"  FROM subscription.limited_table AS t" \
+	"  FROM " FROM \
 	"  LEFT JOIN LATERAL (" \
 	"       SELECT a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype) AS is_integer" \
 	"         FROM pg_attribute AS a" \
@@ -132,6 +144,8 @@ GetText(int row, int column)
 	return SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, column);
 }
 
+static Registration *RegistrationOf(uint64 i);
+
 static List *
 ReadRegistrations(void)
 {
@@ -141,10 +155,18 @@ ReadRegistrations(void)
 	if (SPI_execute(REGISTRATIONS_SQL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the limit registrations");
 	for (i = 0; i < SPI_processed; i++)
-	{
-		Registration *r = palloc0(sizeof(Registration));
-		bool		isnull;
+		registrations = lappend(registrations, RegistrationOf(i));
+	return registrations;
+}
 
+/* Row i of SPI_tuptable, read by REGISTRATIONS_OF. */
+static Registration *
+RegistrationOf(uint64 i)
+{
+	Registration *r = palloc0(sizeof(Registration));
+	bool		isnull;
+
+	{
 		r->relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
 		r->relation = GetText(i, 2);
 		r->feature = GetText(i, 3);
@@ -161,9 +183,8 @@ ReadRegistrations(void)
 		r->key_desc = GetText(i, 14);
 		r->references = GetText(i, 15);
 		r->foreign_owned = GetText(i, 16);
-		registrations = lappend(registrations, r);
 	}
-	return registrations;
+	return r;
 }
 
 /*
@@ -563,6 +584,23 @@ ArchiveCascaded(int64 tenant, int64 account, int64 subscription_id, CascadedRows
 }
 
 /*
+ * Whether a table is trimmed through shard_trim: a distributed table, from
+ * the coordinator (on the tenant's node, in a delegated call, its shards
+ * are local and trimmed directly).
+ */
+static bool
+TrimOnNode(Oid relid)
+{
+	bool		isnull;
+
+	if (!CitusTable(relid))
+		return false;
+	if (SPI_execute("SELECT subscription.on_citus_worker()", true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not ask whether this is a Citus worker");
+	return !DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
  * Trim one registered table as its owner, restricted (identity.c): the
  * owner's triggers, casts and foreign-key actions run with the owner's
  * rights.  Then the extension archives what changed, from plain values.
@@ -593,13 +631,37 @@ TrimTable(Registration *r, int64 tenant, int64 account, int64 limit, int64 subsc
 	if (citus)
 		SetTrimming(psprintf(INT64_FORMAT " " INT64_FORMAT " " INT64_FORMAT " %s",
 							 subscription_id, tenant, account, TrimmedName(r->relid)));
-	BecomeTableOwner(rel, &owner);
-	TrimmingRelation = r->relid;
-	if (SPI_execute_with_args(TrimStatement(r), TRIM_NARGS, trim_argtypes, trim_args, NULL, false, 0)
-		!= SPI_OK_SELECT)
-		elog(ERROR, "could not trim table %s", r->relation);
-	TrimmingRelation = InvalidOid;
-	RestoreIdentity(&owner);
+	if (citus && TrimOnNode(r->relid))
+	{
+		/*
+		 * On the coordinator, a distributed table is trimmed on the node of
+		 * the tenant's shards, as its owner there (shard_trim), over the
+		 * connection of the extension's owner that writes the tenant's
+		 * shard group before and after: Citus refuses a shard group written
+		 * over connections of two roles in one transaction.
+		 */
+		if (SPI_execute(psprintf("SELECT t.action, t.row_id, t.old_value, t.new_value, t.old_row"
+								 "  FROM subscription.account AS a,"
+								 "       LATERAL subscription.shard_trim(a.tableoid::pg_catalog.regclass,"
+								 "                                       %s::pg_catalog.regclass, %s,"
+								 "                                       " INT64_FORMAT ", " INT64_FORMAT ") AS t"
+								 " WHERE a.tenant_id OPERATOR(pg_catalog.=) " INT64_FORMAT
+								 "   AND a.id OPERATOR(pg_catalog.=) " INT64_FORMAT,
+								 quote_literal_cstr(r->relation), quote_literal_cstr(r->feature),
+								 account, limit, tenant, tenant),
+						false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not trim table %s", r->relation);
+	}
+	else
+	{
+		BecomeTableOwner(rel, &owner);
+		TrimmingRelation = r->relid;
+		if (SPI_execute_with_args(TrimStatement(r), TRIM_NARGS, trim_argtypes, trim_args, NULL, false, 0)
+			!= SPI_OK_SELECT)
+			elog(ERROR, "could not trim table %s", r->relation);
+		TrimmingRelation = InvalidOid;
+		RestoreIdentity(&owner);
+	}
 	trimmed = SPI_tuptable;
 	ntrimmed = SPI_processed;
 	if (citus)
@@ -877,6 +939,92 @@ apply_downgrade(PG_FUNCTION_ARGS)
 		MemoryContextSwitchTo(caller_context);
 		CurrentResourceOwner = out.owner;
 	}
+	SPI_finish();
+	return (Datum) 0;
+}
+
+/*
+ * shard_trim(account_shard regclass, relation regclass, feature text,
+ *			  account bigint, lim bigint)
+ *		RETURNS TABLE (action text, row_id text, old_value bigint,
+ *					   new_value bigint, old_row jsonb)
+ *
+ * On a Citus node: apply_downgrade's trim of one account in the shard of
+ * a limited table colocated with account_shard (a shard of
+ * subscription.account on this node), as the table's owner (the shard's),
+ * its statement naming this node's shards only; returns the trimmed rows
+ * as TrimTable reads them.  The coordinator's TrimTable calls it, in the
+ * transaction of apply_downgrade, whose subscription.trimming the guards
+ * of the cascades read here.
+ */
+Datum
+shard_trim(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Oid			argtypes[2] = {OIDOID, TEXTOID};
+	Datum		args[2];
+	Oid			trim_argtypes[TRIM_NARGS] = {INT8OID, INT8OID};
+	Datum		trim_args[TRIM_NARGS];
+	Oid			account_shard;
+	Oid			relid;
+	Oid			shard;
+	Relation	shard_rel;
+	Registration *r = NULL;
+	IdentitySwitch owner;
+	int			nest;
+	uint64		i;
+
+	for (i = 0; i < 5; i++)
+		if (PG_ARGISNULL(i))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("shard_trim() requires non-NULL arguments")));
+	/* the coordinator's apply_downgrade calls it, as the extension's owner */
+	if (GetUserId() != ExtensionOwner() && !superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("shard_trim() runs only as the extension's owner"),
+				 errhint("Use subscription.apply_downgrade().")));
+	account_shard = PG_GETARG_OID(0);
+	relid = PG_GETARG_OID(1);
+	trim_args[0] = PG_GETARG_DATUM(3);
+	trim_args[1] = PG_GETARG_DATUM(4);
+	InitMaterializedSRF(fcinfo, 0);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	shard = NodeShardOf(account_shard, relid);
+	shard_rel = relation_open(shard, AccessShareLock);
+
+	/*
+	 * limited_table is a reference table whose placement is on this node,
+	 * which Citus reads inside a shard's query only if told to (as
+	 * shard_usage does); for this read only
+	 */
+	args[0] = ObjectIdGetDatum(shard);
+	args[1] = PG_GETARG_DATUM(2);
+	nest = NewGUCNestLevel();
+	(void) set_config_option("citus.allow_nested_distributed_execution", "on", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	if (SPI_execute_with_args(SHARD_REGISTRATION_SQL, 2, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the limit registrations");
+	if (SPI_processed == 1)
+		r = RegistrationOf(0);
+	AtEOXact_GUC(true, nest);
+	if (r == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("feature \"%s\" is not enforced on table \"%s\"",
+						text_to_cstring(PG_GETARG_TEXT_PP(2)), get_rel_name(relid))));
+	r->row_id = RowIdText(shard_rel, "t");
+	if (r->row_id == NULL)
+		r->row_id = "t.ctid::text";
+	BecomeTableOwner(shard_rel, &owner);
+	if (SPI_execute_with_args(TrimStatement(r), TRIM_NARGS, trim_argtypes, trim_args, NULL, false, 0)
+		!= SPI_OK_SELECT)
+		elog(ERROR, "could not trim table %s", r->relation);
+	RestoreIdentity(&owner);
+	SPIRowsToResult(rsinfo);
+	relation_close(shard_rel, NoLock);
 	SPI_finish();
 	return (Datum) 0;
 }

@@ -69,6 +69,7 @@ PG_FUNCTION_INFO_V1(recount_usage);
 PG_FUNCTION_INFO_V1(invalidate_limit_cache);
 PG_FUNCTION_INFO_V1(limit_registrations_invalidate);
 PG_FUNCTION_INFO_V1(usage_drift);
+PG_FUNCTION_INFO_V1(shard_usage);
 PG_FUNCTION_INFO_V1(move_usage);
 PG_FUNCTION_INFO_V1(limit_catalog_invalidates);
 
@@ -1925,6 +1926,88 @@ limit_guard(PG_FUNCTION_ARGS)
 }
 
 /*
+ * The count of a limited table's rows per account, as the recount reads
+ * it: (account, units, smallest value), from source (the table, or on a
+ * Citus node one of its shards) with more conditions also (or NULL).
+ */
+static char *
+CountSql(const LimitCounting *c, Relation source, const char *also)
+{
+	return psprintf("SELECT c.account, sum(c.d)::bigint, min(c.v) FROM (%s) AS c GROUP BY 1",
+					CountedRowsSql(c,
+								   quote_qualified_identifier(get_namespace_name(RelationGetNamespace(source)),
+															  RelationGetRelationName(source)),
+								   also));
+}
+
+/*
+ * On Citus, the recount of a distributed table counts each shard on its
+ * node, as the table's owner there (shard_usage), called from here over
+ * the connections of the current user, the extension's owner: the
+ * counters' writes and a caller's DDL that follow (enforce_limit's
+ * triggers) then use the connections that read the shard groups, which
+ * Citus requires in one transaction.  Reading the shards over connections
+ * as the owner would open a second connection to each shard group (and
+ * the owner's row security, forced on the shards, would hide its rows).
+ * One call per shard group: on the root account of the smallest tenant
+ * of each shard of account (a tenant's accounts share its shard; a shard
+ * without an account holds no row that could have a counter).  Leaves
+ * the rows in SPI_tuptable, as the count on a single server does.
+ */
+static void
+CountShardsOnNodes(Relation rel, const char *feature, bool one_account, int64 account)
+{
+	StringInfoData tenants;
+	uint64		i;
+
+	if (one_account)
+	{
+		char	   *tenant;
+
+		/* the shard group of the account's own row, found by its tenant */
+		if (SPI_execute(psprintf("SELECT subscription.tenant_of('account', " INT64_FORMAT ")", account),
+						true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "could not look up the tenant of account " INT64_FORMAT, account);
+		tenant = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		if (SPI_execute(psprintf("SELECT c.account_id, c.used, c.smallest FROM subscription.account AS a,"
+								 " LATERAL subscription.shard_usage(a.tableoid::pg_catalog.regclass,"
+								 "                                  %s::pg_catalog.regclass, %s, a.id) AS c"
+								 " WHERE a.tenant_id OPERATOR(pg_catalog.=) %s::pg_catalog.int8"
+								 "   AND a.id OPERATOR(pg_catalog.=) " INT64_FORMAT,
+								 quote_literal_cstr(quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+																			   RelationGetRelationName(rel))),
+								 quote_literal_cstr(feature), tenant != NULL ? tenant : "NULL", account),
+						false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not count the rows of \"%s\" on the node of its shard", RelationGetRelationName(rel));
+		return;
+	}
+	if (SPI_execute("SELECT pg_catalog.min(a.tenant_id) FROM subscription.account AS a"
+					" GROUP BY a.tableoid::pg_catalog.regclass::pg_catalog.text", false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the shards of subscription.account");
+	initStringInfo(&tenants);
+	appendStringInfoChar(&tenants, '{');
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		int64		tenant = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+
+		appendStringInfo(&tenants, "%s" INT64_FORMAT, i > 0 ? "," : "", tenant);
+	}
+	appendStringInfoChar(&tenants, '}');
+	/* not read-only: it must see what this transaction trimmed already */
+	if (SPI_execute(psprintf("SELECT c.account_id, c.used, c.smallest FROM subscription.account AS a,"
+							 " LATERAL subscription.shard_usage(a.tableoid::pg_catalog.regclass,"
+							 "                                  %s::pg_catalog.regclass, %s, NULL) AS c"
+							 " WHERE a.tenant_id OPERATOR(pg_catalog.=) ANY (%s::pg_catalog.int8[])"
+							 "   AND a.id OPERATOR(pg_catalog.=) a.tenant_id",
+							 quote_literal_cstr(quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+																		   RelationGetRelationName(rel))),
+							 quote_literal_cstr(feature), quote_literal_cstr(tenants.data)),
+					false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not count the rows of \"%s\" on the nodes of its shards", RelationGetRelationName(rel));
+}
+
+/*
  * Make the usage counters of a registered (relation, feature) exact: count
  * the table's rows (of one account, or of all) as the table's owner, and
  * write the counters that differ as the extension's owner.  enforce_limit()
@@ -2000,18 +2083,18 @@ CountAndWriteUsage(Oid relid, const char *feature, bool one_account, int64 accou
 	}
 	values[0] = ObjectIdGetDatum(relid);
 	values[1] = CStringGetTextDatum(feature);
-	sql = psprintf("SELECT c.account, sum(c.d)::bigint, min(c.v) FROM (%s) AS c GROUP BY 1",
-				   CountedRowsSql(&counting,
-								  quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
-															 RelationGetRelationName(rel)),
-								  one_account ? psprintf("r.%s = " INT64_FORMAT, counting.account_column, account)
-								  : NULL));
-
-	BecomeTableOwner(rel, &owner);
-	/* not read-only: it must see what this transaction trimmed already */
-	if (SPI_execute(sql, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not count the rows of \"%s\"", RelationGetRelationName(rel));
-	RestoreIdentity(&owner);
+	if (CountersOnCitus() && CitusTable(relid))
+		CountShardsOnNodes(rel, feature, one_account, account);
+	else
+	{
+		sql = CountSql(&counting, rel,
+					   one_account ? psprintf("r.%s = " INT64_FORMAT, counting.account_column, account) : NULL);
+		BecomeTableOwner(rel, &owner);
+		/* not read-only: it must see what this transaction trimmed already */
+		if (SPI_execute(sql, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not count the rows of \"%s\"", RelationGetRelationName(rel));
+		RestoreIdentity(&owner);
+	}
 
 	accounts = initArrayResult(INT8OID, CurrentMemoryContext, false);
 	used = initArrayResult(INT8OID, CurrentMemoryContext, false);
@@ -2168,5 +2251,85 @@ usage_drift(PG_FUNCTION_ARGS)
 	RecountUsage(PG_GETARG_OID(0), text_to_cstring(PG_GETARG_TEXT_PP(1)),
 				 !PG_ARGISNULL(2), PG_ARGISNULL(2) ? 0 : PG_GETARG_INT64(2),
 				 rsinfo->setResult, rsinfo->setDesc);
+	return (Datum) 0;
+}
+
+/*
+ * shard_usage(account_shard regclass, relation regclass, feature text, account bigint)
+ *   returns table (account_id bigint, used bigint, smallest bigint)
+ *
+ * On a Citus node: the recount's count of the shard of a limited table
+ * colocated with account_shard (a shard of subscription.account on this
+ * node), of one account or (account NULL) of all, read here as the
+ * table's owner (the shard's), row security not forced on it, as a single
+ * server's recount reads the table (CountShardsOnNodes calls it once per
+ * shard group, or on the account's).
+ */
+Datum
+shard_usage(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Oid			account_shard;
+	Oid			relid;
+	char	   *feature;
+	Relation	rel;
+	Relation	shard_rel;
+	LimitCounting counting;
+	IdentitySwitch owner;
+	Oid			shard;
+	bool		registered;
+	int			nest;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("argument \"%s\" of shard_usage() must not be null",
+						PG_ARGISNULL(0) ? "account_shard" : PG_ARGISNULL(1) ? "relation" : "feature")));
+	account_shard = PG_GETARG_OID(0);
+	relid = PG_GETARG_OID(1);
+	feature = text_to_cstring(PG_GETARG_TEXT_PP(2));
+#if PG_VERSION_NUM >= 160000
+	InitMaterializedSRF(fcinfo, 0);
+#else
+	SetSingleFuncCall(fcinfo, 0);
+#endif
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	shard = NodeShardOf(account_shard, relid);
+	rel = try_relation_open(relid, AccessShareLock);
+
+	/*
+	 * The registration is read from limited_table, a reference table whose
+	 * placement is on this node, which Citus reads here only if told to: a
+	 * query inside a shard's query may not be distributed (nothing here
+	 * is, the shard below being a plain table to Citus).  For this read
+	 * only.
+	 */
+	nest = NewGUCNestLevel();
+	(void) set_config_option("citus.allow_nested_distributed_execution", "on", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	registered = rel != NULL && ReadLimitCounting(rel, feature, false, &counting, NULL, NULL);
+	AtEOXact_GUC(true, nest);
+	if (!registered)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("feature \"%s\" is not enforced on table \"%s\"", feature, get_rel_name(relid))));
+	shard_rel = relation_open(shard, AccessShareLock);
+	if (counting.policy != POLICY_CAP)
+	{
+		char	   *sql = CountSql(&counting, shard_rel,
+									   PG_ARGISNULL(3) ? NULL
+									   : psprintf("r.%s = " INT64_FORMAT, counting.account_column, PG_GETARG_INT64(3)));
+
+		BecomeTableOwner(shard_rel, &owner);
+		/* not read-only: it must see what this transaction trimmed already */
+		if (SPI_execute(sql, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not count the rows of \"%s\"", RelationGetRelationName(shard_rel));
+		RestoreIdentity(&owner);
+		SPIRowsToResult(rsinfo);
+	}
+	relation_close(shard_rel, NoLock);
+	relation_close(rel, NoLock);
+	SPI_finish();
 	return (Datum) 0;
 }

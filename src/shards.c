@@ -26,6 +26,7 @@
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "funcapi.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
@@ -271,4 +272,43 @@ CitusTable(Oid relid)
 	UnpinSearchPath(nest_level);
 	SPI_finish();
 	return citus_table;
+}
+
+/*
+ * On a Citus node, the shard of relid colocated with account_shard, a
+ * shard of subscription.account on this node: where shard_usage and
+ * shard_trim read and write, given the account's shard by the
+ * coordinator's query that calls them there.  Runs inside SPI.
+ */
+Oid
+NodeShardOf(Oid account_shard, Oid relid)
+{
+	Oid			shard = InvalidOid;
+
+	if (LogicalRelation(account_shard) == OwnTable("account") && account_shard != OwnTable("account"))
+		shard = ColocatedShard(account_shard, relid);
+	if (!OidIsValid(shard))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("relation \"%s\" is not a shard of subscription.account on this node colocated with table \"%s\"",
+						get_rel_name(account_shard), get_rel_name(relid))));
+	return shard;
+}
+
+/* The rows of SPI_tuptable into a materialized set-returning result. */
+void
+SPIRowsToResult(ReturnSetInfo *rsinfo)
+{
+	int			natts = rsinfo->setDesc->natts;
+	Datum	   *row = palloc(sizeof(Datum) * natts);
+	bool	   *nulls = palloc(sizeof(bool) * natts);
+	uint64		i;
+	int			c;
+
+	for (i = 0; i < SPI_processed; i++)
+	{
+		for (c = 0; c < natts; c++)
+			row[c] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, c + 1, &nulls[c]);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, nulls);
+	}
 }

@@ -87,6 +87,7 @@ extern void RequireTrustedCaller(void);
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
+#include "nodes/execnodes.h"
 #include "utils/tuplestore.h"
 
 typedef enum GuardedEvent
@@ -152,6 +153,8 @@ extern Oid	LogicalRelation(Oid relid);
 extern Oid	ColocatedShard(Oid relid, Oid other);
 extern bool ShardHoldsKey(Oid relid, int64 key);
 extern bool CitusTable(Oid relid);
+extern Oid	NodeShardOf(Oid account_shard, Oid relid);
+extern void SPIRowsToResult(ReturnSetInfo *rsinfo);
 
 /*
  * rowwrite.c: single rows of the extension's own tables, read and written

@@ -777,7 +777,7 @@ tap "$(echo "$errors" | grep -v -q -e 'has no license left' -e 'already' -e '^$'
 # lines filtered).  A case in REGRESS_ON_CITUS must pass; every other case
 # is left out, printed as a TAP TODO with the reason: the first error it
 # meets on Citus, measured on this run (docs/citus.md lists them).
-REGRESS_ON_CITUS="apply_downgrade badinput bounds catalog_changes change_plan clock close_account coupons_credits downgrade_noop dunning enforce_limit events_mapping events_statements events_upcoming_conflict invoice_openings invoices keyed limit_cache limit_version limits managed next_period prorate_refund renew_account renew_due renewal_from_usage renewal_notice rules set_constraints set_default status_grants stored_styles subscribe suites table_kinds terms tier_for_hosts trials_pause usage usage_boundary usage_crossings usage_preview usage_unmetered verify versions void_corrections"
+REGRESS_ON_CITUS="apply_downgrade badinput bounds catalog_changes change_plan clock close_account coupons_credits downgrade_noop dunning enforce_limit events_mapping events_statements events_upcoming_conflict invoice_openings invoices keyed limit_cache limit_version limits managed next_period prorate_refund renew_account renew_due renewal_from_usage renewal_notice rules set_constraints set_default status_grants stored_styles subscribe suites table_kinds tenant_code terms tier_for_hosts trials_pause usage usage_boundary usage_crossings usage_preview usage_unmetered verify versions void_corrections"
 # the cases that do not apply on Citus by design, each with its reason
 # (docs/citus.md): printed as a TAP SKIP, not run
 declare -A REGRESS_NOT_ON_CITUS=(
@@ -1162,28 +1162,43 @@ counted=$(grep -m1 '^ERROR' <<<"$counted" || tail -1 <<<"$counted")
 fourth=$(for t in $OA $OB; do
              psql -X -q -p "${PORTS[0]}" -d postgres -c "INSERT INTO public.owned_rooms VALUES ($t, 4)" 2>&1 | head -1
          done)
-# not passing yet (h-cit27a), a gap of the extension on Citus: enforce_limit
-# reads the shards as the table's owner (its recount, over connections as
-# that role, which must be able to log in), then creates the guards as the
-# extension's owner on the same placements, which Citus refuses in one
-# transaction ("cannot perform DDL on placement N since a co-located
-# placement has been read over multiple connections"; printed here)
-TODO_REASON="issue 17: tenant code as the table's owner on Citus, not passing yet"
+# enforce_limit's recount reads each shard on its node as the table's
+# owner (subscription.shard_usage, over the extension owner's connections,
+# which then create the guards: before h-cit28a it read the shards over
+# connections as the owner, and Citus refused the DDL that followed, "cannot
+# perform DDL on placement N since a co-located placement has been read
+# over multiple connections"; and the owner's row security, forced on the
+# shards, hid its rows there)
 tap "$([ "$owned_setup" = 1 ] && [ -n "$OA" ] && [ -n "$OB" ] && [ "$counted" = "3 3" ] && [ "$(grep -c 'would exceed its owned_rooms limit' <<<"$fourth")" = 2 ] && echo 1)" \
     "a distributed table owned by a role, row security forced on it and a policy hiding every row: enforce_limit counts every row as its owner (accounts $OA, $OB: $counted), the guard refuses a fourth on each worker" \
     "$out"$'\n'"subscriptions: $owned"$'\n'"counted: $counted"$'\n'"fourth: $fourth"
-trims=$(q coordinator "SELECT subscription.change_plan($SA, 'citus-o-small', '2026-01-10') IS NOT NULL;
-                       SELECT subscription.change_plan($SB, 'citus-o-small', '2026-01-10') IS NOT NULL;
-                       SELECT count(*) FROM subscription.apply_downgrade($OA, $SA, false);
-                       SELECT count(*) FROM subscription.apply_downgrade($SB)" 2>&1)
-out="$(q coordinator "SELECT string_agg(account_id || ':' || n, ' ' ORDER BY account_id)
-                        FROM (SELECT account_id, count(*) AS n FROM public.owned_rooms WHERE account_id IN ($OA, $OB) GROUP BY 1) AS r" 2>&1) / $(
-     q coordinator "SELECT string_agg(who || ':' || n, ' ' ORDER BY who)
-                      FROM (SELECT who, count(*) AS n FROM public.owned_seen WHERE account_id IN ($OA, $OB) GROUP BY 1) AS s" 2>&1)"
-tap "$([ "$owned_setup" = 1 ] && [ "$out" = "$OA:1 $OB:1 / regress_citus_tenant:4" ] && echo 1)" \
-    "a downgrade's trim of that table on both workers (keyed and unkeyed apply_downgrade) runs its BEFORE DELETE trigger as the table's owner, not as the superuser (rooms left / who the trigger ran as: $out)" \
+# the trims, each in a transaction of its own: keyed on worker1's account
+# (delegated to its node, where the trim runs as the owner directly),
+# unkeyed on worker2's (run on the coordinator)
+trims=$(q coordinator "SELECT subscription.change_plan($SA, 'citus-o-small', '2026-01-10') IS NOT NULL" 2>&1;
+        q coordinator "SELECT subscription.change_plan($SB, 'citus-o-small', '2026-01-10') IS NOT NULL" 2>&1;
+        q coordinator "SELECT count(*) FROM subscription.apply_downgrade($OA, $SA, false)" 2>&1)
+unkeyed=$(q coordinator "SELECT count(*) FROM subscription.apply_downgrade($SB)" 2>&1)
+owned_trim() {  # owned_trim ACCOUNT: rooms left / who the trigger ran as
+    echo "$(q coordinator "SELECT count(*) FROM public.owned_rooms WHERE account_id = $1" 2>&1) / $(
+        q coordinator "SELECT string_agg(who || ':' || n, ' ' ORDER BY who)
+                         FROM (SELECT who, count(*) AS n FROM public.owned_seen WHERE account_id = $1 GROUP BY 1) AS s" 2>&1)"
+}
+out=$(owned_trim "$OA")
+tap "$([ "$owned_setup" = 1 ] && [ "$out" = "1 / regress_citus_tenant:2" ] && echo 1)" \
+    "a downgrade's trim of that table (keyed apply_downgrade, account $OA on worker1) runs its BEFORE DELETE trigger as the table's owner, not as the superuser (rooms left / who the trigger ran as: $out)" \
     "$trims"$'\n'"$out"
-unset TODO_REASON
+# an unkeyed apply_downgrade runs on the coordinator, which writes the
+# account's shard group as the extension's owner (its counter, the
+# archive) before and after the trim: the trim runs on the tenant's node as
+# the owner (subscription.shard_trim, over the extension owner's
+# connections; before h-cit28a it ran over connections as the owner, and
+# Citus refused it, "cannot perform query on placements that were modified
+# in this transaction by a different user")
+out=$(owned_trim "$OB")
+tap "$([ "$owned_setup" = 1 ] && [ "$out" = "1 / regress_citus_tenant:2" ] && echo 1)" \
+    "a downgrade's trim of that table (unkeyed apply_downgrade, account $OB on worker2) runs its BEFORE DELETE trigger as the table's owner, not as the superuser (rooms left / who the trigger ran as: $out)" \
+    "$unkeyed"$'\n'"$out"
 
 # issue 17: a trim's cascade on the workers' shards.  public.shelves and
 # public.books are distributed with account and limited; a book's shelf

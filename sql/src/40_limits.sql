@@ -272,6 +272,22 @@ SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION subscription.recount_usage(regclass, text, bigint) IS
 'Recount a limited table''s usage counters (of one account, or of all) as the table''s owner; returns how many changed';
 
+-- Citus (issue 17): the recount of a distributed table counts each shard
+-- on its node, as the table's owner there; recount_usage calls it on the
+-- coordinator over the extension owner's connections, once per shard
+-- group or on one account's (src/limits.c, CountShardsOnNodes), so that
+-- the counters' writes and enforce_limit's triggers follow on the
+-- connections that read.
+CREATE FUNCTION subscription.shard_usage(account_shard regclass, relation regclass, feature text,
+                                         account bigint)
+RETURNS TABLE (account_id bigint, used bigint, smallest bigint)
+AS 'MODULE_PATHNAME', 'shard_usage'
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION subscription.shard_usage(regclass, regclass, text, bigint) IS
+'Internal (Citus): the recount (of one account, or of all) of the shard of a limited table colocated with a shard of account on this node, as the table''s owner';
+
 -- Every backend drops what it cached of a table's limit registrations, at
 -- the commit of the calling transaction: enforce_limit and unenforce_limit
 -- call it, since on the extension's own tables no trigger is created or

@@ -109,11 +109,12 @@ CREATE POLICY own_rows ON public.poll USING (account_id = current_setting('regre
 GRANT USAGE ON SCHEMA subscription TO regress_kinds_owner;
 GRANT EXECUTE ON FUNCTION enforce_limit(regclass, text, name, text, name, name) TO regress_kinds_owner;
 \if :on_citus
--- on Citus a transaction cannot reach a shard as a second user (25001,
--- Citus' own): the recount of enforce_limit, which reads the table as its
--- owner, is refused the shards the superuser wrote (created, filled) in
--- this transaction, nothing registered; the rule runs on Citus in
--- test/citus.sh, on a table created and filled before
+-- on Citus a role made in the transaction has no connection to the
+-- workers yet: the superuser registers the table, whose recount reads
+-- each shard on its node as the table's owner (shard_usage, over the
+-- superuser's connections, which wrote the shards in this transaction),
+-- row security not forced on it (the row counted); the owner's own writes
+-- run in test/citus.sh, on a table owned by a role committed before
 SELECT pg_temp.error_of($$SELECT enforce_limit('public.poll', 'polls')$$) AS other_user;
 SELECT count(*) AS registered FROM limited_table WHERE feature = 'polls';
 \else
