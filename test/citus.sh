@@ -771,6 +771,52 @@ tap "$([ "$out" = "0 0 0 18" ] && [ "$assigned" = 18 ] && echo 1)" \
 tap "$(echo "$errors" | grep -v -q -e 'has no license left' -e 'already' -e '^$' || echo 1)" \
     "the storm's refusals are the seat checks' only" "$errors"
 
+# TRUNCATE subscription.license on Citus (issue 17): the shell table's
+# trigger leaves the work to the shards', and each shard's resets the
+# counters of its colocated license_counter shard, writes a
+# license_truncate history row per subscription whose counter moved (on
+# the colocated shard of history, under the subscription's tenant) and
+# frees its colocated service_seat shard (src/licenses.c, GuardTruncate).
+# After the seat storm, in a transaction rolled back: every counter at 0,
+# no license nor seat left, one license_truncate row for each subscription
+# that held licenses, of its tenant and account, and the storm's seats
+# free again: 3 license_consume per account succeed.  Before the fix the
+# TRUNCATE itself failed (cannot execute a distributed query from a query
+# on a shard).
+out=$(psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres 2>&1 <<SQL
+SET client_min_messages = error;
+SELECT count(*) AS held FROM subscription.license_counter WHERE used <> 0 \gset
+SELECT 'held: ' || :held;
+BEGIN;
+TRUNCATE subscription.license;
+SELECT 'after: ' || (SELECT count(*) FROM subscription.license_counter WHERE used <> 0) || ' '
+       || (SELECT count(*) FROM subscription.license) || ' ' || (SELECT count(*) FROM subscription.service_seat);
+SELECT 'truncate rows: ' || count(*) || ' ' || count(*) FILTER (WHERE s.account_id = h.account_id) || ' '
+       || count(DISTINCT h.subscription_id)
+  FROM subscription.history AS h
+  JOIN subscription.subscription AS s ON s.tenant_id = h.tenant_id AND s.id = h.subscription_id
+ WHERE h.operation = 'license_truncate';
+SELECT 'storm truncated: ' || count(*) FROM subscription.history
+ WHERE operation = 'license_truncate' AND tenant_id IN ($(echo $storm | tr ' ' ','));
+SELECT format('SELECT subscription.license_consume(%s, %s, %s)', m.tenant_id, s.id, m.id)
+  FROM subscription.subscription AS s
+  JOIN (SELECT tenant_id, account_id, id, row_number() OVER (PARTITION BY tenant_id ORDER BY id) AS k
+          FROM subscription.member WHERE tenant_id IN ($(echo $storm | tr ' ' ','))) AS m
+    ON m.tenant_id = s.tenant_id AND m.account_id = s.account_id AND m.k <= 3
+ WHERE s.tenant_id IN ($(echo $storm | tr ' ' ','))
+ ORDER BY m.tenant_id, m.id \gexec
+SELECT 'consumed again: ' || count(*) || ' ' || sum(used) || ' ' || count(*) FILTER (WHERE used = capacity)
+  FROM subscription.license_counter WHERE tenant_id IN ($(echo $storm | tr ' ' ','));
+ROLLBACK;
+SQL
+)
+held=$(sed -n 's/^held: //p' <<<"$out")
+tap "$([ -n "$held" ] && [ "$held" -ge 6 ] && grep -qx 'after: 0 0 0' <<<"$out" \
+       && grep -qx "truncate rows: $held $held $held" <<<"$out" && grep -qx 'storm truncated: 6' <<<"$out" \
+       && grep -qx 'consumed again: 6 18 6' <<<"$out" && [ "$(grep -c '^[0-2]$' <<<"$out")" = 18 ] && echo 1)" \
+    "TRUNCATE subscription.license on Citus: each shard's trigger sets its tenants' counters to 0 ($held held), frees their seats, writes one license_truncate row per subscription under its tenant and account; the storm's seats are free again (18 license_consume)" \
+    "$out"
+
 # item 6: the regression suite on the coordinator.  Each test/sql case runs
 # with pg_regress in a database of its own with Citus on the three nodes
 # and distribute() done, against its expected output (Citus' own NOTICE
