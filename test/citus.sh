@@ -823,7 +823,7 @@ tap "$([ -n "$held" ] && [ "$held" -ge 6 ] && grep -qx 'after: 0 0 0' <<<"$out" 
 # lines filtered).  A case in REGRESS_ON_CITUS must pass; every other case
 # is left out, printed as a TAP TODO with the reason: the first error it
 # meets on Citus, measured on this run (docs/citus.md lists them).
-REGRESS_ON_CITUS="apply_downgrade badinput bounds catalog_changes change_plan clock close_account coupons_credits downgrade_noop dunning enforce_limit events_mapping events_statements events_upcoming_conflict invoice_openings invoices keyed limit_cache limit_version limits managed next_period prorate_refund renew_account renew_due renewal_from_usage renewal_notice rules set_constraints set_default status_grants stored_styles subscribe suites table_kinds terms tier_for_hosts trials_pause usage usage_boundary usage_crossings usage_preview usage_unmetered verify versions void_corrections"
+REGRESS_ON_CITUS="apply_downgrade badinput bounds catalog_changes change_plan clock close_account coupons_credits downgrade_noop dunning enforce_limit entitlements events_mapping events_statements events_upcoming_conflict invoice_openings invoices keyed licenses limit_cache limit_version limits managed next_period prorate_refund renew_account renew_due renewal_from_usage renewal_notice rules set_constraints set_default status_grants stored_styles subscribe suites table_kinds terms tier_for_hosts trials_pause usage usage_boundary usage_checks usage_crossings usage_preview usage_unmetered verify versions void_corrections"
 # the cases that do not apply on Citus by design, each with its reason
 # (docs/citus.md): printed as a TAP SKIP, not run
 declare -A REGRESS_NOT_ON_CITUS=(
@@ -872,11 +872,13 @@ rm -rf "$DIR/regress"
 mkdir -p "$REGRESS_SRC"
 cp -R "$ROOT/test" "$ROOT/expected" "$REGRESS_SRC/"
 [ "$(id -u)" -eq 0 ] && chown -R postgres: "$DIR/regress"
-citus_filter() {  # the lines Citus adds to a case's output: its notices (and
+citus_filter() {  # the lines Citus adds to a case's output: its notices, the
+    # worker's address under a warning relayed from it (and
     # that of a CREATE DATABASE, which it does not propagate), and its
     # warning that a function or a view in pg_temp (setup.psql's helpers, a
     # case's temporary view) stays local
     grep -v -e '^NOTICE:  \(issuing\|executing the command locally\)' -e '^DETAIL:  on server ' \
+        -e '^DETAIL:  from [^ ]*:[0-9]*$' \
         -e '^NOTICE:  Citus partially supports CREATE DATABASE for distributed databases$' \
         -e '^DETAIL:  Citus does not propagate CREATE DATABASE command to workers$' \
         -e '^HINT:  You can manually create a database and its extensions on workers.$' \
