@@ -811,7 +811,18 @@ ROLLBACK;
 SQL
 )
 held=$(sed -n 's/^held: //p' <<<"$out")
+# the work is the shards' triggers': every placement of license carries
+# the guard's TRUNCATE trigger (distribute() distributes the table with it)
+shards=$(for node in worker1 worker2; do
+             q "$node" "SELECT count(*) || ':' || count(*) FILTER (WHERE EXISTS (
+                                SELECT FROM pg_trigger AS t
+                                 WHERE t.tgrelid = to_regclass(shard_name('subscription.license', x.shard))
+                                   AND t.tgname LIKE 'license_guard_truncate%'))
+                          FROM unnest(subscription.local_shards('subscription.license')) AS x (shard)"
+         done | paste -sd ' ')
+out="$out"$'\n'"license shards with the trigger, per worker: $shards"
 tap "$([ -n "$held" ] && [ "$held" -ge 6 ] && grep -qx 'after: 0 0 0' <<<"$out" \
+       && [ "$(echo "$shards" | awk '{ for (i = 1; i <= NF; i++) { split($i, a, ":"); if (a[1] == 0 || a[1] != a[2]) bad = 1 } } END { print bad ? 0 : 1 }')" = 1 ] \
        && grep -qx "truncate rows: $held $held $held" <<<"$out" && grep -qx 'storm truncated: 6' <<<"$out" \
        && grep -qx 'consumed again: 6 18 6' <<<"$out" && [ "$(grep -c '^[0-2]$' <<<"$out")" = 18 ] && echo 1)" \
     "TRUNCATE subscription.license on Citus: each shard's trigger sets its tenants' counters to 0 ($held held), frees their seats, writes one license_truncate row per subscription under its tenant and account; the storm's seats are free again (18 license_consume)" \
