@@ -535,22 +535,69 @@ SeatsOrRefuse(Relation rel, SPIPlanPtr seat_plan, SPIPlanPtr conflict_plan, Datu
 				GetInt64(0, 3, &isnull));
 }
 
+/*
+ * TRUNCATE: every counter goes to 0, with a license_truncate history row per
+ * subscription whose counter moved, and every service seat is freed.  On a
+ * single server, over the tables.  On Citus the shell of the distributed
+ * table holds no row: its trigger does nothing, and the trigger of each
+ * shard that Citus truncates does the work for that shard's tenants, on the
+ * colocated shards of license_counter, subscription and service_seat (the
+ * same hash range), named as such: inside a shard's trigger Citus runs only
+ * what executes on this node (ResetUsage() in limits.c does the same).
+ */
 static void
-GuardTruncate(void)
+GuardTruncate(Relation rel)
 {
-	KeptPlan(&truncate_plan,
-			 "WITH reset AS (UPDATE subscription.license_counter SET used = 0 WHERE used <> 0"
-			 "               RETURNING subscription_id)"
-			 " SELECT 'license_truncate', s.account_id, s.id, '{}'::jsonb"
-			 "   FROM reset JOIN subscription.subscription AS s ON s.id = reset.subscription_id"
-			 "  ORDER BY s.id",
-			 0, NULL);
-	if (SPI_execute_plan(truncate_plan, NULL, NULL, false, 0) != SPI_OK_SELECT)
+	Oid			relid = RelationGetRelid(rel);
+	Oid			shards[3];
+	const char *const tables[3] = {"license_counter", "subscription", "service_seat"};
+	char	   *names[3];
+	int			i;
+
+	if (LogicalRelation(relid) == relid)
+	{
+		/* the shell of a Citus table: its shards' triggers count */
+		if (CitusTable(relid))
+			return;
+		KeptPlan(&truncate_plan,
+				 "WITH reset AS (UPDATE subscription.license_counter SET used = 0 WHERE used <> 0"
+				 "               RETURNING subscription_id)"
+				 " SELECT 'license_truncate', s.account_id, s.id, '{}'::jsonb"
+				 "   FROM reset JOIN subscription.subscription AS s ON s.id = reset.subscription_id"
+				 "  ORDER BY s.id",
+				 0, NULL);
+		if (SPI_execute_plan(truncate_plan, NULL, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not reset the license counters");
+		RecordQueriedHistory(false);
+		/* the license table is locked exclusively: no seat can be written meanwhile */
+		KeptPlan(&truncate_seats_plan, "TRUNCATE subscription.service_seat", 0, NULL);
+		if (SPI_execute_plan(truncate_seats_plan, NULL, NULL, false, 0) != SPI_OK_UTILITY)
+			elog(ERROR, "could not free the service seats");
+		return;
+	}
+
+	for (i = 0; i < 3; i++)
+	{
+		shards[i] = ColocatedShard(relid, OwnTable(tables[i]));
+		/* distribute() colocates every tenant table with account */
+		if (!OidIsValid(shards[i]))
+			elog(ERROR, "shard \"%s\" of subscription.license has no colocated shard of subscription.%s",
+				 RelationGetRelationName(rel), tables[i]);
+		names[i] = quote_qualified_identifier(get_namespace_name(get_rel_namespace(shards[i])),
+											  get_rel_name(shards[i]));
+	}
+	/* a shard's name is fixed for its life, but not known before: not kept */
+	if (SPI_execute(psprintf("WITH reset AS (UPDATE %s SET used = 0 WHERE used OPERATOR(pg_catalog.<>) 0"
+							 "               RETURNING tenant_id, subscription_id)"
+							 " SELECT 'license_truncate', s.account_id, s.id, '{}'::jsonb, s.tenant_id"
+							 "   FROM reset JOIN %s AS s ON s.tenant_id OPERATOR(pg_catalog.=) reset.tenant_id"
+							 "                          AND s.id OPERATOR(pg_catalog.=) reset.subscription_id"
+							 "  ORDER BY s.tenant_id, s.id", names[0], names[1]),
+					false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not reset the license counters");
 	RecordQueriedHistory(false);
-	/* the license table is locked exclusively: no seat can be written meanwhile */
-	KeptPlan(&truncate_seats_plan, "TRUNCATE subscription.service_seat", 0, NULL);
-	if (SPI_execute_plan(truncate_seats_plan, NULL, NULL, false, 0) != SPI_OK_UTILITY)
+	/* this shard of license is locked exclusively: no seat of its tenants can be written meanwhile */
+	if (SPI_execute(psprintf("DELETE FROM %s", names[2]), false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "could not free the service seats");
 }
 
@@ -1238,7 +1285,7 @@ license_guard(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (event == GUARDED_TRUNCATE)
-		GuardTruncate();
+		GuardTruncate(trigdata->tg_relation);
 	else if (restoring && RestoredLicenses(trigdata))
 	{
 		/* copied in by a restore, with what they derive: nothing to do */

@@ -771,13 +771,70 @@ tap "$([ "$out" = "0 0 0 18" ] && [ "$assigned" = 18 ] && echo 1)" \
 tap "$(echo "$errors" | grep -v -q -e 'has no license left' -e 'already' -e '^$' || echo 1)" \
     "the storm's refusals are the seat checks' only" "$errors"
 
+# TRUNCATE subscription.license on Citus (issue 17): the shell table's
+# trigger leaves the work to the shards', and each shard's resets the
+# counters of its colocated license_counter shard, writes a
+# license_truncate history row per subscription whose counter moved (on
+# the colocated shard of history, under the subscription's tenant) and
+# frees its colocated service_seat shard (src/licenses.c, GuardTruncate).
+# After the seat storm, in a transaction rolled back: every counter at 0,
+# no license nor seat left, one license_truncate row for each subscription
+# that held licenses, of its tenant and account, and the storm's seats
+# free again: 3 license_consume per account succeed.  Before the fix the
+# TRUNCATE itself failed (cannot execute a distributed query from a query
+# on a shard).
+out=$(psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres 2>&1 <<SQL
+SET client_min_messages = error;
+SELECT count(*) AS held FROM subscription.license_counter WHERE used <> 0 \gset
+SELECT 'held: ' || :held;
+BEGIN;
+TRUNCATE subscription.license;
+SELECT 'after: ' || (SELECT count(*) FROM subscription.license_counter WHERE used <> 0) || ' '
+       || (SELECT count(*) FROM subscription.license) || ' ' || (SELECT count(*) FROM subscription.service_seat);
+SELECT 'truncate rows: ' || count(*) || ' ' || count(*) FILTER (WHERE s.account_id = h.account_id) || ' '
+       || count(DISTINCT h.subscription_id)
+  FROM subscription.history AS h
+  JOIN subscription.subscription AS s ON s.tenant_id = h.tenant_id AND s.id = h.subscription_id
+ WHERE h.operation = 'license_truncate';
+SELECT 'storm truncated: ' || count(*) FROM subscription.history
+ WHERE operation = 'license_truncate' AND tenant_id IN ($(echo $storm | tr ' ' ','));
+SELECT format('SELECT subscription.license_consume(%s, %s, %s)', m.tenant_id, s.id, m.id)
+  FROM subscription.subscription AS s
+  JOIN (SELECT tenant_id, account_id, id, row_number() OVER (PARTITION BY tenant_id ORDER BY id) AS k
+          FROM subscription.member WHERE tenant_id IN ($(echo $storm | tr ' ' ','))) AS m
+    ON m.tenant_id = s.tenant_id AND m.account_id = s.account_id AND m.k <= 3
+ WHERE s.tenant_id IN ($(echo $storm | tr ' ' ','))
+ ORDER BY m.tenant_id, m.id \gexec
+SELECT 'consumed again: ' || count(*) || ' ' || sum(used) || ' ' || count(*) FILTER (WHERE used = capacity)
+  FROM subscription.license_counter WHERE tenant_id IN ($(echo $storm | tr ' ' ','));
+ROLLBACK;
+SQL
+)
+held=$(sed -n 's/^held: //p' <<<"$out")
+# the work is the shards' triggers': every placement of license carries
+# the guard's TRUNCATE trigger (distribute() distributes the table with it)
+shards=$(for node in worker1 worker2; do
+             q "$node" "SELECT count(*) || ':' || count(*) FILTER (WHERE EXISTS (
+                                SELECT FROM pg_trigger AS t
+                                 WHERE t.tgrelid = to_regclass(shard_name('subscription.license', x.shard))
+                                   AND t.tgname LIKE 'license_guard_truncate%'))
+                          FROM unnest(subscription.local_shards('subscription.license')) AS x (shard)"
+         done | paste -sd ' ')
+out="$out"$'\n'"license shards with the trigger, per worker: $shards"
+tap "$([ -n "$held" ] && [ "$held" -ge 6 ] && grep -qx 'after: 0 0 0' <<<"$out" \
+       && [ "$(echo "$shards" | awk '{ for (i = 1; i <= NF; i++) { split($i, a, ":"); if (a[1] == 0 || a[1] != a[2]) bad = 1 } } END { print bad ? 0 : 1 }')" = 1 ] \
+       && grep -qx "truncate rows: $held $held $held" <<<"$out" && grep -qx 'storm truncated: 6' <<<"$out" \
+       && grep -qx 'consumed again: 6 18 6' <<<"$out" && [ "$(grep -c '^[0-2]$' <<<"$out")" = 18 ] && echo 1)" \
+    "TRUNCATE subscription.license on Citus: each shard's trigger sets its tenants' counters to 0 ($held held), frees their seats, writes one license_truncate row per subscription under its tenant and account; the storm's seats are free again (18 license_consume)" \
+    "$out"
+
 # item 6: the regression suite on the coordinator.  Each test/sql case runs
 # with pg_regress in a database of its own with Citus on the three nodes
 # and distribute() done, against its expected output (Citus' own NOTICE
 # lines filtered).  A case in REGRESS_ON_CITUS must pass; every other case
 # is left out, printed as a TAP TODO with the reason: the first error it
 # meets on Citus, measured on this run (docs/citus.md lists them).
-REGRESS_ON_CITUS="apply_downgrade badinput bounds catalog_changes change_plan clock close_account coupons_credits downgrade_noop dunning enforce_limit events_mapping events_statements events_upcoming_conflict invoice_openings invoices keyed limit_cache limit_version limits managed next_period prorate_refund renew_account renew_due renewal_from_usage renewal_notice rules set_constraints set_default status_grants stored_styles subscribe suites table_kinds tenant_code terms tier_for_hosts trials_pause usage usage_boundary usage_crossings usage_preview usage_unmetered verify versions void_corrections"
+REGRESS_ON_CITUS="apply_downgrade badinput bounds catalog_changes change_plan clock close_account coupons_credits downgrade_noop dunning enforce_limit entitlements events_mapping events_statements events_upcoming_conflict invoice_openings invoices keyed licenses limit_cache limit_version limits managed next_period prorate_refund renew_account renew_due renewal_from_usage renewal_notice rules set_constraints set_default status_grants stored_styles subscribe suites table_kinds tenant_code terms tier_for_hosts trials_pause usage usage_boundary usage_checks usage_crossings usage_preview usage_unmetered verify versions void_corrections"
 # the cases that do not apply on Citus by design, each with its reason
 # (docs/citus.md): printed as a TAP SKIP, not run
 declare -A REGRESS_NOT_ON_CITUS=(
@@ -826,11 +883,13 @@ rm -rf "$DIR/regress"
 mkdir -p "$REGRESS_SRC"
 cp -R "$ROOT/test" "$ROOT/expected" "$REGRESS_SRC/"
 [ "$(id -u)" -eq 0 ] && chown -R postgres: "$DIR/regress"
-citus_filter() {  # the lines Citus adds to a case's output: its notices (and
+citus_filter() {  # the lines Citus adds to a case's output: its notices, the
+    # worker's address under a warning relayed from it (and
     # that of a CREATE DATABASE, which it does not propagate), and its
     # warning that a function or a view in pg_temp (setup.psql's helpers, a
     # case's temporary view) stays local
     grep -v -e '^NOTICE:  \(issuing\|executing the command locally\)' -e '^DETAIL:  on server ' \
+        -e '^DETAIL:  from [^ ]*:[0-9]*$' \
         -e '^NOTICE:  Citus partially supports CREATE DATABASE for distributed databases$' \
         -e '^DETAIL:  Citus does not propagate CREATE DATABASE command to workers$' \
         -e '^HINT:  You can manually create a database and its extensions on workers.$' \

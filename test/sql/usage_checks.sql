@@ -115,6 +115,10 @@ ROLLBACK TO SAVEPOINT addon;
 -- the feature registered on a table since: counted from its rows, 22023
 SAVEPOINT registered;
 CREATE TABLE public.token_row (account_id bigint NOT NULL, id bigint NOT NULL, PRIMARY KEY (account_id, id));
+-- (on Citus distributed with the tenants first, as a limited table is there:
+-- enforce_limit refuses a local one, 55000, which enforce_limit.sql checks)
+\set app_tables public.token_row
+\i test/sql/include/app_tables.psql
 SELECT enforce_limit('public.token_row', 'tokens', 'account_id');
 SELECT pg_temp.error_of($$SELECT subscription.record_usage(1, 'tokens', 5, 't6', '2026-01-02')$$) AS registered_feature;
 ROLLBACK TO SAVEPOINT registered;
@@ -123,6 +127,7 @@ SELECT record_usage(1, 'tokens', 5, 't7', '2026-01-02') AS unregistered_again;
 -- subscriber's apply, where ordinary triggers do not fire): refused too
 SAVEPOINT replica;
 CREATE TABLE public.token_row (account_id bigint NOT NULL, id bigint NOT NULL, PRIMARY KEY (account_id, id));
+\i test/sql/include/app_tables.psql
 SET LOCAL session_replication_role = replica;
 INSERT INTO limited_table (relation, feature, account_column, on_downgrade)
 VALUES ('public.token_row', 'tokens', 'account_id', 'drop_newest');
