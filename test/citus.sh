@@ -777,7 +777,7 @@ tap "$(echo "$errors" | grep -v -q -e 'has no license left' -e 'already' -e '^$'
 # lines filtered).  A case in REGRESS_ON_CITUS must pass; every other case
 # is left out, printed as a TAP TODO with the reason: the first error it
 # meets on Citus, measured on this run (docs/citus.md lists them).
-REGRESS_ON_CITUS="apply_downgrade badinput bounds catalog_changes change_plan clock close_account coupons_credits downgrade_noop dunning enforce_limit events_mapping events_statements events_upcoming_conflict invoice_openings invoices keyed limit_cache limit_version limits managed next_period prorate_refund renew_account renew_due renewal_from_usage renewal_notice rules set_constraints set_default status_grants stored_styles subscribe suites table_kinds terms tier_for_hosts trials_pause usage usage_boundary usage_crossings usage_preview usage_unmetered verify versions void_corrections"
+REGRESS_ON_CITUS="apply_downgrade badinput bounds catalog_changes change_plan clock close_account coupons_credits downgrade_noop dunning enforce_limit events_mapping events_statements events_upcoming_conflict invoice_openings invoices keyed limit_cache limit_version limits managed next_period payment_history prorate_refund renew_account renew_due renewal_from_usage renewal_notice rules set_constraints set_default status_grants stored_styles subscribe suites table_kinds terms tier_for_hosts trials_pause usage usage_boundary usage_crossings usage_preview usage_unmetered verify versions void_corrections"
 # the cases that do not apply on Citus by design, each with its reason
 # (docs/citus.md): printed as a TAP SKIP, not run
 declare -A REGRESS_NOT_ON_CITUS=(
