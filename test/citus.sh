@@ -1727,7 +1727,7 @@ claim_all() {
         q coordinator "SELECT subscription.ack_events('$1', ${ids##* })" >/dev/null || { echo "ack failed"; return; }
     done
 }
-claimed=$(claim_all citus-e3 500)
+claimed=$(claim_all citus-e3 40)
 all=$(q coordinator "SELECT id FROM subscription.event ORDER BY id")
 twice=$(echo $claimed | tr ' ' '\n' | sort | uniq -d | head -3)
 order=$(q coordinator "SELECT string_agg((payload ->> 'from') || '>' || (payload ->> 'to'), ' ' ORDER BY id)
