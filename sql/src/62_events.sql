@@ -335,6 +335,10 @@ DECLARE
     moved bigint;
 BEGIN
     PERFORM subscription.require_arguments('ready_events', '{positions,max}', ARRAY[positions IS NULL, max IS NULL]);
+    IF max < 1 OR pg_catalog.jsonb_typeof(positions) <> 'object' THEN
+        RAISE EXCEPTION 'ready_events() takes positions as a JSON object and max from 1'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF shards = '{NULL}' THEN
         tables := '{subscription.event}';
     ELSE
