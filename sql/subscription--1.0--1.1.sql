@@ -25767,3 +25767,620 @@ COMMENT ON FUNCTION subscription.shard_trim(regclass, regclass, text, bigint, bi
 'Internal (Citus): apply_downgrade''s trim of one account in the shard of a limited table on this node, as the table''s owner';
 
 REVOKE ALL ON FUNCTION subscription.shard_trim(regclass, regclass, text, bigint, bigint) FROM PUBLIC;
+
+-- ---------------------------------------------------------------------
+-- Issues 17 and 20 (h-cit28c): claim_events on Citus, a position per
+-- consumer per node's range of ids (event_consumer.node, id >> 48), each
+-- node's events numbered there (event_numbered_here, made by distribute())
+-- and read there by ready_events, held back by its own transactions;
+-- ack_events acknowledges every lower range's claim with an id; prune_events
+-- per range.  A single server keeps one row per consumer (node 0).
+-- ---------------------------------------------------------------------
+ALTER TABLE subscription.event_consumer ADD COLUMN node integer NOT NULL DEFAULT 0 CHECK (node >= 0);
+ALTER TABLE subscription.event_consumer DROP CONSTRAINT event_consumer_pkey;
+ALTER TABLE subscription.event_consumer ADD CONSTRAINT event_consumer_pkey PRIMARY KEY (consumer, node);
+ALTER TABLE subscription.event_consumer ALTER COLUMN consumer SET NOT NULL;
+COMMENT ON TABLE subscription.event_consumer IS
+'Each event consumer''s position (the last event it acknowledged) and its claim in flight, per node''s range of ids (E3)';
+COMMENT ON COLUMN subscription.event_consumer.node IS
+'The node whose range of event ids the row''s position is in (id >> 48: a Citus group; 0 on a single server)';
+
+CREATE FUNCTION subscription.ready_events(positions jsonb, max integer)
+RETURNS SETOF subscription.event
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    shards bigint[] := subscription.local_shards('subscription.event');
+    own bigint := 0;
+    ranges bigint[] := '{0}';
+    tables text[];
+    parts text[];
+    moved bigint;
+BEGIN
+    PERFORM subscription.require_arguments('ready_events', '{positions,max}', ARRAY[positions IS NULL, max IS NULL]);
+    IF max < 1 OR pg_catalog.jsonb_typeof(positions) <> 'object' THEN
+        RAISE EXCEPTION 'ready_events() takes positions as a JSON object and max from 1'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF shards = '{NULL}' THEN
+        tables := '{subscription.event}';
+    ELSE
+        EXECUTE 'SELECT groupid FROM pg_catalog.pg_dist_local_group' INTO own;
+        tables := ARRAY(SELECT pg_catalog.shard_name('subscription.event'::pg_catalog.regclass, s) FROM unnest(shards) AS s);
+        IF own > 0 THEN
+            ranges := ARRAY[0, own];
+        END IF;
+        IF tables = '{}' THEN
+            RETURN;
+        END IF;
+        EXECUTE (SELECT pg_catalog.string_agg(pg_catalog.format(
+                            '(SELECT e.id FROM %s AS e WHERE (e.id >= 281474976710656 AND e.id < $1 << 48) OR e.id >= ($1 + 1) << 48 LIMIT 1)', t), ' UNION ALL ')
+                   FROM unnest(tables) AS t) || ' LIMIT 1'
+           INTO moved USING own;
+        IF moved IS NOT NULL THEN
+            RAISE EXCEPTION 'event % on node % was numbered by node %', moved, own, moved >> 48
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'A shard of subscription.event was moved here from another worker: a consumer''s position per node would skip its events.',
+                      HINT = 'Claim events where every shard of subscription.event stays on the node that numbered its events (docs/citus.md).';
+        END IF;
+    END IF;
+    -- the next max ids of each range, read with the index on id of each table
+    SELECT pg_catalog.array_agg(pg_catalog.format(
+               '(SELECT e.* FROM %s AS e WHERE e.id > %s AND e.id < %s ORDER BY e.id LIMIT %s)',
+               t, GREATEST(coalesce((positions ->> r::text)::bigint, 0), r << 48), (r + 1) << 48, max))
+      INTO parts
+      FROM unnest(tables) AS t, unnest(ranges) AS r;
+    RETURN QUERY EXECUTE pg_catalog.format($q$
+        SELECT (h.event).* FROM (
+            SELECT e AS event,
+                   pg_catalog.row_number() OVER w AS n,
+                   pg_catalog.bool_and(e.id >> 48 <> $1
+                                       OR e.next_xid <= pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())) OVER w AS ready
+              FROM (%s) AS e
+            WINDOW w AS (PARTITION BY e.id >> 48 ORDER BY e.id)) AS h
+         WHERE h.ready AND h.n <= $2
+         ORDER BY (h.event).id$q$, pg_catalog.array_to_string(parts, ' UNION ALL '))
+      USING own, max;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.ready_events(jsonb, integer) IS
+'Internal: the events of this node ready for a consumer after its positions per range of ids, at most max per range (E3); claim_events() only';
+
+
+CREATE OR REPLACE FUNCTION subscription.claim_events(consumer text, max integer DEFAULT 100, lease interval DEFAULT '1 minute')
+RETURNS SETOF subscription.event
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c text := claim_events.consumer;
+    k subscription.event_consumer;
+    distributed boolean := false;
+    positions jsonb;
+    got jsonb := '[]';
+    failed text;
+    batch subscription.event[];
+    claimed record;
+    until timestamptz;
+BEGIN
+    PERFORM subscription.require_arguments('claim_events', '{consumer,max,lease}',
+                                           ARRAY[c IS NULL, max IS NULL, lease IS NULL]);
+    IF c = '' THEN
+        RAISE EXCEPTION 'a consumer''s name must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF max < 1 OR max > 100000 THEN
+        RAISE EXCEPTION 'max % is out of range', max
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Claim between 1 and 100000 events at a time.';
+    END IF;
+    IF lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease % is not a positive interval', lease
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
+        EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition
+                                 WHERE logicalrelid OPERATOR(pg_catalog.=) ''subscription.event''::pg_catalog.regclass)'
+           INTO distributed;
+    END IF;
+    -- E6: the consumer's row of range 0 (its only one on a single server)
+    -- is its claimers' turn: another worker of the consumer claiming now,
+    -- nothing for this one, at once
+    SELECT * INTO k FROM subscription.event_consumer AS x WHERE x.consumer = c AND x.node = 0 FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        IF EXISTS (SELECT FROM subscription.event_consumer AS x WHERE x.consumer = c AND x.node = 0) THEN
+            RETURN;
+        END IF;
+        -- a new consumer, from the oldest event
+        INSERT INTO subscription.event_consumer (consumer) VALUES (c) ON CONFLICT DO NOTHING;
+        SELECT * INTO k FROM subscription.event_consumer AS x WHERE x.consumer = c AND x.node = 0 FOR UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+    END IF;
+    until := pg_catalog.clock_timestamp();  -- wall time: a lease
+    IF EXISTS (SELECT FROM subscription.event_consumer AS x WHERE x.consumer = c AND x.claimed_until > until) THEN
+        RETURN;
+    END IF;
+    until := until + lease;
+    SELECT pg_catalog.jsonb_object_agg(x.node, x.position) INTO positions
+      FROM subscription.event_consumer AS x WHERE x.consumer = c;
+    IF distributed THEN
+        -- each node's ready events, read there (a connection of its own,
+        -- outside this transaction: they are read, not written)
+        EXECUTE 'SELECT pg_catalog.string_agg(w.nodeid || '': '' || w.result, ''; '') FILTER (WHERE NOT w.success),
+                        coalesce(pg_catalog.jsonb_agg(e.e) FILTER (WHERE w.success AND e.e IS NOT NULL), ''[]'')
+                   FROM run_command_on_all_nodes($1) AS w
+                   LEFT JOIN LATERAL pg_catalog.jsonb_array_elements(CASE WHEN w.success THEN w.result::jsonb END) AS e (e) ON true'
+           INTO failed, got
+          USING pg_catalog.format('SELECT coalesce(pg_catalog.jsonb_agg(e ORDER BY e.id), ''[]'') FROM subscription.ready_events(%L, %s) AS e',
+                                  positions, max);
+        IF failed IS NOT NULL THEN
+            RAISE EXCEPTION 'the events of every node could not be read'
+                USING ERRCODE = 'connection_failure', DETAIL = failed;
+        END IF;
+        batch := ARRAY(SELECT e FROM pg_catalog.jsonb_populate_recordset(NULL::subscription.event, got) AS e);
+    ELSE
+        -- one range (0) on a single server: its ready prefix is the claim
+        RETURN QUERY
+        WITH ready AS (
+            SELECT * FROM subscription.ready_events(positions, max)),
+        claim AS (
+            UPDATE subscription.event_consumer AS x
+               SET claimed_up_to = b.up_to, claimed_until = until
+              FROM (SELECT pg_catalog.max(r.id) AS up_to FROM ready AS r) AS b
+             WHERE x.consumer = c AND x.node = 0 AND b.up_to IS NOT NULL)
+        SELECT r.* FROM ready AS r ORDER BY r.id;
+        RETURN;
+    END IF;
+    -- at most max: each range's next events in turn, each range a prefix
+    batch := ARRAY(SELECT b FROM (SELECT b, pg_catalog.row_number() OVER (PARTITION BY b.id >> 48 ORDER BY b.id) AS n
+                                    FROM unnest(batch) AS b) AS r
+                    ORDER BY r.n, (r.b).id LIMIT max);
+    -- the claim: up to its last id in each range, until the lease ends
+    UPDATE subscription.event_consumer AS x SET claimed_up_to = NULL, claimed_until = NULL
+     WHERE x.consumer = c AND x.claimed_up_to IS NOT NULL;
+    FOR claimed IN SELECT b.id >> 48 AS node, pg_catalog.max(b.id) AS up_to FROM unnest(batch) AS b GROUP BY 1 LOOP
+        UPDATE subscription.event_consumer AS x SET claimed_up_to = claimed.up_to, claimed_until = until
+         WHERE x.consumer = c AND x.node = claimed.node;
+        IF NOT FOUND THEN
+            INSERT INTO subscription.event_consumer (consumer, node, claimed_up_to, claimed_until)
+            VALUES (c, claimed.node, claimed.up_to, until);
+        END IF;
+    END LOOP;
+    RETURN QUERY SELECT b.* FROM unnest(batch) AS b ORDER BY b.id;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.claim_events(text, integer, interval) IS
+'The consumer''s next events in commit order, at most max, held for it until acknowledged or the lease ends (E4, E6); on Citus per node''s range of ids (E3)';
+
+
+CREATE OR REPLACE FUNCTION subscription.ack_events(consumer text, up_to bigint)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c text := ack_events.consumer;
+    k subscription.event_consumer;
+    range_of integer;
+    acked timestamptz;
+BEGIN
+    PERFORM subscription.require_arguments('ack_events', '{consumer,up_to}', ARRAY[c IS NULL, up_to IS NULL]);
+    -- its claimers' turn (claim_events)
+    PERFORM FROM subscription.event_consumer AS x WHERE x.consumer = c AND x.node = 0 FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'event consumer "%" does not exist', c
+            USING ERRCODE = 'no_data_found', HINT = 'A consumer exists from its first claim_events().';
+    END IF;
+    range_of := GREATEST(up_to >> 48, 0);
+    SELECT * INTO k FROM subscription.event_consumer AS x WHERE x.consumer = c AND x.node = range_of FOR UPDATE;
+    IF up_to <= coalesce(k.position, 0) AND FOUND THEN
+        RETURN k.position;
+    END IF;
+    IF k.claimed_up_to IS NULL OR up_to > k.claimed_up_to THEN
+        RAISE EXCEPTION 'event % was not claimed by consumer "%"', up_to, c
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The consumer''s position is %s and its claim ends at %s.',
+                                  coalesce(k.position, 0), coalesce(k.claimed_up_to::text, 'none')),
+                  HINT = 'Acknowledge the events claim_events() returned, up to the last one delivered.';
+    END IF;
+    acked := pg_catalog.clock_timestamp();  -- wall time: when a consumer acknowledged
+    UPDATE subscription.event_consumer AS x
+       SET position = x.claimed_up_to, acked_at = acked, claimed_up_to = NULL, claimed_until = NULL
+     WHERE x.consumer = c AND x.node < range_of AND x.claimed_up_to IS NOT NULL;
+    UPDATE subscription.event_consumer AS x
+       SET position = up_to, acked_at = acked,
+           claimed_up_to = CASE WHEN up_to < k.claimed_up_to THEN k.claimed_up_to END,
+           claimed_until = CASE WHEN up_to < k.claimed_up_to THEN k.claimed_until END
+     WHERE x.consumer = c AND x.node = range_of;
+    RETURN up_to;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.ack_events(text, bigint) IS
+'Acknowledge a consumer''s claimed events up to an id: its position moves there (E6); on Citus every lower range''s claim with it';
+
+
+CREATE OR REPLACE PROCEDURE subscription.prune_events(INOUT pruned bigint DEFAULT NULL)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    consumers bigint;
+    horizons jsonb;
+    cutoff timestamptz;
+BEGIN
+    -- loads the module, which defines subscription.event_retention
+    PERFORM subscription.event_next_xid();
+    cutoff := subscription.now() - pg_catalog.current_setting('subscription.event_retention')::interval;
+    SELECT pg_catalog.count(DISTINCT k.consumer) INTO consumers FROM subscription.event_consumer AS k;
+    SELECT coalesce(pg_catalog.jsonb_object_agg(h.node, h.horizon), '{}') INTO horizons
+      FROM (SELECT k.node, pg_catalog.min(k.position) AS horizon
+              FROM subscription.event_consumer AS k
+             GROUP BY k.node
+            HAVING pg_catalog.count(*) = consumers) AS h;
+    DELETE FROM subscription.event AS e
+     WHERE e.at < cutoff
+       AND (consumers = 0 OR e.id <= (horizons ->> (e.id >> 48)::text)::bigint);
+    GET DIAGNOSTICS pruned = ROW_COUNT;
+END
+$$;
+
+COMMENT ON PROCEDURE subscription.prune_events(bigint) IS
+'Delete the events older than subscription.event_retention that every consumer has acknowledged (E7), per node''s range of ids on Citus';
+
+
+CREATE FUNCTION subscription.event_numbered_here()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    own bigint;
+BEGIN
+    EXECUTE 'SELECT groupid FROM pg_catalog.pg_dist_local_group' INTO own;
+    IF NEW.id >> 48 IS DISTINCT FROM own THEN
+        PERFORM pg_catalog.pg_current_xact_id();
+        NEW.id := pg_catalog.nextval('subscription.event_id_seq');
+        NEW.next_xid := subscription.event_next_xid();
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.event_numbered_here() IS
+'Trigger (Citus, made by distribute()): an event stored on a node takes the node''s own id and next_xid unless the node numbered it (E3)';
+
+
+CREATE OR REPLACE FUNCTION subscription.distribute()
+RETURNS TABLE (relation regclass, kind text, function regprocedure)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+-- Citus's notices of each table's copy and truncation: not the caller's
+SET client_min_messages = warning
+AS $$
+DECLARE
+    t record;
+    orphan record;
+    done boolean;
+    moved boolean := false;
+    role_before text;
+    failed text;
+BEGIN
+    -- K7: a sub-account lives in its parent's shard group; one moved under
+    -- another tenant's account (parent_id changed on a single server) would
+    -- not.  Once distributed, check_reference() keeps a parent in the tenant.
+    IF NOT subscription.distributed() THEN
+        SELECT a.id, a.tenant_id, p.id AS parent, p.tenant_id AS parent_tenant INTO orphan
+          FROM subscription.account AS a JOIN subscription.account AS p ON p.id = a.parent_id
+         WHERE a.tenant_id <> p.tenant_id
+         ORDER BY a.id LIMIT 1;
+        moved := FOUND;
+    END IF;
+    IF moved THEN
+        RAISE EXCEPTION 'account % is a sub-account of account %, of another tenant', orphan.id, orphan.parent
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = pg_catalog.format('Account %s is of tenant %s, its parent of tenant %s; on Citus a sub-account shares its parent''s shard group.',
+                                             orphan.id, orphan.tenant_id, orphan.parent_tenant),
+                  HINT = 'Make it a root account again (parent_id = NULL) before distributing.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
+        RAISE EXCEPTION 'subscription.distribute() needs the citus extension'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Load Citus (shared_preload_libraries = ''citus'') and run CREATE EXTENSION citus first.';
+    END IF;
+    -- what Citus needs: the extension's triggers on shards, and reference
+    -- tables made while the tenant tables that reference them are still local
+    PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+    PERFORM pg_catalog.set_config('citus.enable_local_reference_table_foreign_keys', 'off', true);
+    -- a table that holds rows (a database used before it is distributed,
+    -- or updated from 1.0): Citus copies them into its shards by a COPY on
+    -- each placement, which would fire the table's triggers there (history
+    -- written into tables not distributed yet, guards counting rows that
+    -- are moved, not written) and leave the checks of the foreign keys
+    -- made deferred below pending on the workers.  The copies are a
+    -- restore: they run in replica mode, on the coordinator and, as a SET
+    -- LOCAL that Citus sends its connections (from a DO block), on the
+    -- workers, until every table is distributed; the ALWAYS triggers take
+    -- replica mode for a restore (docs/design.md#restores).
+    -- Nothing to undo on an error: it ends with the transaction
+    role_before := pg_catalog.current_setting('session_replication_role');
+    EXECUTE 'DO $do$ BEGIN SET LOCAL citus.propagate_set_commands = ''local''; SET LOCAL session_replication_role = replica; END $do$';
+    -- a row of the catalog is deleted on the workers' placements first, and
+    -- on the coordinator's last, whose refuse_delete_in_use() alone reads
+    -- the tenant tables: the foreign keys of the tenant tables into the
+    -- catalog are checked at commit, so that the extension's check (2BP01,
+    -- naming what refers to the row) decides, as on a single server, not a
+    -- worker's foreign key (23503).  Before the tables are distributed:
+    -- their shards are made with it.
+    FOR t IN SELECT k.conrelid::pg_catalog.regclass AS relation, k.conname
+               FROM pg_catalog.pg_constraint AS k
+               JOIN subscription.distribution_plan() AS d ON d.relation = k.conrelid AND d.kind = 'distributed'
+               JOIN subscription.distribution_plan() AS r ON r.relation = k.confrelid AND r.kind = 'reference'
+              WHERE k.contype = 'f' AND NOT k.condeferrable AND k.confdeltype = 'a'
+                AND NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition AS x WHERE x.logicalrelid = k.conrelid)
+              ORDER BY 1, 2 LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s ALTER CONSTRAINT %I DEFERRABLE INITIALLY DEFERRED', t.relation, t.conname);
+    END LOOP;
+    FOR t IN SELECT * FROM subscription.distribution_plan() AS p ORDER BY p.step LOOP
+        EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)'
+           INTO done USING t.relation;
+        IF t.kind = 'function' THEN
+            -- item 2: a keyed form called alone from the coordinator runs
+            -- on the node of its tenant's shards, in one hop
+            EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_object AS o
+                                      JOIN pg_catalog.pg_dist_partition AS a
+                                        ON a.logicalrelid = ''subscription.account''::pg_catalog.regclass
+                                       AND a.colocationid = o.colocationid
+                                     WHERE o.classid = ''pg_catalog.pg_proc''::pg_catalog.regclass AND o.objid = $1
+                                       AND o.distribution_argument_index = 0)'
+               INTO done USING t.function;
+            IF NOT done THEN
+                EXECUTE 'SELECT create_distributed_function($1, ''tenant_id'', colocate_with := ''subscription.account'')'
+                  USING t.function;
+            END IF;
+        ELSIF NOT done THEN
+            IF t.kind = 'reference' THEN
+                EXECUTE 'SELECT create_reference_table($1)' USING t.relation;
+            ELSIF t.relation = 'subscription.account'::pg_catalog.regclass THEN
+                EXECUTE 'SELECT create_distributed_table($1, ''tenant_id'')' USING t.relation;
+            ELSE
+                EXECUTE 'SELECT create_distributed_table($1, ''tenant_id'', colocate_with => ''subscription.account'')'
+                  USING t.relation;
+            END IF;
+        END IF;
+        relation := t.relation;
+        kind := t.kind;
+        function := t.function;
+        RETURN NEXT;
+    END LOOP;
+    EXECUTE pg_catalog.format('DO $do$ BEGIN SET LOCAL session_replication_role = %L; END $do$', role_before);
+    -- the rows are in the shards now; the tables themselves keep none (once
+    -- no local table references them).  In replica mode: this TRUNCATE
+    -- removes copies, which the guards' and history's TRUNCATE triggers
+    -- must not take for a tenant's
+    PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
+    FOR t IN SELECT * FROM subscription.distribution_plan() AS p WHERE p.kind <> 'function' ORDER BY p.step DESC LOOP
+        EXECUTE 'SELECT truncate_local_data_after_distributing_table($1)' USING t.relation;
+    END LOOP;
+    PERFORM pg_catalog.set_config('session_replication_role', role_before, true);
+    -- a keyed form delegated to a worker inserts there: the identity
+    -- sequences of the tenant tables (made by CREATE EXTENSION on every
+    -- node, so left alone by Citus) draw from the node's own range on each
+    -- worker, as Citus's own ((group << 48) + 1 on), so that no id comes
+    -- twice.  Idempotent; a node added later gets its range from the next
+    -- distribute()
+    FOR t IN SELECT * FROM subscription.distribution_plan() AS p WHERE p.kind = 'distributed' ORDER BY p.step LOOP
+        EXECUTE 'SELECT pg_catalog.string_agg(w.nodename || '':'' || w.nodeport || '': '' || w.result, ''; '')
+                   FROM run_command_on_workers(pg_catalog.format(''SELECT worker_adjust_identity_column_seq_ranges(%L::regclass)'', $1::text)) AS w
+                  WHERE NOT w.success'
+           INTO failed USING t.relation;
+        IF failed IS NOT NULL THEN
+            RAISE EXCEPTION 'the identity sequences of % could not be given their range on every worker', t.relation
+                USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = failed;
+        END IF;
+    END LOOP;
+    -- E3 on Citus: an event stored on a node is numbered by it, on every
+    -- placement of the event table (event_numbered_here), so that a
+    -- consumer's position per node is held back by that node's own
+    -- transactions (claim_events)
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger AS g
+                    WHERE g.tgrelid = 'subscription.event'::pg_catalog.regclass AND g.tgname = 'event_numbered_here') THEN
+        CREATE TRIGGER event_numbered_here BEFORE INSERT ON subscription.event
+            FOR EACH ROW EXECUTE FUNCTION subscription.event_numbered_here();
+    END IF;
+    -- the column rights of the roles given them before: Citus made the
+    -- shards and the workers' tables with the tables' own rights alone
+    -- (granted_role_columns gives them on every node)
+    UPDATE subscription.granted_role AS g SET kind = g.kind;
+    -- no table of the extension is left local: its rows would split across nodes
+    SELECT p.relation INTO t
+      FROM subscription.distribution_plan() AS p
+     WHERE p.kind <> 'function'
+       AND NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition AS d WHERE d.logicalrelid = p.relation)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'table % of the extension is still local', t.relation
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.distribute() IS
+'Citus: make the catalog reference tables, distribute every tenant table by tenant_id, colocated with account, and register the keyed forms as functions distributed by tenant_id (docs/citus.md)';
+
+
+REVOKE ALL ON FUNCTION subscription.ready_events(jsonb, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION subscription.event_numbered_here() FROM PUBLIC;
+
+-- ===========================================================================
+-- Lead, merge of h-rev8 and h-cit28c (issues 17, 20): distribute() as sql/src
+-- has it, with both branches' changes (the dropped roles forgotten, and the
+-- per-node numbering of events); each branch's section above re-created it
+-- from its own base.
+-- ===========================================================================
+
+CREATE OR REPLACE FUNCTION subscription.distribute()
+RETURNS TABLE (relation regclass, kind text, function regprocedure)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+-- Citus's notices of each table's copy and truncation: not the caller's
+SET client_min_messages = warning
+AS $$
+DECLARE
+    t record;
+    orphan record;
+    done boolean;
+    moved boolean := false;
+    role_before text;
+    failed text;
+BEGIN
+    -- K7: a sub-account lives in its parent's shard group; one moved under
+    -- another tenant's account (parent_id changed on a single server) would
+    -- not.  Once distributed, check_reference() keeps a parent in the tenant.
+    IF NOT subscription.distributed() THEN
+        SELECT a.id, a.tenant_id, p.id AS parent, p.tenant_id AS parent_tenant INTO orphan
+          FROM subscription.account AS a JOIN subscription.account AS p ON p.id = a.parent_id
+         WHERE a.tenant_id <> p.tenant_id
+         ORDER BY a.id LIMIT 1;
+        moved := FOUND;
+    END IF;
+    IF moved THEN
+        RAISE EXCEPTION 'account % is a sub-account of account %, of another tenant', orphan.id, orphan.parent
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = pg_catalog.format('Account %s is of tenant %s, its parent of tenant %s; on Citus a sub-account shares its parent''s shard group.',
+                                             orphan.id, orphan.tenant_id, orphan.parent_tenant),
+                  HINT = 'Make it a root account again (parent_id = NULL) before distributing.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
+        RAISE EXCEPTION 'subscription.distribute() needs the citus extension'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Load Citus (shared_preload_libraries = ''citus'') and run CREATE EXTENSION citus first.';
+    END IF;
+    -- what Citus needs: the extension's triggers on shards, and reference
+    -- tables made while the tenant tables that reference them are still local
+    PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+    PERFORM pg_catalog.set_config('citus.enable_local_reference_table_foreign_keys', 'off', true);
+    -- a table that holds rows (a database used before it is distributed,
+    -- or updated from 1.0): Citus copies them into its shards by a COPY on
+    -- each placement, which would fire the table's triggers there (history
+    -- written into tables not distributed yet, guards counting rows that
+    -- are moved, not written) and leave the checks of the foreign keys
+    -- made deferred below pending on the workers.  The copies are a
+    -- restore: they run in replica mode, on the coordinator and, as a SET
+    -- LOCAL that Citus sends its connections (from a DO block), on the
+    -- workers, until every table is distributed; the ALWAYS triggers take
+    -- replica mode for a restore (docs/design.md#restores).
+    -- Nothing to undo on an error: it ends with the transaction
+    role_before := pg_catalog.current_setting('session_replication_role');
+    EXECUTE 'DO $do$ BEGIN SET LOCAL citus.propagate_set_commands = ''local''; SET LOCAL session_replication_role = replica; END $do$';
+    -- a row of the catalog is deleted on the workers' placements first, and
+    -- on the coordinator's last, whose refuse_delete_in_use() alone reads
+    -- the tenant tables: the foreign keys of the tenant tables into the
+    -- catalog are checked at commit, so that the extension's check (2BP01,
+    -- naming what refers to the row) decides, as on a single server, not a
+    -- worker's foreign key (23503).  Before the tables are distributed:
+    -- their shards are made with it.
+    FOR t IN SELECT k.conrelid::pg_catalog.regclass AS relation, k.conname
+               FROM pg_catalog.pg_constraint AS k
+               JOIN subscription.distribution_plan() AS d ON d.relation = k.conrelid AND d.kind = 'distributed'
+               JOIN subscription.distribution_plan() AS r ON r.relation = k.confrelid AND r.kind = 'reference'
+              WHERE k.contype = 'f' AND NOT k.condeferrable AND k.confdeltype = 'a'
+                AND NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition AS x WHERE x.logicalrelid = k.conrelid)
+              ORDER BY 1, 2 LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s ALTER CONSTRAINT %I DEFERRABLE INITIALLY DEFERRED', t.relation, t.conname);
+    END LOOP;
+    FOR t IN SELECT * FROM subscription.distribution_plan() AS p ORDER BY p.step LOOP
+        EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)'
+           INTO done USING t.relation;
+        IF t.kind = 'function' THEN
+            -- item 2: a keyed form called alone from the coordinator runs
+            -- on the node of its tenant's shards, in one hop
+            EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_object AS o
+                                      JOIN pg_catalog.pg_dist_partition AS a
+                                        ON a.logicalrelid = ''subscription.account''::pg_catalog.regclass
+                                       AND a.colocationid = o.colocationid
+                                     WHERE o.classid = ''pg_catalog.pg_proc''::pg_catalog.regclass AND o.objid = $1
+                                       AND o.distribution_argument_index = 0)'
+               INTO done USING t.function;
+            IF NOT done THEN
+                EXECUTE 'SELECT create_distributed_function($1, ''tenant_id'', colocate_with := ''subscription.account'')'
+                  USING t.function;
+            END IF;
+        ELSIF NOT done THEN
+            IF t.kind = 'reference' THEN
+                EXECUTE 'SELECT create_reference_table($1)' USING t.relation;
+            ELSIF t.relation = 'subscription.account'::pg_catalog.regclass THEN
+                EXECUTE 'SELECT create_distributed_table($1, ''tenant_id'')' USING t.relation;
+            ELSE
+                EXECUTE 'SELECT create_distributed_table($1, ''tenant_id'', colocate_with => ''subscription.account'')'
+                  USING t.relation;
+            END IF;
+        END IF;
+        relation := t.relation;
+        kind := t.kind;
+        function := t.function;
+        RETURN NEXT;
+    END LOOP;
+    EXECUTE pg_catalog.format('DO $do$ BEGIN SET LOCAL session_replication_role = %L; END $do$', role_before);
+    -- the rows are in the shards now; the tables themselves keep none (once
+    -- no local table references them).  In replica mode: this TRUNCATE
+    -- removes copies, which the guards' and history's TRUNCATE triggers
+    -- must not take for a tenant's
+    PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
+    FOR t IN SELECT * FROM subscription.distribution_plan() AS p WHERE p.kind <> 'function' ORDER BY p.step DESC LOOP
+        EXECUTE 'SELECT truncate_local_data_after_distributing_table($1)' USING t.relation;
+    END LOOP;
+    PERFORM pg_catalog.set_config('session_replication_role', role_before, true);
+    -- a keyed form delegated to a worker inserts there: the identity
+    -- sequences of the tenant tables (made by CREATE EXTENSION on every
+    -- node, so left alone by Citus) draw from the node's own range on each
+    -- worker, as Citus's own ((group << 48) + 1 on), so that no id comes
+    -- twice.  Idempotent; a node added later gets its range from the next
+    -- distribute()
+    FOR t IN SELECT * FROM subscription.distribution_plan() AS p WHERE p.kind = 'distributed' ORDER BY p.step LOOP
+        EXECUTE 'SELECT pg_catalog.string_agg(w.nodename || '':'' || w.nodeport || '': '' || w.result, ''; '')
+                   FROM run_command_on_workers(pg_catalog.format(''SELECT worker_adjust_identity_column_seq_ranges(%L::regclass)'', $1::text)) AS w
+                  WHERE NOT w.success'
+           INTO failed USING t.relation;
+        IF failed IS NOT NULL THEN
+            RAISE EXCEPTION 'the identity sequences of % could not be given their range on every worker', t.relation
+                USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = failed;
+        END IF;
+    END LOOP;
+    -- E3 on Citus: an event stored on a node is numbered by it, on every
+    -- placement of the event table (event_numbered_here), so that a
+    -- consumer's position per node is held back by that node's own
+    -- transactions (claim_events)
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger AS g
+                    WHERE g.tgrelid = 'subscription.event'::pg_catalog.regclass AND g.tgname = 'event_numbered_here') THEN
+        CREATE TRIGGER event_numbered_here BEFORE INSERT ON subscription.event
+            FOR EACH ROW EXECUTE FUNCTION subscription.event_numbered_here();
+    END IF;
+    -- the column rights of the roles given them before: Citus made the
+    -- shards and the workers' tables with the tables' own rights alone
+    -- (granted_role_columns gives them on every node), to the roles that
+    -- still exist
+    PERFORM subscription.forget_dropped_roles();
+    UPDATE subscription.granted_role AS g SET kind = g.kind;
+    -- no table of the extension is left local: its rows would split across nodes
+    SELECT p.relation INTO t
+      FROM subscription.distribution_plan() AS p
+     WHERE p.kind <> 'function'
+       AND NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition AS d WHERE d.logicalrelid = p.relation)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'table % of the extension is still local', t.relation
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.distribute() IS
+'Citus: make the catalog reference tables, distribute every tenant table by tenant_id, colocated with account, and register the keyed forms as functions distributed by tenant_id (docs/citus.md)';

@@ -834,7 +834,7 @@ tap "$([ -n "$held" ] && [ "$held" -ge 6 ] && grep -qx 'after: 0 0 0' <<<"$out" 
 # lines filtered).  A case in REGRESS_ON_CITUS must pass; every other case
 # is left out, printed as a TAP TODO with the reason: the first error it
 # meets on Citus, measured on this run (docs/citus.md lists them).
-REGRESS_ON_CITUS="apply_downgrade badinput bounds catalog_changes change_plan clock close_account coupons_credits downgrade_noop dunning enforce_limit entitlements events_mapping events_statements events_upcoming_conflict invoice_openings invoices keyed licenses limit_cache limit_version limits managed next_period prorate_refund renew_account renew_due renewal_from_usage renewal_notice rules set_constraints set_default status_grants stored_styles subscribe suites table_kinds tenant_code terms tier_for_hosts trials_pause usage usage_boundary usage_checks usage_crossings usage_preview usage_unmetered verify versions void_corrections"
+REGRESS_ON_CITUS="apply_downgrade badinput bounds catalog_changes change_plan clock close_account coupons_credits downgrade_noop dunning enforce_limit entitlements events_mapping events_statements events_upcoming_conflict invoice_openings invoices keyed licenses limit_cache limit_version limits managed next_period payment_history prorate_refund renew_account renew_due renewal_from_usage renewal_notice rules set_constraints set_default status_grants stored_styles subscribe suites table_kinds tenant_code terms tier_for_hosts trials_pause usage usage_boundary usage_checks usage_crossings usage_preview usage_unmetered verify versions void_corrections"
 # the cases that do not apply on Citus by design, each with its reason
 # (docs/citus.md): printed as a TAP SKIP, not run
 declare -A REGRESS_NOT_ON_CITUS=(
@@ -1773,18 +1773,104 @@ for acct in "$W1" "$W2"; do
         "$out"$'\n'"$(cat "$DIR/e2-first.out")"
 done
 
-# E3 on Citus (issue 17, h-cit27c): each worker numbers its events from
-# its own range and holds them back by its own transactions, so one
-# consumer position across the nodes would skip events: claim_events
-# refuses there (0A000), with the E2 accounts' events on both workers
-# waiting, and records no consumer and no claim (docs/citus.md, the outbox)
-out=$(q coordinator "DO \$\$ BEGIN PERFORM subscription.claim_events('citus-e3'); RAISE NOTICE 'claimed';
-                     EXCEPTION WHEN OTHERS THEN RAISE NOTICE '% %', SQLSTATE, SQLERRM; END \$\$")
-rows="$(q coordinator "SELECT count(DISTINCT tenant_id) FROM subscription.event
-                         WHERE tenant_id IN ($W1, $W2) AND type = 'subscription.quantity_changed'") $(q coordinator "SELECT count(*) FROM subscription.event_consumer WHERE consumer = 'citus-e3'")"
-tap "$(echo "$out" | grep -q "NOTICE:  0A000 claim_events() does not run where subscription.event is distributed" && [ "$rows" = "2 0" ] && echo 1)" \
-    "E3: claim_events on the coordinator refuses (0A000) with events of both workers waiting, no consumer recorded (accounts with events, consumers: $rows)" \
-    "$out"
+# E3 on Citus (issues 17 and 20, h-cit28c): a position per consumer per
+# node's range of ids.  Each worker numbers every event it stores (one
+# written through the coordinator takes the worker's id and next_xid at
+# insert, event_numbered_here), so that each node's events are held back
+# by its own transactions (ready_events, read there); claim_events hands
+# out each node's ready prefix, ack_events(up_to) acknowledges up_to's
+# range up to it and every lower range's claim whole, prune_events deletes
+# per range what every consumer acknowledged (docs/citus.md, the outbox).
+G1=$(q coordinator "SELECT groupid FROM pg_dist_node WHERE nodeport = ${PORTS[1]}")
+G2=$(q coordinator "SELECT groupid FROM pg_dist_node WHERE nodeport = ${PORTS[2]}")
+# every event on a worker's shards holds that worker's range (E2's events
+# written through the coordinator, in a transaction block, too)
+out=$(q coordinator "SELECT sum(result::bigint) FROM run_command_on_shards('subscription.event',
+        'SELECT count(*) FROM %s WHERE id >> 48 <> (SELECT groupid FROM pg_catalog.pg_dist_local_group)')")
+ranges=$(q coordinator "SELECT string_agg(DISTINCT (id >> 48)::text, ' ' ORDER BY (id >> 48)::text) FROM subscription.event")
+tap "$([ "$out" = 0 ] && [ "$ranges" = "$G1 $G2" ] && echo 1)" \
+    "E3: every event on a worker holds the worker's own range of ids (events in other ranges: $out; ranges: $ranges; groups $G1 $G2)" "$out"
+# claim_all CONSUMER MAX: claims and acknowledges (the last id of each
+# claim) until nothing is left; prints the ids claimed, claim by claim
+claim_all() {
+    local ids i
+    for i in $(seq 1 400); do
+        ids=$(q coordinator "SELECT coalesce(string_agg(id::text, ' ' ORDER BY id), '') FROM subscription.claim_events('$1', $2)") || { echo "claim failed: $ids"; return; }
+        [ -z "$ids" ] && return
+        echo "$ids"
+        q coordinator "SELECT subscription.ack_events('$1', ${ids##* })" >/dev/null || { echo "ack failed"; return; }
+    done
+}
+claimed=$(claim_all citus-e3 40)
+all=$(q coordinator "SELECT id FROM subscription.event ORDER BY id")
+twice=$(echo $claimed | tr ' ' '\n' | sort | uniq -d | head -3)
+order=$(q coordinator "SELECT string_agg((payload ->> 'from') || '>' || (payload ->> 'to'), ' ' ORDER BY id)
+                        FROM subscription.event WHERE tenant_id IN ($W1, $W2) AND type = 'subscription.quantity_changed'")
+tap "$([ -n "$all" ] && [ "$(echo $claimed | tr ' ' '\n' | sort -n)" = "$all" ] && [ -z "$twice" ] && [ "$order" = "1>2 2>3 1>2 2>3" ] && echo 1)" \
+    "E3, E4: claim_events on the coordinator hands out every event waiting on both workers once, each worker's in its id order (events: $(echo "$all" | wc -l), claimed: $(echo $claimed | wc -w) in $(echo "$claimed" | grep -c .) claims; E2's per account: $order)" \
+    "$(echo "$claimed" | head -3)"$'\n'"twice: $twice"
+# ack then no redelivery; a claim whose lease ended is handed out again
+out=$(q coordinator "SELECT count(*) FROM subscription.claim_events('citus-e3')")
+q coordinator "SELECT subscription.write_event(t, 'test.citus', t, NULL, '{\"version\": 1}', '2026-03-01') FROM unnest('{$W1,$W2}'::bigint[]) AS t" >/dev/null
+first=$(q coordinator "SELECT string_agg(id::text, ' ' ORDER BY id) FROM subscription.claim_events('citus-e3', 10, '1 second')")
+sleep 1.5
+again=$(q coordinator "SELECT string_agg(id::text, ' ' ORDER BY id) FROM subscription.claim_events('citus-e3', 10)")
+tap "$([ "$out" = 0 ] && [ "$(echo $first | wc -w)" = 2 ] && [ "$first" = "$again" ] && echo 1)" \
+    "E4: acknowledged events are not handed out again ($out); two new ones, one per worker ($first), again once their lease ended ($again)"
+q coordinator "SELECT subscription.ack_events('citus-e3', ${again##* })" >/dev/null
+# E6: two claimers of one consumer never get the same event at once: a
+# claim in flight in another session gives nothing, its lease too; after
+# its ack the other gets the next events, none of the first's
+q coordinator "SELECT subscription.write_event(t, 'test.citus', t, NULL, '{\"version\": 1}', '2026-03-02') FROM unnest('{$W1,$W2,$W1,$W2}'::bigint[]) AS t" >/dev/null
+psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres \
+    -c "BEGIN" -c "SELECT string_agg(id::text, ' ' ORDER BY id) FROM subscription.claim_events('citus-e3', 2)" -c "SELECT pg_sleep(2)" -c "COMMIT" \
+    >"$DIR/e6-first.out" 2>&1 &
+first_pid=$!
+sleep 1
+during=$(q coordinator "SELECT count(*) FROM subscription.claim_events('citus-e3', 10)")
+wait "$first_pid"
+first=$(head -1 "$DIR/e6-first.out")
+leased=$(q coordinator "SELECT count(*) FROM subscription.claim_events('citus-e3', 10)")
+q coordinator "SELECT subscription.ack_events('citus-e3', ${first##* })" >/dev/null
+second=$(q coordinator "SELECT string_agg(id::text, ' ' ORDER BY id) FROM subscription.claim_events('citus-e3', 10)")
+q coordinator "SELECT subscription.ack_events('citus-e3', ${second##* })" >/dev/null
+tap "$([ "$during" = 0 ] && [ "$leased" = 0 ] && [ "$(echo $first | wc -w)" = 2 ] && [ "$(echo $second | wc -w)" = 2 ] \
+       && [ -z "$(echo $first $second | tr ' ' '\n' | sort | uniq -d)" ] && echo 1)" \
+    "E6: a second claimer gets nothing while the first claims ($during) and while its lease runs ($leased); after its ack the next events ($first, then $second)" \
+    "$(cat "$DIR/e6-first.out")"
+# E3 per node: a transaction in flight on worker1 holds back worker1's
+# later ids (a committed event after it), not worker2's; once it commits,
+# both of worker1's come out, in id order
+psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres \
+    -c "BEGIN" -c "SELECT subscription.write_event($W1, 'test.inflight', $W1, NULL, '{\"version\": 1}', '2026-03-03')" \
+    -c "SELECT pg_sleep(4)" -c "COMMIT" >"$DIR/e3-inflight.out" 2>&1 &
+inflight_pid=$!
+sleep 1.5
+q coordinator "SELECT subscription.write_event(t, 'test.after', t, NULL, '{\"version\": 1}', '2026-03-04') FROM unnest('{$W1,$W2}'::bigint[]) AS t" >/dev/null
+held=$(q coordinator "SELECT string_agg(type || ':' || ((id >> 48) = $G1)::text, ' ' ORDER BY id) FROM subscription.claim_events('citus-e3', 10)")
+last=$(q coordinator "SELECT max(claimed_up_to) FROM subscription.event_consumer WHERE consumer = 'citus-e3'")
+[ -n "$last" ] && q coordinator "SELECT subscription.ack_events('citus-e3', $last)" >/dev/null
+wait "$inflight_pid"
+released=$(q coordinator "SELECT string_agg(type || ':' || ((id >> 48) = $G1)::text, ' ' ORDER BY id) FROM subscription.claim_events('citus-e3', 10)")
+last=$(q coordinator "SELECT max(claimed_up_to) FROM subscription.event_consumer WHERE consumer = 'citus-e3'")
+[ -n "$last" ] && q coordinator "SELECT subscription.ack_events('citus-e3', $last)" >/dev/null
+tap "$([ "$held" = "test.after:false" ] && [ "$released" = "test.inflight:true test.after:true" ] && echo 1)" \
+    "E3 per node: a transaction in flight on worker1 holds back worker1's later committed event, not worker2's (claimed: $held); after its commit worker1's two in id order ($released)" \
+    "$(cat "$DIR/e3-inflight.out")"
+# E7 on Citus: a consumer that acknowledged worker1's range and not
+# worker2's holds back worker2's events from pruning; acknowledged, they go
+q coordinator "SELECT subscription.write_event(t, 'test.prune', t, NULL, '{\"version\": 1}', '2026-03-05') FROM unnest('{$W1,$W2}'::bigint[]) AS t" >/dev/null
+ids=$(q coordinator "SELECT string_agg(id::text, ' ' ORDER BY id) FROM subscription.claim_events('citus-e3', 10)")
+q coordinator "SELECT subscription.ack_events('citus-e3', max(id)) FROM subscription.event WHERE type = 'test.prune' AND id >> 48 = $G1" >/dev/null
+old="SELECT string_agg(n::text, ' ' ORDER BY g) FROM (SELECT id >> 48 AS g, count(*) AS n FROM subscription.event WHERE type = 'test.prune' GROUP BY 1) AS c"
+before=$(q coordinator "$old")
+pruned=$(q coordinator "SET subscription.event_retention = '1 day'; CALL subscription.prune_events()")
+between=$(q coordinator "$old")
+q coordinator "SELECT subscription.ack_events('citus-e3', ${ids##* })" >/dev/null
+pruned2=$(q coordinator "SET subscription.event_retention = '1 day'; CALL subscription.prune_events()")
+after=$(q coordinator "SELECT count(*) FROM subscription.event WHERE type = 'test.prune'")
+tap "$([ "$before" = "1 1" ] && [ "$between" = "1" ] && [ "$after" = 0 ] && [ "$pruned" -gt 0 ] 2>/dev/null && [ "$pruned2" -gt 0 ] 2>/dev/null && echo 1)" \
+    "E7 on Citus: prune_events deletes per node what every consumer acknowledged: worker2's unacknowledged event kept (per worker before: $before, after: $between; pruned $pruned), then the rest ($pruned2, left: $after)"
 
 # E1 on Citus (review h-rev3, doubt 1): the routed insert of an event
 # skips a renewal.upcoming already written for its period (its unique
@@ -1792,13 +1878,16 @@ tap "$(echo "$out" | grep -q "NOTICE:  0A000 claim_events() does not run where s
 # else: an event whose id a row of the tenant's shard already holds (the
 # sequence set back) is 23505, not dropped silently, as on a single server
 # (case events_upcoming_conflict).  On an account of each worker, in a
-# transaction rolled back.
+# transaction rolled back; the id taken is the worker's next (the worker
+# numbers the events it stores, event_numbered_here).
 for acct in "$W1" "$W2"; do
+    taken=$(psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[$([ "$acct" = "$W1" ] && echo 1 || echo 2)]}" -d postgres \
+                 -c "SELECT nextval('subscription.event_id_seq') + 1" 2>&1)
     out=$(psql -X -q -At -v ON_ERROR_STOP=1 -p "${PORTS[0]}" -d postgres 2>&1 <<SQL
 BEGIN;
 DO \$\$
 DECLARE
-    taken bigint := nextval('subscription.event_id_seq') + 1;
+    taken bigint := $taken;
     clash text := 'no error';
     first bigint[];
     again bigint[];
@@ -2011,10 +2100,13 @@ tap "$([ -n "$before" ] && [ -z "$lost" ] && [ "$(echo "$before" | tr ' ' '\n' |
 # the user triggers of the extension's tables on a node and their states
 # ("table.trigger:state"): the same after distribute() as before, which
 # disables those of each table that holds rows for Citus's copy into its
-# shards and enables them again
+# shards and enables them again; but for event_numbered_here, which
+# distribute() adds to the event table (each node numbers the events it
+# stores, E3; the E3 checks above show it at work)
 TRIGGER_STATES="SELECT string_agg(c.relname || '.' || t.tgname || ':' || t.tgenabled::text, ' ' ORDER BY c.relname, t.tgname)
                   FROM pg_trigger AS t JOIN pg_class AS c ON c.oid = t.tgrelid
-                 WHERE NOT t.tgisinternal AND c.relnamespace = 'subscription'::regnamespace"
+                 WHERE NOT t.tgisinternal AND c.relnamespace = 'subscription'::regnamespace
+                   AND t.tgname <> 'event_numbered_here'"
 states_before=$(for i in 0 1 2; do uq "$i" -c "$TRIGGER_STATES" | md5sum | cut -c1-8; done | paste -sd ' ')
 # every table's rows, "table:sum of the rows' hashes" by name
 UCONTENT="SELECT string_agg(format('%s:%s', c.relname,

@@ -33,14 +33,20 @@ COMMENT ON COLUMN subscription.event.next_xid IS
 'The next transaction id when the event''s id was taken: claim_events() hands it out once no transaction below it runs';
 
 -- Each consumer's position: read across tenants, so not a tenant table.
--- A claim (claimed_up_to) is held until claimed_until or its ack.
+-- A claim (claimed_up_to) is held until claimed_until or its ack.  One
+-- row per node whose range of ids the consumer reads (node: id >> 48, the
+-- Citus group that numbered the event; 0 on a single server, its only row).
 CREATE TABLE subscription.event_consumer (
-    consumer      text PRIMARY KEY CHECK (consumer <> ''),
+    consumer      text NOT NULL CHECK (consumer <> ''),
     position      bigint NOT NULL DEFAULT 0,
     claimed_up_to bigint,
     claimed_until timestamptz,
-    acked_at      timestamptz
+    acked_at      timestamptz,
+    node          integer NOT NULL DEFAULT 0 CHECK (node >= 0),
+    CONSTRAINT event_consumer_pkey PRIMARY KEY (consumer, node)
 );
 
 COMMENT ON TABLE subscription.event_consumer IS
-'Each event consumer''s position (the last event it acknowledged) and its claim in flight';
+'Each event consumer''s position (the last event it acknowledged) and its claim in flight, per node''s range of ids (E3)';
+COMMENT ON COLUMN subscription.event_consumer.node IS
+'The node whose range of event ids the row''s position is in (id >> 48: a Citus group; 0 on a single server)';

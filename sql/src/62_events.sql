@@ -310,13 +310,92 @@ $$;
 COMMENT ON FUNCTION subscription.announce_renewals() IS
 'Write renewal.upcoming once per subscription and period, and trial.ending once per trial, entering the notice window (renewal_notice); idempotent (E5)';
 
+-- E3 on one node: the events of this node's shards (the whole table on a
+-- single server) after a consumer's positions, by range of ids (id >> 48,
+-- the node that numbered them, positions a JSON object of range to
+-- position): in the range this node numbers, the prefix of the next ids
+-- whose next_xid is below this node's oldest running transaction, up to
+-- the first that is not (ids are not taken in the order next_xid is read:
+-- write_events takes a statement's ids, then reads it once, so a later id
+-- may be ready before an earlier one); in range 0 on a Citus worker, the
+-- events distribute() copied there from before (committed), each ready.
+-- At most max per range, in id order.  A shard of the event table moved
+-- here from another worker holds that node's range: 55000 (docs/citus.md).
+CREATE FUNCTION subscription.ready_events(positions jsonb, max integer)
+RETURNS SETOF subscription.event
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    shards bigint[] := subscription.local_shards('subscription.event');
+    own bigint := 0;
+    ranges bigint[] := '{0}';
+    tables text[];
+    parts text[];
+    moved bigint;
+BEGIN
+    PERFORM subscription.require_arguments('ready_events', '{positions,max}', ARRAY[positions IS NULL, max IS NULL]);
+    IF max < 1 OR pg_catalog.jsonb_typeof(positions) <> 'object' THEN
+        RAISE EXCEPTION 'ready_events() takes positions as a JSON object and max from 1'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF shards = '{NULL}' THEN
+        tables := '{subscription.event}';
+    ELSE
+        EXECUTE 'SELECT groupid FROM pg_catalog.pg_dist_local_group' INTO own;
+        tables := ARRAY(SELECT pg_catalog.shard_name('subscription.event'::pg_catalog.regclass, s) FROM unnest(shards) AS s);
+        IF own > 0 THEN
+            ranges := ARRAY[0, own];
+        END IF;
+        IF tables = '{}' THEN
+            RETURN;
+        END IF;
+        EXECUTE (SELECT pg_catalog.string_agg(pg_catalog.format(
+                            '(SELECT e.id FROM %s AS e WHERE (e.id >= 281474976710656 AND e.id < $1 << 48) OR e.id >= ($1 + 1) << 48 LIMIT 1)', t), ' UNION ALL ')
+                   FROM unnest(tables) AS t) || ' LIMIT 1'
+           INTO moved USING own;
+        IF moved IS NOT NULL THEN
+            RAISE EXCEPTION 'event % on node % was numbered by node %', moved, own, moved >> 48
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'A shard of subscription.event was moved here from another worker: a consumer''s position per node would skip its events.',
+                      HINT = 'Claim events where every shard of subscription.event stays on the node that numbered its events (docs/citus.md).';
+        END IF;
+    END IF;
+    -- the next max ids of each range, read with the index on id of each table
+    SELECT pg_catalog.array_agg(pg_catalog.format(
+               '(SELECT e.* FROM %s AS e WHERE e.id > %s AND e.id < %s ORDER BY e.id LIMIT %s)',
+               t, GREATEST(coalesce((positions ->> r::text)::bigint, 0), r << 48), (r + 1) << 48, max))
+      INTO parts
+      FROM unnest(tables) AS t, unnest(ranges) AS r;
+    RETURN QUERY EXECUTE pg_catalog.format($q$
+        SELECT (h.event).* FROM (
+            SELECT e AS event,
+                   pg_catalog.row_number() OVER w AS n,
+                   pg_catalog.bool_and(e.id >> 48 <> $1
+                                       OR e.next_xid <= pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())) OVER w AS ready
+              FROM (%s) AS e
+            WINDOW w AS (PARTITION BY e.id >> 48 ORDER BY e.id)) AS h
+         WHERE h.ready AND h.n <= $2
+         ORDER BY (h.event).id$q$, pg_catalog.array_to_string(parts, ' UNION ALL '))
+      USING own, max;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.ready_events(jsonb, integer) IS
+'Internal: the events of this node ready for a consumer after its positions per range of ids, at most max per range (E3); claim_events() only';
+
 -- E4: hand out the next events of a consumer: those after its position
--- whose every earlier id has committed or ended (next_xid below the
--- snapshot's oldest running transaction, events.c, for each of them and
--- every earlier one), in id order, at most max.  One claim per consumer
--- at a time (E6): a claim in flight (until acknowledged or until its lease
--- ends) or another worker claiming this instant gives nothing.  A new
--- consumer starts at the oldest event.
+-- whose every earlier id has committed or ended (ready_events: next_xid
+-- below the oldest running transaction of the node that numbered them,
+-- events.c, for each of them and every earlier one), in id order, at most
+-- max.  One claim per consumer at a time (E6): a claim in flight (until
+-- acknowledged or until its lease ends) or another worker claiming this
+-- instant gives nothing.  A new consumer starts at the oldest event.
+-- On Citus (docs/citus.md) each node numbers the events it stores from its
+-- own range (event_numbered_here), so the consumer keeps a position per
+-- range (event_consumer.node), each node's events read there by
+-- ready_events and held back by its own transactions; the ranges share
+-- max, each in turn, and the events come out in id order (range by range).
 CREATE FUNCTION subscription.claim_events(consumer text, max integer DEFAULT 100, lease interval DEFAULT '1 minute')
 RETURNS SETOF subscription.event
 LANGUAGE plpgsql
@@ -327,6 +406,12 @@ DECLARE
     c text := claim_events.consumer;
     k subscription.event_consumer;
     distributed boolean := false;
+    positions jsonb;
+    got jsonb := '[]';
+    failed text;
+    batch subscription.event[];
+    claimed record;
+    until timestamptz;
 BEGIN
     PERFORM subscription.require_arguments('claim_events', '{consumer,max,lease}',
                                            ARRAY[c IS NULL, max IS NULL, lease IS NULL]);
@@ -342,68 +427,88 @@ BEGIN
         RAISE EXCEPTION 'lease % is not a positive interval', lease
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- E3 on Citus (docs/citus.md): each worker numbers the events it writes
-    -- from its own range and holds them back by its own transactions; one
-    -- position across the nodes, against this node's horizon, would skip
-    -- events for ever.  Refused, nothing claimed, until a claim per node.
     IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
         EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition
                                  WHERE logicalrelid OPERATOR(pg_catalog.=) ''subscription.event''::pg_catalog.regclass)'
            INTO distributed;
     END IF;
-    IF distributed THEN
-        RAISE EXCEPTION 'claim_events() does not run where subscription.event is distributed'
-            USING ERRCODE = 'feature_not_supported',
-                  DETAIL = 'On Citus each worker numbers its events from its own range and holds them back by its own transactions: one position across the nodes would skip events.',
-                  HINT = 'Consume the outbox on a single server; docs/citus.md says what holds on Citus.';
-    END IF;
-    -- E6: another worker of the consumer claiming now: nothing for this
-    -- one, at once
-    SELECT * INTO k FROM subscription.event_consumer AS x WHERE x.consumer = c FOR UPDATE SKIP LOCKED;
+    -- E6: the consumer's row of range 0 (its only one on a single server)
+    -- is its claimers' turn: another worker of the consumer claiming now,
+    -- nothing for this one, at once
+    SELECT * INTO k FROM subscription.event_consumer AS x WHERE x.consumer = c AND x.node = 0 FOR UPDATE SKIP LOCKED;
     IF NOT FOUND THEN
-        IF EXISTS (SELECT FROM subscription.event_consumer AS x WHERE x.consumer = c) THEN
+        IF EXISTS (SELECT FROM subscription.event_consumer AS x WHERE x.consumer = c AND x.node = 0) THEN
             RETURN;
         END IF;
         -- a new consumer, from the oldest event
         INSERT INTO subscription.event_consumer (consumer) VALUES (c) ON CONFLICT DO NOTHING;
-        SELECT * INTO k FROM subscription.event_consumer AS x WHERE x.consumer = c FOR UPDATE SKIP LOCKED;
+        SELECT * INTO k FROM subscription.event_consumer AS x WHERE x.consumer = c AND x.node = 0 FOR UPDATE SKIP LOCKED;
         IF NOT FOUND THEN
             RETURN;
         END IF;
     END IF;
-    IF k.claimed_until > pg_catalog.clock_timestamp() THEN  -- wall time: a lease
+    until := pg_catalog.clock_timestamp();  -- wall time: a lease
+    IF EXISTS (SELECT FROM subscription.event_consumer AS x WHERE x.consumer = c AND x.claimed_until > until) THEN
         RETURN;
     END IF;
-    -- E3: the prefix of the next ids whose next_xid is below the oldest
-    -- running transaction, up to the first that is not: ids are not taken
-    -- in the order next_xid is read (write_events takes a statement's ids,
-    -- then reads it once), so a later id may be ready before an earlier one
-    RETURN QUERY
-    WITH head AS (
-        SELECT e AS event,
-               pg_catalog.bool_and(e.next_xid <= pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()))
-                   OVER (ORDER BY e.id) AS ready
-          FROM (SELECT e.* FROM subscription.event AS e
-                 WHERE e.id > k.position
-                 ORDER BY e.id
-                 LIMIT max) AS e),
-    batch AS (
-        SELECT (h.event).* FROM head AS h WHERE h.ready),
-    claim AS (
-        UPDATE subscription.event_consumer AS x
-           SET claimed_up_to = b.up_to, claimed_until = pg_catalog.clock_timestamp() + lease  -- wall time: a lease
-          FROM (SELECT pg_catalog.max(batch.id) AS up_to FROM batch) AS b
-         WHERE x.consumer = c AND b.up_to IS NOT NULL)
-    SELECT * FROM batch ORDER BY batch.id;
+    until := until + lease;
+    SELECT pg_catalog.jsonb_object_agg(x.node, x.position) INTO positions
+      FROM subscription.event_consumer AS x WHERE x.consumer = c;
+    IF distributed THEN
+        -- each node's ready events, read there (a connection of its own,
+        -- outside this transaction: they are read, not written)
+        EXECUTE 'SELECT pg_catalog.string_agg(w.nodeid || '': '' || w.result, ''; '') FILTER (WHERE NOT w.success),
+                        coalesce(pg_catalog.jsonb_agg(e.e) FILTER (WHERE w.success AND e.e IS NOT NULL), ''[]'')
+                   FROM run_command_on_all_nodes($1) AS w
+                   LEFT JOIN LATERAL pg_catalog.jsonb_array_elements(CASE WHEN w.success THEN w.result::jsonb END) AS e (e) ON true'
+           INTO failed, got
+          USING pg_catalog.format('SELECT coalesce(pg_catalog.jsonb_agg(e ORDER BY e.id), ''[]'') FROM subscription.ready_events(%L, %s) AS e',
+                                  positions, max);
+        IF failed IS NOT NULL THEN
+            RAISE EXCEPTION 'the events of every node could not be read'
+                USING ERRCODE = 'connection_failure', DETAIL = failed;
+        END IF;
+        batch := ARRAY(SELECT e FROM pg_catalog.jsonb_populate_recordset(NULL::subscription.event, got) AS e);
+    ELSE
+        -- one range (0) on a single server: its ready prefix is the claim
+        RETURN QUERY
+        WITH ready AS (
+            SELECT * FROM subscription.ready_events(positions, max)),
+        claim AS (
+            UPDATE subscription.event_consumer AS x
+               SET claimed_up_to = b.up_to, claimed_until = until
+              FROM (SELECT pg_catalog.max(r.id) AS up_to FROM ready AS r) AS b
+             WHERE x.consumer = c AND x.node = 0 AND b.up_to IS NOT NULL)
+        SELECT r.* FROM ready AS r ORDER BY r.id;
+        RETURN;
+    END IF;
+    -- at most max: each range's next events in turn, each range a prefix
+    batch := ARRAY(SELECT b FROM (SELECT b, pg_catalog.row_number() OVER (PARTITION BY b.id >> 48 ORDER BY b.id) AS n
+                                    FROM unnest(batch) AS b) AS r
+                    ORDER BY r.n, (r.b).id LIMIT max);
+    -- the claim: up to its last id in each range, until the lease ends
+    UPDATE subscription.event_consumer AS x SET claimed_up_to = NULL, claimed_until = NULL
+     WHERE x.consumer = c AND x.claimed_up_to IS NOT NULL;
+    FOR claimed IN SELECT b.id >> 48 AS node, pg_catalog.max(b.id) AS up_to FROM unnest(batch) AS b GROUP BY 1 LOOP
+        UPDATE subscription.event_consumer AS x SET claimed_up_to = claimed.up_to, claimed_until = until
+         WHERE x.consumer = c AND x.node = claimed.node;
+        IF NOT FOUND THEN
+            INSERT INTO subscription.event_consumer (consumer, node, claimed_up_to, claimed_until)
+            VALUES (c, claimed.node, claimed.up_to, until);
+        END IF;
+    END LOOP;
+    RETURN QUERY SELECT b.* FROM unnest(batch) AS b ORDER BY b.id;
 END
 $$;
 
 COMMENT ON FUNCTION subscription.claim_events(text, integer, interval) IS
-'The consumer''s next events in commit order, at most max, held for it until acknowledged or the lease ends (E4, E6)';
+'The consumer''s next events in commit order, at most max, held for it until acknowledged or the lease ends (E4, E6); on Citus per node''s range of ids (E3)';
 
 -- Acknowledge a consumer's events up to an id it claimed: its position
 -- moves there (never back); the claim ends when all of it is acknowledged.
--- Returns the position.
+-- Returns the position.  On Citus the ids of a claim come range by range
+-- (id >> 48, the node that numbered them), in id order: up to an id is
+-- its range's position up to it, and every lower range's claim whole.
 CREATE FUNCTION subscription.ack_events(consumer text, up_to bigint)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -413,54 +518,100 @@ AS $$
 DECLARE
     c text := ack_events.consumer;
     k subscription.event_consumer;
+    range_of integer;
+    acked timestamptz;
 BEGIN
     PERFORM subscription.require_arguments('ack_events', '{consumer,up_to}', ARRAY[c IS NULL, up_to IS NULL]);
-    SELECT * INTO k FROM subscription.event_consumer AS x WHERE x.consumer = c FOR UPDATE;
+    -- its claimers' turn (claim_events)
+    PERFORM FROM subscription.event_consumer AS x WHERE x.consumer = c AND x.node = 0 FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'event consumer "%" does not exist', c
             USING ERRCODE = 'no_data_found', HINT = 'A consumer exists from its first claim_events().';
     END IF;
-    IF up_to <= k.position THEN
+    range_of := GREATEST(up_to >> 48, 0);
+    SELECT * INTO k FROM subscription.event_consumer AS x WHERE x.consumer = c AND x.node = range_of FOR UPDATE;
+    IF up_to <= coalesce(k.position, 0) AND FOUND THEN
         RETURN k.position;
     END IF;
     IF k.claimed_up_to IS NULL OR up_to > k.claimed_up_to THEN
         RAISE EXCEPTION 'event % was not claimed by consumer "%"', up_to, c
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('The consumer''s position is %s and its claim ends at %s.',
-                                  k.position, coalesce(k.claimed_up_to::text, 'none')),
+                                  coalesce(k.position, 0), coalesce(k.claimed_up_to::text, 'none')),
                   HINT = 'Acknowledge the events claim_events() returned, up to the last one delivered.';
     END IF;
+    acked := pg_catalog.clock_timestamp();  -- wall time: when a consumer acknowledged
     UPDATE subscription.event_consumer AS x
-       SET position = up_to, acked_at = pg_catalog.clock_timestamp(),  -- wall time: when a consumer acknowledged
+       SET position = x.claimed_up_to, acked_at = acked, claimed_up_to = NULL, claimed_until = NULL
+     WHERE x.consumer = c AND x.node < range_of AND x.claimed_up_to IS NOT NULL;
+    UPDATE subscription.event_consumer AS x
+       SET position = up_to, acked_at = acked,
            claimed_up_to = CASE WHEN up_to < k.claimed_up_to THEN k.claimed_up_to END,
            claimed_until = CASE WHEN up_to < k.claimed_up_to THEN k.claimed_until END
-     WHERE x.consumer = c;
+     WHERE x.consumer = c AND x.node = range_of;
     RETURN up_to;
 END
 $$;
 
 COMMENT ON FUNCTION subscription.ack_events(text, bigint) IS
-'Acknowledge a consumer''s claimed events up to an id: its position moves there (E6)';
+'Acknowledge a consumer''s claimed events up to an id: its position moves there (E6); on Citus every lower range''s claim with it';
 
 -- E7: delete the events older than subscription.event_retention that every
--- consumer has acknowledged (with no consumer, every event older than it).
+-- consumer has acknowledged (with no consumer, every event older than it):
+-- in each range of ids (on Citus, per node), up to the least position
+-- there (a consumer that never claimed in a range acknowledged none of it).
 CREATE PROCEDURE subscription.prune_events(INOUT pruned bigint DEFAULT NULL)
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    horizon bigint;
+    consumers bigint;
+    horizons jsonb;
+    cutoff timestamptz;
 BEGIN
     -- loads the module, which defines subscription.event_retention
     PERFORM subscription.event_next_xid();
-    SELECT pg_catalog.min(k.position) INTO horizon FROM subscription.event_consumer AS k;
+    cutoff := subscription.now() - pg_catalog.current_setting('subscription.event_retention')::interval;
+    SELECT pg_catalog.count(DISTINCT k.consumer) INTO consumers FROM subscription.event_consumer AS k;
+    SELECT coalesce(pg_catalog.jsonb_object_agg(h.node, h.horizon), '{}') INTO horizons
+      FROM (SELECT k.node, pg_catalog.min(k.position) AS horizon
+              FROM subscription.event_consumer AS k
+             GROUP BY k.node
+            HAVING pg_catalog.count(*) = consumers) AS h;
     DELETE FROM subscription.event AS e
-     WHERE e.at < subscription.now() - pg_catalog.current_setting('subscription.event_retention')::interval
-       AND (horizon IS NULL OR e.id <= horizon);
+     WHERE e.at < cutoff
+       AND (consumers = 0 OR e.id <= (horizons ->> (e.id >> 48)::text)::bigint);
     GET DIAGNOSTICS pruned = ROW_COUNT;
 END
 $$;
 
 COMMENT ON PROCEDURE subscription.prune_events(bigint) IS
-'Delete the events older than subscription.event_retention that every consumer has acknowledged (E7)';
+'Delete the events older than subscription.event_retention that every consumer has acknowledged (E7), per node''s range of ids on Citus';
+
+-- On Citus (distribute()): an event stored on a node is numbered by it:
+-- one written through the coordinator comes with the coordinator's id and
+-- next_xid, and takes the node's own (E3 as in write_events: the
+-- transaction's id here first, then the event's id, then next_xid), so
+-- that each node's events are held back by its own transactions and come
+-- out in the order of its commits.  An event the node numbered keeps its id.
+CREATE FUNCTION subscription.event_numbered_here()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    own bigint;
+BEGIN
+    EXECUTE 'SELECT groupid FROM pg_catalog.pg_dist_local_group' INTO own;
+    IF NEW.id >> 48 IS DISTINCT FROM own THEN
+        PERFORM pg_catalog.pg_current_xact_id();
+        NEW.id := pg_catalog.nextval('subscription.event_id_seq');
+        NEW.next_xid := subscription.event_next_xid();
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+COMMENT ON FUNCTION subscription.event_numbered_here() IS
+'Trigger (Citus, made by distribute()): an event stored on a node takes the node''s own id and next_xid unless the node numbered it (E3)';

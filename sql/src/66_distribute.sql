@@ -222,6 +222,15 @@ BEGIN
                 USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = failed;
         END IF;
     END LOOP;
+    -- E3 on Citus: an event stored on a node is numbered by it, on every
+    -- placement of the event table (event_numbered_here), so that a
+    -- consumer's position per node is held back by that node's own
+    -- transactions (claim_events)
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger AS g
+                    WHERE g.tgrelid = 'subscription.event'::pg_catalog.regclass AND g.tgname = 'event_numbered_here') THEN
+        CREATE TRIGGER event_numbered_here BEFORE INSERT ON subscription.event
+            FOR EACH ROW EXECUTE FUNCTION subscription.event_numbered_here();
+    END IF;
     -- the column rights of the roles given them before: Citus made the
     -- shards and the workers' tables with the tables' own rights alone
     -- (granted_role_columns gives them on every node), to the roles that

@@ -9,7 +9,12 @@
 \i test/sql/include/setup.psql
 SET search_path = subscription, public;
 BEGIN;
-SELECT nextval('event_id_seq') + 1 AS taken \gset
+-- a first row takes the next id of the node that stores the tenant's
+-- events (on Citus its worker numbers it, event_numbered_here: the id
+-- returned is the worker's); the second holds the id that node hands out next
+INSERT INTO event (id, type, account_id, subscription_id, payload, at, next_xid, tenant_id)
+VALUES (nextval('event_id_seq'), 'payment.recorded', 1, 2, '{"version":1}', '2026-01-01', pg_current_xact_id(), 99)
+RETURNING id + 1 AS taken \gset
 INSERT INTO event (id, type, account_id, subscription_id, payload, at, next_xid, tenant_id)
 VALUES (:taken, 'payment.recorded', 1, 2, '{"version":1}', '2026-01-01', pg_current_xact_id(), 99);
 SAVEPOINT s;
