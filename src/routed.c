@@ -155,11 +155,7 @@ RoutedTableOf(Relation rel)
 		t->valid = true;
 		return NULL;
 	}
-#if PG_VERSION_NUM >= 180000
-	pkey = RelationGetPrimaryKeyIndex(rel, false);
-#else
-	pkey = RelationGetPrimaryKeyIndex(rel);
-#endif
+	pkey = PrimaryKeyIndexOf(rel);
 	if (!OidIsValid(pkey))
 		elog(ERROR, "relation \"%s\" has no primary key", RelationGetRelationName(rel));
 

@@ -269,11 +269,7 @@ RowWriteColumn(Relation rel, const char *column)
 static Oid
 LookUpKeyIndex(Relation rel)
 {
-#if PG_VERSION_NUM >= 180000
-	Oid			pkey = RelationGetPrimaryKeyIndex(rel, false);
-#else
-	Oid			pkey = RelationGetPrimaryKeyIndex(rel);
-#endif
+	Oid			pkey = PrimaryKeyIndexOf(rel);
 	HeapTuple	pktup;
 	Form_pg_index pk;
 	AttrNumber	tenant_col = get_attnum(RelationGetRelid(rel), "tenant_id");

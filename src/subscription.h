@@ -66,6 +66,17 @@ extern text *CurrentActor(void);
 /* identity.c: who runs what */
 #include "utils/relcache.h"
 
+/* a relation's primary key index; PostgreSQL 18 added a deferrable_ok flag */
+static inline Oid
+PrimaryKeyIndexOf(Relation rel)
+{
+#if PG_VERSION_NUM >= 180000
+	return RelationGetPrimaryKeyIndex(rel, false);
+#else
+	return RelationGetPrimaryKeyIndex(rel);
+#endif
+}
+
 typedef struct IdentitySwitch
 {
 	Oid			save_userid;

@@ -189,11 +189,7 @@ ReadUsageKey(const Datum *values, int64 *total)
 	static const char *const columns[4] = {"tenant_id", "account_id", "feature", "key"};
 	static const int value_of[4] = {0, 1, 2, 4};
 	Relation	rel = table_open(OwnTable("usage_record"), AccessShareLock);
-#if PG_VERSION_NUM >= 180000
-	Oid			pkey = RelationGetPrimaryKeyIndex(rel, false);
-#else
-	Oid			pkey = RelationGetPrimaryKeyIndex(rel);
-#endif
+	Oid			pkey = PrimaryKeyIndexOf(rel);
 	Relation	index;
 	ScanKeyData keys[4];
 	IndexScanDesc scan;
